@@ -1,0 +1,90 @@
+"""The inference contract every consumer (batch scorer, HTTP service, evaluation) relies on.
+
+``load_model(path)`` (in ``models.artifact``) returns an object satisfying :class:`Predictor`; tests
+inject fakes that satisfy the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["GOOD", "Prediction", "Predictor", "Thresholds"]
+
+GOOD = "good"
+"""The label/type name of a normal (anomaly-free) image."""
+
+
+class Thresholds(NamedTuple):
+    """Operating-point thresholds on the final score in [0, 1].
+
+    ``release``: images scoring below it are released (label ``good``); it is chosen so that at most
+    ``target_miss_rate`` of anomalous validation images fall below it. ``hold``: images at or above it
+    warrant a physical hold (``hold >= release``); between the two an officer reviews remotely.
+    """
+
+    release: float
+    hold: float
+    target_miss_rate: float
+    method: str  # how ``release`` was found, e.g. "miss_rate_on_validation" or "normal_quantile_fallback"
+
+
+class Prediction(NamedTuple):
+    """One image's verdict.
+
+    Attributes:
+        score: final fused anomaly score in [0, 1]; higher is more anomalous.
+        label: ``"anomalous"`` if ``score >= thresholds.release`` else ``"good"``.
+        anomaly_type: most probable anomaly type when anomalous (may be ``"unknown"`` when the
+            one-class detector fires but no known type fits), ``None`` when good.
+        type_probabilities: probability per known class, ``"good"`` included; sums to 1.
+        anomaly_map: float32 array (H, W) in [0, 1], the input image's own height and width.
+        thresholds: the model's operating-point thresholds that produced ``label``.
+        model_id: the artifact's id (name and content hash), for the audit trail.
+    """
+
+    score: float
+    label: str
+    anomaly_type: str | None
+    type_probabilities: Mapping[str, float]
+    anomaly_map: np.ndarray
+    thresholds: Thresholds
+    model_id: str
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A loaded model that scores decoded images of one cargo type."""
+
+    @property
+    def model_id(self) -> str:
+        """Artifact id, e.g. ``"bulk_ore-lite0-3f2a9c1b"``."""
+        ...
+
+    @property
+    def cargo_type(self) -> str:
+        """The cargo type this model was trained for (``bulk_ore``, ``vacuum_pack``, ...)."""
+        ...
+
+    @property
+    def thresholds(self) -> Thresholds: ...
+
+    @property
+    def card(self) -> Mapping[str, Any]:
+        """The artifact's ``model.json`` contents."""
+        ...
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """Score a batch of images.
+
+        Args:
+            images: arrays of shape (H, W), (H, W, 1) or (H, W, 3) (RGB), dtype uint8, uint16 or
+                float32 in [0, 1]. Sizes may differ; preprocessing (resize, tiling, normalisation)
+                is the predictor's own.
+
+        Returns:
+            One :class:`Prediction` per image, in order.
+        """
+        ...

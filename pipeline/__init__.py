@@ -1,0 +1,1 @@
+"""Training, evaluation, batch scoring, shipment decisions, the audit store and the CLI."""

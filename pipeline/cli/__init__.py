@@ -1,0 +1,15 @@
+"""The ``clearsight`` command line: one Typer app, one module per command group.
+
+Each module exposes ``register(app)``; ``serve.cli`` adds the ``serve`` and ``demo`` commands on top
+(they need the HTTP layer, which sits above ``pipeline``).
+"""
+
+from __future__ import annotations
+
+from pipeline.cli._app import app, run
+from pipeline.cli import audit, data, decide, evaluate, export, score, train
+
+for _module in (data, train, evaluate, export, score, decide, audit):
+    _module.register(app)
+
+__all__ = ["app", "run"]

@@ -1,0 +1,72 @@
+"""The root Typer app and the error boundary every command runs inside."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from datasets.errors import ClearsightError
+
+__all__ = ["app", "run", "state"]
+
+
+class _State:
+    debug: bool = False
+
+
+state = _State()
+
+app = typer.Typer(
+    name="clearsight",
+    help="Smart inspection for customs: score cargo images, decide release before inspection, audit it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    state.debug = debug
+
+
+def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
+    """Run the CLI; a ``ClearsightError`` becomes ``Error: message`` on stderr and exit code 2.
+
+    Tracebacks are printed only with ``--debug``. Returns the process exit code.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        typer_app(args=args, standalone_mode=False)
+    except ClearsightError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"Error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)  # noqa: T201
+        return 130
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except Exception as exc:  # click usage errors and friends
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            print("Aborted.", file=sys.stderr)  # noqa: T201
+            return 1
+        if debug:
+            raise
+        print(f"Error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)  # noqa: T201
+        return 1
+    return 0

@@ -1,0 +1,33 @@
+"""Runtime settings, read once at an entry point (CLI main, server lifespan) and passed down.
+
+``datasets``, ``models`` and ``pipeline`` code never reads the environment itself: it takes what it
+needs as arguments. Every field can be set as ``CLEARSIGHT_<FIELD>`` in the environment or a
+``.env`` file.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Settings shared by the CLI and the server."""
+
+    model_config = SettingsConfigDict(env_prefix="CLEARSIGHT_", env_file=".env", extra="ignore")
+
+    audit_db: str = Field(
+        default="sqlite:///clearsight.db",
+        description="SQLAlchemy URL of the audit store (sqlite:///FILE or postgresql+psycopg://...).",
+    )
+    audit_secret: SecretStr = Field(
+        default=SecretStr("clearsight-development-secret"),
+        description="Key of the HMAC that picks random compliance audits. Set a real secret in production.",
+    )
+    max_image_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Largest image file accepted.")
+    max_image_pixels: int = Field(
+        default=50_000_000, gt=0, description="Largest width x height accepted (decompression-bomb guard)."
+    )
+    debug: bool = Field(default=False, description="Show tracebacks for errors.")

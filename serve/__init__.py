@@ -1,0 +1,1 @@
+"""The HTTP inference service and the officer review page."""
