@@ -1,0 +1,99 @@
+"""The records that flow from scoring to decisions to the audit store.
+
+The batch scorer writes one :class:`ImageVerdict` per image (a JSONL/CSV/Parquet row); the decision
+layer groups them by shipment, adds the :class:`Declaration`, and produces one
+:class:`ShipmentDecision` per shipment, which the audit store records. The HTTP service builds the
+same objects from a request.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Declaration", "ImageVerdict", "Reason", "ShipmentDecision", "Tier"]
+
+
+class Tier(str, enum.Enum):
+    """Decision tiers, in increasing order of severity."""
+
+    RELEASE = "RELEASE"
+    REMOTE_INSPECTION = "REMOTE_INSPECTION"
+    PHYSICAL_INSPECTION = "PHYSICAL_INSPECTION"
+
+    @property
+    def severity(self) -> int:
+        return list(Tier).index(self)
+
+
+class ImageVerdict(BaseModel):
+    """One scored (or failed) image. ``error`` set means it could not be scored; score fields are None."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    sha256: str | None = None
+    shipment_id: str | None = None
+    cargo_type: str | None = None
+    score: float | None = None
+    label: str | None = None  # "good" | "anomalous"
+    anomaly_type: str | None = None
+    type_probabilities: dict[str, float] | None = None
+    threshold: float | None = None  # release threshold of the model that scored it
+    hold_threshold: float | None = None
+    model_id: str | None = None
+    heatmap: str | None = None
+    error: str | None = None
+    declaration: dict[str, Any] = Field(default_factory=dict)
+
+
+class Declaration(BaseModel):
+    """What the trader declared for a shipment, plus the flags raised by other systems.
+
+    Unknown extra columns (HS code, origin, ...) are kept in ``extra`` and carried into the audit record.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    shipment_id: str = Field(min_length=1, max_length=128)
+    cargo_type: str = Field(min_length=1, max_length=64)
+    trader_id: str | None = Field(default=None, max_length=128)
+    aeo_tier: str | None = Field(default=None, max_length=32)  # e.g. "AEOC", "AEOS", "AEOF" or None
+    radiation_alarm: bool = False
+    suspected_solid_waste: bool = False
+    document_mismatch: bool = False
+    declared_foreign_inclusions: bool = False
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class Reason(BaseModel):
+    """Why a rule fired: which rule, for which image, which value against which threshold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: str  # e.g. "override.radiation_alarm", "score.hold", "random_audit", "fail_closed.no_image"
+    tier: Tier
+    message: str
+    image: str | None = None
+    score: float | None = None
+    threshold: float | None = None
+
+
+class ShipmentDecision(BaseModel):
+    """The decision for one shipment, with everything needed to reconstruct it later."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shipment_id: str
+    cargo_type: str
+    tier: Tier
+    reasons: list[Reason]
+    declaration: Declaration
+    images: list[ImageVerdict]
+    policy_version: str
+    policy_sha256: str
+    model_ids: list[str]
+    random_audit: bool = False
+    decided_at: str  # ISO 8601 UTC
