@@ -1,0 +1,173 @@
+"""Operating-point thresholds: where to cut the final anomaly score.
+
+Clearsight is judged at an operating point, not by AUROC: the share of clean cargo released while at
+most ``target_miss_rate`` (1 %) of anomalous cargo is released. :func:`pick_thresholds` turns the
+validation scores of a trained model into the two cut points of :class:`~models.inference.Thresholds`:
+
+* ``release`` — an image is released when ``score < release``. With anomalous validation scores it is
+  the highest cut that releases at most ``target_miss_rate`` of them (method
+  ``"miss_rate_on_validation"``). Without them it falls back to a high quantile of the normal scores
+  plus a margin (method ``"normal_quantile_fallback"``); the caller should say so to the user,
+  because that threshold promises nothing about misses.
+* ``hold`` — an image is held physically when ``score >= hold``. It is the lowest cut at which at
+  most ``hold_false_alarm_rate`` of normal validation images would be held (a physical hold of clean
+  cargo is expensive), and never below ``release``. Between the two an officer reviews remotely.
+
+Cut points are never placed *on* a validation score: a threshold equal to a score makes the outcome
+for that image depend on ``<`` versus ``<=`` and on float rounding. Each cut is put in the middle of
+the gap between the two neighbouring distinct scores that bound the admissible range.
+
+Small-sample caveat: with ``n`` anomalous validation images the miss rate can only be measured in
+steps of ``1/n``. At ``target_miss_rate=0.01`` and fewer than 100 anomalous images no miss at all is
+allowed, so ``release`` sits just below the *lowest* anomalous score, and the true miss rate on new
+cargo is only bounded loosely (with 30 anomalies and none missed, the 95 % upper confidence bound on
+the miss rate is about 10 %, the "rule of three"). Collect more anomalous validation images before
+trusting the 1 % figure.
+
+The bug this module exists to avoid is a threshold that collapses to the minimum score when no
+anomalous validation images exist (anomalib issue #2433), which silently flags everything. Degenerate
+inputs — no normal scores, NaN or infinite scores, scores outside [0, 1], all scores equal — raise
+``ValueError`` naming the problem instead of returning such a threshold.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from models.inference import Thresholds
+
+__all__ = [
+    "FALLBACK_MARGIN",
+    "FALLBACK_QUANTILE",
+    "METHOD_FALLBACK",
+    "METHOD_VALIDATION",
+    "pick_thresholds",
+]
+
+METHOD_VALIDATION = "miss_rate_on_validation"
+METHOD_FALLBACK = "normal_quantile_fallback"
+
+FALLBACK_QUANTILE = 0.995
+"""Quantile of the normal validation scores used for ``release`` when there are no anomalous ones."""
+
+FALLBACK_MARGIN = 0.02
+"""Added to the fallback quantile (on the [0, 1] score scale) so that release is above it, not on it."""
+
+# A rate times a count such as 0.07 * 100 comes out as 7.000000000000001; without this slack the
+# allowed number of misses would be off by one for such products.
+_COUNT_EPS = 1e-9
+
+
+def _as_scores(values: np.ndarray, name: str) -> np.ndarray:
+    """Validate scores and return them as a sorted float64 vector (N,)."""
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    if arr.size and not np.all(np.isfinite(arr)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise ValueError(f"{name} contain {bad} NaN or infinite value(s); scores must be finite, in [0, 1]")
+    if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+        raise ValueError(f"{name} must lie in [0, 1]; got values from {arr.min():.6g} to {arr.max():.6g}")
+    return np.sort(arr)
+
+
+def _check_rate(value: float, name: str) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and 0.0 <= value < 1.0):
+        raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
+
+
+def _allowed(rate: float, n: int) -> int:
+    """How many of ``n`` images may be on the wrong side of a cut at ``rate``: floor(rate * n)."""
+    return int(math.floor(rate * n + _COUNT_EPS))
+
+
+def _release_from_anomalies(normal: np.ndarray, anomalous: np.ndarray, target_miss_rate: float) -> float:
+    """Highest release cut releasing at most ``target_miss_rate`` of the anomalous scores.
+
+    Sorted anomalous scores ``a`` (ascending) and ``k = floor(rate * n)`` allowed misses: any cut at
+    or below ``a[k]`` releases at most ``k`` of them (fewer on ties), any cut above releases more. The
+    cut goes midway between ``a[k]`` and the highest score (normal or anomalous) strictly below it, or
+    midway to 0 when nothing scores lower.
+    """
+    pivot = float(anomalous[_allowed(target_miss_rate, anomalous.size)])
+    both = np.concatenate([normal, anomalous])
+    below = both[both < pivot]
+    lower = float(below.max()) if below.size else 0.0
+    return (pivot + lower) / 2.0
+
+
+def _release_from_normals(normal: np.ndarray) -> float:
+    """Fallback release cut: the 99.5th percentile of normal scores (linear interpolation) + margin."""
+    if normal[0] == normal[-1]:
+        raise ValueError(
+            f"all {normal.size} normal validation scores equal {normal[0]:.6g} and there are no anomalous "
+            "ones: the model does not separate anything, so no release threshold can be placed"
+        )
+    quantile = float(np.quantile(normal, FALLBACK_QUANTILE))
+    return min(1.0, quantile + FALLBACK_MARGIN)
+
+
+def _hold_from_normals(normal: np.ndarray, anomalous: np.ndarray, hold_false_alarm_rate: float) -> float:
+    """Lowest hold cut at which at most ``hold_false_alarm_rate`` of normal scores are ``>=`` it.
+
+    Sorted normal scores descending ``d`` and ``m = floor(rate * n)`` allowed holds: the cut must be
+    above ``d[m]``. It goes midway between ``d[m]`` and the lowest score (normal or anomalous)
+    strictly above it, or midway to 1 when nothing scores higher (capped at 1, the top of the scale).
+    """
+    pivot = float(normal[::-1][_allowed(hold_false_alarm_rate, normal.size)])
+    both = np.concatenate([normal, anomalous])
+    above = both[both > pivot]
+    upper = float(above.min()) if above.size else 1.0
+    return (pivot + upper) / 2.0
+
+
+def pick_thresholds(
+    normal_scores: np.ndarray,
+    anomalous_scores: np.ndarray | None,
+    *,
+    target_miss_rate: float = 0.01,
+    hold_false_alarm_rate: float = 0.005,
+) -> Thresholds:
+    """Choose the release and hold thresholds from validation scores.
+
+    Args:
+        normal_scores: (N,) final scores in [0, 1] of normal (good) validation images; N >= 1.
+            Any shape is accepted and flattened.
+        anomalous_scores: (M,) final scores in [0, 1] of anomalous validation images, or ``None`` (or
+            empty) when there are none; then ``release`` falls back to the normal-score quantile.
+        target_miss_rate: largest share of anomalous validation images that may score below
+            ``release`` (be released), in [0, 1).
+        hold_false_alarm_rate: largest share of normal validation images that may score at or above
+            ``hold`` (be held physically), in [0, 1).
+
+    Returns:
+        ``Thresholds(release, hold, target_miss_rate, method)`` with ``0 <= release <= hold <= 1``.
+
+    Raises:
+        ValueError: no normal scores; NaN, infinite or out-of-range scores; all scores equal; a rate
+            outside [0, 1).
+    """
+    _check_rate(target_miss_rate, "target_miss_rate")
+    _check_rate(hold_false_alarm_rate, "hold_false_alarm_rate")
+    normal = _as_scores(normal_scores, "normal_scores")
+    anomalous = _as_scores(np.empty(0) if anomalous_scores is None else anomalous_scores, "anomalous_scores")
+    if normal.size == 0:
+        raise ValueError("normal_scores is empty: at least one normal validation score is needed")
+
+    if anomalous.size:
+        both = np.concatenate([normal, anomalous])
+        if both.min() == both.max():
+            raise ValueError(
+                f"all {both.size} validation scores (normal and anomalous) equal {both[0]:.6g}: "
+                "the model does not separate anything, so no threshold can be placed"
+            )
+        release = _release_from_anomalies(normal, anomalous, target_miss_rate)
+        method = METHOD_VALIDATION
+    else:
+        release = _release_from_normals(normal)
+        method = METHOD_FALLBACK
+
+    hold = max(release, _hold_from_normals(normal, anomalous, hold_false_alarm_rate))
+    return Thresholds(
+        release=float(release), hold=float(hold), target_miss_rate=float(target_miss_rate), method=method
+    )

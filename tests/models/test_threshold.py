@@ -1,0 +1,161 @@
+"""pick_thresholds: hand-computed cut points per case, invariants on random scores, degenerate inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from models.threshold import METHOD_FALLBACK, METHOD_VALIDATION, pick_thresholds
+
+# Scores are multiples of 1/8 so that every midpoint below is exact in binary floating point.
+CASES = [
+    # id, normal, anomalous, target_miss_rate, hold_false_alarm_rate, release, hold, method
+    # separated: release midway between top normal 0.375 and bottom anomaly 0.75; hold the same gap
+    ("separated", [0.125, 0.25, 0.375], [0.75, 0.875], 0.01, 0.005, 0.5625, 0.5625, METHOD_VALIDATION),
+    # overlap: lowest anomaly 0.375 sits below normals 0.5/0.625 -> cut midway to normal 0.25 below it;
+    # hold: top normal 0.625, next score up is anomaly 0.75
+    (
+        "overlap",
+        [0.125, 0.25, 0.5, 0.625],
+        [0.375, 0.75, 0.875],
+        0.01,
+        0.005,
+        0.3125,
+        0.6875,
+        METHOD_VALIDATION,
+    ),
+    # 25 % of 4 anomalies may be missed: pivot a[1] = 0.5, highest score below it is normal 0.375
+    (
+        "one_miss_allowed",
+        [0.125, 0.375],
+        [0.25, 0.5, 0.75, 1.0],
+        0.25,
+        0.005,
+        0.4375,
+        0.4375,
+        METHOD_VALIDATION,
+    ),
+    # tie at the pivot: taking one 0.5 would take both, so no miss is used; cut midway to 0.25
+    ("tie_at_pivot", [0.25], [0.5, 0.5, 0.75, 1.0], 0.25, 0.005, 0.375, 0.375, METHOD_VALIDATION),
+    # the lowest anomaly is the lowest score of all: cut midway to 0, nothing is released
+    ("anomaly_lowest", [0.5, 0.625], [0.25, 0.75], 0.01, 0.005, 0.125, 0.6875, METHOD_VALIDATION),
+    # no normal may be held: hold midway between top normal 0.75 and anomaly 1.0, above release
+    (
+        "hold_above_release",
+        [0.125, 0.25, 0.375, 0.75],
+        [0.5, 1.0],
+        0.01,
+        0.0,
+        0.4375,
+        0.875,
+        METHOD_VALIDATION,
+    ),
+    # one of four normals may be held: pivot is the second-highest normal 0.375 -> 0.4375 = release
+    (
+        "hold_one_allowed",
+        [0.125, 0.25, 0.375, 0.75],
+        [0.5, 1.0],
+        0.01,
+        0.25,
+        0.4375,
+        0.4375,
+        METHOD_VALIDATION,
+    ),
+    # top normal at 1.0: nothing above it, hold capped at the top of the scale
+    ("hold_capped", [0.25, 1.0], [0.5], 0.01, 0.0, 0.375, 1.0, METHOD_VALIDATION),
+    # all normals equal is fine when anomalies separate from them
+    ("normals_equal", [0.25, 0.25], [0.75], 0.01, 0.005, 0.5, 0.5, METHOD_VALIDATION),
+    # fallback: normals i/400 for i = 0..200; q99.5 (linear) = 199/400 = 0.4975, + 0.02 margin;
+    # hold: floor(0.005 * 201) = 1 normal may be held -> midway 199/400..200/400 = 0.49875 < release
+    ("fallback", [i / 400 for i in range(201)], None, 0.01, 0.005, 0.5175, 0.5175, METHOD_FALLBACK),
+    # an empty anomalous array is the same as None
+    ("fallback_empty", [i / 400 for i in range(201)], [], 0.01, 0.005, 0.5175, 0.5175, METHOD_FALLBACK),
+    # fallback capped at 1: q99.5 of 0, .25, .5, .75, 1 = 0.995, + 0.02 > 1
+    ("fallback_capped", [0.0, 0.25, 0.5, 0.75, 1.0], None, 0.01, 0.005, 1.0, 1.0, METHOD_FALLBACK),
+]
+
+
+@pytest.mark.parametrize(
+    ("normal", "anomalous", "miss", "false_alarm", "release", "hold", "method"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_pick_thresholds_hand_computed(
+    normal: list[float],
+    anomalous: list[float] | None,
+    miss: float,
+    false_alarm: float,
+    release: float,
+    hold: float,
+    method: str,
+) -> None:
+    got = pick_thresholds(
+        np.array(normal),
+        None if anomalous is None else np.array(anomalous),
+        target_miss_rate=miss,
+        hold_false_alarm_rate=false_alarm,
+    )
+    assert got.release == pytest.approx(release, abs=1e-12)
+    assert got.hold == pytest.approx(hold, abs=1e-12)
+    assert got.target_miss_rate == miss
+    assert got.method == method
+
+
+def test_thirty_anomalies_at_one_percent_cut_below_the_lowest() -> None:
+    # 30 anomalies at 1 %: floor(0.3) = 0 misses allowed, so the cut is just below min anomaly 0.6,
+    # midway to the highest normal below it (0.5), and not on any data point
+    normal = np.linspace(0.0, 0.5, 101)
+    anomalous = np.linspace(0.6, 0.9, 30)
+    got = pick_thresholds(normal, anomalous)
+    assert got.release == pytest.approx(0.55, abs=1e-12)
+    assert not np.any(np.concatenate([normal, anomalous]) == got.release)
+    assert np.count_nonzero(anomalous < got.release) == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize(("miss", "false_alarm"), [(0.01, 0.005), (0.05, 0.02), (0.0, 0.0)])
+def test_rates_are_met_on_validation(seed: int, miss: float, false_alarm: float) -> None:
+    rng = np.random.default_rng(seed)
+    normal = np.clip(rng.normal(0.3, 0.1, 500), 0, 1)
+    anomalous = np.clip(rng.normal(0.6, 0.15, 300), 0, 1)
+    got = pick_thresholds(normal, anomalous, target_miss_rate=miss, hold_false_alarm_rate=false_alarm)
+    assert np.count_nonzero(anomalous < got.release) <= math.floor(miss * anomalous.size)
+    assert np.count_nonzero(normal >= got.hold) <= math.floor(false_alarm * normal.size)
+    assert 0.0 <= got.release <= got.hold <= 1.0
+    # never on a data point, never at the minimum score
+    assert got.release not in set(np.concatenate([normal, anomalous]).tolist())
+    assert got.release > min(normal.min(), anomalous.min())
+
+
+ERRORS = [
+    # id, normal, anomalous, kwargs, message fragment
+    ("no_normals", [], [0.5], {}, "normal_scores is empty"),
+    ("nan_normal", [0.1, float("nan")], [0.5], {}, "normal_scores contain 1 NaN or infinite"),
+    ("inf_anomalous", [0.1], [float("inf"), 0.5], {}, "anomalous_scores contain 1 NaN or infinite"),
+    ("above_one", [0.1, 1.5], None, {}, "normal_scores must lie in [0, 1]; got values from 0.1 to 1.5"),
+    ("below_zero", [0.1], [-0.25], {}, "anomalous_scores must lie in [0, 1]; got values from -0.25 to -0.25"),
+    ("all_equal", [0.5, 0.5], [0.5], {}, "all 3 validation scores (normal and anomalous) equal 0.5"),
+    ("fallback_all_equal", [0.2, 0.2, 0.2], None, {}, "all 3 normal validation scores equal 0.2"),
+    (
+        "miss_rate_one",
+        [0.1],
+        [0.5],
+        {"target_miss_rate": 1.0},
+        "target_miss_rate must be a number in [0, 1); got 1.0",
+    ),
+    ("miss_rate_neg", [0.1], [0.5], {"target_miss_rate": -0.01}, "got -0.01"),
+    ("hold_rate_nan", [0.1], [0.5], {"hold_false_alarm_rate": float("nan")}, "hold_false_alarm_rate must be"),
+]
+
+
+@pytest.mark.parametrize(
+    ("normal", "anomalous", "kwargs", "fragment"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS]
+)
+def test_degenerate_inputs_raise(
+    normal: list[float], anomalous: list[float] | None, kwargs: dict[str, float], fragment: str
+) -> None:
+    with pytest.raises(ValueError) as info:
+        pick_thresholds(np.array(normal), None if anomalous is None else np.array(anomalous), **kwargs)
+    assert fragment in str(info.value)
