@@ -43,7 +43,7 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        typer_app(args=args, standalone_mode=False)
+        typer_app(args=args, prog_name="clearsight", standalone_mode=False)
     except ClearsightError as exc:
         if debug:
             traceback.print_exc()
@@ -54,19 +54,21 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    except Exception as exc:  # click usage errors and friends
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+    except Exception as exc:
+        # Typer vendors its own click: recognise its usage errors and exits by shape, not by class.
+        exit_code = getattr(exc, "exit_code", None)
+        if isinstance(exit_code, int):
+            show = getattr(exc, "show", None)
+            if callable(show):
+                show()
+            return exit_code
+        if type(exc).__name__ == "Abort":
             print("Aborted.", file=sys.stderr)  # noqa: T201
             return 1
         if debug:
             raise
-        print(f"Error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)  # noqa: T201
+        print(  # noqa: T201
+            f"Error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr
+        )
         return 1
     return 0

@@ -1,0 +1,57 @@
+"""The CLI's error boundary: ``Error: message`` and a non-zero exit, tracebacks only with --debug."""
+
+from __future__ import annotations
+
+import typer
+
+from datasets.errors import ImageDecodeError
+from pipeline.cli._app import run
+
+
+def _app_raising(exc: Exception) -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root(debug: bool = typer.Option(False, "--debug")) -> None:
+        pass
+
+    @app.command()
+    def boom() -> None:
+        raise exc
+
+    return app
+
+
+def test_clearsight_error_prints_message_and_exits_2(capsys) -> None:
+    code = run(_app_raising(ImageDecodeError("truncated PNG", source="a.png")), ["boom"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == "Error: a.png: truncated PNG\n"
+
+
+def test_debug_adds_traceback(capsys) -> None:
+    code = run(_app_raising(ImageDecodeError("truncated PNG", source="a.png")), ["--debug", "boom"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback (most recent call last)" in err
+    assert err.endswith("Error: a.png: truncated PNG\n")
+
+
+def test_unexpected_error_is_reported_without_traceback(capsys) -> None:
+    code = run(_app_raising(RuntimeError("disk on fire")), ["boom"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == "Error: unexpected RuntimeError: disk on fire (rerun with --debug for a traceback)\n"
+
+
+def test_usage_error_exits_2(capsys) -> None:
+    code = run(_app_raising(RuntimeError()), ["no-such-command"])
+    assert code == 2
+    assert "No such command" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys) -> None:
+    from pipeline.cli import app
+
+    assert run(app, ["--help"]) == 0
+    assert "clearsight" in capsys.readouterr().out.lower()
