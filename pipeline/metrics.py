@@ -308,7 +308,8 @@ class PixelAccumulator:
         if m.ndim != 2:
             raise ValueError(f"mask must be 2-D (H, W); got shape {m.shape}")
         if amap.shape != m.shape:
-            amap = cv2.resize(amap, (m.shape[1], m.shape[0]), interpolation=cv2.INTER_LINEAR)
+            size = (m.shape[1], m.shape[0])
+            amap = np.asarray(cv2.resize(amap, size, interpolation=cv2.INTER_LINEAR), dtype=np.float32)
         bins = self._bin(amap)
         positive = m != 0
         self.normal += np.bincount(bins[~positive], minlength=self.bins)

@@ -97,7 +97,8 @@ OPERATING_CASES = [
     # 34 % of 3 anomalies -> 1 miss allowed: release below 0.4 -> 3 of 4 good (0.4 is tied, not released);
     # 34 % of 4 good -> 1 false alarm allowed: flag above 0.3 -> anomalies 0.4 and 0.6
     ("one_allowed", [0.1, 0.2, 0.3, 0.4], [0.25, 0.4, 0.6], 0.34, 0.75, 2 / 3),
-    # a good image tied with the lowest anomaly is not released; the anomaly tied with the top good is not flagged
+    # a good image tied with the lowest anomaly is not released;
+    # an anomaly tied with the top good image is not flagged
     ("ties", [0.25, 0.1], [0.25, 0.9], 0.01, 0.5, 0.5),
     ("separated", [0.1, 0.2], [0.8, 0.9], 0.01, 1.0, 1.0),
 ]
