@@ -1,0 +1,94 @@
+"""Export recorded decisions with their outcomes to CSV (one flat row each) or JSONL (full records)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from datasets.errors import InputError
+from pipeline.audit.records import AuditRecord
+
+__all__ = ["CSV_COLUMNS", "flat_row", "write_export"]
+
+CSV_COLUMNS = [
+    "seq",
+    "record_hash",
+    "created_at",
+    "shipment_id",
+    "cargo_type",
+    "tier",
+    "random_audit",
+    "rules",
+    "max_score",
+    "images",
+    "model_ids",
+    "policy_version",
+    "policy_sha256",
+    "decided_at",
+    "idempotency_key",
+    "outcome",
+    "outcome_found",
+    "outcome_officer",
+    "outcome_notes",
+    "outcome_at",
+]
+
+
+def flat_row(record: AuditRecord) -> dict[str, Any]:
+    """One CSV row: lists joined with ``;``, outcome ``clean``/``anomalous``/empty (pending)."""
+    d, o = record.decision, record.outcome
+    scores = [i.score for i in d.images if i.score is not None]
+    return {
+        "seq": record.seq,
+        "record_hash": record.record_hash,
+        "created_at": record.created_at,
+        "shipment_id": d.shipment_id,
+        "cargo_type": d.cargo_type,
+        "tier": d.tier.value,
+        "random_audit": d.random_audit,
+        "rules": ";".join(dict.fromkeys(r.rule for r in d.reasons)),
+        "max_score": max(scores) if scores else "",
+        "images": len(d.images),
+        "model_ids": ";".join(d.model_ids),
+        "policy_version": d.policy_version,
+        "policy_sha256": d.policy_sha256,
+        "decided_at": d.decided_at,
+        "idempotency_key": record.idempotency_key or "",
+        "outcome": "" if o is None else ("clean" if o.found is None else "anomalous"),
+        "outcome_found": "" if o is None or o.found is None else o.found,
+        "outcome_officer": "" if o is None else o.officer,
+        "outcome_notes": "" if o is None else o.notes,
+        "outcome_at": "" if o is None else o.created_at,
+    }
+
+
+def write_export(
+    records: Iterable[AuditRecord], path: Path, *, fmt: Literal["csv", "jsonl"] | None = None
+) -> int:
+    """Write ``records`` to ``path`` as CSV or JSONL (``fmt`` defaults to the suffix); returns the count.
+
+    Raises:
+        InputError: a format other than csv/jsonl, or the file cannot be written.
+    """
+    chosen = fmt or path.suffix.lower().lstrip(".")
+    if chosen not in ("csv", "jsonl"):
+        raise InputError(f"export format {chosen!r} for {path} not accepted (csv or jsonl)")
+    count = 0
+    try:
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            if chosen == "csv":
+                writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+                writer.writeheader()
+                for record in records:
+                    writer.writerow(flat_row(record))
+                    count += 1
+            else:
+                for record in records:
+                    handle.write(json.dumps(json.loads(record.model_dump_json()), sort_keys=True) + "\n")
+                    count += 1
+    except OSError as exc:
+        raise InputError(f"cannot write the export to {path} ({exc})") from exc
+    return count

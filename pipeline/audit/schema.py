@@ -1,0 +1,55 @@
+"""The audit store's tables and schema version.
+
+::
+
+    schema_info    one row: the schema version this database was created with
+    audit_head     one row: seq and hash of the last record; appends lock it (PostgreSQL FOR UPDATE)
+                   and verification compares the chain's tail with it (catches a deleted tail)
+    audit_records  the append-only chain of decisions and outcomes
+
+Columns next to ``content`` (kind, shipment id, tier, ...) are copies kept for queries; verification
+checks them against the hashed content, so editing one is caught like editing the content.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text
+
+__all__ = ["SCHEMA_VERSION", "audit_head", "audit_records", "metadata", "schema_info"]
+
+SCHEMA_VERSION = 1
+"""Bump on any change to the tables or the hashed content layout."""
+
+metadata = MetaData()
+
+schema_info = Table(
+    "schema_info",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("record_hash", String(64), nullable=False),
+)
+
+audit_records = Table(
+    "audit_records",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),  # "decision" | "outcome"
+    Column("shipment_id", String(128), nullable=False, index=True),
+    Column("tier", String(32), nullable=True),  # decisions only
+    Column("ref_seq", BigInteger, nullable=True, index=True),  # outcomes: the decision they close
+    Column("idempotency_key", String(256), nullable=True, unique=True),
+    Column("created_at", String(40), nullable=False),
+    Column("content", Text, nullable=False),
+    # Unique links are the backstop against a forked chain if two writers ever got past the lock.
+    Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("record_hash", String(64), nullable=False, unique=True),
+)

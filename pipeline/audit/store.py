@@ -1,0 +1,448 @@
+"""The tamper-evident audit store: SQLAlchemy 2 on SQLite (default) or PostgreSQL (by URL).
+
+Appends are serialised so that concurrent writers (several scorer processes, a server's threads)
+never fork the chain or lose a record:
+
+* SQLite: every write transaction starts with ``BEGIN IMMEDIATE`` (the database write lock is taken
+  before the head is read) with a busy timeout; the file is switched to WAL so that readers do not
+  block the writer.
+* PostgreSQL: the head row is read ``SELECT ... FOR UPDATE``, which queues writers on that row.
+
+Unique constraints on ``seq``, ``prev_hash`` and ``record_hash`` are the backstop; a conflict or a
+lock timeout is retried a few times before it becomes an :class:`~datasets.errors.AuditError`.
+Every SQLAlchemy error is translated to ``AuditError`` naming the URL without its password.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from datasets.errors import AuditError, InputError, SchemaVersionError
+from pipeline.audit.chain import GENESIS_HASH, canonical_json, chain_hash, index_columns
+from pipeline.audit.export import write_export
+from pipeline.audit.records import AuditRecord, OutcomeRecord, VerifyReport
+from pipeline.audit.schema import SCHEMA_VERSION, audit_head, audit_records, metadata, schema_info
+from pipeline.audit.verify import verify_chain
+from pipeline.verdicts import ShipmentDecision, Tier
+
+__all__ = ["AuditStore"]
+
+_T = TypeVar("_T")
+_WRITE = "clearsight_write"
+_ATTEMPTS = 8
+# Arbitrary constant: the advisory lock that serialises schema creation on PostgreSQL.
+_PG_CREATE_LOCK = 0x636C656172
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _build_engine(url: str, busy_timeout_s: float) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise AuditError(
+            f"audit store URL {url!r} is not a SQLAlchemy URL "
+            "(accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)"
+        ) from exc
+    backend = parsed.get_backend_name()
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        if backend == "sqlite":
+            memory = parsed.database in (None, "", ":memory:")
+            engine = create_engine(
+                parsed,
+                connect_args={"timeout": busy_timeout_s, "check_same_thread": False},
+                # One shared connection, or each connection would see its own empty in-memory database.
+                **({"poolclass": StaticPool} if memory else {}),
+            )
+
+            @event.listens_for(engine, "connect")
+            def _connect(dbapi_connection: Any, _record: Any) -> None:
+                # Take transaction control from the sqlite3 module so "begin" below decides the mode.
+                dbapi_connection.isolation_level = None
+
+            @event.listens_for(engine, "begin")
+            def _begin(conn: Connection) -> None:
+                write = conn.get_execution_options().get(_WRITE, False)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+            if not memory:
+                raw = engine.raw_connection()
+                try:
+                    cursor = raw.cursor()
+                    # WAL persists in the file: readers stop blocking the single writer.
+                    if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                        cursor.execute("PRAGMA journal_mode=WAL")
+                    cursor.close()
+                finally:
+                    raw.close()
+            return engine
+        if backend == "postgresql":
+            return create_engine(parsed, pool_pre_ping=True)
+    except (SQLAlchemyError, ImportError) as exc:
+        raise AuditError(f"audit store {shown}: cannot connect ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # sqlite3.OperationalError from the raw PRAGMA connection
+        raise AuditError(f"audit store {shown}: cannot open ({type(exc).__name__}: {exc})") from exc
+    raise AuditError(
+        f"audit store URL {shown}: backend {backend!r} is not supported (accepted: sqlite, postgresql)"
+    )
+
+
+def _retryable(exc: SQLAlchemyError) -> bool:
+    """Unique-constraint conflicts, lock timeouts, deadlocks and serialization failures."""
+    if isinstance(exc, IntegrityError):
+        return True
+    if isinstance(exc, OperationalError):
+        message = str(exc.orig).lower()
+        return any(s in message for s in ("locked", "busy", "deadlock", "could not serialize"))
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in ("40001", "40P01")
+
+
+class AuditStore:
+    """Append-only, hash-chained record of shipment decisions and officers' outcomes.
+
+    Open with :meth:`open`; safe to share between threads (each call takes its own connection) and
+    to use from several processes at once.
+    """
+
+    def __init__(self, engine: Engine, *, shown_url: str) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(**{_WRITE: True})
+        self._postgres = engine.dialect.name == "postgresql"
+        self.url = shown_url
+        """The store's URL with any password hidden."""
+
+    # -- opening -----------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = True, busy_timeout_s: float = 30.0) -> AuditStore:
+        """Open (and with ``create``, initialise) the store at a SQLAlchemy URL.
+
+        Raises:
+            SchemaVersionError: the database was created by another schema version.
+            AuditError: unreachable, unsupported backend, or no schema and ``create=False``.
+        """
+        engine = _build_engine(url, busy_timeout_s)
+        store = cls(engine, shown_url=engine.url.render_as_string(hide_password=True))
+        try:
+            store._retry("open", lambda conn: store._init_schema(conn, create=create))
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    def _init_schema(self, conn: Connection, *, create: bool) -> None:
+        if self._postgres:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CREATE_LOCK})
+        tables = set(inspect(conn).get_table_names())
+        if "schema_info" in tables:
+            version = conn.execute(select(schema_info.c.version).where(schema_info.c.id == 1)).scalar()
+            if version != SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"audit store {self.url} has schema version {version}; this Clearsight "
+                    f"reads and writes version {SCHEMA_VERSION} only"
+                )
+            missing = sorted({t.name for t in metadata.sorted_tables} - tables)
+            if missing:
+                raise AuditError(
+                    f"audit store {self.url}: schema version {version} but tables {missing} are missing"
+                )
+            return
+        if not create:
+            raise AuditError(f"audit store {self.url} has no Clearsight schema; open it with create=True")
+        metadata.create_all(conn)
+        conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION, created_at=_now()))
+        conn.execute(audit_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._engine.dispose()
+
+    def __enter__(self) -> AuditStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def _fail(self, what: str, exc: BaseException) -> AuditError:
+        detail = getattr(exc, "orig", None) or exc
+        return AuditError(f"audit store {self.url}: {what} failed ({type(detail).__name__}: {detail})")
+
+    def _retry(self, what: str, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` in a write transaction, retrying lock timeouts and unique conflicts."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self._writer.begin() as conn:
+                    return work(conn)
+            except SQLAlchemyError as exc:
+                if attempt == _ATTEMPTS - 1 or not _retryable(exc):
+                    raise self._fail(what, exc) from exc
+                time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))  # noqa: S311 - jitter only
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn:
+                if self._postgres:
+                    # One snapshot for multi-query reads (verify, pages with their outcomes).
+                    conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
+        except SQLAlchemyError as exc:
+            raise self._fail(what, exc) from exc
+
+    def _append(self, conn: Connection, content: dict[str, Any]) -> tuple[int, str, str, str]:
+        """Append one record after the locked head; returns (seq, prev_hash, record_hash, created_at)."""
+        head = conn.execute(
+            select(audit_head.c.seq, audit_head.c.record_hash).where(audit_head.c.id == 1).with_for_update()
+        ).one()
+        body = canonical_json(content)
+        digest = chain_hash(head.record_hash, body)
+        seq = head.seq + 1
+        conn.execute(
+            audit_records.insert().values(
+                seq=seq,
+                content=body,
+                prev_hash=head.record_hash,
+                record_hash=digest,
+                **index_columns(content),
+            )
+        )
+        updated = conn.execute(
+            audit_head.update()
+            .where(audit_head.c.id == 1, audit_head.c.seq == head.seq)
+            .values(seq=seq, record_hash=digest)
+        )
+        if updated.rowcount != 1:  # another writer moved the head: abort and retry
+            raise IntegrityError("audit_head moved during append", None, Exception("head moved"))
+        return seq, head.record_hash, digest, content["created_at"]
+
+    @staticmethod
+    def _outcome(row: Any) -> OutcomeRecord:
+        content = json.loads(row.content)
+        outcome = content["outcome"]
+        return OutcomeRecord(
+            seq=row.seq,
+            record_hash=row.record_hash,
+            prev_hash=row.prev_hash,
+            created_at=row.created_at,
+            shipment_id=row.shipment_id,
+            decision_seq=content["decision_seq"],
+            found=outcome["found"],
+            officer=outcome["officer"],
+            notes=outcome["notes"],
+        )
+
+    def _records(self, conn: Connection, rows: Sequence[Any]) -> list[AuditRecord]:
+        """Decision rows -> records, each with the latest outcome that refers to it."""
+        outcomes: dict[int, OutcomeRecord] = {}
+        seqs = [r.seq for r in rows]
+        if seqs:
+            for row in conn.execute(
+                select(audit_records)
+                .where(audit_records.c.kind == "outcome", audit_records.c.ref_seq.in_(seqs))
+                .order_by(audit_records.c.seq)
+            ):
+                outcomes[row.ref_seq] = self._outcome(row)  # later outcomes correct earlier ones
+        records = []
+        for row in rows:
+            content = json.loads(row.content)
+            records.append(
+                AuditRecord(
+                    seq=row.seq,
+                    record_hash=row.record_hash,
+                    prev_hash=row.prev_hash,
+                    created_at=row.created_at,
+                    decision=ShipmentDecision.model_validate(content["decision"]),
+                    outcome=outcomes.get(row.seq),
+                    idempotency_key=row.idempotency_key,
+                )
+            )
+        return records
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def record(self, decision: ShipmentDecision, *, idempotency_key: str | None = None) -> AuditRecord:
+        """Append a decision. If ``idempotency_key`` was recorded before, return that record instead.
+
+        Raises:
+            InputError: an empty or over-long idempotency key.
+            AuditError: the database cannot be written.
+        """
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
+            raise InputError(
+                f"idempotency_key of length {len(idempotency_key)} not accepted (1 to 256 characters)"
+            )
+        # Through JSON so that NaN/inf scores of fail-closed images become null, not an error.
+        decision_json = json.loads(decision.model_dump_json())
+
+        def work(conn: Connection) -> AuditRecord:
+            if idempotency_key is not None:
+                existing = conn.execute(
+                    select(audit_records).where(audit_records.c.idempotency_key == idempotency_key)
+                ).first()
+                if existing is not None:
+                    if existing.kind != "decision":  # pragma: no cover - outcomes carry no key
+                        raise InputError(
+                            f"idempotency_key {idempotency_key!r} belongs to a {existing.kind} record"
+                        )
+                    return self._records(conn, [existing])[0]
+            content = {
+                "kind": "decision",
+                "shipment_id": decision.shipment_id,
+                "idempotency_key": idempotency_key,
+                "created_at": _now(),
+                "decision": decision_json,
+            }
+            seq, prev, digest, created = self._append(conn, content)
+            return AuditRecord(
+                seq=seq,
+                record_hash=digest,
+                prev_hash=prev,
+                created_at=created,
+                decision=ShipmentDecision.model_validate(decision_json),
+                idempotency_key=idempotency_key,
+            )
+
+        return self._retry(f"recording shipment {decision.shipment_id!r}", work)
+
+    def record_outcome(
+        self, shipment_id: str, *, found: str | None, officer: str, notes: str = ""
+    ) -> OutcomeRecord:
+        """Chain an officer's finding for the shipment's latest decision (``found=None``: clean).
+
+        Raises:
+            InputError: no decision recorded for ``shipment_id``, or an empty ``officer``/``found``.
+            AuditError: the database cannot be written.
+        """
+        if not officer.strip():
+            raise InputError("officer is empty; name the officer who inspected the cargo")
+        if found is not None and not found.strip():
+            raise InputError("found is empty; give the anomaly type found, or None for clean cargo")
+
+        def work(conn: Connection) -> OutcomeRecord:
+            decision = conn.execute(
+                select(audit_records.c.seq, audit_records.c.record_hash)
+                .where(audit_records.c.kind == "decision", audit_records.c.shipment_id == shipment_id)
+                .order_by(audit_records.c.seq.desc())
+                .limit(1)
+            ).first()
+            if decision is None:
+                raise InputError(f"no decision recorded for shipment {shipment_id!r} in {self.url}")
+            content = {
+                "kind": "outcome",
+                "shipment_id": shipment_id,
+                "idempotency_key": None,
+                "created_at": _now(),
+                "decision_seq": decision.seq,
+                "decision_hash": decision.record_hash,
+                "outcome": {"found": found, "officer": officer, "notes": notes},
+            }
+            seq, prev, digest, created = self._append(conn, content)
+            return OutcomeRecord(
+                seq=seq,
+                record_hash=digest,
+                prev_hash=prev,
+                created_at=created,
+                shipment_id=shipment_id,
+                decision_seq=decision.seq,
+                found=found,
+                officer=officer,
+                notes=notes,
+            )
+
+        return self._retry(f"recording the outcome of shipment {shipment_id!r}", work)
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def get(self, shipment_id: str) -> AuditRecord | None:
+        """The latest decision recorded for ``shipment_id`` (with its outcome), or None."""
+        with self._reading(f"reading shipment {shipment_id!r}") as conn:
+            row = conn.execute(
+                select(audit_records)
+                .where(audit_records.c.kind == "decision", audit_records.c.shipment_id == shipment_id)
+                .order_by(audit_records.c.seq.desc())
+                .limit(1)
+            ).first()
+            return self._records(conn, [row])[0] if row is not None else None
+
+    def list(
+        self,
+        *,
+        tiers: Sequence[Tier] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        pending_outcome: bool | None = None,
+    ) -> list[AuditRecord]:
+        """Latest decision per shipment, newest first: the officers' review queue.
+
+        Args:
+            tiers: keep only these tiers (None: all).
+            limit: page size, 1 to 10000.
+            offset: records to skip, >= 0.
+            pending_outcome: True: only those without an outcome yet; False: only those with one.
+        """
+        if not 1 <= limit <= 10_000 or offset < 0:
+            raise InputError(f"limit={limit}, offset={offset} not accepted (limit 1 to 10000, offset >= 0)")
+        c = audit_records.c
+        latest = select(func.max(c.seq)).where(c.kind == "decision").group_by(c.shipment_id)
+        query = select(audit_records).where(c.kind == "decision", c.seq.in_(latest))
+        if tiers is not None:
+            query = query.where(c.tier.in_([Tier(t).value for t in tiers]))
+        if pending_outcome is not None:
+            closed = select(c.ref_seq).where(c.kind == "outcome", c.ref_seq.is_not(None))
+            query = query.where(c.seq.not_in(closed) if pending_outcome else c.seq.in_(closed))
+        query = query.order_by(c.seq.desc()).limit(limit).offset(offset)
+        with self._reading("listing decisions") as conn:
+            return self._records(conn, conn.execute(query).all())
+
+    def iter_records(self, *, page: int = 500) -> Iterator[AuditRecord]:
+        """Every decision record (superseded ones included) in chain order, a page at a time."""
+        after = 0
+        while True:
+            with self._reading("reading decisions") as conn:
+                rows = conn.execute(
+                    select(audit_records)
+                    .where(audit_records.c.kind == "decision", audit_records.c.seq > after)
+                    .order_by(audit_records.c.seq)
+                    .limit(page)
+                ).all()
+                records = self._records(conn, rows)
+            yield from records
+            if len(rows) < page:
+                return
+            after = rows[-1].seq
+
+    def verify(self) -> VerifyReport:
+        """Re-compute the whole chain; see :mod:`pipeline.audit.verify`."""
+        with self._reading("verifying the chain") as conn:
+            return verify_chain(conn)
+
+    def export(self, path: str | Path, *, fmt: Literal["csv", "jsonl"] | None = None) -> int:
+        """Write every decision with its latest outcome to CSV or JSONL; returns the number of rows.
+
+        ``fmt`` defaults to the file's suffix. See :func:`pipeline.audit.export.write_export`.
+        """
+        return write_export(self.iter_records(), Path(path), fmt=fmt)
+
+    def ping(self) -> None:
+        """Raise :class:`AuditError` if the database cannot be reached (readiness probe)."""
+        with self._reading("ping") as conn:
+            conn.execute(select(1))

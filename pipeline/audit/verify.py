@@ -1,0 +1,162 @@
+"""Re-compute the audit chain and name the first record that was altered, deleted, inserted or reordered.
+
+The walk goes through the records in ``seq`` order, a page at a time (constant memory), and checks:
+
+* ``record_hash == sha256(prev_hash + content)`` and the query columns match the content -> altered;
+* ``prev_hash`` is the previous record's hash; when it is not, where it points tells what happened:
+  nowhere (a gap in ``seq``: deleted; no gap: the previous record was altered and re-hashed),
+  to a record further back (the records in between were inserted), to a later record (reordered);
+* records past the head row were not appended by the store (inserted); a chain that stops short of
+  the head lost its tail (deleted).
+
+A plain hash chain catches anyone who edits rows without re-computing everything after them; one
+rewritten from scratch, head included, is caught only against an outside copy of the head hash
+(which the report returns).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from pipeline.audit.chain import GENESIS_HASH, chain_hash, index_columns
+from pipeline.audit.records import Problem, VerifyReport
+from pipeline.audit.schema import audit_head, audit_records
+
+__all__ = ["verify_chain"]
+
+_PAGE = 1000
+
+
+class _Bad(Exception):
+    def __init__(self, problem: Problem, seq: int | None, message: str) -> None:
+        super().__init__(message)
+        self.problem: Problem = problem
+        self.seq = seq
+        self.message = message
+
+
+def _seq_of_hash(conn: Connection, record_hash: str) -> int | None:
+    return conn.execute(
+        select(audit_records.c.seq).where(audit_records.c.record_hash == record_hash)
+    ).scalar()
+
+
+def _check_row(row: Any) -> None:
+    """Hash and column checks of one record on its own."""
+    if chain_hash(row.prev_hash, row.content) != row.record_hash:
+        raise _Bad("altered", row.seq, f"record {row.seq}: content does not match its record_hash")
+    try:
+        content = json.loads(row.content)
+    except ValueError as exc:
+        raise _Bad("altered", row.seq, f"record {row.seq}: content is not JSON ({exc})") from exc
+    expected = index_columns(content if isinstance(content, dict) else {})
+    for column, value in expected.items():
+        if getattr(row, column) != value:
+            raise _Bad(
+                "altered",
+                row.seq,
+                f"record {row.seq}: column {column} = {getattr(row, column)!r} "
+                f"but the hashed content says {value!r}",
+            )
+
+
+def _check_link(conn: Connection, row: Any, prev_seq: int, expected_prev: str) -> None:
+    """The record's ``prev_hash`` against its predecessor; classify a broken link."""
+    if row.prev_hash == expected_prev:
+        if row.seq != prev_seq + 1:
+            raise _Bad(
+                "reordered",
+                row.seq,
+                f"record {row.seq}: links to record {prev_seq} but seq jumps "
+                f"from {prev_seq} to {row.seq} (renumbered)",
+            )
+        return
+    target = _seq_of_hash(conn, row.prev_hash) if row.prev_hash != GENESIS_HASH else 0
+    if target is None:
+        if row.seq > prev_seq + 1:
+            raise _Bad(
+                "deleted",
+                prev_seq + 1,
+                f"record {prev_seq + 1} is missing: seq jumps from {prev_seq} "
+                f"to {row.seq} and record {row.seq} links to a hash no record has",
+            )
+        raise _Bad(
+            "altered",
+            prev_seq,
+            f"record {prev_seq}: record {row.seq} links to a hash it no longer has "
+            f"(altered and re-hashed, or a record after it deleted and the rest renumbered)",
+        )
+    if target < prev_seq:
+        first = conn.execute(
+            select(func.min(audit_records.c.seq)).where(audit_records.c.seq > target)
+        ).scalar()
+        raise _Bad(
+            "inserted",
+            first,
+            f"record {first}: records {first}..{prev_seq} were inserted; record "
+            f"{row.seq} links to record {target}",
+        )
+    raise _Bad("reordered", row.seq, f"record {row.seq}: links to record {target}, which comes after it")
+
+
+def verify_chain(conn: Connection) -> VerifyReport:
+    """Walk the chain on ``conn`` (inside one snapshot transaction) and report the first problem."""
+    head = conn.execute(
+        select(audit_head.c.seq, audit_head.c.record_hash).where(audit_head.c.id == 1)
+    ).first()
+    head_seq, head_hash = (head.seq, head.record_hash) if head is not None else (0, GENESIS_HASH)
+    checked, prev_seq, expected_prev = 0, 0, GENESIS_HASH
+    try:
+        if head is None:
+            raise _Bad("deleted", None, "the chain head row (audit_head id 1) is missing")
+        while True:
+            page = conn.execute(
+                select(audit_records)
+                .where(audit_records.c.seq > prev_seq)
+                .order_by(audit_records.c.seq)
+                .limit(_PAGE)
+            ).all()
+            for row in page:
+                if row.seq > head_seq:
+                    raise _Bad(
+                        "inserted",
+                        row.seq,
+                        f"record {row.seq} lies past the chain head (seq {head_seq}): "
+                        "the store never appended it",
+                    )
+                _check_row(row)
+                _check_link(conn, row, prev_seq, expected_prev)
+                checked, prev_seq, expected_prev = checked + 1, row.seq, row.record_hash
+            if len(page) < _PAGE:
+                break
+        if prev_seq < head_seq:
+            raise _Bad(
+                "deleted",
+                prev_seq + 1,
+                f"records {prev_seq + 1}..{head_seq} are missing: the chain ends "
+                f"at {prev_seq} but its head says {head_seq}",
+            )
+        if expected_prev != head_hash:
+            raise _Bad(
+                "altered", head_seq, f"record {head_seq}: its hash differs from the one in the chain head"
+            )
+    except _Bad as bad:
+        return VerifyReport(
+            ok=False,
+            records_checked=checked,
+            first_bad=bad.seq,
+            problem=bad.problem,
+            message=bad.message,
+            head_seq=head_seq,
+            head_hash=head_hash,
+        )
+    return VerifyReport(
+        ok=True,
+        records_checked=checked,
+        message=f"{checked} records verified, chain intact",
+        head_seq=head_seq,
+        head_hash=head_hash,
+    )

@@ -1,0 +1,373 @@
+"""Shipment decisions: image verdicts + declaration + policy -> RELEASE / REMOTE / PHYSICAL.
+
+Every rule that fires adds a :class:`~pipeline.verdicts.Reason` (rule id, tier, message, image,
+score, threshold); the shipment's tier is the most severe tier among its reasons, ``RELEASE`` when
+only clear-score reasons fired. Rule ids:
+
+==============================  ==========================================================
+``override.<flag>``             a declaration flag (radiation alarm, solid waste, ...)
+``fail_closed.<case>``          the shipment cannot be judged (no image, corrupt image, ...)
+``score.hold``                  an image at or above the hold threshold
+``score.review``                an image at or above the (AEO-adjusted) release threshold
+``score.clear``                 an image below the release threshold (tier RELEASE)
+``trusted_trader.offset``       an AEO tier raised the release threshold (tier RELEASE)
+``random_audit``                picked for a random compliance audit
+==============================  ==========================================================
+
+Random audits are drawn only among shipments that would otherwise be released, by
+``HMAC-SHA256(audit_key, shipment_id)`` mapped to [0, 1): reproducible by an auditor holding the key,
+unpredictable to a trader without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from datasets.errors import InputError, PolicyError
+from pipeline.policy import CargoPolicy, Policy
+from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
+
+__all__ = ["audit_fraction", "decide_rows", "decide_shipment", "declaration_from_rows"]
+
+_FLAGS = ("radiation_alarm", "suspected_solid_waste", "document_mismatch", "declared_foreign_inclusions")
+
+
+def audit_fraction(audit_key: bytes, shipment_id: str) -> float:
+    """``HMAC-SHA256(audit_key, shipment_id)`` mapped uniformly to [0, 1) (its first 64 bits)."""
+    digest = hmac.new(audit_key, shipment_id.encode("utf-8"), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def _utc_iso(now: datetime | None) -> str:
+    if now is None:
+        now = datetime.now(UTC)
+    elif now.tzinfo is None:
+        raise InputError(f"now={now.isoformat()} has no time zone; pass an aware datetime (e.g. UTC)")
+    return now.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _image_cargo_type(image: ImageVerdict) -> str | None:
+    cargo = image.cargo_type or image.declaration.get("cargo_type")
+    return str(cargo) if cargo else None
+
+
+def _image_reasons(
+    policy: Policy, cargo: CargoPolicy, declaration: Declaration, image: ImageVerdict, offset: float
+) -> list[Reason]:
+    """The reasons one image contributes (fail-closed cases first, then its score)."""
+    fc = policy.fail_closed
+    name = image.path
+    if image.error is not None:
+        return [
+            Reason(
+                rule="fail_closed.image_error",
+                tier=fc.image_error,
+                image=name,
+                message=f"image could not be scored ({image.error}); never released",
+            )
+        ]
+    reasons: list[Reason] = []
+    image_cargo = _image_cargo_type(image)
+    if image_cargo is not None and image_cargo != declaration.cargo_type:
+        reasons.append(
+            Reason(
+                rule="fail_closed.mixed_cargo_types",
+                tier=fc.mixed_cargo_types,
+                image=name,
+                message=f"image is of cargo type {image_cargo!r}, "
+                f"shipment declared {declaration.cargo_type!r}",
+            )
+        )
+    if image.score is None:
+        reasons.append(
+            Reason(
+                rule="fail_closed.missing_score",
+                tier=fc.missing_score,
+                image=name,
+                message="image has no score; never released",
+            )
+        )
+        return reasons
+    score = image.score
+    # NaN compares False with everything, so without this check it would pass as "below threshold".
+    if not math.isfinite(score) or not 0.0 <= score <= 1.0:
+        reasons.append(
+            Reason(
+                rule="fail_closed.invalid_score",
+                tier=fc.invalid_score,
+                image=name,
+                message=f"score {score!r} is not a number in [0, 1]; never released",
+            )
+        )
+        return reasons
+    if not image.model_id:
+        reasons.append(
+            Reason(
+                rule="fail_closed.missing_model_id",
+                tier=fc.missing_model_id,
+                image=name,
+                score=score,
+                message="score has no model id to account for it; never released",
+            )
+        )
+    release = image.threshold if cargo.release_threshold == "model" else cargo.release_threshold
+    hold = image.hold_threshold if cargo.hold_threshold == "model" else cargo.hold_threshold
+    if release is None or hold is None:
+        missing = "threshold" if release is None else "hold_threshold"
+        reasons.append(
+            Reason(
+                rule="fail_closed.missing_threshold",
+                tier=fc.missing_threshold,
+                image=name,
+                score=score,
+                message=f"policy uses the model's {missing}, the row has none",
+            )
+        )
+        return reasons
+    if not (math.isfinite(release) and math.isfinite(hold)):
+        reasons.append(
+            Reason(
+                rule="fail_closed.missing_threshold",
+                tier=fc.missing_threshold,
+                image=name,
+                score=score,
+                message=f"thresholds {release!r}/{hold!r} are not finite",
+            )
+        )
+        return reasons
+    # The AEO offset widens the release band but never past the hold threshold.
+    effective = min(release + offset, max(hold, release)) if offset > 0 else release
+    if score >= hold:
+        reasons.append(
+            Reason(
+                rule="score.hold",
+                tier=policy.image_tiers.at_or_above_hold,
+                image=name,
+                score=score,
+                threshold=hold,
+                message=f"score {score:.4f} >= hold {hold:.4f}",
+            )
+        )
+    elif score >= effective:  # equality is not released
+        reasons.append(
+            Reason(
+                rule="score.review",
+                tier=policy.image_tiers.at_or_above_release,
+                image=name,
+                score=score,
+                threshold=effective,
+                message=f"score {score:.4f} >= release threshold {effective:.4f}",
+            )
+        )
+    else:
+        reasons.append(
+            Reason(
+                rule="score.clear",
+                tier=Tier.RELEASE,
+                image=name,
+                score=score,
+                threshold=effective,
+                message=f"score {score:.4f} < release threshold {effective:.4f}",
+            )
+        )
+    return reasons
+
+
+def decide_shipment(
+    policy: Policy,
+    declaration: Declaration,
+    images: Sequence[ImageVerdict],
+    *,
+    audit_key: bytes,
+    now: datetime | None = None,
+) -> ShipmentDecision:
+    """Decide one shipment under ``policy``.
+
+    Args:
+        policy: the validated policy.
+        declaration: the shipment's declaration and flags.
+        images: its scored (or failed) image verdicts, in any order; may be empty (fails closed).
+        audit_key: HMAC key for random-audit selection; must not be empty.
+        now: decision time (aware datetime); defaults to the current UTC time.
+
+    Returns:
+        The decision with its reasons, policy version and hash, model ids and ``decided_at``.
+
+    Raises:
+        PolicyError: ``audit_key`` is empty (selection would be predictable).
+        InputError: ``now`` is a naive datetime.
+    """
+    if not audit_key:
+        raise PolicyError("audit_key is empty; random audits need a secret key (Settings.audit_secret)")
+    decided_at = _utc_iso(now)
+    reasons: list[Reason] = []
+    for flag in _FLAGS:
+        if getattr(declaration, flag):
+            reasons.append(
+                Reason(
+                    rule=f"override.{flag}",
+                    tier=getattr(policy.overrides, flag),
+                    message=f"declaration flag {flag} is set: inspection whatever the score",
+                )
+            )
+    cargo = policy.cargo_types.get(declaration.cargo_type)
+    fc = policy.fail_closed
+    if cargo is None:
+        reasons.append(
+            Reason(
+                rule="fail_closed.unknown_cargo_type",
+                tier=fc.unknown_cargo_type,
+                message=f"cargo type {declaration.cargo_type!r} is not in policy {policy.version} "
+                f"(known: {', '.join(sorted(policy.cargo_types))}); never released",
+            )
+        )
+    if not images:
+        reasons.append(
+            Reason(
+                rule="fail_closed.no_image", tier=fc.no_image, message="shipment has no image; never released"
+            )
+        )
+    trader = policy.trusted_traders.get(declaration.aeo_tier) if declaration.aeo_tier else None
+    offset = trader.threshold_offset if trader is not None else 0.0
+    if cargo is not None and offset > 0 and images:
+        reasons.append(
+            Reason(
+                rule="trusted_trader.offset",
+                tier=Tier.RELEASE,
+                message=f"{declaration.aeo_tier} trader: release threshold raised by {offset}",
+            )
+        )
+    for image in images:
+        if cargo is None:
+            if image.error is not None:
+                reasons.append(
+                    Reason(
+                        rule="fail_closed.image_error",
+                        tier=fc.image_error,
+                        image=image.path,
+                        message=f"image could not be scored ({image.error}); never released",
+                    )
+                )
+            continue
+        reasons.extend(_image_reasons(policy, cargo, declaration, image, offset))
+
+    tier = max((r.tier for r in reasons), key=lambda t: t.severity, default=Tier.RELEASE)
+    random_audit = False
+    if tier is Tier.RELEASE and policy.random_audit.rate > 0:
+        fraction = audit_fraction(audit_key, declaration.shipment_id)
+        if fraction < policy.random_audit.rate:
+            random_audit = True
+            tier = policy.random_audit.tier
+            reasons.append(
+                Reason(
+                    rule="random_audit",
+                    tier=tier,
+                    score=fraction,
+                    threshold=policy.random_audit.rate,
+                    message=f"picked for a random compliance audit (rate {policy.random_audit.rate})",
+                )
+            )
+    model_ids = list(dict.fromkeys(i.model_id for i in images if i.model_id))
+    return ShipmentDecision(
+        shipment_id=declaration.shipment_id,
+        cargo_type=declaration.cargo_type,
+        tier=tier,
+        reasons=reasons,
+        declaration=declaration,
+        images=list(images),
+        policy_version=policy.version,
+        policy_sha256=policy.sha256,
+        model_ids=model_ids,
+        random_audit=random_audit,
+        decided_at=decided_at,
+    )
+
+
+def _row_shipment_id(row: ImageVerdict) -> str:
+    shipment = row.shipment_id or row.declaration.get("shipment_id")
+    if not shipment:
+        raise InputError(f"image {row.path!r} has no shipment_id (set the row's shipment_id or declaration)")
+    return str(shipment)
+
+
+def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Declaration:
+    """Build a shipment's declaration from its rows' ``declaration`` dicts.
+
+    The first row's values win, except the override flags, which are OR-ed over all rows: a flag
+    raised on any row must not be lost because another row was written without it. Keys that are not
+    :class:`Declaration` fields go to ``extra``.
+
+    Raises:
+        InputError: no cargo type anywhere, or a value that does not validate (named).
+    """
+    merged: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    fields = set(Declaration.model_fields) - {"extra"}
+    for row in rows:
+        for key, value in row.declaration.items():
+            if key == "extra" and isinstance(value, dict):
+                for k, v in value.items():
+                    extra.setdefault(k, v)
+            elif key in fields:
+                if key in _FLAGS:
+                    merged[key] = bool(merged.get(key)) or _as_flag(value, shipment_id, key)
+                else:
+                    merged.setdefault(key, value)
+            else:
+                extra.setdefault(key, value)
+    merged["shipment_id"] = shipment_id
+    if not merged.get("cargo_type"):
+        merged["cargo_type"] = next((c for c in (_image_cargo_type(r) for r in rows) if c), None)
+    if not merged.get("cargo_type"):
+        raise InputError(f"shipment {shipment_id!r}: no cargo_type in its rows or their declaration")
+    try:
+        return Declaration.model_validate({**merged, "extra": extra})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}" for e in exc.errors()
+        )
+        raise InputError(f"shipment {shipment_id!r}: invalid declaration: {problems}") from exc
+
+
+_TRUE = {"true", "1", "yes", "y", "t", "on"}
+_FALSE = {"false", "0", "no", "n", "f", "off", ""}
+
+
+def _as_flag(value: Any, shipment_id: str, key: str) -> bool:
+    """A flag from JSON or a CSV cell; anything unrecognised is refused rather than guessed."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise InputError(f"shipment {shipment_id!r}: flag {key} = {value!r} is not a boolean (true/false, 1/0)")
+
+
+def decide_rows(
+    policy: Policy, rows: Iterable[ImageVerdict], *, audit_key: bytes
+) -> Iterator[ShipmentDecision]:
+    """Group image rows by shipment and decide each, in order of each shipment's first row.
+
+    All rows are read before the first decision is yielded, because a shipment's images need not
+    be adjacent in the file.
+
+    Raises:
+        InputError: a row without a shipment id, or a shipment whose declaration does not validate.
+        PolicyError: ``audit_key`` is empty.
+    """
+    if not audit_key:
+        raise PolicyError("audit_key is empty; random audits need a secret key (Settings.audit_secret)")
+    groups: dict[str, list[ImageVerdict]] = {}
+    for row in rows:
+        groups.setdefault(_row_shipment_id(row), []).append(row)
+    for shipment_id, images in groups.items():
+        declaration = declaration_from_rows(shipment_id, images)
+        yield decide_shipment(policy, declaration, images, audit_key=audit_key)

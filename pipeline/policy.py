@@ -1,0 +1,268 @@
+"""The versioned decision policy: thresholds, hard overrides, trusted traders and random audits.
+
+A policy is a YAML file validated eagerly by pydantic models that forbid unknown keys. Anything that
+does not validate is refused with a :class:`~datasets.errors.PolicyError` naming the key path, the
+value and what would be accepted. The bundled example (``pipeline/policies/example.yaml``, see
+:func:`default_policy_path`) explains every rule in comments.
+
+Two invariants are enforced by the schema itself rather than left to whoever writes the YAML:
+
+* no rule that is meant to hold cargo (overrides, fail-closed cases, random audits, score tiers)
+  can be configured to ``RELEASE``;
+* trusted-trader tiers only carry a threshold offset; there is no key that exempts them from
+  overrides or random audits.
+
+``Policy.sha256`` hashes the *validated* content as canonical JSON, so comments and formatting do
+not change it but any change in meaning does; every decision records it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+
+from datasets.errors import PolicyError
+from pipeline.verdicts import Tier
+
+__all__ = [
+    "CargoPolicy",
+    "FailClosedTiers",
+    "ImageTiers",
+    "OverrideTiers",
+    "Policy",
+    "RandomAudit",
+    "TrustedTrader",
+    "default_policy_path",
+    "load_policy",
+    "parse_policy",
+]
+
+_INSPECTION_TIERS = (Tier.REMOTE_INSPECTION.value, Tier.PHYSICAL_INSPECTION.value)
+
+
+def _inspection_tier(value: Any) -> Tier:
+    """Accept only the two inspection tiers: a rule that exists to hold cargo can never release it."""
+    if isinstance(value, Tier) and value is not Tier.RELEASE:
+        return value
+    if isinstance(value, str) and value in _INSPECTION_TIERS:
+        return Tier(value)
+    raise ValueError(f"must be one of {', '.join(_INSPECTION_TIERS)}")
+
+
+def _threshold(value: Any) -> float | Literal["model"]:
+    """``"model"`` (use the model's own operating point) or a number in [0, 1]."""
+    if value == "model":
+        return "model"
+    # bool is an int subclass: ``true`` in YAML is a typo, not a threshold of 1.
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= float(value) <= 1.0:
+        return float(value)
+    raise ValueError('must be "model" or a number in [0, 1]')
+
+
+InspectionTier = Annotated[Tier, BeforeValidator(_inspection_tier)]
+Threshold = Annotated[float | Literal["model"], BeforeValidator(_threshold)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CargoPolicy(_Strict):
+    """Thresholds for one cargo type; ``"model"`` means the scoring model's own operating point."""
+
+    release_threshold: Threshold = "model"
+    hold_threshold: Threshold = "model"
+
+    @model_validator(mode="after")
+    def _hold_not_below_release(self) -> CargoPolicy:
+        r, h = self.release_threshold, self.hold_threshold
+        if isinstance(r, float) and isinstance(h, float) and h < r:
+            raise ValueError(f"hold_threshold {h} is below release_threshold {r}; it must be >= it")
+        return self
+
+
+class OverrideTiers(_Strict):
+    """Declaration flags that force an inspection whatever the image scores say (default: hold)."""
+
+    radiation_alarm: InspectionTier = Tier.PHYSICAL_INSPECTION
+    suspected_solid_waste: InspectionTier = Tier.PHYSICAL_INSPECTION
+    document_mismatch: InspectionTier = Tier.PHYSICAL_INSPECTION
+    declared_foreign_inclusions: InspectionTier = Tier.PHYSICAL_INSPECTION
+
+
+class FailClosedTiers(_Strict):
+    """Where a shipment goes when it cannot be judged; never ``RELEASE``."""
+
+    no_image: InspectionTier = Tier.REMOTE_INSPECTION
+    image_error: InspectionTier = Tier.REMOTE_INSPECTION
+    unknown_cargo_type: InspectionTier = Tier.REMOTE_INSPECTION
+    mixed_cargo_types: InspectionTier = Tier.REMOTE_INSPECTION
+    missing_score: InspectionTier = Tier.REMOTE_INSPECTION
+    invalid_score: InspectionTier = Tier.REMOTE_INSPECTION
+    missing_model_id: InspectionTier = Tier.REMOTE_INSPECTION
+    missing_threshold: InspectionTier = Tier.REMOTE_INSPECTION
+
+
+class ImageTiers(_Strict):
+    """How one image's score maps to a tier; the shipment takes the most severe of its images."""
+
+    at_or_above_hold: InspectionTier = Tier.PHYSICAL_INSPECTION
+    at_or_above_release: InspectionTier = Tier.REMOTE_INSPECTION
+
+
+class TrustedTrader(_Strict):
+    """An AEO tier: its release threshold is raised by ``threshold_offset`` (never above hold)."""
+
+    threshold_offset: float = Field(ge=0.0, le=0.5)
+
+
+class RandomAudit(_Strict):
+    """Share of would-be-released shipments sent to inspection anyway (WTO TFA Art. 7.4)."""
+
+    rate: float = Field(ge=0.0, le=1.0)
+    tier: InspectionTier = Tier.REMOTE_INSPECTION
+
+
+class Policy(_Strict):
+    """A validated decision policy. Build it with :func:`load_policy` or :func:`parse_policy`."""
+
+    policy_version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$")
+    cargo_types: dict[Annotated[str, Field(min_length=1, max_length=64)], CargoPolicy] = Field(min_length=1)
+    overrides: OverrideTiers = OverrideTiers()
+    trusted_traders: dict[Annotated[str, Field(min_length=1, max_length=32)], TrustedTrader] = Field(
+        default_factory=dict
+    )
+    random_audit: RandomAudit = RandomAudit(rate=0.0)
+    image_tiers: ImageTiers = ImageTiers()
+    fail_closed: FailClosedTiers = FailClosedTiers()
+
+    _sha256: str = PrivateAttr(default="")
+
+    def model_post_init(self, context: Any, /) -> None:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        self._sha256 = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    @property
+    def version(self) -> str:
+        """The policy's declared version string (``policy_version``)."""
+        return self.policy_version
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the validated content as canonical JSON (comments and layout do not count)."""
+        return self._sha256
+
+
+def default_policy_path() -> Path:
+    """The bundled example policy, ``pipeline/policies/example.yaml``."""
+    return Path(__file__).resolve().parent / "policies" / "example.yaml"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML loader that refuses duplicate keys: with PyYAML the last one silently wins, which
+    would let a second ``release_threshold`` hide below the one a reviewer reads."""
+
+
+def _construct_mapping(
+    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}; each key may appear once", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the last key of ``loc`` (to list the keys it accepts)."""
+    model: type[BaseModel] = Policy
+    parts = list(loc[:-1])
+    while parts:
+        name = parts.pop(0)
+        field = model.model_fields.get(str(name))
+        if field is None:
+            return None
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif args and isinstance(args[-1], type) and issubclass(args[-1], BaseModel):
+            model = args[-1]  # dict[str, Model]: the next part is the free-form key
+            if not parts:
+                return None
+            parts.pop(0)
+        else:
+            return None
+    return model
+
+
+def _format_error(error: Any) -> str:
+    """One pydantic error as ``key.path = value: what is accepted``."""
+    loc = tuple(error["loc"])
+    path = ".".join(str(p) for p in loc) or "<top level>"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        owner = _model_at(loc)
+        accepted = ", ".join(owner.model_fields) if owner is not None else "none"
+        return f"{path}: unknown key; accepted keys: {accepted}"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    message = str(error["ctx"]["error"]) if kind == "value_error" else str(error["msg"])
+    value = error.get("input")
+    if isinstance(value, dict | list):
+        return f"{path}: {message}"
+    return f"{path} = {value!r}: {message}"
+
+
+def parse_policy(data: Any, *, source: str = "<policy>") -> Policy:
+    """Validate already-parsed YAML/JSON content into a :class:`Policy`.
+
+    Raises:
+        PolicyError: naming ``source``, every bad key path, its value and what is accepted.
+    """
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: a policy must be a mapping of keys, got {type(data).__name__}")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_format_error(e) for e in exc.errors())
+        raise PolicyError(f"{source}: invalid policy: {problems}") from exc
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy YAML file.
+
+    Raises:
+        PolicyError: the file is missing or unreadable, is not valid YAML (duplicate keys included),
+            or does not validate.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{source}: cannot read the policy file ({exc.__class__.__name__}: {exc})") from exc
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
+    return parse_policy(data, source=source)
