@@ -1,0 +1,149 @@
+"""The FastAPI app: built by :func:`create_app`, which wires settings, services, middleware and routers.
+
+Models, the policy and the audit store are opened once in the lifespan (or injected, for tests) and
+closed at shutdown; each cargo type gets a :class:`~serve.batching.MicroBatcher` with its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from datasets.errors import InputError, ModelError
+from models.inference import Predictor
+from serve import problems
+from serve.auth import KeyRing, SessionSigner, parse_api_keys
+from serve.batching import MicroBatcher
+from serve.deps import Services
+from serve.metrics import Metrics
+from serve.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from serve.routes import health, models, review, score, shipments
+from serve.settings import ServeSettings
+from serve.storage import ImageStore
+
+__all__ = ["build_services", "check_keys", "create_app", "create_app_from_env"]
+
+log = logging.getLogger("clearsight.serve")
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def _load_predictors(paths: list[Path]) -> dict[str, Predictor]:
+    from models.artifact import load_model  # imported here: only a real server loads artifacts
+
+    loaded: dict[str, Predictor] = {}
+    for path in paths:
+        predictor = load_model(path)
+        if predictor.cargo_type in loaded:
+            raise ModelError(
+                f"two models for cargo type {predictor.cargo_type!r}: {loaded[predictor.cargo_type].model_id} "
+                f"and {predictor.model_id} ({path}); load one model per cargo type"
+            )
+        loaded[predictor.cargo_type] = predictor
+    return loaded
+
+
+def _load_policy(settings: ServeSettings) -> Any:
+    from pipeline.policy import default_policy_path, load_policy
+
+    return load_policy(settings.policy if settings.policy is not None else default_policy_path())
+
+
+def _open_audit(settings: ServeSettings) -> Any:
+    from pipeline.audit import AuditStore
+
+    return AuditStore.open(settings.audit_db)
+
+
+def check_keys(settings: ServeSettings) -> KeyRing:
+    """The configured keys; refuses to go on without any unless ``insecure_dev`` is set.
+
+    Raises:
+        InputError: no API keys and no ``insecure_dev`` flag, or malformed keys.
+    """
+    keys = parse_api_keys(settings.api_keys.get_secret_value())
+    if len(keys) == 0 and not settings.insecure_dev:
+        raise InputError(
+            "no API keys configured: set CLEARSIGHT_API_KEYS='role:key,...' (roles submitter, officer, admin), "
+            "or pass the insecure development flag (--insecure-dev / CLEARSIGHT_INSECURE_DEV=1) to run WITHOUT "
+            "authentication"
+        )
+    if len(keys) == 0:
+        log.warning("INSECURE: serving without authentication (insecure_dev is set); never do this in production")
+    return keys
+
+
+def build_services(settings: ServeSettings, *, keys: KeyRing, metrics: Metrics,
+                   predictors: Mapping[str, Predictor] | None, audit: Any) -> Services:
+    """Open everything the routes need: models, policy, audit store, one batcher per cargo type.
+
+    Raises:
+        ModelError / PolicyError / AuditError: from loading.
+    """
+    secret = (settings.session_secret.get_secret_value().encode() if settings.session_secret
+              else secrets.token_bytes(32))
+    services = Services(
+        settings=settings, keys=keys, signer=SessionSigner(secret, ttl_s=settings.session_ttl_s),
+        metrics=metrics, store=ImageStore(settings.data_dir),
+    )
+    services.predictors = dict(predictors) if predictors is not None else _load_predictors(settings.models)
+    services.policy = _load_policy(settings)
+    services.audit = audit if audit is not None else _open_audit(settings)
+    for cargo_type, predictor in services.predictors.items():
+        batcher = MicroBatcher(
+            predictor, max_batch_size=settings.max_batch_size, max_wait_s=settings.max_wait_ms / 1000.0,
+            queue_size=settings.queue_size, retry_after_s=settings.retry_after_s, observer=metrics.observe_batch,
+        )
+        services.batchers[cargo_type] = batcher
+        metrics.queue_depth.labels(cargo_type).set_function(lambda b=batcher: b.depth)
+    return services
+
+
+def create_app(settings: ServeSettings, *, predictors: Mapping[str, Predictor] | None = None,
+               audit: Any = None) -> FastAPI:
+    """Build the app. ``predictors`` (cargo type -> Predictor) and ``audit`` replace what the settings
+    would load, which is how tests inject fakes; the caller keeps ownership of an injected audit store."""
+
+    keys = check_keys(settings)  # before anything starts: no keys means no server
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings, keys=keys, metrics=metrics, predictors=predictors, audit=audit)
+        app.state.services = services
+        log.info("ready", extra={"models": sorted(p.model_id for p in services.predictors.values()),
+                                 "policy_version": getattr(services.policy, "version", None)})
+        try:
+            yield
+        finally:
+            for batcher in services.batchers.values():
+                batcher.close()
+            if audit is None and hasattr(services.audit, "close"):
+                services.audit.close()
+
+    app = FastAPI(
+        title="Clearsight",
+        version="1",
+        summary="Anomaly scoring of cargo images and release-before-inspection decisions, with an audit trail.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    for router in (score.router, shipments.router, models.router, health.router, review.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Added last = outermost: the request id exists before the body limit can refuse a request.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn factory for ``--workers N``: each worker process reads its settings from ``CLEARSIGHT_*``."""
+    return create_app(ServeSettings())

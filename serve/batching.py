@@ -1,0 +1,171 @@
+"""Micro-batching: images from concurrent requests are scored together, off the event loop.
+
+One :class:`MicroBatcher` per cargo type owns a bounded queue and a dedicated worker thread. A
+request enqueues its images (all or none: a request never half-fits) and awaits their futures; the
+worker takes the first waiting image, keeps collecting until ``max_batch_size`` images or
+``max_wait_s`` have passed, and calls ``predictor.predict`` once for the whole batch. Under load the
+predictor therefore sees full batches, which is what makes serving throughput approach offline batch
+throughput. A full queue raises :class:`~serve.errors.OverloadedError` (HTTP 503) instead of letting
+latency grow without bound; a request past its deadline gets :class:`~serve.errors.ScoringTimeoutError`
+(504) and its images, if not yet started, are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from datasets.errors import ClearsightError, ModelError
+from models.inference import Prediction, Predictor
+from serve.errors import OverloadedError, ScoringTimeoutError
+
+__all__ = ["BatchObserver", "MicroBatcher"]
+
+log = logging.getLogger("clearsight.serve.batching")
+
+BatchObserver = Callable[[str, int, int], None]
+"""Called after each batch with (cargo_type, batch size, queue depth left)."""
+
+
+@dataclass
+class _Item:
+    image: np.ndarray
+    future: concurrent.futures.Future[Prediction]
+
+
+class MicroBatcher:
+    """Gathers images of one cargo type into batches for one predictor, on its own thread."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        queue_size: int,
+        retry_after_s: int = 1,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1 or queue_size < 1 or max_wait_s < 0:
+            raise ValueError(
+                f"max_batch_size={max_batch_size} and queue_size={queue_size} must be >= 1, "
+                f"max_wait_s={max_wait_s} >= 0"
+            )
+        self.predictor = predictor
+        self.cargo_type = predictor.cargo_type
+        self._max_batch = max_batch_size
+        self._max_wait = max_wait_s
+        self._queue_size = queue_size
+        self._retry_after_s = retry_after_s
+        self._observer = observer
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"batcher-{self.cargo_type}", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Images waiting to be scored."""
+        with self._cond:
+            return len(self._queue)
+
+    def submit(self, images: Sequence[np.ndarray]) -> list[concurrent.futures.Future[Prediction]]:
+        """Enqueue all ``images`` or none of them.
+
+        Raises:
+            OverloadedError: the queue has no room for all of them, or the batcher is stopping.
+        """
+        futures: list[concurrent.futures.Future[Prediction]] = [concurrent.futures.Future() for _ in images]
+        with self._cond:
+            if self._stopping:
+                raise OverloadedError(f"the {self.cargo_type} scorer is shutting down", retry_after_s=self._retry_after_s)
+            if len(self._queue) + len(images) > self._queue_size:
+                raise OverloadedError(
+                    f"the {self.cargo_type} scoring queue is full ({len(self._queue)} of {self._queue_size} "
+                    f"images waiting, this request adds {len(images)}); retry after {self._retry_after_s} s",
+                    retry_after_s=self._retry_after_s,
+                )
+            self._queue.extend(_Item(image, fut) for image, fut in zip(images, futures, strict=True))
+            self._cond.notify()
+        return futures
+
+    async def predict(self, images: Sequence[np.ndarray], *, timeout_s: float) -> list[Prediction]:
+        """Score ``images`` through the batcher and wait at most ``timeout_s`` for all of them.
+
+        Raises:
+            OverloadedError: the queue is full (HTTP 503).
+            ScoringTimeoutError: not all images were scored in time (HTTP 504).
+            ModelError: the predictor failed on the batch holding one of these images.
+        """
+        futures = self.submit(images)
+        waiting = [asyncio.wrap_future(f) for f in futures]
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*waiting), timeout=timeout_s))
+        except TimeoutError as exc:
+            for fut in futures:
+                fut.cancel()  # images not yet started are skipped by the worker
+            raise ScoringTimeoutError(
+                f"scoring {len(images)} {self.cargo_type} image(s) took longer than {timeout_s:g} s"
+            ) from exc
+
+    def close(self, *, timeout_s: float = 5.0) -> None:
+        """Stop taking work, finish the queue, and join the worker thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout=timeout_s)
+
+    def _take_batch(self) -> list[_Item] | None:
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            deadline = time.monotonic() + self._max_wait
+            # Wait for more images only while the batch is short; a full queue goes straight through.
+            while len(self._queue) < self._max_batch and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(timeout=left)
+            batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+        # A future cancelled by a timed-out request is dropped here rather than scored for nobody.
+        return [item for item in batch if item.future.set_running_or_notify_cancel()]
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            if not batch:
+                continue
+            try:
+                predictions = self.predictor.predict([item.image for item in batch])
+                if len(predictions) != len(batch):
+                    raise ModelError(
+                        f"model {self.predictor.model_id} returned {len(predictions)} predictions "
+                        f"for {len(batch)} images"
+                    )
+            except Exception as exc:  # the worker must survive any model failure
+                log.exception("batch of %d %s images failed", len(batch), self.cargo_type)
+                error = exc if isinstance(exc, ClearsightError) else ModelError(
+                    f"model {self.predictor.model_id} failed on a batch of {len(batch)}: {type(exc).__name__}: {exc}"
+                )
+                if error is not exc:
+                    error.__cause__ = exc
+                for item in batch:
+                    item.future.set_exception(error)
+            else:
+                for item, prediction in zip(batch, predictions, strict=True):
+                    item.future.set_result(prediction)
+            if self._observer is not None:
+                self._observer(self.cargo_type, len(batch), self.depth)

@@ -1,0 +1,133 @@
+"""What a route needs, as ``Annotated`` dependency aliases: the services, the audit store, the caller.
+
+:class:`Services` is built once in the app's lifespan and hung on ``app.state.services``; routes take
+``ServicesDep``, ``AuditDep``, ``PredictorsDep`` and one of the role aliases (``SubmitterDep``,
+``OfficerDep``, ``AdminDep``), which authenticate the ``Authorization: Bearer`` or ``X-API-Key``
+header and check the role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from models.inference import Predictor
+from serve.auth import KeyRing, Principal, Role, SessionSigner
+from serve.batching import MicroBatcher
+from serve.errors import NotAuthenticatedError, PermissionDeniedError
+from serve.metrics import Metrics
+from serve.settings import ServeSettings
+from serve.storage import ImageStore
+
+__all__ = [
+    "AdminDep",
+    "AuditDep",
+    "MetricsReaderDep",
+    "OfficerDep",
+    "PredictorsDep",
+    "Services",
+    "ServicesDep",
+    "SubmitterDep",
+    "principal_from_headers",
+]
+
+INSECURE_PRINCIPAL = Principal(role=Role.ADMIN, fingerprint="insecure-dev")
+
+
+@dataclass
+class Services:
+    """Everything the routes share; built in the lifespan, closed at shutdown."""
+
+    settings: ServeSettings
+    keys: KeyRing
+    signer: SessionSigner
+    metrics: Metrics
+    store: ImageStore
+    predictors: dict[str, Predictor] = field(default_factory=dict)
+    batchers: dict[str, MicroBatcher] = field(default_factory=dict)
+    policy: Any = None  # pipeline.policy.Policy
+    audit: Any = None  # pipeline.audit.AuditStore
+
+    @property
+    def insecure(self) -> bool:
+        """True when the server runs without keys (only possible with ``insecure_dev``)."""
+        return len(self.keys) == 0 and self.settings.insecure_dev
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _predictors(services: ServicesDep) -> Mapping[str, Predictor]:
+    return services.predictors
+
+
+def _audit(services: ServicesDep) -> Any:
+    return services.audit
+
+
+PredictorsDep = Annotated[Mapping[str, Predictor], Depends(_predictors)]
+AuditDep = Annotated[Any, Depends(_audit)]
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key")
+
+
+def principal_from_headers(services: Services, bearer: str | None, api_key: str | None) -> Principal:
+    """Authenticate a request's key.
+
+    Raises:
+        NotAuthenticatedError: no key, or one that matches no configured key.
+    """
+    if services.insecure:
+        return INSECURE_PRINCIPAL
+    key = bearer or api_key
+    if not key:
+        raise NotAuthenticatedError("no API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+    principal = services.keys.authenticate(key)
+    if principal is None:
+        raise NotAuthenticatedError("the API key matches no configured key")
+    return principal
+
+
+def require(*roles: Role) -> Callable[..., Principal]:
+    """A dependency that authenticates the caller and admits only ``roles`` (admin always)."""
+    allowed = {*roles, Role.ADMIN}
+
+    def dependency(
+        services: ServicesDep,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        api_key: Annotated[str | None, Depends(_api_key)],
+    ) -> Principal:
+        principal = principal_from_headers(services, bearer.credentials if bearer else None, api_key)
+        if principal.role not in allowed:
+            names = ", ".join(sorted(r.value for r in allowed))
+            raise PermissionDeniedError(f"role {principal.role.value!r} may not do this; allowed roles: {names}")
+        return principal
+
+    return dependency
+
+
+SubmitterDep = Annotated[Principal, Depends(require(Role.SUBMITTER))]
+OfficerDep = Annotated[Principal, Depends(require(Role.OFFICER))]
+AdminDep = Annotated[Principal, Depends(require())]
+
+
+def _metrics_reader(
+    services: ServicesDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal | None:
+    if services.settings.metrics_public:
+        return None
+    return principal_from_headers(services, bearer.credentials if bearer else None, api_key)
+
+
+MetricsReaderDep = Annotated[Principal | None, Depends(_metrics_reader)]

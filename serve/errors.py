@@ -1,0 +1,55 @@
+"""Errors that only exist over HTTP: authentication, missing resources, overload and deadlines.
+
+They extend the shared hierarchy in :mod:`datasets.errors` so that one handler (``serve.problems``)
+turns every Clearsight error into a problem body::
+
+    InputError
+    ├── NotAuthenticatedError   no API key, or one that matches no configured key (401)
+    ├── PermissionDeniedError   a valid key whose role may not do this (403)
+    ├── NotFoundError           a shipment or file that does not exist (404)
+    └── RequestTooLargeError    a body over max_request_bytes or too many images (413)
+    EngineError
+    ├── OverloadedError         the scoring queue is full (503 + Retry-After)
+    └── ScoringTimeoutError     scoring missed the request deadline (504)
+"""
+
+from __future__ import annotations
+
+from datasets.errors import EngineError, InputError
+
+__all__ = [
+    "NotAuthenticatedError",
+    "NotFoundError",
+    "OverloadedError",
+    "PermissionDeniedError",
+    "RequestTooLargeError",
+    "ScoringTimeoutError",
+]
+
+
+class NotAuthenticatedError(InputError):
+    """No API key was sent, or it matches none of the configured keys."""
+
+
+class PermissionDeniedError(InputError):
+    """The key is valid but its role may not use this endpoint."""
+
+
+class NotFoundError(InputError):
+    """A shipment, model or stored file that does not exist."""
+
+
+class RequestTooLargeError(InputError):
+    """A request body over the byte limit, or more images than allowed."""
+
+
+class OverloadedError(EngineError):
+    """The scoring queue of a cargo type is full; the client should retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ScoringTimeoutError(EngineError):
+    """Scoring did not finish within the per-request deadline."""

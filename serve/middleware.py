@@ -1,0 +1,157 @@
+"""ASGI middleware: request ids, JSON access logs, request metrics, the body-size limit, and the last-resort 500.
+
+Pure ASGI (not ``BaseHTTPMiddleware``) so that bodies stream through untouched and the byte limit is
+enforced while the body arrives, not after it has been buffered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve.metrics import Metrics
+from serve.problems import PROBLEM_BASE, PROBLEM_JSON
+
+__all__ = ["BodyLimitMiddleware", "RequestContextMiddleware"]
+
+access_log = logging.getLogger("clearsight.serve.access")
+error_log = logging.getLogger("clearsight.serve.error")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+async def _send_problem(send: Send, *, status: int, slug: str, title: str, detail: str, path: str,
+                        request_id: str | None, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps({
+        "type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail,
+        "instance": path, "request_id": request_id,
+    }).encode()
+    raw_headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+    raw_headers += headers or []
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContextMiddleware:
+    """Outermost layer: assigns the request id, logs one JSON line per request, counts and times it.
+
+    A client-supplied ``X-Request-ID`` is kept when it is short and plain (so that ids can be followed
+    across systems) and replaced by a fresh one otherwise; it is echoed on every response.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status_holder: dict[str, Any] = {"status": None}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:  # last resort: a client never sees a dropped connection
+            error_log.exception("unhandled error", extra={"request_id": request_id})
+            if status_holder["status"] is None:
+                await _send_problem(
+                    send_wrapper, status=500, slug="internal", title="Internal error",
+                    detail=f"unexpected {type(exc).__name__}; quote request id {request_id}",
+                    path=scope.get("path", ""), request_id=request_id,
+                )
+        finally:
+            status = status_holder["status"] or 500
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(endpoint, scope.get("method", ""), str(status)).inc()
+            self.metrics.latency.labels(endpoint, str(status)).observe(elapsed)
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "endpoint": endpoint,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    **scope["state"].get("log_extra", {}),
+                },
+            )
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over ``max_bytes``: from ``Content-Length`` up front, and by counting while streaming.
+
+    A chunked or lying client is cut off when its running total passes the limit: the 413 problem is
+    sent at once and the app sees a disconnect, whose own response is then discarded.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = scope.get("state", {}).get("request_id")
+        path = scope.get("path", "")
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                declared = -1
+            if declared < 0:
+                await _send_problem(send, status=400, slug="bad-request", title="Bad request",
+                                    detail=f"Content-Length {length.decode('latin-1')!r} is not a byte count",
+                                    path=path, request_id=request_id)
+                return
+            if declared > self.max_bytes:
+                await _send_problem(send, status=413, slug="request-too-large", title="Request too large",
+                                    detail=f"request body of {declared} bytes exceeds the limit of "
+                                           f"{self.max_bytes} bytes", path=path, request_id=request_id)
+                return
+
+        received = 0
+        cut_off = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, cut_off
+            if cut_off:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    cut_off = True
+                    await _send_problem(send, status=413, slug="request-too-large", title="Request too large",
+                                        detail=f"request body passed the limit of {self.max_bytes} bytes "
+                                               f"while streaming", path=path, request_id=request_id)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not cut_off:  # the 413 has already gone out; drop the app's reply to the disconnect
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)

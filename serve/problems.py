@@ -1,0 +1,164 @@
+"""The one place where errors become HTTP responses: RFC 9457 ``application/problem+json`` bodies.
+
+Every error a client can cause gets a 4xx with ``type``, ``title``, ``status``, ``detail`` (naming
+the bad value), ``instance`` (the request path) and ``request_id``. FastAPI's own 404/405/422 are
+mapped here too, and anything unexpected becomes a 500 problem rather than a dropped connection.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from datasets.errors import (
+    ArtifactError,
+    AuditError,
+    CargoTypeError,
+    ClearsightError,
+    DatasetFormatError,
+    EngineError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    InputError,
+    ModelError,
+    PolicyError,
+    UnsafePathError,
+)
+from serve.errors import (
+    NotAuthenticatedError,
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    RequestTooLargeError,
+    ScoringTimeoutError,
+)
+
+__all__ = ["PROBLEM_BASE", "PROBLEM_JSON", "install", "problem_for", "problem_response"]
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://clearsight.dev/problems/"
+
+# Most specific first: the first class an error is an instance of decides its status and type.
+_TABLE: tuple[tuple[type[ClearsightError], int, str, str], ...] = (
+    (NotAuthenticatedError, 401, "unauthenticated", "Missing or invalid API key"),
+    (PermissionDeniedError, 403, "forbidden", "Role not allowed"),
+    (NotFoundError, 404, "not-found", "Not found"),
+    (RequestTooLargeError, 413, "request-too-large", "Request too large"),
+    (ImageTooLargeError, 413, "image-too-large", "Image too large"),
+    (ImageDecodeError, 422, "bad-image", "Not a usable image"),
+    (CargoTypeError, 422, "unknown-cargo-type", "Unknown cargo type"),
+    (UnsafePathError, 400, "unsafe-path", "Unsafe path"),
+    (DatasetFormatError, 422, "bad-input", "Invalid input"),
+    (InputError, 422, "bad-input", "Invalid input"),
+    (OverloadedError, 503, "overloaded", "Service overloaded"),
+    (ScoringTimeoutError, 504, "timeout", "Scoring timed out"),
+    (ArtifactError, 503, "model-unavailable", "Model unavailable"),
+    (ModelError, 500, "model-error", "Model failed"),
+    (PolicyError, 500, "policy-error", "Decision policy error"),
+    (AuditError, 503, "audit-unavailable", "Audit store unavailable"),
+    (EngineError, 503, "engine-unavailable", "Scoring engine unavailable"),
+    (ClearsightError, 500, "internal", "Internal error"),
+)
+
+_HTTP_TITLES = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthenticated", "Missing or invalid API key"),
+    403: ("forbidden", "Role not allowed"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("request-too-large", "Request too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("validation", "Request validation failed"),
+}
+
+
+def problem_for(exc: ClearsightError) -> tuple[int, str, str]:
+    """(status, type slug, title) of a Clearsight error."""
+    for cls, status, slug, title in _TABLE:
+        if isinstance(exc, cls):
+            return status, slug, title
+    return 500, "internal", "Internal error"  # pragma: no cover - ClearsightError is the last row
+
+
+def problem_response(
+    request: Request | None,
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+    instance: str | None = None,
+    request_id: str | None = None,
+) -> JSONResponse:
+    """A problem+json response; ``request_id`` and ``instance`` are taken from the request when given."""
+    if request is not None:
+        instance = instance or request.url.path
+        request_id = request_id or getattr(request.state, "request_id", None)
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "request_id": request_id,
+    }
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _headers_for(exc: ClearsightError, status: int) -> dict[str, str] | None:
+    if isinstance(exc, OverloadedError):
+        return {"Retry-After": str(exc.retry_after_s)}
+    if status == 401:
+        return {"WWW-Authenticate": 'Bearer realm="clearsight"'}
+    return None
+
+
+async def _clearsight_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ClearsightError)
+    status, slug, title = problem_for(exc)
+    # Server-side failures keep their message (it names the model or store) but never a traceback.
+    return problem_response(request, status=status, slug=slug, title=title, detail=str(exc),
+                            headers=_headers_for(exc, status))
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": _location(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+        for err in exc.errors()
+    ]
+    detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors) or "invalid request"
+    return problem_response(request, status=422, slug="validation", title="Request validation failed",
+                            detail=detail, extra={"errors": errors})
+
+
+async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    slug, title = _HTTP_TITLES.get(exc.status_code, ("http-error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no resource at {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return problem_response(request, status=exc.status_code, slug=slug, title=title, detail=detail,
+                            headers=dict(exc.headers) if exc.headers else None)
+
+
+def install(app: FastAPI) -> None:
+    """Register the problem handlers on ``app``."""
+    app.add_exception_handler(ClearsightError, _clearsight_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)

@@ -1,0 +1,52 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from serve.deps import MetricsReaderDep, ServicesDep
+from serve.metrics import CONTENT_TYPE_LATEST
+from serve.problems import problem_response
+from serve.schemas import Health, Readiness
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health, summary="Alive")
+async def healthz() -> Health:
+    """The process is up and serving (no dependency is checked)."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"description": "Not ready (problem+json)"}},
+            summary="Ready to score and decide")
+async def readyz(request: Request, services: ServicesDep) -> Response | Readiness:
+    """Ready when at least one model is loaded and the audit store answers; 503 otherwise."""
+    problems = []
+    if not services.batchers:
+        problems.append("no model loaded")
+    audit_state = "unconfigured"
+    if services.audit is not None:
+        try:
+            await run_in_threadpool(services.audit.ping)
+            audit_state = "reachable"
+        except Exception as exc:  # any failure to answer means not ready; the detail says why
+            audit_state = "unreachable"
+            problems.append(f"audit store unreachable: {type(exc).__name__}: {exc}")
+    else:
+        problems.append("no audit store")
+    if problems:
+        return problem_response(request, status=503, slug="not-ready", title="Not ready",
+                                detail="; ".join(problems))
+    return Readiness(status="ready", models=sorted(p.model_id for p in services.predictors.values()),
+                     audit=audit_state, policy_version=services.policy.version if services.policy else None)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: {"description": "API key needed"}})
+async def metrics(services: ServicesDep, _reader: MetricsReaderDep) -> Response:
+    """Requests and latency by endpoint and status, batch sizes, queue depth, decisions, scores."""
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,127 @@
+"""The officer review page: the queue of held shipments with images, heatmaps, scores and reasons.
+
+The officer enters a key once; it is checked and replaced by a signed, HttpOnly, SameSite=Strict
+session cookie. Outcome forms are plain POSTs carrying the session's CSRF token (a second guard on
+top of SameSite) and answer with a redirect back to the queue.
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from models.inference import GOOD
+from pipeline.verdicts import Tier
+from serve.auth import Principal, Role
+from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep
+from serve.errors import NotAuthenticatedError, PermissionDeniedError
+from serve.routes.shipments import ShipmentIdPath, record_outcome
+from serve.schemas import CLEAN, OutcomeIn
+
+__all__ = ["COOKIE", "router"]
+
+router = APIRouter(prefix="/review", tags=["review"], include_in_schema=False)
+templates = Jinja2Templates(directory=str(Path(__file__).resolve().parents[1] / "templates"))
+
+COOKIE = "clearsight_session"
+HELD_TIERS = [Tier.REMOTE_INSPECTION, Tier.PHYSICAL_INSPECTION]
+PAGE_SIZE = 50
+
+
+def _session(request: Request, services: Services) -> tuple[Principal, str] | None:
+    if services.insecure:
+        return INSECURE_PRINCIPAL, "insecure-dev"
+    cookie = request.cookies.get(COOKIE)
+    if not cookie:
+        return None
+    return services.signer.check(cookie, services.keys)
+
+
+def _require_session(request: Request, services: Services, csrf: str | None = None) -> Principal:
+    session = _session(request, services)
+    if session is None:
+        raise NotAuthenticatedError("no valid review session: sign in at /review")
+    principal, token = session
+    if principal.role not in (Role.OFFICER, Role.ADMIN):
+        raise PermissionDeniedError(f"role {principal.role.value!r} may not review; allowed roles: admin, officer")
+    if csrf is not None and not hmac.compare_digest(csrf.encode(), token.encode()):
+        raise PermissionDeniedError("the form's CSRF token does not match this session; reload /review")
+    return principal
+
+
+def _anomaly_types(records: list[Any]) -> list[str]:
+    names: set[str] = {"unknown"}
+    for record in records:
+        for image in record.decision.images:
+            names.update(k for k in (image.type_probabilities or {}) if k != GOOD)
+    return sorted(names)
+
+
+@router.get("", response_class=HTMLResponse)
+async def review_page(request: Request, services: ServicesDep,
+                      show: Annotated[str, Query(pattern="^(pending|all)$")] = "pending",
+                      offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
+    session = _session(request, services)
+    if session is None:
+        return templates.TemplateResponse(request, "review.html", {"mode": "login", "error": None})
+    principal, csrf = session
+    if principal.role not in (Role.OFFICER, Role.ADMIN):
+        return templates.TemplateResponse(
+            request, "review.html", {"mode": "login", "error": "This key may not review shipments."}, status_code=403
+        )
+    records = await run_in_threadpool(
+        lambda: services.audit.list(tiers=HELD_TIERS, limit=PAGE_SIZE, offset=offset,
+                                    pending_outcome=True if show == "pending" else None)
+    )
+    return templates.TemplateResponse(request, "review.html", {
+        "mode": "queue", "records": records, "csrf": csrf, "officer": principal.name, "show": show,
+        "offset": offset, "page_size": PAGE_SIZE, "anomaly_types": _anomaly_types(records), "clean": CLEAN,
+        "recorded": request.query_params.get("recorded"),
+    })
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request, services: ServicesDep,
+                key: Annotated[str, Form(min_length=1, max_length=512)]) -> Response:
+    principal = services.keys.authenticate(key)
+    if principal is None or principal.role not in (Role.OFFICER, Role.ADMIN):
+        message = "Unknown key." if principal is None else "This key may not review shipments."
+        return templates.TemplateResponse(request, "review.html", {"mode": "login", "error": message},
+                                          status_code=401 if principal is None else 403)
+    response = RedirectResponse("/review", status_code=303)
+    response.set_cookie(COOKIE, services.signer.issue(key, principal.role), max_age=services.settings.session_ttl_s,
+                        httponly=True, samesite="strict", secure=services.settings.cookie_secure, path="/review")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, services: ServicesDep, csrf: Annotated[str, Form(max_length=128)]) -> Response:
+    _require_session(request, services, csrf)
+    response = RedirectResponse("/review", status_code=303)
+    response.delete_cookie(COOKIE, path="/review", httponly=True, samesite="strict")
+    return response
+
+
+@router.post("/shipments/{shipment_id}/outcome")
+async def review_outcome(
+    request: Request, shipment_id: ShipmentIdPath, services: ServicesDep,
+    found: Annotated[str, Form(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$")],
+    csrf: Annotated[str, Form(max_length=128)],
+    notes: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    principal = _require_session(request, services, csrf)
+    await record_outcome(services, shipment_id, OutcomeIn(found=found, notes=notes), principal.name)
+    return RedirectResponse(f"/review?recorded={shipment_id}", status_code=303)
+
+
+@router.get("/files/{kind}/{sha256}")
+async def stored_file(request: Request, kind: str, sha256: str, services: ServicesDep) -> Response:
+    _require_session(request, services)
+    path, media_type = services.store.find(kind, sha256)
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})

@@ -1,0 +1,130 @@
+"""Request and response bodies of the HTTP API (what the OpenAPI document shows, with examples)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.inference import Prediction
+from pipeline.verdicts import ShipmentDecision
+
+__all__ = [
+    "SHIPMENT_ID_PATTERN",
+    "Health",
+    "ModelCards",
+    "OutcomeIn",
+    "Readiness",
+    "ScoreResponse",
+    "ScoredImage",
+    "ShipmentResponse",
+    "ThresholdsOut",
+]
+
+SHIPMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+SHIPMENT_ID_RE = re.compile(SHIPMENT_ID_PATTERN)
+
+CLEAN = "clean"
+"""What an officer records when the inspection found nothing."""
+
+
+class ThresholdsOut(BaseModel):
+    release: float = Field(description="Scores below this are released (label good).")
+    hold: float = Field(description="Scores at or above this warrant a physical hold.")
+    target_miss_rate: float
+    method: str
+
+
+class ScoredImage(BaseModel):
+    """One uploaded image's verdict."""
+
+    filename: str = Field(description="The upload's file name, as sent (a label only; never used as a path).")
+    sha256: str
+    width: int
+    height: int
+    score: float = Field(ge=0.0, le=1.0)
+    label: str = Field(examples=["anomalous"])
+    anomaly_type: str | None = Field(examples=["foreign_object"])
+    type_probabilities: dict[str, float]
+    thresholds: ThresholdsOut
+    model_id: str
+    heatmap_png_base64: str | None = Field(
+        default=None, description="Heatmap overlay as a base64 PNG, only when heatmap=true was asked."
+    )
+
+    @classmethod
+    def build(cls, *, filename: str, sha256: str, shape: tuple[int, ...], prediction: Prediction,
+              heatmap: str | None) -> ScoredImage:
+        t = prediction.thresholds
+        return cls(
+            filename=filename, sha256=sha256, width=int(shape[1]), height=int(shape[0]),
+            score=float(prediction.score), label=prediction.label, anomaly_type=prediction.anomaly_type,
+            type_probabilities={k: float(v) for k, v in prediction.type_probabilities.items()},
+            thresholds=ThresholdsOut(release=t.release, hold=t.hold, target_miss_rate=t.target_miss_rate,
+                                     method=t.method),
+            model_id=prediction.model_id, heatmap_png_base64=heatmap,
+        )
+
+
+class ScoreResponse(BaseModel):
+    """``POST /v1/score``: verdicts only, nothing recorded."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "request_id": "5b0c3f6a9d2e4f1a8c7b6a5d4e3f2a1b", "cargo_type": "bulk_ore",
+        "model_ids": ["bulk_ore-lite0-3f2a9c1b"], "policy_version": "2025.1",
+        "images": [{
+            "filename": "hold3.jpg", "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "width": 640, "height": 480, "score": 0.91, "label": "anomalous", "anomaly_type": "foreign_object",
+            "type_probabilities": {"good": 0.05, "foreign_object": 0.9, "wet_patch": 0.05},
+            "thresholds": {"release": 0.42, "hold": 0.8, "target_miss_rate": 0.01,
+                           "method": "miss_rate_on_validation"},
+            "model_id": "bulk_ore-lite0-3f2a9c1b", "heatmap_png_base64": None,
+        }],
+    }]})
+
+    request_id: str
+    cargo_type: str
+    model_ids: list[str]
+    policy_version: str
+    images: list[ScoredImage]
+
+
+class ShipmentResponse(BaseModel):
+    """A recorded decision: ``POST /v1/shipments`` (new or replayed) and ``GET /v1/shipments/{id}``."""
+
+    request_id: str
+    seq: int = Field(description="Position in the audit chain; a retried submission returns the same seq.")
+    record_hash: str
+    idempotency_key: str | None = None
+    policy_version: str
+    model_ids: list[str]
+    decision: ShipmentDecision
+    outcome: dict[str, Any] | None = Field(default=None, description="The officer's recorded outcome, if any.")
+
+
+class OutcomeIn(BaseModel):
+    """What the officer found: ``clean`` or an anomaly type, with optional notes."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"found": "foreign_object", "notes": "scrap cable in hold 3"}, {"found": "clean", "notes": ""},
+    ]})
+
+    found: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$",
+                       description="'clean', or the anomaly type found.")
+    notes: str = Field(default="", max_length=2000)
+
+
+class ModelCards(BaseModel):
+    models: list[dict[str, Any]]
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    status: str = Field(examples=["ready"])
+    models: list[str]
+    audit: str
+    policy_version: str | None

@@ -1,0 +1,81 @@
+"""Settings of the HTTP service: the shared :class:`~pipeline.settings.Settings` plus what only a server needs.
+
+Built once at the entry point (``clearsight serve`` or the uvicorn factory) and handed to
+:func:`serve.app.create_app`; nothing below reads the environment. Every field can be set as
+``CLEARSIGHT_<FIELD>``, e.g. ``CLEARSIGHT_API_KEYS="officer:s3cret,submitter:k3y"``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from pipeline.settings import Settings
+
+__all__ = ["DEFAULT_FORMATS", "ServeSettings"]
+
+DEFAULT_FORMATS = ("png", "jpeg", "tiff", "bmp", "webp")
+
+
+class ServeSettings(Settings):
+    """Everything ``clearsight serve`` needs, validated eagerly."""
+
+    models: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Model directories to load at start-up (one per cargo type); comma-separated in the env.",
+    )
+    policy: Path | None = Field(default=None, description="Decision policy YAML; the packaged default if unset.")
+    data_dir: Path = Field(
+        default=Path("runs/serve"), description="Where uploaded images and heatmaps are kept for review."
+    )
+    host: str = Field(default="127.0.0.1", description="Interface to bind.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes.")
+
+    api_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="Comma-separated role:key pairs; roles are submitter, officer and admin.",
+    )
+    insecure_dev: bool = Field(
+        default=False,
+        description="Start WITHOUT authentication when no API keys are set. Development only: never in production.",
+    )
+    metrics_public: bool = Field(default=False, description="Serve /metrics without an API key.")
+    session_secret: SecretStr | None = Field(
+        default=None, description="Key that signs review-page session cookies; random per start if unset."
+    )
+    session_ttl_s: int = Field(default=8 * 3600, gt=0, description="Lifetime of a review-page session.")
+    cookie_secure: bool = Field(default=False, description="Mark the session cookie Secure (behind HTTPS).")
+
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Largest request body accepted.")
+    max_images_per_request: int = Field(default=32, gt=0, description="Most images in one request.")
+    allowed_formats: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_FORMATS, description="Image formats accepted (comma-separated in the env)."
+    )
+
+    max_batch_size: int = Field(default=16, gt=0, description="Most images the batcher scores in one call.")
+    max_wait_ms: float = Field(
+        default=10.0, ge=0, description="How long the batcher waits for more images before scoring a batch."
+    )
+    queue_size: int = Field(default=256, gt=0, description="Images waiting per cargo type before 503.")
+    request_timeout_s: float = Field(default=30.0, gt=0, description="Per-request scoring deadline (then 504).")
+    retry_after_s: int = Field(default=2, gt=0, description="Retry-After sent with a 503 when the queue is full.")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_formats", mode="before")
+    @classmethod
+    def _split_formats(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.split(",")]
+        if isinstance(value, list | tuple):
+            return tuple(str(part).strip().lower() for part in value if str(part).strip())
+        return value
