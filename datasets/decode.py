@@ -1,0 +1,576 @@
+"""Turn a file or an upload into pixels: the one decoding function every later stage uses.
+
+:func:`decode_image` accepts JPEG, PNG, BMP, TIFF and WebP; 8- and 16-bit; grayscale (X-ray), RGB,
+RGBA, gray+alpha and palette images. It is bounded (byte size, then pixel count from the header,
+both before any pixel is decoded), strict (a truncated file is refused, never "recovered" with grey)
+and honours EXIF orientation. Every failure is an :class:`~datasets.errors.ImageDecodeError` naming
+the source and the reason.
+
+Decoding is done by Pillow, whose loader is strict about truncation and understands every mode,
+except for 16-bit colour (48/64-bit RGB/RGBA and 32-bit gray+alpha PNG or TIFF), which Pillow can
+only hand over truncated to 8 bits: those are decoded by OpenCV, still with Pillow reading the
+header. Each file is decoded once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import stat
+import struct
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, NamedTuple
+
+import cv2
+import numpy as np
+from PIL import BmpImagePlugin, Image, ImageFile, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
+
+from datasets.errors import ImageDecodeError, ImageTooLargeError
+
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "DecodeLimits",
+    "DecodedImage",
+    "decode_image",
+    "read_image_size",
+    "to_float_rgb",
+]
+
+ACCEPTED_FORMATS: tuple[str, ...] = ("jpeg", "png", "bmp", "tiff", "webp")
+"""The formats :func:`decode_image` accepts, as they appear in :attr:`DecodedImage.format`."""
+
+_ACCEPTED_TEXT = "accepted formats: JPEG, PNG, BMP, TIFF, WebP"
+
+# Formats people do send, named so that the refusal says what the file is rather than "unknown".
+_KNOWN_REFUSED: tuple[tuple[bytes, str], ...] = (
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"%PDF", "PDF"),
+    (b"PK\x03\x04", "ZIP archive"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+)
+
+_ORIENTATION_TAG = 0x0112
+_XMP_ORIENTATION = re.compile(rb'tiff:Orientation(?:="|>)([1-8])')
+
+# Pillow modes decoded as they are, and the ones converted first; everything else is refused.
+_GRAY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_CONVERT_MODES = {"1": "L", "P": "RGBA", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "RGBa": "RGBA", "La": "LA"}
+_ACCEPTED_MODES_TEXT = "accepted modes: 1, L, LA, P, PA, RGB, RGBA, RGBX, CMYK, YCbCr, I;16, 16-bit RGB/RGBA"
+
+# Pillow emits recoverable metadata problems (a corrupt EXIF tag, an odd APNG chunk, its own
+# decompression-bomb warning for sizes we have already checked) as warnings. A decode either succeeds
+# or raises ours, so they are silenced inside the decoder. ``warnings.catch_warnings`` edits
+# process-wide state, so concurrent decodes take turns: two overlapping catch_warnings blocks could
+# otherwise restore each other's filters and leave warnings silenced for the whole process.
+_PILLOW_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeLimits:
+    """Bounds checked before an image is decoded.
+
+    Attributes:
+        max_bytes: largest encoded size accepted (file size from ``stat``, or ``len(bytes)``).
+        max_pixels: largest ``width * height`` accepted, read from the header before decoding, so
+            that a tiny file declaring a huge canvas (a decompression bomb) costs nothing.
+    """
+
+    max_bytes: int = 64 * 1024 * 1024
+    max_pixels: int = 50_000_000
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"DecodeLimits.{name} must be a positive int, got {value!r}")
+
+
+class DecodedImage(NamedTuple):
+    """A decoded image and what the audit trail needs to know about it.
+
+    Attributes:
+        pixels: (H, W, C) array, C = 1 (grayscale) or 3 (RGB order); dtype uint8 or uint16;
+            C-contiguous and writable. Alpha is dropped; EXIF orientation is already applied, so
+            H and W are the upright image's.
+        source: the file path, the ``name`` given with bytes, or ``"<bytes>"``.
+        sha256: hex SHA-256 of the raw encoded bytes.
+        format: ``"png"``, ``"jpeg"``, ``"bmp"``, ``"tiff"`` or ``"webp"``.
+        bit_depth: 8 or 16 (the dtype's bits).
+        mode: the file's Pillow mode before conversion, e.g. ``"L"``, ``"RGB"``, ``"RGBA"``,
+            ``"I;16"``, ``"LA"``, ``"P"``. 16-bit colour files read as ``"RGB"``/``"RGBA"``/``"LA"``
+            with ``bit_depth`` 16.
+    """
+
+    pixels: np.ndarray
+    source: str
+    sha256: str
+    format: str
+    bit_depth: int
+    mode: str
+
+
+def decode_image(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    limits: DecodeLimits | None = None,
+    name: str | None = None,
+) -> DecodedImage:
+    """Decode one image file or upload into pixels.
+
+    Args:
+        source: a file path, or the encoded bytes (``bytearray``/``memoryview`` also accepted).
+        limits: byte and pixel bounds; ``DecodeLimits()`` when ``None``.
+        name: what to call the image in errors and in :attr:`DecodedImage.source` (e.g. the
+            upload's file name); defaults to the path, or ``"<bytes>"``.
+
+    Returns:
+        The :class:`DecodedImage`; ``pixels`` is (H, W, 1) or (H, W, 3), uint8 or uint16.
+
+    Raises:
+        ImageTooLargeError: over ``limits.max_bytes`` or ``limits.max_pixels``.
+        ImageDecodeError: missing, empty, truncated or corrupt file, not an image, or an
+            unsupported format or mode.
+    """
+    limits = limits or DecodeLimits()
+    data, label = _read_source(source, limits=limits, name=name)
+    fmt = _sniff(data, label)
+    digest = hashlib.sha256(data).hexdigest()
+    if fmt == "jpeg":
+        _check_jpeg_complete(data, label)
+    with _pillow_quiet():
+        im = _open_header(io.BytesIO(data), fmt, label)
+        header_orientation = _orientation(im)
+        stored = _stored_size(im)
+        _check_pixels(*stored, limits, label)
+        mode = im.mode
+        if _is_16bit_colour(im):
+            pixels = None
+        else:
+            pixels = _load_with_pillow(im, fmt, label)
+            # Pillow turns TIFFs upright itself (and drops the tag); a PNG may carry its eXIf
+            # chunk after the image data: so the orientation still to apply is read after loading.
+            orientation = _orientation(im)
+    if pixels is None:
+        # OpenCV hands over the samples as stored, not upright.
+        pixels = _load_16bit_colour(data, mode=mode, size=stored, fmt=fmt, source=label)
+        orientation = header_orientation
+    pixels = _apply_orientation(pixels, orientation)
+    return DecodedImage(
+        pixels=pixels,
+        source=label,
+        sha256=digest,
+        format=fmt,
+        bit_depth=16 if pixels.dtype == np.uint16 else 8,
+        mode=mode,
+    )
+
+
+def read_image_size(
+    source: str | os.PathLike[str] | bytes, *, limits: DecodeLimits | None = None
+) -> tuple[int, int]:
+    """The upright ``(width, height)`` of an image, from its header only.
+
+    EXIF orientations 5-8 (a quarter turn) swap width and height, as :func:`decode_image` does.
+    Files are opened, not read whole, so checking a folder of masks is fast. A PNG whose eXIf
+    chunk sits after the image data (legal, rare) is only seen upright by :func:`decode_image`.
+
+    Raises:
+        ImageTooLargeError, ImageDecodeError: as :func:`decode_image`, except that truncated pixel
+            data is not noticed.
+    """
+    limits = limits or DecodeLimits()
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, label = _read_source(source, limits=limits, name=None)
+        with _pillow_quiet():
+            im = _open_header(io.BytesIO(data), _sniff(data, label), label)
+            width, height = _stored_size(im)
+            orientation = _orientation(im)
+    else:
+        label = os.fspath(source)
+        _stat_file(label, limits)
+        try:
+            with open(label, "rb") as fp, _pillow_quiet():
+                fmt = _sniff(fp.read(32), label)
+                fp.seek(0)
+                im = _open_header(fp, fmt, label)
+                width, height = _stored_size(im)
+                orientation = _orientation(im)
+        except OSError as exc:
+            raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})", source=label) from exc
+    _check_pixels(width, height, limits, label)
+    return (height, width) if orientation >= 5 else (width, height)
+
+
+def to_float_rgb(pixels: np.ndarray) -> np.ndarray:
+    """Model input from decoded pixels.
+
+    Args:
+        pixels: (H, W), (H, W, 1) or (H, W, 3); uint8 (divided by 255), uint16 (divided by
+            65535) or floating point already in [0, 1] (cast only).
+
+    Returns:
+        (H, W, 3) float32 in [0, 1], C-contiguous; grayscale is replicated to three channels.
+    """
+    arr = np.asarray(pixels)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise ImageDecodeError(
+            f"pixel array of shape {arr.shape} is not an image (accepted: (H, W), (H, W, 1), (H, W, 3))",
+            source="<array>",
+        )
+    if arr.dtype == np.uint8:
+        out = arr.astype(np.float32) / np.float32(255.0)
+    elif arr.dtype == np.uint16:
+        out = arr.astype(np.float32) / np.float32(65535.0)
+    elif np.issubdtype(arr.dtype, np.floating):
+        out = arr.astype(np.float32)
+    else:
+        raise ImageDecodeError(
+            f"pixel dtype {arr.dtype} is not accepted (accepted: uint8, uint16, float in [0, 1])",
+            source="<array>",
+        )
+    if out.shape[2] == 1:
+        out = np.repeat(out, 3, axis=2)
+    return np.ascontiguousarray(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading and identifying the bytes
+
+
+def _stat_file(path: str, limits: DecodeLimits) -> int:
+    """Size of the file at ``path``, checked against the byte limit before anything is read."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError as exc:
+        raise ImageDecodeError("file not found", source=path) from exc
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})", source=path) from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageDecodeError("is a directory, not an image file", source=path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageDecodeError("is not a regular file", source=path)
+    if info.st_size == 0:
+        raise ImageDecodeError("empty file (0 bytes)", source=path)
+    if info.st_size > limits.max_bytes:
+        raise ImageTooLargeError(
+            f"file is {info.st_size} bytes, over the limit of {limits.max_bytes} bytes", source=path
+        )
+    return info.st_size
+
+
+def _read_source(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+    *,
+    limits: DecodeLimits,
+    name: str | None,
+) -> tuple[bytes, str]:
+    """The encoded bytes and the label used in errors, byte limit enforced."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        label = name or "<bytes>"
+        if not data:
+            raise ImageDecodeError("empty data (0 bytes)", source=label)
+        if len(data) > limits.max_bytes:
+            raise ImageTooLargeError(
+                f"data is {len(data)} bytes, over the limit of {limits.max_bytes} bytes", source=label
+            )
+        return data, label
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"decode_image takes a path or bytes, got {type(source).__name__}")
+    path = os.fspath(source)
+    label = name or path
+    _stat_file(path, limits)
+    try:
+        with open(path, "rb") as fp:
+            # One byte over the limit tells a file that grew since stat() from one that fits.
+            data = fp.read(limits.max_bytes + 1)
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})", source=label) from exc
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)", source=label)
+    if len(data) > limits.max_bytes:
+        raise ImageTooLargeError(f"file is over the limit of {limits.max_bytes} bytes", source=label)
+    return data, label
+
+
+def _sniff(head: bytes, source: str) -> str:
+    """The format named by the file's magic bytes; extensions are not trusted."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    for magic, what in _KNOWN_REFUSED:
+        if head.startswith(magic):
+            raise ImageDecodeError(f"{what} files are not accepted ({_ACCEPTED_TEXT})", source=source)
+    raise ImageDecodeError(
+        f"not a recognised image: data starts with {head[:8]!r} ({_ACCEPTED_TEXT})", source=source
+    )
+
+
+def _check_jpeg_complete(data: bytes, source: str) -> None:
+    """Refuse a JPEG cut short, which decoders would otherwise pad with grey.
+
+    Entropy-coded data never contains a bare 0xFFD9 (0xFF bytes are stuffed), so the image is
+    complete only if an end-of-image marker follows the last start-of-scan marker. An EXIF
+    thumbnail's own markers come before the main image's scans and cannot fake it.
+    """
+    last_scan = data.rfind(b"\xff\xda")
+    if last_scan < 0:
+        raise ImageDecodeError("truncated or corrupt JPEG: no image data (start-of-scan marker)", source=source)
+    if data.rfind(b"\xff\xd9") < last_scan:
+        raise ImageDecodeError("truncated JPEG: no end-of-image marker after the image data", source=source)
+
+
+@contextmanager
+def _pillow_quiet() -> Iterator[None]:
+    """Run Pillow with its warnings silenced, one decode at a time (see ``_PILLOW_LOCK``)."""
+    with _PILLOW_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _open_header(fp: IO[bytes], fmt: str, source: str) -> ImageFile.ImageFile:
+    """Parse the header with the one Pillow plugin for ``fmt``.
+
+    The plugin classes are used directly instead of ``Image.open`` so that only the five accepted
+    formats can ever be parsed and Pillow's own decompression-bomb check (a warning, or an error at
+    twice its fixed limit) does not preempt ours, which uses the configured limit.
+    """
+    try:
+        if fmt == "png":
+            return PngImagePlugin.PngImageFile(fp)
+        if fmt == "jpeg":
+            # Not jpeg_factory: a JPEG that is also an MPO is read as its first (JPEG) frame.
+            return JpegImagePlugin.JpegImageFile(fp)
+        if fmt == "bmp":
+            return BmpImagePlugin.BmpImageFile(fp)
+        if fmt == "tiff":
+            return TiffImagePlugin.TiffImageFile(fp)
+        from PIL import WebPImagePlugin  # imported late: it loads libwebp
+
+        return WebPImagePlugin.WebPImageFile(fp)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"refused by the decoder's size guard ({exc})", source=source) from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error) as exc:
+        raise ImageDecodeError(f"truncated or corrupt {fmt.upper()} header ({exc})", source=source) from exc
+    except ImportError as exc:
+        raise ImageDecodeError(f"this Pillow build cannot read {fmt.upper()} ({exc})", source=source) from exc
+
+
+def _stored_size(im: ImageFile.ImageFile) -> tuple[int, int]:
+    """(width, height) as stored, before EXIF orientation.
+
+    Pillow reports some TIFFs' size already upright (it turns them while loading), so a TIFF's
+    stored size is read from its own tags.
+    """
+    if isinstance(im, TiffImagePlugin.TiffImageFile):
+        width = im.tag_v2.get(TiffImagePlugin.IMAGEWIDTH)
+        height = im.tag_v2.get(TiffImagePlugin.IMAGELENGTH)
+        if isinstance(width, int) and isinstance(height, int):
+            return width, height
+    return im.size
+
+
+def _check_pixels(width: int, height: int, limits: DecodeLimits, source: str) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"image has no pixels ({width}x{height})", source=source)
+    if width * height > limits.max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{limits.max_pixels} pixels",
+            source=source,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _rawmode(im: ImageFile.ImageFile) -> str:
+    """The raw pixel layout of the first tile, e.g. ``"RGB;16B"`` (``""`` when unknown)."""
+    if not im.tile:
+        return ""
+    args = im.tile[0].args
+    if isinstance(args, str):
+        return args
+    if isinstance(args, tuple) and args and isinstance(args[0], str):
+        return args[0]
+    return ""
+
+
+def _is_16bit_colour(im: ImageFile.ImageFile) -> bool:
+    """Whether Pillow would truncate this file's samples to 8 bits (48/64-bit colour, 32-bit LA)."""
+    if im.mode not in ("RGB", "RGBA", "RGBX", "LA"):
+        return False
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(TiffImagePlugin.BITSPERSAMPLE)  # type: ignore[attr-defined]
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return any(b == 16 for b in bits if isinstance(b, int))
+    return ";16" in _rawmode(im)
+
+
+def _load_with_pillow(im: ImageFile.ImageFile, fmt: str, source: str) -> np.ndarray:
+    """Decode with Pillow's strict loader; (H, W, 1|3) uint8 or uint16 RGB/gray."""
+    try:
+        im.load()
+        mode = im.mode
+        if mode in _CONVERT_MODES:
+            # P -> RGBA rather than RGB: it keeps transparency out of Pillow's lossy warning path.
+            converted: Image.Image = im.convert(_CONVERT_MODES[mode])
+            mode = converted.mode
+        else:
+            converted = im
+        if mode in _GRAY16_MODES:
+            arr = np.asarray(converted).astype(np.uint16)[:, :, None]
+        elif mode == "L":
+            arr = np.asarray(converted)[:, :, None]
+        elif mode == "LA":
+            arr = np.asarray(converted)[:, :, :1]
+        elif mode in ("RGB", "RGBA", "RGBX"):
+            arr = np.asarray(converted)[:, :, :3]
+        else:
+            raise ImageDecodeError(f"unsupported image mode {im.mode!r} ({_ACCEPTED_MODES_TEXT})", source=source)
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"refused by the decoder's size guard ({exc})", source=source) from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error) as exc:
+        raise ImageDecodeError(f"truncated or corrupt {fmt.upper()} data ({exc})", source=source) from exc
+    return _own(arr)
+
+
+def _load_16bit_colour(
+    data: bytes, *, mode: str, size: tuple[int, int], fmt: str, source: str
+) -> np.ndarray:
+    """Decode 16-bit colour with OpenCV, which keeps all 16 bits; (H, W, 1|3) uint16."""
+    if fmt == "tiff":
+        # OpenCV turns TIFFs upright itself, whatever the flags (4.x-5.0); reset the tag so that it
+        # hands over the samples as stored and the one orientation step below stays ours.
+        value, value_at = _ifd0_orientation(data)
+        if value > 1:
+            patched = bytearray(data)
+            patched[value_at : value_at + 2] = (1).to_bytes(2, "little" if data[:1] == b"I" else "big")
+            data = bytes(patched)
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise ImageDecodeError(f"truncated or corrupt {fmt.upper()} data ({exc})", source=source) from exc
+    width, height = size
+    if arr is None or arr.shape[:2] != (height, width):
+        raise ImageDecodeError(f"truncated or corrupt {fmt.upper()} data (16-bit colour)", source=source)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    elif mode == "LA":
+        # OpenCV expands gray+alpha to BGRA; the three colour channels are equal.
+        arr = arr[:, :, :1]
+    else:
+        arr = arr[:, :, 2::-1]  # BGR(A) -> RGB, alpha dropped
+    return _own(arr)
+
+
+def _own(arr: np.ndarray) -> np.ndarray:
+    """A C-contiguous, writable, native-endian array (Pillow hands out read-only views)."""
+    if arr.dtype.byteorder not in ("=", "|"):
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if not arr.flags.writeable or not arr.flags.c_contiguous:
+        arr = np.array(arr, order="C", copy=True)
+    return arr
+
+
+# --------------------------------------------------------------------------------------------------
+# EXIF orientation
+
+
+def _orientation(im: ImageFile.ImageFile) -> int:
+    """EXIF orientation 1-8 (1 when absent or invalid), from the header only.
+
+    Parsed here rather than with ``Image.getexif``, which decodes a whole PNG to look for a late
+    eXIf chunk and warns about malformed tags.
+    """
+    if isinstance(im, TiffImagePlugin.TiffImageFile):
+        value = im.tag_v2.get(_ORIENTATION_TAG, 1)
+        return value if isinstance(value, int) and 1 <= value <= 8 else 1
+    raw = im.info.get("exif")
+    if isinstance(raw, bytes):
+        value = _exif_orientation(raw)
+        if value:
+            return value
+    for key in ("xmp", "XML:com.adobe.xmp"):
+        xmp = im.info.get(key)
+        if isinstance(xmp, str):
+            xmp = xmp.encode("utf-8", "replace")
+        if isinstance(xmp, bytes) and (match := _XMP_ORIENTATION.search(xmp)):
+            return int(match.group(1))
+    return 1
+
+
+def _exif_orientation(raw: bytes) -> int:
+    """The orientation tag of an EXIF block's first IFD (0 when absent or malformed)."""
+    return _ifd0_orientation(raw[6:] if raw.startswith(b"Exif\x00\x00") else raw)[0]
+
+
+def _ifd0_orientation(tiff: bytes) -> tuple[int, int]:
+    """``(orientation, offset of its value)`` in a TIFF structure's first IFD; ``(0, -1)`` if none.
+
+    Handles classic TIFF and BigTIFF, either byte order. Malformed structures read as "none".
+    """
+    head = tiff[:4]
+    if head in (b"II*\x00", b"II+\x00"):
+        endian = "<"
+    elif head in (b"MM\x00*", b"MM\x00+"):
+        endian = ">"
+    else:
+        return 0, -1
+    big = head[2:] in (b"+\x00", b"\x00+")
+    offset_fmt, count_fmt, entry_size = ("Q", "Q", 20) if big else ("I", "H", 12)
+    try:
+        (ifd,) = struct.unpack_from(endian + offset_fmt, tiff, 8 if big else 4)
+        (count,) = struct.unpack_from(endian + count_fmt, tiff, ifd)
+        first = ifd + struct.calcsize(count_fmt)
+        for i in range(min(count, 1024)):
+            entry = first + entry_size * i
+            tag, kind = struct.unpack_from(endian + "HH", tiff, entry)
+            if tag == _ORIENTATION_TAG:
+                value_at = entry + (12 if big else 8)
+                (value,) = struct.unpack_from(endian + "H", tiff, value_at)
+                return (value, value_at) if kind == 3 and 1 <= value <= 8 else (0, -1)
+    except struct.error:
+        return 0, -1
+    return 0, -1
+
+
+def _apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn (H, W, C) pixels upright for an EXIF orientation, as ``ImageOps.exif_transpose`` does."""
+    if orientation == 2:
+        out = pixels[:, ::-1]
+    elif orientation == 3:
+        out = pixels[::-1, ::-1]
+    elif orientation == 4:
+        out = pixels[::-1]
+    elif orientation == 5:
+        out = pixels.transpose(1, 0, 2)
+    elif orientation == 6:
+        out = pixels.transpose(1, 0, 2)[:, ::-1]
+    elif orientation == 7:
+        out = pixels[::-1, ::-1].transpose(1, 0, 2)
+    elif orientation == 8:
+        out = pixels.transpose(1, 0, 2)[::-1]
+    else:
+        return pixels
+    return np.ascontiguousarray(out)
