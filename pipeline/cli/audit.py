@@ -1,9 +1,141 @@
-"""`clearsight audit` commands (not built yet)."""
+"""`clearsight audit`: verify the chain, record an officer's outcome, export, show one shipment."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from datasets.errors import AuditError, InputError
+from pipeline.audit import AuditStore
+from pipeline.settings import Settings
+from pipeline.verdicts import Tier
+
+__all__ = ["register"]
+
+_DB_HELP = "Audit store URL (default: CLEARSIGHT_AUDIT_DB, sqlite:///clearsight.db)."
+DbOption = Annotated[str | None, typer.Option("--db", help=_DB_HELP)]
+
+
+def _open(db: str | None, *, create: bool = False) -> AuditStore:
+    return AuditStore.open(db or Settings().audit_db, create=create)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add the ``audit`` command group to the root app."""
+    group = typer.Typer(
+        help="The tamper-evident audit trail of decisions and outcomes.", no_args_is_help=True
+    )
+    app.add_typer(group, name="audit")
+
+    @group.command("verify")
+    def verify(db: DbOption = None) -> None:
+        """Re-compute the hash chain; exit non-zero naming the first bad record and what happened to it."""
+        with _open(db) as store:
+            report = store.verify()
+        if not report.ok:
+            raise AuditError(
+                f"{store.url}: chain broken at record {report.first_bad} ({report.problem}): {report.message}"
+            )
+        Console().print(f"{report.message}; head seq {report.head_seq} hash {report.head_hash}")
+
+    @group.command("outcome")
+    def outcome(
+        shipment_id: Annotated[str, typer.Argument(help="The shipment inspected.")],
+        officer: Annotated[str, typer.Option("--officer", help="Id of the officer who inspected it.")],
+        found: Annotated[
+            str | None, typer.Option("--found", help="Anomaly type found (e.g. foreign_object).")
+        ] = None,
+        clean: Annotated[
+            bool, typer.Option("--clean", help="Nothing was found: the cargo was clean.")
+        ] = False,
+        notes: Annotated[str, typer.Option("--notes", help="Free-text notes.")] = "",
+        db: DbOption = None,
+    ) -> None:
+        """Record an officer's inspection outcome for a shipment's latest decision (chained too)."""
+        if (found is None) == (not clean):
+            raise InputError("give exactly one of --found TYPE or --clean")
+        with _open(db) as store:
+            record = store.record_outcome(shipment_id, found=found, officer=officer, notes=notes)
+        what = "clean" if record.found is None else f"found {record.found}"
+        Console().print(f"recorded outcome of {shipment_id} ({what}) as record {record.seq}")
+
+    @group.command("export")
+    def export(
+        out: Annotated[Path, typer.Option("--out", help="Output file, .csv or .jsonl.")],
+        db: DbOption = None,
+    ) -> None:
+        """Export every recorded decision with its latest outcome to CSV or JSONL."""
+        with _open(db) as store:
+            count = store.export(out)
+        Console().print(f"exported {count} decisions to {out}")
+
+    @group.command("show")
+    def show(
+        shipment_id: Annotated[str, typer.Argument(help="The shipment to show.")],
+        db: DbOption = None,
+    ) -> None:
+        """Show the latest recorded decision for a shipment, its reasons and its outcome."""
+        with _open(db) as store:
+            record = store.get(shipment_id)
+        if record is None:
+            raise InputError(f"no decision recorded for shipment {shipment_id!r}")
+        d = record.decision
+        console = Console()
+        console.print(
+            f"[bold]{d.shipment_id}[/bold] {d.cargo_type}: [bold]{d.tier.value}[/bold]"
+            f"{' (random audit)' if d.random_audit else ''}"
+        )
+        console.print(
+            f"record {record.seq} {record.record_hash}; decided {d.decided_at} under policy "
+            f"{d.policy_version} ({d.policy_sha256[:12]}); models {', '.join(d.model_ids) or '-'}"
+        )
+        table = Table("rule", "tier", "image", "score", "threshold", "message")
+        for r in d.reasons:
+            table.add_row(
+                r.rule,
+                r.tier.value,
+                r.image or "",
+                "" if r.score is None else f"{r.score:.4f}",
+                "" if r.threshold is None else f"{r.threshold:.4f}",
+                r.message,
+            )
+        console.print(table)
+        o = record.outcome
+        console.print(
+            "outcome: pending"
+            if o is None
+            else f"outcome: {'clean' if o.found is None else o.found} by {o.officer} at {o.created_at}"
+            f"{': ' + o.notes if o.notes else ''}"
+        )
+
+    @group.command("list")
+    def list_(
+        tier: Annotated[
+            list[Tier] | None, typer.Option("--tier", help="Only these tiers (repeatable).")
+        ] = None,
+        pending: Annotated[
+            bool, typer.Option("--pending", help="Only decisions without an outcome.")
+        ] = False,
+        limit: Annotated[int, typer.Option("--limit", help="At most this many (1 to 10000).")] = 50,
+        db: DbOption = None,
+    ) -> None:
+        """List the latest decision per shipment, newest first (the review queue)."""
+        with _open(db) as store:
+            records = store.list(tiers=tier or None, limit=limit, pending_outcome=True if pending else None)
+        table = Table("seq", "shipment", "cargo", "tier", "audit", "outcome", "decided")
+        for r in records:
+            o = r.outcome
+            table.add_row(
+                str(r.seq),
+                r.decision.shipment_id,
+                r.decision.cargo_type,
+                r.decision.tier.value,
+                "yes" if r.decision.random_audit else "",
+                "" if o is None else (o.found or "clean"),
+                r.decision.decided_at,
+            )
+        Console().print(table)
