@@ -1,0 +1,468 @@
+"""Evaluate a trained model on the test split of an MVTec-layout dataset.
+
+:func:`evaluate` runs a :class:`~models.inference.Predictor` over every test image, streams the anomaly
+maps into the pixel metrics, and returns an :class:`EvaluationResult`: one :class:`ImageRecord` per
+image, the metrics overall and per anomaly type (each type against all good images), and the few
+images worst handled by the model (for the report's gallery). :func:`write_outputs` writes
+``metrics.json`` and ``scores.csv``; :mod:`pipeline.report` renders ``report.html``.
+
+The figure that matters is the operating point at the model's own thresholds: the share of good
+(clean) images released and the share of anomalous images released (missed). AUROC and friends are
+reported alongside because the field compares models by them.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import cv2
+import numpy as np
+
+from datasets.errors import ClearsightError, DatasetFormatError, ModelError
+from models.inference import GOOD, Predictor, Thresholds
+from pipeline import metrics as m
+
+__all__ = [
+    "GALLERY_SIZE",
+    "SCORES_COLUMNS",
+    "EvaluationResult",
+    "GalleryItem",
+    "ImageRecord",
+    "evaluate",
+    "write_outputs",
+]
+
+GALLERY_SIZE = 6
+"""How many worst misses and worst false alarms the result keeps for the report."""
+
+_GALLERY_SIDE = 320  # gallery thumbnails are scaled down to this longest side to keep report.html small
+_FNR = 0.01
+_FPR = 0.01
+
+
+class _Item(Protocol):
+    """What :func:`evaluate` needs of a dataset item (``datasets.mvtec.DatasetItem`` has it)."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def anomaly_type(self) -> str | None: ...
+    @property
+    def mask_path(self) -> Path | None: ...
+    @property
+    def split(self) -> str: ...
+
+
+class ImageRecord(NamedTuple):
+    """One test image's outcome; a row of ``scores.csv``.
+
+    ``type`` is the true anomaly type (``"good"`` for good images); ``score``/``predicted_*`` are
+    ``None`` and ``error`` is set when the image could not be read.
+    """
+
+    path: str
+    label: str
+    type: str
+    score: float | None
+    predicted_label: str | None
+    predicted_type: str | None
+    has_mask: bool
+    error: str | None = None
+
+
+class GalleryItem(NamedTuple):
+    """A badly handled image kept for the report.
+
+    ``image``: (h, w, C) uint8/uint16 thumbnail (longest side <= 320); ``anomaly_map``: (h, w) float32
+    in [0, 1]; ``mask``: (h, w) bool ground truth or ``None``.
+    """
+
+    record: ImageRecord
+    image: np.ndarray
+    anomaly_map: np.ndarray
+    mask: np.ndarray | None
+
+
+@dataclass
+class EvaluationResult:
+    """Everything an evaluation produced.
+
+    ``metrics`` is exactly what goes into ``metrics.json`` (JSON-ready: floats, ints, strings, None,
+    nested dicts). ``worst_misses``: anomalous images with the lowest scores, lowest first;
+    ``worst_false_alarms``: good images with the highest scores, highest first.
+    """
+
+    model_id: str
+    cargo_type: str
+    thresholds: Thresholds
+    data_root: str
+    records: list[ImageRecord]
+    metrics: dict[str, Any]
+    worst_misses: list[GalleryItem] = field(default_factory=list)
+    worst_false_alarms: list[GalleryItem] = field(default_factory=list)
+    evaluated_at: str = ""
+
+    def scores_and_labels(self, anomaly_type: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (N,) float64, labels (N,) bool) of the scored images; one type + all good if given."""
+        rows = [
+            r
+            for r in self.records
+            if r.score is not None and (anomaly_type is None or r.type in (GOOD, anomaly_type))
+        ]
+        return (
+            np.array([r.score for r in rows], dtype=np.float64),
+            np.array([r.label != GOOD for r in rows], dtype=bool),
+        )
+
+
+# ------------------------------------------------------------------------------------- reading
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """(H, W, C) uint8/uint16 RGB pixels through the project's one decoder."""
+    from datasets.decode import decode_image  # the data layer's decoder; imported where used
+
+    return decode_image(path).pixels
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    """(H, W) bool ground truth from a 0/255 (any nonzero = anomalous) mask PNG."""
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+        mask = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE)
+    except (OSError, cv2.error) as exc:
+        raise DatasetFormatError(f"cannot read ground-truth mask {path}: {exc}") from exc
+    if mask is None:
+        raise DatasetFormatError(f"ground-truth mask {path} is not a readable image (expected a 0/255 PNG)")
+    return mask != 0
+
+
+def _true_type(item: _Item) -> str:
+    if item.label == GOOD:
+        return GOOD
+    return item.anomaly_type or "unknown"
+
+
+def _test_items(dataset: Any) -> list[_Item]:
+    items = dataset.items if hasattr(dataset, "items") else dataset
+    test = [item for item in items if item.split == "test"]
+    if not test:
+        raise DatasetFormatError(
+            f"dataset {getattr(dataset, 'root', '<items>')} has no test images; evaluation needs "
+            "test/good/ and test/<anomaly_type>/ folders"
+        )
+    return test
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return Path(path).resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(path)
+
+
+def _thumbnail(
+    image: np.ndarray, amap: np.ndarray, mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Scale image (H, W, C), map (H', W') and mask (H, W) down to one size, longest side <= 320."""
+    h, w = image.shape[:2]
+    scale = min(1.0, _GALLERY_SIDE / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA)) if scale < 1.0 else image
+    if small.ndim == 2:
+        small = small[:, :, None]
+    small_map = np.asarray(
+        cv2.resize(np.asarray(amap, dtype=np.float32), size, interpolation=cv2.INTER_LINEAR), dtype=np.float32
+    )
+    small_mask = None
+    if mask is not None:
+        small_mask = np.asarray(cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)) != 0
+    return small, small_map, small_mask
+
+
+class _Gallery:
+    """Keeps the ``size`` items with the largest key (a bounded min-heap)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._heap: list[tuple[float, int, GalleryItem]] = []
+        self._count = 0
+
+    def wants(self, key: float) -> bool:
+        return self.size > 0 and (len(self._heap) < self.size or key > self._heap[0][0])
+
+    def push(self, key: float, item: GalleryItem) -> None:
+        self._count += 1  # tie-breaker: earlier images win ties, and GalleryItems are never compared
+        entry = (key, -self._count, item)
+        if len(self._heap) < self.size:
+            heapq.heappush(self._heap, entry)
+        else:
+            heapq.heappushpop(self._heap, entry)
+
+    def items(self) -> list[GalleryItem]:
+        return [entry[2] for entry in sorted(self._heap, key=lambda e: (-e[0], -e[1]))]
+
+
+# ------------------------------------------------------------------------------------- metrics
+
+
+def _value(result: m.MetricValue, name: str, undefined: dict[str, str]) -> float | None:
+    if result.value is None:
+        undefined[name] = result.reason or "undefined"
+        return None
+    return result.value
+
+
+def _summary(
+    scores: np.ndarray, labels: np.ndarray, pixels: m.PixelAccumulator | None, thresholds: Thresholds
+) -> dict[str, Any]:
+    """The metrics block for one subset: the whole test set, or one anomaly type + all good images."""
+    undefined: dict[str, str] = {}
+    release, hold = thresholds.release, thresholds.hold
+    good, anomalous = scores[~labels], scores[labels]
+    conf = m.confusion(scores, labels, release)
+    out: dict[str, Any] = {
+        "counts": {"images": int(scores.size), "good": int(good.size), "anomalous": int(anomalous.size)},
+        "release_rate": _value(m.release_rate(scores, labels, release), "release_rate", undefined),
+        "miss_rate": _value(m.miss_rate(scores, labels, release), "miss_rate", undefined),
+        "image_auroc": _value(m.image_auroc(scores, labels), "image_auroc", undefined),
+        "image_aupr": _value(m.image_aupr(scores, labels), "image_aupr", undefined),
+        "tnr_at_fnr_1pct": _value(m.tnr_at_fnr(scores, labels, _FNR), "tnr_at_fnr_1pct", undefined),
+        "detection_rate_at_fpr_1pct": _value(
+            m.detection_rate_at_fpr(scores, labels, _FPR), "detection_rate_at_fpr_1pct", undefined
+        ),
+        "confusion": conf._asdict(),
+        # where each class lands among the three decision bands of the model's own thresholds
+        "bands": {
+            name: {
+                "release": float(np.mean(group < release)) if group.size else None,
+                "remote_review": float(np.mean((group >= release) & (group < hold))) if group.size else None,
+                "hold": float(np.mean(group >= hold)) if group.size else None,
+            }
+            for name, group in (("good", good), ("anomalous", anomalous))
+        },
+    }
+    if pixels is None:
+        reason = "no ground-truth masks for these anomalous images"
+        out["pixel_auroc"], out["pro"] = None, None
+        undefined["pixel_auroc"], undefined["pro"] = reason, reason
+    else:
+        out["pixel_auroc"] = _value(pixels.pixel_auroc(), "pixel_auroc", undefined)
+        out["pro"] = _value(pixels.pro(), "pro", undefined)
+    out["undefined"] = undefined
+    return out
+
+
+def _type_accuracy(records: Iterable[ImageRecord]) -> float | None:
+    """Among anomalous images the model flagged, the share given their true anomaly type."""
+    flagged = [r for r in records if r.label != GOOD and r.predicted_label not in (None, GOOD)]
+    if not flagged:
+        return None
+    return sum(r.predicted_type == r.type for r in flagged) / len(flagged)
+
+
+# ------------------------------------------------------------------------------------ evaluate
+
+
+def evaluate(
+    predictor: Predictor,
+    dataset: Any,
+    *,
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+    gallery_size: int = GALLERY_SIZE,
+) -> EvaluationResult:
+    """Score the test split of ``dataset`` with ``predictor`` and compute every metric.
+
+    Args:
+        predictor: any :class:`~models.inference.Predictor` (a loaded artifact, or a fake in tests).
+        dataset: a ``datasets.mvtec.MvtecDataset`` (its ``items`` are used) or an iterable of items
+            with ``path``, ``label``, ``anomaly_type``, ``mask_path`` and ``split``; only
+            ``split == "test"`` items are evaluated.
+        batch_size: images per ``predictor.predict`` call.
+        progress: called as ``progress(done, total)`` after each batch.
+        gallery_size: how many worst misses and worst false alarms to keep for the report.
+
+    Returns:
+        The :class:`EvaluationResult`. Images that cannot be decoded are recorded with their error and
+        left out of the metrics (``metrics["counts"]["failed"]`` says how many).
+
+    Raises:
+        DatasetFormatError: no test images, or an unreadable mask.
+        ModelError: the predictor failed or returned the wrong number of predictions.
+    """
+    from datasets.errors import ImageDecodeError
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+    items = _test_items(dataset)
+    root = Path(dataset.root) if getattr(dataset, "root", None) is not None else None
+    thresholds = predictor.thresholds
+    types = sorted({_true_type(item) for item in items} - {GOOD})
+    overall_pixels = m.PixelAccumulator()
+    type_pixels = {t: m.PixelAccumulator() for t in types}
+    has_masks = dict.fromkeys(types, False)
+    records: list[ImageRecord] = []
+    misses, false_alarms = _Gallery(gallery_size), _Gallery(gallery_size)
+
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        images: list[np.ndarray] = []
+        readable: list[_Item] = []
+        for item in batch:
+            try:
+                images.append(_read_image(Path(item.path)))
+                readable.append(item)
+            except ImageDecodeError as exc:
+                records.append(
+                    ImageRecord(
+                        _relative(item.path, root), item.label, _true_type(item), None, None, None,
+                        item.mask_path is not None, str(exc),
+                    )
+                )  # fmt: skip
+        if images:
+            try:
+                predictions = predictor.predict(images)
+            except ClearsightError:
+                raise
+            except Exception as exc:  # a model bug or a runtime failure: fail closed, name the batch
+                raise ModelError(
+                    f"model {predictor.model_id} failed on the batch starting at {readable[0].path}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if len(predictions) != len(images):
+                raise ModelError(
+                    f"model {predictor.model_id} returned {len(predictions)} predictions for "
+                    f"{len(images)} images"
+                )
+            for item, image, pred in zip(readable, images, predictions, strict=True):
+                kind = _true_type(item)
+                score = float(pred.score)
+                mask = _read_mask(Path(item.mask_path)) if item.mask_path is not None else None
+                record = ImageRecord(
+                    path=_relative(item.path, root),
+                    label=item.label,
+                    type=kind,
+                    score=score,
+                    predicted_label=pred.label,
+                    predicted_type=pred.anomaly_type,
+                    has_mask=mask is not None,
+                )
+                records.append(record)
+                amap = np.asarray(pred.anomaly_map, dtype=np.float32)
+                if kind == GOOD:
+                    # a good image is anomaly-free by definition: all its pixels are normal
+                    overall_pixels.add(amap, None)
+                    for acc in type_pixels.values():
+                        acc.add(amap, None)
+                    gallery, key = false_alarms, score
+                elif mask is not None:
+                    overall_pixels.add(amap, mask)
+                    type_pixels[kind].add(amap, mask)
+                    has_masks[kind] = True
+                    gallery, key = misses, -score
+                else:
+                    gallery, key = misses, -score
+                if gallery.wants(key):
+                    gallery.push(key, GalleryItem(record, *_thumbnail(image, amap, mask)))
+        if progress is not None:
+            progress(min(start + batch_size, len(items)), len(items))
+
+    result = EvaluationResult(
+        model_id=predictor.model_id,
+        cargo_type=predictor.cargo_type,
+        thresholds=thresholds,
+        data_root=str(root) if root is not None else "",
+        records=records,
+        metrics={},
+        worst_misses=misses.items(),
+        worst_false_alarms=false_alarms.items(),
+        evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    result.metrics = _metrics(
+        result, overall_pixels if any(has_masks.values()) else None, type_pixels, has_masks
+    )
+    return result
+
+
+def _metrics(
+    result: EvaluationResult,
+    overall_pixels: m.PixelAccumulator | None,
+    type_pixels: Mapping[str, m.PixelAccumulator],
+    has_masks: Mapping[str, bool],
+) -> dict[str, Any]:
+    th = result.thresholds
+    scores, labels = result.scores_and_labels()
+    summary = _summary(scores, labels, overall_pixels, th)
+    summary["counts"]["failed"] = sum(r.error is not None for r in result.records)
+    summary["counts"]["with_mask"] = sum(r.has_mask and r.label != GOOD for r in result.records)
+    per_type: dict[str, Any] = {}
+    for kind, acc in type_pixels.items():
+        s, lab = result.scores_and_labels(kind)
+        per_type[kind] = _summary(s, lab, acc if has_masks[kind] else None, th)
+        per_type[kind]["type_accuracy"] = _type_accuracy(r for r in result.records if r.type == kind)
+    return {
+        "model_id": result.model_id,
+        "cargo_type": result.cargo_type,
+        "data_root": result.data_root,
+        "evaluated_at": result.evaluated_at,
+        "threshold": th.release,
+        "hold_threshold": th.hold,
+        "threshold_method": th.method,
+        "target_miss_rate": th.target_miss_rate,
+        **summary,
+        "type_accuracy": _type_accuracy(result.records),
+        "per_type": per_type,
+    }
+
+
+# -------------------------------------------------------------------------------------- output
+
+
+def _json_ready(value: Any) -> Any:
+    """NaN/inf would make invalid JSON; none should occur, but a null is safer than a broken file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+SCORES_COLUMNS: Sequence[str] = (
+    "path", "label", "type", "score", "predicted_label", "predicted_type", "error",
+)  # fmt: skip
+
+
+def write_outputs(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
+    """Write ``metrics.json`` and ``scores.csv`` into ``out_dir`` (created); returns both paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = out_dir / "metrics.json"
+    metrics_path.write_text(
+        json.dumps(_json_ready(result.metrics), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    scores_path = out_dir / "scores.csv"
+    with scores_path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(SCORES_COLUMNS)
+        for r in result.records:
+            writer.writerow(
+                [
+                    r.path, r.label, r.type, "" if r.score is None else f"{r.score:.6f}",
+                    r.predicted_label or "", r.predicted_type or "", r.error or "",
+                ]
+            )  # fmt: skip
+    return metrics_path, scores_path

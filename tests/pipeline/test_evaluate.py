@@ -1,0 +1,344 @@
+"""pipeline.evaluate with a fake predictor on a tiny MVTec-layout folder; metrics computed by hand."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+import pytest
+
+from datasets.errors import DatasetFormatError, ModelError
+from models.inference import GOOD, Prediction, Predictor, Thresholds
+from pipeline.evaluate import EvaluationResult, evaluate, write_outputs
+
+THRESHOLDS = Thresholds(release=0.5, hold=0.75, target_miss_rate=0.01, method="miss_rate_on_validation")
+
+
+class FakePredictor:
+    """Score = brightest pixel / 255; the anomaly map is the image's first channel / 255.
+
+    Every flagged image is typed "hole", so type accuracy is computable by hand.
+    """
+
+    model_id = "fake-0001"
+    cargo_type = "bulk_ore"
+    thresholds = THRESHOLDS
+    card: Mapping[str, Any] = {}
+
+    def __init__(self, *, fail: bool = False, drop_one: bool = False) -> None:
+        self.batches: list[int] = []
+        self.fail = fail
+        self.drop_one = drop_one
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        self.batches.append(len(images))
+        if self.fail:
+            raise RuntimeError("out of memory")
+        out = []
+        for image in images:
+            amap = np.asarray(image)[:, :, 0].astype(np.float32) / 255.0
+            score = float(amap.max())
+            anomalous = score >= self.thresholds.release
+            out.append(
+                Prediction(
+                    score=score,
+                    label="anomalous" if anomalous else GOOD,
+                    anomaly_type="hole" if anomalous else None,
+                    type_probabilities={GOOD: 1.0 - score, "hole": score},
+                    anomaly_map=amap,
+                    thresholds=self.thresholds,
+                    model_id=self.model_id,
+                )
+            )
+        return out[:-1] if self.drop_one else out
+
+
+class Item(NamedTuple):  # the shape of datasets.mvtec.DatasetItem
+    path: Path
+    label: str
+    anomaly_type: str | None
+    mask_path: Path | None
+    split: str
+
+
+class Dataset(NamedTuple):  # the shape of datasets.mvtec.MvtecDataset
+    root: Path
+    items: tuple[Item, ...]
+
+
+# name, type, background, square value (2x2 at rows/cols 2-3), has mask, colour
+IMAGES = [
+    ("g1", GOOD, 51, None, False, False),  # 0.2
+    ("g2", GOOD, 102, None, False, True),  # 0.4
+    ("g3", GOOD, 153, None, False, False),  # 0.6: a false alarm, in the remote-review band
+    ("g4", GOOD, 25, None, False, False),  # 25/255
+    ("c1", "crack", 0, 204, True, False),  # 0.8, flagged but typed "hole"
+    ("c2", "crack", 0, 102, True, True),  # 0.4, missed, tied with g2
+    ("h1", "hole", 0, 230, True, False),  # 230/255
+    ("s1", "stain", 0, 192, False, False),  # 192/255 >= hold, no ground-truth mask
+]
+
+
+def _write_dataset(root: Path) -> Dataset:
+    (root / "train" / "good").mkdir(parents=True)
+    cv2.imwrite(str(root / "train" / "good" / "t0.png"), np.full((8, 8), 40, np.uint8))
+    items = [Item(root / "train" / "good" / "t0.png", GOOD, None, None, "train")]
+    for name, kind, background, square, has_mask, colour in IMAGES:
+        folder = root / "test" / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        image = np.full((8, 8), background, np.uint8)
+        mask = np.zeros((8, 8), np.uint8)
+        if square is not None:
+            image[2:4, 2:4] = square
+            mask[2:4, 2:4] = 255
+        path = folder / f"{name}.png"
+        cv2.imwrite(str(path), np.dstack([image] * 3) if colour else image)
+        mask_path = None
+        if has_mask:
+            mask_path = root / "ground_truth" / kind / f"{name}_mask.png"
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(mask_path), mask)
+        label = GOOD if kind == GOOD else "anomalous"
+        items.append(Item(path, label, None if kind == GOOD else kind, mask_path, "test"))
+    return Dataset(root, tuple(items))
+
+
+def _pro(steps: Sequence[tuple[float, float]], limit: float = 0.3) -> float:
+    """Area under a polyline of (fpr, overlap) points up to ``limit``, normalised."""
+    area = 0.0
+    for (x0, y0), (x1, y1) in zip(steps, steps[1:], strict=False):
+        if x0 >= limit:
+            break
+        if x1 > limit:
+            y1 = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
+            x1 = limit
+        area += (x1 - x0) * (y0 + y1) / 2
+    return area / limit
+
+
+# Overall: normal pixels = 4 good x 64 + 3 masked anomalous x 60 background = 436; anomalous pixels
+# 4 @ 0.8 (beat all), 4 @ 0.902 (beat all), 4 @ 0.4 (beat 64 + 64 + 180, tie 64 with g2) -> AUROC
+# (8 * 436 + 4 * 340) / (12 * 436). PRO: 3 regions; cuts 0.902, 0.8 add a region each at FPR 0; cut 0.6
+# adds g3 (64 / 436); cut 0.4 adds g2 and region c2 together.
+OVERALL_PRO = _pro([(0, 0), (0, 1 / 3), (0, 2 / 3), (64 / 436, 2 / 3), (128 / 436, 1.0), (192 / 436, 1.0)])
+# Crack only: normal 256 + 120 = 376; regions c1 (0.8) and c2 (0.4, tied with g2).
+CRACK_PRO = _pro([(0, 0), (0, 0.5), (64 / 376, 0.5), (128 / 376, 1.0)])
+
+
+def _block(**kw: Any) -> dict[str, Any]:
+    return kw
+
+
+EXPECTED = {
+    "model_id": "fake-0001",
+    "cargo_type": "bulk_ore",
+    "threshold": 0.5,
+    "hold_threshold": 0.75,
+    "threshold_method": "miss_rate_on_validation",
+    "target_miss_rate": 0.01,
+    "counts": {"images": 8, "good": 4, "anomalous": 4, "failed": 1, "with_mask": 3},
+    "release_rate": 0.75,  # g1, g2, g4 released; g3 reviewed remotely
+    "miss_rate": 0.25,  # c2
+    # pairs: 0.8, 0.902, 0.753 beat all 4 good; 0.4 beats 2, ties 1 -> 14.5 / 16
+    "image_auroc": 14.5 / 16,
+    # recall steps of 1/4 at precision 1, 1, 1, then 2/3 (0.4 tie: 4 anomalous of 6 flagged)
+    "image_aupr": 0.75 + 0.25 * 4 / 6,
+    "tnr_at_fnr_1pct": 0.5,  # released below the lowest anomaly 0.4: g1, g4
+    "detection_rate_at_fpr_1pct": 0.75,  # flagged above the highest good 0.6: c1, h1, s1
+    "confusion": {"true_positive": 3, "false_positive": 1, "true_negative": 3, "false_negative": 1},
+    "bands": {
+        "good": {"release": 0.75, "remote_review": 0.25, "hold": 0.0},
+        "anomalous": {"release": 0.25, "remote_review": 0.0, "hold": 0.75},
+    },
+    "pixel_auroc": (8 * 436 + 4 * 340) / (12 * 436),
+    "pro": OVERALL_PRO,
+    "undefined": {},
+    "type_accuracy": 1 / 3,  # flagged c1, h1, s1 are all typed "hole"
+    "per_type": {
+        "crack": {
+            "counts": {"images": 6, "good": 4, "anomalous": 2},
+            "release_rate": 0.75,
+            "miss_rate": 0.5,
+            "image_auroc": 6.5 / 8,
+            "image_aupr": 0.5 + 0.5 * 0.5,
+            "tnr_at_fnr_1pct": 0.5,
+            "detection_rate_at_fpr_1pct": 0.5,
+            "confusion": {"true_positive": 1, "false_positive": 1, "true_negative": 3, "false_negative": 1},
+            "bands": {
+                "good": {"release": 0.75, "remote_review": 0.25, "hold": 0.0},
+                "anomalous": {"release": 0.5, "remote_review": 0.0, "hold": 0.5},
+            },
+            "pixel_auroc": (4 * 376 + 4 * 280) / (8 * 376),
+            "pro": CRACK_PRO,
+            "undefined": {},
+            "type_accuracy": 0.0,
+        },
+        "hole": {
+            "counts": {"images": 5, "good": 4, "anomalous": 1},
+            "release_rate": 0.75,
+            "miss_rate": 0.0,
+            "image_auroc": 1.0,
+            "image_aupr": 1.0,
+            "tnr_at_fnr_1pct": 1.0,
+            "detection_rate_at_fpr_1pct": 1.0,
+            "confusion": {"true_positive": 1, "false_positive": 1, "true_negative": 3, "false_negative": 0},
+            "bands": {
+                "good": {"release": 0.75, "remote_review": 0.25, "hold": 0.0},
+                "anomalous": {"release": 0.0, "remote_review": 0.0, "hold": 1.0},
+            },
+            "pixel_auroc": 1.0,
+            "pro": 1.0,
+            "undefined": {},
+            "type_accuracy": 1.0,
+        },
+        "stain": {
+            "counts": {"images": 5, "good": 4, "anomalous": 1},
+            "release_rate": 0.75,
+            "miss_rate": 0.0,
+            "image_auroc": 1.0,
+            "image_aupr": 1.0,
+            "tnr_at_fnr_1pct": 1.0,
+            "detection_rate_at_fpr_1pct": 1.0,
+            "confusion": {"true_positive": 1, "false_positive": 1, "true_negative": 3, "false_negative": 0},
+            "bands": {
+                "good": {"release": 0.75, "remote_review": 0.25, "hold": 0.0},
+                "anomalous": {"release": 0.0, "remote_review": 0.0, "hold": 1.0},
+            },
+            "pixel_auroc": None,
+            "pro": None,
+            "undefined": {
+                "pixel_auroc": "no ground-truth masks for these anomalous images",
+                "pro": "no ground-truth masks for these anomalous images",
+            },
+            "type_accuracy": 0.0,
+        },
+    },
+}
+
+
+def _assert_close(got: Any, expected: Any, where: str = "metrics") -> None:
+    """Exact structure and strings; floats to 1e-9 (histogram bins of 1e-4 leave the ranks intact)."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(expected), where
+        for key in expected:
+            _assert_close(got[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, abs=1e-9), where
+    else:
+        assert got == expected, where
+
+
+@pytest.fixture()
+def dataset(tmp_path: Path) -> Dataset:
+    ds = _write_dataset(tmp_path / "ore")
+    broken = ds.root / "test" / "good" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return Dataset(ds.root, (*ds.items, Item(broken, GOOD, None, None, "test")))
+
+
+def test_fake_satisfies_the_protocol() -> None:
+    assert isinstance(FakePredictor(), Predictor)
+
+
+def test_metrics_of_a_constructed_case(dataset: Dataset) -> None:
+    predictor = FakePredictor()
+    calls: list[tuple[int, int]] = []
+    result = evaluate(
+        predictor, dataset, batch_size=3, progress=lambda done, total: calls.append((done, total))
+    )
+    metrics = dict(result.metrics)
+    assert metrics.pop("data_root") == str(dataset.root)
+    assert metrics.pop("evaluated_at") == result.evaluated_at
+    _assert_close(metrics, EXPECTED)
+    # 9 test items in batches of 3; the broken image never reaches the model
+    assert predictor.batches == [3, 3, 2]
+    assert calls == [(3, 9), (6, 9), (9, 9)]
+
+
+def test_gallery_keeps_the_worst(dataset: Dataset) -> None:
+    result = evaluate(FakePredictor(), dataset, batch_size=4, gallery_size=2)
+    assert [g.record.path for g in result.worst_misses] == ["test/crack/c2.png", "test/stain/s1.png"]
+    assert [g.record.path for g in result.worst_false_alarms] == ["test/good/g3.png", "test/good/g2.png"]
+    miss = result.worst_misses[0]
+    assert miss.image.shape == (8, 8, 3) and miss.anomaly_map.shape == (8, 8)
+    assert miss.mask is not None and int(miss.mask.sum()) == 4
+    assert result.worst_misses[1].mask is None
+
+
+def test_write_outputs(dataset: Dataset, tmp_path: Path) -> None:
+    result: EvaluationResult = evaluate(FakePredictor(), dataset, batch_size=16)
+    metrics_path, scores_path = write_outputs(result, tmp_path / "report")
+    assert json.loads(metrics_path.read_text(encoding="utf-8")) == result.metrics
+    with scores_path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["path", "label", "type", "score", "predicted_label", "predicted_type", "error"]
+    by_path = {row[0]: row for row in rows[1:]}
+    assert len(rows) == 10
+    assert by_path["test/crack/c1.png"] == [
+        "test/crack/c1.png",
+        "anomalous",
+        "crack",
+        "0.800000",
+        "anomalous",
+        "hole",
+        "",
+    ]
+    assert by_path["test/good/g1.png"] == ["test/good/g1.png", "good", "good", "0.200000", "good", "", ""]
+    broken = by_path["test/good/broken.png"]
+    assert broken[:6] == ["test/good/broken.png", "good", "good", "", "", ""]
+    assert "broken.png" in broken[6]
+
+
+def test_only_good_images_give_reasons_not_crashes(tmp_path: Path) -> None:
+    ds = _write_dataset(tmp_path / "ore")
+    good_only = Dataset(ds.root, tuple(i for i in ds.items if i.label == GOOD))
+    metrics = evaluate(FakePredictor(), good_only).metrics
+    assert metrics["image_auroc"] is None
+    assert metrics["release_rate"] == 0.75
+    assert metrics["undefined"] == {
+        "miss_rate": "no anomalous images",
+        "image_auroc": "only good images (4); the metric needs anomalous ones too",
+        "image_aupr": "only good images (4); the metric needs anomalous ones too",
+        "tnr_at_fnr_1pct": "only good images (4); the metric needs anomalous ones too",
+        "detection_rate_at_fpr_1pct": "only good images (4); the metric needs anomalous ones too",
+        "pixel_auroc": "no ground-truth masks for these anomalous images",
+        "pro": "no ground-truth masks for these anomalous images",
+    }
+    assert metrics["per_type"] == {}
+
+
+FAILURES = [
+    # id, predictor, dataset filter, error type, message fragment
+    (
+        "model_raises",
+        FakePredictor(fail=True),
+        "test",
+        ModelError,
+        "model fake-0001 failed on the batch starting at",
+    ),
+    (
+        "wrong_count",
+        FakePredictor(drop_one=True),
+        "test",
+        ModelError,
+        "model fake-0001 returned 7 predictions for 8 images",
+    ),
+    ("no_test_split", FakePredictor(), "train", DatasetFormatError, "has no test images"),
+]
+
+
+@pytest.mark.parametrize(
+    ("predictor", "split", "error", "fragment"), [f[1:] for f in FAILURES], ids=[f[0] for f in FAILURES]
+)
+def test_failures_are_typed(
+    tmp_path: Path, predictor: FakePredictor, split: str, error: type[Exception], fragment: str
+) -> None:
+    ds = _write_dataset(tmp_path / "ore")
+    subset = Dataset(ds.root, tuple(i for i in ds.items if i.split == split))
+    with pytest.raises(error, match=fragment):
+        evaluate(predictor, subset, batch_size=8)
