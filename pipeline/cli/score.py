@@ -1,9 +1,198 @@
-"""`clearsight score` commands (not built yet)."""
+"""`clearsight score`: score an archive of images, crash-safely, and optionally decide shipments."""
 
 from __future__ import annotations
 
+import enum
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from datasets.errors import ArtifactError, InputError
+from pipeline.settings import Settings
+
+__all__ = ["register", "score"]
+
+
+class EngineName(enum.StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+class _RateColumn(ProgressColumn):
+    """Images per second, from rich's moving speed estimate."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-- img/s" if speed is None else f"{speed:.1f} img/s", style="progress.data.speed")
+
+
+def _load_predictors(models: list[Path]) -> list[Any]:
+    try:
+        from models.artifact import load_model
+    except ImportError as exc:  # the artifact format is another layer's; say so rather than crash
+        raise ArtifactError("loading a MODEL_DIR needs models.artifact, which this build lacks") from exc
+    return [load_model(path) for path in models]
+
+
+def _decode_limits(settings: Settings) -> Any:
+    from datasets.decode import DecodeLimits
+
+    return DecodeLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+
+
+def score(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Folders, globs (quote them), image files, or manifests (.csv/.jsonl with path, "
+            "shipment_id, cargo_type and declaration columns).",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        list[Path],
+        typer.Option("--model", help="A trained MODEL_DIR; repeat: one per cargo type.", show_default=False),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output: .jsonl, .csv or .parquet.", show_default=False)],
+    heatmaps: Annotated[
+        Path | None, typer.Option("--heatmaps", help="Write an overlay PNG per scored image in this folder.")
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="After scoring, decide shipments under this policy YAML."),
+    ] = None,
+    decisions: Annotated[
+        Path | None,
+        typer.Option("--decisions", help="Decisions file [default: OUT with suffix .decisions.jsonl]."),
+    ] = None,
+    audit_db: Annotated[
+        str | None,
+        typer.Option("--audit-db", help="Record each decision in this audit store (SQLAlchemy URL)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run: keep OUT's rows, score the rest.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel decoders (or Ray actors).")] = 2,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")] = 8,
+    engine: Annotated[
+        EngineName, typer.Option("--engine", help="local: this process; ray: Ray Data (optional extra).")
+    ] = EngineName.local,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Join this Ray cluster instead of a local Ray.")
+    ] = None,
+    cargo_type: Annotated[
+        str | None,
+        typer.Option("--cargo-type", help="Cargo type of folder/glob images and manifest rows without one."),
+    ] = None,
+) -> None:
+    """Score images with trained models; write one row per image, resumable after a crash.
+
+    Each image goes to the model of its cargo type; images that cannot be decoded or have no model
+    become rows with `error` set. With --policy, shipments are decided after scoring.
+    """
+    from pipeline.score import (
+        LocalEngine,
+        ModelDirs,
+        ModelRouter,
+        RayEngine,
+        count_tasks,
+        decide_output,
+        decisions_path,
+        is_manifest,
+        iter_tasks,
+        output_format,
+        score_to_file,
+    )
+    from pipeline.score.decisions import load_policy_file
+
+    settings = Settings()
+    output_format(out)  # refuse a bad suffix before any work
+    if (decisions is not None or audit_db is not None) and policy is None:
+        raise InputError("--decisions and --audit-db need --policy POLICY")
+    if ray_address is not None and engine is not EngineName.ray:
+        raise InputError("--ray-address needs --engine ray")
+    loaded_policy = None
+    if policy is not None:
+        plain = [item for item in inputs if not is_manifest(item)]
+        if plain:
+            raise InputError(
+                f"--policy decides shipments, so every INPUT must be a manifest with shipment ids; "
+                f"{plain[0]!r} is not a .csv/.jsonl manifest"
+            )
+        loaded_policy = load_policy_file(policy)
+    limits = _decode_limits(settings)
+
+    console = Console(stderr=True)
+    total = count_tasks(inputs)
+    runner_engine: Any
+    if engine is EngineName.ray:
+        for directory in model:
+            if not directory.is_dir():
+                raise ArtifactError(f"--model {str(directory)!r} is not a folder; give a trained MODEL_DIR")
+        runner_engine = RayEngine(
+            ModelDirs(tuple(str(d) for d in model)),
+            address=ray_address,
+            actors=workers,
+            batch_size=batch_size,
+            limits=limits,
+        )
+    else:
+        router = ModelRouter(_load_predictors(model))
+        runner_engine = LocalEngine(router, workers=workers, batch_size=batch_size, limits=limits)
+
+    progress = Progress(
+        TextColumn("scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    with progress:
+        bar = progress.add_task("scoring", total=total)
+        summary = score_to_file(
+            iter_tasks(inputs, cargo_type=cargo_type),
+            runner_engine,
+            out,
+            heatmap_dir=heatmaps,
+            resume=resume,
+            overwrite=overwrite,
+            advance=lambda: progress.advance(bar),
+        )
+    if loaded_policy is not None:
+        target = decisions or decisions_path(out)
+        shipments = decide_output(
+            out,
+            loaded_policy,
+            audit_key=settings.audit_secret.get_secret_value().encode("utf-8"),
+            decisions=target,
+            audit_url=audit_db,
+            summary=summary,
+        )
+        console.print(f"decided {shipments} shipments -> {target}")
+    report = Console()  # the summary goes to stdout; the progress bar stays on stderr
+    for table in summary.tables():
+        report.print(table)
+    report.print(f"rows -> {out}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``clearsight score`` to the root app."""
+    app.command("score", no_args_is_help=True)(score)

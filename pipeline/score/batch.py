@@ -1,0 +1,147 @@
+"""Decode one image and score one batch, turning every failure into an error row.
+
+Shared by the local engine and the Ray actors, so that both produce the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from datasets.errors import ClearsightError
+from models.inference import Prediction, Predictor
+from pipeline.heatmap import overlay_png
+from pipeline.score.sources import ImageTask
+from pipeline.verdicts import ImageVerdict
+
+__all__ = ["Decoded", "ScoredRow", "decode_task", "error_row", "score_batch"]
+
+
+class Decoded(NamedTuple):
+    """The outcome of decoding one image: ``pixels`` (H, W[, C]) and its sha256, or an error."""
+
+    pixels: np.ndarray | None
+    sha256: str | None
+    error: str | None
+
+
+class ScoredRow(NamedTuple):
+    """One output row and, when heatmaps were asked for, its overlay PNG (written by the runner)."""
+
+    verdict: ImageVerdict
+    heatmap_png: bytes | None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def decode_task(path: str, limits: Any) -> Decoded:
+    """Decode ``path`` under ``limits`` (``datasets.decode`` limits), never raising.
+
+    A module-level function so that a process pool can pickle it. Any failure (corrupt, too
+    large, unreadable, or a bug in a codec) becomes ``Decoded(error=...)``: one bad file must
+    never stop an archive run.
+    """
+    from datasets.decode import decode_image
+
+    try:
+        image = decode_image(path, limits=limits)
+    except ClearsightError as exc:
+        return Decoded(None, None, _describe(exc))
+    except Exception as exc:  # a codec bug or an OS error the decoder did not translate
+        return Decoded(None, None, f"unexpected {_describe(exc)}")
+    return Decoded(image.pixels, image.sha256, None)
+
+
+def error_row(
+    task: ImageTask, error: str, *, cargo_type: str | None = None, sha256: str | None = None
+) -> ScoredRow:
+    """The row of an image that could not be scored: ``error`` set, every score field ``None``."""
+    verdict = ImageVerdict(
+        path=task.path,
+        sha256=sha256,
+        shipment_id=task.shipment_id,
+        cargo_type=cargo_type if cargo_type is not None else task.cargo_type,
+        error=error,
+        declaration=dict(task.declaration),
+    )
+    return ScoredRow(verdict, None)
+
+
+def _scored_row(
+    task: ImageTask, decoded: Decoded, prediction: Prediction, cargo_type: str, heatmaps: bool
+) -> ScoredRow:
+    verdict = ImageVerdict(
+        path=task.path,
+        sha256=decoded.sha256,
+        shipment_id=task.shipment_id,
+        cargo_type=cargo_type,
+        score=float(prediction.score),
+        label=prediction.label,
+        anomaly_type=prediction.anomaly_type,
+        type_probabilities={str(k): float(v) for k, v in prediction.type_probabilities.items()},
+        threshold=float(prediction.thresholds.release),
+        hold_threshold=float(prediction.thresholds.hold),
+        model_id=prediction.model_id,
+        declaration=dict(task.declaration),
+    )
+    png = None
+    if heatmaps and decoded.pixels is not None:
+        try:
+            png = overlay_png(decoded.pixels, prediction.anomaly_map)
+        except Exception:  # noqa: S110 - a bad map loses its picture, never the image's score
+            png = None
+    return ScoredRow(verdict, png)
+
+
+def _predict(predictor: Predictor, images: list[np.ndarray]) -> list[Prediction]:
+    predictions = predictor.predict(images)
+    if len(predictions) != len(images):
+        # A short answer cannot be matched to images safely: treat it as a failed batch.
+        raise RuntimeError(f"predictor returned {len(predictions)} predictions for {len(images)} images")
+    return predictions
+
+
+def score_batch(
+    predictor: Predictor,
+    items: Sequence[tuple[ImageTask, Decoded]],
+    *,
+    heatmaps: bool,
+) -> list[ScoredRow]:
+    """Score decoded images of one cargo type with ``predictor``.
+
+    If the batch raises, each image is retried alone so that one poisonous image costs only its
+    own row; images that still fail get error rows naming the model error.
+
+    Args:
+        predictor: the model for these images' cargo type.
+        items: (task, decoded) pairs whose ``decoded.pixels`` is set.
+        heatmaps: also render each scored image's overlay PNG.
+
+    Returns:
+        One row per item, in order.
+    """
+    if not items:
+        return []
+    cargo_type = predictor.cargo_type
+    images = [decoded.pixels for _, decoded in items]
+    try:
+        predictions = _predict(predictor, images)  # type: ignore[arg-type]
+    except Exception:
+        rows: list[ScoredRow] = []
+        for task, decoded in items:
+            try:
+                (prediction,) = _predict(predictor, [decoded.pixels])  # type: ignore[list-item]
+            except Exception as exc:
+                message = f"model error in {predictor.model_id!r}: {_describe(exc)}"
+                rows.append(error_row(task, message, cargo_type=cargo_type, sha256=decoded.sha256))
+            else:
+                rows.append(_scored_row(task, decoded, prediction, cargo_type, heatmaps))
+        return rows
+    return [
+        _scored_row(task, decoded, prediction, cargo_type, heatmaps)
+        for (task, decoded), prediction in zip(items, predictions, strict=True)
+    ]

@@ -1,0 +1,109 @@
+"""After scoring: group the output's rows by shipment, decide each, write and audit the decisions.
+
+Decisions are made from the finished output file (not from the run's memory), so a resumed run
+decides over every image exactly once. Audit records carry an idempotency key derived from the
+shipment's inputs, so deciding again after a crash does not record a shipment twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.score.summary import ScoreSummary
+from pipeline.score.writer import iter_rows
+from pipeline.verdicts import ShipmentDecision
+
+if TYPE_CHECKING:
+    from pipeline.audit import AuditStore
+    from pipeline.policy import Policy
+
+__all__ = ["decide_output", "decisions_path", "idempotency_key", "load_policy_file"]
+
+
+def decisions_path(out: Path) -> Path:
+    """Default ``--decisions`` file: OUT with the suffix ``.decisions.jsonl``."""
+    return out.with_suffix(".decisions.jsonl")
+
+
+def load_policy_file(path: Path) -> Policy:
+    """Load a decision policy with ``pipeline.policy.load_policy`` (imported only when asked for).
+
+    Raises:
+        PolicyError: the file is missing or does not validate.
+    """
+    from pipeline.policy import load_policy
+
+    return load_policy(path)
+
+
+def idempotency_key(decision: ShipmentDecision) -> str:
+    """A key naming the shipment's inputs (policy, images, scores, models), not the decision time."""
+    inputs = {
+        "policy_sha256": decision.policy_sha256,
+        "shipment_id": decision.shipment_id,
+        "images": sorted(
+            (image.path, image.sha256 or "", repr(image.score), image.error or "", image.model_id or "")
+            for image in decision.images
+        ),
+    }
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()
+    return f"score:{decision.shipment_id[:100]}:{digest}"
+
+
+def _open_audit(url: str) -> AuditStore:
+    from pipeline.audit import AuditStore
+
+    return AuditStore.open(url)
+
+
+def decide_output(
+    out: Path,
+    policy: Policy,
+    *,
+    audit_key: bytes,
+    decisions: Path,
+    audit_url: str | None,
+    summary: ScoreSummary,
+    on_decision: Callable[[ShipmentDecision], None] | None = None,
+) -> int:
+    """Decide every shipment in the score output ``out`` and write ``decisions`` (JSONL).
+
+    The decisions file is written whole to a temporary name and renamed, so it is either the old
+    one or complete. With ``audit_url`` each decision is also recorded in the audit store.
+
+    Returns:
+        The number of shipments decided.
+
+    Raises:
+        InputError: a row without a shipment id, or a declaration that does not validate.
+        PolicyError, AuditError: from the decision layer and the audit store.
+    """
+    from pipeline.decide import decide_rows
+
+    store = _open_audit(audit_url) if audit_url else None
+    decisions.parent.mkdir(parents=True, exist_ok=True)
+    tmp = decisions.with_name(decisions.name + ".tmp")
+    count = 0
+    try:
+        with tmp.open("wb") as fh:
+            for decision in decide_rows(policy, iter_rows(out), audit_key=audit_key):
+                fh.write(decision.model_dump_json().encode("utf-8") + b"\n")
+                if store is not None:
+                    store.record(decision, idempotency_key=idempotency_key(decision))
+                summary.add_decision(decision)
+                if on_decision is not None:
+                    on_decision(decision)
+                count += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, decisions)
+    finally:
+        if store is not None:
+            store.close()
+        tmp.unlink(missing_ok=True)
+    return count

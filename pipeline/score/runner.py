@@ -1,0 +1,129 @@
+"""The scoring run: skip what is done, score the rest on an engine, write rows and heatmaps.
+
+This is the programmatic API behind ``clearsight score``; tests drive it with fake predictors::
+
+    router = ModelRouter([predictor])
+    summary = score_to_file(iter_tasks(["images/"]), LocalEngine(router), Path("out.jsonl"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from datasets.errors import InputError
+from pipeline.score.batch import ScoredRow
+from pipeline.score.sources import ImageTask
+from pipeline.score.summary import ScoreSummary
+from pipeline.score.writer import finish_output, open_output
+
+__all__ = ["Engine", "heatmap_name", "score_to_file"]
+
+
+class Engine(Protocol):
+    """Turns image tasks into rows (the local pool or Ray); exactly one row per task."""
+
+    def run(self, tasks: Iterable[ImageTask], *, heatmaps: bool = False) -> Iterator[ScoredRow]: ...
+
+
+def heatmap_name(path: str) -> str:
+    """File name of an image's overlay: a hash of its path, so that names never collide and an
+    image path (``../x``, absolute, odd characters) can never steer where the file is written."""
+    return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".png"
+
+
+def _write_heatmap(directory: Path, path: str, png: bytes) -> str:
+    target = directory / heatmap_name(path)
+    tmp = target.with_name(target.name + ".tmp")
+    # Written whole and renamed, so a crash never leaves a truncated PNG under the final name.
+    with tmp.open("wb") as fh:
+        fh.write(png)
+    os.replace(tmp, target)
+    return str(target)
+
+
+def _pending(
+    tasks: Iterable[ImageTask], done: set[str], summary: ScoreSummary, advance: Callable[[], None] | None
+) -> Iterator[ImageTask]:
+    """``tasks`` without images already in the output or already given earlier in this run.
+
+    ``done`` (paths found in the output) is drained into ``seen`` as they come up, so the
+    bookkeeping holds each path string once.
+    """
+    seen: set[str] = set()
+    for task in tasks:
+        if task.path in seen:
+            summary.duplicates += 1  # a folder and a glob can name one image twice: scored once
+        elif task.path in done:
+            done.discard(task.path)
+            seen.add(task.path)
+            summary.skipped_done += 1
+        else:
+            seen.add(task.path)
+            yield task
+            continue
+        if advance is not None:
+            advance()
+
+
+def score_to_file(
+    tasks: Iterable[ImageTask],
+    engine: Engine,
+    out: Path,
+    *,
+    heatmap_dir: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    advance: Callable[[], None] | None = None,
+    chunk_rows: int = 64,
+    flush_seconds: float = 1.0,
+) -> ScoreSummary:
+    """Score ``tasks`` on ``engine`` and append one row per image to ``out``.
+
+    Args:
+        tasks: the images, usually :func:`~pipeline.score.sources.iter_tasks` (any iterable; it is
+            pulled lazily).
+        engine: :class:`~pipeline.score.local_engine.LocalEngine` or
+            :class:`~pipeline.score.ray_engine.RayEngine`.
+        out: ``.jsonl``, ``.csv`` or ``.parquet``.
+        heatmap_dir: write each scored image's overlay PNG here and its path into the row.
+        resume: keep the rows already in ``out`` and score only the missing images.
+        overwrite: replace an existing ``out``.
+        advance: called once per input task handled (for a progress bar).
+        chunk_rows, flush_seconds: how often rows are flushed and fsynced.
+
+    Returns:
+        The run's counts and timing.
+
+    Raises:
+        InputError: ``out`` exists without ``resume``/``overwrite``, or has an unknown suffix.
+        DatasetFormatError: ``out`` exists but is not a Clearsight score output.
+    """
+    if heatmap_dir is not None:
+        if heatmap_dir.exists() and not heatmap_dir.is_dir():
+            raise InputError(f"--heatmaps {str(heatmap_dir)!r} is a file; give a folder")
+        heatmap_dir.mkdir(parents=True, exist_ok=True)
+    writer, done = open_output(out, resume=resume, overwrite=overwrite)
+    writer.chunk_rows = chunk_rows
+    writer.flush_seconds = flush_seconds
+    summary = ScoreSummary()
+    start = time.monotonic()
+    with writer:
+        for row in engine.run(_pending(tasks, done, summary, advance), heatmaps=heatmap_dir is not None):
+            verdict = row.verdict
+            if row.heatmap_png is not None and heatmap_dir is not None:
+                verdict = verdict.model_copy(
+                    update={"heatmap": _write_heatmap(heatmap_dir, verdict.path, row.heatmap_png)}
+                )
+            writer.write(verdict)
+            summary.add_row(verdict)
+            if advance is not None:
+                advance()
+    finish_output(out)
+    summary.seconds = time.monotonic() - start
+    summary.peak_in_flight = int(getattr(engine, "peak_in_flight", 0))
+    return summary

@@ -1,0 +1,85 @@
+"""What the batch scorer reads: image tasks from folders, globs and manifests, lazily.
+
+An :class:`ImageTask` is one image to score plus what the manifest says about it (shipment,
+cargo type, declaration). Tasks are produced by generators so that a 100k-image archive is never
+held in memory as a list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MANIFEST_SUFFIXES", "ImageTask", "count_tasks", "is_manifest", "iter_tasks"]
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
+"""An INPUT that is an existing file with one of these suffixes is read as a manifest."""
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """One image to score.
+
+    Attributes:
+        path: the image file, as given (folder walk) or resolved against the manifest's folder.
+            It is the row's identity for ``--resume``: the same inputs give the same strings.
+        shipment_id: the shipment it belongs to (manifest only).
+        cargo_type: the cargo type that picks the model; ``None`` means "not said" and the
+            router falls back to the only loaded model, if there is exactly one.
+        declaration: the manifest row's declaration columns, carried into the output row.
+    """
+
+    path: str
+    shipment_id: str | None = None
+    cargo_type: str | None = None
+    declaration: dict[str, Any] = field(default_factory=dict)
+
+
+def is_manifest(item: str | Path) -> bool:
+    """True when ``item`` is an existing file whose suffix marks a manifest (CSV or JSONL)."""
+    path = Path(item)
+    return path.suffix.lower() in MANIFEST_SUFFIXES and path.is_file()
+
+
+def _manifest_tasks(manifest: Path, default_cargo_type: str | None) -> Iterator[ImageTask]:
+    # Imported here: the manifest reader is the datasets layer's, and only needed for manifests.
+    from datasets.manifest import iter_manifest
+
+    for row in iter_manifest(manifest):
+        image = Path(row.path)
+        if not image.is_absolute():
+            image = manifest.parent / image
+        yield ImageTask(
+            path=str(image),
+            shipment_id=row.shipment_id or None,
+            cargo_type=row.cargo_type or default_cargo_type,
+            declaration=dict(row.declaration or {}),
+        )
+
+
+def iter_tasks(inputs: Iterable[str | Path], *, cargo_type: str | None = None) -> Iterator[ImageTask]:
+    """Yield one task per image named by ``inputs``, in input order, lazily.
+
+    Args:
+        inputs: folders (walked), globs, image files, and manifests (``.csv``/``.jsonl`` files).
+        cargo_type: cargo type of images from folders and globs, and of manifest rows that leave
+            it empty; ``None`` leaves it to the model router.
+
+    Raises:
+        InputError: from the folder walker or the manifest reader, naming the bad input.
+    """
+    from datasets.folder import iter_image_paths
+
+    for item in inputs:
+        if is_manifest(item):
+            yield from _manifest_tasks(Path(item), cargo_type)
+        else:
+            for path in iter_image_paths([item]):
+                yield ImageTask(path=str(path), cargo_type=cargo_type)
+
+
+def count_tasks(inputs: Iterable[str | Path]) -> int:
+    """Count the images :func:`iter_tasks` would yield (for the progress bar's ETA), in O(1) memory."""
+    return sum(1 for _ in iter_tasks(inputs))

@@ -1,0 +1,100 @@
+"""The end-of-run summary: counts by label, errors, shipments by tier, time and throughput.
+
+Built from running counters (never from a list of rows), so it costs O(1) memory per run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from rich.table import Table
+
+from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
+
+__all__ = ["ScoreSummary"]
+
+
+@dataclass
+class ScoreSummary:
+    """What one ``clearsight score`` run did.
+
+    Attributes:
+        scored: images given a score in this run.
+        errors: images that became error rows in this run.
+        skipped_done: images skipped because ``--resume`` found them in the output.
+        duplicates: inputs naming an image already seen in this run (scored once).
+        by_label: ``good``/``anomalous`` counts of this run's scored images.
+        error_kinds: error rows by the exception name at the start of their message.
+        tiers: shipments per decision tier (with ``--policy``).
+        reasons: how often each rule fired, per tier (with ``--policy``).
+        seconds: wall time of the scoring phase.
+        peak_in_flight: most images held in memory at once by the local engine (0 for Ray).
+    """
+
+    scored: int = 0
+    errors: int = 0
+    skipped_done: int = 0
+    duplicates: int = 0
+    by_label: Counter[str] = field(default_factory=Counter)
+    error_kinds: Counter[str] = field(default_factory=Counter)
+    tiers: Counter[str] = field(default_factory=Counter)
+    reasons: dict[str, Counter[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+    peak_in_flight: int = 0
+
+    @property
+    def images(self) -> int:
+        """Rows written in this run (scored plus errors)."""
+        return self.scored + self.errors
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def add_row(self, verdict: ImageVerdict) -> None:
+        """Count one row written in this run."""
+        if verdict.error is not None:
+            self.errors += 1
+            self.error_kinds[verdict.error.split(":", 1)[0]] += 1
+        else:
+            self.scored += 1
+            self.by_label[verdict.label or "?"] += 1
+
+    def add_decision(self, decision: ShipmentDecision) -> None:
+        """Count one shipment decision and the rules behind it."""
+        tier = decision.tier.value
+        self.tiers[tier] += 1
+        per_tier = self.reasons.setdefault(tier, Counter())
+        for reason in decision.reasons:
+            per_tier[reason.rule] += 1
+
+    def tables(self) -> list[Table]:
+        """Rich tables for the terminal: images, then shipments (when decided)."""
+        images = Table(title="Images", show_header=True)
+        images.add_column("what")
+        images.add_column("count", justify="right")
+        for label, count in sorted(self.by_label.items()):
+            images.add_row(f"scored: {label}", str(count))
+        for kind, count in sorted(self.error_kinds.items()):
+            images.add_row(f"error: {kind}", str(count))
+        images.add_row("errors (total)", str(self.errors))
+        if self.skipped_done:
+            images.add_row("already in output (resumed)", str(self.skipped_done))
+        if self.duplicates:
+            images.add_row("duplicate inputs (scored once)", str(self.duplicates))
+        images.add_row("time", f"{self.seconds:.1f} s")
+        images.add_row("throughput", f"{self.images_per_second:.1f} images/s")
+        out = [images]
+        if self.tiers:
+            shipments = Table(title="Shipments", show_header=True)
+            shipments.add_column("tier")
+            shipments.add_column("count", justify="right")
+            shipments.add_column("top reasons")
+            for tier in (t.value for t in Tier):
+                count = self.tiers.get(tier, 0)
+                common = self.reasons.get(tier, Counter()).most_common(3)
+                top = ", ".join(f"{rule} ({n})" for rule, n in common)
+                shipments.add_row(tier, str(count), top)
+            out.append(shipments)
+        return out

@@ -1,0 +1,383 @@
+"""Crash-safe output: rows appended in flushed, fsynced chunks, and read back for ``--resume``.
+
+Formats by the output's suffix:
+
+- ``.jsonl``: one :class:`ImageVerdict` JSON object per line.
+- ``.csv``: a header, then one row per image; nested fields (``type_probabilities``,
+  ``declaration``) are JSON strings and ``None`` is an empty cell.
+- ``.parquet``: Parquet cannot be appended, so rows are journalled to ``OUT.journal.jsonl`` and
+  converted (streamed, in row groups) when the run ends; the journal is removed only after the
+  Parquet file is complete and renamed into place.
+
+A ``kill -9`` can leave at most one torn row at the end of a file. :func:`open_output` with
+``resume=True`` cuts the file back to its last complete row and returns the paths already done, so
+that the resumed run appends exactly the missing images.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from datasets.errors import DatasetFormatError, InputError
+from pipeline.verdicts import ImageVerdict
+
+__all__ = [
+    "FIELDS",
+    "OutputFormat",
+    "RowWriter",
+    "finish_output",
+    "iter_rows",
+    "journal_path",
+    "open_output",
+    "output_format",
+]
+
+OutputFormat = Literal["jsonl", "csv", "parquet"]
+FIELDS: tuple[str, ...] = tuple(ImageVerdict.model_fields)
+_NESTED = ("type_probabilities", "declaration")
+_FLOATS = ("score", "threshold", "hold_threshold")
+
+
+def output_format(out: Path) -> OutputFormat:
+    """The format named by ``out``'s suffix.
+
+    Raises:
+        InputError: a suffix other than ``.jsonl``, ``.csv`` or ``.parquet``.
+    """
+    suffix = out.suffix.lower()
+    if suffix == ".jsonl":
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".parquet":
+        return "parquet"
+    raise InputError(f"output {str(out)!r} has suffix {suffix!r}; use .jsonl, .csv or .parquet")
+
+
+def journal_path(out: Path) -> Path:
+    """Where a Parquet output's rows are journalled until the run ends."""
+    return out.with_name(out.name + ".journal.jsonl")
+
+
+# ---------------------------------------------------------------------------------------- rows
+
+
+def _csv_cells(verdict: ImageVerdict) -> list[str]:
+    data = verdict.model_dump(mode="json")
+    cells = []
+    for name in FIELDS:
+        value = data[name]
+        if name in _NESTED:
+            cells.append("" if value is None else json.dumps(value, sort_keys=True))
+        elif value is None:
+            cells.append("")
+        else:
+            cells.append(repr(value) if isinstance(value, float) else str(value))
+    return cells
+
+
+def _from_flat(record: dict[str, Any]) -> ImageVerdict:
+    """A verdict from a flat record (CSV cells or Parquet columns: nested fields as JSON strings)."""
+    data: dict[str, Any] = {}
+    for name in FIELDS:
+        value = record.get(name)
+        if value == "" or value is None:
+            data[name] = {} if name == "declaration" else None
+        elif name in _NESTED:
+            data[name] = json.loads(value)
+        elif name in _FLOATS:
+            data[name] = float(value)
+        else:
+            data[name] = value
+    return ImageVerdict(**data)
+
+
+def _parse_json_line(line: bytes, where: str) -> ImageVerdict:
+    try:
+        return ImageVerdict.model_validate_json(line)
+    except ValueError as exc:
+        raise DatasetFormatError(f"{where}: not an output row ({exc.__class__.__name__}: {exc})") from exc
+
+
+# -------------------------------------------------------------------------- scanning / resume
+
+
+def _complete_jsonl(path: Path, *, collect: set[str] | None) -> int:
+    """Byte length of ``path``'s complete rows; adds their paths to ``collect``.
+
+    Streams the file. Only the last line may be torn (a crash mid-write); a bad line with rows
+    after it is corruption, not a crash, and is refused.
+    """
+    good = 0
+    bad: DatasetFormatError | None = None
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if bad is not None:
+                raise bad
+            if not line.endswith(b"\n"):
+                break  # torn tail: the write never finished
+            try:
+                verdict = _parse_json_line(line, f"{path}:{number}")
+            except DatasetFormatError as exc:
+                bad = exc
+                continue
+            if collect is not None:
+                collect.add(verdict.path)
+            good += len(line)
+    return good
+
+
+class _CountingLines:
+    """Feeds ``csv.reader`` whole lines and remembers how many bytes it has handed out.
+
+    A last line without its newline is a torn write and is never handed out.
+    """
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self.consumed = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self._fh:
+            if not line.endswith(b"\n"):
+                return
+            self.consumed += len(line)
+            yield line.decode("utf-8")
+
+
+def _complete_csv(path: Path, *, collect: set[str] | None) -> int:
+    """Byte length of ``path``'s header and complete rows; adds their paths to ``collect``."""
+    with path.open("rb") as fh:
+        lines = _CountingLines(fh)
+        reader = csv.reader(lines, strict=True)
+        try:
+            header = next(reader)
+        except (StopIteration, csv.Error):
+            return 0  # not even a whole header: start the file again
+        if tuple(header) != FIELDS:
+            raise DatasetFormatError(
+                f"{path}: header {header!r} is not Clearsight's score header {list(FIELDS)!r}; "
+                "pass --overwrite to replace the file"
+            )
+        good = lines.consumed
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:
+                break  # a quoted cell cut at an embedded newline: the torn last row
+            if len(cells) != len(FIELDS):
+                try:
+                    next(reader)
+                except (StopIteration, csv.Error):
+                    break  # the torn last row, cut exactly at a line end inside it
+                raise DatasetFormatError(
+                    f"{path}: a row with {len(cells)} cells before the end, expected {len(FIELDS)}"
+                )
+            if collect is not None:
+                collect.add(cells[0])
+            good = lines.consumed
+    return good
+
+
+def _parquet_to_journal(parquet: Path, journal: Path) -> None:
+    """Rewrite a finished Parquet output as a journal, so that a resumed run can append to it."""
+    import pyarrow.parquet as pq
+
+    tmp = journal.with_name(journal.name + ".tmp")
+    with tmp.open("wb") as fh:
+        for batch in pq.ParquetFile(parquet).iter_batches(batch_size=4096):
+            for record in batch.to_pylist():
+                fh.write(_from_flat(record).model_dump_json().encode("utf-8") + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, journal)
+
+
+def open_output(out: Path, *, resume: bool, overwrite: bool) -> tuple[RowWriter, set[str]]:
+    """Open ``out`` for appending rows, after checking what is already there.
+
+    Args:
+        out: the output file; its suffix picks the format.
+        resume: keep the complete rows already in ``out`` (or its journal), cut a torn last row,
+            and return their paths so that they are skipped.
+        overwrite: replace an existing output.
+
+    Returns:
+        The writer, and the set of image paths already done (empty unless resuming).
+
+    Raises:
+        InputError: ``out`` exists and neither ``resume`` nor ``overwrite`` was given, or both were.
+        DatasetFormatError: the existing file is not a Clearsight score output.
+    """
+    fmt = output_format(out)
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite contradict each other: pick one")
+    target = journal_path(out) if fmt == "parquet" else out
+    existing = [p for p in {out, target} if p.exists()]
+    if existing and not (resume or overwrite):
+        raise InputError(
+            f"output {str(existing[0])!r} already exists; "
+            "pass --resume to continue it or --overwrite to replace it"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done: set[str] = set()
+    if overwrite:
+        for path in existing:
+            path.unlink()
+    elif resume:
+        if fmt == "parquet" and out.exists() and not target.exists():
+            _parquet_to_journal(out, target)
+        if target.exists():
+            complete = _complete_csv if fmt == "csv" else _complete_jsonl
+            good = complete(target, collect=done)
+            with target.open("r+b") as fh:
+                fh.truncate(good)
+                fh.flush()
+                os.fsync(fh.fileno())
+    return RowWriter(target, fmt="csv" if fmt == "csv" else "jsonl"), done
+
+
+# -------------------------------------------------------------------------------- writing
+
+
+class RowWriter:
+    """Appends rows to a JSONL or CSV file in chunks, each flushed and fsynced.
+
+    A chunk is written when ``chunk_rows`` rows are buffered or ``flush_seconds`` have passed
+    since the last write, so a crash loses at most that much work and never leaves more than one
+    torn row. Use as a context manager; closing writes the last chunk.
+    """
+
+    def __init__(
+        self, path: Path, *, fmt: Literal["jsonl", "csv"], chunk_rows: int = 64, flush_seconds: float = 1.0
+    ) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.chunk_rows = chunk_rows
+        self.flush_seconds = flush_seconds
+        self._buffer: list[bytes] = []
+        self._last_flush = time.monotonic()
+        self._fh: IO[bytes] = path.open("ab")
+        if fmt == "csv" and self._fh.tell() == 0:
+            self._buffer.append(self._csv_line(list(FIELDS)))
+            self.flush()
+
+    @staticmethod
+    def _csv_line(cells: list[str]) -> bytes:
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerow(cells)
+        return text.getvalue().encode("utf-8")
+
+    def write(self, verdict: ImageVerdict) -> None:
+        """Buffer one row; write the chunk if it is full or old."""
+        if self.fmt == "csv":
+            self._buffer.append(self._csv_line(_csv_cells(verdict)))
+        else:
+            self._buffer.append(verdict.model_dump_json().encode("utf-8") + b"\n")
+        if len(self._buffer) >= self.chunk_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows in one call, flush and fsync."""
+        if self._buffer:
+            self._fh.write(b"".join(self._buffer))
+            self._buffer.clear()
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self.flush()
+            self._fh.close()
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _parquet_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [(name, pa.float64() if name in _FLOATS else pa.string()) for name in FIELDS]
+    )
+
+
+def finish_output(out: Path) -> None:
+    """Complete ``out`` once every row is written: for Parquet, convert the journal and remove it.
+
+    The conversion streams the journal in row groups (constant memory), writes a temporary file,
+    fsyncs it and renames it over ``out``; the journal is deleted last, so a crash at any point
+    leaves either the journal or the finished file to resume from.
+    """
+    if output_format(out) != "parquet":
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    journal = journal_path(out)
+    schema = _parquet_schema()
+    tmp = out.with_name(out.name + ".tmp")
+    with pq.ParquetWriter(tmp, schema) as pw:
+        chunk: dict[str, list[Any]] = {name: [] for name in FIELDS}
+
+        def write_chunk() -> None:
+            pw.write_table(pa.table(chunk, schema=schema))
+            for column in chunk.values():
+                column.clear()
+
+        with journal.open("rb") as fh:
+            for line in fh:
+                verdict = ImageVerdict.model_validate_json(line)
+                data = verdict.model_dump(mode="json")
+                for name in FIELDS:
+                    value = data[name]
+                    if name in _NESTED:
+                        value = None if value is None else json.dumps(value, sort_keys=True)
+                    chunk[name].append(value)
+                if len(chunk["path"]) >= 4096:
+                    write_chunk()
+        write_chunk()
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, out)
+    journal.unlink()
+
+
+def iter_rows(path: Path) -> Iterator[ImageVerdict]:
+    """Read a score output back (JSONL, CSV or Parquet), one verdict at a time.
+
+    Raises:
+        DatasetFormatError: a row that is not a Clearsight score row.
+    """
+    fmt = output_format(path)
+    if fmt == "jsonl":
+        with path.open("rb") as fh:
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    yield _parse_json_line(line, f"{path}:{number}")
+    elif fmt == "csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if tuple(reader.fieldnames or ()) != FIELDS:
+                raise DatasetFormatError(f"{path}: header {reader.fieldnames!r} is not {list(FIELDS)!r}")
+            for record in reader:
+                yield _from_flat(record)
+    else:
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            for record in batch.to_pylist():
+                yield _from_flat(record)
