@@ -43,8 +43,9 @@ def _load_predictors(paths: list[Path]) -> dict[str, Predictor]:
         predictor = load_model(path)
         if predictor.cargo_type in loaded:
             raise ModelError(
-                f"two models for cargo type {predictor.cargo_type!r}: {loaded[predictor.cargo_type].model_id} "
-                f"and {predictor.model_id} ({path}); load one model per cargo type"
+                f"two models for cargo type {predictor.cargo_type!r}: "
+                f"{loaded[predictor.cargo_type].model_id} and {predictor.model_id} ({path}); "
+                "load one model per cargo type"
             )
         loaded[predictor.cargo_type] = predictor
     return loaded
@@ -71,43 +72,62 @@ def check_keys(settings: ServeSettings) -> KeyRing:
     keys = parse_api_keys(settings.api_keys.get_secret_value())
     if len(keys) == 0 and not settings.insecure_dev:
         raise InputError(
-            "no API keys configured: set CLEARSIGHT_API_KEYS='role:key,...' (roles submitter, officer, admin), "
-            "or pass the insecure development flag (--insecure-dev / CLEARSIGHT_INSECURE_DEV=1) to run WITHOUT "
-            "authentication"
+            "no API keys configured: set CLEARSIGHT_API_KEYS='role:key,...' (roles submitter, officer, "
+            "admin), or pass the insecure development flag (--insecure-dev / CLEARSIGHT_INSECURE_DEV=1) "
+            "to run WITHOUT authentication"
         )
     if len(keys) == 0:
-        log.warning("INSECURE: serving without authentication (insecure_dev is set); never do this in production")
+        log.warning(
+            "INSECURE: serving without authentication (insecure_dev is set); never do this in production"
+        )
     return keys
 
 
-def build_services(settings: ServeSettings, *, keys: KeyRing, metrics: Metrics,
-                   predictors: Mapping[str, Predictor] | None, audit: Any) -> Services:
+def build_services(
+    settings: ServeSettings,
+    *,
+    keys: KeyRing,
+    metrics: Metrics,
+    predictors: Mapping[str, Predictor] | None,
+    audit: Any,
+) -> Services:
     """Open everything the routes need: models, policy, audit store, one batcher per cargo type.
 
     Raises:
         ModelError / PolicyError / AuditError: from loading.
     """
-    secret = (settings.session_secret.get_secret_value().encode() if settings.session_secret
-              else secrets.token_bytes(32))
+    secret = (
+        settings.session_secret.get_secret_value().encode()
+        if settings.session_secret
+        else secrets.token_bytes(32)
+    )
     services = Services(
-        settings=settings, keys=keys, signer=SessionSigner(secret, ttl_s=settings.session_ttl_s),
-        metrics=metrics, store=ImageStore(settings.data_dir),
+        settings=settings,
+        keys=keys,
+        signer=SessionSigner(secret, ttl_s=settings.session_ttl_s),
+        metrics=metrics,
+        store=ImageStore(settings.data_dir),
     )
     services.predictors = dict(predictors) if predictors is not None else _load_predictors(settings.models)
     services.policy = _load_policy(settings)
     services.audit = audit if audit is not None else _open_audit(settings)
     for cargo_type, predictor in services.predictors.items():
         batcher = MicroBatcher(
-            predictor, max_batch_size=settings.max_batch_size, max_wait_s=settings.max_wait_ms / 1000.0,
-            queue_size=settings.queue_size, retry_after_s=settings.retry_after_s, observer=metrics.observe_batch,
+            predictor,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_wait_ms / 1000.0,
+            queue_size=settings.queue_size,
+            retry_after_s=settings.retry_after_s,
+            observer=metrics.observe_batch,
         )
         services.batchers[cargo_type] = batcher
         metrics.queue_depth.labels(cargo_type).set_function(lambda b=batcher: b.depth)
     return services
 
 
-def create_app(settings: ServeSettings, *, predictors: Mapping[str, Predictor] | None = None,
-               audit: Any = None) -> FastAPI:
+def create_app(
+    settings: ServeSettings, *, predictors: Mapping[str, Predictor] | None = None, audit: Any = None
+) -> FastAPI:
     """Build the app. ``predictors`` (cargo type -> Predictor) and ``audit`` replace what the settings
     would load, which is how tests inject fakes; the caller keeps ownership of an injected audit store."""
 
@@ -118,8 +138,13 @@ def create_app(settings: ServeSettings, *, predictors: Mapping[str, Predictor] |
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, keys=keys, metrics=metrics, predictors=predictors, audit=audit)
         app.state.services = services
-        log.info("ready", extra={"models": sorted(p.model_id for p in services.predictors.values()),
-                                 "policy_version": getattr(services.policy, "version", None)})
+        log.info(
+            "ready",
+            extra={
+                "models": sorted(p.model_id for p in services.predictors.values()),
+                "policy_version": getattr(services.policy, "version", None),
+            },
+        )
         try:
             yield
         finally:
@@ -131,7 +156,7 @@ def create_app(settings: ServeSettings, *, predictors: Mapping[str, Predictor] |
     app = FastAPI(
         title="Clearsight",
         version="1",
-        summary="Anomaly scoring of cargo images and release-before-inspection decisions, with an audit trail.",
+        summary="Anomaly scoring of cargo images and release-before-inspection decisions, audited.",
         lifespan=lifespan,
     )
     problems.install(app)

@@ -24,7 +24,7 @@ from datasets.errors import InputError
 __all__ = ["KeyRing", "Principal", "Role", "SessionSigner", "parse_api_keys"]
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     SUBMITTER = "submitter"
     OFFICER = "officer"
     ADMIN = "admin"
@@ -89,7 +89,9 @@ def parse_api_keys(spec: str) -> KeyRing:
             continue
         role_name, sep, key = item.partition(":")
         if not sep:
-            raise InputError(f"API key entry #{index + 1} has no role: expected role:key with role one of {roles}")
+            raise InputError(
+                f"API key entry #{index + 1} has no role: expected role:key with role one of {roles}"
+            )
         try:
             role = Role(role_name.strip().lower())
         except ValueError as exc:
@@ -98,7 +100,9 @@ def parse_api_keys(spec: str) -> KeyRing:
             ) from exc
         key = key.strip()
         if len(key) < 8:
-            raise InputError(f"API key entry #{index + 1} ({role.value}) is {len(key)} characters; need at least 8")
+            raise InputError(
+                f"API key entry #{index + 1} ({role.value}) is {len(key)} characters; need at least 8"
+            )
         digest = _digest(key)
         if digest in seen:
             raise InputError(f"API key entry #{index + 1} ({role.value}) repeats an earlier key")

@@ -87,7 +87,9 @@ class MicroBatcher:
         futures: list[concurrent.futures.Future[Prediction]] = [concurrent.futures.Future() for _ in images]
         with self._cond:
             if self._stopping:
-                raise OverloadedError(f"the {self.cargo_type} scorer is shutting down", retry_after_s=self._retry_after_s)
+                raise OverloadedError(
+                    f"the {self.cargo_type} scorer is shutting down", retry_after_s=self._retry_after_s
+                )
             if len(self._queue) + len(images) > self._queue_size:
                 raise OverloadedError(
                     f"the {self.cargo_type} scoring queue is full ({len(self._queue)} of {self._queue_size} "
@@ -157,8 +159,13 @@ class MicroBatcher:
                     )
             except Exception as exc:  # the worker must survive any model failure
                 log.exception("batch of %d %s images failed", len(batch), self.cargo_type)
-                error = exc if isinstance(exc, ClearsightError) else ModelError(
-                    f"model {self.predictor.model_id} failed on a batch of {len(batch)}: {type(exc).__name__}: {exc}"
+                error = (
+                    exc
+                    if isinstance(exc, ClearsightError)
+                    else ModelError(
+                        f"model {self.predictor.model_id} failed on a batch of {len(batch)}: "
+                        f"{type(exc).__name__}: {exc}"
+                    )
                 )
                 if error is not exc:
                     error.__cause__ = exc

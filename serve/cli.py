@@ -16,14 +16,24 @@ __all__ = ["main"]
 
 @app.command("serve")
 def serve_command(
-    model: Annotated[list[Path], typer.Option("--model", help="Model directory to load (repeat: one per cargo type).")],
-    audit_db: Annotated[str, typer.Option("--audit-db", help="Audit store URL (sqlite:///FILE or postgresql+psycopg://...).")],
-    policy: Annotated[Path | None, typer.Option("--policy", help="Decision policy YAML (default: the packaged one).")] = None,
+    model: Annotated[
+        list[Path], typer.Option("--model", help="Model directory to load (repeat: one per cargo type).")
+    ],
+    audit_db: Annotated[
+        str, typer.Option("--audit-db", help="Audit store URL (sqlite:///FILE or postgresql+psycopg://...).")
+    ],
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Decision policy YAML (default: the packaged one).")
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes (each loads the models).")] = 1,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where uploads and heatmaps are kept.")] = None,
-    insecure_dev: Annotated[bool, typer.Option("--insecure-dev", help="Serve WITHOUT API keys (development only).")] = False,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where uploads and heatmaps are kept.")
+    ] = None,
+    insecure_dev: Annotated[
+        bool, typer.Option("--insecure-dev", help="Serve WITHOUT API keys (development only).")
+    ] = False,
 ) -> None:
     """Run the HTTP scoring service and the officer review page.
 
@@ -36,22 +46,46 @@ def serve_command(
     from serve.logs import log_config
     from serve.settings import ServeSettings
 
-    overrides = {"models": model, "audit_db": audit_db, "policy": policy, "host": host, "port": port,
-                 "workers": workers, "insecure_dev": insecure_dev or None, "data_dir": data_dir}
+    overrides = {
+        "models": model,
+        "audit_db": audit_db,
+        "policy": policy,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "insecure_dev": insecure_dev or None,
+        "data_dir": data_dir,
+    }
     settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
     check_keys(settings)  # refuse to start without keys, before any model is loaded
     if settings.workers == 1:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=log_config(),
-                    access_log=False)
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_config=log_config(),
+            access_log=False,
+        )
         return
     # Worker processes rebuild their settings from the environment: hand the options on through it.
-    os.environ.update({
-        "CLEARSIGHT_MODELS": ",".join(str(p) for p in settings.models), "CLEARSIGHT_AUDIT_DB": settings.audit_db,
-        "CLEARSIGHT_DATA_DIR": str(settings.data_dir), "CLEARSIGHT_INSECURE_DEV": str(settings.insecure_dev),
-        **({"CLEARSIGHT_POLICY": str(settings.policy)} if settings.policy else {}),
-    })
-    uvicorn.run("serve.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_config=log_config(), access_log=False)
+    os.environ.update(
+        {
+            "CLEARSIGHT_MODELS": ",".join(str(p) for p in settings.models),
+            "CLEARSIGHT_AUDIT_DB": settings.audit_db,
+            "CLEARSIGHT_DATA_DIR": str(settings.data_dir),
+            "CLEARSIGHT_INSECURE_DEV": str(settings.insecure_dev),
+            **({"CLEARSIGHT_POLICY": str(settings.policy)} if settings.policy else {}),
+        }
+    )
+    uvicorn.run(
+        "serve.app:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=log_config(),
+        access_log=False,
+    )
 
 
 def main() -> None:

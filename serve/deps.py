@@ -109,7 +109,9 @@ def require(*roles: Role) -> Callable[..., Principal]:
         principal = principal_from_headers(services, bearer.credentials if bearer else None, api_key)
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
-            raise PermissionDeniedError(f"role {principal.role.value!r} may not do this; allowed roles: {names}")
+            raise PermissionDeniedError(
+                f"role {principal.role.value!r} may not do this; allowed roles: {names}"
+            )
         return principal
 
     return dependency

@@ -22,27 +22,43 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
-            "clearsight_http_requests_total", "HTTP requests by endpoint, method and status.",
-            ["endpoint", "method", "status"], registry=self.registry,
+            "clearsight_http_requests_total",
+            "HTTP requests by endpoint, method and status.",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "clearsight_http_request_duration_seconds", "Request latency by endpoint and status.",
-            ["endpoint", "status"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+            "clearsight_http_request_duration_seconds",
+            "Request latency by endpoint and status.",
+            ["endpoint", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.batch_size = Histogram(
-            "clearsight_batch_size", "Images per predictor call, by cargo type.",
-            ["cargo_type"], buckets=_BATCH_BUCKETS, registry=self.registry,
+            "clearsight_batch_size",
+            "Images per predictor call, by cargo type.",
+            ["cargo_type"],
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
         )
         self.queue_depth = Gauge(
-            "clearsight_queue_depth", "Images waiting to be scored, by cargo type.",
-            ["cargo_type"], registry=self.registry,
+            "clearsight_queue_depth",
+            "Images waiting to be scored, by cargo type.",
+            ["cargo_type"],
+            registry=self.registry,
         )
         self.decisions = Counter(
-            "clearsight_decisions_total", "Shipment decisions recorded, by tier.", ["tier"], registry=self.registry,
+            "clearsight_decisions_total",
+            "Shipment decisions recorded, by tier.",
+            ["tier"],
+            registry=self.registry,
         )
         self.scores = Histogram(
-            "clearsight_image_score", "Image anomaly scores, by cargo type.",
-            ["cargo_type"], buckets=_SCORE_BUCKETS, registry=self.registry,
+            "clearsight_image_score",
+            "Image anomaly scores, by cargo type.",
+            ["cargo_type"],
+            buckets=_SCORE_BUCKETS,
+            registry=self.registry,
         )
 
     def observe_batch(self, cargo_type: str, size: int, depth: int) -> None:

@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, JSON access logs, request metrics, the body-size limit, and the last-resort 500.
+"""ASGI middleware: request ids, JSON access logs, request metrics, body-size limit, last-resort 500.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so that bodies stream through untouched and the byte limit is
 enforced while the body arrives, not after it has been buffered.
@@ -26,12 +26,27 @@ error_log = logging.getLogger("clearsight.serve.error")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-async def _send_problem(send: Send, *, status: int, slug: str, title: str, detail: str, path: str,
-                        request_id: str | None, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({
-        "type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail,
-        "instance": path, "request_id": request_id,
-    }).encode()
+async def _send_problem(
+    send: Send,
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    path: str,
+    request_id: str | None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = json.dumps(
+        {
+            "type": PROBLEM_BASE + slug,
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": path,
+            "request_id": request_id,
+        }
+    ).encode()
     raw_headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
     raw_headers += headers or []
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
@@ -73,9 +88,13 @@ class RequestContextMiddleware:
             error_log.exception("unhandled error", extra={"request_id": request_id})
             if status_holder["status"] is None:
                 await _send_problem(
-                    send_wrapper, status=500, slug="internal", title="Internal error",
+                    send_wrapper,
+                    status=500,
+                    slug="internal",
+                    title="Internal error",
                     detail=f"unexpected {type(exc).__name__}; quote request id {request_id}",
-                    path=scope.get("path", ""), request_id=request_id,
+                    path=scope.get("path", ""),
+                    request_id=request_id,
                 )
         finally:
             status = status_holder["status"] or 500
@@ -122,14 +141,26 @@ class BodyLimitMiddleware:
             except ValueError:
                 declared = -1
             if declared < 0:
-                await _send_problem(send, status=400, slug="bad-request", title="Bad request",
-                                    detail=f"Content-Length {length.decode('latin-1')!r} is not a byte count",
-                                    path=path, request_id=request_id)
+                await _send_problem(
+                    send,
+                    status=400,
+                    slug="bad-request",
+                    title="Bad request",
+                    detail=f"Content-Length {length.decode('latin-1')!r} is not a byte count",
+                    path=path,
+                    request_id=request_id,
+                )
                 return
             if declared > self.max_bytes:
-                await _send_problem(send, status=413, slug="request-too-large", title="Request too large",
-                                    detail=f"request body of {declared} bytes exceeds the limit of "
-                                           f"{self.max_bytes} bytes", path=path, request_id=request_id)
+                await _send_problem(
+                    send,
+                    status=413,
+                    slug="request-too-large",
+                    title="Request too large",
+                    detail=f"request body of {declared} bytes exceeds the limit of {self.max_bytes} bytes",
+                    path=path,
+                    request_id=request_id,
+                )
                 return
 
         received = 0
@@ -144,9 +175,15 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     cut_off = True
-                    await _send_problem(send, status=413, slug="request-too-large", title="Request too large",
-                                        detail=f"request body passed the limit of {self.max_bytes} bytes "
-                                               f"while streaming", path=path, request_id=request_id)
+                    await _send_problem(
+                        send,
+                        status=413,
+                        slug="request-too-large",
+                        title="Request too large",
+                        detail=f"request body passed the limit of {self.max_bytes} bytes while streaming",
+                        path=path,
+                        request_id=request_id,
+                    )
                     return {"type": "http.disconnect"}
             return message
 

@@ -126,8 +126,9 @@ async def _clearsight_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ClearsightError)
     status, slug, title = problem_for(exc)
     # Server-side failures keep their message (it names the model or store) but never a traceback.
-    return problem_response(request, status=status, slug=slug, title=title, detail=str(exc),
-                            headers=_headers_for(exc, status))
+    return problem_response(
+        request, status=status, slug=slug, title=title, detail=str(exc), headers=_headers_for(exc, status)
+    )
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -137,12 +138,22 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"loc": _location(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+        {
+            "loc": _location(err.get("loc", ())),
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
         for err in exc.errors()
     ]
     detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors) or "invalid request"
-    return problem_response(request, status=422, slug="validation", title="Request validation failed",
-                            detail=detail, extra={"errors": errors})
+    return problem_response(
+        request,
+        status=422,
+        slug="validation",
+        title="Request validation failed",
+        detail=detail,
+        extra={"errors": errors},
+    )
 
 
 async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -153,8 +164,14 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
         detail = f"no resource at {request.method} {request.url.path}"
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
-    return problem_response(request, status=exc.status_code, slug=slug, title=title, detail=detail,
-                            headers=dict(exc.headers) if exc.headers else None)
+    return problem_response(
+        request,
+        status=exc.status_code,
+        slug=slug,
+        title=title,
+        detail=detail,
+        headers=dict(exc.headers) if exc.headers else None,
+    )
 
 
 def install(app: FastAPI) -> None:

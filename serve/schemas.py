@@ -54,34 +54,68 @@ class ScoredImage(BaseModel):
     )
 
     @classmethod
-    def build(cls, *, filename: str, sha256: str, shape: tuple[int, ...], prediction: Prediction,
-              heatmap: str | None) -> ScoredImage:
+    def build(
+        cls,
+        *,
+        filename: str,
+        sha256: str,
+        shape: tuple[int, ...],
+        prediction: Prediction,
+        heatmap: str | None,
+    ) -> ScoredImage:
         t = prediction.thresholds
         return cls(
-            filename=filename, sha256=sha256, width=int(shape[1]), height=int(shape[0]),
-            score=float(prediction.score), label=prediction.label, anomaly_type=prediction.anomaly_type,
+            filename=filename,
+            sha256=sha256,
+            width=int(shape[1]),
+            height=int(shape[0]),
+            score=float(prediction.score),
+            label=prediction.label,
+            anomaly_type=prediction.anomaly_type,
             type_probabilities={k: float(v) for k, v in prediction.type_probabilities.items()},
-            thresholds=ThresholdsOut(release=t.release, hold=t.hold, target_miss_rate=t.target_miss_rate,
-                                     method=t.method),
-            model_id=prediction.model_id, heatmap_png_base64=heatmap,
+            thresholds=ThresholdsOut(
+                release=t.release, hold=t.hold, target_miss_rate=t.target_miss_rate, method=t.method
+            ),
+            model_id=prediction.model_id,
+            heatmap_png_base64=heatmap,
         )
 
 
 class ScoreResponse(BaseModel):
     """``POST /v1/score``: verdicts only, nothing recorded."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "request_id": "5b0c3f6a9d2e4f1a8c7b6a5d4e3f2a1b", "cargo_type": "bulk_ore",
-        "model_ids": ["bulk_ore-lite0-3f2a9c1b"], "policy_version": "2025.1",
-        "images": [{
-            "filename": "hold3.jpg", "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-            "width": 640, "height": 480, "score": 0.91, "label": "anomalous", "anomaly_type": "foreign_object",
-            "type_probabilities": {"good": 0.05, "foreign_object": 0.9, "wet_patch": 0.05},
-            "thresholds": {"release": 0.42, "hold": 0.8, "target_miss_rate": 0.01,
-                           "method": "miss_rate_on_validation"},
-            "model_id": "bulk_ore-lite0-3f2a9c1b", "heatmap_png_base64": None,
-        }],
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "5b0c3f6a9d2e4f1a8c7b6a5d4e3f2a1b",
+                    "cargo_type": "bulk_ore",
+                    "model_ids": ["bulk_ore-lite0-3f2a9c1b"],
+                    "policy_version": "2025.1",
+                    "images": [
+                        {
+                            "filename": "hold3.jpg",
+                            "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                            "width": 640,
+                            "height": 480,
+                            "score": 0.91,
+                            "label": "anomalous",
+                            "anomaly_type": "foreign_object",
+                            "type_probabilities": {"good": 0.05, "foreign_object": 0.9, "wet_patch": 0.05},
+                            "thresholds": {
+                                "release": 0.42,
+                                "hold": 0.8,
+                                "target_miss_rate": 0.01,
+                                "method": "miss_rate_on_validation",
+                            },
+                            "model_id": "bulk_ore-lite0-3f2a9c1b",
+                            "heatmap_png_base64": None,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
 
     request_id: str
     cargo_type: str
@@ -100,18 +134,30 @@ class ShipmentResponse(BaseModel):
     policy_version: str
     model_ids: list[str]
     decision: ShipmentDecision
-    outcome: dict[str, Any] | None = Field(default=None, description="The officer's recorded outcome, if any.")
+    outcome: dict[str, Any] | None = Field(
+        default=None, description="The officer's recorded outcome, if any."
+    )
 
 
 class OutcomeIn(BaseModel):
     """What the officer found: ``clean`` or an anomaly type, with optional notes."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"found": "foreign_object", "notes": "scrap cable in hold 3"}, {"found": "clean", "notes": ""},
-    ]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"found": "foreign_object", "notes": "scrap cable in hold 3"},
+                {"found": "clean", "notes": ""},
+            ]
+        },
+    )
 
-    found: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$",
-                       description="'clean', or the anomaly type found.")
+    found: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description="'clean', or the anomaly type found.",
+    )
     notes: str = Field(default="", max_length=2000)
 
 

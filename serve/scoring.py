@@ -64,9 +64,12 @@ async def decode_uploads(services: Services, uploads: list[UploadFile]) -> list[
         fmt = str(image.format).lower()
         if fmt not in settings.allowed_formats:
             raise ImageDecodeError(
-                f"format {fmt!r} is not accepted; accepted: {', '.join(settings.allowed_formats)}", source=name
+                f"format {fmt!r} is not accepted; accepted: {', '.join(settings.allowed_formats)}",
+                source=name,
             )
-        decoded.append(Upload(filename=name, data=data, pixels=image.pixels, sha256=image.sha256, image_format=fmt))
+        decoded.append(
+            Upload(filename=name, data=data, pixels=image.pixels, sha256=image.sha256, image_format=fmt)
+        )
     return decoded
 
 
@@ -81,7 +84,9 @@ async def predict(services: Services, cargo_type: str, uploads: list[Upload]) ->
     if batcher is None:
         known = ", ".join(sorted(services.batchers)) or "none loaded"
         raise CargoTypeError(f"no model for cargo type {cargo_type!r}; accepted: {known}")
-    predictions = await batcher.predict([u.pixels for u in uploads], timeout_s=services.settings.request_timeout_s)
+    predictions = await batcher.predict(
+        [u.pixels for u in uploads], timeout_s=services.settings.request_timeout_s
+    )
     for prediction in predictions:
         services.metrics.scores.labels(cargo_type).observe(float(prediction.score))
     return predictions

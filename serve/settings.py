@@ -1,4 +1,4 @@
-"""Settings of the HTTP service: the shared :class:`~pipeline.settings.Settings` plus what only a server needs.
+"""Settings of the HTTP service: the shared :class:`~pipeline.settings.Settings` plus server-only ones.
 
 Built once at the entry point (``clearsight serve`` or the uvicorn factory) and handed to
 :func:`serve.app.create_app`; nothing below reads the environment. Every field can be set as
@@ -27,7 +27,9 @@ class ServeSettings(Settings):
         default_factory=list,
         description="Model directories to load at start-up (one per cargo type); comma-separated in the env.",
     )
-    policy: Path | None = Field(default=None, description="Decision policy YAML; the packaged default if unset.")
+    policy: Path | None = Field(
+        default=None, description="Decision policy YAML; the packaged default if unset."
+    )
     data_dir: Path = Field(
         default=Path("runs/serve"), description="Where uploaded images and heatmaps are kept for review."
     )
@@ -41,7 +43,7 @@ class ServeSettings(Settings):
     )
     insecure_dev: bool = Field(
         default=False,
-        description="Start WITHOUT authentication when no API keys are set. Development only: never in production.",
+        description="Start WITHOUT authentication when no API keys are set (development only).",
     )
     metrics_public: bool = Field(default=False, description="Serve /metrics without an API key.")
     session_secret: SecretStr | None = Field(
@@ -50,7 +52,9 @@ class ServeSettings(Settings):
     session_ttl_s: int = Field(default=8 * 3600, gt=0, description="Lifetime of a review-page session.")
     cookie_secure: bool = Field(default=False, description="Mark the session cookie Secure (behind HTTPS).")
 
-    max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Largest request body accepted.")
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="Largest request body accepted."
+    )
     max_images_per_request: int = Field(default=32, gt=0, description="Most images in one request.")
     allowed_formats: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_FORMATS, description="Image formats accepted (comma-separated in the env)."
@@ -61,8 +65,12 @@ class ServeSettings(Settings):
         default=10.0, ge=0, description="How long the batcher waits for more images before scoring a batch."
     )
     queue_size: int = Field(default=256, gt=0, description="Images waiting per cargo type before 503.")
-    request_timeout_s: float = Field(default=30.0, gt=0, description="Per-request scoring deadline (then 504).")
-    retry_after_s: int = Field(default=2, gt=0, description="Retry-After sent with a 503 when the queue is full.")
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="Per-request scoring deadline (then 504)."
+    )
+    retry_after_s: int = Field(
+        default=2, gt=0, description="Retry-After sent with a 503 when the queue is full."
+    )
 
     @field_validator("models", mode="before")
     @classmethod
@@ -75,7 +83,7 @@ class ServeSettings(Settings):
     @classmethod
     def _split_formats(cls, value: object) -> object:
         if isinstance(value, str):
-            value = [part for part in value.split(",")]
+            value = list(value.split(","))
         if isinstance(value, list | tuple):
             return tuple(str(part).strip().lower() for part in value if str(part).strip())
         return value

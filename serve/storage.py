@@ -18,7 +18,13 @@ __all__ = ["ImageStore"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "tiff": "tif", "bmp": "bmp", "webp": "webp"}
-_MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "tif": "image/tiff", "bmp": "image/bmp", "webp": "image/webp"}
+_MEDIA_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "tif": "image/tiff",
+    "bmp": "image/bmp",
+    "webp": "image/webp",
+}
 
 
 class ImageStore:

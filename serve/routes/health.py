@@ -21,8 +21,12 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"description": "Not ready (problem+json)"}},
-            summary="Ready to score and decide")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"description": "Not ready (problem+json)"}},
+    summary="Ready to score and decide",
+)
 async def readyz(request: Request, services: ServicesDep) -> Response | Readiness:
     """Ready when at least one model is loaded and the audit store answers; 503 otherwise."""
     problems = []
@@ -39,14 +43,23 @@ async def readyz(request: Request, services: ServicesDep) -> Response | Readines
     else:
         problems.append("no audit store")
     if problems:
-        return problem_response(request, status=503, slug="not-ready", title="Not ready",
-                                detail="; ".join(problems))
-    return Readiness(status="ready", models=sorted(p.model_id for p in services.predictors.values()),
-                     audit=audit_state, policy_version=services.policy.version if services.policy else None)
+        return problem_response(
+            request, status=503, slug="not-ready", title="Not ready", detail="; ".join(problems)
+        )
+    return Readiness(
+        status="ready",
+        models=sorted(p.model_id for p in services.predictors.values()),
+        audit=audit_state,
+        policy_version=services.policy.version if services.policy else None,
+    )
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: {"description": "API key needed"}})
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: {"description": "API key needed"}},
+)
 async def metrics(services: ServicesDep, _reader: MetricsReaderDep) -> Response:
     """Requests and latency by endpoint and status, batch sizes, queue depth, decisions, scores."""
     return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)

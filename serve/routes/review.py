@@ -49,7 +49,9 @@ def _require_session(request: Request, services: Services, csrf: str | None = No
         raise NotAuthenticatedError("no valid review session: sign in at /review")
     principal, token = session
     if principal.role not in (Role.OFFICER, Role.ADMIN):
-        raise PermissionDeniedError(f"role {principal.role.value!r} may not review; allowed roles: admin, officer")
+        raise PermissionDeniedError(
+            f"role {principal.role.value!r} may not review; allowed roles: admin, officer"
+        )
     if csrf is not None and not hmac.compare_digest(csrf.encode(), token.encode()):
         raise PermissionDeniedError("the form's CSRF token does not match this session; reload /review")
     return principal
@@ -64,44 +66,79 @@ def _anomaly_types(records: list[Any]) -> list[str]:
 
 
 @router.get("", response_class=HTMLResponse)
-async def review_page(request: Request, services: ServicesDep,
-                      show: Annotated[str, Query(pattern="^(pending|all)$")] = "pending",
-                      offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
+async def review_page(
+    request: Request,
+    services: ServicesDep,
+    show: Annotated[str, Query(pattern="^(pending|all)$")] = "pending",
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Response:
     session = _session(request, services)
     if session is None:
         return templates.TemplateResponse(request, "review.html", {"mode": "login", "error": None})
     principal, csrf = session
     if principal.role not in (Role.OFFICER, Role.ADMIN):
         return templates.TemplateResponse(
-            request, "review.html", {"mode": "login", "error": "This key may not review shipments."}, status_code=403
+            request,
+            "review.html",
+            {"mode": "login", "error": "This key may not review shipments."},
+            status_code=403,
         )
     records = await run_in_threadpool(
-        lambda: services.audit.list(tiers=HELD_TIERS, limit=PAGE_SIZE, offset=offset,
-                                    pending_outcome=True if show == "pending" else None)
+        lambda: services.audit.list(
+            tiers=HELD_TIERS,
+            limit=PAGE_SIZE,
+            offset=offset,
+            pending_outcome=True if show == "pending" else None,
+        )
     )
-    return templates.TemplateResponse(request, "review.html", {
-        "mode": "queue", "records": records, "csrf": csrf, "officer": principal.name, "show": show,
-        "offset": offset, "page_size": PAGE_SIZE, "anomaly_types": _anomaly_types(records), "clean": CLEAN,
-        "recorded": request.query_params.get("recorded"),
-    })
+    return templates.TemplateResponse(
+        request,
+        "review.html",
+        {
+            "mode": "queue",
+            "records": records,
+            "csrf": csrf,
+            "officer": principal.name,
+            "show": show,
+            "offset": offset,
+            "page_size": PAGE_SIZE,
+            "anomaly_types": _anomaly_types(records),
+            "clean": CLEAN,
+            "recorded": request.query_params.get("recorded"),
+        },
+    )
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login(request: Request, services: ServicesDep,
-                key: Annotated[str, Form(min_length=1, max_length=512)]) -> Response:
+async def login(
+    request: Request, services: ServicesDep, key: Annotated[str, Form(min_length=1, max_length=512)]
+) -> Response:
     principal = services.keys.authenticate(key)
     if principal is None or principal.role not in (Role.OFFICER, Role.ADMIN):
         message = "Unknown key." if principal is None else "This key may not review shipments."
-        return templates.TemplateResponse(request, "review.html", {"mode": "login", "error": message},
-                                          status_code=401 if principal is None else 403)
+        return templates.TemplateResponse(
+            request,
+            "review.html",
+            {"mode": "login", "error": message},
+            status_code=401 if principal is None else 403,
+        )
     response = RedirectResponse("/review", status_code=303)
-    response.set_cookie(COOKIE, services.signer.issue(key, principal.role), max_age=services.settings.session_ttl_s,
-                        httponly=True, samesite="strict", secure=services.settings.cookie_secure, path="/review")
+    response.set_cookie(
+        COOKIE,
+        services.signer.issue(key, principal.role),
+        max_age=services.settings.session_ttl_s,
+        httponly=True,
+        samesite="strict",
+        secure=services.settings.cookie_secure,
+        path="/review",
+    )
     return response
 
 
 @router.post("/logout")
-async def logout(request: Request, services: ServicesDep, csrf: Annotated[str, Form(max_length=128)]) -> Response:
+async def logout(
+    request: Request, services: ServicesDep, csrf: Annotated[str, Form(max_length=128)]
+) -> Response:
     _require_session(request, services, csrf)
     response = RedirectResponse("/review", status_code=303)
     response.delete_cookie(COOKIE, path="/review", httponly=True, samesite="strict")
@@ -110,7 +147,9 @@ async def logout(request: Request, services: ServicesDep, csrf: Annotated[str, F
 
 @router.post("/shipments/{shipment_id}/outcome")
 async def review_outcome(
-    request: Request, shipment_id: ShipmentIdPath, services: ServicesDep,
+    request: Request,
+    shipment_id: ShipmentIdPath,
+    services: ServicesDep,
     found: Annotated[str, Form(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$")],
     csrf: Annotated[str, Form(max_length=128)],
     notes: Annotated[str, Form(max_length=2000)] = "",

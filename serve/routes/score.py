@@ -47,11 +47,21 @@ async def score_images(
     results = []
     for upload, prediction in zip(uploads, predictions, strict=True):
         overlay = heatmap_base64(await heatmap_png(upload, prediction)) if want_heatmap else None
-        results.append(ScoredImage.build(filename=upload.filename, sha256=upload.sha256, shape=upload.pixels.shape,
-                                         prediction=prediction, heatmap=overlay))
+        results.append(
+            ScoredImage.build(
+                filename=upload.filename,
+                sha256=upload.sha256,
+                shape=upload.pixels.shape,
+                prediction=prediction,
+                heatmap=overlay,
+            )
+        )
     model_ids = sorted({p.model_id for p in predictions})
     request.state.log_extra = {"model_ids": model_ids, "cargo_type": cargo_type}
     return ScoreResponse(
-        request_id=request.state.request_id, cargo_type=cargo_type, model_ids=model_ids,
-        policy_version=services.policy.version if services.policy is not None else "none", images=results,
+        request_id=request.state.request_id,
+        cargo_type=cargo_type,
+        model_ids=model_ids,
+        policy_version=services.policy.version if services.policy is not None else "none",
+        images=results,
     )

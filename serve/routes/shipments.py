@@ -32,7 +32,7 @@ ShipmentIdPath = Annotated[
 
 
 def idempotency_key(shipment_id: str, image_hashes: list[str]) -> str:
-    """sha256 of the shipment id and the sorted image hashes: the same submission always maps to one record."""
+    """sha256 of the shipment id and the sorted image hashes: one submission, one record."""
     text = shipment_id + "\n" + "\n".join(sorted(image_hashes))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -45,13 +45,13 @@ def parse_declaration(text: str) -> Declaration:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "declaration"
         raise InputError(
-            f"declaration is not valid: {where}: {first.get('msg')} ({exc.error_count()} error(s)); expected JSON "
-            f"with shipment_id and cargo_type, e.g. {DECLARATION_EXAMPLE}"
+            f"declaration is not valid: {where}: {first.get('msg')} ({exc.error_count()} error(s)); "
+            f"expected JSON with shipment_id and cargo_type, e.g. {DECLARATION_EXAMPLE}"
         ) from exc
     if not SHIPMENT_ID_RE.match(declaration.shipment_id):
         raise InputError(
-            f"shipment_id {declaration.shipment_id[:140]!r} is not accepted; use 1-128 letters, digits, '.', '_', "
-            f"':' or '-', starting with a letter or digit"
+            f"shipment_id {declaration.shipment_id[:140]!r} is not accepted; use 1-128 letters, digits, "
+            f"'.', '_', ':' or '-', starting with a letter or digit"
         )
     return declaration
 
@@ -60,13 +60,20 @@ def _response(request: Request, record: Any) -> ShipmentResponse:
     decision: ShipmentDecision = record.decision
     outcome = record.outcome.model_dump(mode="json") if record.outcome is not None else None
     return ShipmentResponse(
-        request_id=request.state.request_id, seq=record.seq, record_hash=record.record_hash,
-        idempotency_key=getattr(record, "idempotency_key", None), policy_version=decision.policy_version,
-        model_ids=decision.model_ids, decision=decision, outcome=outcome,
+        request_id=request.state.request_id,
+        seq=record.seq,
+        record_hash=record.record_hash,
+        idempotency_key=getattr(record, "idempotency_key", None),
+        policy_version=decision.policy_version,
+        model_ids=decision.model_ids,
+        decision=decision,
+        outcome=outcome,
     )
 
 
-async def _verdicts(services: Services, declaration: Declaration, uploads: list[Upload]) -> list[ImageVerdict]:
+async def _verdicts(
+    services: Services, declaration: Declaration, uploads: list[Upload]
+) -> list[ImageVerdict]:
     """Score the uploads and keep images and heatmaps for review; a model failure fails closed."""
     for upload in uploads:
         await run_in_threadpool(services.store.save_image, upload.sha256, upload.data, upload.image_format)
@@ -80,13 +87,21 @@ async def _verdicts(services: Services, declaration: Declaration, uploads: list[
     for upload, prediction in zip(uploads, predictions, strict=True):
         png = await heatmap_png(upload, prediction)
         heatmap = await run_in_threadpool(services.store.save_heatmap, upload.sha256, png)
-        verdicts.append(ImageVerdict(
-            path=upload.filename, sha256=upload.sha256, score=float(prediction.score), label=prediction.label,
-            anomaly_type=prediction.anomaly_type,
-            type_probabilities={k: float(v) for k, v in prediction.type_probabilities.items()},
-            threshold=prediction.thresholds.release, hold_threshold=prediction.thresholds.hold,
-            model_id=prediction.model_id, heatmap=heatmap, **common,
-        ))
+        verdicts.append(
+            ImageVerdict(
+                path=upload.filename,
+                sha256=upload.sha256,
+                score=float(prediction.score),
+                label=prediction.label,
+                anomaly_type=prediction.anomaly_type,
+                type_probabilities={k: float(v) for k, v in prediction.type_probabilities.items()},
+                threshold=prediction.thresholds.release,
+                hold_threshold=prediction.thresholds.hold,
+                model_id=prediction.model_id,
+                heatmap=heatmap,
+                **common,
+            )
+        )
     return verdicts
 
 
@@ -96,22 +111,32 @@ async def submit_shipment(services: Services, declaration: Declaration, uploads:
 
     key = idempotency_key(declaration.shipment_id, [u.sha256 for u in uploads])
     verdicts = await _verdicts(services, declaration, uploads)
-    decision = decide_shipment(services.policy, declaration, verdicts,
-                               audit_key=services.settings.audit_secret.get_secret_value().encode("utf-8"))
+    decision = decide_shipment(
+        services.policy,
+        declaration,
+        verdicts,
+        audit_key=services.settings.audit_secret.get_secret_value().encode("utf-8"),
+    )
     record = await run_in_threadpool(lambda: services.audit.record(decision, idempotency_key=key))
     if record.decision.decided_at == decision.decided_at:  # a replay returns the earlier decision's time
         services.metrics.decisions.labels(record.decision.tier.value).inc()
     return record
 
 
-@router.post("/shipments", response_model=ShipmentResponse, responses=PROBLEM_RESPONSES,
-             summary="Decide a shipment and record it")
+@router.post(
+    "/shipments",
+    response_model=ShipmentResponse,
+    responses=PROBLEM_RESPONSES,
+    summary="Decide a shipment and record it",
+)
 async def post_shipment(
     request: Request,
     services: ServicesDep,
     _caller: SubmitterDep,
     images: Annotated[list[UploadFile], File(description="The shipment's images.")],
-    declaration: Annotated[str, Form(description="Declaration as a JSON string.", examples=[DECLARATION_EXAMPLE])],
+    declaration: Annotated[
+        str, Form(description="Declaration as a JSON string.", examples=[DECLARATION_EXAMPLE])
+    ],
 ) -> ShipmentResponse:
     """Score the images with the declared cargo type's model, decide RELEASE / REMOTE_INSPECTION /
     PHYSICAL_INSPECTION under the loaded policy, and record the decision in the audit store.
@@ -120,17 +145,29 @@ async def post_shipment(
     parsed = parse_declaration(declaration)
     uploads = await decode_uploads(services, images)
     record = await submit_shipment(services, parsed, uploads)
-    request.state.log_extra = {"shipment_id": parsed.shipment_id, "tier": record.decision.tier.value,
-                               "seq": record.seq, "policy_version": record.decision.policy_version}
+    request.state.log_extra = {
+        "shipment_id": parsed.shipment_id,
+        "tier": record.decision.tier.value,
+        "seq": record.seq,
+        "policy_version": record.decision.policy_version,
+    }
     return _response(request, record)
 
 
-@router.get("/shipments/{shipment_id}", response_model=ShipmentResponse,
-            responses={401: {"description": "API key needed"}, 403: {"description": "Officer role needed"},
-                       404: {"description": "No such shipment"}, 422: {"description": "Malformed shipment id"}},
-            summary="A recorded decision")
-async def get_shipment(request: Request, shipment_id: ShipmentIdPath, audit: AuditDep,
-                       _caller: OfficerDep) -> ShipmentResponse:
+@router.get(
+    "/shipments/{shipment_id}",
+    response_model=ShipmentResponse,
+    responses={
+        401: {"description": "API key needed"},
+        403: {"description": "Officer role needed"},
+        404: {"description": "No such shipment"},
+        422: {"description": "Malformed shipment id"},
+    },
+    summary="A recorded decision",
+)
+async def get_shipment(
+    request: Request, shipment_id: ShipmentIdPath, audit: AuditDep, _caller: OfficerDep
+) -> ShipmentResponse:
     """The recorded decision of a shipment, with the officer's outcome if one was recorded."""
     record = await run_in_threadpool(audit.get, shipment_id)
     if record is None:
@@ -154,12 +191,24 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
     return await run_in_threadpool(audit.get, shipment_id)
 
 
-@router.post("/shipments/{shipment_id}/outcome", response_model=ShipmentResponse,
-             responses={401: {"description": "API key needed"}, 403: {"description": "Officer role needed"},
-                        404: {"description": "No such shipment"}, 422: {"description": "Invalid outcome"}},
-             summary="Record the inspection outcome")
-async def post_outcome(request: Request, shipment_id: ShipmentIdPath, services: ServicesDep,
-                       caller: OfficerDep, outcome: Annotated[OutcomeIn, Body()]) -> ShipmentResponse:
+@router.post(
+    "/shipments/{shipment_id}/outcome",
+    response_model=ShipmentResponse,
+    responses={
+        401: {"description": "API key needed"},
+        403: {"description": "Officer role needed"},
+        404: {"description": "No such shipment"},
+        422: {"description": "Invalid outcome"},
+    },
+    summary="Record the inspection outcome",
+)
+async def post_outcome(
+    request: Request,
+    shipment_id: ShipmentIdPath,
+    services: ServicesDep,
+    caller: OfficerDep,
+    outcome: Annotated[OutcomeIn, Body()],
+) -> ShipmentResponse:
     """The officer's finding after inspection: ``clean`` or the anomaly type found, with notes."""
     record = await record_outcome(services, shipment_id, outcome, caller.name)
     request.state.log_extra = {"shipment_id": shipment_id, "found": outcome.found}

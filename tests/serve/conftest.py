@@ -1,90 +1,28 @@
-"""Fakes and fixtures for the service tests: deterministic predictors, tiny PNGs, an app per test."""
+"""Fixtures for the service tests: an audit store and a started app per test.
+
+``serve_fakes`` (beside this file) holds the fakes; pytest's importlib mode does not put test folders
+on ``sys.path``, so this conftest does, once, for the modules of this folder.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from models.inference import GOOD, Prediction, Thresholds
-from pipeline.audit import AuditStore
-from serve.app import create_app
-from serve.settings import ServeSettings
+sys.path.insert(0, str(Path(__file__).parent))
 
-SUBMITTER_KEY = "submitter-key-0001"
-OFFICER_KEY = "officer-key-0001"
-ADMIN_KEY = "admin-key-0001"
-API_KEYS = f"submitter:{SUBMITTER_KEY},officer:{OFFICER_KEY},admin:{ADMIN_KEY}"
-THRESHOLDS = Thresholds(release=0.5, hold=0.8, target_miss_rate=0.01, method="fixed_for_tests")
+from serve_fakes import API_KEYS, FakePredictor  # noqa: E402
 
+from pipeline.audit import AuditStore  # noqa: E402
+from serve.app import create_app  # noqa: E402
+from serve.settings import ServeSettings  # noqa: E402
 
-class FakePredictor:
-    """Score = mean brightness in [0, 1]; anomaly map = per-pixel brightness. Records every batch size."""
-
-    def __init__(self, cargo_type: str = "bulk_ore", *, delay_s: float = 0.0, fail: bool = False) -> None:
-        self._cargo_type = cargo_type
-        self.delay_s = delay_s
-        self.fail = fail
-        self.batch_sizes: list[int] = []
-        self._lock = threading.Lock()
-
-    @property
-    def model_id(self) -> str:
-        return f"{self._cargo_type}-fake-0001"
-
-    @property
-    def cargo_type(self) -> str:
-        return self._cargo_type
-
-    @property
-    def thresholds(self) -> Thresholds:
-        return THRESHOLDS
-
-    @property
-    def card(self) -> Mapping[str, Any]:
-        return {"name": "fake", "backbone": "none"}
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        with self._lock:
-            self.batch_sizes.append(len(images))
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        if self.fail:
-            raise RuntimeError("fake model exploded")
-        out = []
-        for image in images:
-            gray = np.asarray(image, dtype=np.float32)
-            gray = gray.mean(axis=2) if gray.ndim == 3 else gray
-            amap = (gray / 255.0).astype(np.float32)
-            score = round(float(amap.mean()), 6)
-            anomalous = score >= THRESHOLDS.release
-            out.append(Prediction(
-                score=score, label="anomalous" if anomalous else GOOD,
-                anomaly_type="foreign_object" if anomalous else None,
-                type_probabilities={GOOD: round(1.0 - score, 6), "foreign_object": score},
-                anomaly_map=amap, thresholds=THRESHOLDS, model_id=self.model_id,
-            ))
-        return out
-
-
-def png_bytes(value: int, size: tuple[int, int] = (8, 8), *, ext: str = ".png") -> bytes:
-    """A flat grey image of brightness ``value`` (0-255), encoded; its fake score is value / 255."""
-    image = np.full((size[1], size[0], 3), value, dtype=np.uint8)
-    image[0, 0] = (value + 1) % 256 if ext == ".png" else value  # a distinct hash per size/value, same score-ish
-    ok, buf = cv2.imencode(ext, image)
-    assert ok
-    return buf.tobytes()
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+AppFactory = Callable[..., TestClient]
 
 
 @pytest.fixture

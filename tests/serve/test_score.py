@@ -1,0 +1,204 @@
+"""POST /v1/score: success, heatmaps, and every bad input as a 4xx problem body."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from serve_fakes import SUBMITTER_KEY, auth, png_bytes
+
+HEADERS = auth(SUBMITTER_KEY)
+
+
+def test_score_two_images_with_heatmap(make_client) -> None:
+    client = make_client()
+    files = [
+        ("images", ("dark.png", png_bytes(51), "image/png")),
+        ("images", ("bright.png", png_bytes(204, (6, 4)), "image/png")),
+    ]
+    response = client.post(
+        "/v1/score?heatmap=true", files=files, data={"cargo_type": "bulk_ore"}, headers=HEADERS
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert body["model_ids"] == ["bulk_ore-fake-0001"]
+    assert body["policy_version"] == "2026.11-example"
+    dark, bright = body["images"]
+    assert (dark["filename"], dark["width"], dark["height"], dark["label"]) == ("dark.png", 8, 8, "good")
+    assert dark["score"] == pytest.approx((51 * 63 + 52) / 64 / 255, abs=1e-6)
+    assert dark["anomaly_type"] is None
+    assert (bright["width"], bright["height"], bright["label"], bright["anomaly_type"]) == (
+        6,
+        4,
+        "anomalous",
+        "foreign_object",
+    )
+    assert bright["thresholds"] == {
+        "release": 0.5,
+        "hold": 0.8,
+        "target_miss_rate": 0.01,
+        "method": "fixed_for_tests",
+    }
+    png = base64.b64decode(bright["heatmap_png_base64"])
+    overlay = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert overlay.shape == (4, 6, 3)
+
+
+def test_score_without_heatmap_by_default_and_form_flag(make_client) -> None:
+    client = make_client()
+    files = [("images", ("a.png", png_bytes(10), "image/png"))]
+    plain = client.post("/v1/score", files=files, data={"cargo_type": "vacuum_pack"}, headers=HEADERS)
+    assert plain.json()["images"][0]["heatmap_png_base64"] is None
+    assert plain.json()["model_ids"] == ["vacuum_pack-fake-0001"]
+    flagged = client.post(
+        "/v1/score", files=files, data={"cargo_type": "vacuum_pack", "heatmap": "true"}, headers=HEADERS
+    )
+    assert flagged.json()["images"][0]["heatmap_png_base64"].startswith("iVBORw0KGgo")
+
+
+def test_grayscale_16bit_upload_is_scored(make_client) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((5, 7), 65535, dtype=np.uint16)).save(buf, format="PNG")
+    response = make_client().post(
+        "/v1/score",
+        files=[("images", ("xray.png", buf.getvalue(), "image/png"))],
+        data={"cargo_type": "bulk_ore"},
+        headers=HEADERS,
+    )
+    assert response.status_code == 200, response.text
+    image = response.json()["images"][0]
+    assert (image["width"], image["height"], image["score"], image["label"]) == (7, 5, 1.0, "anomalous")
+
+
+def _gif() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, format="GIF")
+    return buf.getvalue()
+
+
+BAD = [
+    # (case, files, form, status, problem type, detail)
+    (
+        "not an image",
+        [("images", ("notes.txt", b"hello world, no pixels", "text/plain"))],
+        {"cargo_type": "bulk_ore"},
+        422,
+        "bad-image",
+        "notes.txt: not a recognised image: data starts with b'hello wo' (",
+    ),
+    (
+        "truncated png",
+        [("images", ("cut.png", png_bytes(10, (16, 16))[:60], "image/png"))],
+        {"cargo_type": "bulk_ore"},
+        422,
+        "bad-image",
+        "cut.png: ",
+    ),
+    (
+        "gif refused",
+        [("images", ("anim.gif", _gif(), "image/gif"))],
+        {"cargo_type": "bulk_ore"},
+        422,
+        "bad-image",
+        "anim.gif: GIF files are not accepted",
+    ),
+    (
+        "unknown cargo type",
+        [("images", ("a.png", png_bytes(10), "image/png"))],
+        {"cargo_type": "crude_oil"},
+        422,
+        "unknown-cargo-type",
+        "no model for cargo type 'crude_oil'; accepted: bulk_ore, vacuum_pack",
+    ),
+    (
+        "missing cargo type",
+        [("images", ("a.png", png_bytes(10), "image/png"))],
+        {},
+        422,
+        "validation",
+        "body.cargo_type: Field required",
+    ),
+    ("missing images", [], {"cargo_type": "bulk_ore"}, 422, "validation", "body.images: Field required"),
+    (
+        "too many images",
+        [("images", (f"{i}.png", png_bytes(i), "image/png")) for i in range(4)],
+        {"cargo_type": "bulk_ore"},
+        413,
+        "request-too-large",
+        "4 images in one request; the limit is 3",
+    ),
+    (
+        "too many pixels",
+        [("images", ("big.png", png_bytes(10, (40, 30)), "image/png"))],
+        {"cargo_type": "bulk_ore"},
+        413,
+        "image-too-large",
+        "big.png: ",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "files", "form", "status", "slug", "detail"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_a_problem(make_client, case, files, form, status, slug, detail) -> None:
+    client = make_client(max_images_per_request=3, max_image_pixels=1000)
+    response = client.post("/v1/score", files=files or None, data=form, headers=HEADERS)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == f"https://clearsight.dev/problems/{slug}"
+    assert body["status"] == status
+    assert body["instance"] == "/v1/score"
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert body["detail"].startswith(detail), body["detail"]
+
+
+def test_format_allow_list(make_client) -> None:
+    client = make_client(allowed_formats="png")
+    ok, jpg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
+    response = client.post(
+        "/v1/score",
+        files=[("images", ("a.jpg", jpg.tobytes(), "image/jpeg"))],
+        data={"cargo_type": "bulk_ore"},
+        headers=HEADERS,
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"] == "a.jpg: format 'jpeg' is not accepted; accepted: png"
+
+
+def test_client_file_name_is_only_a_label(make_client, tmp_path) -> None:
+    response = make_client().post(
+        "/v1/score",
+        files=[("images", ("..\\..\\etc/passwd.png", png_bytes(10), "image/png"))],
+        data={"cargo_type": "bulk_ore"},
+        headers=HEADERS,
+    )
+    assert response.status_code == 200
+    assert response.json()["images"][0]["filename"] == "passwd.png"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "slug", "detail"),
+    [
+        ("GET", "/v1/nothing", 404, "not-found", "no resource at GET /v1/nothing"),
+        ("GET", "/v1/score", 405, "method-not-allowed", "GET is not allowed on /v1/score"),
+        ("DELETE", "/healthz", 405, "method-not-allowed", "DELETE is not allowed on /healthz"),
+    ],
+)
+def test_routing_errors_are_problems(make_client, method, path, status, slug, detail) -> None:
+    response = make_client().request(method, path, headers=HEADERS)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == f"https://clearsight.dev/problems/{slug}"
+    assert response.json()["detail"] == detail
+
+
+def test_request_id_is_echoed_or_replaced(make_client) -> None:
+    client = make_client()
+    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    replaced = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"}).headers["x-request-id"]
+    assert len(replaced) == 32 and replaced != "bad id\twith spaces"
