@@ -1,0 +1,95 @@
+"""Fakes shared by the batch-scorer tests (``test_score*.py``), imported by putting this folder on
+``sys.path`` (pytest's importlib mode does not), and by the kill-test helper in a subprocess.
+
+The fake predictor's score is the image's mean pixel / 255, so expected rows are computable by hand.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from models.inference import GOOD, Prediction, Thresholds
+
+THRESHOLDS = Thresholds(release=0.5, hold=0.8, target_miss_rate=0.01, method="fixed_for_tests")
+POISON = 13
+"""An image whose pixels all equal this value makes :class:`FakePredictor` raise (a model error)."""
+
+
+class FakePredictor:
+    """Deterministic predictor: score = mean pixel / 255; raises on :data:`POISON` images.
+
+    Attributes:
+        batch_sizes: the size of every ``predict`` call, in order (to check batching and retries).
+    """
+
+    def __init__(self, cargo_type: str = "bulk_ore", model_id: str | None = None) -> None:
+        self._cargo_type = cargo_type
+        self._model_id = model_id or f"fake-{cargo_type}"
+        self.batch_sizes: list[int] = []
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def cargo_type(self) -> str:
+        return self._cargo_type
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return THRESHOLDS
+
+    @property
+    def card(self) -> Mapping[str, Any]:
+        return {"model_id": self._model_id, "cargo_type": self._cargo_type}
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        with self._lock:
+            self.batch_sizes.append(len(images))
+        if any(int(np.asarray(im).max()) == POISON and int(np.asarray(im).min()) == POISON for im in images):
+            raise ValueError("poisoned image")
+        return [self._one(np.asarray(im)) for im in images]
+
+    def _one(self, image: np.ndarray) -> Prediction:
+        score = expected_score(image)
+        anomalous = score >= THRESHOLDS.release
+        gray = image.reshape(image.shape[0], image.shape[1], -1).mean(axis=2)
+        return Prediction(
+            score=score,
+            label="anomalous" if anomalous else GOOD,
+            anomaly_type="foreign_object" if anomalous else None,
+            type_probabilities={GOOD: 1.0 - score, "foreign_object": score},
+            anomaly_map=(gray / 255.0).astype(np.float32),
+            thresholds=THRESHOLDS,
+            model_id=self._model_id,
+        )
+
+
+def expected_score(image: np.ndarray) -> float:
+    """The fake's score of an image: mean pixel / 255."""
+    return float(np.asarray(image, dtype=np.float64).mean() / 255.0)
+
+
+def fake_factory() -> list[FakePredictor]:
+    """A predictor factory (for the Ray engine): one bulk-ore and one vacuum-pack model."""
+    return [FakePredictor("bulk_ore"), FakePredictor("vacuum_pack")]
+
+
+def write_png(path: Path, value: int, *, size: int = 8) -> Path:
+    """A flat (size, size, 3) PNG of ``value`` everywhere; its fake score is ``value / 255``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.full((size, size, 3), value, np.uint8)):
+        raise OSError(f"could not write {path}")
+    return path
+
+
+def write_images(folder: Path, values: Sequence[int], *, prefix: str = "img") -> list[Path]:
+    """One flat PNG per value, named ``{prefix}{index:04d}.png``."""
+    return [write_png(folder / f"{prefix}{i:04d}.png", v) for i, v in enumerate(values)]

@@ -1,0 +1,251 @@
+"""The batch scorer's runner and local engine, driven with a fake predictor through the public API."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from score_fakes import POISON, THRESHOLDS, FakePredictor, write_images, write_png  # noqa: E402
+
+from datasets.errors import CargoTypeError, InputError  # noqa: E402
+from pipeline.score import (  # noqa: E402
+    ImageTask,
+    LocalEngine,
+    ModelRouter,
+    heatmap_name,
+    iter_rows,
+    score_to_file,
+)
+from pipeline.verdicts import ImageVerdict  # noqa: E402
+
+
+def _rows_by_path(out: Path) -> dict[str, ImageVerdict]:
+    rows = list(iter_rows(out))
+    by_path = {row.path: row for row in rows}
+    assert len(by_path) == len(rows), "a path appears twice in the output"
+    return by_path
+
+
+def _engine(*predictors: FakePredictor, **kwargs: object) -> LocalEngine:
+    return LocalEngine(ModelRouter(list(predictors) or [FakePredictor()]), **kwargs)  # type: ignore[arg-type]
+
+
+def test_scores_every_image_with_exact_fields(tmp_path: Path) -> None:
+    paths = write_images(tmp_path / "img", [0, 51, 128, 204, 255])
+    tasks = [ImageTask(str(p), shipment_id="S1", declaration={"trader_id": "T9"}) for p in paths]
+    out = tmp_path / "out.jsonl"
+    summary = score_to_file(tasks, _engine(batch_size=2), out)
+    rows = _rows_by_path(out)
+    assert sorted(rows) == sorted(str(p) for p in paths)
+    row = rows[str(paths[2])]
+    assert row.score == pytest.approx(128 / 255)
+    assert (row.label, row.anomaly_type, row.cargo_type, row.model_id) == (
+        "anomalous",
+        "foreign_object",
+        "bulk_ore",
+        "fake-bulk_ore",
+    )
+    assert (row.threshold, row.hold_threshold) == (THRESHOLDS.release, THRESHOLDS.hold)
+    assert row.type_probabilities == pytest.approx({"good": 1 - 128 / 255, "foreign_object": 128 / 255})
+    assert row.declaration == {"trader_id": "T9"}
+    assert row.shipment_id == "S1"
+    assert row.error is None
+    assert len(row.sha256 or "") == 64
+    assert rows[str(paths[0])].label == "good"
+    assert (summary.scored, summary.errors, dict(summary.by_label)) == (5, 0, {"good": 2, "anomalous": 3})
+
+
+def test_corrupt_and_missing_files_become_error_rows(tmp_path: Path) -> None:
+    good = write_images(tmp_path, [10, 200])
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    missing = tmp_path / "missing.png"
+    tasks = [ImageTask(str(p)) for p in (good[0], corrupt, text, missing, good[1])]
+    out = tmp_path / "out.jsonl"
+    summary = score_to_file(tasks, _engine(), out)
+    rows = _rows_by_path(out)
+    assert [rows[str(p)].error is None for p in (good[0], corrupt, text, missing, good[1])] == [
+        True,
+        False,
+        False,
+        False,
+        True,
+    ]
+    for bad in (corrupt, text, missing):
+        row = rows[str(bad)]
+        assert row.error is not None and row.error.startswith("ImageDecodeError: ")
+        assert str(bad) in row.error
+        assert (row.score, row.label, row.model_id) == (None, None, None)
+    assert (summary.scored, summary.errors, dict(summary.error_kinds)) == (2, 3, {"ImageDecodeError": 3})
+
+
+@pytest.mark.parametrize(
+    ("cargo_type", "expected"),
+    [
+        ("bulk_ore", "fake-bulk_ore"),
+        ("vacuum_pack", "fake-vacuum_pack"),
+        ("crude_oil", "no model for cargo type 'crude_oil'; loaded: 'bulk_ore', 'vacuum_pack'"),
+        (None, "no cargo type for this image and 2 models loaded ('bulk_ore', 'vacuum_pack'); "
+         "give it in the manifest or with --cargo-type"),
+    ],
+)
+def test_multi_model_routing(tmp_path: Path, cargo_type: str | None, expected: str) -> None:
+    (path,) = write_images(tmp_path, [90])
+    out = tmp_path / "out.jsonl"
+    score_to_file(
+        [ImageTask(str(path), cargo_type=cargo_type)],
+        _engine(FakePredictor("bulk_ore"), FakePredictor("vacuum_pack")),
+        out,
+    )
+    (row,) = iter_rows(out)
+    assert row.cargo_type == cargo_type
+    assert (row.model_id if row.error is None else row.error) == expected
+
+
+def test_single_model_takes_images_without_a_cargo_type(tmp_path: Path) -> None:
+    (path,) = write_images(tmp_path, [90])
+    out = tmp_path / "out.jsonl"
+    score_to_file([ImageTask(str(path))], _engine(FakePredictor("vacuum_pack")), out)
+    (row,) = iter_rows(out)
+    assert (row.cargo_type, row.model_id, row.error) == ("vacuum_pack", "fake-vacuum_pack", None)
+
+
+def test_two_models_for_one_cargo_type_are_refused() -> None:
+    with pytest.raises(CargoTypeError, match="two models for cargo type 'bulk_ore': 'a' and 'b'"):
+        ModelRouter([FakePredictor("bulk_ore", "a"), FakePredictor("bulk_ore", "b")])
+
+
+def test_model_error_retries_one_by_one(tmp_path: Path) -> None:
+    paths = write_images(tmp_path, [20, POISON, 40, 60])
+    predictor = FakePredictor()
+    out = tmp_path / "out.jsonl"
+    summary = score_to_file([ImageTask(str(p)) for p in paths], _engine(predictor, batch_size=4), out)
+    rows = _rows_by_path(out)
+    assert predictor.batch_sizes == [4, 1, 1, 1, 1]
+    poisoned = rows[str(paths[1])]
+    assert poisoned.error == "model error in 'fake-bulk_ore': ValueError: poisoned image"
+    assert poisoned.sha256 is not None and poisoned.score is None
+    scores = [rows[str(p)].score for p in (paths[0], paths[2], paths[3])]
+    assert scores == pytest.approx([20 / 255, 40 / 255, 60 / 255])
+    assert (summary.scored, summary.errors) == (3, 1)
+
+
+def test_heatmaps_are_written_under_hashed_names(tmp_path: Path) -> None:
+    paths = write_images(tmp_path / "img", [30, 220])
+    tricky = write_png(tmp_path / "img" / "..weird name.png", 100)
+    heatmaps = tmp_path / "heat"
+    out = tmp_path / "out.jsonl"
+    score_to_file([ImageTask(str(p)) for p in [*paths, tricky]], _engine(), out, heatmap_dir=heatmaps)
+    rows = _rows_by_path(out)
+    names = sorted(p.name for p in heatmaps.iterdir())
+    assert names == sorted(heatmap_name(str(p)) for p in [*paths, tricky])
+    for path in [*paths, tricky]:
+        heatmap = Path(rows[str(path)].heatmap or "")
+        assert heatmap.parent == heatmaps and heatmap.name == heatmap_name(str(path))
+        image = cv2.imread(str(heatmap))
+        assert image is not None and image.shape == (8, 8, 3)
+
+
+def test_no_heatmap_for_error_rows(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    out = tmp_path / "out.jsonl"
+    score_to_file([ImageTask(str(bad))], _engine(), out, heatmap_dir=tmp_path / "heat")
+    (row,) = iter_rows(out)
+    assert row.heatmap is None
+    assert list((tmp_path / "heat").iterdir()) == []
+
+
+def test_generator_input_is_pulled_lazily_with_bounded_memory(tmp_path: Path) -> None:
+    """A long generator is never drained ahead of the model: held images stay under the bound."""
+    (image,) = write_images(tmp_path, [77])
+    pulled = 0
+    lag: list[int] = []
+    predictor = FakePredictor()
+    original = predictor.predict
+
+    def predict(images: list[np.ndarray]) -> list[object]:
+        lag.append(pulled - sum(predictor.batch_sizes))  # pulled but not yet predicted
+        return original(images)  # type: ignore[return-value]
+
+    predictor.predict = predict  # type: ignore[method-assign]
+
+    engine = _engine(predictor, workers=2, batch_size=4)
+    assert engine.memory_bound == 2 * 2 * 4 + 4
+    # Unique paths: symlinks to one image, created lazily as the generator is pulled.
+    links = tmp_path / "links"
+    links.mkdir()
+
+    def linked() -> Iterator[ImageTask]:
+        nonlocal pulled
+        for i in range(600):
+            link = links / f"{i:05d}.png"
+            link.symlink_to(image)
+            pulled += 1
+            yield ImageTask(str(link))
+
+    out = tmp_path / "out.jsonl"
+    summary = score_to_file(linked(), engine, out)
+    assert summary.scored == 600
+    assert summary.peak_in_flight <= engine.memory_bound
+    assert max(lag) <= engine.memory_bound
+    assert sum(1 for _ in iter_rows(out)) == 600
+
+
+def test_duplicate_inputs_are_scored_once(tmp_path: Path) -> None:
+    paths = write_images(tmp_path, [1, 2])
+    tasks = [ImageTask(str(p)) for p in (paths[0], paths[1], paths[0])]
+    out = tmp_path / "out.jsonl"
+    summary = score_to_file(tasks, _engine(), out)
+    assert sorted(_rows_by_path(out)) == sorted(str(p) for p in paths)
+    assert (summary.scored, summary.duplicates) == (2, 1)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_existing_output_needs_resume_or_overwrite(tmp_path: Path, suffix: str) -> None:
+    paths = write_images(tmp_path, [5, 6, 7])
+    out = tmp_path / f"out{suffix}"
+    score_to_file([ImageTask(str(paths[0]))], _engine(), out)
+    with pytest.raises(InputError, match="already exists; pass --resume to continue it or --overwrite"):
+        score_to_file([ImageTask(str(p)) for p in paths], _engine(), out)
+    summary = score_to_file([ImageTask(str(p)) for p in paths], _engine(), out, resume=True)
+    assert (summary.skipped_done, summary.scored) == (1, 2)
+    assert sorted(_rows_by_path(out)) == sorted(str(p) for p in paths)
+    summary = score_to_file([ImageTask(str(paths[2]))], _engine(), out, overwrite=True)
+    assert sorted(_rows_by_path(out)) == [str(paths[2])]
+
+
+def test_bad_output_suffix_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"suffix '\.txt'; use \.jsonl, \.csv or \.parquet"):
+        score_to_file([], _engine(), tmp_path / "out.txt")
+
+
+@pytest.mark.parametrize("parallelism", ["threads", "processes"])
+def test_threads_and_processes_give_the_same_rows(tmp_path: Path, parallelism: str) -> None:
+    paths = write_images(tmp_path, [3, 100, 250])
+    out = tmp_path / "out.jsonl"
+    score_to_file([ImageTask(str(p)) for p in paths], _engine(parallelism=parallelism), out)
+    rows = _rows_by_path(out)
+    assert [rows[str(p)].score for p in paths] == pytest.approx([3 / 255, 100 / 255, 250 / 255])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"workers": 0}, "workers must be at least 1, got 0"),
+        ({"batch_size": 0}, "batch size must be at least 1, got 0"),
+        ({"parallelism": "fibres"}, "parallelism must be 'threads' or 'processes', got 'fibres'"),
+    ],
+)
+def test_engine_options_are_validated(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        _engine(**kwargs)

@@ -1,0 +1,155 @@
+"""Output rows: format round trips, torn-tail recovery for --resume, the Parquet journal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from datasets.errors import DatasetFormatError
+from pipeline.score.writer import FIELDS, finish_output, iter_rows, journal_path, open_output
+from pipeline.verdicts import ImageVerdict
+
+ROWS = [
+    ImageVerdict(
+        path="/data/ship 1/a,b\"c'.png",
+        sha256="ab" * 32,
+        shipment_id="S-1",
+        cargo_type="bulk_ore",
+        score=0.1 + 0.2,  # 0.30000000000000004: floats must round-trip exactly
+        label="good",
+        anomaly_type=None,
+        type_probabilities={"good": 0.75, "foreign_object": 0.25},
+        threshold=0.5,
+        hold_threshold=0.8,
+        model_id="bulk_ore-lite0-3f2a9c1b",
+        heatmap="/heat/0123.png",
+        declaration={"trader_id": "T1", "radiation_alarm": False, "extra": {"hs": "2601"}},
+    ),
+    ImageVerdict(
+        path="/data/ünïcode\nnewline.png", error="ImageDecodeError: truncated", cargo_type="vacuum_pack"
+    ),
+    ImageVerdict(path="plain.png"),
+]
+
+
+def _write(out: Path, rows: list[ImageVerdict]) -> None:
+    writer, done = open_output(out, resume=out.exists() or journal_path(out).exists(), overwrite=False)
+    with writer:
+        for row in rows:
+            writer.write(row)
+    finish_output(out)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_round_trip(tmp_path: Path, suffix: str) -> None:
+    out = tmp_path / f"out{suffix}"
+    _write(out, ROWS)
+    assert list(iter_rows(out)) == ROWS
+
+
+def test_csv_and_parquet_nest_as_json_strings(tmp_path: Path) -> None:
+    _write(tmp_path / "out.parquet", ROWS[:1])
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.column_names == list(FIELDS)
+    assert json.loads(table.column("type_probabilities")[0].as_py()) == {"foreign_object": 0.25, "good": 0.75}
+    assert not journal_path(tmp_path / "out.parquet").exists()
+    _write(tmp_path / "out.csv", ROWS[:1])
+    header, line = (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()
+    assert header == ",".join(FIELDS)
+    assert '"{""foreign_object"": 0.25, ""good"": 0.75}"' in line
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+@pytest.mark.parametrize("cut", [1, 7, 20, 41])
+def test_resume_cuts_a_torn_last_row(tmp_path: Path, suffix: str, cut: int) -> None:
+    out = tmp_path / f"out{suffix}"
+    _write(out, ROWS[:1])
+    whole = out.read_bytes()
+    # A crash while the second row was being written: only its first `cut` bytes reached the file.
+    _write(tmp_path / f"full{suffix}", ROWS[:2])
+    full = (tmp_path / f"full{suffix}").read_bytes()
+    out.write_bytes(full[: len(whole) + cut])
+    writer, done = open_output(out, resume=True, overwrite=False)
+    writer.close()
+    assert done == {ROWS[0].path}
+    assert out.read_bytes() == whole
+    _write(out, ROWS[1:])
+    assert list(iter_rows(out)) == ROWS
+
+
+def test_csv_row_torn_at_an_embedded_newline(tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    _write(out, ROWS[:2])
+    data = out.read_bytes()
+    cut = data.index(b"newline.png") - 1  # just after the newline inside the quoted path
+    out.write_bytes(data[:cut])
+    writer, done = open_output(out, resume=True, overwrite=False)
+    writer.close()
+    assert done == {ROWS[0].path}
+    assert list(iter_rows(out)) == ROWS[:1]
+
+
+def test_csv_torn_header_starts_again(tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    out.write_bytes(b"path,sha")
+    writer, done = open_output(out, resume=True, overwrite=False)
+    with writer:
+        writer.write(ROWS[2])
+    assert done == set()
+    assert list(iter_rows(out)) == ROWS[2:]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "content", "message"),
+    [
+        (".jsonl", b'{"path": "a.png"}\nnot json\n{"path": "b.png"}\n', r"out\.jsonl:2: not an output row"),
+        (".csv", b"a,b,c\n1,2,3\n", r"header \['a', 'b', 'c'\] is not Clearsight's score header"),
+    ],
+)
+def test_resume_refuses_a_file_that_is_not_a_score_output(
+    tmp_path: Path, suffix: str, content: bytes, message: str
+) -> None:
+    out = tmp_path / f"out{suffix}"
+    out.write_bytes(content)
+    with pytest.raises(DatasetFormatError, match=message):
+        open_output(out, resume=True, overwrite=False)
+
+
+def test_parquet_resume_from_journal_after_a_crash(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    writer, _ = open_output(out, resume=False, overwrite=False)
+    with writer:
+        writer.write(ROWS[0])
+    assert not out.exists() and journal_path(out).exists()  # killed before the conversion
+    writer, done = open_output(out, resume=True, overwrite=False)
+    with writer:
+        writer.write(ROWS[1])
+    finish_output(out)
+    assert done == {ROWS[0].path}
+    assert list(iter_rows(out)) == ROWS[:2]
+
+
+def test_parquet_resume_after_a_finished_run_appends(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    _write(out, ROWS[:1])
+    writer, done = open_output(out, resume=True, overwrite=False)
+    with writer:
+        writer.write(ROWS[2])
+    finish_output(out)
+    assert done == {ROWS[0].path}
+    assert list(iter_rows(out)) == [ROWS[0], ROWS[2]]
+
+
+def test_chunks_are_flushed_to_the_file(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    writer, _ = open_output(out, resume=False, overwrite=False)
+    writer.chunk_rows = 2
+    writer.flush_seconds = 3600.0
+    writer.write(ROWS[0])
+    assert out.read_bytes() == b""  # buffered: under a chunk, within the time
+    writer.write(ROWS[1])
+    assert len(out.read_bytes().splitlines()) == 2
+    writer.close()
