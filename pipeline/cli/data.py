@@ -1,9 +1,91 @@
-"""`clearsight data` commands (not built yet)."""
+"""`clearsight data` commands: render a synthetic labelled dataset and look at it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from datasets.errors import InputError
+from datasets.synth import CARGO_TYPES, SynthConfig, contact_sheet, generate_dataset
+
+__all__ = ["register"]
+
+data_app = typer.Typer(
+    help="Synthetic inspection data: render a labelled dataset, preview it.", no_args_is_help=True
+)
+
+
+def _split_list(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@data_app.command("synth")
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (created if missing).")],
+    cargo: Annotated[str, typer.Option(help=f"Cargo type: {', '.join(CARGO_TYPES)} or all.")] = "all",
+    seed: Annotated[
+        int, typer.Option(help="Seed; the same arguments and seed give byte-identical files.")
+    ] = 0,
+    size: Annotated[int, typer.Option(help="Image side in pixels (64-4096).")] = 256,
+    train_good: Annotated[int, typer.Option(help="Normal training images per cargo type.")] = 100,
+    train_anomalous: Annotated[
+        int,
+        typer.Option(help="Labelled anomalous training images per anomaly type (held-out types get none)."),
+    ] = 0,
+    test_good: Annotated[int, typer.Option(help="Normal test images per cargo type.")] = 40,
+    test_anomalous: Annotated[int, typer.Option(help="Anomalous test images per anomaly type.")] = 10,
+    holdout_types: Annotated[
+        str,
+        typer.Option(help="Comma-separated anomaly types never shown in training, e.g. puncture,wet_patch."),
+    ] = "",
+    workers: Annotated[int, typer.Option(help="Worker processes rendering in parallel.")] = 2,
+) -> None:
+    """Render a synthetic dataset: MVTec layout per cargo type, manifest.csv (test images as shipments)
+    and dataset.json (arguments, counts, per-image variant and severity)."""
+    if cargo != "all" and cargo not in CARGO_TYPES:
+        raise InputError(f"unknown cargo type {cargo!r}; accepted: {', '.join(CARGO_TYPES)}, all")
+    config = SynthConfig(
+        out=out,
+        cargo=CARGO_TYPES if cargo == "all" else (cargo,),
+        seed=seed,
+        size=size,
+        train_good=train_good,
+        train_anomalous=train_anomalous,
+        test_good=test_good,
+        test_anomalous=test_anomalous,
+        holdout_types=_split_list(holdout_types),
+        workers=workers,
+    )
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+        task = bar.add_task("render", total=None)
+        summary = generate_dataset(
+            config, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    typer.echo(f"Wrote {summary.images} images to {summary.root} (manifest.csv, dataset.json)")
+
+
+@data_app.command("preview")
+def preview(
+    root: Annotated[Path, typer.Argument(help="A folder written by `clearsight data synth`.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write the contact sheet to.")],
+    per_type: Annotated[int, typer.Option(help="Images per row (per cargo type x anomaly type).")] = 6,
+    cargo: Annotated[
+        str, typer.Option(help=f"Only this cargo type ({', '.join(CARGO_TYPES)}); default all.")
+    ] = "",
+) -> None:
+    """Draw ONE contact sheet of the test images: a row per cargo type x anomaly type (good first),
+    anomaly masks outlined in magenta. Use --cargo for a sheet of one cargo type."""
+    path = contact_sheet(root, out, per_type=per_type, cargo=cargo or None)
+    typer.echo(f"Wrote {path}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add the `data` command group to the root app."""
+    app.add_typer(data_app, name="data")

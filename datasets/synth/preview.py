@@ -1,0 +1,115 @@
+"""Contact sheet of a synthetic dataset: a row per cargo type x anomaly type, mask outlines drawn.
+
+It reads the dataset's ``dataset.json`` (written by :func:`generate_dataset`) and decodes images
+with :func:`datasets.decode.decode_image`, so 16-bit and grayscale images show as they are stored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from datasets.decode import decode_image
+from datasets.errors import DatasetFormatError, InputError
+from datasets.synth.sample import ANOMALY_TYPES, GOOD
+
+__all__ = ["contact_sheet"]
+
+_OUTLINE = (255, 0, 255)  # magenta: absent from ore and pack scenes, visible on both
+_LABEL_W = 190
+
+
+def _thumb(path: Path, thumb: int) -> np.ndarray:
+    pixels = decode_image(path).pixels
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
+    return cv2.resize(np.ascontiguousarray(pixels[..., :3]), (thumb, thumb), interpolation=cv2.INTER_AREA)
+
+
+def _outline(img: np.ndarray, mask_path: Path, thumb: int) -> np.ndarray:
+    mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise DatasetFormatError(f"cannot read mask {mask_path}; expected a 0/255 PNG")
+    small = cv2.resize(mask, (thumb, thumb), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours((small > 127).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    out = img.copy()
+    cv2.drawContours(out, contours, -1, _OUTLINE, 1)
+    return out
+
+
+def contact_sheet(
+    root: Path,
+    out: Path,
+    *,
+    per_type: int = 6,
+    cargo: str | None = None,
+    split: str = "test",
+    thumb: int = 128,
+) -> Path:
+    """Draw a contact sheet of ``root`` to the PNG ``out``; returns ``out``.
+
+    Rows are cargo type x anomaly type, ``good`` first; each row holds the first ``per_type`` images
+    of that type in ``split``, with the anomaly masks outlined in magenta. ``cargo`` limits the sheet
+    to one cargo type.
+
+    Raises:
+        DatasetFormatError: ``root`` has no readable ``dataset.json``, or nothing to show.
+    """
+    if per_type < 1:
+        raise InputError(f"--per-type {per_type} is out of range; accepted: 1 or more")
+    meta_path = root / "dataset.json"
+    try:
+        meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+        images = meta["images"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetFormatError(
+            f"{meta_path} is missing or unreadable; expected a folder written by `clearsight data synth`"
+        ) from exc
+    cargos = [c for c in ANOMALY_TYPES if any(e["cargo_type"] == c for e in images)]
+    if cargo is not None:
+        if cargo not in cargos:
+            raise InputError(f"cargo type {cargo!r} is not in {root}; accepted: {', '.join(cargos)}")
+        cargos = [cargo]
+    rows: list[np.ndarray] = []
+    for c in cargos:
+        for t in (GOOD, *ANOMALY_TYPES[c]):
+            picked = [
+                e for e in images if e["cargo_type"] == c and e["split"] == split and e["anomaly_type"] == t
+            ]
+            if not picked:
+                continue
+            tiles = []
+            for e in picked[:per_type]:
+                img = _thumb(root / e["path"], thumb)
+                if e["mask_path"]:
+                    img = _outline(img, root / e["mask_path"], thumb)
+                tiles.append(img)
+            tiles += [np.full((thumb, thumb, 3), 32, np.uint8)] * (per_type - len(tiles))
+            label = np.full((thumb, _LABEL_W, 3), 24, np.uint8)
+            cv2.putText(
+                label, c, (8, thumb // 2 - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (200, 200, 200), 1, cv2.LINE_AA
+            )
+            cv2.putText(
+                label, t, (8, thumb // 2 + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA
+            )
+            rows.append(np.hstack([label, *tiles]))
+    if not rows:
+        raise DatasetFormatError(
+            f"{root} has no {split} images to show; generate some with `clearsight data synth`"
+        )
+    sheet = np.vstack(rows)
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(sheet[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not ok:
+        raise DatasetFormatError(f"OpenCV could not encode the contact sheet ({sheet.shape})")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(buf.tobytes())
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror}") from exc
+    return out
