@@ -62,7 +62,15 @@ _XMP_ORIENTATION = re.compile(rb'tiff:Orientation(?:="|>)([1-8])')
 
 # Pillow modes decoded as they are, and the ones converted first; everything else is refused.
 _GRAY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
-_CONVERT_MODES = {"1": "L", "P": "RGBA", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "RGBa": "RGBA", "La": "LA"}
+_CONVERT_MODES = {
+    "1": "L",
+    "P": "RGBA",
+    "PA": "RGBA",
+    "CMYK": "RGB",
+    "YCbCr": "RGB",
+    "RGBa": "RGBA",
+    "La": "LA",
+}
 _ACCEPTED_MODES_TEXT = "accepted modes: 1, L, LA, P, PA, RGB, RGBA, RGBX, CMYK, YCbCr, I;16, 16-bit RGB/RGBA"
 
 # Pillow emits recoverable metadata problems (a corrupt EXIF tag, an odd APNG chunk, its own
@@ -332,7 +340,9 @@ def _check_jpeg_complete(data: bytes, source: str) -> None:
     """
     last_scan = data.rfind(b"\xff\xda")
     if last_scan < 0:
-        raise ImageDecodeError("truncated or corrupt JPEG: no image data (start-of-scan marker)", source=source)
+        raise ImageDecodeError(
+            "truncated or corrupt JPEG: no image data (start-of-scan marker)", source=source
+        )
     if data.rfind(b"\xff\xd9") < last_scan:
         raise ImageDecodeError("truncated JPEG: no end-of-image marker after the image data", source=source)
 
@@ -445,7 +455,9 @@ def _load_with_pillow(im: ImageFile.ImageFile, fmt: str, source: str) -> np.ndar
         elif mode in ("RGB", "RGBA", "RGBX"):
             arr = np.asarray(converted)[:, :, :3]
         else:
-            raise ImageDecodeError(f"unsupported image mode {im.mode!r} ({_ACCEPTED_MODES_TEXT})", source=source)
+            raise ImageDecodeError(
+                f"unsupported image mode {im.mode!r} ({_ACCEPTED_MODES_TEXT})", source=source
+            )
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -455,9 +467,7 @@ def _load_with_pillow(im: ImageFile.ImageFile, fmt: str, source: str) -> np.ndar
     return _own(arr)
 
 
-def _load_16bit_colour(
-    data: bytes, *, mode: str, size: tuple[int, int], fmt: str, source: str
-) -> np.ndarray:
+def _load_16bit_colour(data: bytes, *, mode: str, size: tuple[int, int], fmt: str, source: str) -> np.ndarray:
     """Decode 16-bit colour with OpenCV, which keeps all 16 bits; (H, W, 1|3) uint16."""
     if fmt == "tiff":
         # OpenCV turns TIFFs upright itself, whatever the flags (4.x-5.0); reset the tag so that it

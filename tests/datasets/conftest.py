@@ -2,12 +2,17 @@
 
 Every builder returns encoded bytes (or writes a file) made on the spot with Pillow, OpenCV or, for
 what neither writes (16-bit RGB TIFF with an orientation tag, a decompression-bomb PNG), by hand.
+
+The test modules build their parametrize tables from these at collection time, so they import them
+(``from datasets_test_images import encode``): pytest's importlib mode gives a conftest no importable
+name, so this one registers itself under that name.
 """
 
 from __future__ import annotations
 
 import io
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -15,6 +20,8 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+
+sys.modules.setdefault("datasets_test_images", sys.modules[__name__])
 
 REAL_ORE = Path(__file__).resolve().parents[1] / "fixtures" / "real_ore"
 

@@ -1,0 +1,561 @@
+"""decode_image / read_image_size / to_float_rgb: every format x mode, orientation, limits, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets_test_images import (
+    REAL_ORE,
+    _png_chunk,
+    bomb_png,
+    encode,
+    encode_cv2,
+    exif_orientation,
+    quadrants,
+    ramp16,
+    tiff_uncompressed,
+)
+from PIL import Image, ImageOps
+
+from datasets.decode import DecodedImage, DecodeLimits, decode_image, read_image_size, to_float_rgb
+from datasets.errors import ImageDecodeError, ImageTooLargeError
+
+RNG = np.random.default_rng(7)
+RGB8 = RNG.integers(0, 256, (9, 13, 3), dtype=np.uint8)
+GRAY8 = RNG.integers(0, 256, (9, 13), dtype=np.uint8)
+GRAY16 = ramp16(9, 13, 1)[:, :, 0]
+ALPHA8 = RNG.integers(0, 256, (9, 13), dtype=np.uint8)
+
+
+def _palette_image(transparency: bool) -> Image.Image:
+    im = Image.fromarray(RGB8).quantize(colors=16)
+    if transparency:
+        im.info["transparency"] = 3
+    return im
+
+
+# --------------------------------------------------------------------------------------------------
+# Lossless formats x modes: exact pixels
+
+
+def _lossless_cases() -> list[tuple[str, bytes, np.ndarray, str, str, int]]:
+    rgba = np.dstack([RGB8, ALPHA8])
+    la = Image.fromarray(np.dstack([GRAY8, ALPHA8]), "LA")
+    pal = _palette_image(False)
+    pal_t = _palette_image(True)
+    pal_rgb = np.asarray(pal.convert("RGB"))
+    cases = []
+    for fmt, name in (("PNG", "png"), ("TIFF", "tiff"), ("BMP", "bmp"), ("WEBP", "webp")):
+        kw = {"lossless": True} if fmt == "WEBP" else {}
+        cases.append((f"{name}-rgb", encode(RGB8, fmt, **kw), RGB8, name, "RGB", 8))
+        # Pillow writes 32-bit BMP without an alpha mask, so it reads back as RGB.
+        cases.append(
+            (f"{name}-rgba", encode(rgba, fmt, **kw), RGB8, name, "RGB" if fmt == "BMP" else "RGBA", 8)
+        )
+    for fmt, name in (("PNG", "png"), ("TIFF", "tiff"), ("BMP", "bmp")):
+        cases.append((f"{name}-gray8", encode(GRAY8, fmt), GRAY8[:, :, None], name, "L", 8))
+        cases.append((f"{name}-palette", encode(pal, fmt), pal_rgb, name, "P", 8))
+    cases += [
+        ("png-la", encode(la, "PNG"), GRAY8[:, :, None], "png", "LA", 8),
+        ("tiff-la", encode(la, "TIFF"), GRAY8[:, :, None], "tiff", "LA", 8),
+        ("png-palette-transparency", encode(pal_t, "PNG", transparency=3), pal_rgb, "png", "P", 8),
+        (
+            "png-bilevel",
+            encode(Image.fromarray(GRAY8 > 127), "PNG"),
+            (GRAY8[:, :, None] > 127) * np.uint8(255),
+            "png",
+            "1",
+            8,
+        ),
+        ("png-gray16", encode_cv2(GRAY16, ".png"), GRAY16[:, :, None], "png", "I;16", 16),
+        ("tiff-gray16", encode_cv2(GRAY16, ".tiff"), GRAY16[:, :, None], "tiff", "I;16", 16),
+        ("png-rgb16", encode_cv2(ramp16(), ".png"), ramp16(), "png", "RGB", 16),
+        ("tiff-rgb16", encode_cv2(ramp16(), ".tiff"), ramp16(), "tiff", "RGB", 16),
+        ("tiff-rgb16-handwritten", tiff_uncompressed(ramp16()), ramp16(), "tiff", "RGB", 16),
+        (
+            "png-rgba16",
+            encode_cv2(ramp16(channels=4)[:, :, [2, 1, 0, 3]], ".png"),
+            ramp16(channels=4)[:, :, :3],
+            "png",
+            "RGBA",
+            16,
+        ),
+    ]
+    return cases
+
+
+LOSSLESS = _lossless_cases()
+
+
+@pytest.mark.parametrize(
+    ("data", "expected", "fmt", "mode", "bits"), [c[1:] for c in LOSSLESS], ids=[c[0] for c in LOSSLESS]
+)
+def test_lossless_formats_and_modes_decode_exactly(
+    data: bytes, expected: np.ndarray, fmt: str, mode: str, bits: int
+) -> None:
+    out = decode_image(data)
+    assert (out.format, out.mode, out.bit_depth) == (fmt, mode, bits)
+    assert out.pixels.dtype == (np.uint16 if bits == 16 else np.uint8)
+    assert out.pixels.flags.c_contiguous and out.pixels.flags.writeable
+    np.testing.assert_array_equal(out.pixels, expected)
+
+
+def test_palette_conversion_is_warning_free_with_byte_transparency() -> None:
+    # A tRNS table (bytes) is the case Pillow warns about when converting P -> RGB.
+    im = _palette_image(False)
+    data = encode(im, "PNG", transparency=bytes([0] * 4 + [255] * 12))
+    out = decode_image(data)
+    np.testing.assert_array_equal(out.pixels, np.asarray(im.convert("RGB")))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kw"), [("JPEG", {"quality": 95}), ("WEBP", {"quality": 95})], ids=["jpeg", "webp-lossy"]
+)
+@pytest.mark.parametrize("gray", [False, True], ids=["rgb", "gray"])
+def test_lossy_formats_decode_close(fmt: str, kw: dict[str, int], gray: bool) -> None:
+    src = quadrants()
+    if gray:
+        src = src[:, :, 0]
+    out = decode_image(encode(src, fmt, **kw))
+    # WebP has no grayscale: a gray WebP comes back RGB with equal channels.
+    expected = src[:, :, None] if gray and fmt == "JPEG" else (np.dstack([src] * 3) if gray else src)
+    assert out.pixels.shape == expected.shape
+    assert np.abs(out.pixels.astype(int) - expected).mean() < 6.0
+
+
+def test_cmyk_jpeg_comes_back_rgb() -> None:
+    data = encode(Image.fromarray(quadrants()).convert("CMYK"), "JPEG", quality=95)
+    out = decode_image(data)
+    assert (out.mode, out.pixels.shape) == ("CMYK", (40, 60, 3))
+    assert np.abs(out.pixels.astype(int) - quadrants()).mean() < 4.0
+
+
+# --------------------------------------------------------------------------------------------------
+# EXIF orientation
+
+
+def _oriented(fmt: str, orientation: int) -> bytes:
+    src = quadrants()
+    if fmt == "PNG-late-exif":
+        # eXIf after IDAT is legal PNG; only visible once the image data is read.
+        plain = encode(src, "PNG")
+        end = plain.index(b"IEND") - 4
+        return plain[:end] + _png_chunk(b"eXIf", exif_orientation(orientation)[6:]) + plain[end:]
+    if fmt == "TIFF":
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        return encode(src, "TIFF", exif=exif)
+    kw = {"lossless": True} if fmt == "WEBP" else {}
+    return encode(src, fmt, exif=exif_orientation(orientation), **kw)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF", "PNG-late-exif"])
+def test_exif_orientation_matches_pillow_exif_transpose(fmt: str, orientation: int) -> None:
+    data = _oriented(fmt, orientation)
+    out = decode_image(data)
+    with Image.open(io.BytesIO(data)) as im:
+        reference = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    np.testing.assert_array_equal(out.pixels, reference)
+    height, width = (60, 40) if orientation >= 5 else (40, 60)
+    assert out.pixels.shape[:2] == (height, width)
+    if fmt != "PNG-late-exif":
+        assert read_image_size(data) == (width, height)
+
+
+# Where the red quadrant (top-left in the stored image) ends up once upright, per EXIF spec.
+RED_CORNER = {1: (0, 0), 2: (0, -1), 3: (-1, -1), 4: (-1, 0), 5: (0, 0), 6: (0, -1), 7: (-1, -1), 8: (-1, 0)}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpeg_orientation_puts_the_stored_top_left_where_exif_says(orientation: int) -> None:
+    out = decode_image(encode(quadrants(), "JPEG", quality=95, exif=exif_orientation(orientation)))
+    y, x = RED_CORNER[orientation]
+    r, g, b = out.pixels[y, x].astype(int)
+    assert r > 180 and g < 70 and b < 70
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_16bit_rgb_tiff_orientation_keeps_all_16_bits(orientation: int) -> None:
+    src = ramp16()
+    out16 = decode_image(tiff_uncompressed(src, orientation=orientation))
+    out8 = decode_image(tiff_uncompressed((src >> 8).astype(np.uint8), orientation=orientation))
+    assert out16.bit_depth == 16
+    np.testing.assert_array_equal(out16.pixels >> 8, out8.pixels)
+    assert out16.pixels.shape[:2] == ((20, 12) if orientation >= 5 else (12, 20))
+    assert sorted(np.unique(out16.pixels).tolist()) == sorted(np.unique(src).tolist())
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_16bit_png_orientation_from_exif_chunk(orientation: int) -> None:
+    plain = encode_cv2(ramp16(), ".png")
+    idat = plain.index(b"IDAT") - 4
+    data = plain[:idat] + _png_chunk(b"eXIf", exif_orientation(orientation)[6:]) + plain[idat:]
+    out = decode_image(data)
+    expected = ramp16()[::-1, ::-1] if orientation == 3 else np.rot90(ramp16(), k=-1)
+    np.testing.assert_array_equal(out.pixels, expected)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources, hashes, real fixtures
+
+
+def test_path_and_bytes_give_the_same_image_and_hash(write) -> None:
+    data = encode(RGB8, "PNG")
+    path = write("a/b.png", data)
+    from_path, from_bytes, named = (
+        decode_image(path),
+        decode_image(data),
+        decode_image(data, name="upload.png"),
+    )
+    np.testing.assert_array_equal(from_path.pixels, from_bytes.pixels)
+    assert from_path.sha256 == from_bytes.sha256 == hashlib.sha256(data).hexdigest()
+    assert (from_path.source, from_bytes.source, named.source) == (str(path), "<bytes>", "upload.png")
+    assert decode_image(str(path)).source == str(path)
+    assert decode_image(bytearray(data)).sha256 == from_path.sha256
+
+
+REAL_TILES = sorted(REAL_ORE.rglob("*.png"))
+
+
+def test_real_fixture_set_is_complete() -> None:
+    assert [p.parent.name for p in REAL_TILES].count("full_ore") == 3
+    assert [p.parent.name for p in REAL_TILES].count("partial_edge") == 3
+    assert [p.parent.name for p in REAL_TILES].count("empty_belt") == 2
+    assert sum(p.stat().st_size for p in REAL_ORE.rglob("*")) < 2 * 1024 * 1024
+
+
+@pytest.mark.parametrize("path", REAL_TILES, ids=[f"{p.parent.name}/{p.name}" for p in REAL_TILES])
+def test_real_rgba_tiles_decode_to_rgb(path: Path) -> None:
+    out = decode_image(path)
+    assert (out.format, out.mode, out.bit_depth, out.pixels.shape) == ("png", "RGBA", 8, (250, 250, 3))
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(out.pixels, np.asarray(im.convert("RGB")))
+    assert read_image_size(path) == (250, 250)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kw"), [("JPEG", {"quality": 90}), ("WEBP", {"lossless": True}), ("BMP", {}), ("TIFF", {})]
+)
+def test_real_tile_roundtrips_through_other_formats(fmt: str, kw: dict[str, object]) -> None:
+    reference = decode_image(REAL_TILES[0]).pixels
+    data = encode(reference, fmt, **kw)
+    out = decode_image(data)
+    with Image.open(io.BytesIO(data)) as im:
+        np.testing.assert_array_equal(out.pixels, np.asarray(im.convert("RGB")))
+    if fmt != "JPEG":
+        np.testing.assert_array_equal(out.pixels, reference)
+
+
+# --------------------------------------------------------------------------------------------------
+# Failures: each its own typed error and message
+
+
+def _truncated(fmt: str) -> bytes:
+    data = encode(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8), fmt)
+    return data[: len(data) // 2]
+
+
+FAILURES = [
+    (
+        "garbage",
+        b"this is plainly text, not pixels",
+        ImageDecodeError,
+        "<bytes>: not a recognised image: data starts with b'this is ' "
+        "(accepted formats: JPEG, PNG, BMP, TIFF, WebP)",
+    ),
+    (
+        "gif",
+        encode(RGB8, "GIF"),
+        ImageDecodeError,
+        "<bytes>: GIF files are not accepted (accepted formats: JPEG, PNG, BMP, TIFF, WebP)",
+    ),
+    (
+        "pdf",
+        b"%PDF-1.7\n...",
+        ImageDecodeError,
+        "<bytes>: PDF files are not accepted (accepted formats: JPEG, PNG, BMP, TIFF, WebP)",
+    ),
+    ("empty", b"", ImageDecodeError, "<bytes>: empty data (0 bytes)"),
+    (
+        "jpeg-truncated",
+        _truncated("JPEG"),
+        ImageDecodeError,
+        "<bytes>: truncated JPEG: no end-of-image marker after the image data",
+    ),
+    (
+        "jpeg-header-only",
+        encode(RGB8, "JPEG")[:20],
+        ImageDecodeError,
+        "<bytes>: truncated or corrupt JPEG: no image data (start-of-scan marker)",
+    ),
+    (
+        "png-truncated",
+        _truncated("PNG"),
+        ImageDecodeError,
+        "<bytes>: truncated or corrupt PNG data (image file is truncated)",
+    ),
+    (
+        "png-header-cut",
+        encode(RGB8, "PNG")[:30],
+        ImageDecodeError,
+        "<bytes>: truncated or corrupt PNG header",
+    ),
+    (
+        "bmp-truncated",
+        _truncated("BMP"),
+        ImageDecodeError,
+        "<bytes>: truncated or corrupt BMP data (image file is truncated",
+    ),
+    (
+        "tiff-truncated",
+        _truncated("TIFF"),
+        ImageDecodeError,
+        "<bytes>: truncated or corrupt TIFF data (image file is truncated",
+    ),
+    ("webp-truncated", _truncated("WEBP"), ImageDecodeError, "<bytes>: truncated or corrupt WEBP header"),
+    (
+        "png16-truncated",
+        encode_cv2(ramp16(32, 32), ".png")[:800],
+        ImageDecodeError,
+        "<bytes>: truncated or corrupt PNG data (16-bit colour)",
+    ),
+    (
+        "tiff16-truncated",
+        tiff_uncompressed(ramp16())[:-50],
+        ImageDecodeError,
+        "<bytes>: truncated or corrupt TIFF data (16-bit colour)",
+    ),
+    (
+        "float-tiff",
+        encode(Image.fromarray(RNG.random((4, 4), dtype=np.float32)), "TIFF"),
+        ImageDecodeError,
+        "<bytes>: unsupported image mode 'F' "
+        "(accepted modes: 1, L, LA, P, PA, RGB, RGBA, RGBX, CMYK, YCbCr, I;16, 16-bit RGB/RGBA)",
+    ),
+    (
+        "bomb",
+        bomb_png(200_000, 200_000),
+        ImageTooLargeError,
+        "<bytes>: image is 200000x200000 = 40000000000 pixels, over the limit of 50000000 pixels",
+    ),
+    (
+        "tiny-bomb-data",
+        bomb_png(64, 64),
+        ImageDecodeError,
+        "<bytes>: truncated or corrupt PNG data (image file is truncated",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "message"), [f[1:] for f in FAILURES], ids=[f[0] for f in FAILURES]
+)
+def test_bad_data_raises_typed_error_naming_source_and_reason(
+    data: bytes, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as info:
+        decode_image(data)
+    assert type(info.value) is error
+    assert str(info.value).startswith(message)
+    assert info.value.source == "<bytes>"  # type: ignore[attr-defined]
+
+
+def test_corrupt_png_crc_is_refused() -> None:
+    data = bytearray(encode(RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8), "PNG"))
+    data[60] ^= 0xFF  # inside IDAT
+    with pytest.raises(
+        ImageDecodeError, match=r"^<bytes>: truncated or corrupt PNG data \(broken data stream"
+    ):
+        decode_image(bytes(data))
+
+
+def test_third_party_exception_is_chained() -> None:
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(_truncated("PNG"), name="cam3.png")
+    assert isinstance(info.value.__cause__, OSError)
+    assert str(info.value).startswith("cam3.png: truncated or corrupt PNG data")
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(tmp_path / "nope.png")
+    assert str(info.value) == f"{tmp_path / 'nope.png'}: file not found"
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(tmp_path)
+    assert str(info.value) == f"{tmp_path}: is a directory, not an image file"
+
+
+def test_empty_file(write) -> None:
+    path = write("empty.png", b"")
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(path)
+    assert str(info.value) == f"{path}: empty file (0 bytes)"
+
+
+def test_wrong_extension_is_sniffed_not_trusted(write) -> None:
+    path = write("really_a_png.jpg", encode(RGB8, "PNG"))
+    assert decode_image(path).format == "png"
+
+
+# --------------------------------------------------------------------------------------------------
+# Limits
+
+
+def test_byte_limit_is_checked_by_stat_before_reading(write, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = encode(RGB8, "PNG")
+    path = write("big.png", data)
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("file was opened despite being over the byte limit")
+
+    monkeypatch.setattr("builtins.open", no_reading)
+    with pytest.raises(ImageTooLargeError) as info:
+        decode_image(path, limits=DecodeLimits(max_bytes=len(data) - 1))
+    assert str(info.value) == f"{path}: file is {len(data)} bytes, over the limit of {len(data) - 1} bytes"
+
+
+def test_byte_limit_on_bytes() -> None:
+    data = encode(RGB8, "PNG")
+    with pytest.raises(
+        ImageTooLargeError, match=rf"^<bytes>: data is {len(data)} bytes, over the limit of 100 bytes$"
+    ):
+        decode_image(data, limits=DecodeLimits(max_bytes=100))
+    assert decode_image(data, limits=DecodeLimits(max_bytes=len(data))).pixels.shape == (9, 13, 3)
+
+
+@pytest.mark.parametrize(("max_pixels", "ok"), [(9 * 13, True), (9 * 13 - 1, False)])
+def test_pixel_limit_boundary(max_pixels: int, ok: bool) -> None:
+    data = encode(RGB8, "PNG")
+    if ok:
+        assert decode_image(data, limits=DecodeLimits(max_pixels=max_pixels)).pixels.shape == (9, 13, 3)
+    else:
+        with pytest.raises(
+            ImageTooLargeError,
+            match=rf"^<bytes>: image is 13x9 = 117 pixels, over the limit of {max_pixels} pixels$",
+        ):
+            decode_image(data, limits=DecodeLimits(max_pixels=max_pixels))
+
+
+def test_bomb_is_refused_from_the_header_without_decoding(write) -> None:
+    # 100k x 100k declared, a few dozen bytes on disk: refused before any pixel buffer exists.
+    path = write("bomb.png", bomb_png(100_000, 100_000))
+    assert path.stat().st_size < 200
+    start = time.perf_counter()
+    with pytest.raises(ImageTooLargeError):
+        decode_image(path)
+    with pytest.raises(ImageTooLargeError):
+        read_image_size(path)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_limit_above_pillows_own_bomb_threshold_raises_no_pillow_warning() -> None:
+    # Pillow warns (DecompressionBombWarning) above ~89 Mpx; under filterwarnings=error any warning
+    # would fail this test. 10000 x 9000 = 90 Mpx declared, a few bytes of data.
+    data = bomb_png(10_000, 9_000)
+    limits = DecodeLimits(max_pixels=100_000_000)
+    assert read_image_size(data, limits=limits) == (10_000, 9_000)
+    with pytest.raises(
+        ImageDecodeError, match=r"^<bytes>: truncated or corrupt PNG data \(image file is truncated"
+    ):
+        decode_image(data, limits=limits)
+    with pytest.raises(
+        ImageTooLargeError,
+        match=r"^<bytes>: image is 10000x9000 = 90000000 pixels, over the limit of 50000000 pixels$",
+    ):
+        decode_image(data)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.5])
+def test_limits_validate(bad: object) -> None:
+    with pytest.raises(ValueError, match="DecodeLimits.max_pixels must be a positive int"):
+        DecodeLimits(max_pixels=bad)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------------
+# to_float_rgb, speed, threads
+
+
+@pytest.mark.parametrize(
+    ("pixels", "expected"),
+    [
+        (np.array([[0, 255]], np.uint8), np.array([[[0.0] * 3, [1.0] * 3]], np.float32)),
+        (np.array([[[0], [65535]]], np.uint16), np.array([[[0.0] * 3, [1.0] * 3]], np.float32)),
+        (np.array([[[51, 102, 255]]], np.uint8), np.array([[[0.2, 0.4, 1.0]]], np.float32)),
+        (np.array([[[0.25, 0.5, 0.75]]], np.float64), np.array([[[0.25, 0.5, 0.75]]], np.float32)),
+    ],
+    ids=["gray8", "gray16", "rgb8", "float"],
+)
+def test_to_float_rgb(pixels: np.ndarray, expected: np.ndarray) -> None:
+    out = to_float_rgb(pixels)
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("pixels", "message"),
+    [
+        (np.zeros((2, 2, 4), np.uint8), r"pixel array of shape \(2, 2, 4\) is not an image"),
+        (
+            np.zeros((2, 2), np.int32),
+            r"pixel dtype int32 is not accepted \(accepted: uint8, uint16, float in \[0, 1\]\)",
+        ),
+    ],
+)
+def test_to_float_rgb_refuses(pixels: np.ndarray, message: str) -> None:
+    with pytest.raises(ImageDecodeError, match=message):
+        to_float_rgb(pixels)
+
+
+def test_decoding_a_256px_png_costs_about_as_much_as_pillow_alone() -> None:
+    import cv2
+
+    tile = cv2.resize(decode_image(REAL_TILES[0]).pixels, (256, 256))
+    data = encode(tile, "PNG")
+
+    def pillow_alone() -> None:
+        with Image.open(io.BytesIO(data)) as im:
+            np.asarray(im)
+
+    def best(fn, repeats: int = 15) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    ours, bare = best(lambda: decode_image(data)), best(pillow_alone)
+    ratio = ours / bare
+    print(
+        f"256-px PNG: decode_image {ours * 1e3:.2f} ms, Pillow alone {bare * 1e3:.2f} ms, ratio {ratio:.2f}"
+    )
+    # sha256, the JPEG/size checks and the copy are small next to inflating the pixels.
+    assert ratio < 2.0, f"decode_image is {ratio:.2f}x Pillow's bare decode"
+
+
+def test_concurrent_decodes_agree_and_leave_warning_filters_alone() -> None:
+    import warnings
+
+    data = encode(quadrants(), "PNG")
+    before = list(warnings.filters)
+    results: list[DecodedImage] = []
+
+    def work() -> None:
+        for _ in range(10):
+            results.append(decode_image(data))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 40
+    assert all(np.array_equal(r.pixels, quadrants()) for r in results)
+    assert warnings.filters == before
