@@ -40,13 +40,15 @@ def make_client(tmp_path: Path, audit_store: AuditStore) -> Iterator[AppFactory]
     """Build a started TestClient; keyword arguments override settings, ``predictors=`` replaces the fakes."""
     clients: list[TestClient] = []
 
-    def factory(*, predictors: dict[str, Any] | None = None, **overrides: Any) -> TestClient:
+    def factory(
+        *, predictors: dict[str, Any] | None = None, audit: Any = None, **overrides: Any
+    ) -> TestClient:
         values: dict[str, Any] = {"api_keys": API_KEYS, "data_dir": tmp_path / "data", "max_wait_ms": 1.0}
         values.update(overrides)
         settings = ServeSettings(_env_file=None, **values)
         if predictors is None:
             predictors = {"bulk_ore": FakePredictor("bulk_ore"), "vacuum_pack": FakePredictor("vacuum_pack")}
-        client = TestClient(create_app(settings, predictors=predictors, audit=audit_store))
+        client = TestClient(create_app(settings, predictors=predictors, audit=audit or audit_store))
         client.__enter__()
         clients.append(client)
         return client

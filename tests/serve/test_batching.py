@@ -1,0 +1,154 @@
+"""Micro-batching, back-pressure (503 + Retry-After), deadlines (504), readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from serve_fakes import ADMIN_KEY, SUBMITTER_KEY, FakePredictor, auth, png_bytes
+
+from datasets.errors import AuditError, ModelError
+from serve.batching import MicroBatcher
+from serve.errors import OverloadedError, ScoringTimeoutError
+
+IMAGES = [np.full((4, 4), v, dtype=np.uint8) for v in (0, 51, 102, 153, 204, 255)]
+
+
+def test_concurrent_requests_share_batches() -> None:
+    predictor = FakePredictor(delay_s=0.05)
+    sizes: list[int] = []
+    batcher = MicroBatcher(
+        predictor, max_batch_size=4, max_wait_s=0.2, queue_size=64, observer=lambda _c, n, _d: sizes.append(n)
+    )
+
+    async def many() -> list[list[float]]:
+        results = await asyncio.gather(*(batcher.predict([img], timeout_s=5) for img in IMAGES))
+        return [[p.score for p in r] for r in results]
+
+    try:
+        scores = asyncio.run(many())
+    finally:
+        batcher.close()
+    assert scores == [[0.0], [0.2], [0.4], [0.6], [0.8], [1.0]]  # each request gets its own image's score
+    assert predictor.batch_sizes == sizes == [4, 2]
+
+
+def test_full_queue_refuses_whole_request() -> None:
+    gate = threading.Event()
+
+    class Blocked(FakePredictor):
+        def predict(self, images):  # type: ignore[override]
+            gate.wait(5)
+            return super().predict(images)
+
+    batcher = MicroBatcher(Blocked(), max_batch_size=1, max_wait_s=0, queue_size=2, retry_after_s=7)
+    try:
+        first = batcher.submit(IMAGES[:1])  # taken by the worker, which then blocks
+        deadline = time.monotonic() + 2
+        while batcher.depth and time.monotonic() < deadline:
+            time.sleep(0.005)
+        batcher.submit(IMAGES[1:3])  # fills the queue of 2
+        with pytest.raises(OverloadedError) as info:
+            batcher.submit(IMAGES[3:4])
+        assert info.value.retry_after_s == 7
+        assert str(info.value) == (
+            "the bulk_ore scoring queue is full (2 of 2 images waiting, this request adds 1); retry after 7 s"
+        )
+    finally:
+        gate.set()
+        batcher.close()
+    assert first[0].result(timeout=2).score == 0.0
+
+
+def test_deadline_and_model_failure() -> None:
+    slow = MicroBatcher(FakePredictor(delay_s=0.3), max_batch_size=2, max_wait_s=0, queue_size=8)
+    broken = MicroBatcher(FakePredictor(fail=True), max_batch_size=2, max_wait_s=0, queue_size=8)
+    try:
+        with pytest.raises(
+            ScoringTimeoutError, match=r"scoring 1 bulk_ore image\(s\) took longer than 0.05 s"
+        ):
+            asyncio.run(slow.predict(IMAGES[:1], timeout_s=0.05))
+        with pytest.raises(ModelError, match="model bulk_ore-fake-0001 failed on a batch of 1: RuntimeError"):
+            asyncio.run(broken.predict(IMAGES[:1], timeout_s=5))
+        # The worker survives a failing batch and keeps serving.
+        broken.predictor.fail = False  # type: ignore[attr-defined]
+        assert [p.score for p in asyncio.run(broken.predict(IMAGES[5:], timeout_s=5))] == [1.0]
+    finally:
+        slow.close()
+        broken.close()
+
+
+def _score(client, value: int):
+    return client.post(
+        "/v1/score",
+        files=[("images", (f"{value}.png", png_bytes(value), "image/png"))],
+        data={"cargo_type": "bulk_ore"},
+        headers=auth(SUBMITTER_KEY),
+    )
+
+
+def test_http_back_pressure_and_timeout(make_client) -> None:
+    client = make_client(
+        predictors={"bulk_ore": FakePredictor(delay_s=0.4)},
+        queue_size=1,
+        max_batch_size=1,
+        max_wait_ms=0,
+        retry_after_s=3,
+        request_timeout_s=0.15,
+    )
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda v: _score(client, v), [1, 2, 3, 4]))
+    statuses = sorted(r.status_code for r in responses)
+    overloaded = [r for r in responses if r.status_code == 503]
+    assert set(statuses) <= {503, 504} and overloaded, statuses
+    assert overloaded[0].headers["retry-after"] == "3"
+    assert overloaded[0].json()["type"] == "https://clearsight.dev/problems/overloaded"
+    timed_out = [r for r in responses if r.status_code == 504]
+    assert (
+        timed_out and timed_out[0].json()["detail"] == "scoring 1 bulk_ore image(s) took longer than 0.15 s"
+    )
+
+
+def test_http_requests_are_batched_and_counted(make_client) -> None:
+    predictor = FakePredictor(delay_s=0.05)
+    client = make_client(predictors={"bulk_ore": predictor}, max_batch_size=8, max_wait_ms=100)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda v: _score(client, v), range(8)))
+    assert [r.status_code for r in responses] == [200] * 8
+    assert max(predictor.batch_sizes) > 1 and sum(predictor.batch_sizes) == 8
+    metrics = client.get("/metrics", headers=auth(ADMIN_KEY)).text
+    assert f'clearsight_batch_size_count{{cargo_type="bulk_ore"}} {len(predictor.batch_sizes)}.0' in metrics
+    assert 'clearsight_batch_size_sum{cargo_type="bulk_ore"} 8.0' in metrics
+    assert 'clearsight_http_requests_total{endpoint="/v1/score",method="POST",status="200"} 8.0' in metrics
+    assert 'clearsight_image_score_count{cargo_type="bulk_ore"} 8.0' in metrics
+    assert 'clearsight_queue_depth{cargo_type="bulk_ore"} 0.0' in metrics
+
+
+def test_readiness(make_client, audit_store) -> None:
+    client = make_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "status": "ready",
+        "models": ["bulk_ore-fake-0001", "vacuum_pack-fake-0001"],
+        "audit": "reachable",
+        "policy_version": "2026.11-example",
+    }
+
+    class Unreachable:
+        def ping(self) -> None:
+            raise AuditError("cannot reach postgresql://db/audit")
+
+    gone = make_client(audit=Unreachable()).get("/readyz")
+    assert gone.status_code == 503
+    assert gone.json()["detail"] == "audit store unreachable: AuditError: cannot reach postgresql://db/audit"
+    empty = make_client(predictors={})
+    assert empty.get("/readyz").json()["detail"].startswith("no model loaded")
+    assert client.get("/healthz").json() == {"status": "ok"}
