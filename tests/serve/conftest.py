@@ -7,6 +7,8 @@ on ``sys.path``, so this conftest does, once, for the modules of this folder.
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,3 +58,57 @@ def make_client(tmp_path: Path, audit_store: AuditStore) -> Iterator[AppFactory]
     yield factory
     for client in clients:
         client.__exit__(None, None, None)
+
+
+class LiveServer:
+    """A real uvicorn server on 127.0.0.1 (random free port) in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        import socket
+
+        import uvicorn
+
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.socket.close()
+
+
+@pytest.fixture
+def live_server(tmp_path: Path, audit_store: AuditStore) -> Iterator[Callable[..., LiveServer]]:
+    """Start a real server: keyword arguments override settings, ``predictors=`` replaces the fakes."""
+    servers: list[LiveServer] = []
+
+    def start(*, predictors: dict[str, Any] | None = None, **overrides: Any) -> LiveServer:
+        values: dict[str, Any] = {"api_keys": API_KEYS, "data_dir": tmp_path / "data", "max_wait_ms": 1.0}
+        values.update(overrides)
+        if predictors is None:
+            predictors = {"bulk_ore": FakePredictor("bulk_ore"), "vacuum_pack": FakePredictor("vacuum_pack")}
+        app = create_app(ServeSettings(_env_file=None, **values), predictors=predictors, audit=audit_store)
+        server = LiveServer(app).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
