@@ -1,9 +1,110 @@
-"""`clearsight train` commands (not built yet)."""
+"""`clearsight train`: fit a detector on an MVTec-layout folder and write a model artifact."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+__all__ = ["register", "train_command"]
+
+
+def train_command(
+    data: Annotated[
+        Path,
+        typer.Option("--data", help="MVTec-layout dataset root (train/good, optional train/<type>).",
+                     show_default=False),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Model directory to write.", show_default=False)],
+    backbone: Annotated[
+        str, typer.Option("--backbone", help="lite0, lite1, lite2, resnet18 or wide_resnet50.")
+    ] = "lite0",
+    backbone_weights: Annotated[
+        Path | None,
+        typer.Option("--backbone-weights", help="Local weights file (required for the ResNets).",
+                     show_default=False),
+    ] = None,
+    image_size: Annotated[int, typer.Option("--image-size", help="Model input side in pixels.")] = 256,
+    target_miss_rate: Annotated[
+        float, typer.Option("--target-miss-rate", help="Share of anomalous validation images released.")
+    ] = 0.01,
+    cargo_type: Annotated[
+        str | None,
+        typer.Option("--cargo-type", help="Cargo type; default: the dataset folder name if bulk_ore/vacuum_pack.",
+                     show_default=False),
+    ] = None,
+    coreset_ratio: Annotated[
+        float, typer.Option("--coreset-ratio", help="Share of training patches kept in the memory bank.")
+    ] = 0.1,
+    max_bank: Annotated[int, typer.Option("--max-bank", help="Cap on memory-bank rows.")] = 16384,
+    tile_size: Annotated[
+        int, typer.Option("--tile-size", help="Tile images larger than this many pixels (0: always resize).")
+    ] = 0,
+    tile_overlap: Annotated[int, typer.Option("--tile-overlap", help="Overlap of neighbouring tiles.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, coreset, pseudo-anomalies, head.")] = 0,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's choice).",
+                                 show_default=False)
+    ] = None,
+) -> None:
+    """Train a detector and write its artifact (weights.safetensors + model.json) to --out.
+
+    Holds out 20 % of train/ for validation, fits the one-class memory bank and the supervised head
+    (on pseudo-anomalies when train/ has no labelled anomalies), calibrates the score, and picks the
+    release threshold at --target-miss-rate.
+    """
+    from pipeline.train import TrainConfig, train_model
+
+    config = TrainConfig(
+        backbone=backbone,
+        backbone_weights=str(backbone_weights) if backbone_weights else None,
+        image_size=image_size,
+        target_miss_rate=target_miss_rate,
+        cargo_type=cargo_type,
+        coreset_ratio=coreset_ratio,
+        max_bank=max_bank,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        seed=seed,
+        threads=threads,
+    )
+    err = Console(stderr=True)
+    tasks: dict[str, TaskID] = {}
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=False,
+    ) as bar:
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = train_model(data, out, config=config, progress=progress)
+    card = result.card
+    val, training = card["validation"], card["training"]
+    table = Table(title=f"Trained {result.model_id}", show_header=False)
+    counts = training["counts"]
+    table.add_row("artifact", str(result.out_dir))
+    table.add_row("cargo type", str(card["cargo_type"]))
+    table.add_row("train images", ", ".join(f"{k}={v}" for k, v in sorted(counts["train"].items())))
+    table.add_row("validation images", ", ".join(f"{k}={v}" for k, v in sorted(counts["validation"].items())))
+    table.add_row("pseudo-anomalies", "yes (no labelled anomalies in train/)" if training["pseudo_anomalies"] else "no")
+    table.add_row("memory bank", f"{training['bank_size']} of {training['patches_total']} patches")
+    t = result.thresholds
+    table.add_row("thresholds", f"release={t.release:.4f} hold={t.hold:.4f} ({t.method})")
+    auroc = val["image_auroc"]
+    table.add_row("validation AUROC", "n/a" if auroc is None else f"{auroc:.4f} ({val['anomalies']})")
+    tnr = val["tnr_at_target_miss_rate"]
+    table.add_row("validation TNR at target", "n/a" if tnr is None else f"{tnr:.4f}")
+    table.add_row("fit time", f"{result.fit_seconds:.1f} s (coreset {training['coreset_seconds']:.2f} s)")
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``train`` to the root app."""
+    app.command("train")(train_command)

@@ -1,0 +1,156 @@
+"""The saved model: one directory, ``weights.safetensors`` + ``model.json``, and nothing pickled.
+
+``weights.safetensors`` holds every tensor of the :class:`~models.detector.Detector` — backbone
+weights included, so loading never needs the backbone package's weights file (the card records that
+file's sha256 for provenance). ``model.json`` is the model card: ids, preprocessing, detector config,
+thresholds, validation metrics, training-data summary, versions, and two hashes:
+
+* ``weights_sha256``: of ``weights.safetensors``; a changed or truncated file is refused;
+* ``card_sha256``: of the card's own canonical JSON without that field; an edited card (say, a
+  lowered threshold) is refused.
+
+``model_id`` is ``<cargo>-<backbone>-<first 8 hex of the content hash>``, the content hash covering the
+weights hash, the detector config, the preprocessing and the thresholds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from datasets.errors import ArtifactError
+from models.detector import Detector, DetectorConfig, build_detector
+from models.predictor import ArtifactPredictor
+
+__all__ = ["CARD_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "load_model", "read_card", "save_artifact"]
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+CARD_FILE = "model.json"
+
+
+def _canonical(data: Mapping[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _card_hash(card: Mapping[str, Any]) -> str:
+    return hashlib.sha256(_canonical({k: v for k, v in card.items() if k != "card_sha256"})).hexdigest()
+
+
+def save_artifact(out_dir: str | Path, detector: Detector, card: Mapping[str, Any]) -> Path:
+    """Write ``detector`` and its card to ``out_dir`` (created; existing model files replaced).
+
+    Args:
+        out_dir: the model directory.
+        detector: the fitted detector.
+        card: card fields (``cargo_type``, ``preprocessing``, ``thresholds``, metrics, ...);
+            this function adds ``format_version``, ``detector``, ``weights_sha256``, ``model_id``
+            and ``card_sha256``.
+
+    Returns:
+        The model directory.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in detector.state_dict().items()}
+    tmp = out / (WEIGHTS_FILE + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, out / WEIGHTS_FILE)
+    full = dict(card)
+    full["format_version"] = FORMAT_VERSION
+    full["detector"] = detector.config.to_dict()
+    full["weights_sha256"] = _sha256_file(out / WEIGHTS_FILE)
+    content = hashlib.sha256(
+        _canonical(
+            {
+                "weights": full["weights_sha256"],
+                "detector": full["detector"],
+                "preprocessing": full.get("preprocessing"),
+                "thresholds": full.get("thresholds"),
+            }
+        )
+    ).hexdigest()
+    full["content_sha256"] = content
+    full["model_id"] = f"{full.get('cargo_type', 'cargo')}-{detector.config.backbone}-{content[:8]}"
+    full.pop("card_sha256", None)
+    full["card_sha256"] = _card_hash(full)
+    tmp_card = out / (CARD_FILE + ".tmp")
+    tmp_card.write_text(json.dumps(full, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp_card, out / CARD_FILE)
+    return out
+
+
+def read_card(model_dir: str | Path) -> dict[str, Any]:
+    """Read and verify ``model.json`` (format version and self-hash); does not read the weights."""
+    root = Path(model_dir)
+    card_path = root / CARD_FILE
+    if not root.is_dir():
+        raise ArtifactError(f"model directory {str(root)!r} does not exist; expected a folder with {CARD_FILE}")
+    if not card_path.is_file():
+        raise ArtifactError(f"{str(card_path)!r} is missing; expected the model card written by training")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{str(card_path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(card, dict):
+        raise ArtifactError(f"{str(card_path)!r} must hold a JSON object")
+    if card.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{str(card_path)!r} has format_version {card.get('format_version')!r}; expected {FORMAT_VERSION}"
+        )
+    expected = card.get("card_sha256")
+    actual = _card_hash(card)
+    if expected != actual:
+        raise ArtifactError(
+            f"{str(card_path)!r} was modified: its content hash is {actual}, the card says {expected!r}"
+        )
+    return card
+
+
+def load_model(model_dir: str | Path, *, batch_size: int = 16) -> ArtifactPredictor:
+    """Load and verify a model directory.
+
+    Raises:
+        ArtifactError: a missing file, an edited card, a weights file whose sha256 differs from the
+            card's (truncated or tampered), or tensors that do not fit the detector config.
+    """
+    root = Path(model_dir)
+    card = read_card(root)
+    weights = root / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ArtifactError(f"{str(weights)!r} is missing; expected the weights written with {CARD_FILE}")
+    actual = _sha256_file(weights)
+    if actual != card.get("weights_sha256"):
+        raise ArtifactError(
+            f"{str(weights)!r} has sha256 {actual}, expected {card.get('weights_sha256')!r} "
+            f"(truncated, replaced or modified)"
+        )
+    try:
+        config = DetectorConfig.from_dict(card["detector"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{str(root / CARD_FILE)!r} has an unusable detector config: {exc}") from exc
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"{str(weights)!r} cannot be read as safetensors: {exc}") from exc
+    detector = build_detector(config)
+    try:
+        detector.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{str(weights)!r} does not fit the detector in the card: {exc}") from exc
+    return ArtifactPredictor(detector.eval(), card, batch_size=batch_size)

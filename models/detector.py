@@ -1,0 +1,231 @@
+"""The full scoring graph in one ``nn.Module``: backbone -> patch features -> nearest-neighbour
+distances -> anomaly map -> supervised head -> fusion.
+
+``Detector.forward`` takes a normalised (B, 3, S, S) float32 tensor and returns a
+:class:`DetectorOutput`. It uses only ONNX-exportable torch ops: no numpy, no Python loops over
+data-dependent sizes (the memory-bank chunk loop depends only on the bank size fixed at fit time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import models.backbones  # noqa: F401  (registers the backbone builders)
+from models.classifier import TypeHead
+from models.features import PatchEmbedder
+from models.fusion import Fusion
+from models.patchcore import MemoryBank
+from models.registry import create_model
+
+__all__ = ["DetectorConfig", "DetectorOutput", "Detector", "RawOutput", "build_detector"]
+
+_SCORE_REDUCTIONS = ("max", "topk")
+
+
+class DetectorOutput(NamedTuple):
+    """What :class:`Detector` returns.
+
+    Attributes:
+        score: (B,) float32 fused anomaly score in [0, 1].
+        anomaly_map: (B, S, S) float32 one-class anomaly map in [0, 1] (model's own scale).
+        type_logits: (B, K) float32 logits of the supervised head; index 0 is ``good``.
+    """
+
+    score: torch.Tensor
+    anomaly_map: torch.Tensor
+    type_logits: torch.Tensor
+
+
+class RawOutput(NamedTuple):
+    """Intermediate values, used by training (calibration) and tests.
+
+    Attributes:
+        score_raw: (B,) one-class image score in feature-distance units (> 0).
+        map_raw: (B, S, S) smoothed distance map, distance units.
+        type_logits: (B, K) head logits.
+    """
+
+    score_raw: torch.Tensor
+    map_raw: torch.Tensor
+    type_logits: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorConfig:
+    """Everything needed to rebuild a :class:`Detector`'s structure before loading its tensors.
+
+    Attributes:
+        backbone: registered backbone name (``lite0``, ``resnet18``, ...).
+        input_size: S, the square input side in pixels.
+        mean, std: input normalisation (from the backbone's weights spec).
+        proj_dim: random-projection width of patch embeddings (0: none).
+        bank_size: M, memory-bank rows.
+        class_names: head classes, ``"good"`` first.
+        score_reduction: ``"max"`` (max of the smoothed map) or ``"topk"`` (mean of the top-k patches).
+        topk: k for ``"topk"``.
+        sigma: Gaussian smoothing of the map at S = 256, scaled with S.
+        chunk: memory-bank rows per matmul.
+    """
+
+    backbone: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    proj_dim: int
+    bank_size: int
+    class_names: tuple[str, ...]
+    score_reduction: str = "max"
+    topk: int = 3
+    sigma: float = 4.0
+    chunk: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.score_reduction not in _SCORE_REDUCTIONS:
+            raise ValueError(f"score_reduction {self.score_reduction!r} not in {_SCORE_REDUCTIONS}")
+        if len(self.class_names) < 2 or self.class_names[0] != "good":
+            raise ValueError(f"class_names must start with 'good' and name >= 1 type; got {self.class_names}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"unknown detector config keys {sorted(unknown)}; accepted: {sorted(fields)}")
+        kw = dict(data)
+        for key in ("mean", "std", "class_names"):
+            kw[key] = tuple(kw[key])
+        return cls(**kw)
+
+
+def _gaussian_kernel(sigma: float) -> torch.Tensor:
+    radius = max(1, math.ceil(3 * sigma))
+    xs = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(xs**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+class Detector(nn.Module):
+    """PatchCore-style one-class detector + supervised type head + calibrated fusion."""
+
+    def __init__(
+        self,
+        config: DetectorConfig,
+        backbone: nn.Module,
+        embedder: PatchEmbedder,
+        bank: MemoryBank,
+        head: TypeHead,
+        fusion: Fusion,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.embedder = embedder
+        self.bank = bank
+        self.head = head
+        self.fusion = fusion
+        sigma = config.sigma * config.input_size / 256.0
+        self.register_buffer("blur", _gaussian_kernel(sigma))
+        # Map normalisation: (map - map_lo) / map_span, clipped; set from validation normals.
+        self.register_buffer("map_lo", torch.zeros(()))
+        self.register_buffer("map_span", torch.ones(()))
+        # Temperature of the attention pooling (a typical normal patch distance).
+        self.register_buffer("attn_temp", torch.ones(()))
+
+    # -- the pieces, usable with another bank (out-of-fold training) --------------------------
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) normalised -> patches (B, D, h, w), pooled (B, C)."""
+        return self.embedder(self.backbone(x))
+
+    def distances(self, patches: torch.Tensor, bank: MemoryBank | None = None) -> torch.Tensor:
+        """(B, D, h, w) patches -> (B, h, w) nearest-neighbour distances to ``bank`` (default: own)."""
+        b, d, h, w = patches.shape
+        q = patches.reshape(b, d, h * w).transpose(1, 2)
+        return (bank or self.bank)(q).reshape(b, h, w)
+
+    def smooth_map(self, dist: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) distances -> (B, S, S) upsampled, Gaussian-smoothed map (distance units)."""
+        s = self.config.input_size
+        m = F.interpolate(dist.unsqueeze(1), size=(s, s), mode="bilinear", align_corners=False)
+        k = self.blur
+        r = (k.numel() - 1) // 2
+        m = F.pad(m, (r, r, r, r), mode="replicate")
+        m = F.conv2d(m, k.view(1, 1, 1, -1))
+        m = F.conv2d(m, k.view(1, 1, -1, 1))
+        return m.squeeze(1)
+
+    def image_score(self, dist: torch.Tensor, map_raw: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) distances and (B, S, S) map -> (B,) raw image score."""
+        if self.config.score_reduction == "max":
+            return map_raw.flatten(1).max(dim=1).values
+        return dist.flatten(1).topk(self.config.topk, dim=1).values.mean(dim=1)
+
+    def head_inputs(self, patches: torch.Tensor, pooled: torch.Tensor, dist: torch.Tensor,
+                    score_raw: torch.Tensor) -> torch.Tensor:
+        """Inputs of the supervised head.
+
+        Args:
+            patches: (B, D, h, w); pooled: (B, C); dist: (B, h, w); score_raw: (B,).
+
+        Returns:
+            (B, C + D + 3): pooled features, the patch embedding averaged with softmax weights that
+            concentrate on the most anomalous patches, and log distance statistics (image score,
+            mean, mean of the top 2 % of patches).
+        """
+        b, d, h, w = patches.shape
+        flat = dist.reshape(b, h * w)
+        weights = torch.softmax(flat / self.attn_temp, dim=1)
+        attn = torch.einsum("bp,bdp->bd", weights, patches.reshape(b, d, h * w))
+        k = max(1, (h * w) // 50)
+        top = flat.topk(k, dim=1).values.mean(dim=1)
+        stats = torch.stack([score_raw, flat.mean(dim=1), top], dim=1).clamp_min(1e-6).log()
+        return torch.cat([pooled, attn, stats], dim=1)
+
+    def raw(self, x: torch.Tensor) -> RawOutput:
+        """(B, 3, S, S) normalised -> :class:`RawOutput` (before fusion and map normalisation)."""
+        patches, pooled = self.embed(x)
+        dist = self.distances(patches)
+        map_raw = self.smooth_map(dist)
+        score_raw = self.image_score(dist, map_raw)
+        logits = self.head(self.head_inputs(patches, pooled, dist, score_raw))
+        return RawOutput(score_raw, map_raw, logits)
+
+    def normalise_map(self, map_raw: torch.Tensor) -> torch.Tensor:
+        """(B, S, S) distance map -> (B, S, S) in [0, 1] on the model's validation-normal scale."""
+        return ((map_raw - self.map_lo) / self.map_span).clamp(0.0, 1.0)
+
+    def forward(self, x: torch.Tensor) -> DetectorOutput:
+        """(B, 3, S, S) normalised float32 -> :class:`DetectorOutput`."""
+        raw = self.raw(x)
+        score = self.fusion(raw.score_raw, raw.type_logits)
+        return DetectorOutput(score, self.normalise_map(raw.map_raw), raw.type_logits)
+
+
+def build_detector(
+    config: DetectorConfig,
+    *,
+    backbone: nn.Module | None = None,
+    embed_seed: int = 0,
+) -> Detector:
+    """An empty-bank detector of ``config``'s structure.
+
+    Args:
+        config: the structure.
+        backbone: a built backbone; ``None`` builds the structure only (weights come from a saved
+            state dict loaded afterwards — no weights file is read).
+        embed_seed: seed of the random projection (overwritten by a loaded state dict).
+    """
+    if backbone is None:
+        backbone = create_model(config.backbone, weights=None)
+    embedder = PatchEmbedder(tuple(backbone.out_channels), proj_dim=config.proj_dim, seed=embed_seed)
+    bank = MemoryBank.empty(config.bank_size, embedder.out_dim, chunk=config.chunk)
+    head = TypeHead(embedder.concat_dim + embedder.out_dim + 3, len(config.class_names))
+    return Detector(config, backbone, embedder, bank, head, Fusion()).eval()

@@ -1,0 +1,67 @@
+"""Locally aware multi-scale patch features (Roth et al., "Towards Total Recall in Industrial Anomaly
+Detection", CVPR 2022 — PatchCore).
+
+Each backbone feature map is averaged over 3x3 neighbourhoods (so a patch "sees" its surroundings),
+the deeper maps are upsampled to the grid of the shallowest one, and all are concatenated. An optional
+fixed random Gaussian projection (Johnson-Lindenstrauss) shrinks the channel count for wide backbones.
+Only ONNX-exportable ops are used.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PatchEmbedder"]
+
+
+class PatchEmbedder(nn.Module):
+    """Backbone feature maps -> patch embeddings and a global descriptor.
+
+    Args:
+        in_channels: channels of each backbone feature map, shallowest first.
+        proj_dim: output channels of the fixed random projection; 0 keeps the concatenation.
+        seed: seed of the projection matrix (stored as a buffer, so a saved model keeps it).
+    """
+
+    def __init__(self, in_channels: tuple[int, ...], *, proj_dim: int = 0, seed: int = 0) -> None:
+        super().__init__()
+        self.concat_dim = int(sum(in_channels))
+        self.proj_dim = int(proj_dim) if 0 < proj_dim < self.concat_dim else 0
+        gen = torch.Generator().manual_seed(seed)
+        if self.proj_dim:
+            proj = torch.randn(self.concat_dim, self.proj_dim, generator=gen) / math.sqrt(self.proj_dim)
+        else:
+            proj = torch.zeros(0)
+        self.register_buffer("projection", proj)
+
+    @property
+    def out_dim(self) -> int:
+        """Channels of the patch embeddings."""
+        return self.proj_dim or self.concat_dim
+
+    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embed patches.
+
+        Args:
+            feats: [(B, C_i, h_i, w_i)] backbone maps, shallowest (largest grid) first.
+
+        Returns:
+            patches: (B, D, h, w) float32 patch embeddings on the shallowest grid.
+            pooled: (B, sum C_i) global average of the concatenated (unprojected) features.
+        """
+        size = feats[0].shape[-2:]
+        maps = []
+        for f in feats:
+            f = F.avg_pool2d(f, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+            if f.shape[-2:] != size:
+                f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+            maps.append(f)
+        cat = torch.cat(maps, dim=1)
+        pooled = cat.mean(dim=(2, 3))
+        if self.proj_dim:
+            cat = torch.einsum("bchw,cd->bdhw", cat, self.projection)
+        return cat, pooled

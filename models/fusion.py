@@ -1,0 +1,72 @@
+"""Fusion and calibration: one score in [0, 1] from the one-class distance and the supervised head.
+
+Each signal is calibrated separately with a regularised 1-D logistic regression (Platt scaling) on
+the validation split: the one-class image score as ``(log s - mu) / sd`` (mu, sd of out-of-fold
+normal scores), the head as its anomaly log-odds ``logsumexp(logits[1:]) - logits[0]``. The final
+score is the MAX of the two calibrated probabilities, so that a confident "good" from the supervised
+head can never suppress the one-class signal: anomaly types the head never saw still score high.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["Fusion", "fit_platt"]
+
+
+class Fusion(nn.Module):
+    """Calibrated max-fusion of the one-class score and the head's anomaly log-odds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("oc_mu", torch.zeros(()))
+        self.register_buffer("oc_sd", torch.ones(()))
+        self.register_buffer("slope", torch.ones(2))
+        self.register_buffer("bias", torch.zeros(2))
+
+    def one_class_z(self, score_raw: torch.Tensor) -> torch.Tensor:
+        """(B,) raw one-class scores (distances > 0) -> (B,) standardised log score."""
+        return (score_raw.clamp_min(1e-12).log() - self.oc_mu) / self.oc_sd
+
+    @staticmethod
+    def head_log_odds(type_logits: torch.Tensor) -> torch.Tensor:
+        """(B, K) logits with ``good`` at 0 -> (B,) log-odds of "anomalous of any type"."""
+        return torch.logsumexp(type_logits[:, 1:], dim=1) - type_logits[:, 0]
+
+    def forward(self, score_raw: torch.Tensor, type_logits: torch.Tensor) -> torch.Tensor:
+        """(B,) raw one-class score, (B, K) logits -> (B,) fused score in [0, 1]."""
+        z = self.one_class_z(score_raw)
+        lo = self.head_log_odds(type_logits)
+        p_oc = torch.sigmoid(self.slope[0] * z + self.bias[0])
+        p_head = torch.sigmoid(self.slope[1] * lo + self.bias[1])
+        return torch.maximum(p_oc, p_head)
+
+
+def fit_platt(x: torch.Tensor, y: torch.Tensor, *, l2: float = 1e-2, steps: int = 50) -> tuple[float, float]:
+    """Regularised 1-D logistic regression ``p = sigmoid(a x + b)`` by Newton's method.
+
+    Args:
+        x: (N,) float feature; y: (N,) 0/1 labels. Both classes should be present.
+        l2: penalty on ``a`` (times N); keeps ``a`` finite when the classes separate perfectly.
+
+    Returns:
+        (a, b) as floats; (1, 0) if a class is missing.
+    """
+    x = x.double()
+    y = y.double()
+    if y.min() == y.max():
+        return 1.0, 0.0
+    n = x.numel()
+    theta = torch.zeros(2, dtype=torch.float64)
+    design = torch.stack([x, torch.ones_like(x)], dim=1)
+    reg = torch.tensor([l2 * n, 1e-6 * n], dtype=torch.float64)
+    for _ in range(steps):
+        p = torch.sigmoid(design @ theta)
+        grad = design.t() @ (p - y) + reg * theta
+        hess = (design.t() * (p * (1 - p))) @ design + torch.diag(reg)
+        delta = torch.linalg.solve(hess, grad)
+        theta = theta - delta
+        if delta.abs().max() < 1e-9:
+            break
+    return float(theta[0]), float(theta[1])

@@ -1,0 +1,78 @@
+"""PatchCore's memory bank and nearest-neighbour search (Roth et al., CVPR 2022).
+
+The bank holds patch embeddings of normal images, reduced by :func:`models.coreset.greedy_coreset`.
+A query patch's anomaly is its Euclidean distance to the nearest bank entry. The search is written
+with matmuls (``|q|^2 - 2 q.b + |b|^2``) over fixed-size chunks of the bank, so it bounds memory, runs
+fast on CPUs and exports to ONNX (the chunk count depends only on the bank size, fixed at fit time).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from models.coreset import greedy_coreset
+
+__all__ = ["MemoryBank", "select_bank"]
+
+
+def select_bank(
+    patches: torch.Tensor, *, ratio: float, max_bank: int, seed: int = 0, proj_dim: int = 32
+) -> torch.Tensor:
+    """Reduce normal patch embeddings to a memory bank.
+
+    Args:
+        patches: (N, D) patch embeddings of normal training images.
+        ratio: fraction of patches to keep (PatchCore's coreset ratio); 1.0 keeps all (up to the cap).
+        max_bank: upper bound on the bank size, whatever the ratio.
+        seed: coreset seed.
+
+    Returns:
+        (M, D) float32 bank, M = min(N, max(1, round(ratio * N)), max_bank).
+    """
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"coreset ratio must be in (0, 1]; got {ratio}")
+    n = patches.shape[0]
+    k = min(n, max(1, round(ratio * n)), max_bank)
+    if k >= n:
+        return patches.float().contiguous()
+    idx = greedy_coreset(patches, k, proj_dim=proj_dim, seed=seed)
+    return patches[idx].float().contiguous()
+
+
+class MemoryBank(nn.Module):
+    """Nearest-neighbour distance of query patches to a fixed bank.
+
+    Args:
+        bank: (M, D) float32 bank (or ``M``/``D`` sizes via :meth:`empty` before loading a state dict).
+        chunk: bank rows compared per matmul; bounds the (B*P, chunk) distance block.
+    """
+
+    def __init__(self, bank: torch.Tensor, *, chunk: int = 4096) -> None:
+        super().__init__()
+        self.register_buffer("bank", bank.float().contiguous())
+        self.register_buffer("bank_sq", bank.float().pow(2).sum(1))
+        self.chunk = int(chunk)
+
+    @classmethod
+    def empty(cls, size: int, dim: int, *, chunk: int = 4096) -> MemoryBank:
+        """A zero bank of the given shape, to be filled by ``load_state_dict``."""
+        return cls(torch.zeros(size, dim), chunk=chunk)
+
+    def forward(self, query: torch.Tensor) -> torch.Tensor:
+        """(B, P, D) query patches -> (B, P) float32 distance to the nearest bank entry (>= 0)."""
+        b, p, d = query.shape
+        q = query.reshape(b * p, d)
+        q_sq = q.pow(2).sum(1, keepdim=True)
+        m = self.bank.shape[0]
+        best = None
+        for i in range(math.ceil(m / self.chunk)):
+            lo = i * self.chunk
+            part = self.bank[lo : lo + self.chunk]
+            d2 = q_sq - 2.0 * (q @ part.t()) + self.bank_sq[lo : lo + self.chunk].unsqueeze(0)
+            low = d2.min(dim=1).values
+            best = low if best is None else torch.minimum(best, low)
+        assert best is not None  # m >= 1
+        return best.clamp_min(0.0).sqrt().reshape(b, p)

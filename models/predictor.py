@@ -1,0 +1,163 @@
+"""Scoring decoded images with a :class:`~models.detector.Detector`: preprocessing, batching, tiling.
+
+:class:`ImageScorer` turns arbitrary decoded images into per-image scores and full-size maps (used by
+training for validation and by the predictor). :class:`ArtifactPredictor` adds the model card,
+thresholds and labels: it implements :class:`models.inference.Predictor` and is what
+``models.artifact.load_model`` returns — the only inference entry point of the scorer and the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from models.detector import Detector
+from models.inference import GOOD, Prediction, Thresholds
+from models.tiling import TilingConfig, View, make_views, stitch_maps, to_rgb_float
+
+__all__ = ["ArtifactPredictor", "ImageResult", "ImageScorer", "UNKNOWN"]
+
+UNKNOWN = "unknown"
+"""Type reported when the one-class detector fires but the head finds no known type."""
+
+
+class ImageResult(NamedTuple):
+    """One image's model outputs.
+
+    Attributes:
+        score: fused score in [0, 1] (max over views).
+        score_raw: one-class score of the same view, distance units.
+        anomaly_map: (H, W) float32 in [0, 1] at the image's own size (``None`` if not asked for).
+        type_logits: (K,) float32 head logits of the highest-scoring view.
+    """
+
+    score: float
+    score_raw: float
+    anomaly_map: np.ndarray | None
+    type_logits: np.ndarray
+
+
+class ImageScorer:
+    """Preprocess, batch and run a detector over images of any size, dtype and channel count.
+
+    Args:
+        detector: the scoring module (its config gives input size and normalisation).
+        tiling: when and how to tile large images.
+        batch_size: views per forward pass.
+    """
+
+    def __init__(self, detector: Detector, *, tiling: TilingConfig, batch_size: int = 16) -> None:
+        self.detector = detector.eval()
+        self.tiling = tiling
+        self.batch_size = max(1, int(batch_size))
+
+    def views(self, image: np.ndarray) -> tuple[torch.Tensor, list[View], tuple[int, int]]:
+        """Image -> ((T, 3, S, S) normalised views, their rectangles, (H, W))."""
+        rgb = to_rgb_float(image)
+        cfg = self.detector.config
+        batch, views = make_views(rgb, size=cfg.input_size, mean=cfg.mean, std=cfg.std, tiling=self.tiling)
+        return batch, views, (rgb.shape[0], rgb.shape[1])
+
+    def score(self, images: Sequence[np.ndarray], *, maps: bool = True) -> list[ImageResult]:
+        """Score images; the image score is the max over its views (tiles)."""
+        prepared = [self.views(img) for img in images]
+        if not prepared:
+            return []
+        all_views = torch.cat([p[0] for p in prepared])
+        scores, raws, logits, amaps = [], [], [], []
+        with torch.inference_mode():
+            for lo in range(0, all_views.shape[0], self.batch_size):
+                x = all_views[lo : lo + self.batch_size]
+                raw = self.detector.raw(x)
+                scores.append(self.detector.fusion(raw.score_raw, raw.type_logits))
+                raws.append(raw.score_raw)
+                logits.append(raw.type_logits)
+                if maps:
+                    amaps.append(self.detector.normalise_map(raw.map_raw))
+        score_all = torch.cat(scores).numpy()
+        raw_all = torch.cat(raws).numpy()
+        logit_all = torch.cat(logits).numpy()
+        map_all = torch.cat(amaps).numpy() if maps else None
+        out: list[ImageResult] = []
+        start = 0
+        for batch, views, (h, w) in prepared:
+            n = batch.shape[0]
+            best = start + int(np.argmax(score_all[start : start + n]))
+            amap = None
+            if map_all is not None:
+                amap = stitch_maps(map_all[start : start + n], views, h, w, self.tiling.overlap)
+                amap = np.clip(amap, 0.0, 1.0).astype(np.float32)
+            out.append(ImageResult(float(score_all[best]), float(raw_all[best]), amap, logit_all[best]))
+            start += n
+        return out
+
+
+class ArtifactPredictor:
+    """A loaded model artifact: scores images and labels them at the card's thresholds.
+
+    Implements :class:`models.inference.Predictor`.
+    """
+
+    def __init__(self, detector: Detector, card: Mapping[str, Any], *, batch_size: int = 16) -> None:
+        self._card = dict(card)
+        pre = card["preprocessing"]
+        tiling = TilingConfig(**pre["tiling"])
+        self._scorer = ImageScorer(detector, tiling=tiling, batch_size=batch_size)
+        t = card["thresholds"]
+        self._thresholds = Thresholds(
+            float(t["release"]), float(t["hold"]), float(t["target_miss_rate"]), str(t["method"])
+        )
+        self._class_names = tuple(detector.config.class_names)
+        self._pseudo = set(card.get("training", {}).get("pseudo_types", []))
+
+    @property
+    def model_id(self) -> str:
+        return str(self._card["model_id"])
+
+    @property
+    def cargo_type(self) -> str:
+        return str(self._card["cargo_type"])
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self._thresholds
+
+    @property
+    def card(self) -> Mapping[str, Any]:
+        return self._card
+
+    @property
+    def detector(self) -> Detector:
+        """The scoring module (for export and benchmarks)."""
+        return self._scorer.detector
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """Score a batch of decoded images; see :meth:`models.inference.Predictor.predict`."""
+        results = self._scorer.score(images, maps=True)
+        return [self._to_prediction(r) for r in results]
+
+    def _to_prediction(self, r: ImageResult) -> Prediction:
+        logits = r.type_logits.astype(np.float64)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        type_probs = {name: float(p) for name, p in zip(self._class_names, probs, strict=True)}
+        anomalous = r.score >= self._thresholds.release
+        anomaly_type: str | None = None
+        if anomalous:
+            best = int(np.argmax(probs))
+            name = self._class_names[best]
+            # A "good" head verdict, or a synthetic training type, names no real type.
+            anomaly_type = UNKNOWN if best == 0 or name in self._pseudo else name
+        assert r.anomaly_map is not None
+        return Prediction(
+            score=r.score,
+            label="anomalous" if anomalous else GOOD,
+            anomaly_type=anomaly_type,
+            type_probabilities=type_probs,
+            anomaly_map=r.anomaly_map,
+            thresholds=self._thresholds,
+            model_id=self.model_id,
+        )

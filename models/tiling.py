@@ -1,0 +1,142 @@
+"""Image preprocessing: any decoded image -> normalised model inputs, with tiling for large images.
+
+Gray and 16-bit images are accepted: gray is replicated to three channels, uint16 is scaled by
+1/65535, uint8 by 1/255. An image whose longer side exceeds ``tile_size`` (when tiling is on) is cut
+into overlapping ``tile_size`` tiles, each resized to the model input, so that a small defect in a
+large image keeps enough pixels to be seen; otherwise the whole image is resized. Per-tile maps are
+stitched back with linear blending across the overlaps; the image score is the max over tiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from datasets.errors import InputError
+
+__all__ = ["TilingConfig", "View", "make_views", "plan_views", "stitch_maps", "to_rgb_float"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TilingConfig:
+    """When and how to tile.
+
+    Attributes:
+        tile_size: side of a tile in the image's own pixels; 0 never tiles. An image is tiled when
+            its longer side exceeds ``tile_size``.
+        overlap: pixels shared by neighbouring tiles (< tile_size).
+    """
+
+    tile_size: int = 0
+    overlap: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tile_size < 0 or self.overlap < 0 or (self.tile_size and self.overlap >= self.tile_size):
+            raise ValueError(
+                f"tiling needs tile_size >= 0 and 0 <= overlap < tile_size; got tile_size={self.tile_size}, "
+                f"overlap={self.overlap}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """A rectangle of the image (y, x, height, width) that becomes one model input."""
+
+    y: int
+    x: int
+    h: int
+    w: int
+
+
+def to_rgb_float(image: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8/uint16/float -> (H, W, 3) float32 in [0, 1]."""
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise InputError(f"image of shape {arr.shape} is not accepted; use (H, W), (H, W, 1) or (H, W, 3)")
+    arr = arr[:, :, :3]
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0
+    if arr.dtype in (np.float32, np.float64):
+        return np.clip(arr.astype(np.float32), 0.0, 1.0)
+    raise InputError(f"image dtype {arr.dtype} is not accepted; use uint8, uint16 or float32 in [0, 1]")
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return starts
+
+
+def plan_views(height: int, width: int, tiling: TilingConfig) -> list[View]:
+    """The views of an image: one full view, or overlapping tiles covering it."""
+    t = tiling.tile_size
+    if not t or max(height, width) <= t:
+        return [View(0, 0, height, width)]
+    return [
+        View(y, x, min(t, height), min(t, width))
+        for y in _starts(height, t, tiling.overlap)
+        for x in _starts(width, t, tiling.overlap)
+    ]
+
+
+def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    shrink = w < img.shape[1] or h < img.shape[0]
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def make_views(
+    rgb: np.ndarray,
+    *,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    tiling: TilingConfig,
+) -> tuple[torch.Tensor, list[View]]:
+    """Cut, resize and normalise an image into model inputs.
+
+    Args:
+        rgb: (H, W, 3) float32 in [0, 1] (see :func:`to_rgb_float`).
+        size: model input side S.
+
+    Returns:
+        (T, 3, S, S) float32 normalised views and their :class:`View` rectangles.
+    """
+    views = plan_views(rgb.shape[0], rgb.shape[1], tiling)
+    crops = [_resize(np.ascontiguousarray(rgb[v.y : v.y + v.h, v.x : v.x + v.w]), size, size) for v in views]
+    batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (batch - m) / s, views
+
+
+def _ramp(n: int, overlap: int) -> np.ndarray:
+    i = np.arange(n, dtype=np.float32)
+    edge = np.minimum(i + 0.5, n - i - 0.5)
+    return np.clip(edge / max(overlap, 1), 1e-3, 1.0)
+
+
+def stitch_maps(maps: np.ndarray, views: Sequence[View], height: int, width: int, overlap: int) -> np.ndarray:
+    """Per-view maps (T, S, S) -> one (height, width) float32 map, blended linearly across overlaps."""
+    if len(views) == 1:
+        v = views[0]
+        return _resize(maps[0].astype(np.float32), v.w, v.h)
+    acc = np.zeros((height, width), dtype=np.float32)
+    wsum = np.zeros((height, width), dtype=np.float32)
+    for m, v in zip(maps, views, strict=True):
+        weight = np.outer(_ramp(v.h, overlap), _ramp(v.w, overlap))
+        acc[v.y : v.y + v.h, v.x : v.x + v.w] += _resize(m.astype(np.float32), v.w, v.h) * weight
+        wsum[v.y : v.y + v.h, v.x : v.x + v.w] += weight
+    return acc / np.maximum(wsum, 1e-12)

@@ -1,0 +1,492 @@
+"""Training: an MVTec-layout folder -> a verified model artifact.
+
+Steps (each reported to ``progress``):
+
+1. read ``train/`` (``train/good`` and optional labelled anomalies ``train/<type>``), hold out a
+   stratified validation split (``val_fraction`` of the good images and of each anomaly type);
+2. decode, preprocess (gray -> RGB, 16-bit scaling, resize or tiling) and embed every image once;
+3. out-of-fold one-class scoring: the training normals are split into ``folds``; each fold is scored
+   against a memory bank built from the other folds, so the supervised head learns from one-class
+   scores that are as high as they will be on unseen normals (a normal scored against a bank that
+   contains it would look unrealistically clean);
+4. the supervised head, on labelled anomalies — or, when there are none, on pseudo-anomalies pasted
+   into training normals (recorded in the card);
+5. the final memory bank on all training normals (coreset-reduced), fusion calibration and map scale
+   on the validation split, thresholds at the target miss rate;
+6. the artifact (``models.artifact.save_artifact``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import importlib.metadata
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from datasets.decode import decode_image
+from datasets.errors import CargoTypeError, DatasetFormatError, InputError
+from models.artifact import read_card, save_artifact
+from models.classifier import fit_type_head
+from models.detector import Detector, DetectorConfig, build_detector
+from models.fusion import fit_platt
+from models.inference import GOOD, Thresholds
+from models.patchcore import MemoryBank, select_bank
+from models.predictor import ImageScorer
+from models.pseudo_anomalies import PSEUDO_KINDS, make_pseudo_anomaly
+from models.registry import create_model
+from models.threshold import pick_thresholds
+from models.tiling import TilingConfig, make_views, to_rgb_float
+from models.weights import file_sha256
+from pipeline.metrics import image_auroc, tnr_at_fnr
+
+__all__ = ["KNOWN_CARGO_TYPES", "ProgressFn", "TrainConfig", "TrainResult", "train_model"]
+
+KNOWN_CARGO_TYPES = ("bulk_ore", "vacuum_pack")
+PSEUDO_PREFIX = "synthetic_"
+
+ProgressFn = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: called as each stage advances."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Validated eagerly; every bad value is named.
+
+    Attributes:
+        backbone: registered backbone (``lite0`` default; ``lite1``, ``lite2``, ``resnet18``,
+            ``wide_resnet50``).
+        backbone_weights: local weights file (required for the ResNets); ``None`` = bundled weights.
+        image_size: model input side S in pixels.
+        target_miss_rate: share of anomalous validation images the release threshold may let through.
+        hold_false_alarm_rate: share of normal validation images the hold threshold may hold.
+        cargo_type: recorded in the card and the model id; ``None`` = dataset folder name when it is a
+            known cargo type.
+        coreset_ratio: share of training patches kept in the memory bank.
+        max_bank: cap on memory-bank rows.
+        proj_dim: random projection of patch embeddings (0 = none).
+        score_reduction: ``"max"`` of the smoothed map or ``"topk"`` mean of patch distances.
+        val_fraction: share of good and of each labelled anomaly type held out for validation.
+        folds: out-of-fold splits of the training normals for the head's inputs.
+        tile_size, tile_overlap: tiling of images larger than ``tile_size`` (0 = always resize).
+        batch_size: views per forward pass.
+        seed: seeds the split, the coreset, pseudo-anomalies and the head.
+        threads: ``torch.set_num_threads`` for the run (``None`` leaves it).
+    """
+
+    backbone: str = "lite0"
+    backbone_weights: str | None = None
+    image_size: int = 256
+    target_miss_rate: float = 0.01
+    hold_false_alarm_rate: float = 0.005
+    cargo_type: str | None = None
+    coreset_ratio: float = 0.1
+    max_bank: int = 16384
+    proj_dim: int = 0
+    score_reduction: str = "max"
+    val_fraction: float = 0.2
+    folds: int = 2
+    tile_size: int = 0
+    tile_overlap: int = 0
+    batch_size: int = 16
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[bool, str]] = [
+            (32 <= self.image_size <= 1024, f"image_size {self.image_size} must be in [32, 1024]"),
+            (0.0 < self.target_miss_rate < 1.0, f"target_miss_rate {self.target_miss_rate} must be in (0, 1)"),
+            (0.0 <= self.hold_false_alarm_rate < 1.0,
+             f"hold_false_alarm_rate {self.hold_false_alarm_rate} must be in [0, 1)"),
+            (0.0 < self.coreset_ratio <= 1.0, f"coreset_ratio {self.coreset_ratio} must be in (0, 1]"),
+            (self.max_bank >= 1, f"max_bank {self.max_bank} must be >= 1"),
+            (self.proj_dim >= 0, f"proj_dim {self.proj_dim} must be >= 0"),
+            (self.score_reduction in ("max", "topk"), f"score_reduction {self.score_reduction!r} not in max, topk"),
+            (0.0 < self.val_fraction < 1.0, f"val_fraction {self.val_fraction} must be in (0, 1)"),
+            (self.folds >= 2, f"folds {self.folds} must be >= 2"),
+            (self.batch_size >= 1, f"batch_size {self.batch_size} must be >= 1"),
+            (self.threads is None or self.threads >= 1, f"threads {self.threads} must be >= 1"),
+            (self.tile_size == 0 or 0 <= self.tile_overlap < self.tile_size,
+             f"tile_overlap {self.tile_overlap} must be in [0, tile_size={self.tile_size})"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+
+class TrainResult(NamedTuple):
+    """What :func:`train_model` produced."""
+
+    out_dir: Path
+    model_id: str
+    thresholds: Thresholds
+    card: dict[str, Any]
+    fit_seconds: float
+
+
+class _Item(NamedTuple):
+    path: Path
+    anomaly_type: str  # "good" for normal images
+
+
+def _read_train_items(root: Path) -> list[_Item]:
+    """Training images of an MVTec-layout folder (``train/good``, ``train/<type>``)."""
+    try:
+        from datasets.mvtec import read_mvtec
+    except ImportError:  # the data layer's reader not there yet: read the layout directly
+        read_mvtec = None
+    if read_mvtec is not None:
+        items = [
+            _Item(Path(i.path), GOOD if i.label == GOOD else str(i.anomaly_type))
+            for i in read_mvtec(root)
+            if i.split == "train"
+        ]
+    else:
+        train = root / "train"
+        if not train.is_dir():
+            raise DatasetFormatError(f"{str(root)!r} has no train/ folder; expected the MVTec layout")
+        suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+        items = [
+            _Item(p, d.name)
+            for d in sorted(train.iterdir())
+            if d.is_dir()
+            for p in sorted(d.iterdir())
+            if p.suffix.lower() in suffixes
+        ]
+    n_good = sum(i.anomaly_type == GOOD for i in items)
+    if n_good < 4:
+        raise DatasetFormatError(f"{str(root)!r} has {n_good} training images in train/good; at least 4 needed")
+    return items
+
+
+def _split(items: list[_Item], fraction: float, rng: np.random.Generator) -> tuple[list[_Item], list[_Item]]:
+    """Stratified train/validation split: ``fraction`` of each type (at least one if it has two)."""
+    train, val = [], []
+    for kind in sorted({i.anomaly_type for i in items}):
+        group = [i for i in items if i.anomaly_type == kind]
+        order = rng.permutation(len(group))
+        n_val = max(1, round(fraction * len(group))) if len(group) >= 2 else 0
+        val += [group[j] for j in order[:n_val]]
+        train += [group[j] for j in order[n_val:]]
+    return train, val
+
+
+def _cargo_type(root: Path, configured: str | None) -> str:
+    if configured:
+        return configured
+    if root.name in KNOWN_CARGO_TYPES:
+        return root.name
+    raise CargoTypeError(
+        f"cannot tell the cargo type of {str(root)!r}: its folder name {root.name!r} is not one of "
+        f"{list(KNOWN_CARGO_TYPES)}; pass --cargo-type"
+    )
+
+
+class _Embedded(NamedTuple):
+    """One image's views, embedded: patches (T, D, h, w), pooled (T, C)."""
+
+    patches: torch.Tensor
+    pooled: torch.Tensor
+
+
+class _Trainer:
+    """The state of one training run (kept in one place so the steps stay readable)."""
+
+    def __init__(self, config: TrainConfig, progress: ProgressFn | None) -> None:
+        self.config = config
+        self.progress = progress or (lambda stage, done, total: None)
+        self.rng = np.random.default_rng(config.seed)
+        self.tiling = TilingConfig(config.tile_size, config.tile_overlap if config.tile_size else 0)
+        weights: str = config.backbone_weights or "pretrained"
+        self.backbone = create_model(config.backbone, weights=weights)
+        spec = self.backbone.spec
+        self.base_config = DetectorConfig(
+            backbone=config.backbone,
+            input_size=config.image_size,
+            mean=tuple(spec.mean),
+            std=tuple(spec.std),
+            proj_dim=config.proj_dim,
+            bank_size=1,
+            class_names=(GOOD, "anomalous"),
+            score_reduction=config.score_reduction,
+        )
+        self.detector = build_detector(self.base_config, backbone=self.backbone, embed_seed=config.seed)
+
+    def embed(self, images: Sequence[np.ndarray], stage: str) -> list[_Embedded]:
+        out: list[_Embedded] = []
+        cfg = self.base_config
+        with torch.inference_mode():
+            for n, rgb in enumerate(images):
+                views, _ = make_views(rgb, size=cfg.input_size, mean=cfg.mean, std=cfg.std, tiling=self.tiling)
+                patches, pooled = [], []
+                for lo in range(0, views.shape[0], self.config.batch_size):
+                    p, g = self.detector.embed(views[lo : lo + self.config.batch_size])
+                    patches.append(p)
+                    pooled.append(g)
+                out.append(_Embedded(torch.cat(patches), torch.cat(pooled)))
+                self.progress(stage, n + 1, len(images))
+        return out
+
+    def bank(self, embedded: Sequence[_Embedded]) -> MemoryBank:
+        d = embedded[0].patches.shape[1]
+        flat = torch.cat([e.patches.permute(0, 2, 3, 1).reshape(-1, d) for e in embedded])
+        rows = select_bank(flat, ratio=self.config.coreset_ratio, max_bank=self.config.max_bank,
+                           seed=self.config.seed)
+        return MemoryBank(rows, chunk=self.base_config.chunk)
+
+
+def _decode(items: Sequence[_Item], progress: ProgressFn) -> tuple[list[np.ndarray], list[str]]:
+    images, hashes = [], []
+    for n, item in enumerate(items):
+        decoded = decode_image(item.path)
+        images.append(to_rgb_float(decoded.pixels))
+        hashes.append(decoded.sha256)
+        progress("decode", n + 1, len(items))
+    return images, hashes
+
+
+def _files_hash(root: Path, items: Sequence[_Item], hashes: Sequence[str]) -> str:
+    """sha256 over the sorted (relative path, content sha256) pairs of the training files."""
+    base = root.resolve()
+    pairs = sorted(
+        (str(p.relative_to(base)) if p.is_relative_to(base) else str(p), h)
+        for p, h in ((i.path.resolve(), h) for i, h in zip(items, hashes, strict=True))
+    )
+    digest = hashlib.sha256()
+    for rel, h in pairs:
+        digest.update(f"{rel}\0{h}\n".encode())
+    return digest.hexdigest()
+
+
+def _pseudo(images: Sequence[np.ndarray], rng: np.random.Generator) -> tuple[list[np.ndarray], list[str]]:
+    """One pseudo-anomaly per image, kinds cycling so each is equally represented."""
+    out, kinds = [], []
+    for n, img in enumerate(images):
+        anomalous, _, kind = make_pseudo_anomaly(img, rng, kind=PSEUDO_KINDS[n % len(PSEUDO_KINDS)])
+        out.append(anomalous)
+        kinds.append(PSEUDO_PREFIX + kind)
+    return out, kinds
+
+
+def train_model(
+    data_root: str | Path,
+    out_dir: str | Path,
+    *,
+    config: TrainConfig,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Train a detector on ``data_root`` (MVTec layout) and save the artifact in ``out_dir``.
+
+    Raises:
+        DatasetFormatError: no ``train/good`` images (at least 4 needed).
+        CargoTypeError: cargo type neither configured nor the dataset folder's name.
+        WeightsError: the backbone's weights are missing or do not match their spec.
+    """
+    root = Path(data_root)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    start = time.perf_counter()
+    cargo = _cargo_type(root, config.cargo_type)
+    trainer = _Trainer(config, progress)
+    report = trainer.progress
+    items = _read_train_items(root)
+    train_items, val_items = _split(items, config.val_fraction, trainer.rng)
+    all_images, all_hashes = _decode(train_items + val_items, report)
+    train_images, val_images = all_images[: len(train_items)], all_images[len(train_items) :]
+
+    good_idx = [n for n, i in enumerate(train_items) if i.anomaly_type == GOOD]
+    anom_idx = [n for n, i in enumerate(train_items) if i.anomaly_type != GOOD]
+    goods = [train_images[n] for n in good_idx]
+    val_good = [img for img, i in zip(val_images, val_items, strict=True) if i.anomaly_type == GOOD]
+    val_anom = [img for img, i in zip(val_images, val_items, strict=True) if i.anomaly_type != GOOD]
+    val_anom_types = [i.anomaly_type for i in val_items if i.anomaly_type != GOOD]
+    if len(val_good) < 1 or len(goods) < config.folds:
+        raise DatasetFormatError(
+            f"{str(root)!r}: {len(goods)} training and {len(val_good)} validation good images after the "
+            f"split; need at least {config.folds} and 1"
+        )
+
+    # Fold assignment of training normals; anomalies go round-robin (pseudo ones follow their source).
+    fold_of_good = trainer.rng.permutation(len(goods)) % config.folds
+    use_pseudo = not anom_idx
+    if use_pseudo:
+        anomalies, anomaly_types = _pseudo(goods, trainer.rng)
+        fold_of_anom = fold_of_good.copy()
+    else:
+        anomalies = [train_images[n] for n in anom_idx]
+        anomaly_types = [train_items[n].anomaly_type for n in anom_idx]
+        fold_of_anom = np.arange(len(anomalies)) % config.folds
+    val_pseudo = not val_anom
+    if val_pseudo:
+        val_anom, val_anom_types = _pseudo(val_good, trainer.rng)
+    class_names = (GOOD, *sorted(set(anomaly_types)))
+
+    emb_good = trainer.embed(goods, "embed normals")
+    emb_anom = trainer.embed(anomalies, "embed anomalies")
+
+    # Out-of-fold one-class distances for every training unit.
+    units: list[tuple[_Embedded, torch.Tensor, int]] = []  # (embedding, distances (T, h, w), label)
+    normal_dists: list[torch.Tensor] = []
+    coreset_seconds = 0.0
+    for f in range(config.folds):
+        t0 = time.perf_counter()
+        bank = trainer.bank([e for e, g in zip(emb_good, fold_of_good, strict=True) if g != f])
+        coreset_seconds += time.perf_counter() - t0
+        with torch.inference_mode():
+            for e, g in zip(emb_good, fold_of_good, strict=True):
+                if g == f:
+                    dist = trainer.detector.distances(e.patches, bank)
+                    units.append((e, dist, 0))
+                    normal_dists.append(dist.flatten())
+            for e, g, kind in zip(emb_anom, fold_of_anom, anomaly_types, strict=True):
+                if g == f:
+                    units.append((e, trainer.detector.distances(e.patches, bank), class_names.index(kind)))
+        report("out-of-fold scoring", f + 1, config.folds)
+    det = trainer.detector
+    det.attn_temp.fill_(float(torch.cat(normal_dists).std().clamp_min(1e-6)))
+    xs, ys, oof_normal_scores = [], [], []
+    with torch.inference_mode():
+        for e, dist, label in units:
+            map_raw = det.smooth_map(dist)
+            score_raw = det.image_score(dist, map_raw)
+            best = int(score_raw.argmax())  # the most anomalous view (tile) speaks for the image
+            xs.append(det.head_inputs(e.patches[best : best + 1], e.pooled[best : best + 1],
+                                      dist[best : best + 1], score_raw[best : best + 1]))
+            ys.append(label)
+            if label == 0:
+                oof_normal_scores.append(float(score_raw[best]))
+    head = fit_type_head(torch.cat(xs), torch.tensor(ys), len(class_names), seed=config.seed)
+    report("supervised head", 1, 1)
+
+    t0 = time.perf_counter()
+    final_bank = trainer.bank(emb_good)
+    coreset_seconds += time.perf_counter() - t0
+    det.bank = final_bank
+    det.head = head
+    det.config = dataclasses.replace(
+        trainer.base_config, bank_size=int(final_bank.bank.shape[0]), class_names=class_names
+    )
+    logs = torch.tensor(oof_normal_scores).clamp_min(1e-12).log()
+    det.fusion.oc_mu.fill_(float(logs.mean()))
+    det.fusion.oc_sd.fill_(float(logs.std().clamp_min(1e-3)) if logs.numel() > 1 else 1.0)
+    report("memory bank", 1, 1)
+
+    # Calibration on the validation split.
+    scorer = ImageScorer(det, tiling=trainer.tiling, batch_size=config.batch_size)
+    val_all = val_good + val_anom
+    y_val = np.array([0] * len(val_good) + [1] * len(val_anom))
+    raw = scorer.score(val_all, maps=False)
+    _set_map_scale(det, scorer, val_good)
+    z = det.fusion.one_class_z(torch.tensor([r.score_raw for r in raw]))
+    lo = det.fusion.head_log_odds(torch.tensor(np.stack([r.type_logits for r in raw])))
+    a0, b0 = fit_platt(z, torch.tensor(y_val))
+    a1, b1 = fit_platt(lo, torch.tensor(y_val))
+    det.fusion.slope.copy_(torch.tensor([a0, a1]))
+    det.fusion.bias.copy_(torch.tensor([b0, b1]))
+    scores = np.array([r.score for r in scorer.score(val_all, maps=False)])
+    report("calibration", 1, 1)
+
+    normal_scores, anomalous_scores = scores[y_val == 0], scores[y_val == 1]
+    thresholds = pick_thresholds(
+        normal_scores,
+        None if val_pseudo else anomalous_scores,
+        target_miss_rate=config.target_miss_rate,
+        hold_false_alarm_rate=config.hold_false_alarm_rate,
+    )
+    labels = y_val.astype(bool)
+    auroc = image_auroc(scores, labels)
+    tnr = tnr_at_fnr(scores, labels, config.target_miss_rate)
+    fit_seconds = time.perf_counter() - start
+
+    spec = trainer.backbone.spec
+    counts: dict[str, dict[str, int]] = {
+        "train": dict(Counter(i.anomaly_type for i in train_items)),
+        "validation": dict(Counter(i.anomaly_type for i in val_items)),
+    }
+    card: dict[str, Any] = {
+        "cargo_type": cargo,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "clearsight_version": importlib.metadata.version("clearsight"),
+        "backbone": {
+            "name": config.backbone,
+            "weights": spec.name,
+            "weights_source": spec.source,
+            "weights_sha256": spec.sha256 or _maybe_file_hash(spec.source),
+            "licence": spec.licence,
+            "stored_in_artifact": True,
+        },
+        "preprocessing": {
+            "input_size": config.image_size,
+            "mean": list(spec.mean),
+            "std": list(spec.std),
+            "channels": "RGB; gray replicated to 3 channels",
+            "scaling": "uint8 / 255, uint16 / 65535, float clipped to [0, 1]",
+            "resize": "cv2 INTER_AREA when shrinking, INTER_LINEAR when enlarging",
+            "tiling": {"tile_size": trainer.tiling.tile_size, "overlap": trainer.tiling.overlap},
+        },
+        "thresholds": thresholds._asdict(),
+        "validation": {
+            "image_auroc": auroc.value,
+            "tnr_at_target_miss_rate": tnr.value,
+            "release_rate_at_threshold": float(np.mean(normal_scores < thresholds.release)),
+            "miss_rate_at_threshold": float(np.mean(anomalous_scores < thresholds.release)),
+            "n_good": int(len(val_good)),
+            "n_anomalous": int(len(val_anom)),
+            "anomalies": "pseudo (synthetic, made from held-out normals)" if val_pseudo else "labelled",
+            "anomalous_types": dict(Counter(val_anom_types)),
+        },
+        "training": {
+            "data_root": str(root),
+            "counts": counts,
+            "files_sha256": _files_hash(root, train_items + val_items, all_hashes),
+            "pseudo_anomalies": use_pseudo,
+            "pseudo_types": [c for c in class_names if c.startswith(PSEUDO_PREFIX)],
+            "class_names": list(class_names),
+            "folds": config.folds,
+            "coreset_ratio": config.coreset_ratio,
+            "max_bank": config.max_bank,
+            "bank_size": int(final_bank.bank.shape[0]),
+            "patches_total": int(sum(e.patches.shape[0] * e.patches[0, 0].numel() for e in emb_good)),
+            "seed": config.seed,
+            "fit_seconds": round(fit_seconds, 3),
+            "coreset_seconds": round(coreset_seconds, 3),
+        },
+    }
+    out = save_artifact(out_dir, det, card)
+    saved = read_card(out)
+    report("artifact", 1, 1)
+    return TrainResult(out, str(saved["model_id"]), thresholds, saved, fit_seconds)
+
+
+def _maybe_file_hash(source: str) -> str:
+    if source.startswith("file:"):
+        return file_sha256(Path(source[len("file:") :]))
+    return ""
+
+
+def _set_map_scale(det: Detector, scorer: ImageScorer, val_good: Sequence[np.ndarray]) -> None:
+    """Map normalisation from validation normals: median -> 0, median + 2 x (q99.9 - median) -> 1.
+
+    A normal image's hottest spots then sit near 0.5 and real defects saturate at 1.
+    """
+    values = []
+    with torch.inference_mode():
+        for img in val_good:
+            views, _, _ = scorer.views(img)
+            values.append(det.raw(views).map_raw.flatten())
+    flat = torch.cat(values)
+    # torch.quantile refuses very large inputs: subsample deterministically.
+    if flat.numel() > 1_000_000:
+        flat = flat[:: math.ceil(flat.numel() / 1_000_000)]
+    lo = float(flat.median())
+    hi = float(torch.quantile(flat, 0.999))
+    det.map_lo.fill_(lo)
+    det.map_span.fill_(max(2.0 * (hi - lo), 1e-6))
