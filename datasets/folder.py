@@ -1,0 +1,114 @@
+"""Plain folders, files and glob patterns: the images to score when there are no labels."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from datasets.errors import DatasetFormatError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MANIFEST_EXTENSIONS",
+    "extensions_text",
+    "is_hidden",
+    "is_image_file",
+    "is_manifest",
+    "iter_image_paths",
+]
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
+"""File extensions taken as images (compared lower-cased), the formats ``decode_image`` reads."""
+
+MANIFEST_EXTENSIONS: frozenset[str] = frozenset({".csv", ".jsonl", ".ndjson"})
+"""File extensions taken as inspection manifests (see ``datasets.manifest``)."""
+
+# Operating-system litter that sits beside images and is never meant as data.
+_LITTER = frozenset({"thumbs.db", "desktop.ini"})
+_GLOB_CHARS = frozenset("*?[")
+
+
+def extensions_text() -> str:
+    """The accepted image extensions, for error messages."""
+    return ", ".join(sorted(IMAGE_EXTENSIONS))
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether ``path`` has an image extension (case-insensitive); the file is not opened."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_hidden(name: str) -> bool:
+    """Dot-files (``.DS_Store``, ``._x.png``) and OS litter (``Thumbs.db``): skipped, never reported."""
+    return name.startswith(".") or name.lower() in _LITTER
+
+
+def is_manifest(path: str | Path) -> bool:
+    """Whether a scoring input names a manifest (``.csv``, ``.jsonl``, ``.ndjson``) rather than images."""
+    return Path(path).suffix.lower() in MANIFEST_EXTENSIONS
+
+
+def iter_image_paths(inputs: Sequence[str | Path]) -> Iterator[Path]:
+    """Expand files, folders and glob patterns into image paths.
+
+    Args:
+        inputs: each a file (must have an image extension), a folder (searched recursively for
+            image extensions, case-insensitive; hidden files and folders skipped; symlinked folders
+            not followed) or a glob pattern (``*``, ``?``, ``[...]``; ``**`` recurses; non-image
+            matches are skipped).
+
+    Yields:
+        Image paths, spelled as found from the input: inputs in the order given, each input's
+        matches sorted; a file reached twice (even by different spellings) is yielded once.
+
+    Raises:
+        DatasetFormatError: before anything is yielded, for an input that does not exist, a glob
+            or folder with no images, or a file that is not an image.
+    """
+    expanded = [(str(item), _expand(str(item))) for item in inputs]
+    seen: set[str] = set()
+    for _, paths in expanded:
+        for path in paths:
+            key = os.path.realpath(path)
+            if key not in seen:
+                seen.add(key)
+                yield path
+
+
+def _expand(item: str) -> list[Path]:
+    path = Path(item)
+    if path.is_file():
+        if not is_image_file(path):
+            raise DatasetFormatError(f"{item}: not an image file (accepted extensions: {extensions_text()})")
+        return [path]
+    if path.is_dir():
+        found = _walk_images(path)
+        if not found:
+            raise DatasetFormatError(
+                f"{item}: folder contains no images (accepted extensions: {extensions_text()})"
+            )
+        return found
+    if _GLOB_CHARS & set(item):
+        found = []
+        for match in sorted(glob.glob(item, recursive=True)):
+            hit = Path(match)
+            if hit.is_dir():
+                found.extend(_walk_images(hit))
+            elif hit.is_file() and is_image_file(hit) and not is_hidden(hit.name):
+                found.append(hit)
+        if not found:
+            raise DatasetFormatError(
+                f"{item}: pattern matches no images (accepted extensions: {extensions_text()})"
+            )
+        return sorted(set(found))
+    raise DatasetFormatError(f"{item}: no such file or folder")
+
+
+def _walk_images(folder: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not is_hidden(d)]
+        found.extend(Path(dirpath, name) for name in filenames if not is_hidden(name) and is_image_file(name))
+    return sorted(found)

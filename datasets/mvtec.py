@@ -1,0 +1,254 @@
+"""The MVTec AD folder layout, extended with labelled anomalous training images.
+
+::
+
+    ROOT/train/good/*.png                          normal training images (required)
+    ROOT/train/<anomaly_type>/*.png                labelled anomalous training images (optional)
+    ROOT/test/good/*.png                           normal test images
+    ROOT/test/<anomaly_type>/*.png                 anomalous test images
+    ROOT/ground_truth/<anomaly_type>/<stem>_mask.png   pixel masks (optional)
+
+A mask in ``ground_truth/<anomaly_type>/`` belongs to the test image of that type with the same
+stem, as in MVTec AD; when no test image has that stem it belongs to the training image that does.
+Any image extension ``decode_image`` reads is accepted. Hidden files (``.DS_Store``) are skipped;
+any other stray file is an error, so that a typo'd extension is not silently left out.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from datasets.decode import read_image_size
+from datasets.errors import DatasetFormatError, ImageDecodeError
+from datasets.folder import extensions_text, is_hidden, is_image_file
+
+__all__ = ["GOOD", "SPLITS", "DatasetItem", "MvtecDataset", "read_mvtec"]
+
+GOOD = "good"
+SPLITS: tuple[str, ...] = ("train", "test")
+_MASK_SUFFIX = "_mask"
+_LAYOUT = (
+    "expected the MVTec AD layout: ROOT/train/good/, optional ROOT/train/<anomaly_type>/, "
+    "ROOT/test/good/, ROOT/test/<anomaly_type>/, optional ROOT/ground_truth/<anomaly_type>/<stem>_mask.png"
+)
+
+
+class DatasetItem(NamedTuple):
+    """One image of a dataset.
+
+    Attributes:
+        path: absolute path of the image.
+        label: ``"good"`` or ``"anomalous"``.
+        anomaly_type: the folder name for anomalous images (``"crack"``), ``None`` for good ones.
+        mask_path: absolute path of the pixel mask, ``None`` when there is none.
+        split: ``"train"`` or ``"test"``.
+    """
+
+    path: Path
+    label: str
+    anomaly_type: str | None
+    mask_path: Path | None
+    split: str
+
+
+@dataclass(frozen=True)
+class MvtecDataset:
+    """A validated MVTec-layout dataset.
+
+    ``items`` are ordered train before test, then ``good`` before the anomaly types (sorted), then
+    by file name.
+    """
+
+    root: Path
+    items: tuple[DatasetItem, ...]
+
+    def split(self, name: str) -> list[DatasetItem]:
+        """The items of one split (``"train"`` or ``"test"``), in dataset order."""
+        _check_split(name)
+        return [item for item in self.items if item.split == name]
+
+    def anomaly_types(self, split: str | None = None) -> list[str]:
+        """Sorted anomaly types present (``good`` excluded), in one split or in both."""
+        if split is not None:
+            _check_split(split)
+        return sorted(
+            {
+                item.anomaly_type
+                for item in self.items
+                if item.anomaly_type is not None and (split is None or item.split == split)
+            }
+        )
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Image counts per split and class.
+
+        E.g. ``{"train": {"good": 209}, "test": {"good": 40, "crack": 8}}``. Splits with no
+        images are left out; classes are ordered as the items are.
+        """
+        out: dict[str, dict[str, int]] = {}
+        for item in self.items:
+            per_class = out.setdefault(item.split, {})
+            key = item.anomaly_type or GOOD
+            per_class[key] = per_class.get(key, 0) + 1
+        return out
+
+
+def read_mvtec(root: str | Path, *, check_masks: bool = True) -> MvtecDataset:
+    """Read and validate an MVTec-layout folder.
+
+    Args:
+        root: the category folder (the one holding ``train/`` and ``test/``).
+        check_masks: also check that every mask has its image's width and height (headers only).
+
+    Raises:
+        DatasetFormatError: naming the path and the rule broken: no ``train/good``, a parent of
+            several categories given as root, an empty folder, a stray file, a mask without an
+            image, a mask for a good image, a mask of another size.
+    """
+    root_path = Path(root).expanduser().resolve()
+    if not root_path.is_dir():
+        raise DatasetFormatError(f"dataset root {root} does not exist or is not a folder")
+    if not (root_path / "train" / GOOD).is_dir():
+        raise DatasetFormatError(_missing_train_good(root_path))
+
+    images: dict[tuple[str, str], list[Path]] = {}
+    for split in SPLITS:
+        split_dir = root_path / split
+        if not split_dir.exists():
+            continue
+        classes = _class_folders(split_dir)
+        if not classes:
+            raise DatasetFormatError(f"{split_dir}: empty split, no class folders ({_LAYOUT})")
+        for name in classes:
+            images[(split, name)] = _images_in(split_dir / name)
+
+    masks = _read_masks(root_path, images)
+    if check_masks:
+        for image, mask in masks.items():
+            _check_mask_size(image, mask)
+
+    items = [
+        DatasetItem(
+            path=path,
+            label=GOOD if name == GOOD else "anomalous",
+            anomaly_type=None if name == GOOD else name,
+            mask_path=masks.get(path),
+            split=split,
+        )
+        for split in SPLITS
+        for name in sorted((n for s, n in images if s == split), key=lambda n: (n != GOOD, n))
+        for path in images[(split, name)]
+    ]
+    return MvtecDataset(root=root_path, items=tuple(items))
+
+
+def _check_split(name: str) -> None:
+    if name not in SPLITS:
+        raise DatasetFormatError(f"unknown split {name!r} (accepted: {', '.join(SPLITS)})")
+
+
+def _missing_train_good(root: Path) -> str:
+    """Say what is missing, and name the categories when ``root`` holds several."""
+    categories = sorted(
+        child.name for child in root.iterdir() if child.is_dir() and (child / "train" / GOOD).is_dir()
+    )
+    if categories:
+        shown = ", ".join(categories[:20]) + (", ..." if len(categories) > 20 else "")
+        return (
+            f"{root} looks like a folder of {len(categories)} categories ({shown}), not one category: "
+            f"point at one of them, e.g. {root / categories[0]}"
+        )
+    return f"{root}: missing {root / 'train' / GOOD} ({_LAYOUT})"
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    """Sub-folder names of a split; a stray file in the split folder is an error."""
+    names = []
+    for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
+        if is_hidden(entry.name):
+            continue
+        if not entry.is_dir():
+            raise DatasetFormatError(
+                f"{entry.path}: unexpected file in a split folder (images go in {split_dir}/<class>/)"
+            )
+        names.append(entry.name)
+    return names
+
+
+def _images_in(folder: Path) -> list[Path]:
+    """Sorted image paths of a class folder; stray files, sub-folders and shared stems are errors."""
+    found: list[Path] = []
+    stray: list[str] = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if is_hidden(entry.name):
+            continue
+        if entry.is_dir():
+            raise DatasetFormatError(f"{entry.path}: unexpected folder inside a class folder")
+        if is_image_file(entry.name):
+            found.append(folder / entry.name)
+        else:
+            stray.append(entry.name)
+    if stray:
+        raise DatasetFormatError(
+            f"{folder}: {_some(stray)} not an image (accepted extensions: {extensions_text()})"
+        )
+    if not found:
+        raise DatasetFormatError(
+            f"{folder}: empty folder, no images (accepted extensions: {extensions_text()})"
+        )
+    stems: dict[str, Path] = {}
+    for path in found:
+        if path.stem in stems:
+            raise DatasetFormatError(
+                f"{folder}: {stems[path.stem].name} and {path.name} share the stem {path.stem!r}, "
+                "so a mask could not tell them apart"
+            )
+        stems[path.stem] = path
+    return found
+
+
+def _some(names: Iterable[str], limit: int = 5) -> str:
+    listed = list(names)
+    text = ", ".join(listed[:limit]) + (f" and {len(listed) - limit} more" if len(listed) > limit else "")
+    return f"{text} {'is' if len(listed) == 1 else 'are'}"
+
+
+def _read_masks(root: Path, images: dict[tuple[str, str], list[Path]]) -> dict[Path, Path]:
+    """Pair every mask with its image: ``{image path: mask path}``."""
+    gt_dir = root / "ground_truth"
+    if not gt_dir.exists():
+        return {}
+    by_stem = {key: {p.stem: p for p in paths} for key, paths in images.items()}
+    pairs: dict[Path, Path] = {}
+    for name in _class_folders(gt_dir):
+        if name == GOOD:
+            raise DatasetFormatError(f"{gt_dir / GOOD}: masks for good images (good images have no defects)")
+        for mask in _images_in(gt_dir / name):
+            if not mask.stem.endswith(_MASK_SUFFIX):
+                raise DatasetFormatError(
+                    f"{mask}: a mask's name must be <image stem>{_MASK_SUFFIX}{mask.suffix}"
+                )
+            stem = mask.stem[: -len(_MASK_SUFFIX)]
+            image = by_stem.get(("test", name), {}).get(stem) or by_stem.get(("train", name), {}).get(stem)
+            if image is None:
+                raise DatasetFormatError(
+                    f"{mask}: mask without an image (no test/{name}/{stem}.* or train/{name}/{stem}.*)"
+                )
+            pairs[image] = mask
+    return pairs
+
+
+def _check_mask_size(image: Path, mask: Path) -> None:
+    try:
+        image_size, mask_size = read_image_size(image), read_image_size(mask)
+    except ImageDecodeError as exc:
+        raise DatasetFormatError(f"unreadable image or mask: {exc}") from exc
+    if image_size != mask_size:
+        raise DatasetFormatError(
+            f"{mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {image} is "
+            f"{image_size[0]}x{image_size[1]}"
+        )
