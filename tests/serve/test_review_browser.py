@@ -1,0 +1,119 @@
+"""The officer review page in Debian's chromium (Playwright) against a real uvicorn server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from serve_fakes import OFFICER_KEY, SUBMITTER_KEY, auth, png_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _ore_png(value: int, seed: int) -> bytes:
+    """A noisy grey 'ore' photo of mean brightness ~``value`` with one bright lump (hot in the heatmap)."""
+    rng = np.random.default_rng(seed)
+    image = np.clip(rng.normal(value, 18, (64, 96, 3)), 0, 255).astype(np.uint8)
+    image[20:34, 50:66] = 255
+    ok, buf = cv2.imencode(".png", image)
+    assert ok
+    return buf.tobytes()
+
+
+def _submit(url: str, shipment_id: str, values: list[int], **declared) -> dict:
+    declaration = json.dumps({"shipment_id": shipment_id, "cargo_type": "bulk_ore", **declared})
+    files = [("images", (f"hold{i}.png", _ore_png(v, i), "image/png")) for i, v in enumerate(values)]
+    response = httpx.post(
+        f"{url}/v1/shipments", files=files, data={"declaration": declaration}, headers=auth(SUBMITTER_KEY)
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_officer_reviews_a_held_shipment(live_server, audit_store) -> None:
+    from playwright.sync_api import sync_playwright
+
+    server = live_server()
+    held = _submit(server.url, "SHP-HOLD-7", [60, 235], trader_id="CN-TRADER-42")
+    _submit(server.url, "SHP-CLEAN-1", [20])  # released: not in the queue
+    _submit(server.url, "SHP-REVIEW-2", [140])
+    assert held["decision"]["tier"] == "PHYSICAL_INSPECTION"
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(f"{server.url}/review")
+        page.fill("#key", "wrong-key-123")
+        page.click("#login-form button")
+        assert page.locator("p.error").inner_text() == "Unknown key."
+        page.fill("#key", OFFICER_KEY)
+        page.click("#login-form button")
+
+        cards = page.locator("article.shipment")
+        assert cards.count() == 2  # newest first; the released shipment is not queued
+        assert [cards.nth(i).get_attribute("data-shipment") for i in range(2)] == [
+            "SHP-REVIEW-2",
+            "SHP-HOLD-7",
+        ]
+        card = page.locator("#shipment-SHP-HOLD-7")
+        assert card.locator(".tier").inner_text() == "PHYSICAL INSPECTION"
+        assert "score.hold" in card.locator(".reasons").inner_text()
+        heatmaps = card.locator("img.heatmap")
+        assert heatmaps.count() == 2
+        # The heatmap really loaded (a decoded image has a natural width), not a broken link.
+        assert heatmaps.nth(1).evaluate("img => img.complete && img.naturalWidth") == 96
+        assert "vs release 0.500 / hold 0.800" in card.locator("figcaption").nth(1).inner_text()
+
+        cookie = next(c for c in page.context.cookies() if c["name"] == "clearsight_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert OFFICER_KEY not in cookie["value"]
+
+        shots = ROOT / "tests" / "artifacts"
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "review_page.png"), full_page=True)
+        (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shots / "review_page.png", ROOT / "docs" / "img" / "review_page.png")
+
+        card.locator("select[name=found]").select_option("foreign_object")
+        card.locator("input[name=notes]").fill("scrap cable, bay 3")
+        card.locator("button[type=submit]").click()
+        page.wait_for_url("**/review?recorded=SHP-HOLD-7")
+        assert "Outcome recorded for shipment SHP-HOLD-7" in page.locator("p.notice").inner_text()
+        assert page.locator("article.shipment").count() == 1  # only the other one is still pending
+        browser.close()
+
+    outcome = audit_store.get("SHP-HOLD-7").outcome
+    assert (outcome.found, outcome.notes) == ("foreign_object", "scrap cable, bay 3")
+    assert outcome.officer.startswith("officer:")
+    assert audit_store.verify().ok
+
+
+def test_review_forms_need_session_and_csrf(make_client, audit_store) -> None:
+    client = make_client()
+    files = [("images", ("a.png", png_bytes(240), "image/png"))]
+    declaration = json.dumps({"shipment_id": "SHP-X", "cargo_type": "bulk_ore"})
+    client.post("/v1/shipments", files=files, data={"declaration": declaration}, headers=auth(SUBMITTER_KEY))
+    no_session = client.post("/review/shipments/SHP-X/outcome", data={"found": "clean", "csrf": "x"})
+    assert no_session.status_code == 401
+    assert client.post("/review/login", data={"key": SUBMITTER_KEY}).status_code == 403
+    login = client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
+    assert (login.status_code, login.headers["location"]) == (303, "/review")
+    set_cookie = login.headers["set-cookie"]
+    assert "HttpOnly" in set_cookie and "SameSite=strict" in set_cookie and "Path=/review" in set_cookie
+    forged = client.post("/review/shipments/SHP-X/outcome", data={"found": "clean", "csrf": "forged"})
+    assert forged.status_code == 403
+    assert forged.json()["detail"] == "the form's CSRF token does not match this session; reload /review"
+    assert audit_store.get("SHP-X").outcome is None
+    page = client.get("/review")
+    assert page.status_code == 200 and 'id="shipment-SHP-X"' in page.text
+    missing = client.get("/review/files/images/" + "0" * 64)
+    assert missing.status_code == 404
+    assert client.get("/review/files/../../etc/passwd").status_code == 404
