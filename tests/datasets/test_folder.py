@@ -1,0 +1,113 @@
+"""iter_image_paths: files, folders and globs expanded in a fixed order, bad inputs named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from datasets.errors import DatasetFormatError
+from datasets.folder import IMAGE_EXTENSIONS, is_image_file, is_manifest, iter_image_paths
+
+FILES = [
+    "a/2.png",
+    "a/1.JPG",
+    "a/sub/3.tiff",
+    "a/.hidden/4.png",
+    "a/.DS_Store",
+    "a/Thumbs.db",
+    "a/notes.txt",
+    "b/5.webp",
+    "b/6.bmp",
+    "c/readme.md",
+]
+
+
+@pytest.fixture
+def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [
+        (["a"], ["a/1.JPG", "a/2.png", "a/sub/3.tiff"]),
+        (["b", "a/2.png"], ["b/5.webp", "b/6.bmp", "a/2.png"]),
+        (["a/2.png", "a", "a/2.png"], ["a/2.png", "a/1.JPG", "a/sub/3.tiff"]),
+        (["*/*.png"], ["a/2.png"]),
+        (["**/*.png"], ["a/2.png"]),
+        (["a/*"], ["a/1.JPG", "a/2.png", "a/sub/3.tiff"]),
+        (["b/[5]*"], ["b/5.webp"]),
+        (["b/?.bmp", "b"], ["b/6.bmp", "b/5.webp"]),
+    ],
+    ids=[
+        "folder",
+        "order-of-inputs",
+        "duplicates",
+        "glob",
+        "recursive-glob",
+        "glob-dirs",
+        "glob-set",
+        "glob-then-folder",
+    ],
+)
+def test_expansion(tree: Path, inputs: list[str], expected: list[str]) -> None:
+    assert [p.as_posix() for p in iter_image_paths(inputs)] == expected
+
+
+def test_same_file_by_two_spellings_is_yielded_once(tree: Path) -> None:
+    assert list(iter_image_paths([tree / "b" / "6.bmp", "b/6.bmp", "b/../b/6.bmp"])) == [tree / "b" / "6.bmp"]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (["missing"], "missing: no such file or folder"),
+        (["a", "missing"], "missing: no such file or folder"),
+        (
+            ["*.gif"],
+            "*.gif: pattern matches no images (accepted extensions: "
+            ".bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
+        ),
+        (
+            ["c"],
+            "c: folder contains no images (accepted extensions: .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
+        ),
+        (
+            ["a/notes.txt"],
+            "a/notes.txt: not an image file (accepted extensions: "
+            ".bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
+        ),
+    ],
+    ids=["missing", "missing-after-good", "empty-glob", "no-images", "not-image"],
+)
+def test_bad_inputs_fail_before_anything_is_yielded(tree: Path, inputs: list[str], message: str) -> None:
+    paths = iter_image_paths(inputs)
+    with pytest.raises(DatasetFormatError) as info:
+        next(paths)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("name", "image", "manifest"),
+    [
+        ("x.PNG", True, False),
+        ("x.jpeg", True, False),
+        ("x.tif", True, False),
+        ("x.gif", False, False),
+        ("m.csv", False, True),
+        ("m.JSONL", False, True),
+        ("m.ndjson", False, True),
+        ("m.json", False, False),
+    ],
+)
+def test_classifiers(name: str, image: bool, manifest: bool) -> None:
+    assert (is_image_file(name), is_manifest(name)) == (image, manifest)
+
+
+def test_extensions_match_the_decoder_formats() -> None:
+    assert {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"} == IMAGE_EXTENSIONS

@@ -1,0 +1,196 @@
+"""read_mvtec: the layout, its validation messages, masks, ordering and counts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets_test_images import REAL_ORE, encode
+
+from datasets.errors import DatasetFormatError
+from datasets.mvtec import DatasetItem, read_mvtec
+
+PNG_8x6 = encode(np.zeros((6, 8), np.uint8), "PNG")
+PNG_4x4 = encode(np.zeros((4, 4), np.uint8), "PNG")
+
+BASE = {
+    "train/good/000.png": PNG_8x6,
+    "train/good/001.png": PNG_8x6,
+    "train/crack/007.png": PNG_8x6,
+    "test/good/000.png": PNG_8x6,
+    "test/crack/000.png": PNG_8x6,
+    "test/crack/001.jpg": encode(np.zeros((6, 8, 3), np.uint8), "JPEG"),
+    "test/hole/000.png": PNG_8x6,
+    "ground_truth/crack/000_mask.png": PNG_8x6,
+    "ground_truth/crack/007_mask.png": PNG_8x6,
+    "license.txt": b"root-level files are not the layout's business",
+    "test/.DS_Store": b"ignored",
+    "test/crack/._000.png": b"macOS resource fork, ignored",
+    "train/good/Thumbs.db": b"ignored",
+}
+
+
+def _build(root: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def dataset_root(tmp_path: Path) -> Path:
+    return _build(tmp_path / "bottle", BASE)
+
+
+def test_reads_items_in_order_with_masks(dataset_root: Path) -> None:
+    ds = read_mvtec(dataset_root)
+    root = dataset_root.resolve()
+    assert ds.root == root
+    assert ds.items == (
+        DatasetItem(root / "train/good/000.png", "good", None, None, "train"),
+        DatasetItem(root / "train/good/001.png", "good", None, None, "train"),
+        DatasetItem(
+            root / "train/crack/007.png",
+            "anomalous",
+            "crack",
+            root / "ground_truth/crack/007_mask.png",
+            "train",
+        ),
+        DatasetItem(root / "test/good/000.png", "good", None, None, "test"),
+        DatasetItem(
+            root / "test/crack/000.png",
+            "anomalous",
+            "crack",
+            root / "ground_truth/crack/000_mask.png",
+            "test",
+        ),
+        DatasetItem(root / "test/crack/001.jpg", "anomalous", "crack", None, "test"),
+        DatasetItem(root / "test/hole/000.png", "anomalous", "hole", None, "test"),
+    )
+
+
+def test_queries(dataset_root: Path) -> None:
+    ds = read_mvtec(dataset_root)
+    assert [i.path.name for i in ds.split("train")] == ["000.png", "001.png", "007.png"]
+    assert ds.anomaly_types() == ["crack", "hole"]
+    assert ds.anomaly_types("train") == ["crack"]
+    assert ds.counts() == {"train": {"good": 2, "crack": 1}, "test": {"good": 1, "crack": 2, "hole": 1}}
+    with pytest.raises(DatasetFormatError, match=r"^unknown split 'val' \(accepted: train, test\)$"):
+        ds.split("val")
+
+
+def test_train_only_dataset(tmp_path: Path) -> None:
+    ds = read_mvtec(_build(tmp_path / "c", {"train/good/a.png": PNG_8x6}))
+    assert ds.counts() == {"train": {"good": 1}}
+    assert ds.split("test") == []
+
+
+CASES = [
+    (
+        "no-train-good",
+        {k: v for k, v in BASE.items() if not k.startswith("train/good")},
+        "{root}: missing {root}/train/good (expected the MVTec AD layout: ROOT/train/good/, ",
+    ),
+    (
+        "empty-class",
+        BASE | {"test/scratch/.keep": b""},
+        "{root}/test/scratch: empty folder, no images "
+        "(accepted extensions: .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
+    ),
+    (
+        "empty-split",
+        {"train/good/a.png": PNG_8x6, "test/.DS_Store": b""},
+        "{root}/test: empty split, no class folders",
+    ),
+    (
+        "stray-file",
+        BASE | {"test/crack/notes.txt": b"x", "test/crack/x.gif": b"x"},
+        "{root}/test/crack: notes.txt, x.gif are not an image (accepted extensions: ",
+    ),
+    (
+        "file-in-split",
+        BASE | {"train/000.png": PNG_8x6},
+        "{root}/train/000.png: unexpected file in a split folder (images go in {root}/train/<class>/)",
+    ),
+    (
+        "nested-folder",
+        BASE | {"test/hole/more/1.png": PNG_8x6},
+        "{root}/test/hole/more: unexpected folder inside a class folder",
+    ),
+    (
+        "shared-stem",
+        BASE | {"test/hole/000.jpg": PNG_8x6},
+        "{root}/test/hole: 000.jpg and 000.png share the stem '000', so a mask could not tell them apart",
+    ),
+    (
+        "mask-without-image",
+        BASE | {"ground_truth/hole/005_mask.png": PNG_8x6},
+        "{root}/ground_truth/hole/005_mask.png: mask without an image "
+        "(no test/hole/005.* or train/hole/005.*)",
+    ),
+    (
+        "mask-for-good",
+        BASE | {"ground_truth/good/000_mask.png": PNG_8x6},
+        "{root}/ground_truth/good: masks for good images (good images have no defects)",
+    ),
+    (
+        "mask-name",
+        BASE | {"ground_truth/hole/000.png": PNG_8x6},
+        "{root}/ground_truth/hole/000.png: a mask's name must be <image stem>_mask.png",
+    ),
+    (
+        "mask-size",
+        BASE | {"ground_truth/hole/000_mask.png": PNG_4x4},
+        "{root}/ground_truth/hole/000_mask.png: mask is 4x4 but its image {root}/test/hole/000.png is 8x6",
+    ),
+    (
+        "unreadable-mask",
+        BASE | {"ground_truth/hole/000_mask.png": b"not a png"},
+        "unreadable image or mask: {root}/ground_truth/hole/000_mask.png: not a recognised image",
+    ),
+]
+
+
+@pytest.mark.parametrize(("files", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_layout_errors(tmp_path: Path, files: dict[str, bytes], message: str) -> None:
+    root = _build(tmp_path / "bottle", files)
+    with pytest.raises(DatasetFormatError) as info:
+        read_mvtec(root)
+    assert str(info.value).startswith(message.format(root=root.resolve()))
+
+
+def test_mask_size_is_not_checked_when_asked_not_to(tmp_path: Path) -> None:
+    root = _build(tmp_path / "bottle", BASE | {"ground_truth/hole/000_mask.png": PNG_4x4})
+    ds = read_mvtec(root, check_masks=False)
+    assert ds.items[-1].mask_path == root.resolve() / "ground_truth/hole/000_mask.png"
+
+
+def test_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(DatasetFormatError, match=r"does not exist or is not a folder$"):
+        read_mvtec(tmp_path / "nope")
+
+
+def test_parent_of_categories_is_named(tmp_path: Path) -> None:
+    for category in ("screw", "bottle"):
+        _build(tmp_path / "mvtec" / category, {"train/good/a.png": PNG_8x6})
+    (tmp_path / "mvtec" / "readme.txt").write_text("x")
+    parent = (tmp_path / "mvtec").resolve()
+    with pytest.raises(DatasetFormatError) as info:
+        read_mvtec(tmp_path / "mvtec")
+    assert str(info.value) == (
+        f"{parent} looks like a folder of 2 categories (bottle, screw), not one category: "
+        f"point at one of them, e.g. {parent / 'bottle'}"
+    )
+
+
+def test_real_tiles_as_a_dataset(tmp_path: Path) -> None:
+    root = tmp_path / "ore"
+    for folder, split in (("full_ore", "train"), ("partial_edge", "test"), ("empty_belt", "test")):
+        dest = root / split / "good"
+        dest.mkdir(parents=True, exist_ok=True)
+        for tile in sorted((REAL_ORE / folder).glob("*.png")):
+            shutil.copy(tile, dest / f"{folder}_{tile.name}")
+    assert read_mvtec(root).counts() == {"train": {"good": 3}, "test": {"good": 5}}
