@@ -4,8 +4,9 @@ The walk goes through the records in ``seq`` order, a page at a time (constant m
 
 * ``record_hash == sha256(prev_hash + content)`` and the query columns match the content -> altered;
 * ``prev_hash`` is the previous record's hash; when it is not, where it points tells what happened:
-  nowhere (a gap in ``seq``: deleted; no gap: the previous record was altered and re-hashed),
-  to a record further back (the records in between were inserted), to a later record (reordered);
+  nowhere (the predecessor's real successor comes later: inserted; a gap in ``seq``: deleted;
+  otherwise the predecessor was altered and re-hashed), to a record further back (the records in
+  between were inserted), to a later record (reordered);
 * records past the head row were not appended by the store (inserted); a chain that stops short of
   the head lost its tail (deleted).
 
@@ -76,6 +77,18 @@ def _check_link(conn: Connection, row: Any, prev_seq: int, expected_prev: str) -
         return
     target = _seq_of_hash(conn, row.prev_hash) if row.prev_hash != GENESIS_HASH else 0
     if target is None:
+        # The record links nowhere. If the predecessor's true successor sits further on, this record
+        # (and any up to that successor) was slipped in between them.
+        successor = conn.execute(
+            select(audit_records.c.seq).where(audit_records.c.prev_hash == expected_prev)
+        ).scalar()
+        if successor is not None and successor > row.seq:
+            raise _Bad(
+                "inserted",
+                row.seq,
+                f"record {row.seq}: records {row.seq}..{successor - 1} were inserted between record "
+                f"{prev_seq} and its successor {successor}",
+            )
         if row.seq > prev_seq + 1:
             raise _Bad(
                 "deleted",

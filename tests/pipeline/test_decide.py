@@ -1,0 +1,651 @@
+"""Shipment decisions: every rule and tier, fail-closed cases, AEO offsets, overrides, random audits,
+row grouping, and the `clearsight decide` command."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import json
+import math
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datasets.errors import InputError, PolicyError
+from pipeline.decide import audit_fraction, decide_rows, decide_shipment
+from pipeline.policy import Policy, parse_policy
+from pipeline.verdicts import Declaration, ImageVerdict, Tier
+
+KEY = b"test-audit-key"
+NOW = datetime(2026, 11, 5, 10, 30, tzinfo=UTC)
+R, H, P = Tier.RELEASE, Tier.REMOTE_INSPECTION, Tier.PHYSICAL_INSPECTION
+
+
+def policy(**changes: Any) -> Policy:
+    data: dict[str, Any] = {
+        "policy_version": "test-1",
+        "cargo_types": {"bulk_ore": {}, "vacuum_pack": {"release_threshold": 0.3, "hold_threshold": 0.6}},
+        "trusted_traders": {"AEOF": {"threshold_offset": 0.05}, "AEOS": {"threshold_offset": 0.2}},
+        "random_audit": {"rate": 0.0},
+    }
+    data.update(changes)
+    return parse_policy(data)
+
+
+def img(score: float | None = 0.2, path: str = "a.png", **kw: Any) -> ImageVerdict:
+    base: dict[str, Any] = {
+        "threshold": 0.5,
+        "hold_threshold": 0.8,
+        "model_id": "ore-m1",
+        "cargo_type": "bulk_ore",
+    }
+    return ImageVerdict(path=path, score=score, **{**base, **kw})
+
+
+def decl(**kw: Any) -> Declaration:
+    return Declaration(**{"shipment_id": "S1", "cargo_type": "bulk_ore", **kw})
+
+
+CASES = [
+    # id, policy changes, declaration, images, tier, rules
+    ("clear", {}, {}, [img(0.2)], R, ["score.clear"]),
+    ("just-below-release", {}, {}, [img(0.4999)], R, ["score.clear"]),
+    ("equal-release-not-released", {}, {}, [img(0.5)], H, ["score.review"]),
+    ("between", {}, {}, [img(0.79)], H, ["score.review"]),
+    ("equal-hold", {}, {}, [img(0.8)], P, ["score.hold"]),
+    (
+        "worst-image-wins",
+        {},
+        {},
+        [img(0.1), img(0.6, "b"), img(0.2, "c")],
+        H,
+        ["score.clear", "score.review", "score.clear"],
+    ),
+    (
+        "policy-thresholds-beat-model",
+        {},
+        {"cargo_type": "vacuum_pack"},
+        [img(0.35, cargo_type="vacuum_pack")],
+        H,
+        ["score.review"],
+    ),
+    (
+        "policy-thresholds-need-no-row-thresholds",
+        {},
+        {"cargo_type": "vacuum_pack"},
+        [img(0.1, cargo_type="vacuum_pack", threshold=None, hold_threshold=None)],
+        R,
+        ["score.clear"],
+    ),
+    (
+        "image-tiers-configurable",
+        {"image_tiers": {"at_or_above_release": "PHYSICAL_INSPECTION"}},
+        {},
+        [img(0.6)],
+        P,
+        ["score.review"],
+    ),
+    # hard overrides: whatever the score
+    (
+        "override-radiation",
+        {},
+        {"radiation_alarm": True},
+        [img(0.01)],
+        P,
+        ["override.radiation_alarm", "score.clear"],
+    ),
+    (
+        "override-waste",
+        {},
+        {"suspected_solid_waste": True},
+        [img(0.01)],
+        P,
+        ["override.suspected_solid_waste", "score.clear"],
+    ),
+    (
+        "override-documents",
+        {},
+        {"document_mismatch": True},
+        [img(0.01)],
+        P,
+        ["override.document_mismatch", "score.clear"],
+    ),
+    (
+        "override-inclusions",
+        {},
+        {"declared_foreign_inclusions": True},
+        [img(0.01)],
+        P,
+        ["override.declared_foreign_inclusions", "score.clear"],
+    ),
+    (
+        "override-configured-remote",
+        {"overrides": {"document_mismatch": "REMOTE_INSPECTION"}},
+        {"document_mismatch": True},
+        [img(0.01)],
+        H,
+        ["override.document_mismatch", "score.clear"],
+    ),
+    (
+        "override-remote-but-score-holds",
+        {"overrides": {"document_mismatch": "REMOTE_INSPECTION"}},
+        {"document_mismatch": True},
+        [img(0.9)],
+        P,
+        ["override.document_mismatch", "score.hold"],
+    ),
+    (
+        "override-beats-aeo",
+        {},
+        {"aeo_tier": "AEOF", "radiation_alarm": True},
+        [img(0.01)],
+        P,
+        ["override.radiation_alarm", "trusted_trader.offset", "score.clear"],
+    ),
+    (
+        "override-without-images",
+        {},
+        {"radiation_alarm": True},
+        [],
+        P,
+        ["override.radiation_alarm", "fail_closed.no_image"],
+    ),
+    # fail closed
+    ("no-image", {}, {}, [], H, ["fail_closed.no_image"]),
+    (
+        "no-image-physical",
+        {"fail_closed": {"no_image": "PHYSICAL_INSPECTION"}},
+        {},
+        [],
+        P,
+        ["fail_closed.no_image"],
+    ),
+    (
+        "corrupt-image",
+        {},
+        {},
+        [img(None, error="ImageDecodeError: truncated")],
+        H,
+        ["fail_closed.image_error"],
+    ),
+    (
+        "corrupt-among-clear",
+        {},
+        {},
+        [img(0.1), img(None, "b", error="boom")],
+        H,
+        ["score.clear", "fail_closed.image_error"],
+    ),
+    (
+        "unknown-cargo-type",
+        {},
+        {"cargo_type": "crude_oil"},
+        [img(0.1, cargo_type="crude_oil")],
+        H,
+        ["fail_closed.unknown_cargo_type"],
+    ),
+    (
+        "unknown-cargo-corrupt",
+        {},
+        {"cargo_type": "crude_oil"},
+        [img(None, cargo_type="crude_oil", error="x")],
+        H,
+        ["fail_closed.unknown_cargo_type", "fail_closed.image_error"],
+    ),
+    (
+        "mixed-cargo-types",
+        {},
+        {},
+        [img(0.1), img(0.1, "b", cargo_type="vacuum_pack")],
+        H,
+        ["score.clear", "fail_closed.mixed_cargo_types", "score.clear"],
+    ),
+    ("missing-score", {}, {}, [img(None)], H, ["fail_closed.missing_score"]),
+    ("nan-score", {}, {}, [img(math.nan)], H, ["fail_closed.invalid_score"]),
+    ("inf-score", {}, {}, [img(math.inf)], H, ["fail_closed.invalid_score"]),
+    ("score-above-one", {}, {}, [img(1.5)], H, ["fail_closed.invalid_score"]),
+    ("negative-score", {}, {}, [img(-0.1)], H, ["fail_closed.invalid_score"]),
+    (
+        "missing-model-id",
+        {},
+        {},
+        [img(0.1, model_id=None)],
+        H,
+        ["fail_closed.missing_model_id", "score.clear"],
+    ),
+    ("missing-release-threshold", {}, {}, [img(0.1, threshold=None)], H, ["fail_closed.missing_threshold"]),
+    ("missing-hold-threshold", {}, {}, [img(0.1, hold_threshold=None)], H, ["fail_closed.missing_threshold"]),
+    ("nan-threshold", {}, {}, [img(0.1, threshold=math.nan)], H, ["fail_closed.missing_threshold"]),
+    # trusted traders
+    (
+        "aeo-offset-releases",
+        {},
+        {"aeo_tier": "AEOF"},
+        [img(0.52)],
+        R,
+        ["trusted_trader.offset", "score.clear"],
+    ),
+    (
+        "aeo-offset-still-reviews",
+        {},
+        {"aeo_tier": "AEOF"},
+        [img(0.56)],
+        H,
+        ["trusted_trader.offset", "score.review"],
+    ),
+    (
+        "aeo-offset-capped-at-hold",
+        {},
+        {"aeo_tier": "AEOS"},
+        [img(0.8)],
+        P,
+        ["trusted_trader.offset", "score.hold"],
+    ),
+    (
+        "aeo-large-offset",
+        {},
+        {"aeo_tier": "AEOS"},
+        [img(0.69)],
+        R,
+        ["trusted_trader.offset", "score.clear"],
+    ),
+    ("unknown-aeo-tier-no-offset", {}, {"aeo_tier": "AEOC"}, [img(0.52)], H, ["score.review"]),
+    (
+        "aeo-not-exempt-from-fail-closed",
+        {},
+        {"aeo_tier": "AEOF"},
+        [img(None, error="x")],
+        H,
+        ["trusted_trader.offset", "fail_closed.image_error"],
+    ),
+    # random audits
+    ("random-audit-all", {"random_audit": {"rate": 1.0}}, {}, [img(0.1)], H, ["score.clear", "random_audit"]),
+    (
+        "random-audit-physical",
+        {"random_audit": {"rate": 1.0, "tier": "PHYSICAL_INSPECTION"}},
+        {},
+        [img(0.1)],
+        P,
+        ["score.clear", "random_audit"],
+    ),
+    (
+        "random-audit-aeo-not-exempt",
+        {"random_audit": {"rate": 1.0}},
+        {"aeo_tier": "AEOF"},
+        [img(0.1)],
+        H,
+        ["trusted_trader.offset", "score.clear", "random_audit"],
+    ),
+    (
+        "random-audit-only-would-be-releases",
+        {"random_audit": {"rate": 1.0}},
+        {},
+        [img(0.6)],
+        H,
+        ["score.review"],
+    ),
+    ("random-audit-not-on-fail-closed", {"random_audit": {"rate": 1.0}}, {}, [], H, ["fail_closed.no_image"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "declaration", "images", "tier", "rules"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_rules(
+    changes: dict[str, Any],
+    declaration: dict[str, Any],
+    images: list[ImageVerdict],
+    tier: Tier,
+    rules: list[str],
+) -> None:
+    decision = decide_shipment(policy(**changes), decl(**declaration), images, audit_key=KEY, now=NOW)
+    assert [r.rule for r in decision.reasons] == rules
+    assert decision.tier is tier
+    assert decision.random_audit is ("random_audit" in rules)
+    assert decision.tier is max((r.tier for r in decision.reasons), key=lambda t: t.severity, default=R)
+
+
+@pytest.mark.parametrize(
+    ("declaration", "score", "rule", "threshold"),
+    [
+        ({}, 0.5, "score.review", 0.5),
+        ({}, 0.85, "score.hold", 0.8),
+        ({"aeo_tier": "AEOF"}, 0.52, "score.clear", 0.5 + 0.05),
+        ({"aeo_tier": "AEOS"}, 0.69, "score.clear", 0.5 + 0.2),
+    ],
+)
+def test_reasons_carry_score_and_the_threshold_applied(
+    declaration: dict[str, Any], score: float, rule: str, threshold: float
+) -> None:
+    decision = decide_shipment(policy(), decl(**declaration), [img(score)], audit_key=KEY, now=NOW)
+    reason = next(r for r in decision.reasons if r.rule == rule)
+    assert (reason.image, reason.score, reason.threshold) == ("a.png", score, threshold)
+
+
+def test_aeo_offset_is_capped_at_the_hold_threshold() -> None:
+    tight = policy(trusted_traders={"AEOS": {"threshold_offset": 0.5}})
+    decision = decide_shipment(tight, decl(aeo_tier="AEOS"), [img(0.79)], audit_key=KEY, now=NOW)
+    assert (decision.tier, decision.reasons[-1].threshold) == (R, 0.8)
+
+
+def test_score_equal_to_an_offset_threshold_is_not_released() -> None:
+    decision = decide_shipment(policy(), decl(aeo_tier="AEOF"), [img(0.5 + 0.05)], audit_key=KEY, now=NOW)
+    assert decision.tier is H
+
+
+def test_decision_carries_ids_versions_and_time() -> None:
+    p = policy()
+    images = [img(0.1, model_id="m2"), img(0.2, "b", model_id="m1"), img(0.3, "c", model_id="m2")]
+    tz = timezone(timedelta(hours=8))
+    decision = decide_shipment(
+        p, decl(trader_id="T9"), images, audit_key=KEY, now=datetime(2026, 11, 5, 18, 30, tzinfo=tz)
+    )
+    assert decision.model_ids == ["m2", "m1"]
+    assert (decision.policy_version, decision.policy_sha256) == ("test-1", p.sha256)
+    assert decision.decided_at == "2026-11-05T10:30:00.000000+00:00"
+    assert (decision.shipment_id, decision.cargo_type, decision.declaration.trader_id) == (
+        "S1",
+        "bulk_ore",
+        "T9",
+    )
+    assert [i.path for i in decision.images] == ["a.png", "b", "c"]
+
+
+def test_naive_time_and_empty_key_are_refused() -> None:
+    with pytest.raises(InputError, match=r"now=2026-11-05T10:30:00 has no time zone"):
+        decide_shipment(policy(), decl(), [img()], audit_key=KEY, now=datetime(2026, 11, 5, 10, 30))
+    with pytest.raises(PolicyError, match="audit_key is empty"):
+        decide_shipment(policy(), decl(), [img()], audit_key=b"", now=NOW)
+
+
+# -- random audits ---------------------------------------------------------------------------------
+
+
+def test_audit_fraction_is_the_hmac_of_the_shipment_id() -> None:
+    digest = hmac.new(KEY, b"S-42", hashlib.sha256).digest()
+    assert audit_fraction(KEY, "S-42") == int.from_bytes(digest[:8], "big") / 2**64
+
+
+def test_random_audit_rate_is_binomial_reproducible_and_key_dependent() -> None:
+    ids = [f"SHP-{i:06d}" for i in range(20_000)]
+    rate = 0.03
+    picked = {s for s in ids if audit_fraction(KEY, s) < rate}
+    sigma = math.sqrt(len(ids) * rate * (1 - rate))  # about 24
+    assert abs(len(picked) - len(ids) * rate) <= 4 * sigma
+    assert picked == {s for s in ids if audit_fraction(KEY, s) < rate}
+    other = {s for s in ids if audit_fraction(b"another-key", s) < rate}
+    assert abs(len(other) - len(ids) * rate) <= 4 * sigma
+    # Independent keys overlap by about rate**2 * n = 18, far from the 600 a shared pick would give.
+    assert len(picked & other) < 60
+    # decide_shipment picks exactly the same shipments.
+    p = policy(random_audit={"rate": rate})
+    sample = ids[:300]
+    audited = {
+        s
+        for s in sample
+        if decide_shipment(p, decl(shipment_id=s), [img(0.1)], audit_key=KEY, now=NOW).random_audit
+    }
+    assert audited == picked & set(sample)
+
+
+# -- grouping rows ---------------------------------------------------------------------------------
+
+
+def row(shipment: str | None, score: float, path: str, **declaration: Any) -> ImageVerdict:
+    return img(score, path, shipment_id=shipment, declaration={"cargo_type": "bulk_ore", **declaration})
+
+
+def test_rows_grouped_by_shipment_in_order_of_first_appearance() -> None:
+    rows = [
+        row("B", 0.1, "b1"),
+        row("A", 0.9, "a1"),
+        row("B", 0.6, "b2"),
+        row("C", 0.1, "c1"),
+        row("A", 0.1, "a2"),
+    ]
+    decisions = list(decide_rows(policy(), rows, audit_key=KEY))
+    assert [(d.shipment_id, d.tier, [i.path for i in d.images]) for d in decisions] == [
+        ("B", H, ["b1", "b2"]),
+        ("A", P, ["a1", "a2"]),
+        ("C", R, ["c1"]),
+    ]
+
+
+def test_declaration_built_from_rows_flags_or_ed_extras_kept() -> None:
+    rows = [
+        row("S", 0.1, "a", trader_id="T1", aeo_tier="AEOF", hs_code="2601", radiation_alarm="false"),
+        row("S", 0.1, "b", trader_id="T2", radiation_alarm="true", origin="AU"),
+    ]
+    (decision,) = decide_rows(policy(), rows, audit_key=KEY)
+    d = decision.declaration
+    assert (d.trader_id, d.aeo_tier, d.radiation_alarm) == ("T1", "AEOF", True)
+    assert d.extra == {"hs_code": "2601", "origin": "AU"}
+    assert decision.tier is P
+
+
+def test_shipment_id_and_cargo_type_may_come_from_the_declaration_or_the_row() -> None:
+    rows = [
+        ImageVerdict(
+            path="x",
+            score=0.1,
+            threshold=0.5,
+            hold_threshold=0.8,
+            model_id="m",
+            cargo_type="bulk_ore",
+            declaration={"shipment_id": "D1"},
+        )
+    ]
+    (decision,) = decide_rows(policy(), rows, audit_key=KEY)
+    assert (decision.shipment_id, decision.cargo_type, decision.tier) == ("D1", "bulk_ore", R)
+
+
+def test_rows_with_different_declared_cargo_types_fail_closed() -> None:
+    rows = [
+        row("S", 0.1, "a"),
+        img(0.1, "b", shipment_id="S", cargo_type=None, declaration={"cargo_type": "vacuum_pack"}),
+    ]
+    (decision,) = decide_rows(policy(), rows, audit_key=KEY)
+    assert [r.rule for r in decision.reasons] == [
+        "score.clear",
+        "fail_closed.mixed_cargo_types",
+        "score.clear",
+    ]
+    assert decision.tier is H
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            [row(None, 0.1, "lost.png")],
+            "image 'lost.png' has no shipment_id (set the row's shipment_id or declaration)",
+        ),
+        (
+            [img(0.1, "x", shipment_id="S", cargo_type=None)],
+            "shipment 'S': no cargo_type in its rows or their declaration",
+        ),
+        (
+            [row("S", 0.1, "a", radiation_alarm="maybe")],
+            "shipment 'S': flag radiation_alarm = 'maybe' is not a boolean (true/false, 1/0)",
+        ),
+        (
+            [row("S", 0.1, "a", aeo_tier="A" * 40)],
+            "shipment 'S': invalid declaration: aeo_tier = '"
+            + "A" * 40
+            + "': String should have at most 32 characters",
+        ),
+    ],
+    ids=["no-shipment", "no-cargo-type", "bad-flag", "bad-field"],
+)
+def test_bad_rows_are_refused_by_name(rows: list[ImageVerdict], message: str) -> None:
+    with pytest.raises(InputError) as info:
+        list(decide_rows(policy(), rows, audit_key=KEY))
+    assert str(info.value) == message
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+ROWS = [
+    row("S1", 0.2, "s1a.png"),
+    row("S1", 0.45, "s1b.png"),
+    row("S2", 0.53, "s2.png", aeo_tier="AEOF"),
+    row("S3", 0.9, "s3.png"),
+    row("S4", 0.1, "s4.png", radiation_alarm=True),
+    ImageVerdict(
+        path="s5.png",
+        shipment_id="S5",
+        cargo_type="bulk_ore",
+        error="ImageDecodeError: truncated",
+        declaration={"cargo_type": "bulk_ore"},
+    ),
+]
+
+
+def _write(path: Path, rows: list[ImageVerdict]) -> Path:
+    if path.suffix == ".jsonl":
+        path.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    elif path.suffix == ".csv":
+        fields = list(ImageVerdict.model_fields)
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            for r in rows:
+                data = r.model_dump(mode="json")
+                writer.writerow(
+                    {
+                        k: ("" if v is None else json.dumps(v) if isinstance(v, dict) else v)
+                        for k, v in data.items()
+                    }
+                )
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        records = []
+        for r in rows:
+            data = r.model_dump(mode="json")
+            data["declaration"] = json.dumps(data["declaration"])
+            data["type_probabilities"] = None
+            records.append(data)
+        pq.write_table(pa.Table.from_pylist(records), path)
+    return path
+
+
+def _policy_file(tmp_path: Path, name: str, release: float) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"policy_version: {name}\ncargo_types:\n"
+        f"  bulk_ore: {{release_threshold: {release}, hold_threshold: 0.8}}\n"
+        "trusted_traders:\n  AEOF: {threshold_offset: 0.05}\n"
+    )
+    return path
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "cli-test-secret")
+    return tmp_path
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_cli_decide_reads_every_format(
+    cli_env: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import app, run
+
+    verdicts = _write(cli_env / f"v{suffix}", ROWS)
+    out = cli_env / "out" / "d.jsonl"
+    code = run(
+        app,
+        [
+            "decide",
+            "--verdicts",
+            str(verdicts),
+            "--policy",
+            str(_policy_file(cli_env, "p50", 0.5)),
+            "--out",
+            str(out),
+        ],
+    )
+    assert code == 0, capsys.readouterr().err
+    tiers = [(d["shipment_id"], d["tier"]) for d in map(json.loads, out.read_text().splitlines())]
+    assert tiers == [
+        ("S1", "RELEASE"),
+        ("S2", "RELEASE"),
+        ("S3", "PHYSICAL_INSPECTION"),
+        ("S4", "PHYSICAL_INSPECTION"),
+        ("S5", "REMOTE_INSPECTION"),
+    ]
+    assert "wrote 5 decisions" in capsys.readouterr().out
+
+
+def test_cli_decide_compares_policies_and_records_once(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.audit import AuditStore
+    from pipeline.cli import app, run
+
+    verdicts = _write(cli_env / "v.jsonl", ROWS)
+    strict = _policy_file(cli_env, "strict", 0.4)
+    lenient = _policy_file(cli_env, "lenient", 0.5)
+    db = f"sqlite:///{cli_env / 'audit.db'}"
+    args = [
+        "decide",
+        "--verdicts",
+        str(verdicts),
+        "--policy",
+        str(lenient),
+        "--compare-policy",
+        str(strict),
+        "--out",
+        str(cli_env / "d.jsonl"),
+        "--audit-db",
+        db,
+    ]
+    assert run(app, args) == 0
+    printed = capsys.readouterr().out
+    # lenient releases S1 (0.45 < 0.5) and S2 (0.53 < 0.55) that strict (0.4, 0.45) sends to review.
+    assert "lenient releases +2 shipments compared with strict (2 shipments change tier)" in " ".join(
+        printed.split()
+    )
+    assert run(app, args) == 0  # the same inputs again: idempotent, nothing recorded twice
+    with AuditStore.open(db, create=False) as store:
+        report = store.verify()
+        assert (report.ok, report.records_checked) == (True, 5)
+        record = store.get("S2")
+        assert record is not None and record.idempotency_key is not None
+        assert record.idempotency_key.startswith("decide:S2:")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("v.txt", "", "Error: --verdicts '{p}': suffix '.txt' not accepted (.jsonl, .csv or .parquet)"),
+        (
+            "v.jsonl",
+            "{not json}\n",
+            "Error: {p}:1: not JSON (Expecting property name enclosed in double quotes: "
+            "line 1 column 2 (char 1))",
+        ),
+        (
+            "v.jsonl",
+            '{"path": "a", "colour": "red"}\n',
+            "Error: {p}:1: not an image verdict row (colour: Extra inputs are not permitted)",
+        ),
+        ("v.csv", "path,score\na,high\n", "Error: {p}:2: column score = 'high' is not a number"),
+    ],
+    ids=["suffix", "json", "unknown-field", "csv-number"],
+)
+def test_cli_decide_bad_verdicts(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], name: str, content: str, message: str
+) -> None:
+    from pipeline.cli import app, run
+
+    path = cli_env / name
+    path.write_text(content)
+    assert run(app, ["decide", "--verdicts", str(path), "--out", str(cli_env / "d.jsonl")]) == 2
+    assert capsys.readouterr().err.strip() == message.format(p=path)

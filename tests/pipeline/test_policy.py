@@ -1,0 +1,194 @@
+"""Policy loading and validation: the bundled example, the hash, and every refusal's exact message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datasets.errors import PolicyError
+from pipeline.policy import Policy, default_policy_path, load_policy, parse_policy
+from pipeline.verdicts import Tier
+
+MINIMAL = {"policy_version": "v1", "cargo_types": {"bulk_ore": {}}}
+
+
+def test_bundled_example_loads_with_the_documented_rules() -> None:
+    policy = load_policy(default_policy_path())
+    assert policy.version == "2026.11-example"
+    assert sorted(policy.cargo_types) == ["bulk_ore", "vacuum_pack"]
+    assert policy.cargo_types["bulk_ore"].release_threshold == "model"
+    assert policy.cargo_types["vacuum_pack"].hold_threshold == 0.9
+    assert policy.overrides.radiation_alarm is Tier.PHYSICAL_INSPECTION
+    assert {k: v.threshold_offset for k, v in policy.trusted_traders.items()} == {"AEOF": 0.05, "AEOS": 0.03}
+    assert (policy.random_audit.rate, policy.random_audit.tier) == (0.03, Tier.REMOTE_INSPECTION)
+    assert len(policy.sha256) == 64
+
+
+def test_defaults_hold_and_fail_closed_to_inspection() -> None:
+    policy = parse_policy(MINIMAL)
+    assert policy.random_audit.rate == 0.0
+    assert {policy.overrides.model_dump()[k] for k in policy.overrides.model_dump()} == {
+        Tier.PHYSICAL_INSPECTION
+    }
+    assert set(policy.fail_closed.model_dump().values()) == {Tier.REMOTE_INSPECTION}
+    assert policy.image_tiers.at_or_above_hold is Tier.PHYSICAL_INSPECTION
+
+
+def test_sha256_ignores_comments_and_key_order_but_not_meaning(tmp_path: Path) -> None:
+    a = tmp_path / "a.yaml"
+    b = tmp_path / "b.yaml"
+    c = tmp_path / "c.yaml"
+    a.write_text('policy_version: "v1"\ncargo_types:\n  bulk_ore: {release_threshold: 0.4}\n')
+    b.write_text("# comment\ncargo_types:\n  bulk_ore:\n    release_threshold: 0.40\npolicy_version: v1\n")
+    c.write_text('policy_version: "v1"\ncargo_types:\n  bulk_ore: {release_threshold: 0.41}\n')
+    assert load_policy(a).sha256 == load_policy(b).sha256
+    assert load_policy(a).sha256 != load_policy(c).sha256
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    return {**MINIMAL, **changes}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        pytest.param(
+            _with(cargo_types={"bulk_ore": {"release_threshold": 1.5}}),
+            'cargo_types.bulk_ore.release_threshold = 1.5: must be "model" or a number in [0, 1]',
+            id="threshold-1.5",
+        ),
+        pytest.param(
+            _with(cargo_types={"bulk_ore": {"hold_threshold": "auto"}}),
+            "cargo_types.bulk_ore.hold_threshold = 'auto': must be \"model\" or a number in [0, 1]",
+            id="threshold-word",
+        ),
+        pytest.param(
+            _with(cargo_types={"bulk_ore": {"hold_threshold": True}}),
+            'cargo_types.bulk_ore.hold_threshold = True: must be "model" or a number in [0, 1]',
+            id="threshold-bool",
+        ),
+        pytest.param(
+            _with(cargo_types={"bulk_ore": {"release_threshold": 0.6, "hold_threshold": 0.5}}),
+            "cargo_types.bulk_ore: hold_threshold 0.5 is below release_threshold 0.6; it must be >= it",
+            id="hold-below-release",
+        ),
+        pytest.param(
+            _with(cargo_types={"bulk_ore": {"release_treshold": 0.5}}),
+            "cargo_types.bulk_ore.release_treshold: unknown key; "
+            "accepted keys: release_threshold, hold_threshold",
+            id="unknown-nested-key",
+        ),
+        pytest.param(
+            _with(exemptions=["AEOF"]),
+            "exemptions: unknown key; accepted keys: policy_version, cargo_types, overrides, "
+            "trusted_traders, random_audit, image_tiers, fail_closed",
+            id="unknown-top-key",
+        ),
+        pytest.param(
+            _with(trusted_traders={"AEOF": {"threshold_offset": 0.05, "skip_random_audit": True}}),
+            "trusted_traders.AEOF.skip_random_audit: unknown key; accepted keys: threshold_offset",
+            id="no-aeo-exemption",
+        ),
+        pytest.param(
+            _with(trusted_traders={"AEOF": {"threshold_offset": 0.7}}),
+            "trusted_traders.AEOF.threshold_offset = 0.7: Input should be less than or equal to 0.5",
+            id="aeo-offset-too-big",
+        ),
+        pytest.param(
+            _with(overrides={"radiation_alarm": "HOLD"}),
+            "overrides.radiation_alarm = 'HOLD': must be one of REMOTE_INSPECTION, PHYSICAL_INSPECTION",
+            id="bad-tier-name",
+        ),
+        pytest.param(
+            _with(overrides={"radiation_alarm": "RELEASE"}),
+            "overrides.radiation_alarm = 'RELEASE': must be one of REMOTE_INSPECTION, PHYSICAL_INSPECTION",
+            id="override-cannot-release",
+        ),
+        pytest.param(
+            _with(overrides={"weather_alarm": "PHYSICAL_INSPECTION"}),
+            "overrides.weather_alarm: unknown key; accepted keys: radiation_alarm, suspected_solid_waste, "
+            "document_mismatch, declared_foreign_inclusions",
+            id="unknown-override",
+        ),
+        pytest.param(
+            _with(fail_closed={"no_image": "RELEASE"}),
+            "fail_closed.no_image = 'RELEASE': must be one of REMOTE_INSPECTION, PHYSICAL_INSPECTION",
+            id="fail-closed-cannot-release",
+        ),
+        pytest.param(
+            _with(random_audit={"rate": 1.5}),
+            "random_audit.rate = 1.5: Input should be less than or equal to 1",
+            id="audit-rate",
+        ),
+        pytest.param(
+            _with(random_audit={"rate": 0.1, "tier": "RELEASE"}),
+            "random_audit.tier = 'RELEASE': must be one of REMOTE_INSPECTION, PHYSICAL_INSPECTION",
+            id="audit-tier",
+        ),
+        pytest.param(
+            {"cargo_types": {"bulk_ore": {}}},
+            "policy_version: required key is missing",
+            id="missing-version",
+        ),
+        pytest.param(
+            _with(policy_version="v 1"),
+            "policy_version = 'v 1': String should match pattern '^[A-Za-z0-9][A-Za-z0-9._:+-]*$'",
+            id="version-with-space",
+        ),
+        pytest.param(
+            _with(cargo_types={}),
+            "cargo_types: Dictionary should have at least 1 item after validation, not 0",
+            id="no-cargo-types",
+        ),
+    ],
+)
+def test_invalid_policies_are_refused_with_the_key_path(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(data, source="p.yaml")
+    assert str(info.value) == f"p.yaml: invalid policy: {message}"
+
+
+def test_every_problem_is_named_at_once() -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_policy({"cargo_types": {"bulk_ore": {"release_threshold": -1}}, "x": 1}, source="p")
+    assert str(info.value) == (
+        "p: invalid policy: policy_version: required key is missing; "
+        'cargo_types.bulk_ore.release_threshold = -1: must be "model" or a number in [0, 1]; '
+        "x: unknown key; accepted keys: policy_version, cargo_types, overrides, trusted_traders, "
+        "random_audit, image_tiers, fail_closed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("- a\n- b\n", "a policy must be a mapping of keys, got list", id="list"),
+        pytest.param("", "a policy must be a mapping of keys, got NoneType", id="empty"),
+        pytest.param(
+            "policy_version: v1\ncargo_types: {bulk_ore: {}}\npolicy_version: v2\n",
+            "not valid YAML: duplicate key 'policy_version'; each key may appear once\n"
+            '  in "<unicode string>", line 3, column 1:\n    policy_version: v2\n    ^',
+            id="duplicate-key",
+        ),
+    ],
+)
+def test_files_that_are_not_policies(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match=r"nope\.yaml: cannot read the policy file \(FileNotFoundError"):
+        load_policy(tmp_path / "nope.yaml")
+
+
+def test_policy_is_immutable() -> None:
+    policy = parse_policy(MINIMAL)
+    with pytest.raises(ValueError, match="frozen"):
+        policy.policy_version = "v2"  # type: ignore[misc]
+    assert isinstance(policy, Policy)
