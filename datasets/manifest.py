@@ -231,7 +231,7 @@ def _jsonl_records(fh: io.TextIOBase, manifest: Path) -> Iterator[tuple[int, dic
         if not text.strip():
             continue
         try:
-            record = json.loads(text)
+            record = json.loads(text.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
             raise DatasetFormatError(
                 f"{manifest}:{line}: malformed JSON ({exc.msg}, column {exc.colno})"
