@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MANIFEST_SUFFIXES", "ImageTask", "count_tasks", "is_manifest", "iter_tasks"]
+from datasets.folder import MANIFEST_EXTENSIONS
 
-MANIFEST_SUFFIXES = (".csv", ".jsonl")
-"""An INPUT that is an existing file with one of these suffixes is read as a manifest."""
+__all__ = ["ImageTask", "count_tasks", "is_manifest", "iter_tasks"]
 
 
 @dataclass(frozen=True)
@@ -38,21 +37,18 @@ class ImageTask:
 
 
 def is_manifest(item: str | Path) -> bool:
-    """True when ``item`` is an existing file whose suffix marks a manifest (CSV or JSONL)."""
+    """True when ``item`` is an existing file whose suffix marks a manifest (CSV, JSONL, NDJSON)."""
     path = Path(item)
-    return path.suffix.lower() in MANIFEST_SUFFIXES and path.is_file()
+    return path.suffix.lower() in MANIFEST_EXTENSIONS and path.is_file()
 
 
 def _manifest_tasks(manifest: Path, default_cargo_type: str | None) -> Iterator[ImageTask]:
-    # Imported here: the manifest reader is the datasets layer's, and only needed for manifests.
     from datasets.manifest import iter_manifest
 
-    for row in iter_manifest(manifest):
-        image = Path(row.path)
-        if not image.is_absolute():
-            image = manifest.parent / image
+    # check_files=False: a listed image that is missing becomes an error row, not a stopped run.
+    for row in iter_manifest(manifest, check_files=False):
         yield ImageTask(
-            path=str(image),
+            path=str(row.path),
             shipment_id=row.shipment_id or None,
             cargo_type=row.cargo_type or default_cargo_type,
             declaration=dict(row.declaration or {}),

@@ -93,3 +93,39 @@ def write_png(path: Path, value: int, *, size: int = 8) -> Path:
 def write_images(folder: Path, values: Sequence[int], *, prefix: str = "img") -> list[Path]:
     """One flat PNG per value, named ``{prefix}{index:04d}.png``."""
     return [write_png(folder / f"{prefix}{i:04d}.png", v) for i, v in enumerate(values)]
+
+
+def tiny_model_dir(root: Path, cargo_type: str = "bulk_ore", *, seed: int = 0) -> Path:
+    """A real (untrained) artifact for ``cargo_type``: a Lite0-structured detector at 32 px with
+    timm's random initialisation (no weights file read) and a bank of random-image patches."""
+    import torch
+
+    from models.artifact import save_artifact
+    from models.detector import DetectorConfig, build_detector
+
+    torch.manual_seed(seed)
+    config = DetectorConfig(
+        backbone="lite0",
+        input_size=32,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        proj_dim=16,
+        bank_size=32,
+        class_names=("good", "foreign_object"),
+        chunk=32,
+    )
+    det = build_detector(config)
+    with torch.no_grad():
+        patches, _ = det.embed(torch.rand(2, 3, 32, 32) - 0.5)
+        flat = patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1])
+        bank = flat[torch.randperm(flat.shape[0])[:32]]
+        det.bank.bank.copy_(bank)
+        det.bank.bank_sq.copy_(bank.pow(2).sum(1))
+        det.map_span.fill_(5.0)
+        det.attn_temp.fill_(2.0)
+    card = {
+        "cargo_type": cargo_type,
+        "preprocessing": {"tiling": {"tile_size": 0, "overlap": 0}},
+        "thresholds": {"release": 0.4, "hold": 0.8, "target_miss_rate": 0.01, "method": "test"},
+    }
+    return save_artifact(root / cargo_type, det.eval(), card)
