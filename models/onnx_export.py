@@ -1,0 +1,315 @@
+"""Export a :class:`~models.detector.Detector` to ONNX, checked against PyTorch before it is kept.
+
+The whole scoring graph is exported as one model — backbone, patch features, nearest-neighbour
+distances to the memory bank, smoothed map, supervised head and fusion — for the artifact's input size
+``S`` with a dynamic batch axis:
+
+=================  ======================  ==================================================
+name               shape / dtype           meaning
+=================  ======================  ==================================================
+``image``  (in)    (N, 3, S, S) float32    RGB in [0, 1], then ``(x - mean) / std``
+``score``          (N,) float32            fused anomaly score in [0, 1]
+``anomaly_map``    (N, S, S) float32       one-class map in [0, 1] on the model's own scale
+``type_logits``    (N, K) float32          head logits, class 0 is ``good``
+=================  ======================  ==================================================
+
+The exporter is PyTorch's TorchScript-based ``torch.onnx.export(..., dynamo=False)``: the
+``torch.export``-based one needs ``onnxscript``, which Clearsight does not depend on. The trace is
+valid for every batch size because the only Python-level branches in ``Detector.forward`` depend on
+the input size and the memory-bank size, both fixed in the artifact.
+
+Before the file is kept, PyTorch and ONNX Runtime score the same sample inputs at a batch size
+different from the one traced (so the dynamic axis is exercised). Scores must agree within
+:data:`SCORE_TOLERANCE` (max abs), logits within :data:`LOGIT_TOLERANCE` and maps within
+:data:`MAP_TOLERANCE`; the map is looser because it is a clipped ratio of distances that are square
+roots of differences of large dot products, where float32 summation order shows. Otherwise
+:class:`~datasets.errors.ExportError` is raised and nothing is left at the output path.
+
+A sidecar ``<name>.json`` beside the ``.onnx`` file carries what a standalone runtime needs:
+preprocessing, thresholds, class names, model id and the parity figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from datasets.errors import ExportError
+from models.detector import Detector
+
+__all__ = [
+    "EXPORTER",
+    "FORMATS",
+    "LOGIT_TOLERANCE",
+    "MAP_TOLERANCE",
+    "SCORE_TOLERANCE",
+    "ExportReport",
+    "Parity",
+    "check_parity",
+    "export_onnx",
+    "sample_inputs",
+    "sidecar_path",
+]
+
+FORMATS = ("onnx",)
+"""Export formats ``clearsight export --format`` accepts."""
+
+SCORE_TOLERANCE = 1e-4
+"""Largest accepted |PyTorch - ONNX Runtime| of the fused score."""
+MAP_TOLERANCE = 1e-3
+"""Largest accepted |PyTorch - ONNX Runtime| of an anomaly-map pixel (maps are in [0, 1])."""
+LOGIT_TOLERANCE = 1e-3
+"""Largest accepted |PyTorch - ONNX Runtime| of a head logit."""
+
+EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
+SIDECAR_FORMAT = "clearsight-onnx/1"
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("score", "anomaly_map", "type_logits")
+_TRACE_BATCH = 2
+
+
+class Parity(NamedTuple):
+    """Max absolute differences between PyTorch and ONNX Runtime on the sample inputs."""
+
+    score: float
+    anomaly_map: float
+    type_logits: float
+    samples: int
+
+    def within_tolerance(self) -> bool:
+        return (
+            self.score <= SCORE_TOLERANCE
+            and self.anomaly_map <= MAP_TOLERANCE
+            and self.type_logits <= LOGIT_TOLERANCE
+        )
+
+
+class ExportReport(NamedTuple):
+    """What :func:`export_onnx` wrote and measured."""
+
+    onnx_path: Path
+    sidecar_path: Path
+    parity: Parity
+    opset: int
+    sha256: str
+
+
+def sidecar_path(onnx_path: str | Path) -> Path:
+    """``model.onnx`` -> ``model.json`` beside it."""
+    return Path(onnx_path).with_suffix(".json")
+
+
+def sample_inputs(detector: Detector, *, count: int = 3, seed: int = 0) -> torch.Tensor:
+    """Deterministic normalised sample inputs (count, 3, S, S) that look a little like images.
+
+    Image 0 is a smooth colour gradient, image 1 uniform noise, later ones blurred noise with a
+    bright blob (something for the one-class branch to fire on). All are built in [0, 1] and then
+    normalised with the detector's mean and std, like real inputs.
+    """
+    cfg = detector.config
+    s = cfg.input_size
+    gen = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0.0, 1.0, s)
+    images = []
+    for i in range(count):
+        if i == 0:
+            img = torch.stack(
+                [
+                    ramp.view(1, s).expand(s, s),
+                    ramp.view(s, 1).expand(s, s),
+                    1.0 - ramp.view(1, s).expand(s, s),
+                ]
+            )
+        elif i == 1:
+            img = torch.rand(3, s, s, generator=gen)
+        else:
+            low = torch.rand(3, max(2, s // 16), max(2, s // 16), generator=gen)
+            img = torch.nn.functional.interpolate(
+                low[None], size=(s, s), mode="bilinear", align_corners=False
+            )[0]
+            yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+            cy, cx = (torch.rand(2, generator=gen) * s).tolist()
+            blob = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (s / 12) ** 2))
+            img = (img + blob).clamp(0.0, 1.0)
+        images.append(img)
+    x = torch.stack(images)
+    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((x - mean) / std).float()
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+
+
+def check_parity(detector: Detector, onnx_path: str | Path, samples: torch.Tensor) -> Parity:
+    """Run PyTorch and ONNX Runtime on ``samples`` (N, 3, S, S) and return the max abs differences.
+
+    Raises:
+        ExportError: ONNX Runtime cannot load or run the file, or its outputs have other shapes.
+    """
+    import onnxruntime as ort
+
+    with torch.inference_mode():
+        ref = detector.eval()(samples)
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        got = session.run(list(OUTPUT_NAMES), {INPUT_NAME: samples.numpy()})
+    except Exception as exc:  # onnxruntime raises its own untyped exceptions (Fail, InvalidGraph, ...)
+        raise ExportError(f"ONNX Runtime could not run {str(onnx_path)!r}: {exc}") from exc
+    for name, want, have in zip(OUTPUT_NAMES, ref, got, strict=True):
+        if tuple(want.shape) != tuple(have.shape):
+            raise ExportError(
+                f"ONNX output {name!r} has shape {tuple(have.shape)}, PyTorch gives {tuple(want.shape)}"
+            )
+    return Parity(
+        score=_max_abs(ref.score.numpy(), got[0]),
+        anomaly_map=_max_abs(ref.anomaly_map.numpy(), got[1]),
+        type_logits=_max_abs(ref.type_logits.numpy(), got[2]),
+        samples=int(samples.shape[0]),
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sidecar(
+    detector: Detector, card: Mapping[str, Any], onnx_file: Path, sha256: str, opset: int, parity: Parity
+) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    cfg = detector.config
+    s = cfg.input_size
+    return {
+        "format": SIDECAR_FORMAT,
+        "onnx_file": onnx_file.name,
+        "onnx_sha256": sha256,
+        "model_id": card.get("model_id"),
+        "cargo_type": card.get("cargo_type"),
+        "source_card_sha256": card.get("card_sha256"),
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", 3, s, s],
+            "dtype": "float32",
+            "layout": "NCHW, RGB",
+            "scaling": "uint8 / 255 (uint16 / 65535); gray replicated to 3 channels; alpha dropped",
+            "resize": f"whole image to {s}x{s} (bilinear) unless tiled, see preprocessing.tiling",
+            "mean": list(cfg.mean),
+            "std": list(cfg.std),
+        },
+        "preprocessing": card.get("preprocessing"),
+        "outputs": {
+            "score": {"shape": ["batch"], "range": [0.0, 1.0], "meaning": "fused anomaly score"},
+            "anomaly_map": {"shape": ["batch", s, s], "range": [0.0, 1.0], "meaning": "one-class map"},
+            "type_logits": {"shape": ["batch", len(cfg.class_names)], "classes": list(cfg.class_names)},
+        },
+        "image_score": "max of 'score' over an image's tiles; label 'anomalous' if >= thresholds.release",
+        "thresholds": card.get("thresholds"),
+        "class_names": list(cfg.class_names),
+        "exporter": EXPORTER,
+        "opset": opset,
+        "torch_version": torch.__version__,
+        "onnxruntime_version": ort.__version__,
+        "parity": {
+            **parity._asdict(),
+            "tolerance": {
+                "score": SCORE_TOLERANCE,
+                "anomaly_map": MAP_TOLERANCE,
+                "type_logits": LOGIT_TOLERANCE,
+            },
+        },
+    }
+
+
+def export_onnx(
+    detector: Detector,
+    out: str | Path,
+    *,
+    card: Mapping[str, Any],
+    samples: torch.Tensor | None = None,
+    opset: int = 17,
+) -> ExportReport:
+    """Export ``detector`` to ``out`` (an ``.onnx`` path), verify parity, write the sidecar JSON.
+
+    Args:
+        detector: the fitted scoring module (e.g. ``load_model(dir).detector``).
+        out: destination file; its folder is created. The sidecar goes to ``out`` with ``.json``.
+        card: the artifact's model card (``model_id``, ``preprocessing``, ``thresholds`` ...).
+        samples: (N, 3, S, S) normalised inputs for the parity check; default
+            :func:`sample_inputs` (3 images). N should differ from 2, the traced batch size, so that
+            the dynamic batch axis is exercised.
+        opset: ONNX opset.
+
+    Returns:
+        The paths written, the parity figures, the opset and the ONNX file's sha256.
+
+    Raises:
+        ExportError: the exporter fails, ONNX Runtime cannot run the result, or outputs disagree
+            with PyTorch beyond the tolerances (the ``.onnx`` file is then removed).
+    """
+    target = Path(out)
+    if target.suffix.lower() != ".onnx":
+        raise ExportError(f"output file {str(target)!r} must end in .onnx")
+    s = detector.config.input_size
+    checks = sample_inputs(detector) if samples is None else samples.float()
+    if checks.ndim != 4 or tuple(checks.shape[1:]) != (3, s, s):
+        raise ExportError(f"parity samples must have shape (N, 3, {s}, {s}); got {tuple(checks.shape)}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    detector = detector.eval()
+    trace_input = checks[:1].repeat(_TRACE_BATCH, 1, 1, 1)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            # The legacy exporter warns that it is legacy, that it traces Python branches on fixed
+            # sizes (true and intended: S and the bank size are fixed) and about constant folding.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                detector,
+                (trace_input,),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
+                do_constant_folding=True,
+            )
+    except Exception as exc:  # the exporter raises RuntimeError, torch.onnx.errors.*, ValueError ...
+        tmp.unlink(missing_ok=True)
+        raise ExportError(
+            f"torch.onnx.export failed for {detector.config.backbone!r} at {s}x{s}: {exc}"
+        ) from exc
+    try:
+        parity = check_parity(detector, tmp, checks)
+        if not parity.within_tolerance():
+            raise ExportError(
+                f"ONNX Runtime disagrees with PyTorch on {parity.samples} samples: max |diff| score "
+                f"{parity.score:.3g} (accepted <= {SCORE_TOLERANCE:g}), map {parity.anomaly_map:.3g} "
+                f"(<= {MAP_TOLERANCE:g}), logits {parity.type_logits:.3g} (<= {LOGIT_TOLERANCE:g})"
+            )
+    except ExportError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
+    digest = _sha256(target)
+    side = sidecar_path(target)
+    side.write_text(
+        json.dumps(_sidecar(detector, card, target, digest, opset, parity), indent=2, sort_keys=True) + "\n",
+        encoding="utf-8",
+    )
+    return ExportReport(onnx_path=target, sidecar_path=side, parity=parity, opset=opset, sha256=digest)

@@ -1,0 +1,181 @@
+"""ONNX export: parity with PyTorch on a dynamic batch, a usable sidecar, refusals, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from datasets.errors import ExportError
+from models.artifact import load_model, save_artifact
+from models.detector import Detector, DetectorConfig, build_detector
+from models.onnx_export import SCORE_TOLERANCE, export_onnx, sample_inputs, sidecar_path
+from pipeline.cli import app, run
+
+_SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def tiny_detector() -> Detector:
+    return _tiny_detector()
+
+
+def _tiny_detector() -> Detector:
+    """A Lite0-structured detector at 64 px whose bank holds patches of a few 'normal' images.
+
+    The backbone keeps timm's random initialisation (no weights file is read); what matters here
+    is that every stage of the graph runs and that the bank is real embeddings, not zeros.
+    """
+    torch.manual_seed(0)
+    config = DetectorConfig(
+        backbone="lite0",
+        input_size=_SIZE,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        proj_dim=32,
+        bank_size=96,
+        class_names=("good", "foreign_object"),
+        chunk=40,  # several chunks, so the unrolled chunk loop is exported too
+    )
+    det = build_detector(config)
+    normals = torch.rand(2, 3, _SIZE, _SIZE) * 0.2 + 0.4
+    with torch.no_grad():
+        patches, _ = det.embed((normals - 0.5) / 0.5)
+        flat = patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1])
+        bank = flat[torch.randperm(flat.shape[0])[:96]]
+        det.bank.bank.copy_(bank)
+        det.bank.bank_sq.copy_(bank.pow(2).sum(1))
+        det.map_span.fill_(5.0)
+        det.attn_temp.fill_(2.0)
+    return det
+
+
+def _card() -> dict[str, object]:
+    return {
+        "cargo_type": "bulk_ore",
+        "preprocessing": {"tiling": {"tile_size": 0, "overlap": 0}},
+        "thresholds": {"release": 0.4, "hold": 0.8, "target_miss_rate": 0.01, "method": "test"},
+    }
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_detector: Detector) -> Path:
+    return save_artifact(tmp_path_factory.mktemp("model"), tiny_detector, _card())
+
+
+@pytest.fixture(scope="module")
+def exported(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Detector]:
+    predictor = load_model(model_dir)
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    report = export_onnx(predictor.detector, out, card=predictor.card)
+    assert report.onnx_path == out
+    assert report.parity.samples == 3
+    assert report.parity.within_tolerance()
+    return out, predictor.detector
+
+
+@pytest.mark.slow  # the module fixture traces and checks a whole export
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnx_matches_pytorch_at_other_batch_sizes(exported: tuple[Path, Detector], batch: int) -> None:
+    path, det = exported
+    x = sample_inputs(det, count=batch, seed=batch)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    score, amap, logits = session.run(None, {"image": x.numpy()})
+    with torch.inference_mode():
+        ref = det(x)
+    assert score.shape == (batch,) and amap.shape == (batch, _SIZE, _SIZE) and logits.shape == (batch, 2)
+    assert np.abs(score - ref.score.numpy()).max() <= SCORE_TOLERANCE
+    assert np.abs(logits - ref.type_logits.numpy()).max() <= 1e-3
+
+
+def test_sidecar_carries_preprocessing_thresholds_and_id(
+    exported: tuple[Path, Detector], model_dir: Path
+) -> None:
+    path, _ = exported
+    side = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+    card = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    assert side["model_id"] == card["model_id"]
+    assert side["thresholds"] == card["thresholds"]
+    assert side["preprocessing"] == {"tiling": {"tile_size": 0, "overlap": 0}}
+    assert side["input"]["shape"] == ["batch", 3, _SIZE, _SIZE]
+    assert side["input"]["mean"] == [0.5, 0.5, 0.5]
+    assert side["class_names"] == ["good", "foreign_object"]
+    assert side["onnx_file"] == "model.onnx"
+    assert side["exporter"] == "torch.onnx.export (TorchScript, dynamo=False)"
+
+
+def test_disagreement_is_refused_and_nothing_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_detector: Detector
+) -> None:
+    import models.onnx_export as mod
+
+    monkeypatch.setattr(mod, "SCORE_TOLERANCE", -1.0)  # any difference, even 0, now fails
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match=r"disagrees with PyTorch on 3 samples"):
+        export_onnx(tiny_detector, out, card=_card())
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("out_name", "samples_shape", "fragment"),
+    [
+        ("m.txt", None, "must end in .onnx"),
+        ("m.onnx", (2, 3, 32, 32), r"shape \(N, 3, 64, 64\)"),
+    ],
+)
+def test_bad_arguments_raise(
+    tmp_path: Path,
+    out_name: str,
+    samples_shape: tuple[int, ...] | None,
+    fragment: str,
+    tiny_detector: Detector,
+) -> None:
+    samples = None if samples_shape is None else torch.zeros(samples_shape)
+    with pytest.raises(ExportError, match=fragment):
+        export_onnx(tiny_detector, tmp_path / out_name, card=_card(), samples=samples)
+
+
+@pytest.mark.slow
+def test_cli_exports_with_sample_images(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cv2
+
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    out = tmp_path / "cli.onnx"
+    code = run(
+        app,
+        [
+            "export",
+            "--model",
+            str(model_dir),
+            "--format",
+            "onnx",
+            "--out",
+            str(out),
+            "--samples",
+            str(folder),
+        ],
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "parity on 3 inputs" in captured.out
+    assert out.is_file() and sidecar_path(out).is_file()
+
+
+@pytest.mark.parametrize("fmt", ["openvino", "tflite"])
+def test_cli_unknown_format_names_accepted_ones(
+    model_dir: Path, tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run(app, ["export", "--model", str(model_dir), "--format", fmt, "--out", str(tmp_path / "m.onnx")])
+    assert code == 2
+    assert capsys.readouterr().err == f"Error: --format {fmt!r} is not supported; accepted formats: onnx\n"
+    assert not (tmp_path / "m.onnx").exists()
