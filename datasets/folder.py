@@ -84,14 +84,14 @@ def _expand(item: str) -> list[Path]:
             raise DatasetFormatError(f"{item}: not an image file (accepted extensions: {extensions_text()})")
         return [path]
     if path.is_dir():
-        found = _walk_images(path)
-        if not found:
+        in_folder = _walk_images(path)
+        if not in_folder:
             raise DatasetFormatError(
                 f"{item}: folder contains no images (accepted extensions: {extensions_text()})"
             )
-        return found
+        return in_folder
     if _GLOB_CHARS & set(item):
-        found = []
+        found: list[Path] = []
         for match in sorted(glob.glob(item, recursive=True)):
             hit = Path(match)
             if hit.is_dir():
@@ -107,7 +107,7 @@ def _expand(item: str) -> list[Path]:
 
 
 def _walk_images(folder: Path) -> list[Path]:
-    found = []
+    found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not is_hidden(d)]
         found.extend(Path(dirpath, name) for name in filenames if not is_hidden(name) and is_image_file(name))

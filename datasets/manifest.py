@@ -297,6 +297,8 @@ def _validate(
                 f"{where}: label must be good, anomalous or empty, got {values['label']!r}"
             )
     anomaly_type = values.get("anomaly_type")
+    if anomaly_type == "good" and label == "good":
+        anomaly_type = None  # the MVTec folder name for normal images, spelled out
     if anomaly_type is not None and label != "anomalous":
         raise DatasetFormatError(
             f"{where}: anomaly_type {anomaly_type!r} given with label {label or 'empty'!r} "

@@ -274,3 +274,28 @@ def test_writer_refuses_bad_rows(tmp_path: Path, rows: list[dict[str, object]], 
 def test_writer_refuses_unknown_extension(tmp_path: Path) -> None:
     with pytest.raises(DatasetFormatError, match=r"unknown manifest extension '\.json'"):
         write_manifest(tmp_path / "m.json", [])
+
+
+@pytest.mark.parametrize(
+    ("label", "anomaly_type", "expected"),
+    [
+        ("good", "good", ("good", None)),
+        ("anomalous", "crack", ("anomalous", "crack")),
+        ("", "", (None, None)),
+    ],
+)
+def test_label_and_type_combinations_that_are_accepted(
+    archive: Path, label: str, anomaly_type: str, expected: tuple[str | None, str | None]
+) -> None:
+    # "good" spelled out as the type of a good row (as the MVTec folder name) reads as no type.
+    manifest = _csv(archive, f"{HEADER}\nimg/a.png,S1,bulk_ore,{label},{anomaly_type},\n")
+    row = read_manifest(manifest)[0]
+    assert (row.label, row.anomaly_type) == expected
+
+
+def test_good_as_the_type_of_an_anomalous_row_is_refused(archive: Path) -> None:
+    manifest = _csv(archive, f"{HEADER}\nimg/a.png,S1,bulk_ore,anomalous,good,\n")
+    with pytest.raises(
+        DatasetFormatError, match=r":2: anomaly_type 'good' on an anomalous row \(use label good instead\)$"
+    ):
+        read_manifest(manifest)
