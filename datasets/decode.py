@@ -432,7 +432,8 @@ def _is_16bit_colour(im: ImageFile.ImageFile) -> bool:
         bits = im.tag_v2.get(TiffImagePlugin.BITSPERSAMPLE)  # type: ignore[attr-defined]
         bits = bits if isinstance(bits, tuple) else (bits,)
         return any(b == 16 for b in bits if isinstance(b, int))
-    return ";16" in _rawmode(im)
+    # Only PNG: a 16-bit BMP ("BGR;16") is 5-6-5 packed, 8 bits a channel once unpacked.
+    return im.format == "PNG" and ";16" in _rawmode(im)
 
 
 def _load_with_pillow(im: ImageFile.ImageFile, fmt: str, source: str) -> np.ndarray:
