@@ -28,7 +28,9 @@ def _thumb(path: Path, thumb: int) -> np.ndarray:
     if pixels.dtype == np.uint16:
         pixels = (pixels >> 8).astype(np.uint8)
     if pixels.ndim == 2:
-        pixels = np.repeat(pixels[..., None], 3, axis=-1)
+        pixels = pixels[..., None]
+    if pixels.shape[-1] < 3:  # grayscale (and gray + alpha) shown as RGB
+        pixels = np.repeat(pixels[..., :1], 3, axis=-1)
     return cv2.resize(np.ascontiguousarray(pixels[..., :3]), (thumb, thumb), interpolation=cv2.INTER_AREA)
 
 

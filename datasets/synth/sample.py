@@ -74,7 +74,12 @@ def render_sample(
     ignored for good images. Raises :class:`InputError` for an unknown cargo or anomaly type.
     """
     _check(cargo, anomaly_type, size, severity)
-    scene_ss, anomaly_ss, nuisance_ss, variant_ss = seed.spawn(4)
+    # Children are derived without ``seed.spawn`` (which advances the caller's sequence), so that the
+    # same seed always gives the same image, and a good and an anomalous render of one seed share
+    # their scene, variant and nuisance: they differ only in the anomaly.
+    scene_ss, anomaly_ss, nuisance_ss, variant_ss = (
+        np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, k)) for k in range(4)
+    )
     vrng = np.random.default_rng(variant_ss)
     special = vrng.uniform() < 0.25
     variant = ("grayscale" if cargo == "bulk_ore" else "xray") if special else "colour"
@@ -112,7 +117,10 @@ def render_sample(
             diff = np.abs(candidate - clean)
             changed = (diff.max(axis=-1) if diff.ndim == 3 else diff) > MASK_THRESHOLD
             if changed.any():
-                image, mask = candidate, changed.astype(np.uint8) * 255
+                # Below-threshold changes (the far tails of blurred shading) are dropped, so the mask
+                # is exactly the set of pixels the anomaly changed.
+                keep = changed[..., None] if candidate.ndim == 3 else changed
+                image, mask = np.where(keep, candidate, clean), changed.astype(np.uint8) * 255
                 break
         else:
             raise ClearsightError(

@@ -97,7 +97,8 @@ def build_shipments(
         good = good[k:]
     # Small leftovers (a clean remainder under 3) are merged into the shipment before them.
     while len(groups) > 1 and len(groups[-1]) < 3 and len(groups[-2]) + len(groups[-1]) <= 8:
-        groups[-2] += groups.pop()
+        tail = groups.pop()
+        groups[-1] += tail
     order = rng.permutation(len(groups))
     traders = [f"TRD-{cargo_index + 1}{i:03d}" for i in range(12)]
     tiers = {t: str(rng.choice(["", "", "", "AEOF", "AEOS"])) for t in traders}

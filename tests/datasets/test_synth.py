@@ -1,0 +1,281 @@
+"""The synthetic inspection data generator: determinism, masks, layout, counts, variants, errors."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from datasets.errors import CargoTypeError, InputError
+from datasets.synth import ANOMALY_TYPES, GOOD, SynthConfig, generate_dataset, render_sample
+
+TINY = {
+    "seed": 5,
+    "size": 64,
+    "train_good": 2,
+    "train_anomalous": 1,
+    "test_good": 3,
+    "test_anomalous": 1,
+    "holdout_types": ("puncture", "wet_patch"),
+}
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth") / "one_worker"
+    generate_dataset(SynthConfig(out=root, workers=1, **TINY))
+    return root
+
+
+def _read(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img is not None, path
+    return img
+
+
+@pytest.mark.slow
+def test_same_arguments_give_byte_identical_files_with_any_worker_count(tiny: Path, tmp_path: Path) -> None:
+    generate_dataset(SynthConfig(out=tmp_path / "two_workers", workers=2, **TINY))
+    assert _hashes(tmp_path / "two_workers") == _hashes(tiny)
+
+
+def test_other_seed_gives_other_images(tiny: Path, tmp_path: Path) -> None:
+    generate_dataset(
+        SynthConfig(
+            out=tmp_path / "s",
+            workers=1,
+            **{**TINY, "seed": 6, "train_good": 1, "train_anomalous": 0, "test_anomalous": 0},
+        )
+    )
+    a = (tiny / "bulk_ore/train/good/000000.png").read_bytes()
+    assert (tmp_path / "s/bulk_ore/train/good/000000.png").read_bytes() != a
+
+
+def test_masks_exist_exactly_for_anomalous_images_and_match_them(tiny: Path) -> None:
+    meta = json.loads((tiny / "dataset.json").read_text())
+    assert (
+        len(meta["images"]) == 2 * (2 + 3) + 2 * 3 + 2 * 4
+    )  # good, train anomalous (one type held out), test
+    for e in meta["images"]:
+        img = _read(tiny / e["path"])
+        assert img.shape[:2] == (64, 64)
+        if e["anomaly_type"] == GOOD:
+            assert e["mask_path"] == ""
+            continue
+        mask = _read(tiny / e["mask_path"])
+        assert mask.shape == (64, 64) and mask.dtype == np.uint8
+        assert set(np.unique(mask)) <= {0, 255}
+        assert (mask > 0).any(), e["path"]
+    masks = {str(p.relative_to(tiny)) for p in tiny.rglob("*_mask.png")}
+    assert masks == {e["mask_path"] for e in meta["images"] if e["mask_path"]}
+
+
+def test_held_out_types_are_absent_from_train_only(tiny: Path) -> None:
+    assert sorted(p.name for p in (tiny / "bulk_ore/train").iterdir()) == [
+        "foreign_object",
+        "good",
+        "oversize_lump",
+        "wrong_material",
+    ]
+    assert sorted(p.name for p in (tiny / "vacuum_pack/train").iterdir()) == [
+        "air_pocket",
+        "foreign_object",
+        "good",
+        "seal_defect",
+    ]
+    assert (tiny / "bulk_ore/test/wet_patch/000000.png").is_file()
+    assert (tiny / "vacuum_pack/test/puncture/000000.png").is_file()
+    assert json.loads((tiny / "dataset.json").read_text())["holdout_types"] == ["puncture", "wet_patch"]
+
+
+def test_counts_in_dataset_json_match_the_files(tiny: Path) -> None:
+    meta = json.loads((tiny / "dataset.json").read_text())
+    on_disk = {
+        cargo: {
+            split: {d.name: len(list(d.glob("*.png"))) for d in (tiny / cargo / split).iterdir()}
+            for split in ("train", "test")
+        }
+        for cargo in ("bulk_ore", "vacuum_pack")
+    }
+    assert meta["counts"] == on_disk
+    assert meta["counts"]["bulk_ore"]["test"] == {
+        "good": 3,
+        "foreign_object": 1,
+        "wet_patch": 1,
+        "wrong_material": 1,
+        "oversize_lump": 1,
+    }
+    assert meta["arguments"]["seed"] == 5 and meta["generator_version"] == "1.0"
+
+
+def test_stems_are_unique_per_type_across_splits(tiny: Path) -> None:
+    assert (tiny / "bulk_ore/train/foreign_object/000000.png").is_file()
+    assert (tiny / "bulk_ore/test/foreign_object/000001.png").is_file()
+    assert (tiny / "bulk_ore/test/good/000002.png").is_file()  # train/good holds 000000-000001
+
+
+def test_manifest_groups_test_images_into_shipments(tiny: Path) -> None:
+    with (tiny / "manifest.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    meta = json.loads((tiny / "dataset.json").read_text())
+    assert sorted(r["path"] for r in rows) == sorted(
+        e["path"] for e in meta["images"] if e["split"] == "test"
+    )
+    shipments: dict[str, set[str]] = {}
+    for r in rows:
+        shipments.setdefault(r["shipment_id"], set()).add(r["cargo_type"])
+        assert r["shipment_id"].startswith(f"SHP-{r['cargo_type']}-")
+        assert (r["label"] == "good") == (r["anomaly_type"] == GOOD) == (r["mask_path"] == "")
+        assert r["radiation_alarm"] in ("true", "false")
+        assert r["aeo_tier"] in ("", "AEOF", "AEOS")
+        assert r["hs_code"] in (("2601", "2603") if r["cargo_type"] == "bulk_ore" else ("8486", "8541"))
+        assert (tiny / r["path"]).is_file()
+    assert all(len(c) == 1 for c in shipments.values())
+
+
+def test_manifest_shipment_sizes_and_flag_rate(tmp_path: Path) -> None:
+    from datasets.synth.shipments import ManifestImage, build_shipments
+
+    images = [
+        ManifestImage(f"p/{i:04d}.png", GOOD if i % 5 else "puncture", "" if i % 5 else f"m/{i}")
+        for i in range(2000)
+    ]
+    rows = build_shipments(images, cargo="vacuum_pack", seed=1, cargo_index=1)
+    sizes: dict[str, int] = {}
+    for r in rows:
+        sizes[r["shipment_id"]] = sizes.get(r["shipment_id"], 0) + 1
+    assert sorted(r["path"] for r in rows) == sorted(i.path for i in images)
+    assert min(sizes.values()) >= 3 and max(sizes.values()) <= 8
+    flagged = {
+        r["shipment_id"]
+        for r in rows
+        if any(
+            r[f]
+            for f in (
+                "radiation_alarm",
+                "suspected_solid_waste",
+                "document_mismatch",
+                "declared_foreign_inclusions",
+            )
+        )
+    }
+    assert 0.01 <= len(flagged) / len(sizes) <= 0.05
+    assert rows == build_shipments(images, cargo="vacuum_pack", seed=1, cargo_index=1)
+
+
+@pytest.mark.slow
+def test_special_variants_appear_about_a_quarter_of_the_time() -> None:
+    variants: dict[str, list[str]] = {"bulk_ore": [], "vacuum_pack": []}
+    depths = []
+    for cargo in variants:
+        for i in range(20):
+            s = render_sample(cargo, GOOD, seed=np.random.SeedSequence(11, spawn_key=(i,)), size=64)
+            variants[cargo].append(s.variant)
+            if s.variant in ("grayscale", "xray"):
+                assert s.image.ndim == 2
+                depths.append(s.image.dtype)
+            else:
+                assert s.image.shape == (64, 64, 3) and s.image.dtype == np.uint8
+    assert 2 <= variants["bulk_ore"].count("grayscale") <= 10
+    assert 2 <= variants["vacuum_pack"].count("xray") <= 10
+    assert np.dtype(np.uint16) in depths and np.dtype(np.uint8) in depths
+
+
+CASES = [(c, t, sev) for c, types in ANOMALY_TYPES.items() for t in types for sev in (0.0, 0.5, 1.0)]
+
+
+@pytest.mark.parametrize(("cargo", "anomaly_type", "severity"), CASES)
+def test_every_anomaly_renders_at_every_severity_and_changes_only_its_mask(
+    cargo: str, anomaly_type: str, severity: float
+) -> None:
+    seed = np.random.SeedSequence(3, spawn_key=(len(anomaly_type),))
+    good = render_sample(cargo, GOOD, seed=seed, size=72)
+    bad = render_sample(cargo, anomaly_type, seed=seed, size=72, severity=severity)
+    assert (
+        bad.mask.shape == (72, 72)
+        and bad.image.shape == good.image.shape
+        and bad.image.dtype == good.image.dtype
+    )
+    assert (bad.mask == 255).any() and set(np.unique(bad.mask)) == {0, 255}
+    assert bad.severity == severity and bad.detail != ""
+    # Same scene and nuisance: outside the mask (grown by the reach of blur and JPEG blocks) the
+    # pixels are the same, so the anomaly is the only difference between the two images.
+    reach = cv2.dilate(bad.mask, np.ones((3, 3), np.uint8), iterations=16) > 0
+    assert np.array_equal(bad.image[~reach], good.image[~reach])
+    assert not np.array_equal(bad.image, good.image)
+
+
+def test_severity_scales_the_mask() -> None:
+    seed = np.random.SeedSequence(8)
+    areas = [
+        int((render_sample("bulk_ore", "wet_patch", seed=seed, size=96, severity=s).mask > 0).sum())
+        for s in (0.0, 1.0)
+    ]
+    assert areas[0] < areas[1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"cargo": ("coal",)},
+            CargoTypeError,
+            "unknown cargo type 'coal'; accepted: bulk_ore, vacuum_pack, all",
+        ),
+        (
+            {"holdout_types": ("rust",)},
+            InputError,
+            "unknown holdout type 'rust'; accepted for bulk_ore, vacuum_pack: air_pocket, foreign_object, "
+            "oversize_lump, puncture, seal_defect, wet_patch, wrong_material",
+        ),
+        (
+            {"cargo": ("bulk_ore",), "holdout_types": ("puncture",)},
+            InputError,
+            "unknown holdout type 'puncture'; accepted for bulk_ore: foreign_object, oversize_lump, wet_patch, "
+            "wrong_material",
+        ),
+        ({"size": 63}, InputError, "--size 63 is out of range; accepted: 64 to 4096 pixels"),
+        ({"size": 4097}, InputError, "--size 4097 is out of range; accepted: 64 to 4096 pixels"),
+        ({"test_good": -1}, InputError, "--test-good -1 is negative; accepted: 0 or more images"),
+        ({"train_anomalous": -2}, InputError, "--train-anomalous -2 is negative; accepted: 0 or more images"),
+        ({"workers": 0}, InputError, "--workers 0 is out of range; accepted: 1 or more"),
+    ],
+)
+def test_bad_arguments_are_refused_with_clear_messages(
+    kwargs: dict, error: type, message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(error) as info:
+        SynthConfig(out=tmp_path, **kwargs)
+    assert str(info.value) == message
+    assert type(info.value) is error
+
+
+@pytest.mark.parametrize(
+    ("cargo", "anomaly_type", "message"),
+    [
+        ("coal", GOOD, "unknown cargo type 'coal'; accepted: bulk_ore, vacuum_pack"),
+        (
+            "bulk_ore",
+            "puncture",
+            "unknown anomaly type 'puncture' for bulk_ore; accepted: good, foreign_object, "
+            "wet_patch, wrong_material, oversize_lump",
+        ),
+    ],
+)
+def test_render_sample_refuses_unknown_names(cargo: str, anomaly_type: str, message: str) -> None:
+    with pytest.raises(InputError) as info:
+        render_sample(cargo, anomaly_type, seed=np.random.SeedSequence(0), size=64)
+    assert str(info.value) == message
