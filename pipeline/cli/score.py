@@ -114,13 +114,13 @@ def score(
         decisions_path,
         is_manifest,
         iter_tasks,
-        output_format,
         score_to_file,
     )
     from pipeline.score.decisions import load_policy_file
+    from pipeline.score.writer import check_output
 
     settings = Settings()
-    output_format(out)  # refuse a bad suffix before any work
+    check_output(out, resume=resume, overwrite=overwrite)  # before any slow work
     if (decisions is not None or audit_db is not None) and policy is None:
         raise InputError("--decisions and --audit-db need --policy POLICY")
     if ray_address is not None and engine is not EngineName.ray:

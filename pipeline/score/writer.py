@@ -34,6 +34,7 @@ __all__ = [
     "RowWriter",
     "finish_output",
     "iter_rows",
+    "check_output",
     "journal_path",
     "open_output",
     "output_format",
@@ -202,6 +203,26 @@ def _parquet_to_journal(parquet: Path, journal: Path) -> None:
     os.replace(tmp, journal)
 
 
+def check_output(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
+    """Refuse to touch an existing output unless told how; returns the existing files (OUT, journal).
+
+    Raises:
+        InputError: a bad suffix; ``out`` (or its journal) exists and neither ``resume`` nor
+            ``overwrite`` was given; or both were.
+    """
+    fmt = output_format(out)
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite contradict each other: pick one")
+    candidates = [out, journal_path(out)] if fmt == "parquet" else [out]
+    existing = [p for p in candidates if p.exists()]
+    if existing and not (resume or overwrite):
+        raise InputError(
+            f"output {str(existing[0])!r} already exists; "
+            "pass --resume to continue it or --overwrite to replace it"
+        )
+    return existing
+
+
 def open_output(out: Path, *, resume: bool, overwrite: bool) -> tuple[RowWriter, set[str]]:
     """Open ``out`` for appending rows, after checking what is already there.
 
@@ -219,15 +240,8 @@ def open_output(out: Path, *, resume: bool, overwrite: bool) -> tuple[RowWriter,
         DatasetFormatError: the existing file is not a Clearsight score output.
     """
     fmt = output_format(out)
-    if resume and overwrite:
-        raise InputError("--resume and --overwrite contradict each other: pick one")
     target = journal_path(out) if fmt == "parquet" else out
-    existing = [p for p in {out, target} if p.exists()]
-    if existing and not (resume or overwrite):
-        raise InputError(
-            f"output {str(existing[0])!r} already exists; "
-            "pass --resume to continue it or --overwrite to replace it"
-        )
+    existing = check_output(out, resume=resume, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     done: set[str] = set()
     if overwrite:

@@ -1,0 +1,125 @@
+"""`clearsight score` end to end with tiny real artifacts: manifest, two models, heatmaps, policy, audit."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from score_fakes import tiny_model_dir, write_images  # noqa: E402
+
+from datasets.errors import EngineError  # noqa: E402
+from datasets.manifest import write_manifest  # noqa: E402
+from pipeline.audit import AuditStore  # noqa: E402
+from pipeline.cli import app, run  # noqa: E402
+from pipeline.policy import default_policy_path  # noqa: E402
+from pipeline.score import ImageTask, RayEngine, iter_rows  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return tiny_model_dir(root, "bulk_ore", seed=0), tiny_model_dir(root, "vacuum_pack", seed=1)
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Path:
+    arc = tmp_path / "arc"
+    ore = write_images(arc, [40, 120, 220], prefix="ore")
+    pack = write_images(arc, [90, 160], prefix="pack")
+    (arc / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    rows = [{"path": p.name, "shipment_id": "S1", "cargo_type": "bulk_ore"} for p in ore]
+    rows += [{"path": p.name, "shipment_id": "S2", "cargo_type": "vacuum_pack"} for p in pack]
+    rows += [{"path": "broken.png", "shipment_id": "S3", "cargo_type": "bulk_ore", "radiation_alarm": True}]
+    path = arc / "manifest.csv"
+    write_manifest(path, rows)
+    return path
+
+
+@pytest.mark.slow
+def test_score_manifest_with_two_models_policy_and_audit(
+    tmp_path: Path, models: tuple[Path, Path], manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out" / "rows.csv"
+    audit = f"sqlite:///{tmp_path / 'audit.db'}"
+    argv = [
+        "score", str(manifest), "--model", str(models[0]), "--model", str(models[1]), "--out", str(out),
+        "--heatmaps", str(tmp_path / "heat"), "--policy", str(default_policy_path()), "--audit-db", audit,
+        "--batch-size", "2",
+    ]
+    assert run(app, argv) == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    rows = {Path(row.path).name: row for row in iter_rows(out)}
+    names = ["broken.png", "ore0000.png", "ore0001.png", "ore0002.png", "pack0000.png", "pack0001.png"]
+    assert sorted(rows) == names
+    assert {rows[n].cargo_type for n in ("ore0000.png", "pack0000.png")} == {"bulk_ore", "vacuum_pack"}
+    assert (rows["ore0000.png"].model_id or "").startswith("bulk_ore-lite0-")
+    assert (rows["pack0001.png"].model_id or "").startswith("vacuum_pack-lite0-")
+    assert all(0.0 <= (row.score or 0.0) <= 1.0 and Path(row.heatmap or "").is_file() for row in rows.values()
+               if row.error is None)
+    assert rows["broken.png"].error is not None and rows["broken.png"].heatmap is None
+    decisions = [json.loads(line) for line in out.with_suffix(".decisions.jsonl").read_text().splitlines()]
+    assert [d["shipment_id"] for d in decisions] == ["S1", "S2", "S3"]
+    assert decisions[2]["tier"] == "PHYSICAL_INSPECTION"
+    assert "override.radiation_alarm" in {r["rule"] for r in decisions[2]["reasons"]}
+    assert "Shipments" in stdout and "PHYSICAL_INSPECTION" in stdout and "errors (total)" in stdout
+    # Resuming a finished run scores nothing again and records no shipment twice in the audit trail.
+    assert run(app, [*argv, "--resume"]) == 0
+    assert len(list(iter_rows(out))) == 6
+    with AuditStore.open(audit) as store:
+        assert sorted(r.decision.shipment_id for r in store.iter_records()) == ["S1", "S2", "S3"]
+        assert store.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--decisions", "d.jsonl"], "Error: --decisions and --audit-db need --policy POLICY\n"),
+        (["--ray-address", "auto"], "Error: --ray-address needs --engine ray\n"),
+        (["--out", "rows.txt"], "Error: output 'rows.txt' has suffix '.txt'; use .jsonl, .csv or .parquet\n"),
+    ],
+)
+def test_option_errors(
+    tmp_path: Path, models: tuple[Path, Path], manifest: Path, capsys: pytest.CaptureFixture[str],
+    extra: list[str], message: str,
+) -> None:
+    argv = ["score", str(manifest), "--model", str(models[0]), "--out", str(tmp_path / "o.jsonl"), *extra]
+    assert run(app, argv) == 2
+    assert capsys.readouterr().err == message
+
+
+def test_existing_output_and_duplicate_models_are_errors(
+    tmp_path: Path, models: tuple[Path, Path], manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o.jsonl"
+    out.write_text("")
+    assert run(app, ["score", str(manifest), "--model", str(models[0]), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"Error: output {str(out)!r} already exists; "
+        "pass --resume to continue it or --overwrite to replace it\n"
+    )
+    twice = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[0]), "--out", str(out),
+             "--overwrite"]
+    assert run(app, twice) == 2
+    assert capsys.readouterr().err.startswith("Error: two models for cargo type 'bulk_ore': ")
+
+
+def test_policy_needs_manifest_inputs(
+    tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_images(tmp_path / "arc", [1])
+    argv = ["score", str(tmp_path / "arc"), "--model", str(models[0]), "--out", str(tmp_path / "o.jsonl"),
+            "--policy", str(default_policy_path())]
+    assert run(app, argv) == 2
+    assert "every INPUT must be a manifest with shipment ids" in capsys.readouterr().err
+
+
+def test_ray_engine_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the extra looks like
+    engine = RayEngine(lambda: [])
+    with pytest.raises(EngineError, match=r"needs the optional Ray extra: pip install 'clearsight\[ray\]'"):
+        list(engine.run([ImageTask("a.png")]))
