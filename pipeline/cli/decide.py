@@ -229,7 +229,7 @@ def register(app: typer.Typer) -> None:
             )
             changed = sum(a.tier is not b.tier for a, b in zip(decisions, compared[1], strict=True))
             console.print(
-                f"{chosen.version} releases {gained:+d} shipments compared with {other.version} "
+                f"{chosen.version} releases {gained:+d} shipments compared with {compared[0].version} "
                 f"({changed} shipments change tier)"
             )
         console.print(f"wrote {len(decisions)} decisions to {out}{recorded}")
