@@ -244,8 +244,8 @@ def test_severity_scales_the_mask() -> None:
         (
             {"cargo": ("bulk_ore",), "holdout_types": ("puncture",)},
             InputError,
-            "unknown holdout type 'puncture'; accepted for bulk_ore: foreign_object, oversize_lump, wet_patch, "
-            "wrong_material",
+            "unknown holdout type 'puncture'; accepted for bulk_ore: foreign_object, oversize_lump, "
+            "wet_patch, wrong_material",
         ),
         ({"size": 63}, InputError, "--size 63 is out of range; accepted: 64 to 4096 pixels"),
         ({"size": 4097}, InputError, "--size 4097 is out of range; accepted: 64 to 4096 pixels"),
@@ -279,3 +279,37 @@ def test_render_sample_refuses_unknown_names(cargo: str, anomaly_type: str, mess
     with pytest.raises(InputError) as info:
         render_sample(cargo, anomaly_type, seed=np.random.SeedSequence(0), size=64)
     assert str(info.value) == message
+
+
+def test_output_is_readable_by_read_mvtec_and_iter_manifest(tiny: Path) -> None:
+    from datasets.manifest import iter_manifest
+    from datasets.mvtec import read_mvtec
+
+    meta = json.loads((tiny / "dataset.json").read_text())
+    for cargo in ("bulk_ore", "vacuum_pack"):
+        items = read_mvtec(tiny / cargo).items
+        expected = sorted(
+            (e["split"], e["anomaly_type"], e["path"], e["mask_path"])
+            for e in meta["images"]
+            if e["cargo_type"] == cargo
+        )
+        got = sorted(
+            (
+                i.split,
+                i.anomaly_type or GOOD,
+                str(Path(i.path).resolve().relative_to(tiny.resolve())),
+                "" if i.mask_path is None else str(Path(i.mask_path).resolve().relative_to(tiny.resolve())),
+            )
+            for i in items
+        )
+        assert got == expected
+        assert {i.label for i in items} == {"good", "anomalous"}
+    rows = list(iter_manifest(tiny / "manifest.csv"))
+    assert len(rows) == sum(1 for e in meta["images"] if e["split"] == "test")
+    assert {(r.cargo_type, r.label) for r in rows} == {
+        ("bulk_ore", "good"),
+        ("bulk_ore", "anomalous"),
+        ("vacuum_pack", "good"),
+        ("vacuum_pack", "anomalous"),
+    }
+    assert all(isinstance(r.declaration["radiation_alarm"], bool) for r in rows)
