@@ -1,9 +1,120 @@
-"""`clearsight evaluate` commands (not built yet)."""
+"""`clearsight evaluate`: score a test split with a trained model and write metrics and a report."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from datasets.errors import ArtifactError, DatasetFormatError
+
+__all__ = ["evaluate_command", "register"]
+
+
+def _load_predictor(model_dir: Path) -> Any:
+    if not model_dir.is_dir():
+        raise ArtifactError(
+            f"model directory {str(model_dir)!r} does not exist or is not a folder; pass the folder "
+            "written by `clearsight train --out`"
+        )
+    try:
+        from models.artifact import load_model
+    except ImportError as exc:  # the artifact format is another layer's; say so rather than crash
+        raise ArtifactError("loading a MODEL_DIR needs models.artifact, which this build lacks") from exc
+    return load_model(model_dir)
+
+
+def _read_dataset(root: Path) -> Any:
+    if not root.is_dir():
+        raise DatasetFormatError(
+            f"data root {str(root)!r} does not exist or is not a folder; pass an MVTec-layout folder "
+            "with test/good/ and test/<anomaly_type>/"
+        )
+    from datasets.mvtec import read_mvtec
+
+    return read_mvtec(root)
+
+
+def evaluate_command(
+    model: Annotated[
+        Path,
+        typer.Option("--model", help="Model directory written by `clearsight train`.", show_default=False),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="MVTec-layout dataset root; its test/ split is evaluated (ground_truth/ masks if present).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Report folder: metrics.json, scores.csv and report.html go here.",
+            show_default=False,
+        ),
+    ],
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")] = 16,
+) -> None:
+    """Evaluate a model on a dataset's test split: operating point, AUROC/PRO, per-type table, report.
+
+    Writes REPORT_DIR/metrics.json (every figure, overall and per anomaly type), REPORT_DIR/scores.csv
+    (one row per image) and REPORT_DIR/report.html (a self-contained page to read or mail).
+    """
+    from pipeline.evaluate import evaluate, write_outputs
+    from pipeline.report import number, percent, write_report
+
+    predictor = _load_predictor(model)
+    dataset = _read_dataset(data)
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]evaluating[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(predictor.model_id, total=None)
+        result = evaluate(
+            predictor,
+            dataset,
+            batch_size=batch_size,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    metrics_path, scores_path = write_outputs(result, out)
+    report_path = write_report(result, out / "report.html")
+
+    mt, th, counts = result.metrics, result.thresholds, result.metrics["counts"]
+    console = Console(highlight=False, soft_wrap=True)
+    if th.method != "miss_rate_on_validation":
+        err.print(
+            f"[yellow]Note:[/yellow] the model's release threshold came from clean images only "
+            f"({th.method}); it promises nothing about misses."
+        )
+    console.print(
+        f"Model {result.model_id} on {counts['images']} test images "
+        f"({counts['good']} clean, {counts['anomalous']} anomalous"
+        + (f", {counts['failed']} unreadable" if counts["failed"] else "")
+        + ")"
+    )
+    console.print(
+        f"  at release threshold {number(th.release)}: {percent(mt['release_rate'])} of clean cargo "
+        f"released, {percent(mt['miss_rate'])} of anomalous cargo released "
+        f"(target <= {percent(th.target_miss_rate)})"
+    )
+    console.print(
+        f"  image AUROC {number(mt['image_auroc'])}, pixel AUROC {number(mt['pixel_auroc'])}, "
+        f"PRO {number(mt['pro'])}, TNR at 1 % FNR {percent(mt['tnr_at_fnr_1pct'])}"
+    )
+    console.print(f"Wrote {metrics_path}, {scores_path} and {report_path}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``clearsight evaluate`` to the root app."""
+    app.command("evaluate")(evaluate_command)

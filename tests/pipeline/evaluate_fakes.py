@@ -1,0 +1,106 @@
+"""Fakes shared by the evaluation and report tests: a predictor and a tiny MVTec-layout folder.
+
+Imported by putting this folder on ``sys.path`` (pytest's importlib mode does not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+
+from models.inference import GOOD, Prediction, Thresholds
+
+THRESHOLDS = Thresholds(release=0.5, hold=0.75, target_miss_rate=0.01, method="miss_rate_on_validation")
+
+
+class FakePredictor:
+    """Score = brightest pixel / 255; the anomaly map is the image's first channel / 255.
+
+    Every flagged image is typed "hole", so type accuracy is computable by hand.
+    """
+
+    model_id = "fake-0001"
+    cargo_type = "bulk_ore"
+    thresholds = THRESHOLDS
+    card: Mapping[str, Any] = {}
+
+    def __init__(self, *, fail: bool = False, drop_one: bool = False) -> None:
+        self.batches: list[int] = []
+        self.fail = fail
+        self.drop_one = drop_one
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        self.batches.append(len(images))
+        if self.fail:
+            raise RuntimeError("out of memory")
+        out = []
+        for image in images:
+            amap = np.asarray(image)[:, :, 0].astype(np.float32) / 255.0
+            score = float(amap.max())
+            anomalous = score >= self.thresholds.release
+            out.append(
+                Prediction(
+                    score=score,
+                    label="anomalous" if anomalous else GOOD,
+                    anomaly_type="hole" if anomalous else None,
+                    type_probabilities={GOOD: 1.0 - score, "hole": score},
+                    anomaly_map=amap,
+                    thresholds=self.thresholds,
+                    model_id=self.model_id,
+                )
+            )
+        return out[:-1] if self.drop_one else out
+
+
+class Item(NamedTuple):  # the shape of datasets.mvtec.DatasetItem
+    path: Path
+    label: str
+    anomaly_type: str | None
+    mask_path: Path | None
+    split: str
+
+
+class Dataset(NamedTuple):  # the shape of datasets.mvtec.MvtecDataset
+    root: Path
+    items: tuple[Item, ...]
+
+
+# name, type, background, square value (2x2 at rows/cols 2-3), has mask, colour
+IMAGES = [
+    ("g1", GOOD, 51, None, False, False),  # 0.2
+    ("g2", GOOD, 102, None, False, True),  # 0.4
+    ("g3", GOOD, 153, None, False, False),  # 0.6: a false alarm, in the remote-review band
+    ("g4", GOOD, 25, None, False, False),  # 25/255
+    ("c1", "crack", 0, 204, True, False),  # 0.8, flagged but typed "hole"
+    ("c2", "crack", 0, 102, True, True),  # 0.4, missed, tied with g2
+    ("h1", "hole", 0, 230, True, False),  # 230/255
+    ("s1", "stain", 0, 192, False, False),  # 192/255 >= hold, no ground-truth mask
+]
+
+
+def write_dataset(root: Path) -> Dataset:
+    (root / "train" / "good").mkdir(parents=True)
+    cv2.imwrite(str(root / "train" / "good" / "t0.png"), np.full((8, 8), 40, np.uint8))
+    items = [Item(root / "train" / "good" / "t0.png", GOOD, None, None, "train")]
+    for name, kind, background, square, has_mask, colour in IMAGES:
+        folder = root / "test" / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        image = np.full((8, 8), background, np.uint8)
+        mask = np.zeros((8, 8), np.uint8)
+        if square is not None:
+            image[2:4, 2:4] = square
+            mask[2:4, 2:4] = 255
+        path = folder / f"{name}.png"
+        cv2.imwrite(str(path), np.dstack([image] * 3) if colour else image)
+        mask_path = None
+        if has_mask:
+            mask_path = root / "ground_truth" / kind / f"{name}_mask.png"
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(mask_path), mask)
+        label = GOOD if kind == GOOD else "anomalous"
+        items.append(Item(path, label, None if kind == GOOD else kind, mask_path, "test"))
+    return Dataset(root, tuple(items))

@@ -1,0 +1,211 @@
+"""report.html: the sections, figures and images a reader needs, self-contained; the evaluate CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from evaluate_fakes import FakePredictor, write_dataset  # noqa: E402
+
+from models.inference import GOOD, Thresholds  # noqa: E402
+from pipeline.cli import app, run  # noqa: E402
+from pipeline.evaluate import EvaluationResult, GalleryItem, ImageRecord, _metrics  # noqa: E402
+from pipeline.metrics import PixelAccumulator  # noqa: E402
+from pipeline.report import histogram_svg, percent, render_report, roc_svg, write_report  # noqa: E402
+
+TH = Thresholds(release=0.5, hold=0.75, target_miss_rate=0.01, method="miss_rate_on_validation")
+
+
+def _gallery(record: ImageRecord, with_mask: bool) -> GalleryItem:
+    image = np.full((16, 16, 3), 90, np.uint8)
+    amap = np.zeros((16, 16), np.float32)
+    amap[4:8, 4:8] = 0.9
+    mask = np.zeros((16, 16), bool)
+    mask[4:8, 4:8] = True
+    return GalleryItem(record, image, amap, mask if with_mask else None)
+
+
+def _result(records: list[ImageRecord], thresholds: Thresholds = TH) -> EvaluationResult:
+    result = EvaluationResult(
+        model_id="bulk_ore-lite0-0badc0de",
+        cargo_type="bulk_ore",
+        thresholds=thresholds,
+        data_root="/data/ore",
+        records=records,
+        metrics={},
+        evaluated_at="2025-01-01T00:00:00+00:00",
+    )
+    result.metrics = _metrics(result, None, {"crack": PixelAccumulator(10)}, {"crack": False})
+    return result
+
+
+RECORDS = [
+    ImageRecord("test/good/a.png", GOOD, GOOD, 0.1, GOOD, None, False),
+    ImageRecord("test/good/b.png", GOOD, GOOD, 0.2, GOOD, None, False),
+    ImageRecord("test/good/c.png", GOOD, GOOD, 0.6, "anomalous", "crack", False),
+    ImageRecord("test/crack/x.png", "anomalous", "crack", 0.3, GOOD, None, True),
+    ImageRecord("test/crack/y.png", "anomalous", "crack", 0.9, "anomalous", "crack", True),
+    ImageRecord("test/good/bad.png", GOOD, GOOD, None, None, None, False, "test/good/bad.png: truncated"),
+]
+
+
+@pytest.fixture()
+def result() -> EvaluationResult:
+    res = _result(RECORDS)
+    res.worst_misses = [_gallery(RECORDS[3], True), _gallery(RECORDS[4], True)]
+    res.worst_false_alarms = [_gallery(RECORDS[2], False)]
+    return res
+
+
+def test_headline_in_plain_words_comes_first(result: EvaluationResult) -> None:
+    page = render_report(result)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+    # 2 of 3 clean released; 1 of 2 anomalous released
+    assert "66.7 % of clean cargo would be released without inspection (2 of 3 clean images" in text
+    assert "50.0 % of anomalous cargo would be released too — missed (1 of 2 anomalous images)" in text
+    assert "Misses the miss-rate target on this test set: 50.0 % of anomalous images released" in text
+    order = [page.index(f'id="{s}"') for s in ("operating-point", "summary", "curves", "per-type")]
+    assert order == sorted(order)
+
+
+def test_sections_charts_and_tables(result: EvaluationResult) -> None:
+    page = render_report(result)
+    for section in ("operating-point", "bands", "summary", "confusion", "curves", "per-type-table",
+                    "worst-misses", "worst-false-alarms", "failed", "glossary"):  # fmt: skip
+        assert f'id="{section}"' in page, section
+    assert page.count("<svg ") == 3  # histogram, ROC, PR
+    assert 'aria-label="ROC curve"' in page and 'aria-label="Precision-recall curve"' in page
+    assert "release 0.500" in page and "hold 0.750" in page  # thresholds drawn on the histogram
+    assert "test/good/bad.png: truncated" in page
+    assert "<td>crack</td><td>2</td><td>50.0 %</td>" in page
+
+
+def test_self_contained_with_decodable_gallery_images(result: EvaluationResult, tmp_path: Path) -> None:
+    path = write_report(result, tmp_path / "out" / "report.html")
+    page = path.read_text(encoding="utf-8")
+    assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "https://" not in page
+    uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(uris) == 6  # photo + heatmap for 2 misses and 1 false alarm
+    images = [cv2.imdecode(np.frombuffer(base64.b64decode(u), np.uint8), cv2.IMREAD_COLOR) for u in uris]
+    assert all(im is not None and im.shape == (16, 16, 3) for im in images)
+    # the first miss has a mask: its heatmap carries the cyan outline (BGR 255, 255, 0)
+    outline = np.all(images[1] == (255, 255, 0), axis=2)
+    assert int(outline.sum()) == 12  # the 4x4 square's border
+    assert "released — missed" in page and "flagged — false alarm" in page
+
+
+def test_fallback_and_no_anomalies_are_said_plainly() -> None:
+    fallback = TH._replace(method="normal_quantile_fallback")
+    page = render_report(_result([r for r in RECORDS if r.label == GOOD], fallback))
+    assert "The release threshold was set from clean images only" in page
+    assert "The miss rate cannot be measured: the test set has no anomalous images." in page
+    assert "ROC needs good and anomalous images" in page
+
+
+def test_chart_helpers() -> None:
+    labels = np.array([False, False, True, True])
+    svg = roc_svg(np.array([0.1, 0.4, 0.35, 0.8]), labels)
+    assert 'points="48.0,258.0 48.0,136.0 198.0,136.0 198.0,14.0 348.0,14.0"' in svg
+    hist = histogram_svg(np.array([0.1, 0.1, 0.9, 0.9]), labels, release=0.5, hold=0.75, bins=4)
+    assert hist.count("<rect ") == 1 + 2  # the frame + one full bar per class
+    assert percent(None) == "n/a" and percent(0.9375) == "93.8 %"
+
+
+# -------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_missing_model_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "nope"),
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"Error: model directory {str(tmp_path / 'nope')!r} does not exist or is not a folder; "
+        "pass the folder written by `clearsight train --out`\n"
+    )
+
+
+def _install_fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``models.artifact`` replaced by a module whose load_model returns the fake predictor."""
+    fake = types.ModuleType("models.artifact")
+    fake.load_model = lambda path: FakePredictor()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "models.artifact", fake)
+
+
+def test_cli_missing_data_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install_fake_model(monkeypatch)
+    (tmp_path / "model").mkdir()
+    code = run(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "model"),
+            "--data",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert code == 2
+    assert capsys.readouterr().err.startswith(f"Error: data root {str(tmp_path / 'none')!r} does not exist")
+
+
+def test_cli_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("datasets.mvtec", reason="datasets.mvtec (read_mvtec) is written by another engineer")
+    _install_fake_model(monkeypatch)
+    ds = write_dataset(tmp_path / "ore")
+    (tmp_path / "model").mkdir()
+    out = tmp_path / "report"
+    code = run(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "model"),
+            "--data",
+            str(ds.root),
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+        ],
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "report.html", "scores.csv"]
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["counts"] == {"images": 8, "good": 4, "anomalous": 4, "failed": 0, "with_mask": 3}
+    assert metrics["release_rate"] == 0.75 and metrics["miss_rate"] == 0.25
+    assert "75.0 % of clean cargo released, 25.0 % of anomalous cargo released" in captured.out
+
+
+def test_cli_help() -> None:
+    from typer.testing import CliRunner
+
+    out = CliRunner().invoke(app, ["evaluate", "--help"]).output
+    assert "--model" in out and "--data" in out and "--out" in out and "--batch-size" in out
