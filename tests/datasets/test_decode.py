@@ -6,6 +6,7 @@ import hashlib
 import io
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -513,31 +514,62 @@ def test_to_float_rgb_refuses(pixels: np.ndarray, message: str) -> None:
         to_float_rgb(pixels)
 
 
-def test_decoding_a_256px_png_costs_about_as_much_as_pillow_alone() -> None:
+def test_decoding_a_256px_png_costs_one_decode() -> None:
     import cv2
 
     tile = cv2.resize(decode_image(REAL_TILES[0]).pixels, (256, 256))
     data = encode(tile, "PNG")
 
-    def pillow_alone() -> None:
+    def baseline() -> None:
+        # The unavoidable work: one Pillow decode and the audit hash.
+        hashlib.sha256(data).hexdigest()
         with Image.open(io.BytesIO(data)) as im:
             np.asarray(im)
 
-    def best(fn, repeats: int = 15) -> float:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
+    def timed(fn: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
 
-    ours, bare = best(lambda: decode_image(data)), best(pillow_alone)
+    # Interleaved pairs, median ratio: a busy shared machine slows both sides alike.
+    pairs = [(timed(lambda: decode_image(data)), timed(baseline)) for _ in range(20)]
+    ours = float(np.median([p[0] for p in pairs]))
+    bare = float(np.median([p[1] for p in pairs]))
     ratio = ours / bare
-    print(
-        f"256-px PNG: decode_image {ours * 1e3:.2f} ms, Pillow alone {bare * 1e3:.2f} ms, ratio {ratio:.2f}"
-    )
-    # sha256, the JPEG/size checks and the copy are small next to inflating the pixels.
-    assert ratio < 2.0, f"decode_image is {ratio:.2f}x Pillow's bare decode"
+    print(f"256-px PNG: decode_image {ours * 1e3:.2f} ms, Pillow + hash {bare * 1e3:.2f} ms, x{ratio:.2f}")
+    # Loose on purpose (shared CPUs); the exact "decoded once" check is the next test.
+    assert ratio < 2.0, f"decode_image is {ratio:.2f}x one Pillow decode + hash"
+
+
+@pytest.mark.parametrize(
+    ("data", "pillow_decoders", "opencv_decodes"),
+    [
+        (encode(quadrants(), "PNG"), 1, 0),
+        (encode(quadrants(), "JPEG"), 1, 0),
+        (encode_cv2(ramp16(), ".png"), 0, 1),
+    ],
+    ids=["png", "jpeg", "png-rgb16"],
+)
+def test_each_image_is_decoded_once(
+    monkeypatch: pytest.MonkeyPatch, data: bytes, pillow_decoders: int, opencv_decodes: int
+) -> None:
+    import cv2
+
+    calls = {"pillow": 0, "opencv": 0}
+    real_getdecoder, real_imdecode = Image._getdecoder, cv2.imdecode
+
+    def counting_getdecoder(*args: object, **kwargs: object) -> object:
+        calls["pillow"] += 1
+        return real_getdecoder(*args, **kwargs)  # type: ignore[arg-type]
+
+    def counting_imdecode(*args: object, **kwargs: object) -> object:
+        calls["opencv"] += 1
+        return real_imdecode(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Image, "_getdecoder", counting_getdecoder)
+    monkeypatch.setattr(cv2, "imdecode", counting_imdecode)
+    decode_image(data)
+    assert calls == {"pillow": pillow_decoders, "opencv": opencv_decodes}
 
 
 def test_concurrent_decodes_agree_and_leave_warning_filters_alone() -> None:
