@@ -185,16 +185,18 @@ def histogram_svg(
                     f'<rect x="{_sx(edges[i]):.1f}" y="{y:.1f}" width="{width:.1f}" '
                     f'height="{_H - _BOTTOM - y:.1f}" fill="{colour}" fill-opacity="0.5"/>'
                 )
-    for value, colour, name, anchor, dx in (
-        (release, RELEASE_COLOUR, "release", "end", -3),
-        (hold, HOLD_COLOUR, "hold", "start", 3),
+    # labels sit either side of their line; when the lines are close the hold label drops a row
+    hold_row = 14 if hold - release < 0.15 else 0
+    for value, colour, name, anchor, dx, dy in (
+        (release, RELEASE_COLOUR, "release", "end", -3, 0),
+        (hold, HOLD_COLOUR, "hold", "start", 3, hold_row),
     ):
         x = _sx(value)
         parts.append(
             f'<line x1="{x:.1f}" y1="{_TOP}" x2="{x:.1f}" y2="{_H - _BOTTOM}" stroke="{colour}" '
             'stroke-width="2" stroke-dasharray="5 3"/>'
-            f'<text x="{x + dx:.1f}" y="{_TOP + 12}" text-anchor="{anchor}" class="note" fill="{colour}">'
-            f"{name} {value:.3f}</text>"
+            f'<text x="{x + dx:.1f}" y="{_TOP + 12 + dy}" text-anchor="{anchor}" class="note" '
+            f'fill="{colour}">{name} {value:.3f}</text>'
         )
     return _svg(parts, "Score histogram")
 

@@ -209,3 +209,9 @@ def test_cli_help() -> None:
 
     out = CliRunner().invoke(app, ["evaluate", "--help"]).output
     assert "--model" in out and "--data" in out and "--out" in out and "--batch-size" in out
+
+
+def test_no_remote_review_band_when_hold_equals_release() -> None:
+    page = render_report(_result(RECORDS, TH._replace(hold=0.5)))
+    assert "none: hold = release" in page
+    assert "release 0.500" in page and "hold 0.500" in page
