@@ -207,6 +207,11 @@ class AuditStore:
                     yield conn
         except SQLAlchemyError as exc:
             raise self._fail(what, exc) from exc
+        except (ValueError, KeyError, TypeError) as exc:  # stored content that no longer parses
+            raise AuditError(
+                f"audit store {self.url}: {what} failed: a stored record does not parse "
+                f"({type(exc).__name__}); run `clearsight audit verify` to find it"
+            ) from exc
 
     def _append(self, conn: Connection, content: dict[str, Any]) -> tuple[int, str, str, str]:
         """Append one record after the locked head; returns (seq, prev_hash, record_hash, created_at)."""

@@ -377,6 +377,18 @@ def test_verify_names_the_first_tampered_record(
         assert report.head_hash != head_before
 
 
+def test_unparseable_content_is_an_audit_error(filled: str) -> None:
+    sql(filled, "UPDATE audit_records SET content = 'not json' WHERE seq = 2")
+    with AuditStore.open(filled) as store:
+        with pytest.raises(AuditError) as info:
+            store.get("S2")
+        assert str(info.value) == (
+            f"audit store {store.url}: reading shipment 'S2' failed: a stored record does not parse "
+            "(JSONDecodeError); run `clearsight audit verify` to find it"
+        )
+        assert (store.verify().first_bad, store.verify().problem) == (2, "altered")
+
+
 def test_cli_verify_exits_non_zero_naming_the_record(filled: str, capsys: pytest.CaptureFixture[str]) -> None:
     from pipeline.cli import app, run
 
@@ -456,3 +468,30 @@ def test_sqlite_in_memory_works() -> None:
     with AuditStore.open("sqlite://") as store:
         store.record(decision("S1"))
         assert store.verify().records_checked == 1
+
+
+def test_cli_outcome_show_list_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import app, run
+
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    with AuditStore.open(db) as store:
+        store.record(decision("S1"))
+        store.record(decision("S2", Tier.PHYSICAL_INSPECTION, 0.9))
+    assert run(app, ["audit", "outcome", "S2", "--found", "wet_patch", "--officer", "o-1", "--db", db]) == 0
+    assert "recorded outcome of S2 (found wet_patch) as record 3" in capsys.readouterr().out
+    assert (
+        run(app, ["audit", "outcome", "S1", "--clean", "--found", "x", "--officer", "o-1", "--db", db]) == 2
+    )
+    assert capsys.readouterr().err.strip() == "Error: give exactly one of --found TYPE or --clean"
+    assert run(app, ["audit", "outcome", "S9", "--clean", "--officer", "o-1", "--db", db]) == 2
+    assert capsys.readouterr().err.strip() == f"Error: no decision recorded for shipment 'S9' in {db}"
+    assert run(app, ["audit", "show", "S2", "--db", db]) == 0
+    shown = capsys.readouterr().out
+    assert "S2 bulk_ore: PHYSICAL_INSPECTION" in shown and "outcome: wet_patch by o-1" in shown
+    assert run(app, ["audit", "list", "--pending", "--db", db]) == 0
+    listed = capsys.readouterr().out
+    assert "S1" in listed and "S2" not in listed
+    assert run(app, ["audit", "export", "--out", str(tmp_path / "e.jsonl"), "--db", db]) == 0
+    assert "exported 2 decisions" in capsys.readouterr().out
+    assert run(app, ["audit", "show", "S9", "--db", db]) == 2
+    assert capsys.readouterr().err.strip() == "Error: no decision recorded for shipment 'S9'"
