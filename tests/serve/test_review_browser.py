@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import cv2
@@ -79,8 +78,6 @@ def test_officer_reviews_a_held_shipment(live_server, audit_store) -> None:
         shots = ROOT / "tests" / "artifacts"
         shots.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shots / "review_page.png"), full_page=True)
-        (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shots / "review_page.png", ROOT / "docs" / "img" / "review_page.png")
 
         card.locator("select[name=found]").select_option("foreign_object")
         card.locator("input[name=notes]").fill("scrap cable, bay 3")
