@@ -48,7 +48,9 @@ def fit_platt(x: torch.Tensor, y: torch.Tensor, *, l2: float = 1e-2, steps: int 
 
     Args:
         x: (N,) float feature; y: (N,) 0/1 labels. Both classes should be present.
-        l2: penalty on ``a`` (times N); keeps ``a`` finite when the classes separate perfectly.
+        l2: penalty on ``a`` and ``b`` (times N); keeps both finite when the classes separate
+            perfectly, which they do on small validation sets (an unpenalised bias runs off to
+            extreme values there and saturates the score).
 
     Returns:
         (a, b) as floats; (1, 0) if a class is missing.
@@ -60,7 +62,7 @@ def fit_platt(x: torch.Tensor, y: torch.Tensor, *, l2: float = 1e-2, steps: int 
     n = x.numel()
     theta = torch.zeros(2, dtype=torch.float64)
     design = torch.stack([x, torch.ones_like(x)], dim=1)
-    reg = torch.tensor([l2 * n, 1e-6 * n], dtype=torch.float64)
+    reg = torch.tensor([l2 * n, l2 * n], dtype=torch.float64)
     for _ in range(steps):
         p = torch.sigmoid(design @ theta)
         grad = design.t() @ (p - y) + reg * theta

@@ -34,6 +34,7 @@ import torch
 
 from datasets.decode import decode_image
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
+from datasets.mvtec import read_mvtec
 from models.artifact import read_card, save_artifact
 from models.classifier import fit_type_head
 from models.detector import Detector, DetectorConfig, build_detector
@@ -139,31 +140,13 @@ class _Item(NamedTuple):
 
 def _read_train_items(root: Path) -> list[_Item]:
     """Training images of an MVTec-layout folder (``train/good``, ``train/<type>``)."""
-    try:
-        from datasets.mvtec import read_mvtec
-    except ImportError:  # the data layer's reader not there yet: read the layout directly
-        read_mvtec = None
-    if read_mvtec is not None:
-        items = [
-            _Item(Path(i.path), GOOD if i.label == GOOD else str(i.anomaly_type))
-            for i in read_mvtec(root)
-            if i.split == "train"
-        ]
-    else:
-        train = root / "train"
-        if not train.is_dir():
-            raise DatasetFormatError(f"{str(root)!r} has no train/ folder; expected the MVTec layout")
-        suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-        items = [
-            _Item(p, d.name)
-            for d in sorted(train.iterdir())
-            if d.is_dir()
-            for p in sorted(d.iterdir())
-            if p.suffix.lower() in suffixes
-        ]
+    items = [
+        _Item(Path(i.path), GOOD if i.label == GOOD else str(i.anomaly_type))
+        for i in read_mvtec(root).split("train")
+    ]
     n_good = sum(i.anomaly_type == GOOD for i in items)
     if n_good < 4:
-        raise DatasetFormatError(f"{str(root)!r} has {n_good} training images in train/good; at least 4 needed")
+        raise DatasetFormatError(f"{str(root)!r} has {n_good} images in train/good; at least 4 are needed")
     return items
 
 

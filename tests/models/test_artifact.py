@@ -1,0 +1,97 @@
+"""The artifact: identical predictions after a round trip, and refusal of damaged directories."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datasets.errors import ArtifactError
+from models.artifact import CARD_FILE, WEIGHTS_FILE, load_model, save_artifact
+
+
+def _images(im) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(11)
+    return [im.texture(rng), im.with_defect(im.texture(rng), rng, "plastic"), im.texture(rng, 100)]
+
+
+def test_round_trip_gives_identical_predictions(tiny_model_dir: Path, tmp_path: Path, imaging) -> None:  # type: ignore[no-untyped-def]
+    first = load_model(tiny_model_dir)
+    copy = save_artifact(tmp_path / "copy", first.detector, first.card)
+    second = load_model(copy)
+    assert second.model_id == first.model_id
+    assert second.thresholds == first.thresholds
+    a, b = first.predict(_images(imaging)), second.predict(_images(imaging))
+    for p, q in zip(a, b, strict=True):
+        assert p.score == q.score
+        assert p.label == q.label
+        assert p.anomaly_type == q.anomaly_type
+        assert np.array_equal(p.anomaly_map, q.anomaly_map)
+
+
+def test_card_records_provenance(tiny_model_dir: Path) -> None:
+    card = json.loads((tiny_model_dir / CARD_FILE).read_text())
+    assert card["format_version"] == 1
+    assert card["model_id"] == f"bulk_ore-lite0-{card['content_sha256'][:8]}"
+    assert card["backbone"]["weights_sha256"] == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+    assert card["preprocessing"]["input_size"] == 64
+    assert card["training"]["counts"]["train"]["good"] + card["training"]["counts"]["validation"]["good"] == 14
+    assert card["training"]["pseudo_anomalies"] is False
+    assert card["validation"]["anomalies"] == "labelled"
+    assert set(card["thresholds"]) == {"release", "hold", "target_miss_rate", "method"}
+    assert len(card["training"]["files_sha256"]) == 64
+
+
+def _truncate(d: Path) -> None:
+    data = (d / WEIGHTS_FILE).read_bytes()
+    (d / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+
+
+def _flip_byte(d: Path) -> None:
+    data = bytearray((d / WEIGHTS_FILE).read_bytes())
+    data[-100] ^= 0x01
+    (d / WEIGHTS_FILE).write_bytes(bytes(data))
+
+
+def _edit_threshold(d: Path) -> None:
+    card = json.loads((d / CARD_FILE).read_text())
+    card["thresholds"]["release"] = 0.999
+    (d / CARD_FILE).write_text(json.dumps(card))
+
+
+def _break_json(d: Path) -> None:
+    (d / CARD_FILE).write_text("{not json")
+
+
+def _old_format(d: Path) -> None:
+    card = json.loads((d / CARD_FILE).read_text())
+    card["format_version"] = 99
+    (d / CARD_FILE).write_text(json.dumps(card))
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda d: (d / WEIGHTS_FILE).unlink(), r"weights\.safetensors' is missing"),
+        (lambda d: (d / CARD_FILE).unlink(), r"model\.json' is missing"),
+        (lambda d: shutil.rmtree(d), "does not exist"),
+        (_truncate, r"weights\.safetensors' has sha256 .* expected"),
+        (_flip_byte, r"weights\.safetensors' has sha256 .* expected"),
+        (_edit_threshold, r"model\.json' was modified"),
+        (_break_json, r"model\.json' is not valid JSON"),
+        (_old_format, "has format_version 99; expected 1"),
+    ],
+    ids=["no-weights", "no-card", "no-dir", "truncated", "flipped-byte", "edited-card", "bad-json", "format"],
+)
+def test_damaged_artifacts_are_refused(
+    tiny_model_dir: Path, tmp_path: Path, damage: Callable[[Path], None], match: str
+) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    damage(target)
+    with pytest.raises(ArtifactError, match=match):
+        load_model(target)

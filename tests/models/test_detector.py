@@ -1,0 +1,134 @@
+"""The fitted detector: separation, input kinds, output shapes and ranges, type naming, tiling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datasets.decode import decode_image
+from datasets.errors import InputError
+from models.artifact import load_model
+from models.detector import DetectorOutput
+from models.inference import GOOD, Predictor
+from models.predictor import UNKNOWN
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+    return load_model(tiny_model_dir)
+
+
+def test_artifact_predictor_satisfies_the_contract(predictor) -> None:  # type: ignore[no-untyped-def]
+    assert isinstance(predictor, Predictor)
+    assert predictor.cargo_type == "bulk_ore"
+    assert predictor.model_id.startswith("bulk_ore-lite0-")
+    assert predictor.card["training"]["class_names"] == ["good", "plastic", "stain"]
+
+
+def test_obvious_anomalies_score_above_every_normal(predictor, tiny_data_root: Path) -> None:  # type: ignore[no-untyped-def]
+    paths = sorted((tiny_data_root / "test").glob("*/*.png"))
+    preds = predictor.predict([decode_image(p).pixels for p in paths])
+    good = [p.score for p, path in zip(preds, paths, strict=True) if path.parent.name == GOOD]
+    bad = [p.score for p, path in zip(preds, paths, strict=True) if path.parent.name != GOOD]
+    assert min(bad) > max(good)
+    for pred, path in zip(preds, paths, strict=True):
+        assert 0.0 <= pred.score <= 1.0
+        assert pred.anomaly_map.shape == (64, 64)
+        assert pred.anomaly_map.dtype == np.float32
+        assert 0.0 <= float(pred.anomaly_map.min()) and float(pred.anomaly_map.max()) <= 1.0
+        assert abs(sum(pred.type_probabilities.values()) - 1.0) < 1e-6
+        assert pred.label == ("anomalous" if pred.score >= predictor.thresholds.release else GOOD)
+        if pred.label == "anomalous" and path.parent.name != GOOD:
+            assert pred.anomaly_type in (path.parent.name, UNKNOWN)
+
+
+def test_the_map_points_at_the_defect(predictor, imaging) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(42)
+    img = imaging.texture(rng)
+    img[8:20, 40:60] = (30, 80, 230)  # a blue bar in the top-right
+    amap = predictor.predict([img])[0].anomaly_map
+    assert float(amap[8:20, 40:60].mean()) > 0.9
+    assert float(amap[36:, :28].mean()) < 0.3  # the far bottom-left quadrant stays cool
+
+
+def test_gray_and_16_bit_inputs_score_like_their_8_bit_rgb_twin(predictor, imaging) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(5)
+    gray8 = imaging.texture(rng)[:, :, 0]
+    rgb8 = np.repeat(gray8[:, :, None], 3, axis=2)
+    variants = [gray8, gray8[:, :, None], rgb8, gray8.astype(np.uint16) * 257, rgb8.astype(np.float32) / 255.0]
+    scores = [p.score for p in predictor.predict(variants)]
+    assert np.allclose(scores, scores[2], atol=1e-5)
+
+
+def test_other_sizes_get_maps_of_their_own_size(predictor, imaging) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(6)
+    preds = predictor.predict([imaging.texture(rng, 96)[:80], imaging.texture(rng, 48)])
+    assert [p.anomaly_map.shape for p in preds] == [(80, 96), (48, 48)]
+
+
+@pytest.mark.parametrize(
+    ("image", "match"),
+    [
+        (np.zeros((8, 8, 2), np.uint8), r"shape \(8, 8, 2\) is not accepted"),
+        (np.zeros((8, 8, 3), np.int32), "dtype int32 is not accepted"),
+    ],
+)
+def test_unusable_arrays_are_refused(predictor, image: np.ndarray, match: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InputError, match=match):
+        predictor.predict([image])
+
+
+def test_forward_returns_typed_output_of_documented_shapes(predictor) -> None:  # type: ignore[no-untyped-def]
+    det = predictor.detector
+    with torch.inference_mode():
+        out = det(torch.zeros(3, 3, 64, 64))
+    assert isinstance(out, DetectorOutput)
+    assert out.score.shape == (3,)
+    assert out.anomaly_map.shape == (3, 64, 64)
+    assert out.type_logits.shape == (3, 3)
+
+
+def test_a_confident_good_head_cannot_suppress_the_one_class_score(predictor) -> None:  # type: ignore[no-untyped-def]
+    fusion = predictor.detector.fusion
+    very_good = torch.tensor([[50.0, -50.0, -50.0]])
+    raw = torch.tensor([1e6])  # a one-class distance far beyond anything normal
+    with torch.inference_mode():
+        assert float(fusion(raw, very_good)) > 0.99
+
+
+@pytest.mark.slow
+def test_tiling_finds_a_small_defect_that_resizing_misses(tmp_path: Path, imaging) -> None:  # type: ignore[no-untyped-def]
+    """Large 192 px images, a 10 px defect: with a 64 px input only the tiled model sees it."""
+    from pipeline.train import TrainConfig, train_model
+
+    root = tmp_path / "bulk_ore"
+    rng = np.random.default_rng(3)
+    import cv2
+
+    for i in range(14):
+        path = root / "train" / "good" / f"{i:02d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), imaging.texture(rng, 192)[:, :, ::-1])
+    goods = [imaging.texture(rng, 192) for _ in range(6)]
+    defects = []
+    for _ in range(6):
+        img = imaging.texture(rng, 192)
+        y, x = (int(v) for v in rng.integers(30, 160, 2))
+        img[y : y + 10, x : x + 10] = (40, 110, 250)
+        defects.append(img)
+    scores = {}
+    for name, tile in (("resized", 0), ("tiled", 64)):
+        out = train_model(root, tmp_path / name, config=TrainConfig(
+            image_size=64, tile_size=tile, tile_overlap=16 if tile else 0, coreset_ratio=0.25, seed=0))
+        pred = load_model(out.out_dir)
+        preds = pred.predict(goods + defects)
+        s = np.array([p.score for p in preds])
+        scores[name] = (s[:6], s[6:])
+        assert preds[-1].anomaly_map.shape == (192, 192)
+    good, bad = scores["tiled"]
+    assert min(bad) > max(good)
+    good, bad = scores["resized"]
+    assert min(bad) <= max(good)

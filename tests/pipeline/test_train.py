@@ -1,0 +1,106 @@
+"""`clearsight train` end to end on a tiny dataset, and the training API's refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from datasets.errors import CargoTypeError, DatasetFormatError, InputError
+from models.artifact import load_model
+from pipeline.cli import app, run
+from pipeline.train import TrainConfig, train_model
+
+
+def _texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    small = rng.random((8, 8, 3)).astype(np.float32)
+    base = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+    img = np.array([0.5, 0.35, 0.25], np.float32) * (0.7 + 0.5 * base)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _write(root: Path, n_good: int, *, gray: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n_good):
+        img = _texture(rng)
+        path = root / "train" / "good" / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), img[:, :, 0] if gray else img[:, :, ::-1])
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    # Two xdist workers on two cores: more torch threads would oversubscribe and crawl.
+    torch.set_num_threads(1)
+
+
+def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _write(tmp_path / "vacuum_pack", 10, gray=True)
+    out = tmp_path / "model"
+    code = run(app, ["train", "--data", str(root), "--out", str(out), "--image-size", "64",
+                     "--coreset-ratio", "0.5", "--seed", "3", "--threads", "1"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    card = json.loads((out / "model.json").read_text())
+    assert card["cargo_type"] == "vacuum_pack"
+    assert card["training"]["pseudo_anomalies"] is True
+    assert card["training"]["class_names"] == ["good", "synthetic_blob", "synthetic_cutpaste", "synthetic_noise"]
+    assert card["validation"]["anomalies"].startswith("pseudo")
+    assert card["thresholds"]["method"] == "normal_quantile_fallback"
+    assert card["training"]["counts"] == {"train": {"good": 8}, "validation": {"good": 2}}
+    assert card["model_id"] in printed
+    assert "pseudo-anomalies" in printed
+    predictor = load_model(out)
+    pred = predictor.predict([_texture(np.random.default_rng(9))[:, :, 0]])[0]
+    assert pred.anomaly_map.shape == (64, 64)
+    assert pred.anomaly_type in (None, "unknown")  # a synthetic type is never reported as a real one
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--image-size", "8"], "Error: image_size 8 must be in [32, 1024]"),
+        (["--coreset-ratio", "1.5"], "Error: coreset_ratio 1.5 must be in (0, 1]"),
+        (["--cargo-type", ""], "Error: cannot tell the cargo type"),
+    ],
+)
+def test_train_cli_reports_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                       message: str) -> None:
+    root = _write(tmp_path / "pile", 4)
+    code = run(app, ["train", "--data", str(root), "--out", str(tmp_path / "m"), *args])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_too_few_normals_are_refused(tmp_path: Path) -> None:
+    root = _write(tmp_path / "bulk_ore", 3)
+    with pytest.raises(DatasetFormatError, match="has 3 images in train/good; at least 4 are needed"):
+        train_model(root, tmp_path / "m", config=TrainConfig(image_size=64))
+
+
+def test_unknown_cargo_folder_needs_a_cargo_type(tmp_path: Path) -> None:
+    root = _write(tmp_path / "pile", 4)
+    with pytest.raises(CargoTypeError, match="folder name 'pile' is not one of"):
+        train_model(root, tmp_path / "m", config=TrainConfig(image_size=64))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("target_miss_rate", 0.0, "target_miss_rate 0.0 must be in"),
+        ("folds", 1, "folds 1 must be >= 2"),
+        ("score_reduction", "mean", "score_reduction 'mean' not in"),
+        ("tile_overlap", 64, "tile_overlap 64 must be in"),
+    ],
+)
+def test_config_validates_eagerly(field: str, value: object, match: str) -> None:
+    kw: dict[str, object] = {field: value}
+    if field == "tile_overlap":
+        kw["tile_size"] = 64
+    with pytest.raises(InputError, match=match):
+        TrainConfig(**kw)  # type: ignore[arg-type]
