@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ from datasets.errors import InputError, PolicyError
 from pipeline.policy import CargoPolicy, Policy
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
 
-__all__ = ["audit_fraction", "decide_rows", "decide_shipment", "declaration_from_rows"]
+__all__ = ["audit_fraction", "decide_rows", "decide_shipment", "declaration_from_rows", "inputs_key"]
 
 _FLAGS = ("radiation_alarm", "suspected_solid_waste", "document_mismatch", "declared_foreign_inclusions")
 
@@ -371,3 +372,21 @@ def decide_rows(
     for shipment_id, images in groups.items():
         declaration = declaration_from_rows(shipment_id, images)
         yield decide_shipment(policy, declaration, images, audit_key=audit_key)
+
+
+def inputs_key(decision: ShipmentDecision) -> str:
+    """Idempotency key of a batch decision: the shipment's inputs and the policy, not the decision time.
+
+    ``clearsight score --policy`` and ``clearsight decide`` share it, so the same verdicts decided under
+    the same policy are recorded once, whichever command (or resumed run) records them.
+    """
+    inputs = {
+        "policy_sha256": decision.policy_sha256,
+        "shipment_id": decision.shipment_id,
+        "images": sorted(
+            (image.path, image.sha256 or "", repr(image.score), image.error or "", image.model_id or "")
+            for image in decision.images
+        ),
+    }
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()
+    return f"decision:{decision.shipment_id[:100]}:{digest}"

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = ["Declaration", "ImageVerdict", "Reason", "ShipmentDecision", "Tier"]
 
 
-class Tier(str, enum.Enum):
+class Tier(str, enum.Enum):  # noqa: UP042 - str() and format() of members must stay as they are
     """Decision tiers, in increasing order of severity."""
 
     RELEASE = "RELEASE"

@@ -67,8 +67,7 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
             return 1
         if debug:
             raise
-        print(  # noqa: T201
-            f"Error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr
-        )
+        hint = "rerun with --debug for a traceback"
+        print(f"Error: unexpected {type(exc).__name__}: {exc} ({hint})", file=sys.stderr)  # noqa: T201
         return 1
     return 0

@@ -6,117 +6,34 @@ Used for what-if analysis: how many shipments each tier gets under a policy, and
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from datasets.errors import DatasetFormatError, InputError
-from pipeline.decide import decide_rows
+from pipeline import verdict_rows
+from pipeline.decide import decide_rows, inputs_key
 from pipeline.policy import Policy, default_policy_path, load_policy
 from pipeline.settings import Settings
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
 
-__all__ = ["decision_key", "read_verdicts", "register"]
-
-_NESTED = ("declaration", "type_probabilities")
-_FLOATS = ("score", "threshold", "hold_threshold")
-
-
-def _verdict(record: dict[str, Any], where: str) -> ImageVerdict:
-    try:
-        return ImageVerdict.model_validate(record)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise DatasetFormatError(f"{where}: not an image verdict row ({problems})") from exc
-
-
-def _from_flat(record: dict[str, Any], where: str) -> ImageVerdict:
-    """A CSV/Parquet row: empty cells are None, nested fields are JSON strings, numbers may be text."""
-    data: dict[str, Any] = {}
-    for key, value in record.items():
-        if value == "" or value is None:
-            continue
-        if key in _NESTED and isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError as exc:
-                raise DatasetFormatError(f"{where}: column {key} is not a JSON object ({exc})") from exc
-        elif key in _FLOATS and isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError as exc:
-                raise DatasetFormatError(f"{where}: column {key} = {value!r} is not a number") from exc
-        data[key] = value
-    return _verdict(data, where)
-
+__all__ = ["read_verdicts", "register"]
 
 def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
-    """Read image verdict rows from ``.jsonl``, ``.csv`` or ``.parquet`` (the batch scorer's output).
-
-    Raises:
-        InputError: missing file or another suffix.
-        DatasetFormatError: a row that is not an image verdict (file and row named).
-    """
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".csv", ".parquet"):
-        raise InputError(
-            f"--verdicts {str(path)!r}: suffix {suffix!r} not accepted (.jsonl, .csv or .parquet)"
-        )
-    if not path.is_file():
-        raise InputError(f"--verdicts {str(path)!r}: no such file")
-    if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError as exc:
-                    raise DatasetFormatError(f"{path}:{number}: not JSON ({exc})") from exc
-                if not isinstance(record, dict):
-                    raise DatasetFormatError(f"{path}:{number}: a row must be a JSON object")
-                yield _verdict(record, f"{path}:{number}")
-    elif suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            for number, record in enumerate(csv.DictReader(fh), start=2):
-                yield _from_flat(record, f"{path}:{number}")
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
-            number = 0
-            for batch in batches:
-                for record in batch.to_pylist():
-                    number += 1
-                    yield _from_flat(record, f"{path} row {number}")
-        except (pa.ArrowException, OSError) as exc:
-            raise DatasetFormatError(f"{path}: not a readable Parquet file ({exc})") from exc
-
-
-def decision_key(decision: ShipmentDecision) -> str:
-    """Idempotency key of a re-decision: the shipment's inputs and the policy, not the decision time."""
-    inputs = {
-        "policy_sha256": decision.policy_sha256,
-        "shipment_id": decision.shipment_id,
-        "images": sorted(
-            (i.path, i.sha256 or "", repr(i.score), i.error or "", i.model_id or "") for i in decision.images
-        ),
-    }
-    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()
-    return f"decide:{decision.shipment_id[:100]}:{digest}"
+    """Read image verdict rows (the batch scorer's output), naming ``--verdicts`` in errors."""
+    try:
+        yield from verdict_rows.read_verdicts(path)
+    except InputError as exc:
+        if isinstance(exc, DatasetFormatError):
+            raise
+        raise InputError(f"--verdicts {exc}") from exc
 
 
 def _decide_all(policy: Policy, rows: list[ImageVerdict], key: bytes, label: str) -> list[ShipmentDecision]:
@@ -216,7 +133,7 @@ def register(app: typer.Typer) -> None:
 
             with AuditStore.open(audit_db) as store:
                 for decision in decisions:
-                    store.record(decision, idempotency_key=decision_key(decision))
+                    store.record(decision, idempotency_key=inputs_key(decision))
                 recorded = f", recorded in {store.url}"
         compared = None
         if other is not None:

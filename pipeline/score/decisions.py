@@ -7,8 +7,6 @@ shipment's inputs, so deciding again after a crash does not record a shipment tw
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +20,7 @@ if TYPE_CHECKING:
     from pipeline.audit import AuditStore
     from pipeline.policy import Policy
 
-__all__ = ["decide_output", "decisions_path", "idempotency_key", "load_policy_file"]
+__all__ = ["decide_output", "decisions_path", "load_policy_file"]
 
 
 def decisions_path(out: Path) -> Path:
@@ -39,20 +37,6 @@ def load_policy_file(path: Path) -> Policy:
     from pipeline.policy import load_policy
 
     return load_policy(path)
-
-
-def idempotency_key(decision: ShipmentDecision) -> str:
-    """A key naming the shipment's inputs (policy, images, scores, models), not the decision time."""
-    inputs = {
-        "policy_sha256": decision.policy_sha256,
-        "shipment_id": decision.shipment_id,
-        "images": sorted(
-            (image.path, image.sha256 or "", repr(image.score), image.error or "", image.model_id or "")
-            for image in decision.images
-        ),
-    }
-    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()
-    return f"score:{decision.shipment_id[:100]}:{digest}"
 
 
 def _open_audit(url: str) -> AuditStore:
@@ -83,7 +67,7 @@ def decide_output(
         InputError: a row without a shipment id, or a declaration that does not validate.
         PolicyError, AuditError: from the decision layer and the audit store.
     """
-    from pipeline.decide import decide_rows
+    from pipeline.decide import decide_rows, inputs_key
 
     store = _open_audit(audit_url) if audit_url else None
     decisions.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +78,7 @@ def decide_output(
             for decision in decide_rows(policy, iter_rows(out), audit_key=audit_key):
                 fh.write(decision.model_dump_json().encode("utf-8") + b"\n")
                 if store is not None:
-                    store.record(decision, idempotency_key=idempotency_key(decision))
+                    store.record(decision, idempotency_key=inputs_key(decision))
                 summary.add_decision(decision)
                 if on_decision is not None:
                     on_decision(decision)

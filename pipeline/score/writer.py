@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from datasets.errors import DatasetFormatError, InputError
+from pipeline import verdict_rows
 from pipeline.verdicts import ImageVerdict
 
 __all__ = [
@@ -41,9 +42,9 @@ __all__ = [
 ]
 
 OutputFormat = Literal["jsonl", "csv", "parquet"]
-FIELDS: tuple[str, ...] = tuple(ImageVerdict.model_fields)
-_NESTED = ("type_probabilities", "declaration")
-_FLOATS = ("score", "threshold", "hold_threshold")
+FIELDS = verdict_rows.FIELDS
+_NESTED = verdict_rows.NESTED
+_FLOATS = verdict_rows.FLOATS
 
 
 def output_format(out: Path) -> OutputFormat:
@@ -70,43 +71,6 @@ def journal_path(out: Path) -> Path:
 # ---------------------------------------------------------------------------------------- rows
 
 
-def _csv_cells(verdict: ImageVerdict) -> list[str]:
-    data = verdict.model_dump(mode="json")
-    cells = []
-    for name in FIELDS:
-        value = data[name]
-        if name in _NESTED:
-            cells.append("" if value is None else json.dumps(value, sort_keys=True))
-        elif value is None:
-            cells.append("")
-        else:
-            cells.append(repr(value) if isinstance(value, float) else str(value))
-    return cells
-
-
-def _from_flat(record: dict[str, Any]) -> ImageVerdict:
-    """A verdict from a flat record (CSV cells or Parquet columns: nested fields as JSON strings)."""
-    data: dict[str, Any] = {}
-    for name in FIELDS:
-        value = record.get(name)
-        if value == "" or value is None:
-            data[name] = {} if name == "declaration" else None
-        elif name in _NESTED:
-            data[name] = json.loads(value)
-        elif name in _FLOATS:
-            data[name] = float(value)
-        else:
-            data[name] = value
-    return ImageVerdict(**data)
-
-
-def _parse_json_line(line: bytes, where: str) -> ImageVerdict:
-    try:
-        return ImageVerdict.model_validate_json(line)
-    except ValueError as exc:
-        raise DatasetFormatError(f"{where}: not an output row ({exc.__class__.__name__}: {exc})") from exc
-
-
 # -------------------------------------------------------------------------- scanning / resume
 
 
@@ -125,7 +89,7 @@ def _complete_jsonl(path: Path, *, collect: set[str] | None) -> int:
             if not line.endswith(b"\n"):
                 break  # torn tail: the write never finished
             try:
-                verdict = _parse_json_line(line, f"{path}:{number}")
+                verdict = verdict_rows.from_json_line(line, f"{path}:{number}")
             except DatasetFormatError as exc:
                 bad = exc
                 continue
@@ -197,7 +161,8 @@ def _parquet_to_journal(parquet: Path, journal: Path) -> None:
     with tmp.open("wb") as fh:
         for batch in pq.ParquetFile(parquet).iter_batches(batch_size=4096):
             for record in batch.to_pylist():
-                fh.write(_from_flat(record).model_dump_json().encode("utf-8") + b"\n")
+                verdict = verdict_rows.from_flat(record, str(parquet))
+                fh.write(verdict.model_dump_json().encode("utf-8") + b"\n")
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, journal)
@@ -294,7 +259,7 @@ class RowWriter:
     def write(self, verdict: ImageVerdict) -> None:
         """Buffer one row; write the chunk if it is full or old."""
         if self.fmt == "csv":
-            self._buffer.append(self._csv_line(_csv_cells(verdict)))
+            self._buffer.append(self._csv_line(verdict_rows.to_cells(verdict)))
         else:
             self._buffer.append(verdict.model_dump_json().encode("utf-8") + b"\n")
         if len(self._buffer) >= self.chunk_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
@@ -371,27 +336,5 @@ def finish_output(out: Path) -> None:
 
 
 def iter_rows(path: Path) -> Iterator[ImageVerdict]:
-    """Read a score output back (JSONL, CSV or Parquet), one verdict at a time.
-
-    Raises:
-        DatasetFormatError: a row that is not a Clearsight score row.
-    """
-    fmt = output_format(path)
-    if fmt == "jsonl":
-        with path.open("rb") as fh:
-            for number, line in enumerate(fh, start=1):
-                if line.strip():
-                    yield _parse_json_line(line, f"{path}:{number}")
-    elif fmt == "csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if tuple(reader.fieldnames or ()) != FIELDS:
-                raise DatasetFormatError(f"{path}: header {reader.fieldnames!r} is not {list(FIELDS)!r}")
-            for record in reader:
-                yield _from_flat(record)
-    else:
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-            for record in batch.to_pylist():
-                yield _from_flat(record)
+    """Read a score output back (JSONL, CSV or Parquet), one verdict at a time."""
+    return verdict_rows.read_verdicts(path)

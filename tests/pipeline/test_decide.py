@@ -618,7 +618,7 @@ def test_cli_decide_compares_policies_and_records_once(
         assert (report.ok, report.records_checked) == (True, 5)
         record = store.get("S2")
         assert record is not None and record.idempotency_key is not None
-        assert record.idempotency_key.startswith("decide:S2:")
+        assert record.idempotency_key.startswith("decision:S2:")
 
 
 @pytest.mark.parametrize(

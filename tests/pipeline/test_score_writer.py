@@ -105,7 +105,7 @@ def test_csv_torn_header_starts_again(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("suffix", "content", "message"),
     [
-        (".jsonl", b'{"path": "a.png"}\nnot json\n{"path": "b.png"}\n', r"out\.jsonl:2: not an output row"),
+        (".jsonl", b'{"path": "a.png"}\nnot json\n{"path": "b.png"}\n', r"out\.jsonl:2: not JSON"),
         (".csv", b"a,b,c\n1,2,3\n", r"header \['a', 'b', 'c'\] is not Clearsight's score header"),
     ],
 )

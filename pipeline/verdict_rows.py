@@ -1,0 +1,129 @@
+"""Image verdicts as flat rows: the one codec for the scorer's JSONL/CSV/Parquet output and its readers.
+
+The batch scorer writes these rows, ``--resume`` reads them back, and ``clearsight decide`` re-decides
+them; all three go through this module so that a file written by one is read the same way by the others.
+In CSV and Parquet the nested fields (``type_probabilities``, ``declaration``) are JSON strings, and an
+empty cell is ``None``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from datasets.errors import DatasetFormatError, InputError
+from pipeline.verdicts import ImageVerdict
+
+__all__ = [
+    "FIELDS",
+    "FLOATS",
+    "NESTED",
+    "SUFFIXES",
+    "from_flat",
+    "from_json_line",
+    "read_verdicts",
+    "to_cells",
+]
+
+FIELDS: tuple[str, ...] = tuple(ImageVerdict.model_fields)
+NESTED = ("type_probabilities", "declaration")
+FLOATS = ("score", "threshold", "hold_threshold")
+SUFFIXES = (".jsonl", ".csv", ".parquet")
+
+
+def _validated(record: dict[str, Any], where: str) -> ImageVerdict:
+    try:
+        return ImageVerdict.model_validate(record)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise DatasetFormatError(f"{where}: not an image verdict row ({problems})") from exc
+
+
+def to_cells(verdict: ImageVerdict) -> list[str]:
+    """A verdict as CSV cells in :data:`FIELDS` order (floats by ``repr`` so they round-trip exactly)."""
+    data = verdict.model_dump(mode="json")
+    cells = []
+    for name in FIELDS:
+        value = data[name]
+        if name in NESTED:
+            cells.append("" if value is None else json.dumps(value, sort_keys=True))
+        elif value is None:
+            cells.append("")
+        else:
+            cells.append(repr(value) if isinstance(value, float) else str(value))
+    return cells
+
+
+def from_flat(record: dict[str, Any], where: str) -> ImageVerdict:
+    """A verdict from a CSV/Parquet record: empty cells are None, nested fields JSON, numbers may be text."""
+    data: dict[str, Any] = {}
+    for key, value in record.items():
+        if value == "" or value is None:
+            continue
+        if key in NESTED and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise DatasetFormatError(f"{where}: column {key} is not a JSON object ({exc})") from exc
+        elif key in FLOATS and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError as exc:
+                raise DatasetFormatError(f"{where}: column {key} = {value!r} is not a number") from exc
+        data[key] = value
+    return _validated(data, where)
+
+
+def from_json_line(line: bytes | str, where: str) -> ImageVerdict:
+    """A verdict from one JSONL line."""
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise DatasetFormatError(f"{where}: not JSON ({exc})") from exc
+    if not isinstance(record, dict):
+        raise DatasetFormatError(f"{where}: a row must be a JSON object")
+    return _validated(record, where)
+
+
+def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
+    """Stream verdict rows from ``.jsonl``, ``.csv`` or ``.parquet``, one at a time.
+
+    Raises:
+        InputError: a missing file or another suffix.
+        DatasetFormatError: a row that is not an image verdict (file and row named).
+    """
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise InputError(f"{str(path)!r}: suffix {suffix!r} not accepted (.jsonl, .csv or .parquet)")
+    if not path.is_file():
+        raise InputError(f"{str(path)!r}: no such file")
+    if suffix == ".jsonl":
+        with path.open("rb") as fh:
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    yield from_json_line(line, f"{path}:{number}")
+    elif suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            unknown = sorted(set(reader.fieldnames or ()) - set(FIELDS))
+            if unknown:
+                raise DatasetFormatError(f"{path}: unknown columns {unknown}; accepted: {list(FIELDS)}")
+            for number, record in enumerate(reader, start=2):
+                yield from_flat(record, f"{path}:{number}")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            number = 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+                for record in batch.to_pylist():
+                    number += 1
+                    yield from_flat(record, f"{path} row {number}")
+        except (pa.ArrowException, OSError) as exc:
+            raise DatasetFormatError(f"{path}: not a readable Parquet file ({exc})") from exc
