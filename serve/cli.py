@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli import app, run
+from serve import demo
 
 __all__ = ["main"]
 
@@ -86,6 +87,9 @@ def serve_command(
         log_config=log_config(),
         access_log=False,
     )
+
+
+demo.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,298 @@
+"""``clearsight demo``: the main job end to end on the embedded defaults.
+
+Synthetic data -> preview sheet -> one model per cargo type -> evaluation reports -> batch scoring of
+the inspection archive with heatmaps -> shipment decisions under the bundled policy -> audit trail on
+SQLite, verified -> one real HTTP round trip against the service -> a summary an officer can read.
+
+Every step is the same CLI command a user would type (printed before it runs), so the demo doubles as a
+tour. It lives in ``serve`` because its last steps need the HTTP layer.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from datasets.errors import ClearsightError
+from pipeline.cli import app, run
+
+__all__ = ["register"]
+
+CARGO_TYPES = ("bulk_ore", "vacuum_pack")
+_TIER_WORDS = {
+    "RELEASE": "released before inspection",
+    "REMOTE_INSPECTION": "sent to remote (video) inspection",
+    "PHYSICAL_INSPECTION": "held for physical inspection",
+}
+
+
+def _step(console: Console, number: int, total: int, title: str, argv: Sequence[str]) -> None:
+    console.rule(f"[bold]Step {number}/{total}: {title}")
+    console.print("$ clearsight " + " ".join(argv), style="cyan", highlight=False, soft_wrap=True)
+    started = time.perf_counter()
+    code = run(app, list(argv))
+    if code != 0:
+        raise ClearsightError(f"step {number} ({title}) failed with exit code {code}; see the error above")
+    console.print(f"[dim]({time.perf_counter() - started:.1f} s)[/dim]")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _http_round_trip(console: Console, out: Path, models: list[Path], audit_url: str) -> dict[str, Any]:
+    """Start the real service on 127.0.0.1, submit one shipment, read it back, stop the service."""
+    import httpx
+    import uvicorn
+
+    from datasets.manifest import iter_manifest
+    from serve.app import create_app
+    from serve.settings import ServeSettings
+
+    submitter, officer = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    port = _free_port()
+    settings = ServeSettings(
+        models=models,
+        audit_db=audit_url,
+        data_dir=out / "serve",
+        port=port,
+        api_keys=f"submitter:{submitter},officer:{officer}",
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="clearsight-demo-server", daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise ClearsightError(f"the service on {base} did not become ready within 120 s")
+
+        # The first held shipment of the archive, resubmitted under a new id as a port system would.
+        rows = [r for r in iter_manifest(out / "data" / "manifest.csv") if r.cargo_type == "bulk_ore"]
+        anomalous = next((r.shipment_id for r in rows if r.label == "anomalous"), rows[0].shipment_id)
+        images = [r for r in rows if r.shipment_id == anomalous]
+        declaration = {k: v for k, v in images[0].declaration.items() if k in _DECLARATION_FIELDS}
+        declaration.update(shipment_id=f"HTTP-{anomalous}", cargo_type="bulk_ore")
+        files = [("images", (r.path.name, r.path.read_bytes(), "image/png")) for r in images]
+        headers = {"Authorization": f"Bearer {submitter}"}
+        console.print(
+            f"$ curl -H 'Authorization: Bearer ...' -F declaration='{json.dumps(declaration)}' "
+            + " ".join(f"-F images=@{r.path.name}" for r in images)
+            + f" {base}/v1/shipments",
+            style="cyan",
+            highlight=False,
+            soft_wrap=True,
+        )
+        response = httpx.post(
+            f"{base}/v1/shipments",
+            data={"declaration": json.dumps(declaration)},
+            files=files,
+            headers=headers,
+            timeout=120,
+        )
+        if response.status_code != 200:
+            detail = response.text[:500]
+            raise ClearsightError(f"POST /v1/shipments answered {response.status_code}: {detail}")
+        decision = response.json()
+        again = httpx.get(
+            f"{base}/v1/shipments/{declaration['shipment_id']}",
+            headers={"Authorization": f"Bearer {officer}"},
+            timeout=30,
+        )
+        if again.status_code != 200:
+            raise ClearsightError(f"GET /v1/shipments answered {again.status_code}: {again.text[:500]}")
+        (out / "http_decision.json").write_text(json.dumps(decision, indent=2), encoding="utf-8")
+        return dict(decision["decision"])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+_DECLARATION_FIELDS = (
+    "trader_id",
+    "aeo_tier",
+    "radiation_alarm",
+    "suspected_solid_waste",
+    "document_mismatch",
+    "declared_foreign_inclusions",
+)
+
+
+def _summary(console: Console, out: Path, http_decision: dict[str, Any]) -> None:
+    decisions = [
+        json.loads(line) for line in (out / "scores.decisions.jsonl").read_text().splitlines() if line
+    ]
+    tiers = Counter(d["tier"] for d in decisions)
+    reasons = Counter(
+        r["rule"] for d in decisions if d["tier"] != "RELEASE" for r in d["reasons"] if r["tier"] != "RELEASE"
+    )
+    console.rule("[bold]Summary")
+    table = Table(title=f"{len(decisions)} shipments decided under the bundled example policy")
+    table.add_column("decision")
+    table.add_column("shipments", justify="right")
+    table.add_column("share", justify="right")
+    for tier, words in _TIER_WORDS.items():
+        table.add_row(words, str(tiers[tier]), f"{tiers[tier] / max(len(decisions), 1):.0%}")
+    console.print(table)
+    if reasons:
+        console.print(
+            "Top reasons for holding cargo: "
+            + ", ".join(f"{rule} ({n})" for rule, n in reasons.most_common(5))
+        )
+    for cargo in CARGO_TYPES:
+        metrics_file = out / "reports" / cargo / "metrics.json"
+        if metrics_file.is_file():
+            m = json.loads(metrics_file.read_text())
+            console.print(
+                f"{cargo}: image AUROC {m.get('image_auroc')}, clean cargo released at the model's threshold "
+                f"{m.get('release_rate')}, anomalous cargo released {m.get('miss_rate')} "
+                f"(report: {out / 'reports' / cargo / 'report.html'})"
+            )
+    console.print(
+        f"HTTP round trip: shipment {http_decision.get('shipment_id')} -> {http_decision.get('tier')} "
+        f"(recorded in the audit trail; {out / 'http_decision.json'})"
+    )
+    console.print(
+        f"Files: preview {out / 'preview.png'}, scores {out / 'scores.jsonl'}, decisions "
+        f"{out / 'scores.decisions.jsonl'}, heatmaps {out / 'heatmaps'}/, audit {out / 'audit.db'}"
+    )
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes.")] = Path(
+        "runs/demo"
+    ),
+    size: Annotated[int, typer.Option("--size", help="Image side of the synthetic data.", min=64)] = 128,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic data.")] = 7,
+    train_good: Annotated[
+        int, typer.Option("--train-good", help="Normal training images per cargo type.")
+    ] = 80,
+) -> None:
+    """Run the main job end to end on the embedded defaults (synthetic data, SQLite), then summarise it."""
+    console = Console()
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "data"
+    audit_url = f"sqlite:///{out / 'audit.db'}"
+    (out / "audit.db").unlink(missing_ok=True)
+    models = [out / "models" / cargo for cargo in CARGO_TYPES]
+    total = 9
+    _step(
+        console,
+        1,
+        total,
+        "render synthetic inspection data",
+        [
+            "data",
+            "synth",
+            "--out",
+            str(data),
+            "--cargo",
+            "all",
+            "--seed",
+            str(seed),
+            "--size",
+            str(size),
+            "--train-good",
+            str(train_good),
+            "--train-anomalous",
+            "6",
+            "--test-good",
+            "40",
+            "--test-anomalous",
+            "10",
+        ],
+    )
+    _step(console, 2, total, "preview it", ["data", "preview", str(data), "--out", str(out / "preview.png")])
+    for i, cargo in enumerate(CARGO_TYPES):
+        _step(
+            console,
+            3 + i,
+            total,
+            f"train the {cargo} model",
+            [
+                "train",
+                "--data",
+                str(data / cargo),
+                "--out",
+                str(out / "models" / cargo),
+                "--image-size",
+                str(size),
+            ],
+        )
+    for i, cargo in enumerate(CARGO_TYPES):
+        _step(
+            console,
+            5 + i,
+            total,
+            f"evaluate the {cargo} model",
+            [
+                "evaluate",
+                "--model",
+                str(out / "models" / cargo),
+                "--data",
+                str(data / cargo),
+                "--out",
+                str(out / "reports" / cargo),
+            ],
+        )
+    _step(
+        console,
+        7,
+        total,
+        "score the archive and decide every shipment",
+        [
+            "score",
+            str(data / "manifest.csv"),
+            *[a for m in models for a in ("--model", str(m))],
+            "--out",
+            str(out / "scores.jsonl"),
+            "--heatmaps",
+            str(out / "heatmaps"),
+            "--policy",
+            str(_bundled_policy()),
+            "--audit-db",
+            audit_url,
+            "--overwrite",
+        ],
+    )
+    console.rule(f"[bold]Step 8/{total}: one real HTTP round trip")
+    http_decision = _http_round_trip(console, out, models, audit_url)
+    console.print(
+        f"Service answered: {http_decision.get('tier')} "
+        f"with {len(http_decision.get('reasons', []))} reason(s)"
+    )
+    _step(console, 9, total, "verify the audit trail", ["audit", "verify", "--db", audit_url])
+    _summary(console, out, http_decision)
+
+
+def _bundled_policy() -> Path:
+    from pipeline.policy import default_policy_path
+
+    return Path(default_policy_path())
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``clearsight demo`` to the root app."""
+    root.command("demo")(demo)
