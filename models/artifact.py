@@ -100,7 +100,9 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
     root = Path(model_dir)
     card_path = root / CARD_FILE
     if not root.is_dir():
-        raise ArtifactError(f"model directory {str(root)!r} does not exist; expected a folder with {CARD_FILE}")
+        raise ArtifactError(
+            f"model directory {str(root)!r} does not exist; expected a folder with {CARD_FILE}"
+        )
     if not card_path.is_file():
         raise ArtifactError(f"{str(card_path)!r} is missing; expected the model card written by training")
     try:

@@ -23,6 +23,9 @@ class TypeHead(nn.Module):
         num_classes: K, including ``good`` at index 0.
     """
 
+    in_mean: torch.Tensor
+    in_std: torch.Tensor
+
     def __init__(self, in_features: int, num_classes: int) -> None:
         super().__init__()
         self.register_buffer("in_mean", torch.zeros(in_features))

@@ -116,6 +116,12 @@ def _gaussian_kernel(sigma: float) -> torch.Tensor:
 class Detector(nn.Module):
     """PatchCore-style one-class detector + supervised type head + calibrated fusion."""
 
+    blur: torch.Tensor
+    map_lo: torch.Tensor
+    map_span: torch.Tensor
+    attn_temp: torch.Tensor
+    backbone: Any  # an nn.Module with out_channels (see models.backbones)
+
     def __init__(
         self,
         config: DetectorConfig,
@@ -168,8 +174,9 @@ class Detector(nn.Module):
             return map_raw.flatten(1).max(dim=1).values
         return dist.flatten(1).topk(self.config.topk, dim=1).values.mean(dim=1)
 
-    def head_inputs(self, patches: torch.Tensor, pooled: torch.Tensor, dist: torch.Tensor,
-                    score_raw: torch.Tensor) -> torch.Tensor:
+    def head_inputs(
+        self, patches: torch.Tensor, pooled: torch.Tensor, dist: torch.Tensor, score_raw: torch.Tensor
+    ) -> torch.Tensor:
         """Inputs of the supervised head.
 
         Args:
@@ -212,7 +219,7 @@ class Detector(nn.Module):
 def build_detector(
     config: DetectorConfig,
     *,
-    backbone: nn.Module | None = None,
+    backbone: Any = None,
     embed_seed: int = 0,
 ) -> Detector:
     """An empty-bank detector of ``config``'s structure.
@@ -225,7 +232,8 @@ def build_detector(
     """
     if backbone is None:
         backbone = create_model(config.backbone, weights=None)
-    embedder = PatchEmbedder(tuple(backbone.out_channels), proj_dim=config.proj_dim, seed=embed_seed)
+    channels: tuple[int, ...] = tuple(backbone.out_channels)
+    embedder = PatchEmbedder(channels, proj_dim=config.proj_dim, seed=embed_seed)
     bank = MemoryBank.empty(config.bank_size, embedder.out_dim, chunk=config.chunk)
     head = TypeHead(embedder.concat_dim + embedder.out_dim + 3, len(config.class_names))
     return Detector(config, backbone, embedder, bank, head, Fusion()).eval()

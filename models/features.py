@@ -27,6 +27,8 @@ class PatchEmbedder(nn.Module):
         seed: seed of the projection matrix (stored as a buffer, so a saved model keeps it).
     """
 
+    projection: torch.Tensor
+
     def __init__(self, in_channels: tuple[int, ...], *, proj_dim: int = 0, seed: int = 0) -> None:
         super().__init__()
         self.concat_dim = int(sum(in_channels))

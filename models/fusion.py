@@ -18,6 +18,11 @@ __all__ = ["Fusion", "fit_platt"]
 class Fusion(nn.Module):
     """Calibrated max-fusion of the one-class score and the head's anomaly log-odds."""
 
+    oc_mu: torch.Tensor
+    oc_sd: torch.Tensor
+    slope: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("oc_mu", torch.zeros(()))

@@ -50,6 +50,9 @@ class MemoryBank(nn.Module):
         chunk: bank rows compared per matmul; bounds the (B*P, chunk) distance block.
     """
 
+    bank: torch.Tensor
+    bank_sq: torch.Tensor
+
     def __init__(self, bank: torch.Tensor, *, chunk: int = 4096) -> None:
         super().__init__()
         self.register_buffer("bank", bank.float().contiguous())

@@ -40,7 +40,8 @@ def _smooth_noise(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     out = np.zeros((h, w, 3), dtype=np.float32)
     for octave in (4, 8, 16, 32):
         small = rng.random((octave, octave, 3)).astype(np.float32)
-        out += cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC) / octave**0.5
+        up = np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC), dtype=np.float32)
+        out += up / octave**0.5
     out -= out.min()
     return out / max(float(out.max()), 1e-6)
 

@@ -104,19 +104,29 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
             (32 <= self.image_size <= 1024, f"image_size {self.image_size} must be in [32, 1024]"),
-            (0.0 < self.target_miss_rate < 1.0, f"target_miss_rate {self.target_miss_rate} must be in (0, 1)"),
-            (0.0 <= self.hold_false_alarm_rate < 1.0,
-             f"hold_false_alarm_rate {self.hold_false_alarm_rate} must be in [0, 1)"),
+            (
+                0.0 < self.target_miss_rate < 1.0,
+                f"target_miss_rate {self.target_miss_rate} must be in (0, 1)",
+            ),
+            (
+                0.0 <= self.hold_false_alarm_rate < 1.0,
+                f"hold_false_alarm_rate {self.hold_false_alarm_rate} must be in [0, 1)",
+            ),
             (0.0 < self.coreset_ratio <= 1.0, f"coreset_ratio {self.coreset_ratio} must be in (0, 1]"),
             (self.max_bank >= 1, f"max_bank {self.max_bank} must be >= 1"),
             (self.proj_dim >= 0, f"proj_dim {self.proj_dim} must be >= 0"),
-            (self.score_reduction in ("max", "topk"), f"score_reduction {self.score_reduction!r} not in max, topk"),
+            (
+                self.score_reduction in ("max", "topk"),
+                f"score_reduction {self.score_reduction!r} not in max, topk",
+            ),
             (0.0 < self.val_fraction < 1.0, f"val_fraction {self.val_fraction} must be in (0, 1)"),
             (self.folds >= 2, f"folds {self.folds} must be >= 2"),
             (self.batch_size >= 1, f"batch_size {self.batch_size} must be >= 1"),
             (self.threads is None or self.threads >= 1, f"threads {self.threads} must be >= 1"),
-            (self.tile_size == 0 or 0 <= self.tile_overlap < self.tile_size,
-             f"tile_overlap {self.tile_overlap} must be in [0, tile_size={self.tile_size})"),
+            (
+                self.tile_size == 0 or 0 <= self.tile_overlap < self.tile_size,
+                f"tile_overlap {self.tile_overlap} must be in [0, tile_size={self.tile_size})",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -208,7 +218,9 @@ class _Trainer:
         cfg = self.base_config
         with torch.inference_mode():
             for n, rgb in enumerate(images):
-                views, _ = make_views(rgb, size=cfg.input_size, mean=cfg.mean, std=cfg.std, tiling=self.tiling)
+                views, _ = make_views(
+                    rgb, size=cfg.input_size, mean=cfg.mean, std=cfg.std, tiling=self.tiling
+                )
                 patches, pooled = [], []
                 for lo in range(0, views.shape[0], self.config.batch_size):
                     p, g = self.detector.embed(views[lo : lo + self.config.batch_size])
@@ -221,8 +233,9 @@ class _Trainer:
     def bank(self, embedded: Sequence[_Embedded]) -> MemoryBank:
         d = embedded[0].patches.shape[1]
         flat = torch.cat([e.patches.permute(0, 2, 3, 1).reshape(-1, d) for e in embedded])
-        rows = select_bank(flat, ratio=self.config.coreset_ratio, max_bank=self.config.max_bank,
-                           seed=self.config.seed)
+        rows = select_bank(
+            flat, ratio=self.config.coreset_ratio, max_bank=self.config.max_bank, seed=self.config.seed
+        )
         return MemoryBank(rows, chunk=self.base_config.chunk)
 
 
@@ -341,8 +354,14 @@ def train_model(
             map_raw = det.smooth_map(dist)
             score_raw = det.image_score(dist, map_raw)
             best = int(score_raw.argmax())  # the most anomalous view (tile) speaks for the image
-            xs.append(det.head_inputs(e.patches[best : best + 1], e.pooled[best : best + 1],
-                                      dist[best : best + 1], score_raw[best : best + 1]))
+            xs.append(
+                det.head_inputs(
+                    e.patches[best : best + 1],
+                    e.pooled[best : best + 1],
+                    dist[best : best + 1],
+                    score_raw[best : best + 1],
+                )
+            )
             ys.append(label)
             if label == 0:
                 oof_normal_scores.append(float(score_raw[best]))

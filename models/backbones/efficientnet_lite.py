@@ -12,6 +12,7 @@ import dataclasses
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -36,6 +37,8 @@ class EfficientNetLiteBackbone(nn.Module):
     ``forward`` runs only the stem and the blocks up to the deepest feature layer, which is all a
     patch detector needs; :meth:`classify` runs the full ImageNet classifier.
     """
+
+    net: Any  # timm's EfficientNet (its submodules are typed loosely)
 
     def __init__(self, timm_name: str, spec: WeightsSpec) -> None:
         super().__init__()
@@ -65,7 +68,7 @@ def _out_channels(block: nn.Module) -> int:
     return int(convs[-1].out_channels)
 
 
-def _stride_of(net: nn.Module, block_index: int) -> int:
+def _stride_of(net: Any, block_index: int) -> int:
     stride = 2  # the stem
     for i in range(block_index + 1):
         for m in net.blocks[i].modules():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -27,7 +28,9 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet returning the outputs of ``layer{i}`` for i in the feature layers."""
 
-    def __init__(self, net: nn.Module, spec: WeightsSpec) -> None:
+    net: Any  # a torchvision ResNet
+
+    def __init__(self, net: Any, spec: WeightsSpec) -> None:
         super().__init__()
         self.spec = spec
         self.net = net
@@ -69,7 +72,10 @@ def _spec(name: str) -> WeightsSpec:
     )
 
 
-RESNET_WEIGHTS: dict[str, WeightsSpec] = {"resnet18": _spec("resnet18"), "wide_resnet50": _spec("wide_resnet50")}
+RESNET_WEIGHTS: dict[str, WeightsSpec] = {
+    "resnet18": _spec("resnet18"),
+    "wide_resnet50": _spec("wide_resnet50"),
+}
 
 
 def _build(name: str, net: nn.Module, weights: str | Path | None) -> ResNetBackbone:

@@ -16,8 +16,11 @@ __all__ = ["register", "train_command"]
 def train_command(
     data: Annotated[
         Path,
-        typer.Option("--data", help="MVTec-layout dataset root (train/good, optional train/<type>).",
-                     show_default=False),
+        typer.Option(
+            "--data",
+            help="MVTec-layout dataset root (train/good, optional train/<type>).",
+            show_default=False,
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Model directory to write.", show_default=False)],
     backbone: Annotated[
@@ -25,8 +28,9 @@ def train_command(
     ] = "lite0",
     backbone_weights: Annotated[
         Path | None,
-        typer.Option("--backbone-weights", help="Local weights file (required for the ResNets).",
-                     show_default=False),
+        typer.Option(
+            "--backbone-weights", help="Local weights file (required for the ResNets).", show_default=False
+        ),
     ] = None,
     image_size: Annotated[int, typer.Option("--image-size", help="Model input side in pixels.")] = 256,
     target_miss_rate: Annotated[
@@ -34,8 +38,11 @@ def train_command(
     ] = 0.01,
     cargo_type: Annotated[
         str | None,
-        typer.Option("--cargo-type", help="Cargo type; default: the dataset folder name if bulk_ore/vacuum_pack.",
-                     show_default=False),
+        typer.Option(
+            "--cargo-type",
+            help="Cargo type; default: the dataset folder name if bulk_ore/vacuum_pack.",
+            show_default=False,
+        ),
     ] = None,
     coreset_ratio: Annotated[
         float, typer.Option("--coreset-ratio", help="Share of training patches kept in the memory bank.")
@@ -45,10 +52,14 @@ def train_command(
         int, typer.Option("--tile-size", help="Tile images larger than this many pixels (0: always resize).")
     ] = 0,
     tile_overlap: Annotated[int, typer.Option("--tile-overlap", help="Overlap of neighbouring tiles.")] = 0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, coreset, pseudo-anomalies, head.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the split, coreset, pseudo-anomalies, head.")
+    ] = 0,
     threads: Annotated[
-        int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's choice).",
-                                 show_default=False)
+        int | None,
+        typer.Option(
+            "--threads", help="CPU threads for torch (default: torch's choice).", show_default=False
+        ),
     ] = None,
 ) -> None:
     """Train a detector and write its artifact (weights.safetensors + model.json) to --out.
@@ -75,8 +86,12 @@ def train_command(
     err = Console(stderr=True)
     tasks: dict[str, TaskID] = {}
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
     ) as bar:
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -93,7 +108,9 @@ def train_command(
     table.add_row("cargo type", str(card["cargo_type"]))
     table.add_row("train images", ", ".join(f"{k}={v}" for k, v in sorted(counts["train"].items())))
     table.add_row("validation images", ", ".join(f"{k}={v}" for k, v in sorted(counts["validation"].items())))
-    table.add_row("pseudo-anomalies", "yes (no labelled anomalies in train/)" if training["pseudo_anomalies"] else "no")
+    table.add_row(
+        "pseudo-anomalies", "yes (no labelled anomalies in train/)" if training["pseudo_anomalies"] else "no"
+    )
     table.add_row("memory bank", f"{training['bank_size']} of {training['patches_total']} patches")
     t = result.thresholds
     table.add_row("thresholds", f"release={t.release:.4f} hold={t.hold:.4f} ({t.method})")

@@ -27,7 +27,9 @@ def texture(rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
-def with_defect(img: np.ndarray, rng: np.random.Generator, kind: str, *, side: int | None = None) -> np.ndarray:
+def with_defect(
+    img: np.ndarray, rng: np.random.Generator, kind: str, *, side: int | None = None
+) -> np.ndarray:
     """A copy of ``img`` with one obvious defect: ``plastic`` (blue bar) or ``stain`` (dark disc)."""
     out = img.copy()
     h, w = out.shape[:2]
@@ -66,7 +68,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipeline.train import TrainConfig, train_model
 
     torch.set_num_threads(1)
-    root = write_dataset(tmp_path_factory.mktemp("data") / "bulk_ore", seed=1, n_good=14, n_anomalous=4, n_test=6)
+    root = write_dataset(
+        tmp_path_factory.mktemp("data") / "bulk_ore", seed=1, n_good=14, n_anomalous=4, n_test=6
+    )
     out = tmp_path_factory.mktemp("model") / "m"
     train_model(root, out, config=TrainConfig(image_size=SIZE, coreset_ratio=0.5, seed=0))
     return out

@@ -37,9 +37,14 @@ def test_card_records_provenance(tiny_model_dir: Path) -> None:
     card = json.loads((tiny_model_dir / CARD_FILE).read_text())
     assert card["format_version"] == 1
     assert card["model_id"] == f"bulk_ore-lite0-{card['content_sha256'][:8]}"
-    assert card["backbone"]["weights_sha256"] == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+    assert (
+        card["backbone"]["weights_sha256"]
+        == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+    )
     assert card["preprocessing"]["input_size"] == 64
-    assert card["training"]["counts"]["train"]["good"] + card["training"]["counts"]["validation"]["good"] == 14
+    assert (
+        card["training"]["counts"]["train"]["good"] + card["training"]["counts"]["validation"]["good"] == 14
+    )
     assert card["training"]["pseudo_anomalies"] is False
     assert card["validation"]["anomalies"] == "labelled"
     assert set(card["thresholds"]) == {"release", "hold", "target_miss_rate", "method"}

@@ -33,7 +33,9 @@ def test_selection_is_deterministic_unique_and_sized(n: int, k: int, max_steps: 
 
 def test_different_seeds_pick_different_sets() -> None:
     x = _clusters(800, 16, seed=1)
-    assert not torch.equal(greedy_coreset(x, 40, seed=1).sort().values, greedy_coreset(x, 40, seed=2).sort().values)
+    assert not torch.equal(
+        greedy_coreset(x, 40, seed=1).sort().values, greedy_coreset(x, 40, seed=2).sort().values
+    )
 
 
 def test_k_at_least_n_keeps_everything() -> None:
@@ -81,9 +83,9 @@ def test_subsampled_bank_scores_like_the_full_bank(tiny_model_dir: Path, tiny_da
 
     def embed(paths: list[Path]) -> torch.Tensor:
         x = np.stack([decode_image(p).pixels for p in paths]).astype(np.float32) / 255.0
-        t = (torch.from_numpy(x).permute(0, 3, 1, 2) - torch.tensor(cfg.mean).view(1, 3, 1, 1)) / torch.tensor(
-            cfg.std
-        ).view(1, 3, 1, 1)
+        t = (
+            torch.from_numpy(x).permute(0, 3, 1, 2) - torch.tensor(cfg.mean).view(1, 3, 1, 1)
+        ) / torch.tensor(cfg.std).view(1, 3, 1, 1)
         with torch.inference_mode():
             return det.embed(t)[0]
 

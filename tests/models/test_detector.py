@@ -38,7 +38,7 @@ def test_obvious_anomalies_score_above_every_normal(predictor, tiny_data_root: P
         assert 0.0 <= pred.score <= 1.0
         assert pred.anomaly_map.shape == (64, 64)
         assert pred.anomaly_map.dtype == np.float32
-        assert 0.0 <= float(pred.anomaly_map.min()) and float(pred.anomaly_map.max()) <= 1.0
+        assert float(pred.anomaly_map.min()) >= 0.0 and float(pred.anomaly_map.max()) <= 1.0
         assert abs(sum(pred.type_probabilities.values()) - 1.0) < 1e-6
         assert pred.label == ("anomalous" if pred.score >= predictor.thresholds.release else GOOD)
         if pred.label == "anomalous" and path.parent.name != GOOD:
@@ -58,7 +58,13 @@ def test_gray_and_16_bit_inputs_score_like_their_8_bit_rgb_twin(predictor, imagi
     rng = np.random.default_rng(5)
     gray8 = imaging.texture(rng)[:, :, 0]
     rgb8 = np.repeat(gray8[:, :, None], 3, axis=2)
-    variants = [gray8, gray8[:, :, None], rgb8, gray8.astype(np.uint16) * 257, rgb8.astype(np.float32) / 255.0]
+    variants = [
+        gray8,
+        gray8[:, :, None],
+        rgb8,
+        gray8.astype(np.uint16) * 257,
+        rgb8.astype(np.float32) / 255.0,
+    ]
     scores = [p.score for p in predictor.predict(variants)]
     assert np.allclose(scores, scores[2], atol=1e-5)
 
@@ -121,8 +127,13 @@ def test_tiling_finds_a_small_defect_that_resizing_misses(tmp_path: Path, imagin
         defects.append(img)
     scores = {}
     for name, tile in (("resized", 0), ("tiled", 64)):
-        out = train_model(root, tmp_path / name, config=TrainConfig(
-            image_size=64, tile_size=tile, tile_overlap=16 if tile else 0, coreset_ratio=0.25, seed=0))
+        out = train_model(
+            root,
+            tmp_path / name,
+            config=TrainConfig(
+                image_size=64, tile_size=tile, tile_overlap=16 if tile else 0, coreset_ratio=0.25, seed=0
+            ),
+        )
         pred = load_model(out.out_dir)
         preds = pred.predict(goods + defects)
         s = np.array([p.score for p in preds])

@@ -42,14 +42,35 @@ def _one_thread() -> None:
 def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = _write(tmp_path / "vacuum_pack", 10, gray=True)
     out = tmp_path / "model"
-    code = run(app, ["train", "--data", str(root), "--out", str(out), "--image-size", "64",
-                     "--coreset-ratio", "0.5", "--seed", "3", "--threads", "1"])
+    code = run(
+        app,
+        [
+            "train",
+            "--data",
+            str(root),
+            "--out",
+            str(out),
+            "--image-size",
+            "64",
+            "--coreset-ratio",
+            "0.5",
+            "--seed",
+            "3",
+            "--threads",
+            "1",
+        ],
+    )
     printed = capsys.readouterr().out
     assert code == 0
     card = json.loads((out / "model.json").read_text())
     assert card["cargo_type"] == "vacuum_pack"
     assert card["training"]["pseudo_anomalies"] is True
-    assert card["training"]["class_names"] == ["good", "synthetic_blob", "synthetic_cutpaste", "synthetic_noise"]
+    assert card["training"]["class_names"] == [
+        "good",
+        "synthetic_blob",
+        "synthetic_cutpaste",
+        "synthetic_noise",
+    ]
     assert card["validation"]["anomalies"].startswith("pseudo")
     assert card["thresholds"]["method"] == "normal_quantile_fallback"
     assert card["training"]["counts"] == {"train": {"good": 8}, "validation": {"good": 2}}
@@ -69,8 +90,9 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
         (["--cargo-type", ""], "Error: cannot tell the cargo type"),
     ],
 )
-def test_train_cli_reports_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
-                                       message: str) -> None:
+def test_train_cli_reports_bad_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     root = _write(tmp_path / "pile", 4)
     code = run(app, ["train", "--data", str(root), "--out", str(tmp_path / "m"), *args])
     assert code == 2
