@@ -81,7 +81,7 @@ class DetectorConfig:
     bank_size: int
     class_names: tuple[str, ...]
     score_reduction: str = "max"
-    topk: int = 3
+    topk: int = 10
     sigma: float = 4.0
     chunk: int = 4096
 
@@ -172,7 +172,8 @@ class Detector(nn.Module):
         """(B, h, w) distances and (B, S, S) map -> (B,) raw image score."""
         if self.config.score_reduction == "max":
             return map_raw.flatten(1).max(dim=1).values
-        return dist.flatten(1).topk(self.config.topk, dim=1).values.mean(dim=1)
+        flat = dist.flatten(1)
+        return flat.topk(min(self.config.topk, flat.shape[1]), dim=1).values.mean(dim=1)
 
     def head_inputs(
         self, patches: torch.Tensor, pooled: torch.Tensor, dist: torch.Tensor, score_raw: torch.Tensor

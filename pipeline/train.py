@@ -74,7 +74,9 @@ class TrainConfig:
         coreset_ratio: share of training patches kept in the memory bank.
         max_bank: cap on memory-bank rows.
         proj_dim: random projection of patch embeddings (0 = none).
-        score_reduction: ``"max"`` of the smoothed map or ``"topk"`` mean of patch distances.
+        score_reduction: ``"topk"`` (mean of the 10 largest patch distances; default: it ranked
+            better than the max on the synthetic ore data, 0.66 vs 0.59 image AUROC one-class only)
+            or ``"max"`` of the smoothed map.
         val_fraction: share of good and of each labelled anomaly type held out for validation.
         folds: out-of-fold splits of the training normals for the head's inputs.
         tile_size, tile_overlap: tiling of images larger than ``tile_size`` (0 = always resize).
@@ -92,7 +94,7 @@ class TrainConfig:
     coreset_ratio: float = 0.1
     max_bank: int = 16384
     proj_dim: int = 0
-    score_reduction: str = "max"
+    score_reduction: str = "topk"
     val_fraction: float = 0.2
     folds: int = 2
     tile_size: int = 0
