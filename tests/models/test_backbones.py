@@ -80,7 +80,6 @@ def _imagenet_probs(model: torch.nn.Module, image: np.ndarray) -> torch.Tensor:
         return model.classify((x - 0.5) / 0.5).softmax(-1)[0]
 
 
-@pytest.mark.slow
 def test_lite0_weights_map_in_order_and_classify_photos() -> None:
     skimage_data = pytest.importorskip("skimage.data")
     lite0 = create_model("lite0")
