@@ -96,10 +96,3 @@ class Imaging:
 @pytest.fixture(scope="session")
 def imaging() -> type[Imaging]:
     return Imaging
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> None:
-    # CI runs two xdist workers on two cores: two torch threads each oversubscribe the CPUs, and
-    # OpenMP's spin-waiting then makes small convolutions up to 100x slower.
-    torch.set_num_threads(1)

@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from models.artifact import load_model
@@ -31,12 +30,6 @@ def _write(root: Path, n_good: int, *, gray: bool = False) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), img[:, :, 0] if gray else img[:, :, ::-1])
     return root
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    # Two xdist workers on two cores: more torch threads would oversubscribe and crawl.
-    torch.set_num_threads(1)
 
 
 def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
