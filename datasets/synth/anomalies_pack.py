@@ -35,9 +35,9 @@ def air_pocket(scene: PackScene, rng: np.random.Generator, severity: float) -> s
     edge = cv2.morphologyEx(scene.product, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
     where = edge & _inner(scene)
     centre = _pick(rng, where if where.any() else _inner(scene))
-    a = blob_alpha(rng, scene.pack.shape, centre, size * lerp(0.06, 0.16, severity), softness=0.5)
+    a = blob_alpha(rng, scene.pack.shape, centre, size * lerp(0.1, 0.2, severity), softness=0.4)
     a *= _inner(scene)
-    sigma = lerp(1.5, 4.0, severity) * size / 256
+    sigma = lerp(3.0, 6.0, severity) * size / 256
     for layer in (scene.product, scene.product_height, scene.product_density):
         layer[:] = layer * (1 - a) + cv2.GaussianBlur(layer, (0, 0), sigma) * a
     scene.product_albedo[:] = (
@@ -45,55 +45,68 @@ def air_pocket(scene: PackScene, rng: np.random.Generator, severity: float) -> s
         + cv2.GaussianBlur(scene.product_albedo, (0, 0), sigma) * a[..., None]
     )
     # The pocket is a smooth bulge instead of tight wrinkles; it scatters more light (haze).
-    bulge = cv2.GaussianBlur(a, (0, 0), size * 0.02) * lerp(4.0, 9.0, severity)
+    bulge = cv2.GaussianBlur(a, (0, 0), size * 0.02) * lerp(7.0, 12.0, severity)
     scene.wrinkles[:] = scene.wrinkles * (1 - a) + bulge
-    scene.haze[:] = scene.haze + a * lerp(0.1, 0.25, severity)
+    scene.haze[:] = scene.haze + a * lerp(0.25, 0.4, severity)
     return "slack_film"
 
 
 def seal_defect(scene: PackScene, rng: np.random.Generator, severity: float) -> str:
-    """An open, wrinkled or contaminated stretch of the seal seam."""
+    """An open, wrinkled or contaminated stretch of the seal seam.
+
+    Even the subtlest covers a stretch of seam several times its width, so that an inspector can
+    point at it; a defect narrower than the normal film wrinkles would be indistinguishable from them.
+    """
     size = scene.pack.shape[0]
     kind = str(rng.choice(["open", "wrinkled", "contaminated"]))
     centre = _pick(rng, scene.seal > 0.5)
-    length = size * lerp(0.05, 0.18, severity)
+    length = size * lerp(0.1, 0.24, severity)
     seg = np.zeros_like(scene.seal)
     cv2.circle(seg, (int(centre[0]), int(centre[1])), int(length / 2), 1.0, -1)
-    seg *= scene.seal
+    # The seam plus a little of the film beside it, where an unfused or creased seam pulls the film.
+    seg *= cv2.dilate(scene.seal, np.ones((3, 3), np.uint8), iterations=max(1, size // 150))
+    seg *= scene.pack
     if kind == "open":
-        # The film layers are not fused: no ribbing, a dark channel where air gets in.
+        # The film layers are not fused: no ribbing, crinkled film and a dark gap where air gets in.
         scene.seal_ribs[:] = scene.seal_ribs * (1 - seg)
-        channel = cv2.erode(seg, np.ones((3, 3), np.uint8), iterations=max(1, int(size / 200)))
-        scene.seal[:] = scene.seal * (1 - 0.8 * seg)
-        scene.wrinkles[:] = scene.wrinkles - 3.0 * channel
-        scene.haze[:] = scene.haze * (1 - 0.7 * channel)
+        scene.seal[:] = scene.seal * (1 - seg)
+        crinkle = value_noise(rng, scene.pack.shape, max(2.0, size / 80), octaves=2)
+        scene.wrinkles[:] = scene.wrinkles + seg * (3.0 * crinkle - 2.0)
+        gap = cv2.erode(seg, np.ones((3, 3), np.uint8), iterations=max(1, size // 300))
+        scene.label_albedo[gap > 0] = (0.08, 0.08, 0.09)
+        scene.label[:] = np.maximum(scene.label, gap * 0.7)
     elif kind == "wrinkled":
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         angle = rng.uniform(0, np.pi)
-        folds = np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * (2 * np.pi / (size * 0.02)))
-        scene.wrinkles[:] = scene.wrinkles + seg * folds * lerp(2.0, 5.0, severity)
+        folds = np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * (2 * np.pi / (size * 0.025)))
+        scene.wrinkles[:] = scene.wrinkles + seg * folds * lerp(5.0, 8.0, severity)
         scene.seal_ribs[:] = scene.seal_ribs * (1 - seg) + folds * seg
+        # Creased film is pleated over itself: darker and denser along the folds.
+        scene.label_albedo[(seg > 0) & (folds < -0.3)] = (0.2, 0.2, 0.22)
+        scene.label[:] = np.maximum(scene.label, seg * (folds < -0.3) * 0.5)
     else:
-        spots = (
-            value_noise(rng, scene.pack.shape, size * 0.01, octaves=2) > lerp(1.0, 0.3, severity)
-        ).astype(np.float32)
-        spots *= seg
-        if not spots.any():
-            spots = seg * (value_noise(rng, scene.pack.shape, size * 0.01, octaves=2) > 0).astype(np.float32)
-        dirt = np.array([0.35, 0.27, 0.18], np.float32)
+        noise = value_noise(rng, scene.pack.shape, max(2.0, size * 0.012), octaves=2)
+        spots = (noise > lerp(0.2, -0.3, severity)).astype(np.float32) * seg
+        if spots.sum() < 0.3 * seg.sum():
+            spots = seg * (noise > np.quantile(noise[seg > 0], 0.6)).astype(np.float32)
+        dirt = np.array([0.35, 0.27, 0.18], np.float32) * rng.uniform(0.6, 1.1)
         scene.label_albedo[spots > 0] = dirt
-        scene.label[:] = np.maximum(scene.label, spots * 0.85)
-        scene.product_density[:] = scene.product_density + spots * 0.4
+        scene.label[:] = np.maximum(scene.label, spots * 0.9)
+        scene.product_density[:] = scene.product_density + spots * 0.6
     return kind
 
 
 def puncture(scene: PackScene, rng: np.random.Generator, severity: float) -> str:
-    """A hole or tear in the film: the film is missing there and slack around it."""
+    """A hole or tear in the film: the film is missing there, its torn edge whitened and curled.
+
+    The subtlest hole is still several pixels across at 256 px with a bright stretched rim, so that
+    it cannot be mistaken for an ordinary wrinkle highlight.
+    """
     size = scene.pack.shape[0]
     kind = str(rng.choice(["hole", "tear"]))
     centre = _pick(rng, _inner(scene))
     hole = np.zeros_like(scene.pack)
-    r = size * lerp(0.012, 0.045, severity)
+    r = size * lerp(0.025, 0.06, severity)
     if kind == "hole":
         cv2.fillPoly(hole, [random_polygon(rng, centre, r, vertices=(5, 9), irregularity=0.45)], 1.0)
     else:
@@ -105,12 +118,16 @@ def puncture(scene: PackScene, rng: np.random.Generator, severity: float) -> str
                 + r * 0.8 * np.array([math.cos(angle), math.sin(angle)])
                 + rng.uniform(-r * 0.3, r * 0.3, 2)
             )
-        cv2.polylines(hole, [np.round(np.array(pts)).astype(np.int32)], False, 1.0, max(2, int(r * 0.35)))
+        width = max(3, int(r * 0.5))
+        cv2.polylines(hole, [np.round(np.array(pts)).astype(np.int32)], False, 1.0, width)
     hole *= _inner(scene)
-    rim = cv2.dilate(hole, np.ones((3, 3), np.uint8), iterations=max(1, int(size / 128))) - hole
+    rim = cv2.dilate(hole, np.ones((3, 3), np.uint8), iterations=max(2, int(size / 100))) - hole
     slack = cv2.GaussianBlur(cv2.dilate(hole, np.ones((3, 3), np.uint8), iterations=int(r)), (0, 0), r * 0.5)
-    scene.wrinkles[:] = scene.wrinkles * (1 - 0.7 * slack) + 3.0 * rim
-    scene.haze[:] = scene.haze * (1 - hole) + 0.35 * rim
+    scene.wrinkles[:] = scene.wrinkles * (1 - 0.7 * slack) + 6.0 * rim
+    # Stretched, torn plastic whitens (stress whitening): an opaque pale rim around the hole.
+    scene.label_albedo[rim > 0] = (0.93, 0.93, 0.9)
+    scene.label[:] = np.maximum(scene.label, rim * 0.8)
+    scene.haze[:] = scene.haze * (1 - hole)
     scene.pack[:] = scene.pack * (1 - hole)
     return kind
 
@@ -120,7 +137,7 @@ def foreign_object(scene: PackScene, rng: np.random.Generator, severity: float) 
     size = scene.pack.shape[0]
     kind = str(rng.choice(["screw", "metal_shard", "fibre", "loose_chip", "desiccant"]))
     centre = _pick(rng, _inner(scene))
-    L = size * lerp(0.03, 0.12, severity)
+    L = size * lerp(0.07, 0.14, severity)
     m = np.zeros_like(scene.pack)
     angle = rng.uniform(0, 180)
     if kind in ("screw", "loose_chip", "desiccant"):
@@ -139,15 +156,23 @@ def foreign_object(scene: PackScene, rng: np.random.Generator, severity: float) 
         for _ in range(10):
             heading += rng.uniform(-0.6, 0.6)
             pts.append(pts[-1] + L * 0.15 * np.array([math.cos(heading), math.sin(heading)]))
-        cv2.polylines(m, [np.round(np.array(pts)).astype(np.int32)], False, 1.0, max(1, int(size / 200)))
+        cv2.polylines(m, [np.round(np.array(pts)).astype(np.int32)], False, 1.0, max(2, int(size / 90)))
     m *= _inner(scene)
     albedo, height, density = {
-        "screw": ((0.6, 0.6, 0.63), 3.0, 2.0),
-        "metal_shard": ((0.55, 0.56, 0.6), 1.5, 1.8),
-        "fibre": ((0.12, 0.1, 0.08), 0.5, 0.25),
-        "loose_chip": ((0.1, 0.1, 0.11), 2.0, 0.9),
-        "desiccant": ((0.9, 0.9, 0.88), 3.0, 0.3),
+        "screw": ((0.75, 0.75, 0.78), 4.0, 2.0),
+        "metal_shard": ((0.72, 0.73, 0.78), 3.0, 1.8),
+        "fibre": ((0.12, 0.1, 0.08), 2.0, 0.7),
+        "loose_chip": ((0.1, 0.1, 0.11), 3.0, 0.9),
+        "desiccant": ((0.9, 0.9, 0.88), 4.0, 0.7),
     }[kind]
+    if m.any():
+        # An object the colour of what it lies on would only show by its relief: a dark fibre on a
+        # black tray is seen as a pale one would be, so keep its brightness opposite to its bed.
+        bed = scene.product_albedo * scene.product[..., None] + scene.bench * (1 - scene.product[..., None])
+        bed_luma = float((bed[m > 0] @ np.array([0.299, 0.587, 0.114], np.float32)).mean())
+        luma = 0.299 * albedo[0] + 0.587 * albedo[1] + 0.114 * albedo[2]
+        if abs(luma - bed_luma) < 0.35:
+            albedo = (0.92, 0.9, 0.86) if bed_luma < 0.5 else (0.06, 0.06, 0.07)
     if kind == "screw":
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         a = math.radians(angle)

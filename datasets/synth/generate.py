@@ -33,7 +33,7 @@ from datasets.synth.shipments import MANIFEST_COLUMNS, ManifestImage, build_ship
 
 __all__ = ["GENERATOR_VERSION", "SynthConfig", "SynthSummary", "generate_dataset", "plan_jobs"]
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"
 _SPLITS = ("train", "test")
 _PNG = [cv2.IMWRITE_PNG_COMPRESSION, 6]
 

@@ -15,16 +15,28 @@ import numpy as np
 
 from datasets.synth.texture import random_polygon, shade_height, value_noise
 
-__all__ = ["MINERALS", "OreScene", "draw_particle", "render_ore_scene", "scatter_particles", "shade_ore"]
+__all__ = [
+    "DOMINANT",
+    "MINERALS",
+    "OreScene",
+    "draw_particle",
+    "render_ore_scene",
+    "scatter_particles",
+    "shade_ore",
+]
 
 MINERALS: dict[str, tuple[float, float, float]] = {
     # Albedo (R, G, B) of fresh fractures under white light, tuned by eye against belt photographs.
     "haematite": (0.68, 0.40, 0.24),
     "magnetite": (0.26, 0.26, 0.27),
     "goethite": (0.66, 0.52, 0.30),
-    "copper_concentrate": (0.40, 0.44, 0.35),
 }
-_MINERAL_GLOSS = {"haematite": 0.08, "magnetite": 0.35, "goethite": 0.05, "copper_concentrate": 0.12}
+"""The minerals of the declared cargo, iron ore fines: haematite dominant, the others accessory."""
+DOMINANT = "haematite"
+_MINERAL_GLOSS = {"haematite": 0.08, "magnetite": 0.35, "goethite": 0.05}
+# Share of the particles that are accessory minerals: small, so that a detector learns "red-brown
+# haematite with a few darker and yellower grains" and a region of anything else stands out.
+_ACCESSORY_SHARE = {"magnetite": 0.06, "goethite": 0.10}
 # The secondary rocks of real iron-ore belts are grey-green and pale; they keep a scene from being a
 # single flat hue.
 _ACCESSORY = [(0.50, 0.50, 0.44), (0.72, 0.62, 0.52), (0.45, 0.40, 0.36)]
@@ -42,6 +54,7 @@ class OreScene:
         light: (3,) unit vector towards the light.
         palette: minerals of this scene, dominant first.
         r_max: radius in pixels of the largest ordinary particle.
+        ore_colour: (3,) albedo of this lot's dominant mineral (tinted per scene).
     """
 
     albedo: np.ndarray
@@ -51,6 +64,7 @@ class OreScene:
     light: np.ndarray
     palette: tuple[str, ...]
     r_max: float
+    ore_colour: np.ndarray
 
     def copy(self) -> OreScene:
         return OreScene(
@@ -61,6 +75,7 @@ class OreScene:
             self.light.copy(),
             self.palette,
             self.r_max,
+            self.ore_colour.copy(),
         )
 
 
@@ -152,16 +167,18 @@ def scatter_particles(
 
 def render_ore_scene(rng: np.random.Generator, size: int) -> OreScene:
     """Render the material maps of a normal ore scene of ``size`` x ``size`` pixels."""
-    names = list(MINERALS)
-    dominant = names[int(rng.choice(len(names), p=[0.45, 0.15, 0.2, 0.2]))]
-    others = [n for n in names if n != dominant]
-    palette = (dominant, *[others[i] for i in rng.permutation(len(others))[: int(rng.integers(0, 2))]])
+    # One declared cargo: a model is trained per cargo, so every normal scene is iron ore fines with
+    # natural variation (tint, particle size, lighting) and never a different dominant mineral.
+    dominant = DOMINANT
+    palette = (dominant, *_ACCESSORY_SHARE)
     shape = (size, size)
     light = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.6), 1.0])
     light /= np.linalg.norm(light)
     r_max = size * rng.uniform(0.055, 0.11)
 
-    base = np.asarray(MINERALS[dominant], np.float32)
+    # Natural variation of the ore's tint between lots (grade, oxidation, dust).
+    tint = rng.uniform(0.88, 1.1) * (1 + rng.uniform(-0.04, 0.04, 3))
+    base = (np.asarray(MINERALS[dominant], np.float32) * tint).astype(np.float32)
     fines = value_noise(rng, shape, size / 10, octaves=4)
     grain = value_noise(rng, shape, 2.0, octaves=1)
     albedo = base[None, None, :] * (0.72 + 0.08 * fines[..., None] + 0.06 * grain[..., None])
@@ -196,12 +213,15 @@ def render_ore_scene(rng: np.random.Generator, size: int) -> OreScene:
             gloss[band] = 0.1
         ore = ~band
 
-    scene = OreScene(albedo.astype(np.float32), height.astype(np.float32), gloss, ore, light, palette, r_max)
-    colours: list[tuple[np.ndarray, float, float]] = [(base, _MINERAL_GLOSS[dominant], 0.7)]
+    scene = OreScene(
+        albedo.astype(np.float32), height.astype(np.float32), gloss, ore, light, palette, r_max, base
+    )
+    colours: list[tuple[np.ndarray, float, float]] = [(base, _MINERAL_GLOSS[dominant], 0.8)]
     colours += [
-        (np.asarray(MINERALS[m], np.float32), _MINERAL_GLOSS[m], 0.25 / len(palette)) for m in palette[1:]
+        (np.asarray(MINERALS[m], np.float32), _MINERAL_GLOSS[m], share * rng.uniform(0.5, 1.5))
+        for m, share in _ACCESSORY_SHARE.items()
     ]
-    colours += [(np.asarray(c, np.float32), 0.1, rng.uniform(0.02, 0.08)) for c in _ACCESSORY]
+    colours += [(np.asarray(c, np.float32), 0.1, rng.uniform(0.01, 0.03)) for c in _ACCESSORY]
     scatter_particles(
         scene, rng, ore, colours, r_min=max(1.5, r_max * 0.15), r_max=r_max, coverage=rng.uniform(1.3, 1.9)
     )

@@ -305,10 +305,12 @@ def compose_xray(scene: PackScene) -> np.ndarray:
     Returns:
         float32 (H, W) in [0, 1].
     """
-    film = scene.pack * (0.06 + 0.01 * np.abs(scene.wrinkles)) + 0.1 * scene.seal * (
+    # A barrier laminate (PET / aluminium / PE) attenuates noticeably, and more where it folds, so a
+    # hole, a slack fold or an unfused seam shows in the X-ray as well.
+    film = scene.pack * (0.15 + 0.015 * np.abs(scene.wrinkles)) + 0.1 * scene.seal * (
         1 + 0.3 * scene.seal_ribs
     )
-    attenuation = scene.bench_density * 0.5 + scene.product_density + film + 0.02 * scene.label
+    attenuation = scene.bench_density * 0.5 + scene.product_density + film + 0.08 * scene.label
     img = np.exp(-1.6 * attenuation)
     # Scatter softens edges a little, as in a real detector.
     img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 0.7)

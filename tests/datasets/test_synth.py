@@ -118,7 +118,7 @@ def test_counts_in_dataset_json_match_the_files(tiny: Path) -> None:
         "wrong_material": 1,
         "oversize_lump": 1,
     }
-    assert meta["arguments"]["seed"] == 5 and meta["generator_version"] == "1.0"
+    assert meta["arguments"]["seed"] == 5 and meta["generator_version"] == "2.0"
 
 
 def test_stems_are_unique_per_type_across_splits(tiny: Path) -> None:
@@ -211,9 +211,10 @@ def test_every_anomaly_renders_at_every_severity_and_changes_only_its_mask(
     )
     assert (bad.mask == 255).any() and set(np.unique(bad.mask)) == {0, 255}
     assert bad.severity == severity and bad.detail != ""
-    # Same scene and nuisance: outside the mask (grown by the reach of blur and JPEG blocks) the
-    # pixels are the same, so the anomaly is the only difference between the two images.
-    reach = cv2.dilate(bad.mask, np.ones((3, 3), np.uint8), iterations=16) > 0
+    # Same scene and nuisance: outside the mask (grown by the reach of blur, the 16 px JPEG MCU with
+    # subsampled chroma and its 1 px upsampling filter) the pixels are the same, so the anomaly is the
+    # only difference between the two images.
+    reach = cv2.dilate(bad.mask, np.ones((3, 3), np.uint8), iterations=20) > 0
     assert np.array_equal(bad.image[~reach], good.image[~reach])
     assert not np.array_equal(bad.image, good.image)
 
