@@ -83,16 +83,19 @@ def seal_defect(scene: PackScene, rng: np.random.Generator, severity: float) -> 
         scene.seal_ribs[:] = scene.seal_ribs * (1 - seg) + folds * seg
         # Creased film is pleated over itself: darker and denser along the folds.
         scene.label_albedo[(seg > 0) & (folds < -0.3)] = (0.2, 0.2, 0.22)
-        scene.label[:] = np.maximum(scene.label, seg * (folds < -0.3) * 0.5)
+        pleats = seg * (folds < -0.3)
+        scene.label[:] = np.maximum(scene.label, pleats * 0.5)
+        # Several film layers stacked in each pleat: denser in the X-ray.
+        scene.product_density[:] = scene.product_density + pleats * 0.5
     else:
         noise = value_noise(rng, scene.pack.shape, max(2.0, size * 0.012), octaves=2)
-        spots = (noise > lerp(0.2, -0.3, severity)).astype(np.float32) * seg
+        spots = (noise > lerp(-0.2, -0.6, severity)).astype(np.float32) * seg
         if spots.sum() < 0.3 * seg.sum():
             spots = seg * (noise > np.quantile(noise[seg > 0], 0.6)).astype(np.float32)
         dirt = np.array([0.35, 0.27, 0.18], np.float32) * rng.uniform(0.6, 1.1)
         scene.label_albedo[spots > 0] = dirt
         scene.label[:] = np.maximum(scene.label, spots * 0.9)
-        scene.product_density[:] = scene.product_density + spots * 0.6
+        scene.product_density[:] = scene.product_density + spots * 0.9
     return kind
 
 
@@ -106,7 +109,7 @@ def puncture(scene: PackScene, rng: np.random.Generator, severity: float) -> str
     kind = str(rng.choice(["hole", "tear"]))
     centre = _pick(rng, _inner(scene))
     hole = np.zeros_like(scene.pack)
-    r = size * lerp(0.025, 0.06, severity)
+    r = size * lerp(0.03, 0.06, severity)
     if kind == "hole":
         cv2.fillPoly(hole, [random_polygon(rng, centre, r, vertices=(5, 9), irregularity=0.45)], 1.0)
     else:
@@ -127,6 +130,8 @@ def puncture(scene: PackScene, rng: np.random.Generator, severity: float) -> str
     # Stretched, torn plastic whitens (stress whitening): an opaque pale rim around the hole.
     scene.label_albedo[rim > 0] = (0.93, 0.93, 0.9)
     scene.label[:] = np.maximum(scene.label, rim * 0.8)
+    # The curled edge is film folded over itself: denser in the X-ray.
+    scene.product_density[:] = scene.product_density + 0.35 * rim
     scene.haze[:] = scene.haze * (1 - hole)
     scene.pack[:] = scene.pack * (1 - hole)
     return kind
@@ -137,7 +142,7 @@ def foreign_object(scene: PackScene, rng: np.random.Generator, severity: float) 
     size = scene.pack.shape[0]
     kind = str(rng.choice(["screw", "metal_shard", "fibre", "loose_chip", "desiccant"]))
     centre = _pick(rng, _inner(scene))
-    L = size * lerp(0.07, 0.14, severity)
+    L = size * lerp(0.08, 0.14, severity)
     m = np.zeros_like(scene.pack)
     angle = rng.uniform(0, 180)
     if kind in ("screw", "loose_chip", "desiccant"):
@@ -161,9 +166,9 @@ def foreign_object(scene: PackScene, rng: np.random.Generator, severity: float) 
     albedo, height, density = {
         "screw": ((0.75, 0.75, 0.78), 4.0, 2.0),
         "metal_shard": ((0.72, 0.73, 0.78), 3.0, 1.8),
-        "fibre": ((0.12, 0.1, 0.08), 2.0, 0.7),
-        "loose_chip": ((0.1, 0.1, 0.11), 3.0, 0.9),
-        "desiccant": ((0.9, 0.9, 0.88), 4.0, 0.7),
+        "fibre": ((0.12, 0.1, 0.08), 2.0, 1.0),
+        "loose_chip": ((0.1, 0.1, 0.11), 3.0, 1.4),
+        "desiccant": ((0.9, 0.9, 0.88), 4.0, 1.0),
     }[kind]
     if m.any():
         # An object the colour of what it lies on would only show by its relief: a dark fibre on a

@@ -305,9 +305,10 @@ def compose_xray(scene: PackScene) -> np.ndarray:
     Returns:
         float32 (H, W) in [0, 1].
     """
-    # A barrier laminate (PET / aluminium / PE) attenuates noticeably, and more where it folds, so a
-    # hole, a slack fold or an unfused seam shows in the X-ray as well.
-    film = scene.pack * (0.15 + 0.015 * np.abs(scene.wrinkles)) + 0.1 * scene.seal * (
+    # A barrier laminate (PET / aluminium / PE) attenuates noticeably, more where it folds and most in
+    # the fused seam (layers pressed together), so a hole, a slack fold or an unfused seam shows in
+    # the X-ray as well.
+    film = scene.pack * (0.15 + 0.015 * np.abs(scene.wrinkles)) + 0.25 * scene.seal * (
         1 + 0.3 * scene.seal_ribs
     )
     attenuation = scene.bench_density * 0.5 + scene.product_density + film + 0.08 * scene.label

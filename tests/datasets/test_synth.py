@@ -314,3 +314,27 @@ def test_output_is_readable_by_read_mvtec_and_iter_manifest(tiny: Path) -> None:
         ("vacuum_pack", "anomalous"),
     }
     assert all(isinstance(r.declaration["radiation_alarm"], bool) for r in rows)
+
+
+TYPES = [(c, t) for c, types in ANOMALY_TYPES.items() for t in types]
+
+
+@pytest.mark.parametrize(("cargo", "anomaly_type"), TYPES)
+def test_every_anomaly_is_visible_at_its_subtlest(cargo: str, anomaly_type: str) -> None:
+    # The visibility floor: at severity 0 the anomaly still changes at least 0.3 % of the image, and
+    # the 0.3 % of pixels it changes most differ by 0.08 or more on average (on [0, 1], after every
+    # nuisance), whatever the variant (colour, grayscale, 8/16-bit X-ray) the seed draws.
+    variants = set()
+    for i in range(6):
+        seed = np.random.SeedSequence(11, spawn_key=(i,))
+        good = render_sample(cargo, GOOD, seed=seed, size=128)
+        bad = render_sample(cargo, anomaly_type, seed=seed, size=128, severity=0.0)
+        scale = 65535.0 if bad.image.dtype == np.uint16 else 255.0
+        delta = np.abs(bad.image.astype(np.float32) - good.image.astype(np.float32)) / scale
+        if delta.ndim == 3:
+            delta = delta.mean(axis=-1)
+        top = np.sort(delta.ravel())[-int(0.003 * delta.size) :]
+        variants.add(bad.variant)
+        assert (bad.mask > 0).mean() >= 0.003, (i, bad.variant, bad.detail)
+        assert top.mean() >= 0.08, (i, bad.variant, bad.detail, float(top.mean()))
+    assert len(variants) == 2  # the seeds cover the colour and the special variant
