@@ -1,0 +1,38 @@
+"""Run every benchmark once with its defaults, one after another, and print what each prints.
+
+Each benchmark already measures its own baseline in the same run; this only strings them together
+(``make bench``). Expect tens of minutes on two CPU cores: anomalib's coreset dominates.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+BENCHMARKS = [
+    ("audit store vs JSONL", ["bench.bench_audit"]),
+    ("batch scorer vs naive loop", ["bench.bench_score"]),
+    ("scorer memory, 1k vs 20k images", ["bench.bench_memory"]),
+    ("HTTP service vs offline batches", ["bench.bench_serve"]),
+    ("real ore photographs with threat-image projection", ["bench.bench_real_ore"]),
+    ("Clearsight vs anomalib PatchCore", ["bench.bench_anomalib"]),
+]
+
+
+def main() -> int:
+    failed = []
+    for title, module in BENCHMARKS:
+        print(f"\n=== {title} ({' '.join(module)})", flush=True)
+        started = time.perf_counter()
+        code = subprocess.call([sys.executable, "-m", *module])
+        print(f"=== {title}: exit {code}, {time.perf_counter() - started:.0f} s", flush=True)
+        if code != 0:
+            failed.append(title)
+    if failed:
+        print("failed: " + ", ".join(failed), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
