@@ -56,7 +56,7 @@ def foreign_object(scene: OreScene, rng: np.random.Generator, severity: float, c
     shape = scene.height.shape
     size = shape[0]
     kind = str(rng.choice(["plastic_sheet", "wood_plank", "scrap_metal", "bag", "cable"]))
-    length = size * lerp(0.14, 0.3, severity)
+    length = size * lerp(0.2, 0.34, severity)
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
     fine = value_noise(rng, shape, 2.0, octaves=1)
     m = np.zeros(shape, np.uint8)
@@ -112,7 +112,7 @@ def foreign_object(scene: OreScene, rng: np.random.Generator, severity: float, c
         for _ in range(12):
             heading += rng.uniform(-0.5, 0.5)
             pts.append(pts[-1] + length * 0.12 * np.array([math.cos(heading), math.sin(heading)]))
-        thick = max(3, int(round(lerp(5, 9, severity) * size / 256)))
+        thick = max(3, int(round(lerp(8, 12, severity) * size / 256)))
         cv2.polylines(m, [np.round(np.array(pts)).astype(np.int32)], False, 1, thick)
         colour = np.array(
             [[0.9, 0.9, 0.88], [0.95, 0.5, 0.08], [0.9, 0.82, 0.1], [0.15, 0.35, 0.8]][int(rng.integers(4))]
@@ -133,7 +133,8 @@ def wet_patch(scene: OreScene, rng: np.random.Generator, severity: float, centre
     """
     shape = scene.height.shape
     size = shape[0]
-    alpha = blob_alpha(rng, shape, centre, size * lerp(0.09, 0.22, severity), softness=0.3)
+    # Even the subtlest patch spans several particles: one wet grain would look like a dark one.
+    alpha = blob_alpha(rng, shape, centre, size * lerp(0.14, 0.26, severity), softness=0.3)
     a = alpha * lerp(0.9, 1.0, severity)
     smooth = cv2.GaussianBlur(scene.height, (0, 0), scene.r_max * 1.2)
     # Slurry fills the gaps up to a level near the tops of the particles.
@@ -170,7 +171,7 @@ def wrong_material(scene: OreScene, rng: np.random.Generator, severity: float, c
     name = names[int(rng.integers(len(names)))]
     rgb, gloss, r_scale = _OTHER_MATERIALS[name]
     colour = np.asarray(rgb, np.float32) * rng.uniform(0.92, 1.05)
-    region = blob_alpha(rng, shape, centre, size * lerp(0.09, 0.22, severity)) > 0.5
+    region = blob_alpha(rng, shape, centre, size * lerp(0.14, 0.26, severity)) > 0.5
     region &= scene.ore
     # Fines of the new material first, then its particles (coarser or finer than the ore's).
     fine = value_noise(rng, shape, 2.0, octaves=1)

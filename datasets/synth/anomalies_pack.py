@@ -60,7 +60,7 @@ def seal_defect(scene: PackScene, rng: np.random.Generator, severity: float) -> 
     size = scene.pack.shape[0]
     kind = str(rng.choice(["open", "wrinkled", "contaminated"]))
     centre = _pick(rng, scene.seal > 0.5)
-    length = size * lerp(0.1, 0.24, severity)
+    length = size * lerp(0.18, 0.32, severity)
     seg = np.zeros_like(scene.seal)
     cv2.circle(seg, (int(centre[0]), int(centre[1])), int(length / 2), 1.0, -1)
     # The seam plus a little of the film beside it, where an unfused or creased seam pulls the film.
@@ -109,7 +109,7 @@ def puncture(scene: PackScene, rng: np.random.Generator, severity: float) -> str
     kind = str(rng.choice(["hole", "tear"]))
     centre = _pick(rng, _inner(scene))
     hole = np.zeros_like(scene.pack)
-    r = size * lerp(0.03, 0.06, severity)
+    r = size * lerp(0.045, 0.08, severity)
     if kind == "hole":
         cv2.fillPoly(hole, [random_polygon(rng, centre, r, vertices=(5, 9), irregularity=0.45)], 1.0)
     else:
@@ -142,7 +142,7 @@ def foreign_object(scene: PackScene, rng: np.random.Generator, severity: float) 
     size = scene.pack.shape[0]
     kind = str(rng.choice(["screw", "metal_shard", "fibre", "loose_chip", "desiccant"]))
     centre = _pick(rng, _inner(scene))
-    L = size * lerp(0.08, 0.14, severity)
+    L = size * lerp(0.12, 0.18, severity)
     m = np.zeros_like(scene.pack)
     angle = rng.uniform(0, 180)
     if kind in ("screw", "loose_chip", "desiccant"):

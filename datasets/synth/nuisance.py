@@ -41,7 +41,7 @@ def sample_nuisance(rng: np.random.Generator, size: int, canvas: int) -> Nuisanc
     shift = rng.uniform(-0.03, 0.03, 2) * size
     m[:, 2] += (size / 2 - canvas / 2) + shift
     shadow = None
-    if rng.uniform() < 0.3:
+    if rng.uniform() < 0.2:
         # A structure (gantry, crane, person) outside the view casts a soft shadow across it.
         corner = rng.uniform(0, size, 2)
         shadow = random_polygon(
@@ -50,12 +50,12 @@ def sample_nuisance(rng: np.random.Generator, size: int, canvas: int) -> Nuisanc
     return Nuisance(
         matrix=m.astype(np.float64),
         gradient=(rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.35), rng.uniform(0, 0.3)),
-        gains=tuple(float(g) for g in rng.uniform(0.85, 1.15, 3)),  # type: ignore[arg-type]
+        gains=tuple(float(g) for g in rng.uniform(0.9, 1.1, 3)),  # type: ignore[arg-type]
         shadow=shadow,
         shadow_depth=rng.uniform(0.55, 0.85),
         blur_sigma=rng.uniform(0.3, 1.3) if rng.uniform() < 0.5 else 0.0,
         noise_sigma=rng.uniform(0.003, 0.025),
-        jpeg_quality=int(rng.integers(45, 96)) if rng.uniform() < 0.6 else 0,
+        jpeg_quality=int(rng.integers(60, 96)) if rng.uniform() < 0.6 else 0,
     )
 
 

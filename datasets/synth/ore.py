@@ -36,10 +36,11 @@ DOMINANT = "haematite"
 _MINERAL_GLOSS = {"haematite": 0.08, "magnetite": 0.35, "goethite": 0.05}
 # Share of the particles that are accessory minerals: small, so that a detector learns "red-brown
 # haematite with a few darker and yellower grains" and a region of anything else stands out.
-_ACCESSORY_SHARE = {"magnetite": 0.06, "goethite": 0.10}
-# The secondary rocks of real iron-ore belts are grey-green and pale; they keep a scene from being a
-# single flat hue.
-_ACCESSORY = [(0.50, 0.50, 0.44), (0.72, 0.62, 0.52), (0.45, 0.40, 0.36)]
+_ACCESSORY_SHARE = {"magnetite": 0.04, "goethite": 0.06}
+# The secondary rocks of real iron-ore belts (grey-green and brown gangue) keep a scene from being a
+# single flat hue. None is pale: a pale rock would look, to a patch detector and in grayscale, like
+# the limestone, slag or sulphur of ``wrong_material`` or a white bag.
+_ACCESSORY = [(0.50, 0.50, 0.44), (0.45, 0.40, 0.36)]
 
 
 @dataclass
@@ -174,7 +175,7 @@ def render_ore_scene(rng: np.random.Generator, size: int) -> OreScene:
     shape = (size, size)
     light = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.6), 1.0])
     light /= np.linalg.norm(light)
-    r_max = size * rng.uniform(0.055, 0.11)
+    r_max = size * rng.uniform(0.06, 0.095)
 
     # Natural variation of the ore's tint between lots (grade, oxidation, dust).
     tint = rng.uniform(0.88, 1.1) * (1 + rng.uniform(-0.04, 0.04, 3))
@@ -186,7 +187,7 @@ def render_ore_scene(rng: np.random.Generator, size: int) -> OreScene:
     gloss = np.full(shape, _MINERAL_GLOSS[dominant] * 0.5, np.float32)
     ore = np.ones(shape, bool)
 
-    edge_kind = rng.choice(["none", "belt", "wall"], p=[0.7, 0.2, 0.1])
+    edge_kind = rng.choice(["none", "belt", "wall"], p=[0.8, 0.13, 0.07])
     if edge_kind != "none":
         # A belt edge or wagon wall along one side: irregular boundary of the ore stream.
         side = int(rng.integers(4))
@@ -221,7 +222,7 @@ def render_ore_scene(rng: np.random.Generator, size: int) -> OreScene:
         (np.asarray(MINERALS[m], np.float32), _MINERAL_GLOSS[m], share * rng.uniform(0.5, 1.5))
         for m, share in _ACCESSORY_SHARE.items()
     ]
-    colours += [(np.asarray(c, np.float32), 0.1, rng.uniform(0.01, 0.03)) for c in _ACCESSORY]
+    colours += [(np.asarray(c, np.float32), 0.1, rng.uniform(0.005, 0.015)) for c in _ACCESSORY]
     scatter_particles(
         scene, rng, ore, colours, r_min=max(1.5, r_max * 0.15), r_max=r_max, coverage=rng.uniform(1.3, 1.9)
     )
