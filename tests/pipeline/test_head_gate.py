@@ -1,0 +1,45 @@
+"""The supervised head joins the max-fusion only when validation shows it helps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.train import TrainConfig, _gate_head
+
+Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+Z = np.array([-5.0, -5.0, -5.0, -5.0, 1.0, 1.0, 1.0, 1.0])  # one-class ranks perfectly
+IDENTITY = ((1.0, 0.0), (1.0, 0.0))
+
+
+@pytest.mark.parametrize(
+    ("head", "min_auroc", "kept", "head_auroc"),
+    [
+        # as good as the one-class score: kept
+        (Z.copy(), 0.9, True, 1.0),
+        # coin-flip head: dropped
+        (np.array([3.0, 0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 3.0]), 0.9, False, 0.5),
+        # same coin flip, but the floor is off: still dropped, as the fusion would rank worse
+        (np.array([3.0, 0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 3.0]), 0.0, False, 0.5),
+        # good on its own (15 of 16 pairs) but a confident false alarm breaks the fused ranking
+        (np.array([-10.0, -10.0, -10.0, 4.0, 3.0, 5.0, 5.0, 5.0]), 0.9, False, 0.9375),
+    ],
+)
+def test_gate_head(head: np.ndarray, min_auroc: float, kept: bool, head_auroc: float) -> None:
+    gate = _gate_head(Z, head, Y, IDENTITY, min_auroc)
+    assert gate.kept is kept
+    assert gate.one_class_auroc == 1.0
+    assert gate.head_auroc == head_auroc
+
+
+def test_gate_refuses_a_missing_class() -> None:
+    gate = _gate_head(Z[:4], Z[:4], Y[:4], IDENTITY, 0.9)
+    assert gate == (False, None, None)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_min_head_auroc_is_validated(value: float) -> None:
+    from datasets.errors import InputError
+
+    with pytest.raises(InputError, match=f"min_head_auroc {value}"):
+        TrainConfig(min_head_auroc=value)
