@@ -231,8 +231,15 @@ def main(argv: list[str] | None = None) -> int:
             f"data: {root} — {len(train)} train/good, {int((labels == 0).sum())} test good, "
             f"{int(labels.sum())} test anomalous; S = {args.size}, threads = {args.threads}"
         )
+        # Both sides fit on exactly the same normals: ours gets a root holding only those N images
+        # (no labelled anomalies, which anomalib could not use), so it trains as a one-class user would.
+        fit_root = Path(tmp) / "fit" / root.name
+        (fit_root / "train" / "good").mkdir(parents=True)
+        chosen = [p for p in sorted((root / "train" / "good").iterdir()) if p.suffix.lower() in SUFFIXES]
+        for path in chosen[: args.train_images]:
+            (fit_root / "train" / "good" / path.name).symlink_to(path.resolve())
         ours = run_clearsight(
-            root, test, size=args.size, batch=args.batch, ratio=args.coreset_ratio, threads=args.threads
+            fit_root, test, size=args.size, batch=args.batch, ratio=args.coreset_ratio, threads=args.threads
         )
         torch.set_num_threads(args.threads)
         theirs = (
