@@ -120,29 +120,24 @@ def _image_reasons(
         )
     release = image.threshold if cargo.release_threshold == "model" else cargo.release_threshold
     hold = image.hold_threshold if cargo.hold_threshold == "model" else cargo.hold_threshold
+    problem = None
     if release is None or hold is None:
         missing = "threshold" if release is None else "hold_threshold"
+        problem = f"policy uses the model's {missing}, the row has none"
+    elif not (math.isfinite(release) and math.isfinite(hold)):
+        problem = f"thresholds {release!r}/{hold!r} are not finite"
+    if problem is not None:
         reasons.append(
             Reason(
                 rule="fail_closed.missing_threshold",
                 tier=fc.missing_threshold,
                 image=name,
                 score=score,
-                message=f"policy uses the model's {missing}, the row has none",
+                message=problem,
             )
         )
         return reasons
-    if not (math.isfinite(release) and math.isfinite(hold)):
-        reasons.append(
-            Reason(
-                rule="fail_closed.missing_threshold",
-                tier=fc.missing_threshold,
-                image=name,
-                score=score,
-                message=f"thresholds {release!r}/{hold!r} are not finite",
-            )
-        )
-        return reasons
+    assert release is not None and hold is not None  # narrowed above
     # The AEO offset widens the release band but never past the hold threshold.
     effective = min(release + offset, max(hold, release)) if offset > 0 else release
     if score >= hold:

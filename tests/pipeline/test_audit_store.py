@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,26 +15,6 @@ from datasets.errors import AuditError, InputError, SchemaVersionError
 from pipeline.audit import GENESIS_HASH, AuditStore, canonical_json, chain_hash
 from pipeline.audit.chain import index_columns
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
-
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, or a uniquely named PostgreSQL schema dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'audit.db'}"
-        return
-    schema = f"cs_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def decision(shipment: str, tier: Tier = Tier.RELEASE, score: float = 0.1) -> ShipmentDecision:
