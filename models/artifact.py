@@ -31,7 +31,7 @@ from models.predictor import ArtifactPredictor
 
 __all__ = ["CARD_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "load_model", "read_card", "save_artifact"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model.json"
 

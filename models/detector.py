@@ -23,7 +23,7 @@ from models.fusion import Fusion
 from models.patchcore import MemoryBank
 from models.registry import create_model
 
-__all__ = ["DetectorConfig", "DetectorOutput", "Detector", "RawOutput", "build_detector"]
+__all__ = ["DetectorConfig", "DetectorOutput", "Detector", "RawOutput", "build_detector", "fit_position_norm"]
 
 _SCORE_REDUCTIONS = ("max", "topk")
 
@@ -71,6 +71,12 @@ class DetectorConfig:
         topk: k for ``"topk"``.
         sigma: Gaussian smoothing of the map at S = 256, scaled with S.
         chunk: memory-bank rows per matmul.
+        pad: reflect padding, in input pixels, added around the input before the backbone and cropped
+            off the patch grid afterwards (a multiple of the backbone's deepest stride). Without it
+            the CNN's zero padding gives the outer ring of patches features unlike any interior
+            patch, and those border distances dominate the image score of normal images.
+        grid: side of the patch grid (S / the shallowest stride) that the per-position distance
+            normalisation was fitted on; 0 = no per-position normalisation.
     """
 
     backbone: str
@@ -84,8 +90,12 @@ class DetectorConfig:
     topk: int = 10
     sigma: float = 4.0
     chunk: int = 4096
+    pad: int = 0
+    grid: int = 0
 
     def __post_init__(self) -> None:
+        if self.pad < 0 or self.grid < 0:
+            raise ValueError(f"pad and grid must be >= 0; got pad={self.pad}, grid={self.grid}")
         if self.score_reduction not in _SCORE_REDUCTIONS:
             raise ValueError(f"score_reduction {self.score_reduction!r} not in {_SCORE_REDUCTIONS}")
         if len(self.class_names) < 2 or self.class_names[0] != "good":
@@ -120,6 +130,8 @@ class Detector(nn.Module):
     map_lo: torch.Tensor
     map_span: torch.Tensor
     attn_temp: torch.Tensor
+    pos_scale: torch.Tensor
+    pos_shift: torch.Tensor
     backbone: Any  # an nn.Module with out_channels (see models.backbones)
 
     def __init__(
@@ -145,17 +157,48 @@ class Detector(nn.Module):
         self.register_buffer("map_span", torch.ones(()))
         # Temperature of the attention pooling (a typical normal patch distance).
         self.register_buffer("attn_temp", torch.ones(()))
+        # Per-position affine map of patch distances (see normalise_positions); identity until fitted.
+        side = max(1, config.grid)
+        self.register_buffer("pos_scale", torch.ones(side, side))
+        self.register_buffer("pos_shift", torch.zeros(side, side))
+        if config.pad:
+            deepest = max(int(s) for s in getattr(backbone, "strides", (1,)))
+            if config.pad % deepest:
+                raise ValueError(f"pad {config.pad} must be a multiple of the backbone's deepest stride {deepest}")
 
     # -- the pieces, usable with another bank (out-of-fold training) --------------------------
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, S, S) normalised -> patches (B, D, h, w), pooled (B, C)."""
-        return self.embedder(self.backbone(x))
+        """(B, 3, S, S) normalised -> patches (B, D, h, w), pooled (B, C).
+
+        With ``config.pad`` the input is reflect-padded first and the patch grid cropped back to the
+        image's own patches, so (h, w) is the same as without padding.
+        """
+        pad = self.config.pad
+        if not pad:
+            return self.embedder(self.backbone(x))
+        feats = self.backbone(F.pad(x, (pad, pad, pad, pad), mode="reflect"))
+        patches, pooled = self.embedder(feats)
+        c = pad // int(self.backbone.strides[0])
+        return patches[:, :, c : patches.shape[2] - c, c : patches.shape[3] - c], pooled
 
     def distances(self, patches: torch.Tensor, bank: MemoryBank | None = None) -> torch.Tensor:
         """(B, D, h, w) patches -> (B, h, w) nearest-neighbour distances to ``bank`` (default: own)."""
         b, d, h, w = patches.shape
         q = patches.reshape(b, d, h * w).transpose(1, 2)
         return (bank or self.bank)(q).reshape(b, h, w)
+
+    def normalise_positions(self, dist: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) raw distances -> (B, h, w) distances on one scale for every grid position.
+
+        Some positions are intrinsically farther from the bank than others (the image border, the
+        middle of a pack where the product varies most), so a raw distance means different things
+        in different places. Training fits ``d * pos_scale + pos_shift``: the per-position z-score of
+        out-of-fold normal distances, mapped back to distance units (the global mean and spread of
+        those distances), so that values stay positive and comparable with the raw ones.
+        """
+        if self.config.grid == 0:
+            return dist
+        return (dist * self.pos_scale + self.pos_shift).clamp_min(0.0)
 
     def smooth_map(self, dist: torch.Tensor) -> torch.Tensor:
         """(B, h, w) distances -> (B, S, S) upsampled, Gaussian-smoothed map (distance units)."""
@@ -200,7 +243,7 @@ class Detector(nn.Module):
     def raw(self, x: torch.Tensor) -> RawOutput:
         """(B, 3, S, S) normalised -> :class:`RawOutput` (before fusion and map normalisation)."""
         patches, pooled = self.embed(x)
-        dist = self.distances(patches)
+        dist = self.normalise_positions(self.distances(patches))
         map_raw = self.smooth_map(dist)
         score_raw = self.image_score(dist, map_raw)
         logits = self.head(self.head_inputs(patches, pooled, dist, score_raw))
@@ -238,3 +281,34 @@ def build_detector(
     bank = MemoryBank.empty(config.bank_size, embedder.out_dim, chunk=config.chunk)
     head = TypeHead(embedder.concat_dim + embedder.out_dim + 3, len(config.class_names))
     return Detector(config, backbone, embedder, bank, head, Fusion()).eval()
+
+
+def fit_position_norm(normal_dists: torch.Tensor, *, sigma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit :meth:`Detector.normalise_positions` from out-of-fold distances of normal images.
+
+    Args:
+        normal_dists: (N, h, w) nearest-neighbour distances of normal views to a bank that does not
+            contain them (N >= 2).
+        sigma: Gaussian smoothing, in patches, of the per-position mean and spread (estimates from a
+            few hundred views are noisy; neighbouring positions behave alike).
+
+    Returns:
+        (pos_scale, pos_shift), each (h, w): ``d * scale + shift`` = global mean + global spread *
+        (d - mean at the position) / (spread at the position).
+    """
+    if normal_dists.ndim != 3 or normal_dists.shape[0] < 2:
+        raise ValueError(f"need (N >= 2, h, w) distances; got shape {tuple(normal_dists.shape)}")
+    d = normal_dists.double()
+    k = _gaussian_kernel(sigma).double()
+    r = (k.numel() - 1) // 2
+
+    def smooth(m: torch.Tensor) -> torch.Tensor:
+        m = F.pad(m[None, None], (r, r, r, r), mode="replicate")
+        m = F.conv2d(F.conv2d(m, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+        return m[0, 0]
+
+    mu = smooth(d.mean(dim=0))
+    sd = smooth(d.std(dim=0)).clamp_min(1e-6)
+    mu_g, sd_g = float(mu.mean()), float(sd.mean())
+    scale = sd_g / sd
+    return scale.float(), (mu_g - mu * scale).float()
