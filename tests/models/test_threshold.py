@@ -12,9 +12,9 @@ from models.threshold import METHOD_FALLBACK, METHOD_VALIDATION, pick_thresholds
 # Scores are multiples of 1/8 so that every midpoint below is exact in binary floating point.
 CASES = [
     # id, normal, anomalous, target_miss_rate, hold_false_alarm_rate, release, hold, method
-    # separated: release midway between top normal 0.375 and bottom anomaly 0.75; hold the same gap
-    ("separated", [0.125, 0.25, 0.375], [0.75, 0.875], 0.01, 0.005, 0.5625, 0.5625, METHOD_VALIDATION),
-    # overlap: lowest anomaly 0.375 sits below normals 0.5/0.625 -> cut midway to normal 0.25 below it;
+    # separated: release a quarter up the gap from top normal 0.375 to bottom anomaly 0.75; hold midway
+    ("separated", [0.125, 0.25, 0.375], [0.75, 0.875], 0.01, 0.005, 0.46875, 0.5625, METHOD_VALIDATION),
+    # overlap: lowest anomaly 0.375 sits below normals 0.5/0.625 -> cut a quarter up from normal 0.25;
     # hold: top normal 0.625, next score up is anomaly 0.75
     (
         "overlap",
@@ -22,7 +22,7 @@ CASES = [
         [0.375, 0.75, 0.875],
         0.01,
         0.005,
-        0.3125,
+        0.28125,
         0.6875,
         METHOD_VALIDATION,
     ),
@@ -33,14 +33,14 @@ CASES = [
         [0.25, 0.5, 0.75, 1.0],
         0.25,
         0.005,
-        0.4375,
+        0.40625,
         0.4375,
         METHOD_VALIDATION,
     ),
-    # tie at the pivot: taking one 0.5 would take both, so no miss is used; cut midway to 0.25
-    ("tie_at_pivot", [0.25], [0.5, 0.5, 0.75, 1.0], 0.25, 0.005, 0.375, 0.375, METHOD_VALIDATION),
-    # the lowest anomaly is the lowest score of all: cut midway to 0, nothing is released
-    ("anomaly_lowest", [0.5, 0.625], [0.25, 0.75], 0.01, 0.005, 0.125, 0.6875, METHOD_VALIDATION),
+    # tie at the pivot: taking one 0.5 would take both, so no miss is used; cut a quarter up from 0.25
+    ("tie_at_pivot", [0.25], [0.5, 0.5, 0.75, 1.0], 0.25, 0.005, 0.3125, 0.375, METHOD_VALIDATION),
+    # the lowest anomaly is the lowest score of all: cut a quarter up from 0, nothing is released
+    ("anomaly_lowest", [0.5, 0.625], [0.25, 0.75], 0.01, 0.005, 0.0625, 0.6875, METHOD_VALIDATION),
     # no normal may be held: hold midway between top normal 0.75 and anomaly 1.0, above release
     (
         "hold_above_release",
@@ -48,25 +48,25 @@ CASES = [
         [0.5, 1.0],
         0.01,
         0.0,
-        0.4375,
+        0.40625,
         0.875,
         METHOD_VALIDATION,
     ),
-    # one of four normals may be held: pivot is the second-highest normal 0.375 -> 0.4375 = release
+    # one of four normals may be held: pivot is the second-highest normal 0.375 -> hold 0.4375
     (
         "hold_one_allowed",
         [0.125, 0.25, 0.375, 0.75],
         [0.5, 1.0],
         0.01,
         0.25,
-        0.4375,
+        0.40625,
         0.4375,
         METHOD_VALIDATION,
     ),
     # top normal at 1.0: nothing above it, hold capped at the top of the scale
-    ("hold_capped", [0.25, 1.0], [0.5], 0.01, 0.0, 0.375, 1.0, METHOD_VALIDATION),
+    ("hold_capped", [0.25, 1.0], [0.5], 0.01, 0.0, 0.3125, 1.0, METHOD_VALIDATION),
     # all normals equal is fine when anomalies separate from them
-    ("normals_equal", [0.25, 0.25], [0.75], 0.01, 0.005, 0.5, 0.5, METHOD_VALIDATION),
+    ("normals_equal", [0.25, 0.25], [0.75], 0.01, 0.005, 0.375, 0.5, METHOD_VALIDATION),
     # fallback: normals i/400 for i = 0..200; q99.5 (linear) = 199/400 = 0.4975, + 0.02 margin;
     # hold: floor(0.005 * 201) = 1 normal may be held -> midway 199/400..200/400 = 0.49875 < release
     ("fallback", [i / 400 for i in range(201)], None, 0.01, 0.005, 0.5175, 0.5175, METHOD_FALLBACK),
@@ -105,11 +105,11 @@ def test_pick_thresholds_hand_computed(
 
 def test_thirty_anomalies_at_one_percent_cut_below_the_lowest() -> None:
     # 30 anomalies at 1 %: floor(0.3) = 0 misses allowed, so the cut is just below min anomaly 0.6,
-    # midway to the highest normal below it (0.5), and not on any data point
+    # a quarter of the way up from the highest normal below it (0.5), and not on any data point
     normal = np.linspace(0.0, 0.5, 101)
     anomalous = np.linspace(0.6, 0.9, 30)
     got = pick_thresholds(normal, anomalous)
-    assert got.release == pytest.approx(0.55, abs=1e-12)
+    assert got.release == pytest.approx(0.525, abs=1e-12)
     assert not np.any(np.concatenate([normal, anomalous]) == got.release)
     assert np.count_nonzero(anomalous < got.release) == 0
 
