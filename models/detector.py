@@ -164,7 +164,9 @@ class Detector(nn.Module):
         if config.pad:
             deepest = max(int(s) for s in getattr(backbone, "strides", (1,)))
             if config.pad % deepest:
-                raise ValueError(f"pad {config.pad} must be a multiple of the backbone's deepest stride {deepest}")
+                raise ValueError(
+                    f"pad {config.pad} must be a multiple of the backbone's deepest stride {deepest}"
+                )
 
     # -- the pieces, usable with another bank (out-of-fold training) --------------------------
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
