@@ -37,7 +37,7 @@ from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from datasets.mvtec import read_mvtec
 from models.artifact import read_card, save_artifact
 from models.classifier import fit_type_head
-from models.detector import Detector, DetectorConfig, build_detector, fit_position_norm
+from models.detector import Detector, DetectorConfig, RawOutput, build_detector, fit_position_norm
 from models.fusion import fit_platt
 from models.inference import GOOD, Thresholds
 from models.patchcore import MemoryBank, select_bank
@@ -408,14 +408,20 @@ def train_model(
     det.fusion.oc_sd.fill_(float(logs.std().clamp_min(1e-3)) if logs.numel() > 1 else 1.0)
     report("memory bank", 1, 1)
 
-    # Calibration on the validation split.
+    # Calibration on the validation split: one forward pass per view; fusion, thresholds and the map
+    # scale are all computed from its outputs.
     scorer = ImageScorer(det, tiling=trainer.tiling, batch_size=config.batch_size)
     val_all = val_good + val_anom
     y_val = np.array([0] * len(val_good) + [1] * len(val_anom))
-    raw = scorer.score(val_all, maps=False)
-    _set_map_scale(det, scorer, val_good)
-    z = det.fusion.one_class_z(torch.tensor([r.score_raw for r in raw]))
-    lo = det.fusion.head_log_odds(torch.tensor(np.stack([r.type_logits for r in raw])))
+    outs = _score_views(det, scorer, val_all, config.batch_size)
+    _set_map_scale(det, [o.map_raw for o in outs[: len(val_good)]])
+    with torch.inference_mode():
+        # the view that speaks for each image, as ImageScorer picks it (max fused score)
+        best = [int(det.fusion(o.score_raw, o.type_logits).argmax()) for o in outs]
+        z = det.fusion.one_class_z(torch.stack([o.score_raw[b] for o, b in zip(outs, best, strict=True)]))
+        lo = det.fusion.head_log_odds(
+            torch.stack([o.type_logits[b] for o, b in zip(outs, best, strict=True)])
+        )
     a0, b0 = fit_platt(z, torch.tensor(y_val))
     a1, b1 = fit_platt(lo, torch.tensor(y_val))
     head_gate = _gate_head(z.numpy(), lo.numpy(), y_val, ((a0, b0), (a1, b1)), config.min_head_auroc)
@@ -425,7 +431,8 @@ def train_model(
         a1, b1 = 0.0, _HEAD_OFF_BIAS
     det.fusion.slope.copy_(torch.tensor([a0, a1]))
     det.fusion.bias.copy_(torch.tensor([b0, b1]))
-    scores = np.array([r.score for r in scorer.score(val_all, maps=False)])
+    with torch.inference_mode():
+        scores = np.array([float(det.fusion(o.score_raw, o.type_logits).max()) for o in outs])
     report("calibration", 1, 1)
 
     normal_scores, anomalous_scores = scores[y_val == 0], scores[y_val == 1]
@@ -555,17 +562,32 @@ def _maybe_file_hash(source: str) -> str:
     return ""
 
 
-def _set_map_scale(det: Detector, scorer: ImageScorer, val_good: Sequence[np.ndarray]) -> None:
-    """Map normalisation from validation normals: median -> 0, median + 2 x (q99.9 - median) -> 1.
+def _score_views(
+    det: Detector, scorer: ImageScorer, images: Sequence[np.ndarray], batch_size: int
+) -> list[RawOutput]:
+    """Every view of every image through ``det.raw`` in batches -> one :class:`RawOutput` per image
+    (score_raw (T,), map_raw (T, S, S), type_logits (T, K) for its T views)."""
+    if not images:
+        return []
+    prepared = [scorer.views(img)[0] for img in images]
+    views = torch.cat(prepared)
+    parts: list[RawOutput] = []
+    with torch.inference_mode():
+        for lo in range(0, views.shape[0], batch_size):
+            parts.append(det.raw(views[lo : lo + batch_size]))
+    fields = [torch.cat([getattr(p, name) for p in parts]) for name in RawOutput._fields]
+    counts = [p.shape[0] for p in prepared]
+    split = [torch.split(f, counts) for f in fields]
+    return [RawOutput(*(chunks[n] for chunks in split)) for n in range(len(images))]
+
+
+def _set_map_scale(det: Detector, normal_maps: Sequence[torch.Tensor]) -> None:
+    """Map normalisation from validation normals' raw maps: median -> 0,
+    median + 2 x (q99.9 - median) -> 1.
 
     A normal image's hottest spots then sit near 0.5 and real defects saturate at 1.
     """
-    values = []
-    with torch.inference_mode():
-        for img in val_good:
-            views, _, _ = scorer.views(img)
-            values.append(det.raw(views).map_raw.flatten())
-    flat = torch.cat(values)
+    flat = torch.cat([m.flatten() for m in normal_maps])
     # torch.quantile refuses very large inputs: subsample deterministically.
     if flat.numel() > 1_000_000:
         flat = flat[:: math.ceil(flat.numel() / 1_000_000)]

@@ -48,6 +48,19 @@ def train_command(
         float, typer.Option("--coreset-ratio", help="Share of training patches kept in the memory bank.")
     ] = 0.1,
     max_bank: Annotated[int, typer.Option("--max-bank", help="Cap on memory-bank rows.")] = 16384,
+    pad: Annotated[
+        int,
+        typer.Option(
+            "--pad", help="Reflect padding (px, multiple of 16) around each view; removes border artefacts."
+        ),
+    ] = 16,
+    position_norm: Annotated[
+        bool,
+        typer.Option(
+            "--position-norm/--no-position-norm",
+            help="Put every patch position's distances on one scale (fitted on out-of-fold normals).",
+        ),
+    ] = True,
     tile_size: Annotated[
         int, typer.Option("--tile-size", help="Tile images larger than this many pixels (0: always resize).")
     ] = 0,
@@ -78,6 +91,8 @@ def train_command(
         cargo_type=cargo_type,
         coreset_ratio=coreset_ratio,
         max_bank=max_bank,
+        pad=pad,
+        position_norm=position_norm,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
         seed=seed,

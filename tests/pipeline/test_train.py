@@ -80,6 +80,7 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
     [
         (["--image-size", "8"], "Error: image_size 8 must be in [32, 1024]"),
         (["--coreset-ratio", "1.5"], "Error: coreset_ratio 1.5 must be in (0, 1]"),
+        (["--pad", "8"], "Error: pad 8 must be a multiple of 16 in [0, image_size / 2]"),
         (["--cargo-type", ""], "Error: cannot tell the cargo type"),
     ],
 )
@@ -111,6 +112,8 @@ def test_unknown_cargo_folder_needs_a_cargo_type(tmp_path: Path) -> None:
         ("folds", 1, "folds 1 must be >= 2"),
         ("score_reduction", "mean", "score_reduction 'mean' not in"),
         ("tile_overlap", 64, "tile_overlap 64 must be in"),
+        ("pad", 160, "pad 160 must be a multiple of 16 in"),
+        ("pad", -16, "pad -16 must be a multiple of 16 in"),
     ],
 )
 def test_config_validates_eagerly(field: str, value: object, match: str) -> None:
