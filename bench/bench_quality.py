@@ -109,14 +109,15 @@ def main(argv: list[str] | None = None) -> int:
                 n_test = mt["counts"]["images"]
                 rows.append(
                     f"| {cargo} | {name} | {fmt(mt['image_auroc'])} | {fmt(mt['tnr_at_fnr_1pct'])} | "
-                    f"{fmt(mt['release_rate'])} / {fmt(mt['miss_rate'])} | {per_type} | "
+                    f"{fmt(mt['release_rate'])} / {fmt(mt['miss_rate'])} | "
+                    f"{fmt(mt['pixel_auroc'])} / {fmt(mt['pro'])} | {per_type} | "
                     f"{fit_s:.0f} s / {n_test / eval_s:.1f} img/s |"
                 )
                 print(rows[-1], flush=True)
     print(
         f"\nseed {args.seed}, held out of training: {args.holdout}\n"
         "| cargo | model | image AUROC | TNR at 1 % FNR | release / miss at own threshold | "
-        "AUROC per type | fit / evaluate |\n|---|---|---|---|---|---|---|"
+        "pixel AUROC / PRO | AUROC per type | fit / evaluate |\n|---|---|---|---|---|---|---|---|"
     )
     print("\n".join(rows))
     return 0
