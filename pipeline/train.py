@@ -425,6 +425,12 @@ def train_model(
     a0, b0 = fit_platt(z, torch.tensor(y_val))
     a1, b1 = fit_platt(lo, torch.tensor(y_val))
     head_gate = _gate_head(z.numpy(), lo.numpy(), y_val, ((a0, b0), (a1, b1)), config.min_head_auroc)
+    if val_pseudo and head_gate.kept:
+        # Pseudo-anomalies validate a head trained on pseudo-anomalies of the same generator, so its
+        # validation AUROC says nothing about real anomalies; fused in, such a head cost 0.03 image
+        # AUROC on synthetic ore (one-class 1.000 -> fused 0.972). Without real anomalous validation
+        # images the one-class score decides alone.
+        head_gate = head_gate._replace(kept=False, reason=_PSEUDO_ONLY)
     if not head_gate.kept:
         # The head's calibrated probability is pinned near 0, so the max-fusion returns the
         # one-class probability alone: a weak head would only add false alarms.
@@ -486,6 +492,7 @@ def train_model(
             "one_class_auroc": head_gate.one_class_auroc,
             "head_auroc": head_gate.head_auroc,
             "head_in_fusion": head_gate.kept,
+            "head_gate": head_gate.reason,
         },
         "training": {
             "data_root": str(root),
@@ -516,6 +523,10 @@ class _HeadGate(NamedTuple):
     kept: bool
     one_class_auroc: float | None
     head_auroc: float | None
+    reason: str = ""
+
+
+_PSEUDO_ONLY = "no labelled anomalous validation images: a head validated on pseudo-anomalies is not fused"
 
 
 _HEAD_OFF_BIAS = -30.0
@@ -547,13 +558,17 @@ def _gate_head(
     oc = image_auroc(z, labels).value
     head = image_auroc(head_log_odds, labels).value
     if oc is None or head is None:
-        return _HeadGate(False, oc, head)
+        return _HeadGate(False, oc, head, "validation has a single class: AUROC undefined")
     (a0, b0), (a1, b1) = platt
     p_oc = 1.0 / (1.0 + np.exp(-(a0 * z + b0)))
     p_head = 1.0 / (1.0 + np.exp(-(a1 * head_log_odds + b1)))
     fused = image_auroc(np.maximum(p_oc, p_head), labels).value
     kept = head >= min_auroc and fused is not None and fused >= oc
-    return _HeadGate(bool(kept), oc, head)
+    if kept:
+        reason = f"head validation AUROC {head:.3f} >= {min_auroc} and the fusion ranks no worse"
+    else:
+        reason = f"head validation AUROC {head:.3f} (least {min_auroc}); fused {fused}, one-class {oc:.3f}"
+    return _HeadGate(bool(kept), oc, head, reason)
 
 
 def _maybe_file_hash(source: str) -> str:

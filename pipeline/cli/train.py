@@ -127,6 +127,8 @@ def train_command(
         "pseudo-anomalies", "yes (no labelled anomalies in train/)" if training["pseudo_anomalies"] else "no"
     )
     table.add_row("memory bank", f"{training['bank_size']} of {training['patches_total']} patches")
+    fused = "fused" if val["head_in_fusion"] else "not fused"
+    table.add_row("supervised head", f"{fused}: {val['head_gate']}")
     t = result.thresholds
     table.add_row("thresholds", f"release={t.release:.4f} hold={t.hold:.4f} ({t.method})")
     auroc = val["image_auroc"]

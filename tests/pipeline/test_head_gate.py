@@ -34,7 +34,8 @@ def test_gate_head(head: np.ndarray, min_auroc: float, kept: bool, head_auroc: f
 
 def test_gate_refuses_a_missing_class() -> None:
     gate = _gate_head(Z[:4], Z[:4], Y[:4], IDENTITY, 0.9)
-    assert gate == (False, None, None)
+    assert gate[:3] == (False, None, None)
+    assert "single class" in gate.reason
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5])

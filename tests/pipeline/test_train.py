@@ -65,6 +65,9 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
         "synthetic_noise",
     ]
     assert card["validation"]["anomalies"].startswith("pseudo")
+    # a head seen only against pseudo-anomalies cannot be validated: the one-class score decides
+    assert card["validation"]["head_in_fusion"] is False
+    assert "pseudo-anomalies is not fused" in card["validation"]["head_gate"]
     assert card["thresholds"]["method"] == "normal_quantile_fallback"
     assert card["training"]["counts"] == {"train": {"good": 8}, "validation": {"good": 2}}
     assert card["model_id"] in printed
