@@ -38,7 +38,7 @@ from datasets.mvtec import read_mvtec
 from models.artifact import read_card, save_artifact
 from models.classifier import fit_type_head
 from models.detector import Detector, DetectorConfig, RawOutput, build_detector, fit_position_norm
-from models.fusion import fit_platt
+from models.fusion import fit_calibration
 from models.inference import GOOD, Thresholds
 from models.patchcore import MemoryBank, select_bank
 from models.predictor import ImageScorer
@@ -422,9 +422,13 @@ def train_model(
         lo = det.fusion.head_log_odds(
             torch.stack([o.type_logits[b] for o, b in zip(outs, best, strict=True)])
         )
-    a0, b0 = fit_platt(z, torch.tensor(y_val))
-    a1, b1 = fit_platt(lo, torch.tensor(y_val))
+    oc_cal = fit_calibration(z, torch.tensor(y_val))
+    head_cal = fit_calibration(lo, torch.tensor(y_val))
+    a0, b0 = oc_cal.a, oc_cal.b
+    a1, b1 = head_cal.a, head_cal.b
     head_gate = _gate_head(z.numpy(), lo.numpy(), y_val, ((a0, b0), (a1, b1)), config.min_head_auroc)
+    if not head_cal.fitted and head_gate.kept:
+        head_gate = head_gate._replace(kept=False, reason="the head ranks validation anomalies below normals")
     if val_pseudo and head_gate.kept:
         # Pseudo-anomalies validate a head trained on pseudo-anomalies of the same generator, so its
         # validation AUROC says nothing about real anomalies; fused in, such a head cost 0.03 image
@@ -491,6 +495,12 @@ def train_model(
             "anomalous_types": dict(Counter(val_anom_types)),
             "one_class_auroc": head_gate.one_class_auroc,
             "head_auroc": head_gate.head_auroc,
+            "calibration": (
+                "Platt scaling on the validation split"
+                if oc_cal.fitted
+                else "fallback: validation did not rank anomalies above normals, so no slope was "
+                "fitted; the standardised one-class score goes through a fixed logistic"
+            ),
             "head_in_fusion": head_gate.kept,
             "head_gate": head_gate.reason,
         },

@@ -129,6 +129,7 @@ def train_command(
     table.add_row("memory bank", f"{training['bank_size']} of {training['patches_total']} patches")
     fused = "fused" if val["head_in_fusion"] else "not fused"
     table.add_row("supervised head", f"{fused}: {val['head_gate']}")
+    table.add_row("calibration", str(val["calibration"]))
     t = result.thresholds
     table.add_row("thresholds", f"release={t.release:.4f} hold={t.hold:.4f} ({t.method})")
     auroc = val["image_auroc"]
