@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -64,6 +65,52 @@ def contact_sheet(images: list[np.ndarray], path: Path, columns: int = 8) -> Non
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
 
 
+VARIANTS: dict[str, dict[str, object]] = {
+    "current": {},
+    "baseline": {"pad": 0, "position_norm": False},  # the detector as first shipped
+}
+
+
+def _rows(
+    variant: str,
+    predictor: Any,
+    held: list[np.ndarray],
+    tip_sets: dict[str, tuple[list[np.ndarray], list[str]]],
+    views: dict[str, list[np.ndarray]],
+) -> list[str]:
+    """The table rows of one model: held-out normals, each TIP set, the other views."""
+    release = predictor.thresholds.release
+
+    def scores(images: list[np.ndarray]) -> np.ndarray:
+        return np.array(
+            [p.score for lo in range(0, len(images), 16) for p in predictor.predict(images[lo : lo + 16])]
+        )
+
+    good = scores(held)
+    rows = [
+        f"| {variant} | held-out full_ore (normal) | {len(good)} | released {np.mean(good < release):.1%} | "
+        f"median score {np.median(good):.3f} |"
+    ]
+    for label, (images, names) in tip_sets.items():
+        scale = SIZES[label]
+        tip = scores(images)
+        auroc = image_auroc(np.concatenate([good, tip]), np.r_[np.zeros(len(good)), np.ones(len(tip))]).value
+        detected = tip >= release
+        per_kind = ", ".join(f"{k} {np.mean(detected[np.array(names) == k]):.0%}" for k in sorted(set(names)))
+        rows.append(
+            f"| {variant} | TIP {label} objects {scale[0]:.2f}-{scale[1]:.2f} of the tile side "
+            f"| {len(tip)} | "
+            f"detected {np.mean(detected):.1%} (AUROC vs normal {auroc:.4f}) | {per_kind} |"
+        )
+    for view, images in views.items():
+        other = scores(images)
+        rows.append(
+            f"| {variant} | {view} (normal, other view) | {len(other)} | "
+            f"released {np.mean(other < release):.1%} | median score {np.median(other):.3f} |"
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REAL, help="the ore_conveyor folder")
@@ -77,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sheet", type=Path, help="write a contact sheet of the TIP images here")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also the first detector (pad 0, no position norm)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -87,65 +137,45 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(full))
     train = [full[i] for i in order[: args.train]]
-    held = [full[i] for i in order[args.train :]]
+    held = [img for _, img in (full[i] for i in order[args.train :])]
     objects = object_library()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = write_mvtec(Path(tmp) / "data", train)
-        start = time.perf_counter()
-        result = train_model(
-            root,
-            Path(tmp) / "model",
-            config=TrainConfig(
-                image_size=args.size, threads=args.threads, cargo_type="bulk_ore", seed=args.seed
-            ),
-        )
-        fit_s = time.perf_counter() - start
-        predictor = load_model(result.out_dir)
-    release = predictor.thresholds.release
-    print(
-        f"fit on {len(train)} full_ore tiles in {fit_s:.1f} s; model {predictor.model_id}; "
-        f"release threshold {release:.4f} ({predictor.thresholds.method})"
-    )
-
-    def scores(images: list[np.ndarray]) -> np.ndarray:
-        return np.array(
-            [p.score for lo in range(0, len(images), 16) for p in predictor.predict(images[lo : lo + 16])]
-        )
-
-    good = scores([img for _, img in held])
-    lines = [
-        f"| held-out full_ore (normal) | {len(good)} | released {np.mean(good < release):.1%} | "
-        f"median score {np.median(good):.3f} |"
-    ]
-    sheet: list[np.ndarray] = []
+    # The test sets are made once, so every model is scored on the same images.
+    tip_sets: dict[str, tuple[list[np.ndarray], list[str]]] = {}
     for label, scale in SIZES.items():
         cfg = TipConfig(scale_range=scale)
         tip_images, names = [], []
-        for _, background in held:
+        for background in held:
             for _ in range(args.per_tile):
                 patch = objects[int(rng.integers(len(objects)))]
                 tip_images.append(project(background, patch, rng=rng, config=cfg).image)
                 names.append(patch.name.split("-")[0])
-        tip = scores(tip_images)
-        auroc = image_auroc(np.concatenate([good, tip]), np.r_[np.zeros(len(good)), np.ones(len(tip))]).value
-        detected = tip >= release
-        per_kind = ", ".join(f"{k} {np.mean(detected[np.array(names) == k]):.0%}" for k in sorted(set(names)))
-        lines.append(
-            f"| TIP {label} objects {scale[0]:.2f}-{scale[1]:.2f} of the tile side | {len(tip)} | "
-            f"detected {np.mean(detected):.1%} (AUROC vs normal {auroc:.4f}) | {per_kind} |"
-        )
-        sheet += tip_images[:8]
-    for view in ("partial_edge", "empty_belt"):
-        other = scores([img for _, img in read_rgb(args.data / view)])
-        lines.append(
-            f"| {view} (normal, other view) | {len(other)} | released {np.mean(other < release):.1%} | "
-            f"median score {np.median(other):.3f} |"
-        )
-    print("\n| set | images | at the release threshold | notes |\n|---|---|---|---|")
+        tip_sets[label] = (tip_images, names)
+    views = {view: [img for _, img in read_rgb(args.data / view)] for view in ("partial_edge", "empty_belt")}
+
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_mvtec(Path(tmp) / "data", train)
+        for variant in ("current", "baseline") if args.baseline else ("current",):
+            config = TrainConfig(
+                image_size=args.size, threads=args.threads, cargo_type="bulk_ore", seed=args.seed,
+                **VARIANTS[variant],
+            )  # fmt: skip
+            start = time.perf_counter()
+            result = train_model(root, Path(tmp) / variant, config=config)
+            fit_s = time.perf_counter() - start
+            predictor = load_model(result.out_dir)
+            release = predictor.thresholds.release
+            print(
+                f"{variant}: fit on {len(train)} full_ore tiles in {fit_s:.1f} s; "
+                f"model {predictor.model_id}; "
+                f"release threshold {release:.4f} ({predictor.thresholds.method})"
+            )
+            lines += _rows(variant, predictor, held, tip_sets, views)
+    print("\n| model | set | images | at the release threshold | notes |\n|---|---|---|---|---|")
     print("\n".join(lines))
     if args.sheet:
-        contact_sheet(sheet, args.sheet)
+        contact_sheet([img for images, _ in tip_sets.values() for img in images[:8]], args.sheet)
         print(f"contact sheet: {args.sheet}")
     return 0
 

@@ -15,8 +15,9 @@ BENCHMARKS = [
     ("batch scorer vs naive loop", ["bench.bench_score"]),
     ("scorer memory, 1k vs 20k images", ["bench.bench_memory"]),
     ("HTTP service vs offline batches", ["bench.bench_serve"]),
-    ("real ore photographs with threat-image projection", ["bench.bench_real_ore"]),
+    ("real ore photographs with threat-image projection", ["bench.bench_real_ore", "--baseline"]),
     ("Clearsight vs anomalib PatchCore", ["bench.bench_anomalib"]),
+    ("held-out-seed synthetic quality vs the first detector", ["bench.bench_quality"]),
 ]
 
 
