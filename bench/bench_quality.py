@@ -41,6 +41,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {"pad": 0, "position_norm": False},
     # the 256 px images upsampled to a 512 px model input: 4x the compute, finer patch grid
     "current-512": {"image_size": 512},
+    "current-max": {"score_reduction": "max"},
+    "current-topk": {"score_reduction": "topk"},
 }
 DEFAULT_VARIANTS = ("current", "baseline")
 

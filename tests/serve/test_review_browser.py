@@ -38,7 +38,7 @@ def _submit(url: str, shipment_id: str, values: list[int], **declared) -> dict:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_officer_reviews_a_held_shipment(live_server, audit_store) -> None:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     server = live_server()
     held = _submit(server.url, "SHP-HOLD-7", [60, 235], trader_id="CN-TRADER-42")
@@ -57,7 +57,8 @@ def test_officer_reviews_a_held_shipment(live_server, audit_store) -> None:
         page.click("#login-form button")
 
         cards = page.locator("article.shipment")
-        assert cards.count() == 2  # newest first; the released shipment is not queued
+        # count() does not wait: the queue page may still be loading after the login click
+        expect(cards).to_have_count(2)  # newest first; the released shipment is not queued
         assert [cards.nth(i).get_attribute("data-shipment") for i in range(2)] == [
             "SHP-REVIEW-2",
             "SHP-HOLD-7",
@@ -84,7 +85,7 @@ def test_officer_reviews_a_held_shipment(live_server, audit_store) -> None:
         card.locator("button[type=submit]").click()
         page.wait_for_url("**/review?recorded=SHP-HOLD-7")
         assert "Outcome recorded for shipment SHP-HOLD-7" in page.locator("p.notice").inner_text()
-        assert page.locator("article.shipment").count() == 1  # only the other one is still pending
+        expect(page.locator("article.shipment")).to_have_count(1)  # only the other one is still pending
         browser.close()
 
     outcome = audit_store.get("SHP-HOLD-7").outcome
