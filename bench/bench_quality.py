@@ -13,7 +13,8 @@ scored with ``pipeline.evaluate.evaluate``:
 
 * ``current``: the defaults (reflect padding 16 px, per-position distance normalisation);
 * ``baseline``: the same with ``pad=0, position_norm=False`` — the detector as first shipped;
-* ``current-512`` (only when asked for with ``--variant``): the defaults at a 512 px model input.
+* only when asked for with ``--variant``: ``current-512`` (the defaults at a 512 px model input) and
+  ``current-topk`` (image score = mean of the 10 largest patch distances).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {"pad": 0, "position_norm": False},
     # the 256 px images upsampled to a 512 px model input: 4x the compute, finer patch grid
     "current-512": {"image_size": 512},
-    "current-max": {"score_reduction": "max"},
+    # the image score as the mean of the 10 largest patch distances (the default is the map's max)
     "current-topk": {"score_reduction": "topk"},
 }
 DEFAULT_VARIANTS = ("current", "baseline")
