@@ -14,7 +14,7 @@ scored with ``pipeline.evaluate.evaluate``:
 * ``current``: the defaults (reflect padding 16 px, per-position distance normalisation);
 * ``baseline``: the same with ``pad=0, position_norm=False`` — the detector as first shipped;
 * only when asked for with ``--variant``: ``current-512`` (the defaults at a 512 px model input) and
-  ``current-topk`` (image score = mean of the 10 largest patch distances).
+  ``current-max`` (image score = max of the smoothed map).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {"pad": 0, "position_norm": False},
     # the 256 px images upsampled to a 512 px model input: 4x the compute, finer patch grid
     "current-512": {"image_size": 512},
-    # the image score as the mean of the 10 largest patch distances (the default is the map's max)
-    "current-topk": {"score_reduction": "topk"},
+    # the image score as the max of the smoothed map (the default is the mean of the top 10 patches)
+    "current-max": {"score_reduction": "max"},
 }
 DEFAULT_VARIANTS = ("current", "baseline")
 
