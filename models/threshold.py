@@ -21,10 +21,12 @@ the gap gives the same validation figures, but new anomalies score lower than va
 more often than they score higher (the validation set has seen only a few of them), and releasing one
 costs far more than holding a clean container, so the release cut leans toward the lower score.
 
-Small-sample caveat: with ``n`` anomalous validation images the miss rate can only be measured in
-steps of ``1/n``. At ``target_miss_rate=0.01`` and fewer than 100 anomalous images no miss at all is
-allowed, so ``release`` sits just below the *lowest* anomalous score, and the true miss rate on new
-cargo is only bounded loosely (with 30 anomalies and none missed, the 95 % upper confidence bound on
+Small-sample rule: with ``n`` anomalous validation images the miss rate can only be measured in
+steps of ``1/n``. When ``n < 1 / target_miss_rate`` (no miss at all may be allowed), ``release`` is
+also capped at the normal-quantile cut of the fallback (method ``"normal_bound_few_anomalies"`` when
+the cap binds): the cut then sits just above the validation normals instead of somewhere below the
+few anomalies, whose lowest score says little about the next anomaly's. Even so the true miss rate
+on new cargo is only bounded loosely (with 30 anomalies and none missed, the 95 % upper confidence bound on
 the miss rate is about 10 %, the "rule of three"). Collect more anomalous validation images before
 trusting the 1 % figure.
 
@@ -46,12 +48,14 @@ __all__ = [
     "FALLBACK_MARGIN",
     "FALLBACK_QUANTILE",
     "METHOD_FALLBACK",
+    "METHOD_NORMAL_BOUND",
     "METHOD_VALIDATION",
     "RELEASE_GAP_POSITION",
     "pick_thresholds",
 ]
 
 METHOD_VALIDATION = "miss_rate_on_validation"
+METHOD_NORMAL_BOUND = "normal_bound_few_anomalies"
 METHOD_FALLBACK = "normal_quantile_fallback"
 
 RELEASE_GAP_POSITION = 0.25
@@ -171,6 +175,13 @@ def pick_thresholds(
             )
         release = _release_from_anomalies(normal, anomalous, target_miss_rate)
         method = METHOD_VALIDATION
+        if _allowed(target_miss_rate, anomalous.size) == 0 and normal[0] != normal[-1]:
+            # Too few anomalies to measure the target rate (fewer than 1 / rate): the cut under the
+            # lowest one says little about new anomalies (seen: 33 % of test anomalies released by a
+            # cut placed from 6 validation ones). Never cut higher than just above the normals.
+            bound = _release_from_normals(normal)
+            if bound < release:
+                release, method = bound, METHOD_NORMAL_BOUND
     else:
         release = _release_from_normals(normal)
         method = METHOD_FALLBACK

@@ -7,13 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from models.threshold import METHOD_FALLBACK, METHOD_VALIDATION, pick_thresholds
+from models.threshold import METHOD_FALLBACK, METHOD_NORMAL_BOUND, METHOD_VALIDATION, pick_thresholds
 
 # Scores are multiples of 1/8 so that every midpoint below is exact in binary floating point.
 CASES = [
     # id, normal, anomalous, target_miss_rate, hold_false_alarm_rate, release, hold, method
-    # separated: release a quarter up the gap from top normal 0.375 to bottom anomaly 0.75; hold midway
-    ("separated", [0.125, 0.25, 0.375], [0.75, 0.875], 0.01, 0.005, 0.46875, 0.5625, METHOD_VALIDATION),
+    # separated: a quarter up the gap from top normal 0.375 to anomaly 0.75 would be 0.46875, but two
+    # anomalies cannot measure 1 %: capped at the normal cut q99.5 (0.37375) + 0.02; hold midway
+    ("separated", [0.125, 0.25, 0.375], [0.75, 0.875], 0.01, 0.005, 0.39375, 0.5625, METHOD_NORMAL_BOUND),
     # overlap: lowest anomaly 0.375 sits below normals 0.5/0.625 -> cut a quarter up from normal 0.25;
     # hold: top normal 0.625, next score up is anomaly 0.75
     (
@@ -104,14 +105,32 @@ def test_pick_thresholds_hand_computed(
 
 
 def test_thirty_anomalies_at_one_percent_cut_below_the_lowest() -> None:
-    # 30 anomalies at 1 %: floor(0.3) = 0 misses allowed, so the cut is just below min anomaly 0.6,
-    # a quarter of the way up from the highest normal below it (0.5), and not on any data point
+    # 30 anomalies at 1 %: floor(0.3) = 0 misses allowed. A quarter up from the highest normal (0.5)
+    # to min anomaly 0.6 would be 0.525; 30 < 100 anomalies cannot measure 1 %, so the cut is capped
+    # at the normal cut q99.5 = 0.4975 + 0.02 = 0.5175, not on any data point
     normal = np.linspace(0.0, 0.5, 101)
     anomalous = np.linspace(0.6, 0.9, 30)
     got = pick_thresholds(normal, anomalous)
-    assert got.release == pytest.approx(0.525, abs=1e-12)
+    assert got.release == pytest.approx(0.5175, abs=1e-12)
+    assert got.method == METHOD_NORMAL_BOUND
     assert not np.any(np.concatenate([normal, anomalous]) == got.release)
     assert np.count_nonzero(anomalous < got.release) == 0
+
+
+@pytest.mark.parametrize(
+    ("n_anomalous", "method"),
+    [(6, METHOD_NORMAL_BOUND), (99, METHOD_NORMAL_BOUND), (100, METHOD_VALIDATION), (300, METHOD_VALIDATION)],
+)
+def test_the_normal_bound_applies_only_below_one_over_the_target(n_anomalous: int, method: str) -> None:
+    # normals in [0, 0.3], anomalies well above: the anomaly cut is high, the normal cut ~0.32
+    normal = np.linspace(0.0, 0.3, 201)
+    anomalous = np.linspace(0.8, 1.0, n_anomalous)
+    got = pick_thresholds(normal, anomalous, target_miss_rate=0.01)
+    assert got.method == method
+    if method == METHOD_NORMAL_BOUND:
+        assert got.release == pytest.approx(float(np.quantile(normal, 0.995)) + 0.02, abs=1e-12)
+    else:
+        assert got.release > 0.8  # >= 100 anomalies: floor(0.01 n) >= 1 of them may be released
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
