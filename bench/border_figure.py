@@ -1,0 +1,121 @@
+"""The picture of the border fix in the README: anomaly maps of the first detector and the current one.
+
+Trains both (``pad=0, position_norm=False`` and the defaults) on the same ``bulk_ore`` training
+normals, then draws, for the good test images the first detector scores highest and one anomalous
+image, the image and each model's patch-distance map. Each model's maps share one colour scale (its
+1st to 99.9th percentile over the shown images); the caption ranks the image's score among all good
+test images. Run::
+
+    .venv/bin/python -m bench.border_figure --data DATA/bulk_ore --out docs/img/border_fix.png
+
+where ``DATA`` is a ``clearsight data synth`` folder (the README's figure: seed 11, 150 normals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from datasets.decode import decode_image  # noqa: E402
+from datasets.mvtec import read_mvtec  # noqa: E402
+from models.artifact import load_model  # noqa: E402
+from models.tiling import TilingConfig, make_views, to_rgb_float  # noqa: E402
+from pipeline.train import TrainConfig, train_model  # noqa: E402
+
+MODELS = {
+    "zero padding, raw distances": {"pad": 0, "position_norm": False},
+    "reflect padding + per-position norm": {},
+}
+SIDE = 256
+
+
+def distance_maps(predictor, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """(N, h, w) patch distances as the model scores them, and (N,) image scores."""
+    det = predictor.detector
+    cfg = det.config
+    x = torch.cat(
+        [
+            make_views(
+                to_rgb_float(i), size=cfg.input_size, mean=cfg.mean, std=cfg.std, tiling=TilingConfig()
+            )[0]
+            for i in images
+        ]
+    )
+    with torch.inference_mode():
+        dist = det.normalise_positions(det.distances(det.embed(x)[0]))
+    scores = np.array([p.score for p in predictor.predict(images)])
+    return dist.numpy(), scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="a bulk_ore MVTec folder")
+    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    items = [i for i in read_mvtec(args.data).items if i.split == "test"]
+    images = [decode_image(i.path).pixels for i in items]
+    good = np.array([i.label == "good" for i in items])
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n, (name, overrides) in enumerate(MODELS.items()):
+            config = TrainConfig(threads=args.threads, cargo_type="bulk_ore", **overrides)  # type: ignore[arg-type]
+            trained = train_model(args.data, Path(tmp) / str(n), config=config)
+            results[name] = distance_maps(load_model(trained.out_dir), images)
+
+    first_scores = next(iter(results.values()))[1]
+    goods, bads = np.flatnonzero(good), np.flatnonzero(~good)
+    pick = list(goods[np.argsort(-first_scores[goods])[:3]]) + [
+        bads[np.argsort(first_scores[bads])[len(bads) // 3]]
+    ]
+    rows = []
+    for i in pick:
+        rgb = (to_rgb_float(images[i]) * 255).astype(np.uint8)
+        cells = [cv2.resize(rgb, (SIDE, SIDE), interpolation=cv2.INTER_AREA)]
+        label = "good" if good[i] else str(items[i].anomaly_type)
+        cv2.putText(cells[0], label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
+        for dist, scores in results.values():
+            lo, hi = np.percentile(dist[pick], 1), np.percentile(dist[pick], 99.9)
+            m = cv2.resize(((dist[i] - lo) / (hi - lo)).clip(0, 1).astype(np.float32), (SIDE, SIDE))
+            cell = cv2.applyColorMap((m * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[:, :, ::-1].copy()
+            rank = float(np.mean(scores[good] < scores[i]))
+            text = f"score above {rank:.0%} of good"
+            cv2.putText(
+                cell, text, (6, SIDE - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA
+            )
+            cells.append(cell)
+        rows.append(
+            np.concatenate([np.pad(c, ((3, 3), (3, 3), (0, 0)), constant_values=24) for c in cells], 1)
+        )
+    head = np.full((34, rows[0].shape[1], 3), 24, np.uint8)
+    for j, title in enumerate(("image", *MODELS)):
+        cv2.putText(
+            head,
+            title,
+            (8 + j * (SIDE + 6), 22),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.42,
+            (235, 235, 235),
+            1,
+            cv2.LINE_AA,
+        )
+    sheet = np.concatenate([head, *rows], 0)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
