@@ -23,6 +23,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from models.inference import GOOD
+from models.threshold import METHOD_FALLBACK, METHOD_NORMAL_BOUND
 from pipeline import metrics as m
 from pipeline.evaluate import EvaluationResult, GalleryItem
 from pipeline.heatmap import overlay
@@ -262,7 +263,8 @@ def render_report(result: EvaluationResult) -> str:
         "m": metrics,
         "th": th,
         "meets_target": None if miss is None else miss <= th.target_miss_rate + 1e-12,
-        "fallback": th.method != "miss_rate_on_validation",
+        "fallback": th.method == METHOD_FALLBACK,
+        "normal_bound": th.method == METHOD_NORMAL_BOUND,
         "roc": roc_svg(scores, labels),
         "pr": pr_svg(scores, labels),
         "histogram": histogram_svg(scores, labels, release=th.release, hold=th.hold),

@@ -66,6 +66,7 @@ def evaluate_command(
     Writes REPORT_DIR/metrics.json (every figure, overall and per anomaly type), REPORT_DIR/scores.csv
     (one row per image) and REPORT_DIR/report.html (a self-contained page to read or mail).
     """
+    from models.threshold import METHOD_FALLBACK, METHOD_NORMAL_BOUND
     from pipeline.evaluate import evaluate, write_outputs
     from pipeline.report import number, percent, write_report
 
@@ -92,10 +93,15 @@ def evaluate_command(
 
     mt, th, counts = result.metrics, result.thresholds, result.metrics["counts"]
     console = Console(highlight=False, soft_wrap=True)
-    if th.method != "miss_rate_on_validation":
+    if th.method == METHOD_FALLBACK:
         err.print(
             f"[yellow]Note:[/yellow] the model's release threshold came from clean images only "
             f"({th.method}); it promises nothing about misses."
+        )
+    elif th.method == METHOD_NORMAL_BOUND:
+        err.print(
+            f"[yellow]Note:[/yellow] the model's release threshold was capped just above the clean "
+            f"validation images ({th.method}): too few anomalous ones to measure the target miss rate."
         )
     console.print(
         f"Model {result.model_id} on {counts['images']} test images "

@@ -113,6 +113,21 @@ def test_fallback_and_no_anomalies_are_said_plainly() -> None:
     assert "ROC needs good and anomalous images" in page
 
 
+@pytest.mark.parametrize(
+    ("method", "said", "not_said"),
+    [
+        ("normal_quantile_fallback", "set from clean images only", "capped just above the clean"),
+        ("normal_bound_few_anomalies", "capped just above the clean", "set from clean images only"),
+        ("miss_rate_on_validation", None, "The release threshold was"),
+    ],
+)
+def test_how_the_threshold_was_set_is_said(method: str, said: str | None, not_said: str) -> None:
+    page = render_report(_result(RECORDS, TH._replace(method=method)))
+    if said:
+        assert said in page
+    assert not_said not in page
+
+
 def test_chart_helpers() -> None:
     labels = np.array([False, False, True, True])
     svg = roc_svg(np.array([0.1, 0.4, 0.35, 0.8]), labels)
