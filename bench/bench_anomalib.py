@@ -143,8 +143,9 @@ def clearsight_bank_only(train: list[np.ndarray], *, size: int, batch: int, rati
     coreset-reduce the patches (no validation split, head, calibration or artifact)."""
     from models.detector import DetectorConfig, build_detector
     from models.patchcore import select_bank
+    from models.predictor import ImageScorer
     from models.registry import create_model
-    from models.tiling import TilingConfig, make_views, to_rgb_float
+    from models.tiling import TilingConfig
 
     backbone = create_model("lite0")
     spec = backbone.spec
@@ -155,13 +156,8 @@ def clearsight_bank_only(train: list[np.ndarray], *, size: int, batch: int, rati
     det = build_detector(config, backbone=backbone)
     start = time.perf_counter()
     with torch.inference_mode():
-        tiling = TilingConfig()
-        views = torch.cat(
-            [
-                make_views(to_rgb_float(img), size=size, mean=spec.mean, std=spec.std, tiling=tiling)[0]
-                for img in train
-            ]
-        )
+        scorer = ImageScorer(det, tiling=TilingConfig())
+        views = torch.cat([scorer.views(img)[0] for img in train])
         patches = torch.cat([det.embed(views[lo : lo + batch])[0] for lo in range(0, len(views), batch)])
         select_bank(patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1]), ratio=ratio, max_bank=10**9)
     return time.perf_counter() - start

@@ -37,9 +37,12 @@ from pipeline.evaluate import evaluate  # noqa: E402
 from pipeline.train import TrainConfig, train_model  # noqa: E402
 
 CARGOS = ("bulk_ore", "vacuum_pack")
+FIRST_DETECTOR: dict[str, Any] = {"pad": 0, "position_norm": False}
+"""TrainConfig overrides that give the detector as first shipped (the benchmarks' baseline)."""
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "current": {},
-    "baseline": {"pad": 0, "position_norm": False},
+    "baseline": FIRST_DETECTOR,
     # the 256 px images upsampled to a 512 px model input: 4x the compute, finer patch grid
     "current-512": {"image_size": 512},
     # the image score as the max of the smoothed map (the default is the mean of the top 10 patches)

@@ -32,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_quality import FIRST_DETECTOR  # noqa: E402
 from bench.tip import object_library  # noqa: E402
 from datasets.decode import decode_image  # noqa: E402
 from datasets.tip import TipConfig, project  # noqa: E402
@@ -65,10 +66,7 @@ def contact_sheet(images: list[np.ndarray], path: Path, columns: int = 8) -> Non
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
 
 
-VARIANTS: dict[str, dict[str, object]] = {
-    "current": {},
-    "baseline": {"pad": 0, "position_norm": False},  # the detector as first shipped
-}
+VARIANTS: dict[str, dict[str, Any]] = {"current": {}, "baseline": FIRST_DETECTOR}
 
 
 def _rows(

@@ -25,14 +25,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_quality import FIRST_DETECTOR  # noqa: E402
 from datasets.decode import decode_image  # noqa: E402
 from datasets.mvtec import read_mvtec  # noqa: E402
 from models.artifact import load_model  # noqa: E402
-from models.tiling import TilingConfig, make_views, to_rgb_float  # noqa: E402
+from models.predictor import ImageScorer  # noqa: E402
+from models.tiling import TilingConfig, to_rgb_float  # noqa: E402
 from pipeline.train import TrainConfig, train_model  # noqa: E402
 
 MODELS = {
-    "zero padding, raw distances": {"pad": 0, "position_norm": False},
+    "zero padding, raw distances": FIRST_DETECTOR,
     "reflect padding + per-position norm": {},
 }
 SIDE = 256
@@ -41,15 +43,8 @@ SIDE = 256
 def distance_maps(predictor, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
     """(N, h, w) patch distances as the model scores them, and (N,) image scores."""
     det = predictor.detector
-    cfg = det.config
-    x = torch.cat(
-        [
-            make_views(
-                to_rgb_float(i), size=cfg.input_size, mean=cfg.mean, std=cfg.std, tiling=TilingConfig()
-            )[0]
-            for i in images
-        ]
-    )
+    scorer = ImageScorer(det, tiling=TilingConfig())
+    x = torch.cat([scorer.views(img)[0] for img in images])
     with torch.inference_mode():
         dist = det.normalise_positions(det.distances(det.embed(x)[0]))
     scores = np.array([p.score for p in predictor.predict(images)])

@@ -179,12 +179,11 @@ class Detector(nn.Module):
         if pad:
             x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
         # NHWC: oneDNN's depthwise and pointwise convolutions run ~1.8x faster on CPUs in this layout.
-        feats = self.backbone(x.contiguous(memory_format=torch.channels_last))
-        if not pad:
-            return self.embedder(feats)
-        patches, pooled = self.embedder(feats)
-        c = pad // int(self.backbone.strides[0])
-        return patches[:, :, c : patches.shape[2] - c, c : patches.shape[3] - c], pooled
+        patches, pooled = self.embedder(self.backbone(x.contiguous(memory_format=torch.channels_last)))
+        if pad:
+            c = pad // int(self.backbone.strides[0])
+            patches = patches[:, :, c : patches.shape[2] - c, c : patches.shape[3] - c]
+        return patches, pooled
 
     def distances(self, patches: torch.Tensor, bank: MemoryBank | None = None) -> torch.Tensor:
         """(B, D, h, w) patches -> (B, h, w) nearest-neighbour distances to ``bank`` (default: own)."""

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from models.detector import Detector
+from models.detector import Detector, RawOutput
 from models.inference import GOOD, Prediction, Thresholds
 from models.tiling import TilingConfig, View, make_views, stitch_maps, to_rgb_float
 
@@ -61,37 +61,53 @@ class ImageScorer:
         batch, views = make_views(rgb, size=cfg.input_size, mean=cfg.mean, std=cfg.std, tiling=self.tiling)
         return batch, views, (rgb.shape[0], rgb.shape[1])
 
+    def raw_outputs(
+        self, images: Sequence[np.ndarray], *, maps: bool = True, map_stride: int = 1
+    ) -> list[tuple[RawOutput, list[View], tuple[int, int]]]:
+        """Every view of every image through ``detector.raw``, ``batch_size`` images at a time.
+
+        Returns, per image: its :class:`~models.detector.RawOutput` over its T views (score_raw
+        (T,), map_raw (T, S/map_stride, S/map_stride) or (T, 0, 0) without ``maps``, type_logits
+        (T, K)), the view rectangles and the image's (H, W).
+        """
+        out: list[tuple[RawOutput, list[View], tuple[int, int]]] = []
+        bs = self.batch_size
+        with torch.inference_mode():
+            for start in range(0, len(images), bs):
+                prepared = [self.views(img) for img in images[start : start + bs]]
+                views = torch.cat([p[0] for p in prepared])
+                parts = [self.detector.raw(views[lo : lo + bs]) for lo in range(0, views.shape[0], bs)]
+                score_raw = torch.cat([p.score_raw for p in parts])
+                logits = torch.cat([p.type_logits for p in parts])
+                map_raw = (
+                    torch.cat([p.map_raw[:, ::map_stride, ::map_stride] for p in parts])
+                    if maps
+                    else torch.empty(views.shape[0], 0, 0)
+                )
+                counts = [p[0].shape[0] for p in prepared]
+                splits = zip(*(torch.split(t, counts) for t in (score_raw, map_raw, logits)), strict=True)
+                for (_, rects, size), (sr, mr, lg) in zip(prepared, splits, strict=True):
+                    out.append((RawOutput(sr, mr, lg), rects, size))
+        return out
+
     def score(self, images: Sequence[np.ndarray], *, maps: bool = True) -> list[ImageResult]:
         """Score images; the image score is the max over its views (tiles)."""
-        prepared = [self.views(img) for img in images]
-        if not prepared:
-            return []
-        all_views = torch.cat([p[0] for p in prepared])
-        scores, raws, logits, amaps = [], [], [], []
-        with torch.inference_mode():
-            for lo in range(0, all_views.shape[0], self.batch_size):
-                x = all_views[lo : lo + self.batch_size]
-                raw = self.detector.raw(x)
-                scores.append(self.detector.fusion(raw.score_raw, raw.type_logits))
-                raws.append(raw.score_raw)
-                logits.append(raw.type_logits)
-                if maps:
-                    amaps.append(self.detector.normalise_map(raw.map_raw))
-        score_all = torch.cat(scores).numpy()
-        raw_all = torch.cat(raws).numpy()
-        logit_all = torch.cat(logits).numpy()
-        map_all = torch.cat(amaps).numpy() if maps else None
         out: list[ImageResult] = []
-        start = 0
-        for batch, views, (h, w) in prepared:
-            n = batch.shape[0]
-            best = start + int(np.argmax(score_all[start : start + n]))
-            amap = None
-            if map_all is not None:
-                amap = stitch_maps(map_all[start : start + n], views, h, w, self.tiling.overlap)
-                amap = np.clip(amap, 0.0, 1.0).astype(np.float32)
-            out.append(ImageResult(float(score_all[best]), float(raw_all[best]), amap, logit_all[best]))
-            start += n
+        det = self.detector
+        with torch.inference_mode():
+            for raw, rects, (h, w) in self.raw_outputs(images, maps=maps):
+                fused = det.fusion(raw.score_raw, raw.type_logits)
+                best = int(fused.argmax())
+                amap = None
+                if maps:
+                    norm = det.normalise_map(raw.map_raw).numpy()
+                    amap = np.clip(stitch_maps(norm, rects, h, w, self.tiling.overlap), 0.0, 1.0)
+                    amap = amap.astype(np.float32)
+                out.append(
+                    ImageResult(
+                        float(fused[best]), float(raw.score_raw[best]), amap, raw.type_logits[best].numpy()
+                    )
+                )
         return out
 
 

@@ -37,7 +37,7 @@ from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from datasets.mvtec import read_mvtec
 from models.artifact import read_card, save_artifact
 from models.classifier import fit_type_head
-from models.detector import Detector, DetectorConfig, RawOutput, build_detector, fit_position_norm
+from models.detector import Detector, DetectorConfig, build_detector, fit_position_norm
 from models.fusion import fit_calibration
 from models.inference import GOOD, Thresholds
 from models.patchcore import MemoryBank, select_bank
@@ -413,9 +413,9 @@ def train_model(
     # scale are all computed from its outputs.
     scorer = ImageScorer(det, tiling=trainer.tiling, batch_size=config.batch_size)
     y_val = np.array([0] * len(val_good) + [1] * len(val_anom))
-    outs = _score_views(det, scorer, val_good, config.batch_size, maps=True)
+    outs = [r for r, _, _ in scorer.raw_outputs(val_good, map_stride=_MAP_STRIDE)]
     _set_map_scale(det, [o.map_raw for o in outs])
-    outs += _score_views(det, scorer, val_anom, config.batch_size, maps=False)
+    outs += [r for r, _, _ in scorer.raw_outputs(val_anom, maps=False)]
     with torch.inference_mode():
         # the view that speaks for each image, as ImageScorer picks it (max fused score)
         best = [int(det.fusion(o.score_raw, o.type_logits).argmax()) for o in outs]
@@ -427,15 +427,15 @@ def train_model(
     head_cal = fit_calibration(lo, torch.tensor(y_val))
     a0, b0 = oc_cal.a, oc_cal.b
     a1, b1 = head_cal.a, head_cal.b
-    head_gate = _gate_head(z.numpy(), lo.numpy(), y_val, ((a0, b0), (a1, b1)), config.min_head_auroc)
-    if not head_cal.fitted and head_gate.kept:
-        head_gate = head_gate._replace(kept=False, reason="the head ranks validation anomalies below normals")
-    if val_pseudo and head_gate.kept:
-        # Pseudo-anomalies validate a head trained on pseudo-anomalies of the same generator, so its
-        # validation AUROC says nothing about real anomalies; fused in, such a head cost 0.03 image
-        # AUROC on synthetic ore (one-class 1.000 -> fused 0.972). Without real anomalous validation
-        # images the one-class score decides alone.
-        head_gate = head_gate._replace(kept=False, reason=_PSEUDO_ONLY)
+    head_gate = _gate_head(
+        z.numpy(),
+        lo.numpy(),
+        y_val,
+        ((a0, b0), (a1, b1)),
+        config.min_head_auroc,
+        head_calibrated=head_cal.fitted,
+        pseudo_validation=val_pseudo,
+    )
     if not head_gate.kept:
         # The head's calibrated probability is pinned near 0, so the max-fusion returns the
         # one-class probability alone: a weak head would only add false alarms.
@@ -550,6 +550,9 @@ def _gate_head(
     y: np.ndarray,
     platt: tuple[tuple[float, float], tuple[float, float]],
     min_auroc: float,
+    *,
+    head_calibrated: bool = True,
+    pseudo_validation: bool = False,
 ) -> _HeadGate:
     """Keep the head only if it ranks validation images well on its own and its max-fusion with
     the one-class score ranks them no worse than the one-class score alone.
@@ -564,6 +567,12 @@ def _gate_head(
         platt: ((a, b) of the one-class score, (a, b) of the head), as fitted on (z, y) and
             (head_log_odds, y).
         min_auroc: the head's least validation AUROC to be kept.
+        head_calibrated: False when the head's Platt fit was refused (it ranks validation anomalies
+            below normals): never kept.
+        pseudo_validation: the validation anomalies are pseudo-anomalies from the generator the
+            head was trained on, so its validation AUROC says nothing about real anomalies (fused in,
+            such a head cost 0.03 image AUROC on synthetic ore: one-class 1.000 -> fused 0.972):
+            never kept; the one-class score decides alone.
     """
     labels = y.astype(bool)
     oc = image_auroc(z, labels).value
@@ -575,10 +584,14 @@ def _gate_head(
     p_head = 1.0 / (1.0 + np.exp(-(a1 * head_log_odds + b1)))
     fused = image_auroc(np.maximum(p_oc, p_head), labels).value
     kept = head >= min_auroc and fused is not None and fused >= oc
-    if kept:
-        reason = f"head validation AUROC {head:.3f} >= {min_auroc} and the fusion ranks no worse"
-    else:
+    if not kept:
         reason = f"head validation AUROC {head:.3f} (least {min_auroc}); fused {fused}, one-class {oc:.3f}"
+    elif pseudo_validation:
+        kept, reason = False, _PSEUDO_ONLY
+    elif not head_calibrated:
+        kept, reason = False, "the head ranks validation anomalies below normals"
+    else:
+        reason = f"head validation AUROC {head:.3f} >= {min_auroc} and the fusion ranks no worse"
     return _HeadGate(bool(kept), oc, head, reason)
 
 
@@ -591,33 +604,6 @@ def _maybe_file_hash(source: str) -> str:
 _MAP_STRIDE = 4
 """Validation maps are kept at every 4th pixel for the map scale: they are Gaussian-smoothed (sigma
 4 px at S = 256), so their median and q99.9 barely move, and memory stays bounded on big sets."""
-
-
-def _score_views(
-    det: Detector, scorer: ImageScorer, images: Sequence[np.ndarray], batch_size: int, *, maps: bool
-) -> list[RawOutput]:
-    """Every view of every image through ``det.raw`` -> one :class:`RawOutput` per image: score_raw
-    (T,), type_logits (T, K) and, with ``maps``, map_raw (T, S/4, S/4) subsampled (else empty).
-
-    Images are taken ``batch_size`` at a time, so memory does not grow with the validation set
-    beyond the subsampled maps."""
-    out: list[RawOutput] = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            prepared = [scorer.views(img)[0] for img in images[start : start + batch_size]]
-            views = torch.cat(prepared)
-            parts = [det.raw(views[lo : lo + batch_size]) for lo in range(0, views.shape[0], batch_size)]
-            score_raw = torch.cat([p.score_raw for p in parts])
-            logits = torch.cat([p.type_logits for p in parts])
-            map_raw = (
-                torch.cat([p.map_raw[:, ::_MAP_STRIDE, ::_MAP_STRIDE] for p in parts])
-                if maps
-                else torch.empty(views.shape[0], 0, 0)
-            )
-            counts = [v.shape[0] for v in prepared]
-            for r in zip(*(torch.split(t, counts) for t in (score_raw, map_raw, logits)), strict=True):
-                out.append(RawOutput(*r))
-    return out
 
 
 def _set_map_scale(det: Detector, normal_maps: Sequence[torch.Tensor]) -> None:
