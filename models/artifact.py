@@ -25,9 +25,10 @@ from typing import Any
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from datasets.errors import ArtifactError
+from datasets.errors import ArtifactError, ModelError
 from models.detector import Detector, DetectorConfig, build_detector
 from models.predictor import ArtifactPredictor
+from models.runtime import DEFAULT_RUNTIME, RUNTIMES
 
 __all__ = ["CARD_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "load_model", "read_card", "save_artifact"]
 
@@ -124,13 +125,25 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
     return card
 
 
-def load_model(model_dir: str | Path, *, batch_size: int = 16) -> ArtifactPredictor:
+def load_model(
+    model_dir: str | Path, *, batch_size: int = 16, runtime: str = DEFAULT_RUNTIME
+) -> ArtifactPredictor:
     """Load and verify a model directory.
+
+    Args:
+        model_dir: the artifact directory.
+        batch_size: views per forward pass.
+        runtime: what executes the scoring graph, one of :data:`models.runtime.RUNTIMES`:
+            ``"onnxruntime"`` (default; traced in memory and checked against PyTorch on load) or
+            ``"torch"``.
 
     Raises:
         ArtifactError: a missing file, an edited card, a weights file whose sha256 differs from the
             card's (truncated or tampered), or tensors that do not fit the detector config.
+        ModelError: an unknown runtime, or an ONNX Runtime graph that disagrees with PyTorch.
     """
+    if runtime not in RUNTIMES:
+        raise ModelError(f"unknown runtime {runtime!r}; accepted: {list(RUNTIMES)}")
     root = Path(model_dir)
     card = read_card(root)
     weights = root / WEIGHTS_FILE
@@ -155,4 +168,4 @@ def load_model(model_dir: str | Path, *, batch_size: int = 16) -> ArtifactPredic
         detector.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"{str(weights)!r} does not fit the detector in the card: {exc}") from exc
-    return ArtifactPredictor(detector.eval(), card, batch_size=batch_size)
+    return ArtifactPredictor(detector.eval(), card, batch_size=batch_size, runtime=runtime)

@@ -35,9 +35,9 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -57,6 +57,7 @@ __all__ = [
     "export_onnx",
     "sample_inputs",
     "sidecar_path",
+    "trace_onnx",
 ]
 
 FORMATS = ("onnx",)
@@ -236,6 +237,50 @@ def _sidecar(
     }
 
 
+def trace_onnx(
+    module: torch.nn.Module,
+    target: str | Path | BinaryIO,
+    sample: torch.Tensor,
+    *,
+    output_names: Sequence[str],
+    opset: int = 17,
+    dynamic_batch: bool = True,
+) -> None:
+    """Trace ``module`` (already in eval mode) on ``sample`` repeated to the trace batch; write ONNX.
+
+    The input is named :data:`INPUT_NAME`. With ``dynamic_batch`` the batch axis of the input and
+    every output is dynamic; without it the graph is for batch 1 and every shape in it is static, so
+    ONNX Runtime can fold the shape arithmetic of the backbone's TF-style "same" padding into
+    constants and fuse those pads into the convolutions (about 15 % faster per view).
+    ``target`` is a path or a binary buffer (the ONNX Runtime runtime keeps the model in memory).
+
+    Raises:
+        ExportError: the exporter failed.
+    """
+    trace_input = sample[:1].repeat(_TRACE_BATCH if dynamic_batch else 1, 1, 1, 1)
+    names = [INPUT_NAME, *output_names]
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            # The legacy exporter warns that it is legacy, that it traces Python branches on fixed
+            # sizes (true and intended: S and the bank size are fixed) and about constant folding.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (trace_input,),
+                target if not isinstance(target, Path) else str(target),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=list(output_names),
+                dynamic_axes={name: {0: "batch"} for name in names} if dynamic_batch else None,
+                do_constant_folding=True,
+            )
+    except Exception as exc:  # the exporter raises RuntimeError, torch.onnx.errors.*, ValueError ...
+        cfg = getattr(module, "config", None)
+        what = f"{cfg.backbone!r} at {cfg.input_size}x{cfg.input_size}" if cfg else type(module).__name__
+        raise ExportError(f"torch.onnx.export failed for {what}: {exc}") from exc
+
+
 def export_onnx(
     detector: Detector,
     out: str | Path,
@@ -272,28 +317,11 @@ def export_onnx(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     detector = detector.eval()
-    trace_input = checks[:1].repeat(_TRACE_BATCH, 1, 1, 1)
     try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            # The legacy exporter warns that it is legacy, that it traces Python branches on fixed
-            # sizes (true and intended: S and the bank size are fixed) and about constant folding.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                detector,
-                (trace_input,),
-                str(tmp),
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
-                dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
-                do_constant_folding=True,
-            )
-    except Exception as exc:  # the exporter raises RuntimeError, torch.onnx.errors.*, ValueError ...
+        trace_onnx(detector, tmp, checks[:1], output_names=OUTPUT_NAMES, opset=opset)
+    except ExportError:
         tmp.unlink(missing_ok=True)
-        raise ExportError(
-            f"torch.onnx.export failed for {detector.config.backbone!r} at {s}x{s}: {exc}"
-        ) from exc
+        raise
     try:
         parity = check_parity(detector, tmp, checks)
         if not parity.within_tolerance():

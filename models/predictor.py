@@ -8,7 +8,7 @@ thresholds and labels: it implements :class:`models.inference.Predictor` and is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -16,6 +16,7 @@ import torch
 
 from models.detector import Detector, RawOutput
 from models.inference import GOOD, Prediction, Thresholds
+from models.runtime import DEFAULT_RUNTIME, raw_runner
 from models.tiling import TilingConfig, View, make_views, stitch_maps, to_rgb_float
 
 __all__ = ["ArtifactPredictor", "ImageResult", "ImageScorer", "UNKNOWN"]
@@ -47,12 +48,22 @@ class ImageScorer:
         detector: the scoring module (its config gives input size and normalisation).
         tiling: when and how to tile large images.
         batch_size: views per forward pass.
+        raw: what computes ``detector.raw`` on a batch of views; default the detector itself in
+            PyTorch (see :func:`models.runtime.raw_runner` for ONNX Runtime).
     """
 
-    def __init__(self, detector: Detector, *, tiling: TilingConfig, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        *,
+        tiling: TilingConfig,
+        batch_size: int = 16,
+        raw: Callable[[torch.Tensor], RawOutput] | None = None,
+    ) -> None:
         self.detector = detector.eval()
         self.tiling = tiling
         self.batch_size = max(1, int(batch_size))
+        self._raw = raw or self.detector.raw
 
     def views(self, image: np.ndarray) -> tuple[torch.Tensor, list[View], tuple[int, int]]:
         """Image -> ((T, 3, S, S) normalised views, their rectangles, (H, W))."""
@@ -64,7 +75,8 @@ class ImageScorer:
     def raw_outputs(
         self, images: Sequence[np.ndarray], *, maps: bool = True, map_stride: int = 1
     ) -> list[tuple[RawOutput, list[View], tuple[int, int]]]:
-        """Every view of every image through ``detector.raw``, ``batch_size`` images at a time.
+        """Every view of every image through ``detector.raw`` (or the runtime given at construction),
+        ``batch_size`` images at a time.
 
         Returns, per image: its :class:`~models.detector.RawOutput` over its T views (score_raw
         (T,), map_raw (T, S/map_stride, S/map_stride) or (T, 0, 0) without ``maps``, type_logits
@@ -76,7 +88,7 @@ class ImageScorer:
             for start in range(0, len(images), bs):
                 prepared = [self.views(img) for img in images[start : start + bs]]
                 views = torch.cat([p[0] for p in prepared])
-                parts = [self.detector.raw(views[lo : lo + bs]) for lo in range(0, views.shape[0], bs)]
+                parts = [self._raw(views[lo : lo + bs]) for lo in range(0, views.shape[0], bs)]
                 score_raw = torch.cat([p.score_raw for p in parts])
                 logits = torch.cat([p.type_logits for p in parts])
                 map_raw = (
@@ -115,13 +127,30 @@ class ArtifactPredictor:
     """A loaded model artifact: scores images and labels them at the card's thresholds.
 
     Implements :class:`models.inference.Predictor`.
+
+    Args:
+        detector: the loaded detector.
+        card: its model card.
+        batch_size: views per forward pass.
+        runtime: ``"onnxruntime"`` (default) or ``"torch"``; see :mod:`models.runtime`.
     """
 
-    def __init__(self, detector: Detector, card: Mapping[str, Any], *, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        card: Mapping[str, Any],
+        *,
+        batch_size: int = 16,
+        runtime: str = DEFAULT_RUNTIME,
+    ) -> None:
         self._card = dict(card)
         pre = card["preprocessing"]
         tiling = TilingConfig(**pre["tiling"])
-        self._scorer = ImageScorer(detector, tiling=tiling, batch_size=batch_size)
+        detector = detector.eval()
+        self._runtime = runtime
+        self._scorer = ImageScorer(
+            detector, tiling=tiling, batch_size=batch_size, raw=raw_runner(detector, runtime)
+        )
         t = card["thresholds"]
         self._thresholds = Thresholds(
             float(t["release"]), float(t["hold"]), float(t["target_miss_rate"]), str(t["method"])
@@ -144,6 +173,11 @@ class ArtifactPredictor:
     @property
     def card(self) -> Mapping[str, Any]:
         return self._card
+
+    @property
+    def runtime(self) -> str:
+        """What executes the scoring graph: ``"onnxruntime"`` or ``"torch"``."""
+        return self._runtime
 
     @property
     def detector(self) -> Detector:

@@ -7,10 +7,19 @@ needs as arguments. Every field can be set as ``CLEARSIGHT_<FIELD>`` in the envi
 
 from __future__ import annotations
 
+import enum
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["RuntimeName", "Settings"]
+
+
+class RuntimeName(enum.StrEnum):
+    """What runs a loaded model's scoring graph; the same names as ``models.runtime.RUNTIMES``."""
+
+    onnxruntime = "onnxruntime"
+    torch = "torch"
 
 
 class Settings(BaseSettings):
@@ -31,3 +40,8 @@ class Settings(BaseSettings):
         default=50_000_000, gt=0, description="Largest width x height accepted (decompression-bomb guard)."
     )
     debug: bool = Field(default=False, description="Show tracebacks for errors.")
+    runtime: RuntimeName = Field(
+        default=RuntimeName.onnxruntime,
+        description="What runs a loaded model's scoring graph (models.runtime.RUNTIMES): ONNX Runtime, "
+        "traced on load and checked against PyTorch, or PyTorch itself.",
+    )

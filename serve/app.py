@@ -35,12 +35,12 @@ log = logging.getLogger("clearsight.serve")
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def _load_predictors(paths: list[Path]) -> dict[str, Predictor]:
+def _load_predictors(paths: list[Path], *, runtime: str) -> dict[str, Predictor]:
     from models.artifact import load_model  # imported here: only a real server loads artifacts
 
     loaded: dict[str, Predictor] = {}
     for path in paths:
-        predictor = load_model(path)
+        predictor = load_model(path, runtime=runtime)
         if predictor.cargo_type in loaded:
             raise ModelError(
                 f"two models for cargo type {predictor.cargo_type!r}: "
@@ -108,7 +108,11 @@ def build_services(
         metrics=metrics,
         store=ImageStore(settings.data_dir),
     )
-    services.predictors = dict(predictors) if predictors is not None else _load_predictors(settings.models)
+    services.predictors = (
+        dict(predictors)
+        if predictors is not None
+        else _load_predictors(settings.models, runtime=settings.runtime)
+    )
     services.policy = _load_policy(settings)
     services.audit = audit if audit is not None else _open_audit(settings)
     for cargo_type, predictor in services.predictors.items():

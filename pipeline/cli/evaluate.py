@@ -10,11 +10,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from datasets.errors import ArtifactError, DatasetFormatError
+from pipeline.settings import RuntimeName, Settings
 
 __all__ = ["evaluate_command", "register"]
 
 
-def _load_predictor(model_dir: Path) -> Any:
+def _load_predictor(model_dir: Path, *, runtime: str) -> Any:
     if not model_dir.is_dir():
         raise ArtifactError(
             f"model directory {str(model_dir)!r} does not exist or is not a folder; pass the folder "
@@ -24,7 +25,7 @@ def _load_predictor(model_dir: Path) -> Any:
         from models.artifact import load_model
     except ImportError as exc:  # the artifact format is another layer's; say so rather than crash
         raise ArtifactError("loading a MODEL_DIR needs models.artifact, which this build lacks") from exc
-    return load_model(model_dir)
+    return load_model(model_dir, runtime=runtime)
 
 
 def _read_dataset(root: Path) -> Any:
@@ -60,6 +61,10 @@ def evaluate_command(
         ),
     ],
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")] = 16,
+    runtime: Annotated[
+        RuntimeName | None,
+        typer.Option("--runtime", help="What runs the model [default: CLEARSIGHT_RUNTIME or onnxruntime]."),
+    ] = None,
 ) -> None:
     """Evaluate a model on a dataset's test split: operating point, AUROC/PRO, per-type table, report.
 
@@ -70,7 +75,7 @@ def evaluate_command(
     from pipeline.evaluate import evaluate, write_outputs
     from pipeline.report import number, percent, write_report
 
-    predictor = _load_predictor(model)
+    predictor = _load_predictor(model, runtime=runtime or Settings().runtime)
     dataset = _read_dataset(data)
     err = Console(stderr=True)
     with Progress(

@@ -21,7 +21,7 @@ from rich.progress import (
 from rich.text import Text
 
 from datasets.errors import ArtifactError, InputError
-from pipeline.settings import Settings
+from pipeline.settings import RuntimeName, Settings
 
 __all__ = ["register", "score"]
 
@@ -39,12 +39,12 @@ class _RateColumn(ProgressColumn):
         return Text("-- img/s" if speed is None else f"{speed:.1f} img/s", style="progress.data.speed")
 
 
-def _load_predictors(models: list[Path]) -> list[Any]:
+def _load_predictors(models: list[Path], *, runtime: str) -> list[Any]:
     try:
         from models.artifact import load_model
     except ImportError as exc:  # the artifact format is another layer's; say so rather than crash
         raise ArtifactError("loading a MODEL_DIR needs models.artifact, which this build lacks") from exc
-    return [load_model(path) for path in models]
+    return [load_model(path, runtime=runtime) for path in models]
 
 
 def _decode_limits(settings: Settings) -> Any:
@@ -91,6 +91,10 @@ def score(
     engine: Annotated[
         EngineName, typer.Option("--engine", help="local: this process; ray: Ray Data (optional extra).")
     ] = EngineName.local,
+    runtime: Annotated[
+        RuntimeName | None,
+        typer.Option("--runtime", help="What runs the models [default: CLEARSIGHT_RUNTIME or onnxruntime]."),
+    ] = None,
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="Join this Ray cluster instead of a local Ray.")
     ] = None,
@@ -120,6 +124,8 @@ def score(
     from pipeline.score.writer import check_output
 
     settings = Settings()
+    if runtime is not None:
+        settings.runtime = runtime
     check_output(out, resume=resume, overwrite=overwrite)  # before any slow work
     if (decisions is not None or audit_db is not None) and policy is None:
         raise InputError("--decisions and --audit-db need --policy POLICY")
@@ -144,14 +150,14 @@ def score(
             if not directory.is_dir():
                 raise ArtifactError(f"--model {str(directory)!r} is not a folder; give a trained MODEL_DIR")
         runner_engine = RayEngine(
-            ModelDirs(tuple(str(d) for d in model)),
+            ModelDirs(tuple(str(d) for d in model), runtime=settings.runtime),
             address=ray_address,
             actors=workers,
             batch_size=batch_size,
             limits=limits,
         )
     else:
-        router = ModelRouter(_load_predictors(model))
+        router = ModelRouter(_load_predictors(model, runtime=settings.runtime))
         runner_engine = LocalEngine(router, workers=workers, batch_size=batch_size, limits=limits)
 
     progress = Progress(

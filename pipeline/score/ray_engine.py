@@ -39,11 +39,12 @@ class ModelDirs:
     """A :data:`PredictorFactory` that loads each MODEL_DIR with ``models.artifact.load_model``."""
 
     dirs: tuple[str, ...]
+    runtime: str = "onnxruntime"
 
     def __call__(self) -> list[Predictor]:
         from models.artifact import load_model
 
-        return [load_model(Path(d)) for d in self.dirs]
+        return [load_model(Path(d), runtime=self.runtime) for d in self.dirs]
 
 
 def _import_ray() -> Any:

@@ -163,7 +163,7 @@ def test_cli_missing_model_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def _install_fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """``models.artifact`` replaced by a module whose load_model returns the fake predictor."""
     fake = types.ModuleType("models.artifact")
-    fake.load_model = lambda path: FakePredictor()  # type: ignore[attr-defined]
+    fake.load_model = lambda path, runtime: FakePredictor()  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "models.artifact", fake)
 
 

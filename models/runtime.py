@@ -1,0 +1,163 @@
+"""Runtimes that execute a loaded detector's scoring graph: PyTorch or ONNX Runtime.
+
+Training always runs :meth:`Detector.raw <models.detector.Detector.raw>` in PyTorch (the bank and
+the head are being fitted). A loaded artifact only scores, and there the same graph traced to ONNX
+and run by ONNX Runtime is several times faster on a CPU (measured in ``bench/bench_runtime.py``):
+ORT fuses the backbone's convolutions with their activations and runs the depthwise ones in NHWC
+without PyTorch's per-op dispatch. The graph is traced in memory when the model is loaded (well
+under a second for Lite0) — nothing extra is written to or read from the artifact, so the artifact's
+hashes still cover everything that runs.
+
+The traced graph is checked against PyTorch before it is used, on :func:`sample_inputs
+<models.onnx_export.sample_inputs>` and on raw values (distances, logits), which do not saturate the
+way the fused score can. A disagreement fails the load (:class:`~datasets.errors.ModelError`) rather
+than silently scoring with a graph nobody verified.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from datasets.errors import ExportError, ModelError
+from models.detector import Detector, RawOutput
+from models.onnx_export import INPUT_NAME, sample_inputs, trace_onnx
+
+__all__ = ["DEFAULT_RUNTIME", "RUNTIMES", "OnnxRuntimeRaw", "RawParity", "raw_runner"]
+
+RUNTIMES = ("onnxruntime", "torch")
+"""Accepted values of ``runtime`` in :func:`models.artifact.load_model` (and ``--runtime``)."""
+DEFAULT_RUNTIME = "onnxruntime"
+
+RAW_RELATIVE_TOLERANCE = 1e-4
+"""Largest accepted |PyTorch - ORT| / |PyTorch| of the raw image score (distance units)."""
+RAW_MAP_TOLERANCE = 1e-3
+"""Largest accepted |PyTorch - ORT| of a raw map pixel, relative to the largest map value."""
+RAW_LOGIT_TOLERANCE = 1e-3
+"""Largest accepted |PyTorch - ORT| of a head logit."""
+
+_RAW_OUTPUTS = ("score_raw", "map_raw", "type_logits")
+
+
+class RawParity(NamedTuple):
+    """How closely the ONNX Runtime graph reproduced PyTorch at load time (max over samples)."""
+
+    score_rel: float
+    map_rel: float
+    type_logits: float
+    samples: int
+
+    def within_tolerance(self) -> bool:
+        return (
+            self.score_rel <= RAW_RELATIVE_TOLERANCE
+            and self.map_rel <= RAW_MAP_TOLERANCE
+            and self.type_logits <= RAW_LOGIT_TOLERANCE
+        )
+
+
+class _RawGraph(torch.nn.Module):
+    """``Detector.raw`` as a module returning a plain tuple (what the ONNX tracer accepts)."""
+
+    def __init__(self, detector: Detector) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raw = self.detector.raw(x)
+        return raw.score_raw, raw.map_raw, raw.type_logits
+
+
+class OnnxRuntimeRaw:
+    """``Detector.raw`` traced to ONNX and executed by ONNX Runtime; call it like ``detector.raw``.
+
+    Args:
+        detector: the loaded detector (eval mode); it is traced, not modified.
+        threads: ORT intra-op threads; default PyTorch's current thread count, so that the
+            ``--threads`` / ``torch.set_num_threads`` the caller chose bounds both runtimes alike.
+
+    Raises:
+        ModelError: ONNX Runtime cannot be imported, the trace fails, or the traced graph disagrees
+            with PyTorch beyond the tolerances above.
+    """
+
+    def __init__(self, detector: Detector, *, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # a dependency, but a broken install should say what to do
+            raise ModelError(
+                f"runtime 'onnxruntime' needs the onnxruntime package ({exc}); or use runtime 'torch'"
+            ) from exc
+        detector = detector.eval()
+        samples = sample_inputs(detector)
+        buf = io.BytesIO()
+        try:
+            # One view per run with every shape static: faster per view than a dynamic batch axis
+            # (see trace_onnx), and a last partial batch costs nothing extra.
+            trace_onnx(
+                _RawGraph(detector).eval(), buf, samples, output_names=_RAW_OUTPUTS, dynamic_batch=False
+            )
+        except ExportError as exc:
+            raise ModelError(f"runtime 'onnxruntime': {exc}; use runtime 'torch' for this model") from exc
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        options.intra_op_num_threads = max(1, int(threads or torch.get_num_threads()))
+        options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own untyped exceptions
+            raise ModelError(f"ONNX Runtime could not load the traced scoring graph: {exc}") from exc
+        self.parity = self.verify(detector, samples)
+
+    def __call__(self, x: torch.Tensor) -> RawOutput:
+        """(B, 3, S, S) normalised float32 -> :class:`~models.detector.RawOutput` (CPU tensors)."""
+        batch = np.ascontiguousarray(x.numpy())
+        try:
+            runs = [self._session.run(None, {INPUT_NAME: batch[i : i + 1]}) for i in range(batch.shape[0])]
+        except Exception as exc:  # ORT's untyped exceptions (shape errors, allocation failures)
+            raise ModelError(f"ONNX Runtime failed on a batch of shape {tuple(x.shape)}: {exc}") from exc
+        score, amap, logits = (torch.from_numpy(np.concatenate(parts)) for parts in zip(*runs, strict=True))
+        return RawOutput(score, amap, logits)
+
+    def verify(self, detector: Detector, samples: torch.Tensor) -> RawParity:
+        """Compare this graph with ``detector.raw`` in PyTorch on ``samples`` (N, 3, S, S).
+
+        Raises:
+            ModelError: the two disagree beyond the tolerances.
+        """
+        with torch.inference_mode():
+            want = detector.raw(samples)
+        have = self(samples)
+        ws, hs = want.score_raw.double(), have.score_raw.double()
+        parity = RawParity(
+            score_rel=float(((ws - hs).abs() / ws.abs().clamp_min(1e-12)).max()),
+            map_rel=float(
+                (want.map_raw - have.map_raw).abs().max() / want.map_raw.abs().max().clamp_min(1e-12)
+            ),
+            type_logits=float((want.type_logits - have.type_logits).abs().max()),
+            samples=int(samples.shape[0]),
+        )
+        if not parity.within_tolerance():
+            raise ModelError(
+                f"ONNX Runtime disagrees with PyTorch on {parity.samples} samples: relative |diff| of the "
+                f"raw score {parity.score_rel:.3g} (accepted <= {RAW_RELATIVE_TOLERANCE:g}), map "
+                f"{parity.map_rel:.3g} (<= {RAW_MAP_TOLERANCE:g}), logits {parity.type_logits:.3g} "
+                f"(<= {RAW_LOGIT_TOLERANCE:g}); use runtime 'torch' for this model"
+            )
+        return parity
+
+
+def raw_runner(detector: Detector, runtime: str) -> Callable[[torch.Tensor], RawOutput]:
+    """The callable that computes ``detector.raw`` under ``runtime`` (one of :data:`RUNTIMES`).
+
+    Raises:
+        ModelError: an unknown runtime, or the ONNX Runtime graph cannot be built or verified.
+    """
+    if runtime == "torch":
+        return detector.raw
+    if runtime == "onnxruntime":
+        return OnnxRuntimeRaw(detector)
+    raise ModelError(f"unknown runtime {runtime!r}; accepted: {list(RUNTIMES)}")

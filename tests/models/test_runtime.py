@@ -1,0 +1,71 @@
+"""Runtimes: ONNX Runtime gives PyTorch's predictions, refuses a graph that disagrees, names the choices."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datasets.errors import ModelError
+from models.artifact import load_model
+from models.onnx_export import sample_inputs
+from models.runtime import DEFAULT_RUNTIME, RUNTIMES, OnnxRuntimeRaw, raw_runner
+from pipeline.settings import RuntimeName, Settings
+
+
+def _images(im) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(5)
+    gray16 = (im.texture(rng).mean(axis=2) * 257).astype(np.uint16)  # a 16-bit grayscale image
+    return [im.texture(rng), im.with_defect(im.texture(rng), rng, "plastic"), gray16]
+
+
+def test_onnxruntime_predictions_match_torch(tiny_model_dir: Path, imaging) -> None:  # type: ignore[no-untyped-def]
+    fast = load_model(tiny_model_dir, runtime="onnxruntime")
+    ref = load_model(tiny_model_dir, runtime="torch")
+    assert (fast.runtime, ref.runtime) == ("onnxruntime", "torch")
+    images = _images(imaging)
+    for p, q in zip(fast.predict(images), ref.predict(images), strict=True):
+        assert abs(p.score - q.score) <= 1e-5
+        assert p.label == q.label and p.anomaly_type == q.anomaly_type
+        assert p.anomaly_map.shape == q.anomaly_map.shape
+        assert float(np.abs(p.anomaly_map - q.anomaly_map).max()) <= 1e-4
+        for name, prob in p.type_probabilities.items():
+            assert abs(prob - q.type_probabilities[name]) <= 1e-4
+
+
+def test_default_runtime_is_onnxruntime(tiny_model_dir: Path) -> None:
+    assert DEFAULT_RUNTIME == "onnxruntime"
+    assert load_model(tiny_model_dir).runtime == "onnxruntime"
+
+
+def test_load_time_parity_is_recorded_and_tight(tiny_model_dir: Path) -> None:
+    runner = OnnxRuntimeRaw(load_model(tiny_model_dir, runtime="torch").detector)
+    assert runner.parity.samples == 3
+    assert runner.parity.within_tolerance()
+
+
+def test_a_graph_that_disagrees_with_torch_is_refused(tiny_model_dir: Path) -> None:
+    detector = load_model(tiny_model_dir, runtime="torch").detector
+    runner = OnnxRuntimeRaw(detector)
+    other = copy.deepcopy(detector)
+    with torch.no_grad():
+        other.bank.bank.mul_(1.5)  # the graph traced from `detector` no longer computes `other`
+    with pytest.raises(ModelError, match=r"disagrees with PyTorch.*runtime 'torch'"):
+        runner.verify(other, sample_inputs(other))
+
+
+@pytest.mark.parametrize("name", ["tensorrt", "", "ONNXRUNTIME"])
+def test_unknown_runtime_is_refused_with_the_accepted_names(tiny_model_dir: Path, name: str) -> None:
+    with pytest.raises(ModelError, match=r"unknown runtime .*accepted: \['onnxruntime', 'torch'\]"):
+        load_model(tiny_model_dir, runtime=name)
+    with pytest.raises(ModelError, match="unknown runtime"):
+        raw_runner(load_model(tiny_model_dir, runtime="torch").detector, name)
+
+
+def test_settings_offer_exactly_the_model_runtimes() -> None:
+    assert tuple(sorted(r.value for r in RuntimeName)) == tuple(sorted(RUNTIMES))
+    assert Settings(_env_file=None).runtime == DEFAULT_RUNTIME  # type: ignore[call-arg]
+    assert Settings(_env_file=None, runtime="torch").runtime == "torch"  # type: ignore[call-arg]
