@@ -1,5 +1,5 @@
 """The full scoring graph in one ``nn.Module``: backbone -> patch features -> nearest-neighbour
-distances -> anomaly map -> supervised head -> fusion.
+distances -> anomaly map -> supervised heads (image type head, patch head) -> fusion.
 
 ``Detector.forward`` takes a normalised (B, 3, S, S) float32 tensor and returns a
 :class:`DetectorOutput`. It uses only ONNX-exportable torch ops: no numpy, no Python loops over
@@ -20,6 +20,7 @@ import models.backbones  # noqa: F401  (registers the backbone builders)
 from models.classifier import TypeHead
 from models.features import PatchEmbedder
 from models.fusion import Fusion
+from models.patch_head import PatchHead
 from models.patchcore import MemoryBank
 from models.registry import create_model
 
@@ -34,7 +35,7 @@ class DetectorOutput(NamedTuple):
     Attributes:
         score: (B,) float32 fused anomaly score in [0, 1].
         anomaly_map: (B, S, S) float32 one-class anomaly map in [0, 1] (model's own scale).
-        type_logits: (B, K) float32 logits of the supervised head; index 0 is ``good``.
+        type_logits: (B, K) float32 logits of the supervised type head; index 0 is ``good``.
     """
 
     score: torch.Tensor
@@ -49,11 +50,13 @@ class RawOutput(NamedTuple):
         score_raw: (B,) one-class image score in feature-distance units (> 0).
         map_raw: (B, S, S) smoothed distance map, distance units.
         type_logits: (B, K) head logits.
+        patch_score: (B,) patch head's image score (logit units).
     """
 
     score_raw: torch.Tensor
     map_raw: torch.Tensor
     type_logits: torch.Tensor
+    patch_score: torch.Tensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +80,8 @@ class DetectorConfig:
             patch, and those border distances dominate the image score of normal images.
         grid: side of the patch grid (S / the shallowest stride) that the per-position distance
             normalisation was fitted on; 0 = no per-position normalisation.
+        patch_hidden: hidden width of the patch head (:mod:`models.patch_head`).
+        patch_topk: k of the patch head's image score.
     """
 
     backbone: str
@@ -92,10 +97,16 @@ class DetectorConfig:
     chunk: int = 4096
     pad: int = 0
     grid: int = 0
+    patch_hidden: int = 64
+    patch_topk: int = 5
 
     def __post_init__(self) -> None:
         if self.pad < 0 or self.grid < 0:
             raise ValueError(f"pad and grid must be >= 0; got pad={self.pad}, grid={self.grid}")
+        if self.patch_hidden < 1 or self.patch_topk < 1:
+            raise ValueError(
+                f"patch_hidden and patch_topk must be >= 1; got {self.patch_hidden}, {self.patch_topk}"
+            )
         if self.score_reduction not in _SCORE_REDUCTIONS:
             raise ValueError(f"score_reduction {self.score_reduction!r} not in {_SCORE_REDUCTIONS}")
         if len(self.class_names) < 2 or self.class_names[0] != "good":
@@ -124,7 +135,7 @@ def _gaussian_kernel(sigma: float) -> torch.Tensor:
 
 
 class Detector(nn.Module):
-    """PatchCore-style one-class detector + supervised type head + calibrated fusion."""
+    """PatchCore-style one-class detector + supervised type and patch heads + calibrated fusion."""
 
     blur: torch.Tensor
     map_lo: torch.Tensor
@@ -141,6 +152,7 @@ class Detector(nn.Module):
         embedder: PatchEmbedder,
         bank: MemoryBank,
         head: TypeHead,
+        patch_head: PatchHead,
         fusion: Fusion,
     ) -> None:
         super().__init__()
@@ -149,6 +161,7 @@ class Detector(nn.Module):
         self.embedder = embedder
         self.bank = bank
         self.head = head
+        self.patch_head = patch_head
         self.fusion = fusion
         sigma = config.sigma * config.input_size / 256.0
         self.register_buffer("blur", _gaussian_kernel(sigma))
@@ -251,7 +264,7 @@ class Detector(nn.Module):
         map_raw = self.smooth_map(dist)
         score_raw = self.image_score(dist, map_raw)
         logits = self.head(self.head_inputs(patches, pooled, dist, score_raw))
-        return RawOutput(score_raw, map_raw, logits)
+        return RawOutput(score_raw, map_raw, logits, self.patch_head(patches))
 
     def normalise_map(self, map_raw: torch.Tensor) -> torch.Tensor:
         """(B, S, S) distance map -> (B, S, S) in [0, 1] on the model's validation-normal scale."""
@@ -260,7 +273,7 @@ class Detector(nn.Module):
     def forward(self, x: torch.Tensor) -> DetectorOutput:
         """(B, 3, S, S) normalised float32 -> :class:`DetectorOutput`."""
         raw = self.raw(x)
-        score = self.fusion(raw.score_raw, raw.type_logits)
+        score = self.fusion(raw.score_raw, raw.type_logits, raw.patch_score)
         return DetectorOutput(score, self.normalise_map(raw.map_raw), raw.type_logits)
 
 
@@ -285,7 +298,8 @@ def build_detector(
     embedder = PatchEmbedder(channels, proj_dim=config.proj_dim, seed=embed_seed)
     bank = MemoryBank.empty(config.bank_size, embedder.out_dim, chunk=config.chunk)
     head = TypeHead(embedder.concat_dim + embedder.out_dim + 3, len(config.class_names))
-    return Detector(config, backbone, embedder, bank, head, Fusion()).eval()
+    patch_head = PatchHead(embedder.out_dim, config.patch_hidden, topk=config.patch_topk)
+    return Detector(config, backbone, embedder, bank, head, patch_head, Fusion()).eval()
 
 
 def fit_position_norm(normal_dists: torch.Tensor, *, sigma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

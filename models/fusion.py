@@ -1,10 +1,12 @@
-"""Fusion and calibration: one score in [0, 1] from the one-class distance and the supervised head.
+"""Fusion and calibration: one score in [0, 1] from the one-class distance and the supervised heads.
 
 Each signal is calibrated separately with a regularised 1-D logistic regression (Platt scaling) on
 the validation split: the one-class image score as ``(log s - mu) / sd`` (mu, sd of out-of-fold
-normal scores), the head as its anomaly log-odds ``logsumexp(logits[1:]) - logits[0]``. The final
-score is the MAX of the two calibrated probabilities, so that a confident "good" from the supervised
-head can never suppress the one-class signal: anomaly types the head never saw still score high.
+normal scores), the type head as its anomaly log-odds ``logsumexp(logits[1:]) - logits[0]``, the
+patch head's image score as it is (logit units). The final score is the MAX of the calibrated
+probabilities, so that a confident "good" from a supervised head can never suppress the one-class
+signal: anomaly types the heads never saw still score high. A signal that validation did not
+support is switched off with :data:`OFF`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["FALLBACK_CALIBRATION", "MIN_SLOPE", "Calibration", "Fusion", "fit_calibration", "fit_platt"]
+__all__ = [
+    "FALLBACK_CALIBRATION",
+    "MIN_SLOPE",
+    "OFF",
+    "SIGNALS",
+    "Calibration",
+    "Fusion",
+    "fit_calibration",
+    "fit_platt",
+]
 
 MIN_SLOPE = 0.05
 """Least Platt slope accepted: a calibration must never reverse (or flatten) the ranking it maps."""
@@ -24,8 +35,16 @@ FALLBACK_CALIBRATION = (1.0, -3.0)
 a normal image at the out-of-fold mean maps to 0.05 and one 3 spreads above it to 0.5."""
 
 
+SIGNALS = ("one_class", "type_head", "patch_head")
+"""The fused signals, in the order of :class:`Fusion`'s ``slope`` and ``bias``."""
+
+OFF = (0.0, -30.0)
+"""(slope, bias) that switch a signal off in the max-fusion: sigmoid(-30) ~ 1e-13."""
+
+
 class Fusion(nn.Module):
-    """Calibrated max-fusion of the one-class score and the head's anomaly log-odds."""
+    """Calibrated max-fusion of the one-class score, the type head's anomaly log-odds and the patch
+    head's image score (see :data:`SIGNALS`)."""
 
     oc_mu: torch.Tensor
     oc_sd: torch.Tensor
@@ -36,8 +55,8 @@ class Fusion(nn.Module):
         super().__init__()
         self.register_buffer("oc_mu", torch.zeros(()))
         self.register_buffer("oc_sd", torch.ones(()))
-        self.register_buffer("slope", torch.ones(2))
-        self.register_buffer("bias", torch.zeros(2))
+        self.register_buffer("slope", torch.ones(len(SIGNALS)))
+        self.register_buffer("bias", torch.zeros(len(SIGNALS)))
 
     def one_class_z(self, score_raw: torch.Tensor) -> torch.Tensor:
         """(B,) raw one-class scores (distances > 0) -> (B,) standardised log score."""
@@ -48,13 +67,20 @@ class Fusion(nn.Module):
         """(B, K) logits with ``good`` at 0 -> (B,) log-odds of "anomalous of any type"."""
         return torch.logsumexp(type_logits[:, 1:], dim=1) - type_logits[:, 0]
 
-    def forward(self, score_raw: torch.Tensor, type_logits: torch.Tensor) -> torch.Tensor:
-        """(B,) raw one-class score, (B, K) logits -> (B,) fused score in [0, 1]."""
+    def signals(
+        self, score_raw: torch.Tensor, type_logits: torch.Tensor, patch_score: torch.Tensor
+    ) -> torch.Tensor:
+        """(B,) raw one-class score, (B, K) type logits, (B,) patch score -> (B, 3) uncalibrated
+        signals in :data:`SIGNALS` order (what the Platt fits see)."""
         z = self.one_class_z(score_raw)
-        lo = self.head_log_odds(type_logits)
-        p_oc = torch.sigmoid(self.slope[0] * z + self.bias[0])
-        p_head = torch.sigmoid(self.slope[1] * lo + self.bias[1])
-        return torch.maximum(p_oc, p_head)
+        return torch.stack([z, self.head_log_odds(type_logits), patch_score], dim=1)
+
+    def forward(
+        self, score_raw: torch.Tensor, type_logits: torch.Tensor, patch_score: torch.Tensor
+    ) -> torch.Tensor:
+        """(B,) raw one-class score, (B, K) type logits, (B,) patch score -> (B,) fused score in [0, 1]."""
+        p = torch.sigmoid(self.signals(score_raw, type_logits, patch_score) * self.slope + self.bias)
+        return p.max(dim=1).values
 
 
 def fit_platt(x: torch.Tensor, y: torch.Tensor, *, l2: float = 1e-2, steps: int = 50) -> tuple[float, float]:

@@ -80,7 +80,7 @@ class ImageScorer:
 
         Returns, per image: its :class:`~models.detector.RawOutput` over its T views (score_raw
         (T,), map_raw (T, S/map_stride, S/map_stride) or (T, 0, 0) without ``maps``, type_logits
-        (T, K)), the view rectangles and the image's (H, W).
+        (T, K), patch_score (T,)), the view rectangles and the image's (H, W).
         """
         out: list[tuple[RawOutput, list[View], tuple[int, int]]] = []
         bs = self.batch_size
@@ -91,15 +91,18 @@ class ImageScorer:
                 parts = [self._raw(views[lo : lo + bs]) for lo in range(0, views.shape[0], bs)]
                 score_raw = torch.cat([p.score_raw for p in parts])
                 logits = torch.cat([p.type_logits for p in parts])
+                patch = torch.cat([p.patch_score for p in parts])
                 map_raw = (
                     torch.cat([p.map_raw[:, ::map_stride, ::map_stride] for p in parts])
                     if maps
                     else torch.empty(views.shape[0], 0, 0)
                 )
                 counts = [p[0].shape[0] for p in prepared]
-                splits = zip(*(torch.split(t, counts) for t in (score_raw, map_raw, logits)), strict=True)
-                for (_, rects, size), (sr, mr, lg) in zip(prepared, splits, strict=True):
-                    out.append((RawOutput(sr, mr, lg), rects, size))
+                splits = zip(
+                    *(torch.split(t, counts) for t in (score_raw, map_raw, logits, patch)), strict=True
+                )
+                for (_, rects, size), (sr, mr, lg, ps) in zip(prepared, splits, strict=True):
+                    out.append((RawOutput(sr, mr, lg, ps), rects, size))
         return out
 
     def score(self, images: Sequence[np.ndarray], *, maps: bool = True) -> list[ImageResult]:
@@ -108,7 +111,7 @@ class ImageScorer:
         det = self.detector
         with torch.inference_mode():
             for raw, rects, (h, w) in self.raw_outputs(images, maps=maps):
-                fused = det.fusion(raw.score_raw, raw.type_logits)
+                fused = det.fusion(raw.score_raw, raw.type_logits, raw.patch_score)
                 best = int(fused.argmax())
                 amap = None
                 if maps:

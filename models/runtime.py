@@ -38,9 +38,9 @@ RAW_RELATIVE_TOLERANCE = 1e-4
 RAW_MAP_TOLERANCE = 1e-3
 """Largest accepted |PyTorch - ORT| of a raw map pixel, relative to the largest map value."""
 RAW_LOGIT_TOLERANCE = 1e-3
-"""Largest accepted |PyTorch - ORT| of a head logit."""
+"""Largest accepted |PyTorch - ORT| of a head logit (type head and patch head alike)."""
 
-_RAW_OUTPUTS = ("score_raw", "map_raw", "type_logits")
+_RAW_OUTPUTS = RawOutput._fields
 
 
 class RawParity(NamedTuple):
@@ -49,6 +49,7 @@ class RawParity(NamedTuple):
     score_rel: float
     map_rel: float
     type_logits: float
+    patch_score: float
     samples: int
 
     def within_tolerance(self) -> bool:
@@ -56,6 +57,7 @@ class RawParity(NamedTuple):
             self.score_rel <= RAW_RELATIVE_TOLERANCE
             and self.map_rel <= RAW_MAP_TOLERANCE
             and self.type_logits <= RAW_LOGIT_TOLERANCE
+            and self.patch_score <= RAW_LOGIT_TOLERANCE
         )
 
 
@@ -66,9 +68,8 @@ class _RawGraph(torch.nn.Module):
         super().__init__()
         self.detector = detector
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        raw = self.detector.raw(x)
-        return raw.score_raw, raw.map_raw, raw.type_logits
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.detector.raw(x))
 
 
 class OnnxRuntimeRaw:
@@ -119,8 +120,7 @@ class OnnxRuntimeRaw:
             runs = [self._session.run(None, {INPUT_NAME: batch[i : i + 1]}) for i in range(batch.shape[0])]
         except Exception as exc:  # ORT's untyped exceptions (shape errors, allocation failures)
             raise ModelError(f"ONNX Runtime failed on a batch of shape {tuple(x.shape)}: {exc}") from exc
-        score, amap, logits = (torch.from_numpy(np.concatenate(parts)) for parts in zip(*runs, strict=True))
-        return RawOutput(score, amap, logits)
+        return RawOutput(*(torch.from_numpy(np.concatenate(parts)) for parts in zip(*runs, strict=True)))
 
     def verify(self, detector: Detector, samples: torch.Tensor) -> RawParity:
         """Compare this graph with ``detector.raw`` in PyTorch on ``samples`` (N, 3, S, S).
@@ -138,14 +138,16 @@ class OnnxRuntimeRaw:
                 (want.map_raw - have.map_raw).abs().max() / want.map_raw.abs().max().clamp_min(1e-12)
             ),
             type_logits=float((want.type_logits - have.type_logits).abs().max()),
+            patch_score=float((want.patch_score - have.patch_score).abs().max()),
             samples=int(samples.shape[0]),
         )
         if not parity.within_tolerance():
             raise ModelError(
                 f"ONNX Runtime disagrees with PyTorch on {parity.samples} samples: relative |diff| of the "
                 f"raw score {parity.score_rel:.3g} (accepted <= {RAW_RELATIVE_TOLERANCE:g}), map "
-                f"{parity.map_rel:.3g} (<= {RAW_MAP_TOLERANCE:g}), logits {parity.type_logits:.3g} "
-                f"(<= {RAW_LOGIT_TOLERANCE:g}); use runtime 'torch' for this model"
+                f"{parity.map_rel:.3g} (<= {RAW_MAP_TOLERANCE:g}), logits {parity.type_logits:.3g} and "
+                f"patch score {parity.patch_score:.3g} (<= {RAW_LOGIT_TOLERANCE:g}); use runtime 'torch' "
+                "for this model"
             )
         return parity
 

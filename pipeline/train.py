@@ -9,8 +9,9 @@ Steps (each reported to ``progress``):
    against a memory bank built from the other folds, so the supervised head learns from one-class
    scores that are as high as they will be on unseen normals (a normal scored against a bank that
    contains it would look unrealistically clean);
-4. the supervised head, on labelled anomalies — or, when there are none, on pseudo-anomalies pasted
-   into training normals (recorded in the card);
+4. the supervised type head, on labelled anomalies — or, when there are none, on pseudo-anomalies
+   pasted into training normals (recorded in the card); the patch head on the labelled anomalies'
+   pixel masks (``ground_truth/``), when they have any;
 5. the final memory bank on all training normals (coreset-reduced), fusion calibration and map scale
    on the validation split, thresholds at the target miss rate;
 6. the artifact (``models.artifact.save_artifact``).
@@ -29,6 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 import torch
 
@@ -38,8 +40,9 @@ from datasets.mvtec import read_mvtec
 from models.artifact import read_card, save_artifact
 from models.classifier import fit_type_head
 from models.detector import Detector, DetectorConfig, build_detector, fit_position_norm
-from models.fusion import fit_calibration
+from models.fusion import OFF, fit_calibration
 from models.inference import GOOD, Thresholds
+from models.patch_head import fit_patch_head
 from models.patchcore import MemoryBank, select_bank
 from models.predictor import ImageScorer
 from models.pseudo_anomalies import PSEUDO_KINDS, make_pseudo_anomaly
@@ -48,6 +51,7 @@ from models.threshold import pick_thresholds
 from models.tiling import TilingConfig, make_views, to_rgb_float
 from models.weights import file_sha256
 from pipeline.metrics import image_auroc, tnr_at_fnr
+from pipeline.patch_training import patch_examples
 
 __all__ = ["KNOWN_CARGO_TYPES", "ProgressFn", "TrainConfig", "TrainResult", "train_model"]
 
@@ -83,6 +87,8 @@ class TrainConfig:
             border artefacts that otherwise dominate normal images' scores.
         position_norm: put every patch-grid position's distances on one scale, fitted on the
             out-of-fold normal distances (``models.detector.fit_position_norm``).
+        patch_head: train the patch head (``models.patch_head``) on the labelled anomalies' masks
+            when they have any; it joins the fusion only if validation supports it.
         val_fraction: share of good and of each labelled anomaly type held out for validation.
         folds: out-of-fold splits of the training normals for the head's inputs.
         tile_size, tile_overlap: tiling of images larger than ``tile_size`` (0 = always resize).
@@ -105,6 +111,7 @@ class TrainConfig:
     score_reduction: str = "topk"
     pad: int = 16
     position_norm: bool = True
+    patch_head: bool = True
     val_fraction: float = 0.2
     folds: int = 2
     tile_size: int = 0
@@ -167,12 +174,13 @@ class TrainResult(NamedTuple):
 class _Item(NamedTuple):
     path: Path
     anomaly_type: str  # "good" for normal images
+    mask: Path | None = None
 
 
 def _read_train_items(root: Path) -> list[_Item]:
     """Training images of an MVTec-layout folder (``train/good``, ``train/<type>``)."""
     items = [
-        _Item(Path(i.path), GOOD if i.label == GOOD else str(i.anomaly_type))
+        _Item(Path(i.path), GOOD if i.label == GOOD else str(i.anomaly_type), i.mask_path)
         for i in read_mvtec(root).split("train")
     ]
     n_good = sum(i.anomaly_type == GOOD for i in items)
@@ -395,6 +403,25 @@ def train_model(
                 oof_normal_scores.append(float(score_raw[best]))
     head = fit_type_head(torch.cat(xs), torch.tensor(ys), len(class_names), seed=config.seed)
     report("supervised head", 1, 1)
+    with_masks = config.patch_head and not use_pseudo
+    masked = [(n, train_items[i].mask) for n, i in enumerate(anom_idx)] if with_masks else []
+    examples = patch_examples(
+        [e.patches for e in emb_good],
+        [(emb_anom[n].patches, _read_mask(path, anomalies[n].shape[:2])) for n, path in masked if path],
+        size=config.image_size,
+        tiling=trainer.tiling,
+        rng=trainer.rng,
+    )
+    patch_trained = examples.positives >= MIN_PATCH_POSITIVES
+    if patch_trained:
+        det.patch_head = fit_patch_head(
+            examples.x,
+            examples.y,
+            hidden=det.config.patch_hidden,
+            topk=det.config.patch_topk,
+            seed=config.seed,
+        )
+    report("patch head", 1, 1)
 
     t0 = time.perf_counter()
     final_bank = trainer.bank(emb_good)
@@ -418,20 +445,23 @@ def train_model(
     outs += [r for r, _, _ in scorer.raw_outputs(val_anom, maps=False)]
     with torch.inference_mode():
         # the view that speaks for each image, as ImageScorer picks it (max fused score)
-        best = [int(det.fusion(o.score_raw, o.type_logits).argmax()) for o in outs]
-        z = det.fusion.one_class_z(torch.stack([o.score_raw[b] for o, b in zip(outs, best, strict=True)]))
-        lo = det.fusion.head_log_odds(
-            torch.stack([o.type_logits[b] for o, b in zip(outs, best, strict=True)])
+        signals = torch.stack(
+            [
+                det.fusion.signals(o.score_raw, o.type_logits, o.patch_score)[
+                    int(det.fusion(o.score_raw, o.type_logits, o.patch_score).argmax())
+                ]
+                for o in outs
+            ]
         )
-    oc_cal = fit_calibration(z, torch.tensor(y_val))
-    head_cal = fit_calibration(lo, torch.tensor(y_val))
-    a0, b0 = oc_cal.a, oc_cal.b
-    a1, b1 = head_cal.a, head_cal.b
+    z, lo, ps = signals.t()
+    y_t = torch.tensor(y_val)
+    oc_cal, head_cal, patch_cal = (fit_calibration(s, y_t) for s in (z, lo, ps))
+    platt = [(oc_cal.a, oc_cal.b), (head_cal.a, head_cal.b), (patch_cal.a, patch_cal.b)]
     head_gate = _gate_head(
         z.numpy(),
         lo.numpy(),
         y_val,
-        ((a0, b0), (a1, b1)),
+        (platt[0], platt[1]),
         config.min_head_auroc,
         head_calibrated=head_cal.fitted,
         pseudo_validation=val_pseudo,
@@ -439,11 +469,42 @@ def train_model(
     if not head_gate.kept:
         # The head's calibrated probability is pinned near 0, so the max-fusion returns the
         # one-class probability alone: a weak head would only add false alarms.
-        a1, b1 = 0.0, _HEAD_OFF_BIAS
-    det.fusion.slope.copy_(torch.tensor([a0, a1]))
-    det.fusion.bias.copy_(torch.tensor([b0, b1]))
+        platt[1] = OFF
+    # The patch head is gated the same way against what is already fused (one-class, and the type
+    # head if kept): the fused probability, as a logit with the identity calibration. Its floor is
+    # the lower of min_head_auroc and what is already fused: a patch head that ranks validation
+    # better than the current score on its own, and whose fusion ranks no worse, earns its place.
+    base = _max_probability(signals[:, :2].numpy(), platt[:2])
+    base_logit = np.log(base / np.clip(1.0 - base, 1e-12, None)).clip(-50, 50)
+    base_auroc = image_auroc(base_logit, y_val.astype(bool)).value
+    patch_gate = (
+        _gate_head(
+            base_logit,
+            ps.numpy(),
+            y_val,
+            ((1.0, 0.0), platt[2]),
+            min(config.min_head_auroc, base_auroc if base_auroc is not None else 1.0),
+            head_calibrated=patch_cal.fitted,
+            pseudo_validation=val_pseudo,
+            names=("patch head", "without it"),
+        )
+        if patch_trained
+        else _HeadGate(
+            False,
+            None,
+            None,
+            f"{examples.positives} defect patches from {examples.images_with_masks} masked training "
+            f"images (least {MIN_PATCH_POSITIVES}): not trained"
+            if config.patch_head
+            else "switched off (patch_head=False): not trained",
+        )
+    )
+    if not patch_gate.kept:
+        platt[2] = OFF
+    det.fusion.slope.copy_(torch.tensor([a for a, _ in platt]))
+    det.fusion.bias.copy_(torch.tensor([b for _, b in platt]))
     with torch.inference_mode():
-        scores = np.array([float(det.fusion(o.score_raw, o.type_logits).max()) for o in outs])
+        scores = np.array([float(det.fusion(o.score_raw, o.type_logits, o.patch_score).max()) for o in outs])
     report("calibration", 1, 1)
 
     normal_scores, anomalous_scores = scores[y_val == 0], scores[y_val == 1]
@@ -504,6 +565,9 @@ def train_model(
             ),
             "head_in_fusion": head_gate.kept,
             "head_gate": head_gate.reason,
+            "patch_head_auroc": patch_gate.head_auroc,
+            "patch_head_in_fusion": patch_gate.kept,
+            "patch_head_gate": patch_gate.reason,
         },
         "training": {
             "data_root": str(root),
@@ -511,6 +575,12 @@ def train_model(
             "files_sha256": _files_hash(root, train_items + val_items, all_hashes),
             "pseudo_anomalies": use_pseudo,
             "pseudo_types": [c for c in class_names if c.startswith(PSEUDO_PREFIX)],
+            "patch_head": {
+                "trained": patch_trained,
+                "masked_images": examples.images_with_masks,
+                "defect_patches": examples.positives,
+                "normal_patches": int(examples.y.numel()) - examples.positives,
+            },
             "class_names": list(class_names),
             "folds": config.folds,
             "coreset_ratio": config.coreset_ratio,
@@ -540,8 +610,23 @@ class _HeadGate(NamedTuple):
 _PSEUDO_ONLY = "no labelled anomalous validation images: a head validated on pseudo-anomalies is not fused"
 
 
-_HEAD_OFF_BIAS = -30.0
-"""Head bias that switches it off in the max-fusion (sigmoid(-30) ~ 1e-13), slope 0."""
+MIN_PATCH_POSITIVES = 20
+"""Least defect patches (over all masked training anomalies) to train the patch head on."""
+
+
+def _max_probability(signals: np.ndarray, platt: Sequence[tuple[float, float]]) -> np.ndarray:
+    """(N, k) uncalibrated signals and k (slope, bias) pairs -> (N,) max calibrated probability."""
+    a = np.array([p[0] for p in platt])
+    b = np.array([p[1] for p in platt])
+    return (1.0 / (1.0 + np.exp(-(signals * a + b)))).max(axis=1)
+
+
+def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A ``ground_truth`` mask as (H, W) float32 0/1 at the image's own size."""
+    mask = to_rgb_float(decode_image(path).pixels)[..., 0]
+    if mask.shape != shape:
+        mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return (mask > 0.5).astype(np.float32)
 
 
 def _gate_head(
@@ -553,9 +638,13 @@ def _gate_head(
     *,
     head_calibrated: bool = True,
     pseudo_validation: bool = False,
+    names: tuple[str, str] = ("head", "one-class"),
 ) -> _HeadGate:
     """Keep the head only if it ranks validation images well on its own and its max-fusion with
     the one-class score ranks them no worse than the one-class score alone.
+
+    The patch head is gated by the same rule, with ``z`` the logit of what is already fused
+    (one-class, and the type head if kept) under the identity calibration, and ``names`` saying so.
 
     The max-fusion lets either signal raise an image's score, so a head that is noisy on normals
     (it was ~0.56 validation AUROC on synthetic vacuum packs) turns into false alarms. Both signals
@@ -573,6 +662,7 @@ def _gate_head(
             head was trained on, so its validation AUROC says nothing about real anomalies (fused in,
             such a head cost 0.03 image AUROC on synthetic ore: one-class 1.000 -> fused 0.972):
             never kept; the one-class score decides alone.
+        names: how ``reason`` names the gated signal and the one it is fused with.
     """
     labels = y.astype(bool)
     oc = image_auroc(z, labels).value
@@ -584,14 +674,18 @@ def _gate_head(
     p_head = 1.0 / (1.0 + np.exp(-(a1 * head_log_odds + b1)))
     fused = image_auroc(np.maximum(p_oc, p_head), labels).value
     kept = head >= min_auroc and fused is not None and fused >= oc
+    this, other = names
     if not kept:
-        reason = f"head validation AUROC {head:.3f} (least {min_auroc}); fused {fused}, one-class {oc:.3f}"
+        shown = "n/a" if fused is None else f"{fused:.3f}"
+        reason = (
+            f"{this} validation AUROC {head:.3f} (least {min_auroc:.3g}); fused {shown}, {other} {oc:.3f}"
+        )
     elif pseudo_validation:
-        kept, reason = False, _PSEUDO_ONLY
+        kept, reason = False, _PSEUDO_ONLY.replace("a head", f"a {this}")
     elif not head_calibrated:
-        kept, reason = False, "the head ranks validation anomalies below normals"
+        kept, reason = False, f"the {this} ranks validation anomalies below normals"
     else:
-        reason = f"head validation AUROC {head:.3f} >= {min_auroc} and the fusion ranks no worse"
+        reason = f"{this} validation AUROC {head:.3f} >= {min_auroc:.3g} and the fusion ranks no worse"
     return _HeadGate(bool(kept), oc, head, reason)
 
 

@@ -61,6 +61,13 @@ def train_command(
             help="Put every patch position's distances on one scale (fitted on out-of-fold normals).",
         ),
     ] = True,
+    patch_head: Annotated[
+        bool,
+        typer.Option(
+            "--patch-head/--no-patch-head",
+            help="Train the per-patch defect classifier on the labelled anomalies' masks (ground_truth/).",
+        ),
+    ] = True,
     tile_size: Annotated[
         int, typer.Option("--tile-size", help="Tile images larger than this many pixels (0: always resize).")
     ] = 0,
@@ -93,6 +100,7 @@ def train_command(
         max_bank=max_bank,
         pad=pad,
         position_norm=position_norm,
+        patch_head=patch_head,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
         seed=seed,
@@ -129,6 +137,8 @@ def train_command(
     table.add_row("memory bank", f"{training['bank_size']} of {training['patches_total']} patches")
     fused = "fused" if val["head_in_fusion"] else "not fused"
     table.add_row("supervised head", f"{fused}: {val['head_gate']}")
+    fused = "fused" if val["patch_head_in_fusion"] else "not fused"
+    table.add_row("patch head", f"{fused}: {val['patch_head_gate']}")
     table.add_row("calibration", str(val["calibration"]))
     t = result.thresholds
     table.add_row("thresholds", f"release={t.release:.4f} hold={t.hold:.4f} ({t.method})")

@@ -97,12 +97,13 @@ def test_forward_returns_typed_output_of_documented_shapes(predictor) -> None:  
     assert out.type_logits.shape == (3, 3)
 
 
-def test_a_confident_good_head_cannot_suppress_the_one_class_score(predictor) -> None:  # type: ignore[no-untyped-def]
+def test_confident_good_heads_cannot_suppress_the_one_class_score(predictor) -> None:  # type: ignore[no-untyped-def]
     fusion = predictor.detector.fusion
     very_good = torch.tensor([[50.0, -50.0, -50.0]])
+    clean_patches = torch.tensor([-50.0])  # the patch head sees no defect anywhere
     raw = torch.tensor([1e6])  # a one-class distance far beyond anything normal
     with torch.inference_mode():
-        assert float(fusion(raw, very_good)) > 0.99
+        assert float(fusion(raw, very_good, clean_patches)) > 0.99
 
 
 @pytest.mark.slow

@@ -1,0 +1,106 @@
+"""Patch-level training examples for the patch head, from the labelled anomalies' pixel masks.
+
+A patch is a positive when the defect mask covers at least :data:`MIN_COVERAGE` of its cell on the
+patch grid; a negative when the mask does not touch it at all (patches the mask only grazes are
+left out: their label is ambiguous). Negatives come from the training normals and from the clean
+parts of the anomalous images, a fixed number per view, drawn with the training run's generator so
+that a run is reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.tiling import TilingConfig, make_views
+
+__all__ = ["MIN_COVERAGE", "NEGATIVES_PER_VIEW", "PatchExamples", "mask_coverage", "patch_examples"]
+
+MIN_COVERAGE = 0.3
+"""Least share of a patch cell the mask must cover for the patch to count as defective."""
+NEGATIVES_PER_VIEW = 64
+"""Normal patches drawn per view (of a normal image, and of an anomalous image's clean part)."""
+
+
+class PatchExamples(NamedTuple):
+    """Training data of the patch head.
+
+    Attributes:
+        x: (N, D) patch embeddings.
+        y: (N,) 1.0 for a defective patch, 0.0 for a normal one.
+        images_with_masks: anomalous images that contributed positives.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    images_with_masks: int
+
+    @property
+    def positives(self) -> int:
+        return int(self.y.sum())
+
+
+def mask_coverage(mask: np.ndarray, *, size: int, tiling: TilingConfig, grid: int) -> torch.Tensor:
+    """(H, W) mask in [0, 1] -> (T, grid, grid) share of each patch cell it covers, per view.
+
+    The mask is cut and resized into views exactly as its image is (:func:`models.tiling.make_views`),
+    so view t's coverage lines up with view t's patch grid.
+    """
+    rgb = np.repeat(mask.astype(np.float32)[..., None], 3, axis=2)
+    views, _ = make_views(rgb, size=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), tiling=tiling)
+    return F.adaptive_avg_pool2d(views[:, :1], grid)[:, 0].clamp(0.0, 1.0)
+
+
+def patch_examples(
+    normal_patches: Sequence[torch.Tensor],
+    anomalous: Sequence[tuple[torch.Tensor, np.ndarray]],
+    *,
+    size: int,
+    tiling: TilingConfig,
+    rng: np.random.Generator,
+) -> PatchExamples:
+    """Assemble the patch head's training set.
+
+    Args:
+        normal_patches: per normal training image, its (T, D, h, w) patch embeddings.
+        anomalous: per labelled anomalous training image that has a mask, its (T, D, h, w) patch
+            embeddings and the (H, W) mask in [0, 1] at the image's own size.
+        size: model input side S; tiling: the run's tiling (to cut masks like their images).
+        rng: the run's generator.
+
+    Returns:
+        The examples; ``x`` is empty (0, D) when there is nothing to learn from.
+    """
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+
+    def draw(flat: torch.Tensor, candidates: torch.Tensor, label: float, limit: int | None) -> None:
+        idx = candidates.numpy()
+        if limit is not None and idx.size > limit:
+            idx = rng.choice(idx, size=limit, replace=False)
+        if idx.size:
+            xs.append(flat[torch.from_numpy(np.sort(idx))])
+            ys.append(torch.full((idx.size,), label))
+
+    used = 0
+    for patches in normal_patches:
+        for view in patches:
+            flat = view.reshape(view.shape[0], -1).t()
+            draw(flat, torch.arange(flat.shape[0]), 0.0, NEGATIVES_PER_VIEW)
+    for patches, mask in anomalous:
+        coverage = mask_coverage(mask, size=size, tiling=tiling, grid=int(patches.shape[-1]))
+        before = len(ys)
+        for view, cov in zip(patches, coverage, strict=True):
+            flat = view.reshape(view.shape[0], -1).t()
+            cov = cov.reshape(-1)
+            draw(flat, torch.nonzero(cov >= MIN_COVERAGE).reshape(-1), 1.0, None)
+            draw(flat, torch.nonzero(cov == 0).reshape(-1), 0.0, NEGATIVES_PER_VIEW)
+        used += int(any(float(y[0]) == 1.0 for y in ys[before:]))
+    if not xs:
+        d = int(normal_patches[0].shape[1]) if normal_patches else 0
+        return PatchExamples(torch.zeros(0, d), torch.zeros(0), 0)
+    return PatchExamples(torch.cat(xs), torch.cat(ys), used)

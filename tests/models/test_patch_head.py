@@ -1,0 +1,85 @@
+"""The patch head: per-patch logits of documented shape, top-k image score, a fit that separates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.artifact import load_model
+from models.patch_head import PatchHead, fit_patch_head
+
+
+def _clusters(n: int = 400, d: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normal patches around 0, defect patches shifted along the first two axes."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = (torch.arange(n) % 5 == 0).float()  # 20 % defective
+    x[y == 1, :2] += 3.0
+    return x, y
+
+
+def test_logits_and_score_have_documented_shapes() -> None:
+    head = PatchHead(12, 8, topk=3)
+    logits = head.logits(torch.randn(2, 12, 4, 5))
+    assert logits.shape == (2, 4, 5)
+    assert head(torch.randn(2, 12, 4, 5)).shape == (2,)
+
+
+def test_image_score_is_the_mean_of_the_topk_patch_logits() -> None:
+    head = PatchHead(1, 1, topk=3)
+    logits = torch.tensor([[[1.0, 9.0], [4.0, 2.0]], [[0.0, 0.0], [0.0, 6.0]]])
+    assert head.image_score(logits).tolist() == pytest.approx([(9 + 4 + 2) / 3, 2.0])
+    assert PatchHead(1, 1, topk=10).image_score(logits).tolist() == pytest.approx([4.0, 1.5])
+
+
+def test_fit_separates_defect_patches_from_normal_ones() -> None:
+    x, y = _clusters()
+    head = fit_patch_head(x, y, hidden=16, seed=0)
+    with torch.no_grad():
+        logits = head.logits(x.t().reshape(1, x.shape[1], 1, -1)).reshape(-1)
+    accuracy = float(((logits > 0).float() == y).float().mean())
+    assert accuracy > 0.95
+    # a fresh test draw from the same clusters is separated too
+    xt, yt = _clusters(seed=1)
+    with torch.no_grad():
+        lt = head.logits(xt.t().reshape(1, xt.shape[1], 1, -1)).reshape(-1)
+    assert float(lt[yt == 1].mean()) > float(lt[yt == 0].mean()) + 2.0
+
+
+def test_fit_is_deterministic_for_a_seed() -> None:
+    x, y = _clusters()
+    a, b = fit_patch_head(x, y, hidden=8, seed=3), fit_patch_head(x, y, hidden=8, seed=3)
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "match"),
+    [
+        (torch.zeros(10, 4), torch.zeros(10), "need defect and normal patches; got 0 of 10"),
+        (torch.zeros(10, 4), torch.ones(10), "got 10 of 10 defective"),
+        (torch.zeros(10), torch.zeros(10), r"need x \(N, D\) and y \(N,\)"),
+        (torch.zeros(10, 4), torch.zeros(9), r"got \(10, 4\) and \(9,\)"),
+    ],
+)
+def test_fit_refuses_unusable_data(x: torch.Tensor, y: torch.Tensor, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        fit_patch_head(x, y, hidden=4)
+
+
+@pytest.mark.parametrize(("args"), [(0, 4, 1), (4, 0, 1), (4, 4, 0)])
+def test_head_refuses_empty_widths(args: tuple[int, int, int]) -> None:
+    with pytest.raises(ValueError, match="must be >= 1"):
+        PatchHead(args[0], args[1], topk=args[2])
+
+
+def test_training_without_masks_leaves_the_patch_head_out(tiny_model_dir: Path) -> None:
+    card = json.loads((tiny_model_dir / "model.json").read_text())
+    assert card["training"]["patch_head"]["trained"] is False
+    assert card["validation"]["patch_head_in_fusion"] is False
+    assert "not trained" in card["validation"]["patch_head_gate"]
+    fusion = load_model(tiny_model_dir, runtime="torch").detector.fusion
+    assert float(fusion.slope[2]) == 0.0 and float(fusion.bias[2]) == -30.0

@@ -1,0 +1,129 @@
+"""Patch-head training data from masks, and training a model whose anomalies have masks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models.artifact import load_model
+from models.tiling import TilingConfig
+from pipeline.patch_training import MIN_COVERAGE, NEGATIVES_PER_VIEW, mask_coverage, patch_examples
+from pipeline.train import MIN_PATCH_POSITIVES, TrainConfig, train_model
+
+WHOLE = TilingConfig(0, 0)
+
+
+def test_mask_coverage_is_the_share_of_each_patch_cell() -> None:
+    mask = np.zeros((64, 64), np.float32)
+    mask[:, :32] = 1.0  # the left half
+    mask[0:4, 32:40] = 1.0  # a quarter of one 8 x 8 cell... of the top-left cell of the right half
+    cov = mask_coverage(mask, size=64, tiling=WHOLE, grid=8)
+    assert cov.shape == (1, 8, 8)
+    assert torch.all(cov[0, :, :4] == 1.0)
+    assert float(cov[0, 0, 4]) == pytest.approx(0.5)
+    assert torch.all(cov[0, 1:, 4:] == 0.0) and torch.all(cov[0, 0, 5:] == 0.0)
+
+
+def test_mask_coverage_follows_the_views_of_a_tiled_image() -> None:
+    mask = np.zeros((128, 128), np.float32)
+    mask[:64, :64] = 1.0  # exactly the first of four 64 px tiles
+    cov = mask_coverage(mask, size=64, tiling=TilingConfig(64, 0), grid=4)
+    assert cov.shape == (4, 4, 4)
+    assert [float(c.mean()) for c in cov] == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_patch_examples_label_covered_cells_and_cap_negatives() -> None:
+    rng = np.random.default_rng(0)
+    d, grid = 6, 16
+    normals = [torch.randn(1, d, grid, grid) for _ in range(3)]
+    mask = np.zeros((64, 64), np.float32)
+    mask[8:24, 8:24] = 1.0  # 4 x 4 cells of 4 px, fully covered
+    mask[40:42, 40:44] = 1.0  # half a cell: above MIN_COVERAGE
+    mask[60:61, 60:64] = 1.0  # a quarter of a cell: below it, and so neither class
+    anomalous = [(torch.randn(1, d, grid, grid), mask)]
+    ex = patch_examples(normals, anomalous, size=64, tiling=WHOLE, rng=rng)
+    assert MIN_COVERAGE == 0.3
+    assert ex.positives == 16 + 1
+    assert ex.y.numel() - ex.positives == 4 * NEGATIVES_PER_VIEW
+    assert ex.x.shape == (ex.y.numel(), d)
+    assert ex.images_with_masks == 1
+    again = patch_examples(normals, anomalous, size=64, tiling=WHOLE, rng=np.random.default_rng(0))
+    assert torch.equal(ex.x, again.x) and torch.equal(ex.y, again.y)
+
+
+def test_no_masks_gives_no_positives() -> None:
+    ex = patch_examples([torch.randn(1, 4, 8, 8)], [], size=64, tiling=WHOLE, rng=np.random.default_rng(0))
+    assert ex.positives == 0 and ex.images_with_masks == 0
+
+
+def _texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    small = rng.random((8, 8, 3)).astype(np.float32)
+    base = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+    img = np.array([0.5, 0.35, 0.25], np.float32) * (0.7 + 0.5 * base)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _defect(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A blue bar somewhere in ``img``, and its 0/255 mask."""
+    out, mask = img.copy(), np.zeros(img.shape[:2], np.uint8)
+    y, x = (int(v) for v in rng.integers(12, 52, 2))
+    for target, value in ((out, (230, 80, 30)), (mask, 255)):  # BGR: blue
+        cv2.rectangle(target, (x - 10, y - 4), (x + 10, y + 4), value, -1)
+    return out, mask
+
+
+def _write_masked(root: Path) -> Path:
+    rng = np.random.default_rng(4)
+
+    def save(rel: str, img: np.ndarray) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), img)
+
+    for i in range(14):
+        save(f"train/good/{i:03d}.png", _texture(rng))
+    for i in range(8):  # train stems differ from test stems, so each mask has one owner
+        img, mask = _defect(_texture(rng), rng)
+        save(f"train/plastic/t{i:03d}.png", img)
+        save(f"ground_truth/plastic/t{i:03d}_mask.png", mask)
+    for i in range(6):
+        save(f"test/good/{i:03d}.png", _texture(rng))
+        img, mask = _defect(_texture(rng), rng)
+        save(f"test/plastic/{i:03d}.png", img)
+        save(f"ground_truth/plastic/{i:03d}_mask.png", mask)
+    return root
+
+
+@pytest.mark.slow
+def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: Path) -> None:
+    root = _write_masked(tmp_path / "bulk_ore")
+    config = TrainConfig(image_size=64, coreset_ratio=0.5, seed=0, threads=1)
+    result = train_model(root, tmp_path / "m", config=config)
+    card = json.loads((result.out_dir / "model.json").read_text())
+    trained = card["training"]["patch_head"]
+    assert trained["trained"] is True
+    assert trained["masked_images"] == 6  # 8 labelled, 2 held out for validation
+    assert trained["defect_patches"] >= MIN_PATCH_POSITIVES
+    val = card["validation"]
+    assert val["patch_head_auroc"] is not None and isinstance(val["patch_head_gate"], str)
+    # The head learned the defect: on unseen test images its score separates them.
+    detector = load_model(result.out_dir, runtime="torch").detector
+    from datasets.decode import decode_image
+    from models.predictor import ImageScorer
+    from models.tiling import to_rgb_float
+
+    scorer = ImageScorer(detector, tiling=WHOLE)
+    with torch.inference_mode():
+
+        def patch_score(kind: str) -> list[float]:
+            paths = sorted((root / "test" / kind).iterdir())
+            views = torch.cat([scorer.views(to_rgb_float(decode_image(p).pixels))[0] for p in paths])
+            return detector.raw(views).patch_score.tolist()
+
+        good, bad = patch_score("good"), patch_score("plastic")
+    assert min(bad) > max(good)
