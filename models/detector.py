@@ -51,12 +51,14 @@ class RawOutput(NamedTuple):
         map_raw: (B, S, S) smoothed distance map, distance units.
         type_logits: (B, K) head logits.
         patch_score: (B,) patch head's image score (logit units).
+        patch_map: (B, S, S) patch head's logits, upsampled and smoothed like ``map_raw``.
     """
 
     score_raw: torch.Tensor
     map_raw: torch.Tensor
     type_logits: torch.Tensor
     patch_score: torch.Tensor
+    patch_map: torch.Tensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +220,7 @@ class Detector(nn.Module):
         return (dist * self.pos_scale + self.pos_shift).clamp_min(0.0)
 
     def smooth_map(self, dist: torch.Tensor) -> torch.Tensor:
-        """(B, h, w) distances -> (B, S, S) upsampled, Gaussian-smoothed map (distance units)."""
+        """(B, h, w) per-patch values -> (B, S, S) upsampled, Gaussian-smoothed map (same units)."""
         s = self.config.input_size
         m = F.interpolate(dist.unsqueeze(1), size=(s, s), mode="bilinear", align_corners=False)
         k = self.blur
@@ -264,17 +266,31 @@ class Detector(nn.Module):
         map_raw = self.smooth_map(dist)
         score_raw = self.image_score(dist, map_raw)
         logits = self.head(self.head_inputs(patches, pooled, dist, score_raw))
-        return RawOutput(score_raw, map_raw, logits, self.patch_head(patches))
+        patch_logits = self.patch_head.logits(patches)
+        return RawOutput(
+            score_raw,
+            map_raw,
+            logits,
+            self.patch_head.image_score(patch_logits),
+            self.smooth_map(patch_logits),
+        )
 
-    def normalise_map(self, map_raw: torch.Tensor) -> torch.Tensor:
-        """(B, S, S) distance map -> (B, S, S) in [0, 1] on the model's validation-normal scale."""
-        return ((map_raw - self.map_lo) / self.map_span).clamp(0.0, 1.0)
+    def normalise_map(self, map_raw: torch.Tensor, patch_map: torch.Tensor) -> torch.Tensor:
+        """(B, S, S) distance map and patch-head logit map -> (B, S, S) anomaly map in [0, 1].
+
+        The larger of the one-class map on the model's validation-normal scale and the patch head's
+        defect probability, calibrated like its image score (zero when the patch head is not fused):
+        a seal defect the one-class map cannot tell from the product's own variation still shows.
+        """
+        one_class = ((map_raw - self.map_lo) / self.map_span).clamp(0.0, 1.0)
+        patch = torch.sigmoid(self.fusion.slope[2] * patch_map + self.fusion.bias[2])
+        return torch.maximum(one_class, patch)
 
     def forward(self, x: torch.Tensor) -> DetectorOutput:
         """(B, 3, S, S) normalised float32 -> :class:`DetectorOutput`."""
         raw = self.raw(x)
         score = self.fusion(raw.score_raw, raw.type_logits, raw.patch_score)
-        return DetectorOutput(score, self.normalise_map(raw.map_raw), raw.type_logits)
+        return DetectorOutput(score, self.normalise_map(raw.map_raw, raw.patch_map), raw.type_logits)
 
 
 def build_detector(

@@ -80,7 +80,7 @@ class ImageScorer:
 
         Returns, per image: its :class:`~models.detector.RawOutput` over its T views (score_raw
         (T,), map_raw (T, S/map_stride, S/map_stride) or (T, 0, 0) without ``maps``, type_logits
-        (T, K), patch_score (T,)), the view rectangles and the image's (H, W).
+        (T, K), patch_score (T,), patch_map like map_raw), the view rectangles and the image's (H, W).
         """
         out: list[tuple[RawOutput, list[View], tuple[int, int]]] = []
         bs = self.batch_size
@@ -92,17 +92,19 @@ class ImageScorer:
                 score_raw = torch.cat([p.score_raw for p in parts])
                 logits = torch.cat([p.type_logits for p in parts])
                 patch = torch.cat([p.patch_score for p in parts])
-                map_raw = (
-                    torch.cat([p.map_raw[:, ::map_stride, ::map_stride] for p in parts])
-                    if maps
-                    else torch.empty(views.shape[0], 0, 0)
+                map_raw, patch_map = (
+                    (
+                        torch.cat([getattr(p, name)[:, ::map_stride, ::map_stride] for p in parts])
+                        if maps
+                        else torch.empty(views.shape[0], 0, 0)
+                    )
+                    for name in ("map_raw", "patch_map")
                 )
                 counts = [p[0].shape[0] for p in prepared]
-                splits = zip(
-                    *(torch.split(t, counts) for t in (score_raw, map_raw, logits, patch)), strict=True
-                )
-                for (_, rects, size), (sr, mr, lg, ps) in zip(prepared, splits, strict=True):
-                    out.append((RawOutput(sr, mr, lg, ps), rects, size))
+                tensors = (score_raw, map_raw, logits, patch, patch_map)
+                splits = zip(*(torch.split(t, counts) for t in tensors), strict=True)
+                for (_, rects, size), parts_of_image in zip(prepared, splits, strict=True):
+                    out.append((RawOutput(*parts_of_image), rects, size))
         return out
 
     def score(self, images: Sequence[np.ndarray], *, maps: bool = True) -> list[ImageResult]:
@@ -115,7 +117,7 @@ class ImageScorer:
                 best = int(fused.argmax())
                 amap = None
                 if maps:
-                    norm = det.normalise_map(raw.map_raw).numpy()
+                    norm = det.normalise_map(raw.map_raw, raw.patch_map).numpy()
                     amap = np.clip(stitch_maps(norm, rects, h, w, self.tiling.overlap), 0.0, 1.0)
                     amap = amap.astype(np.float32)
                 out.append(

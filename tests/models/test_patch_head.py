@@ -83,3 +83,18 @@ def test_training_without_masks_leaves_the_patch_head_out(tiny_model_dir: Path) 
     assert "not trained" in card["validation"]["patch_head_gate"]
     fusion = load_model(tiny_model_dir, runtime="torch").detector.fusion
     assert float(fusion.slope[2]) == 0.0 and float(fusion.bias[2]) == -30.0
+
+
+def test_the_map_shows_the_patch_head_only_when_it_is_fused(tiny_model_dir: Path) -> None:
+    det = load_model(tiny_model_dir, runtime="torch").detector
+    map_raw = det.map_lo + det.map_span * torch.linspace(0.0, 0.5, 64 * 64).reshape(1, 64, 64)
+    patch_map = torch.full((1, 64, 64), -8.0)
+    patch_map[0, 10:20, 10:20] = 40.0  # the patch head is sure of a defect here
+    one_class = det.normalise_map(map_raw, torch.full_like(patch_map, -1e4))
+    # Off in the fusion (no masks to train on): the map is the one-class map, defect or not.
+    assert torch.allclose(det.normalise_map(map_raw, patch_map), one_class, atol=1e-6)
+    with torch.no_grad():
+        det.fusion.slope[2], det.fusion.bias[2] = 1.0, 0.0
+    fused = det.normalise_map(map_raw, patch_map)
+    assert float(fused[0, 10:20, 10:20].min()) > 0.99
+    assert torch.allclose(fused[0, 30:, 30:], one_class[0, 30:, 30:], atol=1e-3)
