@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from models.artifact import load_model
+from models.fusion import OFF
 from models.patch_head import PatchHead, fit_patch_head
+from pipeline.train import MIN_PATCH_POSITIVES
 
 
 def _clusters(n: int = 400, d: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,13 +78,19 @@ def test_head_refuses_empty_widths(args: tuple[int, int, int]) -> None:
         PatchHead(args[0], args[1], topk=args[2])
 
 
-def test_training_without_masks_leaves_the_patch_head_out(tiny_model_dir: Path) -> None:
+def test_without_masks_the_patch_head_learns_from_pseudo_anomalies_and_the_gate_decides(
+    tiny_model_dir: Path,
+) -> None:
     card = json.loads((tiny_model_dir / "model.json").read_text())
-    assert card["training"]["patch_head"]["trained"] is False
-    assert card["validation"]["patch_head_in_fusion"] is False
-    assert "not trained" in card["validation"]["patch_head_gate"]
+    trained = card["training"]["patch_head"]
+    assert trained["labelled_masks"] == 0 and trained["pseudo_anomalies"] > 0
+    # 64 px images give few defect patches: trained only above the least count, and said so
+    assert trained["trained"] is (trained["defect_patches"] >= MIN_PATCH_POSITIVES)
+    if not trained["trained"]:
+        assert "not trained" in card["validation"]["patch_head_gate"]
     fusion = load_model(tiny_model_dir, runtime="torch").detector.fusion
-    assert float(fusion.slope[2]) == 0.0 and float(fusion.bias[2]) == -30.0
+    off = (float(fusion.slope[2]), float(fusion.bias[2])) == (0.0, -30.0)
+    assert off is not card["validation"]["patch_head_in_fusion"]
 
 
 def test_the_map_shows_the_patch_head_only_when_it_is_fused(tiny_model_dir: Path) -> None:
@@ -90,8 +98,10 @@ def test_the_map_shows_the_patch_head_only_when_it_is_fused(tiny_model_dir: Path
     map_raw = det.map_lo + det.map_span * torch.linspace(0.0, 0.5, 64 * 64).reshape(1, 64, 64)
     patch_map = torch.full((1, 64, 64), -8.0)
     patch_map[0, 10:20, 10:20] = 40.0  # the patch head is sure of a defect here
+    with torch.no_grad():
+        det.fusion.slope[2], det.fusion.bias[2] = OFF
     one_class = det.normalise_map(map_raw, torch.full_like(patch_map, -1e4))
-    # Off in the fusion (no masks to train on): the map is the one-class map, defect or not.
+    # Off in the fusion (validation did not support it): the map is the one-class map, defect or not.
     assert torch.allclose(det.normalise_map(map_raw, patch_map), one_class, atol=1e-6)
     with torch.no_grad():
         det.fusion.slope[2], det.fusion.bias[2] = 1.0, 0.0

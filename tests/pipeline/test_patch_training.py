@@ -13,7 +13,7 @@ import torch
 from models.artifact import load_model
 from models.tiling import TilingConfig
 from pipeline.patch_training import MIN_COVERAGE, NEGATIVES_PER_VIEW, mask_coverage, patch_examples
-from pipeline.train import MIN_PATCH_POSITIVES, TrainConfig, train_model
+from pipeline.train import MIN_PATCH_POSITIVES, PATCH_PSEUDO_EVERY, TrainConfig, train_model
 
 WHOLE = TilingConfig(0, 0)
 
@@ -107,7 +107,8 @@ def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: 
     card = json.loads((result.out_dir / "model.json").read_text())
     trained = card["training"]["patch_head"]
     assert trained["trained"] is True
-    assert trained["masked_images"] == 6  # 8 labelled, 2 held out for validation
+    assert trained["labelled_masks"] == 6  # 8 labelled, 2 held out for validation
+    assert trained["pseudo_anomalies"] == len(range(0, 11, PATCH_PSEUDO_EVERY))  # of 11 train normals
     assert trained["defect_patches"] >= MIN_PATCH_POSITIVES
     val = card["validation"]
     assert val["patch_head_auroc"] is not None and isinstance(val["patch_head_gate"], str)

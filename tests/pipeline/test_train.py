@@ -68,6 +68,9 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
     # a head seen only against pseudo-anomalies cannot be validated: the one-class score decides
     assert card["validation"]["head_in_fusion"] is False
     assert "pseudo-anomalies is not fused" in card["validation"]["head_gate"]
+    # nor can the patch head, so it is not even trained
+    assert card["training"]["patch_head"]["trained"] is False
+    assert "to judge it: not trained" in card["validation"]["patch_head_gate"]
     assert card["thresholds"]["method"] == "normal_quantile_fallback"
     assert card["training"]["counts"] == {"train": {"good": 8}, "validation": {"good": 2}}
     assert card["model_id"] in printed
