@@ -9,16 +9,24 @@ that a run is reproducible.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.patch_head import PatchHead
 from models.tiling import TilingConfig, make_views
 
-__all__ = ["MIN_COVERAGE", "NEGATIVES_PER_VIEW", "PatchExamples", "mask_coverage", "patch_examples"]
+__all__ = [
+    "MIN_COVERAGE",
+    "NEGATIVES_PER_VIEW",
+    "PatchExamples",
+    "mask_coverage",
+    "out_of_fold_scores",
+    "patch_examples",
+]
 
 MIN_COVERAGE = 0.3
 """Least share of a patch cell the mask must cover for the patch to count as defective."""
@@ -104,3 +112,53 @@ def patch_examples(
         d = int(normal_patches[0].shape[1]) if normal_patches else 0
         return PatchExamples(torch.zeros(0, d), torch.zeros(0), 0)
     return PatchExamples(torch.cat(xs), torch.cat(ys), used)
+
+
+def out_of_fold_scores(
+    normals: Sequence[tuple[torch.Tensor, int]],
+    masked: Sequence[tuple[torch.Tensor, np.ndarray, int]],
+    scored: Sequence[tuple[torch.Tensor, int]],
+    *,
+    folds: int,
+    size: int,
+    tiling: TilingConfig,
+    rng: np.random.Generator,
+    fit: Callable[[PatchExamples], PatchHead],
+    min_positives: int,
+) -> np.ndarray:
+    """Patch-head image scores of training images from heads that did not see them.
+
+    For each fold ``f`` a head is fitted on the examples of the other folds and scores the images of
+    fold ``f``, so that the fusion gate can judge the patch head on every labelled training image,
+    not only on the handful held out for validation.
+
+    Args:
+        normals: per normal training image, its (T, D, h, w) patches and fold.
+        masked: per image with a defect mask (labelled or pseudo), its patches, (H, W) mask and fold.
+        scored: the images to score, each with its patches and fold.
+        folds: the number of folds.
+        size, tiling, rng: as for :func:`patch_examples`.
+        fit: fits a head on examples (the same settings as the final head).
+        min_positives: a fold with fewer defect patches to learn from is not scored (NaN).
+
+    Returns:
+        (len(scored),) float64: each image's patch score (the max over its views), NaN where its
+        fold could not be fitted.
+    """
+    out = np.full(len(scored), np.nan)
+    for f in range(folds):
+        examples = patch_examples(
+            [p for p, g in normals if g != f],
+            [(p, m) for p, m, g in masked if g != f],
+            size=size,
+            tiling=tiling,
+            rng=rng,
+        )
+        if examples.positives < min_positives:
+            continue
+        head = fit(examples)
+        with torch.inference_mode():
+            for n, (patches, g) in enumerate(scored):
+                if g == f:
+                    out[n] = float(head(patches).max())
+    return out

@@ -42,7 +42,7 @@ from models.classifier import fit_type_head
 from models.detector import Detector, DetectorConfig, build_detector, fit_position_norm
 from models.fusion import OFF, fit_calibration
 from models.inference import GOOD, Thresholds
-from models.patch_head import fit_patch_head
+from models.patch_head import PatchHead, fit_patch_head
 from models.patchcore import MemoryBank, select_bank
 from models.predictor import ImageScorer
 from models.pseudo_anomalies import PSEUDO_KINDS, make_pseudo_anomaly
@@ -51,7 +51,7 @@ from models.threshold import pick_thresholds
 from models.tiling import TilingConfig, make_views, to_rgb_float
 from models.weights import file_sha256
 from pipeline.metrics import image_auroc, tnr_at_fnr
-from pipeline.patch_training import patch_examples
+from pipeline.patch_training import PatchExamples, out_of_fold_scores, patch_examples
 
 __all__ = ["KNOWN_CARGO_TYPES", "ProgressFn", "TrainConfig", "TrainResult", "train_model"]
 
@@ -360,6 +360,7 @@ def train_model(
 
     # Out-of-fold one-class distances for every training unit.
     units: list[tuple[_Embedded, torch.Tensor, int]] = []  # (embedding, distances (T, h, w), label)
+    unit_folds: list[int] = []
     normal_dists: list[torch.Tensor] = []
     coreset_seconds = 0.0
     for f in range(config.folds):
@@ -371,10 +372,12 @@ def train_model(
                 if g == f:
                     dist = trainer.detector.distances(e.patches, bank)
                     units.append((e, dist, 0))
+                    unit_folds.append(f)
                     normal_dists.append(dist)
             for e, g, kind in zip(emb_anom, fold_of_anom, anomaly_types, strict=True):
                 if g == f:
                     units.append((e, trainer.detector.distances(e.patches, bank), class_names.index(kind)))
+                    unit_folds.append(f)
         report("out-of-fold scoring", f + 1, config.folds)
     det = trainer.detector
     if config.position_norm:
@@ -384,7 +387,7 @@ def train_model(
         units = [(e, det.normalise_positions(dist), label) for e, dist, label in units]
     normal_flat = torch.cat([dist.flatten() for _, dist, label in units if label == 0])
     det.attn_temp.fill_(float(normal_flat.std().clamp_min(1e-6)))
-    xs, ys, oof_normal_scores = [], [], []
+    xs, ys, oof_normal_scores, unit_scores = [], [], [], []
     with torch.inference_mode():
         for e, dist, label in units:
             map_raw = det.smooth_map(dist)
@@ -399,34 +402,57 @@ def train_model(
                 )
             )
             ys.append(label)
+            unit_scores.append(float(score_raw[best]))
             if label == 0:
                 oof_normal_scores.append(float(score_raw[best]))
     head = fit_type_head(torch.cat(xs), torch.tensor(ys), len(class_names), seed=config.seed)
     report("supervised head", 1, 1)
     # The patch head is only worth training when real validation anomalies can judge it.
     patch_wanted = config.patch_head and not val_pseudo
+    # (patches, mask, fold) of every image with a defect mask: labelled ones, then pseudo-anomalies
+    # made from every PATCH_PSEUDO_EVERY-th training normal (in that normal's fold).
     labelled_masks = [
-        (emb_anom[n].patches, _read_mask(train_items[i].mask, anomalies[n].shape[:2]))
+        (emb_anom[n].patches, _read_mask(train_items[i].mask, anomalies[n].shape[:2]), int(fold_of_anom[n]))
         for n, i in enumerate(anom_idx)
         if patch_wanted and train_items[i].mask is not None
     ]
-    pseudo_masks = _pseudo_masks(trainer, goods[::PATCH_PSEUDO_EVERY] if patch_wanted else [])
+    pseudo_sources = np.arange(0, len(goods), PATCH_PSEUDO_EVERY) if patch_wanted else np.arange(0)
+    pseudo_masks = [
+        (patches, mask, int(fold_of_good[n]))
+        for (patches, mask), n in zip(
+            _pseudo_masks(trainer, [goods[n] for n in pseudo_sources]), pseudo_sources, strict=True
+        )
+    ]
+    masked_all = labelled_masks + pseudo_masks
+
+    def fit_patch(ex: PatchExamples) -> PatchHead:
+        return fit_patch_head(
+            ex.x, ex.y, hidden=det.config.patch_hidden, topk=det.config.patch_topk, seed=config.seed
+        )
+
     examples = patch_examples(
         [e.patches for e in emb_good],
-        labelled_masks + pseudo_masks,
+        [(p, m) for p, m, _ in masked_all],
         size=config.image_size,
         tiling=trainer.tiling,
         rng=trainer.rng,
     )
     patch_trained = examples.positives >= MIN_PATCH_POSITIVES
+    oof_patch = np.full(len(units), np.nan)
     if patch_trained:
-        det.patch_head = fit_patch_head(
-            examples.x,
-            examples.y,
-            hidden=det.config.patch_hidden,
-            topk=det.config.patch_topk,
-            seed=config.seed,
-        )
+        det.patch_head = fit_patch(examples)
+        if not use_pseudo:  # labelled training anomalies: worth scoring out of fold for the gate
+            oof_patch = out_of_fold_scores(
+                [(e.patches, int(g)) for e, g in zip(emb_good, fold_of_good, strict=True)],
+                masked_all,
+                [(e.patches, g) for (e, _, _), g in zip(units, unit_folds, strict=True)],
+                folds=config.folds,
+                size=config.image_size,
+                tiling=trainer.tiling,
+                rng=trainer.rng,
+                fit=fit_patch,
+                min_positives=MIN_PATCH_POSITIVES,
+            )
     report("patch head", 1, 1)
 
     t0 = time.perf_counter()
@@ -481,14 +507,17 @@ def train_model(
     # floor of its own: it looks at every patch, so it is judged by what it adds to the fusion.
     # With 6 validation anomalies a floor on its own AUROC (0.550) refused a head that raised the
     # fused validation AUROC 0.689 -> 0.739 (development seed 12; test AUROC 0.746 without the head,
-    # 0.789 with it).
-    base = _max_probability(signals[:, :2].numpy(), platt[:2])
+    # 0.789 with it). The evidence is the validation split plus every labelled training image scored
+    # out of fold (one-class from the fold banks, patch head from the fold heads; the type head's
+    # scores there are in-sample, which can only favour the fusion without the patch head).
+    evidence = _patch_gate_evidence(det, signals, y_val, torch.cat(xs), unit_scores, ys, oof_patch)
+    base = _max_probability(evidence.signals[:, :2], platt[:2])
     base_logit = np.log(base / np.clip(1.0 - base, 1e-12, None)).clip(-50, 50)
     patch_gate = (
         _gate_head(
             base_logit,
-            ps.numpy(),
-            y_val,
+            evidence.signals[:, 2],
+            evidence.labels,
             ((1.0, 0.0), platt[2]),
             0.0,
             head_calibrated=patch_cal.fitted,
@@ -508,6 +537,11 @@ def train_model(
             f"images (least {MIN_PATCH_POSITIVES}): not trained",
         )
     )
+    if patch_trained:
+        n_oof = len(evidence.labels) - len(y_val)
+        patch_gate = patch_gate._replace(
+            reason=f"{patch_gate.reason} (on {len(y_val)} validation and {n_oof} out-of-fold training images)"
+        )
     if not patch_gate.kept:
         platt[2] = OFF
     det.fusion.slope.copy_(torch.tensor([a for a, _ in platt]))
@@ -575,6 +609,10 @@ def train_model(
             "head_in_fusion": head_gate.kept,
             "head_gate": head_gate.reason,
             "patch_head_auroc": patch_gate.head_auroc,
+            "patch_head_evidence": {
+                "validation_images": int(len(y_val)),
+                "out_of_fold_training_images": int(len(evidence.labels) - len(y_val)),
+            },
             "patch_head_in_fusion": patch_gate.kept,
             "patch_head_gate": patch_gate.reason,
         },
@@ -640,6 +678,32 @@ def _pseudo_masks(trainer: _Trainer, normals: Sequence[np.ndarray]) -> list[tupl
         masks.append(mask.astype(np.float32))
     embedded = trainer.embed(images, "embed pseudo-anomalies") if images else []
     return [(e.patches, m) for e, m in zip(embedded, masks, strict=True)]
+
+
+class _Evidence(NamedTuple):
+    signals: np.ndarray  # (N, 3) uncalibrated signals in models.fusion.SIGNALS order
+    labels: np.ndarray  # (N,) 0/1
+
+
+def _patch_gate_evidence(
+    det: Detector,
+    val_signals: torch.Tensor,
+    y_val: np.ndarray,
+    unit_inputs: torch.Tensor,
+    unit_scores: Sequence[float],
+    unit_labels: Sequence[int],
+    oof_patch: np.ndarray,
+) -> _Evidence:
+    """Validation signals plus the training units whose out-of-fold patch score exists."""
+    keep = np.isfinite(oof_patch)
+    if not keep.any():
+        return _Evidence(val_signals.numpy(), y_val)
+    with torch.inference_mode():
+        z = det.fusion.one_class_z(torch.tensor(unit_scores, dtype=torch.float32))
+        lo = det.fusion.head_log_odds(det.head(unit_inputs))
+    units = np.stack([z.numpy(), lo.numpy(), oof_patch.astype(np.float32)], axis=1)[keep]
+    labels = (np.asarray(unit_labels) > 0).astype(y_val.dtype)[keep]
+    return _Evidence(np.concatenate([val_signals.numpy(), units]), np.concatenate([y_val, labels]))
 
 
 def _max_probability(signals: np.ndarray, platt: Sequence[tuple[float, float]]) -> np.ndarray:

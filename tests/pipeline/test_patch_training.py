@@ -12,7 +12,13 @@ import torch
 
 from models.artifact import load_model
 from models.tiling import TilingConfig
-from pipeline.patch_training import MIN_COVERAGE, NEGATIVES_PER_VIEW, mask_coverage, patch_examples
+from pipeline.patch_training import (
+    MIN_COVERAGE,
+    NEGATIVES_PER_VIEW,
+    mask_coverage,
+    out_of_fold_scores,
+    patch_examples,
+)
 from pipeline.train import MIN_PATCH_POSITIVES, PATCH_PSEUDO_EVERY, TrainConfig, train_model
 
 WHOLE = TilingConfig(0, 0)
@@ -112,6 +118,9 @@ def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: 
     assert trained["defect_patches"] >= MIN_PATCH_POSITIVES
     val = card["validation"]
     assert val["patch_head_auroc"] is not None and isinstance(val["patch_head_gate"], str)
+    # the gate also judged it on the labelled training images, scored out of fold
+    assert val["patch_head_evidence"]["out_of_fold_training_images"] > 0
+    assert "out-of-fold training images" in val["patch_head_gate"]
     # The head learned the defect: on unseen test images its score separates them.
     detector = load_model(result.out_dir, runtime="torch").detector
     from datasets.decode import decode_image
@@ -128,3 +137,59 @@ def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: 
 
         good, bad = patch_score("good"), patch_score("plastic")
     assert min(bad) > max(good)
+
+
+class _RecordingFit:
+    """A fake ``fit``: remembers what each call was given; its head scores a patch by channel 0."""
+
+    def __init__(self) -> None:
+        self.seen: list[set[float]] = []
+
+    def __call__(self, examples):  # type: ignore[no-untyped-def]
+        from models.patch_head import PatchHead
+
+        self.seen.append({float(v) for v in examples.x[:, 0].unique()})
+        head = PatchHead(examples.x.shape[1], 1, topk=1)
+        with torch.no_grad():  # logit = channel 0 of the patch, whatever the standardisation
+            head.in_mean.zero_()
+            head.in_std.fill_(1.0)
+            head.hidden.weight.zero_()
+            head.hidden.weight[0, 0] = 1.0
+            head.hidden.bias.zero_()
+            head.out.weight.fill_(1.0)
+            head.out.bias.zero_()
+        return head
+
+
+def test_out_of_fold_scores_never_score_an_image_with_a_head_that_saw_its_fold() -> None:
+    d, grid = 4, 8
+
+    def patches(fold: int) -> torch.Tensor:
+        p = torch.zeros(1, d, grid, grid)
+        p[:, 0] = 10.0 + fold  # channel 0 names the fold
+        return p
+
+    mask = np.zeros((64, 64), np.float32)
+    mask[:32, :32] = 1.0
+    normals = [(patches(g), g) for g in (0, 1, 0, 1)]
+    masked = [(patches(g), mask, g) for g in (0, 1)]
+    scored = [(patches(g), g) for g in (1, 0, 1)]
+    fit = _RecordingFit()
+    out = out_of_fold_scores(
+        normals, masked, scored, folds=2, size=64, tiling=WHOLE, rng=np.random.default_rng(0), fit=fit,
+        min_positives=1,
+    )  # fmt: skip
+    assert fit.seen == [{11.0}, {10.0}]  # fold 0's head saw only fold 1's patches, and vice versa
+    assert out.tolist() == [11.0, 10.0, 11.0]  # each image scored by the other fold's head
+
+
+def test_out_of_fold_scores_leave_a_fold_without_defects_unscored() -> None:
+    mask = np.zeros((64, 64), np.float32)
+    mask[:32, :32] = 1.0
+    p = torch.randn(1, 4, 8, 8)
+    out = out_of_fold_scores(
+        [(p, 0), (p, 1)], [(p, mask, 0)], [(p, 0), (p, 1)], folds=2, size=64, tiling=WHOLE,
+        rng=np.random.default_rng(0), fit=_RecordingFit(), min_positives=1,
+    )  # fmt: skip
+    # fold 0 is scored by a head fitted on fold 1, which has no defect patches: NaN
+    assert np.isnan(out[0]) and np.isfinite(out[1])
