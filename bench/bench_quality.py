@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(rows[-1], flush=True)
                 severity_rows.append(severity_row(cargo, name, data, result))
                 gates.append(
-                    f"{cargo} {name}: head {trained.card['validation']['head_gate']}; "
-                    f"patch head {trained.card['validation']['patch_head_gate']}"
+                    f"{cargo} {name}: type-head gate: {trained.card['validation']['head_gate']}; "
+                    f"patch-head gate: {trained.card['validation']['patch_head_gate']}"
                 )
     print(
         f"\nseed {args.seed}, held out of training: {args.holdout}\n"

@@ -523,6 +523,7 @@ def train_model(
             head_calibrated=patch_cal.fitted,
             pseudo_validation=val_pseudo,
             names=("patch head", "without it"),
+            strict=True,
         )
         if patch_trained
         else _HeadGate(
@@ -731,6 +732,7 @@ def _gate_head(
     head_calibrated: bool = True,
     pseudo_validation: bool = False,
     names: tuple[str, str] = ("head", "one-class"),
+    strict: bool = False,
 ) -> _HeadGate:
     """Keep the head only if it ranks validation images well on its own and its max-fusion with
     the one-class score ranks them no worse than the one-class score alone.
@@ -755,6 +757,9 @@ def _gate_head(
             such a head cost 0.03 image AUROC on synthetic ore: one-class 1.000 -> fused 0.972):
             never kept; the one-class score decides alone.
         names: how ``reason`` names the gated signal and the one it is fused with.
+        strict: the fusion must rank strictly better, not merely no worse. A tie (typically both
+            perfect on the evidence) measures no gain, and in a max-fusion a signal without a
+            measured gain can only add false alarms on unseen normals.
     """
     labels = y.astype(bool)
     oc = image_auroc(z, labels).value
@@ -765,20 +770,23 @@ def _gate_head(
     p_oc = 1.0 / (1.0 + np.exp(-(a0 * z + b0)))
     p_head = 1.0 / (1.0 + np.exp(-(a1 * head_log_odds + b1)))
     fused = image_auroc(np.maximum(p_oc, p_head), labels).value
-    kept = head >= min_auroc and fused is not None and fused >= oc
+    gains = fused is not None and (fused > oc if strict else fused >= oc)
+    kept = head >= min_auroc and gains
     this, other = names
     if not kept:
         shown = "n/a" if fused is None else f"{fused:.3f}"
-        reason = (
-            f"{this} validation AUROC {head:.3f} (least {min_auroc:.3g}); fused {shown}, {other} {oc:.3f}"
-        )
+        least = f" (least {min_auroc:.3g})" if min_auroc > 0 else ""
+        reason = f"{this} validation AUROC {head:.3f}{least}; fused {shown}, {other} {oc:.3f}"
+        if strict and fused is not None and fused == oc:
+            reason += ": no measured gain"
     elif pseudo_validation:
         kept, reason = False, _PSEUDO_ONLY.replace("a head", f"a {this}")
     elif not head_calibrated:
         kept, reason = False, f"the {this} ranks validation anomalies below normals"
     else:
         floor = f" >= {min_auroc:.3g}" if min_auroc > 0 else ""
-        reason = f"{this} validation AUROC {head:.3f}{floor}; fused {fused:.3f} >= {other} {oc:.3f}"
+        order = ">" if strict else ">="
+        reason = f"{this} validation AUROC {head:.3f}{floor}; fused {fused:.3f} {order} {other} {oc:.3f}"
     return _HeadGate(bool(kept), oc, head, reason)
 
 

@@ -44,3 +44,18 @@ def test_min_head_auroc_is_validated(value: float) -> None:
 
     with pytest.raises(InputError, match=f"min_head_auroc {value}"):
         TrainConfig(min_head_auroc=value)
+
+
+@pytest.mark.parametrize(("strict", "kept"), [(False, True), (True, False)])
+def test_a_strict_gate_refuses_a_tie(strict: bool, kept: bool) -> None:
+    # both rank perfectly: the fusion measures no gain over the one-class score alone
+    gate = _gate_head(Z, Z.copy(), Y, IDENTITY, 0.0, strict=strict)
+    assert gate.kept is kept
+    assert ("no measured gain" in gate.reason) is not kept
+
+
+def test_a_strict_gate_keeps_a_signal_that_adds() -> None:
+    weak = np.array([-5.0, -5.0, -5.0, -5.0, 1.0, 1.0, -6.0, -6.0])  # one-class misses two
+    head = np.array([-5.0, -5.0, -5.0, -5.0, -6.0, -6.0, 2.0, 2.0])  # the head finds them
+    gate = _gate_head(weak, head, Y, IDENTITY, 0.0, strict=True)
+    assert gate.kept is True and gate.one_class_auroc == 0.5
