@@ -50,6 +50,7 @@ from models.registry import create_model
 from models.threshold import pick_thresholds
 from models.tiling import TilingConfig, make_views, to_rgb_float
 from models.weights import file_sha256
+from pipeline.fusion_gate import Gate, gate_signal, max_probability, patch_gate_evidence
 from pipeline.metrics import image_auroc, tnr_at_fnr
 from pipeline.patch_training import PatchExamples, out_of_fold_scores, patch_examples
 
@@ -96,7 +97,7 @@ class TrainConfig:
         seed: seeds the split, the coreset, pseudo-anomalies and the head.
         threads: ``torch.set_num_threads`` for the run (``None`` leaves it).
         min_head_auroc: least validation AUROC of the supervised head for it to join the fusion
-            (see ``_gate_head``); 0 keeps it whenever the fusion does not rank worse than one-class.
+            (see ``gate_signal``); 0 keeps it whenever the fusion does not rank worse than one-class.
     """
 
     backbone: str = "lite0"
@@ -489,7 +490,7 @@ def train_model(
     y_t = torch.tensor(y_val)
     oc_cal, head_cal, patch_cal = (fit_calibration(s, y_t) for s in (z, lo, ps))
     platt = [(oc_cal.a, oc_cal.b), (head_cal.a, head_cal.b), (patch_cal.a, patch_cal.b)]
-    head_gate = _gate_head(
+    head_gate = gate_signal(
         z.numpy(),
         lo.numpy(),
         y_val,
@@ -510,11 +511,11 @@ def train_model(
     # 0.789 with it). The evidence is the validation split plus every labelled training image scored
     # out of fold (one-class from the fold banks, patch head from the fold heads; the type head's
     # scores there are in-sample, which can only favour the fusion without the patch head).
-    evidence = _patch_gate_evidence(det, signals, y_val, torch.cat(xs), unit_scores, ys, oof_patch)
-    base = _max_probability(evidence.signals[:, :2], platt[:2])
+    evidence = patch_gate_evidence(det, signals, y_val, torch.cat(xs), unit_scores, ys, oof_patch)
+    base = max_probability(evidence.signals[:, :2], platt[:2])
     base_logit = np.log(base / np.clip(1.0 - base, 1e-12, None)).clip(-50, 50)
     patch_gate = (
-        _gate_head(
+        gate_signal(
             base_logit,
             evidence.signals[:, 2],
             evidence.labels,
@@ -526,7 +527,7 @@ def train_model(
             strict=True,
         )
         if patch_trained
-        else _HeadGate(
+        else Gate(
             False,
             None,
             None,
@@ -648,18 +649,6 @@ def train_model(
     return TrainResult(out, str(saved["model_id"]), thresholds, saved, fit_seconds)
 
 
-class _HeadGate(NamedTuple):
-    """Whether the supervised head joins the fusion, and the validation evidence for it."""
-
-    kept: bool
-    one_class_auroc: float | None
-    head_auroc: float | None
-    reason: str = ""
-
-
-_PSEUDO_ONLY = "no labelled anomalous validation images: a head validated on pseudo-anomalies is not fused"
-
-
 MIN_PATCH_POSITIVES = 20
 """Least defect patches (over all masked training anomalies) to train the patch head on."""
 
@@ -681,113 +670,12 @@ def _pseudo_masks(trainer: _Trainer, normals: Sequence[np.ndarray]) -> list[tupl
     return [(e.patches, m) for e, m in zip(embedded, masks, strict=True)]
 
 
-class _Evidence(NamedTuple):
-    signals: np.ndarray  # (N, 3) uncalibrated signals in models.fusion.SIGNALS order
-    labels: np.ndarray  # (N,) 0/1
-
-
-def _patch_gate_evidence(
-    det: Detector,
-    val_signals: torch.Tensor,
-    y_val: np.ndarray,
-    unit_inputs: torch.Tensor,
-    unit_scores: Sequence[float],
-    unit_labels: Sequence[int],
-    oof_patch: np.ndarray,
-) -> _Evidence:
-    """Validation signals plus the training units whose out-of-fold patch score exists."""
-    keep = np.isfinite(oof_patch)
-    if not keep.any():
-        return _Evidence(val_signals.numpy(), y_val)
-    with torch.inference_mode():
-        z = det.fusion.one_class_z(torch.tensor(unit_scores, dtype=torch.float32))
-        lo = det.fusion.head_log_odds(det.head(unit_inputs))
-    units = np.stack([z.numpy(), lo.numpy(), oof_patch.astype(np.float32)], axis=1)[keep]
-    labels = (np.asarray(unit_labels) > 0).astype(y_val.dtype)[keep]
-    return _Evidence(np.concatenate([val_signals.numpy(), units]), np.concatenate([y_val, labels]))
-
-
-def _max_probability(signals: np.ndarray, platt: Sequence[tuple[float, float]]) -> np.ndarray:
-    """(N, k) uncalibrated signals and k (slope, bias) pairs -> (N,) max calibrated probability."""
-    a = np.array([p[0] for p in platt])
-    b = np.array([p[1] for p in platt])
-    return (1.0 / (1.0 + np.exp(-(signals * a + b)))).max(axis=1)
-
-
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """A ``ground_truth`` mask as (H, W) float32 0/1 at the image's own size."""
     mask = to_rgb_float(decode_image(path).pixels)[..., 0]
     if mask.shape != shape:
         mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     return (mask > 0.5).astype(np.float32)
-
-
-def _gate_head(
-    z: np.ndarray,
-    head_log_odds: np.ndarray,
-    y: np.ndarray,
-    platt: tuple[tuple[float, float], tuple[float, float]],
-    min_auroc: float,
-    *,
-    head_calibrated: bool = True,
-    pseudo_validation: bool = False,
-    names: tuple[str, str] = ("head", "one-class"),
-    strict: bool = False,
-) -> _HeadGate:
-    """Keep the head only if it ranks validation images well on its own and its max-fusion with
-    the one-class score ranks them no worse than the one-class score alone.
-
-    The patch head is gated by the same rule, with ``z`` the logit of what is already fused
-    (one-class, and the type head if kept) under the identity calibration, and ``names`` saying so.
-
-    The max-fusion lets either signal raise an image's score, so a head that is noisy on normals
-    (it was ~0.56 validation AUROC on synthetic vacuum packs) turns into false alarms. Both signals
-    ranked by AUROC, which does not depend on a signal's Platt map; the fusion's AUROC does, so it
-    is computed from the calibrated probabilities.
-
-    Args:
-        z: (N,) standardised one-class log scores; head_log_odds: (N,); y: (N,) 0/1 labels.
-        platt: ((a, b) of the one-class score, (a, b) of the head), as fitted on (z, y) and
-            (head_log_odds, y).
-        min_auroc: the head's least validation AUROC to be kept.
-        head_calibrated: False when the head's Platt fit was refused (it ranks validation anomalies
-            below normals): never kept.
-        pseudo_validation: the validation anomalies are pseudo-anomalies from the generator the
-            head was trained on, so its validation AUROC says nothing about real anomalies (fused in,
-            such a head cost 0.03 image AUROC on synthetic ore: one-class 1.000 -> fused 0.972):
-            never kept; the one-class score decides alone.
-        names: how ``reason`` names the gated signal and the one it is fused with.
-        strict: the fusion must rank strictly better, not merely no worse. A tie (typically both
-            perfect on the evidence) measures no gain, and in a max-fusion a signal without a
-            measured gain can only add false alarms on unseen normals.
-    """
-    labels = y.astype(bool)
-    oc = image_auroc(z, labels).value
-    head = image_auroc(head_log_odds, labels).value
-    if oc is None or head is None:
-        return _HeadGate(False, oc, head, "validation has a single class: AUROC undefined")
-    (a0, b0), (a1, b1) = platt
-    p_oc = 1.0 / (1.0 + np.exp(-(a0 * z + b0)))
-    p_head = 1.0 / (1.0 + np.exp(-(a1 * head_log_odds + b1)))
-    fused = image_auroc(np.maximum(p_oc, p_head), labels).value
-    gains = fused is not None and (fused > oc if strict else fused >= oc)
-    kept = head >= min_auroc and gains
-    this, other = names
-    if not kept:
-        shown = "n/a" if fused is None else f"{fused:.3f}"
-        least = f" (least {min_auroc:.3g})" if min_auroc > 0 else ""
-        reason = f"{this} validation AUROC {head:.3f}{least}; fused {shown}, {other} {oc:.3f}"
-        if strict and fused is not None and fused == oc:
-            reason += ": no measured gain"
-    elif pseudo_validation:
-        kept, reason = False, _PSEUDO_ONLY.replace("a head", f"a {this}")
-    elif not head_calibrated:
-        kept, reason = False, f"the {this} ranks validation anomalies below normals"
-    else:
-        floor = f" >= {min_auroc:.3g}" if min_auroc > 0 else ""
-        order = ">" if strict else ">="
-        reason = f"{this} validation AUROC {head:.3f}{floor}; fused {fused:.3f} {order} {other} {oc:.3f}"
-    return _HeadGate(bool(kept), oc, head, reason)
 
 
 def _maybe_file_hash(source: str) -> str:

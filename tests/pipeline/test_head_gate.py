@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.train import TrainConfig, _gate_head
+from pipeline.fusion_gate import gate_signal
+from pipeline.train import TrainConfig
 
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
 Z = np.array([-5.0, -5.0, -5.0, -5.0, 1.0, 1.0, 1.0, 1.0])  # one-class ranks perfectly
@@ -26,14 +27,14 @@ IDENTITY = ((1.0, 0.0), (1.0, 0.0))
     ],
 )
 def test_gate_head(head: np.ndarray, min_auroc: float, kept: bool, head_auroc: float) -> None:
-    gate = _gate_head(Z, head, Y, IDENTITY, min_auroc)
+    gate = gate_signal(Z, head, Y, IDENTITY, min_auroc)
     assert gate.kept is kept
     assert gate.one_class_auroc == 1.0
     assert gate.head_auroc == head_auroc
 
 
 def test_gate_refuses_a_missing_class() -> None:
-    gate = _gate_head(Z[:4], Z[:4], Y[:4], IDENTITY, 0.9)
+    gate = gate_signal(Z[:4], Z[:4], Y[:4], IDENTITY, 0.9)
     assert gate[:3] == (False, None, None)
     assert "single class" in gate.reason
 
@@ -49,7 +50,7 @@ def test_min_head_auroc_is_validated(value: float) -> None:
 @pytest.mark.parametrize(("strict", "kept"), [(False, True), (True, False)])
 def test_a_strict_gate_refuses_a_tie(strict: bool, kept: bool) -> None:
     # both rank perfectly: the fusion measures no gain over the one-class score alone
-    gate = _gate_head(Z, Z.copy(), Y, IDENTITY, 0.0, strict=strict)
+    gate = gate_signal(Z, Z.copy(), Y, IDENTITY, 0.0, strict=strict)
     assert gate.kept is kept
     assert ("no measured gain" in gate.reason) is not kept
 
@@ -57,5 +58,5 @@ def test_a_strict_gate_refuses_a_tie(strict: bool, kept: bool) -> None:
 def test_a_strict_gate_keeps_a_signal_that_adds() -> None:
     weak = np.array([-5.0, -5.0, -5.0, -5.0, 1.0, 1.0, -6.0, -6.0])  # one-class misses two
     head = np.array([-5.0, -5.0, -5.0, -5.0, -6.0, -6.0, 2.0, 2.0])  # the head finds them
-    gate = _gate_head(weak, head, Y, IDENTITY, 0.0, strict=True)
+    gate = gate_signal(weak, head, Y, IDENTITY, 0.0, strict=True)
     assert gate.kept is True and gate.one_class_auroc == 0.5

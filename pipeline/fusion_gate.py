@@ -1,0 +1,135 @@
+"""Which supervised signals join the max-fusion: the gate, judged on validation evidence.
+
+The fused score is the max of calibrated probabilities (``models.fusion``), so any signal can only
+raise an image's score: a signal that is noisy on normals turns straight into false alarms. Each
+supervised signal (the type head, then the patch head) is therefore kept only when the evidence
+shows that the fusion with it ranks anomalies above normals at least as well as without it
+(strictly better for the patch head). The evidence is the validation split, plus, for the patch
+head, every labelled training image scored out of fold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from models.detector import Detector
+from pipeline.metrics import image_auroc
+
+__all__ = ["PSEUDO_ONLY", "Evidence", "Gate", "gate_signal", "max_probability", "patch_gate_evidence"]
+
+
+class Gate(NamedTuple):
+    """Whether the supervised head joins the fusion, and the validation evidence for it."""
+
+    kept: bool
+    one_class_auroc: float | None
+    head_auroc: float | None
+    reason: str = ""
+
+
+PSEUDO_ONLY = "no labelled anomalous validation images: a head validated on pseudo-anomalies is not fused"
+
+
+class Evidence(NamedTuple):
+    signals: np.ndarray  # (N, 3) uncalibrated signals in models.fusion.SIGNALS order
+    labels: np.ndarray  # (N,) 0/1
+
+
+def patch_gate_evidence(
+    det: Detector,
+    val_signals: torch.Tensor,
+    y_val: np.ndarray,
+    unit_inputs: torch.Tensor,
+    unit_scores: Sequence[float],
+    unit_labels: Sequence[int],
+    oof_patch: np.ndarray,
+) -> Evidence:
+    """Validation signals plus the training units whose out-of-fold patch score exists."""
+    keep = np.isfinite(oof_patch)
+    if not keep.any():
+        return Evidence(val_signals.numpy(), y_val)
+    with torch.inference_mode():
+        z = det.fusion.one_class_z(torch.tensor(unit_scores, dtype=torch.float32))
+        lo = det.fusion.head_log_odds(det.head(unit_inputs))
+    units = np.stack([z.numpy(), lo.numpy(), oof_patch.astype(np.float32)], axis=1)[keep]
+    labels = (np.asarray(unit_labels) > 0).astype(y_val.dtype)[keep]
+    return Evidence(np.concatenate([val_signals.numpy(), units]), np.concatenate([y_val, labels]))
+
+
+def max_probability(signals: np.ndarray, platt: Sequence[tuple[float, float]]) -> np.ndarray:
+    """(N, k) uncalibrated signals and k (slope, bias) pairs -> (N,) max calibrated probability."""
+    a = np.array([p[0] for p in platt])
+    b = np.array([p[1] for p in platt])
+    return (1.0 / (1.0 + np.exp(-(signals * a + b)))).max(axis=1)
+
+
+def gate_signal(
+    z: np.ndarray,
+    head_log_odds: np.ndarray,
+    y: np.ndarray,
+    platt: tuple[tuple[float, float], tuple[float, float]],
+    min_auroc: float,
+    *,
+    head_calibrated: bool = True,
+    pseudo_validation: bool = False,
+    names: tuple[str, str] = ("head", "one-class"),
+    strict: bool = False,
+) -> Gate:
+    """Keep the head only if it ranks validation images well on its own and its max-fusion with
+    the one-class score ranks them no worse than the one-class score alone.
+
+    The patch head is gated by the same rule, with ``z`` the logit of what is already fused
+    (one-class, and the type head if kept) under the identity calibration, and ``names`` saying so.
+
+    The max-fusion lets either signal raise an image's score, so a head that is noisy on normals
+    (it was ~0.56 validation AUROC on synthetic vacuum packs) turns into false alarms. Both signals
+    ranked by AUROC, which does not depend on a signal's Platt map; the fusion's AUROC does, so it
+    is computed from the calibrated probabilities.
+
+    Args:
+        z: (N,) standardised one-class log scores; head_log_odds: (N,); y: (N,) 0/1 labels.
+        platt: ((a, b) of the one-class score, (a, b) of the head), as fitted on (z, y) and
+            (head_log_odds, y).
+        min_auroc: the head's least validation AUROC to be kept.
+        head_calibrated: False when the head's Platt fit was refused (it ranks validation anomalies
+            below normals): never kept.
+        pseudo_validation: the validation anomalies are pseudo-anomalies from the generator the
+            head was trained on, so its validation AUROC says nothing about real anomalies (fused in,
+            such a head cost 0.03 image AUROC on synthetic ore: one-class 1.000 -> fused 0.972):
+            never kept; the one-class score decides alone.
+        names: how ``reason`` names the gated signal and the one it is fused with.
+        strict: the fusion must rank strictly better, not merely no worse. A tie (typically both
+            perfect on the evidence) measures no gain, and in a max-fusion a signal without a
+            measured gain can only add false alarms on unseen normals.
+    """
+    labels = y.astype(bool)
+    oc = image_auroc(z, labels).value
+    head = image_auroc(head_log_odds, labels).value
+    if oc is None or head is None:
+        return Gate(False, oc, head, "validation has a single class: AUROC undefined")
+    (a0, b0), (a1, b1) = platt
+    p_oc = 1.0 / (1.0 + np.exp(-(a0 * z + b0)))
+    p_head = 1.0 / (1.0 + np.exp(-(a1 * head_log_odds + b1)))
+    fused = image_auroc(np.maximum(p_oc, p_head), labels).value
+    gains = fused is not None and (fused > oc if strict else fused >= oc)
+    kept = head >= min_auroc and gains
+    this, other = names
+    if not kept:
+        shown = "n/a" if fused is None else f"{fused:.3f}"
+        least = f" (least {min_auroc:.3g})" if min_auroc > 0 else ""
+        reason = f"{this} validation AUROC {head:.3f}{least}; fused {shown}, {other} {oc:.3f}"
+        if strict and fused is not None and fused == oc:
+            reason += ": no measured gain"
+    elif pseudo_validation:
+        kept, reason = False, PSEUDO_ONLY.replace("a head", f"a {this}")
+    elif not head_calibrated:
+        kept, reason = False, f"the {this} ranks validation anomalies below normals"
+    else:
+        floor = f" >= {min_auroc:.3g}" if min_auroc > 0 else ""
+        order = ">" if strict else ">="
+        reason = f"{this} validation AUROC {head:.3f}{floor}; fused {fused:.3f} {order} {other} {oc:.3f}"
+    return Gate(bool(kept), oc, head, reason)
