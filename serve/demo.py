@@ -26,6 +26,7 @@ from rich.table import Table
 
 from datasets.errors import ClearsightError
 from pipeline.cli import app, run
+from pipeline.report import number, percent
 
 __all__ = ["register"]
 
@@ -166,8 +167,9 @@ def _summary(console: Console, out: Path, http_decision: dict[str, Any]) -> None
         if metrics_file.is_file():
             m = json.loads(metrics_file.read_text())
             console.print(
-                f"{cargo}: image AUROC {m.get('image_auroc')}, clean cargo released at the model's threshold "
-                f"{m.get('release_rate')}, anomalous cargo released {m.get('miss_rate')} "
+                f"{cargo}: image AUROC {number(m.get('image_auroc'))}, clean cargo released at the model's "
+                f"threshold {percent(m.get('release_rate'))}, anomalous cargo released "
+                f"{percent(m.get('miss_rate'))} "
                 f"(report: {out / 'reports' / cargo / 'report.html'})"
             )
     console.print(
