@@ -146,6 +146,7 @@ def create_app(
             "ready",
             extra={
                 "models": sorted(p.model_id for p in services.predictors.values()),
+                "runtime": settings.runtime,
                 "policy_version": getattr(services.policy, "version", None),
             },
         )

@@ -73,7 +73,9 @@ def export(
 
     if format.lower() not in FORMATS:
         raise InputError(f"--format {format!r} is not supported; accepted formats: {', '.join(FORMATS)}")
-    predictor = load_model(model)
+    # Export traces the PyTorch detector itself; tracing the ONNX Runtime runtime on load would be
+    # wasted work.
+    predictor = load_model(model, runtime="torch")
     checks = _sample_views(predictor, samples) if samples is not None else None
     console = Console(stderr=True)
     with console.status(f"Exporting {predictor.model_id} to ONNX and checking parity ..."):
