@@ -1,12 +1,11 @@
 """Runtimes that execute a loaded detector's scoring graph: PyTorch or ONNX Runtime.
 
 Training always runs :meth:`Detector.raw <models.detector.Detector.raw>` in PyTorch (the bank and
-the head are being fitted). A loaded artifact only scores, and there the same graph traced to ONNX
-and run by ONNX Runtime is several times faster on a CPU (measured in ``bench/bench_runtime.py``):
-ORT fuses the backbone's convolutions with their activations and runs the depthwise ones in NHWC
-without PyTorch's per-op dispatch. The graph is traced in memory when the model is loaded (well
-under a second for Lite0) — nothing extra is written to or read from the artifact, so the artifact's
-hashes still cover everything that runs.
+the heads are being fitted). A loaded artifact only scores, and there the same graph, traced to ONNX
+for one view with every shape static and run by ONNX Runtime, scores images 2-3x faster on a CPU
+(``bench/bench_anomalib.py`` times both runtimes on the same model). The graph is traced in memory
+when the model is loaded (about half a second for Lite0): nothing extra is written to or read from
+the artifact, so the artifact's hashes still cover everything that runs.
 
 The traced graph is checked against PyTorch before it is used, on :func:`sample_inputs
 <models.onnx_export.sample_inputs>` and on raw values (distances, logits), which do not saturate the

@@ -23,7 +23,11 @@ __all__ = ["PSEUDO_ONLY", "Evidence", "Gate", "gate_signal", "max_probability", 
 
 
 class Gate(NamedTuple):
-    """Whether the supervised head joins the fusion, and the validation evidence for it."""
+    """Whether a supervised signal joins the fusion, and the AUROCs behind the decision.
+
+    ``one_class_auroc`` is the AUROC of what it is fused with (the one-class score for the type
+    head; the fusion so far for the patch head); ``head_auroc`` is the signal's own.
+    """
 
     kept: bool
     one_class_auroc: float | None
@@ -35,6 +39,8 @@ PSEUDO_ONLY = "no labelled anomalous validation images: a head validated on pseu
 
 
 class Evidence(NamedTuple):
+    """Images the patch-head gate is judged on."""
+
     signals: np.ndarray  # (N, 3) uncalibrated signals in models.fusion.SIGNALS order
     labels: np.ndarray  # (N,) 0/1
 
@@ -48,7 +54,15 @@ def patch_gate_evidence(
     unit_labels: Sequence[int],
     oof_patch: np.ndarray,
 ) -> Evidence:
-    """Validation signals plus the training units whose out-of-fold patch score exists."""
+    """Validation signals plus the training images whose out-of-fold patch score exists.
+
+    Args:
+        det: the detector, its fusion's one-class standardisation already fitted.
+        val_signals: (V, 3) validation signals; y_val: (V,) their 0/1 labels.
+        unit_inputs: (U, F) type-head inputs of the training images (in-sample for the type head).
+        unit_scores: U out-of-fold one-class raw scores; unit_labels: U class indices (0 = good).
+        oof_patch: (U,) out-of-fold patch-head scores, NaN where a fold could not be fitted.
+    """
     keep = np.isfinite(oof_patch)
     if not keep.any():
         return Evidence(val_signals.numpy(), y_val)

@@ -11,7 +11,8 @@ Steps (each reported to ``progress``):
    contains it would look unrealistically clean);
 4. the supervised type head, on labelled anomalies — or, when there are none, on pseudo-anomalies
    pasted into training normals (recorded in the card); the patch head on the labelled anomalies'
-   pixel masks (``ground_truth/``), when they have any;
+   pixel masks (``ground_truth/``) and on pseudo-anomalies, when labelled validation anomalies can
+   judge it (``pipeline.fusion_gate``);
 5. the final memory bank on all training normals (coreset-reduced), fusion calibration and map scale
    on the validation split, thresholds at the target miss rate;
 6. the artifact (``models.artifact.save_artifact``).
