@@ -166,6 +166,7 @@ def _server(args: argparse.Namespace, predictor: Any, tmp: Path) -> Iterator[str
         return
     env = {**os.environ, "CLEARSIGHT_API_KEYS": f"submitter:{KEY}"}
     env.update({f"CLEARSIGHT_{k.upper()}": str(v) for k, v in tuning.items()})
+    env["CLEARSIGHT_RUNTIME"] = args.runtime  # the server runs the model as the offline figure does
     command = [
         sys.executable, "-m", "serve.cli", "serve", "--model", str(args.model),
         "--audit-db", f"sqlite:///{tmp}/audit.db", "--data-dir", str(tmp / "data"), "--port", str(port),
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="Side of the random test images.")
     parser.add_argument("--batch", type=int, default=16, help="max_batch_size (and the offline batch).")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve.json"))
+    parser.add_argument(
+        "--runtime", choices=("onnxruntime", "torch"), default="onnxruntime", help="What runs the model."
+    )
     args = parser.parse_args(argv)
 
     source = "costly fake (no --model)"
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is not None:
         from models.artifact import load_model
 
-        predictor = load_model(args.model)
+        predictor = load_model(args.model, runtime=args.runtime)
         source = f"artifact {predictor.model_id}"
     payloads = _images(args.images, args.size)
     decoded = [
@@ -223,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     offline_before, offline = offline, max(offline, offline_after)
     report = {
         "predictor": source,
+        "runtime": args.runtime if args.model is not None else None,
         "offline_images_per_s_readings": [round(offline_before, 2), round(offline_after, 2)],
         "image_size": args.size,
         "offline_images_per_s": round(offline, 2),
