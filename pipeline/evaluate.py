@@ -37,6 +37,7 @@ __all__ = [
     "GalleryItem",
     "ImageRecord",
     "evaluate",
+    "fused_signals",
     "write_outputs",
 ]
 
@@ -111,6 +112,8 @@ class EvaluationResult:
     worst_misses: list[GalleryItem] = field(default_factory=list)
     worst_false_alarms: list[GalleryItem] = field(default_factory=list)
     evaluated_at: str = ""
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    """What the model's score is made of (:func:`fused_signals`), for the report."""
 
     def scores_and_labels(self, anomaly_type: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores (N,) float64, labels (N,) bool) of the scored images; one type + all good if given."""
@@ -276,6 +279,38 @@ def _type_accuracy(records: Iterable[ImageRecord]) -> float | None:
 # ------------------------------------------------------------------------------------ evaluate
 
 
+def fused_signals(card: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The signals a trained model can fuse, whether each is in its score, and why, from its card.
+
+    Returns one ``{"signal", "used", "why"}`` row per signal, or an empty list for a card that does
+    not record its fusion (a fake, or an artifact from before the heads were gated).
+    """
+    val = card.get("validation", {})
+    if not isinstance(val, Mapping) or "head_in_fusion" not in val:
+        return []
+    rows: list[dict[str, Any]] = [
+        {
+            "signal": "one-class distance to the memory bank of normal patches",
+            "used": True,
+            "why": f"always; calibration: {val.get('calibration', 'n/a')}",
+        },
+        {
+            "signal": "type head (image-level classifier of the labelled types)",
+            "used": bool(val["head_in_fusion"]),
+            "why": str(val.get("head_gate", "")),
+        },
+    ]
+    if "patch_head_in_fusion" in val:
+        rows.append(
+            {
+                "signal": "patch head (per-patch defect classifier, trained on defect masks)",
+                "used": bool(val["patch_head_in_fusion"]),
+                "why": str(val.get("patch_head_gate", "")),
+            }
+        )
+    return rows
+
+
 def evaluate(
     predictor: Predictor,
     dataset: Any,
@@ -390,6 +425,7 @@ def evaluate(
         worst_misses=misses.items(),
         worst_false_alarms=false_alarms.items(),
         evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        signals=fused_signals(predictor.card),
     )
     result.metrics = _metrics(
         result, overall_pixels if any(has_masks.values()) else None, type_pixels, has_masks

@@ -230,3 +230,41 @@ def test_no_remote_review_band_when_hold_equals_release() -> None:
     page = render_report(_result(RECORDS, TH._replace(hold=0.5)))
     assert "none: hold = release" in page
     assert "release 0.500" in page and "hold 0.500" in page
+
+
+CARD_VALIDATION = {
+    "calibration": "Platt scaling on the validation split",
+    "head_in_fusion": False,
+    "head_gate": "head validation AUROC 0.633 (least 0.9); fused 0.706, one-class 0.694",
+    "patch_head_in_fusion": True,
+    "patch_head_gate": "patch head validation AUROC 0.858; fused 0.834 > without it 0.721",
+}
+
+
+@pytest.mark.parametrize(
+    ("validation", "rows"),
+    [
+        (CARD_VALIDATION, [True, False, True]),
+        ({k: v for k, v in CARD_VALIDATION.items() if not k.startswith("patch")}, [True, False]),
+        ({}, []),  # a card that does not record its fusion: no section
+    ],
+)
+def test_fused_signals_come_from_the_card(validation: dict[str, object], rows: list[bool]) -> None:
+    from pipeline.evaluate import fused_signals
+
+    signals = fused_signals({"validation": validation})
+    assert [s["used"] for s in signals] == rows
+    if rows:
+        assert signals[1]["why"] == CARD_VALIDATION["head_gate"]
+        assert "Platt scaling" in signals[0]["why"]
+
+
+def test_report_says_what_the_score_is_made_of(result: EvaluationResult) -> None:
+    from pipeline.evaluate import fused_signals
+
+    assert "What the score is made of" not in render_report(result)
+    result.signals = fused_signals({"validation": CARD_VALIDATION})
+    page = render_report(result)
+    assert "What the score is made of" in page
+    assert "fused 0.834 &gt; without it 0.721" in page  # the gate's own words, escaped
+    assert page.count("<td>yes</td>") == 2 and page.count("<td>no</td>") == 1
