@@ -26,7 +26,6 @@ from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
 
 __all__ = ["read_verdicts", "register"]
 
-
 def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
     """Read image verdict rows (the batch scorer's output), naming ``--verdicts`` in errors."""
     try:

@@ -47,22 +47,9 @@ def test_score_manifest_with_two_models_policy_and_audit(
     out = tmp_path / "out" / "rows.csv"
     audit = f"sqlite:///{tmp_path / 'audit.db'}"
     argv = [
-        "score",
-        str(manifest),
-        "--model",
-        str(models[0]),
-        "--model",
-        str(models[1]),
-        "--out",
-        str(out),
-        "--heatmaps",
-        str(tmp_path / "heat"),
-        "--policy",
-        str(default_policy_path()),
-        "--audit-db",
-        audit,
-        "--batch-size",
-        "2",
+        "score", str(manifest), "--model", str(models[0]), "--model", str(models[1]), "--out", str(out),
+        "--heatmaps", str(tmp_path / "heat"), "--policy", str(default_policy_path()), "--audit-db", audit,
+        "--batch-size", "2",
     ]
     assert run(app, argv) == 0, capsys.readouterr().err
     stdout = capsys.readouterr().out
@@ -72,11 +59,8 @@ def test_score_manifest_with_two_models_policy_and_audit(
     assert {rows[n].cargo_type for n in ("ore0000.png", "pack0000.png")} == {"bulk_ore", "vacuum_pack"}
     assert (rows["ore0000.png"].model_id or "").startswith("bulk_ore-lite0-")
     assert (rows["pack0001.png"].model_id or "").startswith("vacuum_pack-lite0-")
-    assert all(
-        0.0 <= (row.score or 0.0) <= 1.0 and Path(row.heatmap or "").is_file()
-        for row in rows.values()
-        if row.error is None
-    )
+    assert all(0.0 <= (row.score or 0.0) <= 1.0 and Path(row.heatmap or "").is_file() for row in rows.values()
+               if row.error is None)
     assert rows["broken.png"].error is not None and rows["broken.png"].heatmap is None
     decisions = [json.loads(line) for line in out.with_suffix(".decisions.jsonl").read_text().splitlines()]
     assert [d["shipment_id"] for d in decisions] == ["S1", "S2", "S3"]
@@ -100,12 +84,8 @@ def test_score_manifest_with_two_models_policy_and_audit(
     ],
 )
 def test_option_errors(
-    tmp_path: Path,
-    models: tuple[Path, Path],
-    manifest: Path,
-    capsys: pytest.CaptureFixture[str],
-    extra: list[str],
-    message: str,
+    tmp_path: Path, models: tuple[Path, Path], manifest: Path, capsys: pytest.CaptureFixture[str],
+    extra: list[str], message: str,
 ) -> None:
     argv = ["score", str(manifest), "--model", str(models[0]), "--out", str(tmp_path / "o.jsonl"), *extra]
     assert run(app, argv) == 2
@@ -122,17 +102,8 @@ def test_existing_output_and_duplicate_models_are_errors(
         f"Error: output {str(out)!r} already exists; "
         "pass --resume to continue it or --overwrite to replace it\n"
     )
-    twice = [
-        "score",
-        str(manifest),
-        "--model",
-        str(models[0]),
-        "--model",
-        str(models[0]),
-        "--out",
-        str(out),
-        "--overwrite",
-    ]
+    twice = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[0]), "--out", str(out),
+             "--overwrite"]
     assert run(app, twice) == 2
     assert capsys.readouterr().err.startswith("Error: two models for cargo type 'bulk_ore': ")
 
@@ -141,16 +112,8 @@ def test_policy_needs_manifest_inputs(
     tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_images(tmp_path / "arc", [1])
-    argv = [
-        "score",
-        str(tmp_path / "arc"),
-        "--model",
-        str(models[0]),
-        "--out",
-        str(tmp_path / "o.jsonl"),
-        "--policy",
-        str(default_policy_path()),
-    ]
+    argv = ["score", str(tmp_path / "arc"), "--model", str(models[0]), "--out", str(tmp_path / "o.jsonl"),
+            "--policy", str(default_policy_path())]
     assert run(app, argv) == 2
     assert "every INPUT must be a manifest with shipment ids" in capsys.readouterr().err
 

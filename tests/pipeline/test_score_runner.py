@@ -94,11 +94,8 @@ def test_corrupt_and_missing_files_become_error_rows(tmp_path: Path) -> None:
         ("bulk_ore", "fake-bulk_ore"),
         ("vacuum_pack", "fake-vacuum_pack"),
         ("crude_oil", "no model for cargo type 'crude_oil'; loaded: 'bulk_ore', 'vacuum_pack'"),
-        (
-            None,
-            "no cargo type for this image and 2 models loaded ('bulk_ore', 'vacuum_pack'); "
-            "give it in the manifest or with --cargo-type",
-        ),
+        (None, "no cargo type for this image and 2 models loaded ('bulk_ore', 'vacuum_pack'); "
+         "give it in the manifest or with --cargo-type"),
     ],
 )
 def test_multi_model_routing(tmp_path: Path, cargo_type: str | None, expected: str) -> None:
