@@ -27,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.figure_sheet import caption, score_rank_caption, write_sheet  # noqa: E402
 from datasets.decode import decode_image  # noqa: E402
 from datasets.mvtec import read_mvtec  # noqa: E402
 from models.artifact import load_model  # noqa: E402
@@ -71,43 +72,15 @@ def main(argv: list[str] | None = None) -> int:
             mask = cv2.resize(mask, (SIDE, SIDE), interpolation=cv2.INTER_NEAREST)
             contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(cells[0], contours, -1, (255, 0, 255), 1, cv2.LINE_AA)
-        label = str(items[i].anomaly_type)
-        cv2.putText(cells[0], label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
+        caption(cells[0], str(items[i].anomaly_type), bold=True)
         for scores, maps in results.values():
             m = cv2.resize(maps[i], (SIDE, SIDE), interpolation=cv2.INTER_LINEAR)
             heat = cv2.applyColorMap((m.clip(0, 1) * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[:, :, ::-1]
             cell = (0.55 * heat + 0.45 * cells[0]).astype(np.uint8)
-            rank = float(np.mean(scores[good] < scores[i]))
-            cv2.putText(
-                cell,
-                f"score above {rank:.0%} of good",
-                (6, SIDE - 10),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.45,
-                (255, 255, 255),
-                1,
-                cv2.LINE_AA,
-            )
+            score_rank_caption(cell, scores, good, i)
             cells.append(cell)
-        rows.append(
-            np.concatenate([np.pad(c, ((3, 3), (3, 3), (0, 0)), constant_values=24) for c in cells], 1)
-        )
-    head = np.full((34, rows[0].shape[1], 3), 24, np.uint8)
-    for j, title in enumerate(("image (defect outlined)", *(f"anomaly map, {k}" for k in MODELS))):
-        cv2.putText(
-            head,
-            title,
-            (8 + j * (SIDE + 6), 22),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.42,
-            (235, 235, 235),
-            1,
-            cv2.LINE_AA,
-        )
-    sheet = np.concatenate([head, *rows], 0)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    print(f"wrote {args.out}")
+        rows.append(cells)
+    write_sheet(args.out, rows, ("image (defect outlined)", *(f"anomaly map, {k}" for k in MODELS)))
     return 0
 
 

@@ -1,0 +1,41 @@
+"""Contact sheets for the README's figures: captioned cells in rows under a row of column titles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = ["caption", "score_rank_caption", "write_sheet"]
+
+_BACKGROUND = 24
+_GAP = 3
+
+
+def caption(cell: np.ndarray, text: str, *, bottom: bool = False, bold: bool = False) -> None:
+    """Write white ``text`` into an RGB uint8 ``cell`` (in place), top-left or bottom-left."""
+    y = cell.shape[0] - 10 if bottom else 18
+    scale, thickness = (0.55, 2) if bold else (0.45, 1)
+    cv2.putText(cell, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+
+
+def score_rank_caption(cell: np.ndarray, scores: np.ndarray, good: np.ndarray, i: int) -> None:
+    """Caption ``cell`` with where image ``i``'s score ranks among the good images' scores."""
+    rank = float(np.mean(scores[good] < scores[i]))
+    caption(cell, f"score above {rank:.0%} of good", bottom=True)
+
+
+def write_sheet(out: Path, rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str]) -> None:
+    """Lay out ``rows`` of equal-size RGB uint8 cells under ``titles`` (one per column); write a PNG."""
+    side = rows[0][0].shape[1]
+    pad = ((_GAP, _GAP), (_GAP, _GAP), (0, 0))
+    lines = [np.concatenate([np.pad(c, pad, constant_values=_BACKGROUND) for c in row], 1) for row in rows]
+    head = np.full((34, lines[0].shape[1], 3), _BACKGROUND, np.uint8)
+    for j, title in enumerate(titles):
+        x = 8 + j * (side + 2 * _GAP)
+        cv2.putText(head, title, (x, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), cv2.cvtColor(np.concatenate([head, *lines], 0), cv2.COLOR_RGB2BGR))
+    print(f"wrote {out}")
