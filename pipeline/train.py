@@ -389,7 +389,7 @@ def train_model(
         units = [(e, det.normalise_positions(dist), label) for e, dist, label in units]
     normal_flat = torch.cat([dist.flatten() for _, dist, label in units if label == 0])
     det.attn_temp.fill_(float(normal_flat.std().clamp_min(1e-6)))
-    xs, ys, oof_normal_scores, unit_scores = [], [], [], []
+    xs, ys, unit_scores = [], [], []
     with torch.inference_mode():
         for e, dist, label in units:
             map_raw = det.smooth_map(dist)
@@ -405,8 +405,6 @@ def train_model(
             )
             ys.append(label)
             unit_scores.append(float(score_raw[best]))
-            if label == 0:
-                oof_normal_scores.append(float(score_raw[best]))
     head = fit_type_head(torch.cat(xs), torch.tensor(ys), len(class_names), seed=config.seed)
     report("supervised head", 1, 1)
     # The patch head is only worth training when real validation anomalies can judge it.
@@ -465,6 +463,7 @@ def train_model(
     det.config = dataclasses.replace(
         det.config, bank_size=int(final_bank.bank.shape[0]), class_names=class_names
     )
+    oof_normal_scores = [score for score, label in zip(unit_scores, ys, strict=True) if label == 0]
     logs = torch.tensor(oof_normal_scores).clamp_min(1e-12).log()
     det.fusion.oc_mu.fill_(float(logs.mean()))
     det.fusion.oc_sd.fill_(float(logs.std().clamp_min(1e-3)) if logs.numel() > 1 else 1.0)
