@@ -32,7 +32,7 @@ from models.runtime import DEFAULT_RUNTIME, RUNTIMES
 
 __all__ = ["CARD_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "load_model", "read_card", "save_artifact"]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model.json"
 

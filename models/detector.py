@@ -21,7 +21,7 @@ from models.classifier import TypeHead
 from models.features import PatchEmbedder
 from models.fusion import Fusion
 from models.patch_head import PatchHead
-from models.patchcore import MemoryBank
+from models.patchcore import FineBank, MemoryBank
 from models.registry import create_model
 
 __all__ = ["DetectorConfig", "DetectorOutput", "Detector", "RawOutput", "build_detector", "fit_position_norm"]
@@ -84,6 +84,9 @@ class DetectorConfig:
             normalisation was fitted on; 0 = no per-position normalisation.
         patch_hidden: hidden width of the patch head (:mod:`models.patch_head`).
         patch_topk: k of the patch head's image score.
+        fine_scale: a second memory bank on the backbone's stride-4 features (see
+            :class:`models.patchcore.FineBank`); their channels follow the main patch channels.
+        fine_bank_size: rows of the fine-scale bank.
     """
 
     backbone: str
@@ -101,6 +104,8 @@ class DetectorConfig:
     grid: int = 0
     patch_hidden: int = 64
     patch_topk: int = 5
+    fine_scale: bool = False
+    fine_bank_size: int = 1
 
     def __post_init__(self) -> None:
         if self.pad < 0 or self.grid < 0:
@@ -156,12 +161,14 @@ class Detector(nn.Module):
         head: TypeHead,
         patch_head: PatchHead,
         fusion: Fusion,
+        fine: FineBank | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.backbone = backbone
         self.embedder = embedder
         self.bank = bank
+        self.fine = fine
         self.head = head
         self.patch_head = patch_head
         self.fusion = fusion
@@ -194,17 +201,36 @@ class Detector(nn.Module):
         if pad:
             x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
         # NHWC: oneDNN's depthwise and pointwise convolutions run ~1.8x faster on CPUs in this layout.
-        patches, pooled = self.embedder(self.backbone(x.contiguous(memory_format=torch.channels_last)))
+        fine = self.config.fine_scale
+        feats = self.backbone(x.contiguous(memory_format=torch.channels_last), fine=fine)
+        patches, pooled = self.embedder(feats[:-1] if fine else feats)
+        if fine:
+            # the fine map averaged like the others, then onto the patch grid (stride 4 -> 8: 2x2 mean)
+            f = F.avg_pool2d(feats[-1], kernel_size=3, stride=1, padding=1, count_include_pad=False)
+            ratio = int(self.backbone.strides[0]) // int(self.backbone.fine_stride)
+            patches = torch.cat([patches, F.avg_pool2d(f, kernel_size=ratio)], dim=1)
         if pad:
             c = pad // int(self.backbone.strides[0])
             patches = patches[:, :, c : patches.shape[2] - c, c : patches.shape[3] - c]
         return patches, pooled
 
-    def distances(self, patches: torch.Tensor, bank: MemoryBank | None = None) -> torch.Tensor:
-        """(B, D, h, w) patches -> (B, h, w) nearest-neighbour distances to ``bank`` (default: own)."""
+    def distances(
+        self, patches: torch.Tensor, bank: MemoryBank | None = None, fine: FineBank | None = None
+    ) -> torch.Tensor:
+        """(B, D, h, w) patches -> (B, h, w) nearest-neighbour distances to ``bank`` (default: own).
+
+        With a fine-scale bank (``fine``, default: own), a patch's distance is the larger of its
+        main-bank distance and its fine-bank distance in main-bank units.
+        """
         b, d, h, w = patches.shape
         q = patches.reshape(b, d, h * w).transpose(1, 2)
-        return (bank or self.bank)(q).reshape(b, h, w)
+        if not self.config.fine_scale:
+            return (bank or self.bank)(q).reshape(b, h, w)
+        split = self.embedder.out_dim
+        main = (bank or self.bank)(q[:, :, :split])
+        fine_bank = fine or self.fine
+        assert fine_bank is not None  # built with the config
+        return torch.maximum(main, fine_bank(q[:, :, split:])).reshape(b, h, w)
 
     def normalise_positions(self, dist: torch.Tensor) -> torch.Tensor:
         """(B, h, w) raw distances -> (B, h, w) distances on one scale for every grid position.
@@ -313,9 +339,16 @@ def build_detector(
     channels: tuple[int, ...] = tuple(backbone.out_channels)
     embedder = PatchEmbedder(channels, proj_dim=config.proj_dim, seed=embed_seed)
     bank = MemoryBank.empty(config.bank_size, embedder.out_dim, chunk=config.chunk)
-    head = TypeHead(embedder.concat_dim + embedder.out_dim + 3, len(config.class_names))
-    patch_head = PatchHead(embedder.out_dim, config.patch_hidden, topk=config.patch_topk)
-    return Detector(config, backbone, embedder, bank, head, patch_head, Fusion()).eval()
+    fine = None
+    dim = embedder.out_dim
+    if config.fine_scale:
+        if not backbone.fine_channels:
+            raise ValueError(f"backbone {config.backbone!r} has no fine layer for fine_scale")
+        fine = FineBank.empty(config.fine_bank_size, backbone.fine_channels, chunk=config.chunk)
+        dim += backbone.fine_channels
+    head = TypeHead(embedder.concat_dim + dim + 3, len(config.class_names))
+    patch_head = PatchHead(dim, config.patch_hidden, topk=config.patch_topk)
+    return Detector(config, backbone, embedder, bank, head, patch_head, Fusion(), fine).eval()
 
 
 def fit_position_norm(normal_dists: torch.Tensor, *, sigma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

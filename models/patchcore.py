@@ -15,7 +15,7 @@ from torch import nn
 
 from models.coreset import greedy_coreset
 
-__all__ = ["MemoryBank", "select_bank"]
+__all__ = ["FineBank", "MemoryBank", "fit_fine_scale", "select_bank"]
 
 
 def select_bank(
@@ -83,3 +83,52 @@ class MemoryBank(nn.Module):
             best = low if best is None else torch.minimum(best, low)
         assert best is not None  # m >= 1
         return (best + q.pow(2).sum(1)).clamp_min(0.0).sqrt().reshape(b, p)
+
+
+class FineBank(nn.Module):
+    """The fine-scale memory bank and the affine map of its distances onto the main bank's scale.
+
+    Features at stride 4 see an 8-12 px context, so they catch thin or small local anomalies (a
+    cable, a few pale lumps of the wrong material) that the stride-8/16 patch features average into
+    the look of normal cargo; the deep features in turn catch large ones (an oversize lump). The two
+    scales get separate banks because in one concatenated embedding the deeper, wider features
+    dominate every distance. ``scale`` and ``shift`` put fine distances in the main bank's units
+    (fitted on held-out normals by :func:`fit_fine_scale`), so that a patch's distance is the larger
+    of the two.
+    """
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+
+    def __init__(self, bank: MemoryBank) -> None:
+        super().__init__()
+        self.bank = bank
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("shift", torch.zeros(()))
+
+    @classmethod
+    def empty(cls, size: int, dim: int, *, chunk: int = 4096) -> FineBank:
+        return cls(MemoryBank.empty(size, dim, chunk=chunk))
+
+    def forward(self, query: torch.Tensor) -> torch.Tensor:
+        """(B, P, D_fine) query patches -> (B, P) distances in the main bank's units."""
+        return self.bank(query) * self.scale + self.shift
+
+
+def fit_fine_scale(main: torch.Tensor, fine: torch.Tensor) -> tuple[float, float]:
+    """(scale, shift) mapping fine-bank image scores onto main-bank ones.
+
+    Args:
+        main, fine: (N,) image scores (top-k mean distances) of the same N >= 2 held-out normal views
+            to the main bank and to the fine bank.
+
+    Returns:
+        The affine map that gives the fine scores the main scores' mean and standard deviation, so
+        that a normal view is about as far from either bank and neither scale drowns the other.
+    """
+    if main.numel() < 2 or main.shape != fine.shape:
+        shapes = f"{tuple(main.shape)}, {tuple(fine.shape)}"
+        raise ValueError(f"need two equal (N >= 2,) score vectors; got {shapes}")
+    spread = float(fine.double().std())
+    scale = float(main.double().std()) / spread if spread > 1e-9 else 1.0
+    return scale, float(main.double().mean()) - scale * float(fine.double().mean())

@@ -40,6 +40,7 @@ class WeightsSpec:
         mean, std: per-channel normalisation applied to RGB inputs in [0, 1].
         feature_layers: indices of the backbone stages used as patch features.
         licence: the weights' licence, recorded in model cards.
+        fine_layer: index of the stride-4 stage for the fine-scale memory bank (-1: none).
     """
 
     name: str
@@ -50,6 +51,7 @@ class WeightsSpec:
     std: tuple[float, float, float]
     feature_layers: tuple[int, ...]
     licence: str
+    fine_layer: int = -1
 
     def __post_init__(self) -> None:
         if not (self.source.startswith(_PACKAGE) or self.source.startswith(_FILE)):

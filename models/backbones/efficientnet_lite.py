@@ -47,16 +47,24 @@ class EfficientNetLiteBackbone(nn.Module):
         self.feature_layers = tuple(spec.feature_layers)
         self.out_channels = tuple(_out_channels(self.net.blocks[i][-1]) for i in self.feature_layers)
         self.strides = tuple(_stride_of(self.net, i) for i in self.feature_layers)
+        self.fine_layer = spec.fine_layer
+        fine = spec.fine_layer >= 0
+        self.fine_channels = _out_channels(self.net.blocks[spec.fine_layer][-1]) if fine else 0
+        self.fine_stride = _stride_of(self.net, spec.fine_layer) if fine else 0
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, H, W) normalised float -> feature maps [(B, C_i, H/s_i, W/s_i)] per feature layer."""
+    def forward(self, x: torch.Tensor, *, fine: bool = False) -> list[torch.Tensor]:
+        """(B, 3, H, W) normalised float -> feature maps [(B, C_i, H/s_i, W/s_i)] per feature layer,
+        followed with ``fine`` by the fine layer's (B, fine_channels, H/fine_stride, W/fine_stride)."""
         x = self.net.bn1(self.net.conv_stem(x))
         feats: list[torch.Tensor] = []
+        fine_map = None
         for i, block in enumerate(self.net.blocks[: max(self.feature_layers) + 1]):
             x = block(x)
             if i in self.feature_layers:
                 feats.append(x)
-        return feats
+            if fine and i == self.fine_layer:
+                fine_map = x
+        return feats if fine_map is None else [*feats, fine_map]
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised float -> ImageNet logits (B, 1000)."""
@@ -105,6 +113,7 @@ def _lite_spec(n: int, sha256: str, size: int) -> WeightsSpec:
         std=(0.5, 0.5, 0.5),
         feature_layers=(2, 4),  # stride 8 and stride 16
         licence="Apache-2.0",
+        fine_layer=1,  # stride 4
     )
 
 

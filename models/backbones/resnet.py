@@ -37,17 +37,25 @@ class ResNetBackbone(nn.Module):
         self.feature_layers = tuple(spec.feature_layers)
         self.out_channels = tuple(_channels(net, i) for i in self.feature_layers)
         self.strides = tuple(2 ** (i + 1) for i in self.feature_layers)
+        self.fine_layer = spec.fine_layer
+        fine = spec.fine_layer >= 1
+        self.fine_channels = _channels(net, spec.fine_layer) if fine else 0
+        self.fine_stride = 2 ** (spec.fine_layer + 1) if fine else 0
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, H, W) normalised float -> [(B, C_i, H/s_i, W/s_i)] for each feature layer."""
+    def forward(self, x: torch.Tensor, *, fine: bool = False) -> list[torch.Tensor]:
+        """(B, 3, H, W) normalised float -> [(B, C_i, H/s_i, W/s_i)] for each feature layer, followed
+        with ``fine`` by the fine layer's (B, fine_channels, H/fine_stride, W/fine_stride)."""
         n = self.net
         x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
         feats: list[torch.Tensor] = []
+        fine_map = None
         for i in range(1, max(self.feature_layers) + 1):
             x = getattr(n, f"layer{i}")(x)
             if i in self.feature_layers:
                 feats.append(x)
-        return feats
+            if fine and i == self.fine_layer:
+                fine_map = x
+        return feats if fine_map is None else [*feats, fine_map]
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised float -> ImageNet logits (B, 1000)."""
@@ -69,6 +77,7 @@ def _spec(name: str) -> WeightsSpec:
         std=_IMAGENET_STD,
         feature_layers=(2, 3),
         licence="as the user's weights file",
+        fine_layer=1,  # layer1, stride 4
     )
 
 

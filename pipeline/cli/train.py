@@ -68,6 +68,13 @@ def train_command(
             help="Train the per-patch defect classifier on the labelled anomalies' masks (ground_truth/).",
         ),
     ] = True,
+    fine_scale: Annotated[
+        bool,
+        typer.Option(
+            "--fine-scale/--no-fine-scale",
+            help="A second memory bank on stride-4 features, for thin and small anomalies.",
+        ),
+    ] = True,
     tile_size: Annotated[
         int, typer.Option("--tile-size", help="Tile images larger than this many pixels (0: always resize).")
     ] = 0,
@@ -101,6 +108,7 @@ def train_command(
         pad=pad,
         position_norm=position_norm,
         patch_head=patch_head,
+        fine_scale=fine_scale,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
         seed=seed,
@@ -135,6 +143,9 @@ def train_command(
         "pseudo-anomalies", "yes (no labelled anomalies in train/)" if training["pseudo_anomalies"] else "no"
     )
     table.add_row("memory bank", f"{training['bank_size']} of {training['patches_total']} patches")
+    fine = training["fine_scale"]
+    if fine["used"]:
+        table.add_row("fine-scale bank", f"{fine['bank_size']} rows, stride {fine['stride']} features")
     fused = "fused" if val["head_in_fusion"] else "not fused"
     table.add_row("supervised head", f"{fused}: {val['head_gate']}")
     fused = "fused" if val["patch_head_in_fusion"] else "not fused"

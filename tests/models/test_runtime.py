@@ -52,7 +52,9 @@ def test_a_graph_that_disagrees_with_torch_is_refused(tiny_model_dir: Path) -> N
     runner = OnnxRuntimeRaw(detector)
     other = copy.deepcopy(detector)
     with torch.no_grad():
-        other.bank.bank.mul_(1.5)  # the graph traced from `detector` no longer computes `other`
+        # the graph traced from `detector` no longer computes `other`
+        for bank in (other.bank, other.fine.bank) if other.fine is not None else (other.bank,):
+            bank.bank.mul_(1.5)
     with pytest.raises(ModelError, match=r"disagrees with PyTorch.*runtime 'torch'"):
         runner.verify(other, sample_inputs(other))
 
