@@ -8,14 +8,16 @@ threshold. Targets: AUROC >= 0.99 and TNR >= 0.95 per cargo type. Run::
 
     .venv/bin/python -m bench.bench_quality --seed 2027 --threads 2
 
-Three models are trained per cargo type on the same files with ``pipeline.train.train_model`` and
+Four models are trained per cargo type on the same files with ``pipeline.train.train_model`` and
 scored with ``pipeline.evaluate.evaluate``:
 
 * ``current``: the defaults (reflect padding 16 px, per-position distance normalisation, the patch
-  head trained on the labelled anomalies' masks);
-* ``no-patch-head``: the defaults without the patch head (``patch_head=False``) — the detector
-  before it, to show the patch head's own share;
-* ``baseline``: ``pad=0, position_norm=False, patch_head=False`` — the detector as first shipped;
+  head trained on the labelled anomalies' masks, the fine-scale bank on stride-4 features);
+* ``no-fine-scale``: the defaults without the fine-scale bank (``fine_scale=False``) — the detector
+  before it, to show the fine-scale bank's own share;
+* ``no-patch-head``: neither the fine-scale bank nor the patch head — the detector before both;
+* ``baseline``: ``pad=0, position_norm=False, patch_head=False, fine_scale=False`` — the detector as
+  first shipped;
 * only when asked for with ``--variant``: ``current-512`` (the defaults at a 512 px model input) and
   ``current-max`` (image score = max of the smoothed map).
 """
@@ -43,20 +45,22 @@ from pipeline.metrics import tnr_at_fnr  # noqa: E402
 from pipeline.train import TrainConfig, train_model  # noqa: E402
 
 CARGOS = ("bulk_ore", "vacuum_pack")
-FIRST_DETECTOR: dict[str, Any] = {"pad": 0, "position_norm": False, "patch_head": False}
+FIRST_DETECTOR: dict[str, Any] = {"pad": 0, "position_norm": False, "patch_head": False, "fine_scale": False}
 """TrainConfig overrides that give the detector as first shipped (the benchmarks' baseline)."""
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "current": {},
     "baseline": FIRST_DETECTOR,
+    # the detector before the fine-scale bank (session 3's): the fine-scale bank's own contribution
+    "no-fine-scale": {"fine_scale": False},
     # the detector before the patch head (session 2's): the patch head's own contribution
-    "no-patch-head": {"patch_head": False},
+    "no-patch-head": {"patch_head": False, "fine_scale": False},
     # the 256 px images upsampled to a 512 px model input: 4x the compute, finer patch grid
     "current-512": {"image_size": 512},
     # the image score as the max of the smoothed map (the default is the mean of the top 10 patches)
     "current-max": {"score_reduction": "max"},
 }
-DEFAULT_VARIANTS = ("current", "no-patch-head", "baseline")
+DEFAULT_VARIANTS = ("current", "no-fine-scale", "no-patch-head", "baseline")
 
 
 def synthesise(out: Path, args: argparse.Namespace) -> None:
