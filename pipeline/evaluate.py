@@ -288,9 +288,13 @@ def fused_signals(card: Mapping[str, Any]) -> list[dict[str, Any]]:
     val = card.get("validation", {})
     if not isinstance(val, Mapping) or "head_in_fusion" not in val:
         return []
+    fine = card.get("training", {}).get("fine_scale", {})
+    banks = "the memory bank of normal patches"
+    if isinstance(fine, Mapping) and fine.get("used"):
+        banks = f"the memory banks of normal patches (main, and fine-scale at stride {fine.get('stride')})"
     rows: list[dict[str, Any]] = [
         {
-            "signal": "one-class distance to the memory bank of normal patches",
+            "signal": f"one-class distance to {banks}",
             "used": True,
             "why": f"always; calibration: {val.get('calibration', 'n/a')}",
         },

@@ -259,6 +259,21 @@ def test_fused_signals_come_from_the_card(validation: dict[str, object], rows: l
         assert "Platt scaling" in signals[0]["why"]
 
 
+@pytest.mark.parametrize(
+    ("training", "says"),
+    [
+        ({"fine_scale": {"used": True, "stride": 4}}, "main, and fine-scale at stride 4"),
+        ({"fine_scale": {"used": False}}, "to the memory bank of normal patches"),
+        ({}, "to the memory bank of normal patches"),  # a card from before the fine-scale bank
+    ],
+)
+def test_the_one_class_signal_names_its_banks(training: dict[str, object], says: str) -> None:
+    from pipeline.evaluate import fused_signals
+
+    signals = fused_signals({"validation": CARD_VALIDATION, "training": training})
+    assert says in signals[0]["signal"]
+
+
 def test_report_says_what_the_score_is_made_of(result: EvaluationResult) -> None:
     from pipeline.evaluate import fused_signals
 
