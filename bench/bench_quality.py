@@ -12,13 +12,15 @@ Four models are trained per cargo type on the same files with ``pipeline.train.t
 scored with ``pipeline.evaluate.evaluate``:
 
 * ``current``: the defaults (reflect padding 16 px, per-position distance normalisation, the patch
-  head trained on the labelled anomalies' masks, the fine-scale bank on stride-4 features);
-* ``no-fine-scale``: the defaults without the fine-scale bank (``fine_scale=False``) — the detector
+  head trained on the labelled anomalies' masks, the fine-scale bank on stride-4 features where its
+  out-of-fold gate keeps it);
+* ``no-fine-scale``: the defaults without the fine-scale bank (``fine_scale="off"``) — the detector
   before it, to show the fine-scale bank's own share;
 * ``no-patch-head``: neither the fine-scale bank nor the patch head — the detector before both;
-* ``baseline``: ``pad=0, position_norm=False, patch_head=False, fine_scale=False`` — the detector as
+* ``baseline``: ``pad=0, position_norm=False, patch_head=False, fine_scale="off"`` — the detector as
   first shipped;
-* only when asked for with ``--variant``: ``current-512`` (the defaults at a 512 px model input) and
+* only when asked for with ``--variant``: ``fine-scale-on`` (the fine-scale bank kept whatever its
+  gate says), ``current-512`` (the defaults at a 512 px model input) and
   ``current-max`` (image score = max of the smoothed map).
 """
 
@@ -45,16 +47,18 @@ from pipeline.metrics import tnr_at_fnr  # noqa: E402
 from pipeline.train import TrainConfig, train_model  # noqa: E402
 
 CARGOS = ("bulk_ore", "vacuum_pack")
-FIRST_DETECTOR: dict[str, Any] = {"pad": 0, "position_norm": False, "patch_head": False, "fine_scale": False}
+FIRST_DETECTOR: dict[str, Any] = {"pad": 0, "position_norm": False, "patch_head": False, "fine_scale": "off"}
 """TrainConfig overrides that give the detector as first shipped (the benchmarks' baseline)."""
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "current": {},
     "baseline": FIRST_DETECTOR,
     # the detector before the fine-scale bank (session 3's): the fine-scale bank's own contribution
-    "no-fine-scale": {"fine_scale": False},
+    "no-fine-scale": {"fine_scale": "off"},
+    # the fine-scale bank whatever its gate says (only with --variant)
+    "fine-scale-on": {"fine_scale": "on"},
     # the detector before the patch head (session 2's): the patch head's own contribution
-    "no-patch-head": {"patch_head": False, "fine_scale": False},
+    "no-patch-head": {"patch_head": False, "fine_scale": "off"},
     # the 256 px images upsampled to a 512 px model input: 4x the compute, finer patch grid
     "current-512": {"image_size": 512},
     # the image score as the max of the smoothed map (the default is the mean of the top 10 patches)
@@ -162,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 severity_rows.append(severity_row(cargo, name, data, result))
                 gates.append(
                     f"{cargo} {name}: type-head gate: {trained.card['validation']['head_gate']}; "
-                    f"patch-head gate: {trained.card['validation']['patch_head_gate']}"
+                    f"patch-head gate: {trained.card['validation']['patch_head_gate']}; "
+                    f"fine-scale gate: {trained.card['training']['fine_scale']['gate']}"
                 )
     print(
         f"\nseed {args.seed}, held out of training: {args.holdout}\n"

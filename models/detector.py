@@ -222,15 +222,23 @@ class Detector(nn.Module):
         With a fine-scale bank (``fine``, default: own), a patch's distance is the larger of its
         main-bank distance and its fine-bank distance in main-bank units.
         """
+        main, fine_dist = self.scale_distances(patches, bank, fine)
+        return main if fine_dist is None else torch.maximum(main, fine_dist)
+
+    def scale_distances(
+        self, patches: torch.Tensor, bank: MemoryBank | None = None, fine: FineBank | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, D, h, w) patches -> (B, h, w) main-bank distances and, with a fine-scale bank, (B, h, w)
+        fine-bank distances in main-bank units (else ``None``)."""
         b, d, h, w = patches.shape
         q = patches.reshape(b, d, h * w).transpose(1, 2)
         if not self.config.fine_scale:
-            return (bank or self.bank)(q).reshape(b, h, w)
+            return (bank or self.bank)(q).reshape(b, h, w), None
         split = self.embedder.out_dim
-        main = (bank or self.bank)(q[:, :, :split])
+        main = (bank or self.bank)(q[:, :, :split]).reshape(b, h, w)
         fine_bank = fine or self.fine
         assert fine_bank is not None  # built with the config
-        return torch.maximum(main, fine_bank(q[:, :, split:])).reshape(b, h, w)
+        return main, fine_bank(q[:, :, split:]).reshape(b, h, w)
 
     def normalise_positions(self, dist: torch.Tensor) -> torch.Tensor:
         """(B, h, w) raw distances -> (B, h, w) distances on one scale for every grid position.

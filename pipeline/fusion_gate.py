@@ -6,6 +6,10 @@ supervised signal (the type head, then the patch head) is therefore kept only wh
 shows that the fusion with it ranks anomalies above normals at least as well as without it
 (strictly better for the patch head). The evidence is the validation split, plus, for the patch
 head, every labelled training image scored out of fold.
+
+The fine-scale memory bank (``models.patchcore.FineBank``) is gated the same way inside the one-class
+score: it is kept only when the out-of-fold one-class scores of the training images rank strictly
+better with it than without it (:func:`fine_scale_gate`).
 """
 
 from __future__ import annotations
@@ -19,14 +23,23 @@ import torch
 from models.detector import Detector
 from pipeline.metrics import image_auroc
 
-__all__ = ["PSEUDO_ONLY", "Evidence", "Gate", "gate_signal", "max_probability", "patch_gate_evidence"]
+__all__ = [
+    "PSEUDO_ONLY",
+    "Evidence",
+    "Gate",
+    "fine_scale_gate",
+    "gate_signal",
+    "max_probability",
+    "patch_gate_evidence",
+]
 
 
 class Gate(NamedTuple):
     """Whether a supervised signal joins the fusion, and the AUROCs behind the decision.
 
     ``one_class_auroc`` is the AUROC of what it is fused with (the one-class score for the type
-    head; the fusion so far for the patch head); ``head_auroc`` is the signal's own.
+    head; the fusion so far for the patch head); ``head_auroc`` is the signal's own. For the
+    fine-scale bank they are the one-class AUROC without and with it.
     """
 
     kept: bool
@@ -147,3 +160,45 @@ def gate_signal(
         order = ">" if strict else ">="
         reason = f"{this} validation AUROC {head:.3f}{floor}; fused {fused:.3f} {order} {other} {oc:.3f}"
     return Gate(bool(kept), oc, head, reason)
+
+
+def fine_scale_gate(
+    scale_dists: Sequence[tuple[torch.Tensor, torch.Tensor | None]], labels: Sequence[int], *, topk: int
+) -> Gate:
+    """Keep the fine-scale bank only if it makes the one-class score rank strictly better.
+
+    A patch's distance with the fine-scale bank is the larger of its two banks' distances, so the
+    bank can only raise scores; on normals whose fine textures vary (grey or noisy views) it raises
+    false alarms. On one development seed it lifted bulk-ore AUROC 0.966 -> 0.988, on a fresh seed
+    it lowered it 0.979 -> 0.970, hence the gate.
+
+    Args:
+        scale_dists: per training image, its (T, h, w) out-of-fold main-bank distances and fine-bank
+            distances in main-bank units (``None`` when there is no fine-scale bank).
+        labels: per image, 0 for normal, > 0 for anomalous (labelled or pseudo).
+        topk: patches averaged into a view's score; an image scores its highest view.
+    """
+    if not scale_dists or scale_dists[0][1] is None:
+        return Gate(False, None, None, "off")
+    y = (np.asarray(labels) > 0).astype(np.int64)
+
+    def score(d: torch.Tensor) -> float:
+        flat = d.flatten(1)
+        return float(flat.topk(min(topk, flat.shape[1]), dim=1).values.mean(dim=1).max())
+
+    without = np.array([score(main) for main, _ in scale_dists])
+    with_fine = np.array([score(torch.maximum(main, fine)) for main, fine in scale_dists])  # type: ignore[arg-type]
+    a_without, a_with = image_auroc(without, y).value, image_auroc(with_fine, y).value
+    if a_without is None or a_with is None:
+        return Gate(False, a_without, a_with, "no anomalous training images to judge it: not used")
+    evidence = f"(out of fold, on {int((y == 0).sum())} normal and {int(y.sum())} anomalous training images)"
+    if a_with > a_without:
+        return Gate(
+            True, a_without, a_with, f"one-class AUROC {a_with:.3f} > without it {a_without:.3f} {evidence}"
+        )
+    return Gate(
+        False,
+        a_without,
+        a_with,
+        f"one-class AUROC {a_with:.3f}, without it {a_without:.3f}: no measured gain {evidence}",
+    )

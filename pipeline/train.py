@@ -51,7 +51,7 @@ from models.registry import create_model
 from models.threshold import pick_thresholds
 from models.tiling import TilingConfig, make_views, to_rgb_float
 from models.weights import file_sha256
-from pipeline.fusion_gate import Gate, gate_signal, max_probability, patch_gate_evidence
+from pipeline.fusion_gate import Gate, fine_scale_gate, gate_signal, max_probability, patch_gate_evidence
 from pipeline.metrics import image_auroc, tnr_at_fnr
 from pipeline.patch_training import PatchExamples, out_of_fold_scores, patch_examples
 
@@ -62,6 +62,10 @@ PSEUDO_PREFIX = "synthetic_"
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called as each stage advances."""
+
+
+FINE_SCALE_MODES = ("auto", "on", "off")
+"""``TrainConfig.fine_scale``: kept when it measurably helps, always, never."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +96,9 @@ class TrainConfig:
         patch_head: train the patch head (``models.patch_head``) on the labelled anomalies' masks
             when they have any; it joins the fusion only if validation supports it.
         fine_scale: a second memory bank on the backbone's stride-4 features
-            (:class:`models.patchcore.FineBank`) for thin and small anomalies. On the development
-            seeds' bulk ore it raised the one-class AUROC 0.80 -> 0.93 and 0.92 -> 0.95 and left
-            vacuum packs level (0.780 -> 0.776).
+            (:class:`models.patchcore.FineBank`) for thin and small anomalies: ``"auto"`` keeps it
+            when the out-of-fold one-class scores rank better with it
+            (:func:`pipeline.fusion_gate.fine_scale_gate`), ``"on"`` always, ``"off"`` never.
         val_fraction: share of good and of each labelled anomaly type held out for validation.
         folds: out-of-fold splits of the training normals for the head's inputs.
         tile_size, tile_overlap: tiling of images larger than ``tile_size`` (0 = always resize).
@@ -118,7 +122,7 @@ class TrainConfig:
     pad: int = 16
     position_norm: bool = True
     patch_head: bool = True
-    fine_scale: bool = True
+    fine_scale: str = "auto"
     val_fraction: float = 0.2
     folds: int = 2
     tile_size: int = 0
@@ -152,6 +156,10 @@ class TrainConfig:
             ),
             (0.0 < self.val_fraction < 1.0, f"val_fraction {self.val_fraction} must be in (0, 1)"),
             (self.folds >= 2, f"folds {self.folds} must be >= 2"),
+            (
+                self.fine_scale in FINE_SCALE_MODES,
+                f"fine_scale {self.fine_scale!r} not in {', '.join(FINE_SCALE_MODES)}",
+            ),
             (self.batch_size >= 1, f"batch_size {self.batch_size} must be >= 1"),
             (self.threads is None or self.threads >= 1, f"threads {self.threads} must be >= 1"),
             (
@@ -247,7 +255,7 @@ class _Trainer:
             class_names=(GOOD, "anomalous"),
             score_reduction=config.score_reduction,
             pad=config.pad,
-            fine_scale=config.fine_scale,
+            fine_scale=config.fine_scale != "off",
         )
         self.detector = build_detector(self.base_config, backbone=self.backbone, embed_seed=config.seed)
 
@@ -392,10 +400,10 @@ def train_model(
     emb_good = trainer.embed(goods, "embed normals")
     emb_anom = trainer.embed(anomalies, "embed anomalies")
 
-    # Out-of-fold one-class distances for every training unit.
+    # Out-of-fold one-class distances for every training unit: main bank, and fine-scale bank or None.
     units: list[tuple[_Embedded, torch.Tensor, int]] = []  # (embedding, distances (T, h, w), label)
     unit_folds: list[int] = []
-    normal_dists: list[torch.Tensor] = []
+    scale_dists: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # per unit
     coreset_seconds = 0.0
     for f in range(config.folds):
         t0 = time.perf_counter()
@@ -404,20 +412,39 @@ def train_model(
             [e for e, g in zip(emb_good, fold_of_good, strict=True) if g == f],
         )
         coreset_seconds += time.perf_counter() - t0
+        labelled = [(e, g, 0) for e, g in zip(emb_good, fold_of_good, strict=True)] + [
+            (e, g, class_names.index(kind))
+            for e, g, kind in zip(emb_anom, fold_of_anom, anomaly_types, strict=True)
+        ]
         with torch.inference_mode():
-            for e, g in zip(emb_good, fold_of_good, strict=True):
+            for e, g, label in labelled:
                 if g == f:
-                    dist = trainer.detector.distances(e.patches, bank, fine)
-                    units.append((e, dist, 0))
-                    unit_folds.append(f)
-                    normal_dists.append(dist)
-            for e, g, kind in zip(emb_anom, fold_of_anom, anomaly_types, strict=True):
-                if g == f:
-                    dist = trainer.detector.distances(e.patches, bank, fine)
-                    units.append((e, dist, class_names.index(kind)))
+                    scale_dists.append(trainer.detector.scale_distances(e.patches, bank, fine))
+                    units.append((e, torch.empty(0), label))
                     unit_folds.append(f)
         report("out-of-fold scoring", f + 1, config.folds)
     det = trainer.detector
+    fine_gate = fine_scale_gate(scale_dists, [label for _, _, label in units], topk=det.config.topk)
+    if config.fine_scale == "on" and not fine_gate.kept:
+        fine_gate = fine_gate._replace(kept=True, reason=f"on (forced); {fine_gate.reason}")
+    if fine_gate.kept:
+        dists = [main if fine is None else torch.maximum(main, fine) for main, fine in scale_dists]
+    else:
+        dists = [main for main, _ in scale_dists]
+    if config.fine_scale != "off" and not fine_gate.kept:  # drop its channels, its bank and its config flag
+        split = det.embedder.out_dim
+
+        def main_only(e: _Embedded) -> _Embedded:
+            return _Embedded(e.patches[:, :split], e.pooled)
+
+        emb_good, emb_anom = [main_only(e) for e in emb_good], [main_only(e) for e in emb_anom]
+        units = [(main_only(e), d, label) for e, d, label in units]
+        trainer.base_config = dataclasses.replace(trainer.base_config, fine_scale=False)
+        det.config = dataclasses.replace(det.config, fine_scale=False)
+        det.fine = None
+        det.patch_head = PatchHead(split, det.config.patch_hidden, topk=det.config.patch_topk)
+    units = [(e, d, label) for (e, _, label), d in zip(units, dists, strict=True)]
+    normal_dists = [d for _, d, label in units if label == 0]
     if config.position_norm:
         grid = int(normal_dists[0].shape[-1])
         det.config = dataclasses.replace(det.config, grid=grid)
@@ -492,9 +519,9 @@ def train_model(
     report("patch head", 1, 1)
 
     t0 = time.perf_counter()
-    final_bank, final_fine = trainer.banks(
-        emb_good, trainer.embed(val_good, "embed validation normals") if config.fine_scale else []
-    )
+    fine_kept = trainer.base_config.fine_scale
+    held_out = trainer.embed(val_good, "embed validation normals") if fine_kept else []
+    final_bank, final_fine = trainer.banks(emb_good, held_out)
     coreset_seconds += time.perf_counter() - t0
     det.bank = final_bank
     det.fine = final_fine
@@ -681,6 +708,7 @@ def train_model(
             "bank_size": int(final_bank.bank.shape[0]),
             "fine_scale": {
                 "used": final_fine is not None,
+                "gate": fine_gate.reason if config.fine_scale != "off" else "off (--fine-scale off)",
                 "layer": int(trainer.backbone.fine_layer) if final_fine is not None else None,
                 "stride": int(trainer.backbone.fine_stride) if final_fine is not None else None,
                 "bank_size": int(final_fine.bank.bank.shape[0]) if final_fine is not None else 0,

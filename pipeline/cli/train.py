@@ -69,12 +69,13 @@ def train_command(
         ),
     ] = True,
     fine_scale: Annotated[
-        bool,
+        str,
         typer.Option(
-            "--fine-scale/--no-fine-scale",
-            help="A second memory bank on stride-4 features, for thin and small anomalies.",
+            "--fine-scale",
+            help="A second memory bank on stride-4 features, for thin and small anomalies: auto "
+            "(kept when out-of-fold scores rank better with it), on or off.",
         ),
-    ] = True,
+    ] = "auto",
     tile_size: Annotated[
         int, typer.Option("--tile-size", help="Tile images larger than this many pixels (0: always resize).")
     ] = 0,
@@ -144,8 +145,8 @@ def train_command(
     )
     table.add_row("memory bank", f"{training['bank_size']} of {training['patches_total']} patches")
     fine = training["fine_scale"]
-    if fine["used"]:
-        table.add_row("fine-scale bank", f"{fine['bank_size']} rows, stride {fine['stride']} features")
+    used = f"{fine['bank_size']} rows of stride-{fine['stride']} features" if fine["used"] else "not used"
+    table.add_row("fine-scale bank", f"{used}: {fine['gate']}")
     fused = "fused" if val["head_in_fusion"] else "not fused"
     table.add_row("supervised head", f"{fused}: {val['head_gate']}")
     fused = "fused" if val["patch_head_in_fusion"] else "not fused"

@@ -72,7 +72,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tmp_path_factory.mktemp("data") / "bulk_ore", seed=1, n_good=14, n_anomalous=4, n_test=6
     )
     out = tmp_path_factory.mktemp("model") / "m"
-    train_model(root, out, config=TrainConfig(image_size=SIZE, coreset_ratio=0.5, seed=0))
+    train_model(root, out, config=TrainConfig(image_size=SIZE, coreset_ratio=0.5, seed=0, fine_scale="on"))
     return out
 
 

@@ -149,8 +149,8 @@ def test_tiling_finds_a_small_defect_that_resizing_misses(tmp_path: Path, imagin
         tmp_path,
         imaging,
         {
-            "resized": {"fine_scale": False},
-            "tiled": {"fine_scale": False, "tile_size": 64, "tile_overlap": 16},
+            "resized": {"fine_scale": "off"},
+            "tiled": {"fine_scale": "off", "tile_size": 64, "tile_overlap": 16},
         },
     )
     good, bad = scores["tiled"]
@@ -163,7 +163,9 @@ def test_tiling_finds_a_small_defect_that_resizing_misses(tmp_path: Path, imagin
 def test_the_fine_scale_bank_finds_a_small_defect_the_main_bank_misses(tmp_path: Path, imaging) -> None:  # type: ignore[no-untyped-def]
     """Resized to a 64 px input the defect is 3 px: below what stride-8/16 features resolve, not
     below what the stride-4 fine-scale bank does."""
-    scores = _small_defect_scores(tmp_path, imaging, {"main": {"fine_scale": False}, "fine": {}})
+    scores = _small_defect_scores(
+        tmp_path, imaging, {"main": {"fine_scale": "off"}, "fine": {"fine_scale": "on"}}
+    )
     good, bad = scores["fine"]
     assert min(bad) > max(good)
     good, bad = scores["main"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from pipeline.fusion_gate import gate_signal
+from pipeline.fusion_gate import fine_scale_gate, gate_signal
 from pipeline.train import TrainConfig
 
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
@@ -60,3 +61,40 @@ def test_a_strict_gate_keeps_a_signal_that_adds() -> None:
     head = np.array([-5.0, -5.0, -5.0, -5.0, -6.0, -6.0, 2.0, 2.0])  # the head finds them
     gate = gate_signal(weak, head, Y, IDENTITY, 0.0, strict=True)
     assert gate.kept is True and gate.one_class_auroc == 0.5
+
+
+def _views(main: list[float], fine: list[float] | None) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """One 1x1-patch view per image with the given main and fine distances."""
+    return [
+        (torch.tensor([[[m]]]), None if fine is None else torch.tensor([[[f]]]))
+        for m, f in zip(main, fine or main, strict=True)
+    ]
+
+
+LABELS = [0, 0, 0, 1, 2]  # three normals, two anomalies (of two types)
+
+
+@pytest.mark.parametrize(
+    ("main", "fine", "kept", "says"),
+    [
+        # the main bank misses the second anomaly; the fine bank sees it
+        (
+            [1.0, 2.0, 3.0, 4.0, 1.5],
+            [0.0, 0.0, 0.0, 0.0, 9.0],
+            True,
+            "one-class AUROC 1.000 > without it 0.667",
+        ),
+        # the fine bank only raises a normal: dropped
+        ([1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 0.0, 9.0, 0.0, 0.0], False, "no measured gain"),
+        # a tie (both perfect) measures no gain: dropped
+        ([1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 0.0, 0.0, 6.0, 0.0], False, "1.000, without it 1.000"),
+        # no fine-scale bank at all
+        ([1.0, 2.0, 3.0, 4.0, 5.0], None, False, "off"),
+    ],
+)
+def test_fine_scale_gate(main: list[float], fine: list[float] | None, kept: bool, says: str) -> None:
+    gate = fine_scale_gate(_views(main, fine), LABELS, topk=10)
+    assert gate.kept is kept
+    assert says in gate.reason
+    if fine is not None:
+        assert "on 3 normal and 2 anomalous training images" in gate.reason
