@@ -12,11 +12,11 @@ Four models are trained per cargo type on the same files with ``pipeline.train.t
 scored with ``pipeline.evaluate.evaluate``:
 
 * ``current``: the defaults (reflect padding 16 px, per-position distance normalisation, the patch
-  head trained on the labelled anomalies' masks, the fine-scale bank on stride-4 features where its
-  out-of-fold gate keeps it);
-* ``no-fine-scale``: the defaults without the fine-scale bank (``fine_scale="off"``) — the detector
-  before it, to show the fine-scale bank's own share;
-* ``no-patch-head``: neither the fine-scale bank nor the patch head — the detector before both;
+  head trained on the labelled anomalies' masks);
+* ``fine-scale``: the defaults plus the opt-in fine-scale bank on stride-4 features, where its
+  out-of-fold gate keeps it (``fine_scale="auto"``);
+* ``no-patch-head``: the defaults without the patch head (``patch_head=False``) — the detector
+  before it, to show the patch head's own share;
 * ``baseline``: ``pad=0, position_norm=False, patch_head=False, fine_scale="off"`` — the detector as
   first shipped;
 * only when asked for with ``--variant``: ``fine-scale-on`` (the fine-scale bank kept whatever its
@@ -53,18 +53,18 @@ FIRST_DETECTOR: dict[str, Any] = {"pad": 0, "position_norm": False, "patch_head"
 VARIANTS: dict[str, dict[str, Any]] = {
     "current": {},
     "baseline": FIRST_DETECTOR,
-    # the detector before the fine-scale bank (session 3's): the fine-scale bank's own contribution
-    "no-fine-scale": {"fine_scale": "off"},
+    # the defaults plus the fine-scale bank where its out-of-fold gate keeps it (opt-in)
+    "fine-scale": {"fine_scale": "auto"},
     # the fine-scale bank whatever its gate says (only with --variant)
     "fine-scale-on": {"fine_scale": "on"},
     # the detector before the patch head (session 2's): the patch head's own contribution
-    "no-patch-head": {"patch_head": False, "fine_scale": "off"},
+    "no-patch-head": {"patch_head": False},
     # the 256 px images upsampled to a 512 px model input: 4x the compute, finer patch grid
     "current-512": {"image_size": 512},
     # the image score as the max of the smoothed map (the default is the mean of the top 10 patches)
     "current-max": {"score_reduction": "max"},
 }
-DEFAULT_VARIANTS = ("current", "no-fine-scale", "no-patch-head", "baseline")
+DEFAULT_VARIANTS = ("current", "fine-scale", "no-patch-head", "baseline")
 
 
 def synthesise(out: Path, args: argparse.Namespace) -> None:

@@ -72,10 +72,10 @@ def train_command(
         str,
         typer.Option(
             "--fine-scale",
-            help="A second memory bank on stride-4 features, for thin and small anomalies: auto "
-            "(kept when out-of-fold scores rank better with it), on or off.",
+            help="A second memory bank on stride-4 features, for thin and small anomalies: off, "
+            "auto (kept when out-of-fold scores rank better with it) or on.",
         ),
-    ] = "auto",
+    ] = "off",
     tile_size: Annotated[
         int, typer.Option("--tile-size", help="Tile images larger than this many pixels (0: always resize).")
     ] = 0,

@@ -51,6 +51,8 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
             "3",
             "--threads",
             "1",
+            "--fine-scale",
+            "auto",
         ],
     )
     printed = capsys.readouterr().out
@@ -73,7 +75,7 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
     assert "to judge it: not trained" in card["validation"]["patch_head_gate"]
     assert card["thresholds"]["method"] == "normal_quantile_fallback"
     assert card["training"]["counts"] == {"train": {"good": 8}, "validation": {"good": 2}}
-    fine = card["training"]["fine_scale"]  # on by default, kept or dropped by its gate
+    fine = card["training"]["fine_scale"]  # asked for: kept or dropped by its gate
     assert "one-class AUROC" in fine["gate"] and "out of fold" in fine["gate"]
     assert (fine["bank_size"] > 0) is fine["used"]
     assert "fine-scale bank" in printed
