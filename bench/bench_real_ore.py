@@ -66,7 +66,12 @@ def contact_sheet(images: list[np.ndarray], path: Path, columns: int = 8) -> Non
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
 
 
-VARIANTS: dict[str, dict[str, Any]] = {"current": {}, "baseline": FIRST_DETECTOR}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "current": {},
+    "baseline": FIRST_DETECTOR,
+    "fine-scale": {"fine_scale": "auto"},  # the opt-in fine-scale bank, where its gate keeps it
+    "fine-scale-on": {"fine_scale": "on"},  # ... whatever its gate says
+}
 
 
 def _rows(
@@ -125,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", action="store_true", help="also the first detector (pad 0, no position norm)"
     )
+    parser.add_argument(
+        "--variant", choices=tuple(VARIANTS), action="append", help="models to fit (overrides --baseline)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -154,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = write_mvtec(Path(tmp) / "data", train)
-        for variant in ("current", "baseline") if args.baseline else ("current",):
+        default = ("current", "baseline") if args.baseline else ("current",)
+        for variant in args.variant or default:
             config = TrainConfig(
                 image_size=args.size, threads=args.threads, cargo_type="bulk_ore", seed=args.seed,
                 **VARIANTS[variant],
