@@ -88,9 +88,9 @@ class MemoryBank(nn.Module):
 class FineBank(nn.Module):
     """The fine-scale memory bank and the affine map of its distances onto the main bank's scale.
 
-    Features at stride 4 see an 8-12 px context, so they catch thin or small local anomalies (a
-    cable, a few pale lumps of the wrong material) that the stride-8/16 patch features average into
-    the look of normal cargo; the deep features in turn catch large ones (an oversize lump). The two
+    Features at stride 4 describe a small neighbourhood, so they catch thin or small local anomalies
+    (a cable, a few pale lumps of the wrong material) that the stride-8/16 patch features average
+    into the look of normal cargo; the deep features in turn catch large ones (an oversize lump). The two
     scales get separate banks because in one concatenated embedding the deeper, wider features
     dominate every distance. ``scale`` and ``shift`` put fine distances in the main bank's units
     (fitted on held-out normals by :func:`fit_fine_scale`), so that a patch's distance is the larger

@@ -409,6 +409,11 @@ def train_model(
     unit_folds: list[int] = []
     scale_dists: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # per unit
     coreset_seconds = 0.0
+    # (embedding, fold, label) of every training image: the normals, then the anomalies
+    train_units = [(e, g, 0) for e, g in zip(emb_good, fold_of_good, strict=True)] + [
+        (e, g, class_names.index(kind))
+        for e, g, kind in zip(emb_anom, fold_of_anom, anomaly_types, strict=True)
+    ]
     for f in range(config.folds):
         t0 = time.perf_counter()
         bank, fine = trainer.banks(
@@ -416,12 +421,8 @@ def train_model(
             [e for e, g in zip(emb_good, fold_of_good, strict=True) if g == f],
         )
         coreset_seconds += time.perf_counter() - t0
-        labelled = [(e, g, 0) for e, g in zip(emb_good, fold_of_good, strict=True)] + [
-            (e, g, class_names.index(kind))
-            for e, g, kind in zip(emb_anom, fold_of_anom, anomaly_types, strict=True)
-        ]
         with torch.inference_mode():
-            for e, g, label in labelled:
+            for e, g, label in train_units:
                 if g == f:
                     scale_dists.append(trainer.detector.scale_distances(e.patches, bank, fine))
                     units.append((e, torch.empty(0), label))
@@ -710,15 +711,11 @@ def train_model(
             "coreset_ratio": config.coreset_ratio,
             "max_bank": config.max_bank,
             "bank_size": int(final_bank.bank.shape[0]),
-            "fine_scale": {
-                "used": final_fine is not None,
-                "gate": fine_gate.reason if config.fine_scale != "off" else "off (--fine-scale off)",
-                "layer": int(trainer.backbone.fine_layer) if final_fine is not None else None,
-                "stride": int(trainer.backbone.fine_stride) if final_fine is not None else None,
-                "bank_size": int(final_fine.bank.bank.shape[0]) if final_fine is not None else 0,
-                "scale": float(final_fine.scale) if final_fine is not None else None,
-                "shift": float(final_fine.shift) if final_fine is not None else None,
-            },
+            "fine_scale": _fine_scale_card(
+                trainer.backbone,
+                final_fine,
+                fine_gate.reason if config.fine_scale != "off" else "off (--fine-scale off)",
+            ),
             "patches_total": int(sum(e.patches.shape[0] * e.patches[0, 0].numel() for e in emb_good)),
             "seed": config.seed,
             "fit_seconds": round(fit_seconds, 3),
@@ -750,6 +747,21 @@ def _pseudo_masks(trainer: _Trainer, normals: Sequence[np.ndarray]) -> list[tupl
         masks.append(mask.astype(np.float32))
     embedded = trainer.embed(images, "embed pseudo-anomalies") if images else []
     return [(e.patches, m) for e, m in zip(embedded, masks, strict=True)]
+
+
+def _fine_scale_card(backbone: Any, fine: FineBank | None, gate: str) -> dict[str, Any]:
+    """The card's ``training.fine_scale``: whether the bank is in the model, why, and its figures."""
+    if fine is None:
+        return {"used": False, "gate": gate, "layer": None, "stride": None, "bank_size": 0}
+    return {
+        "used": True,
+        "gate": gate,
+        "layer": int(backbone.fine_layer),
+        "stride": int(backbone.fine_stride),
+        "bank_size": int(fine.bank.bank.shape[0]),
+        "scale": float(fine.scale),
+        "shift": float(fine.shift),
+    }
 
 
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
