@@ -13,9 +13,7 @@ where ``DATA`` is a ``clearsight data synth`` folder (the README's figure: seed 
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -26,13 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_quality import FIRST_DETECTOR  # noqa: E402
+from bench.figure_models import figure_args, fit_each, test_split  # noqa: E402
 from bench.figure_sheet import caption, score_rank_caption, write_sheet  # noqa: E402
-from datasets.decode import decode_image  # noqa: E402
-from datasets.mvtec import read_mvtec  # noqa: E402
-from models.artifact import load_model  # noqa: E402
 from models.predictor import ImageScorer  # noqa: E402
 from models.tiling import TilingConfig, to_rgb_float  # noqa: E402
-from pipeline.train import TrainConfig, train_model  # noqa: E402
 
 MODELS = {
     "zero padding, raw distances": FIRST_DETECTOR,
@@ -53,22 +48,15 @@ def distance_maps(predictor, images: list[np.ndarray]) -> tuple[np.ndarray, np.n
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="a bulk_ore MVTec folder")
-    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    items = [i for i in read_mvtec(args.data).items if i.split == "test"]
-    images = [decode_image(i.path).pixels for i in items]
-    good = np.array([i.label == "good" for i in items])
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for n, (name, overrides) in enumerate(MODELS.items()):
-            config = TrainConfig(threads=args.threads, cargo_type="bulk_ore", **overrides)  # type: ignore[arg-type]
-            trained = train_model(args.data, Path(tmp) / str(n), config=config)
-            results[name] = distance_maps(load_model(trained.out_dir), images)
+    args = figure_args(__doc__, "a bulk_ore MVTec folder", argv)
+    items, images, good = test_split(args.data)
+    results = fit_each(
+        args.data,
+        MODELS,
+        cargo_type="bulk_ore",
+        threads=args.threads,
+        use=lambda predictor: distance_maps(predictor, images),
+    )
 
     first_scores = next(iter(results.values()))[1]
     goods, bads = np.flatnonzero(good), np.flatnonzero(~good)

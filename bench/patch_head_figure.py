@@ -15,47 +15,33 @@ development seed 11, 150 normals, puncture held out).
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.figure_models import figure_args, fit_each, test_split  # noqa: E402
 from bench.figure_sheet import caption, score_rank_caption, write_sheet  # noqa: E402
 from datasets.decode import decode_image  # noqa: E402
-from datasets.mvtec import read_mvtec  # noqa: E402
-from models.artifact import load_model  # noqa: E402
 from models.tiling import to_rgb_float  # noqa: E402
-from pipeline.train import TrainConfig, train_model  # noqa: E402
 
 MODELS = {"without the patch head": {"patch_head": False}, "with the patch head": {}}
 SIDE = 256
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="a vacuum_pack MVTec folder with masks")
-    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = figure_args(__doc__, "a vacuum_pack MVTec folder with masks", argv)
+    items, images, good = test_split(args.data)
 
-    items = read_mvtec(args.data).split("test")
-    images = [decode_image(i.path).pixels for i in items]
-    good = np.array([i.label == "good" for i in items])
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for n, (name, overrides) in enumerate(MODELS.items()):
-            config = TrainConfig(threads=args.threads, cargo_type="vacuum_pack", **overrides)  # type: ignore[arg-type]
-            trained = train_model(args.data, Path(tmp) / str(n), config=config)
-            preds = load_model(trained.out_dir).predict(images)
-            results[name] = (np.array([p.score for p in preds]), [p.anomaly_map for p in preds])
+    def scores_and_maps(predictor):  # type: ignore[no-untyped-def]
+        preds = predictor.predict(images)
+        return np.array([p.score for p in preds]), [p.anomaly_map for p in preds]
+
+    results = fit_each(args.data, MODELS, cargo_type="vacuum_pack", threads=args.threads, use=scores_and_maps)
 
     old_scores = next(iter(results.values()))[0]
     pick = []
