@@ -39,11 +39,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.detector import Detector
+from models.patch_head import PatchHead
 from models.pseudo_anomalies import make_pseudo_anomaly
 from models.tiling import TilingConfig, make_views
 from pipeline.patch_training import MIN_COVERAGE, mask_coverage
 
-__all__ = ["FineTuneConfig", "FineTuneReport", "fine_tune_backbone"]
+__all__ = ["FineTuneConfig", "FineTuneReport", "FineTuned", "fine_tune_backbone"]
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -73,7 +74,10 @@ class FineTuneConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.steps >= 0, f"fine-tune steps {self.steps} must be >= 0"),
-            (self.lr > 0 and self.head_lr > 0, f"fine-tune learning rates must be > 0; got {self.lr}, {self.head_lr}"),
+            (
+                self.lr > 0 and self.head_lr > 0,
+                f"fine-tune learning rates must be > 0; got {self.lr}, {self.head_lr}",
+            ),
             (self.batch_size >= 2, f"fine-tune batch_size {self.batch_size} must be >= 2"),
             (self.hidden >= 1, f"fine-tune hidden {self.hidden} must be >= 1"),
             (self.max_pos_weight >= 1, f"fine-tune max_pos_weight {self.max_pos_weight} must be >= 1"),
@@ -106,6 +110,14 @@ class FineTuneReport(NamedTuple):
     seconds: float
 
 
+class FineTuned(NamedTuple):
+    """What :func:`fine_tune_backbone` gives back: the per-patch classifier trained with the backbone,
+    as a :class:`~models.patch_head.PatchHead` on the tuned features, and the run's report."""
+
+    patch_head: PatchHead
+    report: FineTuneReport
+
+
 class _View(NamedTuple):
     image: torch.Tensor  # (3, S, S) normalised
     coverage: torch.Tensor  # (h, w) share of each patch cell the defect mask covers
@@ -122,6 +134,17 @@ class _Classifier(nn.Module):
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         return self.out(F.relu(self.hidden(self.norm(patches)))).squeeze(1)
+
+    def as_patch_head(self, topk: int) -> PatchHead:
+        """The same function in eval mode: the standardisation from the running statistics."""
+        head = PatchHead(self.hidden.in_channels, self.hidden.out_channels, topk=topk)
+        assert self.norm.running_mean is not None and self.norm.running_var is not None
+        with torch.no_grad():
+            head.in_mean.copy_(self.norm.running_mean)
+            head.in_std.copy_((self.norm.running_var + self.norm.eps).sqrt())
+            head.hidden.load_state_dict(self.hidden.state_dict())
+            head.out.load_state_dict(self.out.state_dict())
+        return head.eval()
 
 
 def _augment(view: _View, rng: np.random.Generator) -> _View:
@@ -150,7 +173,7 @@ def fine_tune_backbone(
     rng: np.random.Generator,
     seed: int = 0,
     progress: ProgressFn | None = None,
-) -> FineTuneReport:
+) -> FineTuned:
     """Fine-tune ``detector``'s backbone in place on defect masks (see the module docstring).
 
     Args:
@@ -164,7 +187,8 @@ def fine_tune_backbone(
         progress: called as ``progress("fine-tune backbone", step, steps)``.
 
     Returns:
-        A :class:`FineTuneReport`; the detector is left in eval mode.
+        The classifier trained alongside, as a patch head of ``detector.config.patch_topk``, and a
+        :class:`FineTuneReport`; the detector is left in eval mode.
 
     Raises:
         ValueError: no normals, or a mask whose size differs from its image's.
@@ -173,8 +197,10 @@ def fine_tune_backbone(
         raise ValueError("fine-tuning needs at least one normal training image")
     for n, (image, mask) in enumerate(masked):
         if mask.shape != image.shape[:2]:
-            raise ValueError(f"masked image {n}: mask shape {mask.shape} differs from image {image.shape[:2]}")
-    report = progress or (lambda stage, done, total: None)
+            raise ValueError(
+                f"masked image {n}: mask shape {mask.shape} differs from image {image.shape[:2]}"
+            )
+    notify = progress or (lambda stage, done, total: None)
     cfg = detector.config
     start = time.perf_counter()
 
@@ -189,7 +215,9 @@ def fine_tune_backbone(
 
     # Keep only views that show some defect: a tile away from the defect would teach "normal"
     # with a defect label nowhere, which the normals already do.
-    defect_views = [v for img, m in masked for v in views_of(img, m) if float(v.coverage.max()) >= MIN_COVERAGE]
+    defect_views = [
+        v for img, m in masked for v in views_of(img, m) if float(v.coverage.max()) >= MIN_COVERAGE
+    ]
     half = config.batch_size // 2
 
     torch.manual_seed(seed)
@@ -198,7 +226,10 @@ def fine_tune_backbone(
     classifier = _Classifier(channels, config.hidden)
     params = _trainable(detector)
     optimiser = torch.optim.AdamW(
-        [{"params": params, "lr": config.lr}, {"params": list(classifier.parameters()), "lr": config.head_lr}],
+        [
+            {"params": params, "lr": config.lr},
+            {"params": list(classifier.parameters()), "lr": config.head_lr},
+        ],
         weight_decay=config.weight_decay,
     )
     detector.train()
@@ -221,7 +252,11 @@ def fine_tune_backbone(
                         image, pasted, _ = make_pseudo_anomaly(image, rng)
                         mask = pasted.astype(np.float32)
                     views = views_of(image, mask)
-                    hit = [v for v in views if float(v.coverage.max()) >= MIN_COVERAGE] if mask is not None else []
+                    hit = (
+                        [v for v in views if float(v.coverage.max()) >= MIN_COVERAGE]
+                        if mask is not None
+                        else []
+                    )
                     pool = hit or views
                     batch.append(_augment(pool[int(rng.integers(len(pool)))], rng))
                 images = torch.stack([v.image for v in batch])
@@ -238,12 +273,12 @@ def fine_tune_backbone(
                 loss.backward()
                 optimiser.step()
                 losses.append(float(loss.detach()))
-                report("fine-tune backbone", step + 1, config.steps)
+                notify("fine-tune backbone", step + 1, config.steps)
     finally:
         detector.eval()
         optimiser.zero_grad(set_to_none=True)
     tail = max(1, len(losses) // 10)
-    return FineTuneReport(
+    summary = FineTuneReport(
         steps=config.steps,
         lr=config.lr,
         batch_size=config.batch_size,
@@ -253,3 +288,4 @@ def fine_tune_backbone(
         last_loss=float(np.mean(losses[-tail:])) if losses else float("nan"),
         seconds=round(time.perf_counter() - start, 3),
     )
+    return FineTuned(classifier.eval().as_patch_head(cfg.patch_topk), summary)

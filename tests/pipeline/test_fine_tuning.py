@@ -79,7 +79,7 @@ def test_fine_tuning_trains_the_feature_blocks_and_nothing_else() -> None:
     before = {k: v.clone() for k, v in det.state_dict().items()}
     calls: list[tuple[str, int, int]] = []
     normals, masked = _data()
-    report = fine_tune_backbone(
+    tuned = fine_tune_backbone(
         det,
         normals,
         masked,
@@ -88,6 +88,7 @@ def test_fine_tuning_trains_the_feature_blocks_and_nothing_else() -> None:
         rng=np.random.default_rng(0),
         progress=lambda *a: calls.append(a),
     )
+    report = tuned.report
     after = det.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     deepest = max(det.backbone.feature_layers)
@@ -116,8 +117,35 @@ def test_fine_tuning_is_reproducible_with_the_same_seed() -> None:
 @pytest.mark.slow
 def test_fine_tuning_learns_the_defect() -> None:
     """The loss of the per-patch defect classifier falls well below where it starts."""
-    report = _tune(_detector(), 40)
-    assert report.last_loss < 0.5 * report.first_loss
+    det = _detector()
+    tuned = _tune(det, 40)
+    assert tuned.report.last_loss < 0.5 * tuned.report.first_loss
+    # the classifier it hands back as a patch head scores unseen defects above unseen normals
+    rng = np.random.default_rng(99)
+    normals = [_texture(rng) for _ in range(4)]
+    defects = [_with_bar(_texture(rng), rng)[0] for _ in range(4)]
+
+    def scores(images: list[np.ndarray]) -> list[float]:
+        x = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2) - 0.5) / 0.5
+        with torch.inference_mode():
+            return tuned.patch_head(det.embed(x)[0]).tolist()
+
+    assert min(scores(defects)) > max(scores(normals))
+
+
+def test_the_classifier_becomes_an_equivalent_patch_head() -> None:
+    from pipeline.fine_tuning import _Classifier
+
+    torch.manual_seed(0)
+    clf = _Classifier(6, 4)
+    clf.train()
+    for _ in range(20):  # running statistics of a shifted, scaled input
+        clf(torch.randn(8, 6, 5, 5) * 3 + 1)
+    clf.eval()
+    x = torch.randn(2, 6, 5, 5) * 3 + 1
+    head = clf.as_patch_head(topk=3)
+    assert head.topk == 3 and not head.training
+    torch.testing.assert_close(head.logits(x), clf(x))
 
 
 @pytest.mark.parametrize(
@@ -142,13 +170,18 @@ def test_refuses_no_normals_and_a_mask_of_the_wrong_size() -> None:
     with pytest.raises(ValueError, match="at least one normal"):
         fine_tune_backbone(_detector(), [], masked, **kw)  # type: ignore[arg-type]
     bad = [(masked[0][0], np.zeros((SIZE, SIZE // 2), np.float32))]
-    with pytest.raises(ValueError, match=r"masked image 0: mask shape \(64, 32\) differs from image \(64, 64\)"):
+    with pytest.raises(
+        ValueError, match=r"masked image 0: mask shape \(64, 32\) differs from image \(64, 64\)"
+    ):
         fine_tune_backbone(_detector(), normals, bad, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("field", "value", "match"),
-    [("fine_tune_steps", -5, "fine_tune_steps -5 must be >= 0"), ("fine_tune_lr", 0.0, "fine_tune_lr 0.0 must be > 0")],
+    [
+        ("fine_tune_steps", -5, "fine_tune_steps -5 must be >= 0"),
+        ("fine_tune_lr", 0.0, "fine_tune_lr 0.0 must be > 0"),
+    ],
 )
 def test_train_config_names_bad_fine_tune_values(field: str, value: object, match: str) -> None:
     from datasets.errors import InputError
@@ -170,7 +203,9 @@ def test_train_cli_fine_tunes_and_the_artifact_keeps_the_tuned_weights(
         cv2.imwrite(str(path), (img[:, :, ::-1] * 255).round().astype(np.uint8))
         if mask is not None:
             (root / "ground_truth" / "plastic").mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(root / "ground_truth" / "plastic" / f"{i:03d}_mask.png"), (mask * 255).astype(np.uint8))
+            cv2.imwrite(
+                str(root / "ground_truth" / "plastic" / f"{i:03d}_mask.png"), (mask * 255).astype(np.uint8)
+            )
     for i in range(8, 14):
         path = root / "train" / "good" / f"{i:03d}.png"
         cv2.imwrite(str(path), (_texture(rng)[:, :, ::-1] * 255).round().astype(np.uint8))
@@ -185,6 +220,7 @@ def test_train_cli_fine_tunes_and_the_artifact_keeps_the_tuned_weights(
     # 10 normals and 4 labelled images: 2 + 1 go to validation and are never trained on
     assert (tuned["steps"], tuned["normals"], tuned["masked"]) == (2, 8, 3)
     assert "training split only" in tuned["data"]
+    assert card["training"]["patch_head"]["source"] == "trained with the backbone (fine-tuning)"
     assert "backbone fine-tuning" in printed and "2 steps on 8 normals and 3 masked anomalies" in printed
     stored = load_model(out, runtime="torch").detector.backbone.state_dict()
     pretrained = create_model("lite0").state_dict()
