@@ -20,7 +20,8 @@ scored with ``pipeline.evaluate.evaluate``:
 * ``baseline``: ``pad=0, position_norm=False, patch_head=False, fine_scale="off"`` — the detector as
   first shipped;
 * only when asked for with ``--variant``: ``fine-scale-on`` (the fine-scale bank kept whatever its
-  gate says), ``current-512`` (the defaults at a 512 px model input) and
+  gate says), ``fine-tune`` (600 steps of the experimental backbone fine-tuning),
+  ``current-512`` (the defaults at a 512 px model input) and
   ``current-max`` (image score = max of the smoothed map).
 """
 
@@ -57,6 +58,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fine-scale": {"fine_scale": "auto"},
     # the fine-scale bank whatever its gate says (only with --variant)
     "fine-scale-on": {"fine_scale": "on"},
+    # the backbone fine-tuned on the training split's masks and pseudo-anomalies (opt-in)
+    "fine-tune": {"fine_tune_steps": 600},
     # the detector before the patch head (session 2's): the patch head's own contribution
     "no-patch-head": {"patch_head": False},
     # the 256 px images upsampled to a 512 px model input: 4x the compute, finer patch grid
@@ -167,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                 gates.append(
                     f"{cargo} {name}: type-head gate: {trained.card['validation']['head_gate']}; "
                     f"patch-head gate: {trained.card['validation']['patch_head_gate']}; "
-                    f"fine-scale gate: {trained.card['training']['fine_scale']['gate']}"
+                    f"fine-scale gate: {trained.card['training']['fine_scale']['gate']}; "
+                    f"fine-tuning: {trained.card['training']['fine_tune']}"
                 )
     print(
         f"\nseed {args.seed}, held out of training: {args.holdout}\n"

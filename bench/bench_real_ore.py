@@ -71,6 +71,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": FIRST_DETECTOR,
     "fine-scale": {"fine_scale": "auto"},  # the opt-in fine-scale bank, where its gate keeps it
     "fine-scale-on": {"fine_scale": "on"},  # ... whatever its gate says
+    "fine-tune": {"fine_tune_steps": 600},  # backbone fine-tuned on pseudo-anomalies (opt-in)
 }
 
 

@@ -107,6 +107,8 @@ class TrainConfig:
         fine_tune_steps: fine-tune the backbone on the training split's defect masks and
             pseudo-anomalies for this many steps before fitting (:mod:`pipeline.fine_tuning`); 0 (the
             default) keeps the pretrained weights. About 0.5 s per step on two CPU cores.
+            Experimental: on development seed 11's packs its gain was smaller than its run-to-run
+            spread (``pipeline.fine_tuning``).
         fine_tune_lr: the backbone's learning rate when fine-tuning.
         val_fraction: share of good and of each labelled anomaly type held out for validation.
         folds: out-of-fold splits of the training normals for the head's inputs.
@@ -508,9 +510,10 @@ def train_model(
     # The patch head is only worth training when real validation anomalies can judge it.
     patch_wanted = config.patch_head and not val_pseudo
     # Fine-tuning trained a patch classifier with the backbone, on augmented views and a fresh
-    # pseudo-anomaly at every draw; one refitted on the tuned features overfits their training masks
-    # (development seed 11, vacuum packs: test AUROC 0.834 against 0.914). It has no out-of-fold
-    # scores (the backbone saw every training image), so validation alone judges it.
+    # pseudo-anomaly at every draw; a head refitted on the tuned features fits their training masks
+    # too well (development seed 11, vacuum packs: its test AUROC 0.834, against 0.85-0.93 for the
+    # classifier in runs on the same data). It has no out-of-fold scores (the backbone saw every
+    # training image), so validation alone judges it.
     from_tuning = tuned is not None and patch_wanted
     patch_wanted = patch_wanted and not from_tuning
     # (patches, mask, fold) of every image with a defect mask: labelled ones, then pseudo-anomalies

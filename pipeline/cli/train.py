@@ -80,8 +80,8 @@ def train_command(
         int,
         typer.Option(
             "--fine-tune-steps",
-            help="Fine-tune the backbone on the training split's defect masks and pseudo-anomalies for "
-            "this many steps before fitting (about 0.5 s each on two CPU cores; 600 is a good start). "
+            help="Experimental: fine-tune the backbone on the training split's defect masks and "
+            "pseudo-anomalies for this many steps before fitting (about 0.5 s each on two CPU cores). "
             "0: keep the pretrained weights.",
         ),
     ] = 0,
