@@ -32,6 +32,7 @@ patch head. The spread is larger than the gain, so it is off by default
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -236,6 +237,11 @@ def fine_tune_backbone(
         ],
         weight_decay=config.weight_decay,
     )
+    # Cosine decay to zero: with 8 views per step the gradient is noisy, and a constant rate leaves
+    # the weights wherever the last few batches pushed them.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / max(1, config.steps)))
+    )
     detector.train()
     classifier.train()
     for module in detector.modules():
@@ -276,6 +282,7 @@ def fine_tune_backbone(
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
+                schedule.step()
                 losses.append(float(loss.detach()))
                 notify("fine-tune backbone", step + 1, config.steps)
     finally:
