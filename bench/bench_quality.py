@@ -20,7 +20,7 @@ scored with ``pipeline.evaluate.evaluate``:
 * ``baseline``: ``pad=0, position_norm=False, patch_head=False, fine_scale="off"`` — the detector as
   first shipped;
 * only when asked for with ``--variant``: ``fine-scale-on`` (the fine-scale bank kept whatever its
-  gate says), ``fine-tune`` (600 steps of the experimental backbone fine-tuning),
+  gate says), ``fine-tune`` (600 steps of the opt-in backbone fine-tuning),
   ``current-512`` (the defaults at a 512 px model input) and
   ``current-max`` (image score = max of the smoothed map).
 """

@@ -80,7 +80,7 @@ def train_command(
         int,
         typer.Option(
             "--fine-tune-steps",
-            help="Experimental: fine-tune the backbone on the training split's defect masks and "
+            help="Fine-tune the backbone on the training split's defect masks and "
             "pseudo-anomalies for this many steps before fitting (about 0.5 s each on two CPU cores). "
             "0: keep the pretrained weights.",
         ),
