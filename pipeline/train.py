@@ -546,8 +546,7 @@ def train_model(
     )
     patch_trained = from_tuning or examples.positives >= MIN_PATCH_POSITIVES
     oof_patch = np.full(len(units), np.nan)
-    if from_tuning:
-        assert tuned is not None
+    if from_tuning and tuned is not None:
         det.patch_head = tuned.patch_head
     elif patch_trained:
         det.patch_head = fit_patch(examples)
@@ -742,9 +741,15 @@ def train_model(
             "pseudo_anomalies": use_pseudo,
             "pseudo_types": [c for c in class_names if c.startswith(PSEUDO_PREFIX)],
             "patch_head": {
+                "trained": True,
+                "source": "trained with the backbone (fine-tuning)",
+                "labelled_masks": tuned.report.masked,
+            }
+            if from_tuning and tuned is not None
+            else {
                 "trained": patch_trained,
-                "source": "trained with the backbone (fine-tuning)" if from_tuning else "frozen features",
-                "labelled_masks": tuned.report.masked if from_tuning and tuned else len(labelled_masks),
+                "source": "frozen features",
+                "labelled_masks": len(labelled_masks),
                 "pseudo_anomalies": len(pseudo_masks),
                 "masked_images": examples.images_with_masks,
                 "defect_patches": examples.positives,

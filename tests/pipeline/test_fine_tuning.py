@@ -217,7 +217,11 @@ def test_train_cli_fine_tunes_and_the_artifact_keeps_the_tuned_weights(
     # 10 normals and 4 labelled images: 2 + 1 go to validation and are never trained on
     assert (tuned["steps"], tuned["normals"], tuned["masked"]) == (2, 8, 3)
     assert "training split only" in tuned["data"]
-    assert card["training"]["patch_head"]["source"] == "trained with the backbone (fine-tuning)"
+    assert card["training"]["patch_head"] == {
+        "trained": True,
+        "source": "trained with the backbone (fine-tuning)",
+        "labelled_masks": 3,
+    }
     assert "backbone fine-tuning" in printed and "2 steps on 8 normals and 3 masked anomalies" in printed
     stored = load_model(out, runtime="torch").detector.backbone.state_dict()
     pretrained = create_model("lite0").state_dict()
