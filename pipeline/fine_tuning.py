@@ -160,7 +160,8 @@ def _augment(view: _View, rng: np.random.Generator) -> _View:
 
 
 def _trainable(detector: Detector) -> list[nn.Parameter]:
-    """Parameters of the backbone blocks that feed the patch embeddings (later blocks are unused)."""
+    """The backbone's parameters; those of blocks past the deepest feature layer get no gradient
+    and so do not move."""
     params = [p for p in detector.backbone.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the backbone has no trainable parameters")
@@ -187,7 +188,7 @@ def fine_tune_backbone(
             empty, in which case the pseudo-anomalies are the only defects.
         config: the run's settings; tiling: how images are cut into views.
         rng: the training run's generator (pseudo-anomalies, sampling, augmentation).
-        seed: seeds the temporary classifier's initial weights.
+        seed: seeds the classifier's initial weights.
         progress: called as ``progress("fine-tune backbone", step, steps)``.
 
     Returns:
@@ -246,28 +247,28 @@ def fine_tune_backbone(
     for module in detector.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.eval()  # frozen running statistics; their affine weights still train
+
+    def draw_batch() -> list[_View]:
+        """Half defect views (when there are any), the rest normal views, every second of them with
+        a fresh pseudo-anomaly; views are cut per draw, not kept, so a large tiled set fits."""
+        n_defect = half if defect_views else 0
+        batch = [_augment(defect_views[int(rng.integers(len(defect_views)))], rng) for _ in range(n_defect)]
+        for j in range(config.batch_size - n_defect):
+            image, mask = normals[int(rng.integers(len(normals)))], None
+            if j % 2 == 0:
+                image, pasted, _ = make_pseudo_anomaly(image, rng)
+                mask = pasted.astype(np.float32)
+            views = views_of(image, mask)
+            hit = [v for v in views if float(v.coverage.max()) >= MIN_COVERAGE] if mask is not None else []
+            pool = hit or views
+            batch.append(_augment(pool[int(rng.integers(len(pool)))], rng))
+        return batch
+
     losses: list[float] = []
     try:
         with torch.enable_grad():
             for step in range(config.steps):
-                batch: list[_View] = []
-                n_defect = half if defect_views else 0
-                for _ in range(n_defect):
-                    batch.append(_augment(defect_views[int(rng.integers(len(defect_views)))], rng))
-                for j in range(config.batch_size - n_defect):
-                    # views are cut per draw, not kept: a large tiled training set would not fit
-                    image, mask = normals[int(rng.integers(len(normals)))], None
-                    if j % 2 == 0:
-                        image, pasted, _ = make_pseudo_anomaly(image, rng)
-                        mask = pasted.astype(np.float32)
-                    views = views_of(image, mask)
-                    hit = (
-                        [v for v in views if float(v.coverage.max()) >= MIN_COVERAGE]
-                        if mask is not None
-                        else []
-                    )
-                    pool = hit or views
-                    batch.append(_augment(pool[int(rng.integers(len(pool)))], rng))
+                batch = draw_batch()
                 images = torch.stack([v.image for v in batch])
                 coverage = torch.stack([v.coverage for v in batch])
                 logits = classifier(detector.embed(images)[0])
