@@ -25,7 +25,7 @@ Measured on vacuum packs (600 steps at learning rate 3e-4, about 0.5 s per step 
 end to end against the default model on the same files: image AUROC 0.882 / 0.879 (development
 seed 11), 0.880 / 0.790 and 0.917 / 0.894 (fresh seeds 5150 and 7373). The classifier alone,
 trained with the same data but different random draws of views and pseudo-anomalies, ranged from
-0.85 to 0.93 on seed 11 (0.868 with the backbone frozen). The time and that spread keep it off by
+0.80 to 0.93 on seed 11 (0.868 with the backbone frozen). The time and that spread keep it off by
 default (``TrainConfig.fine_tune_steps = 0``); ``bench/README.md`` has the runs.
 """
 

@@ -511,7 +511,7 @@ def train_model(
     patch_wanted = config.patch_head and not val_pseudo
     # Fine-tuning trained a patch classifier with the backbone, on augmented views and a fresh
     # pseudo-anomaly at every draw; a head refitted on the tuned features fits their training masks
-    # too well (development seed 11, vacuum packs: its test AUROC 0.834, against 0.85-0.93 for the
+    # too well (development seed 11, vacuum packs: its test AUROC 0.834, against 0.80-0.93 for the
     # classifier in runs on the same data). It has no out-of-fold scores (the backbone saw every
     # training image), so validation alone judges it.
     from_tuning = tuned is not None and patch_wanted
