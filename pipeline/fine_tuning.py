@@ -226,9 +226,8 @@ def fine_tune_backbone(
     half = config.batch_size // 2
 
     torch.manual_seed(seed)
-    with torch.no_grad():
-        channels = int(detector.embed(views_of(normals[0], None)[0].image[None])[0].shape[1])
-    classifier = _Classifier(channels, config.hidden)
+    # the patch head is built for the detector's patch embeddings: its width is theirs
+    classifier = _Classifier(detector.patch_head.hidden.in_channels, config.hidden)
     params = _trainable(detector)
     optimiser = torch.optim.AdamW(
         [

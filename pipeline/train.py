@@ -515,15 +515,15 @@ def train_model(
     # classifier in runs on the same data). It has no out-of-fold scores (the backbone saw every
     # training image), so validation alone judges it.
     from_tuning = tuned is not None and patch_wanted
-    patch_wanted = patch_wanted and not from_tuning
+    fit_frozen = patch_wanted and not from_tuning  # fit a patch head on the (frozen) features
     # (patches, mask, fold) of every image with a defect mask: labelled ones, then pseudo-anomalies
     # made from every PATCH_PSEUDO_EVERY-th training normal (in that normal's fold).
     labelled_masks = [
         (emb_anom[n].patches, _read_mask(train_items[i].mask, anomalies[n].shape[:2]), int(fold_of_anom[n]))
         for n, i in enumerate(anom_idx)
-        if patch_wanted and train_items[i].mask is not None
+        if fit_frozen and train_items[i].mask is not None
     ]
-    pseudo_sources = np.arange(0, len(goods), PATCH_PSEUDO_EVERY) if patch_wanted else np.arange(0)
+    pseudo_sources = np.arange(0, len(goods), PATCH_PSEUDO_EVERY) if fit_frozen else np.arange(0)
     pseudo_masks = [
         (patches, mask, int(fold_of_good[n]))
         for (patches, mask), n in zip(
