@@ -103,6 +103,7 @@ def test_fine_tuning_trains_the_feature_blocks_and_nothing_else() -> None:
     assert not det.training
     assert calls == [("fine-tune backbone", i, 3) for i in (1, 2, 3)]
     assert (report.steps, report.normals, report.masked, report.batch_size) == (3, 6, 4, 4)
+    assert report.averaged_steps == 2  # the default averages the last half
     assert np.isfinite(report.first_loss) and np.isfinite(report.last_loss) and report.seconds > 0
 
 
@@ -133,6 +134,31 @@ def test_fine_tuning_learns_the_defect() -> None:
     assert min(scores(defects)) > max(scores(normals))
 
 
+def test_weight_averaging_leaves_the_mean_of_the_last_steps_weights() -> None:
+    det = _detector()
+    normals, masked = _data()
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def snapshot(stage: str, done: int, total: int) -> None:
+        seen.append({k: p.detach().clone() for k, p in det.backbone.named_parameters()})
+
+    tuned = fine_tune_backbone(
+        det,
+        normals,
+        masked,
+        config=FineTuneConfig(steps=4, batch_size=4, average_last=0.5),
+        tiling=WHOLE,
+        rng=np.random.default_rng(0),
+        progress=snapshot,
+    )
+    moved = 0
+    for k, p in det.backbone.named_parameters():
+        torch.testing.assert_close(p.detach(), (seen[2][k] + seen[3][k]) / 2)
+        moved += not torch.equal(p.detach(), seen[3][k])
+    assert moved  # the average, not the last step's weights
+    assert tuned.report.averaged_steps == 2
+
+
 def test_the_classifier_becomes_an_equivalent_patch_head() -> None:
     from pipeline.fine_tuning import _Classifier
 
@@ -154,6 +180,8 @@ def test_the_classifier_becomes_an_equivalent_patch_head() -> None:
         ("batch_size", 1, "fine-tune batch_size 1 must be >= 2"),
         ("hidden", 0, "fine-tune hidden 0 must be >= 1"),
         ("max_pos_weight", 0.5, "fine-tune max_pos_weight 0.5 must be >= 1"),
+        ("average_last", 1.0, r"fine-tune average_last 1.0 must be in \[0, 1\)"),
+        ("average_last", -0.1, r"fine-tune average_last -0.1 must be in \[0, 1\)"),
     ],
 )
 def test_config_names_the_bad_value(field: str, value: object, match: str) -> None:
