@@ -216,8 +216,9 @@ def test_train_config_names_bad_fine_tune_values(field: str, value: object, matc
 
 
 def test_train_cli_fine_tunes_and_the_artifact_keeps_the_tuned_weights(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "240")  # the summary row on one line
     rng = np.random.default_rng(1)
     root = tmp_path / "bulk_ore"
     for i in range(8):
@@ -243,14 +244,15 @@ def test_train_cli_fine_tunes_and_the_artifact_keeps_the_tuned_weights(
     tuned = card["training"]["fine_tune"]
     assert card["backbone"]["fine_tuned"] is True
     # 10 normals and 4 labelled images: 2 + 1 go to validation and are never trained on
-    assert (tuned["steps"], tuned["normals"], tuned["masked"]) == (2, 8, 3)
+    assert (tuned["steps"], tuned["normals"], tuned["masked"], tuned["averaged_steps"]) == (2, 8, 3, 1)
     assert "training split only" in tuned["data"]
     assert card["training"]["patch_head"] == {
         "trained": True,
         "source": "trained with the backbone (fine-tuning)",
         "labelled_masks": 3,
     }
-    assert "backbone fine-tuning" in printed and "2 steps on 8 normals and 3 masked anomalies" in printed
+    assert "backbone fine-tuning" in printed
+    assert "2 steps on 8 normals and 3 masked anomalies, weights averaged over the last 1" in printed
     stored = load_model(out, runtime="torch").detector.backbone.state_dict()
     pretrained = create_model("lite0").state_dict()
     assert any(not torch.equal(stored[k], pretrained[k]) for k in pretrained)
