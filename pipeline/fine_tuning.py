@@ -65,9 +65,10 @@ class FineTuneConfig:
     Attributes:
         steps: optimiser steps (0: no fine-tuning).
         lr: learning rate of the backbone.
-        head_lr: learning rate of the temporary patch classifier (it starts from random weights).
+        head_lr: learning rate of the per-patch classifier (it starts from random weights and
+            becomes the patch head).
         batch_size: views per step, half from masked anomalies and half from normals.
-        hidden: hidden width of the temporary classifier.
+        hidden: hidden width of the classifier.
         weight_decay: AdamW's.
         max_pos_weight: cap on the positive-class weight of the loss (defects are rare patches).
         average_last: share of the steps, at the end, over which the weights are averaged
