@@ -175,6 +175,33 @@ def _augment(view: _View, rng: np.random.Generator) -> _View:
     return _View(image, coverage)
 
 
+class _RunningAverage:
+    """The mean of some parameters' values over the steps it is told about (weight averaging).
+
+    A running mean rather than a sum, so that parameters that never move (blocks past the deepest
+    feature layer) come back bit-identical.
+    """
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        self.params = params
+        self.means: list[torch.Tensor] = []
+        self.count = 0
+
+    @torch.no_grad()
+    def add(self) -> None:
+        self.count += 1
+        if not self.means:
+            self.means = [p.detach().clone() for p in self.params]
+        for mean, p in zip(self.means, self.params, strict=True):
+            mean.add_((p - mean) / self.count)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Write the means into the parameters (nothing when no step was added)."""
+        for mean, p in zip(self.means, self.params, strict=True):
+            p.copy_(mean)
+
+
 def _trainable(detector: Detector) -> list[nn.Parameter]:
     """The backbone's parameters; those of blocks past the deepest feature layer get no gradient
     and so do not move."""
@@ -266,9 +293,7 @@ def fine_tune_backbone(
         if averaging
         else (lambda step: 0.5 * (1.0 + math.cos(math.pi * step / max(1, config.steps)))),
     )
-    averaged = params + list(classifier.parameters())
-    means: list[torch.Tensor] = []
-    n_averaged = 0
+    average = _RunningAverage(params + list(classifier.parameters()))
     detector.train()
     classifier.train()
     for module in detector.modules():
@@ -311,22 +336,13 @@ def fine_tune_backbone(
                 optimiser.step()
                 schedule.step()
                 if step >= first_averaged:
-                    # a running mean, so that weights that do not move (blocks past the deepest
-                    # feature layer) stay bit-identical
-                    n_averaged += 1
-                    with torch.no_grad():
-                        if not means:
-                            means = [p.detach().clone() for p in averaged]
-                        for mean, p in zip(means, averaged, strict=True):
-                            mean.add_((p - mean) / n_averaged)
+                    average.add()
                 losses.append(float(loss.detach()))
                 notify("fine-tune backbone", step + 1, config.steps)
     finally:
         detector.eval()
         optimiser.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        for mean, p in zip(means, averaged, strict=True):
-            p.copy_(mean)
+    average.apply()
     tail = max(1, len(losses) // 10)
     summary = FineTuneReport(
         steps=config.steps,
@@ -334,7 +350,7 @@ def fine_tune_backbone(
         batch_size=config.batch_size,
         normals=len(normals),
         masked=len(masked),
-        averaged_steps=n_averaged,
+        averaged_steps=average.count,
         first_loss=float(np.mean(losses[:tail])) if losses else float("nan"),
         last_loss=float(np.mean(losses[-tail:])) if losses else float("nan"),
         seconds=round(time.perf_counter() - start, 3),
