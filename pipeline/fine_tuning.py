@@ -178,8 +178,8 @@ def _augment(view: _View, rng: np.random.Generator) -> _View:
 class _RunningAverage:
     """The mean of some parameters' values over the steps it is told about (weight averaging).
 
-    A running mean rather than a sum, so that parameters that never move (blocks past the deepest
-    feature layer) come back bit-identical.
+    Only the parameters that have a gradient when the first step is added are averaged: those of
+    blocks past the deepest feature layer never get one and never move, so they are left alone.
     """
 
     def __init__(self, params: list[nn.Parameter]) -> None:
@@ -191,6 +191,7 @@ class _RunningAverage:
     def add(self) -> None:
         self.count += 1
         if not self.means:
+            self.params = [p for p in self.params if p.grad is not None]
             self.means = [p.detach().clone() for p in self.params]
         for mean, p in zip(self.means, self.params, strict=True):
             mean.add_((p - mean) / self.count)

@@ -514,8 +514,8 @@ def train_model(
     # too well (development seed 11, vacuum packs: its test AUROC 0.834, against 0.80-0.93 for the
     # classifier in runs on the same data). It has no out-of-fold scores (the backbone saw every
     # training image), so validation alone judges it.
-    from_tuning = tuned is not None and patch_wanted
-    fit_frozen = patch_wanted and not from_tuning  # fit a patch head on the (frozen) features
+    head_from_tuning = tuned if patch_wanted else None
+    fit_frozen = patch_wanted and head_from_tuning is None  # fit a patch head on the (frozen) features
     # (patches, mask, fold) of every image with a defect mask: labelled ones, then pseudo-anomalies
     # made from every PATCH_PSEUDO_EVERY-th training normal (in that normal's fold).
     labelled_masks = [
@@ -544,10 +544,10 @@ def train_model(
         tiling=trainer.tiling,
         rng=trainer.rng,
     )
-    patch_trained = from_tuning or examples.positives >= MIN_PATCH_POSITIVES
+    patch_trained = head_from_tuning is not None or examples.positives >= MIN_PATCH_POSITIVES
     oof_patch = np.full(len(units), np.nan)
-    if from_tuning and tuned is not None:
-        det.patch_head = tuned.patch_head
+    if head_from_tuning is not None:
+        det.patch_head = head_from_tuning.patch_head
     elif patch_trained:
         det.patch_head = fit_patch(examples)
         if not use_pseudo:  # labelled training anomalies: worth scoring out of fold for the gate
@@ -743,9 +743,9 @@ def train_model(
             "patch_head": {
                 "trained": True,
                 "source": "trained with the backbone (fine-tuning)",
-                "labelled_masks": tuned.report.masked,
+                "labelled_masks": head_from_tuning.report.masked,
             }
-            if from_tuning and tuned is not None
+            if head_from_tuning is not None
             else {
                 "trained": patch_trained,
                 "source": "frozen features",

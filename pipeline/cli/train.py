@@ -81,7 +81,7 @@ def train_command(
         typer.Option(
             "--fine-tune-steps",
             help="Fine-tune the backbone on the training split's defect masks and "
-            "pseudo-anomalies for this many steps before fitting (about 0.5 s each on two CPU cores). "
+            "pseudo-anomalies for this many steps before fitting (about 0.5-1 s each on two CPU cores). "
             "0: keep the pretrained weights.",
         ),
     ] = 0,
