@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["PSEUDO_KINDS", "make_pseudo_anomaly"]
+__all__ = ["PSEUDO_KINDS", "make_pseudo_anomaly", "transplant_defect"]
 
 PSEUDO_KINDS = ("cutpaste", "noise", "blob")
 
@@ -87,3 +87,47 @@ def make_pseudo_anomaly(
     a = alpha[:, :, None]
     out = (image * (1.0 - a) + fill.astype(np.float32) * a).astype(np.float32)
     return out, alpha > 0.5, kind
+
+
+def transplant_defect(
+    source: np.ndarray, mask: np.ndarray, target: np.ndarray, rng: np.random.Generator, *, shift: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Move a labelled defect into another normal image: copy-paste of a real defect, not a made-up one.
+
+    The defect's pixels and a two-pixel fringe of its surroundings (blended softly, so that no seam is
+    drawn) are pasted into ``target`` at the same place, moved by up to ``shift`` of the image side
+    in each direction, so that a screw on one tray is also seen on another pack, bench and light.
+
+    Args:
+        source: (H, W, 3) float32 in [0, 1], a labelled anomalous image.
+        mask: (H, W) its defect mask; values > 0.5 are the defect.
+        target: (H, W, 3) float32 in [0, 1], a normal image of the same size.
+        rng: random generator (the shift).
+        shift: largest move as a share of the image side, in [0, 1).
+
+    Returns:
+        (target with the defect pasted in (H, W, 3) float32, its defect mask (H, W) float32 in {0, 1}).
+
+    Raises:
+        ValueError: shapes that differ, or ``shift`` outside [0, 1).
+    """
+    if source.shape != target.shape or mask.shape != source.shape[:2]:
+        raise ValueError(
+            f"transplant needs images of one size and a matching mask; got source {source.shape}, "
+            f"target {target.shape}, mask {mask.shape}"
+        )
+    if not 0.0 <= shift < 1.0:
+        raise ValueError(f"transplant shift {shift} must be in [0, 1)")
+    h, w = mask.shape
+    defect = (mask > 0.5).astype(np.float32)
+    dy, dx = (int(round(rng.uniform(-shift, shift) * side)) for side in (h, w))
+    move = np.float32([[1, 0, dx], [0, 1, dy]])
+
+    def moved(arr: np.ndarray) -> np.ndarray:
+        return np.asarray(cv2.warpAffine(arr, move, (w, h), flags=cv2.INTER_NEAREST, borderValue=0))
+
+    defect = moved(defect)
+    fringe = cv2.dilate(defect, np.ones((5, 5), np.uint8))
+    alpha = np.maximum(cv2.GaussianBlur(fringe, (0, 0), 1.0), defect)[:, :, None]
+    out = target * (1.0 - alpha) + moved(np.ascontiguousarray(source)) * alpha
+    return out.astype(np.float32), defect

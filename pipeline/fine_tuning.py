@@ -49,7 +49,7 @@ from torch import nn
 
 from models.detector import Detector
 from models.patch_head import PatchHead
-from models.pseudo_anomalies import make_pseudo_anomaly
+from models.pseudo_anomalies import make_pseudo_anomaly, transplant_defect
 from models.tiling import TilingConfig, make_views
 from pipeline.patch_training import MIN_COVERAGE, mask_coverage
 
@@ -74,6 +74,8 @@ class FineTuneConfig:
         average_last: share of the steps, at the end, over which the weights are averaged
             (stochastic weight averaging); the learning rate then stays constant. 0: no averaging,
             the rate decays to zero on a cosine.
+        transplant: share of the defect views drawn from a labelled defect transplanted into a
+            training normal (:func:`transplant_defect`) instead of from its own image.
     """
 
     steps: int = 600
@@ -84,6 +86,7 @@ class FineTuneConfig:
     weight_decay: float = 1e-2
     max_pos_weight: float = 50.0
     average_last: float = 0.5
+    transplant: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -99,6 +102,7 @@ class FineTuneConfig:
                 0.0 <= self.average_last < 1.0,
                 f"fine-tune average_last {self.average_last} must be in [0, 1)",
             ),
+            (0.0 <= self.transplant <= 1.0, f"fine-tune transplant {self.transplant} must be in [0, 1]"),
         ]
         for ok, message in checks:
             if not ok:
@@ -173,6 +177,11 @@ def _augment(view: _View, rng: np.random.Generator) -> _View:
     if rng.random() < 0.5:
         image, coverage = image.flip(2), coverage.flip(1)
     return _View(image, coverage)
+
+
+def _is_grey(image: np.ndarray) -> bool:
+    """True for a grey image stored as RGB (an X-ray or a mono camera's)."""
+    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
 
 
 class _RunningAverage:
@@ -268,6 +277,14 @@ def fine_tune_backbone(
         v for img, m in masked for v in views_of(img, m) if float(v.coverage.max()) >= MIN_COVERAGE
     ]
     half = config.batch_size // 2
+    # Each masked image's possible hosts: normals of its size and kind (an X-ray defect in a colour
+    # photo would teach the colour, not the defect).
+    grey = [_is_grey(normal) for normal in normals]
+    hosts = [
+        [n for n, normal in enumerate(normals) if normal.shape == img.shape and grey[n] == _is_grey(img)]
+        for img, _ in masked
+    ]
+    transplantable = [k for k, h in enumerate(hosts) if h]
 
     torch.manual_seed(seed)
     # the patch head is built for the detector's patch embeddings: its width is theirs
@@ -305,17 +322,28 @@ def fine_tune_backbone(
         """Half defect views (when there are any), the rest normal views, every second of them with
         a fresh pseudo-anomaly; views are cut per draw, not kept, so a large tiled set fits."""
         n_defect = half if defect_views else 0
-        batch = [_augment(defect_views[int(rng.integers(len(defect_views)))], rng) for _ in range(n_defect)]
+        batch = []
+        for _ in range(n_defect):
+            if config.transplant and transplantable and rng.random() < config.transplant:
+                k = transplantable[int(rng.integers(len(transplantable)))]
+                host = normals[hosts[k][int(rng.integers(len(hosts[k])))]]
+                batch.append(one_view(*transplant_defect(masked[k][0], masked[k][1], host, rng)))
+            else:
+                batch.append(_augment(defect_views[int(rng.integers(len(defect_views)))], rng))
         for j in range(config.batch_size - n_defect):
             image, mask = normals[int(rng.integers(len(normals)))], None
             if j % 2 == 0:
                 image, pasted, _ = make_pseudo_anomaly(image, rng)
                 mask = pasted.astype(np.float32)
-            views = views_of(image, mask)
-            hit = [v for v in views if float(v.coverage.max()) >= MIN_COVERAGE] if mask is not None else []
-            pool = hit or views
-            batch.append(_augment(pool[int(rng.integers(len(pool)))], rng))
+            batch.append(one_view(image, mask))
         return batch
+
+    def one_view(image: np.ndarray, mask: np.ndarray | None) -> _View:
+        """A random view of ``image``, one that shows the defect when there is a mask, augmented."""
+        views = views_of(image, mask)
+        hit = [v for v in views if float(v.coverage.max()) >= MIN_COVERAGE] if mask is not None else []
+        pool = hit or views
+        return _augment(pool[int(rng.integers(len(pool)))], rng)
 
     losses: list[float] = []
     try:

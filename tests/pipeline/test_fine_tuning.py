@@ -159,6 +159,56 @@ def test_weight_averaging_leaves_the_mean_of_the_last_steps_weights() -> None:
     assert tuned.report.averaged_steps == 2
 
 
+def _views_seen(masked: list[tuple[np.ndarray, np.ndarray]], transplant: float) -> list[torch.Tensor]:
+    """Every view fine-tuning fed the backbone, (3, S, S) normalised, with ``masked`` as the defects."""
+    det = _detector()
+    seen: list[torch.Tensor] = []
+    embed = det.embed
+
+    def spy(images: torch.Tensor):  # type: ignore[no-untyped-def]
+        seen.extend(images.detach().clone())
+        return embed(images)
+
+    det.embed = spy  # type: ignore[method-assign]
+    normals, _ = _data()
+    fine_tune_backbone(
+        det,
+        normals,
+        masked,
+        config=FineTuneConfig(steps=3, batch_size=4, transplant=transplant),
+        tiling=WHOLE,
+        rng=np.random.default_rng(0),
+    )
+    return seen
+
+
+def _on_backdrop(value: tuple[float, float, float]) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(2)
+    return [_with_bar(np.broadcast_to(np.float32(value), (SIZE, SIZE, 3)).copy(), rng) for _ in range(3)]
+
+
+@pytest.mark.parametrize(("transplant", "own_views"), [(0.0, 6), (1.0, 0)])
+def test_transplant_moves_the_labelled_defects_into_normals(transplant: float, own_views: int) -> None:
+    """Defects on a green backdrop: their own views are mostly green, transplants into the brown
+    normals only where the defect and its fringe are (2 of each batch of 4 are defect views)."""
+    seen = _views_seen(_on_backdrop((0.1, 0.7, 0.1)), transplant)
+    green = [float(((v[1] - v[0]) > 1.0).float().mean()) for v in seen]
+    assert len(seen) == 12
+    assert sum(g > 0.5 for g in green) == own_views
+    if transplant:
+        assert sum(0 < g < 0.5 for g in green) == 6  # the defect arrived with a little of its backdrop
+
+
+def test_transplant_keeps_grey_defects_out_of_colour_normals() -> None:
+    """The normals are colour photos, the defects grey (an X-ray's): no host, so their own views."""
+    grey_defects = [
+        (np.repeat(img.mean(-1, keepdims=True), 3, -1), m) for img, m in _on_backdrop((0.3, 0.3, 0.3))
+    ]
+    seen = _views_seen(grey_defects, transplant=1.0)
+    grey = [bool(torch.equal(v[0], v[1]) and torch.equal(v[1], v[2])) for v in seen]
+    assert sum(grey) == 6
+
+
 def test_the_classifier_becomes_an_equivalent_patch_head() -> None:
     from pipeline.fine_tuning import _Classifier
 
@@ -182,6 +232,8 @@ def test_the_classifier_becomes_an_equivalent_patch_head() -> None:
         ("max_pos_weight", 0.5, "fine-tune max_pos_weight 0.5 must be >= 1"),
         ("average_last", 1.0, r"fine-tune average_last 1.0 must be in \[0, 1\)"),
         ("average_last", -0.1, r"fine-tune average_last -0.1 must be in \[0, 1\)"),
+        ("transplant", 1.5, r"fine-tune transplant 1.5 must be in \[0, 1\]"),
+        ("transplant", -0.5, r"fine-tune transplant -0.5 must be in \[0, 1\]"),
     ],
 )
 def test_config_names_the_bad_value(field: str, value: object, match: str) -> None:
