@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from datasets.mvtec import read_mvtec  # noqa: E402
 from models.artifact import load_model  # noqa: E402
 from pipeline.evaluate import evaluate  # noqa: E402
-from pipeline.metrics import tnr_at_fnr  # noqa: E402
+from pipeline.metrics import image_auroc, tnr_at_fnr  # noqa: E402
 from pipeline.train import TrainConfig, train_model  # noqa: E402
 
 CARGOS = ("bulk_ore", "vacuum_pack")
@@ -115,6 +115,24 @@ def severity_row(cargo: str, name: str, data: Path, result: Any) -> str:
     return f"| {cargo} | {name} | {' / '.join(cells)} | {fmt(tnr)} |"
 
 
+def kind_row(cargo: str, name: str, data: Path, result: Any, *, weakest: int = 4) -> str:
+    """Image AUROC of each drawn kind of anomaly (the generator's ``detail``: a tear or a hole, a
+    fibre or a screw) against all normal test images, the ``weakest`` lowest first, with counts."""
+    meta = json.loads((data / "dataset.json").read_text())
+    detail = {item["path"]: f"{item['anomaly_type']}/{item['detail']}" for item in meta["images"]}
+    records = [r for r in result.records if r.score is not None]
+    scores = np.array([r.score for r in records])
+    labels = np.array([r.label != "good" for r in records])
+    kinds = np.array([detail.get(f"{cargo}/{r.path}", "") for r in records])
+    cells = []
+    for kind in sorted(set(kinds[labels])):
+        pick = ~labels | (kinds == kind)
+        auroc = image_auroc(scores[pick], labels[pick]).value
+        count = int((kinds == kind).sum())
+        cells.append((1.0 if auroc is None else auroc, f"{kind} {fmt(auroc)} ({count})"))
+    return f"| {cargo} | {name} | {', '.join(cell for _, cell in sorted(cells)[:weakest])} |"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="an existing `clearsight data synth` folder")
@@ -135,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[str] = []
     severity_rows: list[str] = []
+    kind_rows: list[str] = []
     gates: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
@@ -167,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(rows[-1], flush=True)
                 severity_rows.append(severity_row(cargo, name, data, result))
+                kind_rows.append(kind_row(cargo, name, data, result))
                 gates.append(
                     f"{cargo} {name}: type-head gate: {trained.card['validation']['head_gate']}; "
                     f"patch-head gate: {trained.card['validation']['patch_head_gate']}; "
@@ -185,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         "TNR at 1 % FNR, severity >= 1/3 |\n|---|---|---|---|"
     )
     print("\n".join(severity_rows))
+    print(
+        "\nthe weakest kinds of anomaly (the generator's detail): image AUROC against all normal test "
+        "images (count)\n| cargo | model | weakest kinds |\n|---|---|---|"
+    )
+    print("\n".join(kind_rows))
     print("\nfusion gates (from each model card):\n" + "\n".join(gates))
     return 0
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["PSEUDO_KINDS", "make_pseudo_anomaly", "transplant_defect"]
+__all__ = ["PSEUDO_KINDS", "can_host", "make_pseudo_anomaly", "transplant_defect"]
 
 PSEUDO_KINDS = ("cutpaste", "noise", "blob")
 
@@ -87,6 +87,17 @@ def make_pseudo_anomaly(
     a = alpha[:, :, None]
     out = (image * (1.0 - a) + fill.astype(np.float32) * a).astype(np.float32)
     return out, alpha > 0.5, kind
+
+
+def _is_grey(image: np.ndarray) -> bool:
+    """True for a grey image stored as RGB (an X-ray's or a mono camera's)."""
+    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+
+
+def can_host(source: np.ndarray, target: np.ndarray) -> bool:
+    """Whether ``source``'s defect may be transplanted into ``target``: the same size, and both grey
+    or both colour (an X-ray's defect in a colour photo would teach its greyness, not the defect)."""
+    return source.shape == target.shape and _is_grey(source) == _is_grey(target)
 
 
 def transplant_defect(

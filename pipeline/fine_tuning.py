@@ -49,7 +49,7 @@ from torch import nn
 
 from models.detector import Detector
 from models.patch_head import PatchHead
-from models.pseudo_anomalies import make_pseudo_anomaly, transplant_defect
+from models.pseudo_anomalies import can_host, make_pseudo_anomaly, transplant_defect
 from models.tiling import TilingConfig, make_views
 from pipeline.patch_training import MIN_COVERAGE, mask_coverage
 
@@ -179,11 +179,6 @@ def _augment(view: _View, rng: np.random.Generator) -> _View:
     return _View(image, coverage)
 
 
-def _is_grey(image: np.ndarray) -> bool:
-    """True for a grey image stored as RGB (an X-ray or a mono camera's)."""
-    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
-
-
 class _RunningAverage:
     """The mean of some parameters' values over the steps it is told about (weight averaging).
 
@@ -277,13 +272,8 @@ def fine_tune_backbone(
         v for img, m in masked for v in views_of(img, m) if float(v.coverage.max()) >= MIN_COVERAGE
     ]
     half = config.batch_size // 2
-    # Each masked image's possible hosts: normals of its size and kind (an X-ray defect in a colour
-    # photo would teach the colour, not the defect).
-    grey = [_is_grey(normal) for normal in normals]
-    hosts = [
-        [n for n, normal in enumerate(normals) if normal.shape == img.shape and grey[n] == _is_grey(img)]
-        for img, _ in masked
-    ]
+    # Each masked image's possible hosts (normals of its size and kind).
+    hosts = [[n for n, normal in enumerate(normals) if can_host(img, normal)] for img, _ in masked]
     transplantable = [k for k, h in enumerate(hosts) if h]
 
     torch.manual_seed(seed)

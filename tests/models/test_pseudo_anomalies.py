@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from models.pseudo_anomalies import PSEUDO_KINDS, make_pseudo_anomaly, transplant_defect
+from models.pseudo_anomalies import PSEUDO_KINDS, can_host, make_pseudo_anomaly, transplant_defect
 
 S = 48
 
@@ -76,3 +76,18 @@ def test_transplant_names_what_it_refuses(
             np.random.default_rng(0),
             shift=shift,
         )
+
+
+@pytest.mark.parametrize(
+    ("target", "hosts"),
+    [
+        (np.full((S, S, 3), 0.4, np.float32), True),  # grey into grey
+        (np.dstack([np.full((S, S), v, np.float32) for v in (0.2, 0.4, 0.6)]), False),  # grey into colour
+        (np.full((S, S + 2, 3), 0.4, np.float32), False),  # another size
+    ],
+)
+def test_a_defect_is_transplanted_only_into_an_image_of_its_size_and_kind(
+    target: np.ndarray, hosts: bool
+) -> None:
+    source, _ = _source()  # grey: all channels equal
+    assert can_host(source, target) is hosts
