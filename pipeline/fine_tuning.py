@@ -10,7 +10,10 @@ up to its deepest feature layer and a per-patch classifier of the
 class-balanced binary cross-entropy, to say which patches show a defect:
 
 * defect patches from the labelled training anomalies' masks (``ground_truth/``), labelled the way
-  the patch head's are (:data:`~pipeline.patch_training.MIN_COVERAGE`);
+  the patch head's are (:data:`~pipeline.patch_training.MIN_COVERAGE`); half of these views show the
+  defect transplanted (:func:`models.pseudo_anomalies.transplant_defect`) into a training normal of
+  the same size and kind, moved a little, so that 18 labelled defects are seen on many packs,
+  benches and lights instead of on their own 18 images over and over;
 * normal patches from the training normals, half of which get a fresh pseudo-anomaly
   (:func:`models.pseudo_anomalies.make_pseudo_anomaly`) with its mask at every draw, so that the
   features learn generic local damage and not only the labelled types;
@@ -24,7 +27,10 @@ images are never used, so thresholds and validation metrics stay honest.
 The weights are averaged over the last half of the steps at a constant learning rate (stochastic
 weight averaging): on development seed 11 the classifier alone scored 0.892-0.918 over three random
 draws of views and pseudo-anomalies, against 0.886-0.889 with the rate decayed to zero on a cosine
-and 0.851-0.927 at a constant rate without averaging.
+and 0.851-0.927 at a constant rate without averaging. Transplanting half the defect views raised
+the end-to-end test image AUROC on seed 11 from 0.867 to 0.900 (mean of four paired draws,
+0.822-0.908 against 0.882-0.908), with foreign objects and the held-out puncture gaining most; the
+TNR at 1 % FNR, which the single faintest anomaly decides, went 0.208 -> 0.171.
 
 Measured end to end against the default model on the same files (600 steps at 3e-4, 0.5-1 s per
 step on two CPU cores): vacuum-pack image AUROC 0.889 / 0.813 and 0.937 / 0.856 on fresh seeds 9191
@@ -86,7 +92,7 @@ class FineTuneConfig:
     weight_decay: float = 1e-2
     max_pos_weight: float = 50.0
     average_last: float = 0.5
-    transplant: float = 0.0
+    transplant: float = 0.5
 
     def __post_init__(self) -> None:
         checks = [
@@ -120,6 +126,7 @@ class FineTuneReport(NamedTuple):
         masked: labelled anomalous training images with masks drawn from.
         first_loss, last_loss: mean loss over the first and the last 10 % of the steps.
         averaged_steps: the last steps whose weights were averaged into the result (0: none).
+        transplanted: defect views drawn from a labelled defect transplanted into a normal.
         seconds: wall time.
     """
 
@@ -129,6 +136,7 @@ class FineTuneReport(NamedTuple):
     normals: int
     masked: int
     averaged_steps: int
+    transplanted: int
     first_loss: float
     last_loss: float
     seconds: float
@@ -308,16 +316,18 @@ def fine_tune_backbone(
         if isinstance(module, nn.BatchNorm2d):
             module.eval()  # frozen running statistics; their affine weights still train
 
-    def draw_batch() -> list[_View]:
-        """Half defect views (when there are any), the rest normal views, every second of them with
-        a fresh pseudo-anomaly; views are cut per draw, not kept, so a large tiled set fits."""
+    def draw_batch() -> tuple[list[_View], int]:
+        """Half defect views (when there are any), some of them transplanted into normals; the rest
+        normal views, every second of them with a fresh pseudo-anomaly. Views are cut per draw, not
+        kept, so a large tiled set fits. Returns the batch and how many defects were transplanted."""
         n_defect = half if defect_views else 0
-        batch = []
+        batch, moved = [], 0
         for _ in range(n_defect):
             if config.transplant and transplantable and rng.random() < config.transplant:
                 k = transplantable[int(rng.integers(len(transplantable)))]
                 host = normals[hosts[k][int(rng.integers(len(hosts[k])))]]
                 batch.append(one_view(*transplant_defect(masked[k][0], masked[k][1], host, rng)))
+                moved += 1
             else:
                 batch.append(_augment(defect_views[int(rng.integers(len(defect_views)))], rng))
         for j in range(config.batch_size - n_defect):
@@ -326,7 +336,7 @@ def fine_tune_backbone(
                 image, pasted, _ = make_pseudo_anomaly(image, rng)
                 mask = pasted.astype(np.float32)
             batch.append(one_view(image, mask))
-        return batch
+        return batch, moved
 
     def one_view(image: np.ndarray, mask: np.ndarray | None) -> _View:
         """A random view of ``image``, one that shows the defect when there is a mask, augmented."""
@@ -336,10 +346,12 @@ def fine_tune_backbone(
         return _augment(pool[int(rng.integers(len(pool)))], rng)
 
     losses: list[float] = []
+    transplants = 0
     try:
         with torch.enable_grad():
             for step in range(config.steps):
-                batch = draw_batch()
+                batch, moved = draw_batch()
+                transplants += moved
                 images = torch.stack([v.image for v in batch])
                 coverage = torch.stack([v.coverage for v in batch])
                 logits = classifier(detector.embed(images)[0])
@@ -370,6 +382,7 @@ def fine_tune_backbone(
         normals=len(normals),
         masked=len(masked),
         averaged_steps=average.count,
+        transplanted=transplants,
         first_loss=float(np.mean(losses[:tail])) if losses else float("nan"),
         last_loss=float(np.mean(losses[-tail:])) if losses else float("nan"),
         seconds=round(time.perf_counter() - start, 3),

@@ -15,7 +15,7 @@ from models.detector import DetectorConfig, build_detector
 from models.registry import create_model
 from models.tiling import TilingConfig
 from pipeline.cli import app, run
-from pipeline.fine_tuning import FineTuneConfig, fine_tune_backbone
+from pipeline.fine_tuning import FineTuneConfig, FineTuneReport, fine_tune_backbone
 from pipeline.train import TrainConfig
 
 SIZE = 64
@@ -159,8 +159,11 @@ def test_weight_averaging_leaves_the_mean_of_the_last_steps_weights() -> None:
     assert tuned.report.averaged_steps == 2
 
 
-def _views_seen(masked: list[tuple[np.ndarray, np.ndarray]], transplant: float) -> list[torch.Tensor]:
-    """Every view fine-tuning fed the backbone, (3, S, S) normalised, with ``masked`` as the defects."""
+def _views_seen(
+    masked: list[tuple[np.ndarray, np.ndarray]], transplant: float
+) -> tuple[list[torch.Tensor], FineTuneReport]:
+    """Every view fine-tuning fed the backbone, (3, S, S) normalised, with ``masked`` as the defects,
+    and the run's report."""
     det = _detector()
     seen: list[torch.Tensor] = []
     embed = det.embed
@@ -171,7 +174,7 @@ def _views_seen(masked: list[tuple[np.ndarray, np.ndarray]], transplant: float) 
 
     det.embed = spy  # type: ignore[method-assign]
     normals, _ = _data()
-    fine_tune_backbone(
+    tuned = fine_tune_backbone(
         det,
         normals,
         masked,
@@ -179,7 +182,7 @@ def _views_seen(masked: list[tuple[np.ndarray, np.ndarray]], transplant: float) 
         tiling=WHOLE,
         rng=np.random.default_rng(0),
     )
-    return seen
+    return seen, tuned.report
 
 
 def _on_backdrop(value: tuple[float, float, float]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -191,9 +194,10 @@ def _on_backdrop(value: tuple[float, float, float]) -> list[tuple[np.ndarray, np
 def test_transplant_moves_the_labelled_defects_into_normals(transplant: float, own_views: int) -> None:
     """Defects on a green backdrop: their own views are mostly green, transplants into the brown
     normals only where the defect and its fringe are (2 of each batch of 4 are defect views)."""
-    seen = _views_seen(_on_backdrop((0.1, 0.7, 0.1)), transplant)
+    seen, report = _views_seen(_on_backdrop((0.1, 0.7, 0.1)), transplant)
     green = [float(((v[1] - v[0]) > 1.0).float().mean()) for v in seen]
     assert len(seen) == 12
+    assert report.transplanted == 6 - own_views
     assert sum(g > 0.5 for g in green) == own_views
     if transplant:
         assert sum(0 < g < 0.5 for g in green) == 6  # the defect arrived with a little of its backdrop
@@ -204,9 +208,9 @@ def test_transplant_keeps_grey_defects_out_of_colour_normals() -> None:
     grey_defects = [
         (np.repeat(img.mean(-1, keepdims=True), 3, -1), m) for img, m in _on_backdrop((0.3, 0.3, 0.3))
     ]
-    seen = _views_seen(grey_defects, transplant=1.0)
+    seen, report = _views_seen(grey_defects, transplant=1.0)
     grey = [bool(torch.equal(v[0], v[1]) and torch.equal(v[1], v[2])) for v in seen]
-    assert sum(grey) == 6
+    assert sum(grey) == 6 and report.transplanted == 0
 
 
 def test_the_classifier_becomes_an_equivalent_patch_head() -> None:
@@ -305,6 +309,8 @@ def test_train_cli_fine_tunes_and_the_artifact_keeps_the_tuned_weights(
     }
     assert "backbone fine-tuning" in printed
     assert "2 steps on 8 normals and 3 masked anomalies, weights averaged over the last 1" in printed
+    assert 0 <= tuned["transplanted"] <= 8  # of 2 x 4 defect views, half transplanted on average
+    assert f"{tuned['transplanted']} defect views transplanted into normals" in printed
     stored = load_model(out, runtime="torch").detector.backbone.state_dict()
     pretrained = create_model("lite0").state_dict()
     assert any(not torch.equal(stored[k], pretrained[k]) for k in pretrained)
