@@ -29,8 +29,9 @@ weight averaging): on development seed 11 the classifier alone scored 0.892-0.91
 draws of views and pseudo-anomalies, against 0.886-0.889 with the rate decayed to zero on a cosine
 and 0.851-0.927 at a constant rate without averaging. Transplanting half the defect views raised
 the end-to-end test image AUROC on seed 11 from 0.867 to 0.900 (mean of four paired draws,
-0.822-0.908 against 0.882-0.908), with foreign objects and the held-out puncture gaining most; the
-TNR at 1 % FNR, which the single faintest anomaly decides, went 0.208 -> 0.171.
+0.822-0.908 against 0.882-0.908), with foreign objects and the held-out puncture gaining most, and
+left fresh seed 2718 level (0.880 -> 0.875); the TNR at 1 % FNR, which the single faintest anomaly
+decides, did not improve (0.208 -> 0.171 on seed 11).
 
 Measured end to end against the default model on the same files (600 steps at 3e-4, 0.5-1 s per
 step on two CPU cores): vacuum-pack image AUROC 0.889 / 0.813 and 0.937 / 0.856 on fresh seeds 9191
