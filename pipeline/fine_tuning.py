@@ -12,8 +12,8 @@ class-balanced binary cross-entropy, to say which patches show a defect:
 * defect patches from the labelled training anomalies' masks (``ground_truth/``), labelled the way
   the patch head's are (:data:`~pipeline.patch_training.MIN_COVERAGE`); half of these views show the
   defect transplanted (:func:`models.pseudo_anomalies.transplant_defect`) into a training normal of
-  the same size and kind, moved a little, so that 18 labelled defects are seen on many packs,
-  benches and lights instead of on their own 18 images over and over;
+  the same size and kind, moved a little, so that a few labelled defects are seen on many packs,
+  benches and lights, not only on their own images over and over;
 * normal patches from the training normals, half of which get a fresh pseudo-anomaly
   (:func:`models.pseudo_anomalies.make_pseudo_anomaly`) with its mask at every draw, so that the
   features learn generic local damage and not only the labelled types;
