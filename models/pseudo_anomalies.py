@@ -132,7 +132,7 @@ def transplant_defect(
     h, w = mask.shape
     defect = (mask > 0.5).astype(np.float32)
     dy, dx = (int(round(rng.uniform(-shift, shift) * side)) for side in (h, w))
-    move = np.float32([[1, 0, dx], [0, 1, dy]])
+    move = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
 
     def moved(arr: np.ndarray) -> np.ndarray:
         return np.asarray(cv2.warpAffine(arr, move, (w, h), flags=cv2.INTER_NEAREST, borderValue=0))
