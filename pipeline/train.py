@@ -781,7 +781,8 @@ def train_model(
 
 
 _FINE_TUNE_DATA = (
-    "training split only: labelled anomalies' masks and pseudo-anomalies pasted into training normals; "
+    "training split only: labelled anomalies' masks, those defects also transplanted into training normals, "
+    "and pseudo-anomalies pasted into training normals; "
     "out-of-fold scores of the labelled training anomalies come from a backbone that saw them"
 )
 
