@@ -23,6 +23,9 @@ scored with ``pipeline.evaluate.evaluate``:
   gate says), ``fine-tune`` (600 steps of the opt-in backbone fine-tuning),
   ``current-512`` (the defaults at a 512 px model input) and
   ``current-max`` (image score = max of the smoothed map).
+
+Besides the main table it prints, per model, the misses at its own threshold by severity third and
+the weakest kinds of anomaly (the generator's ``detail``: an open seal, a fibre, a tear, ...).
 """
 
 from __future__ import annotations

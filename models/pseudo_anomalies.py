@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["PSEUDO_KINDS", "can_host", "make_pseudo_anomaly", "transplant_defect"]
+__all__ = ["PSEUDO_KINDS", "can_host", "host_key", "make_pseudo_anomaly", "transplant_defect"]
 
 PSEUDO_KINDS = ("cutpaste", "noise", "blob")
 
@@ -94,10 +94,16 @@ def _is_grey(image: np.ndarray) -> bool:
     return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
 
 
+def host_key(image: np.ndarray) -> tuple[tuple[int, ...], bool]:
+    """(shape, grey or not): images with equal keys may take each other's defects (see :func:`can_host`).
+    Computing it once per image keeps matching a set of defects to a large set of normals cheap."""
+    return tuple(image.shape), _is_grey(image)
+
+
 def can_host(source: np.ndarray, target: np.ndarray) -> bool:
     """Whether ``source``'s defect may be transplanted into ``target``: the same size, and both grey
     or both colour (an X-ray's defect in a colour photo would teach its greyness, not the defect)."""
-    return source.shape == target.shape and _is_grey(source) == _is_grey(target)
+    return host_key(source) == host_key(target)
 
 
 def transplant_defect(

@@ -56,7 +56,7 @@ from torch import nn
 
 from models.detector import Detector
 from models.patch_head import PatchHead
-from models.pseudo_anomalies import can_host, make_pseudo_anomaly, transplant_defect
+from models.pseudo_anomalies import host_key, make_pseudo_anomaly, transplant_defect
 from models.tiling import TilingConfig, make_views
 from pipeline.patch_training import MIN_COVERAGE, mask_coverage
 
@@ -282,7 +282,10 @@ def fine_tune_backbone(
     ]
     half = config.batch_size // 2
     # Each masked image's possible hosts (normals of its size and kind).
-    hosts = [[n for n, normal in enumerate(normals) if can_host(img, normal)] for img, _ in masked]
+    normals_of: dict[tuple[tuple[int, ...], bool], list[int]] = {}
+    for n, normal in enumerate(normals):
+        normals_of.setdefault(host_key(normal), []).append(n)
+    hosts = [normals_of.get(host_key(img), []) for img, _ in masked]
     transplantable = [k for k, h in enumerate(hosts) if h]
 
     torch.manual_seed(seed)
