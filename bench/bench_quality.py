@@ -97,16 +97,26 @@ SEVERITY_BINS = ((0.0, 1 / 3, "low"), (1 / 3, 2 / 3, "mid"), (2 / 3, 1.01, "high
 """The generator draws each anomaly's severity uniformly in [0, 1]; the lowest are near invisible."""
 
 
-def severity_row(cargo: str, name: str, data: Path, result: Any) -> str:
-    """Misses at the model's own threshold per severity third, and the TNR at 1 % FNR counting
-    only anomalies of severity >= 1/3 (what the generator's metadata says about each test image)."""
+def scored_test_images(
+    cargo: str, data: Path, result: Any
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """The scored test images of ``result``: scores (N,), anomalous-or-not (N,), and each image's
+    entry in the generator's ``dataset.json`` (severity, detail; ``{}`` where it has none)."""
     meta = json.loads((data / "dataset.json").read_text())
-    severity = {item["path"]: item["severity"] for item in meta["images"]}
+    by_path = {item["path"]: item for item in meta["images"]}
     records = [r for r in result.records if r.score is not None]
     scores = np.array([r.score for r in records])
     labels = np.array([r.label != "good" for r in records])
-    sev = np.array([severity.get(f"{cargo}/{r.path}", 0.0) or 0.0 for r in records])
-    release = result.thresholds.release
+    return scores, labels, [by_path.get(f"{cargo}/{r.path}", {}) for r in records]
+
+
+def severity_row(
+    cargo: str, name: str, scored: tuple[np.ndarray, np.ndarray, list[dict[str, Any]]], release: float
+) -> str:
+    """Misses at the model's own threshold per severity third, and the TNR at 1 % FNR counting
+    only anomalies of severity >= 1/3 (what the generator's metadata says about each test image)."""
+    scores, labels, items = scored
+    sev = np.array([item.get("severity") or 0.0 for item in items])
     cells = []
     for lo, hi, tag in SEVERITY_BINS:
         pick = labels & (sev >= lo) & (sev < hi)
@@ -118,15 +128,13 @@ def severity_row(cargo: str, name: str, data: Path, result: Any) -> str:
     return f"| {cargo} | {name} | {' / '.join(cells)} | {fmt(tnr)} |"
 
 
-def kind_row(cargo: str, name: str, data: Path, result: Any, *, weakest: int = 4) -> str:
+def kind_row(
+    cargo: str, name: str, scored: tuple[np.ndarray, np.ndarray, list[dict[str, Any]]], *, weakest: int = 4
+) -> str:
     """Image AUROC of each drawn kind of anomaly (the generator's ``detail``: a tear or a hole, a
     fibre or a screw) against all normal test images, the ``weakest`` lowest first, with counts."""
-    meta = json.loads((data / "dataset.json").read_text())
-    detail = {item["path"]: f"{item['anomaly_type']}/{item['detail']}" for item in meta["images"]}
-    records = [r for r in result.records if r.score is not None]
-    scores = np.array([r.score for r in records])
-    labels = np.array([r.label != "good" for r in records])
-    kinds = np.array([detail.get(f"{cargo}/{r.path}", "") for r in records])
+    scores, labels, items = scored
+    kinds = np.array([f"{item['anomaly_type']}/{item['detail']}" if item else "" for item in items])
     cells = []
     for kind in sorted(set(kinds[labels])):
         pick = ~labels | (kinds == kind)
@@ -188,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"{fit_s:.0f} s / {n_test / eval_s:.1f} img/s |"
                 )
                 print(rows[-1], flush=True)
-                severity_rows.append(severity_row(cargo, name, data, result))
-                kind_rows.append(kind_row(cargo, name, data, result))
+                scored = scored_test_images(cargo, data, result)
+                severity_rows.append(severity_row(cargo, name, scored, result.thresholds.release))
+                kind_rows.append(kind_row(cargo, name, scored))
                 gates.append(
                     f"{cargo} {name}: type-head gate: {trained.card['validation']['head_gate']}; "
                     f"patch-head gate: {trained.card['validation']['patch_head_gate']}; "

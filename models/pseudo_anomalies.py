@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["PSEUDO_KINDS", "can_host", "host_key", "make_pseudo_anomaly", "transplant_defect"]
+__all__ = ["PSEUDO_KINDS", "host_key", "make_pseudo_anomaly", "transplant_defect"]
 
 PSEUDO_KINDS = ("cutpaste", "noise", "blob")
 
@@ -95,15 +95,10 @@ def _is_grey(image: np.ndarray) -> bool:
 
 
 def host_key(image: np.ndarray) -> tuple[tuple[int, ...], bool]:
-    """(shape, grey or not): images with equal keys may take each other's defects (see :func:`can_host`).
-    Computing it once per image keeps matching a set of defects to a large set of normals cheap."""
+    """(shape, grey or not). A defect may be transplanted only between images with equal keys: the
+    same size, and both grey or both colour (an X-ray's defect in a colour photo would teach its
+    greyness, not the defect). One key per image keeps matching defects to many normals cheap."""
     return tuple(image.shape), _is_grey(image)
-
-
-def can_host(source: np.ndarray, target: np.ndarray) -> bool:
-    """Whether ``source``'s defect may be transplanted into ``target``: the same size, and both grey
-    or both colour (an X-ray's defect in a colour photo would teach its greyness, not the defect)."""
-    return host_key(source) == host_key(target)
 
 
 def transplant_defect(

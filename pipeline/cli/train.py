@@ -162,7 +162,7 @@ def train_command(
         "backbone fine-tuning",
         f"{tuned['steps']} steps on {tuned['normals']} normals and {tuned['masked']} masked anomalies, "
         f"weights averaged over the last {tuned['averaged_steps']}, "
-        f"{tuned.get('transplanted', 0)} defect views transplanted into normals, "
+        f"{tuned['transplanted']} defect views transplanted into normals, "
         f"loss {tuned['first_loss']:.3f} -> {tuned['last_loss']:.3f} ({tuned['seconds']:.0f} s)"
         if tuned["steps"]
         else "off (pretrained weights)",
