@@ -51,7 +51,13 @@ from pipeline.metrics import image_auroc, tnr_at_fnr  # noqa: E402
 from pipeline.train import TrainConfig, train_model  # noqa: E402
 
 CARGOS = ("bulk_ore", "vacuum_pack")
-FIRST_DETECTOR: dict[str, Any] = {"pad": 0, "position_norm": False, "patch_head": False, "fine_scale": "off"}
+FIRST_DETECTOR: dict[str, Any] = {
+    "pad": 0,
+    "position_norm": False,
+    "zero_padded_pooling": False,
+    "patch_head": False,
+    "fine_scale": "off",
+}
 """TrainConfig overrides that give the detector as first shipped (the benchmarks' baseline)."""
 
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -32,7 +32,10 @@ from models.runtime import DEFAULT_RUNTIME, RUNTIMES
 
 __all__ = ["CARD_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "load_model", "read_card", "save_artifact"]
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
+"""Format 5: patch embeddings average counting the feature maps' zero padding
+(``DetectorConfig.zero_padded_pooling``). A format-4 model would load into a detector that embeds
+its images differently from its memory bank, so it is refused: train it again."""
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model.json"
 
@@ -114,7 +117,8 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{str(card_path)!r} must hold a JSON object")
     if card.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
-            f"{str(card_path)!r} has format_version {card.get('format_version')!r}; expected {FORMAT_VERSION}"
+            f"{str(card_path)!r} has format_version {card.get('format_version')!r}; "
+            f"expected {FORMAT_VERSION} (train the model again with this version of clearsight)"
         )
     expected = card.get("card_sha256")
     actual = _card_hash(card)

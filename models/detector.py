@@ -87,6 +87,8 @@ class DetectorConfig:
         fine_scale: a second memory bank on the backbone's stride-4 features (see
             :class:`models.patchcore.FineBank`); their channels follow the main patch channels.
         fine_bank_size: rows of the fine-scale bank.
+        zero_padded_pooling: the patch embeddings' 3x3 average counts the zeros beyond the feature
+            map's edge (:class:`models.features.PatchEmbedder`); False averages in-map neighbours only.
     """
 
     backbone: str
@@ -106,6 +108,7 @@ class DetectorConfig:
     patch_topk: int = 5
     fine_scale: bool = False
     fine_bank_size: int = 1
+    zero_padded_pooling: bool = True
 
     def __post_init__(self) -> None:
         if self.pad < 0 or self.grid < 0:
@@ -345,7 +348,9 @@ def build_detector(
         backbone = create_model(config.backbone, weights=None)
     backbone = backbone.to(memory_format=torch.channels_last)  # see Detector.embed
     channels: tuple[int, ...] = tuple(backbone.out_channels)
-    embedder = PatchEmbedder(channels, proj_dim=config.proj_dim, seed=embed_seed)
+    embedder = PatchEmbedder(
+        channels, proj_dim=config.proj_dim, seed=embed_seed, zero_padded_pooling=config.zero_padded_pooling
+    )
     bank = MemoryBank.empty(config.bank_size, embedder.out_dim, chunk=config.chunk)
     fine = None
     dim = embedder.out_dim

@@ -2,7 +2,14 @@
 Detection", CVPR 2022 — PatchCore).
 
 Each backbone feature map is averaged over 3x3 neighbourhoods (so a patch "sees" its surroundings),
-the deeper maps are upsampled to the grid of the shallowest one, and all are concatenated. An optional
+the deeper maps are upsampled to the grid of the shallowest one, and all are concatenated.
+
+The 3x3 average counts the zeros beyond the map's edge, as PatchCore's reference code (an unfold with
+zero padding) and anomalib (``AvgPool2d(3, 1, 1)``) do: a border patch's features are shrunk to 6/9
+of their value, a corner's to 4/9. Averaging over the in-map neighbours only keeps border patches at
+full size, and the CNN's own zero-padding artefacts there then give them the largest distances in
+normal images. On synthetic bulk ore (64 normals, seed 5301) a bare PatchCore on our features ranked
+test images at 0.716 AUROC that way, against 0.966 counting the zeros (anomalib: 0.974). An optional
 fixed random Gaussian projection (Johnson-Lindenstrauss) shrinks the channel count for wide backbones.
 Only ONNX-exportable ops are used.
 """
@@ -25,12 +32,22 @@ class PatchEmbedder(nn.Module):
         in_channels: channels of each backbone feature map, shallowest first.
         proj_dim: output channels of the fixed random projection; 0 keeps the concatenation.
         seed: seed of the projection matrix (stored as a buffer, so a saved model keeps it).
+        zero_padded_pooling: the 3x3 average counts the zeros beyond the map's edge (see above);
+            False averages the in-map neighbours only (format-4 models and the first detector).
     """
 
     projection: torch.Tensor
 
-    def __init__(self, in_channels: tuple[int, ...], *, proj_dim: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        in_channels: tuple[int, ...],
+        *,
+        proj_dim: int = 0,
+        seed: int = 0,
+        zero_padded_pooling: bool = True,
+    ) -> None:
         super().__init__()
+        self.zero_padded_pooling = bool(zero_padded_pooling)
         self.concat_dim = int(sum(in_channels))
         self.proj_dim = int(proj_dim) if 0 < proj_dim < self.concat_dim else 0
         gen = torch.Generator().manual_seed(seed)
@@ -58,7 +75,9 @@ class PatchEmbedder(nn.Module):
         size = feats[0].shape[-2:]
         maps = []
         for f in feats:
-            f = F.avg_pool2d(f, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+            f = F.avg_pool2d(
+                f, kernel_size=3, stride=1, padding=1, count_include_pad=self.zero_padded_pooling
+            )
             if f.shape[-2:] != size:
                 f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
             maps.append(f)

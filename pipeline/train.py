@@ -94,6 +94,9 @@ class TrainConfig:
             border artefacts that otherwise dominate normal images' scores.
         position_norm: put every patch-grid position's distances on one scale, fitted on the
             out-of-fold normal distances (``models.detector.fit_position_norm``).
+        zero_padded_pooling: the patch embeddings' 3x3 average counts the zeros beyond the feature
+            map's edge, as PatchCore's reference code and anomalib do (``models.features``); False
+            is the first detector's in-map average.
         patch_head: train the patch head (``models.patch_head``) on the labelled anomalies' masks
             when they have any; it joins the fusion only if validation supports it.
         fine_scale: a second memory bank on the backbone's stride-4 features
@@ -132,6 +135,7 @@ class TrainConfig:
     score_reduction: str = "topk"
     pad: int = 16
     position_norm: bool = True
+    zero_padded_pooling: bool = True
     patch_head: bool = True
     fine_scale: str = "off"
     fine_tune_steps: int = 0
@@ -276,6 +280,7 @@ class _Trainer:
             score_reduction=config.score_reduction,
             pad=config.pad,
             fine_scale=config.fine_scale != "off",
+            zero_padded_pooling=config.zero_padded_pooling,
         )
         self.detector = build_detector(self.base_config, backbone=self.backbone, embed_seed=config.seed)
 

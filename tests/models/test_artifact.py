@@ -35,7 +35,7 @@ def test_round_trip_gives_identical_predictions(tiny_model_dir: Path, tmp_path: 
 
 def test_card_records_provenance(tiny_model_dir: Path) -> None:
     card = json.loads((tiny_model_dir / CARD_FILE).read_text())
-    assert card["format_version"] == 4
+    assert card["format_version"] == 5
     assert card["model_id"] == f"bulk_ore-lite0-{card['content_sha256'][:8]}"
     assert (
         card["backbone"]["weights_sha256"]
@@ -88,7 +88,7 @@ def _old_format(d: Path) -> None:
         (_flip_byte, r"weights\.safetensors' has sha256 .* expected"),
         (_edit_threshold, r"model\.json' was modified"),
         (_break_json, r"model\.json' is not valid JSON"),
-        (_old_format, "has format_version 99; expected 4"),
+        (_old_format, "has format_version 99; expected 5"),
     ],
     ids=["no-weights", "no-card", "no-dir", "truncated", "flipped-byte", "edited-card", "bad-json", "format"],
 )
