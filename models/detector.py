@@ -208,7 +208,8 @@ class Detector(nn.Module):
         feats = self.backbone(x.contiguous(memory_format=torch.channels_last), fine=fine)
         patches, pooled = self.embedder(feats[:-1] if fine else feats)
         if fine:
-            # the fine map averaged like the others, then onto the patch grid (stride 4 -> 8: 2x2 mean)
+            # the fine map averaged over in-map neighbours (as its gate and figures were measured; the
+            # main maps' zero-padded average was not tried on it), then onto the patch grid (2x2 mean)
             f = F.avg_pool2d(feats[-1], kernel_size=3, stride=1, padding=1, count_include_pad=False)
             ratio = int(self.backbone.strides[0]) // int(self.backbone.fine_stride)
             patches = torch.cat([patches, F.avg_pool2d(f, kernel_size=ratio)], dim=1)

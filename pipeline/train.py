@@ -91,7 +91,9 @@ class TrainConfig:
             and behind on the benchmark seed 2027 (0.633 vs 0.717), so the default stays.
         pad: reflect padding (input pixels) around each view before the backbone; see
             ``DetectorConfig.pad``. 16 costs ~27 % more backbone time at S = 256 and removes the
-            border artefacts that otherwise dominate normal images' scores.
+            border artefacts that otherwise dominate normal images' scores. With the zero-padded
+            3x3 average (below) it still helps: bulk ore, development seed 11, AUROC 0.999 with it and
+            0.996 without (TNR at 1 % FNR 0.917 and 0.800).
         position_norm: put every patch-grid position's distances on one scale, fitted on the
             out-of-fold normal distances (``models.detector.fit_position_norm``).
         zero_padded_pooling: the patch embeddings' 3x3 average counts the zeros beyond the feature
