@@ -20,7 +20,8 @@ scored with ``pipeline.evaluate.evaluate``:
 * ``baseline``: ``pad=0, position_norm=False, patch_head=False, fine_scale="off"`` — the detector as
   first shipped;
 * only when asked for with ``--variant``: ``fine-scale-on`` (the fine-scale bank kept whatever its
-  gate says), ``fine-tune`` (600 steps of the opt-in backbone fine-tuning),
+  gate says), ``in-map-pooling`` (the 3x3 patch average ignoring the zero padding, as before artifact
+  format 5), ``fine-tune`` (600 steps of the opt-in backbone fine-tuning),
   ``current-512`` (the defaults at a 512 px model input) and
   ``current-max`` (image score = max of the smoothed map).
 
@@ -67,6 +68,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fine-scale": {"fine_scale": "auto"},
     # the fine-scale bank whatever its gate says (only with --variant)
     "fine-scale-on": {"fine_scale": "on"},
+    # the defaults with the patch features' 3x3 average over in-map neighbours only (before format 5)
+    "in-map-pooling": {"zero_padded_pooling": False},
     # the backbone fine-tuned on the training split's masks and pseudo-anomalies (opt-in)
     "fine-tune": {"fine_tune_steps": 600},
     # the detector before the patch head (session 2's): the patch head's own contribution
