@@ -88,7 +88,7 @@ def _old_format(d: Path) -> None:
         (_flip_byte, r"weights\.safetensors' has sha256 .* expected"),
         (_edit_threshold, r"model\.json' was modified"),
         (_break_json, r"model\.json' is not valid JSON"),
-        (_old_format, "has format_version 99; expected 5"),
+        (_old_format, r"has format_version 99; expected 5 \(train the model again"),
     ],
     ids=["no-weights", "no-card", "no-dir", "truncated", "flipped-byte", "edited-card", "bad-json", "format"],
 )
