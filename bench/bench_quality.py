@@ -17,8 +17,8 @@ scored with ``pipeline.evaluate.evaluate``:
   out-of-fold gate keeps it (``fine_scale="auto"``);
 * ``no-patch-head``: the defaults without the patch head (``patch_head=False``) — the detector
   before it, to show the patch head's own share;
-* ``baseline``: ``pad=0, position_norm=False, patch_head=False, fine_scale="off"`` — the detector as
-  first shipped;
+* ``baseline``: ``pad=0, position_norm=False, zero_padded_pooling=False, patch_head=False,
+  fine_scale="off"`` (:data:`FIRST_DETECTOR`) — the detector as first shipped;
 * only when asked for with ``--variant``: ``fine-scale-on`` (the fine-scale bank kept whatever its
   gate says), ``in-map-pooling`` (the 3x3 patch average ignoring the zero padding, as before artifact
   format 5), ``fine-tune`` (600 steps of the opt-in backbone fine-tuning),
