@@ -22,8 +22,10 @@ scored with ``pipeline.evaluate.evaluate``:
 * only when asked for with ``--variant``: ``fine-scale-on`` (the fine-scale bank kept whatever its
   gate says), ``in-map-pooling`` (the 3x3 patch average ignoring the zero padding, as before artifact
   format 5), ``fine-tune`` (600 steps of the opt-in backbone fine-tuning),
-  ``current-512`` (the defaults at a 512 px model input) and
-  ``current-max`` (image score = max of the smoothed map).
+  ``current-512`` (the defaults at a 512 px model input), ``current-max`` (image score = max of the
+  smoothed map), and for images rendered larger than the model input (``--size 512``)
+  ``current-256`` (downscaled to a 256 px input) and ``tiled-256`` (256 px tiles, not downscaled).
+  At ``--size 512``, ``current`` itself runs at a 512 px input: the images' own resolution.
 
 Besides the main table it prints, per model, the misses at its own threshold by severity third and
 the weakest kinds of anomaly (the generator's ``detail``: an open seal, a fibre, a tear, ...).
@@ -76,6 +78,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-patch-head": {"patch_head": False},
     # the 256 px images upsampled to a 512 px model input: 4x the compute, finer patch grid
     "current-512": {"image_size": 512},
+    # with --size 512: the images downscaled 2x to a 256 px model input, the default's resolution
+    "current-256": {"image_size": 256},
+    # with --size 512: 256 px tiles at the images' own resolution, each a 256 px model input
+    "tiled-256": {"image_size": 256, "tile_size": 256},
     # the image score as the max of the smoothed map (the default is the mean of the top 10 patches)
     "current-max": {"score_reduction": "max"},
 }
