@@ -18,7 +18,15 @@ import torch
 
 from datasets.errors import InputError
 
-__all__ = ["TilingConfig", "View", "make_views", "plan_views", "stitch_maps", "to_rgb_float"]
+__all__ = [
+    "TilingConfig",
+    "View",
+    "make_views",
+    "plan_views",
+    "stitch_maps",
+    "to_rgb_float",
+    "view_downscale",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +98,15 @@ def plan_views(height: int, width: int, tiling: TilingConfig) -> list[View]:
         for y in _starts(height, t, tiling.overlap)
         for x in _starts(width, t, tiling.overlap)
     ]
+
+
+def view_downscale(height: int, width: int, *, size: int, tiling: TilingConfig) -> float:
+    """How many image pixels per model-input pixel along a view's longer side (1.0: none lost).
+
+    Each view (the whole image, or a tile) is resized to ``size`` x ``size``, so a factor of 2 turns
+    a defect two pixels wide into one pixel of the model's input.
+    """
+    return max(max(v.h, v.w) for v in plan_views(height, width, tiling)) / size
 
 
 def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:

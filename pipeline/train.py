@@ -55,6 +55,7 @@ from pipeline.fine_tuning import FineTuneConfig, fine_tune_backbone
 from pipeline.fusion_gate import Gate, fine_scale_gate, gate_signal, max_probability, patch_gate_evidence
 from pipeline.metrics import image_auroc, tnr_at_fnr
 from pipeline.patch_training import PatchExamples, out_of_fold_scores, patch_examples
+from pipeline.resolution import MAX_IMAGE_SIZE, source_resolution
 
 __all__ = ["KNOWN_CARGO_TYPES", "ProgressFn", "TrainConfig", "TrainResult", "train_model"]
 
@@ -153,7 +154,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
-            (32 <= self.image_size <= 1024, f"image_size {self.image_size} must be in [32, 1024]"),
+            (
+                32 <= self.image_size <= MAX_IMAGE_SIZE,
+                f"image_size {self.image_size} must be in [32, {MAX_IMAGE_SIZE}]",
+            ),
             (
                 0.0 < self.target_miss_rate < 1.0,
                 f"target_miss_rate {self.target_miss_rate} must be in (0, 1)",
@@ -712,6 +716,9 @@ def train_model(
             "scaling": "uint8 / 255, uint16 / 65535, float clipped to [0, 1]",
             "resize": "cv2 INTER_AREA when shrinking, INTER_LINEAR when enlarging",
             "tiling": {"tile_size": trainer.tiling.tile_size, "overlap": trainer.tiling.overlap},
+            "source_resolution": source_resolution(
+                [img.shape[:2] for img in all_images], size=config.image_size, tiling=trainer.tiling
+            ),
         },
         "thresholds": thresholds._asdict(),
         "validation": {

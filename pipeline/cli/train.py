@@ -153,6 +153,12 @@ def train_command(
     table.add_row(
         "pseudo-anomalies", "yes (no labelled anomalies in train/)" if training["pseudo_anomalies"] else "no"
     )
+    resolution = card["preprocessing"]["source_resolution"]
+    table.add_row(
+        "image resolution",
+        f"{resolution['longest_side_px']['median']} px images -> "
+        f"{card['preprocessing']['input_size']} px model input, downscaled {resolution['downscale']:.2g}x",
+    )
     table.add_row("memory bank", f"{training['bank_size']} of {training['patches_total']} patches")
     fine = training["fine_scale"]
     used = f"{fine['bank_size']} rows of stride-{fine['stride']} features" if fine["used"] else "not used"
@@ -180,6 +186,8 @@ def train_command(
     table.add_row("validation TNR at target", "n/a" if tnr is None else f"{tnr:.4f}")
     table.add_row("fit time", f"{result.fit_seconds:.1f} s (coreset {training['coreset_seconds']:.2f} s)")
     Console().print(table)
+    if resolution["warning"]:
+        err.print(f"[yellow]Warning:[/yellow] {resolution['warning']}")
 
 
 def register(app: typer.Typer) -> None:

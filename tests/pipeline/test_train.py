@@ -55,10 +55,18 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
             "auto",
         ],
     )
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert code == 0
     card = json.loads((out / "model.json").read_text())
     assert card["cargo_type"] == "vacuum_pack"
+    assert card["preprocessing"]["source_resolution"] == {
+        "longest_side_px": {"min": 64, "median": 64, "max": 64},
+        "downscale": 1.0,
+        "warning": None,
+    }
+    assert "64 px images -> 64 px model input, downscaled 1x" in printed
+    assert "Warning" not in captured.err
     assert card["training"]["pseudo_anomalies"] is True
     assert card["training"]["class_names"] == [
         "good",
@@ -85,6 +93,23 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
     pred = predictor.predict([_texture(np.random.default_rng(9))[:, :, 0]])[0]
     assert pred.anomaly_map.shape == (64, 64)
     assert pred.anomaly_type in (None, "unknown")  # a synthetic type is never reported as a real one
+
+
+def test_train_cli_warns_when_the_images_are_shrunk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _write(tmp_path / "bulk_ore", 8)
+    out = tmp_path / "model"
+    args = ["train", "--data", str(root), "--out", str(out), "--image-size", "32", "--pad", "0"]
+    code = run(app, [*args, "--coreset-ratio", "0.5", "--threads", "1"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "downscaled 2x" in captured.out
+    err = " ".join(captured.err.split())  # rich wraps long lines
+    assert "Warning: the training images (64 px, median longer side) are shrunk 2.0x" in err
+    assert "--image-size 64 or --tile-size 32" in err
+    card = json.loads((out / "model.json").read_text())
+    assert card["preprocessing"]["source_resolution"]["warning"].startswith("the training images (64 px")
 
 
 @pytest.mark.parametrize(

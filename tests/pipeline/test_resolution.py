@@ -1,0 +1,54 @@
+"""The training images' resolution against the model input, and when training warns about it."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.tiling import TilingConfig
+from pipeline.resolution import source_resolution
+
+
+def test_images_at_the_input_size_need_no_warning() -> None:
+    summary = source_resolution([(256, 256), (250, 250), (256, 240)], size=256, tiling=TilingConfig())
+    assert summary == {
+        "longest_side_px": {"min": 250, "median": 256, "max": 256},
+        "downscale": pytest.approx(1.0),
+        "warning": None,
+    }
+
+
+def test_shrunk_images_warn_and_name_both_remedies() -> None:
+    summary = source_resolution([(512, 512)] * 3, size=256, tiling=TilingConfig())
+    assert summary["downscale"] == 2.0
+    assert summary["warning"] == (
+        "the training images (512 px, median longer side) are shrunk 2.0x to the 256 px model input, "
+        "so defects a few pixels wide may vanish; keep their pixels with --image-size 512 or "
+        "--tile-size 256 (about 4x the compute)"
+    )
+
+
+def test_images_too_large_for_any_input_suggest_only_tiling() -> None:
+    warning = source_resolution([(3000, 4000)], size=256, tiling=TilingConfig())["warning"]
+    assert warning is not None
+    assert "shrunk 15.6x" in warning
+    assert "--image-size" not in warning and "--tile-size 256" in warning
+
+
+@pytest.mark.parametrize(
+    ("shapes", "size", "tiling", "warns"),
+    [
+        ([(512, 512)], 256, TilingConfig(tile_size=256), False),  # tiled at their own resolution
+        ([(384, 384)], 256, TilingConfig(), True),  # 1.5x: the threshold itself
+        ([(352, 352)], 256, TilingConfig(), False),  # 1.375x
+        ([(512, 512), (256, 256), (256, 256)], 256, TilingConfig(), False),  # the median decides
+    ],
+)
+def test_when_training_warns(
+    shapes: list[tuple[int, int]], size: int, tiling: TilingConfig, warns: bool
+) -> None:
+    assert (source_resolution(shapes, size=size, tiling=tiling)["warning"] is not None) is warns
+
+
+def test_no_images_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="at least one image shape"):
+        source_resolution([], size=256, tiling=TilingConfig())
