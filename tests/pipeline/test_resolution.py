@@ -22,8 +22,9 @@ def test_shrunk_images_warn_and_name_both_remedies() -> None:
     assert summary["downscale"] == 2.0
     assert summary["warning"] == (
         "the training images (512 px, median longer side) are shrunk 2.0x to the 256 px model input, "
-        "so defects a few pixels wide may vanish; keep their pixels with --image-size 512 or "
-        "--tile-size 256 (about 4x the compute)"
+        "so defects a few pixels wide may vanish; --image-size 512 or --tile-size 256 keeps their pixels "
+        "(about 4x the compute) but shows each patch less of its surroundings, which can cost large "
+        "defects: compare with the default using `clearsight evaluate` on your own images"
     )
 
 
@@ -38,8 +39,8 @@ def test_images_too_large_for_any_input_suggest_only_tiling() -> None:
     ("shapes", "size", "tiling", "warns"),
     [
         ([(512, 512)], 256, TilingConfig(tile_size=256), False),  # tiled at their own resolution
-        ([(384, 384)], 256, TilingConfig(), True),  # 1.5x: the threshold itself
-        ([(352, 352)], 256, TilingConfig(), False),  # 1.375x
+        ([(512, 512)], 256, TilingConfig(), True),  # 2x: the threshold itself
+        ([(480, 480)], 256, TilingConfig(), False),  # 1.875x
         ([(512, 512), (256, 256), (256, 256)], 256, TilingConfig(), False),  # the median decides
     ],
 )
