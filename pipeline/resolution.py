@@ -55,9 +55,9 @@ def source_resolution(
         warning = (
             f"the training images ({int(np.median(sides))} px, median longer side) are shrunk "
             f"{factor:.1f}x to the {size} px model input, so defects a few pixels wide may vanish; "
-            f"{larger}--tile-size {size} keeps their pixels (about {factor * factor:.0f}x the compute) but "
-            "shows each patch less of its surroundings, which can cost large defects: compare with the default "
-            "using `clearsight evaluate` on your own images"
+            f"{larger}--tile-size {size} keeps their pixels (about {factor * factor:.0f}x the compute) "
+            "but shows each patch less of its surroundings, which can cost large defects: compare "
+            "with the default using `clearsight evaluate` on your own images"
         )
     return {
         "longest_side_px": {
