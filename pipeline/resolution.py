@@ -20,7 +20,7 @@ import numpy as np
 
 from models.tiling import TilingConfig, view_downscale
 
-__all__ = ["MAX_IMAGE_SIZE", "WARN_DOWNSCALE", "source_resolution"]
+__all__ = ["MAX_IMAGE_SIZE", "WARN_DOWNSCALE", "describe_resize", "source_resolution"]
 
 MAX_IMAGE_SIZE = 1024
 """The largest model input ``TrainConfig`` accepts; beyond it only tiling keeps the pixels."""
@@ -47,13 +47,14 @@ def source_resolution(
     if not shapes:
         raise ValueError("source_resolution needs at least one image shape")
     sides = np.array([max(h, w) for h, w in shapes])
+    median_side = int(np.median(sides))
     factor = float(np.median([view_downscale(h, w, size=size, tiling=tiling) for h, w in shapes]))
     warning = None
     if factor >= WARN_DOWNSCALE:
         native = math.ceil(size * factor / 32) * 32
         larger = f"--image-size {native} or " if native <= MAX_IMAGE_SIZE else ""
         warning = (
-            f"the training images ({int(np.median(sides))} px, median longer side) are shrunk "
+            f"the training images ({median_side} px, median longer side) are shrunk "
             f"{factor:.1f}x to the {size} px model input, so defects a few pixels wide may vanish; "
             f"{larger}--tile-size {size} keeps their pixels (about {factor * factor:.0f}x the compute) "
             "but shows each patch less of its surroundings, which can cost large defects: compare "
@@ -62,9 +63,18 @@ def source_resolution(
     return {
         "longest_side_px": {
             "min": int(sides.min()),
-            "median": int(np.median(sides)),
+            "median": median_side,
             "max": int(sides.max()),
         },
         "downscale": round(factor, 3),
         "warning": warning,
     }
+
+
+def describe_resize(downscale: float) -> str:
+    """``source_resolution``'s downscale in words: "downscaled 2x", "enlarged 1.3x", "not resized"."""
+    if downscale > 1.005:
+        return f"downscaled {downscale:.3g}x"
+    if downscale < 0.995:
+        return f"enlarged {1 / downscale:.3g}x"
+    return "not resized"

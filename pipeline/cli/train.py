@@ -105,6 +105,7 @@ def train_command(
     (on pseudo-anomalies when train/ has no labelled anomalies), calibrates the score, and picks the
     release threshold at --target-miss-rate.
     """
+    from pipeline.resolution import describe_resize
     from pipeline.train import TrainConfig, train_model
 
     config = TrainConfig(
@@ -157,7 +158,7 @@ def train_command(
     table.add_row(
         "image resolution",
         f"{resolution['longest_side_px']['median']} px images -> "
-        f"{card['preprocessing']['input_size']} px model input, downscaled {resolution['downscale']:.2g}x",
+        f"{card['preprocessing']['input_size']} px model input, {describe_resize(resolution['downscale'])}",
     )
     table.add_row("memory bank", f"{training['bank_size']} of {training['patches_total']} patches")
     fine = training["fine_scale"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.tiling import TilingConfig
-from pipeline.resolution import source_resolution
+from pipeline.resolution import describe_resize, source_resolution
 
 
 def test_images_at_the_input_size_need_no_warning() -> None:
@@ -53,3 +53,17 @@ def test_when_training_warns(
 def test_no_images_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="at least one image shape"):
         source_resolution([], size=256, tiling=TilingConfig())
+
+
+@pytest.mark.parametrize(
+    ("downscale", "words"),
+    [
+        (2.0, "downscaled 2x"),
+        (1.5, "downscaled 1.5x"),
+        (1.0, "not resized"),
+        (0.977, "enlarged 1.02x"),
+        (0.5, "enlarged 2x"),
+    ],
+)
+def test_describe_resize(downscale: float, words: str) -> None:
+    assert describe_resize(downscale) == words

@@ -65,7 +65,7 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
         "downscale": 1.0,
         "warning": None,
     }
-    assert "64 px images -> 64 px model input, downscaled 1x" in printed
+    assert "64 px images -> 64 px model input, not resized" in printed
     assert "Warning" not in captured.err
     assert card["training"]["pseudo_anomalies"] is True
     assert card["training"]["class_names"] == [
