@@ -36,6 +36,7 @@ __all__ = [
     "EvaluationResult",
     "GalleryItem",
     "ImageRecord",
+    "card_resolution",
     "evaluate",
     "fused_signals",
     "write_outputs",
@@ -114,6 +115,10 @@ class EvaluationResult:
     evaluated_at: str = ""
     signals: list[dict[str, Any]] = field(default_factory=list)
     """What the model's score is made of (:func:`fused_signals`), for the report."""
+    resolution: dict[str, Any] | None = None
+    """The model card's ``preprocessing`` input size and ``source_resolution`` (the training images'
+    sizes against the model input, and the warning training gave), for the report; None for a card
+    written before training recorded it."""
 
     def scores_and_labels(self, anomaly_type: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores (N,) float64, labels (N,) bool) of the scored images; one type + all good if given."""
@@ -279,6 +284,14 @@ def _type_accuracy(records: Iterable[ImageRecord]) -> float | None:
 # ------------------------------------------------------------------------------------ evaluate
 
 
+def card_resolution(card: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The card's model input size with its ``preprocessing.source_resolution``; None for a card written
+    before training recorded the training images' resolution."""
+    pre = card.get("preprocessing", {})
+    source = pre.get("source_resolution")
+    return None if source is None else {"input_size": pre.get("input_size"), **source}
+
+
 def fused_signals(card: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The signals a trained model can fuse, whether each is in its score, and why, from its card.
 
@@ -430,6 +443,7 @@ def evaluate(
         worst_false_alarms=false_alarms.items(),
         evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         signals=fused_signals(predictor.card),
+        resolution=card_resolution(predictor.card),
     )
     result.metrics = _metrics(
         result, overall_pixels if any(has_masks.values()) else None, type_pixels, has_masks

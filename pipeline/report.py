@@ -27,6 +27,7 @@ from models.threshold import METHOD_FALLBACK, METHOD_NORMAL_BOUND
 from pipeline import metrics as m
 from pipeline.evaluate import EvaluationResult, GalleryItem
 from pipeline.heatmap import overlay
+from pipeline.resolution import describe_resize
 
 __all__ = ["histogram_svg", "number", "percent", "pr_svg", "render_report", "roc_svg", "write_report"]
 
@@ -272,6 +273,7 @@ def render_report(result: EvaluationResult) -> str:
         "misses": [_gallery_card(g, th.release) for g in result.worst_misses],
         "false_alarms": [_gallery_card(g, th.release) for g in result.worst_false_alarms],
         "failed": failed,
+        "resize": None if result.resolution is None else describe_resize(result.resolution["downscale"]),
         "good_name": GOOD,
         "colours": {
             "good": GOOD_COLOUR,

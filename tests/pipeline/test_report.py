@@ -19,7 +19,7 @@ from evaluate_fakes import FakePredictor, write_dataset  # noqa: E402
 
 from models.inference import GOOD, Thresholds  # noqa: E402
 from pipeline.cli import app, run  # noqa: E402
-from pipeline.evaluate import EvaluationResult, GalleryItem, ImageRecord, _metrics  # noqa: E402
+from pipeline.evaluate import EvaluationResult, GalleryItem, ImageRecord, _metrics, card_resolution  # noqa: E402
 from pipeline.metrics import PixelAccumulator  # noqa: E402
 from pipeline.report import histogram_svg, percent, render_report, roc_svg, write_report  # noqa: E402
 
@@ -283,3 +283,63 @@ def test_report_says_what_the_score_is_made_of(result: EvaluationResult) -> None
     assert "What the score is made of" in page
     assert "fused 0.834 &gt; without it 0.721" in page  # the gate's own words, escaped
     assert page.count("<td>yes</td>") == 2 and page.count("<td>no</td>") == 1
+
+
+RESOLUTION = {
+    "input_size": 256,
+    "longest_side_px": {"min": 512, "median": 512, "max": 512},
+    "downscale": 2.0,
+    "warning": "the training images (512 px, median longer side) are shrunk 2.0x",
+}
+
+
+@pytest.mark.parametrize(
+    ("resolution", "said", "warned"),
+    [
+        (RESOLUTION, "model input 256 px, trained on 512 px images (downscaled 2x)", True),
+        (
+            {
+                **RESOLUTION,
+                "longest_side_px": {"min": 250, "median": 250, "max": 250},
+                "downscale": 0.977,
+                "warning": None,
+            },
+            "model input 256 px, trained on 250 px images (enlarged 1.02x)",
+            False,
+        ),
+        (None, None, False),  # a card from before training recorded it
+    ],
+)
+def test_report_says_what_resolution_the_model_saw(
+    resolution: dict[str, object] | None, said: str | None, warned: bool
+) -> None:
+    res = _result(RECORDS)
+    res.resolution = resolution
+    page = " ".join(render_report(res).split())
+    if said:
+        assert said in page
+    else:
+        assert "model input" not in page
+    assert ('id="resolution-warning"' in page) is warned
+    if warned:
+        assert "Training warned: the training images (512 px, median longer side) are shrunk 2.0x." in page
+
+
+@pytest.mark.parametrize(
+    ("card", "expected"),
+    [
+        (
+            {
+                "preprocessing": {
+                    "input_size": 256,
+                    "source_resolution": {k: v for k, v in RESOLUTION.items() if k != "input_size"},
+                }
+            },
+            RESOLUTION,
+        ),
+        ({"preprocessing": {"input_size": 256}}, None),
+        ({}, None),
+    ],
+)
+def test_card_resolution(card: dict[str, object], expected: dict[str, object] | None) -> None:
+    assert card_resolution(card) == expected
