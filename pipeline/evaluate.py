@@ -29,6 +29,7 @@ import numpy as np
 from datasets.errors import ClearsightError, DatasetFormatError, ModelError
 from models.inference import GOOD, Predictor, Thresholds
 from pipeline import metrics as m
+from pipeline.resolution import card_resolution
 
 __all__ = [
     "GALLERY_SIZE",
@@ -36,7 +37,6 @@ __all__ = [
     "EvaluationResult",
     "GalleryItem",
     "ImageRecord",
-    "card_resolution",
     "evaluate",
     "fused_signals",
     "write_outputs",
@@ -282,14 +282,6 @@ def _type_accuracy(records: Iterable[ImageRecord]) -> float | None:
 
 
 # ------------------------------------------------------------------------------------ evaluate
-
-
-def card_resolution(card: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The card's model input size with its ``preprocessing.source_resolution``; None for a card written
-    before training recorded the training images' resolution."""
-    pre = card.get("preprocessing", {})
-    source = pre.get("source_resolution")
-    return None if source is None else {"input_size": pre.get("input_size"), **source}
 
 
 def fused_signals(card: Mapping[str, Any]) -> list[dict[str, Any]]:

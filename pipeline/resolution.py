@@ -13,14 +13,14 @@ remedies, and the user measures them on their own images.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from models.tiling import TilingConfig, view_downscale
 
-__all__ = ["MAX_IMAGE_SIZE", "WARN_DOWNSCALE", "describe_resize", "source_resolution"]
+__all__ = ["MAX_IMAGE_SIZE", "WARN_DOWNSCALE", "card_resolution", "describe_resize", "source_resolution"]
 
 MAX_IMAGE_SIZE = 1024
 """The largest model input ``TrainConfig`` accepts; beyond it only tiling keeps the pixels."""
@@ -78,3 +78,11 @@ def describe_resize(downscale: float) -> str:
     if downscale < 0.995:
         return f"enlarged {1 / downscale:.3g}x"
     return "not resized"
+
+
+def card_resolution(card: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The card's model input size with its ``preprocessing.source_resolution``; None for a card written
+    before training recorded the training images' resolution."""
+    pre = card.get("preprocessing", {})
+    source = pre.get("source_resolution")
+    return None if source is None else {"input_size": pre.get("input_size"), **source}

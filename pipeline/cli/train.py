@@ -105,7 +105,7 @@ def train_command(
     (on pseudo-anomalies when train/ has no labelled anomalies), calibrates the score, and picks the
     release threshold at --target-miss-rate.
     """
-    from pipeline.resolution import describe_resize
+    from pipeline.resolution import card_resolution, describe_resize
     from pipeline.train import TrainConfig, train_model
 
     config = TrainConfig(
@@ -154,11 +154,12 @@ def train_command(
     table.add_row(
         "pseudo-anomalies", "yes (no labelled anomalies in train/)" if training["pseudo_anomalies"] else "no"
     )
-    resolution = card["preprocessing"]["source_resolution"]
+    resolution = card_resolution(card)
+    assert resolution is not None  # this version's training always records it
     table.add_row(
         "image resolution",
         f"{resolution['longest_side_px']['median']} px images -> "
-        f"{card['preprocessing']['input_size']} px model input, {describe_resize(resolution['downscale'])}",
+        f"{resolution['input_size']} px model input, {describe_resize(resolution['downscale'])}",
     )
     table.add_row("memory bank", f"{training['bank_size']} of {training['patches_total']} patches")
     fine = training["fine_scale"]

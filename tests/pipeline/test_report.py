@@ -19,9 +19,10 @@ from evaluate_fakes import FakePredictor, write_dataset  # noqa: E402
 
 from models.inference import GOOD, Thresholds  # noqa: E402
 from pipeline.cli import app, run  # noqa: E402
-from pipeline.evaluate import EvaluationResult, GalleryItem, ImageRecord, _metrics, card_resolution  # noqa: E402
+from pipeline.evaluate import EvaluationResult, GalleryItem, ImageRecord, _metrics  # noqa: E402
 from pipeline.metrics import PixelAccumulator  # noqa: E402
 from pipeline.report import histogram_svg, percent, render_report, roc_svg, write_report  # noqa: E402
+from pipeline.resolution import card_resolution  # noqa: E402
 
 TH = Thresholds(release=0.5, hold=0.75, target_miss_rate=0.01, method="miss_rate_on_validation")
 
