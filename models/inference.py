@@ -43,6 +43,12 @@ class Prediction(NamedTuple):
         anomaly_map: float32 array (H, W) in [0, 1], the input image's own height and width.
         thresholds: the model's operating-point thresholds that produced ``label``.
         model_id: the artifact's id (name and content hash), for the audit trail.
+        scale_vs_training: how large the image's content reaches the model relative to the model's
+            training images: the training images' median downscale to the model input divided by
+            this image's (``models.tiling.view_downscale``). 1.0 is the training scale; 0.25 means
+            objects reach the model at a quarter of the size they had in training (an image 4x
+            larger, not tiled). ``None`` when the card does not record the training images' sizes
+            (models trained before it did). Scores far from 1.0 were never validated.
     """
 
     score: float
@@ -52,6 +58,7 @@ class Prediction(NamedTuple):
     anomaly_map: np.ndarray
     thresholds: Thresholds
     model_id: str
+    scale_vs_training: float | None = None
 
 
 @runtime_checkable

@@ -17,7 +17,7 @@ import torch
 from models.detector import Detector, RawOutput
 from models.inference import GOOD, Prediction, Thresholds
 from models.runtime import DEFAULT_RUNTIME, raw_runner
-from models.tiling import TilingConfig, View, make_views, stitch_maps, to_rgb_float
+from models.tiling import TilingConfig, View, make_views, stitch_maps, to_rgb_float, view_downscale
 
 __all__ = ["ArtifactPredictor", "ImageResult", "ImageScorer", "UNKNOWN"]
 
@@ -162,6 +162,9 @@ class ArtifactPredictor:
         )
         self._class_names = tuple(detector.config.class_names)
         self._pseudo = set(card.get("training", {}).get("pseudo_types", []))
+        # Written by training since artifact cards recorded the training images' sizes; absent before.
+        trained = pre.get("source_resolution", {}).get("downscale")
+        self._training_downscale = float(trained) if trained else None
 
     @property
     def model_id(self) -> str:
@@ -215,4 +218,13 @@ class ArtifactPredictor:
             anomaly_map=r.anomaly_map,
             thresholds=self._thresholds,
             model_id=self.model_id,
+            scale_vs_training=self.scale_vs_training(*r.anomaly_map.shape[:2]),
         )
+
+    def scale_vs_training(self, height: int, width: int) -> float | None:
+        """An image's :attr:`~models.inference.Prediction.scale_vs_training`, from its size alone."""
+        if self._training_downscale is None:
+            return None
+        tiling = self._scorer.tiling
+        own = view_downscale(height, width, size=self._scorer.detector.config.input_size, tiling=tiling)
+        return round(self._training_downscale / own, 4)

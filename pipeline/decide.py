@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from datasets.errors import InputError, PolicyError
 from pipeline.policy import CargoPolicy, Policy
+from pipeline.resolution import SCALE_TOLERANCE, describe_scale, off_training_scale
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
 
 __all__ = ["audit_fraction", "decide_rows", "decide_shipment", "declaration_from_rows", "inputs_key"]
@@ -108,6 +109,17 @@ def _image_reasons(
             )
         )
         return reasons
+    if off_training_scale(image.scale_vs_training):
+        reasons.append(
+            Reason(
+                rule="fail_closed.off_training_scale",
+                tier=fc.off_training_scale,
+                image=name,
+                score=score,
+                message=f"{describe_scale(image.scale_vs_training)}, more than {SCALE_TOLERANCE:g}x off; "  # type: ignore[arg-type]
+                "a score never validated at that scale is not released on",
+            )
+        )
     if not image.model_id:
         reasons.append(
             Reason(

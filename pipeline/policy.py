@@ -114,6 +114,7 @@ class FailClosedTiers(_Strict):
     invalid_score: InspectionTier = Tier.REMOTE_INSPECTION
     missing_model_id: InspectionTier = Tier.REMOTE_INSPECTION
     missing_threshold: InspectionTier = Tier.REMOTE_INSPECTION
+    off_training_scale: InspectionTier = Tier.REMOTE_INSPECTION
 
 
 class ImageTiers(_Strict):

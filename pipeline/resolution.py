@@ -8,6 +8,11 @@ AUROC 0.804 -> 0.860 and 0.737 -> 0.772 on development seeds 11 and 12 (open and
 0.58 -> 0.83 and 0.60 -> 0.82 on seed 11), but 0.841 -> 0.725 on fresh seed 6262, where slack-film
 air pockets, the largest defects, fell 0.997 -> 0.602. So training says what it costs and names the
 remedies, and the user measures them on their own images.
+
+Scoring checks the other side: an image whose content reaches the model at a very different scale
+from the training images' (``Prediction.scale_vs_training`` outside [1/:data:`SCALE_TOLERANCE`,
+:data:`SCALE_TOLERANCE`]) has a score that validation never vouched for, so ``clearsight score``
+warns and the decision layer never releases it on that score (``fail_closed.off_training_scale``).
 """
 
 from __future__ import annotations
@@ -20,13 +25,38 @@ import numpy as np
 
 from models.tiling import TilingConfig, view_downscale
 
-__all__ = ["MAX_IMAGE_SIZE", "WARN_DOWNSCALE", "card_resolution", "describe_resize", "source_resolution"]
+__all__ = [
+    "MAX_IMAGE_SIZE",
+    "SCALE_TOLERANCE",
+    "WARN_DOWNSCALE",
+    "card_resolution",
+    "describe_resize",
+    "describe_scale",
+    "off_training_scale",
+    "source_resolution",
+]
 
 MAX_IMAGE_SIZE = 1024
 """The largest model input ``TrainConfig`` accepts; beyond it only tiling keeps the pixels."""
 
 WARN_DOWNSCALE = 2.0
 """Median downscale at or above which training warns: a 2 px seal gap becomes 1 px or less."""
+
+
+SCALE_TOLERANCE = 2.0
+"""How far (either way) an image's scale may be from the training images' before its score is not
+trusted: a defect half or twice the size it had in training is a defect the model never saw."""
+
+
+def off_training_scale(scale: float | None) -> bool:
+    """True when ``scale`` (``Prediction.scale_vs_training``) is more than :data:`SCALE_TOLERANCE`
+    off 1 either way; False for ``None`` (a model that does not record its training scale)."""
+    return scale is not None and not 1.0 / SCALE_TOLERANCE <= scale <= SCALE_TOLERANCE
+
+
+def describe_scale(scale: float) -> str:
+    """``scale_vs_training`` in words, e.g. "objects reach the model at 0.25x their training size"."""
+    return f"objects reach the model at {scale:.3g}x their training size"
 
 
 def source_resolution(

@@ -32,7 +32,7 @@ __all__ = [
 
 FIELDS: tuple[str, ...] = tuple(ImageVerdict.model_fields)
 NESTED = ("type_probabilities", "declaration")
-FLOATS = ("score", "threshold", "hold_threshold")
+FLOATS = ("score", "threshold", "hold_threshold", "scale_vs_training")
 SUFFIXES = (".jsonl", ".csv", ".parquet")
 
 

@@ -47,6 +47,9 @@ class ImageVerdict(BaseModel):
     heatmap: str | None = None
     error: str | None = None
     declaration: dict[str, Any] = Field(default_factory=dict)
+    # The image's scale against its model's training images (models.inference.Prediction); None for
+    # a model that does not record its training images' sizes, and in rows written before this field.
+    scale_vs_training: float | None = None
 
 
 class Declaration(BaseModel):

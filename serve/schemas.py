@@ -52,6 +52,13 @@ class ScoredImage(BaseModel):
     heatmap_png_base64: str | None = Field(
         default=None, description="Heatmap overlay as a base64 PNG, only when heatmap=true was asked."
     )
+    scale_vs_training: float | None = Field(
+        default=None,
+        description="How large the image's content reaches the model relative to its training images "
+        "(1.0: the same scale; 0.25: objects a quarter of their training size). Outside 0.5-2 the score "
+        "was never validated, and a shipment is not released on it. Null for a model that does not "
+        "record its training images' sizes.",
+    )
 
     @classmethod
     def build(
@@ -78,6 +85,7 @@ class ScoredImage(BaseModel):
             ),
             model_id=prediction.model_id,
             heatmap_png_base64=heatmap,
+            scale_vs_training=prediction.scale_vs_training,
         )
 
 
@@ -110,6 +118,7 @@ class ScoreResponse(BaseModel):
                             },
                             "model_id": "bulk_ore-lite0-3f2a9c1b",
                             "heatmap_png_base64": None,
+                            "scale_vs_training": 1.0,
                         }
                     ],
                 }

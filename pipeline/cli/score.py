@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -197,6 +198,9 @@ def score(
     for table in summary.tables():
         report.print(table)
     report.print(f"rows -> {out}")
+    for warning in summary.warnings():
+        # escape: a file name such as "hold[3].png" must print as itself, not as rich markup
+        console.print(f"[yellow]Warning:[/yellow] {escape(warning)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

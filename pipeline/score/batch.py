@@ -87,6 +87,7 @@ def _scored_row(
         hold_threshold=float(prediction.thresholds.hold),
         model_id=prediction.model_id,
         declaration=dict(task.declaration),
+        scale_vs_training=prediction.scale_vs_training,
     )
     png = None
     if heatmaps and decoded.pixels is not None:

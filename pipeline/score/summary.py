@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
+from pipeline.resolution import SCALE_TOLERANCE, describe_scale, off_training_scale
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
 
 __all__ = ["ScoreSummary"]
@@ -26,6 +27,9 @@ class ScoreSummary:
         duplicates: inputs naming an image already seen in this run (scored once).
         by_label: ``good``/``anomalous`` counts of this run's scored images.
         error_kinds: error rows by the exception name at the start of their message.
+        off_scale: scored images whose scale is more than ``SCALE_TOLERANCE`` off their model's
+            training images' (``pipeline.resolution.off_training_scale``).
+        off_scale_example: the first of them, as (path, scale_vs_training).
         tiers: shipments per decision tier (with ``--policy``).
         reasons: how often each rule fired, per tier (with ``--policy``).
         seconds: wall time of the scoring phase.
@@ -38,6 +42,8 @@ class ScoreSummary:
     duplicates: int = 0
     by_label: Counter[str] = field(default_factory=Counter)
     error_kinds: Counter[str] = field(default_factory=Counter)
+    off_scale: int = 0
+    off_scale_example: tuple[str, float] | None = None
     tiers: Counter[str] = field(default_factory=Counter)
     reasons: dict[str, Counter[str]] = field(default_factory=dict)
     seconds: float = 0.0
@@ -60,6 +66,10 @@ class ScoreSummary:
         else:
             self.scored += 1
             self.by_label[verdict.label or "?"] += 1
+            if off_training_scale(verdict.scale_vs_training):
+                self.off_scale += 1
+                if self.off_scale_example is None:
+                    self.off_scale_example = (verdict.path, float(verdict.scale_vs_training))  # type: ignore[arg-type]
 
     def add_decision(self, decision: ShipmentDecision) -> None:
         """Count one shipment decision and the rules behind it."""
@@ -68,6 +78,18 @@ class ScoreSummary:
         per_tier = self.reasons.setdefault(tier, Counter())
         for reason in decision.reasons:
             per_tier[reason.rule] += 1
+
+    def warnings(self) -> list[str]:
+        """What the user must know about this run's scores, one sentence each (empty when nothing)."""
+        if self.off_scale_example is None:
+            return []
+        path, scale = self.off_scale_example
+        return [
+            f"{self.off_scale} of {self.scored} scored images are more than {SCALE_TOLERANCE:g}x off the "
+            f"scale of their model's training images (e.g. {path}: {describe_scale(scale)}); their scores "
+            "were never validated at that scale and a decision policy will not release them on it. "
+            "Train on images like them, or give large images a --tile-size when training."
+        ]
 
     def tables(self) -> list[Table]:
         """Rich tables for the terminal: images, then shipments (when decided)."""
@@ -79,6 +101,8 @@ class ScoreSummary:
         for kind, count in sorted(self.error_kinds.items()):
             images.add_row(f"error: {kind}", str(count))
         images.add_row("errors (total)", str(self.errors))
+        if self.off_scale:
+            images.add_row(f"scored off the training scale (> {SCALE_TOLERANCE:g}x)", str(self.off_scale))
         if self.skipped_done:
             images.add_row("already in output (resumed)", str(self.skipped_done))
         if self.duplicates:

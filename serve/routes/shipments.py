@@ -99,6 +99,7 @@ async def _verdicts(
                 hold_threshold=prediction.thresholds.hold,
                 model_id=prediction.model_id,
                 heatmap=heatmap,
+                scale_vs_training=prediction.scale_vs_training,
                 **common,
             )
         )

@@ -28,8 +28,11 @@ class FakePredictor:
         batch_sizes: the size of every ``predict`` call, in order (to check batching and retries).
     """
 
-    def __init__(self, cargo_type: str = "bulk_ore", model_id: str | None = None) -> None:
+    def __init__(
+        self, cargo_type: str = "bulk_ore", model_id: str | None = None, *, trained_side: int | None = None
+    ) -> None:
         self._cargo_type = cargo_type
+        self.trained_side = trained_side  # as if trained on images of this longer side (scale_vs_training)
         self._model_id = model_id or f"fake-{cargo_type}"
         self.batch_sizes: list[int] = []
         self._lock = threading.Lock()
@@ -69,6 +72,7 @@ class FakePredictor:
             anomaly_map=(gray / 255.0).astype(np.float32),
             thresholds=THRESHOLDS,
             model_id=self._model_id,
+            scale_vs_training=None if self.trained_side is None else self.trained_side / max(gray.shape),
         )
 
 
@@ -95,9 +99,12 @@ def write_images(folder: Path, values: Sequence[int], *, prefix: str = "img") ->
     return [write_png(folder / f"{prefix}{i:04d}.png", v) for i, v in enumerate(values)]
 
 
-def tiny_model_dir(root: Path, cargo_type: str = "bulk_ore", *, seed: int = 0) -> Path:
+def tiny_model_dir(
+    root: Path, cargo_type: str = "bulk_ore", *, seed: int = 0, trained_side: int | None = None
+) -> Path:
     """A real (untrained) artifact for ``cargo_type``: a Lite0-structured detector at 32 px with
-    timm's random initialisation (no weights file read) and a bank of random-image patches."""
+    timm's random initialisation (no weights file read) and a bank of random-image patches. With
+    ``trained_side`` its card says it was trained on images of that longer side."""
     import torch
 
     from models.artifact import save_artifact
@@ -128,4 +135,10 @@ def tiny_model_dir(root: Path, cargo_type: str = "bulk_ore", *, seed: int = 0) -
         "preprocessing": {"tiling": {"tile_size": 0, "overlap": 0}},
         "thresholds": {"release": 0.4, "hold": 0.8, "target_miss_rate": 0.01, "method": "test"},
     }
+    if trained_side is not None:
+        card["preprocessing"]["source_resolution"] = {
+            "longest_side_px": {"min": trained_side, "median": trained_side, "max": trained_side},
+            "downscale": trained_side / config.input_size,
+            "warning": None,
+        }
     return save_artifact(root / cargo_type, det.eval(), card)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.tiling import TilingConfig
-from pipeline.resolution import describe_resize, source_resolution
+from pipeline.resolution import describe_resize, describe_scale, off_training_scale, source_resolution
 
 
 def test_images_at_the_input_size_need_no_warning() -> None:
@@ -67,3 +67,24 @@ def test_no_images_is_a_programming_error() -> None:
 )
 def test_describe_resize(downscale: float, words: str) -> None:
     assert describe_resize(downscale) == words
+
+
+@pytest.mark.parametrize(
+    ("scale", "off"),
+    [
+        (None, False),  # a model that does not record its training images' sizes
+        (1.0, False),
+        (0.5, False),  # the tolerance itself is still trusted
+        (2.0, False),
+        (0.49, True),
+        (2.01, True),
+        (0.125, True),  # a 2048 px photo scored by a model trained on 256 px images
+    ],
+)
+def test_off_training_scale(scale: float | None, off: bool) -> None:
+    assert off_training_scale(scale) is off
+
+
+def test_describe_scale() -> None:
+    assert describe_scale(0.25) == "objects reach the model at 0.25x their training size"
+    assert describe_scale(4.0) == "objects reach the model at 4x their training size"

@@ -123,3 +123,40 @@ def test_ray_engine_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) 
     engine = RayEngine(lambda: [])
     with pytest.raises(EngineError, match=r"needs the optional Ray extra: pip install 'clearsight\[ray\]'"):
         list(engine.run([ImageTask("a.png")]))
+
+
+@pytest.mark.slow
+def test_images_off_the_training_scale_are_flagged_and_never_released(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from score_fakes import write_png
+
+    model = tiny_model_dir(tmp_path / "models", "bulk_ore", seed=0, trained_side=8)
+    arc = tmp_path / "arc"
+    write_png(arc / "same.png", 20)  # 8 px, as the model was trained on
+    write_png(arc / "large[1].png", 20, size=64)  # objects reach the model at 1/8 of their training size
+    rows = [
+        {"path": "same.png", "shipment_id": "S1", "cargo_type": "bulk_ore"},
+        {"path": "large[1].png", "shipment_id": "S2", "cargo_type": "bulk_ore"},
+    ]
+    write_manifest(arc / "manifest.csv", rows)
+    out = tmp_path / "rows.csv"
+    argv = ["score", str(arc / "manifest.csv"), "--model", str(model), "--out", str(out)]
+    assert run(app, [*argv, "--policy", str(default_policy_path())]) == 0
+    captured = capsys.readouterr()
+    scored = {Path(row.path).name: row for row in iter_rows(out)}
+    assert (scored["same.png"].scale_vs_training, scored["large[1].png"].scale_vs_training) == (1.0, 0.125)
+    decisions = {
+        d["shipment_id"]: d
+        for d in map(json.loads, out.with_suffix(".decisions.jsonl").read_text().splitlines())
+    }
+    off = [r for r in decisions["S2"]["reasons"] if r["rule"] == "fail_closed.off_training_scale"]
+    assert [r["tier"] for r in off] == ["REMOTE_INSPECTION"]
+    assert off[0]["message"].startswith("objects reach the model at 0.125x their training size")
+    assert decisions["S2"]["tier"] != "RELEASE"
+    assert "fail_closed.off_training_scale" not in {r["rule"] for r in decisions["S1"]["reasons"]}
+    err = " ".join(captured.err.split())  # rich wraps long lines
+    assert "Warning: 1 of 2 scored images are more than 2x off the scale of their model's training" in err
+    # a long path may be folded anywhere, so compare this part without any whitespace
+    assert f"{arc / 'large[1].png'}:objectsreachthemodelat0.125x" in "".join(captured.err.split())
+    assert "scored off the training scale (> 2x)" in captured.out

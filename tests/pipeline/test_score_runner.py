@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -249,3 +251,31 @@ def test_threads_and_processes_give_the_same_rows(tmp_path: Path, parallelism: s
 def test_engine_options_are_validated(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(InputError, match=message):
         _engine(**kwargs)
+
+
+def test_summary_counts_and_warns_about_images_off_the_training_scale(tmp_path: Path) -> None:
+    same = write_images(tmp_path / "img", [10, 20], prefix="same")  # 8 px, like the training images
+    large = [write_png(tmp_path / "img" / "large[1].png", 30, size=32)]  # objects at a quarter
+    tasks = [ImageTask(str(p)) for p in [*same, *large]]
+    out = tmp_path / "out.jsonl"
+    summary = score_to_file(tasks, _engine(FakePredictor(trained_side=8)), out)
+    rows = _rows_by_path(out)
+    assert [rows[str(p)].scale_vs_training for p in [*same, *large]] == [1.0, 1.0, 0.25]
+    assert (summary.scored, summary.off_scale) == (3, 1)
+    (warning,) = summary.warnings()
+    assert warning.startswith(
+        f"1 of 3 scored images are more than 2x off the scale of their model's training images "
+        f"(e.g. {large[0]}: objects reach the model at 0.25x their training size)"
+    )
+    console = Console(width=120, record=True, file=io.StringIO())
+    for table in summary.tables():
+        console.print(table)
+    (line,) = [ln for ln in console.export_text().splitlines() if "off the training scale" in ln]
+    assert [cell.strip() for cell in line.split("│")[1:-1]] == ["scored off the training scale (> 2x)", "1"]
+
+
+def test_no_warning_when_the_model_does_not_record_its_training_scale(tmp_path: Path) -> None:
+    tasks = [ImageTask(str(write_png(tmp_path / "big.png", 30, size=64)))]
+    summary = score_to_file(tasks, _engine(FakePredictor()), tmp_path / "out.jsonl")
+    assert next(iter_rows(tmp_path / "out.jsonl")).scale_vs_training is None
+    assert (summary.off_scale, summary.warnings()) == (0, [])

@@ -20,12 +20,24 @@ THRESHOLDS = Thresholds(release=0.5, hold=0.8, target_miss_rate=0.01, method="fi
 
 
 class FakePredictor:
-    """Score = mean brightness in [0, 1]; anomaly map = per-pixel brightness. Records every batch size."""
+    """Score = mean brightness in [0, 1]; anomaly map = per-pixel brightness. Records every batch size.
 
-    def __init__(self, cargo_type: str = "bulk_ore", *, delay_s: float = 0.0, fail: bool = False) -> None:
+    With ``trained_side`` it reports ``scale_vs_training`` as a model trained on images of that longer
+    side, not tiled, would: ``trained_side / max(H, W)``.
+    """
+
+    def __init__(
+        self,
+        cargo_type: str = "bulk_ore",
+        *,
+        delay_s: float = 0.0,
+        fail: bool = False,
+        trained_side: int | None = None,
+    ) -> None:
         self._cargo_type = cargo_type
         self.delay_s = delay_s
         self.fail = fail
+        self.trained_side = trained_side
         self.batch_sizes: list[int] = []
         self._lock = threading.Lock()
 
@@ -69,6 +81,9 @@ class FakePredictor:
                     anomaly_map=amap,
                     thresholds=THRESHOLDS,
                     model_id=self.model_id,
+                    scale_vs_training=(
+                        None if self.trained_side is None else self.trained_side / max(gray.shape)
+                    ),
                 )
             )
         return out

@@ -191,3 +191,23 @@ def test_concurrent_submissions_keep_the_chain_valid(make_client, audit_store) -
     assert report.ok, report.message
     assert report.head_seq == 24
     assert len(audit_store.list(limit=100)) == 6
+
+
+def test_an_image_off_the_training_scale_is_not_released(make_client, audit_store) -> None:
+    client = make_client(predictors={"bulk_ore": FakePredictor(trained_side=8)})
+    declaration = json.dumps({"shipment_id": "SHP-S", "cargo_type": "bulk_ore"})
+    files = [
+        ("images", ("same.png", png_bytes(10), "image/png")),  # 8 px, as trained
+        ("images", ("large.png", png_bytes(10, (64, 48)), "image/png")),  # an eighth of the scale
+    ]
+    response = client.post("/v1/shipments", files=files, data={"declaration": declaration}, headers=SUBMIT)
+    assert response.status_code == 200, response.text
+    decision = response.json()["decision"]
+    assert [image["scale_vs_training"] for image in decision["images"]] == [1.0, 0.125]
+    assert decision["tier"] == "REMOTE_INSPECTION"
+    held = [r for r in decision["reasons"] if r["tier"] != "RELEASE"]
+    assert [(r["rule"], r["image"]) for r in held] == [("fail_closed.off_training_scale", "large.png")]
+    scored = client.post(
+        "/v1/score", files=files[1:], data={"cargo_type": "bulk_ore"}, headers=SUBMIT
+    ).json()["images"][0]
+    assert (scored["width"], scored["height"], scored["scale_vs_training"]) == (64, 48, 0.125)
