@@ -109,14 +109,15 @@ def _image_reasons(
             )
         )
         return reasons
-    if off_training_scale(image.scale_vs_training):
+    scale = image.scale_vs_training
+    if scale is not None and off_training_scale(scale):
         reasons.append(
             Reason(
                 rule="fail_closed.off_training_scale",
                 tier=fc.off_training_scale,
                 image=name,
                 score=score,
-                message=f"{describe_scale(image.scale_vs_training)}, more than {SCALE_TOLERANCE:g}x off; "  # type: ignore[arg-type]
+                message=f"{describe_scale(scale)}, more than {SCALE_TOLERANCE:g}x off; "
                 "a score never validated at that scale is not released on",
             )
         )

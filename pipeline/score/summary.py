@@ -66,10 +66,11 @@ class ScoreSummary:
         else:
             self.scored += 1
             self.by_label[verdict.label or "?"] += 1
-            if off_training_scale(verdict.scale_vs_training):
+            scale = verdict.scale_vs_training
+            if scale is not None and off_training_scale(scale):
                 self.off_scale += 1
                 if self.off_scale_example is None:
-                    self.off_scale_example = (verdict.path, float(verdict.scale_vs_training))  # type: ignore[arg-type]
+                    self.off_scale_example = (verdict.path, scale)
 
     def add_decision(self, decision: ShipmentDecision) -> None:
         """Count one shipment decision and the rules behind it."""
