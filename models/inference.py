@@ -43,12 +43,14 @@ class Prediction(NamedTuple):
         anomaly_map: float32 array (H, W) in [0, 1], the input image's own height and width.
         thresholds: the model's operating-point thresholds that produced ``label``.
         model_id: the artifact's id (name and content hash), for the audit trail.
-        scale_vs_training: how large the image's content reaches the model relative to the model's
-            training images: the training images' median downscale to the model input divided by
-            this image's (``models.tiling.view_downscale``). 1.0 is the training scale; 0.25 means
-            objects reach the model at a quarter of the size they had in training (an image 4x
-            larger, not tiled). ``None`` when the card does not record the training images' sizes
-            (models trained before it did). Scores far from 1.0 were never validated.
+        scale_vs_training: how this image is resized for the model against how the training images
+            were: their median downscale to the model input divided by this image's
+            (``models.tiling.view_downscale``). 1.0: the same. 2.5: it is enlarged 2.5x more (a 96 px
+            image for a model trained on 240 px ones): it holds less detail than they did, or shows
+            a closer view. 0.4: it is shrunk 2.5x more: a wider view whose objects reach the model
+            smaller than in training, or the same view at a higher resolution. Pixel counts cannot
+            tell these apart; a score far from 1.0 was never validated either way. ``None`` when the
+            card does not record the training images' sizes (models trained before it did).
     """
 
     score: float

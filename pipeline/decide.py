@@ -117,8 +117,8 @@ def _image_reasons(
                 tier=fc.off_training_scale,
                 image=name,
                 score=score,
-                message=f"{describe_scale(scale)}, more than {SCALE_TOLERANCE:g}x off; "
-                "a score never validated at that scale is not released on",
+                message=f"image {describe_scale(scale)}: more than {SCALE_TOLERANCE:g}x off, "
+                "so its score was never validated; not released on it",
             )
         )
     if not image.model_id:

@@ -55,8 +55,16 @@ def off_training_scale(scale: float | None) -> bool:
 
 
 def describe_scale(scale: float) -> str:
-    """``scale_vs_training`` in words, e.g. "objects reach the model at 0.25x their training size"."""
-    return f"objects reach the model at {scale:.3g}x their training size"
+    """``scale_vs_training`` in words, with the two readings pixel counts cannot tell apart."""
+    if scale >= 1.0:
+        return (
+            f"resized for the model {scale:.3g}x larger than its training images were "
+            "(less detail than they had, or a closer view)"
+        )
+    return (
+        f"resized for the model {1 / scale:.3g}x smaller than its training images were "
+        "(a wider view with smaller objects, or the same view at a higher resolution)"
+    )
 
 
 def source_resolution(

@@ -54,10 +54,11 @@ class ScoredImage(BaseModel):
     )
     scale_vs_training: float | None = Field(
         default=None,
-        description="How large the image's content reaches the model relative to its training images "
-        "(1.0: the same scale; 0.25: objects a quarter of their training size). Outside 0.5-2 the score "
-        "was never validated, and a shipment is not released on it. Null for a model that does not "
-        "record its training images' sizes.",
+        description="How the image is resized for the model against how its training images were "
+        "(1.0: the same; 2.5: enlarged 2.5x more, so less detail or a closer view; 0.4: shrunk 2.5x "
+        "more, so a wider view or a sharper image). Outside 0.5-2 the score was never validated, and "
+        "a shipment is not released on it. Null for a model that does not record its training images' "
+        "sizes.",
     )
 
     @classmethod

@@ -87,9 +87,11 @@ class ScoreSummary:
         path, scale = self.off_scale_example
         return [
             f"{self.off_scale} of {self.scored} scored images are more than {SCALE_TOLERANCE:g}x off the "
-            f"scale of their model's training images (e.g. {path}: {describe_scale(scale)}); their scores "
-            "were never validated at that scale and a decision policy will not release them on it. "
-            "Train on images like them, or give large images a --tile-size when training."
+            f"scale of their model's training images: {path}, for one, was {describe_scale(scale)}. Their "
+            "scores were never validated at that scale, and a decision policy does not release on "
+            "them. Images of the training images' view at another resolution: resize them to the "
+            "training images' size (the model card's preprocessing.source_resolution); another "
+            "view: train on images like them."
         ]
 
     def tables(self) -> list[Table]:

@@ -134,7 +134,7 @@ def test_images_off_the_training_scale_are_flagged_and_never_released(
     model = tiny_model_dir(tmp_path / "models", "bulk_ore", seed=0, trained_side=8)
     arc = tmp_path / "arc"
     write_png(arc / "same.png", 20)  # 8 px, as the model was trained on
-    write_png(arc / "large[1].png", 20, size=64)  # objects reach the model at 1/8 of their training size
+    write_png(arc / "large[1].png", 20, size=64)  # shrunk 8x more than the training images were
     rows = [
         {"path": "same.png", "shipment_id": "S1", "cargo_type": "bulk_ore"},
         {"path": "large[1].png", "shipment_id": "S2", "cargo_type": "bulk_ore"},
@@ -152,11 +152,11 @@ def test_images_off_the_training_scale_are_flagged_and_never_released(
     }
     off = [r for r in decisions["S2"]["reasons"] if r["rule"] == "fail_closed.off_training_scale"]
     assert [r["tier"] for r in off] == ["REMOTE_INSPECTION"]
-    assert off[0]["message"].startswith("objects reach the model at 0.125x their training size")
+    assert off[0]["message"].startswith("image resized for the model 8x smaller than its training images")
     assert decisions["S2"]["tier"] != "RELEASE"
     assert "fail_closed.off_training_scale" not in {r["rule"] for r in decisions["S1"]["reasons"]}
     err = " ".join(captured.err.split())  # rich wraps long lines
     assert "Warning: 1 of 2 scored images are more than 2x off the scale of their model's training" in err
     # a long path may be folded anywhere, so compare this part without any whitespace
-    assert f"{arc / 'large[1].png'}:objectsreachthemodelat0.125x" in "".join(captured.err.split())
+    assert f"{arc / 'large[1].png'},forone,wasresizedforthemodel8xsmaller" in "".join(captured.err.split())
     assert "scored off the training scale (> 2x)" in captured.out

@@ -255,7 +255,7 @@ def test_engine_options_are_validated(kwargs: dict[str, object], message: str) -
 
 def test_summary_counts_and_warns_about_images_off_the_training_scale(tmp_path: Path) -> None:
     same = write_images(tmp_path / "img", [10, 20], prefix="same")  # 8 px, like the training images
-    large = [write_png(tmp_path / "img" / "large[1].png", 30, size=32)]  # objects at a quarter
+    large = [write_png(tmp_path / "img" / "large[1].png", 30, size=32)]  # shrunk 4x more
     tasks = [ImageTask(str(p)) for p in [*same, *large]]
     out = tmp_path / "out.jsonl"
     summary = score_to_file(tasks, _engine(FakePredictor(trained_side=8)), out)
@@ -264,8 +264,8 @@ def test_summary_counts_and_warns_about_images_off_the_training_scale(tmp_path: 
     assert (summary.scored, summary.off_scale) == (3, 1)
     (warning,) = summary.warnings()
     assert warning.startswith(
-        f"1 of 3 scored images are more than 2x off the scale of their model's training images "
-        f"(e.g. {large[0]}: objects reach the model at 0.25x their training size)"
+        f"1 of 3 scored images are more than 2x off the scale of their model's training images: "
+        f"{large[0]}, for one, was resized for the model 4x smaller than its training images were"
     )
     console = Console(width=120, record=True, file=io.StringIO())
     for table in summary.tables():
