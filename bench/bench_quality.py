@@ -21,7 +21,8 @@ scored with ``pipeline.evaluate.evaluate``:
   fine_scale="off"`` (:data:`FIRST_DETECTOR`) — the detector as first shipped;
 * only when asked for with ``--variant``: ``fine-scale-on`` (the fine-scale bank kept whatever its
   gate says), ``in-map-pooling`` (the 3x3 patch average ignoring the zero padding, as before artifact
-  format 5), ``fine-tune`` (600 steps of the opt-in backbone fine-tuning),
+  format 5), ``fine-tune`` (600 steps of the opt-in backbone fine-tuning), ``fine-tune-max`` (the
+  same with the max-fusion instead of the sum of log-odds that fine-tuned models use),
   ``current-512`` (the defaults at a 512 px model input), ``current-max`` (image score = max of the
   smoothed map), and for images rendered larger than the model input (``--size 512``)
   ``current-256`` (downscaled to a 256 px input) and ``tiled-256`` (256 px tiles, not downscaled).
@@ -72,8 +73,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fine-scale-on": {"fine_scale": "on"},
     # the defaults with the patch features' 3x3 average over in-map neighbours only (before format 5)
     "in-map-pooling": {"zero_padded_pooling": False},
-    # the backbone fine-tuned on the training split's masks and pseudo-anomalies (opt-in)
+    # the backbone fine-tuned on the training split's masks and pseudo-anomalies (opt-in); its
+    # signals' log-odds summed (fusion "auto")
     "fine-tune": {"fine_tune_steps": 600},
+    # the same fine-tuned model with the max-fusion of the frozen default (before session 10)
+    "fine-tune-max": {"fine_tune_steps": 600, "fusion": "max"},
     # the detector before the patch head (session 2's): the patch head's own contribution
     "no-patch-head": {"patch_head": False},
     # the 256 px images upsampled to a 512 px model input: 4x the compute, finer patch grid

@@ -19,7 +19,7 @@ from torch import nn
 import models.backbones  # noqa: F401  (registers the backbone builders)
 from models.classifier import TypeHead
 from models.features import PatchEmbedder
-from models.fusion import Fusion
+from models.fusion import FUSION_RULES, Fusion
 from models.patch_head import PatchHead
 from models.patchcore import FineBank, MemoryBank
 from models.registry import create_model
@@ -89,6 +89,7 @@ class DetectorConfig:
         fine_bank_size: rows of the fine-scale bank.
         zero_padded_pooling: the patch embeddings' 3x3 average counts the zeros beyond the feature
             map's edge (:class:`models.features.PatchEmbedder`); False averages in-map neighbours only.
+        fusion: how the calibrated signals combine into the score (:data:`models.fusion.FUSION_RULES`).
     """
 
     backbone: str
@@ -109,6 +110,7 @@ class DetectorConfig:
     fine_scale: bool = False
     fine_bank_size: int = 1
     zero_padded_pooling: bool = True
+    fusion: str = "max"
 
     def __post_init__(self) -> None:
         if self.pad < 0 or self.grid < 0:
@@ -117,6 +119,8 @@ class DetectorConfig:
             raise ValueError(
                 f"patch_hidden and patch_topk must be >= 1; got {self.patch_hidden}, {self.patch_topk}"
             )
+        if self.fusion not in FUSION_RULES:
+            raise ValueError(f"fusion {self.fusion!r} not in {FUSION_RULES}")
         if self.score_reduction not in _SCORE_REDUCTIONS:
             raise ValueError(f"score_reduction {self.score_reduction!r} not in {_SCORE_REDUCTIONS}")
         if len(self.class_names) < 2 or self.class_names[0] != "good":
@@ -362,7 +366,7 @@ def build_detector(
         dim += backbone.fine_channels
     head = TypeHead(embedder.concat_dim + dim + 3, len(config.class_names))
     patch_head = PatchHead(dim, config.patch_hidden, topk=config.patch_topk)
-    return Detector(config, backbone, embedder, bank, head, patch_head, Fusion(), fine).eval()
+    return Detector(config, backbone, embedder, bank, head, patch_head, Fusion(config.fusion), fine).eval()
 
 
 def fit_position_norm(normal_dists: torch.Tensor, *, sigma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -115,6 +115,8 @@ class EvaluationResult:
     evaluated_at: str = ""
     signals: list[dict[str, Any]] = field(default_factory=list)
     """What the model's score is made of (:func:`fused_signals`), for the report."""
+    fusion_rule: str = "max"
+    """How the model's signals combine (``models.fusion.FUSION_RULES``), for the report."""
     resolution: dict[str, Any] | None = None
     """The model card's ``preprocessing`` input size and ``source_resolution`` (the training images'
     sizes against the model input, and the warning training gave), for the report; None for a card
@@ -435,6 +437,8 @@ def evaluate(
         worst_false_alarms=false_alarms.items(),
         evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         signals=fused_signals(predictor.card),
+        # cards written before the rule was recorded fused by the max
+        fusion_rule=str(predictor.card.get("detector", {}).get("fusion", "max")),
         resolution=card_resolution(predictor.card),
     )
     result.metrics = _metrics(

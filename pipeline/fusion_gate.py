@@ -29,7 +29,7 @@ __all__ = [
     "Gate",
     "fine_scale_gate",
     "gate_signal",
-    "max_probability",
+    "fused_logit",
     "patch_gate_evidence",
 ]
 
@@ -87,11 +87,15 @@ def patch_gate_evidence(
     return Evidence(np.concatenate([val_signals.numpy(), units]), np.concatenate([y_val, labels]))
 
 
-def max_probability(signals: np.ndarray, platt: Sequence[tuple[float, float]]) -> np.ndarray:
-    """(N, k) uncalibrated signals and k (slope, bias) pairs -> (N,) max calibrated probability."""
+def fused_logit(signals: np.ndarray, platt: Sequence[tuple[float, float]], rule: str) -> np.ndarray:
+    """(N, k) uncalibrated signals and k (slope, bias) pairs -> (N,) logit of the fused score, as
+    :class:`models.fusion.Fusion` computes it under ``rule`` (a signal with slope 0 is off)."""
     a = np.array([p[0] for p in platt])
     b = np.array([p[1] for p in platt])
-    return (1.0 / (1.0 + np.exp(-(signals * a + b)))).max(axis=1)
+    logits = signals * a + b
+    if rule == "sum":
+        return (logits * (a > 0)).sum(axis=1)
+    return logits.max(axis=1)
 
 
 def gate_signal(
@@ -105,9 +109,11 @@ def gate_signal(
     pseudo_validation: bool = False,
     names: tuple[str, str] = ("head", "one-class"),
     strict: bool = False,
+    rule: str = "max",
 ) -> Gate:
-    """Keep the head only if it ranks validation images well on its own and its max-fusion with
-    the one-class score ranks them no worse than the one-class score alone.
+    """Keep the head only if it ranks validation images well on its own and its fusion with the
+    one-class score (under ``rule``, see :mod:`models.fusion`) ranks them no worse than the
+    one-class score alone.
 
     The patch head is gated by the same rule, with ``z`` the logit of what is already fused
     (one-class, and the type head if kept) under the identity calibration, and ``names`` saying so.
@@ -138,10 +144,7 @@ def gate_signal(
     head = image_auroc(head_log_odds, labels).value
     if oc is None or head is None:
         return Gate(False, oc, head, "validation has a single class: AUROC undefined")
-    (a0, b0), (a1, b1) = platt
-    p_oc = 1.0 / (1.0 + np.exp(-(a0 * z + b0)))
-    p_head = 1.0 / (1.0 + np.exp(-(a1 * head_log_odds + b1)))
-    fused = image_auroc(np.maximum(p_oc, p_head), labels).value
+    fused = image_auroc(fused_logit(np.stack([z, head_log_odds], axis=1), platt, rule), labels).value
     gains = fused is not None and (fused > oc if strict else fused >= oc)
     kept = head >= min_auroc and gains
     this, other = names

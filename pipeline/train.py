@@ -41,7 +41,7 @@ from datasets.mvtec import read_mvtec
 from models.artifact import read_card, save_artifact
 from models.classifier import fit_type_head
 from models.detector import Detector, DetectorConfig, build_detector, fit_position_norm
-from models.fusion import OFF, fit_calibration
+from models.fusion import FUSION_RULES, OFF, fit_calibration
 from models.inference import GOOD, Thresholds
 from models.patch_head import PatchHead, fit_patch_head
 from models.patchcore import FineBank, MemoryBank, fit_fine_scale, select_bank
@@ -52,12 +52,12 @@ from models.threshold import pick_thresholds
 from models.tiling import TilingConfig, make_views, to_rgb_float
 from models.weights import file_sha256
 from pipeline.fine_tuning import FineTuneConfig, fine_tune_backbone
-from pipeline.fusion_gate import Gate, fine_scale_gate, gate_signal, max_probability, patch_gate_evidence
+from pipeline.fusion_gate import Gate, fine_scale_gate, fused_logit, gate_signal, patch_gate_evidence
 from pipeline.metrics import image_auroc, tnr_at_fnr
 from pipeline.patch_training import PatchExamples, out_of_fold_scores, patch_examples
 from pipeline.resolution import MAX_IMAGE_SIZE, source_resolution
 
-__all__ = ["KNOWN_CARGO_TYPES", "ProgressFn", "TrainConfig", "TrainResult", "train_model"]
+__all__ = ["KNOWN_CARGO_TYPES", "ProgressFn", "TrainConfig", "TrainResult", "fusion_rule", "train_model"]
 
 KNOWN_CARGO_TYPES = ("bulk_ore", "vacuum_pack")
 PSEUDO_PREFIX = "synthetic_"
@@ -68,6 +68,9 @@ ProgressFn = Callable[[str, int, int], None]
 
 FINE_SCALE_MODES = ("auto", "on", "off")
 """``TrainConfig.fine_scale``: kept when it measurably helps, always, never."""
+
+FUSION_MODES = ("auto", *FUSION_RULES)
+"""``TrainConfig.fusion``: by how the model is trained (``"sum"`` fine-tuned, else ``"max"``), or one rule."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +119,12 @@ class TrainConfig:
             On vacuum packs it raised test image AUROC on all five seeds measured (+0.003 to
             +0.090); on bulk ore it moved AUROC +0.005 and -0.006 on two (``pipeline.fine_tuning``).
         fine_tune_lr: the backbone's learning rate when fine-tuning.
+        fusion: how the calibrated signals combine (:mod:`models.fusion`): ``"auto"`` (the
+            default) sums their log-odds for a fine-tuned model and takes the max of their
+            probabilities otherwise; ``"max"`` or ``"sum"`` force one rule. Fine-tuned signals
+            are each strong and fail on different images, so adding their evidence ranked test
+            images better (vacuum packs +0.007 to +0.030 image AUROC on five models); the frozen
+            default's weaker heads add false alarms when summed (-0.016 and +0.001).
         val_fraction: share of good and of each labelled anomaly type held out for validation.
         folds: out-of-fold splits of the training normals for the head's inputs.
         tile_size, tile_overlap: tiling of images larger than ``tile_size`` (0 = always resize).
@@ -143,6 +152,7 @@ class TrainConfig:
     fine_scale: str = "off"
     fine_tune_steps: int = 0
     fine_tune_lr: float = 3e-4
+    fusion: str = "auto"
     val_fraction: float = 0.2
     folds: int = 2
     tile_size: int = 0
@@ -185,6 +195,7 @@ class TrainConfig:
             ),
             (self.fine_tune_steps >= 0, f"fine_tune_steps {self.fine_tune_steps} must be >= 0"),
             (self.fine_tune_lr > 0, f"fine_tune_lr {self.fine_tune_lr} must be > 0"),
+            (self.fusion in FUSION_MODES, f"fusion {self.fusion!r} not in {', '.join(FUSION_MODES)}"),
             (
                 self.fine_tune_steps == 0 or self.fine_scale == "off",
                 f"fine_tune_steps {self.fine_tune_steps} needs fine_scale 'off' (got {self.fine_scale!r}): "
@@ -287,6 +298,7 @@ class _Trainer:
             pad=config.pad,
             fine_scale=config.fine_scale != "off",
             zero_padded_pooling=config.zero_padded_pooling,
+            fusion=fusion_rule(config),
         )
         self.detector = build_detector(self.base_config, backbone=self.backbone, embed_seed=config.seed)
 
@@ -624,6 +636,7 @@ def train_model(
         config.min_head_auroc,
         head_calibrated=head_cal.fitted,
         pseudo_validation=val_pseudo,
+        rule=det.fusion.rule,
     )
     if not head_gate.kept:
         # The head's calibrated probability is pinned near 0, so the max-fusion returns the
@@ -638,8 +651,8 @@ def train_model(
     # out of fold (one-class from the fold banks, patch head from the fold heads; the type head's
     # scores there are in-sample, which can only favour the fusion without the patch head).
     evidence = patch_gate_evidence(det, signals, y_val, torch.cat(xs), unit_scores, ys, oof_patch)
-    base = max_probability(evidence.signals[:, :2], platt[:2])
-    base_logit = np.log(base / np.clip(1.0 - base, 1e-12, None)).clip(-50, 50)
+    rule = det.fusion.rule
+    base_logit = fused_logit(evidence.signals[:, :2], platt[:2], rule).clip(-50, 50)
     patch_gate = (
         gate_signal(
             base_logit,
@@ -651,6 +664,7 @@ def train_model(
             pseudo_validation=val_pseudo,
             names=("patch head", "without it"),
             strict=True,
+            rule=rule,
         )
         if patch_trained
         else Gate(
@@ -738,6 +752,7 @@ def train_model(
                 else "fallback: validation did not rank anomalies above normals, so no slope was "
                 "fitted; the standardised one-class score goes through a fixed logistic"
             ),
+            "fusion_rule": _FUSION_WORDS[det.fusion.rule],
             "head_in_fusion": head_gate.kept,
             "head_gate": head_gate.reason,
             "patch_head_auroc": patch_gate.head_auroc,
@@ -820,6 +835,19 @@ def _pseudo_masks(trainer: _Trainer, normals: Sequence[np.ndarray]) -> list[tupl
         masks.append(mask.astype(np.float32))
     embedded = trainer.embed(images, "embed pseudo-anomalies") if images else []
     return [(e.patches, m) for e, m in zip(embedded, masks, strict=True)]
+
+
+_FUSION_WORDS = {
+    "max": "max of the calibrated probabilities",
+    "sum": "sum of the calibrated log-odds",
+}
+
+
+def fusion_rule(config: TrainConfig) -> str:
+    """The fusion rule ``config`` asks for: ``"auto"`` is ``"sum"`` for a fine-tuned model, else ``"max"``."""
+    if config.fusion != "auto":
+        return config.fusion
+    return "sum" if config.fine_tune_steps else "max"
 
 
 def _fine_scale_card(backbone: Any, fine: FineBank | None, gate: str) -> dict[str, Any]:

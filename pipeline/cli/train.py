@@ -85,6 +85,14 @@ def train_command(
             "0: keep the pretrained weights.",
         ),
     ] = 0,
+    fusion: Annotated[
+        str,
+        typer.Option(
+            "--fusion",
+            help="How the calibrated signals combine: auto (sum of log-odds when fine-tuned, else max), "
+            "max (of the probabilities) or sum (of the log-odds).",
+        ),
+    ] = "auto",
     tile_size: Annotated[
         int, typer.Option("--tile-size", help="Tile images larger than this many pixels (0: always resize).")
     ] = 0,
@@ -121,6 +129,7 @@ def train_command(
         patch_head=patch_head,
         fine_scale=fine_scale,
         fine_tune_steps=fine_tune_steps,
+        fusion=fusion,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
         seed=seed,
@@ -179,6 +188,7 @@ def train_command(
     table.add_row("supervised head", f"{fused}: {val['head_gate']}")
     fused = "fused" if val["patch_head_in_fusion"] else "not fused"
     table.add_row("patch head", f"{fused}: {val['patch_head_gate']}")
+    table.add_row("fusion", str(val["fusion_rule"]))
     table.add_row("calibration", str(val["calibration"]))
     t = result.thresholds
     table.add_row("thresholds", f"release={t.release:.4f} hold={t.hold:.4f} ({t.method})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -179,3 +180,23 @@ def test_cli_unknown_format_names_accepted_ones(
     assert code == 2
     assert capsys.readouterr().err == f"Error: --format {fmt!r} is not supported; accepted formats: onnx\n"
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.slow
+def test_sum_fusion_exports_with_parity(tmp_path: Path) -> None:
+    det = _tiny_detector()
+    summed = build_detector(dataclasses.replace(det.config, fusion="sum"))
+    summed.load_state_dict(det.state_dict())
+    summed.fusion.slope.copy_(torch.tensor([1.0, 0.0, 0.5]))  # the type head off
+    summed.fusion.bias.copy_(torch.tensor([-1.0, -30.0, 0.2]))
+    report = export_onnx(summed.eval(), tmp_path / "model.onnx", card=_card())
+    assert report.parity.within_tolerance()
+    x = sample_inputs(summed, count=2, seed=7)
+    (score, _, _) = ort.InferenceSession(str(report.onnx_path), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x.numpy()}
+    )
+    with torch.inference_mode():
+        raw = summed.raw(x)
+        signals = summed.fusion.signals(raw.score_raw, raw.type_logits, raw.patch_score)
+        expected = torch.sigmoid(signals[:, 0] * 1.0 - 1.0 + signals[:, 2] * 0.5 + 0.2)
+    assert np.abs(score - expected.numpy()).max() <= SCORE_TOLERANCE

@@ -12,7 +12,7 @@ import pytest
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from models.artifact import load_model
 from pipeline.cli import app, run
-from pipeline.train import TrainConfig, train_model
+from pipeline.train import TrainConfig, fusion_rule, train_model
 
 
 def _texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -77,6 +77,7 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
     assert card["validation"]["anomalies"].startswith("pseudo")
     # a head seen only against pseudo-anomalies cannot be validated: the one-class score decides
     assert card["validation"]["head_in_fusion"] is False
+    assert card["validation"]["fusion_rule"] == "max of the calibrated probabilities"  # not fine-tuned
     assert "pseudo-anomalies is not fused" in card["validation"]["head_gate"]
     # nor can the patch head, so it is not even trained
     assert card["training"]["patch_head"]["trained"] is False
@@ -159,3 +160,11 @@ def test_config_validates_eagerly(field: str, value: object, match: str) -> None
         kw["tile_size"] = 64
     with pytest.raises(InputError, match=match):
         TrainConfig(**kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fusion", "steps", "rule"),
+    [("auto", 0, "max"), ("auto", 600, "sum"), ("max", 600, "max"), ("sum", 0, "sum")],
+)
+def test_fusion_rule_follows_fine_tuning_unless_forced(fusion: str, steps: int, rule: str) -> None:
+    assert fusion_rule(TrainConfig(fusion=fusion, fine_tune_steps=steps)) == rule

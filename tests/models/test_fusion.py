@@ -1,0 +1,56 @@
+"""The fusion rules: the max of the calibrated probabilities, or the sum of the calibrated log-odds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.fusion import OFF, Fusion
+
+
+def _fusion(rule: str, platt: list[tuple[float, float]]) -> Fusion:
+    fusion = Fusion(rule)
+    fusion.slope.copy_(torch.tensor([a for a, _ in platt]))
+    fusion.bias.copy_(torch.tensor([b for _, b in platt]))
+    return fusion
+
+
+# Standardised one-class z = log(score_raw) (mu 0, sd 1); the type head's log-odds of these logits
+# is 1.0 - 0.0 = 1; the patch score is given as it is.
+SCORE_RAW = torch.exp(torch.tensor([0.5, -1.0]))
+TYPE_LOGITS = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+PATCH = torch.tensor([2.0, -2.0])
+
+
+@pytest.mark.parametrize(
+    ("rule", "platt", "logits"),
+    [
+        # every signal on: the max of the three logits, or their sum
+        ("max", [(2.0, 0.0), (1.0, -1.0), (0.5, 0.5)], [[1.0, 0.0, 1.5], [-2.0, 0.0, -0.5]]),
+        ("sum", [(2.0, 0.0), (1.0, -1.0), (0.5, 0.5)], [[2.5], [-2.5]]),
+        # the type head switched off: under "sum" it adds nothing, not its bias of -30
+        ("sum", [(2.0, 0.0), OFF, (0.5, 0.5)], [[2.5], [-2.5]]),
+        ("max", [(2.0, 0.0), OFF, (0.5, 0.5)], [[1.0, 1.5], [-2.0, -0.5]]),
+        # one signal alone: both rules give its calibrated probability
+        ("sum", [(2.0, 0.0), OFF, OFF], [[1.0], [-2.0]]),
+        ("max", [(2.0, 0.0), OFF, OFF], [[1.0], [-2.0]]),
+    ],
+)
+def test_fused_score(rule: str, platt: list[tuple[float, float]], logits: list[list[float]]) -> None:
+    expected = torch.sigmoid(torch.tensor(logits)).max(dim=1).values
+    got = _fusion(rule, platt)(SCORE_RAW, TYPE_LOGITS, PATCH)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_sum_ranks_two_suspect_signals_above_one() -> None:
+    platt = [(1.0, 0.0), OFF, (1.0, 0.0)]
+    # image 0: both signals somewhat suspect (z 1.0, patch 1.0); image 1: one signal more so (z 1.5)
+    score_raw, patch = torch.exp(torch.tensor([1.0, 1.5])), torch.tensor([1.0, -3.0])
+    max_scores = _fusion("max", platt)(score_raw, TYPE_LOGITS, patch)
+    sum_scores = _fusion("sum", platt)(score_raw, TYPE_LOGITS, patch)
+    assert max_scores[0] < max_scores[1] and sum_scores[0] > sum_scores[1]
+
+
+def test_unknown_rule_names_the_accepted_ones() -> None:
+    with pytest.raises(ValueError, match=r"fusion rule 'mean' not in \('max', 'sum'\)"):
+        Fusion("mean")
