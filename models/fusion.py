@@ -49,7 +49,8 @@ SIGNALS = ("one_class", "type_head", "patch_head")
 """The fused signals, in the order of :class:`Fusion`'s ``slope`` and ``bias``."""
 
 OFF = (0.0, -30.0)
-"""(slope, bias) that switch a signal off in the max-fusion: sigmoid(-30) ~ 1e-13."""
+"""(slope, bias) that switch a signal off: sigmoid(-30) ~ 1e-13 under the max, and under the sum a
+slope of 0 marks the signal as left out (:meth:`Fusion.forward`)."""
 
 
 class Fusion(nn.Module):

@@ -1,11 +1,12 @@
-"""Which supervised signals join the max-fusion: the gate, judged on validation evidence.
+"""Which supervised signals join the fusion: the gate, judged on validation evidence.
 
-The fused score is the max of calibrated probabilities (``models.fusion``), so any signal can only
-raise an image's score: a signal that is noisy on normals turns straight into false alarms. Each
+Under the default rule the fused score is the max of calibrated probabilities (``models.fusion``),
+so any signal can only raise an image's score: a signal that is noisy on normals turns straight
+into false alarms. Under a fine-tuned model's sum of log-odds it moves every score. Each
 supervised signal (the type head, then the patch head) is therefore kept only when the evidence
-shows that the fusion with it ranks anomalies above normals at least as well as without it
-(strictly better for the patch head). The evidence is the validation split, plus, for the patch
-head, every labelled training image scored out of fold.
+shows that the fusion with it, under the model's rule, ranks anomalies above normals at least as
+well as without it (strictly better for the patch head). The evidence is the validation split,
+plus, for the patch head, every labelled training image scored out of fold.
 
 The fine-scale memory bank (``models.patchcore.FineBank``) is gated the same way inside the one-class
 score: it is kept only when the out-of-fold one-class scores of the training images rank strictly

@@ -639,7 +639,7 @@ def train_model(
         rule=det.fusion.rule,
     )
     if not head_gate.kept:
-        # The head's calibrated probability is pinned near 0, so the max-fusion returns the
+        # Switched off (slope 0), the head adds nothing to either fusion rule, so the score is the
         # one-class probability alone: a weak head would only add false alarms.
         platt[1] = OFF
     # The patch head is gated the same way against what is already fused (one-class, and the type
