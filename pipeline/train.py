@@ -124,8 +124,8 @@ class TrainConfig:
             probabilities otherwise; ``"max"`` or ``"sum"`` force one rule. Fine-tuned signals
             are each strong and fail on different images, so adding their evidence ranked test
             images better (image AUROC +0.0005 to +0.030 on seven models; vacuum packs 0.933 ->
-            0.948 end to end on fresh seed 5757); the frozen default's weaker heads add false
-            alarms when summed (-0.016 and +0.001).
+            0.948 and 0.960 -> 0.963 end to end on fresh seeds 5757 and 6464); the frozen
+            default's weaker heads add false alarms when summed (-0.016 and +0.001).
         val_fraction: share of good and of each labelled anomaly type held out for validation.
         folds: out-of-fold splits of the training normals for the head's inputs.
         tile_size, tile_overlap: tiling of images larger than ``tile_size`` (0 = always resize).
