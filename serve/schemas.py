@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.inference import Prediction
+from pipeline.resolution import SCALE_TOLERANCE
 from pipeline.verdicts import ShipmentDecision
 
 __all__ = [
@@ -56,9 +57,9 @@ class ScoredImage(BaseModel):
         default=None,
         description="How the image is resized for the model against how its training images were "
         "(1.0: the same; 2.5: enlarged 2.5x more, so less detail or a closer view; 0.4: shrunk 2.5x "
-        "more, so a wider view or a sharper image). Outside 0.5-2 the score was never validated, and "
-        "a shipment is not released on it. Null for a model that does not record its training images' "
-        "sizes.",
+        f"more, so a wider view or a sharper image). Outside {1 / SCALE_TOLERANCE:g}-{SCALE_TOLERANCE:g} "
+        "the score was never validated, and a shipment is not released on it. Null for a model that "
+        "does not record its training images' sizes.",
     )
 
     @classmethod
