@@ -25,19 +25,13 @@ from datasets.decode import decode_image  # noqa: E402
 from datasets.mvtec import read_mvtec  # noqa: E402
 from models.artifact import load_model  # noqa: E402
 from models.fusion import FUSION_RULES, SIGNALS, Fusion  # noqa: E402
-from models.predictor import ArtifactPredictor, ImageScorer  # noqa: E402
-from models.tiling import TilingConfig  # noqa: E402
+from models.predictor import ArtifactPredictor  # noqa: E402
 from pipeline.metrics import image_auroc, tnr_at_fnr  # noqa: E402
 
 
-def signal_table(
-    predictor: ArtifactPredictor, data: Path, *, batch_size: int = 16
-) -> list[tuple[str, float, float]]:
+def signal_table(predictor: ArtifactPredictor, data: Path) -> list[tuple[str, float, float]]:
     """(name, image AUROC, TNR at 1 % FNR) for the model's score, each fusion rule, each signal."""
-    det = predictor.detector
-    scorer = ImageScorer(
-        det, tiling=TilingConfig(**predictor.card["preprocessing"]["tiling"]), batch_size=batch_size
-    )
+    det, scorer = predictor.detector, predictor.scorer
     items = read_mvtec(data).split("test")
     labels = np.array([item.anomaly_type is not None for item in items])
     images = [decode_image(str(item.path)).pixels for item in items]

@@ -35,6 +35,7 @@ __all__ = [
     "Fusion",
     "fit_calibration",
     "fit_platt",
+    "fuse_logits",
 ]
 
 MIN_SLOPE = 0.05
@@ -97,10 +98,20 @@ class Fusion(nn.Module):
     ) -> torch.Tensor:
         """(B,) raw one-class score, (B, K) type logits, (B,) patch score -> (B,) fused score in [0, 1]."""
         logits = self.signals(score_raw, type_logits, patch_score) * self.slope + self.bias
-        if self.rule == "sum":
-            # A switched-off signal (slope 0) adds nothing, rather than its bias of -30.
-            return torch.sigmoid((logits * (self.slope > 0).to(logits.dtype)).sum(dim=1))
-        return torch.sigmoid(logits).max(dim=1).values
+        return torch.sigmoid(fuse_logits(logits, self.slope, self.rule))
+
+
+def fuse_logits(logits: torch.Tensor, slope: torch.Tensor, rule: str) -> torch.Tensor:
+    """(N, k) calibrated logits and their (k,) Platt slopes -> (N,) logit of the fused score under
+    ``rule``: the largest logit (the max of the probabilities), or the sum over the signals in use.
+
+    The one definition of the rules, for :class:`Fusion` and for the gates that judge a signal
+    under its model's rule (``pipeline.fusion_gate``).
+    """
+    if rule == "sum":
+        # A switched-off signal (slope 0) adds nothing, rather than its bias of -30.
+        return (logits * (slope > 0).to(logits.dtype)).sum(dim=1)
+    return logits.max(dim=1).values
 
 
 def fit_platt(x: torch.Tensor, y: torch.Tensor, *, l2: float = 1e-2, steps: int = 50) -> tuple[float, float]:

@@ -188,6 +188,11 @@ class ArtifactPredictor:
         return self._runtime
 
     @property
+    def scorer(self) -> ImageScorer:
+        """The preprocessing, tiling and batching around the detector (for benchmarks)."""
+        return self._scorer
+
+    @property
     def detector(self) -> Detector:
         """The scoring module (for export and benchmarks)."""
         return self._scorer.detector

@@ -110,7 +110,7 @@ def _image_reasons(
         )
         return reasons
     scale = image.scale_vs_training
-    if scale is not None and off_training_scale(scale):
+    if off_training_scale(scale):
         reasons.append(
             Reason(
                 rule="fail_closed.off_training_scale",

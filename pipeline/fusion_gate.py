@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from models.detector import Detector
+from models.fusion import fuse_logits
 from pipeline.metrics import image_auroc
 
 __all__ = [
@@ -91,12 +92,10 @@ def patch_gate_evidence(
 def fused_logit(signals: np.ndarray, platt: Sequence[tuple[float, float]], rule: str) -> np.ndarray:
     """(N, k) uncalibrated signals and k (slope, bias) pairs -> (N,) logit of the fused score, as
     :class:`models.fusion.Fusion` computes it under ``rule`` (a signal with slope 0 is off)."""
-    a = np.array([p[0] for p in platt])
-    b = np.array([p[1] for p in platt])
-    logits = signals * a + b
-    if rule == "sum":
-        return (logits * (a > 0)).sum(axis=1)
-    return logits.max(axis=1)
+    a = torch.tensor([p[0] for p in platt], dtype=torch.float64)
+    b = torch.tensor([p[1] for p in platt], dtype=torch.float64)
+    logits = torch.as_tensor(signals, dtype=torch.float64) * a + b
+    return fuse_logits(logits, a, rule).numpy()
 
 
 def gate_signal(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -48,7 +48,7 @@ SCALE_TOLERANCE = 2.0
 trusted: a defect half or twice the size it had in training is a defect the model never saw."""
 
 
-def off_training_scale(scale: float | None) -> bool:
+def off_training_scale(scale: float | None) -> TypeGuard[float]:
     """True when ``scale`` (``Prediction.scale_vs_training``) is more than :data:`SCALE_TOLERANCE`
     off 1 either way; False for ``None`` (a model that does not record its training scale)."""
     return scale is not None and not 1.0 / SCALE_TOLERANCE <= scale <= SCALE_TOLERANCE

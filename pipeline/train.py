@@ -629,6 +629,7 @@ def train_model(
     y_t = torch.tensor(y_val)
     oc_cal, head_cal, patch_cal = (fit_calibration(s, y_t) for s in (z, lo, ps))
     platt = [(oc_cal.a, oc_cal.b), (head_cal.a, head_cal.b), (patch_cal.a, patch_cal.b)]
+    rule = det.fusion.rule  # the gates judge each signal under the rule the model will score with
     head_gate = gate_signal(
         z.numpy(),
         lo.numpy(),
@@ -637,7 +638,7 @@ def train_model(
         config.min_head_auroc,
         head_calibrated=head_cal.fitted,
         pseudo_validation=val_pseudo,
-        rule=det.fusion.rule,
+        rule=rule,
     )
     if not head_gate.kept:
         # Switched off (slope 0), the head adds nothing to either fusion rule, so the score is the
@@ -652,7 +653,6 @@ def train_model(
     # out of fold (one-class from the fold banks, patch head from the fold heads; the type head's
     # scores there are in-sample, which can only favour the fusion without the patch head).
     evidence = patch_gate_evidence(det, signals, y_val, torch.cat(xs), unit_scores, ys, oof_patch)
-    rule = det.fusion.rule
     base_logit = fused_logit(evidence.signals[:, :2], platt[:2], rule).clip(-50, 50)
     patch_gate = (
         gate_signal(
@@ -753,7 +753,7 @@ def train_model(
                 else "fallback: validation did not rank anomalies above normals, so no slope was "
                 "fitted; the standardised one-class score goes through a fixed logistic"
             ),
-            "fusion_rule": _FUSION_WORDS[det.fusion.rule],
+            "fusion_rule": _FUSION_WORDS[rule],
             "head_in_fusion": head_gate.kept,
             "head_gate": head_gate.reason,
             "patch_head_auroc": patch_gate.head_auroc,

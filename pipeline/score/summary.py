@@ -67,7 +67,7 @@ class ScoreSummary:
             self.scored += 1
             self.by_label[verdict.label or "?"] += 1
             scale = verdict.scale_vs_training
-            if scale is not None and off_training_scale(scale):
+            if off_training_scale(scale):
                 self.off_scale += 1
                 if self.off_scale_example is None:
                     self.off_scale_example = (verdict.path, scale)
