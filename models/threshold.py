@@ -30,6 +30,15 @@ on new cargo is only bounded loosely (with 30 anomalies and none missed, the 95 
 the miss rate is about 10 %, the "rule of three"). Collect more anomalous validation images before
 trusting the 1 % figure.
 
+What the release cut promises (:func:`miss_rate_bound`): it lies at or below the ``(k+1)``-th lowest of
+the ``n`` anomalous validation scores (``k = floor(target_miss_rate * n)``), so a new anomaly that is
+exchangeable with them (the same kinds, drawn the same way) scores below it with probability at most
+``(k + 1) / (n + 1)``, whatever the score distribution (the split-conformal argument: among the
+``n + 1`` scores, the new one is as likely to hold any rank). With 6 anomalies that is 1 / 7 = 14 %, not
+1 %; :func:`anomalies_for_bound` gives the ``n`` at which the promise reaches the target (99 for 1 %).
+The bound is on the expected miss rate over validation draws, for anomalies like the validation ones:
+an anomaly of a kind validation never saw is covered by nothing but the test set.
+
 The bug this module exists to avoid is a threshold that collapses to the minimum score when no
 anomalous validation images exist (anomalib issue #2433), which silently flags everything. Degenerate
 inputs — no normal scores, NaN or infinite scores, scores outside [0, 1], all scores equal — raise
@@ -46,6 +55,8 @@ from models.inference import Thresholds
 
 __all__ = [
     "FALLBACK_MARGIN",
+    "anomalies_for_bound",
+    "miss_rate_bound",
     "FALLBACK_QUANTILE",
     "METHOD_FALLBACK",
     "METHOD_NORMAL_BOUND",
@@ -131,6 +142,40 @@ def _hold_from_normals(normal: np.ndarray, anomalous: np.ndarray, hold_false_ala
     above = both[both > pivot]
     upper = float(above.min()) if above.size else 1.0
     return (pivot + upper) / 2.0
+
+
+def miss_rate_bound(n_anomalous: int, target_miss_rate: float) -> float | None:
+    """What a release cut picked from ``n_anomalous`` anomalous validation scores promises.
+
+    Returns ``(k + 1) / (n + 1)`` with ``k = floor(target_miss_rate * n)``: an upper bound on the
+    probability that a new anomaly exchangeable with the validation ones is released, for a cut from
+    :func:`pick_thresholds` (methods ``miss_rate_on_validation`` and ``normal_bound_few_anomalies``,
+    whose cut lies at or below the ``(k+1)``-th lowest anomalous score). ``None`` when there are no
+    anomalous validation scores: the fallback cut promises nothing about misses.
+    """
+    _check_rate(target_miss_rate, "target_miss_rate")
+    if n_anomalous < 0:
+        raise ValueError(f"n_anomalous must be >= 0; got {n_anomalous}")
+    if n_anomalous == 0:
+        return None
+    return (_allowed(target_miss_rate, n_anomalous) + 1) / (n_anomalous + 1)
+
+
+def anomalies_for_bound(target_miss_rate: float) -> int | None:
+    """Fewest anomalous validation images for which :func:`miss_rate_bound` is at most the target.
+
+    99 for the default 1 %; ``None`` for a target of 0, which no finite validation set promises.
+    """
+    _check_rate(target_miss_rate, "target_miss_rate")
+    if target_miss_rate == 0.0:
+        return None
+    # Below 1 / rate - 1 images no miss is allowed and the bound is 1 / (n + 1) > rate; the answer is
+    # about ceil(1 / rate) - 1. Start one short of it and step, so float rounding of 1 / rate cannot
+    # skip the first n that qualifies.
+    n = max(1, math.ceil(1.0 / target_miss_rate) - 2)
+    while (_allowed(target_miss_rate, n) + 1) / (n + 1) > target_miss_rate + _COUNT_EPS:
+        n += 1
+    return n
 
 
 def pick_thresholds(

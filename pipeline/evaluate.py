@@ -8,7 +8,11 @@ images worst handled by the model (for the report's gallery). :func:`write_outpu
 
 The figure that matters is the operating point at the model's own thresholds: the share of good
 (clean) images released and the share of anomalous images released (missed). AUROC and friends are
-reported alongside because the field compares models by them.
+reported alongside because the field compares models by them. Every one of these figures comes with a
+95 % confidence interval (:mod:`pipeline.intervals`), because test sets are small: 0 misses among 60
+anomalous images does not show a 1 % miss rate. ``threshold_promise`` says what the release threshold
+itself promises from the number of anomalous validation images it was set on
+(:func:`models.threshold.miss_rate_bound`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import numpy as np
 
 from datasets.errors import ClearsightError, DatasetFormatError, ModelError
 from models.inference import GOOD, Predictor, Thresholds
+from models.threshold import METHOD_FALLBACK, anomalies_for_bound, miss_rate_bound
 from pipeline import metrics as m
+from pipeline.intervals import CONFIDENCE, RESAMPLES, Interval, binomial_interval, bootstrap_intervals
 from pipeline.resolution import card_resolution
 
 __all__ = [
@@ -36,9 +42,11 @@ __all__ = [
     "SCORES_COLUMNS",
     "EvaluationResult",
     "GalleryItem",
+    "INTERVAL_METHODS",
     "ImageRecord",
     "evaluate",
     "fused_signals",
+    "threshold_promise",
     "write_outputs",
 ]
 
@@ -117,6 +125,8 @@ class EvaluationResult:
     """What the model's score is made of (:func:`fused_signals`), for the report."""
     fusion_rule: str = "max"
     """How the model's signals combine (``models.fusion.FUSION_RULES``), for the report."""
+    promise: dict[str, Any] | None = None
+    """What the release threshold promises about misses (:func:`threshold_promise`); None: not known."""
     resolution: dict[str, Any] | None = None
     """The model card's ``preprocessing`` input size and ``source_resolution`` (the training images'
     sizes against the model input, and the warning training gave), for the report; None for a card
@@ -235,6 +245,51 @@ def _value(result: m.MetricValue, name: str, undefined: dict[str, str]) -> float
     return result.value
 
 
+def _pair(interval: Interval | None) -> list[float] | None:
+    return None if interval is None else [interval.low, interval.high]
+
+
+def _intervals(scores: np.ndarray, labels: np.ndarray, conf: m.Confusion) -> dict[str, list[float] | None]:
+    """95 % intervals of one block's figures: exact binomial at the threshold, bootstrap for the rest."""
+    ranking = bootstrap_intervals(scores, labels, fnr=_FNR, fpr=_FPR) or {}
+    n_good, n_anomalous = conf.true_negative + conf.false_positive, conf.false_negative + conf.true_positive
+    return {
+        "release_rate": _pair(binomial_interval(conf.true_negative, n_good)),
+        "miss_rate": _pair(binomial_interval(conf.false_negative, n_anomalous)),
+        "image_auroc": _pair(ranking.get("image_auroc")),
+        "tnr_at_fnr_1pct": _pair(ranking.get("tnr_at_fnr")),
+        "detection_rate_at_fpr_1pct": _pair(ranking.get("detection_rate_at_fpr")),
+    }
+
+
+INTERVAL_METHODS: dict[str, str] = {
+    "release_rate": "exact binomial (Clopper-Pearson)",
+    "miss_rate": "exact binomial (Clopper-Pearson)",
+    "image_auroc": f"stratified percentile bootstrap, {RESAMPLES} resamples",
+    "tnr_at_fnr_1pct": f"stratified percentile bootstrap, {RESAMPLES} resamples",
+    "detection_rate_at_fpr_1pct": f"stratified percentile bootstrap, {RESAMPLES} resamples",
+}
+"""How each interval in ``metrics.json`` is computed (written there as ``intervals_method``)."""
+
+
+def threshold_promise(card: Mapping[str, Any], thresholds: Thresholds) -> dict[str, Any]:
+    """What the release threshold promises about misses, from the validation it was set on.
+
+    ``miss_rate_bound``: the probability, at most, that a new anomaly like the validation ones is
+    released (:func:`models.threshold.miss_rate_bound`); ``None`` for a threshold from clean images
+    only, or a card that does not count its validation anomalies. ``anomalies_for_target``: how many
+    anomalous validation images would make that bound reach the target miss rate.
+    """
+    val = card.get("validation", {})
+    n = val.get("n_anomalous") if isinstance(val, Mapping) else None
+    labelled = isinstance(n, int) and thresholds.method != METHOD_FALLBACK
+    return {
+        "validation_anomalies": n if labelled else 0,
+        "miss_rate_bound": miss_rate_bound(n, thresholds.target_miss_rate) if labelled else None,
+        "anomalies_for_target": anomalies_for_bound(thresholds.target_miss_rate),
+    }
+
+
 def _summary(
     scores: np.ndarray, labels: np.ndarray, pixels: m.PixelAccumulator | None, thresholds: Thresholds
 ) -> dict[str, Any]:
@@ -254,6 +309,7 @@ def _summary(
             m.detection_rate_at_fpr(scores, labels, _FPR), "detection_rate_at_fpr_1pct", undefined
         ),
         "confusion": conf._asdict(),
+        "intervals": _intervals(scores, labels, conf),
         # where each class lands among the three decision bands of the model's own thresholds
         "bands": {
             name: {
@@ -440,6 +496,7 @@ def evaluate(
         # cards written before the rule was recorded fused by the max
         fusion_rule=str(predictor.card.get("detector", {}).get("fusion", "max")),
         resolution=card_resolution(predictor.card),
+        promise=threshold_promise(predictor.card, thresholds),
     )
     result.metrics = _metrics(
         result, overall_pixels if any(has_masks.values()) else None, type_pixels, has_masks
@@ -472,6 +529,9 @@ def _metrics(
         "hold_threshold": th.hold,
         "threshold_method": th.method,
         "target_miss_rate": th.target_miss_rate,
+        "threshold_promise": result.promise,
+        "interval_confidence": CONFIDENCE,
+        "intervals_method": INTERVAL_METHODS,
         **summary,
         "type_accuracy": _type_accuracy(result.records),
         "per_type": per_type,

@@ -35,6 +35,7 @@ __all__ = [
     "PixelAccumulator",
     "PrCurve",
     "RocCurve",
+    "allowed_errors",
     "confusion",
     "detection_rate_at_fpr",
     "image_aupr",
@@ -128,7 +129,8 @@ def _one_class_reason(labels: np.ndarray) -> str | None:
     return None
 
 
-def _allowed(rate: float, n: int) -> int:
+def allowed_errors(rate: float, n: int) -> int:
+    """How many of ``n`` images may be on the wrong side of a cut at ``rate``: floor(rate * n)."""
     if not (math.isfinite(rate) and 0.0 <= rate < 1.0):
         raise ValueError(f"rate must be in [0, 1); got {rate!r}")
     return int(math.floor(rate * n + _COUNT_EPS))
@@ -237,7 +239,7 @@ def tnr_at_fnr(scores: np.ndarray, labels: np.ndarray, fnr: float = 0.01) -> Met
     if (reason := _one_class_reason(lab)) is not None:
         return MetricValue(None, reason)
     anomalous = np.sort(s[lab])
-    cut = anomalous[_allowed(fnr, anomalous.size)]
+    cut = anomalous[allowed_errors(fnr, anomalous.size)]
     good = s[~lab]
     return MetricValue(float(np.count_nonzero(good < cut)) / good.size)
 
@@ -252,7 +254,7 @@ def detection_rate_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float = 0
     if (reason := _one_class_reason(lab)) is not None:
         return MetricValue(None, reason)
     good = np.sort(s[~lab])[::-1]
-    bound = good[_allowed(fpr, good.size)]
+    bound = good[allowed_errors(fpr, good.size)]
     anomalous = s[lab]
     return MetricValue(float(np.count_nonzero(anomalous > bound)) / anomalous.size)
 

@@ -27,9 +27,20 @@ from models.threshold import METHOD_FALLBACK, METHOD_NORMAL_BOUND
 from pipeline import metrics as m
 from pipeline.evaluate import EvaluationResult, GalleryItem
 from pipeline.heatmap import overlay
+from pipeline.intervals import trials_to_show
 from pipeline.resolution import describe_resize
 
-__all__ = ["histogram_svg", "number", "percent", "pr_svg", "render_report", "roc_svg", "write_report"]
+__all__ = [
+    "histogram_svg",
+    "number",
+    "number_span",
+    "percent",
+    "percent_span",
+    "pr_svg",
+    "render_report",
+    "roc_svg",
+    "write_report",
+]
 
 GOOD_COLOUR = "#2b8a3e"
 ANOMALOUS_COLOUR = "#c92a2a"
@@ -49,6 +60,22 @@ def percent(value: float | None, digits: int = 1) -> str:
 def number(value: float | None, digits: int = 3) -> str:
     """``0.93751`` -> ``"0.938"``; ``None`` -> ``"n/a"``."""
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def percent_span(interval: Sequence[float] | None, digits: int = 1) -> str:
+    """A 95 % interval ``[0.614, 0.836]`` -> ``"61.4–83.6 %"``; ``None`` -> ``"n/a"``."""
+    if interval is None:
+        return "n/a"
+    low, high = interval
+    return f"{100.0 * low:.{digits}f}–{100.0 * high:.{digits}f} %"
+
+
+def number_span(interval: Sequence[float] | None, digits: int = 3) -> str:
+    """A 95 % interval ``[0.9123, 0.9871]`` -> ``"0.912–0.987"``; ``None`` -> ``"n/a"``."""
+    if interval is None:
+        return "n/a"
+    low, high = interval
+    return f"{low:.{digits}f}–{high:.{digits}f}"
 
 
 # ---------------------------------------------------------------------------------------- charts
@@ -248,6 +275,8 @@ def _environment() -> Environment:
     )
     env.filters["pct"] = percent
     env.filters["num"] = number
+    env.filters["pct_span"] = percent_span
+    env.filters["num_span"] = number_span
     return env
 
 
@@ -257,6 +286,8 @@ def render_report(result: EvaluationResult) -> str:
     th = result.thresholds
     scores, labels = result.scores_and_labels()
     miss = metrics.get("miss_rate")
+    miss_interval = metrics.get("intervals", {}).get("miss_rate")
+    miss_high = None if miss_interval is None else miss_interval[1]
     per_type = [{"name": name, **block} for name, block in sorted(metrics.get("per_type", {}).items())]
     failed = [r for r in result.records if r.error is not None]
     context = {
@@ -264,6 +295,11 @@ def render_report(result: EvaluationResult) -> str:
         "m": metrics,
         "th": th,
         "meets_target": None if miss is None else miss <= th.target_miss_rate + 1e-12,
+        # the test set's miss-rate interval reaching past the target: too few anomalies to show it
+        "miss_unproven": miss_high is not None and miss_high > th.target_miss_rate + 1e-12,
+        "miss_high": miss_high,
+        "test_anomalies_needed": trials_to_show(th.target_miss_rate),
+        "promise": result.promise,
         "fallback": th.method == METHOD_FALLBACK,
         "normal_bound": th.method == METHOD_NORMAL_BOUND,
         "roc": roc_svg(scores, labels),

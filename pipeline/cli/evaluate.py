@@ -73,7 +73,7 @@ def evaluate_command(
     """
     from models.threshold import METHOD_FALLBACK, METHOD_NORMAL_BOUND
     from pipeline.evaluate import evaluate, write_outputs
-    from pipeline.report import number, percent, write_report
+    from pipeline.report import number, number_span, percent, percent_span, write_report
 
     predictor = _load_predictor(model, runtime=runtime or Settings().runtime)
     dataset = _read_dataset(data)
@@ -114,15 +114,24 @@ def evaluate_command(
         + (f", {counts['failed']} unreadable" if counts["failed"] else "")
         + ")"
     )
+    ci = mt["intervals"]
     console.print(
         f"  at release threshold {number(th.release)}: {percent(mt['release_rate'])} of clean cargo "
-        f"released, {percent(mt['miss_rate'])} of anomalous cargo released "
-        f"(target <= {percent(th.target_miss_rate)})"
+        f"released ({percent_span(ci['release_rate'])}), {percent(mt['miss_rate'])} of anomalous cargo "
+        f"released ({percent_span(ci['miss_rate'])}; target <= {percent(th.target_miss_rate)})"
     )
     console.print(
-        f"  image AUROC {number(mt['image_auroc'])}, pixel AUROC {number(mt['pixel_auroc'])}, "
-        f"PRO {number(mt['pro'])}, TNR at 1 % FNR {percent(mt['tnr_at_fnr_1pct'])}"
+        f"  image AUROC {number(mt['image_auroc'])} ({number_span(ci['image_auroc'])}), "
+        f"TNR at 1 % FNR {percent(mt['tnr_at_fnr_1pct'])} ({percent_span(ci['tnr_at_fnr_1pct'])}), "
+        f"pixel AUROC {number(mt['pixel_auroc'])}, PRO {number(mt['pro'])}"
     )
+    console.print("  (in brackets: 95 % confidence intervals)")
+    promise = result.promise or {}
+    if promise.get("miss_rate_bound") is not None:
+        console.print(
+            f"  the release threshold, set on {promise['validation_anomalies']} anomalous validation images, "
+            f"promises at most {percent(promise['miss_rate_bound'])} of new anomalies like them released"
+        )
     console.print(f"Wrote {metrics_path}, {scores_path} and {report_path}")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -192,6 +192,8 @@ def train_command(
     table.add_row("calibration", str(val["calibration"]))
     t = result.thresholds
     table.add_row("thresholds", f"release={t.release:.4f} hold={t.hold:.4f} ({t.method})")
+    promise, promise_note = promise_words(val, t.target_miss_rate)
+    table.add_row("miss-rate promise", promise)
     auroc = val["image_auroc"]
     table.add_row("validation AUROC", "n/a" if auroc is None else f"{auroc:.4f} ({val['anomalies']})")
     tnr = val["tnr_at_target_miss_rate"]
@@ -200,6 +202,32 @@ def train_command(
     Console().print(table)
     if resolution["warning"]:
         err.print(f"[yellow]Warning:[/yellow] {resolution['warning']}")
+    if promise_note:
+        err.print(f"[yellow]Note:[/yellow] {promise_note}")
+
+
+def promise_words(val: dict[str, Any], target: float) -> tuple[str, str | None]:
+    """The card's miss-rate bound in words: the summary row, and a note when it falls short of target."""
+    from pipeline.report import percent
+
+    bound = val["miss_rate_bound"]
+    if bound is None:
+        return "none: the release threshold came from clean images only", None
+    n, needed = val["n_anomalous"], val["anomalies_for_target_bound"]
+    verdict = (
+        "meets the target" if bound <= target else f"target {percent(target)}: {needed} would promise it"
+    )
+    row = (
+        f"a new anomaly like the {n} validation ones is released with probability <= {percent(bound)} "
+        f"({verdict})"
+    )
+    if bound <= target:
+        return row, None
+    return row, (
+        f"the release threshold rests on {n} anomalous validation images, so it promises a miss rate of at "
+        f"most {percent(bound)}, not the {percent(target)} target; {needed} would promise the target. Add "
+        "labelled anomalies, or judge the model by `clearsight evaluate` on more of them."
+    )
 
 
 def register(app: typer.Typer) -> None:

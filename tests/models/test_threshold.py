@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from models.threshold import METHOD_FALLBACK, METHOD_NORMAL_BOUND, METHOD_VALIDATION, pick_thresholds
+from models.threshold import (
+    METHOD_FALLBACK,
+    METHOD_NORMAL_BOUND,
+    METHOD_VALIDATION,
+    anomalies_for_bound,
+    miss_rate_bound,
+    pick_thresholds,
+)
 
 # Scores are multiples of 1/8 so that every midpoint below is exact in binary floating point.
 CASES = [
@@ -178,3 +185,59 @@ def test_degenerate_inputs_raise(
     with pytest.raises(ValueError) as info:
         pick_thresholds(np.array(normal), None if anomalous is None else np.array(anomalous), **kwargs)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("n_anomalous", "target", "bound"),
+    [
+        (0, 0.01, None),  # no anomalous validation images: the cut promises nothing about misses
+        (6, 0.01, 1 / 7),  # the benchmark's vacuum packs: 14 %, not 1 %
+        (30, 0.01, 1 / 31),
+        (99, 0.01, 1 / 100),  # the fewest that promise 1 %
+        (300, 0.01, 4 / 301),  # three misses allowed: the cut sits at the fourth lowest
+        (20, 0.05, 2 / 21),
+        (6, 0.0, 1 / 7),
+    ],
+)
+def test_miss_rate_bound(n_anomalous: int, target: float, bound: float | None) -> None:
+    assert miss_rate_bound(n_anomalous, target) == pytest.approx(bound)
+
+
+@pytest.mark.parametrize(("target", "needed"), [(0.01, 99), (0.05, 19), (0.03, 33), (0.2, 4), (0.0, None)])
+def test_anomalies_for_bound(target: float, needed: int | None) -> None:
+    assert anomalies_for_bound(target) == needed
+    if needed is not None:
+        at, short = miss_rate_bound(needed, target), miss_rate_bound(needed - 1, target)
+        assert at is not None and at <= target + 1e-12
+        assert short is None or short > target
+
+
+def test_miss_rate_bound_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="n_anomalous"):
+        miss_rate_bound(-1, 0.01)
+    with pytest.raises(ValueError, match="target_miss_rate"):
+        miss_rate_bound(6, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("n_anomalous", "target", "at_least"),
+    [
+        (6, 0.01, 0.0),  # the cut is also capped above the clean scores: it can only miss fewer
+        (30, 0.05, 1 / 31),  # one miss allowed: the cut lies between the 1st and 2nd lowest anomaly
+        (10, 0.2, 2 / 11),
+    ],
+)
+def test_the_bound_holds_for_new_anomalies(n_anomalous: int, target: float, at_least: float) -> None:
+    # Many validation draws; each cut is judged on new anomalies from the same distribution.
+    rng = np.random.default_rng(7)
+    misses = []
+    for _ in range(3000):
+        normal = rng.uniform(0.0, 0.2, 60)
+        anomalous = rng.beta(2.0, 2.0, n_anomalous) * 0.8 + 0.15
+        release = pick_thresholds(normal, anomalous, target_miss_rate=target).release
+        new = rng.beta(2.0, 2.0, 50) * 0.8 + 0.15
+        misses.append(float(np.mean(new < release)))
+    bound = miss_rate_bound(n_anomalous, target)
+    assert bound is not None
+    # the mean over 150 000 new anomalies: its standard error is well under 0.003
+    assert at_least - 0.005 < float(np.mean(misses)) <= bound + 0.005

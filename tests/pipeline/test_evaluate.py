@@ -166,10 +166,46 @@ def test_metrics_of_a_constructed_case(dataset: Dataset) -> None:
     metrics = dict(result.metrics)
     assert metrics.pop("data_root") == str(dataset.root)
     assert metrics.pop("evaluated_at") == result.evaluated_at
+    for block in (metrics, *metrics["per_type"].values()):
+        block.pop("intervals")  # checked in test_intervals_of_a_constructed_case
+    for key in ("threshold_promise", "interval_confidence", "intervals_method"):
+        metrics.pop(key)
     _assert_close(metrics, EXPECTED)
     # 9 test items in batches of 3; the broken image never reaches the model
     assert predictor.batches == [3, 3, 2]
     assert calls == [(3, 9), (6, 9), (9, 9)]
+
+
+# Clopper-Pearson ends from the beta quantiles (R: qbeta(c(.025, .975), k + c(0, 1), n - k + c(1, 0)))
+@pytest.mark.parametrize(
+    ("block", "release", "miss"),
+    [
+        ("overall", [0.194120, 0.993690], [0.006309, 0.805880]),  # 3 of 4 clean released; 1 of 4 missed
+        ("crack", [0.194120, 0.993690], [0.012579, 0.987421]),  # 1 of 2 missed
+        ("hole", [0.194120, 0.993690], [0.0, 0.975]),  # 0 of 1 missed: 1 - 0.025 ** (1 / 1)
+    ],
+)
+def test_intervals_of_a_constructed_case(
+    dataset: Dataset, block: str, release: list[float], miss: list[float]
+) -> None:
+    metrics = evaluate(FakePredictor(), dataset).metrics
+    got = metrics if block == "overall" else metrics["per_type"][block]
+    assert got["intervals"]["release_rate"] == pytest.approx(release, abs=1e-5)
+    assert got["intervals"]["miss_rate"] == pytest.approx(miss, abs=1e-5)
+    for name in ("image_auroc", "tnr_at_fnr_1pct", "detection_rate_at_fpr_1pct"):
+        low, high = got["intervals"][name]
+        assert 0.0 <= low <= got[name] <= high <= 1.0, name
+    if block == "hole":  # one anomaly above every clean image: no resample can rank it lower
+        assert got["intervals"]["image_auroc"] == [1.0, 1.0]
+    assert metrics["interval_confidence"] == 0.95
+    assert "Clopper-Pearson" in metrics["intervals_method"]["miss_rate"]
+    # the fake's card does not count validation anomalies: no promise can be given
+    assert metrics["threshold_promise"]["miss_rate_bound"] is None
+
+
+def test_intervals_are_reproducible(dataset: Dataset) -> None:
+    first = evaluate(FakePredictor(), dataset).metrics["intervals"]
+    assert evaluate(FakePredictor(), dataset).metrics["intervals"] == first
 
 
 def test_gallery_keeps_the_worst(dataset: Dataset) -> None:

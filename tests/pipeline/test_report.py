@@ -88,7 +88,9 @@ def test_sections_charts_and_tables(result: EvaluationResult) -> None:
     assert 'aria-label="ROC curve"' in page and 'aria-label="Precision-recall curve"' in page
     assert "release 0.500" in page and "hold 0.750" in page  # thresholds drawn on the histogram
     assert "test/good/bad.png: truncated" in page
-    assert "<td>crack</td><td>2</td><td>50.0 %</td>" in page
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+    assert "crack 2 50.0 % up to 98.7 %" in text  # 1 of 2 missed: the exact interval reaches 98.7 %
+    assert re.search(r"Image AUROC 0\.833 0\.\d{3}–1\.000", text)  # the value, then its bootstrap interval
 
 
 def test_self_contained_with_decodable_gallery_images(result: EvaluationResult, tmp_path: Path) -> None:
@@ -127,6 +129,75 @@ def test_how_the_threshold_was_set_is_said(method: str, said: str | None, not_sa
     if said:
         assert said in page
     assert not_said not in page
+
+
+def _records(n_good: int, n_anomalous: int) -> list[ImageRecord]:
+    """Clean images scoring 0.1-0.3, anomalous ones 0.6-0.9: nothing missed, nothing held wrongly."""
+    good = [
+        ImageRecord(f"g{i}.png", GOOD, GOOD, 0.1 + 0.2 * i / n_good, GOOD, None, False) for i in range(n_good)
+    ]
+    bad = [
+        ImageRecord(
+            f"a{i}.png", "anomalous", "crack", 0.6 + 0.3 * i / n_anomalous, "anomalous", "crack", False
+        )
+        for i in range(n_anomalous)
+    ]
+    return good + bad
+
+
+@pytest.mark.parametrize(
+    ("n_anomalous", "said", "not_said"),
+    [
+        # none missed of 60: consistent with 1 %, but the exact interval reaches 6.0 %
+        (
+            60,
+            "No more than the target missed on this test set (0.0 % ≤ 1.0 %), but 60 anomalous images cannot "
+            "show a miss rate that low: its 95 % interval reaches 6.0 %. Showing 1.0 % takes at least 368",
+            "Meets the miss-rate target",
+        ),
+        # none missed of 400: shown, with the interval's upper end
+        (
+            400,
+            "Meets the miss-rate target on this test set (0.0 % ≤ 1.0 %, 95 % interval up to 0.9 %)",
+            "cannot show",
+        ),
+    ],
+)
+def test_whether_the_test_set_can_show_the_target_is_said(n_anomalous: int, said: str, not_said: str) -> None:
+    page = render_report(_result(_records(50, n_anomalous)))
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+    assert said in text
+    assert not_said not in text
+    assert "95 % interval 92.9–100.0 %" in text  # 50 of 50 clean released: 0.025 ** (1 / 50) = 0.929
+
+
+@pytest.mark.parametrize(
+    ("promise", "said", "not_said"),
+    [
+        (
+            {"validation_anomalies": 6, "miss_rate_bound": 1 / 7, "anomalies_for_target": 99},
+            "The release threshold was set on 6 anomalous validation images. For new anomalies like them it "
+            "promises no more than 14.3 % released, not 1.0 % (99 would promise that)",
+            "Meets",
+        ),
+        (
+            {"validation_anomalies": 99, "miss_rate_bound": 1 / 100, "anomalies_for_target": 99},
+            "The release threshold was set on 99 anomalous validation images: for new anomalies like them it "
+            "promises no more than 1.0 % released.",
+            "would promise that",
+        ),
+        ({"validation_anomalies": 0, "miss_rate_bound": None, "anomalies_for_target": 99}, None, "promises"),
+    ],
+)
+def test_what_the_threshold_promises_is_said(
+    promise: dict[str, object], said: str | None, not_said: str
+) -> None:
+    result = _result(_records(50, 60))
+    result.promise = promise
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", render_report(result)))
+    if said is not None:
+        assert said in text
+    assert not_said not in text.split("No more than the target")[0]
 
 
 def test_chart_helpers() -> None:
@@ -217,7 +288,12 @@ def test_cli_end_to_end(
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["counts"] == {"images": 8, "good": 4, "anomalous": 4, "failed": 0, "with_mask": 3}
     assert metrics["release_rate"] == 0.75 and metrics["miss_rate"] == 0.25
-    assert "75.0 % of clean cargo released, 25.0 % of anomalous cargo released" in captured.out
+    assert (
+        "75.0 % of clean cargo released (19.4–99.4 %), 25.0 % of anomalous cargo released (0.6–80.6 %; "
+        "target <= 1.0 %)" in captured.out
+    )
+    assert "(in brackets: 95 % confidence intervals)" in captured.out
+    assert metrics["intervals"]["miss_rate"] == pytest.approx([0.006309, 0.805880], abs=1e-5)
 
 
 def test_cli_help() -> None:

@@ -12,6 +12,7 @@ import pytest
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from models.artifact import load_model
 from pipeline.cli import app, run
+from pipeline.cli.train import promise_words
 from pipeline.train import TrainConfig, fusion_rule, train_model
 
 
@@ -83,6 +84,8 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
     assert card["training"]["patch_head"]["trained"] is False
     assert "to judge it: not trained" in card["validation"]["patch_head_gate"]
     assert card["thresholds"]["method"] == "normal_quantile_fallback"
+    assert card["validation"]["miss_rate_bound"] is None  # a cut from clean images promises nothing
+    assert "miss-rate promise" in printed
     assert card["training"]["counts"] == {"train": {"good": 8}, "validation": {"good": 2}}
     fine = card["training"]["fine_scale"]  # asked for: kept or dropped by its gate
     assert "one-class AUROC" in fine["gate"] and "out of fold" in fine["gate"]
@@ -111,6 +114,31 @@ def test_train_cli_warns_when_the_images_are_shrunk(
     assert "--image-size 64 or --tile-size 32" in err
     card = json.loads((out / "model.json").read_text())
     assert card["preprocessing"]["source_resolution"]["warning"].startswith("the training images (64 px")
+
+
+@pytest.mark.parametrize(
+    ("n", "bound", "row", "note"),
+    [
+        (0, None, "none: the release threshold came from clean images only", None),
+        (
+            6,
+            1 / 7,
+            "a new anomaly like the 6 validation ones is released with probability <= 14.3 % (target 1.0 %: "
+            "99 would promise it)",
+            "the release threshold rests on 6 anomalous validation images, so it promises a miss rate of at "
+            "most 14.3 %, not the 1.0 % target; 99 would promise the target.",
+        ),
+        (99, 1 / 100, "released with probability <= 1.0 % (meets the target)", None),
+    ],
+)
+def test_the_miss_rate_promise_in_words(n: int, bound: float | None, row: str, note: str | None) -> None:
+    val = {"n_anomalous": n, "miss_rate_bound": bound, "anomalies_for_target_bound": 99}
+    got_row, got_note = promise_words(val, 0.01)
+    assert row in got_row
+    if note is None:
+        assert got_note is None
+    else:
+        assert got_note is not None and got_note.startswith(note)
 
 
 @pytest.mark.parametrize(
