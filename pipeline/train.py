@@ -52,7 +52,14 @@ from models.threshold import METHOD_FALLBACK, anomalies_for_bound, miss_rate_bou
 from models.tiling import TilingConfig, make_views, to_rgb_float
 from models.weights import file_sha256
 from pipeline.fine_tuning import FineTuneConfig, fine_tune_backbone
-from pipeline.fusion_gate import Gate, fine_scale_gate, fused_logit, gate_signal, patch_gate_evidence
+from pipeline.fusion_gate import (
+    Gate,
+    fine_scale_gate,
+    fused_logit,
+    gate_signal,
+    patch_gate_evidence,
+    strict_on_tie,
+)
 from pipeline.metrics import image_auroc, tnr_at_fnr
 from pipeline.patch_training import PatchExamples, out_of_fold_scores, patch_examples
 from pipeline.resolution import MAX_IMAGE_SIZE, source_resolution
@@ -664,7 +671,7 @@ def train_model(
             head_calibrated=patch_cal.fitted,
             pseudo_validation=val_pseudo,
             names=("patch head", "without it"),
-            strict=True,
+            strict=strict_on_tie(rule),
             rule=rule,
         )
         if patch_trained

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.fusion_gate import fine_scale_gate, gate_signal
+from pipeline.fusion_gate import fine_scale_gate, gate_signal, strict_on_tie
 from pipeline.train import TrainConfig
 
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
@@ -54,6 +54,13 @@ def test_a_strict_gate_refuses_a_tie(strict: bool, kept: bool) -> None:
     gate = gate_signal(Z, Z.copy(), Y, IDENTITY, 0.0, strict=strict)
     assert gate.kept is kept
     assert ("no measured gain" in gate.reason) is not kept
+
+
+@pytest.mark.parametrize(("rule", "kept"), [("max", False), ("sum", True)])
+def test_the_patch_head_keeps_a_tie_only_under_the_sum(rule: str, kept: bool) -> None:
+    # under the max an extra signal can only add false alarms; under the sum a tie is no evidence
+    gate = gate_signal(Z, Z.copy(), Y, IDENTITY, 0.0, strict=strict_on_tie(rule), rule=rule)
+    assert gate.kept is kept
 
 
 def test_a_strict_gate_keeps_a_signal_that_adds() -> None:
