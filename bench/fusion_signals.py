@@ -2,7 +2,8 @@
 
 Scores a trained model's test split once (``ImageScorer.raw_outputs``, no maps) and prints, for the
 image AUROC and the TNR at 1 % FNR, the model's own score, the score under each rule of
-``models.fusion.FUSION_RULES`` with the model's calibrations and gates, and each signal alone
+``models.fusion.FUSION_RULES`` with the model's calibrations and gates (and, when the patch head is
+in use, each rule with it switched off, as a strict gate would leave it), and each signal alone
 (one-class, type head, patch head; an image's value is the max over its views). The figures of
 ``bench/README.md`` session 10 come from it. Run::
 
@@ -24,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from datasets.decode import decode_image  # noqa: E402
 from datasets.mvtec import read_mvtec  # noqa: E402
 from models.artifact import load_model  # noqa: E402
-from models.fusion import FUSION_RULES, SIGNALS, Fusion  # noqa: E402
+from models.fusion import FUSION_RULES, OFF, SIGNALS, Fusion  # noqa: E402
 from models.predictor import ArtifactPredictor  # noqa: E402
 from pipeline.metrics import image_auroc, tnr_at_fnr  # noqa: E402
 
@@ -35,18 +36,25 @@ def signal_table(predictor: ArtifactPredictor, data: Path) -> list[tuple[str, fl
     items = read_mvtec(data).split("test")
     labels = np.array([item.anomaly_type is not None for item in items])
     images = [decode_image(str(item.path)).pixels for item in items]
-    rules = {rule: Fusion(rule) for rule in FUSION_RULES}
+    rules = {f"fusion {rule}": Fusion(rule) for rule in FUSION_RULES}
     for fusion in rules.values():
         fusion.load_state_dict(det.fusion.state_dict())
+    if float(det.fusion.slope[2]) > 0:
+        # the same model as its gate would have left it without the patch head (a strict tie-break)
+        for rule in FUSION_RULES:
+            off = Fusion(rule)
+            off.load_state_dict(det.fusion.state_dict())
+            off.slope[2], off.bias[2] = OFF
+            rules[f"fusion {rule}, patch head off"] = off
     columns: dict[str, list[float]] = {"the model's score": []}
-    columns.update({f"fusion {rule}": [] for rule in FUSION_RULES})
+    columns.update({name: [] for name in rules})
     columns.update({f"{name} alone": [] for name in SIGNALS})
     with torch.inference_mode():
         for raw, _, _ in scorer.raw_outputs(images, maps=False):
             args = (raw.score_raw, raw.type_logits, raw.patch_score)
             columns["the model's score"].append(float(det.fusion(*args).max()))
-            for rule, fusion in rules.items():
-                columns[f"fusion {rule}"].append(float(fusion(*args).max()))
+            for name, fusion in rules.items():
+                columns[name].append(float(fusion(*args).max()))
             signals = det.fusion.signals(*args)
             for k, name in enumerate(SIGNALS):
                 columns[f"{name} alone"].append(float(signals[:, k].max()))
