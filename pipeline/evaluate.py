@@ -53,6 +53,15 @@ __all__ = [
 GALLERY_SIZE = 6
 """How many worst misses and worst false alarms the result keeps for the report."""
 
+INTERVAL_METHODS: dict[str, str] = {
+    "release_rate": "exact binomial (Clopper-Pearson)",
+    "miss_rate": "exact binomial (Clopper-Pearson)",
+    "image_auroc": f"stratified percentile bootstrap, {RESAMPLES} resamples",
+    "tnr_at_fnr_1pct": f"stratified percentile bootstrap, {RESAMPLES} resamples",
+    "detection_rate_at_fpr_1pct": f"stratified percentile bootstrap, {RESAMPLES} resamples",
+}
+"""How each interval in ``metrics.json`` is computed (written there as ``intervals_method``)."""
+
 _GALLERY_SIDE = 320  # gallery thumbnails are scaled down to this longest side to keep report.html small
 _FNR = 0.01
 _FPR = 0.01
@@ -260,16 +269,6 @@ def _intervals(scores: np.ndarray, labels: np.ndarray, conf: m.Confusion) -> dic
         "tnr_at_fnr_1pct": _pair(ranking.get("tnr_at_fnr")),
         "detection_rate_at_fpr_1pct": _pair(ranking.get("detection_rate_at_fpr")),
     }
-
-
-INTERVAL_METHODS: dict[str, str] = {
-    "release_rate": "exact binomial (Clopper-Pearson)",
-    "miss_rate": "exact binomial (Clopper-Pearson)",
-    "image_auroc": f"stratified percentile bootstrap, {RESAMPLES} resamples",
-    "tnr_at_fnr_1pct": f"stratified percentile bootstrap, {RESAMPLES} resamples",
-    "detection_rate_at_fpr_1pct": f"stratified percentile bootstrap, {RESAMPLES} resamples",
-}
-"""How each interval in ``metrics.json`` is computed (written there as ``intervals_method``)."""
 
 
 def threshold_promise(card: Mapping[str, Any], thresholds: Thresholds) -> dict[str, Any]:

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from evaluate_fakes import Dataset, FakePredictor, Item, write_dataset  # noqa: E402
 
 from datasets.errors import DatasetFormatError, ModelError  # noqa: E402
-from models.inference import GOOD, Predictor  # noqa: E402
-from pipeline.evaluate import EvaluationResult, evaluate, write_outputs  # noqa: E402
+from models.inference import GOOD, Predictor, Thresholds  # noqa: E402
+from pipeline.evaluate import EvaluationResult, evaluate, threshold_promise, write_outputs  # noqa: E402
 
 
 def _pro(steps: Sequence[tuple[float, float]], limit: float = 0.3) -> float:
@@ -290,3 +290,23 @@ def test_failures_are_typed(
     subset = Dataset(ds.root, tuple(i for i in ds.items if i.split == split))
     with pytest.raises(error, match=fragment):
         evaluate(predictor, subset, batch_size=8)
+
+
+@pytest.mark.parametrize(
+    ("card", "method", "bound", "n"),
+    [
+        ({"validation": {"n_anomalous": 6}}, "miss_rate_on_validation", 1 / 7, 6),
+        ({"validation": {"n_anomalous": 6}}, "normal_bound_few_anomalies", 1 / 7, 6),
+        ({"validation": {"n_anomalous": 300}}, "miss_rate_on_validation", 4 / 301, 300),
+        # pseudo-anomalies were counted, but the cut came from clean images only
+        ({"validation": {"n_anomalous": 6}}, "normal_quantile_fallback", None, 0),
+        ({}, "miss_rate_on_validation", None, 0),  # a card that does not count them
+    ],
+)
+def test_threshold_promise_from_the_card(
+    card: dict[str, Any], method: str, bound: float | None, n: int
+) -> None:
+    promise = threshold_promise(card, Thresholds(0.3, 0.6, 0.01, method))
+    assert promise["miss_rate_bound"] == pytest.approx(bound)
+    assert promise["validation_anomalies"] == n
+    assert promise["anomalies_for_target"] == 99
