@@ -281,10 +281,11 @@ def threshold_promise(card: Mapping[str, Any], thresholds: Thresholds) -> dict[s
     """
     val = card.get("validation", {})
     n = val.get("n_anomalous") if isinstance(val, Mapping) else None
-    labelled = isinstance(n, int) and thresholds.method != METHOD_FALLBACK
+    if not isinstance(n, int) or thresholds.method == METHOD_FALLBACK:
+        n = 0  # nothing the cut was set on can be counted as an anomaly like the next one
     return {
-        "validation_anomalies": n if labelled else 0,
-        "miss_rate_bound": miss_rate_bound(n, thresholds.target_miss_rate) if labelled else None,
+        "validation_anomalies": n,
+        "miss_rate_bound": miss_rate_bound(n, thresholds.target_miss_rate),
         "anomalies_for_target": anomalies_for_bound(thresholds.target_miss_rate),
     }
 
