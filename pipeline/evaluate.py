@@ -282,7 +282,7 @@ def threshold_promise(card: Mapping[str, Any], thresholds: Thresholds) -> dict[s
     val = card.get("validation", {})
     n = val.get("n_anomalous") if isinstance(val, Mapping) else None
     if not isinstance(n, int) or thresholds.method == METHOD_FALLBACK:
-        n = 0  # nothing the cut was set on can be counted as an anomaly like the next one
+        n = 0  # no labelled anomalies behind the cut: it promises nothing about misses
     return {
         "validation_anomalies": n,
         "miss_rate_bound": miss_rate_bound(n, thresholds.target_miss_rate),
