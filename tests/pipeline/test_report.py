@@ -232,10 +232,13 @@ def test_cli_missing_model_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str
     )
 
 
-def _install_fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def _install_fake_model(monkeypatch: pytest.MonkeyPatch, release: float | None = None) -> None:
     """``models.artifact`` replaced by a module whose load_model returns the fake predictor."""
+    predictor = FakePredictor()
+    if release is not None:
+        predictor.thresholds = predictor.thresholds._replace(release=release)  # type: ignore[misc]
     fake = types.ModuleType("models.artifact")
-    fake.load_model = lambda path, runtime: FakePredictor()  # type: ignore[attr-defined]
+    fake.load_model = lambda path, runtime: predictor  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "models.artifact", fake)
 
 
@@ -294,6 +297,42 @@ def test_cli_end_to_end(
     )
     assert "(in brackets: 95 % confidence intervals)" in captured.out
     assert metrics["intervals"]["miss_rate"] == pytest.approx([0.006309, 0.805880], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("release", "said"),
+    [
+        (0.5, None),  # one of the four anomalies missed: over the target, nothing more to say
+        # none of four missed (the lowest scores 0.4): 1 - 0.025 ** (1 / 4) = 60.2 %
+        (0.35, "4 anomalous images cannot show a miss rate of at most 1.0 %: its interval reaches 60.2 % "
+         "(368 with none missed would)"),
+    ],
+)  # fmt: skip
+def test_cli_says_when_the_test_set_cannot_show_the_target(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    release: float,
+    said: str | None,
+) -> None:
+    _install_fake_model(monkeypatch, release)
+    ds = write_dataset(tmp_path / "ore")
+    (tmp_path / "model").mkdir()
+    args = [
+        "evaluate",
+        "--model",
+        str(tmp_path / "model"),
+        "--data",
+        str(ds.root),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert run(app, args) == 0
+    out = capsys.readouterr().out
+    if said is None:
+        assert "cannot show" not in out
+    else:
+        assert said in out
 
 
 def test_cli_help() -> None:
