@@ -36,6 +36,14 @@ def train_command(
     target_miss_rate: Annotated[
         float, typer.Option("--target-miss-rate", help="Share of anomalous validation images released.")
     ] = 0.01,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            "--val-fraction",
+            help="Share of the good images and of each labelled anomaly type held out for validation; "
+            "more validation anomalies make the release threshold promise more.",
+        ),
+    ] = 0.2,
     cargo_type: Annotated[
         str | None,
         typer.Option(
@@ -109,9 +117,9 @@ def train_command(
 ) -> None:
     """Train a detector and write its artifact (weights.safetensors + model.json) to --out.
 
-    Holds out 20 % of train/ for validation, fits the one-class memory bank and the supervised head
-    (on pseudo-anomalies when train/ has no labelled anomalies), calibrates the score, and picks the
-    release threshold at --target-miss-rate.
+    Holds out --val-fraction (20 %) of train/ for validation, fits the one-class memory bank and the
+    supervised head (on pseudo-anomalies when train/ has no labelled anomalies), calibrates the
+    score, and picks the release threshold at --target-miss-rate.
     """
     from pipeline.resolution import card_resolution, describe_resize
     from pipeline.train import TrainConfig, train_model
@@ -121,6 +129,7 @@ def train_command(
         backbone_weights=str(backbone_weights) if backbone_weights else None,
         image_size=image_size,
         target_miss_rate=target_miss_rate,
+        val_fraction=val_fraction,
         cargo_type=cargo_type,
         coreset_ratio=coreset_ratio,
         max_bank=max_bank,
@@ -226,7 +235,8 @@ def promise_words(val: dict[str, Any], target: float) -> tuple[str, str | None]:
     return row, (
         f"the release threshold rests on {n} anomalous validation images, so it promises a miss rate of at "
         f"most {percent(bound)}, not the {percent(target)} target; {needed} would promise the target. Add "
-        "labelled anomalies, or judge the model by `clearsight evaluate` on more of them."
+        "labelled anomalies or hold more of them out (--val-fraction), and judge the model by "
+        "`clearsight evaluate` on more of them."
     )
 
 

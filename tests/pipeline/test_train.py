@@ -148,6 +148,7 @@ def test_the_miss_rate_promise_in_words(n: int, bound: float | None, row: str, n
         (["--coreset-ratio", "1.5"], "Error: coreset_ratio 1.5 must be in (0, 1]"),
         (["--pad", "8"], "Error: pad 8 must be a multiple of 16 in [0, image_size / 2]"),
         (["--cargo-type", ""], "Error: cannot tell the cargo type"),
+        (["--val-fraction", "1.0"], "Error: val_fraction 1.0 must be in (0, 1)"),
     ],
 )
 def test_train_cli_reports_bad_options(
@@ -157,6 +158,15 @@ def test_train_cli_reports_bad_options(
     code = run(app, ["train", "--data", str(root), "--out", str(tmp_path / "m"), *args])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_train_cli_holds_out_the_validation_share_asked_for(tmp_path: Path) -> None:
+    root = _write(tmp_path / "vacuum_pack", 10)
+    out = tmp_path / "model"
+    args = ["--image-size", "32", "--pad", "0", "--val-fraction", "0.5", "--threads", "1"]
+    assert run(app, ["train", "--data", str(root), "--out", str(out), *args]) == 0
+    counts = json.loads((out / "model.json").read_text())["training"]["counts"]
+    assert counts == {"train": {"good": 5}, "validation": {"good": 5}}
 
 
 def test_too_few_normals_are_refused(tmp_path: Path) -> None:
