@@ -263,28 +263,21 @@ def test_cli_missing_data_root(
     assert capsys.readouterr().err.startswith(f"Error: data root {str(tmp_path / 'none')!r} does not exist")
 
 
+def _run_evaluate(tmp_path: Path, *extra: str) -> tuple[int, Path]:
+    """``clearsight evaluate`` of the installed fake model on the fake dataset: (exit code, --out)."""
+    ds = write_dataset(tmp_path / "ore")
+    (tmp_path / "model").mkdir()
+    out = tmp_path / "report"
+    args = ["--model", str(tmp_path / "model"), "--data", str(ds.root), "--out", str(out), *extra]
+    return run(app, ["evaluate", *args]), out
+
+
 def test_cli_end_to_end(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("datasets.mvtec", reason="datasets.mvtec (read_mvtec) is written by another engineer")
     _install_fake_model(monkeypatch)
-    ds = write_dataset(tmp_path / "ore")
-    (tmp_path / "model").mkdir()
-    out = tmp_path / "report"
-    code = run(
-        app,
-        [
-            "evaluate",
-            "--model",
-            str(tmp_path / "model"),
-            "--data",
-            str(ds.root),
-            "--out",
-            str(out),
-            "--batch-size",
-            "2",
-        ],
-    )
+    code, out = _run_evaluate(tmp_path, "--batch-size", "2")
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "report.html", "scores.csv"]
@@ -316,18 +309,7 @@ def test_cli_says_when_the_test_set_cannot_show_the_target(
     said: str | None,
 ) -> None:
     _install_fake_model(monkeypatch, release)
-    ds = write_dataset(tmp_path / "ore")
-    (tmp_path / "model").mkdir()
-    args = [
-        "evaluate",
-        "--model",
-        str(tmp_path / "model"),
-        "--data",
-        str(ds.root),
-        "--out",
-        str(tmp_path / "r"),
-    ]
-    assert run(app, args) == 0
+    assert _run_evaluate(tmp_path)[0] == 0
     out = capsys.readouterr().out
     if said is None:
         assert "cannot show" not in out
