@@ -59,13 +59,13 @@ from models.inference import Thresholds
 
 __all__ = [
     "FALLBACK_MARGIN",
-    "anomalies_for_bound",
-    "miss_rate_bound",
     "FALLBACK_QUANTILE",
     "METHOD_FALLBACK",
     "METHOD_NORMAL_BOUND",
     "METHOD_VALIDATION",
     "RELEASE_GAP_POSITION",
+    "anomalies_for_bound",
+    "miss_rate_bound",
     "pick_thresholds",
 ]
 
@@ -148,19 +148,22 @@ def _hold_from_normals(normal: np.ndarray, anomalous: np.ndarray, hold_false_ala
     return (pivot + upper) / 2.0
 
 
-def miss_rate_bound(n_anomalous: int, target_miss_rate: float) -> float | None:
+def miss_rate_bound(
+    n_anomalous: int, target_miss_rate: float, *, method: str = METHOD_VALIDATION
+) -> float | None:
     """What a release cut picked from ``n_anomalous`` anomalous validation scores promises.
 
     Returns ``(k + 1) / (n + 1)`` with ``k = floor(target_miss_rate * n)``: an upper bound on the
     probability that a new anomaly exchangeable with the validation ones is released, for a cut from
     :func:`pick_thresholds` (methods ``miss_rate_on_validation`` and ``normal_bound_few_anomalies``,
     whose cut lies at or below the ``(k+1)``-th lowest anomalous score). ``None`` when there are no
-    anomalous validation scores: the fallback cut promises nothing about misses.
+    anomalous validation scores or the cut's ``method`` is the fallback: a cut from clean images
+    only promises nothing about misses.
     """
     _check_rate(target_miss_rate, "target_miss_rate")
     if n_anomalous < 0:
         raise ValueError(f"n_anomalous must be >= 0; got {n_anomalous}")
-    if n_anomalous == 0:
+    if n_anomalous == 0 or method == METHOD_FALLBACK:
         return None
     return (_allowed(target_miss_rate, n_anomalous) + 1) / (n_anomalous + 1)
 

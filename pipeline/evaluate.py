@@ -32,7 +32,7 @@ import numpy as np
 
 from datasets.errors import ClearsightError, DatasetFormatError, ModelError
 from models.inference import GOOD, Predictor, Thresholds
-from models.threshold import METHOD_FALLBACK, anomalies_for_bound, miss_rate_bound
+from models.threshold import anomalies_for_bound, miss_rate_bound
 from pipeline import metrics as m
 from pipeline.intervals import CONFIDENCE, RESAMPLES, Interval, binomial_interval, bootstrap_intervals
 from pipeline.resolution import card_resolution
@@ -281,11 +281,13 @@ def threshold_promise(card: Mapping[str, Any], thresholds: Thresholds) -> dict[s
     """
     val = card.get("validation", {})
     n = val.get("n_anomalous") if isinstance(val, Mapping) else None
-    if not isinstance(n, int) or thresholds.method == METHOD_FALLBACK:
-        n = 0  # no labelled anomalies behind the cut: it promises nothing about misses
+    bound = miss_rate_bound(
+        n if isinstance(n, int) else 0, thresholds.target_miss_rate, method=thresholds.method
+    )
     return {
-        "validation_anomalies": n,
-        "miss_rate_bound": miss_rate_bound(n, thresholds.target_miss_rate),
+        # only anomalies the cut was set on count (a fallback card still counts its pseudo-anomalies)
+        "validation_anomalies": n if bound is not None else 0,
+        "miss_rate_bound": bound,
         "anomalies_for_target": anomalies_for_bound(thresholds.target_miss_rate),
     }
 

@@ -21,7 +21,7 @@ Both are seeded and deterministic, so ``metrics.json`` is reproducible.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -36,6 +36,7 @@ __all__ = [
     "bootstrap_intervals",
     "resampled_metrics",
     "trials_to_show",
+    "unshown_upper",
 ]
 
 CONFIDENCE = 0.95
@@ -47,6 +48,7 @@ RESAMPLES = 2000
 # Resamples are drawn in blocks of at most this many scores, so a 10 000-image test set needs tens of
 # megabytes, not gigabytes.
 _BLOCK_VALUES = 2_000_000
+_TARGET_SLACK = 1e-12  # a rate equal to its target meets it, whatever the float rounding
 _BISECTION_STEPS = 60  # halves [0, 1] to below 1e-18: far under any rate that is printed
 
 
@@ -126,6 +128,15 @@ def trials_to_show(rate: float, confidence: float = CONFIDENCE) -> int | None:
     while 1.0 - tail ** (1.0 / n) > rate:
         n += 1
     return n
+
+
+def unshown_upper(rate: float | None, interval: Sequence[float] | None, target: float) -> float | None:
+    """The upper end of ``rate``'s interval when ``rate`` meets ``target`` but the interval reaches
+    past it (the test set is too small to show the target); ``None`` otherwise."""
+    if rate is None or interval is None or rate > target + _TARGET_SLACK:
+        return None
+    high = float(interval[1])
+    return high if high > target + _TARGET_SLACK else None
 
 
 def resampled_metrics(

@@ -27,7 +27,7 @@ from models.threshold import METHOD_FALLBACK, METHOD_NORMAL_BOUND
 from pipeline import metrics as m
 from pipeline.evaluate import EvaluationResult, GalleryItem
 from pipeline.heatmap import overlay
-from pipeline.intervals import trials_to_show
+from pipeline.intervals import trials_to_show, unshown_upper
 from pipeline.resolution import describe_resize
 
 __all__ = [
@@ -296,7 +296,7 @@ def render_report(result: EvaluationResult) -> str:
         "th": th,
         "meets_target": None if miss is None else miss <= th.target_miss_rate + 1e-12,
         # the test set's miss-rate interval reaching past the target: too few anomalies to show it
-        "miss_unproven": miss_high is not None and miss_high > th.target_miss_rate + 1e-12,
+        "miss_unproven": unshown_upper(miss, miss_interval, th.target_miss_rate) is not None,
         "miss_high": miss_high,
         "test_anomalies_needed": trials_to_show(th.target_miss_rate),
         "promise": result.promise,

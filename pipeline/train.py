@@ -48,7 +48,7 @@ from models.patchcore import FineBank, MemoryBank, fit_fine_scale, select_bank
 from models.predictor import ImageScorer
 from models.pseudo_anomalies import PSEUDO_KINDS, make_pseudo_anomaly
 from models.registry import create_model
-from models.threshold import METHOD_FALLBACK, anomalies_for_bound, miss_rate_bound, pick_thresholds
+from models.threshold import anomalies_for_bound, miss_rate_bound, pick_thresholds
 from models.tiling import TilingConfig, make_views, to_rgb_float
 from models.weights import file_sha256
 from pipeline.fine_tuning import FineTuneConfig, fine_tune_backbone
@@ -751,10 +751,8 @@ def train_model(
             "n_good": int(len(val_good)),
             "n_anomalous": int(len(val_anom)),
             # what the release cut promises new anomalies like these (models.threshold docstring)
-            "miss_rate_bound": (
-                None
-                if thresholds.method == METHOD_FALLBACK
-                else miss_rate_bound(len(val_anom), config.target_miss_rate)
+            "miss_rate_bound": miss_rate_bound(
+                len(val_anom), config.target_miss_rate, method=thresholds.method
             ),
             "anomalies_for_target_bound": anomalies_for_bound(config.target_miss_rate),
             "anomalies": "pseudo (synthetic, made from held-out normals)" if val_pseudo else "labelled",

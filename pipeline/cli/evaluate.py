@@ -73,7 +73,7 @@ def evaluate_command(
     """
     from models.threshold import METHOD_FALLBACK, METHOD_NORMAL_BOUND
     from pipeline.evaluate import evaluate, write_outputs
-    from pipeline.intervals import trials_to_show
+    from pipeline.intervals import trials_to_show, unshown_upper
     from pipeline.report import number, number_span, percent, percent_span, write_report
 
     predictor = _load_predictor(model, runtime=runtime or Settings().runtime)
@@ -127,12 +127,12 @@ def evaluate_command(
         f"pixel AUROC {number(mt['pixel_auroc'])}, PRO {number(mt['pro'])}"
     )
     console.print("  (in brackets: 95 % confidence intervals)")
-    miss_ci = ci["miss_rate"]
-    if mt["miss_rate"] is not None and mt["miss_rate"] <= th.target_miss_rate < miss_ci[1]:
+    unshown = unshown_upper(mt["miss_rate"], ci["miss_rate"], th.target_miss_rate)
+    if unshown is not None:
         needed = trials_to_show(th.target_miss_rate)
         console.print(
             f"  {counts['anomalous']} anomalous images cannot show a miss rate of at most "
-            f"{percent(th.target_miss_rate)}: its interval reaches {percent(miss_ci[1])}"
+            f"{percent(th.target_miss_rate)}: its interval reaches {percent(unshown)}"
             + (f" ({needed} with none missed would)" if needed else "")
         )
     promise = result.promise or {}

@@ -241,3 +241,8 @@ def test_the_bound_holds_for_new_anomalies(n_anomalous: int, target: float, at_l
     assert bound is not None
     # the mean over 150 000 new anomalies: its standard error is well under 0.003
     assert at_least - 0.005 < float(np.mean(misses)) <= bound + 0.005
+
+
+def test_a_fallback_cut_promises_nothing() -> None:
+    assert miss_rate_bound(6, 0.01, method=METHOD_FALLBACK) is None
+    assert miss_rate_bound(6, 0.01, method=METHOD_NORMAL_BOUND) == pytest.approx(1 / 7)

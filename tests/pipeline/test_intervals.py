@@ -12,6 +12,7 @@ from pipeline.intervals import (
     bootstrap_intervals,
     resampled_metrics,
     trials_to_show,
+    unshown_upper,
 )
 
 
@@ -122,3 +123,16 @@ def test_bootstrap_intervals_need_both_classes_and_enough_resamples() -> None:
         bootstrap_intervals(*_scores(4, 10, 1.0), resamples=10)
     with pytest.raises(ValueError, match="same length"):
         bootstrap_intervals(np.array([0.1, 0.2]), np.array([0, 1, 1]))
+
+
+@pytest.mark.parametrize(
+    ("rate", "interval", "expected"),
+    [
+        (0.0, [0.0, 0.0596], 0.0596),  # none of 60 missed: consistent with 1 %, not shown
+        (0.0, [0.0, 0.009], None),  # shown
+        (0.05, [0.02, 0.12], None),  # over the target: nothing to show
+        (None, None, None),
+    ],
+)
+def test_unshown_upper(rate: float | None, interval: list[float] | None, expected: float | None) -> None:
+    assert unshown_upper(rate, interval, 0.01) == expected
