@@ -134,6 +134,10 @@ class TrainConfig:
             0.948 and 0.960 -> 0.963 end to end on fresh seeds 5757 and 6464); the frozen
             default's weaker heads add false alarms when summed (-0.016 and +0.001).
         val_fraction: share of good and of each labelled anomaly type held out for validation.
+        val_anomaly_fraction: share of each labelled anomaly type held out for validation, when it
+            should differ from ``val_fraction`` (``None``, the default, uses ``val_fraction``). The
+            release threshold's miss-rate promise rests on the validation anomalies alone, so a
+            larger share strengthens it without taking normals from the memory bank.
         folds: out-of-fold splits of the training normals for the head's inputs.
         tile_size, tile_overlap: tiling of images larger than ``tile_size`` (0 = always resize).
         batch_size: views per forward pass.
@@ -162,6 +166,7 @@ class TrainConfig:
     fine_tune_lr: float = 3e-4
     fusion: str = "auto"
     val_fraction: float = 0.2
+    val_anomaly_fraction: float | None = None
     folds: int = 2
     tile_size: int = 0
     tile_overlap: int = 0
@@ -196,6 +201,10 @@ class TrainConfig:
                 f"score_reduction {self.score_reduction!r} not in max, topk",
             ),
             (0.0 < self.val_fraction < 1.0, f"val_fraction {self.val_fraction} must be in (0, 1)"),
+            (
+                self.val_anomaly_fraction is None or 0.0 < self.val_anomaly_fraction < 1.0,
+                f"val_anomaly_fraction {self.val_anomaly_fraction} must be in (0, 1)",
+            ),
             (self.folds >= 2, f"folds {self.folds} must be >= 2"),
             (
                 self.fine_scale in FINE_SCALE_MODES,
@@ -253,13 +262,17 @@ def _read_train_items(root: Path) -> list[_Item]:
     return items
 
 
-def _split(items: list[_Item], fraction: float, rng: np.random.Generator) -> tuple[list[_Item], list[_Item]]:
-    """Stratified train/validation split: ``fraction`` of each type (at least one if it has two)."""
+def _split(
+    items: list[_Item], fraction: float, rng: np.random.Generator, *, anomaly_fraction: float | None = None
+) -> tuple[list[_Item], list[_Item]]:
+    """Stratified train/validation split: ``fraction`` of the good images and ``anomaly_fraction``
+    (default ``fraction``) of each anomaly type, at least one of each type that has two."""
     train, val = [], []
     for kind in sorted({i.anomaly_type for i in items}):
         group = [i for i in items if i.anomaly_type == kind]
         order = rng.permutation(len(group))
-        n_val = max(1, round(fraction * len(group))) if len(group) >= 2 else 0
+        share = fraction if kind == GOOD or anomaly_fraction is None else anomaly_fraction
+        n_val = max(1, round(share * len(group))) if len(group) >= 2 else 0
         val += [group[j] for j in order[:n_val]]
         train += [group[j] for j in order[n_val:]]
     return train, val
@@ -417,7 +430,9 @@ def train_model(
     trainer = _Trainer(config, progress)
     report = trainer.progress
     items = _read_train_items(root)
-    train_items, val_items = _split(items, config.val_fraction, trainer.rng)
+    train_items, val_items = _split(
+        items, config.val_fraction, trainer.rng, anomaly_fraction=config.val_anomaly_fraction
+    )
     all_images, all_hashes = _decode(train_items + val_items, report)
     train_images, val_images = all_images[: len(train_items)], all_images[len(train_items) :]
 
@@ -779,6 +794,12 @@ def train_model(
         "training": {
             "data_root": str(root),
             "counts": counts,
+            "validation_share": {
+                "good": config.val_fraction,
+                "anomalous": config.val_fraction
+                if config.val_anomaly_fraction is None
+                else config.val_anomaly_fraction,
+            },
             "files_sha256": _files_hash(root, train_items + val_items, all_hashes),
             "pseudo_anomalies": use_pseudo,
             "pseudo_types": [c for c in class_names if c.startswith(PSEUDO_PREFIX)],

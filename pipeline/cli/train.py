@@ -44,6 +44,16 @@ def train_command(
             "more validation anomalies make the release threshold promise more.",
         ),
     ] = 0.2,
+    val_anomaly_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--val-anomaly-fraction",
+            help="Share of each labelled anomaly type held out for validation, if it should differ from "
+            "--val-fraction: more validation anomalies strengthen the promise without taking normals "
+            "from the memory bank.",
+            show_default=False,
+        ),
+    ] = None,
     cargo_type: Annotated[
         str | None,
         typer.Option(
@@ -130,6 +140,7 @@ def train_command(
         image_size=image_size,
         target_miss_rate=target_miss_rate,
         val_fraction=val_fraction,
+        val_anomaly_fraction=val_anomaly_fraction,
         cargo_type=cargo_type,
         coreset_ratio=coreset_ratio,
         max_bank=max_bank,
@@ -235,7 +246,7 @@ def promise_words(val: dict[str, Any], target: float) -> tuple[str, str | None]:
     return row, (
         f"the release threshold rests on {n} anomalous validation images, so it promises a miss rate of at "
         f"most {percent(bound)}, not the {percent(target)} target; {needed} would promise the target. Add "
-        "labelled anomalies or hold more of them out (--val-fraction), and judge the model by "
+        "labelled anomalies or hold more of them out (--val-anomaly-fraction), and judge the model by "
         "`clearsight evaluate` on more of them."
     )
 

@@ -33,6 +33,14 @@ def _write(root: Path, n_good: int, *, gray: bool = False) -> Path:
     return root
 
 
+def _write_anomaly(root: Path, kind: str, n: int) -> None:
+    img = _texture(np.random.default_rng(100 + n))
+    cv2.rectangle(img, (20, 20), (40, 30), (40, 220, 40), -1)
+    path = root / "train" / kind / f"{n:03d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img[:, :, ::-1])
+
+
 def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = _write(tmp_path / "vacuum_pack", 10, gray=True)
     out = tmp_path / "model"
@@ -149,6 +157,7 @@ def test_the_miss_rate_promise_in_words(n: int, bound: float | None, row: str, n
         (["--pad", "8"], "Error: pad 8 must be a multiple of 16 in [0, image_size / 2]"),
         (["--cargo-type", ""], "Error: cannot tell the cargo type"),
         (["--val-fraction", "1.0"], "Error: val_fraction 1.0 must be in (0, 1)"),
+        (["--val-anomaly-fraction", "0"], "Error: val_anomaly_fraction 0.0 must be in (0, 1)"),
     ],
 )
 def test_train_cli_reports_bad_options(
@@ -206,3 +215,18 @@ def test_config_validates_eagerly(field: str, value: object, match: str) -> None
 )
 def test_fusion_rule_follows_fine_tuning_unless_forced(fusion: str, steps: int, rule: str) -> None:
     assert fusion_rule(TrainConfig(fusion=fusion, fine_tune_steps=steps)) == rule
+
+
+def test_train_cli_holds_out_a_separate_share_of_the_anomalies(tmp_path: Path) -> None:
+    root = _write(tmp_path / "vacuum_pack", 10)
+    for n in range(4):  # one labelled anomaly type beside the normals
+        _write_anomaly(root, "seal_defect", n)
+    out = tmp_path / "model"
+    args = ["--image-size", "32", "--pad", "0", "--val-anomaly-fraction", "0.5", "--threads", "1"]
+    assert run(app, ["train", "--data", str(root), "--out", str(out), *args]) == 0
+    training = json.loads((out / "model.json").read_text())["training"]
+    assert training["counts"] == {
+        "train": {"good": 8, "seal_defect": 2},
+        "validation": {"good": 2, "seal_defect": 2},
+    }
+    assert training["validation_share"] == {"good": 0.2, "anomalous": 0.5}
