@@ -3,7 +3,8 @@
 Steps (each reported to ``progress``):
 
 1. read ``train/`` (``train/good`` and optional labelled anomalies ``train/<type>``), hold out a
-   stratified validation split (``val_fraction`` of the good images and of each anomaly type);
+   stratified validation split (``val_fraction`` of the good images and of each anomaly type, or
+   ``val_anomaly_fraction`` of each anomaly type where that is set);
 2. decode, preprocess (gray -> RGB, 16-bit scaling, resize or tiling) and embed every image once;
 3. out-of-fold one-class scoring: the training normals are split into ``folds``; each fold is scored
    against a memory bank built from the other folds, so the supervised head learns from one-class
@@ -469,9 +470,9 @@ def train_model(
             trainer.detector,
             goods,
             [
-                (train_images[n], _read_mask(train_items[n].mask, train_images[n].shape[:2]))
+                (train_images[n], _read_mask(mask, train_images[n].shape[:2]))
                 for n in anom_idx
-                if train_items[n].mask is not None
+                if (mask := train_items[n].mask) is not None
             ],
             config=FineTuneConfig(steps=config.fine_tune_steps, lr=config.fine_tune_lr),
             tiling=trainer.tiling,
@@ -565,9 +566,9 @@ def train_model(
     # (patches, mask, fold) of every image with a defect mask: labelled ones, then pseudo-anomalies
     # made from every PATCH_PSEUDO_EVERY-th training normal (in that normal's fold).
     labelled_masks = [
-        (emb_anom[n].patches, _read_mask(train_items[i].mask, anomalies[n].shape[:2]), int(fold_of_anom[n]))
+        (emb_anom[n].patches, _read_mask(mask, anomalies[n].shape[:2]), int(fold_of_anom[n]))
         for n, i in enumerate(anom_idx)
-        if fit_frozen and train_items[i].mask is not None
+        if fit_frozen and (mask := train_items[i].mask) is not None
     ]
     pseudo_sources = np.arange(0, len(goods), PATCH_PSEUDO_EVERY) if fit_frozen else np.arange(0)
     pseudo_masks = [
