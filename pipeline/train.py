@@ -176,6 +176,11 @@ class TrainConfig:
     threads: int | None = None
     min_head_auroc: float = 0.9
 
+    @property
+    def val_anomaly_share(self) -> float:
+        """The share of each labelled anomaly type held out: ``val_anomaly_fraction`` or ``val_fraction``."""
+        return self.val_fraction if self.val_anomaly_fraction is None else self.val_anomaly_fraction
+
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
             (
@@ -264,15 +269,15 @@ def _read_train_items(root: Path) -> list[_Item]:
 
 
 def _split(
-    items: list[_Item], fraction: float, rng: np.random.Generator, *, anomaly_fraction: float | None = None
+    items: list[_Item], fraction: float, rng: np.random.Generator, *, anomaly_fraction: float
 ) -> tuple[list[_Item], list[_Item]]:
     """Stratified train/validation split: ``fraction`` of the good images and ``anomaly_fraction``
-    (default ``fraction``) of each anomaly type, at least one of each type that has two."""
+    of each anomaly type, at least one of each type that has two."""
     train, val = [], []
     for kind in sorted({i.anomaly_type for i in items}):
         group = [i for i in items if i.anomaly_type == kind]
         order = rng.permutation(len(group))
-        share = fraction if kind == GOOD or anomaly_fraction is None else anomaly_fraction
+        share = fraction if kind == GOOD else anomaly_fraction
         n_val = max(1, round(share * len(group))) if len(group) >= 2 else 0
         val += [group[j] for j in order[:n_val]]
         train += [group[j] for j in order[n_val:]]
@@ -432,7 +437,7 @@ def train_model(
     report = trainer.progress
     items = _read_train_items(root)
     train_items, val_items = _split(
-        items, config.val_fraction, trainer.rng, anomaly_fraction=config.val_anomaly_fraction
+        items, config.val_fraction, trainer.rng, anomaly_fraction=config.val_anomaly_share
     )
     all_images, all_hashes = _decode(train_items + val_items, report)
     train_images, val_images = all_images[: len(train_items)], all_images[len(train_items) :]
@@ -795,12 +800,7 @@ def train_model(
         "training": {
             "data_root": str(root),
             "counts": counts,
-            "validation_share": {
-                "good": config.val_fraction,
-                "anomalous": config.val_fraction
-                if config.val_anomaly_fraction is None
-                else config.val_anomaly_fraction,
-            },
+            "validation_share": {"good": config.val_fraction, "anomalous": config.val_anomaly_share},
             "files_sha256": _files_hash(root, train_items + val_items, all_hashes),
             "pseudo_anomalies": use_pseudo,
             "pseudo_types": [c for c in class_names if c.startswith(PSEUDO_PREFIX)],

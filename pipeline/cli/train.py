@@ -40,8 +40,8 @@ def train_command(
         float,
         typer.Option(
             "--val-fraction",
-            help="Share of the good images and of each labelled anomaly type held out for validation; "
-            "more validation anomalies make the release threshold promise more.",
+            help="Share of the good images (and of each labelled anomaly type, unless "
+            "--val-anomaly-fraction says otherwise) held out for validation.",
         ),
     ] = 0.2,
     val_anomaly_fraction: Annotated[

@@ -230,3 +230,13 @@ def test_train_cli_holds_out_a_separate_share_of_the_anomalies(tmp_path: Path) -
         "validation": {"good": 2, "seal_defect": 2},
     }
     assert training["validation_share"] == {"good": 0.2, "anomalous": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("val_fraction", "val_anomaly_fraction", "share"), [(0.2, None, 0.2), (0.2, 0.5, 0.5), (0.4, 0.1, 0.1)]
+)
+def test_the_anomalies_share_defaults_to_the_validation_fraction(
+    val_fraction: float, val_anomaly_fraction: float | None, share: float
+) -> None:
+    config = TrainConfig(val_fraction=val_fraction, val_anomaly_fraction=val_anomaly_fraction)
+    assert config.val_anomaly_share == share
