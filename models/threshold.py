@@ -64,6 +64,7 @@ __all__ = [
     "METHOD_NORMAL_BOUND",
     "METHOD_VALIDATION",
     "RELEASE_GAP_POSITION",
+    "allowed_errors",
     "anomalies_for_bound",
     "miss_rate_bound",
     "pick_thresholds",
@@ -103,8 +104,13 @@ def _check_rate(value: float, name: str) -> None:
         raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
 
 
-def _allowed(rate: float, n: int) -> int:
-    """How many of ``n`` images may be on the wrong side of a cut at ``rate``: floor(rate * n)."""
+def allowed_errors(rate: float, n: int) -> int:
+    """How many of ``n`` images may be on the wrong side of a cut at ``rate``: floor(rate * n).
+
+    The one count behind the thresholds here and the operating-point metrics (``pipeline.metrics``).
+    """
+    if not (math.isfinite(rate) and 0.0 <= rate < 1.0):
+        raise ValueError(f"rate must be in [0, 1); got {rate!r}")
     return int(math.floor(rate * n + _COUNT_EPS))
 
 
@@ -116,7 +122,7 @@ def _release_from_anomalies(normal: np.ndarray, anomalous: np.ndarray, target_mi
     cut goes midway between ``a[k]`` and the highest score (normal or anomalous) strictly below it, or
     midway to 0 when nothing scores lower.
     """
-    pivot = float(anomalous[_allowed(target_miss_rate, anomalous.size)])
+    pivot = float(anomalous[allowed_errors(target_miss_rate, anomalous.size)])
     both = np.concatenate([normal, anomalous])
     below = both[both < pivot]
     lower = float(below.max()) if below.size else 0.0
@@ -141,7 +147,7 @@ def _hold_from_normals(normal: np.ndarray, anomalous: np.ndarray, hold_false_ala
     above ``d[m]``. It goes midway between ``d[m]`` and the lowest score (normal or anomalous)
     strictly above it, or midway to 1 when nothing scores higher (capped at 1, the top of the scale).
     """
-    pivot = float(normal[::-1][_allowed(hold_false_alarm_rate, normal.size)])
+    pivot = float(normal[::-1][allowed_errors(hold_false_alarm_rate, normal.size)])
     both = np.concatenate([normal, anomalous])
     above = both[both > pivot]
     upper = float(above.min()) if above.size else 1.0
@@ -165,7 +171,7 @@ def miss_rate_bound(
         raise ValueError(f"n_anomalous must be >= 0; got {n_anomalous}")
     if n_anomalous == 0 or method == METHOD_FALLBACK:
         return None
-    return (_allowed(target_miss_rate, n_anomalous) + 1) / (n_anomalous + 1)
+    return (allowed_errors(target_miss_rate, n_anomalous) + 1) / (n_anomalous + 1)
 
 
 def anomalies_for_bound(target_miss_rate: float) -> int | None:
@@ -180,7 +186,7 @@ def anomalies_for_bound(target_miss_rate: float) -> int | None:
     # about ceil(1 / rate) - 1. Start one short of it and step, so float rounding of 1 / rate cannot
     # skip the first n that qualifies.
     n = max(1, math.ceil(1.0 / target_miss_rate) - 2)
-    while (_allowed(target_miss_rate, n) + 1) / (n + 1) > target_miss_rate + _COUNT_EPS:
+    while (miss_rate_bound(n, target_miss_rate) or 1.0) > target_miss_rate + _COUNT_EPS:
         n += 1
     return n
 
@@ -227,7 +233,7 @@ def pick_thresholds(
             )
         release = _release_from_anomalies(normal, anomalous, target_miss_rate)
         method = METHOD_VALIDATION
-        if _allowed(target_miss_rate, anomalous.size) == 0 and normal[0] != normal[-1]:
+        if allowed_errors(target_miss_rate, anomalous.size) == 0 and normal[0] != normal[-1]:
             # Too few anomalies to measure the target rate (fewer than 1 / rate): the cut under the
             # lowest one says little about new anomalies (seen: 33 % of test anomalies released by a
             # cut placed from 6 validation ones). Never cut higher than just above the normals.

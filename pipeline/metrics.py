@@ -21,12 +21,13 @@ third decimal on any realistic map.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import NamedTuple
 
 import cv2
 import numpy as np
+
+from models.threshold import allowed_errors
 
 __all__ = [
     "DEFAULT_BINS",
@@ -51,9 +52,6 @@ __all__ = [
 
 DEFAULT_BINS = 10_000
 """Histogram bins over [0, 1] for the pixel metrics."""
-
-# rate * count such as 0.07 * 100 = 7.000000000000001 must not lose an allowed miss to rounding
-_COUNT_EPS = 1e-9
 
 
 class MetricValue(NamedTuple):
@@ -127,13 +125,6 @@ def _one_class_reason(labels: np.ndarray) -> str | None:
     if n_neg == 0:
         return f"only anomalous images ({n_pos}); the metric needs good ones too"
     return None
-
-
-def allowed_errors(rate: float, n: int) -> int:
-    """How many of ``n`` images may be on the wrong side of a cut at ``rate``: floor(rate * n)."""
-    if not (math.isfinite(rate) and 0.0 <= rate < 1.0):
-        raise ValueError(f"rate must be in [0, 1); got {rate!r}")
-    return int(math.floor(rate * n + _COUNT_EPS))
 
 
 def _trapezoid(x: np.ndarray, y: np.ndarray) -> float:

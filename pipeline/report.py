@@ -64,10 +64,7 @@ def number(value: float | None, digits: int = 3) -> str:
 
 def percent_span(interval: Sequence[float] | None, digits: int = 1) -> str:
     """A 95 % interval ``[0.614, 0.836]`` -> ``"61.4–83.6 %"``; ``None`` -> ``"n/a"``."""
-    if interval is None:
-        return "n/a"
-    low, high = interval
-    return f"{100.0 * low:.{digits}f}–{100.0 * high:.{digits}f} %"
+    return "n/a" if interval is None else number_span([100.0 * v for v in interval], digits) + " %"
 
 
 def number_span(interval: Sequence[float] | None, digits: int = 3) -> str:
