@@ -32,8 +32,13 @@ class Nuisance:
     jpeg_quality: int  # 0 for no JPEG round trip
 
 
-def sample_nuisance(rng: np.random.Generator, size: int, canvas: int) -> Nuisance:
-    """Draw the nuisance for an output of ``size`` px rendered on a ``canvas`` px square."""
+def sample_nuisance(rng: np.random.Generator, size: int, canvas: int, *, lit: bool = True) -> Nuisance:
+    """Draw the nuisance for an output of ``size`` px rendered on a ``canvas`` px square.
+
+    ``lit=False`` is for a transmission X-ray: its brightness is what passes through the cargo, not
+    reflected light, so a structure outside the view casts no shadow on it. The shadow is still
+    drawn, so that the rest of the nuisance (and every lit image of a seed) stays the same.
+    """
     angle = rng.uniform(-8, 8)
     scale = rng.uniform(0.92, 1.12)
     centre = (canvas / 2, canvas / 2)
@@ -47,6 +52,8 @@ def sample_nuisance(rng: np.random.Generator, size: int, canvas: int) -> Nuisanc
         shadow = random_polygon(
             rng, (float(corner[0]), float(corner[1])), size * rng.uniform(0.3, 0.6), vertices=(4, 6)
         )
+    if not lit:
+        shadow = None
     return Nuisance(
         matrix=m.astype(np.float64),
         gradient=(rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.35), rng.uniform(0, 0.3)),

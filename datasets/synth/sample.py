@@ -86,7 +86,7 @@ def render_sample(
     sixteen_bit = variant == "xray" and vrng.uniform() < 0.5
     canvas = int(round(size * _CANVAS_FACTOR))
     nrng = np.random.default_rng(nuisance_ss)
-    nuisance = sample_nuisance(nrng, size, canvas)
+    nuisance = sample_nuisance(nrng, size, canvas, lit=variant != "xray")
     srng = np.random.default_rng(scene_ss)
 
     if cargo == "bulk_ore":

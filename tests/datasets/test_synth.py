@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from datasets.errors import CargoTypeError, InputError
 from datasets.synth import ANOMALY_TYPES, GOOD, SynthConfig, generate_dataset, render_sample
+from datasets.synth.nuisance import sample_nuisance
 
 TINY = {
     "seed": 5,
@@ -192,6 +194,23 @@ def test_special_variants_appear_about_a_quarter_of_the_time() -> None:
     assert 2 <= variants["bulk_ore"].count("grayscale") <= 10
     assert 2 <= variants["vacuum_pack"].count("xray") <= 10
     assert np.dtype(np.uint16) in depths and np.dtype(np.uint8) in depths
+
+
+def test_an_xray_gets_no_cast_shadow_and_otherwise_the_same_nuisance() -> None:
+    # A transmission X-ray is not lit, so a gantry outside the view casts no shadow on it; the other
+    # nuisance draws (and the generator's state after them) must not move, so lit images stay the same.
+    shadows = 0
+    for i in range(40):
+        lit_rng, xray_rng = np.random.default_rng(i), np.random.default_rng(i)
+        lit = sample_nuisance(lit_rng, 64, 83)
+        xray = sample_nuisance(xray_rng, 64, 83, lit=False)
+        assert xray.shadow is None
+        shadows += lit.shadow is not None
+        for field in dataclasses.fields(lit):
+            if field.name != "shadow":
+                assert np.array_equal(getattr(lit, field.name), getattr(xray, field.name)), field.name
+        assert lit_rng.bit_generator.state == xray_rng.bit_generator.state
+    assert 3 <= shadows <= 16  # about a fifth of lit images carry one
 
 
 CASES = [(c, t, sev) for c, types in ANOMALY_TYPES.items() for t in types for sev in (0.0, 0.5, 1.0)]
