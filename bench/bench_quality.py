@@ -209,11 +209,14 @@ def main(argv: list[str] | None = None) -> int:
                 per_type = " ".join(
                     f"{kind} {fmt(block['image_auroc'])}" for kind, block in sorted(mt["per_type"].items())
                 )
+                per_kind = " ".join(
+                    f"{kind} {fmt(block['image_auroc'])}" for kind, block in mt["per_image_kind"].items()
+                )
                 n_test = mt["counts"]["images"]
                 rows.append(
                     f"| {cargo} | {name} | {fmt(mt['image_auroc'])} | {fmt(mt['tnr_at_fnr_1pct'])} | "
                     f"{fmt(mt['release_rate'])} / {fmt(mt['miss_rate'])} | "
-                    f"{fmt(mt['pixel_auroc'])} / {fmt(mt['pro'])} | {per_type} | "
+                    f"{fmt(mt['pixel_auroc'])} / {fmt(mt['pro'])} | {per_type} | {per_kind} | "
                     f"{fit_s:.0f} s / {n_test / eval_s:.1f} img/s |"
                 )
                 print(rows[-1], flush=True)
@@ -237,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nseed {args.seed}, held out of training: {args.holdout}\n"
         "| cargo | model | image AUROC | TNR at 1 % FNR | release / miss at own threshold | "
-        "pixel AUROC / PRO | AUROC per type | fit / evaluate |\n|---|---|---|---|---|---|---|---|"
+        "pixel AUROC / PRO | AUROC per type | AUROC per picture kind | fit / evaluate |\n"
+        "|---|---|---|---|---|---|---|---|---|"
     )
     print("\n".join(rows))
     print(

@@ -15,6 +15,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from models.tiling import is_grey
+
 __all__ = ["PSEUDO_KINDS", "host_key", "make_pseudo_anomaly", "transplant_defect"]
 
 PSEUDO_KINDS = ("cutpaste", "noise", "blob")
@@ -89,16 +91,11 @@ def make_pseudo_anomaly(
     return out, alpha > 0.5, kind
 
 
-def _is_grey(image: np.ndarray) -> bool:
-    """True for a grey image stored as RGB (an X-ray's or a mono camera's)."""
-    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
-
-
 def host_key(image: np.ndarray) -> tuple[tuple[int, ...], bool]:
     """(shape, grey or not). A defect may be transplanted only between images with equal keys: the
     same size, and both grey or both colour (an X-ray's defect in a colour photo would teach its
     greyness, not the defect). One key per image keeps matching defects to many normals cheap."""
-    return tuple(image.shape), _is_grey(image)
+    return tuple(image.shape), is_grey(image)
 
 
 def transplant_defect(

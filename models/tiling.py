@@ -21,6 +21,7 @@ from datasets.errors import InputError
 __all__ = [
     "TilingConfig",
     "View",
+    "is_grey",
     "make_views",
     "plan_views",
     "stitch_maps",
@@ -77,6 +78,15 @@ def to_rgb_float(image: np.ndarray) -> np.ndarray:
     if arr.dtype in (np.float32, np.float64):
         return np.clip(arr.astype(np.float32), 0.0, 1.0)
     raise InputError(f"image dtype {arr.dtype} is not accepted; use uint8, uint16 or float32 in [0, 1]")
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """True for a one-channel image, or an RGB(A) one whose three colour channels are equal: an X-ray's
+    or a mono camera's picture, however it was stored. (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)."""
+    arr = np.asarray(image)
+    if arr.ndim == 2 or arr.shape[2] == 1:
+        return True
+    return bool(np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2]))
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -2,8 +2,10 @@
 
 :func:`evaluate` runs a :class:`~models.inference.Predictor` over every test image, streams the anomaly
 maps into the pixel metrics, and returns an :class:`EvaluationResult`: one :class:`ImageRecord` per
-image, the metrics overall and per anomaly type (each type against all good images), and the few
-images worst handled by the model (for the report's gallery). :func:`write_outputs` writes
+image, the metrics overall, per anomaly type (each type against all good images) and per image
+kind (colour or grayscale pictures, each kind's anomalies against its own good images: an X-ray
+view may be ranked worse than a photograph), and the few images worst handled by the model (for
+the report's gallery). :func:`write_outputs` writes
 ``metrics.json`` and ``scores.csv``; :mod:`pipeline.report` renders ``report.html``.
 
 The figure that matters is the operating point at the model's own thresholds: the share of good
@@ -33,12 +35,14 @@ import numpy as np
 from datasets.errors import ClearsightError, DatasetFormatError, ModelError
 from models.inference import GOOD, Predictor, Thresholds
 from models.threshold import anomalies_for_bound, miss_rate_bound
+from models.tiling import is_grey
 from pipeline import metrics as m
 from pipeline.intervals import CONFIDENCE, RESAMPLES, Interval, binomial_interval, bootstrap_intervals
 from pipeline.resolution import card_resolution
 
 __all__ = [
     "GALLERY_SIZE",
+    "IMAGE_KINDS",
     "SCORES_COLUMNS",
     "EvaluationResult",
     "GalleryItem",
@@ -61,6 +65,10 @@ INTERVAL_METHODS: dict[str, str] = {
     "detection_rate_at_fpr_1pct": f"stratified percentile bootstrap, {RESAMPLES} resamples",
 }
 """How each interval in ``metrics.json`` is computed (written there as ``intervals_method``)."""
+
+IMAGE_KINDS = ("colour", "grayscale")
+"""What ``per_image_kind`` breaks the metrics down by: a picture with colour, or one whose channels are
+all equal (an X-ray, a mono camera), whatever its file stored (:func:`models.tiling.is_grey`)."""
 
 _GALLERY_SIDE = 320  # gallery thumbnails are scaled down to this longest side to keep report.html small
 _FNR = 0.01
@@ -86,7 +94,8 @@ class ImageRecord(NamedTuple):
     """One test image's outcome; a row of ``scores.csv``.
 
     ``type`` is the true anomaly type (``"good"`` for good images); ``score``/``predicted_*`` are
-    ``None`` and ``error`` is set when the image could not be read.
+    ``None`` and ``error`` is set when the image could not be read. ``image_kind`` is one of
+    :data:`IMAGE_KINDS`, ``None`` for an image that could not be read.
     """
 
     path: str
@@ -97,6 +106,7 @@ class ImageRecord(NamedTuple):
     predicted_type: str | None
     has_mask: bool
     error: str | None = None
+    image_kind: str | None = None
 
 
 class GalleryItem(NamedTuple):
@@ -141,12 +151,17 @@ class EvaluationResult:
     sizes against the model input, and the warning training gave), for the report; None for a card
     written before training recorded it."""
 
-    def scores_and_labels(self, anomaly_type: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores (N,) float64, labels (N,) bool) of the scored images; one type + all good if given."""
+    def scores_and_labels(
+        self, anomaly_type: str | None = None, image_kind: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (N,) float64, labels (N,) bool) of the scored images; one type + all good if given,
+        and only the images of one kind (:data:`IMAGE_KINDS`) if given."""
         rows = [
             r
             for r in self.records
-            if r.score is not None and (anomaly_type is None or r.type in (GOOD, anomaly_type))
+            if r.score is not None
+            and (anomaly_type is None or r.type in (GOOD, anomaly_type))
+            and (image_kind is None or r.image_kind == image_kind)
         ]
         return (
             np.array([r.score for r in rows], dtype=np.float64),
@@ -418,6 +433,8 @@ def evaluate(
     overall_pixels = m.PixelAccumulator()
     type_pixels = {t: m.PixelAccumulator() for t in types}
     has_masks = dict.fromkeys(types, False)
+    kind_pixels = {k: m.PixelAccumulator() for k in IMAGE_KINDS}
+    kind_masks = dict.fromkeys(IMAGE_KINDS, False)
     records: list[ImageRecord] = []
     misses, false_alarms = _Gallery(gallery_size), _Gallery(gallery_size)
 
@@ -455,6 +472,7 @@ def evaluate(
                 kind = _true_type(item)
                 score = float(pred.score)
                 mask = _read_mask(Path(item.mask_path)) if item.mask_path is not None else None
+                image_kind = IMAGE_KINDS[1] if is_grey(image) else IMAGE_KINDS[0]
                 record = ImageRecord(
                     path=_relative(item.path, root),
                     label=item.label,
@@ -463,6 +481,7 @@ def evaluate(
                     predicted_label=pred.label,
                     predicted_type=pred.anomaly_type,
                     has_mask=mask is not None,
+                    image_kind=image_kind,
                 )
                 records.append(record)
                 amap = np.asarray(pred.anomaly_map, dtype=np.float32)
@@ -471,11 +490,14 @@ def evaluate(
                     overall_pixels.add(amap, None)
                     for acc in type_pixels.values():
                         acc.add(amap, None)
+                    kind_pixels[image_kind].add(amap, None)
                     gallery, key = false_alarms, score
                 elif mask is not None:
                     overall_pixels.add(amap, mask)
                     type_pixels[kind].add(amap, mask)
                     has_masks[kind] = True
+                    kind_pixels[image_kind].add(amap, mask)
+                    kind_masks[image_kind] = True
                     gallery, key = misses, -score
                 else:
                     gallery, key = misses, -score
@@ -501,7 +523,10 @@ def evaluate(
         promise=threshold_promise(predictor.card, thresholds),
     )
     result.metrics = _metrics(
-        result, overall_pixels if any(has_masks.values()) else None, type_pixels, has_masks
+        result,
+        overall_pixels if any(has_masks.values()) else None,
+        {t: acc for t, acc in type_pixels.items() if has_masks[t]},
+        {k: acc for k, acc in kind_pixels.items() if kind_masks[k]},
     )
     return result
 
@@ -510,18 +535,25 @@ def _metrics(
     result: EvaluationResult,
     overall_pixels: m.PixelAccumulator | None,
     type_pixels: Mapping[str, m.PixelAccumulator],
-    has_masks: Mapping[str, bool],
+    kind_pixels: Mapping[str, m.PixelAccumulator],
 ) -> dict[str, Any]:
+    """``metrics.json``; ``type_pixels``/``kind_pixels`` hold the pixel histograms of the anomaly types
+    and image kinds that have ground-truth masks (the others get no pixel metrics)."""
     th = result.thresholds
     scores, labels = result.scores_and_labels()
     summary = _summary(scores, labels, overall_pixels, th)
     summary["counts"]["failed"] = sum(r.error is not None for r in result.records)
     summary["counts"]["with_mask"] = sum(r.has_mask and r.label != GOOD for r in result.records)
     per_type: dict[str, Any] = {}
-    for kind, acc in type_pixels.items():
+    for kind in sorted({r.type for r in result.records} - {GOOD}):
         s, lab = result.scores_and_labels(kind)
-        per_type[kind] = _summary(s, lab, acc if has_masks[kind] else None, th)
+        per_type[kind] = _summary(s, lab, type_pixels.get(kind), th)
         per_type[kind]["type_accuracy"] = _type_accuracy(r for r in result.records if r.type == kind)
+    per_image_kind: dict[str, Any] = {}
+    for image_kind in IMAGE_KINDS:
+        s, lab = result.scores_and_labels(image_kind=image_kind)
+        if s.size:
+            per_image_kind[image_kind] = _summary(s, lab, kind_pixels.get(image_kind), th)
     return {
         "model_id": result.model_id,
         "cargo_type": result.cargo_type,
@@ -537,6 +569,7 @@ def _metrics(
         **summary,
         "type_accuracy": _type_accuracy(result.records),
         "per_type": per_type,
+        "per_image_kind": per_image_kind,
     }
 
 
@@ -555,7 +588,7 @@ def _json_ready(value: Any) -> Any:
 
 
 SCORES_COLUMNS: Sequence[str] = (
-    "path", "label", "type", "score", "predicted_label", "predicted_type", "error",
+    "path", "label", "type", "score", "predicted_label", "predicted_type", "error", "image_kind",
 )  # fmt: skip
 
 
@@ -574,7 +607,7 @@ def write_outputs(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
             writer.writerow(
                 [
                     r.path, r.label, r.type, "" if r.score is None else f"{r.score:.6f}",
-                    r.predicted_label or "", r.predicted_type or "", r.error or "",
+                    r.predicted_label or "", r.predicted_type or "", r.error or "", r.image_kind or "",
                 ]
             )  # fmt: skip
     return metrics_path, scores_path

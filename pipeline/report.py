@@ -286,6 +286,7 @@ def render_report(result: EvaluationResult) -> str:
     miss_interval = metrics.get("intervals", {}).get("miss_rate")
     miss_high = None if miss_interval is None else miss_interval[1]
     per_type = [{"name": name, **block} for name, block in sorted(metrics.get("per_type", {}).items())]
+    per_image_kind = [{"name": name, **block} for name, block in metrics.get("per_image_kind", {}).items()]
     failed = [r for r in result.records if r.error is not None]
     context = {
         "result": result,
@@ -303,6 +304,7 @@ def render_report(result: EvaluationResult) -> str:
         "pr": pr_svg(scores, labels),
         "histogram": histogram_svg(scores, labels, release=th.release, hold=th.hold),
         "per_type": per_type,
+        "per_image_kind": per_image_kind,
         "misses": [_gallery_card(g, th.release) for g in result.worst_misses],
         "false_alarms": [_gallery_card(g, th.release) for g in result.worst_false_alarms],
         "failed": failed,

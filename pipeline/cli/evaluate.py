@@ -126,6 +126,17 @@ def evaluate_command(
         f"TNR at 1 % FNR {percent(mt['tnr_at_fnr_1pct'])} ({percent_span(ci['tnr_at_fnr_1pct'])}), "
         f"pixel AUROC {number(mt['pixel_auroc'])}, PRO {number(mt['pro'])}"
     )
+    kinds = mt["per_image_kind"]
+    if len(kinds) > 1:  # an X-ray view can rank worse than a photograph: say so where it shows
+        console.print(
+            "  "
+            + "; ".join(
+                f"{name} pictures ({block['counts']['good']} clean, {block['counts']['anomalous']} "
+                f"anomalous): image AUROC {number(block['image_auroc'])} "
+                f"({number_span(block['intervals']['image_auroc'])})"
+                for name, block in kinds.items()
+            )
+        )
     console.print("  (in brackets: 95 % confidence intervals)")
     unshown = unshown_upper(mt["miss_rate"], ci["miss_rate"], th.target_miss_rate)
     if unshown is not None:

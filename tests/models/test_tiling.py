@@ -1,10 +1,11 @@
-"""How much resolution a view loses on its way to the model input."""
+"""How much resolution a view loses on its way to the model input, and which pictures count as grey."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from models.tiling import TilingConfig, view_downscale
+from models.tiling import TilingConfig, is_grey, view_downscale
 
 
 @pytest.mark.parametrize(
@@ -21,3 +22,25 @@ from models.tiling import TilingConfig, view_downscale
 )
 def test_view_downscale(height: int, width: int, size: int, tiling: TilingConfig, expected: float) -> None:
     assert view_downscale(height, width, size=size, tiling=tiling) == pytest.approx(expected)
+
+
+def _rgb(r: int, g: int, b: int, dtype: type = np.uint8) -> np.ndarray:
+    image = np.zeros((4, 5, 3), dtype)
+    image[..., 0], image[..., 1], image[..., 2] = r, g, b
+    return image
+
+
+@pytest.mark.parametrize(
+    ("image", "grey"),
+    [
+        (np.full((4, 5), 7, np.uint8), True),  # one channel
+        (np.full((4, 5, 1), 300, np.uint16), True),  # one channel, 16-bit
+        (_rgb(9, 9, 9), True),  # grey stored as RGB
+        (np.dstack([_rgb(9, 9, 9), np.full((4, 5), 255, np.uint8)]), True),  # ... with alpha
+        (_rgb(9, 9, 10), False),  # one channel off by one level is colour
+        (_rgb(9, 8, 9), False),
+        (_rgb(0.2, 0.2, 0.2, np.float32), True),
+    ],
+)
+def test_is_grey(image: np.ndarray, grey: bool) -> None:
+    assert is_grey(image) is grey

@@ -69,7 +69,7 @@ class Dataset(NamedTuple):  # the shape of datasets.mvtec.MvtecDataset
     items: tuple[Item, ...]
 
 
-# name, type, background, square value (2x2 at rows/cols 2-3), has mask, colour
+# name, type, background, square value (2x2 at rows/cols 2-3), has mask, colour (else grayscale)
 IMAGES = [
     ("g1", GOOD, 51, None, False, False),  # 0.2
     ("g2", GOOD, 102, None, False, True),  # 0.4
@@ -95,7 +95,8 @@ def write_dataset(root: Path) -> Dataset:
             image[2:4, 2:4] = square
             mask[2:4, 2:4] = 255
         path = folder / f"{name}.png"
-        cv2.imwrite(str(path), np.dstack([image] * 3) if colour else image)
+        # a colour picture: red (what the fake scores) is the grey value, green differs (cv2 writes BGR)
+        cv2.imwrite(str(path), np.dstack([image, image // 2, image]) if colour else image)
         mask_path = None
         if has_mask:
             mask_path = root / "ground_truth" / kind / f"{name}_mask.png"

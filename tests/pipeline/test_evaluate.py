@@ -40,6 +40,8 @@ def _pro(steps: Sequence[tuple[float, float]], limit: float = 0.3) -> float:
 OVERALL_PRO = _pro([(0, 0), (0, 1 / 3), (0, 2 / 3), (64 / 436, 2 / 3), (128 / 436, 1.0), (192 / 436, 1.0)])
 # Crack only: normal 256 + 120 = 376; regions c1 (0.8) and c2 (0.4, tied with g2).
 CRACK_PRO = _pro([(0, 0), (0, 0.5), (64 / 376, 0.5), (128 / 376, 1.0)])
+# Colour pictures only (g2, c2): normal pixels g2's 64 at 0.4 + c2's 60 background; region c2 (0.4).
+COLOUR_PRO = _pro([(0, 0), (64 / 124, 1.0)])
 
 
 def _block(**kw: Any) -> dict[str, Any]:
@@ -130,6 +132,43 @@ EXPECTED = {
             "type_accuracy": 0.0,
         },
     },
+    "per_image_kind": {
+        "colour": {  # g2 (0.4) and c2 (0.4): a tie
+            "counts": {"images": 2, "good": 1, "anomalous": 1},
+            "release_rate": 1.0,
+            "miss_rate": 1.0,
+            "image_auroc": 0.5,
+            "image_aupr": 0.5,
+            "tnr_at_fnr_1pct": 0.0,  # nothing clean scores below the anomaly
+            "detection_rate_at_fpr_1pct": 0.0,
+            "confusion": {"true_positive": 0, "false_positive": 0, "true_negative": 1, "false_negative": 1},
+            "bands": {
+                "good": {"release": 1.0, "remote_review": 0.0, "hold": 0.0},
+                "anomalous": {"release": 1.0, "remote_review": 0.0, "hold": 0.0},
+            },
+            # c2's 4 pixels beat its 60 background pixels and tie g2's 64
+            "pixel_auroc": (4 * 60 + 0.5 * 4 * 64) / (4 * 124),
+            "pro": COLOUR_PRO,
+            "undefined": {},
+        },
+        "grayscale": {  # g1, g3, g4 against c1, h1, s1: every anomaly above every clean picture
+            "counts": {"images": 6, "good": 3, "anomalous": 3},
+            "release_rate": 2 / 3,
+            "miss_rate": 0.0,
+            "image_auroc": 1.0,
+            "image_aupr": 1.0,
+            "tnr_at_fnr_1pct": 1.0,
+            "detection_rate_at_fpr_1pct": 1.0,
+            "confusion": {"true_positive": 3, "false_positive": 1, "true_negative": 2, "false_negative": 0},
+            "bands": {
+                "good": {"release": 2 / 3, "remote_review": 1 / 3, "hold": 0.0},
+                "anomalous": {"release": 0.0, "remote_review": 0.0, "hold": 1.0},
+            },
+            "pixel_auroc": 1.0,  # c1's and h1's pixels above g3's 0.6
+            "pro": 1.0,
+            "undefined": {},
+        },
+    },
 }
 
 
@@ -166,7 +205,7 @@ def test_metrics_of_a_constructed_case(dataset: Dataset) -> None:
     metrics = dict(result.metrics)
     assert metrics.pop("data_root") == str(dataset.root)
     assert metrics.pop("evaluated_at") == result.evaluated_at
-    for block in (metrics, *metrics["per_type"].values()):
+    for block in (metrics, *metrics["per_type"].values(), *metrics["per_image_kind"].values()):
         block.pop("intervals")  # checked in test_intervals_of_a_constructed_case
     for key in ("threshold_promise", "interval_confidence", "intervals_method"):
         metrics.pop(key)
@@ -224,7 +263,9 @@ def test_write_outputs(dataset: Dataset, tmp_path: Path) -> None:
     assert json.loads(metrics_path.read_text(encoding="utf-8")) == result.metrics
     with scores_path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["path", "label", "type", "score", "predicted_label", "predicted_type", "error"]
+    assert rows[0] == [
+        "path", "label", "type", "score", "predicted_label", "predicted_type", "error", "image_kind",
+    ]  # fmt: skip
     by_path = {row[0]: row for row in rows[1:]}
     assert len(rows) == 10
     assert by_path["test/crack/c1.png"] == [
@@ -235,11 +276,16 @@ def test_write_outputs(dataset: Dataset, tmp_path: Path) -> None:
         "anomalous",
         "hole",
         "",
+        "grayscale",
     ]
-    assert by_path["test/good/g1.png"] == ["test/good/g1.png", "good", "good", "0.200000", "good", "", ""]
+    assert by_path["test/good/g1.png"] == [
+        "test/good/g1.png", "good", "good", "0.200000", "good", "", "", "grayscale",
+    ]  # fmt: skip
+    assert by_path["test/good/g2.png"][7] == "colour"
     broken = by_path["test/good/broken.png"]
     assert broken[:6] == ["test/good/broken.png", "good", "good", "", "", ""]
     assert "broken.png" in broken[6]
+    assert broken[7] == ""  # no kind for a picture that could not be read
 
 
 def test_only_good_images_give_reasons_not_crashes(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ from evaluate_fakes import FakePredictor, write_dataset  # noqa: E402
 from models.inference import GOOD, Thresholds  # noqa: E402
 from pipeline.cli import app, run  # noqa: E402
 from pipeline.evaluate import EvaluationResult, GalleryItem, ImageRecord, _metrics  # noqa: E402
-from pipeline.metrics import PixelAccumulator  # noqa: E402
 from pipeline.report import histogram_svg, percent, render_report, roc_svg, write_report  # noqa: E402
 from pipeline.resolution import card_resolution  # noqa: E402
 
@@ -46,7 +45,7 @@ def _result(records: list[ImageRecord], thresholds: Thresholds = TH) -> Evaluati
         metrics={},
         evaluated_at="2025-01-01T00:00:00+00:00",
     )
-    result.metrics = _metrics(result, None, {"crack": PixelAccumulator(10)}, {"crack": False})
+    result.metrics = _metrics(result, None, {}, {})  # no ground-truth masks
     return result
 
 
@@ -91,6 +90,20 @@ def test_sections_charts_and_tables(result: EvaluationResult) -> None:
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
     assert "crack 2 50.0 % up to 98.7 %" in text  # 1 of 2 missed: the exact interval reaches 98.7 %
     assert re.search(r"Image AUROC 0\.833 0\.\d{3}–1\.000", text)  # the value, then its bootstrap interval
+
+
+def test_colour_and_grayscale_pictures_are_compared_when_both_are_there() -> None:
+    # colour: clean a (0.1) and c (0.6), anomalous x (0.3); grayscale: clean b (0.2), anomalous y (0.9)
+    grey = ("test/good/b.png", "test/crack/y.png")
+    mixed = [r._replace(image_kind="grayscale" if r.path in grey else "colour") for r in RECORDS[:5]]
+    page = render_report(_result(mixed))
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+    assert 'id="per-image-kind-table"' in page
+    # colour: c held, x missed, a below x (released at 1 % missed), x ranked between a and c
+    assert "colour 2 1 50.0 % 100.0 % up to 100.0 % 50.0 % 0.500" in text
+    assert "grayscale 1 1 100.0 % 0.0 % up to 97.5 % 100.0 % 1.000" in text
+    one_kind = [r._replace(image_kind="colour") for r in RECORDS[:5]]
+    assert 'id="per-image-kind-table"' not in render_report(_result(one_kind))
 
 
 def test_self_contained_with_decodable_gallery_images(result: EvaluationResult, tmp_path: Path) -> None:
@@ -289,6 +302,9 @@ def test_cli_end_to_end(
         "target <= 1.0 %)" in captured.out
     )
     assert "(in brackets: 95 % confidence intervals)" in captured.out
+    # the fake set's two colour pictures tie (test_evaluate's per_image_kind); its grayscale ones separate
+    assert "colour pictures (1 clean, 1 anomalous): image AUROC 0.500" in captured.out
+    assert "grayscale pictures (3 clean, 3 anomalous): image AUROC 1.000 (1.000–1.000)" in captured.out
     assert metrics["intervals"]["miss_rate"] == pytest.approx([0.006309, 0.805880], abs=1e-5)
 
 
