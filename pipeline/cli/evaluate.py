@@ -68,8 +68,9 @@ def evaluate_command(
 ) -> None:
     """Evaluate a model on a dataset's test split: operating point, AUROC/PRO, per-type table, report.
 
-    Writes REPORT_DIR/metrics.json (every figure, overall and per anomaly type), REPORT_DIR/scores.csv
-    (one row per image) and REPORT_DIR/report.html (a self-contained page to read or mail).
+    Writes REPORT_DIR/metrics.json (every figure, overall, per anomaly type and per picture kind),
+    REPORT_DIR/scores.csv (one row per image) and REPORT_DIR/report.html (a self-contained page to
+    read or mail).
     """
     from models.threshold import METHOD_FALLBACK, METHOD_NORMAL_BOUND
     from pipeline.evaluate import evaluate, write_outputs
