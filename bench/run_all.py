@@ -11,6 +11,7 @@ import sys
 import time
 
 BENCHMARKS = [
+    ("image decoding vs one Pillow decode + hash", ["bench.bench_decode"]),
     ("audit store vs JSONL", ["bench.bench_audit"]),
     ("batch scorer vs naive loop", ["bench.bench_score"]),
     ("scorer memory, 1k vs 20k images", ["bench.bench_memory"]),

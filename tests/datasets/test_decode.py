@@ -6,7 +6,6 @@ import hashlib
 import io
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -512,33 +511,6 @@ def test_to_float_rgb(pixels: np.ndarray, expected: np.ndarray) -> None:
 def test_to_float_rgb_refuses(pixels: np.ndarray, message: str) -> None:
     with pytest.raises(ImageDecodeError, match=message):
         to_float_rgb(pixels)
-
-
-def test_decoding_a_256px_png_costs_one_decode() -> None:
-    import cv2
-
-    tile = cv2.resize(decode_image(REAL_TILES[0]).pixels, (256, 256))
-    data = encode(tile, "PNG")
-
-    def baseline() -> None:
-        # The unavoidable work: one Pillow decode and the audit hash.
-        hashlib.sha256(data).hexdigest()
-        with Image.open(io.BytesIO(data)) as im:
-            np.asarray(im)
-
-    def timed(fn: Callable[[], object]) -> float:
-        start = time.perf_counter()
-        fn()
-        return time.perf_counter() - start
-
-    # Interleaved pairs, median ratio: a busy shared machine slows both sides alike.
-    pairs = [(timed(lambda: decode_image(data)), timed(baseline)) for _ in range(20)]
-    ours = float(np.median([p[0] for p in pairs]))
-    bare = float(np.median([p[1] for p in pairs]))
-    ratio = ours / bare
-    print(f"256-px PNG: decode_image {ours * 1e3:.2f} ms, Pillow + hash {bare * 1e3:.2f} ms, x{ratio:.2f}")
-    # Loose on purpose (shared CPUs); the exact "decoded once" check is the next test.
-    assert ratio < 2.0, f"decode_image is {ratio:.2f}x one Pillow decode + hash"
 
 
 @pytest.mark.parametrize(
