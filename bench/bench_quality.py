@@ -8,21 +8,23 @@ threshold. Targets: AUROC >= 0.99 and TNR >= 0.95 per cargo type. Run::
 
     .venv/bin/python -m bench.bench_quality --seed 2027 --threads 2
 
-Four models are trained per cargo type on the same files with ``pipeline.train.train_model`` and
+Five models are trained per cargo type on the same files with ``pipeline.train.train_model`` and
 scored with ``pipeline.evaluate.evaluate``:
 
 * ``current``: the defaults (reflect padding 16 px, per-position distance normalisation, the patch
   head trained on the labelled anomalies' masks);
 * ``fine-scale``: the defaults plus the opt-in fine-scale bank on stride-4 features, where its
   out-of-fold gate keeps it (``fine_scale="auto"``);
+* ``fusion-max``: the defaults with the max of the calibrated probabilities instead of the sum of
+  their log-odds (``fusion="max"``): the frozen default before session 14;
 * ``no-patch-head``: the defaults without the patch head (``patch_head=False``) — the detector
   before it, to show the patch head's own share;
 * ``baseline``: ``pad=0, position_norm=False, zero_padded_pooling=False, patch_head=False,
-  fine_scale="off"`` (:data:`FIRST_DETECTOR`) — the detector as first shipped;
+  fine_scale="off", fusion="max"`` (:data:`FIRST_DETECTOR`) — the detector as first shipped;
 * only when asked for with ``--variant``: ``fine-scale-on`` (the fine-scale bank kept whatever its
   gate says), ``in-map-pooling`` (the 3x3 patch average ignoring the zero padding, as before artifact
   format 5), ``fine-tune`` (600 steps of the opt-in backbone fine-tuning), ``fine-tune-max`` (the
-  same with the max-fusion instead of the sum of log-odds that fine-tuned models use),
+  same with the max-fusion instead of the sum of log-odds),
   ``current-512`` (the defaults at a 512 px model input), ``current-max`` (image score = max of the
   smoothed map), and for images rendered larger than the model input (``--size 512``)
   ``current-256`` (downscaled to a 256 px input) and ``tiled-256`` (256 px tiles, not downscaled).
@@ -62,6 +64,7 @@ FIRST_DETECTOR: dict[str, Any] = {
     "zero_padded_pooling": False,
     "patch_head": False,
     "fine_scale": "off",
+    "fusion": "max",
 }
 """TrainConfig overrides that give the detector as first shipped (the benchmarks' baseline)."""
 
@@ -74,11 +77,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fine-scale-on": {"fine_scale": "on"},
     # the defaults with the patch features' 3x3 average over in-map neighbours only (before format 5)
     "in-map-pooling": {"zero_padded_pooling": False},
-    # the backbone fine-tuned on the training split's masks and pseudo-anomalies (opt-in); its
-    # signals' log-odds summed (fusion "auto")
+    # the backbone fine-tuned on the training split's masks and pseudo-anomalies (opt-in)
     "fine-tune": {"fine_tune_steps": 600},
-    # the same fine-tuned model with the max-fusion of the frozen default (before session 10)
+    # the same fine-tuned model with the max-fusion (fine-tuned models' rule before session 10)
     "fine-tune-max": {"fine_tune_steps": 600, "fusion": "max"},
+    # the defaults with the max-fusion (the frozen default's rule before session 14)
+    "fusion-max": {"fusion": "max"},
     # the detector before the patch head (session 2's): the patch head's own contribution
     "no-patch-head": {"patch_head": False},
     # the 256 px images upsampled to a 512 px model input: 4x the compute, finer patch grid
@@ -90,7 +94,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the image score as the max of the smoothed map (the default is the mean of the top 10 patches)
     "current-max": {"score_reduction": "max"},
 }
-DEFAULT_VARIANTS = ("current", "fine-scale", "no-patch-head", "baseline")
+DEFAULT_VARIANTS = ("current", "fine-scale", "fusion-max", "no-patch-head", "baseline")
 
 
 def synthesise(out: Path, args: argparse.Namespace) -> None:

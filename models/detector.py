@@ -90,6 +90,8 @@ class DetectorConfig:
         zero_padded_pooling: the patch embeddings' 3x3 average counts the zeros beyond the feature
             map's edge (:class:`models.features.PatchEmbedder`); False averages in-map neighbours only.
         fusion: how the calibrated signals combine into the score (:data:`models.fusion.FUSION_RULES`).
+            ``"max"`` here because a card written before the rule was recorded used it; training
+            asks for ``"sum"`` unless told otherwise.
     """
 
     backbone: str

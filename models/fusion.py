@@ -3,19 +3,17 @@
 Each signal is calibrated separately with a regularised 1-D logistic regression (Platt scaling) on
 the validation split: the one-class image score as ``(log s - mu) / sd`` (mu, sd of out-of-fold
 normal scores), the type head as its anomaly log-odds ``logsumexp(logits[1:]) - logits[0]``, the
-patch head's image score as it is (logit units). By default (``"max"``) the final score is the MAX
-of the calibrated probabilities, so that a confident "good" from a supervised head can never
-suppress the one-class signal: anomaly types the heads never saw still score high. ``"sum"`` adds
-the calibrated log-odds instead (as if the signals were independent evidence): an image that two
-signals each find somewhat suspect outranks one that a single signal finds so, and one signal's
-false alarm on a normal image is tempered by the others. It ranked fine-tuned models' test images
-better (image AUROC +0.0005 to +0.030 on all seven with more than one signal in use; end to end on
-fresh seeds 5757 and 6464, vacuum packs 0.933 -> 0.948 and 0.960 -> 0.963) and the frozen
-default's worse (-0.016, +0.001), so training picks it only for fine-tuned models
-(``bench/README.md``, sessions 8 and 10). It gives up one guarantee of the max: a head's confident
-"good" can lower a one-class alarm, so a type no head was trained on can lose (the held-out
-puncture: 0.841 -> 0.872 on seed 5757, 0.991 -> 0.977 on 6464). A signal that validation did not
-support is switched off with :data:`OFF`, under either rule.
+patch head's image score as it is (logit units). Under ``"sum"`` (what training uses unless told
+otherwise) the final score adds the calibrated log-odds, as if the signals were independent
+evidence: an image that two signals each find somewhat suspect outranks one that a single signal
+finds so, and one signal's false alarm on a normal image is tempered by the others. ``"max"``
+takes the MAX of the calibrated probabilities instead, so that a confident "good" from a supervised
+head can never suppress the one-class signal, whatever anomaly type it is. On the benchmark that
+guarantee did not pay on average: the sum ranked the held-out types as well or better on most
+models (not all: punctures 0.846 -> 0.788 on one seed of seven) and every image as well or better
+on bulk ore, on vacuum packs with many labelled anomalies, and on fine-tuned models
+(:class:`pipeline.train.TrainConfig` ``fusion``; ``bench/README.md``, sessions 10 and 14). A signal
+that validation did not support is switched off with :data:`OFF`, under either rule.
 """
 
 from __future__ import annotations

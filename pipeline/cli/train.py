@@ -107,10 +107,10 @@ def train_command(
         str,
         typer.Option(
             "--fusion",
-            help="How the calibrated signals combine: auto (sum of log-odds when fine-tuned, else max), "
-            "max (of the probabilities) or sum (of the log-odds).",
+            help="How the calibrated signals combine: sum (of their log-odds) or max (of their "
+            "probabilities: a head's confident 'good' never lowers a one-class alarm).",
         ),
-    ] = "auto",
+    ] = "sum",
     tile_size: Annotated[
         int, typer.Option("--tile-size", help="Tile images larger than this many pixels (0: always resize).")
     ] = 0,

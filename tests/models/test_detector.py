@@ -12,6 +12,7 @@ from datasets.decode import decode_image
 from datasets.errors import InputError
 from models.artifact import load_model
 from models.detector import DetectorOutput
+from models.fusion import Fusion
 from models.inference import GOOD, Predictor
 from models.predictor import UNKNOWN
 
@@ -97,13 +98,18 @@ def test_forward_returns_typed_output_of_documented_shapes(predictor) -> None:  
     assert out.type_logits.shape == (3, 3)
 
 
-def test_confident_good_heads_cannot_suppress_the_one_class_score(predictor) -> None:  # type: ignore[no-untyped-def]
-    fusion = predictor.detector.fusion
+@pytest.mark.parametrize(("rule", "alarm"), [("max", True), ("sum", False)])
+def test_confident_good_heads_hide_a_one_class_alarm_only_under_the_sum(
+    predictor, rule: str, alarm: bool
+) -> None:  # type: ignore[no-untyped-def]
+    # The max's guarantee for anomaly types no head saw; the sum (training's default) gives it up
+    fusion = Fusion(rule)
+    fusion.load_state_dict(predictor.detector.fusion.state_dict())  # the fitted calibrations
     very_good = torch.tensor([[50.0, -50.0, -50.0]])
     clean_patches = torch.tensor([-50.0])  # the patch head sees no defect anywhere
     raw = torch.tensor([1e6])  # a one-class distance far beyond anything normal
     with torch.inference_mode():
-        assert float(fusion(raw, very_good, clean_patches)) > 0.99
+        assert (float(fusion(raw, very_good, clean_patches)) > 0.99) is alarm
 
 
 def _small_defect_scores(

@@ -262,7 +262,6 @@ def test_refuses_no_normals_and_a_mask_of_the_wrong_size() -> None:
     [
         ("fine_tune_steps", -5, "fine_tune_steps -5 must be >= 0"),
         ("fine_tune_lr", 0.0, "fine_tune_lr 0.0 must be > 0"),
-        ("fusion", "mean", "fusion 'mean' not in auto, max, sum"),
     ],
 )
 def test_train_config_names_bad_fine_tune_values(field: str, value: object, match: str) -> None:
@@ -309,7 +308,7 @@ def test_train_cli_fine_tunes_and_the_artifact_keeps_the_tuned_weights(
         "labelled_masks": 3,
     }
     assert "backbone fine-tuning" in printed
-    # a fine-tuned model adds its signals' evidence (fusion "auto"), in the card and the artifact
+    # a fine-tuned model adds its signals' evidence (the default fusion), in the card and the artifact
     assert card["validation"]["fusion_rule"] == "sum of the calibrated log-odds"
     assert card["detector"]["fusion"] == "sum"
     assert "sum of the calibrated log-odds" in printed

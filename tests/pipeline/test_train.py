@@ -13,7 +13,7 @@ from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from models.artifact import load_model
 from pipeline.cli import app, run
 from pipeline.cli.train import promise_words
-from pipeline.train import TrainConfig, fusion_rule, train_model
+from pipeline.train import TrainConfig, train_model
 
 
 def _texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -86,7 +86,7 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
     assert card["validation"]["anomalies"].startswith("pseudo")
     # a head seen only against pseudo-anomalies cannot be validated: the one-class score decides
     assert card["validation"]["head_in_fusion"] is False
-    assert card["validation"]["fusion_rule"] == "max of the calibrated probabilities"  # not fine-tuned
+    assert card["validation"]["fusion_rule"] == "sum of the calibrated log-odds"  # the default
     assert "pseudo-anomalies is not fused" in card["validation"]["head_gate"]
     # nor can the patch head, so it is not even trained
     assert card["training"]["patch_head"]["trained"] is False
@@ -199,6 +199,7 @@ def test_unknown_cargo_folder_needs_a_cargo_type(tmp_path: Path) -> None:
         ("tile_overlap", 64, "tile_overlap 64 must be in"),
         ("pad", 160, "pad 160 must be a multiple of 16 in"),
         ("pad", -16, "pad -16 must be a multiple of 16 in"),
+        ("fusion", "auto", "fusion 'auto' not in max, sum"),  # sessions 10-13's default: now sum for all
     ],
 )
 def test_config_validates_eagerly(field: str, value: object, match: str) -> None:
@@ -207,14 +208,6 @@ def test_config_validates_eagerly(field: str, value: object, match: str) -> None
         kw["tile_size"] = 64
     with pytest.raises(InputError, match=match):
         TrainConfig(**kw)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("fusion", "steps", "rule"),
-    [("auto", 0, "max"), ("auto", 600, "sum"), ("max", 600, "max"), ("sum", 0, "sum")],
-)
-def test_fusion_rule_follows_fine_tuning_unless_forced(fusion: str, steps: int, rule: str) -> None:
-    assert fusion_rule(TrainConfig(fusion=fusion, fine_tune_steps=steps)) == rule
 
 
 def test_train_cli_holds_out_a_separate_share_of_the_anomalies(tmp_path: Path) -> None:
