@@ -127,10 +127,11 @@ class TrainConfig:
         fusion: how the calibrated signals combine (:mod:`models.fusion`): ``"sum"`` (the default)
             adds their log-odds, ``"max"`` takes the largest of their probabilities. Frozen models,
             both rules on the same files (``bench/README.md``, session 14): bulk ore of six seeds
-            ranked as well or better under the sum (AUROC +0.000 to +0.004, TNR at 1 % FNR +0.06
-            on average); vacuum packs with 8 labelled anomalies per type went both ways (-0.032 to
-            +0.052, +0.006 on average over seven seeds), and with 24 or 64 per type the sum won on
-            every model measured: the more the heads have learned, the more their "good" is worth.
+            ranked about as well under the sum (AUROC -0.001 to +0.004) and released more clean
+            cargo at 1 % FNR (TNR +0.06 on average); vacuum packs with 8 labelled anomalies per type
+            went both ways (-0.032 to +0.052, +0.006 on average over seven seeds), and with 24 or 64
+            per type the sum ranked better on all eight models measured (+0.001 to +0.052): the
+            more the heads have learned, the more their "good" is worth.
             Fine-tuned models gained too (+0.0005 to +0.030 on seven, session 10). The max keeps
             one guarantee: a head's confident "good" never lowers a one-class alarm.
         val_fraction: share of good and of each labelled anomaly type held out for validation.

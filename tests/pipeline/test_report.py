@@ -398,7 +398,7 @@ def test_report_says_what_the_score_is_made_of(result: EvaluationResult) -> None
     assert "fused 0.834 &gt; without it 0.721" in page  # the gate's own words, escaped
     assert page.count("<td>yes</td>") == 2 and page.count("<td>no</td>") == 1
     assert "the largest of the calibrated probabilities" in page and "log-odds" not in page
-    result.fusion_rule = "sum"  # a fine-tuned model's
+    result.fusion_rule = "sum"  # training's default
     page = render_report(result)
     assert "adds up the calibrated log-odds" in page and "largest of the calibrated" not in page
 
