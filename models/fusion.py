@@ -10,8 +10,8 @@ finds so, and one signal's false alarm on a normal image is tempered by the othe
 takes the MAX of the calibrated probabilities instead, so that a confident "good" from a supervised
 head can never suppress the one-class signal, whatever anomaly type it is. On the benchmark that
 guarantee did not pay on average: the sum ranked the held-out types as well or better on most
-models (not all: punctures 0.846 -> 0.788 on one seed of seven) and every image as well or better
-on bulk ore, on vacuum packs with many labelled anomalies, and on fine-tuned models
+models (not all: punctures 0.846 -> 0.788 on one seed of seven), and all images about as well on
+bulk ore and better on vacuum packs with many labelled anomalies and on fine-tuned models
 (:class:`pipeline.train.TrainConfig` ``fusion``; ``bench/README.md``, sessions 10 and 14). A signal
 that validation did not support is switched off with :data:`OFF`, under either rule.
 """
