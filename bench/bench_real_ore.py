@@ -72,6 +72,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fine-scale": {"fine_scale": "auto"},  # the opt-in fine-scale bank, where its gate keeps it
     "fine-scale-on": {"fine_scale": "on"},  # ... whatever its gate says
     "fine-tune": {"fine_tune_steps": 600},  # backbone fine-tuned on pseudo-anomalies (opt-in)
+    "in-map-pooling": {"zero_padded_pooling": False},  # the 3x3 patch average before session 8
 }
 
 
