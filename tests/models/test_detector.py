@@ -14,7 +14,7 @@ from models.artifact import load_model
 from models.detector import DetectorOutput
 from models.fusion import Fusion
 from models.inference import GOOD, Predictor
-from models.predictor import UNKNOWN
+from models.predictor import UNKNOWN, ArtifactPredictor
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +100,8 @@ def test_forward_returns_typed_output_of_documented_shapes(predictor) -> None:  
 
 @pytest.mark.parametrize(("rule", "alarm"), [("max", True), ("sum", False)])
 def test_confident_good_heads_hide_a_one_class_alarm_only_under_the_sum(
-    predictor, rule: str, alarm: bool
-) -> None:  # type: ignore[no-untyped-def]
+    predictor: ArtifactPredictor, rule: str, alarm: bool
+) -> None:
     # The max's guarantee for anomaly types no head saw; the sum (training's default) gives it up
     fusion = Fusion(rule)
     fusion.load_state_dict(predictor.detector.fusion.state_dict())  # the fitted calibrations
