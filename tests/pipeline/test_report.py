@@ -461,3 +461,35 @@ def test_report_says_what_resolution_the_model_saw(
 )
 def test_card_resolution(card: dict[str, object], expected: dict[str, object] | None) -> None:
     assert card_resolution(card) == expected
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_every_table_fits_the_page_in_a_browser(result: EvaluationResult, tmp_path: Path) -> None:
+    # A long sentence in a table (a gate's or a calibration's reason) must wrap, not push the
+    # table past the page's edge, where its end is cut off from the reader.
+    from playwright.sync_api import sync_playwright
+
+    from pipeline.evaluate import fused_signals
+
+    fallback = (
+        "fallback: validation did not rank anomalies above normals, so no slope was fitted; the "
+        "standardised one-class score goes through a fixed logistic"
+    )
+    result.signals = fused_signals({"validation": {**CARD_VALIDATION, "calibration": fallback}})
+    path = write_report(result, tmp_path / "report.html")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(path.as_uri())
+        overflowing = page.evaluate(
+            """() => {
+                const main = document.querySelector('main').getBoundingClientRect();
+                return [...document.querySelectorAll('table')]
+                    .filter(t => t.getBoundingClientRect().right > main.right + 1)
+                    .map(t => t.id || t.parentElement.id);
+            }"""
+        )
+        assert "fixed logistic" in page.locator("#signals-table").inner_text()
+        browser.close()
+    assert overflowing == []
