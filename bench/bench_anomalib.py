@@ -27,12 +27,16 @@ the square of the training-set size: 177 images take over 15 minutes on two CPU 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import NamedTuple
+
+# anomalib's coreset draws a tqdm bar thousands of times into a log; tqdm reads this when imported.
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 import cv2
 import numpy as np
