@@ -8,6 +8,7 @@ import re
 import sys
 import types
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -22,6 +23,9 @@ from pipeline.cli import app, run  # noqa: E402
 from pipeline.evaluate import EvaluationResult, GalleryItem, ImageRecord, _metrics  # noqa: E402
 from pipeline.report import histogram_svg, percent, render_report, roc_svg, write_report  # noqa: E402
 from pipeline.resolution import card_resolution  # noqa: E402
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 TH = Thresholds(release=0.5, hold=0.75, target_miss_rate=0.01, method="miss_rate_on_validation")
 
@@ -465,11 +469,11 @@ def test_card_resolution(card: dict[str, object], expected: dict[str, object] | 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_every_table_fits_the_page_in_a_browser(result: EvaluationResult, tmp_path: Path) -> None:
+def test_every_table_fits_the_page_in_a_browser(
+    result: EvaluationResult, tmp_path: Path, chromium: Browser
+) -> None:
     # A long sentence in a table (a gate's or a calibration's reason) must wrap, not push the
     # table past the page's edge, where its end is cut off from the reader.
-    from playwright.sync_api import sync_playwright
-
     from pipeline.evaluate import fused_signals
 
     fallback = (
@@ -478,18 +482,15 @@ def test_every_table_fits_the_page_in_a_browser(result: EvaluationResult, tmp_pa
     )
     result.signals = fused_signals({"validation": {**CARD_VALIDATION, "calibration": fallback}})
     path = write_report(result, tmp_path / "report.html")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.goto(path.as_uri())
-        overflowing = page.evaluate(
-            """() => {
-                const main = document.querySelector('main').getBoundingClientRect();
-                return [...document.querySelectorAll('table')]
-                    .filter(t => t.getBoundingClientRect().right > main.right + 1)
-                    .map(t => t.id || t.parentElement.id);
-            }"""
-        )
-        assert "fixed logistic" in page.locator("#signals-table").inner_text()
-        browser.close()
+    page = chromium.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(path.as_uri())
+    overflowing = page.evaluate(
+        """() => {
+            const main = document.querySelector('main').getBoundingClientRect();
+            return [...document.querySelectorAll('table')]
+                .filter(t => t.getBoundingClientRect().right > main.right + 1)
+                .map(t => t.id || t.parentElement.id);
+        }"""
+    )
+    assert "fixed logistic" in page.locator("#signals-table").inner_text()
     assert overflowing == []

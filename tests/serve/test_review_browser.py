@@ -12,7 +12,6 @@ import pytest
 from serve_fakes import OFFICER_KEY, SUBMITTER_KEY, auth, png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 
 
 def _ore_png(value: int, seed: int) -> bytes:
@@ -37,8 +36,8 @@ def _submit(url: str, shipment_id: str, values: list[int], **declared) -> dict:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_officer_reviews_a_held_shipment(live_server, audit_store) -> None:
-    from playwright.sync_api import expect, sync_playwright
+def test_officer_reviews_a_held_shipment(live_server, audit_store, chromium) -> None:
+    from playwright.sync_api import expect
 
     server = live_server()
     held = _submit(server.url, "SHP-HOLD-7", [60, 235], trader_id="CN-TRADER-42")
@@ -46,47 +45,44 @@ def test_officer_reviews_a_held_shipment(live_server, audit_store) -> None:
     _submit(server.url, "SHP-REVIEW-2", [140])
     assert held["decision"]["tier"] == "PHYSICAL_INSPECTION"
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
-        page.goto(f"{server.url}/review")
-        page.fill("#key", "wrong-key-123")
-        page.click("#login-form button")
-        assert page.locator("p.error").inner_text() == "Unknown key."
-        page.fill("#key", OFFICER_KEY)
-        page.click("#login-form button")
+    page = chromium.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(f"{server.url}/review")
+    page.fill("#key", "wrong-key-123")
+    page.click("#login-form button")
+    assert page.locator("p.error").inner_text() == "Unknown key."
+    page.fill("#key", OFFICER_KEY)
+    page.click("#login-form button")
 
-        cards = page.locator("article.shipment")
-        # count() does not wait: the queue page may still be loading after the login click
-        expect(cards).to_have_count(2)  # newest first; the released shipment is not queued
-        assert [cards.nth(i).get_attribute("data-shipment") for i in range(2)] == [
-            "SHP-REVIEW-2",
-            "SHP-HOLD-7",
-        ]
-        card = page.locator("#shipment-SHP-HOLD-7")
-        assert card.locator(".tier").inner_text() == "PHYSICAL INSPECTION"
-        assert "score.hold" in card.locator(".reasons").inner_text()
-        heatmaps = card.locator("img.heatmap")
-        assert heatmaps.count() == 2
-        # The heatmap really loaded (a decoded image has a natural width), not a broken link.
-        assert heatmaps.nth(1).evaluate("img => img.complete && img.naturalWidth") == 96
-        assert "vs release 0.500 / hold 0.800" in card.locator("figcaption").nth(1).inner_text()
+    cards = page.locator("article.shipment")
+    # count() does not wait: the queue page may still be loading after the login click
+    expect(cards).to_have_count(2)  # newest first; the released shipment is not queued
+    assert [cards.nth(i).get_attribute("data-shipment") for i in range(2)] == [
+        "SHP-REVIEW-2",
+        "SHP-HOLD-7",
+    ]
+    card = page.locator("#shipment-SHP-HOLD-7")
+    assert card.locator(".tier").inner_text() == "PHYSICAL INSPECTION"
+    assert "score.hold" in card.locator(".reasons").inner_text()
+    heatmaps = card.locator("img.heatmap")
+    assert heatmaps.count() == 2
+    # The heatmap really loaded (a decoded image has a natural width), not a broken link.
+    assert heatmaps.nth(1).evaluate("img => img.complete && img.naturalWidth") == 96
+    assert "vs release 0.500 / hold 0.800" in card.locator("figcaption").nth(1).inner_text()
 
-        cookie = next(c for c in page.context.cookies() if c["name"] == "clearsight_session")
-        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-        assert OFFICER_KEY not in cookie["value"]
+    cookie = next(c for c in page.context.cookies() if c["name"] == "clearsight_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert OFFICER_KEY not in cookie["value"]
 
-        shots = ROOT / "tests" / "artifacts"
-        shots.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(shots / "review_page.png"), full_page=True)
+    shots = ROOT / "tests" / "artifacts"
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "review_page.png"), full_page=True)
 
-        card.locator("select[name=found]").select_option("foreign_object")
-        card.locator("input[name=notes]").fill("scrap cable, bay 3")
-        card.locator("button[type=submit]").click()
-        page.wait_for_url("**/review?recorded=SHP-HOLD-7")
-        assert "Outcome recorded for shipment SHP-HOLD-7" in page.locator("p.notice").inner_text()
-        expect(page.locator("article.shipment")).to_have_count(1)  # only the other one is still pending
-        browser.close()
+    card.locator("select[name=found]").select_option("foreign_object")
+    card.locator("input[name=notes]").fill("scrap cable, bay 3")
+    card.locator("button[type=submit]").click()
+    page.wait_for_url("**/review?recorded=SHP-HOLD-7")
+    assert "Outcome recorded for shipment SHP-HOLD-7" in page.locator("p.notice").inner_text()
+    expect(page.locator("article.shipment")).to_have_count(1)  # only the other one is still pending
 
     outcome = audit_store.get("SHP-HOLD-7").outcome
     assert (outcome.found, outcome.notes) == ("foreign_object", "scrap cable, bay 3")
