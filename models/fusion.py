@@ -91,6 +91,19 @@ class Fusion(nn.Module):
         z = self.one_class_z(score_raw)
         return torch.stack([z, self.head_log_odds(type_logits), patch_score], dim=1)
 
+    def log_odds(
+        self, score_raw: torch.Tensor, type_logits: torch.Tensor, patch_score: torch.Tensor
+    ) -> torch.Tensor:
+        """Inputs as :meth:`forward` -> (B, 3) calibrated log-odds of each signal, in :data:`SIGNALS`
+        order; NaN for a switched-off signal.
+
+        What each signal says about an image, on one scale: under ``"sum"`` the fused score is the
+        sigmoid of the sum of the finite entries, under ``"max"`` of their max. So a false alarm or
+        a miss can be traced to the signal that made it (the evaluation report's gallery).
+        """
+        logits = self.signals(score_raw, type_logits, patch_score) * self.slope + self.bias
+        return torch.where(self.slope > 0, logits, torch.full_like(logits, float("nan")))
+
     def forward(
         self, score_raw: torch.Tensor, type_logits: torch.Tensor, patch_score: torch.Tensor
     ) -> torch.Tensor:

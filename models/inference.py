@@ -51,6 +51,12 @@ class Prediction(NamedTuple):
             smaller than in training, or the same view at a higher resolution. Pixel counts cannot
             tell these apart; a score far from 1.0 was never validated either way. ``None`` when the
             card does not record the training images' sizes (models trained before it did).
+        signal_log_odds: what each fused signal in use said about the image, as calibrated
+            log-odds (keys from ``models.fusion.SIGNALS``: ``one_class``, ``type_head``,
+            ``patch_head``; a switched-off signal is absent). ``score`` is the sigmoid of their sum
+            under the model's ``sum`` fusion, of their max under ``max``, so they show which signal
+            raised a false alarm or let an anomaly through. ``None`` from predictors that do not
+            report them.
     """
 
     score: float
@@ -61,6 +67,7 @@ class Prediction(NamedTuple):
     thresholds: Thresholds
     model_id: str
     scale_vs_training: float | None = None
+    signal_log_odds: Mapping[str, float] | None = None
 
 
 @runtime_checkable

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from models.detector import Detector, RawOutput
+from models.fusion import SIGNALS
 from models.inference import GOOD, Prediction, Thresholds
 from models.runtime import DEFAULT_RUNTIME, raw_runner
 from models.tiling import TilingConfig, View, make_views, stitch_maps, to_rgb_float, view_downscale
@@ -33,12 +34,16 @@ class ImageResult(NamedTuple):
         score_raw: one-class score of the same view, distance units.
         anomaly_map: (H, W) float32 in [0, 1] at the image's own size (``None`` if not asked for).
         type_logits: (K,) float32 head logits of the highest-scoring view.
+        log_odds: (3,) float64 calibrated log-odds of each fused signal for that view, in
+            :data:`models.fusion.SIGNALS` order, NaN where a signal is switched off
+            (:meth:`models.fusion.Fusion.log_odds`).
     """
 
     score: float
     score_raw: float
     anomaly_map: np.ndarray | None
     type_logits: np.ndarray
+    log_odds: np.ndarray
 
 
 class ImageScorer:
@@ -114,6 +119,7 @@ class ImageScorer:
         with torch.inference_mode():
             for raw, rects, (h, w) in self.raw_outputs(images, maps=maps):
                 fused = det.fusion(raw.score_raw, raw.type_logits, raw.patch_score)
+                log_odds = det.fusion.log_odds(raw.score_raw, raw.type_logits, raw.patch_score)
                 best = int(fused.argmax())
                 amap = None
                 if maps:
@@ -122,7 +128,11 @@ class ImageScorer:
                     amap = amap.astype(np.float32)
                 out.append(
                     ImageResult(
-                        float(fused[best]), float(raw.score_raw[best]), amap, raw.type_logits[best].numpy()
+                        float(fused[best]),
+                        float(raw.score_raw[best]),
+                        amap,
+                        raw.type_logits[best].numpy(),
+                        log_odds[best].numpy().astype(np.float64),
                     )
                 )
         return out
@@ -224,6 +234,9 @@ class ArtifactPredictor:
             thresholds=self._thresholds,
             model_id=self.model_id,
             scale_vs_training=self.scale_vs_training(*r.anomaly_map.shape[:2]),
+            signal_log_odds={
+                name: float(v) for name, v in zip(SIGNALS, r.log_odds, strict=True) if np.isfinite(v)
+            },
         )
 
     def scale_vs_training(self, height: int, width: int) -> float | None:

@@ -33,12 +33,14 @@ import cv2
 import numpy as np
 
 from datasets.errors import ClearsightError, DatasetFormatError, ModelError
+from models.fusion import SIGNALS
 from models.inference import GOOD, Predictor, Thresholds
 from models.threshold import anomalies_for_bound, miss_rate_bound
 from models.tiling import is_grey
 from pipeline import metrics as m
 from pipeline.intervals import CONFIDENCE, RESAMPLES, Interval, binomial_interval, bootstrap_intervals
 from pipeline.resolution import card_resolution
+from pipeline.signal_evidence import fused_signals, signal_aurocs
 
 __all__ = [
     "GALLERY_SIZE",
@@ -49,7 +51,6 @@ __all__ = [
     "INTERVAL_METHODS",
     "ImageRecord",
     "evaluate",
-    "fused_signals",
     "threshold_promise",
     "write_outputs",
 ]
@@ -95,7 +96,8 @@ class ImageRecord(NamedTuple):
 
     ``type`` is the true anomaly type (``"good"`` for good images); ``score``/``predicted_*`` are
     ``None`` and ``error`` is set when the image could not be read. ``image_kind`` is one of
-    :data:`IMAGE_KINDS`, ``None`` for an image that could not be read.
+    :data:`IMAGE_KINDS`, ``None`` for an image that could not be read. ``signal_log_odds``: the
+    prediction's calibrated log-odds per fused signal (``Prediction.signal_log_odds``).
     """
 
     path: str
@@ -107,6 +109,7 @@ class ImageRecord(NamedTuple):
     has_mask: bool
     error: str | None = None
     image_kind: str | None = None
+    signal_log_odds: Mapping[str, float] | None = None
 
 
 class GalleryItem(NamedTuple):
@@ -359,42 +362,6 @@ def _type_accuracy(records: Iterable[ImageRecord]) -> float | None:
 # ------------------------------------------------------------------------------------ evaluate
 
 
-def fused_signals(card: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The signals a trained model can fuse, whether each is in its score, and why, from its card.
-
-    Returns one ``{"signal", "used", "why"}`` row per signal, or an empty list for a card that does
-    not record its fusion (a fake, or an artifact from before the heads were gated).
-    """
-    val = card.get("validation", {})
-    if not isinstance(val, Mapping) or "head_in_fusion" not in val:
-        return []
-    fine = card.get("training", {}).get("fine_scale", {})
-    banks = "the memory bank of normal patches"
-    if isinstance(fine, Mapping) and fine.get("used"):
-        banks = f"the memory banks of normal patches (main, and fine-scale at stride {fine.get('stride')})"
-    rows: list[dict[str, Any]] = [
-        {
-            "signal": f"one-class distance to {banks}",
-            "used": True,
-            "why": f"always; calibration: {val.get('calibration', 'n/a')}",
-        },
-        {
-            "signal": "type head (image-level classifier of the labelled types)",
-            "used": bool(val["head_in_fusion"]),
-            "why": str(val.get("head_gate", "")),
-        },
-    ]
-    if "patch_head_in_fusion" in val:
-        rows.append(
-            {
-                "signal": "patch head (per-patch defect classifier, trained on defect masks)",
-                "used": bool(val["patch_head_in_fusion"]),
-                "why": str(val.get("patch_head_gate", "")),
-            }
-        )
-    return rows
-
-
 def evaluate(
     predictor: Predictor,
     dataset: Any,
@@ -482,6 +449,7 @@ def evaluate(
                     predicted_type=pred.anomaly_type,
                     has_mask=mask is not None,
                     image_kind=image_kind,
+                    signal_log_odds=None if pred.signal_log_odds is None else dict(pred.signal_log_odds),
                 )
                 records.append(record)
                 amap = np.asarray(pred.anomaly_map, dtype=np.float32)
@@ -570,6 +538,10 @@ def _metrics(
         "type_accuracy": _type_accuracy(result.records),
         "per_type": per_type,
         "per_image_kind": per_image_kind,
+        # each fused signal alone, ranked like the score: what the fusion adds over its best signal
+        "per_signal": signal_aurocs(
+            (r.signal_log_odds, r.label) for r in result.records if r.score is not None
+        ),
     }
 
 
@@ -589,7 +561,9 @@ def _json_ready(value: Any) -> Any:
 
 SCORES_COLUMNS: Sequence[str] = (
     "path", "label", "type", "score", "predicted_label", "predicted_type", "error", "image_kind",
+    *(f"{name}_log_odds" for name in SIGNALS),
 )  # fmt: skip
+"""``scores.csv``'s header; a signal's log-odds column is empty where the model does not use it."""
 
 
 def write_outputs(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
@@ -608,6 +582,12 @@ def write_outputs(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
                 [
                     r.path, r.label, r.type, "" if r.score is None else f"{r.score:.6f}",
                     r.predicted_label or "", r.predicted_type or "", r.error or "", r.image_kind or "",
+                    *(_log_odds_cell(r.signal_log_odds, name) for name in SIGNALS),
                 ]
             )  # fmt: skip
     return metrics_path, scores_path
+
+
+def _log_odds_cell(log_odds: Mapping[str, float] | None, name: str) -> str:
+    value = None if log_odds is None else log_odds.get(name)
+    return "" if value is None else f"{value:.4f}"

@@ -29,6 +29,7 @@ from pipeline.evaluate import EvaluationResult, GalleryItem
 from pipeline.heatmap import overlay
 from pipeline.intervals import trials_to_show, unshown_upper
 from pipeline.resolution import describe_resize
+from pipeline.signal_evidence import describe_log_odds
 
 __all__ = [
     "histogram_svg",
@@ -237,7 +238,7 @@ def _png_data_uri(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
 
-def _gallery_card(item: GalleryItem, release: float) -> dict[str, Any]:
+def _gallery_card(item: GalleryItem, release: float, rule: str) -> dict[str, Any]:
     """Data URIs of the photo and the heatmap overlay (ground-truth outline in cyan) of one image."""
     photo = overlay(item.image, np.zeros(item.image.shape[:2], np.float32), alpha=0.0)
     heat = overlay(item.image, item.anomaly_map)
@@ -253,6 +254,8 @@ def _gallery_card(item: GalleryItem, release: float) -> dict[str, Any]:
         "score": number(r.score),
         "released": score < release,
         "predicted_type": r.predicted_type or "—",
+        # which signal raised the false alarm or let the anomaly through
+        "evidence": describe_log_odds(r.signal_log_odds, rule),
         "has_mask": item.mask is not None,
         "photo": _png_data_uri(photo),
         "heat": _png_data_uri(heat),
@@ -305,8 +308,9 @@ def render_report(result: EvaluationResult) -> str:
         "histogram": histogram_svg(scores, labels, release=th.release, hold=th.hold),
         "per_type": per_type,
         "per_image_kind": per_image_kind,
-        "misses": [_gallery_card(g, th.release) for g in result.worst_misses],
-        "false_alarms": [_gallery_card(g, th.release) for g in result.worst_false_alarms],
+        "misses": [_gallery_card(g, th.release, result.fusion_rule) for g in result.worst_misses],
+        "false_alarms": [_gallery_card(g, th.release, result.fusion_rule) for g in result.worst_false_alarms],
+        "per_signal": metrics.get("per_signal", {}),
         "failed": failed,
         "resize": None if result.resolution is None else describe_resize(result.resolution["downscale"]),
         "good_name": GOOD,

@@ -76,6 +76,7 @@ def evaluate_command(
     from pipeline.evaluate import evaluate, write_outputs
     from pipeline.intervals import trials_to_show, unshown_upper
     from pipeline.report import number, number_span, percent, percent_span, write_report
+    from pipeline.signal_evidence import SIGNAL_NAMES
 
     predictor = _load_predictor(model, runtime=runtime or Settings().runtime)
     dataset = _read_dataset(data)
@@ -136,6 +137,16 @@ def evaluate_command(
                 f"anomalous): image AUROC {number(block['image_auroc'])} "
                 f"({number_span(block['intervals']['image_auroc'])})"
                 for name, block in kinds.items()
+            )
+        )
+    signals = mt.get("per_signal", {})
+    if len(signals) > 1:  # the fusion against each of its signals alone
+        console.print(
+            "  each signal alone: "
+            + ", ".join(
+                f"{SIGNAL_NAMES[name]} {number(block['image_auroc'])} "
+                f"({number_span(block['image_auroc_interval'])})"
+                for name, block in signals.items()
             )
         )
     console.print("  (in brackets: 95 % confidence intervals)")

@@ -54,3 +54,22 @@ def test_sum_ranks_two_suspect_signals_above_one() -> None:
 def test_unknown_rule_names_the_accepted_ones() -> None:
     with pytest.raises(ValueError, match=r"fusion rule 'mean' not in \('max', 'sum'\)"):
         Fusion("mean")
+
+
+@pytest.mark.parametrize("rule", ["max", "sum"])
+@pytest.mark.parametrize(
+    "platt",
+    [
+        [(2.0, 0.0), (1.0, -1.0), (0.5, 0.5)],
+        [(2.0, 0.0), OFF, (0.5, 0.5)],
+        [(2.0, 0.0), OFF, OFF],
+    ],
+)
+def test_log_odds_give_the_score_back(rule: str, platt: list[tuple[float, float]]) -> None:
+    fusion = _fusion(rule, platt)
+    log_odds = fusion.log_odds(SCORE_RAW, TYPE_LOGITS, PATCH)
+    off = torch.tensor([a == 0.0 for a, _ in platt])
+    assert torch.equal(torch.isnan(log_odds), off.expand_as(log_odds))  # a switched-off signal says nothing
+    on = log_odds[:, ~off]
+    fused = on.sum(dim=1) if rule == "sum" else on.max(dim=1).values
+    assert torch.allclose(torch.sigmoid(fused), fusion(SCORE_RAW, TYPE_LOGITS, PATCH), atol=1e-6)

@@ -1,4 +1,4 @@
-"""The predictor's scale check: an image's scale against the model's training images'."""
+"""The predictor: an image's scale against the model's training images', and what each signal said."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from models.artifact import load_model
+from models.fusion import SIGNALS
 from models.predictor import ArtifactPredictor
 
 
@@ -57,3 +58,16 @@ def test_a_card_without_the_training_sizes_gives_no_scale(predictor: ArtifactPre
     older = ArtifactPredictor(predictor.detector, card, runtime="torch")
     assert older.scale_vs_training(256, 256) is None
     assert older.predict([np.zeros((256, 256), np.uint8)])[0].scale_vs_training is None
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_the_signals_log_odds_give_the_score_back(tiny_model_dir: Path, runtime: str, imaging) -> None:  # type: ignore[no-untyped-def]
+    predictor = load_model(tiny_model_dir, runtime=runtime)
+    fusion = predictor.detector.fusion
+    in_use = {name for name, slope in zip(SIGNALS, fusion.slope.tolist(), strict=True) if slope > 0}
+    rng = np.random.default_rng(7)
+    for p in predictor.predict([imaging.texture(rng, 64), imaging.texture(rng, 96)]):
+        assert p.signal_log_odds is not None and set(p.signal_log_odds) == in_use
+        values = list(p.signal_log_odds.values())
+        fused = sum(values) if fusion.rule == "sum" else max(values)
+        assert 1.0 / (1.0 + np.exp(-fused)) == pytest.approx(p.score, abs=1e-6)

@@ -20,7 +20,9 @@ THRESHOLDS = Thresholds(release=0.5, hold=0.75, target_miss_rate=0.01, method="m
 class FakePredictor:
     """Score = brightest pixel / 255; the anomaly map is the image's first channel / 255.
 
-    Every flagged image is typed "hole", so type accuracy is computable by hand.
+    Every flagged image is typed "hole", so type accuracy is computable by hand. With ``signals`` it
+    reports two signals' log-odds: a one-class signal that ranks the images the other way round
+    (``-score``) and a patch head that ranks them as the score does (``2 * score``).
     """
 
     model_id = "fake-0001"
@@ -28,10 +30,11 @@ class FakePredictor:
     thresholds = THRESHOLDS
     card: Mapping[str, Any] = {}
 
-    def __init__(self, *, fail: bool = False, drop_one: bool = False) -> None:
+    def __init__(self, *, fail: bool = False, drop_one: bool = False, signals: bool = False) -> None:
         self.batches: list[int] = []
         self.fail = fail
         self.drop_one = drop_one
+        self.signals = signals
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         self.batches.append(len(images))
@@ -51,6 +54,7 @@ class FakePredictor:
                     anomaly_map=amap,
                     thresholds=self.thresholds,
                     model_id=self.model_id,
+                    signal_log_odds={"one_class": -score, "patch_head": 2 * score} if self.signals else None,
                 )
             )
         return out[:-1] if self.drop_one else out

@@ -60,6 +60,7 @@ EXPECTED = {
     "miss_rate": 0.25,  # c2
     # pairs: 0.8, 0.902, 0.753 beat all 4 good; 0.4 beats 2, ties 1 -> 14.5 / 16
     "image_auroc": 14.5 / 16,
+    "per_signal": {},  # the fake reports no signals unless asked (test_each_signal_alone)
     # recall steps of 1/4 at precision 1, 1, 1, then 2/3 (0.4 tie: 4 anomalous of 6 flagged)
     "image_aupr": 0.75 + 0.25 * 4 / 6,
     "tnr_at_fnr_1pct": 0.5,  # released below the lowest anomaly 0.4: g1, g4
@@ -265,6 +266,7 @@ def test_write_outputs(dataset: Dataset, tmp_path: Path) -> None:
         rows = list(csv.reader(fh))
     assert rows[0] == [
         "path", "label", "type", "score", "predicted_label", "predicted_type", "error", "image_kind",
+        "one_class_log_odds", "type_head_log_odds", "patch_head_log_odds",
     ]  # fmt: skip
     by_path = {row[0]: row for row in rows[1:]}
     assert len(rows) == 10
@@ -277,15 +279,38 @@ def test_write_outputs(dataset: Dataset, tmp_path: Path) -> None:
         "hole",
         "",
         "grayscale",
+        "",
+        "",
+        "",
     ]
     assert by_path["test/good/g1.png"] == [
-        "test/good/g1.png", "good", "good", "0.200000", "good", "", "", "grayscale",
+        "test/good/g1.png", "good", "good", "0.200000", "good", "", "", "grayscale", "", "", "",
     ]  # fmt: skip
     assert by_path["test/good/g2.png"][7] == "colour"
     broken = by_path["test/good/broken.png"]
     assert broken[:6] == ["test/good/broken.png", "good", "good", "", "", ""]
     assert "broken.png" in broken[6]
     assert broken[7] == ""  # no kind for a picture that could not be read
+
+
+def test_each_signal_alone(dataset: Dataset, tmp_path: Path) -> None:
+    result = evaluate(FakePredictor(signals=True), dataset)
+    per_signal = result.metrics["per_signal"]
+    # only the signals the model reports; the one-class signal ranks every pair the other way round
+    assert set(per_signal) == {"one_class", "patch_head"}
+    assert per_signal["patch_head"]["image_auroc"] == pytest.approx(14.5 / 16)
+    assert per_signal["one_class"]["image_auroc"] == pytest.approx(1.5 / 16)
+    for block in per_signal.values():
+        low, high = block["image_auroc_interval"]
+        assert low <= block["image_auroc"] <= high and block["images"] == 8
+    _, scores_path = write_outputs(result, tmp_path / "report")
+    with scores_path.open(newline="", encoding="utf-8") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["path"] == "test/crack/c1.png")
+    assert (row["one_class_log_odds"], row["type_head_log_odds"], row["patch_head_log_odds"]) == (
+        "-0.8000",
+        "",
+        "1.6000",
+    )
 
 
 def test_only_good_images_give_reasons_not_crashes(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from pipeline.cli import app, run  # noqa: E402
 from pipeline.evaluate import EvaluationResult, GalleryItem, ImageRecord, _metrics  # noqa: E402
 from pipeline.report import histogram_svg, percent, render_report, roc_svg, write_report  # noqa: E402
 from pipeline.resolution import card_resolution  # noqa: E402
+from pipeline.signal_evidence import fused_signals  # noqa: E402
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -249,9 +250,11 @@ def test_cli_missing_model_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str
     )
 
 
-def _install_fake_model(monkeypatch: pytest.MonkeyPatch, release: float | None = None) -> None:
+def _install_fake_model(
+    monkeypatch: pytest.MonkeyPatch, release: float | None = None, *, signals: bool = False
+) -> None:
     """``models.artifact`` replaced by a module whose load_model returns the fake predictor."""
-    predictor = FakePredictor()
+    predictor = FakePredictor(signals=signals)
     if release is not None:
         predictor.thresholds = predictor.thresholds._replace(release=release)  # type: ignore[misc]
     fake = types.ModuleType("models.artifact")
@@ -293,7 +296,7 @@ def test_cli_end_to_end(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("datasets.mvtec", reason="datasets.mvtec (read_mvtec) is written by another engineer")
-    _install_fake_model(monkeypatch)
+    _install_fake_model(monkeypatch, signals=True)
     code, out = _run_evaluate(tmp_path, "--batch-size", "2")
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -310,6 +313,8 @@ def test_cli_end_to_end(
     assert "colour pictures (1 clean, 1 anomalous): image AUROC 0.500" in captured.out
     assert "grayscale pictures (3 clean, 3 anomalous): image AUROC 1.000 (1.000–1.000)" in captured.out
     assert metrics["intervals"]["miss_rate"] == pytest.approx([0.006309, 0.805880], abs=1e-5)
+    # the fake's one-class signal ranks every pair the wrong way round, its patch head as the score
+    assert "each signal alone: one-class 0.094 (" in captured.out and ", patch head 0.906 (" in captured.out
 
 
 @pytest.mark.parametrize(
@@ -359,42 +364,7 @@ CARD_VALIDATION = {
 }
 
 
-@pytest.mark.parametrize(
-    ("validation", "rows"),
-    [
-        (CARD_VALIDATION, [True, False, True]),
-        ({k: v for k, v in CARD_VALIDATION.items() if not k.startswith("patch")}, [True, False]),
-        ({}, []),  # a card that does not record its fusion: no section
-    ],
-)
-def test_fused_signals_come_from_the_card(validation: dict[str, object], rows: list[bool]) -> None:
-    from pipeline.evaluate import fused_signals
-
-    signals = fused_signals({"validation": validation})
-    assert [s["used"] for s in signals] == rows
-    if rows:
-        assert signals[1]["why"] == CARD_VALIDATION["head_gate"]
-        assert "Platt scaling" in signals[0]["why"]
-
-
-@pytest.mark.parametrize(
-    ("training", "says"),
-    [
-        ({"fine_scale": {"used": True, "stride": 4}}, "main, and fine-scale at stride 4"),
-        ({"fine_scale": {"used": False}}, "to the memory bank of normal patches"),
-        ({}, "to the memory bank of normal patches"),  # a card from before the fine-scale bank
-    ],
-)
-def test_the_one_class_signal_names_its_banks(training: dict[str, object], says: str) -> None:
-    from pipeline.evaluate import fused_signals
-
-    signals = fused_signals({"validation": CARD_VALIDATION, "training": training})
-    assert says in signals[0]["signal"]
-
-
 def test_report_says_what_the_score_is_made_of(result: EvaluationResult) -> None:
-    from pipeline.evaluate import fused_signals
-
     assert "What the score is made of" not in render_report(result)
     result.signals = fused_signals({"validation": CARD_VALIDATION})
     page = render_report(result)
@@ -405,6 +375,26 @@ def test_report_says_what_the_score_is_made_of(result: EvaluationResult) -> None
     result.fusion_rule = "sum"  # training's default
     page = render_report(result)
     assert "adds up the calibrated log-odds" in page and "largest of the calibrated" not in page
+
+
+def test_report_shows_each_signal_alone_and_in_the_gallery(result: EvaluationResult) -> None:
+    result.signals = fused_signals({"validation": CARD_VALIDATION})
+    result.fusion_rule = "sum"
+    assert "test AUROC alone" not in render_report(result)  # a predictor that reports no signals
+    result.metrics["per_signal"] = {
+        "one_class": {"image_auroc": 0.781, "image_auroc_interval": [0.697, 0.861], "images": 120},
+        "patch_head": {"image_auroc": 0.872, "image_auroc_interval": [0.802, 0.930], "images": 120},
+    }
+    miss = result.worst_misses[0]
+    result.worst_misses[0] = miss._replace(
+        record=miss.record._replace(signal_log_odds={"one_class": -1.83, "patch_head": -1.234})
+    )
+    page = render_report(result)
+    assert "test AUROC alone" in page
+    assert "<td>0.781 (0.697–0.861)</td>" in page and "<td>0.872 (0.802–0.930)</td>" in page
+    assert '<td class="na">not in the score</td>' in page  # the type head, switched off
+    assert "log-odds: one-class −1.83 + patch head −1.23 = −3.06" in page
+    assert page.count('class="evidence"') == 1  # the other gallery images report no signals
 
 
 RESOLUTION = {
