@@ -67,7 +67,7 @@ class Prediction(NamedTuple):
     thresholds: Thresholds
     model_id: str
     scale_vs_training: float | None = None
-    signal_log_odds: Mapping[str, float] | None = None
+    signal_log_odds: dict[str, float] | None = None
 
 
 @runtime_checkable

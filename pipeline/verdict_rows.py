@@ -2,8 +2,8 @@
 
 The batch scorer writes these rows, ``--resume`` reads them back, and ``clearsight decide`` re-decides
 them; all three go through this module so that a file written by one is read the same way by the others.
-In CSV and Parquet the nested fields (``type_probabilities``, ``declaration``) are JSON strings, and an
-empty cell is ``None``.
+In CSV and Parquet the nested fields (``type_probabilities``, ``declaration``, ``signal_log_odds``) are
+JSON strings, and an empty cell is ``None``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 FIELDS: tuple[str, ...] = tuple(ImageVerdict.model_fields)
-NESTED = ("type_probabilities", "declaration")
+NESTED = ("type_probabilities", "declaration", "signal_log_odds")
 FLOATS = ("score", "threshold", "hold_threshold", "scale_vs_training")
 SUFFIXES = (".jsonl", ".csv", ".parquet")
 

@@ -50,6 +50,10 @@ class ImageVerdict(BaseModel):
     # The image's scale against its model's training images (models.inference.Prediction); None for
     # a model that does not record its training images' sizes, and in rows written before this field.
     scale_vs_training: float | None = None
+    # What each fused signal said, as calibrated log-odds (models.inference.Prediction): which one
+    # flagged the image or let it through. None from predictors that do not report them, and in
+    # rows written before this field.
+    signal_log_odds: dict[str, float] | None = None
 
 
 class Declaration(BaseModel):

@@ -61,6 +61,13 @@ class ScoredImage(BaseModel):
         "the score was never validated, and a shipment is not released on it. Null for a model that "
         "does not record its training images' sizes.",
     )
+    signal_log_odds: dict[str, float] | None = Field(
+        default=None,
+        description="What each fused signal of the model said, as calibrated log-odds (one_class, "
+        "type_head, patch_head; a signal the model does not use is absent). The score is the sigmoid "
+        "of their sum (a model fused by the max: of their max), so they show which signal flagged "
+        "the image. Null for a model that does not report them.",
+    )
 
     @classmethod
     def build(
@@ -88,6 +95,7 @@ class ScoredImage(BaseModel):
             model_id=prediction.model_id,
             heatmap_png_base64=heatmap,
             scale_vs_training=prediction.scale_vs_training,
+            signal_log_odds=prediction.signal_log_odds,
         )
 
 
@@ -121,6 +129,7 @@ class ScoreResponse(BaseModel):
                             "model_id": "bulk_ore-lite0-3f2a9c1b",
                             "heatmap_png_base64": None,
                             "scale_vs_training": 1.0,
+                            "signal_log_odds": {"one_class": 1.2, "type_head": 1.1},
                         }
                     ],
                 }

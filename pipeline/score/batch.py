@@ -88,6 +88,7 @@ def _scored_row(
         model_id=prediction.model_id,
         declaration=dict(task.declaration),
         scale_vs_training=prediction.scale_vs_training,
+        signal_log_odds=prediction.signal_log_odds,
     )
     png = None
     if heatmaps and decoded.pixels is not None:

@@ -100,6 +100,7 @@ async def _verdicts(
                 model_id=prediction.model_id,
                 heatmap=heatmap,
                 scale_vs_training=prediction.scale_vs_training,
+                signal_log_odds=prediction.signal_log_odds,
                 **common,
             )
         )

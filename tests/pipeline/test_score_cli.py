@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from score_fakes import tiny_model_dir, write_images  # noqa: E402
 
 from datasets.errors import EngineError  # noqa: E402
 from datasets.manifest import write_manifest  # noqa: E402
+from models.fusion import SIGNALS  # noqa: E402
 from pipeline.audit import AuditStore  # noqa: E402
 from pipeline.cli import app, run  # noqa: E402
 from pipeline.policy import default_policy_path  # noqa: E402
@@ -62,6 +64,10 @@ def test_score_manifest_with_two_models_policy_and_audit(
     assert all(0.0 <= (row.score or 0.0) <= 1.0 and Path(row.heatmap or "").is_file() for row in rows.values()
                if row.error is None)
     assert rows["broken.png"].error is not None and rows["broken.png"].heatmap is None
+    # every signal of the (max-fused) artifacts said its piece, and their max gives the score back
+    for row in (r for r in rows.values() if r.error is None):
+        assert row.signal_log_odds is not None and set(row.signal_log_odds) == set(SIGNALS)
+        assert 1 / (1 + math.exp(-max(row.signal_log_odds.values()))) == pytest.approx(row.score, abs=1e-6)
     decisions = [json.loads(line) for line in out.with_suffix(".decisions.jsonl").read_text().splitlines()]
     assert [d["shipment_id"] for d in decisions] == ["S1", "S2", "S3"]
     assert decisions[2]["tier"] == "PHYSICAL_INSPECTION"

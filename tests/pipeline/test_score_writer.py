@@ -27,6 +27,7 @@ ROWS = [
         model_id="bulk_ore-lite0-3f2a9c1b",
         heatmap="/heat/0123.png",
         declaration={"trader_id": "T1", "radiation_alarm": False, "extra": {"hs": "2601"}},
+        signal_log_odds={"one_class": -1.25, "patch_head": 0.1 + 0.2},
     ),
     ImageVerdict(
         path="/data/ünïcode\nnewline.png", error="ImageDecodeError: truncated", cargo_type="vacuum_pack"
@@ -55,6 +56,7 @@ def test_csv_and_parquet_nest_as_json_strings(tmp_path: Path) -> None:
     table = pq.read_table(tmp_path / "out.parquet")
     assert table.column_names == list(FIELDS)
     assert json.loads(table.column("type_probabilities")[0].as_py()) == {"foreign_object": 0.25, "good": 0.75}
+    assert json.loads(table.column("signal_log_odds")[0].as_py()) == ROWS[0].signal_log_odds
     assert not journal_path(tmp_path / "out.parquet").exists()
     _write(tmp_path / "out.csv", ROWS[:1])
     header, line = (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()

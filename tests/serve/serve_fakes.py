@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,8 @@ THRESHOLDS = Thresholds(release=0.5, hold=0.8, target_miss_rate=0.01, method="fi
 class FakePredictor:
     """Score = mean brightness in [0, 1]; anomaly map = per-pixel brightness. Records every batch size.
 
-    With ``trained_side`` it reports ``scale_vs_training`` as a model trained on images of that longer
+    Its one signal's log-odds are the score's logit (none for a score of 0 or 1). With ``trained_side``
+    it reports ``scale_vs_training`` as a model trained on images of that longer
     side, not tiled, would: ``trained_side / max(H, W)``.
     """
 
@@ -84,6 +86,8 @@ class FakePredictor:
                     scale_vs_training=(
                         None if self.trained_side is None else self.trained_side / max(gray.shape)
                     ),
+                    # one signal, whose calibrated log-odds give the score back
+                    signal_log_odds={"one_class": math.log(score / (1.0 - score))} if 0 < score < 1 else None,
                 )
             )
         return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 
 import cv2
 import numpy as np
@@ -32,6 +33,9 @@ def test_score_two_images_with_heatmap(make_client) -> None:
     assert (dark["filename"], dark["width"], dark["height"], dark["label"]) == ("dark.png", 8, 8, "good")
     assert dark["score"] == pytest.approx((51 * 63 + 52) / 64 / 255, abs=1e-6)
     assert dark["anomaly_type"] is None
+    # what the model's signals said, for the client to see which one flagged the image
+    logit = math.log(dark["score"] / (1 - dark["score"]))
+    assert dark["signal_log_odds"] == {"one_class": pytest.approx(logit)}
     assert (bright["width"], bright["height"], bright["label"], bright["anomaly_type"]) == (
         6,
         4,

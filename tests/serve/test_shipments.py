@@ -204,6 +204,7 @@ def test_an_image_off_the_training_scale_is_not_released(make_client, audit_stor
     assert response.status_code == 200, response.text
     decision = response.json()["decision"]
     assert [image["scale_vs_training"] for image in decision["images"]] == [1.0, 0.125]
+    assert all(set(image["signal_log_odds"]) == {"one_class"} for image in decision["images"])
     assert decision["tier"] == "REMOTE_INSPECTION"
     held = [r for r in decision["reasons"] if r["tier"] != "RELEASE"]
     assert [(r["rule"], r["image"]) for r in held] == [("fail_closed.off_training_scale", "large.png")]
