@@ -30,8 +30,9 @@ scored with ``pipeline.evaluate.evaluate``:
   ``current-256`` (downscaled to a 256 px input) and ``tiled-256`` (256 px tiles, not downscaled).
   At ``--size 512``, ``current`` itself runs at a 512 px input: the images' own resolution.
 
-Besides the main table it prints, per model, the misses at its own threshold by severity third and
-the weakest kinds of anomaly (the generator's ``detail``: an open seal, a fibre, a tear, ...).
+Besides the main table it prints, per model, the misses at its own threshold by severity third,
+the weakest kinds of anomaly (the generator's ``detail``: an open seal, a fibre, a tear, ...), and
+each fused signal's test AUROC alone beside the fusion gates.
 """
 
 from __future__ import annotations
@@ -235,8 +236,12 @@ def main(argv: list[str] | None = None) -> int:
                 scored = scored_test_images(cargo, data, result)
                 severity_rows.append(severity_row(cargo, name, scored, result.thresholds.release))
                 kind_rows.append(kind_row(cargo, name, scored))
+                alone = ", ".join(
+                    f"{signal} {fmt(block['image_auroc'])}" for signal, block in mt["per_signal"].items()
+                )
                 gates.append(
-                    f"{cargo} {name}: type-head gate: {trained.card['validation']['head_gate']}; "
+                    f"{cargo} {name}: each signal alone on the test set: {alone}; "
+                    f"type-head gate: {trained.card['validation']['head_gate']}; "
                     f"patch-head gate: {trained.card['validation']['patch_head_gate']}; "
                     f"fine-scale gate: {trained.card['training']['fine_scale']['gate']}; "
                     f"fine-tuning: {trained.card['training']['fine_tune']}"
@@ -266,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "images (count)\n| cargo | model | weakest kinds |\n|---|---|---|"
     )
     print("\n".join(kind_rows))
-    print("\nfusion gates (from each model card):\n" + "\n".join(gates))
+    print("\neach signal's test AUROC alone, and the fusion gates (model cards):\n" + "\n".join(gates))
     return 0
 
 
