@@ -83,14 +83,15 @@ def signal_aurocs(rows: Iterable[tuple[Mapping[str, float] | None, str]]) -> dic
         the predictor reports no signals or one class is missing.
     """
     rows = list(rows)
-    if not rows or any(log_odds is None for log_odds, _ in rows):
+    odds = [log_odds for log_odds, _ in rows if log_odds is not None]
+    if not rows or len(odds) < len(rows):
         return {}
     labels = np.array([label != GOOD for _, label in rows], dtype=bool)
     out: dict[str, dict[str, Any]] = {}
     for name in SIGNALS:
-        if not all(name in log_odds for log_odds, _ in rows):  # type: ignore[operator]
+        if not all(name in log_odds for log_odds in odds):
             continue
-        values = np.array([log_odds[name] for log_odds, _ in rows], dtype=np.float64)  # type: ignore[index]
+        values = np.array([log_odds[name] for log_odds in odds], dtype=np.float64)
         auroc = m.image_auroc(values, labels).value
         if auroc is None:
             return {}

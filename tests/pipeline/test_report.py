@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from evaluate_fakes import FakePredictor, write_dataset  # noqa: E402
+from evaluate_fakes import CARD_VALIDATION, FakePredictor, write_dataset  # noqa: E402
 
 from models.inference import GOOD, Thresholds  # noqa: E402
 from pipeline.cli import app, run  # noqa: E402
@@ -353,15 +353,6 @@ def test_no_remote_review_band_when_hold_equals_release() -> None:
     page = render_report(_result(RECORDS, TH._replace(hold=0.5)))
     assert "none: hold = release" in page
     assert "release 0.500" in page and "hold 0.500" in page
-
-
-CARD_VALIDATION = {
-    "calibration": "Platt scaling on the validation split",
-    "head_in_fusion": False,
-    "head_gate": "head validation AUROC 0.633 (least 0.9); fused 0.706, one-class 0.694",
-    "patch_head_in_fusion": True,
-    "patch_head_gate": "patch head validation AUROC 0.858; fused 0.834 > without it 0.721",
-}
 
 
 def test_report_says_what_the_score_is_made_of(result: EvaluationResult) -> None:
