@@ -4,7 +4,9 @@ Formats by the output's suffix:
 
 - ``.jsonl``: one :class:`ImageVerdict` JSON object per line.
 - ``.csv``: a header, then one row per image; nested fields (``type_probabilities``,
-  ``declaration``) are JSON strings and ``None`` is an empty cell.
+  ``declaration``, ``signal_log_odds``) are JSON strings and ``None`` is an empty cell. A CSV
+  written by an earlier version, whose header lacks columns added since, is rewritten with
+  today's header when a run resumes it (its rows kept, the new cells empty).
 - ``.parquet``: Parquet cannot be appended, so rows are journalled to ``OUT.journal.jsonl`` and
   converted (streamed, in row groups) when the run ends; the journal is removed only after the
   Parquet file is complete and renamed into place.
@@ -132,25 +134,76 @@ def _complete_csv(path: Path, *, collect: set[str] | None) -> int:
                 "pass --overwrite to replace the file"
             )
         good = lines.consumed
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            except csv.Error:
-                break  # a quoted cell cut at an embedded newline: the torn last row
-            if len(cells) != len(FIELDS):
-                try:
-                    next(reader)
-                except (StopIteration, csv.Error):
-                    break  # the torn last row, cut exactly at a line end inside it
-                raise DatasetFormatError(
-                    f"{path}: a row with {len(cells)} cells before the end, expected {len(FIELDS)}"
-                )
+        for cells in _whole_rows(reader, len(FIELDS), path):
             if collect is not None:
                 collect.add(cells[0])
             good = lines.consumed
     return good
+
+
+def _older_header(header: list[str]) -> bool:
+    """Whether ``header`` is an earlier version's score header: some of today's columns, in order."""
+    positions = [FIELDS.index(name) for name in header if name in FIELDS]
+    return (
+        len(positions) == len(header) < len(FIELDS)
+        and bool(header)
+        and header[0] == FIELDS[0]
+        and positions == sorted(positions)
+    )
+
+
+def _upgrade_older_csv(path: Path) -> None:
+    """Rewrite a CSV output with an earlier version's header (see :func:`_older_header`) under
+    today's header, so that a resumed run can append rows of today's shape without losing the old
+    ones. Complete rows are kept (columns added since are empty, i.e. ``None``); a torn last row is
+    dropped, and its image is scored again. Written to a temporary file, then renamed over."""
+    with path.open("rb") as fh:
+        lines = _CountingLines(fh)
+        reader = csv.reader(lines, strict=True)
+        try:
+            header = next(reader)
+        except (StopIteration, csv.Error):
+            return
+        if not _older_header(header):
+            return  # today's header, or not a score output: _complete_csv decides
+        tmp = path.with_name(path.name + ".upgrade.tmp")
+        try:
+            with tmp.open("wb") as out:
+                out.write(RowWriter.csv_line(list(FIELDS)))
+                for number, cells in enumerate(_whole_rows(reader, len(header), path), start=2):
+                    record = dict(zip(header, cells, strict=True))
+                    verdict = verdict_rows.from_flat(record, f"{path}:{number}")
+                    out.write(RowWriter.csv_line(verdict_rows.to_cells(verdict)))
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # the original is untouched: nothing is lost
+            raise
+    os.replace(tmp, path)
+
+
+def _whole_rows(reader: Iterator[list[str]], width: int, path: Path) -> Iterator[list[str]]:
+    """The complete rows of a CSV reader, stopping at a torn last row (a crash mid-write).
+
+    Raises:
+        DatasetFormatError: a row of the wrong width with rows after it (corruption, not a crash).
+    """
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            return  # a quoted cell cut at an embedded newline: the torn last row
+        if len(cells) != width:
+            try:
+                next(reader)
+            except (StopIteration, csv.Error):
+                return  # the torn last row, cut exactly at a line end inside it
+            raise DatasetFormatError(
+                f"{path}: a row with {len(cells)} cells before the end, expected {width}"
+            )
+        yield cells
 
 
 def _parquet_to_journal(parquet: Path, journal: Path) -> None:
@@ -215,6 +268,8 @@ def open_output(out: Path, *, resume: bool, overwrite: bool) -> tuple[RowWriter,
     elif resume:
         if fmt == "parquet" and out.exists() and not target.exists():
             _parquet_to_journal(out, target)
+        if fmt == "csv" and target.exists():
+            _upgrade_older_csv(target)
         if target.exists():
             complete = _complete_csv if fmt == "csv" else _complete_jsonl
             good = complete(target, collect=done)
@@ -247,11 +302,12 @@ class RowWriter:
         self._last_flush = time.monotonic()
         self._fh: IO[bytes] = path.open("ab")
         if fmt == "csv" and self._fh.tell() == 0:
-            self._buffer.append(self._csv_line(list(FIELDS)))
+            self._buffer.append(self.csv_line(list(FIELDS)))
             self.flush()
 
     @staticmethod
-    def _csv_line(cells: list[str]) -> bytes:
+    def csv_line(cells: list[str]) -> bytes:
+        """One CSV row, as the writer writes it (``\\n``-terminated, UTF-8)."""
         text = io.StringIO()
         csv.writer(text, lineterminator="\n").writerow(cells)
         return text.getvalue().encode("utf-8")
@@ -259,7 +315,7 @@ class RowWriter:
     def write(self, verdict: ImageVerdict) -> None:
         """Buffer one row; write the chunk if it is full or old."""
         if self.fmt == "csv":
-            self._buffer.append(self._csv_line(verdict_rows.to_cells(verdict)))
+            self._buffer.append(self.csv_line(verdict_rows.to_cells(verdict)))
         else:
             self._buffer.append(verdict.model_dump_json().encode("utf-8") + b"\n")
         if len(self._buffer) >= self.chunk_rows or time.monotonic() - self._last_flush >= self.flush_seconds:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from datasets.errors import DatasetFormatError
 from pipeline.score.writer import FIELDS, finish_output, iter_rows, journal_path, open_output
+from pipeline.verdict_rows import to_cells
 from pipeline.verdicts import ImageVerdict
 
 ROWS = [
@@ -117,6 +120,48 @@ def test_resume_refuses_a_file_that_is_not_a_score_output(
     out = tmp_path / f"out{suffix}"
     out.write_bytes(content)
     with pytest.raises(DatasetFormatError, match=message):
+        open_output(out, resume=True, overwrite=False)
+
+
+def _older_csv(out: Path, rows: list[ImageVerdict], dropped: tuple[str, ...], torn: bytes = b"") -> None:
+    """A CSV output as an earlier version wrote it: without the columns ``dropped`` (added since)."""
+    keep = [n for n, name in enumerate(FIELDS) if name not in dropped]
+    lines = [[FIELDS[n] for n in keep]] + [[to_cells(row)[n] for n in keep] for row in rows]
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(lines)
+    out.write_bytes(text.getvalue().encode("utf-8") + torn)
+
+
+def test_resume_upgrades_an_older_versions_csv_without_losing_rows(tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    old = [ROWS[0].model_copy(update={"signal_log_odds": None}), ROWS[1]]
+    # written before scale_vs_training and signal_log_odds existed, cut by a crash in a third row
+    _older_csv(out, old, ("scale_vs_training", "signal_log_odds"), torn=b"/data/c.png,ab")
+    writer, done = open_output(out, resume=True, overwrite=False)
+    with writer:
+        writer.write(ROWS[2])
+    assert done == {ROWS[0].path, ROWS[1].path}
+    assert out.read_text(encoding="utf-8").splitlines()[0] == ",".join(FIELDS)
+    assert list(iter_rows(out)) == [*old, ROWS[2]]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_an_older_csv_with_a_bad_row_before_the_end_is_refused_and_kept(tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    _older_csv(out, ROWS, ("signal_log_odds",))
+    lines = out.read_bytes().split(b"\n")
+    lines[1] = b"a.png,too,few"  # corruption in the middle, not a crash at the end
+    out.write_bytes(b"\n".join(lines))
+    before = out.read_bytes()
+    with pytest.raises(DatasetFormatError, match=r"out\.csv: a row with 3 cells before the end"):
+        open_output(out, resume=True, overwrite=False)
+    assert out.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_refuses_a_header_with_the_columns_out_of_order(tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    out.write_text("sha256,path\n" + "ab,a.png\n", encoding="utf-8")
+    with pytest.raises(DatasetFormatError, match="is not Clearsight's score header"):
         open_output(out, resume=True, overwrite=False)
 
 
