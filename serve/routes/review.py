@@ -33,6 +33,30 @@ COOKIE = "clearsight_session"
 HELD_TIERS = [Tier.REMOTE_INSPECTION, Tier.PHYSICAL_INSPECTION]
 PAGE_SIZE = 50
 
+EVIDENCE_WORDS = {
+    "patch_head": "a spot like the labelled defects",
+    "type_head": "like a labelled anomaly type",
+    "one_class": "unlike the clean cargo it learned",
+}
+"""What each fused signal (``models.fusion.SIGNALS``) looks for, in an officer's words."""
+
+
+def model_evidence(log_odds: dict[str, float] | None) -> list[tuple[str, str]]:
+    """An image's signals for the officer, strongest first: (what it looks for, signed log-odds).
+
+    Positive log-odds point to an anomaly, negative to clean cargo; the image's score adds them
+    up (``Prediction.signal_log_odds``). Empty for a verdict without them (older records).
+    """
+    if not log_odds:
+        return []
+    ranked = sorted(log_odds.items(), key=lambda kv: kv[1], reverse=True)
+    return [
+        (EVIDENCE_WORDS.get(name, name), f"{value:+.1f}".replace("-", "\u2212")) for name, value in ranked
+    ]
+
+
+templates.env.globals["model_evidence"] = model_evidence
+
 
 def _session(request: Request, services: Services) -> tuple[Principal, str] | None:
     if services.insecure:

@@ -67,7 +67,10 @@ def test_officer_reviews_a_held_shipment(live_server, audit_store, chromium) -> 
     assert heatmaps.count() == 2
     # The heatmap really loaded (a decoded image has a natural width), not a broken link.
     assert heatmaps.nth(1).evaluate("img => img.complete && img.naturalWidth") == 96
-    assert "vs release 0.500 / hold 0.800" in card.locator("figcaption").nth(1).inner_text()
+    caption = card.locator("figcaption").nth(1).inner_text()
+    assert "vs release 0.500 / hold 0.800" in caption
+    # the fake's one signal, its log-odds the logit of the score: positive for this bright image
+    assert "model evidence: unlike the clean cargo it learned +" in caption
 
     cookie = next(c for c in page.context.cookies() if c["name"] == "clearsight_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
@@ -111,3 +114,26 @@ def test_review_forms_need_session_and_csrf(make_client, audit_store) -> None:
     missing = client.get("/review/files/images/" + "0" * 64)
     assert missing.status_code == 404
     assert client.get("/review/files/../../etc/passwd").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("log_odds", "expected"),
+    [
+        (
+            {"one_class": -0.44, "patch_head": 2.1},
+            [
+                ("a spot like the labelled defects", "+2.1"),
+                ("unlike the clean cargo it learned", "\u22120.4"),
+            ],
+        ),
+        ({"type_head": 0.04}, [("like a labelled anomaly type", "+0.0")]),
+        ({}, []),
+        (None, []),  # a verdict recorded before the signals were kept
+    ],
+)
+def test_model_evidence_strongest_first(
+    log_odds: dict[str, float] | None, expected: list[tuple[str, str]]
+) -> None:
+    from serve.routes.review import model_evidence
+
+    assert model_evidence(log_odds) == expected
