@@ -119,14 +119,22 @@ class _CountingLines:
             yield line.decode("utf-8")
 
 
+def _open_csv(fh: IO[bytes]) -> tuple[_CountingLines, Iterator[list[str]], list[str] | None]:
+    """A CSV output's line counter, its row reader past the header, and the header (``None`` when
+    not even a whole header was written)."""
+    lines = _CountingLines(fh)
+    reader = csv.reader(lines, strict=True)
+    try:
+        return lines, reader, next(reader)
+    except (StopIteration, csv.Error):
+        return lines, reader, None
+
+
 def _complete_csv(path: Path, *, collect: set[str] | None) -> int:
     """Byte length of ``path``'s header and complete rows; adds their paths to ``collect``."""
     with path.open("rb") as fh:
-        lines = _CountingLines(fh)
-        reader = csv.reader(lines, strict=True)
-        try:
-            header = next(reader)
-        except (StopIteration, csv.Error):
+        lines, reader, header = _open_csv(fh)
+        if header is None:
             return 0  # not even a whole header: start the file again
         if tuple(header) != FIELDS:
             raise DatasetFormatError(
@@ -158,14 +166,9 @@ def _upgrade_older_csv(path: Path) -> None:
     ones. Complete rows are kept (columns added since are empty, i.e. ``None``); a torn last row is
     dropped, and its image is scored again. Written to a temporary file, then renamed over."""
     with path.open("rb") as fh:
-        lines = _CountingLines(fh)
-        reader = csv.reader(lines, strict=True)
-        try:
-            header = next(reader)
-        except (StopIteration, csv.Error):
-            return
-        if not _older_header(header):
-            return  # today's header, or not a score output: _complete_csv decides
+        _, reader, header = _open_csv(fh)
+        if header is None or not _older_header(header):
+            return  # no header yet, today's, or not a score output: _complete_csv decides
         tmp = path.with_name(path.name + ".upgrade.tmp")
         try:
             with tmp.open("wb") as out:
