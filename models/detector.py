@@ -319,16 +319,23 @@ class Detector(nn.Module):
             self.smooth_map(patch_logits),
         )
 
+    def signal_maps(
+        self, map_raw: torch.Tensor, patch_map: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, S) distance map and patch-head logit map -> the two halves of the anomaly map, each
+        (B, S, S) in [0, 1]: the one-class map on the model's validation-normal scale, and the patch
+        head's defect probability, calibrated like its image score (zero when it is not fused)."""
+        one_class = ((map_raw - self.map_lo) / self.map_span).clamp(0.0, 1.0)
+        patch = torch.sigmoid(self.fusion.slope[2] * patch_map + self.fusion.bias[2])
+        return one_class, patch
+
     def normalise_map(self, map_raw: torch.Tensor, patch_map: torch.Tensor) -> torch.Tensor:
         """(B, S, S) distance map and patch-head logit map -> (B, S, S) anomaly map in [0, 1].
 
-        The larger of the one-class map on the model's validation-normal scale and the patch head's
-        defect probability, calibrated like its image score (zero when the patch head is not fused):
-        a seal defect the one-class map cannot tell from the product's own variation still shows.
+        The larger of the two :meth:`signal_maps`: a seal defect the one-class map cannot tell from
+        the product's own variation still shows through the patch head.
         """
-        one_class = ((map_raw - self.map_lo) / self.map_span).clamp(0.0, 1.0)
-        patch = torch.sigmoid(self.fusion.slope[2] * patch_map + self.fusion.bias[2])
-        return torch.maximum(one_class, patch)
+        return torch.maximum(*self.signal_maps(map_raw, patch_map))
 
     def forward(self, x: torch.Tensor) -> DetectorOutput:
         """(B, 3, S, S) normalised float32 -> :class:`DetectorOutput`."""
