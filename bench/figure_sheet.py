@@ -8,7 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["caption", "score_rank_caption", "write_sheet"]
+from datasets.decode import decode_image
+from models.tiling import to_rgb_float
+
+__all__ = ["caption", "outline_defect", "score_rank_caption", "write_sheet"]
 
 _BACKGROUND = 24
 _GAP = 3
@@ -19,6 +22,17 @@ def caption(cell: np.ndarray, text: str, *, bottom: bool = False, bold: bool = F
     y = cell.shape[0] - 10 if bottom else 18
     scale, thickness = (0.55, 2) if bold else (0.45, 1)
     cv2.putText(cell, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+
+
+def outline_defect(cell: np.ndarray, mask_path: Path | None) -> None:
+    """Draw the ground-truth outline of ``mask_path`` (a 0/255 mask PNG) on an RGB uint8 ``cell``
+    (in place, magenta), the mask resized to the cell; nothing for a good image (``None``)."""
+    if mask_path is None:
+        return
+    mask = (to_rgb_float(decode_image(mask_path).pixels)[..., 0] > 0.5).astype(np.uint8)
+    mask = cv2.resize(mask, (cell.shape[1], cell.shape[0]), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(cell, contours, -1, (255, 0, 255), 1, cv2.LINE_AA)
 
 
 def score_rank_caption(cell: np.ndarray, scores: np.ndarray, good: np.ndarray, i: int) -> None:

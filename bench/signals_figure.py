@@ -26,8 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.figure_models import figure_args, fit_each, test_split  # noqa: E402
-from bench.figure_sheet import caption, write_sheet  # noqa: E402
-from datasets.decode import decode_image  # noqa: E402
+from bench.figure_sheet import caption, outline_defect, write_sheet  # noqa: E402
 from models.tiling import stitch_maps, to_rgb_float  # noqa: E402
 from pipeline.signal_evidence import SIGNAL_NAMES  # noqa: E402
 
@@ -74,12 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     for i in false_alarms + misses:
         rgb = np.ascontiguousarray((to_rgb_float(images[i]) * 255).astype(np.uint8))
         cells = [_cell(rgb)]
-        mask_path = items[i].mask_path
-        if mask_path is not None:
-            mask = (to_rgb_float(decode_image(mask_path).pixels)[..., 0] > 0.5).astype(np.uint8)
-            mask = cv2.resize(mask, (SIDE, SIDE), interpolation=cv2.INTER_NEAREST)
-            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(cells[0], contours, -1, (255, 0, 255), 1, cv2.LINE_AA)
+        outline_defect(cells[0], items[i].mask_path)
         kind = "clean" if good[i] else str(items[i].anomaly_type)
         caption(cells[0], f"{kind}: score {scores[i]:.3f}", bold=True)
         rank = float(np.mean(scores[good] < scores[i]))
