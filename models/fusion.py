@@ -101,15 +101,22 @@ class Fusion(nn.Module):
         sigmoid of the sum of the finite entries, under ``"max"`` of their max. So a false alarm or
         a miss can be traced to the signal that made it (the evaluation report's gallery).
         """
-        logits = self.signals(score_raw, type_logits, patch_score) * self.slope + self.bias
+        logits = self._calibrated(score_raw, type_logits, patch_score)
         return torch.where(self.slope > 0, logits, torch.full_like(logits, float("nan")))
 
     def forward(
         self, score_raw: torch.Tensor, type_logits: torch.Tensor, patch_score: torch.Tensor
     ) -> torch.Tensor:
         """(B,) raw one-class score, (B, K) type logits, (B,) patch score -> (B,) fused score in [0, 1]."""
-        logits = self.signals(score_raw, type_logits, patch_score) * self.slope + self.bias
-        return torch.sigmoid(fuse_logits(logits, self.slope, self.rule))
+        return torch.sigmoid(
+            fuse_logits(self._calibrated(score_raw, type_logits, patch_score), self.slope, self.rule)
+        )
+
+    def _calibrated(
+        self, score_raw: torch.Tensor, type_logits: torch.Tensor, patch_score: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, 3) Platt-calibrated logits of the signals, switched-off ones at their bias of -30."""
+        return self.signals(score_raw, type_logits, patch_score) * self.slope + self.bias
 
 
 def fuse_logits(logits: torch.Tensor, slope: torch.Tensor, rule: str) -> torch.Tensor:

@@ -131,22 +131,29 @@ def _open_csv(fh: IO[bytes]) -> tuple[_CountingLines, Iterator[list[str]], list[
 
 
 def _complete_csv(path: Path, *, collect: set[str] | None) -> int:
-    """Byte length of ``path``'s header and complete rows; adds their paths to ``collect``."""
+    """Byte length of ``path``'s header and complete rows; adds their paths to ``collect``.
+
+    A file under an earlier version's header (:func:`_older_header`) is first rewritten under
+    today's (:func:`_rewrite_under_todays_header`), so that rows of today's shape can follow.
+    """
     with path.open("rb") as fh:
         lines, reader, header = _open_csv(fh)
         if header is None:
             return 0  # not even a whole header: start the file again
-        if tuple(header) != FIELDS:
+        if tuple(header) == FIELDS:
+            good = lines.consumed
+            for cells in _whole_rows(reader, len(FIELDS), path):
+                if collect is not None:
+                    collect.add(cells[0])
+                good = lines.consumed
+            return good
+        if not _older_header(header):
             raise DatasetFormatError(
                 f"{path}: header {header!r} is not Clearsight's score header {list(FIELDS)!r}; "
                 "pass --overwrite to replace the file"
             )
-        good = lines.consumed
-        for cells in _whole_rows(reader, len(FIELDS), path):
-            if collect is not None:
-                collect.add(cells[0])
-            good = lines.consumed
-    return good
+        _rewrite_under_todays_header(path, header, reader)
+    return _complete_csv(path, collect=collect)
 
 
 def _older_header(header: list[str]) -> bool:
@@ -160,28 +167,24 @@ def _older_header(header: list[str]) -> bool:
     )
 
 
-def _upgrade_older_csv(path: Path) -> None:
-    """Rewrite a CSV output with an earlier version's header (see :func:`_older_header`) under
-    today's header, so that a resumed run can append rows of today's shape without losing the old
-    ones. Complete rows are kept (columns added since are empty, i.e. ``None``); a torn last row is
-    dropped, and its image is scored again. Written to a temporary file, then renamed over."""
-    with path.open("rb") as fh:
-        _, reader, header = _open_csv(fh)
-        if header is None or not _older_header(header):
-            return  # no header yet, today's, or not a score output: _complete_csv decides
-        tmp = path.with_name(path.name + ".upgrade.tmp")
-        try:
-            with tmp.open("wb") as out:
-                out.write(RowWriter.csv_line(list(FIELDS)))
-                for number, cells in enumerate(_whole_rows(reader, len(header), path), start=2):
-                    record = dict(zip(header, cells, strict=True))
-                    verdict = verdict_rows.from_flat(record, f"{path}:{number}")
-                    out.write(RowWriter.csv_line(verdict_rows.to_cells(verdict)))
-                out.flush()
-                os.fsync(out.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # the original is untouched: nothing is lost
-            raise
+def _rewrite_under_todays_header(path: Path, header: list[str], reader: Iterator[list[str]]) -> None:
+    """Rewrite a CSV output with an earlier version's ``header`` under today's, from ``reader`` (its
+    rows past the header), so that a resumed run can append rows of today's shape without losing the
+    old ones. Complete rows are kept (columns added since are empty, i.e. ``None``); a torn last row
+    is dropped, and its image is scored again. Written to a temporary file, then renamed over."""
+    tmp = path.with_name(path.name + ".upgrade.tmp")
+    try:
+        with tmp.open("wb") as out:
+            out.write(RowWriter.csv_line(list(FIELDS)))
+            for number, cells in enumerate(_whole_rows(reader, len(header), path), start=2):
+                record = dict(zip(header, cells, strict=True))
+                verdict = verdict_rows.from_flat(record, f"{path}:{number}")
+                out.write(RowWriter.csv_line(verdict_rows.to_cells(verdict)))
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the original is untouched: nothing is lost
+        raise
     os.replace(tmp, path)
 
 
@@ -271,8 +274,6 @@ def open_output(out: Path, *, resume: bool, overwrite: bool) -> tuple[RowWriter,
     elif resume:
         if fmt == "parquet" and out.exists() and not target.exists():
             _parquet_to_journal(out, target)
-        if fmt == "csv" and target.exists():
-            _upgrade_older_csv(target)
         if target.exists():
             complete = _complete_csv if fmt == "csv" else _complete_jsonl
             good = complete(target, collect=done)
