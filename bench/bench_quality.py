@@ -92,6 +92,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "current-256": {"image_size": 256},
     # with --size 512: 256 px tiles at the images' own resolution, each a 256 px model input
     "tiled-256": {"image_size": 256, "tile_size": 256},
+    # the type head's fusion gate judged on the validation split alone (before session 16)
+    "head-gate-validation": {"head_gate_evidence": "validation"},
+    # the same for a fine-tuned model
+    "fine-tune-head-gate-validation": {"fine_tune_steps": 600, "head_gate_evidence": "validation"},
     # the image score as the max of the smoothed map (the default is the mean of the top 10 patches)
     "current-max": {"score_reduction": "max"},
 }

@@ -1,4 +1,4 @@
-"""The supervised head joins the max-fusion only when validation shows it helps."""
+"""The supervised signals join the fusion only when the evidence shows they help."""
 
 from __future__ import annotations
 
@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.fusion_gate import fine_scale_gate, gate_signal, strict_on_tie
+from models.classifier import fit_type_head
+from models.fusion import Fusion
+from pipeline.fusion_gate import (
+    fine_scale_gate,
+    gate_signal,
+    out_of_fold_log_odds,
+    stratified_folds,
+    strict_on_tie,
+    training_evidence,
+)
+from pipeline.metrics import image_auroc
 from pipeline.train import TrainConfig
 
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
@@ -105,3 +115,86 @@ def test_fine_scale_gate(main: list[float], fine: list[float] | None, kept: bool
     assert says in gate.reason
     if fine is not None:
         assert "on 3 normal and 2 anomalous training images" in gate.reason
+
+
+def test_head_gate_evidence_is_validated() -> None:
+    from datasets.errors import InputError
+
+    with pytest.raises(InputError, match="head_gate_evidence 'test' not in out-of-fold, validation"):
+        TrainConfig(head_gate_evidence="test")
+
+
+def _fit(x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
+    return fit_type_head(x, y, 2, seed=0)
+
+
+def test_out_of_fold_log_odds_do_not_reward_a_memorising_head() -> None:
+    # Labels unrelated to the inputs, one input dimension per image: a head can memorise every image,
+    # so in-sample it separates them perfectly; scored out of fold it knows nothing.
+    n = 40
+    x = torch.eye(n)
+    y = torch.tensor([0, 1] * (n // 2))
+    fold_of = (np.arange(n) // 2) % 2  # both classes in both folds
+    head = _fit(x, y)
+    with torch.inference_mode():
+        in_sample = Fusion.head_log_odds(head(x)).numpy()
+    oof = out_of_fold_log_odds(x, y, fold_of, folds=2, fit=_fit)
+    labels = y.numpy().astype(bool)
+    assert image_auroc(in_sample, labels).value == 1.0
+    assert image_auroc(oof, labels).value == pytest.approx(0.5, abs=0.15)
+
+
+def test_out_of_fold_log_odds_score_each_image_with_a_head_that_did_not_see_it() -> None:
+    seen: list[set[int]] = []
+
+    def recording_fit(x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
+        seen.append({int(i) for i in x[:, 1].tolist()})  # column 1 holds each image's index
+        return _fit(x, y)
+
+    n = 12
+    y = torch.tensor([0] * 8 + [1] * 4)
+    x = torch.stack([y.float() * 4 - 2, torch.arange(n, dtype=torch.float32)], dim=1)
+    fold_of = np.array([0, 1, 2] * 4)
+    oof = out_of_fold_log_odds(x, y, fold_of, folds=3, fit=recording_fit)
+    assert seen == [set(np.flatnonzero(fold_of != f)) for f in range(3)]
+    assert (oof[y.numpy() == 1] > 0).all() and (oof[y.numpy() == 0] < 0).all()
+
+
+def test_out_of_fold_log_odds_leave_a_fold_unscored_when_its_complement_lacks_anomalies() -> None:
+    y = torch.tensor([0, 0, 0, 0, 1, 1])
+    x = y.float()[:, None]
+    fold_of = np.array([0, 1, 0, 1, 1, 1])  # fold 0's complement holds both anomalies; fold 1's none
+    oof = out_of_fold_log_odds(x, y, fold_of, folds=2, fit=_fit)
+    assert np.isfinite(oof[fold_of == 0]).all()
+    assert np.isnan(oof[fold_of == 1]).all()
+
+
+class _Det:
+    """What training_evidence reads of a detector: its fusion's one-class standardisation."""
+
+    def __init__(self) -> None:
+        self.fusion = Fusion("sum")
+        self.fusion.oc_mu.fill_(0.0)
+        self.fusion.oc_sd.fill_(2.0)
+
+
+@pytest.mark.parametrize(("signal", "kept_units"), [(1, [0, 2]), (2, [1, 2])])
+def test_training_evidence_adds_the_units_whose_signal_exists(signal: int, kept_units: list[int]) -> None:
+    val = torch.tensor([[0.5, 1.0, 2.0], [1.5, -1.0, 0.0]])
+    y_val = np.array([0, 1])
+    scores = [1.0, np.e**2, np.e**4]  # one-class z = log(score) / 2: 0, 1, 2
+    head = np.array([0.3, np.nan, -0.3])
+    patch = np.array([np.nan, 5.0, 6.0])
+    ev = training_evidence(_Det(), val, y_val, scores, [0, 2, 1], head, patch, signal=signal)  # type: ignore[arg-type]
+    units = np.array([[0.0, 0.3, np.nan], [1.0, np.nan, 5.0], [2.0, -0.3, 6.0]])[kept_units]
+    np.testing.assert_allclose(ev.signals, np.concatenate([val.numpy(), units]), rtol=1e-6)
+    np.testing.assert_array_equal(ev.labels, np.concatenate([y_val, np.array([0, 1, 1])[kept_units]]))
+
+
+def test_stratified_folds_deal_every_class_evenly() -> None:
+    labels = np.array([0] * 12 + [1] * 5 + [2] * 3)
+    folds = stratified_folds(labels, 5, np.random.default_rng(0))
+    for c in (0, 1, 2):
+        counts = np.bincount(folds[labels == c], minlength=5)
+        assert counts.max() - counts.min() <= 1
+    assert sorted(np.bincount(folds, minlength=5)) == [4, 4, 4, 4, 4]
