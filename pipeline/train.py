@@ -153,8 +153,9 @@ class TrainConfig:
             fusion (see ``gate_signal``); 0 keeps it whenever the fusion does not rank worse than
             one-class.
         head_gate_evidence: what the type head's gate is judged on: ``"out-of-fold"`` (the
-            validation split plus every labelled training image, scored by a head fitted on the other
-            fold) or ``"validation"`` (the validation split alone, as before session 16).
+            validation split plus every labelled training image, each scored by a head fitted on the
+            other folds; validation alone for a fine-tuned backbone, which saw them) or
+            ``"validation"`` (the validation split alone, as before session 16).
     """
 
     backbone: str = "lite0"
@@ -580,7 +581,9 @@ def train_model(
     with torch.inference_mode():
         unit_head = det.fusion.head_log_odds(head(unit_x)).double().numpy()  # in-sample
     oof_head = np.full(len(units), np.nan)
-    if not use_pseudo and config.head_gate_evidence == "out-of-fold":
+    # Not after fine-tuning: the backbone learned every training image's defects, so out-of-fold
+    # head scores on them would flatter the head; validation alone judges it, as the patch head.
+    if not use_pseudo and tuned is None and config.head_gate_evidence == "out-of-fold":
         # Its own folds, more than the one-class score's: the inputs are already out of fold, and a
         # head fitted on half of 8 labelled images per type judged too harshly (development seed 11,
         # bulk ore: a type head at 0.999 on test, 0.953 out of fold over 2 folds, was dropped).

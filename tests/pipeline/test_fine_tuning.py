@@ -308,6 +308,8 @@ def test_train_cli_fine_tunes_and_the_artifact_keeps_the_tuned_weights(
         "labelled_masks": 3,
     }
     assert "backbone fine-tuning" in printed
+    # the tuned backbone saw every training image: validation alone judges the type head
+    assert card["validation"]["head_evidence"]["out_of_fold_training_images"] == 0
     # a fine-tuned model adds its signals' evidence (the default fusion), in the card and the artifact
     assert card["validation"]["fusion_rule"] == "sum of the calibrated log-odds"
     assert card["detector"]["fusion"] == "sum"
