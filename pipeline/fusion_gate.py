@@ -1,8 +1,8 @@
-"""Which supervised signals join the fusion: the gate, judged on validation evidence.
+"""Which supervised signals join the fusion: the gate, judged on validation and out-of-fold evidence.
 
-Under the default rule the fused score is the max of calibrated probabilities (``models.fusion``),
-so any signal can only raise an image's score: a signal that is noisy on normals turns straight
-into false alarms. Under a fine-tuned model's sum of log-odds it moves every score. Each
+Under the default rule, the sum of calibrated log-odds (``models.fusion``), a signal moves every
+image's score; under the max of calibrated probabilities it can only raise one, so a signal that
+is noisy on normals turns straight into false alarms. Each
 supervised signal (the type head, then the patch head) is therefore kept only when the evidence
 shows that the fusion with it, under the model's rule, ranks anomalies above normals at least as
 well as without it (strictly better for the patch head under the max: :func:`strict_on_tie`). The
@@ -199,7 +199,7 @@ def gate_signal(
         z: (N,) standardised one-class log scores; head_log_odds: (N,); y: (N,) 0/1 labels.
         platt: ((a, b) of the one-class score, (a, b) of the head), as fitted on (z, y) and
             (head_log_odds, y).
-        min_auroc: the head's least validation AUROC to be kept.
+        min_auroc: the head's least AUROC on the evidence to be kept.
         head_calibrated: False when the head's Platt fit was refused (it ranks validation anomalies
             below normals): never kept.
         pseudo_validation: the validation anomalies are pseudo-anomalies from the generator the
@@ -223,7 +223,7 @@ def gate_signal(
     if not kept:
         shown = "n/a" if fused is None else f"{fused:.3f}"
         least = f" (least {min_auroc:.3g})" if min_auroc > 0 else ""
-        reason = f"{this} validation AUROC {head:.3f}{least}; fused {shown}, {other} {oc:.3f}"
+        reason = f"{this} AUROC {head:.3f}{least}; fused {shown}, {other} {oc:.3f}"
         if strict and fused is not None and fused == oc:
             reason += ": no measured gain"
     elif pseudo_validation:
@@ -233,7 +233,7 @@ def gate_signal(
     else:
         floor = f" >= {min_auroc:.3g}" if min_auroc > 0 else ""
         order = ">" if strict else ">="
-        reason = f"{this} validation AUROC {head:.3f}{floor}; fused {fused:.3f} {order} {other} {oc:.3f}"
+        reason = f"{this} AUROC {head:.3f}{floor}; fused {fused:.3f} {order} {other} {oc:.3f}"
     return Gate(bool(kept), oc, head, reason)
 
 

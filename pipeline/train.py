@@ -703,8 +703,7 @@ def train_model(
         rule=rule,
     )
     n_head_oof = len(head_evidence.labels) - len(y_val)
-    if n_head_oof:
-        head_gate = _judged_on(head_gate, len(y_val), n_head_oof)
+    head_gate = _judged_on(head_gate, len(y_val), n_head_oof)
     if not head_gate.kept:
         # Switched off (slope 0), the head adds nothing to either fusion rule, so the score is the
         # one-class probability alone: a weak head would only add false alarms.
@@ -906,9 +905,8 @@ raised test image AUROC 0.838 -> 0.879 (seed 11; held-out puncture 0.836 -> 0.91
 
 def _judged_on(gate: Gate, n_validation: int, n_out_of_fold: int) -> Gate:
     """``gate`` with the images its decision rested on named in its reason."""
-    return gate._replace(
-        reason=f"{gate.reason} (on {n_validation} validation and {n_out_of_fold} out-of-fold training images)"
-    )
+    oof = f" and {n_out_of_fold} out-of-fold training" if n_out_of_fold else ""
+    return gate._replace(reason=f"{gate.reason} (on {n_validation} validation{oof} images)")
 
 
 def _pseudo_masks(trainer: _Trainer, normals: Sequence[np.ndarray]) -> list[tuple[torch.Tensor, np.ndarray]]:

@@ -121,7 +121,7 @@ def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: 
     # the gate also judged it on the labelled training images, scored out of fold
     assert val["patch_head_evidence"]["out_of_fold_training_images"] > 0
     assert "out-of-fold training images" in val["patch_head_gate"]
-    # and the type head's gate on all 14 training images (11 normals, 6 anomalies), out of fold too
+    # and the type head's gate on all 17 training images (11 normals, 6 anomalies), out of fold too
     assert val["head_evidence"] == {"validation_images": 5, "out_of_fold_training_images": 17}
     assert "(on 5 validation and 17 out-of-fold training images)" in val["head_gate"]
     # The head learned the defect: on unseen test images its score separates them.
