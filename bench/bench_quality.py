@@ -26,8 +26,11 @@ scored with ``pipeline.evaluate.evaluate``:
   format 5), ``fine-tune`` (600 steps of the opt-in backbone fine-tuning), ``fine-tune-max`` (the
   same with the max-fusion instead of the sum of log-odds),
   ``current-512`` (the defaults at a 512 px model input), ``current-max`` (image score = max of the
-  smoothed map), and for images rendered larger than the model input (``--size 512``)
-  ``current-256`` (downscaled to a 256 px input) and ``tiled-256`` (256 px tiles, not downscaled).
+  smoothed map), ``head-gate-validation`` (the type head's fusion gate judged on the validation
+  split alone, as before session 16), ``head-floor-0`` (the type head kept whenever its fusion ranks
+  the gate's evidence no worse, whatever its own AUROC), and for images rendered larger than the
+  model input (``--size 512``) ``current-256`` (downscaled to a 256 px input) and ``tiled-256``
+  (256 px tiles, not downscaled).
   At ``--size 512``, ``current`` itself runs at a 512 px input: the images' own resolution.
 
 Besides the main table it prints, per model, the misses at its own threshold by severity third,
@@ -94,8 +97,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "tiled-256": {"image_size": 256, "tile_size": 256},
     # the type head's fusion gate judged on the validation split alone (before session 16)
     "head-gate-validation": {"head_gate_evidence": "validation"},
-    # the same for a fine-tuned model
-    "fine-tune-head-gate-validation": {"fine_tune_steps": 600, "head_gate_evidence": "validation"},
+    # the type head kept whenever its fusion ranks the gate's evidence no worse, whatever its own AUROC
+    "head-floor-0": {"min_head_auroc": 0.0},
     # the image score as the max of the smoothed map (the default is the mean of the top 10 patches)
     "current-max": {"score_reduction": "max"},
 }

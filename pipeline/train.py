@@ -690,7 +690,7 @@ def train_model(
     platt = [(oc_cal.a, oc_cal.b), (head_cal.a, head_cal.b), (patch_cal.a, patch_cal.b)]
     rule = det.fusion.rule  # the gates judge each signal under the rule the model will score with
     # The type head is judged on the validation split plus every labelled training image, its
-    # one-class score from the fold banks and its head log-odds from a head fitted on the other fold.
+    # one-class score from the fold banks and its head log-odds from heads fitted on the other folds.
     head_evidence = training_evidence(det, signals, y_val, unit_scores, ys, oof_head, oof_patch, signal=1)
     head_gate = gate_signal(
         head_evidence.signals[:, 0],
