@@ -60,7 +60,7 @@ PSEUDO_ONLY = "no labelled anomalous validation images: a head validated on pseu
 
 
 class Evidence(NamedTuple):
-    """Images the patch-head gate is judged on."""
+    """Images a head's gate is judged on."""
 
     signals: np.ndarray  # (N, 3) uncalibrated signals in models.fusion.SIGNALS order
     labels: np.ndarray  # (N,) 0/1
@@ -79,8 +79,8 @@ def out_of_fold_log_odds(
     For each fold ``f`` a head is fitted on the images of the other folds and scores the images of
     fold ``f``, so that the gate can judge the type head on every labelled training image, as it
     judges the patch head, and not on the handful held out for validation alone. A head fitted on
-    half the images is a little weaker than the final one, so the evidence errs towards leaving the
-    head out.
+    part of the images (four fifths in training) is a little weaker than the final one, so the
+    evidence errs towards leaving the head out.
 
     Args:
         x: (N, F) type-head inputs (their one-class part already out of fold); y: (N,) class
