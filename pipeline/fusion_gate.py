@@ -95,12 +95,13 @@ def out_of_fold_log_odds(
     out = np.full(len(y), np.nan)
     anomalous = (y > 0).numpy()
     for f in range(folds):
-        train = fold_of != f
-        if not (anomalous[train].any() and (~anomalous[train]).any()) or not (~train).any():
+        held = fold_of == f
+        seen = anomalous[~held]
+        if not held.any() or seen.all() or not seen.any():
             continue
-        head = fit(x[torch.from_numpy(train)], y[torch.from_numpy(train)])
+        head = fit(x[~held], y[~held])
         with torch.inference_mode():
-            out[~train] = Fusion.head_log_odds(head(x[torch.from_numpy(~train)])).double().numpy()
+            out[held] = Fusion.head_log_odds(head(x[held])).double().numpy()
     return out
 
 

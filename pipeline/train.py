@@ -40,7 +40,7 @@ from datasets.decode import decode_image
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from datasets.mvtec import read_mvtec
 from models.artifact import read_card, save_artifact
-from models.classifier import fit_type_head
+from models.classifier import TypeHead, fit_type_head
 from models.detector import Detector, DetectorConfig, build_detector, fit_position_norm
 from models.fusion import FUSION_RULES, OFF, fit_calibration
 from models.inference import GOOD, Thresholds
@@ -574,7 +574,7 @@ def train_model(
             unit_scores.append(float(score_raw[best]))
     unit_x, unit_y = torch.cat(xs), torch.tensor(ys)
 
-    def fit_head(x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
+    def fit_head(x: torch.Tensor, y: torch.Tensor) -> TypeHead:
         return fit_type_head(x, y, len(class_names), seed=config.seed)
 
     head = fit_head(unit_x, unit_y)
