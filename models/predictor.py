@@ -94,12 +94,17 @@ class ImageScorer:
                 prepared = [self.views(img) for img in images[start : start + bs]]
                 views = torch.cat([p[0] for p in prepared])
                 parts = [self._raw(views[lo : lo + bs]) for lo in range(0, views.shape[0], bs)]
-                score_raw = torch.cat([p.score_raw for p in parts])
-                logits = torch.cat([p.type_logits for p in parts])
-                patch = torch.cat([p.patch_score for p in parts])
+
+                def joined(tensors: list[torch.Tensor]) -> torch.Tensor:
+                    # one part (no image was tiled) is used as is: copying its maps costs ~5 % of a view
+                    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+                score_raw = joined([p.score_raw for p in parts])
+                logits = joined([p.type_logits for p in parts])
+                patch = joined([p.patch_score for p in parts])
                 map_raw, patch_map = (
                     (
-                        torch.cat([getattr(p, name)[:, ::map_stride, ::map_stride] for p in parts])
+                        joined([getattr(p, name)[:, ::map_stride, ::map_stride] for p in parts])
                         if maps
                         else torch.empty(views.shape[0], 0, 0)
                     )

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from datasets.decode import decode_image
 from datasets.errors import InputError
 from models.artifact import load_model
-from models.detector import DetectorOutput
+from models.detector import DetectorConfig, DetectorOutput, build_detector
 from models.fusion import Fusion
 from models.inference import GOOD, Predictor
 from models.predictor import UNKNOWN, ArtifactPredictor
@@ -176,3 +177,29 @@ def test_the_fine_scale_bank_finds_a_small_defect_the_main_bank_misses(tmp_path:
     assert min(bad) > max(good)
     good, bad = scores["main"]
     assert min(bad) <= max(good)
+
+
+def _reference_smoothing(dist: torch.Tensor, size: int, kernel: torch.Tensor) -> torch.Tensor:
+    """The chain that Detector.smooth_map folds into two matmuls, op by op."""
+    m = F.interpolate(dist.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False)
+    r = (kernel.numel() - 1) // 2
+    m = F.pad(m, (r, r, r, r), mode="replicate")
+    m = F.conv2d(F.conv2d(m, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
+    return m.squeeze(1)
+
+
+@pytest.mark.parametrize(
+    ("size", "grid"),
+    [(256, (32, 32)), (224, (28, 28)), (64, (8, 8)), (96, (12, 9)), (32, (1, 1)), (40, (5, 5))],
+)
+def test_smoothing_by_matmul_equals_upsample_pad_and_blur(size: int, grid: tuple[int, int]) -> None:
+    config = DetectorConfig(
+        backbone="lite0", input_size=size, mean=(0.5,) * 3, std=(0.5,) * 3, proj_dim=0, bank_size=1,
+        class_names=("good", "anomalous"),
+    )  # fmt: skip
+    det = build_detector(config)
+    dist = torch.rand(2, *grid, generator=torch.Generator().manual_seed(size)) * 4.0
+    want = _reference_smoothing(dist, size, det.blur)
+    have = det.smooth_map(dist)
+    assert have.shape == (2, size, size)
+    assert float((have - want).abs().max()) <= 1e-5 * float(want.abs().max())
