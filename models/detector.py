@@ -276,8 +276,8 @@ class Detector(nn.Module):
         tenth of the cost under ONNX Runtime.
         """
         h, w = int(dist.shape[1]), int(dist.shape[2])  # static in a trace: the grid is fixed by S
-        a_h = self.smoothing_operator(h).to(dist.dtype)
-        a_w = a_h if w == h else self.smoothing_operator(w).to(dist.dtype)
+        a_h = self.smoothing_operator(h).to(device=dist.device, dtype=dist.dtype)
+        a_w = a_h if w == h else self.smoothing_operator(w).to(device=dist.device, dtype=dist.dtype)
         return torch.matmul(torch.matmul(a_h, dist), a_w.t())
 
     def smoothing_operator(self, n: int) -> torch.Tensor:

@@ -46,6 +46,11 @@ class ImageResult(NamedTuple):
     log_odds: np.ndarray
 
 
+def _joined(tensors: list[torch.Tensor]) -> torch.Tensor:
+    # a batch run in one part (the usual case) is used as is: copying its maps cost ~5 % of a view
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
 class ImageScorer:
     """Preprocess, batch and run a detector over images of any size, dtype and channel count.
 
@@ -94,17 +99,12 @@ class ImageScorer:
                 prepared = [self.views(img) for img in images[start : start + bs]]
                 views = torch.cat([p[0] for p in prepared])
                 parts = [self._raw(views[lo : lo + bs]) for lo in range(0, views.shape[0], bs)]
-
-                def joined(tensors: list[torch.Tensor]) -> torch.Tensor:
-                    # one part (no image was tiled) is used as is: copying its maps costs ~5 % of a view
-                    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
-
-                score_raw = joined([p.score_raw for p in parts])
-                logits = joined([p.type_logits for p in parts])
-                patch = joined([p.patch_score for p in parts])
+                score_raw = _joined([p.score_raw for p in parts])
+                logits = _joined([p.type_logits for p in parts])
+                patch = _joined([p.patch_score for p in parts])
                 map_raw, patch_map = (
                     (
-                        joined([getattr(p, name)[:, ::map_stride, ::map_stride] for p in parts])
+                        _joined([getattr(p, name)[:, ::map_stride, ::map_stride] for p in parts])
                         if maps
                         else torch.empty(views.shape[0], 0, 0)
                     )
