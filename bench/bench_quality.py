@@ -101,6 +101,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "head-floor-0": {"min_head_auroc": 0.0},
     # the image score as the max of the smoothed map (the default is the mean of the top 10 patches)
     "current-max": {"score_reduction": "max"},
+    # the type head's gate without the default's 0.003 of tolerance (before session 17)
+    "head-gate-exact": {"head_gate_tolerance": 0.0},
 }
 DEFAULT_VARIANTS = ("current", "fine-scale", "fusion-max", "no-patch-head", "baseline")
 

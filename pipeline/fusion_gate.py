@@ -5,7 +5,9 @@ image's score; under the max of calibrated probabilities it can only raise one, 
 is noisy on normals turns straight into false alarms. Each
 supervised signal (the type head, then the patch head) is therefore kept only when the evidence
 shows that the fusion with it, under the model's rule, ranks anomalies above normals at least as
-well as without it (strictly better for the patch head under the max: :func:`strict_on_tie`). The
+well as without it (strictly better for the patch head under the max: :func:`strict_on_tie`; for
+the type head, which must also rank the evidence at 0.9 on its own, "as well" allows 0.003 of
+AUROC, below what the evidence can resolve near 1: ``TrainConfig.head_gate_tolerance``). The
 evidence is the validation split plus every labelled training image scored out of fold
 (:func:`training_evidence`): a handful of validation anomalies let through a type head that cost on
 new images (fresh seed 4848, vacuum packs: kept on a validation AUROC of 0.94, it ranked the test
@@ -183,6 +185,7 @@ def gate_signal(
     names: tuple[str, str] = ("head", "one-class"),
     strict: bool = False,
     rule: str = "max",
+    tolerance: float = 0.0,
 ) -> Gate:
     """Keep the head only if it ranks validation images well on its own and its fusion with the
     one-class score (under ``rule``, see :mod:`models.fusion`) ranks them no worse than the
@@ -211,6 +214,8 @@ def gate_signal(
         strict: the fusion must rank strictly better, not merely no worse. A tie (typically both
             perfect on the evidence) measures no gain, and in a max-fusion a signal without a
             measured gain can only add false alarms on unseen normals.
+        tolerance: when not ``strict``, the fusion may rank the evidence this much worse (AUROC)
+            and still count as no worse.
     """
     labels = y.astype(bool)
     oc = image_auroc(z, labels).value
@@ -218,13 +223,14 @@ def gate_signal(
     if oc is None or head is None:
         return Gate(False, oc, head, "validation has a single class: AUROC undefined")
     fused = image_auroc(fused_logit(np.stack([z, head_log_odds], axis=1), platt, rule), labels).value
-    gains = fused is not None and (fused > oc if strict else fused >= oc)
+    gains = fused is not None and (fused > oc if strict else fused >= oc - tolerance)
     kept = head >= min_auroc and gains
     this, other = names
+    slack = f" - {tolerance:.3g}" if tolerance and not strict else ""
     if not kept:
         shown = "n/a" if fused is None else f"{fused:.3f}"
         least = f" (least {min_auroc:.3g})" if min_auroc > 0 else ""
-        reason = f"{this} AUROC {head:.3f}{least}; fused {shown}, {other} {oc:.3f}"
+        reason = f"{this} AUROC {head:.3f}{least}; fused {shown}, {other} {oc:.3f}{slack}"
         if strict and fused is not None and fused == oc:
             reason += ": no measured gain"
     elif pseudo_validation:
@@ -234,7 +240,7 @@ def gate_signal(
     else:
         floor = f" >= {min_auroc:.3g}" if min_auroc > 0 else ""
         order = ">" if strict else ">="
-        reason = f"{this} AUROC {head:.3f}{floor}; fused {fused:.3f} {order} {other} {oc:.3f}"
+        reason = f"{this} AUROC {head:.3f}{floor}; fused {fused:.3f} {order} {other} {oc:.3f}{slack}"
     return Gate(bool(kept), oc, head, reason)
 
 

@@ -73,6 +73,27 @@ def test_the_patch_head_keeps_a_tie_only_under_the_sum(rule: str, kept: bool) ->
     assert gate.kept is kept
 
 
+@pytest.mark.parametrize(
+    ("tolerance", "strict", "kept"),
+    [(0.0, False, False), (0.05, False, False), (0.07, False, True), (0.07, True, False)],
+)
+def test_a_tolerance_keeps_a_fusion_that_ranks_at_most_that_much_worse(
+    tolerance: float, strict: bool, kept: bool
+) -> None:
+    head = np.array([-10.0, -10.0, -10.0, 4.0, 3.0, 5.0, 5.0, 5.0])  # fused under the max: 15 of 16 pairs
+    gate = gate_signal(Z, head, Y, IDENTITY, 0.9, strict=strict, tolerance=tolerance)
+    assert gate.kept is kept
+    assert (f"one-class 1.000 - {tolerance:g}" in gate.reason) is (tolerance > 0 and not strict)
+
+
+@pytest.mark.parametrize("value", [-0.001, 0.5])
+def test_head_gate_tolerance_is_validated(value: float) -> None:
+    from datasets.errors import InputError
+
+    with pytest.raises(InputError, match=f"head_gate_tolerance {value}"):
+        TrainConfig(head_gate_tolerance=value)
+
+
 def test_a_strict_gate_keeps_a_signal_that_adds() -> None:
     weak = np.array([-5.0, -5.0, -5.0, -5.0, 1.0, 1.0, -6.0, -6.0])  # one-class misses two
     head = np.array([-5.0, -5.0, -5.0, -5.0, -6.0, -6.0, 2.0, 2.0])  # the head finds them

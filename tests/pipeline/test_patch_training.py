@@ -122,7 +122,11 @@ def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: 
     assert val["patch_head_evidence"]["out_of_fold_training_images"] > 0
     assert "out-of-fold training images" in val["patch_head_gate"]
     # and the type head's gate on all 17 training images (11 normals, 6 anomalies), out of fold too
-    assert val["head_evidence"] == {"validation_images": 5, "out_of_fold_training_images": 17}
+    assert val["head_evidence"] == {
+        "validation_images": 5,
+        "out_of_fold_training_images": 17,
+        "auroc_tolerance": 0.003,
+    }
     assert "(on 5 validation and 17 out-of-fold training images)" in val["head_gate"]
     # The head learned the defect: on unseen test images its score separates them.
     detector = load_model(result.out_dir, runtime="torch").detector
