@@ -183,8 +183,9 @@ class Detector(nn.Module):
         self.patch_head = patch_head
         self.fusion = fusion
         sigma = config.sigma * config.input_size / 256.0
-        self.register_buffer("blur", _gaussian_kernel(sigma))
-        self._blur_taps = _gaussian_kernel(sigma).double().numpy()
+        kernel = _gaussian_kernel(sigma)
+        self.register_buffer("blur", kernel)
+        self._blur_taps = kernel.double().numpy()  # the same taps, for smoothing_operator's numpy
         self._smoothing: dict[int, torch.Tensor] = {}  # smoothing_operator per grid side (not saved)
         # Map normalisation: (map - map_lo) / map_span, clipped; set from validation normals.
         self.register_buffer("map_lo", torch.zeros(()))
