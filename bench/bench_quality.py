@@ -103,6 +103,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "current-max": {"score_reduction": "max"},
     # the type head's gate without the default's 0.003 of tolerance (before session 17)
     "head-gate-exact": {"head_gate_tolerance": 0.0},
+    # each fused signal read at its own hottest patches (before session 18)
+    "own-spots": {"co_located": False},
 }
 DEFAULT_VARIANTS = ("current", "fine-scale", "fusion-max", "no-patch-head", "baseline")
 

@@ -48,10 +48,12 @@ class RawOutput(NamedTuple):
     """Intermediate values, used by training (calibration) and tests.
 
     Attributes:
-        score_raw: (B,) one-class image score in feature-distance units (> 0).
+        score_raw: (B,) one-class image score in feature-distance units (> 0); with
+            ``config.co_located``, the smoothed map's value at the spot the fusion reads.
         map_raw: (B, S, S) smoothed distance map, distance units.
         type_logits: (B, K) head logits.
-        patch_score: (B,) patch head's image score (logit units).
+        patch_score: (B,) patch head's image score (logit units); with ``config.co_located``, its
+            smoothed map's value at the same spot.
         patch_map: (B, S, S) patch head's logits, upsampled and smoothed like ``map_raw``.
     """
 
@@ -93,6 +95,9 @@ class DetectorConfig:
         fusion: how the calibrated signals combine into the score (:data:`models.fusion.FUSION_RULES`).
             ``"max"`` here because a card written before the rule was recorded used it; training
             asks for ``"sum"`` unless told otherwise.
+        co_located: the one-class and patch-head signals are read at the one pixel where their
+            calibrated log-odds add up to the most (:meth:`models.fusion.Fusion.co_located`), not
+            each at its own hottest patches. False in cards written before it existed.
     """
 
     backbone: str
@@ -114,6 +119,7 @@ class DetectorConfig:
     fine_bank_size: int = 1
     zero_padded_pooling: bool = True
     fusion: str = "max"
+    co_located: bool = False
 
     def __post_init__(self) -> None:
         if self.pad < 0 or self.grid < 0:
@@ -344,13 +350,11 @@ class Detector(nn.Module):
         score_raw = self.image_score(dist, map_raw)
         logits = self.head(self.head_inputs(patches, pooled, dist, score_raw))
         patch_logits = self.patch_head.logits(patches)
-        return RawOutput(
-            score_raw,
-            map_raw,
-            logits,
-            self.patch_head.image_score(patch_logits),
-            self.smooth_map(patch_logits),
-        )
+        patch_score = self.patch_head.image_score(patch_logits)
+        patch_map = self.smooth_map(patch_logits)
+        if self.config.co_located:
+            score_raw, patch_score = self.fusion.co_located(map_raw, patch_map)
+        return RawOutput(score_raw, map_raw, logits, patch_score, patch_map)
 
     def signal_maps(
         self, map_raw: torch.Tensor, patch_map: torch.Tensor

@@ -78,6 +78,21 @@ class Fusion(nn.Module):
         """(B,) raw one-class scores (distances > 0) -> (B,) standardised log score."""
         return (score_raw.clamp_min(1e-12).log() - self.oc_mu) / self.oc_sd
 
+    def co_located(self, map_raw: torch.Tensor, patch_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, S) one-class distance map and patch-head logit map -> (B,) one-class and (B,) patch
+        values at the pixel where their calibrated log-odds add up to the most.
+
+        Fed to :meth:`forward` in place of the two signals' own image scores, they make the fused
+        score the hottest spot of the two signals' summed evidence: a one-class peak in the
+        background and a patch-head peak on a barcode elsewhere no longer add up, while a defect
+        both see does. The maps' values are smoothed, so they run lower than the image scores the
+        Platt maps were fitted on; the thresholds are set on the fused scores this gives.
+        """
+        z = (map_raw.clamp_min(1e-12).log() - self.oc_mu) / self.oc_sd
+        evidence = (self.slope[0] * z + self.slope[2] * patch_map).flatten(1)
+        spot = evidence.argmax(dim=1, keepdim=True)
+        return map_raw.flatten(1).gather(1, spot).squeeze(1), patch_map.flatten(1).gather(1, spot).squeeze(1)
+
     @staticmethod
     def head_log_odds(type_logits: torch.Tensor) -> torch.Tensor:
         """(B, K) logits with ``good`` at 0 -> (B,) log-odds of "anomalous of any type"."""

@@ -73,3 +73,53 @@ def test_log_odds_give_the_score_back(rule: str, platt: list[tuple[float, float]
     on = log_odds[:, ~off]
     fused = on.sum(dim=1) if rule == "sum" else on.max(dim=1).values
     assert torch.allclose(torch.sigmoid(fused), fusion(SCORE_RAW, TYPE_LOGITS, PATCH), atol=1e-6)
+
+
+def _maps(
+    z_peaks: dict[tuple[int, int], float], patch_peaks: dict[tuple[int, int], float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 4, 4) one-class distance map (its log is the standardised z under mu 0, sd 1; z 0 where
+    not given) and patch logit map (-1 where not given)."""
+    z, patch = torch.zeros(1, 4, 4), torch.full((1, 4, 4), -1.0)
+    for (r, c), v in z_peaks.items():
+        z[0, r, c] = v
+    for (r, c), v in patch_peaks.items():
+        patch[0, r, c] = v
+    return z.exp(), patch
+
+
+@pytest.mark.parametrize(
+    ("patch_slope", "spot"),
+    [
+        # evidence: (0, 0) 3 - 1 = 2, (2, 2) 2 + 2 = 4, (3, 3) 0 + 3 = 3: where both are fairly high
+        (1.0, (2, 2)),
+        # a patch head that counts for little: the one-class peak wins, 3 - 0.1 = 2.9 against 2.2
+        (0.1, (0, 0)),
+    ],
+)
+def test_co_located_reads_both_signals_where_their_sum_is_largest(
+    patch_slope: float, spot: tuple[int, int]
+) -> None:
+    fusion = _fusion("sum", [(1.0, 0.0), OFF, (patch_slope, 0.0)])
+    map_raw, patch_map = _maps({(0, 0): 3.0, (2, 2): 2.0}, {(3, 3): 3.0, (2, 2): 2.0})
+    score_raw, patch = fusion.co_located(map_raw, patch_map)
+    assert torch.allclose(score_raw, map_raw[:, spot[0], spot[1]])
+    assert torch.equal(patch, patch_map[:, spot[0], spot[1]])
+
+
+def test_co_located_peaks_in_different_places_no_longer_add_up() -> None:
+    fusion = _fusion("sum", [(1.0, 0.0), OFF, (1.0, 0.0)])
+    head = TYPE_LOGITS[:1]
+    apart = _maps({(0, 0): 3.0}, {(3, 3): 3.0})  # a background peak, and a barcode elsewhere
+    together = _maps({(1, 1): 2.5}, {(1, 1): 2.5})  # a defect both see, each less sure
+
+    def own_spots(maps: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return fusion(maps[0].amax(dim=(1, 2)), head, maps[1].amax(dim=(1, 2)))
+
+    def one_spot(maps: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        score_raw, patch = fusion.co_located(*maps)
+        return fusion(score_raw, head, patch)
+
+    assert own_spots(apart) > own_spots(together)  # log-odds 3 + 3 against 2.5 + 2.5
+    assert one_spot(apart) < one_spot(together)  # max(3 - 1, 0 + 3) = 3 against 5
+    assert torch.allclose(one_spot(together), own_spots(together))  # coinciding peaks: no change

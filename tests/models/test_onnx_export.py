@@ -200,3 +200,32 @@ def test_sum_fusion_exports_with_parity(tmp_path: Path) -> None:
         signals = summed.fusion.signals(raw.score_raw, raw.type_logits, raw.patch_score)
         expected = torch.sigmoid(signals[:, 0] * 1.0 - 1.0 + signals[:, 2] * 0.5 + 0.2)
     assert np.abs(score - expected.numpy()).max() <= SCORE_TOLERANCE
+
+
+def test_co_located_fusion_exports_and_loads_with_parity(tmp_path: Path) -> None:
+    det = _tiny_detector()
+
+    def variant(co_located: bool) -> Detector:
+        out = build_detector(dataclasses.replace(det.config, fusion="sum", co_located=co_located))
+        out.load_state_dict(det.state_dict())
+        out.fusion.slope.copy_(torch.tensor([1.0, 0.0, 0.5]))  # the type head off
+        out.fusion.bias.copy_(torch.tensor([-1.0, -30.0, 0.2]))
+        return out.eval()
+
+    co, own = variant(True), variant(False)
+    report = export_onnx(co, tmp_path / "model.onnx", card=_card())
+    assert report.parity.within_tolerance()
+    x = sample_inputs(co, count=3, seed=7)
+    (score, _, _) = ort.InferenceSession(str(report.onnx_path), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x.numpy()}
+    )
+    with torch.inference_mode():  # the spot found from the plain maps, outside the graph
+        raw = own.raw(x)
+        z = raw.map_raw.clamp_min(1e-12).log().flatten(1)
+        patch = raw.patch_map.flatten(1)
+        spot = (z + 0.5 * patch).argmax(dim=1, keepdim=True)
+        expected = torch.sigmoid(z.gather(1, spot) - 1.0 + 0.5 * patch.gather(1, spot) + 0.2).squeeze(1)
+    assert np.abs(score - expected.numpy()).max() <= SCORE_TOLERANCE
+    # the artifact: loading traces the raw graph for ONNX Runtime and refuses it if it disagrees
+    predictor = load_model(save_artifact(tmp_path / "model", co, _card()))
+    assert predictor.detector.config.co_located

@@ -128,8 +128,11 @@ def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: 
         "auroc_tolerance": 0.003,
     }
     assert "(on 5 validation and 17 out-of-fold training images)" in val["head_gate"]
-    # The head learned the defect: on unseen test images its score separates them.
+    # Fused with the one-class score under the sum, the two are read at one spot, card and detector.
     detector = load_model(result.out_dir, runtime="torch").detector
+    assert val["patch_head_in_fusion"] is True
+    assert val["signals_co_located"] is True and detector.config.co_located is True
+    # The head learned the defect: on unseen test images its score separates them.
     from datasets.decode import decode_image
     from models.predictor import ImageScorer
     from models.tiling import to_rgb_float
@@ -144,6 +147,16 @@ def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: 
 
         good, bad = patch_score("good"), patch_score("plastic")
     assert min(bad) > max(good)
+
+
+@pytest.mark.slow
+def test_co_located_off_sums_each_signals_own_image_score(tmp_path: Path) -> None:
+    root = _write_masked(tmp_path / "bulk_ore")
+    config = TrainConfig(image_size=64, coreset_ratio=0.5, seed=0, threads=1, co_located=False)
+    result = train_model(root, tmp_path / "m", config=config)
+    val = json.loads((result.out_dir / "model.json").read_text())["validation"]
+    assert val["patch_head_in_fusion"] is True and val["signals_co_located"] is False
+    assert load_model(result.out_dir, runtime="torch").detector.config.co_located is False
 
 
 class _RecordingFit:
