@@ -55,8 +55,10 @@ class Prediction(NamedTuple):
             log-odds (keys from ``models.fusion.SIGNALS``: ``one_class``, ``type_head``,
             ``patch_head``; a switched-off signal is absent). ``score`` is the sigmoid of their sum
             under the model's ``sum`` fusion, of their max under ``max``, so they show which signal
-            raised a false alarm or let an anomaly through. ``None`` from predictors that do not
-            report them.
+            raised a false alarm or let an anomaly through. With the model's signals read at one
+            spot (``DetectorConfig.co_located``), ``one_class`` and ``patch_head`` are what each
+            said at the pixel where they agreed most. ``None`` from predictors that do not report
+            them.
     """
 
     score: float

@@ -111,6 +111,14 @@ def train_command(
             "probabilities: a head's confident 'good' never lowers a one-class alarm).",
         ),
     ] = "sum",
+    co_located: Annotated[
+        bool,
+        typer.Option(
+            "--co-located/--no-co-located",
+            help="When the one-class score and the patch head are both fused under the sum, read them "
+            "at the one pixel where their log-odds add up to the most, not each at its own peak.",
+        ),
+    ] = True,
     tile_size: Annotated[
         int, typer.Option("--tile-size", help="Tile images larger than this many pixels (0: always resize).")
     ] = 0,
@@ -150,6 +158,7 @@ def train_command(
         fine_scale=fine_scale,
         fine_tune_steps=fine_tune_steps,
         fusion=fusion,
+        co_located=co_located,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
         seed=seed,
@@ -208,7 +217,8 @@ def train_command(
     table.add_row("supervised head", f"{fused}: {val['head_gate']}")
     fused = "fused" if val["patch_head_in_fusion"] else "not fused"
     table.add_row("patch head", f"{fused}: {val['patch_head_gate']}")
-    table.add_row("fusion", str(val["fusion_rule"]))
+    spot = ", one-class and patch head read at one spot" if val.get("signals_co_located") else ""
+    table.add_row("fusion", f"{val['fusion_rule']}{spot}")
     table.add_row("calibration", str(val["calibration"]))
     t = result.thresholds
     table.add_row("thresholds", f"release={t.release:.4f} hold={t.hold:.4f} ({t.method})")

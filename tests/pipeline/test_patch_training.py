@@ -150,13 +150,15 @@ def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: 
 
 
 @pytest.mark.slow
-def test_co_located_off_sums_each_signals_own_image_score(tmp_path: Path) -> None:
+def test_no_co_located_sums_each_signals_own_image_score(tmp_path: Path) -> None:
+    from pipeline.cli import app, run
+
     root = _write_masked(tmp_path / "bulk_ore")
-    config = TrainConfig(image_size=64, coreset_ratio=0.5, seed=0, threads=1, co_located=False)
-    result = train_model(root, tmp_path / "m", config=config)
-    val = json.loads((result.out_dir / "model.json").read_text())["validation"]
+    args = ["--image-size", "64", "--coreset-ratio", "0.5", "--threads", "1", "--no-co-located"]
+    assert run(app, ["train", "--data", str(root), "--out", str(tmp_path / "m"), *args]) == 0
+    val = json.loads((tmp_path / "m" / "model.json").read_text())["validation"]
     assert val["patch_head_in_fusion"] is True and val["signals_co_located"] is False
-    assert load_model(result.out_dir, runtime="torch").detector.config.co_located is False
+    assert load_model(tmp_path / "m", runtime="torch").detector.config.co_located is False
 
 
 class _RecordingFit:
