@@ -105,6 +105,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "head-gate-exact": {"head_gate_tolerance": 0.0},
     # each fused signal read at its own hottest patches (before session 18)
     "own-spots": {"co_located": False},
+    "fine-tune-own-spots": {"fine_tune_steps": 600, "co_located": False},
+    # the patch head without the labelled defects' mirror images (before session 18)
+    "no-mirrors": {"patch_mirrors": False},
 }
 DEFAULT_VARIANTS = ("current", "fine-scale", "fusion-max", "no-patch-head", "baseline")
 

@@ -19,8 +19,8 @@ When the one-class score and the patch head are both fused under ``"sum"``, trai
 detector read them at one spot (:meth:`Fusion.co_located`): the pixel of their smoothed maps where
 their calibrated log-odds add up to the most, instead of each signal at its own hottest patches.
 A clean vacuum pack's one-class peak often lies in the background and its patch-head peak on a
-barcode; at one spot those no longer add up, while a defect both see still does (test image AUROC
-+0.025 to +0.050 on four development seeds; ``bench/README.md``, session 18).
+barcode; at one spot those no longer add up, while a defect both see still does (vacuum packs'
+test image AUROC +0.016 to +0.050 on seven seeds; ``bench/README.md``, session 18).
 """
 
 from __future__ import annotations

@@ -21,9 +21,11 @@ from models.tiling import TilingConfig, make_views
 
 __all__ = [
     "MIN_COVERAGE",
+    "MIRRORS",
     "NEGATIVES_PER_VIEW",
     "PatchExamples",
     "mask_coverage",
+    "mirrored",
     "out_of_fold_scores",
     "patch_examples",
 ]
@@ -32,6 +34,8 @@ MIN_COVERAGE = 0.3
 """Least share of a patch cell the mask must cover for the patch to count as defective."""
 NEGATIVES_PER_VIEW = 64
 """Normal patches drawn per view (of a normal image, and of an anomalous image's clean part)."""
+MIRRORS: tuple[tuple[int, ...], ...] = ((1,), (0,), (0, 1))
+"""The axes each mirror image flips: left-right, up-down, and both (a half turn)."""
 
 
 class PatchExamples(NamedTuple):
@@ -61,6 +65,21 @@ def mask_coverage(mask: np.ndarray, *, size: int, tiling: TilingConfig, grid: in
     rgb = np.repeat(mask.astype(np.float32)[..., None], 3, axis=2)
     views, _ = make_views(rgb, size=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), tiling=tiling)
     return F.adaptive_avg_pool2d(views[:, :1], grid)[:, 0].clamp(0.0, 1.0)
+
+
+def mirrored(image: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The :data:`MIRRORS` of an (H, W[, C]) image and its (H, W) defect mask, each pair flipped alike.
+
+    A defect looks no less like one mirrored, while the backbone's features of it change (a CNN
+    is not mirror-invariant), so each mirror image gives the patch head defect patches it has not
+    seen: with 8 labelled images per type it has few.
+    """
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
+    return [
+        (np.ascontiguousarray(np.flip(image, axes)), np.ascontiguousarray(np.flip(mask, axes)))
+        for axes in MIRRORS
+    ]
 
 
 def patch_examples(

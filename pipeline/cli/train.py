@@ -119,6 +119,13 @@ def train_command(
             "at the one pixel where their log-odds add up to the most, not each at its own peak.",
         ),
     ] = True,
+    patch_mirrors: Annotated[
+        bool,
+        typer.Option(
+            "--patch-mirrors/--no-patch-mirrors",
+            help="The patch head also learns from the mirror images of each labelled defect image.",
+        ),
+    ] = True,
     tile_size: Annotated[
         int, typer.Option("--tile-size", help="Tile images larger than this many pixels (0: always resize).")
     ] = 0,
@@ -159,6 +166,7 @@ def train_command(
         fine_tune_steps=fine_tune_steps,
         fusion=fusion,
         co_located=co_located,
+        patch_mirrors=patch_mirrors,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
         seed=seed,

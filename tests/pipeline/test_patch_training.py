@@ -14,8 +14,10 @@ from models.artifact import load_model
 from models.tiling import TilingConfig
 from pipeline.patch_training import (
     MIN_COVERAGE,
+    MIRRORS,
     NEGATIVES_PER_VIEW,
     mask_coverage,
+    mirrored,
     out_of_fold_scores,
     patch_examples,
 )
@@ -114,6 +116,7 @@ def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: 
     trained = card["training"]["patch_head"]
     assert trained["trained"] is True
     assert trained["labelled_masks"] == 6  # 8 labelled, 2 held out for validation
+    assert trained["mirrored_copies"] == 3 * 6  # left-right, up-down and both, of each
     assert trained["pseudo_anomalies"] == len(range(0, 11, PATCH_PSEUDO_EVERY))  # of 11 train normals
     assert trained["defect_patches"] >= MIN_PATCH_POSITIVES
     val = card["validation"]
@@ -150,15 +153,43 @@ def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: 
 
 
 @pytest.mark.slow
-def test_no_co_located_sums_each_signals_own_image_score(tmp_path: Path) -> None:
+def test_cli_switches_off_the_one_spot_fusion_and_the_mirror_images(tmp_path: Path) -> None:
     from pipeline.cli import app, run
 
     root = _write_masked(tmp_path / "bulk_ore")
-    args = ["--image-size", "64", "--coreset-ratio", "0.5", "--threads", "1", "--no-co-located"]
-    assert run(app, ["train", "--data", str(root), "--out", str(tmp_path / "m"), *args]) == 0
-    val = json.loads((tmp_path / "m" / "model.json").read_text())["validation"]
+    args = ["--image-size", "64", "--coreset-ratio", "0.5", "--threads", "1"]
+    off = ["--no-co-located", "--no-patch-mirrors"]
+    assert run(app, ["train", "--data", str(root), "--out", str(tmp_path / "m"), *args, *off]) == 0
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    val = card["validation"]
     assert val["patch_head_in_fusion"] is True and val["signals_co_located"] is False
     assert load_model(tmp_path / "m", runtime="torch").detector.config.co_located is False
+    trained = card["training"]["patch_head"]
+    assert trained["labelled_masks"] == 6 and trained["mirrored_copies"] == 0
+
+
+@pytest.mark.parametrize("channels", [(), (3,)], ids=["gray", "rgb"])
+def test_mirror_images_flip_the_image_and_its_mask_alike(channels: tuple[int, ...]) -> None:
+    image = np.zeros((6, 9, *channels), np.uint8)
+    mask = np.zeros((6, 9), np.float32)
+    image[0:2, 0:3] = 200  # a defect in the top-left corner, and its mask
+    mask[0:2, 0:3] = 1.0
+    image[5, 8] = 90  # an unmasked mark in the opposite corner
+    copies = mirrored(image, mask)
+    assert len(copies) == len(MIRRORS) == 3
+    corners = []
+    for img, m in copies:
+        assert img.shape == image.shape and m.shape == mask.shape
+        assert img.flags.c_contiguous and m.flags.c_contiguous
+        assert (img[m == 1.0] == 200).all() and (img[m == 0.0] != 200).all() and m.sum() == 6
+        rows, cols = np.nonzero(m)
+        corners.append((int(rows.min()), int(cols.min())))
+    assert corners == [(0, 6), (4, 0), (4, 6)]  # left-right, up-down, both
+
+
+def test_mirror_images_refuse_a_mask_of_another_size() -> None:
+    with pytest.raises(ValueError, match=r"image \(6, 9\) and mask \(9, 6\) differ in size"):
+        mirrored(np.zeros((6, 9, 3)), np.zeros((9, 6)))
 
 
 class _RecordingFit:
