@@ -108,6 +108,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fine-tune-own-spots": {"fine_tune_steps": 600, "co_located": False},
     # the patch head without the labelled defects' mirror images (before session 18)
     "no-mirrors": {"patch_mirrors": False},
+    # the defaults before session 18: each signal at its own spot, no mirror images
+    "before-session-18": {"co_located": False, "patch_mirrors": False},
 }
 DEFAULT_VARIANTS = ("current", "fine-scale", "fusion-max", "no-patch-head", "baseline")
 

@@ -629,8 +629,9 @@ def train_model(
     # training image), so validation alone judges it.
     head_from_tuning = tuned if patch_wanted else None
     fit_frozen = patch_wanted and head_from_tuning is None  # fit a patch head on the (frozen) features
-    # (patches, mask, fold) of every image with a defect mask: labelled ones, then pseudo-anomalies
-    # made from every PATCH_PSEUDO_EVERY-th training normal (in that normal's fold).
+    # (patches, mask, fold) of every image with a defect mask: labelled ones, their mirror images,
+    # then pseudo-anomalies made from every PATCH_PSEUDO_EVERY-th training normal (in that normal's
+    # fold).
     labelled = [
         (n, _read_mask(mask, anomalies[n].shape[:2]), int(fold_of_anom[n]))
         for n, i in enumerate(anom_idx)
@@ -643,13 +644,11 @@ def train_model(
         for n, source_mask, fold in (labelled if config.patch_mirrors else [])
         for image, mask in mirrored(anomalies[n], source_mask)
     ]
+    mirror_embedded = (
+        trainer.embed([image for image, _, _ in mirrors], "embed mirror images") if mirrors else []
+    )
     mirror_masks = [
-        (e.patches, mask, fold)
-        for e, (_, mask, fold) in zip(
-            trainer.embed([image for image, _, _ in mirrors], "embed mirrored anomalies") if mirrors else [],
-            mirrors,
-            strict=True,
-        )
+        (e.patches, mask, fold) for e, (_, mask, fold) in zip(mirror_embedded, mirrors, strict=True)
     ]
     pseudo_sources = np.arange(0, len(goods), PATCH_PSEUDO_EVERY) if fit_frozen else np.arange(0)
     pseudo_masks = [
