@@ -147,6 +147,8 @@ class EvaluationResult:
     """What the model's score is made of (:func:`fused_signals`), for the report."""
     fusion_rule: str = "max"
     """How the model's signals combine (``models.fusion.FUSION_RULES``), for the report."""
+    co_located: bool = False
+    """The one-class and patch-head signals are read at one spot (``DetectorConfig.co_located``)."""
     promise: dict[str, Any] | None = None
     """What the release threshold promises about misses (:func:`threshold_promise`); None: not known."""
     resolution: dict[str, Any] | None = None
@@ -487,6 +489,7 @@ def evaluate(
         signals=fused_signals(predictor.card),
         # cards written before the rule was recorded fused by the max
         fusion_rule=str(predictor.card.get("detector", {}).get("fusion", "max")),
+        co_located=bool(predictor.card.get("detector", {}).get("co_located", False)),
         resolution=card_resolution(predictor.card),
         promise=threshold_promise(predictor.card, thresholds),
     )

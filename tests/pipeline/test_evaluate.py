@@ -248,6 +248,23 @@ def test_intervals_are_reproducible(dataset: Dataset) -> None:
     assert evaluate(FakePredictor(), dataset).metrics["intervals"] == first
 
 
+@pytest.mark.parametrize(
+    ("detector", "rule", "co_located"),
+    [
+        ({}, "max", False),  # a card written before either was recorded
+        ({"fusion": "sum"}, "sum", False),
+        ({"fusion": "sum", "co_located": True}, "sum", True),
+    ],
+)
+def test_the_fusion_rule_and_the_one_spot_reading_come_from_the_card(
+    dataset: Dataset, detector: dict[str, Any], rule: str, co_located: bool
+) -> None:
+    predictor = FakePredictor()
+    predictor.card = {"detector": detector}
+    result = evaluate(predictor, dataset)
+    assert (result.fusion_rule, result.co_located) == (rule, co_located)
+
+
 def test_gallery_keeps_the_worst(dataset: Dataset) -> None:
     result = evaluate(FakePredictor(), dataset, batch_size=4, gallery_size=2)
     assert [g.record.path for g in result.worst_misses] == ["test/crack/c2.png", "test/stain/s1.png"]

@@ -366,6 +366,9 @@ def test_report_says_what_the_score_is_made_of(result: EvaluationResult) -> None
     result.fusion_rule = "sum"  # training's default
     page = render_report(result)
     assert "adds up the calibrated log-odds" in page and "largest of the calibrated" not in page
+    assert "read at one spot" not in page
+    result.co_located = True
+    assert "read at one spot" in render_report(result)
 
 
 def test_report_shows_each_signal_alone_and_in_the_gallery(result: EvaluationResult) -> None:
