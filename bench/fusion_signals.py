@@ -4,8 +4,10 @@ Scores a trained model's test split once (``ImageScorer.raw_outputs``, no maps) 
 image AUROC and the TNR at 1 % FNR, the model's own score, the score under each rule of
 ``models.fusion.FUSION_RULES`` with the model's calibrations and gates (and, when the patch head is
 in use, each rule with it switched off, as a strict gate would leave it), and each signal alone
-(one-class, type head, patch head; an image's value is the max over its views). The figures of
-``bench/README.md`` session 10 come from it. Run::
+(one-class, type head, patch head; an image's value is the max over its views). For a model that
+reads the one-class score and the patch head at one spot (``DetectorConfig.co_located``), every row
+uses their values at that spot, as the model does. The figures of ``bench/README.md`` session 10
+come from it. Run::
 
     .venv/bin/python -m bench.fusion_signals --model MODEL_DIR --data DATA/vacuum_pack
 """
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     predictor = load_model(args.model, runtime="torch")
     fusion = predictor.detector.fusion
     used = ", ".join(name for name, a in zip(SIGNALS, fusion.slope.tolist(), strict=True) if a > 0)
-    print(f"{predictor.model_id}: fusion {fusion.rule}, signals in use: {used}")
+    spot = "; one-class and patch head read at one spot" if predictor.detector.config.co_located else ""
+    print(f"{predictor.model_id}: fusion {fusion.rule}, signals in use: {used}{spot}")
     print("| score | image AUROC | TNR at 1 % FNR |\n|---|---|---|")
     for name, auroc, tnr in signal_table(predictor, args.data):
         # None where the test split lacks a class: no ranking to measure
