@@ -11,7 +11,7 @@ import numpy as np
 from datasets.decode import decode_image
 from models.tiling import to_rgb_float
 
-__all__ = ["caption", "outline_defect", "score_rank_caption", "write_sheet"]
+__all__ = ["caption", "heat_cell", "outline_defect", "score_rank_caption", "write_sheet"]
 
 _BACKGROUND = 24
 _GAP = 3
@@ -22,6 +22,17 @@ def caption(cell: np.ndarray, text: str, *, bottom: bool = False, bold: bool = F
     y = cell.shape[0] - 10 if bottom else 18
     scale, thickness = (0.55, 2) if bold else (0.45, 1)
     cv2.putText(cell, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+
+
+def heat_cell(rgb: np.ndarray, amap: np.ndarray | None = None, *, side: int) -> np.ndarray:
+    """An RGB uint8 image resized to a ``side`` x ``side`` cell; with ``amap`` (values in [0, 1]),
+    the map in the inferno colours laid over it."""
+    base = cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)
+    if amap is None:
+        return base
+    m = cv2.resize(amap, (side, side), interpolation=cv2.INTER_LINEAR)
+    heat = cv2.applyColorMap((m.clip(0, 1) * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[:, :, ::-1]
+    return np.ascontiguousarray((0.55 * heat + 0.45 * base).astype(np.uint8))
 
 
 def outline_defect(cell: np.ndarray, mask_path: Path | None) -> None:

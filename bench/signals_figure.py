@@ -18,7 +18,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.figure_models import figure_args, fit_each, test_split  # noqa: E402
-from bench.figure_sheet import caption, outline_defect, write_sheet  # noqa: E402
+from bench.figure_sheet import caption, heat_cell, outline_defect, write_sheet  # noqa: E402
 from models.tiling import stitch_maps, to_rgb_float  # noqa: E402
 from pipeline.signal_evidence import SIGNAL_NAMES  # noqa: E402
 
@@ -46,15 +45,6 @@ def _signals(predictor, images):  # type: ignore[no-untyped-def]
     return preds, maps
 
 
-def _cell(rgb: np.ndarray, amap: np.ndarray | None = None) -> np.ndarray:
-    base = cv2.resize(rgb, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
-    if amap is None:
-        return base
-    m = cv2.resize(amap, (SIDE, SIDE), interpolation=cv2.INTER_LINEAR)
-    heat = cv2.applyColorMap((m.clip(0, 1) * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[:, :, ::-1]
-    return np.ascontiguousarray((0.55 * heat + 0.45 * base).astype(np.uint8))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = figure_args(__doc__, "a vacuum_pack MVTec folder with masks", argv)
     items, images, good = test_split(args.data)
@@ -72,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for i in false_alarms + misses:
         rgb = np.ascontiguousarray((to_rgb_float(images[i]) * 255).astype(np.uint8))
-        cells = [_cell(rgb)]
+        cells = [heat_cell(rgb, side=SIDE)]
         outline_defect(cells[0], items[i].mask_path)
         kind = "clean" if good[i] else str(items[i].anomaly_type)
         caption(cells[0], f"{kind}: score {scores[i]:.3f}", bold=True)
@@ -80,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         caption(cells[0], f"above {rank:.0%} of the clean", bottom=True)
         log_odds = preds[i].signal_log_odds or {}
         for name, amap in zip(("one_class", "patch_head"), maps[i], strict=True):
-            cell = _cell(rgb, amap)
+            cell = heat_cell(rgb, amap, side=SIDE)
             said = f"{log_odds[name]:+.2f}" if name in log_odds else "not fused"
             caption(cell, f"{SIGNAL_NAMES[name]} log-odds {said}", bottom=True)
             cells.append(cell)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.figure_models import figure_args, fit_each, test_split  # noqa: E402
-from bench.figure_sheet import caption, outline_defect, write_sheet  # noqa: E402
+from bench.figure_sheet import caption, heat_cell, outline_defect, write_sheet  # noqa: E402
 from models.tiling import to_rgb_float  # noqa: E402
 
 SIDE = 256
@@ -50,15 +50,6 @@ def _maps_and_spots(predictor, images):  # type: ignore[no-untyped-def]
             peaks = [np.unravel_index(int(m.argmax()), m.shape) for m in (one_class, patch, evidence)]
             out.append((one_class.numpy(), patch.numpy(), peaks))
     return np.array(scores), out
-
-
-def _cell(rgb: np.ndarray, amap: np.ndarray | None = None) -> np.ndarray:
-    base = cv2.resize(rgb, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
-    if amap is None:
-        return base
-    m = cv2.resize(amap, (SIDE, SIDE), interpolation=cv2.INTER_LINEAR)
-    heat = cv2.applyColorMap((m.clip(0, 1) * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[:, :, ::-1]
-    return np.ascontiguousarray((0.55 * heat + 0.45 * base).astype(np.uint8))
 
 
 def _at(peak: tuple[int, int], size: int) -> tuple[int, int]:
@@ -90,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     for i in clean + rose[:ANOMALOUS_ROWS]:
         rgb = np.ascontiguousarray((to_rgb_float(images[i]) * 255).astype(np.uint8))
         one_class, patch, (oc_peak, patch_peak, spot) = maps[i]
-        cells = [_cell(rgb), _cell(rgb, one_class), _cell(rgb, patch)]
+        cells = [
+            heat_cell(rgb, side=SIDE),
+            heat_cell(rgb, one_class, side=SIDE),
+            heat_cell(rgb, patch, side=SIDE),
+        ]
         outline_defect(cells[0], items[i].mask_path)
         cv2.drawMarker(cells[0], _at(spot, size), (255, 255, 255), cv2.MARKER_CROSS, 22, 2)
         for cell, peak in ((cells[1], oc_peak), (cells[2], patch_peak)):
