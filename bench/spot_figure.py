@@ -44,10 +44,9 @@ def _maps_and_spots(predictor, images):  # type: ignore[no-untyped-def]
     with torch.inference_mode():
         for raw, _, _ in scorer.raw_outputs(images):
             one_class, patch = (m[0] for m in det.signal_maps(raw.map_raw, raw.patch_map))
-            f = det.fusion
-            z = (raw.map_raw[0].clamp_min(1e-12).log() - f.oc_mu) / f.oc_sd
-            evidence = f.slope[0] * z + f.slope[2] * raw.patch_map[0]
-            peaks = [np.unravel_index(int(m.argmax()), m.shape) for m in (one_class, patch, evidence)]
+            peaks = [np.unravel_index(int(m.argmax()), m.shape) for m in (one_class, patch)]
+            spot = int(det.fusion.spot(raw.map_raw, raw.patch_map)[0, 0])
+            peaks.append(np.unravel_index(spot, one_class.shape))
             out.append((one_class.numpy(), patch.numpy(), peaks))
     return np.array(scores), out
 

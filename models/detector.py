@@ -350,10 +350,11 @@ class Detector(nn.Module):
         score_raw = self.image_score(dist, map_raw)
         logits = self.head(self.head_inputs(patches, pooled, dist, score_raw))
         patch_logits = self.patch_head.logits(patches)
-        patch_score = self.patch_head.image_score(patch_logits)
         patch_map = self.smooth_map(patch_logits)
         if self.config.co_located:
             score_raw, patch_score = self.fusion.co_located(map_raw, patch_map)
+        else:
+            patch_score = self.patch_head.image_score(patch_logits)
         return RawOutput(score_raw, map_raw, logits, patch_score, patch_map)
 
     def signal_maps(

@@ -95,10 +95,13 @@ class Fusion(nn.Module):
         both see does. The maps' values are smoothed, so they run lower than the image scores the
         Platt maps were fitted on; the thresholds are set on the fused scores this gives.
         """
-        z = (map_raw.clamp_min(1e-12).log() - self.oc_mu) / self.oc_sd
-        evidence = (self.slope[0] * z + self.slope[2] * patch_map).flatten(1)
-        spot = evidence.argmax(dim=1, keepdim=True)
+        spot = self.spot(map_raw, patch_map)
         return map_raw.flatten(1).gather(1, spot).squeeze(1), patch_map.flatten(1).gather(1, spot).squeeze(1)
+
+    def spot(self, map_raw: torch.Tensor, patch_map: torch.Tensor) -> torch.Tensor:
+        """(B, S, S) maps as :meth:`co_located` -> (B, 1) flat index of the pixel it reads."""
+        evidence = self.slope[0] * self.one_class_z(map_raw) + self.slope[2] * patch_map
+        return evidence.flatten(1).argmax(dim=1, keepdim=True)
 
     @staticmethod
     def head_log_odds(type_logits: torch.Tensor) -> torch.Tensor:
