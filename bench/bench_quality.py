@@ -110,6 +110,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-mirrors": {"patch_mirrors": False},
     # the defaults before session 18: each signal at its own spot, no mirror images
     "before-session-18": {"co_located": False, "patch_mirrors": False},
+    # session 19: no offsets for grey pictures
+    "no-grey-offsets": {"grey_offsets": False},
 }
 DEFAULT_VARIANTS = ("current", "fine-scale", "fusion-max", "no-patch-head", "baseline")
 

@@ -98,6 +98,11 @@ class DetectorConfig:
         co_located: the one-class and patch-head signals are read at the one pixel where their
             calibrated log-odds add up to the most (:meth:`models.fusion.Fusion.co_located`), not
             each at its own hottest patches. False in cards written before it existed.
+        grey_offsets: what each signal adds for a grey view (channels equal: an X-ray, a mono
+            camera), so that clean grey and colour pictures share one scale
+            (:mod:`pipeline.picture_kinds`): the one-class log-distance (the distance map and score
+            are multiplied by its exp), the type head's anomaly log-odds, and the patch head's logits.
+            Zeros (no change) in cards written before it existed.
     """
 
     backbone: str
@@ -120,6 +125,7 @@ class DetectorConfig:
     zero_padded_pooling: bool = True
     fusion: str = "max"
     co_located: bool = False
+    grey_offsets: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
         if self.pad < 0 or self.grid < 0:
@@ -130,6 +136,8 @@ class DetectorConfig:
             )
         if self.fusion not in FUSION_RULES:
             raise ValueError(f"fusion {self.fusion!r} not in {FUSION_RULES}")
+        if len(self.grey_offsets) != 3 or not all(math.isfinite(v) for v in self.grey_offsets):
+            raise ValueError(f"grey_offsets must be 3 finite numbers; got {self.grey_offsets}")
         if self.score_reduction not in _SCORE_REDUCTIONS:
             raise ValueError(f"score_reduction {self.score_reduction!r} not in {_SCORE_REDUCTIONS}")
         if len(self.class_names) < 2 or self.class_names[0] != "good":
@@ -145,7 +153,8 @@ class DetectorConfig:
         if unknown:
             raise ValueError(f"unknown detector config keys {sorted(unknown)}; accepted: {sorted(fields)}")
         kw = dict(data)
-        for key in ("mean", "std", "class_names"):
+        kw.setdefault("grey_offsets", (0.0, 0.0, 0.0))
+        for key in ("mean", "std", "class_names", "grey_offsets"):
             kw[key] = tuple(kw[key])
         return cls(**kw)
 
@@ -350,12 +359,51 @@ class Detector(nn.Module):
         score_raw = self.image_score(dist, map_raw)
         logits = self.head(self.head_inputs(patches, pooled, dist, score_raw))
         patch_logits = self.patch_head.logits(patches)
+        if any(self.config.grey_offsets):
+            # after the type head's inputs, which it was trained on as they are
+            map_raw, score_raw, logits, patch_logits = self.offset_grey_views(
+                x, map_raw, score_raw, logits, patch_logits
+            )
         patch_map = self.smooth_map(patch_logits)
         if self.config.co_located:
             score_raw, patch_score = self.fusion.co_located(map_raw, patch_map)
         else:
             patch_score = self.patch_head.image_score(patch_logits)
         return RawOutput(score_raw, map_raw, logits, patch_score, patch_map)
+
+    @staticmethod
+    def grey_views(x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) normalised views -> (B,) 1.0 where the three channels are equal, else 0.0.
+
+        A grey picture is replicated to three equal channels before normalisation, and the mean and
+        std are the same for every channel in every registered backbone, so its view's channels stay
+        equal (:func:`models.tiling.is_grey` on the picture itself).
+        """
+        spread = (x[:, 0] - x[:, 1]).abs().amax(dim=(1, 2)) + (x[:, 1] - x[:, 2]).abs().amax(dim=(1, 2))
+        return (spread <= 1e-6).to(x.dtype)
+
+    def offset_grey_views(
+        self,
+        x: torch.Tensor,
+        map_raw: torch.Tensor,
+        score_raw: torch.Tensor,
+        type_logits: torch.Tensor,
+        patch_logits: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Apply ``config.grey_offsets`` to the grey views of ``x``: the (B, S, S) distance map and
+        (B,) score scaled by exp(one-class offset), the (B, K) type logits' "good" lowered by the
+        type-head offset (their anomaly log-odds rise by it), the (B, h, w) patch logits raised by
+        the patch-head offset. Colour views pass unchanged."""
+        grey = self.grey_views(x)
+        oc, head, patch = self.config.grey_offsets
+        scale = torch.exp(grey * oc)
+        type_logits = torch.cat([type_logits[:, :1] - (grey * head).unsqueeze(1), type_logits[:, 1:]], dim=1)
+        return (
+            map_raw * scale.view(-1, 1, 1),
+            score_raw * scale,
+            type_logits,
+            patch_logits + (grey * patch).view(-1, 1, 1),
+        )
 
     def signal_maps(
         self, map_raw: torch.Tensor, patch_map: torch.Tensor

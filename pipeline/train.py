@@ -50,7 +50,7 @@ from models.predictor import ImageScorer
 from models.pseudo_anomalies import PSEUDO_KINDS, make_pseudo_anomaly
 from models.registry import create_model
 from models.threshold import anomalies_for_bound, miss_rate_bound, pick_thresholds
-from models.tiling import TilingConfig, make_views, to_rgb_float
+from models.tiling import TilingConfig, is_grey, make_views, to_rgb_float
 from models.weights import file_sha256
 from pipeline.fine_tuning import FineTuneConfig, fine_tune_backbone
 from pipeline.fusion_gate import (
@@ -65,6 +65,7 @@ from pipeline.fusion_gate import (
 )
 from pipeline.metrics import image_auroc, tnr_at_fnr
 from pipeline.patch_training import PatchExamples, mirrored, out_of_fold_scores, patch_examples
+from pipeline.picture_kinds import measure_grey_offsets
 from pipeline.resolution import MAX_IMAGE_SIZE, source_resolution
 
 __all__ = ["KNOWN_CARGO_TYPES", "ProgressFn", "TrainConfig", "TrainResult", "train_model"]
@@ -179,6 +180,10 @@ class TrainConfig:
             the one-spot fusion: test image AUROC up on five of seven seeds, -0.010 to +0.039,
             mean +0.014; bulk ore -0.002 to +0.011 (``bench/README.md``, session 18). About 2-4 s
             more fit.
+        grey_offsets: put the grey pictures' signals (X-rays, mono cameras) on the colour ones'
+            scale by per-signal offsets measured on the training normals out of fold
+            (:mod:`pipeline.picture_kinds`), when each kind has at least
+            :data:`~pipeline.picture_kinds.MIN_KIND_NORMALS` of them.
     """
 
     backbone: str = "lite0"
@@ -212,6 +217,7 @@ class TrainConfig:
     head_gate_tolerance: float = 0.003
     co_located: bool = True
     patch_mirrors: bool = True
+    grey_offsets: bool = True
 
     @property
     def val_anomaly_share(self) -> float:
@@ -536,6 +542,7 @@ def train_model(
     # Out-of-fold one-class distances for every training unit: main bank, and fine-scale bank or None.
     units: list[tuple[_Embedded, torch.Tensor, int]] = []  # (embedding, distances (T, h, w), label)
     unit_folds: list[int] = []
+    unit_grey: list[bool] = []
     scale_dists: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # per unit
     coreset_seconds = 0.0
     # (embedding, fold, label) of every training image: the normals, then the anomalies
@@ -543,6 +550,7 @@ def train_model(
         (e, g, class_names.index(kind))
         for e, g, kind in zip(emb_anom, fold_of_anom, anomaly_types, strict=True)
     ]
+    train_grey = [is_grey(img) for img in [*goods, *anomalies]]
     for f in range(config.folds):
         t0 = time.perf_counter()
         bank, fine = trainer.banks(
@@ -551,11 +559,12 @@ def train_model(
         )
         coreset_seconds += time.perf_counter() - t0
         with torch.inference_mode():
-            for e, g, label in train_units:
+            for (e, g, label), grey in zip(train_units, train_grey, strict=True):
                 if g == f:
                     scale_dists.append(trainer.detector.scale_distances(e.patches, bank, fine))
                     units.append((e, torch.empty(0), label))
                     unit_folds.append(f)
+                    unit_grey.append(grey)
         report("out-of-fold scoring", f + 1, config.folds)
     det = trainer.detector
     fine_gate = fine_scale_gate(scale_dists, [label for _, _, label in units], topk=det.config.topk)
@@ -690,6 +699,21 @@ def train_model(
                 min_positives=MIN_PATCH_POSITIVES,
             )
     report("patch head", 1, 1)
+    if config.grey_offsets:
+        normal = np.asarray(ys) == 0
+        offsets = measure_grey_offsets(
+            np.log(np.maximum(np.asarray(unit_scores)[normal], 1e-12)),
+            np.where(np.isfinite(oof_head), oof_head, unit_head)[normal],
+            oof_patch[normal],
+            np.asarray(unit_grey)[normal],
+        )
+        # the training images' out-of-fold signals as the detector will now read them (the gates)
+        grey_units = np.asarray(unit_grey)
+        unit_scores = list(np.where(grey_units, np.asarray(unit_scores) * math.exp(offsets[0]), unit_scores))
+        oof_head = oof_head + grey_units * offsets[1]
+        unit_head = unit_head + grey_units * offsets[1]
+        oof_patch = oof_patch + grey_units * offsets[2]
+        det.config = dataclasses.replace(det.config, grey_offsets=offsets)
 
     t0 = time.perf_counter()
     fine_kept = trainer.base_config.fine_scale
