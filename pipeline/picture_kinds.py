@@ -18,13 +18,39 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["MIN_KIND_NORMALS", "measure_grey_offsets"]
+__all__ = ["MIN_KIND_NORMALS", "GreyOffsets", "grey_offsets_words", "measure_grey_offsets"]
 
 MIN_KIND_NORMALS = 8
 """Fewest training normals of each kind for an offset: below it the median is too unsteady to apply."""
+
+
+class GreyOffsets(NamedTuple):
+    """What :func:`measure_grey_offsets` found.
+
+    Attributes:
+        offsets: (one-class log-distance, type-head log-odds, patch-head logit), each added to a
+            grey view's signal (:attr:`models.detector.DetectorConfig.grey_offsets`).
+        colour, grey: training normals of each kind they were measured on.
+    """
+
+    offsets: tuple[float, float, float]
+    colour: int
+    grey: int
+
+    def card(self) -> dict[str, Any]:
+        """The model card's record of them."""
+        one_class, head, patch = self.offsets
+        return {
+            "normals": {"colour": self.colour, "grey": self.grey},
+            "least_normals_of_each_kind": MIN_KIND_NORMALS,
+            "one_class_distance_factor": math.exp(one_class),
+            "type_head_log_odds": head,
+            "patch_head_logit": patch,
+        }
 
 
 def measure_grey_offsets(
@@ -32,7 +58,7 @@ def measure_grey_offsets(
     type_head: Sequence[float],
     patch_head: Sequence[float],
     grey: Sequence[bool],
-) -> tuple[float, float, float]:
+) -> GreyOffsets:
     """Per-signal offsets for grey views, from the training normals' out-of-fold signals.
 
     Args:
@@ -42,9 +68,8 @@ def measure_grey_offsets(
         grey: (N,) whether the picture is grey (:func:`models.tiling.is_grey`).
 
     Returns:
-        (one-class log-distance, type-head log-odds, patch-head logit) offsets: the colour normals'
-        median minus the grey normals'. A signal gets 0 where either kind has fewer than
-        :data:`MIN_KIND_NORMALS` finite values.
+        The offsets, each the colour normals' median minus the grey normals'. A signal gets 0 where
+        either kind has fewer than :data:`MIN_KIND_NORMALS` finite values.
     """
     is_grey = np.asarray(grey, dtype=bool)
     out = []
@@ -59,4 +84,24 @@ def measure_grey_offsets(
         else:
             offset = float(np.median(colour) - np.median(grey_v))
             out.append(offset if math.isfinite(offset) else 0.0)
-    return out[0], out[1], out[2]
+    return GreyOffsets((out[0], out[1], out[2]), int((~is_grey).sum()), int(is_grey.sum()))
+
+
+def grey_offsets_words(record: dict[str, Any] | str | None) -> str:
+    """One line on a card's ``training.grey_offsets`` record, for the training summary and report."""
+    if record is None:
+        return "none (trained before grey offsets existed)"
+    if isinstance(record, str):
+        return record
+    normals = record["normals"]
+    counts = f"{normals['grey']} grey and {normals['colour']} colour training normals"
+    if (
+        normals["grey"] < record["least_normals_of_each_kind"]
+        or normals["colour"] < record["least_normals_of_each_kind"]
+    ):
+        return f"no offsets: {counts} (least {record['least_normals_of_each_kind']} of each kind)"
+    return (
+        f"grey views' one-class distances x{record['one_class_distance_factor']:.3f}, "
+        f"type head {record['type_head_log_odds']:+.3f} and patch head {record['patch_head_logit']:+.3f} "
+        f"log-odds (medians of {counts})"
+    )

@@ -699,14 +699,16 @@ def train_model(
                 min_positives=MIN_PATCH_POSITIVES,
             )
     report("patch head", 1, 1)
+    measured = None
     if config.grey_offsets:
         normal = np.asarray(ys) == 0
-        offsets = measure_grey_offsets(
+        measured = measure_grey_offsets(
             np.log(np.maximum(np.asarray(unit_scores)[normal], 1e-12)),
             np.where(np.isfinite(oof_head), oof_head, unit_head)[normal],
             oof_patch[normal],
             np.asarray(unit_grey)[normal],
         )
+        offsets = measured.offsets
         # the training images' out-of-fold signals as the detector will now read them (the gates)
         grey_units = np.asarray(unit_grey)
         unit_scores = list(np.where(grey_units, np.asarray(unit_scores) * math.exp(offsets[0]), unit_scores))
@@ -946,6 +948,7 @@ def train_model(
                 final_fine,
                 fine_gate.reason if config.fine_scale != "off" else "off (--fine-scale off)",
             ),
+            "grey_offsets": measured.card() if measured is not None else "off (--no-grey-offsets)",
             "fine_tune": {"steps": 0}
             if tuned is None
             else {**tuned.report._asdict(), "data": _FINE_TUNE_DATA},

@@ -126,6 +126,14 @@ def train_command(
             help="The patch head also learns from the mirror images of each labelled defect image.",
         ),
     ] = True,
+    grey_offsets: Annotated[
+        bool,
+        typer.Option(
+            "--grey-offsets/--no-grey-offsets",
+            help="Put grey pictures' signals (X-rays, mono cameras) on the colour pictures' scale, by "
+            "offsets measured on the training normals of each kind.",
+        ),
+    ] = True,
     tile_size: Annotated[
         int, typer.Option("--tile-size", help="Tile images larger than this many pixels (0: always resize).")
     ] = 0,
@@ -146,6 +154,7 @@ def train_command(
     supervised head (on pseudo-anomalies when train/ has no labelled anomalies), calibrates the
     score, and picks the release threshold at --target-miss-rate.
     """
+    from pipeline.picture_kinds import grey_offsets_words
     from pipeline.resolution import card_resolution, describe_resize
     from pipeline.train import TrainConfig, train_model
 
@@ -167,6 +176,7 @@ def train_command(
         fusion=fusion,
         co_located=co_located,
         patch_mirrors=patch_mirrors,
+        grey_offsets=grey_offsets,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
         seed=seed,
@@ -221,6 +231,7 @@ def train_command(
         if tuned["steps"]
         else "off (pretrained weights)",
     )
+    table.add_row("grey pictures", grey_offsets_words(training["grey_offsets"]))
     fused = "fused" if val["head_in_fusion"] else "not fused"
     table.add_row("supervised head", f"{fused}: {val['head_gate']}")
     fused = "fused" if val["patch_head_in_fusion"] else "not fused"

@@ -203,3 +203,47 @@ def test_smoothing_by_matmul_equals_upsample_pad_and_blur(size: int, grid: tuple
     have = det.smooth_map(dist)
     assert have.shape == (2, size, size)
     assert float((have - want).abs().max()) <= 1e-5 * float(want.abs().max())
+
+
+def _with_grey_offsets(predictor: ArtifactPredictor, offsets: tuple[float, float, float]):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    det = predictor.detector
+    out = build_detector(dataclasses.replace(det.config, grey_offsets=offsets, co_located=False))
+    out.load_state_dict(det.state_dict())
+    return out.eval()
+
+
+def _colour_and_grey_views(predictor: ArtifactPredictor, imaging) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    img = imaging.texture(np.random.default_rng(5))
+    grey = np.repeat(img.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
+    return torch.cat([predictor.scorer.views(img)[0], predictor.scorer.views(grey)[0]])
+
+
+def test_grey_views_are_those_whose_channels_are_equal(predictor, imaging) -> None:  # type: ignore[no-untyped-def]
+    x = _colour_and_grey_views(predictor, imaging)
+    assert predictor.detector.grey_views(x).tolist() == [0.0, 1.0]
+
+
+def test_grey_offsets_move_grey_views_only(predictor, imaging) -> None:  # type: ignore[no-untyped-def]
+    x = _colour_and_grey_views(predictor, imaging)
+    with torch.inference_mode():
+        plain = _with_grey_offsets(predictor, (0.0, 0.0, 0.0)).raw(x)
+        moved = _with_grey_offsets(predictor, (0.3, 0.5, -0.7)).raw(x)
+    for a, b in zip(plain, moved, strict=True):  # the colour view passes unchanged
+        assert torch.equal(a[0], b[0])
+    factor = float(np.exp(0.3))
+    torch.testing.assert_close(moved.score_raw[1], plain.score_raw[1] * factor)
+    torch.testing.assert_close(moved.map_raw[1], plain.map_raw[1] * factor)
+    log_odds = Fusion.head_log_odds(moved.type_logits) - Fusion.head_log_odds(plain.type_logits)
+    assert float(log_odds[1]) == pytest.approx(0.5, abs=1e-5)
+    assert float(moved.patch_score[1] - plain.patch_score[1]) == pytest.approx(-0.7, abs=1e-5)
+    torch.testing.assert_close(moved.patch_map[1], plain.patch_map[1] - 0.7)
+
+
+def test_cards_before_grey_offsets_load_without_them(predictor) -> None:  # type: ignore[no-untyped-def]
+    data = predictor.detector.config.to_dict()
+    del data["grey_offsets"]
+    assert DetectorConfig.from_dict(data).grey_offsets == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="grey_offsets must be 3 finite numbers"):
+        DetectorConfig.from_dict({**data, "grey_offsets": [0.0, float("nan"), 0.0]})

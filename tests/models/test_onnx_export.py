@@ -229,3 +229,31 @@ def test_co_located_fusion_exports_and_loads_with_parity(tmp_path: Path) -> None
     # the artifact: loading traces the raw graph for ONNX Runtime and refuses it if it disagrees
     predictor = load_model(save_artifact(tmp_path / "model", co, _card()))
     assert predictor.detector.config.co_located
+
+
+def test_grey_offsets_export_and_load_with_parity(tmp_path: Path) -> None:
+    det = _tiny_detector()
+    config = dataclasses.replace(det.config, fusion="sum", co_located=True, grey_offsets=(0.4, 0.3, -0.6))
+    offset = build_detector(config)
+    offset.load_state_dict(det.state_dict())
+    offset.fusion.slope.copy_(torch.tensor([1.0, 0.5, 0.5]))
+    offset.fusion.bias.copy_(torch.tensor([-1.0, 0.1, 0.2]))
+    offset.eval()
+    report = export_onnx(offset, tmp_path / "model.onnx", card=_card())
+    assert report.parity.within_tolerance()
+    x = sample_inputs(offset, count=4, seed=7)
+    x[1:3] = x[1:3, :1].expand(-1, 3, -1, -1)  # two grey views among colour ones
+    assert offset.grey_views(x).tolist() == [0.0, 1.0, 1.0, 0.0]
+    (score, _, _) = ort.InferenceSession(str(report.onnx_path), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x.numpy()}
+    )
+    with torch.inference_mode():
+        expected = offset(x).score
+        plain = build_detector(dataclasses.replace(config, grey_offsets=(0.0, 0.0, 0.0)))
+        plain.load_state_dict(offset.state_dict())
+        unmoved = plain.eval()(x).score
+    assert np.abs(score - expected.numpy()).max() <= SCORE_TOLERANCE
+    assert torch.equal(expected[[0, 3]], unmoved[[0, 3]]) and not torch.equal(expected[1:3], unmoved[1:3])
+    # the artifact under ONNX Runtime, checked against PyTorch on load
+    predictor = load_model(save_artifact(tmp_path / "model", offset, _card()))
+    assert predictor.detector.config.grey_offsets == (0.4, 0.3, -0.6)

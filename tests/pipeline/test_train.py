@@ -233,3 +233,35 @@ def test_the_anomalies_share_defaults_to_the_validation_fraction(
 ) -> None:
     config = TrainConfig(val_fraction=val_fraction, val_anomaly_fraction=val_anomaly_fraction)
     assert config.val_anomaly_share == share
+
+
+def _write_both_kinds(root: Path, n_each: int) -> Path:
+    """Normals of both kinds: colour ones and the grey pictures of others."""
+    rng = np.random.default_rng(4)
+    for i in range(2 * n_each):
+        img = _texture(rng)
+        path = root / "train" / "good" / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), img[:, :, 1] if i % 2 else img[:, :, ::-1])
+    return root
+
+
+@pytest.mark.parametrize("switch", [[], ["--no-grey-offsets"]], ids=["default", "off"])
+def test_grey_pictures_are_offset_onto_the_colour_scale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], switch: list[str]
+) -> None:
+    root = _write_both_kinds(tmp_path / "bulk_ore", 12)
+    args = ["--image-size", "64", "--coreset-ratio", "0.5", "--threads", "1", *switch]
+    assert run(app, ["train", "--data", str(root), "--out", str(tmp_path / "m"), *args]) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((tmp_path / "m" / "model.json").read_text())["training"]["grey_offsets"]
+    offsets = load_model(tmp_path / "m", runtime="torch").detector.config.grey_offsets
+    if switch:
+        assert record == "off (--no-grey-offsets)" and offsets == (0.0, 0.0, 0.0)
+        assert "off (--no-grey-offsets)" in printed
+        return
+    assert record["normals"] == {"colour": 9, "grey": 10}  # 19 after validation took 5 of the 24
+    assert record["one_class_distance_factor"] == pytest.approx(np.exp(offsets[0]))
+    assert offsets[0] != 0.0 and offsets[1] != 0.0  # the one-class score and the type head
+    assert offsets[2] == 0.0  # no patch head without labelled anomalies
+    assert "grey views' one-class distances x" in printed
