@@ -39,6 +39,7 @@ from models.threshold import anomalies_for_bound, miss_rate_bound
 from models.tiling import is_grey
 from pipeline import metrics as m
 from pipeline.intervals import CONFIDENCE, RESAMPLES, Interval, binomial_interval, bootstrap_intervals
+from pipeline.picture_kinds import grey_offsets_words
 from pipeline.resolution import card_resolution
 from pipeline.signal_evidence import fused_signals, signal_aurocs
 
@@ -149,6 +150,8 @@ class EvaluationResult:
     """How the model's signals combine (``models.fusion.FUSION_RULES``), for the report."""
     co_located: bool = False
     """The one-class and patch-head signals are read at one spot (``DetectorConfig.co_located``)."""
+    grey_offsets: str = ""
+    """What the model adds to grey pictures' signals (:func:`pipeline.picture_kinds.grey_offsets_words`)."""
     promise: dict[str, Any] | None = None
     """What the release threshold promises about misses (:func:`threshold_promise`); None: not known."""
     resolution: dict[str, Any] | None = None
@@ -490,6 +493,7 @@ def evaluate(
         # cards written before the rule was recorded fused by the max
         fusion_rule=str(predictor.card.get("detector", {}).get("fusion", "max")),
         co_located=bool(predictor.card.get("detector", {}).get("co_located", False)),
+        grey_offsets=grey_offsets_words(predictor.card.get("training", {}).get("grey_offsets")),
         resolution=card_resolution(predictor.card),
         promise=threshold_promise(predictor.card, thresholds),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 import sys
@@ -107,6 +108,11 @@ def test_colour_and_grayscale_pictures_are_compared_when_both_are_there() -> Non
     # colour: c held, x missed, a below x (released at 1 % missed), x ranked between a and c
     assert "colour 2 1 50.0 % 100.0 % up to 100.0 % 50.0 % 0.500" in text
     assert "grayscale 1 1 100.0 % 0.0 % up to 97.5 % 100.0 % 1.000" in text
+    assert "One threshold serves both kinds" not in text  # a card that says nothing on it
+    offset = _result(mixed)
+    offset.grey_offsets = "grey views' one-class distances x1.250"
+    text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", render_report(offset))))
+    assert "on clean training pictures of each kind: grey views' one-class distances x1.250." in text
     one_kind = [r._replace(image_kind="colour") for r in RECORDS[:5]]
     assert 'id="per-image-kind-table"' not in render_report(_result(one_kind))
 
