@@ -2,16 +2,17 @@
 
 One model scores both kinds of picture a cargo type comes in: colour photographs, and grey ones (an
 X-ray, a mono camera). Each signal reads the two kinds differently. On the synthetic benchmark the
-grey views' clean images scored 2.3-4.7 log-odds lower than the colour views' (vacuum packs; 0.7-1.7
-on bulk ore), and so did their anomalies. Under one threshold an X-ray anomaly then competes with
-clean colour photographs it would have beaten among X-rays, and the pooled ranking is worse than
-either kind's own (vacuum packs, development seed 13: 0.868 pooled against 0.864 and 0.893).
+clean grey vacuum packs' summed log-odds lay 2.3-4.7 below the clean colour packs' (bulk ore: the
+one-class score alone, 0.7-1.7), and so did their anomalies'. Under one threshold an X-ray anomaly
+then competes with clean colour photographs it would have beaten among X-rays, and the pooled
+ranking is worse than either kind's own (vacuum packs, development seed 13: 0.868 pooled against
+0.864 grey and 0.893 colour).
 
-:func:`measure_grey_offsets` measures, per signal, how far the grey training normals' median lies below the
-colour ones' (out of fold, as the gates see them), and the detector adds that to every grey view
-(:attr:`models.detector.DetectorConfig.grey_offsets`). Clean pictures of both kinds then share one
-scale, so one calibration and one threshold fit both. Only normals are used, which every training
-set has plenty of; the anomalies decide nothing here.
+:func:`measure_grey_offsets` measures, per signal, how far the grey training normals' median lies
+below the colour ones' (out of fold, as the gates see them), and the detector adds that to every
+grey view (:attr:`models.detector.DetectorConfig.grey_offsets`). Clean pictures of both kinds then
+share one scale, so one calibration and one threshold fit both. Only normals are used, which every
+training set has plenty of; the anomalies decide nothing here.
 
 That assumes each kind's anomalies sit as far above its own clean pictures. Where one kind is much
 the easier (a fresh seed's grey packs ranked at 0.978 on their own, its colour ones at 0.836),
