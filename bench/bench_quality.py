@@ -112,6 +112,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "before-session-18": {"co_located": False, "patch_mirrors": False},
     # session 19: no offsets for grey pictures
     "no-grey-offsets": {"grey_offsets": False},
+    "fine-tune-no-grey-offsets": {"fine_tune_steps": 600, "grey_offsets": False},
 }
 DEFAULT_VARIANTS = ("current", "fine-scale", "fusion-max", "no-patch-head", "baseline")
 
