@@ -179,6 +179,7 @@ def run_clearsight(
     batch: int,
     ratio: float,
     threads: int,
+    grey_offsets: bool = True,
 ) -> dict[str, SideResult]:
     """Train once; time inference under each runtime (``load_model(..., runtime=)``), same model."""
     from models.artifact import load_model
@@ -187,7 +188,9 @@ def run_clearsight(
 
     out: dict[str, SideResult] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        config = TrainConfig(image_size=size, coreset_ratio=ratio, batch_size=batch, threads=threads)
+        config = TrainConfig(
+            image_size=size, coreset_ratio=ratio, batch_size=batch, threads=threads, grey_offsets=grey_offsets
+        )
         start = time.perf_counter()
         result = train_model(data_root, Path(tmp) / "model", config=config)
         fit_s = time.perf_counter() - start
@@ -269,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--coreset-ratio", type=float, default=0.1, help="both sides (anomalib's default)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, both sides")
     parser.add_argument("--skip-anomalib", action="store_true")
+    parser.add_argument(
+        "--no-grey-offsets",
+        action="store_true",
+        help="train Clearsight's side without grey offsets (session 19)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     # anomalib's import-time FutureWarnings and its decorator's spurious "embeddings is deprecated".
@@ -305,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             batch=args.batch,
             ratio=args.coreset_ratio,
             threads=args.threads,
+            grey_offsets=not args.no_grey_offsets,
         )
         torch.set_num_threads(args.threads)
         theirs = (
