@@ -377,7 +377,9 @@ class Detector(nn.Module):
 
         A grey picture is replicated to three equal channels before normalisation, and the mean and
         std are the same for every channel in every registered backbone, so its view's channels stay
-        equal (:func:`models.tiling.is_grey` on the picture itself).
+        equal (:func:`models.tiling.is_grey` on the picture itself). A camera's colour picture has
+        sensor noise and compression in every channel, so only a view with no colour in any pixel
+        (a blank or fully saturated tile) counts as grey too.
         """
         spread = (x[:, 0] - x[:, 1]).abs().amax(dim=(1, 2)) + (x[:, 1] - x[:, 2]).abs().amax(dim=(1, 2))
         return (spread <= 1e-6).to(x.dtype)
