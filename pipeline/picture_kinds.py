@@ -17,8 +17,8 @@ training set has plenty of; the anomalies decide nothing here.
 That assumes each kind's anomalies sit as far above its own clean pictures. Where one kind is much
 the easier (a fresh seed's grey packs ranked at 0.978 on their own, its colour ones at 0.836),
 raising its clean pictures onto the other's scale puts them among the hard kind's anomalies and
-the pooled ranking loses (0.883 -> 0.871 there). Over seven vacuum-pack seeds it gained on six
-(mean +0.009 AUROC, +0.11 TNR at 1 % FNR; ``bench/README.md``, session 19).
+the pooled ranking loses (0.883 -> 0.871 there). Over nine vacuum-pack seeds it gained on seven
+(mean +0.012 AUROC, +0.09 TNR at 1 % FNR; ``bench/README.md``, session 19).
 """
 
 from __future__ import annotations

@@ -184,8 +184,8 @@ class TrainConfig:
             scale by per-signal offsets measured on the training normals out of fold
             (:mod:`pipeline.picture_kinds`), when each kind has at least
             :data:`~pipeline.picture_kinds.MIN_KIND_NORMALS` of them. Vacuum packs: test image
-            AUROC -0.012 to +0.040 on seven seeds (up on six, mean +0.009), TNR at 1 % FNR up on
-            five (mean +0.11); bulk ore within 0.001 (``bench/README.md``, session 19).
+            AUROC -0.012 to +0.053 on nine seeds (up on seven, mean +0.012), TNR at 1 % FNR up on
+            six (mean +0.09); bulk ore within 0.002 (``bench/README.md``, session 19).
     """
 
     backbone: str = "lite0"
