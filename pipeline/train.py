@@ -701,22 +701,25 @@ def train_model(
                 min_positives=MIN_PATCH_POSITIVES,
             )
     report("patch head", 1, 1)
+    # the type head's log-odds of the training images for the patch head's gate (below): out of fold
+    # where the fold heads were fitted, in-sample otherwise
+    head_scores = np.where(np.isfinite(oof_head), oof_head, unit_head)
     measured = None
     if config.grey_offsets:
+        grey = np.asarray(unit_grey)
         normal = np.asarray(ys) == 0
         measured = measure_grey_offsets(
             np.log(np.maximum(np.asarray(unit_scores)[normal], 1e-12)),
-            np.where(np.isfinite(oof_head), oof_head, unit_head)[normal],
+            head_scores[normal],
             oof_patch[normal],
-            np.asarray(unit_grey)[normal],
+            grey[normal],
         )
         offsets = measured.offsets
         # the training images' out-of-fold signals as the detector will now read them (the gates)
-        grey_units = np.asarray(unit_grey)
-        unit_scores = list(np.where(grey_units, np.asarray(unit_scores) * math.exp(offsets[0]), unit_scores))
-        oof_head = oof_head + grey_units * offsets[1]
-        unit_head = unit_head + grey_units * offsets[1]
-        oof_patch = oof_patch + grey_units * offsets[2]
+        unit_scores = list(np.where(grey, np.asarray(unit_scores) * math.exp(offsets[0]), unit_scores))
+        oof_head = oof_head + grey * offsets[1]
+        head_scores = head_scores + grey * offsets[1]
+        oof_patch = oof_patch + grey * offsets[2]
         det.config = dataclasses.replace(det.config, grey_offsets=offsets)
 
     t0 = time.perf_counter()
@@ -790,7 +793,6 @@ def train_model(
     # out of fold (one-class from the fold banks, patch head from the fold heads, type head from the
     # fold heads where they were fitted, in-sample otherwise, which can only favour the fusion
     # without the patch head).
-    head_scores = np.where(np.isfinite(oof_head), oof_head, unit_head)
     evidence = training_evidence(det, signals, y_val, unit_scores, ys, head_scores, oof_patch, signal=2)
     base_logit = fused_logit(evidence.signals[:, :2], platt[:2], rule).clip(-50, 50)
     patch_gate = (
