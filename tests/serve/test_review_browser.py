@@ -65,6 +65,11 @@ def test_officer_reviews_a_held_shipment(live_server, audit_store, chromium) -> 
     assert "score.hold" in card.locator(".reasons").inner_text()
     heatmaps = card.locator("img.heatmap")
     assert heatmaps.count() == 2
+    # evaluate() does not wait for the image: on a loaded machine it may still be arriving
+    heatmaps.nth(1).evaluate(
+        "img => img.complete || new Promise(done => ['load', 'error'].forEach("
+        "e => img.addEventListener(e, done, {once: true})))"
+    )
     # The heatmap really loaded (a decoded image has a natural width), not a broken link.
     assert heatmaps.nth(1).evaluate("img => img.complete && img.naturalWidth") == 96
     caption = card.locator("figcaption").nth(1).inner_text()
