@@ -20,11 +20,14 @@ scored with ``pipeline.evaluate.evaluate``:
 * ``no-patch-head``: the defaults without the patch head (``patch_head=False``) — the detector
   before it, to show the patch head's own share;
 * ``baseline``: ``pad=0, position_norm=False, zero_padded_pooling=False, patch_head=False,
-  fine_scale="off", fusion="max"`` (:data:`FIRST_DETECTOR`) — the detector as first shipped;
+  fine_scale="off", fusion="max", deep_features="pooled"`` (:data:`FIRST_DETECTOR`) — the detector
+  as first shipped;
 * only when asked for with ``--variant``: ``fine-scale-on`` (the fine-scale bank kept whatever its
   gate says), ``in-map-pooling`` (the 3x3 patch average ignoring the zero padding, as before artifact
   format 5), ``fine-tune`` (600 steps of the opt-in backbone fine-tuning), ``fine-tune-max`` (the
   same with the max-fusion instead of the sum of log-odds),
+  ``deep-pooled`` / ``deep-sharp`` (every backbone map averaged over 3x3 neighbours, or the deeper
+  ones read cell by cell, whatever the cargo type: ``TrainConfig.deep_features``),
   ``current-512`` (the defaults at a 512 px model input), ``current-max`` (image score = max of the
   smoothed map), ``head-gate-validation`` (the type head's fusion gate judged on the validation
   split alone, as before session 16), ``head-floor-0`` (the type head kept whenever its fusion ranks
@@ -69,6 +72,7 @@ FIRST_DETECTOR: dict[str, Any] = {
     "patch_head": False,
     "fine_scale": "off",
     "fusion": "max",
+    "deep_features": "pooled",
 }
 """TrainConfig overrides that give the detector as first shipped (the benchmarks' baseline)."""
 
@@ -113,6 +117,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # session 19: no offsets for grey pictures
     "no-grey-offsets": {"grey_offsets": False},
     "fine-tune-no-grey-offsets": {"fine_tune_steps": 600, "grey_offsets": False},
+    # session 20: every backbone map averaged over 3x3 neighbours (vacuum packs before), or the
+    # deeper maps read sharp (bulk ore, where the default keeps them pooled)
+    "deep-pooled": {"deep_features": "pooled"},
+    "deep-sharp": {"deep_features": "sharp"},
+    "fine-tune-deep-pooled": {"fine_tune_steps": 600, "deep_features": "pooled"},
 }
 DEFAULT_VARIANTS = ("current", "fine-scale", "fusion-max", "no-patch-head", "baseline")
 

@@ -103,6 +103,9 @@ class DetectorConfig:
             (:mod:`pipeline.picture_kinds`): the one-class log-distance (the distance map and score
             are multiplied by its exp), the type head's anomaly log-odds, and the patch head's logits.
             Zeros (no change) in cards written before it existed.
+        pool_sizes: side of each backbone map's neighbourhood average in the patch embeddings,
+            shallowest first (:class:`models.features.PatchEmbedder`); empty: 3 for every map, as in
+            cards written before it existed.
     """
 
     backbone: str
@@ -126,6 +129,7 @@ class DetectorConfig:
     fusion: str = "max"
     co_located: bool = False
     grey_offsets: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    pool_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.pad < 0 or self.grid < 0:
@@ -138,6 +142,8 @@ class DetectorConfig:
             raise ValueError(f"fusion {self.fusion!r} not in {FUSION_RULES}")
         if len(self.grey_offsets) != 3 or not all(math.isfinite(v) for v in self.grey_offsets):
             raise ValueError(f"grey_offsets must be 3 finite numbers; got {self.grey_offsets}")
+        if any(k < 1 or k % 2 == 0 for k in self.pool_sizes):
+            raise ValueError(f"pool_sizes must be odd sizes >= 1; got {self.pool_sizes}")
         if self.score_reduction not in _SCORE_REDUCTIONS:
             raise ValueError(f"score_reduction {self.score_reduction!r} not in {_SCORE_REDUCTIONS}")
         if len(self.class_names) < 2 or self.class_names[0] != "good":
@@ -154,7 +160,8 @@ class DetectorConfig:
             raise ValueError(f"unknown detector config keys {sorted(unknown)}; accepted: {sorted(fields)}")
         kw = dict(data)
         kw.setdefault("grey_offsets", (0.0, 0.0, 0.0))
-        for key in ("mean", "std", "class_names", "grey_offsets"):
+        kw.setdefault("pool_sizes", ())
+        for key in ("mean", "std", "class_names", "grey_offsets", "pool_sizes"):
             kw[key] = tuple(kw[key])
         return cls(**kw)
 
@@ -451,7 +458,11 @@ def build_detector(
     backbone = backbone.to(memory_format=torch.channels_last)  # see Detector.embed
     channels: tuple[int, ...] = tuple(backbone.out_channels)
     embedder = PatchEmbedder(
-        channels, proj_dim=config.proj_dim, seed=embed_seed, zero_padded_pooling=config.zero_padded_pooling
+        channels,
+        proj_dim=config.proj_dim,
+        seed=embed_seed,
+        zero_padded_pooling=config.zero_padded_pooling,
+        pool_sizes=config.pool_sizes,
     )
     bank = MemoryBank.empty(config.bank_size, embedder.out_dim, chunk=config.chunk)
     fine = None

@@ -68,9 +68,25 @@ from pipeline.patch_training import PatchExamples, mirrored, out_of_fold_scores,
 from pipeline.picture_kinds import measure_grey_offsets
 from pipeline.resolution import MAX_IMAGE_SIZE, source_resolution
 
-__all__ = ["KNOWN_CARGO_TYPES", "ProgressFn", "TrainConfig", "TrainResult", "train_model"]
+__all__ = [
+    "DEEP_FEATURES",
+    "KNOWN_CARGO_TYPES",
+    "SHARP_CARGO_TYPES",
+    "ProgressFn",
+    "TrainConfig",
+    "TrainResult",
+    "deep_features_choice",
+    "train_model",
+]
 
 KNOWN_CARGO_TYPES = ("bulk_ore", "vacuum_pack")
+DEEP_FEATURES = ("auto", "pooled", "sharp")
+"""Choices of ``TrainConfig.deep_features``."""
+SHARP_CARGO_TYPES = ("vacuum_pack",)
+"""Cargo types whose patch embeddings read the deeper feature maps sharp under ``deep_features="auto"``:
+their anomalies are mostly small or thin (a puncture, an open seal, a screw) on a product that varies
+from pack to pack. Bulk ore's include large, diffuse ones (a wet patch, the wrong material) that the
+3x3 average of the deeper maps ranks better."""
 PSEUDO_PREFIX = "synthetic_"
 
 ProgressFn = Callable[[str, int, int], None]
@@ -186,6 +202,14 @@ class TrainConfig:
             :data:`~pipeline.picture_kinds.MIN_KIND_NORMALS` of them. Vacuum packs: test image
             AUROC -0.012 to +0.053 on nine seeds (up on seven, mean +0.012), TNR at 1 % FNR up on
             six (mean +0.09); bulk ore within 0.002 (``bench/README.md``, session 19).
+        deep_features: how the patch embeddings read the backbone's deeper feature maps:
+            ``"pooled"`` averages every map over 3x3 neighbours (PatchCore's), ``"sharp"`` reads the
+            deeper maps cell by cell (:class:`models.features.PatchEmbedder`), ``"auto"`` (the
+            default) picks by cargo type (:data:`SHARP_CARGO_TYPES`: sharp for vacuum packs,
+            pooled for anything else). Sharp ranks small and thin defects better and large, diffuse
+            ones worse: vacuum packs (a puncture held out) +0.003 to +0.043 test image AUROC on all
+            seven seeds measured, mean +0.027; bulk ore -0.021 to +0.002 on four, the held-out wet
+            patch losing up to 0.06 (``bench/README.md``, session 20).
     """
 
     backbone: str = "lite0"
@@ -220,6 +244,7 @@ class TrainConfig:
     co_located: bool = True
     patch_mirrors: bool = True
     grey_offsets: bool = True
+    deep_features: str = "auto"
 
     @property
     def val_anomaly_share(self) -> float:
@@ -257,6 +282,10 @@ class TrainConfig:
                 f"val_anomaly_fraction {self.val_anomaly_fraction} must be in (0, 1)",
             ),
             (self.folds >= 2, f"folds {self.folds} must be >= 2"),
+            (
+                self.deep_features in DEEP_FEATURES,
+                f"deep_features {self.deep_features!r} not in {', '.join(DEEP_FEATURES)}",
+            ),
             (
                 self.fine_scale in FINE_SCALE_MODES,
                 f"fine_scale {self.fine_scale!r} not in {', '.join(FINE_SCALE_MODES)}",
@@ -337,6 +366,14 @@ def _split(
     return train, val
 
 
+def deep_features_choice(configured: str, cargo: str) -> tuple[str, str]:
+    """``TrainConfig.deep_features`` for a cargo type -> ("pooled" or "sharp", the card's words)."""
+    if configured != "auto":
+        return configured, f"{configured} (--deep-features {configured})"
+    chosen = "sharp" if cargo in SHARP_CARGO_TYPES else "pooled"
+    return chosen, f"{chosen} (auto for {cargo})"
+
+
 def _cargo_type(root: Path, configured: str | None) -> str:
     if configured:
         return configured
@@ -358,7 +395,7 @@ class _Embedded(NamedTuple):
 class _Trainer:
     """The state of one training run (kept in one place so the steps stay readable)."""
 
-    def __init__(self, config: TrainConfig, progress: ProgressFn | None) -> None:
+    def __init__(self, config: TrainConfig, progress: ProgressFn | None, *, sharp: bool = False) -> None:
         self.config = config
         self.progress = progress or (lambda stage, done, total: None)
         self.rng = np.random.default_rng(config.seed)
@@ -379,6 +416,8 @@ class _Trainer:
             fine_scale=config.fine_scale != "off",
             zero_padded_pooling=config.zero_padded_pooling,
             fusion=config.fusion,
+            # sharp: the shallowest map keeps its 3x3 context, the deeper ones are read cell by cell
+            pool_sizes=(3,) + (1,) * (len(self.backbone.out_channels) - 1) if sharp else (),
         )
         self.detector = build_detector(self.base_config, backbone=self.backbone, embed_seed=config.seed)
 
@@ -486,7 +525,8 @@ def train_model(
         torch.set_num_threads(config.threads)
     start = time.perf_counter()
     cargo = _cargo_type(root, config.cargo_type)
-    trainer = _Trainer(config, progress)
+    deep_features, deep_features_words = deep_features_choice(config.deep_features, cargo)
+    trainer = _Trainer(config, progress, sharp=deep_features == "sharp")
     report = trainer.progress
     items = _read_train_items(root)
     train_items, val_items = _split(
@@ -953,6 +993,7 @@ def train_model(
                 fine_gate.reason if config.fine_scale != "off" else "off (--fine-scale off)",
             ),
             "grey_offsets": measured.card() if measured is not None else "off (--no-grey-offsets)",
+            "deep_features": deep_features_words,
             "fine_tune": {"steps": 0}
             if tuned is None
             else {**tuned.report._asdict(), "data": _FINE_TUNE_DATA},

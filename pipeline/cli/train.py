@@ -134,6 +134,15 @@ def train_command(
             "offsets measured on the training normals of each kind.",
         ),
     ] = True,
+    deep_features: Annotated[
+        str,
+        typer.Option(
+            "--deep-features",
+            help="How patch features read the backbone's deeper maps: pooled (3x3 neighbourhood average), "
+            "sharp (cell by cell: small and thin defects rank better, large diffuse ones worse) or auto "
+            "(sharp for vacuum packs, pooled for other cargo).",
+        ),
+    ] = "auto",
     tile_size: Annotated[
         int, typer.Option("--tile-size", help="Tile images larger than this many pixels (0: always resize).")
     ] = 0,
@@ -177,6 +186,7 @@ def train_command(
         co_located=co_located,
         patch_mirrors=patch_mirrors,
         grey_offsets=grey_offsets,
+        deep_features=deep_features,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
         seed=seed,
@@ -231,6 +241,7 @@ def train_command(
         if tuned["steps"]
         else "off (pretrained weights)",
     )
+    table.add_row("deeper features", training["deep_features"])
     table.add_row("grey pictures", grey_offsets_words(training["grey_offsets"]))
     fused = "fused" if val["head_in_fusion"] else "not fused"
     table.add_row("supervised head", f"{fused}: {val['head_gate']}")

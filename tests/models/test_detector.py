@@ -247,3 +247,14 @@ def test_cards_before_grey_offsets_load_without_them(predictor) -> None:  # type
     assert DetectorConfig.from_dict(data).grey_offsets == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="grey_offsets must be 3 finite numbers"):
         DetectorConfig.from_dict({**data, "grey_offsets": [0.0, float("nan"), 0.0]})
+
+
+def test_cards_before_pool_sizes_load_with_every_map_pooled(predictor) -> None:  # type: ignore[no-untyped-def]
+    data = predictor.detector.config.to_dict()
+    del data["pool_sizes"]
+    config = DetectorConfig.from_dict(data)
+    assert config.pool_sizes == ()
+    assert build_detector(config).embedder.pool_sizes == (3, 3)
+    assert DetectorConfig.from_dict({**data, "pool_sizes": [3, 1]}).pool_sizes == (3, 1)
+    with pytest.raises(ValueError, match=r"pool_sizes must be odd sizes >= 1; got \(3, 2\)"):
+        DetectorConfig.from_dict({**data, "pool_sizes": [3, 2]})

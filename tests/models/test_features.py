@@ -1,4 +1,5 @@
-"""Patch embeddings: the 3x3 neighbourhood average, at the border and inside, and the concatenation."""
+"""Patch embeddings: the neighbourhood average (3x3 by default, per map when asked), at the border and
+inside, and the concatenation."""
 
 from __future__ import annotations
 
@@ -38,3 +39,30 @@ def test_zero_padded_pooling_is_the_default_and_changes_only_the_border() -> Non
     shallow_new, shallow_old = new[:, :4], old[:, :4]
     torch.testing.assert_close(shallow_new[:, :, 1:-1, 1:-1], shallow_old[:, :, 1:-1, 1:-1])
     assert not torch.allclose(shallow_new[:, :, 0], shallow_old[:, :, 0])
+
+
+def test_a_pool_size_of_one_reads_the_map_cell_by_cell() -> None:
+    feats = [torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4)]
+    sharp, pooled_sharp = PatchEmbedder((4, 6), pool_sizes=(3, 1))(feats)
+    default, pooled_default = PatchEmbedder((4, 6))(feats)
+    explicit, _ = PatchEmbedder((4, 6), pool_sizes=(3, 3))(feats)
+    torch.testing.assert_close(default, explicit)  # empty: 3 for every map
+    torch.testing.assert_close(sharp[:, :4], default[:, :4])  # the shallow map keeps its 3x3 average
+    upsampled = torch.nn.functional.interpolate(feats[1], size=(8, 8), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(sharp[:, 4:], upsampled)
+    assert not torch.allclose(sharp[:, 4:], default[:, 4:])
+    assert pooled_sharp.shape == pooled_default.shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    "pool_sizes",
+    [
+        (3,),  # one size for two maps
+        (3, 1, 1),  # three sizes for two maps
+        (3, 2),  # even: no centred neighbourhood
+        (3, 0),
+    ],
+)
+def test_pool_sizes_must_be_odd_and_one_per_map(pool_sizes: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=r"pool_sizes .* one odd size >= 1 per feature map \(2 maps\)"):
+        PatchEmbedder((4, 6), pool_sizes=pool_sizes)

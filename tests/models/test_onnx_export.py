@@ -257,3 +257,17 @@ def test_grey_offsets_export_and_load_with_parity(tmp_path: Path) -> None:
     # the artifact under ONNX Runtime, checked against PyTorch on load
     predictor = load_model(save_artifact(tmp_path / "model", offset, _card()))
     assert predictor.detector.config.grey_offsets == (0.4, 0.3, -0.6)
+
+
+def test_sharp_deeper_features_export_and_load_with_parity(tmp_path: Path) -> None:
+    det = _tiny_detector()
+    sharp = build_detector(dataclasses.replace(det.config, pool_sizes=(3, 1)))
+    sharp.load_state_dict(det.state_dict())
+    sharp.eval()
+    x = sample_inputs(sharp, count=2, seed=7)
+    with torch.inference_mode():
+        assert not torch.equal(sharp.embed(x)[0], det.embed(x)[0])  # the deeper map read cell by cell
+    report = export_onnx(sharp, tmp_path / "model.onnx", card=_card())
+    assert report.parity.within_tolerance()
+    predictor = load_model(save_artifact(tmp_path / "model", sharp, _card()))
+    assert predictor.detector.embedder.pool_sizes == (3, 1)

@@ -13,7 +13,7 @@ from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from models.artifact import load_model
 from pipeline.cli import app, run
 from pipeline.cli.train import promise_words
-from pipeline.train import TrainConfig, train_model
+from pipeline.train import TrainConfig, deep_features_choice, train_model
 
 
 def _texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -101,6 +101,8 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
     assert "fine-scale bank" in printed
     assert card["model_id"] in printed
     assert "pseudo-anomalies" in printed
+    assert card["training"]["deep_features"] == "sharp (auto for vacuum_pack)"
+    assert card["detector"]["pool_sizes"] == [3, 1]
     predictor = load_model(out)
     pred = predictor.predict([_texture(np.random.default_rng(9))[:, :, 0]])[0]
     assert pred.anomaly_map.shape == (64, 64)
@@ -200,6 +202,7 @@ def test_unknown_cargo_folder_needs_a_cargo_type(tmp_path: Path) -> None:
         ("pad", 160, "pad 160 must be a multiple of 16 in"),
         ("pad", -16, "pad -16 must be a multiple of 16 in"),
         ("fusion", "auto", "fusion 'auto' not in max, sum"),  # sessions 10-13's default: now sum for all
+        ("deep_features", "wide", "deep_features 'wide' not in auto, pooled, sharp"),
     ],
 )
 def test_config_validates_eagerly(field: str, value: object, match: str) -> None:
@@ -265,3 +268,45 @@ def test_grey_pictures_are_offset_onto_the_colour_scale(
     assert offsets[0] != 0.0 and offsets[1] != 0.0  # the one-class score and the type head
     assert offsets[2] == 0.0  # no patch head without labelled anomalies
     assert "grey views' one-class distances x" in printed
+
+
+@pytest.mark.parametrize(
+    ("configured", "cargo", "chosen", "words"),
+    [
+        ("auto", "vacuum_pack", "sharp", "sharp (auto for vacuum_pack)"),
+        ("auto", "bulk_ore", "pooled", "pooled (auto for bulk_ore)"),
+        ("auto", "scrap_metal", "pooled", "pooled (auto for scrap_metal)"),  # a --cargo-type of the user's
+        ("pooled", "vacuum_pack", "pooled", "pooled (--deep-features pooled)"),
+        ("sharp", "bulk_ore", "sharp", "sharp (--deep-features sharp)"),
+    ],
+)
+def test_the_deeper_features_by_cargo_type(configured: str, cargo: str, chosen: str, words: str) -> None:
+    assert deep_features_choice(configured, cargo) == (chosen, words)
+
+
+@pytest.mark.parametrize(
+    ("cargo", "switch", "pool_sizes", "words"),
+    [
+        ("bulk_ore", [], [], "pooled (auto for bulk_ore)"),
+        ("bulk_ore", ["--deep-features", "sharp"], [3, 1], "sharp (--deep-features sharp)"),
+        ("vacuum_pack", ["--deep-features", "pooled"], [], "pooled (--deep-features pooled)"),
+    ],
+)
+def test_train_cli_reads_the_deeper_features_as_asked(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    cargo: str,
+    switch: list[str],
+    pool_sizes: list[int],
+    words: str,
+) -> None:
+    root = _write(tmp_path / cargo, 8)
+    args = ["--image-size", "32", "--pad", "0", "--threads", "1", *switch]
+    assert run(app, ["train", "--data", str(root), "--out", str(tmp_path / "m"), *args]) == 0
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert card["training"]["deep_features"] == words
+    assert card["detector"]["pool_sizes"] == pool_sizes
+    printed = capsys.readouterr().out
+    assert "deeper features" in printed and words in printed
+    embedder = load_model(tmp_path / "m", runtime="torch").detector.embedder
+    assert embedder.pool_sizes == tuple(pool_sizes or (3, 3))
