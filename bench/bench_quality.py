@@ -142,6 +142,18 @@ def synthesise(out: Path, args: argparse.Namespace) -> None:
         raise SystemExit(f"clearsight data synth failed with exit code {code}")
 
 
+def data_words(data: Path | None, args: argparse.Namespace) -> str:
+    """What the tables were measured on: the seed and held-out types rendered here, or those a
+    ``--data`` folder's ``dataset.json`` records (the command line's defaults say nothing about it)."""
+    if data is None:
+        return f"seed {args.seed}, held out of training: {args.holdout}"
+    try:
+        rendered = json.loads((data / "dataset.json").read_text())["arguments"]
+        return f"{data}: seed {rendered['seed']}, held out of training: {','.join(rendered['holdout_types'])}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{data} (no dataset.json arguments: seed and held-out types unknown)"
+
+
 def fmt(value: float | None) -> str:
     return "  n/a" if value is None else f"{value:.3f}"
 
@@ -275,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"fine-tuning: {trained.card['training']['fine_tune']}"
                 )
     print(
-        f"\nseed {args.seed}, held out of training: {args.holdout}\n"
+        f"\n{data_words(args.data, args)}\n"
         "| cargo | model | image AUROC | TNR at 1 % FNR | release / miss at own threshold | "
         "pixel AUROC / PRO | AUROC per type | AUROC per picture kind | fit / evaluate |\n"
         "|---|---|---|---|---|---|---|---|---|"
