@@ -152,6 +152,9 @@ class EvaluationResult:
     """The one-class and patch-head signals are read at one spot (``DetectorConfig.co_located``)."""
     grey_offsets: str = ""
     """What the model adds to grey pictures' signals (:func:`pipeline.picture_kinds.grey_offsets_words`)."""
+    deep_features: str = ""
+    """How the patch features read the backbone's deeper maps, as the card's ``training.deep_features``
+    says it ("sharp (auto for vacuum_pack)"); empty for a card written before the choice existed."""
     promise: dict[str, Any] | None = None
     """What the release threshold promises about misses (:func:`threshold_promise`); None: not known."""
     resolution: dict[str, Any] | None = None
@@ -494,6 +497,7 @@ def evaluate(
         fusion_rule=str(predictor.card.get("detector", {}).get("fusion", "max")),
         co_located=bool(predictor.card.get("detector", {}).get("co_located", False)),
         grey_offsets=grey_offsets_words(predictor.card.get("training", {}).get("grey_offsets")),
+        deep_features=str(predictor.card.get("training", {}).get("deep_features", "")),
         resolution=card_resolution(predictor.card),
         promise=threshold_promise(predictor.card, thresholds),
     )

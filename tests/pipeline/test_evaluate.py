@@ -265,6 +265,18 @@ def test_the_fusion_rule_and_the_one_spot_reading_come_from_the_card(
     assert (result.fusion_rule, result.co_located) == (rule, co_located)
 
 
+@pytest.mark.parametrize(
+    ("training", "said"),
+    [({}, ""), ({"deep_features": "sharp (auto for vacuum_pack)"}, "sharp (auto for vacuum_pack)")],
+)
+def test_how_the_patch_features_read_the_deeper_maps_comes_from_the_card(
+    dataset: Dataset, training: dict[str, Any], said: str
+) -> None:
+    predictor = FakePredictor()
+    predictor.card = {"training": training}
+    assert evaluate(predictor, dataset).deep_features == said
+
+
 def test_gallery_keeps_the_worst(dataset: Dataset) -> None:
     result = evaluate(FakePredictor(), dataset, batch_size=4, gallery_size=2)
     assert [g.record.path for g in result.worst_misses] == ["test/crack/c2.png", "test/stain/s1.png"]

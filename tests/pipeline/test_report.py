@@ -375,6 +375,24 @@ def test_report_says_what_the_score_is_made_of(result: EvaluationResult) -> None
     assert "read at one spot" not in page
     result.co_located = True
     assert "read at one spot" in render_report(result)
+    assert "Patch features" not in render_report(result)  # a card from before the choice
+
+
+@pytest.mark.parametrize(
+    ("deep_features", "said"),
+    [
+        ("sharp (auto for vacuum_pack)", "deeper map read cell by cell, so small and thin defects stand out"),
+        ("pooled (auto for bulk_ore)", "deeper map averaged over 3x3 neighbours, so large, diffuse anomalies"),
+    ],
+)
+def test_report_says_how_the_patch_features_read_the_deeper_map(
+    result: EvaluationResult, deep_features: str, said: str
+) -> None:
+    result.signals = fused_signals({"validation": CARD_VALIDATION})
+    result.deep_features = deep_features
+    text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", render_report(result))))
+    assert f"Patch features: the backbone's {said}" in text
+    assert f"({deep_features})" in text
 
 
 def test_report_shows_each_signal_alone_and_in_the_gallery(result: EvaluationResult) -> None:
