@@ -382,7 +382,7 @@ def test_report_says_what_the_score_is_made_of(result: EvaluationResult) -> None
     ("deep_features", "said"),
     [
         ("sharp (auto for vacuum_pack)", "deeper map read cell by cell, so small and thin defects stand out"),
-        ("pooled (auto for bulk_ore)", "deeper map averaged over 3x3 neighbours, so large, diffuse anomalies"),
+        ("pooled (auto for bulk_ore)", "deeper map averaged over 3x3 neighbours, so large, diffuse"),
     ],
 )
 def test_report_says_how_the_patch_features_read_the_deeper_map(
