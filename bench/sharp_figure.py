@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for i in by_gain[::-1][:ROSE_ROWS] + by_gain[:FELL_ROWS]:
         rgb = np.ascontiguousarray((to_rgb_float(images[i]) * 255).astype(np.uint8))
-        cells = [heat_cell(rgb, side=SIDE)] + [heat_cell(rgb, runs[n][i].anomaly_map, side=SIDE) for n in runs]
+        maps = [heat_cell(rgb, runs[name][i].anomaly_map, side=SIDE) for name in runs]
+        cells = [heat_cell(rgb, side=SIDE), *maps]
         outline_defect(cells[0], items[i].mask_path)
         caption(cells[0], str(items[i].anomaly_type), bold=True)
         for cell, name in zip(cells[1:], runs, strict=True):
