@@ -207,8 +207,8 @@ class TrainConfig:
             deeper maps cell by cell (:class:`models.features.PatchEmbedder`), ``"auto"`` (the
             default) picks by cargo type (:data:`SHARP_CARGO_TYPES`: sharp for vacuum packs,
             pooled for anything else). Sharp ranks small and thin defects better and large, diffuse
-            ones worse: vacuum packs (a puncture held out) +0.003 to +0.043 test image AUROC on all
-            seven seeds measured, mean +0.027; bulk ore -0.021 to +0.002 on four, the held-out wet
+            ones worse: vacuum packs (a puncture held out) +0.001 to +0.043 test image AUROC on all
+            nine seeds measured, mean +0.024; bulk ore -0.021 to +0.002 on four, the held-out wet
             patch losing up to 0.06 (``bench/README.md``, session 20).
     """
 
