@@ -160,6 +160,7 @@ def test_the_miss_rate_promise_in_words(n: int, bound: float | None, row: str, n
         (["--cargo-type", ""], "Error: cannot tell the cargo type"),
         (["--val-fraction", "1.0"], "Error: val_fraction 1.0 must be in (0, 1)"),
         (["--val-anomaly-fraction", "0"], "Error: val_anomaly_fraction 0.0 must be in (0, 1)"),
+        (["--deep-features", "wide"], "Error: deep_features 'wide' not in auto, pooled, sharp"),
     ],
 )
 def test_train_cli_reports_bad_options(
