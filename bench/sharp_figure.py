@@ -5,7 +5,8 @@ Trains the default vacuum-pack model on a ``vacuum_pack`` folder twice, with the
 (``deep_features="pooled"``, the default before session 20) and sharp (the default since), and draws
 the anomalous test packs whose rank among the clean test packs rose most, then the one that fell
 most. Each row: the image (defect outlined), the pooled model's anomaly map and the sharp model's;
-the captions give each model's score and where it ranks among the clean test packs. Run::
+the captions give the kind of defect (the generator's ``detail``, where the folder's ``dataset.json``
+is there), each model's score and where it ranks among the clean test packs. Run::
 
     .venv/bin/python -m bench.sharp_figure --data DATA/vacuum_pack --out docs/img/sharp.png
 
@@ -15,6 +16,7 @@ development seed 13, 150 normals, puncture held out).
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -31,6 +33,20 @@ SIDE = 256
 ROSE_ROWS, FELL_ROWS = 3, 1
 
 
+def details(root: Path) -> dict[str, str]:
+    """Test image path (relative to the cargo folder) -> the generator's ``detail`` ("fibre", "tear"),
+    from the ``dataset.json`` beside a ``clearsight data synth`` cargo folder; empty without one."""
+    meta = root.parent / "dataset.json"
+    if not meta.is_file():
+        return {}
+    prefix = f"{root.name}/"
+    return {
+        str(item["path"]).removeprefix(prefix): str(item["detail"])
+        for item in json.loads(meta.read_text())["images"]
+        if item.get("detail")
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = figure_args(__doc__, "a vacuum_pack MVTec folder with masks", argv)
     items, images, good = test_split(args.data)
@@ -42,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         use=lambda predictor: predictor.predict(images),
     )
     scores = {name: np.array([p.score for p in preds]) for name, preds in runs.items()}
+    detail = details(args.data)
 
     def rank(name: str, i: int) -> float:
         return float(np.mean(scores[name][good] < scores[name][i]))
@@ -54,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         maps = [heat_cell(rgb, runs[name][i].anomaly_map, side=SIDE) for name in runs]
         cells = [heat_cell(rgb, side=SIDE), *maps]
         outline_defect(cells[0], items[i].mask_path)
-        caption(cells[0], str(items[i].anomaly_type), bold=True)
+        kind = str(items[i].anomaly_type)
+        relative = items[i].path.relative_to(args.data.resolve()).as_posix()
+        caption(cells[0], f"{kind}: {detail[relative]}" if relative in detail else kind, bold=True)
         for cell, name in zip(cells[1:], runs, strict=True):
             caption(cell, f"{name}: {scores[name][i]:.3f}, above {rank(name, i):.0%} of clean", bottom=True)
         rows.append(cells)
