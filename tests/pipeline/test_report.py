@@ -391,8 +391,7 @@ def test_report_says_how_the_patch_features_read_the_deeper_map(
     result.signals = fused_signals({"validation": CARD_VALIDATION})
     result.deep_features = deep_features
     text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", render_report(result))))
-    assert f"Patch features: the backbone's {said}" in text
-    assert f"({deep_features})" in text
+    assert f"Patch features, {deep_features}: the backbone's {said}" in text
 
 
 def test_report_shows_each_signal_alone_and_in_the_gallery(result: EvaluationResult) -> None:
