@@ -142,9 +142,10 @@ def synthesise(out: Path, args: argparse.Namespace) -> None:
         raise SystemExit(f"clearsight data synth failed with exit code {code}")
 
 
-def data_words(data: Path | None, args: argparse.Namespace) -> str:
+def data_words(args: argparse.Namespace) -> str:
     """What the tables were measured on: the seed and held-out types rendered here, or those a
     ``--data`` folder's ``dataset.json`` records (the command line's defaults say nothing about it)."""
+    data: Path | None = args.data
     if data is None:
         return f"seed {args.seed}, held out of training: {args.holdout}"
     try:
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"fine-tuning: {trained.card['training']['fine_tune']}"
                 )
     print(
-        f"\n{data_words(args.data, args)}\n"
+        f"\n{data_words(args)}\n"
         "| cargo | model | image AUROC | TNR at 1 % FNR | release / miss at own threshold | "
         "pixel AUROC / PRO | AUROC per type | AUROC per picture kind | fit / evaluate |\n"
         "|---|---|---|---|---|---|---|---|---|"

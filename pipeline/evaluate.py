@@ -482,6 +482,7 @@ def evaluate(
         if progress is not None:
             progress(min(start + batch_size, len(items)), len(items))
 
+    card_detector, card_training = predictor.card.get("detector", {}), predictor.card.get("training", {})
     result = EvaluationResult(
         model_id=predictor.model_id,
         cargo_type=predictor.cargo_type,
@@ -494,10 +495,10 @@ def evaluate(
         evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         signals=fused_signals(predictor.card),
         # cards written before the rule was recorded fused by the max
-        fusion_rule=str(predictor.card.get("detector", {}).get("fusion", "max")),
-        co_located=bool(predictor.card.get("detector", {}).get("co_located", False)),
-        grey_offsets=grey_offsets_words(predictor.card.get("training", {}).get("grey_offsets")),
-        deep_features=str(predictor.card.get("training", {}).get("deep_features", "")),
+        fusion_rule=str(card_detector.get("fusion", "max")),
+        co_located=bool(card_detector.get("co_located", False)),
+        grey_offsets=grey_offsets_words(card_training.get("grey_offsets")),
+        deep_features=str(card_training.get("deep_features", "")),
         resolution=card_resolution(predictor.card),
         promise=threshold_promise(predictor.card, thresholds),
     )
