@@ -122,6 +122,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "deep-pooled": {"deep_features": "pooled"},
     "deep-sharp": {"deep_features": "sharp"},
     "fine-tune-deep-pooled": {"fine_tune_steps": 600, "deep_features": "pooled"},
+    "negatives-64": {"patch_negatives": 64, "patch_negative_share": 1.0},
+    "lite1": {"backbone": "lite1"},
+    "lite2": {"backbone": "lite2"},
 }
 DEFAULT_VARIANTS = ("current", "fine-scale", "fusion-max", "no-patch-head", "baseline")
 

@@ -50,6 +50,13 @@ class PatchHead(nn.Module):
         x = (patches - self.in_mean.view(1, -1, 1, 1)) / self.in_std.view(1, -1, 1, 1)
         return self.out(F.relu(self.hidden(x))).squeeze(1)
 
+    def row_logits(self, rows: torch.Tensor) -> torch.Tensor:
+        """(N, D) patch embeddings, one per row -> (N,) logits: :meth:`logits` as matrix products,
+        for fitting on patches gathered from many images."""
+        x = (rows - self.in_mean) / self.in_std
+        hidden = F.linear(x, self.hidden.weight.flatten(1), self.hidden.bias)
+        return F.linear(F.relu(hidden), self.out.weight.flatten(1), self.out.bias).squeeze(1)
+
     def image_score(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, h, w) patch logits -> (B,) mean of the ``topk`` highest."""
         flat = logits.flatten(1)
@@ -70,20 +77,26 @@ def fit_patch_head(
     lr: float = 3e-3,
     weight_decay: float = 1e-2,
     seed: int = 0,
+    negative_share: float = 1.0,
 ) -> PatchHead:
-    """Fit a :class:`PatchHead` by full-batch AdamW on class-balanced binary cross-entropy.
+    """Fit a :class:`PatchHead` by AdamW on class-balanced binary cross-entropy.
 
     Args:
         x: (N, D) patch embeddings; y: (N,) 0/1 (1 = the patch shows a defect). Both classes needed.
         hidden, topk: see :class:`PatchHead`.
         steps, lr, weight_decay: the optimiser's; the decay keeps the fit finite on separable data.
-        seed: seed of the initial weights.
+        seed: seed of the initial weights (and of the negatives' draws).
+        negative_share: the share of the normal patches each step sees (a fresh random draw per
+            step; every defect patch every step, the classes balanced on what the step sees). At
+            1.0 each step is full-batch. Below it, a larger pool of normal patches costs no more
+            per step than a small one, so the head meets the rarer normal patterns (a barcode's
+            edge, a fold in the film) that a small pool leaves out.
 
     Returns:
         The fitted head, in eval mode.
 
     Raises:
-        ValueError: shapes disagree or a class is missing.
+        ValueError: shapes disagree, a class is missing, or ``negative_share`` is not in (0, 1].
     """
     if x.ndim != 2 or y.shape != (x.shape[0],):
         raise ValueError(f"need x (N, D) and y (N,); got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -91,18 +104,26 @@ def fit_patch_head(
     positives = float(y.sum())
     if positives == 0 or positives == y.numel():
         raise ValueError(f"need defect and normal patches; got {int(positives)} of {y.numel()} defective")
+    if not 0.0 < negative_share <= 1.0:
+        raise ValueError(f"negative_share {negative_share} must be in (0, 1]")
     torch.manual_seed(seed)
     head = PatchHead(x.shape[1], hidden, topk=topk)
     head.in_mean.copy_(x.mean(0))
     head.in_std.copy_(x.std(0, unbiased=False).clamp_min(1e-6))
-    grid = x.t().reshape(1, x.shape[1], 1, x.shape[0])  # every patch as one row of a 1 x N "image"
-    pos_weight = torch.tensor((y.numel() - positives) / positives)
+    defects, normals = x[y > 0.5], x[y <= 0.5]
+    per_step = len(normals) if negative_share == 1.0 else max(1, round(negative_share * len(normals)))
+    target = torch.cat([torch.ones(len(defects)), torch.zeros(per_step)])
+    pos_weight = torch.tensor(per_step / len(defects))
+    draws = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     head.train()
+    rows = torch.cat([defects, normals])
     with torch.enable_grad():
         for _ in range(steps):
+            if per_step < len(normals):
+                rows = torch.cat([defects, normals[torch.randperm(len(normals), generator=draws)[:per_step]]])
             opt.zero_grad()
-            loss = F.binary_cross_entropy_with_logits(head.logits(grid).reshape(-1), y, pos_weight=pos_weight)
+            loss = F.binary_cross_entropy_with_logits(head.row_logits(rows), target, pos_weight=pos_weight)
             loss.backward()
             opt.step()
     return head.eval()

@@ -32,8 +32,9 @@ __all__ = [
 
 MIN_COVERAGE = 0.3
 """Least share of a patch cell the mask must cover for the patch to count as defective."""
-NEGATIVES_PER_VIEW = 64
-"""Normal patches drawn per view (of a normal image, and of an anomalous image's clean part)."""
+NEGATIVES_PER_VIEW = 256
+"""Normal patches drawn per view (of a normal image, and of an anomalous image's clean part) by
+default; ``TrainConfig.patch_negatives`` sets it per run (64 before session 21)."""
 MIRRORS: tuple[tuple[int, ...], ...] = ((1,), (0,), (0, 1))
 """The axes each mirror image flips: left-right, up-down, and both (a half turn)."""
 
@@ -89,6 +90,7 @@ def patch_examples(
     size: int,
     tiling: TilingConfig,
     rng: np.random.Generator,
+    negatives_per_view: int = NEGATIVES_PER_VIEW,
 ) -> PatchExamples:
     """Assemble the patch head's training set.
 
@@ -98,6 +100,8 @@ def patch_examples(
             embeddings and the (H, W) mask in [0, 1] at the image's own size.
         size: model input side S; tiling: the run's tiling (to cut masks like their images).
         rng: the run's generator.
+        negatives_per_view: normal patches drawn at random from each view (all, where it has
+            fewer); every defect patch is kept.
 
     Returns:
         The examples; ``x`` is empty (0, D) when there is nothing to learn from.
@@ -117,7 +121,7 @@ def patch_examples(
     for patches in normal_patches:
         for view in patches:
             flat = view.reshape(view.shape[0], -1).t()
-            draw(flat, torch.arange(flat.shape[0]), 0.0, NEGATIVES_PER_VIEW)
+            draw(flat, torch.arange(flat.shape[0]), 0.0, negatives_per_view)
     for patches, mask in anomalous:
         coverage = mask_coverage(mask, size=size, tiling=tiling, grid=int(patches.shape[-1]))
         before = len(ys)
@@ -125,7 +129,7 @@ def patch_examples(
             flat = view.reshape(view.shape[0], -1).t()
             cov = cov.reshape(-1)
             draw(flat, torch.nonzero(cov >= MIN_COVERAGE).reshape(-1), 1.0, None)
-            draw(flat, torch.nonzero(cov == 0).reshape(-1), 0.0, NEGATIVES_PER_VIEW)
+            draw(flat, torch.nonzero(cov == 0).reshape(-1), 0.0, negatives_per_view)
         used += int(any(float(y[0]) == 1.0 for y in ys[before:]))
     if not xs:
         d = int(normal_patches[0].shape[1]) if normal_patches else 0
@@ -144,6 +148,7 @@ def out_of_fold_scores(
     rng: np.random.Generator,
     fit: Callable[[PatchExamples], PatchHead],
     min_positives: int,
+    negatives_per_view: int = NEGATIVES_PER_VIEW,
 ) -> np.ndarray:
     """Patch-head image scores of training images from heads that did not see them.
 
@@ -156,7 +161,7 @@ def out_of_fold_scores(
         masked: per image with a defect mask (labelled or pseudo), its patches, (H, W) mask and fold.
         scored: the images to score, each with its patches and fold.
         folds: the number of folds.
-        size, tiling, rng: as for :func:`patch_examples`.
+        size, tiling, rng, negatives_per_view: as for :func:`patch_examples`.
         fit: fits a head on examples (the same settings as the final head).
         min_positives: a fold with fewer defect patches to learn from is not scored (NaN).
 
@@ -172,6 +177,7 @@ def out_of_fold_scores(
             size=size,
             tiling=tiling,
             rng=rng,
+            negatives_per_view=negatives_per_view,
         )
         if examples.positives < min_positives:
             continue

@@ -37,9 +37,20 @@ def test_image_score_is_the_mean_of_the_topk_patch_logits() -> None:
     assert PatchHead(1, 1, topk=10).image_score(logits).tolist() == pytest.approx([4.0, 1.5])
 
 
-def test_fit_separates_defect_patches_from_normal_ones() -> None:
+def test_row_logits_are_the_per_patch_logits() -> None:
+    torch.manual_seed(0)
+    head = PatchHead(12, 8)
+    head.in_mean.normal_()
+    head.in_std.uniform_(0.5, 2.0)
+    rows = torch.randn(30, 12)
+    grid = rows.t().reshape(1, 12, 5, 6)
+    torch.testing.assert_close(head.row_logits(rows), head.logits(grid).reshape(-1))
+
+
+@pytest.mark.parametrize("negative_share", [1.0, 0.25])
+def test_fit_separates_defect_patches_from_normal_ones(negative_share: float) -> None:
     x, y = _clusters()
-    head = fit_patch_head(x, y, hidden=16, seed=0)
+    head = fit_patch_head(x, y, hidden=16, seed=0, negative_share=negative_share)
     with torch.no_grad():
         logits = head.logits(x.t().reshape(1, x.shape[1], 1, -1)).reshape(-1)
     accuracy = float(((logits > 0).float() == y).float().mean())
@@ -51,11 +62,39 @@ def test_fit_separates_defect_patches_from_normal_ones() -> None:
     assert float(lt[yt == 1].mean()) > float(lt[yt == 0].mean()) + 2.0
 
 
-def test_fit_is_deterministic_for_a_seed() -> None:
+@pytest.mark.parametrize("negative_share", [1.0, 0.25])
+def test_fit_is_deterministic_for_a_seed(negative_share: float) -> None:
     x, y = _clusters()
-    a, b = fit_patch_head(x, y, hidden=8, seed=3), fit_patch_head(x, y, hidden=8, seed=3)
+    a, b = (fit_patch_head(x, y, hidden=8, seed=3, negative_share=negative_share) for _ in range(2))
     for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(pa, pb), name
+
+
+def test_a_share_per_step_still_learns_a_rare_normal_pattern() -> None:
+    # defects stand out along axis 0; 3 % of the normals do too but differ along axis 1 (a barcode's
+    # edge beside the film, say). Each step sees a tenth of the normals, a handful of the rare ones.
+    g = torch.Generator().manual_seed(0)
+    normals = torch.randn(2000, 6, generator=g)
+    normals[:60, 0] += 3.0
+    normals[:60, 1] -= 5.0
+    defects = torch.randn(200, 6, generator=g)
+    defects[:, 0] += 3.0
+    x, y = torch.cat([defects, normals]), torch.cat([torch.ones(200), torch.zeros(2000)])
+    head = fit_patch_head(x, y, hidden=16, seed=0, negative_share=0.1)
+    # a head that only ever saw a common tenth of the normals, for contrast
+    common = torch.cat([defects, normals[60:260]])
+    blind = fit_patch_head(common, torch.cat([torch.ones(200), torch.zeros(200)]), hidden=16, seed=0)
+    with torch.no_grad():
+        rare = float(head.row_logits(normals[:60]).mean())
+        assert rare < 0 < float(head.row_logits(defects).mean())
+        assert float(blind.row_logits(normals[:60]).mean()) > 0  # it calls the rare pattern a defect
+
+
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
+def test_fit_refuses_a_share_outside_0_1(share: float) -> None:
+    x, y = _clusters()
+    with pytest.raises(ValueError, match=f"negative_share {share} must be in"):
+        fit_patch_head(x, y, hidden=4, negative_share=share)
 
 
 @pytest.mark.parametrize(

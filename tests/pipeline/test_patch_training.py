@@ -45,7 +45,16 @@ def test_mask_coverage_follows_the_views_of_a_tiled_image() -> None:
     assert [float(c.mean()) for c in cov] == [1.0, 0.0, 0.0, 0.0]
 
 
-def test_patch_examples_label_covered_cells_and_cap_negatives() -> None:
+@pytest.mark.parametrize(
+    ("negatives_per_view", "negatives"),
+    [
+        (64, 4 * 64),  # capped in every view
+        (NEGATIVES_PER_VIEW, 3 * 256 + 256 - 17 - 1),  # more than a 16 x 16 view has: all clean cells
+    ],
+)
+def test_patch_examples_label_covered_cells_and_cap_negatives(
+    negatives_per_view: int, negatives: int
+) -> None:
     rng = np.random.default_rng(0)
     d, grid = 6, 16
     normals = [torch.randn(1, d, grid, grid) for _ in range(3)]
@@ -54,13 +63,14 @@ def test_patch_examples_label_covered_cells_and_cap_negatives() -> None:
     mask[40:42, 40:44] = 1.0  # half a cell: above MIN_COVERAGE
     mask[60:61, 60:64] = 1.0  # a quarter of a cell: below it, and so neither class
     anomalous = [(torch.randn(1, d, grid, grid), mask)]
-    ex = patch_examples(normals, anomalous, size=64, tiling=WHOLE, rng=rng)
+    kw = {"size": 64, "tiling": WHOLE, "negatives_per_view": negatives_per_view}
+    ex = patch_examples(normals, anomalous, rng=rng, **kw)
     assert MIN_COVERAGE == 0.3
     assert ex.positives == 16 + 1
-    assert ex.y.numel() - ex.positives == 4 * NEGATIVES_PER_VIEW
+    assert ex.y.numel() - ex.positives == negatives
     assert ex.x.shape == (ex.y.numel(), d)
     assert ex.images_with_masks == 1
-    again = patch_examples(normals, anomalous, size=64, tiling=WHOLE, rng=np.random.default_rng(0))
+    again = patch_examples(normals, anomalous, rng=np.random.default_rng(0), **kw)
     assert torch.equal(ex.x, again.x) and torch.equal(ex.y, again.y)
 
 
@@ -119,6 +129,9 @@ def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: 
     assert trained["mirrored_copies"] == 3 * 6  # left-right, up-down and both, of each
     assert trained["pseudo_anomalies"] == len(range(0, 11, PATCH_PSEUDO_EVERY))  # of 11 train normals
     assert trained["defect_patches"] >= MIN_PATCH_POSITIVES
+    # up to 256 normal patches per view (all of a 64 px image's 8 x 8), a quarter of them per step
+    assert trained["normal_patches_per_view"] == NEGATIVES_PER_VIEW == 256
+    assert trained["normal_share_per_step"] == 0.25
     val = card["validation"]
     assert val["patch_head_auroc"] is not None and isinstance(val["patch_head_gate"], str)
     # the gate also judged it on the labelled training images, scored out of fold
