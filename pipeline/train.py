@@ -222,8 +222,10 @@ class TrainConfig:
             steps sees, a fresh draw per step (:func:`models.patch_head.fit_patch_head`; 1.0 =
             full-batch, as before session 21). 256 per view, a quarter per step, costs each step
             what 64 did and shows the head four times the normal variety: vacuum packs' test
-            image AUROC up or equal on all six seeds measured (+0.000 to +0.016, mean +0.007),
-            the patch head alone +0.022 on average (``bench/README.md``, session 21).
+            image AUROC up or equal on all nine seeds measured (+0.000 to +0.016, mean +0.006;
+            the TNR at 1 % FNR not up), the patch head alone +0.019 on average; bulk ore +0.000
+            to +0.003 on three seeds, but the demo's 128 px ore model lost its patch head at
+            the gate (0.979 -> 0.958; ``bench/README.md``, session 21).
     """
 
     backbone: str = "lite0"
