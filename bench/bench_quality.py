@@ -123,6 +123,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "deep-sharp": {"deep_features": "sharp"},
     "fine-tune-deep-pooled": {"fine_tune_steps": 600, "deep_features": "pooled"},
     "negatives-64": {"patch_negatives": 64, "patch_negative_share": 1.0},
+    "patch-hidden-64": {"patch_hidden": 64},
     "lite1": {"backbone": "lite1"},
     "lite2": {"backbone": "lite2"},
 }

@@ -129,9 +129,11 @@ def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: 
     assert trained["mirrored_copies"] == 3 * 6  # left-right, up-down and both, of each
     assert trained["pseudo_anomalies"] == len(range(0, 11, PATCH_PSEUDO_EVERY))  # of 11 train normals
     assert trained["defect_patches"] >= MIN_PATCH_POSITIVES
-    # up to 256 normal patches per view (all of a 64 px image's 8 x 8), a quarter of them per step
+    # up to 256 normal patches per view (all of a 64 px image's 8 x 8), a quarter of them per step,
+    # for a hidden layer of 128
     assert trained["normal_patches_per_view"] == NEGATIVES_PER_VIEW == 256
     assert trained["normal_share_per_step"] == 0.25
+    assert card["detector"]["patch_hidden"] == 128
     val = card["validation"]
     assert val["patch_head_auroc"] is not None and isinstance(val["patch_head_gate"], str)
     # the gate also judged it on the labelled training images, scored out of fold
@@ -163,6 +165,28 @@ def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: 
 
         good, bad = patch_score("good"), patch_score("plastic")
     assert min(bad) > max(good)
+
+
+@pytest.mark.slow
+def test_the_patch_heads_width_and_normal_patches_come_from_the_training_config(tmp_path: Path) -> None:
+    root = _write_masked(tmp_path / "bulk_ore")
+    config = TrainConfig(
+        image_size=64,
+        coreset_ratio=0.5,
+        threads=1,
+        patch_hidden=16,
+        patch_negatives=8,
+        patch_negative_share=0.5,
+    )
+    result = train_model(root, tmp_path / "m", config=config)
+    card = json.loads((result.out_dir / "model.json").read_text())
+    assert card["detector"]["patch_hidden"] == 16
+    trained = card["training"]["patch_head"]
+    assert trained["normal_patches_per_view"] == 8 and trained["normal_share_per_step"] == 0.5
+    # 8 from each of the 11 normal training images and from the clean part of each masked one (one view each)
+    assert trained["normal_patches"] == 8 * (11 + trained["masked_images"])
+    head = load_model(result.out_dir, runtime="torch").detector.patch_head
+    assert head.hidden.out_channels == 16
 
 
 @pytest.mark.slow

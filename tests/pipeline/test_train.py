@@ -205,6 +205,7 @@ def test_unknown_cargo_folder_needs_a_cargo_type(tmp_path: Path) -> None:
         ("fusion", "auto", "fusion 'auto' not in max, sum"),  # sessions 10-13's default: now sum for all
         ("deep_features", "wide", "deep_features 'wide' not in auto, pooled, sharp"),
         ("patch_negatives", 0, "patch_negatives 0 must be >= 1"),
+        ("patch_hidden", 0, "patch_hidden 0 must be >= 1"),
         ("patch_negative_share", 0.0, r"patch_negative_share 0.0 must be in \(0, 1\]"),
         ("patch_negative_share", 1.5, r"patch_negative_share 1.5 must be in \(0, 1\]"),
     ],
