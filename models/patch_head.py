@@ -111,7 +111,7 @@ def fit_patch_head(
     head.in_mean.copy_(x.mean(0))
     head.in_std.copy_(x.std(0, unbiased=False).clamp_min(1e-6))
     defects, normals = x[y > 0.5], x[y <= 0.5]
-    per_step = len(normals) if negative_share == 1.0 else max(1, round(negative_share * len(normals)))
+    per_step = max(1, round(negative_share * len(normals)))  # all of them at a share of 1.0
     target = torch.cat([torch.ones(len(defects)), torch.zeros(per_step)])
     pos_weight = torch.tensor(per_step / len(defects))
     draws = torch.Generator().manual_seed(seed)
