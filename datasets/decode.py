@@ -37,7 +37,9 @@ __all__ = [
     "ACCEPTED_FORMATS",
     "DecodeLimits",
     "DecodedImage",
+    "ImageHeader",
     "decode_image",
+    "read_image_header",
     "read_image_size",
     "to_float_rgb",
 ]
@@ -181,14 +183,26 @@ def decode_image(
     )
 
 
-def read_image_size(
-    source: str | os.PathLike[str] | bytes, *, limits: DecodeLimits | None = None
-) -> tuple[int, int]:
-    """The upright ``(width, height)`` of an image, from its header only.
+class ImageHeader(NamedTuple):
+    """What an image's header says: its format and upright ``width`` and ``height`` in pixels."""
+
+    format: str
+    width: int
+    height: int
+
+
+def read_image_header(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    limits: DecodeLimits | None = None,
+    name: str | None = None,
+) -> ImageHeader:
+    """An image's format and upright size, from its header only (nothing is decoded).
 
     EXIF orientations 5-8 (a quarter turn) swap width and height, as :func:`decode_image` does.
-    Files are opened, not read whole, so checking a folder of masks is fast. A PNG whose eXIf
-    chunk sits after the image data (legal, rare) is only seen upright by :func:`decode_image`.
+    Files are opened, not read whole, so checking a folder of masks is fast; a server checks a
+    request's formats and total pixels with it before decoding any image. A PNG whose eXIf chunk
+    sits after the image data (legal, rare) is only seen upright by :func:`decode_image`.
 
     Raises:
         ImageTooLargeError, ImageDecodeError: as :func:`decode_image`, except that truncated pixel
@@ -196,16 +210,17 @@ def read_image_size(
     """
     limits = limits or DecodeLimits()
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data, label = _read_source(source, limits=limits, name=None)
+        data, label = _read_source(source, limits=limits, name=name)
+        fmt = _sniff(data, label)
         with _pillow_quiet():
-            im = _open_header(io.BytesIO(data), _sniff(data, label), label)
+            im = _open_header(io.BytesIO(data), fmt, label)
             width, height = _stored_size(im)
             orientation = _orientation(im)
     else:
-        label = os.fspath(source)
-        _stat_file(label, limits)
+        label = name or os.fspath(source)
+        _stat_file(os.fspath(source), limits)
         try:
-            with open(label, "rb") as fp, _pillow_quiet():
+            with open(source, "rb") as fp, _pillow_quiet():
                 fmt = _sniff(fp.read(32), label)
                 fp.seek(0)
                 im = _open_header(fp, fmt, label)
@@ -214,7 +229,17 @@ def read_image_size(
         except OSError as exc:
             raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})", source=label) from exc
     _check_pixels(width, height, limits, label)
-    return (height, width) if orientation >= 5 else (width, height)
+    if orientation >= 5:
+        width, height = height, width
+    return ImageHeader(fmt, width, height)
+
+
+def read_image_size(
+    source: str | os.PathLike[str] | bytes, *, limits: DecodeLimits | None = None
+) -> tuple[int, int]:
+    """The upright ``(width, height)`` of an image, from its header only (:func:`read_image_header`)."""
+    header = read_image_header(source, limits=limits)
+    return header.width, header.height
 
 
 def to_float_rgb(pixels: np.ndarray) -> np.ndarray:

@@ -11,7 +11,8 @@ none of its classes depend on anything above it.
     │   │   └── ImageTooLargeError  over the byte or pixel limit (refused before decoding)
     │   ├── DatasetFormatError      a dataset folder or manifest that breaks the layout rules
     │   ├── UnsafePathError         a path that escapes the folder it must stay in
-    │   └── CargoTypeError          a cargo type no model or policy knows
+    │   ├── CargoTypeError          a cargo type no model or policy knows
+    │   └── ConflictError           contradicts what is already recorded (a shipment decided once)
     ├── ModelError                  a model that cannot be built, loaded or run (fails closed)
     │   ├── ArtifactError           a model directory that is missing, truncated or tampered with
     │   ├── WeightsError            pretrained weights that are absent or do not match their spec
@@ -33,6 +34,7 @@ __all__ = [
     "AuditError",
     "CargoTypeError",
     "ClearsightError",
+    "ConflictError",
     "DatasetFormatError",
     "EngineError",
     "ExportError",
@@ -78,6 +80,11 @@ class DatasetFormatError(InputError):
 
 class UnsafePathError(InputError):
     """A path that resolves outside the folder it must stay inside."""
+
+
+class ConflictError(InputError):
+    """A request that contradicts what is already recorded: a shipment that was decided on other
+    images or another declaration, submitted again for a new decision."""
 
 
 class CargoTypeError(InputError):

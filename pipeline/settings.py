@@ -12,7 +12,11 @@ import enum
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["RuntimeName", "Settings"]
+__all__ = ["DEVELOPMENT_AUDIT_SECRET", "RuntimeName", "Settings"]
+
+DEVELOPMENT_AUDIT_SECRET = "clearsight-development-secret"
+"""The public default of ``Settings.audit_secret``: anyone who reads this source can compute which
+shipments it picks for random audits, so the HTTP service refuses it unless ``insecure_dev`` is set."""
 
 
 class RuntimeName(enum.StrEnum):
@@ -32,7 +36,7 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the audit store (sqlite:///FILE or postgresql+psycopg://...).",
     )
     audit_secret: SecretStr = Field(
-        default=SecretStr("clearsight-development-secret"),
+        default=SecretStr(DEVELOPMENT_AUDIT_SECRET),
         description="Key of the HMAC that picks random compliance audits. Set a real secret in production.",
     )
     max_image_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Largest image file accepted.")

@@ -18,12 +18,14 @@ from fastapi.staticfiles import StaticFiles
 
 from datasets.errors import InputError, ModelError
 from models.inference import Predictor
+from pipeline.settings import DEVELOPMENT_AUDIT_SECRET
 from serve import problems
 from serve.auth import KeyRing, SessionSigner, parse_api_keys
 from serve.batching import MicroBatcher
 from serve.deps import Services
 from serve.metrics import Metrics
 from serve.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from serve.pixel_budget import PixelBudget
 from serve.routes import health, models, review, score, shipments
 from serve.settings import ServeSettings
 from serve.storage import ImageStore
@@ -64,10 +66,14 @@ def _open_audit(settings: ServeSettings) -> Any:
 
 
 def check_keys(settings: ServeSettings) -> KeyRing:
-    """The configured keys; refuses to go on without any unless ``insecure_dev`` is set.
+    """The configured keys; refuses to go on without them, or with a public or per-worker secret,
+    unless ``insecure_dev`` is set.
 
     Raises:
-        InputError: no API keys and no ``insecure_dev`` flag, or malformed keys.
+        InputError: no API keys and no ``insecure_dev`` flag, or malformed keys; the public default
+            ``audit_secret`` (a trader could compute which shipments random audits pick) without
+            ``insecure_dev``; several workers without a ``session_secret`` (each would sign review
+            sessions with its own random key, so a session would work on one worker only).
     """
     keys = parse_api_keys(settings.api_keys.get_secret_value())
     if len(keys) == 0 and not settings.insecure_dev:
@@ -79,6 +85,20 @@ def check_keys(settings: ServeSettings) -> KeyRing:
     if len(keys) == 0:
         log.warning(
             "INSECURE: serving without authentication (insecure_dev is set); never do this in production"
+        )
+    if settings.audit_secret.get_secret_value() == DEVELOPMENT_AUDIT_SECRET:
+        if not settings.insecure_dev:
+            raise InputError(
+                "audit_secret is the public development default, so anyone could compute which "
+                "shipments random audits pick: set CLEARSIGHT_AUDIT_SECRET to a long random secret "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        log.warning("INSECURE: random audits use the public development audit_secret")
+    if settings.workers > 1 and settings.session_secret is None:
+        raise InputError(
+            f"{settings.workers} workers need a shared session_secret (CLEARSIGHT_SESSION_SECRET): "
+            "otherwise each signs review sessions with its own random key and officers are signed "
+            "out whenever a request reaches another worker"
         )
     return keys
 
@@ -107,6 +127,7 @@ def build_services(
         signer=SessionSigner(secret, ttl_s=settings.session_ttl_s),
         metrics=metrics,
         store=ImageStore(settings.data_dir),
+        pixels=PixelBudget(settings.max_pixels_in_flight),
     )
     services.predictors = (
         dict(predictors)

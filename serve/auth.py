@@ -94,10 +94,12 @@ def parse_api_keys(spec: str) -> KeyRing:
             )
         try:
             role = Role(role_name.strip().lower())
-        except ValueError as exc:
+        except ValueError:
+            # not echoed: an entry written key:role would print the key
             raise InputError(
-                f"API key entry #{index + 1} has unknown role {role_name.strip()!r}; accepted: {roles}"
-            ) from exc
+                f"API key entry #{index + 1} has an unknown role ({len(role_name.strip())} characters, not "
+                f"shown in case the entry is written key:role); expected role:key with role one of {roles}"
+            ) from None
         key = key.strip()
         if len(key) < 8:
             raise InputError(

@@ -33,7 +33,11 @@ def serve_command(
         Path | None, typer.Option("--data-dir", help="Where uploads and heatmaps are kept.")
     ] = None,
     insecure_dev: Annotated[
-        bool, typer.Option("--insecure-dev", help="Serve WITHOUT API keys (development only).")
+        bool,
+        typer.Option(
+            "--insecure-dev",
+            help="Serve WITHOUT API keys and with the public development audit secret (development only).",
+        ),
     ] = False,
 ) -> None:
     """Run the HTTP scoring service and the officer review page.

@@ -71,6 +71,8 @@ def _http_round_trip(console: Console, out: Path, models: list[Path], audit_url:
         data_dir=out / "serve",
         port=port,
         api_keys=f"submitter:{submitter},officer:{officer}",
+        # random audits of this one HTTP submission: a key of the run's own, not the public default
+        audit_secret=secrets.token_urlsafe(32),
     )
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")

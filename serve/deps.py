@@ -20,6 +20,7 @@ from serve.auth import KeyRing, Principal, Role, SessionSigner
 from serve.batching import MicroBatcher
 from serve.errors import NotAuthenticatedError, PermissionDeniedError
 from serve.metrics import Metrics
+from serve.pixel_budget import PixelBudget
 from serve.settings import ServeSettings
 from serve.storage import ImageStore
 
@@ -47,6 +48,7 @@ class Services:
     signer: SessionSigner
     metrics: Metrics
     store: ImageStore
+    pixels: PixelBudget
     predictors: dict[str, Predictor] = field(default_factory=dict)
     batchers: dict[str, MicroBatcher] = field(default_factory=dict)
     policy: Any = None  # pipeline.policy.Policy

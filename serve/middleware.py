@@ -23,7 +23,8 @@ __all__ = ["BodyLimitMiddleware", "RequestContextMiddleware"]
 access_log = logging.getLogger("clearsight.serve.access")
 error_log = logging.getLogger("clearsight.serve.error")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 async def _send_problem(
@@ -69,7 +70,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         supplied = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
-        request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        request_id = supplied if _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status_holder: dict[str, Any] = {"status": None}
@@ -79,6 +80,9 @@ class RequestContextMiddleware:
                 status_holder["status"] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                # Stored uploads are served back to officers: a browser must take each response
+                # for the type it is labelled, never sniff an "image" into a page.
+                headers.append((b"x-content-type-options", b"nosniff"))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -101,7 +105,10 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(endpoint, scope.get("method", ""), str(status)).inc()
+            method = scope.get("method", "")
+            # a label per invented method would let any client grow the metrics without bound
+            method = method if method in _METHODS else "OTHER"
+            self.metrics.requests.labels(endpoint, method, str(status)).inc()
             self.metrics.latency.labels(endpoint, str(status)).observe(elapsed)
             access_log.info(
                 "request",

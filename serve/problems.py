@@ -8,6 +8,7 @@ mapped here too, and anything unexpected becomes a 500 problem rather than a dro
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,6 +21,7 @@ from datasets.errors import (
     AuditError,
     CargoTypeError,
     ClearsightError,
+    ConflictError,
     DatasetFormatError,
     EngineError,
     ImageDecodeError,
@@ -52,6 +54,7 @@ _TABLE: tuple[tuple[type[ClearsightError], int, str, str], ...] = (
     (ImageTooLargeError, 413, "image-too-large", "Image too large"),
     (ImageDecodeError, 422, "bad-image", "Not a usable image"),
     (CargoTypeError, 422, "unknown-cargo-type", "Unknown cargo type"),
+    (ConflictError, 409, "conflict", "Conflicts with a recorded decision"),
     (UnsafePathError, 400, "unsafe-path", "Unsafe path"),
     (DatasetFormatError, 422, "bad-input", "Invalid input"),
     (InputError, 422, "bad-input", "Invalid input"),
@@ -64,6 +67,11 @@ _TABLE: tuple[tuple[type[ClearsightError], int, str, str], ...] = (
     (EngineError, 503, "engine-unavailable", "Scoring engine unavailable"),
     (ClearsightError, 500, "internal", "Internal error"),
 )
+
+_TOLD_TO_CLIENTS = (OverloadedError, ScoringTimeoutError)
+"""Server-side errors whose message is for the client: how full the queue is, which deadline passed."""
+
+error_log = logging.getLogger("clearsight.serve.error")
 
 _HTTP_TITLES = {
     400: ("bad-request", "Bad request"),
@@ -125,9 +133,15 @@ def _headers_for(exc: ClearsightError, status: int) -> dict[str, str] | None:
 async def _clearsight_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ClearsightError)
     status, slug, title = problem_for(exc)
-    # Server-side failures keep their message (it names the model or store) but never a traceback.
+    detail = str(exc)
+    if status >= 500 and not isinstance(exc, _TOLD_TO_CLIENTS):
+        # A server-side failure's message names models, stores, hosts and users: the log keeps
+        # it, under the request id the client is given to quote.
+        request_id = getattr(request.state, "request_id", None)
+        error_log.error("%s: %s", type(exc).__name__, exc, extra={"request_id": request_id})
+        detail = f"{title.lower()}; quote request id {request_id} to the service's operators"
     return problem_response(
-        request, status=status, slug=slug, title=title, detail=str(exc), headers=_headers_for(exc, status)
+        request, status=status, slug=slug, title=title, detail=detail, headers=_headers_for(exc, status)
     )
 
 

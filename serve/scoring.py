@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import base64
 import unicodedata
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from datasets.decode import DecodeLimits, decode_image
+from datasets.decode import DecodeLimits, ImageHeader, decode_image, read_image_header
 from datasets.errors import CargoTypeError, ImageDecodeError
 from models.inference import Prediction
 from pipeline.heatmap import overlay_png
+from serve.batching import MicroBatcher
 from serve.deps import Services
 from serve.errors import RequestTooLargeError
 
-__all__ = ["Upload", "decode_uploads", "heatmap_base64", "predict", "safe_label"]
+__all__ = ["Upload", "batcher_for", "decoded_uploads", "heatmap_base64", "predict", "safe_label"]
 
 
 @dataclass(frozen=True)
@@ -43,34 +47,88 @@ def safe_label(name: str | None, index: int) -> str:
     return cleaned[:128] or f"image-{index + 1}"
 
 
-async def decode_uploads(services: Services, uploads: list[UploadFile]) -> list[Upload]:
-    """Read and decode every upload, enforcing the per-request image count and the format allow-list.
+class _Received(NamedTuple):
+    name: str
+    data: bytes
+    header: ImageHeader
 
-    Raises:
-        RequestTooLargeError: more images than ``max_images_per_request``.
-        ImageDecodeError / ImageTooLargeError: an upload that is not an accepted, decodable image.
-    """
+
+async def _receive(services: Services, files: list[UploadFile]) -> list[_Received]:
+    """Read the uploads and check everything their headers tell before any pixel is decoded."""
     settings = services.settings
-    if len(uploads) > settings.max_images_per_request:
+    if len(files) > settings.max_images_per_request:
         raise RequestTooLargeError(
-            f"{len(uploads)} images in one request; the limit is {settings.max_images_per_request}"
+            f"{len(files)} images in one request; the limit is {settings.max_images_per_request}"
         )
     limits = DecodeLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-    decoded: list[Upload] = []
-    for index, upload in enumerate(uploads):
-        name = safe_label(upload.filename, index)
-        data = await upload.read()
-        image = await run_in_threadpool(decode_image, data, limits=limits, name=name)
-        fmt = str(image.format).lower()
-        if fmt not in settings.allowed_formats:
+    received: list[_Received] = []
+    for index, file in enumerate(files):
+        name = safe_label(file.filename, index)
+        data = await file.read()
+        header = await run_in_threadpool(read_image_header, data, limits=limits, name=name)
+        if header.format not in settings.allowed_formats:
             raise ImageDecodeError(
-                f"format {fmt!r} is not accepted; accepted: {', '.join(settings.allowed_formats)}",
+                f"format {header.format!r} is not accepted; accepted: {', '.join(settings.allowed_formats)}",
                 source=name,
             )
-        decoded.append(
-            Upload(filename=name, data=data, pixels=image.pixels, sha256=image.sha256, image_format=fmt)
+        received.append(_Received(name, data, header))
+    total = sum(r.header.width * r.header.height for r in received)
+    if total > settings.max_request_pixels:
+        raise RequestTooLargeError(
+            f"{len(received)} images of {total:,} pixels in all; the limit is "
+            f"{settings.max_request_pixels:,} pixels per request (max_request_pixels); "
+            "send fewer or smaller images"
         )
-    return decoded
+    return received
+
+
+@asynccontextmanager
+async def decoded_uploads(services: Services, files: list[UploadFile]) -> AsyncIterator[list[Upload]]:
+    """Read, check and decode a request's uploads, holding their pixels in the server's budget
+    (:class:`~serve.pixel_budget.PixelBudget`) until the block ends.
+
+    Every bound is checked on the headers first: the image count, each image's bytes and pixels,
+    the format allow-list and the request's total pixels; then the budget is reserved; only then is
+    anything decoded.
+
+    Raises:
+        RequestTooLargeError: more images than ``max_images_per_request``, or more pixels in all
+            than ``max_request_pixels``.
+        ImageDecodeError / ImageTooLargeError: an upload that is not an accepted, decodable image.
+        OverloadedError: the requests in flight already hold too many pixels (503, retry later).
+    """
+    received = await _receive(services, files)
+    pixels = sum(r.header.width * r.header.height for r in received)
+    limits = DecodeLimits(
+        max_bytes=services.settings.max_image_bytes, max_pixels=services.settings.max_image_pixels
+    )
+    with services.pixels.hold(pixels, retry_after_s=services.settings.retry_after_s):
+        decoded: list[Upload] = []
+        for item in received:
+            image = await run_in_threadpool(decode_image, item.data, limits=limits, name=item.name)
+            decoded.append(
+                Upload(
+                    filename=item.name,
+                    data=item.data,
+                    pixels=image.pixels,
+                    sha256=image.sha256,
+                    image_format=image.format,
+                )
+            )
+        yield decoded
+
+
+def batcher_for(services: Services, cargo_type: str) -> MicroBatcher:
+    """The batcher of the cargo type's model.
+
+    Raises:
+        CargoTypeError: no model is loaded for ``cargo_type``.
+    """
+    batcher = services.batchers.get(cargo_type)
+    if batcher is None:
+        known = ", ".join(sorted(services.batchers)) or "none loaded"
+        raise CargoTypeError(f"no model for cargo type {cargo_type!r}; accepted: {known}")
+    return batcher
 
 
 async def predict(services: Services, cargo_type: str, uploads: list[Upload]) -> list[Prediction]:
@@ -80,10 +138,7 @@ async def predict(services: Services, cargo_type: str, uploads: list[Upload]) ->
         CargoTypeError: no model is loaded for ``cargo_type``.
         OverloadedError / ScoringTimeoutError / ModelError: from the batcher.
     """
-    batcher = services.batchers.get(cargo_type)
-    if batcher is None:
-        known = ", ".join(sorted(services.batchers)) or "none loaded"
-        raise CargoTypeError(f"no model for cargo type {cargo_type!r}; accepted: {known}")
+    batcher = batcher_for(services, cargo_type)
     predictions = await batcher.predict(
         [u.pixels for u in uploads], timeout_s=services.settings.request_timeout_s
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from pipeline.settings import Settings
@@ -56,6 +56,18 @@ class ServeSettings(Settings):
         default=64 * 1024 * 1024, gt=0, description="Largest request body accepted."
     )
     max_images_per_request: int = Field(default=32, gt=0, description="Most images in one request.")
+    max_request_pixels: int = Field(
+        default=400_000_000,
+        gt=0,
+        description="Most pixels (width x height, summed over the images) in one request, read from "
+        "the headers before anything is decoded.",
+    )
+    max_pixels_in_flight: int = Field(
+        default=1_000_000_000,
+        gt=0,
+        description="Most decoded pixels all requests in flight may hold at once (then 503 with "
+        "Retry-After); at least max_request_pixels.",
+    )
     allowed_formats: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_FORMATS, description="Image formats accepted (comma-separated in the env)."
     )
@@ -87,3 +99,13 @@ class ServeSettings(Settings):
         if isinstance(value, list | tuple):
             return tuple(str(part).strip().lower() for part in value if str(part).strip())
         return value
+
+    @model_validator(mode="after")
+    def _pixel_budget_fits_a_request(self) -> ServeSettings:
+        if self.max_pixels_in_flight < self.max_request_pixels:
+            raise ValueError(
+                f"max_pixels_in_flight ({self.max_pixels_in_flight:,}) must be at least "
+                f"max_request_pixels ({self.max_request_pixels:,}), or no request of the largest "
+                "accepted size could ever be scored"
+            )
+        return self

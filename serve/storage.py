@@ -7,6 +7,7 @@ rename) so that a reader never sees half a file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -14,9 +15,10 @@ from pathlib import Path
 
 from serve.errors import NotFoundError
 
-__all__ = ["ImageStore"]
+__all__ = ["ImageStore", "heatmap_key", "heatmap_name"]
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_HEATMAP_PATH = re.compile(r"heatmaps/([0-9a-f]{64})\.png")
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "tiff": "tif", "bmp": "bmp", "webp": "webp"}
 _MEDIA_TYPES = {
     "png": "image/png",
@@ -25,6 +27,18 @@ _MEDIA_TYPES = {
     "bmp": "image/bmp",
     "webp": "image/webp",
 }
+
+
+def heatmap_key(image_sha256: str, model_id: str) -> str:
+    """The name of one model's heatmap of one image: sha256 of the image's hash and the model id."""
+    return hashlib.sha256(f"{image_sha256}\n{model_id}".encode()).hexdigest()
+
+
+def heatmap_name(relative_path: str | None, image_sha256: str) -> str:
+    """The stored heatmap's key from a verdict's ``heatmap`` path (``heatmaps/<key>.png``); the
+    image's own hash for verdicts recorded before heatmaps were keyed by model too."""
+    match = _HEATMAP_PATH.fullmatch(relative_path or "")
+    return match.group(1) if match else image_sha256
 
 
 class ImageStore:
@@ -54,10 +68,13 @@ class ImageStore:
         self._write(self.root / rel, data)
         return rel
 
-    def save_heatmap(self, sha256: str, png: bytes) -> str:
-        """Store the heatmap overlay of the image with this hash; returns the relative path."""
-        self._check(sha256)
-        rel = f"heatmaps/{sha256}.png"
+    def save_heatmap(self, image_sha256: str, model_id: str, png: bytes) -> str:
+        """Store one model's heatmap overlay of the image with this hash; returns the relative path,
+        ``heatmaps/<heatmap_key(image_sha256, model_id)>.png``. Keyed by the model too: the same
+        image scored by another model has another heatmap, and an officer must see the one behind
+        the decision."""
+        self._check(image_sha256)
+        rel = f"heatmaps/{heatmap_key(image_sha256, model_id)}.png"
         self._write(self.root / rel, png)
         return rel
 
@@ -76,5 +93,5 @@ class ImageStore:
 
     @staticmethod
     def _check(sha256: str) -> None:
-        if not _SHA256.match(sha256):
+        if not _SHA256.fullmatch(sha256):
             raise NotFoundError(f"{sha256[:80]!r} is not a lowercase hex sha256 (64 characters)")

@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from datasets.errors import AuditError, InputError, SchemaVersionError
+from datasets.errors import AuditError, ConflictError, InputError, SchemaVersionError
 from pipeline.audit.chain import GENESIS_HASH, canonical_json, chain_hash, index_columns
 from pipeline.audit.export import write_export
 from pipeline.audit.records import AuditRecord, OutcomeRecord, VerifyReport
@@ -284,11 +284,22 @@ class AuditStore:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def record(self, decision: ShipmentDecision, *, idempotency_key: str | None = None) -> AuditRecord:
+    def record(
+        self, decision: ShipmentDecision, *, idempotency_key: str | None = None, exclusive: bool = False
+    ) -> AuditRecord:
         """Append a decision. If ``idempotency_key`` was recorded before, return that record instead.
+
+        Args:
+            decision: the decision to record.
+            idempotency_key: what identifies this submission: recorded once, returned on a retry.
+            exclusive: the shipment may have no other decision. Re-deciding stored verdicts (the
+                CLI's what-if runs, a new policy) appends a decision that supersedes the last; a
+                submitter (the HTTP service) must not be able to replace a hold by sending other
+                images, so a shipment already decided under another key is refused.
 
         Raises:
             InputError: an empty or over-long idempotency key.
+            ConflictError: ``exclusive`` and the shipment was decided under another key.
             AuditError: the database cannot be written.
         """
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
@@ -299,6 +310,10 @@ class AuditStore:
         decision_json = json.loads(decision.model_dump_json())
 
         def work(conn: Connection) -> AuditRecord:
+            if exclusive:
+                # Lock the head first, so that two different submissions of one shipment cannot
+                # both find it undecided (Postgres reads committed rows; SQLite already writes alone).
+                conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).one()
             if idempotency_key is not None:
                 existing = conn.execute(
                     select(audit_records).where(audit_records.c.idempotency_key == idempotency_key)
@@ -309,6 +324,20 @@ class AuditStore:
                             f"idempotency_key {idempotency_key!r} belongs to a {existing.kind} record"
                         )
                     return self._records(conn, [existing])[0]
+            if exclusive:
+                decided = (audit_records.c.kind == "decision") & (
+                    audit_records.c.shipment_id == decision.shipment_id
+                )
+                earlier = conn.execute(
+                    select(audit_records.c.seq).where(decided).order_by(audit_records.c.seq).limit(1)
+                ).first()
+                if earlier is not None:
+                    raise ConflictError(
+                        f"shipment {decision.shipment_id!r} was already decided (audit record {earlier.seq}) "
+                        "on other images or another declaration; a shipment is decided once: send the "
+                        "same images and declaration to read that decision back, or have an officer "
+                        "record what inspection found"
+                    )
             content = {
                 "kind": "decision",
                 "shipment_id": decision.shipment_id,

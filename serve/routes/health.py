@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -12,6 +14,7 @@ from serve.schemas import Health, Readiness
 
 __all__ = ["router"]
 
+log = logging.getLogger("clearsight.serve.error")
 router = APIRouter(tags=["operations"])
 
 
@@ -37,9 +40,11 @@ async def readyz(request: Request, services: ServicesDep) -> Response | Readines
         try:
             await run_in_threadpool(services.audit.ping)
             audit_state = "reachable"
-        except Exception as exc:  # any failure to answer means not ready; the detail says why
+        except Exception as exc:  # any failure to answer means not ready
             audit_state = "unreachable"
-            problems.append(f"audit store unreachable: {type(exc).__name__}: {exc}")
+            # open to anyone: the store's URL, host and user stay in the log
+            log.error("audit store unreachable: %s: %s", type(exc).__name__, exc)
+            problems.append("audit store unreachable (the service's log says why)")
     else:
         problems.append("no audit store")
     if problems:

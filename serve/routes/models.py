@@ -2,30 +2,57 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import PurePath
+from typing import Any
+
 from fastapi import APIRouter
 
-from serve.deps import PredictorsDep, SubmitterDep
+from serve.deps import OfficerDep, PredictorsDep
 from serve.schemas import ModelCards
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
+_ABSOLUTE_PATH = re.compile(r"(/|~|[A-Za-z]:[\\/]).*")
+
+
+def public_card(card: dict[str, Any]) -> dict[str, Any]:
+    """The card with every absolute file path cut to its last part (``/srv/data/ore_2026`` ->
+    ``ore_2026``), at any depth: where the training data and weights lay on the training machine is
+    nobody's business over HTTP; their names and hashes stay."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        if isinstance(value, str) and _ABSOLUTE_PATH.fullmatch(value):
+            return PurePath(value.replace("\\", "/")).name
+        return value
+
+    return strip(card)  # type: ignore[no-any-return]
+
 
 @router.get(
     "/models",
     response_model=ModelCards,
-    responses={401: {"description": "Missing or invalid API key"}},
+    responses={
+        401: {"description": "Missing or invalid API key"},
+        403: {"description": "Officer role needed"},
+    },
     summary="Loaded model cards",
 )
-async def list_models(predictors: PredictorsDep, _caller: SubmitterDep) -> ModelCards:
-    """Each loaded model's card (``model.json``) with its id, cargo type and thresholds."""
+async def list_models(predictors: PredictorsDep, _caller: OfficerDep) -> ModelCards:
+    """Each loaded model's card (``model.json``) with its id, cargo type and thresholds; officers and
+    admins only, and without the server's file paths (:func:`public_card`)."""
     cards = []
     for cargo_type, predictor in sorted(predictors.items()):
         t = predictor.thresholds
         cards.append(
             {
-                **dict(predictor.card),
+                **public_card(dict(predictor.card)),
                 "model_id": predictor.model_id,
                 "cargo_type": cargo_type,
                 "thresholds": {

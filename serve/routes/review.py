@@ -23,6 +23,7 @@ from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep
 from serve.errors import NotAuthenticatedError, PermissionDeniedError
 from serve.routes.shipments import ShipmentIdPath, record_outcome
 from serve.schemas import CLEAN, OutcomeIn
+from serve.storage import heatmap_name
 
 __all__ = ["COOKIE", "router"]
 
@@ -56,6 +57,7 @@ def model_evidence(log_odds: dict[str, float] | None) -> list[tuple[str, str]]:
 
 
 templates.env.globals["model_evidence"] = model_evidence
+templates.env.globals["heatmap_name"] = heatmap_name
 
 
 def _session(request: Request, services: Services) -> tuple[Principal, str] | None:
@@ -187,4 +189,9 @@ async def review_outcome(
 async def stored_file(request: Request, kind: str, sha256: str, services: ServicesDep) -> Response:
     _require_session(request, services)
     path, media_type = services.store.find(kind, sha256)
-    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+    # uploaded bytes: shown as an image, never run as a page
+    headers = {
+        "Cache-Control": "private, max-age=3600",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+    }
+    return FileResponse(path, media_type=media_type, headers=headers)

@@ -1,4 +1,9 @@
-"""``POST /v1/score``: score uploaded images of one cargo type; nothing is recorded."""
+"""``POST /v1/score``: score uploaded images of one cargo type; nothing is recorded.
+
+Officers (and admins) only. Scores, thresholds, each signal's log-odds and heatmaps of images that
+leave no trace would let whoever submits cargo tune pictures until they pass; a submitter's images
+are decided through ``POST /v1/shipments``, where each decision is recorded once.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
-from serve.deps import ServicesDep, SubmitterDep
+from serve.deps import OfficerDep, ServicesDep
 from serve.schemas import ScoredImage, ScoreResponse
-from serve.scoring import decode_uploads, heatmap_base64, heatmap_png, predict
+from serve.scoring import batcher_for, decoded_uploads, heatmap_base64, heatmap_png, predict
 
 __all__ = ["router"]
 
@@ -17,9 +22,9 @@ router = APIRouter(prefix="/v1", tags=["scoring"])
 PROBLEM_RESPONSES: dict[int | str, dict[str, str]] = {
     401: {"description": "Missing or invalid API key (problem+json)"},
     403: {"description": "Role not allowed (problem+json)"},
-    413: {"description": "Request, image count or image over the limits (problem+json)"},
+    413: {"description": "Request, image count, pixels or image over the limits (problem+json)"},
     422: {"description": "Not an image, unknown cargo type or invalid field (problem+json)"},
-    503: {"description": "Scoring queue full; see Retry-After (problem+json)"},
+    503: {"description": "Scoring queue or pixel budget full; see Retry-After (problem+json)"},
     504: {"description": "Scoring missed the request deadline (problem+json)"},
 }
 
@@ -33,7 +38,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, str]] = {
 async def score_images(
     request: Request,
     services: ServicesDep,
-    _caller: SubmitterDep,
+    _caller: OfficerDep,
     images: Annotated[list[UploadFile], File(description="One or more images (PNG, JPEG, TIFF, BMP, WebP).")],
     cargo_type: Annotated[str, Form(min_length=1, max_length=64, examples=["bulk_ore"])],
     heatmap: Annotated[bool, Form(description="Include a base64 heatmap overlay PNG per image.")] = False,
@@ -41,21 +46,22 @@ async def score_images(
 ) -> ScoreResponse:
     """Score each image with the cargo type's model: score, label, anomaly type and probabilities,
     thresholds and model id, and with ``heatmap=true`` (form field or query) the overlay PNG."""
-    uploads = await decode_uploads(services, images)
-    predictions = await predict(services, cargo_type, uploads)
+    batcher_for(services, cargo_type)  # an unknown cargo type decodes nothing
     want_heatmap = heatmap or heatmap_query
-    results = []
-    for upload, prediction in zip(uploads, predictions, strict=True):
-        overlay = heatmap_base64(await heatmap_png(upload, prediction)) if want_heatmap else None
-        results.append(
-            ScoredImage.build(
-                filename=upload.filename,
-                sha256=upload.sha256,
-                shape=upload.pixels.shape,
-                prediction=prediction,
-                heatmap=overlay,
+    async with decoded_uploads(services, images) as uploads:
+        predictions = await predict(services, cargo_type, uploads)
+        results = []
+        for upload, prediction in zip(uploads, predictions, strict=True):
+            overlay = heatmap_base64(await heatmap_png(upload, prediction)) if want_heatmap else None
+            results.append(
+                ScoredImage.build(
+                    filename=upload.filename,
+                    sha256=upload.sha256,
+                    shape=upload.pixels.shape,
+                    prediction=prediction,
+                    heatmap=overlay,
+                )
             )
-        )
     model_ids = sorted({p.model_id for p in predictions})
     request.state.log_extra = {"model_ids": model_ids, "cargo_type": cargo_type}
     return ScoreResponse(

@@ -15,7 +15,7 @@ from serve.deps import AuditDep, OfficerDep, Services, ServicesDep, SubmitterDep
 from serve.errors import NotFoundError
 from serve.routes.score import PROBLEM_RESPONSES
 from serve.schemas import CLEAN, SHIPMENT_ID_PATTERN, SHIPMENT_ID_RE, OutcomeIn, ShipmentResponse
-from serve.scoring import Upload, decode_uploads, heatmap_png, predict
+from serve.scoring import Upload, batcher_for, decoded_uploads, heatmap_png, predict
 
 __all__ = ["idempotency_key", "record_outcome", "router", "submit_shipment"]
 
@@ -31,9 +31,11 @@ ShipmentIdPath = Annotated[
 ]
 
 
-def idempotency_key(shipment_id: str, image_hashes: list[str]) -> str:
-    """sha256 of the shipment id and the sorted image hashes: one submission, one record."""
-    text = shipment_id + "\n" + "\n".join(sorted(image_hashes))
+def idempotency_key(declaration: Declaration, image_hashes: list[str]) -> str:
+    """sha256 of the declaration (as canonical JSON) and the sorted image hashes: one submission,
+    one record. A retry of the same submission finds its record; the same shipment id with other
+    images or another declaration (a radiation alarm added, say) is a different submission."""
+    text = declaration.model_dump_json() + "\n" + "\n".join(sorted(image_hashes))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -48,7 +50,7 @@ def parse_declaration(text: str) -> Declaration:
             f"declaration is not valid: {where}: {first.get('msg')} ({exc.error_count()} error(s)); "
             f"expected JSON with shipment_id and cargo_type, e.g. {DECLARATION_EXAMPLE}"
         ) from exc
-    if not SHIPMENT_ID_RE.match(declaration.shipment_id):
+    if not SHIPMENT_ID_RE.fullmatch(declaration.shipment_id):
         raise InputError(
             f"shipment_id {declaration.shipment_id[:140]!r} is not accepted; use 1-128 letters, digits, "
             f"'.', '_', ':' or '-', starting with a letter or digit"
@@ -75,6 +77,7 @@ async def _verdicts(
     services: Services, declaration: Declaration, uploads: list[Upload]
 ) -> list[ImageVerdict]:
     """Score the uploads and keep images and heatmaps for review; a model failure fails closed."""
+    batcher_for(services, declaration.cargo_type)  # an unknown cargo type stores nothing
     for upload in uploads:
         await run_in_threadpool(services.store.save_image, upload.sha256, upload.data, upload.image_format)
     common = {"shipment_id": declaration.shipment_id, "cargo_type": declaration.cargo_type}
@@ -86,7 +89,9 @@ async def _verdicts(
     verdicts = []
     for upload, prediction in zip(uploads, predictions, strict=True):
         png = await heatmap_png(upload, prediction)
-        heatmap = await run_in_threadpool(services.store.save_heatmap, upload.sha256, png)
+        heatmap = await run_in_threadpool(
+            services.store.save_heatmap, upload.sha256, prediction.model_id, png
+        )
         verdicts.append(
             ImageVerdict(
                 path=upload.filename,
@@ -108,10 +113,15 @@ async def _verdicts(
 
 
 async def submit_shipment(services: Services, declaration: Declaration, uploads: list[Upload]) -> Any:
-    """Decide and record a shipment (idempotently); returns the audit record, new or existing."""
+    """Decide and record a shipment once; returns the audit record, new or (on a retry) existing.
+
+    Raises:
+        ConflictError: the shipment was already decided on other images or another declaration. A
+            submitter must not be able to replace a hold by sending other pictures of the cargo.
+    """
     from pipeline.decide import decide_shipment
 
-    key = idempotency_key(declaration.shipment_id, [u.sha256 for u in uploads])
+    key = idempotency_key(declaration, [u.sha256 for u in uploads])
     verdicts = await _verdicts(services, declaration, uploads)
     decision = decide_shipment(
         services.policy,
@@ -119,7 +129,9 @@ async def submit_shipment(services: Services, declaration: Declaration, uploads:
         verdicts,
         audit_key=services.settings.audit_secret.get_secret_value().encode("utf-8"),
     )
-    record = await run_in_threadpool(lambda: services.audit.record(decision, idempotency_key=key))
+    record = await run_in_threadpool(
+        lambda: services.audit.record(decision, idempotency_key=key, exclusive=True)
+    )
     if record.decision.decided_at == decision.decided_at:  # a replay returns the earlier decision's time
         services.metrics.decisions.labels(record.decision.tier.value).inc()
     return record
@@ -128,7 +140,10 @@ async def submit_shipment(services: Services, declaration: Declaration, uploads:
 @router.post(
     "/shipments",
     response_model=ShipmentResponse,
-    responses=PROBLEM_RESPONSES,
+    responses={
+        **PROBLEM_RESPONSES,
+        409: {"description": "Shipment already decided on other images or declaration (problem+json)"},
+    },
     summary="Decide a shipment and record it",
 )
 async def post_shipment(
@@ -143,10 +158,13 @@ async def post_shipment(
     """Score the images with the declared cargo type's model, decide RELEASE / REMOTE_INSPECTION /
     PHYSICAL_INSPECTION under the loaded policy, and record the decision in the audit store.
 
-    Idempotent: the same shipment id with the same images returns the stored decision (same ``seq``)."""
+    A shipment is decided once. The same declaration and images again (a retry) return the stored
+    decision (same ``seq``); the same shipment id with other images or another declaration is
+    refused with 409."""
     parsed = parse_declaration(declaration)
-    uploads = await decode_uploads(services, images)
-    record = await submit_shipment(services, parsed, uploads)
+    batcher_for(services, parsed.cargo_type)  # an unknown cargo type decodes nothing
+    async with decoded_uploads(services, images) as uploads:
+        record = await submit_shipment(services, parsed, uploads)
     request.state.log_extra = {
         "shipment_id": parsed.shipment_id,
         "tier": record.decision.tier.value,

@@ -23,7 +23,15 @@ from datasets_test_images import (
 )
 from PIL import Image, ImageOps
 
-from datasets.decode import DecodedImage, DecodeLimits, decode_image, read_image_size, to_float_rgb
+from datasets.decode import (
+    DecodedImage,
+    DecodeLimits,
+    ImageHeader,
+    decode_image,
+    read_image_header,
+    read_image_size,
+    to_float_rgb,
+)
 from datasets.errors import ImageDecodeError, ImageTooLargeError
 
 RNG = np.random.default_rng(7)
@@ -167,6 +175,8 @@ def test_exif_orientation_matches_pillow_exif_transpose(fmt: str, orientation: i
     assert out.pixels.shape[:2] == (height, width)
     if fmt != "PNG-late-exif":
         assert read_image_size(data) == (width, height)
+        header = read_image_header(data, name="upload.bin")
+        assert header == ImageHeader(out.format, width, height)
 
 
 # Where the red quadrant (top-left in the stored image) ends up once upright, per EXIF spec.
@@ -563,3 +573,12 @@ def test_concurrent_decodes_agree_and_leave_warning_filters_alone() -> None:
     assert len(results) == 40
     assert all(np.array_equal(r.pixels, quadrants()) for r in results)
     assert warnings.filters == before
+
+
+def test_read_image_header_names_the_upload_and_checks_the_pixel_limit() -> None:
+    data = encode(np.zeros((30, 40, 3), np.uint8), "PNG")
+    with pytest.raises(ImageTooLargeError, match=r"^scan-7\.png: ") as info:
+        read_image_header(data, limits=DecodeLimits(max_pixels=1000), name="scan-7.png")
+    assert "1200" in str(info.value)
+    with pytest.raises(ImageDecodeError, match=r"^scan-8\.png: "):
+        read_image_header(b"GIF89a" + bytes(40), name="scan-8.png")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from datasets.errors import AuditError, InputError, SchemaVersionError
+from datasets.errors import AuditError, ConflictError, InputError, SchemaVersionError
 from pipeline.audit import GENESIS_HASH, AuditStore, canonical_json, chain_hash
 from pipeline.audit.chain import index_columns
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
@@ -486,3 +486,17 @@ def test_cli_outcome_show_list_export(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "exported 2 decisions" in capsys.readouterr().out
     assert run(app, ["audit", "show", "S9", "--db", db]) == 2
     assert capsys.readouterr().err.strip() == "Error: no decision recorded for shipment 'S9'"
+
+
+def test_an_exclusive_record_refuses_a_second_decision(db_url: str) -> None:
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1"), idempotency_key="cli-run:S1")  # re-decided by the CLI: no key check
+        first = store.record(decision("S2"), idempotency_key="http:a", exclusive=True)
+        again = store.record(decision("S2", Tier.RELEASE), idempotency_key="http:a", exclusive=True)
+        assert again == first  # a retry reads the decision back
+        for key, shipment in (("http:b", "S2"), ("http:c", "S1")):
+            with pytest.raises(
+                ConflictError, match=rf"^shipment '{shipment}' was already decided \(audit record"
+            ):
+                store.record(decision(shipment, Tier.RELEASE), idempotency_key=key, exclusive=True)
+        assert store.get("S2").seq == first.seq and store.verify().records_checked == 2

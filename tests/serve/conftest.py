@@ -26,6 +26,13 @@ from serve.settings import ServeSettings  # noqa: E402
 
 AppFactory = Callable[..., TestClient]
 
+BASE_SETTINGS: dict[str, Any] = {
+    "api_keys": API_KEYS,
+    "audit_secret": "service-tests-audit-secret",
+    "max_wait_ms": 1.0,
+}
+"""What every test app starts with (a key ring, a non-default audit secret, quick batches)."""
+
 
 @pytest.fixture
 def audit_store(tmp_path: Path) -> Iterator[AuditStore]:
@@ -45,7 +52,7 @@ def make_client(tmp_path: Path, audit_store: AuditStore) -> Iterator[AppFactory]
     def factory(
         *, predictors: dict[str, Any] | None = None, audit: Any = None, **overrides: Any
     ) -> TestClient:
-        values: dict[str, Any] = {"api_keys": API_KEYS, "data_dir": tmp_path / "data", "max_wait_ms": 1.0}
+        values: dict[str, Any] = {**BASE_SETTINGS, "data_dir": tmp_path / "data"}
         values.update(overrides)
         settings = ServeSettings(_env_file=None, **values)
         if predictors is None:
@@ -100,7 +107,7 @@ def live_server(tmp_path: Path, audit_store: AuditStore) -> Iterator[Callable[..
     servers: list[LiveServer] = []
 
     def start(*, predictors: dict[str, Any] | None = None, **overrides: Any) -> LiveServer:
-        values: dict[str, Any] = {"api_keys": API_KEYS, "data_dir": tmp_path / "data", "max_wait_ms": 1.0}
+        values: dict[str, Any] = {**BASE_SETTINGS, "data_dir": tmp_path / "data"}
         values.update(overrides)
         if predictors is None:
             predictors = {"bulk_ore": FakePredictor("bulk_ore"), "vacuum_pack": FakePredictor("vacuum_pack")}

@@ -57,7 +57,11 @@ class FakePredictor:
 
     @property
     def card(self) -> Mapping[str, Any]:
-        return {"name": "fake", "backbone": "none"}
+        return {
+            "name": "fake",
+            "backbone": "none",
+            "training": {"data_root": "/srv/customs/ore-2026", "images": 3},
+        }
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         with self._lock:

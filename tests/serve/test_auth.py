@@ -20,7 +20,16 @@ from serve.settings import ServeSettings
             "nokeyhere",
             "API key entry #1 has no role: expected role:key with role one of submitter, officer, admin",
         ),
-        ("boss:abcdefgh1", "API key entry #1 has unknown role 'boss'; accepted: submitter, officer, admin"),
+        (
+            "boss:abcdefgh1",
+            "API key entry #1 has an unknown role (4 characters, not shown in case the entry is written "
+            "key:role); expected role:key with role one of submitter, officer, admin",
+        ),
+        (  # written the wrong way round: the key must not appear in the message
+            "Sup3rS3cretKey!:officer",
+            "API key entry #1 has an unknown role (15 characters, not shown in case the entry is written "
+            "key:role); expected role:key with role one of submitter, officer, admin",
+        ),
         ("officer:short", "API key entry #1 (officer) is 5 characters; need at least 8"),
         ("officer:abcdefgh1,admin:abcdefgh1", "API key entry #2 (admin) repeats an earlier key"),
     ],
@@ -60,6 +69,21 @@ def test_refuses_to_start_without_keys(tmp_path) -> None:
         create_app(settings)
 
 
+def test_refuses_the_public_audit_secret(tmp_path, caplog) -> None:
+    settings = ServeSettings(_env_file=None, api_keys=API_KEYS, data_dir=tmp_path)
+    with pytest.raises(InputError, match="^audit_secret is the public development default, so anyone"):
+        create_app(settings)
+    create_app(ServeSettings(_env_file=None, api_keys=API_KEYS, data_dir=tmp_path, insecure_dev=True))
+    assert "INSECURE: random audits use the public development audit_secret" in caplog.text
+
+
+def test_several_workers_need_one_session_secret(tmp_path) -> None:
+    values = {"api_keys": API_KEYS, "audit_secret": "a-real-secret", "data_dir": tmp_path, "workers": 2}
+    with pytest.raises(InputError, match="^2 workers need a shared session_secret"):
+        create_app(ServeSettings(_env_file=None, **values))
+    create_app(ServeSettings(_env_file=None, session_secret="shared-by-all-workers", **values))
+
+
 def test_insecure_dev_flag_serves_without_keys(make_client) -> None:
     client = make_client(api_keys="", insecure_dev=True)
     response = client.get("/v1/models")
@@ -89,11 +113,11 @@ def _request(client, endpoint: str, headers: dict[str, str]):
 
 # Expected status per (endpoint, caller). 404: authorised, and the shipment AUTH-0 does not exist.
 MATRIX = {
-    "score": {"none": 401, "wrong": 401, "submitter": 200, "officer": 403, "admin": 200},
+    "score": {"none": 401, "wrong": 401, "submitter": 403, "officer": 200, "admin": 200},
     "submit": {"none": 401, "wrong": 401, "submitter": 200, "officer": 403, "admin": 200},
     "get": {"none": 401, "wrong": 401, "submitter": 403, "officer": 404, "admin": 404},
     "outcome": {"none": 401, "wrong": 401, "submitter": 403, "officer": 404, "admin": 404},
-    "models": {"none": 401, "wrong": 401, "submitter": 200, "officer": 403, "admin": 200},
+    "models": {"none": 401, "wrong": 401, "submitter": 403, "officer": 200, "admin": 200},
     "metrics": {"none": 401, "wrong": 401, "submitter": 200, "officer": 200, "admin": 200},
 }
 CALLERS = {

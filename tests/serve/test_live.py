@@ -28,7 +28,7 @@ def test_declared_length_over_the_limit(live_server) -> None:
     server = live_server(max_request_bytes=2000)
     files = [("images", ("a.png", b"\x89PNG" + b"0" * 5000, "image/png"))]
     response = httpx.post(
-        f"{server.url}/v1/score", files=files, data={"cargo_type": "bulk_ore"}, headers=auth(SUBMITTER_KEY)
+        f"{server.url}/v1/score", files=files, data={"cargo_type": "bulk_ore"}, headers=auth(OFFICER_KEY)
     )
     assert response.status_code == 413
     body = response.json()
@@ -48,7 +48,7 @@ def test_chunked_body_is_cut_off_while_streaming(live_server) -> None:
     ).encode()
     chunks = [head] + [b"x" * 1000] * 10
     request = (
-        f"POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {SUBMITTER_KEY}\r\n"
+        f"POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {OFFICER_KEY}\r\n"
         f"Content-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n"
     ).encode()
     for chunk in chunks:  # no Content-Length: only counting while streaming can catch it

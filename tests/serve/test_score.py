@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from serve_fakes import SUBMITTER_KEY, auth, png_bytes
+from serve_fakes import OFFICER_KEY, auth, png_bytes
 
-HEADERS = auth(SUBMITTER_KEY)
+HEADERS = auth(OFFICER_KEY)
 
 
 def test_score_two_images_with_heatmap(make_client) -> None:
@@ -144,12 +144,20 @@ BAD = [
         "image-too-large",
         "big.png: ",
     ),
+    (
+        "too many pixels in all",
+        [("images", (f"{i}.png", png_bytes(10, (30, 30)), "image/png")) for i in range(3)],
+        {"cargo_type": "bulk_ore"},
+        413,
+        "request-too-large",
+        "3 images of 2,700 pixels in all; the limit is 2,000 pixels per request (max_request_pixels)",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("case", "files", "form", "status", "slug", "detail"), BAD, ids=[b[0] for b in BAD])
 def test_bad_input_is_a_problem(make_client, case, files, form, status, slug, detail) -> None:
-    client = make_client(max_images_per_request=3, max_image_pixels=1000)
+    client = make_client(max_images_per_request=3, max_image_pixels=1000, max_request_pixels=2000)
     response = client.post("/v1/score", files=files or None, data=form, headers=HEADERS)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -206,3 +214,62 @@ def test_request_id_is_echoed_or_replaced(make_client) -> None:
     assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
     replaced = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"}).headers["x-request-id"]
     assert len(replaced) == 32 and replaced != "bad id\twith spaces"
+
+
+def test_a_burst_of_pixels_waits_for_the_budget(make_client) -> None:
+    """The pixels of requests in flight are bounded: one over the budget gets 503, not memory."""
+    from serve_fakes import FakePredictor
+
+    client = make_client(
+        predictors={"bulk_ore": FakePredictor(delay_s=0.5)},
+        max_request_pixels=400,
+        max_pixels_in_flight=500,
+        retry_after_s=4,
+    )
+    files = [("images", ("a.png", png_bytes(10, (20, 20)), "image/png"))]  # 400 pixels each
+
+    def score(_: int):
+        return client.post("/v1/score", files=files, data={"cargo_type": "bulk_ore"}, headers=HEADERS)
+
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(score, range(2)))
+    assert sorted(r.status_code for r in responses) == [200, 503]
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.headers["retry-after"] == "4"
+    assert refused.json()["detail"] == (
+        "the server is holding 400 decoded pixels of its 500 (max_pixels_in_flight); "
+        "this request's 400 must wait"
+    )
+    assert score(0).status_code == 200  # released when the first request was answered
+
+
+def test_pixel_budget_must_fit_a_request() -> None:
+    from pydantic import ValidationError
+
+    from serve.settings import ServeSettings
+
+    with pytest.raises(
+        ValidationError, match=r"max_pixels_in_flight \(100\) must be at least max_request_pixels"
+    ):
+        ServeSettings(_env_file=None, max_request_pixels=200, max_pixels_in_flight=100)
+
+
+def test_uploads_are_never_sniffed_and_the_models_show_no_server_paths(make_client) -> None:
+    client = make_client()
+    models = client.get("/v1/models", headers=HEADERS)
+    assert models.headers["x-content-type-options"] == "nosniff"
+    cards = models.json()["models"]
+    assert [card["training"] for card in cards] == [{"data_root": "ore-2026", "images": 3}] * 2
+
+
+def test_invented_methods_share_one_metrics_label(make_client) -> None:
+    from serve_fakes import ADMIN_KEY
+
+    client = make_client()
+    for method in ("ZZ0RANDOM", "ZZ1RANDOM"):
+        client.request(method, "/v1/models", headers=HEADERS)
+    metrics = client.get("/metrics", headers=auth(ADMIN_KEY)).text
+    assert "ZZ0RANDOM" not in metrics and "ZZ1RANDOM" not in metrics
+    assert 'clearsight_http_requests_total{endpoint="/v1/models",method="OTHER",status="405"} 2.0' in metrics

@@ -8,7 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from serve_fakes import ADMIN_KEY, OFFICER_KEY, SUBMITTER_KEY, FakePredictor, auth, png_bytes
 
+from pipeline.verdicts import Declaration
 from serve.routes.shipments import idempotency_key
+from serve.storage import heatmap_key
 
 SUBMIT = auth(SUBMITTER_KEY)
 OFFICER = auth(OFFICER_KEY)
@@ -40,10 +42,11 @@ def test_decision_tiers(make_client, audit_store, tmp_path, values, declared, ti
     assert body["seq"] == 1 and body["policy_version"] == "2026.11-example"
     assert body["model_ids"] == ["bulk_ore-fake-0001"]
     hashes = [image["sha256"] for image in decision["images"]]
-    assert body["idempotency_key"] == idempotency_key("SHP-1", hashes)
-    # Uploads and heatmaps are kept under the data dir, named by content hash only.
+    declaration = Declaration(shipment_id="SHP-1", cargo_type="bulk_ore", **declared)
+    assert body["idempotency_key"] == idempotency_key(declaration, hashes)
+    # Uploads are kept under the data dir named by content hash; heatmaps by image and model.
     for image in decision["images"]:
-        assert image["heatmap"] == f"heatmaps/{image['sha256']}.png"
+        assert image["heatmap"] == f"heatmaps/{heatmap_key(image['sha256'], 'bulk_ore-fake-0001')}.png"
         assert (tmp_path / "data" / "images" / f"{image['sha256']}.png").is_file()
         assert (tmp_path / "data" / image["heatmap"]).is_file()
     assert audit_store.get("SHP-1").decision.tier.value == tier
@@ -57,11 +60,34 @@ def test_retry_returns_the_stored_decision(make_client, audit_store) -> None:
     assert first.status_code == again.status_code == reordered.status_code == 200
     assert first.json()["seq"] == again.json()["seq"] == reordered.json()["seq"] == 1
     assert again.json()["decision"] == first.json()["decision"]
-    other = _submit(client, "SHP-R", [200, 11])  # different images: a new decision supersedes
-    assert other.json()["seq"] == 2
     assert audit_store.verify().ok
     metrics = client.get("/metrics", headers=auth(ADMIN_KEY)).text
-    assert 'clearsight_decisions_total{tier="REMOTE_INSPECTION"} 2.0' in metrics
+    assert 'clearsight_decisions_total{tier="REMOTE_INSPECTION"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("values", "declared", "why"),
+    [
+        ([10, 20], {}, "clean pictures of a held shipment"),
+        ([200, 10, 30], {}, "one more picture"),
+        ([200, 10], {"radiation_alarm": True}, "a declaration that changed"),
+    ],
+)
+def test_a_decided_shipment_is_not_decided_again(make_client, audit_store, values, declared, why) -> None:
+    client = make_client()
+    first = _submit(client, "SHP-H", [200, 10])
+    assert first.status_code == 200 and first.json()["decision"]["tier"] == "REMOTE_INSPECTION"
+    again = _submit(client, "SHP-H", values, **declared)
+    assert again.status_code == 409, why
+    problem = again.json()
+    assert problem["type"] == "https://clearsight.dev/problems/conflict"
+    assert problem["detail"].startswith(
+        "shipment 'SHP-H' was already decided (audit record 1) on other images"
+    )
+    # Nothing recorded: the hold stands, in the record and in the officers' queue.
+    got = client.get("/v1/shipments/SHP-H", headers=OFFICER).json()
+    assert (got["seq"], got["decision"]["tier"]) == (1, "REMOTE_INSPECTION")
+    assert [r.seq for r in audit_store.list(limit=10)] == [1]
 
 
 def test_get_and_record_outcome(make_client, audit_store) -> None:
@@ -171,25 +197,34 @@ def test_model_failure_fails_closed(make_client, audit_store) -> None:
         "/v1/score",
         files=[("images", ("a.png", png_bytes(10), "image/png"))],
         data={"cargo_type": "bulk_ore"},
-        headers=SUBMIT,
+        headers=OFFICER,
     )
-    assert (
-        scored.status_code == 500 and scored.json()["type"] == "https://clearsight.dev/problems/model-error"
+    problem = scored.json()
+    assert scored.status_code == 500 and problem["type"] == "https://clearsight.dev/problems/model-error"
+    # the model's own message stays in the server's log
+    assert problem["detail"] == (
+        f"model failed; quote request id {problem['request_id']} to the service's operators"
     )
 
 
 def test_concurrent_submissions_keep_the_chain_valid(make_client, audit_store) -> None:
     client = make_client()
 
-    def submit(i: int) -> int:
-        return _submit(client, f"SHP-C{i % 6}", [i, 100 + i]).status_code
+    def submit(i: int) -> tuple[int, int]:
+        # Per shipment: two retries of one submission and two rival ones, all at once.
+        shipment = i % 6
+        images = [shipment, 100 + shipment] if i < 12 else [shipment, 100 + i]
+        return shipment, _submit(client, f"SHP-C{shipment}", images).status_code
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        statuses = list(pool.map(submit, range(24)))
-    assert statuses == [200] * 24
+        results = list(pool.map(submit, range(24)))
+    for shipment in range(6):
+        statuses = sorted(status for s, status in results if s == shipment)
+        # whichever submission came first is decided; its retry reads it back; rivals are refused
+        assert statuses in ([200, 200, 409, 409], [200, 409, 409, 409]), (shipment, statuses)
     report = audit_store.verify()
     assert report.ok, report.message
-    assert report.head_seq == 24
+    assert report.head_seq == 6
     assert len(audit_store.list(limit=100)) == 6
 
 
@@ -209,6 +244,35 @@ def test_an_image_off_the_training_scale_is_not_released(make_client, audit_stor
     held = [r for r in decision["reasons"] if r["tier"] != "RELEASE"]
     assert [(r["rule"], r["image"]) for r in held] == [("fail_closed.off_training_scale", "large.png")]
     scored = client.post(
-        "/v1/score", files=files[1:], data={"cargo_type": "bulk_ore"}, headers=SUBMIT
+        "/v1/score", files=files[1:], data={"cargo_type": "bulk_ore"}, headers=OFFICER
     ).json()["images"][0]
     assert (scored["width"], scored["height"], scored["scale_vs_training"]) == (64, 48, 0.125)
+
+
+def test_an_unknown_cargo_type_stores_nothing(make_client, tmp_path) -> None:
+    client = make_client()
+    declaration = json.dumps({"shipment_id": "SHP-U", "cargo_type": "crude_oil"})
+    files = [("images", ("a.png", png_bytes(10), "image/png"))]
+    response = client.post("/v1/shipments", files=files, data={"declaration": declaration}, headers=SUBMIT)
+    assert response.status_code == 422 and response.json()["type"].endswith("/unknown-cargo-type")
+    assert list((tmp_path / "data" / "images").iterdir()) == []
+
+
+def test_a_shipment_id_with_a_trailing_newline_is_refused(make_client) -> None:
+    response = _submit(make_client(), "SHP-4\n", [10])
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("shipment_id 'SHP-4\\n' is not accepted")
+
+
+def test_each_model_keeps_its_own_heatmap_of_an_image(make_client, tmp_path) -> None:
+    client = make_client()
+    image = [("images", ("same.png", png_bytes(90), "image/png"))]
+    heatmaps = []
+    for shipment, cargo in (("SHP-M1", "bulk_ore"), ("SHP-M2", "vacuum_pack")):
+        declaration = json.dumps({"shipment_id": shipment, "cargo_type": cargo})
+        response = client.post(
+            "/v1/shipments", files=image, data={"declaration": declaration}, headers=SUBMIT
+        )
+        heatmaps.append(response.json()["decision"]["images"][0]["heatmap"])
+    assert heatmaps[0] != heatmaps[1]
+    assert all((tmp_path / "data" / path).is_file() for path in heatmaps)
