@@ -43,7 +43,9 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        typer_app(args=args, prog_name="clearsight", standalone_mode=False)
+        # Outside standalone mode click turns Ctrl-C into an exit code of 130 that it *returns*
+        # (it does not raise): a script's `clearsight score && clearsight decide` must see it.
+        result = typer_app(args=args, prog_name="clearsight", standalone_mode=False)
     except ClearsightError as exc:
         if debug:
             traceback.print_exc()
@@ -70,4 +72,6 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
         hint = "rerun with --debug for a traceback"
         print(f"Error: unexpected {type(exc).__name__}: {exc} ({hint})", file=sys.stderr)  # noqa: T201
         return 1
-    return 0
+    if result == 130:
+        print("Interrupted.", file=sys.stderr)  # noqa: T201
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0

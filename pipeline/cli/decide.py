@@ -19,6 +19,7 @@ from rich.table import Table
 
 from datasets.errors import DatasetFormatError, InputError
 from pipeline import verdict_rows
+from pipeline.cli.output_paths import check_outputs_apart
 from pipeline.decide import decide_rows, inputs_key
 from pipeline.policy import Policy, default_policy_path, load_policy
 from pipeline.settings import Settings
@@ -120,6 +121,9 @@ def register(app: typer.Typer) -> None:
         Prints the count per tier; with --compare-policy, how many more (or fewer) shipments each tier
         gets under --policy than under the other one. The random-audit key is CLEARSIGHT_AUDIT_SECRET.
         """
+        check_outputs_apart(
+            files={"--out": out}, inputs=[verdicts, *(p for p in (policy, compare_policy) if p)]
+        )
         settings = Settings()
         key = settings.audit_secret.get_secret_value().encode("utf-8")
         chosen = load_policy(policy or default_policy_path())

@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.text import Text
 
 from datasets.errors import ArtifactError, InputError
+from pipeline.cli.output_paths import check_outputs_apart
 from pipeline.settings import RuntimeName, Settings
 
 __all__ = ["register", "score"]
@@ -127,6 +128,11 @@ def score(
     settings = Settings()
     if runtime is not None:
         settings.runtime = runtime
+    check_outputs_apart(
+        files={"--out": out, "--decisions": (decisions or decisions_path(out)) if policy else None},
+        folders={"--heatmaps": heatmaps},
+        inputs=[*inputs, *(model or [])],
+    )
     check_output(out, resume=resume, overwrite=overwrite)  # before any slow work
     if (decisions is not None or audit_db is not None) and policy is None:
         raise InputError("--decisions and --audit-db need --policy POLICY")

@@ -55,3 +55,9 @@ def test_help_exits_0(capsys) -> None:
 
     assert run(app, ["--help"]) == 0
     assert "clearsight" in capsys.readouterr().out.lower()
+
+
+def test_ctrl_c_exits_130(capsys) -> None:
+    code = run(_app_raising(KeyboardInterrupt()), ["boom"])
+    assert code == 130
+    assert capsys.readouterr().err.endswith("Interrupted.\n")

@@ -683,3 +683,13 @@ def test_cli_decide_bad_verdicts(
     path.write_text(content)
     assert run(app, ["decide", "--verdicts", str(path), "--out", str(cli_env / "d.jsonl")]) == 2
     assert capsys.readouterr().err.strip() == message.format(p=path)
+
+
+def test_cli_decide_never_writes_over_its_verdicts(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import app, run
+
+    path = cli_env / "v.jsonl"
+    path.write_text("kept\n")
+    assert run(app, ["decide", "--verdicts", str(path), "--out", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"Error: --out {str(path.resolve())!r} is also an input")
+    assert path.read_text() == "kept\n"

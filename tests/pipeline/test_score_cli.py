@@ -166,3 +166,21 @@ def test_images_off_the_training_scale_are_flagged_and_never_released(
     # a long path may be folded anywhere, so compare this part without any whitespace
     assert f"{arc / 'large[1].png'},forone,wasresizedforthemodel8xsmaller" in "".join(captured.err.split())
     assert "scored off the training scale (> 2x)" in captured.out
+
+
+def test_outputs_never_replace_an_input(
+    tmp_path: Path, models: tuple[Path, Path], manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = manifest.read_bytes()
+    argv = ["score", str(manifest), "--model", str(models[0]), "--out", str(manifest), "--overwrite"]
+    assert run(app, argv) == 2
+    assert capsys.readouterr().err.startswith(f"Error: --out {str(manifest.resolve())!r} is also an input")
+    assert manifest.read_bytes() == before
+    out = tmp_path / "rows.jsonl"
+    same = [*argv[:4], "--out", str(out), "--policy", str(default_policy_path()), "--decisions", str(out)]
+    assert run(app, same) == 2
+    assert capsys.readouterr().err.startswith("Error: --out and --decisions are the same file")
+    inside = ["score", str(manifest.parent), "--model", str(models[0]), "--out", str(out)]
+    assert run(app, [*inside, "--heatmaps", str(manifest.parent / "heat")]) == 2
+    assert "lies inside the input" in capsys.readouterr().err
+    assert not out.exists()

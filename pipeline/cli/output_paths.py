@@ -1,0 +1,77 @@
+"""Output paths checked against the inputs and each other before any slow work.
+
+Scoring and deciding write files that must never replace what they read: a manifest, a verdicts
+file, or a folder of cargo images. A heatmap folder inside an input folder is refused too, because
+the next run over that folder would score the heatmaps as cargo pictures.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from datasets.errors import InputError
+
+__all__ = ["check_outputs_apart"]
+
+
+def _input_paths(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
+    """(as given, resolved path) of each input; a glob stands for the folder before its first wildcard."""
+    out = []
+    for item in inputs:
+        text = str(item)
+        if glob.has_magic(text):
+            literal = []
+            for part in Path(text).parts:
+                if glob.has_magic(part):
+                    break
+                literal.append(part)
+            base = Path(*literal) if literal else Path(".")
+            out.append((text, base.resolve()))
+        else:
+            out.append((text, Path(text).resolve()))
+    return out
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_outputs_apart(
+    *,
+    files: Mapping[str, Path | None],
+    inputs: Sequence[str | Path],
+    folders: Mapping[str, Path | None] | None = None,
+) -> None:
+    """Refuse outputs that would overwrite an input, each other, or be read back as input.
+
+    Args:
+        files: output files by option name (``{"--out": ..., "--decisions": ...}``); None = unused.
+        inputs: what the command reads: files, folders or globs.
+        folders: output folders by option name (``{"--heatmaps": ...}``); None = unused.
+
+    Raises:
+        InputError: naming the option, the path and what it clashes with.
+    """
+    given = {name: Path(p).resolve() for name, p in files.items() if p is not None}
+    where = {name: Path(p).resolve() for name, p in (folders or {}).items() if p is not None}
+    names = list(given)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if given[a] == given[b]:
+                raise InputError(f"{a} and {b} are the same file {str(given[a])!r}; give each its own path")
+    for text, source in _input_paths(inputs):
+        for name, path in given.items():
+            if path == source:
+                raise InputError(
+                    f"{name} {str(path)!r} is also an input ({text!r}): writing it would destroy what is "
+                    "being read; write the output elsewhere"
+                )
+        if source.is_dir() or glob.has_magic(text):
+            for name, folder in where.items():
+                if _inside(folder, source):
+                    raise InputError(
+                        f"{name} {str(folder)!r} lies inside the input {text!r}: a later run over it would "
+                        "score the heatmaps as cargo pictures; write them outside the inputs"
+                    )

@@ -1,0 +1,61 @@
+"""Output paths that would overwrite an input, each other, or be scored as input are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from datasets.errors import InputError
+from pipeline.cli.output_paths import check_outputs_apart
+
+
+@pytest.fixture
+def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "images" / "belt").mkdir(parents=True)
+    (tmp_path / "images" / "belt" / "a.png").write_bytes(b"png")
+    (tmp_path / "m.csv").write_text("path\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+CASES = [
+    # (files, folders, inputs, the message's start or None when accepted)
+    ({"--out": "rows.jsonl"}, {"--heatmaps": "heat"}, ["images", "m.csv"], None),
+    ({"--out": "m.csv"}, {}, ["m.csv"], "--out '{root}/m.csv' is also an input ('m.csv')"),
+    ({"--out": "./sub/../m.csv"}, {}, ["m.csv"], "--out '{root}/m.csv' is also an input"),
+    (
+        {"--out": "rows.jsonl", "--decisions": "rows.jsonl"},
+        {},
+        ["images"],
+        "--out and --decisions are the same file '{root}/rows.jsonl'",
+    ),
+    (
+        {"--out": "rows.jsonl"},
+        {"--heatmaps": "images/heat"},
+        ["images"],
+        "--heatmaps '{root}/images/heat' lies inside",
+    ),
+    ({"--out": "rows.jsonl"}, {"--heatmaps": "images"}, ["images"], "--heatmaps '{root}/images' lies inside"),
+    (
+        {"--out": "rows.jsonl"},
+        {"--heatmaps": "images/x"},
+        ["images/*/*.png"],
+        "--heatmaps '{root}/images/x' lies inside",
+    ),
+    ({"--out": "rows.jsonl"}, {"--heatmaps": "heat"}, ["images/*/*.png"], None),
+    ({"--out": "images/rows.jsonl"}, {}, ["images"], None),  # a rows file in a folder is not an image
+    ({"--out": "rows.jsonl", "--decisions": None}, {"--heatmaps": None}, ["rows.jsonl.bak"], None),
+]
+
+
+@pytest.mark.parametrize(("files", "folders", "inputs", "message"), CASES)
+def test_outputs_apart(tree: Path, files, folders, inputs, message) -> None:
+    paths = {k: Path(v) if v else None for k, v in files.items()}
+    dirs = {k: Path(v) if v else None for k, v in folders.items()}
+    if message is None:
+        check_outputs_apart(files=paths, folders=dirs, inputs=inputs)
+        return
+    with pytest.raises(InputError) as info:
+        check_outputs_apart(files=paths, folders=dirs, inputs=inputs)
+    assert str(info.value).startswith(message.format(root=tree.resolve()))
