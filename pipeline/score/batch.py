@@ -5,6 +5,7 @@ Shared by the local engine and the Ray actors, so that both produce the same row
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -56,12 +57,23 @@ def decode_task(path: str, limits: Any) -> Decoded:
     return Decoded(image.pixels, image.sha256, None)
 
 
+def printable_path(path: str) -> str:
+    """``path`` as a row can hold it: a file name that is not UTF-8 (GBK or CP-1252 bytes from a file
+    share) reaches Python with surrogates that no JSON, CSV or Parquet writer accepts, so its odd
+    bytes are written as ``\\xNN`` escapes instead of failing the whole run."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path
+
+
 def error_row(
     task: ImageTask, error: str, *, cargo_type: str | None = None, sha256: str | None = None
 ) -> ScoredRow:
     """The row of an image that could not be scored: ``error`` set, every score field ``None``."""
     verdict = ImageVerdict(
-        path=task.path,
+        path=printable_path(task.path),
         sha256=sha256,
         shipment_id=task.shipment_id,
         cargo_type=cargo_type if cargo_type is not None else task.cargo_type,
@@ -75,7 +87,7 @@ def _scored_row(
     task: ImageTask, decoded: Decoded, prediction: Prediction, cargo_type: str, heatmaps: bool
 ) -> ScoredRow:
     verdict = ImageVerdict(
-        path=task.path,
+        path=printable_path(task.path),
         sha256=decoded.sha256,
         shipment_id=task.shipment_id,
         cargo_type=cargo_type,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from datasets.errors import InputError
-from pipeline.score.batch import ScoredRow
+from pipeline.score.batch import ScoredRow, printable_path
 from pipeline.score.sources import ImageTask
 from pipeline.score.summary import ScoreSummary
 from pipeline.score.writer import finish_output, open_output
@@ -56,14 +56,15 @@ def _pending(
     """
     seen: set[str] = set()
     for task in tasks:
-        if task.path in seen:
+        path = printable_path(task.path)  # as the output's rows name it
+        if path in seen:
             summary.duplicates += 1  # a folder and a glob can name one image twice: scored once
-        elif task.path in done:
-            done.discard(task.path)
-            seen.add(task.path)
+        elif path in done:
+            done.discard(path)
+            seen.add(path)
             summary.skipped_done += 1
         else:
-            seen.add(task.path)
+            seen.add(path)
             yield task
             continue
         if advance is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,3 +280,21 @@ def test_no_warning_when_the_model_does_not_record_its_training_scale(tmp_path: 
     summary = score_to_file(tasks, _engine(FakePredictor()), tmp_path / "out.jsonl")
     assert next(iter_rows(tmp_path / "out.jsonl")).scale_vs_training is None
     assert (summary.off_scale, summary.warnings()) == (0, [])
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_a_file_name_that_is_not_utf8_is_scored_and_resumed(tmp_path: Path, suffix: str) -> None:
+    """A CP-1252 / GBK name from a file share: its odd bytes become \\xNN in the row, the run goes on."""
+    good = write_images(tmp_path / "share", [10])[0]
+    odd = Path(os.fsdecode(bytes(tmp_path / "share") + b"/\xb2\xe2\xca\xd4.png"))
+    odd.write_bytes(good.read_bytes())
+    out = tmp_path / f"out{suffix}"
+    tasks = [ImageTask(str(good)), ImageTask(str(odd))]
+    summary = score_to_file(tasks, _engine(), out, heatmap_dir=tmp_path / "heat")
+    assert (summary.scored, summary.errors) == (2, 0)
+    rows = _rows_by_path(out)
+    shown = str(tmp_path / "share") + "/\\xb2\\xe2\\xca\\xd4.png"
+    assert sorted(rows) == sorted([str(good), shown])
+    assert Path(rows[shown].heatmap or "").is_file()
+    again = score_to_file(tasks, _engine(), out, resume=True)
+    assert (again.skipped_done, again.scored) == (2, 0)
