@@ -49,6 +49,20 @@ def _load_predictors(models: list[Path], *, runtime: str) -> list[Any]:
     return [load_model(path, runtime=runtime) for path in models]
 
 
+def _check_routing(loaded: list[str], cargo_type: str | None, inputs: list[str], is_manifest: Any) -> None:
+    """Refuse, before scoring, a run whose images could reach no model: every row would be an error."""
+    accepted = ", ".join(repr(kind) for kind in loaded)
+    if cargo_type is not None and cargo_type not in loaded:
+        raise InputError(f"--cargo-type {cargo_type!r} has no model; loaded: {accepted}")
+    plain = [item for item in inputs if not is_manifest(item)]
+    if cargo_type is None and len(loaded) > 1 and plain:
+        raise InputError(
+            f"{plain[0]!r} is a folder, glob or image, whose images have no cargo type, and "
+            f"{len(loaded)} models are loaded ({accepted}): pass --cargo-type, or list the images "
+            "in a manifest with a cargo_type column"
+        )
+
+
 def _decode_limits(settings: Settings) -> Any:
     from datasets.decode import DecodeLimits
 
@@ -165,6 +179,7 @@ def score(
         )
     else:
         router = ModelRouter(_load_predictors(model, runtime=settings.runtime))
+        _check_routing(router.cargo_types, cargo_type, inputs, is_manifest)
         runner_engine = LocalEngine(router, workers=workers, batch_size=batch_size, limits=limits)
 
     progress = Progress(
@@ -207,6 +222,10 @@ def score(
     for warning in summary.warnings():
         # escape: a file name such as "hold[3].png" must print as itself, not as rich markup
         console.print(f"[yellow]Warning:[/yellow] {escape(warning)}", highlight=False)
+    if summary.errors and not summary.scored:
+        raise InputError(
+            f"none of the {summary.errors} images could be scored; each row of {str(out)!r} says why"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -5,6 +5,7 @@ Built from running counters (never from a list of rows), so it costs O(1) memory
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ class ScoreSummary:
     duplicates: int = 0
     by_label: Counter[str] = field(default_factory=Counter)
     error_kinds: Counter[str] = field(default_factory=Counter)
+    error_example: tuple[str, str] | None = None
     off_scale: int = 0
     off_scale_example: tuple[str, float] | None = None
     tiers: Counter[str] = field(default_factory=Counter)
@@ -62,7 +64,10 @@ class ScoreSummary:
         """Count one row written in this run."""
         if verdict.error is not None:
             self.errors += 1
-            self.error_kinds[verdict.error.split(":", 1)[0]] += 1
+            # the message up to its first ':' or ';' names the kind ("no model for cargo type 'x'")
+            self.error_kinds[re.split(r"[:;]", verdict.error, maxsplit=1)[0]] += 1
+            if self.error_example is None:
+                self.error_example = (verdict.path, verdict.error)
         else:
             self.scored += 1
             self.by_label[verdict.label or "?"] += 1
@@ -82,10 +87,17 @@ class ScoreSummary:
 
     def warnings(self) -> list[str]:
         """What the user must know about this run's scores, one sentence each (empty when nothing)."""
+        out = []
+        if self.error_example is not None:
+            path, error = self.error_example
+            out.append(
+                f"{self.errors} of {self.images} images could not be scored: {path}, for one: {error}. "
+                "Their rows carry the error, and a decision policy does not release their shipments."
+            )
         if self.off_scale_example is None:
-            return []
+            return out
         path, scale = self.off_scale_example
-        return [
+        return out + [
             f"{self.off_scale} of {self.scored} scored images are more than {SCALE_TOLERANCE:g}x off the "
             f"scale of their model's training images: {path}, for one, was {describe_scale(scale)}. Their "
             "scores were never validated at that scale, and a decision policy does not release on "

@@ -184,3 +184,36 @@ def test_outputs_never_replace_an_input(
     assert run(app, [*inside, "--heatmaps", str(manifest.parent / "heat")]) == 2
     assert "lies inside the input" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_images_that_could_reach_no_model_are_refused_before_scoring(
+    tmp_path: Path, models: tuple[Path, Path], manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o.jsonl"
+    one = ["score", str(manifest.parent), "--model", str(models[0]), "--out", str(out)]
+    assert run(app, [*one, "--cargo-type", "bulk-ore"]) == 2
+    assert capsys.readouterr().err == "Error: --cargo-type 'bulk-ore' has no model; loaded: 'bulk_ore'\n"
+    two = [*one, "--model", str(models[1])]
+    assert run(app, two) == 2
+    assert capsys.readouterr().err.startswith(
+        f"Error: {str(manifest.parent)!r} is a folder, glob or image, whose images have no cargo type, "
+        "and 2 models are loaded ('bulk_ore', 'vacuum_pack'): pass --cargo-type"
+    )
+    assert not out.exists()
+
+
+def test_a_run_where_no_image_could_be_scored_fails(
+    tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\ncut")
+    (folder / "b.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "o.jsonl"
+    assert run(app, ["score", str(folder), "--model", str(models[0]), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Warning: 2 of 2 images could not be scored: " in err
+    assert err.rstrip().endswith(
+        f"Error: none of the 2 images could be scored; each row of {str(out)!r} says why"
+    )
+    assert len(list(iter_rows(out))) == 2  # the rows are kept
