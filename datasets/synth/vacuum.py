@@ -144,7 +144,9 @@ def _draw_products(rng: np.random.Generator, scene: PackScene, box: tuple[int, i
         count = int(rng.integers(1, 5))
         cols = np.linspace(x0, x1, count + 1).astype(int)
         for i in range(count):
-            px0, px1 = cols[i] + 3, cols[i + 1] - 3
+            # a 3 px gap between parts, where a column has room for it (tiny renders do not)
+            gap = 3 if cols[i + 1] - cols[i] >= 6 else 0
+            px0, px1 = cols[i] + gap, cols[i + 1] - gap
             part = np.zeros(shape, np.uint8)
             if rng.uniform() < 0.5:
                 cv2.rectangle(

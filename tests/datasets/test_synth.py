@@ -357,3 +357,13 @@ def test_every_anomaly_is_visible_at_its_subtlest(cargo: str, anomaly_type: str)
         assert (bad.mask > 0).mean() >= 0.003, (i, bad.variant, bad.detail)
         assert top.mean() >= 0.08, (i, bad.variant, bad.detail, float(top.mean()))
     assert len(variants) == 2  # the seeds cover the colour and the special variant
+
+
+@pytest.mark.parametrize(("anomaly_type", "index"), [(GOOD, 18), (GOOD, 32), ("puncture", 18)])
+def test_packs_of_narrow_parts_render_at_the_smallest_size(anomaly_type: str, index: int) -> None:
+    """Draws whose product is split into parts too narrow for the gap between them (64 px)."""
+    seed = np.random.SeedSequence(
+        0, spawn_key=(1, 0, [GOOD, *ANOMALY_TYPES["vacuum_pack"]].index(anomaly_type), index)
+    )
+    sample = render_sample("vacuum_pack", anomaly_type, seed=seed, size=64)
+    assert sample.image.shape[:2] == (64, 64)
