@@ -63,7 +63,9 @@ def evaluate_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")] = 16,
     runtime: Annotated[
         RuntimeName | None,
-        typer.Option("--runtime", help="What runs the model [default: CLEARSIGHT_RUNTIME or onnxruntime]."),
+        typer.Option(
+            "--runtime", help="What runs the model.", show_default="CLEARSIGHT_RUNTIME or onnxruntime"
+        ),
     ] = None,
 ) -> None:
     """Evaluate a model on a dataset's test split: operating point, AUROC/PRO, per-type table, report.

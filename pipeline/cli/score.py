@@ -92,7 +92,7 @@ def score(
     ] = None,
     decisions: Annotated[
         Path | None,
-        typer.Option("--decisions", help="Decisions file [default: OUT with suffix .decisions.jsonl]."),
+        typer.Option("--decisions", help="Decisions file.", show_default="OUT with suffix .decisions.jsonl"),
     ] = None,
     audit_db: Annotated[
         str | None,
@@ -109,7 +109,9 @@ def score(
     ] = EngineName.local,
     runtime: Annotated[
         RuntimeName | None,
-        typer.Option("--runtime", help="What runs the models [default: CLEARSIGHT_RUNTIME or onnxruntime]."),
+        typer.Option(
+            "--runtime", help="What runs the models.", show_default="CLEARSIGHT_RUNTIME or onnxruntime"
+        ),
     ] = None,
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="Join this Ray cluster instead of a local Ray.")

@@ -61,3 +61,13 @@ def test_ctrl_c_exits_130(capsys) -> None:
     code = run(_app_raising(KeyboardInterrupt()), ["boom"])
     assert code == 130
     assert capsys.readouterr().err.endswith("Interrupted.\n")
+
+
+def test_help_shows_defaults_that_are_not_values(capsys, monkeypatch) -> None:
+    from pipeline.cli import app
+
+    monkeypatch.setenv("COLUMNS", "240")
+    assert run(app, ["score", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "[default: (OUT with suffix .decisions.jsonl)]" in out
+    assert "[default: (CLEARSIGHT_RUNTIME or onnxruntime)]" in out
