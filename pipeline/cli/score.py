@@ -168,6 +168,7 @@ def score(
     console = Console(stderr=True)
     total = count_tasks(inputs)
     runner_engine: Any
+    model_ids = None  # the Ray engine loads its models in its actors
     if engine is EngineName.ray:
         for directory in model:
             if not directory.is_dir():
@@ -183,6 +184,7 @@ def score(
         router = ModelRouter(_load_predictors(model, runtime=settings.runtime))
         _check_routing(router.cargo_types, cargo_type, inputs, is_manifest)
         runner_engine = LocalEngine(router, workers=workers, batch_size=batch_size, limits=limits)
+        model_ids = [predictor.model_id for predictor in router.predictors]
 
     progress = Progress(
         TextColumn("scoring"),
@@ -205,6 +207,7 @@ def score(
             resume=resume,
             overwrite=overwrite,
             advance=lambda: progress.advance(bar),
+            model_ids=model_ids,
         )
     if loaded_policy is not None:
         target = decisions or decisions_path(out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -46,17 +46,23 @@ def _write_heatmap(directory: Path, path: str, png: bytes) -> str:
     return str(target)
 
 
+def _same_file_key(path: str) -> str:
+    return os.path.normpath(os.path.abspath(path))
+
+
 def _pending(
     tasks: Iterable[ImageTask], done: set[str], summary: ScoreSummary, advance: Callable[[], None] | None
 ) -> Iterator[ImageTask]:
     """``tasks`` without images already in the output or already given earlier in this run.
 
     ``done`` (paths found in the output) is drained into ``seen`` as they come up, so the
-    bookkeeping holds each path string once.
+    bookkeeping holds each path string once. Paths are compared absolute and normalised, so that
+    a run resumed as ``/data/a.png`` after ``data/./a.png`` does not score the image twice.
     """
+    done = {_same_file_key(p) for p in done}
     seen: set[str] = set()
     for task in tasks:
-        path = printable_path(task.path)  # as the output's rows name it
+        path = _same_file_key(printable_path(task.path))  # as the output's rows name it
         if path in seen:
             summary.duplicates += 1  # a folder and a glob can name one image twice: scored once
         elif path in done:
@@ -82,6 +88,7 @@ def score_to_file(
     advance: Callable[[], None] | None = None,
     chunk_rows: int = 64,
     flush_seconds: float = 1.0,
+    model_ids: Collection[str] | None = None,
 ) -> ScoreSummary:
     """Score ``tasks`` on ``engine`` and append one row per image to ``out``.
 
@@ -96,19 +103,32 @@ def score_to_file(
         overwrite: replace an existing ``out``.
         advance: called once per input task handled (for a progress bar).
         chunk_rows, flush_seconds: how often rows are flushed and fsynced.
+        model_ids: the engine's models, when known before scoring: resuming an output whose rows
+            another model scored (a retrained one, say) is refused rather than mixing two models'
+            scores and thresholds in one output.
 
     Returns:
         The run's counts and timing.
 
     Raises:
-        InputError: ``out`` exists without ``resume``/``overwrite``, or has an unknown suffix.
+        InputError: ``out`` exists without ``resume``/``overwrite``, or has an unknown suffix; or
+            its rows came from models other than ``model_ids``.
         DatasetFormatError: ``out`` exists but is not a Clearsight score output.
     """
     if heatmap_dir is not None:
         if heatmap_dir.exists() and not heatmap_dir.is_dir():
             raise InputError(f"--heatmaps {str(heatmap_dir)!r} is a file; give a folder")
         heatmap_dir.mkdir(parents=True, exist_ok=True)
-    writer, done = open_output(out, resume=resume, overwrite=overwrite)
+    found: set[str] = set()
+    writer, done = open_output(out, resume=resume, overwrite=overwrite, models=found)
+    foreign = sorted(found - set(model_ids)) if model_ids is not None else []
+    if foreign:
+        raise InputError(
+            f"{str(out)!r} holds rows scored by {', '.join(foreign)}, not by the models loaded now "
+            f"({', '.join(sorted(model_ids or ()))}): resuming would mix two models' scores and "
+            "thresholds in one output; resume with the same --model, or pass --overwrite to score "
+            "every image again"
+        )
     writer.chunk_rows = chunk_rows
     writer.flush_seconds = flush_seconds
     summary = ScoreSummary()

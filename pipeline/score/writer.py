@@ -76,8 +76,12 @@ def journal_path(out: Path) -> Path:
 # -------------------------------------------------------------------------- scanning / resume
 
 
-def _complete_jsonl(path: Path, *, collect: set[str] | None) -> int:
-    """Byte length of ``path``'s complete rows; adds their paths to ``collect``.
+_MODEL_ID = FIELDS.index("model_id")
+
+
+def _complete_jsonl(path: Path, *, collect: set[str] | None, models: set[str] | None = None) -> int:
+    """Byte length of ``path``'s complete rows; adds their paths to ``collect``, their model ids to
+    ``models``.
 
     Streams the file. Only the last line may be torn (a crash mid-write); a bad line with rows
     after it is corruption, not a crash, and is refused.
@@ -97,6 +101,8 @@ def _complete_jsonl(path: Path, *, collect: set[str] | None) -> int:
                 continue
             if collect is not None:
                 collect.add(verdict.path)
+            if models is not None and verdict.model_id:
+                models.add(verdict.model_id)
             good += len(line)
     return good
 
@@ -130,8 +136,9 @@ def _open_csv(fh: IO[bytes]) -> tuple[_CountingLines, Iterator[list[str]], list[
         return lines, reader, None
 
 
-def _complete_csv(path: Path, *, collect: set[str] | None) -> int:
-    """Byte length of ``path``'s header and complete rows; adds their paths to ``collect``.
+def _complete_csv(path: Path, *, collect: set[str] | None, models: set[str] | None = None) -> int:
+    """Byte length of ``path``'s header and complete rows; adds their paths to ``collect``, their
+    model ids to ``models``.
 
     A file under an earlier version's header (:func:`_older_header`) is first rewritten under
     today's (:func:`_rewrite_under_todays_header`), so that rows of today's shape can follow.
@@ -145,6 +152,8 @@ def _complete_csv(path: Path, *, collect: set[str] | None) -> int:
             for cells in _whole_rows(reader, len(FIELDS), path):
                 if collect is not None:
                     collect.add(cells[0])
+                if models is not None and cells[_MODEL_ID]:
+                    models.add(cells[_MODEL_ID])
                 good = lines.consumed
             return good
         if not _older_header(header):
@@ -153,7 +162,7 @@ def _complete_csv(path: Path, *, collect: set[str] | None) -> int:
                 "pass --overwrite to replace the file"
             )
         _rewrite_under_todays_header(path, header, reader)
-    return _complete_csv(path, collect=collect)
+    return _complete_csv(path, collect=collect, models=models)
 
 
 def _older_header(header: list[str]) -> bool:
@@ -247,7 +256,9 @@ def check_output(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
     return existing
 
 
-def open_output(out: Path, *, resume: bool, overwrite: bool) -> tuple[RowWriter, set[str]]:
+def open_output(
+    out: Path, *, resume: bool, overwrite: bool, models: set[str] | None = None
+) -> tuple[RowWriter, set[str]]:
     """Open ``out`` for appending rows, after checking what is already there.
 
     Args:
@@ -255,6 +266,7 @@ def open_output(out: Path, *, resume: bool, overwrite: bool) -> tuple[RowWriter,
         resume: keep the complete rows already in ``out`` (or its journal), cut a torn last row,
             and return their paths so that they are skipped.
         overwrite: replace an existing output.
+        models: when resuming, filled with the model ids of the rows kept.
 
     Returns:
         The writer, and the set of image paths already done (empty unless resuming).
@@ -276,7 +288,7 @@ def open_output(out: Path, *, resume: bool, overwrite: bool) -> tuple[RowWriter,
             _parquet_to_journal(out, target)
         if target.exists():
             complete = _complete_csv if fmt == "csv" else _complete_jsonl
-            good = complete(target, collect=done)
+            good = complete(target, collect=done, models=models)
             with target.open("r+b") as fh:
                 fh.truncate(good)
                 fh.flush()

@@ -97,8 +97,11 @@ def test_corrupt_and_missing_files_become_error_rows(tmp_path: Path) -> None:
         ("bulk_ore", "fake-bulk_ore"),
         ("vacuum_pack", "fake-vacuum_pack"),
         ("crude_oil", "no model for cargo type 'crude_oil'; loaded: 'bulk_ore', 'vacuum_pack'"),
-        (None, "no cargo type for this image and 2 models loaded ('bulk_ore', 'vacuum_pack'); "
-         "give it in the manifest or with --cargo-type"),
+        (
+            None,
+            "no cargo type for this image and 2 models loaded ('bulk_ore', 'vacuum_pack'); "
+            "give it in the manifest or with --cargo-type",
+        ),
     ],
 )
 def test_multi_model_routing(tmp_path: Path, cargo_type: str | None, expected: str) -> None:
@@ -298,3 +301,33 @@ def test_a_file_name_that_is_not_utf8_is_scored_and_resumed(tmp_path: Path, suff
     assert Path(rows[shown].heatmap or "").is_file()
     again = score_to_file(tasks, _engine(), out, resume=True)
     assert (again.skipped_done, again.scored) == (2, 0)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_resume_refuses_rows_of_another_model(tmp_path: Path, suffix: str) -> None:
+    paths = write_images(tmp_path / "img", [5, 6])
+    out = tmp_path / f"out{suffix}"
+    old = FakePredictor(model_id="bulk_ore-lite0-aaaa")
+    score_to_file([ImageTask(str(paths[0]))], _engine(old), out, model_ids=[old.model_id])
+    new = FakePredictor(model_id="bulk_ore-lite0-bbbb")
+    tasks = [ImageTask(str(p)) for p in paths]
+    with pytest.raises(
+        InputError, match=r"holds rows scored by bulk_ore-lite0-aaaa, not by the models loaded now"
+    ):
+        score_to_file(tasks, _engine(new), out, resume=True, model_ids=[new.model_id])
+    summary = score_to_file(tasks, _engine(old), out, resume=True, model_ids=[old.model_id])
+    assert (summary.skipped_done, summary.scored) == (1, 1)
+    assert {row.model_id for row in iter_rows(out)} == {"bulk_ore-lite0-aaaa"}
+
+
+def test_resume_knows_an_image_by_any_spelling_of_its_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_images(tmp_path / "img", [5, 6])
+    out = tmp_path / "out.jsonl"
+    score_to_file([ImageTask("img/img0000.png")], _engine(), out)
+    spelled = [ImageTask(str(tmp_path / "img" / "img0000.png")), ImageTask("img/./img0001.png")]
+    summary = score_to_file(spelled, _engine(), out, resume=True)
+    assert (summary.skipped_done, summary.scored) == (1, 1)
+    assert len(list(iter_rows(out))) == 2
