@@ -558,6 +558,7 @@ def train_model(
     if config.threads:
         torch.set_num_threads(config.threads)
     start = time.perf_counter()
+    read_mvtec(root)  # a missing or malformed folder is named as such, before its cargo type is asked
     cargo = _cargo_type(root, config.cargo_type)
     deep_features, deep_features_words = deep_features_choice(config.deep_features, cargo)
     trainer = _Trainer(config, progress, sharp=deep_features == "sharp")

@@ -241,11 +241,19 @@ def check_output(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
 
     Raises:
         InputError: a bad suffix; ``out`` (or its journal) exists and neither ``resume`` nor
-            ``overwrite`` was given; or both were.
+            ``overwrite`` was given; or both were; or ``out``'s folder cannot be made or written.
     """
     fmt = output_format(out)
     if resume and overwrite:
         raise InputError("--resume and --overwrite contradict each other: pick one")
+    try:  # now, not after the models have loaded and the first rows are due
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"output {str(out)!r}: cannot make its folder {str(out.parent)!r} ({exc.strerror or exc})"
+        ) from exc
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise InputError(f"output {str(out)!r}: its folder {str(out.parent)!r} is not writable")
     candidates = [out, journal_path(out)] if fmt == "parquet" else [out]
     existing = [p for p in candidates if p.exists()]
     if existing and not (resume or overwrite):

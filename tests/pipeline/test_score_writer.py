@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from datasets.errors import DatasetFormatError
-from pipeline.score.writer import FIELDS, finish_output, iter_rows, journal_path, open_output
+from datasets.errors import DatasetFormatError, InputError
+from pipeline.score.writer import FIELDS, check_output, finish_output, iter_rows, journal_path, open_output
 from pipeline.verdict_rows import to_cells
 from pipeline.verdicts import ImageVerdict
 
@@ -200,3 +200,10 @@ def test_chunks_are_flushed_to_the_file(tmp_path: Path) -> None:
     writer.write(ROWS[1])
     assert len(out.read_bytes().splitlines()) == 2
     writer.close()
+
+
+def test_an_output_folder_that_cannot_be_made_is_named_up_front(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "runs" / "rows.jsonl"
+    with pytest.raises(InputError, match=r"cannot make its folder '.*/afile/runs' \(Not a directory\)$"):
+        check_output(out, resume=False, overwrite=False)

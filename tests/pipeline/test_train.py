@@ -187,6 +187,11 @@ def test_too_few_normals_are_refused(tmp_path: Path) -> None:
         train_model(root, tmp_path / "m", config=TrainConfig(image_size=64))
 
 
+def test_a_missing_data_folder_is_named_as_missing(tmp_path: Path) -> None:
+    with pytest.raises(DatasetFormatError, match="does not exist or is not a folder"):
+        train_model(tmp_path / "nothere", tmp_path / "m", config=TrainConfig(image_size=64))
+
+
 def test_unknown_cargo_folder_needs_a_cargo_type(tmp_path: Path) -> None:
     root = _write(tmp_path / "pile", 4)
     with pytest.raises(CargoTypeError, match="folder name 'pile' is not one of"):
