@@ -23,6 +23,7 @@ from serve import problems
 from serve.auth import KeyRing, SessionSigner, parse_api_keys
 from serve.batching import MicroBatcher
 from serve.deps import Services
+from serve.lockout import FailedAttempts
 from serve.metrics import Metrics
 from serve.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from serve.pixel_budget import PixelBudget
@@ -128,6 +129,7 @@ def build_services(
         metrics=metrics,
         store=ImageStore(settings.data_dir),
         pixels=PixelBudget(settings.max_pixels_in_flight),
+        failed_keys=FailedAttempts(settings.auth_failures_per_minute),
     )
     services.predictors = (
         dict(predictors)

@@ -19,6 +19,7 @@ from models.inference import Predictor
 from serve.auth import KeyRing, Principal, Role, SessionSigner
 from serve.batching import MicroBatcher
 from serve.errors import NotAuthenticatedError, PermissionDeniedError
+from serve.lockout import FailedAttempts
 from serve.metrics import Metrics
 from serve.pixel_budget import PixelBudget
 from serve.settings import ServeSettings
@@ -33,6 +34,8 @@ __all__ = [
     "Services",
     "ServicesDep",
     "SubmitterDep",
+    "authenticate",
+    "client_address",
     "principal_from_headers",
 ]
 
@@ -49,6 +52,7 @@ class Services:
     metrics: Metrics
     store: ImageStore
     pixels: PixelBudget
+    failed_keys: FailedAttempts
     predictors: dict[str, Predictor] = field(default_factory=dict)
     batchers: dict[str, MicroBatcher] = field(default_factory=dict)
     policy: Any = None  # pipeline.policy.Policy
@@ -82,18 +86,40 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API k
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key")
 
 
-def principal_from_headers(services: Services, bearer: str | None, api_key: str | None) -> Principal:
+def client_address(request: Request) -> str:
+    """The address a request came from (the proxy's, behind a reverse proxy)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def authenticate(services: Services, key: str, client: str) -> Principal | None:
+    """The key's principal, or None for a wrong key, which counts against ``client``.
+
+    Raises:
+        TooManyAttemptsError: ``client`` sent too many wrong keys lately (even if this one is right:
+            a guesser must not learn that it found the key by being let in).
+    """
+    services.failed_keys.check(client)
+    principal = services.keys.authenticate(key)
+    if principal is None:
+        services.failed_keys.failed(client)
+    return principal
+
+
+def principal_from_headers(
+    services: Services, bearer: str | None, api_key: str | None, *, client: str = "unknown"
+) -> Principal:
     """Authenticate a request's key.
 
     Raises:
         NotAuthenticatedError: no key, or one that matches no configured key.
+        TooManyAttemptsError: ``client`` sent too many wrong keys lately.
     """
     if services.insecure:
         return INSECURE_PRINCIPAL
     key = bearer or api_key
     if not key:
         raise NotAuthenticatedError("no API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
-    principal = services.keys.authenticate(key)
+    principal = authenticate(services, key, client)
     if principal is None:
         raise NotAuthenticatedError("the API key matches no configured key")
     return principal
@@ -104,11 +130,14 @@ def require(*roles: Role) -> Callable[..., Principal]:
     allowed = {*roles, Role.ADMIN}
 
     def dependency(
+        request: Request,
         services: ServicesDep,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         api_key: Annotated[str | None, Depends(_api_key)],
     ) -> Principal:
-        principal = principal_from_headers(services, bearer.credentials if bearer else None, api_key)
+        principal = principal_from_headers(
+            services, bearer.credentials if bearer else None, api_key, client=client_address(request)
+        )
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise PermissionDeniedError(
@@ -125,13 +154,16 @@ AdminDep = Annotated[Principal, Depends(require())]
 
 
 def _metrics_reader(
+    request: Request,
     services: ServicesDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal | None:
     if services.settings.metrics_public:
         return None
-    return principal_from_headers(services, bearer.credentials if bearer else None, api_key)
+    return principal_from_headers(
+        services, bearer.credentials if bearer else None, api_key, client=client_address(request)
+    )
 
 
 MetricsReaderDep = Annotated[Principal | None, Depends(_metrics_reader)]

@@ -7,7 +7,8 @@ turns every Clearsight error into a problem body::
     ├── NotAuthenticatedError   no API key, or one that matches no configured key (401)
     ├── PermissionDeniedError   a valid key whose role may not do this (403)
     ├── NotFoundError           a shipment or file that does not exist (404)
-    └── RequestTooLargeError    a body over max_request_bytes or too many images (413)
+    ├── RequestTooLargeError    a body over max_request_bytes or too many images (413)
+    └── TooManyAttemptsError    too many wrong API keys from one address (429 + Retry-After)
     EngineError
     ├── OverloadedError         the scoring queue is full (503 + Retry-After)
     └── ScoringTimeoutError     scoring missed the request deadline (504)
@@ -24,6 +25,7 @@ __all__ = [
     "PermissionDeniedError",
     "RequestTooLargeError",
     "ScoringTimeoutError",
+    "TooManyAttemptsError",
 ]
 
 
@@ -41,6 +43,14 @@ class NotFoundError(InputError):
 
 class RequestTooLargeError(InputError):
     """A request body over the byte limit, or more images than allowed."""
+
+
+class TooManyAttemptsError(InputError):
+    """Too many wrong API keys from one client address; it may try again after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class OverloadedError(EngineError):

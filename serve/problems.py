@@ -38,6 +38,7 @@ from serve.errors import (
     PermissionDeniedError,
     RequestTooLargeError,
     ScoringTimeoutError,
+    TooManyAttemptsError,
 )
 
 __all__ = ["PROBLEM_BASE", "PROBLEM_JSON", "install", "problem_for", "problem_response"]
@@ -51,6 +52,7 @@ _TABLE: tuple[tuple[type[ClearsightError], int, str, str], ...] = (
     (PermissionDeniedError, 403, "forbidden", "Role not allowed"),
     (NotFoundError, 404, "not-found", "Not found"),
     (RequestTooLargeError, 413, "request-too-large", "Request too large"),
+    (TooManyAttemptsError, 429, "too-many-attempts", "Too many wrong API keys"),
     (ImageTooLargeError, 413, "image-too-large", "Image too large"),
     (ImageDecodeError, 422, "bad-image", "Not a usable image"),
     (CargoTypeError, 422, "unknown-cargo-type", "Unknown cargo type"),
@@ -123,7 +125,7 @@ def problem_response(
 
 
 def _headers_for(exc: ClearsightError, status: int) -> dict[str, str] | None:
-    if isinstance(exc, OverloadedError):
+    if isinstance(exc, OverloadedError | TooManyAttemptsError):
         return {"Retry-After": str(exc.retry_after_s)}
     if status == 401:
         return {"WWW-Authenticate": 'Bearer realm="clearsight"'}

@@ -50,6 +50,12 @@ class ServeSettings(Settings):
         default=None, description="Key that signs review-page session cookies; random per start if unset."
     )
     session_ttl_s: int = Field(default=8 * 3600, gt=0, description="Lifetime of a review-page session.")
+    auth_failures_per_minute: int = Field(
+        default=20,
+        ge=0,
+        description="Wrong API keys one client address may send per minute before it must wait (429); "
+        "0 turns the lockout off. Behind a reverse proxy all clients share its address.",
+    )
     cookie_secure: bool = Field(default=False, description="Mark the session cookie Secure (behind HTTPS).")
 
     max_request_bytes: int = Field(

@@ -19,8 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from models.inference import GOOD
 from pipeline.verdicts import Tier
 from serve.auth import Principal, Role
-from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep
-from serve.errors import NotAuthenticatedError, PermissionDeniedError
+from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep, authenticate, client_address
+from serve.errors import NotAuthenticatedError, PermissionDeniedError, TooManyAttemptsError
 from serve.routes.shipments import ShipmentIdPath, record_outcome
 from serve.schemas import CLEAN, OutcomeIn
 from serve.storage import heatmap_name
@@ -139,7 +139,16 @@ async def review_page(
 async def login(
     request: Request, services: ServicesDep, key: Annotated[str, Form(min_length=1, max_length=512)]
 ) -> Response:
-    principal = services.keys.authenticate(key)
+    try:
+        principal = authenticate(services, key, client_address(request))
+    except TooManyAttemptsError as exc:
+        return templates.TemplateResponse(
+            request,
+            "review.html",
+            {"mode": "login", "error": f"Too many wrong keys: try again in {exc.retry_after_s} s."},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
     if principal is None or principal.role not in (Role.OFFICER, Role.ADMIN):
         message = "Unknown key." if principal is None else "This key may not review shipments."
         return templates.TemplateResponse(
