@@ -104,6 +104,14 @@ def score(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")] = False,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel decoders (or Ray actors).")] = 2,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")] = 8,
+    max_pixels: Annotated[
+        int,
+        typer.Option(
+            "--max-pixels-in-flight",
+            min=1,
+            help="Most pixels decoded and waiting at once (bounds memory with large images; local engine).",
+        ),
+    ] = 400_000_000,
     engine: Annotated[
         EngineName, typer.Option("--engine", help="local: this process; ray: Ray Data (optional extra).")
     ] = EngineName.local,
@@ -183,7 +191,9 @@ def score(
     else:
         router = ModelRouter(_load_predictors(model, runtime=settings.runtime))
         _check_routing(router.cargo_types, cargo_type, inputs, is_manifest)
-        runner_engine = LocalEngine(router, workers=workers, batch_size=batch_size, limits=limits)
+        runner_engine = LocalEngine(
+            router, workers=workers, batch_size=batch_size, limits=limits, max_pixels_in_flight=max_pixels
+        )
         model_ids = [predictor.model_id for predictor in router.predictors]
 
     progress = Progress(

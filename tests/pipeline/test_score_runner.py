@@ -331,3 +331,27 @@ def test_resume_knows_an_image_by_any_spelling_of_its_path(
     summary = score_to_file(spelled, _engine(), out, resume=True)
     assert (summary.skipped_done, summary.scored) == (1, 1)
     assert len(list(iter_rows(out))) == 2
+
+
+def test_large_images_are_held_within_the_pixel_budget(tmp_path: Path) -> None:
+    """Pixels, not only images, bound what is held: batches are scored early rather than pass it."""
+    sizes = [8, 40, 8, 40, 40, 8, 64, 8, 40, 8, 8, 8]  # 64 x 64 alone is over the budget of 4,000
+    paths = [write_png(tmp_path / f"{i:02d}.png", 20 + 3 * i, size=s) for i, s in enumerate(sizes)]
+    predictor = FakePredictor()
+    engine = _engine(predictor, workers=2, batch_size=4, max_pixels_in_flight=4000)
+    out = tmp_path / "out.jsonl"
+    summary = score_to_file([ImageTask(str(p)) for p in paths], engine, out)
+    assert summary.scored == len(paths) and summary.errors == 0
+    assert engine.peak_pixels_in_flight == 64 * 64  # the oversized image, scored alone
+    assert sum(predictor.batch_sizes) == len(paths) and max(predictor.batch_sizes) <= 4
+    unbounded = _engine(FakePredictor(), workers=2, batch_size=4)
+    score_to_file([ImageTask(str(p)) for p in paths], unbounded, tmp_path / "all.jsonl")
+    assert unbounded.peak_pixels_in_flight > 4000  # without the budget the same run held more
+    assert {r.path: r.score for r in iter_rows(out)} == {
+        r.path: r.score for r in iter_rows(tmp_path / "all.jsonl")
+    }
+
+
+def test_the_pixel_budget_must_be_positive() -> None:
+    with pytest.raises(InputError, match="max_pixels_in_flight must be at least 1, got 0"):
+        _engine(max_pixels_in_flight=0)
