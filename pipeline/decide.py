@@ -386,13 +386,27 @@ def inputs_key(decision: ShipmentDecision) -> str:
     """Idempotency key of a batch decision: the shipment's inputs and the policy, not the decision time.
 
     ``clearsight score --policy`` and ``clearsight decide`` share it, so the same verdicts decided under
-    the same policy are recorded once, whichever command (or resumed run) records them.
+    the same policy are recorded once, whichever command (or resumed run) records them. Every input
+    the decision rests on is in it: the declaration (a radiation alarm raised later is a new
+    decision, not a retry of the old one) and each image's thresholds, scale and cargo type as well
+    as its score.
     """
     inputs = {
         "policy_sha256": decision.policy_sha256,
         "shipment_id": decision.shipment_id,
+        "declaration": decision.declaration.model_dump(mode="json"),
         "images": sorted(
-            (image.path, image.sha256 or "", repr(image.score), image.error or "", image.model_id or "")
+            (
+                image.path,
+                image.sha256 or "",
+                repr(image.score),
+                image.error or "",
+                image.model_id or "",
+                repr(image.threshold),
+                repr(image.hold_threshold),
+                repr(image.scale_vs_training),
+                image.cargo_type or "",
+            )
             for image in decision.images
         ),
     }

@@ -292,14 +292,19 @@ class AuditStore:
         Args:
             decision: the decision to record.
             idempotency_key: what identifies this submission: recorded once, returned on a retry.
-            exclusive: the shipment may have no other decision. Re-deciding stored verdicts (the
-                CLI's what-if runs, a new policy) appends a decision that supersedes the last; a
-                submitter (the HTTP service) must not be able to replace a hold by sending other
-                images, so a shipment already decided under another key is refused.
+            exclusive: the shipment may have no other decision. Re-deciding stored verdicts (a
+                new policy) appends a decision that supersedes the last; a submitter (the HTTP
+                service) must not be able to replace a hold by sending other images, so a shipment
+                already decided under another key is refused.
+
+        A decision that would lower the tier of the shipment's latest one is refused while that
+        one has no officer's outcome: a hold is lifted by an officer who inspected the cargo
+        (:meth:`record_outcome`), not by deciding again under a laxer policy or on other verdicts.
 
         Raises:
             InputError: an empty or over-long idempotency key.
-            ConflictError: ``exclusive`` and the shipment was decided under another key.
+            ConflictError: ``exclusive`` and the shipment was decided under another key; or the
+                decision would lower an unresolved hold.
             AuditError: the database cannot be written.
         """
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
@@ -310,10 +315,9 @@ class AuditStore:
         decision_json = json.loads(decision.model_dump_json())
 
         def work(conn: Connection) -> AuditRecord:
-            if exclusive:
-                # Lock the head first, so that two different submissions of one shipment cannot
-                # both find it undecided (Postgres reads committed rows; SQLite already writes alone).
-                conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).one()
+            # Lock the head first, so that two writers cannot both judge the shipment's latest
+            # decision before either appends (Postgres reads committed rows; SQLite writes alone).
+            conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).one()
             if idempotency_key is not None:
                 existing = conn.execute(
                     select(audit_records).where(audit_records.c.idempotency_key == idempotency_key)
@@ -338,6 +342,7 @@ class AuditStore:
                         "same images and declaration to read that decision back, or have an officer "
                         "record what inspection found"
                     )
+            self._refuse_lowering_a_hold(conn, decision)
             content = {
                 "kind": "decision",
                 "shipment_id": decision.shipment_id,
@@ -356,6 +361,28 @@ class AuditStore:
             )
 
         return self._retry(f"recording shipment {decision.shipment_id!r}", work)
+
+    @staticmethod
+    def _refuse_lowering_a_hold(conn: Connection, decision: ShipmentDecision) -> None:
+        c = audit_records.c
+        latest = conn.execute(
+            select(c.seq, c.tier)
+            .where(c.kind == "decision", c.shipment_id == decision.shipment_id)
+            .order_by(c.seq.desc())
+            .limit(1)
+        ).first()
+        if latest is None or Tier(latest.tier).severity <= decision.tier.severity:
+            return
+        resolved = conn.execute(
+            select(c.seq).where(c.kind == "outcome", c.ref_seq == latest.seq).limit(1)
+        ).first()
+        if resolved is None:
+            raise ConflictError(
+                f"shipment {decision.shipment_id!r} is held ({latest.tier}, audit record {latest.seq}) "
+                f"and this decision would lower it to {decision.tier.value}: a hold is lifted by an "
+                "officer's outcome (clearsight audit outcome, or the review page), not by deciding "
+                "again; decide what-if runs without --audit-db"
+            )
 
     def record_outcome(
         self, shipment_id: str, *, found: str | None, officer: str, notes: str = ""

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from datasets.errors import DatasetFormatError, InputError
+from datasets.errors import ConflictError, DatasetFormatError, InputError
 from pipeline import verdict_rows
 from pipeline.cli.output_paths import check_outputs_apart
 from pipeline.decide import decide_rows, inputs_key
@@ -132,13 +132,17 @@ def register(app: typer.Typer) -> None:
         decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}")
         _write_jsonl(out, decisions)
         recorded = ""
+        refused: list[str] = []
         if audit_db:
             from pipeline.audit import AuditStore
 
             with AuditStore.open(audit_db) as store:
                 for decision in decisions:
-                    store.record(decision, idempotency_key=inputs_key(decision))
-                recorded = f", recorded in {store.url}"
+                    try:
+                        store.record(decision, idempotency_key=inputs_key(decision))
+                    except ConflictError as exc:  # the hold stands; the decisions file has this one
+                        refused.append(str(exc))
+                recorded = f", {len(decisions) - len(refused)} recorded in {store.url}"
         compared = None
         if other is not None:
             compared = (other, _decide_all(other, rows, key, f"deciding under {other.version}"))
@@ -154,3 +158,8 @@ def register(app: typer.Typer) -> None:
                 f"({changed} shipments change tier)"
             )
         console.print(f"wrote {len(decisions)} decisions to {out}{recorded}")
+        if refused:
+            more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+            raise ConflictError(
+                f"{len(refused)} decisions were not recorded in the audit store{more}: {refused[0]}"
+            )

@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from datasets.errors import ArtifactError, InputError
+from datasets.errors import ArtifactError, ConflictError, InputError
 from pipeline.cli.output_paths import check_outputs_apart
 from pipeline.settings import RuntimeName, Settings
 
@@ -237,6 +237,12 @@ def score(
     for warning in summary.warnings():
         # escape: a file name such as "hold[3].png" must print as itself, not as rich markup
         console.print(f"[yellow]Warning:[/yellow] {escape(warning)}", highlight=False)
+    if summary.unrecorded:
+        more = f" (and {len(summary.unrecorded) - 1} more)" if len(summary.unrecorded) > 1 else ""
+        raise ConflictError(
+            f"{len(summary.unrecorded)} decisions were not recorded in the audit store{more}: "
+            f"{summary.unrecorded[0]}"
+        )
     if summary.errors and not summary.scored:
         raise InputError(
             f"none of the {summary.errors} images could be scored; each row of {str(out)!r} says why"

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from datasets.errors import ConflictError
 from pipeline.score.summary import ScoreSummary
 from pipeline.score.writer import iter_rows
 from pipeline.verdicts import ShipmentDecision
@@ -61,7 +62,8 @@ def decide_output(
     one or complete. With ``audit_url`` each decision is also recorded in the audit store.
 
     Returns:
-        The number of shipments decided.
+        The number of shipments decided. Decisions the audit store refused (one that would lower
+        an unresolved hold) are in the file and counted in ``summary.unrecorded``.
 
     Raises:
         InputError: a row without a shipment id, or a declaration that does not validate.
@@ -78,7 +80,10 @@ def decide_output(
             for decision in decide_rows(policy, iter_rows(out), audit_key=audit_key):
                 fh.write(decision.model_dump_json().encode("utf-8") + b"\n")
                 if store is not None:
-                    store.record(decision, idempotency_key=inputs_key(decision))
+                    try:
+                        store.record(decision, idempotency_key=inputs_key(decision))
+                    except ConflictError as exc:  # a hold stands; the decisions file still has it
+                        summary.unrecorded.append(str(exc))
                 summary.add_decision(decision)
                 if on_decision is not None:
                     on_decision(decision)

@@ -44,6 +44,7 @@ class ScoreSummary:
     by_label: Counter[str] = field(default_factory=Counter)
     error_kinds: Counter[str] = field(default_factory=Counter)
     error_example: tuple[str, str] | None = None
+    unrecorded: list[str] = field(default_factory=list)
     off_scale: int = 0
     off_scale_example: tuple[str, float] | None = None
     tiers: Counter[str] = field(default_factory=Counter)

@@ -500,3 +500,17 @@ def test_an_exclusive_record_refuses_a_second_decision(db_url: str) -> None:
             ):
                 store.record(decision(shipment, Tier.RELEASE), idempotency_key=key, exclusive=True)
         assert store.get("S2").seq == first.seq and store.verify().records_checked == 2
+
+
+def test_a_hold_is_lowered_only_after_an_officers_outcome(db_url: str) -> None:
+    with AuditStore.open(db_url) as store:
+        held = store.record(decision("S1", Tier.REMOTE_INSPECTION), idempotency_key="policy-a:S1")
+        with pytest.raises(
+            ConflictError, match=r"^shipment 'S1' is held \(REMOTE_INSPECTION, audit record 1\) and"
+        ):
+            store.record(decision("S1", Tier.RELEASE), idempotency_key="policy-b:S1")
+        raised = store.record(decision("S1", Tier.PHYSICAL_INSPECTION), idempotency_key="policy-c:S1")
+        assert raised.seq == held.seq + 1  # a stricter decision is always recorded
+        store.record_outcome("S1", found=None, officer="officer-7")
+        released = store.record(decision("S1", Tier.RELEASE), idempotency_key="policy-b:S1")
+        assert store.get("S1") == released and store.verify().ok

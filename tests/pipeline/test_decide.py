@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from datasets.errors import InputError, PolicyError
-from pipeline.decide import audit_fraction, decide_rows, decide_shipment
-from pipeline.policy import Policy, parse_policy
+from pipeline.decide import audit_fraction, decide_rows, decide_shipment, inputs_key
+from pipeline.policy import Policy, default_policy_path, load_policy, parse_policy
 from pipeline.verdicts import Declaration, ImageVerdict, Tier
 
 KEY = b"test-audit-key"
@@ -693,3 +693,68 @@ def test_cli_decide_never_writes_over_its_verdicts(cli_env: Path, capsys: pytest
     assert run(app, ["decide", "--verdicts", str(path), "--out", str(path)]) == 2
     assert capsys.readouterr().err.startswith(f"Error: --out {str(path.resolve())!r} is also an input")
     assert path.read_text() == "kept\n"
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"declaration": {"radiation_alarm": True}}, "an alarm raised after the first decision"),
+        ({"declaration": {"aeo_tier": "AEOF"}}, "another trader status"),
+        ({"threshold": 0.3}, "the model's release threshold"),
+        ({"hold_threshold": 0.9}, "the model's hold threshold"),
+        ({"scale_vs_training": 0.25}, "the image's scale"),
+    ],
+)
+def test_the_batch_key_changes_with_every_input_of_a_decision(change: dict, why: str) -> None:
+    policy = load_policy(default_policy_path())
+    base = ImageVerdict(
+        path="a.png",
+        shipment_id="K1",
+        cargo_type="bulk_ore",
+        score=0.2,
+        threshold=0.5,
+        hold_threshold=0.8,
+        model_id="m",
+        scale_vs_training=1.0,
+    )
+    first = next(decide_rows(policy, [base], audit_key=b"k"))
+    declared = change.get("declaration")
+    other = base.model_copy(update={k: v for k, v in change.items() if k != "declaration"})
+    if declared:
+        other = other.model_copy(update={"declaration": declared})
+    second = next(decide_rows(policy, [other], audit_key=b"k"))
+    assert inputs_key(first) != inputs_key(second), why
+    assert inputs_key(first) == inputs_key(next(decide_rows(policy, [base], audit_key=b"k")))
+
+
+def test_cli_decide_records_no_what_if_that_lowers_a_hold(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.audit import AuditStore
+    from pipeline.cli import app, run
+
+    verdicts = _write(cli_env / "v.jsonl", ROWS)
+    db = f"sqlite:///{cli_env / 'audit.db'}"
+    base = ["decide", "--verdicts", str(verdicts), "--audit-db", db]
+    strict = [*base, "--policy", str(_policy_file(cli_env, "strict", 0.4)), "--out", str(cli_env / "s.jsonl")]
+    assert run(app, strict) == 0, capsys.readouterr().err
+    lenient = [
+        *base,
+        "--policy",
+        str(_policy_file(cli_env, "lenient", 0.5)),
+        "--out",
+        str(cli_env / "l.jsonl"),
+    ]
+    assert run(app, lenient) == 2
+    captured = capsys.readouterr()
+    assert "wrote 5 decisions" in captured.out and "3 recorded in" in " ".join(captured.out.split())
+    assert captured.err.strip().startswith(
+        "Error: 2 decisions were not recorded in the audit store (and 1 more): shipment "
+    )
+    assert len((cli_env / "l.jsonl").read_text().splitlines()) == 5  # the file has every decision
+    with AuditStore.open(db, create=False) as store:
+        assert {s: store.get(s).decision.tier.value for s in ("S1", "S2")} == {
+            "S1": "REMOTE_INSPECTION",
+            "S2": "REMOTE_INSPECTION",
+        }
+        assert store.verify().ok
