@@ -108,6 +108,22 @@ def sidecar_path(onnx_path: str | Path) -> Path:
     return Path(onnx_path).with_suffix(".json")
 
 
+def _refuse_overwriting_other_json(side: Path) -> None:
+    """The sidecar may replace an earlier export's sidecar, never another file: ``--out
+    MODEL_DIR/model.onnx`` would otherwise write over the model's own card, ``model.json``."""
+    if not side.exists():
+        return
+    try:
+        earlier = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        earlier = None
+    if not isinstance(earlier, dict) or earlier.get("format") != SIDECAR_FORMAT:
+        raise ExportError(
+            f"{str(side)!r} exists and is not an earlier export's sidecar (a model card?); the export "
+            f"writes its sidecar there, so choose an --out outside the model folder or under another name"
+        )
+
+
 def sample_inputs(detector: Detector, *, count: int = 3, seed: int = 0) -> torch.Tensor:
     """Deterministic normalised sample inputs (count, 3, S, S) that look a little like images.
 
@@ -310,6 +326,7 @@ def export_onnx(
     target = Path(out)
     if target.suffix.lower() != ".onnx":
         raise ExportError(f"output file {str(target)!r} must end in .onnx")
+    _refuse_overwriting_other_json(sidecar_path(target))
     s = detector.config.input_size
     checks = sample_inputs(detector) if samples is None else samples.float()
     if checks.ndim != 4 or tuple(checks.shape[1:]) != (3, s, s):

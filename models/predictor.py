@@ -222,7 +222,8 @@ class ArtifactPredictor:
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         type_probs = {name: float(p) for name, p in zip(self._class_names, probs, strict=True)}
-        anomalous = r.score >= self._thresholds.release
+        # "not below the release cut": a NaN score (a float image with NaNs in it) is not released
+        anomalous = not r.score < self._thresholds.release
         anomaly_type: str | None = None
         if anomalous:
             best = int(np.argmax(probs))

@@ -139,6 +139,9 @@ def _image_reasons(
         problem = f"policy uses the model's {missing}, the row has none"
     elif not (math.isfinite(release) and math.isfinite(hold)):
         problem = f"thresholds {release!r}/{hold!r} are not finite"
+    elif not 0.0 <= release <= hold <= 1.0:
+        # a row's thresholds come from a file anyone could edit: a release cut of 1.5 releases all
+        problem = f"thresholds release {release!r} / hold {hold!r} are not 0 <= release <= hold <= 1"
     if problem is not None:
         reasons.append(
             Reason(

@@ -271,3 +271,15 @@ def test_sharp_deeper_features_export_and_load_with_parity(tmp_path: Path) -> No
     assert report.parity.within_tolerance()
     predictor = load_model(save_artifact(tmp_path / "model", sharp, _card()))
     assert predictor.detector.embedder.pool_sizes == (3, 1)
+
+
+def test_an_export_never_writes_over_a_model_card(tmp_path: Path, tiny_detector: Detector) -> None:
+    card = tmp_path / "model.json"
+    card.write_text('{"format_version": 5, "model_id": "bulk_ore-lite0-1234"}\n')
+    with pytest.raises(ExportError, match=r"is not an earlier export's sidecar \(a model card\?\)"):
+        export_onnx(tiny_detector, tmp_path / "model.onnx", card=_card())
+    assert card.read_text() == '{"format_version": 5, "model_id": "bulk_ore-lite0-1234"}\n'
+    assert not (tmp_path / "model.onnx").exists()
+    first = export_onnx(tiny_detector, tmp_path / "exported.onnx", card=_card())
+    again = export_onnx(tiny_detector, tmp_path / "exported.onnx", card=_card())  # its own sidecar: replaced
+    assert again.sidecar_path == first.sidecar_path

@@ -71,3 +71,10 @@ def test_the_signals_log_odds_give_the_score_back(tiny_model_dir: Path, runtime:
         values = list(p.signal_log_odds.values())
         fused = sum(values) if fusion.rule == "sum" else max(values)
         assert 1.0 / (1.0 + np.exp(-fused)) == pytest.approx(p.score, abs=1e-6)
+
+
+def test_a_score_that_is_not_a_number_is_never_labelled_good(predictor: ArtifactPredictor) -> None:
+    image = np.full((64, 64, 3), np.nan, np.float32)
+    (prediction,) = predictor.predict([image])
+    assert np.isnan(prediction.score)
+    assert prediction.label == "anomalous"

@@ -253,6 +253,23 @@ CASES = [
     ("missing-release-threshold", {}, {}, [img(0.1, threshold=None)], H, ["fail_closed.missing_threshold"]),
     ("missing-hold-threshold", {}, {}, [img(0.1, hold_threshold=None)], H, ["fail_closed.missing_threshold"]),
     ("nan-threshold", {}, {}, [img(0.1, threshold=math.nan)], H, ["fail_closed.missing_threshold"]),
+    (  # an edited row must not release every score
+        "release-above-one",
+        {},
+        {},
+        [img(0.9, threshold=1.5, hold_threshold=2.0)],
+        H,
+        ["fail_closed.missing_threshold"],
+    ),
+    (
+        "release-above-hold",
+        {},
+        {},
+        [img(0.6, threshold=0.7, hold_threshold=0.5)],
+        H,
+        ["fail_closed.missing_threshold"],
+    ),
+    ("negative-release", {}, {}, [img(0.1, threshold=-0.1)], H, ["fail_closed.missing_threshold"]),
     # trusted traders
     (
         "aeo-offset-releases",
