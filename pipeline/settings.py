@@ -12,7 +12,7 @@ import enum
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEVELOPMENT_AUDIT_SECRET", "RuntimeName", "Settings"]
+__all__ = ["DEVELOPMENT_AUDIT_SECRET", "RuntimeName", "Settings", "audit_key"]
 
 DEVELOPMENT_AUDIT_SECRET = "clearsight-development-secret"
 """The public default of ``Settings.audit_secret``: anyone who reads this source can compute which
@@ -44,8 +44,41 @@ class Settings(BaseSettings):
         default=50_000_000, gt=0, description="Largest width x height accepted (decompression-bomb guard)."
     )
     debug: bool = Field(default=False, description="Show tracebacks for errors.")
+    insecure_dev: bool = Field(
+        default=False,
+        description="Development only: record random audits picked with the public development "
+        "audit_secret, and let the server start WITHOUT authentication when no API keys are set.",
+    )
     runtime: RuntimeName = Field(
         default=RuntimeName.onnxruntime,
         description="What runs a loaded model's scoring graph (models.runtime.RUNTIMES): ONNX Runtime, "
         "traced on load and checked against PyTorch, or PyTorch itself.",
+    )
+
+
+def audit_key(settings: Settings, *, recording: bool) -> tuple[bytes, str | None]:
+    """The random-audit key, and a warning to print when it is the public development default.
+
+    Args:
+        settings: the run's settings.
+        recording: the decisions go into an audit store (they are operative), not only a file.
+
+    Raises:
+        InputError: the public default while ``recording``, without ``insecure_dev``: anyone who
+            reads the source could compute which shipments random audits pick.
+    """
+    from datasets.errors import InputError
+
+    secret = settings.audit_secret.get_secret_value()
+    if secret != DEVELOPMENT_AUDIT_SECRET:
+        return secret.encode("utf-8"), None
+    if recording and not settings.insecure_dev:
+        raise InputError(
+            "audit_secret is the public development default, so anyone could compute which shipments "
+            "random audits pick: set CLEARSIGHT_AUDIT_SECRET to a long random secret before recording "
+            "decisions (or CLEARSIGHT_INSECURE_DEV=1 for a trial)"
+        )
+    return secret.encode("utf-8"), (
+        "random audits were picked with the public development audit_secret; set "
+        "CLEARSIGHT_AUDIT_SECRET before these decisions are used"
     )

@@ -11,6 +11,7 @@ tour. It lives in ``serve`` because its last steps need the HTTP layer.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import socket
 import threading
@@ -27,6 +28,7 @@ from rich.table import Table
 from datasets.errors import ClearsightError
 from pipeline.cli import app, run
 from pipeline.report import number, percent
+from pipeline.settings import DEVELOPMENT_AUDIT_SECRET, Settings
 
 __all__ = ["register"]
 
@@ -196,6 +198,14 @@ def demo(
 ) -> None:
     """Run the main job end to end on the embedded defaults (synthetic data, SQLite), then summarise it."""
     console = Console()
+    settings = Settings()
+    if settings.audit_secret.get_secret_value() == DEVELOPMENT_AUDIT_SECRET and not settings.insecure_dev:
+        # The demo records its decisions on the embedded defaults: a trial, not operative decisions.
+        os.environ["CLEARSIGHT_INSECURE_DEV"] = "1"
+        console.print(
+            "[dim]This trial's random audits use the public development audit_secret; set "
+            "CLEARSIGHT_AUDIT_SECRET for decisions that count.[/dim]"
+        )
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     audit_url = f"sqlite:///{out / 'audit.db'}"

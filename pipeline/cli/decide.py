@@ -22,7 +22,7 @@ from pipeline import verdict_rows
 from pipeline.cli.output_paths import check_outputs_apart
 from pipeline.decide import decide_rows, inputs_key
 from pipeline.policy import Policy, default_policy_path, load_policy
-from pipeline.settings import Settings
+from pipeline.settings import Settings, audit_key
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
 
 __all__ = ["read_verdicts", "register"]
@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
             files={"--out": out}, inputs=[verdicts, *(p for p in (policy, compare_policy) if p)]
         )
         settings = Settings()
-        key = settings.audit_secret.get_secret_value().encode("utf-8")
+        key, key_warning = audit_key(settings, recording=audit_db is not None)
         chosen = load_policy(policy or default_policy_path())
         other = load_policy(compare_policy) if compare_policy is not None else None
         rows = list(read_verdicts(verdicts))
@@ -158,6 +158,8 @@ def register(app: typer.Typer) -> None:
                 f"({changed} shipments change tier)"
             )
         console.print(f"wrote {len(decisions)} decisions to {out}{recorded}")
+        if key_warning:
+            Console(stderr=True).print(f"[yellow]Warning:[/yellow] {key_warning}", highlight=False)
         if refused:
             more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
             raise ConflictError(

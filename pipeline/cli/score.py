@@ -23,7 +23,7 @@ from rich.text import Text
 
 from datasets.errors import ArtifactError, ConflictError, InputError
 from pipeline.cli.output_paths import check_outputs_apart
-from pipeline.settings import RuntimeName, Settings
+from pipeline.settings import RuntimeName, Settings, audit_key
 
 __all__ = ["register", "score"]
 
@@ -163,6 +163,8 @@ def score(
     if ray_address is not None and engine is not EngineName.ray:
         raise InputError("--ray-address needs --engine ray")
     loaded_policy = None
+    summary_warnings_extra: list[str] = []
+    key = b""
     if policy is not None:
         plain = [item for item in inputs if not is_manifest(item)]
         if plain:
@@ -171,6 +173,9 @@ def score(
                 f"{plain[0]!r} is not a .csv/.jsonl manifest"
             )
         loaded_policy = load_policy_file(policy)
+        key, key_warning = audit_key(settings, recording=audit_db is not None)  # before any slow work
+        if key_warning:
+            summary_warnings_extra.append(key_warning)
     limits = _decode_limits(settings)
 
     console = Console(stderr=True)
@@ -224,7 +229,7 @@ def score(
         shipments = decide_output(
             out,
             loaded_policy,
-            audit_key=settings.audit_secret.get_secret_value().encode("utf-8"),
+            audit_key=key,
             decisions=target,
             audit_url=audit_db,
             summary=summary,
@@ -234,7 +239,7 @@ def score(
     for table in summary.tables():
         report.print(table)
     report.print(f"rows -> {out}")
-    for warning in summary.warnings():
+    for warning in [*summary.warnings(), *summary_warnings_extra]:
         # escape: a file name such as "hold[3].png" must print as itself, not as rich markup
         console.print(f"[yellow]Warning:[/yellow] {escape(warning)}", highlight=False)
     if summary.unrecorded:

@@ -775,3 +775,22 @@ def test_cli_decide_records_no_what_if_that_lowers_a_hold(
             "S2": "REMOTE_INSPECTION",
         }
         assert store.verify().ok
+
+
+def test_cli_decide_records_nothing_under_the_public_audit_secret(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.cli import app, run
+
+    monkeypatch.delenv("CLEARSIGHT_AUDIT_SECRET")
+    verdicts = _write(cli_env / "v.jsonl", ROWS)
+    args = ["decide", "--verdicts", str(verdicts), "--out", str(cli_env / "d.jsonl")]
+    assert run(app, [*args, "--audit-db", f"sqlite:///{cli_env / 'audit.db'}"]) == 2
+    assert capsys.readouterr().err.startswith("Error: audit_secret is the public development default")
+    assert not (cli_env / "d.jsonl").exists()
+    assert run(app, args) == 0  # a file only: decided, with a warning
+    assert "Warning: random audits were picked with the public development audit_secret" in " ".join(
+        capsys.readouterr().err.split()
+    )
+    monkeypatch.setenv("CLEARSIGHT_INSECURE_DEV", "1")  # a trial may record under it
+    assert run(app, [*args, "--audit-db", f"sqlite:///{cli_env / 'audit.db'}"]) == 0

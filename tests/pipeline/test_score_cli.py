@@ -44,8 +44,10 @@ def manifest(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_score_manifest_with_two_models_policy_and_audit(
-    tmp_path: Path, models: tuple[Path, Path], manifest: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, models: tuple[Path, Path], manifest: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
     out = tmp_path / "out" / "rows.csv"
     audit = f"sqlite:///{tmp_path / 'audit.db'}"
     argv = [
