@@ -540,6 +540,15 @@ def _pseudo(images: Sequence[np.ndarray], rng: np.random.Generator) -> tuple[lis
     return out, kinds
 
 
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a file; give a folder for the model (made if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {str(out)!r}: cannot make the model folder ({exc.strerror or exc})") from exc
+
+
 def train_model(
     data_root: str | Path,
     out_dir: str | Path,
@@ -553,8 +562,10 @@ def train_model(
         DatasetFormatError: no ``train/good`` images (at least 4 needed).
         CargoTypeError: cargo type neither configured nor the dataset folder's name.
         WeightsError: the backbone's weights are missing or do not match their spec.
+        InputError: ``out_dir`` is a file, or cannot be made (checked before any training).
     """
     root = Path(data_root)
+    _check_out_dir(Path(out_dir))
     if config.threads:
         torch.set_num_threads(config.threads)
     start = time.perf_counter()

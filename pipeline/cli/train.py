@@ -264,6 +264,28 @@ def train_command(
         err.print(f"[yellow]Warning:[/yellow] {resolution['warning']}")
     if promise_note:
         err.print(f"[yellow]Note:[/yellow] {promise_note}")
+    releases = release_warning(val)
+    if releases:
+        err.print(f"[yellow]Warning:[/yellow] {releases}")
+
+
+LOW_RELEASE_RATE = 0.1
+"""Below this share of clean validation images released, training warns: the model holds nearly all."""
+
+
+def release_warning(val: dict[str, Any]) -> str | None:
+    """A warning when the release threshold releases almost no clean validation image."""
+    from pipeline.report import percent
+
+    rate = val.get("release_rate_at_threshold")
+    if rate is None or rate >= LOW_RELEASE_RATE:
+        return None
+    return (
+        f"the release threshold releases {percent(rate)} of the clean validation images: at the target "
+        "miss rate this model holds nearly all cargo. The lowest-scoring validation anomalies set it; "
+        "look at them in `clearsight evaluate`'s report (more or cleaner labelled anomalies, or a higher "
+        "--target-miss-rate, move it)"
+    )
 
 
 def promise_words(val: dict[str, Any], target: float) -> tuple[str, str | None]:

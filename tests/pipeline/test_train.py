@@ -12,7 +12,7 @@ import pytest
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from models.artifact import load_model
 from pipeline.cli import app, run
-from pipeline.cli.train import promise_words
+from pipeline.cli.train import promise_words, release_warning
 from pipeline.train import TrainConfig, deep_features_choice, train_model
 
 
@@ -185,6 +185,24 @@ def test_too_few_normals_are_refused(tmp_path: Path) -> None:
     root = _write(tmp_path / "bulk_ore", 3)
     with pytest.raises(DatasetFormatError, match="has 3 images in train/good; at least 4 are needed"):
         train_model(root, tmp_path / "m", config=TrainConfig(image_size=64))
+
+
+@pytest.mark.parametrize(
+    ("rate", "warned"), [(0.0, True), (0.05, True), (0.1, False), (0.8, False), (None, False)]
+)
+def test_a_threshold_that_releases_almost_nothing_is_warned_about(rate: float | None, warned: bool) -> None:
+    warning = release_warning({"release_rate_at_threshold": rate})
+    assert (warning is not None) == warned
+    if warned:
+        assert warning.startswith("the release threshold releases ")
+
+
+def test_an_output_that_is_a_file_is_refused_before_training(tmp_path: Path) -> None:
+    root = _write(tmp_path / "bulk_ore", 4)
+    (tmp_path / "taken").write_text("not a model folder")
+    with pytest.raises(InputError, match=r"^--out '.*/taken' is a file; give a folder for the model"):
+        train_model(root, tmp_path / "taken", config=TrainConfig(image_size=64))
+    assert (tmp_path / "taken").read_text() == "not a model folder"
 
 
 def test_a_missing_data_folder_is_named_as_missing(tmp_path: Path) -> None:
