@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -79,16 +80,7 @@ def save_artifact(out_dir: str | Path, detector: Detector, card: Mapping[str, An
     full["format_version"] = FORMAT_VERSION
     full["detector"] = detector.config.to_dict()
     full["weights_sha256"] = _sha256_file(out / WEIGHTS_FILE)
-    content = hashlib.sha256(
-        _canonical(
-            {
-                "weights": full["weights_sha256"],
-                "detector": full["detector"],
-                "preprocessing": full.get("preprocessing"),
-                "thresholds": full.get("thresholds"),
-            }
-        )
-    ).hexdigest()
+    content = _content_hash(full)
     full["content_sha256"] = content
     full["model_id"] = f"{full.get('cargo_type', 'cargo')}-{detector.config.backbone}-{content[:8]}"
     full.pop("card_sha256", None)
@@ -97,6 +89,60 @@ def save_artifact(out_dir: str | Path, detector: Detector, card: Mapping[str, An
     tmp_card.write_text(json.dumps(full, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp_card, out / CARD_FILE)
     return out
+
+
+def _content_hash(card: dict[str, Any]) -> str:
+    """sha256 of what decides a model's scores and verdicts: weights, detector, preprocessing, thresholds."""
+    return hashlib.sha256(
+        _canonical(
+            {
+                "weights": card.get("weights_sha256"),
+                "detector": card.get("detector"),
+                "preprocessing": card.get("preprocessing"),
+                "thresholds": card.get("thresholds"),
+            }
+        )
+    ).hexdigest()
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_card(card: dict[str, Any], card_path: Path) -> None:
+    """The model id must name the card's content, and the numbers that decide verdicts must be sane.
+
+    The card's own hash catches an accidental edit; an edit that recomputes it must still change the
+    model id (so decisions name the model that made them) and keep thresholds and normalisation in
+    range (a release cut above the hold cut, or a zero std, would score nonsense without an error).
+    """
+    where = repr(str(card_path))
+    content = _content_hash(card)
+    model_id = str(card.get("model_id", ""))
+    if card.get("content_sha256") != content or not model_id.endswith("-" + content[:8]):
+        raise ArtifactError(
+            f"{where}: its weights, detector, preprocessing or thresholds were changed after training "
+            f"(content hash {content[:12]}..., the card says {str(card.get('content_sha256'))[:12]}... "
+            f"and model id {model_id!r}); train the model again"
+        )
+    thresholds = card.get("thresholds") or {}
+    release, hold = thresholds.get("release"), thresholds.get("hold")
+    if not (_finite(release) and _finite(hold) and 0.0 <= release <= hold <= 1.0):
+        raise ArtifactError(
+            f"{where}: thresholds release {release!r} / hold {hold!r} are not 0 <= release <= hold <= 1"
+        )
+    detector = card.get("detector") or {}
+    mean, std = detector.get("mean"), detector.get("std")
+    if not (
+        isinstance(mean, list | tuple)
+        and isinstance(std, list | tuple)
+        and len(mean) == len(std) == 3
+        and all(_finite(m) for m in mean)
+        and all(_finite(s) and s > 0 for s in std)
+    ):
+        raise ArtifactError(
+            f"{where}: normalisation mean {mean!r} / std {std!r} is not three finite numbers, std > 0"
+        )
 
 
 def read_card(model_dir: str | Path) -> dict[str, Any]:
@@ -126,6 +172,7 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
         raise ArtifactError(
             f"{str(card_path)!r} was modified: its content hash is {actual}, the card says {expected!r}"
         )
+    _check_card(card, card_path)
     return card
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from datasets.errors import ArtifactError
+from models import artifact
 from models.artifact import CARD_FILE, WEIGHTS_FILE, load_model, save_artifact
 
 
@@ -80,6 +81,75 @@ def _old_format(d: Path) -> None:
     card = json.loads((d / CARD_FILE).read_text())
     card["format_version"] = 99
     (d / CARD_FILE).write_text(json.dumps(card))
+
+
+def _rehashed(edit: Callable[[dict], None], *, content: bool = False) -> Callable[[Path], None]:
+    """An edit of the card whose author recomputed the card's own hash (and with ``content`` the
+    content hash and model id too), as someone who read the source could."""
+
+    def damage(d: Path) -> None:
+        card = json.loads((d / CARD_FILE).read_text())
+        edit(card)
+        if content:
+            card["content_sha256"] = artifact._content_hash(card)
+            card["model_id"] = card["model_id"].rsplit("-", 1)[0] + "-" + card["content_sha256"][:8]
+        card.pop("card_sha256")
+        card["card_sha256"] = artifact._card_hash(card)
+        (d / CARD_FILE).write_text(json.dumps(card))
+
+    return damage
+
+
+def _set(path: str, value: object) -> Callable[[dict], None]:
+    def edit(card: dict) -> None:
+        *parents, last = path.split(".")
+        node = card
+        for key in parents:
+            node = node[key]
+        node[last] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (_rehashed(_set("thresholds.release", 0.999)), r"thresholds were changed after training"),
+        (_rehashed(_set("detector.std", [0.0, 0.5, 0.5])), r"thresholds were changed after training"),
+        (
+            _rehashed(_set("thresholds.release", 1.5), content=True),
+            r"thresholds release 1\.5 / hold .* are not 0 <= release <= hold <= 1",
+        ),
+        (
+            _rehashed(_set("thresholds.hold", -1), content=True),
+            r"are not 0 <= release <= hold <= 1",
+        ),
+        (
+            _rehashed(_set("detector.std", [0.0, 0.5, 0.5]), content=True),
+            r"normalisation mean .* / std \[0\.0, 0\.5, 0\.5\] is not three finite numbers, std > 0",
+        ),
+    ],
+    ids=["threshold-card-rehashed", "std-card-rehashed", "release-over-one", "negative-hold", "zero-std"],
+)
+def test_edited_cards_that_were_rehashed_are_refused(
+    tiny_model_dir: Path, tmp_path: Path, damage: Callable[[Path], None], match: str
+) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    damage(target)
+    with pytest.raises(ArtifactError, match=match):
+        load_model(target)
+
+
+def test_a_fully_rehashed_edit_loads_only_under_another_model_id(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    before = json.loads((target / CARD_FILE).read_text())
+    release = before["thresholds"]["release"]
+    _rehashed(_set("thresholds.release", release / 2), content=True)(target)
+    assert load_model(target, runtime="torch").model_id != before["model_id"]
 
 
 @pytest.mark.parametrize(
