@@ -11,7 +11,7 @@ from typing import Any, Literal
 from datasets.errors import InputError
 from pipeline.audit.records import AuditRecord
 
-__all__ = ["CSV_COLUMNS", "flat_row", "write_export"]
+__all__ = ["CSV_COLUMNS", "flat_row", "spreadsheet_safe", "write_export"]
 
 CSV_COLUMNS = [
     "seq",
@@ -65,6 +65,18 @@ def flat_row(record: AuditRecord) -> dict[str, Any]:
     }
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet will show as text: one starting like a formula (``=``, ``+``, ``-``,
+    ``@``, tab, CR) gets a leading apostrophe. Officers' notes and ids come from people and
+    manifests, and an export opened in Excel must not run ``=HYPERLINK(...)`` or ``=cmd|...``."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def write_export(
     records: Iterable[AuditRecord], path: Path, *, fmt: Literal["csv", "jsonl"] | None = None
 ) -> int:
@@ -83,7 +95,7 @@ def write_export(
                 writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
                 writer.writeheader()
                 for record in records:
-                    writer.writerow(flat_row(record))
+                    writer.writerow({k: spreadsheet_safe(v) for k, v in flat_row(record).items()})
                     count += 1
             else:
                 for record in records:

@@ -50,6 +50,19 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def _refuse_missing_sqlite_file(url: str) -> None:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # _build_engine names the bad URL
+    file = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if file not in (None, "", ":memory:") and not Path(file).exists():
+        raise AuditError(
+            f"audit store {url} does not exist: no file {file!r} (decisions are recorded "
+            "with --audit-db on clearsight score --policy or clearsight decide)"
+        )
+
+
 def _build_engine(url: str, busy_timeout_s: float) -> Engine:
     try:
         parsed = make_url(url)
@@ -136,6 +149,8 @@ class AuditStore:
             SchemaVersionError: the database was created by another schema version.
             AuditError: unreachable, unsupported backend, or no schema and ``create=False``.
         """
+        if not create:
+            _refuse_missing_sqlite_file(url)  # connecting would create an empty file
         engine = _build_engine(url, busy_timeout_s)
         store = cls(engine, shown_url=engine.url.render_as_string(hide_password=True))
         try:
@@ -163,7 +178,10 @@ class AuditStore:
                 )
             return
         if not create:
-            raise AuditError(f"audit store {self.url} has no Clearsight schema; open it with create=True")
+            raise AuditError(
+                f"audit store {self.url} has no Clearsight schema: it is not an audit store, or nothing "
+                "was ever recorded in it"
+            )
         metadata.create_all(conn)
         conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION, created_at=_now()))
         conn.execute(audit_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))

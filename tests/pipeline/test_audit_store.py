@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 from datasets.errors import AuditError, ConflictError, InputError, SchemaVersionError
 from pipeline.audit import GENESIS_HASH, AuditStore, canonical_json, chain_hash
 from pipeline.audit.chain import index_columns
+from pipeline.audit.export import spreadsheet_safe
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
 
 
@@ -179,6 +180,34 @@ def test_export_csv_and_jsonl(filled: str, tmp_path: Path) -> None:
         (4, "S4"),
     ]
     assert lines[2]["outcome"]["officer"] == "officer-7"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ('=HYPERLINK("http://x","y")', '\'=HYPERLINK("http://x","y")'),
+        ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+        ("+1+1", "'+1+1"),
+        ("-2", "'-2"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("cable found under the seal", "cable found under the seal"),
+        (3, 3),
+        (-0.5, -0.5),  # numbers stay numbers
+    ],
+)
+def test_csv_cells_never_start_a_formula(value: object, shown: object) -> None:
+    assert spreadsheet_safe(value) == shown
+
+
+def test_an_officers_note_is_exported_as_text(db_url: str, tmp_path: Path) -> None:
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1", Tier.REMOTE_INSPECTION))
+        store.record_outcome("S1", found=None, officer="officer-1", notes='=HYPERLINK("http://evil")')
+        store.export(tmp_path / "e.csv")
+    with (tmp_path / "e.csv").open(newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["outcome_notes"] == '\'=HYPERLINK("http://evil")'
 
 
 # -- tampering -------------------------------------------------------------------------------------
@@ -411,8 +440,15 @@ def test_other_schema_version_is_refused(db_url: str) -> None:
     )
 
 
-def test_no_schema_without_create(db_url: str) -> None:
-    with pytest.raises(AuditError, match=r"has no Clearsight schema; open it with create=True"):
+def test_no_schema_without_create(db_url: str, tmp_path: Path) -> None:
+    if db_url.startswith("sqlite"):  # a missing file is named, and not created by looking
+        with pytest.raises(
+            AuditError, match=r"does not exist: no file '.*audit\.db' \(decisions are recorded"
+        ):
+            AuditStore.open(db_url, create=False)
+        assert not (tmp_path / "audit.db").exists()
+        (tmp_path / "audit.db").write_bytes(b"")  # an empty file: no schema
+    with pytest.raises(AuditError, match=r"has no Clearsight schema: it is not an audit store, or nothing"):
         AuditStore.open(db_url, create=False)
 
 
