@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -76,8 +77,16 @@ def _image_reasons(
             )
         ]
     reasons: list[Reason] = []
-    image_cargo = _image_cargo_type(image)
-    if image_cargo is not None and image_cargo != declaration.cargo_type:
+    # the model that scored it and its own row's declaration must both agree with the shipment's
+    image_cargo = next(
+        (
+            c
+            for c in (image.cargo_type, image.declaration.get("cargo_type"))
+            if c and c != declaration.cargo_type
+        ),
+        None,
+    )
+    if image_cargo is not None:
         reasons.append(
             Reason(
                 rule="fail_closed.mixed_cargo_types",
@@ -324,6 +333,12 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
     fields = set(Declaration.model_fields) - {"extra"}
     for row in rows:
         for key, value in row.declaration.items():
+            near = _near_field(key, fields)
+            if near is not None:
+                raise InputError(
+                    f"shipment {shipment_id!r}: declaration key {key!r} looks like {near!r}; write it as "
+                    f"{near} (an unrecognised key is kept aside, so a misspelt flag would be lost)"
+                )
             if key == "extra" and isinstance(value, dict):
                 for k, v in value.items():
                     extra.setdefault(k, v)
@@ -346,6 +361,14 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
             f"{'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}" for e in exc.errors()
         )
         raise InputError(f"shipment {shipment_id!r}: invalid declaration: {problems}") from exc
+
+
+def _near_field(key: str, fields: set[str]) -> str | None:
+    """The field ``key`` misspells by case, spaces or hyphens (``RADIATION_ALARM``, ``radiation alarm``)."""
+    if key in fields:
+        return None
+    normal = re.sub(r"[\s\-.]+", "_", key.strip().lower())
+    return normal if normal in fields else None
 
 
 _TRUE = {"true", "1", "yes", "y", "t", "on"}

@@ -493,6 +493,16 @@ def test_shipment_id_and_cargo_type_may_come_from_the_declaration_or_the_row() -
     assert (decision.shipment_id, decision.cargo_type, decision.tier) == ("D1", "bulk_ore", R)
 
 
+def test_a_row_declared_as_another_cargo_type_than_its_model_fails_closed() -> None:
+    rows = [
+        row("S", 0.1, "a"),  # declared bulk ore, scored by the bulk-ore model
+        img(0.1, "b", shipment_id="S", cargo_type="bulk_ore", declaration={"cargo_type": "vacuum_pack"}),
+    ]
+    (decision,) = decide_rows(policy(), rows, audit_key=KEY)
+    assert "fail_closed.mixed_cargo_types" in [r.rule for r in decision.reasons]
+    assert decision.tier is H
+
+
 def test_rows_with_different_declared_cargo_types_fail_closed() -> None:
     rows = [
         row("S", 0.1, "a"),
@@ -528,8 +538,18 @@ def test_rows_with_different_declared_cargo_types_fail_closed() -> None:
             + "A" * 40
             + "': String should have at most 32 characters",
         ),
+        (
+            [row("S", 0.1, "a", RADIATION_ALARM=True)],
+            "shipment 'S': declaration key 'RADIATION_ALARM' looks like 'radiation_alarm'; write it as "
+            "radiation_alarm (an unrecognised key is kept aside, so a misspelt flag would be lost)",
+        ),
+        (
+            [row("S", 0.1, "a", **{"radiation alarm": "yes"})],
+            "shipment 'S': declaration key 'radiation alarm' looks like 'radiation_alarm'; write it as "
+            "radiation_alarm (an unrecognised key is kept aside, so a misspelt flag would be lost)",
+        ),
     ],
-    ids=["no-shipment", "no-cargo-type", "bad-flag", "bad-field"],
+    ids=["no-shipment", "no-cargo-type", "bad-flag", "bad-field", "flag-in-capitals", "flag-with-space"],
 )
 def test_bad_rows_are_refused_by_name(rows: list[ImageVerdict], message: str) -> None:
     with pytest.raises(InputError) as info:
