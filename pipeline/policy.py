@@ -72,6 +72,13 @@ def _threshold(value: Any) -> float | Literal["model"]:
     raise ValueError('must be "model" or a number in [0, 1]')
 
 
+def _rate(value: Any) -> float:
+    """A number in [0, 1]: YAML's ``yes`` (a bool) or ``"0.03"`` (a string) is a typo, not a rate."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= float(value) <= 1.0:
+        return float(value)  # NaN fails both comparisons
+    raise ValueError("must be a number in [0, 1]")
+
+
 InspectionTier = Annotated[Tier, BeforeValidator(_inspection_tier)]
 Threshold = Annotated[float | Literal["model"], BeforeValidator(_threshold)]
 
@@ -95,12 +102,24 @@ class CargoPolicy(_Strict):
 
 
 class OverrideTiers(_Strict):
-    """Declaration flags that force an inspection whatever the image scores say (default: hold)."""
+    """Declaration flags that force an inspection whatever the image scores say (default: hold).
+
+    A radiation alarm is always a physical hold: a camera or a video call cannot clear it.
+    """
 
     radiation_alarm: InspectionTier = Tier.PHYSICAL_INSPECTION
     suspected_solid_waste: InspectionTier = Tier.PHYSICAL_INSPECTION
     document_mismatch: InspectionTier = Tier.PHYSICAL_INSPECTION
     declared_foreign_inclusions: InspectionTier = Tier.PHYSICAL_INSPECTION
+
+    @model_validator(mode="after")
+    def _radiation_is_held(self) -> OverrideTiers:
+        if self.radiation_alarm is not Tier.PHYSICAL_INSPECTION:
+            raise ValueError(
+                f"radiation_alarm = {self.radiation_alarm.value}: a radiation alarm must be "
+                "PHYSICAL_INSPECTION (no remote inspection can clear it)"
+            )
+        return self
 
 
 class FailClosedTiers(_Strict):
@@ -123,6 +142,15 @@ class ImageTiers(_Strict):
     at_or_above_hold: InspectionTier = Tier.PHYSICAL_INSPECTION
     at_or_above_release: InspectionTier = Tier.REMOTE_INSPECTION
 
+    @model_validator(mode="after")
+    def _hold_at_least_as_severe(self) -> ImageTiers:
+        if self.at_or_above_hold.severity < self.at_or_above_release.severity:
+            raise ValueError(
+                f"at_or_above_hold = {self.at_or_above_hold.value} is milder than at_or_above_release = "
+                f"{self.at_or_above_release.value}; a higher score must never get a milder tier"
+            )
+        return self
+
 
 class TrustedTrader(_Strict):
     """An AEO tier: its release threshold is raised by ``threshold_offset`` (never above hold)."""
@@ -133,7 +161,7 @@ class TrustedTrader(_Strict):
 class RandomAudit(_Strict):
     """Share of would-be-released shipments sent to inspection anyway (WTO TFA Art. 7.4)."""
 
-    rate: float = Field(ge=0.0, le=1.0)
+    rate: Annotated[float, BeforeValidator(_rate)]
     tier: InspectionTier = Tier.REMOTE_INSPECTION
 
 

@@ -119,8 +119,35 @@ def _with(**changes: Any) -> dict[str, Any]:
         ),
         pytest.param(
             _with(random_audit={"rate": 1.5}),
-            "random_audit.rate = 1.5: Input should be less than or equal to 1",
+            "random_audit.rate = 1.5: must be a number in [0, 1]",
             id="audit-rate",
+        ),
+        pytest.param(
+            _with(random_audit={"rate": True}),
+            "random_audit.rate = True: must be a number in [0, 1]",
+            id="audit-rate-yes",
+        ),
+        pytest.param(
+            _with(random_audit={"rate": "0.03"}),
+            "random_audit.rate = '0.03': must be a number in [0, 1]",
+            id="audit-rate-string",
+        ),
+        pytest.param(
+            _with(overrides={"radiation_alarm": "REMOTE_INSPECTION"}),
+            "overrides: radiation_alarm = REMOTE_INSPECTION: a radiation alarm must be "
+            "PHYSICAL_INSPECTION (no remote inspection can clear it)",
+            id="radiation-is-held",
+        ),
+        pytest.param(
+            _with(
+                image_tiers={
+                    "at_or_above_hold": "REMOTE_INSPECTION",
+                    "at_or_above_release": "PHYSICAL_INSPECTION",
+                }
+            ),
+            "image_tiers: at_or_above_hold = REMOTE_INSPECTION is milder than at_or_above_release = "
+            "PHYSICAL_INSPECTION; a higher score must never get a milder tier",
+            id="image-tiers-inverted",
         ),
         pytest.param(
             _with(random_audit={"rate": 0.1, "tier": "RELEASE"}),
