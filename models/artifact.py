@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,9 @@ def save_artifact(out_dir: str | Path, detector: Detector, card: Mapping[str, An
     tmp_card = out / (CARD_FILE + ".tmp")
     tmp_card.write_text(json.dumps(full, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp_card, out / CARD_FILE)
+    # safetensors writes its file owner-only (0600): give the weights the card's mode (the umask's),
+    # so that a service account that may read the card may read the weights too
+    os.chmod(out / WEIGHTS_FILE, stat.S_IMODE(os.stat(out / CARD_FILE).st_mode))
     return out
 
 

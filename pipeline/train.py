@@ -1123,11 +1123,12 @@ def _fine_scale_card(backbone: Any, fine: FineBank | None, gate: str) -> dict[st
 
 
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """A ``ground_truth`` mask as (H, W) float32 0/1 at the image's own size."""
+    """A ``ground_truth`` mask as (H, W) float32 0/1 at the image's own size: any non-zero pixel is
+    defect, as ``clearsight evaluate`` reads masks (a 0/1 PNG is as valid as a 0/255 one)."""
     mask = to_rgb_float(decode_image(path).pixels)[..., 0]
     if mask.shape != shape:
         mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-    return (mask > 0.5).astype(np.float32)
+    return (mask > 0).astype(np.float32)
 
 
 def _maybe_file_hash(source: str) -> str:

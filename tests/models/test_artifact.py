@@ -174,3 +174,8 @@ def test_damaged_artifacts_are_refused(
     damage(target)
     with pytest.raises(ArtifactError, match=match):
         load_model(target)
+
+
+def test_the_weights_are_as_readable_as_the_card(tiny_model_dir: Path) -> None:
+    mode = {name: (tiny_model_dir / name).stat().st_mode & 0o777 for name in (CARD_FILE, WEIGHTS_FILE)}
+    assert mode[WEIGHTS_FILE] == mode[CARD_FILE]

@@ -338,3 +338,16 @@ def test_train_cli_reads_the_deeper_features_as_asked(
     assert "deeper features" in printed and words in printed
     embedder = load_model(tmp_path / "m", runtime="torch").detector.embedder
     assert embedder.pool_sizes == tuple(pool_sizes or (3, 3))
+
+
+@pytest.mark.parametrize("high", [1, 255])
+def test_masks_read_as_evaluate_reads_them(tmp_path: Path, high: int) -> None:
+    """A 0/1 mask marks the same defect as a 0/255 one, in training as in `clearsight evaluate`."""
+    from pipeline.train import _read_mask
+
+    mask = np.zeros((12, 16), np.uint8)
+    mask[2:5, 3:9] = high
+    path = tmp_path / "m.png"
+    cv2.imwrite(str(path), mask)
+    read = _read_mask(path, (12, 16))
+    assert read.dtype == np.float32 and int(read.sum()) == 18
