@@ -128,8 +128,9 @@ def sample_inputs(detector: Detector, *, count: int = 3, seed: int = 0) -> torch
     """Deterministic normalised sample inputs (count, 3, S, S) that look a little like images.
 
     Image 0 is a smooth colour gradient, image 1 uniform noise, later ones blurred noise with a
-    bright blob (something for the one-class branch to fire on). All are built in [0, 1] and then
-    normalised with the detector's mean and std, like real inputs.
+    bright blob (something for the one-class branch to fire on); image 2 is grey (three equal
+    channels, as an X-ray's), so that the graph's grey-picture offsets are compared too. All are
+    built in [0, 1] and then normalised with the detector's mean and std, like real inputs.
     """
     cfg = detector.config
     s = cfg.input_size
@@ -156,6 +157,8 @@ def sample_inputs(detector: Detector, *, count: int = 3, seed: int = 0) -> torch
             cy, cx = (torch.rand(2, generator=gen) * s).tolist()
             blob = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (s / 12) ** 2))
             img = (img + blob).clamp(0.0, 1.0)
+            if i == 2:
+                img = img[:1].expand(3, s, s).clone()
         images.append(img)
     x = torch.stack(images)
     mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1)
