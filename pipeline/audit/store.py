@@ -514,6 +514,13 @@ class AuditStore:
         with self._reading("verifying the chain") as conn:
             return verify_chain(conn)
 
+    def hash_at(self, seq: int) -> str | None:
+        """The record hash of record ``seq``, or None when there is no such record."""
+        with self._reading(f"reading record {seq}") as conn:
+            return conn.execute(
+                select(audit_records.c.record_hash).where(audit_records.c.seq == seq)
+            ).scalar()
+
     def export(self, path: str | Path, *, fmt: Literal["csv", "jsonl"] | None = None) -> int:
         """Write every decision with its latest outcome to CSV or JSONL; returns the number of rows.
 

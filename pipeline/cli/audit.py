@@ -24,6 +24,22 @@ def _open(db: str | None, *, create: bool = False) -> AuditStore:
     return AuditStore.open(db or Settings().audit_db, create=create)
 
 
+def _anchor(text: str) -> tuple[int, str]:
+    """``SEQ:HASH`` -> (seq, hash); raises InputError naming the bad value."""
+    seq, sep, digest = text.partition(":")
+    if not (
+        sep
+        and seq.isdigit()
+        and int(seq) >= 1
+        and len(digest) == 64
+        and all(c in "0123456789abcdef" for c in digest)
+    ):
+        raise InputError(
+            f"--expect {text[:100]!r} is not SEQ:HASH (a record number >= 1, ':', 64 lowercase hex)"
+        )
+    return int(seq), digest
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``audit`` command group to the root app."""
     group = typer.Typer(
@@ -32,15 +48,46 @@ def register(app: typer.Typer) -> None:
     app.add_typer(group, name="audit")
 
     @group.command("verify")
-    def verify(db: DbOption = None) -> None:
-        """Re-compute the hash chain; exit non-zero naming the first bad record and what happened to it."""
+    def verify(
+        db: DbOption = None,
+        expect: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--expect",
+                help="SEQ:HASH of a head published earlier (repeatable): that record must still be in "
+                "the chain with that hash. A chain cut back, or rewritten from scratch, passes every "
+                "other check.",
+            ),
+        ] = None,
+    ) -> None:
+        """Re-compute the hash chain; exit non-zero naming the first bad record and what happened to it.
+
+        Prints the head to publish (a ticket, an e-mail, a second system): a later --expect with it
+        proves that no record up to it was removed or rewritten since.
+        """
+        anchors = [_anchor(text) for text in expect or []]
         with _open(db) as store:
             report = store.verify()
-        if not report.ok:
-            raise AuditError(
-                f"{store.url}: chain broken at record {report.first_bad} ({report.problem}): {report.message}"
-            )
-        Console().print(f"{report.message}; head seq {report.head_seq} hash {report.head_hash}")
+            if not report.ok:
+                broken = f"chain broken at record {report.first_bad} ({report.problem})"
+                raise AuditError(f"{store.url}: {broken}: {report.message}")
+            for seq, published in anchors:
+                found = store.hash_at(seq)
+                if found is None:
+                    raise AuditError(
+                        f"{store.url}: record {seq}, published with hash {published}, is gone: the chain was "
+                        f"cut back (its head is now record {report.head_seq})"
+                    )
+                if found != published:
+                    raise AuditError(
+                        f"{store.url}: record {seq} has hash {found}, but {published} was published: the "
+                        "chain up to it was rewritten"
+                    )
+        checked = f"; {len(anchors)} published head(s) found unchanged" if anchors else ""
+        Console().print(
+            f"{report.message}{checked}; head seq {report.head_seq} hash {report.head_hash} "
+            f"(publish '{report.head_seq}:{report.head_hash}' to check against later with --expect)"
+        )
 
     @group.command("outcome")
     def outcome(

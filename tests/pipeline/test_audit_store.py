@@ -424,6 +424,32 @@ def test_cli_verify_exits_non_zero_naming_the_record(filled: str, capsys: pytest
     )
 
 
+def test_cli_verify_checks_published_heads(filled: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A chain cut back to an earlier record passes every internal check; a published head catches it."""
+    from pipeline.cli import app, run
+
+    with AuditStore.open(filled) as store:
+        shown, head4, head5 = store.url, store.hash_at(4), store.hash_at(5)
+    assert run(app, ["audit", "verify", "--db", filled]) == 0
+    assert f"(publish '5:{head5}' to check against later with --expect)" in " ".join(
+        capsys.readouterr().out.split()
+    )
+    sql(filled, "DELETE FROM audit_records WHERE seq = 5")  # the outcome, cut off with the head moved back
+    sql(filled, f"UPDATE audit_head SET seq = 4, record_hash = '{head4}'")
+    assert run(app, ["audit", "verify", "--db", filled]) == 0  # internally consistent
+    assert run(app, ["audit", "verify", "--db", filled, "--expect", f"4:{head4}"]) == 0
+    assert "1 published head(s) found unchanged" in capsys.readouterr().out
+    assert run(app, ["audit", "verify", "--db", filled, "--expect", f"5:{head5}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: {shown}: record 5, published with hash {head5}, is gone: the chain was cut back "
+        "(its head is now record 4)"
+    )
+    assert run(app, ["audit", "verify", "--db", filled, "--expect", f"3:{'0' * 64}"]) == 2
+    assert "record 3 has hash " in capsys.readouterr().err
+    assert run(app, ["audit", "verify", "--db", filled, "--expect", "3:xyz"]) == 2
+    assert "is not SEQ:HASH" in capsys.readouterr().err
+
+
 # -- opening ---------------------------------------------------------------------------------------
 
 
