@@ -63,6 +63,7 @@ from pipeline.fusion_gate import (
     strict_on_tie,
     training_evidence,
 )
+from pipeline.leakage import duplicates_report
 from pipeline.metrics import image_auroc, tnr_at_fnr
 from pipeline.patch_training import (
     NEGATIVES_PER_VIEW,
@@ -578,7 +579,8 @@ def train_model(
     train_items, val_items = _split(
         items, config.val_fraction, trainer.rng, anomaly_fraction=config.val_anomaly_share
     )
-    all_images, all_hashes = _decode(train_items + val_items, report)
+    seen_items = train_items + val_items
+    all_images, all_hashes = _decode(seen_items, report)
     train_images, val_images = all_images[: len(train_items)], all_images[len(train_items) :]
 
     good_idx = [n for n, i in enumerate(train_items) if i.anomaly_type == GOOD]
@@ -1017,6 +1019,11 @@ def train_model(
             "counts": counts,
             "validation_share": {"good": config.val_fraction, "anomalous": config.val_anomaly_share},
             "files_sha256": _files_hash(root, train_items + val_items, all_hashes),
+            "duplicates": duplicates_report(
+                root,
+                [(i.path, i.anomaly_type, h) for i, h in zip(seen_items, all_hashes, strict=True)],
+                [Path(i.path) for i in read_mvtec(root).split("test")],
+            ),
             "pseudo_anomalies": use_pseudo,
             "pseudo_types": [c for c in class_names if c.startswith(PSEUDO_PREFIX)],
             "patch_head": {

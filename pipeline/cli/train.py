@@ -7,8 +7,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from pipeline.leakage import leakage_warning
 
 __all__ = ["register", "train_command"]
 
@@ -267,6 +270,9 @@ def train_command(
     releases = release_warning(val)
     if releases:
         err.print(f"[yellow]Warning:[/yellow] {releases}")
+    copies = leakage_warning(training.get("duplicates"))
+    if copies:
+        err.print(f"[yellow]Warning:[/yellow] {escape(copies)}")
 
 
 LOW_RELEASE_RATE = 0.1

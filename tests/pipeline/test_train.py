@@ -43,6 +43,8 @@ def _write_anomaly(root: Path, kind: str, n: int) -> None:
 
 def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = _write(tmp_path / "vacuum_pack", 10, gray=True)
+    (root / "test" / "good").mkdir(parents=True)
+    (root / "test" / "good" / "copy.png").write_bytes((root / "train" / "good" / "004.png").read_bytes())
     out = tmp_path / "model"
     code = run(
         app,
@@ -75,7 +77,14 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
         "warning": None,
     }
     assert "64 px images -> 64 px model input, not resized" in printed
-    assert "Warning" not in captured.err
+    # the one warning: a test image that is a copy of a training image
+    err = " ".join(captured.err.split())
+    assert err.count("Warning") == 1
+    assert (
+        "Warning: 1 test image(s) are exact copies of training images "
+        "(test/good/copy.png = train/good/004.png" in err
+    )
+    assert card["training"]["duplicates"]["training_and_test"] == 1
     assert card["training"]["pseudo_anomalies"] is True
     assert card["training"]["class_names"] == [
         "good",
