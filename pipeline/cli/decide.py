@@ -71,24 +71,36 @@ def _counts(decisions: list[ShipmentDecision]) -> Counter[str]:
     return counts
 
 
+def _labels(policy: Policy, other: Policy | None) -> tuple[str, str]:
+    """How the two policies are named in the output: their versions, and their content hashes'
+    first digits when the versions are equal (an edited policy whose version was not bumped)."""
+    if other is None or other.version != policy.version or other.sha256 == policy.sha256:
+        return policy.version, other.version if other is not None else ""
+    return f"{policy.version} ({policy.sha256[:8]})", f"{other.version} ({other.sha256[:8]})"
+
+
 def _summary(
     policy: Policy, decisions: list[ShipmentDecision], other: tuple[Policy, list[ShipmentDecision]] | None
 ) -> Table:
     mine = _counts(decisions)
     n = len(decisions)
+    label, other_label = _labels(policy, other[0] if other is not None else None)
     table = Table(title=f"{n} shipments")
     table.add_column("tier")
-    table.add_column(policy.version, justify="right")
+    table.add_column(label, justify="right")
     theirs: Counter[str] = Counter()
     if other is not None:
         theirs = _counts(other[1])
-        table.add_column(f"{other[0].version} (compare)", justify="right")
+        table.add_column(f"{other_label} (compare)", justify="right")
         table.add_column("difference", justify="right")
+
+    def share(count: int) -> str:
+        return f"{count} ({100.0 * count / n:.1f} %)" if n else "0"
+
     for name in [t.value for t in Tier] + ["random_audit"]:
-        share = f"{mine[name]} ({100.0 * mine[name] / n:.1f} %)" if n else "0"
-        cells = [name, share]
+        cells = [name, share(mine[name])]
         if other is not None:
-            cells += [str(theirs[name]), f"{mine[name] - theirs[name]:+d}"]
+            cells += [share(theirs[name]), f"{mine[name] - theirs[name]:+d}"]
         table.add_row(*cells)
     return table
 
@@ -153,10 +165,17 @@ def register(app: typer.Typer) -> None:
                 d.tier is Tier.RELEASE for d in compared[1]
             )
             changed = sum(a.tier is not b.tier for a, b in zip(decisions, compared[1], strict=True))
+            mine, theirs = _labels(chosen, compared[0])
             console.print(
-                f"{chosen.version} releases {gained:+d} shipments compared with {compared[0].version} "
+                f"{mine} releases {gained:+d} shipments compared with {theirs} "
                 f"({changed} shipments change tier)"
             )
+            if chosen.version == compared[0].version and chosen.sha256 != compared[0].sha256:
+                Console(stderr=True).print(
+                    f"[yellow]Warning:[/yellow] both policies say policy_version {chosen.version!r} but "
+                    "their rules differ; bump the version of the edited one, or decisions will not say "
+                    "which rules decided them"
+                )
         console.print(f"wrote {len(decisions)} decisions to {out}{recorded}")
         if key_warning:
             Console(stderr=True).print(f"[yellow]Warning:[/yellow] {key_warning}", highlight=False)

@@ -814,3 +814,20 @@ def test_cli_decide_records_nothing_under_the_public_audit_secret(
     )
     monkeypatch.setenv("CLEARSIGHT_INSECURE_DEV", "1")  # a trial may record under it
     assert run(app, [*args, "--audit-db", f"sqlite:///{cli_env / 'audit.db'}"]) == 0
+
+
+def test_cli_decide_tells_apart_two_policies_with_one_version(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import app, run
+
+    verdicts = _write(cli_env / "v.jsonl", ROWS)
+    (cli_env / "a").mkdir()
+    (cli_env / "b").mkdir()
+    strict, lenient = _policy_file(cli_env / "a", "same", 0.4), _policy_file(cli_env / "b", "same", 0.5)
+    args = ["decide", "--verdicts", str(verdicts), "--policy", str(lenient), "--compare-policy", str(strict)]
+    assert run(app, [*args, "--out", str(cli_env / "d.jsonl")]) == 0
+    captured = capsys.readouterr()
+    a, b = load_policy(lenient).sha256[:8], load_policy(strict).sha256[:8]
+    assert f"same ({a}) releases +2 shipments compared with same ({b})" in " ".join(captured.out.split())
+    assert "both policies say policy_version 'same' but their rules differ" in " ".join(captured.err.split())
