@@ -18,7 +18,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from models.inference import Predictor
 from serve.auth import KeyRing, Principal, Role, SessionSigner
 from serve.batching import MicroBatcher
-from serve.errors import NotAuthenticatedError, PermissionDeniedError
+from serve.errors import NotAuthenticatedError, PermissionDeniedError, UnsupportedMediaTypeError
 from serve.lockout import FailedAttempts
 from serve.metrics import Metrics
 from serve.pixel_budget import PixelBudget
@@ -29,6 +29,7 @@ __all__ = [
     "AdminDep",
     "AuditDep",
     "MetricsReaderDep",
+    "MultipartDep",
     "OfficerDep",
     "PredictorsDep",
     "Services",
@@ -167,3 +168,17 @@ def _metrics_reader(
 
 
 MetricsReaderDep = Annotated[Principal | None, Depends(_metrics_reader)]
+
+
+def _multipart(request: Request) -> None:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise UnsupportedMediaTypeError(
+            f"content type {content_type[:100] or 'none'!r} is not accepted here; send multipart/form-data "
+            "with the images as 'images' file fields (curl -F images=@scan.png ...)"
+        )
+
+
+MultipartDep = Annotated[None, Depends(_multipart)]
+"""Refuses, before the form is parsed, a body that is not multipart/form-data (415, not a 422 that
+says a field is missing)."""

@@ -8,6 +8,7 @@ turns every Clearsight error into a problem body::
     ├── PermissionDeniedError   a valid key whose role may not do this (403)
     ├── NotFoundError           a shipment or file that does not exist (404)
     ├── RequestTooLargeError    a body over max_request_bytes or too many images (413)
+    ├── UnsupportedMediaTypeError  a body that is not multipart/form-data where images are sent (415)
     └── TooManyAttemptsError    too many wrong API keys from one address (429 + Retry-After)
     EngineError
     ├── OverloadedError         the scoring queue is full (503 + Retry-After)
@@ -26,6 +27,7 @@ __all__ = [
     "RequestTooLargeError",
     "ScoringTimeoutError",
     "TooManyAttemptsError",
+    "UnsupportedMediaTypeError",
 ]
 
 
@@ -43,6 +45,10 @@ class NotFoundError(InputError):
 
 class RequestTooLargeError(InputError):
     """A request body over the byte limit, or more images than allowed."""
+
+
+class UnsupportedMediaTypeError(InputError):
+    """A request body of another type than the endpoint reads (images come as multipart/form-data)."""
 
 
 class TooManyAttemptsError(InputError):

@@ -39,6 +39,7 @@ from serve.errors import (
     RequestTooLargeError,
     ScoringTimeoutError,
     TooManyAttemptsError,
+    UnsupportedMediaTypeError,
 )
 
 __all__ = ["PROBLEM_BASE", "PROBLEM_JSON", "install", "problem_for", "problem_response"]
@@ -53,6 +54,7 @@ _TABLE: tuple[tuple[type[ClearsightError], int, str, str], ...] = (
     (NotFoundError, 404, "not-found", "Not found"),
     (RequestTooLargeError, 413, "request-too-large", "Request too large"),
     (TooManyAttemptsError, 429, "too-many-attempts", "Too many wrong API keys"),
+    (UnsupportedMediaTypeError, 415, "unsupported-media-type", "Unsupported media type"),
     (ImageTooLargeError, 413, "image-too-large", "Image too large"),
     (ImageDecodeError, 422, "bad-image", "Not a usable image"),
     (CargoTypeError, 422, "unknown-cargo-type", "Unknown cargo type"),

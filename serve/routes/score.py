@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
-from serve.deps import OfficerDep, ServicesDep
+from serve.deps import MultipartDep, OfficerDep, ServicesDep
 from serve.schemas import ScoredImage, ScoreResponse
 from serve.scoring import batcher_for, decoded_uploads, heatmap_base64, heatmap_png, predict
 
@@ -23,6 +23,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, str]] = {
     401: {"description": "Missing or invalid API key (problem+json)"},
     403: {"description": "Role not allowed (problem+json)"},
     413: {"description": "Request, image count, pixels or image over the limits (problem+json)"},
+    415: {"description": "Body not multipart/form-data (problem+json)"},
     422: {"description": "Not an image, unknown cargo type or invalid field (problem+json)"},
     503: {"description": "Scoring queue or pixel budget full; see Retry-After (problem+json)"},
     504: {"description": "Scoring missed the request deadline (problem+json)"},
@@ -39,6 +40,7 @@ async def score_images(
     request: Request,
     services: ServicesDep,
     _caller: OfficerDep,
+    _multipart: MultipartDep,
     images: Annotated[list[UploadFile], File(description="One or more images (PNG, JPEG, TIFF, BMP, WebP).")],
     cargo_type: Annotated[str, Form(min_length=1, max_length=64, examples=["bulk_ore"])],
     heatmap: Annotated[bool, Form(description="Include a base64 heatmap overlay PNG per image.")] = False,

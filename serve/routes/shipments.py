@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from datasets.errors import ClearsightError, InputError, ModelError
 from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision
-from serve.deps import AuditDep, OfficerDep, Services, ServicesDep, SubmitterDep
+from serve.deps import AuditDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
 from serve.errors import NotFoundError
 from serve.routes.score import PROBLEM_RESPONSES
 from serve.schemas import CLEAN, SHIPMENT_ID_PATTERN, SHIPMENT_ID_RE, OutcomeIn, ShipmentResponse
@@ -150,6 +150,7 @@ async def post_shipment(
     request: Request,
     services: ServicesDep,
     _caller: SubmitterDep,
+    _multipart: MultipartDep,
     images: Annotated[list[UploadFile], File(description="The shipment's images.")],
     declaration: Annotated[
         str, Form(description="Declaration as a JSON string.", examples=[DECLARATION_EXAMPLE])

@@ -127,7 +127,14 @@ BAD = [
         "validation",
         "body.cargo_type: Field required",
     ),
-    ("missing images", [], {"cargo_type": "bulk_ore"}, 422, "validation", "body.images: Field required"),
+    (  # a form without files is not multipart
+        "missing images",
+        [],
+        {"cargo_type": "bulk_ore"},
+        415,
+        "unsupported-media-type",
+        "content type 'application/x-www-form-urlencoded' is not accepted here; send multipart/form-data",
+    ),
     (
         "too many images",
         [("images", (f"{i}.png", png_bytes(i), "image/png")) for i in range(4)],
@@ -273,3 +280,10 @@ def test_invented_methods_share_one_metrics_label(make_client) -> None:
     metrics = client.get("/metrics", headers=auth(ADMIN_KEY)).text
     assert "ZZ0RANDOM" not in metrics and "ZZ1RANDOM" not in metrics
     assert 'clearsight_http_requests_total{endpoint="/v1/models",method="OTHER",status="405"} 2.0' in metrics
+
+
+def test_a_json_body_is_told_to_send_multipart(make_client) -> None:
+    client = make_client()
+    response = client.post("/v1/score", json={"cargo_type": "bulk_ore", "images": []}, headers=HEADERS)
+    assert response.status_code == 415
+    assert response.json()["detail"].startswith("content type 'application/json' is not accepted here")
