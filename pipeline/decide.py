@@ -61,6 +61,23 @@ def _image_cargo_type(image: ImageVerdict) -> str | None:
     return str(cargo) if cargo else None
 
 
+def _row_thresholds_valid(cargo: CargoPolicy, image: ImageVerdict) -> bool:
+    """The thresholds the policy takes from the row (``"model"``) lie in [0, 1], release <= hold.
+
+    Only the row's own values are checked: a policy may pair a number of its own with the model's
+    other threshold (a fixed release cut above a low model hold is a valid, strict policy).
+    """
+    taken = []
+    if cargo.release_threshold == "model":
+        taken.append(image.threshold)
+    if cargo.hold_threshold == "model":
+        taken.append(image.hold_threshold)
+    if any(v is None or not 0.0 <= v <= 1.0 for v in taken):
+        return False
+    both = cargo.release_threshold == "model" and cargo.hold_threshold == "model"
+    return not both or image.threshold <= image.hold_threshold  # type: ignore[operator]
+
+
 def _image_reasons(
     policy: Policy, cargo: CargoPolicy, declaration: Declaration, image: ImageVerdict, offset: float
 ) -> list[Reason]:
@@ -148,9 +165,12 @@ def _image_reasons(
         problem = f"policy uses the model's {missing}, the row has none"
     elif not (math.isfinite(release) and math.isfinite(hold)):
         problem = f"thresholds {release!r}/{hold!r} are not finite"
-    elif not 0.0 <= release <= hold <= 1.0:
+    elif not _row_thresholds_valid(cargo, image):
         # a row's thresholds come from a file anyone could edit: a release cut of 1.5 releases all
-        problem = f"thresholds release {release!r} / hold {hold!r} are not 0 <= release <= hold <= 1"
+        problem = (
+            f"the row's thresholds release {image.threshold!r} / hold {image.hold_threshold!r} are not "
+            "0 <= release <= hold <= 1"
+        )
     if problem is not None:
         reasons.append(
             Reason(

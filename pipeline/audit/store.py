@@ -310,10 +310,12 @@ class AuditStore:
         Args:
             decision: the decision to record.
             idempotency_key: what identifies this submission: recorded once, returned on a retry.
-            exclusive: the shipment may have no other decision. Re-deciding stored verdicts (a
-                new policy) appends a decision that supersedes the last; a submitter (the HTTP
-                service) must not be able to replace a hold by sending other images, so a shipment
-                already decided under another key is refused.
+            exclusive: a shipment already decided under another key takes only a stricter
+                decision (an alarm raised later, worse pictures), never an equal or milder one; a
+                retry (a known key) returns the shipment's latest decision.
+                Re-deciding stored verdicts (a new policy) appends a decision that supersedes the
+                last; a submitter (the HTTP service) must not be able to replace a hold, or a
+                release it did not like the look of, by sending other images.
 
         A decision that would lower the tier of the shipment's latest one is refused while that
         one has no officer's outcome: a hold is lifted by an officer who inspected the cargo
@@ -321,8 +323,8 @@ class AuditStore:
 
         Raises:
             InputError: an empty or over-long idempotency key.
-            ConflictError: ``exclusive`` and the shipment was decided under another key; or the
-                decision would lower an unresolved hold.
+            ConflictError: ``exclusive`` and the shipment was decided under another key at the
+                same or a stricter tier; or the decision would lower an unresolved hold.
             AuditError: the database cannot be written.
         """
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
@@ -345,21 +347,40 @@ class AuditStore:
                         raise InputError(
                             f"idempotency_key {idempotency_key!r} belongs to a {existing.kind} record"
                         )
+                    if exclusive:
+                        # a retry learns the shipment's decision as it stands: a stricter one may
+                        # have been added since (a submitter must not read "released" off a hold)
+                        current = conn.execute(
+                            select(audit_records)
+                            .where(
+                                (audit_records.c.kind == "decision")
+                                & (audit_records.c.shipment_id == decision.shipment_id)
+                            )
+                            .order_by(audit_records.c.seq.desc())
+                            .limit(1)
+                        ).first()
+                        existing = current if current is not None else existing
                     return self._records(conn, [existing])[0]
             if exclusive:
                 decided = (audit_records.c.kind == "decision") & (
                     audit_records.c.shipment_id == decision.shipment_id
                 )
-                earlier = conn.execute(
-                    select(audit_records.c.seq).where(decided).order_by(audit_records.c.seq).limit(1)
+                latest = conn.execute(
+                    select(audit_records.c.seq, audit_records.c.tier)
+                    .where(decided)
+                    .order_by(audit_records.c.seq.desc())
+                    .limit(1)
                 ).first()
-                if earlier is not None:
+                if latest is not None and Tier(latest.tier).severity >= decision.tier.severity:
                     raise ConflictError(
-                        f"shipment {decision.shipment_id!r} was already decided (audit record {earlier.seq}) "
-                        "on other images or another declaration; a shipment is decided once: send the "
-                        "same images and declaration to read that decision back, or have an officer "
-                        "record what inspection found"
+                        f"shipment {decision.shipment_id!r} was already decided (audit record {latest.seq}) "
+                        "on other images or another declaration; a shipment is decided once, and only "
+                        "a stricter decision is added later: send the same images and declaration to "
+                        "read that decision back, or have an officer record what inspection found"
                     )
+            replayed = self._same_as_latest(conn, decision.shipment_id, decision_json)
+            if replayed is not None:
+                return replayed
             self._refuse_lowering_a_hold(conn, decision)
             content = {
                 "kind": "decision",
@@ -379,6 +400,25 @@ class AuditStore:
             )
 
         return self._retry(f"recording shipment {decision.shipment_id!r}", work)
+
+    def _same_as_latest(
+        self, conn: Connection, shipment_id: str, decision_json: dict[str, Any]
+    ) -> AuditRecord | None:
+        """The shipment's latest decision when it is this one but for its time: a replay under
+        another key (keys from an earlier version of Clearsight) must not append a duplicate, which
+        would also reopen a hold an officer has resolved."""
+        row = conn.execute(
+            select(audit_records)
+            .where((audit_records.c.kind == "decision") & (audit_records.c.shipment_id == shipment_id))
+            .order_by(audit_records.c.seq.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        latest = self._records(conn, [row])[0]
+        mine = {k: v for k, v in decision_json.items() if k != "decided_at"}
+        theirs = {k: v for k, v in json.loads(latest.decision.model_dump_json()).items() if k != "decided_at"}
+        return latest if mine == theirs else None
 
     @staticmethod
     def _refuse_lowering_a_hold(conn: Connection, decision: ShipmentDecision) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Form, Path, Request, UploadFile
@@ -35,7 +36,8 @@ def idempotency_key(declaration: Declaration, image_hashes: list[str]) -> str:
     """sha256 of the declaration (as canonical JSON) and the sorted image hashes: one submission,
     one record. A retry of the same submission finds its record; the same shipment id with other
     images or another declaration (a radiation alarm added, say) is a different submission."""
-    text = declaration.model_dump_json() + "\n" + "\n".join(sorted(image_hashes))
+    canonical = json.dumps(declaration.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    text = canonical + "\n" + "\n".join(sorted(image_hashes))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -116,8 +118,9 @@ async def submit_shipment(services: Services, declaration: Declaration, uploads:
     """Decide and record a shipment once; returns the audit record, new or (on a retry) existing.
 
     Raises:
-        ConflictError: the shipment was already decided on other images or another declaration. A
-            submitter must not be able to replace a hold by sending other pictures of the cargo.
+        ConflictError: the shipment was already decided on other images or another declaration,
+            and this decision is no stricter. A submitter must not be able to replace a hold (or a
+            release it wanted to try again) by sending other pictures of the cargo.
     """
     from pipeline.decide import decide_shipment
 
@@ -161,7 +164,7 @@ async def post_shipment(
 
     A shipment is decided once. The same declaration and images again (a retry) return the stored
     decision (same ``seq``); the same shipment id with other images or another declaration is
-    refused with 409."""
+    recorded only when it is stricter (an alarm raised later), and refused with 409 otherwise."""
     parsed = parse_declaration(declaration)
     batcher_for(services, parsed.cargo_type)  # an unknown cargo type decodes nothing
     async with decoded_uploads(services, images) as uploads:

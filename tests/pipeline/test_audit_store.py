@@ -140,9 +140,10 @@ def test_idempotency_key_records_once(db_url: str) -> None:
     with AuditStore.open(db_url) as store:
         first = store.record(decision("S1"), idempotency_key="run-1:S1")
         again = store.record(decision("S1", Tier.PHYSICAL_INSPECTION), idempotency_key="run-1:S1")
-        other = store.record(decision("S1"), idempotency_key="run-2:S1")
-        assert (first.seq, again.seq, other.seq) == (1, 1, 2)
-        assert again == first
+        same = store.record(decision("S1"), idempotency_key="run-2:S1")  # the same decision, another key
+        other = store.record(decision("S1", score=0.2), idempotency_key="run-3:S1")
+        assert (first.seq, again.seq, same.seq, other.seq) == (1, 1, 1, 2)
+        assert again == first == same
         assert store.verify().records_checked == 2
         with pytest.raises(InputError, match="idempotency_key of length 0 not accepted"):
             store.record(decision("S1"), idempotency_key="")
@@ -576,3 +577,13 @@ def test_a_hold_is_lowered_only_after_an_officers_outcome(db_url: str) -> None:
         store.record_outcome("S1", found=None, officer="officer-7")
         released = store.record(decision("S1", Tier.RELEASE), idempotency_key="policy-b:S1")
         assert store.get("S1") == released and store.verify().ok
+
+
+def test_a_replay_under_a_new_key_does_not_reopen_a_resolved_hold(db_url: str) -> None:
+    """Keys of an earlier Clearsight version: the same decision again is a replay, not a new hold."""
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1", Tier.REMOTE_INSPECTION), idempotency_key="decision:S1:old-key")
+        store.record_outcome("S1", found=None, officer="officer-2")
+        replay = store.record(decision("S1", Tier.REMOTE_INSPECTION), idempotency_key="decision:S1:new-key")
+        assert replay.seq == 1 and store.list(pending_outcome=True) == []
+        assert store.verify().records_checked == 2

@@ -831,3 +831,11 @@ def test_cli_decide_tells_apart_two_policies_with_one_version(
     a, b = load_policy(lenient).sha256[:8], load_policy(strict).sha256[:8]
     assert f"same ({a}) releases +2 shipments compared with same ({b})" in " ".join(captured.out.split())
     assert "both policies say policy_version 'same' but their rules differ" in " ".join(captured.err.split())
+
+
+@pytest.mark.parametrize(("score", "tier"), [(0.05, R), (0.2, P), (0.95, P)])
+def test_a_fixed_release_cut_above_the_models_hold_is_a_valid_policy(score: float, tier: Tier) -> None:
+    """release 0.3 from the policy, hold 0.097 from the model: scores at or above the hold are held."""
+    mixed = policy(cargo_types={"bulk_ore": {"release_threshold": 0.3, "hold_threshold": "model"}})
+    verdict = img(score, threshold=0.01, hold_threshold=0.097)
+    assert decide_shipment(mixed, decl(), [verdict], audit_key=KEY, now=NOW).tier is tier

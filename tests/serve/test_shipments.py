@@ -70,7 +70,7 @@ def test_retry_returns_the_stored_decision(make_client, audit_store) -> None:
     [
         ([10, 20], {}, "clean pictures of a held shipment"),
         ([200, 10, 30], {}, "one more picture"),
-        ([200, 10], {"radiation_alarm": True}, "a declaration that changed"),
+        ([200, 10], {"trader_id": "T-9"}, "a declaration that changed"),
     ],
 )
 def test_a_decided_shipment_is_not_decided_again(make_client, audit_store, values, declared, why) -> None:
@@ -276,3 +276,28 @@ def test_each_model_keeps_its_own_heatmap_of_an_image(make_client, tmp_path) -> 
         heatmaps.append(response.json()["decision"]["images"][0]["heatmap"])
     assert heatmaps[0] != heatmaps[1]
     assert all((tmp_path / "data" / path).is_file() for path in heatmaps)
+
+
+def test_a_stricter_decision_is_added_to_a_decided_shipment(make_client, audit_store) -> None:
+    """An alarm raised after the release is recorded: the shipment is held from then on."""
+    client = make_client()
+    assert _submit(client, "SHP-E", [10]).json()["decision"]["tier"] == "RELEASE"
+    alarm = _submit(client, "SHP-E", [10], radiation_alarm=True)
+    assert alarm.status_code == 200 and alarm.json()["seq"] == 2
+    got = client.get("/v1/shipments/SHP-E", headers=OFFICER).json()
+    assert (got["seq"], got["decision"]["tier"]) == (2, "PHYSICAL_INSPECTION")
+    retry = _submit(client, "SHP-E", [10]).json()  # the first submission again: the hold, not the release
+    assert (retry["seq"], retry["decision"]["tier"]) == (2, "PHYSICAL_INSPECTION")
+    assert _submit(client, "SHP-E", [10, 12]).status_code == 409  # no stricter than the hold
+    assert audit_store.verify().ok
+
+
+def test_a_retry_with_its_fields_in_another_order_reads_the_decision_back(make_client) -> None:
+    client = make_client()
+    files = [("images", ("a.png", png_bytes(10), "image/png"))]
+    for text in (
+        '{"shipment_id": "SHP-K", "cargo_type": "bulk_ore", "trader_id": "T1", "extra": {"a": 1, "b": 2}}',
+        '{"extra": {"b": 2, "a": 1}, "trader_id": "T1", "cargo_type": "bulk_ore", "shipment_id": "SHP-K"}',
+    ):
+        response = client.post("/v1/shipments", files=files, data={"declaration": text}, headers=SUBMIT)
+        assert response.status_code == 200 and response.json()["seq"] == 1
