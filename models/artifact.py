@@ -123,7 +123,13 @@ def _check_card(card: dict[str, Any], card_path: Path) -> None:
     where = repr(str(card_path))
     content = _content_hash(card)
     model_id = str(card.get("model_id", ""))
-    if card.get("content_sha256") != content or not model_id.endswith("-" + content[:8]):
+    backbone = (card.get("detector") or {}).get("backbone")
+    if model_id != f"{card.get('cargo_type', 'cargo')}-{backbone}-{str(card.get('content_sha256'))[:8]}":
+        raise ArtifactError(
+            f"{where}: model id {model_id!r} does not name its cargo type {card.get('cargo_type')!r} and "
+            f"backbone {backbone!r} (the cargo type decides which images it scores); train the model again"
+        )
+    if card.get("content_sha256") != content:
         raise ArtifactError(
             f"{where}: its weights, detector, preprocessing or thresholds were changed after training "
             f"(content hash {content[:12]}..., the card says {str(card.get('content_sha256'))[:12]}... "

@@ -12,11 +12,21 @@ import enum
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEVELOPMENT_AUDIT_SECRET", "RuntimeName", "Settings", "audit_key"]
+__all__ = [
+    "DEVELOPMENT_AUDIT_SECRET",
+    "MIN_AUDIT_SECRET_CHARS",
+    "RuntimeName",
+    "Settings",
+    "audit_key",
+    "weak_audit_secret",
+]
 
 DEVELOPMENT_AUDIT_SECRET = "clearsight-development-secret"
 """The public default of ``Settings.audit_secret``: anyone who reads this source can compute which
-shipments it picks for random audits, so the HTTP service refuses it unless ``insecure_dev`` is set."""
+shipments it picks for random audits, so decisions are not recorded, nor served, under it (or any
+secret shorter than :data:`MIN_AUDIT_SECRET_CHARS`) unless a trial says so."""
+MIN_AUDIT_SECRET_CHARS = 16
+"""Shortest audit secret accepted for recorded decisions: an empty or short key is guessable."""
 
 
 class RuntimeName(enum.StrEnum):
@@ -44,10 +54,10 @@ class Settings(BaseSettings):
         default=50_000_000, gt=0, description="Largest width x height accepted (decompression-bomb guard)."
     )
     debug: bool = Field(default=False, description="Show tracebacks for errors.")
-    insecure_dev: bool = Field(
+    allow_development_audit_secret: bool = Field(
         default=False,
-        description="Development only: record random audits picked with the public development "
-        "audit_secret, and let the server start WITHOUT authentication when no API keys are set.",
+        description="A trial only: record decisions whose random audits were picked with the public "
+        "development audit_secret (or one shorter than 16 characters).",
     )
     runtime: RuntimeName = Field(
         default=RuntimeName.onnxruntime,
@@ -56,29 +66,38 @@ class Settings(BaseSettings):
     )
 
 
+def weak_audit_secret(settings: Settings) -> bool:
+    """The public development default, or a secret shorter than :data:`MIN_AUDIT_SECRET_CHARS`."""
+    secret = settings.audit_secret.get_secret_value()
+    return secret == DEVELOPMENT_AUDIT_SECRET or len(secret) < MIN_AUDIT_SECRET_CHARS
+
+
 def audit_key(settings: Settings, *, recording: bool) -> tuple[bytes, str | None]:
-    """The random-audit key, and a warning to print when it is the public development default.
+    """The random-audit key, and a warning to print when it is weak (:func:`weak_audit_secret`).
 
     Args:
         settings: the run's settings.
         recording: the decisions go into an audit store (they are operative), not only a file.
 
     Raises:
-        InputError: the public default while ``recording``, without ``insecure_dev``: anyone who
-            reads the source could compute which shipments random audits pick.
+        InputError: a weak secret while ``recording``, without ``allow_development_audit_secret``:
+            anyone who reads the source, or guesses a short key, could compute which shipments
+            random audits pick.
     """
     from datasets.errors import InputError
 
     secret = settings.audit_secret.get_secret_value()
-    if secret != DEVELOPMENT_AUDIT_SECRET:
+    if not weak_audit_secret(settings):
         return secret.encode("utf-8"), None
-    if recording and not settings.insecure_dev:
+    if recording and not settings.allow_development_audit_secret:
         raise InputError(
-            "audit_secret is the public development default, so anyone could compute which shipments "
-            "random audits pick: set CLEARSIGHT_AUDIT_SECRET to a long random secret before recording "
-            "decisions (or CLEARSIGHT_INSECURE_DEV=1 for a trial)"
+            "audit_secret is the public development default or shorter than "
+            f"{MIN_AUDIT_SECRET_CHARS} characters, so anyone could compute which shipments random audits "
+            "pick: set CLEARSIGHT_AUDIT_SECRET to a long random secret before recording decisions (or "
+            "CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET=1 for a trial)"
         )
     return secret.encode("utf-8"), (
-        "random audits were picked with the public development audit_secret; set "
-        "CLEARSIGHT_AUDIT_SECRET before these decisions are used"
+        "random audits were picked with a weak audit_secret (the public development default, or "
+        f"under {MIN_AUDIT_SECRET_CHARS} characters); set CLEARSIGHT_AUDIT_SECRET before these "
+        "decisions are used"
     )

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from datasets.errors import InputError, ModelError
 from models.inference import Predictor
-from pipeline.settings import DEVELOPMENT_AUDIT_SECRET
+from pipeline.settings import MIN_AUDIT_SECRET_CHARS, weak_audit_secret
 from serve import problems
 from serve.auth import KeyRing, SessionSigner, parse_api_keys
 from serve.batching import MicroBatcher
@@ -87,14 +87,15 @@ def check_keys(settings: ServeSettings) -> KeyRing:
         log.warning(
             "INSECURE: serving without authentication (insecure_dev is set); never do this in production"
         )
-    if settings.audit_secret.get_secret_value() == DEVELOPMENT_AUDIT_SECRET:
+    if weak_audit_secret(settings):
         if not settings.insecure_dev:
             raise InputError(
-                "audit_secret is the public development default, so anyone could compute which "
-                "shipments random audits pick: set CLEARSIGHT_AUDIT_SECRET to a long random secret "
+                "audit_secret is the public development default or shorter than "
+                f"{MIN_AUDIT_SECRET_CHARS} characters, so anyone could compute which shipments random "
+                "audits pick: set CLEARSIGHT_AUDIT_SECRET to a long random secret "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
-        log.warning("INSECURE: random audits use the public development audit_secret")
+        log.warning("INSECURE: random audits use a weak audit_secret (insecure_dev is set)")
     if settings.workers > 1 and settings.session_secret is None:
         raise InputError(
             f"{settings.workers} workers need a shared session_secret (CLEARSIGHT_SESSION_SECRET): "

@@ -28,7 +28,7 @@ from rich.table import Table
 from datasets.errors import ClearsightError
 from pipeline.cli import app, run
 from pipeline.report import number, percent
-from pipeline.settings import DEVELOPMENT_AUDIT_SECRET, Settings
+from pipeline.settings import Settings, weak_audit_secret
 
 __all__ = ["register"]
 
@@ -199,9 +199,9 @@ def demo(
     """Run the main job end to end on the embedded defaults (synthetic data, SQLite), then summarise it."""
     console = Console()
     settings = Settings()
-    if settings.audit_secret.get_secret_value() == DEVELOPMENT_AUDIT_SECRET and not settings.insecure_dev:
+    if weak_audit_secret(settings) and not settings.allow_development_audit_secret:
         # The demo records its decisions on the embedded defaults: a trial, not operative decisions.
-        os.environ["CLEARSIGHT_INSECURE_DEV"] = "1"
+        os.environ["CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET"] = "1"
         console.print(
             "[dim]This trial's random audits use the public development audit_secret; set "
             "CLEARSIGHT_AUDIT_SECRET for decisions that count.[/dim]"

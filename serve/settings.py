@@ -41,6 +41,11 @@ class ServeSettings(Settings):
         default=SecretStr(""),
         description="Comma-separated role:key pairs; roles are submitter, officer and admin.",
     )
+    insecure_dev: bool = Field(
+        default=False,
+        description="Development only: start WITHOUT authentication when no API keys are set, and with "
+        "a weak audit_secret (random audits predictable).",
+    )
     metrics_public: bool = Field(default=False, description="Serve /metrics without an API key.")
     session_secret: SecretStr | None = Field(
         default=None, description="Key that signs review-page session cookies; random per start if unset."

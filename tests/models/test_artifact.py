@@ -128,8 +128,19 @@ def _set(path: str, value: object) -> Callable[[dict], None]:
             _rehashed(_set("detector.std", [0.0, 0.5, 0.5]), content=True),
             r"normalisation mean .* / std \[0\.0, 0\.5, 0\.5\] is not three finite numbers, std > 0",
         ),
+        (
+            _rehashed(_set("cargo_type", "vacuum_pack"), content=True),
+            r"model id '.*' does not name its cargo type 'vacuum_pack'",
+        ),
     ],
-    ids=["threshold-card-rehashed", "std-card-rehashed", "release-over-one", "negative-hold", "zero-std"],
+    ids=[
+        "threshold-card-rehashed",
+        "std-card-rehashed",
+        "release-over-one",
+        "negative-hold",
+        "zero-std",
+        "cargo-type-changed",
+    ],
 )
 def test_edited_cards_that_were_rehashed_are_refused(
     tiny_model_dir: Path, tmp_path: Path, damage: Callable[[Path], None], match: str

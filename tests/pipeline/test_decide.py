@@ -618,7 +618,7 @@ def _policy_file(tmp_path: Path, name: str, release: float) -> Path:
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)  # no stray .env
-    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "cli-test-secret")
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "cli-test-audit-secret")
     return tmp_path
 
 
@@ -806,13 +806,15 @@ def test_cli_decide_records_nothing_under_the_public_audit_secret(
     verdicts = _write(cli_env / "v.jsonl", ROWS)
     args = ["decide", "--verdicts", str(verdicts), "--out", str(cli_env / "d.jsonl")]
     assert run(app, [*args, "--audit-db", f"sqlite:///{cli_env / 'audit.db'}"]) == 2
-    assert capsys.readouterr().err.startswith("Error: audit_secret is the public development default")
+    assert capsys.readouterr().err.startswith(
+        "Error: audit_secret is the public development default or shorter"
+    )
     assert not (cli_env / "d.jsonl").exists()
     assert run(app, args) == 0  # a file only: decided, with a warning
-    assert "Warning: random audits were picked with the public development audit_secret" in " ".join(
+    assert "Warning: random audits were picked with a weak audit_secret" in " ".join(
         capsys.readouterr().err.split()
     )
-    monkeypatch.setenv("CLEARSIGHT_INSECURE_DEV", "1")  # a trial may record under it
+    monkeypatch.setenv("CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET", "1")  # a trial may record under it
     assert run(app, [*args, "--audit-db", f"sqlite:///{cli_env / 'audit.db'}"]) == 0
 
 

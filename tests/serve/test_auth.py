@@ -69,16 +69,26 @@ def test_refuses_to_start_without_keys(tmp_path) -> None:
         create_app(settings)
 
 
-def test_refuses_the_public_audit_secret(tmp_path, caplog) -> None:
-    settings = ServeSettings(_env_file=None, api_keys=API_KEYS, data_dir=tmp_path)
-    with pytest.raises(InputError, match="^audit_secret is the public development default, so anyone"):
-        create_app(settings)
-    create_app(ServeSettings(_env_file=None, api_keys=API_KEYS, data_dir=tmp_path, insecure_dev=True))
-    assert "INSECURE: random audits use the public development audit_secret" in caplog.text
+@pytest.mark.parametrize("secret", [None, "", "short-secret"], ids=["default", "empty", "short"])
+def test_refuses_a_weak_audit_secret(tmp_path, caplog, secret: str | None) -> None:
+    values = {"api_keys": API_KEYS, "data_dir": tmp_path}
+    if secret is not None:
+        values["audit_secret"] = secret
+    with pytest.raises(
+        InputError, match="^audit_secret is the public development default or shorter than 16"
+    ):
+        create_app(ServeSettings(_env_file=None, **values))
+    create_app(ServeSettings(_env_file=None, insecure_dev=True, **values))
+    assert "INSECURE: random audits use a weak audit_secret (insecure_dev is set)" in caplog.text
 
 
 def test_several_workers_need_one_session_secret(tmp_path) -> None:
-    values = {"api_keys": API_KEYS, "audit_secret": "a-real-secret", "data_dir": tmp_path, "workers": 2}
+    values = {
+        "api_keys": API_KEYS,
+        "audit_secret": "a-real-audit-secret-of-the-port",
+        "data_dir": tmp_path,
+        "workers": 2,
+    }
     with pytest.raises(InputError, match="^2 workers need a shared session_secret"):
         create_app(ServeSettings(_env_file=None, **values))
     create_app(ServeSettings(_env_file=None, session_secret="shared-by-all-workers", **values))

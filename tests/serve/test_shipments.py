@@ -32,7 +32,7 @@ def _submit(client, shipment_id: str, values: list[int], **declared):
     ],
 )
 def test_decision_tiers(make_client, audit_store, tmp_path, values, declared, tier, rules) -> None:
-    client = make_client(audit_secret="tiers-test")
+    client = make_client(audit_secret="tiers-test-audit-secret")
     response = _submit(client, "SHP-1", values, **declared)
     assert response.status_code == 200, response.text
     body = response.json()
