@@ -25,7 +25,6 @@ import hashlib
 import hmac
 import json
 import math
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +34,7 @@ from pydantic import ValidationError
 from datasets.errors import InputError, PolicyError
 from pipeline.policy import CargoPolicy, Policy
 from pipeline.resolution import SCALE_TOLERANCE, describe_scale, off_training_scale
-from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
+from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier, field_like
 
 __all__ = ["audit_fraction", "decide_rows", "decide_shipment", "declaration_from_rows", "inputs_key"]
 
@@ -353,7 +352,7 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
     fields = set(Declaration.model_fields) - {"extra"}
     for row in rows:
         for key, value in row.declaration.items():
-            near = _near_field(key, fields)
+            near = field_like(key) if key not in fields else None
             if near is not None:
                 raise InputError(
                     f"shipment {shipment_id!r}: declaration key {key!r} looks like {near!r}; write it as "
@@ -381,14 +380,6 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
             f"{'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}" for e in exc.errors()
         )
         raise InputError(f"shipment {shipment_id!r}: invalid declaration: {problems}") from exc
-
-
-def _near_field(key: str, fields: set[str]) -> str | None:
-    """The field ``key`` misspells by case, spaces or hyphens (``RADIATION_ALARM``, ``radiation alarm``)."""
-    if key in fields:
-        return None
-    normal = re.sub(r"[\s\-.]+", "_", key.strip().lower())
-    return normal if normal in fields else None
 
 
 _TRUE = {"true", "1", "yes", "y", "t", "on"}

@@ -9,11 +9,20 @@ same objects from a request.
 from __future__ import annotations
 
 import enum
+import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["Declaration", "ImageVerdict", "Reason", "ShipmentDecision", "Tier"]
+__all__ = [
+    "DECLARATION_FIELDS",
+    "Declaration",
+    "ImageVerdict",
+    "Reason",
+    "ShipmentDecision",
+    "Tier",
+    "field_like",
+]
 
 
 class Tier(str, enum.Enum):  # noqa: UP042 - str() and format() of members must stay as they are
@@ -73,6 +82,29 @@ class Declaration(BaseModel):
     document_mismatch: bool = False
     declared_foreign_inclusions: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("extra")
+    @classmethod
+    def _no_field_in_extra(cls, extra: dict[str, Any]) -> dict[str, Any]:
+        for key in extra:
+            field = field_like(key)
+            if field is not None:
+                # a flag kept aside under extra would never reach the rules: refuse, do not lose it
+                raise ValueError(
+                    f"extra key {key!r} is the field {field!r}; give it as {field}, not under extra"
+                )
+        return extra
+
+
+def field_like(key: str) -> str | None:
+    """The :class:`Declaration` field ``key`` names, allowing for case, spaces, hyphens and dots
+    (``RADIATION_ALARM``, ``radiation alarm``); None for a key of its own (an HS code, an origin)."""
+    normal = re.sub(r"[\s\-.]+", "_", key.strip().lower())
+    return normal if normal in DECLARATION_FIELDS else None
+
+
+DECLARATION_FIELDS = frozenset(Declaration.model_fields) - {"extra"}
+"""The named fields of a declaration (``extra`` holds the rest)."""
 
 
 class Reason(BaseModel):

@@ -84,9 +84,13 @@ def register(app: typer.Typer) -> None:
                         "chain up to it was rewritten"
                     )
         checked = f"; {len(anchors)} published head(s) found unchanged" if anchors else ""
+        publish = (
+            f" (publish '{report.head_seq}:{report.head_hash}' to check against later with --expect)"
+            if report.head_seq
+            else ""
+        )
         Console().print(
-            f"{report.message}{checked}; head seq {report.head_seq} hash {report.head_hash} "
-            f"(publish '{report.head_seq}:{report.head_hash}' to check against later with --expect)"
+            f"{report.message}{checked}; head seq {report.head_seq} hash {report.head_hash}{publish}"
         )
 
     @group.command("outcome")

@@ -38,6 +38,19 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _reaches(text: str, base: Path, folder: Path) -> bool:
+    """Whether the input ``text`` (a folder, walked recursively, or a glob from ``base``, its literal
+    leading folders) would read files directly inside ``folder``: a glob without ``**`` reads files
+    at one depth below its base only."""
+    if not glob.has_magic(text) or "**" in text:
+        return True
+    parts = Path(text).parts
+    literal = 0
+    while literal < len(parts) and not glob.has_magic(parts[literal]):
+        literal += 1
+    return len(folder.relative_to(base).parts) + 1 == len(parts) - literal
+
+
 def check_outputs_apart(
     *,
     files: Mapping[str, Path | None],
@@ -70,7 +83,7 @@ def check_outputs_apart(
                 )
         if source.is_dir() or glob.has_magic(text):
             for name, folder in where.items():
-                if _inside(folder, source):
+                if _inside(folder, source) and _reaches(text, source, folder):
                     raise InputError(
                         f"{name} {str(folder)!r} lies inside the input {text!r}: a later run over it would "
                         "score the heatmaps as cargo pictures; write them outside the inputs"

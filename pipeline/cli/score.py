@@ -181,11 +181,17 @@ def score(
     console = Console(stderr=True)
     total = count_tasks(inputs)
     runner_engine: Any
-    model_ids = None  # the Ray engine loads its models in its actors
+    model_ids: list[str] | None = None
     if engine is EngineName.ray:
+        from models.artifact import read_card
+
         for directory in model:
             if not directory.is_dir():
                 raise ArtifactError(f"--model {str(directory)!r} is not a folder; give a trained MODEL_DIR")
+        # the actors load the models; their cards, read here, route and guard a resume alike
+        cards = [read_card(directory) for directory in model]
+        _check_routing(sorted(str(c.get("cargo_type")) for c in cards), cargo_type, inputs, is_manifest)
+        model_ids = [str(c["model_id"]) for c in cards]
         runner_engine = RayEngine(
             ModelDirs(tuple(str(d) for d in model), runtime=settings.runtime),
             address=ray_address,
@@ -248,7 +254,7 @@ def score(
             f"{len(summary.unrecorded)} decisions were not recorded in the audit store{more}: "
             f"{summary.unrecorded[0]}"
         )
-    if summary.errors and not summary.scored:
+    if summary.errors and not summary.scored and not summary.skipped_done:
         raise InputError(
             f"none of the {summary.errors} images could be scored; each row of {str(out)!r} says why"
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,7 @@ class _RayScorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tasks = [
             ImageTask(
-                path=str(path),
+                path=os.fsdecode(path),
                 shipment_id=str(shipment) or None,
                 cargo_type=str(cargo) or None,
                 declaration=json.loads(str(declaration)),
@@ -107,10 +108,11 @@ class _RayScorer:
         }
 
 
-def _item(task: ImageTask) -> dict[str, str]:
-    # Empty strings, not None: Ray Data's numpy batches keep strings as strings.
+def _item(task: ImageTask) -> dict[str, str | bytes]:
+    # Empty strings, not None: Ray Data's numpy batches keep strings as strings. The path travels as
+    # the file system's bytes: a name that is not UTF-8 has surrogates no Arrow string can hold.
     return {
-        "path": task.path,
+        "path": os.fsencode(task.path),
         "shipment_id": task.shipment_id or "",
         "cargo_type": task.cargo_type or "",
         "declaration": json.dumps(task.declaration, sort_keys=True),

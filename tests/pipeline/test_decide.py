@@ -548,8 +548,21 @@ def test_rows_with_different_declared_cargo_types_fail_closed() -> None:
             "shipment 'S': declaration key 'radiation alarm' looks like 'radiation_alarm'; write it as "
             "radiation_alarm (an unrecognised key is kept aside, so a misspelt flag would be lost)",
         ),
+        (
+            [row("S", 0.1, "a", extra={"radiation_alarm": True})],
+            "shipment 'S': invalid declaration: extra = {'radiation_alarm': True}: Value error, extra key "
+            "'radiation_alarm' is the field 'radiation_alarm'; give it as radiation_alarm, not under extra",
+        ),
     ],
-    ids=["no-shipment", "no-cargo-type", "bad-flag", "bad-field", "flag-in-capitals", "flag-with-space"],
+    ids=[
+        "no-shipment",
+        "no-cargo-type",
+        "bad-flag",
+        "bad-field",
+        "flag-in-capitals",
+        "flag-with-space",
+        "flag-under-extra",
+    ],
 )
 def test_bad_rows_are_refused_by_name(rows: list[ImageVerdict], message: str) -> None:
     with pytest.raises(InputError) as info:

@@ -44,6 +44,13 @@ CASES = [
         "--heatmaps '{root}/images/x' lies inside",
     ),
     ({"--out": "rows.jsonl"}, {"--heatmaps": "heat"}, ["images/*/*.png"], None),
+    ({"--out": "rows.jsonl"}, {"--heatmaps": "images/heat"}, ["images/*.png"], None),  # one depth only
+    (
+        {"--out": "rows.jsonl"},
+        {"--heatmaps": "images/heat"},
+        ["images/**/*.png"],
+        "--heatmaps '{root}/images/heat' lies inside",
+    ),
     ({"--out": "images/rows.jsonl"}, {}, ["images"], None),  # a rows file in a folder is not an image
     ({"--out": "rows.jsonl", "--decisions": None}, {"--heatmaps": None}, ["rows.jsonl.bak"], None),
 ]

@@ -219,3 +219,11 @@ def test_a_run_where_no_image_could_be_scored_fails(
         f"Error: none of the 2 images could be scored; each row of {str(out)!r} says why"
     )
     assert len(list(iter_rows(out))) == 2  # the rows are kept
+
+
+def test_the_ray_engine_checks_routing_from_the_cards_before_starting(
+    tmp_path: Path, models: tuple[Path, Path], manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["score", str(manifest.parent), "--model", str(models[0]), "--out", str(tmp_path / "o.jsonl")]
+    assert run(app, [*argv, "--engine", "ray", "--cargo-type", "crude_oil"]) == 2
+    assert capsys.readouterr().err == "Error: --cargo-type 'crude_oil' has no model; loaded: 'bulk_ore'\n"

@@ -124,6 +124,14 @@ BAD = [
         "declaration is not valid: colour: Extra inputs are not permitted",
     ),
     (
+        "flag under extra",
+        json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "extra": {"Radiation-Alarm": True}}),
+        422,
+        "bad-input",
+        "declaration is not valid: extra: Value error, extra key 'Radiation-Alarm' is the field "
+        "'radiation_alarm'",
+    ),
+    (
         "bad shipment id",
         json.dumps({"shipment_id": "../etc", "cargo_type": "bulk_ore"}),
         422,
