@@ -529,6 +529,10 @@ def _metrics(
         s, lab = result.scores_and_labels(kind)
         per_type[kind] = _summary(s, lab, type_pixels.get(kind), th)
         per_type[kind]["type_accuracy"] = _type_accuracy(r for r in result.records if r.type == kind)
+        # pixel AUROC and PRO cover only the images with a mask: say how many that is
+        per_type[kind]["counts"]["with_mask"] = sum(
+            r.has_mask for r in result.records if r.type == kind and r.label != GOOD
+        )
     per_image_kind: dict[str, Any] = {}
     for image_kind in IMAGE_KINDS:
         s, lab = result.scores_and_labels(image_kind=image_kind)

@@ -76,7 +76,7 @@ EXPECTED = {
     "type_accuracy": 1 / 3,  # flagged c1, h1, s1 are all typed "hole"
     "per_type": {
         "crack": {
-            "counts": {"images": 6, "good": 4, "anomalous": 2},
+            "counts": {"images": 6, "good": 4, "anomalous": 2, "with_mask": 2},
             "release_rate": 0.75,
             "miss_rate": 0.5,
             "image_auroc": 6.5 / 8,
@@ -94,7 +94,7 @@ EXPECTED = {
             "type_accuracy": 0.0,
         },
         "hole": {
-            "counts": {"images": 5, "good": 4, "anomalous": 1},
+            "counts": {"images": 5, "good": 4, "anomalous": 1, "with_mask": 1},
             "release_rate": 0.75,
             "miss_rate": 0.0,
             "image_auroc": 1.0,
@@ -112,7 +112,7 @@ EXPECTED = {
             "type_accuracy": 1.0,
         },
         "stain": {
-            "counts": {"images": 5, "good": 4, "anomalous": 1},
+            "counts": {"images": 5, "good": 4, "anomalous": 1, "with_mask": 0},
             "release_rate": 0.75,
             "miss_rate": 0.0,
             "image_auroc": 1.0,
