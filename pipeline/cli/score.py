@@ -102,6 +102,12 @@ def score(
         bool, typer.Option("--resume", help="Continue an interrupted run: keep OUT's rows, score the rest.")
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")] = False,
+    retry_errors: Annotated[
+        bool,
+        typer.Option(
+            "--retry-errors", help="With --resume: score again the images whose rows hold an error."
+        ),
+    ] = False,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel decoders (or Ray actors).")] = 2,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")] = 8,
     max_pixels: Annotated[
@@ -160,6 +166,8 @@ def score(
     check_output(out, resume=resume, overwrite=overwrite)  # before any slow work
     if (decisions is not None or audit_db is not None) and policy is None:
         raise InputError("--decisions and --audit-db need --policy POLICY")
+    if retry_errors and not resume:
+        raise InputError("--retry-errors needs --resume")
     if ray_address is not None and engine is not EngineName.ray:
         raise InputError("--ray-address needs --engine ray")
     loaded_policy = None
@@ -229,6 +237,7 @@ def score(
             overwrite=overwrite,
             advance=lambda: progress.advance(bar),
             model_ids=model_ids,
+            retry_errors=retry_errors,
         )
     if loaded_policy is not None:
         target = decisions or decisions_path(out)

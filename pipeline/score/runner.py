@@ -89,6 +89,7 @@ def score_to_file(
     chunk_rows: int = 64,
     flush_seconds: float = 1.0,
     model_ids: Collection[str] | None = None,
+    retry_errors: bool = False,
 ) -> ScoreSummary:
     """Score ``tasks`` on ``engine`` and append one row per image to ``out``.
 
@@ -106,6 +107,7 @@ def score_to_file(
         model_ids: the engine's models, when known before scoring: resuming an output whose rows
             another model scored (a retrained one, say) is refused rather than mixing two models'
             scores and thresholds in one output.
+        retry_errors: with ``resume``, score again the images whose rows hold an error.
 
     Returns:
         The run's counts and timing.
@@ -120,7 +122,9 @@ def score_to_file(
             raise InputError(f"--heatmaps {str(heatmap_dir)!r} is a file; give a folder")
         heatmap_dir.mkdir(parents=True, exist_ok=True)
     found: set[str] = set()
-    writer, done = open_output(out, resume=resume, overwrite=overwrite, models=found)
+    writer, done = open_output(
+        out, resume=resume, overwrite=overwrite, models=found, retry_errors=retry_errors
+    )
     foreign = sorted(found - set(model_ids)) if model_ids is not None else []
     if foreign:
         raise InputError(

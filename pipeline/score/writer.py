@@ -265,7 +265,12 @@ def check_output(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
 
 
 def open_output(
-    out: Path, *, resume: bool, overwrite: bool, models: set[str] | None = None
+    out: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    models: set[str] | None = None,
+    retry_errors: bool = False,
 ) -> tuple[RowWriter, set[str]]:
     """Open ``out`` for appending rows, after checking what is already there.
 
@@ -275,6 +280,8 @@ def open_output(
             and return their paths so that they are skipped.
         overwrite: replace an existing output.
         models: when resuming, filled with the model ids of the rows kept.
+        retry_errors: when resuming, also drop the rows of images that could not be scored, so that
+            they are tried again (a file share fixed since, a model added for their cargo type).
 
     Returns:
         The writer, and the set of image paths already done (empty unless resuming).
@@ -301,7 +308,39 @@ def open_output(
                 fh.truncate(good)
                 fh.flush()
                 os.fsync(fh.fileno())
+            if retry_errors and _drop_error_rows(target, csv_format=fmt == "csv"):
+                done.clear()
+                complete(target, collect=done)
     return RowWriter(target, fmt="csv" if fmt == "csv" else "jsonl"), done
+
+
+def _drop_error_rows(path: Path, *, csv_format: bool) -> int:
+    """Rewrite a complete JSONL or CSV output without its error rows; returns how many were dropped.
+
+    Streamed to a temporary file and renamed over, so a crash leaves the old file whole."""
+    tmp = path.with_name(path.name + ".retry.tmp")
+    dropped = 0
+    try:
+        with tmp.open("wb") as out:
+            if csv_format:
+                out.write(RowWriter.csv_line(list(FIELDS)))
+            for row in verdict_rows.read_verdicts(path):
+                if row.error is not None:
+                    dropped += 1
+                elif csv_format:
+                    out.write(RowWriter.csv_line(verdict_rows.to_cells(row)))
+                else:
+                    out.write(row.model_dump_json().encode("utf-8") + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if dropped:
+        os.replace(tmp, path)
+    else:
+        tmp.unlink()
+    return dropped
 
 
 # -------------------------------------------------------------------------------- writing

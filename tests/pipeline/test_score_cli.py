@@ -88,6 +88,7 @@ def test_score_manifest_with_two_models_policy_and_audit(
     [
         (["--decisions", "d.jsonl"], "Error: --decisions and --audit-db need --policy POLICY\n"),
         (["--ray-address", "auto"], "Error: --ray-address needs --engine ray\n"),
+        (["--retry-errors"], "Error: --retry-errors needs --resume\n"),
         (["--out", "rows.txt"], "Error: output 'rows.txt' has suffix '.txt'; use .jsonl, .csv or .parquet\n"),
     ],
 )

@@ -355,3 +355,22 @@ def test_large_images_are_held_within_the_pixel_budget(tmp_path: Path) -> None:
 def test_the_pixel_budget_must_be_positive() -> None:
     with pytest.raises(InputError, match="max_pixels_in_flight must be at least 1, got 0"):
         _engine(max_pixels_in_flight=0)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_resume_can_retry_the_images_that_failed(tmp_path: Path, suffix: str) -> None:
+    paths = write_images(tmp_path / "img", [20, 40])
+    broken = tmp_path / "img" / "late.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\ncopy not finished")
+    out = tmp_path / f"out{suffix}"
+    tasks = [ImageTask(str(p)) for p in [*paths, broken]]
+    first = score_to_file(tasks, _engine(), out)
+    assert (first.scored, first.errors) == (2, 1)
+    write_png(broken, 60)  # the file share finished copying it
+    plain = score_to_file(tasks, _engine(), out, resume=True)
+    assert (plain.skipped_done, plain.scored) == (3, 0)  # an error row counts as done
+    again = score_to_file(tasks, _engine(), out, resume=True, retry_errors=True)
+    assert (again.skipped_done, again.scored, again.errors) == (2, 1, 0)
+    rows = _rows_by_path(out)
+    assert len(rows) == 3 and rows[str(broken)].error is None
+    assert rows[str(broken)].score == pytest.approx(60 / 255)
