@@ -549,6 +549,23 @@ class AuditStore:
                 return
             after = rows[-1].seq
 
+    def iter_chain(self, *, page: int = 500) -> Iterator[Any]:
+        """Every record, decisions and outcomes, in chain order (rows with ``seq``, ``prev_hash``,
+        ``record_hash`` and ``content``, the hashed text), a page at a time."""
+        after = 0
+        while True:
+            with self._reading("reading the chain") as conn:
+                rows = conn.execute(
+                    select(audit_records)
+                    .where(audit_records.c.seq > after)
+                    .order_by(audit_records.c.seq)
+                    .limit(page)
+                ).all()
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1].seq
+
     def verify(self) -> VerifyReport:
         """Re-compute the whole chain; see :mod:`pipeline.audit.verify`."""
         with self._reading("verifying the chain") as conn:

@@ -118,11 +118,41 @@ def register(app: typer.Typer) -> None:
     def export(
         out: Annotated[Path, typer.Option("--out", help="Output file, .csv or .jsonl.")],
         db: DbOption = None,
+        chain: Annotated[
+            bool,
+            typer.Option(
+                "--chain",
+                help="Every record (decisions and outcomes) with its hashes and exact hashed content, "
+                "as JSONL: a copy an auditor checks with `clearsight audit verify-file`.",
+            ),
+        ] = False,
     ) -> None:
-        """Export every recorded decision with its latest outcome to CSV or JSONL."""
+        """Export every recorded decision with its latest outcome to CSV or JSONL, or the whole chain."""
+        from pipeline.audit.chain_file import write_chain_file
+
         with _open(db) as store:
+            if chain:
+                count = write_chain_file(store.iter_chain(), out)
+                Console().print(f"exported {count} records, the whole chain, to {out}")
+                return
             count = store.export(out)
         Console().print(f"exported {count} decisions to {out}")
+
+    @group.command("verify-file")
+    def verify_file(
+        path: Annotated[
+            Path, typer.Argument(help="A chain exported with `clearsight audit export --chain`.")
+        ],
+        expect: Annotated[
+            str | None, typer.Option("--expect", help="SEQ:HASH of a published head the file must reach.")
+        ] = None,
+    ) -> None:
+        """Recompute every link of an exported chain, without the database."""
+        from pipeline.audit.chain_file import verify_chain_file
+
+        report = verify_chain_file(path, expect=dict([_anchor(expect)]) if expect else None)
+        head = f"head seq {report.head_seq} hash {report.head_hash}"
+        Console().print(f"{report.records} records verified, chain intact; {head}")
 
     @group.command("show")
     def show(

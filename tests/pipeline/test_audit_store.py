@@ -587,3 +587,40 @@ def test_a_replay_under_a_new_key_does_not_reopen_a_resolved_hold(db_url: str) -
         replay = store.record(decision("S1", Tier.REMOTE_INSPECTION), idempotency_key="decision:S1:new-key")
         assert replay.seq == 1 and store.list(pending_outcome=True) == []
         assert store.verify().records_checked == 2
+
+
+def test_the_exported_chain_verifies_without_the_database(
+    filled: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import app, run
+
+    chain = tmp_path / "chain.jsonl"
+    assert run(app, ["audit", "export", "--db", filled, "--chain", "--out", str(chain)]) == 0
+    assert "exported 5 records, the whole chain" in capsys.readouterr().out
+    lines = [json.loads(line) for line in chain.read_text().splitlines()]
+    assert [(r["seq"], json.loads(r["content"])["kind"]) for r in lines] == [
+        (1, "decision"),
+        (2, "decision"),
+        (3, "decision"),
+        (4, "decision"),
+        (5, "outcome"),
+    ]
+    head = f"5:{lines[-1]['record_hash']}"
+    assert run(app, ["audit", "verify-file", str(chain), "--expect", head]) == 0
+    assert "5 records verified, chain intact" in capsys.readouterr().out
+    # an outcome rewritten in the copy
+    altered = [dict(r) for r in lines]
+    altered[4]["content"] = altered[4]["content"].replace("officer-7", "officer-9")
+    chain.write_text("".join(json.dumps(r) + "\n" for r in altered))
+    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert "record 5: its content does not give its record_hash (altered)" in capsys.readouterr().err
+    # cut back: the published head is missing
+    chain.write_text("".join(json.dumps(r) + "\n" for r in lines[:4]))
+    assert run(app, ["audit", "verify-file", str(chain)]) == 0
+    capsys.readouterr()
+    assert run(app, ["audit", "verify-file", str(chain), "--expect", head]) == 2
+    assert "ends at record 4, before the published record 5" in capsys.readouterr().err
+    # a record dropped from the middle
+    chain.write_text("".join(json.dumps(r) + "\n" for r in lines[:2] + lines[3:]))
+    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert "record 4 follows record 2: records are missing or reordered" in capsys.readouterr().err
