@@ -532,17 +532,23 @@ class AuditStore:
         with self._reading("listing decisions") as conn:
             return self._records(conn, conn.execute(query).all())
 
+    @staticmethod
+    def _rows_after(conn: Connection, after: int, page: int, *where: Any) -> list[Any]:
+        return list(
+            conn.execute(
+                select(audit_records)
+                .where(audit_records.c.seq > after, *where)
+                .order_by(audit_records.c.seq)
+                .limit(page)
+            ).all()
+        )
+
     def iter_records(self, *, page: int = 500) -> Iterator[AuditRecord]:
         """Every decision record (superseded ones included) in chain order, a page at a time."""
         after = 0
         while True:
             with self._reading("reading decisions") as conn:
-                rows = conn.execute(
-                    select(audit_records)
-                    .where(audit_records.c.kind == "decision", audit_records.c.seq > after)
-                    .order_by(audit_records.c.seq)
-                    .limit(page)
-                ).all()
+                rows = self._rows_after(conn, after, page, audit_records.c.kind == "decision")
                 records = self._records(conn, rows)
             yield from records
             if len(rows) < page:
@@ -555,12 +561,7 @@ class AuditStore:
         after = 0
         while True:
             with self._reading("reading the chain") as conn:
-                rows = conn.execute(
-                    select(audit_records)
-                    .where(audit_records.c.seq > after)
-                    .order_by(audit_records.c.seq)
-                    .limit(page)
-                ).all()
+                rows = self._rows_after(conn, after, page)
             yield from rows
             if len(rows) < page:
                 return
