@@ -572,6 +572,21 @@ class AuditStore:
         with self._reading("verifying the chain") as conn:
             return verify_chain(conn)
 
+    def replayed(self, idempotency_key: str, shipment_id: str) -> AuditRecord | None:
+        """The shipment's latest decision when ``idempotency_key`` was recorded before (a retry),
+        else None: lets a caller answer a retry without redoing the work behind it."""
+        c = audit_records.c
+        with self._reading(f"reading shipment {shipment_id!r}") as conn:
+            if conn.execute(select(c.seq).where(c.idempotency_key == idempotency_key)).first() is None:
+                return None
+            row = conn.execute(
+                select(audit_records)
+                .where(c.kind == "decision", c.shipment_id == shipment_id)
+                .order_by(c.seq.desc())
+                .limit(1)
+            ).first()
+            return self._records(conn, [row])[0] if row is not None else None
+
     def hash_at(self, seq: int) -> str | None:
         """The record hash of record ``seq``, or None when there is no such record."""
         with self._reading(f"reading record {seq}") as conn:

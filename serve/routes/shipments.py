@@ -125,6 +125,10 @@ async def submit_shipment(services: Services, declaration: Declaration, uploads:
     from pipeline.decide import decide_shipment
 
     key = idempotency_key(declaration, [u.sha256 for u in uploads])
+    # a retry is answered from the record: no model time, nothing stored again
+    replayed = await run_in_threadpool(services.audit.replayed, key, declaration.shipment_id)
+    if replayed is not None:
+        return replayed
     verdicts = await _verdicts(services, declaration, uploads)
     decision = decide_shipment(
         services.policy,

@@ -53,13 +53,15 @@ def test_decision_tiers(make_client, audit_store, tmp_path, values, declared, ti
 
 
 def test_retry_returns_the_stored_decision(make_client, audit_store) -> None:
-    client = make_client()
+    predictor = FakePredictor()
+    client = make_client(predictors={"bulk_ore": predictor})
     first = _submit(client, "SHP-R", [200, 10])
     again = _submit(client, "SHP-R", [200, 10])
     reordered = _submit(client, "SHP-R", [10, 200])  # same images, other order: same key
     assert first.status_code == again.status_code == reordered.status_code == 200
     assert first.json()["seq"] == again.json()["seq"] == reordered.json()["seq"] == 1
     assert again.json()["decision"] == first.json()["decision"]
+    assert sum(predictor.batch_sizes) == 2  # the retries were answered from the record, not scored
     assert audit_store.verify().ok
     metrics = client.get("/metrics", headers=auth(ADMIN_KEY)).text
     assert 'clearsight_decisions_total{tier="REMOTE_INSPECTION"} 1.0' in metrics
