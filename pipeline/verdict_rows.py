@@ -3,7 +3,9 @@
 The batch scorer writes these rows, ``--resume`` reads them back, and ``clearsight decide`` re-decides
 them; all three go through this module so that a file written by one is read the same way by the others.
 In CSV and Parquet the nested fields (``type_probabilities``, ``declaration``, ``signal_log_odds``) are
-JSON strings, and an empty cell is ``None``.
+JSON strings, and an empty cell is ``None``. In CSV a text cell that a spreadsheet would run as a
+formula (a file name or shipment id starting with ``=``, ``+``, ``-``, ``@``) gets a leading ``'``,
+and so does one that starts with ``'`` itself, so that reading strips exactly one and nothing is lost.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ __all__ = [
     "FIELDS",
     "FLOATS",
     "NESTED",
+    "TEXT",
     "SUFFIXES",
+    "csv_escape",
+    "csv_unescape",
+    "from_csv",
     "from_flat",
     "from_json_line",
     "read_verdicts",
@@ -33,6 +39,21 @@ __all__ = [
 FIELDS: tuple[str, ...] = tuple(ImageVerdict.model_fields)
 NESTED = ("type_probabilities", "declaration", "signal_log_odds")
 FLOATS = ("score", "threshold", "hold_threshold", "scale_vs_training")
+TEXT = tuple(name for name in FIELDS if name not in NESTED and name not in FLOATS)
+"""Columns of free text: escaped in CSV (:func:`csv_escape`)."""
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def csv_escape(text: str) -> str:
+    """A text cell a spreadsheet shows as text: a leading ``'`` before a formula start (or a ``'``)."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def csv_unescape(text: str) -> str:
+    """The text :func:`csv_escape` escaped."""
+    return text[1:] if text.startswith("'") else text
+
+
 SUFFIXES = (".jsonl", ".csv", ".parquet")
 
 
@@ -54,9 +75,18 @@ def to_cells(verdict: ImageVerdict) -> list[str]:
             cells.append("" if value is None else json.dumps(value, sort_keys=True))
         elif value is None:
             cells.append("")
+        elif name in TEXT:
+            cells.append(csv_escape(str(value)))
         else:
             cells.append(repr(value) if isinstance(value, float) else str(value))
     return cells
+
+
+def from_csv(record: dict[str, Any], where: str) -> ImageVerdict:
+    """A verdict from a CSV record (text cells unescaped, see :func:`csv_escape`)."""
+    return from_flat(
+        {k: csv_unescape(v) if k in TEXT and isinstance(v, str) else v for k, v in record.items()}, where
+    )
 
 
 def from_flat(record: dict[str, Any], where: str) -> ImageVerdict:
@@ -114,7 +144,7 @@ def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
             if unknown:
                 raise DatasetFormatError(f"{path}: unknown columns {unknown}; accepted: {list(FIELDS)}")
             for number, record in enumerate(reader, start=2):
-                yield from_flat(record, f"{path}:{number}")
+                yield from_csv(record, f"{path}:{number}")
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq

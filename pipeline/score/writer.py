@@ -151,9 +151,9 @@ def _complete_csv(path: Path, *, collect: set[str] | None, models: set[str] | No
             good = lines.consumed
             for cells in _whole_rows(reader, len(FIELDS), path):
                 if collect is not None:
-                    collect.add(cells[0])
+                    collect.add(verdict_rows.csv_unescape(cells[0]))
                 if models is not None and cells[_MODEL_ID]:
-                    models.add(cells[_MODEL_ID])
+                    models.add(verdict_rows.csv_unescape(cells[_MODEL_ID]))
                 good = lines.consumed
             return good
         if not _older_header(header):
@@ -187,7 +187,7 @@ def _rewrite_under_todays_header(path: Path, header: list[str], reader: Iterator
             out.write(RowWriter.csv_line(list(FIELDS)))
             for number, cells in enumerate(_whole_rows(reader, len(header), path), start=2):
                 record = dict(zip(header, cells, strict=True))
-                verdict = verdict_rows.from_flat(record, f"{path}:{number}")
+                verdict = verdict_rows.from_csv(record, f"{path}:{number}")
                 out.write(RowWriter.csv_line(verdict_rows.to_cells(verdict)))
             out.flush()
             os.fsync(out.fileno())

@@ -207,3 +207,24 @@ def test_an_output_folder_that_cannot_be_made_is_named_up_front(tmp_path: Path) 
     out = tmp_path / "afile" / "runs" / "rows.jsonl"
     with pytest.raises(InputError, match=r"cannot make its folder '.*/afile/runs' \(Not a directory\)$"):
         check_output(out, resume=False, overwrite=False)
+
+
+FORMULAS = [
+    ImageVerdict(path='=HYPERLINK("http://x").png', shipment_id="+SHP", cargo_type="bulk_ore", score=0.2),
+    ImageVerdict(path="'quoted'.png", shipment_id="@SHP", error="-1 bytes read", model_id="-m"),
+]
+
+
+def test_csv_cells_never_start_a_formula_and_read_back_unchanged(tmp_path: Path) -> None:
+    out = tmp_path / "rows.csv"
+    _write(out, FORMULAS)
+    finish_output(out)
+    with out.open(newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    texts = [row[name] for row in table for name in ("path", "shipment_id", "error", "model_id") if row[name]]
+    assert all(not cell.startswith(("=", "+", "-", "@")) for cell in texts), texts
+    assert table[0]["score"] == "0.2"  # numbers stay numbers
+    assert list(iter_rows(out)) == FORMULAS
+    writer, done = open_output(out, resume=True, overwrite=False)
+    writer.close()
+    assert done == {row.path for row in FORMULAS}
