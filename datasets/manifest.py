@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -231,8 +232,12 @@ def _jsonl_records(fh: io.TextIOBase, manifest: Path) -> Iterator[tuple[int, dic
         if not text.strip():
             continue
         try:
-            record = json.loads(text.rstrip("\r\n"))
-        except json.JSONDecodeError as exc:
+            record = json.loads(
+                text.rstrip("\r\n"), object_pairs_hook=_unique_keys, parse_constant=_no_constant
+            )
+        except ValueError as exc:
+            if not isinstance(exc, json.JSONDecodeError):  # a duplicate key or NaN, named by the hooks
+                raise DatasetFormatError(f"{manifest}:{line}: {exc}") from exc
             raise DatasetFormatError(
                 f"{manifest}:{line}: malformed JSON ({exc.msg}, column {exc.colno})"
             ) from exc
@@ -244,8 +249,29 @@ def _jsonl_records(fh: io.TextIOBase, manifest: Path) -> Iterator[tuple[int, dic
         yield line, record
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json keeps the last of two silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a value a manifest may hold (strict JSON has no NaN or Infinity)")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _text(value: Any, column: str, where: str) -> str | None:
-    """A cell as stripped text; ``None`` when empty. JSON numbers become their text."""
+    """A cell as stripped text; ``None`` when empty. JSON numbers become their text.
+
+    A NUL is refused in every column, and any control character (a newline inside a quoted CSV cell)
+    in an id or a path: they break logs, CSV outputs and file system calls further on. Free text
+    (``declared_goods``, ``x_`` columns) may span lines."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -255,6 +281,9 @@ def _text(value: Any, column: str, where: str) -> str | None:
     elif not isinstance(value, str):
         raise DatasetFormatError(f"{where}: column {column!r} must be a string, got {type(value).__name__}")
     value = value.strip()
+    free_text = column == "declared_goods" or column.startswith("x_")
+    if "\x00" in value or (not free_text and _CONTROL.search(value)):
+        raise DatasetFormatError(f"{where}: column {column!r} = {value[:80]!r} holds a control character")
     return value or None
 
 

@@ -31,6 +31,7 @@ __all__ = ["GOOD", "SPLITS", "DatasetItem", "MvtecDataset", "read_mvtec"]
 GOOD = "good"
 SPLITS: tuple[str, ...] = ("train", "test")
 _MASK_SUFFIX = "_mask"
+_LOSSY = frozenset({".jpg", ".jpeg"})
 _LAYOUT = (
     "expected the MVTec AD layout: ROOT/train/good/, optional ROOT/train/<anomaly_type>/, "
     "ROOT/test/good/, ROOT/test/<anomaly_type>/, optional ROOT/ground_truth/<anomaly_type>/<stem>_mask.png"
@@ -115,6 +116,7 @@ def read_mvtec(root: str | Path, *, check_masks: bool = True) -> MvtecDataset:
     if not (root_path / "train" / GOOD).is_dir():
         raise DatasetFormatError(_missing_train_good(root_path))
 
+    _refuse_case_variants(root_path, (*SPLITS, "ground_truth"))
     images: dict[tuple[str, str], list[Path]] = {}
     for split in SPLITS:
         split_dir = root_path / split
@@ -123,6 +125,7 @@ def read_mvtec(root: str | Path, *, check_masks: bool = True) -> MvtecDataset:
         classes = _class_folders(split_dir)
         if not classes:
             raise DatasetFormatError(f"{split_dir}: empty split, no class folders ({_LAYOUT})")
+        _refuse_case_variants(split_dir, (GOOD,))
         for name in classes:
             images[(split, name)] = _images_in(split_dir / name)
 
@@ -144,6 +147,17 @@ def read_mvtec(root: str | Path, *, check_masks: bool = True) -> MvtecDataset:
         for path in images[(split, name)]
     ]
     return MvtecDataset(root=root_path, items=tuple(items))
+
+
+def _refuse_case_variants(folder: Path, names: tuple[str, ...]) -> None:
+    """A folder named like a layout name in other case (``Test``, ``Good``) would be read as something
+    else (a test split dropped, normal images taken for an anomaly type): refuse it by name."""
+    for entry in os.scandir(folder):
+        for name in names:
+            if entry.is_dir() and entry.name != name and entry.name.lower() == name:
+                raise DatasetFormatError(
+                    f"{entry.path}: folder names are lower case in the MVTec layout; rename it to {name}"
+                )
 
 
 def _check_split(name: str) -> None:
@@ -228,6 +242,11 @@ def _read_masks(root: Path, images: dict[tuple[str, str], list[Path]]) -> dict[P
         if name == GOOD:
             raise DatasetFormatError(f"{gt_dir / GOOD}: masks for good images (good images have no defects)")
         for mask in _images_in(gt_dir / name):
+            if mask.suffix.lower() in _LOSSY:
+                raise DatasetFormatError(
+                    f"{mask}: a mask must be lossless (PNG, BMP or TIFF): JPEG blurs its edge into "
+                    "pixels that read as defect"
+                )
             if not mask.stem.endswith(_MASK_SUFFIX):
                 raise DatasetFormatError(
                     f"{mask}: a mask's name must be <image stem>{_MASK_SUFFIX}{mask.suffix}"

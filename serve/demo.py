@@ -236,6 +236,7 @@ def demo(
             "40",
             "--test-anomalous",
             "10",
+            "--overwrite",
         ],
     )
     _step(console, 2, total, "preview it", ["data", "preview", str(data), "--out", str(out / "preview.png")])

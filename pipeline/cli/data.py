@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,32 @@ __all__ = ["register"]
 data_app = typer.Typer(
     help="Synthetic inspection data: render a labelled dataset, preview it.", no_args_is_help=True
 )
+
+
+def _clear_output(out: Path, *, overwrite: bool) -> None:
+    """An empty or new --out, or an earlier synthetic dataset removed with --overwrite.
+
+    Rendering into a folder that holds an earlier dataset would mix the two runs' images (a smaller
+    run leaves the larger one's files behind), and a model would then train on both. Only a folder
+    that ``data synth`` wrote (it has ``dataset.json``) is ever removed.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a file; give a folder")
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise InputError(
+            f"--out {str(out)!r} is not empty: rendering into it would mix two datasets; pass --overwrite "
+            "to replace an earlier synthetic dataset there, or choose a new folder"
+        )
+    if not (out / "dataset.json").is_file():
+        raise InputError(
+            f"--out {str(out)!r} holds files that `clearsight data synth` did not write (no dataset.json); "
+            "--overwrite only replaces an earlier synthetic dataset"
+        )
+    shutil.rmtree(out)
 
 
 def _split_list(value: str) -> tuple[str, ...]:
@@ -43,11 +70,15 @@ def synth(
         typer.Option(help="Comma-separated anomaly types never shown in training, e.g. puncture,wet_patch."),
     ] = "",
     workers: Annotated[int, typer.Option(help="Worker processes rendering in parallel.")] = 2,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier synthetic dataset in --out.")
+    ] = False,
 ) -> None:
     """Render a synthetic dataset: MVTec layout per cargo type, manifest.csv (test images as shipments)
     and dataset.json (arguments, counts, per-image variant and severity)."""
     if cargo != "all" and cargo not in CARGO_TYPES:
         raise InputError(f"unknown cargo type {cargo!r}; accepted: {', '.join(CARGO_TYPES)}, all")
+    _clear_output(out, overwrite=overwrite)
     config = SynthConfig(
         out=out,
         cargo=CARGO_TYPES if cargo == "all" else (cargo,),

@@ -168,6 +168,14 @@ JSONL_ERRORS = [
     ("flag-number", '{"path": "img/a.png", "shipment_id": "S1", "cargo_type": "o", "document_mismatch": 2}\n',
      "{m}:1: document_mismatch must be true/false/1/0/yes/no or empty, got 2"),
     ("blank-only", "\n\n", "{m}: empty manifest, no rows"),
+    ("duplicate-key", '{"path": "img/a.png", "shipment_id": "S1", "cargo_type": "o", "path": "img/b.png"}\n',
+     "{m}:1: key 'path' appears twice in one object"),
+    ("nan", '{"path": "img/a.png", "shipment_id": NaN, "cargo_type": "o"}\n',
+     "{m}:1: NaN is not a value a manifest may hold"),
+    ("nul-in-path", '{"path": "img/a.png\\u0000", "shipment_id": "S1", "cargo_type": "o"}\n',
+     "{m}:1: column 'path' = 'img/a.png\\x00' holds a control character"),
+    ("newline-in-id", '{"path": "img/a.png", "shipment_id": "S\\n1", "cargo_type": "o"}\n',
+     "{m}:1: column 'shipment_id' = 'S\\n1' holds a control character"),
 ]  # fmt: skip
 
 

@@ -194,3 +194,30 @@ def test_real_tiles_as_a_dataset(tmp_path: Path) -> None:
         for tile in sorted((REAL_ORE / folder).glob("*.png")):
             shutil.copy(tile, dest / f"{folder}_{tile.name}")
     assert read_mvtec(root).counts() == {"train": {"good": 3}, "test": {"good": 5}}
+
+
+@pytest.mark.parametrize(
+    ("rename", "message"),
+    [
+        (("test", "Test"), r"Test: folder names are lower case in the MVTec layout; rename it to test"),
+        (
+            ("test/good", "test/Good"),
+            r"Good: folder names are lower case in the MVTec layout; rename it to good",
+        ),
+    ],
+    ids=["split", "class"],
+)
+def test_layout_names_in_other_case_are_refused(
+    dataset_root: Path, rename: tuple[str, str], message: str
+) -> None:
+    (dataset_root / rename[0]).rename(dataset_root / rename[1])
+    with pytest.raises(DatasetFormatError, match=message):
+        read_mvtec(dataset_root)
+
+
+def test_a_lossy_mask_is_refused(tmp_path: Path) -> None:
+    files = {**BASE, "ground_truth/crack/001_mask.jpg": encode(np.zeros((6, 8), np.uint8), "JPEG")}
+    with pytest.raises(
+        DatasetFormatError, match=r"001_mask\.jpg: a mask must be lossless \(PNG, BMP or TIFF\)"
+    ):
+        read_mvtec(_build(tmp_path / "bottle", files))

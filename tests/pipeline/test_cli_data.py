@@ -101,3 +101,24 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("synth", "preview"):
         assert run(_app(), ["data", command, "--help"]) == 0
     assert "Draw ONE contact sheet" in capsys.readouterr().out
+
+
+def test_synth_never_mixes_two_datasets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ds"
+    base = ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY]
+    assert run(_app(), [*base, "--test-good", "3"]) == 0
+    capsys.readouterr()
+    assert run(_app(), base) == 2
+    assert (
+        "is not empty: rendering into it would mix two datasets; pass --overwrite" in capsys.readouterr().err
+    )
+    assert run(_app(), [*base, "--overwrite"]) == 0  # the smaller run leaves nothing of the larger
+    assert len(list((out / "bulk_ore" / "test" / "good").iterdir())) == 2
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"not ours")
+    assert (
+        run(_app(), ["data", "synth", "--out", str(other), "--cargo", "bulk_ore", *TINY, "--overwrite"]) == 2
+    )
+    assert "holds files that `clearsight data synth` did not write" in capsys.readouterr().err
+    assert (other / "holiday.jpg").exists()
