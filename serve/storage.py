@@ -78,6 +78,14 @@ class ImageStore:
         self._write(self.root / rel, png)
         return rel
 
+    def has(self, kind: str, sha256: str) -> bool:
+        """Whether a file of this kind and hash is stored (a batch-decided image is not)."""
+        try:
+            self.find(kind, sha256)
+        except NotFoundError:
+            return False
+        return True
+
     def find(self, kind: str, sha256: str) -> tuple[Path, str]:
         """(path, media type) of a stored image (``kind="images"``) or heatmap (``"heatmaps"``).
 

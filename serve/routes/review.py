@@ -8,7 +8,7 @@ top of SameSite) and answer with a redirect back to the queue.
 from __future__ import annotations
 
 import hmac
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -56,7 +56,35 @@ def model_evidence(log_odds: dict[str, float] | None) -> list[tuple[str, str]]:
     ]
 
 
+_SCORE_WORDS = {
+    "score.clear": ("under", "below the release threshold the policy applied"),
+    "score.review": ("over", "at or above the release threshold the policy applied"),
+    "score.hold": ("over", "at or above the hold threshold the policy applied"),
+}
+
+
+def applied_threshold(decision: Any, image_path: str) -> tuple[str, str, float] | None:
+    """How the policy judged one image's score: (css class, words, the threshold it applied).
+
+    The model's own thresholds on the verdict are not what decided: a policy may fix its own, and a
+    trusted trader's offset moves the release cut. None when no score rule judged the image (it
+    failed, or failed closed before its score was compared).
+    """
+    for reason in decision.reasons:
+        if reason.image == image_path and reason.rule in _SCORE_WORDS and reason.threshold is not None:
+            css, words = _SCORE_WORDS[reason.rule]
+            return css, words, float(reason.threshold)
+    return None
+
+
+def shown_name(path: str) -> str:
+    """An image's file name: the folder it lay in on the scoring machine is not the officer's concern."""
+    return PurePosixPath(path.replace("\\", "/")).name or path
+
+
 templates.env.globals["model_evidence"] = model_evidence
+templates.env.globals["applied_threshold"] = applied_threshold
+templates.env.globals["shown_name"] = shown_name
 templates.env.globals["heatmap_name"] = heatmap_name
 
 
@@ -131,6 +159,7 @@ async def review_page(
             "anomaly_types": _anomaly_types(records),
             "clean": CLEAN,
             "recorded": request.query_params.get("recorded"),
+            "stored": lambda sha256: services.store.has("images", sha256),
         },
     )
 

@@ -73,7 +73,9 @@ def test_officer_reviews_a_held_shipment(live_server, audit_store, chromium) -> 
     # The heatmap really loaded (a decoded image has a natural width), not a broken link.
     assert heatmaps.nth(1).evaluate("img => img.complete && img.naturalWidth") == 96
     caption = card.locator("figcaption").nth(1).inner_text()
-    assert "vs release 0.500 / hold 0.800" in caption
+    # the threshold the policy applied, then the model's own
+    assert "\u2265 0.800 applied (model: release 0.500, hold 0.800)" in caption
+    assert "hold1.png: score " in card.locator(".reasons").inner_text()
     # the fake's one signal, its log-odds the logit of the score: positive for this bright image
     assert "model evidence: unlike the clean cargo it learned +" in caption
 
@@ -142,3 +144,33 @@ def test_model_evidence_strongest_first(
     from serve.routes.review import model_evidence
 
     assert model_evidence(log_odds) == expected
+
+
+def test_a_batch_decided_shipment_says_its_images_are_elsewhere(make_client, audit_store) -> None:
+    """Images scored by `clearsight score` are not in the service's store: say so, never a broken image."""
+    from pipeline.decide import decide_shipment
+    from pipeline.policy import default_policy_path, load_policy
+    from pipeline.verdicts import Declaration, ImageVerdict
+
+    image = ImageVerdict(
+        path="/srv/archive/2026/ore/SHP-B/000012.png",
+        sha256="ab" * 32,
+        cargo_type="bulk_ore",
+        score=0.95,
+        threshold=0.5,
+        hold_threshold=0.8,
+        model_id="bulk_ore-lite0-00000000",
+        heatmap="/srv/runs/heatmaps/1f2e.png",
+    )
+    decision = decide_shipment(
+        load_policy(default_policy_path()),
+        Declaration(shipment_id="SHP-B", cargo_type="bulk_ore"),
+        [image],
+        audit_key=b"batch-audit-secret-of-the-port",
+    )
+    audit_store.record(decision)
+    client = make_client()
+    client.post("/review/login", data={"key": OFFICER_KEY})
+    page = client.get("/review").text
+    assert "Image not on this server (decided from a batch run): open 000012.png where it was scored." in page
+    assert "/srv/archive" not in page and "/review/files/images/" + "ab" * 32 not in page
