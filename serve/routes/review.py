@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -159,6 +160,7 @@ async def review_page(
             "anomaly_types": _anomaly_types(records),
             "clean": CLEAN,
             "recorded": request.query_params.get("recorded"),
+            "stale": request.query_params.get("stale"),
             "stored": lambda sha256: services.store.has("images", sha256),
         },
     )
@@ -216,11 +218,18 @@ async def review_outcome(
     services: ServicesDep,
     found: Annotated[str, Form(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$")],
     csrf: Annotated[str, Form(max_length=128)],
+    decision_seq: Annotated[int, Form(ge=1)],
     notes: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     principal = _require_session(request, services, csrf)
+    current = await run_in_threadpool(services.audit.get, shipment_id)
+    # The officer judged the decision the page showed: if another decision has been recorded since, or
+    # another officer has recorded an outcome, this form is stale and recording it would overwrite
+    # or misattribute a finding. Say so on the page instead.
+    if current is None or current.seq != decision_seq or current.outcome is not None:
+        return RedirectResponse(f"/review?stale={quote(shipment_id)}", status_code=303)
     await record_outcome(services, shipment_id, OutcomeIn(found=found, notes=notes), principal.name)
-    return RedirectResponse(f"/review?recorded={shipment_id}", status_code=303)
+    return RedirectResponse(f"/review?recorded={quote(shipment_id)}", status_code=303)
 
 
 @router.get("/files/{kind}/{sha256}")

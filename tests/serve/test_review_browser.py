@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -105,19 +106,32 @@ def test_review_forms_need_session_and_csrf(make_client, audit_store) -> None:
     files = [("images", ("a.png", png_bytes(240), "image/png"))]
     declaration = json.dumps({"shipment_id": "SHP-X", "cargo_type": "bulk_ore"})
     client.post("/v1/shipments", files=files, data={"declaration": declaration}, headers=auth(SUBMITTER_KEY))
-    no_session = client.post("/review/shipments/SHP-X/outcome", data={"found": "clean", "csrf": "x"})
+    form = {"found": "clean", "decision_seq": "1"}
+    no_session = client.post("/review/shipments/SHP-X/outcome", data={**form, "csrf": "x"})
     assert no_session.status_code == 401
     assert client.post("/review/login", data={"key": SUBMITTER_KEY}).status_code == 403
     login = client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
     assert (login.status_code, login.headers["location"]) == (303, "/review")
     set_cookie = login.headers["set-cookie"]
     assert "HttpOnly" in set_cookie and "SameSite=strict" in set_cookie and "Path=/review" in set_cookie
-    forged = client.post("/review/shipments/SHP-X/outcome", data={"found": "clean", "csrf": "forged"})
+    forged = client.post("/review/shipments/SHP-X/outcome", data={**form, "csrf": "forged"})
     assert forged.status_code == 403
     assert forged.json()["detail"] == "the form's CSRF token does not match this session; reload /review"
     assert audit_store.get("SHP-X").outcome is None
     page = client.get("/review")
     assert page.status_code == 200 and 'id="shipment-SHP-X"' in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    # a form from a page loaded before the shipment changed is not recorded over the change
+    stale = client.post("/review/shipments/SHP-X/outcome", data={**form, "csrf": csrf, "decision_seq": "7"})
+    assert "Not recorded: shipment <strong>SHP-X</strong> changed after this page was loaded" in stale.text
+    assert audit_store.get("SHP-X").outcome is None
+    done = client.post(
+        "/review/shipments/SHP-X/outcome", data={**form, "csrf": csrf, "found": "foreign_object"}
+    )
+    assert "Outcome recorded for shipment <strong>SHP-X</strong>" in done.text
+    again = client.post("/review/shipments/SHP-X/outcome", data={**form, "csrf": csrf})  # a second tab
+    assert "Not recorded: shipment <strong>SHP-X</strong> changed" in again.text
+    assert audit_store.get("SHP-X").outcome.found == "foreign_object"
     missing = client.get("/review/files/images/" + "0" * 64)
     assert missing.status_code == 404
     assert client.get("/review/files/../../etc/passwd").status_code == 404
