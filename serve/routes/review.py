@@ -112,12 +112,31 @@ def _require_session(request: Request, services: Services, csrf: str | None = No
     return principal
 
 
-def _anomaly_types(records: list[Any]) -> list[str]:
-    names: set[str] = {"unknown"}
-    for record in records:
-        for image in record.decision.images:
-            names.update(k for k in (image.type_probabilities or {}) if k != GOOD)
-    return sorted(names)
+def _anomaly_types(services: Services, records: list[Any]) -> dict[str, list[str]]:
+    """What an officer may say was found, per cargo type: the anomaly types its loaded model knows
+    (not the synthetic ones it trained on), else those its decisions' images were scored against,
+    and ``unknown``. Never another cargo type's: a puncture is no finding in a bulk-ore wagon."""
+    out: dict[str, list[str]] = {}
+    for cargo in {r.decision.cargo_type for r in records}:
+        names: set[str] = set()
+        predictor = services.predictors.get(cargo)
+        if predictor is not None:
+            card = predictor.card
+            pseudo = set(card.get("training", {}).get("pseudo_types", []))
+            names = {
+                n for n in card.get("detector", {}).get("class_names", []) if n != GOOD and n not in pseudo
+            }
+        if not names:
+            names = {
+                k
+                for r in records
+                if r.decision.cargo_type == cargo
+                for image in r.decision.images
+                for k in (image.type_probabilities or {})
+                if k != GOOD and not k.startswith("synthetic_")
+            }
+        out[cargo] = sorted(names | {"unknown"})
+    return out
 
 
 @router.get("", response_class=HTMLResponse)
@@ -157,7 +176,7 @@ async def review_page(
             "show": show,
             "offset": offset,
             "page_size": PAGE_SIZE,
-            "anomaly_types": _anomaly_types(records),
+            "anomaly_types": _anomaly_types(services, records),
             "clean": CLEAN,
             "recorded": request.query_params.get("recorded"),
             "stale": request.query_params.get("stale"),

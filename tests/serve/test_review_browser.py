@@ -188,3 +188,28 @@ def test_a_batch_decided_shipment_says_its_images_are_elsewhere(make_client, aud
     page = client.get("/review").text
     assert "Image not on this server (decided from a batch run): open 000012.png where it was scored." in page
     assert "/srv/archive" not in page and "/review/files/images/" + "ab" * 32 not in page
+
+
+def test_the_found_list_holds_the_cargo_types_own_anomalies() -> None:
+    from types import SimpleNamespace
+
+    from serve.routes.review import _anomaly_types
+
+    def predictor(names: list[str], pseudo: list[str]) -> SimpleNamespace:
+        card = {"detector": {"class_names": ["good", *names, *pseudo]}, "training": {"pseudo_types": pseudo}}
+        return SimpleNamespace(card=card)
+
+    services = SimpleNamespace(
+        predictors={
+            "bulk_ore": predictor(["wet_patch", "foreign_object"], ["synthetic_cutpaste"]),
+            "vacuum_pack": predictor(["puncture", "seal_defect"], []),
+        }
+    )
+    records = [
+        SimpleNamespace(decision=SimpleNamespace(cargo_type=c, images=[]))
+        for c in ("bulk_ore", "vacuum_pack")
+    ]
+    assert _anomaly_types(services, records) == {  # type: ignore[arg-type]
+        "bulk_ore": ["foreign_object", "unknown", "wet_patch"],
+        "vacuum_pack": ["puncture", "seal_defect", "unknown"],
+    }
