@@ -214,9 +214,14 @@ def histogram_svg(
                 )
     # labels sit either side of their line; when the lines are close the hold label drops a row
     hold_row = 14 if hold - release < 0.15 else 0
-    for value, colour, name, anchor, dx, dy in (
-        (release, RELEASE_COLOUR, "release", "end", -3, 0),
-        (hold, HOLD_COLOUR, "hold", "start", 3, hold_row),
+    # a label that would run off the chart's edge turns to the other side of its line
+    release_side = ("end", -3) if release > 0.12 else ("start", 3)
+    hold_side = ("start", 3) if hold < 0.88 else ("end", -3)
+    if release_side[0] == "start" and hold_side[0] == "start" and hold - release < 0.15:
+        hold_row = 28  # both labels to the right of two close lines: a row each
+    for value, colour, name, (anchor, dx), dy in (
+        (release, RELEASE_COLOUR, "release", release_side, 0),
+        (hold, HOLD_COLOUR, "hold", hold_side, hold_row),
     ):
         x = _sx(value)
         parts.append(

@@ -233,6 +233,21 @@ def test_chart_helpers() -> None:
     assert percent(None) == "n/a" and percent(0.9375) == "93.8 %"
 
 
+@pytest.mark.parametrize(
+    ("release", "hold", "anchors"),
+    [
+        (0.5, 0.75, {"release": "end", "hold": "start"}),
+        (0.0097, 0.097, {"release": "start", "hold": "start"}),  # a vacuum-pack model's cuts
+        (0.2, 0.95, {"release": "end", "hold": "end"}),
+    ],
+)
+def test_threshold_labels_stay_on_the_chart(release: float, hold: float, anchors: dict[str, str]) -> None:
+    labels = np.array([False, True])
+    svg = histogram_svg(np.array([0.01, 0.9]), labels, release=release, hold=hold, bins=4)
+    found = re.findall(r'text-anchor="(start|end)" class="note" fill="[^"]+">(release|hold) ', svg)
+    assert {name: anchor for anchor, name in found} == anchors
+
+
 # -------------------------------------------------------------------------------------------- CLI
 
 
