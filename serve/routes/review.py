@@ -240,7 +240,20 @@ async def review_outcome(
     decision_seq: Annotated[int, Form(ge=1)],
     notes: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    principal = _require_session(request, services, csrf)
+    try:
+        principal = _require_session(request, services, csrf)
+    except (NotAuthenticatedError, PermissionDeniedError) as exc:
+        # a browser form: answer with the page, not a problem+json body an officer cannot read
+        expired = isinstance(exc, NotAuthenticatedError)
+        if expired:
+            words = "Your session has ended: sign in again, then record the outcome once more."
+        elif "CSRF" in str(exc):
+            words = "This form is out of date (another sign-in since it was loaded): sign in again."
+        else:
+            words = "This key may not review shipments."
+        return templates.TemplateResponse(
+            request, "review.html", {"mode": "login", "error": words}, status_code=401 if expired else 403
+        )
     current = await run_in_threadpool(services.audit.get, shipment_id)
     # The officer judged the decision the page showed: if another decision has been recorded since, or
     # another officer has recorded an outcome, this form is stale and recording it would overwrite

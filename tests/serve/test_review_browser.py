@@ -109,6 +109,7 @@ def test_review_forms_need_session_and_csrf(make_client, audit_store) -> None:
     form = {"found": "clean", "decision_seq": "1"}
     no_session = client.post("/review/shipments/SHP-X/outcome", data={**form, "csrf": "x"})
     assert no_session.status_code == 401
+    assert "Your session has ended: sign in again" in no_session.text  # a page, not JSON
     assert client.post("/review/login", data={"key": SUBMITTER_KEY}).status_code == 403
     login = client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
     assert (login.status_code, login.headers["location"]) == (303, "/review")
@@ -116,7 +117,7 @@ def test_review_forms_need_session_and_csrf(make_client, audit_store) -> None:
     assert "HttpOnly" in set_cookie and "SameSite=strict" in set_cookie and "Path=/review" in set_cookie
     forged = client.post("/review/shipments/SHP-X/outcome", data={**form, "csrf": "forged"})
     assert forged.status_code == 403
-    assert forged.json()["detail"] == "the form's CSRF token does not match this session; reload /review"
+    assert "This form is out of date" in forged.text
     assert audit_store.get("SHP-X").outcome is None
     page = client.get("/review")
     assert page.status_code == 200 and 'id="shipment-SHP-X"' in page.text
