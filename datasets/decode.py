@@ -359,17 +359,50 @@ def _sniff(head: bytes, source: str) -> str:
 def _check_jpeg_complete(data: bytes, source: str) -> None:
     """Refuse a JPEG cut short, which decoders would otherwise pad with grey.
 
-    Entropy-coded data never contains a bare 0xFFD9 (0xFF bytes are stuffed), so the image is
-    complete only if an end-of-image marker follows the last start-of-scan marker. An EXIF
-    thumbnail's own markers come before the main image's scans and cannot fake it.
+    The main image is walked marker by marker from its start: header segments by their lengths,
+    each scan's entropy-coded data up to the next marker (a 0xFF there is stuffed as 0xFF00 or is a
+    restart marker). The image is complete when its end-of-image marker is reached. Whatever follows
+    it (a phone's "motion photo" video, an appended preview) is not the image's business; an EXIF
+    thumbnail lies inside a header segment and is skipped with it.
     """
-    last_scan = data.rfind(b"\xff\xda")
-    if last_scan < 0:
+    if b"\xff\xda" not in data:
         raise ImageDecodeError(
             "truncated or corrupt JPEG: no image data (start-of-scan marker)", source=source
         )
-    if data.rfind(b"\xff\xd9") < last_scan:
+    if _jpeg_end(data) is None:
         raise ImageDecodeError("truncated JPEG: no end-of-image marker after the image data", source=source)
+
+
+def _jpeg_end(data: bytes) -> int | None:
+    """The offset just past the main image's end-of-image marker, or None when the data ends first."""
+    pos, n = 2, len(data)  # after the start-of-image marker (checked by the sniffer)
+    while pos + 1 < n:
+        if data[pos] != 0xFF:
+            return None  # not at a marker: corrupt or cut
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return pos + 2
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        if pos + 3 >= n:
+            return None
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        pos += 2 + length
+        if marker == 0xDA:  # start of scan: entropy-coded data follows, up to the next real marker
+            while True:
+                pos = data.find(b"\xff", pos)
+                if pos < 0 or pos + 1 >= n:
+                    return None
+                following = data[pos + 1]
+                if following == 0x00 or 0xD0 <= following <= 0xD7:
+                    pos += 2  # stuffed 0xFF or a restart marker: still the scan
+                    continue
+                break
+    return None
 
 
 @contextmanager

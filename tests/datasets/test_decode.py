@@ -582,3 +582,18 @@ def test_read_image_header_names_the_upload_and_checks_the_pixel_limit() -> None
     assert "1200" in str(info.value)
     with pytest.raises(ImageDecodeError, match=r"^scan-8\.png: "):
         read_image_header(b"GIF89a" + bytes(40), name="scan-8.png")
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+@pytest.mark.parametrize(
+    "trailer",
+    [b"", bytes(range(256)) * 64, b"\xff\xda\x00\x08junk-after-the-image"],
+    ids=["none", "bytes", "markers"],
+)
+def test_a_complete_jpeg_with_data_after_it_is_decoded(trailer: bytes, progressive: bool) -> None:
+    """A phone's motion photo appends a video after the image; only a JPEG cut short is refused."""
+    rng = np.random.default_rng(3)
+    jpeg = encode(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8), "JPEG", progressive=progressive)
+    assert decode_image(jpeg + trailer).pixels.shape == (40, 60, 3)
+    with pytest.raises(ImageDecodeError, match="truncated JPEG: no end-of-image marker"):
+        decode_image(jpeg[: len(jpeg) // 2])
