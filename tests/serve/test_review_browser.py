@@ -133,6 +133,9 @@ def test_review_forms_need_session_and_csrf(make_client, audit_store) -> None:
     again = client.post("/review/shipments/SHP-X/outcome", data={**form, "csrf": csrf})  # a second tab
     assert "Not recorded: shipment <strong>SHP-X</strong> changed" in again.text
     assert audit_store.get("SHP-X").outcome.found == "foreign_object"
+    shown = client.get("/review?show=all").text
+    assert "Outcome: <strong>foreign_object</strong> by officer:" in shown and " UTC" in shown
+    assert "model bulk_ore-fake-0001" in shown
     missing = client.get("/review/files/images/" + "0" * 64)
     assert missing.status_code == 404
     assert client.get("/review/files/../../etc/passwd").status_code == 404
