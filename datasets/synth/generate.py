@@ -76,6 +76,16 @@ class SynthConfig:
                 raise InputError(
                     f"--{name.replace('_', '-')} {value} is negative; accepted: 0 or more images"
                 )
+        if self.train_good < 1:
+            # the MVTec layout needs train/good: a dataset without it could not be trained on
+            raise InputError(
+                "--train-good 0 writes a dataset no model can be trained on; accepted: 1 or more"
+            )
+        if self.test_good + self.test_anomalous < 1:
+            raise InputError(
+                "--test-good and --test-anomalous are both 0: the manifest would hold no shipment; "
+                "accepted: 1 or more test images"
+            )
         if self.workers < 1:
             raise InputError(f"--workers {self.workers} is out of range; accepted: 1 or more")
         if self.seed < 0:

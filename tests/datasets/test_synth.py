@@ -272,6 +272,17 @@ def test_severity_scales_the_mask() -> None:
         ({"test_good": -1}, InputError, "--test-good -1 is negative; accepted: 0 or more images"),
         ({"train_anomalous": -2}, InputError, "--train-anomalous -2 is negative; accepted: 0 or more images"),
         ({"workers": 0}, InputError, "--workers 0 is out of range; accepted: 1 or more"),
+        (
+            {"train_good": 0},
+            InputError,
+            "--train-good 0 writes a dataset no model can be trained on; accepted: 1 or more",
+        ),
+        (
+            {"test_good": 0, "test_anomalous": 0},
+            InputError,
+            "--test-good and --test-anomalous are both 0: the manifest would hold no shipment; "
+            "accepted: 1 or more test images",
+        ),
     ],
 )
 def test_bad_arguments_are_refused_with_clear_messages(
