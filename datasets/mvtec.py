@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from datasets.decode import read_image_size
-from datasets.errors import DatasetFormatError, ImageDecodeError
+from datasets.errors import DatasetFormatError, ImageDecodeError, UnsafePathError
 from datasets.folder import extensions_text, is_hidden, is_image_file
 
 __all__ = ["GOOD", "SPLITS", "DatasetItem", "MvtecDataset", "read_mvtec"]
@@ -130,6 +130,12 @@ def read_mvtec(root: str | Path, *, check_masks: bool = True) -> MvtecDataset:
             images[(split, name)] = _images_in(split_dir / name)
 
     masks = _read_masks(root_path, images)
+    for path in [*(p for paths in images.values() for p in paths), *masks.values()]:
+        # a symlinked class folder or image may point anywhere: what is read must lie in the dataset
+        if not path.resolve().is_relative_to(root_path):
+            raise UnsafePathError(
+                f"{path} resolves to {path.resolve()}, outside the dataset folder {root_path}"
+            )
     if check_masks:
         for image, mask in masks.items():
             _check_mask_size(image, mask)

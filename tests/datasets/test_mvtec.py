@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from datasets_test_images import REAL_ORE, encode
 
-from datasets.errors import DatasetFormatError
+from datasets.errors import DatasetFormatError, UnsafePathError
 from datasets.mvtec import DatasetItem, read_mvtec
 
 PNG_8x6 = encode(np.zeros((6, 8), np.uint8), "PNG")
@@ -221,3 +221,14 @@ def test_a_lossy_mask_is_refused(tmp_path: Path) -> None:
         DatasetFormatError, match=r"001_mask\.jpg: a mask must be lossless \(PNG, BMP or TIFF\)"
     ):
         read_mvtec(_build(tmp_path / "bottle", files))
+
+
+def test_a_symlink_out_of_the_dataset_is_refused(dataset_root: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "000.png").write_bytes(PNG_8x6)
+    (dataset_root / "test" / "other").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(
+        UnsafePathError, match=r"other/000\.png resolves to .*elsewhere/000\.png, outside the dataset"
+    ):
+        read_mvtec(dataset_root)
