@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -304,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         (fit_root / "train" / "good").mkdir(parents=True)
         chosen = [p for p in sorted((root / "train" / "good").iterdir()) if p.suffix.lower() in SUFFIXES]
         for path in chosen[: args.train_images]:
-            (fit_root / "train" / "good" / path.name).symlink_to(path.resolve())
+            # copies, not symlinks: a dataset may not reach outside its folder (datasets.mvtec)
+            shutil.copyfile(path, fit_root / "train" / "good" / path.name)
         ours = run_clearsight(
             fit_root,
             train,
