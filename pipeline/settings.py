@@ -8,6 +8,7 @@ needs as arguments. Every field can be set as ``CLEARSIGHT_<FIELD>`` in the envi
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +19,7 @@ __all__ = [
     "RuntimeName",
     "Settings",
     "audit_key",
+    "decode_limits",
     "weak_audit_secret",
 ]
 
@@ -64,6 +66,13 @@ class Settings(BaseSettings):
         description="What runs a loaded model's scoring graph (models.runtime.RUNTIMES): ONNX Runtime, "
         "traced on load and checked against PyTorch, or PyTorch itself.",
     )
+
+
+def decode_limits(settings: Settings) -> Any:
+    """The image decoder's bounds (``datasets.decode.DecodeLimits``) these settings set."""
+    from datasets.decode import DecodeLimits  # Pillow and OpenCV load only where images are read
+
+    return DecodeLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
 
 
 def weak_audit_secret(settings: Settings) -> bool:

@@ -18,10 +18,11 @@ import numpy as np
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from datasets.decode import DecodeLimits, ImageHeader, decode_image, read_image_header
+from datasets.decode import ImageHeader, decode_image, read_image_header
 from datasets.errors import CargoTypeError, ImageDecodeError
 from models.inference import Prediction
 from pipeline.heatmap import overlay_png
+from pipeline.settings import decode_limits
 from serve.batching import MicroBatcher
 from serve.deps import Services
 from serve.errors import RequestTooLargeError
@@ -60,7 +61,7 @@ async def _receive(services: Services, files: list[UploadFile]) -> list[_Receive
         raise RequestTooLargeError(
             f"{len(files)} images in one request; the limit is {settings.max_images_per_request}"
         )
-    limits = DecodeLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    limits = decode_limits(settings)
     received: list[_Received] = []
     for index, file in enumerate(files):
         name = safe_label(file.filename, index)
@@ -99,9 +100,7 @@ async def decoded_uploads(services: Services, files: list[UploadFile]) -> AsyncI
     """
     received = await _receive(services, files)
     pixels = sum(r.header.width * r.header.height for r in received)
-    limits = DecodeLimits(
-        max_bytes=services.settings.max_image_bytes, max_pixels=services.settings.max_image_pixels
-    )
+    limits = decode_limits(services.settings)
     with services.pixels.hold(pixels, retry_after_s=services.settings.retry_after_s):
         decoded: list[Upload] = []
         for item in received:

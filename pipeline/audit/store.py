@@ -350,38 +350,21 @@ class AuditStore:
                     if exclusive:
                         # a retry learns the shipment's decision as it stands: a stricter one may
                         # have been added since (a submitter must not read "released" off a hold)
-                        current = conn.execute(
-                            select(audit_records)
-                            .where(
-                                (audit_records.c.kind == "decision")
-                                & (audit_records.c.shipment_id == decision.shipment_id)
-                            )
-                            .order_by(audit_records.c.seq.desc())
-                            .limit(1)
-                        ).first()
-                        existing = current if current is not None else existing
+                        existing = self._latest_decision(conn, decision.shipment_id) or existing
                     return self._records(conn, [existing])[0]
-            if exclusive:
-                decided = (audit_records.c.kind == "decision") & (
-                    audit_records.c.shipment_id == decision.shipment_id
+            latest = self._latest_decision(conn, decision.shipment_id)
+            if exclusive and latest is not None and Tier(latest.tier).severity >= decision.tier.severity:
+                raise ConflictError(
+                    f"shipment {decision.shipment_id!r} was already decided (audit record {latest.seq}) "
+                    "on other images or another declaration; a shipment is decided once, and only "
+                    "a stricter decision is added later: send the same images and declaration to "
+                    "read that decision back, or have an officer record what inspection found"
                 )
-                latest = conn.execute(
-                    select(audit_records.c.seq, audit_records.c.tier)
-                    .where(decided)
-                    .order_by(audit_records.c.seq.desc())
-                    .limit(1)
-                ).first()
-                if latest is not None and Tier(latest.tier).severity >= decision.tier.severity:
-                    raise ConflictError(
-                        f"shipment {decision.shipment_id!r} was already decided (audit record {latest.seq}) "
-                        "on other images or another declaration; a shipment is decided once, and only "
-                        "a stricter decision is added later: send the same images and declaration to "
-                        "read that decision back, or have an officer record what inspection found"
-                    )
-            replayed = self._same_as_latest(conn, decision.shipment_id, decision_json)
-            if replayed is not None:
-                return replayed
-            self._refuse_lowering_a_hold(conn, decision)
+            if latest is not None:
+                replayed = self._same_decision(conn, latest, decision_json)
+                if replayed is not None:
+                    return replayed
+                self._refuse_lowering_a_hold(conn, latest, decision)
             content = {
                 "kind": "decision",
                 "shipment_id": decision.shipment_id,
@@ -401,35 +384,30 @@ class AuditStore:
 
         return self._retry(f"recording shipment {decision.shipment_id!r}", work)
 
-    def _same_as_latest(
-        self, conn: Connection, shipment_id: str, decision_json: dict[str, Any]
-    ) -> AuditRecord | None:
-        """The shipment's latest decision when it is this one but for its time: a replay under
-        another key (keys from an earlier version of Clearsight) must not append a duplicate, which
-        would also reopen a hold an officer has resolved."""
-        row = conn.execute(
+    @staticmethod
+    def _latest_decision(conn: Connection, shipment_id: str) -> Any:
+        """The row of the shipment's latest decision, or None."""
+        c = audit_records.c
+        return conn.execute(
             select(audit_records)
-            .where((audit_records.c.kind == "decision") & (audit_records.c.shipment_id == shipment_id))
-            .order_by(audit_records.c.seq.desc())
+            .where(c.kind == "decision", c.shipment_id == shipment_id)
+            .order_by(c.seq.desc())
             .limit(1)
         ).first()
-        if row is None:
-            return None
+
+    def _same_decision(self, conn: Connection, row: Any, decision_json: dict[str, Any]) -> AuditRecord | None:
+        """The shipment's latest decision (``row``) when it is this one but for its time: a replay
+        under another key (keys from an earlier version of Clearsight) must not append a duplicate,
+        which would also reopen a hold an officer has resolved."""
         latest = self._records(conn, [row])[0]
         mine = {k: v for k, v in decision_json.items() if k != "decided_at"}
         theirs = {k: v for k, v in json.loads(latest.decision.model_dump_json()).items() if k != "decided_at"}
         return latest if mine == theirs else None
 
     @staticmethod
-    def _refuse_lowering_a_hold(conn: Connection, decision: ShipmentDecision) -> None:
+    def _refuse_lowering_a_hold(conn: Connection, latest: Any, decision: ShipmentDecision) -> None:
         c = audit_records.c
-        latest = conn.execute(
-            select(c.seq, c.tier)
-            .where(c.kind == "decision", c.shipment_id == decision.shipment_id)
-            .order_by(c.seq.desc())
-            .limit(1)
-        ).first()
-        if latest is None or Tier(latest.tier).severity <= decision.tier.severity:
+        if Tier(latest.tier).severity <= decision.tier.severity:
             return
         resolved = conn.execute(
             select(c.seq).where(c.kind == "outcome", c.ref_seq == latest.seq).limit(1)
@@ -457,12 +435,7 @@ class AuditStore:
             raise InputError("found is empty; give the anomaly type found, or None for clean cargo")
 
         def work(conn: Connection) -> OutcomeRecord:
-            decision = conn.execute(
-                select(audit_records.c.seq, audit_records.c.record_hash)
-                .where(audit_records.c.kind == "decision", audit_records.c.shipment_id == shipment_id)
-                .order_by(audit_records.c.seq.desc())
-                .limit(1)
-            ).first()
+            decision = self._latest_decision(conn, shipment_id)
             if decision is None:
                 raise InputError(f"no decision recorded for shipment {shipment_id!r} in {self.url}")
             content = {
@@ -494,12 +467,7 @@ class AuditStore:
     def get(self, shipment_id: str) -> AuditRecord | None:
         """The latest decision recorded for ``shipment_id`` (with its outcome), or None."""
         with self._reading(f"reading shipment {shipment_id!r}") as conn:
-            row = conn.execute(
-                select(audit_records)
-                .where(audit_records.c.kind == "decision", audit_records.c.shipment_id == shipment_id)
-                .order_by(audit_records.c.seq.desc())
-                .limit(1)
-            ).first()
+            row = self._latest_decision(conn, shipment_id)
             return self._records(conn, [row])[0] if row is not None else None
 
     def list(
@@ -579,12 +547,7 @@ class AuditStore:
         with self._reading(f"reading shipment {shipment_id!r}") as conn:
             if conn.execute(select(c.seq).where(c.idempotency_key == idempotency_key)).first() is None:
                 return None
-            row = conn.execute(
-                select(audit_records)
-                .where(c.kind == "decision", c.shipment_id == shipment_id)
-                .order_by(c.seq.desc())
-                .limit(1)
-            ).first()
+            row = self._latest_decision(conn, shipment_id)
             return self._records(conn, [row])[0] if row is not None else None
 
     def hash_at(self, seq: int) -> str | None:

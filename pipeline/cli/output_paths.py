@@ -16,21 +16,22 @@ from datasets.errors import InputError
 __all__ = ["check_outputs_apart"]
 
 
+def _literal_depth(text: str) -> int:
+    """How many leading parts of ``text`` hold no wildcard (all of them for a plain path)."""
+    parts = Path(text).parts
+    depth = 0
+    while depth < len(parts) and not glob.has_magic(parts[depth]):
+        depth += 1
+    return depth
+
+
 def _input_paths(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
     """(as given, resolved path) of each input; a glob stands for the folder before its first wildcard."""
     out = []
     for item in inputs:
         text = str(item)
-        if glob.has_magic(text):
-            literal = []
-            for part in Path(text).parts:
-                if glob.has_magic(part):
-                    break
-                literal.append(part)
-            base = Path(*literal) if literal else Path(".")
-            out.append((text, base.resolve()))
-        else:
-            out.append((text, Path(text).resolve()))
+        literal = Path(text).parts[: _literal_depth(text)]
+        out.append((text, (Path(*literal) if literal else Path(".")).resolve()))
     return out
 
 
@@ -44,11 +45,7 @@ def _reaches(text: str, base: Path, folder: Path) -> bool:
     at one depth below its base only."""
     if not glob.has_magic(text) or "**" in text:
         return True
-    parts = Path(text).parts
-    literal = 0
-    while literal < len(parts) and not glob.has_magic(parts[literal]):
-        literal += 1
-    return len(folder.relative_to(base).parts) + 1 == len(parts) - literal
+    return len(folder.relative_to(base).parts) + 1 == len(Path(text).parts) - _literal_depth(text)
 
 
 def check_outputs_apart(

@@ -23,7 +23,7 @@ from rich.text import Text
 
 from datasets.errors import ArtifactError, ConflictError, InputError
 from pipeline.cli.output_paths import check_outputs_apart
-from pipeline.settings import RuntimeName, Settings, audit_key
+from pipeline.settings import RuntimeName, Settings, audit_key, decode_limits
 
 __all__ = ["register", "score"]
 
@@ -61,12 +61,6 @@ def _check_routing(loaded: list[str], cargo_type: str | None, inputs: list[str],
             f"{len(loaded)} models are loaded ({accepted}): pass --cargo-type, or list the images "
             "in a manifest with a cargo_type column"
         )
-
-
-def _decode_limits(settings: Settings) -> Any:
-    from datasets.decode import DecodeLimits
-
-    return DecodeLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
 
 
 def score(
@@ -184,7 +178,7 @@ def score(
         key, key_warning = audit_key(settings, recording=audit_db is not None)  # before any slow work
         if key_warning:
             summary_warnings_extra.append(key_warning)
-    limits = _decode_limits(settings)
+    limits = decode_limits(settings)
 
     console = Console(stderr=True)
     total = count_tasks(inputs)
