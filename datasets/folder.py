@@ -55,9 +55,9 @@ def iter_image_paths(inputs: Sequence[str | Path]) -> Iterator[Path]:
 
     Args:
         inputs: each a file (must have an image extension), a folder (searched recursively for
-            image extensions, case-insensitive; hidden files and folders skipped; symlinked folders
-            not followed) or a glob pattern (``*``, ``?``, ``[...]``; ``**`` recurses; non-image
-            matches are skipped).
+            image extensions, case-insensitive; hidden files and folders skipped; linked folders
+            followed, each real folder once, so a link loop ends) or a glob pattern (``*``, ``?``,
+            ``[...]``; ``**`` recurses; non-image matches are skipped).
 
     Yields:
         Image paths, spelled as found from the input: inputs in the order given, each input's
@@ -107,8 +107,21 @@ def _expand(item: str) -> list[Path]:
 
 
 def _walk_images(folder: Path) -> list[Path]:
+    # An archive assembled from links (a shared drive's day folders linked into one) must be scored
+    # whole: skipping its linked folders would drop their images without a word. Each real folder
+    # is searched once, spelled without a link where the tree holds it directly, so a link loop ends.
+    own = {os.path.realpath(dirpath) for dirpath, _, _ in os.walk(folder)}
+    searched = {os.path.realpath(folder)}
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not is_hidden(d)]
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        kept = []
+        for name in sorted(dirnames):
+            full = os.path.join(dirpath, name)
+            real = os.path.realpath(full)
+            if is_hidden(name) or real in searched or (os.path.islink(full) and real in own):
+                continue
+            searched.add(real)
+            kept.append(name)
+        dirnames[:] = kept
         found.extend(Path(dirpath, name) for name in filenames if not is_hidden(name) and is_image_file(name))
     return sorted(found)

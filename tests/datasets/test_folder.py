@@ -63,6 +63,23 @@ def test_same_file_by_two_spellings_is_yielded_once(tree: Path) -> None:
     assert list(iter_image_paths([tree / "b" / "6.bmp", "b/6.bmp", "b/../b/6.bmp"])) == [tree / "b" / "6.bmp"]
 
 
+def test_a_linked_folder_is_searched(tree: Path) -> None:
+    (tree / "a" / "linked").symlink_to(tree / "b", target_is_directory=True)
+    assert [p.as_posix() for p in iter_image_paths(["a"])] == [
+        "a/1.JPG",
+        "a/2.png",
+        "a/linked/5.webp",
+        "a/linked/6.bmp",
+        "a/sub/3.tiff",
+    ]
+
+
+def test_a_link_loop_ends_and_each_real_folder_is_searched_once(tree: Path) -> None:
+    (tree / "a" / "sub" / "up").symlink_to(tree / "a", target_is_directory=True)
+    (tree / "a" / "again").symlink_to(tree / "a" / "sub", target_is_directory=True)
+    assert [p.as_posix() for p in iter_image_paths(["a"])] == ["a/1.JPG", "a/2.png", "a/sub/3.tiff"]
+
+
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
