@@ -161,6 +161,9 @@ class EvaluationResult:
     """The model card's ``preprocessing`` input size and ``source_resolution`` (the training images'
     sizes against the model input, and the warning training gave), for the report; None for a card
     written before training recorded it."""
+    empty_masks: list[str] = field(default_factory=list)
+    """Anomalous images' masks that mark no defect pixel, left out of the pixel metrics (paths
+    relative to the dataset folder)."""
 
     def scores_and_labels(
         self, anomaly_type: str | None = None, image_kind: str | None = None
@@ -411,6 +414,7 @@ def evaluate(
     kind_pixels = {k: m.PixelAccumulator() for k in IMAGE_KINDS}
     kind_masks = dict.fromkeys(IMAGE_KINDS, False)
     records: list[ImageRecord] = []
+    empty_masks: list[str] = []
     misses, false_alarms = _Gallery(gallery_size), _Gallery(gallery_size)
 
     for start in range(0, len(items), batch_size):
@@ -447,6 +451,10 @@ def evaluate(
                 kind = _true_type(item)
                 score = float(pred.score)
                 mask = _read_mask(Path(item.mask_path)) if item.mask_path is not None else None
+                if mask is not None and kind != GOOD and not mask.any():
+                    # a blank mask would count the whole defect image as normal pixels
+                    empty_masks.append(_relative(Path(item.mask_path), root))
+                    mask = None
                 image_kind = IMAGE_KINDS[1] if is_grey(image) else IMAGE_KINDS[0]
                 record = ImageRecord(
                     path=_relative(item.path, root),
@@ -501,6 +509,7 @@ def evaluate(
         deep_features=str(card_training.get("deep_features", "")),
         resolution=card_resolution(predictor.card),
         promise=threshold_promise(predictor.card, thresholds),
+        empty_masks=sorted(empty_masks),
     )
     result.metrics = _metrics(
         result,
@@ -524,6 +533,7 @@ def _metrics(
     summary = _summary(scores, labels, overall_pixels, th)
     summary["counts"]["failed"] = sum(r.error is not None for r in result.records)
     summary["counts"]["with_mask"] = sum(r.has_mask and r.label != GOOD for r in result.records)
+    summary["counts"]["empty_masks"] = len(result.empty_masks)
     per_type: dict[str, Any] = {}
     for kind in sorted({r.type for r in result.records} - {GOOD}):
         s, lab = result.scores_and_labels(kind)
@@ -554,6 +564,7 @@ def _metrics(
         "type_accuracy": _type_accuracy(result.records),
         "per_type": per_type,
         "per_image_kind": per_image_kind,
+        "empty_masks": result.empty_masks,
         # each fused signal alone, ranked like the score: what the fusion adds over its best signal
         "per_signal": signal_aurocs(
             (r.signal_log_odds, r.label) for r in result.records if r.score is not None

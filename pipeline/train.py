@@ -585,6 +585,7 @@ def train_model(
 
     good_idx = [n for n, i in enumerate(train_items) if i.anomaly_type == GOOD]
     anom_idx = [n for n, i in enumerate(train_items) if i.anomaly_type != GOOD]
+    defect_masks, empty_masks = _defect_masks(root, train_items, train_images, anom_idx)
     goods = [train_images[n] for n in good_idx]
     val_good = [img for img, i in zip(val_images, val_items, strict=True) if i.anomaly_type == GOOD]
     val_anom = [img for img, i in zip(val_images, val_items, strict=True) if i.anomaly_type != GOOD]
@@ -615,11 +616,7 @@ def train_model(
         tuned = fine_tune_backbone(
             trainer.detector,
             goods,
-            [
-                (train_images[n], _read_mask(mask, train_images[n].shape[:2]))
-                for n in anom_idx
-                if (mask := train_items[n].mask) is not None
-            ],
+            [(train_images[n], defect_masks[n]) for n in anom_idx if n in defect_masks],
             config=FineTuneConfig(steps=config.fine_tune_steps, lr=config.fine_tune_lr),
             tiling=trainer.tiling,
             rng=trainer.rng,
@@ -732,9 +729,9 @@ def train_model(
     # then pseudo-anomalies made from every PATCH_PSEUDO_EVERY-th training normal (in that normal's
     # fold).
     labelled = [
-        (n, _read_mask(mask, anomalies[n].shape[:2]), int(fold_of_anom[n]))
+        (n, defect_masks[i], int(fold_of_anom[n]))
         for n, i in enumerate(anom_idx)
-        if fit_frozen and (mask := train_items[i].mask) is not None
+        if fit_frozen and i in defect_masks
     ]
     labelled_masks = [(emb_anom[n].patches, mask, fold) for n, mask, fold in labelled]
     # their mirror images too, each in its source's fold, so out-of-fold scores stay out of fold
@@ -1024,6 +1021,7 @@ def train_model(
                 [(i.path, i.anomaly_type, h) for i, h in zip(seen_items, all_hashes, strict=True)],
                 [Path(i.path) for i in read_mvtec(root).split("test")],
             ),
+            "empty_masks": empty_masks,
             "pseudo_anomalies": use_pseudo,
             "pseudo_types": [c for c in class_names if c.startswith(PSEUDO_PREFIX)],
             "patch_head": {
@@ -1127,6 +1125,29 @@ def _fine_scale_card(backbone: Any, fine: FineBank | None, gate: str) -> dict[st
         "scale": float(fine.scale),
         "shift": float(fine.shift),
     }
+
+
+def _defect_masks(
+    root: Path, items: Sequence[Any], images: Sequence[np.ndarray], anomalous: Sequence[int]
+) -> tuple[dict[int, np.ndarray], list[str]]:
+    """The labelled anomalies' masks, ``{index: (H, W) float32 0/1}``, and the empty ones' paths
+    (relative to ``root``, the dataset folder, where they lie in it).
+
+    A mask with no defect pixel is left out: the patch heads would learn every patch of a real
+    defect as normal. The image still trains the image-level heads, as one without a mask does.
+    """
+    masks: dict[int, np.ndarray] = {}
+    empty: list[str] = []
+    for n in anomalous:
+        if items[n].mask is None:
+            continue
+        mask = _read_mask(items[n].mask, images[n].shape[:2])
+        if mask.any():
+            masks[n] = mask
+        else:
+            path, base = Path(items[n].mask).resolve(), root.resolve()
+            empty.append(str(path.relative_to(base) if path.is_relative_to(base) else path))
+    return masks, sorted(empty)
 
 
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:

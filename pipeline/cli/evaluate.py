@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from datasets.errors import ArtifactError, DatasetFormatError
@@ -112,6 +113,11 @@ def evaluate_command(
         err.print(
             f"[yellow]Note:[/yellow] the model's release threshold was capped just above the clean "
             f"validation images ({th.method}): too few anomalous ones to measure the target miss rate."
+        )
+    if result.empty_masks:
+        err.print(
+            f"[yellow]Warning:[/yellow] {len(result.empty_masks)} ground-truth mask(s) mark no defect "
+            f"pixel ({escape(result.empty_masks[0])}, for one): left out of pixel AUROC and PRO."
         )
     console.print(
         f"Model {result.model_id} on {counts['images']} test images "

@@ -273,6 +273,9 @@ def train_command(
     copies = leakage_warning(training.get("duplicates"))
     if copies:
         err.print(f"[yellow]Warning:[/yellow] {escape(copies)}")
+    blank = empty_mask_warning(training.get("empty_masks"))
+    if blank:
+        err.print(f"[yellow]Warning:[/yellow] {escape(blank)}")
 
 
 LOW_RELEASE_RATE = 0.1
@@ -291,6 +294,17 @@ def release_warning(val: dict[str, Any]) -> str | None:
         "miss rate this model holds nearly all cargo. The lowest-scoring validation anomalies set it; "
         "look at them in `clearsight evaluate`'s report (more or cleaner labelled anomalies, or a higher "
         "--target-miss-rate, move it)"
+    )
+
+
+def empty_mask_warning(paths: list[str] | None) -> str | None:
+    """A warning naming the labelled anomalies' masks that mark no defect pixel, or None."""
+    if not paths:
+        return None
+    return (
+        f"{len(paths)} ground-truth mask(s) mark no defect pixel ({paths[0]}, for one): their images "
+        "trained the image-level heads but not the patch head. An all-black mask is usually a labelling "
+        "or export slip; mark the defect, or remove the mask if there is none to mark"
     )
 
 

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -55,7 +57,8 @@ EXPECTED = {
     "hold_threshold": 0.75,
     "threshold_method": "miss_rate_on_validation",
     "target_miss_rate": 0.01,
-    "counts": {"images": 8, "good": 4, "anomalous": 4, "failed": 1, "with_mask": 3},
+    "counts": {"images": 8, "good": 4, "anomalous": 4, "failed": 1, "with_mask": 3, "empty_masks": 0},
+    "empty_masks": [],
     "release_rate": 0.75,  # g1, g2, g4 released; g3 reviewed remotely
     "miss_rate": 0.25,  # c2
     # pairs: 0.8, 0.902, 0.753 beat all 4 good; 0.4 beats 2, ties 1 -> 14.5 / 16
@@ -275,6 +278,26 @@ def test_how_the_patch_features_read_the_deeper_maps_comes_from_the_card(
     predictor = FakePredictor()
     predictor.card = {"training": training}
     assert evaluate(predictor, dataset).deep_features == said
+
+
+def test_a_blank_mask_is_left_out_of_the_pixel_metrics_and_named(dataset: Dataset) -> None:
+    # c1's mask blanked: its defect pixels would count as normal ones. The figures must be those of
+    # the same data with c1 given no mask at all.
+    c1 = next(item for item in dataset.items if item.path.stem == "c1")
+    assert c1.mask_path is not None
+    unmasked = Dataset(
+        dataset.root, tuple(i._replace(mask_path=None) if i is c1 else i for i in dataset.items)
+    )
+    without = evaluate(FakePredictor(), unmasked).metrics
+    cv2.imwrite(str(c1.mask_path), np.zeros((8, 8), np.uint8))
+    blank = evaluate(FakePredictor(), dataset).metrics
+    assert blank["empty_masks"] == ["ground_truth/crack/c1_mask.png"]
+    assert blank["counts"]["empty_masks"] == 1
+    assert blank["counts"]["with_mask"] == without["counts"]["with_mask"] == 2
+    for block in ("pixel_auroc", "pro"):
+        assert blank[block] == without[block]
+        assert blank["per_type"]["crack"][block] == without["per_type"]["crack"][block]
+    assert blank["pixel_auroc"] != EXPECTED["pixel_auroc"]  # c1's pixels did count before
 
 
 def test_gallery_keeps_the_worst(dataset: Dataset) -> None:

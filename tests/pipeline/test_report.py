@@ -98,6 +98,22 @@ def test_sections_charts_and_tables(result: EvaluationResult) -> None:
     assert re.search(r"Image AUROC 0\.833 0\.\d{3}–1\.000", text)  # the value, then its bootstrap interval
 
 
+def test_blank_masks_are_named() -> None:
+    result = EvaluationResult(
+        model_id="bulk_ore-lite0-0badc0de",
+        cargo_type="bulk_ore",
+        thresholds=TH,
+        data_root="/data/ore",
+        records=RECORDS,
+        metrics={},
+        empty_masks=["ground_truth/crack/<x>_mask.png"],
+    )
+    result.metrics = _metrics(result, None, {}, {})
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", render_report(result)))
+    assert "1 blank mask (mark no defect pixel, e.g. ground_truth/crack/&lt;x&gt;_mask.png ;" in text
+    assert "blank mask" not in render_report(_result(RECORDS))
+
+
 def test_colour_and_grayscale_pictures_are_compared_when_both_are_there() -> None:
     # colour: clean a (0.1) and c (0.6), anomalous x (0.3); grayscale: clean b (0.2), anomalous y (0.9)
     grey = ("test/good/b.png", "test/crack/y.png")
@@ -323,7 +339,14 @@ def test_cli_end_to_end(
     assert code == 0, captured.err
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "report.html", "scores.csv"]
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert metrics["counts"] == {"images": 8, "good": 4, "anomalous": 4, "failed": 0, "with_mask": 3}
+    assert metrics["counts"] == {
+        "images": 8,
+        "good": 4,
+        "anomalous": 4,
+        "failed": 0,
+        "with_mask": 3,
+        "empty_masks": 0,
+    }
     assert metrics["release_rate"] == 0.75 and metrics["miss_rate"] == 0.25
     assert (
         "75.0 % of clean cargo released (19.4–99.4 %), 25.0 % of anomalous cargo released (0.6–80.6 %; "

@@ -265,6 +265,31 @@ def test_train_cli_holds_out_a_separate_share_of_the_anomalies(tmp_path: Path) -
     assert training["validation_share"] == {"good": 0.2, "anomalous": 0.5}
 
 
+def test_a_blank_mask_trains_no_patch_head_and_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Its patches would teach the patch head that a real defect is normal.
+    root = _write(tmp_path / "vacuum_pack", 10)
+    for n in range(6):
+        _write_anomaly(root, "seal_defect", n)
+        mask = np.zeros((64, 64), np.uint8)
+        if n % 2:
+            mask[20:31, 20:41] = 255
+        (root / "ground_truth" / "seal_defect").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "ground_truth" / "seal_defect" / f"{n:03d}_mask.png"), mask)
+    out = tmp_path / "model"
+    args = ["--image-size", "32", "--pad", "0", "--val-anomaly-fraction", "0.5", "--threads", "1"]
+    assert run(app, ["train", "--data", str(root), "--out", str(out), *args]) == 0
+    training = json.loads((out / "model.json").read_text())["training"]
+    blank = training["empty_masks"]
+    assert blank and all(name.startswith("ground_truth/seal_defect/") for name in blank)
+    assert all(int(Path(name).stem[:3]) % 2 == 0 for name in blank)
+    marked = training["counts"]["train"]["seal_defect"] - len(blank)
+    assert training["patch_head"]["labelled_masks"] == marked
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{len(blank)} ground-truth mask(s) mark no defect pixel ({blank[0]}, for one)" in err
+
+
 @pytest.mark.parametrize(
     ("val_fraction", "val_anomaly_fraction", "share"), [(0.2, None, 0.2), (0.2, 0.5, 0.5), (0.4, 0.1, 0.1)]
 )
