@@ -138,6 +138,10 @@ def build_services(
         else _load_predictors(settings.models, runtime=settings.runtime)
     )
     services.policy = _load_policy(settings)
+    if settings.trader_register is not None:
+        from pipeline.trader_register import read_trader_register
+
+        services.traders = read_trader_register(settings.trader_register)
     services.audit = audit if audit is not None else _open_audit(settings)
     for cargo_type, predictor in services.predictors.items():
         batcher = MicroBatcher(

@@ -21,10 +21,24 @@ def serve_command(
         list[Path], typer.Option("--model", help="Model directory to load (repeat: one per cargo type).")
     ],
     audit_db: Annotated[
-        str, typer.Option("--audit-db", help="Audit store URL (sqlite:///FILE or postgresql+psycopg://...).")
+        str,
+        typer.Option(
+            "--audit-db",
+            envvar="CLEARSIGHT_AUDIT_DB",
+            help="Audit store URL (sqlite:///FILE or postgresql+psycopg://...); from the environment, a "
+            "database password stays out of the process list.",
+        ),
     ],
     policy: Annotated[
         Path | None, typer.Option("--policy", help="Decision policy YAML (default: the packaged one).")
+    ] = None,
+    trader_register: Annotated[
+        Path | None,
+        typer.Option(
+            "--trader-register",
+            help="CSV of trusted traders (trader_id, aeo_tier): the AEO tier shipments are decided under. "
+            "Without it, submitters may not declare a tier.",
+        ),
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
@@ -55,6 +69,7 @@ def serve_command(
         "models": model,
         "audit_db": audit_db,
         "policy": policy,
+        "trader_register": trader_register,
         "host": host,
         "port": port,
         "workers": workers,
@@ -80,6 +95,11 @@ def serve_command(
             "CLEARSIGHT_DATA_DIR": str(settings.data_dir),
             "CLEARSIGHT_INSECURE_DEV": str(settings.insecure_dev),
             **({"CLEARSIGHT_POLICY": str(settings.policy)} if settings.policy else {}),
+            **(
+                {"CLEARSIGHT_TRADER_REGISTER": str(settings.trader_register)}
+                if settings.trader_register
+                else {}
+            ),
         }
     )
     uvicorn.run(

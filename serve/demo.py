@@ -10,6 +10,7 @@ tour. It lives in ``serve`` because its last steps need the HTTP layer.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import secrets
@@ -67,8 +68,18 @@ def _http_round_trip(console: Console, out: Path, models: list[Path], audit_url:
 
     submitter, officer = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     port = _free_port()
+    rows = list(iter_manifest(out / "data" / "manifest.csv"))
+    # The synthetic traders' AEO tiers, as the authority's register: the service decides under the
+    # registered tier, and a submitter declares none.
+    register = out / "trader_register.csv"
+    with register.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["trader_id", "aeo_tier"])
+        tiers = {(r.declaration.get("trader_id"), r.declaration.get("aeo_tier")) for r in rows}
+        writer.writerows(sorted((trader, tier) for trader, tier in tiers if trader and tier))
     settings = ServeSettings(
         models=models,
+        trader_register=register,
         audit_db=audit_url,
         data_dir=out / "serve",
         port=port,
@@ -95,7 +106,7 @@ def _http_round_trip(console: Console, out: Path, models: list[Path], audit_url:
             raise ClearsightError(f"the service on {base} did not become ready within 120 s")
 
         # The first held shipment of the archive, resubmitted under a new id as a port system would.
-        rows = [r for r in iter_manifest(out / "data" / "manifest.csv") if r.cargo_type == "bulk_ore"]
+        rows = [r for r in rows if r.cargo_type == "bulk_ore"]
         anomalous = next((r.shipment_id for r in rows if r.label == "anomalous"), rows[0].shipment_id)
         images = [r for r in rows if r.shipment_id == anomalous]
         declaration = {k: v for k, v in images[0].declaration.items() if k in _DECLARATION_FIELDS}
@@ -135,9 +146,8 @@ def _http_round_trip(console: Console, out: Path, models: list[Path], audit_url:
         thread.join(timeout=30)
 
 
-_DECLARATION_FIELDS = (
+_DECLARATION_FIELDS = (  # what a port system sends; the trader's AEO tier comes from the register
     "trader_id",
-    "aeo_tier",
     "radiation_alarm",
     "suspected_solid_waste",
     "document_mismatch",

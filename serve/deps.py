@@ -57,6 +57,7 @@ class Services:
     predictors: dict[str, Predictor] = field(default_factory=dict)
     batchers: dict[str, MicroBatcher] = field(default_factory=dict)
     policy: Any = None  # pipeline.policy.Policy
+    traders: Any = None  # pipeline.trader_register.TraderRegister, or None without a register
     audit: Any = None  # pipeline.audit.AuditStore
 
     @property

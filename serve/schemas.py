@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.inference import Prediction
 from pipeline.resolution import SCALE_TOLERANCE
-from pipeline.verdicts import ShipmentDecision
+from pipeline.verdicts import ShipmentDecision, Tier
 
 __all__ = [
     "SHIPMENT_ID_PATTERN",
@@ -157,6 +157,23 @@ class ShipmentResponse(BaseModel):
     outcome: dict[str, Any] | None = Field(
         default=None, description="The officer's recorded outcome, if any."
     )
+
+
+class SubmissionReceipt(BaseModel):
+    """What ``POST /v1/shipments`` tells a submitter: the tier to act on and the record to cite.
+
+    Scores, thresholds, reasons, the officer's outcome and whether a random audit chose the shipment
+    stay with officers: a submitter who saw them could tune pictures until they pass, or resubmit
+    under another id what an audit picked.
+    """
+
+    request_id: str
+    shipment_id: str
+    tier: Tier
+    seq: int = Field(description="Position in the audit chain; a retried submission returns the same seq.")
+    record_hash: str
+    decided_at: str
+    policy_version: str
 
 
 class OutcomeIn(BaseModel):

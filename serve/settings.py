@@ -30,6 +30,11 @@ class ServeSettings(Settings):
     policy: Path | None = Field(
         default=None, description="Decision policy YAML; the packaged default if unset."
     )
+    trader_register: Path | None = Field(
+        default=None,
+        description="CSV of trusted traders (trader_id, aeo_tier) as the customs authority keeps it: "
+        "the AEO tier a shipment is decided under. Unset: submitters may not declare a tier.",
+    )
     data_dir: Path = Field(
         default=Path("runs/serve"), description="Where uploaded images and heatmaps are kept for review."
     )

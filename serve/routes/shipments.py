@@ -12,10 +12,18 @@ from starlette.concurrency import run_in_threadpool
 
 from datasets.errors import ClearsightError, InputError, ModelError
 from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision
+from serve.auth import Principal, Role
 from serve.deps import AuditDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
-from serve.errors import NotFoundError
+from serve.errors import NotFoundError, PermissionDeniedError
 from serve.routes.score import PROBLEM_RESPONSES
-from serve.schemas import CLEAN, SHIPMENT_ID_PATTERN, SHIPMENT_ID_RE, OutcomeIn, ShipmentResponse
+from serve.schemas import (
+    CLEAN,
+    SHIPMENT_ID_PATTERN,
+    SHIPMENT_ID_RE,
+    OutcomeIn,
+    ShipmentResponse,
+    SubmissionReceipt,
+)
 from serve.scoring import Upload, batcher_for, decoded_uploads, heatmap_png, predict
 
 __all__ = ["idempotency_key", "record_outcome", "router", "submit_shipment"]
@@ -57,6 +65,36 @@ def parse_declaration(text: str) -> Declaration:
             f"shipment_id {declaration.shipment_id[:140]!r} is not accepted; use 1-128 letters, digits, "
             f"'.', '_', ':' or '-', starting with a letter or digit"
         )
+    return declaration
+
+
+def vouched(declaration: Declaration, traders: Any, caller: Principal) -> Declaration:
+    """The declaration with its trader's AEO tier taken from the register (``traders``, a
+    :class:`~pipeline.trader_register.TraderRegister` or None).
+
+    A tier lowers scrutiny, so a submitter cannot grant one: the registered tier is filled in, and a
+    declared tier the register does not give that trader is refused. Officers and admins are trusted
+    with the tier they declare (a correction the register has not caught up with).
+
+    Raises:
+        PermissionDeniedError: a submitter declared a tier without a register to check it against,
+            or one the register does not list for the trader.
+    """
+    registered = traders.tier_of(declaration.trader_id) if traders is not None else None
+    declared = declaration.aeo_tier
+    if declared is not None and caller.role is Role.SUBMITTER and declared != registered:
+        if traders is None:
+            raise PermissionDeniedError(
+                f"aeo_tier {declared!r} may not be declared by a submitter: this service keeps no register "
+                "of trusted traders to check it against (trader_register); leave aeo_tier out"
+            )
+        listed = f"registered as {registered!r}" if registered else "not on the register of trusted traders"
+        raise PermissionDeniedError(
+            f"aeo_tier {declared!r} refused: trader {declaration.trader_id!r} is {listed}; a trader's "
+            "tier comes from the register, leave aeo_tier out"
+        )
+    if declared is None and registered is not None:
+        return declaration.model_copy(update={"aeo_tier": registered})
     return declaration
 
 
@@ -146,7 +184,7 @@ async def submit_shipment(services: Services, declaration: Declaration, uploads:
 
 @router.post(
     "/shipments",
-    response_model=ShipmentResponse,
+    response_model=ShipmentResponse | SubmissionReceipt,
     responses={
         **PROBLEM_RESPONSES,
         409: {"description": "Shipment already decided on other images or declaration (problem+json)"},
@@ -156,20 +194,24 @@ async def submit_shipment(services: Services, declaration: Declaration, uploads:
 async def post_shipment(
     request: Request,
     services: ServicesDep,
-    _caller: SubmitterDep,
+    caller: SubmitterDep,
     _multipart: MultipartDep,
     images: Annotated[list[UploadFile], File(description="The shipment's images.")],
     declaration: Annotated[
         str, Form(description="Declaration as a JSON string.", examples=[DECLARATION_EXAMPLE])
     ],
-) -> ShipmentResponse:
+) -> ShipmentResponse | SubmissionReceipt:
     """Score the images with the declared cargo type's model, decide RELEASE / REMOTE_INSPECTION /
     PHYSICAL_INSPECTION under the loaded policy, and record the decision in the audit store.
+
+    A submitter gets a receipt (the tier and the record); officers and admins the whole decision.
+    The trader's AEO tier comes from the service's register of trusted traders, not from a
+    submitter's declaration.
 
     A shipment is decided once. The same declaration and images again (a retry) return the stored
     decision (same ``seq``); the same shipment id with other images or another declaration is
     recorded only when it is stricter (an alarm raised later), and refused with 409 otherwise."""
-    parsed = parse_declaration(declaration)
+    parsed = vouched(parse_declaration(declaration), services.traders, caller)
     batcher_for(services, parsed.cargo_type)  # an unknown cargo type decodes nothing
     async with decoded_uploads(services, images) as uploads:
         record = await submit_shipment(services, parsed, uploads)
@@ -179,6 +221,16 @@ async def post_shipment(
         "seq": record.seq,
         "policy_version": record.decision.policy_version,
     }
+    if caller.role is Role.SUBMITTER:
+        return SubmissionReceipt(
+            request_id=request.state.request_id,
+            shipment_id=record.decision.shipment_id,
+            tier=record.decision.tier,
+            seq=record.seq,
+            record_hash=record.record_hash,
+            decided_at=record.decision.decided_at,
+            policy_version=record.decision.policy_version,
+        )
     return _response(request, record)
 
 

@@ -44,7 +44,7 @@ def test_officer_reviews_a_held_shipment(live_server, audit_store, chromium) -> 
     held = _submit(server.url, "SHP-HOLD-7", [60, 235], trader_id="CN-TRADER-42")
     _submit(server.url, "SHP-CLEAN-1", [20])  # released: not in the queue
     _submit(server.url, "SHP-REVIEW-2", [140])
-    assert held["decision"]["tier"] == "PHYSICAL_INSPECTION"
+    assert held["tier"] == "PHYSICAL_INSPECTION"
 
     page = chromium.new_page(viewport={"width": 1366, "height": 900})
     page.goto(f"{server.url}/review")

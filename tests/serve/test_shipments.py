@@ -14,12 +14,14 @@ from serve.storage import heatmap_key
 
 SUBMIT = auth(SUBMITTER_KEY)
 OFFICER = auth(OFFICER_KEY)
+ADMIN = auth(ADMIN_KEY)
 
 
-def _submit(client, shipment_id: str, values: list[int], **declared):
+def _submit(client, shipment_id: str, values: list[int], *, headers=ADMIN, **declared):
+    """Submitted by an admin, who is answered with the whole decision (a submitter gets a receipt)."""
     declaration = json.dumps({"shipment_id": shipment_id, "cargo_type": "bulk_ore", **declared})
     files = [("images", (f"img{i}.png", png_bytes(v), "image/png")) for i, v in enumerate(values)]
-    return client.post("/v1/shipments", files=files, data={"declaration": declaration}, headers=SUBMIT)
+    return client.post("/v1/shipments", files=files, data={"declaration": declaration}, headers=headers)
 
 
 @pytest.mark.parametrize(
@@ -245,7 +247,7 @@ def test_an_image_off_the_training_scale_is_not_released(make_client, audit_stor
         ("images", ("same.png", png_bytes(10), "image/png")),  # 8 px, as trained
         ("images", ("large.png", png_bytes(10, (64, 48)), "image/png")),  # an eighth of the scale
     ]
-    response = client.post("/v1/shipments", files=files, data={"declaration": declaration}, headers=SUBMIT)
+    response = client.post("/v1/shipments", files=files, data={"declaration": declaration}, headers=ADMIN)
     assert response.status_code == 200, response.text
     decision = response.json()["decision"]
     assert [image["scale_vs_training"] for image in decision["images"]] == [1.0, 0.125]
@@ -280,9 +282,7 @@ def test_each_model_keeps_its_own_heatmap_of_an_image(make_client, tmp_path) -> 
     heatmaps = []
     for shipment, cargo in (("SHP-M1", "bulk_ore"), ("SHP-M2", "vacuum_pack")):
         declaration = json.dumps({"shipment_id": shipment, "cargo_type": cargo})
-        response = client.post(
-            "/v1/shipments", files=image, data={"declaration": declaration}, headers=SUBMIT
-        )
+        response = client.post("/v1/shipments", files=image, data={"declaration": declaration}, headers=ADMIN)
         heatmaps.append(response.json()["decision"]["images"][0]["heatmap"])
     assert heatmaps[0] != heatmaps[1]
     assert all((tmp_path / "data" / path).is_file() for path in heatmaps)
@@ -311,3 +311,72 @@ def test_a_retry_with_its_fields_in_another_order_reads_the_decision_back(make_c
     ):
         response = client.post("/v1/shipments", files=files, data={"declaration": text}, headers=SUBMIT)
         assert response.status_code == 200 and response.json()["seq"] == 1
+
+
+def test_a_submitter_gets_a_receipt_and_nothing_an_officer_decides_with(make_client) -> None:
+    """Scores, thresholds, reasons, a random audit's pick and the officer's finding stay with officers:
+    a submitter could tune pictures against them or resubmit what an audit chose."""
+    client = make_client()
+    first = _submit(client, "SHP-RC", [10, 150], headers=SUBMIT)
+    assert first.status_code == 200, first.text
+    receipt = first.json()
+    assert set(receipt) == {
+        "request_id", "shipment_id", "tier", "seq", "record_hash", "decided_at", "policy_version"
+    }  # fmt: skip
+    assert (receipt["shipment_id"], receipt["tier"], receipt["seq"]) == ("SHP-RC", "REMOTE_INSPECTION", 1)
+    found = {"found": "foreign_object", "notes": "tip from an informant"}
+    assert client.post("/v1/shipments/SHP-RC/outcome", json=found, headers=OFFICER).status_code == 200
+    again = _submit(client, "SHP-RC", [10, 150], headers=SUBMIT)  # a retry, after the outcome
+    assert again.status_code == 200 and set(again.json()) == set(receipt)
+    for leak in ("score", "threshold", "informant", "foreign_object", "random_audit", "reasons"):
+        assert leak not in first.text and leak not in again.text, leak
+
+
+REGISTER = "trader_id,aeo_tier,name\nT-42,AEOS,Ore Traders Ltd\nT-7,AEOF,\n"
+
+
+@pytest.mark.parametrize(
+    ("register", "key", "declared", "status", "applied", "said"),
+    [
+        (None, SUBMITTER_KEY, {"trader_id": "T-42"}, 200, None, None),
+        (None, SUBMITTER_KEY, {"trader_id": "T-42", "aeo_tier": "AEOF"}, 403, None,
+         "aeo_tier 'AEOF' may not be declared by a submitter: this service keeps no register"),
+        (None, ADMIN_KEY, {"trader_id": "T-42", "aeo_tier": "AEOF"}, 200, "AEOF", None),
+        (REGISTER, SUBMITTER_KEY, {"trader_id": "T-7"}, 200, "AEOF", None),
+        (REGISTER, SUBMITTER_KEY, {"trader_id": "T-42", "aeo_tier": "AEOS"}, 200, "AEOS", None),
+        (REGISTER, SUBMITTER_KEY, {"trader_id": "T-42", "aeo_tier": "AEOF"}, 403, None,
+         "aeo_tier 'AEOF' refused: trader 'T-42' is registered as 'AEOS'"),
+        (REGISTER, SUBMITTER_KEY, {"trader_id": "T-9", "aeo_tier": "AEOF"}, 403, None,
+         "aeo_tier 'AEOF' refused: trader 'T-9' is not on the register of trusted traders"),
+        (REGISTER, SUBMITTER_KEY, {"aeo_tier": "AEOF"}, 403, None, "trader None is not on the register"),
+        (REGISTER, SUBMITTER_KEY, {"trader_id": "T-9"}, 200, None, None),
+    ],
+    ids=[
+        "no-register-no-tier", "no-register-tier-claimed", "admin-trusted", "filled-from-register",
+        "matches-register", "another-tier-claimed", "unregistered-claims", "no-trader-claims", "unregistered",
+    ],
+)  # fmt: skip
+def test_the_aeo_tier_comes_from_the_register(
+    make_client, audit_store, tmp_path, register, key, declared, status, applied, said
+) -> None:
+    """A trusted trader's tier raises the release threshold, so a submitter cannot grant itself one."""
+    overrides = {}
+    if register is not None:
+        (tmp_path / "register.csv").write_text(register, encoding="utf-8")
+        overrides["trader_register"] = tmp_path / "register.csv"
+    client = make_client(**overrides)
+    response = _submit(client, "SHP-AEO", [135], headers=auth(key), **declared)  # 0.529: over 0.5
+    assert response.status_code == status, response.text
+    if said is not None:
+        assert said in response.json()["detail"]
+        assert audit_store.get("SHP-AEO") is None
+        return
+    decision = audit_store.get("SHP-AEO").decision
+    assert decision.declaration.aeo_tier == applied
+    # the tier decides: AEOS (+0.03) and AEOF (+0.05) lift the 0.5 cut over 0.529 (a random audit
+    # may still pick the shipment, so the rules are compared, not the tier)
+    rules = {reason.rule for reason in decision.reasons}
+    assert ("trusted_trader.offset" in rules, "score.review" in rules) == (
+        applied is not None,
+        applied is None,
+    )

@@ -1,0 +1,47 @@
+"""The register of trusted traders: read from the authority's CSV, every bad row named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from datasets.errors import InputError
+from pipeline.trader_register import read_trader_register
+
+
+def test_a_register_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "register.csv"
+    path.write_bytes("\ufefftrader_id, aeo_tier ,name\nT-42, AEOS ,Ore Traders\nT-7,AEOF,\n".encode())
+    register = read_trader_register(path)
+    assert dict(register.tiers) == {"T-42": "AEOS", "T-7": "AEOF"}
+    assert (register.tier_of("T-42"), register.tier_of("T-9"), register.tier_of(None)) == ("AEOS", None, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("trader,tier\nT-42,AEOS\n", "lacks the column(s) trader_id, aeo_tier; its header must name"),
+        ("", "its header must name trader_id and aeo_tier (found: no header)"),
+        ("trader_id,aeo_tier\nT-42,\n", "line 2: trader_id and aeo_tier must both be given (got 'T-42', '')"),
+        ("trader_id,aeo_tier\n,AEOS\n", "line 2: trader_id and aeo_tier must both be given"),
+        ("trader_id,aeo_tier\nT-42,AEOS\nT-42,AEOF\n", "line 3: trader 'T-42' is listed twice"),
+        (f"trader_id,aeo_tier\n{'T' * 129},AEOS\n", "trader_id is at most 128 characters"),
+        ("trader_id,aeo_tier\nT-42,AEOS_" + "X" * 30 + "\n", "aeo_tier at most 32"),
+    ],
+    ids=["no-columns", "empty", "no-tier", "no-trader", "twice", "long-id", "long-tier"],
+)  # fmt: skip
+def test_a_bad_register_is_refused_with_the_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "register.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError, match="trader register") as caught:
+        read_trader_register(path)
+    assert message in str(caught.value)
+
+
+def test_a_missing_or_binary_register_is_named(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"cannot read the trader register .*missing\.csv"):
+        read_trader_register(tmp_path / "missing.csv")
+    (tmp_path / "bin.csv").write_bytes(b"trader_id,aeo_tier\n\xff\xfe,AEOS\n")
+    with pytest.raises(InputError, match="is not UTF-8 text: invalid start byte at byte 19"):
+        read_trader_register(tmp_path / "bin.csv")
