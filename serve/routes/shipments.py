@@ -14,7 +14,7 @@ from datasets.errors import ClearsightError, InputError, ModelError
 from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision
 from serve.auth import Principal, Role
 from serve.deps import AuditDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
-from serve.errors import NotFoundError, PermissionDeniedError
+from serve.errors import NotFoundError, PermissionDeniedError, RequestTooLargeError
 from serve.routes.score import PROBLEM_RESPONSES
 from serve.schemas import (
     CLEAN,
@@ -49,8 +49,26 @@ def idempotency_key(declaration: Declaration, image_hashes: list[str]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+MAX_DECLARATION_CHARS = 16_384
+"""Longest declaration JSON accepted: a real one is a few hundred characters."""
+MAX_EXTRA_FIELDS, MAX_EXTRA_CHARS = 64, 1_000
+"""Most ``extra`` fields in a declaration, and the longest text value: each is kept in the audit trail
+for good and shown on the review page, so one submission must not be able to bloat either."""
+
+
 def parse_declaration(text: str) -> Declaration:
-    """Raises InputError naming the first bad field when ``text`` is not a valid Declaration as JSON."""
+    """The declaration in ``text`` (JSON), checked against the bounds above.
+
+    Raises:
+        RequestTooLargeError: ``text`` is over :data:`MAX_DECLARATION_CHARS`.
+        InputError: not a valid Declaration (naming the first bad field), a bad shipment id, or
+            ``extra`` with too many fields, a value that is not a number, text, true/false or null,
+            or text over :data:`MAX_EXTRA_CHARS`.
+    """
+    if len(text) > MAX_DECLARATION_CHARS:
+        raise RequestTooLargeError(
+            f"declaration is {len(text):,} characters; at most {MAX_DECLARATION_CHARS:,} are accepted"
+        )
     try:
         declaration = Declaration.model_validate_json(text)
     except ValidationError as exc:
@@ -65,6 +83,22 @@ def parse_declaration(text: str) -> Declaration:
             f"shipment_id {declaration.shipment_id[:140]!r} is not accepted; use 1-128 letters, digits, "
             f"'.', '_', ':' or '-', starting with a letter or digit"
         )
+    extra = declaration.extra
+    if len(extra) > MAX_EXTRA_FIELDS:
+        raise InputError(
+            f"declaration extra has {len(extra)} fields; at most {MAX_EXTRA_FIELDS} are accepted"
+        )
+    for key, value in extra.items():
+        if not (value is None or isinstance(value, bool | int | float | str)):
+            raise InputError(
+                f"declaration extra field {key[:64]!r} is a {type(value).__name__}; accepted: text, a "
+                "number, true/false or null"
+            )
+        if len(key) > 64 or (isinstance(value, str) and len(value) > MAX_EXTRA_CHARS):
+            raise InputError(
+                f"declaration extra field {key[:64]!r} is too long: names up to 64 characters, text up "
+                f"to {MAX_EXTRA_CHARS:,}"
+            )
     return declaration
 
 
