@@ -126,7 +126,9 @@ def build_services(
     services = Services(
         settings=settings,
         keys=keys,
-        signer=SessionSigner(secret, ttl_s=settings.session_ttl_s),
+        signer=SessionSigner(
+            secret, ttl_s=settings.session_ttl_s, revoked_dir=settings.data_dir / "sessions"
+        ),
         metrics=metrics,
         store=ImageStore(settings.data_dir),
         pixels=PixelBudget(settings.max_pixels_in_flight),

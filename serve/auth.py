@@ -16,8 +16,12 @@ import enum
 import hashlib
 import hmac
 import json
+import re
+import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from datasets.errors import InputError
 
@@ -56,15 +60,18 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def by_digest(self, presented: bytes) -> Principal | None:
-        """The principal whose key has this SHA-256 digest, or None.
+    def by_digest(
+        self, presented: bytes, *, derive: Callable[[bytes], bytes] | None = None
+    ) -> Principal | None:
+        """The principal whose key has this SHA-256 digest (or ``derive(digest)``, when given), or None.
 
         Every entry is compared (no early exit) so that the time taken does not depend on which
         entry matched.
         """
         found: Principal | None = None
         for digest, role in self._entries:
-            if hmac.compare_digest(presented, digest) and found is None:
+            expected = digest if derive is None else derive(digest)
+            if hmac.compare_digest(presented, expected) and found is None:
                 found = Principal(role=role, fingerprint=digest.hex()[:12])
         return found
 
@@ -116,31 +123,40 @@ def parse_api_keys(spec: str) -> KeyRing:
 class SessionSigner:
     """Signs and checks the review page's session cookie: ``base64(payload).base64(hmac)``.
 
-    The payload holds the key's digest (never the key), the role, an expiry and a CSRF token; the
-    cookie is useless without the server's secret, and a key removed from settings ends its sessions.
+    The payload holds a random session id, the key's id (an HMAC of the key's digest under the
+    server's secret: a cookie seen in transit gives nothing to test guessed keys against), the role,
+    an expiry and a CSRF token. The cookie is useless without the secret; a key removed from settings
+    ends its sessions, and signing out ends one (its id is kept among the revoked until it expires,
+    in ``revoked_dir`` where every worker sees it, or in memory without one).
     """
 
-    def __init__(self, secret: bytes, *, ttl_s: int) -> None:
+    def __init__(self, secret: bytes, *, ttl_s: int, revoked_dir: Path | None = None) -> None:
         self._secret = secret
         self._ttl_s = ttl_s
+        self._revoked_dir = revoked_dir
+        self._revoked: dict[str, int] = {}
 
     def _mac(self, body: bytes) -> bytes:
         return hmac.new(self._secret, body, hashlib.sha256).digest()
 
+    def _key_id(self, digest: bytes) -> bytes:
+        return self._mac(b"session-key:" + digest)
+
     def issue(self, key: str, role: Role, *, now: float | None = None) -> str:
         now = time.time() if now is None else now
+        sid = secrets.token_hex(16)
         payload = {
-            "k": _digest(key).hex(),
+            "sid": sid,
+            "k": self._key_id(_digest(key)).hex(),
             "r": role.value,
             "exp": int(now) + self._ttl_s,
-            "csrf": hashlib.sha256(self._secret + _digest(key) + str(now).encode()).hexdigest()[:32],
+            "csrf": self._mac(b"csrf:" + sid.encode()).hex()[:32],
         }
         body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode())
         return f"{body.decode()}.{base64.urlsafe_b64encode(self._mac(body)).decode()}"
 
-    def check(self, cookie: str, keys: KeyRing, *, now: float | None = None) -> tuple[Principal, str] | None:
-        """The (principal, csrf token) of a valid, unexpired cookie whose key is still configured."""
-        now = time.time() if now is None else now
+    def _payload(self, cookie: str) -> tuple[str, bytes, Role, int, str] | None:
+        """(session id, key id, role, expiry, csrf) of a cookie this server signed, or None."""
         body, sep, mac = cookie.partition(".")
         if not sep:
             return None
@@ -149,15 +165,58 @@ class SessionSigner:
             if not hmac.compare_digest(expected, self._mac(body.encode())):
                 return None
             payload = json.loads(base64.urlsafe_b64decode(body.encode()))
-            digest = bytes.fromhex(payload["k"])
-            role = Role(payload["r"])
-            exp = int(payload["exp"])
-            csrf = str(payload["csrf"])
+            sid = str(payload["sid"])
+            if not _SESSION_ID.fullmatch(sid):
+                return None
+            return (
+                sid,
+                bytes.fromhex(payload["k"]),
+                Role(payload["r"]),
+                int(payload["exp"]),
+                str(payload["csrf"]),
+            )
         except (ValueError, KeyError, TypeError):
             return None
-        if now >= exp:
+
+    def check(self, cookie: str, keys: KeyRing, *, now: float | None = None) -> tuple[Principal, str] | None:
+        """The (principal, csrf token) of a valid, unexpired, not signed-out cookie whose key is still
+        configured."""
+        now = time.time() if now is None else now
+        parsed = self._payload(cookie)
+        if parsed is None:
             return None
-        principal = keys.by_digest(digest)
+        sid, key_id, role, exp, csrf = parsed
+        if now >= exp or self._is_revoked(sid):
+            return None
+        principal = keys.by_digest(key_id, derive=self._key_id)
         if principal is None or principal.role is not role:
             return None
         return principal, csrf
+
+    def revoke(self, cookie: str, *, now: float | None = None) -> None:
+        """End the session of ``cookie`` (signing out) on every worker; an unsigned cookie is ignored."""
+        now = time.time() if now is None else now
+        parsed = self._payload(cookie)
+        if parsed is None:
+            return
+        sid, _, _, exp, _ = parsed
+        if self._revoked_dir is None:
+            self._revoked = {s: e for s, e in self._revoked.items() if e > now}
+            self._revoked[sid] = exp
+            return
+        self._revoked_dir.mkdir(parents=True, exist_ok=True)
+        for old in self._revoked_dir.iterdir():  # forget the ids of sessions that have expired anyway
+            try:
+                if int(old.read_text(encoding="ascii")) <= now:
+                    old.unlink()
+            except (OSError, ValueError):
+                continue
+        (self._revoked_dir / sid).write_text(str(exp), encoding="ascii")
+
+    def _is_revoked(self, sid: str) -> bool:
+        if self._revoked_dir is None:
+            return sid in self._revoked
+        return (self._revoked_dir / sid).exists()
+
+
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")

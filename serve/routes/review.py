@@ -224,7 +224,9 @@ async def login(
 async def logout(
     request: Request, services: ServicesDep, csrf: Annotated[str, Form(max_length=128)]
 ) -> Response:
-    _require_session(request, services, csrf)
+    if _session(request, services) is not None:  # an ended session is signed out already
+        _require_session(request, services, csrf)
+        services.signer.revoke(request.cookies.get(COOKIE, ""))  # a copy of the cookie must not outlive it
     response = RedirectResponse("/review", status_code=303)
     response.delete_cookie(COOKIE, path="/review", httponly=True, samesite="strict")
     return response

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 
 import pytest
 from serve_fakes import ADMIN_KEY, API_KEYS, OFFICER_KEY, SUBMITTER_KEY, auth, png_bytes
@@ -158,3 +161,44 @@ def test_metrics_can_be_public(make_client) -> None:
     client = make_client(metrics_public=True)
     assert client.get("/metrics").status_code == 200
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_signed_out_session_ends_on_every_worker(tmp_path) -> None:
+    ring = parse_api_keys(API_KEYS)
+    workers = [SessionSigner(b"shared", ttl_s=60, revoked_dir=tmp_path / "sessions") for _ in range(2)]
+    cookie, other = (workers[0].issue(OFFICER_KEY, Role.OFFICER, now=1000.0) for _ in range(2))
+    workers[0].revoke(cookie, now=1001.0)
+    assert workers[1].check(cookie, ring, now=1002.0) is None  # signed out on the other worker too
+    assert workers[1].check(other, ring, now=1002.0) is not None  # the officer's other session goes on
+    alone = SessionSigner(b"alone", ttl_s=60)  # no folder: in memory
+    mine = alone.issue(OFFICER_KEY, Role.OFFICER, now=1000.0)
+    alone.revoke(mine, now=1001.0)
+    assert alone.check(mine, ring, now=1002.0) is None
+    workers[0].revoke(other, now=2000.0)  # past the first one's expiry: its id is forgotten
+    assert sorted(p.name for p in (tmp_path / "sessions").iterdir()) == [_sid(other)]
+
+
+def _sid(cookie: str) -> str:
+    return json.loads(base64.urlsafe_b64decode(cookie.split(".")[0]))["sid"]
+
+
+def test_the_cookie_gives_nothing_to_test_guessed_keys_against() -> None:
+    cookie = SessionSigner(b"secret-1", ttl_s=60).issue(OFFICER_KEY, Role.OFFICER)
+    payload = base64.urlsafe_b64decode(cookie.split(".")[0]).decode()
+    assert hashlib.sha256(OFFICER_KEY.encode()).hexdigest() not in payload
+    assert hashlib.sha256(OFFICER_KEY.encode()).hexdigest()[:12] not in payload
+
+
+def test_signing_out_of_the_review_page_ends_the_session(make_client) -> None:
+    client = make_client()
+    signed_in = client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
+    assert signed_in.status_code == 303
+    cookie = client.cookies.get("clearsight_session")
+    page = client.get("/review")
+    assert "Sign out" in page.text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text).group(1)
+    assert client.post("/review/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    client.cookies.set("clearsight_session", cookie, path="/review")  # a copy kept after signing out
+    again = client.get("/review")
+    assert "Sign out" not in again.text and 'name="key"' in again.text  # the sign-in page
+    assert client.post("/review/logout", data={"csrf": "x"}, follow_redirects=False).status_code == 303
