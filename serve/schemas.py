@@ -196,6 +196,17 @@ class OutcomeIn(BaseModel):
         description="'clean', or the anomaly type found.",
     )
     notes: str = Field(default="", max_length=2000)
+    decision_seq: int | None = Field(
+        default=None,
+        ge=1,
+        description="The decision (its seq) the officer judged: refused with 409 if the shipment has "
+        "been decided again since.",
+    )
+    amend: bool = Field(
+        default=False,
+        description="Correct an outcome already recorded for this decision; without it, a second "
+        "outcome is refused with 409 (two officers must not overwrite each other's finding unawares).",
+    )
 
 
 class ModelCards(BaseModel):

@@ -262,7 +262,9 @@ async def review_outcome(
     # or misattribute a finding. Say so on the page instead.
     if current is None or current.seq != decision_seq or current.outcome is not None:
         return RedirectResponse(f"/review?stale={quote(shipment_id)}", status_code=303)
-    await record_outcome(services, shipment_id, OutcomeIn(found=found, notes=notes), principal.name)
+    await record_outcome(
+        services, shipment_id, OutcomeIn(found=found, notes=notes, decision_seq=decision_seq), principal.name
+    )
     return RedirectResponse(f"/review?recorded={quote(shipment_id)}", status_code=303)
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, File, Form, Path, Request, UploadFile
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from datasets.errors import ClearsightError, InputError, ModelError
+from datasets.errors import ClearsightError, ConflictError, InputError, ModelError
 from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision
 from serve.auth import Principal, Role
 from serve.deps import AuditDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
@@ -290,11 +290,28 @@ async def get_shipment(
 
 
 async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeIn, officer: str) -> Any:
-    """Record an officer's finding; ``clean`` is stored as ``found=None``. Returns the updated record."""
+    """Record an officer's finding; ``clean`` is stored as ``found=None``. Returns the updated record.
+
+    Raises:
+        NotFoundError: no decision recorded for the shipment.
+        ConflictError: ``outcome.decision_seq`` is not the shipment's latest decision, or that
+            decision has an outcome already and ``outcome.amend`` is not set.
+    """
     audit = services.audit
     record = await run_in_threadpool(audit.get, shipment_id)
     if record is None:
         raise NotFoundError(f"no decision recorded for shipment {shipment_id!r}")
+    if outcome.decision_seq is not None and outcome.decision_seq != record.seq:
+        raise ConflictError(
+            f"shipment {shipment_id!r} was decided again since decision {outcome.decision_seq}: its latest "
+            f"decision is {record.seq}; judge that one"
+        )
+    if record.outcome is not None and not outcome.amend:
+        earlier = record.outcome
+        raise ConflictError(
+            f"shipment {shipment_id!r} already has an outcome ({earlier.found or 'clean'}, recorded by "
+            f"{earlier.officer}); send amend: true to record a correction"
+        )
     found = None if outcome.found == CLEAN else outcome.found
     try:
         await run_in_threadpool(
@@ -312,6 +329,7 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
         401: {"description": "API key needed"},
         403: {"description": "Officer role needed"},
         404: {"description": "No such shipment"},
+        409: {"description": "Decided again since, or an outcome exists and amend is not set"},
         422: {"description": "Invalid outcome"},
     },
     summary="Record the inspection outcome",

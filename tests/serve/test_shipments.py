@@ -106,9 +106,32 @@ def test_get_and_record_outcome(make_client, audit_store) -> None:
     outcome = recorded.json()["outcome"]
     assert (outcome["found"], outcome["notes"], outcome["decision_seq"]) == ("foreign_object", "cable", 1)
     assert outcome["officer"].startswith("officer:")
-    clean = client.post("/v1/shipments/SHP-O/outcome", json={"found": "clean"}, headers=OFFICER)
-    assert clean.json()["outcome"]["found"] is None
+    # a second finding for the same decision is refused unless it says it corrects the first
+    again = client.post("/v1/shipments/SHP-O/outcome", json={"found": "clean"}, headers=OFFICER)
+    assert again.status_code == 409
+    assert again.json()["detail"].startswith(
+        "shipment 'SHP-O' already has an outcome (foreign_object, recorded by"
+    )
+    clean = client.post(
+        "/v1/shipments/SHP-O/outcome", json={"found": "clean", "amend": True}, headers=OFFICER
+    )
+    assert clean.status_code == 200 and clean.json()["outcome"]["found"] is None
     assert audit_store.verify().ok
+
+
+def test_an_outcome_for_a_decision_that_was_replaced_is_refused(make_client, audit_store) -> None:
+    client = make_client()
+    _submit(client, "SHP-Q", [10])
+    assert _submit(client, "SHP-Q", [10], radiation_alarm=True).json()["seq"] == 2  # decided again, stricter
+    stale = client.post(
+        "/v1/shipments/SHP-Q/outcome", json={"found": "clean", "decision_seq": 1}, headers=OFFICER
+    )
+    assert stale.status_code == 409
+    assert "was decided again since decision 1: its latest decision is 2" in stale.json()["detail"]
+    current = client.post(
+        "/v1/shipments/SHP-Q/outcome", json={"found": "clean", "decision_seq": 2}, headers=OFFICER
+    )
+    assert current.status_code == 200 and current.json()["outcome"]["decision_seq"] == 2
 
 
 BAD = [
