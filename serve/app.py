@@ -96,6 +96,12 @@ def check_keys(settings: ServeSettings) -> KeyRing:
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
         log.warning("INSECURE: random audits use a weak audit_secret (insecure_dev is set)")
+    if not settings.cookie_secure and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "review sessions travel in cookies not marked Secure while serving on %s: behind HTTPS set "
+            "CLEARSIGHT_COOKIE_SECURE=1",
+            settings.host,
+        )
     if settings.workers > 1 and settings.session_secret is None:
         raise InputError(
             f"{settings.workers} workers need a shared session_secret (CLEARSIGHT_SESSION_SECRET): "
@@ -193,6 +199,10 @@ def create_app(
         version="1",
         summary="Anomaly scoring of cargo images and release-before-inspection decisions, audited.",
         lifespan=lifespan,
+        # a map of the API for anyone who asks, and pages that fetch scripts from a CDN: only on request
+        openapi_url="/openapi.json" if settings.api_docs else None,
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
     )
     problems.install(app)
     for router in (score.router, shipments.router, models.router, health.router, review.router):

@@ -163,9 +163,12 @@ def _metrics_reader(
 ) -> Principal | None:
     if services.settings.metrics_public:
         return None
-    return principal_from_headers(
+    principal = principal_from_headers(
         services, bearer.credentials if bearer else None, api_key, client=client_address(request)
     )
+    if principal.role is Role.SUBMITTER:  # decisions by tier and the score histograms are officers'
+        raise PermissionDeniedError("role 'submitter' may not do this; allowed roles: admin, officer")
+    return principal
 
 
 MetricsReaderDep = Annotated[Principal | None, Depends(_metrics_reader)]

@@ -54,6 +54,20 @@ async def _send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
+# The review pages hold declarations, findings and a CSRF token: never cached (a shared machine's
+# back button), never framed (clickjacking the outcome form), forms posted only back here.
+_REVIEW_PAGE_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+]
+
+
+def _is_review_page(path: str) -> bool:
+    """The review pages and their form posts; stored images and heatmaps set their own headers."""
+    return (path == "/review" or path.startswith("/review/")) and not path.startswith("/review/files/")
+
+
 class RequestContextMiddleware:
     """Outermost layer: assigns the request id, logs one JSON line per request, counts and times it.
 
@@ -83,6 +97,8 @@ class RequestContextMiddleware:
                 # Stored uploads are served back to officers: a browser must take each response
                 # for the type it is labelled, never sniff an "image" into a page.
                 headers.append((b"x-content-type-options", b"nosniff"))
+                if _is_review_page(scope["path"]):
+                    headers.extend(_REVIEW_PAGE_HEADERS)
                 message = {**message, "headers": headers}
             await send(message)
 

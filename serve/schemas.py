@@ -218,7 +218,9 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
+    """Open to anyone (a load balancer asks): which models and policy are loaded is for officers
+    (``GET /v1/models``)."""
+
     status: str = Field(examples=["ready"])
-    models: list[str]
+    models_loaded: int
     audit: str
-    policy_version: str | None

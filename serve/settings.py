@@ -52,6 +52,11 @@ class ServeSettings(Settings):
         "a weak audit_secret (random audits predictable).",
     )
     metrics_public: bool = Field(default=False, description="Serve /metrics without an API key.")
+    api_docs: bool = Field(
+        default=False,
+        description="Serve the OpenAPI schema (/openapi.json) and its pages (/docs, /redoc) to anyone; "
+        "the pages load their scripts from a public CDN.",
+    )
     session_secret: SecretStr | None = Field(
         default=None, description="Key that signs review-page session cookies; random per start if unset."
     )

@@ -51,12 +51,7 @@ async def readyz(request: Request, services: ServicesDep) -> Response | Readines
         return problem_response(
             request, status=503, slug="not-ready", title="Not ready", detail="; ".join(problems)
         )
-    return Readiness(
-        status="ready",
-        models=sorted(p.model_id for p in services.predictors.values()),
-        audit=audit_state,
-        policy_version=services.policy.version if services.policy else None,
-    )
+    return Readiness(status="ready", models_loaded=len(services.predictors), audit=audit_state)
 
 
 @router.get(

@@ -131,7 +131,7 @@ MATRIX = {
     "get": {"none": 401, "wrong": 401, "submitter": 403, "officer": 404, "admin": 404},
     "outcome": {"none": 401, "wrong": 401, "submitter": 403, "officer": 404, "admin": 404},
     "models": {"none": 401, "wrong": 401, "submitter": 403, "officer": 200, "admin": 200},
-    "metrics": {"none": 401, "wrong": 401, "submitter": 200, "officer": 200, "admin": 200},
+    "metrics": {"none": 401, "wrong": 401, "submitter": 403, "officer": 200, "admin": 200},
 }
 CALLERS = {
     "none": {},
@@ -202,3 +202,12 @@ def test_signing_out_of_the_review_page_ends_the_session(make_client) -> None:
     again = client.get("/review")
     assert "Sign out" not in again.text and 'name="key"' in again.text  # the sign-in page
     assert client.post("/review/logout", data={"csrf": "x"}, follow_redirects=False).status_code == 303
+
+
+def test_review_pages_are_never_cached_or_framed(make_client) -> None:
+    client = make_client()
+    for response in (client.get("/review"), client.post("/review/login", data={"key": "wrong-key-1"})):
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert "x-frame-options" not in client.get("/healthz").headers

@@ -13,7 +13,7 @@ MAX_EXAMPLES = 20
 
 @pytest.mark.slow
 def test_no_server_errors_from_schema_driven_requests(live_server) -> None:
-    server = live_server(max_images_per_request=4, max_image_pixels=100_000)
+    server = live_server(max_images_per_request=4, max_image_pixels=100_000, api_docs=True)
     raw = httpx.get(f"{server.url}/openapi.json").json()
     schema = schemathesis.openapi.from_dict(raw)
     operations = [result.ok() for result in schema.get_all_operations()]
