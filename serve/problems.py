@@ -50,7 +50,7 @@ PROBLEM_BASE = "https://clearsight.dev/problems/"
 # Most specific first: the first class an error is an instance of decides its status and type.
 _TABLE: tuple[tuple[type[ClearsightError], int, str, str], ...] = (
     (NotAuthenticatedError, 401, "unauthenticated", "Missing or invalid API key"),
-    (PermissionDeniedError, 403, "forbidden", "Role not allowed"),
+    (PermissionDeniedError, 403, "forbidden", "Not allowed"),
     (NotFoundError, 404, "not-found", "Not found"),
     (RequestTooLargeError, 413, "request-too-large", "Request too large"),
     (TooManyAttemptsError, 429, "too-many-attempts", "Too many wrong API keys"),
@@ -80,7 +80,7 @@ error_log = logging.getLogger("clearsight.serve.error")
 _HTTP_TITLES = {
     400: ("bad-request", "Bad request"),
     401: ("unauthenticated", "Missing or invalid API key"),
-    403: ("forbidden", "Role not allowed"),
+    403: ("forbidden", "Not allowed"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
     413: ("request-too-large", "Request too large"),

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1", tags=["scoring"])
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, str]] = {
     401: {"description": "Missing or invalid API key (problem+json)"},
-    403: {"description": "Role not allowed (problem+json)"},
+    403: {"description": "Not allowed for this key (problem+json)"},
     413: {"description": "Request, image count, pixels or image over the limits (problem+json)"},
     415: {"description": "Body not multipart/form-data (problem+json)"},
     422: {"description": "Not an image, unknown cargo type or invalid field (problem+json)"},

@@ -32,7 +32,7 @@ router = APIRouter(prefix="/v1", tags=["shipments"])
 
 DECLARATION_EXAMPLE = (
     '{"shipment_id": "SHP-2025-0001", "cargo_type": "bulk_ore", "trader_id": "CN-TRADER-42", '
-    '"aeo_tier": "AEOS", "radiation_alarm": false}'
+    '"radiation_alarm": false}'
 )
 
 ShipmentIdPath = Annotated[
