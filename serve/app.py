@@ -31,7 +31,7 @@ from serve.routes import health, models, review, score, shipments
 from serve.settings import ServeSettings
 from serve.storage import ImageStore
 
-__all__ = ["build_services", "check_keys", "create_app", "create_app_from_env"]
+__all__ = ["build_services", "check_keys", "create_app", "create_app_from_env", "preflight"]
 
 log = logging.getLogger("clearsight.serve")
 
@@ -64,6 +64,27 @@ def _open_audit(settings: ServeSettings) -> Any:
     from pipeline.audit import AuditStore
 
     return AuditStore.open(settings.audit_db)
+
+
+def preflight(settings: ServeSettings) -> dict[str, Predictor]:
+    """Load and check what the service needs before it starts, so that a bad model folder, policy,
+    trader register or audit store is an ``Error:`` line instead of a failed start-up: returns the
+    loaded models (for a single worker to serve; several load their own).
+
+    Raises:
+        ModelError / ArtifactError / PolicyError / InputError / AuditError: from loading.
+    """
+    _load_policy(settings)  # the quick checks first: a typo should not wait for the models
+    if settings.trader_register is not None:
+        from pipeline.trader_register import read_trader_register
+
+        read_trader_register(settings.trader_register)
+    audit = _open_audit(settings)
+    try:
+        audit.ping()
+    finally:
+        audit.close()
+    return _load_predictors(settings.models, runtime=settings.runtime)
 
 
 def check_keys(settings: ServeSettings) -> KeyRing:

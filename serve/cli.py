@@ -61,7 +61,7 @@ def serve_command(
     """
     import uvicorn
 
-    from serve.app import check_keys, create_app
+    from serve.app import check_keys, create_app, preflight
     from serve.logs import log_config
     from serve.settings import ServeSettings
 
@@ -78,15 +78,17 @@ def serve_command(
     }
     settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
     check_keys(settings)  # refuse to start without keys, before any model is loaded
+    predictors = preflight(settings)
     if settings.workers == 1:
         uvicorn.run(
-            create_app(settings),
+            create_app(settings, predictors=predictors),
             host=settings.host,
             port=settings.port,
             log_config=log_config(),
             access_log=False,
         )
         return
+    del predictors  # each worker loads its own
     # Worker processes rebuild their settings from the environment: hand the options on through it.
     os.environ.update(
         {

@@ -7,6 +7,7 @@ import traceback
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from datasets.errors import ClearsightError
 
@@ -35,6 +36,23 @@ def _root(
     state.debug = debug
 
 
+def validation_words(exc: ValidationError) -> str:
+    """A pydantic error in words that name the option or variable to fix and the value given."""
+    parts = []
+    for error in exc.errors()[:3]:
+        field = ".".join(str(p) for p in error.get("loc", ())) or exc.title
+        where = (
+            f"{field} (--{field.replace('_', '-')} or CLEARSIGHT_{field.upper()})"
+            if "." not in field
+            else field
+        )
+        given = error.get("input")
+        shown = "" if isinstance(given, dict) or given is None else f"; got {str(given)[:80]!r}"
+        parts.append(f"{where}: {error.get('msg')}{shown}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
 def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
     """Run the CLI; a ``ClearsightError`` becomes ``Error: message`` on stderr and exit code 2.
 
@@ -50,6 +68,11 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"Error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except ValidationError as exc:  # settings from options and CLEARSIGHT_* variables
+        if debug:
+            traceback.print_exc()
+        print(f"Error: {validation_words(exc)}", file=sys.stderr)  # noqa: T201
         return 2
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)  # noqa: T201

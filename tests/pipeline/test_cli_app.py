@@ -44,6 +44,17 @@ def test_unexpected_error_is_reported_without_traceback(capsys) -> None:
     assert err == "Error: unexpected RuntimeError: disk on fire (rerun with --debug for a traceback)\n"
 
 
+def test_a_bad_setting_names_its_option_and_variable(capsys, monkeypatch) -> None:
+    from pipeline.cli import app
+
+    monkeypatch.setenv("CLEARSIGHT_RUNTIME", "tf")
+    code = run(app, ["score", "nothing.png", "--model", "m", "--out", "rows.jsonl"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "Error: runtime (--runtime or CLEARSIGHT_RUNTIME): Input should be 'onnxruntime' or 'torch'; got 'tf'\n"
+    )
+
+
 def test_usage_error_exits_2(capsys) -> None:
     code = run(_app_raising(RuntimeError()), ["no-such-command"])
     assert code == 2

@@ -211,3 +211,28 @@ def test_review_pages_are_never_cached_or_framed(make_client) -> None:
         assert response.headers["x-frame-options"] == "DENY"
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     assert "x-frame-options" not in client.get("/healthz").headers
+
+
+DB = "sqlite:///{tmp}/a.db"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--audit-db", "notaurl"], "Error: audit store URL 'notaurl' is not a SQLAlchemy URL"),
+        (["--audit-db", DB], "Error: model directory 'nope' does not exist"),
+        (["--audit-db", DB, "--trader-register", "{tmp}/no.csv"], "Error: cannot read the trader register"),
+        (["--audit-db", DB, "--port", "99999"],
+         "Error: port (--port or CLEARSIGHT_PORT): Input should be less than or equal to 65535"),
+    ],
+    ids=["audit-url", "model", "register", "port"],
+)  # fmt: skip
+def test_serve_names_what_is_wrong_before_starting(tmp_path, monkeypatch, capsys, args, said) -> None:
+    from serve.cli import app, run  # the pipeline's CLI with `serve` added
+
+    monkeypatch.setenv("CLEARSIGHT_API_KEYS", API_KEYS)
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "a-long-enough-audit-secret-for-tests")
+    argv = ["serve", "--model", "nope", *(a.format(tmp=tmp_path) for a in args)]
+    assert run(app, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(said) and "Traceback" not in err
