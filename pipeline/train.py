@@ -26,6 +26,8 @@ import datetime as dt
 import hashlib
 import importlib.metadata
 import math
+import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -39,7 +41,7 @@ import torch
 from datasets.decode import decode_image
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from datasets.mvtec import read_mvtec
-from models.artifact import read_card, save_artifact
+from models.artifact import CARD_FILE, read_card, save_artifact
 from models.classifier import TypeHead, fit_type_head
 from models.detector import Detector, DetectorConfig, build_detector, fit_position_norm
 from models.fusion import FUSION_RULES, OFF, fit_calibration
@@ -541,13 +543,47 @@ def _pseudo(images: Sequence[np.ndarray], rng: np.random.Generator) -> tuple[lis
     return out, kinds
 
 
-def _check_out_dir(out: Path) -> None:
+def _check_out_dir(out: Path, data_root: Path, *, overwrite: bool) -> None:
+    """Refuse, before any training, an ``--out`` the model cannot or must not be written to.
+
+    Nothing is made here: a run that fails leaves no empty folder behind.
+    """
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder for the model (made if missing)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"--out {str(out)!r}: cannot make the model folder ({exc.strerror or exc})") from exc
+    if out.resolve().is_relative_to(data_root.resolve()):
+        raise InputError(
+            f"--out {str(out)!r} lies inside --data {str(data_root)!r}: the model's files would become part "
+            "of the dataset; give a folder outside it"
+        )
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / CARD_FILE).is_file():
+            raise InputError(
+                f"--out {str(out)!r} holds files that are not a Clearsight model (no {CARD_FILE}); give an "
+                "empty or new folder"
+            )
+        if not overwrite:
+            raise InputError(
+                f"--out {str(out)!r} holds a model already; pass --overwrite to replace it (the new one "
+                "takes its place only once it is written), or give a new folder"
+            )
+    existing = next(p for p in (out, *out.resolve().parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--out {str(out)!r}: cannot write under {str(existing)!r} (permission denied)")
+
+
+def _save_in_place_of(out: Path, detector: Detector, card: dict[str, Any]) -> Path:
+    """Write the artifact to ``out``; a model already there is replaced only once the new one is
+    complete (written beside it, then swapped in), so a failure never leaves half of each."""
+    if not (out.is_dir() and any(out.iterdir())):
+        return save_artifact(out, detector, card)
+    staging = out.parent / f".{out.name}.new-{os.getpid()}"
+    retired = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    save_artifact(staging, detector, card)
+    os.replace(out, retired)
+    os.replace(staging, out)
+    shutil.rmtree(retired, ignore_errors=True)
+    return out
 
 
 def train_model(
@@ -556,6 +592,7 @@ def train_model(
     *,
     config: TrainConfig,
     progress: ProgressFn | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a detector on ``data_root`` (MVTec layout) and save the artifact in ``out_dir``.
 
@@ -563,10 +600,12 @@ def train_model(
         DatasetFormatError: no ``train/good`` images (at least 4 needed).
         CargoTypeError: cargo type neither configured nor the dataset folder's name.
         WeightsError: the backbone's weights are missing or do not match their spec.
-        InputError: ``out_dir`` is a file, or cannot be made (checked before any training).
+        InputError: ``out_dir`` is a file, lies inside ``data_root``, holds something that is not a
+            model, holds a model and ``overwrite`` is not set, or cannot be written (all checked
+            before any training).
     """
     root = Path(data_root)
-    _check_out_dir(Path(out_dir))
+    _check_out_dir(Path(out_dir), root, overwrite=overwrite)
     if config.threads:
         torch.set_num_threads(config.threads)
     start = time.perf_counter()
@@ -1063,7 +1102,7 @@ def train_model(
             "coreset_seconds": round(coreset_seconds, 3),
         },
     }
-    out = save_artifact(out_dir, det, card)
+    out = _save_in_place_of(Path(out_dir), det, card)
     saved = read_card(out)
     report("artifact", 1, 1)
     return TrainResult(out, str(saved["model_id"]), thresholds, saved, fit_seconds)

@@ -264,6 +264,7 @@ def demo(
                 str(out / "models" / cargo),
                 "--image-size",
                 str(size),
+                "--overwrite",
             ],
         )
     for i, cargo in enumerate(CARGO_TYPES):

@@ -159,6 +159,10 @@ def train_command(
             "--threads", help="CPU threads for torch (default: torch's choice).", show_default=False
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace a model already in --out (once the new one is written)."),
+    ] = False,
 ) -> None:
     """Train a detector and write its artifact (weights.safetensors + model.json) to --out.
 
@@ -211,7 +215,7 @@ def train_command(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        result = train_model(data, out, config=config, progress=progress)
+        result = train_model(data, out, config=config, progress=progress, overwrite=overwrite)
     card = result.card
     val, training = card["validation"], card["training"]
     table = Table(title=f"Trained {result.model_id}", show_header=False)

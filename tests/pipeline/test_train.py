@@ -217,6 +217,50 @@ def test_an_output_that_is_a_file_is_refused_before_training(tmp_path: Path) -> 
 def test_a_missing_data_folder_is_named_as_missing(tmp_path: Path) -> None:
     with pytest.raises(DatasetFormatError, match="does not exist or is not a folder"):
         train_model(tmp_path / "nothere", tmp_path / "m", config=TrainConfig(image_size=64))
+    assert not (tmp_path / "m").exists()  # a failed run leaves no empty model folder
+
+
+@pytest.mark.parametrize(
+    ("out", "match"),
+    [
+        (
+            "bulk_ore/models",
+            r"lies inside --data '.*bulk_ore': the model's files would become part of the dataset",
+        ),
+        ("report", r"holds files that are not a Clearsight model \(no model.json\)"),
+        ("model", r"holds a model already; pass --overwrite to replace it"),
+    ],
+    ids=["inside-the-data", "not-a-model", "a-model"],
+)
+def test_an_output_that_would_mix_or_replace_is_refused_before_training(
+    tmp_path: Path, out: str, match: str
+) -> None:
+    root = _write(tmp_path / "bulk_ore", 4)
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "metrics.json").write_text("{}")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.json").write_text("{}")
+    with pytest.raises(InputError, match=match):
+        train_model(root, tmp_path / out, config=TrainConfig(image_size=64))
+    assert (tmp_path / "report" / "metrics.json").read_text() == (
+        tmp_path / "model" / "model.json"
+    ).read_text()
+
+
+def test_overwrite_replaces_a_model_whole(tmp_path: Path) -> None:
+    root = _write(tmp_path / "bulk_ore", 10)
+    out = tmp_path / "model"
+    args = ["--image-size", "32", "--pad", "0", "--threads", "1"]
+    assert run(app, ["train", "--data", str(root), "--out", str(out), *args]) == 0
+    (out / "model.onnx").write_text("an export of the earlier model")
+    assert run(app, ["train", "--data", str(root), "--out", str(out), "--seed", "1", *args]) == 2
+    assert (
+        run(app, ["train", "--data", str(root), "--out", str(out), "--seed", "1", "--overwrite", *args]) == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "weights.safetensors"]  # no stale export
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bulk_ore", "model"]  # nothing left beside it
+    assert json.loads((out / "model.json").read_text())["training"]["seed"] == 1
+    load_model(out, runtime="torch")
 
 
 def test_unknown_cargo_folder_needs_a_cargo_type(tmp_path: Path) -> None:
