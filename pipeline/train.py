@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 import torch
 
+from datasets.cargo import CARGO_TYPES
 from datasets.decode import decode_image
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from datasets.mvtec import read_mvtec
@@ -88,7 +89,7 @@ __all__ = [
     "train_model",
 ]
 
-KNOWN_CARGO_TYPES = ("bulk_ore", "vacuum_pack")
+KNOWN_CARGO_TYPES = CARGO_TYPES
 DEEP_FEATURES = ("auto", "pooled", "sharp")
 """Choices of ``TrainConfig.deep_features``."""
 SHARP_CARGO_TYPES = ("vacuum_pack",)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datasets.cargo import CARGO_TYPES
 from datasets.errors import ClearsightError, InputError
 from datasets.synth.anomalies_ore import ORE_ANOMALIES
 from datasets.synth.anomalies_pack import PACK_ANOMALIES
@@ -16,7 +17,6 @@ from datasets.synth.vacuum import compose_photo, compose_xray, render_pack_scene
 __all__ = ["ANOMALY_TYPES", "CARGO_TYPES", "GOOD", "MASK_THRESHOLD", "Sample", "render_sample"]
 
 GOOD = "good"
-CARGO_TYPES: tuple[str, ...] = ("bulk_ore", "vacuum_pack")
 ANOMALY_TYPES: dict[str, tuple[str, ...]] = {
     "bulk_ore": tuple(ORE_ANOMALIES),
     "vacuum_pack": tuple(PACK_ANOMALIES),

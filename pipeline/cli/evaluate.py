@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from datasets.errors import ArtifactError, DatasetFormatError
+from datasets.cargo import CARGO_TYPES
+from datasets.errors import ArtifactError, CargoTypeError, DatasetFormatError, InputError
 from pipeline.settings import RuntimeName, Settings
 
 __all__ = ["evaluate_command", "register"]
@@ -81,8 +82,15 @@ def evaluate_command(
     from pipeline.report import number, number_span, percent, percent_span, write_report
     from pipeline.signal_evidence import SIGNAL_NAMES
 
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a file; give a folder for the report (made if missing)")
     predictor = _load_predictor(model, runtime=runtime or Settings().runtime)
     dataset = _read_dataset(data)
+    if data.name in CARGO_TYPES and data.name != predictor.cargo_type:
+        raise CargoTypeError(
+            f"model {predictor.model_id} is for {predictor.cargo_type} but --data {str(data)!r} holds "
+            f"{data.name}: its figures would say nothing about either; evaluate the {data.name} model"
+        )
     err = Console(stderr=True)
     with Progress(
         TextColumn("[bold]evaluating[/bold] {task.description}"),

@@ -280,6 +280,9 @@ def train_command(
     blank = empty_mask_warning(training.get("empty_masks"))
     if blank:
         err.print(f"[yellow]Warning:[/yellow] {escape(blank)}")
+    unknown = cargo_warning(str(card["cargo_type"]))
+    if unknown:
+        err.print(f"[yellow]Warning:[/yellow] {escape(unknown)}")
 
 
 LOW_RELEASE_RATE = 0.1
@@ -298,6 +301,20 @@ def release_warning(val: dict[str, Any]) -> str | None:
         "miss rate this model holds nearly all cargo. The lowest-scoring validation anomalies set it; "
         "look at them in `clearsight evaluate`'s report (more or cleaner labelled anomalies, or a higher "
         "--target-miss-rate, move it)"
+    )
+
+
+def cargo_warning(cargo_type: str) -> str | None:
+    """A warning when the packaged policy has no rules for ``cargo_type`` (a typo, or a new cargo)."""
+    from pipeline.policy import default_policy_path, load_policy
+
+    known = load_policy(default_policy_path()).cargo_types
+    if cargo_type in known:
+        return None
+    return (
+        f"cargo type {cargo_type!r} is not one the packaged policy decides ({', '.join(sorted(known))}): "
+        "its shipments are never released under it; give a policy with rules for it (--policy), or "
+        "retrain with the right --cargo-type"
     )
 
 

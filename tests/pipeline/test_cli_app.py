@@ -51,7 +51,8 @@ def test_a_bad_setting_names_its_option_and_variable(capsys, monkeypatch) -> Non
     code = run(app, ["score", "nothing.png", "--model", "m", "--out", "rows.jsonl"])
     assert code == 2
     assert capsys.readouterr().err == (
-        "Error: runtime (--runtime or CLEARSIGHT_RUNTIME): Input should be 'onnxruntime' or 'torch'; got 'tf'\n"
+        "Error: runtime (--runtime or CLEARSIGHT_RUNTIME): "
+        "Input should be 'onnxruntime' or 'torch'; got 'tf'\n"
     )
 
 

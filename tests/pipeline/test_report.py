@@ -320,6 +320,40 @@ def test_cli_missing_data_root(
     assert capsys.readouterr().err.startswith(f"Error: data root {str(tmp_path / 'none')!r} does not exist")
 
 
+@pytest.mark.parametrize(
+    ("folder", "out_is_file", "said"),
+    [
+        (
+            "vacuum_pack",
+            False,
+            "is for bulk_ore but --data '{root}' holds vacuum_pack: its figures would say",
+        ),
+        ("ore", True, "--out '{out}' is a file; give a folder for the report"),
+    ],
+    ids=["another-cargo-type", "out-is-a-file"],
+)
+def test_cli_refuses_before_scoring(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    folder: str,
+    out_is_file: bool,
+    said: str,
+) -> None:
+    _install_fake_model(monkeypatch)
+    ds = write_dataset(tmp_path / folder)
+    (tmp_path / "model").mkdir()
+    out = tmp_path / "report"
+    if out_is_file:
+        out.write_text("kept")
+    code = run(
+        app, ["evaluate", "--model", str(tmp_path / "model"), "--data", str(ds.root), "--out", str(out)]
+    )
+    assert code == 2
+    assert said.format(root=ds.root, out=out) in capsys.readouterr().err
+    assert out.is_file() == out_is_file
+
+
 def _run_evaluate(tmp_path: Path, *extra: str) -> tuple[int, Path]:
     """``clearsight evaluate`` of the installed fake model on the fake dataset: (exit code, --out)."""
     ds = write_dataset(tmp_path / "ore")

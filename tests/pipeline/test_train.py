@@ -263,6 +263,16 @@ def test_overwrite_replaces_a_model_whole(tmp_path: Path) -> None:
     load_model(out, runtime="torch")
 
 
+@pytest.mark.parametrize(("cargo", "warned"), [("bulk_ore", False), ("banana", True)])
+def test_a_cargo_type_the_policy_does_not_decide_is_warned_about(cargo: str, warned: bool) -> None:
+    from pipeline.cli.train import cargo_warning
+
+    warning = cargo_warning(cargo)
+    assert (warning is not None) == warned
+    if warned:
+        assert warning.startswith("cargo type 'banana' is not one the packaged policy decides (bulk_ore, ")
+
+
 def test_unknown_cargo_folder_needs_a_cargo_type(tmp_path: Path) -> None:
     root = _write(tmp_path / "pile", 4)
     with pytest.raises(CargoTypeError, match="folder name 'pile' is not one of"):
