@@ -6,6 +6,7 @@ Used for what-if analysis: how many shipments each tier gets under a policy, and
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from pipeline.settings import Settings, audit_key
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
 
 __all__ = ["read_verdicts", "register"]
+
 
 def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
     """Read image verdict rows (the batch scorer's output), naming ``--verdicts`` in errors."""
@@ -136,19 +138,26 @@ def register(app: typer.Typer) -> None:
         check_outputs_apart(
             files={"--out": out}, inputs=[verdicts, *(p for p in (policy, compare_policy) if p)]
         )
+        if out.is_dir():
+            raise InputError(f"--out {str(out)!r} is a folder; give the decisions file (JSONL)")
+        if out.suffix.lower() not in (".jsonl", ".ndjson"):
+            raise InputError(f"--out {str(out)!r}: decisions are written as JSON lines; name the file .jsonl")
         settings = Settings()
         key, key_warning = audit_key(settings, recording=audit_db is not None)
         chosen = load_policy(policy or default_policy_path())
         other = load_policy(compare_policy) if compare_policy is not None else None
         rows = list(read_verdicts(verdicts))
-        decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}")
-        _write_jsonl(out, decisions)
         recorded = ""
         refused: list[str] = []
-        if audit_db:
-            from pipeline.audit import AuditStore
+        with contextlib.ExitStack() as stack:
+            store = None
+            if audit_db:  # opened first: a bad URL must fail before the decisions file is written
+                from pipeline.audit import AuditStore
 
-            with AuditStore.open(audit_db) as store:
+                store = stack.enter_context(AuditStore.open(audit_db))
+            decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}")
+            _write_jsonl(out, decisions)
+            if store is not None:
                 for decision in decisions:
                     try:
                         store.record(decision, idempotency_key=inputs_key(decision))

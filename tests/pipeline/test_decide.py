@@ -735,6 +735,28 @@ def test_cli_decide_bad_verdicts(
     assert capsys.readouterr().err.strip() == message.format(p=path)
 
 
+@pytest.mark.parametrize(
+    ("out", "extra", "message"),
+    [
+        ("d.jsonl", ["--audit-db", "notaurl"], "Error: audit store URL 'notaurl' is not a SQLAlchemy URL"),
+        ("d.csv", [], "Error: --out 'd.csv': decisions are written as JSON lines; name the file .jsonl"),
+        ("folder", [], "Error: --out 'folder' is a folder; give the decisions file (JSONL)"),
+    ],
+    ids=["bad-audit-url", "csv-name", "folder"],
+)
+def test_cli_decide_writes_nothing_when_it_cannot_finish(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], out: str, extra: list[str], message: str
+) -> None:
+    """A decisions file beside a failed run would look like a finished what-if."""
+    from pipeline.cli import app, run
+
+    (cli_env / "folder").mkdir()
+    verdicts = _write(cli_env / "v.jsonl", ROWS)
+    assert run(app, ["decide", "--verdicts", str(verdicts), "--out", out, *extra]) == 2
+    assert capsys.readouterr().err.startswith(message)
+    assert sorted(p.name for p in cli_env.iterdir()) == ["folder", "v.jsonl"]
+
+
 def test_cli_decide_never_writes_over_its_verdicts(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pipeline.cli import app, run
 
