@@ -72,9 +72,10 @@ class SynthConfig:
             raise InputError(f"--size {self.size} is out of range; accepted: 64 to 4096 pixels")
         for name in ("train_good", "train_anomalous", "test_good", "test_anomalous"):
             value = getattr(self, name)
+            least = 1 if name == "train_good" else 0
             if value < 0:
                 raise InputError(
-                    f"--{name.replace('_', '-')} {value} is negative; accepted: 0 or more images"
+                    f"--{name.replace('_', '-')} {value} is negative; accepted: {least} or more images"
                 )
         if self.train_good < 1:
             # the MVTec layout needs train/good: a dataset without it could not be trained on

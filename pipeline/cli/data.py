@@ -38,12 +38,17 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
             f"--out {str(out)!r} is not empty: rendering into it would mix two datasets; pass --overwrite "
             "to replace an earlier synthetic dataset there, or choose a new folder"
         )
-    if not (out / "dataset.json").is_file():
+    if not (out / "dataset.json").is_file() and not (out / _RENDERING).is_file():
         raise InputError(
             f"--out {str(out)!r} holds files that `clearsight data synth` did not write (no dataset.json); "
             "--overwrite only replaces an earlier synthetic dataset"
         )
     shutil.rmtree(out)
+
+
+_RENDERING = ".clearsight-synth-rendering"
+"""Marks a folder `data synth` is writing (its dataset.json comes last): an interrupted run's folder
+is still one that --overwrite may replace."""
 
 
 def _split_list(value: str) -> tuple[str, ...]:
@@ -91,6 +96,8 @@ def synth(
         holdout_types=_split_list(holdout_types),
         workers=workers,
     )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _RENDERING).write_text("an interrupted `clearsight data synth` if still here\n", encoding="utf-8")
     console = Console(stderr=True)
     with Progress(
         TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
@@ -99,6 +106,7 @@ def synth(
         summary = generate_dataset(
             config, progress=lambda done, total: bar.update(task, completed=done, total=total)
         )
+    (out / _RENDERING).unlink()
     typer.echo(f"Wrote {summary.images} images to {summary.root} (manifest.csv, dataset.json)")
 
 

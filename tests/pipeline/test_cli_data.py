@@ -122,3 +122,24 @@ def test_synth_never_mixes_two_datasets(tmp_path: Path, capsys: pytest.CaptureFi
     )
     assert "holds files that `clearsight data synth` did not write" in capsys.readouterr().err
     assert (other / "holiday.jpg").exists()
+
+
+def test_an_interrupted_synth_can_be_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.cli.data as data_cli
+
+    out = tmp_path / "ds"
+    base = ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY]
+
+    def interrupted(config, progress):  # noqa: ANN001, ANN202 - the generator's signature
+        (config.out / "bulk_ore" / "train" / "good").mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(data_cli, "generate_dataset", interrupted)
+        assert run(_app(), base) == 130  # Ctrl-C: no dataset.json was written
+    assert not (out / "dataset.json").exists()
+    assert run(_app(), [*base, "--overwrite"]) == 0, capsys.readouterr().err
+    assert (out / "dataset.json").is_file()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # the marker is gone
