@@ -348,8 +348,9 @@ class TrainConfig:
                 self.head_gate_evidence in HEAD_GATE_EVIDENCE,
                 f"head_gate_evidence {self.head_gate_evidence!r} not in {', '.join(HEAD_GATE_EVIDENCE)}",
             ),
+            (self.tile_size >= 0, f"tile_size {self.tile_size} must be >= 0 (0: resize, never tile)"),
             (
-                self.tile_size == 0 or 0 <= self.tile_overlap < self.tile_size,
+                self.tile_size <= 0 or 0 <= self.tile_overlap < self.tile_size,
                 f"tile_overlap {self.tile_overlap} must be in [0, tile_size={self.tile_size})",
             ),
         ]

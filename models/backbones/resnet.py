@@ -91,7 +91,8 @@ def _build(name: str, net: nn.Module, weights: str | Path | None) -> ResNetBackb
     spec = RESNET_WEIGHTS[name]
     if weights == "pretrained":
         raise WeightsError(
-            f"{name} has no bundled weights; pass weights=<path to a local .safetensors or .pth state dict>"
+            f"{name} has no bundled weights; give a local .safetensors or .pth state dict "
+            "(`clearsight train --backbone-weights FILE`, or weights=FILE)"
         )
     if weights == "random":
         warnings.warn(f"{name}: random initialisation, no pretrained weights", UserWarning, stacklevel=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from datasets.errors import InputError
 from pipeline.leakage import leakage_warning
 
 __all__ = ["register", "train_command"]
@@ -174,31 +176,34 @@ def train_command(
     from pipeline.resolution import card_resolution, describe_resize
     from pipeline.train import TrainConfig, train_model
 
-    config = TrainConfig(
-        backbone=backbone,
-        backbone_weights=str(backbone_weights) if backbone_weights else None,
-        image_size=image_size,
-        target_miss_rate=target_miss_rate,
-        val_fraction=val_fraction,
-        val_anomaly_fraction=val_anomaly_fraction,
-        cargo_type=cargo_type,
-        coreset_ratio=coreset_ratio,
-        max_bank=max_bank,
-        pad=pad,
-        position_norm=position_norm,
-        patch_head=patch_head,
-        fine_scale=fine_scale,
-        fine_tune_steps=fine_tune_steps,
-        fusion=fusion,
-        co_located=co_located,
-        patch_mirrors=patch_mirrors,
-        grey_offsets=grey_offsets,
-        deep_features=deep_features,
-        tile_size=tile_size,
-        tile_overlap=tile_overlap,
-        seed=seed,
-        threads=threads,
-    )
+    try:
+        config = TrainConfig(
+            backbone=backbone,
+            backbone_weights=str(backbone_weights) if backbone_weights else None,
+            image_size=image_size,
+            target_miss_rate=target_miss_rate,
+            val_fraction=val_fraction,
+            val_anomaly_fraction=val_anomaly_fraction,
+            cargo_type=cargo_type,
+            coreset_ratio=coreset_ratio,
+            max_bank=max_bank,
+            pad=pad,
+            position_norm=position_norm,
+            patch_head=patch_head,
+            fine_scale=fine_scale,
+            fine_tune_steps=fine_tune_steps,
+            fusion=fusion,
+            co_located=co_located,
+            patch_mirrors=patch_mirrors,
+            grey_offsets=grey_offsets,
+            deep_features=deep_features,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            seed=seed,
+            threads=threads,
+        )
+    except InputError as exc:  # the config names its fields; a user typed flags
+        raise InputError(flag_words(str(exc))) from None
     err = Console(stderr=True)
     tasks: dict[str, TaskID] = {}
     with Progress(
@@ -302,6 +307,15 @@ def release_warning(val: dict[str, Any]) -> str | None:
         "look at them in `clearsight evaluate`'s report (more or cleaner labelled anomalies, or a higher "
         "--target-miss-rate, move it)"
     )
+
+
+def flag_words(message: str) -> str:
+    """``message`` with a leading TrainConfig field (``fusion 'avg' not in ...``) named as the flag
+    that sets it (``--fusion 'avg' not in ...``)."""
+    field, sep, rest = message.partition(" ")
+    if sep and field in inspect.signature(train_command).parameters:  # each option is its parameter's name
+        return f"--{field.replace('_', '-')} {rest}"
+    return message
 
 
 def cargo_warning(cargo_type: str) -> str | None:

@@ -163,13 +163,16 @@ def test_the_miss_rate_promise_in_words(n: int, bound: float | None, row: str, n
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--image-size", "8"], "Error: image_size 8 must be in [32, 1024]"),
-        (["--coreset-ratio", "1.5"], "Error: coreset_ratio 1.5 must be in (0, 1]"),
-        (["--pad", "8"], "Error: pad 8 must be a multiple of 16 in [0, image_size / 2]"),
+        (["--image-size", "8"], "Error: --image-size 8 must be in [32, 1024]"),
+        (["--coreset-ratio", "1.5"], "Error: --coreset-ratio 1.5 must be in (0, 1]"),
+        (["--pad", "8"], "Error: --pad 8 must be a multiple of 16 in [0, image_size / 2]"),
         (["--cargo-type", ""], "Error: cannot tell the cargo type"),
-        (["--val-fraction", "1.0"], "Error: val_fraction 1.0 must be in (0, 1)"),
-        (["--val-anomaly-fraction", "0"], "Error: val_anomaly_fraction 0.0 must be in (0, 1)"),
-        (["--deep-features", "wide"], "Error: deep_features 'wide' not in auto, pooled, sharp"),
+        (["--val-fraction", "1.0"], "Error: --val-fraction 1.0 must be in (0, 1)"),
+        (["--val-anomaly-fraction", "0"], "Error: --val-anomaly-fraction 0.0 must be in (0, 1)"),
+        (["--deep-features", "wide"], "Error: --deep-features 'wide' not in auto, pooled, sharp"),
+        (["--fusion", "avg"], "Error: --fusion 'avg' not in max, sum"),
+        (["--target-miss-rate", "2"], "Error: --target-miss-rate 2.0 must be in (0, 1)"),
+        (["--tile-size", "-1"], "Error: --tile-size -1 must be >= 0 (0: resize, never tile)"),
     ],
 )
 def test_train_cli_reports_bad_options(
