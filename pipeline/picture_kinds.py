@@ -106,7 +106,7 @@ def grey_offsets_words(record: dict[str, Any] | str | None) -> str:
         normals["grey"] < record["least_normals_of_each_kind"]
         or normals["colour"] < record["least_normals_of_each_kind"]
     ):
-        return f"no offsets: {counts} (least {record['least_normals_of_each_kind']} of each kind)"
+        return f"no offsets: {counts} (at least {record['least_normals_of_each_kind']} of each kind needed)"
     return (
         f"grey views' one-class distances x{record['one_class_distance_factor']:.3f}, "
         f"type head {record['type_head_log_odds']:+.3f} and patch head {record['patch_head_logit']:+.3f} "

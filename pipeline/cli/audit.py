@@ -130,6 +130,11 @@ def register(app: typer.Typer) -> None:
         """Export every recorded decision with its latest outcome to CSV or JSONL, or the whole chain."""
         from pipeline.audit.chain_file import write_chain_file
 
+        if chain and out.suffix.lower() not in (".jsonl", ".ndjson"):
+            raise InputError(
+                f"--out {str(out)!r}: the chain is written as JSON lines (what verify-file reads); name "
+                "the file .jsonl"
+            )
         with _open(db) as store:
             if chain:
                 count = write_chain_file(store.iter_chain(), out)
@@ -174,7 +179,14 @@ def register(app: typer.Typer) -> None:
             f"record {record.seq} {record.record_hash}; decided {d.decided_at} under policy "
             f"{d.policy_version} ({d.policy_sha256[:12]}); models {', '.join(d.model_ids) or '-'}"
         )
-        table = Table("rule", "tier", "image", "score", "threshold", "message")
+        table = Table()
+        table.add_column("rule", overflow="fold")
+        table.add_column("tier", min_width=len(Tier.PHYSICAL_INSPECTION.value))
+        # names are what an officer looks up: folded onto more lines, never cut short
+        table.add_column("image", overflow="fold")
+        table.add_column("score")
+        table.add_column("threshold")
+        table.add_column("message", overflow="fold")
         for r in d.reasons:
             table.add_row(
                 r.rule,
@@ -201,13 +213,22 @@ def register(app: typer.Typer) -> None:
         pending: Annotated[
             bool, typer.Option("--pending", help="Only decisions without an outcome.")
         ] = False,
-        limit: Annotated[int, typer.Option("--limit", help="At most this many (1 to 10000).")] = 50,
+        limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many.")] = 50,
         db: DbOption = None,
     ) -> None:
         """List the latest decision per shipment, newest first (the review queue)."""
         with _open(db) as store:
             records = store.list(tiers=tier or None, limit=limit, pending_outcome=True if pending else None)
-        table = Table("seq", "shipment", "cargo", "tier", "audit", "outcome", "decided")
+        table = Table()
+        table.add_column("seq")
+        # the shipment id is what `audit outcome` is given: never cut short
+        longest = max((len(r.decision.shipment_id) for r in records), default=8)
+        table.add_column("shipment", min_width=min(longest, 64), overflow="fold")
+        table.add_column("cargo", overflow="fold")
+        table.add_column("tier", min_width=len(Tier.PHYSICAL_INSPECTION.value))
+        table.add_column("audit")
+        table.add_column("outcome", overflow="fold")
+        table.add_column("decided", overflow="fold")
         for r in records:
             o = r.outcome
             table.add_row(

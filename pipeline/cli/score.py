@@ -159,7 +159,12 @@ def score(
     )
     check_output(out, resume=resume, overwrite=overwrite)  # before any slow work
     if (decisions is not None or audit_db is not None) and policy is None:
-        raise InputError("--decisions and --audit-db need --policy POLICY")
+        given = " and ".join(
+            n for n, v in (("--decisions", decisions), ("--audit-db", audit_db)) if v is not None
+        )
+        raise InputError(
+            f"{given} need{'s' if ' and ' not in given else ''} --policy POLICY to decide shipments"
+        )
     if retry_errors and not resume:
         raise InputError("--retry-errors needs --resume")
     if ray_address is not None and engine is not EngineName.ray:

@@ -624,3 +624,49 @@ def test_the_exported_chain_verifies_without_the_database(
     chain.write_text("".join(json.dumps(r) + "\n" for r in lines[:2] + lines[3:]))
     assert run(app, ["audit", "verify-file", str(chain)]) == 2
     assert "record 4 follows record 2: records are missing or reordered" in capsys.readouterr().err
+
+
+def test_cli_list_and_show_never_cut_a_shipment_id_or_tier_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped output is 80 columns wide: the id is what an officer types into `audit outcome`."""
+    from pipeline.cli import app, run
+
+    monkeypatch.setenv("COLUMNS", "80")
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    shipment = "SHP-vacuum_pack-2026-11-30-000123"
+    with AuditStore.open(db) as store:
+        store.record(decision(shipment, Tier.PHYSICAL_INSPECTION, 0.9))
+    for command in (["list"], ["show", shipment]):
+        assert run(app, ["audit", *command, "--db", db]) == 0
+        out = capsys.readouterr().out
+        assert shipment in out and "PHYSICAL_INSPECTION" in out and "…" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["export", "--chain", "--out", "chain.csv"],
+            "the chain is written as JSON lines (what verify-file reads)",
+        ),
+        (["list", "--limit", "0"], "Invalid value for '--limit': Input should be greater than or equal to 1"),
+    ],
+    ids=["chain-as-csv", "limit-0"],
+)
+def test_cli_audit_refuses_what_it_cannot_give(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    said: str,
+) -> None:
+    from pipeline.cli import app, run
+
+    monkeypatch.chdir(tmp_path)
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    with AuditStore.open(db) as store:
+        store.record(decision("S1"))
+    assert run(app, ["audit", *argv, "--db", db]) == 2
+    assert said in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "chain.csv").exists()

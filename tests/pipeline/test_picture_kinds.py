@@ -65,7 +65,8 @@ def test_lengths_must_agree() -> None:
         ),
         (
             GreyOffsets((0.0, 0.0, 0.0), colour=120, grey=0).card(),
-            f"no offsets: 0 grey and 120 colour training normals (least {MIN_KIND_NORMALS} of each kind)",
+            "no offsets: 0 grey and 120 colour training normals "
+            f"(at least {MIN_KIND_NORMALS} of each kind needed)",
         ),
     ],
 )

@@ -86,7 +86,8 @@ def test_score_manifest_with_two_models_policy_and_audit(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--decisions", "d.jsonl"], "Error: --decisions and --audit-db need --policy POLICY\n"),
+        (["--decisions", "d.jsonl"], "Error: --decisions needs --policy POLICY to decide shipments\n"),
+        (["--audit-db", "notaurl"], "Error: --audit-db needs --policy POLICY to decide shipments\n"),
         (["--ray-address", "auto"], "Error: --ray-address needs --engine ray\n"),
         (["--retry-errors"], "Error: --retry-errors needs --resume\n"),
         (["--out", "rows.txt"], "Error: output 'rows.txt' has suffix '.txt'; use .jsonl, .csv or .parquet\n"),
