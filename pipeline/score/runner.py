@@ -121,6 +121,9 @@ def score_to_file(
         if heatmap_dir.exists() and not heatmap_dir.is_dir():
             raise InputError(f"--heatmaps {str(heatmap_dir)!r} is a file; give a folder")
         heatmap_dir.mkdir(parents=True, exist_ok=True)
+        # rows name their heatmaps absolutely: a path relative to where `score` ran breaks when the
+        # rows are read from anywhere else
+        heatmap_dir = heatmap_dir.resolve()
     found: set[str] = set()
     writer, done = open_output(
         out, resume=resume, overwrite=overwrite, models=found, retry_errors=retry_errors

@@ -145,10 +145,11 @@ def test_model_error_retries_one_by_one(tmp_path: Path) -> None:
     assert (summary.scored, summary.errors) == (3, 1)
 
 
-def test_heatmaps_are_written_under_hashed_names(tmp_path: Path) -> None:
+def test_heatmaps_are_written_under_hashed_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     paths = write_images(tmp_path / "img", [30, 220])
     tricky = write_png(tmp_path / "img" / "..weird name.png", 100)
-    heatmaps = tmp_path / "heat"
+    monkeypatch.chdir(tmp_path)
+    heatmaps = Path("heat")  # given relative: the rows name it absolutely, to be read from anywhere
     out = tmp_path / "out.jsonl"
     score_to_file([ImageTask(str(p)) for p in [*paths, tricky]], _engine(), out, heatmap_dir=heatmaps)
     rows = _rows_by_path(out)
@@ -156,7 +157,7 @@ def test_heatmaps_are_written_under_hashed_names(tmp_path: Path) -> None:
     assert names == sorted(heatmap_name(str(p)) for p in [*paths, tricky])
     for path in [*paths, tricky]:
         heatmap = Path(rows[str(path)].heatmap or "")
-        assert heatmap.parent == heatmaps and heatmap.name == heatmap_name(str(path))
+        assert heatmap.parent == tmp_path.resolve() / "heat" and heatmap.name == heatmap_name(str(path))
         image = cv2.imread(str(heatmap))
         assert image is not None and image.shape == (8, 8, 3)
 
