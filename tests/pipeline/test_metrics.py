@@ -245,3 +245,12 @@ def test_pixel_accumulator_rejects_bad_shapes() -> None:
         acc.add(np.zeros((2, 2, 3)), None)
     with pytest.raises(ValueError, match="bins must be at least 2; got 1"):
         PixelAccumulator(bins=1)
+
+
+def test_two_rankings_with_one_area_give_one_float() -> None:
+    """Both are 11/15: summed as rates in different orders they differed in the last digit, and a
+    gate that keeps a signal only when it is strictly better kept one on a tie."""
+    labels = np.array([1, 1, 1, 0, 0, 0, 0, 0], bool)
+    a = image_auroc(np.array([6, 7, 1, 5, 2, 0, 3, 4], float), labels).value
+    b = image_auroc(np.array([7, 2, 5, 4, 1, 3, 0, 6], float), labels).value
+    assert a == b == 11 / 15
