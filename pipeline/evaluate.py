@@ -450,6 +450,17 @@ def evaluate(
             for item, image, pred in zip(readable, images, predictions, strict=True):
                 kind = _true_type(item)
                 score = float(pred.score)
+                if not math.isfinite(score):
+                    # a broken model's output for this image: named, not ranked (the scorer and the
+                    # service hold such an image); the other images' figures still come out
+                    records.append(
+                        ImageRecord(
+                            _relative(item.path, root), item.label, kind, None, None, None,
+                            item.mask_path is not None,
+                            f"model {predictor.model_id} gave a non-finite score ({score}) for this image",
+                        )
+                    )  # fmt: skip
+                    continue
                 mask = _read_mask(Path(item.mask_path)) if item.mask_path is not None else None
                 if mask is not None and kind != GOOD and not mask.any():
                     # a blank mask would count the whole defect image as normal pixels

@@ -42,11 +42,19 @@ class FakePredictor:
     thresholds = THRESHOLDS
     card: Mapping[str, Any] = {}
 
-    def __init__(self, *, fail: bool = False, drop_one: bool = False, signals: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        fail: bool = False,
+        drop_one: bool = False,
+        signals: bool = False,
+        nan_at: float | None = None,
+    ) -> None:
         self.batches: list[int] = []
         self.fail = fail
         self.drop_one = drop_one
         self.signals = signals
+        self.nan_at = nan_at  # an image whose brightest pixel is this scores NaN (a broken model)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         self.batches.append(len(images))
@@ -56,6 +64,8 @@ class FakePredictor:
         for image in images:
             amap = np.asarray(image)[:, :, 0].astype(np.float32) / 255.0
             score = float(amap.max())
+            if self.nan_at is not None and abs(score - self.nan_at) < 1e-6:
+                score = float("nan")
             anomalous = score >= self.thresholds.release
             out.append(
                 Prediction(

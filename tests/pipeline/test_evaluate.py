@@ -300,6 +300,14 @@ def test_a_blank_mask_is_left_out_of_the_pixel_metrics_and_named(dataset: Datase
     assert blank["pixel_auroc"] != EXPECTED["pixel_auroc"]  # c1's pixels did count before
 
 
+def test_a_non_finite_score_is_named_and_the_rest_evaluated(dataset: Dataset) -> None:
+    result = evaluate(FakePredictor(nan_at=204 / 255), dataset)  # c1 scores NaN
+    c1 = next(r for r in result.records if r.path.endswith("c1.png"))
+    assert c1.score is None and c1.error == "model fake-0001 gave a non-finite score (nan) for this image"
+    assert result.metrics["counts"]["failed"] == 2  # with the unreadable image
+    assert result.metrics["counts"]["anomalous"] == 3 and result.metrics["image_auroc"] is not None
+
+
 def test_gallery_keeps_the_worst(dataset: Dataset) -> None:
     result = evaluate(FakePredictor(), dataset, batch_size=4, gallery_size=2)
     assert [g.record.path for g in result.worst_misses] == ["test/crack/c2.png", "test/stain/s1.png"]
