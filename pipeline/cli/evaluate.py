@@ -139,9 +139,14 @@ def evaluate_command(
         f"released ({percent_span(ci['release_rate'])}), {percent(mt['miss_rate'])} of anomalous cargo "
         f"released ({percent_span(ci['miss_rate'])}; target <= {percent(th.target_miss_rate)})"
     )
+    tnr_span = (
+        "no interval under 100 anomalous images"  # the cut is the lowest one: a bootstrap misleads
+        if ci["tnr_at_fnr_1pct"] is None and mt["tnr_at_fnr_1pct"] is not None
+        else percent_span(ci["tnr_at_fnr_1pct"])
+    )
     console.print(
         f"  image AUROC {number(mt['image_auroc'])} ({number_span(ci['image_auroc'])}), "
-        f"TNR at 1 % FNR {percent(mt['tnr_at_fnr_1pct'])} ({percent_span(ci['tnr_at_fnr_1pct'])}), "
+        f"TNR at 1 % FNR {percent(mt['tnr_at_fnr_1pct'])} ({tnr_span}), "
         f"pixel AUROC {number(mt['pixel_auroc'])}, PRO {number(mt['pro'])}"
     )
     kinds = mt["per_image_kind"]

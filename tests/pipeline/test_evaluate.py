@@ -235,9 +235,10 @@ def test_intervals_of_a_constructed_case(
     got = metrics if block == "overall" else metrics["per_type"][block]
     assert got["intervals"]["release_rate"] == pytest.approx(release, abs=1e-5)
     assert got["intervals"]["miss_rate"] == pytest.approx(miss, abs=1e-5)
-    for name in ("image_auroc", "tnr_at_fnr_1pct", "detection_rate_at_fpr_1pct"):
-        low, high = got["intervals"][name]
-        assert 0.0 <= low <= got[name] <= high <= 1.0, name
+    low, high = got["intervals"]["image_auroc"]
+    assert 0.0 <= low <= got["image_auroc"] <= high <= 1.0
+    # a handful of images: the 1 % cuts are the samples' extremes, which a bootstrap does not bound
+    assert got["intervals"]["tnr_at_fnr_1pct"] is got["intervals"]["detection_rate_at_fpr_1pct"] is None
     if block == "hole":  # one anomaly above every clean image: no resample can rank it lower
         assert got["intervals"]["image_auroc"] == [1.0, 1.0]
     assert metrics["interval_confidence"] == 0.95

@@ -114,7 +114,16 @@ def test_bootstrap_cannot_widen_past_a_perfect_ranking() -> None:
     got = bootstrap_intervals(scores, labels)
     assert got is not None
     assert got["image_auroc"] == Interval(1.0, 1.0)
-    assert got["tnr_at_fnr"] == Interval(1.0, 1.0)
+
+
+@pytest.mark.parametrize(("n", "given"), [(99, False), (100, True)])
+def test_no_interval_for_a_cut_at_the_samples_extreme(n: int, given: bool) -> None:
+    """Under 100 anomalous images the 1 % FNR cut is the lowest anomaly score (likewise the 1 % FPR
+    cut and the highest clean one), where a percentile bootstrap covered the truth 2 times in 3."""
+    scores, labels = _scores(5, n, 2.0)
+    got = bootstrap_intervals(scores, labels, resamples=200)
+    assert got is not None and "image_auroc" in got
+    assert ("tnr_at_fnr" in got, "detection_rate_at_fpr" in got) == (given, given)
 
 
 def test_bootstrap_intervals_need_both_classes_and_enough_resamples() -> None:
