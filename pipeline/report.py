@@ -179,11 +179,12 @@ def pr_svg(scores: np.ndarray, labels: np.ndarray) -> Markup:
         f'<line x1="{_sx(0)}" y1="{_sy(base):.1f}" x2="{_sx(1)}" y2="{_sy(base):.1f}" stroke="#ced4da" '
         'stroke-dasharray="4 4"/>'
     )
-    # average precision is a step function: draw the steps, not straight interpolation
+    # average precision sums (recall step) x the precision reached at its end: draw each step at that
+    # height (up or down at the old recall, then across), so the area under the line is the AP printed
     xs, ys = [float(curve.recall[0])], [float(curve.precision[0])]
     for r, p in zip(curve.recall[1:], curve.precision[1:], strict=True):
-        xs += [float(r), float(r)]
-        ys += [ys[-1], float(p)]
+        xs += [xs[-1], float(r)]
+        ys += [float(p), float(p)]
     parts.append(_polyline(np.array(xs), np.array(ys), ANOMALOUS_COLOUR))
     return _svg(parts, "Precision-recall curve")
 

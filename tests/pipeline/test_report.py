@@ -251,6 +251,19 @@ def test_chart_helpers() -> None:
     assert percent(None) == "n/a" and percent(0.9375) == "93.8 %"
 
 
+def test_the_drawn_pr_curve_encloses_the_average_precision() -> None:
+    from pipeline.metrics import image_aupr
+    from pipeline.report import pr_svg
+
+    scores, labels = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4]), np.array([1, 0, 1, 0, 0, 1], bool)
+    points = re.findall(r'<polyline points="([^"]+)"', str(pr_svg(scores, labels)))[-1].split()
+    px = np.array([[float(v) for v in point.split(",")] for point in points])
+    # back from pixels to (recall, precision): the frame's origin is at (48, 258), its (1, 1) at (348, 14)
+    xs, ys = (px[:, 0] - 48.0) / 300.0, (258.0 - px[:, 1]) / 244.0
+    area = float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2))
+    assert area == pytest.approx(image_aupr(scores, labels).value, abs=0.01)  # 0.722, not 0.633
+
+
 @pytest.mark.parametrize(
     ("release", "hold", "anchors"),
     [
