@@ -620,11 +620,13 @@ def write_outputs(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
         for r in result.records:
             writer.writerow(
                 [
-                    r.path, r.label, r.type, "" if r.score is None else f"{r.score:.6f}",
+                    r.path, r.label, r.type, "" if r.score is None else repr(r.score),
                     r.predicted_label or "", r.predicted_type or "", r.error or "", r.image_kind or "",
                     *(_log_odds_cell(r.signal_log_odds, name) for name in SIGNALS),
                 ]
             )  # fmt: skip
+    # scores at full precision: a test score can lie within 1e-6 of the release cut, and a rounded
+    # one read back against the threshold would land on the other side of it
     return metrics_path, scores_path
 
 

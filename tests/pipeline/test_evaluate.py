@@ -335,7 +335,7 @@ def test_write_outputs(dataset: Dataset, tmp_path: Path) -> None:
         "test/crack/c1.png",
         "anomalous",
         "crack",
-        "0.800000",
+        repr(float(np.float32(204) / np.float32(255))),  # full precision, as scored
         "anomalous",
         "hole",
         "",
@@ -345,7 +345,8 @@ def test_write_outputs(dataset: Dataset, tmp_path: Path) -> None:
         "",
     ]
     assert by_path["test/good/g1.png"] == [
-        "test/good/g1.png", "good", "good", "0.200000", "good", "", "", "grayscale", "", "", "",
+        "test/good/g1.png", "good", "good", repr(float(np.float32(51) / np.float32(255))), "good", "", "",
+        "grayscale", "", "", "",
     ]  # fmt: skip
     assert by_path["test/good/g2.png"][7] == "colour"
     broken = by_path["test/good/broken.png"]
