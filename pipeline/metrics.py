@@ -52,6 +52,7 @@ __all__ = [
 
 DEFAULT_BINS = 10_000
 """Histogram bins over [0, 1] for the pixel metrics."""
+_GRID_SLACK = 1e-3  # in bins (1e-7 in value, float32's resolution near 1): taken as on the edge above
 
 
 class MetricValue(NamedTuple):
@@ -283,7 +284,8 @@ class PixelAccumulator:
 
     def _bin(self, values: np.ndarray) -> np.ndarray:
         v = np.clip(values.astype(np.float64, copy=False), 0.0, 1.0)
-        return np.minimum((v * self.bins).astype(np.int64), self.bins - 1)
+        # a float32 grid value (1e-4 is 0.99999997e-4) must land in its own bin, not the one below
+        return np.minimum(np.floor(v * self.bins + _GRID_SLACK).astype(np.int64), self.bins - 1)
 
     def add(self, anomaly_map: np.ndarray, mask: np.ndarray | None) -> None:
         """Add one image.

@@ -254,3 +254,11 @@ def test_two_rankings_with_one_area_give_one_float() -> None:
     a = image_auroc(np.array([6, 7, 1, 5, 2, 0, 3, 4], float), labels).value
     b = image_auroc(np.array([7, 2, 5, 4, 1, 3, 0, 6], float), labels).value
     assert a == b == 11 / 15
+
+
+def test_a_map_on_the_bin_grid_is_binned_exactly_in_float32() -> None:
+    from pipeline.metrics import DEFAULT_BINS, PixelAccumulator
+
+    grid = (np.arange(DEFAULT_BINS) / DEFAULT_BINS).astype(np.float32)
+    bins = PixelAccumulator()._bin(grid)
+    assert np.array_equal(bins, np.arange(DEFAULT_BINS))  # 4,967 of them fell a bin low
