@@ -6,6 +6,7 @@ only clear-score reasons fired. Rule ids:
 
 ==============================  ==========================================================
 ``override.<flag>``             a declaration flag (radiation alarm, solid waste, ...)
+``override.image_reused``       a picture already decided in another shipment
 ``fail_closed.<case>``          the shipment cannot be judged (no image, corrupt image, ...)
 ``score.hold``                  an image at or above the hold threshold
 ``score.review``                an image at or above the (AEO-adjusted) release threshold
@@ -285,6 +286,17 @@ def decide_shipment(
             )
         )
     for image in images:
+        if image.seen_in:
+            # the same bytes as a picture of other cargo: reused to pass, or a shipment resubmitted
+            # under a new id (to dodge a random audit, say); an officer looks either way
+            reasons.append(
+                Reason(
+                    rule="override.image_reused",
+                    tier=policy.overrides.image_reused,
+                    image=image.path,
+                    message=f"the same picture was decided before in shipment {', '.join(image.seen_in)}",
+                )
+            )
         if cargo is None:
             if image.error is not None:
                 reasons.append(

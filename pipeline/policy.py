@@ -102,7 +102,8 @@ class CargoPolicy(_Strict):
 
 
 class OverrideTiers(_Strict):
-    """Declaration flags that force an inspection whatever the image scores say (default: hold).
+    """Declaration flags that force an inspection whatever the image scores say (default: hold), and
+    a picture that was decided before in another shipment (default: remote inspection).
 
     A radiation alarm is always a physical hold: a camera or a video call cannot clear it.
     """
@@ -111,6 +112,7 @@ class OverrideTiers(_Strict):
     suspected_solid_waste: InspectionTier = Tier.PHYSICAL_INSPECTION
     document_mismatch: InspectionTier = Tier.PHYSICAL_INSPECTION
     declared_foreign_inclusions: InspectionTier = Tier.PHYSICAL_INSPECTION
+    image_reused: InspectionTier = Tier.REMOTE_INSPECTION
 
     @model_validator(mode="after")
     def _radiation_is_held(self) -> OverrideTiers:

@@ -63,6 +63,10 @@ class ImageVerdict(BaseModel):
     # flagged the image or let it through. None from predictors that do not report them, and in
     # rows written before this field.
     signal_log_odds: dict[str, float] | None = None
+    # Other shipments in which the same picture (by content hash) was decided before, as the audit
+    # store's image index found them when this image was submitted: a photograph of other cargo, or
+    # a shipment sent again under a new id. None where nobody looked (batch rows, older rows).
+    seen_in: list[str] | None = None
 
 
 class Declaration(BaseModel):

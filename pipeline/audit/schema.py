@@ -9,13 +9,27 @@
 
 Columns next to ``content`` (kind, shipment id, tier, ...) are copies kept for queries; verification
 checks them against the hashed content, so editing one is caught like editing the content.
+
+Beside the chain, and not part of its evidence (nor of its schema version), one index built from it::
+
+    audit_image_index  which shipments each image (by content hash) was decided in: a picture sent
+                       again for another shipment is found without reading every record; made, and
+                       filled from the chain, when a store without it is opened
 """
 
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text
 
-__all__ = ["SCHEMA_VERSION", "audit_head", "audit_records", "metadata", "schema_info"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "audit_head",
+    "audit_records",
+    "image_index",
+    "index_metadata",
+    "metadata",
+    "schema_info",
+]
 
 SCHEMA_VERSION = 1
 """Bump on any change to the tables or the hashed content layout."""
@@ -52,4 +66,14 @@ audit_records = Table(
     # Unique links are the backstop against a forked chain if two writers ever got past the lock.
     Column("prev_hash", String(64), nullable=False, unique=True),
     Column("record_hash", String(64), nullable=False, unique=True),
+)
+
+index_metadata = MetaData()
+
+image_index = Table(
+    "audit_image_index",
+    index_metadata,
+    Column("sha256", String(64), nullable=False, index=True),
+    Column("shipment_id", String(128), nullable=False),
+    Column("seq", BigInteger, nullable=False),  # the decision record that holds the image
 )

@@ -33,7 +33,15 @@ from datasets.errors import AuditError, ConflictError, InputError, SchemaVersion
 from pipeline.audit.chain import GENESIS_HASH, canonical_json, chain_hash, index_columns
 from pipeline.audit.export import write_export
 from pipeline.audit.records import AuditRecord, OutcomeRecord, VerifyReport
-from pipeline.audit.schema import SCHEMA_VERSION, audit_head, audit_records, metadata, schema_info
+from pipeline.audit.schema import (
+    SCHEMA_VERSION,
+    audit_head,
+    audit_records,
+    image_index,
+    index_metadata,
+    metadata,
+    schema_info,
+)
 from pipeline.audit.verify import verify_chain
 from pipeline.verdicts import ShipmentDecision, Tier
 
@@ -176,6 +184,8 @@ class AuditStore:
                 raise AuditError(
                     f"audit store {self.url}: schema version {version} but tables {missing} are missing"
                 )
+            if image_index.name not in tables:
+                self._build_image_index(conn)
             return
         if not create:
             raise AuditError(
@@ -183,8 +193,26 @@ class AuditStore:
                 "was ever recorded in it"
             )
         metadata.create_all(conn)
+        index_metadata.create_all(conn)
         conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION, created_at=_now()))
         conn.execute(audit_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
+
+    @staticmethod
+    def _build_image_index(conn: Connection) -> None:
+        """Make the image index of a store written before it existed, from the decisions in the chain."""
+        index_metadata.create_all(conn)
+        c = audit_records.c
+        rows = conn.execute(
+            select(c.seq, c.shipment_id, c.content).where(c.kind == "decision").order_by(c.seq)
+        )
+        batch: list[dict[str, Any]] = []
+        for row in rows:
+            batch.extend(_image_rows(json.loads(row.content)["decision"], row.shipment_id, row.seq))
+            if len(batch) >= 10_000:
+                conn.execute(image_index.insert(), batch)
+                batch = []
+        if batch:
+            conn.execute(image_index.insert(), batch)
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -255,6 +283,10 @@ class AuditStore:
         )
         if updated.rowcount != 1:  # another writer moved the head: abort and retry
             raise IntegrityError("audit_head moved during append", None, Exception("head moved"))
+        if content["kind"] == "decision":
+            images = _image_rows(content["decision"], content["shipment_id"], seq)
+            if images:
+                conn.execute(image_index.insert(), images)
         return seq, head.record_hash, digest, content["created_at"]
 
     @staticmethod
@@ -383,6 +415,32 @@ class AuditStore:
             )
 
         return self._retry(f"recording shipment {decision.shipment_id!r}", work)
+
+    def shipments_with_images(
+        self, hashes: Sequence[str], *, other_than: str, most: int = 5
+    ) -> dict[str, list[str]]:
+        """For each image content hash, the other shipments it was decided in before, oldest first
+        (at most ``most`` each); hashes seen in no other shipment are left out."""
+        wanted = sorted({h for h in hashes if h})
+        if not wanted:
+            return {}
+        c = image_index.c
+
+        def work(conn: Connection) -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {}
+            rows = conn.execute(
+                select(c.sha256, c.shipment_id, func.min(c.seq).label("first"))
+                .where(c.sha256.in_(wanted), c.shipment_id != other_than)
+                .group_by(c.sha256, c.shipment_id)
+                .order_by(c.sha256, "first")
+            )
+            for row in rows:
+                shipments = found.setdefault(row.sha256, [])
+                if len(shipments) < most:
+                    shipments.append(row.shipment_id)
+            return found
+
+        return self._retry("looking up images decided before", work)
 
     @staticmethod
     def _latest_decision(conn: Connection, shipment_id: str) -> Any:
@@ -568,3 +626,9 @@ class AuditStore:
         """Raise :class:`AuditError` if the database cannot be reached (readiness probe)."""
         with self._reading("ping") as conn:
             conn.execute(select(1))
+
+
+def _image_rows(decision: dict[str, Any], shipment_id: str, seq: int) -> list[dict[str, Any]]:
+    """The image index's rows of one decision: each distinct image content hash it holds."""
+    hashes = {image.get("sha256") for image in decision.get("images", [])}
+    return [{"sha256": h, "shipment_id": shipment_id, "seq": seq} for h in sorted(hashes - {None, ""})]

@@ -154,12 +154,22 @@ async def _verdicts(
     batcher_for(services, declaration.cargo_type)  # an unknown cargo type stores nothing
     for upload in uploads:
         await run_in_threadpool(services.store.save_image, upload.sha256, upload.data, upload.image_format)
+    seen = await run_in_threadpool(
+        lambda: services.audit.shipments_with_images(
+            [u.sha256 for u in uploads], other_than=declaration.shipment_id
+        )
+    )
     common = {"shipment_id": declaration.shipment_id, "cargo_type": declaration.cargo_type}
     try:
         predictions = await predict(services, declaration.cargo_type, uploads)
     except ModelError as exc:
         # Recorded with the error so that the policy's fail-closed rule holds the shipment.
-        return [ImageVerdict(path=u.filename, sha256=u.sha256, error=str(exc), **common) for u in uploads]
+        return [
+            ImageVerdict(
+                path=u.filename, sha256=u.sha256, error=str(exc), seen_in=seen.get(u.sha256), **common
+            )
+            for u in uploads
+        ]
     verdicts = []
     for upload, prediction in zip(uploads, predictions, strict=True):
         png = await heatmap_png(upload, prediction)
@@ -180,6 +190,7 @@ async def _verdicts(
                 heatmap=heatmap,
                 scale_vs_training=prediction.scale_vs_training,
                 signal_log_odds=prediction.signal_log_odds,
+                seen_in=seen.get(upload.sha256),
                 **common,
             )
         )

@@ -670,3 +670,36 @@ def test_cli_audit_refuses_what_it_cannot_give(
     assert run(app, ["audit", *argv, "--db", db]) == 2
     assert said in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "chain.csv").exists()
+
+
+def _with_images(shipment: str, *hashes: str) -> ShipmentDecision:
+    base = decision(shipment)
+    images = [base.images[0].model_copy(update={"path": f"{h[:4]}.png", "sha256": h}) for h in hashes]
+    return base.model_copy(update={"images": images})
+
+
+def test_pictures_decided_in_other_shipments_are_found(db_url: str) -> None:
+    a, b, c = "aa" * 32, "bb" * 32, "cc" * 32
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", a, b))
+        store.record(_with_images("S2", b))
+        store.record(_with_images("S3", b, c))
+        assert store.shipments_with_images([a, b, c, "dd" * 32], other_than="S3") == {
+            a: ["S1"],
+            b: ["S1", "S2"],
+        }
+        assert store.shipments_with_images([b], other_than="S9", most=2) == {b: ["S1", "S2"]}  # oldest first
+        assert store.shipments_with_images([], other_than="S1") == {}
+
+
+def test_a_store_written_before_the_image_index_gets_one_from_its_chain(db_url: str) -> None:
+    a = "aa" * 32
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", a))
+    engine = create_engine(db_url)
+    with engine.begin() as conn:  # as a store from before the index existed
+        conn.execute(text("DROP TABLE audit_image_index"))
+    engine.dispose()
+    with AuditStore.open(db_url) as store:
+        assert store.shipments_with_images([a], other_than="S2") == {a: ["S1"]}
+        assert store.verify().ok  # the index is no part of the chain's evidence

@@ -339,6 +339,17 @@ CASES = [
         ["score.review"],
     ),
     ("random-audit-not-on-fail-closed", {"random_audit": {"rate": 1.0}}, {}, [], H, ["fail_closed.no_image"]),
+    # a picture decided before in another shipment: an officer looks, however clean it scores
+    ("image-reused", {}, {}, [img(0.1, seen_in=["S0"])], H, ["override.image_reused", "score.clear"]),
+    (
+        "image-reused-held-by-policy",
+        {"overrides": {"image_reused": "PHYSICAL_INSPECTION"}},
+        {},
+        [img(0.1), img(0.1, "b", seen_in=["S0", "S9"])],
+        P,
+        ["score.clear", "override.image_reused", "score.clear"],
+    ),
+    ("image-seen-nowhere", {}, {}, [img(0.1, seen_in=[])], R, ["score.clear"]),
 ]
 
 

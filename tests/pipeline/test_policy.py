@@ -29,9 +29,9 @@ def test_bundled_example_loads_with_the_documented_rules() -> None:
 def test_defaults_hold_and_fail_closed_to_inspection() -> None:
     policy = parse_policy(MINIMAL)
     assert policy.random_audit.rate == 0.0
-    assert {policy.overrides.model_dump()[k] for k in policy.overrides.model_dump()} == {
-        Tier.PHYSICAL_INSPECTION
-    }
+    flags = {k: v for k, v in policy.overrides.model_dump().items() if k != "image_reused"}
+    assert set(flags.values()) == {Tier.PHYSICAL_INSPECTION}  # a declaration flag holds the cargo
+    assert policy.overrides.image_reused is Tier.REMOTE_INSPECTION  # an officer looks at the picture
     assert set(policy.fail_closed.model_dump().values()) == {Tier.REMOTE_INSPECTION}
     assert policy.image_tiers.at_or_above_hold is Tier.PHYSICAL_INSPECTION
 
@@ -109,7 +109,7 @@ def _with(**changes: Any) -> dict[str, Any]:
         pytest.param(
             _with(overrides={"weather_alarm": "PHYSICAL_INSPECTION"}),
             "overrides.weather_alarm: unknown key; accepted keys: radiation_alarm, suspected_solid_waste, "
-            "document_mismatch, declared_foreign_inclusions",
+            "document_mismatch, declared_foreign_inclusions, image_reused",
             id="unknown-override",
         ),
         pytest.param(

@@ -431,3 +431,20 @@ def test_the_aeo_tier_comes_from_the_register(
         applied is not None,
         applied is None,
     )
+
+
+def test_pictures_sent_again_under_another_shipment_id_go_to_an_officer(make_client, audit_store) -> None:
+    """Resubmitting a shipment under a new id (to shake off a random audit) or photographing other
+    cargo both send pictures decided before: the decision says so and an officer looks."""
+    client = make_client()
+    assert _submit(client, "SHP-FIRST", [10, 20], headers=SUBMIT).json()["tier"] == "RELEASE"
+    again = _submit(client, "SHP-SECOND", [20, 30], headers=SUBMIT)  # img1 (20) is the same picture
+    assert again.status_code == 200 and again.json()["tier"] == "REMOTE_INSPECTION"
+    decision = audit_store.get("SHP-SECOND").decision
+    reused = [r for r in decision.reasons if r.rule == "override.image_reused"]
+    assert [(r.image, r.message) for r in reused] == [
+        ("img0.png", "the same picture was decided before in shipment SHP-FIRST")
+    ]
+    assert [image.seen_in for image in decision.images] == [["SHP-FIRST"], None]
+    # its own retry is no reuse
+    assert _submit(client, "SHP-FIRST", [10, 20], headers=SUBMIT).json()["seq"] == 1
