@@ -140,3 +140,6 @@ class ShipmentDecision(BaseModel):
     model_ids: list[str]
     random_audit: bool = False
     decided_at: str  # ISO 8601 UTC
+    # Who sent the shipment: the HTTP service's caller (``submitter:3f2a9c1b0d4e``); None for batch
+    # decisions and decisions recorded before this field.
+    submitted_by: str | None = None

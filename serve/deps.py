@@ -140,6 +140,7 @@ def require(*roles: Role) -> Callable[..., Principal]:
         principal = principal_from_headers(
             services, bearer.credentials if bearer else None, api_key, client=client_address(request)
         )
+        request.state.principal = principal.name  # the access log says who asked
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise PermissionDeniedError(

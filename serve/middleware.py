@@ -135,6 +135,7 @@ class RequestContextMiddleware:
                     "endpoint": endpoint,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
+                    "principal": scope["state"].get("principal"),
                     **scope["state"].get("log_extra", {}),
                 },
             )

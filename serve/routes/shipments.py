@@ -197,7 +197,9 @@ async def _verdicts(
     return verdicts
 
 
-async def submit_shipment(services: Services, declaration: Declaration, uploads: list[Upload]) -> Any:
+async def submit_shipment(
+    services: Services, declaration: Declaration, uploads: list[Upload], *, submitted_by: str | None = None
+) -> Any:
     """Decide and record a shipment once; returns the audit record, new or (on a retry) existing.
 
     Raises:
@@ -218,7 +220,7 @@ async def submit_shipment(services: Services, declaration: Declaration, uploads:
         declaration,
         verdicts,
         audit_key=services.settings.audit_secret.get_secret_value().encode("utf-8"),
-    )
+    ).model_copy(update={"submitted_by": submitted_by})
     record = await run_in_threadpool(
         lambda: services.audit.record(decision, idempotency_key=key, exclusive=True)
     )
@@ -259,7 +261,7 @@ async def post_shipment(
     parsed = vouched(parse_declaration(declaration), services.traders, caller)
     batcher_for(services, parsed.cargo_type)  # an unknown cargo type decodes nothing
     async with decoded_uploads(services, images) as uploads:
-        record = await submit_shipment(services, parsed, uploads)
+        record = await submit_shipment(services, parsed, uploads, submitted_by=caller.name)
     request.state.log_extra = {
         "shipment_id": parsed.shipment_id,
         "tier": record.decision.tier.value,

@@ -448,3 +448,17 @@ def test_pictures_sent_again_under_another_shipment_id_go_to_an_officer(make_cli
     assert [image.seen_in for image in decision.images] == [["SHP-FIRST"], None]
     # its own retry is no reuse
     assert _submit(client, "SHP-FIRST", [10, 20], headers=SUBMIT).json()["seq"] == 1
+
+
+def test_the_decision_and_the_access_log_say_who_sent_it(make_client, audit_store, caplog) -> None:
+    import logging
+
+    client = make_client()
+    with caplog.at_level(logging.INFO, logger="clearsight.serve.access"):
+        assert _submit(client, "SHP-WHO", [240], headers=SUBMIT).status_code == 200  # held: on the page
+    sender = audit_store.get("SHP-WHO").decision.submitted_by
+    assert sender is not None and sender.startswith("submitter:")
+    logged = [r for r in caplog.records if getattr(r, "path", None) == "/v1/shipments"]
+    assert [getattr(r, "principal", None) for r in logged] == [sender]
+    login = client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
+    assert login.status_code == 303 and f"sent by {sender}" in client.get("/review").text
