@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -53,6 +53,16 @@ def validation_words(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
+def _flags_without_metavar(command: Any) -> None:
+    """On/off flags take no value: help shows ``--overwrite``, not ``--overwrite <bool>``, which read
+    as if it took one (``--overwrite true`` is refused)."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _flags_without_metavar(sub)
+
+
 def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
     """Run the CLI; a ``ClearsightError`` becomes ``Error: message`` on stderr and exit code 2.
 
@@ -63,7 +73,9 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
     try:
         # Outside standalone mode click turns Ctrl-C into an exit code of 130 that it *returns*
         # (it does not raise): a script's `clearsight score && clearsight decide` must see it.
-        result = typer_app(args=args, prog_name="clearsight", standalone_mode=False)
+        command = typer.main.get_command(typer_app)
+        _flags_without_metavar(command)
+        result = command(args=args, prog_name="clearsight", standalone_mode=False)
     except ClearsightError as exc:
         if debug:
             traceback.print_exc()

@@ -83,3 +83,11 @@ def test_help_shows_defaults_that_are_not_values(capsys, monkeypatch) -> None:
     out = capsys.readouterr().out
     assert "[default: (OUT with suffix .decisions.jsonl)]" in out
     assert "[default: (CLEARSIGHT_RUNTIME or onnxruntime)]" in out
+
+
+def test_flags_show_no_value_in_help(capsys) -> None:
+    from pipeline.cli import app
+
+    assert run(app, ["data", "synth", "--help"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "--overwrite" in x)
+    assert "<bool>" not in line  # it takes no value: `--overwrite true` is refused
