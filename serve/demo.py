@@ -131,7 +131,7 @@ def _http_round_trip(console: Console, out: Path, models: list[Path], audit_url:
         if response.status_code != 200:
             detail = response.text[:500]
             raise ClearsightError(f"POST /v1/shipments answered {response.status_code}: {detail}")
-        decision = response.json()
+        receipt = response.json()  # a submitter learns the tier and the record, nothing to tune against
         again = httpx.get(
             f"{base}/v1/shipments/{declaration['shipment_id']}",
             headers={"Authorization": f"Bearer {officer}"},
@@ -139,8 +139,15 @@ def _http_round_trip(console: Console, out: Path, models: list[Path], audit_url:
         )
         if again.status_code != 200:
             raise ClearsightError(f"GET /v1/shipments answered {again.status_code}: {again.text[:500]}")
-        (out / "http_decision.json").write_text(json.dumps(decision, indent=2), encoding="utf-8")
-        return dict(decision["decision"])
+        record = again.json()  # what an officer reads: the whole decision
+        if (record["seq"], record["decision"]["tier"]) != (receipt["seq"], receipt["tier"]):
+            raise ClearsightError(
+                f"the receipt {receipt} does not match the recorded decision {record['seq']}"
+            )
+        (out / "http_decision.json").write_text(
+            json.dumps({"receipt": receipt, "record": record}, indent=2), encoding="utf-8"
+        )
+        return dict(record["decision"])
     finally:
         server.should_exit = True
         thread.join(timeout=30)
