@@ -41,7 +41,9 @@ def _gallery(record: ImageRecord, with_mask: bool) -> GalleryItem:
     return GalleryItem(record, image, amap, mask if with_mask else None)
 
 
-def _result(records: list[ImageRecord], thresholds: Thresholds = TH) -> EvaluationResult:
+def _result(
+    records: list[ImageRecord], thresholds: Thresholds = TH, *, empty_masks: list[str] | None = None
+) -> EvaluationResult:
     result = EvaluationResult(
         model_id="bulk_ore-lite0-0badc0de",
         cargo_type="bulk_ore",
@@ -50,6 +52,7 @@ def _result(records: list[ImageRecord], thresholds: Thresholds = TH) -> Evaluati
         records=records,
         metrics={},
         evaluated_at="2025-01-01T00:00:00+00:00",
+        empty_masks=empty_masks or [],
     )
     result.metrics = _metrics(result, None, {}, {})  # no ground-truth masks
     return result
@@ -101,16 +104,7 @@ def test_sections_charts_and_tables(result: EvaluationResult) -> None:
 
 
 def test_blank_masks_are_named() -> None:
-    result = EvaluationResult(
-        model_id="bulk_ore-lite0-0badc0de",
-        cargo_type="bulk_ore",
-        thresholds=TH,
-        data_root="/data/ore",
-        records=RECORDS,
-        metrics={},
-        empty_masks=["ground_truth/crack/<x>_mask.png"],
-    )
-    result.metrics = _metrics(result, None, {}, {})
+    result = _result(RECORDS, empty_masks=["ground_truth/crack/<x>_mask.png"])
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", render_report(result)))
     assert "1 blank mask (mark no defect pixel, e.g. ground_truth/crack/&lt;x&gt;_mask.png ;" in text
     assert "blank mask" not in render_report(_result(RECORDS))
