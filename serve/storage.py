@@ -73,10 +73,14 @@ class ImageStore:
         ``heatmaps/<heatmap_key(image_sha256, model_id)>.png``. Keyed by the model too: the same
         image scored by another model has another heatmap, and an officer must see the one behind
         the decision."""
-        self._check(image_sha256)
-        rel = f"heatmaps/{heatmap_key(image_sha256, model_id)}.png"
+        rel = self.heatmap_path(image_sha256, model_id)
         self._write(self.root / rel, png)
         return rel
+
+    def heatmap_path(self, image_sha256: str, model_id: str) -> str:
+        """Where :meth:`save_heatmap` keeps this heatmap, relative to ``root`` (nothing is written)."""
+        self._check(image_sha256)
+        return f"heatmaps/{heatmap_key(image_sha256, model_id)}.png"
 
     def has(self, kind: str, sha256: str) -> bool:
         """Whether a file of this kind and hash is stored (a batch-decided image is not)."""

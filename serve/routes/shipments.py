@@ -149,11 +149,10 @@ def _response(request: Request, record: Any) -> ShipmentResponse:
 
 async def _verdicts(
     services: Services, declaration: Declaration, uploads: list[Upload]
-) -> list[ImageVerdict]:
-    """Score the uploads and keep images and heatmaps for review; a model failure fails closed."""
-    batcher_for(services, declaration.cargo_type)  # an unknown cargo type stores nothing
-    for upload in uploads:
-        await run_in_threadpool(services.store.save_image, upload.sha256, upload.data, upload.image_format)
+) -> tuple[list[ImageVerdict], list[tuple[str, str, bytes]]]:
+    """Score the uploads: their verdicts (a model failure fails closed), and each heatmap to keep,
+    (image hash, model id, PNG), once the decision stands."""
+    batcher_for(services, declaration.cargo_type)  # an unknown cargo type scores nothing
     seen = await run_in_threadpool(
         lambda: services.audit.shipments_with_images(
             [u.sha256 for u in uploads], other_than=declaration.shipment_id
@@ -164,18 +163,18 @@ async def _verdicts(
         predictions = await predict(services, declaration.cargo_type, uploads)
     except ModelError as exc:
         # Recorded with the error so that the policy's fail-closed rule holds the shipment.
-        return [
+        failed = [
             ImageVerdict(
                 path=u.filename, sha256=u.sha256, error=str(exc), seen_in=seen.get(u.sha256), **common
             )
             for u in uploads
         ]
-    verdicts = []
+        return failed, []
+    verdicts, heatmaps = [], []
     for upload, prediction in zip(uploads, predictions, strict=True):
         png = await heatmap_png(upload, prediction)
-        heatmap = await run_in_threadpool(
-            services.store.save_heatmap, upload.sha256, prediction.model_id, png
-        )
+        heatmap = services.store.heatmap_path(upload.sha256, prediction.model_id)
+        heatmaps.append((upload.sha256, prediction.model_id, png))
         verdicts.append(
             ImageVerdict(
                 path=upload.filename,
@@ -194,7 +193,7 @@ async def _verdicts(
                 **common,
             )
         )
-    return verdicts
+    return verdicts, heatmaps
 
 
 async def submit_shipment(
@@ -214,7 +213,7 @@ async def submit_shipment(
     replayed = await run_in_threadpool(services.audit.replayed, key, declaration.shipment_id)
     if replayed is not None:
         return replayed
-    verdicts = await _verdicts(services, declaration, uploads)
+    verdicts, heatmaps = await _verdicts(services, declaration, uploads)
     decision = decide_shipment(
         services.policy,
         declaration,
@@ -224,9 +223,22 @@ async def submit_shipment(
     record = await run_in_threadpool(
         lambda: services.audit.record(decision, idempotency_key=key, exclusive=True)
     )
+    # Kept for review only once the decision stands: a refused submission (409) stores nothing, so
+    # sending rival pictures again and again cannot fill the disk. A crash just here leaves a decision
+    # whose pictures are missing on the review page, never pictures of no decision.
+    await run_in_threadpool(_keep_for_review, services, uploads, heatmaps)
     if record.decision.decided_at == decision.decided_at:  # a replay returns the earlier decision's time
         services.metrics.decisions.labels(record.decision.tier.value).inc()
     return record
+
+
+def _keep_for_review(
+    services: Services, uploads: list[Upload], heatmaps: list[tuple[str, str, bytes]]
+) -> None:
+    for upload in uploads:
+        services.store.save_image(upload.sha256, upload.data, upload.image_format)
+    for sha256, model_id, png in heatmaps:
+        services.store.save_heatmap(sha256, model_id, png)
 
 
 @router.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 
@@ -462,3 +463,13 @@ def test_the_decision_and_the_access_log_say_who_sent_it(make_client, audit_stor
     assert [getattr(r, "principal", None) for r in logged] == [sender]
     login = client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
     assert login.status_code == 303 and f"sent by {sender}" in client.get("/review").text
+
+
+def test_a_refused_submission_stores_nothing(make_client, tmp_path) -> None:
+    client = make_client()
+    assert _submit(client, "SHP-KEEP", [240]).status_code == 200  # held
+    refused = _submit(client, "SHP-KEEP", [11, 12])  # rival clean pictures: no stricter, refused
+    assert refused.status_code == 409
+    stored = {p.name.split(".")[0] for p in (tmp_path / "data" / "images").iterdir()}
+    assert stored == {hashlib.sha256(png_bytes(240)).hexdigest()}
+    assert len(list((tmp_path / "data" / "heatmaps").iterdir())) == 1
