@@ -10,11 +10,11 @@
 Columns next to ``content`` (kind, shipment id, tier, ...) are copies kept for queries; verification
 checks them against the hashed content, so editing one is caught like editing the content.
 
-Beside the chain, and not part of its evidence (nor of its schema version), one index built from it::
+Beside the chain, and not part of its evidence, one index built from it (schema version 2)::
 
     audit_image_index  which shipments each image (by content hash) was decided in: a picture sent
                        again for another shipment is found without reading every record; made, and
-                       filled from the chain, when a store without it is opened
+                       filled from the chain, when a version-1 store is upgraded
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ __all__ = [
     "schema_info",
 ]
 
-SCHEMA_VERSION = 1
-"""Bump on any change to the tables or the hashed content layout."""
+SCHEMA_VERSION = 2
+"""Bump on any change to the tables or the hashed content layout. 2: the image index, and decisions
+that may say where their pictures were seen before (``seen_in``) and who sent them (``submitted_by``);
+a version-1 store is upgraded when opened by a role that may create tables, and read as it is by
+one that may not."""
 
 metadata = MetaData()
 

@@ -26,7 +26,14 @@ from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.pool import StaticPool
 
 from datasets.errors import AuditError, ConflictError, InputError, SchemaVersionError
@@ -45,13 +52,14 @@ from pipeline.audit.schema import (
 from pipeline.audit.verify import verify_chain
 from pipeline.verdicts import ShipmentDecision, Tier
 
-__all__ = ["AuditStore"]
+__all__ = ["AuditStore", "ImagesSeenSince"]
 
 _T = TypeVar("_T")
 _WRITE = "clearsight_write"
 _ATTEMPTS = 8
 # Arbitrary constant: the advisory lock that serialises schema creation on PostgreSQL.
 _PG_CREATE_LOCK = 0x636C656172
+_UPGRADABLE = 1  # the schema version this one upgrades from (schema.SCHEMA_VERSION)
 
 
 def _now() -> str:
@@ -146,6 +154,7 @@ class AuditStore:
         self._postgres = engine.dialect.name == "postgresql"
         self.url = shown_url
         """The store's URL with any password hidden."""
+        self._not_upgraded: str | None = None  # why a version-1 store may be read but not written
 
     # -- opening -----------------------------------------------------------------------------------
 
@@ -174,18 +183,20 @@ class AuditStore:
         tables = set(inspect(conn).get_table_names())
         if "schema_info" in tables:
             version = conn.execute(select(schema_info.c.version).where(schema_info.c.id == 1)).scalar()
-            if version != SCHEMA_VERSION:
+            if version not in (_UPGRADABLE, SCHEMA_VERSION):
                 raise SchemaVersionError(
-                    f"audit store {self.url} has schema version {version}; this Clearsight "
-                    f"reads and writes version {SCHEMA_VERSION} only"
+                    f"audit store {self.url} has schema version {version}; this Clearsight reads "
+                    f"versions {_UPGRADABLE} and {SCHEMA_VERSION} and writes version {SCHEMA_VERSION}"
                 )
             missing = sorted({t.name for t in metadata.sorted_tables} - tables)
+            if version == SCHEMA_VERSION and image_index.name not in tables:
+                missing.append(image_index.name)
             if missing:
                 raise AuditError(
                     f"audit store {self.url}: schema version {version} but tables {missing} are missing"
                 )
-            if image_index.name not in tables:
-                self._build_image_index(conn)
+            if version == _UPGRADABLE:
+                self._upgrade(conn)
             return
         if not create:
             raise AuditError(
@@ -197,9 +208,26 @@ class AuditStore:
         conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION, created_at=_now()))
         conn.execute(audit_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
 
+    def _upgrade(self, conn: Connection) -> None:
+        """Version 1 -> 2: the image index, filled from the chain. A role that may not create tables
+        (an auditor's) reads the store as it is, and writing to it is refused until it is upgraded."""
+        try:
+            with conn.begin_nested():
+                self._build_image_index(conn)
+                conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=SCHEMA_VERSION))
+        except (OperationalError, ProgrammingError) as exc:
+            message = str(getattr(exc, "orig", exc)).lower()
+            if not any(s in message for s in ("permission denied", "readonly", "read-only")):
+                raise
+            self._not_upgraded = (
+                f"audit store {self.url} is at schema version {_UPGRADABLE} and this role may not "
+                f"upgrade it to {SCHEMA_VERSION} ({type(getattr(exc, 'orig', exc)).__name__}); open "
+                "it once with a role that may create tables, then record"
+            )
+
     @staticmethod
     def _build_image_index(conn: Connection) -> None:
-        """Make the image index of a store written before it existed, from the decisions in the chain."""
+        """Make the image index of a version-1 store, from the decisions in its chain."""
         index_metadata.create_all(conn)
         c = audit_records.c
         rows = conn.execute(
@@ -335,7 +363,12 @@ class AuditStore:
     # -- writing -----------------------------------------------------------------------------------
 
     def record(
-        self, decision: ShipmentDecision, *, idempotency_key: str | None = None, exclusive: bool = False
+        self,
+        decision: ShipmentDecision,
+        *,
+        idempotency_key: str | None = None,
+        exclusive: bool = False,
+        images_seen: bool = False,
     ) -> AuditRecord:
         """Append a decision. If ``idempotency_key`` was recorded before, return that record instead.
 
@@ -353,12 +386,20 @@ class AuditStore:
         one has no officer's outcome: a hold is lifted by an officer who inspected the cargo
         (:meth:`record_outcome`), not by deciding again under a laxer policy or on other verdicts.
 
+        With ``images_seen``, the decision's images say where each was seen before
+        (``ImageVerdict.seen_in``, from :meth:`shipments_with_images`); that is checked again in the
+        write's transaction, so that the same pictures sent under two ids at once cannot both pass
+        as new.
+
         Raises:
             InputError: an empty or over-long idempotency key.
             ConflictError: ``exclusive`` and the shipment was decided under another key at the
                 same or a stricter tier; or the decision would lower an unresolved hold.
+            ImagesSeenSince: ``images_seen`` and an image was decided in another shipment since it
+                was looked up (``.seen`` holds the lookup as it stands): decide again.
             AuditError: the database cannot be written.
         """
+        self._check_writable()
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
             raise InputError(
                 f"idempotency_key of length {len(idempotency_key)} not accepted (1 to 256 characters)"
@@ -397,6 +438,12 @@ class AuditStore:
                 if replayed is not None:
                     return replayed
                 self._refuse_lowering_a_hold(conn, latest, decision)
+            if images_seen:
+                seen = self._seen_elsewhere(
+                    conn, [i.sha256 or "" for i in decision.images], decision.shipment_id
+                )
+                if any(set(seen.get(i.sha256 or "", [])) - set(i.seen_in or []) for i in decision.images):
+                    raise ImagesSeenSince(decision.shipment_id, seen)
             content = {
                 "kind": "decision",
                 "shipment_id": decision.shipment_id,
@@ -421,26 +468,35 @@ class AuditStore:
     ) -> dict[str, list[str]]:
         """For each image content hash, the other shipments it was decided in before, oldest first
         (at most ``most`` each); hashes seen in no other shipment are left out."""
+        if self._not_upgraded is not None or not any(hashes):
+            return {}  # a version-1 store has no index (and takes no decision to check against it)
+        with self._reading("looking up images decided before") as conn:
+            return self._seen_elsewhere(conn, hashes, other_than, most=most)
+
+    @staticmethod
+    def _seen_elsewhere(
+        conn: Connection, hashes: Sequence[str], other_than: str, *, most: int = 5
+    ) -> dict[str, list[str]]:
         wanted = sorted({h for h in hashes if h})
         if not wanted:
             return {}
         c = image_index.c
+        found: dict[str, list[str]] = {}
+        rows = conn.execute(
+            select(c.sha256, c.shipment_id, func.min(c.seq).label("first"))
+            .where(c.sha256.in_(wanted), c.shipment_id != other_than)
+            .group_by(c.sha256, c.shipment_id)
+            .order_by(c.sha256, "first")
+        )
+        for row in rows:
+            shipments = found.setdefault(row.sha256, [])
+            if len(shipments) < most:
+                shipments.append(row.shipment_id)
+        return found
 
-        def work(conn: Connection) -> dict[str, list[str]]:
-            found: dict[str, list[str]] = {}
-            rows = conn.execute(
-                select(c.sha256, c.shipment_id, func.min(c.seq).label("first"))
-                .where(c.sha256.in_(wanted), c.shipment_id != other_than)
-                .group_by(c.sha256, c.shipment_id)
-                .order_by(c.sha256, "first")
-            )
-            for row in rows:
-                shipments = found.setdefault(row.sha256, [])
-                if len(shipments) < most:
-                    shipments.append(row.shipment_id)
-            return found
-
-        return self._retry("looking up images decided before", work)
+    def _check_writable(self) -> None:
+        if self._not_upgraded is not None:
+            raise AuditError(self._not_upgraded)
 
     @staticmethod
     def _latest_decision(conn: Connection, shipment_id: str) -> Any:
@@ -479,23 +535,51 @@ class AuditStore:
             )
 
     def record_outcome(
-        self, shipment_id: str, *, found: str | None, officer: str, notes: str = ""
+        self,
+        shipment_id: str,
+        *,
+        found: str | None,
+        officer: str,
+        notes: str = "",
+        decision_seq: int | None = None,
+        amend: bool = True,
     ) -> OutcomeRecord:
         """Chain an officer's finding for the shipment's latest decision (``found=None``: clean).
 
+        Args:
+            decision_seq: the decision the officer judged; refused if the shipment was decided again.
+            amend: whether this may correct an outcome already recorded for that decision. Both are
+                checked in the write's transaction, so two officers at once cannot both pass them.
+
         Raises:
             InputError: no decision recorded for ``shipment_id``, or an empty ``officer``/``found``.
+            ConflictError: ``decision_seq`` is not the latest decision; or it has an outcome and not
+                ``amend``.
             AuditError: the database cannot be written.
         """
         if not officer.strip():
             raise InputError("officer is empty; name the officer who inspected the cargo")
         if found is not None and not found.strip():
             raise InputError("found is empty; give the anomaly type found, or None for clean cargo")
+        self._check_writable()
 
         def work(conn: Connection) -> OutcomeRecord:
+            conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).one()
             decision = self._latest_decision(conn, shipment_id)
             if decision is None:
                 raise InputError(f"no decision recorded for shipment {shipment_id!r} in {self.url}")
+            if decision_seq is not None and decision_seq != decision.seq:
+                raise ConflictError(
+                    f"shipment {shipment_id!r} was decided again since decision {decision_seq}: its latest "
+                    f"decision is {decision.seq}; judge that one"
+                )
+            if not amend:
+                earlier = self._records(conn, [decision])[0].outcome
+                if earlier is not None:
+                    raise ConflictError(
+                        f"shipment {shipment_id!r} already has an outcome ({earlier.found or 'clean'}, "
+                        f"recorded by {earlier.officer}); send amend: true to record a correction"
+                    )
             content = {
                 "kind": "outcome",
                 "shipment_id": shipment_id,
@@ -632,3 +716,15 @@ def _image_rows(decision: dict[str, Any], shipment_id: str, seq: int) -> list[di
     """The image index's rows of one decision: each distinct image content hash it holds."""
     hashes = {image.get("sha256") for image in decision.get("images", [])}
     return [{"sha256": h, "shipment_id": shipment_id, "seq": seq} for h in sorted(hashes - {None, ""})]
+
+
+class ImagesSeenSince(ConflictError):
+    """A decision's pictures were decided in another shipment after they were looked up (two
+    submissions of the same pictures at once): ``seen`` is the lookup as it stands; decide again."""
+
+    def __init__(self, shipment_id: str, seen: dict[str, list[str]]) -> None:
+        super().__init__(
+            f"shipment {shipment_id!r}: its pictures were decided in another shipment since they were "
+            "looked up; decide it again"
+        )
+        self.seen = seen

@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from datasets.errors import ConflictError
 from models.inference import GOOD
 from pipeline.verdicts import Tier
 from serve.auth import Principal, Role
@@ -262,9 +263,15 @@ async def review_outcome(
     # or misattribute a finding. Say so on the page instead.
     if current is None or current.seq != decision_seq or current.outcome is not None:
         return RedirectResponse(f"/review?stale={quote(shipment_id)}", status_code=303)
-    await record_outcome(
-        services, shipment_id, OutcomeIn(found=found, notes=notes, decision_seq=decision_seq), principal.name
-    )
+    try:
+        await record_outcome(
+            services,
+            shipment_id,
+            OutcomeIn(found=found, notes=notes, decision_seq=decision_seq),
+            principal.name,
+        )
+    except ConflictError:  # another officer, or a new decision, got there between the check and the write
+        return RedirectResponse(f"/review?stale={quote(shipment_id)}", status_code=303)
     return RedirectResponse(f"/review?recorded={quote(shipment_id)}", status_code=303)
 
 

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Body, File, Form, Path, Request, UploadFile
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from datasets.errors import ClearsightError, ConflictError, InputError, ModelError
+from datasets.errors import InputError, ModelError
+from pipeline.audit.store import ImagesSeenSince
 from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision
 from serve.auth import Principal, Role
 from serve.deps import AuditDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
@@ -196,6 +197,10 @@ async def _verdicts(
     return verdicts, heatmaps
 
 
+_DECIDE_ATTEMPTS = 3
+"""Decisions of one submission, when its pictures keep being decided elsewhere while it is recorded."""
+
+
 async def submit_shipment(
     services: Services, declaration: Declaration, uploads: list[Upload], *, submitted_by: str | None = None
 ) -> Any:
@@ -214,15 +219,24 @@ async def submit_shipment(
     if replayed is not None:
         return replayed
     verdicts, heatmaps = await _verdicts(services, declaration, uploads)
-    decision = decide_shipment(
-        services.policy,
-        declaration,
-        verdicts,
-        audit_key=services.settings.audit_secret.get_secret_value().encode("utf-8"),
-    ).model_copy(update={"submitted_by": submitted_by})
-    record = await run_in_threadpool(
-        lambda: services.audit.record(decision, idempotency_key=key, exclusive=True)
-    )
+    for attempt in range(_DECIDE_ATTEMPTS):
+        decision = decide_shipment(
+            services.policy,
+            declaration,
+            verdicts,
+            audit_key=services.settings.audit_secret.get_secret_value().encode("utf-8"),
+        ).model_copy(update={"submitted_by": submitted_by})
+        try:
+            record = await run_in_threadpool(
+                lambda d=decision: services.audit.record(
+                    d, idempotency_key=key, exclusive=True, images_seen=True
+                )
+            )
+            break
+        except ImagesSeenSince as exc:  # the same pictures decided in another shipment meanwhile
+            if attempt == _DECIDE_ATTEMPTS - 1:
+                raise
+            verdicts = [v.model_copy(update={"seen_in": exc.seen.get(v.sha256 or "")}) for v in verdicts]
     # Kept for review only once the decision stands: a refused submission (409) stores nothing, so
     # sending rival pictures again and again cannot fill the disk. A crash just here leaves a decision
     # whose pictures are missing on the review page, never pictures of no decision.
@@ -326,24 +340,19 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
     record = await run_in_threadpool(audit.get, shipment_id)
     if record is None:
         raise NotFoundError(f"no decision recorded for shipment {shipment_id!r}")
-    if outcome.decision_seq is not None and outcome.decision_seq != record.seq:
-        raise ConflictError(
-            f"shipment {shipment_id!r} was decided again since decision {outcome.decision_seq}: its latest "
-            f"decision is {record.seq}; judge that one"
-        )
-    if record.outcome is not None and not outcome.amend:
-        earlier = record.outcome
-        raise ConflictError(
-            f"shipment {shipment_id!r} already has an outcome ({earlier.found or 'clean'}, recorded by "
-            f"{earlier.officer}); send amend: true to record a correction"
-        )
     found = None if outcome.found == CLEAN else outcome.found
-    try:
-        await run_in_threadpool(
-            lambda: audit.record_outcome(shipment_id, found=found, officer=officer, notes=outcome.notes)
+    # the store checks decision_seq and amend again where it writes: two officers at once, or a
+    # decision added meanwhile, cannot slip between this read and the write
+    await run_in_threadpool(
+        lambda: audit.record_outcome(
+            shipment_id,
+            found=found,
+            officer=officer,
+            notes=outcome.notes,
+            decision_seq=outcome.decision_seq,
+            amend=outcome.amend,
         )
-    except ClearsightError:
-        raise
+    )
     return await run_in_threadpool(audit.get, shipment_id)
 
 

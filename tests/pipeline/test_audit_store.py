@@ -461,9 +461,9 @@ def test_other_schema_version_is_refused(db_url: str) -> None:
     sql(db_url, "UPDATE schema_info SET version = 99")
     with pytest.raises(SchemaVersionError) as info:
         AuditStore.open(db_url)
-    assert (
-        str(info.value)
-        == f"audit store {shown} has schema version 99; this Clearsight reads and writes version 1 only"
+    assert str(info.value) == (
+        f"audit store {shown} has schema version 99; "
+        "this Clearsight reads versions 1 and 2 and writes version 2"
     )
 
 
@@ -692,14 +692,53 @@ def test_pictures_decided_in_other_shipments_are_found(db_url: str) -> None:
         assert store.shipments_with_images([], other_than="S1") == {}
 
 
-def test_a_store_written_before_the_image_index_gets_one_from_its_chain(db_url: str) -> None:
+def test_a_version_1_store_is_upgraded_and_its_image_index_built_from_its_chain(db_url: str) -> None:
     a = "aa" * 32
     with AuditStore.open(db_url) as store:
         store.record(_with_images("S1", a))
-    engine = create_engine(db_url)
-    with engine.begin() as conn:  # as a store from before the index existed
-        conn.execute(text("DROP TABLE audit_image_index"))
-    engine.dispose()
+    sql(db_url, "DROP TABLE audit_image_index")  # as a store written before the index existed
+    sql(db_url, "UPDATE schema_info SET version = 1")
     with AuditStore.open(db_url) as store:
         assert store.shipments_with_images([a], other_than="S2") == {a: ["S1"]}
         assert store.verify().ok  # the index is no part of the chain's evidence
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version FROM schema_info")).scalar() == 2
+    engine.dispose()
+
+
+def test_a_version_2_store_without_its_image_index_is_named_as_damaged(db_url: str) -> None:
+    AuditStore.open(db_url).close()
+    sql(db_url, "DROP TABLE audit_image_index")
+    with pytest.raises(AuditError, match=r"schema version 2 but tables \['audit_image_index'\] are missing"):
+        AuditStore.open(db_url)
+
+
+def test_pictures_decided_elsewhere_since_the_lookup_are_caught_where_the_decision_is_written(
+    db_url: str,
+) -> None:
+    from pipeline.audit.store import ImagesSeenSince
+
+    a = "aa" * 32
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", a), images_seen=True)  # seen nowhere, as looked up
+        late = _with_images("S2", a)  # looked up before S1 was recorded: seen_in None
+        with pytest.raises(ImagesSeenSince) as caught:
+            store.record(late, images_seen=True)
+        assert caught.value.seen == {a: ["S1"]}
+        told = late.model_copy(update={"images": [late.images[0].model_copy(update={"seen_in": ["S1"]})]})
+        assert store.record(told, images_seen=True).seq == 2  # decided again, knowing it
+
+
+def test_an_outcome_is_checked_where_it_is_written(db_url: str) -> None:
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1", Tier.REMOTE_INSPECTION, 0.6))
+        store.record(decision("S1", Tier.PHYSICAL_INSPECTION, 0.9))  # decided again: seq 2
+        with pytest.raises(
+            ConflictError, match="was decided again since decision 1: its latest decision is 2"
+        ):
+            store.record_outcome("S1", found=None, officer="o-1", decision_seq=1)
+        store.record_outcome("S1", found="wet_patch", officer="o-1", decision_seq=2, amend=False)
+        with pytest.raises(ConflictError, match=r"already has an outcome \(wet_patch, recorded by o-1\)"):
+            store.record_outcome("S1", found=None, officer="o-2", amend=False)
+        assert store.record_outcome("S1", found=None, officer="o-2").found is None  # a correction

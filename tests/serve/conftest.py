@@ -103,15 +103,18 @@ class LiveServer:
 
 @pytest.fixture
 def live_server(tmp_path: Path, audit_store: AuditStore) -> Iterator[Callable[..., LiveServer]]:
-    """Start a real server: keyword arguments override settings, ``predictors=`` replaces the fakes."""
+    """Start a real server: keyword arguments override settings, ``predictors=`` replaces the fakes,
+    ``audit=`` the audit store."""
     servers: list[LiveServer] = []
 
-    def start(*, predictors: dict[str, Any] | None = None, **overrides: Any) -> LiveServer:
+    def start(*, predictors: dict[str, Any] | None = None, audit: Any = None, **overrides: Any) -> LiveServer:
         values: dict[str, Any] = {**BASE_SETTINGS, "data_dir": tmp_path / "data"}
         values.update(overrides)
         if predictors is None:
             predictors = {"bulk_ore": FakePredictor("bulk_ore"), "vacuum_pack": FakePredictor("vacuum_pack")}
-        app = create_app(ServeSettings(_env_file=None, **values), predictors=predictors, audit=audit_store)
+        app = create_app(
+            ServeSettings(_env_file=None, **values), predictors=predictors, audit=audit or audit_store
+        )
         server = LiveServer(app).__enter__()
         servers.append(server)
         return server

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -473,3 +474,47 @@ def test_a_refused_submission_stores_nothing(make_client, tmp_path) -> None:
     stored = {p.name.split(".")[0] for p in (tmp_path / "data" / "images").iterdir()}
     assert stored == {hashlib.sha256(png_bytes(240)).hexdigest()}
     assert len(list((tmp_path / "data" / "heatmaps").iterdir())) == 1
+
+
+class _BothLookFirst:
+    """The audit store, but each lookup of pictures waits until the other submission has looked too:
+    both find nothing, as two submissions of the same pictures at once can."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+        self._both = threading.Barrier(2, timeout=10)
+
+    def shipments_with_images(self, *args: object, **kwargs: object) -> dict[str, list[str]]:
+        found = self._store.shipments_with_images(*args, **kwargs)
+        self._both.wait()
+        return found
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+def test_the_same_pictures_under_two_ids_at_once_are_not_both_new(live_server, audit_store) -> None:
+    """Each lookup runs before the other is recorded; the store checks again where it writes."""
+    import httpx
+
+    server = live_server(audit=_BothLookFirst(audit_store))
+
+    def send(shipment_id: str) -> int:
+        declaration = json.dumps({"shipment_id": shipment_id, "cargo_type": "bulk_ore"})
+        files = [("images", (f"img{i}.png", png_bytes(v), "image/png")) for i, v in enumerate([10, 20])]
+        answer = httpx.post(
+            f"{server.url}/v1/shipments",
+            files=files,
+            data={"declaration": declaration},
+            headers=SUBMIT,
+            timeout=30,
+        )
+        return answer.status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(send, ["SHP-T1", "SHP-T2"])) == [200, 200]
+    reused = {
+        sid: [r.rule for r in audit_store.get(sid).decision.reasons].count("override.image_reused")
+        for sid in ("SHP-T1", "SHP-T2")
+    }
+    assert sorted(reused.values()) == [0, 2]  # the one recorded second knows both pictures were seen
