@@ -112,7 +112,8 @@ class OverrideTiers(_Strict):
     suspected_solid_waste: InspectionTier = Tier.PHYSICAL_INSPECTION
     document_mismatch: InspectionTier = Tier.PHYSICAL_INSPECTION
     declared_foreign_inclusions: InspectionTier = Tier.PHYSICAL_INSPECTION
-    image_reused: InspectionTier = Tier.REMOTE_INSPECTION
+    # RELEASE records the rule without holding: one scan may show several consignments of one container
+    image_reused: Tier = Tier.REMOTE_INSPECTION
 
     @model_validator(mode="after")
     def _radiation_is_held(self) -> OverrideTiers:

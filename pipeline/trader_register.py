@@ -1,19 +1,25 @@
 """The register of trusted traders (AEO): which tier each trader holds, as the customs authority keeps it.
 
 A trader's AEO tier lowers scrutiny (the policy's ``trusted_traders`` offsets), so the service takes it
-from the authority's register, not from the declaration of whoever submits the shipment. The register
-is a CSV file with a header row naming at least ``trader_id`` and ``aeo_tier`` (other columns, a
-trader's name say, are ignored)::
+from the authority's register, not from the declaration of whoever submits the shipment; and since a
+submitter names the trader, the register also says which submitters' keys send that trader's
+shipments (``submitters``: the keys' names, as the service records them, separated by spaces).
+Another key naming the trader gets no tier. The register is a CSV file with a header row naming
+``trader_id`` and ``aeo_tier``, and ``submitters`` (other columns, a trader's name say, are ignored)::
 
-    trader_id,aeo_tier
-    CN-TRADER-42,AEOS
-    DE-TRADER-7,AEOF
+    trader_id,aeo_tier,submitters
+    CN-TRADER-42,AEOS,submitter:3f2a9c1b0d4e
+    DE-TRADER-7,AEOF,submitter:3f2a9c1b0d4e submitter:91c0e7d2aa10
+
+A key's name is its role and the first 12 hex digits of its SHA-256 (``submitter:`` +
+``sha256(key)[:12]``), as in the audit trail's ``submitted_by`` and the access log.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,20 +32,31 @@ MAX_REGISTER_BYTES = 64 * 1024 * 1024
 """Largest register file read (a national register holds some tens of thousands of traders)."""
 
 _COLUMNS = ("trader_id", "aeo_tier")
+_SUBMITTERS = "submitters"
+_KEY_NAME = re.compile(r"[a-z]+:[0-9a-f]{12}")
 # the Declaration's own bounds, so that every registered trader can be declared
 _MAX_ID, _MAX_TIER = 128, 32
 
 
 @dataclass(frozen=True)
 class TraderRegister:
-    """Registered traders: ``tiers`` maps a trader id to its AEO tier; ``source`` names the file."""
+    """Registered traders: ``tiers`` maps a trader id to its AEO tier, ``submitters`` to the names of
+    the keys that send its shipments; ``source`` names the file."""
 
     tiers: Mapping[str, str]
+    submitters: Mapping[str, frozenset[str]]
     source: str
 
     def tier_of(self, trader_id: str | None) -> str | None:
         """The registered tier of ``trader_id``; None for an unregistered trader or no id."""
         return self.tiers.get(trader_id) if trader_id else None
+
+    def tier_for(self, trader_id: str | None, submitter: str) -> str | None:
+        """The tier a shipment of ``trader_id`` sent by the key named ``submitter`` is decided under:
+        the registered one when that key sends the trader's shipments, else None."""
+        if not trader_id or submitter not in self.submitters.get(trader_id, frozenset()):
+            return None
+        return self.tiers.get(trader_id)
 
 
 def read_trader_register(path: str | Path) -> TraderRegister:
@@ -73,6 +90,7 @@ def read_trader_register(path: str | Path) -> TraderRegister:
         )
     reader.fieldnames = header
     tiers: dict[str, str] = {}
+    submitters: dict[str, frozenset[str]] = {}
     for row in reader:
         where = f"trader register {path}, line {reader.line_num}"
         trader, tier = (str(row.get(c) or "").strip() for c in _COLUMNS)
@@ -84,5 +102,13 @@ def read_trader_register(path: str | Path) -> TraderRegister:
             )
         if trader in tiers:
             raise InputError(f"{where}: trader {trader!r} is listed twice")
+        names = str(row.get(_SUBMITTERS) or "").split()
+        bad = [name for name in names if not _KEY_NAME.fullmatch(name)]
+        if bad:  # not echoed: it may be a key itself, put where its name belongs
+            raise InputError(
+                f"{where}: submitters holds {len(bad)} value(s) that are not a key's name (role:12 hex "
+                "digits, e.g. submitter:3f2a9c1b0d4e); a key itself never goes in the register"
+            )
         tiers[trader] = tier
-    return TraderRegister(tiers=tiers, source=str(path))
+        submitters[trader] = frozenset(names)
+    return TraderRegister(tiers=tiers, submitters=submitters, source=str(path))

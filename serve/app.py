@@ -60,6 +60,30 @@ def _load_policy(settings: ServeSettings) -> Any:
     return load_policy(settings.policy if settings.policy is not None else default_policy_path())
 
 
+def _load_register(settings: ServeSettings, policy: Any) -> Any:
+    """The trader register, or None; every tier in it must be one the policy knows.
+
+    Raises:
+        InputError: an unreadable register, or a tier the policy lists no offset for (a typo such as
+            ``aeof`` would silently give that trader none).
+    """
+    if settings.trader_register is None:
+        return None
+    from pipeline.trader_register import read_trader_register
+
+    register = read_trader_register(settings.trader_register)
+    unknown = sorted(set(register.tiers.values()) - set(policy.trusted_traders))
+    if unknown:
+        known = ", ".join(sorted(policy.trusted_traders)) or "none"
+        raise InputError(
+            f"trader register {register.source} gives tier(s) {', '.join(map(repr, unknown))} that policy "
+            f"{policy.version} does not know (it lists {known}): "
+            "correct the register, or list the tier under the policy's trusted_traders "
+            "(threshold_offset: 0 for no offset)"
+        )
+    return register
+
+
 def _open_audit(settings: ServeSettings) -> Any:
     from pipeline.audit import AuditStore
 
@@ -74,17 +98,17 @@ def preflight(settings: ServeSettings) -> dict[str, Predictor]:
     Raises:
         ModelError / ArtifactError / PolicyError / InputError / AuditError: from loading.
     """
-    _load_policy(settings)  # the quick checks first: a typo should not wait for the models
-    if settings.trader_register is not None:
-        from pipeline.trader_register import read_trader_register
+    from pipeline.audit import AuditStore
 
-        read_trader_register(settings.trader_register)
-    audit = _open_audit(settings)
+    _load_register(settings, _load_policy(settings))  # the quick checks first
+    AuditStore.check_url(settings.audit_db)
+    predictors = _load_predictors(settings.models, runtime=settings.runtime)
+    audit = _open_audit(settings)  # last: a start that fails on anything else leaves no new store
     try:
         audit.ping()
     finally:
         audit.close()
-    return _load_predictors(settings.models, runtime=settings.runtime)
+    return predictors
 
 
 def check_keys(settings: ServeSettings) -> KeyRing:
@@ -167,10 +191,7 @@ def build_services(
         else _load_predictors(settings.models, runtime=settings.runtime)
     )
     services.policy = _load_policy(settings)
-    if settings.trader_register is not None:
-        from pipeline.trader_register import read_trader_register
-
-        services.traders = read_trader_register(settings.trader_register)
+    services.traders = _load_register(settings, services.policy)
     services.audit = audit if audit is not None else _open_audit(settings)
     for cargo_type, predictor in services.predictors.items():
         batcher = MicroBatcher(

@@ -46,6 +46,11 @@ class Principal:
         """Name recorded in the audit trail, e.g. ``officer:3f2a9c1b0d4e``."""
         return f"{self.role.value}:{self.fingerprint}"
 
+    @classmethod
+    def of_key(cls, role: Role, key: str) -> Principal:
+        """The principal a key of ``role`` authenticates as (its name goes in a trader register)."""
+        return cls(role=role, fingerprint=_digest(key).hex()[:12])
+
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()

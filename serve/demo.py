@@ -64,6 +64,7 @@ def _http_round_trip(console: Console, out: Path, models: list[Path], audit_url:
 
     from datasets.manifest import iter_manifest
     from serve.app import create_app
+    from serve.auth import Principal, Role
     from serve.settings import ServeSettings
 
     submitter, officer = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
@@ -74,9 +75,11 @@ def _http_round_trip(console: Console, out: Path, models: list[Path], audit_url:
     register = out / "trader_register.csv"
     with register.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["trader_id", "aeo_tier"])
+        writer.writerow(["trader_id", "aeo_tier", "submitters"])
         tiers = {(r.declaration.get("trader_id"), r.declaration.get("aeo_tier")) for r in rows}
-        writer.writerows(sorted((trader, tier) for trader, tier in tiers if trader and tier))
+        # the run's submitter key sends every trader's shipments: it gets their registered tiers
+        sender = Principal.of_key(Role.SUBMITTER, submitter).name
+        writer.writerows(sorted((trader, tier, sender) for trader, tier in tiers if trader and tier))
     settings = ServeSettings(
         models=models,
         trader_register=register,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -79,7 +79,8 @@ def _refuse_missing_sqlite_file(url: str) -> None:
         )
 
 
-def _build_engine(url: str, busy_timeout_s: float) -> Engine:
+def _parsed_url(url: str) -> URL:
+    """``url`` parsed, naming a supported backend (nothing is connected to)."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -87,6 +88,17 @@ def _build_engine(url: str, busy_timeout_s: float) -> Engine:
             f"audit store URL {url!r} is not a SQLAlchemy URL "
             "(accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)"
         ) from exc
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        shown = parsed.render_as_string(hide_password=True)
+        raise AuditError(
+            f"audit store URL {shown}: backend {backend!r} is not supported (accepted: sqlite, postgresql)"
+        )
+    return parsed
+
+
+def _build_engine(url: str, busy_timeout_s: float) -> Engine:
+    parsed = _parsed_url(url)
     backend = parsed.get_backend_name()
     shown = parsed.render_as_string(hide_password=True)
     try:
@@ -120,15 +132,11 @@ def _build_engine(url: str, busy_timeout_s: float) -> Engine:
                 finally:
                     raw.close()
             return engine
-        if backend == "postgresql":
-            return create_engine(parsed, pool_pre_ping=True)
+        return create_engine(parsed, pool_pre_ping=True)  # postgresql
     except (SQLAlchemyError, ImportError) as exc:
         raise AuditError(f"audit store {shown}: cannot connect ({type(exc).__name__}: {exc})") from exc
     except Exception as exc:  # sqlite3.OperationalError from the raw PRAGMA connection
         raise AuditError(f"audit store {shown}: cannot open ({type(exc).__name__}: {exc})") from exc
-    raise AuditError(
-        f"audit store URL {shown}: backend {backend!r} is not supported (accepted: sqlite, postgresql)"
-    )
 
 
 def _retryable(exc: SQLAlchemyError) -> bool:
@@ -157,6 +165,15 @@ class AuditStore:
         self._not_upgraded: str | None = None  # why a version-1 store may be read but not written
 
     # -- opening -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def check_url(url: str) -> None:
+        """Refuse, without connecting, a URL that is not one or names an unsupported backend.
+
+        Raises:
+            AuditError: as :meth:`open` would for such a URL.
+        """
+        _parsed_url(url)
 
     @classmethod
     def open(cls, url: str, *, create: bool = True, busy_timeout_s: float = 30.0) -> AuditStore:

@@ -281,7 +281,7 @@ async def stored_file(request: Request, kind: str, sha256: str, services: Servic
     path, media_type = services.store.find(kind, sha256)
     # uploaded bytes: shown as an image, never run as a page
     headers = {
-        "Cache-Control": "private, max-age=3600",
+        "Cache-Control": "no-store",  # cargo pictures stay off a shared machine's disk after sign-out
         "Content-Security-Policy": "default-src 'none'; sandbox",
     }
     return FileResponse(path, media_type=media_type, headers=headers)

@@ -107,30 +107,27 @@ def vouched(declaration: Declaration, traders: Any, caller: Principal) -> Declar
     """The declaration with its trader's AEO tier taken from the register (``traders``, a
     :class:`~pipeline.trader_register.TraderRegister` or None).
 
-    A tier lowers scrutiny, so a submitter cannot grant one: the registered tier is filled in, and a
-    declared tier the register does not give that trader is refused. Officers and admins are trusted
-    with the tier they declare (a correction the register has not caught up with).
+    A tier lowers scrutiny, so a submitter cannot grant one, nor borrow a trusted trader's by naming
+    it: a submitter declares no tier, and gets the registered one only where the register names its
+    key among the trader's submitters. Officers and admins are trusted with the tier they declare (a
+    correction the register has not caught up with), and get the registered one otherwise.
 
     Raises:
-        PermissionDeniedError: a submitter declared a tier without a register to check it against,
-            or one the register does not list for the trader.
+        PermissionDeniedError: a submitter declared a tier.
     """
-    registered = traders.tier_of(declaration.trader_id) if traders is not None else None
-    declared = declaration.aeo_tier
-    if declared is not None and caller.role is Role.SUBMITTER and declared != registered:
-        if traders is None:
+    if caller.role is Role.SUBMITTER:
+        if declaration.aeo_tier is not None:
+            # one answer whatever the register says: it must not be read off the refusals
             raise PermissionDeniedError(
-                f"aeo_tier {declared!r} may not be declared by a submitter: this service keeps no register "
-                "of trusted traders to check it against (trader_register); leave aeo_tier out"
+                "aeo_tier may not be declared by a submitter: a trader's tier comes from the service's "
+                "register of trusted traders; leave aeo_tier out"
             )
-        listed = f"registered as {registered!r}" if registered else "not on the register of trusted traders"
-        raise PermissionDeniedError(
-            f"aeo_tier {declared!r} refused: trader {declaration.trader_id!r} is {listed}; a trader's "
-            "tier comes from the register, leave aeo_tier out"
+        tier = traders.tier_for(declaration.trader_id, caller.name) if traders is not None else None
+    else:
+        tier = declaration.aeo_tier or (
+            traders.tier_of(declaration.trader_id) if traders is not None else None
         )
-    if declared is None and registered is not None:
-        return declaration.model_copy(update={"aeo_tier": registered})
-    return declaration
+    return declaration.model_copy(update={"aeo_tier": tier}) if tier != declaration.aeo_tier else declaration
 
 
 def _response(request: Request, record: Any) -> ShipmentResponse:

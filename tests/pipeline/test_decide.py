@@ -350,6 +350,14 @@ CASES = [
         ["score.clear", "override.image_reused", "score.clear"],
     ),
     ("image-seen-nowhere", {}, {}, [img(0.1, seen_in=[])], R, ["score.clear"]),
+    (
+        "image-reused-only-recorded",  # one scan of a container shared by several consignments
+        {"overrides": {"image_reused": "RELEASE"}},
+        {},
+        [img(0.1, seen_in=["S0"])],
+        R,
+        ["override.image_reused", "score.clear"],
+    ),
 ]
 
 

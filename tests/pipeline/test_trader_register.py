@@ -12,10 +12,22 @@ from pipeline.trader_register import read_trader_register
 
 def test_a_register_is_read(tmp_path: Path) -> None:
     path = tmp_path / "register.csv"
-    path.write_bytes("\ufefftrader_id, aeo_tier ,name\nT-42, AEOS ,Ore Traders\nT-7,AEOF,\n".encode())
+    mine, other = "submitter:3f2a9c1b0d4e", "submitter:91c0e7d2aa10"
+    path.write_bytes(
+        (
+            "\ufefftrader_id, aeo_tier ,name,submitters\n"
+            f"T-42, AEOS ,Ore Traders,{mine} {other}\n"
+            f"T-7,AEOF,,{other}\n"
+            "T-8,AEOC,,\n"
+        ).encode()
+    )
     register = read_trader_register(path)
-    assert dict(register.tiers) == {"T-42": "AEOS", "T-7": "AEOF"}
+    assert dict(register.tiers) == {"T-42": "AEOS", "T-7": "AEOF", "T-8": "AEOC"}
     assert (register.tier_of("T-42"), register.tier_of("T-9"), register.tier_of(None)) == ("AEOS", None, None)
+    # a key gets a trader's tier only where the register names it among the trader's submitters
+    assert [register.tier_for(t, mine) for t in ("T-42", "T-7", "T-8", "T-9", None)] == [
+        "AEOS", None, None, None, None
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -28,8 +40,9 @@ def test_a_register_is_read(tmp_path: Path) -> None:
         ("trader_id,aeo_tier\nT-42,AEOS\nT-42,AEOF\n", "line 3: trader 'T-42' is listed twice"),
         (f"trader_id,aeo_tier\n{'T' * 129},AEOS\n", "trader_id is at most 128 characters"),
         ("trader_id,aeo_tier\nT-42,AEOS_" + "X" * 30 + "\n", "aeo_tier at most 32"),
+        ("trader_id,aeo_tier,submitters\nT-42,AEOS,s3cret-key\n", "1 value(s) that are not a key's name"),
     ],
-    ids=["no-columns", "empty", "no-tier", "no-trader", "twice", "long-id", "long-tier"],
+    ids=["no-columns", "empty", "no-tier", "no-trader", "twice", "long-id", "long-tier", "a-key-not-a-name"],
 )  # fmt: skip
 def test_a_bad_register_is_refused_with_the_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "register.csv"

@@ -222,17 +222,22 @@ DB = "sqlite:///{tmp}/a.db"
         (["--audit-db", "notaurl"], "Error: audit store URL 'notaurl' is not a SQLAlchemy URL"),
         (["--audit-db", DB], "Error: model directory 'nope' does not exist"),
         (["--audit-db", DB, "--trader-register", "{tmp}/no.csv"], "Error: cannot read the trader register"),
+        (["--audit-db", DB, "--trader-register", "{tmp}/aeof.csv"],
+         "Error: trader register {tmp}/aeof.csv gives tier(s) 'aeof' that policy 2026.11-example does not "
+         "know (it lists AEOF, AEOS)"),
         (["--audit-db", DB, "--port", "99999"],
          "Error: port (--port or CLEARSIGHT_PORT): Input should be less than or equal to 65535"),
     ],
-    ids=["audit-url", "model", "register", "port"],
+    ids=["audit-url", "model", "register", "register-tier", "port"],
 )  # fmt: skip
 def test_serve_names_what_is_wrong_before_starting(tmp_path, monkeypatch, capsys, args, said) -> None:
     from serve.cli import app, run  # the pipeline's CLI with `serve` added
 
     monkeypatch.setenv("CLEARSIGHT_API_KEYS", API_KEYS)
     monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "a-long-enough-audit-secret-for-tests")
+    (tmp_path / "aeof.csv").write_text("trader_id,aeo_tier\nT-7,aeof\n", encoding="utf-8")
     argv = ["serve", "--model", "nope", *(a.format(tmp=tmp_path) for a in args)]
     assert run(app, argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith(said) and "Traceback" not in err
+    assert err.startswith(said.format(tmp=tmp_path)) and "Traceback" not in err
+    assert not (tmp_path / "a.db").exists()  # a start that fails leaves no new audit store

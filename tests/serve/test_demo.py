@@ -31,4 +31,6 @@ def test_the_demo_runs_end_to_end_and_again_over_its_own_output(
     assert "decision" not in receipt and receipt["tier"] == record["decision"]["tier"]  # the submitter's view
     assert record["decision"]["submitted_by"].startswith("submitter:")
     register = (out / "trader_register.csv").read_text().splitlines()
-    assert register[0] == "trader_id,aeo_tier" and len(register) > 1
+    assert register[0] == "trader_id,aeo_tier,submitters" and len(register) > 1
+    # the run's submitter sends every trader's shipments: the register names its key, not the key
+    assert {line.rsplit(",", 1)[1] for line in register[1:]} == {record["decision"]["submitted_by"]}
