@@ -28,6 +28,7 @@ import importlib.metadata
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -412,12 +413,19 @@ def deep_features_choice(configured: str, cargo: str) -> tuple[str, str]:
 
 
 def _cargo_type(root: Path, configured: str | None) -> str:
+    named = root.resolve().name
     if configured:
+        if named in KNOWN_CARGO_TYPES and named != configured:
+            # evaluate would refuse the model on its own data, and the data's owner named it so
+            raise CargoTypeError(
+                f"--cargo-type {configured!r} but --data {str(root)!r} is a {named} folder; train each "
+                "cargo type's model on its own folder"
+            )
         return configured
-    if root.name in KNOWN_CARGO_TYPES:
-        return root.name
+    if named in KNOWN_CARGO_TYPES:
+        return named
     raise CargoTypeError(
-        f"cannot tell the cargo type of {str(root)!r}: its folder name {root.name!r} is not one of "
+        f"cannot tell the cargo type of {str(root)!r}: its folder name {named!r} is not one of "
         f"{list(KNOWN_CARGO_TYPES)}; pass --cargo-type"
     )
 
@@ -552,13 +560,14 @@ def _check_out_dir(out: Path, data_root: Path, *, overwrite: bool) -> None:
     """
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder for the model (made if missing)")
-    if out.resolve().is_relative_to(data_root.resolve()):
+    real = out.resolve()
+    if real.is_relative_to(data_root.resolve()):
         raise InputError(
             f"--out {str(out)!r} lies inside --data {str(data_root)!r}: the model's files would become part "
             "of the dataset; give a folder outside it"
         )
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / CARD_FILE).is_file():
+    if _holds_files(real):
+        if not (real / CARD_FILE).is_file():
             raise InputError(
                 f"--out {str(out)!r} holds files that are not a Clearsight model (no {CARD_FILE}); give an "
                 "empty or new folder"
@@ -568,22 +577,44 @@ def _check_out_dir(out: Path, data_root: Path, *, overwrite: bool) -> None:
                 f"--out {str(out)!r} holds a model already; pass --overwrite to replace it (the new one "
                 "takes its place only once it is written), or give a new folder"
             )
-    existing = next(p for p in (out, *out.resolve().parents) if p.exists())
+        if os.path.ismount(real):
+            raise InputError(
+                f"--out {str(out)!r} is a mount point: a model there cannot be swapped; use a folder in it"
+            )
+    # a model is written beside --out, then swapped in: the folder that holds it must take writes
+    existing = next(p for p in (real.parent, *real.parents) if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"--out {str(out)!r}: cannot write under {str(existing)!r} (permission denied)")
 
 
+def _holds_files(folder: Path) -> bool:
+    """Whether ``folder`` holds anything but hidden files (a ``.gitkeep``)."""
+    return folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir())
+
+
 def _save_in_place_of(out: Path, detector: Detector, card: dict[str, Any]) -> Path:
     """Write the artifact to ``out``; a model already there is replaced only once the new one is
-    complete (written beside it, then swapped in), so a failure never leaves half of each."""
-    if not (out.is_dir() and any(out.iterdir())):
+    complete (written beside it, then swapped in), so a failure never leaves half of each. ``out``
+    through a link replaces the folder the link names."""
+    out = out.resolve()
+    if not _holds_files(out):
         return save_artifact(out, detector, card)
-    staging = out.parent / f".{out.name}.new-{os.getpid()}"
-    retired = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    save_artifact(staging, detector, card)
-    os.replace(out, retired)
-    os.replace(staging, out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    retired = staging.with_name(staging.name.replace(".new-", ".old-", 1))
+    try:
+        save_artifact(staging, detector, card)
+        os.replace(out, retired)
+        try:
+            os.replace(staging, out)
+        except OSError:
+            os.replace(retired, out)  # the earlier model back where it was
+            raise
+    except OSError as exc:
+        raise InputError(
+            f"--out {str(out)!r}: cannot put the new model in place ({exc.strerror or exc})"
+        ) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(retired, ignore_errors=True)
     return out
 
@@ -627,6 +658,9 @@ def train_model(
     good_idx = [n for n, i in enumerate(train_items) if i.anomaly_type == GOOD]
     anom_idx = [n for n, i in enumerate(train_items) if i.anomaly_type != GOOD]
     defect_masks, empty_masks = _defect_masks(root, train_items, train_images, anom_idx)
+    # validation trains nothing on its masks, but a blank one there is the same labelling slip
+    val_anom_idx = [n for n, i in enumerate(val_items) if i.anomaly_type != GOOD]
+    empty_masks = sorted([*empty_masks, *_defect_masks(root, val_items, val_images, val_anom_idx)[1]])
     goods = [train_images[n] for n in good_idx]
     val_good = [img for img, i in zip(val_images, val_items, strict=True) if i.anomaly_type == GOOD]
     val_anom = [img for img, i in zip(val_images, val_items, strict=True) if i.anomaly_type != GOOD]

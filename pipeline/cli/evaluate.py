@@ -86,10 +86,11 @@ def evaluate_command(
         raise InputError(f"--out {str(out)!r} is a file; give a folder for the report (made if missing)")
     predictor = _load_predictor(model, runtime=runtime or Settings().runtime)
     dataset = _read_dataset(data)
-    if data.name in CARGO_TYPES and data.name != predictor.cargo_type:
+    named = data.resolve().name  # `--data .` or a link named `current` is still its folder
+    if named in CARGO_TYPES and named != predictor.cargo_type:
         raise CargoTypeError(
             f"model {predictor.model_id} is for {predictor.cargo_type} but --data {str(data)!r} holds "
-            f"{data.name}: its figures would say nothing about either; evaluate the {data.name} model"
+            f"{named}: its figures would say nothing about either; evaluate the {named} model"
         )
     err = Console(stderr=True)
     with Progress(

@@ -337,8 +337,8 @@ def empty_mask_warning(paths: list[str] | None) -> str | None:
     if not paths:
         return None
     return (
-        f"{len(paths)} ground-truth mask(s) mark no defect pixel ({paths[0]}, for one): their images "
-        "trained the image-level heads but not the patch head. An all-black mask is usually a labelling "
+        f"{len(paths)} ground-truth mask(s) mark no defect pixel ({paths[0]}, for one): such an image "
+        "trains the image-level heads but not the patch head. An all-black mask is usually a labelling "
         "or export slip; mark the defect, or remove the mask if there is none to mark"
     )
 

@@ -266,6 +266,22 @@ def test_overwrite_replaces_a_model_whole(tmp_path: Path) -> None:
     load_model(out, runtime="torch")
 
 
+def test_overwrite_through_a_link_replaces_the_folder_it_names(tmp_path: Path) -> None:
+    root = _write(tmp_path / "bulk_ore", 10)
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / ".gitkeep").write_text("")  # a hidden file is no content
+    link = tmp_path / "current"
+    link.symlink_to(tmp_path / "shared" / "bulk", target_is_directory=True)
+    (tmp_path / "shared" / "bulk").mkdir()
+    (tmp_path / "shared" / "bulk" / ".gitkeep").write_text("")
+    args = ["--image-size", "32", "--pad", "0", "--threads", "1", "--data", str(root), "--out", str(link)]
+    assert run(app, ["train", *args]) == 0
+    assert run(app, ["train", *args, "--seed", "1", "--overwrite"]) == 0
+    assert link.is_symlink()  # still the link, naming the new model
+    assert json.loads((tmp_path / "shared" / "bulk" / "model.json").read_text())["training"]["seed"] == 1
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == [".gitkeep", "bulk"]  # nothing left
+
+
 @pytest.mark.parametrize(("cargo", "warned"), [("bulk_ore", False), ("banana", True)])
 def test_a_cargo_type_the_policy_does_not_decide_is_warned_about(cargo: str, warned: bool) -> None:
     from pipeline.cli.train import cargo_warning
@@ -274,6 +290,14 @@ def test_a_cargo_type_the_policy_does_not_decide_is_warned_about(cargo: str, war
     assert (warning is not None) == warned
     if warned:
         assert warning.startswith("cargo type 'banana' is not one the packaged policy decides (bulk_ore, ")
+
+
+def test_a_cargo_type_other_than_the_data_folders_is_refused(tmp_path: Path) -> None:
+    root = _write(tmp_path / "bulk_ore", 4)
+    with pytest.raises(
+        CargoTypeError, match="--cargo-type 'vacuum_pack' but --data '.*bulk_ore' is a bulk_ore folder"
+    ):
+        train_model(root, tmp_path / "m", config=TrainConfig(image_size=64, cargo_type="vacuum_pack"))
 
 
 def test_unknown_cargo_folder_needs_a_cargo_type(tmp_path: Path) -> None:
@@ -339,10 +363,10 @@ def test_a_blank_mask_trains_no_patch_head_and_is_warned_about(
     assert run(app, ["train", "--data", str(root), "--out", str(out), *args]) == 0
     training = json.loads((out / "model.json").read_text())["training"]
     blank = training["empty_masks"]
-    assert blank and all(name.startswith("ground_truth/seal_defect/") for name in blank)
-    assert all(int(Path(name).stem[:3]) % 2 == 0 for name in blank)
-    marked = training["counts"]["train"]["seal_defect"] - len(blank)
-    assert training["patch_head"]["labelled_masks"] == marked
+    # every blank mask is named, the validation split's too
+    assert blank == [f"ground_truth/seal_defect/{n:03d}_mask.png" for n in (0, 2, 4)]
+    trained = training["counts"]["train"]["seal_defect"]
+    assert 0 < training["patch_head"]["labelled_masks"] < trained  # the blank ones trained no patch head
     err = " ".join(capsys.readouterr().err.split())
     assert f"{len(blank)} ground-truth mask(s) mark no defect pixel ({blank[0]}, for one)" in err
 
