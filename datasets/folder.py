@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ __all__ = [
     "is_image_file",
     "is_manifest",
     "iter_image_paths",
+    "searched_folders",
 ]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
@@ -92,7 +94,7 @@ def _expand(item: str) -> list[Path]:
         return in_folder
     if _GLOB_CHARS & set(item):
         found: list[Path] = []
-        for match in sorted(glob.glob(item, recursive=True)):
+        for match in _glob(item):
             hit = Path(match)
             if hit.is_dir():
                 found.extend(_walk_images(hit))
@@ -106,11 +108,53 @@ def _expand(item: str) -> list[Path]:
     raise DatasetFormatError(f"{item}: no such file or folder")
 
 
+def _glob(pattern: str) -> list[str]:
+    """``glob(pattern, recursive=True)``, sorted, except that ``**`` is searched by this module's
+    walk: glob follows linked folders without end, so a link back to an ancestor never finishes."""
+    if "**" not in pattern:
+        return sorted(glob.glob(pattern))
+    parts = Path(pattern).parts
+    depth = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = Path(*parts[:depth]) if depth else Path(".")
+    if not base.is_dir():
+        return []
+    wanted = parts[depth:]
+    hits = []
+    for path in _walk(base)[0]:
+        relative = path.relative_to(base)
+        if _matches(relative.parts, wanted):
+            hits.append(str(path if depth else relative))
+    return sorted(hits)
+
+
+def _matches(parts: Sequence[str], pattern: Sequence[str]) -> bool:
+    """Whether path ``parts`` match glob ``pattern`` parts, ``**`` standing for any number of folders."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return _matches(parts, pattern[1:]) or (bool(parts) and _matches(parts[1:], pattern))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _matches(parts[1:], pattern[1:])
+
+
 def _walk_images(folder: Path) -> list[Path]:
+    return _walk(folder)[0]
+
+
+def searched_folders(folder: str | Path) -> set[str]:
+    """The real paths of every folder a walk of ``folder`` searches, linked ones included: what an
+    output must stay out of to never be read back as input."""
+    return _walk(Path(folder))[1]
+
+
+def _walk(folder: Path) -> tuple[list[Path], set[str]]:
+    """(the images under ``folder``, sorted; the real paths of the folders searched)."""
     # An archive assembled from links (a shared drive's day folders linked into one) must be scored
     # whole: skipping its linked folders would drop their images without a word. Each real folder
     # is searched once, spelled without a link where the tree holds it directly, so a link loop ends.
-    own = {os.path.realpath(dirpath) for dirpath, _, _ in os.walk(folder)}
+    own: set[str] = set()  # the folders the tree holds directly (hidden ones are not searched)
+    for dirpath, dirnames, _ in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not is_hidden(d)]
+        own.add(os.path.realpath(dirpath))
     searched = {os.path.realpath(folder)}
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
@@ -124,4 +168,4 @@ def _walk_images(folder: Path) -> list[Path]:
             kept.append(name)
         dirnames[:] = kept
         found.extend(Path(dirpath, name) for name in filenames if not is_hidden(name) and is_image_file(name))
-    return sorted(found)
+    return sorted(found), searched

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from datasets.errors import InputError
+from datasets.folder import searched_folders
 
 __all__ = ["check_outputs_apart"]
 
@@ -79,8 +80,13 @@ def check_outputs_apart(
                     "being read; write the output elsewhere"
                 )
         if source.is_dir() or glob.has_magic(text):
+            # a folder input is searched through its linked folders too
+            walked = where and source.is_dir() and not glob.has_magic(text)
+            linked = [Path(p) for p in searched_folders(source)] if walked else []
             for name, folder in where.items():
-                if _inside(folder, source) and _reaches(text, source, folder):
+                if (_inside(folder, source) and _reaches(text, source, folder)) or any(
+                    _inside(folder, real) for real in linked
+                ):
                     raise InputError(
                         f"{name} {str(folder)!r} lies inside the input {text!r}: a later run over it would "
                         "score the heatmaps as cargo pictures; write them outside the inputs"

@@ -128,3 +128,20 @@ def test_classifiers(name: str, image: bool, manifest: bool) -> None:
 
 def test_extensions_match_the_decoder_formats() -> None:
     assert {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"} == IMAGE_EXTENSIONS
+
+
+def test_a_link_to_a_hidden_folder_is_searched(tree: Path) -> None:
+    (tree / "a" / ".cache").mkdir()
+    (tree / "a" / ".cache" / "7.png").write_bytes(b"x")
+    (tree / "a" / "visible").symlink_to(tree / "a" / ".cache", target_is_directory=True)
+    assert "a/visible/7.png" in [p.as_posix() for p in iter_image_paths(["a"])]
+
+
+def test_a_recursive_glob_ends_on_a_link_loop(tree: Path) -> None:
+    # two links per level: glob itself would walk 2**depth paths before the names grow too long
+    (tree / "a" / "sub" / "up").symlink_to(tree / "a", target_is_directory=True)
+    (tree / "a" / "sub" / "again").symlink_to(tree / "a" / "sub", target_is_directory=True)
+    assert [p.as_posix() for p in iter_image_paths(["a/**/*.png", "a/**/*.tiff"])] == [
+        "a/2.png",
+        "a/sub/3.tiff",
+    ]

@@ -66,3 +66,12 @@ def test_outputs_apart(tree: Path, files, folders, inputs, message) -> None:
     with pytest.raises(InputError) as info:
         check_outputs_apart(files=paths, folders=dirs, inputs=inputs)
     assert str(info.value).startswith(message.format(root=tree.resolve()))
+
+
+def test_heatmaps_reached_through_a_linked_folder_of_an_input_are_refused(tree: Path) -> None:
+    (tree / "heat").mkdir()
+    (tree / "images" / "latest_heatmaps").symlink_to(tree / "heat", target_is_directory=True)
+    with pytest.raises(InputError, match="--heatmaps '.*/heat' lies inside the input 'images'"):
+        check_outputs_apart(
+            files={"--out": Path("rows.jsonl")}, folders={"--heatmaps": Path("heat")}, inputs=["images"]
+        )
