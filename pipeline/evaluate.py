@@ -163,6 +163,8 @@ class EvaluationResult:
     """The model card's ``preprocessing`` input size and ``source_resolution`` (the training images'
     sizes against the model input, and the warning training gave), for the report; None for a card
     written before training recorded it."""
+    non_finite: int = 0
+    """Readable images the model scored NaN or infinite: failed rows, a model fault."""
     empty_masks: list[str] = field(default_factory=list)
     """Anomalous images' masks that mark no defect pixel, left out of the pixel metrics (paths
     relative to the dataset folder)."""
@@ -417,6 +419,7 @@ def evaluate(
     kind_masks = dict.fromkeys(IMAGE_KINDS, False)
     records: list[ImageRecord] = []
     empty_masks: list[str] = []
+    non_finite = 0
     misses, false_alarms = _Gallery(gallery_size), _Gallery(gallery_size)
 
     for start in range(0, len(items), batch_size):
@@ -455,6 +458,7 @@ def evaluate(
                 if not math.isfinite(score):
                     # a broken model's output for this image: named, not ranked (the scorer and the
                     # service hold such an image); the other images' figures still come out
+                    non_finite += 1
                     records.append(
                         ImageRecord(
                             _relative(item.path, root), item.label, kind, None, None, None,
@@ -523,6 +527,7 @@ def evaluate(
         resolution=card_resolution(predictor.card),
         promise=threshold_promise(predictor.card, thresholds),
         empty_masks=sorted(empty_masks),
+        non_finite=non_finite,
     )
     result.metrics = _metrics(
         result,
@@ -545,6 +550,7 @@ def _metrics(
     scores, labels = result.scores_and_labels()
     summary = _summary(scores, labels, overall_pixels, th)
     summary["counts"]["failed"] = sum(r.error is not None for r in result.records)
+    summary["counts"]["non_finite"] = result.non_finite
     summary["counts"]["with_mask"] = sum(r.has_mask and r.label != GOOD for r in result.records)
     summary["counts"]["empty_masks"] = len(result.empty_masks)
     per_type: dict[str, Any] = {}

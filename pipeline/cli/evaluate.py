@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from datasets.cargo import CARGO_TYPES
-from datasets.errors import ArtifactError, CargoTypeError, DatasetFormatError, InputError
+from datasets.errors import ArtifactError, CargoTypeError, DatasetFormatError, InputError, ModelError
 from pipeline.settings import RuntimeName, Settings
 
 __all__ = ["evaluate_command", "register"]
@@ -131,7 +131,12 @@ def evaluate_command(
     console.print(
         f"Model {result.model_id} on {counts['images']} test images "
         f"({counts['good']} clean, {counts['anomalous']} anomalous"
-        + (f", {counts['failed']} unreadable" if counts["failed"] else "")
+        + (
+            f", {counts['failed'] - counts['non_finite']} unreadable"
+            if counts["failed"] > counts["non_finite"]
+            else ""
+        )
+        + (f", {counts['non_finite']} scored NaN by the model" if counts["non_finite"] else "")
         + ")"
     )
     ci = mt["intervals"]
@@ -187,6 +192,11 @@ def evaluate_command(
             f"promises at most {percent(promise['miss_rate_bound'])} of new anomalies like them released"
         )
     console.print(f"Wrote {metrics_path}, {scores_path} and {report_path}")
+    if counts["non_finite"]:  # a model fault: the run must not read as a pass
+        raise ModelError(
+            f"model {result.model_id} scored {counts['non_finite']} of {counts['images'] + counts['failed']} "
+            "test images NaN or infinite (named in scores.csv and the report); it is not fit to use"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -57,7 +57,15 @@ EXPECTED = {
     "hold_threshold": 0.75,
     "threshold_method": "miss_rate_on_validation",
     "target_miss_rate": 0.01,
-    "counts": {"images": 8, "good": 4, "anomalous": 4, "failed": 1, "with_mask": 3, "empty_masks": 0},
+    "counts": {
+        "images": 8,
+        "good": 4,
+        "anomalous": 4,
+        "failed": 1,
+        "non_finite": 0,
+        "with_mask": 3,
+        "empty_masks": 0,
+    },  # fmt: skip
     "empty_masks": [],
     "release_rate": 0.75,  # g1, g2, g4 released; g3 reviewed remotely
     "miss_rate": 0.25,  # c2
@@ -306,6 +314,7 @@ def test_a_non_finite_score_is_named_and_the_rest_evaluated(dataset: Dataset) ->
     c1 = next(r for r in result.records if r.path.endswith("c1.png"))
     assert c1.score is None and c1.error == "model fake-0001 gave a non-finite score (nan) for this image"
     assert result.metrics["counts"]["failed"] == 2  # with the unreadable image
+    assert result.metrics["counts"]["non_finite"] == 1
     assert result.metrics["counts"]["anomalous"] == 3 and result.metrics["image_auroc"] is not None
 
 

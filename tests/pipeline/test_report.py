@@ -363,6 +363,22 @@ def test_cli_refuses_before_scoring(
     assert out.is_file() == out_is_file
 
 
+def test_cli_fails_a_model_that_scores_nan_after_writing_what_it_found(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    predictor = FakePredictor(nan_at=204 / 255)  # the c1 image scores NaN
+    fake = types.ModuleType("models.artifact")
+    fake.load_model = lambda path, runtime: predictor  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "models.artifact", fake)
+    code, out = _run_evaluate(tmp_path)
+    assert code == 2
+    captured = capsys.readouterr()
+    assert "1 scored NaN by the model" in captured.out
+    assert "Error: model fake-0001 scored 1 of 8 test images NaN or infinite" in captured.err
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "1 scored NaN by the model" in page and "Images left out (1)" in page
+
+
 def _run_evaluate(tmp_path: Path, *extra: str) -> tuple[int, Path]:
     """``clearsight evaluate`` of the installed fake model on the fake dataset: (exit code, --out)."""
     ds = write_dataset(tmp_path / "ore")
@@ -387,6 +403,7 @@ def test_cli_end_to_end(
         "good": 4,
         "anomalous": 4,
         "failed": 0,
+        "non_finite": 0,
         "with_mask": 3,
         "empty_masks": 0,
     }
