@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,12 @@ DbOption = Annotated[str | None, typer.Option("--db", help=_DB_HELP)]
 
 def _open(db: str | None, *, create: bool = False) -> AuditStore:
     return AuditStore.open(db or Settings().audit_db, create=create)
+
+
+def _table_console() -> Console:
+    """A terminal's width on a terminal; wide lines when piped (rich would assume 80 columns and fold
+    every id in a file or a grep)."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _anchor(text: str) -> tuple[int, str]:
@@ -170,7 +177,7 @@ def register(app: typer.Typer) -> None:
         if record is None:
             raise InputError(f"no decision recorded for shipment {shipment_id!r}")
         d = record.decision
-        console = Console()
+        console = _table_console()
         console.print(
             f"[bold]{d.shipment_id}[/bold] {d.cargo_type}: [bold]{d.tier.value}[/bold]"
             f"{' (random audit)' if d.random_audit else ''}"
@@ -181,7 +188,7 @@ def register(app: typer.Typer) -> None:
         )
         table = Table()
         table.add_column("rule", overflow="fold")
-        table.add_column("tier", min_width=len(Tier.PHYSICAL_INSPECTION.value))
+        table.add_column("tier", overflow="fold")
         # names are what an officer looks up: folded onto more lines, never cut short
         table.add_column("image", overflow="fold")
         table.add_column("score")
@@ -221,14 +228,9 @@ def register(app: typer.Typer) -> None:
             records = store.list(tiers=tier or None, limit=limit, pending_outcome=True if pending else None)
         table = Table()
         table.add_column("seq")
-        # the shipment id is what `audit outcome` is given: never cut short
-        longest = max((len(r.decision.shipment_id) for r in records), default=8)
-        table.add_column("shipment", min_width=min(longest, 64), overflow="fold")
-        table.add_column("cargo", overflow="fold")
-        table.add_column("tier", min_width=len(Tier.PHYSICAL_INSPECTION.value))
-        table.add_column("audit")
-        table.add_column("outcome", overflow="fold")
-        table.add_column("decided", overflow="fold")
+        # the shipment id is what `audit outcome` is given: folded in a narrow terminal, never cut short
+        for name in ("shipment", "cargo", "tier", "audit", "outcome", "decided"):
+            table.add_column(name, overflow="fold")
         for r in records:
             o = r.outcome
             table.add_row(
@@ -240,4 +242,4 @@ def register(app: typer.Typer) -> None:
                 "" if o is None else (o.found or "clean"),
                 r.decision.decided_at,
             )
-        Console().print(table)
+        _table_console().print(table)

@@ -629,18 +629,25 @@ def test_the_exported_chain_verifies_without_the_database(
 def test_cli_list_and_show_never_cut_a_shipment_id_or_tier_short(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Piped output is 80 columns wide: the id is what an officer types into `audit outcome`."""
+    """Piped output was cut to 80 columns: the id is what an officer types into `audit outcome`, and
+    a grep of the listing must find it whole, beside every column."""
     from pipeline.cli import app, run
 
     monkeypatch.setenv("COLUMNS", "80")
     db = f"sqlite:///{tmp_path / 'audit.db'}"
-    shipment = "SHP-vacuum_pack-2026-11-30-000123"
+    shipment = "SHP-vacuum_pack-2026-11-30-3f2a9c1b-0d4e-4f6a-9b7c-1e2d3c4b5a04"  # 59 characters
     with AuditStore.open(db) as store:
         store.record(decision(shipment, Tier.PHYSICAL_INSPECTION, 0.9))
-    for command in (["list"], ["show", shipment]):
+    views = [
+        (["list"], ("seq", "shipment", "cargo", "tier", "audit", "outcome", "decided")),
+        (["show", shipment], ("rule", "tier", "image", "score", "threshold", "message")),
+    ]
+    for command, columns in views:
         assert run(app, ["audit", *command, "--db", db]) == 0
         out = capsys.readouterr().out
         assert shipment in out and "PHYSICAL_INSPECTION" in out and "…" not in out, out
+        header = next(line for line in out.splitlines() if columns[0] in line and columns[-1] in line)
+        assert all(name in header for name in columns), header
 
 
 @pytest.mark.parametrize(
