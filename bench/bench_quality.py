@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("\n".join(rows))
     print(
-        "\n95 % confidence intervals (bootstrap over the test images, none for TNR under 100 anomalous "
+        "\n95 % confidence intervals (bootstrap over the test images, none for TNR under 200 anomalous "
         "images; the miss rate's exact binomial), "
         "and what the release threshold promises new anomalies like its validation ones\n"
         "| cargo | model | image AUROC | TNR at 1 % FNR | miss at own threshold | threshold's miss bound "

@@ -63,10 +63,10 @@ INTERVAL_METHODS: dict[str, str] = {
     "release_rate": "exact binomial (Clopper-Pearson)",
     "miss_rate": "exact binomial (Clopper-Pearson)",
     "image_auroc": f"stratified percentile bootstrap, {RESAMPLES} resamples",
-    "tnr_at_fnr_1pct": f"stratified percentile bootstrap, {RESAMPLES} resamples; none under 100 anomalous "
-    "images (the 1 % cut is then the lowest anomaly score, which a bootstrap does not bound)",
+    "tnr_at_fnr_1pct": f"stratified percentile bootstrap, {RESAMPLES} resamples; none under 200 anomalous "
+    "images (the 1 % cut is then at or next to the lowest anomaly score, which a bootstrap does not bound)",
     "detection_rate_at_fpr_1pct": f"stratified percentile bootstrap, {RESAMPLES} resamples; none under "
-    "100 clean images (the cut is then the highest clean score)",
+    "200 clean images (the cut is then at or next to the highest clean score)",
 }
 """How each interval in ``metrics.json`` is computed (written there as ``intervals_method``)."""
 

@@ -146,7 +146,7 @@ def evaluate_command(
         f"released ({percent_span(ci['miss_rate'])}; target <= {percent(th.target_miss_rate)})"
     )
     tnr_span = (
-        "no interval under 100 anomalous images"  # the cut is the lowest one: a bootstrap misleads
+        "no interval under 200 anomalous images"  # the cut is the lowest one: a bootstrap misleads
         if ci["tnr_at_fnr_1pct"] is None and mt["tnr_at_fnr_1pct"] is not None
         else percent_span(ci["tnr_at_fnr_1pct"])
     )

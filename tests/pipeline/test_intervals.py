@@ -116,10 +116,11 @@ def test_bootstrap_cannot_widen_past_a_perfect_ranking() -> None:
     assert got["image_auroc"] == Interval(1.0, 1.0)
 
 
-@pytest.mark.parametrize(("n", "given"), [(99, False), (100, True)])
+@pytest.mark.parametrize(("n", "given"), [(99, False), (199, False), (200, True)])
 def test_no_interval_for_a_cut_at_the_samples_extreme(n: int, given: bool) -> None:
     """Under 100 anomalous images the 1 % FNR cut is the lowest anomaly score (likewise the 1 % FPR
-    cut and the highest clean one), where a percentile bootstrap covered the truth 2 times in 3."""
+    cut and the highest clean one), where a percentile bootstrap covered the truth 2 times in 3; up
+    to 199 it is the next one, covered 0.83-0.94 of the time."""
     scores, labels = _scores(5, n, 2.0)
     got = bootstrap_intervals(scores, labels, resamples=200)
     assert got is not None and "image_auroc" in got
