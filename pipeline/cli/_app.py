@@ -36,19 +36,21 @@ def _root(
     state.debug = debug
 
 
-def validation_words(exc: ValidationError) -> str:
-    """A pydantic error in words that name the option or variable to fix and the value given."""
+def validation_words(exc: ValidationError, options: frozenset[str] = frozenset()) -> str:
+    """A pydantic error in words that name the variable to fix (and the option, where the CLI has
+    one: ``options`` holds the commands' option names) and the value given."""
     parts = []
     for error in exc.errors()[:3]:
-        field = ".".join(str(p) for p in error.get("loc", ())) or exc.title
-        where = (
-            f"{field} (--{field.replace('_', '-')} or CLEARSIGHT_{field.upper()})"
-            if "." not in field
-            else field
-        )
+        loc = [str(p) for p in error.get("loc", ())]
+        if len(loc) == 1:
+            flag = "--" + loc[0].replace("_", "-")
+            names = ([flag] if flag in options else []) + [f"CLEARSIGHT_{loc[0].upper()}"]
+            where = f"{loc[0]} ({' or '.join(names)}): "
+        else:  # a check of several settings together, or a nested one: its message says which
+            where = f"{'.'.join(loc)}: " if loc else ""
         given = error.get("input")
         shown = "" if isinstance(given, dict) or given is None else f"; got {str(given)[:80]!r}"
-        parts.append(f"{where}: {error.get('msg')}{shown}")
+        parts.append(f"{where}{error.get('msg')}{shown}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
@@ -59,8 +61,30 @@ def _flags_without_metavar(command: Any) -> None:
     for param in getattr(command, "params", []):
         if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
             param.metavar = ""
+    make_help = command.get_help_option  # --help is made when asked for, not kept in params
+
+    def help_option(ctx: Any) -> Any:
+        option = make_help(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
     for sub in getattr(command, "commands", {}).values():
         _flags_without_metavar(sub)
+
+
+def _option_names(typer_app: typer.Typer) -> frozenset[str]:
+    names: set[str] = set()
+
+    def collect(command: Any) -> None:
+        for param in getattr(command, "params", []):
+            names.update(getattr(param, "opts", []))
+        for sub in getattr(command, "commands", {}).values():
+            collect(sub)
+
+    collect(typer.main.get_command(typer_app))
+    return frozenset(names)
 
 
 def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
@@ -84,7 +108,7 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
     except ValidationError as exc:  # settings from options and CLEARSIGHT_* variables
         if debug:
             traceback.print_exc()
-        print(f"Error: {validation_words(exc)}", file=sys.stderr)  # noqa: T201
+        print(f"Error: {validation_words(exc, _option_names(typer_app))}", file=sys.stderr)  # noqa: T201
         return 2
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)  # noqa: T201

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import typer
 
 from datasets.errors import ImageDecodeError
@@ -56,6 +57,28 @@ def test_a_bad_setting_names_its_option_and_variable(capsys, monkeypatch) -> Non
     )
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        (
+            "CLEARSIGHT_MAX_IMAGE_BYTES",
+            "-1",
+            "Error: max_image_bytes (CLEARSIGHT_MAX_IMAGE_BYTES): Input should be",
+        ),
+        ("CLEARSIGHT_RUNTIME", "tf", "Error: runtime (--runtime or CLEARSIGHT_RUNTIME): Input should be"),
+    ],
+    ids=["no-such-option", "an-option"],
+)
+def test_a_setting_is_named_by_its_option_only_where_there_is_one(
+    capsys, monkeypatch, variable: str, value: str, said: str
+) -> None:
+    from pipeline.cli import app
+
+    monkeypatch.setenv(variable, value)
+    assert run(app, ["score", "nothing.png", "--model", "m", "--out", "rows.jsonl"]) == 2
+    assert capsys.readouterr().err.startswith(said)
+
+
 def test_usage_error_exits_2(capsys) -> None:
     code = run(_app_raising(RuntimeError()), ["no-such-command"])
     assert code == 2
@@ -88,6 +111,6 @@ def test_help_shows_defaults_that_are_not_values(capsys, monkeypatch) -> None:
 def test_flags_show_no_value_in_help(capsys) -> None:
     from pipeline.cli import app
 
-    assert run(app, ["data", "synth", "--help"]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if "--overwrite" in x)
-    assert "<bool>" not in line  # it takes no value: `--overwrite true` is refused
+    for command in (["data", "synth"], ["train"], ["score"], ["audit", "list"], []):
+        assert run(app, [*command, "--help"]) == 0
+        assert "<bool>" not in capsys.readouterr().out, command  # no flag takes a value
