@@ -31,7 +31,6 @@ from sqlalchemy.exc import (
     DBAPIError,
     IntegrityError,
     OperationalError,
-    ProgrammingError,
     SQLAlchemyError,
 )
 from sqlalchemy.pool import StaticPool
@@ -72,6 +71,8 @@ def _refuse_missing_sqlite_file(url: str) -> None:
     except ArgumentError:
         return  # _build_engine names the bad URL
     file = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if file is not None and parsed.query.get("uri") == "true" and file.startswith("file:"):
+        file = file[len("file:") :]  # sqlite:///file:PATH?mode=ro&uri=true, a read-only copy
     if file not in (None, "", ":memory:") and not Path(file).exists():
         raise AuditError(
             f"audit store {url} does not exist: no file {file!r} (decisions are recorded "
@@ -137,6 +138,16 @@ def _build_engine(url: str, busy_timeout_s: float) -> Engine:
         raise AuditError(f"audit store {shown}: cannot connect ({type(exc).__name__}: {exc})") from exc
     except Exception as exc:  # sqlite3.OperationalError from the raw PRAGMA connection
         raise AuditError(f"audit store {shown}: cannot open ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_only(exc: DBAPIError) -> bool:
+    """Whether the database refused a write because this role or connection may only read:
+    PostgreSQL's insufficient privilege (42501) or read-only transaction (25006, a standby), by code
+    and not by its words (a server may speak another language); SQLite's read-only file."""
+    code = getattr(exc.orig, "sqlstate", None)
+    if code is not None:
+        return code in ("42501", "25006")
+    return "readonly" in str(exc.orig).lower()
 
 
 def _retryable(exc: SQLAlchemyError) -> bool:
@@ -213,7 +224,7 @@ class AuditStore:
                     f"audit store {self.url}: schema version {version} but tables {missing} are missing"
                 )
             if version == _UPGRADABLE:
-                self._upgrade(conn)
+                self._upgrade(conn, create=create)
             return
         if not create:
             raise AuditError(
@@ -225,27 +236,31 @@ class AuditStore:
         conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION, created_at=_now()))
         conn.execute(audit_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
 
-    def _upgrade(self, conn: Connection) -> None:
+    def _upgrade(self, conn: Connection, *, create: bool) -> None:
         """Version 1 -> 2: the image index, filled from the chain. A role that may not create tables
-        (an auditor's) reads the store as it is, and writing to it is refused until it is upgraded."""
+        (an auditor's, a read-only replica) reads the store as it is, and writing to it is refused
+        until it is upgraded; a writer (``create``) is refused at once, not at its first record."""
         try:
             with conn.begin_nested():
                 self._build_image_index(conn)
                 conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=SCHEMA_VERSION))
-        except (OperationalError, ProgrammingError) as exc:
-            message = str(getattr(exc, "orig", exc)).lower()
-            if not any(s in message for s in ("permission denied", "readonly", "read-only")):
+        except DBAPIError as exc:
+            if not _read_only(exc):
                 raise
             self._not_upgraded = (
                 f"audit store {self.url} is at schema version {_UPGRADABLE} and this role may not "
-                f"upgrade it to {SCHEMA_VERSION} ({type(getattr(exc, 'orig', exc)).__name__}); open "
-                "it once with a role that may create tables, then record"
+                f"upgrade it to {SCHEMA_VERSION} ({type(exc.orig).__name__}); open it once with a role "
+                "that may create tables, then record"
             )
+            if create:
+                raise AuditError(self._not_upgraded) from exc
 
     @staticmethod
     def _build_image_index(conn: Connection) -> None:
-        """Make the image index of a version-1 store, from the decisions in its chain."""
+        """Make the image index of a version-1 store, from the decisions in its chain (one an early
+        build indexed already is indexed again from scratch)."""
         index_metadata.create_all(conn)
+        conn.execute(image_index.delete())
         c = audit_records.c
         rows = conn.execute(
             select(c.seq, c.shipment_id, c.content).where(c.kind == "decision").order_by(c.seq)

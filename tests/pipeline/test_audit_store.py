@@ -749,3 +749,29 @@ def test_an_outcome_is_checked_where_it_is_written(db_url: str) -> None:
         with pytest.raises(ConflictError, match=r"already has an outcome \(wet_patch, recorded by o-1\)"):
             store.record_outcome("S1", found=None, officer="o-2", amend=False)
         assert store.record_outcome("S1", found=None, officer="o-2").found is None  # a correction
+
+
+def test_a_version_1_store_opened_read_only_is_read_and_not_written(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    a = "aa" * 32
+    with AuditStore.open(f"sqlite:///{path}") as store:
+        store.record(_with_images("S1", a))
+    sql(f"sqlite:///{path}", "DROP TABLE audit_image_index")
+    sql(f"sqlite:///{path}", "UPDATE schema_info SET version = 1")
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
+    with AuditStore.open(read_only, create=False) as store:  # an auditor's copy
+        assert store.get("S1") is not None and store.verify().ok
+        assert store.shipments_with_images([a], other_than="S2") == {}  # no index to look in
+        with pytest.raises(AuditError, match="is at schema version 1 and this role may not upgrade it to 2"):
+            store.record(_with_images("S2", a))
+    with pytest.raises(AuditError, match="may not upgrade it to 2"):
+        AuditStore.open(read_only)  # a writer is refused at once, not at its first record
+
+
+def test_an_index_an_early_build_made_is_not_doubled_by_the_upgrade(db_url: str) -> None:
+    a, b = "aa" * 32, "bb" * 32
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", a, b))
+    sql(db_url, "UPDATE schema_info SET version = 1")  # the index table kept, as an early build did
+    AuditStore.open(db_url).close()
+    assert rows(db_url, "SELECT COUNT(*) FROM audit_image_index") == [(2,)]
