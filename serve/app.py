@@ -81,6 +81,12 @@ def _load_register(settings: ServeSettings, policy: Any) -> Any:
             "correct the register, or list the tier under the policy's trusted_traders "
             "(threshold_offset: 0 for no offset)"
         )
+    if not any(register.submitters.values()):
+        log.warning(
+            "trader register %s names no submitter keys (column submitters): submitters' shipments are "
+            "decided without any AEO tier",
+            register.source,
+        )
     return register
 
 

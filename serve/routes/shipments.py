@@ -15,7 +15,7 @@ from pipeline.audit.store import ImagesSeenSince
 from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision
 from serve.auth import Principal, Role
 from serve.deps import AuditDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
-from serve.errors import NotFoundError, PermissionDeniedError, RequestTooLargeError
+from serve.errors import NotFoundError, OverloadedError, PermissionDeniedError, RequestTooLargeError
 from serve.routes.score import PROBLEM_RESPONSES
 from serve.schemas import (
     CLEAN,
@@ -214,6 +214,9 @@ async def submit_shipment(
     # a retry is answered from the record: no model time, nothing stored again
     replayed = await run_in_threadpool(services.audit.replayed, key, declaration.shipment_id)
     if replayed is not None:
+        # the same pictures (the key pins their hashes): kept again in case the first attempt
+        # recorded its decision and then failed to keep them
+        await run_in_threadpool(_keep_for_review, services, uploads, [])
         return replayed
     verdicts, heatmaps = await _verdicts(services, declaration, uploads)
     for attempt in range(_DECIDE_ATTEMPTS):
@@ -232,11 +235,16 @@ async def submit_shipment(
             break
         except ImagesSeenSince as exc:  # the same pictures decided in another shipment meanwhile
             if attempt == _DECIDE_ATTEMPTS - 1:
-                raise
+                raise OverloadedError(
+                    "this shipment's pictures are being decided in other shipments at this moment; "
+                    "send it again shortly",
+                    retry_after_s=services.settings.retry_after_s,
+                ) from exc
             verdicts = [v.model_copy(update={"seen_in": exc.seen.get(v.sha256 or "")}) for v in verdicts]
     # Kept for review only once the decision stands: a refused submission (409) stores nothing, so
-    # sending rival pictures again and again cannot fill the disk. A crash just here leaves a decision
-    # whose pictures are missing on the review page, never pictures of no decision.
+    # sending rival pictures again and again cannot fill the disk. A failure just here leaves a
+    # decision whose pictures are missing on the review page (its retry keeps them, not the heatmaps),
+    # never pictures of no decision.
     await run_in_threadpool(_keep_for_review, services, uploads, heatmaps)
     if record.decision.decided_at == decision.decided_at:  # a replay returns the earlier decision's time
         services.metrics.decisions.labels(record.decision.tier.value).inc()

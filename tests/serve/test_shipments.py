@@ -522,3 +522,14 @@ def test_the_same_pictures_under_two_ids_at_once_are_not_both_new(live_server, a
         for sid in ("SHP-T1", "SHP-T2")
     }
     assert sorted(reused.values()) == [0, 2]  # the one recorded second knows both pictures were seen
+
+
+def test_a_retry_keeps_the_pictures_a_failed_first_attempt_lost(make_client, tmp_path) -> None:
+    """The decision is recorded before its pictures are kept: if keeping them failed, the retry,
+    answered from the record, keeps them."""
+    client = make_client()
+    assert _submit(client, "SHP-LOST", [240]).status_code == 200
+    stored = tmp_path / "data" / "images" / f"{hashlib.sha256(png_bytes(240)).hexdigest()}.png"
+    stored.unlink()  # as if the disk had been full just then
+    again = _submit(client, "SHP-LOST", [240])
+    assert again.status_code == 200 and again.json()["seq"] == 1 and stored.is_file()
