@@ -18,6 +18,7 @@ __all__ = [
     "is_image_file",
     "is_manifest",
     "iter_image_paths",
+    "recursive_roots",
     "searched_folders",
 ]
 
@@ -110,21 +111,37 @@ def _expand(item: str) -> list[Path]:
 
 def _glob(pattern: str) -> list[str]:
     """``glob(pattern, recursive=True)``, sorted, except that ``**`` is searched by this module's
-    walk: glob follows linked folders without end, so a link back to an ancestor never finishes."""
+    walk: glob follows linked folders without end, so a link back to an ancestor never finishes.
+    A folder the pattern names stands for the images under it, as glob's folder matches do."""
     if "**" not in pattern:
         return sorted(glob.glob(pattern))
-    parts = Path(pattern).parts
-    depth = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-    base = Path(*parts[:depth]) if depth else Path(".")
-    if not base.is_dir():
-        return []
-    wanted = parts[depth:]
-    hits = []
-    for path in _walk(base)[0]:
-        relative = path.relative_to(base)
-        if _matches(relative.parts, wanted):
-            hits.append(str(path if depth else relative))
+    hits: set[str] = set()
+    for base, rest in _recursive_roots(pattern):
+        images, _, folders = _walk(Path(base))
+        named = [f for f in folders if f != Path(base) and _matches(f.relative_to(base).parts, rest)]
+        for path in images:
+            relative = path.relative_to(base).parts
+            if _matches(relative, rest) or any(path.is_relative_to(f) for f in named):
+                hits.add(str(path))
     return sorted(hits)
+
+
+def recursive_roots(pattern: str) -> list[str]:
+    """The folders a ``**`` pattern is searched from (what comes before its ``**``, globbed); the
+    pattern itself for one without ``**``."""
+    return [base for base, _ in _recursive_roots(pattern)] if "**" in pattern else [pattern]
+
+
+def _recursive_roots(pattern: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(a folder to walk, the pattern's parts from its first ``**`` on) for each folder matching the
+    parts before it: a wildcard there is globbed, one level at a time, never through ``**``."""
+    parts = Path(pattern).parts
+    first = parts.index("**") if "**" in parts else next(i for i, part in enumerate(parts) if "**" in part)
+    head, rest = parts[:first], parts[first:]
+    if not head:
+        return [(".", rest)] if Path(".").is_dir() else []
+    bases = sorted(glob.glob(str(Path(*head)))) if glob.has_magic(str(Path(*head))) else [str(Path(*head))]
+    return [(base, rest) for base in bases if Path(base).is_dir()]
 
 
 def _matches(parts: Sequence[str], pattern: Sequence[str]) -> bool:
@@ -146,8 +163,9 @@ def searched_folders(folder: str | Path) -> set[str]:
     return _walk(Path(folder))[1]
 
 
-def _walk(folder: Path) -> tuple[list[Path], set[str]]:
-    """(the images under ``folder``, sorted; the real paths of the folders searched)."""
+def _walk(folder: Path) -> tuple[list[Path], set[str], list[Path]]:
+    """(the images under ``folder``, sorted; the real paths of the folders searched; those folders
+    as spelled from ``folder``)."""
     # An archive assembled from links (a shared drive's day folders linked into one) must be scored
     # whole: skipping its linked folders would drop their images without a word. Each real folder
     # is searched once, spelled without a link where the tree holds it directly, so a link loop ends.
@@ -157,7 +175,9 @@ def _walk(folder: Path) -> tuple[list[Path], set[str]]:
         own.add(os.path.realpath(dirpath))
     searched = {os.path.realpath(folder)}
     found: list[Path] = []
+    spelled: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        spelled.append(Path(dirpath))
         kept = []
         for name in sorted(dirnames):
             full = os.path.join(dirpath, name)
@@ -168,4 +188,4 @@ def _walk(folder: Path) -> tuple[list[Path], set[str]]:
             kept.append(name)
         dirnames[:] = kept
         found.extend(Path(dirpath, name) for name in filenames if not is_hidden(name) and is_image_file(name))
-    return sorted(found), searched
+    return sorted(found), searched, spelled

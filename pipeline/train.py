@@ -28,6 +28,7 @@ import importlib.metadata
 import math
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections import Counter
@@ -600,6 +601,7 @@ def _save_in_place_of(out: Path, detector: Detector, card: dict[str, Any]) -> Pa
     if not _holds_files(out):
         return save_artifact(out, detector, card)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    os.chmod(staging, stat.S_IMODE(out.stat().st_mode))  # mkdtemp's 0700 would lock a service out
     retired = staging.with_name(staging.name.replace(".new-", ".old-", 1))
     try:
         save_artifact(staging, detector, card)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from datasets.errors import InputError
-from datasets.folder import searched_folders
+from datasets.folder import recursive_roots, searched_folders
 
 __all__ = ["check_outputs_apart"]
 
@@ -49,6 +49,15 @@ def _reaches(text: str, base: Path, folder: Path) -> bool:
     return len(folder.relative_to(base).parts) + 1 == len(Path(text).parts) - _literal_depth(text)
 
 
+def _walked(text: str) -> list[str]:
+    """The folders an input walks: itself, a ``**`` glob's roots, or the folders a glob matches."""
+    if not glob.has_magic(text):
+        return [text] if Path(text).is_dir() else []
+    if "**" in text:
+        return recursive_roots(text)
+    return [match for match in glob.glob(text) if Path(match).is_dir()]
+
+
 def check_outputs_apart(
     *,
     files: Mapping[str, Path | None],
@@ -80,9 +89,8 @@ def check_outputs_apart(
                     "being read; write the output elsewhere"
                 )
         if source.is_dir() or glob.has_magic(text):
-            # a folder input is searched through its linked folders too
-            walked = where and source.is_dir() and not glob.has_magic(text)
-            linked = [Path(p) for p in searched_folders(source)] if walked else []
+            # what an input walks is searched through its linked folders too
+            linked = [Path(p) for root in _walked(text) for p in searched_folders(root)] if where else []
             for name, folder in where.items():
                 if (_inside(folder, source) and _reaches(text, source, folder)) or any(
                     _inside(folder, real) for real in linked

@@ -75,3 +75,13 @@ def test_heatmaps_reached_through_a_linked_folder_of_an_input_are_refused(tree: 
         check_outputs_apart(
             files={"--out": Path("rows.jsonl")}, folders={"--heatmaps": Path("heat")}, inputs=["images"]
         )
+
+
+@pytest.mark.parametrize("pattern", ["images/**/*.png", "images/*", "images/**"])
+def test_heatmaps_reached_through_a_link_under_a_glob_are_refused(tree: Path, pattern: str) -> None:
+    (tree / "heat").mkdir()
+    (tree / "images" / "belt" / "latest_heatmaps").symlink_to(tree / "heat", target_is_directory=True)
+    with pytest.raises(InputError, match="--heatmaps '.*/heat' lies inside the input"):
+        check_outputs_apart(
+            files={"--out": Path("rows.jsonl")}, folders={"--heatmaps": Path("heat")}, inputs=[pattern]
+        )

@@ -256,6 +256,7 @@ def test_overwrite_replaces_a_model_whole(tmp_path: Path) -> None:
     args = ["--image-size", "32", "--pad", "0", "--threads", "1"]
     assert run(app, ["train", "--data", str(root), "--out", str(out), *args]) == 0
     (out / "model.onnx").write_text("an export of the earlier model")
+    before = out.stat().st_mode & 0o777
     assert run(app, ["train", "--data", str(root), "--out", str(out), "--seed", "1", *args]) == 2
     assert (
         run(app, ["train", "--data", str(root), "--out", str(out), "--seed", "1", "--overwrite", *args]) == 0
@@ -263,6 +264,7 @@ def test_overwrite_replaces_a_model_whole(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "weights.safetensors"]  # no stale export
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bulk_ore", "model"]  # nothing left beside it
     assert json.loads((out / "model.json").read_text())["training"]["seed"] == 1
+    assert out.stat().st_mode & 0o777 == before  # a service account that read it still can
     load_model(out, runtime="torch")
 
 
