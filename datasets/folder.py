@@ -113,30 +113,35 @@ def _glob(pattern: str) -> list[str]:
     """``glob(pattern, recursive=True)``, sorted, except that ``**`` is searched by this module's
     walk: glob follows linked folders without end, so a link back to an ancestor never finishes.
     A folder the pattern names stands for the images under it, as glob's folder matches do."""
-    if "**" not in pattern:
+    if not _recursive(pattern):
         return sorted(glob.glob(pattern))
     hits: set[str] = set()
     for base, rest in _recursive_roots(pattern):
         images, _, folders = _walk(Path(base))
-        named = [f for f in folders if f != Path(base) and _matches(f.relative_to(base).parts, rest)]
+        named = {f for f in folders if f != Path(base) and _matches(f.relative_to(base).parts, rest)}
         for path in images:
             relative = path.relative_to(base).parts
-            if _matches(relative, rest) or any(path.is_relative_to(f) for f in named):
+            if _matches(relative, rest) or any(parent in named for parent in path.parents):
                 hits.add(str(path))
     return sorted(hits)
+
+
+def _recursive(pattern: str) -> bool:
+    """Whether ``pattern`` recurses: glob does only on a part that is ``**`` itself (``a**`` is ``a*``)."""
+    return "**" in Path(pattern).parts
 
 
 def recursive_roots(pattern: str) -> list[str]:
     """The folders a ``**`` pattern is searched from (what comes before its ``**``, globbed); the
     pattern itself for one without ``**``."""
-    return [base for base, _ in _recursive_roots(pattern)] if "**" in pattern else [pattern]
+    return [base for base, _ in _recursive_roots(pattern)] if _recursive(pattern) else [pattern]
 
 
 def _recursive_roots(pattern: str) -> list[tuple[str, tuple[str, ...]]]:
     """(a folder to walk, the pattern's parts from its first ``**`` on) for each folder matching the
     parts before it: a wildcard there is globbed, one level at a time, never through ``**``."""
     parts = Path(pattern).parts
-    first = parts.index("**") if "**" in parts else next(i for i, part in enumerate(parts) if "**" in part)
+    first = parts.index("**")
     head, rest = parts[:first], parts[first:]
     if not head:
         return [(".", rest)] if Path(".").is_dir() else []

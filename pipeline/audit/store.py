@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import unquote
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import URL, make_url
@@ -34,6 +36,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.util import asbool
 
 from datasets.errors import AuditError, ConflictError, InputError, SchemaVersionError
 from pipeline.audit.chain import GENESIS_HASH, canonical_json, chain_hash, index_columns
@@ -71,8 +74,9 @@ def _refuse_missing_sqlite_file(url: str) -> None:
     except ArgumentError:
         return  # _build_engine names the bad URL
     file = parsed.database if parsed.get_backend_name() == "sqlite" else None
-    if file is not None and parsed.query.get("uri") == "true" and file.startswith("file:"):
-        file = file[len("file:") :]  # sqlite:///file:PATH?mode=ro&uri=true, a read-only copy
+    if file is not None and asbool(parsed.query.get("uri")) and file.startswith("file:"):
+        # sqlite:///file:PATH?mode=ro&uri=true, a read-only copy; SQLite decodes %XX once more
+        file = unquote(re.sub(r"^file:(//(localhost)?(?=/))?", "", file).split("?")[0].split("#")[0])
     if file not in (None, "", ":memory:") and not Path(file).exists():
         raise AuditError(
             f"audit store {url} does not exist: no file {file!r} (decisions are recorded "

@@ -53,7 +53,7 @@ def _walked(text: str) -> list[str]:
     """The folders an input walks: itself, a ``**`` glob's roots, or the folders a glob matches."""
     if not glob.has_magic(text):
         return [text] if Path(text).is_dir() else []
-    if "**" in text:
+    if "**" in Path(text).parts:
         return recursive_roots(text)
     return [match for match in glob.glob(text) if Path(match).is_dir()]
 

@@ -157,3 +157,8 @@ def test_a_recursive_glob_ends_on_a_link_loop(tree: Path) -> None:
 )
 def test_recursive_globs_match_as_glob_does(tree: Path, pattern: str, expected: list[str]) -> None:
     assert [p.as_posix() for p in iter_image_paths([pattern])] == expected
+
+
+def test_a_double_star_inside_a_name_is_a_single_star(tree: Path) -> None:
+    # glob recurses only on a part that is ** itself; "a**" is "a*", read at one depth
+    assert [p.as_posix() for p in iter_image_paths(["*/2**"])] == ["a/2.png"]

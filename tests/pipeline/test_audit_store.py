@@ -775,3 +775,16 @@ def test_an_index_an_early_build_made_is_not_doubled_by_the_upgrade(db_url: str)
     sql(db_url, "UPDATE schema_info SET version = 1")  # the index table kept, as an early build did
     AuditStore.open(db_url).close()
     assert rows(db_url, "SELECT COUNT(*) FROM audit_image_index") == [(2,)]
+
+
+@pytest.mark.parametrize("uri", ["uri=true", "uri=1", "uri=True"])
+def test_a_sqlite_file_uri_names_its_file(tmp_path: Path, uri: str) -> None:
+    (tmp_path / "c d").mkdir()
+    path = tmp_path / "c d" / "audit.db"
+    AuditStore.open(f"sqlite:///{path}").close()
+    with AuditStore.open(
+        f"sqlite:///file:{str(path).replace(' ', '%20')}?mode=ro&{uri}", create=False
+    ) as store:
+        assert store.verify().ok
+    with pytest.raises(AuditError, match="does not exist"):
+        AuditStore.open(f"sqlite:///file:{tmp_path}/none.db?mode=ro&{uri}", create=False)
