@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["overlay", "overlay_png"]
+__all__ = ["legend_svg", "overlay", "overlay_png"]
 
 
 def _to_rgb8(image: np.ndarray) -> np.ndarray:
@@ -50,3 +50,31 @@ def overlay_png(image: np.ndarray, anomaly_map: np.ndarray, *, alpha: float = 0.
     if not ok:  # pragma: no cover - cv2 only fails here on an empty image
         raise ValueError("could not encode the heatmap overlay as PNG")
     return buf.tobytes()
+
+
+def legend_svg(*, width: int = 420) -> str:
+    """The heatmap's colour scale as an inline SVG, its stops taken from the same colour map as
+    :func:`overlay`, with what the map's values mean: training scales every model's map so that a
+    clean validation image's hottest spots sit near 0.5 and a defect reaches 1."""
+    jet = cv2.applyColorMap(np.linspace(0, 255, 9).astype(np.uint8)[:, None], cv2.COLORMAP_JET)
+    stops = "".join(
+        f'<stop offset="{i / 8:.3f}" stop-color="#{r:02x}{g:02x}{b:02x}"/>'
+        for i, (r, g, b) in enumerate(jet[:, 0, ::-1])
+    )
+    bar, left = width - 20, 10
+    labels = "".join(
+        f'<text x="{left + at * bar:.0f}" y="34" text-anchor="{anchor}">{words}</text>'
+        for at, anchor, words in (
+            (0.0, "start", "0: like clean cargo"),
+            (0.5, "middle", "0.5: hottest clean spots"),
+            (1.0, "end", "1: a defect"),
+        )
+    )
+    return (
+        '<svg class="heatmap-legend" role="img" aria-label="Heatmap colour scale: blue is like clean '
+        f'cargo, red a defect" width="{width}" height="40" viewBox="0 0 {width} 40" font-size="11" '
+        'xmlns="http://www.w3.org/2000/svg">'
+        f'<defs><linearGradient id="heat-scale">{stops}</linearGradient></defs>'
+        f'<rect x="{left}" y="6" width="{bar}" height="14" fill="url(#heat-scale)" stroke="#495057" '
+        f'stroke-width="0.5"/>{labels}</svg>'
+    )

@@ -26,7 +26,7 @@ from models.inference import GOOD
 from models.threshold import METHOD_FALLBACK, METHOD_NORMAL_BOUND
 from pipeline import metrics as m
 from pipeline.evaluate import EvaluationResult, GalleryItem
-from pipeline.heatmap import overlay
+from pipeline.heatmap import legend_svg, overlay
 from pipeline.intervals import trials_to_show, unshown_upper
 from pipeline.resolution import describe_resize
 from pipeline.signal_evidence import describe_log_odds
@@ -283,6 +283,7 @@ def _environment() -> Environment:
     env.filters["num"] = number
     env.filters["pct_span"] = percent_span
     env.filters["num_span"] = number_span
+    env.globals["heatmap_legend"] = Markup(legend_svg())  # drawn here, from the overlay's own colours
     return env
 
 

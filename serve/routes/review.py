@@ -15,10 +15,12 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from datasets.errors import ConflictError
 from models.inference import GOOD
+from pipeline.heatmap import legend_svg
 from pipeline.verdicts import Tier
 from serve.auth import Principal, Role
 from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep, authenticate, client_address
@@ -88,6 +90,7 @@ templates.env.globals["model_evidence"] = model_evidence
 templates.env.globals["applied_threshold"] = applied_threshold
 templates.env.globals["shown_name"] = shown_name
 templates.env.globals["heatmap_name"] = heatmap_name
+templates.env.globals["heatmap_legend"] = Markup(legend_svg())
 
 
 def _session(request: Request, services: Services) -> tuple[Principal, str] | None:

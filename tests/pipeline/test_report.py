@@ -92,7 +92,8 @@ def test_sections_charts_and_tables(result: EvaluationResult) -> None:
     for section in ("operating-point", "bands", "summary", "confusion", "curves", "per-type-table",
                     "worst-misses", "worst-false-alarms", "failed", "glossary"):  # fmt: skip
         assert f'id="{section}"' in page, section
-    assert page.count("<svg ") == 3  # histogram, ROC, PR
+    assert page.count("<svg ") == 4  # histogram, ROC, PR, and the heatmaps' colour scale
+    assert 'aria-label="Heatmap colour scale: blue is like clean cargo, red a defect"' in page
     assert 'aria-label="ROC curve"' in page and 'aria-label="Precision-recall curve"' in page
     assert "release 0.500" in page and "hold 0.750" in page  # thresholds drawn on the histogram
     assert "test/good/bad.png: truncated" in page

@@ -467,7 +467,9 @@ def test_the_decision_and_the_access_log_say_who_sent_it(make_client, audit_stor
     logged = [r for r in caplog.records if getattr(r, "path", None) == "/v1/shipments"]
     assert [getattr(r, "principal", None) for r in logged] == [sender]
     login = client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
-    assert login.status_code == 303 and f"sent by {sender}" in client.get("/review").text
+    page = client.get("/review").text
+    assert login.status_code == 303 and f"sent by {sender}" in page
+    assert 'aria-label="Heatmap colour scale' in page  # the heatmaps' colours explained above the queue
 
 
 def test_a_refused_submission_stores_nothing(make_client, tmp_path) -> None:
