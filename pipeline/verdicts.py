@@ -22,6 +22,7 @@ __all__ = [
     "ShipmentDecision",
     "Tier",
     "field_like",
+    "scored_anomaly_types",
 ]
 
 
@@ -143,3 +144,16 @@ class ShipmentDecision(BaseModel):
     # Who sent the shipment: the HTTP service's caller (``submitter:3f2a9c1b0d4e``); None for batch
     # decisions and decisions recorded before this field.
     submitted_by: str | None = None
+
+
+def scored_anomaly_types(decisions: list[ShipmentDecision]) -> set[str]:
+    """The anomaly types the decisions' images were scored against (their models' type heads), less
+    ``good`` and the synthetic types models train on when no anomaly is labelled: what an officer
+    may say inspection found, besides ``unknown``."""
+    return {
+        name
+        for decision in decisions
+        for image in decision.images
+        for name in (image.type_probabilities or {})
+        if name != "good" and not name.startswith("synthetic_")
+    }

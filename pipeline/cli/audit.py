@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from rich.table import Table
 from datasets.errors import AuditError, InputError
 from pipeline.audit import AuditStore
 from pipeline.settings import Settings
-from pipeline.verdicts import Tier
+from pipeline.verdicts import Tier, scored_anomaly_types
 
 __all__ = ["register"]
 
@@ -23,6 +24,9 @@ DbOption = Annotated[str | None, typer.Option("--db", help=_DB_HELP)]
 
 def _open(db: str | None, *, create: bool = False) -> AuditStore:
     return AuditStore.open(db or Settings().audit_db, create=create)
+
+
+_TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")  # as the review page and the outcome API accept
 
 
 def _table_console() -> Console:
@@ -111,12 +115,35 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--clean", help="Nothing was found: the cargo was clean.")
         ] = False,
         notes: Annotated[str, typer.Option("--notes", help="Free-text notes.")] = "",
+        new_type: Annotated[
+            bool,
+            typer.Option(
+                "--new-type", help="--found names a kind of anomaly the shipment's model does not know."
+            ),
+        ] = False,
         db: DbOption = None,
     ) -> None:
-        """Record an officer's inspection outcome for a shipment's latest decision (chained too)."""
+        """Record an officer's inspection outcome for a shipment's latest decision (chained too).
+
+        An outcome is kept for good: --found must be a type the shipment's model scored against (or
+        unknown), unless --new-type says it is a kind the model does not know.
+        """
         if (found is None) == (not clean):
             raise InputError("give exactly one of --found TYPE or --clean")
+        if found is not None and not _TYPE_NAME.fullmatch(found):
+            raise InputError(
+                f"--found {found[:70]!r} is not a type name: lower-case letters, digits and _, starting "
+                "with a letter (e.g. foreign_object)"
+            )
         with _open(db) as store:
+            latest = store.get(shipment_id)
+            known = scored_anomaly_types([latest.decision]) if latest is not None else set()
+            if found is not None and known and found not in known | {"unknown"} and not new_type:
+                raise InputError(
+                    f"--found {found!r} is not a type shipment {shipment_id!r} was scored against "
+                    f"(accepted: {', '.join(sorted(known | {'unknown'}))}); pass --new-type if inspection "
+                    "found a kind of anomaly its model does not know"
+                )
             record = store.record_outcome(shipment_id, found=found, officer=officer, notes=notes)
         what = "clean" if record.found is None else f"found {record.found}"
         Console().print(f"recorded outcome of {shipment_id} ({what}) as record {record.seq}")

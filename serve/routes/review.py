@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from datasets.errors import ConflictError
 from models.inference import GOOD
 from pipeline.heatmap import legend_svg
-from pipeline.verdicts import Tier
+from pipeline.verdicts import Tier, scored_anomaly_types
 from serve.auth import Principal, Role
 from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep, authenticate, client_address
 from serve.errors import NotAuthenticatedError, PermissionDeniedError, TooManyAttemptsError
@@ -131,14 +131,7 @@ def _anomaly_types(services: Services, records: list[Any]) -> dict[str, list[str
                 n for n in card.get("detector", {}).get("class_names", []) if n != GOOD and n not in pseudo
             }
         if not names:
-            names = {
-                k
-                for r in records
-                if r.decision.cargo_type == cargo
-                for image in r.decision.images
-                for k in (image.type_probabilities or {})
-                if k != GOOD and not k.startswith("synthetic_")
-            }
+            names = scored_anomaly_types([r.decision for r in records if r.decision.cargo_type == cargo])
         out[cargo] = sorted(names | {"unknown"})
     return out
 

@@ -788,3 +788,32 @@ def test_a_sqlite_file_uri_names_its_file(tmp_path: Path, uri: str) -> None:
         assert store.verify().ok
     with pytest.raises(AuditError, match="does not exist"):
         AuditStore.open(f"sqlite:///file:{tmp_path}/none.db?mode=ro&{uri}", create=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["--found", "crack"], 0, "recorded outcome of S1 (found crack)"),
+        (["--found", "unknown"], 0, "recorded outcome of S1 (found unknown)"),
+        (["--found", "banana"], 2,
+         "--found 'banana' is not a type shipment 'S1' was scored against (accepted: crack, unknown)"),
+        (["--found", "banana", "--new-type"], 0, "recorded outcome of S1 (found banana)"),
+        (["--found", "Foreign Object"], 2, "--found 'Foreign Object' is not a type name"),
+    ],
+    ids=["known", "unknown", "not-known", "new-type", "not-a-name"],
+)  # fmt: skip
+def test_cli_outcome_names_a_type_the_model_knows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], code: int, said: str
+) -> None:
+    """An outcome stays in the chain for good: a typo must not become a finding."""
+    from pipeline.cli import app, run
+
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    base = decision("S1", Tier.REMOTE_INSPECTION, 0.6)
+    probabilities = {"good": 0.4, "crack": 0.5, "synthetic_scratch": 0.1}
+    image = base.images[0].model_copy(update={"type_probabilities": probabilities})
+    with AuditStore.open(db) as store:
+        store.record(base.model_copy(update={"images": [image]}))
+    assert run(app, ["audit", "outcome", "S1", "--officer", "o-1", *args, "--db", db]) == code
+    captured = capsys.readouterr()
+    assert said in " ".join((captured.out + captured.err).split())
