@@ -184,11 +184,13 @@ def decode_image(
 
 
 class ImageHeader(NamedTuple):
-    """What an image's header says: its format and upright ``width`` and ``height`` in pixels."""
+    """What an image's header says: its format, upright ``width`` and ``height`` in pixels, and the
+    bytes of each decoded sample (2 for a 16-bit PNG or TIFF, else 1)."""
 
     format: str
     width: int
     height: int
+    sample_bytes: int = 1
 
 
 def read_image_header(
@@ -216,6 +218,7 @@ def read_image_header(
             im = _open_header(io.BytesIO(data), fmt, label)
             width, height = _stored_size(im)
             orientation = _orientation(im)
+            sample_bytes = _sample_bytes(im)
     else:
         label = name or os.fspath(source)
         _stat_file(os.fspath(source), limits)
@@ -226,12 +229,13 @@ def read_image_header(
                 im = _open_header(fp, fmt, label)
                 width, height = _stored_size(im)
                 orientation = _orientation(im)
+                sample_bytes = _sample_bytes(im)
         except OSError as exc:
             raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})", source=label) from exc
     _check_pixels(width, height, limits, label)
     if orientation >= 5:
         width, height = height, width
-    return ImageHeader(fmt, width, height)
+    return ImageHeader(fmt, width, height, sample_bytes)
 
 
 def read_image_size(
@@ -439,6 +443,16 @@ def _open_header(fp: IO[bytes], fmt: str, source: str) -> ImageFile.ImageFile:
         raise ImageDecodeError(f"truncated or corrupt {fmt.upper()} header ({exc})", source=source) from exc
     except ImportError as exc:
         raise ImageDecodeError(f"this Pillow build cannot read {fmt.upper()} ({exc})", source=source) from exc
+
+
+def _sample_bytes(im: ImageFile.ImageFile) -> int:
+    """Bytes a decoded sample takes: 2 for 16-bit data (a PNG's raw mode, a TIFF's BitsPerSample)."""
+    if isinstance(im, TiffImagePlugin.TiffImageFile):
+        bits = im.tag_v2.get(TiffImagePlugin.BITSPERSAMPLE, 8)
+        return 2 if max(bits if isinstance(bits, tuple) else (bits,)) > 8 else 1
+    raw = im.tile[0][3] if im.tile else im.mode
+    raw = raw[0] if isinstance(raw, tuple) else raw
+    return 2 if "16" in str(raw) or im.mode.startswith("I") else 1
 
 
 def _stored_size(im: ImageFile.ImageFile) -> tuple[int, int]:

@@ -3,9 +3,10 @@
 Each image is bounded on its own (bytes, pixels) and each request by its image count and total
 pixels, but a decoded image costs memory until its request is answered: 3-6 bytes a pixel as
 decoded, more while it is scored and its heatmap drawn. Requests reserve their images' pixels, read
-from the headers before anything is decoded, and a request that would take the server over its
-budget is answered 503 with ``Retry-After`` instead of decoding, so that a burst of large images
-slows clients down rather than exhausting the machine's memory.
+from the headers before anything is decoded (a 16-bit image's twice: it holds twice the bytes),
+and a request that would take the server over its budget is answered 503 with ``Retry-After``
+instead of decoding, so that a burst of large images slows clients down rather than exhausting the
+machine's memory.
 """
 
 from __future__ import annotations

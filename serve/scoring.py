@@ -73,14 +73,21 @@ async def _receive(services: Services, files: list[UploadFile]) -> list[_Receive
                 source=name,
             )
         received.append(_Received(name, data, header))
-    total = sum(r.header.width * r.header.height for r in received)
+    total = sum(_weighted_pixels(r.header) for r in received)
     if total > settings.max_request_pixels:
+        deep = " (a 16-bit pixel counted twice)" if any(r.header.sample_bytes > 1 for r in received) else ""
         raise RequestTooLargeError(
-            f"{len(received)} images of {total:,} pixels in all; the limit is "
+            f"{len(received)} images of {total:,} pixels in all{deep}; the limit is "
             f"{settings.max_request_pixels:,} pixels per request (max_request_pixels); "
             "send fewer or smaller images"
         )
     return received
+
+
+def _weighted_pixels(header: ImageHeader) -> int:
+    """An image's pixels as the limits count them: a 16-bit one holds twice the bytes decoded, and
+    counts twice (so a request the budget must take can always be taken)."""
+    return header.width * header.height * header.sample_bytes
 
 
 @asynccontextmanager
@@ -99,7 +106,7 @@ async def decoded_uploads(services: Services, files: list[UploadFile]) -> AsyncI
         OverloadedError: the requests in flight already hold too many pixels (503, retry later).
     """
     received = await _receive(services, files)
-    pixels = sum(r.header.width * r.header.height for r in received)
+    pixels = sum(_weighted_pixels(r.header) for r in received)
     limits = decode_limits(services.settings)
     with services.pixels.hold(pixels, retry_after_s=services.settings.retry_after_s):
         decoded: list[Upload] = []

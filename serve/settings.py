@@ -76,14 +76,14 @@ class ServeSettings(Settings):
     max_request_pixels: int = Field(
         default=400_000_000,
         gt=0,
-        description="Most pixels (width x height, summed over the images) in one request, read from "
-        "the headers before anything is decoded.",
+        description="Most pixels (width x height, summed over the images, a 16-bit pixel counted "
+        "twice) in one request, read from the headers before anything is decoded.",
     )
     max_pixels_in_flight: int = Field(
         default=1_000_000_000,
         gt=0,
         description="Most decoded pixels all requests in flight may hold at once (then 503 with "
-        "Retry-After); at least max_request_pixels.",
+        "Retry-After), a 16-bit pixel counted twice; at least max_request_pixels.",
     )
     allowed_formats: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_FORMATS, description="Image formats accepted (comma-separated in the env)."

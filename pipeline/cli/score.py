@@ -109,7 +109,8 @@ def score(
         typer.Option(
             "--max-pixels-in-flight",
             min=1,
-            help="Most pixels decoded and waiting at once (bounds memory with large images; local engine).",
+            help="Most pixels decoded and waiting at once, a 16-bit pixel counted twice (bounds memory "
+            "with large images; local engine).",
         ),
     ] = 400_000_000,
     engine: Annotated[

@@ -40,14 +40,15 @@ class _Waiting:
 
 
 def _header_pixels(path: str, limits: Any) -> int:
-    """width x height from the file's header; 0 where it cannot be read (decoding will say why)."""
-    from datasets.decode import read_image_size
+    """width x height from the file's header, a 16-bit image's counted twice (it holds twice the
+    bytes decoded); 0 where it cannot be read (decoding will say why)."""
+    from datasets.decode import read_image_header
 
     try:
-        width, height = read_image_size(path, limits=limits)
+        header = read_image_header(path, limits=limits)
     except ClearsightError:
         return 0
-    return width * height
+    return header.width * header.height * header.sample_bytes
 
 
 class LocalEngine:

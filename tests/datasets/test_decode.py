@@ -584,6 +584,31 @@ def test_read_image_header_names_the_upload_and_checks_the_pixel_limit() -> None
         read_image_header(b"GIF89a" + bytes(40), name="scan-8.png")
 
 
+@pytest.mark.parametrize(
+    ("pixels", "ext", "sample_bytes"),
+    [
+        (np.zeros((6, 5, 3), np.uint16), ".png", 2),
+        (np.zeros((6, 5), np.uint16), ".png", 2),
+        (np.zeros((6, 5, 3), np.uint8), ".png", 1),
+        (np.zeros((6, 5, 3), np.uint16), ".tiff", 2),
+        (np.zeros((6, 5), np.uint8), ".tiff", 1),
+        (np.zeros((6, 5, 3), np.uint8), ".jpg", 1),
+    ],
+    ids=["png-rgb16", "png-grey16", "png-rgb8", "tiff-rgb16", "tiff-grey8", "jpeg"],
+)
+def test_the_header_says_how_many_bytes_a_decoded_sample_takes(
+    pixels: np.ndarray, ext: str, sample_bytes: int
+) -> None:
+    """A server bounds decoded memory from the headers: a 16-bit picture holds twice the bytes."""
+    import cv2
+
+    ok, buf = cv2.imencode(ext, pixels)
+    assert ok
+    header = read_image_header(buf.tobytes())
+    assert (header.width, header.height, header.sample_bytes) == (5, 6, sample_bytes)
+    assert decode_image(buf.tobytes()).pixels.dtype.itemsize == sample_bytes
+
+
 @pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
 @pytest.mark.parametrize(
     "trailer",

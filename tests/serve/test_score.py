@@ -252,6 +252,20 @@ def test_a_burst_of_pixels_waits_for_the_budget(make_client) -> None:
     assert score(0).status_code == 200  # released when the first request was answered
 
 
+def test_a_16_bit_picture_counts_twice_against_the_pixel_limits(make_client) -> None:
+    """It holds twice the bytes decoded: 20 x 20 at 16 bits counts as 800 pixels."""
+    import cv2
+    import numpy as np
+
+    client = make_client(max_request_pixels=600, max_pixels_in_flight=600)
+    for dtype, status in ((np.uint8, 200), (np.uint16, 413)):
+        ok, buf = cv2.imencode(".png", np.full((20, 20, 3), 10, dtype))
+        files = [("images", ("a.png", buf.tobytes(), "image/png"))]
+        answer = client.post("/v1/score", files=files, data={"cargo_type": "bulk_ore"}, headers=HEADERS)
+        assert answer.status_code == status, answer.text
+    assert answer.json()["detail"].startswith("1 images of 800 pixels in all (a 16-bit pixel counted twice)")
+
+
 def test_pixel_budget_must_fit_a_request() -> None:
     from pydantic import ValidationError
 
