@@ -192,6 +192,11 @@ class ImageHeader(NamedTuple):
     height: int
     sample_bytes: int = 1
 
+    @property
+    def budget_pixels(self) -> int:
+        """Pixels as memory limits count them: a 16-bit image holds twice the bytes decoded."""
+        return self.width * self.height * self.sample_bytes
+
 
 def read_image_header(
     source: str | os.PathLike[str] | bytes,

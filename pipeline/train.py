@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 import torch
 
-from datasets.cargo import CARGO_TYPES
+from datasets.cargo import CARGO_TYPES, folder_cargo_type
 from datasets.decode import decode_image
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from datasets.mvtec import read_mvtec
@@ -414,19 +414,19 @@ def deep_features_choice(configured: str, cargo: str) -> tuple[str, str]:
 
 
 def _cargo_type(root: Path, configured: str | None) -> str:
-    named = root.resolve().name
+    named = folder_cargo_type(root)
     if configured:
-        if named in KNOWN_CARGO_TYPES and named != configured:
+        if named is not None and named != configured:
             # evaluate would refuse the model on its own data, and the data's owner named it so
             raise CargoTypeError(
                 f"--cargo-type {configured!r} but --data {str(root)!r} is a {named} folder; train each "
                 "cargo type's model on its own folder"
             )
         return configured
-    if named in KNOWN_CARGO_TYPES:
+    if named is not None:
         return named
     raise CargoTypeError(
-        f"cannot tell the cargo type of {str(root)!r}: its folder name {named!r} is not one of "
+        f"cannot tell the cargo type of {str(root)!r}: its folder name {root.resolve().name!r} is not one of "
         f"{list(KNOWN_CARGO_TYPES)}; pass --cargo-type"
     )
 

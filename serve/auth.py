@@ -49,11 +49,16 @@ class Principal:
     @classmethod
     def of_key(cls, role: Role, key: str) -> Principal:
         """The principal a key of ``role`` authenticates as (its name goes in a trader register)."""
-        return cls(role=role, fingerprint=_digest(key).hex()[:12])
+        return cls(role=role, fingerprint=_fingerprint(_digest(key)))
 
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def _fingerprint(digest: bytes) -> str:
+    """A key's name in the audit trail and the trader register: the first 12 hex digits of its digest."""
+    return digest.hex()[:12]
 
 
 class KeyRing:
@@ -77,7 +82,7 @@ class KeyRing:
         for digest, role in self._entries:
             expected = digest if derive is None else derive(digest)
             if hmac.compare_digest(presented, expected) and found is None:
-                found = Principal(role=role, fingerprint=digest.hex()[:12])
+                found = Principal(role=role, fingerprint=_fingerprint(digest))
         return found
 
     def authenticate(self, key: str) -> Principal | None:

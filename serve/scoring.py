@@ -73,7 +73,7 @@ async def _receive(services: Services, files: list[UploadFile]) -> list[_Receive
                 source=name,
             )
         received.append(_Received(name, data, header))
-    total = sum(_weighted_pixels(r.header) for r in received)
+    total = sum(r.header.budget_pixels for r in received)
     if total > settings.max_request_pixels:
         deep = " (a 16-bit pixel counted twice)" if any(r.header.sample_bytes > 1 for r in received) else ""
         raise RequestTooLargeError(
@@ -82,12 +82,6 @@ async def _receive(services: Services, files: list[UploadFile]) -> list[_Receive
             "send fewer or smaller images"
         )
     return received
-
-
-def _weighted_pixels(header: ImageHeader) -> int:
-    """An image's pixels as the limits count them: a 16-bit one holds twice the bytes decoded, and
-    counts twice (so a request the budget must take can always be taken)."""
-    return header.width * header.height * header.sample_bytes
 
 
 @asynccontextmanager
@@ -106,7 +100,7 @@ async def decoded_uploads(services: Services, files: list[UploadFile]) -> AsyncI
         OverloadedError: the requests in flight already hold too many pixels (503, retry later).
     """
     received = await _receive(services, files)
-    pixels = sum(_weighted_pixels(r.header) for r in received)
+    pixels = sum(r.header.budget_pixels for r in received)
     limits = decode_limits(services.settings)
     with services.pixels.hold(pixels, retry_after_s=services.settings.retry_after_s):
         decoded: list[Upload] = []

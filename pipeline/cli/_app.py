@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import typer
@@ -55,36 +56,37 @@ def validation_words(exc: ValidationError, options: frozenset[str] = frozenset()
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def _flags_without_metavar(command: Any) -> None:
+def _commands(command: Any) -> Iterator[Any]:
+    """``command`` and every command under it."""
+    yield command
+    for sub in getattr(command, "commands", {}).values():
+        yield from _commands(sub)
+
+
+def _flags_without_metavar(root: Any) -> None:
     """On/off flags take no value: help shows ``--overwrite``, not ``--overwrite <bool>``, which read
     as if it took one (``--overwrite true`` is refused)."""
-    for param in getattr(command, "params", []):
-        if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
-            param.metavar = ""
-    make_help = command.get_help_option  # --help is made when asked for, not kept in params
+    for command in _commands(root):
+        for param in getattr(command, "params", []):
+            if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+                param.metavar = ""
+        command.get_help_option = _help_without_metavar(command.get_help_option)
 
-    def help_option(ctx: Any) -> Any:
+
+def _help_without_metavar(make_help: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def help_option(ctx: Any) -> Any:  # --help is made when asked for, not kept in params
         option = make_help(ctx)
         if option is not None:
             option.metavar = ""
         return option
 
-    command.get_help_option = help_option
-    for sub in getattr(command, "commands", {}).values():
-        _flags_without_metavar(sub)
+    return help_option
 
 
-def _option_names(typer_app: typer.Typer) -> frozenset[str]:
-    names: set[str] = set()
-
-    def collect(command: Any) -> None:
-        for param in getattr(command, "params", []):
-            names.update(getattr(param, "opts", []))
-        for sub in getattr(command, "commands", {}).values():
-            collect(sub)
-
-    collect(typer.main.get_command(typer_app))
-    return frozenset(names)
+def _option_names(root: Any) -> frozenset[str]:
+    return frozenset(
+        name for command in _commands(root) for p in getattr(command, "params", []) for name in p.opts
+    )
 
 
 def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
@@ -94,11 +96,11 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    command = typer.main.get_command(typer_app)
+    _flags_without_metavar(command)
     try:
         # Outside standalone mode click turns Ctrl-C into an exit code of 130 that it *returns*
         # (it does not raise): a script's `clearsight score && clearsight decide` must see it.
-        command = typer.main.get_command(typer_app)
-        _flags_without_metavar(command)
         result = command(args=args, prog_name="clearsight", standalone_mode=False)
     except ClearsightError as exc:
         if debug:
@@ -108,7 +110,7 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
     except ValidationError as exc:  # settings from options and CLEARSIGHT_* variables
         if debug:
             traceback.print_exc()
-        print(f"Error: {validation_words(exc, _option_names(typer_app))}", file=sys.stderr)  # noqa: T201
+        print(f"Error: {validation_words(exc, _option_names(command))}", file=sys.stderr)  # noqa: T201
         return 2
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)  # noqa: T201

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from datasets.cargo import CARGO_TYPES
+from datasets.cargo import folder_cargo_type
 from datasets.errors import ArtifactError, CargoTypeError, DatasetFormatError, InputError, ModelError
 from pipeline.settings import RuntimeName, Settings
 
@@ -86,8 +86,8 @@ def evaluate_command(
         raise InputError(f"--out {str(out)!r} is a file; give a folder for the report (made if missing)")
     predictor = _load_predictor(model, runtime=runtime or Settings().runtime)
     dataset = _read_dataset(data)
-    named = data.resolve().name  # `--data .` or a link named `current` is still its folder
-    if named in CARGO_TYPES and named != predictor.cargo_type:
+    named = folder_cargo_type(data)
+    if named is not None and named != predictor.cargo_type:
         raise CargoTypeError(
             f"model {predictor.model_id} is for {predictor.cargo_type} but --data {str(data)!r} holds "
             f"{named}: its figures would say nothing about either; evaluate the {named} model"

@@ -276,18 +276,14 @@ def train_command(
         err.print(f"[yellow]Warning:[/yellow] {resolution['warning']}")
     if promise_note:
         err.print(f"[yellow]Note:[/yellow] {promise_note}")
-    releases = release_warning(val)
-    if releases:
-        err.print(f"[yellow]Warning:[/yellow] {releases}")
-    copies = leakage_warning(training.get("duplicates"))
-    if copies:
-        err.print(f"[yellow]Warning:[/yellow] {escape(copies)}")
-    blank = empty_mask_warning(training.get("empty_masks"))
-    if blank:
-        err.print(f"[yellow]Warning:[/yellow] {escape(blank)}")
-    unknown = cargo_warning(str(card["cargo_type"]))
-    if unknown:
-        err.print(f"[yellow]Warning:[/yellow] {escape(unknown)}")
+    for warning in (
+        release_warning(val),
+        leakage_warning(training.get("duplicates")),
+        empty_mask_warning(training.get("empty_masks")),
+        cargo_warning(str(card["cargo_type"])),
+    ):
+        if warning:
+            err.print(f"[yellow]Warning:[/yellow] {escape(warning)}")
 
 
 LOW_RELEASE_RATE = 0.1

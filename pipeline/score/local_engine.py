@@ -48,7 +48,7 @@ def _header_pixels(path: str, limits: Any) -> int:
         header = read_image_header(path, limits=limits)
     except ClearsightError:
         return 0
-    return header.width * header.height * header.sample_bytes
+    return header.budget_pixels
 
 
 class LocalEngine:
