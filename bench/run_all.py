@@ -12,6 +12,7 @@ import time
 
 BENCHMARKS = [
     ("image decoding vs one Pillow decode + hash", ["bench.bench_decode"]),
+    ("reused pictures: perceptual vs content hash", ["bench.bench_near_copies"]),
     ("audit store vs JSONL", ["bench.bench_audit"]),
     ("batch scorer vs naive loop", ["bench.bench_score"]),
     ("scorer memory, 1k vs 20k images", ["bench.bench_memory"]),

@@ -7,6 +7,7 @@ only clear-score reasons fired. Rule ids:
 ==============================  ==========================================================
 ``override.<flag>``             a declaration flag (radiation alarm, solid waste, ...)
 ``override.image_reused``       a picture already decided in another shipment
+``override.image_near_copy``    a near-copy of one (re-encoded, resized, retouched)
 ``fail_closed.<case>``          the shipment cannot be judged (no image, corrupt image, ...)
 ``score.hold``                  an image at or above the hold threshold
 ``score.review``                an image at or above the (AEO-adjusted) release threshold
@@ -295,6 +296,19 @@ def decide_shipment(
                     tier=policy.overrides.image_reused,
                     image=image.path,
                     message=f"the same picture was decided before in shipment {', '.join(image.seen_in)}",
+                )
+            )
+        if image.similar_in:
+            # re-encoded, resized or retouched: the same scene, other bytes
+            reasons.append(
+                Reason(
+                    rule="override.image_near_copy",
+                    tier=policy.overrides.image_near_copy,
+                    image=image.path,
+                    message=(
+                        f"a near-copy of a picture decided before in shipment {', '.join(image.similar_in)} "
+                        f"(perceptual hashes {image.similar_bits} of 64 bits apart)"
+                    ),
                 )
             )
         if cargo is None:

@@ -103,7 +103,8 @@ class CargoPolicy(_Strict):
 
 class OverrideTiers(_Strict):
     """Declaration flags that force an inspection whatever the image scores say (default: hold), and
-    a picture that was decided before in another shipment (default: remote inspection).
+    a picture, or a near-copy of one, that was decided before in another shipment (default: remote
+    inspection).
 
     A radiation alarm is always a physical hold: a camera or a video call cannot clear it.
     """
@@ -114,6 +115,9 @@ class OverrideTiers(_Strict):
     declared_foreign_inclusions: InspectionTier = Tier.PHYSICAL_INSPECTION
     # RELEASE records the rule without holding: one scan may show several consignments of one container
     image_reused: Tier = Tier.REMOTE_INSPECTION
+    # a near-copy (re-encoded, resized, retouched: datasets.perceptual_hash); a tier of its own, since
+    # a site whose pictures vary little may see look-alikes that are no copies
+    image_near_copy: Tier = Tier.REMOTE_INSPECTION
 
     @model_validator(mode="after")
     def _radiation_is_held(self) -> OverrideTiers:

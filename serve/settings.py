@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from datasets.perceptual_hash import MAX_BITS
 from pipeline.settings import Settings
 
 __all__ = ["DEFAULT_FORMATS", "ServeSettings"]
@@ -99,6 +100,16 @@ class ServeSettings(Settings):
     )
     retry_after_s: int = Field(
         default=2, gt=0, description="Retry-After sent with a 503 when the queue is full."
+    )
+    near_copy_bits: int = Field(
+        default=4,
+        ge=0,
+        le=MAX_BITS,
+        description=(
+            "A picture whose perceptual hash is at most this many of 64 bits from one decided in "
+            "another shipment (re-encoded, resized, retouched) counts as reused; 0 catches the same "
+            "bytes only."
+        ),
     )
 
     @field_validator("models", mode="before")

@@ -10,32 +10,40 @@
 Columns next to ``content`` (kind, shipment id, tier, ...) are copies kept for queries; verification
 checks them against the hashed content, so editing one is caught like editing the content.
 
-Beside the chain, and not part of its evidence, one index built from it (schema version 2)::
+Beside the chain, and not part of its evidence, two indexes built from it::
 
-    audit_image_index  which shipments each image (by content hash) was decided in: a picture sent
-                       again for another shipment is found without reading every record; made, and
-                       filled from the chain, when a version-1 store is upgraded
+    audit_image_index     which shipments each image (by content hash) was decided in: a picture sent
+                          again for another shipment is found without reading every record (version 2)
+    audit_image_likeness  the same by perceptual hash, cut into bands looked up exactly: a picture
+                          re-encoded, resized or retouched is found too (version 3;
+                          :mod:`datasets.perceptual_hash`)
+
+An older store is upgraded by making both again from its chain.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text
 
+from datasets.perceptual_hash import BANDS
+
 __all__ = [
     "SCHEMA_VERSION",
     "audit_head",
     "audit_records",
     "image_index",
+    "image_likeness",
     "index_metadata",
     "metadata",
     "schema_info",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bump on any change to the tables or the hashed content layout. 2: the image index, and decisions
-that may say where their pictures were seen before (``seen_in``) and who sent them (``submitted_by``);
-a version-1 store is upgraded when opened by a role that may create tables, and read as it is by
-one that may not."""
+that may say where their pictures were seen before (``seen_in``) and who sent them (``submitted_by``).
+3: the likeness index, and images that may carry a perceptual hash (``phash``) and the shipments that
+hold a near-copy (``similar_in``). An older store is upgraded when opened by a role that may create
+tables, and read as it is by one that may not."""
 
 metadata = MetaData()
 
@@ -79,4 +87,13 @@ image_index = Table(
     Column("sha256", String(64), nullable=False, index=True),
     Column("shipment_id", String(128), nullable=False),
     Column("seq", BigInteger, nullable=False),  # the decision record that holds the image
+)
+
+image_likeness = Table(
+    "audit_image_likeness",
+    index_metadata,
+    Column("phash", String(16), nullable=False),
+    Column("shipment_id", String(128), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    *(Column(f"band{i}", Integer, nullable=False, index=True) for i in range(BANDS)),
 )

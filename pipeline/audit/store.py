@@ -41,12 +41,21 @@ from sqlalchemy.util import asbool
 from datasets.errors import AuditError, ConflictError, InputError, SchemaVersionError
 from pipeline.audit.chain import GENESIS_HASH, canonical_json, chain_hash, index_columns
 from pipeline.audit.export import write_export
+from pipeline.audit.image_indexes import (
+    Sighting,
+    add_decision,
+    check_bits,
+    rebuild,
+    seen_elsewhere,
+    sightings,
+)
 from pipeline.audit.records import AuditRecord, OutcomeRecord, VerifyReport
 from pipeline.audit.schema import (
     SCHEMA_VERSION,
     audit_head,
     audit_records,
     image_index,
+    image_likeness,
     index_metadata,
     metadata,
     schema_info,
@@ -61,7 +70,7 @@ _WRITE = "clearsight_write"
 _ATTEMPTS = 8
 # Arbitrary constant: the advisory lock that serialises schema creation on PostgreSQL.
 _PG_CREATE_LOCK = 0x636C656172
-_UPGRADABLE = 1  # the schema version this one upgrades from (schema.SCHEMA_VERSION)
+_UPGRADABLE = (1, 2)  # the schema versions this one upgrades from (schema.SCHEMA_VERSION)
 
 
 def _now() -> str:
@@ -177,7 +186,7 @@ class AuditStore:
         self._postgres = engine.dialect.name == "postgresql"
         self.url = shown_url
         """The store's URL with any password hidden."""
-        self._not_upgraded: str | None = None  # why a version-1 store may be read but not written
+        self._not_upgraded: str | None = None  # why an older store may be read but not written
 
     # -- opening -----------------------------------------------------------------------------------
 
@@ -215,20 +224,21 @@ class AuditStore:
         tables = set(inspect(conn).get_table_names())
         if "schema_info" in tables:
             version = conn.execute(select(schema_info.c.version).where(schema_info.c.id == 1)).scalar()
-            if version not in (_UPGRADABLE, SCHEMA_VERSION):
+            if version not in (*_UPGRADABLE, SCHEMA_VERSION):
                 raise SchemaVersionError(
                     f"audit store {self.url} has schema version {version}; this Clearsight reads "
-                    f"versions {_UPGRADABLE} and {SCHEMA_VERSION} and writes version {SCHEMA_VERSION}"
+                    f"versions {_UPGRADABLE[0]} to {SCHEMA_VERSION} and writes version {SCHEMA_VERSION}"
                 )
-            missing = sorted({t.name for t in metadata.sorted_tables} - tables)
-            if version == SCHEMA_VERSION and image_index.name not in tables:
-                missing.append(image_index.name)
+            needed = {t.name for t in metadata.sorted_tables}
+            if version == SCHEMA_VERSION:
+                needed |= {image_index.name, image_likeness.name}
+            missing = sorted(needed - tables)
             if missing:
                 raise AuditError(
                     f"audit store {self.url}: schema version {version} but tables {missing} are missing"
                 )
-            if version == _UPGRADABLE:
-                self._upgrade(conn, create=create)
+            if version != SCHEMA_VERSION:
+                self._upgrade(conn, version, create=create)
             return
         if not create:
             raise AuditError(
@@ -240,43 +250,25 @@ class AuditStore:
         conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION, created_at=_now()))
         conn.execute(audit_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
 
-    def _upgrade(self, conn: Connection, *, create: bool) -> None:
-        """Version 1 -> 2: the image index, filled from the chain. A role that may not create tables
-        (an auditor's, a read-only replica) reads the store as it is, and writing to it is refused
-        until it is upgraded; a writer (``create``) is refused at once, not at its first record."""
+    def _upgrade(self, conn: Connection, version: int, *, create: bool) -> None:
+        """Version 1 or 2 -> 3: the image indexes, made again from the chain. A role that may not
+        create tables (an auditor's, a read-only replica) reads the store as it is, and writing to it
+        is refused until it is upgraded; a writer (``create``) is refused at once, not at its first
+        record."""
         try:
             with conn.begin_nested():
-                self._build_image_index(conn)
+                rebuild(conn)
                 conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=SCHEMA_VERSION))
         except DBAPIError as exc:
             if not _read_only(exc):
                 raise
             self._not_upgraded = (
-                f"audit store {self.url} is at schema version {_UPGRADABLE} and this role may not "
+                f"audit store {self.url} is at schema version {version} and this role may not "
                 f"upgrade it to {SCHEMA_VERSION} ({type(exc.orig).__name__}); open it once with a role "
                 "that may create tables, then record"
             )
             if create:
                 raise AuditError(self._not_upgraded) from exc
-
-    @staticmethod
-    def _build_image_index(conn: Connection) -> None:
-        """Make the image index of a version-1 store, from the decisions in its chain (one an early
-        build indexed already is indexed again from scratch)."""
-        index_metadata.create_all(conn)
-        conn.execute(image_index.delete())
-        c = audit_records.c
-        rows = conn.execute(
-            select(c.seq, c.shipment_id, c.content).where(c.kind == "decision").order_by(c.seq)
-        )
-        batch: list[dict[str, Any]] = []
-        for row in rows:
-            batch.extend(_image_rows(json.loads(row.content)["decision"], row.shipment_id, row.seq))
-            if len(batch) >= 10_000:
-                conn.execute(image_index.insert(), batch)
-                batch = []
-        if batch:
-            conn.execute(image_index.insert(), batch)
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -348,9 +340,7 @@ class AuditStore:
         if updated.rowcount != 1:  # another writer moved the head: abort and retry
             raise IntegrityError("audit_head moved during append", None, Exception("head moved"))
         if content["kind"] == "decision":
-            images = _image_rows(content["decision"], content["shipment_id"], seq)
-            if images:
-                conn.execute(image_index.insert(), images)
+            add_decision(conn, content["decision"], content["shipment_id"], seq)
         return seq, head.record_hash, digest, content["created_at"]
 
     @staticmethod
@@ -405,6 +395,7 @@ class AuditStore:
         idempotency_key: str | None = None,
         exclusive: bool = False,
         images_seen: bool = False,
+        near_copy_bits: int = 0,
     ) -> AuditRecord:
         """Append a decision. If ``idempotency_key`` was recorded before, return that record instead.
 
@@ -422,20 +413,21 @@ class AuditStore:
         one has no officer's outcome: a hold is lifted by an officer who inspected the cargo
         (:meth:`record_outcome`), not by deciding again under a laxer policy or on other verdicts.
 
-        With ``images_seen``, the decision's images say where each was seen before
-        (``ImageVerdict.seen_in``, from :meth:`shipments_with_images`); that is checked again in the
-        write's transaction, so that the same pictures sent under two ids at once cannot both pass
-        as new.
+        With ``images_seen``, the decision's images say where each, or a near-copy of it within
+        ``near_copy_bits``, was seen before (``ImageVerdict.seen_in`` and ``similar_in``, from
+        :meth:`sightings`); that is checked again in the write's transaction, so that the same
+        pictures sent under two ids at once cannot both pass as new.
 
         Raises:
             InputError: an empty or over-long idempotency key.
             ConflictError: ``exclusive`` and the shipment was decided under another key at the
                 same or a stricter tier; or the decision would lower an unresolved hold.
             ImagesSeenSince: ``images_seen`` and an image was decided in another shipment since it
-                was looked up (``.seen`` holds the lookup as it stands): decide again.
+                was looked up (``.sightings`` holds the lookup as it stands): decide again.
             AuditError: the database cannot be written.
         """
         self._check_writable()
+        check_bits(near_copy_bits)
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
             raise InputError(
                 f"idempotency_key of length {len(idempotency_key)} not accepted (1 to 256 characters)"
@@ -475,11 +467,14 @@ class AuditStore:
                     return replayed
                 self._refuse_lowering_a_hold(conn, latest, decision)
             if images_seen:
-                seen = self._seen_elsewhere(
-                    conn, [i.sha256 or "" for i in decision.images], decision.shipment_id
+                found = sightings(
+                    conn,
+                    [(i.sha256 or "", i.phash) for i in decision.images],
+                    decision.shipment_id,
+                    near_copy_bits=near_copy_bits,
                 )
-                if any(set(seen.get(i.sha256 or "", [])) - set(i.seen_in or []) for i in decision.images):
-                    raise ImagesSeenSince(decision.shipment_id, seen)
+                if any(_news(found.get(i.sha256 or ""), i) for i in decision.images):
+                    raise ImagesSeenSince(decision.shipment_id, found)
             content = {
                 "kind": "decision",
                 "shipment_id": decision.shipment_id,
@@ -505,30 +500,30 @@ class AuditStore:
         """For each image content hash, the other shipments it was decided in before, oldest first
         (at most ``most`` each); hashes seen in no other shipment are left out."""
         if self._not_upgraded is not None or not any(hashes):
-            return {}  # a version-1 store has no index (and takes no decision to check against it)
+            return {}  # an older store has no index (and takes no decision to check against it)
         with self._reading("looking up images decided before") as conn:
-            return self._seen_elsewhere(conn, hashes, other_than, most=most)
+            return seen_elsewhere(conn, hashes, other_than, most=most)
 
-    @staticmethod
-    def _seen_elsewhere(
-        conn: Connection, hashes: Sequence[str], other_than: str, *, most: int = 5
-    ) -> dict[str, list[str]]:
-        wanted = sorted({h for h in hashes if h})
-        if not wanted:
+    def sightings(
+        self,
+        images: Sequence[tuple[str, str | None]],
+        *,
+        other_than: str,
+        near_copy_bits: int,
+        most: int = 5,
+    ) -> dict[str, Sighting]:
+        """Where each image, as (content hash, perceptual hash or None), was decided in another
+        shipment: with the same bytes, or as a near-copy within ``near_copy_bits`` of its perceptual
+        hash (0: the same bytes only). Keyed by content hash; images seen nowhere are left out.
+
+        Raises:
+            ValueError: ``near_copy_bits`` beyond what the index is certain to find.
+        """
+        check_bits(near_copy_bits)
+        if self._not_upgraded is not None or not images:
             return {}
-        c = image_index.c
-        found: dict[str, list[str]] = {}
-        rows = conn.execute(
-            select(c.sha256, c.shipment_id, func.min(c.seq).label("first"))
-            .where(c.sha256.in_(wanted), c.shipment_id != other_than)
-            .group_by(c.sha256, c.shipment_id)
-            .order_by(c.sha256, "first")
-        )
-        for row in rows:
-            shipments = found.setdefault(row.sha256, [])
-            if len(shipments) < most:
-                shipments.append(row.shipment_id)
-        return found
+        with self._reading("looking up images decided before") as conn:
+            return sightings(conn, images, other_than, near_copy_bits=near_copy_bits, most=most)
 
     def _check_writable(self) -> None:
         if self._not_upgraded is not None:
@@ -748,19 +743,28 @@ class AuditStore:
             conn.execute(select(1))
 
 
-def _image_rows(decision: dict[str, Any], shipment_id: str, seq: int) -> list[dict[str, Any]]:
-    """The image index's rows of one decision: each distinct image content hash it holds."""
-    hashes = {image.get("sha256") for image in decision.get("images", [])}
-    return [{"sha256": h, "shipment_id": shipment_id, "seq": seq} for h in sorted(hashes - {None, ""})]
+def _news(found: Sighting | None, image: Any) -> bool:
+    """Whether a lookup names a shipment the image's verdict did not know of."""
+    if found is None:
+        return False
+    return bool(
+        set(found.seen_in) - set(image.seen_in or []) or set(found.similar_in) - set(image.similar_in or [])
+    )
 
 
 class ImagesSeenSince(ConflictError):
-    """A decision's pictures were decided in another shipment after they were looked up (two
-    submissions of the same pictures at once): ``seen`` is the lookup as it stands; decide again."""
+    """A decision's pictures, or near-copies, were decided in another shipment after they were looked
+    up (two submissions of the same pictures at once): ``sightings`` is the lookup as it stands, by
+    content hash; decide again."""
 
-    def __init__(self, shipment_id: str, seen: dict[str, list[str]]) -> None:
+    def __init__(self, shipment_id: str, sightings: dict[str, Sighting]) -> None:
         super().__init__(
             f"shipment {shipment_id!r}: its pictures were decided in another shipment since they were "
             "looked up; decide it again"
         )
-        self.seen = seen
+        self.sightings = sightings
+
+    @property
+    def seen(self) -> dict[str, list[str]]:
+        """The shipments holding each picture's very bytes."""
+        return {sha: s.seen_in for sha, s in self.sightings.items() if s.seen_in}

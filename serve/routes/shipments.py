@@ -11,6 +11,8 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from datasets.errors import InputError, ModelError
+from datasets.perceptual_hash import perceptual_hash
+from pipeline.audit.image_indexes import Sighting
 from pipeline.audit.store import ImagesSeenSince
 from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision
 from serve.auth import Principal, Role
@@ -151,9 +153,12 @@ async def _verdicts(
     """Score the uploads: their verdicts (a model failure fails closed), and each heatmap to keep,
     (image hash, model id, PNG), once the decision stands."""
     batcher_for(services, declaration.cargo_type)  # an unknown cargo type scores nothing
+    phashes = await run_in_threadpool(lambda: [perceptual_hash(u.pixels) for u in uploads])
     seen = await run_in_threadpool(
-        lambda: services.audit.shipments_with_images(
-            [u.sha256 for u in uploads], other_than=declaration.shipment_id
+        lambda: services.audit.sightings(
+            list(zip([u.sha256 for u in uploads], phashes, strict=True)),
+            other_than=declaration.shipment_id,
+            near_copy_bits=services.settings.near_copy_bits,
         )
     )
     common = {"shipment_id": declaration.shipment_id, "cargo_type": declaration.cargo_type}
@@ -163,13 +168,13 @@ async def _verdicts(
         # Recorded with the error so that the policy's fail-closed rule holds the shipment.
         failed = [
             ImageVerdict(
-                path=u.filename, sha256=u.sha256, error=str(exc), seen_in=seen.get(u.sha256), **common
+                path=u.filename, sha256=u.sha256, error=str(exc), **_sighted(seen, u.sha256, p), **common
             )
-            for u in uploads
+            for u, p in zip(uploads, phashes, strict=True)
         ]
         return failed, []
     verdicts, heatmaps = [], []
-    for upload, prediction in zip(uploads, predictions, strict=True):
+    for upload, phash, prediction in zip(uploads, phashes, predictions, strict=True):
         png = await heatmap_png(upload, prediction)
         heatmap = services.store.heatmap_path(upload.sha256, prediction.model_id)
         heatmaps.append((upload.sha256, prediction.model_id, png))
@@ -187,11 +192,22 @@ async def _verdicts(
                 heatmap=heatmap,
                 scale_vs_training=prediction.scale_vs_training,
                 signal_log_odds=prediction.signal_log_odds,
-                seen_in=seen.get(upload.sha256),
+                **_sighted(seen, upload.sha256, phash),
                 **common,
             )
         )
     return verdicts, heatmaps
+
+
+def _sighted(seen: dict[str, Sighting], sha256: str, phash: str | None) -> dict[str, Any]:
+    """An image verdict's fields for where the picture was decided before (None: seen nowhere)."""
+    found = seen.get(sha256 or "")
+    return {
+        "phash": phash,
+        "seen_in": (found.seen_in or None) if found else None,
+        "similar_in": (found.similar_in or None) if found else None,
+        "similar_bits": found.similar_bits if found else None,
+    }
 
 
 _DECIDE_ATTEMPTS = 3
@@ -229,7 +245,11 @@ async def submit_shipment(
         try:
             record = await run_in_threadpool(
                 lambda d=decision: services.audit.record(
-                    d, idempotency_key=key, exclusive=True, images_seen=True
+                    d,
+                    idempotency_key=key,
+                    exclusive=True,
+                    images_seen=True,
+                    near_copy_bits=services.settings.near_copy_bits,
                 )
             )
             break
@@ -240,7 +260,9 @@ async def submit_shipment(
                     "send it again shortly",
                     retry_after_s=services.settings.retry_after_s,
                 ) from exc
-            verdicts = [v.model_copy(update={"seen_in": exc.seen.get(v.sha256 or "")}) for v in verdicts]
+            verdicts = [
+                v.model_copy(update=_sighted(exc.sightings, v.sha256 or "", v.phash)) for v in verdicts
+            ]
     # Kept for review only once the decision stands: a refused submission (409) stores nothing, so
     # sending rival pictures again and again cannot fill the disk. A failure just here leaves a
     # decision whose pictures are missing on the review page (its retry keeps them, not the heatmaps),

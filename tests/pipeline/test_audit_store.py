@@ -15,6 +15,7 @@ from datasets.errors import AuditError, ConflictError, InputError, SchemaVersion
 from pipeline.audit import GENESIS_HASH, AuditStore, canonical_json, chain_hash
 from pipeline.audit.chain import index_columns
 from pipeline.audit.export import spreadsheet_safe
+from pipeline.audit.image_indexes import Sighting
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
 
 
@@ -463,7 +464,7 @@ def test_other_schema_version_is_refused(db_url: str) -> None:
         AuditStore.open(db_url)
     assert str(info.value) == (
         f"audit store {shown} has schema version 99; "
-        "this Clearsight reads versions 1 and 2 and writes version 2"
+        "this Clearsight reads versions 1 to 3 and writes version 3"
     )
 
 
@@ -679,9 +680,12 @@ def test_cli_audit_refuses_what_it_cannot_give(
     assert not (tmp_path / "chain.csv").exists()
 
 
-def _with_images(shipment: str, *hashes: str) -> ShipmentDecision:
+def _with_images(shipment: str, *hashes: str, phash: str | None = None) -> ShipmentDecision:
     base = decision(shipment)
-    images = [base.images[0].model_copy(update={"path": f"{h[:4]}.png", "sha256": h}) for h in hashes]
+    images = [
+        base.images[0].model_copy(update={"path": f"{h[:4]}.png", "sha256": h, "phash": phash})
+        for h in hashes
+    ]
     return base.model_copy(update={"images": images})
 
 
@@ -699,25 +703,114 @@ def test_pictures_decided_in_other_shipments_are_found(db_url: str) -> None:
         assert store.shipments_with_images([], other_than="S1") == {}
 
 
-def test_a_version_1_store_is_upgraded_and_its_image_index_built_from_its_chain(db_url: str) -> None:
+def _flipped(phash: str, *bits: int) -> str:
+    value = int(phash, 16)
+    for bit in bits:
+        value ^= 1 << bit
+    return f"{value:016x}"
+
+
+_P = "94e46b5a2e6d3992"
+
+
+@pytest.mark.parametrize(
+    ("flipped", "bits", "found"),
+    [
+        ((), 4, Sighting([], ["S1"], 0)),  # the same pixels in other bytes (re-saved)
+        ((0,), 4, Sighting([], ["S1"], 1)),
+        ((0, 13, 26, 39), 4, Sighting([], ["S1"], 4)),  # one bit in each of four bands
+        ((0, 13, 26, 39, 52), 4, None),  # one in every band: 5 apart
+        ((60, 61, 62, 63, 59), 4, None),  # 5 apart in one band
+        ((0,), 0, None),  # 0: the same bytes only
+        ((0, 1), 1, None),
+    ],
+    ids=["resaved", "1-bit", "4-bits-spread", "5-bits-spread", "5-bits-one-band", "off", "2-over-1"],
+)
+def test_near_copies_are_found_within_the_bits_asked_for(
+    db_url: str, flipped: tuple[int, ...], bits: int, found: Sighting | None
+) -> None:
+    a, b = "aa" * 32, "bb" * 32
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", a, phash=_P))
+        got = store.sightings([(b, _flipped(_P, *flipped))], other_than="S2", near_copy_bits=bits)
+    assert got == ({b: found} if found else {})
+
+
+def test_the_band_lookup_misses_no_hash_within_its_reach(db_url: str) -> None:
+    """Pigeonhole: hashes at most BANDS - 1 bits apart share a band, wherever the bits fall."""
+    import random
+
+    rng = random.Random(5)
+    stored = [f"{rng.getrandbits(64):016x}" for _ in range(40)]
+    with AuditStore.open(db_url) as store:
+        for n, phash in enumerate(stored):
+            store.record(_with_images(f"S{n}", f"{n:064x}", phash=phash))
+        probes = [(f"{n + 100:064x}", _flipped(p, *rng.sample(range(64), 4))) for n, p in enumerate(stored)]
+        got = store.sightings(probes, other_than="none", near_copy_bits=4)
+    assert {sha: s.similar_in for sha, s in got.items()} == {
+        sha: [f"S{n}"] for n, (sha, _) in enumerate(probes)
+    }
+
+
+def test_a_shipment_holding_the_same_bytes_is_named_once_as_the_same_picture(db_url: str) -> None:
     a = "aa" * 32
     with AuditStore.open(db_url) as store:
-        store.record(_with_images("S1", a))
-    sql(db_url, "DROP TABLE audit_image_index")  # as a store written before the index existed
-    sql(db_url, "UPDATE schema_info SET version = 1")
+        store.record(_with_images("S1", a, phash=_P))
+        store.record(_with_images("S2", "bb" * 32, phash=_flipped(_P, 3)))
+        got = store.sightings([(a, _P)], other_than="S3", near_copy_bits=4)
+        with pytest.raises(ValueError, match="near_copy_bits 5 not in 0 to 4"):
+            store.sightings([(a, _P)], other_than="S3", near_copy_bits=5)
+    assert got == {a: Sighting(seen_in=["S1"], similar_in=["S2"], similar_bits=1)}
+
+
+def test_a_near_copy_decided_since_the_lookup_is_caught_where_the_decision_is_written(db_url: str) -> None:
+    from pipeline.audit.store import ImagesSeenSince
+
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", "aa" * 32, phash=_P), images_seen=True, near_copy_bits=4)
+        late = _with_images("S2", "bb" * 32, phash=_flipped(_P, 7))  # looked up before S1 was recorded
+        with pytest.raises(ImagesSeenSince) as caught:
+            store.record(late, images_seen=True, near_copy_bits=4)
+        assert caught.value.sightings == {"bb" * 32: Sighting([], ["S1"], 1)} and caught.value.seen == {}
+        image = late.images[0].model_copy(update={"similar_in": ["S1"], "similar_bits": 1})
+        assert (
+            store.record(late.model_copy(update={"images": [image]}), images_seen=True, near_copy_bits=4).seq
+            == 2
+        )
+
+
+@pytest.mark.parametrize(
+    ("version", "dropped"),
+    [(1, ["audit_image_index", "audit_image_likeness"]), (2, ["audit_image_likeness"])],
+    ids=["v1", "v2"],
+)
+def test_an_older_store_is_upgraded_and_its_image_indexes_built_from_its_chain(
+    db_url: str, version: int, dropped: list[str]
+) -> None:
+    a, p = "aa" * 32, "0123456789abcdef"
+    near = f"{int(p, 16) ^ 0b1011:016x}"  # 3 bits apart
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", a, phash=p))
+    for table in dropped:  # as a store written before the index existed
+        sql(db_url, f"DROP TABLE {table}")
+    sql(db_url, f"UPDATE schema_info SET version = {version}")
     with AuditStore.open(db_url) as store:
         assert store.shipments_with_images([a], other_than="S2") == {a: ["S1"]}
-        assert store.verify().ok  # the index is no part of the chain's evidence
+        assert store.sightings([("bb" * 32, near)], other_than="S2", near_copy_bits=4) == {
+            "bb" * 32: Sighting(seen_in=[], similar_in=["S1"], similar_bits=3)
+        }
+        assert store.verify().ok  # the indexes are no part of the chain's evidence
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version FROM schema_info")).scalar() == 2
+        assert conn.execute(text("SELECT version FROM schema_info")).scalar() == 3
     engine.dispose()
 
 
-def test_a_version_2_store_without_its_image_index_is_named_as_damaged(db_url: str) -> None:
+@pytest.mark.parametrize("table", ["audit_image_index", "audit_image_likeness"])
+def test_a_version_3_store_without_an_image_index_is_named_as_damaged(db_url: str, table: str) -> None:
     AuditStore.open(db_url).close()
-    sql(db_url, "DROP TABLE audit_image_index")
-    with pytest.raises(AuditError, match=r"schema version 2 but tables \['audit_image_index'\] are missing"):
+    sql(db_url, f"DROP TABLE {table}")
+    with pytest.raises(AuditError, match=rf"schema version 3 but tables \['{table}'\] are missing"):
         AuditStore.open(db_url)
 
 
@@ -762,9 +855,9 @@ def test_a_version_1_store_opened_read_only_is_read_and_not_written(tmp_path: Pa
     with AuditStore.open(read_only, create=False) as store:  # an auditor's copy
         assert store.get("S1") is not None and store.verify().ok
         assert store.shipments_with_images([a], other_than="S2") == {}  # no index to look in
-        with pytest.raises(AuditError, match="is at schema version 1 and this role may not upgrade it to 2"):
+        with pytest.raises(AuditError, match="is at schema version 1 and this role may not upgrade it to 3"):
             store.record(_with_images("S2", a))
-    with pytest.raises(AuditError, match="may not upgrade it to 2"):
+    with pytest.raises(AuditError, match="may not upgrade it to 3"):
         AuditStore.open(read_only)  # a writer is refused at once, not at its first record
 
 
@@ -775,6 +868,7 @@ def test_an_index_an_early_build_made_is_not_doubled_by_the_upgrade(db_url: str)
     sql(db_url, "UPDATE schema_info SET version = 1")  # the index table kept, as an early build did
     AuditStore.open(db_url).close()
     assert rows(db_url, "SELECT COUNT(*) FROM audit_image_index") == [(2,)]
+    assert rows(db_url, "SELECT COUNT(*) FROM audit_image_likeness") == [(0,)]  # no phash recorded
 
 
 @pytest.mark.parametrize("uri", ["uri=true", "uri=1", "uri=True"])

@@ -351,6 +351,30 @@ CASES = [
     ),
     ("image-seen-nowhere", {}, {}, [img(0.1, seen_in=[])], R, ["score.clear"]),
     (
+        "near-copy-only-recorded",  # a site whose pictures vary little
+        {"overrides": {"image_near_copy": "RELEASE"}},
+        {},
+        [img(0.1, similar_in=["S0"], similar_bits=4)],
+        R,
+        ["override.image_near_copy", "score.clear"],
+    ),
+    (
+        "image-near-copy",  # re-encoded or retouched: other bytes, the same scene
+        {},
+        {},
+        [img(0.1, similar_in=["S0"], similar_bits=2)],
+        H,
+        ["override.image_near_copy", "score.clear"],
+    ),
+    (
+        "image-reused-and-near-copy",
+        {},
+        {},
+        [img(0.1, seen_in=["S0"], similar_in=["S1"], similar_bits=0)],
+        H,
+        ["override.image_reused", "override.image_near_copy", "score.clear"],
+    ),
+    (
         "image-reused-only-recorded",  # one scan of a container shared by several consignments
         {"overrides": {"image_reused": "RELEASE"}},
         {},
@@ -895,3 +919,13 @@ def test_a_fixed_release_cut_above_the_models_hold_is_a_valid_policy(score: floa
     mixed = policy(cargo_types={"bulk_ore": {"release_threshold": 0.3, "hold_threshold": "model"}})
     verdict = img(score, threshold=0.01, hold_threshold=0.097)
     assert decide_shipment(mixed, decl(), [verdict], audit_key=KEY, now=NOW).tier is tier
+
+
+def test_a_near_copy_is_told_apart_from_the_same_picture() -> None:
+    images = [img(0.1, seen_in=["S0"]), img(0.1, "b", similar_in=["S7", "S8"], similar_bits=4)]
+    reasons = decide_shipment(policy(), decl(), images, audit_key=KEY, now=NOW).reasons
+    said = [r.message for r in reasons if r.rule.startswith("override.image_")]
+    assert said == [
+        "the same picture was decided before in shipment S0",
+        "a near-copy of a picture decided before in shipment S7, S8 (perceptual hashes 4 of 64 bits apart)",
+    ]

@@ -16,7 +16,7 @@ MINIMAL = {"policy_version": "v1", "cargo_types": {"bulk_ore": {}}}
 
 def test_bundled_example_loads_with_the_documented_rules() -> None:
     policy = load_policy(default_policy_path())
-    assert policy.version == "2026.11-example"
+    assert policy.version == "2026.12-example"
     assert sorted(policy.cargo_types) == ["bulk_ore", "vacuum_pack"]
     assert policy.cargo_types["bulk_ore"].release_threshold == "model"
     assert policy.cargo_types["vacuum_pack"].hold_threshold == 0.9
@@ -29,9 +29,10 @@ def test_bundled_example_loads_with_the_documented_rules() -> None:
 def test_defaults_hold_and_fail_closed_to_inspection() -> None:
     policy = parse_policy(MINIMAL)
     assert policy.random_audit.rate == 0.0
-    flags = {k: v for k, v in policy.overrides.model_dump().items() if k != "image_reused"}
+    flags = {k: v for k, v in policy.overrides.model_dump().items() if not k.startswith("image_")}
     assert set(flags.values()) == {Tier.PHYSICAL_INSPECTION}  # a declaration flag holds the cargo
-    assert policy.overrides.image_reused is Tier.REMOTE_INSPECTION  # an officer looks at the picture
+    # an officer looks at the picture
+    assert policy.overrides.image_reused is policy.overrides.image_near_copy is Tier.REMOTE_INSPECTION
     assert set(policy.fail_closed.model_dump().values()) == {Tier.REMOTE_INSPECTION}
     assert policy.image_tiers.at_or_above_hold is Tier.PHYSICAL_INSPECTION
 
@@ -109,7 +110,7 @@ def _with(**changes: Any) -> dict[str, Any]:
         pytest.param(
             _with(overrides={"weather_alarm": "PHYSICAL_INSPECTION"}),
             "overrides.weather_alarm: unknown key; accepted keys: radiation_alarm, suspected_solid_waste, "
-            "document_mismatch, declared_foreign_inclusions, image_reused",
+            "document_mismatch, declared_foreign_inclusions, image_reused, image_near_copy",
             id="unknown-override",
         ),
         pytest.param(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from pathlib import Path
 
 import cv2
@@ -16,10 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _ore_png(value: int, seed: int) -> bytes:
-    """A noisy grey 'ore' photo of mean brightness ~``value`` with one bright lump (hot in the heatmap)."""
+    """A noisy grey 'ore' photo of mean brightness ~``value`` with one bright lump (hot in the heatmap),
+    placed by ``seed``: photos of other cargo, not near-copies of one another."""
     rng = np.random.default_rng(seed)
     image = np.clip(rng.normal(value, 18, (64, 96, 3)), 0, 255).astype(np.uint8)
-    image[20:34, 50:66] = 255
+    top, left = rng.integers(0, 64 - 14), rng.integers(0, 96 - 16)
+    image[top : top + 14, left : left + 16] = 255
     ok, buf = cv2.imencode(".png", image)
     assert ok
     return buf.tobytes()
@@ -27,7 +30,8 @@ def _ore_png(value: int, seed: int) -> bytes:
 
 def _submit(url: str, shipment_id: str, values: list[int], **declared) -> dict:
     declaration = json.dumps({"shipment_id": shipment_id, "cargo_type": "bulk_ore", **declared})
-    files = [("images", (f"hold{i}.png", _ore_png(v, i), "image/png")) for i, v in enumerate(values)]
+    seed = zlib.crc32(shipment_id.encode())
+    files = [("images", (f"hold{i}.png", _ore_png(v, seed + i), "image/png")) for i, v in enumerate(values)]
     response = httpx.post(
         f"{url}/v1/shipments", files=files, data={"declaration": declaration}, headers=auth(SUBMITTER_KEY)
     )

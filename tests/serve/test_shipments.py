@@ -7,6 +7,8 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
+import numpy as np
 import pytest
 from serve_fakes import ADMIN_KEY, OFFICER_KEY, SUBMITTER_KEY, FakePredictor, auth, png_bytes
 
@@ -44,7 +46,7 @@ def test_decision_tiers(make_client, audit_store, tmp_path, values, declared, ti
     decision = body["decision"]
     assert decision["tier"] == tier
     assert [r["rule"] for r in decision["reasons"] if r["tier"] != "RELEASE"] == rules
-    assert body["seq"] == 1 and body["policy_version"] == "2026.11-example"
+    assert body["seq"] == 1 and body["policy_version"] == "2026.12-example"
     assert body["model_ids"] == ["bulk_ore-fake-0001"]
     hashes = [image["sha256"] for image in decision["images"]]
     declaration = Declaration(shipment_id="SHP-1", cargo_type="bulk_ore", **declared)
@@ -456,6 +458,46 @@ def test_pictures_sent_again_under_another_shipment_id_go_to_an_officer(make_cli
     assert _submit(client, "SHP-FIRST", [10, 20], headers=SUBMIT).json()["seq"] == 1
 
 
+def _texture(seed: int) -> np.ndarray:
+    """A dark (clean-scoring) picture with a layout of its own, unlike the flat test images."""
+    blurred = cv2.GaussianBlur(np.random.default_rng(seed).uniform(0, 1, (64, 64, 3)), (0, 0), 4)
+    return ((blurred - blurred.min()) / np.ptp(blurred) * 60).astype(np.uint8)
+
+
+def _send(client, shipment_id: str, name: str, data: bytes, kind: str):
+    declaration = json.dumps({"shipment_id": shipment_id, "cargo_type": "bulk_ore"})
+    files = [("images", (name, data, kind))]
+    return client.post("/v1/shipments", files=files, data={"declaration": declaration}, headers=ADMIN)
+
+
+@pytest.mark.parametrize(("bits", "caught"), [(4, True), (0, False)], ids=["default", "near-copies-off"])
+def test_a_near_copy_of_a_picture_decided_before_goes_to_an_officer(
+    make_client, audit_store, bits: int, caught: bool
+) -> None:
+    """The same photograph saved again as JPEG has other bytes: its perceptual hash finds it."""
+    client = make_client(near_copy_bits=bits)
+    picture = _texture(1)
+    png = cv2.imencode(".png", picture)[1].tobytes()
+    jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 70])[1].tobytes()
+    assert _send(client, "SHP-ORIGINAL", "a.png", png, "image/png").json()["decision"]["tier"] == "RELEASE"
+    copy = _send(client, "SHP-COPY", "b.jpg", jpeg, "image/jpeg").json()["decision"]
+    other = _send(client, "SHP-OTHER", "c.png", cv2.imencode(".png", _texture(2))[1].tobytes(), "image/png")
+    assert other.json()["decision"]["tier"] == "RELEASE"  # another picture of the same kind is no copy
+    image = copy["images"][0]
+    assert image["seen_in"] is None and image["phash"] is not None
+    if not caught:
+        assert (copy["tier"], image["similar_in"]) == ("RELEASE", None)
+        return
+    assert copy["tier"] == "REMOTE_INSPECTION"
+    assert image["similar_in"] == ["SHP-ORIGINAL"] and 0 <= image["similar_bits"] <= 4
+    reused = [r["message"] for r in copy["reasons"] if r["rule"].startswith("override.image_")]
+    assert reused == [
+        "a near-copy of a picture decided before in shipment SHP-ORIGINAL "
+        f"(perceptual hashes {image['similar_bits']} of 64 bits apart)"
+    ]
+    assert audit_store.get("SHP-COPY").decision.images[0].similar_in == ["SHP-ORIGINAL"]
+
+
 def test_the_decision_and_the_access_log_say_who_sent_it(make_client, audit_store, caplog) -> None:
     import logging
 
@@ -490,8 +532,8 @@ class _BothLookFirst:
         self._store = store
         self._both = threading.Barrier(2, timeout=10)
 
-    def shipments_with_images(self, *args: object, **kwargs: object) -> dict[str, list[str]]:
-        found = self._store.shipments_with_images(*args, **kwargs)
+    def sightings(self, *args: object, **kwargs: object) -> dict[str, object]:
+        found = self._store.sightings(*args, **kwargs)
         self._both.wait()
         return found
 

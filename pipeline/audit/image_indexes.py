@@ -1,0 +1,152 @@
+"""The audit store's image indexes: where a picture, or a near-copy of it, was decided before.
+
+Both are built from the decisions in the chain and are no part of its evidence: an upgrade makes
+them again from the chain. ``audit_image_index`` holds each image's content hash (the same bytes);
+``audit_image_likeness`` its perceptual hash cut into bands (:mod:`datasets.perceptual_hash`), so
+that a re-encoded, resized or retouched copy is found by exact band lookups and then measured.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection, func, or_, select
+
+from datasets.perceptual_hash import BANDS, band_values, hamming
+from pipeline.audit.schema import audit_records, image_index, image_likeness, index_metadata
+
+__all__ = ["Sighting", "add_decision", "check_bits", "rebuild", "seen_elsewhere", "sightings"]
+
+_BATCH = 10_000
+
+
+class Sighting(NamedTuple):
+    """Other shipments in which one picture was decided before, oldest first: ``seen_in`` with its
+    very bytes, ``similar_in`` with a near-copy, at most ``similar_bits`` apart at the nearest."""
+
+    seen_in: list[str]
+    similar_in: list[str]
+    similar_bits: int | None
+
+
+def _rows(decision: dict[str, Any], shipment_id: str, seq: int) -> tuple[list[dict], list[dict]]:
+    """One decision's rows of each index: each distinct content hash, each distinct perceptual hash."""
+    images = decision.get("images", [])
+    hashes = {image.get("sha256") for image in images} - {None, ""}
+    phashes = {image.get("phash") for image in images} - {None, ""}
+    exact = [{"sha256": h, "shipment_id": shipment_id, "seq": seq} for h in sorted(hashes)]
+    alike = [
+        {"phash": p, "shipment_id": shipment_id, "seq": seq}
+        | {f"band{i}": b for i, b in enumerate(band_values(p))}
+        for p in sorted(phashes)
+    ]
+    return exact, alike
+
+
+def add_decision(conn: Connection, decision: dict[str, Any], shipment_id: str, seq: int) -> None:
+    """Index the images of a decision just appended."""
+    exact, alike = _rows(decision, shipment_id, seq)
+    if exact:
+        conn.execute(image_index.insert(), exact)
+    if alike:
+        conn.execute(image_likeness.insert(), alike)
+
+
+def rebuild(conn: Connection) -> None:
+    """Make both indexes again from the chain's decisions (rows an early build made are dropped)."""
+    index_metadata.create_all(conn)
+    conn.execute(image_index.delete())
+    conn.execute(image_likeness.delete())
+    c = audit_records.c
+    decisions = conn.execute(
+        select(c.seq, c.shipment_id, c.content).where(c.kind == "decision").order_by(c.seq)
+    )
+    exact: list[dict] = []
+    alike: list[dict] = []
+    for row in decisions:
+        more_exact, more_alike = _rows(json.loads(row.content)["decision"], row.shipment_id, row.seq)
+        exact += more_exact
+        alike += more_alike
+        if len(exact) + len(alike) >= _BATCH:
+            _flush(conn, exact, alike)
+            exact, alike = [], []
+    _flush(conn, exact, alike)
+
+
+def _flush(conn: Connection, exact: list[dict], alike: list[dict]) -> None:
+    if exact:
+        conn.execute(image_index.insert(), exact)
+    if alike:
+        conn.execute(image_likeness.insert(), alike)
+
+
+def seen_elsewhere(
+    conn: Connection, hashes: Sequence[str], other_than: str, *, most: int = 5
+) -> dict[str, list[str]]:
+    """For each content hash, the other shipments it was decided in, oldest first (at most ``most``)."""
+    wanted = sorted({h for h in hashes if h})
+    if not wanted:
+        return {}
+    c = image_index.c
+    found: dict[str, list[str]] = {}
+    rows = conn.execute(
+        select(c.sha256, c.shipment_id, func.min(c.seq).label("first"))
+        .where(c.sha256.in_(wanted), c.shipment_id != other_than)
+        .group_by(c.sha256, c.shipment_id)
+        .order_by(c.sha256, "first")
+    )
+    for row in rows:
+        shipments = found.setdefault(row.sha256, [])
+        if len(shipments) < most:
+            shipments.append(row.shipment_id)
+    return found
+
+
+def _near(conn: Connection, phash: str, other_than: str, bits: int) -> list[tuple[int, str, int]]:
+    """(first seq, shipment, distance) of the other shipments holding a hash within ``bits``."""
+    c = image_likeness.c
+    band = [c[f"band{i}"] == value for i, value in enumerate(band_values(phash))]
+    rows = conn.execute(select(c.phash, c.shipment_id, c.seq).where(or_(*band), c.shipment_id != other_than))
+    nearest: dict[str, tuple[int, int]] = {}
+    for row in rows:
+        distance = hamming(phash, row.phash)
+        if distance <= bits:
+            seq, best = nearest.get(row.shipment_id, (row.seq, distance))
+            nearest[row.shipment_id] = (min(seq, row.seq), min(best, distance))
+    return sorted((seq, shipment, distance) for shipment, (seq, distance) in nearest.items())
+
+
+def check_bits(near_copy_bits: int) -> None:
+    """Raise ValueError for a distance beyond what the band lookup is certain to find."""
+    if not 0 <= near_copy_bits < BANDS:
+        raise ValueError(f"near_copy_bits {near_copy_bits} not in 0 to {BANDS - 1}")
+
+
+def sightings(
+    conn: Connection,
+    images: Sequence[tuple[str, str | None]],
+    other_than: str,
+    *,
+    near_copy_bits: int,
+    most: int = 5,
+) -> dict[str, Sighting]:
+    """Where each image, given as (content hash, perceptual hash or None), was decided in another
+    shipment than ``other_than``; images seen nowhere are left out. A shipment that holds the same
+    bytes is named in ``seen_in`` only. ``near_copy_bits`` 0 looks for the same bytes only (see
+    :func:`check_bits`).
+    """
+    seen = seen_elsewhere(conn, [sha for sha, _ in images], other_than, most=most)
+    found: dict[str, Sighting] = {}
+    for sha, phash in images:
+        exact = seen.get(sha, [])
+        near = _near(conn, phash, other_than, near_copy_bits) if phash and near_copy_bits else []
+        near = [(shipment, distance) for _, shipment, distance in near if shipment not in exact]
+        if exact or near:
+            found[sha] = Sighting(
+                seen_in=exact,
+                similar_in=[shipment for shipment, _ in near[:most]],
+                similar_bits=min((d for _, d in near), default=None),
+            )
+    return found

@@ -1,0 +1,122 @@
+"""The perceptual hash: copies of a picture land within MAX_BITS, different pictures beyond it."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import pytest
+from datasets_test_images import REAL_ORE
+
+from datasets.perceptual_hash import BANDS, MAX_BITS, band_values, hamming, perceptual_hash
+from datasets.synth import render_sample
+
+PHOTOS = sorted(REAL_ORE.glob("*/*.png"))
+
+
+def _synthetic(cargo: str, n: int, *, first: int = 900) -> list[np.ndarray]:
+    """Good renders as 8-bit colour (grey and 16-bit X-ray variants converted), so that every copy applies."""
+    out = []
+    for i in range(n):
+        image = render_sample(cargo, "good", seed=np.random.SeedSequence(first + i), size=128).image
+        if image.dtype == np.uint16:
+            image = (image // 257).astype(np.uint8)
+        out.append(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image)
+    return out
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+
+
+def _one_pixel_changed(img: np.ndarray) -> np.ndarray:
+    out = img.copy()
+    out[0, 0] = 255 - out[0, 0]
+    return out
+
+
+COPIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "jpeg-q90": lambda img: _jpeg(img, 90),
+    "jpeg-q60": lambda img: _jpeg(img, 60),
+    "half-size": lambda img: cv2.resize(
+        img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA
+    ),
+    "1.5x-size": lambda img: cv2.resize(img, (img.shape[1] * 3 // 2, img.shape[0] * 3 // 2)),
+    "16-bit": lambda img: img.astype(np.uint16) * 257,
+    "channels-swapped": lambda img: np.ascontiguousarray(img[..., ::-1]),
+    "alpha-added": lambda img: np.dstack([img, np.full(img.shape[:2], 255, np.uint8)]),
+    "contrast-0.9": lambda img: np.clip((img.astype(np.float32) - 128) * 0.9 + 128, 0, 255).astype(np.uint8),
+    "noise-sd-4": lambda img: np.clip(img + np.random.default_rng(0).normal(0, 4, img.shape), 0, 255).astype(
+        np.uint8
+    ),
+    "one-pixel": lambda img: _one_pixel_changed(img),
+}
+
+
+@pytest.fixture(scope="module")
+def pictures() -> list[np.ndarray]:
+    photos = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in PHOTOS]
+    return photos + _synthetic("bulk_ore", 4) + _synthetic("vacuum_pack", 4)
+
+
+def test_the_real_photographs_are_there() -> None:
+    assert len(PHOTOS) >= 8, PHOTOS
+
+
+@pytest.mark.parametrize("copy", list(COPIES), ids=list(COPIES))
+def test_a_copy_lands_within_reach(pictures: list[np.ndarray], copy: str) -> None:
+    distances = [hamming(perceptual_hash(img), perceptual_hash(COPIES[copy](img))) for img in pictures]
+    assert max(distances) <= MAX_BITS, distances
+
+
+def test_different_pictures_are_beyond_reach(pictures: list[np.ndarray]) -> None:
+    more = pictures + _synthetic("bulk_ore", 12, first=950) + _synthetic("vacuum_pack", 12, first=950)
+    hashes = [perceptual_hash(img) for img in more]
+    nearest = min(hamming(a, b) for a, b in itertools.combinations(hashes, 2))
+    assert nearest > MAX_BITS * 2, nearest  # a margin: distances cluster near 32
+
+
+@pytest.mark.parametrize(
+    "flat",
+    [
+        np.zeros((40, 60), np.uint8),
+        np.full((40, 60, 3), 200, np.uint8),
+        np.full((16, 16, 3), 60000, np.uint16),
+        np.pad(np.full((63, 64), 90, np.uint8), ((0, 1), (0, 0)), constant_values=91),  # one row off by one
+    ],
+    ids=["black", "grey-colour", "16-bit-white", "nearly-flat"],
+)
+def test_a_flat_picture_has_no_hash(flat: np.ndarray) -> None:
+    assert perceptual_hash(flat) is None
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0, 3), (5,), (2, 2, 2, 2)])
+def test_a_shape_that_is_no_image_is_refused(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=r"perceptual hash of an image of shape .*: expected \(H, W\)"):
+        perceptual_hash(np.zeros(shape, np.uint8))
+
+
+@pytest.mark.parametrize("phash", ["0000000000000000", "ffffffffffffffff", "94e46b5a2e6d3992"])
+def test_the_bands_cover_every_bit_once(phash: str) -> None:
+    widths = (13, 13, 13, 13, 12)
+    value = 0
+    for band, width in zip(band_values(phash), widths, strict=True):
+        assert 0 <= band < 1 << width
+        value = value << width | band
+    assert len(band_values(phash)) == BANDS and f"{value:016x}" == phash
+
+
+def test_hamming_counts_differing_bits() -> None:
+    assert hamming("0000000000000000", "000000000000000f") == 4
+    assert hamming("94e46b5a2e6d3992", "94e46b5a2e6d3992") == 0
+
+
+def test_a_photograph_hashes_as_it_did() -> None:
+    """Hashes are kept in the audit trail and compared with later ones: a change to how they are
+    made must be a deliberate one (and the stores' likeness indexes made again)."""
+    photo = REAL_ORE / "empty_belt" / "image01.png"
+    assert perceptual_hash(cv2.imread(str(photo), cv2.IMREAD_COLOR)) == "bdac654364999267"
