@@ -184,7 +184,10 @@ def build_services(
         settings=settings,
         keys=keys,
         signer=SessionSigner(
-            secret, ttl_s=settings.session_ttl_s, revoked_dir=settings.data_dir / "sessions"
+            secret,
+            ttl_s=settings.session_ttl_s,
+            idle_s=settings.session_idle_s,
+            revoked_dir=settings.data_dir / "sessions",
         ),
         metrics=metrics,
         store=ImageStore(settings.data_dir),

@@ -16,6 +16,7 @@ import enum
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import time
@@ -138,13 +139,20 @@ class SessionSigner:
     an expiry and a CSRF token. The cookie is useless without the secret; a key removed from settings
     ends its sessions, and signing out ends one (its id is kept among the revoked until it expires,
     in ``revoked_dir`` where every worker sees it, or in memory without one).
+
+    A session also ends after ``idle_s`` without a request (a workstation left signed in): each
+    session's last use is kept beside the revoked ids, as the time of a ``<id>.seen`` file.
     """
 
-    def __init__(self, secret: bytes, *, ttl_s: int, revoked_dir: Path | None = None) -> None:
+    def __init__(
+        self, secret: bytes, *, ttl_s: int, idle_s: int | None = None, revoked_dir: Path | None = None
+    ) -> None:
         self._secret = secret
         self._ttl_s = ttl_s
+        self._idle_s = ttl_s if idle_s is None else idle_s
         self._revoked_dir = revoked_dir
         self._revoked: dict[str, int] = {}
+        self._seen: dict[str, float] = {}
 
     def _mac(self, body: bytes) -> bytes:
         return hmac.new(self._secret, body, hashlib.sha256).digest()
@@ -162,6 +170,8 @@ class SessionSigner:
             "exp": int(now) + self._ttl_s,
             "csrf": self._mac(b"csrf:" + sid.encode()).hex()[:32],
         }
+        self._forget_idle(now)
+        self._mark_seen(sid, now)
         body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode())
         return f"{body.decode()}.{base64.urlsafe_b64encode(self._mac(body)).decode()}"
 
@@ -189,8 +199,8 @@ class SessionSigner:
             return None
 
     def check(self, cookie: str, keys: KeyRing, *, now: float | None = None) -> tuple[Principal, str] | None:
-        """The (principal, csrf token) of a valid, unexpired, not signed-out cookie whose key is still
-        configured."""
+        """The (principal, csrf token) of a valid, unexpired, not signed-out, recently used cookie whose
+        key is still configured; a valid one counts as used now."""
         now = time.time() if now is None else now
         parsed = self._payload(cookie)
         if parsed is None:
@@ -198,9 +208,13 @@ class SessionSigner:
         sid, key_id, role, exp, csrf = parsed
         if now >= exp or self._is_revoked(sid):
             return None
+        seen = self._last_seen(sid)
+        if seen is None or now - seen >= self._idle_s:
+            return None
         principal = keys.by_digest(key_id, derive=self._key_id)
         if principal is None or principal.role is not role:
             return None
+        self._mark_seen(sid, now)
         return principal, csrf
 
     def revoke(self, cookie: str, *, now: float | None = None) -> None:
@@ -213,20 +227,62 @@ class SessionSigner:
         if self._revoked_dir is None:
             self._revoked = {s: e for s, e in self._revoked.items() if e > now}
             self._revoked[sid] = exp
+            self._seen.pop(sid, None)
             return
         self._revoked_dir.mkdir(parents=True, exist_ok=True)
         for old in self._revoked_dir.iterdir():  # forget the ids of sessions that have expired anyway
+            if old.suffix == ".seen":
+                continue
             try:
                 if int(old.read_text(encoding="ascii")) <= now:
                     old.unlink()
             except (OSError, ValueError):
                 continue
         (self._revoked_dir / sid).write_text(str(exp), encoding="ascii")
+        self._seen_file(sid).unlink(missing_ok=True)
 
     def _is_revoked(self, sid: str) -> bool:
         if self._revoked_dir is None:
             return sid in self._revoked
         return (self._revoked_dir / sid).exists()
+
+    def _seen_file(self, sid: str) -> Path:
+        assert self._revoked_dir is not None
+        return self._revoked_dir / f"{sid}.seen"
+
+    def _mark_seen(self, sid: str, now: float) -> None:
+        if self._revoked_dir is None:
+            self._seen[sid] = now
+            return
+        path = self._seen_file(sid)
+        try:
+            os.utime(path, (now, now))
+        except FileNotFoundError:
+            self._revoked_dir.mkdir(parents=True, exist_ok=True)
+            path.touch()
+            os.utime(path, (now, now))
+
+    def _last_seen(self, sid: str) -> float | None:
+        """When the session was last used, on any worker; None for one never seen (issued by a server
+        that kept no such record, or forgotten once idle)."""
+        if self._revoked_dir is None:
+            return self._seen.get(sid)
+        try:
+            return self._seen_file(sid).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop the last-use records of sessions idle past their end (they cannot come back)."""
+        if self._revoked_dir is None:
+            self._seen = {s: t for s, t in self._seen.items() if now - t < self._idle_s}
+            return
+        for path in self._revoked_dir.glob("*.seen") if self._revoked_dir.is_dir() else ():
+            try:
+                if now - path.stat().st_mtime >= self._idle_s:
+                    path.unlink()
+            except FileNotFoundError:
+                continue
 
 
 _SESSION_ID = re.compile(r"[0-9a-f]{32}")

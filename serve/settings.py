@@ -62,6 +62,9 @@ class ServeSettings(Settings):
         default=None, description="Key that signs review-page session cookies; random per start if unset."
     )
     session_ttl_s: int = Field(default=8 * 3600, gt=0, description="Lifetime of a review-page session.")
+    session_idle_s: int = Field(
+        default=30 * 60, gt=0, description="A review-page session unused this long ends (sign in again)."
+    )
     auth_failures_per_minute: int = Field(
         default=20,
         ge=0,

@@ -178,6 +178,35 @@ def test_a_signed_out_session_ends_on_every_worker(tmp_path) -> None:
     assert sorted(p.name for p in (tmp_path / "sessions").iterdir()) == [_sid(other)]
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["folder", "in-memory"])
+def test_a_session_unused_for_idle_s_ends(tmp_path, shared: bool) -> None:
+    ring = parse_api_keys(API_KEYS)
+    folder = tmp_path / "sessions" if shared else None
+    workers = [SessionSigner(b"shared", ttl_s=600, idle_s=60, revoked_dir=folder) for _ in range(2)]
+    if not shared:
+        workers[1] = workers[0]  # in memory, a session lives in the worker that issued it
+    cookie = workers[0].issue(OFFICER_KEY, Role.OFFICER, now=1000.0)
+    assert workers[1].check(cookie, ring, now=1059.0) is not None  # each use starts the wait again
+    assert workers[0].check(cookie, ring, now=1118.0) is not None
+    assert workers[1].check(cookie, ring, now=1178.0) is None  # 60 s unused
+    assert workers[0].check(cookie, ring, now=1179.0) is None  # and it does not come back
+    fresh = workers[0].issue(OFFICER_KEY, Role.OFFICER, now=1200.0)  # signing in again works
+    assert workers[1].check(fresh, ring, now=1201.0) is not None
+    if shared:  # the idle session's record was swept when the next one was issued
+        assert sorted(p.name for p in folder.iterdir()) == [f"{_sid(fresh)}.seen"]
+
+
+def test_an_idle_review_page_asks_to_sign_in_again(make_client) -> None:
+    import time
+
+    client = make_client(session_idle_s=1)
+    assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
+    assert "Sign out" in client.get("/review").text
+    time.sleep(1.2)
+    page = client.get("/review")
+    assert "Sign out" not in page.text and 'id="login-form"' in page.text
+
+
 def _sid(cookie: str) -> str:
     return json.loads(base64.urlsafe_b64decode(cookie.split(".")[0]))["sid"]
 
