@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Form, Path, Request, UploadFile
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from datasets.errors import InputError, ModelError
+from datasets.errors import ClearsightError, InputError, ModelError
 from datasets.perceptual_hash import perceptual_hash
 from pipeline.audit.image_indexes import Sighting
 from pipeline.audit.store import ImagesSeenSince
@@ -28,10 +29,12 @@ from serve.schemas import (
     SubmissionReceipt,
 )
 from serve.scoring import Upload, batcher_for, decoded_uploads, heatmap_png, predict
+from serve.storage import heatmap_key
 
 __all__ = ["idempotency_key", "record_outcome", "router", "submit_shipment"]
 
 router = APIRouter(prefix="/v1", tags=["shipments"])
+_log = logging.getLogger("clearsight.serve")
 
 DECLARATION_EXAMPLE = (
     '{"shipment_id": "SHP-2025-0001", "cargo_type": "bulk_ore", "trader_id": "CN-TRADER-42", '
@@ -231,8 +234,9 @@ async def submit_shipment(
     replayed = await run_in_threadpool(services.audit.replayed, key, declaration.shipment_id)
     if replayed is not None:
         # the same pictures (the key pins their hashes): kept again in case the first attempt
-        # recorded its decision and then failed to keep them
+        # recorded its decision and then failed to keep them, heatmaps too
         await run_in_threadpool(_keep_for_review, services, uploads, [])
+        await _restore_heatmaps(services, replayed.decision, uploads)
         return replayed
     verdicts, heatmaps = await _verdicts(services, declaration, uploads)
     for attempt in range(_DECIDE_ATTEMPTS):
@@ -271,6 +275,31 @@ async def submit_shipment(
     if record.decision.decided_at == decision.decided_at:  # a replay returns the earlier decision's time
         services.metrics.decisions.labels(record.decision.tier.value).inc()
     return record
+
+
+async def _restore_heatmaps(services: Services, decision: ShipmentDecision, uploads: list[Upload]) -> None:
+    """Make again the heatmaps a recorded decision names and the store lacks (a first attempt that
+    failed after recording), where the model loaded now is the one that scored the picture: model
+    time only in that rare case, and never another model's map under this one's name."""
+    wanted = {v.sha256: v.model_id for v in decision.images if v.heatmap and v.model_id}
+    missing = [
+        u
+        for u in uploads
+        if u.sha256 in wanted and not services.store.has("heatmaps", heatmap_key(u.sha256, wanted[u.sha256]))
+    ]
+    if not missing:
+        return
+    try:
+        predictions = await predict(services, decision.cargo_type, missing)
+    except ClearsightError as exc:  # the decision stands; its page shows the picture without one
+        _log.warning("heatmaps of shipment %s not made again: %s", decision.shipment_id, exc)
+        return
+    kept = [
+        (u.sha256, p.model_id, await heatmap_png(u, p))
+        for u, p in zip(missing, predictions, strict=True)
+        if p.model_id == wanted[u.sha256]
+    ]
+    await run_in_threadpool(_keep_for_review, services, [], kept)
 
 
 def _keep_for_review(

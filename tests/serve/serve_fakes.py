@@ -35,8 +35,10 @@ class FakePredictor:
         delay_s: float = 0.0,
         fail: bool = False,
         trained_side: int | None = None,
+        model_id: str | None = None,
     ) -> None:
         self._cargo_type = cargo_type
+        self._model_id = model_id or f"{cargo_type}-fake-0001"
         self.delay_s = delay_s
         self.fail = fail
         self.trained_side = trained_side
@@ -45,7 +47,7 @@ class FakePredictor:
 
     @property
     def model_id(self) -> str:
-        return f"{self._cargo_type}-fake-0001"
+        return self._model_id
 
     @property
     def cargo_type(self) -> str:

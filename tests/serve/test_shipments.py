@@ -570,10 +570,23 @@ def test_the_same_pictures_under_two_ids_at_once_are_not_both_new(live_server, a
 
 def test_a_retry_keeps_the_pictures_a_failed_first_attempt_lost(make_client, tmp_path) -> None:
     """The decision is recorded before its pictures are kept: if keeping them failed, the retry,
-    answered from the record, keeps them."""
+    answered from the record, keeps them, and makes their heatmaps again."""
     client = make_client()
     assert _submit(client, "SHP-LOST", [240]).status_code == 200
     stored = tmp_path / "data" / "images" / f"{hashlib.sha256(png_bytes(240)).hexdigest()}.png"
+    (heatmap,) = (tmp_path / "data" / "heatmaps").iterdir()
+    first = heatmap.read_bytes()
     stored.unlink()  # as if the disk had been full just then
+    heatmap.unlink()
     again = _submit(client, "SHP-LOST", [240])
     assert again.status_code == 200 and again.json()["seq"] == 1 and stored.is_file()
+    assert heatmap.read_bytes() == first  # the same model's map, under the name the decision gives
+
+
+def test_a_retry_does_not_put_another_models_heatmap_under_the_first_ones_name(make_client, tmp_path) -> None:
+    assert _submit(make_client(), "SHP-LOST", [240]).status_code == 200
+    (heatmap,) = (tmp_path / "data" / "heatmaps").iterdir()
+    heatmap.unlink()
+    other = make_client(predictors={"bulk_ore": FakePredictor("bulk_ore", model_id="ore-retrained")})
+    assert _submit(other, "SHP-LOST", [240]).json()["seq"] == 1  # answered from the record
+    assert list((tmp_path / "data" / "heatmaps").iterdir()) == []
