@@ -1,18 +1,23 @@
 """A picture's perceptual hash: what stays of it when it is re-encoded, resized or retouched.
 
 A content hash (sha256) tells the same bytes again; one byte changed, or the picture saved again as
-JPEG, gives another. The perceptual hash here is the DCT hash (pHash): the picture in grey, shrunk to
-32 x 32, and the signs of its 8 x 8 lowest-frequency DCT coefficients against their median, 64 bits
-written as 16 hex digits. Copies of one picture land a few bits apart and different pictures about
-32 (``bench/bench_near_copies.py`` measures both on synthetic and real images).
+JPEG, gives another. The perceptual hash here is a DCT hash (pHash) in two parts, from the picture in
+grey shrunk to 32 x 32:
 
-It is not robust to crops, rotations of more than a degree or two, or mirroring: a near-copy is the
-same framing of the same scene. Grey is the plain mean of the channels, so that RGB and BGR pixels
-of one picture give one hash.
+* **coarse**, 64 bits: the signs of the 8 x 8 lowest-frequency DCT coefficients against their median.
+  It is cut into ``BANDS`` bands that a store looks up exactly: two coarse hashes at most
+  ``COARSE_BITS`` apart agree on at least one band (pigeonhole), so no candidate is missed.
+* **fine**, 256 bits: the same for the 16 x 16 lowest. The coarse part is the picture's layout, and
+  pictures framed alike (a scanner's walls and beams in the same place) can share it; the fine part
+  holds the texture inside the frame. A near-copy is a candidate by its coarse part and is judged by
+  its fine part (``near_copy_bits`` of 256).
 
-The audit store finds hashes within ``MAX_BITS`` of each other by cutting them into ``BANDS`` bands
-and looking each band up exactly: two hashes at most ``BANDS - 1`` bits apart agree on at least one
-band (pigeonhole), so no near-copy within that distance is missed.
+``bench/bench_near_copies.py`` measures both on synthetic, fixed-framing and real images. Either part
+has exactly half its bits set (the median cut), so distances are even. The hash is not robust to
+crops, turns of more than a degree or two, or mirroring: a near-copy is the same framing of the same
+scene. Grey is the plain mean of the channels, so that RGB and BGR pixels of one picture give one
+hash. A picture with no layout to tell (flat, under 16 pixels a side, or the same in every row or
+column) gets no hash: all such pictures would hash alike, and only their bytes can tell a copy.
 """
 
 from __future__ import annotations
@@ -20,51 +25,84 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["BANDS", "MAX_BITS", "band_values", "hamming", "perceptual_hash"]
+__all__ = [
+    "BANDS",
+    "COARSE_BITS",
+    "FINE_BITS",
+    "band_values",
+    "coarse_part",
+    "fine_distance",
+    "hamming",
+    "perceptual_hash",
+]
 
 _SIDE = 32
-_LOW = 8
+_COARSE = 8
+_FINE = 16
+FINE_BITS = _FINE * _FINE
+"""Bits of the fine part: ``near_copy_bits`` counts against these."""
 BANDS = 5
-"""Bands a hash is cut into for lookup (13, 13, 13, 13 and 12 bits)."""
-MAX_BITS = BANDS - 1
-"""The largest distance the band lookup is certain to find."""
+"""Bands the coarse part is cut into for lookup (13, 13, 13, 13 and 12 bits)."""
+COARSE_BITS = BANDS - 1
+"""How far apart the coarse parts of a near-copy may lie: the most the band lookup is certain to find."""
 _BAND_WIDTHS = (13, 13, 13, 13, 12)
+_MIN_SIDE = 16
 _FLAT = 1.0
-"""A thumbnail whose grey levels vary by less than this (standard deviation, 8-bit units) is flat."""
+"""A thumbnail whose grey levels vary by less than this (standard deviation, in the picture's own
+sample values: a 12-bit X-ray kept in 16 bits is judged on its own scale) is flat."""
+_DEGENERATE = 64
+"""A layout whose fine coefficients are this many times exactly nothing (one row repeated, a ramp)."""
+
+
+def _bits(coefficients: np.ndarray) -> str:
+    """The coefficients against the median of all but the first (the mean brightness), as hex."""
+    return bytes(np.packbits(coefficients > np.median(coefficients[1:]))).hex()
 
 
 def perceptual_hash(pixels: np.ndarray) -> str | None:
-    """The 64-bit DCT hash of an image (H, W) or (H, W, C), 8- or 16-bit, as 16 lowercase hex digits;
-    None for a flat picture (blank, a lens cap, all white), which has no layout to hash: every such
-    picture would hash alike, so that only its bytes can tell a copy.
+    """The hash of an image (H, W) or (H, W, C), 8- or 16-bit: 80 lowercase hex digits, the coarse
+    part's 16 then the fine part's 64; None for a picture with no layout to tell.
 
     Raises:
-        ValueError: an image with no pixels, or of another shape.
+        ValueError: an array of another shape.
     """
-    if pixels.ndim not in (2, 3) or pixels.shape[0] == 0 or pixels.shape[1] == 0:
+    if pixels.ndim not in (2, 3):
         raise ValueError(f"perceptual hash of an image of shape {pixels.shape}: expected (H, W) or (H, W, C)")
-    if pixels.ndim == 3 and pixels.shape[2] > 3:
-        pixels = pixels[..., :3]  # an alpha channel is no part of the picture
-    # shrunk before anything else, so that a large picture is never copied whole as floats
-    small = cv2.resize(np.ascontiguousarray(pixels), (_SIDE, _SIDE), interpolation=cv2.INTER_AREA)
-    grey = small.astype(np.float32)
-    if grey.ndim == 3:
-        grey = grey.mean(axis=2)
-    if grey.std() < _FLAT * (257 if pixels.dtype == np.uint16 else 1):
+    if min(pixels.shape[:2]) < _MIN_SIDE:
         return None
-    low = cv2.dct(grey)[:_LOW, :_LOW].ravel()
-    bits = low > np.median(low[1:])  # the DC term is the mean brightness, not the layout
-    return bytes(np.packbits(bits)).hex()
+    # shrunk before anything else, so that a large picture is never copied whole
+    small = cv2.resize(pixels, (_SIDE, _SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    if small.ndim == 3:
+        channels = small.shape[2]
+        small = small[..., : channels - 1 if channels in (2, 4) else channels]  # alpha is no picture
+    grey = small.mean(axis=2) if small.ndim == 3 else small
+    if grey.std() < _FLAT:
+        return None
+    dct = cv2.dct(grey)
+    fine = dct[:_FINE, :_FINE].ravel()
+    if np.sum(np.abs(fine[1:]) <= 1e-4 * np.abs(fine[1:]).max()) >= _DEGENERATE:
+        return None
+    return _bits(dct[:_COARSE, :_COARSE].ravel()) + _bits(fine)
+
+
+def coarse_part(phash: str) -> str:
+    """The 16 hex digits the store's bands are cut from."""
+    return phash[:16]
+
+
+def fine_distance(a: str, b: str) -> int:
+    """Bits in which two hashes' fine parts differ (of ``FINE_BITS``)."""
+    return hamming(a[16:], b[16:])
 
 
 def hamming(a: str, b: str) -> int:
-    """Bits in which two hex hashes differ."""
+    """Bits in which two hex strings differ."""
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
 def band_values(phash: str) -> tuple[int, ...]:
-    """The hash cut into ``BANDS`` integers, most significant bits first."""
-    value, out, shift = int(phash, 16), [], 64
+    """A hash's coarse part cut into ``BANDS`` integers, most significant bits first."""
+    value, out, shift = int(coarse_part(phash), 16), [], 64
     for width in _BAND_WIDTHS:
         shift -= width
         out.append((value >> shift) & ((1 << width) - 1))

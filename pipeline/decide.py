@@ -307,7 +307,7 @@ def decide_shipment(
                     image=image.path,
                     message=(
                         f"a near-copy of a picture decided before in shipment {', '.join(image.similar_in)} "
-                        f"(perceptual hashes {image.similar_bits} of 64 bits apart)"
+                        f"(perceptual hashes {image.similar_bits} of 256 bits apart)"
                     ),
                 )
             )

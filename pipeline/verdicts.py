@@ -68,10 +68,11 @@ class ImageVerdict(BaseModel):
     # store's image index found them when this image was submitted: a photograph of other cargo, or
     # a shipment sent again under a new id. None where nobody looked (batch rows, older rows).
     seen_in: list[str] | None = None
-    # The picture's perceptual hash (datasets.perceptual_hash, 16 hex digits), and the other
+    # The picture's perceptual hash (datasets.perceptual_hash, 80 hex digits), and the other
     # shipments in which a near-copy of it (re-encoded, resized, retouched: not the same bytes) was
-    # decided, at most ``similar_bits`` of 64 bits apart at the nearest. None where nobody looked.
-    phash: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
+    # decided, its fine hash ``similar_bits`` of 256 bits away at the nearest. None where nobody
+    # looked, or for a picture with no layout to hash.
+    phash: str | None = Field(default=None, pattern=r"^[0-9a-f]{80}$")
     similar_in: list[str] | None = None
     similar_bits: int | None = None
 

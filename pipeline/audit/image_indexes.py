@@ -2,29 +2,46 @@
 
 Both are built from the decisions in the chain and are no part of its evidence: an upgrade makes
 them again from the chain. ``audit_image_index`` holds each image's content hash (the same bytes);
-``audit_image_likeness`` its perceptual hash cut into bands (:mod:`datasets.perceptual_hash`), so
-that a re-encoded, resized or retouched copy is found by exact band lookups and then measured.
+``audit_image_likeness`` its perceptual hash, the coarse part cut into bands
+(:mod:`datasets.perceptual_hash`), so that a re-encoded, resized or retouched copy is found by exact
+band lookups and then judged by the fine part.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, func, or_, select
 
-from datasets.perceptual_hash import BANDS, band_values, hamming
+from datasets.perceptual_hash import COARSE_BITS, FINE_BITS, band_values, coarse_part, fine_distance, hamming
 from pipeline.audit.schema import audit_records, image_index, image_likeness, index_metadata
 
-__all__ = ["Sighting", "add_decision", "check_bits", "rebuild", "seen_elsewhere", "sightings"]
+__all__ = [
+    "MAX_NEAR_COPY_BITS",
+    "Sighting",
+    "add_decision",
+    "check_bits",
+    "rebuild",
+    "seen_elsewhere",
+    "sightings",
+]
 
 _BATCH = 10_000
+_CANDIDATES = 5_000
+"""Most index rows compared per picture, the latest first: bounds the work one request can cause
+(pictures framed alike share bands; a few thousand share one only in a very large store)."""
+MAX_NEAR_COPY_BITS = FINE_BITS // 4
+"""The farthest ``near_copy_bits`` may reach: different pictures lie about half the fine bits apart."""
+log = logging.getLogger("clearsight.audit")
 
 
 class Sighting(NamedTuple):
     """Other shipments in which one picture was decided before, oldest first: ``seen_in`` with its
-    very bytes, ``similar_in`` with a near-copy, at most ``similar_bits`` apart at the nearest."""
+    very bytes, ``similar_in`` with a near-copy, whose fine hash lies ``similar_bits`` of 256 from
+    this one's at the nearest."""
 
     seen_in: list[str]
     similar_in: list[str]
@@ -83,17 +100,21 @@ def _flush(conn: Connection, exact: list[dict], alike: list[dict]) -> None:
 
 
 def seen_elsewhere(
-    conn: Connection, hashes: Sequence[str], other_than: str, *, most: int = 5
+    conn: Connection, hashes: Sequence[str], other_than: str, *, most: int = 5, after: int | None = None
 ) -> dict[str, list[str]]:
-    """For each content hash, the other shipments it was decided in, oldest first (at most ``most``)."""
+    """For each content hash, the other shipments it was decided in, oldest first (at most ``most``);
+    with ``after``, only in records after that sequence number."""
     wanted = sorted({h for h in hashes if h})
     if not wanted:
         return {}
     c = image_index.c
+    where = [c.sha256.in_(wanted), c.shipment_id != other_than]
+    if after is not None:
+        where.append(c.seq > after)
     found: dict[str, list[str]] = {}
     rows = conn.execute(
         select(c.sha256, c.shipment_id, func.min(c.seq).label("first"))
-        .where(c.sha256.in_(wanted), c.shipment_id != other_than)
+        .where(*where)
         .group_by(c.sha256, c.shipment_id)
         .order_by(c.sha256, "first")
     )
@@ -104,14 +125,35 @@ def seen_elsewhere(
     return found
 
 
-def _near(conn: Connection, phash: str, other_than: str, bits: int) -> list[tuple[int, str, int]]:
-    """(first seq, shipment, distance) of the other shipments holding a hash within ``bits``."""
+def _near(
+    conn: Connection, sha256: str, phash: str, other_than: str, bits: int, after: int | None
+) -> list[tuple[int, str, int]]:
+    """(first seq, shipment, fine distance) of the other shipments holding a near-copy: a coarse part
+    within ``COARSE_BITS`` and a fine part within ``bits``. A shipment holding the very bytes is
+    left out, however many do (it is named as the same picture)."""
     c = image_likeness.c
-    band = [c[f"band{i}"] == value for i, value in enumerate(band_values(phash))]
-    rows = conn.execute(select(c.phash, c.shipment_id, c.seq).where(or_(*band), c.shipment_id != other_than))
+    same_bytes = select(image_index.c.shipment_id).where(image_index.c.sha256 == sha256)
+    where = [
+        or_(*(c[f"band{i}"] == value for i, value in enumerate(band_values(phash)))),
+        c.shipment_id != other_than,
+        c.shipment_id.not_in(same_bytes),
+    ]
+    if after is not None:
+        where.append(c.seq > after)
+    rows = conn.execute(
+        select(c.phash, c.shipment_id, c.seq).where(*where).order_by(c.seq.desc()).limit(_CANDIDATES)
+    ).all()
+    if len(rows) == _CANDIDATES:
+        log.warning(
+            "near-copy lookup: %d pictures share a band with %s; only the latest were compared",
+            _CANDIDATES,
+            coarse_part(phash),
+        )
     nearest: dict[str, tuple[int, int]] = {}
     for row in rows:
-        distance = hamming(phash, row.phash)
+        if hamming(coarse_part(phash), coarse_part(row.phash)) > COARSE_BITS:
+            continue
+        distance = fine_distance(phash, row.phash)
         if distance <= bits:
             seq, best = nearest.get(row.shipment_id, (row.seq, distance))
             nearest[row.shipment_id] = (min(seq, row.seq), min(best, distance))
@@ -119,9 +161,9 @@ def _near(conn: Connection, phash: str, other_than: str, bits: int) -> list[tupl
 
 
 def check_bits(near_copy_bits: int) -> None:
-    """Raise ValueError for a distance beyond what the band lookup is certain to find."""
-    if not 0 <= near_copy_bits < BANDS:
-        raise ValueError(f"near_copy_bits {near_copy_bits} not in 0 to {BANDS - 1}")
+    """Raise ValueError for a fine distance past ``MAX_NEAR_COPY_BITS``."""
+    if not 0 <= near_copy_bits <= MAX_NEAR_COPY_BITS:
+        raise ValueError(f"near_copy_bits {near_copy_bits} not in 0 to {MAX_NEAR_COPY_BITS}")
 
 
 def sightings(
@@ -131,22 +173,22 @@ def sightings(
     *,
     near_copy_bits: int,
     most: int = 5,
+    after: int | None = None,
 ) -> dict[str, Sighting]:
     """Where each image, given as (content hash, perceptual hash or None), was decided in another
-    shipment than ``other_than``; images seen nowhere are left out. A shipment that holds the same
-    bytes is named in ``seen_in`` only. ``near_copy_bits`` 0 looks for the same bytes only (see
-    :func:`check_bits`).
+    shipment than ``other_than`` (with ``after``, in records after that sequence number); images seen
+    nowhere are left out. A shipment that holds the same bytes is named in ``seen_in`` only.
+    ``near_copy_bits`` (of the fine part's 256; :func:`check_bits`) 0 looks for the same bytes only.
     """
-    seen = seen_elsewhere(conn, [sha for sha, _ in images], other_than, most=most)
+    seen = seen_elsewhere(conn, [sha for sha, _ in images], other_than, most=most, after=after)
     found: dict[str, Sighting] = {}
     for sha, phash in images:
         exact = seen.get(sha, [])
-        near = _near(conn, phash, other_than, near_copy_bits) if phash and near_copy_bits else []
-        near = [(shipment, distance) for _, shipment, distance in near if shipment not in exact]
+        near = _near(conn, sha, phash, other_than, near_copy_bits, after) if phash and near_copy_bits else []
         if exact or near:
             found[sha] = Sighting(
                 seen_in=exact,
-                similar_in=[shipment for shipment, _ in near[:most]],
-                similar_bits=min((d for _, d in near), default=None),
+                similar_in=[shipment for _, shipment, _ in near[:most]],
+                similar_bits=min((d for _, _, d in near), default=None),
             )
     return found

@@ -92,7 +92,7 @@ image_index = Table(
 image_likeness = Table(
     "audit_image_likeness",
     index_metadata,
-    Column("phash", String(16), nullable=False),
+    Column("phash", String(80), nullable=False),
     Column("shipment_id", String(128), nullable=False),
     Column("seq", BigInteger, nullable=False),
     *(Column(f"band{i}", Integer, nullable=False, index=True) for i in range(BANDS)),

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 from urllib.parse import unquote
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
@@ -63,7 +63,7 @@ from pipeline.audit.schema import (
 from pipeline.audit.verify import verify_chain
 from pipeline.verdicts import ShipmentDecision, Tier
 
-__all__ = ["AuditStore", "ImagesSeenSince"]
+__all__ = ["AuditStore", "ImagesSeenSince", "Lookup"]
 
 _T = TypeVar("_T")
 _WRITE = "clearsight_write"
@@ -394,7 +394,7 @@ class AuditStore:
         *,
         idempotency_key: str | None = None,
         exclusive: bool = False,
-        images_seen: bool = False,
+        images_seen_as_of: int | None = None,
         near_copy_bits: int = 0,
     ) -> AuditRecord:
         """Append a decision. If ``idempotency_key`` was recorded before, return that record instead.
@@ -413,17 +413,18 @@ class AuditStore:
         one has no officer's outcome: a hold is lifted by an officer who inspected the cargo
         (:meth:`record_outcome`), not by deciding again under a laxer policy or on other verdicts.
 
-        With ``images_seen``, the decision's images say where each, or a near-copy of it within
-        ``near_copy_bits``, was seen before (``ImageVerdict.seen_in`` and ``similar_in``, from
-        :meth:`sightings`); that is checked again in the write's transaction, so that the same
-        pictures sent under two ids at once cannot both pass as new.
+        With ``images_seen_as_of``, the decision's images say where each, or a near-copy of it within
+        ``near_copy_bits``, was seen before, as :meth:`sightings` found them up to that sequence
+        number (``ImageVerdict.seen_in`` and ``similar_in``). The records written since are checked
+        in the write's transaction, so that the same pictures sent under two ids at once cannot both
+        pass as new; only those, so that the write lock is held for moments.
 
         Raises:
             InputError: an empty or over-long idempotency key.
             ConflictError: ``exclusive`` and the shipment was decided under another key at the
                 same or a stricter tier; or the decision would lower an unresolved hold.
-            ImagesSeenSince: ``images_seen`` and an image was decided in another shipment since it
-                was looked up (``.sightings`` holds the lookup as it stands): decide again.
+            ImagesSeenSince: an image that was seen nowhere (or had no near-copy) when looked up
+                has been decided in another shipment since: look it up and decide again.
             AuditError: the database cannot be written.
         """
         self._check_writable()
@@ -466,15 +467,16 @@ class AuditStore:
                 if replayed is not None:
                     return replayed
                 self._refuse_lowering_a_hold(conn, latest, decision)
-            if images_seen:
-                found = sightings(
+            if images_seen_as_of is not None:
+                since = sightings(
                     conn,
                     [(i.sha256 or "", i.phash) for i in decision.images],
                     decision.shipment_id,
                     near_copy_bits=near_copy_bits,
+                    after=images_seen_as_of,
                 )
-                if any(_news(found.get(i.sha256 or ""), i) for i in decision.images):
-                    raise ImagesSeenSince(decision.shipment_id, found)
+                if any(_news(since.get(i.sha256 or ""), i) for i in decision.images):
+                    raise ImagesSeenSince(decision.shipment_id)
             content = {
                 "kind": "decision",
                 "shipment_id": decision.shipment_id,
@@ -511,19 +513,24 @@ class AuditStore:
         other_than: str,
         near_copy_bits: int,
         most: int = 5,
-    ) -> dict[str, Sighting]:
+    ) -> Lookup:
         """Where each image, as (content hash, perceptual hash or None), was decided in another
-        shipment: with the same bytes, or as a near-copy within ``near_copy_bits`` of its perceptual
-        hash (0: the same bytes only). Keyed by content hash; images seen nowhere are left out.
+        shipment: with the same bytes, or as a near-copy whose fine hash lies within
+        ``near_copy_bits`` of 256 (0: the same bytes only). ``found`` is keyed by content hash and
+        leaves out images seen nowhere; ``as_of`` is the last record the lookup saw, for
+        :meth:`record`'s ``images_seen_as_of``.
 
         Raises:
-            ValueError: ``near_copy_bits`` beyond what the index is certain to find.
+            ValueError: ``near_copy_bits`` out of range (:data:`MAX_NEAR_COPY_BITS`).
         """
         check_bits(near_copy_bits)
-        if self._not_upgraded is not None or not images:
-            return {}
+        if self._not_upgraded is not None:
+            return Lookup({}, 0)  # an older store has no index (and takes no decision to check against it)
         with self._reading("looking up images decided before") as conn:
-            return sightings(conn, images, other_than, near_copy_bits=near_copy_bits, most=most)
+            # the head first: every record up to it is committed, so the lookup after it sees them
+            as_of = conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1)).scalar_one()
+            found = sightings(conn, images, other_than, near_copy_bits=near_copy_bits, most=most)
+        return Lookup(found, as_of)
 
     def _check_writable(self) -> None:
         if self._not_upgraded is not None:
@@ -743,28 +750,27 @@ class AuditStore:
             conn.execute(select(1))
 
 
-def _news(found: Sighting | None, image: Any) -> bool:
-    """Whether a lookup names a shipment the image's verdict did not know of."""
-    if found is None:
+def _news(since: Sighting | None, image: Any) -> bool:
+    """Whether records written since the lookup would fire a rule the image's verdict did not: the
+    same bytes where none were seen, a near-copy where none was (more names change no decision)."""
+    if since is None:
         return False
-    return bool(
-        set(found.seen_in) - set(image.seen_in or []) or set(found.similar_in) - set(image.similar_in or [])
-    )
+    return bool(since.seen_in and not image.seen_in) or bool(since.similar_in and not image.similar_in)
+
+
+class Lookup(NamedTuple):
+    """What :meth:`AuditStore.sightings` found, and the last record it saw."""
+
+    found: dict[str, Sighting]
+    as_of: int
 
 
 class ImagesSeenSince(ConflictError):
     """A decision's pictures, or near-copies, were decided in another shipment after they were looked
-    up (two submissions of the same pictures at once): ``sightings`` is the lookup as it stands, by
-    content hash; decide again."""
+    up (two submissions of the same pictures at once): look them up and decide again."""
 
-    def __init__(self, shipment_id: str, sightings: dict[str, Sighting]) -> None:
+    def __init__(self, shipment_id: str) -> None:
         super().__init__(
             f"shipment {shipment_id!r}: its pictures were decided in another shipment since they were "
             "looked up; decide it again"
         )
-        self.sightings = sightings
-
-    @property
-    def seen(self) -> dict[str, list[str]]:
-        """The shipments holding each picture's very bytes."""
-        return {sha: s.seen_in for sha, s in self.sightings.items() if s.seen_in}

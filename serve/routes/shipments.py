@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from datasets.errors import ClearsightError, InputError, ModelError
 from datasets.perceptual_hash import perceptual_hash
 from pipeline.audit.image_indexes import Sighting
-from pipeline.audit.store import ImagesSeenSince
+from pipeline.audit.store import ImagesSeenSince, Lookup
 from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision
 from serve.auth import Principal, Role
 from serve.deps import AuditDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
@@ -150,20 +150,27 @@ def _response(request: Request, record: Any) -> ShipmentResponse:
     )
 
 
-async def _verdicts(
-    services: Services, declaration: Declaration, uploads: list[Upload]
-) -> tuple[list[ImageVerdict], list[tuple[str, str, bytes]]]:
-    """Score the uploads: their verdicts (a model failure fails closed), and each heatmap to keep,
-    (image hash, model id, PNG), once the decision stands."""
-    batcher_for(services, declaration.cargo_type)  # an unknown cargo type scores nothing
-    phashes = await run_in_threadpool(lambda: [perceptual_hash(u.pixels) for u in uploads])
-    seen = await run_in_threadpool(
+async def _look_up(services: Services, shipment_id: str, images: list[tuple[str, str | None]]) -> Lookup:
+    """Where each (content hash, perceptual hash) was decided in other shipments, as of now."""
+    return await run_in_threadpool(
         lambda: services.audit.sightings(
-            list(zip([u.sha256 for u in uploads], phashes, strict=True)),
-            other_than=declaration.shipment_id,
-            near_copy_bits=services.settings.near_copy_bits,
+            images, other_than=shipment_id, near_copy_bits=services.settings.near_copy_bits
         )
     )
+
+
+async def _verdicts(
+    services: Services, declaration: Declaration, uploads: list[Upload]
+) -> tuple[list[ImageVerdict], list[tuple[str, str, bytes]], int]:
+    """Score the uploads: their verdicts (a model failure fails closed), each heatmap to keep,
+    (image hash, model id, PNG), once the decision stands, and the last audit record the lookup of
+    pictures decided before saw."""
+    batcher_for(services, declaration.cargo_type)  # an unknown cargo type scores nothing
+    phashes = await run_in_threadpool(lambda: [perceptual_hash(u.pixels) for u in uploads])
+    lookup = await _look_up(
+        services, declaration.shipment_id, list(zip([u.sha256 for u in uploads], phashes, strict=True))
+    )
+    seen = lookup.found
     common = {"shipment_id": declaration.shipment_id, "cargo_type": declaration.cargo_type}
     try:
         predictions = await predict(services, declaration.cargo_type, uploads)
@@ -175,7 +182,7 @@ async def _verdicts(
             )
             for u, p in zip(uploads, phashes, strict=True)
         ]
-        return failed, []
+        return failed, [], lookup.as_of
     verdicts, heatmaps = [], []
     for upload, phash, prediction in zip(uploads, phashes, predictions, strict=True):
         png = await heatmap_png(upload, prediction)
@@ -199,7 +206,7 @@ async def _verdicts(
                 **common,
             )
         )
-    return verdicts, heatmaps
+    return verdicts, heatmaps, lookup.as_of
 
 
 def _sighted(seen: dict[str, Sighting], sha256: str, phash: str | None) -> dict[str, Any]:
@@ -238,7 +245,7 @@ async def submit_shipment(
         await run_in_threadpool(_keep_for_review, services, uploads, [])
         await _restore_heatmaps(services, replayed.decision, uploads)
         return replayed
-    verdicts, heatmaps = await _verdicts(services, declaration, uploads)
+    verdicts, heatmaps, as_of = await _verdicts(services, declaration, uploads)
     for attempt in range(_DECIDE_ATTEMPTS):
         decision = decide_shipment(
             services.policy,
@@ -248,11 +255,11 @@ async def submit_shipment(
         ).model_copy(update={"submitted_by": submitted_by})
         try:
             record = await run_in_threadpool(
-                lambda d=decision: services.audit.record(
+                lambda d=decision, seen_as_of=as_of: services.audit.record(
                     d,
                     idempotency_key=key,
                     exclusive=True,
-                    images_seen=True,
+                    images_seen_as_of=seen_as_of,
                     near_copy_bits=services.settings.near_copy_bits,
                 )
             )
@@ -264,8 +271,12 @@ async def submit_shipment(
                     "send it again shortly",
                     retry_after_s=services.settings.retry_after_s,
                 ) from exc
+            lookup = await _look_up(
+                services, declaration.shipment_id, [(v.sha256 or "", v.phash) for v in verdicts]
+            )
+            as_of = lookup.as_of
             verdicts = [
-                v.model_copy(update=_sighted(exc.sightings, v.sha256 or "", v.phash)) for v in verdicts
+                v.model_copy(update=_sighted(lookup.found, v.sha256 or "", v.phash)) for v in verdicts
             ]
     # Kept for review only once the decision stands: a refused submission (409) stores nothing, so
     # sending rival pictures again and again cannot fill the disk. A failure just here leaves a

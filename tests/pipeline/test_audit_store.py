@@ -703,80 +703,113 @@ def test_pictures_decided_in_other_shipments_are_found(db_url: str) -> None:
         assert store.shipments_with_images([], other_than="S1") == {}
 
 
-def _flipped(phash: str, *bits: int) -> str:
-    value = int(phash, 16)
-    for bit in bits:
+_P = "94e46b5a2e6d3992" + "3c" * 32  # coarse part, then fine part
+
+
+def _phash(coarse: tuple[int, ...] = (), fine: int = 0) -> str:
+    """``_P`` with the coarse bits at ``coarse`` (from the least significant) and ``fine`` of the
+    fine part's bits flipped."""
+    value = int(_P[:16], 16)
+    for bit in coarse:
         value ^= 1 << bit
-    return f"{value:016x}"
-
-
-_P = "94e46b5a2e6d3992"
+    fine_value = int(_P[16:], 16) ^ ((1 << fine) - 1)
+    return f"{value:016x}{fine_value:064x}"
 
 
 @pytest.mark.parametrize(
-    ("flipped", "bits", "found"),
+    ("coarse", "fine", "bits", "found"),
     [
-        ((), 4, Sighting([], ["S1"], 0)),  # the same pixels in other bytes (re-saved)
-        ((0,), 4, Sighting([], ["S1"], 1)),
-        ((0, 13, 26, 39), 4, Sighting([], ["S1"], 4)),  # one bit in each of four bands
-        ((0, 13, 26, 39, 52), 4, None),  # one in every band: 5 apart
-        ((60, 61, 62, 63, 59), 4, None),  # 5 apart in one band
-        ((0,), 0, None),  # 0: the same bytes only
-        ((0, 1), 1, None),
+        ((), 0, 40, Sighting([], ["S1"], 0)),  # the same pixels in other bytes (re-saved)
+        ((0, 13, 26, 39), 12, 40, Sighting([], ["S1"], 12)),  # one coarse bit in each of four bands
+        ((), 40, 40, Sighting([], ["S1"], 40)),
+        ((), 41, 40, None),  # framed alike, another texture inside
+        ((0, 13, 26, 39, 52), 0, 40, None),  # a coarse bit in every band: 5 apart
+        ((59, 60, 61, 62, 63), 0, 40, None),  # 5 apart in one band: a candidate, then too far
+        ((), 0, 0, None),  # 0: the same bytes only
     ],
-    ids=["resaved", "1-bit", "4-bits-spread", "5-bits-spread", "5-bits-one-band", "off", "2-over-1"],
-)
+    ids=["resaved", "coarse-4-spread", "fine-at-limit", "fine-past-limit", "coarse-5-spread",
+         "coarse-5-one-band", "off"],
+)  # fmt: skip
 def test_near_copies_are_found_within_the_bits_asked_for(
-    db_url: str, flipped: tuple[int, ...], bits: int, found: Sighting | None
+    db_url: str, coarse: tuple[int, ...], fine: int, bits: int, found: Sighting | None
 ) -> None:
     a, b = "aa" * 32, "bb" * 32
     with AuditStore.open(db_url) as store:
         store.record(_with_images("S1", a, phash=_P))
-        got = store.sightings([(b, _flipped(_P, *flipped))], other_than="S2", near_copy_bits=bits)
-    assert got == ({b: found} if found else {})
+        got = store.sightings([(b, _phash(coarse, fine))], other_than="S2", near_copy_bits=bits)
+    assert got.found == ({b: found} if found else {}) and got.as_of == 1
 
 
 def test_the_band_lookup_misses_no_hash_within_its_reach(db_url: str) -> None:
-    """Pigeonhole: hashes at most BANDS - 1 bits apart share a band, wherever the bits fall."""
+    """Pigeonhole: coarse parts at most COARSE_BITS apart share a band, wherever the bits fall."""
     import random
 
     rng = random.Random(5)
-    stored = [f"{rng.getrandbits(64):016x}" for _ in range(40)]
+    stored = [f"{rng.getrandbits(64):016x}{_P[16:]}" for _ in range(40)]
     with AuditStore.open(db_url) as store:
         for n, phash in enumerate(stored):
             store.record(_with_images(f"S{n}", f"{n:064x}", phash=phash))
-        probes = [(f"{n + 100:064x}", _flipped(p, *rng.sample(range(64), 4))) for n, p in enumerate(stored)]
-        got = store.sightings(probes, other_than="none", near_copy_bits=4)
+        probes = []
+        for n, phash in enumerate(stored):
+            value = int(phash[:16], 16)
+            for bit in rng.sample(range(64), 4):
+                value ^= 1 << bit
+            probes.append((f"{n + 100:064x}", f"{value:016x}{phash[16:]}"))
+        got = store.sightings(probes, other_than="none", near_copy_bits=40).found
     assert {sha: s.similar_in for sha, s in got.items()} == {
         sha: [f"S{n}"] for n, (sha, _) in enumerate(probes)
     }
 
 
-def test_a_shipment_holding_the_same_bytes_is_named_once_as_the_same_picture(db_url: str) -> None:
+def test_a_shipment_holding_the_same_bytes_is_never_named_a_near_copy(db_url: str) -> None:
+    """However many hold it: one scan shared by several consignments may be only recorded
+    (image_reused RELEASE), and must not come back as a near-copy (image_near_copy)."""
     a = "aa" * 32
     with AuditStore.open(db_url) as store:
-        store.record(_with_images("S1", a, phash=_P))
-        store.record(_with_images("S2", "bb" * 32, phash=_flipped(_P, 3)))
-        got = store.sightings([(a, _P)], other_than="S3", near_copy_bits=4)
-        with pytest.raises(ValueError, match="near_copy_bits 5 not in 0 to 4"):
-            store.sightings([(a, _P)], other_than="S3", near_copy_bits=5)
-    assert got == {a: Sighting(seen_in=["S1"], similar_in=["S2"], similar_bits=1)}
+        for n in range(7):
+            store.record(_with_images(f"S{n}", a, phash=_P))
+        store.record(_with_images("S-NEAR", "bb" * 32, phash=_phash(fine=6)))
+        got = store.sightings([(a, _P)], other_than="NEW", near_copy_bits=40).found
+        with pytest.raises(ValueError, match="near_copy_bits 65 not in 0 to 64"):
+            store.sightings([(a, _P)], other_than="NEW", near_copy_bits=65)
+    assert got == {a: Sighting(seen_in=["S0", "S1", "S2", "S3", "S4"], similar_in=["S-NEAR"], similar_bits=6)}
 
 
 def test_a_near_copy_decided_since_the_lookup_is_caught_where_the_decision_is_written(db_url: str) -> None:
     from pipeline.audit.store import ImagesSeenSince
 
     with AuditStore.open(db_url) as store:
-        store.record(_with_images("S1", "aa" * 32, phash=_P), images_seen=True, near_copy_bits=4)
-        late = _with_images("S2", "bb" * 32, phash=_flipped(_P, 7))  # looked up before S1 was recorded
-        with pytest.raises(ImagesSeenSince) as caught:
-            store.record(late, images_seen=True, near_copy_bits=4)
-        assert caught.value.sightings == {"bb" * 32: Sighting([], ["S1"], 1)} and caught.value.seen == {}
-        image = late.images[0].model_copy(update={"similar_in": ["S1"], "similar_bits": 1})
-        assert (
-            store.record(late.model_copy(update={"images": [image]}), images_seen=True, near_copy_bits=4).seq
-            == 2
-        )
+        store.record(_with_images("S0", "cc" * 32))
+        lookup = store.sightings([("bb" * 32, _phash(fine=8))], other_than="S2", near_copy_bits=40)
+        assert lookup == (({}, 1))  # seen nowhere, as of record 1
+        store.record(_with_images("S1", "aa" * 32, phash=_P))  # then decided elsewhere
+        late = _with_images("S2", "bb" * 32, phash=_phash(fine=8))
+        with pytest.raises(ImagesSeenSince):
+            store.record(late, images_seen_as_of=lookup.as_of, near_copy_bits=40)
+        again = store.sightings([("bb" * 32, _phash(fine=8))], other_than="S2", near_copy_bits=40)
+        assert again.found == {"bb" * 32: Sighting([], ["S1"], 8)} and again.as_of == 2
+        image = late.images[0].model_copy(update={"similar_in": ["S1"], "similar_bits": 8})
+        told = late.model_copy(update={"images": [image]})
+        assert store.record(told, images_seen_as_of=again.as_of, near_copy_bits=40).seq == 3
+
+
+def test_records_the_lookup_saw_are_not_checked_again_under_the_write_lock(db_url: str) -> None:
+    """Only records after ``images_seen_as_of`` are looked at where the decision is written: the
+    verdicts carry what the lookup found up to it (here, by construction, nothing), and a shipment
+    they name that is decided again since is no news."""
+    from pipeline.audit.store import ImagesSeenSince
+
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", "aa" * 32, phash=_P))
+        as_of = store.sightings([], other_than="S3", near_copy_bits=40).as_of
+        unseen = _with_images("S3", "aa" * 32, phash=_P)  # claims seen nowhere: trusted up to as_of
+        assert store.record(unseen, images_seen_as_of=as_of, near_copy_bits=40).seq == 2
+        store.record(_with_images("S1", "aa" * 32, "dd" * 32, phash=_P))  # S1 decided again: seq 3
+        image = unseen.images[0].model_copy(update={"seen_in": ["S1", "S3"]})
+        named = unseen.model_copy(update={"shipment_id": "S4", "images": [image]})
+        assert store.record(named, images_seen_as_of=as_of, near_copy_bits=40).seq == 4
+        with pytest.raises(ImagesSeenSince):  # what it does check: S4 came since, and this says nothing
+            store.record(unseen.model_copy(update={"shipment_id": "S5"}), images_seen_as_of=3)
 
 
 @pytest.mark.parametrize(
@@ -787,18 +820,17 @@ def test_a_near_copy_decided_since_the_lookup_is_caught_where_the_decision_is_wr
 def test_an_older_store_is_upgraded_and_its_image_indexes_built_from_its_chain(
     db_url: str, version: int, dropped: list[str]
 ) -> None:
-    a, p = "aa" * 32, "0123456789abcdef"
-    near = f"{int(p, 16) ^ 0b1011:016x}"  # 3 bits apart
+    a = "aa" * 32
     with AuditStore.open(db_url) as store:
-        store.record(_with_images("S1", a, phash=p))
+        store.record(_with_images("S1", a, phash=_P))
     for table in dropped:  # as a store written before the index existed
         sql(db_url, f"DROP TABLE {table}")
     sql(db_url, f"UPDATE schema_info SET version = {version}")
     with AuditStore.open(db_url) as store:
         assert store.shipments_with_images([a], other_than="S2") == {a: ["S1"]}
-        assert store.sightings([("bb" * 32, near)], other_than="S2", near_copy_bits=4) == {
-            "bb" * 32: Sighting(seen_in=[], similar_in=["S1"], similar_bits=3)
-        }
+        assert store.sightings(
+            [("bb" * 32, _phash((5, 9), 10))], other_than="S2", near_copy_bits=40
+        ).found == {"bb" * 32: Sighting(seen_in=[], similar_in=["S1"], similar_bits=10)}
         assert store.verify().ok  # the indexes are no part of the chain's evidence
     engine = create_engine(db_url)
     with engine.connect() as conn:
@@ -821,13 +853,15 @@ def test_pictures_decided_elsewhere_since_the_lookup_are_caught_where_the_decisi
 
     a = "aa" * 32
     with AuditStore.open(db_url) as store:
-        store.record(_with_images("S1", a), images_seen=True)  # seen nowhere, as looked up
+        lookup = store.sightings([(a, None)], other_than="S2", near_copy_bits=40)
+        store.record(_with_images("S1", a), images_seen_as_of=lookup.as_of)  # seen nowhere, as looked up
         late = _with_images("S2", a)  # looked up before S1 was recorded: seen_in None
-        with pytest.raises(ImagesSeenSince) as caught:
-            store.record(late, images_seen=True)
-        assert caught.value.seen == {a: ["S1"]}
+        with pytest.raises(ImagesSeenSince):
+            store.record(late, images_seen_as_of=lookup.as_of)
+        again = store.sightings([(a, None)], other_than="S2", near_copy_bits=40)
+        assert again.found == {a: Sighting(["S1"], [], None)}
         told = late.model_copy(update={"images": [late.images[0].model_copy(update={"seen_in": ["S1"]})]})
-        assert store.record(told, images_seen=True).seq == 2  # decided again, knowing it
+        assert store.record(told, images_seen_as_of=again.as_of).seq == 2  # decided again, knowing it
 
 
 def test_an_outcome_is_checked_where_it_is_written(db_url: str) -> None:
