@@ -251,13 +251,16 @@ class AuditStore:
         conn.execute(audit_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
 
     def _upgrade(self, conn: Connection, version: int, *, create: bool) -> None:
-        """Version 1 or 2 -> 3: the image indexes, made again from the chain. A role that may not
+        """Version 1 -> 3: the image indexes, made from the chain; 2 -> 3: the likeness index. A role that may not
         create tables (an auditor's, a read-only replica) reads the store as it is, and writing to it
         is refused until it is upgraded; a writer (``create``) is refused at once, not at its first
         record."""
         try:
             with conn.begin_nested():
-                rebuild(conn)
+                if version == 1:
+                    rebuild(conn)
+                else:  # a version-2 decision carries no perceptual hash: nothing to fill it with
+                    image_likeness.create(conn)
                 conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=SCHEMA_VERSION))
         except DBAPIError as exc:
             if not _read_only(exc):

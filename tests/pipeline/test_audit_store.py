@@ -813,12 +813,15 @@ def test_records_the_lookup_saw_are_not_checked_again_under_the_write_lock(db_ur
 
 
 @pytest.mark.parametrize(
-    ("version", "dropped"),
-    [(1, ["audit_image_index", "audit_image_likeness"]), (2, ["audit_image_likeness"])],
+    ("version", "dropped", "near"),
+    [
+        (1, ["audit_image_index", "audit_image_likeness"], True),  # both made from the chain
+        (2, ["audit_image_likeness"], False),  # a v2 decision holds no perceptual hash: made empty
+    ],
     ids=["v1", "v2"],
 )
 def test_an_older_store_is_upgraded_and_its_image_indexes_built_from_its_chain(
-    db_url: str, version: int, dropped: list[str]
+    db_url: str, version: int, dropped: list[str], near: bool
 ) -> None:
     a = "aa" * 32
     with AuditStore.open(db_url) as store:
@@ -828,9 +831,10 @@ def test_an_older_store_is_upgraded_and_its_image_indexes_built_from_its_chain(
     sql(db_url, f"UPDATE schema_info SET version = {version}")
     with AuditStore.open(db_url) as store:
         assert store.shipments_with_images([a], other_than="S2") == {a: ["S1"]}
-        assert store.sightings(
-            [("bb" * 32, _phash((5, 9), 10))], other_than="S2", near_copy_bits=40
-        ).found == {"bb" * 32: Sighting(seen_in=[], similar_in=["S1"], similar_bits=10)}
+        found = store.sightings([("bb" * 32, _phash((5, 9), 10))], other_than="S2", near_copy_bits=40).found
+        assert found == (
+            {"bb" * 32: Sighting(seen_in=[], similar_in=["S1"], similar_bits=10)} if near else {}
+        )
         assert store.verify().ok  # the indexes are no part of the chain's evidence
     engine = create_engine(db_url)
     with engine.connect() as conn:
