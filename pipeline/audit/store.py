@@ -251,10 +251,10 @@ class AuditStore:
         conn.execute(audit_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
 
     def _upgrade(self, conn: Connection, version: int, *, create: bool) -> None:
-        """Version 1 -> 3: the image indexes, made from the chain; 2 -> 3: the likeness index. A role that may not
-        create tables (an auditor's, a read-only replica) reads the store as it is, and writing to it
-        is refused until it is upgraded; a writer (``create``) is refused at once, not at its first
-        record."""
+        """Version 1 -> 3: the image indexes, made from the chain; 2 -> 3: the likeness index. A
+        role that may not create tables (an auditor's, a read-only replica) reads the store as it is,
+        and writing to it is refused until it is upgraded; a writer (``create``) is refused at once,
+        not at its first record."""
         try:
             with conn.begin_nested():
                 if version == 1:
