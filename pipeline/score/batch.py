@@ -21,11 +21,13 @@ __all__ = ["Decoded", "ScoredRow", "decode_task", "error_row", "score_batch"]
 
 
 class Decoded(NamedTuple):
-    """The outcome of decoding one image: ``pixels`` (H, W[, C]) and its sha256, or an error."""
+    """The outcome of decoding one image: ``pixels`` (H, W[, C]), its sha256 and perceptual hash
+    (:mod:`datasets.perceptual_hash`; None for a picture with no layout to tell), or an error."""
 
     pixels: np.ndarray | None
     sha256: str | None
     error: str | None
+    phash: str | None = None
 
 
 class ScoredRow(NamedTuple):
@@ -47,14 +49,18 @@ def decode_task(path: str, limits: Any) -> Decoded:
     never stop an archive run.
     """
     from datasets.decode import decode_image
+    from datasets.perceptual_hash import perceptual_hash
 
     try:
         image = decode_image(path, limits=limits)
+        # recorded with the verdict, so that the audit store can find a near-copy of a picture
+        # decided in a batch when it is sent again to the service
+        phash = perceptual_hash(image.pixels)
     except ClearsightError as exc:
         return Decoded(None, None, _describe(exc))
     except Exception as exc:  # a codec bug or an OS error the decoder did not translate
         return Decoded(None, None, f"unexpected {_describe(exc)}")
-    return Decoded(image.pixels, image.sha256, None)
+    return Decoded(image.pixels, image.sha256, None, phash)
 
 
 def printable_path(path: str) -> str:
@@ -89,6 +95,7 @@ def _scored_row(
     verdict = ImageVerdict(
         path=printable_path(task.path),
         sha256=decoded.sha256,
+        phash=decoded.phash,
         shipment_id=task.shipment_id,
         cargo_type=cargo_type,
         score=float(prediction.score),

@@ -375,3 +375,33 @@ def test_resume_can_retry_the_images_that_failed(tmp_path: Path, suffix: str) ->
     rows = _rows_by_path(out)
     assert len(rows) == 3 and rows[str(broken)].error is None
     assert rows[str(broken)].score == pytest.approx(60 / 255)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_rows_carry_each_pictures_perceptual_hash_into_the_audit_store(tmp_path: Path, suffix: str) -> None:
+    """So that a picture decided in a batch is found when a near-copy of it is sent to the service."""
+    from datasets.perceptual_hash import perceptual_hash
+    from pipeline.audit import AuditStore
+    from pipeline.decide import decide_shipment
+    from pipeline.policy import load_policy
+    from pipeline.verdicts import Declaration
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "real_ore" / "full_ore" / "images0003.png"
+    photo = cv2.resize(cv2.imread(str(fixture)), (96, 64), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(tmp_path / "photo.png"), photo)
+    (flat,) = write_images(tmp_path, [40])
+    out = tmp_path / f"rows{suffix}"
+    score_to_file([ImageTask(str(tmp_path / "photo.png")), ImageTask(str(flat))], _engine(), out)
+    rows = _rows_by_path(out)
+    assert rows[str(tmp_path / "photo.png")].phash == perceptual_hash(photo)
+    assert rows[str(flat)].phash is None  # no layout to tell: looked up by its bytes only
+
+    policy = load_policy(Path(__file__).parents[2] / "pipeline" / "policies" / "example.yaml")
+    decision = decide_shipment(
+        policy, Declaration(shipment_id="BATCH-1", cargo_type="bulk_ore"), list(rows.values()), audit_key=b"k"
+    )
+    jpeg = cv2.imdecode(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 70])[1], cv2.IMREAD_COLOR)
+    with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        store.record(decision)
+        found = store.sightings([("ab" * 32, perceptual_hash(jpeg))], other_than="HTTP-1", near_copy_bits=32)
+    assert found.found["ab" * 32].similar_in == ["BATCH-1"]
