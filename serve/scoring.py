@@ -131,8 +131,11 @@ def batcher_for(services: Services, cargo_type: str) -> MicroBatcher:
     return batcher
 
 
-async def predict(services: Services, cargo_type: str, uploads: list[Upload]) -> list[Prediction]:
-    """Score the uploads with the cargo type's model through its batcher.
+async def predict(
+    services: Services, cargo_type: str, uploads: list[Upload], *, observe: bool = True
+) -> list[Prediction]:
+    """Score the uploads with the cargo type's model through its batcher; ``observe`` counts their
+    scores in the metrics (not when a decision's heatmaps are made again: scored once already).
 
     Raises:
         CargoTypeError: no model is loaded for ``cargo_type``.
@@ -142,7 +145,7 @@ async def predict(services: Services, cargo_type: str, uploads: list[Upload]) ->
     predictions = await batcher.predict(
         [u.pixels for u in uploads], timeout_s=services.settings.request_timeout_s
     )
-    for prediction in predictions:
+    for prediction in predictions if observe else ():
         services.metrics.scores.labels(cargo_type).observe(float(prediction.score))
     return predictions
 

@@ -14,9 +14,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select
 
-from datasets.perceptual_hash import COARSE_BITS, FINE_BITS, band_values, coarse_part, fine_distance, hamming
+from datasets.perceptual_hash import COARSE_BITS, FINE_BITS, band_values, coarse_part, fine_distance
+from pipeline.audit.hamming_sql import hamming64, signed64
 from pipeline.audit.schema import audit_records, image_index, image_likeness, index_metadata
 
 __all__ = [
@@ -31,8 +32,9 @@ __all__ = [
 
 _BATCH = 10_000
 _CANDIDATES = 5_000
-"""Most index rows compared per picture, the latest first: bounds the work one request can cause
-(pictures framed alike share bands; a few thousand share one only in a very large store)."""
+"""Most rows within the coarse reach judged per picture, the latest first: bounds the work one request
+can cause. Different pictures seldom come that near (3 pairs of 7,140 framed alike in
+``bench/bench_near_copies.py``); a picture sent thousands of times does."""
 MAX_NEAR_COPY_BITS = FINE_BITS // 4
 """The farthest ``near_copy_bits`` may reach: different pictures lie about half the fine bits apart."""
 log = logging.getLogger("clearsight.audit")
@@ -41,7 +43,7 @@ log = logging.getLogger("clearsight.audit")
 class Sighting(NamedTuple):
     """Other shipments in which one picture was decided before, oldest first: ``seen_in`` with its
     very bytes, ``similar_in`` with a near-copy, whose fine hash lies ``similar_bits`` of 256 from
-    this one's at the nearest."""
+    this one's at the nearest of those named."""
 
     seen_in: list[str]
     similar_in: list[str]
@@ -55,7 +57,7 @@ def _rows(decision: dict[str, Any], shipment_id: str, seq: int) -> tuple[list[di
     phashes = {image.get("phash") for image in images} - {None, ""}
     exact = [{"sha256": h, "shipment_id": shipment_id, "seq": seq} for h in sorted(hashes)]
     alike = [
-        {"phash": p, "shipment_id": shipment_id, "seq": seq}
+        {"phash": p, "coarse": signed64(coarse_part(p)), "shipment_id": shipment_id, "seq": seq}
         | {f"band{i}": b for i, b in enumerate(band_values(p))}
         for p in sorted(phashes)
     ]
@@ -132,27 +134,32 @@ def _near(
     within ``COARSE_BITS`` and a fine part within ``bits``. A shipment holding the very bytes is
     left out, however many do (it is named as the same picture)."""
     c = image_likeness.c
+    bands = [c[f"band{i}"] == value for i, value in enumerate(band_values(phash))]
+    if after is not None:  # each band from ``after`` on: its (band, seq) index reads only those
+        bands = [and_(band, c.seq > after) for band in bands]
     same_bytes = select(image_index.c.shipment_id).where(image_index.c.sha256 == sha256)
-    where = [
-        or_(*(c[f"band{i}"] == value for i, value in enumerate(band_values(phash)))),
-        c.shipment_id != other_than,
-        c.shipment_id.not_in(same_bytes),
-    ]
-    if after is not None:
-        where.append(c.seq > after)
     rows = conn.execute(
-        select(c.phash, c.shipment_id, c.seq).where(*where).order_by(c.seq.desc()).limit(_CANDIDATES)
+        select(c.phash, c.shipment_id, c.seq)
+        .where(
+            or_(*bands),
+            # measured by the database before the limit, so that pictures framed alike, which share
+            # bands without being near, do not use up the rows read
+            hamming64(c.coarse, signed64(coarse_part(phash))) <= COARSE_BITS,
+            c.shipment_id != other_than,
+            c.shipment_id.not_in(same_bytes),
+        )
+        .order_by(c.seq.desc())
+        .limit(_CANDIDATES)
     ).all()
     if len(rows) == _CANDIDATES:
         log.warning(
-            "near-copy lookup: %d pictures share a band with %s; only the latest were compared",
+            "near-copy lookup: %d pictures lie within %d coarse bits of %s; only the latest were judged",
             _CANDIDATES,
+            COARSE_BITS,
             coarse_part(phash),
         )
     nearest: dict[str, tuple[int, int]] = {}
     for row in rows:
-        if hamming(coarse_part(phash), coarse_part(row.phash)) > COARSE_BITS:
-            continue
         distance = fine_distance(phash, row.phash)
         if distance <= bits:
             seq, best = nearest.get(row.shipment_id, (row.seq, distance))
@@ -189,6 +196,6 @@ def sightings(
             found[sha] = Sighting(
                 seen_in=exact,
                 similar_in=[shipment for _, shipment, _ in near[:most]],
-                similar_bits=min((d for _, _, d in near), default=None),
+                similar_bits=min((d for _, _, d in near[:most]), default=None),
             )
     return found

@@ -23,7 +23,7 @@ An older store is upgraded by making both again from its chain.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
 
 from datasets.perceptual_hash import BANDS
 
@@ -93,7 +93,13 @@ image_likeness = Table(
     "audit_image_likeness",
     index_metadata,
     Column("phash", String(80), nullable=False),
+    # the coarse part as a signed 64-bit integer, so that the database measures the distance
+    Column("coarse", BigInteger, nullable=False),
     Column("shipment_id", String(128), nullable=False),
     Column("seq", BigInteger, nullable=False),
-    *(Column(f"band{i}", Integer, nullable=False, index=True) for i in range(BANDS)),
+    *(Column(f"band{i}", Integer, nullable=False) for i in range(BANDS)),
 )
+# (band, seq): a band looked up from a sequence number on (the re-check under the write lock) reads
+# the records since, not every record that ever shared the band
+for _band in range(BANDS):
+    Index(f"ix_audit_image_likeness_band{_band}_seq", image_likeness.c[f"band{_band}"], image_likeness.c.seq)

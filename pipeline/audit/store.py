@@ -41,6 +41,7 @@ from sqlalchemy.util import asbool
 from datasets.errors import AuditError, ConflictError, InputError, SchemaVersionError
 from pipeline.audit.chain import GENESIS_HASH, canonical_json, chain_hash, index_columns
 from pipeline.audit.export import write_export
+from pipeline.audit.hamming_sql import register_sqlite
 from pipeline.audit.image_indexes import (
     Sighting,
     add_decision,
@@ -129,6 +130,7 @@ def _build_engine(url: str, busy_timeout_s: float) -> Engine:
             def _connect(dbapi_connection: Any, _record: Any) -> None:
                 # Take transaction control from the sqlite3 module so "begin" below decides the mode.
                 dbapi_connection.isolation_level = None
+                register_sqlite(dbapi_connection)
 
             @event.listens_for(engine, "begin")
             def _begin(conn: Connection) -> None:
@@ -230,8 +232,10 @@ class AuditStore:
                     f"versions {_UPGRADABLE[0]} to {SCHEMA_VERSION} and writes version {SCHEMA_VERSION}"
                 )
             needed = {t.name for t in metadata.sorted_tables}
+            if version >= 2:
+                needed.add(image_index.name)
             if version == SCHEMA_VERSION:
-                needed |= {image_index.name, image_likeness.name}
+                needed.add(image_likeness.name)
             missing = sorted(needed - tables)
             if missing:
                 raise AuditError(
@@ -260,7 +264,7 @@ class AuditStore:
                 if version == 1:
                     rebuild(conn)
                 else:  # a version-2 decision carries no perceptual hash: nothing to fill it with
-                    image_likeness.create(conn)
+                    image_likeness.create(conn, checkfirst=True)
                 conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=SCHEMA_VERSION))
         except DBAPIError as exc:
             if not _read_only(exc):

@@ -29,7 +29,7 @@ from serve.schemas import (
     SubmissionReceipt,
 )
 from serve.scoring import Upload, batcher_for, decoded_uploads, heatmap_png, predict
-from serve.storage import heatmap_key
+from serve.storage import heatmap_key, heatmap_name
 
 __all__ = ["idempotency_key", "record_outcome", "router", "submit_shipment"]
 
@@ -291,24 +291,32 @@ async def submit_shipment(
 async def _restore_heatmaps(services: Services, decision: ShipmentDecision, uploads: list[Upload]) -> None:
     """Make again the heatmaps a recorded decision names and the store lacks (a first attempt that
     failed after recording), where the model loaded now is the one that scored the picture: model
-    time only in that rare case, and never another model's map under this one's name."""
-    wanted = {v.sha256: v.model_id for v in decision.images if v.heatmap and v.model_id}
+    time only in that rare case, never for a model since replaced, and never another model's map
+    under this one's name."""
+    predictor = services.predictors.get(decision.cargo_type)
+    if predictor is None:
+        return
+    model_id = predictor.model_id
+    named = {v.sha256: v for v in decision.images if v.sha256 and v.model_id == model_id and v.heatmap}
     missing = [
         u
         for u in uploads
-        if u.sha256 in wanted and not services.store.has("heatmaps", heatmap_key(u.sha256, wanted[u.sha256]))
+        if u.sha256 in named
+        # where the review page reads it (a decision from before maps were keyed by model reads another)
+        and heatmap_name(named[u.sha256].heatmap, u.sha256) == heatmap_key(u.sha256, model_id)
+        and not services.store.has("heatmaps", heatmap_key(u.sha256, model_id))
     ]
     if not missing:
         return
     try:
-        predictions = await predict(services, decision.cargo_type, missing)
+        predictions = await predict(services, decision.cargo_type, missing, observe=False)
     except ClearsightError as exc:  # the decision stands; its page shows the picture without one
         _log.warning("heatmaps of shipment %s not made again: %s", decision.shipment_id, exc)
         return
     kept = [
         (u.sha256, p.model_id, await heatmap_png(u, p))
         for u, p in zip(missing, predictions, strict=True)
-        if p.model_id == wanted[u.sha256]
+        if p.model_id == model_id  # a model swapped in meanwhile
     ]
     await run_in_threadpool(_keep_for_review, services, [], kept)
 

@@ -793,6 +793,54 @@ def test_a_near_copy_decided_since_the_lookup_is_caught_where_the_decision_is_wr
         assert store.record(told, images_seen_as_of=again.as_of, near_copy_bits=40).seq == 3
 
 
+@pytest.mark.parametrize(
+    ("told", "since", "news"),
+    [
+        ({"seen_in": ["S1"]}, ("bb" * 32, _P), True),  # a near-copy came since: its rule would fire too
+        ({"similar_in": ["S1"], "similar_bits": 4}, ("cc" * 32, _P), True),  # the same bytes came since
+        ({"seen_in": ["S1"], "similar_in": ["S1"], "similar_bits": 0}, ("cc" * 32, _P), False),
+    ],
+    ids=["bytes-known-near-copy-since", "near-copy-known-bytes-since", "both-known"],
+)
+def test_a_rule_that_would_newly_fire_is_news_where_the_decision_is_written(
+    db_url: str, told: dict, since: tuple[str, str], news: bool
+) -> None:
+    from pipeline.audit.store import ImagesSeenSince
+
+    with AuditStore.open(db_url) as store:
+        as_of = store.sightings([], other_than="S3", near_copy_bits=40).as_of
+        store.record(_with_images("S2", since[0], phash=since[1]))
+        base = _with_images("S3", "cc" * 32, phash=_phash(fine=4))
+        decision = base.model_copy(update={"images": [base.images[0].model_copy(update=told)]})
+        if news:
+            with pytest.raises(ImagesSeenSince):
+                store.record(decision, images_seen_as_of=as_of, near_copy_bits=40)
+        else:
+            assert store.record(decision, images_seen_as_of=as_of, near_copy_bits=40).seq == 2
+
+
+def test_look_alikes_that_are_no_near_copies_do_not_use_up_the_rows_read(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pictures framed alike share bands; measured by the database first, they do not crowd out an
+    older near-copy. Rows within the coarse reach do, the latest first, and that is logged."""
+    from pipeline.audit import image_indexes
+
+    monkeypatch.setattr(image_indexes, "_CANDIDATES", 3)
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("OLD", "aa" * 32, phash=_P))
+        for n in range(4):  # one coarse band shared, 6 bits apart: look-alikes
+            store.record(_with_images(f"ALIKE{n}", f"{n:064x}", phash=_phash((0, 1, 13, 14, 26, 27 + n))))
+        probe = [("ff" * 32, _phash(fine=2))]
+        assert store.sightings(probe, other_than="NEW", near_copy_bits=40).found["ff" * 32].similar_in == [
+            "OLD"
+        ]
+        for n in range(3):  # within reach, another texture: judged, and they fill the rows read
+            store.record(_with_images(f"FRAMED{n}", f"{n + 10:064x}", phash=_phash((5,), fine=100)))
+        assert store.sightings(probe, other_than="NEW", near_copy_bits=40).found == {}
+    assert "only the latest were judged" in caplog.text
+
+
 def test_records_the_lookup_saw_are_not_checked_again_under_the_write_lock(db_url: str) -> None:
     """Only records after ``images_seen_as_of`` are looked at where the decision is written: the
     verdicts carry what the lookup found up to it (here, by construction, nothing), and a shipment
@@ -842,11 +890,17 @@ def test_an_older_store_is_upgraded_and_its_image_indexes_built_from_its_chain(
     engine.dispose()
 
 
-@pytest.mark.parametrize("table", ["audit_image_index", "audit_image_likeness"])
-def test_a_version_3_store_without_an_image_index_is_named_as_damaged(db_url: str, table: str) -> None:
+@pytest.mark.parametrize(
+    ("version", "table"),
+    [(3, "audit_image_index"), (3, "audit_image_likeness"), (2, "audit_image_index")],
+)
+def test_a_store_without_an_image_index_of_its_version_is_named_as_damaged(
+    db_url: str, version: int, table: str
+) -> None:
     AuditStore.open(db_url).close()
     sql(db_url, f"DROP TABLE {table}")
-    with pytest.raises(AuditError, match=rf"schema version 3 but tables \['{table}'\] are missing"):
+    sql(db_url, f"UPDATE schema_info SET version = {version}")
+    with pytest.raises(AuditError, match=rf"schema version {version} but tables \['{table}'\] are missing"):
         AuditStore.open(db_url)
 
 

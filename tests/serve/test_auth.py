@@ -196,13 +196,16 @@ def test_a_session_unused_for_idle_s_ends(tmp_path, shared: bool) -> None:
         assert sorted(p.name for p in folder.iterdir()) == [f"{_sid(fresh)}.seen"]
 
 
-def test_an_idle_review_page_asks_to_sign_in_again(make_client) -> None:
+def test_an_idle_review_page_asks_to_sign_in_again(make_client, tmp_path) -> None:
+    import os
     import time
 
-    client = make_client(session_idle_s=1)
+    client = make_client(session_idle_s=60)
     assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
     assert "Sign out" in client.get("/review").text
-    time.sleep(1.2)
+    (seen,) = (tmp_path / "data" / "sessions").glob("*.seen")
+    last_use = time.time() - 61  # as if the workstation had been left for a minute
+    os.utime(seen, (last_use, last_use))
     page = client.get("/review")
     assert "Sign out" not in page.text and 'id="login-form"' in page.text
 

@@ -593,10 +593,23 @@ def test_a_retry_keeps_the_pictures_a_failed_first_attempt_lost(make_client, tmp
     assert heatmap.read_bytes() == first  # the same model's map, under the name the decision gives
 
 
-def test_a_retry_does_not_put_another_models_heatmap_under_the_first_ones_name(make_client, tmp_path) -> None:
+def test_a_retry_under_another_model_runs_no_model(make_client, tmp_path) -> None:
+    """Its map would not be the one behind the decision: nothing is scored, nothing kept."""
     assert _submit(make_client(), "SHP-LOST", [240]).status_code == 200
     (heatmap,) = (tmp_path / "data" / "heatmaps").iterdir()
     heatmap.unlink()
-    other = make_client(predictors={"bulk_ore": FakePredictor("bulk_ore", model_id="ore-retrained")})
-    assert _submit(other, "SHP-LOST", [240]).json()["seq"] == 1  # answered from the record
-    assert list((tmp_path / "data" / "heatmaps").iterdir()) == []
+    retrained = FakePredictor("bulk_ore", model_id="ore-retrained")
+    other = make_client(predictors={"bulk_ore": retrained})
+    for _ in range(3):
+        assert _submit(other, "SHP-LOST", [240]).json()["seq"] == 1  # answered from the record
+    assert (retrained.batch_sizes, list((tmp_path / "data" / "heatmaps").iterdir())) == ([], [])
+
+
+def test_heatmaps_made_again_are_not_counted_as_scores_again(make_client) -> None:
+    client = make_client()
+    assert _submit(client, "SHP-ONCE", [240]).status_code == 200
+    for heatmap in (client.app.state.services.store.root / "heatmaps").iterdir():
+        heatmap.unlink()
+    assert _submit(client, "SHP-ONCE", [240]).json()["seq"] == 1
+    metrics = client.get("/metrics", headers=ADMIN).text
+    assert 'clearsight_image_score_count{cargo_type="bulk_ore"} 1.0' in metrics
