@@ -155,6 +155,14 @@ def _build_engine(url: str, busy_timeout_s: float) -> Engine:
         raise AuditError(f"audit store {shown}: cannot open ({type(exc).__name__}: {exc})") from exc
 
 
+def _check_postgres(version: tuple[int, ...] | None, url: str) -> None:
+    """Refuse a PostgreSQL before 14 at open: near-copy lookups count bits with its ``bit_count``,
+    and every submission would fail instead."""
+    if version is not None and version < (14,):
+        shown = ".".join(str(part) for part in version)
+        raise AuditError(f"audit store {url}: PostgreSQL {shown} is too old; Clearsight needs 14 or later")
+
+
 def _read_only(exc: DBAPIError) -> bool:
     """Whether the database refused a write because this role or connection may only read:
     PostgreSQL's insufficient privilege (42501) or read-only transaction (25006, a standby), by code
@@ -222,6 +230,7 @@ class AuditStore:
 
     def _init_schema(self, conn: Connection, *, create: bool) -> None:
         if self._postgres:
+            _check_postgres(conn.dialect.server_version_info, self.url)
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CREATE_LOCK})
         tables = set(inspect(conn).get_table_names())
         if "schema_info" in tables:

@@ -1003,3 +1003,18 @@ def test_cli_outcome_names_a_type_the_model_knows(
     assert run(app, ["audit", "outcome", "S1", "--officer", "o-1", *args, "--db", db]) == code
     captured = capsys.readouterr()
     assert said in " ".join((captured.out + captured.err).split())
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"), [((13, 9), True), ((14, 0), False), ((15, 20), False), (None, False)]
+)
+def test_a_postgresql_older_than_14_is_refused_at_open(
+    version: tuple[int, ...] | None, refused: bool
+) -> None:
+    from pipeline.audit.store import _check_postgres
+
+    if refused:
+        with pytest.raises(AuditError, match=r"PostgreSQL 13\.9 is too old; Clearsight needs 14 or later"):
+            _check_postgres(version, "postgresql://db/audit")
+    else:
+        _check_postgres(version, "postgresql://db/audit")

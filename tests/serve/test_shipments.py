@@ -551,7 +551,27 @@ class _BothLookFirst:
         return getattr(self._store, name)
 
 
-def test_the_same_pictures_under_two_ids_at_once_are_not_both_new(live_server, audit_store) -> None:
+def _photo_files(shipment_id: str) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """One photograph: as PNG for the first shipment, saved again as JPEG for the other."""
+    picture = _photo("images0003.png")
+    if shipment_id.endswith("1"):
+        return [("images", ("a.png", cv2.imencode(".png", picture)[1].tobytes(), "image/png"))]
+    jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+    return [("images", ("a.jpg", jpeg, "image/jpeg"))]
+
+
+@pytest.mark.parametrize(
+    ("files", "rule", "per_shipment"),
+    [
+        (lambda _: [("images", (f"img{i}.png", png_bytes(v), "image/png")) for i, v in enumerate([10, 20])],
+         "override.image_reused", 2),
+        (_photo_files, "override.image_near_copy", 1),
+    ],
+    ids=["same-bytes", "near-copy"],
+)  # fmt: skip
+def test_the_same_pictures_under_two_ids_at_once_are_not_both_new(
+    live_server, audit_store, files, rule: str, per_shipment: int
+) -> None:
     """Each lookup runs before the other is recorded; the store checks again where it writes."""
     import httpx
 
@@ -559,10 +579,9 @@ def test_the_same_pictures_under_two_ids_at_once_are_not_both_new(live_server, a
 
     def send(shipment_id: str) -> int:
         declaration = json.dumps({"shipment_id": shipment_id, "cargo_type": "bulk_ore"})
-        files = [("images", (f"img{i}.png", png_bytes(v), "image/png")) for i, v in enumerate([10, 20])]
         answer = httpx.post(
             f"{server.url}/v1/shipments",
-            files=files,
+            files=files(shipment_id),
             data={"declaration": declaration},
             headers=SUBMIT,
             timeout=30,
@@ -572,10 +591,10 @@ def test_the_same_pictures_under_two_ids_at_once_are_not_both_new(live_server, a
     with ThreadPoolExecutor(2) as pool:
         assert list(pool.map(send, ["SHP-T1", "SHP-T2"])) == [200, 200]
     reused = {
-        sid: [r.rule for r in audit_store.get(sid).decision.reasons].count("override.image_reused")
+        sid: [r.rule for r in audit_store.get(sid).decision.reasons].count(rule)
         for sid in ("SHP-T1", "SHP-T2")
     }
-    assert sorted(reused.values()) == [0, 2]  # the one recorded second knows both pictures were seen
+    assert sorted(reused.values()) == [0, per_shipment]  # the one recorded second knows they were seen
 
 
 def test_a_retry_keeps_the_pictures_a_failed_first_attempt_lost(make_client, tmp_path) -> None:
