@@ -173,36 +173,75 @@ def mistaken(sets: dict[str, list[np.ndarray]], bits: int) -> None:
         )
 
 
-def _timed_lookups(
-    phashes: list[str], probes: list[str], bits: int, repeats: int = 30
-) -> tuple[float, float]:
-    """(ms by content hash alone, ms with the perceptual hash) to look up ``probes`` in a store whose
-    indexes hold one decision per hash of ``phashes`` (SQLite), medians of interleaved runs."""
+def _filled_store(url: str, phashes: list[str]) -> None:
+    """An audit store whose indexes hold one decision per hash, and whose head says so (the chain
+    itself is not needed to look up or to append)."""
     from sqlalchemy import create_engine
 
     from pipeline.audit import AuditStore
     from pipeline.audit.image_indexes import add_decision
+    from pipeline.audit.schema import audit_head
 
     rng = random.Random(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'audit.db'}"
-        AuditStore.open(url).close()
-        engine = create_engine(url)
-        with engine.begin() as conn:
-            for n, phash in enumerate(phashes):
-                image = {"sha256": f"{rng.getrandbits(256):064x}", "phash": phash}
-                add_decision(conn, {"images": [image]}, f"S{n}", n + 1)
-        engine.dispose()
-        wanted = [(f"{rng.getrandbits(256):064x}", p) for p in probes]
-        with AuditStore.open(url) as store:
-            times: dict[int, list[float]] = {0: [], bits: []}
-            for _ in range(repeats):  # interleaved, so that a busy machine slows both alike
-                for b in times:
-                    t = time.perf_counter()
-                    store.sightings(wanted, other_than="none", near_copy_bits=b)
-                    times[b].append(time.perf_counter() - t)
+    AuditStore.open(url).close()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for n, phash in enumerate(phashes):
+            image = {"sha256": f"{rng.getrandbits(256):064x}", "phash": phash}
+            add_decision(conn, {"images": [image]}, f"S{n}", n + 1)
+        conn.execute(audit_head.update().values(seq=len(phashes)))
+    engine.dispose()
+
+
+def _timed_lookups(url: str, probes: list[str], bits: int, repeats: int = 30) -> tuple[float, float]:
+    """(ms by content hash alone, ms with the perceptual hash) to look up ``probes``, medians of
+    interleaved runs."""
+    from pipeline.audit import AuditStore
+
+    rng = random.Random(2)
+    wanted = [(f"{rng.getrandbits(256):064x}", p) for p in probes]
+    with AuditStore.open(url) as store:
+        times: dict[int, list[float]] = {0: [], bits: []}
+        for _ in range(repeats):  # interleaved, so that a busy machine slows both alike
+            for b in times:
+                t = time.perf_counter()
+                store.sightings(wanted, other_than="none", near_copy_bits=b)
+                times[b].append(time.perf_counter() - t)
     exact, near = (statistics.median(times[b]) * 1000 for b in (0, bits))
     return exact, near
+
+
+def _timed_records(url: str, pictures: list[str], bits: int, repeats: int = 20) -> tuple[float, float]:
+    """(ms to record a decision of 8 pictures without the re-check, ms with it): what the write lock
+    is held for. Nothing was decided since the lookup, the common case; medians, interleaved."""
+    from pipeline.audit import AuditStore
+    from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision, Tier
+
+    rng = random.Random(3)
+
+    def decision(n: int) -> ShipmentDecision:
+        images = [
+            ImageVerdict(path=f"{k}.png", sha256=f"{rng.getrandbits(256):064x}", phash=p)
+            for k, p in enumerate(pictures[8 * n : 8 * n + 8])
+        ]
+        declaration = Declaration(shipment_id=f"NEW-{n}", cargo_type="bulk_ore")
+        return ShipmentDecision(
+            shipment_id=declaration.shipment_id, cargo_type="bulk_ore", tier=Tier.RELEASE, reasons=[],
+            images=images, declaration=declaration, policy_version="bench", policy_sha256="0" * 64,
+            decided_at="2026-12-06T00:00:00+00:00", model_ids=[],
+        )  # fmt: skip
+
+    with AuditStore.open(url) as store:
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for n in range(repeats):
+            for checked in times:
+                d = decision(2 * n + checked)
+                as_of = store.sightings([], other_than="none", near_copy_bits=bits).as_of if checked else None
+                t = time.perf_counter()
+                store.record(d, images_seen_as_of=as_of, near_copy_bits=bits)
+                times[checked].append(time.perf_counter() - t)
+    plain, checked = (statistics.median(times[c]) * 1000 for c in (False, True))
+    return plain, checked
 
 
 def lookup_time(rows: int, framed: int, bits: int) -> None:
@@ -211,13 +250,29 @@ def lookup_time(rows: int, framed: int, bits: int) -> None:
     rng = random.Random(2)
     uniform = [f"{rng.getrandbits(320):080x}" for _ in range(rows + 8)]
     pictures = np.random.default_rng(3)
-    alike = [perceptual_hash(_framed(pictures, 128)) for _ in range(framed + 8)]
-    print("\nLookup of one request's 8 pictures (SQLite)")
-    print("| index | images | content hash alone | with the perceptual hash | ratio |")
-    print("|---|---|---|---|---|")
-    for name, hashes in (("uniform random hashes", uniform), ("pictures framed alike", alike)):
-        exact, near = _timed_lookups(hashes[:-8], hashes[-8:], bits)
-        print(f"| {name} | {len(hashes) - 8:,} | {exact:.2f} ms | {near:.2f} ms | {near / exact:.1f}x |")
+    alike = [perceptual_hash(_framed(pictures, 128)) for _ in range(framed + 8 + 320)]
+    print("\nLookup of one request's 8 pictures, and recording its decision (SQLite)")
+    print(
+        "| index | images | lookup: content hash alone | with the perceptual hash | ratio "
+        "| record: no re-check | with the re-check | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, hashes, extra in (
+        ("uniform random hashes", uniform, []),
+        ("pictures framed alike", alike, alike[-320:]),
+    ):
+        stored, probes = hashes[: len(hashes) - 8 - len(extra)], hashes[len(hashes) - 8 - len(extra) :][:8]
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{Path(tmp) / 'audit.db'}"
+            _filled_store(url, stored)
+            exact, near = _timed_lookups(url, probes, bits)
+            plain, checked = _timed_records(
+                url, extra or [f"{rng.getrandbits(320):080x}" for _ in range(320)], bits
+            )
+        print(
+            f"| {name} | {len(stored):,} | {exact:.2f} ms | {near:.2f} ms | {near / exact:.1f}x "
+            f"| {plain:.2f} ms | {checked:.2f} ms | {checked / plain:.2f}x |"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

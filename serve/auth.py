@@ -16,6 +16,7 @@ import enum
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets.errors import InputError
+
+log = logging.getLogger("clearsight.serve.auth")
 
 __all__ = ["KeyRing", "Principal", "Role", "SessionSigner", "parse_api_keys"]
 
@@ -256,11 +259,14 @@ class SessionSigner:
             return
         path = self._seen_file(sid)
         try:
-            os.utime(path, (now, now))
-        except FileNotFoundError:
-            self._revoked_dir.mkdir(parents=True, exist_ok=True)
-            path.touch()
-            os.utime(path, (now, now))
+            try:
+                os.utime(path, (now, now))
+            except FileNotFoundError:
+                self._revoked_dir.mkdir(parents=True, exist_ok=True)
+                path.touch()
+                os.utime(path, (now, now))
+        except OSError as exc:  # the session then ends at its last recorded use: the safe side
+            log.warning("session last use not recorded in %s: %s", self._revoked_dir, exc)
 
     def _last_seen(self, sid: str) -> float | None:
         """When the session was last used, on any worker; None for one never seen (issued by a server
@@ -269,7 +275,7 @@ class SessionSigner:
             return self._seen.get(sid)
         try:
             return self._seen_file(sid).stat().st_mtime
-        except FileNotFoundError:
+        except OSError:  # never recorded, or the folder cannot be read: the session has ended
             return None
 
     def _forget_idle(self, now: float) -> None:

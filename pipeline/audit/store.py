@@ -47,7 +47,6 @@ from pipeline.audit.image_indexes import (
     add_decision,
     check_bits,
     rebuild,
-    seen_elsewhere,
     sightings,
 )
 from pipeline.audit.records import AuditRecord, OutcomeRecord, VerifyReport
@@ -155,7 +154,7 @@ def _build_engine(url: str, busy_timeout_s: float) -> Engine:
         raise AuditError(f"audit store {shown}: cannot open ({type(exc).__name__}: {exc})") from exc
 
 
-def _check_postgres(version: tuple[int, ...] | None, url: str) -> None:
+def _check_postgres(version: tuple[Any, ...] | None, url: str) -> None:
     """Refuse a PostgreSQL before 14 at open: near-copy lookups count bits with its ``bit_count``,
     and every submission would fail instead."""
     if version is not None and version < (14,):
@@ -229,7 +228,7 @@ class AuditStore:
         return store
 
     def _init_schema(self, conn: Connection, *, create: bool) -> None:
-        if self._postgres:
+        if self._postgres and create:  # a writer looks pictures up with bit_count; a reader never
             _check_postgres(conn.dialect.server_version_info, self.url)
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CREATE_LOCK})
         tables = set(inspect(conn).get_table_names())
@@ -511,16 +510,6 @@ class AuditStore:
             )
 
         return self._retry(f"recording shipment {decision.shipment_id!r}", work)
-
-    def shipments_with_images(
-        self, hashes: Sequence[str], *, other_than: str, most: int = 5
-    ) -> dict[str, list[str]]:
-        """For each image content hash, the other shipments it was decided in before, oldest first
-        (at most ``most`` each); hashes seen in no other shipment are left out."""
-        if self._not_upgraded is not None or not any(hashes):
-            return {}  # an older store has no index (and takes no decision to check against it)
-        with self._reading("looking up images decided before") as conn:
-            return seen_elsewhere(conn, hashes, other_than, most=most)
 
     def sightings(
         self,

@@ -5,6 +5,7 @@ Shared by the local engine and the Ray actors, so that both produce the same row
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -16,6 +17,8 @@ from models.inference import Prediction, Predictor
 from pipeline.heatmap import overlay_png
 from pipeline.score.sources import ImageTask
 from pipeline.verdicts import ImageVerdict
+
+log = logging.getLogger("clearsight.score")
 
 __all__ = ["Decoded", "ScoredRow", "decode_task", "error_row", "score_batch"]
 
@@ -53,13 +56,17 @@ def decode_task(path: str, limits: Any) -> Decoded:
 
     try:
         image = decode_image(path, limits=limits)
-        # recorded with the verdict, so that the audit store can find a near-copy of a picture
-        # decided in a batch when it is sent again to the service
-        phash = perceptual_hash(image.pixels)
     except ClearsightError as exc:
         return Decoded(None, None, _describe(exc))
     except Exception as exc:  # a codec bug or an OS error the decoder did not translate
         return Decoded(None, None, f"unexpected {_describe(exc)}")
+    # recorded with the verdict, so that the audit store can find a near-copy of a picture decided in
+    # a batch when it is sent again to the service; only a help to that lookup, never the score's end
+    try:
+        phash = perceptual_hash(image.pixels)
+    except Exception as exc:
+        log.warning("%s: no perceptual hash (%s); found again by its bytes only", path, _describe(exc))
+        phash = None
     return Decoded(image.pixels, image.sha256, None, phash)
 
 
@@ -75,12 +82,18 @@ def printable_path(path: str) -> str:
 
 
 def error_row(
-    task: ImageTask, error: str, *, cargo_type: str | None = None, sha256: str | None = None
+    task: ImageTask,
+    error: str,
+    *,
+    cargo_type: str | None = None,
+    sha256: str | None = None,
+    phash: str | None = None,
 ) -> ScoredRow:
     """The row of an image that could not be scored: ``error`` set, every score field ``None``."""
     verdict = ImageVerdict(
         path=printable_path(task.path),
         sha256=sha256,
+        phash=phash,
         shipment_id=task.shipment_id,
         cargo_type=cargo_type if cargo_type is not None else task.cargo_type,
         error=error,
@@ -158,7 +171,11 @@ def score_batch(
                 (prediction,) = _predict(predictor, [decoded.pixels])  # type: ignore[list-item]
             except Exception as exc:
                 message = f"model error in {predictor.model_id!r}: {_describe(exc)}"
-                rows.append(error_row(task, message, cargo_type=cargo_type, sha256=decoded.sha256))
+                rows.append(
+                    error_row(
+                        task, message, cargo_type=cargo_type, sha256=decoded.sha256, phash=decoded.phash
+                    )
+                )
             else:
                 rows.append(_scored_row(task, decoded, prediction, cargo_type, heatmaps))
         return rows

@@ -280,8 +280,8 @@ async def submit_shipment(
             ]
     # Kept for review only once the decision stands: a refused submission (409) stores nothing, so
     # sending rival pictures again and again cannot fill the disk. A failure just here leaves a
-    # decision whose pictures are missing on the review page (its retry keeps them, not the heatmaps),
-    # never pictures of no decision.
+    # decision whose pictures are missing on the review page until its retry keeps them (and makes
+    # the heatmaps again), never pictures of no decision.
     await run_in_threadpool(_keep_for_review, services, uploads, heatmaps)
     if record.decision.decided_at == decision.decided_at:  # a replay returns the earlier decision's time
         services.metrics.decisions.labels(record.decision.tier.value).inc()

@@ -695,12 +695,11 @@ def test_pictures_decided_in_other_shipments_are_found(db_url: str) -> None:
         store.record(_with_images("S1", a, b))
         store.record(_with_images("S2", b))
         store.record(_with_images("S3", b, c))
-        assert store.shipments_with_images([a, b, c, "dd" * 32], other_than="S3") == {
-            a: ["S1"],
-            b: ["S1", "S2"],
-        }
-        assert store.shipments_with_images([b], other_than="S9", most=2) == {b: ["S1", "S2"]}  # oldest first
-        assert store.shipments_with_images([], other_than="S1") == {}
+        found = store.sightings([(h, None) for h in (a, b, c, "dd" * 32)], other_than="S3", near_copy_bits=0)
+        assert {sha: s.seen_in for sha, s in found.found.items()} == {a: ["S1"], b: ["S1", "S2"]}
+        most = store.sightings([(b, None)], other_than="S9", near_copy_bits=0, most=2).found
+        assert most[b].seen_in == ["S1", "S2"]  # oldest first
+        assert store.sightings([], other_than="S1", near_copy_bits=0).found == {}
 
 
 _P = "94e46b5a2e6d3992" + "3c" * 32  # coarse part, then fine part
@@ -878,7 +877,7 @@ def test_an_older_store_is_upgraded_and_its_image_indexes_built_from_its_chain(
         sql(db_url, f"DROP TABLE {table}")
     sql(db_url, f"UPDATE schema_info SET version = {version}")
     with AuditStore.open(db_url) as store:
-        assert store.shipments_with_images([a], other_than="S2") == {a: ["S1"]}
+        assert store.sightings([(a, None)], other_than="S2", near_copy_bits=0).found[a].seen_in == ["S1"]
         found = store.sightings([("bb" * 32, _phash((5, 9), 10))], other_than="S2", near_copy_bits=40).found
         assert found == (
             {"bb" * 32: Sighting(seen_in=[], similar_in=["S1"], similar_bits=10)} if near else {}
@@ -946,7 +945,9 @@ def test_a_version_1_store_opened_read_only_is_read_and_not_written(tmp_path: Pa
     read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
     with AuditStore.open(read_only, create=False) as store:  # an auditor's copy
         assert store.get("S1") is not None and store.verify().ok
-        assert store.shipments_with_images([a], other_than="S2") == {}  # no index to look in
+        assert (
+            store.sightings([(a, None)], other_than="S2", near_copy_bits=0).found == {}
+        )  # no index to look in
         with pytest.raises(AuditError, match="is at schema version 1 and this role may not upgrade it to 3"):
             store.record(_with_images("S2", a))
     with pytest.raises(AuditError, match="may not upgrade it to 3"):
@@ -1003,6 +1004,20 @@ def test_cli_outcome_names_a_type_the_model_knows(
     assert run(app, ["audit", "outcome", "S1", "--officer", "o-1", *args, "--db", db]) == code
     captured = capsys.readouterr()
     assert said in " ".join((captured.out + captured.err).split())
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_writer_on_postgresql_13_is_refused_and_a_reader_is_not(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.dialects.postgresql.base import PGDialect
+
+    AuditStore.open(db_url).close()
+    monkeypatch.setattr(PGDialect, "_get_server_version_info", lambda self, connection: (13, 9))
+    with pytest.raises(AuditError, match=r"PostgreSQL 13\.9 is too old; Clearsight needs 14 or later"):
+        AuditStore.open(db_url)
+    with AuditStore.open(db_url, create=False) as store:  # verify, export: no bit_count
+        assert store.verify().ok
 
 
 @pytest.mark.parametrize(

@@ -405,3 +405,42 @@ def test_rows_carry_each_pictures_perceptual_hash_into_the_audit_store(tmp_path:
         store.record(decision)
         found = store.sightings([("ab" * 32, perceptual_hash(jpeg))], other_than="HTTP-1", near_copy_bits=32)
     assert found.found["ab" * 32].similar_in == ["BATCH-1"]
+
+
+def _photo_file(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    fixture = Path(__file__).parents[1] / "fixtures" / "real_ore" / "full_ore" / "images0005.png"
+    photo = cv2.resize(cv2.imread(str(fixture)), (96, 64), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(tmp_path / "photo.png"), photo)
+    return tmp_path / "photo.png", photo
+
+
+class _Broken(FakePredictor):
+    def predict(self, images):  # type: ignore[no-untyped-def]
+        raise RuntimeError("model exploded")
+
+
+def test_a_picture_its_model_failed_on_keeps_its_perceptual_hash(tmp_path: Path) -> None:
+    from datasets.perceptual_hash import perceptual_hash
+
+    path, photo = _photo_file(tmp_path)
+    out = tmp_path / "rows.jsonl"
+    score_to_file([ImageTask(str(path))], _engine(_Broken()), out)
+    (row,) = _rows_by_path(out).values()
+    assert row.error is not None and row.phash == perceptual_hash(photo)
+
+
+def test_a_perceptual_hash_that_fails_costs_the_picture_nothing_but_its_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import datasets.perceptual_hash
+
+    def fails(pixels: np.ndarray) -> str:
+        raise ValueError("no hash today")
+
+    monkeypatch.setattr(datasets.perceptual_hash, "perceptual_hash", fails)
+    path, _ = _photo_file(tmp_path)
+    out = tmp_path / "rows.jsonl"
+    summary = score_to_file([ImageTask(str(path))], _engine(), out)
+    (row,) = _rows_by_path(out).values()
+    assert (summary.scored, row.error, row.phash) == (1, None, None) and row.score is not None
+    assert "no perceptual hash (ValueError: no hash today)" in caplog.text

@@ -196,6 +196,14 @@ def test_a_session_unused_for_idle_s_ends(tmp_path, shared: bool) -> None:
         assert sorted(p.name for p in folder.iterdir()) == [f"{_sid(fresh)}.seen"]
 
 
+def test_a_sessions_folder_that_cannot_be_written_ends_sessions_without_an_error(tmp_path, caplog) -> None:
+    (tmp_path / "not-a-folder").write_text("x")
+    signer = SessionSigner(b"s", ttl_s=600, idle_s=60, revoked_dir=tmp_path / "not-a-folder" / "sessions")
+    cookie = signer.issue(OFFICER_KEY, Role.OFFICER, now=1000.0)
+    assert signer.check(cookie, parse_api_keys(API_KEYS), now=1001.0) is None  # the safe side, no 500
+    assert "session last use not recorded" in caplog.text
+
+
 def test_an_idle_review_page_asks_to_sign_in_again(make_client, tmp_path) -> None:
     import os
     import time

@@ -624,6 +624,29 @@ def test_a_retry_under_another_model_runs_no_model(make_client, tmp_path) -> Non
     assert (retrained.batch_sizes, list((tmp_path / "data" / "heatmaps").iterdir())) == ([], [])
 
 
+def test_a_retry_of_a_decision_from_before_maps_were_keyed_by_model_runs_no_model(
+    make_client, audit_store, tmp_path
+) -> None:
+    """Its page reads the map under the image's own hash: one made under the model's key would
+    never be shown, so none is made."""
+    from pipeline.decide import decide_shipment
+    from pipeline.verdicts import ImageVerdict
+
+    predictor = FakePredictor("bulk_ore")
+    client = make_client(predictors={"bulk_ore": predictor, "vacuum_pack": FakePredictor("vacuum_pack")})
+    data = png_bytes(240)
+    sha = hashlib.sha256(data).hexdigest()
+    declaration = Declaration(shipment_id="SHP-OLD", cargo_type="bulk_ore")
+    verdict = ImageVerdict(
+        path="img0.png", sha256=sha, score=0.94, threshold=0.5, hold_threshold=0.8,
+        model_id=predictor.model_id, cargo_type="bulk_ore", heatmap=f"heatmaps/{sha}.png",
+    )  # fmt: skip
+    decision = decide_shipment(client.app.state.services.policy, declaration, [verdict], audit_key=b"k")
+    audit_store.record(decision, idempotency_key=idempotency_key(declaration, [sha]))
+    assert _submit(client, "SHP-OLD", [240]).json()["seq"] == 1  # answered from the record
+    assert predictor.batch_sizes == [] and list((tmp_path / "data" / "heatmaps").iterdir()) == []
+
+
 def test_heatmaps_made_again_are_not_counted_as_scores_again(make_client) -> None:
     client = make_client()
     assert _submit(client, "SHP-ONCE", [240]).status_code == 200
