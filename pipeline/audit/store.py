@@ -228,8 +228,9 @@ class AuditStore:
         return store
 
     def _init_schema(self, conn: Connection, *, create: bool) -> None:
-        if self._postgres and create:  # a writer looks pictures up with bit_count; a reader never
-            _check_postgres(conn.dialect.server_version_info, self.url)
+        if self._postgres:
+            if create:  # a writer looks pictures up with bit_count; a reader never does
+                _check_postgres(conn.dialect.server_version_info, self.url)
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CREATE_LOCK})
         tables = set(inspect(conn).get_table_names())
         if "schema_info" in tables:
@@ -251,6 +252,8 @@ class AuditStore:
                 )
             if version != SCHEMA_VERSION:
                 self._upgrade(conn, version, create=create)
+            elif create:
+                self._mend_likeness(conn)
             return
         if not create:
             raise AuditError(
@@ -261,6 +264,17 @@ class AuditStore:
         index_metadata.create_all(conn)
         conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION, created_at=_now()))
         conn.execute(audit_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
+
+    @staticmethod
+    def _mend_likeness(conn: Connection) -> None:
+        """Make the likeness index again where an early version-3 build laid it out otherwise (before
+        its ``coarse`` column): it is built from the chain, so nothing is lost."""
+        columns = {column["name"] for column in inspect(conn).get_columns(image_likeness.name)}
+        if set(image_likeness.columns.keys()) <= columns:
+            return
+        with conn.begin_nested():
+            image_likeness.drop(conn)
+            rebuild(conn)
 
     def _upgrade(self, conn: Connection, version: int, *, create: bool) -> None:
         """Version 1 -> 3: the image indexes, made from the chain; 2 -> 3: the likeness index. A

@@ -889,6 +889,16 @@ def test_an_older_store_is_upgraded_and_its_image_indexes_built_from_its_chain(
     engine.dispose()
 
 
+def test_a_likeness_index_an_early_build_laid_out_otherwise_is_made_again(db_url: str) -> None:
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", "aa" * 32, phash=_P))
+    sql(db_url, "DROP TABLE audit_image_likeness")
+    sql(db_url, "CREATE TABLE audit_image_likeness (phash VARCHAR(16), shipment_id VARCHAR(128), seq BIGINT)")
+    with AuditStore.open(db_url) as store:
+        found = store.sightings([("bb" * 32, _phash(fine=4))], other_than="S2", near_copy_bits=32).found
+        assert found["bb" * 32].similar_in == ["S1"] and store.verify().ok
+
+
 @pytest.mark.parametrize(
     ("version", "table"),
     [(3, "audit_image_index"), (3, "audit_image_likeness"), (2, "audit_image_index")],
