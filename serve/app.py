@@ -7,7 +7,9 @@ closed at shutdown; each cargo type gets a :class:`~serve.batching.MicroBatcher`
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -107,6 +109,7 @@ def preflight(settings: ServeSettings) -> dict[str, Predictor]:
     from pipeline.audit import AuditStore
 
     _load_register(settings, _load_policy(settings))  # the quick checks first
+    _check_data_dir(settings.data_dir)
     AuditStore.check_url(settings.audit_db)
     predictors = _load_predictors(settings.models, runtime=settings.runtime)
     audit = _open_audit(settings)  # last: a start that fails on anything else leaves no new store
@@ -115,6 +118,27 @@ def preflight(settings: ServeSettings) -> dict[str, Predictor]:
     finally:
         audit.close()
     return predictors
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    """Refuse a data folder the service cannot write: uploads, heatmaps and review sessions live
+    there, and a session whose last use cannot be recorded ends at once (a sign-in loop).
+
+    Raises:
+        InputError: a part of it cannot be made or written.
+    """
+    for part in ("images", "heatmaps", "sessions"):
+        folder = Path(data_dir) / part
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise InputError(
+                f"data folder {folder} cannot be written ({type(exc).__name__}: {exc.strerror or exc}); "
+                "--data-dir must name a folder this service may write"
+            ) from exc
 
 
 def check_keys(settings: ServeSettings) -> KeyRing:

@@ -275,7 +275,10 @@ class SessionSigner:
             return self._seen.get(sid)
         try:
             return self._seen_file(sid).stat().st_mtime
-        except OSError:  # never recorded, or the folder cannot be read: the session has ended
+        except FileNotFoundError:  # never recorded, or forgotten once idle
+            return None
+        except OSError as exc:  # the safe side: the session has ended
+            log.warning("session last use not read in %s: %s", self._revoked_dir, exc)
             return None
 
     def _forget_idle(self, now: float) -> None:
@@ -287,7 +290,7 @@ class SessionSigner:
             try:
                 if now - path.stat().st_mtime >= self._idle_s:
                     path.unlink()
-            except FileNotFoundError:
+            except OSError:  # gone already, or not ours to remove: tidying only
                 continue
 
 

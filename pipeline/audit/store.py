@@ -468,7 +468,9 @@ class AuditStore:
         def work(conn: Connection) -> AuditRecord:
             # Lock the head first, so that two writers cannot both judge the shipment's latest
             # decision before either appends (Postgres reads committed rows; SQLite writes alone).
-            conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).one()
+            head = conn.execute(
+                select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()
+            ).scalar_one()
             if idempotency_key is not None:
                 existing = conn.execute(
                     select(audit_records).where(audit_records.c.idempotency_key == idempotency_key)
@@ -496,7 +498,8 @@ class AuditStore:
                 if replayed is not None:
                     return replayed
                 self._refuse_lowering_a_hold(conn, latest, decision)
-            if images_seen_as_of is not None:
+            # nothing written since the lookup, the common case: nothing to check under the lock
+            if images_seen_as_of is not None and head > images_seen_as_of:
                 since = sightings(
                     conn,
                     [(i.sha256 or "", i.phash) for i in decision.images],

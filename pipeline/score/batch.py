@@ -65,7 +65,9 @@ def decode_task(path: str, limits: Any) -> Decoded:
     try:
         phash = perceptual_hash(image.pixels)
     except Exception as exc:
-        log.warning("%s: no perceptual hash (%s); found again by its bytes only", path, _describe(exc))
+        log.warning(
+            "%s: no perceptual hash (%s); found again by its bytes only", printable_path(path), _describe(exc)
+        )
         phash = None
     return Decoded(image.pixels, image.sha256, None, phash)
 

@@ -408,9 +408,7 @@ class RowWriter:
 def _parquet_schema() -> Any:
     import pyarrow as pa
 
-    return pa.schema(
-        [(name, pa.float64() if name in _FLOATS else pa.string()) for name in FIELDS]
-    )
+    return pa.schema([(name, pa.float64() if name in _FLOATS else pa.string()) for name in FIELDS])
 
 
 def finish_output(out: Path) -> None:

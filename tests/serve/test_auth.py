@@ -267,8 +267,10 @@ DB = "sqlite:///{tmp}/a.db"
          "know (it lists AEOF, AEOS)"),
         (["--audit-db", DB, "--port", "99999"],
          "Error: port (--port or CLEARSIGHT_PORT): Input should be less than or equal to 65535"),
+        (["--audit-db", DB, "--data-dir", "{tmp}/aeof.csv/data"],
+         "Error: data folder {tmp}/aeof.csv/data/images cannot be written (NotADirectoryError"),
     ],
-    ids=["audit-url", "model", "register", "register-tier", "port"],
+    ids=["audit-url", "model", "register", "register-tier", "port", "data-dir"],
 )  # fmt: skip
 def test_serve_names_what_is_wrong_before_starting(tmp_path, monkeypatch, capsys, args, said) -> None:
     from serve.cli import app, run  # the pipeline's CLI with `serve` added
