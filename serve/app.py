@@ -22,7 +22,7 @@ from datasets.errors import InputError, ModelError
 from models.inference import Predictor
 from pipeline.settings import MIN_AUDIT_SECRET_CHARS, weak_audit_secret
 from serve import problems
-from serve.auth import KeyRing, SessionSigner, parse_api_keys
+from serve.auth import STRONG_KEY_CHARS, KeyRing, SessionSigner, parse_api_keys
 from serve.batching import MicroBatcher
 from serve.deps import Services
 from serve.lockout import FailedAttempts
@@ -161,6 +161,15 @@ def check_keys(settings: ServeSettings) -> KeyRing:
     if len(keys) == 0:
         log.warning(
             "INSECURE: serving without authentication (insecure_dev is set); never do this in production"
+        )
+    if keys.short_keys:
+        log.warning(
+            "API key(s) %s are shorter than %d characters: the audit trail names each key by 48 bits of "
+            "its SHA-256, so anyone who reads it can test guesses at a short key offline; use random "
+            "keys of %d or more characters (secrets.token_urlsafe(24) gives 32)",
+            ", ".join(keys.short_keys),
+            STRONG_KEY_CHARS,
+            STRONG_KEY_CHARS,
         )
     if weak_audit_secret(settings):
         if not settings.insecure_dev:

@@ -29,7 +29,7 @@ from datasets.errors import InputError
 
 log = logging.getLogger("clearsight.serve.auth")
 
-__all__ = ["KeyRing", "Principal", "Role", "SessionSigner", "parse_api_keys"]
+__all__ = ["STRONG_KEY_CHARS", "KeyRing", "Principal", "Role", "SessionSigner", "parse_api_keys"]
 
 
 class Role(enum.StrEnum):
@@ -66,10 +66,12 @@ def _fingerprint(digest: bytes) -> str:
 
 
 class KeyRing:
-    """The configured API keys, as (digest, role) pairs."""
+    """The configured API keys, as (digest, role) pairs; ``short_keys`` names those shorter than
+    :data:`STRONG_KEY_CHARS` (see :func:`parse_api_keys`)."""
 
-    def __init__(self, entries: list[tuple[bytes, Role]]) -> None:
+    def __init__(self, entries: list[tuple[bytes, Role]], *, short_keys: tuple[str, ...] = ()) -> None:
         self._entries = list(entries)
+        self.short_keys = short_keys
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -94,6 +96,11 @@ class KeyRing:
         return self.by_digest(_digest(key))
 
 
+STRONG_KEY_CHARS = 20
+"""Keys shorter than this are accepted with a warning: the audit trail and the trader register name
+each key by 48 bits of its SHA-256, against which anyone who reads them can test guesses offline."""
+
+
 def parse_api_keys(spec: str) -> KeyRing:
     """Parse ``"role:key,role:key"`` into a :class:`KeyRing`.
 
@@ -103,6 +110,7 @@ def parse_api_keys(spec: str) -> KeyRing:
     """
     entries: list[tuple[bytes, Role]] = []
     seen: set[bytes] = set()
+    short: list[str] = []
     roles = ", ".join(r.value for r in Role)
     for index, raw in enumerate(spec.split(",")):
         item = raw.strip()
@@ -131,7 +139,9 @@ def parse_api_keys(spec: str) -> KeyRing:
             raise InputError(f"API key entry #{index + 1} ({role.value}) repeats an earlier key")
         seen.add(digest)
         entries.append((digest, role))
-    return KeyRing(entries)
+        if len(key) < STRONG_KEY_CHARS:
+            short.append(Principal(role=role, fingerprint=_fingerprint(digest)).name)
+    return KeyRing(entries, short_keys=tuple(short))
 
 
 class SessionSigner:

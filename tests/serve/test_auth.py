@@ -66,6 +66,29 @@ def test_session_cookie_roundtrip_tamper_and_expiry() -> None:
     assert signer.check(cookie, parse_api_keys(f"officer:{ADMIN_KEY}"), now=1001.0) is None  # key withdrawn
 
 
+@pytest.mark.parametrize(
+    ("keys", "warned"),
+    [
+        ("officer:short-key-1,admin:" + "k" * 20, ["officer"]),
+        ("officer:" + "o" * 20 + ",admin:" + "a" * 32, []),
+    ],
+    ids=["one-short", "all-long"],
+)
+def test_a_short_key_is_warned_about_by_its_name_never_its_text(keys: str, warned: list[str], caplog) -> None:
+    """Its name (48 bits of its SHA-256) is in the audit trail: a short key can be guessed offline."""
+    from serve.app import check_keys
+
+    settings = ServeSettings(
+        _env_file=None, api_keys=keys, audit_secret="a-long-enough-audit-secret-for-tests"
+    )
+    ring = check_keys(settings)
+    said = [r.getMessage() for r in caplog.records if "shorter than 20 characters" in r.getMessage()]
+    assert [name.split(":")[0] for name in ring.short_keys] == warned and bool(said) == bool(warned)
+    assert all("short-key-1" not in message for message in said)
+    if warned:
+        assert ring.short_keys[0] in said[0]
+
+
 def test_refuses_to_start_without_keys(tmp_path) -> None:
     settings = ServeSettings(_env_file=None, api_keys="", data_dir=tmp_path)
     with pytest.raises(InputError, match="no API keys configured: set CLEARSIGHT_API_KEYS"):
