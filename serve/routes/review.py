@@ -19,6 +19,7 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from datasets.errors import ConflictError
+from datasets.perceptual_hash import fine_distance
 from models.inference import GOOD
 from pipeline.heatmap import legend_svg
 from pipeline.verdicts import Tier, scored_anomaly_types
@@ -136,6 +137,30 @@ def _anomaly_types(services: Services, records: list[Any]) -> dict[str, list[str
     return out
 
 
+def _earlier_pictures(services: Services, records: list[Any]) -> dict[tuple[str, str], tuple[str, str]]:
+    """For each held picture that is a near-copy of one decided in another shipment: that shipment
+    and its nearest picture, where this server keeps it, keyed by (shipment, picture hash). An
+    officer compares the two; the same bytes need no second look. Each other shipment is read once."""
+    earlier: dict[tuple[str, str], tuple[str, str]] = {}
+    others: dict[str, Any] = {}
+    for record in records:
+        decision = record.decision
+        for image in decision.images:
+            if not (image.similar_in and image.phash and image.sha256):
+                continue
+            other = image.similar_in[0]
+            if other not in others:
+                others[other] = services.audit.get(other)
+            found = others[other]
+            hashed = [i for i in found.decision.images if i.phash and i.sha256] if found is not None else []
+            if not hashed:
+                continue
+            nearest = min(hashed, key=lambda i: fine_distance(image.phash, i.phash))
+            if services.store.has("images", nearest.sha256):
+                earlier[(decision.shipment_id, image.sha256)] = (other, nearest.sha256)
+    return earlier
+
+
 @router.get("", response_class=HTMLResponse)
 async def review_page(
     request: Request,
@@ -178,6 +203,7 @@ async def review_page(
             "recorded": request.query_params.get("recorded"),
             "stale": request.query_params.get("stale"),
             "stored": lambda sha256: services.store.has("images", sha256),
+            "earlier": await run_in_threadpool(_earlier_pictures, services, records),
         },
     )
 

@@ -105,6 +105,55 @@ def test_officer_reviews_a_held_shipment(live_server, audit_store, chromium) -> 
     assert audit_store.verify().ok
 
 
+def _real_photo(name: str) -> np.ndarray:
+    photo = cv2.imread(str(ROOT / "tests" / "fixtures" / "real_ore" / "full_ore" / name))
+    return (cv2.resize(photo, (192, 128), interpolation=cv2.INTER_AREA) // 3).astype(np.uint8)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_officer_sees_a_near_copy_beside_the_picture_it_copies(live_server, chromium) -> None:
+    """A photograph decided before, sent again as JPEG under another shipment id: the officer
+    compares the two pictures on the card."""
+    server = live_server()
+    picture = _real_photo("images0003.png")
+    png = cv2.imencode(".png", picture)[1].tobytes()
+    jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 60])[1].tobytes()
+    for shipment_id, name, data, kind in (
+        ("SHP-ORIGINAL", "a.png", png, "image/png"),
+        ("SHP-AGAIN", "b.jpg", jpeg, "image/jpeg"),
+    ):
+        declaration = json.dumps({"shipment_id": shipment_id, "cargo_type": "bulk_ore"})
+        answer = httpx.post(
+            f"{server.url}/v1/shipments",
+            files=[("images", (name, data, kind))],
+            data={"declaration": declaration},
+            headers=auth(SUBMITTER_KEY),
+        )
+        assert answer.status_code == 200, answer.text
+
+    page = chromium.new_page(viewport={"width": 1200, "height": 800})
+    page.goto(f"{server.url}/review")
+    page.fill("#key", OFFICER_KEY)
+    page.click("#login-form button")
+    card = page.locator("#shipment-SHP-AGAIN")
+    card.wait_for()
+    assert (
+        "a near-copy of a picture decided before in shipment SHP-ORIGINAL"
+        in card.locator(".reasons").inner_text()
+    )
+    earlier = card.locator(".earlier img")
+    earlier.evaluate(
+        "img => img.complete || new Promise(done => ['load', 'error'].forEach("
+        "e => img.addEventListener(e, done, {once: true})))"
+    )
+    assert earlier.evaluate("img => img.complete && img.naturalWidth") == 192  # the original, loaded
+    assert "near-copy of this picture in shipment SHP-ORIGINAL" in card.locator(".earlier").inner_text()
+    shots = ROOT / "tests" / "artifacts"
+    shots.mkdir(parents=True, exist_ok=True)
+    card.screenshot(path=str(shots / "near_copy.png"))
+
+
 def test_review_forms_need_session_and_csrf(make_client, audit_store) -> None:
     client = make_client()
     files = [("images", ("a.png", png_bytes(240), "image/png"))]

@@ -500,6 +500,12 @@ def test_a_near_copy_of_a_picture_decided_before_goes_to_an_officer(
         f"(perceptual hashes {image['similar_bits']} of 256 bits apart)"
     ]
     assert audit_store.get("SHP-COPY").decision.images[0].similar_in == ["SHP-ORIGINAL"]
+    # the officer sees the earlier picture beside it
+    assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
+    page = client.get("/review").text
+    original = hashlib.sha256(png).hexdigest()
+    assert f'<img src="/review/files/images/{original}" alt="earlier picture from SHP-ORIGINAL"' in page
+    assert client.get(f"/review/files/images/{original}").status_code == 200
 
 
 def test_the_decision_and_the_access_log_say_who_sent_it(make_client, audit_store, caplog) -> None:
