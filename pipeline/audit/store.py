@@ -672,6 +672,19 @@ class AuditStore:
             row = self._latest_decision(conn, shipment_id)
             return self._records(conn, [row])[0] if row is not None else None
 
+    def decisions_of(self, shipment_ids: Sequence[str]) -> list[AuditRecord]:
+        """Every decision recorded for these shipments, superseded ones too, oldest first, in one
+        read (the review page's near-copies may lie in a decision since replaced)."""
+        wanted = sorted(set(shipment_ids))
+        if not wanted:
+            return []
+        c = audit_records.c
+        with self._reading("reading the decisions of shipments") as conn:
+            rows = conn.execute(
+                select(audit_records).where(c.kind == "decision", c.shipment_id.in_(wanted)).order_by(c.seq)
+            ).all()
+            return self._records(conn, rows)
+
     def list(
         self,
         *,

@@ -8,6 +8,7 @@ top of SameSite) and answer with a redirect back to the queue.
 from __future__ import annotations
 
 import hmac
+import logging
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -18,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
-from datasets.errors import ConflictError
+from datasets.errors import AuditError, ConflictError
 from datasets.perceptual_hash import fine_distance
 from models.inference import GOOD
 from pipeline.heatmap import legend_svg
@@ -31,6 +32,8 @@ from serve.schemas import CLEAN, OutcomeIn
 from serve.storage import heatmap_name
 
 __all__ = ["COOKIE", "router"]
+
+log = logging.getLogger("clearsight.serve")
 
 router = APIRouter(prefix="/review", tags=["review"], include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parents[1] / "templates"))
@@ -139,25 +142,37 @@ def _anomaly_types(services: Services, records: list[Any]) -> dict[str, list[str
 
 def _earlier_pictures(services: Services, records: list[Any]) -> dict[tuple[str, str], tuple[str, str]]:
     """For each held picture that is a near-copy of one decided in another shipment: that shipment
-    and its nearest picture, where this server keeps it, keyed by (shipment, picture hash). An
-    officer compares the two; the same bytes need no second look. Each other shipment is read once."""
+    (the first named) and its picture nearest by perceptual hash, keyed by (shipment, picture hash).
+    Only a picture decided before the held one, within ``near_copy_bits``, and kept on this server:
+    never an unrelated picture of a decision made since. The same bytes need no second look. The
+    other shipments' decisions are read at once; if that fails the page goes on without pictures."""
+    wanted = {
+        (record.decision.shipment_id, record.seq, image.sha256, image.phash, image.similar_in[0])
+        for record in records
+        for image in record.decision.images
+        if image.similar_in and image.phash and image.sha256
+    }
+    if not wanted:
+        return {}
+    try:
+        decided = services.audit.decisions_of(sorted({other for *_, other in wanted}))
+    except AuditError as exc:
+        log.warning("review page: earlier pictures of near-copies not read: %s", exc)
+        return {}
+    pictures: dict[str, list[tuple[int, str, str]]] = {}
+    for record in decided:
+        pictures.setdefault(record.decision.shipment_id, []).extend(
+            (record.seq, image.sha256, image.phash)
+            for image in record.decision.images
+            if image.sha256 and image.phash
+        )
     earlier: dict[tuple[str, str], tuple[str, str]] = {}
-    others: dict[str, Any] = {}
-    for record in records:
-        decision = record.decision
-        for image in decision.images:
-            if not (image.similar_in and image.phash and image.sha256):
-                continue
-            other = image.similar_in[0]
-            if other not in others:
-                others[other] = services.audit.get(other)
-            found = others[other]
-            hashed = [i for i in found.decision.images if i.phash and i.sha256] if found is not None else []
-            if not hashed:
-                continue
-            nearest = min(hashed, key=lambda i: fine_distance(image.phash, i.phash))
-            if services.store.has("images", nearest.sha256):
-                earlier[(decision.shipment_id, image.sha256)] = (other, nearest.sha256)
+    bits = services.settings.near_copy_bits
+    for shipment_id, seq, sha256, phash, other in wanted:
+        before = [(fine_distance(phash, p), s) for q, s, p in pictures.get(other, []) if q < seq]
+        distance, nearest = min(before, default=(bits + 1, ""))
+        if distance <= bits and services.store.has("images", nearest):
+            earlier[(shipment_id, sha256)] = (other, nearest)
     return earlier
 
 

@@ -1043,3 +1043,18 @@ def test_a_postgresql_older_than_14_is_refused_at_open(
             _check_postgres(version, "postgresql://db/audit")
     else:
         _check_postgres(version, "postgresql://db/audit")
+
+
+def test_the_decisions_of_shipments_are_read_whole_and_in_order(db_url: str) -> None:
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1", Tier.REMOTE_INSPECTION, 0.6))
+        store.record(decision("S2"))
+        store.record(decision("S1", Tier.PHYSICAL_INSPECTION, 0.9))  # supersedes seq 1
+        store.record_outcome("S1", found=None, officer="o-1")
+        got = store.decisions_of(["S1", "S1", "S9"])
+        assert store.decisions_of([]) == []
+    assert [(r.seq, r.decision.tier) for r in got] == [
+        (1, Tier.REMOTE_INSPECTION),
+        (3, Tier.PHYSICAL_INSPECTION),
+    ]
+    assert got[1].outcome is not None and got[0].outcome is None

@@ -148,7 +148,9 @@ def test_officer_sees_a_near_copy_beside_the_picture_it_copies(live_server, chro
         "e => img.addEventListener(e, done, {once: true})))"
     )
     assert earlier.evaluate("img => img.complete && img.naturalWidth") == 192  # the original, loaded
-    assert "near-copy of this picture in shipment SHP-ORIGINAL" in card.locator(".earlier").inner_text()
+    assert "b.jpg is a near-copy of this picture, decided before in shipment SHP-ORIGINAL" in (
+        card.locator(".earlier").inner_text()
+    )
     shots = ROOT / "tests" / "artifacts"
     shots.mkdir(parents=True, exist_ok=True)
     card.screenshot(path=str(shots / "near_copy.png"))

@@ -508,6 +508,32 @@ def test_a_near_copy_of_a_picture_decided_before_goes_to_an_officer(
     assert client.get(f"/review/files/images/{original}").status_code == 200
 
 
+def test_the_review_page_shows_the_picture_copied_not_one_decided_since(make_client) -> None:
+    """The shipment a near-copy names may be decided again, stricter, on other pictures: the page
+    shows the picture the copy was made from, never the other shipment's latest one."""
+    client = make_client()
+    picture = _photo("images0003.png")
+    png = cv2.imencode(".png", picture)[1].tobytes()
+    jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 70])[1].tobytes()
+    other = cv2.imencode(".png", _photo("images0005.png"))[1].tobytes()
+    assert _send(client, "SHP-ORIGINAL", "a.png", png, "image/png").status_code == 200
+    assert _send(client, "SHP-COPY", "b.jpg", jpeg, "image/jpeg").json()["decision"]["tier"] != "RELEASE"
+    declaration = json.dumps(
+        {"shipment_id": "SHP-ORIGINAL", "cargo_type": "bulk_ore", "radiation_alarm": True}
+    )
+    again = client.post(
+        "/v1/shipments",
+        files=[("images", ("c.png", other, "image/png"))],
+        data={"declaration": declaration},
+        headers=ADMIN,
+    )
+    assert again.status_code == 200 and again.json()["seq"] == 3  # decided again, stricter
+    assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
+    page = client.get("/review").text
+    assert f'src="/review/files/images/{hashlib.sha256(png).hexdigest()}" alt="earlier picture' in page
+    assert f'src="/review/files/images/{hashlib.sha256(other).hexdigest()}" alt="earlier picture' not in page
+
+
 def test_the_decision_and_the_access_log_say_who_sent_it(make_client, audit_store, caplog) -> None:
     import logging
 
