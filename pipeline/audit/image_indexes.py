@@ -26,7 +26,6 @@ __all__ = [
     "add_decision",
     "check_bits",
     "rebuild",
-    "seen_elsewhere",
     "sightings",
 ]
 
@@ -66,11 +65,7 @@ def _rows(decision: dict[str, Any], shipment_id: str, seq: int) -> tuple[list[di
 
 def add_decision(conn: Connection, decision: dict[str, Any], shipment_id: str, seq: int) -> None:
     """Index the images of a decision just appended."""
-    exact, alike = _rows(decision, shipment_id, seq)
-    if exact:
-        conn.execute(image_index.insert(), exact)
-    if alike:
-        conn.execute(image_likeness.insert(), alike)
+    _insert(conn, *_rows(decision, shipment_id, seq))
 
 
 def rebuild(conn: Connection) -> None:
@@ -89,19 +84,19 @@ def rebuild(conn: Connection) -> None:
         exact += more_exact
         alike += more_alike
         if len(exact) + len(alike) >= _BATCH:
-            _flush(conn, exact, alike)
+            _insert(conn, exact, alike)
             exact, alike = [], []
-    _flush(conn, exact, alike)
+    _insert(conn, exact, alike)
 
 
-def _flush(conn: Connection, exact: list[dict], alike: list[dict]) -> None:
+def _insert(conn: Connection, exact: list[dict], alike: list[dict]) -> None:
     if exact:
         conn.execute(image_index.insert(), exact)
     if alike:
         conn.execute(image_likeness.insert(), alike)
 
 
-def seen_elsewhere(
+def _seen_elsewhere(
     conn: Connection, hashes: Sequence[str], other_than: str, *, most: int = 5, after: int | None = None
 ) -> dict[str, list[str]]:
     """For each content hash, the other shipments it was decided in, oldest first (at most ``most``);
@@ -187,7 +182,7 @@ def sightings(
     nowhere are left out. A shipment that holds the same bytes is named in ``seen_in`` only.
     ``near_copy_bits`` (of the fine part's 256; :func:`check_bits`) 0 looks for the same bytes only.
     """
-    seen = seen_elsewhere(conn, [sha for sha, _ in images], other_than, most=most, after=after)
+    seen = _seen_elsewhere(conn, [sha for sha, _ in images], other_than, most=most, after=after)
     found: dict[str, Sighting] = {}
     for sha, phash in images:
         exact = seen.get(sha, [])
