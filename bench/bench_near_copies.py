@@ -3,23 +3,30 @@
 Usage::
 
     .venv/bin/python -m bench.bench_near_copies [--seed 0] [--per-cargo 120] [--bits 32] [--rows 100000]
+        [--model runs/demo/models/bulk_ore]
 
 Three measurements, each against the content hash (sha256, what the service compared before) in the
 same run:
 
 * **Copies caught.** Every picture is copied the ways a trader might send one again (saved as JPEG,
-  resized, retouched; cropped, turned and mirrored too, which the hash is not made for) and each copy
-  counts as caught when it is a near-copy of the original: coarse hashes within 4 bits (what the
-  store's bands find) and fine hashes within ``--bits`` of 256. The content hash catches none of
-  them: each copy has other bytes.
+  resized, retouched, mirrored, turned by quarter turns; cropped and turned by 2 degrees too, which
+  the hash is not made for) and each copy counts as caught when it is a near-copy of the original:
+  coarse hashes within 4 bits (what the store's bands find) and fine hashes within ``--bits`` of
+  256, looked up as the service does, with the copy's own hash and those of its mirror images and
+  turns; in brackets, with its own hash alone (the lookup before turns). The content hash catches
+  none of them: each copy has other bytes.
 * **Different pictures mistaken for copies.** Every pair of different pictures of one set: how many
-  are near-copies, and how many only the coarse hash would call so. Sets: synthetic good images of
-  each cargo type (``--seed``), pictures framed alike (a scanner's fixed walls and beam over
-  different textures), and the real ore photographs in ``--real`` (all of them, where the folder
-  exists).
+  are near-copies (as sent, and under any mirror image or turn), and how many only the coarse hash
+  would call so. Sets: synthetic good images of each cargo type (``--seed``), pictures framed alike
+  (a scanner's fixed walls and beam over different textures), and the real ore photographs in
+  ``--real`` (all of them, where the folder exists).
 * **Lookup time.** An audit store (SQLite) whose indexes hold ``--rows`` random hashes, and one of
   ``--framed-rows`` pictures framed alike: the time to look up one request's 8 pictures by content
-  hash alone, and by content and perceptual hash.
+  hash alone, by content and perceptual hash as sent, and with the mirror images and turns too.
+* **Submission time** (with ``--model``): ``POST /v1/shipments`` of 8 pictures framed alike to the
+  service (in this process) over a store of ``--framed-rows`` such pictures, with near-copies looked
+  up (``near_copy_bits``) and without (0, the same bytes only), the two apps side by side on one
+  store and one loaded model: what the lookup adds to a submission.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from datasets.perceptual_hash import (  # noqa: E402
     fine_distance,
     hamming,
     perceptual_hash,
+    perceptual_hashes,
 )
 from datasets.synth import render_sample  # noqa: E402
 
@@ -94,9 +102,11 @@ COPIES: list[tuple[str, bool, Callable[[np.ndarray], np.ndarray]]] = [
     ("brighter +15", True, lambda i: _shifted(i, 15)),
     ("contrast 0.8", True, lambda i: _shifted(i, 0, 0.8)),
     ("noise sd 6", True, _noisy),
+    ("mirrored", True, lambda i: np.ascontiguousarray(i[:, ::-1])),
+    ("upside down, JPEG q70", True, lambda i: _jpeg(np.ascontiguousarray(i[::-1, ::-1]), 70)),
+    ("quarter turn, half size", True, lambda i: _scaled(np.ascontiguousarray(np.rot90(i, -1)), 0.5)),
     ("10 % cropped", False, lambda i: _crop(i, 0.1)),
     ("turned 2 deg", False, lambda i: _turned(i, 2)),
-    ("mirrored", False, lambda i: np.ascontiguousarray(i[:, ::-1])),
 ]
 
 
@@ -137,8 +147,16 @@ def _near(a: str, b: str, bits: int) -> bool:
     return hamming(coarse_part(a), coarse_part(b)) <= COARSE_BITS and fine_distance(a, b) <= bits
 
 
+def _near_turned(turns: tuple[str, ...], stored: str, bits: int) -> bool:
+    """Whether a lookup with a picture's hashes (its own, then its turns) finds ``stored``."""
+    return any(_near(t, stored, bits) for t in turns)
+
+
 def copies_caught(sets: dict[str, list[np.ndarray]], bits: int) -> None:
-    print(f"\nCopies caught (near-copies at near_copy_bits {bits}; the content hash catches 0 % of each)")
+    print(
+        f"\nCopies caught (near-copies at near_copy_bits {bits}, looked up with the copy's turns; "
+        "in brackets its own hash alone; the content hash catches 0 % of each)"
+    )
     names = list(sets)
     print(f"| copy | made for | {' | '.join(names)} |")
     print(f"|---|---|{'---|' * len(names)}")
@@ -149,27 +167,38 @@ def copies_caught(sets: dict[str, list[np.ndarray]], bits: int) -> None:
             pairs = [
                 (h, c)
                 for img, h in zip(images, hashes[name], strict=True)
-                if h is not None and (c := perceptual_hash(make(img))) is not None
+                if h is not None and (c := perceptual_hashes(make(img))) is not None
             ]
-            caught = sum(_near(h, c, bits) for h, c in pairs)
-            farthest = max(fine_distance(h, c) for h, c in pairs)
-            cells.append(f"{caught / len(pairs):.1%} (fine {farthest})")
+            caught = sum(_near_turned(c, h, bits) for h, c in pairs)
+            as_sent = sum(_near(c[0], h, bits) for h, c in pairs)
+            farthest = max(min(fine_distance(t, h) for t in c) for h, c in pairs)
+            cells.append(f"{caught / len(pairs):.1%} ({as_sent / len(pairs):.1%}; fine {farthest})")
         print(f"| {copy} | {'yes' if made_for else 'no'} | {' | '.join(cells)} |")
 
 
 def mistaken(sets: dict[str, list[np.ndarray]], bits: int) -> None:
     print("\nDifferent pictures taken for near-copies (content hash: 0 of every set)")
-    print("| set | pictures | pairs | near-copies | coarse within 4 | nearest fine | median fine | no hash |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| set | pictures | pairs | near-copies | under a turn | coarse within 4 | nearest fine "
+        "| nearest under a turn | median fine | no hash |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, images in sets.items():
-        hashes = [perceptual_hash(img) for img in images]
+        hashes = [perceptual_hashes(img) for img in images]
         kept = [h for h in hashes if h is not None]
         pairs = list(itertools.combinations(kept, 2))
-        fine = [fine_distance(a, b) for a, b in pairs]
-        coarse = sum(hamming(coarse_part(a), coarse_part(b)) <= COARSE_BITS for a, b in pairs)
+        fine = [fine_distance(a[0], b[0]) for a, b in pairs]
+        # either may be the one sent later: a lookup brings the later one's turns
+        turned = [
+            min(min(fine_distance(t, b[0]) for t in a[1:]), min(fine_distance(t, a[0]) for t in b[1:]))
+            for a, b in pairs
+        ]
+        near = sum(_near(a[0], b[0], bits) for a, b in pairs)
+        near_turned = sum(_near_turned(a, b[0], bits) or _near_turned(b, a[0], bits) for a, b in pairs)
+        coarse = sum(hamming(coarse_part(a[0]), coarse_part(b[0])) <= COARSE_BITS for a, b in pairs)
         print(
-            f"| {name} | {len(images)} | {len(pairs):,} | {sum(_near(a, b, bits) for a, b in pairs)} | "
-            f"{coarse} | {min(fine)} | {statistics.median(fine):.0f} | {len(hashes) - len(kept)} |"
+            f"| {name} | {len(images)} | {len(pairs):,} | {near} | {near_turned} | {coarse} | {min(fine)} "
+            f"| {min(turned)} | {statistics.median(fine):.0f} | {len(hashes) - len(kept)} |"
         )
 
 
@@ -193,29 +222,39 @@ def _filled_store(url: str, phashes: list[str]) -> None:
     engine.dispose()
 
 
-def _timed_lookups(url: str, probes: list[str], bits: int, repeats: int = 30) -> tuple[float, float]:
-    """(ms by content hash alone, ms with the perceptual hash) to look up ``probes``, medians of
-    interleaved runs."""
+def _timed_lookups(
+    url: str, probes: list[tuple[str, ...]], bits: int, repeats: int = 30
+) -> tuple[float, float, float]:
+    """(ms by content hash alone, with the perceptual hash as sent, with its turns too) to look up
+    ``probes`` (each picture's hashes, its own first), medians of interleaved runs."""
     from pipeline.audit import AuditStore
+    from pipeline.audit.image_indexes import Picture
 
     rng = random.Random(2)
-    wanted = [(f"{rng.getrandbits(256):064x}", p) for p in probes]
+    shas = [f"{rng.getrandbits(256):064x}" for _ in probes]
+    arms = {
+        "exact": ([Picture(sha, p[0]) for sha, p in zip(shas, probes, strict=True)], 0),
+        "as sent": ([Picture(sha, p[0]) for sha, p in zip(shas, probes, strict=True)], bits),
+        "turns": ([Picture(sha, p[0], p[1:]) for sha, p in zip(shas, probes, strict=True)], bits),
+    }
     with AuditStore.open(url) as store:
-        times: dict[int, list[float]] = {0: [], bits: []}
-        for _ in range(repeats):  # interleaved, so that a busy machine slows both alike
-            for b in times:
+        times: dict[str, list[float]] = {arm: [] for arm in arms}
+        for _ in range(repeats):  # interleaved, so that a busy machine slows them alike
+            for arm, (wanted, b) in arms.items():
                 t = time.perf_counter()
                 store.sightings(wanted, other_than="none", near_copy_bits=b)
-                times[b].append(time.perf_counter() - t)
-    exact, near = (statistics.median(times[b]) * 1000 for b in (0, bits))
-    return exact, near
+                times[arm].append(time.perf_counter() - t)
+    exact, as_sent, turns = (statistics.median(times[arm]) * 1000 for arm in arms)
+    return exact, as_sent, turns
 
 
-def _timed_records(url: str, pictures: list[str], bits: int, repeats: int = 20) -> tuple[float, float, float]:
+def _timed_records(
+    url: str, pictures: list[tuple[str, ...]], bits: int, repeats: int = 20
+) -> tuple[float, float, float]:
     """ms to record a decision of 8 pictures, what the write lock is held for: without the re-check;
     with it and nothing decided since the lookup (the common case: skipped); and with one decision
-    written since, the re-check reading it through the (band, seq) indexes. Medians; the order of
-    the three turns each round."""
+    written since, the re-check reading it through the (band, seq) indexes, with each picture's
+    turns. Medians; the order of the three arms turns each round."""
     from pipeline.audit import AuditStore
     from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision, Tier
 
@@ -223,7 +262,9 @@ def _timed_records(url: str, pictures: list[str], bits: int, repeats: int = 20) 
 
     def decision(n: int) -> ShipmentDecision:
         images = [
-            ImageVerdict(path=f"{k}.png", sha256=f"{rng.getrandbits(256):064x}", phash=p)
+            ImageVerdict(
+                path=f"{k}.png", sha256=f"{rng.getrandbits(256):064x}", phash=p[0], phash_turns=p[1:]
+            )
             for k, p in enumerate(pictures[(8 * n) % len(pictures) :][:8])
         ]
         declaration = Declaration(shipment_id=f"NEW-{n}", cargo_type="bulk_ore")
@@ -253,12 +294,16 @@ def lookup_time(rows: int, framed: int, bits: int) -> None:
     """Uniform random hashes (a varied store), and pictures framed alike (one scanner's store,
     whose coarse hashes crowd into the same bands): the second is the harder case."""
     rng = random.Random(2)
-    uniform = [f"{rng.getrandbits(320):080x}" for _ in range(rows + 8)]
+
+    def random_picture() -> tuple[str, ...]:  # its hash and 7 turns', all random
+        return tuple(f"{rng.getrandbits(320):080x}" for _ in range(8))
+
+    uniform = [random_picture() for _ in range(rows + 8)]
     pictures = np.random.default_rng(3)
-    alike = [perceptual_hash(_framed(pictures, 128)) for _ in range(framed + 8 + 320)]
+    alike = [perceptual_hashes(_framed(pictures, 128)) for _ in range(framed + 8 + 320)]
     print("\nLookup of one request's 8 pictures, and recording its decision (SQLite)")
     print(
-        "| index | images | lookup: content hash alone | with the perceptual hash | ratio "
+        "| index | images | lookup: content hash alone | perceptual hash as sent | with its turns "
         "| record: no re-check | nothing since | one decision since |"
     )
     print("|---|---|---|---|---|---|---|---|")
@@ -269,15 +314,66 @@ def lookup_time(rows: int, framed: int, bits: int) -> None:
         stored, probes = hashes[: len(hashes) - 8 - len(extra)], hashes[len(hashes) - 8 - len(extra) :][:8]
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{Path(tmp) / 'audit.db'}"
-            _filled_store(url, stored)
-            exact, near = _timed_lookups(url, probes, bits)
-            plain, nothing, one = _timed_records(
-                url, extra or [f"{rng.getrandbits(320):080x}" for _ in range(320)], bits
-            )
+            _filled_store(url, [h[0] for h in stored])
+            exact, as_sent, turns = _timed_lookups(url, probes, bits)
+            plain, nothing, one = _timed_records(url, extra or [random_picture() for _ in range(320)], bits)
         print(
-            f"| {name} | {len(stored):,} | {exact:.2f} ms | {near:.2f} ms | {near / exact:.1f}x "
-            f"| {plain:.2f} ms | {nothing:.2f} ms | {one:.2f} ms |"
+            f"| {name} | {len(stored):,} | {exact:.2f} ms | {as_sent:.2f} ms ({as_sent / exact:.1f}x) "
+            f"| {turns:.2f} ms ({turns / exact:.1f}x) | {plain:.2f} ms | {nothing:.2f} ms | {one:.2f} ms |"
         )
+
+
+def submission_time(model: Path, framed: int, bits: int, repeats: int = 15) -> None:
+    """Median ms per submission of 8 framed pictures, with and without the near-copy lookup."""
+    from fastapi.testclient import TestClient
+
+    from models.artifact import load_model
+    from pipeline.audit import AuditStore
+    from serve.app import create_app
+    from serve.settings import ServeSettings
+
+    key = "bench-near-copies-submitter"
+    predictor = load_model(model)
+    pictures = np.random.default_rng(4)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'audit.db'}"
+        _filled_store(url, [perceptual_hash(_framed(pictures, 128)) for _ in range(framed)])
+        store = AuditStore.open(url)
+        clients = {}
+        for b in (0, bits):
+            settings = ServeSettings(
+                _env_file=None,
+                api_keys=f"submitter:{key}",
+                audit_secret="bench-near-copies-audit-secret",
+                data_dir=Path(tmp) / f"data{b}",
+                near_copy_bits=b,
+            )  # type: ignore[call-arg]
+            app = create_app(settings, predictors={predictor.cargo_type: predictor}, audit=store)
+            clients[b] = TestClient(app, headers={"X-API-Key": key}).__enter__()
+        times: dict[int, list[float]] = {b: [] for b in clients}
+        for n in range(repeats + 1):
+            for b, client in clients.items():
+                files = [
+                    (
+                        "images",
+                        (f"{k}.png", cv2.imencode(".png", _framed(pictures, 256))[1].tobytes(), "image/png"),
+                    )
+                    for k in range(8)
+                ]
+                declaration = f'{{"shipment_id": "NEW-{b}-{n}", "cargo_type": "{predictor.cargo_type}"}}'
+                t = time.perf_counter()
+                response = client.post("/v1/shipments", files=files, data={"declaration": declaration})
+                if n:  # the first round warms up
+                    times[b].append(time.perf_counter() - t)
+                assert response.status_code == 200, response.text
+        for client in clients.values():
+            client.__exit__(None, None, None)
+        store.close()
+    plain, near = (statistics.median(times[b]) * 1000 for b in (0, bits))
+    print(f"\nSubmission of 8 pictures framed alike over {framed:,} such pictures ({model.name} model)")
+    print(f"| near_copy_bits 0 (same bytes only) | near_copy_bits {bits} (with turns) | ratio |")
+    print("|---|---|---|")
+    print(f"| {plain:.1f} ms | {near:.1f} ms | {near / plain:.2f}x |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -289,11 +385,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--framed-rows", type=int, default=20_000)
     parser.add_argument("--real", type=Path, default=REAL)
+    parser.add_argument("--model", type=Path, help="a model directory: time submissions to the service too")
+    parser.add_argument(
+        "--only-submissions", action="store_true", help="with --model: that measurement alone"
+    )
     args = parser.parse_args(argv)
-    sets = picture_sets(args.seed, args.per_cargo, args.size, args.real)
-    copies_caught(sets, args.bits)
-    mistaken(sets, args.bits)
-    lookup_time(args.rows, args.framed_rows, args.bits)
+    if not args.only_submissions:
+        sets = picture_sets(args.seed, args.per_cargo, args.size, args.real)
+        copies_caught(sets, args.bits)
+        mistaken(sets, args.bits)
+        lookup_time(args.rows, args.framed_rows, args.bits)
+    if args.model is not None:
+        submission_time(args.model, args.framed_rows, args.bits)
 
 
 if __name__ == "__main__":

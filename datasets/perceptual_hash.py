@@ -14,10 +14,13 @@ grey shrunk to 32 x 32:
 
 ``bench/bench_near_copies.py`` measures both on synthetic, fixed-framing and real images. Either part
 has exactly half its bits set (the median cut), so distances are even. The hash is not robust to
-crops, turns of more than a degree or two, or mirroring: a near-copy is the same framing of the same
-scene. Grey is the plain mean of the channels, so that RGB and BGR pixels of one picture give one
-hash. A picture with no layout to tell (flat, under 16 pixels a side, or the same in every row or
-column) gets no hash: all such pictures would hash alike, and only their bytes can tell a copy.
+crops or turns of more than a degree or two: a near-copy is the same framing of the same scene.
+:func:`perceptual_hashes` also gives the hashes of the picture mirrored and turned by quarter turns
+(``TURNS``), so that a lookup finds a copy that was flipped or turned before it was sent again;
+a store keeps the picture's own hash only. Grey is the plain mean of the channels, so that RGB and
+BGR pixels of one picture give one hash. A picture with no layout to tell (flat, under 16 pixels a
+side, or the same in every row or column) gets no hash: all such pictures would hash alike, and only
+their bytes can tell a copy.
 """
 
 from __future__ import annotations
@@ -29,11 +32,14 @@ __all__ = [
     "BANDS",
     "COARSE_BITS",
     "FINE_BITS",
+    "INVERSE_TURNS",
+    "TURNS",
     "band_values",
     "coarse_part",
     "fine_distance",
     "hamming",
     "perceptual_hash",
+    "perceptual_hashes",
 ]
 
 _SIDE = 32
@@ -59,6 +65,24 @@ def _bits(coefficients: np.ndarray) -> str:
     return bytes(np.packbits(coefficients > np.median(coefficients[1:]))).hex()
 
 
+TURNS = (
+    "as sent",
+    "mirrored left to right",
+    "mirrored top to bottom",
+    "turned half a turn",
+    "mirrored along its diagonal",
+    "turned a quarter turn clockwise",
+    "turned a quarter turn anticlockwise",
+    "mirrored along its other diagonal",
+)
+"""What each of :func:`perceptual_hashes`' hashes is of: the picture itself first, then its mirror
+images and turns (the eight symmetries of a square, which the 32 x 32 thumbnail is)."""
+INVERSE_TURNS = (0, 1, 2, 3, 4, 6, 5, 7)
+"""The turn that undoes each of ``TURNS``, by index: where a picture turned by ``TURNS[k]`` matches
+an earlier one, the picture is that one turned by ``TURNS[INVERSE_TURNS[k]]`` (every mirror image
+and the half turn undo themselves; the quarter turns undo each other)."""
+
+
 def perceptual_hash(pixels: np.ndarray) -> str | None:
     """The hash of an image (H, W) or (H, W, C), 8- or 16-bit: 80 lowercase hex digits, the coarse
     part's 16 then the fine part's 64; None for a picture with no layout to tell.
@@ -66,6 +90,38 @@ def perceptual_hash(pixels: np.ndarray) -> str | None:
     Raises:
         ValueError: an array of another shape.
     """
+    grey = _thumbnail(pixels)
+    return None if grey is None else _hash(grey)
+
+
+def perceptual_hashes(pixels: np.ndarray) -> tuple[str, ...] | None:
+    """The hashes of an image and of its mirror images and turns, in the order of ``TURNS`` (the
+    first is :func:`perceptual_hash`); None for a picture with no layout to tell.
+
+    Raises:
+        ValueError: an array of another shape.
+    """
+    grey = _thumbnail(pixels)
+    if grey is None:
+        return None
+    # thumbnail (y, x): a turn or mirror of the picture is that of its thumbnail, to the resize's
+    # rounding (a copy's hash stays within a bit or two of the turned one)
+    turned = (
+        grey,
+        grey[:, ::-1],
+        grey[::-1, :],
+        grey[::-1, ::-1],
+        grey.T,
+        grey[::-1, :].T,
+        grey[:, ::-1].T,
+        grey[::-1, ::-1].T,
+    )
+    hashes = tuple(_hash(np.ascontiguousarray(t)) for t in turned)
+    return None if None in hashes else hashes  # type: ignore[return-value]
+
+
+def _thumbnail(pixels: np.ndarray) -> np.ndarray | None:
+    """The picture in grey at 32 x 32 (float32), None where it is too small or flat to tell."""
     if pixels.ndim not in (2, 3):
         raise ValueError(f"perceptual hash of an image of shape {pixels.shape}: expected (H, W) or (H, W, C)")
     if min(pixels.shape[:2]) < _MIN_SIDE:
@@ -78,6 +134,10 @@ def perceptual_hash(pixels: np.ndarray) -> str | None:
     grey = small.mean(axis=2) if small.ndim == 3 else small
     if grey.std() < _FLAT:
         return None
+    return grey
+
+
+def _hash(grey: np.ndarray) -> str | None:
     dct = cv2.dct(grey)
     fine = dct[:_FINE, :_FINE].ravel()
     if np.sum(np.abs(fine[1:]) <= 1e-4 * np.abs(fine[1:]).max()) >= _DEGENERATE:

@@ -299,7 +299,8 @@ def decide_shipment(
                 )
             )
         if image.similar_in:
-            # re-encoded, resized or retouched: the same scene, other bytes
+            # re-encoded, resized, retouched, mirrored or turned: the same scene, other bytes
+            turned = f", {image.similar_turn}" if image.similar_turn else ""
             reasons.append(
                 Reason(
                     rule="override.image_near_copy",
@@ -307,7 +308,7 @@ def decide_shipment(
                     image=image.path,
                     message=(
                         f"a near-copy of a picture decided before in shipment {', '.join(image.similar_in)} "
-                        f"(perceptual hashes {image.similar_bits} of 256 bits apart)"
+                        f"(perceptual hashes {image.similar_bits} of 256 bits apart{turned})"
                     ),
                 )
             )

@@ -36,7 +36,10 @@ __all__ = [
     "to_cells",
 ]
 
-FIELDS: tuple[str, ...] = tuple(ImageVerdict.model_fields)
+FIELDS: tuple[str, ...] = tuple(
+    name for name, field in ImageVerdict.model_fields.items() if not field.exclude
+)
+"""The columns of a verdict row: every field a verdict records (not the hashes it is looked up by)."""
 NESTED = ("type_probabilities", "declaration", "signal_log_odds")
 FLOATS = ("score", "threshold", "hold_threshold", "scale_vs_training")
 TEXT = tuple(name for name in FIELDS if name not in NESTED and name not in FLOATS)

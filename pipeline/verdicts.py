@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 __all__ = [
     "DECLARATION_FIELDS",
@@ -75,6 +75,15 @@ class ImageVerdict(BaseModel):
     phash: str | None = Field(default=None, pattern=r"^[0-9a-f]{80}$")
     similar_in: list[str] | None = None
     similar_bits: int | None = None
+    # How this picture is the nearest near-copy named turned or mirrored (a name in
+    # datasets.perceptual_hash.TURNS: "mirrored left to right", ...); None: as it was, and where
+    # nobody looked.
+    similar_turn: str | None = Field(default=None, max_length=64)
+    # The perceptual hashes of the picture's mirror images and turns (TURNS[1:]), for the lookups
+    # while it is decided; never recorded or answered: the audit index keeps the picture's own hash.
+    phash_turns: tuple[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{80}$")], ...] | None = Field(
+        default=None, max_length=7, exclude=True, repr=False
+    )
 
 
 class Declaration(BaseModel):

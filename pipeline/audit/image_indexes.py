@@ -4,24 +4,38 @@ Both are built from the decisions in the chain and are no part of its evidence: 
 them again from the chain. ``audit_image_index`` holds each image's content hash (the same bytes);
 ``audit_image_likeness`` its perceptual hash, the coarse part cut into bands
 (:mod:`datasets.perceptual_hash`), so that a re-encoded, resized or retouched copy is found by exact
-band lookups and then judged by the fine part.
+band lookups and then judged by the fine part. The index keeps each picture's own hash; a lookup may
+bring the hashes of its mirror images and turns as well (:class:`Picture`), so that a copy flipped or
+turned before it was sent again is found too.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import BigInteger, Connection, Select, and_, bindparam, func, or_, select
 
-from datasets.perceptual_hash import COARSE_BITS, FINE_BITS, band_values, coarse_part, fine_distance
+from datasets.perceptual_hash import (
+    BANDS,
+    COARSE_BITS,
+    FINE_BITS,
+    INVERSE_TURNS,
+    TURNS,
+    band_values,
+    coarse_part,
+    fine_distance,
+    hamming,
+)
 from pipeline.audit.hamming_sql import hamming64, signed64
 from pipeline.audit.schema import audit_records, image_index, image_likeness, index_metadata
 
 __all__ = [
     "MAX_NEAR_COPY_BITS",
+    "Picture",
     "Sighting",
     "add_decision",
     "check_bits",
@@ -39,14 +53,26 @@ MAX_NEAR_COPY_BITS = FINE_BITS // 4
 log = logging.getLogger("clearsight.audit")
 
 
+class Picture(NamedTuple):
+    """A picture to look up: its content hash, its perceptual hash (None: no layout to tell), and
+    the perceptual hashes of its mirror images and turns, in the order of ``TURNS[1:]`` (none: the
+    picture as sent only)."""
+
+    sha256: str
+    phash: str | None
+    turns: Sequence[str] = ()
+
+
 class Sighting(NamedTuple):
     """Other shipments in which one picture was decided before, oldest first: ``seen_in`` with its
     very bytes, ``similar_in`` with a near-copy, whose fine hash lies ``similar_bits`` of 256 from
-    this one's at the nearest of those named."""
+    this one's at the nearest of those named; ``similar_turn`` says how this picture is that nearest
+    one turned or mirrored (a name from ``TURNS``; None: as it was)."""
 
     seen_in: list[str]
     similar_in: list[str]
     similar_bits: int | None
+    similar_turn: str | None = None
 
 
 def _rows(decision: dict[str, Any], shipment_id: str, seq: int) -> tuple[list[dict], list[dict]]:
@@ -123,43 +149,68 @@ def _seen_elsewhere(
 
 
 def _near(
-    conn: Connection, sha256: str, phash: str, other_than: str, bits: int, after: int | None
-) -> list[tuple[int, str, int]]:
-    """(first seq, shipment, fine distance) of the other shipments holding a near-copy: a coarse part
-    within ``COARSE_BITS`` and a fine part within ``bits``. A shipment holding the very bytes is
+    conn: Connection, picture: Picture, other_than: str, bits: int, after: int | None
+) -> list[tuple[int, str, int, int]]:
+    """(first seq, shipment, fine distance, turn) of the other shipments holding a near-copy of the
+    picture, as sent or mirrored or turned (``turn`` indexes ``TURNS``, the nearest one's): a coarse
+    part within ``COARSE_BITS`` and a fine part within ``bits``. A shipment holding the very bytes is
     left out, however many do (it is named as the same picture)."""
-    c = image_likeness.c
-    bands = [c[f"band{i}"] == value for i, value in enumerate(band_values(phash))]
-    if after is not None:  # each band from ``after`` on: its (band, seq) index reads only those
-        bands = [and_(band, c.seq > after) for band in bands]
-    same_bytes = select(image_index.c.shipment_id).where(image_index.c.sha256 == sha256)
-    rows = conn.execute(
-        select(c.phash, c.shipment_id, c.seq)
-        .where(
-            or_(*bands),
-            # measured by the database before the limit, so that pictures framed alike, which share
-            # bands without being near, do not use up the rows read
-            hamming64(c.coarse, signed64(coarse_part(phash))) <= COARSE_BITS,
-            c.shipment_id != other_than,
-            c.shipment_id.not_in(same_bytes),
-        )
-        .order_by(c.seq.desc())
-        .limit(_CANDIDATES)
-    ).all()
+    turns: dict[str, int] = {}  # hash -> turn: a symmetric picture is its own mirror image
+    for turn, phash in enumerate((picture.phash, *picture.turns)):
+        if phash is not None:
+            turns.setdefault(phash, turn)
+    params: dict[str, Any] = {"sha256": picture.sha256, "other_than": other_than, "after": after or 0}
+    for n, phash in enumerate(turns):
+        params[f"coarse{n}"] = signed64(coarse_part(phash))
+        params |= {f"band{n}_{i}": value for i, value in enumerate(band_values(phash))}
+    rows = conn.execute(_near_query(len(turns), after is not None, _CANDIDATES), params).all()
     if len(rows) == _CANDIDATES:
         log.warning(
-            "near-copy lookup: %d pictures lie within %d coarse bits of %s; only the latest were judged",
+            "near-copy lookup: %d pictures lie within %d coarse bits of %s or its turns; only the "
+            "latest were judged",
             _CANDIDATES,
             COARSE_BITS,
-            coarse_part(phash),
+            coarse_part(next(iter(turns))),
         )
-    nearest: dict[str, tuple[int, int]] = {}
+    nearest: dict[str, tuple[int, int, int]] = {}
     for row in rows:
-        distance = fine_distance(phash, row.phash)
-        if distance <= bits:
-            seq, best = nearest.get(row.shipment_id, (row.seq, distance))
-            nearest[row.shipment_id] = (min(seq, row.seq), min(best, distance))
-    return sorted((seq, shipment, distance) for shipment, (seq, distance) in nearest.items())
+        for phash, turn in turns.items():
+            distance = fine_distance(phash, row.phash)
+            if distance > bits or hamming(coarse_part(phash), coarse_part(row.phash)) > COARSE_BITS:
+                continue
+            first, best, best_turn = nearest.get(row.shipment_id, (row.seq, distance, turn))
+            if distance < best:
+                best, best_turn = distance, turn
+            nearest[row.shipment_id] = (min(first, row.seq), best, best_turn)
+    return sorted((seq, shipment, distance, turn) for shipment, (seq, distance, turn) in nearest.items())
+
+
+@functools.cache
+def _near_query(hashes: int, since: bool, most: int) -> Select:
+    """The ``most`` latest candidates of a near-copy lookup of ``hashes`` hashes (a picture's own and
+    its distinct turns), from ``after`` on where ``since``: built once per shape, since building its
+    forty-odd terms takes longer than running them.
+
+    Each term is one band of one hash, with the coarse distance to that hash measured by the
+    database before the limit, so that pictures framed alike, which share bands without being near,
+    do not use up the rows read; measured only for the rows that term's band found."""
+    c = image_likeness.c
+    reach = []
+    for n in range(hashes):
+        coarse = bindparam(f"coarse{n}", type_=BigInteger())
+        for i in range(BANDS):
+            term = and_(
+                c[f"band{i}"] == bindparam(f"band{n}_{i}"), hamming64(c.coarse, coarse) <= COARSE_BITS
+            )
+            # from ``after`` on: its (band, seq) index reads only those
+            reach.append(and_(term, c.seq > bindparam("after")) if since else term)
+    same_bytes = select(image_index.c.shipment_id).where(image_index.c.sha256 == bindparam("sha256"))
+    return (
+        select(c.phash, c.shipment_id, c.seq)
+        .where(or_(*reach), c.shipment_id != bindparam("other_than"), c.shipment_id.not_in(same_bytes))
+        .order_by(c.seq.desc())
+        .limit(most)
+    )
 
 
 def check_bits(near_copy_bits: int) -> None:
@@ -170,27 +221,34 @@ def check_bits(near_copy_bits: int) -> None:
 
 def sightings(
     conn: Connection,
-    images: Sequence[tuple[str, str | None]],
+    images: Sequence[Picture | tuple[str, str | None]],
     other_than: str,
     *,
     near_copy_bits: int,
     most: int = 5,
     after: int | None = None,
 ) -> dict[str, Sighting]:
-    """Where each image, given as (content hash, perceptual hash or None), was decided in another
-    shipment than ``other_than`` (with ``after``, in records after that sequence number); images seen
-    nowhere are left out. A shipment that holds the same bytes is named in ``seen_in`` only.
-    ``near_copy_bits`` (of the fine part's 256; :func:`check_bits`) 0 looks for the same bytes only.
+    """Where each image, a :class:`Picture` or (content hash, perceptual hash or None), was decided
+    in another shipment than ``other_than`` (with ``after``, in records after that sequence number);
+    images seen nowhere are left out. A shipment that holds the same bytes is named in ``seen_in``
+    only. ``near_copy_bits`` (of the fine part's 256; :func:`check_bits`) 0 looks for the same bytes
+    only.
     """
-    seen = _seen_elsewhere(conn, [sha for sha, _ in images], other_than, most=most, after=after)
+    pictures = [Picture(*image) for image in images]
+    seen = _seen_elsewhere(conn, [p.sha256 for p in pictures], other_than, most=most, after=after)
     found: dict[str, Sighting] = {}
-    for sha, phash in images:
-        exact = seen.get(sha, [])
-        near = _near(conn, sha, phash, other_than, near_copy_bits, after) if phash and near_copy_bits else []
+    for picture in pictures:
+        exact = seen.get(picture.sha256, [])
+        near = []
+        if picture.phash and near_copy_bits:
+            near = _near(conn, picture, other_than, near_copy_bits, after)
         if exact or near:
-            found[sha] = Sighting(
+            named = near[:most]
+            bits, turn = min(((d, t) for *_, d, t in named), default=(None, 0))
+            found[picture.sha256] = Sighting(
                 seen_in=exact,
-                similar_in=[shipment for _, shipment, _ in near[:most]],
-                similar_bits=min((d for _, _, d in near[:most]), default=None),
+                similar_in=[shipment for _, shipment, _, _ in named],
+                similar_bits=bits,
+                similar_turn=TURNS[INVERSE_TURNS[turn]] if turn else None,
             )
     return found

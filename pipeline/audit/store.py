@@ -43,6 +43,7 @@ from pipeline.audit.chain import GENESIS_HASH, canonical_json, chain_hash, index
 from pipeline.audit.export import write_export
 from pipeline.audit.hamming_sql import register_sqlite
 from pipeline.audit.image_indexes import (
+    Picture,
     Sighting,
     add_decision,
     check_bits,
@@ -502,7 +503,7 @@ class AuditStore:
             if images_seen_as_of is not None and head > images_seen_as_of:
                 since = sightings(
                     conn,
-                    [(i.sha256 or "", i.phash) for i in decision.images],
+                    [Picture(i.sha256 or "", i.phash, i.phash_turns or ()) for i in decision.images],
                     decision.shipment_id,
                     near_copy_bits=near_copy_bits,
                     after=images_seen_as_of,
@@ -530,15 +531,16 @@ class AuditStore:
 
     def sightings(
         self,
-        images: Sequence[tuple[str, str | None]],
+        images: Sequence[Picture | tuple[str, str | None]],
         *,
         other_than: str,
         near_copy_bits: int,
         most: int = 5,
     ) -> Lookup:
-        """Where each image, as (content hash, perceptual hash or None), was decided in another
-        shipment: with the same bytes, or as a near-copy whose fine hash lies within
-        ``near_copy_bits`` of 256 (0: the same bytes only). ``found`` is keyed by content hash and
+        """Where each image, a :class:`Picture` or (content hash, perceptual hash or None), was
+        decided in another shipment: with the same bytes, or as a near-copy (as sent, or mirrored or
+        turned where the picture brings those hashes) whose fine hash lies within ``near_copy_bits``
+        of 256 (0: the same bytes only). ``found`` is keyed by content hash and
         leaves out images seen nowhere; ``as_of`` is the last record the lookup saw, for
         :meth:`record`'s ``images_seen_as_of``.
 

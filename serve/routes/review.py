@@ -19,10 +19,12 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
-from datasets.errors import AuditError, ConflictError
-from datasets.perceptual_hash import fine_distance
+from datasets.decode import decode_image
+from datasets.errors import AuditError, ClearsightError, ConflictError
+from datasets.perceptual_hash import INVERSE_TURNS, TURNS, fine_distance, perceptual_hashes
 from models.inference import GOOD
 from pipeline.heatmap import legend_svg
+from pipeline.settings import decode_limits
 from pipeline.verdicts import Tier, scored_anomaly_types
 from serve.auth import Principal, Role
 from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep, authenticate, client_address
@@ -140,9 +142,12 @@ def _anomaly_types(services: Services, records: list[Any]) -> dict[str, list[str
     return out
 
 
-def _earlier_pictures(services: Services, records: list[Any]) -> dict[tuple[str, str], tuple[str, str]]:
+def _earlier_pictures(
+    services: Services, records: list[Any]
+) -> dict[tuple[str, str], tuple[str, str, str | None]]:
     """For each held picture that is a near-copy of one decided in another shipment: that shipment
-    (the first named) and its picture nearest by perceptual hash, keyed by (shipment, picture hash).
+    (the first named), its picture nearest by perceptual hash, and how the held one is that picture
+    turned or mirrored (None: as it was), keyed by (shipment, picture hash).
     Only a picture decided before the held one, within ``near_copy_bits``, and kept on this server:
     never an unrelated picture of a decision made since. The same bytes need no second look. The
     other shipments' decisions are read at once; if that fails the page goes on without pictures."""
@@ -166,14 +171,35 @@ def _earlier_pictures(services: Services, records: list[Any]) -> dict[tuple[str,
             for image in record.decision.images
             if image.sha256 and image.phash
         )
-    earlier: dict[tuple[str, str], tuple[str, str]] = {}
+    earlier: dict[tuple[str, str], tuple[str, str, str | None]] = {}
     bits = services.settings.near_copy_bits
     for shipment_id, seq, sha256, phash, other in wanted:
-        before = [(fine_distance(phash, p), s) for q, s, p in pictures.get(other, []) if q < seq]
-        distance, nearest = min(before, default=(bits + 1, ""))
+        before = [(q, s, p) for q, s, p in pictures.get(other, []) if q < seq]
+        distance, turn, nearest = min(
+            ((fine_distance(phash, p), 0, s) for _, s, p in before), default=(bits + 1, 0, "")
+        )
+        if distance > bits and before:
+            # mirrored or turned before it was sent again: the decision keeps the picture's own
+            # hash only, so its turns come from the picture kept here
+            distance, turn, nearest = min(
+                ((fine_distance(h, p), t, s) for t, h in _turns(services, sha256) for _, s, p in before),
+                default=(bits + 1, 0, ""),
+            )
         if distance <= bits and services.store.has("images", nearest):
-            earlier[(shipment_id, sha256)] = (other, nearest)
+            earlier[(shipment_id, sha256)] = (other, nearest, TURNS[INVERSE_TURNS[turn]] if turn else None)
     return earlier
+
+
+def _turns(services: Services, sha256: str) -> list[tuple[int, str]]:
+    """(index in ``TURNS``, perceptual hash) of a kept picture's mirror images and turns; none where
+    the picture is not kept here (a batch decision) or cannot be read."""
+    try:
+        path, _ = services.store.find("images", sha256)
+        hashes = perceptual_hashes(decode_image(path, limits=decode_limits(services.settings)).pixels)
+    except ClearsightError as exc:
+        log.info("review page: held picture %s not compared turned: %s", sha256[:12], exc)
+        return []
+    return list(enumerate(hashes))[1:] if hashes else []
 
 
 @router.get("", response_class=HTMLResponse)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -12,8 +13,8 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from datasets.errors import ClearsightError, InputError, ModelError
-from datasets.perceptual_hash import perceptual_hash
-from pipeline.audit.image_indexes import Sighting
+from datasets.perceptual_hash import perceptual_hashes
+from pipeline.audit.image_indexes import Picture, Sighting
 from pipeline.audit.store import ImagesSeenSince, Lookup
 from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision
 from serve.auth import Principal, Role
@@ -150,8 +151,8 @@ def _response(request: Request, record: Any) -> ShipmentResponse:
     )
 
 
-async def _look_up(services: Services, shipment_id: str, images: list[tuple[str, str | None]]) -> Lookup:
-    """Where each (content hash, perceptual hash) was decided in other shipments, as of now."""
+async def _look_up(services: Services, shipment_id: str, images: list[Picture]) -> Lookup:
+    """Where each picture, or a near-copy of it, was decided in other shipments, as of now."""
     return await run_in_threadpool(
         lambda: services.audit.sightings(
             images, other_than=shipment_id, near_copy_bits=services.settings.near_copy_bits
@@ -166,25 +167,31 @@ async def _verdicts(
     (image hash, model id, PNG), once the decision stands, and the last audit record the lookup of
     pictures decided before saw."""
     batcher_for(services, declaration.cargo_type)  # an unknown cargo type scores nothing
-    phashes = await run_in_threadpool(lambda: [perceptual_hash(u.pixels) for u in uploads])
-    lookup = await _look_up(
-        services, declaration.shipment_id, list(zip([u.sha256 for u in uploads], phashes, strict=True))
-    )
-    seen = lookup.found
+    hashed = await run_in_threadpool(lambda: [perceptual_hashes(u.pixels) or () for u in uploads])
+    pictures = [Picture(u.sha256, h[0] if h else None, h[1:]) for u, h in zip(uploads, hashed, strict=True)]
+    # looked up while the model scores: among many pictures alike, with each picture's turns, the
+    # lookup can take as long as the model
+    looking = asyncio.ensure_future(_look_up(services, declaration.shipment_id, pictures))
     common = {"shipment_id": declaration.shipment_id, "cargo_type": declaration.cargo_type}
     try:
         predictions = await predict(services, declaration.cargo_type, uploads)
     except ModelError as exc:
         # Recorded with the error so that the policy's fail-closed rule holds the shipment.
+        lookup = await looking
         failed = [
             ImageVerdict(
-                path=u.filename, sha256=u.sha256, error=str(exc), **_sighted(seen, u.sha256, p), **common
+                path=u.filename, sha256=u.sha256, error=str(exc), **_sighted(lookup.found, p), **common
             )
-            for u, p in zip(uploads, phashes, strict=True)
+            for u, p in zip(uploads, pictures, strict=True)
         ]
         return failed, [], lookup.as_of
+    except BaseException:
+        looking.cancel()  # an overload or a timeout: nobody waits for the lookup
+        raise
+    lookup = await looking
+    seen = lookup.found
     verdicts, heatmaps = [], []
-    for upload, phash, prediction in zip(uploads, phashes, predictions, strict=True):
+    for upload, picture, prediction in zip(uploads, pictures, predictions, strict=True):
         png = await heatmap_png(upload, prediction)
         heatmap = services.store.heatmap_path(upload.sha256, prediction.model_id)
         heatmaps.append((upload.sha256, prediction.model_id, png))
@@ -202,21 +209,24 @@ async def _verdicts(
                 heatmap=heatmap,
                 scale_vs_training=prediction.scale_vs_training,
                 signal_log_odds=prediction.signal_log_odds,
-                **_sighted(seen, upload.sha256, phash),
+                **_sighted(seen, picture),
                 **common,
             )
         )
     return verdicts, heatmaps, lookup.as_of
 
 
-def _sighted(seen: dict[str, Sighting], sha256: str, phash: str | None) -> dict[str, Any]:
-    """An image verdict's fields for where the picture was decided before (None: seen nowhere)."""
-    found = seen.get(sha256 or "")
+def _sighted(seen: dict[str, Sighting], picture: Picture) -> dict[str, Any]:
+    """An image verdict's fields for the picture's hashes and where it was decided before (None:
+    seen nowhere)."""
+    found = seen.get(picture.sha256 or "")
     return {
-        "phash": phash,
+        "phash": picture.phash,
+        "phash_turns": tuple(picture.turns) or None,
         "seen_in": (found.seen_in or None) if found else None,
         "similar_in": (found.similar_in or None) if found else None,
         "similar_bits": found.similar_bits if found else None,
+        "similar_turn": found.similar_turn if found else None,
     }
 
 
@@ -271,12 +281,12 @@ async def submit_shipment(
                     "send it again shortly",
                     retry_after_s=services.settings.retry_after_s,
                 ) from exc
-            lookup = await _look_up(
-                services, declaration.shipment_id, [(v.sha256 or "", v.phash) for v in verdicts]
-            )
+            pictures = [Picture(v.sha256 or "", v.phash, v.phash_turns or ()) for v in verdicts]
+            lookup = await _look_up(services, declaration.shipment_id, pictures)
             as_of = lookup.as_of
             verdicts = [
-                v.model_copy(update=_sighted(lookup.found, v.sha256 or "", v.phash)) for v in verdicts
+                verdict.model_copy(update=_sighted(lookup.found, picture))
+                for verdict, picture in zip(verdicts, pictures, strict=True)
             ]
     # Kept for review only once the decision stands: a refused submission (409) stores nothing, so
     # sending rival pictures again and again cannot fill the disk. A failure just here leaves a

@@ -13,11 +13,14 @@ from datasets_test_images import REAL_ORE
 from datasets.perceptual_hash import (
     BANDS,
     COARSE_BITS,
+    INVERSE_TURNS,
+    TURNS,
     band_values,
     coarse_part,
     fine_distance,
     hamming,
     perceptual_hash,
+    perceptual_hashes,
 )
 from datasets.synth import render_sample
 
@@ -103,6 +106,56 @@ def test_one_picture_in_another_form_hashes_alike(pictures: list[np.ndarray], fo
     ]
 
 
+TURNED: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "as sent": lambda img: img,
+    "mirrored left to right": lambda img: img[:, ::-1],
+    "mirrored top to bottom": lambda img: img[::-1],
+    "turned half a turn": lambda img: np.rot90(img, 2),
+    "mirrored along its diagonal": lambda img: np.swapaxes(img, 0, 1),
+    "turned a quarter turn clockwise": lambda img: np.rot90(img, -1),
+    "turned a quarter turn anticlockwise": lambda img: np.rot90(img, 1),
+    "mirrored along its other diagonal": lambda img: np.swapaxes(img[::-1, ::-1], 0, 1),
+}
+
+
+def test_every_turn_is_named_once_and_undone_by_its_inverse() -> None:
+    assert list(TURNS) == list(TURNED)
+    grid = np.arange(12).reshape(3, 4)
+    for turn, undo in zip(TURNED.values(), INVERSE_TURNS, strict=True):
+        assert np.array_equal(TURNED[TURNS[undo]](turn(grid)), grid)
+
+
+@pytest.mark.parametrize("turn", list(TURNED), ids=list(TURNED))
+def test_a_picture_turned_hashes_as_its_turned_hash_says(pictures: list[np.ndarray], turn: str) -> None:
+    """The hashes of a picture's mirror images and turns are those of the picture turned so: the
+    service looks a picture up with them, and so finds a copy flipped before it was sent again."""
+    hashes = [perceptual_hashes(img) for img in pictures]
+    assert [h[0] for h in hashes] == [perceptual_hash(img) for img in pictures]  # its own first
+    turned = [perceptual_hash(np.ascontiguousarray(TURNED[turn](img))) for img in pictures]
+    assert [h[TURNS.index(turn)] for h in hashes] == turned
+
+
+@pytest.mark.parametrize("turn", list(TURNED)[1:], ids=list(TURNED)[1:])
+def test_a_turned_copy_is_found_by_its_turned_hash_only(pictures: list[np.ndarray], turn: str) -> None:
+    """A mirrored or turned copy saved again as JPEG: near the original through the copy's turned
+    hash (the copy's own is no near-copy of it: a lookup needs the turns)."""
+    undo = INVERSE_TURNS[TURNS.index(turn)]
+    for img in pictures:
+        original = perceptual_hash(img)
+        copy = perceptual_hashes(_jpeg(np.ascontiguousarray(TURNED[turn](img)), 70))
+        assert _near(copy[undo], original), (fine_distance(copy[undo], original), turn)
+        assert not _near(copy[0], original), turn
+
+
+def test_different_pictures_are_no_near_copies_turned_either(pictures: list[np.ndarray]) -> None:
+    more = pictures + _synthetic("bulk_ore", 12, first=950) + _synthetic("vacuum_pack", 12, first=950)
+    hashes = [perceptual_hashes(img) for img in more]
+    nearest = min(
+        fine_distance(turned, b[0]) for a, b in itertools.permutations(hashes, 2) for turned in a[1:]
+    )
+    assert nearest > NEAR_COPY_BITS + 8, nearest
+
+
 def _framed(seed: int) -> np.ndarray:
     """A scanner's view: walls and a beam that never move over a faint texture of its own."""
     rng = np.random.default_rng(seed)
@@ -147,7 +200,7 @@ def test_pictures_framed_alike_are_told_apart_by_the_fine_part() -> None:
 )
 def test_a_picture_with_no_layout_to_tell_has_no_hash(flat: np.ndarray) -> None:
     """Such pictures would all hash alike (56 of 64 bits zero): only their bytes can tell a copy."""
-    assert perceptual_hash(flat) is None
+    assert perceptual_hash(flat) is None and perceptual_hashes(flat) is None
 
 
 def test_a_12_bit_x_ray_kept_in_16_bits_is_judged_on_its_own_scale() -> None:

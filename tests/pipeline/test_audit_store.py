@@ -15,7 +15,7 @@ from datasets.errors import AuditError, ConflictError, InputError, SchemaVersion
 from pipeline.audit import GENESIS_HASH, AuditStore, canonical_json, chain_hash
 from pipeline.audit.chain import index_columns
 from pipeline.audit.export import spreadsheet_safe
-from pipeline.audit.image_indexes import Sighting
+from pipeline.audit.image_indexes import Picture, Sighting
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
 
 
@@ -737,6 +737,57 @@ def test_near_copies_are_found_within_the_bits_asked_for(
         store.record(_with_images("S1", a, phash=_P))
         got = store.sightings([(b, _phash(coarse, fine))], other_than="S2", near_copy_bits=bits)
     assert got.found == ({b: found} if found else {}) and got.as_of == 1
+
+
+_TURNS = tuple(f"{n:016x}" + f"{n:02x}" * 32 for n in range(1, 8))  # a picture's 7 turned hashes, made up
+
+
+@pytest.mark.parametrize(
+    ("stored", "turns", "found"),
+    [
+        (_TURNS[0], _TURNS, Sighting([], ["S1"], 0, "mirrored left to right")),  # mirrors undo themselves
+        (_TURNS[4], _TURNS, Sighting([], ["S1"], 0, "turned a quarter turn anticlockwise")),
+        (_TURNS[5], _TURNS, Sighting([], ["S1"], 0, "turned a quarter turn clockwise")),
+        (_phash(fine=6), _TURNS, Sighting([], ["S1"], 6)),  # as sent: no turn named
+        (_TURNS[0], (), None),  # no turns brought: the picture as sent only
+    ],
+    ids=["mirrored", "turned-clockwise", "turned-anticlockwise", "as-sent", "no-turns"],
+)
+def test_a_mirrored_or_turned_copy_is_found_through_the_turns_looked_up(
+    db_url: str, stored: str, turns: tuple[str, ...], found: Sighting | None
+) -> None:
+    """The index keeps each picture's own hash; a lookup brings the new picture's turned hashes. A
+    match through its quarter turn clockwise means the new picture is the earlier one turned
+    anticlockwise, and the sighting says so."""
+    b = "bb" * 32
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", "aa" * 32, phash=stored))
+        got = store.sightings([Picture(b, _P, turns)], other_than="S2", near_copy_bits=32).found
+    assert got == ({b: found} if found else {})
+
+
+def test_a_turned_copy_decided_since_the_lookup_is_caught_where_the_decision_is_written(db_url: str) -> None:
+    """The re-check under the write lock looks up the decision's images with their turns too; the
+    turns are not recorded (the index and the chain keep the picture's own hash)."""
+    from pipeline.audit.store import ImagesSeenSince
+
+    with AuditStore.open(db_url) as store:
+        as_of = store.sightings([], other_than="S2", near_copy_bits=32).as_of
+        store.record(_with_images("S1", "aa" * 32, phash=_TURNS[1]))  # a mirror image, decided meanwhile
+        late = _with_images("S2", "bb" * 32, phash=_P)
+        image = late.images[0].model_copy(update={"phash_turns": _TURNS})
+        turned = late.model_copy(update={"images": [image]})
+        with pytest.raises(ImagesSeenSince):
+            store.record(turned, images_seen_as_of=as_of, near_copy_bits=32)
+        told = image.model_copy(
+            update={"similar_in": ["S1"], "similar_bits": 0, "similar_turn": "mirrored left to right"}
+        )
+        record = store.record(
+            late.model_copy(update={"images": [told]}), images_seen_as_of=as_of, near_copy_bits=32
+        )
+        assert record.seq == 2 and record.decision.images[0].phash_turns is None
+        chain = [row.content for row in store.iter_chain()]
+    assert '"similar_turn":"mirrored left to right"' in chain[-1] and "phash_turns" not in "".join(chain)
 
 
 def test_the_band_lookup_misses_no_hash_within_its_reach(db_url: str) -> None:

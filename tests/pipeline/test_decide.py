@@ -17,6 +17,7 @@ import pytest
 from datasets.errors import InputError, PolicyError
 from pipeline.decide import audit_fraction, decide_rows, decide_shipment, inputs_key
 from pipeline.policy import Policy, default_policy_path, load_policy, parse_policy
+from pipeline.verdict_rows import FIELDS
 from pipeline.verdicts import Declaration, ImageVerdict, Tier
 
 KEY = b"test-audit-key"
@@ -635,7 +636,7 @@ def _write(path: Path, rows: list[ImageVerdict]) -> Path:
     if path.suffix == ".jsonl":
         path.write_text("".join(r.model_dump_json() + "\n" for r in rows))
     elif path.suffix == ".csv":
-        fields = list(ImageVerdict.model_fields)
+        fields = list(FIELDS)
         with path.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
@@ -922,10 +923,16 @@ def test_a_fixed_release_cut_above_the_models_hold_is_a_valid_policy(score: floa
 
 
 def test_a_near_copy_is_told_apart_from_the_same_picture() -> None:
-    images = [img(0.1, seen_in=["S0"]), img(0.1, "b", similar_in=["S7", "S8"], similar_bits=4)]
+    images = [
+        img(0.1, seen_in=["S0"]),
+        img(0.1, "b", similar_in=["S7", "S8"], similar_bits=4),
+        img(0.1, "c", similar_in=["S9"], similar_bits=6, similar_turn="mirrored left to right"),
+    ]
     reasons = decide_shipment(policy(), decl(), images, audit_key=KEY, now=NOW).reasons
     said = [r.message for r in reasons if r.rule.startswith("override.image_")]
     assert said == [
         "the same picture was decided before in shipment S0",
         "a near-copy of a picture decided before in shipment S7, S8 (perceptual hashes 4 of 256 bits apart)",
+        "a near-copy of a picture decided before in shipment S9 "
+        "(perceptual hashes 6 of 256 bits apart, mirrored left to right)",
     ]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from serve_fakes import ADMIN_KEY, OFFICER_KEY, SUBMITTER_KEY, FakePredictor, auth, png_bytes
 
+from datasets.errors import AuditError
 from pipeline.verdicts import Declaration
 from serve.auth import Principal, Role
 from serve.routes.shipments import idempotency_key
@@ -506,6 +507,69 @@ def test_a_near_copy_of_a_picture_decided_before_goes_to_an_officer(
     original = hashlib.sha256(png).hexdigest()
     assert f'<img src="/review/files/images/{original}" alt="earlier picture from SHP-ORIGINAL"' in page
     assert client.get(f"/review/files/images/{original}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("turn", "named"),
+    [
+        (lambda img: img[:, ::-1], "mirrored left to right"),
+        (lambda img: np.rot90(img, -1), "turned a quarter turn clockwise"),
+    ],
+    ids=["mirrored", "quarter-turn"],
+)
+def test_a_mirrored_or_turned_copy_goes_to_an_officer_who_sees_the_earlier_picture(
+    make_client, audit_store, turn, named: str
+) -> None:
+    """Flipped or turned, then saved as JPEG: the lookup brings the new picture's turned hashes, the
+    reason says how it is turned, and the review page finds the earlier picture by turning the held
+    one (the decision keeps its own hash only)."""
+    client = make_client()
+    picture = _photo("images0003.png")
+    png = cv2.imencode(".png", picture)[1].tobytes()
+    jpeg = cv2.imencode(".jpg", np.ascontiguousarray(turn(picture)), [cv2.IMWRITE_JPEG_QUALITY, 70])[
+        1
+    ].tobytes()
+    assert _send(client, "SHP-ORIGINAL", "a.png", png, "image/png").json()["decision"]["tier"] == "RELEASE"
+    copy = _send(client, "SHP-COPY", "b.jpg", jpeg, "image/jpeg").json()["decision"]
+    image = copy["images"][0]
+    assert copy["tier"] == "REMOTE_INSPECTION"
+    assert (image["similar_in"], image["similar_turn"]) == (["SHP-ORIGINAL"], named)
+    assert "phash_turns" not in image  # looked up with, never answered or recorded
+    assert [r["message"] for r in copy["reasons"] if r["rule"] == "override.image_near_copy"] == [
+        "a near-copy of a picture decided before in shipment SHP-ORIGINAL "
+        f"(perceptual hashes {image['similar_bits']} of 256 bits apart, {named})"
+    ]
+    assert audit_store.get("SHP-COPY").decision.images[0].similar_turn == named
+    assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
+    page = client.get("/review").text
+    assert f"b.jpg is a near-copy of this picture, {named}, decided before in shipment" in page
+    assert f'<img src="/review/files/images/{hashlib.sha256(png).hexdigest()}" alt="earlier picture' in page
+
+
+def test_a_model_failure_still_records_where_the_pictures_were_seen(make_client, audit_store) -> None:
+    """The lookup runs beside the model: when the model fails, the held decision still says the
+    picture was decided before."""
+    assert _submit(make_client(), "SHP-FIRST", [10]).json()["decision"]["tier"] == "RELEASE"  # one store
+    broken = make_client(predictors={"bulk_ore": FakePredictor(fail=True)})
+    answer = _submit(broken, "SHP-AGAIN", [10])
+    assert answer.status_code == 200 and answer.json()["decision"]["tier"] != "RELEASE"
+    image = audit_store.get("SHP-AGAIN").decision.images[0]
+    assert image.error is not None and image.seen_in == ["SHP-FIRST"]
+
+
+def test_a_lookup_that_fails_while_the_model_scores_records_nothing(make_client, audit_store) -> None:
+    class Unreadable:
+        """The audit store, but its image lookup fails."""
+
+        def sightings(self, *args, **kwargs):
+            raise AuditError("cannot reach the audit store's image index")
+
+        def __getattr__(self, name):
+            return getattr(audit_store, name)
+
+    client = make_client(audit=Unreadable())
+    answer = _submit(client, "SHP-LOST", [10])
+    assert answer.status_code == 503 and audit_store.get("SHP-LOST") is None
 
 
 def test_the_review_page_shows_the_picture_copied_not_one_decided_since(make_client) -> None:
