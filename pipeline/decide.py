@@ -300,6 +300,8 @@ def decide_shipment(
             )
         if image.similar_in:
             # re-encoded, resized, retouched, mirrored or turned: the same scene, other bytes
+            # the bits and the turn are those of the nearest of the shipments named
+            nearest = " at the nearest" if len(image.similar_in) > 1 else ""
             turned = f", {image.similar_turn}" if image.similar_turn else ""
             reasons.append(
                 Reason(
@@ -308,7 +310,7 @@ def decide_shipment(
                     image=image.path,
                     message=(
                         f"a near-copy of a picture decided before in shipment {', '.join(image.similar_in)} "
-                        f"(perceptual hashes {image.similar_bits} of 256 bits apart{turned})"
+                        f"(perceptual hashes {image.similar_bits} of 256 bits apart{nearest}{turned})"
                     ),
                 )
             )

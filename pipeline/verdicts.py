@@ -79,6 +79,9 @@ class ImageVerdict(BaseModel):
     # datasets.perceptual_hash.TURNS: "mirrored left to right", ...); None: as it was, and where
     # nobody looked.
     similar_turn: str | None = Field(default=None, max_length=64)
+    # This picture's perceptual hash turned back as ``similar_turn`` says: the one that matched, so
+    # that the review page finds the earlier picture without turning this one again. None as it was.
+    turned_phash: str | None = Field(default=None, pattern=r"^[0-9a-f]{80}$")
     # The perceptual hashes of the picture's mirror images and turns (TURNS[1:]), for the lookups
     # while it is decided; never recorded or answered: the audit index keeps the picture's own hash.
     phash_turns: tuple[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{80}$")], ...] | None = Field(

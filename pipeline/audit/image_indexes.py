@@ -14,10 +14,23 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, Connection, Select, and_, bindparam, func, or_, select
+from sqlalchemy import (
+    BigInteger,
+    CompoundSelect,
+    Connection,
+    Integer,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 
 from datasets.perceptual_hash import (
     BANDS,
@@ -28,7 +41,6 @@ from datasets.perceptual_hash import (
     band_values,
     coarse_part,
     fine_distance,
-    hamming,
 )
 from pipeline.audit.hamming_sql import hamming64, signed64
 from pipeline.audit.schema import audit_records, image_index, image_likeness, index_metadata
@@ -45,9 +57,10 @@ __all__ = [
 
 _BATCH = 10_000
 _CANDIDATES = 5_000
-"""Most rows within the coarse reach judged per picture, the latest first: bounds the work one request
-can cause. Different pictures seldom come that near (3 pairs of 7,140 framed alike in
-``bench/bench_near_copies.py``); a picture sent thousands of times does."""
+"""Most rows within the coarse reach judged per hash of a picture (its own, and each of its mirror
+images and turns), the latest first: bounds the work one request can cause. Different pictures
+seldom come that near (3 pairs of 7,140 framed alike in ``bench/bench_near_copies.py``); a picture
+sent thousands of times does."""
 MAX_NEAR_COPY_BITS = FINE_BITS // 4
 """The farthest ``near_copy_bits`` may reach: different pictures lie about half the fine bits apart."""
 log = logging.getLogger("clearsight.audit")
@@ -67,12 +80,14 @@ class Sighting(NamedTuple):
     """Other shipments in which one picture was decided before, oldest first: ``seen_in`` with its
     very bytes, ``similar_in`` with a near-copy, whose fine hash lies ``similar_bits`` of 256 from
     this one's at the nearest of those named; ``similar_turn`` says how this picture is that nearest
-    one turned or mirrored (a name from ``TURNS``; None: as it was)."""
+    one turned or mirrored (a name from ``TURNS``; None: as it was), and ``turned_phash`` is this
+    picture's hash turned back so (the one that matched)."""
 
     seen_in: list[str]
     similar_in: list[str]
     similar_bits: int | None
     similar_turn: str | None = None
+    turned_phash: str | None = None
 
 
 def _rows(decision: dict[str, Any], shipment_id: str, seq: int) -> tuple[list[dict], list[dict]]:
@@ -159,58 +174,65 @@ def _near(
     for turn, phash in enumerate((picture.phash, *picture.turns)):
         if phash is not None:
             turns.setdefault(phash, turn)
+    hashes = list(turns)
     params: dict[str, Any] = {"sha256": picture.sha256, "other_than": other_than, "after": after or 0}
-    for n, phash in enumerate(turns):
+    for n, phash in enumerate(hashes):
         params[f"coarse{n}"] = signed64(coarse_part(phash))
         params |= {f"band{n}_{i}": value for i, value in enumerate(band_values(phash))}
-    rows = conn.execute(_near_query(len(turns), after is not None, _CANDIDATES), params).all()
-    if len(rows) == _CANDIDATES:
+    rows = conn.execute(_near_query(len(hashes), after is not None, _CANDIDATES), params).all()
+    read = Counter(row.hash for row in rows)
+    for n in (n for n, count in read.items() if count == _CANDIDATES):
         log.warning(
-            "near-copy lookup: %d pictures lie within %d coarse bits of %s or its turns; only the "
-            "latest were judged",
+            "near-copy lookup: %d pictures lie within %d coarse bits of %s (%s); only the latest were judged",
             _CANDIDATES,
             COARSE_BITS,
-            coarse_part(next(iter(turns))),
+            coarse_part(hashes[n]),
+            TURNS[turns[hashes[n]]],
         )
     nearest: dict[str, tuple[int, int, int]] = {}
-    for row in rows:
-        for phash, turn in turns.items():
-            distance = fine_distance(phash, row.phash)
-            if distance > bits or hamming(coarse_part(phash), coarse_part(row.phash)) > COARSE_BITS:
-                continue
-            first, best, best_turn = nearest.get(row.shipment_id, (row.seq, distance, turn))
-            if distance < best:
-                best, best_turn = distance, turn
-            nearest[row.shipment_id] = (min(first, row.seq), best, best_turn)
+    for row in rows:  # the database kept each row within the coarse reach of the hash that found it
+        distance = fine_distance(hashes[row.hash], row.phash)
+        if distance > bits:
+            continue
+        turn = turns[hashes[row.hash]]
+        first, best, best_turn = nearest.get(row.shipment_id, (row.seq, distance, turn))
+        if (distance, turn) < (best, best_turn):
+            best, best_turn = distance, turn
+        nearest[row.shipment_id] = (min(first, row.seq), best, best_turn)
     return sorted((seq, shipment, distance, turn) for shipment, (seq, distance, turn) in nearest.items())
 
 
 @functools.cache
-def _near_query(hashes: int, since: bool, most: int) -> Select:
-    """The ``most`` latest candidates of a near-copy lookup of ``hashes`` hashes (a picture's own and
-    its distinct turns), from ``after`` on where ``since``: built once per shape, since building its
-    forty-odd terms takes longer than running them.
+def _near_query(hashes: int, since: bool, most: int) -> CompoundSelect:
+    """The candidates of a near-copy lookup of ``hashes`` hashes (a picture's own and its distinct
+    turns), the ``most`` latest of each (so that look-alikes of one turn cannot crowd out a copy
+    found by another), from ``after`` on where ``since``; column ``hash`` says which hash found the
+    row. Built once per shape: building its forty-odd terms takes longer than running them.
 
     Each term is one band of one hash, with the coarse distance to that hash measured by the
     database before the limit, so that pictures framed alike, which share bands without being near,
     do not use up the rows read; measured only for the rows that term's band found."""
     c = image_likeness.c
-    reach = []
+    same_bytes = select(image_index.c.shipment_id).where(image_index.c.sha256 == bindparam("sha256"))
+    found = []
     for n in range(hashes):
         coarse = bindparam(f"coarse{n}", type_=BigInteger())
+        reach = []
         for i in range(BANDS):
             term = and_(
                 c[f"band{i}"] == bindparam(f"band{n}_{i}"), hamming64(c.coarse, coarse) <= COARSE_BITS
             )
             # from ``after`` on: its (band, seq) index reads only those
             reach.append(and_(term, c.seq > bindparam("after")) if since else term)
-    same_bytes = select(image_index.c.shipment_id).where(image_index.c.sha256 == bindparam("sha256"))
-    return (
-        select(c.phash, c.shipment_id, c.seq)
-        .where(or_(*reach), c.shipment_id != bindparam("other_than"), c.shipment_id.not_in(same_bytes))
-        .order_by(c.seq.desc())
-        .limit(most)
-    )
+        latest = (
+            select(c.phash, c.shipment_id, c.seq, literal(n, Integer()).label("hash"))
+            .where(or_(*reach), c.shipment_id != bindparam("other_than"), c.shipment_id.not_in(same_bytes))
+            .order_by(c.seq.desc())
+            .limit(most)
+            .subquery()
+        )
+        found.append(select(latest))
+    return union_all(*found)
 
 
 def check_bits(near_copy_bits: int) -> None:
@@ -250,5 +272,6 @@ def sightings(
                 similar_in=[shipment for _, shipment, _, _ in named],
                 similar_bits=bits,
                 similar_turn=TURNS[INVERSE_TURNS[turn]] if turn else None,
+                turned_phash=picture.turns[turn - 1] if turn else None,
             )
     return found

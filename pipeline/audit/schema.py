@@ -16,7 +16,8 @@ Beside the chain, and not part of its evidence, two indexes built from it::
                           again for another shipment is found without reading every record (version 2)
     audit_image_likeness  the same by perceptual hash, cut into bands looked up exactly: a picture
                           re-encoded, resized or retouched is found too (version 3;
-                          :mod:`datasets.perceptual_hash`)
+                          :mod:`datasets.perceptual_hash`), and mirrored or turned (version 4: the
+                          lookup brings the turns, the index is unchanged)
 
 An older store is upgraded by making both again from its chain.
 """
@@ -38,12 +39,14 @@ __all__ = [
     "schema_info",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bump on any change to the tables or the hashed content layout. 2: the image index, and decisions
 that may say where their pictures were seen before (``seen_in``) and who sent them (``submitted_by``).
 3: the likeness index, and images that may carry a perceptual hash (``phash``) and the shipments that
-hold a near-copy (``similar_in``). An older store is upgraded when opened by a role that may create
-tables, and read as it is by one that may not."""
+hold a near-copy (``similar_in``). 4: images that may say how they are a near-copy turned or mirrored
+(``similar_turn``, ``turned_phash``); the tables are those of 3. An older store is upgraded when
+opened by a role that may create tables, and read as it is by one that may not; an older Clearsight
+refuses a newer store by its version (a decision of 4 does not parse under 3)."""
 
 metadata = MetaData()
 

@@ -71,7 +71,7 @@ _WRITE = "clearsight_write"
 _ATTEMPTS = 8
 # Arbitrary constant: the advisory lock that serialises schema creation on PostgreSQL.
 _PG_CREATE_LOCK = 0x636C656172
-_UPGRADABLE = (1, 2)  # the schema versions this one upgrades from (schema.SCHEMA_VERSION)
+_UPGRADABLE = (1, 2, 3)  # the schema versions this one upgrades from (schema.SCHEMA_VERSION)
 
 
 def _now() -> str:
@@ -244,7 +244,7 @@ class AuditStore:
             needed = {t.name for t in metadata.sorted_tables}
             if version >= 2:
                 needed.add(image_index.name)
-            if version == SCHEMA_VERSION:
+            if version >= 3:
                 needed.add(image_likeness.name)
             missing = sorted(needed - tables)
             if missing:
@@ -278,16 +278,19 @@ class AuditStore:
             rebuild(conn)
 
     def _upgrade(self, conn: Connection, version: int, *, create: bool) -> None:
-        """Version 1 -> 3: the image indexes, made from the chain; 2 -> 3: the likeness index. A
-        role that may not create tables (an auditor's, a read-only replica) reads the store as it is,
-        and writing to it is refused until it is upgraded; a writer (``create``) is refused at once,
-        not at its first record."""
+        """Version 1: the image indexes, made from the chain; 2: the likeness index; 3: only the
+        version, so that an older Clearsight refuses the decisions this one writes. A role that may
+        not create tables (an auditor's, a read-only replica) reads the store as it is, and writing
+        to it is refused until it is upgraded; a writer (``create``) is refused at once, not at its
+        first record."""
         try:
             with conn.begin_nested():
                 if version == 1:
                     rebuild(conn)
-                else:  # a version-2 decision carries no perceptual hash: nothing to fill it with
+                elif version == 2:  # a version-2 decision carries no perceptual hash: nothing to fill
                     image_likeness.create(conn, checkfirst=True)
+                else:
+                    self._mend_likeness(conn)
                 conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=SCHEMA_VERSION))
         except DBAPIError as exc:
             if not _read_only(exc):

@@ -19,12 +19,10 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
-from datasets.decode import decode_image
-from datasets.errors import AuditError, ClearsightError, ConflictError
-from datasets.perceptual_hash import INVERSE_TURNS, TURNS, fine_distance, perceptual_hashes
+from datasets.errors import AuditError, ConflictError
+from datasets.perceptual_hash import fine_distance
 from models.inference import GOOD
 from pipeline.heatmap import legend_svg
-from pipeline.settings import decode_limits
 from pipeline.verdicts import Tier, scored_anomaly_types
 from serve.auth import Principal, Role
 from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep, authenticate, client_address
@@ -150,17 +148,18 @@ def _earlier_pictures(
     turned or mirrored (None: as it was), keyed by (shipment, picture hash).
     Only a picture decided before the held one, within ``near_copy_bits``, and kept on this server:
     never an unrelated picture of a decision made since. The same bytes need no second look. The
-    other shipments' decisions are read at once; if that fails the page goes on without pictures."""
-    wanted = {
-        (record.decision.shipment_id, record.seq, image.sha256, image.phash, image.similar_in[0])
+    other shipments' decisions are read at once; if that fails the page goes on without pictures.
+    Nothing is decoded: a turned near-copy's decision keeps the hash that matched (``turned_phash``)."""
+    wanted = [
+        (record.decision.shipment_id, record.seq, image)
         for record in records
         for image in record.decision.images
         if image.similar_in and image.phash and image.sha256
-    }
+    ]
     if not wanted:
         return {}
     try:
-        decided = services.audit.decisions_of(sorted({other for *_, other in wanted}))
+        decided = services.audit.decisions_of(sorted({image.similar_in[0] for *_, image in wanted}))
     except AuditError as exc:
         log.warning("review page: earlier pictures of near-copies not read: %s", exc)
         return {}
@@ -173,33 +172,23 @@ def _earlier_pictures(
         )
     earlier: dict[tuple[str, str], tuple[str, str, str | None]] = {}
     bits = services.settings.near_copy_bits
-    for shipment_id, seq, sha256, phash, other in wanted:
-        before = [(q, s, p) for q, s, p in pictures.get(other, []) if q < seq]
+    for shipment_id, seq, image in wanted:
+        other = image.similar_in[0]
+        hashes = [(image.phash, "")]  # as it was first: on a tie the plainer account
+        if image.turned_phash and image.similar_turn:
+            hashes.append((image.turned_phash, image.similar_turn))
         distance, turn, nearest = min(
-            ((fine_distance(phash, p), 0, s) for _, s, p in before), default=(bits + 1, 0, "")
+            (
+                (fine_distance(held, p), how, s)
+                for held, how in hashes
+                for q, s, p in pictures.get(other, [])
+                if q < seq
+            ),
+            default=(bits + 1, "", ""),
         )
-        if distance > bits and before:
-            # mirrored or turned before it was sent again: the decision keeps the picture's own
-            # hash only, so its turns come from the picture kept here
-            distance, turn, nearest = min(
-                ((fine_distance(h, p), t, s) for t, h in _turns(services, sha256) for _, s, p in before),
-                default=(bits + 1, 0, ""),
-            )
         if distance <= bits and services.store.has("images", nearest):
-            earlier[(shipment_id, sha256)] = (other, nearest, TURNS[INVERSE_TURNS[turn]] if turn else None)
+            earlier[(shipment_id, image.sha256)] = (other, nearest, turn or None)
     return earlier
-
-
-def _turns(services: Services, sha256: str) -> list[tuple[int, str]]:
-    """(index in ``TURNS``, perceptual hash) of a kept picture's mirror images and turns; none where
-    the picture is not kept here (a batch decision) or cannot be read."""
-    try:
-        path, _ = services.store.find("images", sha256)
-        hashes = perceptual_hashes(decode_image(path, limits=decode_limits(services.settings)).pixels)
-    except ClearsightError as exc:
-        log.info("review page: held picture %s not compared turned: %s", sha256[:12], exc)
-        return []
-    return list(enumerate(hashes))[1:] if hashes else []
 
 
 @router.get("", response_class=HTMLResponse)

@@ -186,7 +186,10 @@ async def _verdicts(
         ]
         return failed, [], lookup.as_of
     except BaseException:
-        looking.cancel()  # an overload or a timeout: nobody waits for the lookup
+        # an overload or a timeout: nobody waits for the lookup (a thread already running it ends
+        # on its own); one that failed already is logged, not lost
+        if not looking.cancel() and not looking.cancelled() and looking.exception() is not None:
+            _log.warning("looking up pictures decided before failed too: %s", looking.exception())
         raise
     lookup = await looking
     seen = lookup.found
@@ -227,6 +230,7 @@ def _sighted(seen: dict[str, Sighting], picture: Picture) -> dict[str, Any]:
         "similar_in": (found.similar_in or None) if found else None,
         "similar_bits": found.similar_bits if found else None,
         "similar_turn": found.similar_turn if found else None,
+        "turned_phash": found.turned_phash if found else None,
     }
 
 

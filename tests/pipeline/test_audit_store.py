@@ -464,7 +464,7 @@ def test_other_schema_version_is_refused(db_url: str) -> None:
         AuditStore.open(db_url)
     assert str(info.value) == (
         f"audit store {shown} has schema version 99; "
-        "this Clearsight reads versions 1 to 3 and writes version 3"
+        "this Clearsight reads versions 1 to 4 and writes version 4"
     )
 
 
@@ -745,9 +745,10 @@ _TURNS = tuple(f"{n:016x}" + f"{n:02x}" * 32 for n in range(1, 8))  # a picture'
 @pytest.mark.parametrize(
     ("stored", "turns", "found"),
     [
-        (_TURNS[0], _TURNS, Sighting([], ["S1"], 0, "mirrored left to right")),  # mirrors undo themselves
-        (_TURNS[4], _TURNS, Sighting([], ["S1"], 0, "turned a quarter turn anticlockwise")),
-        (_TURNS[5], _TURNS, Sighting([], ["S1"], 0, "turned a quarter turn clockwise")),
+        # a mirror image undoes itself; a quarter turn is undone by the other
+        (_TURNS[0], _TURNS, Sighting([], ["S1"], 0, "mirrored left to right", _TURNS[0])),
+        (_TURNS[4], _TURNS, Sighting([], ["S1"], 0, "turned a quarter turn anticlockwise", _TURNS[4])),
+        (_TURNS[5], _TURNS, Sighting([], ["S1"], 0, "turned a quarter turn clockwise", _TURNS[5])),
         (_phash(fine=6), _TURNS, Sighting([], ["S1"], 6)),  # as sent: no turn named
         (_TURNS[0], (), None),  # no turns brought: the picture as sent only
     ],
@@ -891,6 +892,27 @@ def test_look_alikes_that_are_no_near_copies_do_not_use_up_the_rows_read(
     assert "only the latest were judged" in caplog.text
 
 
+def test_look_alikes_of_one_turn_do_not_crowd_out_a_copy_found_as_sent(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each hash of a picture (its own, each turn's) has its own rows to read: pictures that look
+    like the picture mirrored, but are not copies of it, fill only the mirror image's."""
+    from pipeline.audit import image_indexes
+
+    monkeypatch.setattr(image_indexes, "_CANDIDATES", 3)
+    mirrored = _TURNS[0]
+    far = f"{mirrored[:16]}{int(mirrored[16:], 16) ^ ((1 << 100) - 1):064x}"  # its layout, another texture
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("OLD", "aa" * 32, phash=_P))
+        for n in range(3):
+            store.record(_with_images(f"ALIKE{n}", f"{n:064x}", phash=far))
+        probe = [Picture("ff" * 32, _phash(fine=2), _TURNS)]
+        assert store.sightings(probe, other_than="NEW", near_copy_bits=40).found == {
+            "ff" * 32: Sighting([], ["OLD"], 2)
+        }
+    assert "only the latest were judged" in caplog.text and "(mirrored left to right)" in caplog.text
+
+
 def test_records_the_lookup_saw_are_not_checked_again_under_the_write_lock(db_url: str) -> None:
     """Only records after ``images_seen_as_of`` are looked at where the decision is written: the
     verdicts carry what the lookup found up to it (here, by construction, nothing), and a shipment
@@ -915,8 +937,9 @@ def test_records_the_lookup_saw_are_not_checked_again_under_the_write_lock(db_ur
     [
         (1, ["audit_image_index", "audit_image_likeness"], True),  # both made from the chain
         (2, ["audit_image_likeness"], False),  # a v2 decision holds no perceptual hash: made empty
+        (3, [], True),  # the same tables: only the version, so that an older Clearsight refuses it
     ],
-    ids=["v1", "v2"],
+    ids=["v1", "v2", "v3"],
 )
 def test_an_older_store_is_upgraded_and_its_image_indexes_built_from_its_chain(
     db_url: str, version: int, dropped: list[str], near: bool
@@ -936,7 +959,7 @@ def test_an_older_store_is_upgraded_and_its_image_indexes_built_from_its_chain(
         assert store.verify().ok  # the indexes are no part of the chain's evidence
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version FROM schema_info")).scalar() == 3
+        assert conn.execute(text("SELECT version FROM schema_info")).scalar() == 4
     engine.dispose()
 
 
@@ -952,7 +975,12 @@ def test_a_likeness_index_an_early_build_laid_out_otherwise_is_made_again(db_url
 
 @pytest.mark.parametrize(
     ("version", "table"),
-    [(3, "audit_image_index"), (3, "audit_image_likeness"), (2, "audit_image_index")],
+    [
+        (4, "audit_image_index"),
+        (4, "audit_image_likeness"),
+        (3, "audit_image_likeness"),
+        (2, "audit_image_index"),
+    ],
 )
 def test_a_store_without_an_image_index_of_its_version_is_named_as_damaged(
     db_url: str, version: int, table: str
@@ -1009,9 +1037,9 @@ def test_a_version_1_store_opened_read_only_is_read_and_not_written(tmp_path: Pa
         assert (
             store.sightings([(a, None)], other_than="S2", near_copy_bits=0).found == {}
         )  # no index to look in
-        with pytest.raises(AuditError, match="is at schema version 1 and this role may not upgrade it to 3"):
+        with pytest.raises(AuditError, match="is at schema version 1 and this role may not upgrade it to 4"):
             store.record(_with_images("S2", a))
-    with pytest.raises(AuditError, match="may not upgrade it to 3"):
+    with pytest.raises(AuditError, match="may not upgrade it to 4"):
         AuditStore.open(read_only)  # a writer is refused at once, not at its first record
 
 

@@ -932,7 +932,8 @@ def test_a_near_copy_is_told_apart_from_the_same_picture() -> None:
     said = [r.message for r in reasons if r.rule.startswith("override.image_")]
     assert said == [
         "the same picture was decided before in shipment S0",
-        "a near-copy of a picture decided before in shipment S7, S8 (perceptual hashes 4 of 256 bits apart)",
+        "a near-copy of a picture decided before in shipment S7, S8 "
+        "(perceptual hashes 4 of 256 bits apart at the nearest)",
         "a near-copy of a picture decided before in shipment S9 "
         "(perceptual hashes 6 of 256 bits apart, mirrored left to right)",
     ]

@@ -518,7 +518,7 @@ def test_a_near_copy_of_a_picture_decided_before_goes_to_an_officer(
     ids=["mirrored", "quarter-turn"],
 )
 def test_a_mirrored_or_turned_copy_goes_to_an_officer_who_sees_the_earlier_picture(
-    make_client, audit_store, turn, named: str
+    make_client, audit_store, tmp_path, turn, named: str
 ) -> None:
     """Flipped or turned, then saved as JPEG: the lookup brings the new picture's turned hashes, the
     reason says how it is turned, and the review page finds the earlier picture by turning the held
@@ -539,7 +539,10 @@ def test_a_mirrored_or_turned_copy_goes_to_an_officer_who_sees_the_earlier_pictu
         "a near-copy of a picture decided before in shipment SHP-ORIGINAL "
         f"(perceptual hashes {image['similar_bits']} of 256 bits apart, {named})"
     ]
-    assert audit_store.get("SHP-COPY").decision.images[0].similar_turn == named
+    recorded = audit_store.get("SHP-COPY").decision.images[0]
+    assert recorded.similar_turn == named and recorded.turned_phash is not None
+    # the page compares the hash that matched, kept in the decision: it never decodes the held picture
+    (tmp_path / "data" / "images" / f"{hashlib.sha256(jpeg).hexdigest()}.jpg").unlink()
     assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
     page = client.get("/review").text
     assert f"b.jpg is a near-copy of this picture, {named}, decided before in shipment" in page
@@ -555,6 +558,16 @@ def test_a_model_failure_still_records_where_the_pictures_were_seen(make_client,
     assert answer.status_code == 200 and answer.json()["decision"]["tier"] != "RELEASE"
     image = audit_store.get("SHP-AGAIN").decision.images[0]
     assert image.error is not None and image.seen_in == ["SHP-FIRST"]
+
+
+def test_a_submission_that_times_out_while_its_pictures_are_looked_up_records_nothing(
+    make_client, audit_store
+) -> None:
+    client = make_client(predictors={"bulk_ore": FakePredictor(delay_s=0.5)}, request_timeout_s=0.05)
+    answer = _submit(client, "SHP-SLOW", [10])
+    assert answer.status_code == 504 and audit_store.get("SHP-SLOW") is None
+    fast = make_client()
+    assert _submit(fast, "SHP-SLOW", [10]).json()["decision"]["tier"] == "RELEASE"  # sent again: decided
 
 
 def test_a_lookup_that_fails_while_the_model_scores_records_nothing(make_client, audit_store) -> None:
