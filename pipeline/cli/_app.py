@@ -83,10 +83,18 @@ def _help_without_metavar(make_help: Callable[[Any], Any]) -> Callable[[Any], An
     return help_option
 
 
-def _option_names(root: Any) -> frozenset[str]:
-    return frozenset(
-        name for command in _commands(root) for p in getattr(command, "params", []) for name in p.opts
-    )
+def _option_names(root: Any, args: list[str]) -> frozenset[str]:
+    """The options of the command ``args`` invoke and of the groups above it: a setting is named by
+    its option only where the command run has one (``decide`` has no ``--runtime``)."""
+    chain, command = [root], root
+    for arg in args:
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is not None:
+            chain.append(sub)
+            command = sub
+        elif not getattr(command, "commands", None):
+            break  # a command's own arguments from here on, not subcommands
+    return frozenset(name for c in chain for p in getattr(c, "params", []) for name in p.opts)
 
 
 def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
@@ -110,7 +118,7 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
     except ValidationError as exc:  # settings from options and CLEARSIGHT_* variables
         if debug:
             traceback.print_exc()
-        print(f"Error: {validation_words(exc, _option_names(command))}", file=sys.stderr)  # noqa: T201
+        print(f"Error: {validation_words(exc, _option_names(command, args))}", file=sys.stderr)  # noqa: T201
         return 2
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)  # noqa: T201

@@ -79,6 +79,19 @@ def test_a_setting_is_named_by_its_option_only_where_there_is_one(
     assert capsys.readouterr().err.startswith(said)
 
 
+def test_a_setting_is_named_by_an_option_only_where_the_command_run_has_it(
+    capsys, monkeypatch, tmp_path
+) -> None:
+    """``score`` has ``--runtime``; ``decide`` reads the same settings and has none."""
+    from pipeline.cli import app
+
+    monkeypatch.setenv("CLEARSIGHT_RUNTIME", "tf")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("")
+    assert run(app, ["decide", "--verdicts", str(rows), "--out", str(tmp_path / "d.jsonl")]) == 2
+    assert capsys.readouterr().err.startswith("Error: runtime (CLEARSIGHT_RUNTIME): Input should be")
+
+
 def test_usage_error_exits_2(capsys) -> None:
     code = run(_app_raising(RuntimeError()), ["no-such-command"])
     assert code == 2
