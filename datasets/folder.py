@@ -112,16 +112,20 @@ def _expand(item: str) -> list[Path]:
 def _glob(pattern: str) -> list[str]:
     """``glob(pattern, recursive=True)``, sorted, except that ``**`` is searched by this module's
     walk: glob follows linked folders without end, so a link back to an ancestor never finishes.
-    A folder the pattern names stands for the images under it, as glob's folder matches do."""
+    A folder the pattern names stands for the images under it, as glob's folder matches do; a
+    pattern ending in a separator names folders only, as in glob."""
     if not _recursive(pattern):
         return sorted(glob.glob(pattern))
+    folders_only = pattern.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))  # as glob: "a/**/"
     hits: set[str] = set()
     for base, rest in _recursive_roots(pattern):
         images, _, folders = _walk(Path(base))
         named = {f for f in folders if f != Path(base) and _matches(f.relative_to(base).parts, rest)}
         for path in images:
             relative = path.relative_to(base).parts
-            if _matches(relative, rest) or any(parent in named for parent in path.parents):
+            if (not folders_only and _matches(relative, rest)) or any(
+                parent in named for parent in path.parents
+            ):
                 hits.add(str(path))
     return sorted(hits)
 

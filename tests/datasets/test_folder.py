@@ -153,6 +153,8 @@ def test_a_recursive_glob_ends_on_a_link_loop(tree: Path) -> None:
         ("**/sub", ["a/sub/3.tiff"]),  # a folder the pattern names stands for the images under it
         ("[ab]/**/*.png", ["a/2.png"]),  # a wildcard before ** is globbed, not the whole tree walked
         ("b/**", ["b/5.webp", "b/6.bmp"]),
+        ("a/**/*/", ["a/sub/3.tiff"]),  # ending in a separator: folders only, not a's own images
+        ("a/**/*", ["a/1.JPG", "a/2.png", "a/sub/3.tiff"]),
     ],
 )
 def test_recursive_globs_match_as_glob_does(tree: Path, pattern: str, expected: list[str]) -> None:
