@@ -19,7 +19,8 @@ Beside the chain, and not part of its evidence, two indexes built from it::
                           :mod:`datasets.perceptual_hash`), and mirrored or turned (version 4: the
                           lookup brings the turns, the index is unchanged)
 
-An older store is upgraded by making both again from its chain.
+A store at version 1 is upgraded by making both again from its chain; at 2, by an empty likeness
+index (its decisions hold no perceptual hash); at 3, by its version alone.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ that may say where their pictures were seen before (``seen_in``) and who sent th
 3: the likeness index, and images that may carry a perceptual hash (``phash``) and the shipments that
 hold a near-copy (``similar_in``). 4: images that may say how they are a near-copy turned or mirrored
 (``similar_turn``, ``turned_phash``); the tables are those of 3. An older store is upgraded when
-opened by a role that may create tables, and read as it is by one that may not; an older Clearsight
-refuses a newer store by its version (a decision of 4 does not parse under 3)."""
+opened by a role that may create tables, and read as it is by one that may not; a store at 3 only
+when opened to record (``create``), so that reading it with a newer Clearsight locks no older one
+out. An older Clearsight refuses a newer store by its version (a decision of 4 does not parse under
+3)."""
 
 metadata = MetaData()
 

@@ -197,6 +197,7 @@ class AuditStore:
         self.url = shown_url
         """The store's URL with any password hidden."""
         self._not_upgraded: str | None = None  # why an older store may be read but not written
+        self._no_decisions: str | None = None  # why decisions may not be recorded yet (outcomes may)
 
     # -- opening -----------------------------------------------------------------------------------
 
@@ -251,7 +252,15 @@ class AuditStore:
                 raise AuditError(
                     f"audit store {self.url}: schema version {version} but tables {missing} are missing"
                 )
-            if version != SCHEMA_VERSION:
+            if version == 3 and not create:
+                # the tables of 4: read, looked up and given outcomes as it is. Its version moves
+                # when a writer opens it, not when a newer `clearsight audit verify` reads it, so
+                # that reading locks no older Clearsight out; decisions wait for that upgrade
+                self._no_decisions = (
+                    f"audit store {self.url} is at schema version 3: decisions of this Clearsight are "
+                    f"recorded once a writer has upgraded it to {SCHEMA_VERSION} (open it to record)"
+                )
+            elif version != SCHEMA_VERSION:
                 self._upgrade(conn, version, create=create)
             elif create:
                 self._mend_likeness(conn)
@@ -458,9 +467,11 @@ class AuditStore:
                 same or a stricter tier; or the decision would lower an unresolved hold.
             ImagesSeenSince: an image that was seen nowhere (or had no near-copy) when looked up
                 has been decided in another shipment since: look it up and decide again.
-            AuditError: the database cannot be written.
+            AuditError: the database cannot be written, or is at an older schema version.
         """
         self._check_writable()
+        if self._no_decisions is not None:
+            raise AuditError(self._no_decisions)
         check_bits(near_copy_bits)
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
             raise InputError(

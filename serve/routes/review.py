@@ -143,13 +143,15 @@ def _anomaly_types(services: Services, records: list[Any]) -> dict[str, list[str
 def _earlier_pictures(
     services: Services, records: list[Any]
 ) -> dict[tuple[str, str], tuple[str, str, str | None]]:
-    """For each held picture that is a near-copy of one decided in another shipment: that shipment
-    (the first named), its picture nearest by perceptual hash, and how the held one is that picture
-    turned or mirrored (None: as it was), keyed by (shipment, picture hash).
+    """For each held picture that is a near-copy of one decided in another shipment: the first named
+    shipment that holds it, its picture nearest by perceptual hash, and how the held one is that
+    picture turned or mirrored (None: as it was), keyed by (shipment, picture hash).
     Only a picture decided before the held one, within ``near_copy_bits``, and kept on this server:
     never an unrelated picture of a decision made since. The same bytes need no second look. The
     other shipments' decisions are read at once; if that fails the page goes on without pictures.
-    Nothing is decoded: a turned near-copy's decision keeps the hash that matched (``turned_phash``)."""
+    Nothing is decoded: the held picture is compared by its own hash and by the turned one that
+    matched (``turned_phash``). The shipments named may hold the picture under other turns than that
+    one; the nearest of them holds it under one of the two."""
     wanted = [
         (record.decision.shipment_id, record.seq, image)
         for record in records
@@ -159,7 +161,7 @@ def _earlier_pictures(
     if not wanted:
         return {}
     try:
-        decided = services.audit.decisions_of(sorted({image.similar_in[0] for *_, image in wanted}))
+        decided = services.audit.decisions_of(sorted({s for *_, image in wanted for s in image.similar_in}))
     except AuditError as exc:
         log.warning("review page: earlier pictures of near-copies not read: %s", exc)
         return {}
@@ -173,21 +175,22 @@ def _earlier_pictures(
     earlier: dict[tuple[str, str], tuple[str, str, str | None]] = {}
     bits = services.settings.near_copy_bits
     for shipment_id, seq, image in wanted:
-        other = image.similar_in[0]
         hashes = [(image.phash, "")]  # as it was first: on a tie the plainer account
         if image.turned_phash and image.similar_turn:
             hashes.append((image.turned_phash, image.similar_turn))
-        distance, turn, nearest = min(
-            (
-                (fine_distance(held, p), how, s)
-                for held, how in hashes
-                for q, s, p in pictures.get(other, [])
-                if q < seq
-            ),
-            default=(bits + 1, "", ""),
-        )
-        if distance <= bits and services.store.has("images", nearest):
-            earlier[(shipment_id, image.sha256)] = (other, nearest, turn or None)
+        for other in image.similar_in:
+            distance, turn, nearest = min(
+                (
+                    (fine_distance(held, p), how, s)
+                    for held, how in hashes
+                    for q, s, p in pictures.get(other, [])
+                    if q < seq
+                ),
+                default=(bits + 1, "", ""),
+            )
+            if distance <= bits and services.store.has("images", nearest):
+                earlier[(shipment_id, image.sha256)] = (other, nearest, turn or None)
+                break
     return earlier
 
 

@@ -963,6 +963,37 @@ def test_an_older_store_is_upgraded_and_its_image_indexes_built_from_its_chain(
     engine.dispose()
 
 
+def test_a_version_3_store_is_upgraded_by_a_writer_and_only_read_by_a_reader(db_url: str) -> None:
+    """Reading a store with this Clearsight (`clearsight audit verify`) must not lock an older one
+    out: the version moves only when the store is opened to record."""
+    a = "aa" * 32
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", a, phash=_P))
+    sql(db_url, "UPDATE schema_info SET version = 3")
+    with AuditStore.open(db_url, create=False) as store:
+        assert store.verify().ok and store.get("S1") is not None
+        found = store.sightings([("bb" * 32, _phash(fine=4))], other_than="S2", near_copy_bits=32).found
+        assert found["bb" * 32].similar_in == ["S1"]  # its indexes are those of 4
+        assert store.record_outcome("S1", found=None, officer="o-1").found is None
+        with pytest.raises(AuditError, match="is at schema version 3: decisions of this Clearsight"):
+            store.record(_with_images("S2", "bb" * 32))
+    assert rows(db_url, "SELECT version FROM schema_info") == [(3,)]
+    AuditStore.open(db_url).close()
+    assert rows(db_url, "SELECT version FROM schema_info") == [(4,)]
+
+
+def test_a_version_3_store_with_an_early_likeness_index_is_mended_as_it_is_upgraded(db_url: str) -> None:
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", "aa" * 32, phash=_P))
+    sql(db_url, "DROP TABLE audit_image_likeness")
+    sql(db_url, "CREATE TABLE audit_image_likeness (phash VARCHAR(16), shipment_id VARCHAR(128), seq BIGINT)")
+    sql(db_url, "UPDATE schema_info SET version = 3")
+    with AuditStore.open(db_url) as store:
+        found = store.sightings([("bb" * 32, _phash(fine=4))], other_than="S2", near_copy_bits=32).found
+        assert found["bb" * 32].similar_in == ["S1"]
+    assert rows(db_url, "SELECT version FROM schema_info") == [(4,)]
+
+
 def test_a_likeness_index_an_early_build_laid_out_otherwise_is_made_again(db_url: str) -> None:
     with AuditStore.open(db_url) as store:
         store.record(_with_images("S1", "aa" * 32, phash=_P))

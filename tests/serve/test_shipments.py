@@ -549,6 +549,29 @@ def test_a_mirrored_or_turned_copy_goes_to_an_officer_who_sees_the_earlier_pictu
     assert f'<img src="/review/files/images/{hashlib.sha256(png).hexdigest()}" alt="earlier picture' in page
 
 
+def test_the_review_page_finds_the_earlier_picture_in_the_shipment_that_holds_it_so_turned(
+    make_client, audit_store
+) -> None:
+    """Turned clockwise, then anticlockwise: the second copy names the original and the first copy,
+    and is nearest the first (half a turn from it). The page shows the first copy's picture, the
+    one the recorded turn describes, not nothing for want of a match in the original."""
+    client = make_client()
+    picture = _photo("images0003.png")
+    png = cv2.imencode(".png", picture)[1].tobytes()
+    clockwise = cv2.imencode(".png", np.ascontiguousarray(np.rot90(picture, -1)))[1].tobytes()
+    anticlockwise = cv2.imencode(".png", np.ascontiguousarray(np.rot90(picture, 1)))[1].tobytes()
+    assert _send(client, "SHP-ORIGINAL", "a.png", png, "image/png").status_code == 200
+    assert _send(client, "SHP-CW", "b.png", clockwise, "image/png").status_code == 200
+    copy = _send(client, "SHP-ACW", "c.png", anticlockwise, "image/png").json()["decision"]["images"][0]
+    # both hold it 0 bits away (lossless turns); on the tie the half turn is named
+    assert (copy["similar_in"], copy["similar_bits"]) == (["SHP-ORIGINAL", "SHP-CW"], 0)
+    assert copy["similar_turn"] == "turned half a turn"
+    assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
+    page = client.get("/review").text
+    assert "c.png is a near-copy of this picture, turned half a turn, decided before in shipment" in page
+    assert f'src="/review/files/images/{hashlib.sha256(clockwise).hexdigest()}" alt="earlier picture' in page
+
+
 def test_a_model_failure_still_records_where_the_pictures_were_seen(make_client, audit_store) -> None:
     """The lookup runs beside the model: when the model fails, the held decision still says the
     picture was decided before."""
