@@ -119,15 +119,23 @@ def _glob(pattern: str) -> list[str]:
     folders_only = pattern.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))  # as glob: "a/**/"
     hits: set[str] = set()
     for base, rest in _recursive_roots(pattern):
-        images, _, folders = _walk(Path(base))
-        named = {f for f in folders if f != Path(base) and _matches(f.relative_to(base).parts, rest)}
+        # a hidden folder is searched only where the pattern names one (".cache"), as in glob
+        hidden = any(part.startswith(".") for part in rest)
+        images, _, folders = _walk(Path(base), hidden=hidden)
+        named = {f for f in folders if _matches(f.relative_to(base).parts, rest)}  # "a/**/" names a too
         for path in images:
             relative = path.relative_to(base).parts
             if (not folders_only and _matches(relative, rest)) or any(
-                parent in named for parent in path.parents
+                parent in named and not _hidden_between(parent, path) for parent in path.parents
             ):
                 hits.add(str(path))
     return sorted(hits)
+
+
+def _hidden_between(folder: Path, path: Path) -> bool:
+    """Whether a hidden folder lies between ``folder`` and ``path`` (a named folder stands for the
+    images a walk of it finds, and a walk skips hidden folders)."""
+    return any(is_hidden(part) for part in path.relative_to(folder).parts[:-1])
 
 
 def _recursive(pattern: str) -> bool:
@@ -154,9 +162,12 @@ def _recursive_roots(pattern: str) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def _matches(parts: Sequence[str], pattern: Sequence[str]) -> bool:
-    """Whether path ``parts`` match glob ``pattern`` parts, ``**`` standing for any number of folders."""
+    """Whether path ``parts`` match glob ``pattern`` parts, ``**`` standing for any number of folders.
+    As in glob, a hidden name is matched only by a part that starts with a dot, never by ``**``."""
     if not pattern:
         return not parts
+    if parts and parts[0].startswith(".") and not pattern[0].startswith("."):
+        return pattern[0] == "**" and _matches(parts, pattern[1:])
     if pattern[0] == "**":
         return _matches(parts, pattern[1:]) or (bool(parts) and _matches(parts[1:], pattern))
     return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _matches(parts[1:], pattern[1:])
@@ -172,15 +183,15 @@ def searched_folders(folder: str | Path) -> set[str]:
     return _walk(Path(folder))[1]
 
 
-def _walk(folder: Path) -> tuple[list[Path], set[str], list[Path]]:
+def _walk(folder: Path, *, hidden: bool = False) -> tuple[list[Path], set[str], list[Path]]:
     """(the images under ``folder``, sorted; the real paths of the folders searched; those folders
-    as spelled from ``folder``)."""
+    as spelled from ``folder``). Hidden folders are skipped unless ``hidden``; hidden files always."""
     # An archive assembled from links (a shared drive's day folders linked into one) must be scored
     # whole: skipping its linked folders would drop their images without a word. Each real folder
     # is searched once, spelled without a link where the tree holds it directly, so a link loop ends.
     own: set[str] = set()  # the folders the tree holds directly (hidden ones are not searched)
     for dirpath, dirnames, _ in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not is_hidden(d)]
+        dirnames[:] = [d for d in dirnames if hidden or not is_hidden(d)]
         own.add(os.path.realpath(dirpath))
     searched = {os.path.realpath(folder)}
     found: list[Path] = []
@@ -191,7 +202,7 @@ def _walk(folder: Path) -> tuple[list[Path], set[str], list[Path]]:
         for name in sorted(dirnames):
             full = os.path.join(dirpath, name)
             real = os.path.realpath(full)
-            if is_hidden(name) or real in searched or (os.path.islink(full) and real in own):
+            if (is_hidden(name) and not hidden) or real in searched or (os.path.islink(full) and real in own):
                 continue
             searched.add(real)
             kept.append(name)

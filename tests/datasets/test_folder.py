@@ -154,11 +154,45 @@ def test_a_recursive_glob_ends_on_a_link_loop(tree: Path) -> None:
         ("[ab]/**/*.png", ["a/2.png"]),  # a wildcard before ** is globbed, not the whole tree walked
         ("b/**", ["b/5.webp", "b/6.bmp"]),
         ("a/**/*/", ["a/sub/3.tiff"]),  # ending in a separator: folders only, not a's own images
-        ("a/**/*", ["a/1.JPG", "a/2.png", "a/sub/3.tiff"]),
+        ("a/**/*", ["a/1.JPG", "a/2.png", "a/sub/3.tiff"]),  # a wildcard never matches a hidden name
+        ("a/**/.hidden/*.png", ["a/.hidden/4.png"]),  # a hidden folder the pattern names is searched
+        ("**/.hidden", ["a/.hidden/4.png"]),
+        ("**/.h*/*", ["a/.hidden/4.png"]),
     ],
 )
 def test_recursive_globs_match_as_glob_does(tree: Path, pattern: str, expected: list[str]) -> None:
     assert [p.as_posix() for p in iter_image_paths([pattern])] == expected
+
+
+def test_recursive_globs_agree_with_glob_on_a_tree_without_links(tree: Path) -> None:
+    """glob itself is the reference where it ends (no link loops): a folder it matches stands for the
+    images a walk of it finds."""
+    import glob as reference
+
+    from datasets.folder import is_hidden
+
+    (tree / "a" / "sub" / ".deep").mkdir()
+    (tree / "a" / "sub" / ".deep" / "8.png").write_bytes(b"x")
+    (tree / "a" / ".hidden" / "in").mkdir()
+    (tree / "a" / ".hidden" / "in" / "9.png").write_bytes(b"x")
+    patterns = ["**", "**/*", "a/**", "a/**/", "**/*.png", "**/sub", "**/sub/", "a/**/.hidden",
+                "a/**/.hidden/**", "**/.deep/*", "**/.*", "**/in/*.png", "a/**/s*/**/*.png"]  # fmt: skip
+    for pattern in patterns:
+        expected: set[str] = set()
+        for hit in map(Path, reference.glob(pattern, recursive=True)):
+            if hit.is_dir():  # what a walk of it finds: hidden folders and files skipped
+                expected |= {
+                    p.as_posix()
+                    for p in hit.rglob("*")
+                    if is_image_file(p) and not any(is_hidden(x) for x in p.relative_to(hit).parts)
+                }
+            elif is_image_file(hit) and not is_hidden(hit.name):
+                expected.add(hit.as_posix())
+        try:
+            got = {p.as_posix() for p in iter_image_paths([pattern])}
+        except DatasetFormatError:
+            got = set()
+        assert got == expected, pattern
 
 
 def test_a_double_star_inside_a_name_is_a_single_star(tree: Path) -> None:
