@@ -36,11 +36,19 @@ from pydantic import ValidationError
 from datasets.errors import InputError, PolicyError
 from pipeline.policy import CargoPolicy, Policy
 from pipeline.resolution import SCALE_TOLERANCE, describe_scale, off_training_scale
-from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier, field_like
+from pipeline.verdicts import (
+    OVERRIDE_FLAGS,
+    Declaration,
+    ImageVerdict,
+    Reason,
+    ShipmentDecision,
+    Tier,
+    field_like,
+)
 
 __all__ = ["audit_fraction", "decide_rows", "decide_shipment", "declaration_from_rows", "inputs_key"]
 
-_FLAGS = ("radiation_alarm", "suspected_solid_waste", "document_mismatch", "declared_foreign_inclusions")
+_FLAGS = OVERRIDE_FLAGS
 
 
 def audit_fraction(audit_key: bytes, shipment_id: str) -> float:

@@ -12,10 +12,11 @@ import enum
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 __all__ = [
     "DECLARATION_FIELDS",
+    "OVERRIDE_FLAGS",
     "Declaration",
     "ImageVerdict",
     "Reason",
@@ -38,6 +39,18 @@ class Tier(str, enum.Enum):  # noqa: UP042 - str() and format() of members must 
         return list(Tier).index(self)
 
 
+def _number(value: Any) -> Any:
+    """A score or threshold as a number: ``true`` or ``"0.5"`` in a verdict row is a mistake, not
+    1.0 or 0.5 (a threshold of ``true`` would release everything below 1)."""
+    if isinstance(value, bool | str):
+        raise ValueError(f"expected a number, got {value!r}")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+"""A float that refuses booleans and text (rows from CSV and Parquet are converted before)."""
+
+
 class ImageVerdict(BaseModel):
     """One scored (or failed) image. ``error`` set means it could not be scored; score fields are None."""
 
@@ -47,19 +60,19 @@ class ImageVerdict(BaseModel):
     sha256: str | None = None
     shipment_id: str | None = None
     cargo_type: str | None = None
-    score: float | None = None
+    score: Number | None = None
     label: str | None = None  # "good" | "anomalous"
     anomaly_type: str | None = None
     type_probabilities: dict[str, float] | None = None
-    threshold: float | None = None  # release threshold of the model that scored it
-    hold_threshold: float | None = None
+    threshold: Number | None = None  # release threshold of the model that scored it
+    hold_threshold: Number | None = None
     model_id: str | None = None
     heatmap: str | None = None
     error: str | None = None
     declaration: dict[str, Any] = Field(default_factory=dict)
     # The image's scale against its model's training images (models.inference.Prediction); None for
     # a model that does not record its training images' sizes, and in rows written before this field.
-    scale_vs_training: float | None = None
+    scale_vs_training: Annotated[Number, Field(gt=0)] | None = None
     # What each fused signal said, as calibrated log-odds (models.inference.Prediction): which one
     # flagged the image or let it through. None from predictors that do not report them, and in
     # rows written before this field.
@@ -121,14 +134,27 @@ class Declaration(BaseModel):
 
 
 def field_like(key: str) -> str | None:
-    """The :class:`Declaration` field ``key`` names, allowing for case, spaces, hyphens and dots
-    (``RADIATION_ALARM``, ``radiation alarm``); None for a key of its own (an HS code, an origin)."""
-    normal = re.sub(r"[\s\-.]+", "_", key.strip().lower())
-    return normal if normal in DECLARATION_FIELDS else None
+    """The :class:`Declaration` field ``key`` names, whatever its case and separators
+    (``RADIATION_ALARM``, ``radiation alarm``, ``RadiationAlarm``), or an override flag it holds
+    (``radiation_alarms``, ``Radiation_Alarm_Flag``); None for a key of its own (an HS code, an
+    origin). A flag kept aside under another name would never reach the rules."""
+    letters = re.sub(r"[^a-z]", "", key.lower())
+    for field in sorted(DECLARATION_FIELDS):
+        bare = field.replace("_", "")
+        if letters == bare or (field in OVERRIDE_FLAGS and bare in letters):
+            return field
+    return None
 
 
 DECLARATION_FIELDS = frozenset(Declaration.model_fields) - {"extra"}
 """The named fields of a declaration (``extra`` holds the rest)."""
+OVERRIDE_FLAGS = (
+    "radiation_alarm",
+    "suspected_solid_waste",
+    "document_mismatch",
+    "declared_foreign_inclusions",
+)
+"""The declaration's flags that force an inspection (the policy's ``overrides``)."""
 
 
 class Reason(BaseModel):

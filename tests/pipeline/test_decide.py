@@ -614,6 +614,32 @@ def test_bad_rows_are_refused_by_name(rows: list[ImageVerdict], message: str) ->
     assert str(info.value) == message
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("threshold", True, "threshold: Value error, expected a number, got True"),
+        ("hold_threshold", True, "hold_threshold: Value error, expected a number, got True"),
+        ("score", False, "score: Value error, expected a number, got False"),
+        ("score", "0.95", "score: Value error, expected a number, got '0.95'"),
+        ("scale_vs_training", 0, "scale_vs_training: Input should be greater than 0"),
+    ],
+)
+def test_a_row_with_a_flag_or_text_for_a_number_is_refused(
+    tmp_path: Path, field: str, value: Any, said: str
+) -> None:
+    """``threshold: true`` read as 1.0 released a picture scoring 0.95; a scale of 0 stopped the
+    whole run with a ZeroDivisionError."""
+    from datasets.errors import DatasetFormatError
+    from pipeline.verdict_rows import read_verdicts
+
+    data = json.loads(row("S1", 0.95, "a.png").model_dump_json()) | {field: value}
+    path = tmp_path / "v.jsonl"
+    path.write_text(json.dumps(data) + "\n")
+    with pytest.raises(DatasetFormatError, match="not an image verdict row") as info:
+        list(read_verdicts(path))
+    assert said in str(info.value)
+
+
 # -- the CLI ---------------------------------------------------------------------------------------
 
 ROWS = [
@@ -920,6 +946,31 @@ def test_a_fixed_release_cut_above_the_models_hold_is_a_valid_policy(score: floa
     mixed = policy(cargo_types={"bulk_ore": {"release_threshold": 0.3, "hold_threshold": "model"}})
     verdict = img(score, threshold=0.01, hold_threshold=0.097)
     assert decide_shipment(mixed, decl(), [verdict], audit_key=KEY, now=NOW).tier is tier
+
+
+@pytest.mark.parametrize(
+    ("key", "field"),
+    [
+        ("RadiationAlarm", "radiation_alarm"),
+        ("radiationalarm", "radiation_alarm"),
+        ("radiation_alarms", "radiation_alarm"),
+        ("Radiation_Alarm_Flag", "radiation_alarm"),
+        ("is-document-mismatch", "document_mismatch"),
+        ("AeoTier", "aeo_tier"),
+        ("hs_code", None),
+        ("origin", None),
+        ("trader_id_old", None),  # only a flag is looked for inside a longer key
+    ],
+)
+def test_a_flag_written_any_way_is_not_kept_aside(key: str, field: str | None) -> None:
+    """A flag under another spelling would land in extra and never reach the rules: the
+    shipment would be released with its radiation alarm."""
+    rows = [row("S", 0.1, "a", **{key: True})]
+    if field is None:
+        assert list(decide_rows(policy(), rows, audit_key=KEY))[0].tier is R
+        return
+    with pytest.raises(InputError, match=f"declaration key {key!r} looks like {field!r}"):
+        list(decide_rows(policy(), rows, audit_key=KEY))
 
 
 def test_a_near_copy_is_told_apart_from_the_same_picture() -> None:
