@@ -12,7 +12,7 @@ only clear-score reasons fired. Rule ids:
 ``score.hold``                  an image at or above the hold threshold
 ``score.review``                an image at or above the (AEO-adjusted) release threshold
 ``score.clear``                 an image below the release threshold (tier RELEASE)
-``trusted_trader.offset``       an AEO tier raised the release threshold (tier RELEASE)
+``trusted_trader.odds``         an AEO tier raised the release threshold (tier RELEASE)
 ``random_audit``                picked for a random compliance audit
 ==============================  ==========================================================
 
@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from datasets.errors import InputError, PolicyError
-from pipeline.policy import CargoPolicy, Policy
+from pipeline.policy import CargoPolicy, Policy, TrustedTrader
 from pipeline.resolution import SCALE_TOLERANCE, describe_scale, off_training_scale
 from pipeline.verdicts import (
     OVERRIDE_FLAGS,
@@ -88,7 +88,11 @@ def _row_thresholds_valid(cargo: CargoPolicy, image: ImageVerdict) -> bool:
 
 
 def _image_reasons(
-    policy: Policy, cargo: CargoPolicy, declaration: Declaration, image: ImageVerdict, offset: float
+    policy: Policy,
+    cargo: CargoPolicy,
+    declaration: Declaration,
+    image: ImageVerdict,
+    trader: TrustedTrader | None,
 ) -> list[Reason]:
     """The reasons one image contributes (fail-closed cases first, then its score)."""
     fc = policy.fail_closed
@@ -192,8 +196,8 @@ def _image_reasons(
         )
         return reasons
     assert release is not None and hold is not None  # narrowed above
-    # The AEO offset widens the release band but never past the hold threshold.
-    effective = min(release + offset, max(hold, release)) if offset > 0 else release
+    # The AEO factor widens the release band but never past the hold threshold.
+    effective = trader.raised(release, hold) if trader is not None else release
     if score >= hold:
         reasons.append(
             Reason(
@@ -285,13 +289,22 @@ def decide_shipment(
             )
         )
     trader = policy.trusted_traders.get(declaration.aeo_tier) if declaration.aeo_tier else None
-    offset = trader.threshold_offset if trader is not None else 0.0
-    if cargo is not None and offset > 0 and images:
+    if trader is not None and trader.release_odds_factor == 1.0:
+        trader = None
+    if (
+        cargo is not None
+        and trader is not None
+        and any(i.error is None and i.score is not None for i in images)
+    ):
         reasons.append(
             Reason(
-                rule="trusted_trader.offset",
+                rule="trusted_trader.odds",
                 tier=Tier.RELEASE,
-                message=f"{declaration.aeo_tier} trader: release threshold raised by {offset}",
+                message=(
+                    f"{declaration.aeo_tier} trader: the odds of each release threshold times "
+                    f"{trader.release_odds_factor:g}, never above hold (each score's reason gives the "
+                    "threshold applied)"
+                ),
             )
         )
     for image in images:
@@ -333,7 +346,7 @@ def decide_shipment(
                     )
                 )
             continue
-        reasons.extend(_image_reasons(policy, cargo, declaration, image, offset))
+        reasons.extend(_image_reasons(policy, cargo, declaration, image, trader))
 
     tier = max((r.tier for r in reasons), key=lambda t: t.severity, default=Tier.RELEASE)
     random_audit = False

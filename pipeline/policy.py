@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -160,9 +161,30 @@ class ImageTiers(_Strict):
 
 
 class TrustedTrader(_Strict):
-    """An AEO tier: its release threshold is raised by ``threshold_offset`` (never above hold)."""
+    """An AEO tier: the odds of its release threshold are multiplied by ``release_odds_factor``
+    (never above hold; a release threshold of 0 stays 0). ``t`` becomes ``f t / (1 - t + f t)``:
+    about ``f`` times a small threshold, whatever the model's scale, where an offset in score points
+    moved a model's cut of 0.01 six times and one of 0.5 a tenth."""
 
-    threshold_offset: float = Field(ge=0.0, le=0.5)
+    release_odds_factor: float = Field(ge=1.0, le=4.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_offset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "threshold_offset" in data:
+            raise ValueError(
+                "threshold_offset (score points) is replaced by release_odds_factor (1 to 4): an offset "
+                "of 0.05 moved a release threshold of 0.01 to 0.06, six times over; a factor of 1.5 "
+                "moves it to 0.015"
+            )
+        return data
+
+    def raised(self, release: float, hold: float) -> float:
+        """The release threshold for this tier: its odds times the factor, never above ``hold``."""
+        if release <= 0.0 or self.release_odds_factor == 1.0:
+            return release
+        odds = self.release_odds_factor * release / (1.0 - release) if release < 1.0 else math.inf
+        return min(odds / (1.0 + odds) if math.isfinite(odds) else 1.0, max(hold, release))
 
 
 class RandomAudit(_Strict):

@@ -81,7 +81,7 @@ def _load_register(settings: ServeSettings, policy: Any) -> Any:
             f"trader register {register.source} gives tier(s) {', '.join(map(repr, unknown))} that policy "
             f"{policy.version} does not know (it lists {known}): "
             "correct the register, or list the tier under the policy's trusted_traders "
-            "(threshold_offset: 0 for no offset)"
+            "(release_odds_factor: 1 for no change)"
         )
     if not any(register.submitters.values()):
         log.warning(

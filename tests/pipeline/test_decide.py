@@ -29,7 +29,8 @@ def policy(**changes: Any) -> Policy:
     data: dict[str, Any] = {
         "policy_version": "test-1",
         "cargo_types": {"bulk_ore": {}, "vacuum_pack": {"release_threshold": 0.3, "hold_threshold": 0.6}},
-        "trusted_traders": {"AEOF": {"threshold_offset": 0.05}, "AEOS": {"threshold_offset": 0.2}},
+        # at a release threshold of 0.5: AEOF to 0.55, AEOS to 0.7 (the odds 1 times 11/9 and 7/3)
+        "trusted_traders": {"AEOF": {"release_odds_factor": 11 / 9}, "AEOS": {"release_odds_factor": 7 / 3}},
         "random_audit": {"rate": 0.0},
     }
     data.update(changes)
@@ -144,7 +145,7 @@ CASES = [
         {"aeo_tier": "AEOF", "radiation_alarm": True},
         [img(0.01)],
         P,
-        ["override.radiation_alarm", "trusted_trader.offset", "score.clear"],
+        ["override.radiation_alarm", "trusted_trader.odds", "score.clear"],
     ),
     (
         "override-without-images",
@@ -278,7 +279,7 @@ CASES = [
         {"aeo_tier": "AEOF"},
         [img(0.52)],
         R,
-        ["trusted_trader.offset", "score.clear"],
+        ["trusted_trader.odds", "score.clear"],
     ),
     (
         "aeo-offset-still-reviews",
@@ -286,7 +287,7 @@ CASES = [
         {"aeo_tier": "AEOF"},
         [img(0.56)],
         H,
-        ["trusted_trader.offset", "score.review"],
+        ["trusted_trader.odds", "score.review"],
     ),
     (
         "aeo-offset-capped-at-hold",
@@ -294,7 +295,7 @@ CASES = [
         {"aeo_tier": "AEOS"},
         [img(0.8)],
         P,
-        ["trusted_trader.offset", "score.hold"],
+        ["trusted_trader.odds", "score.hold"],
     ),
     (
         "aeo-large-offset",
@@ -302,7 +303,7 @@ CASES = [
         {"aeo_tier": "AEOS"},
         [img(0.69)],
         R,
-        ["trusted_trader.offset", "score.clear"],
+        ["trusted_trader.odds", "score.clear"],
     ),
     ("unknown-aeo-tier-no-offset", {}, {"aeo_tier": "AEOC"}, [img(0.52)], H, ["score.review"]),
     (
@@ -311,7 +312,7 @@ CASES = [
         {"aeo_tier": "AEOF"},
         [img(None, error="x")],
         H,
-        ["trusted_trader.offset", "fail_closed.image_error"],
+        ["fail_closed.image_error"],  # and no word of a threshold no score was compared with
     ),
     # random audits
     ("random-audit-all", {"random_audit": {"rate": 1.0}}, {}, [img(0.1)], H, ["score.clear", "random_audit"]),
@@ -329,7 +330,7 @@ CASES = [
         {"aeo_tier": "AEOF"},
         [img(0.1)],
         H,
-        ["trusted_trader.offset", "score.clear", "random_audit"],
+        ["trusted_trader.odds", "score.clear", "random_audit"],
     ),
     (
         "random-audit-only-would-be-releases",
@@ -417,13 +418,41 @@ def test_reasons_carry_score_and_the_threshold_applied(
 ) -> None:
     decision = decide_shipment(policy(), decl(**declaration), [img(score)], audit_key=KEY, now=NOW)
     reason = next(r for r in decision.reasons if r.rule == rule)
-    assert (reason.image, reason.score, reason.threshold) == ("a.png", score, threshold)
+    assert (reason.image, reason.score, reason.threshold) == ("a.png", score, pytest.approx(threshold))
 
 
 def test_aeo_offset_is_capped_at_the_hold_threshold() -> None:
-    tight = policy(trusted_traders={"AEOS": {"threshold_offset": 0.5}})
+    tight = policy(trusted_traders={"AEOS": {"release_odds_factor": 4.0}})
     decision = decide_shipment(tight, decl(aeo_tier="AEOS"), [img(0.79)], audit_key=KEY, now=NOW)
     assert (decision.tier, decision.reasons[-1].threshold) == (R, 0.8)
+
+
+@pytest.mark.parametrize(
+    ("release", "factor", "raised"),
+    [(0.01, 1.5, 0.01 * 1.5 / 1.005), (0.5, 3.0, 0.75), (0.0, 4.0, 0.0), (0.2, 1.0, 0.2)],
+    ids=["small-cut-times-the-factor", "odds", "zero-stays-zero", "factor-1"],
+)
+def test_an_aeo_factor_moves_each_release_threshold_on_its_own_scale(
+    release: float, factor: float, raised: float
+) -> None:
+    from pipeline.policy import TrustedTrader
+
+    assert TrustedTrader(release_odds_factor=factor).raised(release, 0.9) == pytest.approx(raised)
+
+
+def test_release_threshold_0_sends_an_aeo_traders_pack_to_an_officer_too() -> None:
+    """The README's setting for vacuum packs until a model meets its target: an offset in score
+    points lifted the 0 to 0.05 for an AEOF trader and released a pack scoring 0.04."""
+    strict = policy(cargo_types={"bulk_ore": {"release_threshold": 0.0, "hold_threshold": 0.9}})
+    decision = decide_shipment(strict, decl(aeo_tier="AEOS"), [img(0.04)], audit_key=KEY, now=NOW)
+    assert decision.tier is H
+
+
+def test_an_offset_in_score_points_is_refused_with_what_replaced_it() -> None:
+    with pytest.raises(
+        PolicyError, match="threshold_offset \\(score points\\) is replaced by release_odds_factor"
+    ):
+        policy(trusted_traders={"AEOF": {"threshold_offset": 0.05}})
 
 
 def test_score_equal_to_an_offset_threshold_is_not_released() -> None:
@@ -693,7 +722,7 @@ def _policy_file(tmp_path: Path, name: str, release: float) -> Path:
     path.write_text(
         f"policy_version: {name}\ncargo_types:\n"
         f"  bulk_ore: {{release_threshold: {release}, hold_threshold: 0.8}}\n"
-        "trusted_traders:\n  AEOF: {threshold_offset: 0.05}\n"
+        "trusted_traders:\n  AEOF: {release_odds_factor: 1.5}\n"
     )
     return path
 

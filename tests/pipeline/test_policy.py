@@ -16,12 +16,15 @@ MINIMAL = {"policy_version": "v1", "cargo_types": {"bulk_ore": {}}}
 
 def test_bundled_example_loads_with_the_documented_rules() -> None:
     policy = load_policy(default_policy_path())
-    assert policy.version == "2026.12-example"
+    assert policy.version == "2026.12.2-example"
     assert sorted(policy.cargo_types) == ["bulk_ore", "vacuum_pack"]
     assert policy.cargo_types["bulk_ore"].release_threshold == "model"
     assert policy.cargo_types["vacuum_pack"].hold_threshold == 0.9
     assert policy.overrides.radiation_alarm is Tier.PHYSICAL_INSPECTION
-    assert {k: v.threshold_offset for k, v in policy.trusted_traders.items()} == {"AEOF": 0.05, "AEOS": 0.03}
+    assert {k: v.release_odds_factor for k, v in policy.trusted_traders.items()} == {
+        "AEOF": 1.5,
+        "AEOS": 1.25,
+    }
     assert (policy.random_audit.rate, policy.random_audit.tier) == (0.03, Tier.REMOTE_INSPECTION)
     assert len(policy.sha256) == 64
 
@@ -88,13 +91,13 @@ def _with(**changes: Any) -> dict[str, Any]:
             id="unknown-top-key",
         ),
         pytest.param(
-            _with(trusted_traders={"AEOF": {"threshold_offset": 0.05, "skip_random_audit": True}}),
-            "trusted_traders.AEOF.skip_random_audit: unknown key; accepted keys: threshold_offset",
+            _with(trusted_traders={"AEOF": {"release_odds_factor": 1.5, "skip_random_audit": True}}),
+            "trusted_traders.AEOF.skip_random_audit: unknown key; accepted keys: release_odds_factor",
             id="no-aeo-exemption",
         ),
         pytest.param(
-            _with(trusted_traders={"AEOF": {"threshold_offset": 0.7}}),
-            "trusted_traders.AEOF.threshold_offset = 0.7: Input should be less than or equal to 0.5",
+            _with(trusted_traders={"AEOF": {"release_odds_factor": 5}}),
+            "trusted_traders.AEOF.release_odds_factor = 5: Input should be less than or equal to 4",
             id="aeo-offset-too-big",
         ),
         pytest.param(

@@ -286,7 +286,7 @@ DB = "sqlite:///{tmp}/a.db"
         (["--audit-db", DB], "Error: model directory 'nope' does not exist"),
         (["--audit-db", DB, "--trader-register", "{tmp}/no.csv"], "Error: cannot read the trader register"),
         (["--audit-db", DB, "--trader-register", "{tmp}/aeof.csv"],
-         "Error: trader register {tmp}/aeof.csv gives tier(s) 'aeof' that policy 2026.12-example does not "
+         "Error: trader register {tmp}/aeof.csv gives tier(s) 'aeof' that policy 2026.12.2-example does not "
          "know (it lists AEOF, AEOS)"),
         (["--audit-db", DB, "--port", "99999"],
          "Error: port (--port or CLEARSIGHT_PORT): Input should be less than or equal to 65535"),

@@ -28,7 +28,7 @@ def test_score_two_images_with_heatmap(make_client) -> None:
     body = response.json()
     assert body["request_id"] == response.headers["x-request-id"]
     assert body["model_ids"] == ["bulk_ore-fake-0001"]
-    assert body["policy_version"] == "2026.12-example"
+    assert body["policy_version"] == "2026.12.2-example"
     dark, bright = body["images"]
     assert (dark["filename"], dark["width"], dark["height"], dark["label"]) == ("dark.png", 8, 8, "good")
     assert dark["score"] == pytest.approx((51 * 63 + 52) / 64 / 255, abs=1e-6)

@@ -48,7 +48,7 @@ def test_decision_tiers(make_client, audit_store, tmp_path, values, declared, ti
     decision = body["decision"]
     assert decision["tier"] == tier
     assert [r["rule"] for r in decision["reasons"] if r["tier"] != "RELEASE"] == rules
-    assert body["seq"] == 1 and body["policy_version"] == "2026.12-example"
+    assert body["seq"] == 1 and body["policy_version"] == "2026.12.2-example"
     assert body["model_ids"] == ["bulk_ore-fake-0001"]
     hashes = [image["sha256"] for image in decision["images"]]
     declaration = Declaration(shipment_id="SHP-1", cargo_type="bulk_ore", **declared)
@@ -437,7 +437,7 @@ def test_the_aeo_tier_comes_from_the_register(
     # the tier decides: AEOS (+0.03) and AEOF (+0.05) lift the 0.5 cut over 0.529 (a random audit
     # may still pick the shipment, so the rules are compared, not the tier)
     rules = {reason.rule for reason in decision.reasons}
-    assert ("trusted_trader.offset" in rules, "score.review" in rules) == (
+    assert ("trusted_trader.odds" in rules, "score.review" in rules) == (
         applied is not None,
         applied is None,
     )
