@@ -157,6 +157,7 @@ def decode_image(
         _check_jpeg_complete(data, label)
     with _pillow_quiet():
         im = _open_header(io.BytesIO(data), fmt, label)
+        _check_one_page(im, fmt, label)
         header_orientation = _orientation(im)
         stored = _stored_size(im)
         _check_pixels(*stored, limits, label)
@@ -448,6 +449,25 @@ def _open_header(fp: IO[bytes], fmt: str, source: str) -> ImageFile.ImageFile:
         raise ImageDecodeError(f"truncated or corrupt {fmt.upper()} header ({exc})", source=source) from exc
     except ImportError as exc:
         raise ImageDecodeError(f"this Pillow build cannot read {fmt.upper()} ({exc})", source=source) from exc
+
+
+def _check_one_page(im: ImageFile.ImageFile, fmt: str, source: str) -> None:
+    """Refuse a file of several pages or frames: a multi-page TIFF holds several views or energies
+    of one scan, and scoring its first page alone would pass the others unseen."""
+    if fmt == "jpeg":  # an MPO's further frames are previews of the first
+        return
+    try:
+        pages = int(getattr(im, "n_frames", 1))
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise ImageDecodeError(
+            f"truncated or corrupt {fmt.upper()} page directory ({exc})", source=source
+        ) from exc
+    if pages > 1:
+        raise ImageDecodeError(
+            f"a {fmt.upper()} of {pages} pages or frames; one image per file is scored (save each page "
+            "as its own file, so that none goes unseen)",
+            source=source,
+        )
 
 
 def _sample_bytes(im: ImageFile.ImageFile) -> int:

@@ -36,6 +36,11 @@ __all__ = [
     "to_cells",
 ]
 
+CSV_FIELD_BYTES = 64 * 1024 * 1024
+"""The longest cell a verdict CSV is read with (csv's own limit, 128 KiB, is less than a declaration
+carried from a JSONL manifest may hold)."""
+csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_BYTES))
+
 FIELDS: tuple[str, ...] = tuple(
     name for name, field in ImageVerdict.model_fields.items() if not field.exclude
 )

@@ -127,7 +127,9 @@ def score(
     ] = None,
     cargo_type: Annotated[
         str | None,
-        typer.Option("--cargo-type", help="Cargo type of folder/glob images and manifest rows without one."),
+        typer.Option(
+            "--cargo-type", help="Cargo type of folder/glob images (a manifest gives each row's own)."
+        ),
     ] = None,
 ) -> None:
     """Score images with trained models; write one row per image, resumable after a crash.

@@ -55,7 +55,8 @@ def decode_task(path: str, limits: Any) -> Decoded:
     from datasets.perceptual_hash import perceptual_hash
 
     try:
-        image = decode_image(path, limits=limits)
+        # named printably: the decoder's messages quote the name, and a row must hold them
+        image = decode_image(path, limits=limits, name=printable_path(path))
     except ClearsightError as exc:
         return Decoded(None, None, _describe(exc))
     except Exception as exc:  # a codec bug or an OS error the decoder did not translate
@@ -98,7 +99,7 @@ def error_row(
         phash=phash,
         shipment_id=task.shipment_id,
         cargo_type=cargo_type if cargo_type is not None else task.cargo_type,
-        error=error,
+        error=printable_path(error),  # a message may quote a file name that is not UTF-8
         declaration=dict(task.declaration),
     )
     return ScoredRow(verdict, None)

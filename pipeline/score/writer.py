@@ -104,6 +104,8 @@ def _complete_jsonl(path: Path, *, collect: set[str] | None, models: set[str] | 
             if models is not None and verdict.model_id:
                 models.add(verdict.model_id)
             good += len(line)
+    if bad is not None:  # a whole last line that does not parse is no torn write: never cut it
+        raise bad
     return good
 
 
@@ -208,8 +210,12 @@ def _whole_rows(reader: Iterator[list[str]], width: int, path: Path) -> Iterator
             cells = next(reader)
         except StopIteration:
             return
-        except csv.Error:
-            return  # a quoted cell cut at an embedded newline: the torn last row
+        except csv.Error as exc:
+            try:
+                next(reader)
+            except (StopIteration, csv.Error):
+                return  # a quoted cell cut at an embedded newline: the torn last row
+            raise DatasetFormatError(f"{path}: a row that does not parse before the end ({exc})") from exc
         if len(cells) != width:
             try:
                 next(reader)

@@ -386,6 +386,19 @@ def test_corrupt_png_crc_is_refused() -> None:
         decode_image(bytes(data))
 
 
+@pytest.mark.parametrize("fmt", ["TIFF", "PNG", "WEBP"])
+def test_a_file_of_several_pages_is_refused(fmt: str) -> None:
+    """A TIFF holding two views or energies of one scan: scoring the first alone passed the other
+    unseen. Animated PNG and WebP likewise."""
+    first, second = (Image.fromarray(np.full((40, 60), v, np.uint8)) for v in (0, 200))
+    buf = io.BytesIO()
+    first.save(buf, format=fmt, save_all=True, append_images=[second])
+    with pytest.raises(
+        ImageDecodeError, match=rf"^<bytes>: a {fmt} of 2 pages or frames; one image per file"
+    ):
+        decode_image(buf.getvalue())
+
+
 def test_third_party_exception_is_chained() -> None:
     with pytest.raises(ImageDecodeError) as info:
         decode_image(_truncated("PNG"), name="cam3.png")

@@ -305,6 +305,22 @@ def test_a_file_name_that_is_not_utf8_is_scored_and_resumed(tmp_path: Path, suff
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_a_corrupt_file_whose_name_is_not_utf8_becomes_an_error_row(tmp_path: Path, suffix: str) -> None:
+    """Its decoder message quotes the name: held as it came, it stopped the run and every resume."""
+    good = write_images(tmp_path / "share", [10])[0]
+    odd = Path(os.fsdecode(bytes(tmp_path / "share") + b"/\xb2\xe2\xca\xd4.png"))
+    odd.write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    out = tmp_path / f"out{suffix}"
+    tasks = [ImageTask(str(good)), ImageTask(str(odd))]
+    summary = score_to_file(tasks, _engine(), out)
+    assert (summary.scored, summary.errors) == (1, 1)
+    shown = str(tmp_path / "share") + "/\\xb2\\xe2\\xca\\xd4.png"
+    error = _rows_by_path(out)[shown].error or ""
+    assert "\\xb2\\xe2\\xca\\xd4.png" in error
+    assert score_to_file(tasks, _engine(), out, resume=True).skipped_done == 2
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_resume_refuses_rows_of_another_model(tmp_path: Path, suffix: str) -> None:
     paths = write_images(tmp_path / "img", [5, 6])
     out = tmp_path / f"out{suffix}"

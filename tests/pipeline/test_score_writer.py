@@ -85,6 +85,32 @@ def test_resume_cuts_a_torn_last_row(tmp_path: Path, suffix: str, cut: int) -> N
     assert list(iter_rows(out)) == ROWS
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_cell_longer_than_csvs_own_limit_is_kept_on_resume(tmp_path: Path, suffix: str) -> None:
+    """A declaration from a JSONL manifest may hold more than csv's 128 KiB a cell: read as a torn
+    row, it cut every row after it."""
+    long = ROWS[0].model_copy(update={"declaration": {"declared_goods": "x" * 200_000}})
+    out = tmp_path / f"out{suffix}"
+    _write(out, [long, *ROWS[1:]])
+    before = out.read_bytes()
+    writer, done = open_output(out, resume=True, overwrite=False)
+    writer.close()
+    assert done == {r.path for r in ROWS} and out.read_bytes() == before
+    assert list(iter_rows(out)) == [long, *ROWS[1:]]
+
+
+def test_a_whole_last_line_that_does_not_parse_is_refused_not_cut(tmp_path: Path) -> None:
+    """A crash leaves a last line without its newline; one with it is something else (a decisions
+    file given as --out by mistake) and must not be truncated away."""
+    out = tmp_path / "out.jsonl"
+    _write(out, ROWS[:1])
+    out.write_bytes(out.read_bytes() + b'{"shipment_id": "S1", "tier": "RELEASE"}\n')
+    before = out.read_bytes()
+    with pytest.raises(DatasetFormatError, match=r"out\.jsonl:2"):
+        open_output(out, resume=True, overwrite=False)
+    assert out.read_bytes() == before
+
+
 def test_csv_row_torn_at_an_embedded_newline(tmp_path: Path) -> None:
     out = tmp_path / "out.csv"
     _write(out, ROWS[:2])
