@@ -19,7 +19,7 @@ from datasets.errors import InputError
 from pipeline.score.batch import ScoredRow, printable_path
 from pipeline.score.sources import ImageTask
 from pipeline.score.summary import ScoreSummary
-from pipeline.score.writer import finish_output, open_output
+from pipeline.score.writer import Done, declaration_digest, finish_output, open_output
 
 __all__ = ["Engine", "heatmap_name", "score_to_file"]
 
@@ -51,26 +51,39 @@ def _same_file_key(path: str) -> str:
 
 
 def _pending(
-    tasks: Iterable[ImageTask], done: set[str], summary: ScoreSummary, advance: Callable[[], None] | None
+    tasks: Iterable[ImageTask], done: Done, summary: ScoreSummary, advance: Callable[[], None] | None
 ) -> Iterator[ImageTask]:
     """``tasks`` without images already in the output or already given earlier in this run.
 
-    ``done`` (paths found in the output) is drained into ``seen`` as they come up, so the
-    bookkeeping holds each path string once. Paths are compared absolute and normalised, so that
-    a run resumed as ``/data/a.png`` after ``data/./a.png`` does not score the image twice.
+    An image is one row per shipment it is listed under: a picture in two days' manifests under two
+    shipments is scored for each (the second used to vanish). Paths are compared absolute and
+    normalised, so that a run resumed as ``/data/a.png`` after ``data/./a.png`` does not score the
+    image twice.
+
+    Raises:
+        InputError: a manifest row whose declaration changed since its image was scored: the rows
+            kept would decide its shipment on the old one (a radiation alarm raised since, say).
     """
-    done = {_same_file_key(p) for p in done}
-    seen: set[str] = set()
+    rows = {_same_file_key(p): by_shipment for p, by_shipment in done.items()}
+    seen: set[tuple[str, str | None]] = set()
     for task in tasks:
         path = _same_file_key(printable_path(task.path))  # as the output's rows name it
-        if path in seen:
+        identity = (path, task.shipment_id)
+        scored = rows.get(path, {})
+        if identity in seen:
             summary.duplicates += 1  # a folder and a glob can name one image twice: scored once
-        elif path in done:
-            done.discard(path)
-            seen.add(path)
+        elif task.shipment_id in scored:
+            if scored[task.shipment_id] != declaration_digest(task.declaration):
+                shipment = f" of shipment {task.shipment_id!r}" if task.shipment_id else ""
+                raise InputError(
+                    f"{printable_path(task.path)}{shipment}: its manifest row's declaration changed since "
+                    "it was scored, and the output's rows would decide the shipment on the old one; "
+                    "score into a new --out, or pass --overwrite"
+                )
+            seen.add(identity)
             summary.skipped_done += 1
         else:
-            seen.add(path)
+            seen.add(identity)
             yield task
             continue
         if advance is not None:

@@ -19,6 +19,7 @@ that the resumed run appends exactly the missing images.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -77,10 +78,28 @@ def journal_path(out: Path) -> Path:
 
 
 _MODEL_ID = FIELDS.index("model_id")
+_SHIPMENT_ID = FIELDS.index("shipment_id")
+_DECLARATION = FIELDS.index("declaration")
+
+Done = dict[str, dict[str | None, str]]
+"""The rows already in an output: image path -> {shipment id (None outside a manifest): the digest
+of the declaration it was scored with (:func:`declaration_digest`)}. One picture may be listed under
+several shipments (manifests of two days), each its own row."""
 
 
-def _complete_jsonl(path: Path, *, collect: set[str] | None, models: set[str] | None = None) -> int:
-    """Byte length of ``path``'s complete rows; adds their paths to ``collect``, their model ids to
+def declaration_digest(declaration: Any) -> str:
+    """A short digest of a row's declaration: a resumed run compares it with the manifest's."""
+    text = json.dumps(declaration or {}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _note(done: Done | None, path: str, shipment_id: str | None, declaration: Any) -> None:
+    if done is not None:
+        done.setdefault(path, {})[shipment_id] = declaration_digest(declaration)
+
+
+def _complete_jsonl(path: Path, *, collect: Done | None, models: set[str] | None = None) -> int:
+    """Byte length of ``path``'s complete rows; notes each in ``collect`` (:data:`Done`), their model ids to
     ``models``.
 
     Streams the file. Only the last line may be torn (a crash mid-write); a bad line with rows
@@ -99,8 +118,7 @@ def _complete_jsonl(path: Path, *, collect: set[str] | None, models: set[str] | 
             except DatasetFormatError as exc:
                 bad = exc
                 continue
-            if collect is not None:
-                collect.add(verdict.path)
+            _note(collect, verdict.path, verdict.shipment_id, verdict.declaration)
             if models is not None and verdict.model_id:
                 models.add(verdict.model_id)
             good += len(line)
@@ -138,8 +156,8 @@ def _open_csv(fh: IO[bytes]) -> tuple[_CountingLines, Iterator[list[str]], list[
         return lines, reader, None
 
 
-def _complete_csv(path: Path, *, collect: set[str] | None, models: set[str] | None = None) -> int:
-    """Byte length of ``path``'s header and complete rows; adds their paths to ``collect``, their
+def _complete_csv(path: Path, *, collect: Done | None, models: set[str] | None = None) -> int:
+    """Byte length of ``path``'s header and complete rows; notes each in ``collect`` (:data:`Done`), their
     model ids to ``models``.
 
     A file under an earlier version's header (:func:`_older_header`) is first rewritten under
@@ -153,7 +171,9 @@ def _complete_csv(path: Path, *, collect: set[str] | None, models: set[str] | No
             good = lines.consumed
             for cells in _whole_rows(reader, len(FIELDS), path):
                 if collect is not None:
-                    collect.add(verdict_rows.csv_unescape(cells[0]))
+                    declaration = json.loads(cells[_DECLARATION]) if cells[_DECLARATION] else {}
+                    shipment = verdict_rows.csv_unescape(cells[_SHIPMENT_ID]) or None
+                    _note(collect, verdict_rows.csv_unescape(cells[0]), shipment, declaration)
                 if models is not None and cells[_MODEL_ID]:
                     models.add(verdict_rows.csv_unescape(cells[_MODEL_ID]))
                 good = lines.consumed
@@ -277,7 +297,7 @@ def open_output(
     overwrite: bool,
     models: set[str] | None = None,
     retry_errors: bool = False,
-) -> tuple[RowWriter, set[str]]:
+) -> tuple[RowWriter, Done]:
     """Open ``out`` for appending rows, after checking what is already there.
 
     Args:
@@ -290,7 +310,7 @@ def open_output(
             they are tried again (a file share fixed since, a model added for their cargo type).
 
     Returns:
-        The writer, and the set of image paths already done (empty unless resuming).
+        The writer, and the rows already done (:data:`Done`; empty unless resuming).
 
     Raises:
         InputError: ``out`` exists and neither ``resume`` nor ``overwrite`` was given, or both were.
@@ -300,7 +320,7 @@ def open_output(
     target = journal_path(out) if fmt == "parquet" else out
     existing = check_output(out, resume=resume, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done: set[str] = set()
+    done: Done = {}
     if overwrite:
         for path in existing:
             path.unlink()

@@ -321,6 +321,35 @@ def test_a_corrupt_file_whose_name_is_not_utf8_becomes_an_error_row(tmp_path: Pa
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_a_picture_listed_under_two_shipments_is_a_row_of_each(tmp_path: Path, suffix: str) -> None:
+    """Two days' manifests list one photograph under two shipments: the second one vanished (no row,
+    no decision), counted as a duplicate input."""
+    a, b = write_images(tmp_path / "img", [10, 20])
+    day1 = [ImageTask(str(a), shipment_id="S1", cargo_type="bulk_ore")]
+    day2 = [ImageTask(str(a), shipment_id="S2", cargo_type="bulk_ore"), ImageTask(str(b), shipment_id="S3")]
+    out = tmp_path / f"out{suffix}"
+    summary = score_to_file(day1 + day2, _engine(), out)
+    assert (summary.scored, summary.duplicates) == (3, 0)
+    assert sorted(r.shipment_id or "" for r in iter_rows(out)) == ["S1", "S2", "S3"]
+    again = score_to_file(day1 + day2 + day1, _engine(), out, resume=True)
+    assert (again.skipped_done, again.duplicates, again.scored) == (3, 1, 0)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_resume_refuses_a_manifest_row_whose_declaration_changed(tmp_path: Path, suffix: str) -> None:
+    """A radiation alarm raised after a crash: the kept row would decide the shipment without it."""
+    a, b = write_images(tmp_path / "img", [10, 20])
+    quiet = {"cargo_type": "bulk_ore", "radiation_alarm": False}
+    tasks = [ImageTask(str(p), shipment_id="S1", cargo_type="bulk_ore", declaration=quiet) for p in (a, b)]
+    out = tmp_path / f"out{suffix}"
+    score_to_file(tasks[:1], _engine(), out)
+    assert score_to_file(tasks, _engine(), out, resume=True).skipped_done == 1  # unchanged: resumed
+    alarm = [ImageTask(t.path, t.shipment_id, t.cargo_type, quiet | {"radiation_alarm": True}) for t in tasks]
+    with pytest.raises(InputError, match=r"of shipment 'S1': its manifest row's declaration changed"):
+        score_to_file(alarm, _engine(), out, resume=True)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_resume_refuses_rows_of_another_model(tmp_path: Path, suffix: str) -> None:
     paths = write_images(tmp_path / "img", [5, 6])
     out = tmp_path / f"out{suffix}"
