@@ -46,7 +46,14 @@ from pipeline.verdicts import (
     field_like,
 )
 
-__all__ = ["audit_fraction", "decide_rows", "decide_shipment", "declaration_from_rows", "inputs_key"]
+__all__ = [
+    "audit_fraction",
+    "decide_rows",
+    "decide_shipment",
+    "declaration_from_rows",
+    "inputs_key",
+    "shipments_of",
+]
 
 _FLAGS = OVERRIDE_FLAGS
 
@@ -461,12 +468,22 @@ def decide_rows(
     """
     if not audit_key:
         raise PolicyError("audit_key is empty; random audits need a secret key (Settings.audit_secret)")
+    for declaration, images in shipments_of(rows):
+        yield decide_shipment(policy, declaration, images, audit_key=audit_key)
+
+
+def shipments_of(rows: Iterable[ImageVerdict]) -> Iterator[tuple[Declaration, list[ImageVerdict]]]:
+    """Image rows grouped by shipment, each with the declaration built from its rows, in order of
+    each shipment's first row (all rows are read first: a shipment's need not be adjacent).
+
+    Raises:
+        InputError: a row without a shipment id, or a shipment whose declaration does not validate.
+    """
     groups: dict[str, list[ImageVerdict]] = {}
     for row in rows:
         groups.setdefault(_row_shipment_id(row), []).append(row)
     for shipment_id, images in groups.items():
-        declaration = declaration_from_rows(shipment_id, images)
-        yield decide_shipment(policy, declaration, images, audit_key=audit_key)
+        yield declaration_from_rows(shipment_id, images), images
 
 
 def inputs_key(decision: ShipmentDecision) -> str:

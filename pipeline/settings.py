@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.audit.image_indexes import MAX_NEAR_COPY_BITS
+
 __all__ = [
     "DEVELOPMENT_AUDIT_SECRET",
     "MIN_AUDIT_SECRET_CHARS",
@@ -54,6 +56,16 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Largest image file accepted.")
     max_image_pixels: int = Field(
         default=50_000_000, gt=0, description="Largest width x height accepted (decompression-bomb guard)."
+    )
+    near_copy_bits: int = Field(
+        default=32,
+        ge=0,
+        le=MAX_NEAR_COPY_BITS,
+        description=(
+            "A picture whose fine perceptual hash lies at most this many of 256 bits from one decided "
+            "in another shipment (re-encoded, resized, retouched) counts as a near-copy, in the service and "
+            "in batch decisions recorded in the audit store; 0 catches the same bytes only."
+        ),
     )
     debug: bool = Field(default=False, description="Show tracebacks for errors.")
     allow_development_audit_secret: bool = Field(

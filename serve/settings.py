@@ -13,7 +13,6 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from pipeline.audit.image_indexes import MAX_NEAR_COPY_BITS
 from pipeline.settings import Settings
 
 __all__ = ["DEFAULT_FORMATS", "ServeSettings"]
@@ -103,16 +102,6 @@ class ServeSettings(Settings):
     )
     retry_after_s: int = Field(
         default=2, gt=0, description="Retry-After sent with a 503 when the queue is full."
-    )
-    near_copy_bits: int = Field(
-        default=32,
-        ge=0,
-        le=MAX_NEAR_COPY_BITS,
-        description=(
-            "A picture whose fine perceptual hash lies at most this many of 256 bits from one decided "
-            "in another shipment (re-encoded, resized, retouched) counts as a near-copy; 0 catches the "
-            "same bytes only."
-        ),
     )
 
     @field_validator("models", mode="before")

@@ -89,6 +89,17 @@ class Sighting(NamedTuple):
     similar_turn: str | None = None
     turned_phash: str | None = None
 
+    @staticmethod
+    def verdict_fields(found: Sighting | None) -> dict[str, Any]:
+        """An image verdict's fields for where its picture was decided before (all None: nowhere)."""
+        return {
+            "seen_in": (found.seen_in or None) if found else None,
+            "similar_in": (found.similar_in or None) if found else None,
+            "similar_bits": found.similar_bits if found else None,
+            "similar_turn": found.similar_turn if found else None,
+            "turned_phash": found.turned_phash if found else None,
+        }
+
 
 def _rows(decision: dict[str, Any], shipment_id: str, seq: int) -> tuple[list[dict], list[dict]]:
     """One decision's rows of each index: each distinct content hash, each distinct perceptual hash."""

@@ -21,7 +21,7 @@ from rich.table import Table
 from datasets.errors import ConflictError, DatasetFormatError, InputError
 from pipeline import verdict_rows
 from pipeline.cli.output_paths import check_outputs_apart
-from pipeline.decide import decide_rows, inputs_key
+from pipeline.decide import decide_rows
 from pipeline.policy import Policy, default_policy_path, load_policy
 from pipeline.settings import Settings, audit_key
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
@@ -155,15 +155,20 @@ def register(app: typer.Typer) -> None:
                 from pipeline.audit import AuditStore
 
                 store = stack.enter_context(AuditStore.open(audit_db))
-            decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}")
-            _write_jsonl(out, decisions)
-            if store is not None:
-                for decision in decisions:
-                    try:
-                        store.record(decision, idempotency_key=inputs_key(decision))
-                    except ConflictError as exc:  # the hold stands; the decisions file has this one
-                        refused.append(str(exc))
+            if store is None:
+                decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}")
+            else:  # each shipment's pictures looked up in the store before it is decided and recorded
+                from pipeline.batch_decisions import decide_and_record
+
+                decisions = []
+                for decision, why in decide_and_record(
+                    chosen, rows, audit_key=key, store=store, near_copy_bits=settings.near_copy_bits
+                ):
+                    decisions.append(decision)
+                    if why is not None:  # the hold stands; the decisions file has this one
+                        refused.append(why)
                 recorded = f", {len(decisions) - len(refused)} recorded in {store.url}"
+            _write_jsonl(out, decisions)
         compared = None
         if other is not None:
             compared = (other, _decide_all(other, rows, key, f"deciding under {other.version}"))

@@ -250,6 +250,7 @@ def score(
             decisions=target,
             audit_url=audit_db,
             summary=summary,
+            near_copy_bits=settings.near_copy_bits,
         )
         console.print(f"decided {shipments} shipments -> {target}")
     report = Console()  # the summary goes to stdout; the progress bar stays on stderr

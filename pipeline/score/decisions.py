@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datasets.errors import ConflictError
 from pipeline.score.summary import ScoreSummary
 from pipeline.score.writer import iter_rows
 from pipeline.verdicts import ShipmentDecision
@@ -54,12 +53,15 @@ def decide_output(
     decisions: Path,
     audit_url: str | None,
     summary: ScoreSummary,
+    near_copy_bits: int = 32,
     on_decision: Callable[[ShipmentDecision], None] | None = None,
 ) -> int:
     """Decide every shipment in the score output ``out`` and write ``decisions`` (JSONL).
 
     The decisions file is written whole to a temporary name and renamed, so it is either the old
-    one or complete. With ``audit_url`` each decision is also recorded in the audit store.
+    one or complete. With ``audit_url`` each shipment's pictures are looked up in the audit store
+    (the same bytes, or a near-copy within ``near_copy_bits``, decided in another shipment) before
+    it is decided, and the decision is recorded there.
 
     Returns:
         The number of shipments decided. Decisions the audit store refused (one that would lower
@@ -69,7 +71,8 @@ def decide_output(
         InputError: a row without a shipment id, or a declaration that does not validate.
         PolicyError, AuditError: from the decision layer and the audit store.
     """
-    from pipeline.decide import decide_rows, inputs_key
+    from pipeline.batch_decisions import decide_and_record
+    from pipeline.decide import decide_rows
 
     store = _open_audit(audit_url) if audit_url else None
     decisions.parent.mkdir(parents=True, exist_ok=True)
@@ -77,13 +80,16 @@ def decide_output(
     count = 0
     try:
         with tmp.open("wb") as fh:
-            for decision in decide_rows(policy, iter_rows(out), audit_key=audit_key):
+            if store is None:
+                decided = ((d, None) for d in decide_rows(policy, iter_rows(out), audit_key=audit_key))
+            else:  # each shipment's pictures looked up in the store before it is decided and recorded
+                decided = decide_and_record(
+                    policy, iter_rows(out), audit_key=audit_key, store=store, near_copy_bits=near_copy_bits
+                )
+            for decision, refused in decided:
                 fh.write(decision.model_dump_json().encode("utf-8") + b"\n")
-                if store is not None:
-                    try:
-                        store.record(decision, idempotency_key=inputs_key(decision))
-                    except ConflictError as exc:  # a hold stands; the decisions file still has it
-                        summary.unrecorded.append(str(exc))
+                if refused is not None:  # a hold stands; the decisions file still has it
+                    summary.unrecorded.append(refused)
                 summary.add_decision(decision)
                 if on_decision is not None:
                     on_decision(decision)

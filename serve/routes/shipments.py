@@ -222,15 +222,10 @@ async def _verdicts(
 def _sighted(seen: dict[str, Sighting], picture: Picture) -> dict[str, Any]:
     """An image verdict's fields for the picture's hashes and where it was decided before (None:
     seen nowhere)."""
-    found = seen.get(picture.sha256 or "")
     return {
         "phash": picture.phash,
         "phash_turns": tuple(picture.turns) or None,
-        "seen_in": (found.seen_in or None) if found else None,
-        "similar_in": (found.similar_in or None) if found else None,
-        "similar_bits": found.similar_bits if found else None,
-        "similar_turn": found.similar_turn if found else None,
-        "turned_phash": found.turned_phash if found else None,
+        **Sighting.verdict_fields(seen.get(picture.sha256 or "")),
     }
 
 

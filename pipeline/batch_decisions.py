@@ -1,0 +1,81 @@
+"""Batch decisions recorded in the audit store, each after looking its pictures up there.
+
+The HTTP service looks every picture up before it decides (a picture decided before in another
+shipment goes to an officer: ``override.image_reused`` / ``image_near_copy``). Decisions recorded
+from a batch (``clearsight decide --audit-db``, ``clearsight score --policy --audit-db``) do the same,
+or a shipment picked for a random audit could be sent again under a new id in the next batch and
+released. Shipments are looked up and recorded one after the other, so a picture shared by two
+shipments of one batch is caught in the second. Batch rows carry each picture's own perceptual hash
+only (no turns: those need the pixels), so a batch finds the same bytes and near-copies as sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from datasets.errors import ConflictError
+from pipeline.audit.image_indexes import Picture, Sighting
+from pipeline.audit.store import AuditStore, ImagesSeenSince
+from pipeline.decide import decide_shipment, inputs_key, shipments_of
+from pipeline.policy import Policy
+from pipeline.verdicts import ImageVerdict, ShipmentDecision
+
+__all__ = ["decide_and_record"]
+
+_ATTEMPTS = 3
+"""Decisions of one shipment, when its pictures keep being decided elsewhere while it is recorded."""
+
+
+def decide_and_record(
+    policy: Policy,
+    rows: Iterable[ImageVerdict],
+    *,
+    audit_key: bytes,
+    store: AuditStore,
+    near_copy_bits: int,
+) -> Iterator[tuple[ShipmentDecision, str | None]]:
+    """Decide each shipment of ``rows`` with its pictures looked up in ``store``, and record it.
+
+    Yields:
+        (decision, None) once recorded, or the decision recorded before for the same inputs (a run
+        again); or (decision, why) when the store refused it (one that would lower an unresolved
+        hold): the decision stands in a decisions file, the hold in the store.
+
+    Raises:
+        InputError: a row without a shipment id, or a declaration that does not validate.
+        ConflictError: a shipment's pictures kept being decided in other shipments meanwhile (the
+            service writing to the same store).
+        AuditError: the store cannot be read or written.
+    """
+    for declaration, images in shipments_of(rows):
+        pictures = [Picture(image.sha256 or "", image.phash) for image in images]
+        for attempt in range(_ATTEMPTS):
+            lookup = store.sightings(
+                pictures, other_than=declaration.shipment_id, near_copy_bits=near_copy_bits
+            )
+            seen = [
+                image.model_copy(update=Sighting.verdict_fields(lookup.found.get(image.sha256 or "")))
+                for image in images
+            ]
+            decision = decide_shipment(policy, declaration, seen, audit_key=audit_key)
+            try:
+                record = store.record(
+                    decision,
+                    idempotency_key=inputs_key(decision),
+                    images_seen_as_of=lookup.as_of,
+                    near_copy_bits=near_copy_bits,
+                )
+            except ImagesSeenSince as exc:  # decided in another shipment meanwhile: look again
+                if attempt == _ATTEMPTS - 1:
+                    raise ConflictError(
+                        f"shipment {declaration.shipment_id!r}: its pictures kept being decided in other "
+                        "shipments while it was recorded; run again"
+                    ) from exc
+                continue
+            except ConflictError as exc:
+                yield decision, str(exc)
+            else:
+                # a run again over the same inputs is answered from the record, as a retry is by the
+                # service: what was decided then, not what the pictures decided since would make of it
+                yield record.decision, None
+            break

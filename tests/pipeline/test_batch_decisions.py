@@ -1,0 +1,108 @@
+"""Batch decisions recorded in the audit store look their pictures up there first, as the service does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.audit import AuditStore
+from pipeline.batch_decisions import decide_and_record
+from pipeline.policy import parse_policy
+from pipeline.verdicts import ImageVerdict, Tier
+
+KEY = b"test-audit-key"
+POLICY = parse_policy(
+    {"policy_version": "t-1", "cargo_types": {"bulk_ore": {}}, "random_audit": {"rate": 0.0}}
+)
+_P = "94e46b5a2e6d3992" + "3c" * 32  # a perceptual hash: coarse part, then fine part
+
+
+def _row(shipment: str, sha: str, *, phash: str | None = None, score: float = 0.1) -> ImageVerdict:
+    return ImageVerdict(
+        path=f"{shipment}-{sha[:4]}.png",
+        sha256=sha,
+        phash=phash,
+        shipment_id=shipment,
+        cargo_type="bulk_ore",
+        score=score,
+        threshold=0.5,
+        hold_threshold=0.8,
+        model_id="ore-m1",
+        declaration={"cargo_type": "bulk_ore"},
+    )
+
+
+def _decided(store: AuditStore, rows: list[ImageVerdict]) -> dict[str, Any]:
+    return {
+        d.shipment_id: (d.tier, [r.rule for r in d.reasons], why)
+        for d, why in decide_and_record(POLICY, rows, audit_key=KEY, store=store, near_copy_bits=32)
+    }
+
+
+def test_a_picture_decided_in_an_earlier_batch_goes_to_an_officer(tmp_path: Path) -> None:
+    """A shipment picked for a random audit, sent again under a new id in the next batch: released
+    before, as the batch never asked the store."""
+    with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        first = _decided(store, [_row("S-A", "aa" * 32)])
+        again = _decided(store, [_row("S-B", "aa" * 32), _row("S-C", "cc" * 32)])
+        assert store.get("S-B").decision.images[0].seen_in == ["S-A"]  # type: ignore[union-attr]
+    assert first == {"S-A": (Tier.RELEASE, ["score.clear"], None)}
+    assert again == {
+        "S-B": (Tier.REMOTE_INSPECTION, ["override.image_reused", "score.clear"], None),
+        "S-C": (Tier.RELEASE, ["score.clear"], None),
+    }
+
+
+def test_shipments_of_one_batch_sharing_a_picture_or_a_near_copy_are_caught(tmp_path: Path) -> None:
+    near = f"{_P[:16]}{int(_P[16:], 16) ^ 0xFF:064x}"  # 8 fine bits off: re-encoded, say
+    rows = [_row("S1", "aa" * 32, phash=_P), _row("S2", "aa" * 32), _row("S3", "bb" * 32, phash=near)]
+    with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        decided = _decided(store, rows)
+        # recorded again: the same inputs are the same decisions, not new ones
+        assert _decided(store, rows) == decided
+        assert store.verify().records_checked == 3
+    assert {s: (t, rules) for s, (t, rules, _) in decided.items()} == {
+        "S1": (Tier.RELEASE, ["score.clear"]),
+        "S2": (Tier.REMOTE_INSPECTION, ["override.image_reused", "score.clear"]),
+        "S3": (Tier.REMOTE_INSPECTION, ["override.image_near_copy", "score.clear"]),
+    }
+
+
+def _earlier(db: str) -> None:
+    with AuditStore.open(db) as store:
+        _decided(store, [_row("S-A", "aa" * 32)])
+
+
+def test_clearsight_decide_looks_pictures_up_before_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.cli import app, run
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "a-long-enough-test-audit-secret")
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    _earlier(db)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
+    out = tmp_path / "d.jsonl"
+    assert run(app, ["decide", "--verdicts", str(rows), "--out", str(out), "--audit-db", db]) == 0
+    decision = json.loads(out.read_text())
+    assert decision["tier"] == "REMOTE_INSPECTION" and decision["images"][0]["seen_in"] == ["S-A"]
+
+
+def test_score_with_a_policy_looks_pictures_up_before_recording(tmp_path: Path) -> None:
+    """What `clearsight score --policy --audit-db` runs once its rows are written."""
+    from pipeline.score.decisions import decide_output
+    from pipeline.score.summary import ScoreSummary
+
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    _earlier(db)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
+    decisions = tmp_path / "d.jsonl"
+    summary = ScoreSummary()
+    assert decide_output(rows, POLICY, audit_key=KEY, decisions=decisions, audit_url=db, summary=summary) == 1
+    decision = json.loads(decisions.read_text())
+    assert decision["tier"] == "REMOTE_INSPECTION" and decision["images"][0]["seen_in"] == ["S-A"]
