@@ -18,6 +18,7 @@ from pipeline.audit.image_indexes import Picture, Sighting
 from pipeline.audit.store import AuditStore, ImagesSeenSince
 from pipeline.decide import decide_shipment, inputs_key, shipments_of
 from pipeline.policy import Policy
+from pipeline.trader_register import TraderRegister
 from pipeline.verdicts import ImageVerdict, ShipmentDecision
 
 __all__ = ["decide_and_record"]
@@ -33,8 +34,10 @@ def decide_and_record(
     audit_key: bytes,
     store: AuditStore,
     near_copy_bits: int,
+    register: TraderRegister | None = None,
 ) -> Iterator[tuple[ShipmentDecision, str | None]]:
-    """Decide each shipment of ``rows`` with its pictures looked up in ``store``, and record it.
+    """Decide each shipment of ``rows`` with its pictures looked up in ``store``, and record it; with
+    a ``register``, under each trader's registered AEO tier (:func:`pipeline.decide.shipments_of`).
 
     Yields:
         (decision, None) once recorded, or the decision recorded before for the same inputs (a run
@@ -47,7 +50,7 @@ def decide_and_record(
             service writing to the same store).
         AuditError: the store cannot be read or written.
     """
-    for declaration, images in shipments_of(rows):
+    for declaration, images in shipments_of(rows, register=register):
         pictures = [Picture(image.sha256 or "", image.phash) for image in images]
         for attempt in range(_ATTEMPTS):
             lookup = store.sightings(

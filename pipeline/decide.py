@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from datasets.errors import InputError, PolicyError
 from pipeline.policy import CargoPolicy, Policy, TrustedTrader
 from pipeline.resolution import SCALE_TOLERANCE, describe_scale, off_training_scale
+from pipeline.trader_register import TraderRegister
 from pipeline.verdicts import (
     OVERRIDE_FLAGS,
     Declaration,
@@ -455,7 +456,7 @@ def _as_flag(value: Any, shipment_id: str, key: str) -> bool:
 
 
 def decide_rows(
-    policy: Policy, rows: Iterable[ImageVerdict], *, audit_key: bytes
+    policy: Policy, rows: Iterable[ImageVerdict], *, audit_key: bytes, register: TraderRegister | None = None
 ) -> Iterator[ShipmentDecision]:
     """Group image rows by shipment and decide each, in order of each shipment's first row.
 
@@ -468,13 +469,17 @@ def decide_rows(
     """
     if not audit_key:
         raise PolicyError("audit_key is empty; random audits need a secret key (Settings.audit_secret)")
-    for declaration, images in shipments_of(rows):
+    for declaration, images in shipments_of(rows, register=register):
         yield decide_shipment(policy, declaration, images, audit_key=audit_key)
 
 
-def shipments_of(rows: Iterable[ImageVerdict]) -> Iterator[tuple[Declaration, list[ImageVerdict]]]:
+def shipments_of(
+    rows: Iterable[ImageVerdict], *, register: TraderRegister | None = None
+) -> Iterator[tuple[Declaration, list[ImageVerdict]]]:
     """Image rows grouped by shipment, each with the declaration built from its rows, in order of
-    each shipment's first row (all rows are read first: a shipment's need not be adjacent).
+    each shipment's first row (all rows are read first: a shipment's need not be adjacent). With a
+    ``register``, each trader's AEO tier is the registered one (none for an unregistered trader),
+    whatever the rows declare: a tier lowers scrutiny.
 
     Raises:
         InputError: a row without a shipment id, or a shipment whose declaration does not validate.
@@ -483,7 +488,12 @@ def shipments_of(rows: Iterable[ImageVerdict]) -> Iterator[tuple[Declaration, li
     for row in rows:
         groups.setdefault(_row_shipment_id(row), []).append(row)
     for shipment_id, images in groups.items():
-        yield declaration_from_rows(shipment_id, images), images
+        declaration = declaration_from_rows(shipment_id, images)
+        if register is not None:
+            tier = register.tier_of(declaration.trader_id)
+            if tier != declaration.aeo_tier:
+                declaration = declaration.model_copy(update={"aeo_tier": tier})
+        yield declaration, images
 
 
 def inputs_key(decision: ShipmentDecision) -> str:

@@ -1,7 +1,8 @@
 """The register of trusted traders (AEO): which tier each trader holds, as the customs authority keeps it.
 
-A trader's AEO tier lowers scrutiny (the policy's ``trusted_traders`` offsets), so the service takes it
-from the authority's register, not from the declaration of whoever submits the shipment; and since a
+A trader's AEO tier lowers scrutiny (the policy's ``trusted_traders`` factors), so the service takes it
+from the authority's register, not from the declaration of whoever submits the shipment (and batch
+decisions do with ``--trader-register``); and since a
 submitter names the trader, the register also says which submitters' keys send that trader's
 shipments (``submitters``: the keys' names, as the service records them, separated by spaces).
 Another key naming the trader gets no tier. The register is a CSV file with a header row naming
@@ -23,10 +24,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from datasets.errors import InputError
 
-__all__ = ["MAX_REGISTER_BYTES", "TraderRegister", "read_trader_register"]
+__all__ = ["MAX_REGISTER_BYTES", "TraderRegister", "check_tiers", "read_trader_register"]
 
 MAX_REGISTER_BYTES = 64 * 1024 * 1024
 """Largest register file read (a national register holds some tens of thousands of traders)."""
@@ -112,3 +114,21 @@ def read_trader_register(path: str | Path) -> TraderRegister:
         tiers[trader] = tier
         submitters[trader] = frozenset(names)
     return TraderRegister(tiers=tiers, submitters=submitters, source=str(path))
+
+
+def check_tiers(register: TraderRegister, policy: Any) -> None:
+    """Refuse a register giving a tier the policy does not list (a typo such as ``aeof`` would
+    silently give that trader none).
+
+    Raises:
+        InputError: naming the unknown tiers and the policy's.
+    """
+    unknown = sorted(set(register.tiers.values()) - set(policy.trusted_traders))
+    if unknown:
+        known = ", ".join(sorted(policy.trusted_traders)) or "none"
+        raise InputError(
+            f"trader register {register.source} gives tier(s) {', '.join(map(repr, unknown))} that policy "
+            f"{policy.version} does not know (it lists {known}): "
+            "correct the register, or list the tier under the policy's trusted_traders "
+            "(release_odds_factor: 1 for no change)"
+        )

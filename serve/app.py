@@ -71,18 +71,10 @@ def _load_register(settings: ServeSettings, policy: Any) -> Any:
     """
     if settings.trader_register is None:
         return None
-    from pipeline.trader_register import read_trader_register
+    from pipeline.trader_register import check_tiers, read_trader_register
 
     register = read_trader_register(settings.trader_register)
-    unknown = sorted(set(register.tiers.values()) - set(policy.trusted_traders))
-    if unknown:
-        known = ", ".join(sorted(policy.trusted_traders)) or "none"
-        raise InputError(
-            f"trader register {register.source} gives tier(s) {', '.join(map(repr, unknown))} that policy "
-            f"{policy.version} does not know (it lists {known}): "
-            "correct the register, or list the tier under the policy's trusted_traders "
-            "(release_odds_factor: 1 for no change)"
-        )
+    check_tiers(register, policy)
     if not any(register.submitters.values()):
         log.warning(
             "trader register %s names no submitter keys (column submitters): submitters' shipments are "

@@ -24,6 +24,7 @@ from pipeline.cli.output_paths import check_outputs_apart
 from pipeline.decide import decide_rows
 from pipeline.policy import Policy, default_policy_path, load_policy
 from pipeline.settings import Settings, audit_key
+from pipeline.trader_register import TraderRegister, check_tiers, read_trader_register
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
 
 __all__ = ["read_verdicts", "register"]
@@ -39,16 +40,28 @@ def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
         raise InputError(f"--verdicts {exc}") from exc
 
 
-def _decide_all(policy: Policy, rows: list[ImageVerdict], key: bytes, label: str) -> list[ShipmentDecision]:
+def _decide_all(
+    policy: Policy, rows: list[ImageVerdict], key: bytes, label: str, traders: TraderRegister | None
+) -> list[ShipmentDecision]:
     total = len({r.shipment_id or r.declaration.get("shipment_id") for r in rows})
     decisions = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(label, total=total)
-        for decision in decide_rows(policy, rows, audit_key=key):
+        for decision in decide_rows(policy, rows, audit_key=key, register=traders):
             decisions.append(decision)
             progress.advance(task)
     return decisions
+
+
+def _traders(path: Path | None, policies: list[Policy]) -> TraderRegister | None:
+    """The trader register at ``path`` (None: none given), checked against every policy used."""
+    if path is None:
+        return None
+    traders = read_trader_register(path)
+    for policy in policies:
+        check_tiers(traders, policy)
+    return traders
 
 
 def _write_jsonl(path: Path, decisions: list[ShipmentDecision]) -> None:
@@ -129,6 +142,14 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--compare-policy", help="Also decide under this policy and print the difference."),
         ] = None,
+        trader_register: Annotated[
+            Path | None,
+            typer.Option(
+                "--trader-register",
+                help="CSV of trusted traders (trader_id, aeo_tier) as the customs authority keeps it: each "
+                "trader's AEO tier comes from it, not from the rows.",
+            ),
+        ] = None,
     ) -> None:
         """Re-decide stored image verdicts under a policy, without re-scoring (what-if analysis).
 
@@ -136,7 +157,8 @@ def register(app: typer.Typer) -> None:
         gets under --policy than under the other one. The random-audit key is CLEARSIGHT_AUDIT_SECRET.
         """
         check_outputs_apart(
-            files={"--out": out}, inputs=[verdicts, *(p for p in (policy, compare_policy) if p)]
+            files={"--out": out},
+            inputs=[verdicts, *(p for p in (policy, compare_policy, trader_register) if p)],
         )
         if out.is_dir():
             raise InputError(f"--out {str(out)!r} is a folder; give the decisions file (JSONL)")
@@ -146,6 +168,7 @@ def register(app: typer.Typer) -> None:
         key, key_warning = audit_key(settings, recording=audit_db is not None)
         chosen = load_policy(policy or default_policy_path())
         other = load_policy(compare_policy) if compare_policy is not None else None
+        traders = _traders(trader_register, [p for p in (chosen, other) if p is not None])
         rows = list(read_verdicts(verdicts))
         recorded = ""
         refused: list[str] = []
@@ -156,13 +179,18 @@ def register(app: typer.Typer) -> None:
 
                 store = stack.enter_context(AuditStore.open(audit_db))
             if store is None:
-                decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}")
+                decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}", traders)
             else:  # each shipment's pictures looked up in the store before it is decided and recorded
                 from pipeline.batch_decisions import decide_and_record
 
                 decisions = []
                 for decision, why in decide_and_record(
-                    chosen, rows, audit_key=key, store=store, near_copy_bits=settings.near_copy_bits
+                    chosen,
+                    rows,
+                    audit_key=key,
+                    store=store,
+                    near_copy_bits=settings.near_copy_bits,
+                    register=traders,
                 ):
                     decisions.append(decision)
                     if why is not None:  # the hold stands; the decisions file has this one
@@ -171,7 +199,7 @@ def register(app: typer.Typer) -> None:
             _write_jsonl(out, decisions)
         compared = None
         if other is not None:
-            compared = (other, _decide_all(other, rows, key, f"deciding under {other.version}"))
+            compared = (other, _decide_all(other, rows, key, f"deciding under {other.version}", traders))
         console = Console()
         console.print(_summary(chosen, decisions, compared))
         if compared is not None:
@@ -193,6 +221,13 @@ def register(app: typer.Typer) -> None:
         console.print(f"wrote {len(decisions)} decisions to {out}{recorded}")
         if key_warning:
             Console(stderr=True).print(f"[yellow]Warning:[/yellow] {key_warning}", highlight=False)
+        declared = sum(d.declaration.aeo_tier is not None for d in decisions)
+        if traders is None and declared:
+            Console(stderr=True).print(
+                f"[yellow]Warning:[/yellow] {declared} shipment(s) decided under the AEO tier their rows "
+                "declare; pass --trader-register to take each trader's tier from the authority's register",
+                highlight=False,
+            )
         if refused:
             more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
             raise ConflictError(

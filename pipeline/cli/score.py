@@ -92,6 +92,14 @@ def score(
         str | None,
         typer.Option("--audit-db", help="Record each decision in this audit store (SQLAlchemy URL)."),
     ] = None,
+    trader_register: Annotated[
+        Path | None,
+        typer.Option(
+            "--trader-register",
+            help="With --policy: CSV of trusted traders (trader_id, aeo_tier) as the customs authority "
+            "keeps it; each trader's AEO tier comes from it, not from the manifest.",
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run: keep OUT's rows, score the rest.")
     ] = False,
@@ -158,12 +166,18 @@ def score(
     check_outputs_apart(
         files={"--out": out, "--decisions": (decisions or decisions_path(out)) if policy else None},
         folders={"--heatmaps": heatmaps},
-        inputs=[*inputs, *(model or [])],
+        inputs=[*inputs, *(model or []), *(p for p in (policy, trader_register) if p)],
     )
     check_output(out, resume=resume, overwrite=overwrite)  # before any slow work
-    if (decisions is not None or audit_db is not None) and policy is None:
+    if (decisions is not None or audit_db is not None or trader_register is not None) and policy is None:
         given = " and ".join(
-            n for n, v in (("--decisions", decisions), ("--audit-db", audit_db)) if v is not None
+            n
+            for n, v in (
+                ("--decisions", decisions),
+                ("--audit-db", audit_db),
+                ("--trader-register", trader_register),
+            )
+            if v is not None
         )
         raise InputError(
             f"{given} need{'s' if ' and ' not in given else ''} --policy POLICY to decide shipments"
@@ -173,6 +187,7 @@ def score(
     if ray_address is not None and engine is not EngineName.ray:
         raise InputError("--ray-address needs --engine ray")
     loaded_policy = None
+    traders = None
     summary_warnings_extra: list[str] = []
     key = b""
     if policy is not None:
@@ -183,6 +198,11 @@ def score(
                 f"{plain[0]!r} is not a .csv/.jsonl manifest"
             )
         loaded_policy = load_policy_file(policy)
+        if trader_register is not None:  # before any slow work
+            from pipeline.trader_register import check_tiers, read_trader_register
+
+            traders = read_trader_register(trader_register)
+            check_tiers(traders, loaded_policy)
         key, key_warning = audit_key(settings, recording=audit_db is not None)  # before any slow work
         if key_warning:
             summary_warnings_extra.append(key_warning)
@@ -243,6 +263,7 @@ def score(
         )
     if loaded_policy is not None:
         target = decisions or decisions_path(out)
+        declared: list[str] = []  # shipments decided under a tier their manifest rows declare
         shipments = decide_output(
             out,
             loaded_policy,
@@ -251,8 +272,15 @@ def score(
             audit_url=audit_db,
             summary=summary,
             near_copy_bits=settings.near_copy_bits,
+            register=traders,
+            on_decision=lambda d: declared.extend([d.shipment_id] if d.declaration.aeo_tier else []),
         )
         console.print(f"decided {shipments} shipments -> {target}")
+        if traders is None and declared:
+            summary_warnings_extra.append(
+                f"{len(declared)} shipment(s) decided under the AEO tier their manifest rows declare; pass "
+                "--trader-register to take each trader's tier from the authority's register"
+            )
     report = Console()  # the summary goes to stdout; the progress bar stays on stderr
     for table in summary.tables():
         report.print(table)

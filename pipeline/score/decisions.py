@@ -19,6 +19,7 @@ from pipeline.verdicts import ShipmentDecision
 if TYPE_CHECKING:
     from pipeline.audit import AuditStore
     from pipeline.policy import Policy
+    from pipeline.trader_register import TraderRegister
 
 __all__ = ["decide_output", "decisions_path", "load_policy_file"]
 
@@ -54,6 +55,7 @@ def decide_output(
     audit_url: str | None,
     summary: ScoreSummary,
     near_copy_bits: int = 32,
+    register: TraderRegister | None = None,
     on_decision: Callable[[ShipmentDecision], None] | None = None,
 ) -> int:
     """Decide every shipment in the score output ``out`` and write ``decisions`` (JSONL).
@@ -61,7 +63,8 @@ def decide_output(
     The decisions file is written whole to a temporary name and renamed, so it is either the old
     one or complete. With ``audit_url`` each shipment's pictures are looked up in the audit store
     (the same bytes, or a near-copy within ``near_copy_bits``, decided in another shipment) before
-    it is decided, and the decision is recorded there.
+    it is decided, and the decision is recorded there. With ``register``, each trader's AEO tier is
+    the registered one, not the manifest's.
 
     Returns:
         The number of shipments decided. Decisions the audit store refused (one that would lower
@@ -81,10 +84,18 @@ def decide_output(
     try:
         with tmp.open("wb") as fh:
             if store is None:
-                decided = ((d, None) for d in decide_rows(policy, iter_rows(out), audit_key=audit_key))
+                decided = (
+                    (d, None)
+                    for d in decide_rows(policy, iter_rows(out), audit_key=audit_key, register=register)
+                )
             else:  # each shipment's pictures looked up in the store before it is decided and recorded
                 decided = decide_and_record(
-                    policy, iter_rows(out), audit_key=audit_key, store=store, near_copy_bits=near_copy_bits
+                    policy,
+                    iter_rows(out),
+                    audit_key=audit_key,
+                    store=store,
+                    near_copy_bits=near_copy_bits,
+                    register=register,
                 )
             for decision, refused in decided:
                 fh.write(decision.model_dump_json().encode("utf-8") + b"\n")

@@ -106,3 +106,31 @@ def test_score_with_a_policy_looks_pictures_up_before_recording(tmp_path: Path) 
     assert decide_output(rows, POLICY, audit_key=KEY, decisions=decisions, audit_url=db, summary=summary) == 1
     decision = json.loads(decisions.read_text())
     assert decision["tier"] == "REMOTE_INSPECTION" and decision["images"][0]["seen_in"] == ["S-A"]
+
+
+def test_score_with_a_policy_takes_aeo_tiers_from_the_register(tmp_path: Path) -> None:
+    from pipeline.score.decisions import decide_output
+    from pipeline.score.summary import ScoreSummary
+    from pipeline.trader_register import read_trader_register
+
+    policy = parse_policy(
+        {
+            "policy_version": "t-2",
+            "cargo_types": {"bulk_ore": {"release_threshold": 0.2, "hold_threshold": 0.9}},
+            "trusted_traders": {"AEOF": {"release_odds_factor": 1.5}},
+        }
+    )
+    claimed = _row("S1", "aa" * 32, score=0.23).model_copy(
+        update={"declaration": {"cargo_type": "bulk_ore", "trader_id": "NOBODY-1", "aeo_tier": "AEOF"}}
+    )
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(claimed.model_dump_json() + "\n")
+    register = tmp_path / "traders.csv"
+    register.write_text("trader_id,aeo_tier\nTRD-7,AEOF\n")
+    decisions = tmp_path / "d.jsonl"
+    decide_output(
+        rows, policy, audit_key=KEY, decisions=decisions, audit_url=None, summary=ScoreSummary(),
+        register=read_trader_register(register),
+    )  # fmt: skip
+    decision = json.loads(decisions.read_text())
+    assert (decision["tier"], decision["declaration"]["aeo_tier"]) == ("REMOTE_INSPECTION", None)

@@ -919,7 +919,8 @@ def test_cli_decide_records_no_what_if_that_lowers_a_hold(
     assert run(app, lenient) == 2
     captured = capsys.readouterr()
     assert "wrote 5 decisions" in captured.out and "3 recorded in" in " ".join(captured.out.split())
-    assert captured.err.strip().startswith(
+    errors = [line for line in captured.err.splitlines() if line.startswith("Error:")]
+    assert errors[0].startswith(
         "Error: 2 decisions were not recorded in the audit store (and 1 more): shipment "
     )
     assert len((cli_env / "l.jsonl").read_text().splitlines()) == 5  # the file has every decision
@@ -1000,6 +1001,44 @@ def test_a_flag_written_any_way_is_not_kept_aside(key: str, field: str | None) -
         return
     with pytest.raises(InputError, match=f"declaration key {key!r} looks like {field!r}"):
         list(decide_rows(policy(), rows, audit_key=KEY))
+
+
+def test_cli_decide_takes_aeo_tiers_from_the_register_when_given_one(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unregistered trader declaring AEOF in its rows is released on a lower scrutiny; with the
+    authority's register it is decided as what it is, and a registered one keeps its tier."""
+    from pipeline.cli import app, run
+
+    rows = [
+        row("S1", 0.23, "a.png", trader_id="NOBODY-1", aeo_tier="AEOF"),
+        row("S2", 0.23, "b.png", trader_id="TRD-7"),
+    ]
+    verdicts = _write(cli_env / "v.jsonl", rows)
+    policy_file = cli_env / "p.yaml"
+    policy_file.write_text(
+        "policy_version: t\ncargo_types:\n  bulk_ore: {release_threshold: 0.2, hold_threshold: 0.9}\n"
+        "trusted_traders:\n  AEOF: {release_odds_factor: 1.5}\n"
+    )
+    register = cli_env / "traders.csv"
+    register.write_text("trader_id,aeo_tier\nTRD-7,AEOF\n")
+    args = ["decide", "--verdicts", str(verdicts), "--policy", str(policy_file)]
+
+    def tiers(out: Path) -> dict[str, str]:
+        return {d["shipment_id"]: d["tier"] for d in map(json.loads, out.read_text().splitlines())}
+
+    assert run(app, [*args, "--out", str(cli_env / "as-declared.jsonl")]) == 0
+    assert "1 shipment(s) decided under the AEO tier their rows declare" in " ".join(
+        capsys.readouterr().err.split()
+    )
+    assert tiers(cli_env / "as-declared.jsonl") == {"S1": "RELEASE", "S2": "REMOTE_INSPECTION"}
+    assert (
+        run(app, [*args, "--out", str(cli_env / "registered.jsonl"), "--trader-register", str(register)]) == 0
+    )
+    assert tiers(cli_env / "registered.jsonl") == {"S1": "REMOTE_INSPECTION", "S2": "RELEASE"}
+    register.write_text("trader_id,aeo_tier\nTRD-7,aeof\n")
+    assert run(app, [*args, "--out", str(cli_env / "x.jsonl"), "--trader-register", str(register)]) == 2
+    assert "gives tier(s) 'aeof' that policy t does not know" in " ".join(capsys.readouterr().err.split())
 
 
 def test_a_near_copy_is_told_apart_from_the_same_picture() -> None:
