@@ -7,6 +7,7 @@ the next run over that folder would score the heatmaps as cargo pictures.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,11 +43,18 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _reaches(text: str, base: Path, folder: Path) -> bool:
     """Whether the input ``text`` (a folder, walked recursively, or a glob from ``base``, its literal
-    leading folders) would read files directly inside ``folder``: a glob without ``**`` reads files
-    at one depth below its base only."""
+    leading folders) would read files inside ``folder``: a glob without ``**`` reads the files its
+    parts match, and walks every folder they match (``arc/*`` walks ``arc/heat``)."""
     if not glob.has_magic(text) or "**" in text:
         return True
-    return len(folder.relative_to(base).parts) + 1 == len(Path(text).parts) - _literal_depth(text)
+    wild = Path(text).parts[_literal_depth(text) :]
+    parts = folder.relative_to(base).parts
+    if len(parts) + 1 == len(wild):  # files directly inside the folder
+        return all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wild, strict=False))
+    # inside a folder the glob matches, walked whole
+    return len(parts) >= len(wild) and all(
+        fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wild, strict=False)
+    )
 
 
 def _walked(text: str) -> list[str]:

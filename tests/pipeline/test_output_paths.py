@@ -45,6 +45,25 @@ CASES = [
     ),
     ({"--out": "rows.jsonl"}, {"--heatmaps": "heat"}, ["images/*/*.png"], None),
     ({"--out": "rows.jsonl"}, {"--heatmaps": "images/heat"}, ["images/*.png"], None),  # one depth only
+    # a folder a glob matches is walked whole: "images/*" would read images/heat next time
+    (
+        {"--out": "rows.jsonl"},
+        {"--heatmaps": "images/heat"},
+        ["images/*"],
+        "--heatmaps '{root}/images/heat' lies inside",
+    ),
+    (
+        {"--out": "rows.jsonl"},
+        {"--heatmaps": "images/heat.png"},
+        ["images/*.png"],
+        "--heatmaps '{root}/images/heat.png' lies inside",
+    ),
+    (
+        {"--out": "rows.jsonl"},
+        {"--heatmaps": "images/belt/deep/heat"},
+        ["images/*"],
+        "--heatmaps '{root}/images/belt/deep/heat' lies inside",
+    ),
     (
         {"--out": "rows.jsonl"},
         {"--heatmaps": "images/heat"},
