@@ -113,8 +113,7 @@ def _glob(pattern: str) -> list[str]:
     """``glob(pattern, recursive=True)``, sorted, except that ``**`` is searched by this module's
     walk: glob follows linked folders without end, so a link back to an ancestor never finishes.
     A folder the pattern names stands for the images under it, as glob's folder matches do; a
-    pattern ending in a separator names folders only, as in glob. The walk spells each folder once;
-    an image is matched under a linked folder's name too (one link deep), as glob would spell it."""
+    pattern ending in a separator names folders only, as in glob."""
     if not _recursive(pattern):
         return sorted(glob.glob(pattern))
     folders_only = pattern.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))  # as glob: "a/**/"
@@ -122,28 +121,21 @@ def _glob(pattern: str) -> list[str]:
     for base, rest in _recursive_roots(pattern):
         # a hidden folder is searched only where the pattern names one (".cache"), as in glob
         hidden = any(part.startswith(".") for part in rest)
-        images, _, aliases = _walk(Path(base), hidden=hidden)
+        images, _, folders = _walk(Path(base), hidden=hidden)
+        named = {f for f in folders if _matches(f.relative_to(base).parts, rest)}  # "a/**/" names a too
         for path in images:
-            spellings = [
-                path,
-                *(link / path.relative_to(target) for link, target in aliases if target in path.parents),
-            ]
-            hits.update(str(p) for p in spellings if _named(p.relative_to(base).parts, rest, folders_only))
+            relative = path.relative_to(base).parts
+            if (not folders_only and _matches(relative, rest)) or any(
+                parent in named and not _hidden_between(parent, path) for parent in path.parents
+            ):
+                hits.add(str(path))
     return sorted(hits)
 
 
-def _named(parts: Sequence[str], rest: Sequence[str], folders_only: bool) -> bool:
-    """Whether the image at ``parts`` is matched by pattern parts ``rest``: itself (unless the
-    pattern names folders only), or as under a folder the pattern names, with no hidden folder
-    between (a named folder stands for the images a walk of it finds)."""
-    if not folders_only and _matches(parts, rest):
-        return True
-    for k in range(len(parts) - 1, -1, -1):  # the image's own folder first, then up to the base
-        if k < len(parts) - 1 and is_hidden(parts[k]):
-            return False  # a hidden folder between any higher folder and the image
-        if _matches(parts[:k], rest):
-            return True
-    return False
+def _hidden_between(folder: Path, path: Path) -> bool:
+    """Whether a hidden folder lies between ``folder`` and ``path`` (a named folder stands for the
+    images a walk of it finds, and a walk skips hidden folders)."""
+    return any(is_hidden(part) for part in path.relative_to(folder).parts[:-1])
 
 
 def _recursive(pattern: str) -> bool:
@@ -191,10 +183,9 @@ def searched_folders(folder: str | Path) -> set[str]:
     return _walk(Path(folder))[1]
 
 
-def _walk(folder: Path, *, hidden: bool = False) -> tuple[list[Path], set[str], list[tuple[Path, Path]]]:
-    """(the images under ``folder``, sorted; the real paths of the folders searched; each linked
-    folder not searched again, as (its link, the folder it names), both as spelled from ``folder``).
-    Hidden folders are skipped unless ``hidden``; hidden files always."""
+def _walk(folder: Path, *, hidden: bool = False) -> tuple[list[Path], set[str], list[Path]]:
+    """(the images under ``folder``, sorted; the real paths of the folders searched; those folders
+    as spelled from ``folder``). Hidden folders are skipped unless ``hidden``; hidden files always."""
     # An archive assembled from links (a shared drive's day folders linked into one) must be scored
     # whole: skipping its linked folders would drop their images without a word. Each real folder
     # is searched once, spelled without a link where the tree holds it directly, so a link loop ends.
@@ -204,23 +195,17 @@ def _walk(folder: Path, *, hidden: bool = False) -> tuple[list[Path], set[str], 
         own.add(os.path.realpath(dirpath))
     searched = {os.path.realpath(folder)}
     found: list[Path] = []
-    spelled: dict[str, Path] = {}  # real path -> the folder as the walk spells it
-    links: list[tuple[Path, str]] = []
+    spelled: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        spelled.setdefault(os.path.realpath(dirpath), Path(dirpath))
+        spelled.append(Path(dirpath))
         kept = []
         for name in sorted(dirnames):
             full = os.path.join(dirpath, name)
             real = os.path.realpath(full)
-            if is_hidden(name) and not hidden:
-                continue
-            if real in searched or (os.path.islink(full) and real in own):
-                if os.path.islink(full):
-                    links.append((Path(full), real))
+            if (is_hidden(name) and not hidden) or real in searched or (os.path.islink(full) and real in own):
                 continue
             searched.add(real)
             kept.append(name)
         dirnames[:] = kept
         found.extend(Path(dirpath, name) for name in filenames if not is_hidden(name) and is_image_file(name))
-    aliases = [(link, spelled[real]) for link, real in links if real in spelled]
-    return sorted(found), searched, aliases
+    return sorted(found), searched, spelled
