@@ -410,7 +410,7 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
     fields = set(Declaration.model_fields) - {"extra"}
     for row in rows:
         for key, value in row.declaration.items():
-            near = field_like(key) if key not in fields else None
+            near = field_like(key, loose=True) if key not in fields else None
             if near is not None:
                 raise InputError(
                     f"shipment {shipment_id!r}: declaration key {key!r} looks like {near!r}; write it as "
@@ -418,6 +418,12 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
                 )
             if key == "extra" and isinstance(value, dict):
                 for k, v in value.items():
+                    near = field_like(k, loose=True)
+                    if near is not None:
+                        raise InputError(
+                            f"shipment {shipment_id!r}: declaration extra key {k!r} looks like {near!r}; "
+                            f"give it as {near} (a flag kept aside under extra would be lost)"
+                        )
                     extra.setdefault(k, v)
             elif key in fields:
                 if key in _FLAGS:

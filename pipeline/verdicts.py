@@ -22,6 +22,7 @@ __all__ = [
     "Reason",
     "ShipmentDecision",
     "Tier",
+    "extra_field_like",
     "field_like",
     "scored_anomaly_types",
 ]
@@ -133,16 +134,34 @@ class Declaration(BaseModel):
         return extra
 
 
-def field_like(key: str) -> str | None:
-    """The :class:`Declaration` field ``key`` names, whatever its case and separators
-    (``RADIATION_ALARM``, ``radiation alarm``, ``RadiationAlarm``), or an override flag it holds
-    (``radiation_alarms``, ``Radiation_Alarm_Flag``); None for a key of its own (an HS code, an
-    origin). A flag kept aside under another name would never reach the rules."""
-    letters = re.sub(r"[^a-z]", "", key.lower())
+def field_like(key: str, *, loose: bool = False) -> str | None:
+    """The :class:`Declaration` field ``key`` names, allowing for case, spaces, hyphens and dots
+    (``RADIATION_ALARM``, ``radiation alarm``); None for a key of its own (an HS code, an origin).
+
+    ``loose`` also takes a field run together or in CamelCase (``RadiationAlarm``), and a flag with
+    a plural ``s`` or a ``flag`` after it (``radiation_alarms``, ``Radiation_Alarm_Flag``): what a
+    new declaration is checked with, where a flag kept aside under extra would never reach the
+    rules. Records already stored were checked with the strict form, and are read with it."""
+    normal = re.sub(r"[\s\-.]+", "_", key.strip().lower())
+    if normal in DECLARATION_FIELDS:
+        return normal
+    if not loose:
+        return None
+    bare = re.sub(r"[^a-z0-9]", "", key.lower())
     for field in sorted(DECLARATION_FIELDS):
-        bare = field.replace("_", "")
-        if letters == bare or (field in OVERRIDE_FLAGS and bare in letters):
+        name = field.replace("_", "")
+        if bare == name or (field in OVERRIDE_FLAGS and bare in (name + "s", name + "flag")):
             return field
+    return None
+
+
+def extra_field_like(declaration: Declaration) -> tuple[str, str] | None:
+    """(key, field) of the first key of a new declaration's ``extra`` that is a field under another
+    spelling (:func:`field_like` ``loose``); None when there is none."""
+    for key in declaration.extra:
+        field = field_like(key, loose=True)
+        if field is not None:
+            return key, field
     return None
 
 

@@ -623,8 +623,8 @@ def test_rows_with_different_declared_cargo_types_fail_closed() -> None:
         ),
         (
             [row("S", 0.1, "a", extra={"radiation_alarm": True})],
-            "shipment 'S': invalid declaration: extra = {'radiation_alarm': True}: Value error, extra key "
-            "'radiation_alarm' is the field 'radiation_alarm'; give it as radiation_alarm, not under extra",
+            "shipment 'S': declaration extra key 'radiation_alarm' looks like 'radiation_alarm'; give it as "
+            "radiation_alarm (a flag kept aside under extra would be lost)",
         ),
     ],
     ids=[
@@ -985,11 +985,16 @@ def test_a_fixed_release_cut_above_the_models_hold_is_a_valid_policy(score: floa
         ("radiationalarm", "radiation_alarm"),
         ("radiation_alarms", "radiation_alarm"),
         ("Radiation_Alarm_Flag", "radiation_alarm"),
-        ("is-document-mismatch", "document_mismatch"),
+        ("document-mismatch-flag", "document_mismatch"),
         ("AeoTier", "aeo_tier"),
         ("hs_code", None),
         ("origin", None),
-        ("trader_id_old", None),  # only a flag is looked for inside a longer key
+        ("trader_id_old", None),
+        # columns of their own that name a flag: a manifest's x_ columns, a level, a code
+        ("x_radiation_alarm_cleared_by", None),
+        ("radiation_alarm_level", None),
+        ("suspected_solid_waste_code", None),
+        ("trader_id_2", None),
     ],
 )
 def test_a_flag_written_any_way_is_not_kept_aside(key: str, field: str | None) -> None:
@@ -1039,6 +1044,18 @@ def test_cli_decide_takes_aeo_tiers_from_the_register_when_given_one(
     register.write_text("trader_id,aeo_tier\nTRD-7,aeof\n")
     assert run(app, [*args, "--out", str(cli_env / "x.jsonl"), "--trader-register", str(register)]) == 2
     assert "gives tier(s) 'aeof' that policy t does not know" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_declaration_stored_before_the_loose_check_is_read_as_it_was(tmp_path: Path) -> None:
+    """Keys an earlier version kept under extra must not make its records unreadable: the loose
+    check is for new declarations only."""
+    from pipeline.audit import AuditStore
+
+    declaration = decl(extra={"RadiationAlarm": False, "radiation_alarm_level": 2})
+    decision = decide_shipment(policy(), declaration, [img(0.1)], audit_key=KEY, now=NOW)
+    with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        store.record(decision)
+        assert store.get("S1").decision.declaration.extra == declaration.extra  # type: ignore[union-attr]
 
 
 def test_a_near_copy_is_told_apart_from_the_same_picture() -> None:

@@ -166,6 +166,13 @@ BAD = [
         "'radiation_alarm'",
     ),
     (
+        "flag under extra, run together",
+        json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "extra": {"RadiationAlarm": True}}),
+        422,
+        "bad-input",
+        "declaration is not valid: extra key 'RadiationAlarm' is the field 'radiation_alarm'",
+    ),
+    (
         "bad shipment id",
         json.dumps({"shipment_id": "../etc", "cargo_type": "bulk_ore"}),
         422,
