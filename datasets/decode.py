@@ -452,22 +452,32 @@ def _open_header(fp: IO[bytes], fmt: str, source: str) -> ImageFile.ImageFile:
 
 
 def _check_one_page(im: ImageFile.ImageFile, fmt: str, source: str) -> None:
-    """Refuse a file of several pages or frames: a multi-page TIFF holds several views or energies
-    of one scan, and scoring its first page alone would pass the others unseen."""
-    if fmt == "jpeg":  # an MPO's further frames are previews of the first
+    """Refuse a file of several pictures: a multi-page TIFF holding several views or energies of
+    one scan, an animated PNG or WebP. Scoring the first alone would pass the others unseen. A TIFF
+    whose second page is a reduced-resolution preview or a mask (NewSubfileType) holds one picture.
+    Only whether there is a second page is asked: counting pages walks them all, which a file of a
+    few megabytes of empty pages makes last minutes."""
+    if fmt == "jpeg" or not getattr(im, "is_animated", False):  # an MPO's frames are previews
         return
-    try:
-        pages = int(getattr(im, "n_frames", 1))
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-        raise ImageDecodeError(
-            f"truncated or corrupt {fmt.upper()} page directory ({exc})", source=source
-        ) from exc
-    if pages > 1:
-        raise ImageDecodeError(
-            f"a {fmt.upper()} of {pages} pages or frames; one image per file is scored (save each page "
-            "as its own file, so that none goes unseen)",
-            source=source,
-        )
+    if fmt == "tiff":
+        try:
+            im.seek(1)
+            kind = int(im.tag_v2.get(_NEW_SUBFILE_TYPE, 0))
+            im.seek(0)
+        except (OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error):
+            return  # a second page this decoder cannot read is no picture it would score either
+        if kind & (_REDUCED_RESOLUTION | _TRANSPARENCY_MASK):
+            return
+    raise ImageDecodeError(
+        f"a {fmt.upper()} of several pages or frames; one picture per file is scored (save each page as "
+        "its own file, so that none goes unseen)",
+        source=source,
+    )
+
+
+_NEW_SUBFILE_TYPE = 254
+_REDUCED_RESOLUTION = 1
+_TRANSPARENCY_MASK = 4
 
 
 def _sample_bytes(im: ImageFile.ImageFile) -> int:

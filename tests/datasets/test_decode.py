@@ -393,10 +393,20 @@ def test_a_file_of_several_pages_is_refused(fmt: str) -> None:
     first, second = (Image.fromarray(np.full((40, 60), v, np.uint8)) for v in (0, 200))
     buf = io.BytesIO()
     first.save(buf, format=fmt, save_all=True, append_images=[second])
-    with pytest.raises(
-        ImageDecodeError, match=rf"^<bytes>: a {fmt} of 2 pages or frames; one image per file"
-    ):
+    with pytest.raises(ImageDecodeError, match=rf"^<bytes>: a {fmt} of several pages or frames; one picture"):
         decode_image(buf.getvalue())
+
+
+def test_a_tiff_whose_second_page_is_a_preview_is_one_picture() -> None:
+    from PIL import TiffImagePlugin
+
+    picture = np.arange(40 * 60, dtype=np.uint16).reshape(40, 60)
+    buf = io.BytesIO()
+    with TiffImagePlugin.AppendingTiffWriter(buf) as tiff:
+        Image.fromarray(picture).save(tiff, format="TIFF")
+        tiff.newFrame()
+        Image.fromarray(picture[::2, ::2]).save(tiff, format="TIFF", tiffinfo={254: 1})  # reduced resolution
+    assert np.array_equal(decode_image(buf.getvalue()).pixels[..., 0], picture)
 
 
 def test_third_party_exception_is_chained() -> None:
