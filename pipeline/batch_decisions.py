@@ -41,20 +41,27 @@ def decide_and_record(
 
     Yields:
         (decision, None) once recorded, or the decision recorded before for the same inputs (a run
-        again); or (decision, why) when the store refused it (one that would lower an unresolved
-        hold): the decision stands in a decisions file, the hold in the store.
+        again); or (decision, why) when the store did not record it: one that would lower an
+        unresolved hold (the hold stands), or whose pictures kept being decided in other shipments
+        meanwhile (the service writing to the same store).
 
     Raises:
-        InputError: a row without a shipment id, or a declaration that does not validate.
-        ConflictError: a shipment's pictures kept being decided in other shipments meanwhile (the
-            service writing to the same store).
+        InputError: a row without a shipment id, or a declaration that does not validate (before
+            anything is recorded).
         AuditError: the store cannot be read or written.
     """
-    for declaration, images in shipments_of(rows, register=register):
+    # every declaration checked before the first record: a bad one must not leave half a batch
+    # recorded and no decisions file
+    shipments = list(shipments_of(rows, register=register))
+    for declaration, images in shipments:
         pictures = [Picture(image.sha256 or "", image.phash) for image in images]
+        # decided before (a what-if under a new policy): judged by what was decided before it then,
+        # not taken for a copy of a shipment that reused its picture since
+        earlier = store.decisions_of([declaration.shipment_id])
+        before = earlier[0].seq if earlier else None
         for attempt in range(_ATTEMPTS):
             lookup = store.sightings(
-                pictures, other_than=declaration.shipment_id, near_copy_bits=near_copy_bits
+                pictures, other_than=declaration.shipment_id, near_copy_bits=near_copy_bits, before=before
             )
             seen = [
                 image.model_copy(update=Sighting.verdict_fields(lookup.found.get(image.sha256 or "")))
@@ -68,12 +75,14 @@ def decide_and_record(
                     images_seen_as_of=lookup.as_of,
                     near_copy_bits=near_copy_bits,
                 )
-            except ImagesSeenSince as exc:  # decided in another shipment meanwhile: look again
-                if attempt == _ATTEMPTS - 1:
-                    raise ConflictError(
+            except ImagesSeenSince:  # decided in another shipment meanwhile: look again
+                if attempt == _ATTEMPTS - 1:  # the others go on; this one waits for a run again
+                    yield (
+                        decision,
                         f"shipment {declaration.shipment_id!r}: its pictures kept being decided in other "
-                        "shipments while it was recorded; run again"
-                    ) from exc
+                        "shipments while it was recorded; run again to record it",
+                    )
+                    break
                 continue
             except ConflictError as exc:
                 yield decision, str(exc)

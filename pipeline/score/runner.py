@@ -65,12 +65,17 @@ def _pending(
             kept would decide its shipment on the old one (a radiation alarm raised since, say).
     """
     rows = {_same_file_key(p): by_shipment for p, by_shipment in done.items()}
-    seen: set[tuple[str, str | None]] = set()
+    seen: dict[tuple[str, str | None], str] = {}  # identity -> the declaration's digest
     for task in tasks:
         path = _same_file_key(printable_path(task.path))  # as the output's rows name it
         identity = (path, task.shipment_id)
         scored = rows.get(path, {})
         if identity in seen:
+            if seen[identity] != declaration_digest(task.declaration):
+                raise InputError(
+                    f"{printable_path(task.path)} of shipment {task.shipment_id!r} is listed twice with two "
+                    "declarations (two manifests?): say which holds, so that neither is dropped unseen"
+                )
             summary.duplicates += 1  # a folder and a glob can name one image twice: scored once
         elif task.shipment_id in scored:
             if scored[task.shipment_id] != declaration_digest(task.declaration):
@@ -80,10 +85,10 @@ def _pending(
                     "it was scored, and the output's rows would decide the shipment on the old one; "
                     "score into a new --out, or pass --overwrite"
                 )
-            seen.add(identity)
+            seen[identity] = scored[task.shipment_id]
             summary.skipped_done += 1
         else:
-            seen.add(identity)
+            seen[identity] = declaration_digest(task.declaration)
             yield task
             continue
         if advance is not None:

@@ -134,3 +134,62 @@ def test_score_with_a_policy_takes_aeo_tiers_from_the_register(tmp_path: Path) -
     )  # fmt: skip
     decision = json.loads(decisions.read_text())
     assert (decision["tier"], decision["declaration"]["aeo_tier"]) == ("REMOTE_INSPECTION", None)
+
+
+def test_a_bad_declaration_records_nothing_of_its_batch(tmp_path: Path) -> None:
+    """Every declaration is checked before the first record: half a batch recorded, and no
+    decisions file, is what a failing run left."""
+    from datasets.errors import InputError
+
+    bad = _row("S3", "cc" * 32).model_copy(
+        update={"declaration": {"cargo_type": "bulk_ore", "aeo_tier": "A" * 40}}
+    )
+    with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        with pytest.raises(InputError, match="shipment 'S3'"):
+            _decided(store, [_row("S1", "aa" * 32), _row("S2", "bb" * 32), bad])
+        assert store.verify().records_checked == 0
+
+
+def test_deciding_again_does_not_take_the_first_shipment_for_a_copy_of_a_later_one(tmp_path: Path) -> None:
+    """Stored verdicts decided again under a new policy: S1 came first, S2 reused its picture; S2
+    stays the copy, and S1 is not flagged as one of S2."""
+    rows = [_row("S1", "aa" * 32), _row("S2", "aa" * 32)]
+    newer = parse_policy(
+        {"policy_version": "t-9", "cargo_types": {"bulk_ore": {}}, "random_audit": {"rate": 0.0}}
+    )
+    with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        _decided(store, rows)
+        again = {
+            d.shipment_id: [r.rule for r in d.reasons]
+            for d, _ in decide_and_record(newer, rows, audit_key=KEY, store=store, near_copy_bits=32)
+        }
+    assert again == {"S1": ["score.clear"], "S2": ["override.image_reused", "score.clear"]}
+
+
+def test_compare_policy_with_an_audit_store_compares_like_with_like(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same policy compared with itself changes nothing, though the recorded decisions looked
+    pictures up in the store and the compared ones could not."""
+    from pipeline.cli import app, run
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "a-long-enough-test-audit-secret")
+    policy_file = tmp_path / "p.yaml"
+    policy_file.write_text("policy_version: t\ncargo_types:\n  bulk_ore: {}\n")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        "".join(r.model_dump_json() + "\n" for r in (_row("S1", "aa" * 32), _row("S2", "aa" * 32)))
+    )
+    args = [
+        "decide",
+        "--verdicts",
+        str(rows),
+        "--out",
+        str(tmp_path / "d.jsonl"),
+        "--policy",
+        str(policy_file),
+    ]
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    assert run(app, [*args, "--compare-policy", str(policy_file), "--audit-db", db]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "releases +0 shipments" in said and "(0 shipments change tier)" in said

@@ -349,6 +349,16 @@ def test_resume_refuses_a_manifest_row_whose_declaration_changed(tmp_path: Path,
         score_to_file(alarm, _engine(), out, resume=True)
 
 
+def test_one_image_of_one_shipment_listed_with_two_declarations_is_refused(tmp_path: Path) -> None:
+    """Two manifests, the second raising a radiation alarm: the second row was dropped as a duplicate."""
+    (a,) = write_images(tmp_path / "img", [10])
+    quiet = ImageTask(str(a), shipment_id="S1", cargo_type="bulk_ore", declaration={"radiation_alarm": False})
+    alarm = ImageTask(str(a), shipment_id="S1", cargo_type="bulk_ore", declaration={"radiation_alarm": True})
+    with pytest.raises(InputError, match="is listed twice with two declarations"):
+        score_to_file([quiet, alarm], _engine(), tmp_path / "out.jsonl")
+    assert score_to_file([quiet, quiet], _engine(), tmp_path / "again.jsonl").duplicates == 1
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_resume_refuses_rows_of_another_model(tmp_path: Path, suffix: str) -> None:
     paths = write_images(tmp_path / "img", [5, 6])
