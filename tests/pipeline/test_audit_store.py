@@ -982,26 +982,19 @@ def test_a_version_3_store_is_upgraded_by_a_writer_and_only_read_by_a_reader(db_
     assert rows(db_url, "SELECT version FROM schema_info") == [(4,)]
 
 
-def test_a_version_3_store_with_an_early_likeness_index_is_mended_as_it_is_upgraded(db_url: str) -> None:
+@pytest.mark.parametrize("version", [3, 4], ids=["upgraded-from-3", "at-4"])
+def test_a_likeness_index_an_early_build_laid_out_otherwise_is_made_again(db_url: str, version: int) -> None:
+    """An early version-3 build laid the likeness index out otherwise; a writer makes it again from
+    the chain, as it upgrades the store or at version 4."""
     with AuditStore.open(db_url) as store:
         store.record(_with_images("S1", "aa" * 32, phash=_P))
     sql(db_url, "DROP TABLE audit_image_likeness")
     sql(db_url, "CREATE TABLE audit_image_likeness (phash VARCHAR(16), shipment_id VARCHAR(128), seq BIGINT)")
-    sql(db_url, "UPDATE schema_info SET version = 3")
-    with AuditStore.open(db_url) as store:
-        found = store.sightings([("bb" * 32, _phash(fine=4))], other_than="S2", near_copy_bits=32).found
-        assert found["bb" * 32].similar_in == ["S1"]
-    assert rows(db_url, "SELECT version FROM schema_info") == [(4,)]
-
-
-def test_a_likeness_index_an_early_build_laid_out_otherwise_is_made_again(db_url: str) -> None:
-    with AuditStore.open(db_url) as store:
-        store.record(_with_images("S1", "aa" * 32, phash=_P))
-    sql(db_url, "DROP TABLE audit_image_likeness")
-    sql(db_url, "CREATE TABLE audit_image_likeness (phash VARCHAR(16), shipment_id VARCHAR(128), seq BIGINT)")
+    sql(db_url, f"UPDATE schema_info SET version = {version}")
     with AuditStore.open(db_url) as store:
         found = store.sightings([("bb" * 32, _phash(fine=4))], other_than="S2", near_copy_bits=32).found
         assert found["bb" * 32].similar_in == ["S1"] and store.verify().ok
+    assert rows(db_url, "SELECT version FROM schema_info") == [(4,)]
 
 
 @pytest.mark.parametrize(
