@@ -302,7 +302,7 @@ def decide_shipment(
     if (
         cargo is not None
         and trader is not None
-        and any(i.error is None and i.score is not None for i in images)
+        and any(i.error is None and i.score is not None and 0.0 <= i.score <= 1.0 for i in images)
     ):
         reasons.append(
             Reason(

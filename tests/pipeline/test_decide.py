@@ -314,6 +314,14 @@ CASES = [
         H,
         ["fail_closed.image_error"],  # and no word of a threshold no score was compared with
     ),
+    (
+        "aeo-no-word-without-a-valid-score",
+        {},
+        {"aeo_tier": "AEOF"},
+        [img(float("nan"))],
+        H,
+        ["fail_closed.invalid_score"],
+    ),
     # random audits
     ("random-audit-all", {"random_audit": {"rate": 1.0}}, {}, [img(0.1)], H, ["score.clear", "random_audit"]),
     (
