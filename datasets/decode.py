@@ -157,7 +157,7 @@ def decode_image(
         _check_jpeg_complete(data, label)
     with _pillow_quiet():
         im = _open_header(io.BytesIO(data), fmt, label)
-        _check_one_page(im, fmt, label)
+        _check_one_page(im, data, fmt, label)
         header_orientation = _orientation(im)
         stored = _stored_size(im)
         _check_pixels(*stored, limits, label)
@@ -451,23 +451,17 @@ def _open_header(fp: IO[bytes], fmt: str, source: str) -> ImageFile.ImageFile:
         raise ImageDecodeError(f"this Pillow build cannot read {fmt.upper()} ({exc})", source=source) from exc
 
 
-def _check_one_page(im: ImageFile.ImageFile, fmt: str, source: str) -> None:
+def _check_one_page(im: ImageFile.ImageFile, data: bytes, fmt: str, source: str) -> None:
     """Refuse a file of several pictures: a multi-page TIFF holding several views or energies of
     one scan, an animated PNG or WebP. Scoring the first alone would pass the others unseen. A TIFF
-    whose second page is a reduced-resolution preview or a mask (NewSubfileType) holds one picture.
-    Only whether there is a second page is asked: counting pages walks them all, which a file of a
-    few megabytes of empty pages makes last minutes."""
+    whose further pages are all reduced-resolution previews or masks (NewSubfileType) holds one
+    picture. Pages are never counted (counting walks them all, which a file of a few megabytes of
+    empty pages makes last minutes): at most ``_PAGES_LOOKED_AT`` are read, on a second reader of
+    the bytes, so that the picture to score stays on its first page."""
     if fmt == "jpeg" or not getattr(im, "is_animated", False):  # an MPO's frames are previews
         return
-    if fmt == "tiff":
-        try:
-            im.seek(1)
-            kind = int(im.tag_v2.get(_NEW_SUBFILE_TYPE, 0))
-            im.seek(0)
-        except (OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error):
-            return  # a second page this decoder cannot read is no picture it would score either
-        if kind & (_REDUCED_RESOLUTION | _TRANSPARENCY_MASK):
-            return
+    if fmt == "tiff" and _only_previews_after_the_first(data):
+        return
     raise ImageDecodeError(
         f"a {fmt.upper()} of several pages or frames; one picture per file is scored (save each page as "
         "its own file, so that none goes unseen)",
@@ -475,6 +469,24 @@ def _check_one_page(im: ImageFile.ImageFile, fmt: str, source: str) -> None:
     )
 
 
+def _only_previews_after_the_first(data: bytes) -> bool:
+    """Whether every page of a TIFF after its first is a reduced-resolution preview or a mask (False
+    where a page cannot be read, or there are more than ``_PAGES_LOOKED_AT``)."""
+    try:
+        probe = TiffImagePlugin.TiffImageFile(io.BytesIO(data))
+        for page in range(1, _PAGES_LOOKED_AT + 1):
+            try:
+                probe.seek(page)
+            except EOFError:
+                return True
+            if not int(probe.tag_v2.get(_NEW_SUBFILE_TYPE, 0)) & (_REDUCED_RESOLUTION | _TRANSPARENCY_MASK):
+                return False
+    except Exception:  # noqa: BLE001 - any page the decoder cannot read is no preview it can vouch for
+        return False
+    return False
+
+
+_PAGES_LOOKED_AT = 16
 _NEW_SUBFILE_TYPE = 254
 _REDUCED_RESOLUTION = 1
 _TRANSPARENCY_MASK = 4

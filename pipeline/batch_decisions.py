@@ -55,13 +55,12 @@ def decide_and_record(
     shipments = list(shipments_of(rows, register=register))
     for declaration, images in shipments:
         pictures = [Picture(image.sha256 or "", image.phash) for image in images]
-        # decided before (a what-if under a new policy): judged by what was decided before it then,
-        # not taken for a copy of a shipment that reused its picture since
-        earlier = store.decisions_of([declaration.shipment_id])
-        before = earlier[0].seq if earlier else None
         for attempt in range(_ATTEMPTS):
+            # a shipment decided again (a what-if under a new policy) sees a shipment that reused its
+            # picture since as well: an officer looks once more, where limiting the lookup to what
+            # came before its first decision let a picture it never had then go out released
             lookup = store.sightings(
-                pictures, other_than=declaration.shipment_id, near_copy_bits=near_copy_bits, before=before
+                pictures, other_than=declaration.shipment_id, near_copy_bits=near_copy_bits
             )
             seen = [
                 image.model_copy(update=Sighting.verdict_fields(lookup.found.get(image.sha256 or "")))

@@ -149,16 +149,10 @@ def _insert(conn: Connection, exact: list[dict], alike: list[dict]) -> None:
 
 
 def _seen_elsewhere(
-    conn: Connection,
-    hashes: Sequence[str],
-    other_than: str,
-    *,
-    most: int = 5,
-    after: int | None = None,
-    before: int | None = None,
+    conn: Connection, hashes: Sequence[str], other_than: str, *, most: int = 5, after: int | None = None
 ) -> dict[str, list[str]]:
     """For each content hash, the other shipments it was decided in, oldest first (at most ``most``);
-    with ``after``, only in records after that sequence number; with ``before``, before it."""
+    with ``after``, only in records after that sequence number."""
     wanted = sorted({h for h in hashes if h})
     if not wanted:
         return {}
@@ -166,8 +160,6 @@ def _seen_elsewhere(
     where = [c.sha256.in_(wanted), c.shipment_id != other_than]
     if after is not None:
         where.append(c.seq > after)
-    if before is not None:
-        where.append(c.seq < before)
     found: dict[str, list[str]] = {}
     rows = conn.execute(
         select(c.sha256, c.shipment_id, func.min(c.seq).label("first"))
@@ -268,26 +260,21 @@ def sightings(
     near_copy_bits: int,
     most: int = 5,
     after: int | None = None,
-    before: int | None = None,
 ) -> dict[str, Sighting]:
     """Where each image, a :class:`Picture` or (content hash, perceptual hash or None), was decided
-    in another shipment than ``other_than`` (with ``after``, in records after that sequence number;
-    with ``before``, in records before it); images seen nowhere are left out. A shipment that holds
-    the same bytes is named in ``seen_in`` only. ``near_copy_bits`` (of the fine part's 256;
-    :func:`check_bits`) 0 looks for the same bytes only.
+    in another shipment than ``other_than`` (with ``after``, in records after that sequence number);
+    images seen nowhere are left out. A shipment that holds the same bytes is named in ``seen_in``
+    only. ``near_copy_bits`` (of the fine part's 256; :func:`check_bits`) 0 looks for the same bytes
+    only.
     """
     pictures = [Picture(*image) for image in images]
-    seen = _seen_elsewhere(
-        conn, [p.sha256 for p in pictures], other_than, most=most, after=after, before=before
-    )
+    seen = _seen_elsewhere(conn, [p.sha256 for p in pictures], other_than, most=most, after=after)
     found: dict[str, Sighting] = {}
     for picture in pictures:
         exact = seen.get(picture.sha256, [])
         near = []
         if picture.phash and near_copy_bits:
             near = _near(conn, picture, other_than, near_copy_bits, after)
-            if before is not None:  # shipments first decided before it
-                near = [n for n in near if n[0] < before]
         if exact or near:
             named = near[:most]
             bits, turn = min(((d, t) for *_, d, t in named), default=(None, 0))

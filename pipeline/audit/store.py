@@ -550,15 +550,13 @@ class AuditStore:
         other_than: str,
         near_copy_bits: int,
         most: int = 5,
-        before: int | None = None,
     ) -> Lookup:
         """Where each image, a :class:`Picture` or (content hash, perceptual hash or None), was
         decided in another shipment: with the same bytes, or as a near-copy (as sent, or mirrored or
         turned where the picture brings those hashes) whose fine hash lies within ``near_copy_bits``
         of 256 (0: the same bytes only). ``found`` is keyed by content hash and
         leaves out images seen nowhere; ``as_of`` is the last record the lookup saw, for
-        :meth:`record`'s ``images_seen_as_of``. With ``before``, only decisions recorded before that
-        sequence number count (a shipment decided again is not a copy of one decided after it).
+        :meth:`record`'s ``images_seen_as_of``.
 
         Raises:
             ValueError: ``near_copy_bits`` out of range (:data:`MAX_NEAR_COPY_BITS`).
@@ -569,9 +567,7 @@ class AuditStore:
         with self._reading("looking up images decided before") as conn:
             # the head first: every record up to it is committed, so the lookup after it sees them
             as_of = conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1)).scalar_one()
-            found = sightings(
-                conn, images, other_than, near_copy_bits=near_copy_bits, most=most, before=before
-            )
+            found = sightings(conn, images, other_than, near_copy_bits=near_copy_bits, most=most)
         return Lookup(found, as_of)
 
     def _check_writable(self) -> None:

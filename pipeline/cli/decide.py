@@ -198,18 +198,18 @@ def register(app: typer.Typer) -> None:
                 recorded = f", {len(decisions) - len(refused)} recorded in {store.url}"
             _write_jsonl(out, decisions)
         compared = None
-        mine_compared = decisions
         if other is not None:
-            compared = (other, _decide_all(other, rows, key, f"deciding under {other.version}", traders))
-            if store is not None:  # both sides alike: the recorded ones also looked pictures up
-                mine_compared = _decide_all(chosen, rows, key, f"deciding under {chosen.version}", traders)
+            # on the pictures as looked up: where the audit store found them decided before, the
+            # other policy is asked about that too, so that only the rules differ
+            seen = [image for d in decisions for image in d.images] if store is not None else rows
+            compared = (other, _decide_all(other, seen, key, f"deciding under {other.version}", traders))
         console = Console()
-        console.print(_summary(chosen, mine_compared, compared))
+        console.print(_summary(chosen, decisions, compared))
         if compared is not None:
-            gained = sum(d.tier is Tier.RELEASE for d in mine_compared) - sum(
+            gained = sum(d.tier is Tier.RELEASE for d in decisions) - sum(
                 d.tier is Tier.RELEASE for d in compared[1]
             )
-            changed = sum(a.tier is not b.tier for a, b in zip(mine_compared, compared[1], strict=True))
+            changed = sum(a.tier is not b.tier for a, b in zip(decisions, compared[1], strict=True))
             mine, theirs = _labels(chosen, compared[0])
             console.print(
                 f"{mine} releases {gained:+d} shipments compared with {theirs} "

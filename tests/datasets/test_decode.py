@@ -397,16 +397,44 @@ def test_a_file_of_several_pages_is_refused(fmt: str) -> None:
         decode_image(buf.getvalue())
 
 
-def test_a_tiff_whose_second_page_is_a_preview_is_one_picture() -> None:
+def _tiff(*pages: tuple[np.ndarray, int | None]) -> bytes:
+    """A TIFF of these pages, each (pixels, NewSubfileType or None for none written)."""
     from PIL import TiffImagePlugin
 
-    picture = np.arange(40 * 60, dtype=np.uint16).reshape(40, 60)
     buf = io.BytesIO()
     with TiffImagePlugin.AppendingTiffWriter(buf) as tiff:
-        Image.fromarray(picture).save(tiff, format="TIFF")
-        tiff.newFrame()
-        Image.fromarray(picture[::2, ::2]).save(tiff, format="TIFF", tiffinfo={254: 1})  # reduced resolution
-    assert np.array_equal(decode_image(buf.getvalue()).pixels[..., 0], picture)
+        for pixels, kind in pages:
+            Image.fromarray(pixels).save(
+                tiff, format="TIFF", tiffinfo={254: kind} if kind is not None else {}
+            )
+            tiff.newFrame()
+    assert Image.open(io.BytesIO(buf.getvalue())).n_frames == len(pages)
+    return buf.getvalue()
+
+
+_PICTURE = np.arange(40 * 60, dtype=np.uint16).reshape(40, 60)
+
+
+@pytest.mark.parametrize(
+    ("pages", "one_picture"),
+    [
+        ([(_PICTURE, None), (_PICTURE[::2, ::2], 1)], True),  # a reduced-resolution preview
+        ([(_PICTURE, None), (_PICTURE[::2, ::2], 1), (_PICTURE[::4, ::4], 1)], True),  # a pyramid
+        ([(_PICTURE, None), (_PICTURE, None)], False),  # two views
+        (
+            [(_PICTURE, None), (_PICTURE[::2, ::2], 1), (_PICTURE + 7, None)],
+            False,
+        ),  # a thumbnail, then a view
+    ],
+    ids=["preview", "pyramid", "two-views", "thumbnail-then-view"],
+)
+def test_a_tiff_is_one_picture_when_every_further_page_is_a_preview(pages, one_picture: bool) -> None:
+    data = _tiff(*pages)
+    if one_picture:
+        assert np.array_equal(decode_image(data).pixels[..., 0], _PICTURE)  # its first page
+        return
+    with pytest.raises(ImageDecodeError, match="of several pages or frames"):
+        decode_image(data)
 
 
 def test_third_party_exception_is_chained() -> None:

@@ -150,20 +150,17 @@ def test_a_bad_declaration_records_nothing_of_its_batch(tmp_path: Path) -> None:
         assert store.verify().records_checked == 0
 
 
-def test_deciding_again_does_not_take_the_first_shipment_for_a_copy_of_a_later_one(tmp_path: Path) -> None:
-    """Stored verdicts decided again under a new policy: S1 came first, S2 reused its picture; S2
-    stays the copy, and S1 is not flagged as one of S2."""
-    rows = [_row("S1", "aa" * 32), _row("S2", "aa" * 32)]
-    newer = parse_policy(
-        {"policy_version": "t-9", "cargo_types": {"bulk_ore": {}}, "random_audit": {"rate": 0.0}}
-    )
+def test_a_shipment_decided_again_with_another_shipments_picture_goes_to_an_officer(tmp_path: Path) -> None:
+    """S1 comes again holding X's picture too (a rescan added one, or its id was reused): looked up
+    only among what was decided before S1's first decision, it went out released."""
     with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
-        _decided(store, rows)
-        again = {
-            d.shipment_id: [r.rule for r in d.reasons]
-            for d, _ in decide_and_record(newer, rows, audit_key=KEY, store=store, near_copy_bits=32)
-        }
-    assert again == {"S1": ["score.clear"], "S2": ["override.image_reused", "score.clear"]}
+        _decided(store, [_row("S1", "aa" * 32)])
+        _decided(store, [_row("X", "bb" * 32)])
+        again = _decided(store, [_row("S1", "aa" * 32), _row("S1", "bb" * 32)])
+    assert again["S1"][:2] == (
+        Tier.REMOTE_INSPECTION,
+        ["score.clear", "override.image_reused", "score.clear"],
+    )
 
 
 def test_compare_policy_with_an_audit_store_compares_like_with_like(
