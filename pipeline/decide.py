@@ -38,6 +38,7 @@ from pipeline.policy import CargoPolicy, Policy, TrustedTrader
 from pipeline.resolution import SCALE_TOLERANCE, describe_scale, off_training_scale
 from pipeline.trader_register import TraderRegister
 from pipeline.verdicts import (
+    DECLARATION_FIELDS,
     OVERRIDE_FLAGS,
     Declaration,
     ImageVerdict,
@@ -45,6 +46,7 @@ from pipeline.verdicts import (
     ShipmentDecision,
     Tier,
     field_like,
+    first_field_like,
 )
 
 __all__ = [
@@ -55,8 +57,6 @@ __all__ = [
     "inputs_key",
     "shipments_of",
 ]
-
-_FLAGS = OVERRIDE_FLAGS
 
 
 def audit_fraction(audit_key: bytes, shipment_id: str) -> float:
@@ -270,7 +270,7 @@ def decide_shipment(
         raise PolicyError("audit_key is empty; random audits need a secret key (Settings.audit_secret)")
     decided_at = _utc_iso(now)
     reasons: list[Reason] = []
-    for flag in _FLAGS:
+    for flag in OVERRIDE_FLAGS:
         if getattr(declaration, flag):
             reasons.append(
                 Reason(
@@ -297,11 +297,10 @@ def decide_shipment(
             )
         )
     trader = policy.trusted_traders.get(declaration.aeo_tier) if declaration.aeo_tier else None
-    if trader is not None and trader.release_odds_factor == 1.0:
-        trader = None
     if (
         cargo is not None
         and trader is not None
+        and trader.release_odds_factor > 1.0
         and any(i.error is None and i.score is not None and 0.0 <= i.score <= 1.0 for i in images)
     ):
         reasons.append(
@@ -407,7 +406,7 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
     """
     merged: dict[str, Any] = {}
     extra: dict[str, Any] = {}
-    fields = set(Declaration.model_fields) - {"extra"}
+    fields = DECLARATION_FIELDS
     for row in rows:
         for key, value in row.declaration.items():
             near = field_like(key, loose=True) if key not in fields else None
@@ -417,16 +416,16 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
                     f"{near} (an unrecognised key is kept aside, so a misspelt flag would be lost)"
                 )
             if key == "extra" and isinstance(value, dict):
+                aside = first_field_like(value)
+                if aside is not None:
+                    raise InputError(
+                        f"shipment {shipment_id!r}: declaration extra key {aside[0]!r} looks like "
+                        f"{aside[1]!r}; give it as {aside[1]} (a flag kept aside under extra would be lost)"
+                    )
                 for k, v in value.items():
-                    near = field_like(k, loose=True)
-                    if near is not None:
-                        raise InputError(
-                            f"shipment {shipment_id!r}: declaration extra key {k!r} looks like {near!r}; "
-                            f"give it as {near} (a flag kept aside under extra would be lost)"
-                        )
                     extra.setdefault(k, v)
             elif key in fields:
-                if key in _FLAGS:
+                if key in OVERRIDE_FLAGS:
                     merged[key] = bool(merged.get(key)) or _as_flag(value, shipment_id, key)
                 else:
                     merged.setdefault(key, value)

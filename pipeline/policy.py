@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -181,10 +180,10 @@ class TrustedTrader(_Strict):
 
     def raised(self, release: float, hold: float) -> float:
         """The release threshold for this tier: its odds times the factor, never above ``hold``."""
-        if release <= 0.0 or self.release_odds_factor == 1.0:
+        if not 0.0 < release < 1.0 or self.release_odds_factor == 1.0:
             return release
-        odds = self.release_odds_factor * release / (1.0 - release) if release < 1.0 else math.inf
-        return min(odds / (1.0 + odds) if math.isfinite(odds) else 1.0, max(hold, release))
+        odds = self.release_odds_factor * release / (1.0 - release)
+        return min(odds / (1.0 + odds), max(hold, release))
 
 
 class RandomAudit(_Strict):

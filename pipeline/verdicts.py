@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
@@ -22,8 +23,8 @@ __all__ = [
     "Reason",
     "ShipmentDecision",
     "Tier",
-    "extra_field_like",
     "field_like",
+    "first_field_like",
     "scored_anomaly_types",
 ]
 
@@ -155,10 +156,10 @@ def field_like(key: str, *, loose: bool = False) -> str | None:
     return None
 
 
-def extra_field_like(declaration: Declaration) -> tuple[str, str] | None:
-    """(key, field) of the first key of a new declaration's ``extra`` that is a field under another
+def first_field_like(keys: Iterable[str]) -> tuple[str, str] | None:
+    """(key, field) of the first of a new declaration's ``extra`` keys that is a field under another
     spelling (:func:`field_like` ``loose``); None when there is none."""
-    for key in declaration.extra:
+    for key in keys:
         field = field_like(key, loose=True)
         if field is not None:
             return key, field

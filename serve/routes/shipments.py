@@ -16,7 +16,7 @@ from datasets.errors import ClearsightError, InputError, ModelError
 from datasets.perceptual_hash import perceptual_hashes
 from pipeline.audit.image_indexes import Picture, Sighting
 from pipeline.audit.store import ImagesSeenSince, Lookup
-from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision, extra_field_like
+from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision, first_field_like
 from serve.auth import Principal, Role
 from serve.deps import AuditDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
 from serve.errors import NotFoundError, OverloadedError, PermissionDeniedError, RequestTooLargeError
@@ -85,7 +85,7 @@ def parse_declaration(text: str) -> Declaration:
             f"declaration is not valid: {where}: {first.get('msg')} ({exc.error_count()} error(s)); "
             f"expected JSON with shipment_id and cargo_type, e.g. {DECLARATION_EXAMPLE}"
         ) from exc
-    aside = extra_field_like(declaration)
+    aside = first_field_like(declaration.extra)
     if aside is not None:  # a flag kept aside under extra would never reach the rules
         raise InputError(
             f"declaration is not valid: extra key {aside[0]!r} is the field {aside[1]!r}; give it as "
