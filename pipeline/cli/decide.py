@@ -150,6 +150,9 @@ def register(app: typer.Typer) -> None:
                 "trader's AEO tier comes from it, not from the rows.",
             ),
         ] = None,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace an existing --out decisions file.")
+        ] = False,
     ) -> None:
         """Re-decide stored image verdicts under a policy, without re-scoring (what-if analysis).
 
@@ -164,6 +167,8 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--out {str(out)!r} is a folder; give the decisions file (JSONL)")
         if out.suffix.lower() not in (".jsonl", ".ndjson"):
             raise InputError(f"--out {str(out)!r}: decisions are written as JSON lines; name the file .jsonl")
+        if out.exists() and not overwrite:  # an earlier what-if's decisions are kept unless told
+            raise InputError(f"--out {str(out)!r} already exists; pass --overwrite to replace it")
         settings = Settings()
         key, key_warning = audit_key(settings, recording=audit_db is not None)
         chosen = load_policy(policy or default_policy_path())

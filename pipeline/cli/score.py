@@ -169,6 +169,14 @@ def score(
         inputs=[*inputs, *(model or []), *(p for p in (policy, trader_register) if p)],
     )
     check_output(out, resume=resume, overwrite=overwrite)  # before any slow work
+    if policy is not None and not (resume or overwrite):
+        # a resume rebuilds the decisions of the run it continues; another run's file is kept
+        target = decisions or decisions_path(out)
+        if target.exists():
+            raise InputError(
+                f"--decisions {str(target)!r} already exists; pass --overwrite to replace it, or "
+                "--decisions to write another file"
+            )
     if (decisions is not None or audit_db is not None or trader_register is not None) and policy is None:
         given = " and ".join(
             n

@@ -803,7 +803,11 @@ def test_cli_decide_compares_policies_and_records_once(
     assert "lenient releases +2 shipments compared with strict (2 shipments change tier)" in " ".join(
         printed.split()
     )
-    assert run(app, args) == 0  # the same inputs again: idempotent, nothing recorded twice
+    assert run(app, args) == 2  # the first run's decisions are kept unless told
+    assert capsys.readouterr().err.startswith(
+        f"Error: --out {str(cli_env / 'd.jsonl')!r} already exists; pass --overwrite to replace it"
+    )
+    assert run(app, [*args, "--overwrite"]) == 0  # the same inputs again: idempotent, nothing recorded twice
     with AuditStore.open(db, create=False) as store:
         report = store.verify()
         assert (report.ok, report.records_checked) == (True, 5)
@@ -958,7 +962,7 @@ def test_cli_decide_records_nothing_under_the_public_audit_secret(
         capsys.readouterr().err.split()
     )
     monkeypatch.setenv("CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET", "1")  # a trial may record under it
-    assert run(app, [*args, "--audit-db", f"sqlite:///{cli_env / 'audit.db'}"]) == 0
+    assert run(app, [*args, "--audit-db", f"sqlite:///{cli_env / 'audit.db'}", "--overwrite"]) == 0
 
 
 def test_cli_decide_tells_apart_two_policies_with_one_version(

@@ -118,6 +118,26 @@ def test_existing_output_and_duplicate_models_are_errors(
     assert capsys.readouterr().err.startswith("Error: two models for cargo type 'bulk_ore': ")
 
 
+def test_an_existing_decisions_file_is_kept_unless_told(
+    tmp_path: Path, models: tuple[Path, Path], manifest: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another run's decisions (a what-if an officer kept) were replaced without a word."""
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    kept = tmp_path / "kept.decisions.jsonl"
+    kept.write_text("earlier decisions\n")
+    argv = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1]),
+            "--out", str(tmp_path / "o.jsonl"), "--policy", str(default_policy_path()), "--decisions", str(kept)]
+    assert run(app, argv) == 2
+    assert capsys.readouterr().err == (
+        f"Error: --decisions {str(kept)!r} already exists; pass --overwrite to replace it, "
+        "or --decisions to write another file\n"
+    )
+    assert kept.read_text() == "earlier decisions\n" and not (tmp_path / "o.jsonl").exists()
+    assert run(app, [*argv, "--overwrite"]) == 0, capsys.readouterr().err
+    assert sorted(json.loads(line)["shipment_id"] for line in kept.read_text().splitlines()) == ["S1", "S2", "S3"]
+
+
 def test_policy_needs_manifest_inputs(
     tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
