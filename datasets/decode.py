@@ -151,8 +151,25 @@ def decode_image(
     """
     limits = limits or DecodeLimits()
     data, label = _read_source(source, limits=limits, name=name)
-    fmt = _sniff(data, label)
     digest = hashlib.sha256(data).hexdigest()
+    try:
+        fmt = _sniff(data, label)
+        pixels, mode = _decode_bytes(data, fmt, label, limits)
+    except ImageDecodeError as exc:
+        exc.sha256 = digest  # a batch's row for a file that would not decode still names its bytes
+        raise
+    return DecodedImage(
+        pixels=pixels,
+        source=label,
+        sha256=digest,
+        format=fmt,
+        bit_depth=16 if pixels.dtype == np.uint16 else 8,
+        mode=mode,
+    )
+
+
+def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tuple[np.ndarray, str]:
+    """The upright pixels of ``data`` (a ``fmt`` file) and the file's Pillow mode."""
     if fmt == "jpeg":
         _check_jpeg_complete(data, label)
     with _pillow_quiet():
@@ -173,15 +190,7 @@ def decode_image(
         # OpenCV hands over the samples as stored, not upright.
         pixels = _load_16bit_colour(data, mode=mode, size=stored, fmt=fmt, source=label)
         orientation = header_orientation
-    pixels = _apply_orientation(pixels, orientation)
-    return DecodedImage(
-        pixels=pixels,
-        source=label,
-        sha256=digest,
-        format=fmt,
-        bit_depth=16 if pixels.dtype == np.uint16 else 8,
-        mode=mode,
-    )
+    return _apply_orientation(pixels, orientation), mode
 
 
 class ImageHeader(NamedTuple):

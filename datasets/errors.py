@@ -61,13 +61,15 @@ class ImageDecodeError(InputError):
     """A file or upload that cannot be decoded into an image.
 
     ``source`` names the file (or ``"<bytes>"``/the upload's name) so that a batch report can say
-    which image failed.
+    which image failed; ``sha256`` is the hex digest of its bytes when they were read whole (None
+    for a file too large or unreadable).
     """
 
     def __init__(self, message: str, *, source: str = "<bytes>") -> None:
         super().__init__(f"{source}: {message}")
         self.source = source
         self.reason = message
+        self.sha256: str | None = None
 
 
 class ImageTooLargeError(ImageDecodeError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from datasets.errors import ConflictError
+from datasets.errors import ConflictError, InputError
 from pipeline.audit.image_indexes import Picture, Sighting
 from pipeline.audit.store import AuditStore, ImagesSeenSince
 from pipeline.decide import decide_shipment, inputs_key, shipments_of
@@ -46,13 +46,23 @@ def decide_and_record(
         meanwhile (the service writing to the same store).
 
     Raises:
-        InputError: a row without a shipment id, or a declaration that does not validate (before
-            anything is recorded).
+        InputError: a row without a shipment id, a declaration that does not validate, or a scored
+            image without its sha256 (before anything is recorded).
         AuditError: the store cannot be read or written.
     """
     # every declaration checked before the first record: a bad one must not leave half a batch
     # recorded and no decisions file
     shipments = list(shipments_of(rows, register=register))
+    for declaration, images in shipments:
+        for image in images:
+            if image.error is None and not image.sha256:
+                # it could not be looked up: a picture decided before would pass as new and its
+                # shipment be released, so the batch is refused, the safe way round
+                raise InputError(
+                    f"image {image.path!r} of shipment {declaration.shipment_id!r} was scored but has no "
+                    "sha256, so it cannot be looked up among the pictures decided before; score it again "
+                    "(clearsight score writes each image's sha256)"
+                )
     for declaration, images in shipments:
         pictures = [Picture(image.sha256 or "", image.phash) for image in images]
         for attempt in range(_ATTEMPTS):

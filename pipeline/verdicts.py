@@ -59,7 +59,8 @@ class ImageVerdict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str
-    sha256: str | None = None
+    # the image file's bytes; how the audit store finds a picture sent again, so never free text
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     shipment_id: str | None = None
     cargo_type: str | None = None
     score: Number | None = None

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from datasets.errors import ClearsightError
+from datasets.errors import ClearsightError, ImageDecodeError
 from models.inference import Prediction, Predictor
 from pipeline.heatmap import overlay_png
 from pipeline.score.sources import ImageTask
@@ -57,6 +57,8 @@ def decode_task(path: str, limits: Any) -> Decoded:
     try:
         # named printably: the decoder's messages quote the name, and a row must hold them
         image = decode_image(path, limits=limits, name=printable_path(path))
+    except ImageDecodeError as exc:  # its bytes' hash kept: the record names the file that was sent
+        return Decoded(None, exc.sha256, _describe(exc))
     except ClearsightError as exc:
         return Decoded(None, None, _describe(exc))
     except Exception as exc:  # a codec bug or an OS error the decoder did not translate

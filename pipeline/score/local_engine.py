@@ -133,7 +133,9 @@ class LocalEngine:
             decoded = waiting.decoded.result()
             if decoded.error is not None:
                 held -= waiting.pixels
-                yield error_row(waiting.task, decoded.error, cargo_type=waiting.cargo_type)
+                yield error_row(
+                    waiting.task, decoded.error, cargo_type=waiting.cargo_type, sha256=decoded.sha256
+                )
                 return
             batch = open_batches.setdefault(waiting.cargo_type, [])
             batch.append((waiting.task, decoded, waiting.pixels))

@@ -78,7 +78,9 @@ class _RayScorer:
             assert route.cargo_type is not None
             decoded = decode_task(task.path, self.limits)
             if decoded.error is not None:
-                rows.append(error_row(task, decoded.error, cargo_type=route.cargo_type))
+                rows.append(
+                    error_row(task, decoded.error, cargo_type=route.cargo_type, sha256=decoded.sha256)
+                )
             else:
                 groups.setdefault(route.cargo_type, []).append((task, decoded))
         for cargo_type, items in groups.items():

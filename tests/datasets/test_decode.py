@@ -500,8 +500,20 @@ def test_pixel_limit_boundary(max_pixels: int, ok: bool) -> None:
         with pytest.raises(
             ImageTooLargeError,
             match=rf"^<bytes>: image is 13x9 = 117 pixels, over the limit of {max_pixels} pixels$",
-        ):
+        ) as info:
             decode_image(data, limits=DecodeLimits(max_pixels=max_pixels))
+        assert info.value.sha256 == hashlib.sha256(data).hexdigest()  # read whole, so named
+
+
+def test_a_file_that_does_not_decode_is_named_by_its_bytes_where_they_were_read() -> None:
+    """A batch row for a corrupt file keeps its hash: the record of the hold names what was sent."""
+    broken = encode(RGB8, "PNG")[:40]
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(broken)
+    assert info.value.sha256 == hashlib.sha256(broken).hexdigest()
+    with pytest.raises(ImageTooLargeError) as too_big:  # refused before its bytes were read
+        decode_image(broken, limits=DecodeLimits(max_bytes=10))
+    assert too_big.value.sha256 is None
 
 
 def test_bomb_is_refused_from_the_header_without_decoding(write) -> None:

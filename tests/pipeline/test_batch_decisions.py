@@ -150,6 +150,34 @@ def test_a_bad_declaration_records_nothing_of_its_batch(tmp_path: Path) -> None:
         assert store.verify().records_checked == 0
 
 
+def test_a_scored_picture_without_its_hash_is_refused_not_taken_for_new(tmp_path: Path) -> None:
+    """A row whose sha256 was dropped (edited, or from another tool) could not be looked up: the
+    picture decided before passed as new and its shipment was released."""
+    from datasets.errors import InputError
+
+    with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        _decided(store, [_row("S-A", "aa" * 32)])
+        unnamed = _row("S-B", "aa" * 32).model_copy(update={"sha256": None})
+        with pytest.raises(
+            InputError, match=r"image 'S-B-aaaa.png' of shipment 'S-B' was scored but has no sha256"
+        ):
+            _decided(store, [_row("S-C", "cc" * 32), unnamed])
+        assert store.verify().records_checked == 1  # nothing of the batch recorded
+        failed = unnamed.model_copy(update={"score": None, "error": "ImageDecodeError: truncated"})
+        assert _decided(store, [failed])["S-B"][:2] == (  # held whatever its hash
+            Tier.REMOTE_INSPECTION,
+            ["fail_closed.image_error"],
+        )
+
+
+@pytest.mark.parametrize("sha", ["", "AA" * 32, "aa" * 31, "zz" * 32, "../etc/passwd"])
+def test_a_verdict_row_names_its_picture_by_a_real_sha256(sha: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="sha256"):
+        _row("S", "aa" * 32).model_validate({**_row("S", "aa" * 32).model_dump(), "sha256": sha})
+
+
 def test_a_shipment_decided_again_with_another_shipments_picture_goes_to_an_officer(tmp_path: Path) -> None:
     """S1 comes again holding X's picture too (a rescan added one, or its id was reused): looked up
     only among what was decided before S1's first decision, it went out released."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import sys
@@ -88,6 +89,10 @@ def test_corrupt_and_missing_files_become_error_rows(tmp_path: Path) -> None:
         assert row.error is not None and row.error.startswith("ImageDecodeError: ")
         assert str(bad) in row.error
         assert (row.score, row.label, row.model_id) == (None, None, None)
+    # the file that would not decode is named by its bytes too (the record of its shipment's hold)
+    assert rows[str(corrupt)].sha256 == hashlib.sha256(corrupt.read_bytes()).hexdigest()
+    assert rows[str(text)].sha256 == hashlib.sha256(b"not an image").hexdigest()
+    assert rows[str(missing)].sha256 is None  # no bytes to name
     assert (summary.scored, summary.errors, dict(summary.error_kinds)) == (2, 3, {"ImageDecodeError": 3})
 
 
