@@ -127,7 +127,8 @@ def test_an_existing_decisions_file_is_kept_unless_told(
     kept = tmp_path / "kept.decisions.jsonl"
     kept.write_text("earlier decisions\n")
     argv = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1]),
-            "--out", str(tmp_path / "o.jsonl"), "--policy", str(default_policy_path()), "--decisions", str(kept)]
+            "--out", str(tmp_path / "o.jsonl"), "--policy", str(default_policy_path()),
+            "--decisions", str(kept)]
     assert run(app, argv) == 2
     assert capsys.readouterr().err == (
         f"Error: --decisions {str(kept)!r} already exists; pass --overwrite to replace it, "
@@ -135,7 +136,8 @@ def test_an_existing_decisions_file_is_kept_unless_told(
     )
     assert kept.read_text() == "earlier decisions\n" and not (tmp_path / "o.jsonl").exists()
     assert run(app, [*argv, "--overwrite"]) == 0, capsys.readouterr().err
-    assert sorted(json.loads(line)["shipment_id"] for line in kept.read_text().splitlines()) == ["S1", "S2", "S3"]
+    decided = sorted(json.loads(line)["shipment_id"] for line in kept.read_text().splitlines())
+    assert decided == ["S1", "S2", "S3"]
 
 
 def test_policy_needs_manifest_inputs(
