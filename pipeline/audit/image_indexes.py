@@ -148,11 +148,33 @@ def _insert(conn: Connection, exact: list[dict], alike: list[dict]) -> None:
         conn.execute(image_likeness.insert(), alike)
 
 
+def _first_held(conn: Connection, hashes: Sequence[str], shipment_id: str) -> dict[str, int]:
+    """For each content hash ``shipment_id`` was decided with before, the first record holding it."""
+    wanted = sorted({h for h in hashes if h})
+    if not wanted:
+        return {}
+    c = image_index.c
+    rows = conn.execute(
+        select(c.sha256, func.min(c.seq).label("first"))
+        .where(c.sha256.in_(wanted), c.shipment_id == shipment_id)
+        .group_by(c.sha256)
+    )
+    return {row.sha256: row.first for row in rows}
+
+
 def _seen_elsewhere(
-    conn: Connection, hashes: Sequence[str], other_than: str, *, most: int = 5, after: int | None = None
+    conn: Connection,
+    hashes: Sequence[str],
+    other_than: str,
+    *,
+    most: int = 5,
+    after: int | None = None,
+    before: dict[str, int] | None = None,
 ) -> dict[str, list[str]]:
     """For each content hash, the other shipments it was decided in, oldest first (at most ``most``);
-    with ``after``, only in records after that sequence number."""
+    with ``after``, only in records after that sequence number; a hash in ``before`` only in
+    shipments that held it before that sequence number."""
+    before = before or {}
     wanted = sorted({h for h in hashes if h})
     if not wanted:
         return {}
@@ -168,6 +190,8 @@ def _seen_elsewhere(
         .order_by(c.sha256, "first")
     )
     for row in rows:
+        if row.sha256 in before and row.first >= before[row.sha256]:
+            continue
         shipments = found.setdefault(row.sha256, [])
         if len(shipments) < most:
             shipments.append(row.shipment_id)
@@ -175,22 +199,29 @@ def _seen_elsewhere(
 
 
 def _near(
-    conn: Connection, picture: Picture, other_than: str, bits: int, after: int | None
+    conn: Connection, picture: Picture, other_than: str, bits: int, after: int | None, before: int | None
 ) -> list[tuple[int, str, int, int]]:
     """(first seq, shipment, fine distance, turn) of the other shipments holding a near-copy of the
     picture, as sent or mirrored or turned (``turn`` indexes ``TURNS``, the nearest one's): a coarse
-    part within ``COARSE_BITS`` and a fine part within ``bits``. A shipment holding the very bytes is
-    left out, however many do (it is named as the same picture)."""
+    part within ``COARSE_BITS`` and a fine part within ``bits``, in records after ``after`` and
+    before ``before`` where given. A shipment holding the very bytes is left out, however many do
+    (it is named as the same picture)."""
     turns: dict[str, int] = {}  # hash -> turn: a symmetric picture is its own mirror image
     for turn, phash in enumerate((picture.phash, *picture.turns)):
         if phash is not None:
             turns.setdefault(phash, turn)
     hashes = list(turns)
-    params: dict[str, Any] = {"sha256": picture.sha256, "other_than": other_than, "after": after or 0}
+    params: dict[str, Any] = {
+        "sha256": picture.sha256,
+        "other_than": other_than,
+        "after": after or 0,
+        "before": before or 0,
+    }
     for n, phash in enumerate(hashes):
         params[f"coarse{n}"] = signed64(coarse_part(phash))
         params |= {f"band{n}_{i}": value for i, value in enumerate(band_values(phash))}
-    rows = conn.execute(_near_query(len(hashes), after is not None, _CANDIDATES), params).all()
+    query = _near_query(len(hashes), after is not None, before is not None, _CANDIDATES)
+    rows = conn.execute(query, params).all()
     read = Counter(row.hash for row in rows)
     for n in (n for n, count in read.items() if count == _CANDIDATES):
         log.warning(
@@ -214,11 +245,12 @@ def _near(
 
 
 @functools.cache
-def _near_query(hashes: int, since: bool, most: int) -> CompoundSelect:
+def _near_query(hashes: int, since: bool, until: bool, most: int) -> CompoundSelect:
     """The candidates of a near-copy lookup of ``hashes`` hashes (a picture's own and its distinct
     turns), the ``most`` latest of each (so that look-alikes of one turn cannot crowd out a copy
-    found by another), from ``after`` on where ``since``; column ``hash`` says which hash found the
-    row. Built once per shape: building its forty-odd terms takes longer than running them.
+    found by another), after ``after`` where ``since`` and before ``before`` where ``until``; column
+    ``hash`` says which hash found the row. Built once per shape: building its forty-odd terms takes
+    longer than running them.
 
     Each term is one band of one hash, with the coarse distance to that hash measured by the
     database before the limit, so that pictures framed alike, which share bands without being near,
@@ -233,8 +265,12 @@ def _near_query(hashes: int, since: bool, most: int) -> CompoundSelect:
             term = and_(
                 c[f"band{i}"] == bindparam(f"band{n}_{i}"), hamming64(c.coarse, coarse) <= COARSE_BITS
             )
-            # from ``after`` on: its (band, seq) index reads only those
-            reach.append(and_(term, c.seq > bindparam("after")) if since else term)
+            # from ``after`` on (or up to ``before``): its (band, seq) index reads only those
+            if since:
+                term = and_(term, c.seq > bindparam("after"))
+            if until:
+                term = and_(term, c.seq < bindparam("before"))
+            reach.append(term)
         latest = (
             select(c.phash, c.shipment_id, c.seq, literal(n, Integer()).label("hash"))
             .where(or_(*reach), c.shipment_id != bindparam("other_than"), c.shipment_id.not_in(same_bytes))
@@ -266,15 +302,27 @@ def sightings(
     images seen nowhere are left out. A shipment that holds the same bytes is named in ``seen_in``
     only. ``near_copy_bits`` (of the fine part's 256; :func:`check_bits`) 0 looks for the same bytes
     only.
+
+    A picture ``other_than`` was decided with before is looked for only in what came before its
+    first decision holding it: a shipment decided again (a what-if under a new policy, a picture
+    added) is the first to have sent it, not a copy of a later shipment that reused it. A picture
+    it never held is looked for everywhere.
     """
     pictures = [Picture(*image) for image in images]
-    seen = _seen_elsewhere(conn, [p.sha256 for p in pictures], other_than, most=most, after=after)
+    hashes = [p.sha256 for p in pictures]
+    firsts = _first_held(conn, hashes, other_than)
+    seen = _seen_elsewhere(conn, hashes, other_than, most=most, after=after, before=firsts)
     found: dict[str, Sighting] = {}
     for picture in pictures:
         exact = seen.get(picture.sha256, [])
         near = []
-        if picture.phash and near_copy_bits:
-            near = _near(conn, picture, other_than, near_copy_bits, after)
+        before = firsts.get(picture.sha256)
+        if (
+            picture.phash
+            and near_copy_bits
+            and not (after is not None and before is not None and before <= after)
+        ):
+            near = _near(conn, picture, other_than, near_copy_bits, after, before)
         if exact or near:
             named = near[:most]
             bits, turn = min(((d, t) for *_, d, t in named), default=(None, 0))

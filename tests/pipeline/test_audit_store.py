@@ -913,6 +913,32 @@ def test_look_alikes_of_one_turn_do_not_crowd_out_a_copy_found_as_sent(
     assert "only the latest were judged" in caplog.text and "(mirrored left to right)" in caplog.text
 
 
+def test_a_shipment_asked_about_again_is_not_taken_for_a_copy_of_a_later_one(db_url: str) -> None:
+    """S1 sent its picture first; X reused its bytes and Y a near-copy later. Asked about S1 again (a
+    what-if under a new policy, a picture added), the store named X and Y as if S1 had copied them.
+    Each picture S1 held is looked for only before S1's first decision holding it; one it never held,
+    everywhere."""
+    from pipeline.audit.store import ImagesSeenSince
+
+    a, b = "aa" * 32, "bb" * 32
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", a, phash=_P))  # seq 1
+        store.record(_with_images("X", a, phash=_P))  # seq 2: the same bytes
+        store.record(_with_images("Y", "cc" * 32, phash=_phash(fine=4)))  # seq 3: a near-copy
+        again = store.sightings([Picture(a, _P)], other_than="S1", near_copy_bits=32)
+        assert again.found == {}
+        assert store.sightings([Picture(a, _P)], other_than="X", near_copy_bits=32).found == {
+            a: Sighting(["S1"], [], None)  # X is the copy: S1 came before it, Y after
+        }
+        added = store.sightings([Picture(b, _phash(fine=2))], other_than="S1", near_copy_bits=32).found
+        assert added[b].similar_in == ["X", "Y"]  # a picture S1 never held: looked for everywhere
+        store.record(_with_images("Z", a, phash=_P))  # seq 4: reused again meanwhile
+        redone = _with_images("S1", a, phash=_P).model_copy(update={"policy_version": "p2"})
+        assert store.record(redone, images_seen_as_of=again.as_of, near_copy_bits=32).seq == 5
+        with pytest.raises(ImagesSeenSince):  # Z's reuse is news to a shipment that never held it
+            store.record(_with_images("W", a, phash=_P), images_seen_as_of=again.as_of, near_copy_bits=32)
+
+
 def test_records_the_lookup_saw_are_not_checked_again_under_the_write_lock(db_url: str) -> None:
     """Only records after ``images_seen_as_of`` are looked at where the decision is written: the
     verdicts carry what the lookup found up to it (here, by construction, nothing), and a shipment

@@ -178,6 +178,30 @@ def test_a_verdict_row_names_its_picture_by_a_real_sha256(sha: str) -> None:
         _row("S", "aa" * 32).model_validate({**_row("S", "aa" * 32).model_dump(), "sha256": sha})
 
 
+def test_a_batch_decided_again_does_not_flag_the_shipment_that_sent_a_picture_first(tmp_path: Path) -> None:
+    """S1 sent the picture, X reused it in a later batch (and was held). Re-deciding S1's batch under
+    a new policy flagged S1 as a copy of X: an officer looked again at cargo that had done nothing."""
+    stricter = parse_policy(
+        {"policy_version": "t-2", "cargo_types": {"bulk_ore": {}}, "random_audit": {"rate": 0.0}}
+    )
+    with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        _decided(store, [_row("S1", "aa" * 32, phash=_P)])
+        assert _decided(store, [_row("X", "aa" * 32, phash=_P)])["X"][1] == [
+            "override.image_reused",
+            "score.clear",
+        ]
+        again = decide_and_record(
+            stricter, [_row("S1", "aa" * 32, phash=_P)], audit_key=KEY, store=store, near_copy_bits=32
+        )
+        (decision, why), *_ = list(again)
+        assert (decision.policy_version, decision.tier, [r.rule for r in decision.reasons], why) == (
+            "t-2",
+            Tier.RELEASE,
+            ["score.clear"],
+            None,
+        )
+
+
 def test_a_shipment_decided_again_with_another_shipments_picture_goes_to_an_officer(tmp_path: Path) -> None:
     """S1 comes again holding X's picture too (a rescan added one, or its id was reused): looked up
     only among what was decided before S1's first decision, it went out released."""
