@@ -46,8 +46,15 @@ def _write_heatmap(directory: Path, path: str, png: bytes) -> str:
     return str(target)
 
 
-def _same_file_key(path: str) -> str:
-    return os.path.normpath(os.path.abspath(path))
+def _same_file_key(path: str, folders: dict[str, str]) -> str:
+    """``path`` absolute, its folder resolved through links (``folders`` caches them): a run resumed
+    through /data/link after /data/real must not score the archive twice. The file's own name is
+    kept, so that two names linked to one file stay two rows, as the inputs list them."""
+    folder, name = os.path.split(os.path.abspath(path))
+    real = folders.get(folder)
+    if real is None:
+        real = folders[folder] = os.path.realpath(folder)
+    return os.path.join(real, name)
 
 
 def _pending(
@@ -58,16 +65,17 @@ def _pending(
     An image is one row per shipment it is listed under: a picture in two days' manifests under two
     shipments is scored for each (the second used to vanish). Paths are compared absolute and
     normalised, so that a run resumed as ``/data/a.png`` after ``data/./a.png`` does not score the
-    image twice.
+    image twice, and their folders resolved through links.
 
     Raises:
         InputError: a manifest row whose declaration changed since its image was scored: the rows
             kept would decide its shipment on the old one (a radiation alarm raised since, say).
     """
-    rows = {_same_file_key(p): by_shipment for p, by_shipment in done.items()}
+    folders: dict[str, str] = {}
+    rows = {_same_file_key(p, folders): by_shipment for p, by_shipment in done.items()}
     seen: dict[tuple[str, str | None], str] = {}  # identity -> the declaration's digest
     for task in tasks:
-        path = _same_file_key(printable_path(task.path))  # as the output's rows name it
+        path = _same_file_key(printable_path(task.path), folders)  # as the output's rows name it
         identity = (path, task.shipment_id)
         scored = rows.get(path, {})
         if identity in seen:

@@ -7,6 +7,7 @@ held in memory as a list.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,9 @@ class ImageTask:
     """One image to score.
 
     Attributes:
-        path: the image file, as given (folder walk) or resolved against the manifest's folder.
-            It is the row's identity for ``--resume``: the same inputs give the same strings.
+        path: the image file, absolute (a manifest's paths resolved against its folder first), so
+            that a run resumed from another working folder finds its rows; not resolved through
+            links, so that rows name files as the inputs do.
         shipment_id: the shipment it belongs to (manifest only).
         cargo_type: the cargo type that picks the model; ``None`` means "not said" and the
             router falls back to the only loaded model, if there is exactly one.
@@ -48,7 +50,7 @@ def _manifest_tasks(manifest: Path, default_cargo_type: str | None) -> Iterator[
     # check_files=False: a listed image that is missing becomes an error row, not a stopped run.
     for row in iter_manifest(manifest, check_files=False):
         yield ImageTask(
-            path=str(row.path),
+            path=os.path.abspath(row.path),
             shipment_id=row.shipment_id or None,
             cargo_type=row.cargo_type or default_cargo_type,
             declaration=dict(row.declaration or {}),
@@ -73,7 +75,7 @@ def iter_tasks(inputs: Iterable[str | Path], *, cargo_type: str | None = None) -
             yield from _manifest_tasks(Path(item), cargo_type)
         else:
             for path in iter_image_paths([item]):
-                yield ImageTask(path=str(path), cargo_type=cargo_type)
+                yield ImageTask(path=os.path.abspath(path), cargo_type=cargo_type)
 
 
 def count_tasks(inputs: Iterable[str | Path]) -> int:

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from score_fakes import POISON, THRESHOLDS, FakePredictor, write_images, write_png  # noqa: E402
 
 from datasets.errors import CargoTypeError, InputError  # noqa: E402
+from datasets.manifest import write_manifest  # noqa: E402
 from pipeline.score import (  # noqa: E402
     ImageTask,
     LocalEngine,
@@ -392,6 +393,35 @@ def test_resume_knows_an_image_by_any_spelling_of_its_path(
     summary = score_to_file(spelled, _engine(), out, resume=True)
     assert (summary.skipped_done, summary.scored) == (1, 1)
     assert len(list(iter_rows(out))) == 2
+
+
+def test_resume_from_another_folder_or_through_a_link_scores_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows kept the relative paths a run was started with, so a run resumed from another working
+    folder, or through a linked folder, scored the whole archive again."""
+    from pipeline.score import iter_tasks
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_images(tmp_path / "a" / "img", [5, 6])
+    write_manifest(
+        tmp_path / "a" / "m.csv",
+        [{"path": "img/img0000.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}],
+    )
+    (tmp_path / "link").symlink_to(tmp_path / "a", target_is_directory=True)
+    out = tmp_path / "out.jsonl"
+    monkeypatch.chdir(tmp_path / "a")
+    first = score_to_file(iter_tasks(["img", "m.csv"]), _engine(), out)
+    assert (first.scored, first.skipped_done) == (3, 0)
+    assert {row.path for row in iter_rows(out)} == {
+        str(tmp_path / "a" / "img" / f"img000{i}.png") for i in (0, 1)
+    }
+    monkeypatch.chdir(tmp_path / "b")
+    for inputs in (["../a/img", "../a/m.csv"], ["../link/img", "../link/m.csv"]):
+        again = score_to_file(iter_tasks(inputs), _engine(), out, resume=True)
+        assert (again.scored, again.skipped_done) == (0, 3), inputs
+    assert len(list(iter_rows(out))) == 3
 
 
 def test_large_images_are_held_within_the_pixel_budget(tmp_path: Path) -> None:
