@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -248,6 +249,13 @@ def _construct_mapping(
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.1, which PyYAML reads, wants a dot and a signed exponent: ``1e-2`` and ``2.5e2`` were text,
+# and a threshold written so was refused as "not a number"; YAML 1.2 (and every other reader) agrees
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:

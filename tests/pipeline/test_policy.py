@@ -223,3 +223,22 @@ def test_policy_is_immutable() -> None:
     with pytest.raises(ValueError, match="frozen"):
         policy.policy_version = "v2"  # type: ignore[misc]
     assert isinstance(policy, Policy)
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [("1e-2", 0.01), ("2.5E-1", 0.25), ("+5e-1", 0.5), ("1.0e-2", 0.01), ("0.01", 0.01), (".5", 0.5)],
+)
+def test_a_threshold_in_exponent_notation_is_a_number(tmp_path: Path, written: str, value: float) -> None:
+    """PyYAML reads YAML 1.1, where ``1e-2`` is text: the policy was refused as "not a number"."""
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        f"policy_version: t\ncargo_types:\n  bulk_ore: {{release_threshold: {written}, hold_threshold: 0.9}}\n"
+    )
+    assert load_policy(path).cargo_types["bulk_ore"].release_threshold == value
+
+
+def test_text_that_only_looks_like_a_number_stays_text(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("policy_version: 2026.12e\ncargo_types:\n  bulk_ore: {}\n")
+    assert load_policy(path).version == "2026.12e"
