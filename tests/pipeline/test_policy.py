@@ -233,7 +233,8 @@ def test_a_threshold_in_exponent_notation_is_a_number(tmp_path: Path, written: s
     """PyYAML reads YAML 1.1, where ``1e-2`` is text: the policy was refused as "not a number"."""
     path = tmp_path / "p.yaml"
     path.write_text(
-        f"policy_version: t\ncargo_types:\n  bulk_ore: {{release_threshold: {written}, hold_threshold: 0.9}}\n"
+        "policy_version: t\ncargo_types:\n"
+        f"  bulk_ore: {{release_threshold: {written}, hold_threshold: 0.9}}\n"
     )
     assert load_policy(path).cargo_types["bulk_ore"].release_threshold == value
 
