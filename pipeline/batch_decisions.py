@@ -11,6 +11,7 @@ only (no turns: those need the pixels), so a batch finds the same bytes and near
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 
 from datasets.errors import ConflictError, InputError
@@ -25,6 +26,27 @@ __all__ = ["decide_and_record"]
 
 _ATTEMPTS = 3
 """Decisions of one shipment, when its pictures keep being decided elsewhere while it is recorded."""
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_sha256(image: ImageVerdict, shipment_id: str) -> None:
+    """Refuse an image that could not be looked up: a picture decided before would pass as new and
+    its shipment be released, so the batch is refused, the safe way round. (A row that failed to
+    decode may lack the hash: it is never released.)"""
+    named = f"image {image.path!r} of shipment {shipment_id!r}"
+    if image.sha256 is None:
+        if image.error is None:
+            raise InputError(
+                f"{named} was scored but has no sha256, so it cannot be looked up among the pictures "
+                "decided before; score it again (clearsight score writes each image's sha256)"
+            )
+    elif not _SHA256.fullmatch(image.sha256):
+        raise InputError(
+            f"{named} has sha256 {image.sha256[:80]!r}, not 64 lowercase hex digits, so it cannot be "
+            "looked up among the pictures decided before; score it again"
+        )
 
 
 def decide_and_record(
@@ -55,20 +77,12 @@ def decide_and_record(
     shipments = list(shipments_of(rows, register=register))
     for declaration, images in shipments:
         for image in images:
-            if image.error is None and not image.sha256:
-                # it could not be looked up: a picture decided before would pass as new and its
-                # shipment be released, so the batch is refused, the safe way round
-                raise InputError(
-                    f"image {image.path!r} of shipment {declaration.shipment_id!r} was scored but has no "
-                    "sha256, so it cannot be looked up among the pictures decided before; score it again "
-                    "(clearsight score writes each image's sha256)"
-                )
+            _check_sha256(image, declaration.shipment_id)
     for declaration, images in shipments:
         pictures = [Picture(image.sha256 or "", image.phash) for image in images]
         for attempt in range(_ATTEMPTS):
-            # a shipment decided again (a what-if under a new policy) sees a shipment that reused its
-            # picture since as well: an officer looks once more, where limiting the lookup to what
-            # came before its first decision let a picture it never had then go out released
+            # a shipment decided again (a what-if under a new policy) is looked up, picture by
+            # picture, among what came before it first held each (AuditStore.sightings)
             lookup = store.sightings(
                 pictures, other_than=declaration.shipment_id, near_copy_bits=near_copy_bits
             )

@@ -223,6 +223,19 @@ class Policy(_Strict):
         """SHA-256 of the validated content as canonical JSON (comments and layout do not count)."""
         return self._sha256
 
+    def warnings(self) -> list[str]:
+        """What a valid policy leaves undone that the domain asks for; said by whoever loads it."""
+        found = []
+        if self.random_audit.rate == 0.0:
+            # TFA Art. 7.4: random selection measures compliance and keeps selection from being gamed
+            found.append(
+                f"policy {self.policy_version} picks no shipment for a random audit (random_audit.rate "
+                "is 0 or not given): released cargo is never checked, so compliance cannot be measured "
+                "and a trader who learns the thresholds is never caught; set random_audit.rate "
+                "(e.g. 0.02)"
+            )
+        return found
+
 
 def default_policy_path() -> Path:
     """The bundled example policy, ``pipeline/policies/example.yaml``."""

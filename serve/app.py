@@ -225,6 +225,8 @@ def build_services(
         else _load_predictors(settings.models, runtime=settings.runtime)
     )
     services.policy = _load_policy(settings)
+    for warning in services.policy.warnings():
+        log.warning("%s", warning)
     services.traders = _load_register(settings, services.policy)
     services.audit = audit if audit is not None else _open_audit(settings)
     for cargo_type, predictor in services.predictors.items():

@@ -257,6 +257,10 @@ def _near_query(hashes: int, since: bool, until: bool, most: int) -> CompoundSel
     do not use up the rows read; measured only for the rows that term's band found."""
     c = image_likeness.c
     same_bytes = select(image_index.c.shipment_id).where(image_index.c.sha256 == bindparam("sha256"))
+    if until:
+        # only those named in seen_in, that is, holding the bytes before ``before``: a shipment whose
+        # near-copy came before it and the very bytes only after must still be named
+        same_bytes = same_bytes.where(image_index.c.seq < bindparam("before"))
     found = []
     for n in range(hashes):
         coarse = bindparam(f"coarse{n}", type_=BigInteger())

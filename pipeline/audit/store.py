@@ -64,7 +64,7 @@ from pipeline.audit.schema import (
 from pipeline.audit.verify import verify_chain
 from pipeline.verdicts import ShipmentDecision, Tier
 
-__all__ = ["AuditStore", "ImagesSeenSince", "Lookup"]
+__all__ = ["AuditStore", "ImagesSeenSince", "Lookup", "sqlite_file"]
 
 _T = TypeVar("_T")
 _WRITE = "clearsight_write"
@@ -78,18 +78,24 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def _refuse_missing_sqlite_file(url: str) -> None:
+def sqlite_file(url: str) -> Path | None:
+    """The file behind a SQLite audit store URL; None for another backend, memory, or a bad URL."""
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return  # _build_engine names the bad URL
+        return None  # _build_engine names the bad URL
     file = parsed.database if parsed.get_backend_name() == "sqlite" else None
     if file is not None and asbool(parsed.query.get("uri")) and file.startswith("file:"):
         # sqlite:///file:PATH?mode=ro&uri=true, a read-only copy; SQLite decodes %XX once more
         file = unquote(re.sub(r"^file:(//(localhost)?(?=/))?", "", file).split("?")[0].split("#")[0])
-    if file not in (None, "", ":memory:") and not Path(file).exists():
+    return None if file in (None, "", ":memory:") else Path(file)
+
+
+def _refuse_missing_sqlite_file(url: str) -> None:
+    file = sqlite_file(url)
+    if file is not None and not file.exists():
         raise AuditError(
-            f"audit store {url} does not exist: no file {file!r} (decisions are recorded "
+            f"audit store {url} does not exist: no file {str(file)!r} (decisions are recorded "
             "with --audit-db on clearsight score --policy or clearsight decide)"
         )
 

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from datasets.errors import ConflictError, DatasetFormatError, InputError
 from pipeline import verdict_rows
-from pipeline.cli.output_paths import check_outputs_apart
+from pipeline.cli.output_paths import audit_file, check_outputs_apart
 from pipeline.decide import decide_rows
 from pipeline.policy import Policy, default_policy_path, load_policy
 from pipeline.settings import Settings, audit_key
@@ -161,7 +161,11 @@ def register(app: typer.Typer) -> None:
         """
         check_outputs_apart(
             files={"--out": out},
-            inputs=[verdicts, *(p for p in (policy, compare_policy, trader_register) if p)],
+            inputs=[
+                verdicts,
+                *(p for p in (policy, compare_policy, trader_register) if p),
+                *audit_file(audit_db),
+            ],
         )
         if out.is_dir():
             raise InputError(f"--out {str(out)!r} is a folder; give the decisions file (JSONL)")
@@ -227,8 +231,9 @@ def register(app: typer.Typer) -> None:
                     "which rules decided them"
                 )
         console.print(f"wrote {len(decisions)} decisions to {out}{recorded}")
-        if key_warning:
-            Console(stderr=True).print(f"[yellow]Warning:[/yellow] {key_warning}", highlight=False)
+        for warning in [key_warning, *chosen.warnings()]:
+            if warning:
+                Console(stderr=True).print(f"[yellow]Warning:[/yellow] {warning}", highlight=False)
         declared = sum(d.declaration.aeo_tier is not None for d in decisions)
         if traders is None and declared:
             Console(stderr=True).print(

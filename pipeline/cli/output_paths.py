@@ -15,7 +15,7 @@ from pathlib import Path
 from datasets.errors import InputError
 from datasets.folder import recursive_roots, searched_folders
 
-__all__ = ["check_outputs_apart"]
+__all__ = ["audit_file", "check_outputs_apart"]
 
 
 def _literal_depth(text: str) -> int:
@@ -64,6 +64,16 @@ def _walked(text: str) -> list[str]:
     if "**" in Path(text).parts:
         return recursive_roots(text)
     return [match for match in glob.glob(text) if Path(match).is_dir()]
+
+
+def audit_file(url: str | None) -> list[Path]:
+    """The file of a SQLite ``--audit-db``, which no output may be written over (the audit trail)."""
+    if url is None:
+        return []
+    from pipeline.audit.store import sqlite_file
+
+    file = sqlite_file(url)
+    return [file] if file is not None else []
 
 
 def check_outputs_apart(

@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.text import Text
 
 from datasets.errors import ArtifactError, ConflictError, InputError
-from pipeline.cli.output_paths import check_outputs_apart
+from pipeline.cli.output_paths import audit_file, check_outputs_apart
 from pipeline.settings import RuntimeName, Settings, audit_key, decode_limits
 
 __all__ = ["register", "score"]
@@ -157,7 +157,7 @@ def score(
         iter_tasks,
         score_to_file,
     )
-    from pipeline.score.decisions import load_policy_file
+    from pipeline.score.decisions import load_policy_file, made_by_this_run
     from pipeline.score.writer import check_output
 
     settings = Settings()
@@ -166,17 +166,9 @@ def score(
     check_outputs_apart(
         files={"--out": out, "--decisions": (decisions or decisions_path(out)) if policy else None},
         folders={"--heatmaps": heatmaps},
-        inputs=[*inputs, *(model or []), *(p for p in (policy, trader_register) if p)],
+        inputs=[*inputs, *(model or []), *(p for p in (policy, trader_register) if p), *audit_file(audit_db)],
     )
     check_output(out, resume=resume, overwrite=overwrite)  # before any slow work
-    if policy is not None and not (resume or overwrite):
-        # a resume rebuilds the decisions of the run it continues; another run's file is kept
-        target = decisions or decisions_path(out)
-        if target.exists():
-            raise InputError(
-                f"--decisions {str(target)!r} already exists; pass --overwrite to replace it, or "
-                "--decisions to write another file"
-            )
     if (decisions is not None or audit_db is not None or trader_register is not None) and policy is None:
         given = " and ".join(
             n
@@ -206,6 +198,16 @@ def score(
                 f"{plain[0]!r} is not a .csv/.jsonl manifest"
             )
         loaded_policy = load_policy_file(policy)
+        target = decisions or decisions_path(out)
+        # a resume writes again the decisions of the run it continues; any other file is kept
+        if target.exists() and not (overwrite or (resume and made_by_this_run(target, out, loaded_policy))):
+            raise InputError(
+                f"--decisions {str(target)!r} already exists"
+                + (" and is not this run's (another policy's, or of other shipments)" if resume else "")
+                + "; pass --decisions to write another file"
+                + ("" if resume else ", or --overwrite to replace it")
+            )
+        summary_warnings_extra.extend(loaded_policy.warnings())
         if trader_register is not None:  # before any slow work
             from pipeline.trader_register import check_tiers, read_trader_register
 

@@ -7,11 +7,13 @@ shipment's inputs, so deciding again after a crash does not record a shipment tw
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from datasets.errors import ClearsightError
 from pipeline.score.summary import ScoreSummary
 from pipeline.score.writer import iter_rows
 from pipeline.verdicts import ShipmentDecision
@@ -21,12 +23,43 @@ if TYPE_CHECKING:
     from pipeline.policy import Policy
     from pipeline.trader_register import TraderRegister
 
-__all__ = ["decide_output", "decisions_path", "load_policy_file"]
+__all__ = ["decide_output", "decisions_path", "load_policy_file", "made_by_this_run"]
 
 
 def decisions_path(out: Path) -> Path:
     """Default ``--decisions`` file: OUT with the suffix ``.decisions.jsonl``."""
     return out.with_suffix(".decisions.jsonl")
+
+
+_FIRST_LINE_LIMIT = 64 * 1024 * 1024
+"""The longest first decision read to tell whose a decisions file is."""
+
+
+def made_by_this_run(decisions: Path, out: Path, policy: Policy) -> bool:
+    """Whether the existing ``decisions`` file is the one a run into ``out`` under ``policy`` wrote
+    (``--resume`` writes it again): empty, or its first decision made under this very policy, of a
+    shipment with rows in ``out``. Another run's decisions, or a what-if kept under another policy,
+    is not this run's."""
+    try:
+        with decisions.open("rb") as fh:
+            first = fh.readline(_FIRST_LINE_LIMIT)
+    except OSError:
+        return False
+    if not first.strip():
+        return True
+    try:
+        decision = json.loads(first)
+        shipment, sha256 = decision["shipment_id"], decision["policy_sha256"]
+    except (ValueError, TypeError, KeyError):
+        return False
+    if sha256 != policy.sha256 or not out.is_file():
+        return False
+    try:
+        return any(
+            (row.shipment_id or row.declaration.get("shipment_id")) == shipment for row in iter_rows(out)
+        )
+    except ClearsightError:
+        return False
 
 
 def load_policy_file(path: Path) -> Policy:

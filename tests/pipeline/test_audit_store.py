@@ -939,6 +939,19 @@ def test_a_shipment_asked_about_again_is_not_taken_for_a_copy_of_a_later_one(db_
             store.record(_with_images("W", a, phash=_P), images_seen_as_of=again.as_of, near_copy_bits=32)
 
 
+def test_a_near_copy_stays_named_when_its_shipment_holds_the_very_bytes_only_later(db_url: str) -> None:
+    """S sent a near-copy of Y's picture; Y later sent S's very bytes. Asked about S again, Y was left
+    out of both lookups: of the same bytes (they came after S's), and of near-copies (a shipment
+    holding the same bytes at any time was left to the first)."""
+    y, s = "11" * 32, "22" * 32
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("Y", y, phash=_P))
+        store.record(_with_images("S", s, phash=_phash(fine=4)))
+        store.record(_with_images("Y", s, phash=_phash(fine=4)).model_copy(update={"policy_version": "p2"}))
+        again = store.sightings([Picture(s, _phash(fine=4))], other_than="S", near_copy_bits=32).found
+    assert again == {s: Sighting([], ["Y"], 4)}
+
+
 def test_records_the_lookup_saw_are_not_checked_again_under_the_write_lock(db_url: str) -> None:
     """Only records after ``images_seen_as_of`` are looked at where the decision is written: the
     verdicts carry what the lookup found up to it (here, by construction, nothing), and a shipment

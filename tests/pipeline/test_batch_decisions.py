@@ -171,11 +171,25 @@ def test_a_scored_picture_without_its_hash_is_refused_not_taken_for_new(tmp_path
 
 
 @pytest.mark.parametrize("sha", ["", "AA" * 32, "aa" * 31, "zz" * 32, "../etc/passwd"])
-def test_a_verdict_row_names_its_picture_by_a_real_sha256(sha: str) -> None:
-    from pydantic import ValidationError
+def test_a_picture_whose_hash_is_not_a_sha256_is_refused(tmp_path: Path, sha: str) -> None:
+    """An uppercase or cut hash never matches the index's: the picture would pass as new."""
+    from datasets.errors import InputError
 
-    with pytest.raises(ValidationError, match="sha256"):
-        _row("S", "aa" * 32).model_validate({**_row("S", "aa" * 32).model_dump(), "sha256": sha})
+    with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        with pytest.raises(InputError, match=f"has sha256 {sha!r}, not 64 lowercase hex digits"):
+            _decided(store, [_row("S", "aa" * 32).model_copy(update={"sha256": sha})])
+        assert store.verify().records_checked == 0
+
+
+def test_a_record_an_earlier_version_made_with_any_hash_text_is_read(tmp_path: Path) -> None:
+    """Stored decisions are read as they were written: an earlier version took any sha256 text."""
+    with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        decision = next(iter(_decided(store, [_row("S", "aa" * 32)]).values()))
+        assert decision[0] is Tier.RELEASE
+        odd = store.get("S").decision  # type: ignore[union-attr]
+        image = odd.images[0].model_copy(update={"sha256": "AA" * 32})
+        store.record(odd.model_copy(update={"images": [image], "policy_version": "t-0"}))
+        assert [r.decision.images[0].sha256 for r in store.iter_records()] == ["aa" * 32, "AA" * 32]
 
 
 def test_a_batch_decided_again_does_not_flag_the_shipment_that_sent_a_picture_first(tmp_path: Path) -> None:

@@ -243,3 +243,17 @@ def test_text_that_only_looks_like_a_number_stays_text(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text("policy_version: 2026.12e\ncargo_types:\n  bulk_ore: {}\n")
     assert load_policy(path).version == "2026.12e"
+
+
+@pytest.mark.parametrize(
+    ("random_audit", "warned"), [(None, True), ({"rate": 0}, True), ({"rate": 0.01}, False)]
+)
+def test_a_policy_that_audits_nothing_at_random_says_so(random_audit: dict | None, warned: bool) -> None:
+    data: dict[str, Any] = {"policy_version": "t", "cargo_types": {"bulk_ore": {}}}
+    if random_audit is not None:
+        data["random_audit"] = random_audit
+    said = parse_policy(data).warnings()
+    assert bool(said) is warned
+    if warned:
+        assert said[0].startswith("policy t picks no shipment for a random audit (random_audit.rate is 0")
+    assert load_policy(default_policy_path()).warnings() == []

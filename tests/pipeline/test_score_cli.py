@@ -44,16 +44,32 @@ def manifest(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_score_manifest_with_two_models_policy_and_audit(
-    tmp_path: Path, models: tuple[Path, Path], manifest: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
     out = tmp_path / "out" / "rows.csv"
     audit = f"sqlite:///{tmp_path / 'audit.db'}"
     argv = [
-        "score", str(manifest), "--model", str(models[0]), "--model", str(models[1]), "--out", str(out),
-        "--heatmaps", str(tmp_path / "heat"), "--policy", str(default_policy_path()), "--audit-db", audit,
-        "--batch-size", "2",
+        "score",
+        str(manifest),
+        "--model",
+        str(models[0]),
+        "--model",
+        str(models[1]),
+        "--out",
+        str(out),
+        "--heatmaps",
+        str(tmp_path / "heat"),
+        "--policy",
+        str(default_policy_path()),
+        "--audit-db",
+        audit,
+        "--batch-size",
+        "2",
     ]
     assert run(app, argv) == 0, capsys.readouterr().err
     stdout = capsys.readouterr().out
@@ -63,8 +79,11 @@ def test_score_manifest_with_two_models_policy_and_audit(
     assert {rows[n].cargo_type for n in ("ore0000.png", "pack0000.png")} == {"bulk_ore", "vacuum_pack"}
     assert (rows["ore0000.png"].model_id or "").startswith("bulk_ore-lite0-")
     assert (rows["pack0001.png"].model_id or "").startswith("vacuum_pack-lite0-")
-    assert all(0.0 <= (row.score or 0.0) <= 1.0 and Path(row.heatmap or "").is_file() for row in rows.values()
-               if row.error is None)
+    assert all(
+        0.0 <= (row.score or 0.0) <= 1.0 and Path(row.heatmap or "").is_file()
+        for row in rows.values()
+        if row.error is None
+    )
     assert rows["broken.png"].error is not None and rows["broken.png"].heatmap is None
     # every signal of the (max-fused) artifacts said its piece, and their max gives the score back
     for row in (r for r in rows.values() if r.error is None):
@@ -94,8 +113,12 @@ def test_score_manifest_with_two_models_policy_and_audit(
     ],
 )
 def test_option_errors(
-    tmp_path: Path, models: tuple[Path, Path], manifest: Path, capsys: pytest.CaptureFixture[str],
-    extra: list[str], message: str,
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
 ) -> None:
     argv = ["score", str(manifest), "--model", str(models[0]), "--out", str(tmp_path / "o.jsonl"), *extra]
     assert run(app, argv) == 2
@@ -112,40 +135,149 @@ def test_existing_output_and_duplicate_models_are_errors(
         f"Error: output {str(out)!r} already exists; "
         "pass --resume to continue it or --overwrite to replace it\n"
     )
-    twice = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[0]), "--out", str(out),
-             "--overwrite"]
+    twice = [
+        "score",
+        str(manifest),
+        "--model",
+        str(models[0]),
+        "--model",
+        str(models[0]),
+        "--out",
+        str(out),
+        "--overwrite",
+    ]
     assert run(app, twice) == 2
     assert capsys.readouterr().err.startswith("Error: two models for cargo type 'bulk_ore': ")
 
 
 def test_an_existing_decisions_file_is_kept_unless_told(
-    tmp_path: Path, models: tuple[Path, Path], manifest: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Another run's decisions (a what-if an officer kept) were replaced without a word."""
     monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
     kept = tmp_path / "kept.decisions.jsonl"
     kept.write_text("earlier decisions\n")
-    argv = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1]),
-            "--out", str(tmp_path / "o.jsonl"), "--policy", str(default_policy_path()),
-            "--decisions", str(kept)]
+    argv = [
+        "score",
+        str(manifest),
+        "--model",
+        str(models[0]),
+        "--model",
+        str(models[1]),
+        "--out",
+        str(tmp_path / "o.jsonl"),
+        "--policy",
+        str(default_policy_path()),
+        "--decisions",
+        str(kept),
+    ]
     assert run(app, argv) == 2
     assert capsys.readouterr().err == (
-        f"Error: --decisions {str(kept)!r} already exists; pass --overwrite to replace it, "
-        "or --decisions to write another file\n"
+        f"Error: --decisions {str(kept)!r} already exists; pass --decisions to write another file, "
+        "or --overwrite to replace it\n"
     )
     assert kept.read_text() == "earlier decisions\n" and not (tmp_path / "o.jsonl").exists()
+    # --resume writes again only the decisions of the run it continues: with no run to continue, or
+    # naming a what-if kept under another policy, the file stays
+    assert run(app, [*argv, "--resume"]) == 2
+    assert "already exists and is not this run's" in capsys.readouterr().err
+    assert kept.read_text() == "earlier decisions\n"
     assert run(app, [*argv, "--overwrite"]) == 0, capsys.readouterr().err
     decided = sorted(json.loads(line)["shipment_id"] for line in kept.read_text().splitlines())
     assert decided == ["S1", "S2", "S3"]
+    assert run(app, [*argv, "--resume", "--retry-errors"]) == 0, capsys.readouterr().err  # this run's
+    lenient = tmp_path / "lenient.yaml"
+    lenient.write_text(
+        default_policy_path().read_text().replace("release_threshold:", "release_threshold: 0.5 #", 1)
+    )
+    what_if = tmp_path / "what-if.jsonl"
+    assert (
+        run(
+            app,
+            [
+                "decide",
+                "--verdicts",
+                str(tmp_path / "o.jsonl"),
+                "--policy",
+                str(lenient),
+                "--out",
+                str(what_if),
+            ],
+        )
+        == 0
+    ), capsys.readouterr().err
+    kept_what_if = what_if.read_bytes()
+    assert run(app, [*argv[:-1], str(what_if), "--resume"]) == 2
+    assert "already exists and is not this run's" in capsys.readouterr().err
+    assert what_if.read_bytes() == kept_what_if
+
+
+def test_no_output_is_written_over_the_audit_store(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--decisions naming the SQLite audit store, with --overwrite, replaced the audit trail."""
+    from pipeline.audit import AuditStore
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    db = tmp_path / "audit.db"
+    AuditStore.open(f"sqlite:///{db}").close()
+    before = db.read_bytes()
+    argv = [
+        "score",
+        str(manifest),
+        "--model",
+        str(models[0]),
+        "--out",
+        str(tmp_path / "o.jsonl"),
+        "--policy",
+        str(default_policy_path()),
+        "--audit-db",
+        f"sqlite:///{db}",
+        "--decisions",
+        str(db),
+        "--overwrite",
+    ]
+    assert run(app, argv) == 2
+    assert capsys.readouterr().err.startswith(f"Error: --decisions {str(db.resolve())!r} is also an input")
+    verdicts = tmp_path / "v.jsonl"
+    verdicts.write_text("")
+    decide = [
+        "decide",
+        "--verdicts",
+        str(verdicts),
+        "--audit-db",
+        f"sqlite:///{db}",
+        "--out",
+        str(db),
+        "--overwrite",
+    ]
+    assert run(app, decide) == 2
+    assert capsys.readouterr().err.startswith(f"Error: --out {str(db.resolve())!r} is also an input")
+    assert db.read_bytes() == before
 
 
 def test_policy_needs_manifest_inputs(
     tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_images(tmp_path / "arc", [1])
-    argv = ["score", str(tmp_path / "arc"), "--model", str(models[0]), "--out", str(tmp_path / "o.jsonl"),
-            "--policy", str(default_policy_path())]
+    argv = [
+        "score",
+        str(tmp_path / "arc"),
+        "--model",
+        str(models[0]),
+        "--out",
+        str(tmp_path / "o.jsonl"),
+        "--policy",
+        str(default_policy_path()),
+    ]
     assert run(app, argv) == 2
     assert "every INPUT must be a manifest with shipment ids" in capsys.readouterr().err
 

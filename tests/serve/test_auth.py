@@ -306,3 +306,17 @@ def test_serve_names_what_is_wrong_before_starting(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert err.startswith(said.format(tmp=tmp_path)) and "Traceback" not in err
     assert not (tmp_path / "a.db").exists()  # a start that fails leaves no new audit store
+
+
+def test_a_policy_that_audits_nothing_at_random_is_warned_about_at_start(
+    make_client, tmp_path, caplog
+) -> None:
+    """WTO TFA Art. 7.4: without random audits compliance cannot be measured; the service started
+    under such a policy without a word."""
+    policy = tmp_path / "no-audits.yaml"
+    policy.write_text("policy_version: t\ncargo_types:\n  bulk_ore: {}\n  vacuum_pack: {}\n")
+    make_client(policy=policy)
+    assert "policy t picks no shipment for a random audit" in caplog.text
+    caplog.clear()
+    make_client()  # the bundled example audits 3 %
+    assert "random audit" not in caplog.text
