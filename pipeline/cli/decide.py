@@ -150,6 +150,14 @@ def register(app: typer.Typer) -> None:
                 "trader's AEO tier comes from it, not from the rows.",
             ),
         ] = None,
+        manifest: Annotated[
+            Path | None,
+            typer.Option(
+                "--manifest",
+                help="Take each shipment's declaration from this manifest as it stands now (a radiation "
+                "alarm raised since scoring, say), not from the rows; nothing is scored again.",
+            ),
+        ] = None,
         overwrite: Annotated[
             bool, typer.Option("--overwrite", help="Replace an existing --out decisions file.")
         ] = False,
@@ -163,7 +171,7 @@ def register(app: typer.Typer) -> None:
             files={"--out": out},
             inputs=[
                 verdicts,
-                *(p for p in (policy, compare_policy, trader_register) if p),
+                *(p for p in (policy, compare_policy, trader_register, manifest) if p),
                 *audit_file(audit_db),
             ],
         )
@@ -179,6 +187,12 @@ def register(app: typer.Typer) -> None:
         other = load_policy(compare_policy) if compare_policy is not None else None
         traders = _traders(trader_register, [p for p in (chosen, other) if p is not None])
         rows = list(read_verdicts(verdicts))
+        redeclared = None
+        if manifest is not None:
+            from pipeline.redeclare import Redeclared, read_declarations, redeclare
+
+            redeclared = Redeclared()
+            rows = list(redeclare(rows, read_declarations(manifest), redeclared))
         recorded = ""
         refused: list[str] = []
         with contextlib.ExitStack() as stack:
@@ -231,6 +245,17 @@ def register(app: typer.Typer) -> None:
                     "which rules decided them"
                 )
         console.print(f"wrote {len(decisions)} decisions to {out}{recorded}")
+        if redeclared is not None:
+            console.print(
+                f"{len(redeclared.shipments)} shipments decided under their declaration in {manifest}"
+            )
+            if redeclared.unscored:
+                first = sorted(redeclared.unscored)[0]
+                Console(stderr=True).print(
+                    f"[yellow]Warning:[/yellow] {len(redeclared.unscored)} shipment(s) of --manifest have no "
+                    f"rows in --verdicts (never scored), so they were not decided: {first!r} first",
+                    highlight=False,
+                )
         for warning in [key_warning, *chosen.warnings()]:
             if warning:
                 Console(stderr=True).print(f"[yellow]Warning:[/yellow] {warning}", highlight=False)

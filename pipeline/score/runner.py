@@ -91,7 +91,9 @@ def _pending(
                 raise InputError(
                     f"{printable_path(task.path)}{shipment}: its manifest row's declaration changed since "
                     "it was scored, and the output's rows would decide the shipment on the old one; "
-                    "score into a new --out, or pass --overwrite"
+                    "resume with the manifest as it was, then decide under the new one with "
+                    "`clearsight decide --verdicts OUT --manifest MANIFEST` (nothing is scored again); "
+                    "or score into a new --out, or pass --overwrite"
                 )
             seen[identity] = scored[task.shipment_id]
             summary.skipped_done += 1
