@@ -63,10 +63,23 @@ def _inspection_tier(value: Any) -> Tier:
     raise ValueError(f"must be one of {', '.join(_INSPECTION_TIERS)}")
 
 
+_EXPONENT = re.compile(r"[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+")
+
+
+def _exponent(value: Any) -> Any:
+    """A number written with an exponent (``1e-2``, ``2.5E-1``) as the number: YAML 1.1, which
+    PyYAML reads, takes it for text (it wants a dot and a signed exponent), and a threshold written
+    so was refused as "not a number". Only in number fields: a version or a name stays as written."""
+    if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        return float(value.strip().replace("_", ""))
+    return value
+
+
 def _threshold(value: Any) -> float | Literal["model"]:
     """``"model"`` (use the model's own operating point) or a number in [0, 1]."""
     if value == "model":
         return "model"
+    value = _exponent(value)
     # bool is an int subclass: ``true`` in YAML is a typo, not a threshold of 1.
     if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= float(value) <= 1.0:
         return float(value)
@@ -75,6 +88,7 @@ def _threshold(value: Any) -> float | Literal["model"]:
 
 def _rate(value: Any) -> float:
     """A number in [0, 1]: YAML's ``yes`` (a bool) or ``"0.03"`` (a string) is a typo, not a rate."""
+    value = _exponent(value)
     if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= float(value) <= 1.0:
         return float(value)  # NaN fails both comparisons
     raise ValueError("must be a number in [0, 1]")
@@ -166,7 +180,7 @@ class TrustedTrader(_Strict):
     about ``f`` times a small threshold, whatever the model's scale, where an offset in score points
     moved a model's cut of 0.01 six times and one of 0.5 a tenth."""
 
-    release_odds_factor: float = Field(ge=1.0, le=4.0)
+    release_odds_factor: Annotated[float, BeforeValidator(_exponent)] = Field(ge=1.0, le=4.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -262,13 +276,6 @@ def _construct_mapping(
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-# YAML 1.1, which PyYAML reads, wants a dot and a signed exponent: ``1e-2`` and ``2.5e2`` were text,
-# and a threshold written so was refused as "not a number"; YAML 1.2 (and every other reader) agrees
-_UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
 
 
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:

@@ -172,8 +172,8 @@ def register(app: typer.Typer) -> None:
             inputs=[
                 verdicts,
                 *(p for p in (policy, compare_policy, trader_register, manifest) if p),
-                *audit_file(audit_db),
             ],
+            kept=audit_file(audit_db),
         )
         if out.is_dir():
             raise InputError(f"--out {str(out)!r} is a folder; give the decisions file (JSONL)")

@@ -66,14 +66,14 @@ def _walked(text: str) -> list[str]:
     return [match for match in glob.glob(text) if Path(match).is_dir()]
 
 
-def audit_file(url: str | None) -> list[Path]:
-    """The file of a SQLite ``--audit-db``, which no output may be written over (the audit trail)."""
+def audit_file(url: str | None) -> dict[str, Path]:
+    """The file of a SQLite ``--audit-db`` by its option (none: no file), for ``kept``."""
     if url is None:
-        return []
+        return {}
     from pipeline.audit.store import sqlite_file
 
     file = sqlite_file(url)
-    return [file] if file is not None else []
+    return {"--audit-db": file} if file is not None else {}
 
 
 def check_outputs_apart(
@@ -81,6 +81,7 @@ def check_outputs_apart(
     files: Mapping[str, Path | None],
     inputs: Sequence[str | Path],
     folders: Mapping[str, Path | None] | None = None,
+    kept: Mapping[str, Path] | None = None,
 ) -> None:
     """Refuse outputs that would overwrite an input, each other, or be read back as input.
 
@@ -88,6 +89,8 @@ def check_outputs_apart(
         files: output files by option name (``{"--out": ..., "--decisions": ...}``); None = unused.
         inputs: what the command reads: files, folders or globs.
         folders: output folders by option name (``{"--heatmaps": ...}``); None = unused.
+        kept: files no output may replace, by option name, taken as named (never as globs): the
+            audit store's (:func:`audit_file`).
 
     Raises:
         InputError: naming the option, the path and what it clashes with.
@@ -99,6 +102,13 @@ def check_outputs_apart(
         for b in names[i + 1 :]:
             if given[a] == given[b]:
                 raise InputError(f"{a} and {b} are the same file {str(given[a])!r}; give each its own path")
+    for keeper, file in (kept or {}).items():
+        for name, path in given.items():
+            if path == file.resolve():
+                raise InputError(
+                    f"{name} {str(path)!r} is the {keeper} file: writing it would destroy the audit "
+                    "trail; write the output elsewhere"
+                )
     for text, source in _input_paths(inputs):
         for name, path in given.items():
             if path == source:

@@ -166,7 +166,8 @@ def score(
     check_outputs_apart(
         files={"--out": out, "--decisions": (decisions or decisions_path(out)) if policy else None},
         folders={"--heatmaps": heatmaps},
-        inputs=[*inputs, *(model or []), *(p for p in (policy, trader_register) if p), *audit_file(audit_db)],
+        inputs=[*inputs, *(model or []), *(p for p in (policy, trader_register) if p)],
+        kept=audit_file(audit_db),
     )
     check_output(out, resume=resume, overwrite=overwrite)  # before any slow work
     if (decisions is not None or audit_db is not None or trader_register is not None) and policy is None:

@@ -31,35 +31,35 @@ def decisions_path(out: Path) -> Path:
     return out.with_suffix(".decisions.jsonl")
 
 
-_FIRST_LINE_LIMIT = 64 * 1024 * 1024
-"""The longest first decision read to tell whose a decisions file is."""
-
-
 def made_by_this_run(decisions: Path, out: Path, policy: Policy) -> bool:
     """Whether the existing ``decisions`` file is the one a run into ``out`` under ``policy`` wrote
-    (``--resume`` writes it again): empty, or its first decision made under this very policy, of a
-    shipment with rows in ``out``. Another run's decisions, or a what-if kept under another policy,
-    is not this run's."""
+    (``--resume`` writes it again): empty, or every decision in it made under this very policy, of a
+    shipment with rows in ``out``. Another run's decisions (a file two runs shared through
+    ``--decisions``), or a what-if kept under another policy, is not this run's."""
+    shipments: set[str] = set()
     try:
         with decisions.open("rb") as fh:
-            first = fh.readline(_FIRST_LINE_LIMIT)
-    except OSError:
+            for line in fh:
+                if not line.strip():
+                    continue
+                decision = json.loads(line)
+                if decision["policy_sha256"] != policy.sha256:
+                    return False
+                shipments.add(str(decision["shipment_id"]))
+    except (OSError, ValueError, TypeError, KeyError):
         return False
-    if not first.strip():
+    if not shipments:
         return True
-    try:
-        decision = json.loads(first)
-        shipment, sha256 = decision["shipment_id"], decision["policy_sha256"]
-    except (ValueError, TypeError, KeyError):
-        return False
-    if sha256 != policy.sha256 or not out.is_file():
+    if not out.is_file():
         return False
     try:
-        return any(
-            (row.shipment_id or row.declaration.get("shipment_id")) == shipment for row in iter_rows(out)
-        )
+        for row in iter_rows(out):
+            shipments.discard(str(row.shipment_id or row.declaration.get("shipment_id")))
+            if not shipments:
+                return True
     except ClearsightError:
         return False
+    return False
 
 
 def load_policy_file(path: Path) -> Policy:

@@ -50,7 +50,7 @@ def _same_file_key(path: str, folders: dict[str, str]) -> str:
     """``path`` absolute, its folder resolved through links (``folders`` caches them): a run resumed
     through /data/link after /data/real must not score the archive twice. The file's own name is
     kept, so that two names linked to one file stay two rows, as the inputs list them."""
-    folder, name = os.path.split(os.path.abspath(path))
+    folder, name = os.path.split(os.path.join(os.getcwd(), path))  # realpath below reads any ..
     real = folders.get(folder)
     if real is None:
         real = folders[folder] = os.path.realpath(folder)

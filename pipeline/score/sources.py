@@ -15,7 +15,7 @@ from typing import Any
 
 from datasets.folder import MANIFEST_EXTENSIONS
 
-__all__ = ["ImageTask", "count_tasks", "is_manifest", "iter_tasks"]
+__all__ = ["ImageTask", "absolute_path", "count_tasks", "is_manifest", "iter_tasks"]
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,22 @@ def _manifest_tasks(manifest: Path, default_cargo_type: str | None) -> Iterator[
     # check_files=False: a listed image that is missing becomes an error row, not a stopped run.
     for row in iter_manifest(manifest, check_files=False):
         yield ImageTask(
-            path=os.path.abspath(row.path),
+            path=absolute_path(row.path),
             shipment_id=row.shipment_id or None,
             cargo_type=row.cargo_type or default_cargo_type,
             declaration=dict(row.declaration or {}),
         )
+
+
+def absolute_path(path: str | Path) -> str:
+    """``path`` made absolute as the file it names: ``.`` and doubled separators dropped, but a
+    ``..`` left to the file system (``link/..`` is the link's target's parent, which a text-only
+    normalisation would take for the folder holding the link, and so score another file)."""
+    text = os.path.join(os.getcwd(), os.fspath(path))
+    if ".." not in Path(text).parts:
+        return os.path.normpath(text)
+    folder, name = os.path.split(text)
+    return os.path.join(os.path.realpath(folder), name)
 
 
 def iter_tasks(inputs: Iterable[str | Path], *, cargo_type: str | None = None) -> Iterator[ImageTask]:
@@ -75,7 +86,7 @@ def iter_tasks(inputs: Iterable[str | Path], *, cargo_type: str | None = None) -
             yield from _manifest_tasks(Path(item), cargo_type)
         else:
             for path in iter_image_paths([item]):
-                yield ImageTask(path=os.path.abspath(path), cargo_type=cargo_type)
+                yield ImageTask(path=absolute_path(path), cargo_type=cargo_type)
 
 
 def count_tasks(inputs: Iterable[str | Path]) -> int:

@@ -256,3 +256,28 @@ def test_compare_policy_with_an_audit_store_compares_like_with_like(
     assert run(app, [*args, "--compare-policy", str(policy_file), "--audit-db", db]) == 0
     said = " ".join(capsys.readouterr().out.split())
     assert "releases +0 shipments" in said and "(0 shipments change tier)" in said
+
+
+def test_a_decisions_file_is_this_runs_only_when_each_of_its_shipments_is(tmp_path: Path) -> None:
+    """A file two runs shared through --decisions, or a what-if kept under another policy, is not
+    the run's to write again on --resume: it held S2's decision, which out2 has no row of."""
+    from pipeline.decide import decide_rows
+    from pipeline.score.decisions import made_by_this_run
+
+    decisions = tmp_path / "shared.decisions.jsonl"
+    decided = list(decide_rows(POLICY, [_row("S1", "aa" * 32), _row("S2", "bb" * 32)], audit_key=KEY))
+    decisions.write_text("".join(d.model_dump_json() + "\n" for d in decided))
+    both, one = tmp_path / "out1.jsonl", tmp_path / "out2.jsonl"
+    both.write_text(
+        _row("S1", "aa" * 32).model_dump_json() + "\n" + _row("S2", "bb" * 32).model_dump_json() + "\n"
+    )
+    one.write_text(_row("S1", "aa" * 32).model_dump_json() + "\n")
+    other = parse_policy({"policy_version": "t-9", "cargo_types": {"bulk_ore": {}}})
+    assert made_by_this_run(decisions, both, POLICY) is True
+    assert made_by_this_run(decisions, one, POLICY) is False
+    assert made_by_this_run(decisions, both, other) is False
+    assert made_by_this_run(decisions, tmp_path / "missing.jsonl", POLICY) is False
+    decisions.write_text("")
+    assert made_by_this_run(decisions, tmp_path / "missing.jsonl", POLICY) is True
+    decisions.write_text("not json\n")
+    assert made_by_this_run(decisions, both, POLICY) is False

@@ -239,10 +239,24 @@ def test_a_threshold_in_exponent_notation_is_a_number(tmp_path: Path, written: s
     assert load_policy(path).cargo_types["bulk_ore"].release_threshold == value
 
 
-def test_text_that_only_looks_like_a_number_stays_text(tmp_path: Path) -> None:
+def test_names_and_versions_that_look_like_numbers_stay_as_written(tmp_path: Path) -> None:
+    """Only number fields read an exponent: a version 1e3 or an AEO tier 1E1 loaded before."""
     path = tmp_path / "p.yaml"
-    path.write_text("policy_version: 2026.12e\ncargo_types:\n  bulk_ore: {}\n")
-    assert load_policy(path).version == "2026.12e"
+    path.write_text(
+        "policy_version: 2026e1\ncargo_types:\n  20e40: {release_threshold: 5e-1}\n"
+        "trusted_traders:\n  1E1: {release_odds_factor: 1.5e0}\nrandom_audit: {rate: 3e-2}\n"
+    )
+    loaded = load_policy(path)
+    assert (loaded.version, list(loaded.cargo_types), list(loaded.trusted_traders)) == (
+        "2026e1",
+        ["20e40"],
+        ["1E1"],
+    )
+    assert loaded.cargo_types["20e40"].release_threshold == 0.5
+    assert (loaded.trusted_traders["1E1"].release_odds_factor, loaded.random_audit.rate) == (1.5, 0.03)
+    path.write_text("policy_version: t\ncargo_types:\n  bulk_ore: {release_threshold: '0.5'}\n")
+    with pytest.raises(PolicyError, match='must be "model" or a number in \\[0, 1\\]'):
+        load_policy(path)  # a number quoted as text is still a typo
 
 
 @pytest.mark.parametrize(

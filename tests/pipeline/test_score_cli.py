@@ -216,18 +216,21 @@ def test_an_existing_decisions_file_is_kept_unless_told(
     assert what_if.read_bytes() == kept_what_if
 
 
+@pytest.mark.parametrize("name", ["audit.db", "audit[1].db"])
 def test_no_output_is_written_over_the_audit_store(
     tmp_path: Path,
     models: tuple[Path, Path],
     manifest: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    name: str,
 ) -> None:
-    """--decisions naming the SQLite audit store, with --overwrite, replaced the audit trail."""
+    """--decisions naming the SQLite audit store, with --overwrite, replaced the audit trail (and a
+    name with glob characters was taken for a pattern)."""
     from pipeline.audit import AuditStore
 
     monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
-    db = tmp_path / "audit.db"
+    db = tmp_path / name
     AuditStore.open(f"sqlite:///{db}").close()
     before = db.read_bytes()
     argv = [
@@ -246,7 +249,8 @@ def test_no_output_is_written_over_the_audit_store(
         "--overwrite",
     ]
     assert run(app, argv) == 2
-    assert capsys.readouterr().err.startswith(f"Error: --decisions {str(db.resolve())!r} is also an input")
+    said = f"{str(db.resolve())!r} is the --audit-db file: writing it would destroy the audit trail"
+    assert capsys.readouterr().err.startswith(f"Error: --decisions {said}")
     verdicts = tmp_path / "v.jsonl"
     verdicts.write_text("")
     decide = [
@@ -260,7 +264,7 @@ def test_no_output_is_written_over_the_audit_store(
         "--overwrite",
     ]
     assert run(app, decide) == 2
-    assert capsys.readouterr().err.startswith(f"Error: --out {str(db.resolve())!r} is also an input")
+    assert capsys.readouterr().err.startswith(f"Error: --out {said}")
     assert db.read_bytes() == before
 
 

@@ -424,6 +424,30 @@ def test_resume_from_another_folder_or_through_a_link_scores_nothing_twice(
     assert len(list(iter_rows(out))) == 3
 
 
+def test_a_path_through_a_link_and_back_names_the_file_the_system_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``link/../a.png`` is the a.png beside the link's target; made absolute as text, it was the
+    a.png beside the link, another picture, scored in its place."""
+    from pipeline.score import iter_tasks
+
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "w").mkdir()
+    there = write_png(tmp_path / "real" / "a.png", 10)
+    write_png(tmp_path / "w" / "a.png", 200)
+    (tmp_path / "w" / "link").symlink_to(tmp_path / "real" / "sub", target_is_directory=True)
+    monkeypatch.chdir(tmp_path / "w")
+    assert [t.path for t in iter_tasks(["link/../a.png", "./a.png"])] == [
+        str(there),
+        str(tmp_path / "w" / "a.png"),
+    ]
+    out = tmp_path / "out.jsonl"
+    summary = score_to_file(iter_tasks(["link/../a.png", "a.png"]), _engine(), out)
+    assert (summary.scored, summary.duplicates) == (2, 0)  # two files, not one listed twice
+    again = score_to_file(iter_tasks(["link/../a.png", "a.png"]), _engine(), out, resume=True)
+    assert (again.scored, again.skipped_done) == (0, 2)
+
+
 def test_large_images_are_held_within_the_pixel_budget(tmp_path: Path) -> None:
     """Pixels, not only images, bound what is held: batches are scored early rather than pass it."""
     sizes = [8, 40, 8, 40, 40, 8, 64, 8, 40, 8, 8, 8]  # 64 x 64 alone is over the budget of 4,000
