@@ -4,65 +4,134 @@ A radiation alarm raised, or a document mismatch found, after the archive was sc
 shipment's decision but not one score. ``clearsight decide --verdicts ROWS --manifest MANIFEST``
 decides each shipment the manifest lists under the declaration it gives now (every row of the
 shipment merged, as the scorer's rows are: flags OR-ed, the first row's values), so nothing is
-scored again. Shipments the manifest does not list keep the declaration their rows carry.
+scored again. Each row keeps its own picture's cargo type from the manifest, so that a picture now
+declared another cargo than its model's fails closed as it would have when scored. A picture the
+manifest lists under a shipment but the rows lack was never scored: it becomes an error row, and the
+shipment is never released. Shipments the manifest does not list keep the declaration their rows
+carry; shipments it lists without a row are left undecided (another batch's, say) and named.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datasets.errors import InputError
 from pipeline.decide import declaration_from_rows
-from pipeline.verdicts import ImageVerdict
+from pipeline.verdicts import OVERRIDE_FLAGS, ImageVerdict
 
-__all__ = ["Redeclared", "read_declarations", "redeclare"]
+__all__ = ["Listed", "Redeclared", "read_declarations", "redeclare"]
+
+NEVER_SCORED = "listed in --manifest under this shipment, but --verdicts has no row of it: never scored"
+
+
+@dataclass
+class Listed:
+    """One shipment as the manifest gives it now: its merged declaration (a row's ``declaration``
+    dict, which :func:`pipeline.decide.declaration_from_rows` reads back unchanged), and each listed
+    picture (resolved path) with its own row's cargo type."""
+
+    declaration: dict[str, Any]
+    pictures: dict[str, str]
 
 
 @dataclass
 class Redeclared:
-    """What :func:`redeclare` did: shipments whose rows took the manifest's declaration, and
-    shipments the manifest lists that have no row (never scored, so not decided)."""
+    """What :func:`redeclare` did, by shipment id."""
 
     shipments: set[str] = field(default_factory=set)
+    """Shipments decided under the manifest's declaration."""
     unscored: set[str] = field(default_factory=set)
+    """Listed with no row at all: not decided here."""
+    missing_pictures: dict[str, int] = field(default_factory=dict)
+    """Listed pictures with no row, per shipment: each an error row, never released."""
+    cleared: dict[str, list[str]] = field(default_factory=dict)
+    """Flags the rows raised that the manifest no longer does, per shipment."""
 
 
-def read_declarations(manifest: Path) -> dict[str, dict[str, Any]]:
-    """Each shipment's declaration as ``manifest`` gives it now, merged over its rows, as a row's
-    ``declaration`` dict (which :func:`pipeline.decide.declaration_from_rows` reads back unchanged).
+def _shipment(value: Any) -> str:
+    return str(value).strip()
+
+
+def read_declarations(manifest: Path) -> dict[str, Listed]:
+    """Each shipment as ``manifest`` gives it now, by (stripped) shipment id.
 
     Raises:
         DatasetFormatError, UnsafePathError: from the manifest reader, naming the line.
-        InputError: a shipment whose declaration does not validate (a flag spelt otherwise, say).
+        InputError: a shipment whose declaration does not validate, naming the manifest and line.
     """
     from datasets.manifest import iter_manifest
 
     rows: dict[str, list[ImageVerdict]] = {}
+    lines: dict[str, int] = {}
     for row in iter_manifest(manifest, check_files=False):  # the images were read when scored
-        rows.setdefault(row.shipment_id, []).append(
-            ImageVerdict(path=str(row.path), shipment_id=row.shipment_id, declaration=dict(row.declaration))
+        shipment = _shipment(row.shipment_id)
+        lines.setdefault(shipment, row.line)
+        rows.setdefault(shipment, []).append(
+            ImageVerdict(path=str(row.path), shipment_id=shipment, declaration=dict(row.declaration))
         )
-    return {
-        shipment: declaration_from_rows(shipment, images).model_dump(mode="json")
-        for shipment, images in rows.items()
-    }
+    listed = {}
+    for shipment, images in rows.items():
+        try:
+            declaration = declaration_from_rows(shipment, images)
+        except InputError as exc:
+            raise InputError(f"--manifest {str(manifest)!r}, line {lines[shipment]}: {exc}") from exc
+        listed[shipment] = Listed(
+            declaration.model_dump(mode="json"),
+            {
+                image.path: str(image.declaration.get("cargo_type") or declaration.cargo_type)
+                for image in images
+            },
+        )
+    return listed
 
 
-def redeclare(
-    rows: Iterable[ImageVerdict], declarations: dict[str, dict[str, Any]], done: Redeclared
-) -> Iterator[ImageVerdict]:
-    """``rows`` with each listed shipment's rows carrying its declaration from ``declarations``
-    (:func:`read_declarations`); ``done`` is filled in as the rows go by."""
-    seen: set[str] = set()
-    for row in rows:
+def _raised(rows: list[ImageVerdict], shipment: str) -> set[str]:
+    """The flags the rows of one shipment raise, as they would be decided."""
+    declaration = declaration_from_rows(shipment, rows)
+    return {flag for flag in OVERRIDE_FLAGS if getattr(declaration, flag)}
+
+
+def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list[ImageVerdict], Redeclared]:
+    """``rows`` with each listed shipment's rows under its declaration from ``listed``
+    (:func:`read_declarations`), and an error row for each listed picture without a row."""
+    done = Redeclared()
+    by_shipment: dict[str, list[int]] = {}
+    for n, row in enumerate(rows):
         shipment = row.shipment_id or row.declaration.get("shipment_id")
-        declared = declarations.get(str(shipment)) if shipment else None
-        if declared is None:
-            yield row
-            continue
-        seen.add(str(shipment))
-        yield row.model_copy(update={"declaration": declared})
-    done.shipments = seen
-    done.unscored = set(declarations) - seen
+        if shipment is not None and _shipment(shipment) in listed:
+            by_shipment.setdefault(_shipment(shipment), []).append(n)
+    out = list(rows)
+    for shipment, numbers in by_shipment.items():
+        now = listed[shipment]
+        before = _raised([rows[n] for n in numbers], str(rows[numbers[0]].shipment_id or shipment))
+        cleared = sorted(before - {flag for flag in OVERRIDE_FLAGS if now.declaration.get(flag)})
+        if cleared:
+            done.cleared[shipment] = cleared
+        seen = set()
+        for n in numbers:
+            row = rows[n]
+            picture = os.path.realpath(row.path)
+            seen.add(picture)
+            cargo = now.pictures.get(picture, now.declaration["cargo_type"])
+            out[n] = row.model_copy(
+                update={"shipment_id": shipment, "declaration": {**now.declaration, "cargo_type": cargo}}
+            )
+        missing = [p for p in now.pictures if p not in seen]
+        if missing:
+            done.missing_pictures[shipment] = len(missing)
+        for picture in missing:
+            out.append(
+                ImageVerdict(
+                    path=picture,
+                    shipment_id=shipment,
+                    cargo_type=now.pictures[picture],
+                    error=NEVER_SCORED,
+                    declaration={**now.declaration, "cargo_type": now.pictures[picture]},
+                )
+            )
+        done.shipments.add(shipment)
+    done.unscored = set(listed) - done.shipments
+    return out, done

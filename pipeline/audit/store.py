@@ -501,10 +501,16 @@ class AuditStore:
                         raise InputError(
                             f"idempotency_key {idempotency_key!r} belongs to a {existing.kind} record"
                         )
+                    latest = self._latest_decision(conn, decision.shipment_id)
                     if exclusive:
                         # a retry learns the shipment's decision as it stands: a stricter one may
                         # have been added since (a submitter must not read "released" off a hold)
-                        existing = self._latest_decision(conn, decision.shipment_id) or existing
+                        existing = latest or existing
+                    elif latest is not None and latest.seq != existing.seq:
+                        # a batch run again over earlier inputs (an alarm cleared in the manifest
+                        # since, an earlier policy): answered from the record, it read "released"
+                        # off a hold recorded since, which only an officer's outcome lifts
+                        self._refuse_lowering_a_hold(conn, latest, decision)
                     return self._records(conn, [existing])[0]
             latest = self._latest_decision(conn, decision.shipment_id)
             if exclusive and latest is not None and Tier(latest.tier).severity >= decision.tier.severity:

@@ -23,6 +23,7 @@ from pipeline import verdict_rows
 from pipeline.cli.output_paths import audit_file, check_outputs_apart
 from pipeline.decide import decide_rows
 from pipeline.policy import Policy, default_policy_path, load_policy
+from pipeline.redeclare import Redeclared
 from pipeline.settings import Settings, audit_key
 from pipeline.trader_register import TraderRegister, check_tiers, read_trader_register
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
@@ -120,6 +121,30 @@ def _summary(
     return table
 
 
+def _redeclared_warnings(done: Redeclared) -> list[str]:
+    """What an officer should know of a ``--manifest`` run, first shipment named."""
+    said = []
+    if done.unscored:
+        said.append(
+            f"{len(done.unscored)} shipment(s) of --manifest have no rows in --verdicts (never scored), so "
+            f"they were not decided: {sorted(done.unscored)[0]!r} first"
+        )
+    if done.missing_pictures:
+        first = sorted(done.missing_pictures)[0]
+        said.append(
+            f"{sum(done.missing_pictures.values())} picture(s) that --manifest lists have no rows in "
+            f"--verdicts (never scored), so {len(done.missing_pictures)} shipment(s) holding them are not "
+            f"released: {first!r} first"
+        )
+    if done.cleared:
+        first = sorted(done.cleared)[0]
+        said.append(
+            f"{len(done.cleared)} shipment(s) had a flag their rows raised cleared by --manifest "
+            f"({first!r}: {', '.join(done.cleared[first])}); check that the manifest gives every flag column"
+        )
+    return said
+
+
 def register(app: typer.Typer) -> None:
     """Add ``decide`` to the root app."""
 
@@ -189,10 +214,9 @@ def register(app: typer.Typer) -> None:
         rows = list(read_verdicts(verdicts))
         redeclared = None
         if manifest is not None:
-            from pipeline.redeclare import Redeclared, read_declarations, redeclare
+            from pipeline.redeclare import read_declarations, redeclare
 
-            redeclared = Redeclared()
-            rows = list(redeclare(rows, read_declarations(manifest), redeclared))
+            rows, redeclared = redeclare(rows, read_declarations(manifest))
         recorded = ""
         refused: list[str] = []
         with contextlib.ExitStack() as stack:
@@ -249,13 +273,8 @@ def register(app: typer.Typer) -> None:
             console.print(
                 f"{len(redeclared.shipments)} shipments decided under their declaration in {manifest}"
             )
-            if redeclared.unscored:
-                first = sorted(redeclared.unscored)[0]
-                Console(stderr=True).print(
-                    f"[yellow]Warning:[/yellow] {len(redeclared.unscored)} shipment(s) of --manifest have no "
-                    f"rows in --verdicts (never scored), so they were not decided: {first!r} first",
-                    highlight=False,
-                )
+            for warning in _redeclared_warnings(redeclared):
+                Console(stderr=True).print(f"[yellow]Warning:[/yellow] {warning}", highlight=False)
         for warning in [key_warning, *chosen.warnings()]:
             if warning:
                 Console(stderr=True).print(f"[yellow]Warning:[/yellow] {warning}", highlight=False)

@@ -580,6 +580,22 @@ def test_a_hold_is_lowered_only_after_an_officers_outcome(db_url: str) -> None:
         assert store.get("S1") == released and store.verify().ok
 
 
+def test_an_earlier_decision_run_again_does_not_read_released_off_a_later_hold(db_url: str) -> None:
+    """A batch run again over earlier inputs (an alarm since cleared in the manifest, an earlier
+    policy) was answered from its record, "released", while a hold recorded since stood."""
+    with AuditStore.open(db_url) as store:
+        first = store.record(decision("S1", Tier.RELEASE), idempotency_key="inputs-a:S1")
+        store.record(decision("S1", Tier.PHYSICAL_INSPECTION), idempotency_key="inputs-b:S1")
+        with pytest.raises(
+            ConflictError, match=r"^shipment 'S1' is held \(PHYSICAL_INSPECTION, audit record 2\)"
+        ):
+            store.record(decision("S1", Tier.RELEASE), idempotency_key="inputs-a:S1")
+        assert store.record(decision("S1", Tier.PHYSICAL_INSPECTION), idempotency_key="inputs-b:S1").seq == 2
+        store.record_outcome("S1", found=None, officer="officer-3")  # lifted: the replay may say so
+        assert store.record(decision("S1", Tier.RELEASE), idempotency_key="inputs-a:S1") == first
+        assert store.verify().records_checked == 3
+
+
 def test_a_replay_under_a_new_key_does_not_reopen_a_resolved_hold(db_url: str) -> None:
     """Keys of an earlier Clearsight version: the same decision again is a replay, not a new hold."""
     with AuditStore.open(db_url) as store:

@@ -9,7 +9,7 @@ import pytest
 
 from datasets.errors import DatasetFormatError
 from datasets.manifest import write_manifest
-from pipeline.redeclare import Redeclared, read_declarations, redeclare
+from pipeline.redeclare import NEVER_SCORED, read_declarations, redeclare
 from pipeline.verdicts import ImageVerdict
 
 POLICY = "policy_version: p\ncargo_types:\n  bulk_ore: {release_threshold: 0.5, hold_threshold: 0.8}\n"
@@ -41,12 +41,16 @@ def test_a_shipments_rows_merged_as_the_scorer_merges_them(tmp_path: Path) -> No
             {"path": "c.png", "shipment_id": "S9", "cargo_type": "bulk_ore"},
         ],
     )
-    declared = read_declarations(manifest)
-    assert (declared["S1"]["radiation_alarm"], declared["S1"]["trader_id"]) == (True, "T1")
-    done = Redeclared()
-    rows = list(redeclare([_row("S1", "a.png", 0.1), _row("S2", "x.png", 0.1)], declared, done))
-    assert rows[0].declaration == declared["S1"] and rows[1].declaration["cargo_type"] == "bulk_ore"
-    assert (done.shipments, done.unscored) == ({"S1"}, {"S9"})
+    listed = read_declarations(manifest)
+    assert (listed["S1"].declaration["radiation_alarm"], listed["S1"].declaration["trader_id"]) == (
+        True,
+        "T1",
+    )
+    a, b = str(tmp_path / "a.png"), str(tmp_path / "b.png")
+    rows, done = redeclare([_row("S1", a, 0.1), _row("S2", "x.png", 0.1)], listed)
+    assert rows[0].declaration == listed["S1"].declaration and rows[1].declaration["cargo_type"] == "bulk_ore"
+    assert (done.shipments, done.unscored, done.missing_pictures) == ({"S1"}, {"S9"}, {"S1": 1})
+    assert (rows[2].path, rows[2].shipment_id, rows[2].error) == (b, "S1", NEVER_SCORED)  # b never scored
 
 
 def test_a_manifest_with_a_flag_spelt_otherwise_is_refused(tmp_path: Path) -> None:
@@ -103,3 +107,116 @@ def test_cli_decide_takes_an_alarm_raised_after_scoring_from_the_manifest(
     decided = json.loads((tmp_path / "after.jsonl").read_text().splitlines()[0])
     assert decided["declaration"]["radiation_alarm"] is True
     assert "override.radiation_alarm" in {r["rule"] for r in decided["reasons"]}
+
+
+def _decide(
+    tmp_path: Path, rows: list[ImageVerdict], manifest_rows: list[dict], *extra: str
+) -> tuple[dict, str]:
+    from pipeline.cli import app, run
+
+    verdicts = tmp_path / "rows.jsonl"
+    verdicts.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        POLICY
+        + "  vacuum_pack: {release_threshold: 0.5, hold_threshold: 0.8}\nrandom_audit: {rate: 0.0001}\n"
+    )
+    write_manifest(tmp_path / "m.csv", manifest_rows)
+    out = tmp_path / "d.jsonl"
+    argv = [
+        "decide",
+        "--verdicts",
+        str(verdicts),
+        "--policy",
+        str(policy),
+        "--manifest",
+        str(tmp_path / "m.csv"),
+    ]
+    code = run(app, [*argv, "--out", str(out), "--overwrite", *extra])
+    return code, {
+        d["shipment_id"]: (d["tier"], sorted({r["rule"] for r in d["reasons"]}))
+        for d in map(json.loads, out.read_text().splitlines())
+    } if out.exists() else {}
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "redeclare-test-audit-secret")
+    return tmp_path
+
+
+def test_a_picture_now_declared_another_cargo_fails_closed(env: Path) -> None:
+    """Given the shipment's merged declaration, every row carried the first row's cargo type, and a
+    picture the manifest now calls vacuum_pack, scored by the ore model, went out released."""
+    rows = [_row("S1", str(env / "a.png"), 0.1), _row("S1", str(env / "b.png"), 0.1)]
+    code, decided = _decide(
+        env,
+        rows,
+        [
+            {"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"},
+            {"path": "b.png", "shipment_id": "S1", "cargo_type": "vacuum_pack"},
+        ],
+    )
+    assert code == 0 and decided["S1"] == (
+        "REMOTE_INSPECTION",
+        ["fail_closed.mixed_cargo_types", "score.clear"],
+    )
+
+
+def test_a_picture_added_to_a_shipment_after_scoring_holds_it(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A scan the manifest lists that the rows lack was left out, and the shipment released."""
+    code, decided = _decide(
+        env,
+        [_row("S1", str(env / "a.png"), 0.1), _row(" S2", str(env / "c.png"), 0.1)],
+        [
+            {"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"},
+            {"path": "new-scan.png", "shipment_id": "S1", "cargo_type": "bulk_ore"},
+            {"path": "c.png", "shipment_id": "S2", "cargo_type": "bulk_ore", "radiation_alarm": True},
+        ],
+    )
+    assert code == 0
+    assert decided["S1"] == ("REMOTE_INSPECTION", ["fail_closed.image_error", "score.clear"])
+    # the rows' " S2" is the manifest's S2 (the scorer strips ids): its alarm reaches the decision
+    assert decided["S2"] == ("PHYSICAL_INSPECTION", ["override.radiation_alarm", "score.clear"])
+    said = " ".join(capsys.readouterr().err.split())
+    assert (
+        "1 picture(s) that --manifest lists have no rows in --verdicts (never scored), so 1 shipment(s)"
+        in said
+    )
+
+
+def test_a_flag_cleared_by_the_manifest_is_said_and_no_hold_is_lowered(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest without the alarm column reads as the alarm cleared: said; and with an audit store,
+    a hold recorded for the alarm stands until an officer lifts it."""
+    rows = [_row("S1", str(env / "a.png"), 0.1, radiation_alarm=True)]
+    db = f"sqlite:///{env / 'audit.db'}"
+    listed = [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "radiation_alarm": True}]
+    code, decided = _decide(env, rows, listed, "--audit-db", db)
+    assert code == 0 and decided["S1"][0] == "PHYSICAL_INSPECTION"
+    code, decided = _decide(
+        env, rows, [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}], "--audit-db", db
+    )
+    said = " ".join(capsys.readouterr().err.split())
+    assert "1 shipment(s) had a flag their rows raised cleared by --manifest ('S1': radiation_alarm)" in said
+    assert (
+        code == 2 and "is held (PHYSICAL_INSPECTION, audit record 1) and this decision would lower it" in said
+    )
+
+
+def test_a_bad_declaration_in_the_manifest_names_it_and_its_line(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = _decide(
+        env,
+        [_row("S1", str(env / "a.png"), 0.1)],
+        [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "trader_id": "T" * 200}],
+    )
+    assert code == 2
+    assert capsys.readouterr().err.startswith(
+        f"Error: --manifest {str(env / 'm.csv')!r}, line 2: shipment 'S1'"
+    )
