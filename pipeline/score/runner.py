@@ -17,9 +17,10 @@ from typing import Protocol
 
 from datasets.errors import InputError
 from pipeline.score.batch import ScoredRow, printable_path
+from pipeline.score.done import Done, declaration_digest
 from pipeline.score.sources import ImageTask
 from pipeline.score.summary import ScoreSummary
-from pipeline.score.writer import Done, declaration_digest, finish_output, open_output
+from pipeline.score.writer import finish_output, open_output
 
 __all__ = ["Engine", "heatmap_name", "score_to_file"]
 
@@ -46,17 +47,6 @@ def _write_heatmap(directory: Path, path: str, png: bytes) -> str:
     return str(target)
 
 
-def _same_file_key(path: str, folders: dict[str, str]) -> str:
-    """``path`` absolute, its folder resolved through links (``folders`` caches them): a run resumed
-    through /data/link after /data/real must not score the archive twice. The file's own name is
-    kept, so that two names linked to one file stay two rows, as the inputs list them."""
-    folder, name = os.path.split(os.path.join(os.getcwd(), path))  # realpath below reads any ..
-    real = folders.get(folder)
-    if real is None:
-        real = folders[folder] = os.path.realpath(folder)
-    return os.path.join(real, name)
-
-
 def _pending(
     tasks: Iterable[ImageTask], done: Done, summary: ScoreSummary, advance: Callable[[], None] | None
 ) -> Iterator[ImageTask]:
@@ -71,13 +61,10 @@ def _pending(
         InputError: a manifest row whose declaration changed since its image was scored: the rows
             kept would decide its shipment on the old one (a radiation alarm raised since, say).
     """
-    folders: dict[str, str] = {}
-    rows = {_same_file_key(p, folders): by_shipment for p, by_shipment in done.items()}
-    seen: dict[tuple[str, str | None], str] = {}  # identity -> the declaration's digest
+    seen: dict[bytes, bytes] = {}  # identity (Done.key) -> the declaration's digest, this run
     for task in tasks:
-        path = _same_file_key(printable_path(task.path), folders)  # as the output's rows name it
-        identity = (path, task.shipment_id)
-        scored = rows.get(path, {})
+        identity = done.key(printable_path(task.path), task.shipment_id)  # as the output's rows name it
+        scored = done.get(identity)
         if identity in seen:
             if seen[identity] != declaration_digest(task.declaration):
                 raise InputError(
@@ -85,8 +72,8 @@ def _pending(
                     "declarations (two manifests?): say which holds, so that neither is dropped unseen"
                 )
             summary.duplicates += 1  # a folder and a glob can name one image twice: scored once
-        elif task.shipment_id in scored:
-            if scored[task.shipment_id] != declaration_digest(task.declaration):
+        elif scored is not None:
+            if scored != declaration_digest(task.declaration):
                 shipment = f" of shipment {task.shipment_id!r}" if task.shipment_id else ""
                 raise InputError(
                     f"{printable_path(task.path)}{shipment}: its manifest row's declaration changed since "
@@ -95,7 +82,7 @@ def _pending(
                     "`clearsight decide --verdicts OUT --manifest MANIFEST` (nothing is scored again); "
                     "or score into a new --out, or pass --overwrite"
                 )
-            seen[identity] = scored[task.shipment_id]
+            seen[identity] = scored
             summary.skipped_done += 1
         else:
             seen[identity] = declaration_digest(task.declaration)

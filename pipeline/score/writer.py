@@ -19,7 +19,6 @@ that the resumed run appends exactly the missing images.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -30,6 +29,7 @@ from typing import IO, Any, Literal
 
 from datasets.errors import DatasetFormatError, InputError
 from pipeline import verdict_rows
+from pipeline.score.done import Done
 from pipeline.verdicts import ImageVerdict
 
 __all__ = [
@@ -81,21 +81,10 @@ _MODEL_ID = FIELDS.index("model_id")
 _SHIPMENT_ID = FIELDS.index("shipment_id")
 _DECLARATION = FIELDS.index("declaration")
 
-Done = dict[str, dict[str | None, str]]
-"""The rows already in an output: image path -> {shipment id (None outside a manifest): the digest
-of the declaration it was scored with (:func:`declaration_digest`)}. One picture may be listed under
-several shipments (manifests of two days), each its own row."""
-
-
-def declaration_digest(declaration: Any) -> str:
-    """A short digest of a row's declaration: a resumed run compares it with the manifest's."""
-    text = json.dumps(declaration or {}, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
 
 def _note(done: Done | None, path: str, shipment_id: str | None, declaration: Any) -> None:
     if done is not None:
-        done.setdefault(path, {})[shipment_id] = declaration_digest(declaration)
+        done.add(path, shipment_id, declaration)
 
 
 def _complete_jsonl(path: Path, *, collect: Done | None, models: set[str] | None = None) -> int:
@@ -320,7 +309,7 @@ def open_output(
     target = journal_path(out) if fmt == "parquet" else out
     existing = check_output(out, resume=resume, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done: Done = {}
+    done = Done()
     if overwrite:
         for path in existing:
             path.unlink()
