@@ -22,19 +22,18 @@ from datasets.errors import InputError
 from pipeline.decide import declaration_from_rows
 from pipeline.verdicts import OVERRIDE_FLAGS, ImageVerdict
 
-__all__ = ["Listed", "Redeclared", "read_declarations", "redeclare"]
-
-NEVER_SCORED = "listed in --manifest under this shipment, but --verdicts has no row of it: never scored"
+__all__ = ["Listed", "Redeclared", "never_scored", "read_declarations", "redeclare"]
 
 
 @dataclass
 class Listed:
     """One shipment as the manifest gives it now: its merged declaration (a row's ``declaration``
     dict, which :func:`pipeline.decide.declaration_from_rows` reads back unchanged), and each listed
-    picture (resolved path) with its own row's cargo type."""
+    picture (resolved path) with its own row's cargo type, and the manifest it comes from."""
 
     declaration: dict[str, Any]
     pictures: dict[str, str]
+    manifest: Path
 
 
 @dataclass
@@ -49,10 +48,20 @@ class Redeclared:
     """Listed pictures with no row, per shipment: each an error row, never released."""
     cleared: dict[str, list[str]] = field(default_factory=dict)
     """Flags the rows raised that the manifest no longer does, per shipment."""
+    flagged_unscored: dict[str, list[str]] = field(default_factory=dict)
+    """Flags raised on shipments of ``unscored``: no decision here carries them."""
 
 
 def _shipment(value: Any) -> str:
     return str(value).strip()
+
+
+def never_scored(manifest: Path) -> str:
+    """The error of a picture the manifest lists that no row has (kept in the audit record)."""
+    return (
+        f"listed under this shipment in manifest {manifest.name!r}, but no verdict row has this path: "
+        "never scored, or scored under another path"
+    )
 
 
 def read_declarations(manifest: Path) -> dict[str, Listed]:
@@ -84,13 +93,18 @@ def read_declarations(manifest: Path) -> dict[str, Listed]:
                 image.path: str(image.declaration.get("cargo_type") or declaration.cargo_type)
                 for image in images
             },
+            manifest,
         )
     return listed
 
 
 def _raised(rows: list[ImageVerdict], shipment: str) -> set[str]:
-    """The flags the rows of one shipment raise, as they would be decided."""
-    declaration = declaration_from_rows(shipment, rows)
+    """The flags the rows of one shipment raise, as they would be decided (none where their
+    declaration does not validate: the manifest's, which replaces it, does)."""
+    try:
+        declaration = declaration_from_rows(shipment, rows)
+    except InputError:
+        return set()
     return {flag for flag in OVERRIDE_FLAGS if getattr(declaration, flag)}
 
 
@@ -117,7 +131,13 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
             seen.add(picture)
             cargo = now.pictures.get(picture, now.declaration["cargo_type"])
             out[n] = row.model_copy(
-                update={"shipment_id": shipment, "declaration": {**now.declaration, "cargo_type": cargo}}
+                update={
+                    "shipment_id": shipment,
+                    # the cargo it was scored as stays with the row, where the row's declaration
+                    # alone said it: a picture now declared another cargo must fail closed
+                    "cargo_type": row.cargo_type or row.declaration.get("cargo_type"),
+                    "declaration": {**now.declaration, "cargo_type": cargo},
+                }
             )
         missing = [p for p in now.pictures if p not in seen]
         if missing:
@@ -128,10 +148,14 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
                     path=picture,
                     shipment_id=shipment,
                     cargo_type=now.pictures[picture],
-                    error=NEVER_SCORED,
+                    error=never_scored(now.manifest),
                     declaration={**now.declaration, "cargo_type": now.pictures[picture]},
                 )
             )
         done.shipments.add(shipment)
     done.unscored = set(listed) - done.shipments
+    for shipment in done.unscored:
+        raised = [flag for flag in OVERRIDE_FLAGS if listed[shipment].declaration.get(flag)]
+        if raised:
+            done.flagged_unscored[shipment] = raised
     return out, done

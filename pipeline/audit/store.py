@@ -510,7 +510,9 @@ class AuditStore:
                         # a batch run again over earlier inputs (an alarm cleared in the manifest
                         # since, an earlier policy): answered from the record, it read "released"
                         # off a hold recorded since, which only an officer's outcome lifts
-                        self._refuse_lowering_a_hold(conn, latest, decision)
+                        # judged by the record returned, not the decision computed now (a random
+                        # audit under a rotated secret may make that one strict enough to pass)
+                        self._refuse_lowering_a_hold(conn, latest, decision.shipment_id, Tier(existing.tier))
                     return self._records(conn, [existing])[0]
             latest = self._latest_decision(conn, decision.shipment_id)
             if exclusive and latest is not None and Tier(latest.tier).severity >= decision.tier.severity:
@@ -524,7 +526,7 @@ class AuditStore:
                 replayed = self._same_decision(conn, latest, decision_json)
                 if replayed is not None:
                     return replayed
-                self._refuse_lowering_a_hold(conn, latest, decision)
+                self._refuse_lowering_a_hold(conn, latest, decision.shipment_id, decision.tier)
             # nothing written since the lookup, the common case: nothing to check under the lock
             if images_seen_as_of is not None and head > images_seen_as_of:
                 since = sightings(
@@ -607,17 +609,18 @@ class AuditStore:
         return latest if mine == theirs else None
 
     @staticmethod
-    def _refuse_lowering_a_hold(conn: Connection, latest: Any, decision: ShipmentDecision) -> None:
+    def _refuse_lowering_a_hold(conn: Connection, latest: Any, shipment_id: str, tier: Tier) -> None:
+        """Refuse a decision at ``tier`` where the shipment's ``latest`` is a stricter, unresolved hold."""
         c = audit_records.c
-        if Tier(latest.tier).severity <= decision.tier.severity:
+        if Tier(latest.tier).severity <= tier.severity:
             return
         resolved = conn.execute(
             select(c.seq).where(c.kind == "outcome", c.ref_seq == latest.seq).limit(1)
         ).first()
         if resolved is None:
             raise ConflictError(
-                f"shipment {decision.shipment_id!r} is held ({latest.tier}, audit record {latest.seq}) "
-                f"and this decision would lower it to {decision.tier.value}: a hold is lifted by an "
+                f"shipment {shipment_id!r} is held ({latest.tier}, audit record {latest.seq}) "
+                f"and this decision would lower it to {tier.value}: a hold is lifted by an "
                 "officer's outcome (clearsight audit outcome, or the review page), not by deciding "
                 "again; decide what-if runs without --audit-db"
             )

@@ -132,9 +132,9 @@ def _redeclared_warnings(done: Redeclared) -> list[str]:
     if done.missing_pictures:
         first = sorted(done.missing_pictures)[0]
         said.append(
-            f"{sum(done.missing_pictures.values())} picture(s) that --manifest lists have no rows in "
-            f"--verdicts (never scored), so {len(done.missing_pictures)} shipment(s) holding them are not "
-            f"released: {first!r} first"
+            f"{sum(done.missing_pictures.values())} picture(s) that --manifest lists have no row with their "
+            f"path in --verdicts (never scored, or scored under another path), so "
+            f"{len(done.missing_pictures)} shipment(s) holding them are not released: {first!r} first"
         )
     if done.cleared:
         first = sorted(done.cleared)[0]
@@ -285,8 +285,19 @@ def register(app: typer.Typer) -> None:
                 "declare; pass --trader-register to take each trader's tier from the authority's register",
                 highlight=False,
             )
+        problems = []
         if refused:
             more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
-            raise ConflictError(
+            problems.append(
                 f"{len(refused)} decisions were not recorded in the audit store{more}: {refused[0]}"
             )
+        if redeclared is not None and redeclared.flagged_unscored:
+            first = sorted(redeclared.flagged_unscored)[0]
+            problems.append(
+                f"{len(redeclared.flagged_unscored)} shipment(s) of --manifest raise a flag but have no rows "
+                f"in --verdicts, so no decision here carries it: {first!r} "
+                f"({', '.join(redeclared.flagged_unscored[first])}) first; decide them with the rows they "
+                "were scored in"
+            )
+        if problems:
+            raise ConflictError("; and ".join(problems))

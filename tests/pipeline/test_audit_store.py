@@ -590,6 +590,8 @@ def test_an_earlier_decision_run_again_does_not_read_released_off_a_later_hold(d
             ConflictError, match=r"^shipment 'S1' is held \(PHYSICAL_INSPECTION, audit record 2\)"
         ):
             store.record(decision("S1", Tier.RELEASE), idempotency_key="inputs-a:S1")
+        with pytest.raises(ConflictError, match="would lower it to RELEASE"):  # judged by what is returned
+            store.record(decision("S1", Tier.PHYSICAL_INSPECTION), idempotency_key="inputs-a:S1")
         assert store.record(decision("S1", Tier.PHYSICAL_INSPECTION), idempotency_key="inputs-b:S1").seq == 2
         store.record_outcome("S1", found=None, officer="officer-3")  # lifted: the replay may say so
         assert store.record(decision("S1", Tier.RELEASE), idempotency_key="inputs-a:S1") == first

@@ -9,7 +9,7 @@ import pytest
 
 from datasets.errors import DatasetFormatError
 from datasets.manifest import write_manifest
-from pipeline.redeclare import NEVER_SCORED, read_declarations, redeclare
+from pipeline.redeclare import never_scored, read_declarations, redeclare
 from pipeline.verdicts import ImageVerdict
 
 POLICY = "policy_version: p\ncargo_types:\n  bulk_ore: {release_threshold: 0.5, hold_threshold: 0.8}\n"
@@ -50,7 +50,11 @@ def test_a_shipments_rows_merged_as_the_scorer_merges_them(tmp_path: Path) -> No
     rows, done = redeclare([_row("S1", a, 0.1), _row("S2", "x.png", 0.1)], listed)
     assert rows[0].declaration == listed["S1"].declaration and rows[1].declaration["cargo_type"] == "bulk_ore"
     assert (done.shipments, done.unscored, done.missing_pictures) == ({"S1"}, {"S9"}, {"S1": 1})
-    assert (rows[2].path, rows[2].shipment_id, rows[2].error) == (b, "S1", NEVER_SCORED)  # b never scored
+    assert (rows[2].path, rows[2].shipment_id, rows[2].error) == (
+        b,
+        "S1",
+        never_scored(manifest),
+    )  # b never scored
 
 
 def test_a_manifest_with_a_flag_spelt_otherwise_is_refused(tmp_path: Path) -> None:
@@ -183,7 +187,7 @@ def test_a_picture_added_to_a_shipment_after_scoring_holds_it(
     assert decided["S2"] == ("PHYSICAL_INSPECTION", ["override.radiation_alarm", "score.clear"])
     said = " ".join(capsys.readouterr().err.split())
     assert (
-        "1 picture(s) that --manifest lists have no rows in --verdicts (never scored), so 1 shipment(s)"
+        "1 picture(s) that --manifest lists have no row with their path in --verdicts (never scored, or"
         in said
     )
 
@@ -220,3 +224,41 @@ def test_a_bad_declaration_in_the_manifest_names_it_and_its_line(
     assert capsys.readouterr().err.startswith(
         f"Error: --manifest {str(env / 'm.csv')!r}, line 2: shipment 'S1'"
     )
+
+
+def test_a_row_that_names_its_cargo_in_its_declaration_only_keeps_it(env: Path) -> None:
+    """Rows without cargo_type (older, or another tool's) said it in their declaration alone, which
+    the manifest replaced: the ore-scored pictures, now declared vacuum_pack, went out released."""
+    rows = [_row("S1", str(env / "a.png"), 0.1).model_copy(update={"cargo_type": None})]
+    code, decided = _decide(env, rows, [{"path": "a.png", "shipment_id": "S1", "cargo_type": "vacuum_pack"}])
+    assert code == 0 and decided["S1"][0] != "RELEASE"
+    assert "fail_closed.mixed_cargo_types" in decided["S1"][1]
+
+
+def test_rows_whose_own_declaration_does_not_validate_are_corrected_by_the_manifest(env: Path) -> None:
+    row = _row("S1", str(env / "a.png"), 0.1).model_copy(
+        update={"declaration": {"shipment_id": "S1", "cargo_type": "bulk_ore", "RadiationAlarm": True}}
+    )
+    listed = [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "radiation_alarm": True}]
+    code, decided = _decide(env, [row], listed)
+    assert code == 0 and decided["S1"] == ("PHYSICAL_INSPECTION", ["override.radiation_alarm", "score.clear"])
+
+
+def test_a_flag_on_a_listed_shipment_without_rows_is_an_error(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its alarm reached no decision and the command said only "not decided", exit 0."""
+    code, decided = _decide(
+        env,
+        [_row("S1", str(env / "a.png"), 0.1)],
+        [
+            {"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"},
+            {"path": "z.png", "shipment_id": "S9", "cargo_type": "bulk_ore", "radiation_alarm": True},
+        ],
+    )
+    assert code == 2 and decided["S1"][0] == "RELEASE"  # the decisions file is written all the same
+    said = " ".join(capsys.readouterr().err.split())
+    assert (
+        "1 shipment(s) of --manifest raise a flag but have no rows in --verdicts, so no decision here" in said
+    )
+    assert "'S9' (radiation_alarm) first" in said
