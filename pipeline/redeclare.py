@@ -22,18 +22,17 @@ from datasets.errors import InputError
 from pipeline.decide import declaration_from_rows
 from pipeline.verdicts import OVERRIDE_FLAGS, ImageVerdict
 
-__all__ = ["Listed", "Redeclared", "never_scored", "read_declarations", "redeclare"]
+__all__ = ["NEVER_SCORED", "Listed", "Redeclared", "read_declarations", "redeclare"]
 
 
 @dataclass
 class Listed:
     """One shipment as the manifest gives it now: its merged declaration (a row's ``declaration``
     dict, which :func:`pipeline.decide.declaration_from_rows` reads back unchanged), and each listed
-    picture (resolved path) with its own row's cargo type, and the manifest it comes from."""
+    picture (resolved path) with its own row's cargo type."""
 
     declaration: dict[str, Any]
     pictures: dict[str, str]
-    manifest: Path
 
 
 @dataclass
@@ -56,12 +55,13 @@ def _shipment(value: Any) -> str:
     return str(value).strip()
 
 
-def never_scored(manifest: Path) -> str:
-    """The error of a picture the manifest lists that no row has (kept in the audit record)."""
-    return (
-        f"listed under this shipment in manifest {manifest.name!r}, but no verdict row has this path: "
-        "never scored, or scored under another path"
-    )
+NEVER_SCORED = (
+    "listed under this shipment in the manifest, but no verdict row has this path: never scored, or "
+    "scored under another path"
+)
+"""The error of a picture the manifest lists that no row has. Kept in the audit record and in the
+decision's idempotency key, so it names no file: a copy of the manifest under another name must not
+make the same decision a new one (a new hold over one an officer has lifted)."""
 
 
 def read_declarations(manifest: Path) -> dict[str, Listed]:
@@ -93,7 +93,6 @@ def read_declarations(manifest: Path) -> dict[str, Listed]:
                 image.path: str(image.declaration.get("cargo_type") or declaration.cargo_type)
                 for image in images
             },
-            manifest,
         )
     return listed
 
@@ -148,7 +147,7 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
                     path=picture,
                     shipment_id=shipment,
                     cargo_type=now.pictures[picture],
-                    error=never_scored(now.manifest),
+                    error=NEVER_SCORED,
                     declaration={**now.declaration, "cargo_type": now.pictures[picture]},
                 )
             )

@@ -9,7 +9,7 @@ import pytest
 
 from datasets.errors import DatasetFormatError
 from datasets.manifest import write_manifest
-from pipeline.redeclare import never_scored, read_declarations, redeclare
+from pipeline.redeclare import NEVER_SCORED, read_declarations, redeclare
 from pipeline.verdicts import ImageVerdict
 
 POLICY = "policy_version: p\ncargo_types:\n  bulk_ore: {release_threshold: 0.5, hold_threshold: 0.8}\n"
@@ -53,7 +53,7 @@ def test_a_shipments_rows_merged_as_the_scorer_merges_them(tmp_path: Path) -> No
     assert (rows[2].path, rows[2].shipment_id, rows[2].error) == (
         b,
         "S1",
-        never_scored(manifest),
+        NEVER_SCORED,
     )  # b never scored
 
 
@@ -262,3 +262,24 @@ def test_a_flag_on_a_listed_shipment_without_rows_is_an_error(
         "1 shipment(s) of --manifest raise a flag but have no rows in --verdicts, so no decision here" in said
     )
     assert "'S9' (radiation_alarm) first" in said
+
+
+def test_a_copy_of_the_manifest_under_another_name_decides_the_same(tmp_path: Path) -> None:
+    """The never-scored row named the manifest's file, which goes into the decision's idempotency
+    key: a copy of the manifest under a new name recorded a new hold over one an officer had lifted."""
+    from pipeline.decide import decide_rows, inputs_key
+    from pipeline.policy import parse_policy
+
+    keys = []
+    for name in ("monday.csv", "copy-of-monday.csv"):
+        write_manifest(
+            tmp_path / name,
+            [
+                {"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"},
+                {"path": "new-scan.png", "shipment_id": "S1", "cargo_type": "bulk_ore"},
+            ],
+        )
+        rows, _ = redeclare([_row("S1", str(tmp_path / "a.png"), 0.1)], read_declarations(tmp_path / name))
+        policy = parse_policy({"policy_version": "p", "cargo_types": {"bulk_ore": {}}})
+        keys.append(inputs_key(next(decide_rows(policy, rows, audit_key=b"k"))))
+    assert keys[0] == keys[1]
