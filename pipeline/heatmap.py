@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["legend_svg", "overlay", "overlay_png"]
+__all__ = ["MAX_SIDE", "fit_within", "legend_svg", "overlay", "overlay_png"]
 
 
 def _to_rgb8(image: np.ndarray) -> np.ndarray:
@@ -44,9 +44,29 @@ def overlay(image: np.ndarray, anomaly_map: np.ndarray, *, alpha: float = 0.45) 
     return out.round().astype(np.uint8)
 
 
-def overlay_png(image: np.ndarray, anomaly_map: np.ndarray, *, alpha: float = 0.45) -> bytes:
-    """:func:`overlay`, encoded as PNG bytes."""
-    ok, buf = cv2.imencode(".png", overlay(image, anomaly_map, alpha=alpha)[:, :, ::-1])
+MAX_SIDE = 2048
+"""The longest side a heatmap PNG is drawn at. Drawing costs about 45 bytes a pixel (the blend is
+done in float), which no pixel budget counted: a 49-megapixel upload took 2.2 GB to draw, at full
+size, a heatmap nobody views at full size; the anomaly map itself is far coarser."""
+
+
+def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` shrunk (area-averaged) so that its longer side is at most ``max_side``; as it is
+    when it already fits."""
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    shrunk = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return shrunk[:, :, None] if image.ndim == 3 and shrunk.ndim == 2 else shrunk
+
+
+def overlay_png(
+    image: np.ndarray, anomaly_map: np.ndarray, *, alpha: float = 0.45, max_side: int = MAX_SIDE
+) -> bytes:
+    """:func:`overlay`, encoded as PNG bytes, drawn with its longer side at most ``max_side``."""
+    ok, buf = cv2.imencode(".png", overlay(fit_within(image, max_side), anomaly_map, alpha=alpha)[:, :, ::-1])
     if not ok:  # pragma: no cover - cv2 only fails here on an empty image
         raise ValueError("could not encode the heatmap overlay as PNG")
     return buf.tobytes()

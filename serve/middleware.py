@@ -141,11 +141,22 @@ class RequestContextMiddleware:
             )
 
 
-class BodyLimitMiddleware:
-    """Refuses bodies over ``max_bytes``: from ``Content-Length`` up front, and by counting while streaming.
+UPLOADS = frozenset({"/v1/shipments", "/v1/score"})
+"""The routes whose bodies carry images (POST): every other body is a small form or JSON."""
+SMALL_BODY_BYTES = 64 * 1024
+"""The most any other body may hold: an outcome, a login form."""
 
-    A chunked or lying client is cut off when its running total passes the limit: the 413 problem is
-    sent at once and the app sees a disconnect, whose own response is then discarded.
+
+class BodyLimitMiddleware:
+    """Bounds what a request may cost before the app reads it: FastAPI parses a body before any
+    dependency authenticates the caller, so a client without a key could make the server read and
+    parse 64 MiB of JSON (about 380 MB of memory) to be told 401.
+
+    Bodies of image uploads (:data:`UPLOADS`) may hold ``max_bytes``, and are refused at once
+    (401) when no key is sent at all; every other body :data:`SMALL_BODY_BYTES`. Sizes are checked
+    from ``Content-Length`` up front, and by counting while streaming: a chunked or lying client is
+    cut off when its running total passes the limit, the 413 problem is sent at once and the app
+    sees a disconnect, whose own response is then discarded.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -158,7 +169,22 @@ class BodyLimitMiddleware:
             return
         request_id = scope.get("state", {}).get("request_id")
         path = scope.get("path", "")
-        length = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        upload = scope.get("method") == "POST" and path.rstrip("/") in UPLOADS
+        if upload and b"authorization" not in headers and b"x-api-key" not in headers:
+            await _send_problem(
+                send,
+                status=401,
+                slug="unauthenticated",
+                title="Missing or invalid API key",
+                detail="no API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                path=path,
+                request_id=request_id,
+                headers=[(b"www-authenticate", b'Bearer realm="clearsight"')],
+            )
+            return
+        limit = self.max_bytes if upload else min(self.max_bytes, SMALL_BODY_BYTES)
+        length = headers.get(b"content-length")
         if length is not None:
             try:
                 declared = int(length)
@@ -175,13 +201,13 @@ class BodyLimitMiddleware:
                     request_id=request_id,
                 )
                 return
-            if declared > self.max_bytes:
+            if declared > limit:
                 await _send_problem(
                     send,
                     status=413,
                     slug="request-too-large",
                     title="Request too large",
-                    detail=f"request body of {declared} bytes exceeds the limit of {self.max_bytes} bytes",
+                    detail=f"request body of {declared} bytes exceeds the limit of {limit} bytes",
                     path=path,
                     request_id=request_id,
                 )
@@ -197,14 +223,14 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     cut_off = True
                     await _send_problem(
                         send,
                         status=413,
                         slug="request-too-large",
                         title="Request too large",
-                        detail=f"request body passed the limit of {self.max_bytes} bytes while streaming",
+                        detail=f"request body passed the limit of {limit} bytes while streaming",
                         path=path,
                         request_id=request_id,
                     )

@@ -64,7 +64,7 @@ from pipeline.audit.schema import (
 from pipeline.audit.verify import verify_chain
 from pipeline.verdicts import ShipmentDecision, Tier
 
-__all__ = ["AuditStore", "ImagesSeenSince", "Lookup", "sqlite_file"]
+__all__ = ["AuditStore", "ImagesSeenSince", "Lookup", "SentByAnother", "sqlite_file"]
 
 _T = TypeVar("_T")
 _WRITE = "clearsight_write"
@@ -444,6 +444,7 @@ class AuditStore:
         exclusive: bool = False,
         images_seen_as_of: int | None = None,
         near_copy_bits: int = 0,
+        sender_only: bool = False,
     ) -> AuditRecord:
         """Append a decision. If ``idempotency_key`` was recorded before, return that record instead.
 
@@ -461,6 +462,10 @@ class AuditStore:
         one has no officer's outcome: a hold is lifted by an officer who inspected the cargo
         (:meth:`record_outcome`), not by deciding again under a laxer policy or on other verdicts.
 
+        With ``sender_only``, a shipment already decided is decided again (or read back) only for
+        the sender of its first decision (``submitted_by``): another trader's key must not add a
+        hold to it, nor learn how it was decided.
+
         With ``images_seen_as_of``, the decision's images say where each, or a near-copy of it within
         ``near_copy_bits``, was seen before, as :meth:`sightings` found them up to that sequence
         number (``ImageVerdict.seen_in`` and ``similar_in``). The records written since are checked
@@ -471,6 +476,7 @@ class AuditStore:
             InputError: an empty or over-long idempotency key.
             ConflictError: ``exclusive`` and the shipment was decided under another key at the
                 same or a stricter tier; or the decision would lower an unresolved hold.
+            SentByAnother: ``sender_only`` and the shipment's first decision was sent by another.
             ImagesSeenSince: an image that was seen nowhere (or had no near-copy) when looked up
                 has been decided in another shipment since: look it up and decide again.
             AuditError: the database cannot be written, or is at an older schema version.
@@ -492,6 +498,8 @@ class AuditStore:
             head = conn.execute(
                 select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()
             ).scalar_one()
+            if sender_only and self._sent_by_another(conn, decision.shipment_id, decision.submitted_by):
+                raise SentByAnother(decision.shipment_id)
             if idempotency_key is not None:
                 existing = conn.execute(
                     select(audit_records).where(audit_records.c.idempotency_key == idempotency_key)
@@ -587,6 +595,24 @@ class AuditStore:
     def _check_writable(self) -> None:
         if self._not_upgraded is not None:
             raise AuditError(self._not_upgraded)
+
+    @staticmethod
+    def _sent_by_another(conn: Connection, shipment_id: str, sender: str | None) -> bool:
+        """Whether the shipment's first decision was sent by someone other than ``sender``."""
+        c = audit_records.c
+        first = conn.execute(
+            select(c.content)
+            .where(c.kind == "decision", c.shipment_id == shipment_id)
+            .order_by(c.seq)
+            .limit(1)
+        ).scalar()
+        return first is not None and json.loads(first)["decision"].get("submitted_by") != sender
+
+    def sent_by_another(self, shipment_id: str, sender: str) -> bool:
+        """Whether ``shipment_id`` was first decided for another sender than ``sender`` (or by a
+        batch): checked before any work, and again where :meth:`record` writes (``sender_only``)."""
+        with self._reading(f"reading shipment {shipment_id!r}") as conn:
+            return self._sent_by_another(conn, shipment_id, sender)
 
     @staticmethod
     def _latest_decision(conn: Connection, shipment_id: str) -> Any:
@@ -829,6 +855,17 @@ class Lookup(NamedTuple):
 
     found: dict[str, Sighting]
     as_of: int
+
+
+class SentByAnother(ConflictError):
+    """A shipment first sent under another key: only that key sends it again (``sender_only``)."""
+
+    def __init__(self, shipment_id: str) -> None:
+        # no tier, no record number: the other sender's decision is none of this caller's business
+        super().__init__(
+            f"shipment {shipment_id!r} was first sent under another key; only that key may send it "
+            "again (an admin may record a stricter decision)"
+        )
 
 
 class ImagesSeenSince(ConflictError):

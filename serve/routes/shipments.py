@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from datasets.errors import ClearsightError, InputError, ModelError
 from datasets.perceptual_hash import perceptual_hashes
 from pipeline.audit.image_indexes import Picture, Sighting
-from pipeline.audit.store import ImagesSeenSince, Lookup
+from pipeline.audit.store import ImagesSeenSince, Lookup, SentByAnother
 from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision, first_field_like
 from serve.auth import Principal, Role
 from serve.deps import AuditDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
@@ -240,17 +240,30 @@ _DECIDE_ATTEMPTS = 3
 
 
 async def submit_shipment(
-    services: Services, declaration: Declaration, uploads: list[Upload], *, submitted_by: str | None = None
+    services: Services,
+    declaration: Declaration,
+    uploads: list[Upload],
+    *,
+    submitted_by: str | None = None,
+    sender_only: bool = False,
 ) -> Any:
     """Decide and record a shipment once; returns the audit record, new or (on a retry) existing.
+    With ``sender_only`` (a submitter), a shipment already decided is sent again only by the key
+    that sent it first.
 
     Raises:
         ConflictError: the shipment was already decided on other images or another declaration,
             and this decision is no stricter. A submitter must not be able to replace a hold (or a
             release it wanted to try again) by sending other pictures of the cargo.
+        PermissionDeniedError: ``sender_only`` and another key sent the shipment first: a trader
+            must not add a hold to another trader's shipment, nor learn how it was decided.
     """
     from pipeline.decide import decide_shipment
 
+    if sender_only and await run_in_threadpool(
+        services.audit.sent_by_another, declaration.shipment_id, submitted_by
+    ):  # before any work: no model time spent on it, nothing read back
+        raise PermissionDeniedError(str(SentByAnother(declaration.shipment_id)))
     key = idempotency_key(declaration, [u.sha256 for u in uploads])
     # a retry is answered from the record: no model time, nothing stored again
     replayed = await run_in_threadpool(services.audit.replayed, key, declaration.shipment_id)
@@ -276,9 +289,12 @@ async def submit_shipment(
                     exclusive=True,
                     images_seen_as_of=seen_as_of,
                     near_copy_bits=services.settings.near_copy_bits,
+                    sender_only=sender_only,
                 )
             )
             break
+        except SentByAnother as exc:  # sent first under another key while this one was scored
+            raise PermissionDeniedError(str(exc)) from exc
         except ImagesSeenSince as exc:  # the same pictures decided in another shipment meanwhile
             if attempt == _DECIDE_ATTEMPTS - 1:
                 raise OverloadedError(
@@ -377,7 +393,9 @@ async def post_shipment(
     parsed = vouched(parse_declaration(declaration), services.traders, caller)
     batcher_for(services, parsed.cargo_type)  # an unknown cargo type decodes nothing
     async with decoded_uploads(services, images) as uploads:
-        record = await submit_shipment(services, parsed, uploads, submitted_by=caller.name)
+        record = await submit_shipment(
+            services, parsed, uploads, submitted_by=caller.name, sender_only=caller.role is Role.SUBMITTER
+        )
     request.state.log_extra = {
         "shipment_id": parsed.shipment_id,
         "tier": record.decision.tier.value,

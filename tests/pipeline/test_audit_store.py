@@ -1218,3 +1218,25 @@ def test_the_decisions_of_shipments_are_read_whole_and_in_order(db_url: str) -> 
         (3, Tier.PHYSICAL_INSPECTION),
     ]
     assert got[1].outcome is not None and got[0].outcome is None
+
+
+def test_a_shipment_is_sent_again_only_by_its_first_sender_where_asked(db_url: str) -> None:
+    """Checked under the write lock too: two keys racing with one new shipment id."""
+    from pipeline.audit.store import SentByAnother
+
+    mine = decision("S1").model_copy(update={"submitted_by": "submitter:aaaaaaaaaaaa"})
+    theirs = decision("S1", Tier.PHYSICAL_INSPECTION).model_copy(
+        update={"submitted_by": "submitter:bbbbbbbbbbbb"}
+    )
+    with AuditStore.open(db_url) as store:
+        store.record(mine, idempotency_key="k1", exclusive=True, sender_only=True)
+        with pytest.raises(SentByAnother, match="^shipment 'S1' was first sent under another key"):
+            store.record(theirs, idempotency_key="k2", exclusive=True, sender_only=True)
+        with pytest.raises(SentByAnother):  # nor read back under the first sender's key
+            store.record(mine.model_copy(update={"submitted_by": "submitter:bbbbbbbbbbbb"}),
+                         idempotency_key="k1", exclusive=True, sender_only=True)  # fmt: skip
+        assert store.sent_by_another("S1", "submitter:bbbbbbbbbbbb") is True
+        assert store.sent_by_another("S1", "submitter:aaaaaaaaaaaa") is False
+        assert store.sent_by_another("S2", "submitter:bbbbbbbbbbbb") is False
+        stricter = mine.model_copy(update={"tier": Tier.PHYSICAL_INSPECTION})
+        assert store.record(stricter, idempotency_key="k3", exclusive=True, sender_only=True).seq == 2

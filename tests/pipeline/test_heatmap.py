@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
+import cv2
 import numpy as np
+import pytest
 
-from pipeline.heatmap import legend_svg, overlay
+from pipeline.heatmap import MAX_SIDE, legend_svg, overlay, overlay_png
 
 
 def test_the_legend_shows_the_overlays_colours_from_clean_to_defect() -> None:
@@ -21,3 +23,23 @@ def test_the_legend_shows_the_overlays_colours_from_clean_to_defect() -> None:
     # a map at 0 leaves the picture as it is: the legend says so at its left end
     assert np.array_equal(overlay(grey, np.zeros((4, 4), np.float32)), grey)
     assert "0: like clean cargo" in svg and "1: a defect" in svg
+
+
+@pytest.mark.parametrize(
+    ("shape", "drawn"),
+    [
+        ((3000, 1200, 3), (2048, 819)),
+        ((1200, 3000), (819, 2048)),
+        ((900, 700, 1), (900, 700)),
+        ((40, 30, 3), (40, 30)),
+    ],
+)
+def test_a_heatmap_is_drawn_no_larger_than_its_limit(shape: tuple[int, ...], drawn: tuple[int, int]) -> None:
+    """Drawn at full size, a 49-megapixel upload's heatmap took 2.2 GB that no pixel budget
+    counted; the PNG is shrunk to MAX_SIDE first, keeping its proportions."""
+    image = np.full(shape, 120, np.uint8)
+    amap = np.zeros((16, 16), np.float32)
+    amap[4:8, 4:8] = 1.0
+    png = cv2.imdecode(np.frombuffer(overlay_png(image, amap), np.uint8), cv2.IMREAD_COLOR)
+    assert png.shape[:2] == drawn and MAX_SIDE == 2048
+    assert png[0, 0, 0] == 120 and png[drawn[0] * 5 // 16, drawn[1] * 5 // 16, 0] < 80  # hot: no blue

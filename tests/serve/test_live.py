@@ -66,3 +66,50 @@ def test_chunked_body_is_cut_off_while_streaming(live_server) -> None:
     assert head_text.startswith(b"HTTP/1.1 413 ")
     problem = json.loads(body)
     assert problem["detail"] == "request body passed the limit of 2000 bytes while streaming"
+
+
+def test_what_a_request_may_cost_before_it_is_authenticated() -> None:
+    """FastAPI parses a body before any dependency authenticates: a client with no key made the
+    server read and parse 62 MiB of JSON (about 380 MB) to be told 401. Uploads without a key are
+    refused before their body is read; other bodies hold at most 64 KiB."""
+    import asyncio
+
+    from serve.middleware import SMALL_BODY_BYTES, BodyLimitMiddleware
+
+    def call(
+        method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[int, int, bool]:
+        sent: list[dict] = []
+        reads = 0
+        reached = False
+
+        async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+            nonlocal reached
+            reached = True
+            while (await receive()).get("more_body"):
+                pass
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        async def receive() -> dict:
+            nonlocal reads
+            reads += 1
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": method, "path": path, "headers": headers, "state": {}}
+        asyncio.run(BodyLimitMiddleware(app, max_bytes=64 * 1024 * 1024)(scope, receive, send))
+        return sent[0]["status"], reads, reached
+
+    big = b"[" + b"0," * (SMALL_BODY_BYTES) + b"0]"
+    assert call("POST", "/v1/shipments", [], big) == (401, 0, False)  # no key: not a byte read
+    assert call("POST", "/v1/score/", [], big) == (401, 0, False)
+    keyed = [(b"authorization", b"Bearer k")]
+    assert call("POST", "/v1/shipments", keyed, big)[0] == 200  # a key: the app authenticates it
+    sized = [(b"content-length", str(len(big)).encode())]
+    assert call("POST", "/v1/shipments/S1/outcome", keyed + sized, big) == (413, 0, False)
+    assert call("POST", "/review/login", sized, big) == (413, 0, False)
+    assert call("POST", "/v1/shipments/S1/outcome", keyed, big)[0] == 413  # streamed, no length
+    assert call("POST", "/v1/shipments/S1/outcome", keyed, b'{"found": "clean"}')[0] == 200

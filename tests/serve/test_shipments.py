@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from serve_fakes import ADMIN_KEY, OFFICER_KEY, SUBMITTER_KEY, FakePredictor, auth, png_bytes
+from serve_fakes import ADMIN_KEY, API_KEYS, OFFICER_KEY, SUBMITTER_KEY, FakePredictor, auth, png_bytes
 
 from datasets.errors import AuditError
 from pipeline.verdicts import Declaration
@@ -794,3 +794,40 @@ def test_heatmaps_made_again_are_not_counted_as_scores_again(make_client) -> Non
     assert _submit(client, "SHP-ONCE", [240]).json()["seq"] == 1
     metrics = client.get("/metrics", headers=ADMIN).text
     assert 'clearsight_image_score_count{cargo_type="bulk_ore"} 1.0' in metrics
+
+
+def test_a_submitter_may_not_send_another_submitters_shipment(make_client, audit_store) -> None:
+    """Any submitter key could add a hold to another trader's shipment (an alarm, hot pictures), and
+    read off 409s whether and how strictly it had been decided (the record number too)."""
+    other = "submitter-key-0002"
+    client = make_client(api_keys=f"{API_KEYS},submitter:{other}")
+    assert _submit(client, "SHP-A1", [10], headers=SUBMIT).json()["tier"] == "RELEASE"
+    for declared in ({}, {"radiation_alarm": True}):
+        refused = _submit(client, "SHP-A1", [20], headers=auth(other), **declared)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["detail"] == (
+            "shipment 'SHP-A1' was first sent under another key; only that key may send it again "
+            "(an admin may record a stricter decision)"
+        )
+    assert audit_store.get("SHP-A1").seq == 1  # nothing recorded for the other key
+    assert (
+        _submit(client, "SHP-A1", [10], headers=SUBMIT, radiation_alarm=True).status_code == 200
+    )  # its sender
+    admin = _submit(client, "SHP-A1", [240], headers=ADMIN, radiation_alarm=True)
+    assert admin.status_code == 409, admin.text  # an admin is held to "stricter only", not to the sender
+    assert _submit(client, "SHP-B1", [10], headers=auth(other)).status_code == 200  # a new id is anyone's
+
+
+def test_a_shipment_decided_by_a_batch_is_sent_again_by_an_admin_only(make_client, audit_store) -> None:
+    from pipeline.decide import decide_shipment
+    from pipeline.verdicts import ImageVerdict
+
+    client = make_client()
+    verdict = ImageVerdict(path="a.png", sha256="ab" * 32, score=0.1, threshold=0.5, hold_threshold=0.8,
+                           model_id="bulk_ore-fake-0001", cargo_type="bulk_ore")  # fmt: skip
+    declaration = Declaration(shipment_id="SHP-BATCH", cargo_type="bulk_ore")
+    audit_store.record(
+        decide_shipment(client.app.state.services.policy, declaration, [verdict], audit_key=b"k")
+    )
+    assert _submit(client, "SHP-BATCH", [240], headers=SUBMIT).status_code == 403
+    assert _submit(client, "SHP-BATCH", [240], headers=ADMIN).status_code == 200
