@@ -53,6 +53,15 @@ class TraderRegister:
         """The registered tier of ``trader_id``; None for an unregistered trader or no id."""
         return self.tiers.get(trader_id) if trader_id else None
 
+    def keys_with(self, submitter: str) -> frozenset[str]:
+        """The key named ``submitter`` and every key the register names for a trader it sends for:
+        a trader's keys (a rotated one, a second office) send its shipments again."""
+        found = {submitter}
+        for keys in self.submitters.values():
+            if submitter in keys:
+                found |= keys
+        return frozenset(found)
+
     def tier_for(self, trader_id: str | None, submitter: str) -> str | None:
         """The tier a shipment of ``trader_id`` sent by the key named ``submitter`` is decided under:
         the registered one when that key sends the trader's shipments, else None."""

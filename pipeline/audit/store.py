@@ -19,7 +19,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -444,7 +444,7 @@ class AuditStore:
         exclusive: bool = False,
         images_seen_as_of: int | None = None,
         near_copy_bits: int = 0,
-        sender_only: bool = False,
+        senders: Collection[str] | None = None,
     ) -> AuditRecord:
         """Append a decision. If ``idempotency_key`` was recorded before, return that record instead.
 
@@ -462,9 +462,9 @@ class AuditStore:
         one has no officer's outcome: a hold is lifted by an officer who inspected the cargo
         (:meth:`record_outcome`), not by deciding again under a laxer policy or on other verdicts.
 
-        With ``sender_only``, a shipment already decided is decided again (or read back) only for
-        the sender of its first decision (``submitted_by``): another trader's key must not add a
-        hold to it, nor learn how it was decided.
+        With ``senders``, a shipment already decided is decided again (or read back) only where the
+        sender of its first decision (``submitted_by``) is one of them: another trader's key must
+        not add a hold to it, nor learn how it was decided.
 
         With ``images_seen_as_of``, the decision's images say where each, or a near-copy of it within
         ``near_copy_bits``, was seen before, as :meth:`sightings` found them up to that sequence
@@ -476,7 +476,7 @@ class AuditStore:
             InputError: an empty or over-long idempotency key.
             ConflictError: ``exclusive`` and the shipment was decided under another key at the
                 same or a stricter tier; or the decision would lower an unresolved hold.
-            SentByAnother: ``sender_only`` and the shipment's first decision was sent by another.
+            SentByAnother: the shipment's first decision was sent by none of ``senders``.
             ImagesSeenSince: an image that was seen nowhere (or had no near-copy) when looked up
                 has been decided in another shipment since: look it up and decide again.
             AuditError: the database cannot be written, or is at an older schema version.
@@ -498,7 +498,7 @@ class AuditStore:
             head = conn.execute(
                 select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()
             ).scalar_one()
-            if sender_only and self._sent_by_another(conn, decision.shipment_id, decision.submitted_by):
+            if senders is not None and self._sent_by_another(conn, decision.shipment_id, senders):
                 raise SentByAnother(decision.shipment_id)
             if idempotency_key is not None:
                 existing = conn.execute(
@@ -597,8 +597,8 @@ class AuditStore:
             raise AuditError(self._not_upgraded)
 
     @staticmethod
-    def _sent_by_another(conn: Connection, shipment_id: str, sender: str | None) -> bool:
-        """Whether the shipment's first decision was sent by someone other than ``sender``."""
+    def _sent_by_another(conn: Connection, shipment_id: str, senders: Collection[str]) -> bool:
+        """Whether the shipment's first decision was sent by none of ``senders``."""
         c = audit_records.c
         first = conn.execute(
             select(c.content)
@@ -606,13 +606,13 @@ class AuditStore:
             .order_by(c.seq)
             .limit(1)
         ).scalar()
-        return first is not None and json.loads(first)["decision"].get("submitted_by") != sender
+        return first is not None and json.loads(first)["decision"].get("submitted_by") not in senders
 
-    def sent_by_another(self, shipment_id: str, sender: str) -> bool:
-        """Whether ``shipment_id`` was first decided for another sender than ``sender`` (or by a
-        batch): checked before any work, and again where :meth:`record` writes (``sender_only``)."""
+    def sent_by_another(self, shipment_id: str, senders: Collection[str]) -> bool:
+        """Whether ``shipment_id`` was first decided for none of ``senders`` (by a batch, say):
+        checked before any work, and again where :meth:`record` writes (``senders``)."""
         with self._reading(f"reading shipment {shipment_id!r}") as conn:
-            return self._sent_by_another(conn, shipment_id, sender)
+            return self._sent_by_another(conn, shipment_id, senders)
 
     @staticmethod
     def _latest_decision(conn: Connection, shipment_id: str) -> Any:
@@ -858,7 +858,7 @@ class Lookup(NamedTuple):
 
 
 class SentByAnother(ConflictError):
-    """A shipment first sent under another key: only that key sends it again (``sender_only``)."""
+    """A shipment first sent under another key: only its trader's keys send it again (``senders``)."""
 
     def __init__(self, shipment_id: str) -> None:
         # no tier, no record number: the other sender's decision is none of this caller's business

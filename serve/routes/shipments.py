@@ -115,6 +115,16 @@ def parse_declaration(text: str) -> Declaration:
     return declaration
 
 
+def _senders(services: Services, caller: Principal) -> frozenset[str] | None:
+    """Whose shipments ``caller`` may send again: a submitter its own and its trader's other keys'
+    (by the register); None (anyone's) for officers and admins."""
+    if caller.role is not Role.SUBMITTER:
+        return None
+    return (
+        services.traders.keys_with(caller.name) if services.traders is not None else frozenset({caller.name})
+    )
+
+
 def vouched(declaration: Declaration, traders: Any, caller: Principal) -> Declaration:
     """The declaration with its trader's AEO tier taken from the register (``traders``, a
     :class:`~pipeline.trader_register.TraderRegister` or None).
@@ -245,23 +255,23 @@ async def submit_shipment(
     uploads: list[Upload],
     *,
     submitted_by: str | None = None,
-    sender_only: bool = False,
+    senders: frozenset[str] | None = None,
 ) -> Any:
     """Decide and record a shipment once; returns the audit record, new or (on a retry) existing.
-    With ``sender_only`` (a submitter), a shipment already decided is sent again only by the key
-    that sent it first.
+    With ``senders`` (a submitter's key and its trader's other keys), a shipment already decided is
+    sent again only where one of them sent it first.
 
     Raises:
         ConflictError: the shipment was already decided on other images or another declaration,
             and this decision is no stricter. A submitter must not be able to replace a hold (or a
             release it wanted to try again) by sending other pictures of the cargo.
-        PermissionDeniedError: ``sender_only`` and another key sent the shipment first: a trader
+        PermissionDeniedError: none of ``senders`` sent the shipment first: a trader
             must not add a hold to another trader's shipment, nor learn how it was decided.
     """
     from pipeline.decide import decide_shipment
 
-    if sender_only and await run_in_threadpool(
-        services.audit.sent_by_another, declaration.shipment_id, submitted_by
+    if senders is not None and await run_in_threadpool(
+        services.audit.sent_by_another, declaration.shipment_id, senders
     ):  # before any work: no model time spent on it, nothing read back
         raise PermissionDeniedError(str(SentByAnother(declaration.shipment_id)))
     key = idempotency_key(declaration, [u.sha256 for u in uploads])
@@ -289,7 +299,7 @@ async def submit_shipment(
                     exclusive=True,
                     images_seen_as_of=seen_as_of,
                     near_copy_bits=services.settings.near_copy_bits,
-                    sender_only=sender_only,
+                    senders=senders,
                 )
             )
             break
@@ -394,7 +404,7 @@ async def post_shipment(
     batcher_for(services, parsed.cargo_type)  # an unknown cargo type decodes nothing
     async with decoded_uploads(services, images) as uploads:
         record = await submit_shipment(
-            services, parsed, uploads, submitted_by=caller.name, sender_only=caller.role is Role.SUBMITTER
+            services, parsed, uploads, submitted_by=caller.name, senders=_senders(services, caller)
         )
     request.state.log_extra = {
         "shipment_id": parsed.shipment_id,

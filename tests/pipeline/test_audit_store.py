@@ -1229,14 +1229,19 @@ def test_a_shipment_is_sent_again_only_by_its_first_sender_where_asked(db_url: s
         update={"submitted_by": "submitter:bbbbbbbbbbbb"}
     )
     with AuditStore.open(db_url) as store:
-        store.record(mine, idempotency_key="k1", exclusive=True, sender_only=True)
+        store.record(mine, idempotency_key="k1", exclusive=True, senders={"submitter:aaaaaaaaaaaa"})
         with pytest.raises(SentByAnother, match="^shipment 'S1' was first sent under another key"):
-            store.record(theirs, idempotency_key="k2", exclusive=True, sender_only=True)
+            store.record(theirs, idempotency_key="k2", exclusive=True, senders={"submitter:bbbbbbbbbbbb"})
         with pytest.raises(SentByAnother):  # nor read back under the first sender's key
-            store.record(mine.model_copy(update={"submitted_by": "submitter:bbbbbbbbbbbb"}),
-                         idempotency_key="k1", exclusive=True, sender_only=True)  # fmt: skip
-        assert store.sent_by_another("S1", "submitter:bbbbbbbbbbbb") is True
-        assert store.sent_by_another("S1", "submitter:aaaaaaaaaaaa") is False
-        assert store.sent_by_another("S2", "submitter:bbbbbbbbbbbb") is False
+            other = mine.model_copy(update={"submitted_by": "submitter:bbbbbbbbbbbb"})
+            store.record(other, idempotency_key="k1", exclusive=True, senders={"submitter:bbbbbbbbbbbb"})
+        assert store.sent_by_another("S1", {"submitter:bbbbbbbbbbbb"}) is True
+        assert store.sent_by_another("S1", {"submitter:bbbbbbbbbbbb", "submitter:aaaaaaaaaaaa"}) is False
+        assert store.sent_by_another("S2", {"submitter:bbbbbbbbbbbb"}) is False
         stricter = mine.model_copy(update={"tier": Tier.PHYSICAL_INSPECTION})
-        assert store.record(stricter, idempotency_key="k3", exclusive=True, sender_only=True).seq == 2
+        assert (
+            store.record(
+                stricter, idempotency_key="k3", exclusive=True, senders={"submitter:aaaaaaaaaaaa"}
+            ).seq
+            == 2
+        )

@@ -831,3 +831,19 @@ def test_a_shipment_decided_by_a_batch_is_sent_again_by_an_admin_only(make_clien
     )
     assert _submit(client, "SHP-BATCH", [240], headers=SUBMIT).status_code == 403
     assert _submit(client, "SHP-BATCH", [240], headers=ADMIN).status_code == 200
+
+
+def test_a_traders_other_key_sends_its_shipment_again(make_client, tmp_path) -> None:
+    """A key rotated, or a second office: the register names both keys for the trader, and either
+    sends the trader's shipments again; a key of another trader still may not."""
+    rotated, stranger = "submitter-key-0003", "submitter-key-0004"
+    names = [Principal.of_key(Role.SUBMITTER, key).name for key in (SUBMITTER_KEY, rotated)]
+    (tmp_path / "register.csv").write_text(f"trader_id,aeo_tier,submitters\nT-A,AEOF,{' '.join(names)}\n")
+    client = make_client(
+        api_keys=f"{API_KEYS},submitter:{rotated},submitter:{stranger}",
+        trader_register=tmp_path / "register.csv",
+    )
+    assert _submit(client, "SHP-R1", [10], headers=SUBMIT, trader_id="T-A").json()["tier"] == "RELEASE"
+    again = _submit(client, "SHP-R1", [10], headers=auth(rotated), trader_id="T-A", radiation_alarm=True)
+    assert again.status_code == 200 and again.json()["tier"] == "PHYSICAL_INSPECTION"
+    assert _submit(client, "SHP-R1", [240], headers=auth(stranger), trader_id="T-A").status_code == 403
