@@ -53,6 +53,10 @@ class TraderRegister:
         """The registered tier of ``trader_id``; None for an unregistered trader or no id."""
         return self.tiers.get(trader_id) if trader_id else None
 
+    def traders_of(self, submitter: str) -> frozenset[str]:
+        """The traders whose shipments the key named ``submitter`` sends."""
+        return frozenset(trader for trader, keys in self.submitters.items() if submitter in keys)
+
     def keys_with(self, submitter: str) -> frozenset[str]:
         """The key named ``submitter`` and every key the register names for a trader it sends for:
         a trader's keys (a rotated one, a second office) send its shipments again."""

@@ -13,10 +13,13 @@ import time
 import uuid
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from datasets.errors import ClearsightError
+from serve.deps import client_address, principal_from_headers
 from serve.metrics import Metrics
-from serve.problems import PROBLEM_BASE, PROBLEM_JSON
+from serve.problems import PROBLEM_BASE, PROBLEM_JSON, problem_for, problem_headers
 
 __all__ = ["BodyLimitMiddleware", "RequestContextMiddleware"]
 
@@ -147,13 +150,35 @@ SMALL_BODY_BYTES = 64 * 1024
 """The most any other body may hold: an outcome, a login form."""
 
 
+def _refusal(scope: Scope) -> tuple[int, str, str, str, dict[str, str]] | None:
+    """The problem (status, slug, title, detail, headers) an upload's key earns before its body is
+    read: none, a wrong one, or one from an address locked out for wrong keys, as the route's own
+    dependency would answer (which checks it again); None to let it through (the insecure
+    development mode included)."""
+    services = getattr(getattr(scope.get("app"), "state", None), "services", None)
+    if services is None:  # not started: the app answers for itself
+        return None
+    request = Request(scope)
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    bearer = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+    try:
+        principal_from_headers(
+            services, bearer, request.headers.get("x-api-key"), client=client_address(request)
+        )
+    except ClearsightError as exc:
+        status, slug, title = problem_for(exc)
+        return status, slug, title, str(exc), problem_headers(exc, status) or {}
+    return None
+
+
 class BodyLimitMiddleware:
     """Bounds what a request may cost before the app reads it: FastAPI parses a body before any
     dependency authenticates the caller, so a client without a key could make the server read and
     parse 64 MiB of JSON (about 380 MB of memory) to be told 401.
 
-    Bodies of image uploads (:data:`UPLOADS`) may hold ``max_bytes``, and are refused at once
-    (401) when no key is sent at all; every other body :data:`SMALL_BODY_BYTES`. Sizes are checked
+    Bodies of image uploads (:data:`UPLOADS`) may hold ``max_bytes``, and are refused at once when
+    their key is missing or wrong, or their address locked out (:func:`_refusal`); every other body
+    :data:`SMALL_BODY_BYTES`. Sizes are checked
     from ``Content-Length`` up front, and by counting while streaming: a chunked or lying client is
     cut off when its running total passes the limit, the 413 problem is sent at once and the app
     sees a disconnect, whose own response is then discarded.
@@ -170,17 +195,21 @@ class BodyLimitMiddleware:
         request_id = scope.get("state", {}).get("request_id")
         path = scope.get("path", "")
         headers = dict(scope.get("headers", []))
-        upload = scope.get("method") == "POST" and path.rstrip("/") in UPLOADS
-        if upload and b"authorization" not in headers and b"x-api-key" not in headers:
+        root = scope.get("root_path", "")
+        route = path[len(root) :] if root and path.startswith(root) else path  # behind a proxy prefix
+        upload = scope.get("method") == "POST" and route.rstrip("/") in UPLOADS
+        refused = _refusal(scope) if upload else None
+        if refused is not None:
+            status, slug, title, detail, extra = refused
             await _send_problem(
                 send,
-                status=401,
-                slug="unauthenticated",
-                title="Missing or invalid API key",
-                detail="no API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                status=status,
+                slug=slug,
+                title=title,
+                detail=detail,
                 path=path,
                 request_id=request_id,
-                headers=[(b"www-authenticate", b'Bearer realm="clearsight"')],
+                headers=[(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()],
             )
             return
         limit = self.max_bytes if upload else min(self.max_bytes, SMALL_BODY_BYTES)

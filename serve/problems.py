@@ -42,7 +42,7 @@ from serve.errors import (
     UnsupportedMediaTypeError,
 )
 
-__all__ = ["PROBLEM_BASE", "PROBLEM_JSON", "install", "problem_for", "problem_response"]
+__all__ = ["PROBLEM_BASE", "PROBLEM_JSON", "install", "problem_for", "problem_headers", "problem_response"]
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://clearsight.dev/problems/"
@@ -126,7 +126,8 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
-def _headers_for(exc: ClearsightError, status: int) -> dict[str, str] | None:
+def problem_headers(exc: ClearsightError, status: int) -> dict[str, str] | None:
+    """The headers a problem of ``exc`` carries: Retry-After, WWW-Authenticate."""
     if isinstance(exc, OverloadedError | TooManyAttemptsError):
         return {"Retry-After": str(exc.retry_after_s)}
     if status == 401:
@@ -145,7 +146,7 @@ async def _clearsight_handler(request: Request, exc: Exception) -> JSONResponse:
         error_log.error("%s: %s", type(exc).__name__, exc, extra={"request_id": request_id})
         detail = f"{title.lower()}; quote request id {request_id} to the service's operators"
     return problem_response(
-        request, status=status, slug=slug, title=title, detail=detail, headers=_headers_for(exc, status)
+        request, status=status, slug=slug, title=title, detail=detail, headers=problem_headers(exc, status)
     )
 
 

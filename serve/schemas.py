@@ -51,7 +51,9 @@ class ScoredImage(BaseModel):
     thresholds: ThresholdsOut
     model_id: str
     heatmap_png_base64: str | None = Field(
-        default=None, description="Heatmap overlay as a base64 PNG, only when heatmap=true was asked."
+        default=None,
+        description="Heatmap overlay as a base64 PNG, only when heatmap=true was asked; drawn with its "
+        "longer side at most 2048 px (the image's proportions kept), not at the image's width x height.",
     )
     scale_vs_training: float | None = Field(
         default=None,

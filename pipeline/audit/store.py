@@ -445,6 +445,7 @@ class AuditStore:
         images_seen_as_of: int | None = None,
         near_copy_bits: int = 0,
         senders: Collection[str] | None = None,
+        senders_traders: Collection[str] = (),
     ) -> AuditRecord:
         """Append a decision. If ``idempotency_key`` was recorded before, return that record instead.
 
@@ -463,8 +464,10 @@ class AuditStore:
         (:meth:`record_outcome`), not by deciding again under a laxer policy or on other verdicts.
 
         With ``senders``, a shipment already decided is decided again (or read back) only where the
-        sender of its first decision (``submitted_by``) is one of them: another trader's key must
-        not add a hold to it, nor learn how it was decided.
+        sender of its first decision (``submitted_by``) is one of them, or it was declared for one
+        of ``senders_traders`` (the traders the caller sends for: a key that took the trader's
+        shipment id first must not lock the trader out): another trader's key must not add a hold
+        to it, nor learn how it was decided.
 
         With ``images_seen_as_of``, the decision's images say where each, or a near-copy of it within
         ``near_copy_bits``, was seen before, as :meth:`sightings` found them up to that sequence
@@ -498,7 +501,9 @@ class AuditStore:
             head = conn.execute(
                 select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()
             ).scalar_one()
-            if senders is not None and self._sent_by_another(conn, decision.shipment_id, senders):
+            if senders is not None and self._sent_by_another(
+                conn, decision.shipment_id, senders, senders_traders
+            ):
                 raise SentByAnother(decision.shipment_id)
             if idempotency_key is not None:
                 existing = conn.execute(
@@ -597,8 +602,11 @@ class AuditStore:
             raise AuditError(self._not_upgraded)
 
     @staticmethod
-    def _sent_by_another(conn: Connection, shipment_id: str, senders: Collection[str]) -> bool:
-        """Whether the shipment's first decision was sent by none of ``senders``."""
+    def _sent_by_another(
+        conn: Connection, shipment_id: str, senders: Collection[str], traders: Collection[str] = ()
+    ) -> bool:
+        """Whether the shipment's first decision was sent by none of ``senders``, for none of
+        ``traders``."""
         c = audit_records.c
         first = conn.execute(
             select(c.content)
@@ -606,13 +614,20 @@ class AuditStore:
             .order_by(c.seq)
             .limit(1)
         ).scalar()
-        return first is not None and json.loads(first)["decision"].get("submitted_by") not in senders
+        if first is None:
+            return False
+        decided = json.loads(first)["decision"]
+        trader = (decided.get("declaration") or {}).get("trader_id")
+        return decided.get("submitted_by") not in senders and trader not in traders
 
-    def sent_by_another(self, shipment_id: str, senders: Collection[str]) -> bool:
-        """Whether ``shipment_id`` was first decided for none of ``senders`` (by a batch, say):
-        checked before any work, and again where :meth:`record` writes (``senders``)."""
+    def sent_by_another(
+        self, shipment_id: str, senders: Collection[str], traders: Collection[str] = ()
+    ) -> bool:
+        """Whether ``shipment_id`` was first decided for none of ``senders`` (by a batch, say), nor
+        declared for one of ``traders``: checked before any work, and again where :meth:`record`
+        writes (``senders``, ``senders_traders``)."""
         with self._reading(f"reading shipment {shipment_id!r}") as conn:
-            return self._sent_by_another(conn, shipment_id, senders)
+            return self._sent_by_another(conn, shipment_id, senders, traders)
 
     @staticmethod
     def _latest_decision(conn: Connection, shipment_id: str) -> Any:

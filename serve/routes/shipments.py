@@ -115,14 +115,15 @@ def parse_declaration(text: str) -> Declaration:
     return declaration
 
 
-def _senders(services: Services, caller: Principal) -> frozenset[str] | None:
-    """Whose shipments ``caller`` may send again: a submitter its own and its trader's other keys'
-    (by the register); None (anyone's) for officers and admins."""
+def _senders(services: Services, caller: Principal) -> tuple[frozenset[str], frozenset[str]] | None:
+    """Whose shipments ``caller`` may send again: for a submitter, those first sent by its own key or
+    its traders' other keys, and those declared for its traders (by the register); None (anyone's)
+    for officers and admins."""
     if caller.role is not Role.SUBMITTER:
         return None
-    return (
-        services.traders.keys_with(caller.name) if services.traders is not None else frozenset({caller.name})
-    )
+    if services.traders is None:
+        return frozenset({caller.name}), frozenset()
+    return services.traders.keys_with(caller.name), services.traders.traders_of(caller.name)
 
 
 def vouched(declaration: Declaration, traders: Any, caller: Principal) -> Declaration:
@@ -255,23 +256,24 @@ async def submit_shipment(
     uploads: list[Upload],
     *,
     submitted_by: str | None = None,
-    senders: frozenset[str] | None = None,
+    senders: tuple[frozenset[str], frozenset[str]] | None = None,
 ) -> Any:
     """Decide and record a shipment once; returns the audit record, new or (on a retry) existing.
-    With ``senders`` (a submitter's key and its trader's other keys), a shipment already decided is
-    sent again only where one of them sent it first.
+    With ``senders`` (a submitter's key and its traders' other keys, and those traders), a shipment
+    already decided is sent again only where one of those keys sent it first or it was declared for
+    one of those traders.
 
     Raises:
         ConflictError: the shipment was already decided on other images or another declaration,
             and this decision is no stricter. A submitter must not be able to replace a hold (or a
             release it wanted to try again) by sending other pictures of the cargo.
-        PermissionDeniedError: none of ``senders`` sent the shipment first: a trader
+        PermissionDeniedError: another trader's key sent the shipment first: a trader
             must not add a hold to another trader's shipment, nor learn how it was decided.
     """
     from pipeline.decide import decide_shipment
 
     if senders is not None and await run_in_threadpool(
-        services.audit.sent_by_another, declaration.shipment_id, senders
+        services.audit.sent_by_another, declaration.shipment_id, *senders
     ):  # before any work: no model time spent on it, nothing read back
         raise PermissionDeniedError(str(SentByAnother(declaration.shipment_id)))
     key = idempotency_key(declaration, [u.sha256 for u in uploads])
@@ -299,7 +301,8 @@ async def submit_shipment(
                     exclusive=True,
                     images_seen_as_of=seen_as_of,
                     near_copy_bits=services.settings.near_copy_bits,
-                    senders=senders,
+                    senders=senders[0] if senders is not None else None,
+                    senders_traders=senders[1] if senders is not None else (),
                 )
             )
             break

@@ -73,3 +73,5 @@ def test_a_keys_fellow_keys_are_those_of_the_traders_it_sends_for(tmp_path: Path
     }
     assert register.keys_with("submitter:bbbbbbbbbbbb") == {f"submitter:{c * 12}" for c in "abc"}
     assert register.keys_with("submitter:eeeeeeeeeeee") == {"submitter:eeeeeeeeeeee"}
+    assert register.traders_of("submitter:bbbbbbbbbbbb") == {"T1", "T2"}
+    assert register.traders_of("submitter:eeeeeeeeeeee") == frozenset()

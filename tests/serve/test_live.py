@@ -68,48 +68,77 @@ def test_chunked_body_is_cut_off_while_streaming(live_server) -> None:
     assert problem["detail"] == "request body passed the limit of 2000 bytes while streaming"
 
 
-def test_what_a_request_may_cost_before_it_is_authenticated() -> None:
-    """FastAPI parses a body before any dependency authenticates: a client with no key made the
-    server read and parse 62 MiB of JSON (about 380 MB) to be told 401. Uploads without a key are
-    refused before their body is read; other bodies hold at most 64 KiB."""
+def _through_the_limit(
+    app, method: str, path: str, headers: list, body: bytes, root: str = ""
+) -> tuple[int, int, bool]:
+    """(status, body reads, whether the app behind was reached) of one request through
+    BodyLimitMiddleware, the started ``app`` giving it its services."""
     import asyncio
 
-    from serve.middleware import SMALL_BODY_BYTES, BodyLimitMiddleware
+    from serve.middleware import BodyLimitMiddleware
 
-    def call(
-        method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> tuple[int, int, bool]:
-        sent: list[dict] = []
-        reads = 0
-        reached = False
+    sent: list[dict] = []
+    reads = 0
+    reached = False
 
-        async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
-            nonlocal reached
-            reached = True
-            while (await receive()).get("more_body"):
-                pass
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"ok"})
+    async def behind(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        nonlocal reached
+        reached = True
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
 
-        async def receive() -> dict:
-            nonlocal reads
-            reads += 1
-            return {"type": "http.request", "body": body, "more_body": False}
+    async def receive() -> dict:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": body, "more_body": False}
 
-        async def send(message: dict) -> None:
-            sent.append(message)
+    async def send(message: dict) -> None:
+        sent.append(message)
 
-        scope = {"type": "http", "method": method, "path": path, "headers": headers, "state": {}}
-        asyncio.run(BodyLimitMiddleware(app, max_bytes=64 * 1024 * 1024)(scope, receive, send))
-        return sent[0]["status"], reads, reached
+    scope = {"type": "http", "method": method, "path": root + path, "root_path": root, "headers": headers,
+             "state": {}, "app": app, "client": ("203.0.113.9", 5000)}  # fmt: skip
+    asyncio.run(BodyLimitMiddleware(behind, max_bytes=64 * 1024 * 1024)(scope, receive, send))
+    return sent[0]["status"], reads, reached
 
-    big = b"[" + b"0," * (SMALL_BODY_BYTES) + b"0]"
-    assert call("POST", "/v1/shipments", [], big) == (401, 0, False)  # no key: not a byte read
-    assert call("POST", "/v1/score/", [], big) == (401, 0, False)
-    keyed = [(b"authorization", b"Bearer k")]
-    assert call("POST", "/v1/shipments", keyed, big)[0] == 200  # a key: the app authenticates it
+
+def test_what_a_request_may_cost_before_it_is_authenticated(make_client) -> None:
+    """FastAPI parses a body before any dependency authenticates: a client with no key made the
+    server read and parse 62 MiB of JSON (about 380 MB) to be told 401, and a wrong key, or an
+    address locked out for wrong keys, had its whole upload read first. Uploads are refused before
+    their body is read; other bodies hold at most 64 KiB."""
+    from serve.middleware import SMALL_BODY_BYTES
+
+    app = make_client(auth_failures_per_minute=2).app
+    big = b"[" + b"0," * SMALL_BODY_BYTES + b"0]"
+    good = [(b"authorization", f"Bearer {SUBMITTER_KEY}".encode())]
+    assert _through_the_limit(app, "POST", "/v1/shipments", [], big) == (401, 0, False)
+    assert _through_the_limit(app, "POST", "/v1/score/", [(b"x-api-key", b"")], big) == (401, 0, False)
+    assert _through_the_limit(app, "POST", "/v1/shipments", good, big) == (200, 1, True)
+    # behind a proxy prefix: the route is still an upload, neither refused as small nor let through
+    assert _through_the_limit(app, "POST", "/v1/shipments", good, big, root="/clearsight")[0] == 200
+    assert _through_the_limit(app, "POST", "/v1/shipments", [], big, root="/clearsight")[0] == 401
     sized = [(b"content-length", str(len(big)).encode())]
-    assert call("POST", "/v1/shipments/S1/outcome", keyed + sized, big) == (413, 0, False)
-    assert call("POST", "/review/login", sized, big) == (413, 0, False)
-    assert call("POST", "/v1/shipments/S1/outcome", keyed, big)[0] == 413  # streamed, no length
-    assert call("POST", "/v1/shipments/S1/outcome", keyed, b'{"found": "clean"}')[0] == 200
+    assert _through_the_limit(app, "POST", "/v1/shipments/S1/outcome", good + sized, big) == (413, 0, False)
+    assert _through_the_limit(app, "POST", "/review/login", sized, big) == (413, 0, False)
+    assert _through_the_limit(app, "POST", "/v1/shipments/S1/outcome", good, big)[0] == 413  # streamed
+    assert _through_the_limit(app, "POST", "/v1/shipments/S1/outcome", good, b'{"found": "clean"}')[0] == 200
+    wrong = [(b"authorization", b"Bearer wrong-key-123")]
+    assert [_through_the_limit(app, "POST", "/v1/score", wrong, big)[:2] for _ in range(3)] == [
+        (401, 0),
+        (401, 0),
+        (429, 0),  # the address is locked out: not a byte read
+    ]
+
+
+def test_the_insecure_development_mode_takes_uploads_without_a_key(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+    from serve_fakes import FakePredictor
+
+    from serve.app import create_app
+    from serve.settings import ServeSettings
+
+    settings = ServeSettings(_env_file=None, api_keys="", insecure_dev=True, data_dir=tmp_path)
+    with TestClient(create_app(settings, predictors={"bulk_ore": FakePredictor("bulk_ore")})) as client:
+        assert _through_the_limit(client.app, "POST", "/v1/shipments", [], b"x")[0] == 200

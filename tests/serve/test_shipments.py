@@ -847,3 +847,7 @@ def test_a_traders_other_key_sends_its_shipment_again(make_client, tmp_path) -> 
     again = _submit(client, "SHP-R1", [10], headers=auth(rotated), trader_id="T-A", radiation_alarm=True)
     assert again.status_code == 200 and again.json()["tier"] == "PHYSICAL_INSPECTION"
     assert _submit(client, "SHP-R1", [240], headers=auth(stranger), trader_id="T-A").status_code == 403
+    # a key that took the trader's shipment id first does not lock the trader out of it
+    assert _submit(client, "SHP-R2", [10], headers=auth(stranger), trader_id="T-A").status_code == 200
+    held = _submit(client, "SHP-R2", [10], headers=auth(rotated), trader_id="T-A", radiation_alarm=True)
+    assert held.status_code == 200 and held.json()["tier"] == "PHYSICAL_INSPECTION"
