@@ -56,6 +56,8 @@ def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
     h, w = image.shape[:2]
     if max(h, w) <= max_side:
         return image
+    if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
+        image = _to_rgb8(image)  # what OpenCV cannot resize (float16, int32, bool), made 8-bit first
     scale = max_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     shrunk = cv2.resize(image, size, interpolation=cv2.INTER_AREA)

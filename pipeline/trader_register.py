@@ -57,15 +57,6 @@ class TraderRegister:
         """The traders whose shipments the key named ``submitter`` sends."""
         return frozenset(trader for trader, keys in self.submitters.items() if submitter in keys)
 
-    def keys_with(self, submitter: str) -> frozenset[str]:
-        """The key named ``submitter`` and every key the register names for a trader it sends for:
-        a trader's keys (a rotated one, a second office) send its shipments again."""
-        found = {submitter}
-        for keys in self.submitters.values():
-            if submitter in keys:
-                found |= keys
-        return frozenset(found)
-
     def tier_for(self, trader_id: str | None, submitter: str) -> str | None:
         """The tier a shipment of ``trader_id`` sent by the key named ``submitter`` is decided under:
         the registered one when that key sends the trader's shipments, else None."""

@@ -873,13 +873,14 @@ class Lookup(NamedTuple):
 
 
 class SentByAnother(ConflictError):
-    """A shipment first sent under another key: only its trader's keys send it again (``senders``)."""
+    """A shipment first sent under another key: only that key, or a key of the trader it was declared
+    for, sends it again (``senders``, ``senders_traders``)."""
 
     def __init__(self, shipment_id: str) -> None:
         # no tier, no record number: the other sender's decision is none of this caller's business
         super().__init__(
-            f"shipment {shipment_id!r} was first sent under another key; only that key may send it "
-            "again (an admin may record a stricter decision)"
+            f"shipment {shipment_id!r} was first sent under another key; only that key, or a key of "
+            "the trader it was declared for, may send it again (an admin may record a stricter decision)"
         )
 
 

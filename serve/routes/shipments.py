@@ -116,14 +116,14 @@ def parse_declaration(text: str) -> Declaration:
 
 
 def _senders(services: Services, caller: Principal) -> tuple[frozenset[str], frozenset[str]] | None:
-    """Whose shipments ``caller`` may send again: for a submitter, those first sent by its own key or
-    its traders' other keys, and those declared for its traders (by the register); None (anyone's)
-    for officers and admins."""
+    """Whose shipments ``caller`` may send again: for a submitter, those it sent first, and those
+    declared for a trader the register lists it for (a rotated key, a second office, or a key that
+    took the trader's shipment id first, declaring it); None (anyone's) for officers and admins. A
+    key listed for two traders (a broker's) makes neither trader's keys the other's."""
     if caller.role is not Role.SUBMITTER:
         return None
-    if services.traders is None:
-        return frozenset({caller.name}), frozenset()
-    return services.traders.keys_with(caller.name), services.traders.traders_of(caller.name)
+    traders = services.traders.traders_of(caller.name) if services.traders is not None else frozenset()
+    return frozenset({caller.name}), traders
 
 
 def vouched(declaration: Declaration, traders: Any, caller: Principal) -> Declaration:
@@ -259,9 +259,8 @@ async def submit_shipment(
     senders: tuple[frozenset[str], frozenset[str]] | None = None,
 ) -> Any:
     """Decide and record a shipment once; returns the audit record, new or (on a retry) existing.
-    With ``senders`` (a submitter's key and its traders' other keys, and those traders), a shipment
-    already decided is sent again only where one of those keys sent it first or it was declared for
-    one of those traders.
+    With ``senders`` (a submitter's key, and the traders it sends for), a shipment already decided
+    is sent again only where that key sent it first or it was declared for one of those traders.
 
     Raises:
         ConflictError: the shipment was already decided on other images or another declaration,

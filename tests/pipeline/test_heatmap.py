@@ -43,3 +43,9 @@ def test_a_heatmap_is_drawn_no_larger_than_its_limit(shape: tuple[int, ...], dra
     png = cv2.imdecode(np.frombuffer(overlay_png(image, amap), np.uint8), cv2.IMREAD_COLOR)
     assert png.shape[:2] == drawn and MAX_SIDE == 2048
     assert png[0, 0, 0] == 120 and png[drawn[0] * 5 // 16, drawn[1] * 5 // 16, 0] < 80  # hot: no blue
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int32, np.bool_])
+def test_a_large_image_of_a_type_opencv_cannot_resize_is_drawn(dtype: type) -> None:
+    png = overlay_png(np.zeros((3000, 100), dtype), np.zeros((4, 4), np.float32))
+    assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).shape == (2048, 68, 3)

@@ -60,18 +60,13 @@ def test_a_missing_or_binary_register_is_named(tmp_path: Path) -> None:
         read_trader_register(tmp_path / "bin.csv")
 
 
-def test_a_keys_fellow_keys_are_those_of_the_traders_it_sends_for(tmp_path: Path) -> None:
+def test_the_traders_a_key_sends_for(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     path.write_text(
         "trader_id,aeo_tier,submitters\nT1,AEOF,submitter:aaaaaaaaaaaa submitter:bbbbbbbbbbbb\n"
         "T2,AEOS,submitter:bbbbbbbbbbbb submitter:cccccccccccc\nT3,AEOS,submitter:dddddddddddd\n"
     )
     register = read_trader_register(path)
-    assert register.keys_with("submitter:aaaaaaaaaaaa") == {
-        "submitter:aaaaaaaaaaaa",
-        "submitter:bbbbbbbbbbbb",
-    }
-    assert register.keys_with("submitter:bbbbbbbbbbbb") == {f"submitter:{c * 12}" for c in "abc"}
-    assert register.keys_with("submitter:eeeeeeeeeeee") == {"submitter:eeeeeeeeeeee"}
-    assert register.traders_of("submitter:bbbbbbbbbbbb") == {"T1", "T2"}
+    assert register.traders_of("submitter:bbbbbbbbbbbb") == {"T1", "T2"}  # a broker's key
+    assert register.traders_of("submitter:aaaaaaaaaaaa") == {"T1"}
     assert register.traders_of("submitter:eeeeeeeeeeee") == frozenset()

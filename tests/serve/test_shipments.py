@@ -806,8 +806,8 @@ def test_a_submitter_may_not_send_another_submitters_shipment(make_client, audit
         refused = _submit(client, "SHP-A1", [20], headers=auth(other), **declared)
         assert refused.status_code == 403, refused.text
         assert refused.json()["detail"] == (
-            "shipment 'SHP-A1' was first sent under another key; only that key may send it again "
-            "(an admin may record a stricter decision)"
+            "shipment 'SHP-A1' was first sent under another key; only that key, or a key of the trader it "
+            "was declared for, may send it again (an admin may record a stricter decision)"
         )
     assert audit_store.get("SHP-A1").seq == 1  # nothing recorded for the other key
     assert (
@@ -851,3 +851,25 @@ def test_a_traders_other_key_sends_its_shipment_again(make_client, tmp_path) -> 
     assert _submit(client, "SHP-R2", [10], headers=auth(stranger), trader_id="T-A").status_code == 200
     held = _submit(client, "SHP-R2", [10], headers=auth(rotated), trader_id="T-A", radiation_alarm=True)
     assert held.status_code == 200 and held.json()["tier"] == "PHYSICAL_INSPECTION"
+
+
+def test_a_brokers_key_makes_no_trader_the_keeper_of_anothers_shipments(make_client, tmp_path) -> None:
+    """A key listed for two traders (a broker's) put each trader's own key among the other's: T1's
+    key added a hold to the shipment the broker sent for T2."""
+    t1, broker, t2 = "submitter-key-0005", "submitter-key-0006", "submitter-key-0007"
+    name = {key: Principal.of_key(Role.SUBMITTER, key).name for key in (t1, broker, t2)}
+    (tmp_path / "register.csv").write_text(
+        f"trader_id,aeo_tier,submitters\nT1,AEOF,{name[t1]} {name[broker]}\n"
+        f"T2,AEOF,{name[t2]} {name[broker]}\n"
+    )
+    keys = ",".join(f"submitter:{key}" for key in (t1, broker, t2))
+    client = make_client(api_keys=f"{API_KEYS},{keys}", trader_register=tmp_path / "register.csv")
+    assert _submit(client, "SHP-T2", [10], headers=auth(broker), trader_id="T2").status_code == 200
+    assert (
+        _submit(client, "SHP-T2", [10], headers=auth(t1), trader_id="T1", radiation_alarm=True).status_code
+        == 403
+    )
+    assert (
+        _submit(client, "SHP-T2", [10], headers=auth(t2), trader_id="T2", radiation_alarm=True).status_code
+        == 200
+    )
