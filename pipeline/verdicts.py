@@ -124,6 +124,15 @@ class Declaration(BaseModel):
     declared_foreign_inclusions: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("trader_id", mode="before")
+    @classmethod
+    def _trader_id_as_registered(cls, value: Any) -> Any:
+        # the register strips its ids: "T-A " must be T-A, or the trader loses its tier and its
+        # other keys their shipments
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
     @field_validator("extra")
     @classmethod
     def _no_field_in_extra(cls, extra: dict[str, Any]) -> dict[str, Any]:

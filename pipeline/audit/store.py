@@ -19,7 +19,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,7 +64,7 @@ from pipeline.audit.schema import (
 from pipeline.audit.verify import verify_chain
 from pipeline.verdicts import ShipmentDecision, Tier
 
-__all__ = ["AuditStore", "ImagesSeenSince", "Lookup", "SentByAnother", "sqlite_file"]
+__all__ = ["AuditStore", "FirstSent", "ImagesSeenSince", "Lookup", "SentByAnother", "sqlite_file"]
 
 _T = TypeVar("_T")
 _WRITE = "clearsight_write"
@@ -444,8 +444,7 @@ class AuditStore:
         exclusive: bool = False,
         images_seen_as_of: int | None = None,
         near_copy_bits: int = 0,
-        senders: Collection[str] | None = None,
-        senders_traders: Collection[str] = (),
+        may_send: Callable[[FirstSent], bool] | None = None,
     ) -> AuditRecord:
         """Append a decision. If ``idempotency_key`` was recorded before, return that record instead.
 
@@ -463,11 +462,9 @@ class AuditStore:
         one has no officer's outcome: a hold is lifted by an officer who inspected the cargo
         (:meth:`record_outcome`), not by deciding again under a laxer policy or on other verdicts.
 
-        With ``senders``, a shipment already decided is decided again (or read back) only where the
-        sender of its first decision (``submitted_by``) is one of them, or it was declared for one
-        of ``senders_traders`` (the traders the caller sends for: a key that took the trader's
-        shipment id first must not lock the trader out): another trader's key must not add a hold
-        to it, nor learn how it was decided.
+        With ``may_send``, a shipment already decided is decided again (or read back) only where
+        ``may_send`` accepts how its first decision was sent (:class:`FirstSent`): another trader's
+        key must not add a hold to it, nor learn how it was decided.
 
         With ``images_seen_as_of``, the decision's images say where each, or a near-copy of it within
         ``near_copy_bits``, was seen before, as :meth:`sightings` found them up to that sequence
@@ -479,7 +476,7 @@ class AuditStore:
             InputError: an empty or over-long idempotency key.
             ConflictError: ``exclusive`` and the shipment was decided under another key at the
                 same or a stricter tier; or the decision would lower an unresolved hold.
-            SentByAnother: the shipment's first decision was sent by none of ``senders``.
+            SentByAnother: ``may_send`` refused the shipment's first decision's sender.
             ImagesSeenSince: an image that was seen nowhere (or had no near-copy) when looked up
                 has been decided in another shipment since: look it up and decide again.
             AuditError: the database cannot be written, or is at an older schema version.
@@ -501,9 +498,8 @@ class AuditStore:
             head = conn.execute(
                 select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()
             ).scalar_one()
-            if senders is not None and self._sent_by_another(
-                conn, decision.shipment_id, senders, senders_traders
-            ):
+            first = self._first_sent(conn, decision.shipment_id) if may_send is not None else None
+            if first is not None and may_send is not None and not may_send(first):
                 raise SentByAnother(decision.shipment_id)
             if idempotency_key is not None:
                 existing = conn.execute(
@@ -602,11 +598,7 @@ class AuditStore:
             raise AuditError(self._not_upgraded)
 
     @staticmethod
-    def _sent_by_another(
-        conn: Connection, shipment_id: str, senders: Collection[str], traders: Collection[str] = ()
-    ) -> bool:
-        """Whether the shipment's first decision was sent by none of ``senders``, for none of
-        ``traders``."""
+    def _first_sent(conn: Connection, shipment_id: str) -> FirstSent | None:
         c = audit_records.c
         first = conn.execute(
             select(c.content)
@@ -615,19 +607,16 @@ class AuditStore:
             .limit(1)
         ).scalar()
         if first is None:
-            return False
+            return None
         decided = json.loads(first)["decision"]
-        trader = (decided.get("declaration") or {}).get("trader_id")
-        return decided.get("submitted_by") not in senders and trader not in traders
+        declared = decided.get("declaration") or {}
+        return FirstSent(decided.get("submitted_by"), declared.get("trader_id"), declared.get("aeo_tier"))
 
-    def sent_by_another(
-        self, shipment_id: str, senders: Collection[str], traders: Collection[str] = ()
-    ) -> bool:
-        """Whether ``shipment_id`` was first decided for none of ``senders`` (by a batch, say), nor
-        declared for one of ``traders``: checked before any work, and again where :meth:`record`
-        writes (``senders``, ``senders_traders``)."""
+    def first_sent(self, shipment_id: str) -> FirstSent | None:
+        """How ``shipment_id``'s first decision was sent, or None: not decided. Checked before any
+        work, and again where :meth:`record` writes (``may_send``)."""
         with self._reading(f"reading shipment {shipment_id!r}") as conn:
-            return self._sent_by_another(conn, shipment_id, senders, traders)
+            return self._first_sent(conn, shipment_id)
 
     @staticmethod
     def _latest_decision(conn: Connection, shipment_id: str) -> Any:
@@ -872,15 +861,24 @@ class Lookup(NamedTuple):
     as_of: int
 
 
+class FirstSent(NamedTuple):
+    """How a shipment's first decision was sent: by whom (``submitted_by``: a key's name, None for a
+    batch), for which trader, and under which AEO tier (a submitter's declared trader gets its tier
+    only where the register lists the submitter's key for it)."""
+
+    submitted_by: str | None
+    trader_id: str | None
+    aeo_tier: str | None
+
+
 class SentByAnother(ConflictError):
-    """A shipment first sent under another key: only that key, or a key of the trader it was declared
-    for, sends it again (``senders``, ``senders_traders``)."""
+    """A shipment first sent under another key, whose sender may not send it again (``may_send``)."""
 
     def __init__(self, shipment_id: str) -> None:
         # no tier, no record number: the other sender's decision is none of this caller's business
         super().__init__(
-            f"shipment {shipment_id!r} was first sent under another key; only that key, or a key of "
-            "the trader it was declared for, may send it again (an admin may record a stricter decision)"
+            f"shipment {shipment_id!r} was first sent under another key; only that key, or another key "
+            "of the same trader, may send it again (an admin may record a stricter decision)"
         )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Form, Path, Request, UploadFile
@@ -15,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from datasets.errors import ClearsightError, InputError, ModelError
 from datasets.perceptual_hash import perceptual_hashes
 from pipeline.audit.image_indexes import Picture, Sighting
-from pipeline.audit.store import ImagesSeenSince, Lookup, SentByAnother
+from pipeline.audit.store import FirstSent, ImagesSeenSince, Lookup, SentByAnother
 from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision, first_field_like
 from serve.auth import Principal, Role
 from serve.deps import AuditDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
@@ -115,15 +116,36 @@ def parse_declaration(text: str) -> Declaration:
     return declaration
 
 
-def _senders(services: Services, caller: Principal) -> tuple[frozenset[str], frozenset[str]] | None:
-    """Whose shipments ``caller`` may send again: for a submitter, those it sent first, and those
-    declared for a trader the register lists it for (a rotated key, a second office, or a key that
-    took the trader's shipment id first, declaring it); None (anyone's) for officers and admins. A
-    key listed for two traders (a broker's) makes neither trader's keys the other's."""
+def _may_send(services: Services, caller: Principal) -> Callable[[FirstSent], bool] | None:
+    """Whether ``caller`` may send again a shipment whose first decision was sent so: None (anyone)
+    for officers and admins. A submitter may where
+
+    - its own key sent it;
+    - it was declared for a trader the register lists the caller for, and that declaration was
+      vouched for: its sender was listed for the trader too (the decision took the trader's tier),
+      or was customs' own (an officer, an admin, a batch);
+    - its sender is listed for one trader only, the caller is listed for that trader, and the
+      declaration named that trader or none: a rotated key, a second office.
+
+    A broker's key, listed for two traders, makes neither trader's keys the other's; a key that
+    names a trader it is not listed for gains nothing from it."""
     if caller.role is not Role.SUBMITTER:
         return None
-    traders = services.traders.traders_of(caller.name) if services.traders is not None else frozenset()
-    return frozenset({caller.name}), traders
+    register = services.traders
+    mine = register.traders_of(caller.name) if register is not None else frozenset()
+
+    def may(first: FirstSent) -> bool:
+        if first.submitted_by == caller.name:
+            return True
+        if register is None or not mine:
+            return False
+        customs = not (first.submitted_by or "").startswith(f"{Role.SUBMITTER.value}:")
+        if first.trader_id in mine and (customs or first.aeo_tier is not None):
+            return True
+        theirs = register.traders_of(first.submitted_by) if first.submitted_by else frozenset()
+        return len(theirs) == 1 and theirs <= mine and first.trader_id in (None, *theirs)
+
+    return may
 
 
 def vouched(declaration: Declaration, traders: Any, caller: Principal) -> Declaration:
@@ -256,25 +278,25 @@ async def submit_shipment(
     uploads: list[Upload],
     *,
     submitted_by: str | None = None,
-    senders: tuple[frozenset[str], frozenset[str]] | None = None,
+    may_send: Callable[[FirstSent], bool] | None = None,
 ) -> Any:
     """Decide and record a shipment once; returns the audit record, new or (on a retry) existing.
-    With ``senders`` (a submitter's key, and the traders it sends for), a shipment already decided
-    is sent again only where that key sent it first or it was declared for one of those traders.
+    With ``may_send`` (a submitter's, :func:`_may_send`), a shipment already decided is sent again
+    only where it accepts how the shipment was first sent.
 
     Raises:
         ConflictError: the shipment was already decided on other images or another declaration,
             and this decision is no stricter. A submitter must not be able to replace a hold (or a
             release it wanted to try again) by sending other pictures of the cargo.
-        PermissionDeniedError: another trader's key sent the shipment first: a trader
+        PermissionDeniedError: ``may_send`` refused the shipment's first sender: a trader
             must not add a hold to another trader's shipment, nor learn how it was decided.
     """
     from pipeline.decide import decide_shipment
 
-    if senders is not None and await run_in_threadpool(
-        services.audit.sent_by_another, declaration.shipment_id, *senders
-    ):  # before any work: no model time spent on it, nothing read back
-        raise PermissionDeniedError(str(SentByAnother(declaration.shipment_id)))
+    if may_send is not None:  # before any work: no model time spent on it, nothing read back
+        first = await run_in_threadpool(services.audit.first_sent, declaration.shipment_id)
+        if first is not None and not may_send(first):
+            raise PermissionDeniedError(str(SentByAnother(declaration.shipment_id)))
     key = idempotency_key(declaration, [u.sha256 for u in uploads])
     # a retry is answered from the record: no model time, nothing stored again
     replayed = await run_in_threadpool(services.audit.replayed, key, declaration.shipment_id)
@@ -300,8 +322,7 @@ async def submit_shipment(
                     exclusive=True,
                     images_seen_as_of=seen_as_of,
                     near_copy_bits=services.settings.near_copy_bits,
-                    senders=senders[0] if senders is not None else None,
-                    senders_traders=senders[1] if senders is not None else (),
+                    may_send=may_send,
                 )
             )
             break
@@ -406,7 +427,7 @@ async def post_shipment(
     batcher_for(services, parsed.cargo_type)  # an unknown cargo type decodes nothing
     async with decoded_uploads(services, images) as uploads:
         record = await submit_shipment(
-            services, parsed, uploads, submitted_by=caller.name, senders=_senders(services, caller)
+            services, parsed, uploads, submitted_by=caller.name, may_send=_may_send(services, caller)
         )
     request.state.log_extra = {
         "shipment_id": parsed.shipment_id,

@@ -1220,28 +1220,33 @@ def test_the_decisions_of_shipments_are_read_whole_and_in_order(db_url: str) -> 
     assert got[1].outcome is not None and got[0].outcome is None
 
 
-def test_a_shipment_is_sent_again_only_by_its_first_sender_where_asked(db_url: str) -> None:
+def test_a_shipment_is_sent_again_only_by_whom_the_caller_allows(db_url: str) -> None:
     """Checked under the write lock too: two keys racing with one new shipment id."""
-    from pipeline.audit.store import SentByAnother
+    from pipeline.audit.store import FirstSent, SentByAnother
 
     mine = decision("S1").model_copy(update={"submitted_by": "submitter:aaaaaaaaaaaa"})
     theirs = decision("S1", Tier.PHYSICAL_INSPECTION).model_copy(
         update={"submitted_by": "submitter:bbbbbbbbbbbb"}
     )
+
+    def only(name: str):  # type: ignore[no-untyped-def]
+        return lambda first: first.submitted_by == name
+
     with AuditStore.open(db_url) as store:
-        store.record(mine, idempotency_key="k1", exclusive=True, senders={"submitter:aaaaaaaaaaaa"})
+        assert store.first_sent("S1") is None
+        store.record(mine, idempotency_key="k1", exclusive=True, may_send=only("submitter:aaaaaaaaaaaa"))
         with pytest.raises(SentByAnother, match="^shipment 'S1' was first sent under another key"):
-            store.record(theirs, idempotency_key="k2", exclusive=True, senders={"submitter:bbbbbbbbbbbb"})
+            store.record(
+                theirs, idempotency_key="k2", exclusive=True, may_send=only("submitter:bbbbbbbbbbbb")
+            )
         with pytest.raises(SentByAnother):  # nor read back under the first sender's key
             other = mine.model_copy(update={"submitted_by": "submitter:bbbbbbbbbbbb"})
-            store.record(other, idempotency_key="k1", exclusive=True, senders={"submitter:bbbbbbbbbbbb"})
-        assert store.sent_by_another("S1", {"submitter:bbbbbbbbbbbb"}) is True
-        assert store.sent_by_another("S1", {"submitter:bbbbbbbbbbbb", "submitter:aaaaaaaaaaaa"}) is False
-        assert store.sent_by_another("S2", {"submitter:bbbbbbbbbbbb"}) is False
+            store.record(other, idempotency_key="k1", exclusive=True, may_send=only("submitter:bbbbbbbbbbbb"))
+        assert store.first_sent("S1") == FirstSent("submitter:aaaaaaaaaaaa", None, None)
         stricter = mine.model_copy(update={"tier": Tier.PHYSICAL_INSPECTION})
         assert (
             store.record(
-                stricter, idempotency_key="k3", exclusive=True, senders={"submitter:aaaaaaaaaaaa"}
+                stricter, idempotency_key="k3", exclusive=True, may_send=only("submitter:aaaaaaaaaaaa")
             ).seq
             == 2
         )

@@ -806,8 +806,8 @@ def test_a_submitter_may_not_send_another_submitters_shipment(make_client, audit
         refused = _submit(client, "SHP-A1", [20], headers=auth(other), **declared)
         assert refused.status_code == 403, refused.text
         assert refused.json()["detail"] == (
-            "shipment 'SHP-A1' was first sent under another key; only that key, or a key of the trader it "
-            "was declared for, may send it again (an admin may record a stricter decision)"
+            "shipment 'SHP-A1' was first sent under another key; only that key, or another key of the "
+            "same trader, may send it again (an admin may record a stricter decision)"
         )
     assert audit_store.get("SHP-A1").seq == 1  # nothing recorded for the other key
     assert (
@@ -847,10 +847,21 @@ def test_a_traders_other_key_sends_its_shipment_again(make_client, tmp_path) -> 
     again = _submit(client, "SHP-R1", [10], headers=auth(rotated), trader_id="T-A", radiation_alarm=True)
     assert again.status_code == 200 and again.json()["tier"] == "PHYSICAL_INSPECTION"
     assert _submit(client, "SHP-R1", [240], headers=auth(stranger), trader_id="T-A").status_code == 403
-    # a key that took the trader's shipment id first does not lock the trader out of it
+    # first sent naming no trader, or the trader's id with a space: still the trader's
+    for shipment, named in (("SHP-R3", None), ("SHP-R4", " T-A ")):
+        first = {"trader_id": named} if named else {}
+        assert _submit(client, shipment, [10], headers=SUBMIT, **first).status_code == 200
+        held = _submit(client, shipment, [10], headers=auth(rotated), trader_id="T-A", radiation_alarm=True)
+        assert held.status_code == 200 and held.json()["tier"] == "PHYSICAL_INSPECTION", shipment
+    # a declaration names a trader for the trader's keys only where its sender is the trader's:
+    # a stranger naming T-A neither gives T-A's keys its shipment, nor (naming T-B falsely) T-B's
     assert _submit(client, "SHP-R2", [10], headers=auth(stranger), trader_id="T-A").status_code == 200
-    held = _submit(client, "SHP-R2", [10], headers=auth(rotated), trader_id="T-A", radiation_alarm=True)
-    assert held.status_code == 200 and held.json()["tier"] == "PHYSICAL_INSPECTION"
+    assert (
+        _submit(
+            client, "SHP-R2", [10], headers=auth(rotated), trader_id="T-A", radiation_alarm=True
+        ).status_code
+        == 403
+    )
 
 
 def test_a_brokers_key_makes_no_trader_the_keeper_of_anothers_shipments(make_client, tmp_path) -> None:
@@ -873,3 +884,7 @@ def test_a_brokers_key_makes_no_trader_the_keeper_of_anothers_shipments(make_cli
         _submit(client, "SHP-T2", [10], headers=auth(t2), trader_id="T2", radiation_alarm=True).status_code
         == 200
     )
+    # T1's key naming T2 (a slip, or a lie) gives T2's keys nothing of T1's shipment
+    assert _submit(client, "SHP-F", [10], headers=auth(t1), trader_id="T2").status_code == 200
+    refused = _submit(client, "SHP-F", [10], headers=auth(t2), trader_id="T2", radiation_alarm=True)
+    assert refused.status_code == 403
