@@ -609,8 +609,15 @@ class AuditStore:
         if first is None:
             return None
         decided = json.loads(first)["decision"]
-        declared = decided.get("declaration") or {}
-        return FirstSent(decided.get("submitted_by"), declared.get("trader_id"), declared.get("aeo_tier"))
+        declared = decided.get("declaration")
+        declared = declared if isinstance(declared, dict) else {}
+
+        def text(value: Any) -> str | None:  # stripped as Declaration strips it; odd data as none
+            return (value.strip() or None) if isinstance(value, str) else None
+
+        return FirstSent(
+            text(decided.get("submitted_by")), text(declared.get("trader_id")), text(declared.get("aeo_tier"))
+        )
 
     def first_sent(self, shipment_id: str) -> FirstSent | None:
         """How ``shipment_id``'s first decision was sent, or None: not decided. Checked before any

@@ -121,14 +121,15 @@ def _may_send(services: Services, caller: Principal) -> Callable[[FirstSent], bo
     for officers and admins. A submitter may where
 
     - its own key sent it;
-    - it was declared for a trader the register lists the caller for, and that declaration was
-      vouched for: its sender was listed for the trader too (the decision took the trader's tier),
-      or was customs' own (an officer, an admin, a batch);
+    - an admin or officer sent it, declared for a trader the register lists the caller for;
     - its sender is listed for one trader only, the caller is listed for that trader, and the
-      declaration named that trader or none: a rotated key, a second office.
+      declaration named that trader or none: a rotated key (keep the old key's name in the register:
+      removing it from the API keys revokes it), a second office.
 
     A broker's key, listed for two traders, makes neither trader's keys the other's; a key that
-    names a trader it is not listed for gains nothing from it."""
+    names a trader it is not listed for gains nothing from it; a first decision that names no
+    sender (a batch's, or an older version's, which filled in a named trader's tier for anyone) is
+    sent again by an admin only."""
     if caller.role is not Role.SUBMITTER:
         return None
     register = services.traders
@@ -137,12 +138,12 @@ def _may_send(services: Services, caller: Principal) -> Callable[[FirstSent], bo
     def may(first: FirstSent) -> bool:
         if first.submitted_by == caller.name:
             return True
-        if register is None or not mine:
+        if register is None or not mine or first.submitted_by is None:
             return False
-        customs = not (first.submitted_by or "").startswith(f"{Role.SUBMITTER.value}:")
-        if first.trader_id in mine and (customs or first.aeo_tier is not None):
-            return True
-        theirs = register.traders_of(first.submitted_by) if first.submitted_by else frozenset()
+        role = first.submitted_by.partition(":")[0]
+        if role in (Role.OFFICER.value, Role.ADMIN.value):
+            return first.trader_id in mine
+        theirs = register.traders_of(first.submitted_by)
         return len(theirs) == 1 and theirs <= mine and first.trader_id in (None, *theirs)
 
     return may

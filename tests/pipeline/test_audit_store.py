@@ -1250,3 +1250,32 @@ def test_a_shipment_is_sent_again_only_by_whom_the_caller_allows(db_url: str) ->
             ).seq
             == 2
         )
+
+
+@pytest.mark.parametrize(
+    ("declared", "sender", "first"),
+    [
+        (
+            {"trader_id": " T-A ", "aeo_tier": "AEOF"},
+            "admin:0123456789ab",
+            ("admin:0123456789ab", "T-A", "AEOF"),
+        ),
+        ({"trader_id": ["T-A"]}, 42, (None, None, None)),  # foreign data: no sender, no trader, no 500
+    ],
+    ids=["unstripped", "odd-types"],
+)
+def test_a_first_record_is_read_as_the_sender_rule_needs_it(
+    db_url: str, declared: dict, sender: object, first: tuple
+) -> None:
+    """Stored as an older version wrote it (a trader id with spaces) or by another tool (odd types)."""
+    from pipeline.audit.store import FirstSent
+
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1"))
+    (content,) = rows(db_url, "SELECT content FROM audit_records WHERE seq = 1")[0]
+    data = json.loads(content)
+    data["decision"]["declaration"].update(declared)
+    data["decision"]["submitted_by"] = sender
+    sql(db_url, "UPDATE audit_records SET content = :c WHERE seq = 1", c=json.dumps(data))
+    with AuditStore.open(db_url, create=False) as store:
+        assert store.first_sent("S1") == FirstSent(*first)

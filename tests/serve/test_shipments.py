@@ -880,11 +880,53 @@ def test_a_brokers_key_makes_no_trader_the_keeper_of_anothers_shipments(make_cli
         _submit(client, "SHP-T2", [10], headers=auth(t1), trader_id="T1", radiation_alarm=True).status_code
         == 403
     )
+    # nor T2's own key: what the broker sent, the broker (or an admin) sends again
     assert (
         _submit(client, "SHP-T2", [10], headers=auth(t2), trader_id="T2", radiation_alarm=True).status_code
+        == 403
+    )
+    assert (
+        _submit(
+            client, "SHP-T2", [10], headers=auth(broker), trader_id="T2", radiation_alarm=True
+        ).status_code
         == 200
     )
     # T1's key naming T2 (a slip, or a lie) gives T2's keys nothing of T1's shipment
     assert _submit(client, "SHP-F", [10], headers=auth(t1), trader_id="T2").status_code == 200
     refused = _submit(client, "SHP-F", [10], headers=auth(t2), trader_id="T2", radiation_alarm=True)
     assert refused.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("sender", "named", "may"),
+    [
+        (
+            None,
+            "T-A",
+            False,
+        ),  # a batch's, or an older version's: it filled in a named trader's tier for anyone
+        ("admin:0123456789ab", "T-A", True),  # customs' own, for the trader
+        ("admin:0123456789ab", "T-B", False),
+        ("submitter:0123456789ab", "T-A", False),  # a key the register lists for no trader
+    ],
+)
+def test_who_may_send_a_shipment_again_by_its_first_record(
+    make_client, audit_store, tmp_path, sender, named, may
+) -> None:
+    """Records decided before the sender rule, by other means, or stored as an older version wrote
+    them, are judged as safely as new ones: an unknown sender is nobody's to follow."""
+    from pipeline.decide import decide_shipment
+    from pipeline.verdicts import ImageVerdict
+
+    (tmp_path / "register.csv").write_text(
+        f"trader_id,aeo_tier,submitters\nT-A,AEOF,{Principal.of_key(Role.SUBMITTER, SUBMITTER_KEY).name}\n"
+    )
+    client = make_client(trader_register=tmp_path / "register.csv")
+    verdict = ImageVerdict(path="a.png", sha256="ab" * 32, score=0.1, threshold=0.5, hold_threshold=0.8,
+                           model_id="bulk_ore-fake-0001", cargo_type="bulk_ore")  # fmt: skip
+    declaration = Declaration(shipment_id="SHP-OLD", cargo_type="bulk_ore", trader_id="T-A")
+    decided = decide_shipment(client.app.state.services.policy, declaration, [verdict], audit_key=b"k")
+    named_so = decided.declaration.model_copy(update={"trader_id": named})
+    audit_store.record(decided.model_copy(update={"submitted_by": sender, "declaration": named_so}))
+    sent = _submit(client, "SHP-OLD", [240], headers=SUBMIT, trader_id="T-A")
+    assert sent.status_code == (200 if may else 403), sent.text
