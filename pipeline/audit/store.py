@@ -608,7 +608,9 @@ class AuditStore:
         ).scalar()
         if first is None:
             return None
-        decided = json.loads(first)["decision"]
+        decided = json.loads(first).get("decision")
+        if not isinstance(decided, dict):  # foreign data: nobody's to follow, not a 500
+            return FirstSent(None, None, None)
         declared = decided.get("declaration")
         declared = declared if isinstance(declared, dict) else {}
 

@@ -1261,8 +1261,9 @@ def test_a_shipment_is_sent_again_only_by_whom_the_caller_allows(db_url: str) ->
             ("admin:0123456789ab", "T-A", "AEOF"),
         ),
         ({"trader_id": ["T-A"]}, 42, (None, None, None)),  # foreign data: no sender, no trader, no 500
+        (None, None, (None, None, None)),  # no decision object at all
     ],
-    ids=["unstripped", "odd-types"],
+    ids=["unstripped", "odd-types", "no-decision"],
 )
 def test_a_first_record_is_read_as_the_sender_rule_needs_it(
     db_url: str, declared: dict, sender: object, first: tuple
@@ -1274,8 +1275,11 @@ def test_a_first_record_is_read_as_the_sender_rule_needs_it(
         store.record(decision("S1"))
     (content,) = rows(db_url, "SELECT content FROM audit_records WHERE seq = 1")[0]
     data = json.loads(content)
-    data["decision"]["declaration"].update(declared)
-    data["decision"]["submitted_by"] = sender
+    if declared is None:
+        data["decision"] = None
+    else:
+        data["decision"]["declaration"].update(declared)
+        data["decision"]["submitted_by"] = sender
     sql(db_url, "UPDATE audit_records SET content = :c WHERE seq = 1", c=json.dumps(data))
     with AuditStore.open(db_url, create=False) as store:
         assert store.first_sent("S1") == FirstSent(*first)
