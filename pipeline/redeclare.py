@@ -97,14 +97,18 @@ def read_declarations(manifest: Path) -> dict[str, Listed]:
     return listed
 
 
+def _flags(declaration: dict[str, Any]) -> set[str]:
+    """The override flags a declaration (as a row's dict) raises."""
+    return {flag for flag in OVERRIDE_FLAGS if declaration.get(flag)}
+
+
 def _raised(rows: list[ImageVerdict], shipment: str) -> set[str]:
     """The flags the rows of one shipment raise, as they would be decided (none where their
     declaration does not validate: the manifest's, which replaces it, does)."""
     try:
-        declaration = declaration_from_rows(shipment, rows)
+        return _flags(declaration_from_rows(shipment, rows).model_dump())
     except InputError:
         return set()
-    return {flag for flag in OVERRIDE_FLAGS if getattr(declaration, flag)}
 
 
 def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list[ImageVerdict], Redeclared]:
@@ -120,7 +124,7 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
     for shipment, numbers in by_shipment.items():
         now = listed[shipment]
         before = _raised([rows[n] for n in numbers], str(rows[numbers[0]].shipment_id or shipment))
-        cleared = sorted(before - {flag for flag in OVERRIDE_FLAGS if now.declaration.get(flag)})
+        cleared = sorted(before - _flags(now.declaration))
         if cleared:
             done.cleared[shipment] = cleared
         seen = set()
@@ -154,7 +158,7 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
         done.shipments.add(shipment)
     done.unscored = set(listed) - done.shipments
     for shipment in done.unscored:
-        raised = [flag for flag in OVERRIDE_FLAGS if listed[shipment].declaration.get(flag)]
+        raised = _flags(listed[shipment].declaration)
         if raised:
-            done.flagged_unscored[shipment] = raised
+            done.flagged_unscored[shipment] = [flag for flag in OVERRIDE_FLAGS if flag in raised]
     return out, done

@@ -19,6 +19,7 @@ A key's name is its role and the first 12 hex digits of its SHA-256 (``submitter
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 from collections.abc import Mapping
@@ -53,9 +54,18 @@ class TraderRegister:
         """The registered tier of ``trader_id``; None for an unregistered trader or no id."""
         return self.tiers.get(trader_id) if trader_id else None
 
+    @functools.cached_property
+    def _traders_by_key(self) -> dict[str, frozenset[str]]:
+        # built once: a submission asks for a key's traders, a register holds tens of thousands
+        found: dict[str, set[str]] = {}
+        for trader, keys in self.submitters.items():
+            for key in keys:
+                found.setdefault(key, set()).add(trader)
+        return {key: frozenset(traders) for key, traders in found.items()}
+
     def traders_of(self, submitter: str) -> frozenset[str]:
         """The traders whose shipments the key named ``submitter`` sends."""
-        return frozenset(trader for trader, keys in self.submitters.items() if submitter in keys)
+        return self._traders_by_key.get(submitter, frozenset())
 
     def tier_for(self, trader_id: str | None, submitter: str) -> str | None:
         """The tier a shipment of ``trader_id`` sent by the key named ``submitter`` is decided under:

@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -159,8 +160,8 @@ def _refusal(scope: Scope) -> tuple[int, str, str, str, dict[str, str]] | None:
     if services is None:  # not started: the app answers for itself
         return None
     request = Request(scope)
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    bearer = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+    scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
+    bearer = credentials if scheme.lower() == "bearer" and credentials else None  # as HTTPBearer reads it
     try:
         principal_from_headers(
             services, bearer, request.headers.get("x-api-key"), client=client_address(request)

@@ -498,9 +498,10 @@ class AuditStore:
             head = conn.execute(
                 select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()
             ).scalar_one()
-            first = self._first_sent(conn, decision.shipment_id) if may_send is not None else None
-            if first is not None and may_send is not None and not may_send(first):
-                raise SentByAnother(decision.shipment_id)
+            if may_send is not None:
+                first = self._first_sent(conn, decision.shipment_id)
+                if first is not None and not may_send(first):
+                    raise SentByAnother(decision.shipment_id)
             if idempotency_key is not None:
                 existing = conn.execute(
                     select(audit_records).where(audit_records.c.idempotency_key == idempotency_key)

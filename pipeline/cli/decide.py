@@ -23,7 +23,7 @@ from pipeline import verdict_rows
 from pipeline.cli.output_paths import audit_file, check_outputs_apart
 from pipeline.decide import decide_rows
 from pipeline.policy import Policy, default_policy_path, load_policy
-from pipeline.redeclare import Redeclared
+from pipeline.redeclare import Redeclared, read_declarations, redeclare
 from pipeline.settings import Settings, audit_key
 from pipeline.trader_register import TraderRegister, check_tiers, read_trader_register
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
@@ -214,8 +214,6 @@ def register(app: typer.Typer) -> None:
         rows = list(read_verdicts(verdicts))
         redeclared = None
         if manifest is not None:
-            from pipeline.redeclare import read_declarations, redeclare
-
             rows, redeclared = redeclare(rows, read_declarations(manifest))
         recorded = ""
         refused: list[str] = []
@@ -269,22 +267,21 @@ def register(app: typer.Typer) -> None:
                     "which rules decided them"
                 )
         console.print(f"wrote {len(decisions)} decisions to {out}{recorded}")
+        warnings = []
         if redeclared is not None:
             console.print(
                 f"{len(redeclared.shipments)} shipments decided under their declaration in {manifest}"
             )
-            for warning in _redeclared_warnings(redeclared):
-                Console(stderr=True).print(f"[yellow]Warning:[/yellow] {warning}", highlight=False)
-        for warning in [key_warning, *chosen.warnings()]:
-            if warning:
-                Console(stderr=True).print(f"[yellow]Warning:[/yellow] {warning}", highlight=False)
+            warnings += _redeclared_warnings(redeclared)
+        warnings += [w for w in (key_warning, *chosen.warnings()) if w]
         declared = sum(d.declaration.aeo_tier is not None for d in decisions)
         if traders is None and declared:
-            Console(stderr=True).print(
-                f"[yellow]Warning:[/yellow] {declared} shipment(s) decided under the AEO tier their rows "
-                "declare; pass --trader-register to take each trader's tier from the authority's register",
-                highlight=False,
+            warnings.append(
+                f"{declared} shipment(s) decided under the AEO tier their rows declare; pass "
+                "--trader-register to take each trader's tier from the authority's register"
             )
+        for warning in warnings:
+            Console(stderr=True).print(f"[yellow]Warning:[/yellow] {warning}", highlight=False)
         problems = []
         if refused:
             more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""

@@ -22,11 +22,12 @@ def declaration_digest(declaration: Any) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()[:8]
 
 
-def same_file(path: str, folders: dict[str, str]) -> str:
-    """``path`` absolute, its folder resolved through links (``folders`` caches them): a run resumed
-    through /data/link after /data/real must not score the archive twice. The file's own name is
-    kept, so that two names linked to one file stay two rows, as the inputs list them."""
-    folder, name = os.path.split(os.path.join(os.getcwd(), path))  # realpath below reads any ..
+def same_file(path: str, folders: dict[str, str], cwd: str | None = None) -> str:
+    """``path`` absolute (against ``cwd``, the working folder by default), its folder resolved
+    through links (``folders`` caches them): a run resumed through /data/link after /data/real must
+    not score the archive twice. The file's own name is kept, so that two names linked to one file
+    stay two rows, as the inputs list them."""
+    folder, name = os.path.split(os.path.join(cwd or os.getcwd(), path))  # realpath below reads any ..
     real = folders.get(folder)
     if real is None:
         real = folders[folder] = os.path.realpath(folder)
@@ -41,10 +42,11 @@ class Done:
     def __init__(self) -> None:
         self._rows: dict[bytes, bytes] = {}
         self._folders: dict[str, str] = {}
+        self._cwd = os.getcwd()  # once: a key is asked for each of the rows and each task
 
     def key(self, path: str, shipment_id: str | None) -> bytes:
         """The identity of ``path`` (as a row names it) under ``shipment_id``."""
-        file = same_file(path, self._folders).encode("utf-8", "surrogateescape")
+        file = same_file(path, self._folders, self._cwd).encode("utf-8", "surrogateescape")
         shipment = b"\0" if shipment_id is None else b"\1" + shipment_id.encode("utf-8", "surrogateescape")
         return hashlib.blake2b(file + b"\0" + shipment, digest_size=16).digest()
 
