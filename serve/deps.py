@@ -8,7 +8,7 @@ header and check the role.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -36,6 +36,7 @@ __all__ = [
     "ServicesDep",
     "SubmitterDep",
     "authenticate",
+    "check_role",
     "client_address",
     "principal_from_headers",
 ]
@@ -127,9 +128,20 @@ def principal_from_headers(
     return principal
 
 
+def check_role(principal: Principal, roles: Iterable[Role]) -> None:
+    """Admit ``principal`` only in one of ``roles`` (admin always).
+
+    Raises:
+        PermissionDeniedError: naming the caller's role and the roles allowed.
+    """
+    allowed = {*roles, Role.ADMIN}
+    if principal.role not in allowed:
+        names = ", ".join(sorted(r.value for r in allowed))
+        raise PermissionDeniedError(f"role {principal.role.value!r} may not do this; allowed roles: {names}")
+
+
 def require(*roles: Role) -> Callable[..., Principal]:
     """A dependency that authenticates the caller and admits only ``roles`` (admin always)."""
-    allowed = {*roles, Role.ADMIN}
 
     def dependency(
         request: Request,
@@ -141,11 +153,7 @@ def require(*roles: Role) -> Callable[..., Principal]:
             services, bearer.credentials if bearer else None, api_key, client=client_address(request)
         )
         request.state.principal = principal.name  # the access log says who asked
-        if principal.role not in allowed:
-            names = ", ".join(sorted(r.value for r in allowed))
-            raise PermissionDeniedError(
-                f"role {principal.role.value!r} may not do this; allowed roles: {names}"
-            )
+        check_role(principal, roles)
         return principal
 
     return dependency

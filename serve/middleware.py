@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datasets.errors import ClearsightError
-from serve.deps import client_address, principal_from_headers
+from serve.auth import Role
+from serve.deps import check_role, client_address, principal_from_headers
 from serve.metrics import Metrics
 from serve.problems import PROBLEM_BASE, PROBLEM_JSON, problem_for, problem_headers
 
@@ -145,17 +146,18 @@ class RequestContextMiddleware:
             )
 
 
-UPLOADS = frozenset({"/v1/shipments", "/v1/score"})
-"""The routes whose bodies carry images (POST): every other body is a small form or JSON."""
+UPLOADS: dict[str, Role] = {"/v1/shipments": Role.SUBMITTER, "/v1/score": Role.OFFICER}
+"""The routes whose bodies carry images (POST), with the role each admits besides admin, as the
+route's own dependency does: every other body is a small form or JSON."""
 SMALL_BODY_BYTES = 64 * 1024
 """The most any other body may hold: an outcome, a login form."""
 
 
-def _refusal(scope: Scope) -> tuple[int, str, str, str, dict[str, str]] | None:
+def _refusal(scope: Scope, role: Role) -> tuple[int, str, str, str, dict[str, str]] | None:
     """The problem (status, slug, title, detail, headers) an upload's key earns before its body is
-    read: none, a wrong one, or one from an address locked out for wrong keys, as the route's own
-    dependency would answer (which checks it again); None to let it through (the insecure
-    development mode included)."""
+    read: none, a wrong one, one from an address locked out for wrong keys, or one whose role the
+    route does not admit (``role``, or admin), as the route's own dependency would answer (which
+    checks it again); None to let it through (the insecure development mode included)."""
     services = getattr(getattr(scope.get("app"), "state", None), "services", None)
     if services is None:  # not started: the app answers for itself
         return None
@@ -163,9 +165,10 @@ def _refusal(scope: Scope) -> tuple[int, str, str, str, dict[str, str]] | None:
     scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
     bearer = credentials if scheme.lower() == "bearer" and credentials else None  # as HTTPBearer reads it
     try:
-        principal_from_headers(
+        principal = principal_from_headers(
             services, bearer, request.headers.get("x-api-key"), client=client_address(request)
         )
+        check_role(principal, (role,))
     except ClearsightError as exc:
         status, slug, title = problem_for(exc)
         return status, slug, title, str(exc), problem_headers(exc, status) or {}
@@ -178,11 +181,11 @@ class BodyLimitMiddleware:
     parse 64 MiB of JSON (about 380 MB of memory) to be told 401.
 
     Bodies of image uploads (:data:`UPLOADS`) may hold ``max_bytes``, and are refused at once when
-    their key is missing or wrong, or their address locked out (:func:`_refusal`); every other body
-    :data:`SMALL_BODY_BYTES`. Sizes are checked
-    from ``Content-Length`` up front, and by counting while streaming: a chunked or lying client is
-    cut off when its running total passes the limit, the 413 problem is sent at once and the app
-    sees a disconnect, whose own response is then discarded.
+    their key is missing or wrong, their address locked out, or their role not the route's
+    (:func:`_refusal`); every other body :data:`SMALL_BODY_BYTES`. Sizes are checked from
+    ``Content-Length`` up front, and by counting while streaming: a chunked or lying client is cut
+    off when its running total passes the limit, the 413 problem is sent at once and the app sees a
+    disconnect, whose own response is then discarded.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -198,8 +201,9 @@ class BodyLimitMiddleware:
         headers = dict(scope.get("headers", []))
         root = scope.get("root_path", "")
         route = path[len(root) :] if root and path.startswith(root) else path  # behind a proxy prefix
-        upload = scope.get("method") == "POST" and route.rstrip("/") in UPLOADS
-        refused = _refusal(scope) if upload else None
+        role = UPLOADS.get(route.rstrip("/")) if scope.get("method") == "POST" else None
+        upload = role is not None
+        refused = _refusal(scope, role) if role is not None else None
         if refused is not None:
             status, slug, title, detail, extra = refused
             await _send_problem(

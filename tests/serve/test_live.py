@@ -6,7 +6,7 @@ import json
 import socket
 
 import httpx
-from serve_fakes import OFFICER_KEY, SUBMITTER_KEY, auth, png_bytes
+from serve_fakes import ADMIN_KEY, OFFICER_KEY, SUBMITTER_KEY, auth, png_bytes
 
 
 def test_real_server_scores_and_decides(live_server) -> None:
@@ -130,6 +130,22 @@ def test_what_a_request_may_cost_before_it_is_authenticated(make_client) -> None
         (401, 0),
         (429, 0),  # the address is locked out: not a byte read
     ]
+
+
+def test_an_upload_from_a_role_the_route_does_not_admit_is_not_read(make_client) -> None:
+    """An officer's upload to /v1/shipments (a submitter's route), or a submitter's to /v1/score (an
+    officer's), was read whole before the route's dependency said 403."""
+    app = make_client().app
+    body = b"x" * 100_000
+    officer = [(b"authorization", f"Bearer {OFFICER_KEY}".encode())]
+    submitter = [(b"x-api-key", SUBMITTER_KEY.encode())]
+    assert _through_the_limit(app, "POST", "/v1/shipments", officer, body) == (403, 0, False)
+    assert _through_the_limit(app, "POST", "/v1/score", submitter, body) == (403, 0, False)
+    assert _through_the_limit(app, "POST", "/v1/score", officer, body) == (200, 1, True)
+    assert _through_the_limit(app, "POST", "/v1/shipments", submitter, body) == (200, 1, True)
+    admin = [(b"authorization", f"Bearer {ADMIN_KEY}".encode())]
+    assert _through_the_limit(app, "POST", "/v1/shipments", admin, body)[0] == 200
+    assert _through_the_limit(app, "POST", "/v1/score", admin, body)[0] == 200
 
 
 def test_the_insecure_development_mode_takes_uploads_without_a_key(tmp_path) -> None:
