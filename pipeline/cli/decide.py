@@ -269,8 +269,10 @@ def register(app: typer.Typer) -> None:
         console.print(f"wrote {len(decisions)} decisions to {out}{recorded}")
         warnings = []
         if redeclared is not None:
+            unrecorded = f" ({len(refused)} not recorded: see below)" if refused else ""
             console.print(
                 f"{len(redeclared.shipments)} shipments decided under their declaration in {manifest}"
+                f"{unrecorded}"
             )
             warnings += _redeclared_warnings(redeclared)
         warnings += [w for w in (key_warning, *chosen.warnings()) if w]

@@ -205,7 +205,11 @@ def test_a_flag_cleared_by_the_manifest_is_said_and_no_hold_is_lowered(
     code, decided = _decide(
         env, rows, [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}], "--audit-db", db
     )
-    said = " ".join(capsys.readouterr().err.split())
+    captured = capsys.readouterr()
+    said = " ".join(captured.err.split())
+    # counted as decided under the manifest, and said not to be recorded (it once read as done)
+    out = " ".join(captured.out.split())
+    assert "1 shipments decided under their declaration in" in out and "(1 not recorded: see below)" in out
     assert "1 shipment(s) had a flag their rows raised cleared by --manifest ('S1': radiation_alarm)" in said
     assert (
         code == 2 and "is held (PHYSICAL_INSPECTION, audit record 1) and this decision would lower it" in said
