@@ -83,7 +83,6 @@ def synth(
     and dataset.json (arguments, counts, per-image variant and severity)."""
     if cargo != "all" and cargo not in CARGO_TYPES:
         raise InputError(f"unknown cargo type {cargo!r}; accepted: {', '.join(CARGO_TYPES)}, all")
-    _clear_output(out, overwrite=overwrite)
     config = SynthConfig(
         out=out,
         cargo=CARGO_TYPES if cargo == "all" else (cargo,),
@@ -96,6 +95,7 @@ def synth(
         holdout_types=_split_list(holdout_types),
         workers=workers,
     )
+    _clear_output(out, overwrite=overwrite)  # after the arguments are checked: a typo removes nothing
     out.mkdir(parents=True, exist_ok=True)
     (out / _RENDERING).write_text("an interrupted `clearsight data synth` if still here\n", encoding="utf-8")
     console = Console(stderr=True)

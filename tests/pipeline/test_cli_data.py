@@ -114,6 +114,10 @@ def test_synth_never_mixes_two_datasets(tmp_path: Path, capsys: pytest.CaptureFi
     )
     assert run(_app(), [*base, "--overwrite"]) == 0  # the smaller run leaves nothing of the larger
     assert len(list((out / "bulk_ore" / "test" / "good").iterdir())) == 2
+    capsys.readouterr()
+    # a bad argument beside --overwrite removed the earlier dataset, then stopped
+    assert run(_app(), [*base, "--overwrite", "--holdout-types", "punture"]) == 2
+    assert "punture" in capsys.readouterr().err and (out / "dataset.json").is_file()
     other = tmp_path / "photos"
     other.mkdir()
     (other / "holiday.jpg").write_bytes(b"not ours")
