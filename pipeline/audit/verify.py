@@ -125,6 +125,15 @@ def verify_chain(conn: Connection) -> VerifyReport:
     try:
         if head is None:
             raise _Bad("deleted", None, "the chain head row (audit_head id 1) is missing")
+        # The walk starts after 0, so a row numbered 0 or below would never be checked while the
+        # store still reads it (an outcome there lifted a hold unseen): the store numbers from 1.
+        before = conn.execute(select(func.max(audit_records.c.seq)).where(audit_records.c.seq < 1)).scalar()
+        if before is not None:
+            raise _Bad(
+                "inserted",
+                before,
+                f"record {before} lies before the chain's first record (seq 1): the store never appended it",
+            )
         while True:
             page = conn.execute(
                 select(audit_records)

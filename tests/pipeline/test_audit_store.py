@@ -301,6 +301,11 @@ def insert_at_tail(url: str) -> None:
     _forge(url, 6, _hash(url, 5), "FORGED")
 
 
+def insert_before_the_first(url: str) -> None:
+    """Numbered 0, a record was never walked, yet the store read it (an outcome there lifted a hold)."""
+    _forge(url, 0, "e" * 64, "FORGED")
+
+
 def insert_at_tail_and_move_head(url: str) -> None:
     """A forger who also knows about the head row: caught only against an outside copy of the head."""
     insert_at_tail(url)
@@ -365,6 +370,13 @@ TAMPERING: list[tuple[Callable[[str], None], bool, int | None, str | None, str]]
         6,
         "inserted",
         "record 6 lies past the chain head (seq 5): the store never appended it",
+    ),
+    (
+        insert_before_the_first,
+        False,
+        0,
+        "inserted",
+        "record 0 lies before the chain's first record (seq 1): the store never appended it",
     ),
     (
         insert_in_middle,
