@@ -288,15 +288,50 @@ async def logout(
     return response
 
 
-@router.post("/shipments/{shipment_id}/outcome")
+FoundForm = Annotated[str, Form(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+CsrfForm = Annotated[str, Form(max_length=128)]
+DecisionSeqForm = Annotated[int, Form(ge=1)]
+NotesForm = Annotated[str, Form(max_length=2000)]
+
+
+@router.post("/outcome")
 async def review_outcome(
+    request: Request,
+    services: ServicesDep,
+    shipment_id: Annotated[str, Form(min_length=1, max_length=128)],
+    found: FoundForm,
+    csrf: CsrfForm,
+    decision_seq: DecisionSeqForm,
+    notes: NotesForm = "",
+) -> Response:
+    """The outcome form. The shipment id travels in the form, not the path: a batch run decides ids
+    the API's path pattern does not take ('SHP/2026/1', 'SHP 0002'), and their forms posted to a
+    route that answered 404 or 422, so the hold could not be lifted from the page."""
+    return await _record_from_form(request, services, shipment_id, found, csrf, decision_seq, notes)
+
+
+@router.post("/shipments/{shipment_id}/outcome")
+async def review_outcome_by_path(
     request: Request,
     shipment_id: ShipmentIdPath,
     services: ServicesDep,
-    found: Annotated[str, Form(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$")],
-    csrf: Annotated[str, Form(max_length=128)],
-    decision_seq: Annotated[int, Form(ge=1)],
-    notes: Annotated[str, Form(max_length=2000)] = "",
+    found: FoundForm,
+    csrf: CsrfForm,
+    decision_seq: DecisionSeqForm,
+    notes: NotesForm = "",
+) -> Response:
+    """Where pages loaded before the form carried the id posted it."""
+    return await _record_from_form(request, services, shipment_id, found, csrf, decision_seq, notes)
+
+
+async def _record_from_form(
+    request: Request,
+    services: Services,
+    shipment_id: str,
+    found: str,
+    csrf: str,
+    decision_seq: int,
+    notes: str,
 ) -> Response:
     try:
         principal = _require_session(request, services, csrf)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import zlib
@@ -181,8 +182,8 @@ def test_review_forms_need_session_and_csrf(make_client, audit_store) -> None:
     stale = client.post("/review/shipments/SHP-X/outcome", data={**form, "csrf": csrf, "decision_seq": "7"})
     assert "Not recorded: shipment <strong>SHP-X</strong> changed after this page was loaded" in stale.text
     assert audit_store.get("SHP-X").outcome is None
-    done = client.post(
-        "/review/shipments/SHP-X/outcome", data={**form, "csrf": csrf, "found": "foreign_object"}
+    done = client.post(  # the form as the page now posts it; the path above, as pages loaded before
+        "/review/outcome", data={**form, "shipment_id": "SHP-X", "csrf": csrf, "found": "foreign_object"}
     )
     assert "Outcome recorded for shipment <strong>SHP-X</strong>" in done.text
     again = client.post("/review/shipments/SHP-X/outcome", data={**form, "csrf": csrf})  # a second tab
@@ -275,3 +276,40 @@ def test_the_found_list_holds_the_cargo_types_own_anomalies() -> None:
         "bulk_ore": ["foreign_object", "unknown", "wet_patch"],
         "vacuum_pack": ["puncture", "seal_defect", "unknown"],
     }
+
+
+def _batch_hold(shipment: str):  # noqa: ANN202 - a ShipmentDecision
+    """A physical-inspection hold as `clearsight score --audit-db` records a manifest's shipment."""
+    from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
+
+    image = ImageVerdict(
+        path=f"/archive/{shipment}.png", sha256="ab" * 32, shipment_id=shipment, cargo_type="bulk_ore",
+        score=0.95, threshold=0.5, hold_threshold=0.8, model_id="ore-m1",
+    )  # fmt: skip
+    return ShipmentDecision(
+        shipment_id=shipment, cargo_type="bulk_ore", tier=Tier.PHYSICAL_INSPECTION,
+        reasons=[Reason(rule="score.hold", tier=Tier.PHYSICAL_INSPECTION, message="hot", image=image.path)],
+        declaration=Declaration(shipment_id=shipment, cargo_type="bulk_ore"), images=[image],
+        policy_version="p1", policy_sha256="cd" * 32, model_ids=["ore-m1"],
+        decided_at="2026-11-05T10:30:00.000000+00:00",
+    )  # fmt: skip
+
+
+def test_an_outcome_is_recorded_from_the_page_for_a_batch_shipment_id(make_client, audit_store) -> None:
+    """A batch decides ids the API's path pattern refuses ('SHP/2026/1', 'SHP 0002'): their forms
+    posted to /review/shipments/<id>/outcome and got a 404 or a 422, so the hold stayed."""
+    client = make_client()
+    ids = ["SHP/2026/1", "SHP 0002", "<b>&amp;"]
+    for shipment in ids:
+        audit_store.record(_batch_hold(shipment))
+    client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
+    page = client.get("/review").text
+    forms = re.findall(r'<form method="post" action="([^"]+)" class="outcome-form">(.*?)</form>', page, re.S)
+    assert len(forms) == 3
+    for action, body in forms:
+        fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', body))
+        fields = {k: html.unescape(v) for k, v in fields.items()}
+        done = client.post(action, data={**fields, "found": "clean", "notes": ""})
+        assert done.status_code == 200 and "Outcome recorded for shipment" in done.text, done.text[:300]
+    assert [r.decision.shipment_id for r in audit_store.list(pending_outcome=True)] == []
+    assert all(audit_store.get(s).outcome.officer.startswith("officer:") for s in ids)
