@@ -7,7 +7,7 @@ and honours EXIF orientation. Every failure is an :class:`~datasets.errors.Image
 the source and the reason.
 
 Decoding is done by Pillow, whose loader is strict about truncation and understands every mode,
-except for 16-bit colour (48/64-bit RGB/RGBA and 32-bit gray+alpha PNG or TIFF), which Pillow can
+except for 16-bit colour (48/64-bit RGB/RGBA PNG or TIFF, 32-bit gray+alpha PNG), which Pillow can
 only hand over truncated to 8 bits: those are decoded by OpenCV, still with Pillow reading the
 header. Each file is decoded once.
 """
@@ -180,6 +180,7 @@ def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tu
         _check_pixels(*stored, limits, label)
         mode = im.mode
         if _is_16bit_colour(im):
+            _check_16bit_colour_layout(im, label)
             pixels = None
         else:
             pixels = _load_with_pillow(im, fmt, label)
@@ -190,6 +191,8 @@ def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tu
         # OpenCV hands over the samples as stored, not upright.
         pixels = _load_16bit_colour(data, mode=mode, size=stored, fmt=fmt, source=label)
         orientation = header_orientation
+        if fmt == "png" and orientation == 1:  # Pillow loaded nothing, so a late eXIf is ours to find
+            orientation = _late_png_orientation(data)
     return _apply_orientation(pixels, orientation), mode
 
 
@@ -455,6 +458,12 @@ def _open_header(fp: IO[bytes], fmt: str, source: str) -> ImageFile.ImageFile:
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"refused by the decoder's size guard ({exc})", source=source) from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error) as exc:
+        if "unknown pixel mode" in str(exc):  # a well-formed header of a layout Pillow has no mode for
+            raise ImageDecodeError(
+                f"unsupported {fmt.upper()} sample layout ({exc}: no mode for its samples per pixel "
+                f"and bits); {_ACCEPTED_MODES_TEXT}",
+                source=source,
+            ) from exc
         raise ImageDecodeError(f"truncated or corrupt {fmt.upper()} header ({exc})", source=source) from exc
     except ImportError as exc:
         raise ImageDecodeError(f"this Pillow build cannot read {fmt.upper()} ({exc})", source=source) from exc
@@ -564,6 +573,23 @@ def _is_16bit_colour(im: ImageFile.ImageFile) -> bool:
     return im.format == "PNG" and ";16" in _rawmode(im)
 
 
+def _check_16bit_colour_layout(im: ImageFile.ImageFile, source: str) -> None:
+    """Refuse 16-bit colour OpenCV would misread: a TIFF with its colour planes stored apart
+    (PlanarConfiguration 2) came out as scrambled pixels of the right shape."""
+    if im.format == "TIFF" and im.tag_v2.get(TiffImagePlugin.PLANAR_CONFIGURATION, 1) == 2:  # type: ignore[attr-defined]
+        raise ImageDecodeError(
+            "16-bit colour TIFF with separate colour planes (PlanarConfiguration 2) is not supported; "
+            "save it with interleaved samples (PlanarConfiguration 1), as 16-bit grey, or as 8-bit",
+            source=source,
+        )
+
+
+def _white_is_zero(im: ImageFile.ImageFile) -> bool:
+    """A TIFF whose grey samples count down from white (PhotometricInterpretation 0, MinIsWhite, as
+    some X-ray detectors write): Pillow inverts 8-bit ones itself, 16-bit ones not."""
+    return im.format == "TIFF" and im.tag_v2.get(TiffImagePlugin.PHOTOMETRIC_INTERPRETATION) == 0  # type: ignore[attr-defined]
+
+
 def _load_with_pillow(im: ImageFile.ImageFile, fmt: str, source: str) -> np.ndarray:
     """Decode with Pillow's strict loader; (H, W, 1|3) uint8 or uint16 RGB/gray."""
     try:
@@ -577,6 +603,8 @@ def _load_with_pillow(im: ImageFile.ImageFile, fmt: str, source: str) -> np.ndar
             converted = im
         if mode in _GRAY16_MODES:
             arr = np.asarray(converted).astype(np.uint16)[:, :, None]
+            if _white_is_zero(im):
+                arr = np.iinfo(np.uint16).max - arr
         elif mode == "L":
             arr = np.asarray(converted)[:, :, None]
         elif mode == "LA":
@@ -656,6 +684,21 @@ def _orientation(im: ImageFile.ImageFile) -> int:
             xmp = xmp.encode("utf-8", "replace")
         if isinstance(xmp, bytes) and (match := _XMP_ORIENTATION.search(xmp)):
             return int(match.group(1))
+    return 1
+
+
+def _late_png_orientation(data: bytes) -> int:
+    """The orientation of a PNG's eXIf chunk wherever it lies (1 when none): the chunks are walked
+    by their lengths, no pixel data is read."""
+    at = 8
+    while at + 8 <= len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        kind = data[at + 4 : at + 8]
+        if kind == b"eXIf":
+            return _exif_orientation(data[at + 8 : at + 8 + length]) or 1
+        if kind == b"IEND":
+            break
+        at += 12 + length
     return 1
 
 

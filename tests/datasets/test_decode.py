@@ -212,6 +212,40 @@ def test_16bit_png_orientation_from_exif_chunk(orientation: int) -> None:
     np.testing.assert_array_equal(out.pixels, expected)
 
 
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_16bit_png_orientation_from_an_exif_chunk_after_the_image_data(orientation: int) -> None:
+    """Pillow reads a late eXIf only when it loads the pixels, which it never does for 16-bit colour:
+    such a picture was scored sideways, while the same file in 8 bits was turned upright."""
+    plain = encode_cv2(ramp16(), ".png")
+    end = plain.index(b"IEND") - 4
+    data = plain[:end] + _png_chunk(b"eXIf", exif_orientation(orientation)[6:]) + plain[end:]
+    expected = ramp16()[::-1, ::-1] if orientation == 3 else np.rot90(ramp16(), k=-1)
+    np.testing.assert_array_equal(decode_image(data).pixels, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_grey_tiff_that_counts_down_from_white_is_inverted(dtype: type) -> None:
+    """PhotometricInterpretation 0 (MinIsWhite), as some X-ray detectors write: Pillow inverts 8-bit
+    samples itself, and 16-bit ones reached the model as a negative."""
+    top = np.iinfo(dtype).max
+    stored = np.array([[0, top // 3, top]], dtype)
+    out = decode_image(tiff_uncompressed(stored, photometric=0))
+    assert out.pixels[0, :, 0].tolist() == [top, top - top // 3, 0]
+    assert (
+        decode_image(tiff_uncompressed(stored, photometric=1)).pixels[0, :, 0].tolist() == stored[0].tolist()
+    )
+
+
+def test_16bit_colour_tiff_with_separate_planes_is_refused_not_scrambled() -> None:
+    """OpenCV reads a 48-bit TIFF whose colours are stored as separate planes into scrambled pixels of
+    the right shape; 8-bit planar files Pillow reads exactly."""
+    rng = np.random.default_rng(3)
+    rgb8 = rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(decode_image(tiff_uncompressed(rgb8, planar=2)).pixels, rgb8)
+    with pytest.raises(ImageDecodeError, match=r"separate colour planes \(PlanarConfiguration 2\)"):
+        decode_image(tiff_uncompressed(rgb8.astype(np.uint16) * 257, planar=2))
+
+
 # --------------------------------------------------------------------------------------------------
 # Sources, hashes, real fixtures
 
@@ -348,6 +382,13 @@ FAILURES = [
         ImageDecodeError,
         "<bytes>: unsupported image mode 'F' "
         "(accepted modes: 1, L, LA, P, PA, RGB, RGBA, RGBX, CMYK, YCbCr, I;16, 16-bit RGB/RGBA)",
+    ),
+    (  # a well-formed file was called corrupt
+        "tiff-two-samples",
+        tiff_uncompressed(np.zeros((4, 6, 2), np.uint16)),
+        ImageDecodeError,
+        "<bytes>: unsupported TIFF sample layout (unknown pixel mode: no mode for its samples per pixel "
+        "and bits); accepted modes: 1, L, LA, P",
     ),
     (
         "bomb",
