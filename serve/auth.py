@@ -95,6 +95,11 @@ class KeyRing:
         """The principal of ``key``, or None when it matches no configured key."""
         return self.by_digest(_digest(key))
 
+    def names(self) -> list[str]:
+        """Each key's name, in the order configured: what the audit trail records and the trader
+        register lists, never the key."""
+        return [Principal(role=role, fingerprint=_fingerprint(digest)).name for digest, role in self._entries]
+
 
 STRONG_KEY_CHARS = 20
 """Keys shorter than this are accepted with a warning: the audit trail and the trader register name

@@ -115,6 +115,24 @@ def serve_command(
     )
 
 
+@app.command("keys")
+def keys_command() -> None:
+    """Print the name of each key in CLEARSIGHT_API_KEYS (role and the first 12 hex digits of its
+    SHA-256), one per line: what the audit trail records and a trader register's `submitters` lists.
+    The keys themselves are never printed."""
+    from datasets.errors import InputError
+    from serve.auth import parse_api_keys
+    from serve.settings import ServeSettings
+
+    ring = parse_api_keys(ServeSettings().api_keys.get_secret_value())
+    if not len(ring):
+        raise InputError(
+            "CLEARSIGHT_API_KEYS holds no keys; set it to 'role:key,...' (roles submitter, officer, admin)"
+        )
+    for name in ring.names():
+        typer.echo(name)
+
+
 demo.register(app)
 
 

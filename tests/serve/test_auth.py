@@ -320,3 +320,21 @@ def test_a_policy_that_audits_nothing_at_random_is_warned_about_at_start(
     caplog.clear()
     make_client()  # the bundled example audits 3 %
     assert "random audit" not in caplog.text
+
+
+def test_keys_prints_the_names_a_trader_register_lists_never_the_keys(monkeypatch, capsys) -> None:
+    from serve.auth import Principal, Role
+    from serve.cli import app, run
+
+    monkeypatch.setenv("CLEARSIGHT_API_KEYS", API_KEYS)
+    assert run(app, ["keys"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        Principal.of_key(Role.SUBMITTER, SUBMITTER_KEY).name,
+        Principal.of_key(Role.OFFICER, OFFICER_KEY).name,
+        Principal.of_key(Role.ADMIN, ADMIN_KEY).name,
+    ]
+    assert SUBMITTER_KEY not in out and out.startswith("submitter:")
+    monkeypatch.setenv("CLEARSIGHT_API_KEYS", "")
+    assert run(app, ["keys"]) == 2
+    assert capsys.readouterr().err.startswith("Error: CLEARSIGHT_API_KEYS holds no keys")
