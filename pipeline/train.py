@@ -44,7 +44,7 @@ from datasets.cargo import CARGO_TYPES, folder_cargo_type
 from datasets.decode import decode_image
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from datasets.mvtec import read_mvtec
-from models.artifact import CARD_FILE, read_card, save_artifact
+from models.artifact import CARD_FILE, WEIGHTS_FILE, read_card, save_artifact
 from models.classifier import TypeHead, fit_type_head
 from models.detector import Detector, DetectorConfig, build_detector, fit_position_norm
 from models.fusion import FUSION_RULES, OFF, fit_calibration
@@ -567,6 +567,11 @@ def _check_out_dir(out: Path, data_root: Path, *, overwrite: bool) -> None:
             f"--out {str(out)!r} lies inside --data {str(data_root)!r}: the model's files would become part "
             "of the dataset; give a folder outside it"
         )
+    if data_root.resolve().is_relative_to(real):
+        raise InputError(
+            f"--data {str(data_root)!r} lies inside --out {str(out)!r}: replacing the model there would "
+            "remove the dataset; give a folder for the model outside it"
+        )
     if _holds_files(real):
         if not (real / CARD_FILE).is_file():
             raise InputError(
@@ -578,6 +583,13 @@ def _check_out_dir(out: Path, data_root: Path, *, overwrite: bool) -> None:
                 f"--out {str(out)!r} holds a model already; pass --overwrite to replace it (the new one "
                 "takes its place only once it is written), or give a new folder"
             )
+        # the whole folder is swapped for the new model's: anything else in it would go with the old
+        others = sorted(p.name for p in real.iterdir() if p.name not in _MODEL_FILES and not _placeholder(p))
+        if others:
+            raise InputError(
+                f"--out {str(out)!r} holds {len(others)} file(s) besides the model ({others[0]!r} first), "
+                "which replacing the model would remove; move them, or give a new folder"
+            )
         if os.path.ismount(real):
             raise InputError(
                 f"--out {str(out)!r} is a mount point: a model there cannot be swapped; use a folder in it"
@@ -586,6 +598,16 @@ def _check_out_dir(out: Path, data_root: Path, *, overwrite: bool) -> None:
     existing = next(p for p in (real.parent, *real.parents) if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"--out {str(out)!r}: cannot write under {str(existing)!r} (permission denied)")
+
+
+_MODEL_FILES = frozenset({CARD_FILE, WEIGHTS_FILE, CARD_FILE + ".tmp", WEIGHTS_FILE + ".tmp"})
+"""What a model folder holds (the last two left by a save cut short): --overwrite replaces a folder
+holding these alone."""
+
+
+def _placeholder(path: Path) -> bool:
+    """An empty hidden file (a ``.gitkeep``): nothing lost when the folder is replaced."""
+    return path.name.startswith(".") and path.is_file() and not path.is_symlink() and path.stat().st_size == 0
 
 
 def _holds_files(folder: Path) -> bool:

@@ -232,8 +232,9 @@ def test_a_missing_data_folder_is_named_as_missing(tmp_path: Path) -> None:
         ),
         ("report", r"holds files that are not a Clearsight model \(no model.json\)"),
         ("model", r"holds a model already; pass --overwrite to replace it"),
+        (".", r"--data '.*bulk_ore' lies inside --out '.*': replacing the model there would remove the data"),
     ],
-    ids=["inside-the-data", "not-a-model", "a-model"],
+    ids=["inside-the-data", "not-a-model", "a-model", "holds-the-data"],
 )
 def test_an_output_that_would_mix_or_replace_is_refused_before_training(
     tmp_path: Path, out: str, match: str
@@ -255,13 +256,15 @@ def test_overwrite_replaces_a_model_whole(tmp_path: Path) -> None:
     out = tmp_path / "model"
     args = ["--image-size", "32", "--pad", "0", "--threads", "1"]
     assert run(app, ["train", "--data", str(root), "--out", str(out), *args]) == 0
-    (out / "model.onnx").write_text("an export of the earlier model")
     before = out.stat().st_mode & 0o777
     assert run(app, ["train", "--data", str(root), "--out", str(out), "--seed", "1", *args]) == 2
-    assert (
-        run(app, ["train", "--data", str(root), "--out", str(out), "--seed", "1", "--overwrite", *args]) == 0
-    )
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "weights.safetensors"]  # no stale export
+    (out / "model.onnx").write_text("an export of the earlier model")
+    # the folder is swapped whole: a file of the user's in it went with the old model, unasked
+    again = ["train", "--data", str(root), "--out", str(out), "--seed", "1", "--overwrite", *args]
+    assert run(app, again) == 2 and (out / "model.onnx").is_file()
+    (out / "model.onnx").unlink()
+    assert run(app, again) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "weights.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bulk_ore", "model"]  # nothing left beside it
     assert json.loads((out / "model.json").read_text())["training"]["seed"] == 1
     assert out.stat().st_mode & 0o777 == before  # a service account that read it still can
