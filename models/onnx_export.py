@@ -9,7 +9,7 @@ name               shape / dtype           meaning
 =================  ======================  ==================================================
 ``image``  (in)    (N, 3, S, S) float32    RGB in [0, 1], then ``(x - mean) / std``
 ``score``          (N,) float32            fused anomaly score in [0, 1]
-``anomaly_map``    (N, S, S) float32       one-class map in [0, 1] on the model's own scale
+``anomaly_map``    (N, S, S) float32       map in [0, 1]: the larger of the one-class and patch maps
 ``type_logits``    (N, K) float32          head logits, class 0 is ``good``
 =================  ======================  ==================================================
 
@@ -74,6 +74,12 @@ EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
 SIDECAR_FORMAT = "clearsight-onnx/1"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("score", "anomaly_map", "type_logits")
+RESIZE = "OpenCV INTER_AREA when shrinking, INTER_LINEAR when enlarging"
+"""How images reach the input size (``models.tiling``); anything else scores differently."""
+MAP_MEANING = (
+    "at each pixel the larger of the one-class map and the patch head's map (where the model has one), "
+    "each on the model's own scale"
+)
 _TRACE_BATCH = 2
 
 
@@ -228,14 +234,16 @@ def _sidecar(
             "dtype": "float32",
             "layout": "NCHW, RGB",
             "scaling": "uint8 / 255 (uint16 / 65535); gray replicated to 3 channels; alpha dropped",
-            "resize": f"whole image to {s}x{s} (bilinear) unless tiled, see preprocessing.tiling",
+            # as the predictor resizes: a runtime that shrank with bilinear scored anomalies lower
+            "resize": f"after scaling, in float32: the whole image (or each tile, see preprocessing.tiling) "
+            f"to {s}x{s} with {RESIZE}",
             "mean": list(cfg.mean),
             "std": list(cfg.std),
         },
         "preprocessing": card.get("preprocessing"),
         "outputs": {
             "score": {"shape": ["batch"], "range": [0.0, 1.0], "meaning": "fused anomaly score"},
-            "anomaly_map": {"shape": ["batch", s, s], "range": [0.0, 1.0], "meaning": "one-class map"},
+            "anomaly_map": {"shape": ["batch", s, s], "range": [0.0, 1.0], "meaning": MAP_MEANING},
             "type_logits": {"shape": ["batch", len(cfg.class_names)], "classes": list(cfg.class_names)},
         },
         "image_score": "max of 'score' over an image's tiles; label 'anomalous' if >= thresholds.release",

@@ -109,6 +109,39 @@ def test_sidecar_carries_preprocessing_thresholds_and_id(
     assert side["exporter"] == "torch.onnx.export (TorchScript, dynamo=False)"
 
 
+@pytest.mark.slow  # the module fixture traces and checks a whole export
+def test_the_sidecars_recipe_reproduces_the_predictors_score(
+    exported: tuple[Path, Detector], model_dir: Path
+) -> None:
+    """A standalone runtime follows the sidecar: it said bilinear while the predictor shrinks with
+    INTER_AREA, and a tiny model's scores moved by up to 0.03 that way, across its release cut."""
+    import cv2
+
+    path, _ = exported
+    side = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+    assert side["input"]["resize"] == (
+        "after scaling, in float32: the whole image (or each tile, see preprocessing.tiling) to "
+        f"{_SIZE}x{_SIZE} with OpenCV INTER_AREA when shrinking, INTER_LINEAR when enlarging"
+    )
+    assert side["outputs"]["anomaly_map"]["meaning"].startswith("at each pixel the larger of the one-class")
+    rng = np.random.default_rng(5)
+    images = [
+        rng.integers(0, 256, (150, 200, 3), dtype=np.uint8),
+        rng.integers(0, 256, (40, 48, 3), np.uint8),
+    ]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    mean, std = np.float32(side["input"]["mean"]), np.float32(side["input"]["std"])
+    for image in images:
+        shrink = image.shape[0] > _SIZE or image.shape[1] > _SIZE
+        scaled = image.astype(np.float32) / 255  # uint8 resized first rounds: 6e-4 off here
+        resized = cv2.resize(
+            scaled, (_SIZE, _SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        )
+        x = ((resized - mean) / std).transpose(2, 0, 1)[None]
+        (score,), _, _ = session.run(None, {"image": np.ascontiguousarray(x, dtype=np.float32)})
+        assert abs(float(score) - load_model(model_dir).predict([image])[0].score) <= SCORE_TOLERANCE
+
+
 def test_disagreement_is_refused_and_nothing_is_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_detector: Detector
 ) -> None:
