@@ -291,6 +291,7 @@ def demo(
                 str(data / cargo),
                 "--out",
                 str(out / "reports" / cargo),
+                "--overwrite",
             ],
         )
     _step(

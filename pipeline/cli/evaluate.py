@@ -14,7 +14,10 @@ from datasets.cargo import folder_cargo_type
 from datasets.errors import ArtifactError, CargoTypeError, DatasetFormatError, InputError, ModelError
 from pipeline.settings import RuntimeName, Settings
 
-__all__ = ["evaluate_command", "register"]
+__all__ = ["REPORT_FILES", "evaluate_command", "register"]
+
+REPORT_FILES = ("metrics.json", "scores.csv", "report.html")
+"""What `clearsight evaluate` writes into --out."""
 
 
 def _load_predictor(model_dir: Path, *, runtime: str) -> Any:
@@ -69,6 +72,9 @@ def evaluate_command(
             "--runtime", help="What runs the model.", show_default="CLEARSIGHT_RUNTIME or onnxruntime"
         ),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier report's files in --out.")
+    ] = False,
 ) -> None:
     """Evaluate a model on a dataset's test split: operating point, AUROC/PRO, per-type table, report.
 
@@ -84,6 +90,13 @@ def evaluate_command(
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder for the report (made if missing)")
+    # another run's scores.csv (a batch's rows, an earlier report) is kept unless told: before any work
+    taken = [name for name in REPORT_FILES if (out / name).exists()]
+    if taken and not overwrite:
+        raise InputError(
+            f"--out {str(out)!r} already holds {', '.join(taken)}; pass --overwrite to replace "
+            f"{'them' if len(taken) > 1 else 'it'}, or give another folder"
+        )
     predictor = _load_predictor(model, runtime=runtime or Settings().runtime)
     dataset = _read_dataset(data)
     named = folder_cargo_type(data)

@@ -382,10 +382,11 @@ def test_cli_fails_a_model_that_scores_nan_after_writing_what_it_found(
 
 def _run_evaluate(tmp_path: Path, *extra: str) -> tuple[int, Path]:
     """``clearsight evaluate`` of the installed fake model on the fake dataset: (exit code, --out)."""
-    ds = write_dataset(tmp_path / "ore")
-    (tmp_path / "model").mkdir()
+    if not (tmp_path / "ore").exists():  # a second run evaluates the same files
+        write_dataset(tmp_path / "ore")
+        (tmp_path / "model").mkdir()
     out = tmp_path / "report"
-    args = ["--model", str(tmp_path / "model"), "--data", str(ds.root), "--out", str(out), *extra]
+    args = ["--model", str(tmp_path / "model"), "--data", str(tmp_path / "ore"), "--out", str(out), *extra]
     return run(app, ["evaluate", *args]), out
 
 
@@ -420,6 +421,18 @@ def test_cli_end_to_end(
     assert metrics["intervals"]["miss_rate"] == pytest.approx([0.006309, 0.805880], abs=1e-5)
     # the fake's one-class signal ranks every pair the wrong way round, its patch head as the score
     assert "each signal alone: one-class 0.094 (" in captured.out and ", patch head 0.906 (" in captured.out
+    # another run's files in --out (a batch's scores.csv) were written over without a word
+    (out / "metrics.json").unlink()
+    (out / "scores.csv").write_text("path,sha256,shipment_id\n/archive/a.png,ab,S1\n")
+    assert _run_evaluate(tmp_path)[0] == 2
+    assert capsys.readouterr().err.startswith(
+        f"Error: --out {str(out)!r} already holds scores.csv, report.html; pass --overwrite to replace them"
+    )
+    assert (out / "scores.csv").read_text().startswith("path,sha256,shipment_id") and not (
+        out / "metrics.json"
+    ).exists()
+    assert _run_evaluate(tmp_path, "--overwrite")[0] == 0
+    assert (out / "scores.csv").read_text().startswith("path,label,")
 
 
 @pytest.mark.parametrize(
