@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from datasets.errors import DatasetFormatError, UnsafePathError
+from datasets.json_text import check_writable, might_hold_half_characters
 
 __all__ = [
     "DECLARATION_COLUMNS",
@@ -247,22 +248,10 @@ def _jsonl_records(fh: io.TextIOBase, manifest: Path) -> Iterator[tuple[int, dic
             raise DatasetFormatError(
                 f"{manifest}:{line}: a line must be a JSON object, got {type(record).__name__}"
             )
-        _check_encodable(record, f"{manifest}:{line}")
+        if might_hold_half_characters(text):
+            check_writable(record, f"{manifest}:{line}")
         _check_columns(record, f"{manifest}:{line}")
         yield line, record
-
-
-def _check_encodable(record: dict[str, Any], where: str) -> None:
-    """JSON may escape half a character (``"\\ud800"``, a lone UTF-16 surrogate), which reads as text
-    here and fails later in every UTF-8 writer (rows, decisions, the audit store), after scoring."""
-    try:
-        json.dumps(record, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        half = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else ""
-        raise DatasetFormatError(
-            f"{where}: {half!r} is half a character (a lone UTF-16 surrogate escape), which no file or "
-            "database can store; write the character itself, or its full surrogate pair"
-        ) from exc
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from datasets.errors import DatasetFormatError, InputError
+from datasets.json_text import check_writable, might_hold_half_characters
 from pipeline.verdicts import ImageVerdict
 
 __all__ = [
@@ -104,10 +105,7 @@ def from_flat(record: dict[str, Any], where: str) -> ImageVerdict:
         if value == "" or value is None:
             continue
         if key in NESTED and isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError as exc:
-                raise DatasetFormatError(f"{where}: column {key} is not a JSON object ({exc})") from exc
+            value = _loads(value, f"{where}: column {key}")
         elif key in FLOATS and isinstance(value, str):
             try:
                 value = float(value)
@@ -117,12 +115,23 @@ def from_flat(record: dict[str, Any], where: str) -> ImageVerdict:
     return _validated(data, where)
 
 
-def from_json_line(line: bytes | str, where: str) -> ImageVerdict:
-    """A verdict from one JSONL line."""
+def _loads(text: str | bytes, where: str) -> Any:
+    """JSON ``text`` as read from a row, refused (naming ``where``) where it would fail the writers
+    after it: a value nested too deeply, or half a character (:mod:`datasets.json_text`)."""
     try:
-        record = json.loads(line)
+        value = json.loads(text)
     except ValueError as exc:
         raise DatasetFormatError(f"{where}: not JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise DatasetFormatError(f"{where}: a value is nested too deeply") from exc
+    if might_hold_half_characters(text):
+        check_writable(value, where)
+    return value
+
+
+def from_json_line(line: bytes | str, where: str) -> ImageVerdict:
+    """A verdict from one JSONL line."""
+    record = _loads(line, where)
     if not isinstance(record, dict):
         raise DatasetFormatError(f"{where}: a row must be a JSON object")
     return _validated(record, where)

@@ -834,8 +834,25 @@ def test_cli_decide_compares_policies_and_records_once(
             "Error: {p}:1: not an image verdict row (colour: Extra inputs are not permitted)",
         ),
         ("v.csv", "path,score\na,high\n", "Error: {p}:2: column score = 'high' is not a number"),
+        # read, decided, then failing the decisions' writer as an "unexpected" error, no line named
+        (
+            "v.jsonl",
+            '{"path": "a", "declaration": {"shipment_id": "S1", "declared_goods": "ore \\ud800"}}\n',
+            "Error: {p}:1: '\\ud800' is half a character (a lone UTF-16 surrogate escape), which no file "
+            "or database can store; write the character itself, or its full surrogate pair",
+        ),
+        (
+            "v.jsonl",
+            '{"path": "a", "x": ' + "[" * 5000 + "]" * 5000 + "}\n",
+            "Error: {p}:1: a value is nested too deeply",
+        ),
+        (
+            "v.csv",
+            'path,declaration\na,"{""x"": ' + "[" * 5000 + "]" * 5000 + '}"\n',
+            "Error: {p}:2: column declaration: a value is nested too deeply",
+        ),
     ],
-    ids=["suffix", "json", "unknown-field", "csv-number"],
+    ids=["suffix", "json", "unknown-field", "csv-number", "half-character", "too-deep", "csv-too-deep"],
 )
 def test_cli_decide_bad_verdicts(
     cli_env: Path, capsys: pytest.CaptureFixture[str], name: str, content: str, message: str
