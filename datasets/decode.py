@@ -181,6 +181,11 @@ def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tu
         mode = im.mode
         if _is_16bit_colour(im):
             _check_16bit_colour_layout(im, label)
+            if fmt == "png" and (late := _last_png_exif(data)) is not None:
+                # Pillow loads nothing on this path, so it never meets an eXIf after the image data;
+                # its loader, on the 8-bit path, keeps the last one: so do we
+                im.info["exif"] = late
+                header_orientation = _orientation(im)
             pixels = None
         else:
             pixels = _load_with_pillow(im, fmt, label)
@@ -191,8 +196,6 @@ def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tu
         # OpenCV hands over the samples as stored, not upright.
         pixels = _load_16bit_colour(data, mode=mode, size=stored, fmt=fmt, source=label)
         orientation = header_orientation
-        if fmt == "png" and orientation == 1:  # Pillow loaded nothing, so a late eXIf is ours to find
-            orientation = _late_png_orientation(data)
     return _apply_orientation(pixels, orientation), mode
 
 
@@ -687,19 +690,19 @@ def _orientation(im: ImageFile.ImageFile) -> int:
     return 1
 
 
-def _late_png_orientation(data: bytes) -> int:
-    """The orientation of a PNG's eXIf chunk wherever it lies (1 when none): the chunks are walked
-    by their lengths, no pixel data is read."""
-    at = 8
+def _last_png_exif(data: bytes) -> bytes | None:
+    """The payload of a PNG's last eXIf chunk, wherever it lies (None when it has none): the chunks
+    are walked by their lengths, no pixel data is read."""
+    found, at = None, 8
     while at + 8 <= len(data):
         length = int.from_bytes(data[at : at + 4], "big")
         kind = data[at + 4 : at + 8]
         if kind == b"eXIf":
-            return _exif_orientation(data[at + 8 : at + 8 + length]) or 1
-        if kind == b"IEND":
+            found = data[at + 8 : at + 8 + length]
+        elif kind == b"IEND":
             break
         at += 12 + length
-    return 1
+    return found
 
 
 def _exif_orientation(raw: bytes) -> int:

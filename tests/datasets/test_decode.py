@@ -223,6 +223,31 @@ def test_16bit_png_orientation_from_an_exif_chunk_after_the_image_data(orientati
     np.testing.assert_array_equal(decode_image(data).pixels, expected)
 
 
+@pytest.mark.parametrize(("early", "late"), [(1, 6), (6, 1), (None, 6), (6, None)])
+def test_two_exif_chunks_turn_16bit_colour_as_they_turn_8bit(early: int | None, late: int | None) -> None:
+    """Against the PNG spec, but sent: Pillow's 8-bit loader keeps the last eXIf; the 16-bit path took
+    the first."""
+
+    def exif(orientation: int | None) -> bytes:
+        block = Image.Exif()
+        if orientation is not None:
+            block[0x0112] = orientation
+        else:
+            block[0x010F] = "camera"  # a block without an orientation
+        return block.tobytes()[6:]
+
+    shapes = []
+    for image in (ramp16(), (ramp16() >> 8).astype(np.uint8)):
+        plain = encode_cv2(image, ".png")
+        idat, end = plain.index(b"IDAT") - 4, plain.index(b"IEND") - 4
+        data = (
+            plain[:idat] + _png_chunk(b"eXIf", exif(early)) + plain[idat:end]
+            + _png_chunk(b"eXIf", exif(late)) + plain[end:]
+        )  # fmt: skip
+        shapes.append(decode_image(data).pixels.shape)
+    assert shapes[0] == shapes[1]
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_a_grey_tiff_that_counts_down_from_white_is_inverted(dtype: type) -> None:
     """PhotometricInterpretation 0 (MinIsWhite), as some X-ray detectors write: Pillow inverts 8-bit
