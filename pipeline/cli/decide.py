@@ -217,6 +217,7 @@ def register(app: typer.Typer) -> None:
             rows, redeclared = redeclare(rows, read_declarations(manifest))
         recorded = ""
         refused: list[str] = []
+        unrecorded: set[str] = set()
         with contextlib.ExitStack() as stack:
             store = None
             if audit_db:  # opened first: a bad URL must fail before the decisions file is written
@@ -240,6 +241,7 @@ def register(app: typer.Typer) -> None:
                     decisions.append(decision)
                     if why is not None:  # the hold stands; the decisions file has this one
                         refused.append(why)
+                        unrecorded.add(decision.shipment_id)
                 recorded = f", {len(decisions) - len(refused)} recorded in {store.url}"
             _write_jsonl(out, decisions)
         compared = None
@@ -269,10 +271,10 @@ def register(app: typer.Typer) -> None:
         console.print(f"wrote {len(decisions)} decisions to {out}{recorded}")
         warnings = []
         if redeclared is not None:
-            unrecorded = f" ({len(refused)} not recorded: see below)" if refused else ""
+            missed = len(unrecorded & set(redeclared.shipments))
             console.print(
                 f"{len(redeclared.shipments)} shipments decided under their declaration in {manifest}"
-                f"{unrecorded}"
+                + (f" ({missed} not recorded: see below)" if missed else "")
             )
             warnings += _redeclared_warnings(redeclared)
         warnings += [w for w in (key_warning, *chosen.warnings()) if w]

@@ -287,3 +287,19 @@ def test_a_copy_of_the_manifest_under_another_name_decides_the_same(tmp_path: Pa
         policy = parse_policy({"policy_version": "p", "cargo_types": {"bulk_ore": {}}})
         keys.append(inputs_key(next(decide_rows(policy, rows, audit_key=b"k"))))
     assert keys[0] == keys[1]
+
+
+def test_the_count_not_recorded_is_of_the_manifests_shipments(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shipment the manifest does not list, refused by the store, was counted among the manifest's."""
+    db = f"sqlite:///{env / 'audit.db'}"
+    listed = [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}]
+    s1 = _row("S1", str(env / "a.png"), 0.1)
+    _decide(env, [s1, _row("S2", str(env / "c.png"), 0.1, radiation_alarm=True)], listed, "--audit-db", db)
+    capsys.readouterr()
+    code, _ = _decide(env, [s1, _row("S2", str(env / "c.png"), 0.1)], listed, "--audit-db", db)
+    captured = capsys.readouterr()
+    assert code == 2 and "shipment 'S2' is held" in captured.err  # S2's hold stands, said below
+    out = " ".join(captured.out.split())
+    assert "1 shipments decided under their declaration in" in out and "not recorded" not in out
