@@ -168,6 +168,7 @@ def _refusal(scope: Scope, role: Role) -> tuple[int, str, str, str, dict[str, st
         principal = principal_from_headers(
             services, bearer, request.headers.get("x-api-key"), client=client_address(request)
         )
+        scope.setdefault("state", {})["principal"] = principal.name  # the access log says who asked
         check_role(principal, (role,))
     except ClearsightError as exc:
         status, slug, title = problem_for(exc)

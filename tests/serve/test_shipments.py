@@ -651,6 +651,11 @@ def test_the_decision_and_the_access_log_say_who_sent_it(make_client, audit_stor
     assert sender is not None and sender.startswith("submitter:")
     logged = [r for r in caplog.records if getattr(r, "path", None) == "/v1/shipments"]
     assert [getattr(r, "principal", None) for r in logged] == [sender]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="clearsight.serve.access"):  # refused before its body
+        assert _submit(client, "SHP-WHO-2", [240], headers=auth(OFFICER_KEY)).status_code == 403
+    officer = Principal.of_key(Role.OFFICER, OFFICER_KEY).name
+    assert [getattr(r, "principal", None) for r in caplog.records if r.status == 403] == [officer]
     login = client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
     page = client.get("/review").text
     assert login.status_code == 303 and f"sent by {sender}" in page
