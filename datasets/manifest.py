@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from datasets.errors import DatasetFormatError, UnsafePathError
-from datasets.json_text import check_writable, might_hold_half_characters
+from datasets.json_text import check_writable
 
 __all__ = [
     "DECLARATION_COLUMNS",
@@ -248,8 +248,7 @@ def _jsonl_records(fh: io.TextIOBase, manifest: Path) -> Iterator[tuple[int, dic
             raise DatasetFormatError(
                 f"{manifest}:{line}: a line must be a JSON object, got {type(record).__name__}"
             )
-        if might_hold_half_characters(text):
-            check_writable(record, f"{manifest}:{line}")
+        check_writable(record, f"{manifest}:{line}")
         _check_columns(record, f"{manifest}:{line}")
         yield line, record
 

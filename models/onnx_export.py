@@ -74,8 +74,14 @@ EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
 SIDECAR_FORMAT = "clearsight-onnx/1"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("score", "anomaly_map", "type_logits")
-RESIZE = "OpenCV INTER_AREA when shrinking, INTER_LINEAR when enlarging"
+RESIZE = "OpenCV INTER_AREA where either side shrinks, INTER_LINEAR where neither does"
 """How images reach the input size (``models.tiling``); anything else scores differently."""
+TILES = (
+    "with tile_size t > 0 and an image whose longer side exceeds t: tiles of min(t, height) x "
+    "min(t, width), starting along each axis at 0, t - overlap, 2 (t - overlap), ... below side - t, "
+    "and at side - t (the last tile flush with the edge); otherwise the whole image is one view"
+)
+"""Where tiles lie (``models.tiling.plan_views``), for a runtime that cuts them itself."""
 MAP_MEANING = (
     "at each pixel the larger of the one-class map and the patch head's map (where the model has one), "
     "each on the model's own scale"
@@ -237,6 +243,7 @@ def _sidecar(
             # as the predictor resizes: a runtime that shrank with bilinear scored anomalies lower
             "resize": f"after scaling, in float32: the whole image (or each tile, see preprocessing.tiling) "
             f"to {s}x{s} with {RESIZE}",
+            "tiles": TILES,
             "mean": list(cfg.mean),
             "std": list(cfg.std),
         },

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from datasets.errors import DatasetFormatError, InputError
-from datasets.json_text import check_writable, might_hold_half_characters
+from datasets.json_text import check_writable
 from pipeline.verdicts import ImageVerdict
 
 __all__ = [
@@ -124,8 +124,7 @@ def _loads(text: str | bytes, where: str) -> Any:
         raise DatasetFormatError(f"{where}: not JSON ({exc})") from exc
     except RecursionError as exc:
         raise DatasetFormatError(f"{where}: a value is nested too deeply") from exc
-    if might_hold_half_characters(text):
-        check_writable(value, where)
+    check_writable(value, where)
     return value
 
 

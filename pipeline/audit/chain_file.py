@@ -79,6 +79,8 @@ def verify_chain_file(path: Path, *, expect: Mapping[int, str] | None = None) ->
                     )
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
                     raise AuditError(f"{where}: not a chain record ({type(exc).__name__}: {exc})") from exc
+                except RecursionError as exc:  # a value nested a thousand deep: no record of ours
+                    raise AuditError(f"{where}: not a chain record (a value is nested too deeply)") from exc
                 if got_seq != seq + 1:
                     raise AuditError(
                         f"{where}: record {got_seq} follows record {seq}: records are missing or reordered"

@@ -178,7 +178,7 @@ JSONL_ERRORS = [
      "{m}:1: column 'shipment_id' = 'S\\n1' holds a control character"),
     # read as text, then failing in every UTF-8 writer after the archive was scored
     ("lone-surrogate", '{"path": "img/a.png", "shipment_id": "S\\ud800", "cargo_type": "o"}\n',
-     "{m}:1: '\\ud800' is half a character (a lone UTF-16 surrogate escape), which no file or database"),
+     "{m}:1: '\\ud800' is half a character (a lone UTF-16 surrogate), which no file or database"),
     ("lone-surrogate-key", '{"path": "img/a.png", "shipment_id": "S1", "cargo_type": "o", "x_\\udc00": 1}\n',
      "{m}:1: '\\udc00' is half a character"),
     ("too-deep", '{"path": "img/a.png", "shipment_id": "S1", "x_n": ' + "[" * 100_000 + "]" * 100_000 + "}\n",

@@ -655,6 +655,10 @@ def test_the_exported_chain_verifies_without_the_database(
     chain.write_text("".join(json.dumps(r) + "\n" for r in lines[:2] + lines[3:]))
     assert run(app, ["audit", "verify-file", str(chain)]) == 2
     assert "record 4 follows record 2: records are missing or reordered" in capsys.readouterr().err
+    # a line nested a thousand deep: the CLI's "unexpected RecursionError"
+    chain.write_text('{"seq": 1, "prev_hash": ' + "[" * 5000 + "]" * 5000 + "}\n")
+    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert "1: not a chain record (a value is nested too deeply)" in capsys.readouterr().err
 
 
 def test_cli_list_and_show_never_cut_a_shipment_id_or_tier_short(
