@@ -22,15 +22,20 @@ MAX_DEPTH = 64
 declaration needs, far less than any writer's limit."""
 
 _HALF = re.compile("[\ud800-\udfff]")
+_HALF_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_HALF_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-def check_writable(value: Any, where: str) -> None:
+def check_writable(value: Any, where: str, *, text: str | bytes | None = None) -> None:
     """Refuse a parsed JSON ``value`` nested deeper than :data:`MAX_DEPTH`, or holding half a
-    character in a key or a string, naming ``where``. One walk, without recursion.
+    character in a key or a string, naming ``where``. One walk, without recursion, unless ``text``
+    (what ``value`` was parsed from) plainly holds neither.
 
     Raises:
         DatasetFormatError: naming the half character, or the depth.
     """
+    if text is not None and _plainly_writable(text):
+        return
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -53,3 +58,18 @@ def _check_text(text: str, where: str) -> None:
             f"{where}: {half.group()!r} is half a character (a lone UTF-16 surrogate), which no file or "
             "database can store; write the character itself"
         )
+
+
+def _plainly_writable(text: str | bytes) -> bool:
+    """ASCII JSON (no NUL: not UTF-16 or UTF-32) with no surrogate escape and at most
+    :data:`MAX_DEPTH` opening brackets, inside strings or not, can hold no half character and nest
+    no deeper: the common row, told at C speed (the walk costs a row about 6 us)."""
+    if isinstance(text, bytes):
+        escape = _HALF_ESCAPE_BYTES.search(text)
+        opens = text.count(b"[") + text.count(b"{")
+        plain = text.isascii() and b"\x00" not in text
+    else:
+        escape = _HALF_ESCAPE.search(text)
+        opens = text.count("[") + text.count("{")
+        plain = text.isascii() and "\x00" not in text
+    return plain and escape is None and opens <= MAX_DEPTH

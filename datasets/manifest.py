@@ -248,7 +248,7 @@ def _jsonl_records(fh: io.TextIOBase, manifest: Path) -> Iterator[tuple[int, dic
             raise DatasetFormatError(
                 f"{manifest}:{line}: a line must be a JSON object, got {type(record).__name__}"
             )
-        check_writable(record, f"{manifest}:{line}")
+        check_writable(record, f"{manifest}:{line}", text=text)
         _check_columns(record, f"{manifest}:{line}")
         yield line, record
 

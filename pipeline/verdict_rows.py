@@ -124,7 +124,7 @@ def _loads(text: str | bytes, where: str) -> Any:
         raise DatasetFormatError(f"{where}: not JSON ({exc})") from exc
     except RecursionError as exc:
         raise DatasetFormatError(f"{where}: a value is nested too deeply") from exc
-    check_writable(value, where)
+    check_writable(value, where, text=text)
     return value
 
 

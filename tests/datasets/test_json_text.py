@@ -1,0 +1,56 @@
+"""What is read from JSON people hand us can be written again: depth and half characters."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from datasets.errors import DatasetFormatError
+from datasets.json_text import MAX_DEPTH, check_writable
+
+
+def _nested(depth: int) -> str:
+    return "[" * (depth - 1) + '{"a": 1}' + "]" * (depth - 1)
+
+
+CASES = [
+    ("flat", '{"a": "ore", "b": [1, 2.5, null, true], "c": {"d": "\u00e9t\u00e9"}}', None),
+    ("at-the-limit", _nested(MAX_DEPTH), None),
+    ("one-deeper", _nested(MAX_DEPTH + 1), f"a value is nested more than {MAX_DEPTH} deep"),
+    # brackets in a string count towards the quick look, not the depth: the walk says it is fine
+    ("brackets-in-text", json.dumps({"a": "[" * 200}), None),
+    ("pair", '{"a": "\\ud83d\\ude00"}', None),  # a whole character, written as its surrogate pair
+    ("escaped-backslash", '{"a": "\\\\ud800"}', None),  # a backslash, then the letters ud800
+    ("half", '{"a": "x\\uD800"}', "'\\ud800' is half a character"),
+    ("half-in-a-key", '{"\\udc00": 1}', "'\\udc00' is half a character"),
+    ("half-deep-inside", '{"a": [{"b": ["\\udfff"]}]}', "'\\udfff' is half a character"),
+]
+
+
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["text", "bytes"])
+@pytest.mark.parametrize(("text", "said"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_check_writable(text: str, said: str | None, as_bytes: bool) -> None:
+    raw: str | bytes = text.encode() if as_bytes else text
+    value = json.loads(raw)
+    for given in (None, raw):  # the walk alone, and behind the quick look at the text
+        if said is None:
+            check_writable(value, "m.jsonl:3", text=given)
+        else:
+            with pytest.raises(DatasetFormatError, match="^" + re.escape(f"m.jsonl:3: {said}")):
+                check_writable(value, "m.jsonl:3", text=given)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16", "utf-32"])
+def test_a_half_character_in_another_encoding_is_found(encoding: str) -> None:
+    """json.loads(bytes) reads UTF-16 and UTF-32, whose escapes a look at ASCII text cannot see."""
+    raw = '{"a": "\\ud800"}'.encode(encoding)
+    with pytest.raises(DatasetFormatError, match="half a character"):
+        check_writable(json.loads(raw), "rows.jsonl:1", text=raw)
+
+
+def test_a_half_character_as_raw_bytes_is_found() -> None:
+    raw = b'{"a": "\xed\xa0\x80"}'  # json.loads(bytes) reads it with surrogatepass
+    with pytest.raises(DatasetFormatError, match="half a character"):
+        check_writable(json.loads(raw), "rows.jsonl:1", text=raw)
