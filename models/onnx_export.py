@@ -78,8 +78,9 @@ RESIZE = "OpenCV INTER_AREA where either side shrinks, INTER_LINEAR where neithe
 """How images reach the input size (``models.tiling``); anything else scores differently."""
 TILES = (
     "with tile_size t > 0 and an image whose longer side exceeds t: tiles of min(t, height) x "
-    "min(t, width), starting along each axis at 0, t - overlap, 2 (t - overlap), ... below side - t, "
-    "and at side - t (the last tile flush with the edge); otherwise the whole image is one view"
+    "min(t, width), starting along an axis no longer than t at 0 alone, and along a longer one at 0, "
+    "t - overlap, 2 (t - overlap), ... below side - t, and at side - t (the last tile flush with the "
+    "edge); otherwise the whole image is one view"
 )
 """Where tiles lie (``models.tiling.plan_views``), for a runtime that cuts them itself."""
 MAP_MEANING = (

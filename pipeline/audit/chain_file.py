@@ -98,6 +98,11 @@ def verify_chain_file(path: Path, *, expect: Mapping[int, str] | None = None) ->
                 previous, seq = digest, got_seq
     except OSError as exc:
         raise InputError(f"cannot read the chain file {path} ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:  # `audit export --chain` writes UTF-8: this is another file
+        raise AuditError(
+            f"{path}: not a chain file: after record {seq}, byte {exc.start} of a line is not UTF-8 "
+            f"({exc.reason})"
+        ) from exc
     if expect:
         raise AuditError(f"{path}: ends at record {seq}, before the published record {min(expect)}")
     return ChainFileReport(seq, seq, previous)

@@ -125,6 +125,7 @@ def test_the_sidecars_recipe_reproduces_the_predictors_score(
     )
     assert side["outputs"]["anomaly_map"]["meaning"].startswith("at each pixel the larger of the one-class")
     assert "the last tile flush with the edge" in side["input"]["tiles"]  # where a runtime cuts them
+    assert "along an axis no longer than t at 0 alone" in side["input"]["tiles"]  # not at side - t < 0
     rng = np.random.default_rng(5)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((150, 200), (40, 48), (40, 90))]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

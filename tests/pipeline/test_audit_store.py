@@ -659,6 +659,9 @@ def test_the_exported_chain_verifies_without_the_database(
     chain.write_text('{"seq": 1, "prev_hash": ' + "[" * 5000 + "]" * 5000 + "}\n")
     assert run(app, ["audit", "verify-file", str(chain)]) == 2
     assert "1: not a chain record (a value is nested too deeply)" in capsys.readouterr().err
+    chain.write_bytes(b'\xff\xfe{"seq": 1}\n')  # UTF-16, say: an "unexpected UnicodeDecodeError"
+    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert "not a chain file: after record 0, byte 0 of a line is not UTF-8" in capsys.readouterr().err
 
 
 def test_cli_list_and_show_never_cut_a_shipment_id_or_tier_short(
