@@ -14,6 +14,9 @@ Another key naming the trader gets no tier. The register is a CSV file with a he
 
 A key's name is its role and the first 12 hex digits of its SHA-256 (``submitter:`` +
 ``sha256(key)[:12]``), as in the audit trail's ``submitted_by`` and the access log.
+
+A batch run reads the register once; the service watches its file (:class:`RegisterFile`), so that
+the authority's changes (a tier withdrawn, a key added) take effect without a restart.
 """
 
 from __future__ import annotations
@@ -21,15 +24,20 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import logging
+import os
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from datasets.errors import InputError
 
-__all__ = ["MAX_REGISTER_BYTES", "TraderRegister", "check_tiers", "read_trader_register"]
+__all__ = ["MAX_REGISTER_BYTES", "RegisterFile", "TraderRegister", "check_tiers", "read_trader_register"]
+
+log = logging.getLogger(__name__)
 
 MAX_REGISTER_BYTES = 64 * 1024 * 1024
 """Largest register file read (a national register holds some tens of thousands of traders)."""
@@ -146,3 +154,59 @@ def check_tiers(register: TraderRegister, policy: Any) -> None:
             "correct the register, or list the tier under the policy's trusted_traders "
             "(release_odds_factor: 1 for no change)"
         )
+
+
+class RegisterFile:
+    """A long-running service's register: the file is read again when it changes (its inode, size or
+    modification time), at the first submission after the change, so that a tier the authority
+    withdraws, or a key it adds, takes effect without a restart.
+
+    A change that does not read, or that ``check`` refuses (a tier the policy does not know), is
+    logged as an error, and until the file is corrected no shipment gets a registered tier: the
+    stricter way round, since a tier lowers scrutiny. The first reading must succeed.
+
+    Raises:
+        InputError: from the first reading, or from ``check`` of it.
+    """
+
+    def __init__(self, path: str | Path, *, check: Callable[[TraderRegister], None] | None = None) -> None:
+        self.path = Path(path)
+        self._check = check or (lambda register: None)
+        self._lock = threading.Lock()
+        signature = self._signature()
+        register = read_trader_register(self.path)
+        self._check(register)
+        self._state: tuple[tuple[int, ...] | None, TraderRegister | None] = (signature, register)
+
+    def _signature(self) -> tuple[int, ...] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def current(self) -> TraderRegister | None:
+        """The register as the file holds it now; None while a change to it does not read."""
+        signature = self._signature()
+        seen, register = self._state
+        if signature == seen:
+            return register
+        with self._lock:  # one reading per change, however many requests notice it
+            seen, register = self._state
+            if signature == seen:
+                return register
+            try:
+                register = read_trader_register(self.path)
+                self._check(register)
+            except InputError as exc:
+                log.error(
+                    "the trader register changed and does not read (%s): until it is corrected, no "
+                    "shipment is decided under a registered AEO tier",
+                    exc,
+                )
+                register = None
+            else:
+                log.warning("trader register %s read again: %d traders", self.path, len(register.tiers))
+            # the signature taken before reading: a change while reading is read at the next request
+            self._state = (signature, register)
+            return register

@@ -63,7 +63,8 @@ def _load_policy(settings: ServeSettings) -> Any:
 
 
 def _load_register(settings: ServeSettings, policy: Any) -> Any:
-    """The trader register, or None; every tier in it must be one the policy knows.
+    """The trader register's file, watched for changes, or None; every tier in it must be one the
+    policy knows.
 
     Raises:
         InputError: an unreadable register, or a tier the policy lists no offset for (a typo such as
@@ -71,17 +72,17 @@ def _load_register(settings: ServeSettings, policy: Any) -> Any:
     """
     if settings.trader_register is None:
         return None
-    from pipeline.trader_register import check_tiers, read_trader_register
+    from pipeline.trader_register import RegisterFile, check_tiers
 
-    register = read_trader_register(settings.trader_register)
-    check_tiers(register, policy)
-    if not any(register.submitters.values()):
+    watched = RegisterFile(settings.trader_register, check=lambda read: check_tiers(read, policy))
+    register = watched.current()
+    if register is not None and not any(register.submitters.values()):
         log.warning(
             "trader register %s names no submitter keys (column submitters): submitters' shipments are "
             "decided without any AEO tier",
             register.source,
         )
-    return register
+    return watched
 
 
 def _open_audit(settings: ServeSettings) -> Any:

@@ -58,13 +58,18 @@ class Services:
     predictors: dict[str, Predictor] = field(default_factory=dict)
     batchers: dict[str, MicroBatcher] = field(default_factory=dict)
     policy: Any = None  # pipeline.policy.Policy
-    traders: Any = None  # pipeline.trader_register.TraderRegister, or None without a register
+    traders: Any = None  # pipeline.trader_register.RegisterFile, or None without a register
     audit: Any = None  # pipeline.audit.AuditStore
 
     @property
     def insecure(self) -> bool:
         """True when the server runs without keys (only possible with ``insecure_dev``)."""
         return len(self.keys) == 0 and self.settings.insecure_dev
+
+    def register(self) -> Any:
+        """The trader register as its file holds it now (a ``TraderRegister``), or None: without
+        one, or while a change to it does not read. Read once per request."""
+        return self.traders.current() if self.traders is not None else None
 
 
 def get_services(request: Request) -> Services:

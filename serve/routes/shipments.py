@@ -116,7 +116,7 @@ def parse_declaration(text: str) -> Declaration:
     return declaration
 
 
-def _may_send(services: Services, caller: Principal) -> Callable[[FirstSent], bool] | None:
+def _may_send(register: Any, caller: Principal) -> Callable[[FirstSent], bool] | None:
     """Whether ``caller`` may send again a shipment whose first decision was sent so: None (anyone)
     for officers and admins. A submitter may where
 
@@ -132,7 +132,6 @@ def _may_send(services: Services, caller: Principal) -> Callable[[FirstSent], bo
     sent again by an admin only."""
     if caller.role is not Role.SUBMITTER:
         return None
-    register = services.traders
     mine = register.traders_of(caller.name) if register is not None else frozenset()
 
     def may(first: FirstSent) -> bool:
@@ -423,11 +422,12 @@ async def post_shipment(
     A shipment is decided once. The same declaration and images again (a retry) return the stored
     decision (same ``seq``); the same shipment id with other images or another declaration is
     recorded only when it is stricter (an alarm raised later), and refused with 409 otherwise."""
-    parsed = vouched(parse_declaration(declaration), services.traders, caller)
+    register = services.register()  # one reading for the tier and the sender rule
+    parsed = vouched(parse_declaration(declaration), register, caller)
     batcher_for(services, parsed.cargo_type)  # an unknown cargo type decodes nothing
     async with decoded_uploads(services, images) as uploads:
         record = await submit_shipment(
-            services, parsed, uploads, submitted_by=caller.name, may_send=_may_send(services, caller)
+            services, parsed, uploads, submitted_by=caller.name, may_send=_may_send(register, caller)
         )
     request.state.log_extra = {
         "shipment_id": parsed.shipment_id,

@@ -450,6 +450,31 @@ def test_the_aeo_tier_comes_from_the_register(
     )
 
 
+def test_a_change_to_the_register_takes_effect_without_a_restart(
+    make_client, audit_store, tmp_path, caplog
+) -> None:
+    """The register was read at start: a tier the authority withdrew held until the service was
+    restarted. A change that does not read gives no shipment a tier until it is corrected."""
+    register = tmp_path / "register.csv"
+    register.write_text("trader_id,aeo_tier,submitters\nT-7,AEOF,\n", encoding="utf-8")
+    client = make_client(trader_register=register)
+
+    def tier(shipment: str, value: int) -> str | None:
+        assert _submit(client, shipment, [value], headers=SUBMIT, trader_id="T-7").status_code == 200
+        return audit_store.get(shipment).decision.declaration.aeo_tier
+
+    assert tier("SHP-R1", 11) is None  # the key is not listed for T-7
+    register.write_text(f"trader_id,aeo_tier,submitters\nT-7,AEOF,{MINE}\n", encoding="utf-8")
+    assert tier("SHP-R2", 12) == "AEOF"  # a key added
+    register.write_text(f"trader_id,aeo_tier,submitters\nT-7,AEOX,{MINE}\n", encoding="utf-8")
+    assert tier("SHP-R3", 13) is None  # a tier the policy does not know: none for anyone
+    assert "the trader register changed and does not read" in caplog.text and "'AEOX'" in caplog.text
+    register.write_text(f"trader_id,aeo_tier,submitters\nT-7,AEOS,{MINE}\n", encoding="utf-8")
+    assert tier("SHP-R4", 14) == "AEOS"  # corrected, and the tier changed
+    register.unlink()
+    assert tier("SHP-R5", 15) is None  # gone: no tier, the service still answers
+
+
 def test_pictures_sent_again_under_another_shipment_id_go_to_an_officer(make_client, audit_store) -> None:
     """Resubmitting a shipment under a new id (to shake off a random audit) or photographing other
     cargo both send pictures decided before: the decision says so and an officer looks."""
