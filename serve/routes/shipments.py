@@ -422,7 +422,8 @@ async def post_shipment(
     A shipment is decided once. The same declaration and images again (a retry) return the stored
     decision (same ``seq``); the same shipment id with other images or another declaration is
     recorded only when it is stricter (an alarm raised later), and refused with 409 otherwise."""
-    register = services.register()  # one reading for the tier and the sender rule
+    # one reading for the tier and the sender rule; off the event loop, as a changed file is read
+    register = await run_in_threadpool(services.register)
     parsed = vouched(parse_declaration(declaration), register, caller)
     batcher_for(services, parsed.cargo_type)  # an unknown cargo type decodes nothing
     async with decoded_uploads(services, images) as uploads:
