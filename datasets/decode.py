@@ -172,6 +172,9 @@ def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tu
     """The upright pixels of ``data`` (a ``fmt`` file) and the file's Pillow mode."""
     if fmt == "jpeg":
         _check_jpeg_complete(data, label)
+    inverted = False
+    if fmt == "tiff":
+        data, inverted = _counting_up_from_black(data)
     with _pillow_quiet():
         im = _open_header(io.BytesIO(data), fmt, label)
         _check_one_page(im, data, fmt, label)
@@ -196,6 +199,8 @@ def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tu
         # OpenCV hands over the samples as stored, not upright.
         pixels = _load_16bit_colour(data, mode=mode, size=stored, fmt=fmt, source=label)
         orientation = header_orientation
+    if inverted and pixels.dtype == np.uint16:
+        pixels = np.iinfo(np.uint16).max - pixels
     return _apply_orientation(pixels, orientation), mode
 
 
@@ -235,6 +240,8 @@ def read_image_header(
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, label = _read_source(source, limits=limits, name=name)
         fmt = _sniff(data, label)
+        if fmt == "tiff":
+            data, _ = _counting_up_from_black(data)
         with _pillow_quiet():
             im = _open_header(io.BytesIO(data), fmt, label)
             width, height = _stored_size(im)
@@ -253,6 +260,12 @@ def read_image_header(
                 sample_bytes = _sample_bytes(im)
         except OSError as exc:
             raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})", source=label) from exc
+        except ImageDecodeError as exc:
+            if fmt != "tiff" or "unknown pixel mode" not in str(exc):
+                raise
+            # perhaps a big-endian grey TIFF counting down from white: read whole, as decoding does
+            with open(source, "rb") as fp:
+                return read_image_header(fp.read(), limits=limits, name=label)
     _check_pixels(width, height, limits, label)
     if orientation >= 5:
         width, height = height, width
@@ -576,6 +589,23 @@ def _is_16bit_colour(im: ImageFile.ImageFile) -> bool:
     return im.format == "PNG" and ";16" in _rawmode(im)
 
 
+def _counting_up_from_black(data: bytes) -> tuple[bytes, bool]:
+    """A big-endian 16-bit grey TIFF that counts down from white (MinIsWhite), for which Pillow has
+    no mode, as one counting up from black, and whether its samples are to be inverted after
+    decoding; any other file as it is. (Pillow reads the little-endian one, inverted by
+    :func:`_white_is_zero`.)"""
+    if data[:2] != b"MM":
+        return data, False
+    photometric, value_at = _ifd0_short(data, TiffImagePlugin.PHOTOMETRIC_INTERPRETATION)
+    bits, _ = _ifd0_short(data, TiffImagePlugin.BITSPERSAMPLE)
+    samples, _ = _ifd0_short(data, TiffImagePlugin.SAMPLESPERPIXEL)
+    if photometric != 0 or bits != 16 or samples not in (None, 1):
+        return data, False
+    patched = bytearray(data)
+    patched[value_at : value_at + 2] = (1).to_bytes(2, "big")
+    return bytes(patched), True
+
+
 def _check_16bit_colour_layout(im: ImageFile.ImageFile, source: str) -> None:
     """Refuse 16-bit colour OpenCV would misread: a TIFF with its colour planes stored apart
     (PlanarConfiguration 2) came out as scrambled pixels of the right shape."""
@@ -711,7 +741,14 @@ def _exif_orientation(raw: bytes) -> int:
 
 
 def _ifd0_orientation(tiff: bytes) -> tuple[int, int]:
-    """``(orientation, offset of its value)`` in a TIFF structure's first IFD; ``(0, -1)`` if none.
+    """``(orientation, offset of its value)`` in a TIFF structure's first IFD; ``(0, -1)`` if none."""
+    value, value_at = _ifd0_short(tiff, _ORIENTATION_TAG)
+    return (value, value_at) if value is not None and 1 <= value <= 8 else (0, -1)
+
+
+def _ifd0_short(tiff: bytes, wanted: int) -> tuple[int | None, int]:
+    """``(value, offset of the value)`` of a tag holding one SHORT in a TIFF structure's first IFD;
+    ``(None, -1)`` if none.
 
     Handles classic TIFF and BigTIFF, either byte order. Malformed structures read as "none".
     """
@@ -721,7 +758,7 @@ def _ifd0_orientation(tiff: bytes) -> tuple[int, int]:
     elif head in (b"MM\x00*", b"MM\x00+"):
         endian = ">"
     else:
-        return 0, -1
+        return None, -1
     big = head[2:] in (b"+\x00", b"\x00+")
     offset_fmt, count_fmt, entry_size = ("Q", "Q", 20) if big else ("I", "H", 12)
     try:
@@ -730,14 +767,14 @@ def _ifd0_orientation(tiff: bytes) -> tuple[int, int]:
         first = ifd + struct.calcsize(count_fmt)
         for i in range(min(count, 1024)):
             entry = first + entry_size * i
-            tag, kind = struct.unpack_from(endian + "HH", tiff, entry)
-            if tag == _ORIENTATION_TAG:
+            tag, kind, n = struct.unpack_from(endian + "HH" + offset_fmt, tiff, entry)
+            if tag == wanted:
                 value_at = entry + (12 if big else 8)
                 (value,) = struct.unpack_from(endian + "H", tiff, value_at)
-                return (value, value_at) if kind == 3 and 1 <= value <= 8 else (0, -1)
+                return (value, value_at) if kind == 3 and n >= 1 else (None, -1)
     except struct.error:
-        return 0, -1
-    return 0, -1
+        return None, -1
+    return None, -1
 
 
 def _apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:

@@ -66,9 +66,14 @@ def exif_orientation(orientation: int) -> bytes:
 
 
 def tiff_uncompressed(
-    array: np.ndarray, *, orientation: int = 1, photometric: int | None = None, planar: int = 1
+    array: np.ndarray,
+    *,
+    orientation: int = 1,
+    photometric: int | None = None,
+    planar: int = 1,
+    byteorder: str = "<",
 ) -> bytes:
-    """A baseline little-endian TIFF (header and IFD before the data).
+    """A baseline TIFF (header and IFD before the data), ordered-endian unless ``byteorder`` is ">".
 
     ``array`` is (H, W), (H, W, 2) (grey and a sample Pillow has no mode for) or (H, W, 3), uint8 or
     uint16. Pillow cannot write 48-bit RGB and OpenCV
@@ -78,49 +83,58 @@ def tiff_uncompressed(
     arr = array if array.ndim == 3 else array[:, :, None]
     height, width, channels = arr.shape
     bits = arr.dtype.itemsize * 8
-    little = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<")))
+    e = byteorder
+    ordered = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder(e)))
     strips = (
-        [np.ascontiguousarray(little[:, :, c]).tobytes() for c in range(channels)]
+        [np.ascontiguousarray(ordered[:, :, c]).tobytes() for c in range(channels)]
         if planar == 2
-        else [little.tobytes()]
+        else [ordered.tobytes()]
     )
     entries = 11
     ifd_offset = 8
     extra_offset = ifd_offset + 2 + entries * 12 + 4
-    extra = struct.pack("<HHHH", bits, bits, bits, 0)  # BitsPerSample of three samples
+    extra = struct.pack(e + "HHHH", bits, bits, bits, 0)  # BitsPerSample of three samples
     offsets_at, counts_at = extra_offset + len(extra), extra_offset + len(extra) + 4 * len(strips)
     data_offset = counts_at + 4 * len(strips)
     starts = [data_offset + sum(len(s) for s in strips[:k]) for k in range(len(strips))]
     if len(strips) > 1:
-        extra += struct.pack(f"<{len(strips)}I", *starts) + struct.pack(f"<{len(strips)}I", *map(len, strips))
+        extra += struct.pack(e + f"{len(strips)}I", *starts) + struct.pack(
+            e + f"{len(strips)}I", *map(len, strips)
+        )
     else:
         data_offset = offsets_at
         starts = [data_offset]
     photo = photometric if photometric is not None else (2 if channels == 3 else 1)
 
     def one_or_at(values: list[int], at: int) -> bytes:
-        return struct.pack("<I", values[0] if len(values) == 1 else at)
+        return struct.pack(e + "I", values[0] if len(values) == 1 else at)
 
     bits_value = (
-        struct.pack("<I", extra_offset) if channels == 3 else struct.pack("<HH", bits, bits * (channels == 2))
+        struct.pack(e + "I", extra_offset)
+        if channels == 3
+        else struct.pack(e + "HH", bits, bits * (channels == 2))
     )
     tags = [
-        (256, 4, 1, struct.pack("<I", width)),
-        (257, 4, 1, struct.pack("<I", height)),
+        (256, 4, 1, struct.pack(e + "I", width)),
+        (257, 4, 1, struct.pack(e + "I", height)),
         (258, 3, channels, bits_value),
-        (259, 3, 1, struct.pack("<HH", 1, 0)),
-        (262, 3, 1, struct.pack("<HH", photo, 0)),
+        (259, 3, 1, struct.pack(e + "HH", 1, 0)),
+        (262, 3, 1, struct.pack(e + "HH", photo, 0)),
         (273, 4, len(strips), one_or_at(starts, offsets_at)),
-        (274, 3, 1, struct.pack("<HH", orientation, 0)),
-        (277, 3, 1, struct.pack("<HH", channels, 0)),
-        (278, 4, 1, struct.pack("<I", height)),
+        (274, 3, 1, struct.pack(e + "HH", orientation, 0)),
+        (277, 3, 1, struct.pack(e + "HH", channels, 0)),
+        (278, 4, 1, struct.pack(e + "I", height)),
         (279, 4, len(strips), one_or_at([len(s) for s in strips], counts_at)),
-        (284, 3, 1, struct.pack("<HH", planar, 0)),
+        (284, 3, 1, struct.pack(e + "HH", planar, 0)),
     ]
-    out = bytearray(b"II*\x00" + struct.pack("<I", ifd_offset) + struct.pack("<H", entries))
+    out = bytearray(
+        (b"II*\x00" if e == "<" else b"MM\x00*")
+        + struct.pack(e + "I", ifd_offset)
+        + struct.pack(e + "H", entries)
+    )
     for tag, kind, count, value in tags:
-        out += struct.pack("<HHI", tag, kind, count) + value
-    out += struct.pack("<I", 0)
+        out += struct.pack(e + "HHI", tag, kind, count) + value
+    out += struct.pack(e + "I", 0)
     out += extra[:8] if len(strips) == 1 else extra
     assert len(out) == data_offset
     return bytes(out) + b"".join(strips)

@@ -248,17 +248,26 @@ def test_two_exif_chunks_turn_16bit_colour_as_they_turn_8bit(early: int | None, 
     assert shapes[0] == shapes[1]
 
 
+@pytest.mark.parametrize("byteorder", ["<", ">"], ids=["little-endian", "big-endian"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-def test_a_grey_tiff_that_counts_down_from_white_is_inverted(dtype: type) -> None:
+def test_a_grey_tiff_that_counts_down_from_white_is_inverted(dtype: type, byteorder: str) -> None:
     """PhotometricInterpretation 0 (MinIsWhite), as some X-ray detectors write: Pillow inverts 8-bit
-    samples itself, and 16-bit ones reached the model as a negative."""
+    samples itself, and 16-bit ones reached the model as a negative, or, big-endian, were refused
+    (Pillow has no mode for them)."""
     top = np.iinfo(dtype).max
-    stored = np.array([[0, top // 3, top]], dtype)
-    out = decode_image(tiff_uncompressed(stored, photometric=0))
-    assert out.pixels[0, :, 0].tolist() == [top, top - top // 3, 0]
-    assert (
-        decode_image(tiff_uncompressed(stored, photometric=1)).pixels[0, :, 0].tolist() == stored[0].tolist()
-    )
+    stored = np.array([[0, top // 3, top], [7, 8, 9]], dtype)
+    out = decode_image(tiff_uncompressed(stored, photometric=0, byteorder=byteorder, orientation=3))
+    assert out.pixels[::-1, ::-1, 0].tolist() == (top - stored).tolist()  # inverted, then turned
+    plain = decode_image(tiff_uncompressed(stored, photometric=1, byteorder=byteorder)).pixels
+    assert plain[:, :, 0].tolist() == stored.tolist()
+
+
+def test_the_header_of_a_big_endian_grey_tiff_counting_down_from_white_reads(tmp_path: Path) -> None:
+    """The service checks every upload's header before decoding: Pillow has no mode for it."""
+    data = tiff_uncompressed(np.zeros((5, 7), np.uint16), photometric=0, byteorder=">")
+    (tmp_path / "x.tif").write_bytes(data)
+    expected = ImageHeader("tiff", 7, 5, 2)
+    assert read_image_header(data) == expected and read_image_header(tmp_path / "x.tif") == expected
 
 
 def test_16bit_colour_tiff_with_separate_planes_is_refused_not_scrambled() -> None:
