@@ -115,27 +115,41 @@ def read_trader_register(path: str | Path) -> TraderRegister:
     reader.fieldnames = header
     tiers: dict[str, str] = {}
     submitters: dict[str, frozenset[str]] = {}
-    for row in reader:
-        where = f"trader register {path}, line {reader.line_num}"
-        trader, tier = (str(row.get(c) or "").strip() for c in _COLUMNS)
-        if not trader or not tier:
-            raise InputError(f"{where}: trader_id and aeo_tier must both be given (got {trader!r}, {tier!r})")
-        if len(trader) > _MAX_ID or len(tier) > _MAX_TIER:
-            raise InputError(
-                f"{where}: trader_id is at most {_MAX_ID} characters and aeo_tier at most {_MAX_TIER}"
-            )
-        if trader in tiers:
-            raise InputError(f"{where}: trader {trader!r} is listed twice")
-        names = str(row.get(_SUBMITTERS) or "").split()
-        bad = [name for name in names if not _KEY_NAME.fullmatch(name)]
-        if bad:  # not echoed: it may be a key itself, put where its name belongs
-            raise InputError(
-                f"{where}: submitters holds {len(bad)} value(s) that are not a key's name (role:12 hex "
-                "digits, e.g. submitter:3f2a9c1b0d4e); a key itself never goes in the register"
-            )
-        tiers[trader] = tier
-        submitters[trader] = frozenset(names)
+    try:
+        for row in reader:
+            _read_row(row, f"trader register {path}, line {reader.line_num}", tiers, submitters)
+    except csv.Error as exc:  # an unclosed quote, a field over the csv module's limit
+        where = f"trader register {path}, after line {reader.line_num}"
+        raise InputError(f"{where}: malformed CSV ({exc})") from exc
     return TraderRegister(tiers=tiers, submitters=submitters, source=str(path))
+
+
+def _read_row(
+    row: Mapping[str, Any], where: str, tiers: dict[str, str], submitters: dict[str, frozenset[str]]
+) -> None:
+    """One register row into ``tiers`` and ``submitters``.
+
+    Raises:
+        InputError: naming ``where``.
+    """
+    trader, tier = (str(row.get(c) or "").strip() for c in _COLUMNS)
+    if not trader or not tier:
+        raise InputError(f"{where}: trader_id and aeo_tier must both be given (got {trader!r}, {tier!r})")
+    if len(trader) > _MAX_ID or len(tier) > _MAX_TIER:
+        raise InputError(
+            f"{where}: trader_id is at most {_MAX_ID} characters and aeo_tier at most {_MAX_TIER}"
+        )
+    if trader in tiers:
+        raise InputError(f"{where}: trader {trader!r} is listed twice")
+    names = str(row.get(_SUBMITTERS) or "").split()
+    bad = [name for name in names if not _KEY_NAME.fullmatch(name)]
+    if bad:  # not echoed: it may be a key itself, put where its name belongs
+        raise InputError(
+            f"{where}: submitters holds {len(bad)} value(s) that are not a key's name (role:12 hex "
+            "digits, e.g. submitter:3f2a9c1b0d4e); a key itself never goes in the register"
+        )
+    tiers[trader] = tier
+    submitters[trader] = frozenset(names)
 
 
 def check_tiers(register: TraderRegister, policy: Any) -> None:
@@ -176,6 +190,7 @@ class RegisterFile:
         signature = self._signature()
         register = read_trader_register(self.path)
         self._check(register)
+        _warn_without_submitters(register)
         self._state: tuple[tuple[int, ...] | None, TraderRegister | None] = (signature, register)
 
     def _signature(self) -> tuple[int, ...] | None:
@@ -205,8 +220,26 @@ class RegisterFile:
                     exc,
                 )
                 register = None
-            else:
+            if self._signature() != signature:
+                # written to while read: perhaps a part of it, which can read as a whole register
+                # (a broker's key listed for one of its two traders); nothing, until it settles
+                log.warning(
+                    "the trader register %s changed while it was read: replace it by renaming a "
+                    "complete file into place, not by writing over it",
+                    self.path,
+                )
+                return None
+            if register is not None:
                 log.warning("trader register %s read again: %d traders", self.path, len(register.tiers))
-            # the signature taken before reading: a change while reading is read at the next request
+                _warn_without_submitters(register)
             self._state = (signature, register)
             return register
+
+
+def _warn_without_submitters(register: TraderRegister) -> None:
+    if not any(register.submitters.values()):
+        log.warning(
+            "trader register %s names no submitter keys (column submitters): submitters' shipments are "
+            "decided without any AEO tier",
+            register.source,
+        )

@@ -74,15 +74,7 @@ def _load_register(settings: ServeSettings, policy: Any) -> Any:
         return None
     from pipeline.trader_register import RegisterFile, check_tiers
 
-    watched = RegisterFile(settings.trader_register, check=lambda read: check_tiers(read, policy))
-    register = watched.current()
-    if register is not None and not any(register.submitters.values()):
-        log.warning(
-            "trader register %s names no submitter keys (column submitters): submitters' shipments are "
-            "decided without any AEO tier",
-            register.source,
-        )
-    return watched
+    return RegisterFile(settings.trader_register, check=lambda read: check_tiers(read, policy))
 
 
 def _open_audit(settings: ServeSettings) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from datasets.errors import InputError
-from pipeline.trader_register import read_trader_register
+from pipeline.trader_register import RegisterFile, read_trader_register
 
 
 def test_a_register_is_read(tmp_path: Path) -> None:
@@ -52,6 +52,21 @@ def test_a_bad_register_is_refused_with_the_line(tmp_path: Path, text: str, mess
     assert message in str(caught.value)
 
 
+def test_a_quote_left_open_is_malformed_csv(tmp_path: Path) -> None:
+    """A csv.Error, not an InputError: the service answered 500 to every submission after the edit.
+    The field runs past the csv module's own limit (a module imported beside may raise it: set here)."""
+    import csv
+
+    path = tmp_path / "register.csv"
+    path.write_text('trader_id,aeo_tier\nT-42,"AEOS\n' + "x" * 140_000, encoding="utf-8")
+    before = csv.field_size_limit(128 * 1024)
+    try:
+        with pytest.raises(InputError, match=r"after line 1: malformed CSV \(field larger than field limit"):
+            read_trader_register(path)
+    finally:
+        csv.field_size_limit(before)
+
+
 def test_a_missing_or_binary_register_is_named(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"cannot read the trader register .*missing\.csv"):
         read_trader_register(tmp_path / "missing.csv")
@@ -70,3 +85,32 @@ def test_the_traders_a_key_sends_for(tmp_path: Path) -> None:
     assert register.traders_of("submitter:bbbbbbbbbbbb") == {"T1", "T2"}  # a broker's key
     assert register.traders_of("submitter:aaaaaaaaaaaa") == {"T1"}
     assert register.traders_of("submitter:eeeeeeeeeeee") == frozenset()
+
+
+def test_a_register_written_to_while_it_is_read_counts_for_nothing_until_it_settles(tmp_path: Path) -> None:
+    """A part of a register reads as a whole one (a broker's key listed for one of its two traders
+    alone makes that trader's keys its own): one read while the file changes is not taken."""
+    path = tmp_path / "register.csv"
+    path.write_text("trader_id,aeo_tier\nT-1,AEOS\n", encoding="utf-8")
+    writing = []
+
+    def check(register) -> None:  # noqa: ANN001 - runs between reading the file and looking at it again
+        if writing:
+            path.write_text(path.read_text() + writing.pop(), encoding="utf-8")
+
+    watched = RegisterFile(path, check=check)
+    assert watched.current().tiers == {"T-1": "AEOS"}
+    writing.append("T-2,AEOF\n")
+    path.write_text("trader_id,aeo_tier\nT-1,AEOS\n", encoding="utf-8")  # the same bytes, a new time
+    path.touch()
+    assert watched.current() is None  # changed while read
+    assert watched.current().tiers == {"T-1": "AEOS", "T-2": "AEOF"}  # settled: read whole
+
+
+def test_a_register_read_again_without_submitters_is_warned_about(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    path = tmp_path / "register.csv"
+    path.write_text("trader_id,aeo_tier,submitters\nT-1,AEOS,submitter:0123456789ab\n", encoding="utf-8")
+    watched = RegisterFile(path)
+    assert "names no submitter keys" not in caplog.text
+    path.write_text("trader_id,aeo_tier\nT-1,AEOS\nT-2,AEOS\n", encoding="utf-8")
+    assert watched.current() is not None and "names no submitter keys" in caplog.text
