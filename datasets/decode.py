@@ -250,6 +250,7 @@ def read_image_header(
     else:
         label = name or os.fspath(source)
         _stat_file(os.fspath(source), limits)
+        fmt = None
         try:
             with open(source, "rb") as fp, _pillow_quiet():
                 fmt = _sniff(fp.read(32), label)
@@ -263,9 +264,10 @@ def read_image_header(
         except ImageDecodeError as exc:
             if fmt != "tiff" or "unknown pixel mode" not in str(exc):
                 raise
-            # perhaps a big-endian grey TIFF counting down from white: read whole, as decoding does
-            with open(source, "rb") as fp:
-                return read_image_header(fp.read(), limits=limits, name=label)
+            # perhaps a big-endian grey TIFF counting down from white: read whole, bounded, as
+            # decoding does
+            data, _ = _read_source(source, limits=limits, name=label)
+            return read_image_header(data, limits=limits, name=label)
     _check_pixels(width, height, limits, label)
     if orientation >= 5:
         width, height = height, width

@@ -105,6 +105,14 @@ def read_trader_register(path: str | Path) -> TraderRegister:
             f"trader register {path} is not UTF-8 text: {exc.reason} at byte {exc.start}"
         ) from exc
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:  # the header is read as a row is: either may hold a quote left open
+        return _read_rows(reader, path)
+    except csv.Error as exc:  # an unclosed quote, a field over the csv module's limit
+        where = f"trader register {path}, after line {reader.line_num}"
+        raise InputError(f"{where}: malformed CSV ({exc})") from exc
+
+
+def _read_rows(reader: csv.DictReader[str], path: Path) -> TraderRegister:
     header = [name.strip() for name in reader.fieldnames or []]
     missing = [c for c in _COLUMNS if c not in header]
     if missing:
@@ -115,12 +123,8 @@ def read_trader_register(path: str | Path) -> TraderRegister:
     reader.fieldnames = header
     tiers: dict[str, str] = {}
     submitters: dict[str, frozenset[str]] = {}
-    try:
-        for row in reader:
-            _read_row(row, f"trader register {path}, line {reader.line_num}", tiers, submitters)
-    except csv.Error as exc:  # an unclosed quote, a field over the csv module's limit
-        where = f"trader register {path}, after line {reader.line_num}"
-        raise InputError(f"{where}: malformed CSV ({exc})") from exc
+    for row in reader:
+        _read_row(row, f"trader register {path}, line {reader.line_num}", tiers, submitters)
     return TraderRegister(tiers=tiers, submitters=submitters, source=str(path))
 
 

@@ -262,6 +262,14 @@ def test_a_grey_tiff_that_counts_down_from_white_is_inverted(dtype: type, byteor
     assert plain[:, :, 0].tolist() == stored.tolist()
 
 
+def test_the_header_of_a_file_that_is_no_image_names_it(tmp_path: Path) -> None:
+    """The big-endian fallback read its format before it had one: an UnboundLocalError stopped a
+    whole batch at one stray file."""
+    (tmp_path / "notes.png").write_bytes(b"this is not a picture")
+    with pytest.raises(ImageDecodeError, match="notes.png: not a recognised image"):
+        read_image_header(tmp_path / "notes.png")
+
+
 def test_the_header_of_a_big_endian_grey_tiff_counting_down_from_white_reads(tmp_path: Path) -> None:
     """The service checks every upload's header before decoding: Pillow has no mode for it."""
     data = tiff_uncompressed(np.zeros((5, 7), np.uint16), photometric=0, byteorder=">")

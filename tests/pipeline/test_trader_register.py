@@ -58,11 +58,15 @@ def test_a_quote_left_open_is_malformed_csv(tmp_path: Path) -> None:
     import csv
 
     path = tmp_path / "register.csv"
-    path.write_text('trader_id,aeo_tier\nT-42,"AEOS\n' + "x" * 140_000, encoding="utf-8")
     before = csv.field_size_limit(128 * 1024)
     try:
-        with pytest.raises(InputError, match=r"after line 1: malformed CSV \(field larger than field limit"):
-            read_trader_register(path)
+        for text, line in [
+            ('trader_id,aeo_tier\nT-42,"AEOS\n' + "x" * 140_000, 1),
+            ('trader_id,aeo_tier,"notes\n' + "x" * 140_000, 0),  # in the header, read apart
+        ]:
+            path.write_text(text, encoding="utf-8")
+            with pytest.raises(InputError, match=rf"after line {line}: malformed CSV \(field larger than"):
+                read_trader_register(path)
     finally:
         csv.field_size_limit(before)
 
