@@ -413,9 +413,6 @@ def _keep_for_review(
     },
     summary="Decide a shipment and record it",
 )
-# with a slash too: GET /shipments/{shipment_id:path} takes "/shipments/" as a path, so the
-# redirect a slash used to get is now a 405 unless the route says so itself
-@router.post("/shipments/", response_model=ShipmentResponse | SubmissionReceipt, include_in_schema=False)
 async def post_shipment(
     request: Request,
     services: ServicesDep,

@@ -288,11 +288,6 @@ def test_a_batch_hold_under_an_id_with_a_slash_is_read_and_closed_through_the_ap
         assert done.status_code == 200, done.text
         assert audit_store.get(shipment).outcome.officer.startswith("officer:")
     assert client.get("/v1/shipments/SHP/2026/1", headers=SUBMIT).status_code == 403  # officers' still
-    # the GET route takes "/v1/shipments/" as a path now: a submission there is still a submission
-    files = [("images", ("a.png", png_bytes(10), "image/png"))]
-    declaration = json.dumps({"shipment_id": "SHP-SLASH", "cargo_type": "bulk_ore"})
-    sent = client.post("/v1/shipments/", files=files, data={"declaration": declaration}, headers=SUBMIT)
-    assert sent.status_code == 200 and sent.json()["shipment_id"] == "SHP-SLASH"
 
 
 def test_model_failure_fails_closed(make_client, audit_store) -> None:
