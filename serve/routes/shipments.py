@@ -46,17 +46,6 @@ DECLARATION_EXAMPLE = (
 ShipmentIdPath = Annotated[
     str, Path(pattern=SHIPMENT_ID_PATTERN, description="Shipment id: letters, digits, . _ : -; at most 128.")
 ]
-RecordedIdPath = Annotated[
-    str,
-    Path(
-        pattern=r"^[^\x00-\x1f\x7f]{1,128}$",
-        description="Shipment id as recorded: a batch's may hold '/' or spaces (percent-encode a space); "
-        "at most 128 characters.",
-    ),
-]
-"""A recorded shipment's id in a path (the route names it ``{shipment_id:path}``): a batch records
-ids the service's own pattern refuses ('SHP/2026/1', 'SHP 0002'), whose decisions an officer reads
-and closes through the API too."""
 
 
 def idempotency_key(declaration: Declaration, image_hashes: list[str]) -> str:
@@ -461,7 +450,7 @@ async def post_shipment(
 
 
 @router.get(
-    "/shipments/{shipment_id:path}",
+    "/shipments/{shipment_id}",
     response_model=ShipmentResponse,
     responses={
         401: {"description": "API key needed"},
@@ -472,7 +461,7 @@ async def post_shipment(
     summary="A recorded decision",
 )
 async def get_shipment(
-    request: Request, shipment_id: RecordedIdPath, audit: AuditDep, _caller: OfficerDep
+    request: Request, shipment_id: ShipmentIdPath, audit: AuditDep, _caller: OfficerDep
 ) -> ShipmentResponse:
     """The recorded decision of a shipment, with the officer's outcome if one was recorded."""
     record = await run_in_threadpool(audit.get, shipment_id)
@@ -510,7 +499,7 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
 
 
 @router.post(
-    "/shipments/{shipment_id:path}/outcome",
+    "/shipments/{shipment_id}/outcome",
     response_model=ShipmentResponse,
     responses={
         401: {"description": "API key needed"},
@@ -523,7 +512,7 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
 )
 async def post_outcome(
     request: Request,
-    shipment_id: RecordedIdPath,
+    shipment_id: ShipmentIdPath,
     services: ServicesDep,
     caller: OfficerDep,
     outcome: Annotated[OutcomeIn, Body()],
