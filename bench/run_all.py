@@ -6,6 +6,7 @@ Each benchmark already measures its own baseline in the same run; this only stri
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
@@ -23,9 +24,25 @@ BENCHMARKS = [
 ]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only the benchmarks whose module names hold NAME (repeatable), e.g. --only decode",
+    )
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    args = parser.parse_args(argv)
+    chosen = [(t, m) for t, m in BENCHMARKS if not args.only or any(n in m[0] for n in args.only)]
+    if not chosen:
+        print(f"no benchmark's module holds {' or '.join(args.only)}; these are:", file=sys.stderr)
+    if args.list or not chosen:
+        for title, module in BENCHMARKS:
+            print(f"{module[0]}: {title}")
+        return 0 if chosen else 2
     failed = []
-    for title, module in BENCHMARKS:
+    for title, module in chosen:
         print(f"\n=== {title} ({' '.join(module)})", flush=True)
         started = time.perf_counter()
         code = subprocess.call([sys.executable, "-m", *module])
