@@ -200,6 +200,7 @@ async def review_page(
     services: ServicesDep,
     show: Annotated[str, Query(pattern="^(pending|all)$")] = "pending",
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    shipment: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
     session = _session(request, services)
     if session is None:
@@ -212,14 +213,22 @@ async def review_page(
             {"mode": "login", "error": "This key may not review shipments."},
             status_code=403,
         )
-    records = await run_in_threadpool(
-        lambda: services.audit.list(
-            tiers=HELD_TIERS,
-            limit=PAGE_SIZE,
-            offset=offset,
-            pending_outcome=True if show == "pending" else None,
+    wanted = (shipment or "").strip() or None
+    if wanted is not None:
+        # one shipment found by its id, whatever its tier: a tip-off about released cargo, or a
+        # finding after clearance, is recorded against the decision that released it
+        found = await run_in_threadpool(services.audit.get, wanted)
+        records = [found] if found is not None else []
+        offset = 0
+    else:
+        records = await run_in_threadpool(
+            lambda: services.audit.list(
+                tiers=HELD_TIERS,
+                limit=PAGE_SIZE,
+                offset=offset,
+                pending_outcome=True if show == "pending" else None,
+            )
         )
-    )
     return templates.TemplateResponse(
         request,
         "review.html",
@@ -230,6 +239,7 @@ async def review_page(
             "officer": principal.name,
             "show": show,
             "offset": offset,
+            "searched": wanted,
             "page_size": PAGE_SIZE,
             "anomaly_types": _anomaly_types(services, records),
             "clean": CLEAN,

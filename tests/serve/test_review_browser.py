@@ -313,3 +313,32 @@ def test_an_outcome_is_recorded_from_the_page_for_a_batch_shipment_id(make_clien
         assert done.status_code == 200 and "Outcome recorded for shipment" in done.text, done.text[:300]
     assert [r.decision.shipment_id for r in audit_store.list(pending_outcome=True)] == []
     assert all(audit_store.get(s).outcome.officer.startswith("officer:") for s in ids)
+
+
+def test_a_shipment_is_found_on_the_page_by_its_id_whatever_its_tier(make_client, audit_store) -> None:
+    """The page listed held shipments only, newest first, 50 a page: a tip-off about one shipment,
+    or a finding after a released one cleared, meant paging through the queue or the CLI."""
+    from pipeline.verdicts import Tier
+
+    client = make_client()
+    audit_store.record(_batch_hold("SHP-HELD"))
+    released = _batch_hold("SHP-GONE")
+    audit_store.record(released.model_copy(update={"tier": Tier.RELEASE, "reasons": []}))
+    client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
+    queue = client.get("/review").text
+    assert 'data-shipment="SHP-HELD"' in queue and 'data-shipment="SHP-GONE"' not in queue
+    found = client.get("/review", params={"shipment": " SHP-GONE "}).text
+    assert 'data-shipment="SHP-GONE"' in found and 'data-shipment="SHP-HELD"' not in found
+    assert "its latest decision (released: an outcome here records what was found after clearance)" in found
+    form = re.search(
+        r'<form method="post" action="/review/outcome" class="outcome-form">(.*?)</form>', found, re.S
+    )
+    fields = {k: html.unescape(v) for k, v in re.findall(r'name="(\w+)" value="([^"]*)"', form.group(1))}
+    done = client.post(
+        "/review/outcome", data={**fields, "found": "foreign_object", "notes": "post-clearance"}
+    )
+    assert "Outcome recorded for shipment <strong>SHP-GONE</strong>" in done.text
+    assert audit_store.get("SHP-GONE").outcome.found == "foreign_object"
+    missing = client.get("/review", params={"shipment": "<b>x</b>"}).text
+    assert "No decision recorded for shipment <strong>&lt;b&gt;x&lt;/b&gt;</strong>" in missing
+    assert client.get("/review", params={"shipment": "S" * 129}).status_code == 422
