@@ -12,9 +12,11 @@ from pipeline.resolution import SCALE_TOLERANCE
 from pipeline.verdicts import ShipmentDecision, Tier
 
 __all__ = [
+    "RECORDED_ID_PATTERN",
     "SHIPMENT_ID_PATTERN",
     "Health",
     "ModelCards",
+    "OutcomeFor",
     "OutcomeIn",
     "Readiness",
     "ScoreResponse",
@@ -209,6 +211,22 @@ class OutcomeIn(BaseModel):
         description="Correct an outcome already recorded for this decision; without it, a second "
         "outcome is refused with 409 (two officers must not overwrite each other's finding unawares).",
     )
+
+
+RECORDED_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,128}$"
+"""A shipment id as recorded: a batch's may hold '/' or spaces, which the service's own ids do not."""
+
+
+class OutcomeFor(OutcomeIn):
+    """An outcome naming its shipment in the body (``POST /v1/outcomes``): any recorded id, a
+    batch's with '/' or spaces included, which a path cannot carry whole."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"shipment_id": "SHP/2026/0001", "found": "clean", "notes": ""}]},
+    )
+
+    shipment_id: str = Field(pattern=RECORDED_ID_PATTERN, description="The shipment's id, as recorded.")
 
 
 class ModelCards(BaseModel):

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, File, Form, Path, Request, UploadFile
+from fastapi import APIRouter, Body, File, Form, Path, Query, Request, UploadFile
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -24,8 +24,10 @@ from serve.errors import NotFoundError, OverloadedError, PermissionDeniedError, 
 from serve.routes.score import PROBLEM_RESPONSES
 from serve.schemas import (
     CLEAN,
+    RECORDED_ID_PATTERN,
     SHIPMENT_ID_PATTERN,
     SHIPMENT_ID_RE,
+    OutcomeFor,
     OutcomeIn,
     ShipmentResponse,
     SubmissionReceipt,
@@ -496,6 +498,58 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
         )
     )
     return await run_in_threadpool(audit.get, shipment_id)
+
+
+@router.get(
+    "/shipments",
+    response_model=ShipmentResponse,
+    responses={
+        401: {"description": "API key needed"},
+        403: {"description": "Officer role needed"},
+        404: {"description": "No such shipment"},
+        422: {"description": "Malformed shipment id"},
+    },
+    summary="A recorded decision, its shipment id as a query parameter",
+)
+async def get_shipment_by_query(
+    request: Request,
+    shipment_id: Annotated[
+        str,
+        Query(
+            pattern=RECORDED_ID_PATTERN,
+            description="The shipment's id as recorded: a batch's may hold '/' or spaces.",
+        ),
+    ],
+    audit: AuditDep,
+    _caller: OfficerDep,
+) -> ShipmentResponse:
+    """As ``GET /v1/shipments/{shipment_id}``, for any recorded id: a batch records ids the service's
+    own pattern refuses ('SHP/2026/0001', 'SHP 0002'), which a path cannot carry whole."""
+    return await get_shipment(request, shipment_id, audit, _caller)
+
+
+@router.post(
+    "/outcomes",
+    response_model=ShipmentResponse,
+    responses={
+        401: {"description": "API key needed"},
+        403: {"description": "Officer role needed"},
+        404: {"description": "No such shipment"},
+        409: {"description": "Decided again since, or an outcome exists and amend is not set"},
+        422: {"description": "Invalid outcome"},
+    },
+    summary="Record the inspection outcome, its shipment named in the body",
+)
+async def post_outcome_for(
+    request: Request,
+    services: ServicesDep,
+    caller: OfficerDep,
+    outcome: Annotated[OutcomeFor, Body()],
+) -> ShipmentResponse:
+    """As ``POST /v1/shipments/{shipment_id}/outcome``, for any recorded id (see ``GET
+    /v1/shipments?shipment_id=``)."""
+    found = OutcomeIn(**outcome.model_dump(exclude={"shipment_id"}))
+    return await post_outcome(request, outcome.shipment_id, services, caller, found)
 
 
 @router.post(

@@ -112,3 +112,20 @@ def png_bytes(value: int, size: tuple[int, int] = (8, 8), *, ext: str = ".png") 
 
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def batch_hold(shipment: str):  # noqa: ANN201 - a ShipmentDecision
+    """A physical-inspection hold as `clearsight score --audit-db` records a manifest's shipment."""
+    from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
+
+    image = ImageVerdict(
+        path=f"/archive/{shipment}.png", sha256="ab" * 32, shipment_id=shipment, cargo_type="bulk_ore",
+        score=0.95, threshold=0.5, hold_threshold=0.8, model_id="ore-m1",
+    )  # fmt: skip
+    return ShipmentDecision(
+        shipment_id=shipment, cargo_type="bulk_ore", tier=Tier.PHYSICAL_INSPECTION,
+        reasons=[Reason(rule="score.hold", tier=Tier.PHYSICAL_INSPECTION, message="hot", image=image.path)],
+        declaration=Declaration(shipment_id=shipment, cargo_type="bulk_ore"), images=[image],
+        policy_version="p1", policy_sha256="cd" * 32, model_ids=["ore-m1"],
+        decided_at="2026-11-05T10:30:00.000000+00:00",
+    )  # fmt: skip

@@ -12,7 +12,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from serve_fakes import OFFICER_KEY, SUBMITTER_KEY, auth, png_bytes
+from serve_fakes import OFFICER_KEY, SUBMITTER_KEY, auth, batch_hold, png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -278,30 +278,13 @@ def test_the_found_list_holds_the_cargo_types_own_anomalies() -> None:
     }
 
 
-def _batch_hold(shipment: str):  # noqa: ANN202 - a ShipmentDecision
-    """A physical-inspection hold as `clearsight score --audit-db` records a manifest's shipment."""
-    from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
-
-    image = ImageVerdict(
-        path=f"/archive/{shipment}.png", sha256="ab" * 32, shipment_id=shipment, cargo_type="bulk_ore",
-        score=0.95, threshold=0.5, hold_threshold=0.8, model_id="ore-m1",
-    )  # fmt: skip
-    return ShipmentDecision(
-        shipment_id=shipment, cargo_type="bulk_ore", tier=Tier.PHYSICAL_INSPECTION,
-        reasons=[Reason(rule="score.hold", tier=Tier.PHYSICAL_INSPECTION, message="hot", image=image.path)],
-        declaration=Declaration(shipment_id=shipment, cargo_type="bulk_ore"), images=[image],
-        policy_version="p1", policy_sha256="cd" * 32, model_ids=["ore-m1"],
-        decided_at="2026-11-05T10:30:00.000000+00:00",
-    )  # fmt: skip
-
-
 def test_an_outcome_is_recorded_from_the_page_for_a_batch_shipment_id(make_client, audit_store) -> None:
     """A batch decides ids the API's path pattern refuses ('SHP/2026/1', 'SHP 0002'): their forms
     posted to /review/shipments/<id>/outcome and got a 404 or a 422, so the hold stayed."""
     client = make_client()
     ids = ["SHP/2026/1", "SHP 0002", "<b>&amp;"]
     for shipment in ids:
-        audit_store.record(_batch_hold(shipment))
+        audit_store.record(batch_hold(shipment))
     client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
     page = client.get("/review").text
     forms = re.findall(r'<form method="post" action="([^"]+)" class="outcome-form">(.*?)</form>', page, re.S)
@@ -321,8 +304,8 @@ def test_a_shipment_is_found_on_the_page_by_its_id_whatever_its_tier(make_client
     from pipeline.verdicts import Tier
 
     client = make_client()
-    audit_store.record(_batch_hold("SHP-HELD"))
-    released = _batch_hold("SHP-GONE")
+    audit_store.record(batch_hold("SHP-HELD"))
+    released = batch_hold("SHP-GONE")
     audit_store.record(released.model_copy(update={"tier": Tier.RELEASE, "reasons": []}))
     client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
     queue = client.get("/review").text

@@ -22,6 +22,8 @@ def test_no_server_errors_from_schema_driven_requests(live_server) -> None:
         "POST /v1/shipments",
         "GET /v1/shipments/{shipment_id}",
         "POST /v1/shipments/{shipment_id}/outcome",
+        "GET /v1/shipments",
+        "POST /v1/outcomes",
         "GET /v1/models",
         "GET /healthz",
         "GET /readyz",

@@ -11,7 +11,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from serve_fakes import ADMIN_KEY, API_KEYS, OFFICER_KEY, SUBMITTER_KEY, FakePredictor, auth, png_bytes
+from serve_fakes import (
+    ADMIN_KEY,
+    API_KEYS,
+    OFFICER_KEY,
+    SUBMITTER_KEY,
+    FakePredictor,
+    auth,
+    batch_hold,
+    png_bytes,
+)
 
 from datasets.errors import AuditError
 from pipeline.verdicts import Declaration
@@ -259,6 +268,33 @@ def test_shipment_lookup_errors(make_client, method, path, body, status, detail)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["detail"].startswith(detail), response.json()["detail"]
+
+
+def test_a_batch_shipment_whose_id_a_path_cannot_carry_is_read_and_closed_through_the_api(
+    make_client, audit_store
+) -> None:
+    """A batch records ids the service's own pattern refuses: 'SHP/2026/1' had no route and
+    'SHP 0002' got 422, so officers could close those holds on the review page alone."""
+    client = make_client()
+    for shipment in ("SHP/2026/1", "SHP 0002", "SHP%201?#"):
+        audit_store.record(batch_hold(shipment))
+        got = client.get("/v1/shipments", params={"shipment_id": shipment}, headers=OFFICER)
+        assert got.status_code == 200 and got.json()["decision"]["shipment_id"] == shipment
+        body = {"shipment_id": shipment, "found": "clean", "decision_seq": got.json()["seq"]}
+        done = client.post("/v1/outcomes", json=body, headers=OFFICER)
+        assert done.status_code == 200 and done.json()["outcome"]["officer"].startswith("officer:")
+        assert audit_store.get(shipment).outcome.notes == ""
+    again = client.post("/v1/outcomes", json={"shipment_id": "SHP 0002", "found": "clean"}, headers=OFFICER)
+    assert again.status_code == 409  # as on the path route: amend to correct it
+    for params, status in [({"shipment_id": "NOPE"}, 404), ({"shipment_id": "a\x01b"}, 422), ({}, 422)]:
+        assert client.get("/v1/shipments", params=params, headers=OFFICER).status_code == status
+    assert client.get("/v1/shipments", params={"shipment_id": "SHP 0002"}, headers=SUBMIT).status_code == 403
+    sent = client.post("/v1/outcomes", json={"shipment_id": "SHP 0002", "found": "clean"}, headers=SUBMIT)
+    assert sent.status_code == 403
+    extra = client.post(
+        "/v1/outcomes", json={"shipment_id": "X", "found": "clean", "by": "me"}, headers=OFFICER
+    )
+    assert extra.status_code == 422 and "body.by: Extra inputs" in extra.json()["detail"]
 
 
 def test_model_failure_fails_closed(make_client, audit_store) -> None:
