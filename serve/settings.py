@@ -121,11 +121,18 @@ class ServeSettings(Settings):
         return value
 
     @model_validator(mode="after")
-    def _pixel_budget_fits_a_request(self) -> ServeSettings:
+    def _budgets_fit_a_request(self) -> ServeSettings:
         if self.max_pixels_in_flight < self.max_request_pixels:
             raise ValueError(
                 f"max_pixels_in_flight ({self.max_pixels_in_flight:,}) must be at least "
                 f"max_request_pixels ({self.max_request_pixels:,}), or no request of the largest "
                 "accepted size could ever be scored"
+            )
+        if self.queue_size < self.max_images_per_request:
+            # a request enqueues all its images at once: it would be told to retry, for ever
+            raise ValueError(
+                f"queue_size ({self.queue_size}) must be at least max_images_per_request "
+                f"({self.max_images_per_request}), or a request of the most images accepted could "
+                "never be queued"
             )
         return self

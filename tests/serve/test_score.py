@@ -275,6 +275,11 @@ def test_pixel_budget_must_fit_a_request() -> None:
         ValidationError, match=r"max_pixels_in_flight \(100\) must be at least max_request_pixels"
     ):
         ServeSettings(_env_file=None, max_request_pixels=200, max_pixels_in_flight=100)
+    # a request of the most images accepted was told to retry for ever, on an idle server
+    with pytest.raises(
+        ValidationError, match=r"queue_size \(4\) must be at least max_images_per_request \(32\)"
+    ):
+        ServeSettings(_env_file=None, queue_size=4, max_images_per_request=32)
 
 
 def test_uploads_are_never_sniffed_and_the_models_show_no_server_paths(make_client) -> None:
