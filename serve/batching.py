@@ -5,9 +5,11 @@ request enqueues its images (all or none: a request never half-fits) and awaits 
 worker takes the first waiting image, keeps collecting until ``max_batch_size`` images or
 ``max_wait_s`` have passed, and calls ``predictor.predict`` once for the whole batch. Under load the
 predictor therefore sees full batches, which is what makes serving throughput approach offline batch
-throughput. A full queue raises :class:`~serve.errors.OverloadedError` (HTTP 503) instead of letting
-latency grow without bound; a request past its deadline gets :class:`~serve.errors.ScoringTimeoutError`
-(504) and its images, if not yet started, are skipped.
+throughput. When a batch fails, each of its images is scored again alone, so that an image that
+breaks the model fails its own request only. A full queue raises
+:class:`~serve.errors.OverloadedError` (HTTP 503) instead of letting latency grow without bound; a
+request past its deadline gets :class:`~serve.errors.ScoringTimeoutError` (504) and its images, if
+not yet started, are skipped.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -151,28 +154,48 @@ class MicroBatcher:
             if not batch:
                 continue
             try:
-                predictions = self.predictor.predict([item.image for item in batch])
-                if len(predictions) != len(batch):
-                    raise ModelError(
-                        f"model {self.predictor.model_id} returned {len(predictions)} predictions "
-                        f"for {len(batch)} images"
-                    )
-            except Exception as exc:  # the worker must survive any model failure
+                predictions = self._predict(batch)
+            except Exception:  # the worker must survive any model failure
                 log.exception("batch of %d %s images failed", len(batch), self.cargo_type)
-                error = (
-                    exc
-                    if isinstance(exc, ClearsightError)
-                    else ModelError(
-                        f"model {self.predictor.model_id} failed on a batch of {len(batch)}: "
-                        f"{type(exc).__name__}: {exc}"
-                    )
-                )
-                if error is not exc:
-                    error.__cause__ = exc
-                for item in batch:
-                    item.future.set_exception(error)
+                if len(batch) == 1:
+                    self._fail(batch[0], sys.exc_info()[1])
+                else:
+                    # one image's failure must not become the other requests' decisions: each is
+                    # scored again alone, and only the images that fail alone are failed
+                    for item in batch:
+                        self._alone(item)
             else:
                 for item, prediction in zip(batch, predictions, strict=True):
                     item.future.set_result(prediction)
             if self._observer is not None:
                 self._observer(self.cargo_type, len(batch), self.depth)
+
+    def _predict(self, batch: Sequence[_Item]) -> list[Prediction]:
+        predictions = self.predictor.predict([item.image for item in batch])
+        if len(predictions) != len(batch):
+            raise ModelError(
+                f"model {self.predictor.model_id} returned {len(predictions)} predictions "
+                f"for {len(batch)} images"
+            )
+        return list(predictions)
+
+    def _alone(self, item: _Item) -> None:
+        try:
+            (prediction,) = self._predict([item])
+        except Exception as exc:
+            log.exception("a %s image failed on its own", self.cargo_type)
+            self._fail(item, exc)
+        else:
+            item.future.set_result(prediction)
+
+    def _fail(self, item: _Item, exc: BaseException | None) -> None:
+        error = (
+            exc
+            if isinstance(exc, ClearsightError)
+            else ModelError(
+                f"model {self.predictor.model_id} failed on this image: {type(exc).__name__}: {exc}"
+            )
+        )
+        if error is not exc:
+            error.__cause__ = exc
+        item.future.set_exception(error)

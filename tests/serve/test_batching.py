@@ -71,7 +71,7 @@ def test_deadline_and_model_failure() -> None:
             ScoringTimeoutError, match=r"scoring 1 bulk_ore image\(s\) took longer than 0.05 s"
         ):
             asyncio.run(slow.predict(IMAGES[:1], timeout_s=0.05))
-        with pytest.raises(ModelError, match="model bulk_ore-fake-0001 failed on a batch of 1: RuntimeError"):
+        with pytest.raises(ModelError, match="model bulk_ore-fake-0001 failed on this image: RuntimeError"):
             asyncio.run(broken.predict(IMAGES[:1], timeout_s=5))
         # The worker survives a failing batch and keeps serving.
         broken.predictor.fail = False  # type: ignore[attr-defined]
@@ -79,6 +79,41 @@ def test_deadline_and_model_failure() -> None:
     finally:
         slow.close()
         broken.close()
+
+
+class _BrokenByWhite(FakePredictor):
+    """A model that fails on any batch holding a white image (one that breaks it, say)."""
+
+    def predict(self, images):  # noqa: ANN001, ANN201 - the Predictor protocol
+        if any(float(np.mean(image)) > 250 for image in images):
+            raise RuntimeError("the model broke on one image")
+        return super().predict(images)
+
+
+def test_one_image_that_breaks_the_model_fails_its_own_request_only() -> None:
+    """A failed batch failed every request in it: three traders' shipments were held, and the
+    failure recorded as their decisions, for one request's image."""
+    sizes: list[int] = []
+    batcher = MicroBatcher(
+        _BrokenByWhite(), max_batch_size=8, max_wait_s=0.3, queue_size=16,
+        observer=lambda _c, n, _d: sizes.append(n),
+    )  # fmt: skip
+
+    async def three() -> list[object]:
+        requests = [batcher.predict(images, timeout_s=5) for images in (IMAGES[:2], IMAGES[5:], IMAGES[2:3])]
+        return await asyncio.gather(*requests, return_exceptions=True)
+
+    try:
+        first, white, third = asyncio.run(three())
+    finally:
+        batcher.close()
+    assert sizes[0] == 4  # scored as one batch first
+    assert [p.score for p in first] == [0.0, 0.2] and [p.score for p in third] == [0.4]
+    assert isinstance(white, ModelError)
+    assert (
+        str(white)
+        == "model bulk_ore-fake-0001 failed on this image: RuntimeError: the model broke on one image"
+    )
 
 
 def _score(client, value: int):
@@ -94,6 +129,7 @@ def test_http_back_pressure_and_timeout(make_client) -> None:
     client = make_client(
         predictors={"bulk_ore": FakePredictor(delay_s=0.4)},
         queue_size=1,
+        max_images_per_request=1,
         max_batch_size=1,
         max_wait_ms=0,
         retry_after_s=3,

@@ -304,7 +304,7 @@ def test_model_failure_fails_closed(make_client, audit_store) -> None:
     decision = response.json()["decision"]
     assert decision["tier"] != "RELEASE"
     assert decision["images"][0]["error"].startswith(
-        "model bulk_ore-fake-0001 failed on a batch of 1: RuntimeError"
+        "model bulk_ore-fake-0001 failed on this image: RuntimeError"
     )
     scored = client.post(
         "/v1/score",
