@@ -29,8 +29,8 @@ class Metrics:
         )
         self.latency = Histogram(
             "clearsight_http_request_duration_seconds",
-            "Request latency by endpoint and status.",
-            ["endpoint", "status"],
+            "Request latency by endpoint, method and status (a read and an upload of one path apart).",
+            ["endpoint", "method", "status"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )

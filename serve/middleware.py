@@ -130,7 +130,7 @@ class RequestContextMiddleware:
             # a label per invented method would let any client grow the metrics without bound
             method = method if method in _METHODS else "OTHER"
             self.metrics.requests.labels(endpoint, method, str(status)).inc()
-            self.metrics.latency.labels(endpoint, str(status)).observe(elapsed)
+            self.metrics.latency.labels(endpoint, method, str(status)).observe(elapsed)
             access_log.info(
                 "request",
                 extra={

@@ -295,6 +295,12 @@ def test_a_batch_shipment_whose_id_a_path_cannot_carry_is_read_and_closed_throug
         "/v1/outcomes", json={"shipment_id": "X", "found": "clean", "by": "me"}, headers=OFFICER
     )
     assert extra.status_code == 422 and "body.by: Extra inputs" in extra.json()["detail"]
+    # reads of /v1/shipments are timed apart from its uploads
+    assert _submit(client, "SHP-UP", [10]).status_code == 200
+    metrics = client.get("/metrics", headers=OFFICER).text
+    for method in ("GET", "POST"):
+        series = f'endpoint="/v1/shipments",method="{method}",status="200"'
+        assert f"clearsight_http_request_duration_seconds_count{{{series}}}" in metrics, method
 
 
 def test_model_failure_fails_closed(make_client, audit_store) -> None:
