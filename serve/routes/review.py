@@ -313,11 +313,16 @@ async def review_outcome(
     csrf: CsrfForm,
     decision_seq: DecisionSeqForm,
     notes: NotesForm = "",
+    searched: Annotated[bool, Form()] = False,
 ) -> Response:
     """The outcome form. The shipment id travels in the form, not the path: a batch run decides ids
     the API's path pattern does not take ('SHP/2026/1', 'SHP 0002'), and their forms posted to a
-    route that answered 404 or 422, so the hold could not be lifted from the page."""
-    return await _record_from_form(request, services, shipment_id, found, csrf, decision_seq, notes)
+    route that answered 404 or 422, so the hold could not be lifted from the page. A form of a
+    shipment found by search (``searched``) comes back to that shipment, not to the held queue,
+    where a released one is not."""
+    return await _record_from_form(
+        request, services, shipment_id, found, csrf, decision_seq, notes, searched=searched
+    )
 
 
 @router.post("/shipments/{shipment_id}/outcome")
@@ -342,6 +347,8 @@ async def _record_from_form(
     csrf: str,
     decision_seq: int,
     notes: str,
+    *,
+    searched: bool = False,
 ) -> Response:
     try:
         principal = _require_session(request, services, csrf)
@@ -362,7 +369,7 @@ async def _record_from_form(
     # another officer has recorded an outcome, this form is stale and recording it would overwrite
     # or misattribute a finding. Say so on the page instead.
     if current is None or current.seq != decision_seq or current.outcome is not None:
-        return RedirectResponse(f"/review?stale={quote(shipment_id)}", status_code=303)
+        return RedirectResponse(_back(shipment_id, "stale", searched), status_code=303)
     try:
         await record_outcome(
             services,
@@ -371,8 +378,14 @@ async def _record_from_form(
             principal.name,
         )
     except ConflictError:  # another officer, or a new decision, got there between the check and the write
-        return RedirectResponse(f"/review?stale={quote(shipment_id)}", status_code=303)
-    return RedirectResponse(f"/review?recorded={quote(shipment_id)}", status_code=303)
+        return RedirectResponse(_back(shipment_id, "stale", searched), status_code=303)
+    return RedirectResponse(_back(shipment_id, "recorded", searched), status_code=303)
+
+
+def _back(shipment_id: str, notice: str, searched: bool) -> str:
+    """Where a posted form returns: the queue, or the shipment searched for, with the notice."""
+    found = f"&shipment={quote(shipment_id, safe='')}" if searched else ""
+    return f"/review?{notice}={quote(shipment_id)}{found}"
 
 
 @router.get("/files/{kind}/{sha256}")

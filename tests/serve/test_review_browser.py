@@ -322,6 +322,11 @@ def test_a_shipment_is_found_on_the_page_by_its_id_whatever_its_tier(make_client
     )
     assert "Outcome recorded for shipment <strong>SHP-GONE</strong>" in done.text
     assert audit_store.get("SHP-GONE").outcome.found == "foreign_object"
+    # back to the shipment searched for, not to the held queue, where a released one is not
+    assert 'data-shipment="SHP-GONE"' in done.text and "Outcome: <strong>foreign_object</strong>" in done.text
+    stale = client.post("/review/outcome", data={**fields, "found": "clean"})
+    assert "Not recorded: shipment <strong>SHP-GONE</strong> changed" in stale.text
+    assert 'data-shipment="SHP-GONE"' in stale.text
     missing = client.get("/review", params={"shipment": "<b>x</b>"}).text
     assert "No decision recorded for shipment <strong>&lt;b&gt;x&lt;/b&gt;</strong>" in missing
     assert client.get("/review", params={"shipment": "S" * 129}).status_code == 422
