@@ -28,7 +28,7 @@ from serve.auth import Principal, Role
 from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep, authenticate, client_address
 from serve.errors import NotAuthenticatedError, PermissionDeniedError, TooManyAttemptsError
 from serve.routes.shipments import ShipmentIdPath, record_outcome
-from serve.schemas import CLEAN, OutcomeIn
+from serve.schemas import CLEAN, RECORDED_ID_PATTERN, OutcomeIn
 from serve.storage import heatmap_name
 
 __all__ = ["COOKIE", "router"]
@@ -200,7 +200,7 @@ async def review_page(
     services: ServicesDep,
     show: Annotated[str, Query(pattern="^(pending|all)$")] = "pending",
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-    shipment: Annotated[str | None, Query(max_length=128)] = None,
+    shipment: Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{0,128}$")] = None,
 ) -> Response:
     session = _session(request, services)
     if session is None:
@@ -308,7 +308,7 @@ NotesForm = Annotated[str, Form(max_length=2000)]
 async def review_outcome(
     request: Request,
     services: ServicesDep,
-    shipment_id: Annotated[str, Form(min_length=1, max_length=128)],
+    shipment_id: Annotated[str, Form(pattern=RECORDED_ID_PATTERN)],
     found: FoundForm,
     csrf: CsrfForm,
     decision_seq: DecisionSeqForm,

@@ -330,3 +330,4 @@ def test_a_shipment_is_found_on_the_page_by_its_id_whatever_its_tier(make_client
     missing = client.get("/review", params={"shipment": "<b>x</b>"}).text
     assert "No decision recorded for shipment <strong>&lt;b&gt;x&lt;/b&gt;</strong>" in missing
     assert client.get("/review", params={"shipment": "S" * 129}).status_code == 422
+    assert client.get("/review", params={"shipment": "a\x00b"}).status_code == 422  # PostgreSQL holds no NUL
