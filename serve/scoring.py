@@ -102,7 +102,10 @@ async def decoded_uploads(services: Services, files: list[UploadFile]) -> AsyncI
     received = await _receive(services, files)
     pixels = sum(r.header.budget_pixels for r in received)
     limits = decode_limits(services.settings)
-    with services.pixels.hold(pixels, retry_after_s=services.settings.retry_after_s):
+    settings = services.settings
+    async with services.pixels.hold(
+        pixels, retry_after_s=settings.retry_after_s, wait_s=settings.max_pixel_wait_s
+    ):
         decoded: list[Upload] = []
         for item in received:
             image = await run_in_threadpool(decode_image, item.data, limits=limits, name=item.name)

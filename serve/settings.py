@@ -88,6 +88,12 @@ class ServeSettings(Settings):
         description="Most decoded pixels all requests in flight may hold at once (then 503 with "
         "Retry-After), a 16-bit pixel counted twice; at least max_request_pixels.",
     )
+    max_pixel_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a request waits in line for room in max_pixels_in_flight before 503 "
+        "(first come, first served; 0: answer 503 at once).",
+    )
     allowed_formats: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_FORMATS, description="Image formats accepted (comma-separated in the env)."
     )

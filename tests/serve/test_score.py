@@ -232,6 +232,7 @@ def test_a_burst_of_pixels_waits_for_the_budget(make_client) -> None:
         max_request_pixels=400,
         max_pixels_in_flight=500,
         retry_after_s=4,
+        max_pixel_wait_s=0,  # no waiting in line: 503 at once
     )
     files = [("images", ("a.png", png_bytes(10, (20, 20)), "image/png"))]  # 400 pixels each
 
@@ -246,10 +247,18 @@ def test_a_burst_of_pixels_waits_for_the_budget(make_client) -> None:
     refused = next(r for r in responses if r.status_code == 503)
     assert refused.headers["retry-after"] == "4"
     assert refused.json()["detail"] == (
-        "the server is holding 400 decoded pixels of its 500 (max_pixels_in_flight); "
+        "the server is holding 400 decoded pixels of its 500 (max_pixels_in_flight), 0 more waiting; "
         "this request's 400 must wait"
     )
     assert score(0).status_code == 200  # released when the first request was answered
+    waiting = make_client(
+        predictors={"bulk_ore": FakePredictor(delay_s=0.5)}, max_request_pixels=400, max_pixels_in_flight=500
+    )  # the default: a request waits in line for room
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answered = list(pool.map(lambda _: waiting.post(
+            "/v1/score", files=files, data={"cargo_type": "bulk_ore"}, headers=HEADERS
+        ), range(2)))  # fmt: skip
+    assert [r.status_code for r in answered] == [200, 200]
 
 
 def test_a_16_bit_picture_counts_twice_against_the_pixel_limits(make_client) -> None:
