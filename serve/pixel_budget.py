@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from serve.errors import OverloadedError
 
-__all__ = ["PixelBudget"]
+__all__ = ["LOOK_S", "PixelBudget"]
+
+LOOK_S = 0.1
+"""How often a request waiting in line asks whether its client is still there."""
 
 
 @dataclass
@@ -53,29 +57,45 @@ class PixelBudget:
         return sum(w.pixels for w in self._line)
 
     @asynccontextmanager
-    async def hold(self, pixels: int, *, retry_after_s: int, wait_s: float = 0.0) -> AsyncIterator[None]:
-        """Reserve ``pixels`` for the block's duration, waiting in line at most ``wait_s``.
+    async def hold(
+        self,
+        pixels: int,
+        *,
+        retry_after_s: int,
+        wait_s: float = 0.0,
+        gone: Callable[[], Awaitable[bool]] | None = None,
+    ) -> AsyncIterator[None]:
+        """Reserve ``pixels`` for the block's duration, waiting in line at most ``wait_s``; while in
+        line, ``gone`` is asked every :data:`LOOK_S` whether the client has gone away (a server
+        does not cancel a request whose client left).
 
         Raises:
-            OverloadedError: no room within ``wait_s``, or the line already holds a budget's worth.
+            OverloadedError: no room within ``wait_s``, the line already holds a budget's worth, or
+                the client went away while in line.
         """
         if not self._line and self._held + pixels <= self.limit:
             self._held += pixels
         else:
-            await self._wait(pixels, retry_after_s=retry_after_s, wait_s=wait_s)
+            await self._wait(pixels, retry_after_s=retry_after_s, wait_s=wait_s, gone=gone)
         try:
             yield
         finally:
             self._release(pixels)
 
-    async def _wait(self, pixels: int, *, retry_after_s: int, wait_s: float) -> None:
+    async def _wait(
+        self, pixels: int, *, retry_after_s: int, wait_s: float, gone: Callable[[], Awaitable[bool]] | None
+    ) -> None:
         if wait_s <= 0 or self.waiting + pixels > self.limit:
             raise self._overloaded(pixels, retry_after_s)
         waiter = _Waiter(pixels, asyncio.get_running_loop().create_future())
         self._line.append(waiter)
+        until = time.monotonic() + wait_s
         try:
-            await asyncio.wait({waiter.granted}, timeout=wait_s)
-        except BaseException:  # the client went away, or the request was cancelled: leave the line
+            while not waiter.granted.done() and (left := until - time.monotonic()) > 0:
+                await asyncio.wait({waiter.granted}, timeout=min(left, LOOK_S))
+                if not waiter.granted.done() and gone is not None and await gone():
+                    break
+        except BaseException:  # the request was cancelled: leave the line
             self._leave(waiter)
             raise
         if not waiter.granted.done():

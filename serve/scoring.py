@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -85,13 +85,16 @@ async def _receive(services: Services, files: list[UploadFile]) -> list[_Receive
 
 
 @asynccontextmanager
-async def decoded_uploads(services: Services, files: list[UploadFile]) -> AsyncIterator[list[Upload]]:
+async def decoded_uploads(
+    services: Services, files: list[UploadFile], *, gone: Callable[[], Awaitable[bool]] | None = None
+) -> AsyncIterator[list[Upload]]:
     """Read, check and decode a request's uploads, holding their pixels in the server's budget
     (:class:`~serve.pixel_budget.PixelBudget`) until the block ends.
 
     Every bound is checked on the headers first: the image count, each image's bytes and pixels,
-    the format allow-list and the request's total pixels; then the budget is reserved; only then is
-    anything decoded.
+    the format allow-list and the request's total pixels; then the budget is reserved (waiting in
+    line, where ``gone``, the request's ``is_disconnected``, lets a request whose client left give
+    up its place); only then is anything decoded.
 
     Raises:
         RequestTooLargeError: more images than ``max_images_per_request``, or more pixels in all
@@ -104,7 +107,7 @@ async def decoded_uploads(services: Services, files: list[UploadFile]) -> AsyncI
     limits = decode_limits(services.settings)
     settings = services.settings
     async with services.pixels.hold(
-        pixels, retry_after_s=settings.retry_after_s, wait_s=settings.max_pixel_wait_s
+        pixels, retry_after_s=settings.retry_after_s, wait_s=settings.max_pixel_wait_s, gone=gone
     ):
         decoded: list[Upload] = []
         for item in received:

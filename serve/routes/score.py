@@ -50,7 +50,7 @@ async def score_images(
     thresholds and model id, and with ``heatmap=true`` (form field or query) the overlay PNG."""
     batcher_for(services, cargo_type)  # an unknown cargo type decodes nothing
     want_heatmap = heatmap or heatmap_query
-    async with decoded_uploads(services, images) as uploads:
+    async with decoded_uploads(services, images, gone=request.is_disconnected) as uploads:
         predictions = await predict(services, cargo_type, uploads)
         results = []
         for upload, prediction in zip(uploads, predictions, strict=True):

@@ -428,7 +428,7 @@ async def post_shipment(
     register = await run_in_threadpool(services.register)
     parsed = vouched(parse_declaration(declaration), register, caller)
     batcher_for(services, parsed.cargo_type)  # an unknown cargo type decodes nothing
-    async with decoded_uploads(services, images) as uploads:
+    async with decoded_uploads(services, images, gone=request.is_disconnected) as uploads:
         record = await submit_shipment(
             services, parsed, uploads, submitted_by=caller.name, may_send=_may_send(register, caller)
         )

@@ -42,7 +42,7 @@ def test_a_large_request_is_not_kept_out_by_smaller_ones_arriving_after_it() -> 
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("case", ["line-full", "waited-too-long", "cancelled"])
+@pytest.mark.parametrize("case", ["line-full", "waited-too-long", "cancelled", "client-gone"])
 def test_a_request_that_cannot_wait_leaves_nothing_held_or_in_line(case: str) -> None:
     async def scenario() -> None:
         budget, order, hold = PixelBudget(100), [], asyncio.Event()
@@ -65,7 +65,21 @@ def test_a_request_that_cannot_wait_leaves_nothing_held_or_in_line(case: str) ->
             assert caught.value.retry_after_s == 3 and budget.waiting == 0
             hold.set()
             await a
-        else:  # the client went away while in line
+        elif case == "client-gone":  # a server does not cancel a request whose client left: it asks
+            asked = []
+
+            async def gone() -> bool:
+                asked.append(1)
+                return len(asked) >= 2
+
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(OverloadedError):
+                async with budget.hold(20, retry_after_s=3, wait_s=2, gone=gone):
+                    order.append("gone")
+            assert asyncio.get_running_loop().time() - started < 1 and budget.waiting == 0  # not 2 s
+            hold.set()
+            await a
+        else:  # the request was cancelled while in line
             waiting = asyncio.create_task(_hold(budget, 20, order, "gone", hold))
             await asyncio.sleep(0.01)
             waiting.cancel()
