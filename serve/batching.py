@@ -6,7 +6,8 @@ worker takes the first waiting image, keeps collecting until ``max_batch_size`` 
 ``max_wait_s`` have passed, and calls ``predictor.predict`` once for the whole batch. Under load the
 predictor therefore sees full batches, which is what makes serving throughput approach offline batch
 throughput. When a batch fails, each of its images is scored again alone, so that an image that
-breaks the model fails its own request only. A full queue raises
+breaks the model fails its own request only (up to :data:`BROKEN_AFTER` failures in a row: a model
+failing on everything fails the rest at once). A full queue raises
 :class:`~serve.errors.OverloadedError` (HTTP 503) instead of letting latency grow without bound; a
 request past its deadline gets :class:`~serve.errors.ScoringTimeoutError` (504) and its images, if
 not yet started, are skipped.
@@ -18,7 +19,6 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,12 +30,15 @@ from datasets.errors import ClearsightError, ModelError
 from models.inference import Prediction, Predictor
 from serve.errors import OverloadedError, ScoringTimeoutError
 
-__all__ = ["BatchObserver", "MicroBatcher"]
+__all__ = ["BROKEN_AFTER", "BatchObserver", "MicroBatcher"]
 
 log = logging.getLogger("clearsight.serve.batching")
 
 BatchObserver = Callable[[str, int, int], None]
-"""Called after each batch with (cargo_type, batch size, queue depth left)."""
+"""Called after each predictor call with (cargo_type, images in the call, queue depth left)."""
+
+BROKEN_AFTER = 2
+"""Images of a failed batch failing alone in a row, after which the rest fail unscored."""
 
 
 @dataclass
@@ -155,40 +158,52 @@ class MicroBatcher:
                 continue
             try:
                 predictions = self._predict(batch)
-            except Exception:  # the worker must survive any model failure
+            except Exception as exc:  # the worker must survive any model failure
                 log.exception("batch of %d %s images failed", len(batch), self.cargo_type)
-                if len(batch) == 1:
-                    self._fail(batch[0], sys.exc_info()[1])
-                else:
-                    # one image's failure must not become the other requests' decisions: each is
-                    # scored again alone, and only the images that fail alone are failed
-                    for item in batch:
-                        self._alone(item)
+                self._isolate(batch, exc)
             else:
                 for item, prediction in zip(batch, predictions, strict=True):
                     item.future.set_result(prediction)
+
+    def _isolate(self, batch: Sequence[_Item], exc: Exception) -> None:
+        """After ``batch`` failed with ``exc``: one image's failure must not become the other
+        requests' decisions, so each image is scored again alone and only those failing alone fail.
+        Once :data:`BROKEN_AFTER` images in a row fail alone, the model is taken to fail on every
+        image, and the rest fail with the batch's error unscored: each lone call holds the worker,
+        and the queue and its requests' deadlines, up."""
+        if len(batch) == 1:
+            self._fail(batch[0], exc)
+            return
+        in_a_row = 0
+        for item in batch:
+            if in_a_row >= BROKEN_AFTER:
+                self._fail(item, exc)
+                continue
+            try:
+                (prediction,) = self._predict([item])
+            except Exception as alone:
+                log.exception("a %s image failed on its own", self.cargo_type)
+                self._fail(item, alone)
+                in_a_row += 1
+            else:
+                item.future.set_result(prediction)
+                in_a_row = 0
+
+    def _predict(self, batch: Sequence[_Item]) -> list[Prediction]:
+        """One predictor call, told to the observer whether it succeeds or fails."""
+        try:
+            predictions = self.predictor.predict([item.image for item in batch])
+            if len(predictions) != len(batch):
+                raise ModelError(
+                    f"model {self.predictor.model_id} returned {len(predictions)} predictions "
+                    f"for {len(batch)} images"
+                )
+            return list(predictions)
+        finally:
             if self._observer is not None:
                 self._observer(self.cargo_type, len(batch), self.depth)
 
-    def _predict(self, batch: Sequence[_Item]) -> list[Prediction]:
-        predictions = self.predictor.predict([item.image for item in batch])
-        if len(predictions) != len(batch):
-            raise ModelError(
-                f"model {self.predictor.model_id} returned {len(predictions)} predictions "
-                f"for {len(batch)} images"
-            )
-        return list(predictions)
-
-    def _alone(self, item: _Item) -> None:
-        try:
-            (prediction,) = self._predict([item])
-        except Exception as exc:
-            log.exception("a %s image failed on its own", self.cargo_type)
-            self._fail(item, exc)
-        else:
-            item.future.set_result(prediction)
-
-    def _fail(self, item: _Item, exc: BaseException | None) -> None:
+    def _fail(self, item: _Item, exc: BaseException) -> None:
         error = (
             exc
             if isinstance(exc, ClearsightError)

@@ -116,6 +116,28 @@ def test_one_image_that_breaks_the_model_fails_its_own_request_only() -> None:
     )
 
 
+def test_a_model_failing_on_every_image_is_not_asked_about_each_one() -> None:
+    """Scoring a failed batch again image by image held the worker for a call per image, past the
+    requests' deadlines: shipments recorded as held before got 504 and no record."""
+    sizes: list[int] = []
+    batcher = MicroBatcher(
+        FakePredictor(fail=True), max_batch_size=8, max_wait_s=0.3, queue_size=16,
+        observer=lambda _c, n, _d: sizes.append(n),
+    )  # fmt: skip
+
+    async def six() -> list[object]:
+        return await asyncio.gather(
+            *(batcher.predict([image], timeout_s=5) for image in IMAGES), return_exceptions=True
+        )
+
+    try:
+        answers = asyncio.run(six())
+    finally:
+        batcher.close()
+    assert all(isinstance(a, ModelError) for a in answers)
+    assert sizes == [6, 1, 1]  # the batch, then two alone (BROKEN_AFTER); every call observed
+
+
 def _score(client, value: int):
     return client.post(
         "/v1/score",
