@@ -40,7 +40,8 @@ from pipeline.audit import AuditStore
 from serve.app import create_app
 from serve.settings import ServeSettings
 
-KEY = "bench-submitter-key"
+KEY = "bench-officer-key-0123456789"  # /v1/score is an officer's route; 20+ characters: no warning
+AUDIT_SECRET = "bench-serve-audit-secret-0123456789"  # the service refuses the public default
 
 
 class CostlyFake:
@@ -149,7 +150,11 @@ def _server(args: argparse.Namespace, predictor: Any, tmp: Path) -> Iterator[str
 
         store = AuditStore.open(f"sqlite:///{tmp}/audit.db")
         settings = ServeSettings(
-            _env_file=None, api_keys=f"submitter:{KEY}", data_dir=tmp / "data", **tuning  # type: ignore[arg-type]
+            _env_file=None,
+            api_keys=f"officer:{KEY}",
+            audit_secret=AUDIT_SECRET,
+            data_dir=tmp / "data",
+            **tuning,  # type: ignore[arg-type]
         )
         app = create_app(settings, predictors={predictor.cargo_type: predictor}, audit=store)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
@@ -164,7 +169,7 @@ def _server(args: argparse.Namespace, predictor: Any, tmp: Path) -> Iterator[str
             thread.join(10)
             store.close()
         return
-    env = {**os.environ, "CLEARSIGHT_API_KEYS": f"submitter:{KEY}"}
+    env = {**os.environ, "CLEARSIGHT_API_KEYS": f"officer:{KEY}", "CLEARSIGHT_AUDIT_SECRET": AUDIT_SECRET}
     env.update({f"CLEARSIGHT_{k.upper()}": str(v) for k, v in tuning.items()})
     env["CLEARSIGHT_RUNTIME"] = args.runtime  # the server runs the model as the offline figure does
     command = [
