@@ -5,9 +5,9 @@ request enqueues its images (all or none: a request never half-fits) and awaits 
 worker takes the first waiting image, keeps collecting until ``max_batch_size`` images or
 ``max_wait_s`` have passed, and calls ``predictor.predict`` once for the whole batch. Under load the
 predictor therefore sees full batches, which is what makes serving throughput approach offline batch
-throughput. When a batch fails, each of its images is scored again alone, so that an image that
-breaks the model fails its own request only (up to :data:`BROKEN_AFTER` failures in a row: a model
-failing on everything fails the rest at once). A full queue raises
+throughput. When a batch fails, each request's images are scored again apart, so that an image that
+breaks the model fails its own request only (a model that fails on a flat grey picture too,
+:data:`CANARY`, fails on everything: the batch fails at once). A full queue raises
 :class:`~serve.errors.OverloadedError` (HTTP 503) instead of letting latency grow without bound; a
 request past its deadline gets :class:`~serve.errors.ScoringTimeoutError` (504) and its images, if
 not yet started, are skipped.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import itertools
 import logging
 import threading
 import time
@@ -30,21 +31,24 @@ from datasets.errors import ClearsightError, ModelError
 from models.inference import Prediction, Predictor
 from serve.errors import OverloadedError, ScoringTimeoutError
 
-__all__ = ["BROKEN_AFTER", "BatchObserver", "MicroBatcher"]
+__all__ = ["CANARY", "BatchObserver", "MicroBatcher"]
 
 log = logging.getLogger("clearsight.serve.batching")
 
 BatchObserver = Callable[[str, int, int], None]
 """Called after each predictor call with (cargo_type, images in the call, queue depth left)."""
 
-BROKEN_AFTER = 2
-"""Images of a failed batch failing alone in a row, after which the rest fail unscored."""
+CANARY = np.full((64, 64, 3), 128, dtype=np.uint8)
+"""A flat grey picture any healthy model scores: when a batch fails, it tells a model that fails on
+everything (scored again, each request would hold the worker past the deadlines) from one that
+fails on some request's images."""
 
 
 @dataclass
 class _Item:
     image: np.ndarray
     future: concurrent.futures.Future[Prediction]
+    request: int  # which submit() it came with
 
 
 class MicroBatcher:
@@ -73,6 +77,7 @@ class MicroBatcher:
         self._retry_after_s = retry_after_s
         self._observer = observer
         self._queue: collections.deque[_Item] = collections.deque()
+        self._requests = itertools.count()
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"batcher-{self.cargo_type}", daemon=True)
@@ -102,7 +107,8 @@ class MicroBatcher:
                     f"images waiting, this request adds {len(images)}); retry after {self._retry_after_s} s",
                     retry_after_s=self._retry_after_s,
                 )
-            self._queue.extend(_Item(image, fut) for image, fut in zip(images, futures, strict=True))
+            request = next(self._requests)
+            self._queue.extend(_Item(image, fut, request) for image, fut in zip(images, futures, strict=True))
             self._cond.notify()
         return futures
 
@@ -166,42 +172,57 @@ class MicroBatcher:
                     item.future.set_result(prediction)
 
     def _isolate(self, batch: Sequence[_Item], exc: Exception) -> None:
-        """After ``batch`` failed with ``exc``: one image's failure must not become the other
-        requests' decisions, so each image is scored again alone and only those failing alone fail.
-        Once :data:`BROKEN_AFTER` images in a row fail alone, the model is taken to fail on every
-        image, and the rest fail with the batch's error unscored: each lone call holds the worker,
-        and the queue and its requests' deadlines, up."""
+        """After ``batch`` failed with ``exc``: one request's failure must not become the other
+        requests' decisions. Unless the model fails on :data:`CANARY` too (it fails on everything:
+        every item fails at once, as before), each request's images are scored again on their own,
+        and a request's images that fail together are scored one by one, so that only the images
+        the model fails on fail."""
         if len(batch) == 1:
             self._fail(batch[0], exc)
             return
-        in_a_row = 0
-        for item in batch:
-            if in_a_row >= BROKEN_AFTER:
+        try:
+            self._call([CANARY])
+        except Exception:
+            log.exception("the %s model fails on a flat grey picture too", self.cargo_type)
+            for item in batch:
                 self._fail(item, exc)
-                continue
-            try:
-                (prediction,) = self._predict([item])
-            except Exception as alone:
+            return
+        requests: dict[int, list[_Item]] = {}
+        for item in batch:
+            requests.setdefault(item.request, []).append(item)
+        for items in requests.values():
+            self._score_apart(items)
+
+    def _score_apart(self, items: list[_Item]) -> None:
+        try:
+            predictions = self._predict(items)
+        except Exception as exc:
+            if len(items) == 1:
                 log.exception("a %s image failed on its own", self.cargo_type)
-                self._fail(item, alone)
-                in_a_row += 1
+                self._fail(items[0], exc)
             else:
+                for item in items:
+                    self._score_apart([item])
+        else:
+            for item, prediction in zip(items, predictions, strict=True):
                 item.future.set_result(prediction)
-                in_a_row = 0
 
     def _predict(self, batch: Sequence[_Item]) -> list[Prediction]:
+        return self._call([item.image for item in batch])
+
+    def _call(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """One predictor call, told to the observer whether it succeeds or fails."""
         try:
-            predictions = self.predictor.predict([item.image for item in batch])
-            if len(predictions) != len(batch):
+            predictions = self.predictor.predict(images)
+            if len(predictions) != len(images):
                 raise ModelError(
                     f"model {self.predictor.model_id} returned {len(predictions)} predictions "
-                    f"for {len(batch)} images"
+                    f"for {len(images)} images"
                 )
             return list(predictions)
         finally:
             if self._observer is not None:
-                self._observer(self.cargo_type, len(batch), self.depth)
+                self._observer(self.cargo_type, len(images), self.depth)
 
     def _fail(self, item: _Item, exc: BaseException) -> None:
         error = (

@@ -116,6 +116,24 @@ def test_one_image_that_breaks_the_model_fails_its_own_request_only() -> None:
     )
 
 
+def test_two_images_that_break_the_model_fail_their_own_request_only() -> None:
+    """Giving up after two lone failures in a row let one request of two such images, queued first,
+    fail every request batched after it."""
+    white = IMAGES[5]
+    batcher = MicroBatcher(_BrokenByWhite(), max_batch_size=8, max_wait_s=0.3, queue_size=16)
+
+    async def four() -> list[object]:
+        sent = ([white, white], *([image] for image in IMAGES[:3]))
+        return await asyncio.gather(*(batcher.predict(i, timeout_s=5) for i in sent), return_exceptions=True)
+
+    try:
+        poisoned, *good = asyncio.run(four())
+    finally:
+        batcher.close()
+    assert isinstance(poisoned, ModelError)
+    assert [[p.score for p in g] for g in good] == [[0.0], [0.2], [0.4]]
+
+
 def test_a_model_failing_on_every_image_is_not_asked_about_each_one() -> None:
     """Scoring a failed batch again image by image held the worker for a call per image, past the
     requests' deadlines: shipments recorded as held before got 504 and no record."""
@@ -135,7 +153,7 @@ def test_a_model_failing_on_every_image_is_not_asked_about_each_one() -> None:
     finally:
         batcher.close()
     assert all(isinstance(a, ModelError) for a in answers)
-    assert sizes == [6, 1, 1]  # the batch, then two alone (BROKEN_AFTER); every call observed
+    assert sizes == [6, 1]  # the batch, then the flat grey canary; every call observed
 
 
 def _score(client, value: int):
