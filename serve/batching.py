@@ -7,7 +7,8 @@ worker takes the first waiting image, keeps collecting until ``max_batch_size`` 
 predictor therefore sees full batches, which is what makes serving throughput approach offline batch
 throughput. When a batch fails, each request's images are scored again apart, so that an image that
 breaks the model fails its own request only (a model that fails on a flat grey picture too,
-:data:`CANARY`, fails on everything: the batch fails at once). A full queue raises
+:data:`CANARY`, fails on everything: the batch fails at once; a request past its deadline is not
+scored again). A full queue raises
 :class:`~serve.errors.OverloadedError` (HTTP 503) instead of letting latency grow without bound; a
 request past its deadline gets :class:`~serve.errors.ScoringTimeoutError` (504) and its images, if
 not yet started, are skipped.
@@ -20,6 +21,7 @@ import collections
 import concurrent.futures
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +51,7 @@ class _Item:
     image: np.ndarray
     future: concurrent.futures.Future[Prediction]
     request: int  # which submit() it came with
+    deadline: float = math.inf  # time.monotonic() past which nobody waits for it
 
 
 class MicroBatcher:
@@ -89,8 +92,10 @@ class MicroBatcher:
         with self._cond:
             return len(self._queue)
 
-    def submit(self, images: Sequence[np.ndarray]) -> list[concurrent.futures.Future[Prediction]]:
-        """Enqueue all ``images`` or none of them.
+    def submit(
+        self, images: Sequence[np.ndarray], *, deadline: float = math.inf
+    ) -> list[concurrent.futures.Future[Prediction]]:
+        """Enqueue all ``images`` or none of them, waited for until ``deadline`` (``time.monotonic``).
 
         Raises:
             OverloadedError: the queue has no room for all of them, or the batcher is stopping.
@@ -108,7 +113,9 @@ class MicroBatcher:
                     retry_after_s=self._retry_after_s,
                 )
             request = next(self._requests)
-            self._queue.extend(_Item(image, fut, request) for image, fut in zip(images, futures, strict=True))
+            self._queue.extend(
+                _Item(image, fut, request, deadline) for image, fut in zip(images, futures, strict=True)
+            )
             self._cond.notify()
         return futures
 
@@ -120,7 +127,7 @@ class MicroBatcher:
             ScoringTimeoutError: not all images were scored in time (HTTP 504).
             ModelError: the predictor failed on the batch holding one of these images.
         """
-        futures = self.submit(images)
+        futures = self.submit(images, deadline=time.monotonic() + timeout_s)
         waiting = [asyncio.wrap_future(f) for f in futures]
         try:
             return list(await asyncio.wait_for(asyncio.gather(*waiting), timeout=timeout_s))
@@ -173,10 +180,11 @@ class MicroBatcher:
 
     def _isolate(self, batch: Sequence[_Item], exc: Exception) -> None:
         """After ``batch`` failed with ``exc``: one request's failure must not become the other
-        requests' decisions. Unless the model fails on :data:`CANARY` too (it fails on everything:
-        every item fails at once, as before), each request's images are scored again on their own,
-        and a request's images that fail together are scored one by one, so that only the images
-        the model fails on fail."""
+        requests' decisions. Unless the model fails on :data:`CANARY` too (then it fails on
+        everything, and the batch fails at once), each request's images are scored again together,
+        and a request whose images fail fails as a whole (as it would with one image failing). A
+        request past its deadline is not scored again: nobody waits for it. At most one call per
+        request in the batch, and the canary's, follow a failed batch."""
         if len(batch) == 1:
             self._fail(batch[0], exc)
             return
@@ -191,21 +199,20 @@ class MicroBatcher:
         for item in batch:
             requests.setdefault(item.request, []).append(item)
         for items in requests.values():
-            self._score_apart(items)
-
-    def _score_apart(self, items: list[_Item]) -> None:
-        try:
-            predictions = self._predict(items)
-        except Exception as exc:
-            if len(items) == 1:
-                log.exception("a %s image failed on its own", self.cargo_type)
-                self._fail(items[0], exc)
+            if time.monotonic() >= min(item.deadline for item in items):
+                error: Exception = exc
             else:
-                for item in items:
-                    self._score_apart([item])
-        else:
-            for item, prediction in zip(items, predictions, strict=True):
-                item.future.set_result(prediction)
+                try:
+                    predictions = self._predict(items)
+                except Exception as alone:
+                    log.exception("a request's %s images failed on their own", self.cargo_type)
+                    error = alone
+                else:
+                    for item, prediction in zip(items, predictions, strict=True):
+                        item.future.set_result(prediction)
+                    continue
+            for item in items:
+                self._fail(item, error)
 
     def _predict(self, batch: Sequence[_Item]) -> list[Prediction]:
         return self._call([item.image for item in batch])

@@ -134,6 +134,28 @@ def test_two_images_that_break_the_model_fail_their_own_request_only() -> None:
     assert [[p.score for p in g] for g in good] == [[0.0], [0.2], [0.4]]
 
 
+def test_a_request_past_its_deadline_is_not_scored_again() -> None:
+    """Scoring a failed batch's requests again apart held the worker for requests nobody waited for."""
+    sizes: list[int] = []
+    batcher = MicroBatcher(
+        _BrokenByWhite(delay_s=0.2), max_batch_size=8, max_wait_s=0.2, queue_size=16,
+        observer=lambda _c, n, _d: sizes.append(n),
+    )  # fmt: skip
+
+    async def two() -> list[object]:
+        poisoned = batcher.predict([IMAGES[5]], timeout_s=5)
+        hurried = batcher.predict([IMAGES[0], IMAGES[1]], timeout_s=0.3)  # gone before it comes round
+        return await asyncio.gather(poisoned, hurried, return_exceptions=True)
+
+    try:
+        poisoned, hurried = asyncio.run(two())
+        time.sleep(0.1)  # the worker finishes the batch
+    finally:
+        batcher.close()
+    assert isinstance(poisoned, ModelError) and isinstance(hurried, ScoringTimeoutError)
+    assert sizes == [3, 1, 1]  # the batch, the canary, the poisoned request alone: not the other
+
+
 def test_a_model_failing_on_every_image_is_not_asked_about_each_one() -> None:
     """Scoring a failed batch again image by image held the worker for a call per image, past the
     requests' deadlines: shipments recorded as held before got 504 and no record."""
