@@ -7,8 +7,8 @@ worker takes the first waiting image, keeps collecting until ``max_batch_size`` 
 predictor therefore sees full batches, which is what makes serving throughput approach offline batch
 throughput. When a batch fails, each request's images are scored again apart, so that an image that
 breaks the model fails its own request only (a model that fails on a flat grey picture too,
-:data:`CANARY`, fails on everything: the batch fails at once; a request past its deadline is not
-scored again). A full queue raises
+:data:`CANARY`, fails on everything: the batch fails at once; scoring again stops after as long as
+the failed call took, and at each request's deadline). A full queue raises
 :class:`~serve.errors.OverloadedError` (HTTP 503) instead of letting latency grow without bound; a
 request past its deadline gets :class:`~serve.errors.ScoringTimeoutError` (504) and its images, if
 not yet started, are skipped.
@@ -33,7 +33,7 @@ from datasets.errors import ClearsightError, ModelError
 from models.inference import Prediction, Predictor
 from serve.errors import OverloadedError, ScoringTimeoutError
 
-__all__ = ["CANARY", "BatchObserver", "MicroBatcher"]
+__all__ = ["CANARY", "RESCORE_FLOOR_S", "BatchObserver", "MicroBatcher"]
 
 log = logging.getLogger("clearsight.serve.batching")
 
@@ -44,6 +44,10 @@ CANARY = np.full((64, 64, 3), 128, dtype=np.uint8)
 """A flat grey picture any healthy model scores: when a batch fails, it tells a model that fails on
 everything (scored again, each request would hold the worker past the deadlines) from one that
 fails on some request's images."""
+
+
+RESCORE_FLOOR_S = 0.25
+"""The least time a failed batch's requests are scored again for, when the batch failed at once."""
 
 
 @dataclass
@@ -169,39 +173,40 @@ class MicroBatcher:
                 return
             if not batch:
                 continue
+            started = time.monotonic()
             try:
                 predictions = self._predict(batch)
             except Exception as exc:  # the worker must survive any model failure
                 log.exception("batch of %d %s images failed", len(batch), self.cargo_type)
-                self._isolate(batch, exc)
+                spent = time.monotonic() - started
+                self._isolate(batch, exc, until=time.monotonic() + max(spent, RESCORE_FLOOR_S))
             else:
                 for item, prediction in zip(batch, predictions, strict=True):
                     item.future.set_result(prediction)
 
-    def _isolate(self, batch: Sequence[_Item], exc: Exception) -> None:
+    def _isolate(self, batch: Sequence[_Item], exc: Exception, *, until: float) -> None:
         """After ``batch`` failed with ``exc``: one request's failure must not become the other
-        requests' decisions. Unless the model fails on :data:`CANARY` too (then it fails on
-        everything, and the batch fails at once), each request's images are scored again together,
-        and a request whose images fail fails as a whole (as it would with one image failing). A
-        request past its deadline is not scored again: nobody waits for it. At most one call per
-        request in the batch, and the canary's, follow a failed batch."""
-        if len(batch) == 1:
-            self._fail(batch[0], exc)
-            return
-        try:
-            self._call([CANARY])
-        except Exception:
-            log.exception("the %s model fails on a flat grey picture too", self.cargo_type)
-            for item in batch:
-                self._fail(item, exc)
-            return
+        requests' decisions. Unless the batch is one request's, or the model fails on
+        :data:`CANARY` too (then it fails on everything), each request's images are scored again
+        together, and a request whose images fail fails as a whole (as it would with one image
+        failing).
+
+        Scoring again holds the worker, and the requests queued behind it, so it stops at ``until``
+        (as long again as the failed call took, or :data:`RESCORE_FLOOR_S`) and at each request's
+        deadline: the requests left
+        fail with the batch's error, as all of them did before, which records their shipments as
+        held, not timed out."""
         requests: dict[int, list[_Item]] = {}
         for item in batch:
             requests.setdefault(item.request, []).append(item)
+        if len(requests) == 1 or not self._canary_scores():
+            for item in batch:
+                self._fail(item, exc)
+            return
         for items in requests.values():
-            if time.monotonic() >= min(item.deadline for item in items):
-                error: Exception = exc
-            else:
+            now = time.monotonic()
+            error: Exception = exc
+            if now < until and now < min(item.deadline for item in items):
                 try:
                     predictions = self._predict(items)
                 except Exception as alone:
@@ -213,6 +218,14 @@ class MicroBatcher:
                     continue
             for item in items:
                 self._fail(item, error)
+
+    def _canary_scores(self) -> bool:
+        try:
+            self._call([CANARY])
+        except Exception:
+            log.exception("the %s model fails on a flat grey picture too", self.cargo_type)
+            return False
+        return True
 
     def _predict(self, batch: Sequence[_Item]) -> list[Prediction]:
         return self._call([item.image for item in batch])

@@ -86,7 +86,7 @@ class _BrokenByWhite(FakePredictor):
 
     def predict(self, images):  # noqa: ANN001, ANN201 - the Predictor protocol
         if any(float(np.mean(image)) > 250 for image in images):
-            raise RuntimeError("the model broke on one image")
+            raise RuntimeError(f"the model broke on one image of {len(images)}")
         return super().predict(images)
 
 
@@ -112,7 +112,7 @@ def test_one_image_that_breaks_the_model_fails_its_own_request_only() -> None:
     assert isinstance(white, ModelError)
     assert (
         str(white)
-        == "model bulk_ore-fake-0001 failed on this image: RuntimeError: the model broke on one image"
+        == "model bulk_ore-fake-0001 failed on this image: RuntimeError: the model broke on one image of 1"
     )
 
 
@@ -120,7 +120,11 @@ def test_two_images_that_break_the_model_fail_their_own_request_only() -> None:
     """Giving up after two lone failures in a row let one request of two such images, queued first,
     fail every request batched after it."""
     white = IMAGES[5]
-    batcher = MicroBatcher(_BrokenByWhite(), max_batch_size=8, max_wait_s=0.3, queue_size=16)
+    sizes: list[int] = []
+    batcher = MicroBatcher(
+        _BrokenByWhite(), max_batch_size=8, max_wait_s=0.3, queue_size=16,
+        observer=lambda _c, n, _d: sizes.append(n),
+    )  # fmt: skip
 
     async def four() -> list[object]:
         sent = ([white, white], *([image] for image in IMAGES[:3]))
@@ -132,6 +136,10 @@ def test_two_images_that_break_the_model_fail_their_own_request_only() -> None:
         batcher.close()
     assert isinstance(poisoned, ModelError)
     assert [[p.score for p in g] for g in good] == [[0.0], [0.2], [0.4]]
+    # its own failure, not the batch's (which may describe another request's image)
+    assert str(poisoned).endswith("the model broke on one image of 2")
+    # the batch, the canary, then each request as a whole: not image by image
+    assert sizes == [5, 1, 2, 1, 1, 1]
 
 
 def test_a_request_past_its_deadline_is_not_scored_again() -> None:
@@ -176,6 +184,47 @@ def test_a_model_failing_on_every_image_is_not_asked_about_each_one() -> None:
         batcher.close()
     assert all(isinstance(a, ModelError) for a in answers)
     assert sizes == [6, 1]  # the batch, then the flat grey canary; every call observed
+
+
+def test_a_batch_of_one_request_that_fails_is_not_scored_again() -> None:
+    sizes: list[int] = []
+    batcher = MicroBatcher(
+        FakePredictor(fail=True), max_batch_size=8, max_wait_s=0, queue_size=16,
+        observer=lambda _c, n, _d: sizes.append(n),
+    )  # fmt: skip
+    try:
+        with pytest.raises(ModelError):
+            asyncio.run(batcher.predict(IMAGES[:3], timeout_s=5))
+    finally:
+        batcher.close()
+    assert sizes == [3]  # not the canary, nor the same call again
+
+
+class _BrokenByLarge(FakePredictor):
+    """Scores a flat grey canary, fails on every image over 64 px, and takes 0.1 s a call."""
+
+    def predict(self, images):  # noqa: ANN001, ANN201 - the Predictor protocol
+        time.sleep(0.1)
+        if any(image.shape[1] > 64 for image in images):
+            raise RuntimeError("out of memory for a large picture")
+        return super().predict(images)
+
+
+def test_scoring_a_failed_batch_again_does_not_turn_holds_into_timeouts() -> None:
+    """With the canary scored and every real image failing, each request was scored again, and the
+    requests queued behind got 504 with nothing recorded, where they used to be recorded as held."""
+    batcher = MicroBatcher(_BrokenByLarge(), max_batch_size=16, max_wait_s=0.05, queue_size=64)
+    large = np.zeros((80, 80), np.uint8)
+
+    async def many() -> list[object]:
+        sent = [batcher.predict([large], timeout_s=3) for _ in range(48)]
+        return await asyncio.gather(*sent, return_exceptions=True)
+
+    try:
+        answers = asyncio.run(many())
+    finally:
+        batcher.close()
+    assert [type(a).__name__ for a in answers] == ["ModelError"] * 48
 
 
 def _score(client, value: int):
