@@ -50,6 +50,19 @@ ShipmentIdPath = Annotated[
 ]
 
 
+READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "API key needed"},
+    403: {"description": "Officer role needed"},
+    404: {"description": "No such shipment"},
+    422: {"description": "Malformed shipment id"},
+}
+OUTCOME_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **READ_RESPONSES,
+    409: {"description": "Decided again since, or an outcome exists and amend is not set"},
+    422: {"description": "Invalid outcome"},
+}
+
+
 def idempotency_key(declaration: Declaration, image_hashes: list[str]) -> str:
     """sha256 of the declaration (as canonical JSON) and the sorted image hashes: one submission,
     one record. A retry of the same submission finds its record; the same shipment id with other
@@ -454,12 +467,7 @@ async def post_shipment(
 @router.get(
     "/shipments/{shipment_id}",
     response_model=ShipmentResponse,
-    responses={
-        401: {"description": "API key needed"},
-        403: {"description": "Officer role needed"},
-        404: {"description": "No such shipment"},
-        422: {"description": "Malformed shipment id"},
-    },
+    responses=READ_RESPONSES,
     summary="A recorded decision",
 )
 async def get_shipment(
@@ -503,12 +511,7 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
 @router.get(
     "/shipments",
     response_model=ShipmentResponse,
-    responses={
-        401: {"description": "API key needed"},
-        403: {"description": "Officer role needed"},
-        404: {"description": "No such shipment"},
-        422: {"description": "Malformed shipment id"},
-    },
+    responses=READ_RESPONSES,
     summary="A recorded decision, its shipment id as a query parameter",
 )
 async def get_shipment_by_query(
@@ -531,13 +534,7 @@ async def get_shipment_by_query(
 @router.post(
     "/outcomes",
     response_model=ShipmentResponse,
-    responses={
-        401: {"description": "API key needed"},
-        403: {"description": "Officer role needed"},
-        404: {"description": "No such shipment"},
-        409: {"description": "Decided again since, or an outcome exists and amend is not set"},
-        422: {"description": "Invalid outcome"},
-    },
+    responses=OUTCOME_RESPONSES,
     summary="Record the inspection outcome, its shipment named in the body",
 )
 async def post_outcome_for(
@@ -555,13 +552,7 @@ async def post_outcome_for(
 @router.post(
     "/shipments/{shipment_id}/outcome",
     response_model=ShipmentResponse,
-    responses={
-        401: {"description": "API key needed"},
-        403: {"description": "Officer role needed"},
-        404: {"description": "No such shipment"},
-        409: {"description": "Decided again since, or an outcome exists and amend is not set"},
-        422: {"description": "Invalid outcome"},
-    },
+    responses=OUTCOME_RESPONSES,
     summary="Record the inspection outcome",
 )
 async def post_outcome(
