@@ -7,8 +7,8 @@ worker takes the first waiting image, keeps collecting until ``max_batch_size`` 
 predictor therefore sees full batches, which is what makes serving throughput approach offline batch
 throughput. When a batch fails, each request's images are scored again apart, so that an image that
 breaks the model fails its own request only (a model that fails on a flat grey picture too,
-:data:`CANARY`, fails on everything: the batch fails at once; scoring again stops after as long as
-the failed call took, and at each request's deadline). A full queue raises
+:data:`CANARY`, fails on everything: the batch fails at once; scoring again takes at most as long as
+the failed call took, and stops at each request's deadline). A full queue raises
 :class:`~serve.errors.OverloadedError` (HTTP 503) instead of letting latency grow without bound; a
 request past its deadline gets :class:`~serve.errors.ScoringTimeoutError` (504) and its images, if
 not yet started, are skipped.
@@ -178,35 +178,38 @@ class MicroBatcher:
                 predictions = self._predict(batch)
             except Exception as exc:  # the worker must survive any model failure
                 log.exception("batch of %d %s images failed", len(batch), self.cargo_type)
-                spent = time.monotonic() - started
-                self._isolate(batch, exc, until=time.monotonic() + max(spent, RESCORE_FLOOR_S))
+                self._isolate(batch, exc, budget=max(time.monotonic() - started, RESCORE_FLOOR_S))
             else:
                 for item, prediction in zip(batch, predictions, strict=True):
                     item.future.set_result(prediction)
 
-    def _isolate(self, batch: Sequence[_Item], exc: Exception, *, until: float) -> None:
+    def _isolate(self, batch: Sequence[_Item], exc: Exception, *, budget: float) -> None:
         """After ``batch`` failed with ``exc``: one request's failure must not become the other
         requests' decisions. Unless the batch is one request's, or the model fails on
         :data:`CANARY` too (then it fails on everything), each request's images are scored again
         together, and a request whose images fail fails as a whole (as it would with one image
         failing).
 
-        Scoring again holds the worker, and the requests queued behind it, so it stops at ``until``
-        (as long again as the failed call took, or :data:`RESCORE_FLOOR_S`) and at each request's
-        deadline: the requests left
-        fail with the batch's error, as all of them did before, which records their shipments as
-        held, not timed out."""
+        Scoring again holds the worker, and the requests queued behind it, so it takes at most
+        ``budget`` seconds after the canary (as long as the failed call took, or
+        :data:`RESCORE_FLOOR_S`), or twice the canary's time where that is more: a request is
+        scored again only where its images, at the canary's time each, fit in what is left, and
+        its deadline has not passed. The requests left fail
+        with the batch's error, as all of them did before, which records their shipments as held,
+        not timed out."""
         requests: dict[int, list[_Item]] = {}
         for item in batch:
             requests.setdefault(item.request, []).append(item)
-        if len(requests) == 1 or not self._canary_scores():
+        each = self._canary_time() if len(requests) > 1 else None
+        if each is None:
             for item in batch:
                 self._fail(item, exc)
             return
+        until = time.monotonic() + max(budget, 2 * each)  # room for two one-image requests at least
         for items in requests.values():
             now = time.monotonic()
             error: Exception = exc
-            if now < until and now < min(item.deadline for item in items):
+            if now + each * len(items) <= until and now < min(item.deadline for item in items):
                 try:
                     predictions = self._predict(items)
                 except Exception as alone:
@@ -219,13 +222,15 @@ class MicroBatcher:
             for item in items:
                 self._fail(item, error)
 
-    def _canary_scores(self) -> bool:
+    def _canary_time(self) -> float | None:
+        """Seconds the model took to score :data:`CANARY`; None where it failed on it too."""
+        started = time.monotonic()
         try:
             self._call([CANARY])
         except Exception:
             log.exception("the %s model fails on a flat grey picture too", self.cargo_type)
-            return False
-        return True
+            return None
+        return time.monotonic() - started
 
     def _predict(self, batch: Sequence[_Item]) -> list[Prediction]:
         return self._call([item.image for item in batch])

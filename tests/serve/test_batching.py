@@ -146,7 +146,7 @@ def test_a_request_past_its_deadline_is_not_scored_again() -> None:
     """Scoring a failed batch's requests again apart held the worker for requests nobody waited for."""
     sizes: list[int] = []
     batcher = MicroBatcher(
-        _BrokenByWhite(delay_s=0.2), max_batch_size=8, max_wait_s=0.2, queue_size=16,
+        _BrokenByWhite(delay_s=0.1), max_batch_size=8, max_wait_s=0.2, queue_size=16,
         observer=lambda _c, n, _d: sizes.append(n),
     )  # fmt: skip
 
@@ -225,6 +225,57 @@ def test_scoring_a_failed_batch_again_does_not_turn_holds_into_timeouts() -> Non
     finally:
         batcher.close()
     assert [type(a).__name__ for a in answers] == ["ModelError"] * 48
+
+
+class _RefusesWhite(FakePredictor):
+    """Refuses a batch holding a white image at once; otherwise takes ``per_image`` seconds an image
+    and ``per_call`` a call."""
+
+    def __init__(self, *, per_image: float = 0.0, per_call: float = 0.0) -> None:
+        super().__init__()
+        self.per_image, self.per_call = per_image, per_call
+
+    def predict(self, images):  # noqa: ANN001, ANN201 - the Predictor protocol
+        if any(float(np.mean(image)) > 250 for image in images):
+            raise RuntimeError(f"bad image among {len(images)}")
+        time.sleep(self.per_call + self.per_image * len(images))
+        return super().predict(images)
+
+
+def test_a_slow_model_still_scores_the_innocent_request_again() -> None:
+    """The canary's own call used up the time for scoring again, when the batch failed at once: the
+    innocent request failed with the other request's error."""
+    batcher = MicroBatcher(_RefusesWhite(per_call=0.3), max_batch_size=8, max_wait_s=0.2, queue_size=16)
+
+    async def two() -> list[object]:
+        sent = (batcher.predict([IMAGES[5]], timeout_s=5), batcher.predict([IMAGES[1]], timeout_s=5))
+        return await asyncio.gather(*sent, return_exceptions=True)
+
+    try:
+        poisoned, innocent = asyncio.run(two())
+    finally:
+        batcher.close()
+    assert str(poisoned).endswith("bad image among 1") and [p.score for p in innocent] == [0.2]
+
+
+def test_a_large_request_is_not_scored_again_past_the_time_left() -> None:
+    """The time was checked only before each call: eight images scored again held the worker past
+    the deadline of a request queued behind, which got 504 and no record."""
+    batcher = MicroBatcher(_RefusesWhite(per_image=0.1), max_batch_size=9, max_wait_s=0.05, queue_size=32)
+
+    async def three() -> list[object]:
+        big = asyncio.ensure_future(batcher.predict([IMAGES[1]] * 8, timeout_s=5))
+        white = asyncio.ensure_future(batcher.predict([IMAGES[5]], timeout_s=5))
+        await asyncio.sleep(0.15)
+        late = asyncio.ensure_future(batcher.predict([IMAGES[2]], timeout_s=0.7))
+        return await asyncio.gather(big, white, late, return_exceptions=True)
+
+    try:
+        big, white, late = asyncio.run(three())
+    finally:
+        batcher.close()
+    assert isinstance(big, ModelError) and isinstance(white, ModelError)  # big: the batch's error
+    assert [p.score for p in late] == [0.4]
 
 
 def _score(client, value: int):
