@@ -203,24 +203,24 @@ class MicroBatcher:
         each = self._canary_time() if len(requests) > 1 else None
         if each is None:
             for item in batch:
-                self._fail(item, exc)
+                self._fail(item, exc, len(batch))
             return
         until = time.monotonic() + max(budget, 2 * each)  # room for two one-image requests at least
         for items in requests.values():
             now = time.monotonic()
-            error: Exception = exc
+            error, size = exc, len(batch)
             if now + each * len(items) <= until and now < min(item.deadline for item in items):
                 try:
                     predictions = self._predict(items)
                 except Exception as alone:
                     log.exception("a request's %s images failed on their own", self.cargo_type)
-                    error = alone
+                    error, size = alone, len(items)
                 else:
                     for item, prediction in zip(items, predictions, strict=True):
                         item.future.set_result(prediction)
                     continue
             for item in items:
-                self._fail(item, error)
+                self._fail(item, error, size)
 
     def _canary_time(self) -> float | None:
         """Seconds the model took to score :data:`CANARY`; None where it failed on it too."""
@@ -249,13 +249,14 @@ class MicroBatcher:
             if self._observer is not None:
                 self._observer(self.cargo_type, len(images), self.depth)
 
-    def _fail(self, item: _Item, exc: BaseException) -> None:
+    def _fail(self, item: _Item, exc: BaseException, size: int = 1) -> None:
+        """Fail ``item`` with ``exc``, raised by a call of ``size`` images: one that held others'
+        images says so, so that a request's record does not blame its own picture for them."""
+        where = "this image" if size == 1 else f"a batch of {size} holding this image"
         error = (
             exc
             if isinstance(exc, ClearsightError)
-            else ModelError(
-                f"model {self.predictor.model_id} failed on this image: {type(exc).__name__}: {exc}"
-            )
+            else ModelError(f"model {self.predictor.model_id} failed on {where}: {type(exc).__name__}: {exc}")
         )
         if error is not exc:
             error.__cause__ = exc

@@ -142,26 +142,42 @@ def test_two_images_that_break_the_model_fail_their_own_request_only() -> None:
     assert sizes == [5, 1, 2, 1, 1, 1]
 
 
+class _SlowlyBrokenByWhite(FakePredictor):
+    """Takes ``seconds`` a call, then fails on a batch holding a white image."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def predict(self, images):  # noqa: ANN001, ANN201 - the Predictor protocol
+        time.sleep(self.seconds if len(images) > 1 or float(np.mean(images[0])) > 250 else 0.05)
+        if any(float(np.mean(image)) > 250 for image in images):
+            raise RuntimeError(f"the model broke on one image of {len(images)}")
+        return super().predict(images)
+
+
 def test_a_request_past_its_deadline_is_not_scored_again() -> None:
     """Scoring a failed batch's requests again apart held the worker for requests nobody waited for."""
     sizes: list[int] = []
     batcher = MicroBatcher(
-        _BrokenByWhite(delay_s=0.1), max_batch_size=8, max_wait_s=0.2, queue_size=16,
+        _SlowlyBrokenByWhite(0.8), max_batch_size=8, max_wait_s=0.05, queue_size=16,
         observer=lambda _c, n, _d: sizes.append(n),
     )  # fmt: skip
 
     async def two() -> list[object]:
+        # its deadline passes while the batch fails (0.8 s, with time left after to score it again)
+        hurried = batcher.predict([IMAGES[0], IMAGES[1]], timeout_s=0.4)
         poisoned = batcher.predict([IMAGES[5]], timeout_s=5)
-        hurried = batcher.predict([IMAGES[0], IMAGES[1]], timeout_s=0.3)  # gone before it comes round
-        return await asyncio.gather(poisoned, hurried, return_exceptions=True)
+        answers = await asyncio.gather(hurried, poisoned, return_exceptions=True)  # hurried: first in line
+        return answers[::-1]
 
     try:
         poisoned, hurried = asyncio.run(two())
-        time.sleep(0.1)  # the worker finishes the batch
+        time.sleep(0.2)  # the worker finishes the batch
     finally:
         batcher.close()
     assert isinstance(poisoned, ModelError) and isinstance(hurried, ScoringTimeoutError)
-    assert sizes == [3, 1, 1]  # the batch, the canary, the poisoned request alone: not the other
+    assert sizes == [3, 1, 1]  # the batch, the canary, the poisoned request again: not the hurried one
 
 
 def test_a_model_failing_on_every_image_is_not_asked_about_each_one() -> None:
