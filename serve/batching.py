@@ -194,9 +194,8 @@ class MicroBatcher:
         ``budget`` seconds after the canary (as long as the failed call took, or
         :data:`RESCORE_FLOOR_S`), or twice the canary's time where that is more: a request is
         scored again only where its images, at the canary's time each, fit in what is left, and
-        its deadline has not passed. The requests left fail
-        with the batch's error, as all of them did before, which records their shipments as held,
-        not timed out."""
+        its deadline has not passed. The requests left fail with the batch's error, as all of them
+        did before, which records their shipments as held, not timed out."""
         requests: dict[int, list[_Item]] = {}
         for item in batch:
             requests.setdefault(item.request, []).append(item)
