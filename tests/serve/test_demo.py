@@ -15,6 +15,10 @@ def test_the_demo_runs_end_to_end_and_again_over_its_own_output(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("CLEARSIGHT_AUDIT_SECRET", raising=False)
+    # the demo allows itself the development secret in this process's environment: set here so that
+    # monkeypatch takes it back after the test (it restores only what it set), or the tests after it
+    # in this process record under the public secret unrefused
+    monkeypatch.setenv("CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET", "0")
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--size", "64", "--train-good", "10"]
     for attempt in ("first", "again"):  # a newcomer runs it twice: nothing of the first run refuses
