@@ -10,6 +10,7 @@ tour. It lives in ``serve`` because its last steps need the HTTP layer.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -18,7 +19,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -219,13 +220,39 @@ def demo(
     """Run the main job end to end on the embedded defaults (synthetic data, SQLite), then summarise it."""
     console = Console()
     settings = Settings()
-    if weak_audit_secret(settings) and not settings.allow_development_audit_secret:
-        # The demo records its decisions on the embedded defaults: a trial, not operative decisions.
-        os.environ["CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET"] = "1"
+    # The demo records its decisions on the embedded defaults: a trial, not operative decisions.
+    trial = weak_audit_secret(settings) and not settings.allow_development_audit_secret
+    if trial:
         console.print(
             "[dim]This trial's random audits use the public development audit_secret; set "
             "CLEARSIGHT_AUDIT_SECRET for decisions that count.[/dim]"
         )
+    with _development_secret_allowed(trial):
+        _run_steps(console, out=out, size=size, seed=seed, train_good=train_good)
+
+
+@contextlib.contextmanager
+def _development_secret_allowed(allowed: bool) -> Iterator[None]:
+    """The steps run in this process read their settings from its environment: the development
+    secret is allowed there for the demo's steps only, not for what the process runs after."""
+    if not allowed:
+        yield
+        return
+    before = os.environ.get(_ALLOW)
+    os.environ[_ALLOW] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_ALLOW, None)
+        else:
+            os.environ[_ALLOW] = before
+
+
+_ALLOW = "CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET"
+
+
+def _run_steps(console: Console, *, out: Path, size: int, seed: int, train_good: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     audit_url = f"sqlite:///{out / 'audit.db'}"

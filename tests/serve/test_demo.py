@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,7 @@ def test_the_demo_runs_end_to_end_and_again_over_its_own_output(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("CLEARSIGHT_AUDIT_SECRET", raising=False)
-    # the demo allows itself the development secret in this process's environment: set here so that
-    # monkeypatch takes it back after the test (it restores only what it set), or the tests after it
-    # in this process record under the public secret unrefused
+    # the demo allows itself the development secret in this process's environment, for its steps
     monkeypatch.setenv("CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET", "0")
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--size", "64", "--train-good", "10"]
@@ -25,6 +24,8 @@ def test_the_demo_runs_end_to_end_and_again_over_its_own_output(
         assert run(app, argv) == 0, f"{attempt}: {capsys.readouterr().err[-2000:]}"
         printed = capsys.readouterr().out
         assert "HTTP round trip: shipment HTTP-" in printed
+        # and takes it back: the tests after it in this process recorded under the public secret
+        assert os.environ["CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET"] == "0"
     for name in ("preview.png", "scores.jsonl", "scores.decisions.jsonl", "audit.db", "trader_register.csv"):
         assert (out / name).is_file(), name
     for cargo in ("bulk_ore", "vacuum_pack"):
