@@ -598,10 +598,15 @@ def _counting_up_from_black(data: bytes) -> tuple[bytes, bool]:
     :func:`_white_is_zero`.)"""
     if data[:2] != b"MM":
         return data, False
-    photometric, value_at = _ifd0_short(data, TiffImagePlugin.PHOTOMETRIC_INTERPRETATION)
-    bits, _ = _ifd0_short(data, TiffImagePlugin.BITSPERSAMPLE)
-    samples, _ = _ifd0_short(data, TiffImagePlugin.SAMPLESPERPIXEL)
-    if photometric != 0 or bits != 16 or samples not in (None, 1):
+    photo_tag, bits_tag, samples_tag = (
+        TiffImagePlugin.PHOTOMETRIC_INTERPRETATION,
+        TiffImagePlugin.BITSPERSAMPLE,
+        TiffImagePlugin.SAMPLESPERPIXEL,
+    )
+    tags = _ifd0_shorts(data, photo_tag, bits_tag, samples_tag)
+    photometric, value_at = tags.get(photo_tag, (None, -1))
+    samples = tags.get(samples_tag, (1, -1))[0]
+    if photometric != 0 or tags.get(bits_tag, (None, -1))[0] != 16 or samples != 1:
         return data, False
     patched = bytearray(data)
     patched[value_at : value_at + 2] = (1).to_bytes(2, "big")
@@ -744,13 +749,13 @@ def _exif_orientation(raw: bytes) -> int:
 
 def _ifd0_orientation(tiff: bytes) -> tuple[int, int]:
     """``(orientation, offset of its value)`` in a TIFF structure's first IFD; ``(0, -1)`` if none."""
-    value, value_at = _ifd0_short(tiff, _ORIENTATION_TAG)
-    return (value, value_at) if value is not None and 1 <= value <= 8 else (0, -1)
+    value, value_at = _ifd0_shorts(tiff, _ORIENTATION_TAG).get(_ORIENTATION_TAG, (0, -1))
+    return (value, value_at) if 1 <= value <= 8 else (0, -1)
 
 
-def _ifd0_short(tiff: bytes, wanted: int) -> tuple[int | None, int]:
-    """``(value, offset of the value)`` of a tag holding one SHORT in a TIFF structure's first IFD;
-    ``(None, -1)`` if none.
+def _ifd0_shorts(tiff: bytes, *wanted: int) -> dict[int, tuple[int, int]]:
+    """``{tag: (value, offset of the value)}`` of the ``wanted`` tags holding a SHORT in a TIFF
+    structure's first IFD, read in one walk; a tag absent, or of another type, is left out.
 
     Handles classic TIFF and BigTIFF, either byte order. Malformed structures read as "none".
     """
@@ -760,7 +765,23 @@ def _ifd0_short(tiff: bytes, wanted: int) -> tuple[int | None, int]:
     elif head in (b"MM\x00*", b"MM\x00+"):
         endian = ">"
     else:
-        return None, -1
+        return {}
+    big = head[2:] in (b"+\x00", b"\x00+")
+    offset_fmt, count_fmt, entry_size = ("Q", "Q", 20) if big else ("I", "H", 12)
+    found: dict[int, tuple[int, int]] = {}
+    try:
+        (ifd,) = struct.unpack_from(endian + offset_fmt, tiff, 8 if big else 4)
+        (count,) = struct.unpack_from(endian + count_fmt, tiff, ifd)
+        first = ifd + struct.calcsize(count_fmt)
+        for i in range(min(count, 1024)):
+            entry = first + entry_size * i
+            tag, kind, n = struct.unpack_from(endian + "HH" + offset_fmt, tiff, entry)
+            if tag in wanted and kind == 3 and n >= 1:
+                value_at = entry + (12 if big else 8)
+                found[tag] = (struct.unpack_from(endian + "H", tiff, value_at)[0], value_at)
+    except struct.error:
+        return {}
+    return found
     big = head[2:] in (b"+\x00", b"\x00+")
     offset_fmt, count_fmt, entry_size = ("Q", "Q", 20) if big else ("I", "H", 12)
     try:

@@ -104,8 +104,8 @@ async def decoded_uploads(
     """
     received = await _receive(services, files)
     pixels = sum(r.header.budget_pixels for r in received)
-    limits = decode_limits(services.settings)
     settings = services.settings
+    limits = decode_limits(settings)
     async with services.pixels.hold(
         pixels, retry_after_s=settings.retry_after_s, wait_s=settings.max_pixel_wait_s, gone=gone
     ):

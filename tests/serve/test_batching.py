@@ -17,6 +17,13 @@ from serve.errors import OverloadedError, ScoringTimeoutError
 IMAGES = [np.full((4, 4), v, dtype=np.uint8) for v in (0, 51, 102, 153, 204, 255)]
 
 
+def _observed(predictor: FakePredictor, **settings: float) -> tuple[MicroBatcher, list[int]]:
+    """A batcher of ``predictor`` and the list its observer fills with each call's image count."""
+    sizes: list[int] = []
+    observer = lambda _c, n, _d: sizes.append(n)  # noqa: E731
+    return MicroBatcher(predictor, observer=observer, **settings), sizes  # type: ignore[arg-type]
+
+
 def test_concurrent_requests_share_batches() -> None:
     predictor = FakePredictor(delay_s=0.05)
     sizes: list[int] = []
@@ -93,11 +100,7 @@ class _BrokenByWhite(FakePredictor):
 def test_one_image_that_breaks_the_model_fails_its_own_request_only() -> None:
     """A failed batch failed every request in it: three traders' shipments were held, and the
     failure recorded as their decisions, for one request's image."""
-    sizes: list[int] = []
-    batcher = MicroBatcher(
-        _BrokenByWhite(), max_batch_size=8, max_wait_s=0.3, queue_size=16,
-        observer=lambda _c, n, _d: sizes.append(n),
-    )  # fmt: skip
+    batcher, sizes = _observed(_BrokenByWhite(), max_batch_size=8, max_wait_s=0.3, queue_size=16)
 
     async def three() -> list[object]:
         requests = [batcher.predict(images, timeout_s=5) for images in (IMAGES[:2], IMAGES[5:], IMAGES[2:3])]
@@ -120,11 +123,7 @@ def test_two_images_that_break_the_model_fail_their_own_request_only() -> None:
     """Giving up after two lone failures in a row let one request of two such images, queued first,
     fail every request batched after it."""
     white = IMAGES[5]
-    sizes: list[int] = []
-    batcher = MicroBatcher(
-        _BrokenByWhite(), max_batch_size=8, max_wait_s=0.3, queue_size=16,
-        observer=lambda _c, n, _d: sizes.append(n),
-    )  # fmt: skip
+    batcher, sizes = _observed(_BrokenByWhite(), max_batch_size=8, max_wait_s=0.3, queue_size=16)
 
     async def four() -> list[object]:
         sent = ([white, white], *([image] for image in IMAGES[:3]))
@@ -158,11 +157,7 @@ class _SlowlyBrokenByWhite(FakePredictor):
 
 def test_a_request_past_its_deadline_is_not_scored_again() -> None:
     """Scoring a failed batch's requests again apart held the worker for requests nobody waited for."""
-    sizes: list[int] = []
-    batcher = MicroBatcher(
-        _SlowlyBrokenByWhite(0.8), max_batch_size=8, max_wait_s=0.05, queue_size=16,
-        observer=lambda _c, n, _d: sizes.append(n),
-    )  # fmt: skip
+    batcher, sizes = _observed(_SlowlyBrokenByWhite(0.8), max_batch_size=8, max_wait_s=0.05, queue_size=16)
 
     async def two() -> list[object]:
         # its deadline passes while the batch fails (0.8 s, with time left after to score it again)
@@ -183,11 +178,7 @@ def test_a_request_past_its_deadline_is_not_scored_again() -> None:
 def test_a_model_failing_on_every_image_is_not_asked_about_each_one() -> None:
     """Scoring a failed batch again image by image held the worker for a call per image, past the
     requests' deadlines: shipments recorded as held before got 504 and no record."""
-    sizes: list[int] = []
-    batcher = MicroBatcher(
-        FakePredictor(fail=True), max_batch_size=8, max_wait_s=0.3, queue_size=16,
-        observer=lambda _c, n, _d: sizes.append(n),
-    )  # fmt: skip
+    batcher, sizes = _observed(FakePredictor(fail=True), max_batch_size=8, max_wait_s=0.3, queue_size=16)
 
     async def six() -> list[object]:
         return await asyncio.gather(
@@ -203,11 +194,7 @@ def test_a_model_failing_on_every_image_is_not_asked_about_each_one() -> None:
 
 
 def test_a_batch_of_one_request_that_fails_is_not_scored_again() -> None:
-    sizes: list[int] = []
-    batcher = MicroBatcher(
-        FakePredictor(fail=True), max_batch_size=8, max_wait_s=0, queue_size=16,
-        observer=lambda _c, n, _d: sizes.append(n),
-    )  # fmt: skip
+    batcher, sizes = _observed(FakePredictor(fail=True), max_batch_size=8, max_wait_s=0, queue_size=16)
     try:
         with pytest.raises(ModelError):
             asyncio.run(batcher.predict(IMAGES[:3], timeout_s=5))
