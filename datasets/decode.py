@@ -782,22 +782,6 @@ def _ifd0_shorts(tiff: bytes, *wanted: int) -> dict[int, tuple[int, int]]:
     except struct.error:
         return {}
     return found
-    big = head[2:] in (b"+\x00", b"\x00+")
-    offset_fmt, count_fmt, entry_size = ("Q", "Q", 20) if big else ("I", "H", 12)
-    try:
-        (ifd,) = struct.unpack_from(endian + offset_fmt, tiff, 8 if big else 4)
-        (count,) = struct.unpack_from(endian + count_fmt, tiff, ifd)
-        first = ifd + struct.calcsize(count_fmt)
-        for i in range(min(count, 1024)):
-            entry = first + entry_size * i
-            tag, kind, n = struct.unpack_from(endian + "HH" + offset_fmt, tiff, entry)
-            if tag == wanted:
-                value_at = entry + (12 if big else 8)
-                (value,) = struct.unpack_from(endian + "H", tiff, value_at)
-                return (value, value_at) if kind == 3 and n >= 1 else (None, -1)
-    except struct.error:
-        return None, -1
-    return None, -1
 
 
 def _apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
