@@ -5,9 +5,10 @@ most ``target_miss_rate`` (1 %) of anomalous cargo is released. :func:`pick_thre
 validation scores of a trained model into the two cut points of :class:`~models.inference.Thresholds`:
 
 * ``release`` — an image is released when ``score < release``. With anomalous validation scores it is
-  the highest cut that releases at most ``target_miss_rate`` of them (method
-  ``"miss_rate_on_validation"``). Without them it falls back to a high quantile of the normal scores
-  plus a margin (method ``"normal_quantile_fallback"``); the caller should say so to the user,
+  the highest cut that releases at most :func:`allowed_misses` of them, so few that the cut promises
+  new anomalies a miss rate of at most ``target_miss_rate`` wherever the validation set is large
+  enough to promise it (method ``"miss_rate_on_validation"``; see "What the release cut promises").
+  Without them it falls back to a high quantile of the normal scores plus a margin (method ``"normal_quantile_fallback"``); the caller should say so to the user,
   because that threshold promises nothing about misses.
 * ``hold`` — an image is held physically when ``score >= hold``. It is the lowest cut at which at
   most ``hold_false_alarm_rate`` of normal validation images would be held (a physical hold of clean
@@ -31,11 +32,15 @@ the miss rate is about 10 %, the "rule of three"). Collect more anomalous valida
 trusting the 1 % figure.
 
 What the release cut promises (:func:`miss_rate_bound`): it lies at or below the ``(k+1)``-th lowest of
-the ``n`` anomalous validation scores (``k = floor(target_miss_rate * n)``), so a new anomaly that is
-exchangeable with them (the same kinds, drawn the same way) scores below it with probability at most
-``(k + 1) / (n + 1)``, whatever the score distribution (the split-conformal argument: among the
-``n + 1`` scores, the new one is as likely to hold any rank). With 6 anomalies that is 1 / 7 = 14 %, not
-1 %; :func:`anomalies_for_bound` gives the ``n`` at which the promise reaches the target (99 for 1 %).
+the ``n`` anomalous validation scores, so a new anomaly that is exchangeable with them (the same
+kinds, drawn the same way) scores below it with probability at most ``(k + 1) / (n + 1)``, whatever
+the score distribution (the split-conformal argument: among the ``n + 1`` scores, the new one is as
+likely to hold any rank). ``k`` is :func:`allowed_misses`: the most for which ``(k + 1) / (n + 1)``
+stays within the target, ``floor(target * (n + 1)) - 1``, and 0 below that. Allowing
+``floor(target * n)`` misses instead (the validation miss rate alone within the target) promised
+more than the target for most ``n``: 2 / 151 = 1.3 % at 150 anomalies, where 99 promise 1 %. With 6
+anomalies the promise is 1 / 7 = 14 %, not 1 %; :func:`anomalies_for_bound` gives the ``n`` from which
+on the promise meets the target (99 for 1 %).
 The bound is on the expected miss rate over validation draws, for anomalies like the validation ones:
 an anomaly of a kind validation never saw is covered by nothing but the test set. It also assumes
 that the score was fixed before the validation images were seen; training fits the calibration and
@@ -65,6 +70,7 @@ __all__ = [
     "METHOD_VALIDATION",
     "RELEASE_GAP_POSITION",
     "allowed_errors",
+    "allowed_misses",
     "anomalies_for_bound",
     "miss_rate_bound",
     "pick_thresholds",
@@ -114,15 +120,28 @@ def allowed_errors(rate: float, n: int) -> int:
     return int(math.floor(rate * n + _COUNT_EPS))
 
 
-def _release_from_anomalies(normal: np.ndarray, anomalous: np.ndarray, target_miss_rate: float) -> float:
-    """Highest release cut releasing at most ``target_miss_rate`` of the anomalous scores.
+def allowed_misses(target_miss_rate: float, n: int) -> int:
+    """How many of ``n`` anomalous validation scores the release cut may release: the most ``k`` for
+    which it promises new anomalies a miss rate ``(k + 1) / (n + 1)`` within the target, i.e.
+    ``floor(target * (n + 1)) - 1``; 0 when even none missed cannot promise it (``n + 1 < 1 / target``).
 
-    Sorted anomalous scores ``a`` (ascending) and ``k = floor(rate * n)`` allowed misses: any cut at
-    or below ``a[k]`` releases at most ``k`` of them (fewer on ties), any cut above releases more. The
-    cut goes midway between ``a[k]`` and the highest score (normal or anomalous) strictly below it, or
-    midway to 0 when nothing scores lower.
+    Never more than ``floor(target * n)``, so the validation miss rate is within the target too.
     """
-    pivot = float(anomalous[allowed_errors(target_miss_rate, anomalous.size)])
+    _check_rate(target_miss_rate, "target_miss_rate")
+    if n < 0:
+        raise ValueError(f"n must be >= 0; got {n}")
+    return max(0, int(math.floor(target_miss_rate * (n + 1) + _COUNT_EPS)) - 1)
+
+
+def _release_from_anomalies(normal: np.ndarray, anomalous: np.ndarray, target_miss_rate: float) -> float:
+    """Highest release cut releasing at most :func:`allowed_misses` of the anomalous scores.
+
+    Sorted anomalous scores ``a`` (ascending) and ``k`` allowed misses: any cut at or below ``a[k]``
+    releases at most ``k`` of them (fewer on ties), any cut above releases more. The cut goes a
+    quarter of the way up from the highest score (normal or anomalous) strictly below ``a[k]`` to
+    ``a[k]``, or from 0 when nothing scores lower.
+    """
+    pivot = float(anomalous[allowed_misses(target_miss_rate, anomalous.size)])
     both = np.concatenate([normal, anomalous])
     below = both[both < pivot]
     lower = float(below.max()) if below.size else 0.0
@@ -155,27 +174,35 @@ def _hold_from_normals(normal: np.ndarray, anomalous: np.ndarray, hold_false_ala
 
 
 def miss_rate_bound(
-    n_anomalous: int, target_miss_rate: float, *, method: str = METHOD_VALIDATION
+    n_anomalous: int,
+    target_miss_rate: float,
+    *,
+    method: str = METHOD_VALIDATION,
+    misses_allowed: int | None = None,
 ) -> float | None:
     """What a release cut picked from ``n_anomalous`` anomalous validation scores promises.
 
-    Returns ``(k + 1) / (n + 1)`` with ``k = floor(target_miss_rate * n)``: an upper bound on the
-    probability that a new anomaly exchangeable with the validation ones is released, for a cut from
-    :func:`pick_thresholds` (methods ``miss_rate_on_validation`` and ``normal_bound_few_anomalies``,
-    whose cut lies at or below the ``(k+1)``-th lowest anomalous score). ``None`` when there are no
-    anomalous validation scores or the cut's ``method`` is the fallback: a cut from clean images
-    only promises nothing about misses.
+    Returns ``(k + 1) / (n + 1)`` with ``k`` the misses the cut allowed (``misses_allowed``; by default
+    :func:`allowed_misses`, the rule of :func:`pick_thresholds`): an upper bound on the probability
+    that a new anomaly exchangeable with the validation ones is released, for a cut at or below the
+    ``(k+1)``-th lowest anomalous score (methods ``miss_rate_on_validation`` and
+    ``normal_bound_few_anomalies``). ``None`` when there are no anomalous validation scores or the
+    cut's ``method`` is the fallback: a cut from clean images only promises nothing about misses.
     """
     _check_rate(target_miss_rate, "target_miss_rate")
     if n_anomalous < 0:
         raise ValueError(f"n_anomalous must be >= 0; got {n_anomalous}")
     if n_anomalous == 0 or method == METHOD_FALLBACK:
         return None
-    return (allowed_errors(target_miss_rate, n_anomalous) + 1) / (n_anomalous + 1)
+    k = allowed_misses(target_miss_rate, n_anomalous) if misses_allowed is None else misses_allowed
+    if not 0 <= k < n_anomalous:
+        raise ValueError(f"misses_allowed must be in [0, {n_anomalous}); got {k}")
+    return (k + 1) / (n_anomalous + 1)
 
 
 def anomalies_for_bound(target_miss_rate: float) -> int | None:
-    """Fewest anomalous validation images for which :func:`miss_rate_bound` is at most the target.
+    """Fewest anomalous validation images for which :func:`miss_rate_bound` is at most the target; it
+    stays within the target for every larger number too.
 
     99 for the default 1 %; ``None`` for a target of 0, which no finite validation set promises.
     """
@@ -205,8 +232,9 @@ def pick_thresholds(
             Any shape is accepted and flattened.
         anomalous_scores: (M,) final scores in [0, 1] of anomalous validation images, or ``None`` (or
             empty) when there are none; then ``release`` falls back to the normal-score quantile.
-        target_miss_rate: largest share of anomalous validation images that may score below
-            ``release`` (be released), in [0, 1).
+        target_miss_rate: largest share of new anomalies that may score below ``release`` (be
+            released), in [0, 1): the cut releases at most :func:`allowed_misses` of the anomalous
+            validation images.
         hold_false_alarm_rate: largest share of normal validation images that may score at or above
             ``hold`` (be held physically), in [0, 1).
 

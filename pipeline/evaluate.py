@@ -35,7 +35,7 @@ import numpy as np
 from datasets.errors import ClearsightError, DatasetFormatError, ModelError
 from models.fusion import SIGNALS
 from models.inference import GOOD, Predictor, Thresholds
-from models.threshold import anomalies_for_bound, miss_rate_bound
+from models.threshold import allowed_errors, anomalies_for_bound, miss_rate_bound
 from models.tiling import is_grey
 from pipeline import metrics as m
 from pipeline.intervals import CONFIDENCE, RESAMPLES, Interval, binomial_interval, bootstrap_intervals
@@ -313,10 +313,15 @@ def threshold_promise(card: Mapping[str, Any], thresholds: Thresholds) -> dict[s
     anomalous validation images would make that bound reach the target miss rate.
     """
     val = card.get("validation", {})
-    n = val.get("n_anomalous") if isinstance(val, Mapping) else None
-    bound = miss_rate_bound(
-        n if isinstance(n, int) else 0, thresholds.target_miss_rate, method=thresholds.method
-    )
+    val = val if isinstance(val, Mapping) else {}
+    n = val.get("n_anomalous")
+    n = n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else 0
+    # A card written before `misses_allowed` was recorded placed its cut allowing floor(target * n)
+    # misses, which for most n >= 100 promises more than the target.
+    k = val.get("misses_allowed")
+    if not (isinstance(k, int) and not isinstance(k, bool) and 0 <= k < max(n, 1)):
+        k = allowed_errors(thresholds.target_miss_rate, n) if n else None
+    bound = miss_rate_bound(n, thresholds.target_miss_rate, method=thresholds.method, misses_allowed=k)
     return {
         # only anomalies the cut was set on count (a fallback card still counts its pseudo-anomalies)
         "validation_anomalies": n if bound is not None else 0,

@@ -54,7 +54,7 @@ from models.patchcore import FineBank, MemoryBank, fit_fine_scale, select_bank
 from models.predictor import ImageScorer
 from models.pseudo_anomalies import PSEUDO_KINDS, make_pseudo_anomaly
 from models.registry import create_model
-from models.threshold import anomalies_for_bound, miss_rate_bound, pick_thresholds
+from models.threshold import allowed_misses, anomalies_for_bound, miss_rate_bound, pick_thresholds
 from models.tiling import TilingConfig, is_grey, make_views, to_rgb_float
 from models.weights import file_sha256
 from pipeline.fine_tuning import FineTuneConfig, fine_tune_backbone
@@ -1082,6 +1082,8 @@ def train_model(
             "miss_rate_bound": miss_rate_bound(
                 len(val_anom), config.target_miss_rate, method=thresholds.method
             ),
+            # the rule the cut was placed by: cards without it allowed floor(target * n) misses
+            "misses_allowed": allowed_misses(config.target_miss_rate, len(val_anom)),
             "anomalies_for_target_bound": anomalies_for_bound(config.target_miss_rate),
             "anomalies": "pseudo (synthetic, made from held-out normals)" if val_pseudo else "labelled",
             "anomalous_types": dict(Counter(val_anom_types)),

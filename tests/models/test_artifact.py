@@ -51,6 +51,7 @@ def test_card_records_provenance(tiny_model_dir: Path) -> None:
     # a cut from n anomalous validation images promises at most 1 / (n + 1) of new ones released
     n = card["validation"]["n_anomalous"]
     assert n > 0 and card["validation"]["miss_rate_bound"] == pytest.approx(1 / (n + 1))
+    assert card["validation"]["misses_allowed"] == 0  # the rule its release cut was placed by
     assert card["validation"]["anomalies_for_target_bound"] == 99
     assert set(card["thresholds"]) == {"release", "hold", "target_miss_rate", "method"}
     assert len(card["training"]["files_sha256"]) == 64

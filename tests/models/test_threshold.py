@@ -11,6 +11,7 @@ from models.threshold import (
     METHOD_FALLBACK,
     METHOD_NORMAL_BOUND,
     METHOD_VALIDATION,
+    allowed_misses,
     anomalies_for_bound,
     miss_rate_bound,
     pick_thresholds,
@@ -34,19 +35,20 @@ CASES = [
         0.6875,
         METHOD_VALIDATION,
     ),
-    # 25 % of 4 anomalies may be missed: pivot a[1] = 0.5, highest score below it is normal 0.375
+    # one of 4 anomalies may be missed at 40 % (promise 2 / 5): pivot a[1] = 0.5, highest score below
+    # it is normal 0.375
     (
         "one_miss_allowed",
         [0.125, 0.375],
         [0.25, 0.5, 0.75, 1.0],
-        0.25,
+        0.4,
         0.005,
         0.40625,
         0.4375,
         METHOD_VALIDATION,
     ),
     # tie at the pivot: taking one 0.5 would take both, so no miss is used; cut a quarter up from 0.25
-    ("tie_at_pivot", [0.25], [0.5, 0.5, 0.75, 1.0], 0.25, 0.005, 0.3125, 0.375, METHOD_VALIDATION),
+    ("tie_at_pivot", [0.25], [0.5, 0.5, 0.75, 1.0], 0.4, 0.005, 0.3125, 0.375, METHOD_VALIDATION),
     # the lowest anomaly is the lowest score of all: cut a quarter up from 0, nothing is released
     ("anomaly_lowest", [0.5, 0.625], [0.25, 0.75], 0.01, 0.005, 0.0625, 0.6875, METHOD_VALIDATION),
     # no normal may be held: hold midway between top normal 0.75 and anomaly 1.0, above release
@@ -137,7 +139,9 @@ def test_the_normal_bound_applies_only_below_one_over_the_target(n_anomalous: in
     if method == METHOD_NORMAL_BOUND:
         assert got.release == pytest.approx(float(np.quantile(normal, 0.995)) + 0.02, abs=1e-12)
     else:
-        assert got.release > 0.8  # >= 100 anomalies: floor(0.01 n) >= 1 of them may be released
+        # >= 100 anomalies: the cut is placed by them alone, releasing the misses allowed
+        assert got.release > 0.3
+        assert np.count_nonzero(anomalous < got.release) == allowed_misses(0.01, n_anomalous)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -194,8 +198,11 @@ def test_degenerate_inputs_raise(
         (6, 0.01, 1 / 7),  # the benchmark's vacuum packs: 14 %, not 1 %
         (30, 0.01, 1 / 31),
         (99, 0.01, 1 / 100),  # the fewest that promise 1 %
-        (300, 0.01, 4 / 301),  # three misses allowed: the cut sits at the fourth lowest
-        (20, 0.05, 2 / 21),
+        (100, 0.01, 1 / 101),  # floor(0.01 * 100) = 1 miss would promise 2 / 101 = 2 %
+        (150, 0.01, 1 / 151),  # ... and 2 / 151 = 1.3 % here
+        (199, 0.01, 2 / 200),  # one miss allowed from 199 on
+        (300, 0.01, 3 / 301),  # two misses allowed: the cut sits at the third lowest
+        (20, 0.05, 1 / 21),
         (6, 0.0, 1 / 7),
     ],
 )
@@ -212,6 +219,36 @@ def test_anomalies_for_bound(target: float, needed: int | None) -> None:
         assert short is None or short > target
 
 
+@pytest.mark.parametrize("target", [0.01, 0.05, 0.03, 0.2, 0.001])
+def test_the_promise_meets_the_target_from_the_fewest_on(target: float) -> None:
+    needed = anomalies_for_bound(target)
+    assert needed is not None
+    for n in range(1, 1200):
+        bound = miss_rate_bound(n, target)
+        assert bound is not None
+        assert (bound <= target + 1e-12) == (n >= needed), n
+        # the cut allows as many misses as keep that promise, and the validation share within target
+        k = allowed_misses(target, n)
+        assert k <= math.floor(target * n + 1e-9)
+        assert (k + 2) / (n + 1) > target or k == 0 and n + 1 < 1 / target - 1e-9
+
+
+@pytest.mark.parametrize(("n", "misses"), [(99, 0), (150, 0), (198, 0), (199, 1), (299, 2), (1000, 9)])
+def test_the_cut_releases_the_misses_allowed(n: int, misses: int) -> None:
+    normal = np.linspace(0.0, 0.1, 400)
+    anomalous = np.linspace(0.2, 1.0, n)
+    got = pick_thresholds(normal, anomalous, target_miss_rate=0.01)
+    assert allowed_misses(0.01, n) == misses
+    assert np.count_nonzero(anomalous < got.release) == misses
+
+
+def test_miss_rate_bound_of_a_cut_under_another_rule() -> None:
+    # a card written by an earlier version allowed floor(0.01 * 150) = 1 miss
+    assert miss_rate_bound(150, 0.01, misses_allowed=1) == pytest.approx(2 / 151)
+    with pytest.raises(ValueError, match="misses_allowed"):
+        miss_rate_bound(150, 0.01, misses_allowed=150)
+
+
 def test_miss_rate_bound_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="n_anomalous"):
         miss_rate_bound(-1, 0.01)
@@ -223,8 +260,8 @@ def test_miss_rate_bound_rejects_bad_input() -> None:
     ("n_anomalous", "target", "at_least"),
     [
         (6, 0.01, 0.0),  # the cut is also capped above the clean scores: it can only miss fewer
-        (30, 0.05, 1 / 31),  # one miss allowed: the cut lies between the 1st and 2nd lowest anomaly
-        (10, 0.2, 2 / 11),
+        (40, 0.05, 1 / 41),  # one miss allowed: the cut lies between the 1st and 2nd lowest anomaly
+        (10, 0.2, 1 / 11),
     ],
 )
 def test_the_bound_holds_for_new_anomalies(n_anomalous: int, target: float, at_least: float) -> None:

@@ -439,7 +439,19 @@ def test_failures_are_typed(
     [
         ({"validation": {"n_anomalous": 6}}, "miss_rate_on_validation", 1 / 7, 6),
         ({"validation": {"n_anomalous": 6}}, "normal_bound_few_anomalies", 1 / 7, 6),
+        # a card that records its cut's rule: two misses allowed of 300
+        ({"validation": {"n_anomalous": 300, "misses_allowed": 2}}, "miss_rate_on_validation", 3 / 301, 300),
+        # a card written before the rule was recorded allowed floor(0.01 * n) misses
         ({"validation": {"n_anomalous": 300}}, "miss_rate_on_validation", 4 / 301, 300),
+        ({"validation": {"n_anomalous": 150}}, "miss_rate_on_validation", 2 / 151, 150),
+        ({"validation": {"n_anomalous": 150, "misses_allowed": 0}}, "miss_rate_on_validation", 1 / 151, 150),
+        # a nonsense rule is not believed: the old one is assumed
+        (
+            {"validation": {"n_anomalous": 150, "misses_allowed": 150}},
+            "miss_rate_on_validation",
+            2 / 151,
+            150,
+        ),
         # pseudo-anomalies were counted, but the cut came from clean images only
         ({"validation": {"n_anomalous": 6}}, "normal_quantile_fallback", None, 0),
         ({}, "miss_rate_on_validation", None, 0),  # a card that does not count them
