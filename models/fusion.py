@@ -132,10 +132,15 @@ class Fusion(nn.Module):
     def forward(
         self, score_raw: torch.Tensor, type_logits: torch.Tensor, patch_score: torch.Tensor
     ) -> torch.Tensor:
-        """(B,) raw one-class score, (B, K) type logits, (B,) patch score -> (B,) fused score in [0, 1]."""
-        return torch.sigmoid(
-            fuse_logits(self._calibrated(score_raw, type_logits, patch_score), self.slope, self.rule)
-        )
+        """(B,) raw one-class score, (B, K) type logits, (B,) patch score -> (B,) float64 fused score
+        in [0, 1].
+
+        The sigmoid is taken in float64: in float32 every fused log-odds above about 16.6 came out as
+        exactly 1.0, so a clean image one signal flagged hard tied with every plain anomaly, and a
+        hold cut above such an image could not be placed (float64 keeps them apart up to about 36).
+        """
+        logit = fuse_logits(self._calibrated(score_raw, type_logits, patch_score), self.slope, self.rule)
+        return torch.sigmoid(logit.double())
 
     def _calibrated(
         self, score_raw: torch.Tensor, type_logits: torch.Tensor, patch_score: torch.Tensor

@@ -8,7 +8,7 @@ distances to the memory bank, smoothed map, supervised head and fusion — for t
 name               shape / dtype           meaning
 =================  ======================  ==================================================
 ``image``  (in)    (N, 3, S, S) float32    RGB in [0, 1], then ``(x - mean) / std``
-``score``          (N,) float32            fused anomaly score in [0, 1]
+``score``          (N,) float64            fused anomaly score in [0, 1]
 ``anomaly_map``    (N, S, S) float32       map in [0, 1]: the larger of the one-class and patch maps
 ``type_logits``    (N, K) float32          head logits, class 0 is ``good``
 =================  ======================  ==================================================

@@ -37,9 +37,20 @@ PATCH = torch.tensor([2.0, -2.0])
     ],
 )
 def test_fused_score(rule: str, platt: list[tuple[float, float]], logits: list[list[float]]) -> None:
-    expected = torch.sigmoid(torch.tensor(logits)).max(dim=1).values
+    expected = torch.sigmoid(torch.tensor(logits, dtype=torch.float64)).max(dim=1).values
     got = _fusion(rule, platt)(SCORE_RAW, TYPE_LOGITS, PATCH)
+    assert got.dtype == torch.float64
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["max", "sum"])
+def test_confident_scores_stay_apart(rule: str) -> None:
+    # Log-odds of 20 and 30 both came out as exactly 1.0 from a float32 sigmoid: a clean image one
+    # signal flagged hard tied with every plain anomaly, and no hold cut could go between them.
+    platt = [(1.0, 0.0), OFF, OFF]
+    score_raw = torch.exp(torch.tensor([17.0, 20.0, 30.0]))  # one-class z of 17, 20, 30
+    got = _fusion(rule, platt)(score_raw, TYPE_LOGITS[:1].expand(3, -1), PATCH[:1].expand(3))
+    assert float(got[0]) < float(got[1]) < float(got[2]) < 1.0
 
 
 def test_sum_ranks_two_suspect_signals_above_one() -> None:
@@ -72,7 +83,7 @@ def test_log_odds_give_the_score_back(rule: str, platt: list[tuple[float, float]
     assert torch.equal(torch.isnan(log_odds), off.expand_as(log_odds))  # a switched-off signal says nothing
     on = log_odds[:, ~off]
     fused = on.sum(dim=1) if rule == "sum" else on.max(dim=1).values
-    assert torch.allclose(torch.sigmoid(fused), fusion(SCORE_RAW, TYPE_LOGITS, PATCH), atol=1e-6)
+    assert torch.allclose(torch.sigmoid(fused.double()), fusion(SCORE_RAW, TYPE_LOGITS, PATCH), atol=1e-6)
 
 
 def _maps(
