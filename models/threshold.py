@@ -8,8 +8,9 @@ validation scores of a trained model into the two cut points of :class:`~models.
   the highest cut that releases at most :func:`allowed_misses` of them, so few that the cut promises
   new anomalies a miss rate of at most ``target_miss_rate`` wherever the validation set is large
   enough to promise it (method ``"miss_rate_on_validation"``; see "What the release cut promises").
-  Without them it falls back to a high quantile of the normal scores plus a margin (method ``"normal_quantile_fallback"``); the caller should say so to the user,
-  because that threshold promises nothing about misses.
+  Without them it falls back to a high quantile of the normal scores plus a margin (method
+  ``"normal_quantile_fallback"``); the caller should say so to the user, because that threshold
+  promises nothing about misses.
 * ``hold`` — an image is held physically when ``score >= hold``. It is the lowest cut at which at
   most ``hold_false_alarm_rate`` of normal validation images would be held (a physical hold of clean
   cargo is expensive), and never below ``release``. Between the two an officer reviews remotely.
