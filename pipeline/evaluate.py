@@ -164,7 +164,7 @@ class EvaluationResult:
     sizes against the model input, and the warning training gave), for the report; None for a card
     written before training recorded it."""
     non_finite: int = 0
-    """Readable images the model scored NaN or infinite: failed rows, a model fault."""
+    """Readable images the model gave a NaN or infinite score or map: failed rows, a model fault."""
     empty_masks: list[str] = field(default_factory=list)
     """Anomalous images' masks that mark no defect pixel, left out of the pixel metrics (paths
     relative to the dataset folder)."""
@@ -460,7 +460,15 @@ def evaluate(
             for item, image, pred in zip(readable, images, predictions, strict=True):
                 kind = _true_type(item)
                 score = float(pred.score)
-                if not math.isfinite(score):
+                amap = np.asarray(pred.anomaly_map, dtype=np.float32)
+                broken = (
+                    f"a non-finite score ({score})"
+                    if not math.isfinite(score)
+                    else f"an anomaly map with {np.count_nonzero(~np.isfinite(amap))} non-finite value(s)"
+                    if not np.isfinite(amap).all()
+                    else None
+                )
+                if broken is not None:
                     # a broken model's output for this image: named, not ranked (the scorer and the
                     # service hold such an image); the other images' figures still come out
                     non_finite += 1
@@ -468,7 +476,7 @@ def evaluate(
                         ImageRecord(
                             _relative(item.path, root), item.label, kind, None, None, None,
                             item.mask_path is not None,
-                            f"model {predictor.model_id} gave a non-finite score ({score}) for this image",
+                            f"model {predictor.model_id} gave {broken} for this image",
                         )
                     )  # fmt: skip
                     continue
@@ -490,7 +498,6 @@ def evaluate(
                     signal_log_odds=None if pred.signal_log_odds is None else dict(pred.signal_log_odds),
                 )
                 records.append(record)
-                amap = np.asarray(pred.anomaly_map, dtype=np.float32)
                 if kind == GOOD:
                     # a good image is anomaly-free by definition: all its pixels are normal
                     overall_pixels.add(amap, None)
@@ -556,7 +563,10 @@ def _metrics(
     summary = _summary(scores, labels, overall_pixels, th)
     summary["counts"]["failed"] = sum(r.error is not None for r in result.records)
     summary["counts"]["non_finite"] = result.non_finite
-    summary["counts"]["with_mask"] = sum(r.has_mask and r.label != GOOD for r in result.records)
+    # only the masks that reached the pixel metrics: not those of unread or non-finite images
+    summary["counts"]["with_mask"] = sum(
+        r.has_mask and r.label != GOOD and r.score is not None for r in result.records
+    )
     summary["counts"]["empty_masks"] = len(result.empty_masks)
     per_type: dict[str, Any] = {}
     for kind in sorted({r.type for r in result.records} - {GOOD}):
@@ -565,7 +575,9 @@ def _metrics(
         per_type[kind]["type_accuracy"] = _type_accuracy(r for r in result.records if r.type == kind)
         # pixel AUROC and PRO cover only the images with a mask: say how many that is
         per_type[kind]["counts"]["with_mask"] = sum(
-            r.has_mask for r in result.records if r.type == kind and r.label != GOOD
+            r.has_mask and r.score is not None
+            for r in result.records
+            if r.type == kind and r.label != GOOD
         )
     per_image_kind: dict[str, Any] = {}
     for image_kind in IMAGE_KINDS:

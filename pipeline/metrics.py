@@ -268,24 +268,29 @@ class PixelAccumulator:
     weighted by 1 / (its region's area), so that summing it above a cut gives the sum over regions
     of each region's overlap with the flagged pixels.
 
-    Map values are clipped to [0, 1] and binned as ``min(floor(v * bins), bins - 1)``; a pixel is
-    flagged at cut ``b`` when its bin is ``>= b``.
+    Map values are clipped to [0, 1] and binned as ``floor(v * bins)``, one bin per value of the grid
+    ``k / bins`` for ``k`` in 0..bins (``bins + 1`` of them: a map clamped at 1.0 has a bin of its
+    own, apart from 0.9999); a pixel is flagged at cut ``b`` when its bin is ``>= b``. A map holding
+    NaN or infinity is refused (``ValueError``): binned, NaN became a negative bin.
     """
 
     def __init__(self, bins: int = DEFAULT_BINS) -> None:
         if bins < 2:
             raise ValueError(f"bins must be at least 2; got {bins}")
         self.bins = bins
-        self.normal = np.zeros(bins, dtype=np.int64)
-        self.anomalous = np.zeros(bins, dtype=np.int64)
-        self.region_weight = np.zeros(bins, dtype=np.float64)
+        self.normal = np.zeros(bins + 1, dtype=np.int64)
+        self.anomalous = np.zeros(bins + 1, dtype=np.int64)
+        self.region_weight = np.zeros(bins + 1, dtype=np.float64)
         self.regions = 0
         self.images = 0
 
     def _bin(self, values: np.ndarray) -> np.ndarray:
+        if not np.isfinite(values).all():
+            bad = int(np.count_nonzero(~np.isfinite(values)))
+            raise ValueError(f"anomaly map holds {bad} NaN or infinite value(s)")
         v = np.clip(values.astype(np.float64, copy=False), 0.0, 1.0)
         # a float32 grid value (1e-4 is 0.99999997e-4) must land in its own bin, not the one below
-        return np.minimum(np.floor(v * self.bins + _GRID_SLACK).astype(np.int64), self.bins - 1)
+        return np.minimum(np.floor(v * self.bins + _GRID_SLACK).astype(np.int64), self.bins)
 
     def add(self, anomaly_map: np.ndarray, mask: np.ndarray | None) -> None:
         """Add one image.
@@ -300,7 +305,7 @@ class PixelAccumulator:
         if amap.ndim != 2:
             raise ValueError(f"anomaly_map must be 2-D (H, W); got shape {amap.shape}")
         if mask is None:
-            self.normal += np.bincount(self._bin(amap).ravel(), minlength=self.bins)
+            self.normal += np.bincount(self._bin(amap).ravel(), minlength=self.bins + 1)
             self.images += 1
             return
         m = np.asarray(mask)
@@ -313,19 +318,20 @@ class PixelAccumulator:
             amap = np.asarray(cv2.resize(amap, size, interpolation=cv2.INTER_LINEAR), dtype=np.float32)
         bins = self._bin(amap)
         positive = m != 0
-        self.normal += np.bincount(bins[~positive], minlength=self.bins)
-        self.anomalous += np.bincount(bins[positive], minlength=self.bins)
+        self.normal += np.bincount(bins[~positive], minlength=self.bins + 1)
+        self.anomalous += np.bincount(bins[positive], minlength=self.bins + 1)
         n_labels, components = cv2.connectedComponents(positive.astype(np.uint8), connectivity=8)
         if n_labels > 1:
             areas = np.bincount(components.ravel(), minlength=n_labels).astype(np.float64)
             inside = components != 0
             weights = 1.0 / areas[components[inside]]
-            self.region_weight += np.bincount(bins[inside], weights=weights, minlength=self.bins)
+            self.region_weight += np.bincount(bins[inside], weights=weights, minlength=self.bins + 1)
             self.regions += n_labels - 1
         self.images += 1
 
     def _flagged_shares(self, counts: np.ndarray, total: float) -> np.ndarray:
-        """Share flagged at cuts bins, bins-1, ..., 0: (bins + 1,), from 0 up to 1."""
+        """Share flagged at cuts above every bin, then at bins, bins-1, ..., 0: (bins + 2,), from 0
+        up to 1."""
         above = np.cumsum(counts[::-1])
         return np.r_[0.0, above / total]
 

@@ -149,7 +149,11 @@ def evaluate_command(
             if counts["failed"] > counts["non_finite"]
             else ""
         )
-        + (f", {counts['non_finite']} scored NaN by the model" if counts["non_finite"] else "")
+        + (
+            f", {counts['non_finite']} given a non-finite score or map by the model"
+            if counts["non_finite"]
+            else ""
+        )
         + ")"
     )
     ci = mt["intervals"]
@@ -207,8 +211,9 @@ def evaluate_command(
     console.print(f"Wrote {metrics_path}, {scores_path} and {report_path}")
     if counts["non_finite"]:  # a model fault: the run must not read as a pass
         raise ModelError(
-            f"model {result.model_id} scored {counts['non_finite']} of {counts['images'] + counts['failed']} "
-            "test images NaN or infinite (named in scores.csv and the report); it is not fit to use"
+            f"model {result.model_id} gave {counts['non_finite']} of {counts['images'] + counts['failed']} "
+            "test images a NaN or infinite score or map (named in scores.csv and the report); it is not "
+            "fit to use"
         )
 
 

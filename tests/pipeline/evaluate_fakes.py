@@ -49,12 +49,14 @@ class FakePredictor:
         drop_one: bool = False,
         signals: bool = False,
         nan_at: float | None = None,
+        nan_map_at: float | None = None,
     ) -> None:
         self.batches: list[int] = []
         self.fail = fail
         self.drop_one = drop_one
         self.signals = signals
         self.nan_at = nan_at  # an image whose brightest pixel is this scores NaN (a broken model)
+        self.nan_map_at = nan_map_at  # ... or gets a finite score and a map with a NaN pixel
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         self.batches.append(len(images))
@@ -66,6 +68,8 @@ class FakePredictor:
             score = float(amap.max())
             if self.nan_at is not None and abs(score - self.nan_at) < 1e-6:
                 score = float("nan")
+            if self.nan_map_at is not None and abs(score - self.nan_map_at) < 1e-6:
+                amap[0, 0] = np.nan
             anomalous = score >= self.thresholds.release
             out.append(
                 Prediction(

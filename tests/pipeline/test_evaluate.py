@@ -309,13 +309,31 @@ def test_a_blank_mask_is_left_out_of_the_pixel_metrics_and_named(dataset: Datase
     assert blank["pixel_auroc"] != EXPECTED["pixel_auroc"]  # c1's pixels did count before
 
 
-def test_a_non_finite_score_is_named_and_the_rest_evaluated(dataset: Dataset) -> None:
-    result = evaluate(FakePredictor(nan_at=204 / 255), dataset)  # c1 scores NaN
+@pytest.mark.parametrize(
+    ("predictor", "error"),
+    [
+        (FakePredictor(nan_at=204 / 255), "a non-finite score (nan)"),
+        # a finite score with a NaN in its map: the pixel histograms failed with "'list' argument
+        # must have no negative elements", and no figure came out
+        (FakePredictor(nan_map_at=204 / 255), "an anomaly map with 1 non-finite value(s)"),
+    ],
+)
+def test_a_non_finite_output_is_named_and_the_rest_evaluated(
+    dataset: Dataset, predictor: FakePredictor, error: str
+) -> None:
+    whole = evaluate(FakePredictor(), dataset).metrics
+    result = evaluate(predictor, dataset)  # c1, a crack with a mask, is the broken one
     c1 = next(r for r in result.records if r.path.endswith("c1.png"))
-    assert c1.score is None and c1.error == "model fake-0001 gave a non-finite score (nan) for this image"
-    assert result.metrics["counts"]["failed"] == 2  # with the unreadable image
-    assert result.metrics["counts"]["non_finite"] == 1
-    assert result.metrics["counts"]["anomalous"] == 3 and result.metrics["image_auroc"] is not None
+    assert c1.score is None and c1.error == f"model fake-0001 gave {error} for this image"
+    counts = result.metrics["counts"]
+    assert counts["failed"] == 2  # with the unreadable image
+    assert counts["non_finite"] == 1
+    assert counts["anomalous"] == 3 and result.metrics["image_auroc"] is not None
+    # c1's mask never reached the pixel metrics, so it is not counted as resting under them
+    assert counts["with_mask"] == whole["counts"]["with_mask"] - 1
+    crack = result.metrics["per_type"]["crack"]["counts"]["with_mask"]
+    assert crack == whole["per_type"]["crack"]["counts"]["with_mask"] - 1
+    assert result.metrics["pixel_auroc"] is not None
 
 
 def test_gallery_keeps_the_worst(dataset: Dataset) -> None:

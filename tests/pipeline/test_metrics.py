@@ -259,6 +259,27 @@ def test_two_rankings_with_one_area_give_one_float() -> None:
 def test_a_map_on_the_bin_grid_is_binned_exactly_in_float32() -> None:
     from pipeline.metrics import DEFAULT_BINS, PixelAccumulator
 
-    grid = (np.arange(DEFAULT_BINS) / DEFAULT_BINS).astype(np.float32)
+    grid = (np.arange(DEFAULT_BINS + 1) / DEFAULT_BINS).astype(np.float32)
     bins = PixelAccumulator()._bin(grid)
-    assert np.array_equal(bins, np.arange(DEFAULT_BINS))  # 4,967 of them fell a bin low
+    assert np.array_equal(bins, np.arange(DEFAULT_BINS + 1))  # 4,967 of them fell a bin low
+
+
+@pytest.mark.parametrize("bins", [10, 10_000])
+def test_a_map_clamped_at_one_ranks_above_the_bin_below(bins: int) -> None:
+    # maps are clipped to [0, 1], so defects pile up at exactly 1.0; 1.0 shared the top bin with
+    # 1 - 1 / bins, and the pixel AUROC of 1.0 against 0.9 came out 0.5 at 10 bins
+    normal = np.full((4, 4), 1.0 - 1.0 / bins, np.float32)
+    defect = np.ones((4, 4), np.float32)
+    mask = np.zeros((4, 4), np.uint8)
+    mask[1:3, 1:3] = 255
+    defect[mask == 0] = 1.0 - 1.0 / bins
+    assert pixel_auroc([normal, defect], [None, mask], bins=bins).value == pytest.approx(1.0)
+    assert pro([normal, defect], [None, mask], bins=bins).value == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_map_holding_nan_is_refused_by_name(bad: float) -> None:
+    amap = np.zeros((4, 4), np.float32)
+    amap[0, 0] = bad
+    with pytest.raises(ValueError, match=r"anomaly map holds 1 NaN or infinite value\(s\)"):
+        PixelAccumulator(bins=10).add(amap, None)

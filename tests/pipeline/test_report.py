@@ -381,10 +381,10 @@ def test_cli_fails_a_model_that_scores_nan_after_writing_what_it_found(
     code, out = _run_evaluate(tmp_path)
     assert code == 2
     captured = capsys.readouterr()
-    assert "1 scored NaN by the model" in captured.out
-    assert "Error: model fake-0001 scored 1 of 8 test images NaN or infinite" in captured.err
+    assert "1 given a non-finite score or map by the model" in captured.out
+    assert "Error: model fake-0001 gave 1 of 8 test images a NaN or infinite score or map" in captured.err
     page = (out / "report.html").read_text(encoding="utf-8")
-    assert "1 scored NaN by the model" in page and "Images left out (1)" in page
+    assert "1 given a non-finite score or map by the model" in page and "Images left out (1)" in page
 
 
 def _run_evaluate(tmp_path: Path, *extra: str) -> tuple[int, Path]:
