@@ -575,9 +575,7 @@ def _metrics(
         per_type[kind]["type_accuracy"] = _type_accuracy(r for r in result.records if r.type == kind)
         # pixel AUROC and PRO cover only the images with a mask: say how many that is
         per_type[kind]["counts"]["with_mask"] = sum(
-            r.has_mask and r.score is not None
-            for r in result.records
-            if r.type == kind and r.label != GOOD
+            r.has_mask and r.score is not None for r in result.records if r.type == kind and r.label != GOOD
         )
     per_image_kind: dict[str, Any] = {}
     for image_kind in IMAGE_KINDS:
