@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -63,6 +64,36 @@ def number(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def cut_text(value: float | None) -> str:
+    """A threshold with three significant digits, and at least three decimals: ``0.712`` ->
+    ``"0.712"``, ``0.0097`` -> ``"0.00970"``. Vacuum-pack models cut near 0.01, where three decimals
+    printed 0.0097 as ``"0.010"``."""
+    return "n/a" if value is None else f"{value:.{_cut_digits(value)}f}"
+
+
+def _cut_digits(value: float) -> int:
+    return 3 if value <= 0.0 or value >= 0.1 else 2 - math.floor(math.log10(value))
+
+
+def score_text(value: float | None, cuts: Sequence[float] = ()) -> str:
+    """A score with three significant digits (at least three decimals, as :func:`cut_text`), and
+    more (up to 9 decimals) where it takes them to tell it from each of ``cuts`` it is not equal
+    to: 0.00999 beside a release cut of 0.0097 reads ``"0.00999"``, not ``"0.010"`` like a score
+    just above the cut. Scores under 1e-4 read in scientific notation (``"3.20e-07"``)."""
+    if value is None:
+        return "n/a"
+    if 0.0 < value < 1e-4 and all(cut >= 1e-4 for cut in cuts):
+        return f"{value:.2e}"
+    digits = _cut_digits(value)
+    while digits < 9 and any(
+        f"{value:.{digits}f}" == f"{cut:.{digits}f}" or f"{value:.{digits}f}" == cut_text(cut)
+        for cut in cuts
+        if cut != value
+    ):
+        digits += 1
+    return f"{value:.{digits}f}"
+
+
 def percent_span(interval: Sequence[float] | None, digits: int = 1) -> str:
     """A 95 % interval ``[0.614, 0.836]`` -> ``"61.4–83.6 %"``; ``None`` -> ``"n/a"``."""
     return "n/a" if interval is None else number_span([100.0 * v for v in interval], digits) + " %"
@@ -92,19 +123,28 @@ def _sy(y: float, y_max: float = 1.0) -> float:
 
 
 def _frame(
-    x_label: str, y_label: str, y_max: float = 1.0, y_ticks: Sequence[float] | None = None
+    x_label: str,
+    y_label: str,
+    y_max: float = 1.0,
+    y_ticks: Sequence[float] | None = None,
+    x_ticks: Sequence[tuple[float, str]] | None = None,
 ) -> list[str]:
+    """The chart's frame; ``x_ticks``: (position in [0, 1] of the plot's width, label) pairs."""
     parts = [
         f'<rect x="{_LEFT}" y="{_TOP}" width="{_W - _LEFT - _RIGHT}" height="{_H - _TOP - _BOTTOM}" '
         'fill="#fff" stroke="#adb5bd"/>'
     ]
-    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+    linear = [(t, f"{t:g}") for t in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    for t, label in x_ticks if x_ticks is not None else linear:
         x = _sx(t)
         parts.append(
             f'<line x1="{x:.1f}" y1="{_H - _BOTTOM}" x2="{x:.1f}" y2="{_H - _BOTTOM + 4}" stroke="#495057"/>'
         )
+        # a long label at the right edge ends there rather than running off the picture
+        anchor, x_text = ("end", x + 6) if t > 0.97 and len(label) > 3 else ("middle", x)
         parts.append(
-            f'<text x="{x:.1f}" y="{_H - _BOTTOM + 16}" text-anchor="middle" class="tick">{t:g}</text>'
+            f'<text x="{x_text:.1f}" y="{_H - _BOTTOM + 16}" text-anchor="{anchor}" class="tick">'
+            f"{html.escape(label)}</text>"
         )
     for t in y_ticks if y_ticks is not None else (0.0, 0.25, 0.5, 0.75, 1.0):
         y = _sy(t, y_max)
@@ -189,21 +229,81 @@ def pr_svg(scores: np.ndarray, labels: np.ndarray) -> Markup:
     return _svg(parts, "Precision-recall curve")
 
 
+_NOTE_CHAR_WIDTH = 6.4
+"""Width of one character of a chart note (class ``note``), in viewBox units, rounded up: enough to
+tell whether a threshold's label fits beside its line."""
+
+
+class ScoreAxis(NamedTuple):
+    """The histogram's x axis: a score's log-odds, from ``low`` to ``high`` (log-odds too).
+
+    Scores are calibrated probabilities, and a model's cuts may sit anywhere from 0.001 to 0.999: a
+    vacuum-pack model cuts near 0.01, where 40 bins even in score put every clean image, a third of
+    the anomalies and the release line in the first bin. In log-odds 0.01 and 0.001 lie as far apart
+    as 0.5 and 0.9, so the bins resolve what the cuts separate. The axis spans 0.001 to 0.999, and
+    further to a decade that takes in a cut outside it (down to 1e-6); scores beyond it count in the
+    bin at its edge.
+    """
+
+    low: float
+    high: float
+
+    @classmethod
+    def around(cls, *cuts: float) -> ScoreAxis:
+        """The axis for a chart with these cuts (thresholds) on it."""
+        decade = 3
+        for cut in cuts:
+            tail = min(cut, 1.0 - cut)
+            while decade < 6 and tail < 10.0**-decade:
+                decade += 1
+        edge = _logit(10.0**-decade)
+        return cls(edge, -edge)
+
+    def position(self, score: np.ndarray | float) -> np.ndarray:
+        """Score(s) -> position(s) in [0, 1] across the plot."""
+        return np.clip((_logit(score) - self.low) / (self.high - self.low), 0.0, 1.0)
+
+    def ticks(self) -> list[tuple[float, str]]:
+        """(position, label) at the decades 0.001, 0.01, ..., 0.5, ..., 0.99, 0.999 within the axis."""
+        decades = int(round(-math.log10(_sigmoid(self.low))))
+        values = (
+            [10.0**-k for k in range(decades, 0, -1)] + [0.5] + [1 - 10.0**-k for k in range(1, decades + 1)]
+        )
+        return [(float(self.position(v)), f"{v:g}") for v in values]
+
+
+def _logit(p: np.ndarray | float) -> np.ndarray:
+    q = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1.0 - 1e-12)
+    return np.log(q) - np.log1p(-q)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
 def histogram_svg(
     scores: np.ndarray, labels: np.ndarray, *, release: float, hold: float, bins: int = 40
 ) -> Markup:
-    """Score histograms of good vs anomalous (share of each class per bin), thresholds drawn."""
+    """Score histograms of good vs anomalous (share of each class per bin) on a log-odds axis
+    (:class:`ScoreAxis`), thresholds drawn."""
     if scores.size == 0:
         return _empty_chart("no scored images", "Score histogram")
+    axis = ScoreAxis.around(release, hold)
     edges = np.linspace(0.0, 1.0, bins + 1)
     shares = []
     for group in (scores[~labels], scores[labels]):
-        counts = np.histogram(np.clip(group, 0.0, 1.0), bins=edges)[0].astype(np.float64)
+        counts = np.histogram(axis.position(group), bins=edges)[0].astype(np.float64)
         shares.append(counts / max(1, group.size))
     top = max(float(max(s.max() for s in shares)), 1e-9)
     y_max = float(np.ceil(top * 10) / 10)  # round the axis up to the next 10 %
     ticks = [round(float(t), 3) for t in np.linspace(0.0, y_max, 5)]
-    parts = _frame("anomaly score", "share of the class", y_max=y_max, y_ticks=ticks)
+    parts = _frame(
+        "anomaly score (logit scale)",
+        "share of the class",
+        y_max=y_max,
+        y_ticks=ticks,
+        x_ticks=axis.ticks(),
+    )
     width = (_W - _LEFT - _RIGHT) / bins
     for share, colour in ((shares[0], GOOD_COLOUR), (shares[1], ANOMALOUS_COLOUR)):
         for i, value in enumerate(share):
@@ -213,23 +313,32 @@ def histogram_svg(
                     f'<rect x="{_sx(edges[i]):.1f}" y="{y:.1f}" width="{width:.1f}" '
                     f'height="{_H - _BOTTOM - y:.1f}" fill="{colour}" fill-opacity="0.5"/>'
                 )
-    # labels sit either side of their line; when the lines are close the hold label drops a row
-    hold_row = 14 if hold - release < 0.15 else 0
-    # a label that would run off the chart's edge turns to the other side of its line
-    release_side = ("end", -3) if release > 0.12 else ("start", 3)
-    hold_side = ("start", 3) if hold < 0.88 else ("end", -3)
-    if release_side[0] == "start" and hold_side[0] == "start" and hold - release < 0.15:
-        hold_row = 28  # both labels to the right of two close lines: a row each
-    for value, colour, name, (anchor, dx), dy in (
-        (release, RELEASE_COLOUR, "release", release_side, 0),
-        (hold, HOLD_COLOUR, "hold", hold_side, hold_row),
-    ):
-        x = _sx(value)
+    at = {"release": float(axis.position(release)), "hold": float(axis.position(hold))}
+    text = {"release": f"release {cut_text(release)}", "hold": f"hold {cut_text(hold)}"}
+    # Each label sits on its own side of its line (release left, hold right) unless it would run
+    # off the plot there; labels that would overlap take a row each.
+    sides: dict[str, tuple[str, int]] = {}
+    spans: dict[str, tuple[float, float]] = {}
+    for name, preferred in (("release", "end"), ("hold", "start")):
+        x, width_of = _sx(at[name]), len(text[name]) * _NOTE_CHAR_WIDTH
+        fits_left, fits_right = x - 3 - width_of >= _LEFT, x + 3 + width_of <= _W - _RIGHT
+        anchor = (
+            preferred
+            if (fits_left if preferred == "end" else fits_right)
+            else ("start" if preferred == "end" else "end")
+        )
+        sides[name] = (anchor, -3 if anchor == "end" else 3)
+        spans[name] = (x - 3 - width_of, x - 3) if anchor == "end" else (x + 3, x + 3 + width_of)
+    overlap = spans["release"][1] > spans["hold"][0] - 4 and spans["hold"][1] > spans["release"][0] - 4
+    for name, colour in (("release", RELEASE_COLOUR), ("hold", HOLD_COLOUR)):
+        x, (anchor, dx) = _sx(at[name]), sides[name]
+        dy = 14 if name == "hold" and overlap else 0
         parts.append(
             f'<line x1="{x:.1f}" y1="{_TOP}" x2="{x:.1f}" y2="{_H - _BOTTOM}" stroke="{colour}" '
             'stroke-width="2" stroke-dasharray="5 3"/>'
+            # a white halo keeps a label readable where it crosses the other line or a bar
             f'<text x="{x + dx:.1f}" y="{_TOP + 12 + dy}" text-anchor="{anchor}" class="note" '
-            f'fill="{colour}">{name} {value:.3f}</text>'
+            f'fill="{colour}" stroke="#fff" stroke-width="3" paint-order="stroke">{text[name]}</text>'
         )
     return _svg(parts, "Score histogram")
 
@@ -244,7 +353,7 @@ def _png_data_uri(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
 
-def _gallery_card(item: GalleryItem, release: float, rule: str) -> dict[str, Any]:
+def _gallery_card(item: GalleryItem, release: float, hold: float, rule: str) -> dict[str, Any]:
     """Data URIs of the photo and the heatmap overlay (ground-truth outline in cyan) of one image."""
     photo = overlay(item.image, np.zeros(item.image.shape[:2], np.float32), alpha=0.0)
     heat = overlay(item.image, item.anomaly_map)
@@ -257,7 +366,7 @@ def _gallery_card(item: GalleryItem, release: float, rule: str) -> dict[str, Any
     return {
         "path": r.path,
         "type": r.type,
-        "score": number(r.score),
+        "score": score_text(r.score, (release, hold)),
         "released": score < release,
         "predicted_type": r.predicted_type or "—",
         # which signal raised the false alarm or let the anomaly through
@@ -281,6 +390,7 @@ def _environment() -> Environment:
     )
     env.filters["pct"] = percent
     env.filters["num"] = number
+    env.filters["cut"] = cut_text
     env.filters["pct_span"] = percent_span
     env.filters["num_span"] = number_span
     env.globals["heatmap_legend"] = Markup(legend_svg())  # drawn here, from the overlay's own colours
@@ -315,8 +425,10 @@ def render_report(result: EvaluationResult) -> str:
         "histogram": histogram_svg(scores, labels, release=th.release, hold=th.hold),
         "per_type": per_type,
         "per_image_kind": per_image_kind,
-        "misses": [_gallery_card(g, th.release, result.fusion_rule) for g in result.worst_misses],
-        "false_alarms": [_gallery_card(g, th.release, result.fusion_rule) for g in result.worst_false_alarms],
+        "misses": [_gallery_card(g, th.release, th.hold, result.fusion_rule) for g in result.worst_misses],
+        "false_alarms": [
+            _gallery_card(g, th.release, th.hold, result.fusion_rule) for g in result.worst_false_alarms
+        ],
         "per_signal": metrics.get("per_signal", {}),
         "failed": failed,
         "resize": None if result.resolution is None else describe_resize(result.resolution["downscale"]),

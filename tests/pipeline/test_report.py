@@ -266,19 +266,81 @@ def test_the_drawn_pr_curve_encloses_the_average_precision() -> None:
     assert area == pytest.approx(image_aupr(scores, labels).value, abs=0.01)  # 0.722, not 0.633
 
 
-@pytest.mark.parametrize(
-    ("release", "hold", "anchors"),
-    [
-        (0.5, 0.75, {"release": "end", "hold": "start"}),
-        (0.0097, 0.097, {"release": "start", "hold": "start"}),  # a vacuum-pack model's cuts
-        (0.2, 0.95, {"release": "end", "hold": "end"}),
-    ],
-)
-def test_threshold_labels_stay_on_the_chart(release: float, hold: float, anchors: dict[str, str]) -> None:
+THRESHOLD_PAIRS = [
+    (0.5, 0.75),
+    (0.0097, 0.097),  # a vacuum-pack model's cuts
+    (0.2, 0.95),
+    (0.712, 0.849),  # a model trained in review: its hold label was cut off at the right edge
+    (0.5, 0.87),
+    (0.3, 0.31),  # close cuts: a row each
+    (0.0004, 0.9999),  # cuts beyond 0.001 and 0.999 widen the axis
+    (0.001, 0.001),
+]
+
+
+@pytest.mark.parametrize(("release", "hold"), THRESHOLD_PAIRS)
+def test_threshold_labels_stay_on_the_chart(release: float, hold: float) -> None:
+    from pipeline.report import _NOTE_CHAR_WIDTH, ScoreAxis
+
     labels = np.array([False, True])
     svg = histogram_svg(np.array([0.01, 0.9]), labels, release=release, hold=hold, bins=4)
-    found = re.findall(r'text-anchor="(start|end)" class="note" fill="[^"]+">(release|hold) ', svg)
-    assert {name: anchor for anchor, name in found} == anchors
+    found = re.findall(
+        r'<text x="([\d.]+)" y="(\d+)" text-anchor="(start|end)" class="note" fill="[^"]+"[^>]*>'
+        r"((?:release|hold) [^<]+)<",
+        svg,
+    )
+    assert [text.split()[0] for *_, text in found] == ["release", "hold"]
+    spans = []
+    for x, y, anchor, text in found:
+        width = len(text) * _NOTE_CHAR_WIDTH
+        left = float(x) - width if anchor == "end" else float(x)
+        assert left >= 48 and left + width <= 348, text  # inside the plot area
+        spans.append((int(y), left, left + width))
+    (y0, a0, b0), (y1, a1, b1) = spans
+    assert y0 != y1 or b0 <= a1 or b1 <= a0  # on one row, apart
+    # each line where its cut is, on the axis the bins use
+    axis = ScoreAxis.around(release, hold)
+    xs = [float(v) for v in re.findall(r'<line x1="([\d.]+)" y1="14"', svg)[-2:]]
+    assert xs == pytest.approx([48 + 300 * float(axis.position(c)) for c in (release, hold)], abs=0.06)
+
+
+@pytest.mark.parametrize(
+    ("value", "cuts", "text"),
+    [
+        (0.00999, (0.0097, 0.097), "0.00999"),  # read "0.010", like the cut's "0.010"
+        (0.0102, (0.0097, 0.097), "0.0102"),
+        (0.0097, (0.0097, 0.097), "0.00970"),  # a score on the cut needs no more digits
+        (0.4, (0.5, 0.75), "0.400"),
+        (0.74996, (0.5, 0.75), "0.74996"),
+        (None, (0.5,), "n/a"),
+        (3.2e-7, (0.0097, 0.097), "3.20e-07"),
+    ],
+)
+def test_a_score_reads_apart_from_the_cuts(value: float | None, cuts: tuple[float, ...], text: str) -> None:
+    from pipeline.report import score_text
+
+    assert score_text(value, cuts) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0.712, "0.712"), (0.0097, "0.00970"), (0.05, "0.0500"), (0.000123, "0.000123"), (0.0, "0.000")],
+)
+def test_a_cut_reads_to_three_significant_digits(value: float, text: str) -> None:
+    from pipeline.report import cut_text
+
+    assert cut_text(value) == text
+
+
+def test_the_histogram_resolves_a_vacuum_pack_models_cuts() -> None:
+    # clean packs at 0.001-0.008, anomalies at 0.005-0.9, release 0.0097: on a linear axis every clean
+    # image, 4 of 12 anomalies and the release line shared the first of 40 bins
+    good = np.linspace(0.001, 0.008, 30)
+    bad = np.r_[np.linspace(0.005, 0.02, 4), np.linspace(0.1, 0.9, 8)]
+    scores, labels = np.r_[good, bad], np.r_[np.zeros(30, bool), np.ones(12, bool)]
+    svg = str(histogram_svg(scores, labels, release=0.0097, hold=0.097))
+    greens = re.findall(r'<rect x="([\d.]+)"[^>]*fill="#2b8a3e"', svg)
+    assert len(greens) >= 4  # the clean scores spread over several bins
 
 
 # -------------------------------------------------------------------------------------------- CLI
@@ -591,6 +653,28 @@ def test_report_says_what_resolution_the_model_saw(
 )
 def test_card_resolution(card: dict[str, object], expected: dict[str, object] | None) -> None:
     assert card_resolution(card) == expected
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_threshold_labels_fit_the_chart_in_a_browser(
+    result: EvaluationResult, tmp_path: Path, chromium: Browser
+) -> None:
+    # measured, not estimated: the text as the report's own style draws it
+    page = chromium.new_page(viewport={"width": 1200, "height": 900})
+    for i, (release, hold) in enumerate(THRESHOLD_PAIRS):
+        result.thresholds = Thresholds(release, hold, 0.01, "miss_rate_on_validation")
+        page.goto(write_report(result, tmp_path / f"report{i}.html").as_uri())
+        boxes = page.evaluate(
+            """() => [...document.querySelectorAll('svg[aria-label="Score histogram"] text.note')]
+                .map(t => { const b = t.getBBox(); return [t.textContent, b.x, b.y, b.width, b.height]; })"""
+        )
+        assert len(boxes) == 2
+        for text, x, _, w, _ in boxes:
+            assert x >= 48 and x + w <= 348, (release, hold, text, x, w)
+        (_, x0, y0, w0, h0), (_, x1, y1, w1, h1) = boxes
+        apart = x0 + w0 <= x1 or x1 + w1 <= x0 or y0 + h0 <= y1 or y1 + h1 <= y0
+        assert apart, (release, hold, boxes)
 
 
 @pytest.mark.browser
