@@ -8,11 +8,21 @@ import numpy as np
 __all__ = ["MAX_SIDE", "fit_within", "legend_svg", "overlay", "overlay_png"]
 
 
+DISPLAY_PERCENTILE = 99.9
+"""A 16-bit image is shown stretched so that this percentile of its values is white."""
+
+
 def _to_rgb8(image: np.ndarray) -> np.ndarray:
-    """(H, W[, C]) uint8/uint16/float image -> (H, W, 3) uint8 RGB."""
+    """(H, W[, C]) uint8/uint16/float image -> (H, W, 3) uint8 RGB, for people to look at.
+
+    A 16-bit image is stretched from 0 to its :data:`DISPLAY_PERCENTILE` value, as an X-ray viewer's
+    window does: detectors write 12 or 14 bits into 16-bit files, and a 12-bit X-ray divided by 257
+    showed as black (values 3-16). An image that fills the 16 bits shows as before.
+    """
     img = np.asarray(image)
     if img.dtype == np.uint16:
-        img = (img / 257.0).round().astype(np.uint8)
+        top = max(float(np.percentile(img, DISPLAY_PERCENTILE)), 1.0) if img.size else 1.0
+        img = np.clip(img * (255.0 / top), 0.0, 255.0).round().astype(np.uint8)
     elif img.dtype != np.uint8:
         img = (np.clip(img.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
     if img.ndim == 2:
@@ -95,6 +105,8 @@ def legend_svg(*, width: int = 420) -> str:
     return (
         '<svg class="heatmap-legend" role="img" aria-label="Heatmap colour scale: blue is like clean '
         f'cargo, red a defect" width="{width}" height="40" viewBox="0 0 {width} 40" font-size="11" '
+        # a page's `svg { width: 100% }` stretched it 2.5 times, its labels 33 px tall
+        f'style="width: {width}px; max-width: 100%; height: auto" '
         'xmlns="http://www.w3.org/2000/svg">'
         f'<defs><linearGradient id="heat-scale">{stops}</linearGradient></defs>'
         f'<rect x="{left}" y="6" width="{bar}" height="14" fill="url(#heat-scale)" stroke="#495057" '

@@ -49,3 +49,23 @@ def test_a_heatmap_is_drawn_no_larger_than_its_limit(shape: tuple[int, ...], dra
 def test_a_large_image_of_a_type_opencv_cannot_resize_is_drawn(dtype: type) -> None:
     png = overlay_png(np.zeros((3000, 100), dtype), np.zeros((4, 4), np.float32))
     assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).shape == (2048, 68, 3)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "shown"),
+    [
+        (800, 4095, (50, 255)),  # a 12-bit X-ray in a 16-bit file: /257 showed it black (3..16)
+        (1000, 16383, (16, 255)),  # 14 bits
+        (12000, 65535, (47, 255)),  # the full 16 bits: as before
+    ],
+)
+def test_a_16_bit_image_is_shown_over_the_range_it_uses(low: int, high: int, shown: tuple[int, int]) -> None:
+    image = np.linspace(low, high, 64 * 64).reshape(64, 64).astype(np.uint16)
+    drawn = overlay(image, np.zeros((8, 8), np.float32))
+    assert drawn.shape == (64, 64, 3)
+    assert abs(int(drawn.min()) - shown[0]) <= 1 and drawn.max() >= 254
+    assert int(drawn[..., 0].mean()) > 100  # visible, not a black square
+
+
+def test_the_legend_keeps_its_size_on_a_page_that_stretches_svgs() -> None:
+    assert 'style="width: 420px; max-width: 100%; height: auto"' in legend_svg()
