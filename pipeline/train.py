@@ -54,7 +54,13 @@ from models.patchcore import FineBank, MemoryBank, fit_fine_scale, select_bank
 from models.predictor import ImageScorer
 from models.pseudo_anomalies import PSEUDO_KINDS, make_pseudo_anomaly
 from models.registry import create_model
-from models.threshold import allowed_misses, anomalies_for_bound, miss_rate_bound, pick_thresholds
+from models.threshold import (
+    METHOD_VALIDATION,
+    allowed_misses,
+    anomalies_for_bound,
+    miss_rate_bound,
+    pick_thresholds,
+)
 from models.tiling import TilingConfig, is_grey, make_views, to_rgb_float
 from models.weights import file_sha256
 from pipeline.fine_tuning import FineTuneConfig, fine_tune_backbone
@@ -689,6 +695,7 @@ def train_model(
     val_good = [img for img, i in zip(val_images, val_items, strict=True) if i.anomaly_type == GOOD]
     val_anom = [img for img, i in zip(val_images, val_items, strict=True) if i.anomaly_type != GOOD]
     val_anom_types = [i.anomaly_type for i in val_items if i.anomaly_type != GOOD]
+    val_anom_paths = [i.path for i in val_items if i.anomaly_type != GOOD]
     if len(val_good) < 1 or len(goods) < config.folds:
         raise DatasetFormatError(
             f"{str(root)!r}: {len(goods)} training and {len(val_good)} validation good images after the "
@@ -1084,6 +1091,11 @@ def train_model(
             ),
             # the rule the cut was placed by: cards without it allowed floor(target * n) misses
             "misses_allowed": allowed_misses(config.target_miss_rate, len(val_anom)),
+            "release_set_by": _release_setter(
+                root, val_anom_paths, anomalous_scores, normal_scores, config.target_miss_rate
+            )
+            if not val_pseudo and thresholds.method == METHOD_VALIDATION
+            else None,
             "anomalies_for_target_bound": anomalies_for_bound(config.target_miss_rate),
             "anomalies": "pseudo (synthetic, made from held-out normals)" if val_pseudo else "labelled",
             "anomalous_types": dict(Counter(val_anom_types)),
@@ -1225,6 +1237,24 @@ def _fine_scale_card(backbone: Any, fine: FineBank | None, gate: str) -> dict[st
         "bank_size": int(fine.bank.bank.shape[0]),
         "scale": float(fine.scale),
         "shift": float(fine.shift),
+    }
+
+
+def _release_setter(
+    root: Path, paths: list[Path], anomalous: np.ndarray, normal: np.ndarray, target_miss_rate: float
+) -> dict[str, Any]:
+    """The validation anomaly the release cut sits under: its path (relative to ``root``), score, and
+    the share of clean validation images scoring at or above it. A cut that releases little clean
+    cargo is set by one image, often mislabelled or a defect nobody could see; training names it, as
+    validation images appear in no report."""
+    order = np.argsort(anomalous, kind="stable")
+    n = int(order[allowed_misses(target_miss_rate, anomalous.size)])
+    score = float(anomalous[n])
+    path = paths[n]
+    return {
+        "path": str(path.relative_to(root)) if path.is_relative_to(root) else str(path),
+        "score": score,
+        "clean_at_or_above": float(np.mean(normal >= score)),
     }
 
 

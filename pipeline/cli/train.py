@@ -297,11 +297,19 @@ def release_warning(val: dict[str, Any]) -> str | None:
     rate = val.get("release_rate_at_threshold")
     if rate is None or rate >= LOW_RELEASE_RATE:
         return None
+    setter = val.get("release_set_by")
+    # validation images appear in no report: name the one that set the cut
+    who = (
+        f"It sits under validation anomaly {setter['path']} (score {setter['score']:.4g}; "
+        f"{percent(setter['clean_at_or_above'])} of the clean validation images score as high): look at "
+        "that image, since a mislabelled clean picture or a defect nobody can see sets the cut for all cargo"
+        if isinstance(setter, dict)
+        else "The lowest-scoring validation anomalies set it"
+    )
     return (
         f"the release threshold releases {percent(rate)} of the clean validation images: at the target "
-        "miss rate this model holds nearly all cargo. The lowest-scoring validation anomalies set it; "
-        "look at them in `clearsight evaluate`'s report (more or cleaner labelled anomalies, or a higher "
-        "--target-miss-rate, move it)"
+        f"miss rate this model holds nearly all cargo. {who}. More or cleaner labelled anomalies, or a "
+        "higher --target-miss-rate, move it"
     )
 
 

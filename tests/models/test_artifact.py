@@ -52,6 +52,10 @@ def test_card_records_provenance(tiny_model_dir: Path) -> None:
     n = card["validation"]["n_anomalous"]
     assert n > 0 and card["validation"]["miss_rate_bound"] == pytest.approx(1 / (n + 1))
     assert card["validation"]["misses_allowed"] == 0  # the rule its release cut was placed by
+    setter = card["validation"]["release_set_by"]  # named where an anomaly, not the normals, set it
+    assert (setter is None) == (card["thresholds"]["method"] != "miss_rate_on_validation")
+    if setter is not None:
+        assert setter["path"].startswith("train/") and setter["score"] >= card["thresholds"]["release"]
     assert card["validation"]["anomalies_for_target_bound"] == 99
     assert set(card["thresholds"]) == {"release", "hold", "target_miss_rate", "method"}
     assert len(card["training"]["files_sha256"]) == 64

@@ -209,6 +209,28 @@ def test_a_threshold_that_releases_almost_nothing_is_warned_about(rate: float | 
         assert warning.startswith("the release threshold releases ")
 
 
+@pytest.mark.parametrize(
+    ("target", "named", "share"),
+    [
+        (0.01, "train/seal/b.png", 0.75),  # no miss allowed: the lowest anomaly, under 3 of 4 clean
+        (0.4, "train/seal/a.png", 0.25),  # one of four may be missed: the second lowest
+    ],
+)
+def test_training_names_the_anomaly_that_set_the_release_cut(
+    tmp_path: Path, target: float, named: str, share: float
+) -> None:
+    from pipeline.train import _release_setter
+
+    paths = [tmp_path / "train" / "seal" / f"{n}.png" for n in "abcd"]
+    anomalous = np.array([0.6, 0.05, 0.9, 0.7])  # b.png scores like a clean image
+    normal = np.array([0.01, 0.1, 0.2, 0.65])
+    setter = _release_setter(tmp_path, paths, anomalous, normal, target)
+    assert setter["path"] == named and setter["clean_at_or_above"] == share
+    warning = release_warning({"release_rate_at_threshold": 0.05, "release_set_by": setter})
+    assert warning is not None and f"It sits under validation anomaly {named}" in warning
+    assert "`clearsight evaluate`" not in warning  # validation images are in no report
+
+
 def test_an_output_that_is_a_file_is_refused_before_training(tmp_path: Path) -> None:
     root = _write(tmp_path / "bulk_ore", 4)
     (tmp_path / "taken").write_text("not a model folder")
