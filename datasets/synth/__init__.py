@@ -8,13 +8,22 @@ JPEG) is applied after, so that an anomalous image differs from a normal one onl
 
 from __future__ import annotations
 
-from datasets.synth.generate import GENERATOR_VERSION, SynthConfig, SynthSummary, generate_dataset
+from datasets.synth.generate import (
+    GENERATOR_NAME,
+    GENERATOR_VERSION,
+    SynthConfig,
+    SynthSummary,
+    generate_dataset,
+    not_generated,
+    written_by_generator,
+)
 from datasets.synth.preview import contact_sheet
 from datasets.synth.sample import ANOMALY_TYPES, CARGO_TYPES, GOOD, MASK_THRESHOLD, Sample, render_sample
 
 __all__ = [
     "ANOMALY_TYPES",
     "CARGO_TYPES",
+    "GENERATOR_NAME",
     "GENERATOR_VERSION",
     "GOOD",
     "MASK_THRESHOLD",
@@ -23,5 +32,7 @@ __all__ = [
     "SynthSummary",
     "contact_sheet",
     "generate_dataset",
+    "not_generated",
     "render_sample",
+    "written_by_generator",
 ]

@@ -19,7 +19,9 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing
-from collections.abc import Callable
+import os
+import re
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,19 @@ from datasets.errors import CargoTypeError, ClearsightError, InputError
 from datasets.synth.sample import ANOMALY_TYPES, CARGO_TYPES, GOOD, render_sample
 from datasets.synth.shipments import MANIFEST_COLUMNS, ManifestImage, build_shipments
 
-__all__ = ["GENERATOR_VERSION", "SynthConfig", "SynthSummary", "generate_dataset", "plan_jobs"]
+__all__ = [
+    "GENERATOR_NAME",
+    "GENERATOR_VERSION",
+    "SynthConfig",
+    "SynthSummary",
+    "generate_dataset",
+    "not_generated",
+    "plan_jobs",
+    "written_by_generator",
+]
 
+GENERATOR_NAME = "clearsight.datasets.synth"
+"""``dataset.json``'s ``generator``: how a folder this module wrote is told from another tool's."""
 GENERATOR_VERSION = "2.0"
 _SPLITS = ("train", "test")
 _PNG = [cv2.IMWRITE_PNG_COMPRESSION, 6]
@@ -227,7 +240,7 @@ def generate_dataset(
                     progress(len(entries), total)
     _write_manifest(root / "manifest.csv", config, entries)
     meta = {
-        "generator": "clearsight.datasets.synth",
+        "generator": GENERATOR_NAME,
         "generator_version": GENERATOR_VERSION,
         "seed": config.seed,
         "arguments": {
@@ -260,3 +273,65 @@ def _write_manifest(path: Path, config: SynthConfig, entries: list[dict[str, Any
             writer.writerow(
                 {k: ("true" if v is True else "false" if v is False else v) for k, v in row.items()}
             )
+
+
+_IMAGE_NAME = re.compile(r"\d{6}\.png")
+_MASK_NAME = re.compile(r"\d{6}_mask\.png")
+
+
+def written_by_generator(root: Path) -> bool:
+    """Whether ``root/dataset.json`` is one :func:`generate_dataset` wrote (its ``generator`` says so);
+    other tools (nnU-Net, Hugging Face) write a ``dataset.json`` too."""
+    try:
+        meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("generator") == GENERATOR_NAME
+
+
+def not_generated(root: Path, *, also: Collection[str] = ()) -> list[str]:
+    """What under ``root`` :func:`generate_dataset` never writes, as sorted paths relative to it.
+
+    The generator writes ``dataset.json``, ``manifest.csv`` and, per cargo type, ``train/<type>/`` and
+    ``test/<type>/`` folders of ``NNNNNN.png`` and ``ground_truth/<anomaly type>/`` folders of
+    ``NNNNNN_mask.png``; anything else (a link, another file, a folder of another name) is listed, a
+    folder once without what it holds. ``also`` names more top-level files to accept (a marker).
+    """
+
+    def entries(folder: Path) -> list[os.DirEntry[str]]:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+
+    def rel(entry: os.DirEntry[str]) -> str:
+        return Path(entry.path).relative_to(root).as_posix()
+
+    def plain_dir(entry: os.DirEntry[str]) -> bool:
+        return entry.is_dir(follow_symlinks=False)
+
+    def plain_file(entry: os.DirEntry[str]) -> bool:
+        return entry.is_file(follow_symlinks=False)
+
+    other: list[str] = []
+    for top in entries(root):
+        if top.name in ("dataset.json", "manifest.csv", *also) and plain_file(top):
+            continue
+        if top.name not in CARGO_TYPES or not plain_dir(top):
+            other.append(rel(top) + ("/" if top.is_dir() else ""))
+            continue
+        types = {"train": (GOOD, *ANOMALY_TYPES[top.name]), "test": (GOOD, *ANOMALY_TYPES[top.name])}
+        types["ground_truth"] = ANOMALY_TYPES[top.name]
+        for split in entries(Path(top.path)):
+            if split.name not in types or not plain_dir(split):
+                other.append(rel(split) + ("/" if split.is_dir() else ""))
+                continue
+            name = _MASK_NAME if split.name == "ground_truth" else _IMAGE_NAME
+            for kind in entries(Path(split.path)):
+                if kind.name not in types[split.name] or not plain_dir(kind):
+                    other.append(rel(kind) + ("/" if kind.is_dir() else ""))
+                    continue
+                other += [
+                    rel(f) + ("/" if f.is_dir() else "")
+                    for f in entries(Path(kind.path))
+                    if not (plain_file(f) and name.fullmatch(f.name))
+                ]
+    return other

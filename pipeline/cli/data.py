@@ -11,7 +11,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from datasets.errors import InputError
-from datasets.synth import CARGO_TYPES, SynthConfig, contact_sheet, generate_dataset
+from datasets.synth import (
+    CARGO_TYPES,
+    SynthConfig,
+    contact_sheet,
+    generate_dataset,
+    not_generated,
+    written_by_generator,
+)
 
 __all__ = ["register"]
 
@@ -24,8 +31,11 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
     """An empty or new --out, or an earlier synthetic dataset removed with --overwrite.
 
     Rendering into a folder that holds an earlier dataset would mix the two runs' images (a smaller
-    run leaves the larger one's files behind), and a model would then train on both. Only a folder
-    that ``data synth`` wrote (it has ``dataset.json``) is ever removed.
+    run leaves the larger one's files behind), and a model would then train on both. A folder is
+    removed only when it is recognisably one ``data synth`` wrote (its ``dataset.json`` names the
+    generator, or the marker of an interrupted run is there) and holds nothing the generator does not
+    write: other tools (nnU-Net) write a ``dataset.json`` too, and files added beside a dataset
+    would go with it.
     """
     if not out.exists():
         return
@@ -38,12 +48,28 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
             f"--out {str(out)!r} is not empty: rendering into it would mix two datasets; pass --overwrite "
             "to replace an earlier synthetic dataset there, or choose a new folder"
         )
-    if not (out / "dataset.json").is_file() and not (out / _RENDERING).is_file():
+    meta = out / "dataset.json"
+    interrupted = (out / _RENDERING).is_file() and not meta.exists()
+    other = not_generated(out, also=(_RENDERING,))
+    if not (written_by_generator(out) or interrupted):
+        why = "its dataset.json is another tool's" if meta.exists() else "no dataset.json"
+        held = f"; it holds {_listed(other)}" if other else ""
         raise InputError(
-            f"--out {str(out)!r} holds files that `clearsight data synth` did not write (no dataset.json); "
-            "--overwrite only replaces an earlier synthetic dataset"
+            f"--out {str(out)!r} holds files that `clearsight data synth` did not write ({why}{held}); "
+            "--overwrite only replaces an earlier synthetic dataset: give a new folder"
+        )
+    if other:
+        raise InputError(
+            f"--out {str(out)!r} holds an earlier synthetic dataset and {_listed(other)} besides, which "
+            "replacing the dataset would remove; move them out, or give a new folder"
         )
     shutil.rmtree(out)
+
+
+def _listed(paths: list[str]) -> str:
+    """The first few of ``paths`` quoted, and how many more."""
+    shown = ", ".join(repr(p) for p in paths[:3])
+    return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
 _RENDERING = ".clearsight-synth-rendering"

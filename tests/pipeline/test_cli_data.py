@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -115,7 +117,7 @@ def test_synth_never_mixes_two_datasets(tmp_path: Path, capsys: pytest.CaptureFi
     assert run(_app(), [*base, "--overwrite"]) == 0  # the smaller run leaves nothing of the larger
     assert len(list((out / "bulk_ore" / "test" / "good").iterdir())) == 2
     capsys.readouterr()
-    # a bad argument beside --overwrite removed the earlier dataset, then stopped
+    # a bad argument beside --overwrite stops before the earlier dataset is removed
     assert run(_app(), [*base, "--overwrite", "--holdout-types", "punture"]) == 2
     assert "punture" in capsys.readouterr().err and (out / "dataset.json").is_file()
     other = tmp_path / "photos"
@@ -147,3 +149,95 @@ def test_an_interrupted_synth_can_be_replaced(
     assert run(_app(), [*base, "--overwrite"]) == 0, capsys.readouterr().err
     assert (out / "dataset.json").is_file()
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # the marker is gone
+
+
+@pytest.fixture(scope="module")
+def earlier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic dataset as `data synth` writes it, copied by the tests that add to it."""
+    out = tmp_path_factory.mktemp("earlier") / "ds"
+    assert run(_app(), ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY]) == 0
+    return out
+
+
+def _nnunet(out: Path) -> None:
+    (out / "imagesTr").mkdir(parents=True)
+    (out / "imagesTr" / "case_0001.nii.gz").write_bytes(b"scan")
+    (out / "dataset.json").write_text('{"name": "Task01_BrainTumour", "labels": {"0": "background"}}')
+
+
+def _synth_plus(rel: str, *, folder: bool = False) -> Callable[[Path, Path], None]:
+    def make(earlier: Path, out: Path) -> None:
+        shutil.copytree(earlier, out)
+        if folder:
+            (out / rel).mkdir()
+        else:
+            (out / rel).write_bytes(b"precious")
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("make", "kept", "message"),
+    [
+        (
+            lambda earlier, out: _nnunet(out),
+            "imagesTr/case_0001.nii.gz",
+            "holds files that `clearsight data synth` did not write (its dataset.json is another tool's; "
+            "it holds 'imagesTr/'); --overwrite only replaces an earlier synthetic dataset: give a new "
+            "folder",
+        ),
+        (
+            _synth_plus("notes.txt"),
+            "notes.txt",
+            "holds an earlier synthetic dataset and 'notes.txt' besides, which replacing the dataset would "
+            "remove; move them out, or give a new folder",
+        ),
+        (
+            _synth_plus("bulk_ore/test/good/scan.jpg"),
+            "bulk_ore/test/good/scan.jpg",
+            "holds an earlier synthetic dataset and 'bulk_ore/test/good/scan.jpg' besides",
+        ),
+        (
+            _synth_plus("bulk_ore/labels", folder=True),
+            "bulk_ore/labels",
+            "holds an earlier synthetic dataset and 'bulk_ore/labels/' besides",
+        ),
+        (
+            _synth_plus("vacuum_pack", folder=True),  # a cargo's name, but empty: not what it writes there
+            "vacuum_pack",
+            None,
+        ),
+    ],
+    ids=["nnunet_dataset_json", "file_beside", "file_among_images", "folder_in_cargo", "empty_cargo_folder"],
+)
+def test_overwrite_replaces_only_a_folder_holding_nothing_but_a_synthetic_dataset(
+    make: Callable[[Path, Path], None],
+    kept: str,
+    message: str | None,
+    earlier: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    make(earlier, out)
+    code = run(_app(), ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY, "--overwrite"])
+    err = capsys.readouterr().err
+    if message is None:  # an empty folder of a cargo's name is one the generator makes: replaced
+        assert code == 0, err
+        assert not (out / kept).exists()
+        return
+    assert code == 2
+    assert err.startswith(f"Error: --out {str(out)!r} {message}")
+    assert (out / kept).exists()
+
+
+def test_a_link_inside_a_synthetic_dataset_is_not_its_own(
+    earlier: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(earlier, out)
+    (out / "bulk_ore" / "test" / "foreign_object").rename(tmp_path / "fo")
+    (out / "bulk_ore" / "test" / "foreign_object").symlink_to(tmp_path / "fo")
+    code = run(_app(), ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY, "--overwrite"])
+    assert code == 2
+    assert "and 'bulk_ore/test/foreign_object/' besides" in capsys.readouterr().err
