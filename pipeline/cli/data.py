@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Annotated
@@ -31,13 +32,20 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
     """An empty or new --out, or an earlier synthetic dataset removed with --overwrite.
 
     Rendering into a folder that holds an earlier dataset would mix the two runs' images (a smaller
-    run leaves the larger one's files behind), and a model would then train on both. A folder is
-    removed only when it is recognisably one ``data synth`` wrote (its ``dataset.json`` names the
-    generator, or the marker of an interrupted run is there) and holds nothing the generator does not
-    write: other tools (nnU-Net) write a ``dataset.json`` too, and files added beside a dataset
-    would go with it.
+    run leaves the larger one's files behind), and a model would then train on both. What a folder
+    holds is removed only when it is recognisably one ``data synth`` wrote (its ``dataset.json``
+    names the generator, or the marker of an interrupted run is there) and holds nothing the
+    generator does not write: other tools (nnU-Net) write a ``dataset.json`` too, and files added
+    beside a dataset would go with it. The folder itself stays, so an ``--out`` that is a link
+    replaces the dataset in the folder it names (as ``train --overwrite`` does), and a mount point
+    can be replaced.
     """
     if not out.exists():
+        if out.is_symlink():
+            raise InputError(
+                f"--out {str(out)!r} is a link to {os.readlink(out)!r}, which does not exist; give a "
+                "folder, or make the one the link names"
+            )
         return
     if not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder")
@@ -63,7 +71,18 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
             f"--out {str(out)!r} holds an earlier synthetic dataset and {_listed(other)} besides, which "
             "replacing the dataset would remove; move them out, or give a new folder"
         )
-    shutil.rmtree(out)
+    # what it holds goes, the folder stays: through a link, or at a mount point, it is the same
+    try:
+        for entry in sorted(out.iterdir()):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    except OSError as exc:
+        raise InputError(
+            f"--out {str(out)!r}: cannot remove the earlier synthetic dataset ({exc.strerror or exc}); "
+            "check that you may write there, or give a new folder"
+        ) from exc
 
 
 def _listed(paths: list[str]) -> str:
@@ -122,8 +141,16 @@ def synth(
         workers=workers,
     )
     _clear_output(out, overwrite=overwrite)  # after the arguments are checked: a typo removes nothing
-    out.mkdir(parents=True, exist_ok=True)
-    (out / _RENDERING).write_text("an interrupted `clearsight data synth` if still here\n", encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / _RENDERING).write_text(
+            "an interrupted `clearsight data synth` if still here\n", encoding="utf-8"
+        )
+    except OSError as exc:
+        raise InputError(
+            f"--out {str(out)!r} cannot be made or written ({exc.strerror or exc}); give a folder you may "
+            "write, under one that exists or can be made"
+        ) from exc
     console = Console(stderr=True)
     with Progress(
         TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console

@@ -241,3 +241,66 @@ def test_a_link_inside_a_synthetic_dataset_is_not_its_own(
     code = run(_app(), ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY, "--overwrite"])
     assert code == 2
     assert "and 'bulk_ore/test/foreign_object/' besides" in capsys.readouterr().err
+
+
+def test_overwrite_through_a_link_replaces_the_dataset_in_the_folder_it_names(
+    earlier: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = tmp_path / "real"
+    shutil.copytree(earlier, real)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    base = ["data", "synth", "--out", str(link), "--cargo", "bulk_ore", *TINY]
+    assert run(_app(), [*base, "--test-good", "1", "--overwrite"]) == 0, capsys.readouterr().err
+    assert link.is_symlink()
+    assert sorted(p.name for p in (real / "bulk_ore" / "test" / "good").iterdir()) == ["000001.png"]
+
+
+@pytest.mark.parametrize(
+    ("make", "given", "message"),
+    [
+        (
+            lambda tmp: (tmp / "file").write_text("x"),
+            "file/ds",
+            "cannot be made or written (Not a directory); give a folder you may write, under one that "
+            "exists or can be made\n",
+        ),
+        (
+            lambda tmp: (tmp / "dangling").symlink_to(tmp / "gone"),
+            "dangling",
+            "is a link to '{tmp}/gone', which does not exist; give a folder, or make the one the link "
+            "names\n",
+        ),
+    ],
+    ids=["parent_is_a_file", "dangling_link"],
+)
+def test_an_out_that_cannot_be_made_is_named(
+    make: Callable[[Path], object],
+    given: str,
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    make(tmp_path)
+    out = tmp_path / given
+    code = run(_app(), ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY, "--overwrite"])
+    assert code == 2
+    assert capsys.readouterr().err == f"Error: --out {str(out)!r} " + message.format(tmp=tmp_path)
+
+
+def test_an_earlier_dataset_that_cannot_be_removed_is_named(
+    earlier: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(earlier, out)
+
+    def refused(path: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(shutil, "rmtree", refused)  # running as root, chmod would not stop it
+    code = run(_app(), ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY, "--overwrite"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"Error: --out {str(out)!r}: cannot remove the earlier synthetic dataset (Permission denied); "
+        "check that you may write there, or give a new folder\n"
+    )
