@@ -2,73 +2,181 @@
 
 A test image that is also a training image makes every figure ``clearsight evaluate`` reports on it
 optimistic, and the same picture in two training classes (``good`` and an anomaly type) teaches the
-model both labels. Training compares content hashes (sha256 of the file bytes: an exact copy under
-any name), records what it finds in the card and warns; it does not refuse, because a deliberate
-copy (a canonical example kept in both splits) is the owner's call.
+model both labels. Training records what it finds in the card and warns; it does not refuse,
+because a deliberate copy (a canonical example kept in both splits) is the owner's call.
+
+Two kinds are told apart. An **exact copy** has the same bytes (sha256 of the file: a copy under any
+name). A **near-copy** is the same picture in other bytes (saved again as PNG, or as JPEG): its
+perceptual hash (:mod:`datasets.perceptual_hash`) lies as near as the service's reused-picture
+lookup requires, a coarse part within ``COARSE_BITS`` and a fine part within :data:`NEAR_COPY_BITS`
+of 256. A turned, mirrored or cropped copy is not looked for.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAX_EXAMPLES", "duplicates_report", "leakage_warning"]
+import numpy as np
+
+from datasets.decode import decode_image
+from datasets.errors import InputError
+from datasets.perceptual_hash import COARSE_BITS, perceptual_hash
+
+__all__ = ["MAX_EXAMPLES", "NEAR_COPY_BITS", "duplicates_report", "leakage_warning", "picture_hashes"]
 
 MAX_EXAMPLES = 5
 """Duplicate pairs named in the card, per kind."""
+NEAR_COPY_BITS = 32
+"""How far apart (of 256 fine bits) a near-copy's perceptual hash may lie: the service's default
+``near_copy_bits``. A copy saved again lies 0 to a few bits away (JPEG q40: up to 26 on real
+photographs), different pictures about half the bits (the nearest of thousands of pairs framed
+alike: 52; ``bench/bench_near_copies.py``)."""
+_PAIRS_PER_CHUNK = 1 << 20
+"""Hash pairs compared at once: bounds the memory of the comparison (about 40 bytes a pair)."""
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
-def _sha256(path: Path) -> str | None:
+def picture_hashes(path: Path) -> tuple[str, str | None] | None:
+    """(content sha256, perceptual hash) of an image file from one read; the perceptual hash is None
+    where the picture has no layout to tell or does not decode, and None in all where the file
+    cannot be read (evaluate reports unreadable test images itself)."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes()
     except OSError:
-        return None  # evaluate reports unreadable test images itself
+        return None
+    try:
+        phash = perceptual_hash(decode_image(data, name=str(path)).pixels)
+    except InputError:
+        phash = None
+    return hashlib.sha256(data).hexdigest(), phash
 
 
 def _shown(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
+def _hash_bytes(hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse (N, 8) and fine (N, 32) parts of perceptual hashes as bytes."""
+    raw = np.frombuffer(b"".join(bytes.fromhex(h) for h in hashes), dtype=np.uint8).reshape(-1, 40)
+    return raw[:, :8], raw[:, 8:]
+
+
+def _nearest(
+    queries: Sequence[str], keys: Sequence[str], *, earlier_only: bool = False
+) -> list[tuple[int, int] | None]:
+    """For each query hash, (index of the nearest key hash within the near-copy reach, its fine
+    distance), or None; ``earlier_only``: queries and keys are one list, and a query looks only at
+    the keys before it. Compared a chunk of queries against every key at once."""
+    found: list[tuple[int, int] | None] = [None] * len(queries)
+    if not queries or not keys:
+        return found
+    q_coarse, q_fine = _hash_bytes(queries)
+    k_coarse, k_fine = _hash_bytes(keys)
+    step = max(1, _PAIRS_PER_CHUNK // len(keys))
+    for start in range(0, len(queries), step):
+        stop = min(start + step, len(queries))
+        coarse = _POPCOUNT[q_coarse[start:stop, None, :] ^ k_coarse[None, :, :]].sum(axis=2, dtype=np.int32)
+        reach = coarse <= COARSE_BITS
+        if earlier_only:
+            reach &= np.arange(len(keys))[None, :] < np.arange(start, stop)[:, None]
+        rows, cols = np.nonzero(reach)
+        if not len(rows):
+            continue
+        fine = _POPCOUNT[q_fine[start + rows] ^ k_fine[cols]].sum(axis=1, dtype=np.int32)
+        near = fine <= NEAR_COPY_BITS
+        # nearest first, then the earliest key: the first seen of each query is the one named
+        for r, c, d in sorted(
+            zip(rows[near], cols[near], fine[near], strict=True), key=lambda t: (t[0], t[2], t[1])
+        ):
+            if found[start + r] is None:
+                found[start + r] = (int(c), int(d))
+    return found
+
+
 def duplicates_report(
-    root: Path, training: Sequence[tuple[Path, str, str]], test: Sequence[Path]
+    root: Path,
+    training: Sequence[tuple[Path, str, str]],
+    test: Sequence[Path],
+    *,
+    phashes: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
-    """Exact copies among the training images, and between them and the test images.
+    """Exact copies and near-copies among the training images, and between them and the test images.
 
     Args:
         root: the dataset folder (paths are shown relative to it).
         training: (path, class, content sha256) of every training and validation image.
-        test: the test split's image paths.
+        test: the test split's image paths (each read and decoded once here).
+        phashes: the perceptual hash of each training image (None: no layout to tell), from the
+            pixels the caller decoded; None: the training images are decoded here for them.
 
     Returns:
-        ``{"within_training": n, "training_and_test": n, "examples": {kind: [[a, b], ...]}}``: n
-        counts pairs (each extra copy pairs with the first), at most :data:`MAX_EXAMPLES` named each.
+        ``{"within_training": n, "training_and_test": n, "near_within_training": n,
+        "near_training_and_test": n, "near_copy_bits": NEAR_COPY_BITS, "examples": {kind: [[a, b],
+        ...]}}``: n counts pairs (each extra copy pairs with the first; each near-copy, not also an
+        exact copy, with the nearest), at most :data:`MAX_EXAMPLES` named each.
     """
     root = root.resolve()
+    if phashes is None:
+        phashes = [(picture_hashes(path) or ("", None))[1] for path, _, _ in training]
     first: dict[str, tuple[Path, str]] = {}
     within: list[list[str]] = []
-    for path, label, digest in training:
+    copied: set[int] = set()  # training images that are exact copies of an earlier one
+    for n, (path, label, digest) in enumerate(training):
         seen = first.get(digest)
         if seen is None:
             first[digest] = (path, label)
         else:
+            copied.add(n)
             note = "" if seen[1] == label else f" ({seen[1]} and {label})"
             within.append([_shown(seen[0].resolve(), root), _shown(path.resolve(), root) + note])
     crossing: list[list[str]] = []
-    by_hash: dict[str, list[Path]] = defaultdict(list)
+    test_hashes: list[tuple[Path, str | None]] = []
     for path in test:
-        digest = _sha256(path)
-        if digest is not None:
-            by_hash[digest].append(path)
-    for digest, (path, _) in first.items():
-        for other in by_hash.get(digest, []):
-            crossing.append([_shown(path.resolve(), root), _shown(other.resolve(), root)])
+        hashes = picture_hashes(path)
+        if hashes is None:
+            continue
+        digest, phash = hashes
+        if digest in first:
+            crossing.append([_shown(first[digest][0].resolve(), root), _shown(path.resolve(), root)])
+        else:
+            test_hashes.append((path, phash))
+
+    # near-copies: by perceptual hash, among the pictures that are no exact copy
+    kept = [n for n, h in enumerate(phashes) if h is not None and n not in copied]
+    kept_hashes = [phashes[n] for n in kept]
+    near_within: list[list[str]] = []
+    for n, hit in zip(kept, _nearest(kept_hashes, kept_hashes, earlier_only=True), strict=True):
+        if hit is not None:
+            (a, a_label), (b, b_label) = training[kept[hit[0]]][:2], training[n][:2]
+            note = "" if a_label == b_label else f"; {a_label} and {b_label}"
+            near_within.append(
+                [_shown(a.resolve(), root), _shown(b.resolve(), root) + f" ({hit[1]} of 256 bits{note})"]
+            )
+    queried = [(p, h) for p, h in test_hashes if h is not None]
+    near_crossing: list[list[str]] = []
+    for (path, _), hit in zip(queried, _nearest([h for _, h in queried], kept_hashes), strict=True):
+        if hit is not None:
+            near_crossing.append(
+                [
+                    _shown(training[kept[hit[0]]][0].resolve(), root),
+                    _shown(path.resolve(), root) + f" ({hit[1]} of 256 bits)",
+                ]
+            )
     return {
         "within_training": len(within),
         "training_and_test": len(crossing),
-        "examples": {"within_training": within[:MAX_EXAMPLES], "training_and_test": crossing[:MAX_EXAMPLES]},
+        "near_within_training": len(near_within),
+        "near_training_and_test": len(near_crossing),
+        "near_copy_bits": NEAR_COPY_BITS,
+        "examples": {
+            "within_training": within[:MAX_EXAMPLES],
+            "training_and_test": crossing[:MAX_EXAMPLES],
+            "near_within_training": near_within[:MAX_EXAMPLES],
+            "near_training_and_test": near_crossing[:MAX_EXAMPLES],
+        },
     }
 
 
@@ -83,10 +191,23 @@ def leakage_warning(report: dict[str, Any] | None) -> str | None:
             f"{report['training_and_test']} test image(s) are exact copies of training images ({b} = {a}, "
             "for one): the test figures on them are optimistic"
         )
+    if report.get("near_training_and_test"):
+        a, b = report["examples"]["near_training_and_test"][0]
+        parts.append(
+            f"{report['near_training_and_test']} test image(s) are near-copies of training images, the "
+            f"same picture saved again ({b} ~ {a}, for one): the test figures on them are optimistic"
+        )
     if report["within_training"]:
         a, b = report["examples"]["within_training"][0]
         parts.append(
             f"{report['within_training']} training image(s) appear twice ({a} = {b}, for one): a copy "
             "in two classes teaches both labels, and one in training and validation flatters validation"
+        )
+    if report.get("near_within_training"):
+        a, b = report["examples"]["near_within_training"][0]
+        parts.append(
+            f"{report['near_within_training']} training image(s) are near-copies of another, the same "
+            f"picture saved again ({a} ~ {b}, for one): a copy in two classes teaches both labels, and "
+            "one in training and validation flatters validation"
         )
     return "; ".join(parts) or None

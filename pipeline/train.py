@@ -44,6 +44,7 @@ from datasets.cargo import CARGO_TYPES, folder_cargo_type
 from datasets.decode import decode_image
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from datasets.mvtec import read_mvtec
+from datasets.perceptual_hash import perceptual_hash
 from models.artifact import CARD_FILE, WEIGHTS_FILE, read_card, save_artifact
 from models.classifier import TypeHead, fit_type_head
 from models.detector import Detector, DetectorConfig, build_detector, fit_position_norm
@@ -527,14 +528,18 @@ class _Trainer:
         return main, fine
 
 
-def _decode(items: Sequence[_Item], progress: ProgressFn) -> tuple[list[np.ndarray], list[str]]:
-    images, hashes = [], []
+def _decode(
+    items: Sequence[_Item], progress: ProgressFn
+) -> tuple[list[np.ndarray], list[str], list[str | None]]:
+    """Pixels, content hash and perceptual hash (for the card's near-copies) of each image."""
+    images, hashes, phashes = [], [], []
     for n, item in enumerate(items):
         decoded = decode_image(item.path)
         images.append(to_rgb_float(decoded.pixels))
         hashes.append(decoded.sha256)
+        phashes.append(perceptual_hash(decoded.pixels))
         progress("decode", n + 1, len(items))
-    return images, hashes
+    return images, hashes, phashes
 
 
 def _files_hash(root: Path, items: Sequence[_Item], hashes: Sequence[str]) -> str:
@@ -682,7 +687,7 @@ def train_model(
         items, config.val_fraction, trainer.rng, anomaly_fraction=config.val_anomaly_share
     )
     seen_items = train_items + val_items
-    all_images, all_hashes = _decode(seen_items, report)
+    all_images, all_hashes, all_phashes = _decode(seen_items, report)
     train_images, val_images = all_images[: len(train_items)], all_images[len(train_items) :]
 
     good_idx = [n for n, i in enumerate(train_items) if i.anomaly_type == GOOD]
@@ -1133,6 +1138,7 @@ def train_model(
                 root,
                 [(i.path, i.anomaly_type, h) for i, h in zip(seen_items, all_hashes, strict=True)],
                 [Path(i.path) for i in read_mvtec(root).split("test")],
+                phashes=all_phashes,
             ),
             "empty_masks": empty_masks,
             "pseudo_anomalies": use_pseudo,

@@ -1,10 +1,17 @@
-"""Exact copies within training and between training and test are found, named and warned about."""
+"""Exact copies and near-copies within training and between training and test are found, named and
+warned about."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
+import pytest
+
+from pipeline import leakage
 from pipeline.leakage import duplicates_report, leakage_warning
 
 
@@ -24,9 +31,14 @@ def test_copies_are_counted_and_named(tmp_path: Path) -> None:
     assert report == {
         "within_training": 1,
         "training_and_test": 1,
+        "near_within_training": 0,  # bytes that are no picture have no perceptual hash
+        "near_training_and_test": 0,
+        "near_copy_bits": 32,
         "examples": {
             "within_training": [["train/good/a.png", "train/wet_patch/c.png (good and wet_patch)"]],
             "training_and_test": [["train/good/b.png", "test/good/t1.png"]],
+            "near_within_training": [],
+            "near_training_and_test": [],
         },
     }
     warning = leakage_warning(report)
@@ -44,3 +56,100 @@ def test_no_copies_no_warning(tmp_path: Path) -> None:
     report = duplicates_report(tmp_path, [(a, "good", ha)], [t])
     assert (report["within_training"], report["training_and_test"]) == (0, 0)
     assert leakage_warning(report) is None and leakage_warning(None) is None
+
+
+def _picture(seed: int) -> np.ndarray:
+    """A 64 x 64 colour picture with a layout (smoothed noise): different seeds, different pictures."""
+    noise = np.random.default_rng(seed).normal(size=(64, 64, 3)).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 2)  # smoother, a JPEG's fine hash strays further
+    return cv2.normalize(smooth, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+def _png(path: Path, pixels: np.ndarray, level: int = 3) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), pixels, [cv2.IMWRITE_PNG_COMPRESSION, level])
+    return path
+
+
+def _jpeg(path: Path, pixels: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), pixels, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return path
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+Maker = Callable[[Path, np.ndarray], Path]
+
+
+@pytest.mark.parametrize(
+    ("make", "counts", "example"),
+    [
+        (lambda p, px: _png(p, px), (1, 0), ["train/good/000.png", "test/good/t.png"]),
+        (lambda p, px: _png(p, px, 9), (0, 1), ["train/good/000.png", "test/good/t.png (0 of 256 bits)"]),
+        (
+            lambda p, px: _jpeg(p.with_suffix(".jpg"), px),
+            (0, 1),
+            ["train/good/000.png", "test/good/t.jpg (N of 256 bits)"],  # N: the codec's, a few
+        ),
+        (lambda p, px: _png(p, _picture(99)), (0, 0), None),
+    ],
+    ids=["byte_copy", "png_saved_again", "jpeg_q95", "another_picture"],
+)
+def test_a_test_image_is_an_exact_copy_or_a_near_copy_of_a_training_one(
+    make: Maker, counts: tuple[int, int], example: list[str] | None, tmp_path: Path
+) -> None:
+    training = [_png(tmp_path / "train" / "good" / f"{n:03d}.png", _picture(n)) for n in range(4)]
+    test = make(tmp_path / "test" / "good" / "t.png", _picture(0))  # of training image 000
+    report = duplicates_report(tmp_path, [(p, "good", _sha(p)) for p in training], [test])
+    assert (report["training_and_test"], report["near_training_and_test"]) == counts
+    assert (report["within_training"], report["near_within_training"]) == (0, 0)
+    kind = "training_and_test" if counts[0] else "near_training_and_test"
+    if example and "(N of" in example[1]:
+        bits = int(report["examples"][kind][0][1].split("(")[1].split()[0])
+        assert 0 < bits <= 16
+        example = [example[0], example[1].replace("(N of", f"({bits} of")]
+    assert report["examples"][kind] == ([example] if example else [])
+    warning = leakage_warning(report)
+    if counts == (0, 1):
+        assert warning == (
+            f"1 test image(s) are near-copies of training images, the same picture saved again "
+            f"({example[1]} ~ {example[0]}, for one): the test figures on them are optimistic"
+        )
+    assert (warning is None) == (example is None)
+
+
+def test_a_near_copy_within_training_is_named_with_both_classes(tmp_path: Path) -> None:
+    a = _png(tmp_path / "train" / "good" / "a.png", _picture(1))
+    b = _png(tmp_path / "train" / "good" / "b.png", _picture(2))
+    c = _jpeg(tmp_path / "train" / "wet_patch" / "c.jpg", _picture(1))
+    training = [(p, p.parent.name, _sha(p)) for p in (a, b, c)]
+    report = duplicates_report(tmp_path, training, [])
+    assert (report["within_training"], report["near_within_training"]) == (0, 1)
+    [[first, second]] = report["examples"]["near_within_training"]
+    assert first == "train/good/a.png"
+    assert second.startswith("train/wet_patch/c.jpg (") and second.endswith(
+        " of 256 bits; good and wet_patch)"
+    )
+    assert "1 training image(s) are near-copies of another" in (leakage_warning(report) or "")
+
+
+def test_near_copies_are_found_alike_in_any_chunk_and_from_the_callers_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    training = [_png(tmp_path / "train" / "good" / f"{n:03d}.png", _picture(n % 5)) for n in range(9)]
+    test = [_jpeg(tmp_path / "test" / "good" / f"{n:03d}.jpg", _picture(n)) for n in range(3, 8)]
+    items = [(p, "good", _sha(p)) for p in training]
+    whole = duplicates_report(tmp_path, items, test)
+    # 000-004 are five pictures, 005-008 the first four again (byte copies: exact); of the tests,
+    # saved as JPEG, those of pictures 3 and 4 are near-copies, 5 to 7 are pictures not in training
+    assert [whole[k] for k in ("within_training", "near_within_training", "near_training_and_test")] == [
+        4,
+        0,
+        2,
+    ]
+    monkeypatch.setattr(leakage, "_PAIRS_PER_CHUNK", 3)  # a chunk of one query against the keys
+    phashes = [leakage.picture_hashes(p)[1] for p in training]  # type: ignore[index]
+    assert duplicates_report(tmp_path, items, test, phashes=phashes) == whole
