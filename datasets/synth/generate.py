@@ -46,7 +46,7 @@ __all__ = [
 
 GENERATOR_NAME = "clearsight.datasets.synth"
 """``dataset.json``'s ``generator``: how a folder this module wrote is told from another tool's."""
-GENERATOR_VERSION = "2.0"
+GENERATOR_VERSION = "2.1"
 _SPLITS = ("train", "test")
 _PNG = [cv2.IMWRITE_PNG_COMPRESSION, 6]
 

@@ -11,7 +11,7 @@ from datasets.errors import ClearsightError, InputError
 from datasets.synth.anomalies_ore import ORE_ANOMALIES
 from datasets.synth.anomalies_pack import PACK_ANOMALIES
 from datasets.synth.nuisance import jpeg_roundtrip, photometric, sample_nuisance, to_gray, warp
-from datasets.synth.ore import render_ore_scene, shade_ore
+from datasets.synth.ore import OreScene, render_ore_scene, shade_ore
 from datasets.synth.vacuum import compose_photo, compose_xray, render_pack_scene
 
 __all__ = ["ANOMALY_TYPES", "CARGO_TYPES", "GOOD", "MASK_THRESHOLD", "Sample", "render_sample"]
@@ -24,7 +24,10 @@ ANOMALY_TYPES: dict[str, tuple[str, ...]] = {
 """Anomaly types per cargo type, in the order datasets and contact sheets list them."""
 
 MASK_THRESHOLD = 3.0 / 255.0
-"""A pixel belongs to the mask when the anomaly changed it by more than this (any channel, [0, 1])."""
+"""A pixel belongs to the mask when the anomaly changed it by more than this (any channel, [0, 1]),
+and, in ore, the anomaly's material lies there."""
+_HEIGHT_CHANGE = 0.25
+"""Pixels of relief: an ore scene's height changed by more than this is material the anomaly moved."""
 
 # The scene is rendered on a larger canvas and cropped after rotation and scaling, so that no
 # image shows a border of padding (which would be a tell if it correlated with anything).
@@ -39,6 +42,8 @@ class Sample:
     Attributes:
         image: uint8 (H, W, 3) RGB, uint8 (H, W) grayscale, or uint16 (H, W) for 16-bit X-ray.
         mask: uint8 (H, W), 255 where the anomaly changed the image, else 0 (all 0 for good images).
+            In ore, only where its material lies: the shadow and occlusion an object casts on the
+            untouched ore around it are in the image, not in the mask, as a labeller would draw it.
         variant: ``"colour"``, ``"grayscale"`` (mono camera) or ``"xray"``.
         severity: the anomaly's severity in [0, 1], ``None`` for good images.
         detail: what was drawn (e.g. ``"cable"``, ``"open"``), ``""`` for good images.
@@ -116,11 +121,16 @@ def render_sample(
             candidate = finish(shade(edited))  # type: ignore[arg-type]
             diff = np.abs(candidate - clean)
             changed = (diff.max(axis=-1) if diff.ndim == 3 else diff) > MASK_THRESHOLD
-            if changed.any():
-                # Below-threshold changes (the far tails of blurred shading) are dropped, so the mask
-                # is exactly the set of pixels the anomaly changed.
+            marked = changed
+            if cargo == "bulk_ore":
+                # shading reaches past the object (ambient occlusion, cast shadow): the mask is the
+                # object, where the material maps changed, seen through the same warp as the image
+                marked = changed & (warp(_ore_footprint(scene, edited), nuisance, size) >= 0.5)
+            if marked.any():
+                # Below-threshold changes (the far tails of blurred shading) are dropped, so the image
+                # differs from the good one only where the anomaly visibly changed it.
                 keep = changed[..., None] if candidate.ndim == 3 else changed
-                image, mask = np.where(keep, candidate, clean), changed.astype(np.uint8) * 255
+                image, mask = np.where(keep, candidate, clean), marked.astype(np.uint8) * 255
                 break
         else:
             raise ClearsightError(
@@ -146,3 +156,12 @@ def _ore_centre(rng: np.random.Generator, ore: np.ndarray, canvas: int, size: in
     ys, xs = np.nonzero(where)
     k = int(rng.integers(len(xs)))
     return float(xs[k]), float(ys[k])
+
+
+def _ore_footprint(before: OreScene, after: OreScene) -> np.ndarray:
+    """float32 (H, W) 1 where an anomaly changed an ore scene's material (albedo or gloss by more
+    than ``MASK_THRESHOLD``, height by more than ``_HEIGHT_CHANGE`` pixels), else 0."""
+    changed = np.abs(after.albedo - before.albedo).max(axis=-1) > MASK_THRESHOLD
+    changed |= np.abs(after.gloss - before.gloss) > MASK_THRESHOLD
+    changed |= np.abs(after.height - before.height) > _HEIGHT_CHANGE
+    return changed.astype(np.float32)
