@@ -20,7 +20,7 @@ from torch import nn
 import models.backbones  # noqa: F401  (registers the backbone builders)
 from models.classifier import TypeHead
 from models.features import PatchEmbedder
-from models.fusion import FUSION_RULES, Fusion
+from models.fusion import FUSION_RULES, SCORE_DTYPES, Fusion
 from models.patch_head import PatchHead
 from models.patchcore import FineBank, MemoryBank
 from models.registry import create_model
@@ -130,6 +130,7 @@ class DetectorConfig:
     co_located: bool = False
     grey_offsets: tuple[float, float, float] = (0.0, 0.0, 0.0)
     pool_sizes: tuple[int, ...] = ()
+    score_dtype: str = "float64"
 
     def __post_init__(self) -> None:
         if self.pad < 0 or self.grid < 0:
@@ -144,6 +145,8 @@ class DetectorConfig:
             raise ValueError(f"grey_offsets must be 3 finite numbers; got {self.grey_offsets}")
         if any(k < 1 or k % 2 == 0 for k in self.pool_sizes):
             raise ValueError(f"pool_sizes must be odd sizes >= 1; got {self.pool_sizes}")
+        if self.score_dtype not in SCORE_DTYPES:
+            raise ValueError(f"score_dtype {self.score_dtype!r} not in {SCORE_DTYPES}")
         if self.score_reduction not in _SCORE_REDUCTIONS:
             raise ValueError(f"score_reduction {self.score_reduction!r} not in {_SCORE_REDUCTIONS}")
         if len(self.class_names) < 2 or self.class_names[0] != "good":
@@ -161,6 +164,9 @@ class DetectorConfig:
         kw = dict(data)
         kw.setdefault("grey_offsets", (0.0, 0.0, 0.0))
         kw.setdefault("pool_sizes", ())
+        # cards written before scores were computed in float64 had their thresholds placed on float32
+        # scores: read in float64, a hold of 1.0 (scores saturated there) would hold nothing
+        kw.setdefault("score_dtype", "float32")
         for key in ("mean", "std", "class_names", "grey_offsets", "pool_sizes"):
             kw[key] = tuple(kw[key])
         return cls(**kw)
@@ -474,7 +480,16 @@ def build_detector(
         dim += backbone.fine_channels
     head = TypeHead(embedder.concat_dim + dim + 3, len(config.class_names))
     patch_head = PatchHead(dim, config.patch_hidden, topk=config.patch_topk)
-    return Detector(config, backbone, embedder, bank, head, patch_head, Fusion(config.fusion), fine).eval()
+    return Detector(
+        config,
+        backbone,
+        embedder,
+        bank,
+        head,
+        patch_head,
+        Fusion(config.fusion, score_dtype=config.score_dtype),
+        fine,
+    ).eval()
 
 
 def fit_position_norm(normal_dists: torch.Tensor, *, sigma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

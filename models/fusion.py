@@ -35,6 +35,7 @@ __all__ = [
     "FUSION_RULES",
     "MIN_SLOPE",
     "OFF",
+    "SCORE_DTYPES",
     "SIGNALS",
     "Calibration",
     "Fusion",
@@ -62,6 +63,11 @@ OFF = (0.0, -30.0)
 slope of 0 marks the signal as left out (:meth:`Fusion.forward`)."""
 
 
+SCORE_DTYPES = ("float64", "float32")
+"""The precision the fused score's sigmoid is taken in: ``"float64"`` since session 28; cards from
+before say nothing and keep ``"float32"`` (see :meth:`Fusion.forward`)."""
+
+
 class Fusion(nn.Module):
     """Calibrated fusion of the one-class score, the type head's anomaly log-odds and the patch
     head's image score (see :data:`SIGNALS`), by ``rule`` (one of :data:`FUSION_RULES`)."""
@@ -71,11 +77,14 @@ class Fusion(nn.Module):
     slope: torch.Tensor
     bias: torch.Tensor
 
-    def __init__(self, rule: str = "max") -> None:
+    def __init__(self, rule: str = "max", *, score_dtype: str = "float64") -> None:
         super().__init__()
         if rule not in FUSION_RULES:
             raise ValueError(f"fusion rule {rule!r} not in {FUSION_RULES}")
+        if score_dtype not in SCORE_DTYPES:
+            raise ValueError(f"score_dtype {score_dtype!r} not in {SCORE_DTYPES}")
         self.rule = rule
+        self.score_dtype = score_dtype
         self.register_buffer("oc_mu", torch.zeros(()))
         self.register_buffer("oc_sd", torch.ones(()))
         self.register_buffer("slope", torch.ones(len(SIGNALS)))
@@ -135,11 +144,15 @@ class Fusion(nn.Module):
         """(B,) raw one-class score, (B, K) type logits, (B,) patch score -> (B,) float64 fused score
         in [0, 1].
 
-        The sigmoid is taken in float64: in float32 every fused log-odds above about 16.6 came out as
-        exactly 1.0, so a clean image one signal flagged hard tied with every plain anomaly, and a
-        hold cut above such an image could not be placed (float64 keeps them apart up to about 36).
+        The sigmoid is taken in float64 (``score_dtype``): in float32 every fused log-odds above
+        about 16.6 came out as exactly 1.0, so a clean image one signal flagged hard tied with every
+        plain anomaly, and a hold cut above such an image could not be placed (float64 keeps them
+        apart up to about 36). A model trained before keeps ``"float32"``, the precision its
+        thresholds were placed on.
         """
         logit = fuse_logits(self._calibrated(score_raw, type_logits, patch_score), self.slope, self.rule)
+        if self.score_dtype == "float32":
+            return torch.sigmoid(logit).double()
         return torch.sigmoid(logit.double())
 
     def _calibrated(

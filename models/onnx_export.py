@@ -71,7 +71,9 @@ LOGIT_TOLERANCE = 1e-3
 """Largest accepted |PyTorch - ONNX Runtime| of a head logit."""
 
 EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
-SIDECAR_FORMAT = "clearsight-onnx/1"
+SIDECAR_FORMAT = "clearsight-onnx/2"
+"""2: ``score`` is float64 (it was float32, saturating at 1.0 above log-odds 16.6), and every output
+names its dtype."""
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("score", "anomaly_map", "type_logits")
 RESIZE = "OpenCV INTER_AREA where either side shrinks, INTER_LINEAR where neither does"
@@ -130,7 +132,8 @@ def _refuse_overwriting_other_json(side: Path) -> None:
         earlier = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         earlier = None
-    if not isinstance(earlier, dict) or earlier.get("format") != SIDECAR_FORMAT:
+    # any version's sidecar: re-exporting over an export of an earlier version replaces it
+    if not isinstance(earlier, dict) or not str(earlier.get("format")).startswith("clearsight-onnx/"):
         raise ExportError(
             f"{str(side)!r} exists and is not an earlier export's sidecar (a model card?); the export "
             f"writes its sidecar there, so choose an --out outside the model folder or under another name"
@@ -250,9 +253,23 @@ def _sidecar(
         },
         "preprocessing": card.get("preprocessing"),
         "outputs": {
-            "score": {"shape": ["batch"], "range": [0.0, 1.0], "meaning": "fused anomaly score"},
-            "anomaly_map": {"shape": ["batch", s, s], "range": [0.0, 1.0], "meaning": MAP_MEANING},
-            "type_logits": {"shape": ["batch", len(cfg.class_names)], "classes": list(cfg.class_names)},
+            "score": {
+                "shape": ["batch"],
+                "dtype": "float64",
+                "range": [0.0, 1.0],
+                "meaning": "fused anomaly score",
+            },
+            "anomaly_map": {
+                "shape": ["batch", s, s],
+                "dtype": "float32",
+                "range": [0.0, 1.0],
+                "meaning": MAP_MEANING,
+            },
+            "type_logits": {
+                "shape": ["batch", len(cfg.class_names)],
+                "dtype": "float32",
+                "classes": list(cfg.class_names),
+            },
         },
         "image_score": "max of 'score' over an image's tiles; label 'anomalous' if >= thresholds.release",
         "thresholds": card.get("thresholds"),

@@ -116,6 +116,21 @@ def _set(path: str, value: object) -> Callable[[dict], None]:
     return edit
 
 
+def test_a_card_from_before_float64_scores_keeps_its_float32_scores(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # its thresholds were placed on float32 scores: a hold of 1.0 (scores saturated there) read on
+    # float64 scores would hold none of the anomalies it held
+    card = json.loads((tiny_model_dir / CARD_FILE).read_text())
+    assert card["detector"]["score_dtype"] == "float64"  # this version's models
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    _rehashed(lambda c: c["detector"].pop("score_dtype"), content=True)(target)
+    old = load_model(target, runtime="torch")
+    assert old.detector.fusion.score_dtype == "float32"
+    assert load_model(tiny_model_dir, runtime="torch").detector.fusion.score_dtype == "float64"
+
+
 def test_a_fully_rehashed_edit_loads_only_under_another_model_id(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:

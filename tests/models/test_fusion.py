@@ -51,6 +51,17 @@ def test_confident_scores_stay_apart(rule: str) -> None:
     score_raw = torch.exp(torch.tensor([17.0, 20.0, 30.0]))  # one-class z of 17, 20, 30
     got = _fusion(rule, platt)(score_raw, TYPE_LOGITS[:1].expand(3, -1), PATCH[:1].expand(3))
     assert float(got[0]) < float(got[1]) < float(got[2]) < 1.0
+    # a model trained before keeps the precision its thresholds were placed on
+    old = Fusion(rule, score_dtype="float32")
+    old.slope.copy_(torch.tensor([a for a, _ in platt]))
+    old.bias.copy_(torch.tensor([b for _, b in platt]))
+    saturated = old(score_raw, TYPE_LOGITS[:1].expand(3, -1), PATCH[:1].expand(3))
+    assert saturated.dtype == torch.float64 and float(saturated[1]) == float(saturated[2]) == 1.0
+
+
+def test_an_unknown_score_dtype_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"score_dtype 'float16' not in \('float64', 'float32'\)"):
+        Fusion("sum", score_dtype="float16")
 
 
 def test_sum_ranks_two_suspect_signals_above_one() -> None:

@@ -106,6 +106,14 @@ def test_sidecar_carries_preprocessing_thresholds_and_id(
     assert side["input"]["mean"] == [0.5, 0.5, 0.5]
     assert side["class_names"] == ["good", "foreign_object"]
     assert side["onnx_file"] == "model.onnx"
+    # each output's dtype as the graph gives it: score turned float64 in format 2
+    assert side["format"] == "clearsight-onnx/2"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    graph = {o.name: o.type for o in session.get_outputs()}
+    assert {
+        name: f"tensor({'double' if o['dtype'] == 'float64' else 'float'})"
+        for name, o in side["outputs"].items()
+    } == graph
     assert side["exporter"] == "torch.onnx.export (TorchScript, dynamo=False)"
 
 
