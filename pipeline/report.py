@@ -72,12 +72,15 @@ def cut_text(value: float | None) -> str:
 
 
 def _cut_digits(value: float) -> int:
-    return 3 if value <= 0.0 or value >= 0.1 else 2 - math.floor(math.log10(value))
+    # three significant digits of the nearer of the value and its distance to 1: a hold of
+    # 0.99999997 (float64 scores reach it) read "1.000", as if nothing could be held
+    tail = min(value, 1.0 - value)
+    return 3 if tail <= 0.0 or tail >= 0.1 else 2 - math.floor(math.log10(tail))
 
 
 def score_text(value: float | None, cuts: Sequence[float] = ()) -> str:
     """A score with three significant digits (at least three decimals, as :func:`cut_text`), and
-    more (up to 9 decimals) where it takes them to tell it from each of ``cuts`` it is not equal
+    more (up to 12 decimals) where it takes them to tell it from each of ``cuts`` it is not equal
     to: 0.00999 beside a release cut of 0.0097 reads ``"0.00999"``, not ``"0.010"`` like a score
     just above the cut. Scores under 1e-4 read in scientific notation (``"3.20e-07"``)."""
     if value is None:
@@ -85,7 +88,7 @@ def score_text(value: float | None, cuts: Sequence[float] = ()) -> str:
     if 0.0 < value < 1e-4 and all(cut >= 1e-4 for cut in cuts):
         return f"{value:.2e}"
     digits = _cut_digits(value)
-    while digits < 9 and any(
+    while digits < 12 and any(
         f"{value:.{digits}f}" == f"{cut:.{digits}f}" or f"{value:.{digits}f}" == cut_text(cut)
         for cut in cuts
         if cut != value
@@ -140,8 +143,7 @@ def _frame(
         parts.append(
             f'<line x1="{x:.1f}" y1="{_H - _BOTTOM}" x2="{x:.1f}" y2="{_H - _BOTTOM + 4}" stroke="#495057"/>'
         )
-        # a long label at the right edge ends there rather than running off the picture
-        anchor, x_text = ("end", x + 6) if t > 0.97 and len(label) > 3 else ("middle", x)
+        anchor, x_text = ("end", x + 6) if _anchored_at_end(t, label) else ("middle", x)
         parts.append(
             f'<text x="{x_text:.1f}" y="{_H - _BOTTOM + 16}" text-anchor="{anchor}" class="tick">'
             f"{html.escape(label)}</text>"
@@ -264,12 +266,39 @@ class ScoreAxis(NamedTuple):
         return np.clip((_logit(score) - self.low) / (self.high - self.low), 0.0, 1.0)
 
     def ticks(self) -> list[tuple[float, str]]:
-        """(position, label) at the decades 0.001, 0.01, ..., 0.5, ..., 0.99, 0.999 within the axis."""
+        """(position, label) at 0.5 and the decades 0.1, 0.01, ... and 0.9, 0.99, ... out to the
+        axis's ends, every decade or every second or third one: as many as fit side by side."""
         decades = int(round(-math.log10(_sigmoid(self.low))))
-        values = (
-            [10.0**-k for k in range(decades, 0, -1)] + [0.5] + [1 - 10.0**-k for k in range(1, decades + 1)]
-        )
-        return [(float(self.position(v)), f"{v:g}") for v in values]
+        ticks: list[tuple[float, str]] = []
+        for step in (1, 2, 3, decades):
+            ks = list(range(decades, 0, -step))  # the outermost decade is always marked
+            ticks = (
+                [(float(self.position(10.0**-k)), f"{10.0**-k:.{k}f}") for k in ks]
+                + [(0.5, "0.5")]
+                + [(float(self.position(1 - 10.0**-k)), f"{1 - 10.0**-k:.{k}f}") for k in reversed(ks)]
+            )
+            if _ticks_fit(ticks):
+                break
+        return ticks
+
+
+_TICK_CHAR_WIDTH = 6.2
+"""Width of one character of a tick label (class ``tick``, 11 px), in viewBox units, rounded up."""
+
+
+def _ticks_fit(ticks: Sequence[tuple[float, str]]) -> bool:
+    """Whether tick labels at these positions (as :func:`_frame` anchors them) leave a gap between
+    neighbours."""
+    spans = []
+    for t, label in ticks:
+        x, width = _sx(t), len(label) * _TICK_CHAR_WIDTH
+        spans.append((x + 6 - width, x + 6) if _anchored_at_end(t, label) else (x - width / 2, x + width / 2))
+    return all(right + 3 <= left for (_, right), (left, _) in zip(spans, spans[1:], strict=False))
+
+
+def _anchored_at_end(t: float, label: str) -> bool:
+    """A long tick label at the right edge ends there rather than running off the picture."""
+    return t > 0.97 and len(label) > 3
 
 
 def _logit(p: np.ndarray | float) -> np.ndarray:

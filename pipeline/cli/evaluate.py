@@ -85,7 +85,7 @@ def evaluate_command(
     from models.threshold import METHOD_FALLBACK, METHOD_NORMAL_BOUND
     from pipeline.evaluate import evaluate, write_outputs
     from pipeline.intervals import trials_to_show, unshown_upper
-    from pipeline.report import number, number_span, percent, percent_span, write_report
+    from pipeline.report import cut_text, number, number_span, percent, percent_span, write_report
     from pipeline.signal_evidence import SIGNAL_NAMES
 
     if out.exists() and not out.is_dir():
@@ -158,7 +158,7 @@ def evaluate_command(
     )
     ci = mt["intervals"]
     console.print(
-        f"  at release threshold {number(th.release)}: {percent(mt['release_rate'])} of clean cargo "
+        f"  at release threshold {cut_text(th.release)}: {percent(mt['release_rate'])} of clean cargo "
         f"released ({percent_span(ci['release_rate'])}), {percent(mt['miss_rate'])} of anomalous cargo "
         f"released ({percent_span(ci['miss_rate'])}; target <= {percent(th.target_miss_rate)})"
     )

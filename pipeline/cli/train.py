@@ -173,6 +173,7 @@ def train_command(
     score, and picks the release threshold at --target-miss-rate.
     """
     from pipeline.picture_kinds import grey_offsets_words
+    from pipeline.report import cut_text
     from pipeline.resolution import card_resolution, describe_resize
     from pipeline.train import TrainConfig, train_model
 
@@ -263,7 +264,7 @@ def train_command(
     table.add_row("fusion", f"{val['fusion_rule']}{spot}")
     table.add_row("calibration", str(val["calibration"]))
     t = result.thresholds
-    table.add_row("thresholds", f"release={t.release:.4f} hold={t.hold:.4f} ({t.method})")
+    table.add_row("thresholds", f"release={cut_text(t.release)} hold={cut_text(t.hold)} ({t.method})")
     promise, promise_note = promise_words(val, t.target_miss_rate)
     table.add_row("miss-rate promise", promise)
     auroc = val["image_auroc"]

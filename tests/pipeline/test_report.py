@@ -275,6 +275,8 @@ THRESHOLD_PAIRS = [
     (0.3, 0.31),  # close cuts: a row each
     (0.0004, 0.9999),  # cuts beyond 0.001 and 0.999 widen the axis
     (0.001, 0.001),
+    (0.5, 0.99995),  # the axis widened to 1e-5: its decades' labels ran into each other
+    (2e-6, 0.5),
 ]
 
 
@@ -324,7 +326,16 @@ def test_a_score_reads_apart_from_the_cuts(value: float | None, cuts: tuple[floa
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(0.712, "0.712"), (0.0097, "0.00970"), (0.05, "0.0500"), (0.000123, "0.000123"), (0.0, "0.000")],
+    [
+        (0.712, "0.712"),
+        (0.0097, "0.00970"),
+        (0.05, "0.0500"),
+        (0.000123, "0.000123"),
+        (0.0, "0.000"),
+        (1.0, "1.000"),
+        (0.95, "0.9500"),
+        (0.9999999716853225, "0.9999999717"),  # a hold near 1 read "1.000", as if nothing were held
+    ],
 )
 def test_a_cut_reads_to_three_significant_digits(value: float, text: str) -> None:
     from pipeline.report import cut_text
@@ -529,6 +540,14 @@ def test_cli_says_when_the_test_set_cannot_show_the_target(
         assert said in out
 
 
+def test_cli_prints_a_small_release_cut_as_the_report_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install_fake_model(monkeypatch, 0.0097)  # a vacuum-pack model's cut read "0.010" on the console
+    assert _run_evaluate(tmp_path)[0] == 0
+    assert "at release threshold 0.00970:" in capsys.readouterr().out
+
+
 def test_cli_help() -> None:
     from typer.testing import CliRunner
 
@@ -675,6 +694,14 @@ def test_threshold_labels_fit_the_chart_in_a_browser(
         (_, x0, y0, w0, h0), (_, x1, y1, w1, h1) = boxes
         apart = x0 + w0 <= x1 or x1 + w1 <= x0 or y0 + h0 <= y1 or y1 + h1 <= y0
         assert apart, (release, hold, boxes)
+        ticks = page.evaluate(
+            """() => [...document.querySelectorAll('svg[aria-label="Score histogram"] text.tick')]
+                .filter(t => t.getAttribute('y') === '274')
+                .map(t => { const b = t.getBBox(); return [t.textContent, b.x, b.width]; })"""
+        )
+        assert len(ticks) >= 5 and ticks[-1][1] + ticks[-1][2] <= 360, (release, hold, ticks)
+        for (a, xa, wa), (b, xb, _) in zip(ticks, ticks[1:], strict=False):
+            assert xa + wa <= xb, (release, hold, a, b)
 
 
 @pytest.mark.browser
