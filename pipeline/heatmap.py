@@ -21,7 +21,8 @@ def _to_rgb8(image: np.ndarray) -> np.ndarray:
     """
     img = np.asarray(image)
     if img.dtype == np.uint16:
-        top = max(float(np.percentile(img, DISPLAY_PERCENTILE)), 1.0) if img.size else 1.0
+        # never stretched beyond 8-bit values shown as they are: a dark picture's noise stays dark
+        top = max(float(np.percentile(img, DISPLAY_PERCENTILE)), 255.0) if img.size else 255.0
         img = np.clip(img * (255.0 / top), 0.0, 255.0).round().astype(np.uint8)
     elif img.dtype != np.uint8:
         img = (np.clip(img.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)

@@ -69,3 +69,11 @@ def test_a_16_bit_image_is_shown_over_the_range_it_uses(low: int, high: int, sho
 
 def test_the_legend_keeps_its_size_on_a_page_that_stretches_svgs() -> None:
     assert 'style="width: 420px; max-width: 100%; height: auto"' in legend_svg()
+
+
+def test_a_dark_16_bit_picture_keeps_its_noise_dark() -> None:
+    # its 99.9th percentile is 0: stretched to 1, every pixel of 1 or 2 was drawn white
+    image = np.zeros((64, 64), np.uint16)
+    image[::16, ::16] = 2
+    drawn = overlay(image, np.zeros((8, 8), np.float32))
+    assert int(drawn.max()) <= 2
