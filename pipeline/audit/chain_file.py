@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from datasets.errors import AuditError, InputError
 from pipeline.audit.chain import GENESIS_HASH, chain_hash
+from pipeline.audit.export import replaced_whole
 
 __all__ = ["ChainFileReport", "verify_chain_file", "write_chain_file"]
 
@@ -30,12 +31,15 @@ class ChainFileReport(NamedTuple):
 def write_chain_file(rows: Iterable[Any], path: Path) -> int:
     """Write chain rows (``seq``, ``prev_hash``, ``record_hash``, ``content``) to ``path``; returns the count.
 
+    The file appears whole or not at all: a prefix of a chain is itself a valid chain, so a file cut
+    off midway would verify (:func:`~pipeline.audit.export.replaced_whole`).
+
     Raises:
         InputError: the file cannot be written.
     """
     count = 0
     try:
-        with path.open("w", encoding="utf-8") as handle:
+        with replaced_whole(path) as handle:
             for row in rows:
                 line = {
                     "seq": row.seq,
@@ -46,7 +50,8 @@ def write_chain_file(rows: Iterable[Any], path: Path) -> int:
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
                 count += 1
     except OSError as exc:
-        raise InputError(f"cannot write the chain to {path} ({exc})") from exc
+        # strerror: the message would name the temporary file, not the one asked for
+        raise InputError(f"cannot write the chain to {path} ({exc.strerror or exc})") from exc
     return count
 
 

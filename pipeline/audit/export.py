@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from datasets.errors import InputError
 from pipeline.audit.records import AuditRecord
 
-__all__ = ["CSV_COLUMNS", "flat_row", "spreadsheet_safe", "write_export"]
+__all__ = ["CSV_COLUMNS", "flat_row", "replaced_whole", "spreadsheet_safe", "write_export"]
 
 CSV_COLUMNS = [
     "seq",
@@ -77,10 +80,37 @@ def spreadsheet_safe(value: Any) -> Any:
     return value
 
 
+@contextmanager
+def replaced_whole(path: Path) -> Iterator[IO[str]]:
+    """A text file written beside ``path`` and renamed onto it only when the block ends without an
+    error: an export cut off midway (a database gone between pages, a full disk, Ctrl-C) leaves any
+    earlier file as it was and no partial one, which would otherwise pass for a complete copy.
+
+    Raises:
+        OSError: the temporary file cannot be made, written or renamed (it is removed).
+    """
+    # O_EXCL on a random name: never another writer's file; mode 0o666 lets the umask decide, as
+    # open(path, "w") would
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())  # whole on disk before the name points at it
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_export(
     records: Iterable[AuditRecord], path: Path, *, fmt: Literal["csv", "jsonl"] | None = None
 ) -> int:
     """Write ``records`` to ``path`` as CSV or JSONL (``fmt`` defaults to the suffix); returns the count.
+
+    The file appears whole or not at all (:func:`replaced_whole`): an error while ``records`` are
+    read leaves an earlier export at ``path`` untouched.
 
     Raises:
         InputError: a format other than csv/jsonl, or the file cannot be written.
@@ -90,7 +120,7 @@ def write_export(
         raise InputError(f"export format {chosen!r} for {path} not accepted (csv or jsonl)")
     count = 0
     try:
-        with path.open("w", encoding="utf-8", newline="") as handle:
+        with replaced_whole(path) as handle:
             if chosen == "csv":
                 writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
                 writer.writeheader()
@@ -102,5 +132,5 @@ def write_export(
                     handle.write(json.dumps(json.loads(record.model_dump_json()), sort_keys=True) + "\n")
                     count += 1
     except OSError as exc:
-        raise InputError(f"cannot write the export to {path} ({exc})") from exc
+        raise InputError(f"cannot write the export to {path} ({exc.strerror or exc})") from exc
     return count

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -14,7 +15,8 @@ from sqlalchemy import create_engine, text
 from datasets.errors import AuditError, ConflictError, InputError, SchemaVersionError
 from pipeline.audit import GENESIS_HASH, AuditStore, canonical_json, chain_hash
 from pipeline.audit.chain import index_columns
-from pipeline.audit.export import spreadsheet_safe
+from pipeline.audit.chain_file import write_chain_file
+from pipeline.audit.export import spreadsheet_safe, write_export
 from pipeline.audit.image_indexes import Picture, Sighting
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
 
@@ -210,6 +212,43 @@ def test_an_officers_note_is_exported_as_text(db_url: str, tmp_path: Path) -> No
     with (tmp_path / "e.csv").open(newline="") as fh:
         (row,) = list(csv.DictReader(fh))
     assert row["outcome_notes"] == '\'=HYPERLINK("http://evil")'
+
+
+def _cut_off(rows: Iterable[Any]) -> Iterator[Any]:
+    """The rows, then the database gone, as between two pages of a read."""
+    yield from rows
+    raise AuditError("audit store gone between pages")
+
+
+EXPORTS: list[tuple[str, Callable[[AuditStore, Path], int]]] = [
+    ("e.csv", lambda store, path: write_export(_cut_off(store.iter_records()), path)),
+    ("e.jsonl", lambda store, path: write_export(_cut_off(store.iter_records()), path)),
+    ("chain.jsonl", lambda store, path: write_chain_file(_cut_off(store.iter_chain()), path)),
+]
+
+
+@pytest.mark.parametrize("earlier", [None, "an earlier, good export\n"], ids=["new", "over-earlier"])
+@pytest.mark.parametrize(("name", "write"), EXPORTS, ids=[e[0] for e in EXPORTS])
+def test_an_export_cut_off_midway_leaves_no_partial_file(
+    filled: str, tmp_path: Path, name: str, write: Callable[[AuditStore, Path], int], earlier: str | None
+) -> None:
+    """A chain cut off midway is itself a valid chain: verify-file would call a partial copy intact."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if earlier is not None:
+        (out / name).write_text(earlier)
+    with AuditStore.open(filled, create=False) as store, pytest.raises(AuditError, match="between pages"):
+        write(store, out / name)
+    assert [p.name for p in out.iterdir()] == ([] if earlier is None else [name])  # no temporary file
+    if earlier is not None:
+        assert (out / name).read_text() == earlier
+
+
+def test_an_export_that_cannot_be_written_names_the_file_asked_for(filled: str, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder" / "e.csv"
+    with AuditStore.open(filled, create=False) as store, pytest.raises(InputError) as info:
+        store.export(missing)
+    assert str(info.value) == f"cannot write the export to {missing} (No such file or directory)"
 
 
 # -- tampering -------------------------------------------------------------------------------------
