@@ -4,6 +4,13 @@
 order, one JSON object a line: ``seq``, ``prev_hash``, ``record_hash`` and ``content``, the exact
 hashed text. :func:`verify_chain_file` recomputes every link from the file alone, so a copy kept by
 an auditor, or published alongside a head, proves what the trail held at the time.
+
+The first line is the chain's head as the store held it (``{"head_seq": N, "head_hash": H}``): a
+prefix of a chain is itself a valid chain, so without it a copy missing its last records (deleted
+from the store before the export, or cut off on the way to the auditor) would verify. The head line
+is no signature: whoever rewrites the file can rewrite it too, which only a head published elsewhere
+(``--expect``) catches. Files exported before the head line are still read; their tail cannot be
+checked, and the report says so.
 """
 
 from __future__ import annotations
@@ -21,15 +28,19 @@ __all__ = ["ChainFileReport", "verify_chain_file", "write_chain_file"]
 
 
 class ChainFileReport(NamedTuple):
-    """A chain file that verified: how many records, and its head."""
+    """A chain file that verified: how many records, and its head. ``tail_checked`` is False for a
+    file without a head line (an older export): records missing from its end would go unseen."""
 
     records: int
     head_seq: int
     head_hash: str
+    tail_checked: bool = True
 
 
-def write_chain_file(rows: Iterable[Any], path: Path) -> int:
-    """Write chain rows (``seq``, ``prev_hash``, ``record_hash``, ``content``) to ``path``; returns the count.
+def write_chain_file(rows: Iterable[Any], path: Path, *, head: tuple[int, str]) -> int:
+    """Write the head line, then chain rows (``seq``, ``prev_hash``, ``record_hash``, ``content``) to
+    ``path``; returns the number of rows. ``head`` is (seq, hash) of the record the rows end at;
+    the caller checks that they do (:meth:`~pipeline.audit.store.AuditStore.export_chain`).
 
     The file appears whole or not at all: a prefix of a chain is itself a valid chain, so a file cut
     off midway would verify (:func:`~pipeline.audit.export.replaced_whole`).
@@ -40,6 +51,7 @@ def write_chain_file(rows: Iterable[Any], path: Path) -> int:
     count = 0
     try:
         with replaced_whole(path) as handle:
+            handle.write(json.dumps({"head_seq": head[0], "head_hash": head[1]}) + "\n")
             for row in rows:
                 line = {
                     "seq": row.seq,
@@ -65,17 +77,22 @@ def verify_chain_file(path: Path, *, expect: Mapping[int, str] | None = None) ->
     Raises:
         InputError: the file cannot be read.
         AuditError: naming the first line that is not JSON, skips a number, does not link to the
-            record before it, or whose content does not give its hash; or a published record the
-            file lacks or holds with another hash.
+            record before it, or whose content does not give its hash; a file that does not end at
+            the head its first line names; or a published record the file lacks or holds with
+            another hash.
     """
     expect = dict(expect or {})
     previous, seq = GENESIS_HASH, 0
+    head: tuple[int, str] | None = None
     try:
         with path.open(encoding="utf-8") as handle:
             for number, text in enumerate(handle, start=1):
                 where = f"{path}:{number}"
                 try:
                     line = json.loads(text)
+                    if isinstance(line, dict) and "head_seq" in line:
+                        head = _head(line, where, first=number == 1)
+                        continue
                     got_seq, prev, digest, content = (
                         line["seq"],
                         line["prev_hash"],
@@ -110,4 +127,29 @@ def verify_chain_file(path: Path, *, expect: Mapping[int, str] | None = None) ->
         ) from exc
     if expect:
         raise AuditError(f"{path}: ends at record {seq}, before the published record {min(expect)}")
+    if head is None:
+        return ChainFileReport(seq, seq, previous, tail_checked=False)
+    if seq < head[0]:
+        raise AuditError(
+            f"{path}: ends at record {seq}, but its head line says the chain ends at record {head[0]}: "
+            f"records {seq + 1}..{head[0]} are missing (deleted, or the file was cut off)"
+        )
+    if (seq, previous) != head:
+        raise AuditError(
+            f"{path}: ends at record {seq} with hash {previous}, but its head line says record "
+            f"{head[0]} with hash {head[1]}"
+        )
     return ChainFileReport(seq, seq, previous)
+
+
+def _head(line: dict[str, Any], where: str, *, first: bool) -> tuple[int, str]:
+    """(seq, hash) of a head line, which only the first line may be."""
+    seq, digest = line.get("head_seq"), line.get("head_hash")
+    if not first:
+        raise AuditError(f"{where}: a head line where a record belongs (the head is the first line only)")
+    if type(seq) is not int or seq < 0 or not isinstance(digest, str):
+        raise AuditError(
+            f"{where}: not a head line (head_seq {str(seq)[:30]!r} must be a number >= 0, head_hash "
+            f"{str(digest)[:70]!r} a hash)"
+        )
+    return seq, digest

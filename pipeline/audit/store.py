@@ -40,6 +40,7 @@ from sqlalchemy.util import asbool
 
 from datasets.errors import AuditError, ConflictError, InputError, SchemaVersionError
 from pipeline.audit.chain import GENESIS_HASH, canonical_json, chain_hash, index_columns
+from pipeline.audit.chain_file import write_chain_file
 from pipeline.audit.export import write_export
 from pipeline.audit.hamming_sql import register_sqlite
 from pipeline.audit.image_indexes import (
@@ -809,17 +810,68 @@ class AuditStore:
                 return
             after = rows[-1].seq
 
-    def iter_chain(self, *, page: int = 500) -> Iterator[Any]:
+    def iter_chain(self, *, page: int = 500, upto: int | None = None) -> Iterator[Any]:
         """Every record, decisions and outcomes, in chain order (rows with ``seq``, ``prev_hash``,
-        ``record_hash`` and ``content``, the hashed text), a page at a time."""
+        ``record_hash`` and ``content``, the hashed text), a page at a time; with ``upto``, those
+        numbered up to it."""
+        where = () if upto is None else (audit_records.c.seq <= upto,)
         after = 0
         while True:
             with self._reading("reading the chain") as conn:
-                rows = self._rows_after(conn, after, page)
+                rows = self._rows_after(conn, after, page, *where)
             yield from rows
             if len(rows) < page:
                 return
             after = rows[-1].seq
+
+    def export_chain(self, path: str | Path) -> int:
+        """Write the whole chain, up to the head read first, to a file that
+        :func:`~pipeline.audit.chain_file.verify_chain_file` checks without the database; returns
+        the number of records. Records appended meanwhile are left for the next export.
+
+        Raises:
+            AuditError: the chain does not reach its head (records deleted from its end, or the last
+                one altered), or goes past it: nothing is written, as ``clearsight audit verify``
+                names what happened.
+            InputError: the file cannot be written.
+        """
+        with self._reading("reading the chain head") as conn:
+            head = conn.execute(
+                select(audit_head.c.seq, audit_head.c.record_hash).where(audit_head.c.id == 1)
+            ).first()
+            # in the head's snapshot: a record past it was not appended by the store (later
+            # appends are not in the snapshot), and an export up to the head would leave it out
+            last = conn.execute(select(func.max(audit_records.c.seq))).scalar()
+        if head is None:
+            raise AuditError(
+                f"audit store {self.url}: the chain head row is missing; run `clearsight audit verify`"
+            )
+        if last is not None and last > head.seq:
+            raise AuditError(
+                f"audit store {self.url}: record {last} lies past the chain head (record {head.seq}); "
+                "nothing exported (`clearsight audit verify` names what happened)"
+            )
+        rows = self._reaching(self.iter_chain(upto=head.seq), head.seq, head.record_hash)
+        return write_chain_file(rows, Path(path), head=(head.seq, head.record_hash))
+
+    def _reaching(self, rows: Iterator[Any], head_seq: int, head_hash: str) -> Iterator[Any]:
+        """``rows``, then an error if they did not end at the head: a copy of a chain whose tail was
+        deleted is itself a valid chain, and would pass for the whole one."""
+        last_seq, last_hash = 0, GENESIS_HASH
+        for row in rows:
+            yield row
+            last_seq, last_hash = row.seq, row.record_hash
+        if last_seq < head_seq:
+            raise AuditError(
+                f"audit store {self.url}: the chain ends at record {last_seq} but its head says "
+                f"{head_seq}: records after {last_seq} are missing; nothing exported (`clearsight "
+                "audit verify` names what happened)"
+            )
+        if last_hash != head_hash:
+            raise AuditError(
+                f"audit store {self.url}: record {head_seq} does not have the hash its head holds; "
+                "nothing exported (`clearsight audit verify` names what happened)"
+            )
 
     def verify(self) -> VerifyReport:
         """Re-compute the whole chain; see :mod:`pipeline.audit.verify`."""

@@ -223,7 +223,10 @@ def _cut_off(rows: Iterable[Any]) -> Iterator[Any]:
 EXPORTS: list[tuple[str, Callable[[AuditStore, Path], int]]] = [
     ("e.csv", lambda store, path: write_export(_cut_off(store.iter_records()), path)),
     ("e.jsonl", lambda store, path: write_export(_cut_off(store.iter_records()), path)),
-    ("chain.jsonl", lambda store, path: write_chain_file(_cut_off(store.iter_chain()), path)),
+    (
+        "chain.jsonl",
+        lambda store, path: write_chain_file(_cut_off(store.iter_chain()), path, head=(5, "ab" * 32)),
+    ),
 ]
 
 
@@ -666,8 +669,8 @@ def test_the_exported_chain_verifies_without_the_database(
 
     chain = tmp_path / "chain.jsonl"
     assert run(app, ["audit", "export", "--db", filled, "--chain", "--out", str(chain)]) == 0
-    assert "exported 5 records, the whole chain" in capsys.readouterr().out
-    lines = [json.loads(line) for line in chain.read_text().splitlines()]
+    assert "exported 5 records, the whole chain up to its head" in capsys.readouterr().out
+    head_line, *lines = [json.loads(line) for line in chain.read_text().splitlines()]
     assert [(r["seq"], json.loads(r["content"])["kind"]) for r in lines] == [
         (1, "decision"),
         (2, "decision"),
@@ -675,19 +678,24 @@ def test_the_exported_chain_verifies_without_the_database(
         (4, "decision"),
         (5, "outcome"),
     ]
+    assert head_line == {"head_seq": 5, "head_hash": lines[-1]["record_hash"]}
     head = f"5:{lines[-1]['record_hash']}"
     assert run(app, ["audit", "verify-file", str(chain), "--expect", head]) == 0
     assert "5 records verified, chain intact" in capsys.readouterr().out
     # an outcome rewritten in the copy
     altered = [dict(r) for r in lines]
     altered[4]["content"] = altered[4]["content"].replace("officer-7", "officer-9")
-    chain.write_text("".join(json.dumps(r) + "\n" for r in altered))
+    chain.write_text("".join(json.dumps(r) + "\n" for r in [head_line, *altered]))
     assert run(app, ["audit", "verify-file", str(chain)]) == 2
     assert "record 5: its content does not give its record_hash (altered)" in capsys.readouterr().err
-    # cut back: the published head is missing
+    # cut back: the head line gives it away
+    chain.write_text("".join(json.dumps(r) + "\n" for r in [head_line, *lines[:4]]))
+    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert "records 5..5 are missing (deleted, or the file was cut off)" in capsys.readouterr().err
+    # cut back, head line and all (or exported before it): only a published head catches it
     chain.write_text("".join(json.dumps(r) + "\n" for r in lines[:4]))
     assert run(app, ["audit", "verify-file", str(chain)]) == 0
-    capsys.readouterr()
+    assert "records missing from its end cannot be told" in " ".join(capsys.readouterr().out.split())
     assert run(app, ["audit", "verify-file", str(chain), "--expect", head]) == 2
     assert "ends at record 4, before the published record 5" in capsys.readouterr().err
     # a record dropped from the middle
@@ -701,6 +709,110 @@ def test_the_exported_chain_verifies_without_the_database(
     chain.write_bytes(b'\xff\xfe{"seq": 1}\n')  # UTF-16, say: an "unexpected UnicodeDecodeError"
     assert run(app, ["audit", "verify-file", str(chain)]) == 2
     assert "not a chain file: after record 0, byte 0 of a line is not UTF-8" in capsys.readouterr().err
+
+
+def _chain_lines(url: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    chain = [
+        {"seq": seq, "prev_hash": prev, "record_hash": digest, "content": content}
+        for seq, prev, digest, content in rows(
+            url, "SELECT seq, prev_hash, record_hash, content FROM audit_records ORDER BY seq"
+        )
+    ]
+    return {"head_seq": 5, "head_hash": chain[-1]["record_hash"]}, chain
+
+
+_Lines = Callable[[dict[str, Any], list[dict[str, Any]]], list[Any]]
+HEAD_LINES: list[tuple[str, _Lines, str | None]] = [
+    ("as-exported", lambda head, chain: [head, *chain], None),
+    (
+        "head-only",
+        lambda head, chain: [head],
+        ": ends at record 0, but its head line says the chain ends at record 5: records 1..5 are "
+        "missing (deleted, or the file was cut off)",
+    ),
+    (
+        "past-the-head",
+        lambda head, chain: [{"head_seq": 4, "head_hash": chain[3]["record_hash"]}, *chain],
+        ": ends at record 5 with hash {h5}, but its head line says record 4 with hash {h4}",
+    ),
+    (
+        "other-hash",
+        lambda head, chain: [{**head, "head_hash": "ab" * 32}, *chain],
+        ": ends at record 5 with hash {h5}, but its head line says record 5 with hash " + "ab" * 32,
+    ),
+    (
+        "head-last",
+        lambda head, chain: [*chain, head],
+        ":6: a head line where a record belongs (the head is the first line only)",
+    ),
+    (
+        "two-heads",
+        lambda head, chain: [head, head, *chain],
+        ":2: a head line where a record belongs (the head is the first line only)",
+    ),
+    (
+        "bad-head",
+        lambda head, chain: [{"head_seq": "5", "head_hash": None}, *chain],
+        ":1: not a head line (head_seq '5' must be a number >= 0, head_hash 'None' a hash)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("lines", "said"), [h[1:] for h in HEAD_LINES], ids=[h[0] for h in HEAD_LINES])
+def test_a_chain_file_must_end_at_the_head_its_first_line_names(
+    filled: str,
+    tmp_path: Path,
+    lines: _Lines,
+    said: str | None,
+) -> None:
+    from pipeline.audit.chain_file import verify_chain_file
+
+    head, chain = _chain_lines(filled)
+    file = tmp_path / "chain.jsonl"
+    file.write_text("".join(json.dumps(line) + "\n" for line in lines(head, chain)))
+    if said is None:
+        assert verify_chain_file(file) == (5, 5, head["head_hash"], True)
+        return
+    with pytest.raises(AuditError) as info:
+        verify_chain_file(file)
+    hashes = {"h4": chain[3]["record_hash"], "h5": chain[4]["record_hash"]}
+    assert str(info.value) == str(file) + said.format(**hashes)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "said"),
+    [
+        ("DELETE FROM audit_records WHERE seq = 5", "the chain ends at record 4 but its head says 5"),
+        ("DELETE FROM audit_records WHERE seq >= 4", "the chain ends at record 3 but its head says 5"),
+        (
+            "UPDATE audit_head SET record_hash = '" + "ab" * 32 + "'",
+            "record 5 does not have the hash its head",
+        ),
+        ("UPDATE audit_head SET seq = 3", "record 5 lies past the chain head (record 3)"),
+    ],
+    ids=["last-deleted", "tail-deleted", "head-hash", "past-the-head"],
+)
+def test_a_chain_that_does_not_reach_its_head_is_not_exported(
+    filled: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], tamper: str, said: str
+) -> None:
+    """The database says "deleted"; a copy of what is left would verify as a whole chain."""
+    from pipeline.cli import app, run
+
+    sql(filled, tamper)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert run(app, ["audit", "export", "--db", filled, "--chain", "--out", str(out / "c.jsonl")]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert said in error and "nothing exported" in error
+    assert list(out.iterdir()) == []
+
+
+def test_an_empty_chain_exports_its_genesis_head(db_url: str, tmp_path: Path) -> None:
+    from pipeline.audit.chain_file import verify_chain_file
+
+    with AuditStore.open(db_url) as store:
+        assert store.export_chain(tmp_path / "c.jsonl") == 0
+    assert verify_chain_file(tmp_path / "c.jsonl") == (0, 0, GENESIS_HASH, True)
 
 
 def test_cli_list_and_show_never_cut_a_shipment_id_or_tier_short(
