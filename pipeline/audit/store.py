@@ -335,6 +335,12 @@ class AuditStore:
         detail = getattr(exc, "orig", None) or exc
         return AuditError(f"audit store {self.url}: {what} failed ({type(detail).__name__}: {detail})")
 
+    def _unparsed(self, what: str, exc: BaseException) -> AuditError:
+        return AuditError(
+            f"audit store {self.url}: {what} failed: a stored record does not parse "
+            f"({type(exc).__name__}); run `clearsight audit verify` to find it"
+        )
+
     def _retry(self, what: str, work: Callable[[Connection], _T]) -> _T:
         """Run ``work`` in a write transaction, retrying lock timeouts and unique conflicts."""
         for attempt in range(_ATTEMPTS):
@@ -345,6 +351,10 @@ class AuditStore:
                 if attempt == _ATTEMPTS - 1 or not _retryable(exc):
                     raise self._fail(what, exc) from exc
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))  # noqa: S311 - jitter only
+            except (ValueError, KeyError, TypeError) as exc:
+                # a write reads stored rows too (the shipment's latest decision, its tier, its first
+                # sender): a damaged one is named as the read path names it, not a raw parse error
+                raise self._unparsed(what, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
@@ -359,10 +369,7 @@ class AuditStore:
         except SQLAlchemyError as exc:
             raise self._fail(what, exc) from exc
         except (ValueError, KeyError, TypeError) as exc:  # stored content that no longer parses
-            raise AuditError(
-                f"audit store {self.url}: {what} failed: a stored record does not parse "
-                f"({type(exc).__name__}); run `clearsight audit verify` to find it"
-            ) from exc
+            raise self._unparsed(what, exc) from exc
 
     def _append(self, conn: Connection, content: dict[str, Any]) -> tuple[int, str, str, str]:
         """Append one record after the locked head; returns (seq, prev_hash, record_hash, created_at)."""
@@ -610,7 +617,8 @@ class AuditStore:
         ).scalar()
         if first is None:
             return None
-        decided = json.loads(first).get("decision")
+        content = json.loads(first)
+        decided = content.get("decision") if isinstance(content, dict) else None
         if not isinstance(decided, dict):  # foreign data: nobody's to follow, not a 500
             return FirstSent(None, None, None)
         declared = decided.get("declaration")

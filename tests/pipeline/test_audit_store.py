@@ -465,6 +465,52 @@ def test_unparseable_content_is_an_audit_error(filled: str) -> None:
         assert (store.verify().first_bad, store.verify().problem) == (2, "altered")
 
 
+DAMAGED_WRITES: list[tuple[str, str, Callable[[AuditStore], object], str]] = [
+    (
+        "content-not-json-record",
+        "UPDATE audit_records SET content = '{broken' WHERE seq = 1",
+        lambda store: store.record(decision("S1")),
+        "recording shipment 'S1' failed: a stored record does not parse (JSONDecodeError)",
+    ),
+    (
+        "content-not-json-outcome",
+        "UPDATE audit_records SET content = '{broken' WHERE seq = 1",
+        lambda store: store.record_outcome("S1", found=None, officer="o-1", amend=False),
+        "recording the outcome of shipment 'S1' failed: a stored record does not parse (JSONDecodeError)",
+    ),
+    (
+        "tier-altered",
+        "UPDATE audit_records SET tier = 'WAVE_THROUGH' WHERE seq = 1",
+        lambda store: store.record(decision("S1")),
+        "recording shipment 'S1' failed: a stored record does not parse (ValueError)",
+    ),
+    (
+        "content-a-list-first-sender",
+        "UPDATE audit_records SET content = '[1]' WHERE seq = 1",
+        lambda store: store.record(decision("S1"), may_send=lambda first: True),
+        "recording shipment 'S1' failed: a stored record does not parse (TypeError)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("damage", "write", "said"), [d[1:] for d in DAMAGED_WRITES], ids=[d[0] for d in DAMAGED_WRITES]
+)
+def test_a_damaged_record_read_by_a_write_is_an_audit_error(
+    db_url: str, damage: str, write: Callable[[AuditStore], object], said: str
+) -> None:
+    """The write path reads stored rows under the lock; a damaged one must not escape as a raw
+    JSONDecodeError or ValueError (an HTTP 500) where the read path names it."""
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1", Tier.PHYSICAL_INSPECTION, 0.9))
+        sql(db_url, damage)
+        with pytest.raises(AuditError) as info:
+            write(store)
+        assert str(info.value) == (
+            f"audit store {store.url}: {said}; run `clearsight audit verify` to find it"
+        )
+
+
 def test_cli_verify_exits_non_zero_naming_the_record(filled: str, capsys: pytest.CaptureFixture[str]) -> None:
     from pipeline.cli import app, run
 
