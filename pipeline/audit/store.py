@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
 from urllib.parse import unquote
 
+from pydantic_core import PydanticSerializationError
 from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
@@ -38,7 +39,8 @@ from sqlalchemy.exc import (
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.util import asbool
 
-from datasets.errors import AuditError, ConflictError, InputError, SchemaVersionError
+from datasets.errors import AuditError, ConflictError, DatasetFormatError, InputError, SchemaVersionError
+from datasets.json_text import check_writable
 from pipeline.audit.chain import GENESIS_HASH, canonical_json, chain_hash, index_columns
 from pipeline.audit.chain_file import write_chain_file
 from pipeline.audit.export import write_export
@@ -160,6 +162,21 @@ def _build_engine(url: str, busy_timeout_s: float) -> Engine:
         raise AuditError(f"audit store {shown}: cannot connect ({type(exc).__name__}: {exc})") from exc
     except Exception as exc:  # sqlite3.OperationalError from the raw PRAGMA connection
         raise AuditError(f"audit store {shown}: cannot open ({type(exc).__name__}: {exc})") from exc
+
+
+def _refuse_half_characters(where: str, fields: dict[str, Any]) -> None:
+    """Refuse text holding half a character (a lone UTF-16 surrogate: JSON may escape one, and a
+    Python string holds it), naming the field. The chain hashes UTF-8, where it would fail as a raw
+    UnicodeEncodeError after every check had passed.
+
+    Raises:
+        InputError: naming the field and the half character.
+    """
+    for name, value in fields.items():
+        try:
+            check_writable(value, f"{where}: {name}")
+        except DatasetFormatError as exc:  # the manifests' error; here it is a caller's value
+            raise InputError(str(exc)) from exc
 
 
 def _check_postgres(version: tuple[Any, ...] | None, url: str) -> None:
@@ -481,7 +498,8 @@ class AuditStore:
         pass as new; only those, so that the write lock is held for moments.
 
         Raises:
-            InputError: an empty or over-long idempotency key.
+            InputError: an empty or over-long idempotency key; half a character (a lone UTF-16
+                surrogate) in it or in the decision.
             ConflictError: ``exclusive`` and the shipment was decided under another key at the
                 same or a stricter tier; or the decision would lower an unresolved hold.
             SentByAnother: ``may_send`` refused the shipment's first decision's sender.
@@ -497,8 +515,15 @@ class AuditStore:
             raise InputError(
                 f"idempotency_key of length {len(idempotency_key)} not accepted (1 to 256 characters)"
             )
-        # Through JSON so that NaN/inf scores of fail-closed images become null, not an error.
-        decision_json = json.loads(decision.model_dump_json())
+        _refuse_half_characters(f"shipment {decision.shipment_id!r}", {"idempotency_key": idempotency_key})
+        try:
+            # Through JSON so that NaN/inf scores of fail-closed images become null, not an error.
+            decision_json = json.loads(decision.model_dump_json())
+        except PydanticSerializationError as exc:
+            # pydantic refuses half a character in a str field, not in a declaration's free extra
+            where = f"decision of shipment {decision.shipment_id!r}"
+            _refuse_half_characters(where, decision.model_dump())
+            raise InputError(f"{where} cannot be written as JSON ({exc})") from exc
 
         def work(conn: Connection) -> AuditRecord:
             # Lock the head first, so that two writers cannot both judge the shipment's latest
@@ -692,7 +717,8 @@ class AuditStore:
                 checked in the write's transaction, so two officers at once cannot both pass them.
 
         Raises:
-            InputError: no decision recorded for ``shipment_id``, or an empty ``officer``/``found``.
+            InputError: no decision recorded for ``shipment_id``, an empty ``officer``/``found``, or
+                half a character (a lone UTF-16 surrogate) in any of the text.
             ConflictError: ``decision_seq`` is not the latest decision; or it has an outcome and not
                 ``amend``.
             AuditError: the database cannot be written.
@@ -701,6 +727,10 @@ class AuditStore:
             raise InputError("officer is empty; name the officer who inspected the cargo")
         if found is not None and not found.strip():
             raise InputError("found is empty; give the anomaly type found, or None for clean cargo")
+        _refuse_half_characters(
+            f"outcome of shipment {shipment_id!r}",
+            {"shipment_id": shipment_id, "found": found, "officer": officer, "notes": notes},
+        )
         self._check_writable()
 
         def work(conn: Connection) -> OutcomeRecord:

@@ -511,6 +511,60 @@ def test_a_damaged_record_read_by_a_write_is_an_audit_error(
         )
 
 
+HALF = json.loads('"seal \\ud800 broken"')  # what a JSON body may carry
+HALF_CHARACTERS: list[tuple[str, Callable[[AuditStore], object], str]] = [
+    (
+        "outcome-notes",
+        lambda store: store.record_outcome("S1", found=None, officer="o-1", notes=HALF),
+        "outcome of shipment 'S1': notes",
+    ),
+    (
+        "outcome-officer",
+        lambda store: store.record_outcome("S1", found=None, officer=HALF),
+        "outcome of shipment 'S1': officer",
+    ),
+    (
+        "outcome-found",
+        lambda store: store.record_outcome("S1", found=HALF, officer="o-1"),
+        "outcome of shipment 'S1': found",
+    ),
+    (
+        "idempotency-key",
+        lambda store: store.record(decision("S2"), idempotency_key=HALF),
+        "shipment 'S2': idempotency_key",
+    ),
+    (
+        "declaration-extra",
+        lambda store: store.record(
+            decision("S2").model_copy(
+                update={
+                    "declaration": Declaration(shipment_id="S2", cargo_type="bulk_ore", extra={"x": HALF})
+                }
+            )
+        ),
+        "decision of shipment 'S2': declaration",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("write", "field"), [h[1:] for h in HALF_CHARACTERS], ids=[h[0] for h in HALF_CHARACTERS]
+)
+def test_half_a_character_in_recorded_text_is_refused_naming_the_field(
+    db_url: str, write: Callable[[AuditStore], object], field: str
+) -> None:
+    """The chain hashes UTF-8: a lone surrogate escaped there as a raw UnicodeEncodeError."""
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1"))
+        with pytest.raises(InputError) as info:
+            write(store)
+        assert str(info.value) == (
+            f"{field}: '\\ud800' is half a character (a lone UTF-16 surrogate), which no file or "
+            "database can store; write the character itself"
+        )
+        assert store.verify().records_checked == 1  # nothing was written
+
+
 def test_cli_verify_exits_non_zero_naming_the_record(filled: str, capsys: pytest.CaptureFixture[str]) -> None:
     from pipeline.cli import app, run
 
