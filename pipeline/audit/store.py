@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -210,12 +211,18 @@ def _retryable(exc: SQLAlchemyError) -> bool:
 class AuditStore:
     """Append-only, hash-chained record of shipment decisions and officers' outcomes.
 
-    Open with :meth:`open`; safe to share between threads (each call takes its own connection) and
-    to use from several processes at once.
+    Open with :meth:`open`; safe to share between threads (each call takes its own connection; an
+    in-memory store's calls take turns on its one) and to use from several processes at once.
     """
 
     def __init__(self, engine: Engine, *, shown_url: str) -> None:
         self._engine = engine
+        # An in-memory store is one connection shared by every thread (StaticPool): their
+        # transactions take turns, or one thread's BEGIN, COMMIT or ROLLBACK lands in another's
+        # (records reported written, then lost). Other stores give each call its own connection.
+        self._turn: AbstractContextManager[Any] = (
+            threading.RLock() if isinstance(engine.pool, StaticPool) else nullcontext()
+        )
         self._writer = engine.execution_options(**{_WRITE: True})
         self._postgres = engine.dialect.name == "postgresql"
         self.url = shown_url
@@ -362,7 +369,7 @@ class AuditStore:
         """Run ``work`` in a write transaction, retrying lock timeouts and unique conflicts."""
         for attempt in range(_ATTEMPTS):
             try:
-                with self._writer.begin() as conn:
+                with self._turn, self._writer.begin() as conn:
                     return work(conn)
             except SQLAlchemyError as exc:
                 if attempt == _ATTEMPTS - 1 or not _retryable(exc):
@@ -377,7 +384,7 @@ class AuditStore:
     @contextmanager
     def _reading(self, what: str) -> Iterator[Connection]:
         try:
-            with self._engine.connect() as conn:
+            with self._turn, self._engine.connect() as conn:
                 if self._postgres:
                     # One snapshot for multi-query reads (verify, pages with their outcomes).
                     conn = conn.execution_options(isolation_level="REPEATABLE READ")

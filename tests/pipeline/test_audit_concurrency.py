@@ -95,3 +95,28 @@ def test_concurrent_threads_share_one_store(db_url: str) -> None:
             t.join(timeout=120)
     assert errors == []
     _check(db_url)
+
+
+def test_threads_share_an_in_memory_store() -> None:
+    """sqlite:// is one connection for every thread: unserialised, one thread's rollback undid
+    another's insert, and records record() returned as written were lost from the chain."""
+    errors: list[str] = []
+    returned = []
+    with AuditStore.open("sqlite://") as store:
+
+        def write(worker: int) -> None:
+            try:
+                for i in range(PER_WORKER):
+                    returned.append(store.record(decision(f"M{worker}-{i:03d}")))
+            except Exception:
+                errors.append(traceback.format_exc())
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(WORKERS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert errors == []
+        assert [store.hash_at(r.seq) for r in returned] == [r.record_hash for r in returned]
+        report = store.verify()
+        assert (report.ok, report.records_checked) == (True, WORKERS * PER_WORKER), report.message
