@@ -5,12 +5,15 @@ never fork the chain or lose a record:
 
 * SQLite: every write transaction starts with ``BEGIN IMMEDIATE`` (the database write lock is taken
   before the head is read) with a busy timeout; the file is switched to WAL so that readers do not
-  block the writer.
+  block the writer. Reads, and opening a store to read it (``create=False``), take no write lock.
 * PostgreSQL: the head row is read ``SELECT ... FOR UPDATE``, which queues writers on that row.
 
 Unique constraints on ``seq``, ``prev_hash`` and ``record_hash`` are the backstop; a conflict or a
-lock timeout is retried a few times before it becomes an :class:`~datasets.errors.AuditError`.
-Every SQLAlchemy error is translated to ``AuditError`` naming the URL without its password.
+lock timeout is retried a few times before it becomes an :class:`~datasets.errors.AuditError`. The
+wait for a lock is bounded per call, all its tries together (``busy_timeout_s``: SQLite's busy
+timeout, PostgreSQL's ``lock_timeout``), so that a writer stuck holding the lock fails the others
+with that error instead of holding them for ever. Every SQLAlchemy error is translated to
+``AuditError`` naming the URL without its password.
 """
 
 from __future__ import annotations
@@ -72,7 +75,11 @@ __all__ = ["AuditStore", "FirstSent", "ImagesSeenSince", "Lookup", "SentByAnothe
 
 _T = TypeVar("_T")
 _WRITE = "clearsight_write"
+_WAIT_MS = "clearsight_wait_ms"  # what is left of the call's lock wait, for SQLite's busy timeout
 _ATTEMPTS = 8
+# The least idle time in a write transaction after which PostgreSQL ends the writer's session (and
+# frees the head lock): a pause between two statements (a GC, a busy machine) must not cost it that
+_IDLE_FLOOR_S = 10.0
 # Arbitrary constant: the advisory lock that serialises schema creation on PostgreSQL.
 _PG_CREATE_LOCK = 0x636C656172
 _UPGRADABLE = (1, 2, 3)  # the schema versions this one upgrades from (schema.SCHEMA_VERSION)
@@ -122,6 +129,11 @@ def _parsed_url(url: str) -> URL:
     return parsed
 
 
+def _wait_ms(seconds: float) -> int:
+    """A lock wait in whole milliseconds, at least 1: 0 means "no limit" to PostgreSQL's lock_timeout."""
+    return max(1, round(seconds * 1000))
+
+
 def _build_engine(url: str, busy_timeout_s: float) -> Engine:
     parsed = _parsed_url(url)
     backend = parsed.get_backend_name()
@@ -144,8 +156,12 @@ def _build_engine(url: str, busy_timeout_s: float) -> Engine:
 
             @event.listens_for(engine, "begin")
             def _begin(conn: Connection) -> None:
-                write = conn.get_execution_options().get(_WRITE, False)
-                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+                options = conn.get_execution_options()
+                # a write waits what is left of its call's wait, not a fresh one per try; a read,
+                # on the same pooled connection afterwards, the whole again
+                wait = options.get(_WAIT_MS, _wait_ms(busy_timeout_s))
+                conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(wait)}")
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_WRITE, False) else "BEGIN")
 
             if not memory:
                 raw = engine.raw_connection()
@@ -200,12 +216,21 @@ def _read_only(exc: DBAPIError) -> bool:
 
 def _retryable(exc: SQLAlchemyError) -> bool:
     """Unique-constraint conflicts, lock timeouts, deadlocks and serialization failures."""
-    if isinstance(exc, IntegrityError):
+    if isinstance(exc, IntegrityError) or _lock_wait(exc):
         return True
     if isinstance(exc, OperationalError):
         message = str(exc.orig).lower()
-        return any(s in message for s in ("locked", "busy", "deadlock", "could not serialize"))
+        if any(s in message for s in ("deadlock", "could not serialize")):
+            return True
     return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in ("40001", "40P01")
+
+
+def _lock_wait(exc: SQLAlchemyError) -> bool:
+    """A lock another connection held longer than the wait allowed: PostgreSQL's lock_not_available
+    (55P03, by code), SQLite's "database is locked" or "busy" (by its words: sqlite3 gives no code)."""
+    if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == "55P03":
+        return True
+    return isinstance(exc, OperationalError) and any(s in str(exc.orig).lower() for s in ("locked", "busy"))
 
 
 class AuditStore:
@@ -215,15 +240,15 @@ class AuditStore:
     in-memory store's calls take turns on its one) and to use from several processes at once.
     """
 
-    def __init__(self, engine: Engine, *, shown_url: str) -> None:
+    def __init__(self, engine: Engine, *, shown_url: str, busy_timeout_s: float = 30.0) -> None:
         self._engine = engine
+        self._busy_timeout_s = busy_timeout_s
         # An in-memory store is one connection shared by every thread (StaticPool): their
         # transactions take turns, or one thread's BEGIN, COMMIT or ROLLBACK lands in another's
         # (records reported written, then lost). Other stores give each call its own connection.
         self._turn: AbstractContextManager[Any] = (
             threading.RLock() if isinstance(engine.pool, StaticPool) else nullcontext()
         )
-        self._writer = engine.execution_options(**{_WRITE: True})
         self._postgres = engine.dialect.name == "postgresql"
         self.url = shown_url
         """The store's URL with any password hidden."""
@@ -245,6 +270,12 @@ class AuditStore:
     def open(cls, url: str, *, create: bool = True, busy_timeout_s: float = 30.0) -> AuditStore:
         """Open (and with ``create``, initialise) the store at a SQLAlchemy URL.
 
+        Args:
+            create: make the schema where there is none, and upgrade an older one; without it the
+                store is opened to read, and takes no write lock to open.
+            busy_timeout_s: the longest one call waits for a lock another writer holds, all its
+                tries together, before it fails with :class:`AuditError`.
+
         Raises:
             SchemaVersionError: the database was created by another schema version.
             AuditError: unreachable, unsupported backend, or no schema and ``create=False``.
@@ -252,9 +283,10 @@ class AuditStore:
         if not create:
             _refuse_missing_sqlite_file(url)  # connecting would create an empty file
         engine = _build_engine(url, busy_timeout_s)
-        store = cls(engine, shown_url=engine.url.render_as_string(hide_password=True))
+        shown = engine.url.render_as_string(hide_password=True)
+        store = cls(engine, shown_url=shown, busy_timeout_s=busy_timeout_s)
         try:
-            store._retry("open", lambda conn: store._init_schema(conn, create=create))
+            store._retry("open", lambda conn: store._init_schema(conn, create=create), write=create)
         except BaseException:
             engine.dispose()
             raise
@@ -365,21 +397,52 @@ class AuditStore:
             f"({type(exc).__name__}); run `clearsight audit verify` to find it"
         )
 
-    def _retry(self, what: str, work: Callable[[Connection], _T]) -> _T:
-        """Run ``work`` in a write transaction, retrying lock timeouts and unique conflicts."""
+    def _retry(self, what: str, work: Callable[[Connection], _T], *, write: bool = True) -> _T:
+        """Run ``work`` in a transaction (``write``: one that takes the write lock first), retrying
+        lock timeouts and unique conflicts; the lock waits of all tries together stay within
+        ``busy_timeout_s``."""
+        deadline = time.monotonic() + self._busy_timeout_s
         for attempt in range(_ATTEMPTS):
+            wait = _wait_ms(deadline - time.monotonic())
             try:
-                with self._turn, self._writer.begin() as conn:
-                    return work(conn)
+                with self._turn, self._engine.connect() as conn:
+                    conn.execution_options(**{_WRITE: write, _WAIT_MS: wait})
+                    with conn.begin():
+                        if self._postgres:
+                            self._bound_waits(conn, wait)
+                        return work(conn)
             except SQLAlchemyError as exc:
-                if attempt == _ATTEMPTS - 1 or not _retryable(exc):
+                left = deadline - time.monotonic()
+                if attempt == _ATTEMPTS - 1 or not _retryable(exc) or left <= 0:
+                    if _lock_wait(exc):
+                        raise self._locked(what, exc) from exc
                     raise self._fail(what, exc) from exc
-                time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))  # noqa: S311 - jitter only
+                jitter = random.uniform(0.005, 0.05) * (attempt + 1)  # noqa: S311 - jitter only
+                time.sleep(min(jitter, left))
             except (ValueError, KeyError, TypeError) as exc:
                 # a write reads stored rows too (the shipment's latest decision, its tier, its first
                 # sender): a damaged one is named as the read path names it, not a raw parse error
                 raise self._unparsed(what, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _bound_waits(self, conn: Connection, wait_ms: int) -> None:
+        """PostgreSQL waits for a row lock without limit by default: the head row held by a writer
+        that is stuck (paused, cut off mid-transaction) queued every other writer for ever while
+        reads went on. This transaction waits what is left of its call's wait; and if this writer
+        sits idle holding the lock for the whole wait (:data:`_IDLE_FLOOR_S` at least), the server
+        ends its session and frees the lock."""
+        conn.execute(
+            text("SELECT set_config('lock_timeout', :wait, true), "
+                 "set_config('idle_in_transaction_session_timeout', :idle, true)"),
+            {"wait": f"{wait_ms}ms", "idle": f"{_wait_ms(max(self._busy_timeout_s, _IDLE_FLOOR_S))}ms"},
+        )  # fmt: skip
+
+    def _locked(self, what: str, exc: SQLAlchemyError) -> AuditError:
+        detail = getattr(exc, "orig", None) or exc
+        return AuditError(
+            f"audit store {self.url}: {what} failed: another writer held the lock for the "
+            f"{self._busy_timeout_s:g} s this call may wait ({type(detail).__name__}: {detail})"
+        )
 
     @contextmanager
     def _reading(self, what: str) -> Iterator[Connection]:

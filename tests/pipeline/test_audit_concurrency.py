@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
+from sqlalchemy import create_engine, text
 
+from datasets.errors import AuditError
 from pipeline.audit import AuditStore
+from pipeline.audit.store import sqlite_file
 from pipeline.verdicts import Declaration, ShipmentDecision, Tier
 
 WORKERS = 4
@@ -120,3 +126,68 @@ def test_threads_share_an_in_memory_store() -> None:
         assert [store.hash_at(r.seq) for r in returned] == [r.record_hash for r in returned]
         report = store.verify()
         assert (report.ok, report.records_checked) == (True, WORKERS * PER_WORKER), report.message
+
+
+@contextmanager
+def _write_lock_held(url: str) -> Iterator[None]:
+    """Another connection holding the chain's write lock, as a writer stuck mid-transaction (paused,
+    cut off) holds it."""
+    file = sqlite_file(url)
+    if file is not None:
+        holder = sqlite3.connect(file, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.execute(text("SELECT seq FROM audit_head FOR UPDATE"))
+            yield
+    finally:
+        engine.dispose()
+
+
+WRITES: list[tuple[str, Callable[[AuditStore], object], str]] = [
+    ("record", lambda store: store.record(decision("S2")), "recording shipment 'S2'"),
+    (
+        "outcome",
+        lambda store: store.record_outcome("S1", found=None, officer="o-1"),
+        "recording the outcome of shipment 'S1'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("write", "what"), [w[1:] for w in WRITES], ids=[w[0] for w in WRITES])
+def test_a_writer_waits_for_a_held_lock_only_as_long_as_it_may(
+    db_url: str, write: Callable[[AuditStore], object], what: str
+) -> None:
+    """PostgreSQL waited for the head row for ever; SQLite its busy timeout once per try (8 x 30 s)."""
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1"))
+    with (
+        AuditStore.open(db_url, busy_timeout_s=0.2) as store,
+        _write_lock_held(db_url),
+        pytest.raises(AuditError) as info,
+    ):
+        write(store)
+    assert str(info.value).startswith(
+        f"audit store {store.url}: {what} failed: another writer held the lock for the 0.2 s this call "
+        "may wait ("
+    )
+    with AuditStore.open(db_url) as store:  # the lock let go, the write goes through
+        write(store)
+        assert store.verify().records_checked == 2
+
+
+def test_a_reader_opens_and_reads_while_a_writer_holds_the_lock(db_url: str) -> None:
+    """`clearsight audit verify`, `show` and `list` open with create=False: opening took the write
+    lock (BEGIN IMMEDIATE) on SQLite, so an auditor waited on every writer, and failed on a stuck one."""
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1"))
+    with _write_lock_held(db_url), AuditStore.open(db_url, create=False, busy_timeout_s=0.2) as store:
+        assert store.verify().ok
+        assert [r.decision.shipment_id for r in store.list()] == ["S1"]
