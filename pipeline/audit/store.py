@@ -18,9 +18,11 @@ with that error instead of holding them for ever. Every SQLAlchemy error is tran
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -134,7 +136,7 @@ def _wait_ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-def _build_engine(url: str, busy_timeout_s: float) -> Engine:
+def _build_engine(url: str, busy_timeout_s: float, *, create: bool) -> Engine:
     parsed = _parsed_url(url)
     backend = parsed.get_backend_name()
     shown = parsed.render_as_string(hide_password=True)
@@ -163,22 +165,52 @@ def _build_engine(url: str, busy_timeout_s: float) -> Engine:
                 conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(wait)}")
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_WRITE, False) else "BEGIN")
 
-            if not memory:
-                raw = engine.raw_connection()
-                try:
-                    cursor = raw.cursor()
-                    # WAL persists in the file: readers stop blocking the single writer.
-                    if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                        cursor.execute("PRAGMA journal_mode=WAL")
-                    cursor.close()
-                finally:
-                    raw.close()
+            if create and not memory:  # a reader leaves the file as it is
+                _use_wal(engine, busy_timeout_s, shown)
             return engine
         return create_engine(parsed, pool_pre_ping=True)  # postgresql
+    except AuditError:
+        raise
     except (SQLAlchemyError, ImportError) as exc:
         raise AuditError(f"audit store {shown}: cannot connect ({type(exc).__name__}: {exc})") from exc
     except Exception as exc:  # sqlite3.OperationalError from the raw PRAGMA connection
         raise AuditError(f"audit store {shown}: cannot open ({type(exc).__name__}: {exc})") from exc
+
+
+def _use_wal(engine: Engine, busy_timeout_s: float, shown: str) -> None:
+    """Switch the SQLite file to WAL, which persists in it: readers stop blocking the single writer.
+
+    SQLite answers the switch "database is locked" at once, without its busy timeout, while another
+    connection holds a lock on the file: a second process opening a new store at the same moment,
+    or one opening it while another writes. Retried, like a write, for up to ``busy_timeout_s``.
+
+    Raises:
+        AuditError: the file stayed locked that long.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    for attempt in itertools.count(1):
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                return
+            finally:
+                cursor.close()
+        except sqlite3.OperationalError as exc:
+            left = deadline - time.monotonic()
+            if not any(s in str(exc).lower() for s in ("locked", "busy")):
+                raise
+            if left <= 0:
+                raise AuditError(
+                    f"audit store {shown}: open failed: another writer held the lock for the "
+                    f"{busy_timeout_s:g} s this call may wait (OperationalError: {exc})"
+                ) from exc
+        finally:
+            raw.close()
+        jitter = random.uniform(0.005, 0.05) * min(attempt, 10)  # noqa: S311 - jitter only
+        time.sleep(min(jitter, left))
 
 
 def _refuse_half_characters(where: str, fields: dict[str, Any]) -> None:
@@ -282,7 +314,7 @@ class AuditStore:
         """
         if not create:
             _refuse_missing_sqlite_file(url)  # connecting would create an empty file
-        engine = _build_engine(url, busy_timeout_s)
+        engine = _build_engine(url, busy_timeout_s, create=create)
         shown = engine.url.render_as_string(hide_password=True)
         store = cls(engine, shown_url=shown, busy_timeout_s=busy_timeout_s)
         try:

@@ -8,6 +8,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -191,3 +192,49 @@ def test_a_reader_opens_and_reads_while_a_writer_holds_the_lock(db_url: str) -> 
     with _write_lock_held(db_url), AuditStore.open(db_url, create=False, busy_timeout_s=0.2) as store:
         assert store.verify().ok
         assert [r.decision.shipment_id for r in store.list()] == ["S1"]
+
+
+@pytest.mark.parametrize("released", [True, False], ids=["lock-let-go", "lock-kept"])
+def test_a_new_sqlite_store_opens_while_another_connection_writes_the_file(
+    tmp_path: Path, released: bool
+) -> None:
+    """SQLite answers the switch to WAL "database is locked" at once, without its busy timeout: a
+    second process opening a new store at the same moment failed at once, not after a wait."""
+    path = tmp_path / "audit.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE other (x)")  # a file not yet in WAL
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO other VALUES (1)")
+    let_go = threading.Timer(0.3, lambda: holder.execute("ROLLBACK"))
+    try:
+        if released:
+            let_go.start()
+            with AuditStore.open(f"sqlite:///{path}") as store:
+                store.record(decision("S1"))
+                assert store.verify().records_checked == 1
+            assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        else:
+            with pytest.raises(AuditError) as info:
+                AuditStore.open(f"sqlite:///{path}", busy_timeout_s=0.2)
+            assert str(info.value) == (
+                f"audit store sqlite:///{path}: open failed: another writer held the lock for the 0.2 s "
+                "this call may wait (OperationalError: database is locked)"
+            )
+    finally:
+        if released:
+            let_go.join()
+        else:
+            holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_reader_leaves_a_file_in_its_journal_mode(tmp_path: Path) -> None:
+    """Switching to WAL takes the file's write lock: a reader opening a store whose file is not in
+    WAL (copied, or switched back by a tool) while a writer holds it failed at open."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    with AuditStore.open(url) as store:
+        store.record(decision("S1"))
+    sqlite3.connect(tmp_path / "audit.db").execute("PRAGMA journal_mode=DELETE").fetchone()
+    with _write_lock_held(url), AuditStore.open(url, create=False, busy_timeout_s=0.2) as store:
+        assert store.verify().records_checked == 1
+    assert sqlite3.connect(tmp_path / "audit.db").execute("PRAGMA journal_mode").fetchone() == ("delete",)
