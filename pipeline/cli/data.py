@@ -56,6 +56,7 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
             f"--out {str(out)!r} is not empty: rendering into it would mix two datasets; pass --overwrite "
             "to replace an earlier synthetic dataset there, or choose a new folder"
         )
+    entries = sorted(out.iterdir())  # what is checked below is what is removed, nothing listed later
     meta = out / "dataset.json"
     interrupted = (out / _RENDERING).is_file() and not meta.exists()
     other = not_generated(out, also=(_RENDERING,))
@@ -73,7 +74,12 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
         )
     # what it holds goes, the folder stays: through a link, or at a mount point, it is the same
     try:
-        for entry in sorted(out.iterdir()):
+        # marked first: a removal cut short (Ctrl-C, a file that will not go) leaves a folder the
+        # next --overwrite still knows as an interrupted run's, not one to refuse as another tool's
+        _mark_rendering(out)
+        for entry in entries:
+            if entry.name == _RENDERING:
+                continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
@@ -94,6 +100,10 @@ def _listed(paths: list[str]) -> str:
 _RENDERING = ".clearsight-synth-rendering"
 """Marks a folder `data synth` is writing (its dataset.json comes last): an interrupted run's folder
 is still one that --overwrite may replace."""
+
+
+def _mark_rendering(out: Path) -> None:
+    (out / _RENDERING).write_text("an interrupted `clearsight data synth` if still here\n", encoding="utf-8")
 
 
 def _split_list(value: str) -> tuple[str, ...]:
@@ -143,9 +153,7 @@ def synth(
     _clear_output(out, overwrite=overwrite)  # after the arguments are checked: a typo removes nothing
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / _RENDERING).write_text(
-            "an interrupted `clearsight data synth` if still here\n", encoding="utf-8"
-        )
+        _mark_rendering(out)
     except OSError as exc:
         raise InputError(
             f"--out {str(out)!r} cannot be made or written ({exc.strerror or exc}); give a folder you may "

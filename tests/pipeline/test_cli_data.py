@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -149,6 +150,29 @@ def test_an_interrupted_synth_can_be_replaced(
     assert run(_app(), [*base, "--overwrite"]) == 0, capsys.readouterr().err
     assert (out / "dataset.json").is_file()
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # the marker is gone
+
+
+def test_an_overwrite_cut_short_can_be_replaced_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, earlier: Path
+) -> None:
+    # Ctrl-C while the earlier dataset was being removed, after its dataset.json went: the next
+    # --overwrite refused the folder as another tool's, and it had to be removed by hand
+    out = tmp_path / "ds"
+    shutil.copytree(earlier, out)
+    base = ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY, "--overwrite"]
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "unlink", lambda path, missing_ok=False: _unlink_then_stop(path, out))
+        assert run(_app(), base) == 130
+    assert not (out / "dataset.json").exists() and (out / "manifest.csv").exists()
+    assert run(_app(), base) == 0, capsys.readouterr().err
+    assert (out / "dataset.json").is_file()
+
+
+def _unlink_then_stop(path: Path, out: Path) -> None:
+    """Path.unlink that stops (as Ctrl-C) right after dataset.json is removed."""
+    os.unlink(path)
+    if path == out / "dataset.json":
+        raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")
