@@ -87,12 +87,13 @@ def _nearest(
             continue
         fine = _POPCOUNT[q_fine[start + rows] ^ k_fine[cols]].sum(axis=1, dtype=np.int32)
         near = fine <= NEAR_COPY_BITS
-        # nearest first, then the earliest key: the first seen of each query is the one named
-        for r, c, d in sorted(
-            zip(rows[near], cols[near], fine[near], strict=True), key=lambda t: (t[0], t[2], t[1])
-        ):
-            if found[start + r] is None:
-                found[start + r] = (int(c), int(d))
+        rows, cols, fine = rows[near], cols[near], fine[near]
+        # per query the nearest key, then the earliest, sorted in NumPy: a Python sort of the pairs
+        # grew with their square on a folder of look-alike pictures (6.9 s at 4,000)
+        order = np.lexsort((cols, fine, rows))
+        firsts = order[np.unique(rows[order], return_index=True)[1]]
+        for r, c, d in zip(rows[firsts], cols[firsts], fine[firsts], strict=True):
+            found[start + int(r)] = (int(c), int(d))
     return found
 
 
