@@ -243,7 +243,7 @@ class ScoreAxis(NamedTuple):
     vacuum-pack model cuts near 0.01, where 40 bins even in score put every clean image, a third of
     the anomalies and the release line in the first bin. In log-odds 0.01 and 0.001 lie as far apart
     as 0.5 and 0.9, so the bins resolve what the cuts separate. The axis spans 0.001 to 0.999, and
-    further to a decade that takes in a cut outside it (down to 1e-6); scores beyond it count in the
+    further to a decade that takes in a cut outside it (down to 1e-10); scores beyond it count in the
     bin at its edge.
     """
 
@@ -256,7 +256,8 @@ class ScoreAxis(NamedTuple):
         decade = 3
         for cut in cuts:
             tail = min(cut, 1.0 - cut)
-            while decade < 6 and tail < 10.0**-decade:
+            # float64 scores reach cuts such as 0.99999997: the axis must hold them apart from 1
+            while decade < 10 and tail < 10.0**-decade:
                 decade += 1
         edge = _logit(10.0**-decade)
         return cls(edge, -edge)
@@ -273,13 +274,21 @@ class ScoreAxis(NamedTuple):
         for step in (1, 2, 3, decades):
             ks = list(range(decades, 0, -step))  # the outermost decade is always marked
             ticks = (
-                [(float(self.position(10.0**-k)), f"{10.0**-k:.{k}f}") for k in ks]
+                [(float(self.position(10.0**-k)), _decade_label(k, upper=False)) for k in ks]
                 + [(0.5, "0.5")]
-                + [(float(self.position(1 - 10.0**-k)), f"{1 - 10.0**-k:.{k}f}") for k in reversed(ks)]
+                + [(float(self.position(1 - 10.0**-k)), _decade_label(k, upper=True)) for k in reversed(ks)]
             )
             if _ticks_fit(ticks):
                 break
         return ticks
+
+
+def _decade_label(k: int, *, upper: bool) -> str:
+    """10^-k (``upper``: 1 - 10^-k) as a tick label: decimals to 1e-4, beyond that ``1e-7`` and
+    ``1-1e-7``, which take less room than 0.0000001 and 0.9999999."""
+    if k <= 4:
+        return f"{1 - 10.0**-k if upper else 10.0**-k:.{k}f}"
+    return f"1-1e-{k}" if upper else f"1e-{k}"
 
 
 _TICK_CHAR_WIDTH = 6.2

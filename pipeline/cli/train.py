@@ -293,7 +293,7 @@ LOW_RELEASE_RATE = 0.1
 
 def release_warning(val: dict[str, Any]) -> str | None:
     """A warning when the release threshold releases almost no clean validation image."""
-    from pipeline.report import percent
+    from pipeline.report import percent, score_text
 
     rate = val.get("release_rate_at_threshold")
     if rate is None or rate >= LOW_RELEASE_RATE:
@@ -301,7 +301,7 @@ def release_warning(val: dict[str, Any]) -> str | None:
     setter = val.get("release_set_by")
     # validation images appear in no report: name the one that set the cut
     who = (
-        f"It sits under validation anomaly {setter['path']} (score {setter['score']:.4g}; "
+        f"It sits under validation anomaly {setter['path']} (score {score_text(setter['score'])}; "
         f"{percent(setter['clean_at_or_above'])} of the clean validation images score as high): look at "
         "that image, since a mislabelled clean picture or a defect nobody can see sets the cut for all cargo"
         if isinstance(setter, dict)

@@ -229,6 +229,10 @@ def test_training_names_the_anomaly_that_set_the_release_cut(
     warning = release_warning({"release_rate_at_threshold": 0.05, "release_set_by": setter})
     assert warning is not None and f"It sits under validation anomaly {named}" in warning
     assert "`clearsight evaluate`" not in warning  # validation images are in no report
+    near_one = release_warning(
+        {"release_rate_at_threshold": 0.0, "release_set_by": {**setter, "score": 0.9999999716853225}}
+    )
+    assert near_one is not None and "(score 0.9999999717;" in near_one  # it read "score 1"
 
 
 def test_an_output_that_is_a_file_is_refused_before_training(tmp_path: Path) -> None:
