@@ -16,6 +16,10 @@ only clear-score reasons fired. Rule ids:
 ``random_audit``                picked for a random compliance audit
 ==============================  ==========================================================
 
+A shipment of a cargo type the policy does not list still has every image judged, against the
+thresholds of the model that scored it (the score rules say so): an unknown or misspelt cargo type
+must not hide a score that holds the cargo under its own name.
+
 Random audits are drawn only among shipments that would otherwise be released, by
 ``HMAC-SHA256(audit_key, shipment_id)`` mapped to [0, 1): reproducible by an auditor holding the key,
 unpredictable to a trader without it.
@@ -95,14 +99,24 @@ def _row_thresholds_valid(cargo: CargoPolicy, image: ImageVerdict) -> bool:
     return not both or image.threshold <= image.hold_threshold  # type: ignore[operator]
 
 
+_MODEL_ONLY = CargoPolicy()
+"""The rules an image is judged by where the policy has none for its cargo: its model's own
+release and hold thresholds (and no trusted-trader factor)."""
+
+
 def _image_reasons(
     policy: Policy,
-    cargo: CargoPolicy,
+    cargo: CargoPolicy | None,
     declaration: Declaration,
     image: ImageVerdict,
     trader: TrustedTrader | None,
 ) -> list[Reason]:
-    """The reasons one image contributes (fail-closed cases first, then its score)."""
+    """The reasons one image contributes (fail-closed cases first, then its score).
+
+    ``cargo`` None: the policy has no rules for the shipment's cargo type, so the score is judged
+    against the model's own thresholds, without a trusted-trader factor, and the reasons say so
+    (the shipment fails closed as well, ``fail_closed.unknown_cargo_type``).
+    """
     fc = policy.fail_closed
     name = image.path
     if image.error is not None:
@@ -178,6 +192,10 @@ def _image_reasons(
                 message="score has no model id to account for it; never released",
             )
         )
+    judged_by = ""
+    if cargo is None:
+        cargo, trader = _MODEL_ONLY, None
+        judged_by = f" (the model's own threshold: no rules for cargo type {declaration.cargo_type!r})"
     release = image.threshold if cargo.release_threshold == "model" else cargo.release_threshold
     hold = image.hold_threshold if cargo.hold_threshold == "model" else cargo.hold_threshold
     problem = None
@@ -199,7 +217,7 @@ def _image_reasons(
                 tier=fc.missing_threshold,
                 image=name,
                 score=score,
-                message=problem,
+                message=problem + judged_by,
             )
         )
         return reasons
@@ -214,7 +232,7 @@ def _image_reasons(
                 image=name,
                 score=score,
                 threshold=hold,
-                message=f"score {score:.4f} >= hold {hold:.4f}",
+                message=f"score {score:.4f} >= hold {hold:.4f}{judged_by}",
             )
         )
     elif score >= effective:  # equality is not released
@@ -225,7 +243,7 @@ def _image_reasons(
                 image=name,
                 score=score,
                 threshold=effective,
-                message=f"score {score:.4f} >= release threshold {effective:.4f}",
+                message=f"score {score:.4f} >= release threshold {effective:.4f}{judged_by}",
             )
         )
     else:
@@ -236,7 +254,7 @@ def _image_reasons(
                 image=name,
                 score=score,
                 threshold=effective,
-                message=f"score {score:.4f} < release threshold {effective:.4f}",
+                message=f"score {score:.4f} < release threshold {effective:.4f}{judged_by}",
             )
         )
     return reasons
@@ -287,7 +305,8 @@ def decide_shipment(
                 rule="fail_closed.unknown_cargo_type",
                 tier=fc.unknown_cargo_type,
                 message=f"cargo type {declaration.cargo_type!r} is not in policy {policy.version} "
-                f"(known: {', '.join(sorted(policy.cargo_types))}); never released",
+                f"(known: {', '.join(sorted(policy.cargo_types))}); never released, and each image "
+                "is judged against its model's own thresholds",
             )
         )
     if not images:
@@ -342,17 +361,6 @@ def decide_shipment(
                     ),
                 )
             )
-        if cargo is None:
-            if image.error is not None:
-                reasons.append(
-                    Reason(
-                        rule="fail_closed.image_error",
-                        tier=fc.image_error,
-                        image=image.path,
-                        message=f"image could not be scored ({image.error}); never released",
-                    )
-                )
-            continue
         reasons.extend(_image_reasons(policy, cargo, declaration, image, trader))
 
     tier = max((r.tier for r in reasons), key=lambda t: t.severity, default=Tier.RELEASE)

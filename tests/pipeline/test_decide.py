@@ -187,7 +187,40 @@ CASES = [
         {"cargo_type": "crude_oil"},
         [img(0.1, cargo_type="crude_oil")],
         H,
-        ["fail_closed.unknown_cargo_type"],
+        ["fail_closed.unknown_cargo_type", "score.clear"],
+    ),
+    # no rules for the cargo: each image judged against its model's own thresholds
+    (
+        "unknown-cargo-held-on-the-models-hold",
+        {},
+        {"cargo_type": "crude_oil"},
+        [img(0.1, cargo_type="crude_oil"), img(0.99, "b", cargo_type="crude_oil")],
+        P,
+        ["fail_closed.unknown_cargo_type", "score.clear", "score.hold"],
+    ),
+    (
+        "unknown-cargo-reviewed-on-the-models-release",
+        {"fail_closed": {"unknown_cargo_type": "REMOTE_INSPECTION"}},
+        {"cargo_type": "crude_oil"},
+        [img(0.6, cargo_type="crude_oil")],
+        H,
+        ["fail_closed.unknown_cargo_type", "score.review"],
+    ),
+    (
+        "unknown-cargo-no-aeo-factor",  # AEOS would raise 0.5 to 0.7 and clear 0.6
+        {"image_tiers": {"at_or_above_release": "PHYSICAL_INSPECTION"}},
+        {"cargo_type": "crude_oil", "aeo_tier": "AEOS"},
+        [img(0.6, cargo_type="crude_oil")],
+        P,
+        ["fail_closed.unknown_cargo_type", "score.review"],
+    ),
+    (
+        "unknown-cargo-row-without-thresholds",
+        {},
+        {"cargo_type": "crude_oil"},
+        [img(0.1, cargo_type="crude_oil", threshold=None)],
+        H,
+        ["fail_closed.unknown_cargo_type", "fail_closed.missing_threshold"],
     ),
     (
         "unknown-cargo-corrupt",
@@ -427,6 +460,19 @@ def test_reasons_carry_score_and_the_threshold_applied(
     decision = decide_shipment(policy(), decl(**declaration), [img(score)], audit_key=KEY, now=NOW)
     reason = next(r for r in decision.reasons if r.rule == rule)
     assert (reason.image, reason.score, reason.threshold) == ("a.png", score, pytest.approx(threshold))
+
+
+def test_an_unknown_cargo_types_score_reasons_name_the_models_threshold() -> None:
+    """A typo in the cargo type must not hide a score that holds the cargo under its own name."""
+    images = [img(0.99, cargo_type="iron_ore", threshold=0.3, hold_threshold=0.6)]
+    held = decide_shipment(policy(), decl(cargo_type="bulk_ore"), images, audit_key=KEY, now=NOW)
+    unknown = decide_shipment(policy(), decl(cargo_type="iron_ore"), images, audit_key=KEY, now=NOW)
+    assert held.tier is unknown.tier is P
+    (reason,) = [r for r in unknown.reasons if r.rule == "score.hold"]
+    assert (reason.tier, reason.score, reason.threshold) == (P, 0.99, 0.6)
+    assert reason.message == (
+        "score 0.9900 >= hold 0.6000 (the model's own threshold: no rules for cargo type 'iron_ore')"
+    )
 
 
 def test_aeo_offset_is_capped_at_the_hold_threshold() -> None:

@@ -1,0 +1,119 @@
+"""Decisions are monotone: more suspicion never gives a milder tier.
+
+Drawn at random (a fixed seed) across the rules: scores against thresholds, unknown and mixed cargo
+types, failed images, reused pictures, trusted traders, declaration flags and random audits.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from pipeline.decide import decide_shipment
+from pipeline.policy import Policy, parse_policy
+from pipeline.verdicts import Declaration, ImageVerdict, Tier
+
+KEY = b"monotone-audit-key"
+SCORES = [0.0, 0.1, 0.29, 0.3, 0.5, 0.55, 0.6, 0.79, 0.8, 0.9, 0.95, 1.0]
+CARGO = ["bulk_ore", "vacuum_pack", "crude_oil"]  # crude_oil: no rules in the policy
+MODELS_RULES = ["bulk_ore", "crude_oil"]  # judged by the model's own thresholds
+TRIALS = 400
+
+
+def _policy(audit_tier: str) -> Policy:
+    return parse_policy(
+        {
+            "policy_version": "monotone-1",
+            "cargo_types": {
+                "bulk_ore": {},
+                "vacuum_pack": {"release_threshold": 0.3, "hold_threshold": 0.6},
+            },
+            "trusted_traders": {"AEOF": {"release_odds_factor": 1.5}},
+            "random_audit": {"rate": 0.5, "tier": audit_tier},
+        }
+    )
+
+
+def _image(rng: random.Random, n: int) -> ImageVerdict:
+    kind = rng.random()
+    base: dict[str, Any] = {
+        "path": f"i{n}.png",
+        "cargo_type": rng.choice(CARGO),
+        "threshold": rng.choice([0.3, 0.5]),
+        "hold_threshold": rng.choice([0.6, 0.8]),
+        "model_id": "m1",
+    }
+    if rng.random() < 0.15:
+        base["seen_in"] = ["S-EARLIER"]
+    if kind < 0.08:
+        return ImageVerdict(**{**base, "error": "decode failed"})
+    if kind < 0.12:
+        return ImageVerdict(**{**base, "score": None})
+    return ImageVerdict(**{**base, "score": rng.choice(SCORES)})
+
+
+def _declaration(rng: random.Random, n: int) -> Declaration:
+    return Declaration(
+        shipment_id=f"S{n}",
+        cargo_type=rng.choice(CARGO),
+        aeo_tier=rng.choice([None, None, "AEOF"]),
+        document_mismatch=rng.random() < 0.05,
+    )
+
+
+def _tier(policy: Policy, declaration: Declaration, images: list[ImageVerdict]) -> Tier:
+    return decide_shipment(policy, declaration, images, audit_key=KEY).tier
+
+
+def _cases(seed: int) -> Any:
+    rng = random.Random(seed)
+    for n in range(TRIALS):
+        # at least one: a shipment without images fails closed, which one clear image may lift
+        images = [_image(rng, i) for i in range(rng.randint(1, 3))]
+        yield rng, _declaration(rng, n), images
+
+
+AUDIT_TIERS = ["REMOTE_INSPECTION"]
+
+
+@pytest.mark.parametrize("audit_tier", AUDIT_TIERS)
+def test_adding_an_image_never_gives_a_milder_tier(audit_tier: str) -> None:
+    policy = _policy(audit_tier)
+    for rng, declaration, images in _cases(1):
+        before = _tier(policy, declaration, images)
+        added = _image(rng, len(images))
+        after = _tier(policy, declaration, [*images, added])
+        assert after.severity >= before.severity, (declaration, images, added)
+
+
+@pytest.mark.parametrize("audit_tier", AUDIT_TIERS)
+def test_raising_a_score_never_gives_a_milder_tier(audit_tier: str) -> None:
+    policy = _policy(audit_tier)
+    for rng, declaration, images in _cases(2):
+        scored = [n for n, image in enumerate(images) if image.score is not None]
+        if not scored:
+            continue
+        n = rng.choice(scored)
+        higher = [s for s in SCORES if s > images[n].score]  # type: ignore[operator]
+        if not higher:
+            continue
+        raised = [*images]
+        raised[n] = images[n].model_copy(update={"score": rng.choice(higher)})
+        before, after = _tier(policy, declaration, images), _tier(policy, declaration, raised)
+        assert after.severity >= before.severity, (declaration, images, raised[n])
+
+
+def test_declaring_a_cargo_type_without_rules_never_gives_a_milder_tier() -> None:
+    """Declared as a cargo type the policy does not list (a typo, ``iron_ore``), a shipment is
+    judged at least as strictly as under the cargo type its pictures' model was trained for."""
+    policy = _policy("REMOTE_INSPECTION")
+    for _, declaration, images in _cases(3):
+        if declaration.cargo_type not in MODELS_RULES:
+            continue
+        for image in images:
+            image.cargo_type = declaration.cargo_type
+        as_scored = _tier(policy, declaration, images)
+        unknown = _tier(policy, declaration.model_copy(update={"cargo_type": "iron_ore"}), images)
+        assert unknown.severity >= as_scored.severity, (declaration, images)
