@@ -18,7 +18,10 @@ only clear-score reasons fired. Rule ids:
 
 A shipment of a cargo type the policy does not list still has every image judged, against the
 thresholds of the model that scored it (the score rules say so): an unknown or misspelt cargo type
-must not hide a score that holds the cargo under its own name.
+must not hide a score that holds the cargo under its own name. A picture of another cargo type
+than the declared one (``fail_closed.mixed_cargo_types``) is judged under the rules of every cargo
+type it is said to be of that the policy lists, its model's first, and the strictest is kept: ore
+pictures declared as packs are not let off by the packs' laxer hold.
 
 Random audits are drawn only among shipments that would otherwise be released, by
 ``HMAC-SHA256(audit_key, shipment_id)`` mapped to [0, 1): reproducible by an auditor holding the key,
@@ -104,19 +107,45 @@ _MODEL_ONLY = CargoPolicy()
 release and hold thresholds (and no trusted-trader factor)."""
 
 
+def _rules_for(
+    policy: Policy, declaration: Declaration, image: ImageVerdict
+) -> list[tuple[CargoPolicy | None, str]]:
+    """The cargo rules an image's score is judged under, each with the words its reasons add.
+
+    The cargo types the image is said to be of: its model's (the row's ``cargo_type``), its row's
+    declaration and the shipment's. One of them: its rules. Several (mixed cargo, which fails
+    closed as well): each that the policy lists, the model's first, the strictest outcome kept, so
+    that declaring ore pictures as packs never judges them by the packs' laxer hold only. None
+    listed: ``None``, the model's own thresholds.
+    """
+    said = list(
+        dict.fromkeys(
+            str(c)
+            for c in (image.cargo_type, image.declaration.get("cargo_type"), declaration.cargo_type)
+            if c
+        )
+    )
+    known = [(policy.cargo_types[c], c) for c in said if c in policy.cargo_types]
+    if not known:
+        no_rules = ", ".join(repr(c) for c in said)
+        return [(None, f" (the model's own threshold: no rules for cargo type {no_rules})")]
+    if len(said) == 1:
+        return [(known[0][0], "")]
+    distinct: list[tuple[CargoPolicy | None, str]] = []
+    for rules, cargo in known:
+        if all(rules != other for other, _ in distinct):
+            distinct.append((rules, f" (under the {cargo} rules)"))
+    return distinct
+
+
 def _image_reasons(
     policy: Policy,
-    cargo: CargoPolicy | None,
     declaration: Declaration,
     image: ImageVerdict,
     trader: TrustedTrader | None,
 ) -> list[Reason]:
-    """The reasons one image contributes (fail-closed cases first, then its score).
-
-    ``cargo`` None: the policy has no rules for the shipment's cargo type, so the score is judged
-    against the model's own thresholds, without a trusted-trader factor, and the reasons say so
-    (the shipment fails closed as well, ``fail_closed.unknown_cargo_type``).
-    """
+    """The reasons one image contributes (fail-closed cases first, then its score, judged under
+    each of :func:`_rules_for`'s rules, the strictest kept)."""
     fc = policy.fail_closed
     name = image.path
     if image.error is not None:
@@ -192,10 +221,29 @@ def _image_reasons(
                 message="score has no model id to account for it; never released",
             )
         )
-    judged_by = ""
+    judged = [
+        _score_reasons(policy, rules, image, score, trader, said)
+        for rules, said in _rules_for(policy, declaration, image)
+    ]
+    # the first of the strictest: the model's cargo's rules where others judge alike
+    reasons.extend(max(judged, key=lambda found: max(r.tier.severity for r in found)))
+    return reasons
+
+
+def _score_reasons(
+    policy: Policy,
+    cargo: CargoPolicy | None,
+    image: ImageVerdict,
+    score: float,
+    trader: TrustedTrader | None,
+    judged_by: str,
+) -> list[Reason]:
+    """An image's valid score against one cargo's rules (``None``: the model's own thresholds,
+    without a trusted-trader factor); ``judged_by`` ends each message."""
+    reasons: list[Reason] = []
+    name = image.path
     if cargo is None:
         cargo, trader = _MODEL_ONLY, None
-        judged_by = f" (the model's own threshold: no rules for cargo type {declaration.cargo_type!r})"
     release = image.threshold if cargo.release_threshold == "model" else cargo.release_threshold
     hold = image.hold_threshold if cargo.hold_threshold == "model" else cargo.hold_threshold
     problem = None
@@ -214,7 +262,7 @@ def _image_reasons(
         reasons.append(
             Reason(
                 rule="fail_closed.missing_threshold",
-                tier=fc.missing_threshold,
+                tier=policy.fail_closed.missing_threshold,
                 image=name,
                 score=score,
                 message=problem + judged_by,
@@ -297,9 +345,8 @@ def decide_shipment(
                     message=f"declaration flag {flag} is set: inspection whatever the score",
                 )
             )
-    cargo = policy.cargo_types.get(declaration.cargo_type)
     fc = policy.fail_closed
-    if cargo is None:
+    if declaration.cargo_type not in policy.cargo_types:
         reasons.append(
             Reason(
                 rule="fail_closed.unknown_cargo_type",
@@ -317,10 +364,15 @@ def decide_shipment(
         )
     trader = policy.trusted_traders.get(declaration.aeo_tier) if declaration.aeo_tier else None
     if (
-        cargo is not None
-        and trader is not None
+        trader is not None
         and trader.release_odds_factor > 1.0
-        and any(i.error is None and i.score is not None and 0.0 <= i.score <= 1.0 for i in images)
+        and any(
+            i.error is None
+            and i.score is not None
+            and 0.0 <= i.score <= 1.0
+            and _rules_for(policy, declaration, i)[0][0] is not None
+            for i in images
+        )
     ):
         reasons.append(
             Reason(
@@ -361,7 +413,7 @@ def decide_shipment(
                     ),
                 )
             )
-        reasons.extend(_image_reasons(policy, cargo, declaration, image, trader))
+        reasons.extend(_image_reasons(policy, declaration, image, trader))
 
     tier = max((r.tier for r in reasons), key=lambda t: t.severity, default=Tier.RELEASE)
     random_audit = False

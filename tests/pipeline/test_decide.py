@@ -238,6 +238,42 @@ CASES = [
         H,
         ["score.clear", "fail_closed.mixed_cargo_types", "score.clear"],
     ),
+    # mixed cargo: each picture judged under its model's cargo's rules too, the strictest kept
+    (
+        "mixed-judged-under-the-models-cargo",  # the packs' hold 0.9 would make 0.85 a review
+        {"cargo_types": {"bulk_ore": {}, "vacuum_pack": {"hold_threshold": 0.9}}},
+        {"cargo_type": "vacuum_pack"},
+        [img(0.85)],
+        P,
+        ["fail_closed.mixed_cargo_types", "score.hold"],
+    ),
+    (
+        "mixed-pack-picture-declared-ore",  # the packs' hold 0.6, not ore's 0.8 from the row
+        {},
+        {},
+        [img(0.65, cargo_type="vacuum_pack")],
+        P,
+        ["fail_closed.mixed_cargo_types", "score.hold"],
+    ),
+    (
+        "mixed-declared-cargo-stricter-wins",  # ore's 0.8 reviews it, the declared packs' 0.6 holds
+        {},
+        {"cargo_type": "vacuum_pack"},
+        [img(0.65)],
+        P,
+        ["fail_closed.mixed_cargo_types", "score.hold"],
+    ),
+    (
+        "unknown-declared-judged-under-the-models-cargo",
+        {
+            "cargo_types": {"bulk_ore": {"release_threshold": 0.2}},
+            "image_tiers": {"at_or_above_release": "PHYSICAL_INSPECTION"},
+        },
+        {"cargo_type": "iron_ore"},
+        [img(0.3)],
+        P,
+        ["fail_closed.unknown_cargo_type", "fail_closed.mixed_cargo_types", "score.review"],
+    ),
     ("missing-score", {}, {}, [img(None)], H, ["fail_closed.missing_score"]),
     (
         "off-training-scale-not-released",
@@ -473,6 +509,21 @@ def test_an_unknown_cargo_types_score_reasons_name_the_models_threshold() -> Non
     assert reason.message == (
         "score 0.9900 >= hold 0.6000 (the model's own threshold: no rules for cargo type 'iron_ore')"
     )
+
+
+def test_a_mixed_pictures_reasons_name_the_rules_that_judged_it() -> None:
+    example = load_policy(default_policy_path())
+    ore = img(0.8, threshold=0.3, hold_threshold=0.6)
+    decision = decide_shipment(example, decl(cargo_type="vacuum_pack"), [ore], audit_key=KEY, now=NOW)
+    assert decision.tier is P
+    assert [(r.rule, r.threshold, r.message) for r in decision.reasons] == [
+        (
+            "fail_closed.mixed_cargo_types",
+            None,
+            "image is of cargo type 'bulk_ore', shipment declared 'vacuum_pack'",
+        ),
+        ("score.hold", 0.6, "score 0.8000 >= hold 0.6000 (under the bulk_ore rules)"),
+    ]
 
 
 def test_aeo_offset_is_capped_at_the_hold_threshold() -> None:
