@@ -20,7 +20,7 @@ from pipeline.audit.store import AuditStore, ImagesSeenSince
 from pipeline.decide import decide_shipment, inputs_key, shipments_of
 from pipeline.policy import Policy
 from pipeline.trader_register import TraderRegister
-from pipeline.verdicts import ImageVerdict, ShipmentDecision
+from pipeline.verdicts import ImageVerdict, Refused, ShipmentDecision
 
 __all__ = ["decide_and_record"]
 
@@ -49,6 +49,21 @@ def _check_sha256(image: ImageVerdict, shipment_id: str) -> None:
         )
 
 
+def _standing(store: AuditStore, decision: ShipmentDecision, why: str) -> ShipmentDecision:
+    """What the audit trail holds for ``decision``'s shipment, marked with ``decision`` refused."""
+    record = store.get(decision.shipment_id)
+    refused = Refused(
+        tier=decision.tier,
+        policy_version=decision.policy_version,
+        policy_sha256=decision.policy_sha256,
+        decided_at=decision.decided_at,
+        why=why,
+        standing_seq=record.seq if record is not None else None,
+    )
+    standing = record.decision if record is not None else decision
+    return standing.model_copy(update={"refused": refused})
+
+
 def decide_and_record(
     policy: Policy,
     rows: Iterable[ImageVerdict],
@@ -63,9 +78,11 @@ def decide_and_record(
 
     Yields:
         (decision, None) once recorded, or the decision recorded before for the same inputs (a run
-        again); or (decision, why) when the store did not record it: one that would lower an
+        again); or (standing, why) when the store did not record it: one that would lower an
         unresolved hold (the hold stands), or whose pictures kept being decided in other shipments
-        meanwhile (the service writing to the same store).
+        meanwhile (the service writing to the same store). ``standing`` is then the decision the
+        audit trail holds for the shipment, with ``refused`` saying what was decided now and why;
+        where the trail holds none, the decision not recorded, ``refused.standing_seq`` None.
 
     Raises:
         InputError: a row without a shipment id, a declaration that does not validate, or a scored
@@ -100,15 +117,15 @@ def decide_and_record(
                 )
             except ImagesSeenSince:  # decided in another shipment meanwhile: look again
                 if attempt == _ATTEMPTS - 1:  # the others go on; this one waits for a run again
-                    yield (
-                        decision,
+                    why = (
                         f"shipment {declaration.shipment_id!r}: its pictures kept being decided in other "
-                        "shipments while it was recorded; run again to record it",
+                        "shipments while it was recorded; run again to record it"
                     )
+                    yield _standing(store, decision, why), why
                     break
                 continue
             except ConflictError as exc:
-                yield decision, str(exc)
+                yield _standing(store, decision, str(exc)), str(exc)
             else:
                 # a run again over the same inputs is answered from the record, as a retry is by the
                 # service: what was decided then, not what the pictures decided since would make of it

@@ -21,6 +21,7 @@ __all__ = [
     "Declaration",
     "ImageVerdict",
     "Reason",
+    "Refused",
     "ShipmentDecision",
     "Tier",
     "field_like",
@@ -201,6 +202,25 @@ class Reason(BaseModel):
     threshold: float | None = None
 
 
+class Refused(BaseModel):
+    """A decision this run made that the audit store did not record (one that would lower an
+    unresolved hold, or whose pictures kept being decided in other shipments meanwhile).
+
+    Set only in a decisions file, on the decision the audit trail holds for the shipment (its
+    record ``standing_seq``), so that the file never says what the trail does not; never recorded.
+    ``standing_seq`` None: the trail holds no decision of the shipment, and the decision carrying
+    this is the one not recorded (``clearsight decide`` leaves it out of its file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tier: Tier
+    policy_version: str
+    policy_sha256: str
+    decided_at: str
+    why: str
+    standing_seq: int | None = None
+
+
 class ShipmentDecision(BaseModel):
     """The decision for one shipment, with everything needed to reconstruct it later."""
 
@@ -220,6 +240,9 @@ class ShipmentDecision(BaseModel):
     # Who sent the shipment: the HTTP service's caller (``submitter:3f2a9c1b0d4e``); None for batch
     # decisions and decisions recorded before this field.
     submitted_by: str | None = None
+    # A newer decision refused by the audit store (:class:`Refused`): in a decisions file only, left
+    # out of every dump when None, so that recorded decisions (and their hashes) do not carry it.
+    refused: Refused | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 def scored_anomaly_types(decisions: list[ShipmentDecision]) -> set[str]:

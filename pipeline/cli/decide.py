@@ -81,10 +81,23 @@ def _write_jsonl(path: Path, decisions: list[ShipmentDecision]) -> None:
         raise InputError(f"--out {str(path)!r}: cannot write ({exc})") from exc
 
 
+_NOT_RECORDED = "not recorded"
+"""The summary's row of shipments whose decision the audit store refused: counted apart from the
+tiers, as what was decided now is not what stands."""
+
+
 def _counts(decisions: list[ShipmentDecision]) -> Counter[str]:
-    counts: Counter[str] = Counter(d.tier.value for d in decisions)
-    counts["random_audit"] = sum(d.random_audit for d in decisions)
+    counts: Counter[str] = Counter(d.tier.value for d in decisions if d.refused is None)
+    counts[_NOT_RECORDED] = sum(d.refused is not None for d in decisions)
+    counts["random_audit"] = sum(d.random_audit for d in decisions if d.refused is None)
     return counts
+
+
+def _in_the_trail(decision: ShipmentDecision) -> bool:
+    """Whether the decisions file takes ``decision``: each line says what the audit trail holds (a
+    refused decision's shipment is written as it stands there, marked ``refused``), and a shipment
+    the trail holds nothing of is left out."""
+    return decision.refused is None or decision.refused.standing_seq is not None
 
 
 def _labels(policy: Policy, other: Policy | None) -> tuple[str, str]:
@@ -113,7 +126,8 @@ def _summary(
     def share(count: int) -> str:
         return f"{count} ({100.0 * count / n:.1f} %)" if n else "0"
 
-    for name in [t.value for t in Tier] + ["random_audit"]:
+    names = [t.value for t in Tier] + ([_NOT_RECORDED] if mine[_NOT_RECORDED] else []) + ["random_audit"]
+    for name in names:
         cells = [name, share(mine[name])]
         if other is not None:
             cells += [share(theirs[name]), f"{mine[name] - theirs[name]:+d}"]
@@ -239,11 +253,19 @@ def register(app: typer.Typer) -> None:
                     register=traders,
                 ):
                     decisions.append(decision)
-                    if why is not None:  # the hold stands; the decisions file has this one
+                    if why is not None:  # the decision the trail holds, marked refused
                         refused.append(why)
                         unrecorded.add(decision.shipment_id)
                 recorded = f", {len(decisions) - len(refused)} recorded in {store.url}"
-            _write_jsonl(out, decisions)
+                if refused:
+                    left_out = sum(not _in_the_trail(d) for d in decisions)
+                    recorded += (
+                        f"; for {len(refused) - left_out} not recorded the file has the decision the audit "
+                        'trail holds, marked "refused"'
+                        + (f", and {left_out} the trail holds nothing of are left out" if left_out else "")
+                    )
+            written = [d for d in decisions if _in_the_trail(d)]
+            _write_jsonl(out, written)
         compared = None
         if other is not None:
             # on the pictures as looked up: where the audit store found them decided before, the
@@ -253,9 +275,7 @@ def register(app: typer.Typer) -> None:
         console = Console()
         console.print(_summary(chosen, decisions, compared))
         if compared is not None:
-            gained = sum(d.tier is Tier.RELEASE for d in decisions) - sum(
-                d.tier is Tier.RELEASE for d in compared[1]
-            )
+            gained = _counts(decisions)[Tier.RELEASE.value] - _counts(compared[1])[Tier.RELEASE.value]
             changed = sum(a.tier is not b.tier for a, b in zip(decisions, compared[1], strict=True))
             mine, theirs = _labels(chosen, compared[0])
             console.print(
@@ -268,7 +288,7 @@ def register(app: typer.Typer) -> None:
                     "their rules differ; bump the version of the edited one, or decisions will not say "
                     "which rules decided them"
                 )
-        console.print(f"wrote {len(decisions)} decisions to {out}{recorded}")
+        console.print(f"wrote {len(written)} decisions to {out}{recorded}")
         warnings = []
         if redeclared is not None:
             missed = len(unrecorded & set(redeclared.shipments))

@@ -281,3 +281,59 @@ def test_a_decisions_file_is_this_runs_only_when_each_of_its_shipments_is(tmp_pa
     assert made_by_this_run(decisions, tmp_path / "missing.jsonl", POLICY) is True
     decisions.write_text("not json\n")
     assert made_by_this_run(decisions, both, POLICY) is False
+
+
+class _Busy:
+    """An audit store whose every write finds the pictures decided elsewhere meanwhile."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def record(self, *args: Any, **kwargs: Any) -> Any:
+        from pipeline.audit.store import ImagesSeenSince
+
+        raise ImagesSeenSince("busy")
+
+
+def test_a_refused_decision_is_handed_back_as_the_decision_that_stands(tmp_path: Path) -> None:
+    """The caller writes what it is handed: the decision the trail holds, marked with the one refused."""
+    lax = parse_policy(
+        {
+            "policy_version": "lax",
+            "cargo_types": {"bulk_ore": {"release_threshold": 0.99, "hold_threshold": 0.995}},
+            "random_audit": {"rate": 0},
+        }
+    )
+    with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        ((held, _),) = decide_and_record(
+            POLICY, [_row("S1", "aa" * 32, score=0.9)], audit_key=KEY, store=store, near_copy_bits=32
+        )
+        ((lowered, why),) = decide_and_record(
+            lax, [_row("S1", "aa" * 32, score=0.9)], audit_key=KEY, store=store, near_copy_bits=32
+        )
+        (busy, busy_why), (new, new_why) = decide_and_record(
+            lax,
+            [_row("S1", "aa" * 32, score=0.9), _row("S2", "bb" * 32)],
+            audit_key=KEY,
+            store=_Busy(store),  # type: ignore[arg-type]
+            near_copy_bits=32,
+        )
+        assert store.verify().records_checked == 1
+    assert held.tier is Tier.PHYSICAL_INSPECTION and held.refused is None
+    assert why is not None and why.startswith("shipment 'S1' is held (PHYSICAL_INSPECTION, audit record 1)")
+    assert lowered.model_dump(exclude={"refused"}) == held.model_dump()
+    assert lowered.refused is not None
+    assert (lowered.refused.tier, lowered.refused.policy_version, lowered.refused.standing_seq) == (
+        Tier.RELEASE,
+        "lax",
+        1,
+    )
+    assert lowered.refused.why == why
+    # the pictures kept being decided elsewhere: what stands, or (nothing standing) the decision unrecorded
+    assert busy.model_dump(exclude={"refused"}) == held.model_dump() and busy.refused is not None
+    assert busy_why is not None and busy.refused.why == busy_why and busy.refused.standing_seq == 1
+    assert new.refused is not None and new.refused.standing_seq is None and new.shipment_id == "S2"
+    assert new_why is not None and "kept being decided in other shipments" in new_why

@@ -1063,17 +1063,29 @@ def test_cli_decide_records_no_what_if_that_lowers_a_hold(
     ]
     assert run(app, lenient) == 2
     captured = capsys.readouterr()
-    assert "wrote 5 decisions" in captured.out and "3 recorded in" in " ".join(captured.out.split())
+    said = " ".join(captured.out.split())
+    assert "wrote 5 decisions" in said and "3 recorded in" in said
+    assert 'for 2 not recorded the file has the decision the audit trail holds, marked "refused"' in said
+    # counted apart, not as the releases the store refused
+    assert "RELEASE │ 0 (0.0 %)" in said and "not recorded │ 2 (40.0 %)" in said
     errors = [line for line in captured.err.splitlines() if line.startswith("Error:")]
     assert errors[0].startswith(
         "Error: 2 decisions were not recorded in the audit store (and 1 more): shipment "
     )
-    assert len((cli_env / "l.jsonl").read_text().splitlines()) == 5  # the file has every decision
+    # the file says what the audit trail holds, never the refused release
+    written = {d["shipment_id"]: d for d in map(json.loads, (cli_env / "l.jsonl").read_text().splitlines())}
+    assert sorted(written) == ["S1", "S2", "S3", "S4", "S5"]
     with AuditStore.open(db, create=False) as store:
-        assert {s: store.get(s).decision.tier.value for s in ("S1", "S2")} == {
-            "S1": "REMOTE_INSPECTION",
-            "S2": "REMOTE_INSPECTION",
-        }
+        for shipment in ("S1", "S2"):
+            record = store.get(shipment)
+            assert record is not None and record.decision.tier is H
+            line = written[shipment]
+            assert (line["tier"], line["policy_version"]) == ("REMOTE_INSPECTION", "strict")
+            assert line["refused"]["tier"] == "RELEASE" and line["refused"]["policy_version"] == "lenient"
+            assert line["refused"]["standing_seq"] == record.seq
+            assert line["refused"]["why"].startswith(f"shipment {shipment!r} is held (REMOTE_INSPECTION")
+        assert all("refused" not in d for s, d in written.items() if s not in ("S1", "S2"))
+        assert all('"refused"' not in row.content for row in store.iter_chain())  # never recorded
         assert store.verify().ok
 
 

@@ -302,4 +302,4 @@ def test_the_count_not_recorded_is_of_the_manifests_shipments(
     captured = capsys.readouterr()
     assert code == 2 and "shipment 'S2' is held" in captured.err  # S2's hold stands, said below
     out = " ".join(captured.out.split())
-    assert "1 shipments decided under their declaration in" in out and "not recorded" not in out
+    assert "1 shipments decided under their declaration in" in out and "not recorded: see below" not in out
