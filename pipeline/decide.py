@@ -23,9 +23,12 @@ than the declared one (``fail_closed.mixed_cargo_types``) is judged under the ru
 type it is said to be of that the policy lists, its model's first, and the strictest is kept: ore
 pictures declared as packs are not let off by the packs' laxer hold.
 
-Random audits are drawn only among shipments that would otherwise be released, by
-``HMAC-SHA256(audit_key, shipment_id)`` mapped to [0, 1): reproducible by an auditor holding the key,
-unpredictable to a trader without it.
+Random audits are drawn among all shipments, whatever their images say, by
+``HMAC-SHA256(audit_key, shipment_id)`` mapped to [0, 1) < ``random_audit.rate``: reproducible by an
+auditor holding the key, unpredictable to a trader without it. A picked shipment is inspected at
+least at ``random_audit.tier`` (a floor: one held more strictly stays so), so the share of would-be
+releases inspected at random is the rate, and a suspect picture added to a picked shipment can only
+keep or raise its tier, whichever tier the audit has.
 """
 
 from __future__ import annotations
@@ -415,22 +418,23 @@ def decide_shipment(
             )
         reasons.extend(_image_reasons(policy, declaration, image, trader))
 
-    tier = max((r.tier for r in reasons), key=lambda t: t.severity, default=Tier.RELEASE)
     random_audit = False
-    if tier is Tier.RELEASE and policy.random_audit.rate > 0:
+    # drawn whatever the images say, and a floor: drawn only among would-be releases, a physical
+    # audit tier made a suspect picture (a remote inspection) lift the hold of a picked shipment
+    if policy.random_audit.rate > 0:
         fraction = audit_fraction(audit_key, declaration.shipment_id)
         if fraction < policy.random_audit.rate:
             random_audit = True
-            tier = policy.random_audit.tier
             reasons.append(
                 Reason(
                     rule="random_audit",
-                    tier=tier,
+                    tier=policy.random_audit.tier,
                     score=fraction,
                     threshold=policy.random_audit.rate,
                     message=f"picked for a random compliance audit (rate {policy.random_audit.rate})",
                 )
             )
+    tier = max((r.tier for r in reasons), key=lambda t: t.severity, default=Tier.RELEASE)
     model_ids = list(dict.fromkeys(i.model_id for i in images if i.model_id))
     return ShipmentDecision(
         shipment_id=declaration.shipment_id,

@@ -202,7 +202,10 @@ class TrustedTrader(_Strict):
 
 
 class RandomAudit(_Strict):
-    """Share of would-be-released shipments sent to inspection anyway (WTO TFA Art. 7.4)."""
+    """Random compliance audits (WTO TFA Art. 7.4): a share ``rate`` of all shipments, drawn
+    whatever their images say, is inspected at least at ``tier`` (a floor: a shipment held more
+    strictly stays so). So ``rate`` of the would-be-released shipments are inspected anyway, and a
+    physical audit tier never lets a suspect picture soften a picked shipment to a remote one."""
 
     rate: Annotated[float, BeforeValidator(_rate)]
     tier: InspectionTier = Tier.REMOTE_INSPECTION

@@ -409,15 +409,47 @@ CASES = [
         H,
         ["trusted_trader.odds", "score.clear", "random_audit"],
     ),
+    # drawn whatever the images say; the audit's tier a floor
     (
-        "random-audit-only-would-be-releases",
+        "random-audit-on-a-review",
         {"random_audit": {"rate": 1.0}},
         {},
         [img(0.6)],
         H,
-        ["score.review"],
+        ["score.review", "random_audit"],
     ),
-    ("random-audit-not-on-fail-closed", {"random_audit": {"rate": 1.0}}, {}, [], H, ["fail_closed.no_image"]),
+    (
+        "random-audit-physical-floor-over-a-review",  # a suspect picture must not soften it
+        {"random_audit": {"rate": 1.0, "tier": "PHYSICAL_INSPECTION"}},
+        {},
+        [img(0.1), img(0.6, "b")],
+        P,
+        ["score.clear", "score.review", "random_audit"],
+    ),
+    (
+        "random-audit-physical-floor-over-fail-closed",
+        {"random_audit": {"rate": 1.0, "tier": "PHYSICAL_INSPECTION"}},
+        {},
+        [img(0.1), img(None, "b", error="decode failed")],
+        P,
+        ["score.clear", "fail_closed.image_error", "random_audit"],
+    ),
+    (
+        "random-audit-never-lowers-a-hold",
+        {"random_audit": {"rate": 1.0}},
+        {},
+        [img(0.9)],
+        P,
+        ["score.hold", "random_audit"],
+    ),
+    (
+        "random-audit-on-fail-closed",
+        {"random_audit": {"rate": 1.0}},
+        {},
+        [],
+        H,
+        ["fail_closed.no_image", "random_audit"],
+    ),
     # a picture decided before in another shipment: an officer looks, however clean it scores
     ("image-reused", {}, {}, [img(0.1, seen_in=["S0"])], H, ["override.image_reused", "score.clear"]),
     (

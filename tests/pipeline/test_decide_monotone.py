@@ -74,7 +74,7 @@ def _cases(seed: int) -> Any:
         yield rng, _declaration(rng, n), images
 
 
-AUDIT_TIERS = ["REMOTE_INSPECTION"]
+AUDIT_TIERS = ["REMOTE_INSPECTION", "PHYSICAL_INSPECTION"]
 
 
 @pytest.mark.parametrize("audit_tier", AUDIT_TIERS)

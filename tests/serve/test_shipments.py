@@ -360,7 +360,8 @@ def test_an_image_off_the_training_scale_is_not_released(make_client, audit_stor
     assert [image["scale_vs_training"] for image in decision["images"]] == [1.0, 0.125]
     assert all(set(image["signal_log_odds"]) == {"one_class"} for image in decision["images"])
     assert decision["tier"] == "REMOTE_INSPECTION"
-    held = [r for r in decision["reasons"] if r["tier"] != "RELEASE"]
+    # SHP-S is picked for a random audit (drawn whatever the images say, a remote inspection's floor)
+    held = [r for r in decision["reasons"] if r["tier"] != "RELEASE" and r["rule"] != "random_audit"]
     assert [(r["rule"], r["image"]) for r in held] == [("fail_closed.off_training_scale", "large.png")]
     scored = client.post(
         "/v1/score", files=files[1:], data={"cargo_type": "bulk_ore"}, headers=OFFICER
