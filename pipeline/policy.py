@@ -94,6 +94,14 @@ def _rate(value: Any) -> float:
     raise ValueError("must be a number in [0, 1]")
 
 
+def _odds_factor(value: Any) -> float:
+    """A number from 1 to 4: YAML's ``true`` (a bool) or ``"2"`` (a string) is a typo, not a factor."""
+    value = _exponent(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and 1.0 <= float(value) <= 4.0:
+        return float(value)  # NaN fails both comparisons
+    raise ValueError("must be a number from 1 to 4")
+
+
 InspectionTier = Annotated[Tier, BeforeValidator(_inspection_tier)]
 Threshold = Annotated[float | Literal["model"], BeforeValidator(_threshold)]
 
@@ -180,7 +188,7 @@ class TrustedTrader(_Strict):
     about ``f`` times a small threshold, whatever the model's scale, where an offset in score points
     moved a model's cut of 0.01 six times and one of 0.5 a tenth."""
 
-    release_odds_factor: Annotated[float, BeforeValidator(_exponent)] = Field(ge=1.0, le=4.0)
+    release_odds_factor: Annotated[float, BeforeValidator(_odds_factor)]
 
     @model_validator(mode="before")
     @classmethod

@@ -97,8 +97,28 @@ def _with(**changes: Any) -> dict[str, Any]:
         ),
         pytest.param(
             _with(trusted_traders={"AEOF": {"release_odds_factor": 5}}),
-            "trusted_traders.AEOF.release_odds_factor = 5: Input should be less than or equal to 4",
+            "trusted_traders.AEOF.release_odds_factor = 5: must be a number from 1 to 4",
             id="aeo-offset-too-big",
+        ),
+        pytest.param(
+            _with(trusted_traders={"AEOF": {"release_odds_factor": 0.5}}),
+            "trusted_traders.AEOF.release_odds_factor = 0.5: must be a number from 1 to 4",
+            id="aeo-factor-below-one",
+        ),
+        pytest.param(
+            _with(trusted_traders={"AEOF": {"release_odds_factor": True}}),
+            "trusted_traders.AEOF.release_odds_factor = True: must be a number from 1 to 4",
+            id="aeo-factor-bool",
+        ),
+        pytest.param(
+            _with(trusted_traders={"AEOF": {"release_odds_factor": "2"}}),
+            "trusted_traders.AEOF.release_odds_factor = '2': must be a number from 1 to 4",
+            id="aeo-factor-text",
+        ),
+        pytest.param(
+            _with(trusted_traders={"AEOF": {"release_odds_factor": float("nan")}}),
+            "trusted_traders.AEOF.release_odds_factor = nan: must be a number from 1 to 4",
+            id="aeo-factor-nan",
         ),
         pytest.param(
             _with(overrides={"radiation_alarm": "HOLD"}),
