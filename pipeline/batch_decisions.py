@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from datasets.errors import ConflictError, InputError
 from pipeline.audit.image_indexes import Picture, Sighting
 from pipeline.audit.store import AuditStore, ImagesSeenSince
-from pipeline.decide import decide_shipment, inputs_key, shipments_of
+from pipeline.decide import decide_shipment, inputs_key, shipments_of, tier_source
 from pipeline.policy import Policy
 from pipeline.trader_register import TraderRegister
 from pipeline.verdicts import ImageVerdict, Refused, ShipmentDecision
@@ -107,7 +107,9 @@ def decide_and_record(
                 image.model_copy(update=Sighting.verdict_fields(lookup.found.get(image.sha256 or "")))
                 for image in images
             ]
-            decision = decide_shipment(policy, declaration, seen, audit_key=audit_key)
+            decision = decide_shipment(
+                policy, declaration, seen, audit_key=audit_key, aeo_tier_source=tier_source(register)
+            )
             try:
                 record = store.record(
                     decision,

@@ -50,6 +50,7 @@ from pipeline.trader_register import TraderRegister
 from pipeline.verdicts import (
     DECLARATION_FIELDS,
     OVERRIDE_FLAGS,
+    AeoTierSource,
     Declaration,
     ImageVerdict,
     Reason,
@@ -66,6 +67,7 @@ __all__ = [
     "declaration_from_rows",
     "inputs_key",
     "shipments_of",
+    "tier_source",
 ]
 
 
@@ -311,6 +313,13 @@ def _score_reasons(
     return reasons
 
 
+_TIER_SOURCE_WORDS = {
+    "register": "tier from the trader register",
+    "declared_unverified": "tier as declared, not verified against a trader register",
+    "none": "no tier",
+}
+
+
 def decide_shipment(
     policy: Policy,
     declaration: Declaration,
@@ -318,6 +327,7 @@ def decide_shipment(
     *,
     audit_key: bytes,
     now: datetime | None = None,
+    aeo_tier_source: AeoTierSource | None = None,
 ) -> ShipmentDecision:
     """Decide one shipment under ``policy``.
 
@@ -327,6 +337,9 @@ def decide_shipment(
         images: its scored (or failed) image verdicts, in any order; may be empty (fails closed).
         audit_key: HMAC key for random-audit selection; must not be empty.
         now: decision time (aware datetime); defaults to the current UTC time.
+        aeo_tier_source: where ``declaration.aeo_tier`` came from, recorded with the decision and
+            said in ``trusted_trader.odds``; None: ``"declared_unverified"`` where the declaration
+            has a tier, else ``"none"`` (nobody vouched for it).
 
     Returns:
         The decision with its reasons, policy version and hash, model ids and ``decided_at``.
@@ -365,6 +378,8 @@ def decide_shipment(
                 rule="fail_closed.no_image", tier=fc.no_image, message="shipment has no image; never released"
             )
         )
+    if aeo_tier_source is None:
+        aeo_tier_source = "declared_unverified" if declaration.aeo_tier else "none"
     trader = policy.trusted_traders.get(declaration.aeo_tier) if declaration.aeo_tier else None
     if (
         trader is not None
@@ -382,7 +397,8 @@ def decide_shipment(
                 rule="trusted_trader.odds",
                 tier=Tier.RELEASE,
                 message=(
-                    f"{declaration.aeo_tier} trader: the odds of each release threshold times "
+                    f"{declaration.aeo_tier} trader ({_TIER_SOURCE_WORDS[aeo_tier_source]}): "
+                    "the odds of each release threshold times "
                     f"{trader.release_odds_factor:g}, never above hold (each score's reason gives the "
                     "threshold applied)"
                 ),
@@ -448,6 +464,7 @@ def decide_shipment(
         model_ids=model_ids,
         random_audit=random_audit,
         decided_at=decided_at,
+        aeo_tier_source=aeo_tier_source,
     )
 
 
@@ -539,7 +556,15 @@ def decide_rows(
     if not audit_key:
         raise PolicyError("audit_key is empty; random audits need a secret key (Settings.audit_secret)")
     for declaration, images in shipments_of(rows, register=register):
-        yield decide_shipment(policy, declaration, images, audit_key=audit_key)
+        yield decide_shipment(
+            policy, declaration, images, audit_key=audit_key, aeo_tier_source=tier_source(register)
+        )
+
+
+def tier_source(register: TraderRegister | None) -> AeoTierSource | None:
+    """The AEO tier source of shipments grouped by :func:`shipments_of` with ``register``: the
+    register's where one is given, else (None) as their rows declare it."""
+    return "register" if register is not None else None
 
 
 def shipments_of(

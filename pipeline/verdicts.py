@@ -11,13 +11,14 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 __all__ = [
     "DECLARATION_FIELDS",
     "OVERRIDE_FLAGS",
+    "AeoTierSource",
     "Declaration",
     "ImageVerdict",
     "Reason",
@@ -28,6 +29,12 @@ __all__ = [
     "first_field_like",
     "scored_anomaly_types",
 ]
+
+
+AeoTierSource = Literal["register", "declared_unverified", "none"]
+"""Where a decision's AEO tier came from: the customs authority's trader register (consulted,
+whatever it gave), the declaration as sent, not checked against a register (a batch's rows without
+``--trader-register``, or an officer's word), or nowhere (no tier, no register)."""
 
 
 class Tier(str, enum.Enum):  # noqa: UP042 - str() and format() of members must stay as they are
@@ -240,6 +247,9 @@ class ShipmentDecision(BaseModel):
     # Who sent the shipment: the HTTP service's caller (``submitter:3f2a9c1b0d4e``); None for batch
     # decisions and decisions recorded before this field.
     submitted_by: str | None = None
+    # Where ``declaration.aeo_tier`` came from (:data:`AeoTierSource`), so that an auditor can tell
+    # a registered tier from one the rows declared; None in decisions recorded before this field.
+    aeo_tier_source: AeoTierSource | None = None
     # A newer decision refused by the audit store (:class:`Refused`): in a decisions file only, left
     # out of every dump when None, so that recorded decisions (and their hashes) do not carry it.
     refused: Refused | None = Field(default=None, exclude_if=lambda value: value is None)

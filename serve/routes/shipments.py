@@ -17,7 +17,7 @@ from datasets.errors import ClearsightError, InputError, ModelError
 from datasets.perceptual_hash import perceptual_hashes
 from pipeline.audit.image_indexes import Picture, Sighting
 from pipeline.audit.store import FirstSent, ImagesSeenSince, Lookup, SentByAnother
-from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision, first_field_like
+from pipeline.verdicts import AeoTierSource, Declaration, ImageVerdict, ShipmentDecision, first_field_like
 from serve.auth import Principal, Role
 from serve.deps import AuditDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
 from serve.errors import NotFoundError, OverloadedError, PermissionDeniedError, RequestTooLargeError
@@ -189,6 +189,15 @@ def vouched(declaration: Declaration, traders: Any, caller: Principal) -> Declar
     return declaration.model_copy(update={"aeo_tier": tier}) if tier != declaration.aeo_tier else declaration
 
 
+def tier_source(declared: Declaration, traders: Any, caller: Principal) -> AeoTierSource:
+    """Where :func:`vouched` takes the AEO tier of ``declared`` (as sent) from: a submitter's from
+    the register (none without one), an officer's or admin's declared tier as they declared it (not
+    verified against the register), their undeclared one from the register."""
+    if caller.role is not Role.SUBMITTER and declared.aeo_tier is not None:
+        return "declared_unverified"
+    return "register" if traders is not None else "none"
+
+
 def _response(request: Request, record: Any) -> ShipmentResponse:
     decision: ShipmentDecision = record.decision
     outcome = record.outcome.model_dump(mode="json") if record.outcome is not None else None
@@ -293,10 +302,12 @@ async def submit_shipment(
     *,
     submitted_by: str | None = None,
     may_send: Callable[[FirstSent], bool] | None = None,
+    aeo_tier_source: AeoTierSource | None = None,
 ) -> Any:
     """Decide and record a shipment once; returns the audit record, new or (on a retry) existing.
     With ``may_send`` (a submitter's, :func:`_may_send`), a shipment already decided is sent again
-    only where it accepts how the shipment was first sent.
+    only where it accepts how the shipment was first sent. ``aeo_tier_source`` is recorded with the
+    decision (:func:`tier_source`; None: as :func:`pipeline.decide.decide_shipment` infers it).
 
     Raises:
         ConflictError: the shipment was already decided on other images or another declaration,
@@ -327,6 +338,7 @@ async def submit_shipment(
             declaration,
             verdicts,
             audit_key=services.settings.audit_secret.get_secret_value().encode("utf-8"),
+            aeo_tier_source=aeo_tier_source,
         ).model_copy(update={"submitted_by": submitted_by})
         try:
             record = await run_in_threadpool(
@@ -439,11 +451,17 @@ async def post_shipment(
     recorded only when it is stricter (an alarm raised later), and refused with 409 otherwise."""
     # one reading for the tier and the sender rule; off the event loop, as a changed file is read
     register = await run_in_threadpool(services.register)
-    parsed = vouched(parse_declaration(declaration), register, caller)
+    declared = parse_declaration(declaration)
+    parsed = vouched(declared, register, caller)
     batcher_for(services, parsed.cargo_type)  # an unknown cargo type decodes nothing
     async with decoded_uploads(services, images, gone=request.is_disconnected) as uploads:
         record = await submit_shipment(
-            services, parsed, uploads, submitted_by=caller.name, may_send=_may_send(register, caller)
+            services,
+            parsed,
+            uploads,
+            submitted_by=caller.name,
+            may_send=_may_send(register, caller),
+            aeo_tier_source=tier_source(declared, register, caller),
         )
     request.state.log_extra = {
         "shipment_id": parsed.shipment_id,

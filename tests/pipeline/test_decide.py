@@ -558,6 +558,27 @@ def test_a_mixed_pictures_reasons_name_the_rules_that_judged_it() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("aeo_tier", "given", "recorded", "said"),
+    [
+        ("AEOF", None, "declared_unverified",
+         "AEOF trader (tier as declared, not verified against a trader register)"),
+        ("AEOF", "register", "register", "AEOF trader (tier from the trader register)"),
+        (None, None, "none", None),
+        (None, "register", "register", None),
+    ],
+)  # fmt: skip
+def test_a_decision_records_where_its_aeo_tier_came_from(
+    aeo_tier: str | None, given: Any, recorded: str, said: str | None
+) -> None:
+    decision = decide_shipment(
+        policy(), decl(aeo_tier=aeo_tier), [img(0.52)], audit_key=KEY, now=NOW, aeo_tier_source=given
+    )
+    assert decision.aeo_tier_source == recorded
+    odds = [r.message for r in decision.reasons if r.rule == "trusted_trader.odds"]
+    assert [m.partition(":")[0] for m in odds] == ([said] if said else [])
+
+
 def test_aeo_offset_is_capped_at_the_hold_threshold() -> None:
     tight = policy(trusted_traders={"AEOS": {"release_odds_factor": 4.0}})
     decision = decide_shipment(tight, decl(aeo_tier="AEOS"), [img(0.79)], audit_key=KEY, now=NOW)
@@ -1208,6 +1229,7 @@ def test_cli_decide_takes_aeo_tiers_from_the_register_when_given_one(
         row("S1", 0.23, "a.png", trader_id="NOBODY-1", aeo_tier="AEOF"),
         row("S2", 0.23, "b.png", trader_id="TRD-7"),
     ]
+    rows = [r.model_copy(update={"sha256": hashlib.sha256(r.path.encode()).hexdigest()}) for r in rows]
     verdicts = _write(cli_env / "v.jsonl", rows)
     policy_file = cli_env / "p.yaml"
     policy_file.write_text(
@@ -1221,7 +1243,8 @@ def test_cli_decide_takes_aeo_tiers_from_the_register_when_given_one(
     def tiers(out: Path) -> dict[str, str]:
         return {d["shipment_id"]: d["tier"] for d in map(json.loads, out.read_text().splitlines())}
 
-    assert run(app, [*args, "--out", str(cli_env / "as-declared.jsonl")]) == 0
+    db = f"sqlite:///{cli_env / 'audit.db'}"
+    assert run(app, [*args, "--out", str(cli_env / "as-declared.jsonl"), "--audit-db", db]) == 0
     said = " ".join(capsys.readouterr().err.split())
     assert "1 shipment(s) decided under the AEO tier their rows declare" in said
     assert "Warning: policy t picks no shipment for a random audit" in said  # this one audits none
@@ -1230,6 +1253,19 @@ def test_cli_decide_takes_aeo_tiers_from_the_register_when_given_one(
         run(app, [*args, "--out", str(cli_env / "registered.jsonl"), "--trader-register", str(register)]) == 0
     )
     assert tiers(cli_env / "registered.jsonl") == {"S1": "REMOTE_INSPECTION", "S2": "RELEASE"}
+    # the audit trail tells the tier the rows declared from the register's
+    from pipeline.audit import AuditStore
+
+    with AuditStore.open(db, create=False) as store:
+        recorded = store.get("S1").decision  # type: ignore[union-attr]
+    assert (recorded.declaration.aeo_tier, recorded.aeo_tier_source) == ("AEOF", "declared_unverified")
+    odds = next(r for r in recorded.reasons if r.rule == "trusted_trader.odds")
+    assert "not verified against a trader register" in odds.message
+    sources = {
+        d["shipment_id"]: d["aeo_tier_source"]
+        for d in map(json.loads, (cli_env / "registered.jsonl").read_text().splitlines())
+    }
+    assert sources == {"S1": "register", "S2": "register"}
     register.write_text("trader_id,aeo_tier\nTRD-7,aeof\n")
     assert run(app, [*args, "--out", str(cli_env / "x.jsonl"), "--trader-register", str(register)]) == 2
     assert "gives tier(s) 'aeof' that policy t does not know" in " ".join(capsys.readouterr().err.split())

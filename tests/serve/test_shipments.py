@@ -450,24 +450,26 @@ REFUSED = "aeo_tier may not be declared by a submitter: a trader's tier comes fr
 
 
 @pytest.mark.parametrize(
-    ("register", "key", "declared", "status", "applied"),
+    ("register", "key", "declared", "status", "applied", "source"),
     [
-        (None, SUBMITTER_KEY, {"trader_id": "T-7"}, 200, None),
-        (None, SUBMITTER_KEY, {"trader_id": "T-7", "aeo_tier": "AEOF"}, 403, None),
-        (None, ADMIN_KEY, {"trader_id": "T-42", "aeo_tier": "AEOF"}, 200, "AEOF"),
-        (REGISTER, SUBMITTER_KEY, {"trader_id": "T-7"}, 200, "AEOF"),
-        (REGISTER, SUBMITTER_KEY, {"trader_id": "T-7", "aeo_tier": "AEOF"}, 403, None),
-        (REGISTER, SUBMITTER_KEY, {"trader_id": "T-42"}, 200, None),
-        (REGISTER, SUBMITTER_KEY, {"trader_id": "T-9"}, 200, None),
-        (REGISTER, ADMIN_KEY, {"trader_id": "T-42"}, 200, "AEOS"),
+        (None, SUBMITTER_KEY, {"trader_id": "T-7"}, 200, None, "none"),
+        (None, SUBMITTER_KEY, {"trader_id": "T-7", "aeo_tier": "AEOF"}, 403, None, None),
+        (None, ADMIN_KEY, {"trader_id": "T-42", "aeo_tier": "AEOF"}, 200, "AEOF", "declared_unverified"),
+        (REGISTER, SUBMITTER_KEY, {"trader_id": "T-7"}, 200, "AEOF", "register"),
+        (REGISTER, SUBMITTER_KEY, {"trader_id": "T-7", "aeo_tier": "AEOF"}, 403, None, None),
+        (REGISTER, SUBMITTER_KEY, {"trader_id": "T-42"}, 200, None, "register"),
+        (REGISTER, SUBMITTER_KEY, {"trader_id": "T-9"}, 200, None, "register"),
+        (REGISTER, ADMIN_KEY, {"trader_id": "T-42"}, 200, "AEOS", "register"),
+        (REGISTER, ADMIN_KEY, {"trader_id": "T-42", "aeo_tier": "AEOF"}, 200, "AEOF", "declared_unverified"),
     ],
     ids=[
         "no-register", "no-register-tier-claimed", "admin-trusted", "filled-for-its-own-submitter",
         "submitter-claims-even-the-right-tier", "another-keys-trader", "unregistered", "admin-filled",
+        "admin-declared-over-the-register",
     ],
 )  # fmt: skip
 def test_the_aeo_tier_comes_from_the_register(
-    make_client, audit_store, tmp_path, register, key, declared, status, applied
+    make_client, audit_store, tmp_path, register, key, declared, status, applied, source
 ) -> None:
     """A trusted trader's tier raises the release threshold, so a submitter can neither grant itself
     one nor borrow a trusted trader's by naming it; every refusal reads the same."""
@@ -484,6 +486,7 @@ def test_the_aeo_tier_comes_from_the_register(
         return
     decision = audit_store.get("SHP-AEO").decision
     assert decision.declaration.aeo_tier == applied
+    assert decision.aeo_tier_source == source  # recorded: an auditor tells a registered tier apart
     # the tier decides: AEOS (+0.03) and AEOF (+0.05) lift the 0.5 cut over 0.529 (a random audit
     # may still pick the shipment, so the rules are compared, not the tier)
     rules = {reason.rule for reason in decision.reasons}
