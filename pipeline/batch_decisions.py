@@ -17,12 +17,12 @@ from collections.abc import Iterable, Iterator
 from datasets.errors import ConflictError, InputError
 from pipeline.audit.image_indexes import Picture, Sighting
 from pipeline.audit.store import AuditStore, ImagesSeenSince
-from pipeline.decide import decide_shipment, inputs_key, shipments_of, tier_source
+from pipeline.decide import EarlierHold, decide_shipment, inputs_key, shipments_of, tier_source
 from pipeline.policy import Policy
 from pipeline.trader_register import TraderRegister
 from pipeline.verdicts import ImageVerdict, Refused, ShipmentDecision
 
-__all__ = ["decide_and_record"]
+__all__ = ["decide_and_record", "earlier_holds"]
 
 _ATTEMPTS = 3
 """Decisions of one shipment, when its pictures keep being decided elsewhere while it is recorded."""
@@ -47,6 +47,25 @@ def _check_sha256(image: ImageVerdict, shipment_id: str) -> None:
             f"{named} has sha256 {image.sha256[:80]!r}, not 64 lowercase hex digits, so it cannot be "
             "looked up among the pictures decided before; score it again"
         )
+
+
+def earlier_holds(store: AuditStore, images: Iterable[ImageVerdict]) -> dict[str, EarlierHold]:
+    """The standing holds, uncleared, of the shipments the images' pictures were decided in before
+    (``seen_in``, ``similar_in``), by id, in one read: a picture of a held shipment sent again under
+    a new id carries the hold over (:func:`pipeline.decide.decide_shipment`'s ``held_before``).
+    An officer's outcome that found the cargo clean clears a hold; one that found something does not.
+    """
+    named = sorted({s for image in images for s in (*(image.seen_in or ()), *(image.similar_in or ()))})
+    if not named:
+        return {}
+    latest = {record.decision.shipment_id: record for record in store.decisions_of(named)}  # oldest first
+    holds = {}
+    for shipment, record in latest.items():
+        cleared = record.outcome is not None and record.outcome.found is None
+        hold = EarlierHold.of(record.decision, record.seq, cleared=cleared)
+        if hold is not None:
+            holds[shipment] = hold
+    return holds
 
 
 def _standing(store: AuditStore, decision: ShipmentDecision, why: str) -> ShipmentDecision:
@@ -108,7 +127,12 @@ def decide_and_record(
                 for image in images
             ]
             decision = decide_shipment(
-                policy, declaration, seen, audit_key=audit_key, aeo_tier_source=tier_source(register)
+                policy,
+                declaration,
+                seen,
+                audit_key=audit_key,
+                aeo_tier_source=tier_source(register),
+                held_before=earlier_holds(store, seen),
             )
             try:
                 record = store.record(

@@ -8,6 +8,7 @@ only clear-score reasons fired. Rule ids:
 ``override.<flag>``             a declaration flag (radiation alarm, solid waste, ...)
 ``override.image_reused``       a picture already decided in another shipment
 ``override.image_near_copy``    a near-copy of one (re-encoded, resized, retouched)
+``override.image_held_before``  such a picture of a shipment held and not cleared: its tier
 ``fail_closed.<case>``          the shipment cannot be judged (no image, corrupt image, ...)
 ``score.hold``                  an image at or above the hold threshold
 ``score.review``                an image at or above the (AEO-adjusted) release threshold
@@ -37,9 +38,9 @@ import hashlib
 import hmac
 import json
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -61,6 +62,7 @@ from pipeline.verdicts import (
 )
 
 __all__ = [
+    "EarlierHold",
     "audit_fraction",
     "decide_rows",
     "decide_shipment",
@@ -69,6 +71,53 @@ __all__ = [
     "shipments_of",
     "tier_source",
 ]
+
+
+class EarlierHold(NamedTuple):
+    """Another shipment's standing decision that holds it (not ``RELEASE``) and that no officer's
+    outcome has cleared (found clean): a picture of it sent again carries the hold over."""
+
+    shipment_id: str
+    tier: Tier
+    rules: tuple[str, ...]
+    """The rules that gave it its tier (those of its reasons at that tier)."""
+    seq: int
+    """Its audit record."""
+
+    @staticmethod
+    def of(decision: ShipmentDecision, seq: int, *, cleared: bool) -> EarlierHold | None:
+        """The hold ``decision`` (audit record ``seq``) stands at, or None: released, or cleared by an
+        officer who found the cargo clean."""
+        if decision.tier is Tier.RELEASE or cleared:
+            return None
+        rules = tuple(dict.fromkeys(r.rule for r in decision.reasons if r.tier is decision.tier))
+        return EarlierHold(decision.shipment_id, decision.tier, rules, seq)
+
+
+def _held_before(
+    policy: Policy, image: ImageVerdict, held_before: Mapping[str, EarlierHold]
+) -> Iterator[Reason]:
+    """``override.image_held_before`` for each held shipment ``image``'s picture was decided in: the
+    same bytes always; a near-copy unless the policy records near-copies without holding
+    (``image_near_copy: RELEASE``: a site where look-alikes are no copies)."""
+    named = list(image.seen_in or [])
+    if policy.overrides.image_near_copy is not Tier.RELEASE:
+        named += [s for s in image.similar_in or [] if s not in named]
+    for shipment in named:
+        hold = held_before.get(shipment)
+        if hold is None:
+            continue
+        same = "the same picture" if shipment in (image.seen_in or []) else "a near-copy of a picture"
+        yield Reason(
+            rule="override.image_held_before",
+            tier=hold.tier,
+            image=image.path,
+            message=(
+                f"{same} was decided in shipment {shipment}, held at {hold.tier.value} "
+                f"({', '.join(hold.rules)}; audit record {hold.seq}) with no officer's outcome clearing "
+                "it: the hold carries over to its pictures sent again"
+            ),
+        )
 
 
 def audit_fraction(audit_key: bytes, shipment_id: str) -> float:
@@ -328,6 +377,7 @@ def decide_shipment(
     audit_key: bytes,
     now: datetime | None = None,
     aeo_tier_source: AeoTierSource | None = None,
+    held_before: Mapping[str, EarlierHold] | None = None,
 ) -> ShipmentDecision:
     """Decide one shipment under ``policy``.
 
@@ -340,6 +390,10 @@ def decide_shipment(
         aeo_tier_source: where ``declaration.aeo_tier`` came from, recorded with the decision and
             said in ``trusted_trader.odds``; None: ``"declared_unverified"`` where the declaration
             has a tier, else ``"none"`` (nobody vouched for it).
+        held_before: the uncleared holds of other shipments, by id, among those the images'
+            ``seen_in`` / ``similar_in`` name (the caller reads them from the audit store): a
+            picture of a held shipment sent again under a new id carries its hold over
+            (``override.image_held_before``), not only ``image_reused``'s tier.
 
     Returns:
         The decision with its reasons, policy version and hash, model ids and ``decided_at``.
@@ -416,6 +470,7 @@ def decide_shipment(
                     message=f"the same picture was decided before in shipment {', '.join(image.seen_in)}",
                 )
             )
+        reasons.extend(_held_before(policy, image, held_before or {}))
         if image.similar_in:
             # re-encoded, resized, retouched, mirrored or turned: the same scene, other bytes
             # the bits and the turn are those of the nearest of the shipments named

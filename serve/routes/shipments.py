@@ -316,6 +316,7 @@ async def submit_shipment(
         PermissionDeniedError: ``may_send`` refused the shipment's first sender: a trader
             must not add a hold to another trader's shipment, nor learn how it was decided.
     """
+    from pipeline.batch_decisions import earlier_holds
     from pipeline.decide import decide_shipment
 
     if may_send is not None:  # before any work: no model time spent on it, nothing read back
@@ -333,12 +334,15 @@ async def submit_shipment(
         return replayed
     verdicts, heatmaps, as_of = await _verdicts(services, declaration, uploads)
     for attempt in range(_DECIDE_ATTEMPTS):
+        # a picture of a shipment held, and not cleared, carries its hold over
+        held_before = await run_in_threadpool(earlier_holds, services.audit, verdicts)
         decision = decide_shipment(
             services.policy,
             declaration,
             verdicts,
             audit_key=services.settings.audit_secret.get_secret_value().encode("utf-8"),
             aeo_tier_source=aeo_tier_source,
+            held_before=held_before,
         ).model_copy(update={"submitted_by": submitted_by})
         try:
             record = await run_in_threadpool(

@@ -337,3 +337,31 @@ def test_a_refused_decision_is_handed_back_as_the_decision_that_stands(tmp_path:
     assert busy_why is not None and busy.refused.why == busy_why and busy.refused.standing_seq == 1
     assert new.refused is not None and new.refused.standing_seq is None and new.shipment_id == "S2"
     assert new_why is not None and "kept being decided in other shipments" in new_why
+
+
+def test_a_held_shipments_picture_sent_again_under_a_new_id_carries_the_hold(tmp_path: Path) -> None:
+    """Held for a radiation alarm, sent again with the same picture under a new id and no flag:
+    image_reused's remote inspection only, where the hold stood uncleared."""
+    hot = _row("S1", "aa" * 32).model_copy(
+        update={"declaration": {"cargo_type": "bulk_ore", "radiation_alarm": True}}
+    )
+    with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        assert _decided(store, [hot])["S1"][0] is Tier.PHYSICAL_INSPECTION
+        again = _decided(store, [_row("S2", "aa" * 32)])
+        store.record_outcome("S1", found="foreign_object", officer="officer:1")  # found something
+        still = _decided(store, [_row("S3", "aa" * 32)])
+        for shipment in ("S1", "S2", "S3"):
+            store.record_outcome(shipment, found=None, officer="officer:1")  # inspected: clean
+        cleared = _decided(store, [_row("S4", "aa" * 32)])
+        carried = next(r for r in store.get("S2").decision.reasons if r.rule == "override.image_held_before")  # type: ignore[union-attr]
+    assert again["S2"] == (
+        Tier.PHYSICAL_INSPECTION,
+        ["override.image_reused", "override.image_held_before", "score.clear"],
+        None,
+    )
+    assert carried.message.startswith(
+        "the same picture was decided in shipment S1, held at PHYSICAL_INSPECTION (override.radiation_alarm; "
+        "audit record 1)"
+    )
+    assert still["S3"][0] is Tier.PHYSICAL_INSPECTION
+    assert cleared["S4"][:2] == (Tier.REMOTE_INSPECTION, ["override.image_reused", "score.clear"])

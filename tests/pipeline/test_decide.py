@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from datasets.errors import InputError, PolicyError
-from pipeline.decide import audit_fraction, decide_rows, decide_shipment, inputs_key
+from pipeline.decide import EarlierHold, audit_fraction, decide_rows, decide_shipment, inputs_key
 from pipeline.policy import Policy, default_policy_path, load_policy, parse_policy
 from pipeline.verdict_rows import FIELDS
-from pipeline.verdicts import Declaration, ImageVerdict, Tier
+from pipeline.verdicts import Declaration, ImageVerdict, Reason, Tier
 
 KEY = b"test-audit-key"
 NOW = datetime(2026, 11, 5, 10, 30, tzinfo=UTC)
@@ -577,6 +577,69 @@ def test_a_decision_records_where_its_aeo_tier_came_from(
     assert decision.aeo_tier_source == recorded
     odds = [r.message for r in decision.reasons if r.rule == "trusted_trader.odds"]
     assert [m.partition(":")[0] for m in odds] == ([said] if said else [])
+
+
+HOT = EarlierHold("S0", P, ("override.radiation_alarm",), 7)  # held, no officer's outcome yet
+
+
+@pytest.mark.parametrize(
+    ("changes", "image", "tier", "rules"),
+    [
+        ({}, img(0.1, seen_in=["S0"]), P,
+         ["override.image_reused", "override.image_held_before", "score.clear"]),
+        ({}, img(0.1, seen_in=["S9"]), H, ["override.image_reused", "score.clear"]),  # S9 released or cleared
+        (
+            {},
+            img(0.1, similar_in=["S9", "S0"], similar_bits=3),
+            P,
+            ["override.image_held_before", "override.image_near_copy", "score.clear"],
+        ),
+        (  # near-copies recorded without holding: a look-alike carries no hold either
+            {"overrides": {"image_near_copy": "RELEASE"}},
+            img(0.1, similar_in=["S0"], similar_bits=3),
+            R,
+            ["override.image_near_copy", "score.clear"],
+        ),
+        (  # the same bytes always carry it
+            {"overrides": {"image_reused": "RELEASE"}},
+            img(0.1, seen_in=["S0"]),
+            P,
+            ["override.image_reused", "override.image_held_before", "score.clear"],
+        ),
+    ],
+    ids=["same-picture", "not-held", "near-copy", "near-copies-not-holding", "reuse-not-holding"],
+)  # fmt: skip
+def test_a_picture_of_a_held_shipment_carries_its_hold(
+    changes: dict[str, Any], image: ImageVerdict, tier: Tier, rules: list[str]
+) -> None:
+    decision = decide_shipment(
+        policy(**changes), decl(), [image], audit_key=KEY, now=NOW, held_before={"S0": HOT}
+    )
+    assert ([r.rule for r in decision.reasons], decision.tier) == (rules, tier)
+    carried = [r for r in decision.reasons if r.rule == "override.image_held_before"]
+    assert all(r.tier is P and "shipment S0, held at PHYSICAL_INSPECTION (override.radiation_alarm; audit "
+               "record 7) with no officer's outcome clearing it" in r.message for r in carried)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("reasons", "tier", "cleared", "hold"),
+    [
+        ([("score.clear", R)], R, False, None),
+        ([("override.radiation_alarm", P), ("score.review", H)], P, True, None),
+        ([("override.radiation_alarm", P), ("score.review", H)], P, False, ("override.radiation_alarm",)),
+        ([("override.image_reused", H), ("score.review", H)], H, False,
+         ("override.image_reused", "score.review")),
+    ],
+)  # fmt: skip
+def test_the_hold_a_standing_decision_carries(
+    reasons: list[tuple[str, Tier]], tier: Tier, cleared: bool, hold: tuple[str, ...] | None
+) -> None:
+    decision = decide_shipment(policy(), decl(shipment_id="S0"), [img(0.1)], audit_key=KEY, now=NOW)
+    decision = decision.model_copy(
+        update={"tier": tier, "reasons": [Reason(rule=r, tier=t, message="m") for r, t in reasons]}
+    )
+    found = EarlierHold.of(decision, 3, cleared=cleared)
+    assert found == (EarlierHold("S0", tier, hold, 3) if hold else None)
 
 
 def test_aeo_offset_is_capped_at_the_hold_threshold() -> None:

@@ -1,7 +1,8 @@
 """Decisions are monotone: more suspicion never gives a milder tier.
 
 Drawn at random (a fixed seed) across the rules: scores against thresholds, unknown and mixed cargo
-types, failed images, reused pictures, trusted traders, declaration flags and random audits.
+types, failed images, reused pictures (of a held shipment), trusted traders, declaration flags and
+random audits.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.decide import decide_shipment
+from pipeline.decide import EarlierHold, decide_shipment
 from pipeline.policy import Policy, parse_policy
 from pipeline.verdicts import Declaration, ImageVerdict, Tier
 
@@ -62,8 +63,12 @@ def _declaration(rng: random.Random, n: int) -> Declaration:
     )
 
 
+# the shipment reused pictures were decided in first stands held: its hold carries over
+HELD = {"S-EARLIER": EarlierHold("S-EARLIER", Tier.PHYSICAL_INSPECTION, ("override.radiation_alarm",), 1)}
+
+
 def _tier(policy: Policy, declaration: Declaration, images: list[ImageVerdict]) -> Tier:
-    return decide_shipment(policy, declaration, images, audit_key=KEY).tier
+    return decide_shipment(policy, declaration, images, audit_key=KEY, held_before=HELD).tier
 
 
 def _cases(seed: int) -> Any:

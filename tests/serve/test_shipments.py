@@ -909,6 +909,36 @@ def test_a_shipment_decided_by_a_batch_is_sent_again_by_an_admin_only(make_clien
     assert _submit(client, "SHP-BATCH", [240], headers=ADMIN).status_code == 200
 
 
+def test_a_held_shipments_pictures_sent_again_under_a_new_id_carry_the_hold(make_client, audit_store) -> None:
+    """Held for a radiation alarm, then sent again without it under a new id: image_reused's remote
+    inspection only, until an officer found the cargo clean."""
+    client = make_client()
+    assert _submit(client, "SHP-HOT", [10], radiation_alarm=True).json()["decision"]["tier"] == (
+        "PHYSICAL_INSPECTION"
+    )
+    again = _submit(client, "SHP-COLD", [10]).json()["decision"]
+    assert again["tier"] == "PHYSICAL_INSPECTION"
+    carried = [r for r in again["reasons"] if r["rule"] == "override.image_held_before"]
+    assert [(r["tier"], r["image"], r["message"]) for r in carried] == [
+        (
+            "PHYSICAL_INSPECTION",
+            "img0.png",
+            "the same picture was decided in shipment SHP-HOT, held at PHYSICAL_INSPECTION "
+            "(override.radiation_alarm; audit record 1) with no officer's outcome clearing it: the hold "
+            "carries over to its pictures sent again",
+        )
+    ]
+    audit_store.record_outcome("SHP-HOT", found=None, officer="officer:1")  # inspected: clean
+    later = _submit(client, "SHP-LATER", [10]).json()["decision"]  # SHP-COLD's hold stands
+    carried = [r["message"] for r in later["reasons"] if r["rule"] == "override.image_held_before"]
+    assert later["tier"] == "PHYSICAL_INSPECTION" and len(carried) == 1 and "shipment SHP-COLD," in carried[0]
+    audit_store.record_outcome("SHP-COLD", found=None, officer="officer:1")
+    audit_store.record_outcome("SHP-LATER", found=None, officer="officer:1")
+    cleared = _submit(client, "SHP-LAST", [10]).json()["decision"]
+    assert cleared["tier"] == "REMOTE_INSPECTION"  # image_reused's tier, no hold to carry
+    assert "override.image_held_before" not in [r["rule"] for r in cleared["reasons"]]
+
+
 def test_a_traders_other_key_sends_its_shipment_again(make_client, tmp_path) -> None:
     """A key rotated, or a second office: the register names both keys for the trader, and either
     sends the trader's shipments again; a key of another trader still may not."""
@@ -924,10 +954,13 @@ def test_a_traders_other_key_sends_its_shipment_again(make_client, tmp_path) -> 
     assert again.status_code == 200 and again.json()["tier"] == "PHYSICAL_INSPECTION"
     assert _submit(client, "SHP-R1", [240], headers=auth(stranger), trader_id="T-A").status_code == 403
     # first sent naming no trader, or the trader's id with a space: still the trader's
-    for shipment, named in (("SHP-R3", None), ("SHP-R4", " T-A ")):
+    # (pictures of their own: SHP-R1's is held, and a picture of a held shipment carries its hold)
+    for shipment, named, value in (("SHP-R3", None, 11), ("SHP-R4", " T-A ", 12)):
         first = {"trader_id": named} if named else {}
-        assert _submit(client, shipment, [10], headers=SUBMIT, **first).status_code == 200
-        held = _submit(client, shipment, [10], headers=auth(rotated), trader_id="T-A", radiation_alarm=True)
+        assert _submit(client, shipment, [value], headers=SUBMIT, **first).json()["tier"] == "RELEASE"
+        held = _submit(
+            client, shipment, [value], headers=auth(rotated), trader_id="T-A", radiation_alarm=True
+        )
         assert held.status_code == 200 and held.json()["tier"] == "PHYSICAL_INSPECTION", shipment
     # a declaration names a trader for the trader's keys only where its sender is the trader's:
     # a stranger naming T-A neither gives T-A's keys its shipment, nor (naming T-B falsely) T-B's
