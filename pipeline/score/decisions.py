@@ -43,7 +43,10 @@ def made_by_this_run(decisions: Path, out: Path, policy: Policy) -> bool:
                 if not line.strip():
                     continue
                 decision = json.loads(line)
-                if decision["policy_sha256"] != policy.sha256:
+                # a refused decision's line holds the standing one (another policy's, maybe), and
+                # this run's policy in its marker
+                made = (decision.get("refused") or decision)["policy_sha256"]
+                if made != policy.sha256:
                     return False
                 shipments.add(str(decision["shipment_id"]))
     except (OSError, ValueError, TypeError, KeyError):
@@ -100,8 +103,10 @@ def decide_output(
     the registered one, not the manifest's.
 
     Returns:
-        The number of shipments decided. Decisions the audit store refused (one that would lower
-        an unresolved hold) are in the file and counted in ``summary.unrecorded``.
+        The number of shipments decided. For a decision the audit store refused (one that would
+        lower an unresolved hold), the file holds the decision the audit trail holds, marked
+        ``refused``, or nothing where the trail holds none; it is counted in ``summary.unrecorded``
+        and apart from the tiers, as ``clearsight decide`` does.
 
     Raises:
         InputError: a row without a shipment id, or a declaration that does not validate.
@@ -131,8 +136,10 @@ def decide_output(
                     register=register,
                 )
             for decision, refused in decided:
-                fh.write(decision.model_dump_json().encode("utf-8") + b"\n")
-                if refused is not None:  # a hold stands; the decisions file still has it
+                # the file says what the audit trail holds, never a decision it does not
+                if decision.refused is None or decision.refused.standing_seq is not None:
+                    fh.write(decision.model_dump_json().encode("utf-8") + b"\n")
+                if refused is not None:
                     summary.unrecorded.append(refused)
                 summary.add_decision(decision)
                 if on_decision is not None:

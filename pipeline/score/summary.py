@@ -14,7 +14,10 @@ from rich.table import Table
 from pipeline.resolution import SCALE_TOLERANCE, describe_scale, off_training_scale
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
 
-__all__ = ["ScoreSummary"]
+__all__ = ["NOT_RECORDED", "ScoreSummary"]
+
+NOT_RECORDED = "not recorded"
+"""The shipments row of decisions the audit store refused, counted apart from the tiers."""
 
 
 @dataclass
@@ -79,8 +82,9 @@ class ScoreSummary:
                     self.off_scale_example = (verdict.path, scale)
 
     def add_decision(self, decision: ShipmentDecision) -> None:
-        """Count one shipment decision and the rules behind it."""
-        tier = decision.tier.value
+        """Count one shipment decision and the rules behind it; one the audit store refused counts
+        as :data:`NOT_RECORDED`, in no tier (what stands is not what this run decided)."""
+        tier = NOT_RECORDED if decision.refused is not None else decision.tier.value
         self.tiers[tier] += 1
         per_tier = self.reasons.setdefault(tier, Counter())
         for reason in decision.reasons:
@@ -131,7 +135,7 @@ class ScoreSummary:
             shipments.add_column("tier")
             shipments.add_column("count", justify="right")
             shipments.add_column("top reasons")
-            for tier in (t.value for t in Tier):
+            for tier in [t.value for t in Tier] + ([NOT_RECORDED] if self.tiers.get(NOT_RECORDED) else []):
                 count = self.tiers.get(tier, 0)
                 common = self.reasons.get(tier, Counter()).most_common(3)
                 top = ", ".join(f"{rule} ({n})" for rule, n in common)

@@ -108,6 +108,46 @@ def test_score_with_a_policy_looks_pictures_up_before_recording(tmp_path: Path) 
     assert decision["tier"] == "REMOTE_INSPECTION" and decision["images"][0]["seen_in"] == ["S-A"]
 
 
+def test_score_with_a_policy_writes_what_the_trail_holds_for_a_refused_decision(tmp_path: Path) -> None:
+    """As `clearsight decide` does: the standing decision marked refused, counted apart, and a
+    resume that takes the file for this run's (the standing line carries the earlier policy)."""
+    from pipeline.score.decisions import decide_output, made_by_this_run
+    from pipeline.score.summary import NOT_RECORDED, ScoreSummary
+
+    lax = parse_policy(
+        {
+            "policy_version": "lax",
+            "cargo_types": {"bulk_ore": {"release_threshold": 0.99, "hold_threshold": 0.995}},
+            "random_audit": {"rate": 0},
+        }
+    )
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    with AuditStore.open(db) as store:  # held under the strict policy first
+        held = decide_and_record(
+            POLICY, [_row("S1", "aa" * 32, score=0.9)], audit_key=KEY, store=store, near_copy_bits=32
+        )
+        assert [d.tier for d, _ in held] == [Tier.PHYSICAL_INSPECTION]
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        "".join(
+            _row(s, h, score=0.9).model_dump_json() + "\n" for s, h in [("S1", "aa" * 32), ("S2", "bb" * 32)]
+        )
+    )
+    decisions, summary = tmp_path / "d.jsonl", ScoreSummary()
+    assert decide_output(rows, lax, audit_key=KEY, decisions=decisions, audit_url=db, summary=summary) == 2
+    lines = {d["shipment_id"]: d for d in map(json.loads, decisions.read_text().splitlines())}
+    assert lines["S1"]["tier"] == "PHYSICAL_INSPECTION" and lines["S1"]["refused"]["tier"] == "RELEASE"
+    assert lines["S2"]["tier"] == "RELEASE" and "refused" not in lines["S2"]
+    # counted apart: the RELEASE refused was a release in the summary before
+    assert (summary.tiers[NOT_RECORDED], summary.tiers["RELEASE"], summary.tiers["PHYSICAL_INSPECTION"]) == (
+        1,
+        1,
+        0,
+    )
+    assert len(summary.unrecorded) == 1
+    assert made_by_this_run(decisions, rows, lax)  # --resume said the file was not this run's
+
+
 def test_score_with_a_policy_takes_aeo_tiers_from_the_register(tmp_path: Path) -> None:
     from pipeline.score.decisions import decide_output
     from pipeline.score.summary import ScoreSummary
