@@ -6,8 +6,9 @@ import csv
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -86,21 +87,57 @@ def replaced_whole(path: Path) -> Iterator[IO[str]]:
     error: an export cut off midway (a database gone between pages, a full disk, Ctrl-C) leaves any
     earlier file as it was and no partial one, which would otherwise pass for a complete copy.
 
+    What a writer into the file itself kept is kept: a ``path`` that is a link has the file it names
+    replaced (the link stays); a file replaced keeps its mode (an export of officers' notes made
+    readable by its owner alone stays so) and, where the user may set it, its owner. In a folder
+    the user may not write, beside a file the user may, the file is written in place (an error
+    then removes the part written, never leaving a prefix that passes for a copy).
+
     Raises:
-        OSError: the temporary file cannot be made, written or renamed (it is removed).
+        OSError: the file cannot be made, written or renamed (a temporary file is removed).
     """
-    # O_EXCL on a random name: never another writer's file; mode 0o666 lets the umask decide, as
-    # open(path, "w") would
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
+        earlier = target.stat()
+    except FileNotFoundError:
+        earlier = None
+    # O_EXCL on a random short name (a long --out name stays within the file-name limit): never
+    # another writer's file; mode 0o666 lets the umask decide, as open(path, "w") would
+    tmp = target.with_name(f".clearsight-{secrets.token_hex(6)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except PermissionError:
+        if earlier is None or not os.access(target, os.W_OK):
+            raise
+        with _in_place(target) as handle:
+            yield handle
+        return
+    try:
+        if earlier is not None:
+            os.chmod(fd, stat.S_IMODE(earlier.st_mode))
+            with suppress(PermissionError):  # only root may give a file to another user
+                os.chown(fd, earlier.st_uid, earlier.st_gid)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())  # whole on disk before the name points at it
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _in_place(target: Path) -> Iterator[IO[str]]:
+    """``target`` written over in place; on an error what was written is removed."""
+    try:
+        with target.open("w", encoding="utf-8", newline="") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with suppress(OSError):
+            target.unlink()
         raise
 
 

@@ -247,6 +247,32 @@ def test_an_export_cut_off_midway_leaves_no_partial_file(
         assert (out / name).read_text() == earlier
 
 
+@pytest.mark.parametrize("name", ["e.csv", "e.jsonl"])
+def test_an_export_written_again_keeps_what_writing_into_the_file_kept(
+    filled: str, tmp_path: Path, name: str
+) -> None:
+    # a file made readable by its owner alone came back readable by all after the rename; an --out
+    # link was replaced by a file, the evidence it named left stale; a long name failed
+    from pipeline.audit.export import write_export
+
+    private = tmp_path / name
+    private.write_text("earlier\n")
+    private.chmod(0o600)
+    evidence = tmp_path / "evidence" / name
+    evidence.parent.mkdir()
+    evidence.write_text("earlier\n")
+    link = tmp_path / f"latest-{name}"
+    link.symlink_to(evidence)
+    long_name = tmp_path / ("x" * (250 - len(name)) + name)
+    with AuditStore.open(filled, create=False) as store:
+        for out in (private, link, long_name):
+            write_export(store.iter_records(), out)
+    assert oct(private.stat().st_mode & 0o777) == oct(0o600)
+    assert link.is_symlink() and evidence.read_text() != "earlier\n"
+    assert long_name.stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # nothing left
+
+
 def test_an_export_that_cannot_be_written_names_the_file_asked_for(filled: str, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-folder" / "e.csv"
     with AuditStore.open(filled, create=False) as store, pytest.raises(InputError) as info:
