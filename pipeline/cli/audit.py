@@ -183,11 +183,30 @@ def register(app: typer.Typer) -> None:
         expect: Annotated[
             str | None, typer.Option("--expect", help="SEQ:HASH of a published head the file must reach.")
         ] = None,
+        headless: Annotated[
+            bool,
+            typer.Option(
+                "--headless",
+                help="Accept a file without a head line (exported before the head line was written); "
+                "records missing from its end cannot be told.",
+            ),
+        ] = False,
     ) -> None:
         """Recompute every link of an exported chain, without the database."""
         from pipeline.audit.chain_file import verify_chain_file
 
         report = verify_chain_file(path, expect=dict([_anchor(expect)]) if expect else None)
+        # every export now begins with its head: a file without one is an old export or one whose
+        # first line was taken away with its last records, and only the user can tell which
+        if not report.tail_checked and report.records == 0:
+            raise AuditError(f"{path}: empty: no head line and no record, not an exported chain")
+        if not report.tail_checked and not headless:
+            raise AuditError(
+                f"{path}: no head line, so records missing from its end cannot be told ({report.records} "
+                "records link up). Exports since Clearsight's session 28 begin with one: if this is an "
+                "older export, check it with --headless (and --expect a head published earlier); "
+                "otherwise its first line was removed"
+            )
         head = f"head seq {report.head_seq} hash {report.head_hash}"
         untold = (
             ""

@@ -818,12 +818,18 @@ def test_the_exported_chain_verifies_without_the_database(
     chain.write_text("".join(json.dumps(r) + "\n" for r in [head_line, *lines[:4]]))
     assert run(app, ["audit", "verify-file", str(chain)]) == 2
     assert "records 5..5 are missing (deleted, or the file was cut off)" in capsys.readouterr().err
-    # cut back, head line and all (or exported before it): only a published head catches it
+    # cut back, head line and all: exit 0 with a note let a script that checks the exit code
+    # accept it; refused unless the user says it is an export from before the head line
     chain.write_text("".join(json.dumps(r) + "\n" for r in lines[:4]))
-    assert run(app, ["audit", "verify-file", str(chain)]) == 0
+    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert "no head line, so records missing from its end cannot be told" in capsys.readouterr().err
+    assert run(app, ["audit", "verify-file", str(chain), "--headless"]) == 0
     assert "records missing from its end cannot be told" in " ".join(capsys.readouterr().out.split())
-    assert run(app, ["audit", "verify-file", str(chain), "--expect", head]) == 2
+    assert run(app, ["audit", "verify-file", str(chain), "--headless", "--expect", head]) == 2
     assert "ends at record 4, before the published record 5" in capsys.readouterr().err
+    chain.write_text("")  # a copy that failed: "0 records verified, chain intact"
+    assert run(app, ["audit", "verify-file", str(chain), "--headless"]) == 2
+    assert "empty: no head line and no record" in capsys.readouterr().err
     # a record dropped from the middle
     chain.write_text("".join(json.dumps(r) + "\n" for r in lines[:2] + lines[3:]))
     assert run(app, ["audit", "verify-file", str(chain)]) == 2
