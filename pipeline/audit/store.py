@@ -1042,10 +1042,35 @@ class AuditStore:
         """
         return write_export(self.iter_records(), Path(path), fmt=fmt)
 
-    def ping(self) -> None:
-        """Raise :class:`AuditError` if the database cannot be reached (readiness probe)."""
+    def ping(self, *, write_wait_s: float | None = None) -> None:
+        """Raise :class:`AuditError` if the database cannot be reached (readiness probe); with
+        ``write_wait_s``, also if the write lock cannot be had within that many seconds.
+
+        A writer stuck holding the lock (paused, cut off mid-transaction) fails every write after
+        ``busy_timeout_s`` while reads go on: a probe that only read said ready, and the load
+        balancer kept sending submissions that all failed. The write probe takes the lock and lets
+        it go at once (writes hold it for milliseconds), recording nothing.
+        """
         with self._reading("ping") as conn:
             conn.execute(select(1))
+        if write_wait_s is None:
+            return
+        wait = _wait_ms(write_wait_s)
+        try:
+            with self._turn, self._engine.connect() as conn:
+                conn.execution_options(**{_WRITE: True, _WAIT_MS: wait})
+                with conn.begin() as transaction:
+                    if self._postgres:
+                        self._bound_waits(conn, wait)
+                    conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).one()
+                    transaction.rollback()
+        except SQLAlchemyError as exc:
+            if _lock_wait(exc):
+                raise AuditError(
+                    f"audit store {self.url}: writes are blocked: another writer held the lock for the "
+                    f"{write_wait_s:g} s the probe waited"
+                ) from exc
+            raise self._fail("ping", exc) from exc
 
 
 def _news(since: Sighting | None, image: Any) -> bool:

@@ -17,6 +17,10 @@ __all__ = ["router"]
 log = logging.getLogger("clearsight.serve.error")
 router = APIRouter(tags=["operations"])
 
+READY_WRITE_WAIT_S = 2.0
+"""How long the readiness probe waits for the audit store's write lock: writes hold it for
+milliseconds, so a wait this long means a writer is stuck and every write would fail."""
+
 
 @router.get("/healthz", response_model=Health, summary="Alive")
 async def healthz() -> Health:
@@ -38,13 +42,13 @@ async def readyz(request: Request, services: ServicesDep) -> Response | Readines
     audit_state = "unconfigured"
     if services.audit is not None:
         try:
-            await run_in_threadpool(services.audit.ping)
+            await run_in_threadpool(services.audit.ping, write_wait_s=READY_WRITE_WAIT_S)
             audit_state = "reachable"
-        except Exception as exc:  # any failure to answer means not ready
+        except Exception as exc:  # any failure to answer, or to take the write lock, means not ready
             audit_state = "unreachable"
             # open to anyone: the store's URL, host and user stay in the log
-            log.error("audit store unreachable: %s: %s", type(exc).__name__, exc)
-            problems.append("audit store unreachable (the service's log says why)")
+            log.error("audit store unreachable or not writable: %s: %s", type(exc).__name__, exc)
+            problems.append("audit store unreachable or its writes blocked (the service's log says why)")
     else:
         problems.append("no audit store")
     if problems:

@@ -184,6 +184,20 @@ def test_a_writer_waits_for_a_held_lock_only_as_long_as_it_may(
         assert store.verify().records_checked == 2
 
 
+def test_the_readiness_probe_fails_while_a_writer_holds_the_lock(db_url: str) -> None:
+    """A stuck writer fails every write while reads go on: a probe that only read said ready."""
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1"))
+        store.ping(write_wait_s=0.2)  # free: the probe takes the lock and lets it go
+        with _write_lock_held(db_url):
+            store.ping()  # the database answers
+            with pytest.raises(AuditError, match="writes are blocked: another writer held the lock"):
+                store.ping(write_wait_s=0.2)
+        store.ping(write_wait_s=0.2)
+        assert store.record(decision("S2")).seq == 2  # the probe recorded nothing
+        assert store.verify().records_checked == 2
+
+
 def test_a_reader_opens_and_reads_while_a_writer_holds_the_lock(db_url: str) -> None:
     """`clearsight audit verify`, `show` and `list` open with create=False: opening took the write
     lock (BEGIN IMMEDIATE) on SQLite, so an auditor waited on every writer, and failed on a stuck one."""

@@ -340,13 +340,21 @@ def test_readiness(make_client, audit_store) -> None:
     assert ready.json() == {"status": "ready", "models_loaded": 2, "audit": "reachable"}
 
     class Unreachable:
-        def ping(self) -> None:
+        def ping(self, *, write_wait_s: float | None = None) -> None:
             raise AuditError("cannot reach postgresql://db/audit")
 
-    gone = make_client(audit=Unreachable()).get("/readyz")
-    assert gone.status_code == 503
-    # /readyz is open to anyone: the store's address stays in the log
-    assert gone.json()["detail"] == "audit store unreachable (the service's log says why)"
+    class Blocked:  # a writer stuck holding the lock: every write fails, reads go on
+        def ping(self, *, write_wait_s: float | None = None) -> None:
+            if write_wait_s is not None:
+                raise AuditError("writes are blocked")
+
+    for store in (Unreachable(), Blocked()):
+        gone = make_client(audit=store).get("/readyz")
+        assert gone.status_code == 503
+        # /readyz is open to anyone: the store's address stays in the log
+        assert gone.json()["detail"] == (
+            "audit store unreachable or its writes blocked (the service's log says why)"
+        )
     empty = make_client(predictors={})
     assert empty.get("/readyz").json()["detail"].startswith("no model loaded")
     assert client.get("/healthz").json() == {"status": "ok"}
