@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -97,6 +100,28 @@ def _option_names(root: Any, args: list[str]) -> frozenset[str]:
     return frozenset(name for c in chain for p in getattr(c, "params", []) for name in p.opts)
 
 
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """While a command runs, SIGTERM (``timeout``, ``systemctl stop``, ``docker stop``) exits as
+    Ctrl-C does, through the commands' clean-up: killed outright, an export left its hidden
+    temporary file of partial decisions behind. Only where nothing else handles it (uvicorn sets
+    its own while it serves); the handler before is put back after."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+    signal.signal(signal.SIGTERM, _exit_on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
     """Run the CLI; a ``ClearsightError`` becomes ``Error: message`` on stderr and exit code 2.
 
@@ -109,7 +134,8 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
     try:
         # Outside standalone mode click turns Ctrl-C into an exit code of 130 that it *returns*
         # (it does not raise): a script's `clearsight score && clearsight decide` must see it.
-        result = command(args=args, prog_name="clearsight", standalone_mode=False)
+        with _terminate_as_exit():
+            result = command(args=args, prog_name="clearsight", standalone_mode=False)
     except ClearsightError as exc:
         if debug:
             traceback.print_exc()

@@ -105,6 +105,34 @@ def test_help_exits_0(capsys) -> None:
     assert "clearsight" in capsys.readouterr().out.lower()
 
 
+def test_sigterm_exits_143_through_the_commands_clean_up() -> None:
+    # timeout(1), systemctl stop, docker stop: killed outright, an export left its temporary file
+    import os
+    import signal
+
+    cleaned: list[str] = []
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    @app.command()
+    def work() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            cleaned.append("temporary file removed")
+
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a shell; a test runner may set one
+    try:
+        assert run(app, ["work"]) == 143
+        assert cleaned == ["temporary file removed"]
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back after the command
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def test_ctrl_c_exits_130(capsys) -> None:
     code = run(_app_raising(KeyboardInterrupt()), ["boom"])
     assert code == 130
