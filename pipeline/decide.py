@@ -22,7 +22,9 @@ thresholds of the model that scored it (the score rules say so): an unknown or m
 must not hide a score that holds the cargo under its own name. A picture of another cargo type
 than the declared one (``fail_closed.mixed_cargo_types``) is judged under the rules of every cargo
 type it is said to be of that the policy lists, its model's first, and the strictest is kept: ore
-pictures declared as packs are not let off by the packs' laxer hold.
+pictures declared as packs are not let off by the packs' laxer hold. Where the policy does not list
+the model's cargo type, its model's own thresholds (without a trusted-trader factor) are among
+those rules: a crude-oil picture declared as packs is held where crude oil would be.
 
 Random audits are drawn among all shipments, whatever their images say, by
 ``HMAC-SHA256(audit_key, shipment_id)`` mapped to [0, 1) < ``random_audit.rate``: reproducible by an
@@ -170,7 +172,9 @@ def _rules_for(
     declaration and the shipment's. One of them: its rules. Several (mixed cargo, which fails
     closed as well): each that the policy lists, the model's first, the strictest outcome kept, so
     that declaring ore pictures as packs never judges them by the packs' laxer hold only. None
-    listed: ``None``, the model's own thresholds.
+    listed: ``None``, the model's own thresholds. The model's cargo type not listed (another is):
+    ``None`` first as well, so that a crude-oil picture declared as packs is held where its own
+    model's hold holds it, whatever the packs' rules say.
     """
     said = list(
         dict.fromkeys(
@@ -186,6 +190,10 @@ def _rules_for(
     if len(said) == 1:
         return [(known[0][0], "")]
     distinct: list[tuple[CargoPolicy | None, str]] = []
+    model_cargo = _image_cargo_type(image)
+    if model_cargo is not None and model_cargo not in policy.cargo_types:
+        # no rules for the model's cargo: its own thresholds are the only ones validated for it
+        distinct.append((None, f" (the model's own threshold: no rules for cargo type {model_cargo!r})"))
     for rules, cargo in known:
         if all(rules != other for other, _ in distinct):
             distinct.append((rules, f" (under the {cargo} rules)"))
@@ -442,7 +450,7 @@ def decide_shipment(
             i.error is None
             and i.score is not None
             and 0.0 <= i.score <= 1.0
-            and _rules_for(policy, declaration, i)[0][0] is not None
+            and any(rules is not None for rules, _ in _rules_for(policy, declaration, i))
             for i in images
         )
     ):

@@ -274,6 +274,31 @@ CASES = [
         P,
         ["fail_closed.unknown_cargo_type", "fail_closed.mixed_cargo_types", "score.review"],
     ),
+    # the model's cargo not listed: its own thresholds judge it too, whatever is declared
+    (
+        "mixed-unlisted-models-cargo-held-on-the-models-hold",  # the packs' hold 0.6 would review 0.5
+        {},
+        {"cargo_type": "vacuum_pack"},
+        [img(0.5, cargo_type="crude_oil", threshold=0.2, hold_threshold=0.45)],
+        P,
+        ["fail_closed.mixed_cargo_types", "score.hold"],
+    ),
+    (
+        "mixed-unlisted-models-cargo-reviewed-on-the-models-release",  # the packs' 0.3, AEOS 0.5: clear
+        {},
+        {"cargo_type": "vacuum_pack", "aeo_tier": "AEOS"},
+        [img(0.4, cargo_type="crude_oil", threshold=0.2, hold_threshold=0.9)],
+        H,
+        ["trusted_trader.odds", "fail_closed.mixed_cargo_types", "score.review"],
+    ),
+    (
+        "mixed-unlisted-models-cargo-declared-stricter-wins",  # the model's 0.9 reviews, the packs' 0.6 holds
+        {},
+        {"cargo_type": "vacuum_pack"},
+        [img(0.7, cargo_type="crude_oil", threshold=0.2, hold_threshold=0.9)],
+        P,
+        ["fail_closed.mixed_cargo_types", "score.hold"],
+    ),
     ("missing-score", {}, {}, [img(None)], H, ["fail_closed.missing_score"]),
     (
         "off-training-scale-not-released",
@@ -555,6 +580,23 @@ def test_a_mixed_pictures_reasons_name_the_rules_that_judged_it() -> None:
             "image is of cargo type 'bulk_ore', shipment declared 'vacuum_pack'",
         ),
         ("score.hold", 0.6, "score 0.8000 >= hold 0.6000 (under the bulk_ore rules)"),
+    ]
+
+
+def test_an_unlisted_models_picture_declared_as_listed_cargo_names_the_models_threshold() -> None:
+    """A crude-oil model's 0.8 (its hold 0.6) declared as vacuum packs (release "model", hold 0.9)
+    is held as crude oil would be, not sent to remote inspection on the packs' laxer hold."""
+    example = load_policy(default_policy_path())
+    oil = img(0.8, cargo_type="crude_oil", threshold=0.3, hold_threshold=0.6, model_id="oil-m1")
+    as_oil = decide_shipment(example, decl(cargo_type="crude_oil"), [oil], audit_key=KEY, now=NOW)
+    as_packs = decide_shipment(example, decl(cargo_type="vacuum_pack"), [oil], audit_key=KEY, now=NOW)
+    assert as_oil.tier is as_packs.tier is P
+    assert [(r.rule, r.threshold, r.message) for r in as_packs.reasons if r.rule.startswith("score")] == [
+        (
+            "score.hold",
+            0.6,
+            "score 0.8000 >= hold 0.6000 (the model's own threshold: no rules for cargo type 'crude_oil')",
+        )
     ]
 
 
