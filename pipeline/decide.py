@@ -210,17 +210,19 @@ def _image_reasons(
     each of :func:`_rules_for`'s rules, the strictest kept)."""
     fc = policy.fail_closed
     name = image.path
+    reasons: list[Reason] = []
     if image.error is not None:
-        return [
+        reasons.append(
             Reason(
                 rule="fail_closed.image_error",
                 tier=fc.image_error,
                 image=name,
                 message=f"image could not be scored ({image.error}); never released",
             )
-        ]
-    reasons: list[Reason] = []
-    # the model that scored it and its own row's declaration must both agree with the shipment's
+        )
+    # the model that scored it and its own row's declaration must both agree with the shipment's,
+    # a picture that failed too: declared as a listed cargo type, one of an unlisted type would
+    # otherwise shed unknown_cargo_type's tier
     image_cargo = next(
         (
             c
@@ -239,6 +241,8 @@ def _image_reasons(
                 f"shipment declared {declaration.cargo_type!r}",
             )
         )
+    if image.error is not None:
+        return reasons
     if image.score is None:
         reasons.append(
             Reason(

@@ -230,6 +230,19 @@ CASES = [
         H,
         ["fail_closed.unknown_cargo_type", "fail_closed.image_error"],
     ),
+    (  # declared as listed packs, crude oil's failed picture still fails closed as of other cargo
+        "mixed-cargo-corrupt",
+        {
+            "fail_closed": {
+                "unknown_cargo_type": "PHYSICAL_INSPECTION",
+                "mixed_cargo_types": "PHYSICAL_INSPECTION",
+            }
+        },
+        {"cargo_type": "vacuum_pack"},
+        [img(None, cargo_type="crude_oil", error="x")],
+        P,
+        ["fail_closed.image_error", "fail_closed.mixed_cargo_types"],
+    ),
     (
         "mixed-cargo-types",
         {},

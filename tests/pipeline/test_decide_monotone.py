@@ -2,7 +2,8 @@
 
 Drawn at random (a fixed seed) across the rules: scores against thresholds, unknown and mixed cargo
 types, failed images, reused pictures (of a held shipment), trusted traders, declaration flags and
-random audits.
+random audits; and, for declaring another cargo type than the pictures' model's, under policies
+drawn at random too.
 """
 
 from __future__ import annotations
@@ -121,3 +122,87 @@ def test_declaring_another_cargo_type_never_gives_a_milder_tier(declared: str) -
         as_scored = _tier(policy, declaration, images)
         other = _tier(policy, declaration.model_copy(update={"cargo_type": declared}), images)
         assert other.severity >= as_scored.severity, (declaration, images)
+
+
+# Re-declaration under policies drawn at random as well: which cargo types are listed, and with
+# which of the model's thresholds or fixed ones, so that a listed cargo's rules may be laxer or
+# stricter than an unlisted model's own.
+ANY_CARGO = ["bulk_ore", "vacuum_pack", "crude_oil", "wafer"]
+FAIL_CLOSED = [
+    "no_image", "image_error", "unknown_cargo_type", "mixed_cargo_types", "missing_score",
+    "invalid_score", "missing_model_id", "missing_threshold", "off_training_scale",
+]  # fmt: skip
+REDECLARED_TRIALS = 1500
+
+
+def _any_policy(rng: random.Random) -> Policy:
+    def threshold() -> Any:
+        return rng.choice(["model", 0.2, 0.4, 0.6, 0.9])
+
+    cargo = {}
+    for name in rng.sample(ANY_CARGO, rng.randint(1, 3)):
+        release, hold = threshold(), threshold()
+        if "model" not in (release, hold) and release > hold:
+            release, hold = hold, release
+        cargo[name] = {"release_threshold": release, "hold_threshold": hold}
+    fail_closed = {case: rng.choice(AUDIT_TIERS) for case in FAIL_CLOSED}
+    # declared as another cargo type, a picture is of mixed cargo where its own was unknown: alike,
+    # so that only how its score and its failure are judged can differ
+    fail_closed["mixed_cargo_types"] = fail_closed["unknown_cargo_type"]
+    return parse_policy(
+        {
+            "policy_version": "monotone-any",
+            "cargo_types": cargo,
+            "trusted_traders": {"AEOF": {"release_odds_factor": rng.choice([1.0, 1.5, 4.0])}},
+            "random_audit": {"rate": rng.choice([0.0, 0.5]), "tier": rng.choice(AUDIT_TIERS)},
+            "overrides": {
+                "image_reused": rng.choice(["RELEASE", *AUDIT_TIERS]),
+                "image_near_copy": rng.choice(["RELEASE", *AUDIT_TIERS]),
+            },
+            "image_tiers": {
+                "at_or_above_hold": "PHYSICAL_INSPECTION",
+                "at_or_above_release": rng.choice(AUDIT_TIERS),
+            },
+            "fail_closed": fail_closed,
+        }
+    )
+
+
+def _own_image(rng: random.Random, n: int, cargo: str) -> ImageVerdict:
+    release = rng.choice([0.1, 0.3, 0.5])
+    base: dict[str, Any] = {
+        "path": f"i{n}.png",
+        "cargo_type": cargo,
+        "threshold": release,
+        "hold_threshold": max(release, rng.choice([0.5, 0.6, 0.8, 0.95])),
+        "model_id": rng.choice(["m1", "m1", "m1", None]),
+    }
+    if rng.random() < 0.15:
+        base["seen_in"] = [rng.choice(["S-EARLIER", "S-RELEASED"])]
+    if rng.random() < 0.15:
+        base["similar_in"] = [rng.choice(["S-EARLIER", "S-RELEASED"])]
+    kind = rng.random()
+    if kind < 0.12:
+        return ImageVerdict(**{**base, "error": "decode failed"})
+    if kind < 0.16:
+        return ImageVerdict(**base)
+    return ImageVerdict(**{**base, "score": rng.choice(SCORES)})
+
+
+def test_declaring_another_cargo_type_never_gives_a_milder_tier_under_any_policy() -> None:
+    """Whichever cargo types a policy lists and however strictly: declared as any other cargo type
+    (listed or not), pictures scored by a model of one cargo type are judged at least as strictly
+    as declared as their model's own."""
+    rng = random.Random(4)
+    milder = []
+    for n in range(REDECLARED_TRIALS):
+        policy = _any_policy(rng)
+        own = rng.choice(ANY_CARGO)
+        declaration = Declaration(shipment_id=f"S{n}", cargo_type=own, aeo_tier=rng.choice([None, "AEOF"]))
+        images = [_own_image(rng, i, own) for i in range(rng.randint(1, 3))]
+        as_scored = _tier(policy, declaration, images)
+        for declared in [*ANY_CARGO, "iron_ore"]:
+            other = _tier(policy, declaration.model_copy(update={"cargo_type": declared}), images)
+            if other.severity < as_scored.severity:
+                milder.append((policy.cargo_types, declaration, declared, images, as_scored, other))
+    assert not milder, (len(milder), milder[0])
