@@ -54,6 +54,8 @@ def earlier_holds(store: AuditStore, images: Iterable[ImageVerdict]) -> dict[str
     (``seen_in``, ``similar_in``), by id, in one read: a picture of a held shipment sent again under
     a new id carries the hold over (:func:`pipeline.decide.decide_shipment`'s ``held_before``).
     An officer's outcome that found the cargo clean clears a hold; one that found something does not.
+    Only a hold on the shipment's own evidence carries (:meth:`pipeline.decide.EarlierHold.of`): not
+    one it carried itself from another, nor a random audit's.
     """
     named = sorted({s for image in images for s in (*(image.seen_in or ()), *(image.similar_in or ()))})
     if not named:

@@ -8,7 +8,7 @@ only clear-score reasons fired. Rule ids:
 ``override.<flag>``             a declaration flag (radiation alarm, solid waste, ...)
 ``override.image_reused``       a picture already decided in another shipment
 ``override.image_near_copy``    a near-copy of one (re-encoded, resized, retouched)
-``override.image_held_before``  such a picture of a shipment held and not cleared: its tier
+``override.image_held_before``  such a picture of a shipment held on its own evidence, not cleared
 ``fail_closed.<case>``          the shipment cannot be judged (no image, corrupt image, ...)
 ``score.hold``                  an image at or above the hold threshold
 ``score.review``                an image at or above the (AEO-adjusted) release threshold
@@ -75,25 +75,38 @@ __all__ = [
 ]
 
 
+_NOT_CARRIED = frozenset({"override.image_held_before", "random_audit"})
+"""Reasons a hold that carries over never rests on: a hold carried from a third shipment (carried
+on, it would outlive the officer's outcome clearing the shipment it came from) and a random pick (a
+scan shared by several consignments would spread it beyond the audit rate)."""
+
+
 class EarlierHold(NamedTuple):
-    """Another shipment's standing decision that holds it (not ``RELEASE``) and that no officer's
+    """Another shipment's standing decision that holds it on its own evidence and that no officer's
     outcome has cleared (found clean): a picture of it sent again carries the hold over."""
 
     shipment_id: str
     tier: Tier
+    """The tier its own evidence gives it: its reasons' but ``override.image_held_before`` and
+    ``random_audit``, which may be milder than its decision's."""
     rules: tuple[str, ...]
-    """The rules that gave it its tier (those of its reasons at that tier)."""
+    """The rules that gave it that tier (those of its reasons at that tier)."""
     seq: int
     """Its audit record."""
 
     @staticmethod
     def of(decision: ShipmentDecision, seq: int, *, cleared: bool) -> EarlierHold | None:
-        """The hold ``decision`` (audit record ``seq``) stands at, or None: released, or cleared by an
-        officer who found the cargo clean."""
+        """The hold ``decision`` (audit record ``seq``) stands at on its own evidence, or None:
+        released, cleared by an officer who found the cargo clean, or held only by a hold carried
+        from another shipment (``override.image_held_before``) or a random audit."""
         if decision.tier is Tier.RELEASE or cleared:
             return None
-        rules = tuple(dict.fromkeys(r.rule for r in decision.reasons if r.tier is decision.tier))
-        return EarlierHold(decision.shipment_id, decision.tier, rules, seq)
+        own = [r for r in decision.reasons if r.rule not in _NOT_CARRIED]
+        tier = max((r.tier for r in own), key=lambda t: t.severity, default=Tier.RELEASE)
+        if tier is Tier.RELEASE:
+            return None
+        rules = tuple(dict.fromkeys(r.rule for r in own if r.tier is tier))
+        return EarlierHold(decision.shipment_id, tier, rules, seq)
 
 
 def _held_before(
@@ -403,8 +416,9 @@ def decide_shipment(
             said in ``trusted_trader.odds``; None: ``"declared_unverified"`` where the declaration
             has a tier, else ``"none"`` (nobody vouched for it).
         held_before: the uncleared holds of other shipments, by id, among those the images'
-            ``seen_in`` / ``similar_in`` name (the caller reads them from the audit store): a
-            picture of a held shipment sent again under a new id carries its hold over
+            ``seen_in`` / ``similar_in`` name (the caller reads them from the audit store, each
+            :meth:`EarlierHold.of` its standing decision): a picture of a shipment held on its own
+            evidence, sent again under a new id, carries that hold over
             (``override.image_held_before``), not only ``image_reused``'s tier.
 
     Returns:

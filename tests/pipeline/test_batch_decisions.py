@@ -405,3 +405,56 @@ def test_a_held_shipments_picture_sent_again_under_a_new_id_carries_the_hold(tmp
     )
     assert still["S3"][0] is Tier.PHYSICAL_INSPECTION
     assert cleared["S4"][:2] == (Tier.REMOTE_INSPECTION, ["override.image_reused", "score.clear"])
+
+
+def test_a_hold_carries_over_only_on_the_earlier_shipments_own_evidence(tmp_path: Path) -> None:
+    """A hold S2 only carried from S1 does not outlive S1's clean outcome, and a random audit's pick
+    is not carried to a consignment of the same scan that was not picked."""
+    hot = _row("S1", "aa" * 32).model_copy(
+        update={"declaration": {"cargo_type": "bulk_ore", "radiation_alarm": True}}
+    )
+    with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        assert _decided(store, [hot])["S1"][0] is Tier.PHYSICAL_INSPECTION
+        assert _decided(store, [_row("S2", "aa" * 32)])["S2"][0] is Tier.PHYSICAL_INSPECTION  # carried
+        store.record_outcome("S1", found=None, officer="officer:1")  # the only hold about it: clean
+        later = _decided(store, [_row("S4", "aa" * 32)])
+        carried = [
+            r.message for r in store.get("S4").decision.reasons if r.rule == "override.image_held_before"
+        ]  # type: ignore[union-attr]
+    # image_reused's tier, which S2 stands at on its own (its reuse of S1's picture) and passes on
+    assert later["S4"][:2] == (
+        Tier.REMOTE_INSPECTION,
+        ["override.image_reused", "override.image_held_before", "score.clear"],
+    )
+    assert len(carried) == 1 and carried[0].startswith(
+        "the same picture was decided in shipment S2, held at REMOTE_INSPECTION (override.image_reused; "
+    )
+
+    from pipeline.decide import audit_fraction
+
+    rate = 0.3
+    picked = next(f"A{i}" for i in range(100) if audit_fraction(KEY, f"A{i}") < rate)
+    unpicked = next(f"B{i}" for i in range(100) if audit_fraction(KEY, f"B{i}") >= rate)
+    scan = parse_policy(  # one scan shared by the consignments of a container
+        {
+            "policy_version": "t-scan",
+            "cargo_types": {"bulk_ore": {}},
+            "overrides": {"image_reused": "RELEASE", "image_near_copy": "RELEASE"},
+            "random_audit": {"rate": rate, "tier": "PHYSICAL_INSPECTION"},
+        }
+    )
+    with AuditStore.open(f"sqlite:///{tmp_path / 'scan.db'}") as store:
+        decided = {
+            d.shipment_id: (d.tier, [r.rule for r in d.reasons])
+            for d, _ in decide_and_record(
+                scan,
+                [_row(picked, "bb" * 32), _row(unpicked, "bb" * 32)],
+                audit_key=KEY,
+                store=store,
+                near_copy_bits=32,
+            )
+        }
+    assert decided == {
+        picked: (Tier.PHYSICAL_INSPECTION, ["score.clear", "random_audit"]),
+        unpicked: (Tier.RELEASE, ["override.image_reused", "score.clear"]),
+    }

@@ -681,20 +681,28 @@ def test_a_picture_of_a_held_shipment_carries_its_hold(
     [
         ([("score.clear", R)], R, False, None),
         ([("override.radiation_alarm", P), ("score.review", H)], P, True, None),
-        ([("override.radiation_alarm", P), ("score.review", H)], P, False, ("override.radiation_alarm",)),
+        ([("override.radiation_alarm", P), ("score.review", H)], P, False,
+         (P, ("override.radiation_alarm",))),
         ([("override.image_reused", H), ("score.review", H)], H, False,
-         ("override.image_reused", "score.review")),
+         (H, ("override.image_reused", "score.review"))),
+        # a hold it carried from another shipment, or a random pick, is none of its own evidence
+        ([("override.image_held_before", P), ("score.clear", R)], P, False, None),
+        ([("random_audit", H), ("score.clear", R)], H, False, None),
+        ([("override.image_held_before", P), ("random_audit", P), ("score.clear", R)], P, False, None),
+        ([("random_audit", P), ("score.review", H)], P, False, (H, ("score.review",))),
+        ([("override.image_held_before", P), ("override.image_reused", H)], P, False,
+         (H, ("override.image_reused",))),
     ],
 )  # fmt: skip
 def test_the_hold_a_standing_decision_carries(
-    reasons: list[tuple[str, Tier]], tier: Tier, cleared: bool, hold: tuple[str, ...] | None
+    reasons: list[tuple[str, Tier]], tier: Tier, cleared: bool, hold: tuple[Tier, tuple[str, ...]] | None
 ) -> None:
     decision = decide_shipment(policy(), decl(shipment_id="S0"), [img(0.1)], audit_key=KEY, now=NOW)
     decision = decision.model_copy(
         update={"tier": tier, "reasons": [Reason(rule=r, tier=t, message="m") for r, t in reasons]}
     )
     found = EarlierHold.of(decision, 3, cleared=cleared)
-    assert found == (EarlierHold("S0", tier, hold, 3) if hold else None)
+    assert found == (EarlierHold("S0", *hold, 3) if hold else None)
 
 
 def test_aeo_offset_is_capped_at_the_hold_threshold() -> None:

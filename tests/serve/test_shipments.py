@@ -929,9 +929,11 @@ def test_a_held_shipments_pictures_sent_again_under_a_new_id_carry_the_hold(make
         )
     ]
     audit_store.record_outcome("SHP-HOT", found=None, officer="officer:1")  # inspected: clean
-    later = _submit(client, "SHP-LATER", [10]).json()["decision"]  # SHP-COLD's hold stands
+    # SHP-COLD's physical hold was only SHP-HOT's carried over: cleared with it; its own reuse stands
+    later = _submit(client, "SHP-LATER", [10]).json()["decision"]
     carried = [r["message"] for r in later["reasons"] if r["rule"] == "override.image_held_before"]
-    assert later["tier"] == "PHYSICAL_INSPECTION" and len(carried) == 1 and "shipment SHP-COLD," in carried[0]
+    assert later["tier"] == "REMOTE_INSPECTION" and len(carried) == 1
+    assert "shipment SHP-COLD, held at REMOTE_INSPECTION (override.image_reused;" in carried[0]
     audit_store.record_outcome("SHP-COLD", found=None, officer="officer:1")
     audit_store.record_outcome("SHP-LATER", found=None, officer="officer:1")
     cleared = _submit(client, "SHP-LAST", [10]).json()["decision"]
