@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from datasets.errors import ConflictError, InputError
 from pipeline.audit.image_indexes import Picture, Sighting
@@ -22,7 +23,7 @@ from pipeline.policy import Policy
 from pipeline.trader_register import TraderRegister
 from pipeline.verdicts import ImageVerdict, Refused, ShipmentDecision
 
-__all__ = ["decide_and_record", "earlier_holds"]
+__all__ = ["WhatIf", "decide_and_record", "decide_record_and_compare", "earlier_holds"]
 
 _ATTEMPTS = 3
 """Decisions of one shipment, when its pictures keep being decided elsewhere while it is recorded."""
@@ -110,6 +111,75 @@ def decide_and_record(
             image without its sha256 (before anything is recorded).
         AuditError: the store cannot be read or written.
     """
+    for decision, why, _, _ in _decide_and_record(
+        policy,
+        None,
+        rows,
+        audit_key=audit_key,
+        store=store,
+        near_copy_bits=near_copy_bits,
+        register=register,
+    ):
+        yield decision, why
+
+
+class WhatIf(NamedTuple):
+    """One shipment of :func:`decide_record_and_compare`."""
+
+    decision: ShipmentDecision
+    """As :func:`decide_and_record` yields it: recorded, or the standing one marked ``refused``."""
+    why: str | None
+    """Why the store did not record this run's decision (None: it did)."""
+    decided: ShipmentDecision
+    """This run's decision under the policy: the one recorded (or recorded before for the same
+    inputs), or the one the store refused."""
+    other: ShipmentDecision
+    """The other policy's, on the same inputs as ``decided``: the pictures as looked up in the store,
+    the earlier holds read there, the declaration and AEO tier source (never recorded)."""
+
+
+def decide_record_and_compare(
+    policy: Policy,
+    other: Policy,
+    rows: Iterable[ImageVerdict],
+    *,
+    audit_key: bytes,
+    store: AuditStore,
+    near_copy_bits: int,
+    register: TraderRegister | None = None,
+) -> Iterator[WhatIf]:
+    """:func:`decide_and_record` under ``policy``, each shipment also decided under ``other`` on the
+    same inputs, so that a what-if compares the rules alone (``clearsight decide --compare-policy``);
+    a shipment refused by the store is compared as decided now, not as it stands.
+
+    Raises:
+        As :func:`decide_and_record`.
+    """
+    for decision, why, decided, compared in _decide_and_record(
+        policy,
+        other,
+        rows,
+        audit_key=audit_key,
+        store=store,
+        near_copy_bits=near_copy_bits,
+        register=register,
+    ):
+        assert compared is not None  # decided under other whenever one is given
+        yield WhatIf(decision, why, decided, compared)
+
+
+def _decide_and_record(
+    policy: Policy,
+    other: Policy | None,
+    rows: Iterable[ImageVerdict],
+    *,
+    audit_key: bytes,
+    store: AuditStore,
+    near_copy_bits: int,
+    register: TraderRegister | None,
+) -> Iterator[tuple[ShipmentDecision, str | None, ShipmentDecision, ShipmentDecision | None]]:
+    """:func:`decide_and_record`'s (decision, why) with :class:`WhatIf`'s ``decided`` and ``other``
+    (None where no ``other`` policy is given)."""
     # every declaration checked before the first record: a bad one must not leave half a batch
     # recorded and no decisions file
     shipments = list(shipments_of(rows, register=register))
@@ -128,13 +198,26 @@ def decide_and_record(
                 image.model_copy(update=Sighting.verdict_fields(lookup.found.get(image.sha256 or "")))
                 for image in images
             ]
+            held_before = earlier_holds(store, seen)
             decision = decide_shipment(
                 policy,
                 declaration,
                 seen,
                 audit_key=audit_key,
                 aeo_tier_source=tier_source(register),
-                held_before=earlier_holds(store, seen),
+                held_before=held_before,
+            )
+            compared = (
+                decide_shipment(
+                    other,
+                    declaration,
+                    seen,
+                    audit_key=audit_key,
+                    aeo_tier_source=tier_source(register),
+                    held_before=held_before,
+                )
+                if other is not None
+                else None
             )
             try:
                 record = store.record(
@@ -149,13 +232,14 @@ def decide_and_record(
                         f"shipment {declaration.shipment_id!r}: its pictures kept being decided in other "
                         "shipments while it was recorded; run again to record it"
                     )
-                    yield _standing(store, decision, why), why
+                    yield _standing(store, decision, why), why, decision, compared
                     break
                 continue
             except ConflictError as exc:
-                yield _standing(store, decision, str(exc)), str(exc)
+                why = str(exc)
+                yield _standing(store, decision, why), why, decision, compared
             else:
                 # a run again over the same inputs is answered from the record, as a retry is by the
                 # service: what was decided then, not what the pictures decided since would make of it
-                yield record.decision, None
+                yield record.decision, None, record.decision, compared
             break

@@ -2,6 +2,9 @@
 
 Used for what-if analysis: how many shipments each tier gets under a policy, and with
 ``--compare-policy`` how that differs from another one (how many more releases a threshold gives).
+The two are compared on the same inputs: with ``--audit-db``, each shipment's pictures as looked up
+in the store and the earlier holds read there, and this run's decision even where the store refused
+to record it (a what-if that would lower a hold), not the decision the audit trail holds.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -27,6 +30,9 @@ from pipeline.redeclare import Redeclared, read_declarations, redeclare
 from pipeline.settings import Settings, audit_key
 from pipeline.trader_register import TraderRegister, check_tiers, read_trader_register
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
+
+if TYPE_CHECKING:
+    from pipeline.audit import AuditStore
 
 __all__ = ["read_verdicts", "register"]
 
@@ -63,6 +69,33 @@ def _traders(path: Path | None, policies: list[Policy]) -> TraderRegister | None
     for policy in policies:
         check_tiers(traders, policy)
     return traders
+
+
+def _decide_and_record(
+    policy: Policy,
+    other: Policy | None,
+    rows: list[ImageVerdict],
+    *,
+    key: bytes,
+    store: AuditStore,
+    near_copy_bits: int,
+    traders: TraderRegister | None,
+) -> Iterator[tuple[ShipmentDecision, str | None, tuple[ShipmentDecision, ShipmentDecision] | None]]:
+    """Each shipment decided and recorded in ``store`` as
+    :func:`pipeline.batch_decisions.decide_and_record` yields it, and with ``other`` (None without)
+    this run's decision (a refused one too) and the other policy's on the same inputs."""
+    from pipeline.batch_decisions import decide_and_record, decide_record_and_compare
+
+    if other is None:
+        for decision, why in decide_and_record(
+            policy, rows, audit_key=key, store=store, near_copy_bits=near_copy_bits, register=traders
+        ):
+            yield decision, why, None
+        return
+    for what_if in decide_record_and_compare(
+        policy, other, rows, audit_key=key, store=store, near_copy_bits=near_copy_bits, register=traders
+    ):
+        yield what_if.decision, what_if.why, (what_if.decided, what_if.other)
 
 
 def _write_jsonl(path: Path, decisions: list[ShipmentDecision]) -> None:
@@ -109,8 +142,13 @@ def _labels(policy: Policy, other: Policy | None) -> tuple[str, str]:
 
 
 def _summary(
-    policy: Policy, decisions: list[ShipmentDecision], other: tuple[Policy, list[ShipmentDecision]] | None
+    policy: Policy,
+    decisions: list[ShipmentDecision],
+    other: tuple[Policy, list[ShipmentDecision], list[ShipmentDecision]] | None,
 ) -> Table:
+    """The count per tier of ``decisions``; with ``other`` (the other policy, this run's decisions
+    and the other policy's on the same inputs), those two side by side, a refused decision counted
+    at the tier decided now, and how many of them were not recorded on a row of their own."""
     mine = _counts(decisions)
     n = len(decisions)
     label, other_label = _labels(policy, other[0] if other is not None else None)
@@ -119,7 +157,9 @@ def _summary(
     table.add_column(label, justify="right")
     theirs: Counter[str] = Counter()
     if other is not None:
-        theirs = _counts(other[1])
+        not_recorded = mine[_NOT_RECORDED]
+        mine, theirs = _counts(other[1]), _counts(other[2])
+        mine[_NOT_RECORDED] = not_recorded
         table.add_column(f"{other_label} (compare)", justify="right")
         table.add_column("difference", justify="right")
 
@@ -129,7 +169,9 @@ def _summary(
     names = [t.value for t in Tier] + ([_NOT_RECORDED] if mine[_NOT_RECORDED] else []) + ["random_audit"]
     for name in names:
         cells = [name, share(mine[name])]
-        if other is not None:
+        if other is not None and name == _NOT_RECORDED:  # counted above as decided now; this policy's
+            cells = [f"{name} (of the above)", share(mine[name]), "", ""]
+        elif other is not None:
             cells += [share(theirs[name]), f"{mine[name] - theirs[name]:+d}"]
         table.add_row(*cells)
     return table
@@ -232,6 +274,8 @@ def register(app: typer.Typer) -> None:
         recorded = ""
         refused: list[str] = []
         unrecorded: set[str] = set()
+        # (other policy, this run's decisions, the other policy's on the same inputs)
+        compared: tuple[Policy, list[ShipmentDecision], list[ShipmentDecision]] | None = None
         with contextlib.ExitStack() as stack:
             store = None
             if audit_db:  # opened first: a bad URL must fail before the decisions file is written
@@ -240,19 +284,31 @@ def register(app: typer.Typer) -> None:
                 store = stack.enter_context(AuditStore.open(audit_db))
             if store is None:
                 decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}", traders)
+                if other is not None:
+                    compared = (
+                        other,
+                        decisions,
+                        _decide_all(other, rows, key, f"deciding under {other.version}", traders),
+                    )
             else:  # each shipment's pictures looked up in the store before it is decided and recorded
-                from pipeline.batch_decisions import decide_and_record
-
                 decisions = []
-                for decision, why in decide_and_record(
+                if other is not None:
+                    # this run's decision (the refused one too) against the other policy's on the
+                    # same pictures as looked up and the same earlier holds: only the rules differ
+                    compared = (other, [], [])
+                for decision, why, what_if in _decide_and_record(
                     chosen,
+                    other,
                     rows,
-                    audit_key=key,
+                    key=key,
                     store=store,
                     near_copy_bits=settings.near_copy_bits,
-                    register=traders,
+                    traders=traders,
                 ):
                     decisions.append(decision)
+                    if compared is not None and what_if is not None:
+                        compared[1].append(what_if[0])
+                        compared[2].append(what_if[1])
                     if why is not None:  # the decision the trail holds, marked refused
                         refused.append(why)
                         unrecorded.add(decision.shipment_id)
@@ -266,17 +322,11 @@ def register(app: typer.Typer) -> None:
                     )
             written = [d for d in decisions if _in_the_trail(d)]
             _write_jsonl(out, written)
-        compared = None
-        if other is not None:
-            # on the pictures as looked up: where the audit store found them decided before, the
-            # other policy is asked about that too, so that only the rules differ
-            seen = [image for d in decisions for image in d.images] if store is not None else rows
-            compared = (other, _decide_all(other, seen, key, f"deciding under {other.version}", traders))
         console = Console()
         console.print(_summary(chosen, decisions, compared))
         if compared is not None:
-            gained = _counts(decisions)[Tier.RELEASE.value] - _counts(compared[1])[Tier.RELEASE.value]
-            changed = sum(a.tier is not b.tier for a, b in zip(decisions, compared[1], strict=True))
+            gained = _counts(compared[1])[Tier.RELEASE.value] - _counts(compared[2])[Tier.RELEASE.value]
+            changed = sum(a.tier is not b.tier for a, b in zip(compared[1], compared[2], strict=True))
             mine, theirs = _labels(chosen, compared[0])
             console.print(
                 f"{mine} releases {gained:+d} shipments compared with {theirs} "

@@ -1268,6 +1268,37 @@ def test_cli_decide_records_no_what_if_that_lowers_a_hold(
         assert store.verify().ok
 
 
+def test_cli_decide_compares_policies_on_this_runs_inputs_where_decisions_are_refused(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A what-if under a lenient policy that the store refuses for S1 and S2 (holds stand), and S7
+    resending S4's picture (its radiation-alarm hold carried over): compared with itself nothing
+    changes, and compared with the strict policy it releases S1 and S2, as decided now."""
+    from pipeline.cli import app, run
+
+    s7 = ROWS[4].model_copy(
+        update={"shipment_id": "S7", "path": "s7.png", "declaration": {"cargo_type": "bulk_ore"}}
+    )
+    db = f"sqlite:///{cli_env / 'audit.db'}"
+    strict, lenient = _policy_file(cli_env, "strict", 0.4), _policy_file(cli_env, "lenient", 0.5)
+    first = ["decide", "--verdicts", str(_write(cli_env / "first.jsonl", ROWS)), "--audit-db", db]
+    assert run(app, [*first, "--policy", str(strict), "--out", str(cli_env / "s.jsonl")]) == 0
+    capsys.readouterr()
+    verdicts = _write(cli_env / "v.jsonl", [*ROWS, s7])
+    args = ["decide", "--verdicts", str(verdicts), "--audit-db", db, "--policy", str(lenient)]
+    out = ["--out", str(cli_env / "l.jsonl"), "--overwrite"]
+    assert run(app, [*args, "--compare-policy", str(lenient), *out]) == 2
+    said = " ".join(capsys.readouterr().out.split())
+    assert "lenient releases +0 shipments compared with lenient (0 shipments change tier)" in said
+    assert "RELEASE │ 2 (33.3 %) │ 2 (33.3 %) │ +0" in said  # S1 and S2 as decided now
+    assert "PHYSICAL_INSPECTION │ 3 (50.0 %) │ 3 (50.0 %) │ +0" in said  # S7 held on both sides
+    assert "not recorded (of the above) │ 2 (33.3 %) │ │" in said
+    assert run(app, [*args, "--compare-policy", str(strict), *out]) == 2
+    said = " ".join(capsys.readouterr().out.split())
+    assert "lenient releases +2 shipments compared with strict (2 shipments change tier)" in said
+    assert "RELEASE │ 2 (33.3 %) │ 0 (0.0 %) │ +2" in said
+
+
 def test_cli_decide_records_nothing_under_the_public_audit_secret(
     cli_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
