@@ -677,13 +677,27 @@ def inputs_key(decision: ShipmentDecision) -> str:
     ``clearsight score --policy`` and ``clearsight decide`` share it, so the same verdicts decided under
     the same policy are recorded once, whichever command (or resumed run) records them. Every input
     the decision rests on is in it: the declaration (a radiation alarm raised later is a new
-    decision, not a retry of the old one) and each image's thresholds, scale and cargo type as well
-    as its score.
+    decision, not a retry of the old one), where its AEO tier came from (a register confirming a
+    declared tier is a new decision), the earlier holds it carried over (its
+    ``override.image_held_before`` reasons: a hold raised, or cleared, on another shipment since
+    is a new decision, not answered by the record made before) and each image's thresholds, scale
+    and cargo type as well as its score.
+
+    The HTTP service keys a submission otherwise (its declaration and its pictures' hashes, known
+    before anything is scored), so that a client's retry of the same request is answered from its
+    record whatever was decided elsewhere since.
     """
     inputs = {
         "policy_sha256": decision.policy_sha256,
         "shipment_id": decision.shipment_id,
         "declaration": decision.declaration.model_dump(mode="json"),
+        "aeo_tier_source": decision.aeo_tier_source,
+        # the carried holds as the decision states them: shipment, tier, rules and audit record
+        "held_before": sorted(
+            (r.image or "", r.tier.value, r.message)
+            for r in decision.reasons
+            if r.rule == "override.image_held_before"
+        ),
         "images": sorted(
             (
                 image.path,

@@ -458,3 +458,57 @@ def test_a_hold_carries_over_only_on_the_earlier_shipments_own_evidence(tmp_path
         picked: (Tier.PHYSICAL_INSPECTION, ["score.clear", "random_audit"]),
         unpicked: (Tier.RELEASE, ["override.image_reused", "score.clear"]),
     }
+
+
+def test_a_batch_run_again_is_decided_anew_where_a_hold_or_the_tier_source_changed(tmp_path: Path) -> None:
+    """Run again over the same rows, a batch is answered from its record; not once the shipment whose
+    picture it reused is held since (the hold carries over), nor when a register now vouches for the
+    tier the rows declare (recorded as from the register)."""
+    from pipeline.trader_register import read_trader_register
+
+    aeo = parse_policy(
+        {
+            "policy_version": "t-aeo",
+            "cargo_types": {"bulk_ore": {}},
+            "trusted_traders": {"AEOF": {"release_odds_factor": 1.5}},
+            "random_audit": {"rate": 0.0},
+        }
+    )
+    register = tmp_path / "register.csv"
+    register.write_text("trader_id,aeo_tier\nT1,AEOF\n")
+    traded = _row("C", "cc" * 32).model_copy(
+        update={"declaration": {"cargo_type": "bulk_ore", "trader_id": "T1", "aeo_tier": "AEOF"}}
+    )
+
+    def run(rows: list[ImageVerdict], **kw: Any) -> list[tuple[str, Tier, str | None, str | None]]:
+        return [
+            (d.shipment_id, d.tier, d.aeo_tier_source, why)
+            for d, why in decide_and_record(aeo, rows, audit_key=KEY, store=store, near_copy_bits=32, **kw)
+        ]
+
+    with AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        run([_row("A", "aa" * 32)])
+        assert run([_row("B", "aa" * 32)]) == [("B", Tier.REMOTE_INSPECTION, "none", None)]
+        assert run([_row("B", "aa" * 32)]) == [("B", Tier.REMOTE_INSPECTION, "none", None)]
+        assert store.get("B").seq == 2  # type: ignore[union-attr]  # answered from the record
+        alarm = _row("A", "aa" * 32).model_copy(
+            update={"declaration": {"cargo_type": "bulk_ore", "radiation_alarm": True}}
+        )
+        run([alarm])  # A held since
+        assert run([_row("B", "aa" * 32)]) == [("B", Tier.PHYSICAL_INSPECTION, "none", None)]
+        assert [r.rule for r in store.get("B").decision.reasons] == [  # type: ignore[union-attr]
+            "override.image_reused",
+            "override.image_held_before",
+            "score.clear",
+        ]
+        assert run([traded]) == [("C", Tier.RELEASE, "declared_unverified", None)]
+        assert run([traded], register=read_trader_register(register)) == [
+            ("C", Tier.RELEASE, "register", None)
+        ]
+        assert store.get("C").decision.aeo_tier_source == "register"  # type: ignore[union-attr]
+        seq = store.get("C").seq  # type: ignore[union-attr]
+        assert run([traded], register=read_trader_register(register)) == [
+            ("C", Tier.RELEASE, "register", None)
+        ]
+        assert store.get("C").seq == seq  # type: ignore[union-attr]  # run again: nothing recorded twice
+        assert store.verify().ok

@@ -1222,6 +1222,24 @@ def test_the_batch_key_changes_with_every_input_of_a_decision(change: dict, why:
     assert inputs_key(first) == inputs_key(next(decide_rows(policy, [base], audit_key=b"k")))
 
 
+def test_the_batch_key_changes_with_the_holds_carried_and_where_the_tier_came_from() -> None:
+    """A hold raised on another shipment since, or a register confirming the declared tier, is a
+    new decision, not one answered by the record made before."""
+    images = [img(0.1, seen_in=["S0"])]
+    first = decide_shipment(policy(), decl(aeo_tier="AEOF"), images, audit_key=KEY, now=NOW)
+    again = decide_shipment(
+        policy(), decl(aeo_tier="AEOF"), images, audit_key=KEY, now=NOW + timedelta(hours=1)
+    )
+    held = decide_shipment(
+        policy(), decl(aeo_tier="AEOF"), images, audit_key=KEY, now=NOW, held_before={"S0": HOT}
+    )
+    registered = decide_shipment(
+        policy(), decl(aeo_tier="AEOF"), images, audit_key=KEY, now=NOW, aeo_tier_source="register"
+    )
+    assert inputs_key(first) == inputs_key(again)  # a run again: the same key
+    assert len({inputs_key(first), inputs_key(held), inputs_key(registered)}) == 3
+
+
 def test_cli_decide_records_no_what_if_that_lowers_a_hold(
     cli_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -941,6 +941,23 @@ def test_a_held_shipments_pictures_sent_again_under_a_new_id_carry_the_hold(make
     assert "override.image_held_before" not in [r["rule"] for r in cleared["reasons"]]
 
 
+def test_a_retry_of_a_submission_that_carried_a_hold_gets_its_record_back(make_client, audit_store) -> None:
+    """The service keys a submission by its declaration and pictures: a retry of the very same request
+    is answered from its record, the hold it carried included, even once that hold was cleared."""
+    client = make_client()
+    _submit(client, "SHP-HOT", [10], radiation_alarm=True)
+    first = _submit(client, "SHP-COLD", [10]).json()
+    assert (first["seq"], first["decision"]["tier"]) == (2, "PHYSICAL_INSPECTION")
+    again = _submit(client, "SHP-COLD", [10])
+    assert again.status_code == 200 and again.json()["seq"] == 2
+    assert again.json()["idempotency_key"] == first["idempotency_key"]
+    audit_store.record_outcome("SHP-HOT", found=None, officer="officer:1")  # inspected: clean
+    later = _submit(client, "SHP-COLD", [10])
+    assert later.status_code == 200, later.text
+    assert (later.json()["seq"], later.json()["decision"]["tier"]) == (2, "PHYSICAL_INSPECTION")
+    assert [r.seq for r in audit_store.list(limit=10) if r.decision.shipment_id == "SHP-COLD"] == [2]
+
+
 def test_a_traders_other_key_sends_its_shipment_again(make_client, tmp_path) -> None:
     """A key rotated, or a second office: the register names both keys for the trader, and either
     sends the trader's shipments again; a key of another trader still may not."""
