@@ -6,7 +6,9 @@ import csv
 import json
 import os
 import secrets
+import shutil
 import stat
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -90,8 +92,10 @@ def replaced_whole(path: Path) -> Iterator[IO[str]]:
     What a writer into the file itself kept is kept: a ``path`` that is a link has the file it names
     replaced (the link stays); a file replaced keeps its mode (an export of officers' notes made
     readable by its owner alone stays so) and, where the user may set it, its owner. In a folder
-    the user may not write, beside a file the user may, the file is written in place (an error
-    then removes the part written, never leaving a prefix that passes for a copy).
+    the user may not write, beside a file the user may, the export is written whole to a
+    temporary file elsewhere first and then copied over the file: an error while it is read (the
+    database gone) leaves the earlier file as it was; only a failure of that last copy (a full
+    disk) can leave it short.
 
     Raises:
         OSError: the file cannot be made, written or renamed (a temporary file is removed).
@@ -109,8 +113,14 @@ def replaced_whole(path: Path) -> Iterator[IO[str]]:
     except PermissionError:
         if earlier is None or not os.access(target, os.W_OK):
             raise
-        with _in_place(target) as handle:
-            yield handle
+        with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as staged:
+            yield staged
+            staged.flush()
+            staged.seek(0)
+            with target.open("w", encoding="utf-8", newline="") as handle:
+                shutil.copyfileobj(staged, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
         return
     try:
         if earlier is not None:
@@ -124,20 +134,6 @@ def replaced_whole(path: Path) -> Iterator[IO[str]]:
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def _in_place(target: Path) -> Iterator[IO[str]]:
-    """``target`` written over in place; on an error what was written is removed."""
-    try:
-        with target.open("w", encoding="utf-8", newline="") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        with suppress(OSError):
-            target.unlink()
         raise
 
 

@@ -273,6 +273,33 @@ def test_an_export_written_again_keeps_what_writing_into_the_file_kept(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # nothing left
 
 
+def test_an_export_beside_a_file_in_a_folder_it_may_not_write_keeps_the_earlier_file_on_error(
+    filled: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # written in place there, an export cut off midway emptied the earlier export and left a prefix
+    # it could not remove (removing needs the folder); staged elsewhere first, it stays as it was
+    import os
+
+    from pipeline.audit import export
+
+    real_open = os.open
+
+    def no_new_file_here(path: Any, flags: int, mode: int = 0o777) -> int:
+        if Path(path).parent == tmp_path and flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, mode)
+
+    out = tmp_path / "e.jsonl"
+    out.write_text("an earlier, good export\n")
+    monkeypatch.setattr(export.os, "open", no_new_file_here)
+    with AuditStore.open(filled, create=False) as store:
+        with pytest.raises(AuditError, match="between pages"):
+            export.write_export(_cut_off(store.iter_records()), out)
+        assert out.read_text() == "an earlier, good export\n"
+        assert export.write_export(store.iter_records(), out) == len(out.read_text().splitlines()) > 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def test_an_export_that_cannot_be_written_names_the_file_asked_for(filled: str, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-folder" / "e.csv"
     with AuditStore.open(filled, create=False) as store, pytest.raises(InputError) as info:
