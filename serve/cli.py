@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli import app, run
+from pipeline.cli._app import TERMINATED, die_as_terminated
 from serve import demo
 
 __all__ = ["main"]
@@ -137,7 +138,10 @@ demo.register(app)
 
 
 def main() -> None:
-    sys.exit(run(app))
+    code = run(app)
+    if code == TERMINATED:  # stopped by SIGTERM: end by the signal, as a stopped service does
+        die_as_terminated()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

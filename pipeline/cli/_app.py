@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -118,8 +119,25 @@ def _terminate_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+TERMINATED = 128 + signal.SIGTERM
+"""What :func:`run` returns after a SIGTERM; :func:`die_as_terminated` then ends the process by the
+signal itself, as a service manager expects of a stopped service (systemd takes exit status 143
+for a failure unless told otherwise)."""
+
+
+class _Terminated(SystemExit):
+    """SIGTERM, raised in the main thread so that the command's clean-up runs."""
+
+
 def _exit_on_term(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    raise _Terminated(128 + signum)
+
+
+def die_as_terminated() -> None:
+    """End the process by SIGTERM, with the default action: after :func:`run` returned
+    :data:`TERMINATED` for a SIGTERM it caught."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:

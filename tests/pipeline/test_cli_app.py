@@ -133,6 +133,48 @@ def test_sigterm_exits_143_through_the_commands_clean_up() -> None:
         signal.signal(signal.SIGTERM, before)
 
 
+_STOPPED = """
+import sys, time, typer
+from pathlib import Path
+from pipeline.cli._app import TERMINATED, die_as_terminated, run
+app = typer.Typer()
+@app.callback()
+def _root() -> None: pass
+@app.command()
+def work() -> None:
+    try:
+        Path(sys.argv[1]).write_text("started")
+        time.sleep(30)
+    finally:
+        Path(sys.argv[1]).write_text("cleaned up")
+code = run(app, ["work"])
+if code == TERMINATED:
+    die_as_terminated()
+sys.exit(code)
+"""
+
+
+def test_a_command_stopped_by_sigterm_cleans_up_and_ends_by_the_signal(tmp_path) -> None:
+    # a service manager takes "killed by SIGTERM" for a clean stop, exit status 143 for a failure
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    mark = tmp_path / "mark"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _STOPPED, str(mark)], env={**os.environ, "PYTHONPATH": os.getcwd()}
+    )
+    for _ in range(300):
+        if mark.exists():
+            break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(30) == -signal.SIGTERM
+    assert mark.read_text() == "cleaned up"
+
+
 def test_ctrl_c_exits_130(capsys) -> None:
     code = run(_app_raising(KeyboardInterrupt()), ["boom"])
     assert code == 130
