@@ -33,7 +33,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 from urllib.parse import unquote
 
 from pydantic_core import PydanticSerializationError
-from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -1062,7 +1062,9 @@ class AuditStore:
                 with conn.begin() as transaction:
                     if self._postgres:
                         self._bound_waits(conn, wait)
-                    conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).one()
+                    # a write that changes nothing, rolled back: a read-only database (a file opened
+                    # mode=ro, a standby) refuses it, where a locking read passed on SQLite
+                    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=audit_head.c.seq))
                     transaction.rollback()
         except SQLAlchemyError as exc:
             if _lock_wait(exc):

@@ -198,6 +198,16 @@ def test_the_readiness_probe_fails_while_a_writer_holds_the_lock(db_url: str) ->
         assert store.verify().records_checked == 2
 
 
+def test_the_readiness_probe_fails_on_a_read_only_database(tmp_path: Path) -> None:
+    """A file opened read-only took the probe's locking read, while every write failed."""
+    file = tmp_path / "audit.db"
+    AuditStore.open(f"sqlite:///{file}").close()
+    with AuditStore.open(f"sqlite:///file:{file}?mode=ro&uri=true") as store:
+        store.ping()
+        with pytest.raises(AuditError, match="readonly"):
+            store.ping(write_wait_s=0.2)
+
+
 def test_a_reader_opens_and_reads_while_a_writer_holds_the_lock(db_url: str) -> None:
     """`clearsight audit verify`, `show` and `list` open with create=False: opening took the write
     lock (BEGIN IMMEDIATE) on SQLite, so an auditor waited on every writer, and failed on a stuck one."""
