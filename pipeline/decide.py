@@ -254,6 +254,26 @@ def _image_reasons(
                 f"shipment declared {declaration.cargo_type!r}",
             )
         )
+    # a picture of a cargo type the policy does not list is of unknown cargo whatever the shipment
+    # declares: declared as a listed type, it shed unknown_cargo_type's tier for mixed_cargo_types'
+    unlisted = next(
+        (
+            c
+            for c in (image.cargo_type, image.declaration.get("cargo_type"))
+            if c and c != declaration.cargo_type and c not in policy.cargo_types
+        ),
+        None,
+    )
+    if unlisted is not None:
+        reasons.append(
+            Reason(
+                rule="fail_closed.unknown_cargo_type",
+                tier=fc.unknown_cargo_type,
+                image=name,
+                message=f"image is of cargo type {unlisted!r}, not in policy {policy.version}; never "
+                "released on a policy's rules for other cargo",
+            )
+        )
     if image.error is not None:
         return reasons
     if image.score is None:

@@ -241,7 +241,7 @@ CASES = [
         {"cargo_type": "vacuum_pack"},
         [img(None, cargo_type="crude_oil", error="x")],
         P,
-        ["fail_closed.image_error", "fail_closed.mixed_cargo_types"],
+        ["fail_closed.image_error", "fail_closed.mixed_cargo_types", "fail_closed.unknown_cargo_type"],
     ),
     (
         "mixed-cargo-types",
@@ -294,7 +294,7 @@ CASES = [
         {"cargo_type": "vacuum_pack"},
         [img(0.5, cargo_type="crude_oil", threshold=0.2, hold_threshold=0.45)],
         P,
-        ["fail_closed.mixed_cargo_types", "score.hold"],
+        ["fail_closed.mixed_cargo_types", "fail_closed.unknown_cargo_type", "score.hold"],
     ),
     (
         "mixed-unlisted-models-cargo-reviewed-on-the-models-release",  # the packs' 0.3, AEOS 0.5: clear
@@ -302,7 +302,12 @@ CASES = [
         {"cargo_type": "vacuum_pack", "aeo_tier": "AEOS"},
         [img(0.4, cargo_type="crude_oil", threshold=0.2, hold_threshold=0.9)],
         H,
-        ["trusted_trader.odds", "fail_closed.mixed_cargo_types", "score.review"],
+        [
+            "trusted_trader.odds",
+            "fail_closed.mixed_cargo_types",
+            "fail_closed.unknown_cargo_type",
+            "score.review",
+        ],
     ),
     (
         "mixed-unlisted-models-cargo-declared-stricter-wins",  # the model's 0.9 reviews, the packs' 0.6 holds
@@ -310,7 +315,21 @@ CASES = [
         {"cargo_type": "vacuum_pack"},
         [img(0.7, cargo_type="crude_oil", threshold=0.2, hold_threshold=0.9)],
         P,
-        ["fail_closed.mixed_cargo_types", "score.hold"],
+        ["fail_closed.mixed_cargo_types", "fail_closed.unknown_cargo_type", "score.hold"],
+    ),
+    (  # a policy holding unknown cargo physically, mixed cargo remotely: declared as listed packs,
+        # crude oil's clean picture went to remote inspection, declared as crude oil it was held
+        "unlisted-picture-declared-listed-keeps-unknown-cargos-tier",
+        {
+            "fail_closed": {
+                "unknown_cargo_type": "PHYSICAL_INSPECTION",
+                "mixed_cargo_types": "REMOTE_INSPECTION",
+            }
+        },
+        {"cargo_type": "vacuum_pack"},
+        [img(0.1, cargo_type="crude_oil", threshold=0.2, hold_threshold=0.9)],
+        P,
+        ["fail_closed.mixed_cargo_types", "fail_closed.unknown_cargo_type", "score.clear"],
     ),
     ("missing-score", {}, {}, [img(None)], H, ["fail_closed.missing_score"]),
     (

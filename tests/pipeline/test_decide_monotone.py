@@ -145,10 +145,10 @@ def _any_policy(rng: random.Random) -> Policy:
         if "model" not in (release, hold) and release > hold:
             release, hold = hold, release
         cargo[name] = {"release_threshold": release, "hold_threshold": hold}
+    # each fail-closed tier drawn apart: mixed_cargo_types milder than unknown_cargo_type let a
+    # picture of unlisted cargo declared as a listed type shed the stricter tier (forced equal here
+    # before, which hid it)
     fail_closed = {case: rng.choice(AUDIT_TIERS) for case in FAIL_CLOSED}
-    # declared as another cargo type, a picture is of mixed cargo where its own was unknown: alike,
-    # so that only how its score and its failure are judged can differ
-    fail_closed["mixed_cargo_types"] = fail_closed["unknown_cargo_type"]
     return parse_policy(
         {
             "policy_version": "monotone-any",
