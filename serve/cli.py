@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +11,6 @@ from typing import Annotated
 import typer
 
 from pipeline.cli import app, run
-from pipeline.cli._app import TERMINATED, die_as_terminated
 from serve import demo
 
 __all__ = ["main"]
@@ -80,6 +80,10 @@ def serve_command(
     settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
     check_keys(settings)  # refuse to start without keys, before any model is loaded
     predictors = preflight(settings)
+    # uvicorn stops gracefully on SIGTERM and then ends by the signal, as a service manager expects
+    # of a stopped service; the CLI's own handler (exit 143, which systemd counts as a failure) would
+    # be the one uvicorn hands the signal back to
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if settings.workers == 1:
         uvicorn.run(
             create_app(settings, predictors=predictors),
@@ -138,10 +142,7 @@ demo.register(app)
 
 
 def main() -> None:
-    code = run(app)
-    if code == TERMINATED:  # stopped by SIGTERM: end by the signal, as a stopped service does
-        die_as_terminated()
-    sys.exit(code)
+    sys.exit(run(app))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -119,25 +118,18 @@ def _terminate_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-TERMINATED = 128 + signal.SIGTERM
-"""What :func:`run` returns after a SIGTERM; :func:`die_as_terminated` then ends the process by the
-signal itself, as a service manager expects of a stopped service (systemd takes exit status 143
-for a failure unless told otherwise)."""
-
-
 class _Terminated(SystemExit):
-    """SIGTERM, raised in the main thread so that the command's clean-up runs."""
+    """SIGTERM, raised in the main thread so that the command's clean-up runs (exit 143)."""
 
 
 def _exit_on_term(signum: int, frame: object) -> None:
     raise _Terminated(128 + signum)
 
 
-def die_as_terminated() -> None:
-    """End the process by SIGTERM, with the default action: after :func:`run` returned
-    :data:`TERMINATED` for a SIGTERM it caught."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
+_depth = 0
+"""How many :func:`run` calls are in progress: the demo runs its steps through :func:`run` too,
+and an inner one must hand Ctrl-C and SIGTERM on to the outer one (read as a failed step, they
+gave "Error: step 1 failed with exit code 143" and exit 2)."""
 
 
 def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
@@ -149,11 +141,24 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     command = typer.main.get_command(typer_app)
     _flags_without_metavar(command)
+    global _depth
+    _depth += 1
     try:
         # Outside standalone mode click turns Ctrl-C into an exit code of 130 that it *returns*
         # (it does not raise): a script's `clearsight score && clearsight decide` must see it.
         with _terminate_as_exit():
             result = command(args=args, prog_name="clearsight", standalone_mode=False)
+        if result == 130 and _depth > 1:
+            raise KeyboardInterrupt
+    except _Terminated as exc:
+        if _depth > 1:
+            raise
+        return int(exc.code or 0)
+    except KeyboardInterrupt:
+        if _depth > 1:
+            raise
+        print("Interrupted.", file=sys.stderr)  # noqa: T201
+        return 130
     except ClearsightError as exc:
         if debug:
             traceback.print_exc()
@@ -164,9 +169,6 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"Error: {validation_words(exc, _option_names(command, args))}", file=sys.stderr)  # noqa: T201
         return 2
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)  # noqa: T201
-        return 130
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except Exception as exc:
@@ -185,6 +187,8 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
         hint = "rerun with --debug for a traceback"
         print(f"Error: unexpected {type(exc).__name__}: {exc} ({hint})", file=sys.stderr)  # noqa: T201
         return 1
+    finally:
+        _depth -= 1
     if result == 130:
         print("Interrupted.", file=sys.stderr)  # noqa: T201
     return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -136,7 +136,7 @@ def test_sigterm_exits_143_through_the_commands_clean_up() -> None:
 _STOPPED = """
 import sys, time, typer
 from pathlib import Path
-from pipeline.cli._app import TERMINATED, die_as_terminated, run
+from pipeline.cli._app import run
 app = typer.Typer()
 @app.callback()
 def _root() -> None: pass
@@ -147,15 +147,11 @@ def work() -> None:
         time.sleep(30)
     finally:
         Path(sys.argv[1]).write_text("cleaned up")
-code = run(app, ["work"])
-if code == TERMINATED:
-    die_as_terminated()
-sys.exit(code)
+sys.exit(run(app, ["work"]))
 """
 
 
-def test_a_command_stopped_by_sigterm_cleans_up_and_ends_by_the_signal(tmp_path) -> None:
-    # a service manager takes "killed by SIGTERM" for a clean stop, exit status 143 for a failure
+def test_a_command_stopped_by_sigterm_cleans_up_and_exits_143(tmp_path) -> None:
     import os
     import signal
     import subprocess
@@ -171,8 +167,43 @@ def test_a_command_stopped_by_sigterm_cleans_up_and_ends_by_the_signal(tmp_path)
             break
         time.sleep(0.05)
     child.send_signal(signal.SIGTERM)
-    assert child.wait(30) == -signal.SIGTERM
+    assert child.wait(30) == 143
     assert mark.read_text() == "cleaned up"
+
+
+@pytest.mark.parametrize(("stop", "code"), [("term", 143), ("interrupt", 130)])
+def test_a_step_run_inside_a_command_hands_a_stop_on(stop: str, code: int) -> None:
+    # the demo runs its steps through run() too: the inner run read SIGTERM or Ctrl-C as a failed
+    # step ("Error: step 1 failed with exit code 143", exit 2)
+    import os
+    import signal
+
+    inner, outer = typer.Typer(), typer.Typer()
+
+    @inner.callback()
+    def _inner_root() -> None:
+        pass
+
+    @inner.command()
+    def step() -> None:
+        if stop == "term":
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    @outer.callback()
+    def _outer_root() -> None:
+        pass
+
+    @outer.command()
+    def demo() -> None:
+        if run(inner, ["step"]) != 0:
+            raise ImageDecodeError("step 1 failed")
+
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert run(outer, ["demo"]) == code
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_ctrl_c_exits_130(capsys) -> None:
