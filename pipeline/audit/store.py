@@ -1064,7 +1064,8 @@ class AuditStore:
                         self._bound_waits(conn, wait)
                     # a write that changes nothing, rolled back: a read-only database (a file opened
                     # mode=ro, a standby) refuses it, where a locking read passed on SQLite
-                    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=audit_head.c.seq))
+                    head = update(audit_head).where(audit_head.c.id == 1).values(seq=audit_head.c.seq)
+                    touched = conn.execute(head).rowcount
                     transaction.rollback()
         except SQLAlchemyError as exc:
             if _lock_wait(exc):
@@ -1073,6 +1074,10 @@ class AuditStore:
                     f"{write_wait_s:g} s the probe waited"
                 ) from exc
             raise self._fail("ping", exc) from exc
+        if touched != 1:  # every append reads the head row: without it none goes through
+            raise AuditError(
+                f"audit store {self.url}: its chain head is missing; run `clearsight audit verify`"
+            )
 
 
 def _news(since: Sighting | None, image: Any) -> bool:

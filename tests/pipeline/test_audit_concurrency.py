@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -206,6 +206,20 @@ def test_the_readiness_probe_fails_on_a_read_only_database(tmp_path: Path) -> No
         store.ping()
         with pytest.raises(AuditError, match="readonly"):
             store.ping(write_wait_s=0.2)
+
+
+def test_the_readiness_probe_fails_without_a_chain_head(tmp_path: Path) -> None:
+    """Every append reads the head row; a probe whose no-op write matched no row said ready."""
+    file = tmp_path / "audit.db"
+    AuditStore.open(f"sqlite:///{file}").close()
+    with closing(sqlite3.connect(file)) as conn:
+        conn.execute("DELETE FROM audit_head")
+        conn.commit()
+    with (
+        AuditStore.open(f"sqlite:///{file}", create=False) as store,
+        pytest.raises(AuditError, match="its chain head is missing"),
+    ):
+        store.ping(write_wait_s=0.2)
 
 
 def test_a_reader_opens_and_reads_while_a_writer_holds_the_lock(db_url: str) -> None:
