@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from datasets.errors import DatasetFormatError
+from datasets.errors import DatasetFormatError, InputError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -183,6 +183,15 @@ def searched_folders(folder: str | Path) -> set[str]:
     return _walk(Path(folder))[1]
 
 
+def _unlisted(exc: OSError) -> None:
+    """os.walk skips a folder it cannot list, and its images went unscored without a word (no row,
+    no count, exit 0): refused before any work instead, naming the folder."""
+    raise InputError(
+        f"cannot list the folder {exc.filename!r} ({exc.strerror or exc}): its images would go "
+        "unscored; give it read and search permission, or leave it out of the input"
+    ) from exc
+
+
 def _walk(folder: Path, *, hidden: bool = False) -> tuple[list[Path], set[str], list[Path]]:
     """(the images under ``folder``, sorted; the real paths of the folders searched; those folders
     as spelled from ``folder``). Hidden folders are skipped unless ``hidden``; hidden files always."""
@@ -190,13 +199,13 @@ def _walk(folder: Path, *, hidden: bool = False) -> tuple[list[Path], set[str], 
     # whole: skipping its linked folders would drop their images without a word. Each real folder
     # is searched once, spelled without a link where the tree holds it directly, so a link loop ends.
     own: set[str] = set()  # the folders the tree holds directly (hidden ones are not searched)
-    for dirpath, dirnames, _ in os.walk(folder):
+    for dirpath, dirnames, _ in os.walk(folder, onerror=_unlisted):
         dirnames[:] = [d for d in dirnames if hidden or not is_hidden(d)]
         own.add(os.path.realpath(dirpath))
     searched = {os.path.realpath(folder)}
     found: list[Path] = []
     spelled: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=_unlisted):
         spelled.append(Path(dirpath))
         kept = []
         for name in sorted(dirnames):

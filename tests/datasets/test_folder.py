@@ -109,6 +109,27 @@ def test_bad_inputs_fail_before_anything_is_yielded(tree: Path, inputs: list[str
     assert str(info.value) == message
 
 
+@pytest.mark.parametrize("inputs", [["a"], ["**/*.png"]], ids=["folder", "recursive-glob"])
+def test_a_folder_that_cannot_be_listed_is_refused_not_skipped(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, inputs: list[str]
+) -> None:
+    # os.walk skipped it: a day's folder with wrong permissions lost all its images, exit 0
+    import os
+
+    from datasets.errors import InputError
+
+    real_scandir = os.scandir
+
+    def scandir(path: str | os.PathLike[str] = ".") -> object:
+        if Path(path).name == "sub":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(InputError, match=r"cannot list the folder '.*sub' \(Permission denied\)"):
+        list(iter_image_paths(inputs))
+
+
 @pytest.mark.parametrize(
     ("name", "image", "manifest"),
     [
