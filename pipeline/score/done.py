@@ -43,6 +43,10 @@ class Done:
         self._rows: dict[bytes, bytes] = {}
         self._folders: dict[str, str] = {}
         self._cwd = os.getcwd()  # once: a key is asked for each of the rows and each task
+        # the cargo type each row was scored as, one byte a row: a folder's images carry no
+        # declaration, and a resume under another --cargo-type routed the rest to another model
+        self._cargo_ids: dict[str | None, int] = {None: 0}
+        self._cargo_names: list[str | None] = [None]
 
     def key(self, path: str, shipment_id: str | None) -> bytes:
         """The identity of ``path`` (as a row names it) under ``shipment_id``."""
@@ -50,12 +54,22 @@ class Done:
         shipment = b"\0" if shipment_id is None else b"\1" + shipment_id.encode("utf-8", "surrogateescape")
         return hashlib.blake2b(file + b"\0" + shipment, digest_size=16).digest()
 
-    def add(self, path: str, shipment_id: str | None, declaration: Any) -> None:
-        self._rows[self.key(path, shipment_id)] = declaration_digest(declaration)
+    def add(
+        self, path: str, shipment_id: str | None, declaration: Any, cargo_type: str | None = None
+    ) -> None:
+        cargo = self._cargo_ids.get(cargo_type)
+        if cargo is None:
+            cargo = self._cargo_ids[cargo_type] = len(self._cargo_names) % 256
+            self._cargo_names.append(cargo_type)
+        self._rows[self.key(path, shipment_id)] = declaration_digest(declaration) + bytes([cargo])
 
-    def get(self, key: bytes) -> bytes | None:
-        """The declaration digest of the row with identity ``key``, or None: not done."""
-        return self._rows.get(key)
+    def get(self, key: bytes) -> tuple[bytes, str | None] | None:
+        """(the declaration digest, the cargo type) of the row with identity ``key``, or None: not
+        done."""
+        value = self._rows.get(key)
+        if value is None:
+            return None
+        return value[:-1], self._cargo_names[value[-1]] if value[-1] < len(self._cargo_names) else None
 
     def clear(self) -> None:
         self._rows.clear()

@@ -73,7 +73,8 @@ def _pending(
                 )
             summary.duplicates += 1  # a folder and a glob can name one image twice: scored once
         elif scored is not None:
-            if scored != declaration_digest(task.declaration):
+            digest, cargo = scored
+            if digest != declaration_digest(task.declaration):
                 shipment = f" of shipment {task.shipment_id!r}" if task.shipment_id else ""
                 raise InputError(
                     f"{printable_path(task.path)}{shipment}: its manifest row's declaration changed since "
@@ -82,7 +83,15 @@ def _pending(
                     "`clearsight decide --verdicts OUT --manifest MANIFEST` (nothing is scored again); "
                     "or score into a new --out, or pass --overwrite"
                 )
-            seen[identity] = scored
+            if task.cargo_type is not None and cargo is not None and cargo != task.cargo_type:
+                raise InputError(
+                    f"{printable_path(task.path)} was scored as cargo type {cargo!r}, and is "
+                    f"{task.cargo_type!r} now: resuming would score the rest of the archive with another "
+                    "cargo type's model "
+                    f"and thresholds; resume with --cargo-type {cargo}, or score into a new --out, or "
+                    "pass --overwrite"
+                )
+            seen[identity] = digest
             summary.skipped_done += 1
         else:
             seen[identity] = declaration_digest(task.declaration)

@@ -79,12 +79,15 @@ def journal_path(out: Path) -> Path:
 
 _MODEL_ID = FIELDS.index("model_id")
 _SHIPMENT_ID = FIELDS.index("shipment_id")
+_CARGO_TYPE = FIELDS.index("cargo_type")
 _DECLARATION = FIELDS.index("declaration")
 
 
-def _note(done: Done | None, path: str, shipment_id: str | None, declaration: Any) -> None:
+def _note(
+    done: Done | None, path: str, shipment_id: str | None, declaration: Any, cargo_type: str | None
+) -> None:
     if done is not None:
-        done.add(path, shipment_id, declaration)
+        done.add(path, shipment_id, declaration, cargo_type)
 
 
 def _complete_jsonl(path: Path, *, collect: Done | None, models: set[str] | None = None) -> int:
@@ -107,7 +110,7 @@ def _complete_jsonl(path: Path, *, collect: Done | None, models: set[str] | None
             except DatasetFormatError as exc:
                 bad = exc
                 continue
-            _note(collect, verdict.path, verdict.shipment_id, verdict.declaration)
+            _note(collect, verdict.path, verdict.shipment_id, verdict.declaration, verdict.cargo_type)
             if models is not None and verdict.model_id:
                 models.add(verdict.model_id)
             good += len(line)
@@ -162,7 +165,8 @@ def _complete_csv(path: Path, *, collect: Done | None, models: set[str] | None =
                 if collect is not None:
                     declaration = json.loads(cells[_DECLARATION]) if cells[_DECLARATION] else {}
                     shipment = verdict_rows.csv_unescape(cells[_SHIPMENT_ID]) or None
-                    _note(collect, verdict_rows.csv_unescape(cells[0]), shipment, declaration)
+                    cargo = verdict_rows.csv_unescape(cells[_CARGO_TYPE]) or None
+                    _note(collect, verdict_rows.csv_unescape(cells[0]), shipment, declaration, cargo)
                 if models is not None and cells[_MODEL_ID]:
                     models.add(verdict_rows.csv_unescape(cells[_MODEL_ID]))
                 good = lines.consumed

@@ -366,6 +366,22 @@ def test_one_image_of_one_shipment_listed_with_two_declarations_is_refused(tmp_p
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_resume_refuses_a_folder_given_another_cargo_type(tmp_path: Path, suffix: str) -> None:
+    """A folder's images carry no declaration: resumed under another --cargo-type with both models
+    loaded, 8 rows stayed ore and 12 went to the packs' model, exit 0."""
+    paths = write_images(tmp_path / "img", [5, 6])
+    out = tmp_path / f"out{suffix}"
+    engine = _engine(FakePredictor("bulk_ore"), FakePredictor("vacuum_pack"))
+    score_to_file([ImageTask(str(paths[0]), cargo_type="bulk_ore")], engine, out)
+    packs = [ImageTask(str(p), cargo_type="vacuum_pack") for p in paths]
+    with pytest.raises(InputError, match=r"was scored as cargo type 'bulk_ore', and is 'vacuum_pack' now"):
+        score_to_file(packs, engine, out, resume=True)
+    ore = [ImageTask(str(p), cargo_type="bulk_ore") for p in paths]
+    assert score_to_file(ore, engine, out, resume=True).skipped_done == 1
+    assert {row.cargo_type for row in iter_rows(out)} == {"bulk_ore"}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_resume_refuses_rows_of_another_model(tmp_path: Path, suffix: str) -> None:
     paths = write_images(tmp_path / "img", [5, 6])
     out = tmp_path / f"out{suffix}"
