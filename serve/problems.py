@@ -42,7 +42,15 @@ from serve.errors import (
     UnsupportedMediaTypeError,
 )
 
-__all__ = ["PROBLEM_BASE", "PROBLEM_JSON", "install", "problem_for", "problem_headers", "problem_response"]
+__all__ = [
+    "PROBLEM_BASE",
+    "PROBLEM_JSON",
+    "install",
+    "problem_for",
+    "problem_headers",
+    "problem_response",
+    "retry_after_of",
+]
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://clearsight.dev/problems/"
@@ -126,13 +134,31 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
-def problem_headers(exc: ClearsightError, status: int) -> dict[str, str] | None:
-    """The headers a problem of ``exc`` carries: Retry-After, WWW-Authenticate."""
+DEFAULT_RETRY_AFTER_S = 2
+"""Retry-After of a 503 where the app's settings are not at hand (``retry_after_s`` otherwise)."""
+
+
+def problem_headers(
+    exc: ClearsightError, status: int, *, retry_after_s: int = DEFAULT_RETRY_AFTER_S
+) -> dict[str, str] | None:
+    """The headers a problem of ``exc`` carries: Retry-After, WWW-Authenticate.
+
+    Every 503 is one the client may retry (the queue full, the audit store's lock wait run out or
+    the store unreachable, a model or engine not available): it says when, the error's own wait
+    where it has one, ``retry_after_s`` otherwise. A 429 waits for the lockout to end."""
     if isinstance(exc, OverloadedError | TooManyAttemptsError):
         return {"Retry-After": str(exc.retry_after_s)}
+    if status == 503:
+        return {"Retry-After": str(retry_after_s)}
     if status == 401:
         return {"WWW-Authenticate": 'Bearer realm="clearsight"'}
     return None
+
+
+def retry_after_of(request: Request) -> int:
+    """The service's ``retry_after_s`` setting, or :data:`DEFAULT_RETRY_AFTER_S` before it started."""
+    services = getattr(request.app.state, "services", None)
+    return services.settings.retry_after_s if services is not None else DEFAULT_RETRY_AFTER_S
 
 
 async def _clearsight_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -145,9 +171,8 @@ async def _clearsight_handler(request: Request, exc: Exception) -> JSONResponse:
         request_id = getattr(request.state, "request_id", None)
         error_log.error("%s: %s", type(exc).__name__, exc, extra={"request_id": request_id})
         detail = f"{title.lower()}; quote request id {request_id} to the service's operators"
-    return problem_response(
-        request, status=status, slug=slug, title=title, detail=detail, headers=problem_headers(exc, status)
-    )
+    headers = problem_headers(exc, status, retry_after_s=retry_after_of(request))
+    return problem_response(request, status=status, slug=slug, title=title, detail=detail, headers=headers)
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:

@@ -107,7 +107,9 @@ class ServeSettings(Settings):
         default=30.0, gt=0, description="Per-request scoring deadline (then 504)."
     )
     retry_after_s: int = Field(
-        default=2, gt=0, description="Retry-After sent with a 503 when the queue is full."
+        default=2,
+        gt=0,
+        description="Retry-After of a 503: the queue full, the audit store, a model or the engine unavailable.",
     )
 
     @field_validator("models", mode="before")

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from serve.deps import MetricsReaderDep, ServicesDep
 from serve.metrics import CONTENT_TYPE_LATEST
-from serve.problems import problem_response
+from serve.problems import problem_response, retry_after_of
 from serve.schemas import Health, Readiness
 
 __all__ = ["router"]
@@ -53,7 +53,12 @@ async def readyz(request: Request, services: ServicesDep) -> Response | Readines
         problems.append("no audit store")
     if problems:
         return problem_response(
-            request, status=503, slug="not-ready", title="Not ready", detail="; ".join(problems)
+            request,
+            status=503,
+            slug="not-ready",
+            title="Not ready",
+            detail="; ".join(problems),
+            headers={"Retry-After": str(retry_after_of(request))},
         )
     return Readiness(status="ready", models_loaded=len(services.predictors), audit=audit_state)
 

@@ -350,7 +350,7 @@ def test_readiness(make_client, audit_store) -> None:
 
     for store in (Unreachable(), Blocked()):
         gone = make_client(audit=store).get("/readyz")
-        assert gone.status_code == 503
+        assert (gone.status_code, gone.headers["retry-after"]) == (503, "2")
         # /readyz is open to anyone: the store's address stays in the log
         assert gone.json()["detail"] == (
             "audit store unreachable or its writes blocked (the service's log says why)"

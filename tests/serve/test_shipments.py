@@ -22,7 +22,7 @@ from serve_fakes import (
     png_bytes,
 )
 
-from datasets.errors import AuditError
+from datasets.errors import ArtifactError, AuditError, EngineError
 from pipeline.verdicts import Declaration
 from serve.auth import Principal, Role
 from serve.routes.shipments import idempotency_key
@@ -684,6 +684,32 @@ def test_a_lookup_that_fails_while_the_model_scores_records_nothing(make_client,
     client = make_client(audit=Unreadable())
     answer = _submit(client, "SHP-LOST", [10])
     assert answer.status_code == 503 and audit_store.get("SHP-LOST") is None
+
+
+@pytest.mark.parametrize(
+    ("error", "slug"),
+    [
+        (AuditError("database is locked: waited 30 s for the write lock"), "audit-unavailable"),
+        (ArtifactError("model file gone"), "model-unavailable"),
+        (EngineError("onnxruntime session lost"), "engine-unavailable"),
+    ],
+)
+def test_every_503_says_when_to_retry(make_client, audit_store, error, slug) -> None:
+    """A 503 is one to retry (a shipment's retry is answered from its record once it is recorded):
+    each says when, as the queue's does, after the service's retry_after_s."""
+
+    class Failing:
+        def record(self, *args, **kwargs):
+            raise error
+
+        def __getattr__(self, name):
+            return getattr(audit_store, name)
+
+    client = make_client(audit=Failing(), retry_after_s=5)
+    answer = _submit(client, "SHP-503", [10])
+    assert answer.status_code == 503
+    assert answer.json()["type"] == f"https://clearsight.dev/problems/{slug}"
+    assert answer.headers["retry-after"] == "5"
 
 
 def test_the_review_page_shows_the_picture_copied_not_one_decided_since(make_client) -> None:
