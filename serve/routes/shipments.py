@@ -64,9 +64,13 @@ OUTCOME_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def idempotency_key(declaration: Declaration, image_hashes: list[str]) -> str:
-    """sha256 of the declaration (as canonical JSON) and the sorted image hashes: one submission,
-    one record. A retry of the same submission finds its record; the same shipment id with other
-    images or another declaration (a radiation alarm added, say) is a different submission."""
+    """sha256 of the declaration as the client sent it (as canonical JSON) and the sorted image
+    hashes: one submission, one record. A retry of the same submission finds its record whatever
+    the trader register says meanwhile; the same shipment id with other images or another
+    declaration (a radiation alarm added, say) is a different submission.
+
+    Keys recorded before this release hashed the declaration with the register's tier filled in
+    (:func:`vouched`): :func:`submit_shipment` looks that key up too, given ``vouched_declaration``."""
     canonical = json.dumps(declaration.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     text = canonical + "\n" + "\n".join(sorted(image_hashes))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -303,11 +307,16 @@ async def submit_shipment(
     submitted_by: str | None = None,
     may_send: Callable[[FirstSent], bool] | None = None,
     aeo_tier_source: AeoTierSource | None = None,
+    declared: Declaration | None = None,
 ) -> Any:
     """Decide and record a shipment once; returns the audit record, new or (on a retry) existing.
     With ``may_send`` (a submitter's, :func:`_may_send`), a shipment already decided is sent again
     only where it accepts how the shipment was first sent. ``aeo_tier_source`` is recorded with the
     decision (:func:`tier_source`; None: as :func:`pipeline.decide.decide_shipment` infers it).
+    ``declared`` is the declaration as the client sent it, before :func:`vouched` gave it the
+    register's tier (None: ``declaration`` is as sent): the submission is keyed by it, so that a
+    retry is answered from its record whatever the register said since; a record keyed the way
+    earlier releases keyed it (``declaration``, the tier filled in) is found too.
 
     Raises:
         ConflictError: the shipment was already decided on other images or another declaration,
@@ -323,9 +332,14 @@ async def submit_shipment(
         first = await run_in_threadpool(services.audit.first_sent, declaration.shipment_id)
         if first is not None and not may_send(first):
             raise PermissionDeniedError(str(SentByAnother(declaration.shipment_id)))
-    key = idempotency_key(declaration, [u.sha256 for u in uploads])
+    hashes = [u.sha256 for u in uploads]
+    key = idempotency_key(declared or declaration, hashes)
     # a retry is answered from the record: no model time, nothing stored again
     replayed = await run_in_threadpool(services.audit.replayed, key, declaration.shipment_id)
+    if replayed is None and declared is not None and declared != declaration:
+        # first sent before keys were taken as sent: keyed with the tier the register gave it then
+        old_key = idempotency_key(declaration, hashes)
+        replayed = await run_in_threadpool(services.audit.replayed, old_key, declaration.shipment_id)
     if replayed is not None:
         # the same pictures (the key pins their hashes): kept again in case the first attempt
         # recorded its decision and then failed to keep them, heatmaps too
@@ -466,6 +480,7 @@ async def post_shipment(
             submitted_by=caller.name,
             may_send=_may_send(register, caller),
             aeo_tier_source=tier_source(declared, register, caller),
+            declared=declared,
         )
     request.state.log_extra = {
         "shipment_id": parsed.shipment_id,

@@ -23,6 +23,7 @@ from serve_fakes import (
 )
 
 from datasets.errors import ArtifactError, AuditError, EngineError
+from pipeline.audit import AuditStore
 from pipeline.verdicts import Declaration
 from serve.auth import Principal, Role
 from serve.routes.shipments import idempotency_key
@@ -519,6 +520,48 @@ def test_a_change_to_the_register_takes_effect_without_a_restart(
     assert tier("SHP-R4", 14) == "AEOS"  # corrected, and the tier changed
     register.unlink()
     assert tier("SHP-R5", 15) is None  # gone: no tier, the service still answers
+
+
+def test_a_retry_is_answered_from_its_record_whatever_the_register_did_since(
+    make_client, audit_store, tmp_path
+) -> None:
+    """A submission is keyed by the declaration as sent, not as the register filled it in: the very
+    same request sent again after the trader was given a tier (or had it withdrawn) got 409."""
+    register = tmp_path / "register.csv"
+    register.write_text("trader_id,aeo_tier,submitters\nT-OTHER,AEOS,\n", encoding="utf-8")
+    client = make_client(trader_register=register)
+    first = _submit(client, "SHP-REG", [140], headers=SUBMIT, trader_id="T-7")
+    assert first.status_code == 200 and audit_store.get("SHP-REG").decision.declaration.aeo_tier is None
+    register.write_text(f"trader_id,aeo_tier,submitters\nT-7,AEOF,{MINE}\n", encoding="utf-8")
+    again = _submit(client, "SHP-REG", [140], headers=SUBMIT, trader_id="T-7")  # tier given meanwhile
+    assert again.status_code == 200, again.text
+    assert again.json() == {**first.json(), "request_id": again.json()["request_id"]}
+    assert _submit(client, "SHP-NEW", [141], headers=SUBMIT, trader_id="T-7").status_code == 200
+    assert audit_store.get("SHP-NEW").decision.declaration.aeo_tier == "AEOF"  # the register still counts
+    register.write_text("trader_id,aeo_tier,submitters\n", encoding="utf-8")  # withdrawn
+    assert _submit(client, "SHP-NEW", [141], headers=SUBMIT, trader_id="T-7").json()["seq"] == 2
+
+
+def test_a_retry_finds_a_record_keyed_as_earlier_releases_keyed_it(make_client, audit_store, tmp_path) -> None:
+    """Before keys were taken as sent, a decision was keyed by its declaration with the register's
+    tier filled in: a retry sent across the upgrade still finds it, and appends nothing."""
+    register = tmp_path / "register.csv"
+    register.write_text(f"trader_id,aeo_tier,submitters\nT-7,AEOF,{MINE}\n", encoding="utf-8")
+    elsewhere = AuditStore.open(f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    try:
+        made = make_client(trader_register=register, audit=elsewhere)
+        assert _submit(made, "SHP-OLD", [140], headers=SUBMIT, trader_id="T-7").status_code == 200
+        decision = elsewhere.get("SHP-OLD").decision
+    finally:
+        elsewhere.close()
+    assert decision.declaration.aeo_tier == "AEOF"
+    old_key = idempotency_key(decision.declaration, [image.sha256 for image in decision.images])
+    recorded = audit_store.record(decision, idempotency_key=old_key, exclusive=True)
+    client = make_client(trader_register=register)
+    again = _submit(client, "SHP-OLD", [140], headers=SUBMIT, trader_id="T-7")
+    assert again.status_code == 200, again.text
+    assert (again.json()["seq"], again.json()["record_hash"]) == (recorded.seq, recorded.record_hash)
+    assert [r.seq for r in audit_store.list(limit=10)] == [recorded.seq]
 
 
 def test_pictures_sent_again_under_another_shipment_id_go_to_an_officer(make_client, audit_store) -> None:
