@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from fastapi import UploadFile
+from fastapi import Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from datasets.decode import ImageHeader, decode_image, read_image_header
-from datasets.errors import CargoTypeError, ImageDecodeError
+from datasets.errors import CargoTypeError, ImageDecodeError, InputError
 from models.inference import Prediction
 from pipeline.heatmap import overlay_png
 from pipeline.settings import decode_limits
@@ -27,7 +27,15 @@ from serve.batching import MicroBatcher
 from serve.deps import Services
 from serve.errors import RequestTooLargeError
 
-__all__ = ["Upload", "batcher_for", "decoded_uploads", "heatmap_base64", "predict", "safe_label"]
+__all__ = [
+    "Upload",
+    "batcher_for",
+    "decoded_uploads",
+    "heatmap_base64",
+    "predict",
+    "refuse_repeated_fields",
+    "safe_label",
+]
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,21 @@ def safe_label(name: str | None, index: int) -> str:
     raw = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
     cleaned = "".join(ch for ch in raw if unicodedata.category(ch)[0] != "C").strip()
     return cleaned[:128] or f"image-{index + 1}"
+
+
+async def refuse_repeated_fields(request: Request, *names: str) -> None:
+    """Refuse a form that gives one of the fields ``names`` more than once: the route would see the
+    last only, so a declaration with a radiation alarm followed by one without was decided on the
+    second, silently. Reads the form FastAPI has already parsed for the route.
+
+    Raises:
+        InputError: naming the field and how many times it came.
+    """
+    form = await request.form()
+    for name in names:
+        count = len(form.getlist(name))
+        if count > 1:
+            raise InputError(f"form field {name!r} was sent {count} times; send it once")
 
 
 class _Received(NamedTuple):

@@ -13,7 +13,14 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
 from serve.deps import MultipartDep, OfficerDep, ServicesDep
 from serve.schemas import ScoredImage, ScoreResponse
-from serve.scoring import batcher_for, decoded_uploads, heatmap_base64, heatmap_png, predict
+from serve.scoring import (
+    batcher_for,
+    decoded_uploads,
+    heatmap_base64,
+    heatmap_png,
+    predict,
+    refuse_repeated_fields,
+)
 
 __all__ = ["router"]
 
@@ -48,6 +55,7 @@ async def score_images(
 ) -> ScoreResponse:
     """Score each image with the cargo type's model: score, label, anomaly type and probabilities,
     thresholds and model id, and with ``heatmap=true`` (form field or query) the overlay PNG."""
+    await refuse_repeated_fields(request, "cargo_type")
     batcher_for(services, cargo_type)  # an unknown cargo type decodes nothing
     want_heatmap = heatmap or heatmap_query
     async with decoded_uploads(services, images, gone=request.is_disconnected) as uploads:

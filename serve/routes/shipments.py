@@ -32,7 +32,7 @@ from serve.schemas import (
     ShipmentResponse,
     SubmissionReceipt,
 )
-from serve.scoring import Upload, batcher_for, decoded_uploads, heatmap_png, predict
+from serve.scoring import Upload, batcher_for, decoded_uploads, heatmap_png, predict, refuse_repeated_fields
 from serve.storage import heatmap_key, heatmap_name
 
 __all__ = ["idempotency_key", "record_outcome", "router", "submit_shipment"]
@@ -468,6 +468,7 @@ async def post_shipment(
     decision (same ``seq``); the same shipment id with other images or another declaration is
     recorded only when it is stricter (an alarm raised later), and refused with 409 otherwise."""
     # one reading for the tier and the sender rule; off the event loop, as a changed file is read
+    await refuse_repeated_fields(request, "declaration")
     register = await run_in_threadpool(services.register)
     declared = parse_declaration(declaration)
     parsed = vouched(declared, register, caller)

@@ -120,6 +120,14 @@ BAD = [
         "no model for cargo type 'crude_oil'; accepted: bulk_ore, vacuum_pack",
     ),
     (
+        "two cargo types",
+        [("images", ("a.png", png_bytes(10), "image/png"))],
+        {"cargo_type": ["vacuum_pack", "bulk_ore"]},
+        422,
+        "bad-input",
+        "form field 'cargo_type' was sent 2 times; send it once",
+    ),
+    (
         "missing cargo type",
         [("images", ("a.png", png_bytes(10), "image/png"))],
         {},

@@ -224,6 +224,16 @@ BAD = [
         "unknown-cargo-type",
         "no model for cargo type 'crude_oil'; accepted: bulk_ore, vacuum_pack",
     ),
+    (  # the second part used to replace the first, silently: released without the alarm
+        "two declarations",
+        [
+            json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "radiation_alarm": True}),
+            json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "radiation_alarm": False}),
+        ],
+        422,
+        "bad-input",
+        "form field 'declaration' was sent 2 times; send it once",
+    ),
 ]
 
 
