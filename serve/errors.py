@@ -6,9 +6,14 @@ turns every Clearsight error into a problem body::
     InputError
     ├── NotAuthenticatedError   no API key, or one that matches no configured key (401)
     ├── PermissionDeniedError   a valid key whose role may not do this (403)
+    │   ├── ShipmentTakenError  a shipment id first sent by a key this one may not send it again for
+    │   └── TierNotAllowedError a submitter declaring an AEO tier
+    ├── ConflictError           (datasets.errors) a shipment already decided on other inputs (409)
+    │   ├── OutcomeExistsError  the decision has an outcome, and the new one does not say amend
+    │   └── DecidedAgainError   the shipment was decided again since the decision the officer judged
     ├── NotFoundError           a shipment or file that does not exist (404)
     ├── RequestTooLargeError    a body over max_request_bytes or too many images (413)
-    ├── UnsupportedMediaTypeError  a body that is not multipart/form-data where images are sent (415)
+    ├── UnsupportedMediaTypeError  a body of another type than the route reads (415)
     └── TooManyAttemptsError    too many wrong API keys from one address (429 + Retry-After)
     EngineError
     ├── OverloadedError         the scoring queue is full (503 + Retry-After)
@@ -17,15 +22,19 @@ turns every Clearsight error into a problem body::
 
 from __future__ import annotations
 
-from datasets.errors import EngineError, InputError
+from datasets.errors import ConflictError, EngineError, InputError
 
 __all__ = [
+    "DecidedAgainError",
     "NotAuthenticatedError",
     "NotFoundError",
+    "OutcomeExistsError",
     "OverloadedError",
     "PermissionDeniedError",
     "RequestTooLargeError",
     "ScoringTimeoutError",
+    "ShipmentTakenError",
+    "TierNotAllowedError",
     "TooManyAttemptsError",
     "UnsupportedMediaTypeError",
 ]
@@ -37,6 +46,22 @@ class NotAuthenticatedError(InputError):
 
 class PermissionDeniedError(InputError):
     """The key is valid but its role may not use this endpoint."""
+
+
+class ShipmentTakenError(PermissionDeniedError):
+    """A shipment id first sent under a key this one may not send that shipment again for."""
+
+
+class TierNotAllowedError(PermissionDeniedError):
+    """A submitter declared an AEO tier, which only the register (or an officer) gives."""
+
+
+class OutcomeExistsError(ConflictError):
+    """The decision has an outcome already, and the new one does not say it amends it."""
+
+
+class DecidedAgainError(ConflictError):
+    """The shipment was decided again since the decision the officer judged."""
 
 
 class NotFoundError(InputError):

@@ -32,12 +32,16 @@ from datasets.errors import (
     UnsafePathError,
 )
 from serve.errors import (
+    DecidedAgainError,
     NotAuthenticatedError,
     NotFoundError,
+    OutcomeExistsError,
     OverloadedError,
     PermissionDeniedError,
     RequestTooLargeError,
     ScoringTimeoutError,
+    ShipmentTakenError,
+    TierNotAllowedError,
     TooManyAttemptsError,
     UnsupportedMediaTypeError,
 )
@@ -58,6 +62,8 @@ PROBLEM_BASE = "https://clearsight.dev/problems/"
 # Most specific first: the first class an error is an instance of decides its status and type.
 _TABLE: tuple[tuple[type[ClearsightError], int, str, str], ...] = (
     (NotAuthenticatedError, 401, "unauthenticated", "Missing or invalid API key"),
+    (ShipmentTakenError, 403, "shipment-taken", "Shipment sent first under another key"),
+    (TierNotAllowedError, 403, "aeo-tier-not-allowed", "AEO tier not to be declared"),
     (PermissionDeniedError, 403, "forbidden", "Not allowed"),
     (NotFoundError, 404, "not-found", "Not found"),
     (RequestTooLargeError, 413, "request-too-large", "Request too large"),
@@ -66,6 +72,8 @@ _TABLE: tuple[tuple[type[ClearsightError], int, str, str], ...] = (
     (ImageTooLargeError, 413, "image-too-large", "Image too large"),
     (ImageDecodeError, 422, "bad-image", "Not a usable image"),
     (CargoTypeError, 422, "unknown-cargo-type", "Unknown cargo type"),
+    (OutcomeExistsError, 409, "outcome-exists", "Outcome already recorded"),
+    (DecidedAgainError, 409, "decided-again", "Decided again since"),
     (ConflictError, 409, "conflict", "Conflicts with a recorded decision"),
     (UnsafePathError, 400, "unsafe-path", "Unsafe path"),
     (DatasetFormatError, 422, "bad-input", "Invalid input"),

@@ -819,9 +819,10 @@ class AuditStore:
                 checked in the write's transaction, so two officers at once cannot both pass them.
 
         Raises:
-            InputError: no decision recorded for ``shipment_id``, an empty ``officer``/``found``, or
-                half a character (a lone UTF-16 surrogate) in any of the text.
-            ConflictError: ``decision_seq`` is not the latest decision; or it has an outcome and not
+            InputError: no decision recorded for ``shipment_id``, ``decision_seq`` none of its
+                decisions, an empty ``officer``/``found``, or half a character (a lone UTF-16
+                surrogate) in any of the text.
+            ConflictError: ``decision_seq`` is an earlier decision; or it has an outcome and not
                 ``amend``.
             AuditError: the database cannot be written.
         """
@@ -841,6 +842,15 @@ class AuditStore:
             if decision is None:
                 raise InputError(f"no decision recorded for shipment {shipment_id!r} in {self.url}")
             if decision_seq is not None and decision_seq != decision.seq:
+                c = audit_records.c
+                judged = select(c.seq).where(
+                    c.seq == decision_seq, c.kind == "decision", c.shipment_id == shipment_id
+                )
+                if conn.execute(judged).first() is None:
+                    raise InputError(
+                        f"shipment {shipment_id!r} has no decision {decision_seq}: its latest decision "
+                        f"is {decision.seq}; judge that one"
+                    )
                 raise ConflictError(
                     f"shipment {shipment_id!r} was decided again since decision {decision_seq}: its latest "
                     f"decision is {decision.seq}; judge that one"

@@ -13,14 +13,22 @@ from fastapi import APIRouter, Body, File, Form, Path, Query, Request, UploadFil
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from datasets.errors import ClearsightError, InputError, ModelError
+from datasets.errors import ClearsightError, ConflictError, InputError, ModelError
 from datasets.perceptual_hash import perceptual_hashes
 from pipeline.audit.image_indexes import Picture, Sighting
 from pipeline.audit.store import FirstSent, ImagesSeenSince, Lookup, SentByAnother
 from pipeline.verdicts import AeoTierSource, Declaration, ImageVerdict, ShipmentDecision, first_field_like
 from serve.auth import Principal, Role
 from serve.deps import AuditDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
-from serve.errors import NotFoundError, OverloadedError, PermissionDeniedError, RequestTooLargeError
+from serve.errors import (
+    DecidedAgainError,
+    NotFoundError,
+    OutcomeExistsError,
+    OverloadedError,
+    RequestTooLargeError,
+    ShipmentTakenError,
+    TierNotAllowedError,
+)
 from serve.routes.score import PROBLEM_RESPONSES
 from serve.schemas import (
     CLEAN,
@@ -176,12 +184,12 @@ def vouched(declaration: Declaration, traders: Any, caller: Principal) -> Declar
     correction the register has not caught up with), and get the registered one otherwise.
 
     Raises:
-        PermissionDeniedError: a submitter declared a tier.
+        TierNotAllowedError: a submitter declared a tier.
     """
     if caller.role is Role.SUBMITTER:
         if declaration.aeo_tier is not None:
             # one answer whatever the register says: it must not be read off the refusals
-            raise PermissionDeniedError(
+            raise TierNotAllowedError(
                 "aeo_tier may not be declared by a submitter: a trader's tier comes from the service's "
                 "register of trusted traders; leave aeo_tier out"
             )
@@ -322,7 +330,7 @@ async def submit_shipment(
         ConflictError: the shipment was already decided on other images or another declaration,
             and this decision is no stricter. A submitter must not be able to replace a hold (or a
             release it wanted to try again) by sending other pictures of the cargo.
-        PermissionDeniedError: ``may_send`` refused the shipment's first sender: a trader
+        ShipmentTakenError: ``may_send`` refused the shipment's first sender: a trader
             must not add a hold to another trader's shipment, nor learn how it was decided.
     """
     from pipeline.batch_decisions import earlier_holds
@@ -331,7 +339,7 @@ async def submit_shipment(
     if may_send is not None:  # before any work: no model time spent on it, nothing read back
         first = await run_in_threadpool(services.audit.first_sent, declaration.shipment_id)
         if first is not None and not may_send(first):
-            raise PermissionDeniedError(str(SentByAnother(declaration.shipment_id)))
+            raise ShipmentTakenError(str(SentByAnother(declaration.shipment_id)))
     hashes = [u.sha256 for u in uploads]
     key = idempotency_key(declared or declaration, hashes)
     # a retry is answered from the record: no model time, nothing stored again
@@ -371,7 +379,7 @@ async def submit_shipment(
             )
             break
         except SentByAnother as exc:  # sent first under another key while this one was scored
-            raise PermissionDeniedError(str(exc)) from exc
+            raise ShipmentTakenError(str(exc)) from exc
         except ImagesSeenSince as exc:  # the same pictures decided in another shipment meanwhile
             if attempt == _DECIDE_ATTEMPTS - 1:
                 raise OverloadedError(
@@ -523,8 +531,9 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
 
     Raises:
         NotFoundError: no decision recorded for the shipment.
-        ConflictError: ``outcome.decision_seq`` is not the shipment's latest decision, or that
-            decision has an outcome already and ``outcome.amend`` is not set.
+        InputError: ``outcome.decision_seq`` is none of the shipment's decisions.
+        DecidedAgainError: ``outcome.decision_seq`` is an earlier decision of the shipment.
+        OutcomeExistsError: the decision has an outcome already and ``outcome.amend`` is not set.
     """
     audit = services.audit
     record = await run_in_threadpool(audit.get, shipment_id)
@@ -533,16 +542,24 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
     found = None if outcome.found == CLEAN else outcome.found
     # the store checks decision_seq and amend again where it writes: two officers at once, or a
     # decision added meanwhile, cannot slip between this read and the write
-    await run_in_threadpool(
-        lambda: audit.record_outcome(
-            shipment_id,
-            found=found,
-            officer=officer,
-            notes=outcome.notes,
-            decision_seq=outcome.decision_seq,
-            amend=outcome.amend,
+    try:
+        await run_in_threadpool(
+            lambda: audit.record_outcome(
+                shipment_id,
+                found=found,
+                officer=officer,
+                notes=outcome.notes,
+                decision_seq=outcome.decision_seq,
+                amend=outcome.amend,
+            )
         )
-    )
+    except ConflictError as exc:
+        # the store says which in words; a client is told by the problem's type, so which of its
+        # two checks refused is read off the record as it stands now
+        latest = await run_in_threadpool(audit.get, shipment_id)
+        if outcome.decision_seq is not None and latest is not None and latest.seq != outcome.decision_seq:
+            raise DecidedAgainError(str(exc)) from exc
+        raise OutcomeExistsError(str(exc)) from exc
     return await run_in_threadpool(audit.get, shipment_id)
 
 

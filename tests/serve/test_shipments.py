@@ -145,10 +145,55 @@ def test_an_outcome_for_a_decision_that_was_replaced_is_refused(make_client, aud
     )
     assert stale.status_code == 409
     assert "was decided again since decision 1: its latest decision is 2" in stale.json()["detail"]
+    unknown = client.post(
+        "/v1/shipments/SHP-Q/outcome", json={"found": "clean", "decision_seq": 7}, headers=OFFICER
+    )
+    assert (unknown.status_code, unknown.json()["type"], unknown.json()["detail"]) == (
+        422,
+        "https://clearsight.dev/problems/bad-input",
+        "shipment 'SHP-Q' has no decision 7: its latest decision is 2; judge that one",
+    )
     current = client.post(
         "/v1/shipments/SHP-Q/outcome", json={"found": "clean", "decision_seq": 2}, headers=OFFICER
     )
     assert current.status_code == 200 and current.json()["outcome"]["decision_seq"] == 2
+
+
+def test_each_refusal_has_its_own_problem_type(make_client) -> None:
+    """A client tells refusals apart by the problem's type, not by parsing its detail: a role, an id
+    another trader sent, a tier declared; a shipment decided already, an outcome recorded already,
+    a decision replaced since."""
+    stranger = "submitter-key-0004"
+    client = make_client(api_keys=f"{API_KEYS},submitter:{stranger}")
+    assert _submit(client, "SHP-T", [10], headers=SUBMIT).status_code == 200
+    cases = {
+        "forbidden": client.post(
+            "/v1/score",
+            files=[("images", ("a.png", png_bytes(10)))],
+            data={"cargo_type": "bulk_ore"},
+            headers=SUBMIT,
+        ),
+        "shipment-taken": _submit(client, "SHP-T", [10], headers=auth(stranger)),
+        "aeo-tier-not-allowed": _submit(client, "SHP-U", [10], headers=SUBMIT, aeo_tier="AEOF"),
+        "conflict": _submit(client, "SHP-T", [11], headers=SUBMIT),
+    }
+    assert (
+        client.post("/v1/shipments/SHP-T/outcome", json={"found": "clean"}, headers=OFFICER).status_code
+        == 200
+    )
+    cases["outcome-exists"] = client.post(
+        "/v1/shipments/SHP-T/outcome", json={"found": "clean"}, headers=OFFICER
+    )
+    assert _submit(client, "SHP-T", [10], radiation_alarm=True).json()["seq"] == 3  # stricter: decided again
+    cases["decided-again"] = client.post(
+        "/v1/shipments/SHP-T/outcome",
+        json={"found": "clean", "decision_seq": 1, "amend": True},
+        headers=OFFICER,
+    )
+    statuses = {"forbidden": 403, "shipment-taken": 403, "aeo-tier-not-allowed": 403}
+    for slug, response in cases.items():
+        assert response.status_code == statuses.get(slug, 409), (slug, response.text)
+        assert response.json()["type"] == f"https://clearsight.dev/problems/{slug}", slug
 
 
 BAD = [
@@ -552,7 +597,9 @@ def test_a_retry_is_answered_from_its_record_whatever_the_register_did_since(
     assert _submit(client, "SHP-NEW", [141], headers=SUBMIT, trader_id="T-7").json()["seq"] == 2
 
 
-def test_a_retry_finds_a_record_keyed_as_earlier_releases_keyed_it(make_client, audit_store, tmp_path) -> None:
+def test_a_retry_finds_a_record_keyed_as_earlier_releases_keyed_it(
+    make_client, audit_store, tmp_path
+) -> None:
     """Before keys were taken as sent, a decision was keyed by its declaration with the register's
     tier filled in: a retry sent across the upgrade still finds it, and appends nothing."""
     register = tmp_path / "register.csv"
