@@ -18,6 +18,7 @@ __all__ = [
     "ModelCards",
     "OutcomeFor",
     "OutcomeIn",
+    "OutcomeOut",
     "Readiness",
     "ScoreResponse",
     "ScoredImage",
@@ -148,6 +149,29 @@ class ScoreResponse(BaseModel):
     images: list[ScoredImage]
 
 
+class OutcomeOut(BaseModel):
+    """An officer's recorded finding, as the audit trail holds it."""
+
+    seq: int = Field(description="The outcome's own position in the audit chain.")
+    record_hash: str
+    prev_hash: str
+    created_at: str = Field(description="When it was recorded (ISO 8601, UTC).")
+    shipment_id: str
+    decision_seq: int = Field(description="The decision (its seq) the outcome judges.")
+    found: str = Field(
+        examples=["clean", "foreign_object"],
+        description="'clean', or the anomaly type found, as the officer sent it (before this release "
+        "'clean' read back as null).",
+    )
+    officer: str = Field(description="The officer's key, by name (role and fingerprint).")
+    notes: str = ""
+
+    @classmethod
+    def of(cls, outcome: Any) -> OutcomeOut:
+        """From the audit store's record, which keeps 'clean' as found=None."""
+        return cls(**{**outcome.model_dump(mode="json"), "found": outcome.found or CLEAN})
+
+
 class ShipmentResponse(BaseModel):
     """A recorded decision: ``POST /v1/shipments`` (new or replayed) and ``GET /v1/shipments/{id}``."""
 
@@ -158,8 +182,8 @@ class ShipmentResponse(BaseModel):
     policy_version: str
     model_ids: list[str]
     decision: ShipmentDecision
-    outcome: dict[str, Any] | None = Field(
-        default=None, description="The officer's recorded outcome, if any."
+    outcome: OutcomeOut | None = Field(
+        default=None, description="The officer's recorded outcome of this decision, if any."
     )
 
 

@@ -37,6 +37,7 @@ from serve.schemas import (
     SHIPMENT_ID_RE,
     OutcomeFor,
     OutcomeIn,
+    OutcomeOut,
     ShipmentResponse,
     SubmissionReceipt,
 )
@@ -212,7 +213,7 @@ def tier_source(declared: Declaration, traders: Any, caller: Principal) -> AeoTi
 
 def _response(request: Request, record: Any) -> ShipmentResponse:
     decision: ShipmentDecision = record.decision
-    outcome = record.outcome.model_dump(mode="json") if record.outcome is not None else None
+    outcome = OutcomeOut.of(record.outcome) if record.outcome is not None else None
     return ShipmentResponse(
         request_id=request.state.request_id,
         seq=record.seq,
@@ -527,7 +528,8 @@ async def get_shipment(
 
 
 async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeIn, officer: str) -> Any:
-    """Record an officer's finding; ``clean`` is stored as ``found=None``. Returns the updated record.
+    """Record an officer's finding; ``clean`` is stored as ``found=None`` (and read back as
+    ``clean``, :class:`~serve.schemas.OutcomeOut`). Returns the updated record.
 
     Raises:
         NotFoundError: no decision recorded for the shipment.

@@ -132,7 +132,15 @@ def test_get_and_record_outcome(make_client, audit_store) -> None:
     clean = client.post(
         "/v1/shipments/SHP-O/outcome", json={"found": "clean", "amend": True}, headers=OFFICER
     )
-    assert clean.status_code == 200 and clean.json()["outcome"]["found"] is None
+    assert clean.status_code == 200 and clean.json()["outcome"]["found"] == "clean"  # as sent, not null
+    assert client.get("/v1/shipments/SHP-O", headers=OFFICER).json()["outcome"]["found"] == "clean"
+    assert audit_store.get("SHP-O").outcome.found is None  # the trail keeps clean as before
+    schemas = make_client(api_docs=True).get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["ShipmentResponse"]["properties"]["outcome"]["anyOf"] == [
+        {"$ref": "#/components/schemas/OutcomeOut"},
+        {"type": "null"},
+    ]
+    assert set(schemas["OutcomeOut"]["required"]) >= {"found", "officer", "decision_seq", "seq"}
     assert audit_store.verify().ok
 
 
