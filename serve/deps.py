@@ -28,6 +28,7 @@ from serve.storage import ImageStore
 __all__ = [
     "AdminDep",
     "AuditDep",
+    "JsonBodyDep",
     "MetricsReaderDep",
     "MultipartDep",
     "OfficerDep",
@@ -200,3 +201,23 @@ def _multipart(request: Request) -> None:
 MultipartDep = Annotated[None, Depends(_multipart)]
 """Refuses, before the form is parsed, a body that is not multipart/form-data (415, not a 422 that
 says a field is missing)."""
+
+
+def _json_body(request: Request) -> None:
+    # what FastAPI reads as JSON (strictly: a body without a type is not)
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    json = media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+    empty = not media_type and request.headers.get("content-length", "0") == "0"
+    if not json and not (empty and "transfer-encoding" not in request.headers):  # none: 422 body required
+        raise UnsupportedMediaTypeError(
+            f"content type {content_type[:100] or 'none'!r} is not accepted here; send JSON as "
+            'application/json (curl --json \'{"found": "clean"}\' ...)'
+        )
+
+
+JsonBodyDep = Annotated[None, Depends(_json_body)]
+"""Refuses, before the body is validated, one that is not JSON (415, not a 422 that says the body
+is not an object): an outcome sent as a form, or as JSON labelled text/plain."""

@@ -109,7 +109,8 @@ class ServeSettings(Settings):
     retry_after_s: int = Field(
         default=2,
         gt=0,
-        description="Retry-After of a 503: the queue full, the audit store, a model or the engine unavailable.",
+        description="Retry-After of a 503: the queue full, the audit store, a model or the engine "
+        "unavailable.",
     )
 
     @field_validator("models", mode="before")

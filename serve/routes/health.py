@@ -22,9 +22,12 @@ READY_WRITE_WAIT_S = 2.0
 milliseconds, so a wait this long means a writer is stuck and every write would fail."""
 
 
+# HEAD too, as load balancers and uptime monitors probe (kept out of the OpenAPI document, where
+# it would repeat GET's operation id)
 @router.get("/healthz", response_model=Health, summary="Alive")
+@router.head("/healthz", response_model=Health, include_in_schema=False)
 async def healthz() -> Health:
-    """The process is up and serving (no dependency is checked)."""
+    """The process is up and serving (no dependency is checked); HEAD answers the same status."""
     return Health(status="ok")
 
 
@@ -34,8 +37,10 @@ async def healthz() -> Health:
     responses={503: {"description": "Not ready (problem+json)"}},
     summary="Ready to score and decide",
 )
+@router.head("/readyz", response_model=Readiness, include_in_schema=False)
 async def readyz(request: Request, services: ServicesDep) -> Response | Readiness:
-    """Ready when at least one model is loaded and the audit store answers; 503 otherwise."""
+    """Ready when at least one model is loaded and the audit store answers; 503 otherwise. HEAD
+    answers the same status."""
     problems = []
     if not services.batchers:
         problems.append("no model loaded")

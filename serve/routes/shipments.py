@@ -19,7 +19,7 @@ from pipeline.audit.image_indexes import Picture, Sighting
 from pipeline.audit.store import FirstSent, ImagesSeenSince, Lookup, SentByAnother
 from pipeline.verdicts import AeoTierSource, Declaration, ImageVerdict, ShipmentDecision, first_field_like
 from serve.auth import Principal, Role
-from serve.deps import AuditDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
+from serve.deps import AuditDep, JsonBodyDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
 from serve.errors import (
     DecidedAgainError,
     NotFoundError,
@@ -598,12 +598,13 @@ async def post_outcome_for(
     request: Request,
     services: ServicesDep,
     caller: OfficerDep,
+    _json: JsonBodyDep,
     outcome: Annotated[OutcomeFor, Body()],
 ) -> ShipmentResponse:
     """As ``POST /v1/shipments/{shipment_id}/outcome``, for any recorded id (see ``GET
     /v1/shipments?shipment_id=``)."""
     found = OutcomeIn(**outcome.model_dump(exclude={"shipment_id"}))
-    return await post_outcome(request, outcome.shipment_id, services, caller, found)
+    return await post_outcome(request, outcome.shipment_id, services, caller, None, found)
 
 
 @router.post(
@@ -617,6 +618,7 @@ async def post_outcome(
     shipment_id: ShipmentIdPath,
     services: ServicesDep,
     caller: OfficerDep,
+    _json: JsonBodyDep,
     outcome: Annotated[OutcomeIn, Body()],
 ) -> ShipmentResponse:
     """The officer's finding after inspection: ``clean`` or the anomaly type found, with notes."""

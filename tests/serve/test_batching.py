@@ -348,9 +348,12 @@ def test_readiness(make_client, audit_store) -> None:
             if write_wait_s is not None:
                 raise AuditError("writes are blocked")
 
+    # load balancers probe with HEAD: the same status, no body
+    assert (client.head("/readyz").status_code, client.head("/healthz").status_code) == (200, 200)
     for store in (Unreachable(), Blocked()):
         gone = make_client(audit=store).get("/readyz")
         assert (gone.status_code, gone.headers["retry-after"]) == (503, "2")
+        assert make_client(audit=store).head("/readyz").status_code == 503
         # /readyz is open to anyone: the store's address stays in the log
         assert gone.json()["detail"] == (
             "audit store unreachable or its writes blocked (the service's log says why)"

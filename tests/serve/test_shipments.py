@@ -167,6 +167,32 @@ def test_an_outcome_for_a_decision_that_was_replaced_is_refused(make_client, aud
     assert current.status_code == 200 and current.json()["outcome"]["decision_seq"] == 2
 
 
+@pytest.mark.parametrize(
+    ("path", "content_type", "body"),
+    [
+        ("/v1/outcomes", "application/x-www-form-urlencoded", "shipment_id=SHP-J&found=clean"),
+        ("/v1/outcomes", "text/plain", '{"shipment_id": "SHP-J", "found": "clean"}'),
+        ("/v1/shipments/SHP-J/outcome", "text/plain", '{"found": "clean"}'),
+        ("/v1/shipments/SHP-J/outcome", None, '{"found": "clean"}'),
+    ],
+)
+def test_an_outcome_not_sent_as_json_is_refused_as_such(
+    make_client, audit_store, path, content_type, body
+) -> None:
+    """A form, or JSON labelled text/plain: 415 naming the type, as the upload routes answer, not a
+    422 saying the body is not a dictionary."""
+    client = make_client()
+    _submit(client, "SHP-J", [10])
+    headers = {**OFFICER, "content-type": content_type} if content_type else OFFICER
+    response = client.post(path, content=body, headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.json()["detail"] == (
+        f"content type {content_type or 'none'!r} is not accepted here; send JSON as application/json "
+        """(curl --json '{"found": "clean"}' ...)"""
+    )
+    assert audit_store.get("SHP-J").outcome is None
+
+
 def test_each_refusal_has_its_own_problem_type(make_client) -> None:
     """A client tells refusals apart by the problem's type, not by parsing its detail: a role, an id
     another trader sent, a tier declared; a shipment decided already, an outcome recorded already,
