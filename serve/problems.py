@@ -3,17 +3,25 @@
 Every error a client can cause gets a 4xx with ``type``, ``title``, ``status``, ``detail`` (naming
 the bad value), ``instance`` (the request path) and ``request_id``. FastAPI's own 404/405/422 are
 mapped here too, and anything unexpected becomes a 500 problem rather than a dropped connection.
+
+The OpenAPI document describes them from here as well: each route lists the statuses it returns
+with :func:`problem_responses`, every one as ``application/problem+json`` of the shared
+:class:`Problem` schema (:class:`ValidationProblem` for a 422), with the headers sent
+(``Retry-After``, ``WWW-Authenticate``); :func:`install` adds the schemas to the document.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from datasets.errors import (
@@ -47,9 +55,14 @@ from serve.errors import (
 )
 
 __all__ = [
+    "AUTHENTICATED",
     "PROBLEM_BASE",
     "PROBLEM_JSON",
+    "FieldError",
+    "Problem",
+    "ValidationProblem",
     "install",
+    "problem_responses",
     "problem_for",
     "problem_headers",
     "problem_response",
@@ -103,6 +116,126 @@ _HTTP_TITLES = {
     415: ("unsupported-media-type", "Unsupported media type"),
     422: ("validation", "Request validation failed"),
 }
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: the body of every error (``application/problem+json``)."""
+
+    type: str = Field(
+        examples=[PROBLEM_BASE + "not-found"],
+        description=f"What went wrong: {PROBLEM_BASE} and a slug (the README lists them); tell "
+        "refusals apart by it, not by detail.",
+    )
+    title: str = Field(examples=["Not found"], description="The type in words.")
+    status: int = Field(examples=[404], description="The HTTP status, again.")
+    detail: str = Field(
+        examples=["no decision recorded for shipment 'SHP-2026-0001'"],
+        description="This occurrence: the bad value and what would be accepted; a server-side "
+        "failure says only its kind and the request id.",
+    )
+    instance: str | None = Field(examples=["/v1/shipments/SHP-2026-0001"], description="The request's path.")
+    request_id: str | None = Field(
+        examples=["5b0c3f6a9d2e4f1a8c7b6a5d4e3f2a1b"],
+        description="The request's id (also in X-Request-ID): quote it to the service's operators.",
+    )
+
+
+class FieldError(BaseModel):
+    """One field a request got wrong."""
+
+    loc: str = Field(
+        examples=["body.found"],
+        description="Where, dotted: the request part (body, query, path, header) and the field.",
+    )
+    msg: str = Field(examples=["String should match pattern '^[a-z][a-z0-9_]{0,63}$'"])
+    type: str = Field(examples=["string_pattern_mismatch"], description="Pydantic's error type.")
+
+
+class ValidationProblem(Problem):
+    """A 422: a request that does not match its schema (type .../validation, with errors), or values
+    the service refuses (bad-input, bad-image, unknown-cargo-type: no errors)."""
+
+    errors: list[FieldError] | None = Field(
+        default=None, description="Each field that does not match the schema (type .../validation only)."
+    )
+
+
+_DESCRIBED: dict[int, str] = {
+    400: "A body that cannot be read: multipart without a boundary, over 1,000 parts or a field over "
+    "1 MiB; a Content-Length that is not a number (bad-request)",
+    401: "No API key, or one that matches none (unauthenticated)",
+    403: "The key's role may not use this route (forbidden)",
+    404: "No decision recorded for this shipment (not-found)",
+    409: "Conflicts with what is recorded",
+    413: "Over a limit: body, image count, pixels per image or per request (request-too-large, "
+    "image-too-large)",
+    415: "A body of another type than this route reads (unsupported-media-type)",
+    422: "The request does not match its schema (validation, with errors), or a value refused",
+    429: "Too many wrong API keys from this address: wait Retry-After seconds (too-many-attempts)",
+    500: "A server-side failure: quote request_id to the service's operators (internal, model-error, "
+    "policy-error)",
+    503: "Unavailable for now: retry after Retry-After seconds",
+    504: "Scoring missed the request deadline (timeout)",
+}
+"""What each status means on any route; a route adds to it what is its own."""
+
+AUTHENTICATED = (401, 403, 429, 500)
+"""What every route behind an API key can answer: no key or a wrong one, a role it does not admit,
+an address locked out for wrong keys, a server-side failure."""
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "The scheme to authenticate with.",
+            "schema": {"type": "string", "examples": ['Bearer realm="clearsight"']},
+        }
+    },
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
+}
+
+
+def problem_responses(
+    statuses: Iterable[int], described: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """A route's error responses for FastAPI's ``responses=``: each of ``statuses`` (and each key of
+    ``described``) as ``application/problem+json`` of the shared schema, described by ``described``
+    where it says what the status means on this route, and with the headers it carries."""
+    described = dict(described or {})
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({*statuses, *described}):
+        schema = "ValidationProblem" if status == 422 else "Problem"
+        response: dict[str, Any] = {
+            "description": described.get(status, _DESCRIBED[status]),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        }
+        if status in _HEADERS:
+            response["headers"] = _HEADERS[status]
+        responses[status] = response
+    return responses
+
+
+def _with_problem_schemas(app: FastAPI) -> None:
+    """Make ``app.openapi`` add the Problem schemas, which the responses refer to by name."""
+    build = app.openapi
+    _, defs = models_json_schema(
+        [(Problem, "serialization"), (ValidationProblem, "serialization")],
+        ref_template="#/components/schemas/{model}",
+    )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def problem_for(exc: ClearsightError) -> tuple[int, str, str]:
@@ -227,7 +360,8 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    """Register the problem handlers on ``app``."""
+    """Register the problem handlers on ``app``, and the Problem schemas in its OpenAPI document."""
+    _with_problem_schemas(app)
     app.add_exception_handler(ClearsightError, _clearsight_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from serve.deps import MetricsReaderDep, ServicesDep
 from serve.metrics import CONTENT_TYPE_LATEST
-from serve.problems import problem_response, retry_after_of
+from serve.problems import AUTHENTICATED, problem_response, problem_responses, retry_after_of
 from serve.schemas import Health, Readiness
 
 __all__ = ["router"]
@@ -34,7 +34,13 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"description": "Not ready (problem+json)"}},
+    responses=problem_responses(
+        (503,),
+        {
+            503: "Not ready: no model loaded, or the audit store unreachable or its writes blocked "
+            "(not-ready); probe again after Retry-After seconds"
+        },
+    ),
     summary="Ready to score and decide",
 )
 @router.head("/readyz", response_model=Readiness, include_in_schema=False)
@@ -72,7 +78,13 @@ async def readyz(request: Request, services: ServicesDep) -> Response | Readines
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: {"description": "API key needed"}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}},
+        **problem_responses(
+            AUTHENTICATED,
+            {403: "A submitter's key (forbidden); no key is asked for where CLEARSIGHT_METRICS_PUBLIC=1"},
+        ),
+    },
 )
 async def metrics(services: ServicesDep, _reader: MetricsReaderDep) -> Response:
     """Requests and latency by endpoint and status, batch sizes, queue depth, decisions, scores."""

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from serve.deps import OfficerDep, PredictorsDep
+from serve.problems import AUTHENTICATED, problem_responses
 from serve.schemas import ModelCards
 
 __all__ = ["router"]
@@ -38,10 +39,7 @@ def public_card(card: dict[str, Any]) -> dict[str, Any]:
 @router.get(
     "/models",
     response_model=ModelCards,
-    responses={
-        401: {"description": "Missing or invalid API key"},
-        403: {"description": "Officer role needed"},
-    },
+    responses=problem_responses(AUTHENTICATED, {403: "Officers and admins only (forbidden)"}),
     summary="Loaded model cards",
 )
 async def list_models(predictors: PredictorsDep, _caller: OfficerDep) -> ModelCards:

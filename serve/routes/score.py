@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
 from serve.deps import MultipartDep, OfficerDep, ServicesDep
+from serve.problems import AUTHENTICATED, problem_responses
 from serve.schemas import ScoredImage, ScoreResponse
 from serve.scoring import (
     batcher_for,
@@ -26,21 +27,28 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 
-PROBLEM_RESPONSES: dict[int | str, dict[str, str]] = {
-    401: {"description": "Missing or invalid API key (problem+json)"},
-    403: {"description": "Not allowed for this key (problem+json)"},
-    413: {"description": "Request, image count, pixels or image over the limits (problem+json)"},
-    415: {"description": "Body not multipart/form-data (problem+json)"},
-    422: {"description": "Not an image, unknown cargo type or invalid field (problem+json)"},
-    503: {"description": "Scoring queue or pixel budget full; see Retry-After (problem+json)"},
-    504: {"description": "Scoring missed the request deadline (problem+json)"},
+UPLOAD_ERRORS = (400, *AUTHENTICATED, 413, 415, 422, 503, 504)
+"""What a route that scores uploaded images can answer (``POST /v1/score``, ``POST /v1/shipments``)."""
+UPLOAD_DESCRIBED = {
+    415: "A body that is not multipart/form-data (unsupported-media-type)",
+    503: "The scoring queue or pixel budget full (overloaded), a model or the scoring engine "
+    "unavailable (model-unavailable, engine-unavailable): retry after Retry-After seconds",
 }
 
 
 @router.post(
     "/score",
     response_model=ScoreResponse,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(
+        UPLOAD_ERRORS,
+        {
+            **UPLOAD_DESCRIBED,
+            403: "Officers and admins only (forbidden)",
+            422: "A field that does not match the schema (validation), cargo_type sent twice "
+            "(bad-input), not a usable image (bad-image), a cargo type without a model "
+            "(unknown-cargo-type)",
+        },
+    ),
     summary="Score images (nothing recorded)",
 )
 async def score_images(

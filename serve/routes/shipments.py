@@ -29,7 +29,8 @@ from serve.errors import (
     ShipmentTakenError,
     TierNotAllowedError,
 )
-from serve.routes.score import PROBLEM_RESPONSES
+from serve.problems import AUTHENTICATED, problem_responses
+from serve.routes.score import UPLOAD_DESCRIBED, UPLOAD_ERRORS
 from serve.schemas import (
     CLEAN,
     RECORDED_ID_PATTERN,
@@ -59,17 +60,43 @@ ShipmentIdPath = Annotated[
 ]
 
 
-READ_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "API key needed"},
-    403: {"description": "Officer role needed"},
-    404: {"description": "No such shipment"},
-    422: {"description": "Malformed shipment id"},
-}
-OUTCOME_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **READ_RESPONSES,
-    409: {"description": "Decided again since, or an outcome exists and amend is not set"},
-    422: {"description": "Invalid outcome"},
-}
+_AUDIT_UNAVAILABLE = (
+    "The audit store unavailable: unreachable, or its lock wait ran out (audit-unavailable); retry "
+    "after Retry-After seconds"
+)
+_OFFICERS = "Officers and admins only (forbidden)"
+SUBMIT_RESPONSES = problem_responses(
+    (*UPLOAD_ERRORS, 409),
+    {
+        **UPLOAD_DESCRIBED,
+        403: "An officer's key (forbidden); a shipment id first sent by a key this one may not send "
+        "it again for (shipment-taken); a submitter declaring aeo_tier (aeo-tier-not-allowed)",
+        409: "Already decided on other images or another declaration, and this decision is no "
+        "stricter (conflict)",
+        422: "A field that does not match the schema (validation); a declaration refused: not the "
+        "Declaration schema, a shipment id outside its pattern, sent twice (bad-input); not a usable "
+        "image (bad-image); a cargo type without a model (unknown-cargo-type)",
+        503: f"{UPLOAD_DESCRIBED[503]}; {_AUDIT_UNAVAILABLE}",
+    },
+)
+READ_RESPONSES = problem_responses(
+    (*AUTHENTICATED, 404, 422, 503),
+    {403: _OFFICERS, 422: "A malformed shipment id (validation)", 503: _AUDIT_UNAVAILABLE},
+)
+OUTCOME_RESPONSES = problem_responses(
+    (400, *AUTHENTICATED, 404, 409, 413, 415, 422, 503),
+    {
+        400: "A Content-Length that is not a number (bad-request)",
+        403: _OFFICERS,
+        409: "The decision has an outcome and amend is not set (outcome-exists); decision_seq is an "
+        "earlier decision, the shipment decided again since (decided-again)",
+        413: "A body over 64 KiB (request-too-large)",
+        415: "A body that is not application/json (unsupported-media-type)",
+        422: "An outcome or shipment id that does not match the schema (validation); a decision_seq "
+        "that is none of the shipment's decisions (bad-input)",
+        503: _AUDIT_UNAVAILABLE,
+    },
+)
 
 
 def idempotency_key(declaration: Declaration, image_hashes: list[str]) -> str:
@@ -450,10 +477,7 @@ def _keep_for_review(
 @router.post(
     "/shipments",
     response_model=ShipmentResponse | SubmissionReceipt,
-    responses={
-        **PROBLEM_RESPONSES,
-        409: {"description": "Shipment already decided on other images or declaration (problem+json)"},
-    },
+    responses=SUBMIT_RESPONSES,
     summary="Decide a shipment and record it",
 )
 async def post_shipment(
