@@ -55,6 +55,42 @@ DECLARATION_EXAMPLE = (
     '"radiation_alarm": false}'
 )
 
+MAX_DECLARATION_CHARS = 16_384
+"""Longest declaration JSON accepted: a real one is a few hundred characters."""
+MAX_EXTRA_FIELDS, MAX_EXTRA_CHARS = 64, 1_000
+"""Most ``extra`` fields in a declaration, and the longest text value: each is kept in the audit trail
+for good and shown on the review page, so one submission must not be able to bloat either."""
+
+
+DECLARATION_SCHEMA: dict[str, Any] = {
+    "allOf": [
+        {"$ref": "#/components/schemas/Declaration"},
+        {
+            "properties": {
+                "shipment_id": {
+                    "pattern": SHIPMENT_ID_PATTERN,
+                    "description": "Letters, digits, '.', '_', ':' or '-', starting with a letter or "
+                    "digit; at most 128. The service refuses ids a batch may record ('/', spaces).",
+                },
+                "aeo_tier": {
+                    "description": "Officers and admins only: a submitter's tier comes from the trader "
+                    "register, and one that declares it is refused (403 aeo-tier-not-allowed).",
+                },
+                "extra": {
+                    "maxProperties": MAX_EXTRA_FIELDS,
+                    "propertyNames": {"maxLength": 64},
+                    "additionalProperties": {
+                        "type": ["string", "number", "boolean", "null"],
+                        "maxLength": MAX_EXTRA_CHARS,
+                    },
+                },
+            }
+        },
+    ]
+}
+"""What ``POST /v1/shipments`` takes as its declaration: the Declaration schema, and the id pattern
+and tier rule the service adds to it (batch mode, which shares the schema, accepts other ids)."""
+
 ShipmentIdPath = Annotated[
     str, Path(pattern=SHIPMENT_ID_PATTERN, description="Shipment id: letters, digits, . _ : -; at most 128.")
 ]
@@ -110,13 +146,6 @@ def idempotency_key(declaration: Declaration, image_hashes: list[str]) -> str:
     canonical = json.dumps(declaration.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     text = canonical + "\n" + "\n".join(sorted(image_hashes))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-MAX_DECLARATION_CHARS = 16_384
-"""Longest declaration JSON accepted: a real one is a few hundred characters."""
-MAX_EXTRA_FIELDS, MAX_EXTRA_CHARS = 64, 1_000
-"""Most ``extra`` fields in a declaration, and the longest text value: each is kept in the audit trail
-for good and shown on the review page, so one submission must not be able to bloat either."""
 
 
 def parse_declaration(text: str) -> Declaration:
@@ -479,6 +508,14 @@ def _keep_for_review(
     response_model=ShipmentResponse | SubmissionReceipt,
     responses=SUBMIT_RESPONSES,
     summary="Decide a shipment and record it",
+    # the declaration part is JSON: say so, for clients that label each part
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {"encoding": {"declaration": {"contentType": "application/json"}}}
+            }
+        }
+    },
 )
 async def post_shipment(
     request: Request,
@@ -487,7 +524,18 @@ async def post_shipment(
     _multipart: MultipartDep,
     images: Annotated[list[UploadFile], File(description="The shipment's images.")],
     declaration: Annotated[
-        str, Form(description="Declaration as a JSON string.", examples=[DECLARATION_EXAMPLE])
+        str,
+        Form(
+            description="The declaration as JSON of the Declaration schema (contentSchema), once: "
+            f"shipment_id matching {SHIPMENT_ID_PATTERN}, cargo_type, trader_id, the flags, extra; "
+            "aeo_tier from officers and admins only (a submitter's: 403 aeo-tier-not-allowed).",
+            examples=[DECLARATION_EXAMPLE],
+            json_schema_extra={
+                "maxLength": MAX_DECLARATION_CHARS,
+                "contentMediaType": "application/json",
+                "contentSchema": DECLARATION_SCHEMA,
+            },
+        ),
     ],
 ) -> ShipmentResponse | SubmissionReceipt:
     """Score the images with the declared cargo type's model, decide RELEASE / REMOTE_INSPECTION /

@@ -8,10 +8,11 @@ from typing import Any
 
 import jsonschema
 import pytest
-from serve_fakes import OFFICER_KEY, SUBMITTER_KEY, auth, png_bytes
+from serve_fakes import ADMIN_KEY, OFFICER_KEY, SUBMITTER_KEY, auth, png_bytes
 
 from datasets.errors import AuditError
 from serve.problems import PROBLEM_JSON
+from serve.schemas import SHIPMENT_ID_PATTERN
 
 READ = {401, 403, 404, 422, 429, 500, 503}
 OUTCOME = {400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503}
@@ -170,3 +171,42 @@ def test_what_the_service_answers_is_what_the_document_says(make_client, audit_s
         for header in documented[str(status)].get("headers", {}):
             assert header.lower() in response.headers, (method, path, status, header)
     assert statuses == [400, 422, 403, 403, 404, 422, 413, 400, 415, 422, 409, 422, 503, 503, 429, 429, 401]
+
+
+@pytest.mark.parametrize(
+    ("declared", "key", "status"),
+    [
+        ({"shipment_id": "SHP-2026-0001", "cargo_type": "bulk_ore", "trader_id": "T-1"}, SUBMITTER_KEY, 200),
+        ({"shipment_id": "SHP/2026/0001", "cargo_type": "bulk_ore"}, SUBMITTER_KEY, 422),
+        ({"shipment_id": "S-2", "cargo_type": "bulk_ore", "extra": {"a": {"b": 1}}}, SUBMITTER_KEY, 422),
+        ({"shipment_id": "SHP-2026-0003", "cargo_type": "bulk_ore", "aeo_tier": "AEOF"}, SUBMITTER_KEY, 403),
+        ({"shipment_id": "SHP-2026-0004", "cargo_type": "bulk_ore", "aeo_tier": "AEOF"}, ADMIN_KEY, 200),
+    ],
+    ids=["valid", "a-batch-id", "nested-extra", "a-submitters-tier", "an-admins-tier"],
+)  # fmt: skip
+def test_the_declaration_the_document_describes_is_the_one_the_service_takes(
+    make_client, spec, declared, key, status
+) -> None:
+    """The declaration form field is JSON of the Declaration schema, with the id pattern and bounds
+    the service adds (a batch records ids it refuses), and aeo_tier said to be officers' and admins'."""
+    body = spec["paths"]["/v1/shipments"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert body["encoding"] == {"declaration": {"contentType": "application/json"}}
+    ref = body["schema"]["$ref"].rsplit("/", 1)[-1]
+    field = spec["components"]["schemas"][ref]["properties"]["declaration"]
+    assert field["contentMediaType"] == "application/json"
+    assert field["contentSchema"]["allOf"][0] == {"$ref": "#/components/schemas/Declaration"}
+    assert field["contentSchema"]["allOf"][1]["properties"]["shipment_id"]["pattern"] == SHIPMENT_ID_PATTERN
+    assert (
+        "Officers and admins only"
+        in field["contentSchema"]["allOf"][1]["properties"]["aeo_tier"]["description"]
+    )
+    schema = {**field["contentSchema"], "components": spec["components"]}
+    valid = jsonschema.Draft202012Validator(schema).is_valid(declared)
+    assert valid == (status != 422)  # a tier is valid JSON for anyone: who may send it is in words
+    response = make_client().post(
+        "/v1/shipments",
+        files=[("images", ("a.png", png_bytes(10), "image/png"))],
+        data={"declaration": json.dumps(declared)},
+        headers=auth(key),
+    )
+    assert response.status_code == status, response.text
