@@ -102,6 +102,13 @@ def check_outputs_apart(
         for b in names[i + 1 :]:
             if given[a] == given[b]:
                 raise InputError(f"{a} and {b} are the same file {str(given[a])!r}; give each its own path")
+    for name, folder in where.items():
+        for other, path in given.items():
+            if folder == path:
+                raise InputError(
+                    f"{name} and {other} are the same path {str(folder)!r}: one is a folder, the other a "
+                    "file; give each its own path"
+                )
     for keeper, file in (kept or {}).items():
         for name, path in given.items():
             if path == file.resolve():

@@ -71,6 +71,13 @@ CASES = [
         "--heatmaps '{root}/images/heat' lies inside",
     ),
     ({"--out": "images/rows.jsonl"}, {}, ["images"], None),  # a rows file in a folder is not an image
+    # the run made a folder at --out, then failed "already exists; pass --resume", leaving it
+    (
+        {"--out": "out"},
+        {"--heatmaps": "out"},
+        ["images"],
+        "--heatmaps and --out are the same path '{root}/out': one is a folder, the other a file",
+    ),
     ({"--out": "rows.jsonl", "--decisions": None}, {"--heatmaps": None}, ["rows.jsonl.bak"], None),
 ]
 
