@@ -20,7 +20,7 @@ from pipeline.score.batch import ScoredRow, printable_path
 from pipeline.score.done import Done, declaration_digest
 from pipeline.score.sources import ImageTask
 from pipeline.score.summary import ScoreSummary
-from pipeline.score.writer import finish_output, open_output
+from pipeline.score.writer import finish_output, iter_rows, open_output
 
 __all__ = ["Engine", "heatmap_name", "score_to_file"]
 
@@ -176,6 +176,12 @@ def score_to_file(
             if advance is not None:
                 advance()
     finish_output(out)
+    if heatmap_dir is not None and summary.skipped_done:
+        # rows kept from a run without --heatmaps get none drawn now: say so, or officers find
+        # every image scored before the interruption without its heatmap
+        summary.kept_without_heatmap = sum(
+            1 for row in iter_rows(out) if row.heatmap is None and row.error is None and row.score is not None
+        )
     summary.seconds = time.monotonic() - start
     summary.peak_in_flight = int(getattr(engine, "peak_in_flight", 0))
     return summary

@@ -43,6 +43,7 @@ class ScoreSummary:
     scored: int = 0
     errors: int = 0
     skipped_done: int = 0
+    kept_without_heatmap: int = 0
     duplicates: int = 0
     by_label: Counter[str] = field(default_factory=Counter)
     error_kinds: Counter[str] = field(default_factory=Counter)
@@ -98,6 +99,11 @@ class ScoreSummary:
             out.append(
                 f"{self.errors} of {self.images} images could not be scored: {path}, for one: {error}. "
                 "Their rows carry the error, and a decision policy does not release their shipments."
+            )
+        if self.kept_without_heatmap:
+            out.append(
+                f"{self.kept_without_heatmap} scored rows kept from the earlier run have no heatmap (it ran "
+                "without --heatmaps); score into a new --out to draw heatmaps for every image."
             )
         if self.off_scale_example is None:
             return out

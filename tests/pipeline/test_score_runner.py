@@ -365,6 +365,20 @@ def test_one_image_of_one_shipment_listed_with_two_declarations_is_refused(tmp_p
     assert score_to_file([quiet, quiet], _engine(), tmp_path / "again.jsonl").duplicates == 1
 
 
+def test_heatmaps_asked_for_on_resume_warn_of_the_rows_kept_without(tmp_path: Path) -> None:
+    """The kept rows got no heatmap, silently: officers found every image scored before the
+    interruption without one."""
+    paths = write_images(tmp_path / "img", [5, 6, 7])
+    out = tmp_path / "out.jsonl"
+    tasks = [ImageTask(str(p)) for p in paths]
+    score_to_file(tasks[:2], _engine(), out)
+    summary = score_to_file(tasks, _engine(), out, resume=True, heatmap_dir=tmp_path / "heat")
+    assert (summary.skipped_done, summary.kept_without_heatmap) == (2, 2)
+    assert any("2 scored rows kept from the earlier run have no heatmap" in w for w in summary.warnings())
+    again = score_to_file(tasks, _engine(), tmp_path / "whole.jsonl", heatmap_dir=tmp_path / "heat2")
+    assert again.kept_without_heatmap == 0 and not again.warnings()
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_resume_refuses_a_folder_given_another_cargo_type(tmp_path: Path, suffix: str) -> None:
     """A folder's images carry no declaration: resumed under another --cargo-type with both models
