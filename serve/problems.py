@@ -37,6 +37,7 @@ from datasets.errors import (
     InputError,
     ModelError,
     PolicyError,
+    SchemaVersionError,
     UnsafePathError,
 )
 from serve.errors import (
@@ -100,6 +101,9 @@ _TABLE: tuple[tuple[type[ClearsightError], int, str, str], ...] = (
     (EngineError, 503, "engine-unavailable", "Scoring engine unavailable"),
     (ClearsightError, 500, "internal", "Internal error"),
 )
+
+_NOT_MENDED_BY_RETRY = (ArtifactError, SchemaVersionError)
+"""503s an operator must mend: no Retry-After."""
 
 _TOLD_TO_CLIENTS = (OverloadedError, ScoringTimeoutError)
 """Server-side errors whose message is for the client: how full the queue is, which deadline passed."""
@@ -284,12 +288,15 @@ def problem_headers(
 ) -> dict[str, str] | None:
     """The headers a problem of ``exc`` carries: Retry-After, WWW-Authenticate.
 
-    Every 503 is one the client may retry (the queue full, the audit store's lock wait run out or
-    the store unreachable, a model or engine not available): it says when, the error's own wait
-    where it has one, ``retry_after_s`` otherwise. A 429 waits for the lockout to end."""
+    A 503 the client may retry (the queue full, the audit store's lock wait run out or the store
+    unreachable, the engine not available) says when: the error's own wait where it has one,
+    ``retry_after_s`` otherwise. One no retry mends carries none (a model artifact missing or
+    damaged, an audit store at a schema version this service does not write or may not upgrade:
+    an operator must act), or a client would retry every few seconds for ever. A 429 waits for the
+    lockout to end."""
     if isinstance(exc, OverloadedError | TooManyAttemptsError):
         return {"Retry-After": str(exc.retry_after_s)}
-    if status == 503:
+    if status == 503 and not isinstance(exc, _NOT_MENDED_BY_RETRY):
         return {"Retry-After": str(retry_after_s)}
     if status == 401:
         return {"WWW-Authenticate": 'Bearer realm="clearsight"'}

@@ -405,7 +405,7 @@ class AuditStore:
                 "that may create tables, then record"
             )
             if create:
-                raise AuditError(self._not_upgraded) from exc
+                raise SchemaVersionError(self._not_upgraded) from exc
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -731,7 +731,7 @@ class AuditStore:
 
     def _check_writable(self) -> None:
         if self._not_upgraded is not None:
-            raise AuditError(self._not_upgraded)
+            raise SchemaVersionError(self._not_upgraded)
 
     @staticmethod
     def _first_sent(conn: Connection, shipment_id: str) -> FirstSent | None:
