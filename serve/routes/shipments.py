@@ -508,14 +508,9 @@ def _keep_for_review(
     response_model=ShipmentResponse | SubmissionReceipt,
     responses=SUBMIT_RESPONSES,
     summary="Decide a shipment and record it",
-    # the declaration part is JSON: say so, for clients that label each part
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "multipart/form-data": {"encoding": {"declaration": {"contentType": "application/json"}}}
-            }
-        }
-    },
+    # no multipart `encoding` naming the declaration part application/json: Swagger UI then sent it
+    # as a file part ("blob"), which the text field refuses, so /docs could not submit; the field's
+    # own contentMediaType and contentSchema say it is JSON
 )
 async def post_shipment(
     request: Request,
