@@ -131,6 +131,31 @@ def test_a_folder_that_cannot_be_listed_is_refused_not_skipped(
 
 
 @pytest.mark.parametrize(
+    ("folder", "error"),
+    [
+        ("lost+found", PermissionError(13, "Permission denied")),  # root's alone on an ext4 volume
+        ("tmp-upload", FileNotFoundError(2, "No such file or directory")),  # gone since it was seen
+    ],
+)
+def test_a_volumes_lost_and_found_and_a_folder_gone_mid_walk_are_skipped(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, folder: str, error: OSError
+) -> None:
+    import os
+
+    (tree / "a" / folder).mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path: str | os.PathLike[str] = ".") -> object:
+        if Path(path).name == folder:
+            error.filename = str(path)
+            raise error
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert [p.as_posix() for p in iter_image_paths(["a"])] == ["a/1.JPG", "a/2.png", "a/sub/3.tiff"]
+
+
+@pytest.mark.parametrize(
     ("name", "image", "manifest"),
     [
         ("x.PNG", True, False),
