@@ -59,17 +59,20 @@ class Done:
     ) -> None:
         cargo = self._cargo_ids.get(cargo_type)
         if cargo is None:
-            cargo = self._cargo_ids[cargo_type] = len(self._cargo_names) % 256
-            self._cargo_names.append(cargo_type)
+            # beyond 255 cargo types (free text in a manifest), rows keep none: never checked
+            cargo = len(self._cargo_names) if len(self._cargo_names) < 256 else 0
+            if cargo:
+                self._cargo_ids[cargo_type] = cargo
+                self._cargo_names.append(cargo_type)
         self._rows[self.key(path, shipment_id)] = declaration_digest(declaration) + bytes([cargo])
 
     def get(self, key: bytes) -> tuple[bytes, str | None] | None:
-        """(the declaration digest, the cargo type) of the row with identity ``key``, or None: not
-        done."""
+        """(the declaration digest, the cargo type or None where not kept) of the row with identity
+        ``key``, or None: not done."""
         value = self._rows.get(key)
         if value is None:
             return None
-        return value[:-1], self._cargo_names[value[-1]] if value[-1] < len(self._cargo_names) else None
+        return value[:-1], self._cargo_names[value[-1]]
 
     def clear(self) -> None:
         self._rows.clear()

@@ -83,7 +83,10 @@ def _pending(
                     "`clearsight decide --verdicts OUT --manifest MANIFEST` (nothing is scored again); "
                     "or score into a new --out, or pass --overwrite"
                 )
-            if task.cargo_type is not None and cargo is not None and cargo != task.cargo_type:
+            # a folder's or glob's image takes its cargo type from --cargo-type; a manifest row's is
+            # its own (a corrected typo changes it; the declaration check covers the row)
+            from_flag = task.shipment_id is None and not task.declaration
+            if from_flag and task.cargo_type is not None and cargo is not None and cargo != task.cargo_type:
                 raise InputError(
                     f"{printable_path(task.path)} was scored as cargo type {cargo!r}, and is "
                     f"{task.cargo_type!r} now: resuming would score the rest of the archive with another "

@@ -395,6 +395,31 @@ def test_resume_refuses_a_folder_given_another_cargo_type(tmp_path: Path, suffix
     assert {row.cargo_type for row in iter_rows(out)} == {"bulk_ore"}
 
 
+def test_rows_of_hundreds_of_cargo_types_read_back_as_scored() -> None:
+    # the 256th read back as none and the 257th as the first: a resume of the same tasks refused
+    from pipeline.score.done import Done
+
+    done = Done()
+    for n in range(300):
+        done.add(f"/a/{n}.png", None, {}, f"type_{n:03d}")
+    got = [done.get(done.key(f"/a/{n}.png", None)) for n in range(300)]
+    assert all(g is not None and g[1] in (f"type_{n:03d}", None) for n, g in enumerate(got))
+    assert [g[1] for g in got[:255] if g is not None] == [f"type_{n:03d}" for n in range(255)]
+
+
+def test_resume_takes_a_manifest_rows_corrected_cargo_type(tmp_path: Path) -> None:
+    """A typo (no model, an error row) corrected in the manifest: the resume was refused, told to
+    pass --cargo-type with the typo, which has no model and never overrides a manifest row."""
+    (a,) = write_images(tmp_path / "img", [5])
+    out = tmp_path / "out.jsonl"
+    engine = _engine(FakePredictor("bulk_ore"), FakePredictor("vacuum_pack"))
+    score_to_file([ImageTask(str(a), shipment_id="S1", cargo_type="bulk-ore")], engine, out)
+    summary = score_to_file(
+        [ImageTask(str(a), shipment_id="S1", cargo_type="bulk_ore")], engine, out, resume=True
+    )
+    assert summary.skipped_done == 1
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_resume_refuses_rows_of_another_model(tmp_path: Path, suffix: str) -> None:
     paths = write_images(tmp_path / "img", [5, 6])
