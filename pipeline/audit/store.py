@@ -830,6 +830,12 @@ class AuditStore:
             raise InputError("officer is empty; name the officer who inspected the cargo")
         if found is not None and not found.strip():
             raise InputError("found is empty; give the anomaly type found, or None for clean cargo")
+        if found is not None and found.strip().lower() in _NOT_ANOMALY_TYPES:
+            # read back, "clean" and "good" mean nothing was found: an anomaly type of that name
+            # read as clean cargo on one page and as an anomaly in the CSV export
+            raise InputError(
+                f"found {found!r} names no anomaly type: record clean cargo with found None (--clean)"
+            )
         _refuse_half_characters(
             f"outcome of shipment {shipment_id!r}",
             {"shipment_id": shipment_id, "found": found, "officer": officer, "notes": notes},
@@ -1088,6 +1094,10 @@ class AuditStore:
             raise AuditError(
                 f"audit store {self.url}: its chain head is missing; run `clearsight audit verify`"
             )
+
+
+_NOT_ANOMALY_TYPES = frozenset({"clean", "good", "none"})
+"""Words an outcome's ``found`` may not be: each reads as "nothing found"."""
 
 
 def _news(since: Sighting | None, image: Any) -> bool:

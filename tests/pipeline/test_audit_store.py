@@ -136,6 +136,10 @@ def test_outcomes_clean_corrected_and_refused(filled: str) -> None:
         assert str(info.value) == f"no decision recorded for shipment 'S9' in {store.url}"
         with pytest.raises(InputError, match="officer is empty"):
             store.record_outcome("S1", found=None, officer=" ")
+        # read back as clean on the API and the review page, as an anomaly in the CSV export
+        for word in ("clean", "Good", "none"):
+            with pytest.raises(InputError, match=f"found '{word}' names no anomaly type"):
+                store.record_outcome("S1", found=word, officer="officer-3", amend=True)
         assert store.verify().records_checked == 7
 
 
