@@ -525,11 +525,9 @@ async def post_shipment(
             f"shipment_id matching {SHIPMENT_ID_PATTERN}, cargo_type, trader_id, the flags, extra; "
             "aeo_tier from officers and admins only (a submitter's: 403 aeo-tier-not-allowed).",
             examples=[DECLARATION_EXAMPLE],
-            json_schema_extra={
-                "maxLength": MAX_DECLARATION_CHARS,
-                "contentMediaType": "application/json",
-                "contentSchema": DECLARATION_SCHEMA,
-            },
+            # no contentMediaType: Swagger UI 5 offers any string field with one as a file upload,
+            # sent as a file part the text field refuses (/docs could not submit)
+            json_schema_extra={"maxLength": MAX_DECLARATION_CHARS, "contentSchema": DECLARATION_SCHEMA},
         ),
     ],
 ) -> ShipmentResponse | SubmissionReceipt:
