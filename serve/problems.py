@@ -178,7 +178,7 @@ _DESCRIBED: dict[int, str] = {
     429: "Too many wrong API keys from this address: wait Retry-After seconds (too-many-attempts)",
     500: "A server-side failure: quote request_id to the service's operators (internal, model-error, "
     "policy-error)",
-    503: "Unavailable for now: retry after Retry-After seconds",
+    503: "Unavailable: retry after Retry-After seconds; without one, an operator must act first",
     504: "Scoring missed the request deadline (timeout)",
 }
 """What each status means on any route; a route adds to it what is its own."""
@@ -189,7 +189,7 @@ an address locked out for wrong keys, a server-side failure."""
 
 _RETRY_AFTER = {
     "Retry-After": {
-        "description": "Seconds to wait before trying again.",
+        "description": "Seconds to wait before trying again (absent where no retry mends it).",
         "schema": {"type": "integer", "minimum": 1},
     }
 }

@@ -834,7 +834,8 @@ class AuditStore:
             # read back, "clean" and "good" mean nothing was found: an anomaly type of that name
             # read as clean cargo on one page and as an anomaly in the CSV export
             raise InputError(
-                f"found {found!r} names no anomaly type: record clean cargo with found None (--clean)"
+                f"found {found!r} names no anomaly type: record clean cargo as clean (the API's found "
+                '"clean", the CLI\'s --clean)'
             )
         _refuse_half_characters(
             f"outcome of shipment {shipment_id!r}",

@@ -32,7 +32,8 @@ UPLOAD_ERRORS = (400, *AUTHENTICATED, 413, 415, 422, 503, 504)
 UPLOAD_DESCRIBED = {
     415: "A body that is not multipart/form-data (unsupported-media-type)",
     503: "The scoring queue or pixel budget full (overloaded), a model or the scoring engine "
-    "unavailable (model-unavailable, engine-unavailable): retry after Retry-After seconds",
+    "unavailable (model-unavailable, engine-unavailable): retry after Retry-After seconds; without "
+    "one (a model artifact missing or damaged), an operator must act first",
 }
 
 
