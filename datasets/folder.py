@@ -186,9 +186,12 @@ def searched_folders(folder: str | Path) -> set[str]:
 def _unlisted(exc: OSError) -> None:
     """os.walk skips a folder it cannot list, and its images went unscored without a word (no row,
     no count, exit 0): refused, naming the folder. Not a folder gone since it was seen (a scanner's
-    temporary one: nothing left to score), nor a file system's own ``lost+found`` (root's alone on
-    every ext4 volume, never a picture of cargo), which stay skipped."""
-    if isinstance(exc, FileNotFoundError) or os.path.basename(str(exc.filename or "")) == "lost+found":
+    temporary one: nothing left to score), nor a file system's own ``lost+found`` at a mount
+    point's root (root's alone on every ext4 volume, never a picture of cargo), which stay skipped."""
+    folder = str(exc.filename or "")
+    if isinstance(exc, FileNotFoundError) or (
+        os.path.basename(folder) == "lost+found" and os.path.ismount(os.path.dirname(folder))
+    ):
         return
     raise InputError(
         f"cannot list the folder {exc.filename!r} ({exc.strerror or exc}): its images would go "

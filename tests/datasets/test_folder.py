@@ -131,19 +131,20 @@ def test_a_folder_that_cannot_be_listed_is_refused_not_skipped(
 
 
 @pytest.mark.parametrize(
-    ("folder", "error"),
+    ("folder", "error", "mount"),
     [
-        ("lost+found", PermissionError(13, "Permission denied")),  # root's alone on an ext4 volume
-        ("tmp-upload", FileNotFoundError(2, "No such file or directory")),  # gone since it was seen
+        # root's alone at an ext4 volume's root: never cargo
+        ("lost+found", PermissionError(13, "Permission denied"), True),
+        ("tmp-upload", FileNotFoundError(2, "No such file or directory"), False),  # gone since seen
     ],
 )
 def test_a_volumes_lost_and_found_and_a_folder_gone_mid_walk_are_skipped(
-    tree: Path, monkeypatch: pytest.MonkeyPatch, folder: str, error: OSError
+    tree: Path, monkeypatch: pytest.MonkeyPatch, folder: str, error: OSError, mount: bool
 ) -> None:
     import os
 
     (tree / "a" / folder).mkdir()
-    real_scandir = os.scandir
+    real_scandir, real_ismount = os.scandir, os.path.ismount
 
     def scandir(path: str | os.PathLike[str] = ".") -> object:
         if Path(path).name == folder:
@@ -152,7 +153,30 @@ def test_a_volumes_lost_and_found_and_a_folder_gone_mid_walk_are_skipped(
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os.path, "ismount", lambda p: (mount and Path(p).name == "a") or real_ismount(p))
     assert [p.as_posix() for p in iter_image_paths(["a"])] == ["a/1.JPG", "a/2.png", "a/sub/3.tiff"]
+
+
+def test_an_unreadable_cargo_folder_named_lost_and_found_is_refused(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # only a volume's own, at a mount point's root, is the file system's: a cargo folder of that
+    # name deeper in an archive lost its images silently again
+    import os
+
+    from datasets.errors import InputError
+
+    (tree / "a" / "sub" / "lost+found").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path: str | os.PathLike[str] = ".") -> object:
+        if Path(path).name == "lost+found":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(InputError, match=r"cannot list the folder '.*sub/lost\+found'"):
+        list(iter_image_paths(["a"]))
 
 
 @pytest.mark.parametrize(
