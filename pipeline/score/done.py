@@ -57,6 +57,11 @@ class Done:
     def add(
         self, path: str, shipment_id: str | None, declaration: Any, cargo_type: str | None = None
     ) -> None:
+        # kept for a folder's or glob's image alone (no shipment, no declaration), whose cargo type
+        # --cargo-type gave: a manifest row's is in its declaration, and manifest rows' free-text
+        # types used up the slots before folder rows came
+        if shipment_id is not None or declaration:
+            cargo_type = None
         cargo = self._cargo_ids.get(cargo_type)
         if cargo is None:
             # beyond 255 cargo types (free text in a manifest), rows keep none: never checked

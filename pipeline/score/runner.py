@@ -81,7 +81,9 @@ def _pending(
                     "it was scored, and the output's rows would decide the shipment on the old one; "
                     "resume with the manifest as it was, then decide under the new one with "
                     "`clearsight decide --verdicts OUT --manifest MANIFEST` (nothing is scored again); "
-                    "or score into a new --out, or pass --overwrite"
+                    "or score into a new --out, or pass --overwrite. A row that holds an error (a "
+                    "cargo type's typo, say) is scored again, under the manifest as it is now, with "
+                    "--retry-errors"
                 )
             # a folder's or glob's image takes its cargo type from --cargo-type; a manifest row's is
             # its own (a corrected typo changes it; the declaration check covers the row)

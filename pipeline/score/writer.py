@@ -80,6 +80,7 @@ def journal_path(out: Path) -> Path:
 _MODEL_ID = FIELDS.index("model_id")
 _SHIPMENT_ID = FIELDS.index("shipment_id")
 _CARGO_TYPE = FIELDS.index("cargo_type")
+_ERROR = FIELDS.index("error")
 _DECLARATION = FIELDS.index("declaration")
 
 
@@ -110,7 +111,10 @@ def _complete_jsonl(path: Path, *, collect: Done | None, models: set[str] | None
             except DatasetFormatError as exc:
                 bad = exc
                 continue
-            _note(collect, verdict.path, verdict.shipment_id, verdict.declaration, verdict.cargo_type)
+            # a row that holds an error keeps no cargo type: a typo's, which no model has, must not
+            # bind the resume to it (--retry-errors scores it again)
+            cargo = verdict.cargo_type if verdict.error is None else None
+            _note(collect, verdict.path, verdict.shipment_id, verdict.declaration, cargo)
             if models is not None and verdict.model_id:
                 models.add(verdict.model_id)
             good += len(line)
@@ -165,7 +169,7 @@ def _complete_csv(path: Path, *, collect: Done | None, models: set[str] | None =
                 if collect is not None:
                     declaration = json.loads(cells[_DECLARATION]) if cells[_DECLARATION] else {}
                     shipment = verdict_rows.csv_unescape(cells[_SHIPMENT_ID]) or None
-                    cargo = verdict_rows.csv_unescape(cells[_CARGO_TYPE]) or None
+                    cargo = None if cells[_ERROR] else verdict_rows.csv_unescape(cells[_CARGO_TYPE]) or None
                     _note(collect, verdict_rows.csv_unescape(cells[0]), shipment, declaration, cargo)
                 if models is not None and cells[_MODEL_ID]:
                     models.add(verdict_rows.csv_unescape(cells[_MODEL_ID]))

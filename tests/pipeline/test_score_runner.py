@@ -407,6 +407,35 @@ def test_rows_of_hundreds_of_cargo_types_read_back_as_scored() -> None:
     assert [g[1] for g in got[:255] if g is not None] == [f"type_{n:03d}" for n in range(255)]
 
 
+def test_manifest_rows_leave_the_cargo_slots_to_folder_rows() -> None:
+    # 255 manifest cargo types spent every slot, and a folder's rows then kept none: a resume under
+    # another --cargo-type went unrefused again
+    from pipeline.score.done import Done
+
+    done = Done()
+    for n in range(300):
+        done.add(f"/m/{n}.png", f"S{n}", {"cargo_type": f"type_{n:03d}"}, f"type_{n:03d}")
+    done.add("/f/a.png", None, {}, "bulk_ore")
+    done.add("/f/b.png", None, {}, None)
+    assert done.get(done.key("/f/a.png", None)) is not None
+    assert done.get(done.key("/f/a.png", None))[1] == "bulk_ore"  # type: ignore[index]
+    assert done.get(done.key("/m/7.png", "S7"))[1] is None  # type: ignore[index]
+
+
+def test_a_folder_scored_under_a_cargo_typo_resumes_under_the_right_one(tmp_path: Path) -> None:
+    """The typo's rows hold an error (no model): the resume was refused, told to use the typo."""
+    paths = write_images(tmp_path / "img", [5, 6])
+    out = tmp_path / "out.jsonl"
+    engine = _engine(FakePredictor("bulk_ore"), FakePredictor("vacuum_pack"))
+    score_to_file([ImageTask(str(paths[0]), cargo_type="bulk-ore")], engine, out)
+    fixed = [ImageTask(str(p), cargo_type="bulk_ore") for p in paths]
+    summary = score_to_file(fixed, engine, out, resume=True)  # the typo's error row is kept
+    assert (summary.skipped_done, summary.scored) == (1, 1)
+    again = score_to_file(fixed, engine, out, resume=True, retry_errors=True)
+    assert again.scored == 1
+    assert {row.cargo_type for row in iter_rows(out) if row.error is None} == {"bulk_ore"}
+
+
 def test_resume_takes_a_manifest_rows_corrected_cargo_type(tmp_path: Path) -> None:
     """A typo (no model, an error row) corrected in the manifest: the resume was refused, told to
     pass --cargo-type with the typo, which has no model and never overrides a manifest row."""
