@@ -236,15 +236,13 @@ def _image_reasons(
     # the model that scored it and its own row's declaration must both agree with the shipment's,
     # a picture that failed too: declared as a listed cargo type, one of an unlisted type would
     # otherwise shed unknown_cargo_type's tier
-    image_cargo = next(
-        (
-            c
-            for c in (image.cargo_type, image.declaration.get("cargo_type"))
-            if c and c != declaration.cargo_type
-        ),
-        None,
-    )
-    if image_cargo is not None:
+    others = [
+        c
+        for c in (image.cargo_type, image.declaration.get("cargo_type"))
+        if c and c != declaration.cargo_type
+    ]
+    if others:
+        image_cargo = others[0]
         reasons.append(
             Reason(
                 rule="fail_closed.mixed_cargo_types",
@@ -256,14 +254,7 @@ def _image_reasons(
         )
     # a picture of a cargo type the policy does not list is of unknown cargo whatever the shipment
     # declares: declared as a listed type, it shed unknown_cargo_type's tier for mixed_cargo_types'
-    unlisted = next(
-        (
-            c
-            for c in (image.cargo_type, image.declaration.get("cargo_type"))
-            if c and c != declaration.cargo_type and c not in policy.cargo_types
-        ),
-        None,
-    )
+    unlisted = next((c for c in others if c not in policy.cargo_types), None)
     if unlisted is not None:
         reasons.append(
             Reason(
