@@ -190,7 +190,10 @@ def _unlisted(exc: OSError) -> None:
     point's root (root's alone on every ext4 volume, never a picture of cargo), which stay skipped."""
     folder = str(exc.filename or "")
     if isinstance(exc, FileNotFoundError) or (
-        os.path.basename(folder) == "lost+found" and os.path.ismount(os.path.dirname(folder))
+        # the parent as a path that names no link: reached through one (an archive of linked
+        # volumes), ismount reads the link itself and said no
+        os.path.basename(folder) == "lost+found"
+        and os.path.ismount(os.path.realpath(os.path.dirname(folder)))
     ):
         return
     raise InputError(

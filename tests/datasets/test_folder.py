@@ -157,6 +157,29 @@ def test_a_volumes_lost_and_found_and_a_folder_gone_mid_walk_are_skipped(
     assert [p.as_posix() for p in iter_image_paths(["a"])] == ["a/1.JPG", "a/2.png", "a/sub/3.tiff"]
 
 
+def test_a_volumes_lost_and_found_reached_through_a_link_is_skipped(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an archive of linked volumes: ismount of the link's spelling said no, and the run stopped
+    import os
+
+    volume = tree / "volume"
+    (volume / "lost+found").mkdir(parents=True)
+    (volume / "x.png").write_bytes(b"x")
+    (tree / "a" / "day2").symlink_to(volume)
+    real_scandir, real_ismount = os.scandir, os.path.ismount
+
+    def scandir(path: str | os.PathLike[str] = ".") -> object:
+        if Path(path).name == "lost+found":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    # the volume's root is a mount point, as lstat sees it only at its real path
+    monkeypatch.setattr(os.path, "ismount", lambda p: str(p) == str(volume) or real_ismount(p))
+    assert "a/day2/x.png" in [p.as_posix() for p in iter_image_paths(["a"])]
+
+
 def test_an_unreadable_cargo_folder_named_lost_and_found_is_refused(
     tree: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
