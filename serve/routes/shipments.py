@@ -508,9 +508,10 @@ def _keep_for_review(
     response_model=ShipmentResponse | SubmissionReceipt,
     responses=SUBMIT_RESPONSES,
     summary="Decide a shipment and record it",
-    # no multipart `encoding` naming the declaration part application/json: Swagger UI then sent it
-    # as a file part ("blob"), which the text field refuses, so /docs could not submit; the field's
-    # own contentMediaType and contentSchema say it is JSON
+    # neither a multipart `encoding` nor a contentMediaType names the declaration part JSON: with
+    # either, Swagger UI sent it as a file part, which the text field refuses, so /docs could not
+    # submit; the field's description says it is JSON, its contentSchema which (an annotation that
+    # strict JSON Schema readers skip without a contentMediaType)
 )
 async def post_shipment(
     request: Request,
