@@ -305,10 +305,10 @@ def score(
             f"{len(summary.unrecorded)} decisions were not recorded in the audit store{more}: "
             f"{summary.unrecorded[0]}"
         )
-    if summary.errors and not summary.scored and not summary.skipped_done:
-        raise InputError(
-            f"none of the {summary.errors} images could be scored; each row of {str(out)!r} says why"
-        )
+    failed = summary.errors + summary.kept_errors
+    if failed and not summary.scored and summary.skipped_done == summary.kept_errors:
+        # no row of the output, kept or new, holds a score: the run failed, resumed or not
+        raise InputError(f"none of the {failed} images could be scored; each row of {str(out)!r} says why")
 
 
 def register(app: typer.Typer) -> None:

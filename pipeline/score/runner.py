@@ -181,12 +181,16 @@ def score_to_file(
             if advance is not None:
                 advance()
     finish_output(out)
-    if heatmap_dir is not None and summary.skipped_done:
-        # rows kept from a run without --heatmaps get none drawn now: say so, or officers find
-        # every image scored before the interruption without its heatmap
-        summary.kept_without_heatmap = sum(
-            1 for row in iter_rows(out) if row.heatmap is None and row.error is None and row.score is not None
-        )
+    if summary.skipped_done:
+        # what the rows kept from the earlier run hold, which this run's counts leave out: errors
+        # (a resumed output of nothing but errors exited 0, and a cargo-type typo's error rows were
+        # kept without a word) and, where heatmaps are asked for now, rows drawn without one
+        errors = unmapped = 0
+        for row in iter_rows(out):
+            errors += row.error is not None
+            unmapped += row.heatmap is None and row.error is None and row.score is not None
+        summary.kept_errors = max(0, errors - summary.errors)
+        summary.kept_without_heatmap = unmapped if heatmap_dir is not None else 0
     summary.seconds = time.monotonic() - start
     summary.peak_in_flight = int(getattr(engine, "peak_in_flight", 0))
     return summary

@@ -44,6 +44,7 @@ class ScoreSummary:
     errors: int = 0
     skipped_done: int = 0
     kept_without_heatmap: int = 0
+    kept_errors: int = 0
     duplicates: int = 0
     by_label: Counter[str] = field(default_factory=Counter)
     error_kinds: Counter[str] = field(default_factory=Counter)
@@ -99,6 +100,11 @@ class ScoreSummary:
             out.append(
                 f"{self.errors} of {self.images} images could not be scored: {path}, for one: {error}. "
                 "Their rows carry the error, and a decision policy does not release their shipments."
+            )
+        if self.kept_errors:
+            out.append(
+                f"{self.kept_errors} rows kept from the earlier run hold an error (their images were not "
+                "scored); --retry-errors scores them again."
             )
         if self.kept_without_heatmap:
             out.append(

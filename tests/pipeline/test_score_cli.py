@@ -379,6 +379,12 @@ def test_a_run_where_no_image_could_be_scored_fails(
         f"Error: none of the 2 images could be scored; each row of {str(out)!r} says why"
     )
     assert len(list(iter_rows(out))) == 2  # the rows are kept
+    # resumed, the run still failed: it exited 0, its kept rows' errors counted nowhere
+    argv = ["score", str(folder), "--model", str(models[0]), "--out", str(out), "--resume"]
+    assert run(app, argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "2 rows kept from the earlier run hold an error" in err
+    assert "Error: none of the 2 images could be scored" in err
 
 
 def test_the_ray_engine_checks_routing_from_the_cards_before_starting(

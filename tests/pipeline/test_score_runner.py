@@ -365,6 +365,23 @@ def test_one_image_of_one_shipment_listed_with_two_declarations_is_refused(tmp_p
     assert score_to_file([quiet, quiet], _engine(), tmp_path / "again.jsonl").duplicates == 1
 
 
+def test_a_resume_counts_the_errors_of_the_rows_it_keeps(tmp_path: Path) -> None:
+    """An output of nothing but errors, resumed, said nothing of them (and the CLI exited 0)."""
+    paths = write_images(tmp_path / "img", [5, 6])
+    out = tmp_path / "out.jsonl"
+    engine = _engine(FakePredictor("bulk_ore"), FakePredictor("vacuum_pack"))
+    score_to_file([ImageTask(str(p), cargo_type="bulk-ore") for p in paths], engine, out)  # no model
+    summary = score_to_file(
+        [ImageTask(str(p), cargo_type="bulk-ore") for p in paths], engine, out, resume=True
+    )
+    assert (summary.skipped_done, summary.scored, summary.errors, summary.kept_errors) == (2, 0, 0, 2)
+    assert any("2 rows kept from the earlier run hold an error" in w for w in summary.warnings())
+    retried = score_to_file(
+        [ImageTask(str(p), cargo_type="bulk_ore") for p in paths], engine, out, resume=True, retry_errors=True
+    )
+    assert (retried.scored, retried.kept_errors) == (2, 0)
+
+
 def test_heatmaps_asked_for_on_resume_warn_of_the_rows_kept_without(tmp_path: Path) -> None:
     """The kept rows got no heatmap, silently: officers found every image scored before the
     interruption without one."""
