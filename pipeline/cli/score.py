@@ -306,7 +306,8 @@ def score(
             f"{summary.unrecorded[0]}"
         )
     failed = summary.errors + summary.kept_errors
-    if failed and not summary.scored and summary.skipped_done == summary.kept_errors:
+    held = summary.scored if summary.rows_scored_in_output is None else summary.rows_scored_in_output
+    if failed and not held:
         # no row of the output, kept or new, holds a score: the run failed, resumed or not
         raise InputError(f"none of the {failed} images could be scored; each row of {str(out)!r} says why")
 

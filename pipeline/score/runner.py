@@ -48,7 +48,11 @@ def _write_heatmap(directory: Path, path: str, png: bytes) -> str:
 
 
 def _pending(
-    tasks: Iterable[ImageTask], done: Done, summary: ScoreSummary, advance: Callable[[], None] | None
+    tasks: Iterable[ImageTask],
+    done: Done,
+    summary: ScoreSummary,
+    advance: Callable[[], None] | None,
+    kept: set[bytes] | None = None,
 ) -> Iterator[ImageTask]:
     """``tasks`` without images already in the output or already given earlier in this run.
 
@@ -98,6 +102,8 @@ def _pending(
                 )
             seen[identity] = digest
             summary.skipped_done += 1
+            if kept is not None:
+                kept.add(identity)
         else:
             seen[identity] = declaration_digest(task.declaration)
             yield task
@@ -168,9 +174,11 @@ def score_to_file(
     writer.chunk_rows = chunk_rows
     writer.flush_seconds = flush_seconds
     summary = ScoreSummary()
+    kept: set[bytes] = set()  # the rows this run keeps, by identity
     start = time.monotonic()
     with writer:
-        for row in engine.run(_pending(tasks, done, summary, advance), heatmaps=heatmap_dir is not None):
+        pending = _pending(tasks, done, summary, advance, kept)
+        for row in engine.run(pending, heatmaps=heatmap_dir is not None):
             verdict = row.verdict
             if row.heatmap_png is not None and heatmap_dir is not None:
                 verdict = verdict.model_copy(
@@ -184,13 +192,19 @@ def score_to_file(
     if summary.skipped_done:
         # what the rows kept from the earlier run hold, which this run's counts leave out: errors
         # (a resumed output of nothing but errors exited 0, and a cargo-type typo's error rows were
-        # kept without a word) and, where heatmaps are asked for now, rows drawn without one
-        errors = unmapped = 0
+        # kept without a word), rows drawn without a heatmap where one is asked for now, and
+        # whether any row of the output holds a score (rows of images no longer given count there,
+        # not among the kept)
+        errors = unmapped = scored = 0
         for row in iter_rows(out):
-            errors += row.error is not None
-            unmapped += row.heatmap is None and row.error is None and row.score is not None
-        summary.kept_errors = max(0, errors - summary.errors)
+            holds_score = row.error is None and row.score is not None
+            scored += holds_score
+            if done.key(row.path, row.shipment_id) in kept:
+                errors += row.error is not None
+                unmapped += holds_score and row.heatmap is None
+        summary.kept_errors = errors
         summary.kept_without_heatmap = unmapped if heatmap_dir is not None else 0
+        summary.rows_scored_in_output = scored
     summary.seconds = time.monotonic() - start
     summary.peak_in_flight = int(getattr(engine, "peak_in_flight", 0))
     return summary

@@ -382,6 +382,20 @@ def test_a_resume_counts_the_errors_of_the_rows_it_keeps(tmp_path: Path) -> None
     assert (retried.scored, retried.kept_errors) == (2, 0)
 
 
+def test_a_resume_after_an_image_was_taken_out_counts_only_the_rows_it_keeps(tmp_path: Path) -> None:
+    # a corrupt image quarantined (deleted), then resumed: its error row was counted as kept (and
+    # the CLI failed a run whose output holds a score); the other way, it passed one that holds none
+    good, bad = write_images(tmp_path / "img", [5, 6])
+    out = tmp_path / "out.jsonl"
+    engine = _engine(FakePredictor("bulk_ore"), FakePredictor("vacuum_pack"))
+    score_to_file(
+        [ImageTask(str(good), cargo_type="bulk_ore"), ImageTask(str(bad), cargo_type="bulk-ore")], engine, out
+    )
+    summary = score_to_file([ImageTask(str(good), cargo_type="bulk_ore")], engine, out, resume=True)
+    assert (summary.skipped_done, summary.kept_errors, summary.rows_scored_in_output) == (1, 0, 1)
+    assert not summary.warnings()
+
+
 def test_heatmaps_asked_for_on_resume_warn_of_the_rows_kept_without(tmp_path: Path) -> None:
     """The kept rows got no heatmap, silently: officers found every image scored before the
     interruption without one."""
