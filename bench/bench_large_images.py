@@ -24,8 +24,6 @@ import cv2
 import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def write_photos(folder: Path, count: int, width: int, height: int) -> None:
     rng = np.random.default_rng(0)
@@ -41,7 +39,9 @@ def run_once(
 ) -> tuple[float, float]:
     """(peak RSS in GiB, seconds) of one `clearsight score` run in a child process, sampled every 20 ms."""
     argv = [
-        str(ROOT / ".venv" / "bin" / "clearsight"),
+        sys.executable,  # the running interpreter's clearsight, wherever its environment lies
+        "-m",
+        "serve.cli",
         "score",
         str(photos),
         "--model",

@@ -43,8 +43,17 @@ class FastPredictor:
         out = []
         for image in images:
             score = float(image.mean()) / 255.0
-            out.append(Prediction(score, GOOD if score < 0.5 else "anomalous", None, {GOOD: 1.0},
-                                  np.zeros(image.shape[:2], np.float32), THRESHOLDS, self.model_id))
+            out.append(
+                Prediction(
+                    score,
+                    GOOD if score < 0.5 else "anomalous",
+                    None,
+                    {GOOD: 1.0},
+                    np.zeros(image.shape[:2], np.float32),
+                    THRESHOLDS,
+                    self.model_id,
+                )
+            )
         before = self.seen
         self.seen += len(images)
         for mark in self.marks:
@@ -80,9 +89,11 @@ def main() -> None:
         engine = LocalEngine(ModelRouter([predictor]), workers=2, batch_size=16)
         summary = score_to_file(tasks(), engine, root / "out.jsonl", heatmap_dir=root / "heat")
     first, last = predictor.rss[args.first], predictor.rss[args.images]
-    print(f"{summary.scored} images scored at {summary.images_per_second:.0f} images/s "
-          f"(heatmaps on, JSONL out); peak images held: {summary.peak_in_flight} "
-          f"(bound {engine.memory_bound})")
+    print(
+        f"{summary.scored} images scored at {summary.images_per_second:.0f} images/s "
+        f"(heatmaps on, JSONL out); peak images held: {summary.peak_in_flight} "
+        f"(bound {engine.memory_bound})"
+    )
     print(f"{'after':<14} {'RSS MiB':>9}")
     print(f"{args.first:>6} images {first / 2**20:>9.1f}")
     print(f"{args.images:>6} images {last / 2**20:>9.1f}")

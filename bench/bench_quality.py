@@ -226,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holdout", default="wet_patch,puncture")
     parser.add_argument("--cargo", choices=CARGOS, action="append", help="default: both")
     parser.add_argument(
-        "--variant", choices=tuple(VARIANTS), action="append", help="default: current and baseline"
+        "--variant",
+        choices=tuple(VARIANTS),
+        action="append",
+        help=f"the models to run, replacing the default set ({', '.join(DEFAULT_VARIANTS)}): name current "
+        "and baseline too to keep them beside another",
     )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)

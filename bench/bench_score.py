@@ -116,14 +116,28 @@ def main() -> None:
         naive(paths[:4], model_dir, root / "warm.jsonl")
         figures = {
             "naive loop": naive(paths, model_dir, root / "naive.jsonl"),
-            "runner, threads": runner(paths, model_dir, root / "t.jsonl", workers=args.workers,
-                                      batch=args.batch_size, mode="threads"),
-            "runner, processes": runner(paths, model_dir, root / "p.jsonl", workers=args.workers,
-                                        batch=args.batch_size, mode="processes"),
+            "runner, threads": runner(
+                paths,
+                model_dir,
+                root / "t.jsonl",
+                workers=args.workers,
+                batch=args.batch_size,
+                mode="threads",
+            ),
+            "runner, processes": runner(
+                paths,
+                model_dir,
+                root / "p.jsonl",
+                workers=args.workers,
+                batch=args.batch_size,
+                mode="processes",
+            ),
         }
     base = figures["naive loop"]
-    print(f"{args.images} JPEGs {args.size}px, Lite0 PatchCore at {args.input_size}px, "
-          f"workers={args.workers}, batch={args.batch_size}, torch threads={args.threads}")
+    print(
+        f"{args.images} JPEGs {args.size}px, Lite0 PatchCore at {args.input_size}px, "
+        f"workers={args.workers}, batch={args.batch_size}, torch threads={args.threads}"
+    )
     print(f"{'engine':<20} {'images/s':>9} {'vs naive':>9}")
     for name, rate in figures.items():
         print(f"{name:<20} {rate:>9.2f} {rate / base:>8.2f}x")

@@ -38,13 +38,15 @@ def signal_table(predictor: ArtifactPredictor, data: Path) -> list[tuple[str, fl
     items = read_mvtec(data).split("test")
     labels = np.array([item.anomaly_type is not None for item in items])
     images = [decode_image(str(item.path)).pixels for item in items]
-    rules = {f"fusion {rule}": Fusion(rule) for rule in FUSION_RULES}
+    # the model's own score precision: a model trained before float64 scores keeps float32
+    dtype = det.fusion.score_dtype
+    rules = {f"fusion {rule}": Fusion(rule, score_dtype=dtype) for rule in FUSION_RULES}
     for fusion in rules.values():
         fusion.load_state_dict(det.fusion.state_dict())
     if float(det.fusion.slope[2]) > 0:
         # the same model as its gate would have left it without the patch head (a strict tie-break)
         for rule in FUSION_RULES:
-            off = Fusion(rule)
+            off = Fusion(rule, score_dtype=dtype)
             off.load_state_dict(det.fusion.state_dict())
             off.slope[2], off.bias[2] = OFF
             rules[f"fusion {rule}, patch head off"] = off
