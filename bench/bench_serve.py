@@ -251,9 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
-    # a target met or not is a figure of the report, not a failure of the run: exit 1 made `make
-    # bench` say the service benchmark failed whenever the two cores could not reach 0.8
-    return 0
+    # the speed target met or not is a figure of the report, not a failure of the run (exit 1 made
+    # `make bench` call the benchmark failed whenever two cores could not reach 0.8); a request
+    # that failed is one: its figures were measured on error responses
+    return 1 if report["errors"] else 0
 
 
 if __name__ == "__main__":

@@ -189,12 +189,13 @@ def score_to_file(
             if advance is not None:
                 advance()
     finish_output(out)
-    if summary.skipped_done:
+    if resume:
         # what the rows kept from the earlier run hold, which this run's counts leave out: errors
         # (a resumed output of nothing but errors exited 0, and a cargo-type typo's error rows were
         # kept without a word), rows drawn without a heatmap where one is asked for now, and
         # whether any row of the output holds a score (rows of images no longer given count there,
-        # not among the kept)
+        # not among the kept): read on every resume, kept rows or not, so that the exit code says
+        # the same of the same output
         errors = unmapped = scored = 0
         for row in iter_rows(out):
             holds_score = row.error is None and row.score is not None

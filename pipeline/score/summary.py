@@ -45,7 +45,7 @@ class ScoreSummary:
     skipped_done: int = 0
     kept_without_heatmap: int = 0
     kept_errors: int = 0
-    rows_scored_in_output: int | None = None  # counted on a resume that kept rows (None: not read)
+    rows_scored_in_output: int | None = None  # counted on a resume (None: not read)
     duplicates: int = 0
     by_label: Counter[str] = field(default_factory=Counter)
     error_kinds: Counter[str] = field(default_factory=Counter)

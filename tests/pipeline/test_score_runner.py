@@ -396,6 +396,16 @@ def test_a_resume_after_an_image_was_taken_out_counts_only_the_rows_it_keeps(tmp
     assert not summary.warnings()
 
 
+def test_a_resume_reads_whether_the_output_holds_a_score_kept_rows_or_not(tmp_path: Path) -> None:
+    # the exit code followed whether the resume happened to keep a row: the same output, exit 0 or 2
+    a, b = write_images(tmp_path / "img", [5, 6])
+    out = tmp_path / "out.jsonl"
+    engine = _engine(FakePredictor("bulk_ore"), FakePredictor("vacuum_pack"))
+    score_to_file([ImageTask(str(a), cargo_type="bulk_ore")], engine, out)
+    summary = score_to_file([ImageTask(str(b), cargo_type="bulk-ore")], engine, out, resume=True)
+    assert (summary.skipped_done, summary.errors, summary.rows_scored_in_output) == (0, 1, 1)
+
+
 def test_heatmaps_asked_for_on_resume_warn_of_the_rows_kept_without(tmp_path: Path) -> None:
     """The kept rows got no heatmap, silently: officers found every image scored before the
     interruption without one."""
