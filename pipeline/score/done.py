@@ -13,7 +13,16 @@ import json
 import os
 from typing import Any
 
-__all__ = ["Done", "declaration_digest", "same_file"]
+__all__ = ["ERROR", "HEATMAP", "SCORED", "Done", "declaration_digest", "row_state", "same_file"]
+
+ERROR, SCORED, HEATMAP = 1, 2, 4
+"""A row's state bits: it holds an error; it holds a score; it names a heatmap."""
+
+
+def row_state(error: object, score: object, heatmap: object) -> int:
+    """The state bits of a row from its error, score and heatmap fields (empty or None: absent)."""
+    scored = not error and score not in (None, "")
+    return (ERROR if error else 0) | (SCORED if scored else 0) | (HEATMAP if heatmap else 0)
 
 
 def declaration_digest(declaration: Any) -> bytes:
@@ -47,6 +56,7 @@ class Done:
         # declaration, and a resume under another --cargo-type routed the rest to another model
         self._cargo_ids: dict[str | None, int] = {None: 0}
         self._cargo_names: list[str | None] = [None]
+        self.scored = 0  # rows that hold a score
 
     def key(self, path: str, shipment_id: str | None) -> bytes:
         """The identity of ``path`` (as a row names it) under ``shipment_id``."""
@@ -55,8 +65,15 @@ class Done:
         return hashlib.blake2b(file + b"\0" + shipment, digest_size=16).digest()
 
     def add(
-        self, path: str, shipment_id: str | None, declaration: Any, cargo_type: str | None = None
+        self,
+        path: str,
+        shipment_id: str | None,
+        declaration: Any,
+        cargo_type: str | None = None,
+        state: int = 0,
     ) -> None:
+        """Note one row; ``state``: its :data:`ERROR`, :data:`SCORED` and :data:`HEATMAP` bits, which a
+        resume reports of the rows it keeps without reading the output again."""
         # kept for a folder's or glob's image alone (no shipment, no declaration), whose cargo type
         # --cargo-type gave: a manifest row's is in its declaration, and manifest rows' free-text
         # types used up the slots before folder rows came
@@ -69,7 +86,8 @@ class Done:
             if cargo:
                 self._cargo_ids[cargo_type] = cargo
                 self._cargo_names.append(cargo_type)
-        self._rows[self.key(path, shipment_id)] = declaration_digest(declaration) + bytes([cargo])
+        self.scored += bool(state & SCORED)
+        self._rows[self.key(path, shipment_id)] = declaration_digest(declaration) + bytes([cargo, state])
 
     def get(self, key: bytes) -> tuple[bytes, str | None] | None:
         """(the declaration digest, the cargo type or None where not kept) of the row with identity
@@ -77,7 +95,12 @@ class Done:
         value = self._rows.get(key)
         if value is None:
             return None
-        return value[:-1], self._cargo_names[value[-1]]
+        return value[:8], self._cargo_names[value[8]]
+
+    def state(self, key: bytes) -> int:
+        """The state bits of the row with identity ``key`` (0 when not done)."""
+        value = self._rows.get(key)
+        return 0 if value is None else value[9]
 
     def clear(self) -> None:
         self._rows.clear()

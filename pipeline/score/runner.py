@@ -17,10 +17,10 @@ from typing import Protocol
 
 from datasets.errors import InputError
 from pipeline.score.batch import ScoredRow, printable_path
-from pipeline.score.done import Done, declaration_digest
+from pipeline.score.done import ERROR, HEATMAP, SCORED, Done, declaration_digest
 from pipeline.score.sources import ImageTask
 from pipeline.score.summary import ScoreSummary
-from pipeline.score.writer import finish_output, iter_rows, open_output
+from pipeline.score.writer import finish_output, open_output
 
 __all__ = ["Engine", "heatmap_name", "score_to_file"]
 
@@ -190,22 +190,17 @@ def score_to_file(
                 advance()
     finish_output(out)
     if resume:
-        # what the rows kept from the earlier run hold, which this run's counts leave out: errors
-        # (a resumed output of nothing but errors exited 0, and a cargo-type typo's error rows were
-        # kept without a word), rows drawn without a heatmap where one is asked for now, and
-        # whether any row of the output holds a score (rows of images no longer given count there,
-        # not among the kept): read on every resume, kept rows or not, so that the exit code says
-        # the same of the same output
-        errors = unmapped = scored = 0
-        for row in iter_rows(out):
-            holds_score = row.error is None and row.score is not None
-            scored += holds_score
-            if done.key(row.path, row.shipment_id) in kept:
-                errors += row.error is not None
-                unmapped += holds_score and row.heatmap is None
-        summary.kept_errors = errors
+        # what the rows kept from the earlier run hold, which this run's counts leave out, as their
+        # state was noted when the output was read: errors (a resumed output of nothing but errors
+        # exited 0, and a cargo-type typo's error rows were kept without a word), rows drawn
+        # without a heatmap where one is asked for now, and whether any row of the output holds a
+        # score (rows of images no longer given count there, not among the kept), on every resume,
+        # so that the exit code says the same of the same output
+        states = [done.state(identity) for identity in kept]
+        summary.kept_errors = sum(bool(state & ERROR) for state in states)
+        unmapped = sum(state & (SCORED | HEATMAP) == SCORED for state in states)
         summary.kept_without_heatmap = unmapped if heatmap_dir is not None else 0
-        summary.rows_scored_in_output = scored
+        summary.rows_scored_in_output = done.scored + summary.scored
     summary.seconds = time.monotonic() - start
     summary.peak_in_flight = int(getattr(engine, "peak_in_flight", 0))
     return summary

@@ -29,7 +29,7 @@ from typing import IO, Any, Literal
 
 from datasets.errors import DatasetFormatError, InputError
 from pipeline import verdict_rows
-from pipeline.score.done import Done
+from pipeline.score.done import Done, row_state
 from pipeline.verdicts import ImageVerdict
 
 __all__ = [
@@ -81,14 +81,21 @@ _MODEL_ID = FIELDS.index("model_id")
 _SHIPMENT_ID = FIELDS.index("shipment_id")
 _CARGO_TYPE = FIELDS.index("cargo_type")
 _ERROR = FIELDS.index("error")
+_SCORE = FIELDS.index("score")
+_HEATMAP = FIELDS.index("heatmap")
 _DECLARATION = FIELDS.index("declaration")
 
 
 def _note(
-    done: Done | None, path: str, shipment_id: str | None, declaration: Any, cargo_type: str | None
+    done: Done | None,
+    path: str,
+    shipment_id: str | None,
+    declaration: Any,
+    cargo_type: str | None,
+    state: int,
 ) -> None:
     if done is not None:
-        done.add(path, shipment_id, declaration, cargo_type)
+        done.add(path, shipment_id, declaration, cargo_type, state)
 
 
 def _complete_jsonl(path: Path, *, collect: Done | None, models: set[str] | None = None) -> int:
@@ -114,7 +121,8 @@ def _complete_jsonl(path: Path, *, collect: Done | None, models: set[str] | None
             # a row that holds an error keeps no cargo type: a typo's, which no model has, must not
             # bind the resume to it (--retry-errors scores it again)
             cargo = verdict.cargo_type if verdict.error is None else None
-            _note(collect, verdict.path, verdict.shipment_id, verdict.declaration, cargo)
+            state = row_state(verdict.error, verdict.score, verdict.heatmap)
+            _note(collect, verdict.path, verdict.shipment_id, verdict.declaration, cargo, state)
             if models is not None and verdict.model_id:
                 models.add(verdict.model_id)
             good += len(line)
@@ -170,7 +178,8 @@ def _complete_csv(path: Path, *, collect: Done | None, models: set[str] | None =
                     declaration = json.loads(cells[_DECLARATION]) if cells[_DECLARATION] else {}
                     shipment = verdict_rows.csv_unescape(cells[_SHIPMENT_ID]) or None
                     cargo = None if cells[_ERROR] else verdict_rows.csv_unescape(cells[_CARGO_TYPE]) or None
-                    _note(collect, verdict_rows.csv_unescape(cells[0]), shipment, declaration, cargo)
+                    state = row_state(cells[_ERROR], cells[_SCORE], cells[_HEATMAP])
+                    _note(collect, verdict_rows.csv_unescape(cells[0]), shipment, declaration, cargo, state)
                 if models is not None and cells[_MODEL_ID]:
                     models.add(verdict_rows.csv_unescape(cells[_MODEL_ID]))
                 good = lines.consumed
