@@ -219,12 +219,12 @@ def test_a_threshold_that_releases_almost_nothing_is_warned_about(rate: float | 
 def test_training_names_the_anomaly_that_set_the_release_cut(
     tmp_path: Path, target: float, named: str, share: float
 ) -> None:
-    from pipeline.train import _release_setter
+    from pipeline.train.thresholds import release_setter
 
     paths = [tmp_path / "train" / "seal" / f"{n}.png" for n in "abcd"]
     anomalous = np.array([0.6, 0.05, 0.9, 0.7])  # b.png scores like a clean image
     normal = np.array([0.01, 0.1, 0.2, 0.65])
-    setter = _release_setter(tmp_path, paths, anomalous, normal, target)
+    setter = release_setter(tmp_path, paths, anomalous, normal, target)
     assert setter["path"] == named and setter["clean_at_or_above"] == share
     warning = release_warning({"release_rate_at_threshold": 0.05, "release_set_by": setter})
     assert warning is not None and f"It sits under validation anomaly {named}" in warning
@@ -489,11 +489,11 @@ def test_train_cli_reads_the_deeper_features_as_asked(
 @pytest.mark.parametrize("high", [1, 255])
 def test_masks_read_as_evaluate_reads_them(tmp_path: Path, high: int) -> None:
     """A 0/1 mask marks the same defect as a 0/255 one, in training as in `clearsight evaluate`."""
-    from pipeline.train import _read_mask
+    from pipeline.train.data import read_mask
 
     mask = np.zeros((12, 16), np.uint8)
     mask[2:5, 3:9] = high
     path = tmp_path / "m.png"
     cv2.imwrite(str(path), mask)
-    read = _read_mask(path, (12, 16))
+    read = read_mask(path, (12, 16))
     assert read.dtype == np.float32 and int(read.sum()) == 18

@@ -1,0 +1,204 @@
+"""The training folder read (step 1): its training images, the stratified validation split, the
+cargo type, the decoded pixels and their hashes, and the labelled anomalies' defect masks."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+
+from datasets.cargo import folder_cargo_type
+from datasets.decode import decode_image
+from datasets.errors import CargoTypeError, DatasetFormatError
+from datasets.mvtec import read_mvtec
+from datasets.perceptual_hash import perceptual_hash
+from models.inference import GOOD
+from models.tiling import to_rgb_float
+from pipeline.train.config import KNOWN_CARGO_TYPES, ProgressFn, TrainConfig
+
+
+class TrainItem(NamedTuple):
+    path: Path
+    anomaly_type: str  # "good" for normal images
+    mask: Path | None = None
+
+
+class SplitImages(NamedTuple):
+    """One side of the split (training or validation), decoded; images are (H, W, 3) float32 RGB.
+
+    Attributes:
+        items: the side's items, in split order.
+        goods: the normal images, in that order.
+        anomalies: the labelled anomalous images, in that order.
+        anomaly_items: the anomalies' items (their types and paths), in the same order.
+    """
+
+    items: list[TrainItem]
+    goods: list[np.ndarray]
+    anomalies: list[np.ndarray]
+    anomaly_items: list[TrainItem]
+
+
+class TrainingData(NamedTuple):
+    """The training folder, read and split.
+
+    Attributes:
+        train, val: the two sides of the split.
+        images, hashes, phashes: every image seen (the training side's, then the validation
+            side's): pixels, content sha256 and perceptual hash.
+        defect_masks: ``{index into train.anomalies: (H, W) float32 0/1}`` of the labelled
+            training anomalies whose mask marks a defect.
+        empty_masks: the paths of both sides' blank masks (relative to the dataset folder where
+            they lie in it), sorted.
+    """
+
+    train: SplitImages
+    val: SplitImages
+    images: list[np.ndarray]
+    hashes: list[str]
+    phashes: list[str | None]
+    defect_masks: dict[int, np.ndarray]
+    empty_masks: list[str]
+
+
+def read_training_data(
+    root: Path, config: TrainConfig, rng: np.random.Generator, progress: ProgressFn
+) -> TrainingData:
+    """``root``'s training images split (drawing on ``rng``), decoded, and their masks read.
+
+    Raises:
+        DatasetFormatError: fewer than 4 images in ``train/good``, or too few normals on either side
+            of the split (``config.folds`` for training, 1 for validation).
+    """
+    items = read_train_items(root)
+    train_items, val_items = split(items, config.val_fraction, rng, anomaly_fraction=config.val_anomaly_share)
+    images, hashes, phashes = decode(train_items + val_items, progress)
+    train = _split_images(train_items, images[: len(train_items)])
+    val = _split_images(val_items, images[len(train_items) :])
+    masks, empty_masks = defect_masks(root, train.anomaly_items, train.anomalies)
+    # validation trains nothing on its masks, but a blank one there is the same labelling slip
+    empty_masks = sorted([*empty_masks, *defect_masks(root, val.anomaly_items, val.anomalies)[1]])
+    if len(val.goods) < 1 or len(train.goods) < config.folds:
+        raise DatasetFormatError(
+            f"{str(root)!r}: {len(train.goods)} training and {len(val.goods)} validation good images "
+            f"after the split; need at least {config.folds} and 1"
+        )
+    return TrainingData(train, val, images, hashes, phashes, masks, empty_masks)
+
+
+def _split_images(items: list[TrainItem], images: list[np.ndarray]) -> SplitImages:
+    return SplitImages(
+        items,
+        [img for img, i in zip(images, items, strict=True) if i.anomaly_type == GOOD],
+        [img for img, i in zip(images, items, strict=True) if i.anomaly_type != GOOD],
+        [i for i in items if i.anomaly_type != GOOD],
+    )
+
+
+def read_train_items(root: Path) -> list[TrainItem]:
+    """Training images of an MVTec-layout folder (``train/good``, ``train/<type>``)."""
+    items = [
+        TrainItem(Path(i.path), GOOD if i.label == GOOD else str(i.anomaly_type), i.mask_path)
+        for i in read_mvtec(root).split("train")
+    ]
+    n_good = sum(i.anomaly_type == GOOD for i in items)
+    if n_good < 4:
+        raise DatasetFormatError(f"{str(root)!r} has {n_good} images in train/good; at least 4 are needed")
+    return items
+
+
+def split(
+    items: list[TrainItem], fraction: float, rng: np.random.Generator, *, anomaly_fraction: float
+) -> tuple[list[TrainItem], list[TrainItem]]:
+    """Stratified train/validation split: ``fraction`` of the good images and ``anomaly_fraction``
+    of each anomaly type, at least one of each type that has two."""
+    train, val = [], []
+    for kind in sorted({i.anomaly_type for i in items}):
+        group = [i for i in items if i.anomaly_type == kind]
+        order = rng.permutation(len(group))
+        share = fraction if kind == GOOD else anomaly_fraction
+        n_val = max(1, round(share * len(group))) if len(group) >= 2 else 0
+        val += [group[j] for j in order[:n_val]]
+        train += [group[j] for j in order[n_val:]]
+    return train, val
+
+
+def cargo_type(root: Path, configured: str | None) -> str:
+    named = folder_cargo_type(root)
+    if configured:
+        if named is not None and named != configured:
+            # evaluate would refuse the model on its own data, and the data's owner named it so
+            raise CargoTypeError(
+                f"--cargo-type {configured!r} but --data {str(root)!r} is a {named} folder; train each "
+                "cargo type's model on its own folder"
+            )
+        return configured
+    if named is not None:
+        return named
+    raise CargoTypeError(
+        f"cannot tell the cargo type of {str(root)!r}: its folder name {root.resolve().name!r} is not one of "
+        f"{list(KNOWN_CARGO_TYPES)}; pass --cargo-type"
+    )
+
+
+def decode(
+    items: Sequence[TrainItem], progress: ProgressFn
+) -> tuple[list[np.ndarray], list[str], list[str | None]]:
+    """Pixels, content hash and perceptual hash (for the card's near-copies) of each image."""
+    images, hashes, phashes = [], [], []
+    for n, item in enumerate(items):
+        decoded = decode_image(item.path)
+        images.append(to_rgb_float(decoded.pixels))
+        hashes.append(decoded.sha256)
+        phashes.append(perceptual_hash(decoded.pixels))
+        progress("decode", n + 1, len(items))
+    return images, hashes, phashes
+
+
+def files_hash(root: Path, items: Sequence[TrainItem], hashes: Sequence[str]) -> str:
+    """sha256 over the sorted (relative path, content sha256) pairs of the training files."""
+    base = root.resolve()
+    pairs = sorted(
+        (str(p.relative_to(base)) if p.is_relative_to(base) else str(p), h)
+        for p, h in ((i.path.resolve(), h) for i, h in zip(items, hashes, strict=True))
+    )
+    digest = hashlib.sha256()
+    for rel, h in pairs:
+        digest.update(f"{rel}\0{h}\n".encode())
+    return digest.hexdigest()
+
+
+def defect_masks(
+    root: Path, items: Sequence[Any], images: Sequence[np.ndarray]
+) -> tuple[dict[int, np.ndarray], list[str]]:
+    """The labelled anomalies' masks, ``{index: (H, W) float32 0/1}``, and the empty ones' paths
+    (relative to ``root``, the dataset folder, where they lie in it).
+
+    A mask with no defect pixel is left out: the patch heads would learn every patch of a real
+    defect as normal. The image still trains the image-level heads, as one without a mask does.
+    """
+    masks: dict[int, np.ndarray] = {}
+    empty: list[str] = []
+    for n, item in enumerate(items):
+        if item.mask is None:
+            continue
+        mask = read_mask(item.mask, images[n].shape[:2])
+        if mask.any():
+            masks[n] = mask
+        else:
+            path, base = Path(item.mask).resolve(), root.resolve()
+            empty.append(str(path.relative_to(base) if path.is_relative_to(base) else path))
+    return masks, sorted(empty)
+
+
+def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A ``ground_truth`` mask as (H, W) float32 0/1 at the image's own size: any non-zero pixel is
+    defect, as ``clearsight evaluate`` reads masks (a 0/1 PNG is as valid as a 0/255 one)."""
+    mask = to_rgb_float(decode_image(path).pixels)[..., 0]
+    if mask.shape != shape:
+        mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return (mask > 0).astype(np.float32)

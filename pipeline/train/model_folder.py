@@ -1,0 +1,104 @@
+"""The model folder, ``--out``: refused before any training where the model cannot or must not be
+written there, and the new model swapped in only once it is complete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from datasets.errors import InputError
+from models.artifact import CARD_FILE, WEIGHTS_FILE, save_artifact
+from models.detector import Detector
+
+
+def check_out_dir(out: Path, data_root: Path, *, overwrite: bool) -> None:
+    """Refuse, before any training, an ``--out`` the model cannot or must not be written to.
+
+    Nothing is made here: a run that fails leaves no empty folder behind.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a file; give a folder for the model (made if missing)")
+    real = out.resolve()
+    if real.is_relative_to(data_root.resolve()):
+        raise InputError(
+            f"--out {str(out)!r} lies inside --data {str(data_root)!r}: the model's files would become part "
+            "of the dataset; give a folder outside it"
+        )
+    if data_root.resolve().is_relative_to(real):
+        raise InputError(
+            f"--data {str(data_root)!r} lies inside --out {str(out)!r}: replacing the model there would "
+            "remove the dataset; give a folder for the model outside it"
+        )
+    if _holds_files(real):
+        if not (real / CARD_FILE).is_file():
+            raise InputError(
+                f"--out {str(out)!r} holds files that are not a Clearsight model (no {CARD_FILE}); give an "
+                "empty or new folder"
+            )
+        if not overwrite:
+            raise InputError(
+                f"--out {str(out)!r} holds a model already; pass --overwrite to replace it (the new one "
+                "takes its place only once it is written), or give a new folder"
+            )
+        # the whole folder is swapped for the new model's: anything else in it would go with the old
+        others = sorted(p.name for p in real.iterdir() if p.name not in _MODEL_FILES and not _placeholder(p))
+        if others:
+            raise InputError(
+                f"--out {str(out)!r} holds {len(others)} file(s) besides the model ({others[0]!r} first), "
+                "which replacing the model would remove; move them, or give a new folder"
+            )
+        if os.path.ismount(real):
+            raise InputError(
+                f"--out {str(out)!r} is a mount point: a model there cannot be swapped; use a folder in it"
+            )
+    # a model is written beside --out, then swapped in: the folder that holds it must take writes
+    existing = next(p for p in (real.parent, *real.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--out {str(out)!r}: cannot write under {str(existing)!r} (permission denied)")
+
+
+_MODEL_FILES = frozenset({CARD_FILE, WEIGHTS_FILE, CARD_FILE + ".tmp", WEIGHTS_FILE + ".tmp"})
+"""What a model folder holds (the last two left by a save cut short): --overwrite replaces a folder
+holding these alone."""
+
+
+def _placeholder(path: Path) -> bool:
+    """An empty hidden file (a ``.gitkeep``): nothing lost when the folder is replaced."""
+    return path.name.startswith(".") and path.is_file() and not path.is_symlink() and path.stat().st_size == 0
+
+
+def _holds_files(folder: Path) -> bool:
+    """Whether ``folder`` holds anything but hidden files (a ``.gitkeep``)."""
+    return folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir())
+
+
+def save_in_place_of(out: Path, detector: Detector, card: dict[str, Any]) -> Path:
+    """Write the artifact to ``out``; a model already there is replaced only once the new one is
+    complete (written beside it, then swapped in), so a failure never leaves half of each. ``out``
+    through a link replaces the folder the link names."""
+    out = out.resolve()
+    if not _holds_files(out):
+        return save_artifact(out, detector, card)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    os.chmod(staging, stat.S_IMODE(out.stat().st_mode))  # mkdtemp's 0700 would lock a service out
+    retired = staging.with_name(staging.name.replace(".new-", ".old-", 1))
+    try:
+        save_artifact(staging, detector, card)
+        os.replace(out, retired)
+        try:
+            os.replace(staging, out)
+        except OSError:
+            os.replace(retired, out)  # the earlier model back where it was
+            raise
+    except OSError as exc:
+        raise InputError(
+            f"--out {str(out)!r}: cannot put the new model in place ({exc.strerror or exc})"
+        ) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(retired, ignore_errors=True)
+    return out

@@ -1,0 +1,65 @@
+"""The release and hold thresholds on the validation split's fused scores (step 5), the figures
+they are judged by, and the validation anomaly the release cut sits under."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from models.inference import Thresholds
+from models.threshold import allowed_misses, pick_thresholds
+from pipeline.metrics import MetricValue, image_auroc, tnr_at_fnr
+from pipeline.train.config import TrainConfig
+
+
+class Cut(NamedTuple):
+    """The thresholds and the validation figures at them.
+
+    Attributes:
+        thresholds: release and hold.
+        normal_scores, anomalous_scores: the validation normals' and anomalies' fused scores.
+        auroc: image AUROC on the validation split; tnr: its true-negative rate at the target
+            miss rate.
+    """
+
+    thresholds: Thresholds
+    normal_scores: np.ndarray
+    anomalous_scores: np.ndarray
+    auroc: MetricValue
+    tnr: MetricValue
+
+
+def place_thresholds(scores: np.ndarray, y_val: np.ndarray, config: TrainConfig, *, val_pseudo: bool) -> Cut:
+    """Thresholds at the target miss rate on the labelled validation anomalies (on the normals
+    alone where they are pseudo-anomalies)."""
+    normal_scores, anomalous_scores = scores[y_val == 0], scores[y_val == 1]
+    thresholds = pick_thresholds(
+        normal_scores,
+        None if val_pseudo else anomalous_scores,
+        target_miss_rate=config.target_miss_rate,
+        hold_false_alarm_rate=config.hold_false_alarm_rate,
+    )
+    labels = y_val.astype(bool)
+    auroc = image_auroc(scores, labels)
+    tnr = tnr_at_fnr(scores, labels, config.target_miss_rate)
+    return Cut(thresholds, normal_scores, anomalous_scores, auroc, tnr)
+
+
+def release_setter(
+    root: Path, paths: list[Path], anomalous: np.ndarray, normal: np.ndarray, target_miss_rate: float
+) -> dict[str, Any]:
+    """The validation anomaly the release cut sits under: its path (relative to ``root``), score, and
+    the share of clean validation images scoring at or above it. A cut that releases little clean
+    cargo is set by one image, often mislabelled or a defect nobody could see; training names it, as
+    validation images appear in no report."""
+    order = np.argsort(anomalous, kind="stable")
+    n = int(order[allowed_misses(target_miss_rate, anomalous.size)])
+    score = float(anomalous[n])
+    path = paths[n]
+    return {
+        "path": str(path.relative_to(root)) if path.is_relative_to(root) else str(path),
+        "score": score,
+        "clean_at_or_above": float(np.mean(normal >= score)),
+    }
