@@ -88,10 +88,16 @@ def test_off_training_scale(scale: float | None, off: bool) -> None:
 @pytest.mark.parametrize(
     ("scale", "words"),
     [
-        (0.25, "resized for the model 4x smaller than its training images were (a wider view with "
-         "smaller objects, or the same view at a higher resolution)"),
-        (2.5, "resized for the model 2.5x larger than its training images were (less detail than "
-         "they had, or a closer view)"),
+        (
+            0.25,
+            "resized for the model 4x smaller than its training images were (a wider view with "
+            "smaller objects, or the same view at a higher resolution)",
+        ),
+        (
+            2.5,
+            "resized for the model 2.5x larger than its training images were (less detail than "
+            "they had, or a closer view)",
+        ),
     ],
 )
 def test_describe_scale(scale: float, words: str) -> None:

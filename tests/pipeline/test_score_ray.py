@@ -30,15 +30,20 @@ def test_ray_engine_equals_local_engine(tmp_path: Path) -> None:
     ]
     tasks.append(ImageTask(str(tmp_path / "img" / "bad.png"), cargo_type="bulk_ore"))
     local_out, ray_out = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
-    score_to_file(tasks, LocalEngine(ModelRouter(fake_factory()), batch_size=2), local_out,
-                  heatmap_dir=tmp_path / "heat_local")
+    score_to_file(
+        tasks,
+        LocalEngine(ModelRouter(fake_factory()), batch_size=2),
+        local_out,
+        heatmap_dir=tmp_path / "heat_local",
+    )
     engine = RayEngine(fake_factory, actors=1, batch_size=2, window=64, num_cpus=2)
     score_to_file(tasks, engine, ray_out, heatmap_dir=tmp_path / "heat_ray")
 
     def rows(out: Path) -> list[str]:
         return sorted(
-            row.model_copy(update={"heatmap": Path(row.heatmap).name if row.heatmap else None})
-            .model_dump_json()
+            row.model_copy(
+                update={"heatmap": Path(row.heatmap).name if row.heatmap else None}
+            ).model_dump_json()
             for row in iter_rows(out)
         )
 

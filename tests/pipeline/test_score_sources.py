@@ -70,8 +70,13 @@ def test_manifest_routes_by_cargo_type_and_carries_the_declaration(tmp_path: Pat
     write_manifest(
         manifest,
         [
-            {"path": ore[0].name, "shipment_id": "S1", "cargo_type": "bulk_ore", "trader_id": "T1",
-             "radiation_alarm": True},
+            {
+                "path": ore[0].name,
+                "shipment_id": "S1",
+                "cargo_type": "bulk_ore",
+                "trader_id": "T1",
+                "radiation_alarm": True,
+            },
             {"path": ore[1].name, "shipment_id": "S1", "cargo_type": "bulk_ore", "trader_id": "T1"},
             {"path": pack[0].name, "shipment_id": "S2", "cargo_type": "vacuum_pack", "x_hs_code": "8486"},
             {"path": crude[0].name, "shipment_id": "S3", "cargo_type": "crude_oil"},
