@@ -27,10 +27,11 @@ Small-sample rule: with ``n`` anomalous validation images the miss rate can only
 steps of ``1/n``. When ``n < 1 / target_miss_rate`` (no miss at all may be allowed), ``release`` is
 also capped at the normal-quantile cut of the fallback (method ``"normal_bound_few_anomalies"`` when
 the cap binds): the cut then sits just above the validation normals instead of somewhere below the
-few anomalies, whose lowest score says little about the next anomaly's. Even so the true miss rate
-on new cargo is only bounded loosely (with 30 anomalies and none missed, the 95 % upper confidence bound on
-the miss rate is about 10 %, the "rule of three"). Collect more anomalous validation images before
-trusting the 1 % figure.
+few anomalies, whose lowest score says little about the next anomaly's. One normal image, or normals
+that all score alike, cap it at their score plus the margin (the fallback alone refuses them).
+Even so the true miss rate on new cargo is only bounded loosely (with 30 anomalies and none missed,
+the 95 % upper confidence bound on the miss rate is about 10 %, the "rule of three"). Collect more
+anomalous validation images before trusting the 1 % figure.
 
 What the release cut promises (:func:`miss_rate_bound`): it lies at or below the ``(k+1)``-th lowest of
 the ``n`` anomalous validation scores, so a new anomaly that is exchangeable with them (the same
@@ -149,15 +150,23 @@ def _release_from_anomalies(normal: np.ndarray, anomalous: np.ndarray, target_mi
     return lower + RELEASE_GAP_POSITION * (pivot - lower)
 
 
+def _normal_cut(normal: np.ndarray) -> float:
+    """The 99.5th percentile of normal scores (linear interpolation) + margin, at most 1.
+
+    One normal score, or several equal ones, give that score + margin: still just above the normals.
+    """
+    quantile = float(np.quantile(normal, FALLBACK_QUANTILE))
+    return min(1.0, quantile + FALLBACK_MARGIN)
+
+
 def _release_from_normals(normal: np.ndarray) -> float:
-    """Fallback release cut: the 99.5th percentile of normal scores (linear interpolation) + margin."""
+    """Fallback release cut (no anomalous scores): :func:`_normal_cut`, refused on equal normals."""
     if normal[0] == normal[-1]:
         raise ValueError(
             f"all {normal.size} normal validation scores equal {normal[0]:.6g} and there are no anomalous "
             "ones: the model does not separate anything, so no release threshold can be placed"
         )
-    quantile = float(np.quantile(normal, FALLBACK_QUANTILE))
-    return min(1.0, quantile + FALLBACK_MARGIN)
+    return _normal_cut(normal)
 
 
 def _hold_from_normals(normal: np.ndarray, anomalous: np.ndarray, hold_false_alarm_rate: float) -> float:
@@ -262,11 +271,12 @@ def pick_thresholds(
             )
         release = _release_from_anomalies(normal, anomalous, target_miss_rate)
         method = METHOD_VALIDATION
-        if allowed_errors(target_miss_rate, anomalous.size) == 0 and normal[0] != normal[-1]:
+        if allowed_errors(target_miss_rate, anomalous.size) == 0:
             # Too few anomalies to measure the target rate (fewer than 1 / rate): the cut under the
             # lowest one says little about new anomalies (seen: 33 % of test anomalies released by a
-            # cut placed from 6 validation ones). Never cut higher than just above the normals.
-            bound = _release_from_normals(normal)
+            # cut placed from 6 validation ones). Never cut higher than just above the normals, also
+            # when they are one image or all score alike: their quantile is then that one score.
+            bound = _normal_cut(normal)
             if bound < release:
                 release, method = bound, METHOD_NORMAL_BOUND
     else:

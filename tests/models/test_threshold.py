@@ -75,8 +75,14 @@ CASES = [
     ),
     # top normal at 1.0: nothing above it, hold capped at the top of the scale
     ("hold_capped", [0.25, 1.0], [0.5], 0.01, 0.0, 0.3125, 1.0, METHOD_VALIDATION),
-    # all normals equal is fine when anomalies separate from them
-    ("normals_equal", [0.25, 0.25], [0.75], 0.01, 0.005, 0.375, 0.5, METHOD_VALIDATION),
+    # all normals equal is fine when anomalies separate from them; one anomaly cannot measure 1 %, so
+    # the cut (a quarter up to 0.75 would be 0.375) is capped just above the normals: 0.25 + 0.02
+    ("normals_equal", [0.25, 0.25], [0.75], 0.01, 0.005, 0.27, 0.5, METHOD_NORMAL_BOUND),
+    # one normal image: capped the same way at 0.125 + 0.02, not a quarter up to 0.75 (0.28125);
+    # hold midway between the normal and the lowest anomaly
+    ("one_normal", [0.125], [0.75, 0.875, 0.9375, 1.0], 0.01, 0.005, 0.145, 0.4375, METHOD_NORMAL_BOUND),
+    # one normal above the lowest anomaly: the cut from the anomalies is already lower than the cap
+    ("one_normal_above_an_anomaly", [0.5], [0.25, 0.75], 0.01, 0.005, 0.0625, 0.625, METHOD_VALIDATION),
     # fallback: normals i/400 for i = 0..200; q99.5 (linear) = 199/400 = 0.4975, + 0.02 margin;
     # hold: floor(0.005 * 201) = 1 normal may be held -> midway 199/400..200/400 = 0.49875 < release
     ("fallback", [i / 400 for i in range(201)], None, 0.01, 0.005, 0.5175, 0.5175, METHOD_FALLBACK),
