@@ -9,7 +9,9 @@ Two kinds are told apart. An **exact copy** has the same bytes (sha256 of the fi
 name). A **near-copy** is the same picture in other bytes (saved again as PNG, or as JPEG): its
 perceptual hash (:mod:`datasets.perceptual_hash`) lies as near as the service's reused-picture
 lookup requires, a coarse part within ``COARSE_BITS`` and a fine part within :data:`NEAR_COPY_BITS`
-of 256. A turned, mirrored or cropped copy is not looked for.
+of 256. A turned, mirrored or cropped copy is not looked for. A file over the decoder's byte limit
+(:class:`~datasets.decode.DecodeLimits`) is hashed in chunks and looked at for exact copies only: the
+report counts it as too large to check for near-copies.
 """
 
 from __future__ import annotations
@@ -17,15 +19,22 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from datasets.decode import decode_image
+from datasets.decode import DecodeLimits, decode_image
 from datasets.errors import InputError
 from datasets.perceptual_hash import COARSE_BITS, perceptual_hash
 
-__all__ = ["MAX_EXAMPLES", "NEAR_COPY_BITS", "duplicates_report", "leakage_warning", "picture_hashes"]
+__all__ = [
+    "MAX_EXAMPLES",
+    "NEAR_COPY_BITS",
+    "PictureHashes",
+    "duplicates_report",
+    "leakage_warning",
+    "picture_hashes",
+]
 
 MAX_EXAMPLES = 5
 """Duplicate pairs named in the card, per kind."""
@@ -36,22 +45,41 @@ photographs), different pictures about half the bits (the nearest of thousands o
 alike: 52; ``bench/bench_near_copies.py``)."""
 _PAIRS_PER_CHUNK = 1 << 20
 """Hash pairs compared at once: bounds the memory of the comparison (about 40 bytes a pair)."""
+_LIMITS = DecodeLimits()
+"""The decoder's bounds: a test file over its byte limit is never decoded, so never read whole."""
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
-def picture_hashes(path: Path) -> tuple[str, str | None] | None:
-    """(content sha256, perceptual hash) of an image file from one read; the perceptual hash is None
-    where the picture has no layout to tell or does not decode, and None in all where the file
-    cannot be read (evaluate reports unreadable test images itself)."""
+class PictureHashes(NamedTuple):
+    """What :func:`picture_hashes` found out about one image file."""
+
+    sha256: str
+    """Of the file's bytes."""
+    phash: str | None
+    """Perceptual hash; None where the picture has no layout to tell, does not decode or is too large."""
+    too_large: bool
+    """Over the decoder's byte limit: hashed in chunks, never decoded, so no perceptual hash."""
+
+
+def picture_hashes(path: Path) -> PictureHashes | None:
+    """The hashes of an image file from one read, None where the file cannot be read (evaluate
+    reports unreadable test images itself).
+
+    A file over the decoder's byte limit is hashed in chunks instead: read whole it cost its size in
+    memory, only for the decoder to refuse it.
+    """
     try:
+        if path.stat().st_size > _LIMITS.max_bytes:
+            with path.open("rb") as fp:
+                return PictureHashes(hashlib.file_digest(fp, "sha256").hexdigest(), None, too_large=True)
         data = path.read_bytes()
     except OSError:
         return None
     try:
-        phash = perceptual_hash(decode_image(data, name=str(path)).pixels)
+        phash = perceptual_hash(decode_image(data, limits=_LIMITS, name=str(path)).pixels)
     except InputError:
         phash = None
-    return hashlib.sha256(data).hexdigest(), phash
+    return PictureHashes(hashlib.sha256(data).hexdigest(), phash, too_large=False)
 
 
 def _shown(path: Path, root: Path) -> str:
@@ -109,19 +137,29 @@ def duplicates_report(
     Args:
         root: the dataset folder (paths are shown relative to it).
         training: (path, class, content sha256) of every training and validation image.
-        test: the test split's image paths (each read and decoded once here).
+        test: the test split's image paths (each read and decoded once here; one over the decoder's
+            byte limit is hashed in chunks and not decoded).
         phashes: the perceptual hash of each training image (None: no layout to tell), from the
             pixels the caller decoded; None: the training images are decoded here for them.
 
     Returns:
         ``{"within_training": n, "training_and_test": n, "near_within_training": n,
-        "near_training_and_test": n, "near_copy_bits": NEAR_COPY_BITS, "examples": {kind: [[a, b],
-        ...]}}``: n counts pairs (each extra copy pairs with the first; each near-copy, not also an
-        exact copy, with the nearest), at most :data:`MAX_EXAMPLES` named each.
+        "near_training_and_test": n, "near_copy_bits": NEAR_COPY_BITS, "too_large_for_near_copies": n,
+        "examples": {kind: [[a, b], ...], "too_large_for_near_copies": [a, ...]}}``: n counts pairs
+        (each extra copy pairs with the first; each near-copy, not also an exact copy, with the
+        nearest), at most :data:`MAX_EXAMPLES` named each; ``too_large_for_near_copies`` counts and
+        names the images read here that were over the decoder's byte limit, looked at for exact
+        copies only.
     """
     root = root.resolve()
+    too_large: list[str] = []
     if phashes is None:
-        phashes = [(picture_hashes(path) or ("", None))[1] for path, _, _ in training]
+        phashes = []
+        for path, _, _ in training:
+            hashes = picture_hashes(path)
+            phashes.append(hashes.phash if hashes else None)
+            if hashes and hashes.too_large:
+                too_large.append(_shown(path.resolve(), root))
     first: dict[str, tuple[Path, str]] = {}
     within: list[list[str]] = []
     copied: set[int] = set()  # training images that are exact copies of an earlier one
@@ -139,7 +177,9 @@ def duplicates_report(
         hashes = picture_hashes(path)
         if hashes is None:
             continue
-        digest, phash = hashes
+        digest, phash, oversized = hashes
+        if oversized:
+            too_large.append(_shown(path.resolve(), root))
         if digest in first:
             crossing.append([_shown(first[digest][0].resolve(), root), _shown(path.resolve(), root)])
         else:
@@ -172,11 +212,13 @@ def duplicates_report(
         "near_within_training": len(near_within),
         "near_training_and_test": len(near_crossing),
         "near_copy_bits": NEAR_COPY_BITS,
+        "too_large_for_near_copies": len(too_large),
         "examples": {
             "within_training": within[:MAX_EXAMPLES],
             "training_and_test": crossing[:MAX_EXAMPLES],
             "near_within_training": near_within[:MAX_EXAMPLES],
             "near_training_and_test": near_crossing[:MAX_EXAMPLES],
+            "too_large_for_near_copies": too_large[:MAX_EXAMPLES],
         },
     }
 
@@ -210,5 +252,12 @@ def leakage_warning(report: dict[str, Any] | None) -> str | None:
             f"{report['near_within_training']} training image(s) are near-copies of another, the same "
             f"picture saved again ({a} ~ {b}, for one): a copy in two classes teaches both labels, and "
             "one in training and validation flatters validation"
+        )
+    if report.get("too_large_for_near_copies"):
+        limit = _LIMITS.max_bytes / 2**20
+        example = report["examples"]["too_large_for_near_copies"][0]
+        parts.append(
+            f"{report['too_large_for_near_copies']} image(s) are over the decoder's {limit:g} MiB limit "
+            f"({example}, for one): checked for exact copies only, not for near-copies"
         )
     return "; ".join(parts) or None

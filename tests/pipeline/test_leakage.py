@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from datasets.decode import DecodeLimits
 from pipeline import leakage
 from pipeline.leakage import duplicates_report, leakage_warning
 
@@ -34,11 +35,13 @@ def test_copies_are_counted_and_named(tmp_path: Path) -> None:
         "near_within_training": 0,  # bytes that are no picture have no perceptual hash
         "near_training_and_test": 0,
         "near_copy_bits": 32,
+        "too_large_for_near_copies": 0,
         "examples": {
             "within_training": [["train/good/a.png", "train/wet_patch/c.png (good and wet_patch)"]],
             "training_and_test": [["train/good/b.png", "test/good/t1.png"]],
             "near_within_training": [],
             "near_training_and_test": [],
+            "too_large_for_near_copies": [],
         },
     }
     warning = leakage_warning(report)
@@ -153,3 +156,81 @@ def test_near_copies_are_found_alike_in_any_chunk_and_from_the_callers_hashes(
     monkeypatch.setattr(leakage, "_PAIRS_PER_CHUNK", 3)  # a chunk of one query against the keys
     phashes = [leakage.picture_hashes(p)[1] for p in training]  # type: ignore[index]
     assert duplicates_report(tmp_path, items, test, phashes=phashes) == whole
+
+
+@pytest.mark.parametrize(
+    ("test_picture", "training_and_test", "near_training_and_test"),
+    [(0, 1, 0), (99, 0, 0)],
+    ids=["byte_copy_of_a_training_image", "another_picture"],
+)
+def test_a_test_file_over_the_byte_limit_is_hashed_in_chunks_not_read_whole(
+    test_picture: int,
+    training_and_test: int,
+    near_training_and_test: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # stored uncompressed: the test file saved alike is a byte copy, and larger than one compressed
+    training = [_png(tmp_path / "train" / "good" / f"{n:03d}.png", _picture(n), 0) for n in range(3)]
+    big = _png(tmp_path / "test" / "good" / "big.png", _picture(test_picture), 0)
+    small = _png(tmp_path / "test" / "good" / "small.png", _picture(1), 9)  # near-copy of 001
+    phashes = [leakage.picture_hashes(p).phash for p in training]  # type: ignore[union-attr]
+    limit = big.stat().st_size - 1  # the training images' own size: training decoded them itself
+    assert small.stat().st_size <= limit
+    monkeypatch.setattr(leakage, "_LIMITS", DecodeLimits(max_bytes=limit))
+    read_whole: list[str] = []
+    read_bytes = Path.read_bytes
+
+    def spy(self: Path) -> bytes:
+        read_whole.append(self.name)
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", spy)
+
+    report = duplicates_report(
+        tmp_path, [(p, "good", _sha(p)) for p in training], [big, small], phashes=phashes
+    )
+    assert "big.png" not in read_whole and "small.png" in read_whole
+    assert (report["training_and_test"], report["near_training_and_test"]) == (
+        training_and_test,
+        near_training_and_test + 1,
+    )
+    assert report["too_large_for_near_copies"] == 1
+    assert report["examples"]["too_large_for_near_copies"] == ["test/good/big.png"]
+    assert leakage.picture_hashes(big) == leakage.PictureHashes(_sha(big), None, too_large=True)
+    warning = leakage_warning(report) or ""
+    assert warning.endswith(
+        f"1 image(s) are over the decoder's {limit / 2**20:g} MiB limit (test/good/big.png, for one): "
+        "checked for exact copies only, not for near-copies"
+    )
+
+
+def test_a_training_file_over_the_byte_limit_is_named_when_hashed_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = _png(tmp_path / "train" / "good" / "a.png", _picture(1))
+    big = _png(tmp_path / "train" / "good" / "b.png", _picture(2), level=0)
+    monkeypatch.setattr(leakage, "_LIMITS", DecodeLimits(max_bytes=big.stat().st_size - 1))
+    report = duplicates_report(tmp_path, [(p, "good", _sha(p)) for p in (small, big)], [])
+    assert report["too_large_for_near_copies"] == 1
+    assert report["examples"]["too_large_for_near_copies"] == ["train/good/b.png"]
+
+
+def test_a_test_file_over_the_decoders_own_limit_is_never_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = tmp_path / "test" / "good" / "big.png"
+    big.parent.mkdir(parents=True)
+    with big.open("wb") as fp:
+        fp.truncate(DecodeLimits().max_bytes + 1)  # sparse: no disk spent on it
+    read_bytes = Path.read_bytes
+
+    def refuse(self: Path) -> bytes:
+        assert self != big, "read whole: its size in memory before the decoder refuses it"
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    report = duplicates_report(tmp_path, [], [big])
+    assert report["too_large_for_near_copies"] == 1
+    assert report["examples"]["too_large_for_near_copies"] == ["test/good/big.png"]
+    assert "over the decoder's 64 MiB limit (test/good/big.png, for one)" in (leakage_warning(report) or "")
