@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from datasets.errors import InputError
+from datasets.mvtec import GOOD
 from pipeline.leakage import leakage_warning
 
 __all__ = ["register", "train_command"]
@@ -169,8 +170,8 @@ def train_command(
     """Train a detector and write its artifact (weights.safetensors + model.json) to --out.
 
     Holds out --val-fraction (20 %) of train/ for validation, fits the one-class memory bank and the
-    supervised head (on pseudo-anomalies when train/ has no labelled anomalies), calibrates the
-    score, and picks the release threshold at --target-miss-rate.
+    supervised head (on pseudo-anomalies when no labelled anomaly is left in training), calibrates
+    the score, and picks the release threshold at --target-miss-rate.
     """
     from pipeline.picture_kinds import grey_offsets_words
     from pipeline.report import cut_text
@@ -230,9 +231,7 @@ def train_command(
     table.add_row("cargo type", str(card["cargo_type"]))
     table.add_row("train images", ", ".join(f"{k}={v}" for k, v in sorted(counts["train"].items())))
     table.add_row("validation images", ", ".join(f"{k}={v}" for k, v in sorted(counts["validation"].items())))
-    table.add_row(
-        "pseudo-anomalies", "yes (no labelled anomalies in train/)" if training["pseudo_anomalies"] else "no"
-    )
+    table.add_row("pseudo-anomalies", pseudo_words(training))
     resolution = card_resolution(card)
     assert resolution is not None  # this version's training always records it
     table.add_row(
@@ -345,6 +344,22 @@ def empty_mask_warning(paths: list[str] | None) -> str | None:
         f"{len(paths)} ground-truth mask(s) mark no defect pixel ({paths[0]}, for one): such an image "
         "trains the image-level heads but not the patch head. An all-black mask is usually a labelling "
         "or export slip; mark the defect, or remove the mask if there is none to mark"
+    )
+
+
+def pseudo_words(training: dict[str, Any]) -> str:
+    """Whether the card's training used pseudo-anomalies, and why: none labelled, or all held out."""
+    if not training["pseudo_anomalies"]:
+        return "no"
+    counts = training["counts"]
+    held_out = sum(n for label, n in counts["validation"].items() if label != GOOD)
+    if not held_out:
+        return "yes (no labelled anomalies in train/)"
+    share = training["validation_share"]["anomalous"]
+    # the card keeps the share, not which flag set it: --val-fraction stands in for an unset one
+    return (
+        f"yes: all {held_out} labelled anomalies went to validation ({share:g} of each type held out: "
+        "--val-anomaly-fraction, or --val-fraction without it)"
     )
 
 

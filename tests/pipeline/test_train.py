@@ -12,7 +12,7 @@ import pytest
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from models.artifact import load_model
 from pipeline.cli import app, run
-from pipeline.cli.train import promise_words, release_warning
+from pipeline.cli.train import promise_words, pseudo_words, release_warning
 from pipeline.train import TrainConfig, deep_features_choice, train_model
 
 
@@ -158,6 +158,40 @@ def test_the_miss_rate_promise_in_words(n: int, bound: float | None, row: str, n
         assert got_note is None
     else:
         assert got_note is not None and got_note.startswith(note)
+
+
+@pytest.mark.parametrize(
+    ("pseudo", "validation", "share", "row"),
+    [
+        (False, {"good": 2, "wet_patch": 1}, 0.2, "no"),
+        (True, {"good": 2}, 0.2, "yes (no labelled anomalies in train/)"),
+        # train/wet_patch held 3, --val-anomaly-fraction 0.9 took them all
+        (
+            True,
+            {"good": 2, "wet_patch": 3},
+            0.9,
+            "yes: all 3 labelled anomalies went to validation (0.9 of each type held out: "
+            "--val-anomaly-fraction, or --val-fraction without it)",
+        ),
+        (
+            True,
+            {"good": 2, "wet_patch": 1, "foreign_object": 1},
+            0.5,
+            "yes: all 2 labelled anomalies went to validation (0.5 of each type held out: "
+            "--val-anomaly-fraction, or --val-fraction without it)",
+        ),
+    ],
+    ids=["labelled_in_training", "none_labelled", "all_held_out", "all_of_two_types_held_out"],
+)
+def test_the_pseudo_anomalies_row_says_why(
+    pseudo: bool, validation: dict[str, int], share: float, row: str
+) -> None:
+    training = {
+        "pseudo_anomalies": pseudo,
+        "counts": {"train": {"good": 10}, "validation": validation},
+        "validation_share": {"good": 0.2, "anomalous": share},
+    }
+    assert pseudo_words(training) == row
 
 
 @pytest.mark.parametrize(
@@ -362,19 +396,36 @@ def test_config_validates_eagerly(field: str, value: object, match: str) -> None
         TrainConfig(**kw)  # type: ignore[arg-type]
 
 
-def test_train_cli_holds_out_a_separate_share_of_the_anomalies(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("fraction", "in_training", "row"),
+    [
+        (0.5, 2, "pseudo-anomalies no"),
+        (
+            0.9,  # round(0.9 * 4): all four
+            0,
+            "pseudo-anomalies yes: all 4 labelled anomalies went to validation (0.9 of each type held "
+            "out: --val-anomaly-fraction, or --val-fraction without it)",
+        ),
+    ],
+)
+def test_train_cli_holds_out_a_separate_share_of_the_anomalies(
+    fraction: float, in_training: int, row: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = _write(tmp_path / "vacuum_pack", 10)
     for n in range(4):  # one labelled anomaly type beside the normals
         _write_anomaly(root, "seal_defect", n)
     out = tmp_path / "model"
-    args = ["--image-size", "32", "--pad", "0", "--val-anomaly-fraction", "0.5", "--threads", "1"]
+    args = ["--image-size", "32", "--pad", "0", "--val-anomaly-fraction", str(fraction), "--threads", "1"]
     assert run(app, ["train", "--data", str(root), "--out", str(out), *args]) == 0
     training = json.loads((out / "model.json").read_text())["training"]
     assert training["counts"] == {
-        "train": {"good": 8, "seal_defect": 2},
-        "validation": {"good": 2, "seal_defect": 2},
+        "train": {"good": 8, "seal_defect": in_training} if in_training else {"good": 8},
+        "validation": {"good": 2, "seal_defect": 4 - in_training},
     }
-    assert training["validation_share"] == {"good": 0.2, "anomalous": 0.5}
+    assert training["validation_share"] == {"good": 0.2, "anomalous": fraction}
+    assert training["pseudo_anomalies"] is (in_training == 0)
+    # the summary table's row, its wrapped lines joined
+    assert row in " ".join(capsys.readouterr().out.replace("│", " ").split())
 
 
 def test_a_blank_mask_trains_no_patch_head_and_is_warned_about(
