@@ -6,14 +6,38 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pipeline.cli import app, run
 from serve import demo
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from serve.settings import ServeSettings
+
+__all__ = ["main", "uvicorn_options"]
+
+
+def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
+    """What ``uvicorn.run`` is given besides the app (and, with several, ``workers``).
+
+    uvicorn's own default takes X-Forwarded-For from any connection out of 127.0.0.1, so behind a
+    same-host proxy that passes a client's header on, each client would name its own address, and
+    the wrong-key lockout (which counts per address) would never hold it, or hold someone else.
+    Proxy headers are read only from the proxies ``forwarded_allow_ips`` names.
+    """
+    from serve.logs import log_config
+
+    proxies = list(settings.forwarded_allow_ips)
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": log_config(),
+        "access_log": False,
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": proxies,
+    }
 
 
 @app.command("serve")
@@ -63,7 +87,6 @@ def serve_command(
     import uvicorn
 
     from serve.app import check_keys, create_app, preflight
-    from serve.logs import log_config
     from serve.settings import ServeSettings
 
     overrides = {
@@ -85,13 +108,7 @@ def serve_command(
     # be the one uvicorn hands the signal back to
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if settings.workers == 1:
-        uvicorn.run(
-            create_app(settings, predictors=predictors),
-            host=settings.host,
-            port=settings.port,
-            log_config=log_config(),
-            access_log=False,
-        )
+        uvicorn.run(create_app(settings, predictors=predictors), **uvicorn_options(settings))
         return
     del predictors  # each worker loads its own
     # Worker processes rebuild their settings from the environment: hand the options on through it.
@@ -112,11 +129,8 @@ def serve_command(
     uvicorn.run(
         "serve.app:create_app_from_env",
         factory=True,
-        host=settings.host,
-        port=settings.port,
         workers=settings.workers,
-        log_config=log_config(),
-        access_log=False,
+        **uvicorn_options(settings),
     )
 
 

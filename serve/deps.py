@@ -96,7 +96,9 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API
 
 
 def client_address(request: Request) -> str:
-    """The address a request came from (the proxy's, behind a reverse proxy)."""
+    """The address a request came from: its connection's peer, or, from a proxy named in
+    ``forwarded_allow_ips``, the client that proxy put in X-Forwarded-For (uvicorn has rewritten
+    ``request.client`` by then; see :func:`serve.cli.uvicorn_options`)."""
     return request.client.host if request.client is not None else "unknown"
 
 

@@ -3,8 +3,10 @@
 A key is at least 8 characters, but a client that may try keys as fast as the server answers can
 still guess weak ones; a lockout turns that into years. Only wrong keys count (not missing ones,
 which cost a guesser nothing to learn about), and only the guessing address waits. Behind a reverse
-proxy every client shares the proxy's address, so the limit there is shared too: set it with that
-in mind (``auth_failures_per_minute``; 0 turns the lockout off).
+proxy every client shares the proxy's address, so the limit there is shared too, unless the proxy
+is named in ``forwarded_allow_ips`` (then its X-Forwarded-For names the client; no other
+connection's does): set it with that in mind (``auth_failures_per_minute``; 0 turns the lockout
+off).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ Built once at the entry point (``clearsight serve`` or the uvicorn factory) and 
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -68,7 +69,16 @@ class ServeSettings(Settings):
         default=20,
         ge=0,
         description="Wrong API keys one client address may send per minute before it must wait (429); "
-        "0 turns the lockout off. Behind a reverse proxy all clients share its address.",
+        "0 turns the lockout off. Behind a reverse proxy all clients share its address, unless "
+        "forwarded_allow_ips names it.",
+    )
+    forwarded_allow_ips: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Addresses or networks (10.0.0.5, 10.0.0.0/24; comma-separated in the env) of "
+        "reverse proxies whose X-Forwarded-For says who the client is. Empty: no proxy is trusted, "
+        "and a client is the address its connection comes from, whatever its headers say. A proxy "
+        "named here must set X-Forwarded-For itself (overwrite it, or append the address it was "
+        "connected from), never pass a client's on alone.",
     )
     cookie_secure: bool = Field(default=False, description="Mark the session cookie Secure (behind HTTPS).")
 
@@ -128,6 +138,34 @@ class ServeSettings(Settings):
         if isinstance(value, list | tuple):
             return tuple(str(part).strip().lower() for part in value if str(part).strip())
         return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, list | tuple):
+            return value
+        proxies = []
+        for part in (str(part).strip() for part in value):
+            if not part:
+                continue
+            try:
+                # uvicorn takes an entry it cannot parse for a literal host name and never matches a
+                # proxy's address against it: a typo would silently trust no one
+                proxy = (
+                    ipaddress.ip_network(part, strict=False) if "/" in part else ipaddress.ip_address(part)
+                )
+            except ValueError:
+                wrong = "is not an IP address or network"
+                if part == "*":
+                    wrong = "would trust every client's word for its address"
+                raise ValueError(
+                    f"{part!r} {wrong}; name each trusted proxy by its address (10.0.0.5, ::1) or "
+                    "network (10.0.0.0/24)"
+                ) from None
+            proxies.append(str(proxy))
+        return tuple(proxies)
 
     @model_validator(mode="after")
     def _budgets_fit_a_request(self) -> ServeSettings:

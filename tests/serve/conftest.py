@@ -68,21 +68,23 @@ def make_client(tmp_path: Path, audit_store: AuditStore) -> Iterator[AppFactory]
 
 
 class LiveServer:
-    """A real uvicorn server on 127.0.0.1 (random free port) in a thread."""
+    """A real uvicorn server on 127.0.0.1 (random free port) in a thread, configured as
+    ``clearsight serve`` configures it (but for logging, which stays pytest's)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, settings: ServeSettings) -> None:
         import socket
 
         import uvicorn
+
+        from serve.cli import uvicorn_options
 
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind(("127.0.0.1", 0))
         self.port = self.socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2
-        )
+        options = {**uvicorn_options(settings), "log_config": None}
+        config = uvicorn.Config(app, **options, lifespan="on", timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
 
@@ -112,10 +114,9 @@ def live_server(tmp_path: Path, audit_store: AuditStore) -> Iterator[Callable[..
         values.update(overrides)
         if predictors is None:
             predictors = {"bulk_ore": FakePredictor("bulk_ore"), "vacuum_pack": FakePredictor("vacuum_pack")}
-        app = create_app(
-            ServeSettings(_env_file=None, **values), predictors=predictors, audit=audit or audit_store
-        )
-        server = LiveServer(app).__enter__()
+        settings = ServeSettings(_env_file=None, **values)
+        app = create_app(settings, predictors=predictors, audit=audit or audit_store)
+        server = LiveServer(app, settings).__enter__()
         servers.append(server)
         return server
 

@@ -1,0 +1,55 @@
+"""How ``clearsight serve`` configures uvicorn: whose X-Forwarded-For is believed."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from serve_fakes import OFFICER_KEY, auth
+
+from serve.cli import uvicorn_options
+from serve.settings import ServeSettings
+
+
+@pytest.mark.parametrize(
+    ("proxies", "proxy_headers", "trusted"),
+    [
+        ("", False, []),
+        ("10.0.0.5", True, ["10.0.0.5"]),
+        ("10.0.0.5, 10.1.0.0/16", True, ["10.0.0.5", "10.1.0.0/16"]),
+    ],
+    ids=["none", "one", "address-and-network"],
+)
+def test_proxy_headers_are_read_only_from_named_proxies(proxies, proxy_headers, trusted) -> None:
+    options = uvicorn_options(ServeSettings(_env_file=None, forwarded_allow_ips=proxies))
+    assert options["proxy_headers"] is proxy_headers
+    assert options["forwarded_allow_ips"] == trusted
+
+
+def _wrong_keys_until_held(url: str, forwarded_for: list[str]) -> list[int]:
+    """The statuses of one wrong key per X-Forwarded-For value, each over its own connection."""
+    statuses = []
+    for address in forwarded_for:
+        headers = {**auth(f"wrong-key-{address}"), "X-Forwarded-For": address}
+        statuses.append(httpx.get(f"{url}/v1/models", headers=headers).status_code)
+    return statuses
+
+
+def test_a_client_cannot_pick_its_address_for_the_lockout(live_server) -> None:
+    """Every connection here comes from 127.0.0.1, which uvicorn trusted by default: a new
+    X-Forwarded-For per request dodged the lockout for ever, and one naming someone else's
+    address locked that address out."""
+    server = live_server(auth_failures_per_minute=2)
+    assert _wrong_keys_until_held(server.url, ["10.9.8.1", "10.9.8.2", "10.9.8.3"]) == [401, 401, 429]
+    # the lockout is 127.0.0.1's, whatever address the header names
+    claimed = {**auth(OFFICER_KEY), "X-Forwarded-For": "198.51.100.9"}
+    assert httpx.get(f"{server.url}/v1/models", headers=claimed).status_code == 429
+
+
+def test_a_named_proxy_says_who_the_client_is(live_server) -> None:
+    server = live_server(auth_failures_per_minute=2, forwarded_allow_ips="127.0.0.1")
+    assert _wrong_keys_until_held(server.url, ["203.0.113.7"] * 3) == [401, 401, 429]
+    # another client behind the same proxy is not held; a proxy appending to the client's own
+    # header is read from the right, so a client cannot name a locked-out address either
+    for forwarded in ("198.51.100.9", "203.0.113.7, 198.51.100.9"):
+        headers = {**auth(OFFICER_KEY), "X-Forwarded-For": forwarded}
+        assert httpx.get(f"{server.url}/v1/models", headers=headers).status_code == 200
