@@ -12,6 +12,7 @@ from pipeline.resolution import SCALE_TOLERANCE
 from pipeline.verdicts import ShipmentDecision, Tier
 
 __all__ = [
+    "MAX_SEQ",
     "RECORDED_ID_PATTERN",
     "SHIPMENT_ID_PATTERN",
     "Health",
@@ -31,6 +32,11 @@ SHIPMENT_ID_RE = re.compile(SHIPMENT_ID_PATTERN)
 
 CLEAN = "clean"
 """What an officer records when the inspection found nothing."""
+
+MAX_SEQ = 2**63 - 1
+"""The largest audit seq a database's integer column holds (SQLite's, PostgreSQL's BIGINT): a
+larger one never names a record, and the database driver fails on it (a 500) rather than finding
+none."""
 
 
 class ThresholdsOut(BaseModel):
@@ -227,6 +233,7 @@ class OutcomeIn(BaseModel):
     decision_seq: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_SEQ,
         description="The decision (its seq) the officer judged: refused with 409 if the shipment has "
         "been decided again since.",
     )

@@ -28,7 +28,7 @@ from serve.auth import Principal, Role
 from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep, authenticate, client_address
 from serve.errors import NotAuthenticatedError, PermissionDeniedError, TooManyAttemptsError
 from serve.routes.shipments import ShipmentIdPath, record_outcome
-from serve.schemas import CLEAN, RECORDED_ID_PATTERN, OutcomeIn
+from serve.schemas import CLEAN, MAX_SEQ, RECORDED_ID_PATTERN, OutcomeIn
 from serve.storage import heatmap_name
 
 __all__ = ["COOKIE", "router"]
@@ -300,7 +300,7 @@ async def logout(
 
 FoundForm = Annotated[str, Form(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 CsrfForm = Annotated[str, Form(max_length=128)]
-DecisionSeqForm = Annotated[int, Form(ge=1)]
+DecisionSeqForm = Annotated[int, Form(ge=1, le=MAX_SEQ)]
 NotesForm = Annotated[str, Form(max_length=2000)]
 
 

@@ -278,6 +278,25 @@ def test_the_found_list_holds_the_cargo_types_own_anomalies() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("action", "named"),
+    [("/review/outcome", {"shipment_id": "SHP-X"}), ("/review/shipments/SHP-X/outcome", {})],
+    ids=["form", "by-path"],
+)
+def test_a_form_decision_seq_past_a_database_integer_is_refused_by_name(
+    make_client, audit_store, action, named
+) -> None:
+    """The API's outcome routes failed on such a seq with a 500; the form takes the same bound."""
+    client = make_client()
+    audit_store.record(batch_hold("SHP-X"))
+    client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/review").text).group(1)
+    form = {**named, "found": "clean", "csrf": csrf, "decision_seq": str(2**63)}
+    refused = client.post(action, data=form, follow_redirects=False)
+    assert (refused.status_code, [e["loc"] for e in refused.json()["errors"]]) == (422, ["body.decision_seq"])
+    assert audit_store.get("SHP-X").outcome is None
+
+
 def test_an_outcome_is_recorded_from_the_page_for_a_batch_shipment_id(make_client, audit_store) -> None:
     """A batch decides ids the API's path pattern refuses ('SHP/2026/1', 'SHP 0002'): their forms
     posted to /review/shipments/<id>/outcome and got a 404 or a 422, so the hold stayed."""

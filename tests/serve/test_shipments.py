@@ -168,6 +168,28 @@ def test_an_outcome_for_a_decision_that_was_replaced_is_refused(make_client, aud
 
 
 @pytest.mark.parametrize(
+    ("path", "named"),
+    [("/v1/shipments/SHP-BIG/outcome", {}), ("/v1/outcomes", {"shipment_id": "SHP-BIG"})],
+    ids=["by-path", "in-body"],
+)
+def test_a_decision_seq_past_a_database_integer_is_refused_by_name(
+    make_client, audit_store, path, named
+) -> None:
+    """2**63 went on to the audit store, whose SQLite driver failed on it with OverflowError: a 500."""
+    client = make_client()
+    _submit(client, "SHP-BIG", [10])
+    past = client.post(path, json={**named, "found": "clean", "decision_seq": 2**63}, headers=OFFICER)
+    assert (past.status_code, past.json()["type"]) == (422, "https://clearsight.dev/problems/validation")
+    assert [error["loc"] for error in past.json()["errors"]] == ["body.decision_seq"]
+    assert f"less than or equal to {2**63 - 1}" in past.json()["detail"]
+    largest = client.post(path, json={**named, "found": "clean", "decision_seq": 2**63 - 1}, headers=OFFICER)
+    assert largest.json()["detail"] == (
+        f"shipment 'SHP-BIG' has no decision {2**63 - 1}: its latest decision is 1; judge that one"
+    )
+    assert audit_store.get("SHP-BIG").outcome is None
+
+
+@pytest.mark.parametrize(
     ("path", "content_type", "body"),
     [
         ("/v1/outcomes", "application/x-www-form-urlencoded", "shipment_id=SHP-J&found=clean"),
