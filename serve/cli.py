@@ -25,7 +25,8 @@ def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
     uvicorn's own default takes X-Forwarded-For from any connection out of 127.0.0.1, so behind a
     same-host proxy that passes a client's header on, each client would name its own address, and
     the wrong-key lockout (which counts per address) would never hold it, or hold someone else.
-    Proxy headers are read only from the proxies ``forwarded_allow_ips`` names.
+    Proxy headers are read only from the proxies ``forwarded_allow_ips`` names. uvicorn bounds no
+    connections by default: ``limit_concurrency`` does.
     """
     from serve.logs import log_config
 
@@ -37,6 +38,7 @@ def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
         "access_log": False,
         "proxy_headers": bool(proxies),
         "forwarded_allow_ips": proxies,
+        "limit_concurrency": settings.limit_concurrency,
     }
 
 

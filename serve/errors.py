@@ -13,6 +13,7 @@ turns every Clearsight error into a problem body::
     │   └── DecidedAgainError   the shipment was decided again since the decision the officer judged
     ├── NotFoundError           a shipment or file that does not exist (404)
     ├── RequestTooLargeError    a body over max_request_bytes or too many images (413)
+    ├── RequestTimeoutError     a body that stalls or trickles (408)
     ├── UnsupportedMediaTypeError  a body of another type than the route reads (415)
     └── TooManyAttemptsError    too many wrong API keys from one address (429 + Retry-After)
     EngineError
@@ -31,6 +32,7 @@ __all__ = [
     "OutcomeExistsError",
     "OverloadedError",
     "PermissionDeniedError",
+    "RequestTimeoutError",
     "RequestTooLargeError",
     "ScoringTimeoutError",
     "ShipmentTakenError",
@@ -70,6 +72,10 @@ class NotFoundError(InputError):
 
 class RequestTooLargeError(InputError):
     """A request body over the byte limit, or more images than allowed."""
+
+
+class RequestTimeoutError(InputError):
+    """A request body that went too long without a byte, or arrived too slowly on average."""
 
 
 class UnsupportedMediaTypeError(InputError):

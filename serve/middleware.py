@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, JSON access logs, request metrics, body-size limit, last-resort 500.
+"""ASGI middleware: request ids, JSON access logs, request metrics, body size and pace, last-resort 500.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so that bodies stream through untouched and the byte limit is
 enforced while the body arrives, not after it has been buffered.
@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+import anyio
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,8 +21,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from datasets.errors import ClearsightError
 from serve.auth import Role
 from serve.deps import check_role, client_address, principal_from_headers
+from serve.errors import RequestTimeoutError, RequestTooLargeError
 from serve.metrics import Metrics
 from serve.problems import PROBLEM_BASE, PROBLEM_JSON, problem_for, problem_headers
+from serve.settings import ServeSettings
 
 __all__ = ["BodyLimitMiddleware", "RequestContextMiddleware"]
 
@@ -153,6 +156,16 @@ SMALL_BODY_BYTES = 64 * 1024
 """The most any other body may hold: an outcome, a login form."""
 
 
+def _body_pace(scope: Scope) -> tuple[float, int]:
+    """(body_timeout_s, body_min_bytes_per_s) of the started app, or their defaults before it started."""
+    services = getattr(getattr(scope.get("app"), "state", None), "services", None)
+    settings = services.settings if services is not None else None
+    if settings is None:
+        fields = ServeSettings.model_fields
+        return fields["body_timeout_s"].default, fields["body_min_bytes_per_s"].default
+    return settings.body_timeout_s, settings.body_min_bytes_per_s
+
+
 def _refusal(scope: Scope, role: Role) -> tuple[int, str, str, str, dict[str, str]] | None:
     """The problem (status, slug, title, detail, headers) an upload's key earns before its body is
     read: none, a wrong one, one from an address locked out for wrong keys, or one whose role the
@@ -187,6 +200,12 @@ class BodyLimitMiddleware:
     ``Content-Length`` up front, and by counting while streaming: a chunked or lying client is cut
     off when its running total passes the limit, the 413 problem is sent at once and the app sees a
     disconnect, whose own response is then discarded.
+
+    A body must also keep coming: one that goes ``body_timeout_s`` without a byte, or is still
+    arriving ``body_timeout_s`` past one second per ``body_min_bytes_per_s`` bytes it sent, is cut
+    off the same way with 408 and the connection closed (the time the app spends not reading does
+    not count). uvicorn has no limit of its own there: a client sending a byte every ten seconds
+    held its connection for as long as it liked.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -248,32 +267,70 @@ class BodyLimitMiddleware:
                 )
                 return
 
+        pause_s, min_rate = _body_pace(scope)
         received = 0
+        waited = 0.0  # time spent in receive(): the client's, not the app's between reads
+        body_done = False
         cut_off = False
+        answered = False
+
+        async def cut(exc: ClearsightError, headers: list[tuple[bytes, bytes]] | None = None) -> Message:
+            nonlocal cut_off
+            cut_off = True
+            if not answered:  # past the app's first line of a reply, a problem cannot follow
+                status, slug, title = problem_for(exc)
+                await _send_problem(
+                    send,
+                    status=status,
+                    slug=slug,
+                    title=title,
+                    detail=str(exc),
+                    path=path,
+                    request_id=request_id,
+                    headers=headers,
+                )
+            return {"type": "http.disconnect"}
 
         async def limited_receive() -> Message:
-            nonlocal received, cut_off
+            nonlocal received, waited, body_done
             if cut_off:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done:  # the app waits for the client to go away: for as long as it likes
+                return await receive()
+            # the body's time grows with what it sent, so a slow link's large upload is not cut;
+            # one byte every few seconds (a connection held for nothing) is
+            earned = pause_s + received / min_rate - waited
+            allowed = max(min(pause_s, earned), 0.0)
+            began = time.monotonic()
+            message: Message | None = None
+            with anyio.move_on_after(allowed):
+                message = await receive()
+            waited += time.monotonic() - began
+            if message is None:
+                if allowed < pause_s:
+                    why = (
+                        f"came too slowly: {received} bytes in {waited:.1f} s; after its first "
+                        f"{pause_s:g} s a body must come at {min_rate} bytes/s or faster"
+                    )
+                else:
+                    why = f"went {pause_s:g} s without a byte, after {received} bytes"
+                # the rest of the body is never read: the connection cannot carry another request
+                return await cut(RequestTimeoutError(f"request body {why}"), [(b"connection", b"close")])
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
-                    cut_off = True
-                    await _send_problem(
-                        send,
-                        status=413,
-                        slug="request-too-large",
-                        title="Request too large",
-                        detail=f"request body passed the limit of {limit} bytes while streaming",
-                        path=path,
-                        request_id=request_id,
+                    return await cut(
+                        RequestTooLargeError(
+                            f"request body passed the limit of {limit} bytes while streaming"
+                        )
                     )
-                    return {"type": "http.disconnect"}
             return message
 
         async def guarded_send(message: Message) -> None:
-            if not cut_off:  # the 413 has already gone out; drop the app's reply to the disconnect
+            nonlocal answered
+            if not cut_off:  # the 413 or 408 has already gone out; drop the app's reply to the disconnect
+                answered = True
                 await send(message)
 
         await self.app(scope, limited_receive, guarded_send)

@@ -85,6 +85,24 @@ class ServeSettings(Settings):
     max_request_bytes: int = Field(
         default=64 * 1024 * 1024, gt=0, description="Largest request body accepted."
     )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request body may go this long without a byte, and take this long beyond one "
+        "second per body_min_bytes_per_s bytes it sends, before 408 (time the service spends not "
+        "reading it does not count): a client trickling a body holds a connection no longer.",
+    )
+    body_min_bytes_per_s: int = Field(
+        default=500,
+        gt=0,
+        description="The slowest a request body may arrive on average, after its first body_timeout_s.",
+    )
+    limit_concurrency: int = Field(
+        default=500,
+        gt=0,
+        description="Most connections one worker holds open at once; a request past it is answered "
+        "503 at once by uvicorn (plain text). Below the usual limit of 1,024 open files a process.",
+    )
     max_images_per_request: int = Field(default=32, gt=0, description="Most images in one request.")
     max_request_pixels: int = Field(
         default=400_000_000,

@@ -158,3 +158,36 @@ def test_the_insecure_development_mode_takes_uploads_without_a_key(tmp_path) -> 
     settings = ServeSettings(_env_file=None, api_keys="", insecure_dev=True, data_dir=tmp_path)
     with TestClient(create_app(settings, predictors={"bulk_ore": FakePredictor("bulk_ore")})) as client:
         assert _through_the_limit(client.app, "POST", "/v1/shipments", [], b"x")[0] == 200
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    reply = b""
+    while data := sock.recv(65536):
+        reply += data
+    return reply
+
+
+def test_a_stalled_body_is_answered_408_and_its_connection_closed(live_server) -> None:
+    """A keyless client trickling a body to /review/login held its connection for good."""
+    server = live_server(body_timeout_s=0.2)
+    head = (
+        b"POST /review/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 60000\r\n\r\nkey="
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(head)
+        reply = _read_until_closed(sock)  # a timeout here: the server kept the connection
+    head_text, _, body = reply.partition(b"\r\n\r\n")
+    assert head_text.startswith(b"HTTP/1.1 408 ") and b"\r\nconnection: close" in head_text.lower()
+    assert json.loads(body)["detail"] == "request body went 0.2 s without a byte, after 4 bytes"
+
+
+def test_connections_past_the_limit_are_answered_503(live_server) -> None:
+    server = live_server(limit_concurrency=2)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as holder:
+        holder.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers not yet ended
+        assert httpx.get(f"{server.url}/healthz").status_code == 503
+    for _ in range(100):  # the server notices the closed connection a moment later
+        if (status := httpx.get(f"{server.url}/healthz").status_code) == 200:
+            break
+    assert status == 200
