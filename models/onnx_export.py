@@ -21,8 +21,9 @@ the input size and the memory-bank size, both fixed in the artifact.
 Before the file is kept, PyTorch and ONNX Runtime score the same sample inputs at a batch size
 different from the one traced (so the dynamic axis is exercised). Scores must agree within
 :data:`SCORE_TOLERANCE` (max abs), logits within :data:`LOGIT_TOLERANCE` and maps within
-:data:`MAP_TOLERANCE`; the map is looser because it is a clipped ratio of distances that are square
-roots of differences of large dot products, where float32 summation order shows. Otherwise
+:data:`MAP_TOLERANCE`; the map is looser because it is a clipped ratio of distances to a nearest
+bank row picked by float32 dot products, where summation order can pick another of two near-tied rows
+and the backbone's own float32 differences pass through unscaled. Otherwise
 :class:`~datasets.errors.ExportError` is raised and nothing is left at the output path.
 
 A sidecar ``<name>.json`` beside the ``.onnx`` file carries what a standalone runtime needs:
