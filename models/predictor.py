@@ -8,17 +8,19 @@ thresholds and labels: it implements :class:`models.inference.Predictor` and is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from datasets.errors import ModelError
 from models.detector import Detector, RawOutput
 from models.fusion import SIGNALS
 from models.inference import GOOD, Prediction, Thresholds
 from models.runtime import DEFAULT_RUNTIME, raw_runner
-from models.tiling import TilingConfig, View, make_views, stitch_maps, to_rgb_float, view_downscale
+from models.tiling import TilingConfig, View, make_views, stitch_maps, to_rgb_float, view_downscale_hw
 
 __all__ = ["ArtifactPredictor", "ImageResult", "ImageScorer", "UNKNOWN"]
 
@@ -177,9 +179,7 @@ class ArtifactPredictor:
         )
         self._class_names = tuple(detector.config.class_names)
         self._pseudo = set(card.get("training", {}).get("pseudo_types", []))
-        # Written by training since artifact cards recorded the training images' sizes; absent before.
-        trained = pre.get("source_resolution", {}).get("downscale")
-        self._training_downscale = float(trained) if trained else None
+        self._training_downscale = _training_downscale_hw(pre.get("source_resolution", {}))
 
     @property
     def model_id(self) -> str:
@@ -246,9 +246,44 @@ class ArtifactPredictor:
         )
 
     def scale_vs_training(self, height: int, width: int) -> float | None:
-        """An image's :attr:`~models.inference.Prediction.scale_vs_training`, from its size alone."""
+        """An image's :attr:`~models.inference.Prediction.scale_vs_training`, from its size alone.
+
+        Measured along the view's height and its width apart, against the training views' own, and
+        the side farther off (by ratio, either way) gives the figure: every view is resized to a
+        square, so an image stretched along one side only (a 64 x 3 strip for a model of 64 px
+        squares) reaches the model as far from the training scale as one resized along both.
+        """
         if self._training_downscale is None:
             return None
-        tiling = self._scorer.tiling
-        own = view_downscale(height, width, size=self._scorer.detector.config.input_size, tiling=tiling)
-        return round(self._training_downscale / own, 4)
+        size = self._scorer.detector.config.input_size
+        own = view_downscale_hw(height, width, size=size, tiling=self._scorer.tiling)
+        ratios: list[float] = [t / o for t, o in zip(self._training_downscale, own, strict=True)]
+        farther = max(ratios, key=lambda r: abs(math.log(r)))
+        return round(farther, 4)
+
+
+def _training_downscale_hw(source: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The training views' median downscale along height and width, from the card's
+    ``preprocessing.source_resolution``; None for a card written before training recorded it.
+
+    ``downscale_hw`` is recorded only for views that were not square; without it both sides are
+    the longer side's ``downscale`` (cards written before it was recorded are read so too).
+
+    Raises:
+        ModelError: the card holds figures that are not positive numbers.
+    """
+    trained = source.get("downscale")
+    if not trained:
+        return None
+    figures = source.get("downscale_hw", [trained, trained])
+    try:
+        h, w = (float(v) for v in figures)
+    except (TypeError, ValueError):
+        h = w = math.nan
+    if not (math.isfinite(h) and math.isfinite(w) and h > 0 and w > 0):
+        raise ModelError(
+            "the model card's preprocessing.source_resolution holds downscale "
+            f"{trained!r} and downscale_hw {source.get('downscale_hw')!r}; accepted: positive numbers, "
+            "and downscale_hw a list of two"
+        )
+    return h, w

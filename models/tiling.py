@@ -27,6 +27,7 @@ __all__ = [
     "stitch_maps",
     "to_rgb_float",
     "view_downscale",
+    "view_downscale_hw",
 ]
 
 
@@ -116,7 +117,19 @@ def view_downscale(height: int, width: int, *, size: int, tiling: TilingConfig) 
     Each view (the whole image, or a tile) is resized to ``size`` x ``size``, so a factor of 2 turns
     a defect two pixels wide into one pixel of the model's input.
     """
-    return max(max(v.h, v.w) for v in plan_views(height, width, tiling)) / size
+    return max(view_downscale_hw(height, width, size=size, tiling=tiling))
+
+
+def view_downscale_hw(height: int, width: int, *, size: int, tiling: TilingConfig) -> tuple[float, float]:
+    """:func:`view_downscale` along a view's height and along its width, (H / S, W / S).
+
+    A view is resized to a square whatever its shape, so the two differ for any other shape: a 3 x 64
+    view is enlarged 21x along its height and not at all along its width, which its longer side
+    alone does not show. Tiles all have one shape (``min(t, H) x min(t, W)``), so their largest
+    height and largest width are those of one view.
+    """
+    views = plan_views(height, width, tiling)
+    return max(v.h for v in views) / size, max(v.w for v in views) / size
 
 
 def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:

@@ -10,9 +10,12 @@ air pockets, the largest defects, fell 0.997 -> 0.602. So training says what it 
 remedies, and the user measures them on their own images.
 
 Scoring checks the other side: an image whose content reaches the model at a very different scale
-from the training images' (``Prediction.scale_vs_training`` outside [1/:data:`SCALE_TOLERANCE`,
-:data:`SCALE_TOLERANCE`]) has a score that validation never vouched for, so ``clearsight score``
-warns and the decision layer never releases it on that score (``fail_closed.off_training_scale``).
+from the training images' along its height or its width (``Prediction.scale_vs_training``, the one
+of the two that is farther off, outside [1/:data:`SCALE_TOLERANCE`, :data:`SCALE_TOLERANCE`]) has a
+score that validation never vouched for, so ``clearsight score`` warns and the decision layer never
+releases it on that score (``fail_closed.off_training_scale``). Both sides count because every view
+is resized to a square: a 64 x 3 strip reaches a model trained on 64 px squares at their scale
+along its width and 21x enlarged along its height.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
-from models.tiling import TilingConfig, view_downscale
+from models.tiling import TilingConfig, view_downscale, view_downscale_hw
 
 __all__ = [
     "MAX_IMAGE_SIZE",
@@ -49,8 +52,9 @@ trusted: a defect half or twice the size it had in training is a defect the mode
 
 
 def off_training_scale(scale: float | None) -> TypeGuard[float]:
-    """True when ``scale`` (``Prediction.scale_vs_training``) is more than :data:`SCALE_TOLERANCE`
-    off 1 either way; False for ``None`` (a model that does not record its training scale)."""
+    """True when ``scale`` (``Prediction.scale_vs_training``: along the side of the image that is
+    farther off) is more than :data:`SCALE_TOLERANCE` off 1 either way; False for ``None`` (a model
+    that does not record its training scale)."""
     return scale is not None and not 1.0 / SCALE_TOLERANCE <= scale <= SCALE_TOLERANCE
 
 
@@ -79,14 +83,18 @@ def source_resolution(
 
     Returns:
         ``longest_side_px`` (min, median, max over the images), ``downscale`` (median image pixels
-        per input pixel along a view's longer side), and ``warning`` (text, or None below
-        :data:`WARN_DOWNSCALE`).
+        per input pixel along a view's longer side), ``warning`` (text, or None below
+        :data:`WARN_DOWNSCALE`), and ``downscale_hw``, the median along a view's height and along
+        its width, only where that is not ``[downscale, downscale]``: square views need no more,
+        and a card without it is read as square (cards written before it was recorded too).
     """
     if not shapes:
         raise ValueError("source_resolution needs at least one image shape")
     sides = np.array([max(h, w) for h, w in shapes])
     median_side = int(np.median(sides))
     factor = float(np.median([view_downscale(h, w, size=size, tiling=tiling) for h, w in shapes]))
+    per_axis = np.array([view_downscale_hw(h, w, size=size, tiling=tiling) for h, w in shapes])
+    hw = [round(float(np.median(per_axis[:, 0])), 3), round(float(np.median(per_axis[:, 1])), 3)]
     warning = None
     if factor >= WARN_DOWNSCALE:
         native = math.ceil(size * factor / 32) * 32
@@ -98,7 +106,7 @@ def source_resolution(
             "but shows each patch less of its surroundings, which can cost large defects: compare "
             "with the default using `clearsight evaluate` on your own images"
         )
-    return {
+    summary: dict[str, Any] = {
         "longest_side_px": {
             "min": int(sides.min()),
             "median": median_side,
@@ -107,6 +115,9 @@ def source_resolution(
         "downscale": round(factor, 3),
         "warning": warning,
     }
+    if hw != [summary["downscale"]] * 2:
+        summary["downscale_hw"] = hw
+    return summary
 
 
 def describe_resize(downscale: float) -> str:

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datasets.errors import ModelError
 from models.artifact import load_model
 from models.fusion import SIGNALS
 from models.predictor import ArtifactPredictor
+from pipeline.resolution import off_training_scale
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +29,18 @@ def _with_preprocessing(predictor: ArtifactPredictor, **changes: object) -> Arti
     ("height", "width", "scale"),
     [
         (64, 64, 1.0),  # the training images' size (64 px, the model input)
-        (48, 64, 1.0),  # the longer side decides
         (128, 128, 0.5),
         (32, 32, 2.0),
         (64, 256, 0.25),
+        (48, 64, 1.3333),  # its height enlarged 1.33x more than the training views'
+        (64, 1, 64.0),  # a column enlarged 64x along its width: its longer side alone said 1.0
+        (64, 4, 16.0),
+        (3, 64, 21.3333),
+        (32, 256, 0.25),  # both sides off, either way: the one farther off
+        (16, 128, 4.0),
     ],
 )
-def test_scale_vs_training_compares_the_longer_sides(
+def test_scale_vs_training_takes_the_side_farther_off(
     predictor: ArtifactPredictor, height: int, width: int, scale: float
 ) -> None:
     assert predictor.card["preprocessing"]["source_resolution"]["downscale"] == 1.0
@@ -46,10 +53,44 @@ def test_every_prediction_carries_its_scale(predictor: ArtifactPredictor, imagin
     assert (same.scale_vs_training, large.scale_vs_training) == (1.0, 0.25)
 
 
+@pytest.mark.parametrize("crop", [(slice(None), slice(0, 1)), (slice(0, 3), slice(None))])
+def test_a_strip_of_a_training_image_is_not_released_on_its_score(  # type: ignore[no-untyped-def]
+    predictor: ArtifactPredictor, crop: tuple[slice, slice], imaging
+) -> None:
+    image = np.ascontiguousarray(imaging.texture(np.random.default_rng(5), 64)[crop])
+    assert off_training_scale(predictor.predict([image])[0].scale_vs_training)
+
+
 def test_tiles_keep_a_large_image_at_the_training_scale(predictor: ArtifactPredictor) -> None:
     tiled = _with_preprocessing(predictor, tiling={"tile_size": 64, "overlap": 16})
     assert tiled.scale_vs_training(256, 256) == 1.0
     assert predictor.scale_vs_training(256, 256) == 0.25
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "scale"), [(3, 2000, 21.3333), (2000, 3, 21.3333), (64, 2000, 1.0)]
+)
+def test_a_tiled_strip_is_measured_across_its_tiles_too(
+    predictor: ArtifactPredictor, height: int, width: int, scale: float
+) -> None:
+    tiled = _with_preprocessing(predictor, tiling={"tile_size": 64, "overlap": 16})
+    assert tiled.scale_vs_training(height, width) == scale
+
+
+def test_training_views_of_another_shape_are_compared_side_by_side(predictor: ArtifactPredictor) -> None:
+    # trained on 32 x 128 strips (no 64 px squares): a strip of that shape is at the training scale
+    source = {"longest_side_px": {"min": 128, "median": 128, "max": 128}, "downscale": 2.0, "warning": None}
+    strips = _with_preprocessing(predictor, source_resolution={**source, "downscale_hw": [0.5, 2.0]})
+    assert strips.scale_vs_training(32, 128) == 1.0
+    assert strips.scale_vs_training(48, 128) == 0.6667  # its height shrunk 1.5x more
+    assert strips.scale_vs_training(100, 32) == 4.0  # turned on its side: its width enlarged 4x
+
+
+@pytest.mark.parametrize("figures", [[1.0], [1.0, 0.0], "ab", [1.0, None], [1.0, float("nan")]])
+def test_a_card_with_malformed_side_figures_is_refused(predictor: ArtifactPredictor, figures: object) -> None:
+    source = {**predictor.card["preprocessing"]["source_resolution"], "downscale_hw": figures}
+    with pytest.raises(ModelError, match="downscale_hw"):
+        _with_preprocessing(predictor, source_resolution=source)
 
 
 def test_a_card_without_the_training_sizes_gives_no_scale(predictor: ArtifactPredictor) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.tiling import TilingConfig, is_grey, view_downscale
+from models.tiling import TilingConfig, is_grey, view_downscale, view_downscale_hw
 
 
 @pytest.mark.parametrize(
@@ -22,6 +22,26 @@ from models.tiling import TilingConfig, is_grey, view_downscale
 )
 def test_view_downscale(height: int, width: int, size: int, tiling: TilingConfig, expected: float) -> None:
     assert view_downscale(height, width, size=size, tiling=tiling) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "size", "tiling", "expected"),
+    [
+        (256, 256, 256, TilingConfig(), (1.0, 1.0)),
+        (300, 512, 256, TilingConfig(), (300 / 256, 2.0)),
+        (64, 1, 64, TilingConfig(), (1.0, 1 / 64)),
+        (3, 64, 64, TilingConfig(), (3 / 64, 1.0)),
+        (3, 2000, 64, TilingConfig(tile_size=64, overlap=16), (3 / 64, 1.0)),  # 3 x 64 tiles
+        (100, 1000, 256, TilingConfig(tile_size=256), (100 / 256, 1.0)),
+        (200, 200, 256, TilingConfig(tile_size=256), (200 / 256, 200 / 256)),  # not tiled
+    ],
+)
+def test_view_downscale_hw(
+    height: int, width: int, size: int, tiling: TilingConfig, expected: tuple[float, float]
+) -> None:
+    got = view_downscale_hw(height, width, size=size, tiling=tiling)
+    assert got == pytest.approx(expected)
+    assert view_downscale(height, width, size=size, tiling=tiling) == pytest.approx(max(expected))
 
 
 def _rgb(r: int, g: int, b: int, dtype: type = np.uint8) -> np.ndarray:

@@ -14,7 +14,25 @@ def test_images_at_the_input_size_need_no_warning() -> None:
         "longest_side_px": {"min": 250, "median": 256, "max": 256},
         "downscale": pytest.approx(1.0),
         "warning": None,
+        "downscale_hw": [1.0, 0.977],  # median height 256, median width 250
     }
+
+
+@pytest.mark.parametrize(
+    ("shapes", "size", "tiling", "hw"),
+    [
+        ([(256, 256), (512, 512)], 256, TilingConfig(), None),  # square views: downscale says it all
+        ([(512, 512)], 256, TilingConfig(tile_size=256), None),  # square tiles
+        ([(480, 640)] * 3, 256, TilingConfig(), [1.875, 2.5]),
+        ([(640, 480)] * 3, 256, TilingConfig(), [2.5, 1.875]),
+        ([(100, 1000)], 256, TilingConfig(tile_size=256), [0.391, 1.0]),  # 100 x 256 tiles
+        ([(480, 640), (640, 480), (480, 640)], 256, TilingConfig(), [1.875, 2.5]),  # medians per side
+    ],
+)
+def test_views_that_are_not_square_record_each_side(
+    shapes: list[tuple[int, int]], size: int, tiling: TilingConfig, hw: list[float] | None
+) -> None:
+    assert source_resolution(shapes, size=size, tiling=tiling).get("downscale_hw") == hw
 
 
 def test_shrunk_images_warn_and_name_both_remedies() -> None:
