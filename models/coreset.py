@@ -13,7 +13,9 @@ a CPU for 177 images. Three changes make it take seconds:
    from k to about k / G, capped at ``max_steps``.
 3. The caller caps the bank size (``max_bank``), so k never grows without bound.
 
-The result is deterministic for a given seed.
+When ``k`` is close to ``N`` a group can run out of points before its share of the rounds (the groups
+differ in size by the padding), so the rounds go on in the groups that have points left until ``k``
+are chosen. The result is deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def greedy_coreset(
 
     Returns:
         (k,) int64 indices into ``features``, in selection order (farthest-first within each round).
+        Fewer only where fewer than ``k`` rows are distinct (after the projection), and then every
+        distinct row is among them (some perhaps twice, as equal rows of different groups).
     """
     n, dim = features.shape
     if k <= 0:
@@ -74,20 +78,39 @@ def greedy_coreset(
     rows = torch.arange(groups)
     min_dist = torch.full((groups, size), float("inf"))
     current = start
-    for step in range(per_group):
-        chosen[:, step] = current
+    gap = min_dist[rows, current]  # each group's next point's distance from its chosen set
+
+    def advance() -> None:
+        """Add ``current`` to each group's chosen set and move it to the farthest point left."""
+        nonlocal min_dist, current, gap
         centre = pts[rows, current].unsqueeze(1)  # (G, 1, d)
         dist = (pts - centre).pow(2).sum(-1)
         min_dist = torch.minimum(min_dist, dist)
         min_dist = min_dist.masked_fill(~valid, -1.0)
         current = min_dist.argmax(dim=1)
+        gap = min_dist[rows, current]
+
+    for step in range(per_group):
+        chosen[:, step] = current
+        advance()
     # Round-major order keeps the farthest-first property when trimming to exactly k.
     picked = index[rows.unsqueeze(1), chosen].t().reshape(-1)
     picked_valid = valid[rows.unsqueeze(1), chosen].t().reshape(-1)
     picked = picked[picked_valid]
     # A group smaller than per_group repeats its last point once exhausted; keep first occurrences.
     uniq, _ = _first_unique(picked)
-    return uniq[:k]
+    # Groups smaller than per_group left the total short: more rounds in the others. Only a point at
+    # positive distance from its group's chosen set is new (a chosen point, or one equal to it, is at
+    # 0), so exhausted groups add nothing, and once no group has one every distinct row is chosen.
+    extra = [uniq]
+    short = k - uniq.numel()
+    while short > 0 and bool((gap > 0).any()):
+        fresh = gap > 0
+        new = index[rows[fresh], current[fresh]]
+        extra.append(new[:short])
+        short -= new.numel()
+        advance()
+    return torch.cat(extra)[:k]
 
 
 def _first_unique(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

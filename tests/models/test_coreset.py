@@ -38,6 +38,49 @@ def test_different_seeds_pick_different_sets() -> None:
     )
 
 
+@pytest.mark.parametrize(("n", "max_steps"), [(601, 256), (301, 16), (33, 4), (1000, 64)])
+def test_one_row_fewer_than_distinct_rows_gives_exactly_that_many(n: int, max_steps: int) -> None:
+    # k = n - 1 leaves groups of unequal size, the last exhausted before its share of rounds
+    x = torch.randn(n, 16, generator=torch.Generator().manual_seed(0))
+    idx = greedy_coreset(x, n - 1, max_steps=max_steps)
+    assert idx.numel() == n - 1
+    assert idx.unique().numel() == n - 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_any_k_up_to_n_distinct_rows_gives_k_unique_rows(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(25):
+        n = int(torch.randint(2, 400, (), generator=gen))
+        k = int(torch.randint(1, n + 1, (), generator=gen))
+        max_steps = int(torch.randint(1, 64, (), generator=gen))
+        x = torch.randn(n, 6, generator=gen)
+        idx = greedy_coreset(x, k, max_steps=max_steps, seed=seed)
+        assert idx.numel() == k, (n, k, max_steps)
+        assert idx.unique().numel() == k, (n, k, max_steps)
+        assert int(idx.min()) >= 0 and int(idx.max()) < n
+
+
+@pytest.mark.parametrize(("distinct", "k", "max_steps"), [(5, 50, 8), (40, 60, 8), (40, 60, 256), (3, 3, 8)])
+def test_with_repeated_rows_a_short_selection_holds_every_distinct_row(
+    distinct: int, k: int, max_steps: int
+) -> None:
+    values = torch.randn(distinct, 8, generator=torch.Generator().manual_seed(1))
+    x = values.repeat(240 // distinct, 1)
+    idx = greedy_coreset(x, k, max_steps=max_steps)
+    assert idx.unique().numel() == idx.numel() <= k
+    covered = (values[:, None] == x[idx][None]).all(dim=2).any(dim=1)
+    assert idx.numel() == k or bool(covered.all())
+    assert idx.numel() >= min(k, distinct)
+
+
+def test_select_bank_has_the_documented_size_next_to_n() -> None:
+    x = torch.randn(601, 16, generator=torch.Generator().manual_seed(0))
+    bank = select_bank(x, ratio=600 / 601, max_bank=10**6)
+    assert bank.shape == (600, 16)
+    assert torch.unique(bank, dim=0).shape[0] == 600
+
+
 def test_k_at_least_n_keeps_everything() -> None:
     assert torch.equal(greedy_coreset(torch.zeros(5, 3), 9), torch.arange(5))
 
