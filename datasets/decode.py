@@ -170,8 +170,8 @@ def decode_image(
 
 def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tuple[np.ndarray, str]:
     """The upright pixels of ``data`` (a ``fmt`` file) and the file's Pillow mode."""
-    if fmt == "jpeg":
-        _check_jpeg_complete(data, label)
+    # The main image of a JPEG: its bytes up to its end-of-image marker, which decoding feeds by hand.
+    jpeg_image = data[: _check_jpeg_complete(data, label)] if fmt == "jpeg" else None
     inverted = False
     if fmt == "tiff":
         data, inverted = _counting_up_from_black(data)
@@ -191,7 +191,7 @@ def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tu
                 header_orientation = _orientation(im)
             pixels = None
         else:
-            pixels = _load_with_pillow(im, fmt, label)
+            pixels = _load_with_pillow(im, fmt, label, jpeg_image=jpeg_image)
             # Pillow turns TIFFs upright itself (and drops the tag); a PNG may carry its eXIf
             # chunk after the image data: so the orientation still to apply is read after loading.
             orientation = _orientation(im)
@@ -396,53 +396,165 @@ def _sniff(head: bytes, source: str) -> str:
     )
 
 
-def _check_jpeg_complete(data: bytes, source: str) -> None:
-    """Refuse a JPEG cut short, which decoders would otherwise pad with grey.
+def _check_jpeg_complete(data: bytes, source: str) -> int:
+    """Refuse a JPEG cut short, which decoders would otherwise pad with grey; the offset of its main
+    image's end-of-image marker.
 
-    The main image is walked marker by marker from its start: header segments by their lengths,
-    each scan's entropy-coded data up to the next marker (a 0xFF there is stuffed as 0xFF00 or is a
-    restart marker). The image is complete when its end-of-image marker is reached. Whatever follows
-    it (a phone's "motion photo" video, an appended preview) is not the image's business; an EXIF
-    thumbnail lies inside a header segment and is skipped with it.
+    The main image is walked marker by marker from its start (:func:`_jpeg_layout`). It must reach
+    its end-of-image marker, and its scans must make up the whole image: every restart marker its
+    size calls for, and, across the scans, every coefficient of every component. Whatever follows
+    the marker (a phone's "motion photo" video, an appended preview) is not the image's business.
+    A scan cut short and then given an end-of-image marker passes these checks; decoding
+    (:func:`_load_jpeg`) refuses it.
     """
     if b"\xff\xda" not in data:
         raise ImageDecodeError(
             "truncated or corrupt JPEG: no image data (start-of-scan marker)", source=source
         )
-    if _jpeg_end(data) is None:
+    layout = _jpeg_layout(data)
+    if layout.eoi is None:
         raise ImageDecodeError("truncated JPEG: no end-of-image marker after the image data", source=source)
+    shortfall = _jpeg_shortfall(layout)
+    if shortfall:
+        raise ImageDecodeError(f"{_JPEG_ENDS_EARLY} ({shortfall})", source=source)
+    return layout.eoi
 
 
-def _jpeg_end(data: bytes) -> int | None:
-    """The offset just past the main image's end-of-image marker, or None when the data ends first."""
+_JPEG_ENDS_EARLY = "truncated JPEG: the image data ends before the image does"
+
+# Frame (SOF) markers; those of sequential and progressive DCT images, whose scans are checked for
+# covering the image (lossless and hierarchical files are left to the decoder).
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_DCT_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC9, 0xCA})
+_PROGRESSIVE_FRAMES = frozenset({0xC2, 0xCA})
+# The end of a scan's entropy-coded data: a 0xFF that is neither stuffed (FF 00) nor a restart marker.
+_SCAN_DATA_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+_RESTART_MARKERS = tuple(bytes((0xFF, marker)) for marker in range(0xD0, 0xD8))
+
+
+class _JpegScan(NamedTuple):
+    components: tuple[int, ...]
+    coefficients: range  # spectral selection Ss..Se
+    final_bits: bool  # successive approximation Al == 0: the coefficients reach full precision
+    restart_interval: int  # MCUs between restart markers, 0 for none
+    restarts: int  # restart markers in its entropy-coded data
+
+
+class _JpegLayout(NamedTuple):
+    eoi: int | None  # offset of the main image's end-of-image marker; None when the data ends first
+    frame: int  # the SOF marker (0 when none was read)
+    width: int
+    height: int
+    sampling: dict[int, tuple[int, int]]  # component id -> (horizontal, vertical) sampling factors
+    scans: tuple[_JpegScan, ...]
+
+
+def _jpeg_layout(data: bytes) -> _JpegLayout:
+    """The main image's frame and scans, walked marker by marker from its start: header segments by
+    their lengths, each scan's entropy-coded data up to the next marker (a 0xFF there is stuffed as
+    0xFF00 or is a restart marker). The walk stops at the end-of-image marker. An EXIF thumbnail
+    lies inside a header segment and is skipped with it. Header fields the walk cannot read are left
+    out; the decoder refuses such a file."""
     pos, n = 2, len(data)  # after the start-of-image marker (checked by the sniffer)
+    frame, width, height, interval = 0, 0, 0, 0
+    sampling: dict[int, tuple[int, int]] = {}
+    scans: list[_JpegScan] = []
+
+    def layout(eoi: int | None) -> _JpegLayout:
+        return _JpegLayout(eoi, frame, width, height, sampling, tuple(scans))
+
     while pos + 1 < n:
         if data[pos] != 0xFF:
-            return None  # not at a marker: corrupt or cut
+            return layout(None)  # not at a marker: corrupt or cut
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte before a marker
             pos += 1
             continue
         if marker == 0xD9:
-            return pos + 2
+            return layout(pos)
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
             pos += 2
             continue
         if pos + 3 >= n:
-            return None
+            break
         length = (data[pos + 2] << 8) | data[pos + 3]
+        segment = data[pos + 4 : pos + 2 + length]
         pos += 2 + length
-        if marker == 0xDA:  # start of scan: entropy-coded data follows, up to the next real marker
-            while True:
-                pos = data.find(b"\xff", pos)
-                if pos < 0 or pos + 1 >= n:
-                    return None
-                following = data[pos + 1]
-                if following == 0x00 or 0xD0 <= following <= 0xD7:
-                    pos += 2  # stuffed 0xFF or a restart marker: still the scan
-                    continue
+        if marker in _SOF_MARKERS and not frame:
+            frame = marker
+            if len(segment) >= 6 and len(segment) >= 6 + 3 * segment[5]:
+                height, width = struct.unpack_from(">HH", segment, 1)
+                for at in range(6, 6 + 3 * segment[5], 3):
+                    sampling[segment[at]] = (segment[at + 1] >> 4, segment[at + 1] & 0x0F)
+        elif marker == 0xDD and len(segment) >= 2:  # define restart interval: holds for later scans
+            interval = (segment[0] << 8) | segment[1]
+        elif marker == 0xDA:  # start of scan: entropy-coded data follows, up to the next real marker
+            end = _SCAN_DATA_END.search(data, pos)
+            if end is None:
                 break
+            count = segment[0] if segment else 0
+            if len(segment) >= 4 + 2 * count:
+                ss, se, approximation = segment[1 + 2 * count : 4 + 2 * count]
+                restarts = (
+                    sum(data.count(rst, pos, end.start()) for rst in _RESTART_MARKERS) if interval else 0
+                )
+                scans.append(
+                    _JpegScan(
+                        components=tuple(segment[1 : 1 + 2 * count : 2]),
+                        coefficients=range(ss, se + 1),
+                        final_bits=approximation & 0x0F == 0,
+                        restart_interval=interval,
+                        restarts=restarts,
+                    )
+                )
+            pos = end.start()
+    return layout(None)
+
+
+def _jpeg_shortfall(layout: _JpegLayout) -> str | None:
+    """What of the image its scans leave out (None when they make it up whole): a scan holding fewer
+    restart markers than its size calls for lost the intervals after its last one; a component never
+    scanned, or a progressive image whose scans stop before a component's last coefficients reach
+    full precision, lost the scans after its last one. Either is what a file cut short at that point
+    and given an end-of-image marker looks like."""
+    if not (layout.width and layout.height and layout.sampling):
+        return None  # a frame the walk could not read (or a height set later, by a DNL marker)
+    h_max = max(h for h, _ in layout.sampling.values())
+    v_max = max(v for _, v in layout.sampling.values())
+    if not (h_max and v_max):
+        return None  # sampling factors of 0: the decoder refuses the frame
+    for number, scan in enumerate(layout.scans, start=1):
+        if not scan.restart_interval or any(c not in layout.sampling for c in scan.components):
+            continue
+        if len(scan.components) > 1:  # interleaved: MCUs of h_max x v_max blocks
+            mcus = _ceil_div(layout.width, 8 * h_max) * _ceil_div(layout.height, 8 * v_max)
+        else:  # one component: MCUs of one block of its own (subsampled) plane
+            h, v = layout.sampling[scan.components[0]]
+            mcus = _ceil_div(_ceil_div(layout.width * h, h_max), 8) * _ceil_div(
+                _ceil_div(layout.height * v, v_max), 8
+            )
+        expected = _ceil_div(mcus, scan.restart_interval) - 1
+        if scan.restarts < expected:
+            return (
+                f"scan {number} of {len(layout.scans)} holds {scan.restarts} of the {expected} restart "
+                "markers its size calls for"
+            )
+    if layout.frame not in _DCT_FRAMES:
+        return None
+    for index, component in enumerate(layout.sampling, start=1):
+        scans = [s for s in layout.scans if component in s.components]
+        if layout.frame in _PROGRESSIVE_FRAMES:
+            done = {k for s in scans if s.final_bits for k in s.coefficients}
+            complete = done >= set(range(64))
+        else:
+            complete = bool(scans)
+        if not complete:
+            return f"its scans stop before component {index} of {len(layout.sampling)} is complete"
     return None
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 @contextmanager
@@ -630,10 +742,16 @@ def _white_is_zero(im: ImageFile.ImageFile) -> bool:
     return im.format == "TIFF" and im.tag_v2.get(TiffImagePlugin.PHOTOMETRIC_INTERPRETATION) == 0  # type: ignore[attr-defined]
 
 
-def _load_with_pillow(im: ImageFile.ImageFile, fmt: str, source: str) -> np.ndarray:
-    """Decode with Pillow's strict loader; (H, W, 1|3) uint8 or uint16 RGB/gray."""
+def _load_with_pillow(
+    im: ImageFile.ImageFile, fmt: str, source: str, *, jpeg_image: bytes | None = None
+) -> np.ndarray:
+    """Decode with Pillow's strict loader (a JPEG's main image, ``jpeg_image``, with
+    :func:`_load_jpeg`); (H, W, 1|3) uint8 or uint16 RGB/gray."""
     try:
-        im.load()
+        if jpeg_image is None:
+            im.load()
+        else:
+            _load_jpeg(im, jpeg_image, source)
         mode = im.mode
         if mode in _CONVERT_MODES:
             # P -> RGBA rather than RGB: it keeps transparency out of Pillow's lossy warning path.
@@ -662,6 +780,55 @@ def _load_with_pillow(im: ImageFile.ImageFile, fmt: str, source: str) -> np.ndar
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error) as exc:
         raise ImageDecodeError(f"truncated or corrupt {fmt.upper()} data ({exc})", source=source) from exc
     return _own(arr)
+
+
+# What the decoder is given after a JPEG's last scan in place of its end-of-image marker. libjpeg
+# reads ahead of the bits it needs (57 bits at most, on 64-bit builds); where a marker stops it, it
+# makes up the bits a scan still lacks as zeros, only warning (Pillow does not pass warnings on):
+# that is the grey of a file cut short and given back its end marker. Where the input runs out
+# instead, it waits for more. Stuffed 0xFF bytes (FF 00) are bits to a scan and, between segments,
+# filler that is skipped; eight of them cover the read-ahead.
+_JPEG_FILLER_PAIR = b"\xff\x00"
+_JPEG_FILLER = _JPEG_FILLER_PAIR * 8
+
+
+def _load_jpeg(im: ImageFile.ImageFile, image: bytes, source: str) -> None:
+    """Load a JPEG with Pillow's decoder fed by hand: ``image`` (the main image's bytes, up to its
+    end-of-image marker) and the filler, and the marker only where no scan is still waiting for bits.
+
+    A file of one scan is decoded before its end marker is needed. One of several (progressive) is
+    only decoded at its end marker, and may be waiting for it only after its last scan, where the
+    filler, and one more pair of it, is skipped and consumed whole; inside a scan the decoder keeps
+    back the bytes of the blocks it could not finish. A cut that loses no more than the filler's 64
+    bits make up for passes, those bits wrong: the last block or two of a scan, or the last bit of
+    up to 64 coefficients of a refinement scan.
+    """
+    im.load_prepare()
+    (codec, extents, _offset, args), *more = im.tile
+    if more:
+        raise ValueError(f"{1 + len(more)} tiles in a JPEG")
+    # Image._getdecoder is how Pillow's own loader and its incremental Parser make a decoder.
+    decoder = Image._getdecoder(im.mode, codec, args, im.decoderconfig)
+    try:
+        decoder.setimage(im.im, extents)
+        fed = image.rstrip(b"\xff") + _JPEG_FILLER  # trailing 0xFF bytes are fill before the marker
+        consumed, status = decoder.decode(fed)
+        if consumed >= 0:  # waiting for more input
+            if consumed != len(fed) or decoder.decode(_JPEG_FILLER_PAIR)[0] != len(_JPEG_FILLER_PAIR):
+                raise ImageDecodeError(
+                    f"{_JPEG_ENDS_EARLY} (its last scan is cut short, and an end-of-image marker "
+                    "follows the cut)",
+                    source=source,
+                )
+            consumed, status = decoder.decode(b"\xff\xd9")
+            if consumed >= 0:
+                raise OSError("the decoder did not stop at the end-of-image marker")
+    finally:
+        decoder.cleanup()
+    im.tile = []
+    im.readonly = 0
+    if status < 0:
+        raise OSError(ImageFile.ERRORS.get(status, f"decoder error {status}"))
 
 
 def _load_16bit_colour(data: bytes, *, mode: str, size: tuple[int, int], fmt: str, source: str) -> np.ndarray:

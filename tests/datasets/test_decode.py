@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from datasets_test_images import (
@@ -768,3 +769,67 @@ def test_a_complete_jpeg_with_data_after_it_is_decoded(trailer: bytes, progressi
     assert decode_image(jpeg + trailer).pixels.shape == (40, 60, 3)
     with pytest.raises(ImageDecodeError, match="truncated JPEG: no end-of-image marker"):
         decode_image(jpeg[: len(jpeg) // 2])
+
+
+def _cv2_jpeg(rgb: np.ndarray, *params: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), list(params))
+    assert ok
+    return buf.tobytes()
+
+
+def _cut_short(data: bytes, keep: float | None) -> bytes:
+    """``data`` cut to the first ``keep`` of its bytes (None: just before its last scan, which a
+    progressive file's scans leave unrefined), then given an end-of-image marker again."""
+    end = data.rfind(b"\xff\xda") if keep is None else int(len(data) * keep)
+    return data[:end] + b"\xff\xd9"
+
+
+ORE = np.asarray(Image.open(REAL_TILES[0]).convert("RGB"))[:64, :64]
+ORE_JPEGS = {
+    "baseline": encode(ORE, "JPEG", quality=90),
+    "progressive": encode(ORE, "JPEG", quality=90, progressive=True),
+    "grey": encode(ORE[:, :, 0], "JPEG", quality=90),
+    "grey-progressive": encode(ORE[:, :, 0], "JPEG", quality=90, progressive=True),
+    "cmyk": encode(Image.fromarray(ORE).convert("CMYK"), "JPEG", quality=90),
+    "4:4:4-optimized": encode(ORE, "JPEG", quality=100, subsampling=0, optimize=True),
+    "restarts": _cv2_jpeg(ORE, cv2.IMWRITE_JPEG_RST_INTERVAL, 1),
+    "restarts-progressive": _cv2_jpeg(ORE, cv2.IMWRITE_JPEG_RST_INTERVAL, 2, cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+    "opencv-quality-30": _cv2_jpeg(ORE, cv2.IMWRITE_JPEG_QUALITY, 30),
+}
+
+
+@pytest.mark.parametrize("name", list(ORE_JPEGS))
+def test_a_whole_jpeg_decodes_as_pillow_decodes_it(name: str) -> None:
+    data = ORE_JPEGS[name]
+    with Image.open(io.BytesIO(data)) as im:
+        expected = np.asarray(im.convert("L" if im.mode == "L" else "RGB"))
+    np.testing.assert_array_equal(decode_image(data).pixels, expected.reshape(64, 64, -1))
+
+
+@pytest.mark.parametrize(
+    ("name", "keep", "reason"),
+    [
+        ("baseline", 0.5, "its last scan is cut short"),
+        ("baseline", 0.97, "its last scan is cut short"),
+        ("progressive", 0.95, "its last scan is cut short"),
+        ("progressive", 0.5, "its scans stop before component "),
+        ("progressive", None, "its scans stop before component 1 of 3 is complete"),
+        ("grey", 0.5, "its last scan is cut short"),
+        ("grey-progressive", 0.9, "its last scan is cut short"),
+        ("grey-progressive", None, "its scans stop before component 1 of 1 is complete"),
+        ("cmyk", 0.5, "its last scan is cut short"),
+        ("4:4:4-optimized", 0.5, "its last scan is cut short"),
+        ("restarts", 0.5, "scan 1 of 1 holds "),
+        ("restarts-progressive", 0.5, "scan 6 of 6 holds "),
+    ],
+)
+def test_a_jpeg_cut_short_and_given_an_end_marker_again_is_refused(
+    name: str, keep: float | None, reason: str
+) -> None:
+    """libjpeg makes up a scan's missing bits, as grey, and only warns where an end-of-image marker
+    follows the cut: such a file was decoded, its lost part grey, and scored."""
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(_cut_short(ORE_JPEGS[name], keep), name="cut.jpg")
+    message = str(info.value)
+    assert message.startswith("cut.jpg: truncated JPEG: the image data ends before the image does (")
+    assert reason in message
