@@ -181,6 +181,7 @@ def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tu
         header_orientation = _orientation(im)
         stored = _stored_size(im)
         _check_pixels(*stored, limits, label)
+        _check_tile(_tiff_tile(im), *stored, limits, label)
         mode = im.mode
         if _is_16bit_colour(im):
             _check_16bit_colour_layout(im, label)
@@ -245,6 +246,7 @@ def read_image_header(
         with _pillow_quiet():
             im = _open_header(io.BytesIO(data), fmt, label)
             width, height = _stored_size(im)
+            tile = _tiff_tile(im)
             orientation = _orientation(im)
             sample_bytes = _sample_bytes(im)
     else:
@@ -257,6 +259,7 @@ def read_image_header(
                 fp.seek(0)
                 im = _open_header(fp, fmt, label)
                 width, height = _stored_size(im)
+                tile = _tiff_tile(im)
                 orientation = _orientation(im)
                 sample_bytes = _sample_bytes(im)
         except OSError as exc:
@@ -269,6 +272,7 @@ def read_image_header(
             data, _ = _read_source(source, limits=limits, name=label)
             return read_image_header(data, limits=limits, name=label)
     _check_pixels(width, height, limits, label)
+    _check_tile(tile, width, height, limits, label)
     if orientation >= 5:
         width, height = height, width
     return ImageHeader(fmt, width, height, sample_bytes)
@@ -662,6 +666,38 @@ def _stored_size(im: ImageFile.ImageFile) -> tuple[int, int]:
         if isinstance(width, int) and isinstance(height, int):
             return width, height
     return im.size
+
+
+def _tiff_tile(im: ImageFile.ImageFile) -> tuple[int, int] | None:
+    """A tiled TIFF's (TileWidth, TileLength); None for any other image."""
+    if not isinstance(im, TiffImagePlugin.TiffImageFile):
+        return None
+    width = im.tag_v2.get(TiffImagePlugin.TILEWIDTH)
+    length = im.tag_v2.get(TiffImagePlugin.TILELENGTH)
+    return (width, length) if isinstance(width, int) and isinstance(length, int) else None
+
+
+def _check_tile(
+    tile: tuple[int, int] | None, width: int, height: int, limits: DecodeLimits, source: str
+) -> None:
+    """Refuse a TIFF tile that makes the decoder's work a bomb however small the image: libtiff
+    decodes each tile whole into a buffer of its own, so a 16x16 image of one 32768x32768 tile (a
+    1 MB file) took 1 GB and 6 s. A tile larger than the image rounded up to tiles' multiple of 16
+    counts against the pixel limit as an image would; an ordinary 256x256 or 512x512 tile on a
+    smaller image passes. (A strip needs no such check: libtiff holds RowsPerStrip to the image's
+    height.)"""
+    if tile is None:
+        return
+    tile_width, tile_length = tile
+    if tile_width <= _ceil_div(width, 16) * 16 and tile_length <= _ceil_div(height, 16) * 16:
+        return
+    if tile_width * tile_length > limits.max_pixels:
+        raise ImageTooLargeError(
+            f"TIFF tile is {tile_width}x{tile_length} = {tile_width * tile_length} pixels, over the "
+            f"limit of {limits.max_pixels} pixels (each tile is decoded whole, whatever the image's "
+            f"size, {width}x{height})",
+            source=source,
+        )
 
 
 def _check_pixels(width: int, height: int, limits: DecodeLimits, source: str) -> None:

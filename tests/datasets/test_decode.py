@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -833,3 +835,126 @@ def test_a_jpeg_cut_short_and_given_an_end_marker_again_is_refused(
     message = str(info.value)
     assert message.startswith("cut.jpg: truncated JPEG: the image data ends before the image does (")
     assert reason in message
+
+
+def _tiled_tiff(
+    pixels: np.ndarray, tile: tuple[int, int], *, rows_per_strip: int | None = None, bomb: bool = False
+) -> bytes:
+    """A deflate grey TIFF of ``pixels`` (H, W uint8) in ``tile`` (width, length) tiles, padded with
+    zeros past the image as tiles are; or, with ``rows_per_strip``, one strip declaring that many
+    rows (Pillow writes neither a tile nor a RowsPerStrip past the image). A ``bomb``'s tiles hold a
+    byte each: it is to be refused before any is decoded."""
+    height, width = pixels.shape
+    if rows_per_strip is not None:
+        chunks = [zlib.compress(pixels.tobytes())]
+        layout = [(278, 4, [rows_per_strip]), (273, 4, None), (279, 4, [len(chunks[0])])]
+    else:
+        tile_width, tile_length = tile
+        rows, columns = -(-height // tile_length), -(-width // tile_width)
+        if bomb:
+            chunks = [zlib.compress(b"\0")] * (rows * columns)
+        else:
+            padded = np.zeros((rows * tile_length, columns * tile_width), np.uint8)
+            padded[:height, :width] = pixels
+            chunks = [
+                zlib.compress(padded[y : y + tile_length, x : x + tile_width].tobytes())
+                for y in range(0, padded.shape[0], tile_length)
+                for x in range(0, padded.shape[1], tile_width)
+            ]
+        layout = [
+            (322, 4, [tile_width]),
+            (323, 4, [tile_length]),
+            (324, 4, None),
+            (325, 4, [len(c) for c in chunks]),
+        ]
+    entries = [
+        (256, 4, [width]),
+        (257, 4, [height]),
+        (258, 3, [8]),
+        (259, 3, [8]),
+        (262, 3, [1]),
+        (277, 3, [1]),
+    ]
+    entries = sorted(entries + layout)
+    ifd_size = 2 + 12 * len(entries) + 4
+    arrays_at = 8 + ifd_size
+    arrays = b""
+    data_at = arrays_at + 8 * len(chunks)  # room for the offset and count arrays
+    offsets = [data_at + sum(len(c) for c in chunks[:i]) for i in range(len(chunks))]
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, values in entries:
+        values = offsets if values is None else values
+        packed = struct.pack("<" + ("I" if kind == 4 else "H") * len(values), *values)
+        if len(packed) > 4:
+            ifd += struct.pack("<HHI", tag, kind, len(values)) + struct.pack("<I", arrays_at + len(arrays))
+            arrays += packed
+        else:
+            ifd += struct.pack("<HHI", tag, kind, len(values)) + packed.ljust(4, b"\0")
+    arrays = arrays.ljust(data_at - arrays_at, b"\0")
+    return b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + arrays + b"".join(chunks)
+
+
+GREY_100x60 = RNG.integers(0, 256, (60, 100), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("tile", "rows_per_strip", "max_pixels"),
+    [
+        ((16, 16), None, 50_000_000),
+        ((256, 256), None, 50_000_000),  # an ordinary tile, larger than a small image
+        ((256, 256), None, 256 * 256),
+        ((112, 64), None, 100 * 60),  # the image rounded up to 16: never refused
+        (None, 2**32 - 1, 100 * 60),  # TIFF's "one strip": libtiff holds it to the image's height
+        (None, 1000, 100 * 60),
+    ],
+    ids=[
+        "tiles-16",
+        "tile-256",
+        "tile-256-at-the-limit",
+        "tile-rounded-up",
+        "strip-unbounded",
+        "strip-past-the-image",
+    ],
+)
+def test_tiled_and_striped_tiffs_decode(
+    tile: tuple[int, int] | None, rows_per_strip: int | None, max_pixels: int
+) -> None:
+    data = _tiled_tiff(GREY_100x60, tile or (0, 0), rows_per_strip=rows_per_strip)
+    limits = DecodeLimits(max_pixels=max_pixels)
+    assert read_image_header(data, limits=limits) == ImageHeader("tiff", 100, 60, 1)
+    np.testing.assert_array_equal(decode_image(data, limits=limits).pixels[:, :, 0], GREY_100x60)
+
+
+@pytest.mark.parametrize(
+    ("pixels", "tile", "max_pixels", "message"),
+    [
+        (
+            GREY_100x60[:16, :16],
+            (32768, 32768),
+            50_000_000,
+            "TIFF tile is 32768x32768 = 1073741824 pixels, over the limit of 50000000 pixels "
+            "(each tile is decoded whole, whatever the image's size, 16x16)",
+        ),
+        (
+            GREY_100x60,
+            (256, 256),
+            256 * 256 - 1,
+            "TIFF tile is 256x256 = 65536 pixels, over the limit of 65535",
+        ),
+        (GREY_100x60, (4096, 16), 100 * 60, "TIFF tile is 4096x16 = 65536 pixels, over the limit of 6000"),
+    ],
+    ids=["tile-bomb", "tile-over-a-low-limit", "tile-wider-than-the-image"],
+)
+def test_a_tiff_tile_over_the_pixel_limit_is_refused_before_decoding(
+    write, pixels: np.ndarray, tile: tuple[int, int], max_pixels: int, message: str
+) -> None:
+    """libtiff decodes a tile whole: a 16x16 image in one 32768x32768 tile took 1 GB and 6 s."""
+    path = write("tiles.tif", _tiled_tiff(pixels, tile, bomb=True))
+    limits = DecodeLimits(max_pixels=max_pixels)
+    for read in (decode_image, read_image_header):
+        for source in (path, path.read_bytes()):
+            start = time.perf_counter()
+            with pytest.raises(ImageTooLargeError, match=r"\(each tile is decoded whole") as info:
+                read(source, limits=limits, name="tiles.tif")
+            assert str(info.value).startswith(f"tiles.tif: {message}")
+            assert time.perf_counter() - start < 0.5
