@@ -176,7 +176,7 @@ def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tu
     if fmt == "tiff":
         data, inverted = _counting_up_from_black(data)
     with _pillow_quiet():
-        im = _open_header(io.BytesIO(data), fmt, label)
+        im = _open_header(io.BytesIO(data), fmt, label, limits)
         _check_one_page(im, data, fmt, label)
         header_orientation = _orientation(im)
         stored = _stored_size(im)
@@ -244,7 +244,7 @@ def read_image_header(
         if fmt == "tiff":
             data, _ = _counting_up_from_black(data)
         with _pillow_quiet():
-            im = _open_header(io.BytesIO(data), fmt, label)
+            im = _open_header(io.BytesIO(data), fmt, label, limits)
             width, height = _stored_size(im)
             tile = _tiff_tile(im)
             orientation = _orientation(im)
@@ -257,7 +257,7 @@ def read_image_header(
             with open(source, "rb") as fp, _pillow_quiet():
                 fmt = _sniff(fp.read(32), label)
                 fp.seek(0)
-                im = _open_header(fp, fmt, label)
+                im = _open_header(fp, fmt, label, limits)
                 width, height = _stored_size(im)
                 tile = _tiff_tile(im)
                 orientation = _orientation(im)
@@ -569,12 +569,14 @@ def _pillow_quiet() -> Iterator[None]:
         yield
 
 
-def _open_header(fp: IO[bytes], fmt: str, source: str) -> ImageFile.ImageFile:
-    """Parse the header with the one Pillow plugin for ``fmt``.
+def _open_header(fp: IO[bytes], fmt: str, source: str, limits: DecodeLimits) -> ImageFile.ImageFile:
+    """Parse the header with the one Pillow plugin for ``fmt``; the caller holds ``_PILLOW_LOCK``.
 
     The plugin classes are used directly instead of ``Image.open`` so that only the five accepted
     formats can ever be parsed and Pillow's own decompression-bomb check (a warning, or an error at
-    twice its fixed limit) does not preempt ours, which uses the configured limit.
+    twice its fixed limit) does not preempt ours, which uses the configured limit. The WebP plugin
+    runs that check itself while opening (libwebp allocates the canvas then): a WebP's size is read
+    and checked against ``limits`` first, and Pillow's check is off while it opens.
     """
     try:
         if fmt == "png":
@@ -588,7 +590,17 @@ def _open_header(fp: IO[bytes], fmt: str, source: str) -> ImageFile.ImageFile:
             return TiffImagePlugin.TiffImageFile(fp)
         from PIL import WebPImagePlugin  # imported late: it loads libwebp
 
-        return WebPImagePlugin.WebPImageFile(fp)
+        start = fp.tell()
+        canvas = _webp_canvas(fp.read(30))
+        fp.seek(start)
+        if canvas is not None:
+            _check_pixels(*canvas, limits, source)
+        pillows_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return WebPImagePlugin.WebPImageFile(fp)
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillows_limit
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"refused by the decoder's size guard ({exc})", source=source) from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error) as exc:
@@ -601,6 +613,24 @@ def _open_header(fp: IO[bytes], fmt: str, source: str) -> ImageFile.ImageFile:
         raise ImageDecodeError(f"truncated or corrupt {fmt.upper()} header ({exc})", source=source) from exc
     except ImportError as exc:
         raise ImageDecodeError(f"this Pillow build cannot read {fmt.upper()} ({exc})", source=source) from exc
+
+
+def _webp_canvas(head: bytes) -> tuple[int, int] | None:
+    """A WebP's (width, height) from the header of its first chunk (a lossy VP8 frame, a lossless
+    VP8L one, or the extended format's VP8X canvas): the file's first 30 bytes. None where that
+    header cannot be read; the plugin then reads no size either, and libwebp refuses the file."""
+    chunk = head[12:16]
+    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":  # the frame's start code
+        return (
+            int.from_bytes(head[26:28], "little") & 0x3FFF,  # the top 2 bits are a scaling hint
+            int.from_bytes(head[28:30], "little") & 0x3FFF,
+        )
+    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:  # the lossless signature
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(head) >= 30:
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    return None
 
 
 def _check_one_page(im: ImageFile.ImageFile, data: bytes, fmt: str, source: str) -> None:

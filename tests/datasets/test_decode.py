@@ -958,3 +958,34 @@ def test_a_tiff_tile_over_the_pixel_limit_is_refused_before_decoding(
                 read(source, limits=limits, name="tiles.tif")
             assert str(info.value).startswith(f"tiles.tif: {message}")
             assert time.perf_counter() - start < 0.5
+
+
+WEBPS = {
+    "lossy": encode(RGB8, "WEBP", quality=80),
+    "lossless": encode(RGB8, "WEBP", lossless=True),
+    "extended": encode(np.dstack([RGB8, ALPHA8]), "WEBP", quality=80),  # alpha: the VP8X layout
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "chunk"), [("lossy", b"VP8 "), ("lossless", b"VP8L"), ("extended", b"VP8X")]
+)
+def test_the_configured_pixel_limit_governs_webp_not_pillows(
+    write, monkeypatch: pytest.MonkeyPatch, kind: str, chunk: bytes
+) -> None:
+    """Pillow checks a WebP's size against its own fixed limit while opening it: that check fired
+    first, naming Pillow's number, and a raised max_pixels still refused a big WebP."""
+    data = WEBPS[kind]
+    assert data[12:16] == chunk
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # Pillow's own guard, far below 13 x 9
+    path = write("scan.webp", data)
+    for source in (data, path):
+        assert read_image_header(source) == ImageHeader("webp", 13, 9, 1)
+        assert decode_image(source).pixels.shape == (9, 13, 3)
+        for read in (decode_image, read_image_header):
+            with pytest.raises(
+                ImageTooLargeError,
+                match=r"^scan\.webp: image is 13x9 = 117 pixels, over the limit of 116 pixels$",
+            ):
+                read(source, limits=DecodeLimits(max_pixels=116), name="scan.webp")
+    assert Image.MAX_IMAGE_PIXELS == 10
