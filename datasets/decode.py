@@ -182,7 +182,7 @@ def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tu
         stored = _stored_size(im)
         _check_pixels(*stored, limits, label)
         _check_tile(_tiff_tile(im), *stored, limits, label)
-        mode = im.mode
+        mode = _file_mode(im)
         if _is_16bit_colour(im):
             _check_16bit_colour_layout(im, label)
             if fmt == "png" and (late := _last_png_exif(data)) is not None:
@@ -755,6 +755,14 @@ def _rawmode(im: ImageFile.ImageFile) -> str:
     if isinstance(args, tuple) and args and isinstance(args[0], str):
         return args[0]
     return ""
+
+
+def _file_mode(im: ImageFile.ImageFile) -> str:
+    """The file's Pillow mode, as :attr:`DecodedImage.mode` reports it: Pillow opens a 16-bit
+    grey+alpha PNG (raw layout "LA;16B") as "RGBA", though the file holds one grey channel."""
+    if im.format == "PNG" and _rawmode(im).startswith("LA;16"):
+        return "LA"
+    return im.mode
 
 
 def _is_16bit_colour(im: ImageFile.ImageFile) -> bool:

@@ -989,3 +989,21 @@ def test_the_configured_pixel_limit_governs_webp_not_pillows(
             ):
                 read(source, limits=DecodeLimits(max_pixels=116), name="scan.webp")
     assert Image.MAX_IMAGE_PIXELS == 10
+
+
+def test_a_16bit_grey_alpha_png_reads_as_grey() -> None:
+    """Pillow opens 16-bit grey+alpha (raw LA;16B) as "RGBA": it came back as three equal channels
+    with mode "RGBA"."""
+    alpha = (ALPHA8.astype(np.uint16) * 257)[:, :, None]
+    samples = np.dstack([GRAY16[:, :, None], alpha]).astype(">u2")
+    rows = b"".join(b"\0" + row.tobytes() for row in samples)
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 13, 9, 16, 4, 0, 0, 0))  # colour type 4: grey+alpha
+        + _png_chunk(b"IDAT", zlib.compress(rows))
+        + _png_chunk(b"IEND", b"")
+    )
+    out = decode_image(data)
+    assert (out.mode, out.bit_depth, out.pixels.shape) == ("LA", 16, (9, 13, 1))
+    np.testing.assert_array_equal(out.pixels[:, :, 0], GRAY16)
+    assert read_image_header(data) == ImageHeader("png", 13, 9, 2)
