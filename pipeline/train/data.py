@@ -4,6 +4,7 @@ cargo type, the decoded pixels and their hashes, and the labelled anomalies' def
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -72,22 +73,71 @@ def read_training_data(
 
     Raises:
         DatasetFormatError: fewer than 4 images in ``train/good``, or too few normals on either side
-            of the split (``config.folds`` for training, 1 for validation).
+            of the split (:func:`check_split`), before any image is decoded.
     """
     items = read_train_items(root)
     train_items, val_items = split(items, config.val_fraction, rng, anomaly_fraction=config.val_anomaly_share)
+    check_split(root, train_items, val_items, config)  # before any image is decoded
     images, hashes, phashes = decode(train_items + val_items, progress)
     train = _split_images(train_items, images[: len(train_items)])
     val = _split_images(val_items, images[len(train_items) :])
     masks, empty_masks = defect_masks(root, train.anomaly_items, train.anomalies)
     # validation trains nothing on its masks, but a blank one there is the same labelling slip
     empty_masks = sorted([*empty_masks, *defect_masks(root, val.anomaly_items, val.anomalies)[1]])
-    if len(val.goods) < 1 or len(train.goods) < config.folds:
-        raise DatasetFormatError(
-            f"{str(root)!r}: {len(train.goods)} training and {len(val.goods)} validation good images "
-            f"after the split; need at least {config.folds} and 1"
-        )
     return TrainingData(train, val, images, hashes, phashes, masks, empty_masks)
+
+
+def check_split(
+    root: Path, train_items: list[TrainItem], val_items: list[TrainItem], config: TrainConfig
+) -> None:
+    """Refuse a split training cannot finish on, before anything is decoded or fitted.
+
+    The training side needs ``config.folds`` normals (one per fold). The validation side needs one
+    normal, and two where it holds no labelled anomaly: the release threshold is then placed on the
+    normals' scores alone, which one score cannot place (it failed only after the whole fit).
+
+    Raises:
+        DatasetFormatError: naming both sides' counts, ``--val-fraction`` and what would do.
+    """
+    n_train = sum(i.anomaly_type == GOOD for i in train_items)
+    n_val = sum(i.anomaly_type == GOOD for i in val_items)
+    labelled_val = any(i.anomaly_type != GOOD for i in val_items)
+    if n_train >= config.folds and n_val >= (1 if labelled_val else 2):
+        return
+    n_good = n_train + n_val
+    counts = (
+        f"{str(root)!r}: --val-fraction {config.val_fraction} of the {n_good} images in train/good leaves "
+        f"{n_train} for training and {n_val} for validation"
+    )
+    if n_train < config.folds:
+        raise DatasetFormatError(
+            f"{counts}; training needs at least {config.folds} (one per fold): give a smaller --val-fraction "
+            "or more normal images"
+        )
+    needed = _normals_needed(config.val_fraction, config.folds)
+    remedies = [f"add normal images ({needed} in train/good at --val-fraction {config.val_fraction})"]
+    share = math.ceil(200 / n_good) / 100  # 2 of n_good, rounded up to a percent
+    if share < 1 and n_good - _n_held_out(share, n_good) >= config.folds:
+        remedies.append(f"hold out more of them (--val-fraction {share:g})")
+    remedies.append("add labelled anomalies (train/<type>, 2 or more of a type so that one is held out)")
+    raise DatasetFormatError(
+        f"{counts}, and no labelled anomaly is held out for validation: the release threshold is then "
+        f"placed on the validation normals' scores alone, which takes at least 2 of them; "
+        f"{', or '.join(remedies)}"
+    )
+
+
+def _n_held_out(fraction: float, n: int) -> int:
+    """How many of ``n`` images of one kind :func:`split` holds out at ``fraction``."""
+    return max(1, round(fraction * n)) if n >= 2 else 0
+
+
+def _normals_needed(fraction: float, folds: int) -> int:
+    """The fewest normals from which :func:`split` at ``fraction`` holds out 2 and keeps ``folds``."""
+    n = max(4, math.ceil(1.5 / fraction) - 1)  # below 1.5 / fraction, round() holds out 1
+    while _n_held_out(fraction, n) < 2 or n - _n_held_out(fraction, n) < folds:
+        n += 1
+    return n
 
 
 def _split_images(items: list[TrainItem], images: list[np.ndarray]) -> SplitImages:
@@ -120,8 +170,7 @@ def split(
     for kind in sorted({i.anomaly_type for i in items}):
         group = [i for i in items if i.anomaly_type == kind]
         order = rng.permutation(len(group))
-        share = fraction if kind == GOOD else anomaly_fraction
-        n_val = max(1, round(share * len(group))) if len(group) >= 2 else 0
+        n_val = _n_held_out(fraction if kind == GOOD else anomaly_fraction, len(group))
         val += [group[j] for j in order[:n_val]]
         train += [group[j] for j in order[n_val:]]
     return train, val

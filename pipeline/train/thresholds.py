@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from datasets.errors import DatasetFormatError
 from models.inference import Thresholds
 from models.threshold import allowed_misses, pick_thresholds
 from pipeline.metrics import MetricValue, image_auroc, tnr_at_fnr
@@ -33,14 +34,28 @@ class Cut(NamedTuple):
 
 def place_thresholds(scores: np.ndarray, y_val: np.ndarray, config: TrainConfig, *, val_pseudo: bool) -> Cut:
     """Thresholds at the target miss rate on the labelled validation anomalies (on the normals
-    alone where they are pseudo-anomalies)."""
+    alone where they are pseudo-anomalies).
+
+    Raises:
+        DatasetFormatError: the validation split's scores cannot place a threshold (all equal:
+            normals that are copies of one another, say).
+    """
     normal_scores, anomalous_scores = scores[y_val == 0], scores[y_val == 1]
-    thresholds = pick_thresholds(
-        normal_scores,
-        None if val_pseudo else anomalous_scores,
-        target_miss_rate=config.target_miss_rate,
-        hold_false_alarm_rate=config.hold_false_alarm_rate,
-    )
+    try:
+        thresholds = pick_thresholds(
+            normal_scores,
+            None if val_pseudo else anomalous_scores,
+            target_miss_rate=config.target_miss_rate,
+            hold_false_alarm_rate=config.hold_false_alarm_rate,
+        )
+    except ValueError as exc:
+        # the scores come from the user's data, so the data is what to look at, not the code
+        raise DatasetFormatError(
+            f"cannot place the thresholds on the validation split ({normal_scores.size} normal, "
+            f"{0 if val_pseudo else anomalous_scores.size} labelled anomalous images): {exc}. Check that "
+            "its images are not copies of one another; hold out more of them (--val-fraction) or add "
+            "labelled anomalies (train/<type>)"
+        ) from exc
     labels = y_val.astype(bool)
     auroc = image_auroc(scores, labels)
     tnr = tnr_at_fnr(scores, labels, config.target_miss_rate)

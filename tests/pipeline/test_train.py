@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -231,6 +232,94 @@ def test_too_few_normals_are_refused(tmp_path: Path) -> None:
     root = _write(tmp_path / "bulk_ore", 3)
     with pytest.raises(DatasetFormatError, match="has 3 images in train/good; at least 4 are needed"):
         train_model(root, tmp_path / "m", config=TrainConfig(image_size=64))
+
+
+@pytest.mark.parametrize(
+    ("n_good", "anomalies", "args", "match"),
+    [
+        # no labelled anomaly held out: the release cut rests on the validation normals, 1 cannot place it
+        (
+            4,
+            0,
+            [],
+            r"of the 4 images in train/good leaves 3 for training and 1 for validation, and no labelled",
+        ),
+        (
+            4,
+            0,
+            [],
+            r"add normal images \(8 in train/good at --val-fraction 0.2\), or hold out more of them "
+            r"\(--val-fraction 0.5\), or add labelled anomalies",
+        ),
+        (7, 0, [], r"--val-fraction 0.2 of the 7 .* \(8 in train/good .*\(--val-fraction 0.29\)"),
+        (5, 1, [], r"leaves 4 for training and 1 for validation"),  # one of a type: none held out
+        (9, 0, ["--val-fraction", "0.1"], r"\(15 in train/good at --val-fraction 0.1\)"),
+        (
+            4,
+            0,
+            ["--val-fraction", "0.9"],
+            r"leaves 0 for training and 4 for validation; training needs at least 2",
+        ),
+    ],
+)
+def test_a_split_training_cannot_finish_on_is_refused_before_decoding(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    n_good: int,
+    anomalies: int,
+    args: list[str],
+    match: str,
+) -> None:
+    # it was refused only after the whole fit, as an "unexpected ValueError" (exit 1)
+    root = _write(tmp_path / "bulk_ore", n_good)
+    for n in range(anomalies):
+        _write_anomaly(root, "seal_defect", n)
+    stages: list[str] = []
+    config = TrainConfig(image_size=32, pad=0, val_fraction=float(args[1]) if args else 0.2)
+    with pytest.raises(DatasetFormatError, match=match):
+        train_model(root, tmp_path / "m", config=config, progress=lambda stage, *_: stages.append(stage))
+    assert stages == []  # nothing decoded, embedded or fitted
+    assert (
+        run(app, ["train", "--data", str(root), "--out", str(tmp_path / "m"), "--image-size", "32", *args])
+        == 2
+    )
+    assert re.search(match, " ".join(capsys.readouterr().err.split()))
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("n_good", "anomalies"), [(8, 0), (4, 2)], ids=["2-normals-held-out", "a-labelled-anomaly-held-out"]
+)
+def test_a_split_with_enough_to_place_the_cut_is_accepted(n_good: int, anomalies: int) -> None:
+    from pipeline.train.data import TrainItem, check_split, split
+
+    items = [TrainItem(Path(f"g{n}.png"), "good") for n in range(n_good)]
+    items += [TrainItem(Path(f"a{n}.png"), "seal_defect") for n in range(anomalies)]
+    train, val = split(items, 0.2, np.random.default_rng(0), anomaly_fraction=0.2)
+    check_split(Path("bulk_ore"), train, val, TrainConfig())  # raises nothing
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels", "pseudo", "match"),
+    [
+        (
+            [0.3, 0.3, 0.7, 0.9],
+            [0, 0, 1, 1],
+            True,
+            r"\(2 normal, 0 labelled anomalous images\): all 2 normal",
+        ),
+        ([0.3, 0.3, 0.3], [0, 0, 1], False, r"\(2 normal, 1 labelled anomalous images\): all 3 validation"),
+    ],
+    ids=["pseudo", "labelled"],
+)
+def test_scores_no_threshold_can_be_placed_on_are_a_data_error(
+    scores: list[float], labels: list[int], pseudo: bool, match: str
+) -> None:
+    # a ValueError out of models.threshold reached the CLI as "unexpected" (exit 1)
+    from pipeline.train.thresholds import place_thresholds
+
+    with pytest.raises(DatasetFormatError, match=match + r".*hold out more of them \(--val-fraction\)"):
+        place_thresholds(np.array(scores), np.array(labels), TrainConfig(), val_pseudo=pseudo)
 
 
 @pytest.mark.parametrize(
