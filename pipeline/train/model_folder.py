@@ -34,18 +34,24 @@ def check_out_dir(out: Path, data_root: Path, *, overwrite: bool) -> None:
             "remove the dataset; give a folder for the model outside it"
         )
     if _holds_files(real):
-        if not (real / CARD_FILE).is_file():
+        # the whole folder is swapped for the new model's: anything else in it would go with the old
+        others = sorted(p.name for p in real.iterdir() if not _model_file(p) and not _placeholder(p))
+        complete = (real / CARD_FILE).is_file()
+        if not complete and others:
             raise InputError(
                 f"--out {str(out)!r} holds files that are not a Clearsight model (no {CARD_FILE}); give an "
                 "empty or new folder"
             )
         if not overwrite:
-            raise InputError(
-                f"--out {str(out)!r} holds a model already; pass --overwrite to replace it (the new one "
-                "takes its place only once it is written), or give a new folder"
+            # model files but no card: what a save cut short leaves (save_artifact writes the card last)
+            left = ", ".join(sorted(p.name for p in real.iterdir() if _model_file(p)))
+            held = (
+                "a model already" if complete else f"a model save that was cut short ({left}; no {CARD_FILE})"
             )
-        # the whole folder is swapped for the new model's: anything else in it would go with the old
-        others = sorted(p.name for p in real.iterdir() if p.name not in _MODEL_FILES and not _placeholder(p))
+            raise InputError(
+                f"--out {str(out)!r} holds {held}; pass --overwrite to replace it (the new one takes its "
+                "place only once it is written), or give a new folder"
+            )
         if others:
             raise InputError(
                 f"--out {str(out)!r} holds {len(others)} file(s) besides the model ({others[0]!r} first), "
@@ -63,7 +69,12 @@ def check_out_dir(out: Path, data_root: Path, *, overwrite: bool) -> None:
 
 _MODEL_FILES = frozenset({CARD_FILE, WEIGHTS_FILE, CARD_FILE + ".tmp", WEIGHTS_FILE + ".tmp"})
 """What a model folder holds (the last two left by a save cut short): --overwrite replaces a folder
-holding these alone."""
+holding these alone (and placeholders), with or without its card."""
+
+
+def _model_file(path: Path) -> bool:
+    """One of :data:`_MODEL_FILES`, as a file (a folder of that name is no part of a model)."""
+    return path.name in _MODEL_FILES and path.is_file()
 
 
 def _placeholder(path: Path) -> bool:

@@ -420,6 +420,75 @@ def test_overwrite_replaces_a_model_whole(tmp_path: Path) -> None:
     load_model(out, runtime="torch")
 
 
+@pytest.mark.parametrize(
+    ("files", "overwrite", "match"),
+    [
+        # what save_artifact leaves when cut short: the weights, then the card, are written beside
+        (
+            ["weights.safetensors.tmp"],
+            False,
+            r"holds a model save that was cut short \(weights.safetensors.tmp; no",
+        ),
+        (
+            ["weights.safetensors"],
+            False,
+            r"cut short \(weights.safetensors; no model.json\); pass --overwrite",
+        ),
+        (
+            ["weights.safetensors", "model.json.tmp"],
+            False,
+            r"cut short \(model.json.tmp, weights.safetensors;",
+        ),
+        (["weights.safetensors.tmp"], True, None),
+        (["weights.safetensors", "model.json.tmp", ".gitkeep"], True, None),
+        (["weights.safetensors.tmp", "notes.txt"], True, r"holds files that are not a Clearsight model"),
+        (["model.json/"], True, r"holds files that are not a Clearsight model"),  # a folder of that name
+    ],
+)
+def test_a_save_cut_short_is_replaced_with_overwrite(
+    tmp_path: Path, files: list[str], overwrite: bool, match: str | None
+) -> None:
+    from pipeline.train.model_folder import check_out_dir
+
+    out = tmp_path / "model"
+    out.mkdir()
+    for name in files:
+        if name.endswith("/"):
+            (out / name).mkdir()
+        else:
+            (out / name).write_bytes(b"" if name.startswith(".") else b"partial")
+    if match is None:
+        check_out_dir(out, tmp_path / "bulk_ore", overwrite=overwrite)
+    else:
+        with pytest.raises(InputError, match=match):
+            check_out_dir(out, tmp_path / "bulk_ore", overwrite=overwrite)
+    assert sorted(p.name + "/" * p.is_dir() for p in out.iterdir()) == sorted(files)  # nothing touched
+
+
+def test_overwrite_recovers_from_a_save_cut_short(tmp_path: Path) -> None:
+    # the rerun with --overwrite was refused: "holds files that are not a Clearsight model"
+    root = _write(tmp_path / "bulk_ore", 8)
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "weights.safetensors.tmp").write_bytes(b"half a model")
+    args = [
+        "train",
+        "--data",
+        str(root),
+        "--out",
+        str(out),
+        "--image-size",
+        "32",
+        "--pad",
+        "0",
+        "--threads",
+        "1",
+    ]
+    assert run(app, [*args, "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "weights.safetensors"]
+    load_model(out, runtime="torch")
+
+
 def test_overwrite_through_a_link_replaces_the_folder_it_names(tmp_path: Path) -> None:
     root = _write(tmp_path / "bulk_ore", 10)
     (tmp_path / "shared").mkdir()
