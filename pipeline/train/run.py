@@ -47,6 +47,8 @@ def train_model(
 ) -> TrainResult:
     """Train a detector on ``data_root`` (MVTec layout) and save the artifact in ``out_dir``.
 
+    The card records ``data_root`` as an absolute path, and the dataset's files in it relative to it.
+
     Raises:
         DatasetFormatError: no ``train/good`` images (at least 4 needed).
         CargoTypeError: cargo type neither configured nor the dataset folder's name.
@@ -55,13 +57,16 @@ def train_model(
             model, holds a model and ``overwrite`` is not set, or cannot be written (all checked
             before any training).
     """
-    root = Path(data_root)
-    check_out_dir(Path(out_dir), root, overwrite=overwrite)
+    given = Path(data_root)
+    # One absolute root, as read_mvtec resolves the items' paths: the card's paths are read against
+    # it (relative to it) and it is recorded as it, whatever the folder --data was typed from.
+    root = given.expanduser().resolve()
+    check_out_dir(Path(out_dir), given, overwrite=overwrite)
     if config.threads:
         torch.set_num_threads(config.threads)
     start = time.perf_counter()
-    read_mvtec(root)  # a missing or malformed folder is named as such, before its cargo type is asked
-    cargo = cargo_type(root, config.cargo_type)
+    read_mvtec(given)  # a missing or malformed folder is named as such, before its cargo type is asked
+    cargo = cargo_type(given, config.cargo_type)
     deep_features, deep_features_words = deep_features_choice(config.deep_features, cargo)
     trainer = Trainer(config, progress, sharp=deep_features == "sharp")
     report, det = trainer.progress, trainer.detector

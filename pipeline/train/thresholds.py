@@ -65,10 +65,10 @@ def place_thresholds(scores: np.ndarray, y_val: np.ndarray, config: TrainConfig,
 def release_setter(
     root: Path, paths: list[Path], anomalous: np.ndarray, normal: np.ndarray, target_miss_rate: float
 ) -> dict[str, Any]:
-    """The validation anomaly the release cut sits under: its path (relative to ``root``), score, and
-    the share of clean validation images scoring at or above it. A cut that releases little clean
-    cargo is set by one image, often mislabelled or a defect nobody could see; training names it, as
-    validation images appear in no report."""
+    """The validation anomaly the release cut sits under: its path (relative to ``root``, resolved as
+    ``paths`` are), score, and the share of clean validation images scoring at or above it. A cut
+    that releases little clean cargo is set by one image, often mislabelled or a defect nobody could
+    see; training names it, as validation images appear in no report."""
     order = np.argsort(anomalous, kind="stable")
     n = int(order[allowed_misses(target_miss_rate, anomalous.size)])
     score = float(anomalous[n])

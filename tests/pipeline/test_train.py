@@ -358,6 +358,29 @@ def test_training_names_the_anomaly_that_set_the_release_cut(
     assert near_one is not None and "(score 0.9999999717;" in near_one  # it read "score 1"
 
 
+def test_a_relative_data_folder_gives_the_card_one_kind_of_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # release_set_by.path came out absolute, the duplicates relative, data_root relative to the cwd
+    root = _write(tmp_path / "bulk_ore", 8)
+    for n in range(4):
+        _write_anomaly(root, "seal_defect", n)
+    (root / "test" / "good").mkdir(parents=True)
+    (root / "test" / "good" / "copy.png").write_bytes((root / "train" / "good" / "001.png").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    args = ["--image-size", "32", "--pad", "0", "--threads", "1", "--val-anomaly-fraction", "0.5"]
+    assert run(app, ["train", "--data", "bulk_ore", "--out", "m", "--target-miss-rate", "0.5", *args]) == 0
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert card["training"]["data_root"] == str(root.resolve())
+    assert card["validation"]["release_set_by"]["path"] in {
+        f"train/seal_defect/{n:03d}.png" for n in range(4)
+    }
+    assert card["training"]["duplicates"]["examples"]["training_and_test"][0] == [
+        "train/good/001.png",
+        "test/good/copy.png",
+    ]
+
+
 def test_an_output_that_is_a_file_is_refused_before_training(tmp_path: Path) -> None:
     root = _write(tmp_path / "bulk_ore", 4)
     (tmp_path / "taken").write_text("not a model folder")
