@@ -23,7 +23,7 @@ from pipeline.fusion_gate import Gate
 from pipeline.leakage import duplicates_report
 from pipeline.picture_kinds import GreyOffsets
 from pipeline.resolution import source_resolution
-from pipeline.train.calibration import ValidationCalibration
+from pipeline.train.calibration import OneClassSpread, ValidationCalibration
 from pipeline.train.config import TrainConfig
 from pipeline.train.data import TrainingData, files_hash
 from pipeline.train.embedding import Embedded, Trainer
@@ -49,6 +49,7 @@ def model_card(
     final: FinalBank,
     patch: PatchHeadFit,
     grey_offsets: GreyOffsets | None,
+    spread: OneClassSpread,
     cal: ValidationCalibration,
     gates: Gates,
     fused: FusedValidation,
@@ -75,7 +76,7 @@ def model_card(
         "preprocessing": _preprocessing(config, spec, trainer.tiling, data.images),
         "thresholds": cut.thresholds._asdict(),
         "validation": _validation(
-            root, config, validation, cal, gates, fused, cut, rule=trainer.detector.fusion.rule
+            root, config, validation, spread, cal, gates, fused, cut, rule=trainer.detector.fusion.rule
         ),
         "training": {
             "data_root": str(root),
@@ -143,6 +144,7 @@ def _validation(
     root: Path,
     config: TrainConfig,
     validation: ValidationSet,
+    spread: OneClassSpread,
     cal: ValidationCalibration,
     gates: Gates,
     fused: FusedValidation,
@@ -182,6 +184,8 @@ def _validation(
             else "fallback: validation did not rank anomalies above normals, so no slope was "
             "fitted; the standardised one-class score goes through a fixed logistic"
         ),
+        # the spread the one-class score is standardised by (floored), and a warning where it binds
+        "one_class_spread": spread.card(),
         "fusion_rule": _FUSION_WORDS[rule],
         "head_in_fusion": head_gate.kept,
         "head_gate": head_gate.reason,

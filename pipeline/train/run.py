@@ -106,7 +106,7 @@ def train_model(
     final = fit_final_bank(trainer, fine.emb_good, validation.good)
     det.head = type_head.head
     det.config = dataclasses.replace(det.config, class_names=training.class_names)
-    standardise_one_class(det, signals.one_class, inputs.labels)
+    spread = standardise_one_class(det, signals.one_class, inputs.labels)
     report("memory bank", 1, 1)
     cal = calibrate(det, trainer.tiling, config.batch_size, validation)
     gates = gate_heads(det, config, cal, signals, inputs.labels, patch, val_pseudo=validation.pseudo)
@@ -130,6 +130,7 @@ def train_model(
         final=final,
         patch=patch,
         grey_offsets=signals.grey_offsets,
+        spread=spread,
         cal=cal,
         gates=gates,
         fused=fused,

@@ -102,6 +102,9 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
     assert card["training"]["patch_head"]["trained"] is False
     assert "to judge it: not trained" in card["validation"]["patch_head_gate"]
     assert card["thresholds"]["method"] == "normal_quantile_fallback"
+    spread = card["validation"]["one_class_spread"]  # ordinary normals: the floor does not bind
+    assert spread["log_sd"] > spread["floor"] == 0.01 and spread["sd"] == spread["log_sd"]
+    assert spread["warning"] is None
     assert card["validation"]["miss_rate_bound"] is None  # a cut from clean images promises nothing
     assert "miss-rate promise" in printed
     assert card["training"]["counts"] == {"train": {"good": 8}, "validation": {"good": 2}}
@@ -379,6 +382,52 @@ def test_a_relative_data_folder_gives_the_card_one_kind_of_path(
         "train/good/001.png",
         "test/good/copy.png",
     ]
+
+
+@pytest.mark.parametrize(
+    ("log_sd", "sd", "warned"),
+    [
+        (0.0, 0.01, True),  # copies of one picture: it was 1e-3, and float rounding decided the verdict
+        (0.001, 0.01, True),
+        (0.03, 0.03, False),  # ordinary data (0.02 to 0.10): kept as measured
+        (0.2, 0.2, False),
+    ],
+)
+def test_the_one_class_spread_has_a_floor_and_a_warning(log_sd: float, sd: float, warned: bool) -> None:
+    from types import SimpleNamespace
+
+    from models.fusion import Fusion
+    from pipeline.train.calibration import standardise_one_class
+
+    logs = 2.0 + log_sd * np.array([-1.0, 1.0, -1.0, 1.0, -1.0, 1.0]) * np.sqrt(5 / 6)  # sample sd = log_sd
+    det = SimpleNamespace(fusion=Fusion())
+    scores = [*np.exp(logs).tolist(), 50.0]  # the anomaly's score is no part of the normals' spread
+    spread = standardise_one_class(det, scores, [0] * 6 + [1])  # type: ignore[arg-type]
+    assert spread.log_sd == pytest.approx(log_sd, abs=1e-5)  # float32 logs
+    assert float(det.fusion.oc_sd) == pytest.approx(sd, rel=1e-5) and spread.sd == pytest.approx(sd, rel=1e-5)
+    assert (spread.sd == spread.log_sd) is not warned  # where the floor does not bind, sd is as measured
+    assert float(det.fusion.oc_mu) == pytest.approx(2.0, abs=1e-6)
+    card = spread.card()
+    assert card["floor"] == 0.01 and card["sd"] == spread.sd
+    assert (card["warning"] is not None) is warned
+    if warned:
+        assert card["warning"].startswith("the training normals' one-class scores barely differ (spread ")
+
+
+def test_training_on_copies_of_one_picture_is_warned_about(tmp_path: Path) -> None:
+    root = tmp_path / "bulk_ore"
+    picture = _texture(np.random.default_rng(5))
+    for n in range(10):
+        (root / "train" / "good").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "train" / "good" / f"{n:03d}.png"), picture[:, :, ::-1])
+    for n in range(4):
+        _write_anomaly(root, "seal_defect", n)
+    args = ["--image-size", "32", "--pad", "0", "--threads", "1", "--val-anomaly-fraction", "0.5"]
+    assert run(app, ["train", "--data", str(root), "--out", str(tmp_path / "m"), *args]) == 0
+    spread = json.loads((tmp_path / "m" / "model.json").read_text())["validation"]["one_class_spread"]
+    assert spread["log_sd"] < 0.01 and spread["sd"] == 0.01
+    assert "look like copies of one another" in spread["warning"]
+    assert float(load_model(tmp_path / "m", runtime="torch").detector.fusion.oc_sd) == pytest.approx(0.01)
 
 
 def test_an_output_that_is_a_file_is_refused_before_training(tmp_path: Path) -> None:
