@@ -278,6 +278,7 @@ def train_command(
         err.print(f"[yellow]Note:[/yellow] {promise_note}")
     for warning in (
         release_warning(val),
+        (val.get("one_class_spread") or {}).get("warning"),
         leakage_warning(training.get("duplicates")),
         empty_mask_warning(training.get("empty_masks")),
         cargo_warning(str(card["cargo_type"])),

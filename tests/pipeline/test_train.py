@@ -414,7 +414,9 @@ def test_the_one_class_spread_has_a_floor_and_a_warning(log_sd: float, sd: float
         assert card["warning"].startswith("the training normals' one-class scores barely differ (spread ")
 
 
-def test_training_on_copies_of_one_picture_is_warned_about(tmp_path: Path) -> None:
+def test_training_on_copies_of_one_picture_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "bulk_ore"
     picture = _texture(np.random.default_rng(5))
     for n in range(10):
@@ -427,6 +429,8 @@ def test_training_on_copies_of_one_picture_is_warned_about(tmp_path: Path) -> No
     spread = json.loads((tmp_path / "m" / "model.json").read_text())["validation"]["one_class_spread"]
     assert spread["log_sd"] < 0.01 and spread["sd"] == 0.01
     assert "look like copies of one another" in spread["warning"]
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "Warning: the training normals' one-class scores barely differ" in err
     assert float(load_model(tmp_path / "m", runtime="torch").detector.fusion.oc_sd) == pytest.approx(0.01)
 
 
