@@ -23,7 +23,7 @@ from rich.table import Table
 
 from datasets.errors import ConflictError, DatasetFormatError, InputError
 from pipeline import verdict_rows
-from pipeline.cli.output_paths import audit_file, check_outputs_apart
+from pipeline.cli.output_paths import audit_file, check_outputs_apart, output_error
 from pipeline.decide import decide_rows
 from pipeline.policy import Policy, default_policy_path, load_policy
 from pipeline.redeclare import Redeclared, read_declarations, redeclare
@@ -98,20 +98,37 @@ def _decide_and_record(
         yield what_if.decision, what_if.why, (what_if.decided, what_if.other)
 
 
-def _write_jsonl(path: Path, decisions: list[ShipmentDecision]) -> None:
-    """Write whole to a temporary name, then rename: the file is either complete or absent."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", encoding="utf-8") as fh:
-            for decision in decisions:
-                fh.write(decision.model_dump_json() + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"--out {str(path)!r}: cannot write ({exc})") from exc
+class _DecisionsFile:
+    """The ``--out`` decisions file, opened under a temporary name before any shipment is decided or
+    recorded: an --out that cannot be written (its folder a file) fails now, not after the audit
+    store holds every decision and no file says so. :meth:`write` renames it into place, so the file
+    is either complete or absent."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.tmp.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise output_error("--out", path, exc) from exc
+
+    def write(self, decisions: list[ShipmentDecision]) -> None:
+        try:
+            with self._fh as fh:
+                for decision in decisions:
+                    fh.write(decision.model_dump_json() + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            raise output_error("--out", self.path, exc) from exc
+
+    def discard(self) -> None:
+        """Remove what is left of an unfinished write (nothing after :meth:`write`)."""
+        self._fh.close()
+        with contextlib.suppress(OSError):  # the error being reported matters more than this one
+            self.tmp.unlink(missing_ok=True)
 
 
 _NOT_RECORDED = "not recorded"
@@ -278,9 +295,13 @@ def register(app: typer.Typer) -> None:
         compared: tuple[Policy, list[ShipmentDecision], list[ShipmentDecision]] | None = None
         with contextlib.ExitStack() as stack:
             store = None
-            if audit_db:  # opened first: a bad URL must fail before the decisions file is written
+            if audit_db:  # a URL that is none fails before anything is made
                 from pipeline.audit import AuditStore
 
+                AuditStore.check_url(audit_db)
+            target = _DecisionsFile(out)
+            stack.callback(target.discard)
+            if audit_db:  # opened before deciding: a store it cannot reach fails before the file is written
                 store = stack.enter_context(AuditStore.open(audit_db))
             if store is None:
                 decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}", traders)
@@ -321,7 +342,7 @@ def register(app: typer.Typer) -> None:
                         + (f", and {left_out} the trail holds nothing of are left out" if left_out else "")
                     )
             written = [d for d in decisions if _in_the_trail(d)]
-            _write_jsonl(out, written)
+            target.write(written)
         console = Console()
         console.print(_summary(chosen, decisions, compared))
         if compared is not None:

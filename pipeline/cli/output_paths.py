@@ -15,7 +15,7 @@ from pathlib import Path
 from datasets.errors import InputError
 from datasets.folder import recursive_roots, searched_folders
 
-__all__ = ["audit_file", "check_outputs_apart"]
+__all__ = ["audit_file", "check_outputs_apart", "output_error"]
 
 
 def _literal_depth(text: str) -> int:
@@ -64,6 +64,25 @@ def _walked(text: str) -> list[str]:
     if "**" in Path(text).parts:
         return recursive_roots(text)
     return [match for match in glob.glob(text) if Path(match).is_dir()]
+
+
+def _in_the_way(path: Path) -> Path | None:
+    """The nearest of ``path`` and the folders above it that exists, where it is not a folder: a
+    file standing where a folder must be made."""
+    for where in (path, *path.parents):
+        if where.exists():
+            return None if where.is_dir() else where
+    return None
+
+
+def output_error(option: str, path: Path, exc: OSError, *, folder: bool = False) -> InputError:
+    """What went wrong making or writing the output ``path`` (a ``folder`` or a file) that ``option``
+    names, in words: ``NotADirectoryError: 's_file/d.jsonl.tmp'`` said neither."""
+    blocker = _in_the_way(path if folder else path.parent)
+    if blocker is not None:
+        made = "it" if blocker == path else "its folder"
+        return InputError(f"{option} {str(path)!r}: cannot make {made}: {str(blocker)!r} is a file")
+    return InputError(f"{option} {str(path)!r}: cannot write it ({exc.strerror or exc})")
 
 
 def audit_file(url: str | None) -> dict[str, Path]:

@@ -1492,3 +1492,28 @@ def test_a_near_copy_is_told_apart_from_the_same_picture() -> None:
         "a near-copy of a picture decided before in shipment S9 "
         "(perceptual hashes 6 of 256 bits apart, mirrored left to right)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("s_file/d.jsonl", "Error: --out 's_file/d.jsonl': cannot make its folder: 's_file' is a file"),
+        (
+            "s_file/deeper/d.jsonl",
+            "Error: --out 's_file/deeper/d.jsonl': cannot make its folder: 's_file' is a file",
+        ),
+    ],
+    ids=["folder-a-file", "a-file-above"],
+)
+def test_cli_decide_records_nothing_when_out_cannot_be_written(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], out: str, message: str
+) -> None:
+    """The store held every decision, then writing --out failed (`unexpected NotADirectoryError`)."""
+    from pipeline.cli import app, run
+
+    (cli_env / "s_file").write_text("a file where a folder is expected\n")
+    verdicts = _write(cli_env / "v.jsonl", ROWS)
+    db = f"sqlite:///{cli_env / 'audit.db'}"
+    assert run(app, ["decide", "--verdicts", str(verdicts), "--out", out, "--audit-db", db]) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert not (cli_env / "audit.db").exists()  # checked before the store was opened: nothing recorded
