@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from datasets.cargo import folder_cargo_type
 from datasets.errors import ArtifactError, CargoTypeError, DatasetFormatError, InputError, ModelError
+from pipeline.cli.output_paths import check_writable, output_error
 from pipeline.settings import RuntimeName, Settings
 
 __all__ = ["REPORT_FILES", "evaluate_command", "register"]
@@ -90,6 +91,7 @@ def evaluate_command(
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder for the report (made if missing)")
+    check_writable("--out", out, folder=True)  # found when written, it failed after the whole evaluation
     # another run's scores.csv (a batch's rows, an earlier report) is kept unless told: before any work
     taken = [name for name in REPORT_FILES if (out / name).exists()]
     if taken and not overwrite:
@@ -121,8 +123,11 @@ def evaluate_command(
             batch_size=batch_size,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    metrics_path, scores_path = write_outputs(result, out)
-    report_path = write_report(result, out / "report.html")
+    try:
+        metrics_path, scores_path = write_outputs(result, out)
+        report_path = write_report(result, out / "report.html")
+    except OSError as exc:  # the folder changed since it was checked, or the disk filled
+        raise output_error("--out", out, exc, folder=True) from exc
 
     mt, th, counts = result.metrics, result.thresholds, result.metrics["counts"]
     console = Console(highlight=False, soft_wrap=True)

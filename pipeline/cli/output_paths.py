@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from datasets.errors import InputError
 from datasets.folder import recursive_roots, searched_folders
 
-__all__ = ["audit_file", "check_outputs_apart", "output_error"]
+__all__ = ["audit_file", "check_outputs_apart", "check_writable", "output_error"]
 
 
 def _literal_depth(text: str) -> int:
@@ -82,7 +83,32 @@ def output_error(option: str, path: Path, exc: OSError, *, folder: bool = False)
     if blocker is not None:
         made = "it" if blocker == path else "its folder"
         return InputError(f"{option} {str(path)!r}: cannot make {made}: {str(blocker)!r} is a file")
-    return InputError(f"{option} {str(path)!r}: cannot write it ({exc.strerror or exc})")
+    return InputError(f"{option} {str(path)!r}: cannot write there ({exc.strerror or exc})")
+
+
+def check_writable(option: str, path: Path, *, folder: bool = False) -> None:
+    """Refuse, before any model loads or image is read, an output that cannot be made: a file where
+    its folder must go, a folder that takes no new file (``/proc``, a read-only mount). Found only
+    when the output was written, such a path failed after the slow work as ``unexpected OSError``.
+    Nothing is left behind: the check makes a file in the nearest existing folder and removes it.
+
+    Args:
+        option: the option that names the output, for the message.
+        path: the output: a file, or with ``folder`` a folder (the command makes it if missing).
+
+    Raises:
+        InputError: naming ``option``, the path and what stands in the way.
+    """
+    nearest = next(where for where in (path if folder else path.parent, *path.parents) if where.exists())
+    if not nearest.is_dir():
+        raise output_error(option, path, NotADirectoryError(), folder=folder)
+    try:  # os.access says yes to /proc and to a read-only mount for root: only making a file tells
+        with tempfile.NamedTemporaryFile(dir=nearest, prefix=".clearsight-check-"):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"{option} {str(path)!r}: no file can be made in {str(nearest)!r} ({exc.strerror or exc})"
+        ) from exc
 
 
 def audit_file(url: str | None) -> dict[str, Path]:

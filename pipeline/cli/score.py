@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.text import Text
 
 from datasets.errors import ArtifactError, ConflictError, InputError
-from pipeline.cli.output_paths import audit_file, check_outputs_apart
+from pipeline.cli.output_paths import audit_file, check_outputs_apart, check_writable
 from pipeline.settings import RuntimeName, Settings, audit_key, decode_limits
 
 __all__ = ["register", "score"]
@@ -169,6 +169,13 @@ def score(
         inputs=[*inputs, *(model or []), *(p for p in (policy, trader_register) if p)],
         kept=audit_file(audit_db),
     )
+    # every output can be made, now: found when written, one failed after the models had loaded
+    # or the whole archive had been scored
+    check_writable("--out", out)
+    if heatmaps is not None:
+        check_writable("--heatmaps", heatmaps, folder=True)
+    if policy is not None:
+        check_writable("--decisions", decisions or decisions_path(out))
     check_output(out, resume=resume, overwrite=overwrite)  # before any slow work
     if (decisions is not None or audit_db is not None or trader_register is not None) and policy is None:
         given = " and ".join(

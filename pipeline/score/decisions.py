@@ -7,13 +7,14 @@ shipment's inputs, so deciding again after a crash does not record a shipment tw
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datasets.errors import ClearsightError
+from datasets.errors import ClearsightError, InputError
 from pipeline.score.summary import ScoreSummary
 from pipeline.score.writer import iter_rows
 from pipeline.verdicts import ShipmentDecision
@@ -76,6 +77,10 @@ def load_policy_file(path: Path) -> Policy:
     return load_policy(path)
 
 
+def _cannot_write(decisions: Path, exc: OSError) -> InputError:
+    return InputError(f"--decisions {str(decisions)!r}: cannot write it ({exc.strerror or exc})")
+
+
 def _open_audit(url: str) -> AuditStore:
     from pipeline.audit import AuditStore
 
@@ -109,18 +114,24 @@ def decide_output(
         and apart from the tiers, as ``clearsight decide`` does.
 
     Raises:
-        InputError: a row without a shipment id, or a declaration that does not validate.
+        InputError: a row without a shipment id, a declaration that does not validate, or a
+            ``decisions`` file that cannot be written.
         PolicyError, AuditError: from the decision layer and the audit store.
     """
     from pipeline.batch_decisions import decide_and_record
     from pipeline.decide import decide_rows
 
-    store = _open_audit(audit_url) if audit_url else None
-    decisions.parent.mkdir(parents=True, exist_ok=True)
     tmp = decisions.with_name(decisions.name + ".tmp")
+    try:  # before the store is opened and anything recorded: the decisions must have their file
+        decisions.parent.mkdir(parents=True, exist_ok=True)
+        fh = tmp.open("wb")
+    except OSError as exc:
+        raise _cannot_write(decisions, exc) from exc
+    store = None
     count = 0
     try:
-        with tmp.open("wb") as fh:
+        with fh:
+            store = _open_audit(audit_url) if audit_url else None
             if store is None:
                 decided = (
                     (d, None)
@@ -145,11 +156,18 @@ def decide_output(
                 if on_decision is not None:
                     on_decision(decision)
                 count += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, decisions)
+            try:
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError as exc:  # a full disk: said as such, not as an unexpected error
+                raise _cannot_write(decisions, exc) from exc
+        try:
+            os.replace(tmp, decisions)
+        except OSError as exc:
+            raise _cannot_write(decisions, exc) from exc
     finally:
         if store is not None:
             store.close()
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the error being reported matters more than this one
+            tmp.unlink(missing_ok=True)
     return count

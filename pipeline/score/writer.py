@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,6 +287,14 @@ def check_output(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
         ) from exc
     if not os.access(out.parent, os.W_OK | os.X_OK):
         raise InputError(f"output {str(out)!r}: its folder {str(out.parent)!r} is not writable")
+    try:  # os.access says yes to /proc, and to a read-only mount for root: only making a file tells
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".clearsight-check-"):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"output {str(out)!r}: no file can be made in its folder {str(out.parent)!r} "
+            f"({exc.strerror or exc})"
+        ) from exc
     candidates = [out, journal_path(out)] if fmt == "parquet" else [out]
     existing = [p for p in candidates if p.exists()]
     if existing and not (resume or overwrite):

@@ -512,3 +512,20 @@ def test_a_batch_run_again_is_decided_anew_where_a_hold_or_the_tier_source_chang
         ]
         assert store.get("C").seq == seq  # type: ignore[union-attr]  # run again: nothing recorded twice
         assert store.verify().ok
+
+
+def test_score_with_a_policy_records_nothing_where_its_decisions_cannot_be_written(tmp_path: Path) -> None:
+    """The store was opened first; the file's folder, a file, then failed as an unexpected
+    FileExistsError, and a failing clean-up of the temporary file could hide the error."""
+    from datasets.errors import InputError
+    from pipeline.score.decisions import decide_output
+    from pipeline.score.summary import ScoreSummary
+
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
+    (tmp_path / "s_file").write_text("a file where a folder must go\n")
+    decisions = tmp_path / "s_file" / "d.jsonl"
+    with pytest.raises(InputError, match=r"^--decisions '.*/s_file/d\.jsonl': cannot write it \("):
+        decide_output(rows, POLICY, audit_key=KEY, decisions=decisions, audit_url=db, summary=ScoreSummary())
+    assert not (tmp_path / "audit.db").exists()  # refused before the store was opened

@@ -111,3 +111,40 @@ def test_heatmaps_reached_through_a_link_under_a_glob_are_refused(tree: Path, pa
         check_outputs_apart(
             files={"--out": Path("rows.jsonl")}, folders={"--heatmaps": Path("heat")}, inputs=[pattern]
         )
+
+
+WRITABLE = [
+    # (path, a folder, the message or None when accepted)
+    ("rows.jsonl", False, None),
+    ("new/deeper/rows.jsonl", False, None),
+    ("heat", True, None),
+    ("images", True, None),
+    ("s_file/rows.jsonl", False, "--out 's_file/rows.jsonl': cannot make its folder: 's_file' is a file"),
+    ("s_file/a/rows.jsonl", False, "--out 's_file/a/rows.jsonl': cannot make its folder: 's_file' is a file"),
+    ("s_file", True, "--out 's_file': cannot make it: 's_file' is a file"),
+    ("s_file/heat", True, "--out 's_file/heat': cannot make its folder: 's_file' is a file"),
+    # os.access says yes to /proc: only making a file there tells
+    (
+        "/proc/clearsight-rows.jsonl",
+        False,
+        "--out '/proc/clearsight-rows.jsonl': no file can be made in '/proc' (",
+    ),
+    ("/proc/clearsight-heat/x", True, "--out '/proc/clearsight-heat/x': no file can be made in '/proc' ("),
+]
+
+
+@pytest.mark.parametrize(("path", "folder", "message"), WRITABLE)
+def test_an_output_that_cannot_be_made_is_refused_and_nothing_is_left(
+    tree: Path, path: str, folder: bool, message: str | None
+) -> None:
+    from pipeline.cli.output_paths import check_writable
+
+    (tree / "s_file").write_text("a file where a folder must go\n")
+    before = sorted(tree.rglob("*"))
+    if message is None:
+        check_writable("--out", Path(path), folder=folder)
+    else:
+        with pytest.raises(InputError) as info:
+            check_writable("--out", Path(path), folder=folder)
+        assert str(info.value).startswith(message)
+    assert sorted(tree.rglob("*")) == before  # checked, not made

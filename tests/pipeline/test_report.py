@@ -732,3 +732,49 @@ def test_every_table_fits_the_page_in_a_browser(
     )
     assert "fixed logistic" in page.locator("#signals-table").inner_text()
     assert overflowing == []
+
+
+@pytest.mark.parametrize(
+    ("out", "said"),
+    [
+        ("s_file/report", "Error: --out 's_file/report': cannot make its folder: 's_file' is a file"),
+        (
+            "/proc/clearsight-report",
+            "Error: --out '/proc/clearsight-report': no file can be made in '/proc' (",
+        ),
+    ],
+    ids=["a-file-in-the-way", "takes-no-file"],
+)
+def test_cli_refuses_a_report_folder_it_cannot_make_before_loading_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, out: str, said: str
+) -> None:
+    """Found when the report was written, after the whole evaluation: 'unexpected NotADirectoryError'."""
+
+    def too_early(path: Path, runtime: str) -> None:
+        raise AssertionError("the model was loaded before --out was checked")
+
+    fake = types.ModuleType("models.artifact")
+    fake.load_model = too_early  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "models.artifact", fake)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "s_file").write_text("a file where a folder must go\n")
+    assert run(app, ["evaluate", "--model", "model", "--data", "ore", "--out", out]) == 2
+    assert capsys.readouterr().err.startswith(said)
+
+
+def test_cli_names_out_when_the_report_cannot_be_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder that changed after it was checked (a full disk, say) is named, not 'unexpected'."""
+    import pipeline.evaluate
+
+    def full_disk(result: object, out_dir: Path) -> tuple[Path, Path]:
+        raise OSError(28, "No space left on device")
+
+    _install_fake_model(monkeypatch)
+    monkeypatch.setattr(pipeline.evaluate, "write_outputs", full_disk)
+    code, out = _run_evaluate(tmp_path)
+    assert code == 2
+    said = f"Error: --out {str(out)!r}: cannot write there (No space left on device)"
+    assert capsys.readouterr().err.strip() == said  # after the progress bar's blank line

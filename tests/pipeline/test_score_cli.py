@@ -393,3 +393,53 @@ def test_the_ray_engine_checks_routing_from_the_cards_before_starting(
     argv = ["score", str(manifest.parent), "--model", str(models[0]), "--out", str(tmp_path / "o.jsonl")]
     assert run(app, [*argv, "--engine", "ray", "--cargo-type", "crude_oil"]) == 2
     assert capsys.readouterr().err == "Error: --cargo-type 'crude_oil' has no model; loaded: 'bulk_ore'\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--out", "s_file/o.jsonl"],
+            "Error: --out 's_file/o.jsonl': cannot make its folder: 's_file' is a file",
+        ),
+        (
+            ["--out", "/proc/clearsight-o.jsonl"],
+            "Error: --out '/proc/clearsight-o.jsonl': no file can be made in '/proc' (",
+        ),
+        (
+            ["--out", "o.jsonl", "--heatmaps", "s_file/heat"],
+            "Error: --heatmaps 's_file/heat': cannot make its folder: 's_file' is a file",
+        ),
+        (
+            ["--out", "o.jsonl", "--heatmaps", "/proc/clearsight-heat"],
+            "Error: --heatmaps '/proc/clearsight-heat': no file can be made in '/proc' (",
+        ),
+        (
+            ["--out", "o.jsonl", "--policy", str(default_policy_path()), "--decisions", "s_file/d.jsonl"],
+            "Error: --decisions 's_file/d.jsonl': cannot make its folder: 's_file' is a file",
+        ),
+    ],
+    ids=["out", "out-in-proc", "heatmaps", "heatmaps-in-proc", "decisions"],
+)
+def test_an_output_that_cannot_be_made_is_refused_before_the_models_load(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    extra: list[str],
+    message: str,
+) -> None:
+    """Found when written, each failed as 'unexpected NotADirectoryError' (exit 1), after the models
+    had loaded or the whole archive had been scored."""
+    import pipeline.cli.score as score_cli
+
+    def too_early(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the models were loaded before the outputs were checked")
+
+    monkeypatch.setattr(score_cli, "_load_predictors", too_early)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s_file").write_text("a file where a folder must go\n")
+    assert run(app, ["score", str(manifest), "--model", str(models[0]), *extra]) == 2
+    assert capsys.readouterr().err.startswith(message)
+    assert not (tmp_path / "o.jsonl").exists()

@@ -241,6 +241,17 @@ def test_an_output_folder_that_cannot_be_made_is_named_up_front(tmp_path: Path) 
         check_output(out, resume=False, overwrite=False)
 
 
+def test_an_output_folder_that_takes_no_file_is_named_up_front() -> None:
+    # os.access says yes to /proc: only making a file there tells; found when the first rows were
+    # written, it failed after the models had loaded as an unexpected FileNotFoundError
+    out = Path("/proc/clearsight-rows.jsonl")
+    with pytest.raises(
+        InputError,
+        match=r"^output '/proc/clearsight-rows\.jsonl': no file can be made in its folder '/proc' \(",
+    ):
+        check_output(out, resume=False, overwrite=False)
+
+
 FORMULAS = [
     ImageVerdict(path='=HYPERLINK("http://x").png', shipment_id="+SHP", cargo_type="bulk_ore", score=0.2),
     ImageVerdict(path="'quoted'.png", shipment_id="@SHP", error="-1 bytes read", model_id="-m"),
