@@ -91,6 +91,11 @@ def evaluate_command(
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder for the report (made if missing)")
+    if out.resolve().is_relative_to(data.resolve()):  # as train refuses a model folder there
+        raise InputError(
+            f"--out {str(out)!r} lies inside --data {str(data)!r}: the report's files would become part "
+            "of the dataset (every later run over it fails on them); give a folder outside it"
+        )
     check_writable("--out", out, folder=True)  # found when written, it failed after the whole evaluation
     # another run's scores.csv (a batch's rows, an earlier report) is kept unless told: before any work
     taken = [name for name in REPORT_FILES if (out / name).exists()]

@@ -366,7 +366,7 @@ def test_cli_missing_model_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str
             "--model",
             str(tmp_path / "nope"),
             "--data",
-            str(tmp_path),
+            str(tmp_path / "data"),
             "--out",
             str(tmp_path / "r"),
         ],
@@ -778,3 +778,43 @@ def test_cli_names_out_when_the_report_cannot_be_written(
     assert code == 2
     said = f"Error: --out {str(out)!r}: cannot write there (No space left on device)"
     assert capsys.readouterr().err.strip() == said  # after the progress bar's blank line
+
+
+INSIDE = "lies inside --data 'ore': the report's files would become part of the dataset"
+
+
+@pytest.mark.parametrize(
+    ("out", "said"),
+    [
+        ("ore/test/good", f"Error: --out 'ore/test/good' {INSIDE}"),
+        ("ore", f"Error: --out 'ore' {INSIDE}"),
+        ("ore/reports/new", f"Error: --out 'ore/reports/new' {INSIDE}"),
+        ("linked", f"Error: --out 'linked' {INSIDE}"),  # a link into the dataset
+        # the dataset inside the report folder takes nothing of the report's files: accepted
+        (".", None),
+    ],
+    ids=["test-split", "the-root", "new-folder", "linked", "around-the-dataset"],
+)
+def test_cli_refuses_a_report_folder_inside_the_dataset(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    out: str,
+    said: str | None,
+) -> None:
+    """--out ore/test/good was accepted; every later train or evaluate over the dataset then failed
+    ("metrics.json, report.html, scores.csv are not an image")."""
+    _install_fake_model(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    write_dataset(tmp_path / "ore")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path / "ore" / "test", target_is_directory=True)
+    before = sorted((tmp_path / "ore").rglob("*"))
+    code = run(app, ["evaluate", "--model", "model", "--data", "ore", "--out", out])
+    if said is None:
+        assert code == 0, capsys.readouterr().err
+        assert (tmp_path / "report.html").is_file()
+    else:
+        assert code == 2
+        assert capsys.readouterr().err.startswith(said)
+    assert sorted((tmp_path / "ore").rglob("*")) == before
