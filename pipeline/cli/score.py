@@ -224,6 +224,10 @@ def score(
         key, key_warning = audit_key(settings, recording=audit_db is not None)  # before any slow work
         if key_warning:
             summary_warnings_extra.append(key_warning)
+        if audit_db is not None:  # a URL that is none, or a store out of reach, failed after scoring
+            from pipeline.audit import AuditStore
+
+            AuditStore.open(audit_db).close()
     limits = decode_limits(settings)
 
     console = Console(stderr=True)

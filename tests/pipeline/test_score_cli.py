@@ -443,3 +443,40 @@ def test_an_output_that_cannot_be_made_is_refused_before_the_models_load(
     assert run(app, ["score", str(manifest), "--model", str(models[0]), *extra]) == 2
     assert capsys.readouterr().err.startswith(message)
     assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("nonsense://x", "Error: audit store URL nonsense://x: backend 'nonsense' is not supported"),
+        ("notaurl", "Error: audit store URL 'notaurl' is not a SQLAlchemy URL"),
+        (
+            "sqlite:///{tmp}/s_file",
+            "Error: audit store sqlite:///{tmp}/s_file: cannot open (DatabaseError: file is not",
+        ),
+    ],
+    ids=["backend", "not-a-url", "not-a-store"],
+)
+def test_a_bad_audit_store_is_refused_before_the_models_load(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    message: str,
+) -> None:
+    """It was opened only to record the decisions, after the whole archive had been scored."""
+    import pipeline.cli.score as score_cli
+
+    def too_early(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the models were loaded before the audit store was checked")
+
+    monkeypatch.setattr(score_cli, "_load_predictors", too_early)
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    (tmp_path / "s_file").write_text("a file, not a database\n")
+    argv = ["score", str(manifest), "--model", str(models[0]), "--out", str(tmp_path / "o.jsonl")]
+    policy = ["--policy", str(default_policy_path()), "--audit-db", url.format(tmp=tmp_path)]
+    assert run(app, [*argv, *policy]) == 2
+    assert capsys.readouterr().err.startswith(message.format(tmp=tmp_path))
+    assert not (tmp_path / "o.jsonl").exists()
