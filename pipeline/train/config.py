@@ -204,6 +204,7 @@ class TrainConfig:
         return self.val_fraction if self.val_anomaly_fraction is None else self.val_anomaly_fraction
 
     def __post_init__(self) -> None:
+        seed = str(self.seed) if len(str(self.seed)) <= 24 else f"{str(self.seed)[:20]}..."  # bounded
         checks: list[tuple[bool, str]] = [
             (
                 32 <= self.image_size <= MAX_IMAGE_SIZE,
@@ -258,6 +259,9 @@ class TrainConfig:
             ),
             (self.batch_size >= 1, f"batch_size {self.batch_size} must be >= 1"),
             (self.threads is None or self.threads >= 1, f"threads {self.threads} must be >= 1"),
+            # torch and numpy take no negative seed, torch none past 64 bits; 63 keep the card's seed
+            # a signed 64-bit integer wherever it is read back
+            (0 <= self.seed < 2**63, f"seed {seed} must be an integer in [0, {2**63 - 1}]"),
             (
                 0.0 <= self.min_head_auroc <= 1.0,
                 f"min_head_auroc {self.min_head_auroc} must be in [0, 1]",

@@ -211,6 +211,13 @@ def test_the_pseudo_anomalies_row_says_why(
         (["--fusion", "avg"], "Error: --fusion 'avg' not in max, sum"),
         (["--target-miss-rate", "2"], "Error: --target-miss-rate 2.0 must be in (0, 1)"),
         (["--tile-size", "-1"], "Error: --tile-size -1 must be >= 0 (0: resize, never tile)"),
+        # a seed torch cannot take failed in the middle of training, an unexpected ValueError
+        (["--seed", "-1"], "Error: --seed -1 must be an integer in [0, 9223372036854775807]\n"),
+        (
+            ["--seed", str(2**63)],
+            "Error: --seed 9223372036854775808 must be an integer in [0, 9223372036854775807]",
+        ),
+        (["--seed", "9" * 40], "Error: --seed 99999999999999999999... must be an integer in [0, "),
     ],
 )
 def test_train_cli_reports_bad_options(
@@ -620,6 +627,8 @@ def test_unknown_cargo_folder_needs_a_cargo_type(tmp_path: Path) -> None:
         ("patch_hidden", 0, "patch_hidden 0 must be >= 1"),
         ("patch_negative_share", 0.0, r"patch_negative_share 0.0 must be in \(0, 1\]"),
         ("patch_negative_share", 1.5, r"patch_negative_share 1.5 must be in \(0, 1\]"),
+        ("seed", -1, r"seed -1 must be an integer in \[0, 9223372036854775807\]"),
+        ("seed", 2**63, r"seed 9223372036854775808 must be an integer in \[0, 9223372036854775807\]"),
     ],
 )
 def test_config_validates_eagerly(field: str, value: object, match: str) -> None:
