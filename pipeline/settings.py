@@ -17,6 +17,7 @@ from pipeline.audit.image_indexes import MAX_NEAR_COPY_BITS
 
 __all__ = [
     "DEVELOPMENT_AUDIT_SECRET",
+    "MAX_OUTCOME_NOTES_CHARS",
     "MIN_AUDIT_SECRET_CHARS",
     "RuntimeName",
     "Settings",
@@ -31,6 +32,9 @@ shipments it picks for random audits, so decisions are not recorded, nor served,
 secret shorter than :data:`MIN_AUDIT_SECRET_CHARS`) unless a trial says so."""
 MIN_AUDIT_SECRET_CHARS = 16
 """Shortest audit secret accepted for recorded decisions: an empty or short key is guessable."""
+MAX_OUTCOME_NOTES_CHARS = 2000
+"""Longest notes an officer's outcome takes, from the CLI, the API and the review page alike: an
+outcome stays in the audit chain for good, and every export and verification reads it again."""
 
 
 class RuntimeName(enum.StrEnum):

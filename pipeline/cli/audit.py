@@ -13,7 +13,7 @@ from rich.table import Table
 
 from datasets.errors import AuditError, InputError
 from pipeline.audit import AuditStore
-from pipeline.settings import Settings
+from pipeline.settings import MAX_OUTCOME_NOTES_CHARS, Settings
 from pipeline.verdicts import Tier, scored_anomaly_types
 
 __all__ = ["register"]
@@ -114,7 +114,10 @@ def register(app: typer.Typer) -> None:
         clean: Annotated[
             bool, typer.Option("--clean", help="Nothing was found: the cargo was clean.")
         ] = False,
-        notes: Annotated[str, typer.Option("--notes", help="Free-text notes.")] = "",
+        notes: Annotated[
+            str,
+            typer.Option("--notes", help=f"Free-text notes, at most {MAX_OUTCOME_NOTES_CHARS} characters."),
+        ] = "",
         new_type: Annotated[
             bool,
             typer.Option(
@@ -135,12 +138,20 @@ def register(app: typer.Typer) -> None:
                 f"--found {found[:70]!r} is not a type name: lower-case letters, digits and _, starting "
                 "with a letter (e.g. foreign_object)"
             )
+        if len(notes) > MAX_OUTCOME_NOTES_CHARS:  # kept in the chain for good, as the API bounds them
+            raise InputError(
+                f"--notes is {len(notes)} characters long; an outcome takes at most "
+                f"{MAX_OUTCOME_NOTES_CHARS} (as the API and the review page do): shorten them, or keep the "
+                "full report elsewhere and name it in the notes"
+            )
         with _open(db) as store:
             latest = store.get(shipment_id)
             known = scored_anomaly_types([latest.decision]) if latest is not None else set()
-            if found is not None and known and found not in known | {"unknown"} and not new_type:
+            if latest is not None and found is not None and found not in known | {"unknown"} and not new_type:
+                # a model that knows no types (none labelled in training) let any name become a finding
+                none = "" if known else ": its model knows none"
                 raise InputError(
-                    f"--found {found!r} is not a type shipment {shipment_id!r} was scored against "
+                    f"--found {found!r} is not a type shipment {shipment_id!r} was scored against{none} "
                     f"(accepted: {', '.join(sorted(known | {'unknown'}))}); pass --new-type if inspection "
                     "found a kind of anomaly its model does not know"
                 )

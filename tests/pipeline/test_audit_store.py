@@ -743,7 +743,8 @@ def test_cli_outcome_show_list_export(tmp_path: Path, capsys: pytest.CaptureFixt
     with AuditStore.open(db) as store:
         store.record(decision("S1"))
         store.record(decision("S2", Tier.PHYSICAL_INSPECTION, 0.9))
-    assert run(app, ["audit", "outcome", "S2", "--found", "wet_patch", "--officer", "o-1", "--db", db]) == 0
+    found = ["--found", "wet_patch", "--new-type"]  # the decision's model scored against no type
+    assert run(app, ["audit", "outcome", "S2", *found, "--officer", "o-1", "--db", db]) == 0
     assert "recorded outcome of S2 (found wet_patch) as record 3" in capsys.readouterr().out
     assert (
         run(app, ["audit", "outcome", "S1", "--clean", "--found", "x", "--officer", "o-1", "--db", db]) == 2
@@ -1616,3 +1617,43 @@ def test_a_first_record_is_read_as_the_sender_rule_needs_it(
     sql(db_url, "UPDATE audit_records SET content = :c WHERE seq = 1", c=json.dumps(data))
     with AuditStore.open(db_url, create=False) as store:
         assert store.first_sent("S1") == FirstSent(*first)
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "args", "code", "said"),
+    [
+        # a model trained without labelled anomalies scores against no type: any name became a finding
+        (None, ["--found", "gold_bar"], 2,
+         "--found 'gold_bar' is not a type shipment 'S1' was scored against: its model knows none "
+         "(accepted: unknown); pass --new-type"),
+        ({"good": 0.7, "synthetic_scratch": 0.3}, ["--found", "gold_bar"], 2,
+         "--found 'gold_bar' is not a type shipment 'S1' was scored against: its model knows none"),
+        (None, ["--found", "gold_bar", "--new-type"], 0, "recorded outcome of S1 (found gold_bar)"),
+        (None, ["--found", "unknown"], 0, "recorded outcome of S1 (found unknown)"),
+        # the API and the review page take at most 2,000 characters of notes; the CLI took any
+        (None, ["--clean", "--notes", "x" * 2001], 2,
+         "--notes is 2001 characters long; an outcome takes at most 2000 (as the API and the review page"),
+        (None, ["--clean", "--notes", "é" * 2000], 0, "recorded outcome of S1 (clean)"),
+    ],
+    ids=["no-types", "synthetic-only", "new-type", "unknown", "notes-too-long", "notes-at-the-limit"],
+)  # fmt: skip
+def test_cli_outcome_is_held_to_what_the_api_accepts(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    probabilities: dict[str, float] | None,
+    args: list[str],
+    code: int,
+    said: str,
+) -> None:
+    from pipeline.cli import app, run
+
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    base = decision("S1", Tier.REMOTE_INSPECTION, 0.6)
+    image = base.images[0].model_copy(update={"type_probabilities": probabilities})
+    with AuditStore.open(db) as store:
+        store.record(base.model_copy(update={"images": [image]}))
+    assert run(app, ["audit", "outcome", "S1", "--officer", "o-1", *args, "--db", db]) == code
+    captured = capsys.readouterr()
+    assert said in " ".join((captured.out + captured.err).split())
+    with AuditStore.open(db, create=False) as store:
+        assert store.verify().records_checked == (2 if code == 0 else 1)  # a refused outcome is not chained
