@@ -35,7 +35,9 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks on errors (or set CLEARSIGHT_DEBUG=1).")
+    ] = False,
 ) -> None:
     state.debug = debug
 
@@ -126,6 +128,33 @@ def _exit_on_term(signum: int, frame: object) -> None:
     raise _Terminated(128 + signum)
 
 
+def _debug_setting(*, said: bool = False) -> bool:
+    """``Settings.debug`` as pydantic-settings reads it (``CLEARSIGHT_DEBUG``, or ``.env``), alone: a
+    bad value of another setting, the error being reported maybe, must not hide it. A value that is
+    no yes or no counts as no, the error path must not fail on it, and is said (unless ``said``: the
+    error reported is that value's)."""
+    from pydantic_settings import BaseSettings
+
+    from pipeline.settings import Settings
+
+    class _Debug(BaseSettings):
+        model_config = Settings.model_config
+        debug: bool = False
+
+    try:
+        return _Debug().debug
+    except ValidationError as exc:
+        if said:
+            return False
+        given = next((e.get("input") for e in exc.errors()), None)
+        print(  # noqa: T201
+            f"Warning: CLEARSIGHT_DEBUG {str(given)[:40]!r} is neither yes nor no (accepted: 1, true, yes, "
+            "on; 0, false, no, off); no traceback shown",
+            file=sys.stderr,
+        )
+        return False
+
+
 _depth = 0
 """How many :func:`run` calls are in progress: the demo runs its steps through :func:`run` too,
 and an inner one must hand Ctrl-C and SIGTERM on to the outer one (read as a failed step, they
@@ -135,10 +164,14 @@ gave "Error: step 1 failed with exit code 143" and exit 2)."""
 def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
     """Run the CLI; a ``ClearsightError`` becomes ``Error: message`` on stderr and exit code 2.
 
-    Tracebacks are printed only with ``--debug``. Returns the process exit code.
+    Tracebacks are printed only with ``--debug`` or the ``debug`` setting (``CLEARSIGHT_DEBUG=1``).
+    Returns the process exit code.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
+
+    def debug(said: bool = False) -> bool:  # read only on an error: a run that succeeds reads none here
+        return "--debug" in args or _debug_setting(said=said)
+
     command = typer.main.get_command(typer_app)
     _flags_without_metavar(command)
     global _depth
@@ -160,12 +193,12 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
         print("Interrupted.", file=sys.stderr)  # noqa: T201
         return 130
     except ClearsightError as exc:
-        if debug:
+        if debug():
             traceback.print_exc()
         print(f"Error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     except ValidationError as exc:  # settings from options and CLEARSIGHT_* variables
-        if debug:
+        if debug(said=any(tuple(e.get("loc", ())) == ("debug",) for e in exc.errors())):
             traceback.print_exc()
         print(f"Error: {validation_words(exc, _option_names(command, args))}", file=sys.stderr)  # noqa: T201
         return 2
@@ -182,7 +215,7 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "Abort":
             print("Aborted.", file=sys.stderr)  # noqa: T201
             return 1
-        if debug:
+        if debug():
             raise
         hint = "rerun with --debug for a traceback"
         print(f"Error: unexpected {type(exc).__name__}: {exc} ({hint})", file=sys.stderr)  # noqa: T201

@@ -228,3 +228,56 @@ def test_flags_show_no_value_in_help(capsys) -> None:
     for command in (["data", "synth"], ["train"], ["score"], ["audit", "list"], []):
         assert run(app, [*command, "--help"]) == 0
         assert "<bool>" not in capsys.readouterr().out, command  # no flag takes a value
+
+
+@pytest.mark.parametrize(
+    ("value", "traceback", "warned"),
+    [
+        ("1", True, False),
+        ("true", True, False),
+        ("YES", True, False),
+        ("on", True, False),
+        ("0", False, False),
+        ("false", False, False),
+        ("no", False, False),
+        # a bad value must not break the error path: said, and read as no
+        ("maybe", False, True),
+    ],
+)
+def test_the_debug_setting_shows_tracebacks_as_debug_does(
+    capsys, monkeypatch, tmp_path, value: str, traceback: bool, warned: bool
+) -> None:
+    """CLEARSIGHT_DEBUG ("Show tracebacks for errors") was read by nothing; only --debug worked."""
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("CLEARSIGHT_DEBUG", value)
+    code = run(_app_raising(ImageDecodeError("truncated PNG", source="a.png")), ["boom"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert ("Traceback (most recent call last)" in err) == traceback
+    assert (
+        "Warning: CLEARSIGHT_DEBUG 'maybe' is neither yes nor no (accepted: 1, true, yes, on" in err
+    ) == warned
+    assert err.endswith("Error: a.png: truncated PNG\n")
+
+
+def test_a_bad_debug_setting_that_is_the_error_reported_is_said_once(capsys, monkeypatch, tmp_path) -> None:
+    from pipeline.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLEARSIGHT_DEBUG", "maybe")
+    (tmp_path / "v.jsonl").write_text("")
+    assert run(app, ["decide", "--verdicts", "v.jsonl", "--out", "d.jsonl"]) == 2
+    assert capsys.readouterr().err == (
+        "Error: debug (--debug or CLEARSIGHT_DEBUG): Input should be a valid boolean, unable to interpret "
+        "input; got 'maybe'\n"
+    )
+
+
+def test_the_debug_setting_is_read_from_dot_env_and_reraises_an_unexpected_error(
+    monkeypatch, tmp_path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLEARSIGHT_DEBUG", raising=False)
+    (tmp_path / ".env").write_text("CLEARSIGHT_DEBUG=1\n")
+    with pytest.raises(RuntimeError, match="disk on fire"):  # as with --debug: Python prints it whole
+        run(_app_raising(RuntimeError("disk on fire")), ["boom"])
