@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from datasets.errors import ClearsightError
 
-__all__ = ["app", "run", "state"]
+__all__ = ["app", "installed_version", "run", "state"]
 
 
 class _State:
@@ -33,10 +33,32 @@ app = typer.Typer(
 )
 
 
+def installed_version() -> str:
+    """This build's version as installed (``pip install``), or words saying it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("clearsight")
+    except PackageNotFoundError:  # run from a source tree that pip never installed
+        return "(version unknown: not installed; pip install -e . records it)"
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        print(f"clearsight {installed_version()}")  # noqa: T201
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show full tracebacks on errors (or set CLEARSIGHT_DEBUG=1).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the installed version and exit."
+        ),
     ] = False,
 ) -> None:
     state.debug = debug

@@ -281,3 +281,26 @@ def test_the_debug_setting_is_read_from_dot_env_and_reraises_an_unexpected_error
     (tmp_path / ".env").write_text("CLEARSIGHT_DEBUG=1\n")
     with pytest.raises(RuntimeError, match="disk on fire"):  # as with --debug: Python prints it whole
         run(_app_raising(RuntimeError("disk on fire")), ["boom"])
+
+
+@pytest.mark.parametrize(
+    ("installed", "printed"),
+    [("1.2.3", "clearsight 1.2.3\n"), (None, "clearsight (version unknown: not installed; pip install -e .")],
+    ids=["installed", "source-tree"],
+)
+def test_version_prints_the_installed_version_and_exits_0(
+    capsys, monkeypatch, installed: str | None, printed: str
+) -> None:
+    import importlib.metadata
+
+    from pipeline.cli import app
+
+    def version(name: str) -> str:
+        assert name == "clearsight"
+        if installed is None:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert run(app, ["--version"]) == 0
+    assert capsys.readouterr().out.startswith(printed)
