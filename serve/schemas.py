@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.inference import Prediction
 from pipeline.resolution import SCALE_TOLERANCE
+from pipeline.settings import MAX_OUTCOME_NOTES_CHARS
 from pipeline.verdicts import ShipmentDecision, Tier
 
 __all__ = [
@@ -229,7 +230,7 @@ class OutcomeIn(BaseModel):
         pattern=r"^[a-z][a-z0-9_]{0,63}$",
         description="'clean', or the anomaly type found.",
     )
-    notes: str = Field(default="", max_length=2000)
+    notes: str = Field(default="", max_length=MAX_OUTCOME_NOTES_CHARS)
     decision_seq: int | None = Field(
         default=None,
         ge=1,

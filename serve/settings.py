@@ -14,11 +14,13 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from datasets.decode import ACCEPTED_FORMATS
 from pipeline.settings import Settings
 
 __all__ = ["DEFAULT_FORMATS", "ServeSettings"]
 
 DEFAULT_FORMATS = ("png", "jpeg", "tiff", "bmp", "webp")
+_FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff"}
 
 
 class ServeSettings(Settings):
@@ -153,9 +155,20 @@ class ServeSettings(Settings):
     def _split_formats(cls, value: object) -> object:
         if isinstance(value, str):
             value = list(value.split(","))
-        if isinstance(value, list | tuple):
-            return tuple(str(part).strip().lower() for part in value if str(part).strip())
-        return value
+        if not isinstance(value, list | tuple):
+            return value
+        named = [str(part).strip().lower() for part in value if str(part).strip()]
+        # the decoder names formats by their own name: "jpg" left as written would refuse every JPEG
+        formats = tuple(dict.fromkeys(_FORMAT_ALIASES.get(name, name) for name in named))
+        unknown = [name for name in formats if name not in ACCEPTED_FORMATS]
+        if unknown:
+            raise ValueError(
+                f"unknown image format(s) {', '.join(map(repr, unknown))}; accepted: "
+                f"{', '.join(ACCEPTED_FORMATS)} (jpg and tif read as jpeg and tiff)"
+            )
+        if not formats:
+            raise ValueError(f"no image format given; accepted: {', '.join(ACCEPTED_FORMATS)}")
+        return formats
 
     @field_validator("forwarded_allow_ips", mode="before")
     @classmethod

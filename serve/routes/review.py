@@ -23,6 +23,7 @@ from datasets.errors import AuditError, ConflictError
 from datasets.perceptual_hash import fine_distance
 from models.inference import GOOD
 from pipeline.heatmap import legend_svg
+from pipeline.settings import MAX_OUTCOME_NOTES_CHARS
 from pipeline.verdicts import Tier, scored_anomaly_types
 from serve.auth import Principal, Role
 from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep, authenticate, client_address
@@ -234,6 +235,7 @@ async def review_page(
         "review.html",
         {
             "mode": "queue",
+            "notes_max": MAX_OUTCOME_NOTES_CHARS,
             "records": records,
             "csrf": csrf,
             "officer": principal.name,
@@ -301,7 +303,7 @@ async def logout(
 FoundForm = Annotated[str, Form(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 CsrfForm = Annotated[str, Form(max_length=128)]
 DecisionSeqForm = Annotated[int, Form(ge=1, le=MAX_SEQ)]
-NotesForm = Annotated[str, Form(max_length=2000)]
+NotesForm = Annotated[str, Form(max_length=MAX_OUTCOME_NOTES_CHARS)]
 
 
 @router.post("/outcome")

@@ -41,3 +41,32 @@ def test_a_trusted_proxy_that_is_no_address_is_refused(value, said) -> None:
 def test_trusted_proxies_come_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("CLEARSIGHT_FORWARDED_ALLOW_IPS", "10.0.0.5,10.0.1.0/24")
     assert ServeSettings(_env_file=None).forwarded_allow_ips == ("10.0.0.5", "10.0.1.0/24")
+
+
+@pytest.mark.parametrize(
+    ("value", "read"),
+    [
+        ("png,jpeg", ("png", "jpeg")),
+        ("PNG, jpg ,tif", ("png", "jpeg", "tiff")),  # the usual names read as the decoder names them
+        ("jpg,jpeg", ("jpeg",)),
+        (["webp"], ("webp",)),
+    ],
+    ids=["names", "aliases", "alias-twice", "list"],
+)
+def test_image_formats_are_read_as_the_decoder_names_them(value, read) -> None:
+    assert ServeSettings(_env_file=None, allowed_formats=value).allowed_formats == read
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("png,gif", "unknown image format(s) 'gif'; accepted: jpeg, png, bmp, tiff, webp"),
+        (" , ", "no image format given; accepted: jpeg, png"),
+    ],
+    ids=["unknown", "none"],
+)
+def test_an_image_format_the_decoder_does_not_read_is_refused(monkeypatch, value, said) -> None:
+    monkeypatch.setenv("CLEARSIGHT_ALLOWED_FORMATS", value)
+    with pytest.raises(ValidationError, match="allowed_formats") as info:
+        ServeSettings(_env_file=None)
+    assert said in str(info.value)
