@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
 from datasets.errors import ArtifactError, ModelError
 from models.detector import Detector, DetectorConfig, build_detector
@@ -210,7 +211,13 @@ def load_model(
     weights = root / WEIGHTS_FILE
     if not weights.is_file():
         raise ArtifactError(f"{str(weights)!r} is missing; expected the weights written with {CARD_FILE}")
-    actual = _sha256_file(weights)
+    # Read once, then hash and parse the same bytes: opened twice, a `train --overwrite` swapping the
+    # folder in between gave the new weights under the old card (checked against the old hash).
+    try:
+        data = weights.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{str(weights)!r} cannot be read: {exc.strerror or exc}") from exc
+    actual = hashlib.sha256(data).hexdigest()
     if actual != card.get("weights_sha256"):
         raise ArtifactError(
             f"{str(weights)!r} has sha256 {actual}, expected {card.get('weights_sha256')!r} "
@@ -221,9 +228,10 @@ def load_model(
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{str(root / CARD_FILE)!r} has an unusable detector config: {exc}") from exc
     try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError) as exc:
+        tensors = load_safetensors(data)
+    except SafetensorError as exc:
         raise ArtifactError(f"{str(weights)!r} cannot be read as safetensors: {exc}") from exc
+    del data  # the tensors are copies: the file's bytes need not stay in memory beside them
     detector = build_detector(config)
     try:
         detector.load_state_dict(tensors, strict=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from datasets.errors import ArtifactError
 from models import artifact
@@ -203,3 +205,40 @@ def test_damaged_artifacts_are_refused(
 def test_the_weights_are_as_readable_as_the_card(tiny_model_dir: Path) -> None:
     mode = {name: (tiny_model_dir / name).stat().st_mode & 0o777 for name in (CARD_FILE, WEIGHTS_FILE)}
     assert mode[WEIGHTS_FILE] == mode[CARD_FILE]
+
+
+def test_a_model_swapped_in_while_loading_is_never_mixed_with_the_card_read(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `train --overwrite` replaces the whole folder (old out, new in) while a service loads it: the
+    # swap lands right after the weights were first read; what loads must be one model, card and all
+    served, staging, retired = tmp_path / "model", tmp_path / ".model.new", tmp_path / ".model.old"
+    shutil.copytree(tiny_model_dir, served)
+    old = load_model(served, runtime="torch")
+    retrained = old.detector
+    with torch.no_grad():
+        retrained.attn_temp.mul_(2.0)
+    save_artifact(staging, retrained, old.card)
+    old = load_model(served, runtime="torch")
+    opened = Path.open
+
+    def open_then_swap(self: Path, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        handle = opened(self, *args, **kwargs)
+        if self.name == WEIGHTS_FILE and staging.exists():
+            close = handle.close
+
+            def close_and_swap() -> None:
+                close()
+                if staging.exists():
+                    os.replace(served, retired)
+                    os.replace(staging, served)
+
+            handle.close = close_and_swap  # type: ignore[method-assign]
+        return handle
+
+    monkeypatch.setattr(Path, "open", open_then_swap)
+    loaded = load_model(served, runtime="torch")
+    monkeypatch.undo()
+    assert not staging.exists()  # the swap happened during the load
+    assert loaded.model_id == old.model_id
+    assert torch.equal(loaded.detector.attn_temp, old.detector.attn_temp)
