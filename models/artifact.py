@@ -9,6 +9,11 @@ thresholds, validation metrics, training-data summary, versions, and two hashes:
 * ``card_sha256``: of the card's own canonical JSON without that field; an edited card (say, a
   lowered threshold) is refused.
 
+Since anyone can recompute both, every field that loading and scoring read is checked too, for its
+type and range, and the sizes the detector is built to against the tensors the weights hold: a
+card that fails is refused with an :class:`~datasets.errors.ArtifactError` naming the field, and
+:func:`save_artifact` refuses to write one.
+
 ``model_id`` is ``<cargo>-<backbone>-<first 8 hex of the content hash>``, the content hash covering the
 weights hash, the detector config, the preprocessing and the thresholds.
 """
@@ -19,18 +24,18 @@ import hashlib
 import json
 import math
 import os
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors
 
 from datasets.errors import ArtifactError, ModelError
 from models.detector import Detector, DetectorConfig, build_detector
 from models.predictor import ArtifactPredictor
+from models.registry import list_models
 from models.runtime import DEFAULT_RUNTIME, RUNTIMES
 
 __all__ = ["CARD_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "load_model", "read_card", "save_artifact"]
@@ -45,14 +50,6 @@ CARD_FILE = "model.json"
 
 def _canonical(data: Mapping[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _card_hash(card: Mapping[str, Any]) -> str:
@@ -73,26 +70,29 @@ def save_artifact(out_dir: str | Path, detector: Detector, card: Mapping[str, An
         The model directory.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().clone() for k, v in detector.state_dict().items()}
-    tmp = out / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, out / WEIGHTS_FILE)
+    weights = save_safetensors(tensors)
     full = dict(card)
     full["format_version"] = FORMAT_VERSION
     full["detector"] = detector.config.to_dict()
-    full["weights_sha256"] = _sha256_file(out / WEIGHTS_FILE)
+    full["weights_sha256"] = hashlib.sha256(weights).hexdigest()
     content = _content_hash(full)
     full["content_sha256"] = content
-    full["model_id"] = f"{full.get('cargo_type', 'cargo')}-{detector.config.backbone}-{content[:8]}"
+    full["model_id"] = f"{full.get('cargo_type')}-{detector.config.backbone}-{content[:8]}"
     full.pop("card_sha256", None)
     full["card_sha256"] = _card_hash(full)
+    text = json.dumps(full, indent=2, sort_keys=True) + "\n"
+    # checked as load_model will read it, before anything is written: a card it would refuse (a
+    # cargo type with a slash in it) is refused here, not after training replaced a working model
+    _check_card(json.loads(text), out / CARD_FILE)
+    _check_sizes(detector.config, tensors, out / CARD_FILE, out / WEIGHTS_FILE)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (WEIGHTS_FILE + ".tmp")
+    tmp.write_bytes(weights)
+    os.replace(tmp, out / WEIGHTS_FILE)
     tmp_card = out / (CARD_FILE + ".tmp")
-    tmp_card.write_text(json.dumps(full, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp_card.write_text(text, encoding="utf-8")
     os.replace(tmp_card, out / CARD_FILE)
-    # safetensors writes its file owner-only (0600): give the weights the card's mode (the umask's),
-    # so that a service account that may read the card may read the weights too
-    os.chmod(out / WEIGHTS_FILE, stat.S_IMODE(os.stat(out / CARD_FILE).st_mode))
     return out
 
 
@@ -114,20 +114,116 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+MAX_INPUT_SIZE = 1024
+"""Largest model input side a card may give: the largest training writes
+(``pipeline.resolution.MAX_IMAGE_SIZE``); views are S x S, so S bounds every view's memory."""
+MIN_INPUT_SIZE = 32
+"""Smallest model input side a card may give: the smallest training writes."""
+MAX_CARGO_TYPE = 64
+"""Longest cargo type a card may give: the longest the service's form and the policy accept."""
+_MIN_CHUNK = 32
+"""Fewest memory-bank rows per matmul (unless the bank has fewer): the chunk loop runs per batch and
+is unrolled into the ONNX graph, and chunks of a few rows multiply its steps for no memory saved."""
+_MAX_SIGMA = 256 / 3
+"""Largest map smoothing (at S = 256): its kernel reaches 3 sigma, and a kernel wider than the map
+smooths it flat."""
+_MAX_CARD_BYTES = 16 << 20
+"""Largest model card read: cards are kilobytes (their longest lists, of file names, are capped)."""
+_FAILED_BUILD = (KeyError, TypeError, ValueError, AttributeError, RuntimeError, OverflowError)
+"""What torch, numpy and the model constructors raise for a config they cannot build."""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _Checker:
+    """Refusals that name the card, the field (``detector.topk``), its value and what is accepted."""
+
+    def __init__(self, card_path: Path) -> None:
+        self.where = repr(str(card_path))
+
+    def refuse(self, field: str, value: Any, accepted: str) -> ArtifactError:
+        return ArtifactError(
+            f"{self.where}: {field} = {_shown(value)} is not accepted; expected {accepted} "
+            f"(train the model again)"
+        )
+
+    def obj(
+        self, parent: Mapping[str, Any], key: str, field: str, *, required: bool = True
+    ) -> dict[str, Any]:
+        if key not in parent and not required:
+            return {}
+        value = parent.get(key)
+        if not isinstance(value, dict):
+            raise self.refuse(field, value, "an object")
+        return value
+
+    def whole(self, value: Any, field: str, lo: int, hi: int) -> int:
+        if not (_whole(value) and lo <= value <= hi):
+            raise self.refuse(field, value, f"a whole number in [{lo}, {hi}]")
+        return int(value)
+
+    def flag(self, value: Any, field: str) -> None:
+        if not isinstance(value, bool):
+            raise self.refuse(field, value, "true or false")
+
+    def text(self, value: Any, field: str, *, longest: int = 64) -> str:
+        if not (isinstance(value, str) and value.strip() and len(value) <= longest):
+            raise self.refuse(field, value, f"a non-empty string of at most {longest} characters")
+        return value
+
+
+def cargo_type_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a model's cargo type, or None.
+
+    Any name of goods is accepted (a cargo type of the user's, not only the packaged ones): text of
+    at most :data:`MAX_CARGO_TYPE` characters, with no control character, no path separator and no
+    whitespace around it (a manifest's cargo types are stripped, so it could never match one).
+    """
+    if not isinstance(value, str) or not value:
+        return "a non-empty string"
+    if (
+        len(value) > MAX_CARGO_TYPE
+        or value != value.strip()
+        or any(ch in "/\\" or ord(ch) < 32 or ord(ch) == 127 for ch in value)
+    ):
+        return (
+            f"at most {MAX_CARGO_TYPE} characters with no control character, no / or \\ and no "
+            "whitespace at either end"
+        )
+    return None
+
+
 def _check_card(card: dict[str, Any], card_path: Path) -> None:
-    """The model id must name the card's content, and the numbers that decide verdicts must be sane.
+    """Every card field that loading and scoring read must be of its type and in its range, and the
+    model id must name the card's content.
 
     The card's own hash catches an accidental edit; an edit that recomputes it must still change the
-    model id (so decisions name the model that made them) and keep thresholds and normalisation in
-    range (a release cut above the hold cut, or a zero std, would score nonsense without an error).
+    model id (so decisions name the model that made them) and keep every number in range: a zero
+    top-k scored NaN, a zero chunk failed every image, a huge bank size allocated terabytes, and
+    a wrong type surfaced as a bare TypeError far from the card.
     """
-    where = repr(str(card_path))
+    check = _Checker(card_path)
+    where = check.where
+    detector = check.obj(card, "detector", "detector")
+    preprocessing = check.obj(card, "preprocessing", "preprocessing")
+    thresholds = check.obj(card, "thresholds", "thresholds")
+    training = check.obj(card, "training", "training", required=False)
+    problem = cargo_type_problem(card.get("cargo_type"))
+    if problem is not None:
+        raise check.refuse("cargo_type", card.get("cargo_type"), problem)
     content = _content_hash(card)
-    model_id = str(card.get("model_id", ""))
-    backbone = (card.get("detector") or {}).get("backbone")
-    if model_id != f"{card.get('cargo_type', 'cargo')}-{backbone}-{str(card.get('content_sha256'))[:8]}":
+    model_id = card.get("model_id")
+    backbone = detector.get("backbone")
+    if model_id != f"{card['cargo_type']}-{backbone}-{str(card.get('content_sha256'))[:8]}":
         raise ArtifactError(
-            f"{where}: model id {model_id!r} does not name its cargo type {card.get('cargo_type')!r} and "
+            f"{where}: model id {model_id!r} does not name its cargo type {card['cargo_type']!r} and "
             f"backbone {backbone!r} (the cargo type decides which images it scores); train the model again"
         )
     if card.get("content_sha256") != content:
@@ -136,13 +232,29 @@ def _check_card(card: dict[str, Any], card_path: Path) -> None:
             f"(content hash {content[:12]}..., the card says {str(card.get('content_sha256'))[:12]}... "
             f"and model id {model_id!r}); train the model again"
         )
-    thresholds = card.get("thresholds") or {}
+    _check_thresholds(thresholds, check)
+    _check_detector(detector, check)
+    _check_preprocessing(preprocessing, check)
+    pseudo = training.get("pseudo_types", [])
+    if not (isinstance(pseudo, list) and all(isinstance(name, str) for name in pseudo)):
+        raise check.refuse("training.pseudo_types", pseudo, "a list of class names")
+
+
+def _check_thresholds(thresholds: Mapping[str, Any], check: _Checker) -> None:
     release, hold = thresholds.get("release"), thresholds.get("hold")
     if not (_finite(release) and _finite(hold) and 0.0 <= release <= hold <= 1.0):
         raise ArtifactError(
-            f"{where}: thresholds release {release!r} / hold {hold!r} are not 0 <= release <= hold <= 1"
+            f"{check.where}: thresholds release {release!r} / hold {hold!r} are not 0 <= release <= hold <= 1"
         )
-    detector = card.get("detector") or {}
+    rate = thresholds.get("target_miss_rate")
+    if not (_finite(rate) and 0.0 < rate < 1.0):
+        raise check.refuse("thresholds.target_miss_rate", rate, "a number in (0, 1)")
+    # any name: tests and benchmarks write their own; the three that training writes are the only
+    # ones that change what evaluate reports (models.threshold)
+    check.text(thresholds.get("method"), "thresholds.method")
+
+
+def _check_detector(detector: Mapping[str, Any], check: _Checker) -> None:
     mean, std = detector.get("mean"), detector.get("std")
     if not (
         isinstance(mean, list | tuple)
@@ -152,7 +264,70 @@ def _check_card(card: dict[str, Any], card_path: Path) -> None:
         and all(_finite(s) and s > 0 for s in std)
     ):
         raise ArtifactError(
-            f"{where}: normalisation mean {mean!r} / std {std!r} is not three finite numbers, std > 0"
+            f"{check.where}: normalisation mean {mean!r} / std {std!r} is not three finite numbers, std > 0"
+        )
+    backbone = detector.get("backbone")
+    if backbone not in list_models():
+        raise check.refuse("detector.backbone", backbone, f"one of {list_models()}")
+    size = check.whole(detector.get("input_size"), "detector.input_size", MIN_INPUT_SIZE, MAX_INPUT_SIZE)
+    # the sizes of tensors (bank rows, head widths) are compared with the weights file on load;
+    # these bounds only keep the numbers themselves sane
+    big = 1 << 31
+    for name, lo, hi, required in (
+        ("proj_dim", 0, big, True),
+        ("bank_size", 1, big, True),
+        ("topk", 1, size * size, False),  # a mean over at most one patch per pixel
+        ("chunk", 1, big, False),
+        ("pad", 0, size // 2, False),
+        ("grid", 0, size, False),
+        ("patch_hidden", 1, big, False),
+        ("patch_topk", 1, size * size, False),
+        ("fine_bank_size", 1, big, False),
+    ):
+        if required or name in detector:
+            check.whole(detector.get(name), f"detector.{name}", lo, hi)
+    bank, chunk = detector["bank_size"], detector.get("chunk", 4096)
+    if chunk < min(bank, _MIN_CHUNK):
+        raise check.refuse(
+            "detector.chunk", chunk, f"at least {min(bank, _MIN_CHUNK)} (bank rows per matmul)"
+        )
+    sigma = detector.get("sigma", 4.0)
+    if not (_finite(sigma) and 0.0 < sigma <= _MAX_SIGMA):
+        raise check.refuse("detector.sigma", sigma, f"a number in (0, {_MAX_SIGMA:.4g}]")
+    for name in ("fine_scale", "zero_padded_pooling", "co_located"):
+        if name in detector:
+            check.flag(detector[name], f"detector.{name}")
+    names = detector.get("class_names")
+    if not (
+        isinstance(names, list)
+        and 2 <= len(names) <= 1024
+        and all(isinstance(n, str) and n for n in names)
+        and len(set(names)) == len(names)
+    ):
+        raise check.refuse("detector.class_names", names, "a list of 2 to 1024 distinct names, 'good' first")
+    offsets = detector.get("grey_offsets", [0.0, 0.0, 0.0])
+    if not (isinstance(offsets, list) and len(offsets) == 3 and all(_finite(v) for v in offsets)):
+        raise check.refuse("detector.grey_offsets", offsets, "three finite numbers")
+    pools = detector.get("pool_sizes", [])
+    if not (isinstance(pools, list) and len(pools) <= 8 and all(_whole(k) and 1 <= k <= size for k in pools)):
+        raise check.refuse("detector.pool_sizes", pools, f"a list of odd whole numbers in [1, {size}]")
+    try:
+        DetectorConfig.from_dict(dict(detector))  # the names it knows and the rules it keeps
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{check.where} has an unusable detector config: {exc}") from exc
+
+
+def _check_preprocessing(preprocessing: Mapping[str, Any], check: _Checker) -> None:
+    tiling = check.obj(preprocessing, "tiling", "preprocessing.tiling")
+    if set(tiling) != {"tile_size", "overlap"}:
+        raise check.refuse("preprocessing.tiling", tiling, "an object of tile_size and overlap")
+    tile = check.whole(tiling["tile_size"], "preprocessing.tiling.tile_size", 0, 1 << 31)
+    check.whole(tiling["overlap"], "preprocessing.tiling.overlap", 0, max(tile - 1, 0))
+    source = check.obj(preprocessing, "source_resolution", "preprocessing.source_resolution", required=False)
+    downscale = source.get("downscale")
+    if downscale is not None and not (_finite(downscale) and downscale > 0):
+        raise check.refuse(
+            "preprocessing.source_resolution.downscale", downscale, "a number > 0 (or null: not recorded)"
         )
 
 
@@ -167,9 +342,20 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
     if not card_path.is_file():
         raise ArtifactError(f"{str(card_path)!r} is missing; expected the model card written by training")
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with card_path.open("rb") as fh:
+            raw = fh.read(_MAX_CARD_BYTES + 1)
+    except OSError as exc:
+        raise ArtifactError(f"{str(card_path)!r} cannot be read: {exc.strerror or exc}") from exc
+    if len(raw) > _MAX_CARD_BYTES:
+        raise ArtifactError(
+            f"{str(card_path)!r} is larger than {_MAX_CARD_BYTES >> 20} MiB; a model card is a few kilobytes"
+        )
+    try:
+        card = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{str(card_path)!r} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # arrays in arrays ... deeper than the parser's stack
+        raise ArtifactError(f"{str(card_path)!r} is not a model card: its JSON is nested too deeply") from exc
     if not isinstance(card, dict):
         raise ArtifactError(f"{str(card_path)!r} must hold a JSON object")
     if card.get("format_version") != FORMAT_VERSION:
@@ -223,18 +409,50 @@ def load_model(
             f"{str(weights)!r} has sha256 {actual}, expected {card.get('weights_sha256')!r} "
             f"(truncated, replaced or modified)"
         )
-    try:
-        config = DetectorConfig.from_dict(card["detector"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{str(root / CARD_FILE)!r} has an unusable detector config: {exc}") from exc
+    card_path = root / CARD_FILE
+    config = DetectorConfig.from_dict(card["detector"])  # read_card checked it
     try:
         tensors = load_safetensors(data)
     except SafetensorError as exc:
         raise ArtifactError(f"{str(weights)!r} cannot be read as safetensors: {exc}") from exc
     del data  # the tensors are copies: the file's bytes need not stay in memory beside them
-    detector = build_detector(config)
+    _check_sizes(config, tensors, card_path, weights)
+    try:
+        detector = build_detector(config)
+    except _FAILED_BUILD as exc:
+        raise ArtifactError(f"{str(card_path)!r} has an unusable detector config: {exc}") from exc
     try:
         detector.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"{str(weights)!r} does not fit the detector in the card: {exc}") from exc
-    return ArtifactPredictor(detector.eval(), card, batch_size=batch_size, runtime=runtime)
+    try:
+        return ArtifactPredictor(detector.eval(), card, batch_size=batch_size, runtime=runtime)
+    except RecursionError as exc:
+        raise ArtifactError(f"{str(card_path)!r}: the model cannot be set up to score: {exc}") from exc
+    except _FAILED_BUILD as exc:
+        raise ArtifactError(
+            f"{str(card_path)!r}: the model cannot be set up to score: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _check_sizes(config: DetectorConfig, tensors: Mapping[str, Any], card_path: Path, weights: Path) -> None:
+    """The card's sizes must be the weights' own before the detector is built to them: a bank size of
+    10**12 allocated the bank (terabytes) before the weights could be compared with it."""
+    sizes = [
+        ("bank.bank", "bank_size", config.bank_size),
+        ("pos_scale", "grid", max(1, config.grid)),
+        ("patch_head.hidden.weight", "patch_hidden", config.patch_hidden),
+        ("head.linear.weight", "class_names", len(config.class_names)),
+    ]
+    if config.fine_scale:
+        sizes.append(("fine.bank.bank", "fine_bank_size", config.fine_bank_size))
+    for key, field, value in sizes:
+        tensor = tensors.get(key)
+        if tensor is None or tensor.ndim < 1:
+            raise ArtifactError(f"{str(weights)!r} holds no tensor {key!r} for detector.{field} in the card")
+        if int(tensor.shape[0]) != value:
+            what = f"{value} names" if field == "class_names" else str(value)
+            raise ArtifactError(
+                f"{str(card_path)!r}: detector.{field} gives {what}, but {str(weights)!r} holds "
+                f"{key} of shape {list(tensor.shape)} ({int(tensor.shape[0])}); train the model again"
+            )

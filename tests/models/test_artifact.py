@@ -242,3 +242,143 @@ def test_a_model_swapped_in_while_loading_is_never_mixed_with_the_card_read(
     assert not staging.exists()  # the swap happened during the load
     assert loaded.model_id == old.model_id
     assert torch.equal(loaded.detector.attn_temp, old.detector.attn_temp)
+
+
+def _resealed(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    """An edit re-sealed as a forger would: content hash, model id (of the card's own cargo type and
+    backbone) and the card's hash all recomputed."""
+
+    def damage(d: Path) -> None:
+        card = json.loads((d / CARD_FILE).read_text())
+        edit(card)
+        card["content_sha256"] = artifact._content_hash(card)
+        card["model_id"] = (
+            f"{card.get('cargo_type')}-{card['detector']['backbone']}-{card['content_sha256'][:8]}"
+        )
+        card.pop("card_sha256")
+        card["card_sha256"] = artifact._card_hash(card)
+        (d / CARD_FILE).write_text(json.dumps(card))
+
+    return damage
+
+
+def _drop(path: str) -> Callable[[dict], None]:
+    def edit(card: dict) -> None:
+        *parents, last = path.split(".")
+        node = card
+        for key in parents:
+            node = node[key]
+        del node[last]
+
+    return edit
+
+
+_NOT = r"is not accepted; expected"
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (_set("preprocessing.tiling.tile_size", "abc"), rf"preprocessing\.tiling\.tile_size = 'abc' {_NOT}"),
+        (_set("preprocessing.tiling.evil", 1), rf"preprocessing\.tiling = .* {_NOT} an object of tile_size"),
+        (_set("preprocessing.tiling.overlap", 500), rf"preprocessing\.tiling\.overlap = 500 {_NOT}"),
+        (_drop("thresholds.method"), rf"thresholds\.method = None {_NOT} a non-empty string"),
+        (_set("thresholds.target_miss_rate", float("nan")), rf"thresholds\.target_miss_rate = nan {_NOT}"),
+        (_set("thresholds.target_miss_rate", -5), rf"target_miss_rate = -5 {_NOT} a number in \(0, 1\)"),
+        (_set("thresholds.target_miss_rate", 1.0), rf"target_miss_rate = 1\.0 {_NOT}"),
+        (_set("detector.input_size", 0), rf"detector\.input_size = 0 {_NOT} a whole number in \[32, 1024\]"),
+        (_set("detector.input_size", "64"), rf"detector\.input_size = '64' {_NOT}"),
+        (_set("detector.input_size", 10**6), rf"detector\.input_size = 1000000 {_NOT}"),
+        (_set("detector.sigma", float("nan")), rf"detector\.sigma = nan {_NOT}"),
+        (_set("detector.sigma", 1e9), rf"detector\.sigma = 1000000000\.0 {_NOT}"),
+        (_set("detector.topk", 0), rf"detector\.topk = 0 {_NOT} a whole number in \[1, 4096\]"),
+        (_set("detector.chunk", 0), rf"detector\.chunk = 0 {_NOT}"),
+        (_set("detector.chunk", True), rf"detector\.chunk = True {_NOT}"),
+        (_set("detector.chunk", 2), rf"detector\.chunk = 2 {_NOT} at least 32 \(bank rows per matmul\)"),
+        (_set("detector.bank_size", 10**12), rf"detector\.bank_size = 1000000000000 {_NOT}"),
+        # in range, but not what the weights hold: refused before a bank of that size is allocated
+        (_set("detector.bank_size", 10**6), r"detector\.bank_size gives 1000000, but .* holds bank\.bank"),
+        (_set("detector.patch_hidden", 10**8), r"detector\.patch_hidden gives 100000000, but .* holds"),
+        (_set("detector.class_names", "good"), rf"detector\.class_names = 'good' {_NOT}"),
+        (_set("detector.backbone", "lite9"), rf"detector\.backbone = 'lite9' {_NOT} one of \['lite0'"),
+        (_set("detector.fine_scale", "yes"), rf"detector\.fine_scale = 'yes' {_NOT} true or false"),
+        # what only building the detector finds: named as the card's, not a bare ValueError
+        (_set("detector.pad", 8), r"model\.json' has an unusable detector config: pad 8 must be a multiple"),
+        (_set("detector.pool_sizes", [3]), r"unusable detector config: pool_sizes \(3,\) must give one"),
+        (_drop("preprocessing"), rf"preprocessing = None {_NOT} an object"),
+        (_set("preprocessing.source_resolution.downscale", "x"), rf"downscale = 'x' {_NOT}"),
+        (_set("preprocessing.source_resolution.downscale", float("nan")), rf"downscale = nan {_NOT}"),
+        (_set("training", "oops"), rf"training = 'oops' {_NOT} an object"),
+        (
+            _set("training.pseudo_types", "foreign_object"),
+            rf"training\.pseudo_types = 'foreign_object' {_NOT}",
+        ),
+        (_set("cargo_type", None), rf"cargo_type = None {_NOT} a non-empty string"),
+        (_set("cargo_type", ""), rf"cargo_type = '' {_NOT} a non-empty string"),
+        (_set("cargo_type", 7), rf"cargo_type = 7 {_NOT} a non-empty string"),
+        (_set("cargo_type", ["bulk_ore", "x"]), rf"cargo_type = \['bulk_ore', 'x'\] {_NOT}"),
+        (_set("cargo_type", "../../etc/passwd"), rf"cargo_type = '\.\./\.\./etc/passwd' {_NOT} at most 64"),
+        (_set("cargo_type", " bulk_ore"), rf"cargo_type = ' bulk_ore' {_NOT}"),
+        (_set("cargo_type", "bulk\nore"), rf"cargo_type = 'bulk\\nore' {_NOT}"),
+        (_set("cargo_type", "x" * 65), rf"cargo_type = 'x+' {_NOT}"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 3 else None,
+)
+def test_a_resealed_card_out_of_range_is_refused_naming_the_field(
+    tiny_model_dir: Path, tmp_path: Path, edit: Callable[[dict], None], match: str
+) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    _resealed(edit)(target)
+    with pytest.raises(ArtifactError, match=match):
+        load_model(target, runtime="torch")
+
+
+@pytest.mark.parametrize("cargo", ["scrap_metal", "Ore (wet) #2", "vacuum_pack"])
+def test_a_well_formed_cargo_type_of_the_users_loads(
+    tiny_model_dir: Path, tmp_path: Path, cargo: str
+) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    _resealed(_set("cargo_type", cargo))(target)
+    assert load_model(target, runtime="torch").cargo_type == cargo
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("[" * 100_000 + "]" * 100_000, r"is not a model card: its JSON is nested too deeply"),
+        (" " * (16 << 20) + "{}", r"is larger than 16 MiB; a model card is a few kilobytes"),
+    ],
+    ids=["nested", "huge"],
+)
+def test_a_card_too_deep_or_too_large_is_refused(
+    tiny_model_dir: Path, tmp_path: Path, text: str, match: str
+) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    (target / CARD_FILE).write_text(text)
+    with pytest.raises(ArtifactError, match=match):
+        load_model(target, runtime="torch")
+
+
+def test_a_card_load_would_refuse_is_never_written(tiny_model_dir: Path, tmp_path: Path) -> None:
+    predictor = load_model(tiny_model_dir, runtime="torch")
+    card = {**predictor.card, "cargo_type": "ore/wet"}
+    with pytest.raises(ArtifactError, match=r"cargo_type = 'ore/wet' is not accepted"):
+        save_artifact(tmp_path / "model", predictor.detector, card)
+    assert not (tmp_path / "model").exists()
+
+
+def test_the_cli_refuses_a_resealed_card_with_exit_2(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import app, run
+
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    _resealed(_set("detector.chunk", 0))(target)
+    assert run(app, ["export", "--model", str(target), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: '{target / CARD_FILE}': detector.chunk = 0 is not accepted")
+    assert not (tmp_path / "m.onnx").exists()
