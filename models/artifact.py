@@ -37,6 +37,7 @@ from models.detector import Detector, DetectorConfig, build_detector
 from models.predictor import ArtifactPredictor
 from models.registry import list_models
 from models.runtime import DEFAULT_RUNTIME, RUNTIMES
+from models.tiling import MAX_TILE_ENLARGEMENT, min_tile_size
 
 __all__ = ["CARD_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "load_model", "read_card", "save_artifact"]
 
@@ -234,7 +235,7 @@ def _check_card(card: dict[str, Any], card_path: Path) -> None:
         )
     _check_thresholds(thresholds, check)
     _check_detector(detector, check)
-    _check_preprocessing(preprocessing, check)
+    _check_preprocessing(preprocessing, detector["input_size"], check)
     pseudo = training.get("pseudo_types", [])
     if not (isinstance(pseudo, list) and all(isinstance(name, str) for name in pseudo)):
         raise check.refuse("training.pseudo_types", pseudo, "a list of class names")
@@ -317,11 +318,18 @@ def _check_detector(detector: Mapping[str, Any], check: _Checker) -> None:
         raise ArtifactError(f"{check.where} has an unusable detector config: {exc}") from exc
 
 
-def _check_preprocessing(preprocessing: Mapping[str, Any], check: _Checker) -> None:
+def _check_preprocessing(preprocessing: Mapping[str, Any], input_size: int, check: _Checker) -> None:
     tiling = check.obj(preprocessing, "tiling", "preprocessing.tiling")
     if set(tiling) != {"tile_size", "overlap"}:
         raise check.refuse("preprocessing.tiling", tiling, "an object of tile_size and overlap")
     tile = check.whole(tiling["tile_size"], "preprocessing.tiling.tile_size", 0, 1 << 31)
+    if 0 < tile < min_tile_size(input_size):
+        raise check.refuse(
+            "preprocessing.tiling.tile_size",
+            tile,
+            f"0 (no tiles) or at least {min_tile_size(input_size)}: a tile is enlarged at most "
+            f"{MAX_TILE_ENLARGEMENT}x to the {input_size} px model input",
+        )
     check.whole(tiling["overlap"], "preprocessing.tiling.overlap", 0, max(tile - 1, 0))
     source = check.obj(preprocessing, "source_resolution", "preprocessing.source_resolution", required=False)
     downscale = source.get("downscale")

@@ -9,7 +9,7 @@ thresholds and labels: it implements :class:`models.inference.Predictor` and is 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -88,7 +88,7 @@ class ImageScorer:
         self, images: Sequence[np.ndarray], *, maps: bool = True, map_stride: int = 1
     ) -> list[tuple[RawOutput, list[View], tuple[int, int]]]:
         """Every view of every image through ``detector.raw`` (or the runtime given at construction),
-        ``batch_size`` images at a time.
+        ``batch_size`` views at a time.
 
         Returns, per image: its :class:`~models.detector.RawOutput` over its T views (score_raw
         (T,), map_raw (T, S/map_stride, S/map_stride) or (T, 0, 0) without ``maps``, type_logits
@@ -97,9 +97,8 @@ class ImageScorer:
         out: list[tuple[RawOutput, list[View], tuple[int, int]]] = []
         bs = self.batch_size
         with torch.inference_mode():
-            for start in range(0, len(images), bs):
-                prepared = [self.views(img) for img in images[start : start + bs]]
-                views = torch.cat([p[0] for p in prepared])
+            for prepared in self._prepared_groups(images):
+                views = _joined([p[0] for p in prepared])
                 parts = [self._raw(views[lo : lo + bs]) for lo in range(0, views.shape[0], bs)]
                 score_raw = _joined([p.score_raw for p in parts])
                 logits = _joined([p.type_logits for p in parts])
@@ -118,6 +117,24 @@ class ImageScorer:
                 for (_, rects, size), parts_of_image in zip(prepared, splits, strict=True):
                     out.append((RawOutput(*parts_of_image), rects, size))
         return out
+
+    def _prepared_groups(
+        self, images: Sequence[np.ndarray]
+    ) -> Iterator[list[tuple[torch.Tensor, list[View], tuple[int, int]]]]:
+        """The images' views, a group of consecutive images at a time: as many as fill a batch
+        (``batch_size`` images of one view each). Views are made group by group, so that memory
+        holds about one batch of them plus one image's (at most :func:`models.tiling.max_views`),
+        not ``batch_size`` tiled images' worth at once."""
+        group: list[tuple[torch.Tensor, list[View], tuple[int, int]]] = []
+        count = 0
+        for image in images:
+            group.append(self.views(image))
+            count += group[-1][0].shape[0]
+            if count >= self.batch_size:
+                yield group
+                group, count = [], 0
+        if group:
+            yield group
 
     def score(self, images: Sequence[np.ndarray], *, maps: bool = True) -> list[ImageResult]:
         """Score images; the image score is the max over its views (tiles)."""

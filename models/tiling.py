@@ -19,16 +19,41 @@ import torch
 from datasets.errors import InputError
 
 __all__ = [
+    "MAX_TILE_ENLARGEMENT",
+    "MAX_VIEW_PIXELS",
     "TilingConfig",
     "View",
     "is_grey",
     "make_views",
+    "max_views",
+    "min_tile_size",
     "plan_views",
     "stitch_maps",
     "to_rgb_float",
+    "view_count",
     "view_downscale",
     "view_downscale_hw",
 ]
+
+MAX_TILE_ENLARGEMENT = 2
+"""Most a tile may be enlarged to the model input: tiles keep a large image's pixels at a tile of
+the input's side, and a smaller one adds no pixel, only views (4x as many per halving). Half the
+input is allowed, to match training images that were themselves enlarged 2x."""
+MAX_VIEW_PIXELS = 400_000_000
+"""Most model-input pixels one image may become: twice what the largest image the decoder accepts
+(50 MP, ``datasets.decode.DecodeLimits.max_pixels``) needs in the smallest tiles allowed (4x its
+pixels), room for overlaps of about a third of a tile. About 4.8 GB of float32 views at the cap."""
+
+
+def min_tile_size(input_size: int) -> int:
+    """The smallest ``tile_size`` other than 0 for a model of ``input_size``: see
+    :data:`MAX_TILE_ENLARGEMENT`."""
+    return -(-input_size // MAX_TILE_ENLARGEMENT)
+
+
+def max_views(input_size: int) -> int:
+    """The most views one image may become for a model of ``input_size``: see :data:`MAX_VIEW_PIXELS`."""
+    return max(1, MAX_VIEW_PIXELS // (input_size * input_size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +124,18 @@ def _starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
+def view_count(height: int, width: int, tiling: TilingConfig) -> int:
+    """``len(plan_views(height, width, tiling))``, without listing them."""
+
+    def along(length: int, t: int) -> int:
+        return 1 if length <= t else -(-(length - t) // (t - tiling.overlap)) + 1
+
+    t = tiling.tile_size
+    if not t or max(height, width) <= t:
+        return 1
+    return along(height, t) * along(width, t)
+
+
 def plan_views(height: int, width: int, tiling: TilingConfig) -> list[View]:
     """The views of an image: one full view, or overlapping tiles covering it."""
     t = tiling.tile_size
@@ -153,8 +190,19 @@ def make_views(
 
     Returns:
         (T, 3, S, S) float32 normalised views and their :class:`View` rectangles.
+
+    Raises:
+        InputError: the image would become more than :func:`max_views` views.
     """
-    views = plan_views(rgb.shape[0], rgb.shape[1], tiling)
+    height, width = rgb.shape[0], rgb.shape[1]
+    count, cap = view_count(height, width, tiling), max_views(size)
+    if count > cap:
+        raise InputError(
+            f"a {width}x{height} image would become {count:,} views ({tiling.tile_size} px tiles "
+            f"overlapping by {tiling.overlap} px), more than the {cap:,} accepted for a {size} px model "
+            "input; score a smaller image"
+        )
+    views = plan_views(height, width, tiling)
     crops = [_resize(np.ascontiguousarray(rgb[v.y : v.y + v.h, v.x : v.x + v.w]), size, size) for v in views]
     # normalised straight into a new NCHW array: one pass instead of a layout copy and two more
     chw = np.stack(crops).transpose(0, 3, 1, 2)

@@ -115,6 +115,7 @@ def _set(path: str, value: object) -> Callable[[dict], None]:
             node = node[key]
         node[last] = value
 
+    edit.__name__ = f"{path}={value!r}"[:60]  # the test's id
     return edit
 
 
@@ -270,6 +271,7 @@ def _drop(path: str) -> Callable[[dict], None]:
             node = node[key]
         del node[last]
 
+    edit.__name__ = f"no-{path}"
     return edit
 
 
@@ -282,6 +284,12 @@ _NOT = r"is not accepted; expected"
         (_set("preprocessing.tiling.tile_size", "abc"), rf"preprocessing\.tiling\.tile_size = 'abc' {_NOT}"),
         (_set("preprocessing.tiling.evil", 1), rf"preprocessing\.tiling = .* {_NOT} an object of tile_size"),
         (_set("preprocessing.tiling.overlap", 500), rf"preprocessing\.tiling\.overlap = 500 {_NOT}"),
+        # a 512 x 512 image in 1 px tiles was 262,144 views (12 GiB): tiles are at least half the input
+        (
+            _set("preprocessing.tiling.tile_size", 1),
+            rf"tile_size = 1 {_NOT} 0 \(no tiles\) or at least 32: a tile is enlarged at most 2x to the 64",
+        ),
+        (_set("preprocessing.tiling.tile_size", 31), rf"tile_size = 31 {_NOT} 0 \(no tiles\) or at least 32"),
         (_drop("thresholds.method"), rf"thresholds\.method = None {_NOT} a non-empty string"),
         (_set("thresholds.target_miss_rate", float("nan")), rf"thresholds\.target_miss_rate = nan {_NOT}"),
         (_set("thresholds.target_miss_rate", -5), rf"target_miss_rate = -5 {_NOT} a number in \(0, 1\)"),
@@ -322,7 +330,7 @@ _NOT = r"is not accepted; expected"
         (_set("cargo_type", "bulk\nore"), rf"cargo_type = 'bulk\\nore' {_NOT}"),
         (_set("cargo_type", "x" * 65), rf"cargo_type = 'x+' {_NOT}"),
     ],
-    ids=lambda v: v if isinstance(v, str) and len(v) < 3 else None,
+    ids=lambda v: getattr(v, "__name__", "refused"),
 )
 def test_a_resealed_card_out_of_range_is_refused_naming_the_field(
     tiny_model_dir: Path, tmp_path: Path, edit: Callable[[dict], None], match: str
@@ -382,3 +390,10 @@ def test_the_cli_refuses_a_resealed_card_with_exit_2(
     err = capsys.readouterr().err
     assert err.startswith(f"Error: '{target / CARD_FILE}': detector.chunk = 0 is not accepted")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_tiles_of_half_the_model_input_load(tiny_model_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    _resealed(_set("preprocessing.tiling", {"tile_size": 32, "overlap": 8}))(target)
+    assert load_model(target, runtime="torch").scorer.tiling.tile_size == 32

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets.errors import ModelError
+from datasets.errors import InputError, ModelError
 from models.artifact import load_model
 from models.fusion import SIGNALS
-from models.predictor import ArtifactPredictor
+from models.predictor import ArtifactPredictor, ImageScorer
 from pipeline.resolution import off_training_scale
 
 
@@ -119,3 +119,40 @@ def test_a_score_that_is_not_a_number_is_never_labelled_good(predictor: Artifact
     (prediction,) = predictor.predict([image])
     assert np.isnan(prediction.score)
     assert prediction.label == "anomalous"
+
+
+def test_views_are_made_a_batch_at_a_time(predictor: ArtifactPredictor, imaging) -> None:  # type: ignore[no-untyped-def]
+    # four tiled images of 4 views each, batches of 4 views: every image's views run before the next
+    # image's are made, not all four images' (16 views) first
+    tiled = _with_preprocessing(predictor, tiling={"tile_size": 64, "overlap": 0})
+    scorer = ImageScorer(tiled.detector, tiling=tiled.scorer.tiling, batch_size=4)
+    events: list[str] = []
+    views, raw = scorer.views, scorer._raw
+
+    def counted_views(image: np.ndarray):  # type: ignore[no-untyped-def]
+        events.append("views")
+        return views(image)
+
+    def counted_raw(x):  # type: ignore[no-untyped-def]
+        events.append(f"raw {x.shape[0]}")
+        return raw(x)
+
+    scorer.views, scorer._raw = counted_views, counted_raw  # type: ignore[method-assign]
+    rng = np.random.default_rng(3)
+    images = [imaging.texture(rng, 128) for _ in range(4)]
+    results = scorer.score(images)
+    assert events == ["views", "raw 4"] * 4
+    alone = [ImageScorer(tiled.detector, tiling=tiled.scorer.tiling).score([image])[0] for image in images]
+    assert [r.score for r in results] == pytest.approx([r.score for r in alone], abs=1e-6)
+
+
+def test_an_image_over_the_view_cap_is_refused_before_its_views_are_made(
+    predictor: ArtifactPredictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.tiling
+
+    monkeypatch.setattr(models.tiling, "MAX_VIEW_PIXELS", 64 * 64 * 50)  # 50 views of 64 px
+    tiled = _with_preprocessing(predictor, tiling={"tile_size": 32, "overlap": 0})
+    with pytest.raises(InputError, match=r"a 512x256 image would become 128 views .* more than the 50"):
+        tiled.predict([np.zeros((256, 512), np.uint8)])
+    assert len(tiled.predict([np.zeros((160, 160), np.uint8)])[0].anomaly_map) == 160  # 25 views

@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.tiling import TilingConfig, is_grey, view_downscale, view_downscale_hw
+from datasets.errors import InputError
+from models.tiling import (
+    TilingConfig,
+    is_grey,
+    make_views,
+    max_views,
+    min_tile_size,
+    plan_views,
+    view_count,
+    view_downscale,
+    view_downscale_hw,
+)
 
 
 @pytest.mark.parametrize(
@@ -64,3 +75,50 @@ def _rgb(r: int, g: int, b: int, dtype: type = np.uint8) -> np.ndarray:
 )
 def test_is_grey(image: np.ndarray, grey: bool) -> None:
     assert is_grey(image) is grey
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "tiling"),
+    [
+        (64, 64, TilingConfig()),
+        (64, 64, TilingConfig(tile_size=64)),
+        (65, 64, TilingConfig(tile_size=64)),
+        (300, 200, TilingConfig(tile_size=64, overlap=16)),
+        (300, 200, TilingConfig(tile_size=64, overlap=63)),
+        (1000, 7, TilingConfig(tile_size=32, overlap=5)),
+    ],
+)
+def test_view_count_is_the_number_of_planned_views(height: int, width: int, tiling: TilingConfig) -> None:
+    assert view_count(height, width, tiling) == len(plan_views(height, width, tiling))
+
+
+@pytest.mark.parametrize(("input_size", "floor"), [(32, 16), (64, 32), (65, 33), (256, 128), (1024, 512)])
+def test_the_smallest_tile_is_half_the_model_input(input_size: int, floor: int) -> None:
+    assert min_tile_size(input_size) == floor
+
+
+def test_the_view_cap_holds_a_50_mp_image_at_the_smallest_tile() -> None:
+    for size in (32, 64, 256, 1024):
+        t = min_tile_size(size)
+        assert view_count(7072, 7072, TilingConfig(tile_size=t)) <= max_views(size)
+
+
+@pytest.mark.parametrize(("overlap", "refused"), [(8, False), (12, True)])
+def test_an_image_cut_into_more_views_than_the_cap_is_refused(
+    monkeypatch: pytest.MonkeyPatch, overlap: int, refused: bool
+) -> None:
+    import models.tiling as tiling_module
+
+    monkeypatch.setattr(tiling_module, "MAX_VIEW_PIXELS", 32 * 32 * 100)  # 100 views of 32 px
+    rgb = np.zeros((64, 80, 3), np.float32)
+    tiling = TilingConfig(tile_size=16, overlap=overlap)  # 7 x 9 = 63 views, or 13 x 17 = 221
+    if refused:
+        with pytest.raises(
+            InputError,
+            match=r"a 80x64 image would become 221 views \(16 px tiles overlapping by 12 px\), "
+            r"more than the 100 accepted for a 32 px model input",
+        ):
+            make_views(rgb, size=32, mean=(0.5,) * 3, std=(0.5,) * 3, tiling=tiling)
+    else:
+        batch, views = make_views(rgb, size=32, mean=(0.5,) * 3, std=(0.5,) * 3, tiling=tiling)
+        assert batch.shape[0] == len(views) == 63
