@@ -15,7 +15,8 @@ card that fails is refused with an :class:`~datasets.errors.ArtifactError` namin
 :func:`save_artifact` refuses to write one.
 
 ``model_id`` is ``<cargo>-<backbone>-<first 8 hex of the content hash>``, the content hash covering the
-weights hash, the detector config, the preprocessing and the thresholds.
+weights hash, the detector config, the preprocessing, the thresholds, the cargo type and the
+pseudo-anomaly types: every card field that scoring reads (format 5 cards: the first four).
 """
 
 from __future__ import annotations
@@ -39,12 +40,23 @@ from models.registry import list_models
 from models.runtime import DEFAULT_RUNTIME, RUNTIMES
 from models.tiling import MAX_TILE_ENLARGEMENT, min_tile_size
 
-__all__ = ["CARD_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "load_model", "read_card", "save_artifact"]
+__all__ = [
+    "CARD_FILE",
+    "FORMAT_VERSION",
+    "READABLE_FORMATS",
+    "WEIGHTS_FILE",
+    "load_model",
+    "read_card",
+    "save_artifact",
+]
 
-FORMAT_VERSION = 5
-"""Format 5: patch embeddings average counting the feature maps' zero padding
-(``DetectorConfig.zero_padded_pooling``). A format-4 model would load into a detector that embeds
-its images differently from its memory bank, so it is refused: train it again."""
+FORMAT_VERSION = 6
+"""Format 6: the content hash, and so the model id, covers every card field scoring reads: the cargo
+type and ``training.pseudo_types`` too (an edit of the pseudo types, which turn a detected type into
+"unknown", changed verdicts under the same id). Format 5 models load as they are, their content hash
+kept to its own rule so that their ids do not change; format 4 and older are refused (format 5's
+patch embeddings count the feature maps' zero padding, ``DetectorConfig.zero_padded_pooling``)."""
+READABLE_FORMATS = (5, FORMAT_VERSION)
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model.json"
 
@@ -98,17 +110,19 @@ def save_artifact(out_dir: str | Path, detector: Detector, card: Mapping[str, An
 
 
 def _content_hash(card: dict[str, Any]) -> str:
-    """sha256 of what decides a model's scores and verdicts: weights, detector, preprocessing, thresholds."""
-    return hashlib.sha256(
-        _canonical(
-            {
-                "weights": card.get("weights_sha256"),
-                "detector": card.get("detector"),
-                "preprocessing": card.get("preprocessing"),
-                "thresholds": card.get("thresholds"),
-            }
-        )
-    ).hexdigest()
+    """sha256 of what decides a model's scores and verdicts: weights, detector, preprocessing,
+    thresholds and, from format 6 on, the cargo type and the pseudo-anomaly types."""
+    content = {
+        "weights": card.get("weights_sha256"),
+        "detector": card.get("detector"),
+        "preprocessing": card.get("preprocessing"),
+        "thresholds": card.get("thresholds"),
+    }
+    if card.get("format_version") != 5:  # format 5 ids were made without them, and must not change
+        training = card.get("training")
+        content["cargo_type"] = card.get("cargo_type")
+        content["pseudo_types"] = training.get("pseudo_types", []) if isinstance(training, dict) else training
+    return hashlib.sha256(_canonical(content)).hexdigest()
 
 
 def _finite(value: Any) -> bool:
@@ -229,7 +243,8 @@ def _check_card(card: dict[str, Any], card_path: Path) -> None:
         )
     if card.get("content_sha256") != content:
         raise ArtifactError(
-            f"{where}: its weights, detector, preprocessing or thresholds were changed after training "
+            f"{where}: its weights, detector, preprocessing, thresholds, cargo type or pseudo types "
+            f"were changed after training "
             f"(content hash {content[:12]}..., the card says {str(card.get('content_sha256'))[:12]}... "
             f"and model id {model_id!r}); train the model again"
         )
@@ -366,10 +381,11 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{str(card_path)!r} is not a model card: its JSON is nested too deeply") from exc
     if not isinstance(card, dict):
         raise ArtifactError(f"{str(card_path)!r} must hold a JSON object")
-    if card.get("format_version") != FORMAT_VERSION:
+    if card.get("format_version") not in READABLE_FORMATS:
         raise ArtifactError(
             f"{str(card_path)!r} has format_version {card.get('format_version')!r}; "
-            f"expected {FORMAT_VERSION} (train the model again with this version of clearsight)"
+            f"expected {' or '.join(map(str, READABLE_FORMATS))} (train the model again with this "
+            "version of clearsight)"
         )
     expected = card.get("card_sha256")
     actual = _card_hash(card)

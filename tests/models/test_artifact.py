@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -38,7 +39,7 @@ def test_round_trip_gives_identical_predictions(tiny_model_dir: Path, tmp_path: 
 
 def test_card_records_provenance(tiny_model_dir: Path) -> None:
     card = json.loads((tiny_model_dir / CARD_FILE).read_text())
-    assert card["format_version"] == 5
+    assert card["format_version"] == 6
     assert card["model_id"] == f"bulk_ore-lite0-{card['content_sha256'][:8]}"
     assert (
         card["backbone"]["weights_sha256"]
@@ -155,10 +156,10 @@ def test_a_fully_rehashed_edit_loads_only_under_another_model_id(
         (_flip_byte, r"weights\.safetensors' has sha256 .* expected"),
         (_edit_threshold, r"model\.json' was modified"),
         (_break_json, r"model\.json' is not valid JSON"),
-        (_old_format, r"has format_version 99; expected 5 \(train the model again"),
+        (_old_format, r"has format_version 99; expected 5 or 6 \(train the model again"),
         # edits whose author recomputed the card's hash (and the content hash and id), as anyone could
-        (_rehashed(_set("thresholds.release", 0.999)), r"thresholds were changed after training"),
-        (_rehashed(_set("detector.std", [0.0, 0.5, 0.5])), r"thresholds were changed after training"),
+        (_rehashed(_set("thresholds.release", 0.999)), r"pseudo types were changed after training"),
+        (_rehashed(_set("detector.std", [0.0, 0.5, 0.5])), r"pseudo types were changed after training"),
         (
             _rehashed(_set("thresholds.release", 1.5), content=True),
             r"thresholds release 1\.5 / hold .* are not 0 <= release <= hold <= 1",
@@ -397,3 +398,55 @@ def test_tiles_of_half_the_model_input_load(tiny_model_dir: Path, tmp_path: Path
     shutil.copytree(tiny_model_dir, target)
     _resealed(_set("preprocessing.tiling", {"tile_size": 32, "overlap": 8}))(target)
     assert load_model(target, runtime="torch").scorer.tiling.tile_size == 32
+
+
+def _pseudo_types_of_every_class(card: dict) -> None:
+    # every detected type reported "unknown", as if each were a synthetic training type
+    card["training"]["pseudo_types"] = card["detector"]["class_names"][1:]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [_pseudo_types_of_every_class, _set("cargo_type", "scrap_metal")],
+    ids=["pseudo-types", "cargo-type"],
+)
+def test_an_edit_of_a_field_scoring_reads_changes_the_model_id(
+    tiny_model_dir: Path, tmp_path: Path, edit: Callable[[dict], None]
+) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    before = load_model(target, runtime="torch").model_id
+    _resealed(edit)(target)
+    after = load_model(target, runtime="torch").model_id
+    assert after.rsplit("-", 1)[1] != before.rsplit("-", 1)[1]  # the content hash's part, not just the prefix
+
+
+def test_an_edit_of_the_pseudo_types_alone_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    _rehashed(_pseudo_types_of_every_class)(target)  # the card's own hash recomputed, not the id
+    with pytest.raises(ArtifactError, match=r"cargo type or pseudo types were changed after training"):
+        load_model(target, runtime="torch")
+
+
+def _as_format_5(card: dict) -> None:
+    """The card as format 5 wrote it: its content hash of weights, detector, preprocessing and
+    thresholds only (the rule spelled out here, not borrowed from the code under test)."""
+    card["format_version"] = 5
+    content = {k: card[k] for k in ("detector", "preprocessing", "thresholds")}
+    content["weights"] = card["weights_sha256"]
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    card["content_sha256"] = hashlib.sha256(canonical).hexdigest()
+    card["model_id"] = f"{card['cargo_type']}-{card['detector']['backbone']}-{card['content_sha256'][:8]}"
+    card.pop("card_sha256")
+    card["card_sha256"] = artifact._card_hash(card)
+
+
+def test_a_format_5_model_loads_under_its_own_id(tiny_model_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    card = json.loads((target / CARD_FILE).read_text())
+    _as_format_5(card)
+    (target / CARD_FILE).write_text(json.dumps(card))
+    assert load_model(target, runtime="torch").model_id == card["model_id"]
+    assert load_model(tiny_model_dir, runtime="torch").model_id != card["model_id"]  # format 6's rule
