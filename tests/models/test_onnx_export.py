@@ -323,3 +323,72 @@ def test_an_export_never_writes_over_a_model_card(tmp_path: Path, tiny_detector:
     first = export_onnx(tiny_detector, tmp_path / "exported.onnx", card=_card())
     again = export_onnx(tiny_detector, tmp_path / "exported.onnx", card=_card())  # its own sidecar: replaced
     assert again.sidecar_path == first.sidecar_path
+
+
+def _sample_folder(folder: Path, good: int, corrupt: tuple[str, ...] = ()) -> Path:
+    import cv2
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(good):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    for name in corrupt:
+        (folder / name).write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("good", "corrupt", "decoded", "views", "warned"),
+    [
+        (20, ("zzz.png",), 16, 16, []),  # stops at 16 views: the rest is never decoded
+        (2, ("aaa.png",), 3, 3, ["aaa.png"]),  # skipped and named; two views, one repeated
+        (1, ("aaa.png", "bbb.png"), 3, 1, ["aaa.png", "bbb.png"]),
+    ],
+)
+def test_cli_samples_are_read_until_enough_views_skipping_unreadable_files(
+    model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    good: int,
+    corrupt: tuple[str, ...],
+    decoded: int,
+    views: int,
+    warned: list[str],
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    import datasets.decode
+    from pipeline.cli.export import _sample_views
+
+    folder = _sample_folder(tmp_path / "samples", good, corrupt)
+    calls: list[str] = []
+    decode = datasets.decode.decode_image
+
+    def counted(path: Path):  # type: ignore[no-untyped-def]
+        calls.append(path.name)
+        return decode(path)
+
+    monkeypatch.setattr(datasets.decode, "decode_image", counted)
+    out = io.StringIO()
+    batch = _sample_views(load_model(model_dir, runtime="torch"), folder, Console(file=out, width=400))
+    assert len(calls) == decoded
+    assert tuple(batch.shape) == (views, 3, _SIZE, _SIZE)
+    said = out.getvalue()
+    assert [name for name in (*corrupt, "000.png") if f"skipped {folder / name}" in said] == warned
+
+
+def test_cli_samples_none_of_which_can_be_read_are_refused(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _sample_folder(tmp_path / "samples", 0, ("a.png", "b.png"))
+    out = tmp_path / "m.onnx"
+    code = run(app, ["export", "--model", str(model_dir), "--out", str(out), "--samples", str(folder)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert f"Warning: --samples: skipped {folder / 'a.png'}: " in err
+    assert err.endswith(
+        f"Error: --samples {str(folder)!r}: none of its 2 images could be read (each named above)"
+    )
+    assert not out.exists()
