@@ -141,6 +141,24 @@ def _refuse_overwriting_other_json(side: Path) -> None:
         )
 
 
+def _check_destination(target: Path, tmp: Path) -> None:
+    """Refuse, before minutes of tracing, an output that is a folder or lies under a file: the
+    trace went to the temporary file beside it, left there when the last step failed."""
+    for path in (target, tmp):
+        if path.is_dir():
+            raise ExportError(
+                f"output file {str(path)!r} is a folder; name an .onnx file to write, e.g. "
+                f"{str(target / 'model.onnx')!r}"
+            )
+    for parent in target.parents:  # the nearest one that exists must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise ExportError(
+                    f"output file {str(target)!r} cannot be written: {str(parent)!r} is a file, not a folder"
+                )
+            return
+
+
 def sample_inputs(detector: Detector, *, count: int = 3, seed: int = 0) -> torch.Tensor:
     """Deterministic normalised sample inputs (count, 3, S, S) that look a little like images.
 
@@ -368,8 +386,12 @@ def export_onnx(
     checks = sample_inputs(detector) if samples is None else samples.float()
     if checks.ndim != 4 or tuple(checks.shape[1:]) != (3, s, s):
         raise ExportError(f"parity samples must have shape (N, 3, {s}, {s}); got {tuple(checks.shape)}")
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
+    _check_destination(target, tmp)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create the folder of {str(target)!r}: {exc.strerror or exc}") from exc
     detector = detector.eval()
     try:
         trace_onnx(detector, tmp, checks[:1], output_names=OUTPUT_NAMES, opset=opset)
@@ -384,14 +406,21 @@ def export_onnx(
                 f"{parity.score:.3g} (accepted <= {SCORE_TOLERANCE:g}), map {parity.anomaly_map:.3g} "
                 f"(<= {MAP_TOLERANCE:g}), logits {parity.type_logits:.3g} (<= {LOGIT_TOLERANCE:g})"
             )
+        os.replace(tmp, target)
     except ExportError:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
     digest = _sha256(target)
     side = sidecar_path(target)
-    side.write_text(
-        json.dumps(_sidecar(detector, card, target, digest, opset, parity), indent=2, sort_keys=True) + "\n",
-        encoding="utf-8",
-    )
+    try:
+        side.write_text(
+            json.dumps(_sidecar(detector, card, target, digest, opset, parity), indent=2, sort_keys=True)
+            + "\n",
+            encoding="utf-8",
+        )
+    except OSError as exc:
+        raise ExportError(f"cannot write the sidecar {str(side)!r}: {exc.strerror or exc}") from exc
     return ExportReport(onnx_path=target, sidecar_path=side, parity=parity, opset=opset, sha256=digest)

@@ -392,3 +392,59 @@ def test_cli_samples_none_of_which_can_be_read_are_refused(
         f"Error: --samples {str(folder)!r}: none of its 2 images could be read (each named above)"
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "out", "match"),
+    [
+        (
+            lambda d: (d / "x.onnx").mkdir(),
+            "x.onnx",
+            r"output file '.*x\.onnx' is a folder; name an \.onnx file",
+        ),
+        (lambda d: (d / "x.onnx.tmp").mkdir(), "x.onnx", r"output file '.*x\.onnx\.tmp' is a folder"),
+        (
+            lambda d: (d / "file").touch(),
+            "file/c.onnx",
+            r"output file '.*file/c\.onnx' cannot be written: '.*file' is a file, not a folder",
+        ),
+        (
+            lambda d: (d / "file").touch(),
+            "file/deeper/c.onnx",
+            r"'.*file/deeper/c\.onnx' cannot be written: '.*file' is a file, not a folder",
+        ),
+    ],
+    ids=["out-is-a-folder", "temporary-is-a-folder", "under-a-file", "deeper-under-a-file"],
+)
+def test_an_output_that_cannot_be_a_file_is_refused_before_tracing(
+    tmp_path: Path,
+    tiny_detector: Detector,
+    monkeypatch: pytest.MonkeyPatch,
+    make: object,
+    out: str,
+    match: str,
+) -> None:
+    import models.onnx_export as mod
+
+    make(tmp_path)  # type: ignore[operator]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    traced: list[object] = []
+    monkeypatch.setattr(mod, "trace_onnx", lambda *a, **k: traced.append(a))
+    with pytest.raises(ExportError, match=match):
+        export_onnx(tiny_detector, tmp_path / out, card=_card())
+    assert traced == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_failed_final_move_leaves_no_temporary_file(
+    tmp_path: Path, tiny_detector: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.onnx_export as mod
+
+    def refuse(src: object, dst: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(mod.os, "replace", refuse)
+    with pytest.raises(ExportError, match=r"cannot write '.*m\.onnx': Permission denied"):
+        export_onnx(tiny_detector, tmp_path / "m.onnx", card=_card())
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
