@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +99,45 @@ def test_weights_spec_is_frozen() -> None:
     spec: WeightsSpec = LITE_WEIGHTS["lite0"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.sha256 = "x"  # type: ignore[misc]
+
+
+def _write(path: Path, value: float) -> None:
+    tensors = {"w": torch.full((1000,), value)}
+    if path.suffix == ".pth":
+        torch.save(tensors, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(path))
+
+
+def _rewrite_keeping_size_and_mtime(path: Path, value: float) -> None:
+    """Rewrite ``path`` with other values at the same size, then put its mtime back: all that a
+    size-and-mtime cache keys on stays the same."""
+    before = path.stat()
+    time.sleep(0.05)  # past the file system's timestamp tick (a few ms): the ctime moves
+    _write(path, value)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+@pytest.mark.parametrize("name", ["w.safetensors", "w.pth"])
+def test_a_pinned_file_rewritten_in_place_is_refused(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    _write(path, 0.0)
+    pinned = hashlib.sha256(path.read_bytes()).hexdigest()
+    spec = dataclasses.replace(LITE_WEIGHTS["lite0"], source=f"file:{path}", sha256=pinned)
+    assert float(load_state_dict(spec)["w"].sum()) == 0.0
+    _rewrite_keeping_size_and_mtime(path, 7.0)
+    with pytest.raises(
+        WeightsError, match=rf"has sha256 [0-9a-f]{{64}}, expected {pinned} for 'lite0-imagenet'"
+    ):
+        load_state_dict(spec)
+
+
+def test_the_provenance_hash_follows_a_file_rewritten_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "w.safetensors"
+    _write(path, 0.0)
+    assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    _rewrite_keeping_size_and_mtime(path, 7.0)
+    assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
