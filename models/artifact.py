@@ -354,16 +354,33 @@ def _check_preprocessing(preprocessing: Mapping[str, Any], input_size: int, chec
         )
 
 
+def _refuse_missing(path: Path, expected: str) -> None:
+    if path.is_file():
+        return
+    if path.exists():
+        raise ArtifactError(f"{str(path)!r} is not a file (a folder?); expected {expected}")
+    raise ArtifactError(f"{str(path)!r} is missing; expected {expected}")
+
+
 def read_card(model_dir: str | Path) -> dict[str, Any]:
     """Read and verify ``model.json`` (format version and self-hash); does not read the weights."""
     root = Path(model_dir)
     card_path = root / CARD_FILE
     if not root.is_dir():
-        raise ArtifactError(
-            f"model directory {str(root)!r} does not exist; expected a folder with {CARD_FILE}"
+        if not root.exists():
+            raise ArtifactError(
+                f"model directory {str(root)!r} does not exist; expected a folder with {CARD_FILE}"
+            )
+        meant = (
+            f"; did you mean its folder {str(root.parent)!r}?"
+            if root.name in (CARD_FILE, WEIGHTS_FILE)
+            else ""
         )
-    if not card_path.is_file():
-        raise ArtifactError(f"{str(card_path)!r} is missing; expected the model card written by training")
+        raise ArtifactError(
+            f"{str(root)!r} is not a folder; a model is the folder that holds {CARD_FILE} and "
+            f"{WEIGHTS_FILE}{meant}"
+        )
+    _refuse_missing(card_path, "the model card written by training")
     try:
         with card_path.open("rb") as fh:
             raw = fh.read(_MAX_CARD_BYTES + 1)
@@ -419,8 +436,7 @@ def load_model(
     root = Path(model_dir)
     card = read_card(root)
     weights = root / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ArtifactError(f"{str(weights)!r} is missing; expected the weights written with {CARD_FILE}")
+    _refuse_missing(weights, f"the weights written with {CARD_FILE}")
     # Read once, then hash and parse the same bytes: opened twice, a `train --overwrite` swapping the
     # folder in between gave the new weights under the old card (checked against the old hash).
     try:

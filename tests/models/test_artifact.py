@@ -450,3 +450,52 @@ def test_a_format_5_model_loads_under_its_own_id(tiny_model_dir: Path, tmp_path:
     (target / CARD_FILE).write_text(json.dumps(card))
     assert load_model(target, runtime="torch").model_id == card["model_id"]
     assert load_model(tiny_model_dir, runtime="torch").model_id != card["model_id"]  # format 6's rule
+
+
+@pytest.mark.parametrize(
+    ("given", "damage", "match"),
+    [
+        (
+            CARD_FILE,
+            None,
+            r"model\.json' is not a folder; a model is the folder that holds model\.json and "
+            r"weights\.safetensors; did you mean its folder '.*/model'\?",
+        ),
+        (
+            WEIGHTS_FILE,
+            None,
+            r"weights\.safetensors' is not a folder; .* did you mean its folder '.*/model'\?",
+        ),
+        (
+            None,
+            lambda d: (d / "notes.txt").touch(),
+            r"notes\.txt' is not a folder; a model is the folder that "
+            r"holds model\.json and weights\.safetensors$",
+        ),
+        (
+            ".",
+            lambda d: ((d / WEIGHTS_FILE).unlink(), (d / WEIGHTS_FILE).mkdir()),
+            r"weights\.safetensors' is not a file \(a folder\?\); expected the weights written with",
+        ),
+        (
+            ".",
+            lambda d: ((d / CARD_FILE).unlink(), (d / CARD_FILE).mkdir()),
+            r"model\.json' is not a file \(a folder\?\); expected the model card written by training",
+        ),
+    ],
+    ids=["card-given", "weights-given", "other-file-given", "weights-a-folder", "card-a-folder"],
+)
+def test_a_model_path_that_is_a_file_or_a_file_that_is_a_folder_is_named_so(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    given: str | None,
+    damage: Callable[[Path], object] | None,
+    match: str,
+) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    if damage is not None:
+        damage(target)
+    path = target / "notes.txt" if given is None else target / given
+    with pytest.raises(ArtifactError, match=match):
+        load_model(path, runtime="torch")
