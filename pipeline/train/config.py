@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 from datasets.cargo import CARGO_TYPES
 from datasets.errors import InputError
+from models.artifact import cargo_type_problem
 from models.fusion import FUSION_RULES
+from models.tiling import min_tile_size
 from pipeline.patch_training import NEGATIVES_PER_VIEW
 from pipeline.resolution import MAX_IMAGE_SIZE
 
@@ -274,7 +276,17 @@ class TrainConfig:
                 self.head_gate_evidence in HEAD_GATE_EVIDENCE,
                 f"head_gate_evidence {self.head_gate_evidence!r} not in {', '.join(HEAD_GATE_EVIDENCE)}",
             ),
-            (self.tile_size >= 0, f"tile_size {self.tile_size} must be >= 0 (0: resize, never tile)"),
+            (
+                self.tile_size == 0 or self.tile_size >= min_tile_size(self.image_size),
+                f"tile_size {self.tile_size} must be 0 (resize, never tile) or at least "
+                f"{min_tile_size(self.image_size)} (half the image_size {self.image_size}): a smaller tile "
+                "adds no pixel, only views",
+            ),
+            (
+                not self.cargo_type
+                or cargo_type_problem(self.cargo_type) is None,  # empty: the folder's name
+                f"cargo_type {self.cargo_type!r} must be {cargo_type_problem(self.cargo_type)}",
+            ),
             (
                 self.tile_size <= 0 or 0 <= self.tile_overlap < self.tile_size,
                 f"tile_overlap {self.tile_overlap} must be in [0, tile_size={self.tile_size})",

@@ -210,7 +210,13 @@ def test_the_pseudo_anomalies_row_says_why(
         (["--deep-features", "wide"], "Error: --deep-features 'wide' not in auto, pooled, sharp"),
         (["--fusion", "avg"], "Error: --fusion 'avg' not in max, sum"),
         (["--target-miss-rate", "2"], "Error: --target-miss-rate 2.0 must be in (0, 1)"),
-        (["--tile-size", "-1"], "Error: --tile-size -1 must be >= 0 (0: resize, never tile)"),
+        (["--tile-size", "-1"], "Error: --tile-size -1 must be 0 (resize, never tile) or at least 128"),
+        # a tile under half the input would only fail when the finished model was saved
+        (
+            ["--tile-size", "127"],
+            "Error: --tile-size 127 must be 0 (resize, never tile) or at least 128 (half",
+        ),
+        (["--cargo-type", "ore/wet"], "Error: --cargo-type 'ore/wet' must be at most 64 characters with no"),
         # a seed torch cannot take failed in the middle of training, an unexpected ValueError
         (["--seed", "-1"], "Error: --seed -1 must be an integer in [0, 9223372036854775807]\n"),
         (
