@@ -72,6 +72,11 @@ LOGIT_TOLERANCE = 1e-3
 """Largest accepted |PyTorch - ONNX Runtime| of a head logit."""
 
 EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
+MIN_OPSET = 13
+"""The least opset the graph exports at (``Unflatten`` and ``ReduceSum`` with axes as an input)."""
+MAX_OPSET = 20
+"""The highest opset the TorchScript exporter writes (``torch.onnx._constants``'s
+``ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET`` in the torch this was checked with)."""
 SIDECAR_FORMAT = "clearsight-onnx/2"
 """2: ``score`` is float64 (it was float32, saturating at 1.0 above log-odds 16.6), and every output
 names its dtype."""
@@ -349,7 +354,10 @@ def trace_onnx(
     except Exception as exc:  # the exporter raises RuntimeError, torch.onnx.errors.*, ValueError ...
         cfg = getattr(module, "config", None)
         what = f"{cfg.backbone!r} at {cfg.input_size}x{cfg.input_size}" if cfg else type(module).__name__
-        raise ExportError(f"torch.onnx.export failed for {what}: {exc}") from exc
+        # the exporter's message can go on with a dump of the whole Torch IR graph (700 lines):
+        # its first line says what failed, and --debug shows the rest
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"torch.onnx.export failed for {what}: {first}") from exc
 
 
 def export_onnx(
@@ -378,6 +386,8 @@ def export_onnx(
         ExportError: the exporter fails, ONNX Runtime cannot run the result, or outputs disagree
             with PyTorch beyond the tolerances (the ``.onnx`` file is then removed).
     """
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"opset {opset} is not supported; accepted: {MIN_OPSET} to {MAX_OPSET}")
     target = Path(out)
     if target.suffix.lower() != ".onnx":
         raise ExportError(f"output file {str(target)!r} must end in .onnx")

@@ -82,7 +82,8 @@ def export(
             "unreadable files skipped (default: synthetic inputs).",
         ),
     ] = None,
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.", min=13)] = 17,
+    # models.onnx_export's MIN_OPSET and MAX_OPSET (not imported here: that would load torch for --help)
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.", min=13, max=20)] = 17,
 ) -> None:
     """Export the full scoring graph to ONNX with a dynamic batch axis; refuse if it disagrees with PyTorch.
 

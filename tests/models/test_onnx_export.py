@@ -14,7 +14,15 @@ import torch
 from datasets.errors import ExportError
 from models.artifact import load_model, save_artifact
 from models.detector import Detector, DetectorConfig, build_detector
-from models.onnx_export import SCORE_TOLERANCE, export_onnx, sample_inputs, sidecar_path
+from models.onnx_export import (
+    MAX_OPSET,
+    MIN_OPSET,
+    SCORE_TOLERANCE,
+    export_onnx,
+    sample_inputs,
+    sidecar_path,
+    trace_onnx,
+)
 from pipeline.cli import app, run
 
 _SIZE = 64
@@ -178,6 +186,45 @@ def test_bad_arguments_raise(
     samples = None if samples_shape is None else torch.zeros(samples_shape)
     with pytest.raises(ExportError, match=fragment):
         export_onnx(tiny_detector, tmp_path / out_name, card=_card(), samples=samples)
+
+
+@pytest.mark.parametrize("opset", [MIN_OPSET - 1, MAX_OPSET + 1, 999])
+def test_an_opset_the_exporter_cannot_write_is_refused_before_tracing(
+    tmp_path: Path, tiny_detector: Detector, opset: int
+) -> None:
+    with pytest.raises(ExportError, match=rf"^opset {opset} is not supported; accepted: 13 to 20$"):
+        export_onnx(tiny_detector, tmp_path / "m.onnx", card=_card(), opset=opset)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_opset_bounds_are_the_exporters() -> None:
+    from torch.onnx import _constants
+
+    assert MIN_OPSET >= _constants.ONNX_MIN_OPSET
+    assert MAX_OPSET == _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+
+
+def test_the_cli_bounds_the_opset_as_the_exporter_does(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.onnx"
+    code = run(app, ["export", "--model", str(model_dir), "--out", str(out), "--opset", str(MAX_OPSET + 1)])
+    assert code == 2
+    err = capsys.readouterr().err  # --opset 999 dumped 729 lines of the exporter's graph
+    assert f"Error: Invalid value for '--opset': Input should be less than or equal to {MAX_OPSET}" in err
+    assert not out.exists()
+
+
+class _FailsToTrace(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("Unsupported thing\n" + "Torch IR graph at exception: graph(%x.1 ...)\n" * 500)
+
+
+def test_an_exporter_failure_is_named_by_its_first_line(tmp_path: Path) -> None:
+    with pytest.raises(ExportError) as info:
+        trace_onnx(_FailsToTrace(), tmp_path / "m.onnx", torch.zeros(1, 3, 8, 8), output_names=["y"])
+    assert str(info.value) == "torch.onnx.export failed for _FailsToTrace: Unsupported thing"
+    assert "Torch IR graph" in str(info.value.__cause__)  # --debug shows the whole of it
 
 
 @pytest.mark.slow
