@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["GENESIS_HASH", "canonical_json", "chain_hash", "index_columns"]
+__all__ = ["GENESIS_HASH", "canonical_json", "chain_hash", "created_at_now", "index_columns"]
 
 GENESIS_HASH = "0" * 64
 """``prev_hash`` of the first record."""
@@ -29,6 +30,11 @@ def canonical_json(content: Any) -> str:
 def chain_hash(prev_hash: str, content: str) -> str:
     """``sha256(prev_hash + content)`` as 64 lowercase hex digits."""
     return hashlib.sha256((prev_hash + content).encode("utf-8")).hexdigest()
+
+
+def created_at_now() -> str:
+    """The ``created_at`` of a record appended now (and of a schema made now): UTC, to the microsecond."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def index_columns(content: dict[str, Any]) -> dict[str, Any]:

@@ -1530,7 +1530,7 @@ def test_a_writer_on_postgresql_13_is_refused_and_a_reader_is_not(
 def test_a_postgresql_older_than_14_is_refused_at_open(
     version: tuple[int, ...] | None, refused: bool
 ) -> None:
-    from pipeline.audit.store import _check_postgres
+    from pipeline.audit.migrate import _check_postgres
 
     if refused:
         with pytest.raises(AuditError, match=r"PostgreSQL 13\.9 is too old; Clearsight needs 14 or later"):

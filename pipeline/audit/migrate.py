@@ -1,0 +1,144 @@
+"""Making an audit store's schema, and upgrading an older one, as the store is opened (:class:`Schema`).
+
+A store without a schema is given one by a writer (``create``); a store at an older version
+(:data:`~pipeline.audit.schema.SCHEMA_VERSION`) is upgraded by a role that may create tables and
+read as it is by one that may not, which leaves writing to it refused until it is upgraded
+(:attr:`Schema.not_upgraded`). On PostgreSQL an advisory lock makes two processes opening one new
+store at once take turns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy.exc import DBAPIError
+
+from datasets.errors import AuditError, SchemaVersionError
+from pipeline.audit.chain import GENESIS_HASH, created_at_now
+from pipeline.audit.database import read_only
+from pipeline.audit.image_indexes import rebuild
+from pipeline.audit.schema import (
+    SCHEMA_VERSION,
+    audit_head,
+    image_index,
+    image_likeness,
+    index_metadata,
+    metadata,
+    schema_info,
+)
+
+__all__ = ["Schema"]
+
+# Arbitrary constant: the advisory lock that serialises schema creation on PostgreSQL.
+_PG_CREATE_LOCK = 0x636C656172
+_UPGRADABLE = (1, 2, 3)  # the schema versions this one upgrades from (schema.SCHEMA_VERSION)
+
+
+def _check_postgres(version: tuple[Any, ...] | None, url: str) -> None:
+    """Refuse a PostgreSQL before 14 at open: near-copy lookups count bits with its ``bit_count``,
+    and every submission would fail instead."""
+    if version is not None and version < (14,):
+        shown = ".".join(str(part) for part in version)
+        raise AuditError(f"audit store {url}: PostgreSQL {shown} is too old; Clearsight needs 14 or later")
+
+
+class Schema:
+    """The schema of the store at ``url`` (its URL with any password hidden), as :meth:`open` found
+    it, made it or upgraded it; and what that leaves writing to it to wait for."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.not_upgraded: str | None = None  # why an older store may be read but not written
+        self.no_decisions: str | None = None  # why decisions may not be recorded yet (outcomes may)
+
+    def open(self, conn: Connection, *, create: bool) -> None:
+        """Check the store's schema version and tables; with ``create``, make the schema where there
+        is none and upgrade an older one.
+
+        Raises:
+            SchemaVersionError: another schema version; or an older one and ``create``, by a role
+                that may not upgrade it.
+            AuditError: tables missing, PostgreSQL too old for a writer, or no schema and not ``create``.
+        """
+        if conn.dialect.name == "postgresql":
+            if create:  # a writer looks pictures up with bit_count; a reader never does
+                _check_postgres(conn.dialect.server_version_info, self.url)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CREATE_LOCK})
+        tables = set(inspect(conn).get_table_names())
+        if "schema_info" in tables:
+            version = conn.execute(select(schema_info.c.version).where(schema_info.c.id == 1)).scalar()
+            if version not in (*_UPGRADABLE, SCHEMA_VERSION):
+                raise SchemaVersionError(
+                    f"audit store {self.url} has schema version {version}; this Clearsight reads "
+                    f"versions {_UPGRADABLE[0]} to {SCHEMA_VERSION} and writes version {SCHEMA_VERSION}"
+                )
+            needed = {t.name for t in metadata.sorted_tables}
+            if version >= 2:
+                needed.add(image_index.name)
+            if version >= 3:
+                needed.add(image_likeness.name)
+            missing = sorted(needed - tables)
+            if missing:
+                raise AuditError(
+                    f"audit store {self.url}: schema version {version} but tables {missing} are missing"
+                )
+            if version == 3 and not create:
+                # the tables of 4: read, looked up and given outcomes as it is. Its version moves
+                # when a writer opens it, not when a newer `clearsight audit verify` reads it, so
+                # that reading locks no older Clearsight out; decisions wait for that upgrade
+                self.no_decisions = (
+                    f"audit store {self.url} is at schema version 3: decisions of this Clearsight are "
+                    f"recorded once a writer has upgraded it to {SCHEMA_VERSION} (open it to record)"
+                )
+            elif version != SCHEMA_VERSION:
+                self._upgrade(conn, version, create=create)
+            elif create:
+                self._mend_likeness(conn)
+            return
+        if not create:
+            raise AuditError(
+                f"audit store {self.url} has no Clearsight schema: it is not an audit store, or nothing "
+                "was ever recorded in it"
+            )
+        metadata.create_all(conn)
+        index_metadata.create_all(conn)
+        conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION, created_at=created_at_now()))
+        conn.execute(audit_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
+
+    @staticmethod
+    def _mend_likeness(conn: Connection) -> None:
+        """Make the likeness index again where an early version-3 build laid it out otherwise (before
+        its ``coarse`` column): it is built from the chain, so nothing is lost."""
+        columns = {column["name"] for column in inspect(conn).get_columns(image_likeness.name)}
+        if set(image_likeness.columns.keys()) <= columns:
+            return
+        with conn.begin_nested():
+            image_likeness.drop(conn)
+            rebuild(conn)
+
+    def _upgrade(self, conn: Connection, version: int, *, create: bool) -> None:
+        """Version 1: the image indexes, made from the chain; 2: the likeness index; 3: only the
+        version, so that an older Clearsight refuses the decisions this one writes. A role that may
+        not create tables (an auditor's, a read-only replica) reads the store as it is, and writing
+        to it is refused until it is upgraded; a writer (``create``) is refused at once, not at its
+        first record."""
+        try:
+            with conn.begin_nested():
+                if version == 1:
+                    rebuild(conn)
+                elif version == 2:  # a version-2 decision carries no perceptual hash: nothing to fill
+                    image_likeness.create(conn, checkfirst=True)
+                else:
+                    self._mend_likeness(conn)
+                conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=SCHEMA_VERSION))
+        except DBAPIError as exc:
+            if not read_only(exc):
+                raise
+            self.not_upgraded = (
+                f"audit store {self.url} is at schema version {version} and this role may not "
+                f"upgrade it to {SCHEMA_VERSION} ({type(exc.orig).__name__}); open it once with a role "
+                "that may create tables, then record"
+            )
+            if create:
+                raise SchemaVersionError(self.not_upgraded) from exc

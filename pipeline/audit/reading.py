@@ -1,0 +1,172 @@
+"""Reading the audit chain back: stored rows as records, and the queries the store's reads share
+with the checks its writes make (a shipment's latest decision, how it was first sent).
+
+Each function runs on a connection its caller holds in a transaction
+(:class:`~pipeline.audit.database.Database`), so that several queries read one state of the store.
+A stored record that does not parse raises ``ValueError``, ``KeyError`` or ``TypeError``, which
+that transaction names as a damaged record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection, Select, func, select
+
+from datasets.errors import AuditError
+from pipeline.audit.chain import GENESIS_HASH
+from pipeline.audit.records import AuditRecord, OutcomeRecord
+from pipeline.audit.schema import audit_records
+from pipeline.verdicts import ShipmentDecision, Tier
+
+__all__ = [
+    "FirstSent",
+    "first_sent",
+    "latest_decision",
+    "reaching",
+    "records_of",
+    "review_queue",
+    "rows_after",
+]
+
+
+class FirstSent(NamedTuple):
+    """How a shipment's first decision was sent: by whom (``submitted_by``: a key's name, None for a
+    batch), for which trader, and under which AEO tier (a submitter's declared trader gets its tier
+    only where the register lists the submitter's key for it)."""
+
+    submitted_by: str | None
+    trader_id: str | None
+    aeo_tier: str | None
+
+
+def first_sent(conn: Connection, shipment_id: str) -> FirstSent | None:
+    """How ``shipment_id``'s first decision was sent, or None: not decided."""
+    c = audit_records.c
+    first = conn.execute(
+        select(c.content).where(c.kind == "decision", c.shipment_id == shipment_id).order_by(c.seq).limit(1)
+    ).scalar()
+    if first is None:
+        return None
+    content = json.loads(first)
+    decided = content.get("decision") if isinstance(content, dict) else None
+    if not isinstance(decided, dict):  # foreign data: nobody's to follow, not a 500
+        return FirstSent(None, None, None)
+    declared = decided.get("declaration")
+    declared = declared if isinstance(declared, dict) else {}
+
+    def text(value: Any) -> str | None:  # stripped as Declaration strips it; odd data as none
+        return (value.strip() or None) if isinstance(value, str) else None
+
+    return FirstSent(
+        text(decided.get("submitted_by")), text(declared.get("trader_id")), text(declared.get("aeo_tier"))
+    )
+
+
+def latest_decision(conn: Connection, shipment_id: str) -> Any:
+    """The row of the shipment's latest decision, or None."""
+    c = audit_records.c
+    return conn.execute(
+        select(audit_records)
+        .where(c.kind == "decision", c.shipment_id == shipment_id)
+        .order_by(c.seq.desc())
+        .limit(1)
+    ).first()
+
+
+def _outcome(row: Any) -> OutcomeRecord:
+    content = json.loads(row.content)
+    outcome = content["outcome"]
+    return OutcomeRecord(
+        seq=row.seq,
+        record_hash=row.record_hash,
+        prev_hash=row.prev_hash,
+        created_at=row.created_at,
+        shipment_id=row.shipment_id,
+        decision_seq=content["decision_seq"],
+        found=outcome["found"],
+        officer=outcome["officer"],
+        notes=outcome["notes"],
+    )
+
+
+def records_of(conn: Connection, rows: Sequence[Any]) -> list[AuditRecord]:
+    """Decision rows -> records, each with the latest outcome that refers to it."""
+    outcomes: dict[int, OutcomeRecord] = {}
+    seqs = [r.seq for r in rows]
+    if seqs:
+        for row in conn.execute(
+            select(audit_records)
+            .where(audit_records.c.kind == "outcome", audit_records.c.ref_seq.in_(seqs))
+            .order_by(audit_records.c.seq)
+        ):
+            outcomes[row.ref_seq] = _outcome(row)  # later outcomes correct earlier ones
+    records = []
+    for row in rows:
+        content = json.loads(row.content)
+        records.append(
+            AuditRecord(
+                seq=row.seq,
+                record_hash=row.record_hash,
+                prev_hash=row.prev_hash,
+                created_at=row.created_at,
+                decision=ShipmentDecision.model_validate(content["decision"]),
+                outcome=outcomes.get(row.seq),
+                idempotency_key=row.idempotency_key,
+            )
+        )
+    return records
+
+
+def review_queue(
+    tiers: Sequence[Tier] | None, limit: int, offset: int, pending_outcome: bool | None
+) -> Select[Any]:
+    """The query of :meth:`~pipeline.audit.store.AuditStore.list`: the latest decision per shipment,
+    newest first, a page of them."""
+    c = audit_records.c
+    latest = select(func.max(c.seq)).where(c.kind == "decision").group_by(c.shipment_id)
+    query = select(audit_records).where(c.kind == "decision", c.seq.in_(latest))
+    if tiers is not None:
+        query = query.where(c.tier.in_([Tier(t).value for t in tiers]))
+    if pending_outcome is not None:
+        closed = select(c.ref_seq).where(c.kind == "outcome", c.ref_seq.is_not(None))
+        query = query.where(c.seq.not_in(closed) if pending_outcome else c.seq.in_(closed))
+    return query.order_by(c.seq.desc()).limit(limit).offset(offset)
+
+
+def rows_after(conn: Connection, after: int, page: int, *where: Any) -> list[Any]:
+    """A page of record rows numbered after ``after``, in chain order."""
+    return list(
+        conn.execute(
+            select(audit_records)
+            .where(audit_records.c.seq > after, *where)
+            .order_by(audit_records.c.seq)
+            .limit(page)
+        ).all()
+    )
+
+
+def reaching(rows: Iterator[Any], head_seq: int, head_hash: str, url: str) -> Iterator[Any]:
+    """``rows``, then an error if they did not end at the head: a copy of a chain whose tail was
+    deleted is itself a valid chain, and would pass for the whole one.
+
+    Raises:
+        AuditError: naming the store at ``url`` and where the rows ended.
+    """
+    last_seq, last_hash = 0, GENESIS_HASH
+    for row in rows:
+        yield row
+        last_seq, last_hash = row.seq, row.record_hash
+    if last_seq < head_seq:
+        raise AuditError(
+            f"audit store {url}: the chain ends at record {last_seq} but its head says "
+            f"{head_seq}: records after {last_seq} are missing; nothing exported (`clearsight "
+            "audit verify` names what happened)"
+        )
+    if last_hash != head_hash:
+        raise AuditError(
+            f"audit store {url}: record {head_seq} does not have the hash its head holds; "
+            "nothing exported (`clearsight audit verify` names what happened)"
+        )

@@ -1,0 +1,371 @@
+"""Appending to the audit chain, and the rules a decision or an officer's outcome must pass first.
+
+:func:`write_decision` and :func:`write_outcome` are the transactions of
+:meth:`~pipeline.audit.store.AuditStore.record` and
+:meth:`~pipeline.audit.store.AuditStore.record_outcome`. Each locks the chain's head before it reads
+anything, so that two writers cannot both judge a shipment's latest decision before either appends,
+and checks there what a concurrent writer could change: who first sent the shipment, whether a hold
+would be lowered, whether the same decision is already recorded, whether the pictures were decided
+elsewhere since they were looked up.
+:func:`append` then chains the record after the head. The checks of the caller's values alone
+(:func:`check_idempotency_key`, :func:`decision_json`, :func:`check_outcome`) come before any
+transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from pydantic_core import PydanticSerializationError
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
+
+from datasets.errors import ConflictError, DatasetFormatError, InputError
+from datasets.json_text import check_writable
+from pipeline.audit.chain import canonical_json, chain_hash, created_at_now, index_columns
+from pipeline.audit.image_indexes import Picture, Sighting, add_decision, sightings
+from pipeline.audit.reading import FirstSent, first_sent, latest_decision, records_of
+from pipeline.audit.records import AuditRecord, OutcomeRecord
+from pipeline.audit.schema import audit_head, audit_records
+from pipeline.verdicts import ShipmentDecision, Tier
+
+__all__ = [
+    "ImagesSeenSince",
+    "SentByAnother",
+    "append",
+    "check_idempotency_key",
+    "check_outcome",
+    "decision_json",
+    "write_decision",
+    "write_outcome",
+]
+
+_NOT_ANOMALY_TYPES = frozenset({"clean", "good", "none"})
+"""Words an outcome's ``found`` may not be: each reads as "nothing found"."""
+
+
+class SentByAnother(ConflictError):
+    """A shipment first sent under another key, whose sender may not send it again (``may_send``)."""
+
+    def __init__(self, shipment_id: str) -> None:
+        # no tier, no record number: the other sender's decision is none of this caller's business
+        super().__init__(
+            f"shipment {shipment_id!r} was first sent under another key; only that key, or another key "
+            "of the same trader, may send it again (an admin may record a stricter decision)"
+        )
+
+
+class ImagesSeenSince(ConflictError):
+    """A decision's pictures, or near-copies, were decided in another shipment after they were looked
+    up (two submissions of the same pictures at once): look them up and decide again."""
+
+    def __init__(self, shipment_id: str) -> None:
+        super().__init__(
+            f"shipment {shipment_id!r}: its pictures were decided in another shipment since they were "
+            "looked up; decide it again"
+        )
+
+
+def _refuse_half_characters(where: str, fields: dict[str, Any]) -> None:
+    """Refuse text holding half a character (a lone UTF-16 surrogate: JSON may escape one, and a
+    Python string holds it), naming the field. The chain hashes UTF-8, where it would fail as a raw
+    UnicodeEncodeError after every check had passed.
+
+    Raises:
+        InputError: naming the field and the half character.
+    """
+    for name, value in fields.items():
+        try:
+            check_writable(value, f"{where}: {name}")
+        except DatasetFormatError as exc:  # the manifests' error; here it is a caller's value
+            raise InputError(str(exc)) from exc
+
+
+def check_idempotency_key(idempotency_key: str | None, shipment_id: str) -> None:
+    """Refuse an empty or over-long idempotency key, or one holding half a character.
+
+    Raises:
+        InputError: naming what is wrong with it.
+    """
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
+        raise InputError(
+            f"idempotency_key of length {len(idempotency_key)} not accepted (1 to 256 characters)"
+        )
+    _refuse_half_characters(f"shipment {shipment_id!r}", {"idempotency_key": idempotency_key})
+
+
+def decision_json(decision: ShipmentDecision) -> dict[str, Any]:
+    """The decision as the chain holds it.
+
+    Raises:
+        InputError: half a character (a lone UTF-16 surrogate) in it, or it cannot be written as JSON.
+    """
+    try:
+        # Through JSON so that NaN/inf scores of fail-closed images become null, not an error.
+        return json.loads(decision.model_dump_json())
+    except PydanticSerializationError as exc:
+        # pydantic refuses half a character in a str field, not in a declaration's free extra
+        where = f"decision of shipment {decision.shipment_id!r}"
+        _refuse_half_characters(where, decision.model_dump())
+        raise InputError(f"{where} cannot be written as JSON ({exc})") from exc
+
+
+def check_outcome(shipment_id: str, found: str | None, officer: str, notes: str) -> None:
+    """Refuse an outcome's empty officer or finding, a finding that reads as clean cargo, or half a
+    character in any of its text.
+
+    Raises:
+        InputError: naming what is wrong.
+    """
+    if not officer.strip():
+        raise InputError("officer is empty; name the officer who inspected the cargo")
+    if found is not None and not found.strip():
+        raise InputError("found is empty; give the anomaly type found, or None for clean cargo")
+    if found is not None and found.strip().lower() in _NOT_ANOMALY_TYPES:
+        # read back, "clean" and "good" mean nothing was found: an anomaly type of that name
+        # read as clean cargo on one page and as an anomaly in the CSV export
+        raise InputError(
+            f"found {found!r} names no anomaly type: record clean cargo as clean (the API's found "
+            '"clean", the CLI\'s --clean)'
+        )
+    _refuse_half_characters(
+        f"outcome of shipment {shipment_id!r}",
+        {"shipment_id": shipment_id, "found": found, "officer": officer, "notes": notes},
+    )
+
+
+def write_decision(
+    conn: Connection,
+    decision: ShipmentDecision,
+    decided: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+    exclusive: bool,
+    images_seen_as_of: int | None,
+    near_copy_bits: int,
+    may_send: Callable[[FirstSent], bool] | None,
+) -> AuditRecord:
+    """Append ``decision`` (``decided``: as :func:`decision_json` gave it), or answer with the
+    record it repeats, under the rules of :meth:`~pipeline.audit.store.AuditStore.record`.
+
+    Raises:
+        ConflictError, SentByAnother, ImagesSeenSince: as ``record`` says.
+    """
+    # Lock the head first, so that two writers cannot both judge the shipment's latest
+    # decision before either appends (Postgres reads committed rows; SQLite writes alone).
+    head = conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).scalar_one()
+    if may_send is not None:
+        first = first_sent(conn, decision.shipment_id)
+        if first is not None and not may_send(first):
+            raise SentByAnother(decision.shipment_id)
+    if idempotency_key is not None:
+        existing = conn.execute(
+            select(audit_records).where(audit_records.c.idempotency_key == idempotency_key)
+        ).first()
+        if existing is not None:
+            return _retried(conn, existing, decision, idempotency_key, exclusive=exclusive)
+    latest = latest_decision(conn, decision.shipment_id)
+    if exclusive and latest is not None and Tier(latest.tier).severity >= decision.tier.severity:
+        raise ConflictError(
+            f"shipment {decision.shipment_id!r} was already decided (audit record {latest.seq}) "
+            "on other images or another declaration; a shipment is decided once, and only "
+            "a stricter decision is added later: send the same images and declaration to "
+            "read that decision back, or have an officer record what inspection found"
+        )
+    if latest is not None:
+        replayed = _same_decision(conn, latest, decided)
+        if replayed is not None:
+            return replayed
+        _refuse_lowering_a_hold(conn, latest, decision.shipment_id, decision.tier)
+    # nothing written since the lookup, the common case: nothing to check under the lock
+    if images_seen_as_of is not None and head > images_seen_as_of:
+        _refuse_images_seen_since(conn, decision, images_seen_as_of, near_copy_bits)
+    content = {
+        "kind": "decision",
+        "shipment_id": decision.shipment_id,
+        "idempotency_key": idempotency_key,
+        "created_at": created_at_now(),
+        "decision": decided,
+    }
+    seq, prev, digest, created = append(conn, content)
+    return AuditRecord(
+        seq=seq,
+        record_hash=digest,
+        prev_hash=prev,
+        created_at=created,
+        decision=ShipmentDecision.model_validate(decided),
+        idempotency_key=idempotency_key,
+    )
+
+
+def _retried(
+    conn: Connection, existing: Any, decision: ShipmentDecision, idempotency_key: str, *, exclusive: bool
+) -> AuditRecord:
+    """The answer to a submission whose ``idempotency_key`` was recorded before (``existing``)."""
+    if existing.kind != "decision":  # pragma: no cover - outcomes carry no key
+        raise InputError(f"idempotency_key {idempotency_key!r} belongs to a {existing.kind} record")
+    latest = latest_decision(conn, decision.shipment_id)
+    if exclusive:
+        # a retry learns the shipment's decision as it stands: a stricter one may
+        # have been added since (a submitter must not read "released" off a hold)
+        existing = latest or existing
+    elif latest is not None and latest.seq != existing.seq:
+        # a batch run again over earlier inputs (an alarm cleared in the manifest
+        # since, an earlier policy): answered from the record, it read "released"
+        # off a hold recorded since, which only an officer's outcome lifts
+        # judged by the record returned, not the decision computed now (a random
+        # audit under a rotated secret may make that one strict enough to pass)
+        _refuse_lowering_a_hold(conn, latest, decision.shipment_id, Tier(existing.tier))
+    return records_of(conn, [existing])[0]
+
+
+def _same_decision(conn: Connection, row: Any, decided: dict[str, Any]) -> AuditRecord | None:
+    """The shipment's latest decision (``row``) when it is this one but for its time: a replay
+    under another key (keys from an earlier version of Clearsight) must not append a duplicate,
+    which would also reopen a hold an officer has resolved."""
+    latest = records_of(conn, [row])[0]
+    mine = {k: v for k, v in decided.items() if k != "decided_at"}
+    theirs = {k: v for k, v in json.loads(latest.decision.model_dump_json()).items() if k != "decided_at"}
+    return latest if mine == theirs else None
+
+
+def _refuse_lowering_a_hold(conn: Connection, latest: Any, shipment_id: str, tier: Tier) -> None:
+    """Refuse a decision at ``tier`` where the shipment's ``latest`` is a stricter, unresolved hold."""
+    c = audit_records.c
+    if Tier(latest.tier).severity <= tier.severity:
+        return
+    resolved = conn.execute(
+        select(c.seq).where(c.kind == "outcome", c.ref_seq == latest.seq).limit(1)
+    ).first()
+    if resolved is None:
+        raise ConflictError(
+            f"shipment {shipment_id!r} is held ({latest.tier}, audit record {latest.seq}) "
+            f"and this decision would lower it to {tier.value}: a hold is lifted by an "
+            "officer's outcome (clearsight audit outcome, or the review page), not by deciding "
+            "again; decide what-if runs without --audit-db"
+        )
+
+
+def _refuse_images_seen_since(
+    conn: Connection, decision: ShipmentDecision, after: int, near_copy_bits: int
+) -> None:
+    """Refuse the decision where the records written after ``after`` (the last its images' lookup
+    saw) would fire a rule their verdicts did not; only those, so that the write lock is held for
+    moments.
+
+    Raises:
+        ImagesSeenSince: naming the shipment.
+    """
+    since = sightings(
+        conn,
+        [Picture(i.sha256 or "", i.phash, i.phash_turns or ()) for i in decision.images],
+        decision.shipment_id,
+        near_copy_bits=near_copy_bits,
+        after=after,
+    )
+    if any(_news(since.get(i.sha256 or ""), i) for i in decision.images):
+        raise ImagesSeenSince(decision.shipment_id)
+
+
+def _news(since: Sighting | None, image: Any) -> bool:
+    """Whether records written since the lookup would fire a rule the image's verdict did not: the
+    same bytes where none were seen, a near-copy where none was (more names change no decision)."""
+    if since is None:
+        return False
+    return bool(since.seen_in and not image.seen_in) or bool(since.similar_in and not image.similar_in)
+
+
+def write_outcome(
+    conn: Connection,
+    shipment_id: str,
+    *,
+    found: str | None,
+    officer: str,
+    notes: str,
+    decision_seq: int | None,
+    amend: bool,
+    url: str,
+) -> OutcomeRecord:
+    """Append an officer's outcome for the shipment's latest decision under the rules of
+    :meth:`~pipeline.audit.store.AuditStore.record_outcome` (``url``: the store's, for its errors).
+
+    Raises:
+        InputError, ConflictError: as ``record_outcome`` says.
+    """
+    conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).one()
+    decision = latest_decision(conn, shipment_id)
+    if decision is None:
+        raise InputError(f"no decision recorded for shipment {shipment_id!r} in {url}")
+    if decision_seq is not None and decision_seq != decision.seq:
+        c = audit_records.c
+        judged = select(c.seq).where(
+            c.seq == decision_seq, c.kind == "decision", c.shipment_id == shipment_id
+        )
+        if conn.execute(judged).first() is None:
+            raise InputError(
+                f"shipment {shipment_id!r} has no decision {decision_seq}: its latest decision "
+                f"is {decision.seq}; judge that one"
+            )
+        raise ConflictError(
+            f"shipment {shipment_id!r} was decided again since decision {decision_seq}: its latest "
+            f"decision is {decision.seq}; judge that one"
+        )
+    if not amend:
+        earlier = records_of(conn, [decision])[0].outcome
+        if earlier is not None:
+            raise ConflictError(
+                f"shipment {shipment_id!r} already has an outcome ({earlier.found or 'clean'}, "
+                f"recorded by {earlier.officer}); send amend: true to record a correction"
+            )
+    content = {
+        "kind": "outcome",
+        "shipment_id": shipment_id,
+        "idempotency_key": None,
+        "created_at": created_at_now(),
+        "decision_seq": decision.seq,
+        "decision_hash": decision.record_hash,
+        "outcome": {"found": found, "officer": officer, "notes": notes},
+    }
+    seq, prev, digest, created = append(conn, content)
+    return OutcomeRecord(
+        seq=seq,
+        record_hash=digest,
+        prev_hash=prev,
+        created_at=created,
+        shipment_id=shipment_id,
+        decision_seq=decision.seq,
+        found=found,
+        officer=officer,
+        notes=notes,
+    )
+
+
+def append(conn: Connection, content: dict[str, Any]) -> tuple[int, str, str, str]:
+    """Append one record after the locked head; returns (seq, prev_hash, record_hash, created_at)."""
+    head = conn.execute(
+        select(audit_head.c.seq, audit_head.c.record_hash).where(audit_head.c.id == 1).with_for_update()
+    ).one()
+    body = canonical_json(content)
+    digest = chain_hash(head.record_hash, body)
+    seq = head.seq + 1
+    conn.execute(
+        audit_records.insert().values(
+            seq=seq,
+            content=body,
+            prev_hash=head.record_hash,
+            record_hash=digest,
+            **index_columns(content),
+        )
+    )
+    updated = conn.execute(
+        audit_head.update()
+        .where(audit_head.c.id == 1, audit_head.c.seq == head.seq)
+        .values(seq=seq, record_hash=digest)
+    )
+    if updated.rowcount != 1:  # another writer moved the head: abort and retry
+        raise IntegrityError("audit_head moved during append", None, Exception("head moved"))
+    if content["kind"] == "decision":
+        add_decision(conn, content["decision"], content["shipment_id"], seq)
+    return seq, head.record_hash, digest, content["created_at"]
