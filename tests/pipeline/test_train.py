@@ -640,7 +640,7 @@ def test_unknown_cargo_folder_needs_a_cargo_type(tmp_path: Path) -> None:
 def test_config_validates_eagerly(field: str, value: object, match: str) -> None:
     kw: dict[str, object] = {field: value}
     if field == "tile_overlap":
-        kw["tile_size"] = 64
+        kw.update(tile_size=64, image_size=64)  # a tile of at least half the input
     with pytest.raises(InputError, match=match):
         TrainConfig(**kw)  # type: ignore[arg-type]
 
