@@ -710,24 +710,42 @@ def _tiff_tile(im: ImageFile.ImageFile) -> tuple[int, int] | None:
 def _check_tile(
     tile: tuple[int, int] | None, width: int, height: int, limits: DecodeLimits, source: str
 ) -> None:
-    """Refuse a TIFF tile that makes the decoder's work a bomb however small the image: libtiff
-    decodes each tile whole into a buffer of its own, so a 16x16 image of one 32768x32768 tile (a
-    1 MB file) took 1 GB and 6 s. A tile larger than the image rounded up to tiles' multiple of 16
-    counts against the pixel limit as an image would; an ordinary 256x256 or 512x512 tile on a
-    smaller image passes. (A strip needs no such check: libtiff holds RowsPerStrip to the image's
-    height.)"""
+    """Refuse a tiled TIFF whose tiles make the decoder's work a bomb however small the image.
+
+    libtiff decodes every tile whole, padding included, into a buffer of its own: the work is
+    tiles across x tiles down x TileWidth x TileLength pixels, whatever the image's size. A 16x16
+    image in one 32768x32768 tile (a 1 MB file) took 1 GB and 6 s; a 16-pixel-wide image in
+    3124992x16 tiles, each just under the pixel limit, decoded one such tile per 16 rows: 6 s for
+    16x512 from a 49 KB file, holding ``_PILLOW_LOCK`` throughout.
+
+    The rule: that work may be at most the pixel limit, or four times the image's own pixels where
+    that is more. Tiles no larger than the image cover it with under twice its width and twice its
+    height, so they always pass. An ordinary 256x256 or 512x512 tile on an image narrower (or
+    lower) than the tile costs under 512 x (the image's other side + 512) pixels: within the
+    default limit for such an image up to 97,000 pixels long, and at any length where the image is
+    at least half a tile wide. (A strip needs no such check: libtiff holds RowsPerStrip to the
+    image's height.)"""
     if tile is None:
         return
     tile_width, tile_length = tile
-    if tile_width <= _ceil_div(width, 16) * 16 and tile_length <= _ceil_div(height, 16) * 16:
-        return
-    if tile_width * tile_length > limits.max_pixels:
+    if tile_width <= 0 or tile_length <= 0:
+        return  # no tiles to decode: the decoder refuses the file
+    across, down = _ceil_div(width, tile_width), _ceil_div(height, tile_length)
+    work = across * down * tile_width * tile_length
+    budget = max(limits.max_pixels, _TILE_WORK_PER_PIXEL * width * height)
+    if work > budget:
         raise ImageTooLargeError(
-            f"TIFF tile is {tile_width}x{tile_length} = {tile_width * tile_length} pixels, over the "
-            f"limit of {limits.max_pixels} pixels (each tile is decoded whole, whatever the image's "
-            f"size, {width}x{height})",
+            f"TIFF tiles of {tile_width}x{tile_length} cover the {width}x{height} image with "
+            f"{across}x{down} tiles = {work} pixels decoded, over the limit of {budget} pixels (the "
+            f"larger of the pixel limit and {_TILE_WORK_PER_PIXEL} times the image's pixels; each "
+            "tile is decoded whole, whatever the image's size)",
             source=source,
         )
+
+
+# Tiles pad the image to whole tiles: under twice its width and twice its height where a tile is no
+# larger than the image.
+_TILE_WORK_PER_PIXEL = 4
 
 
 def _check_pixels(width: int, height: int, limits: DecodeLimits, source: str) -> None:

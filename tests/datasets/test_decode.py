@@ -904,6 +904,8 @@ GREY_100x60 = RNG.integers(0, 256, (60, 100), dtype=np.uint8)
         ((256, 256), None, 50_000_000),  # an ordinary tile, larger than a small image
         ((256, 256), None, 256 * 256),
         ((112, 64), None, 100 * 60),  # the image rounded up to 16: never refused
+        ((192, 32), None, 100 * 60),  # wider than the image, 192x64 decoded: within 4x its pixels
+        ((512, 512), None, 512 * 512),  # larger than the image, within the pixel limit
         (None, 2**32 - 1, 100 * 60),  # TIFF's "one strip": libtiff holds it to the image's height
         (None, 1000, 100 * 60),
     ],
@@ -912,6 +914,8 @@ GREY_100x60 = RNG.integers(0, 256, (60, 100), dtype=np.uint8)
         "tile-256",
         "tile-256-at-the-limit",
         "tile-rounded-up",
+        "tile-wider-within-4x",
+        "tile-512-within-the-limit",
         "strip-unbounded",
         "strip-past-the-image",
     ],
@@ -925,6 +929,9 @@ def test_tiled_and_striped_tiffs_decode(
     np.testing.assert_array_equal(decode_image(data, limits=limits).pixels[:, :, 0], GREY_100x60)
 
 
+TALL_16 = RNG.integers(0, 256, (512, 16), dtype=np.uint8)
+
+
 @pytest.mark.parametrize(
     ("pixels", "tile", "max_pixels", "message"),
     [
@@ -932,29 +939,57 @@ def test_tiled_and_striped_tiffs_decode(
             GREY_100x60[:16, :16],
             (32768, 32768),
             50_000_000,
-            "TIFF tile is 32768x32768 = 1073741824 pixels, over the limit of 50000000 pixels "
-            "(each tile is decoded whole, whatever the image's size, 16x16)",
+            "TIFF tiles of 32768x32768 cover the 16x16 image with 1x1 tiles = 1073741824 pixels "
+            "decoded, over the limit of 50000000 pixels",
         ),
         (
             GREY_100x60,
             (256, 256),
             256 * 256 - 1,
-            "TIFF tile is 256x256 = 65536 pixels, over the limit of 65535",
+            "TIFF tiles of 256x256 cover the 100x60 image with 1x1 tiles = 65536 pixels decoded, over "
+            "the limit of 65535 pixels",
         ),
-        (GREY_100x60, (4096, 16), 100 * 60, "TIFF tile is 4096x16 = 65536 pixels, over the limit of 6000"),
+        (
+            GREY_100x60,
+            (4096, 16),
+            100 * 60,
+            "TIFF tiles of 4096x16 cover the 100x60 image with 1x4 tiles = 262144 pixels decoded, over "
+            "the limit of 24000 pixels (the larger of the pixel limit and 4 times the image's pixels",
+        ),
+        (  # each tile within the limit, one decoded per 16 rows: 6 s for this 49 KB file
+            TALL_16,
+            (3_124_992, 16),
+            50_000_000,
+            "TIFF tiles of 3124992x16 cover the 16x512 image with 1x32 tiles = 1599995904 pixels "
+            "decoded, over the limit of 50000000 pixels",
+        ),
+        (
+            TALL_16[:64],
+            (2048, 16),
+            40_000,
+            "TIFF tiles of 2048x16 cover the 16x64 image with 1x4 tiles = 131072 pixels decoded, over "
+            "the limit of 40000 pixels",
+        ),
     ],
-    ids=["tile-bomb", "tile-over-a-low-limit", "tile-wider-than-the-image"],
+    ids=[
+        "tile-bomb",
+        "tile-over-a-low-limit",
+        "tile-wider-than-the-image",
+        "tiles-each-under-the-limit",
+        "tiles-each-under-a-low-limit",
+    ],
 )
-def test_a_tiff_tile_over_the_pixel_limit_is_refused_before_decoding(
+def test_tiff_tiles_decoding_more_than_the_limit_are_refused_before_decoding(
     write, pixels: np.ndarray, tile: tuple[int, int], max_pixels: int, message: str
 ) -> None:
-    """libtiff decodes a tile whole: a 16x16 image in one 32768x32768 tile took 1 GB and 6 s."""
+    """libtiff decodes a tile whole, padding and all: a 16x16 image in one 32768x32768 tile took
+    1 GB and 6 s, and tiles each under the limit were decoded once per row of tiles."""
     path = write("tiles.tif", _tiled_tiff(pixels, tile, bomb=True))
     limits = DecodeLimits(max_pixels=max_pixels)
     for read in (decode_image, read_image_header):
         for source in (path, path.read_bytes()):
             start = time.perf_counter()
-            with pytest.raises(ImageTooLargeError, match=r"\(each tile is decoded whole") as info:
+            with pytest.raises(ImageTooLargeError, match="each tile is decoded whole") as info:
                 read(source, limits=limits, name="tiles.tif")
             assert str(info.value).startswith(f"tiles.tif: {message}")
             assert time.perf_counter() - start < 0.5
