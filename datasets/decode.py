@@ -171,7 +171,7 @@ def decode_image(
 def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tuple[np.ndarray, str]:
     """The upright pixels of ``data`` (a ``fmt`` file) and the file's Pillow mode."""
     # The main image of a JPEG: its bytes up to its end-of-image marker, which decoding feeds by hand.
-    jpeg_image = data[: _check_jpeg_complete(data, label)] if fmt == "jpeg" else None
+    jpeg = _check_jpeg_complete(data, label) if fmt == "jpeg" else None
     inverted = False
     if fmt == "tiff":
         data, inverted = _counting_up_from_black(data)
@@ -192,7 +192,13 @@ def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tu
                 header_orientation = _orientation(im)
             pixels = None
         else:
-            pixels = _load_with_pillow(im, fmt, label, jpeg_image=jpeg_image)
+            pixels = _load_with_pillow(
+                im,
+                fmt,
+                label,
+                jpeg_image=None if jpeg is None else data[: jpeg.eoi],
+                arithmetic=jpeg is not None and jpeg.frame in _ARITHMETIC_FRAMES,
+            )
             # Pillow turns TIFFs upright itself (and drops the tag); a PNG may carry its eXIf
             # chunk after the image data: so the orientation still to apply is read after loading.
             orientation = _orientation(im)
@@ -400,16 +406,16 @@ def _sniff(head: bytes, source: str) -> str:
     )
 
 
-def _check_jpeg_complete(data: bytes, source: str) -> int:
-    """Refuse a JPEG cut short, which decoders would otherwise pad with grey; the offset of its main
-    image's end-of-image marker.
+def _check_jpeg_complete(data: bytes, source: str) -> _JpegLayout:
+    """Refuse a JPEG cut short, which decoders would otherwise pad with grey; its main image's layout
+    (with the offset of its end-of-image marker).
 
     The main image is walked marker by marker from its start (:func:`_jpeg_layout`). It must reach
     its end-of-image marker, and its scans must make up the whole image: every restart marker its
     size calls for, and, across the scans, every coefficient of every component. Whatever follows
     the marker (a phone's "motion photo" video, an appended preview) is not the image's business.
     A scan cut short and then given an end-of-image marker passes these checks; decoding
-    (:func:`_load_jpeg`) refuses it.
+    (:func:`_load_jpeg`) refuses it, where the file is Huffman-coded.
     """
     if b"\xff\xda" not in data:
         raise ImageDecodeError(
@@ -421,7 +427,7 @@ def _check_jpeg_complete(data: bytes, source: str) -> int:
     shortfall = _jpeg_shortfall(layout)
     if shortfall:
         raise ImageDecodeError(f"{_JPEG_ENDS_EARLY} ({shortfall})", source=source)
-    return layout.eoi
+    return layout
 
 
 _JPEG_ENDS_EARLY = "truncated JPEG: the image data ends before the image does"
@@ -431,6 +437,7 @@ _JPEG_ENDS_EARLY = "truncated JPEG: the image data ends before the image does"
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _DCT_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC9, 0xCA})
 _PROGRESSIVE_FRAMES = frozenset({0xC2, 0xCA})
+_ARITHMETIC_FRAMES = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 # The end of a scan's entropy-coded data: a 0xFF that is neither stuffed (FF 00) nor a restart marker.
 _SCAN_DATA_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 _RESTART_MARKERS = tuple(bytes((0xFF, marker)) for marker in range(0xD0, 0xD8))
@@ -835,15 +842,21 @@ def _white_is_zero(im: ImageFile.ImageFile) -> bool:
 
 
 def _load_with_pillow(
-    im: ImageFile.ImageFile, fmt: str, source: str, *, jpeg_image: bytes | None = None
+    im: ImageFile.ImageFile,
+    fmt: str,
+    source: str,
+    *,
+    jpeg_image: bytes | None = None,
+    arithmetic: bool = False,
 ) -> np.ndarray:
     """Decode with Pillow's strict loader (a JPEG's main image, ``jpeg_image``, with
-    :func:`_load_jpeg`); (H, W, 1|3) uint8 or uint16 RGB/gray."""
+    :func:`_load_jpeg`; ``arithmetic`` where its frame is arithmetic-coded); (H, W, 1|3) uint8 or
+    uint16 RGB/gray."""
     try:
         if jpeg_image is None:
             im.load()
         else:
-            _load_jpeg(im, jpeg_image, source)
+            _load_jpeg(im, jpeg_image, source, arithmetic=arithmetic)
         mode = im.mode
         if mode in _CONVERT_MODES:
             # P -> RGBA rather than RGB: it keeps transparency out of Pillow's lossy warning path.
@@ -880,22 +893,62 @@ def _load_with_pillow(
 # that is the grey of a file cut short and given back its end marker. Where the input runs out
 # instead, it waits for more. Stuffed 0xFF bytes (FF 00) are bits to a scan and, between segments,
 # filler that is skipped; eight of them cover the read-ahead.
+#
+# An arithmetic-coded frame is given zeros instead: they are what libjpeg's arithmetic decoder reads
+# after a marker, and its encoder leaves out the zero bytes that end a scan, so a whole file may need
+# some past its data (libjpeg's own files ending in black: 13 bytes at 512x600, 35 at 8000x6250, 51
+# at 12000x8000); 0xFF filler changed such a file's last blocks. The decoder cannot wait for more
+# input: a scan needing more zeros than it is given fails. A file cut short needs zeros for what it
+# lost, about a byte per byte lost, so the zeros are bounded, to 64 bytes and 2 more a megapixel
+# (four times and more what those files need): a cut losing no more than that passes, its last few
+# blocks made up from zeros, and a whole file needing more is refused as one cut short. Only a
+# pattern repeated to the end of a progressive file was seen to need more (101 bytes at 256x256 for
+# 8-pixel stripes, 15 KB at 2000x2000: its last refinement bits are all zeros). To the decoder a cut
+# and a whole file are the same, data followed by zeros: no bound tells them apart better.
+_ARITHMETIC_FILLER_BASE = 64
+_ARITHMETIC_FILLER_PIXELS_PER_BYTE = 1 << 19
 _JPEG_FILLER_PAIR = b"\xff\x00"
 _JPEG_FILLER = _JPEG_FILLER_PAIR * 8
+_JPEG_END = b"\xff\xd9"
 
 
-def _load_jpeg(im: ImageFile.ImageFile, image: bytes, source: str) -> None:
+def _load_jpeg(im: ImageFile.ImageFile, image: bytes, source: str, *, arithmetic: bool = False) -> None:
     """Load a JPEG with Pillow's decoder fed by hand: ``image`` (the main image's bytes, up to its
-    end-of-image marker) and the filler, and the marker only where no scan is still waiting for bits.
+    end-of-image marker) and the filler (zeros for an ``arithmetic``-coded frame, see
+    ``_JPEG_FILLER``), and the marker only where no scan is still waiting for data.
 
     A file of one scan is decoded before its end marker is needed. One of several (progressive) is
     only decoded at its end marker, and may be waiting for it only after its last scan, where the
     filler, and one more pair of it, is skipped and consumed whole; inside a scan the decoder keeps
-    back the bytes of the blocks it could not finish. A cut that loses no more than the filler's 64
-    bits make up for passes, those bits wrong: the last block or two of a scan, or the last bit of
-    up to 64 coefficients of a refinement scan.
+    back the bytes of the blocks it could not finish (Huffman coding), or fails (arithmetic coding).
+    A cut that loses no more than the filler makes up for passes, those bits wrong: the last block
+    or two of a scan, or the last bit of up to 64 coefficients of a refinement scan, for Huffman
+    coding; for arithmetic coding, where the filler is longer, the last few blocks.
     """
     im.load_prepare()
+    if arithmetic:
+        filler, pair = bytes(_arithmetic_filler_bytes(*im.size)), b"\0\0"
+    else:
+        filler, pair = _JPEG_FILLER, _JPEG_FILLER_PAIR
+    status = _feed_jpeg(im, image.rstrip(b"\xff") + filler, pair, source)
+    if status < 0 and arithmetic and _feed_jpeg(im, image + _JPEG_END, None, source) >= 0:
+        # whole once given every zero it asks for: cut short, or written needing that many
+        raise ImageDecodeError(
+            f"{_JPEG_ENDS_EARLY} (its arithmetic-coded last scan needs more than {len(filler)} zero "
+            "bytes after its data to finish, as one cut short does; a whole file written so is "
+            "refused too: re-save it with Huffman coding)",
+            source=source,
+        )
+    im.tile = []
+    im.readonly = 0
+    if status < 0:
+        raise OSError(ImageFile.ERRORS.get(status, f"decoder error {status}"))
+
+
+def _feed_jpeg(im: ImageFile.ImageFile, fed: bytes, pair: bytes | None, source: str) -> int:
+    """Decode ``fed`` into ``im`` with a fresh Pillow decoder: then, where it waits for more input
+    after the last scan (and ``pair`` is given), one more ``pair`` of filler and the end-of-image
+    marker. Pillow's status: negative where the decoder failed."""
     (codec, extents, _offset, args), *more = im.tile
     if more:
         raise ValueError(f"{1 + len(more)} tiles in a JPEG")
@@ -903,24 +956,25 @@ def _load_jpeg(im: ImageFile.ImageFile, image: bytes, source: str) -> None:
     decoder = Image._getdecoder(im.mode, codec, args, im.decoderconfig)
     try:
         decoder.setimage(im.im, extents)
-        fed = image.rstrip(b"\xff") + _JPEG_FILLER  # trailing 0xFF bytes are fill before the marker
         consumed, status = decoder.decode(fed)
-        if consumed >= 0:  # waiting for more input
-            if consumed != len(fed) or decoder.decode(_JPEG_FILLER_PAIR)[0] != len(_JPEG_FILLER_PAIR):
+        if consumed >= 0 and pair is not None:  # waiting for more input
+            if consumed != len(fed) or decoder.decode(pair)[0] != len(pair):
                 raise ImageDecodeError(
                     f"{_JPEG_ENDS_EARLY} (its last scan is cut short, and an end-of-image marker "
                     "follows the cut)",
                     source=source,
                 )
-            consumed, status = decoder.decode(b"\xff\xd9")
-            if consumed >= 0:
-                raise OSError("the decoder did not stop at the end-of-image marker")
+            consumed, status = decoder.decode(_JPEG_END)
+        if consumed >= 0:
+            raise OSError("the decoder did not stop at the end-of-image marker")
     finally:
         decoder.cleanup()
-    im.tile = []
-    im.readonly = 0
-    if status < 0:
-        raise OSError(ImageFile.ERRORS.get(status, f"decoder error {status}"))
+    return status
+
+
+def _arithmetic_filler_bytes(width: int, height: int) -> int:
+    """Zero bytes an arithmetic-coded JPEG of ``width`` x ``height`` is given after its data."""
+    return _ARITHMETIC_FILLER_BASE + width * height // _ARITHMETIC_FILLER_PIXELS_PER_BYTE
 
 
 def _load_16bit_colour(data: bytes, *, mode: str, size: tuple[int, int], fmt: str, source: str) -> np.ndarray:

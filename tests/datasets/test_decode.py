@@ -837,6 +837,55 @@ def test_a_jpeg_cut_short_and_given_an_end_marker_again_is_refused(
     assert reason in message
 
 
+ARITHMETIC = REAL_ORE.parent / "jpeg_arithmetic"  # made by libjpeg-turbo's tools: see its README
+
+
+@pytest.mark.parametrize("name", ["grey.jpg", "progressive.jpg", "restarts-progressive.jpg"])
+def test_a_whole_arithmetic_coded_jpeg_decodes_as_libjpeg_decodes_it(name: str) -> None:
+    """0xFF filler fed after the last scan was read as data by the arithmetic decoder, which reads
+    zeros after a marker: the last blocks of whole, valid files came out wrong."""
+    data = (ARITHMETIC / name).read_bytes()
+    with Image.open(io.BytesIO(data)) as im:  # given whole (under Pillow's 64 KB reads): libjpeg's pixels
+        expected = np.asarray(im)
+    np.testing.assert_array_equal(decode_image(data).pixels, expected.reshape(48, 64, -1))
+
+
+@pytest.mark.parametrize(
+    ("name", "keep", "reason"),
+    [
+        ("grey.jpg", 0.5, "its arithmetic-coded last scan needs more than 64 zero bytes after its data"),
+        ("grey.jpg", 0.9, "its arithmetic-coded last scan needs more than 64 zero bytes after its data"),
+        ("progressive.jpg", 0.9, "its arithmetic-coded last scan needs more than 64 zero bytes"),
+        ("restarts-progressive.jpg", 0.5, "scan 6 of 6 holds 4 of the 5 restart markers"),
+    ],
+)
+def test_an_arithmetic_coded_jpeg_cut_short_and_given_an_end_marker_again_is_refused(
+    name: str, keep: float, reason: str
+) -> None:
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(_cut_short((ARITHMETIC / name).read_bytes(), keep), name="cut.jpg")
+    message = str(info.value)
+    assert message.startswith("cut.jpg: truncated JPEG: the image data ends before the image does (")
+    assert reason in message
+
+
+def test_an_arithmetic_coded_jpeg_needing_more_zeros_than_a_cut_may_is_refused_as_cut() -> None:
+    """The bound on the zeros given after the data is what tells a cut: a whole file needing more
+    (a repeating pattern ending a progressive file) is refused so, and decodes with them written."""
+    data = (ARITHMETIC / "stripes-progressive.jpg").read_bytes()
+    with pytest.raises(
+        ImageDecodeError,
+        match=r"^<bytes>: truncated JPEG: the image data ends before the image does \(its "
+        r"arithmetic-coded last scan needs more than 64 zero bytes after its data to finish",
+    ):
+        decode_image(data)
+    end = data.rindex(b"\xff\xd9")
+    with Image.open(io.BytesIO(data)) as im:
+        expected = np.asarray(im)
+    written_out = data[:end] + bytes(101) + data[end:]
+    np.testing.assert_array_equal(decode_image(written_out).pixels[:, :, 0], expected)
+
+
 def _tiled_tiff(
     pixels: np.ndarray, tile: tuple[int, int], *, rows_per_strip: int | None = None, bomb: bool = False
 ) -> bytes:
