@@ -412,10 +412,11 @@ def _check_jpeg_complete(data: bytes, source: str) -> _JpegLayout:
 
     The main image is walked marker by marker from its start (:func:`_jpeg_layout`). It must reach
     its end-of-image marker, and its scans must make up the whole image: every restart marker its
-    size calls for, and, across the scans, every coefficient of every component. Whatever follows
-    the marker (a phone's "motion photo" video, an appended preview) is not the image's business.
-    A scan cut short and then given an end-of-image marker passes these checks; decoding
-    (:func:`_load_jpeg`) refuses it, where the file is Huffman-coded.
+    size calls for, and every component (in a progressive file: its DC coefficients, and every
+    coefficient whose successive approximation is begun, to full precision; see
+    :func:`_jpeg_unfinished`). Whatever follows the marker (a phone's "motion photo" video, an
+    appended preview) is not the image's business. A scan cut short and then given an end-of-image
+    marker passes these checks; decoding (:func:`_load_jpeg`) refuses it.
     """
     if b"\xff\xda" not in data:
         raise ImageDecodeError(
@@ -427,6 +428,9 @@ def _check_jpeg_complete(data: bytes, source: str) -> _JpegLayout:
     shortfall = _jpeg_shortfall(layout)
     if shortfall:
         raise ImageDecodeError(f"{_JPEG_ENDS_EARLY} ({shortfall})", source=source)
+    unfinished = _jpeg_unfinished(layout)
+    if unfinished:
+        raise ImageDecodeError(unfinished, source=source)
     return layout
 
 
@@ -525,9 +529,10 @@ def _jpeg_layout(data: bytes) -> _JpegLayout:
 def _jpeg_shortfall(layout: _JpegLayout) -> str | None:
     """What of the image its scans leave out (None when they make it up whole): a scan holding fewer
     restart markers than its size calls for lost the intervals after its last one; a component never
-    scanned, or a progressive image whose scans stop before a component's last coefficients reach
-    full precision, lost the scans after its last one. Either is what a file cut short at that point
-    and given an end-of-image marker looks like."""
+    scanned (in a progressive image: whose DC coefficients no scan sends) lost the scans after its
+    last one. Either is what a file cut short at that point and given an end-of-image marker looks
+    like; no encoder writes it (the standard, and libjpeg's encoder, call for every component's DC
+    coefficients). A progressive image need not send every AC coefficient, nor every bit of one."""
     if not (layout.width and layout.height and layout.sampling):
         return None  # a frame the walk could not read (or a height set later, by a DNL marker)
     h_max = max(h for h, _ in layout.sampling.values())
@@ -554,14 +559,56 @@ def _jpeg_shortfall(layout: _JpegLayout) -> str | None:
         return None
     for index, component in enumerate(layout.sampling, start=1):
         scans = [s for s in layout.scans if component in s.components]
-        if layout.frame in _PROGRESSIVE_FRAMES:
-            done = {k for s in scans if s.final_bits for k in s.coefficients}
-            complete = done >= set(range(64))
-        else:
-            complete = bool(scans)
-        if not complete:
+        if layout.frame in _PROGRESSIVE_FRAMES and not any(0 in s.coefficients for s in scans):
+            return (
+                f"its scans never send the DC coefficients of component {index} of "
+                f"{len(layout.sampling)}, as every progressive JPEG does"
+            )
+        if not scans:
             return f"its scans stop before component {index} of {len(layout.sampling)} is complete"
     return None
+
+
+def _jpeg_unfinished(layout: _JpegLayout) -> str | None:
+    """The refusal of a progressive image whose successive approximation is begun and never finished
+    (None for any other): some coefficients are sent short of their last bits, and no later scan
+    refines them to full precision.
+
+    That is what a file of libjpeg's progression (Pillow's, OpenCV's) cut short at the end of any of
+    its scans but the last, and given an end-of-image marker, looks like: its first scans send
+    coefficients short of their last bits, its last ones bring them to full precision. Such a file
+    holds only the cut's picture: blocks of flat colour after the first scan, coarse detail later.
+    A scan script may also leave them so on purpose (libjpeg decodes it without a warning); the two
+    are one to the decoder and are both refused, naming what is missing. Coefficients that no scan
+    sends at all (a script that stops at coefficient 40, or sends a component's DC alone) are a
+    scan script's choice, and pass: a cut at the end of a scan that leaves only those out passes too.
+    """
+    if layout.frame not in _PROGRESSIVE_FRAMES:
+        return None
+    for index, component in enumerate(layout.sampling, start=1):
+        scans = [s for s in layout.scans if component in s.components]
+        begun = {k for s in scans for k in s.coefficients}
+        finished = {k for s in scans if s.final_bits for k in s.coefficients}
+        if begun - finished:
+            return (
+                "truncated or unfinished progressive JPEG: its scans never bring coefficients "
+                f"{_spans(begun - finished)} of component {index} of {len(layout.sampling)} to full "
+                "precision (their successive approximation is begun, its last pass never sent), as "
+                "in a file cut short and given an end-of-image marker, or one written so; re-save it "
+                "whole"
+            )
+    return None
+
+
+def _spans(numbers: set[int]) -> str:
+    """``{1, 2, 3, 7}`` as ``"1-3, 7"``."""
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def _ceil_div(a: int, b: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import struct
 import threading
 import time
@@ -808,23 +809,27 @@ def test_a_whole_jpeg_decodes_as_pillow_decodes_it(name: str) -> None:
     np.testing.assert_array_equal(decode_image(data).pixels, expected.reshape(64, 64, -1))
 
 
-@pytest.mark.parametrize(
-    ("name", "keep", "reason"),
-    [
-        ("baseline", 0.5, "its last scan is cut short"),
-        ("baseline", 0.97, "its last scan is cut short"),
-        ("progressive", 0.95, "its last scan is cut short"),
-        ("progressive", 0.5, "its scans stop before component "),
-        ("progressive", None, "its scans stop before component 1 of 3 is complete"),
-        ("grey", 0.5, "its last scan is cut short"),
-        ("grey-progressive", 0.9, "its last scan is cut short"),
-        ("grey-progressive", None, "its scans stop before component 1 of 1 is complete"),
-        ("cmyk", 0.5, "its last scan is cut short"),
-        ("4:4:4-optimized", 0.5, "its last scan is cut short"),
-        ("restarts", 0.5, "scan 1 of 1 holds "),
-        ("restarts-progressive", 0.5, "scan 6 of 6 holds "),
-    ],
-)
+_ENDS_EARLY = "truncated JPEG: the image data ends before the image does ("
+_UNFINISHED = "truncated or unfinished progressive JPEG: its scans never bring coefficients "
+
+
+CUTS = [
+    ("baseline", 0.5, _ENDS_EARLY + "its last scan is cut short"),
+    ("baseline", 0.97, _ENDS_EARLY + "its last scan is cut short"),
+    ("progressive", 0.95, _ENDS_EARLY + "its last scan is cut short"),
+    ("progressive", 0.5, _UNFINISHED + "0-63 of component 1 of 3 to full precision"),
+    ("progressive", None, _UNFINISHED + "1-63 of component 1 of 3 to full precision"),
+    ("grey", 0.5, _ENDS_EARLY + "its last scan is cut short"),
+    ("grey-progressive", 0.9, _ENDS_EARLY + "its last scan is cut short"),
+    ("grey-progressive", None, _UNFINISHED + "1-63 of component 1 of 1 to full precision"),
+    ("cmyk", 0.5, _ENDS_EARLY + "its last scan is cut short"),
+    ("4:4:4-optimized", 0.5, _ENDS_EARLY + "its last scan is cut short"),
+    ("restarts", 0.5, _ENDS_EARLY + "scan 1 of 1 holds "),
+    ("restarts-progressive", 0.5, _ENDS_EARLY + "scan 6 of 6 holds "),
+]
+
+
+@pytest.mark.parametrize(("name", "keep", "reason"), CUTS, ids=[f"{name}-{keep}" for name, keep, _ in CUTS])
 def test_a_jpeg_cut_short_and_given_an_end_marker_again_is_refused(
     name: str, keep: float | None, reason: str
 ) -> None:
@@ -832,9 +837,46 @@ def test_a_jpeg_cut_short_and_given_an_end_marker_again_is_refused(
     follows the cut: such a file was decoded, its lost part grey, and scored."""
     with pytest.raises(ImageDecodeError) as info:
         decode_image(_cut_short(ORE_JPEGS[name], keep), name="cut.jpg")
-    message = str(info.value)
-    assert message.startswith("cut.jpg: truncated JPEG: the image data ends before the image does (")
-    assert reason in message
+    assert str(info.value).startswith(f"cut.jpg: {reason}")
+
+
+SCAN_SCRIPTS = REAL_ORE.parent / "jpeg_scan_scripts"  # made by jpegtran -scans: see its README
+
+
+@pytest.mark.parametrize("name", ["luma-to-40.jpg", "chroma-dc-only.jpg"])
+def test_a_progressive_jpeg_whose_scans_leave_coefficients_out_decodes(name: str) -> None:
+    """The standard asks a progressive file for every component's DC coefficients only: files
+    whose scans send no more (libjpeg writes and reads them without a warning) were refused as
+    truncated."""
+    data = (SCAN_SCRIPTS / name).read_bytes()
+    with Image.open(io.BytesIO(data)) as im:
+        expected = np.asarray(im)
+    np.testing.assert_array_equal(decode_image(data).pixels, expected)
+
+
+def test_a_progressive_jpeg_whose_successive_approximation_is_unfinished_is_refused_so() -> None:
+    """Its luma is sent short of its last bit, as in a file of libjpeg's progression cut before its
+    last scan: the two are one to the decoder, and the refusal says both."""
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(SCAN_SCRIPTS / "luma-last-bit-unsent.jpg", name="x.jpg")
+    assert str(info.value) == (
+        f"x.jpg: {_UNFINISHED}1-63 of component 1 of 3 to full precision (their successive "
+        "approximation is begun, its last pass never sent), as in a file cut short and given an "
+        "end-of-image marker, or one written so; re-save it whole"
+    )
+
+
+def test_a_progressive_jpeg_never_sending_a_components_dc_coefficients_is_refused() -> None:
+    data = (SCAN_SCRIPTS / "luma-to-40.jpg").read_bytes()
+    first, second = [m.start() for m in re.finditer(b"\xff\xda", data)][:2]
+    dht = data.rindex(b"\xff\xc4", first, second)
+    without_dc = data[:first] + data[dht:]  # the first scan, of every component's DC, taken out
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(without_dc, name="x.jpg")
+    assert str(info.value) == (
+        f"x.jpg: {_ENDS_EARLY}its scans never send the DC coefficients of component 1 of 3, as "
+        "every progressive JPEG does)"
+    )
 
 
 ARITHMETIC = REAL_ORE.parent / "jpeg_arithmetic"  # made by libjpeg-turbo's tools: see its README
