@@ -1,0 +1,156 @@
+"""TIFF: the bounds on a tiled file's decoding work, grey that counts down from white, 16-bit
+colour layouts OpenCV misreads, pages that are previews, and reading tags from a TIFF structure's
+first IFD (EXIF blocks are TIFF structures too)."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+from PIL import ImageFile, TiffImagePlugin
+
+from datasets.decode.limits import DecodeLimits, ceil_div
+from datasets.errors import ImageDecodeError, ImageTooLargeError
+
+
+def only_previews_after_the_first(data: bytes) -> bool:
+    """Whether every page of a TIFF after its first is a reduced-resolution preview or a mask (False
+    where a page cannot be read, or there are more than ``_PAGES_LOOKED_AT``)."""
+    try:
+        probe = TiffImagePlugin.TiffImageFile(io.BytesIO(data))
+        for page in range(1, _PAGES_LOOKED_AT + 1):
+            try:
+                probe.seek(page)
+            except EOFError:
+                return True
+            if not int(probe.tag_v2.get(_NEW_SUBFILE_TYPE, 0)) & (_REDUCED_RESOLUTION | _TRANSPARENCY_MASK):
+                return False
+    except Exception:  # noqa: BLE001 - any page the decoder cannot read is no preview it can vouch for
+        return False
+    return False
+
+
+_PAGES_LOOKED_AT = 16
+_NEW_SUBFILE_TYPE = 254
+_REDUCED_RESOLUTION = 1
+_TRANSPARENCY_MASK = 4
+
+
+def tiff_tile(im: ImageFile.ImageFile) -> tuple[int, int] | None:
+    """A tiled TIFF's (TileWidth, TileLength); None for any other image."""
+    if not isinstance(im, TiffImagePlugin.TiffImageFile):
+        return None
+    width = im.tag_v2.get(TiffImagePlugin.TILEWIDTH)
+    length = im.tag_v2.get(TiffImagePlugin.TILELENGTH)
+    return (width, length) if isinstance(width, int) and isinstance(length, int) else None
+
+
+def check_tile(
+    tile: tuple[int, int] | None, width: int, height: int, limits: DecodeLimits, source: str
+) -> None:
+    """Refuse a tiled TIFF whose tiles make the decoder's work a bomb however small the image.
+
+    libtiff decodes every tile whole, padding included, into a buffer of its own: the work is
+    tiles across x tiles down x TileWidth x TileLength pixels, whatever the image's size. A 16x16
+    image in one 32768x32768 tile (a 1 MB file) took 1 GB and 6 s; a 16-pixel-wide image in
+    3124992x16 tiles, each just under the pixel limit, decoded one such tile per 16 rows: 6 s for
+    16x512 from a 49 KB file, holding Pillow's lock (:mod:`.header`) throughout.
+
+    The rule: that work may be at most the pixel limit, or four times the image's own pixels where
+    that is more. Tiles no larger than the image cover it with under twice its width and twice its
+    height, so they always pass. An ordinary 256x256 or 512x512 tile on an image narrower (or
+    lower) than the tile costs under 512 x (the image's other side + 512) pixels: within the
+    default limit for such an image up to 97,000 pixels long, and at any length where the image is
+    at least half a tile wide. (A strip needs no such check: libtiff holds RowsPerStrip to the
+    image's height.)"""
+    if tile is None:
+        return
+    tile_width, tile_length = tile
+    if tile_width <= 0 or tile_length <= 0:
+        return  # no tiles to decode: the decoder refuses the file
+    across, down = ceil_div(width, tile_width), ceil_div(height, tile_length)
+    work = across * down * tile_width * tile_length
+    budget = max(limits.max_pixels, _TILE_WORK_PER_PIXEL * width * height)
+    if work > budget:
+        raise ImageTooLargeError(
+            f"TIFF tiles of {tile_width}x{tile_length} cover the {width}x{height} image with "
+            f"{across}x{down} tiles = {work} pixels decoded, over the limit of {budget} pixels (the "
+            f"larger of the pixel limit and {_TILE_WORK_PER_PIXEL} times the image's pixels; each "
+            "tile is decoded whole, whatever the image's size)",
+            source=source,
+        )
+
+
+# Tiles pad the image to whole tiles: under twice its width and twice its height where a tile is no
+# larger than the image.
+_TILE_WORK_PER_PIXEL = 4
+
+
+def counting_up_from_black(data: bytes) -> tuple[bytes, bool]:
+    """A big-endian 16-bit grey TIFF that counts down from white (MinIsWhite), for which Pillow has
+    no mode, as one counting up from black, and whether its samples are to be inverted after
+    decoding; any other file as it is. (Pillow reads the little-endian one, inverted by
+    :func:`white_is_zero`.)"""
+    if data[:2] != b"MM":
+        return data, False
+    photo_tag, bits_tag, samples_tag = (
+        TiffImagePlugin.PHOTOMETRIC_INTERPRETATION,
+        TiffImagePlugin.BITSPERSAMPLE,
+        TiffImagePlugin.SAMPLESPERPIXEL,
+    )
+    tags = ifd0_shorts(data, photo_tag, bits_tag, samples_tag)
+    photometric, value_at = tags.get(photo_tag, (None, -1))
+    samples = tags.get(samples_tag, (1, -1))[0]
+    if photometric != 0 or tags.get(bits_tag, (None, -1))[0] != 16 or samples != 1:
+        return data, False
+    patched = bytearray(data)
+    patched[value_at : value_at + 2] = (1).to_bytes(2, "big")
+    return bytes(patched), True
+
+
+def check_16bit_colour_layout(im: ImageFile.ImageFile, source: str) -> None:
+    """Refuse 16-bit colour OpenCV would misread: a TIFF with its colour planes stored apart
+    (PlanarConfiguration 2) came out as scrambled pixels of the right shape."""
+    if im.format == "TIFF" and im.tag_v2.get(TiffImagePlugin.PLANAR_CONFIGURATION, 1) == 2:  # type: ignore[attr-defined]
+        raise ImageDecodeError(
+            "16-bit colour TIFF with separate colour planes (PlanarConfiguration 2) is not supported; "
+            "save it with interleaved samples (PlanarConfiguration 1), as 16-bit grey, or as 8-bit",
+            source=source,
+        )
+
+
+def white_is_zero(im: ImageFile.ImageFile) -> bool:
+    """A TIFF whose grey samples count down from white (PhotometricInterpretation 0, MinIsWhite, as
+    some X-ray detectors write): Pillow inverts 8-bit ones itself, 16-bit ones not."""
+    return im.format == "TIFF" and im.tag_v2.get(TiffImagePlugin.PHOTOMETRIC_INTERPRETATION) == 0  # type: ignore[attr-defined]
+
+
+def ifd0_shorts(tiff: bytes, *wanted: int) -> dict[int, tuple[int, int]]:
+    """``{tag: (value, offset of the value)}`` of the ``wanted`` tags holding a SHORT in a TIFF
+    structure's first IFD, read in one walk; a tag absent, or of another type, is left out.
+
+    Handles classic TIFF and BigTIFF, either byte order. Malformed structures read as "none".
+    """
+    head = tiff[:4]
+    if head in (b"II*\x00", b"II+\x00"):
+        endian = "<"
+    elif head in (b"MM\x00*", b"MM\x00+"):
+        endian = ">"
+    else:
+        return {}
+    big = head[2:] in (b"+\x00", b"\x00+")
+    offset_fmt, count_fmt, entry_size = ("Q", "Q", 20) if big else ("I", "H", 12)
+    found: dict[int, tuple[int, int]] = {}
+    try:
+        (ifd,) = struct.unpack_from(endian + offset_fmt, tiff, 8 if big else 4)
+        (count,) = struct.unpack_from(endian + count_fmt, tiff, ifd)
+        first = ifd + struct.calcsize(count_fmt)
+        for i in range(min(count, 1024)):
+            entry = first + entry_size * i
+            tag, kind, n = struct.unpack_from(endian + "HH" + offset_fmt, tiff, entry)
+            if tag in wanted and kind == 3 and n >= 1:
+                value_at = entry + (12 if big else 8)
+                found[tag] = (struct.unpack_from(endian + "H", tiff, value_at)[0], value_at)
+    except struct.error:
+        return {}
+    return found
