@@ -33,6 +33,7 @@ error_log = logging.getLogger("clearsight.serve.error")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_CLOSE = (b"connection", b"close")
 
 
 async def _send_problem(
@@ -123,6 +124,9 @@ class RequestContextMiddleware:
                     detail=f"unexpected {type(exc).__name__}; quote request id {request_id}",
                     path=scope.get("path", ""),
                     request_id=request_id,
+                    # how much of the body the failed app read is unknown: the rest must not
+                    # hold the connection, or be taken for the next request
+                    headers=[_CLOSE],
                 )
         finally:
             status = status_holder["status"] or 500
@@ -166,6 +170,11 @@ def _body_pace(scope: Scope) -> tuple[float, int]:
     return settings.body_timeout_s, settings.body_min_bytes_per_s
 
 
+def _has_body(headers: dict[bytes, bytes]) -> bool:
+    """Whether the request's head announces a body (chunked, or a Content-Length other than 0)."""
+    return b"transfer-encoding" in headers or headers.get(b"content-length", b"0").strip() not in (b"0", b"")
+
+
 def _refusal(scope: Scope, role: Role) -> tuple[int, str, str, str, dict[str, str]] | None:
     """The problem (status, slug, title, detail, headers) an upload's key earns before its body is
     read: none, a wrong one, one from an address locked out for wrong keys, or one whose role the
@@ -206,6 +215,12 @@ class BodyLimitMiddleware:
     off the same way with 408 and the connection closed (the time the app spends not reading does
     not count). uvicorn has no limit of its own there: a client sending a byte every ten seconds
     held its connection for as long as it liked.
+
+    Every response sent before its request's body has been read whole (a refusal, a 400, 413 or 408
+    from here, or the app's own answer to a body it never read: a 404, a 405) closes the connection
+    (``Connection: close``): on a kept-alive connection uvicorn reads and discards the rest of that
+    body untimed, each byte renewing its keep-alive timer, so a client trickling it held the
+    connection, and one of ``limit_concurrency``'s slots, for good.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -223,9 +238,12 @@ class BodyLimitMiddleware:
         route = path[len(root) :] if root and path.startswith(root) else path  # behind a proxy prefix
         role = UPLOADS.get(route.rstrip("/")) if scope.get("method") == "POST" else None
         upload = role is not None
+        has_body = _has_body(headers)
+        unread = [_CLOSE] if has_body else []  # what a reply sent before reading the body adds
         refused = _refusal(scope, role) if role is not None else None
         if refused is not None:
             status, slug, title, detail, extra = refused
+            refusal_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
             await _send_problem(
                 send,
                 status=status,
@@ -234,7 +252,7 @@ class BodyLimitMiddleware:
                 detail=detail,
                 path=path,
                 request_id=request_id,
-                headers=[(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()],
+                headers=refusal_headers + unread,
             )
             return
         limit = self.max_bytes if upload else min(self.max_bytes, SMALL_BODY_BYTES)
@@ -253,6 +271,7 @@ class BodyLimitMiddleware:
                     detail=f"Content-Length {length.decode('latin-1')!r} is not a byte count",
                     path=path,
                     request_id=request_id,
+                    headers=[_CLOSE],  # where the body ends is unknown
                 )
                 return
             if declared > limit:
@@ -264,6 +283,7 @@ class BodyLimitMiddleware:
                     detail=f"request body of {declared} bytes exceeds the limit of {limit} bytes",
                     path=path,
                     request_id=request_id,
+                    headers=unread,
                 )
                 return
 
@@ -274,7 +294,7 @@ class BodyLimitMiddleware:
         cut_off = False
         answered = False
 
-        async def cut(exc: ClearsightError, headers: list[tuple[bytes, bytes]] | None = None) -> Message:
+        async def cut(exc: ClearsightError) -> Message:
             nonlocal cut_off
             cut_off = True
             if not answered:  # past the app's first line of a reply, a problem cannot follow
@@ -287,7 +307,8 @@ class BodyLimitMiddleware:
                     detail=str(exc),
                     path=path,
                     request_id=request_id,
-                    headers=headers,
+                    # the rest of the body is never read: the connection cannot carry another request
+                    headers=[_CLOSE],
                 )
             return {"type": "http.disconnect"}
 
@@ -314,8 +335,7 @@ class BodyLimitMiddleware:
                     )
                 else:
                     why = f"went {pause_s:g} s without a byte, after {received} bytes"
-                # the rest of the body is never read: the connection cannot carry another request
-                return await cut(RequestTimeoutError(f"request body {why}"), [(b"connection", b"close")])
+                return await cut(RequestTimeoutError(f"request body {why}"))
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
@@ -329,8 +349,14 @@ class BodyLimitMiddleware:
 
         async def guarded_send(message: Message) -> None:
             nonlocal answered
-            if not cut_off:  # the 413 or 408 has already gone out; drop the app's reply to the disconnect
-                answered = True
-                await send(message)
+            if cut_off:  # the 413 or 408 has already gone out; drop the app's reply to the disconnect
+                return
+            # a body HTTP/1.1 framing does not announce is not there to trickle: GETs stay kept alive
+            if message["type"] == "http.response.start" and has_body and not body_done:
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"connection" and v.lower() == b"close" for k, v in headers):
+                    message = {**message, "headers": [*headers, _CLOSE]}
+            answered = True
+            await send(message)
 
         await self.app(scope, limited_receive, guarded_send)

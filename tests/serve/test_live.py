@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import httpx
 from serve_fakes import ADMIN_KEY, OFFICER_KEY, SUBMITTER_KEY, auth, png_bytes
@@ -180,6 +181,33 @@ def test_a_stalled_body_is_answered_408_and_its_connection_closed(live_server) -
     head_text, _, body = reply.partition(b"\r\n\r\n")
     assert head_text.startswith(b"HTTP/1.1 408 ") and b"\r\nconnection: close" in head_text.lower()
     assert json.loads(body)["detail"] == "request body went 0.2 s without a byte, after 4 bytes"
+
+
+def test_a_refused_upload_still_trickling_its_body_is_disconnected(live_server) -> None:
+    """Told 401 at once, a keyless upload went on sending a byte every few seconds, and uvicorn,
+    reading and dropping the rest of the body, kept the connection open for it (40 s and more)."""
+    server = live_server()
+    head = (
+        b"POST /v1/shipments HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 60000\r\n\r\n"
+    )
+    reply, closed = b"", False
+    with socket.create_connection(("127.0.0.1", server.port), timeout=0.1) as sock:
+        sock.sendall(head)
+        deadline = time.monotonic() + 3  # well inside the keep-alive timeout each byte renews
+        while not closed and time.monotonic() < deadline:
+            try:
+                sock.sendall(b"a")
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:  # reset: the server closed with a byte unread
+                closed = True
+                break
+            closed = not data
+            reply += data
+    assert reply.startswith(b"HTTP/1.1 401 ") and b"\r\nconnection: close" in reply.lower()
+    assert closed
 
 
 def test_connections_past_the_limit_are_answered_503(live_server) -> None:
