@@ -197,6 +197,7 @@ class ArtifactPredictor:
         self._class_names = tuple(detector.config.class_names)
         self._pseudo = set(card.get("training", {}).get("pseudo_types", []))
         self._training_downscale = _training_downscale_hw(pre.get("source_resolution", {}))
+        self._training_span = _training_span(pre.get("source_resolution", {}), self._training_downscale)
 
     @property
     def model_id(self) -> str:
@@ -265,16 +266,21 @@ class ArtifactPredictor:
     def scale_vs_training(self, height: int, width: int) -> float | None:
         """An image's :attr:`~models.inference.Prediction.scale_vs_training`, from its size alone.
 
-        Measured along the view's height and its width apart, against the training views' own, and
-        the side farther off (by ratio, either way) gives the figure: every view is resized to a
-        square, so an image stretched along one side only (a 64 x 3 strip for a model of 64 px
-        squares) reaches the model as far from the training scale as one resized along both.
+        Measured along the view's height and its width apart, against the span of the training
+        views' own along that side (1.0 inside it, else the ratio to its nearer end), and the side
+        farther off (by ratio, either way) gives the figure: every view is resized to a square, so
+        an image stretched along one side only (a 64 x 3 strip for a model of 64 px squares)
+        reaches the model as far from the training scale as one resized along both, while a model
+        trained on landscape and portrait images takes both.
         """
-        if self._training_downscale is None:
+        if self._training_span is None:
             return None
         size = self._scorer.detector.config.input_size
         own = view_downscale_hw(height, width, size=size, tiling=self._scorer.tiling)
-        ratios: list[float] = [t / o for t, o in zip(self._training_downscale, own, strict=True)]
+        ratios = [
+            lo / o if o < lo else hi / o if o > hi else 1.0
+            for (lo, hi), o in zip(self._training_span, own, strict=True)
+        ]
         farther = max(ratios, key=lambda r: abs(math.log(r)))
         return round(farther, 4)
 
@@ -304,3 +310,31 @@ def _training_downscale_hw(source: Mapping[str, Any]) -> tuple[float, float] | N
             "and downscale_hw a list of two"
         )
     return h, w
+
+
+def _training_span(
+    source: Mapping[str, Any], medians: tuple[float, float] | None
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The least and most downscale of the training views along height and along width, from the
+    card's ``source_resolution.downscale_hw_range``; without it (one shape of view, or a card written
+    before it was recorded) the medians ``medians`` at both ends; None without those.
+
+    Raises:
+        ModelError: the span is not two [least, most] pairs of positive numbers.
+    """
+    if medians is None:
+        return None
+    span = source.get("downscale_hw_range")
+    if span is None:
+        return (medians[0], medians[0]), (medians[1], medians[1])
+    try:
+        (h_lo, h_hi), (w_lo, w_hi) = ((float(lo), float(hi)) for lo, hi in span)
+    except (TypeError, ValueError):
+        h_lo = h_hi = w_lo = w_hi = math.nan
+    if not all(math.isfinite(v) and v > 0 for v in (h_lo, h_hi, w_lo, w_hi)) or h_lo > h_hi or w_lo > w_hi:
+        raise ModelError(
+            f"the model card's preprocessing.source_resolution holds downscale_hw_range {span!r}; "
+            "accepted: [[least, most] along the height, [least, most] along the width], positive "
+            "numbers, least no more than most"
+        )
+    return (h_lo, h_hi), (w_lo, w_hi)

@@ -15,7 +15,9 @@ of the two that is farther off, outside [1/:data:`SCALE_TOLERANCE`, :data:`SCALE
 score that validation never vouched for, so ``clearsight score`` warns and the decision layer never
 releases it on that score (``fail_closed.off_training_scale``). Both sides count because every view
 is resized to a square: a 64 x 3 strip reaches a model trained on 64 px squares at their scale
-along its width and 21x enlarged along its height.
+along its width and 21x enlarged along its height. Each side is compared with the span of scales
+the training views had along it (``downscale_hw_range``), not with their median alone: a model
+trained on landscape and portrait images saw both, and a median per side matched neither.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ def source_resolution(
         :data:`WARN_DOWNSCALE`), and ``downscale_hw``, the median along a view's height and along
         its width, only where that is not ``[downscale, downscale]``: square views need no more,
         and a card without it is read as square (cards written before it was recorded too).
+        ``downscale_hw_range`` (``[[least, most] along the height, [least, most] along the
+        width]``, rounded outwards to 6 places) is recorded only where the views differ along a side:
+        scoring takes every scale in it as the training scale, and a card without it the medians.
     """
     if not shapes:
         raise ValueError("source_resolution needs at least one image shape")
@@ -95,6 +100,12 @@ def source_resolution(
     factor = float(np.median([view_downscale(h, w, size=size, tiling=tiling) for h, w in shapes]))
     per_axis = np.array([view_downscale_hw(h, w, size=size, tiling=tiling) for h, w in shapes])
     hw = [round(float(np.median(per_axis[:, 0])), 3), round(float(np.median(per_axis[:, 1])), 3)]
+    lows, highs = per_axis.min(0), per_axis.max(0)
+    # rounded outwards, so that no training view falls outside it; 6 places keep a 1 px view of a
+    # 1024 px input (0.000977) above 0
+    span = [
+        [math.floor(lo * 1e6) / 1e6, math.ceil(hi * 1e6) / 1e6] for lo, hi in zip(lows, highs, strict=True)
+    ]
     warning = None
     if factor >= WARN_DOWNSCALE:
         native = math.ceil(size * factor / 32) * 32
@@ -117,6 +128,8 @@ def source_resolution(
     }
     if hw != [summary["downscale"]] * 2:
         summary["downscale_hw"] = hw
+    if (lows != highs).any():  # one shape of view: the medians say it all
+        summary["downscale_hw_range"] = span
     return summary
 
 

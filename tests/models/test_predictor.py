@@ -11,7 +11,8 @@ from datasets.errors import InputError, ModelError
 from models.artifact import load_model
 from models.fusion import SIGNALS
 from models.predictor import ArtifactPredictor, ImageScorer
-from pipeline.resolution import off_training_scale
+from models.tiling import TilingConfig
+from pipeline.resolution import off_training_scale, source_resolution
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,61 @@ def test_training_views_of_another_shape_are_compared_side_by_side(predictor: Ar
     assert strips.scale_vs_training(32, 128) == 1.0
     assert strips.scale_vs_training(48, 128) == 0.6667  # its height shrunk 1.5x more
     assert strips.scale_vs_training(100, 32) == 4.0  # turned on its side: its width enlarged 4x
+
+
+def _trained_on(
+    predictor: ArtifactPredictor, shapes: list[tuple[int, int]], tiling: dict
+) -> ArtifactPredictor:
+    """The predictor with the card training on ``shapes`` (height, width) would have written."""
+    config = TilingConfig(**tiling)
+    return _with_preprocessing(
+        predictor, tiling=tiling, source_resolution=source_resolution(shapes, size=64, tiling=config)
+    )
+
+
+_LANDSCAPE_AND_PORTRAIT = [(64, 160)] * 7 + [(160, 64)] * 3
+_TILED = {"tile_size": 64, "overlap": 16}
+
+
+@pytest.mark.parametrize(
+    ("shapes", "tiling", "others"),
+    [
+        (_LANDSCAPE_AND_PORTRAIT, {}, [(160, 160, 1.0), (64, 64, 1.0), (400, 160, 0.4)]),
+        ([(64, 160)] * 7 + [(64, 65)] * 3, {}, [(64, 112, 1.0), (64, 16, 4.0625)]),
+        ([(64, 64)] * 5 + [(128, 128)], {}, [(96, 96, 1.0), (256, 256, 0.5)]),
+        ([(2000, 3000), (40, 40)], _TILED, [(50, 50, 1.0), (16, 64, 2.5)]),
+    ],
+    ids=["both-orientations", "two-widths", "two-sizes", "tiled"],
+)
+def test_every_shape_seen_in_training_is_at_the_training_scale(
+    predictor: ArtifactPredictor, shapes: list[tuple[int, int]], tiling: dict, others: list
+) -> None:
+    """A model trained on 7 landscape (64 x 160) and 3 portrait (160 x 64) images recorded one
+    median per side, [1.0, 2.5], and flagged its own portrait images 2.5x off the training scale,
+    which the decision layer never released. Stretched images are still measured side by side."""
+    trained = _trained_on(predictor, shapes, tiling)
+    assert {trained.scale_vs_training(h, w) for h, w in shapes} == {1.0}
+    assert [(h, w, trained.scale_vs_training(h, w)) for h, w, _ in others] == others
+    for height, width in [(64, 1), (3, 64), (3, 2000), (1, 64)]:  # strips enlarged 21x or more
+        assert off_training_scale(trained.scale_vs_training(height, width)), (height, width)
+
+
+def test_a_card_without_the_span_keeps_the_medians(predictor: ArtifactPredictor) -> None:
+    trained = _trained_on(predictor, _LANDSCAPE_AND_PORTRAIT, {})
+    source = dict(trained.card["preprocessing"]["source_resolution"])
+    assert source.pop("downscale_hw_range") == [[1.0, 2.5], [1.0, 2.5]]
+    older = _with_preprocessing(trained, source_resolution=source)
+    assert (older.scale_vs_training(64, 160), older.scale_vs_training(160, 64)) == (1.0, 2.5)
+
+
+@pytest.mark.parametrize(
+    "span",
+    [[[1.0, 2.0]], [[1.0, 2.0], [0.0, 1.0]], [[2.0, 1.0], [1.0, 1.0]], "ab", [[1.0, None], [1.0, 1.0]], 5],
+)
+def test_a_card_with_a_malformed_span_is_refused(predictor: ArtifactPredictor, span: object) -> None:
+    source = {**predictor.card["preprocessing"]["source_resolution"], "downscale_hw_range": span}
+    with pytest.raises(ModelError, match=r"downscale_hw_range .*; accepted: \[\[least, most\]"):
+        _with_preprocessing(predictor, source_resolution=source)
 
 
 @pytest.mark.parametrize("figures", [[1.0], [1.0, 0.0], "ab", [1.0, None], [1.0, float("nan")]])

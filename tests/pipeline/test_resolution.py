@@ -15,6 +15,7 @@ def test_images_at_the_input_size_need_no_warning() -> None:
         "downscale": pytest.approx(1.0),
         "warning": None,
         "downscale_hw": [1.0, 0.977],  # median height 256, median width 250
+        "downscale_hw_range": [[0.976562, 1.0], [0.9375, 1.0]],  # 250/256 = 0.9765625, rounded down
     }
 
 
@@ -33,6 +34,27 @@ def test_views_that_are_not_square_record_each_side(
     shapes: list[tuple[int, int]], size: int, tiling: TilingConfig, hw: list[float] | None
 ) -> None:
     assert source_resolution(shapes, size=size, tiling=tiling).get("downscale_hw") == hw
+
+
+@pytest.mark.parametrize(
+    ("shapes", "size", "tiling", "span"),
+    [
+        ([(480, 640)] * 3, 256, TilingConfig(), None),  # one shape of view: the medians say it all
+        ([(512, 512), (1024, 1024)], 256, TilingConfig(tile_size=256), None),  # square tiles alike
+        ([(64, 160)] * 7 + [(160, 64)] * 3, 64, TilingConfig(), [[1.0, 2.5], [1.0, 2.5]]),
+        ([(64, 160), (64, 65)], 64, TilingConfig(), [[1.0, 1.0], [1.015625, 2.5]]),
+        ([(256, 256), (512, 512)], 256, TilingConfig(), [[1.0, 2.0], [1.0, 2.0]]),
+        ([(100, 1000), (512, 512)], 256, TilingConfig(tile_size=256), [[0.390625, 1.0], [1.0, 1.0]]),
+        ([(1, 1), (1024, 1024)], 1024, TilingConfig(), [[0.000976, 1.0], [0.000976, 1.0]]),  # 1/1024 > 0
+    ],
+    ids=["one-shape", "square-tiles", "both-orientations", "two-widths", "two-sizes", "tiled", "one-pixel"],
+)
+def test_views_of_several_shapes_record_the_span_of_each_side(
+    shapes: list[tuple[int, int]], size: int, tiling: TilingConfig, span: list[list[float]] | None
+) -> None:
+    """A model trained on 7 landscape and 3 portrait images recorded one median per side, [1.0, 2.5],
+    against which its own portrait images were 2.5x off and never released."""
+    assert source_resolution(shapes, size=size, tiling=tiling).get("downscale_hw_range") == span
 
 
 def test_shrunk_images_warn_and_name_both_remedies() -> None:
