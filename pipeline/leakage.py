@@ -11,12 +11,17 @@ perceptual hash (:mod:`datasets.perceptual_hash`) lies as near as the service's 
 lookup requires, a coarse part within ``COARSE_BITS`` and a fine part within :data:`NEAR_COPY_BITS`
 of 256. A turned, mirrored or cropped copy is not looked for. A file over the decoder's byte limit
 (:class:`~datasets.decode.DecodeLimits`) is hashed in chunks and looked at for exact copies only: the
-report counts it as too large to check for near-copies.
+report counts it as too large to check for near-copies. A path that is no regular file (a FIFO, a
+device, a link to one) is never read, as the decoder reads none: the report names it. Its size says
+nothing (0 for both): reading a link to ``/dev/zero`` grew memory about 1 GiB a second, and a FIFO
+held training at its end for good.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -48,6 +53,10 @@ _PAIRS_PER_CHUNK = 1 << 20
 _LIMITS = DecodeLimits()
 """The decoder's bounds: a test file over its byte limit is never decoded, so never read whole."""
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+_CHUNK = 1 << 20
+"""Bytes read at a time past what ``stat`` said: a file over the byte limit is hashed this much at
+a time."""
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 class PictureHashes(NamedTuple):
@@ -59,6 +68,8 @@ class PictureHashes(NamedTuple):
     """Perceptual hash; None where the picture has no layout to tell, does not decode or is too large."""
     too_large: bool
     """Over the decoder's byte limit: hashed in chunks, never decoded, so no perceptual hash."""
+    not_regular: bool = False
+    """No regular file (a FIFO, a device): never read, so ``sha256`` is empty and matches nothing."""
 
 
 def picture_hashes(path: Path) -> PictureHashes | None:
@@ -66,24 +77,51 @@ def picture_hashes(path: Path) -> PictureHashes | None:
     reports unreadable test images itself).
 
     A file over the decoder's byte limit is hashed in chunks instead: read whole it cost its size in
-    memory, only for the decoder to refuse it.
+    memory, only for the decoder to refuse it. Its size is what is read, not what ``stat`` says (0
+    for a file of ``/proc``). A path that is no regular file is not read at all.
     """
+    limit = _LIMITS.max_bytes
     try:
-        if path.stat().st_size > _LIMITS.max_bytes:
-            with path.open("rb") as fp:
-                return PictureHashes(hashlib.file_digest(fp, "sha256").hexdigest(), None, too_large=True)
-        data = path.read_bytes()
+        # opened before it is looked at, so that what is read is what was checked; O_NONBLOCK,
+        # because opening a FIFO to read otherwise waits for a writer
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK)
     except OSError:
         return None
+    with open(fd, "rb") as fp:
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return PictureHashes("", None, too_large=False, not_regular=True)
+            digest = hashlib.sha256()
+            data = b""
+            if info.st_size <= limit:
+                # the size is a hint (0 for a file of /proc, stale for one still being written):
+                # read on to the end, but never hold more than one byte past the limit
+                data = fp.read(info.st_size + 1)
+                while len(data) <= limit and (more := fp.read(min(_CHUNK, limit + 1 - len(data)))):
+                    data += more
+                digest.update(data)
+            if info.st_size > limit or len(data) > limit:
+                while chunk := fp.read(_CHUNK):
+                    digest.update(chunk)
+                return PictureHashes(digest.hexdigest(), None, too_large=True)
+        except OSError:
+            return None
     try:
         phash = perceptual_hash(decode_image(data, limits=_LIMITS, name=str(path)).pixels)
     except InputError:
         phash = None
-    return PictureHashes(hashlib.sha256(data).hexdigest(), phash, too_large=False)
+    return PictureHashes(digest.hexdigest(), phash, too_large=False)
 
 
 def _shown(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _unresolved(path: Path) -> Path:
+    """``path`` with its folder resolved but not its own name: a link to ``/dev/zero`` is named as
+    the dataset's file, not as the device."""
+    return path.parent.resolve() / path.name
 
 
 def _hash_bytes(hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -149,10 +187,12 @@ def duplicates_report(
         (each extra copy pairs with the first; each near-copy, not also an exact copy, with the
         nearest), at most :data:`MAX_EXAMPLES` named each; ``too_large_for_near_copies`` counts and
         names the images read here that were over the decoder's byte limit, looked at for exact
-        copies only.
+        copies only; ``not_regular_files`` counts and names the paths here that are no regular file
+        (a FIFO, a device), never read.
     """
     root = root.resolve()
     too_large: list[str] = []
+    not_regular: list[str] = []
     if phashes is None:
         phashes = []
         for path, _, _ in training:
@@ -160,6 +200,8 @@ def duplicates_report(
             phashes.append(hashes.phash if hashes else None)
             if hashes and hashes.too_large:
                 too_large.append(_shown(path.resolve(), root))
+            if hashes and hashes.not_regular:
+                not_regular.append(_shown(_unresolved(path), root))
     first: dict[str, tuple[Path, str]] = {}
     within: list[list[str]] = []
     copied: set[int] = set()  # training images that are exact copies of an earlier one
@@ -177,7 +219,10 @@ def duplicates_report(
         hashes = picture_hashes(path)
         if hashes is None:
             continue
-        digest, phash, oversized = hashes
+        if hashes.not_regular:
+            not_regular.append(_shown(_unresolved(path), root))
+            continue
+        digest, phash, oversized, _ = hashes
         if oversized:
             too_large.append(_shown(path.resolve(), root))
         if digest in first:
@@ -213,12 +258,14 @@ def duplicates_report(
         "near_training_and_test": len(near_crossing),
         "near_copy_bits": NEAR_COPY_BITS,
         "too_large_for_near_copies": len(too_large),
+        "not_regular_files": len(not_regular),
         "examples": {
             "within_training": within[:MAX_EXAMPLES],
             "training_and_test": crossing[:MAX_EXAMPLES],
             "near_within_training": near_within[:MAX_EXAMPLES],
             "near_training_and_test": near_crossing[:MAX_EXAMPLES],
             "too_large_for_near_copies": too_large[:MAX_EXAMPLES],
+            "not_regular_files": not_regular[:MAX_EXAMPLES],
         },
     }
 
@@ -259,5 +306,11 @@ def leakage_warning(report: dict[str, Any] | None) -> str | None:
         parts.append(
             f"{report['too_large_for_near_copies']} image(s) are over the decoder's {limit:g} MiB limit "
             f"({example}, for one): checked for exact copies only, not for near-copies"
+        )
+    if report.get("not_regular_files"):
+        example = report["examples"]["not_regular_files"][0]
+        parts.append(
+            f"{report['not_regular_files']} test or training path(s) are not regular files ({example}, "
+            "for one: a FIFO, a device, or a link to one): not read, so not checked for copies"
         )
     return "; ".join(parts) or None

@@ -4,8 +4,12 @@ warned about."""
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -36,12 +40,14 @@ def test_copies_are_counted_and_named(tmp_path: Path) -> None:
         "near_training_and_test": 0,
         "near_copy_bits": 32,
         "too_large_for_near_copies": 0,
+        "not_regular_files": 0,
         "examples": {
             "within_training": [["train/good/a.png", "train/wet_patch/c.png (good and wet_patch)"]],
             "training_and_test": [["train/good/b.png", "test/good/t1.png"]],
             "near_within_training": [],
             "near_training_and_test": [],
             "too_large_for_near_copies": [],
+            "not_regular_files": [],
         },
     }
     warning = leakage_warning(report)
@@ -178,19 +184,20 @@ def test_a_test_file_over_the_byte_limit_is_hashed_in_chunks_not_read_whole(
     limit = big.stat().st_size - 1  # the training images' own size: training decoded them itself
     assert small.stat().st_size <= limit
     monkeypatch.setattr(leakage, "_LIMITS", DecodeLimits(max_bytes=limit))
-    read_whole: list[str] = []
-    read_bytes = Path.read_bytes
+    decoded: list[str] = []
+    decode_image = leakage.decode_image
 
-    def spy(self: Path) -> bytes:
-        read_whole.append(self.name)
-        return read_bytes(self)
+    def spy(data: bytes, **kwargs: Any) -> Any:
+        decoded.append(Path(kwargs["name"]).name)
+        assert len(data) <= limit
+        return decode_image(data, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", spy)
+    monkeypatch.setattr(leakage, "decode_image", spy)
 
     report = duplicates_report(
         tmp_path, [(p, "good", _sha(p)) for p in training], [big, small], phashes=phashes
     )
-    assert "big.png" not in read_whole and "small.png" in read_whole
+    assert decoded == ["small.png"]
     assert (report["training_and_test"], report["near_training_and_test"]) == (
         training_and_test,
         near_training_and_test + 1,
@@ -223,14 +230,85 @@ def test_a_test_file_over_the_decoders_own_limit_is_never_read_whole(
     big.parent.mkdir(parents=True)
     with big.open("wb") as fp:
         fp.truncate(DecodeLimits().max_bytes + 1)  # sparse: no disk spent on it
-    read_bytes = Path.read_bytes
-
-    def refuse(self: Path) -> bytes:
-        assert self != big, "read whole: its size in memory before the decoder refuses it"
-        return read_bytes(self)
-
-    monkeypatch.setattr(Path, "read_bytes", refuse)
-    report = duplicates_report(tmp_path, [], [big])
+    tracemalloc.start()
+    try:
+        report = duplicates_report(tmp_path, [], [big])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, f"{peak} bytes held: read whole before the decoder refuses it"
     assert report["too_large_for_near_copies"] == 1
     assert report["examples"]["too_large_for_near_copies"] == ["test/good/big.png"]
     assert "over the decoder's 64 MiB limit (test/good/big.png, for one)" in (leakage_warning(report) or "")
+
+
+def _special(folder: Path, kind: str) -> Path:
+    """A path in ``folder`` that is no regular file: a FIFO, or a link to the device ``/dev/<kind>``."""
+    path = folder / f"{kind}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(f"/dev/{kind}")
+    return path
+
+
+def _within_seconds(call: Callable[[], Any], fifo: Path | None = None) -> Any:
+    """``call()``'s result, failing rather than hanging where it blocks (opening a FIFO to read waits
+    for a writer: ``fifo`` is then opened to write, so that the reader is let go)."""
+    result: list[Any] = []
+    worker = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    if worker.is_alive():
+        if fifo is not None:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("still reading after 10 s")
+    assert result, "the call raised (see the thread's exception above)"
+    return result[0]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "null"])
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_a_path_that_is_no_regular_file_is_named_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, split: str
+) -> None:
+    """Their size says 0: a test/good/zero.png linked to /dev/zero was read on and on (memory grew
+    about 1 GiB a second), and a FIFO held `clearsight train` at its end for good."""
+    special = _special(tmp_path / split / "good", kind)
+    read_bytes = Path.read_bytes
+
+    def to_the_end(self: Path) -> bytes:  # /dev/zero has no end: fail, rather than fill the memory
+        assert self != special, f"{special.name} read to its end"
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", to_the_end)
+    fifo = special if kind == "fifo" else None
+    assert _within_seconds(lambda: leakage.picture_hashes(special), fifo) == leakage.PictureHashes(
+        "", None, too_large=False, not_regular=True
+    )
+    training, test = ([(special, "good", "0" * 64)], []) if split == "train" else ([], [special])
+    report = _within_seconds(lambda: duplicates_report(tmp_path, training, test), fifo)
+    assert report["not_regular_files"] == 1
+    assert report["examples"]["not_regular_files"] == [f"{split}/good/{kind}.png"]
+    assert (report["training_and_test"], report["too_large_for_near_copies"]) == (0, 0)
+    assert leakage_warning(report) == (
+        f"1 test or training path(s) are not regular files ({split}/good/{kind}.png, for one: a FIFO, "
+        "a device, or a link to one): not read, so not checked for copies"
+    )
+
+
+@pytest.mark.parametrize(("limit", "too_large"), [(16, True), (1 << 20, False)])
+def test_a_file_whose_size_stat_does_not_tell_is_read_no_further_than_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int, too_large: bool
+) -> None:
+    """A file of /proc is a regular file of size 0 however much it holds: its size is what is read."""
+    proc = Path("/proc/self/cmdline")
+    content = proc.read_bytes()
+    assert proc.stat().st_size == 0 and 16 < len(content) < 1 << 20
+    link = tmp_path / "test" / "good" / "cmdline.png"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(proc)
+    monkeypatch.setattr(leakage, "_LIMITS", DecodeLimits(max_bytes=limit))
+    hashes = leakage.picture_hashes(link)
+    assert hashes == leakage.PictureHashes(hashlib.sha256(content).hexdigest(), None, too_large=too_large)
