@@ -44,9 +44,10 @@ class Prediction(NamedTuple):
         thresholds: the model's operating-point thresholds that produced ``label``.
         model_id: the artifact's id (name and content hash), for the audit trail.
         scale_vs_training: how this image is resized for the model against how the training images
-            were: their median downscale to the model input divided by this image's, along the
-            view's height and its width apart (``models.tiling.view_downscale_hw``), whichever of
-            the two is farther from 1 (a 64 x 3 strip cut from a 64 px training image: 21.3, its
+            were, along the view's height and its width apart (``models.tiling.view_downscale_hw``):
+            1.0 on a side whose downscale lies within the training views' range on that side, else
+            its ratio to the nearer end (cards without the range: to the training views' median),
+            whichever of the two sides is farther from 1 (a 64 x 3 strip cut from a 64 px training image: 21.3, its
             width enlarged 21x though its height is as in training). 1.0: the same. 2.5: it is
             enlarged 2.5x more (a 96 px image for a model trained on 240 px ones): it holds less
             detail than they did, or shows a closer view. 0.4: it is shrunk 2.5x more: a wider view
