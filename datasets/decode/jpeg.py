@@ -262,12 +262,13 @@ def load_jpeg(im: ImageFile.ImageFile, image: bytes, source: str, *, arithmetic:
     else:
         filler, pair = _JPEG_FILLER, _JPEG_FILLER_PAIR
     status = _feed_jpeg(im, image.rstrip(b"\xff") + filler, pair, source)
-    if status < 0 and arithmetic and _feed_jpeg(im, image + _JPEG_END, None, source) >= 0:
-        # whole once given every zero it asks for: cut short, or written needing that many
+    if status < 0 and arithmetic:
+        # Not decoded again to tell a cut from corrupt data: that doubled the work of every such
+        # file under the lock all decodes share, only to word the refusal.
         raise ImageDecodeError(
-            f"{_JPEG_ENDS_EARLY} (its arithmetic-coded last scan needs more than {len(filler)} zero "
-            "bytes after its data to finish, as one cut short does; a whole file written so is "
-            "refused too: re-save it with Huffman coding)",
+            f"{_JPEG_ENDS_EARLY}, or it is corrupt (its arithmetic-coded last scan needs more than "
+            f"{len(filler)} zero bytes after its data to finish, as one cut short does; a whole file "
+            "written so is refused too: re-save it with Huffman coding)",
             source=source,
         )
     im.tile = []

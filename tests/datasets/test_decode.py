@@ -907,8 +907,26 @@ def test_an_arithmetic_coded_jpeg_cut_short_and_given_an_end_marker_again_is_ref
     with pytest.raises(ImageDecodeError) as info:
         decode_image(_cut_short((ARITHMETIC / name).read_bytes(), keep), name="cut.jpg")
     message = str(info.value)
-    assert message.startswith("cut.jpg: truncated JPEG: the image data ends before the image does (")
+    assert message.startswith("cut.jpg: truncated JPEG: the image data ends before the image does")
     assert reason in message
+
+
+def test_an_arithmetic_coded_jpeg_cut_short_is_refused_after_one_decode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A second decode only worded the refusal, doubling the work of such a file (and the wait of
+    every other decode behind the decoders' lock)."""
+    runs = []
+    real_getdecoder = Image._getdecoder
+
+    def counting_getdecoder(*args: object, **kwargs: object) -> object:
+        runs.append(args)
+        return real_getdecoder(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image, "_getdecoder", counting_getdecoder)
+    with pytest.raises(ImageDecodeError, match="needs more than 64 zero bytes"):
+        decode_image(_cut_short((ARITHMETIC / "grey.jpg").read_bytes(), 0.5))
+    assert len(runs) == 1
 
 
 def test_an_arithmetic_coded_jpeg_needing_more_zeros_than_a_cut_may_is_refused_as_cut() -> None:
@@ -917,8 +935,8 @@ def test_an_arithmetic_coded_jpeg_needing_more_zeros_than_a_cut_may_is_refused_a
     data = (ARITHMETIC / "stripes-progressive.jpg").read_bytes()
     with pytest.raises(
         ImageDecodeError,
-        match=r"^<bytes>: truncated JPEG: the image data ends before the image does \(its "
-        r"arithmetic-coded last scan needs more than 64 zero bytes after its data to finish",
+        match=r"^<bytes>: truncated JPEG: the image data ends before the image does, or it is "
+        r"corrupt \(its arithmetic-coded last scan needs more than 64 zero bytes after its data",
     ):
         decode_image(data)
     end = data.rindex(b"\xff\xd9")
