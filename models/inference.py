@@ -47,12 +47,12 @@ class Prediction(NamedTuple):
             were, along the view's height and its width apart (``models.tiling.view_downscale_hw``):
             1.0 on a side whose downscale lies within the training views' range on that side, else
             its ratio to the nearer end (cards without the range: to the training views' median),
-            whichever of the two sides is farther from 1 (a 64 x 3 strip cut from a 64 px training image: 21.3, its
-            width enlarged 21x though its height is as in training). 1.0: the same. 2.5: it is
-            enlarged 2.5x more (a 96 px image for a model trained on 240 px ones): it holds less
-            detail than they did, or shows a closer view. 0.4: it is shrunk 2.5x more: a wider view
-            whose objects reach the model smaller than in training, or the same view at a higher
-            resolution. Pixel counts cannot tell these apart; a score far from 1.0 was never
+            whichever of the two sides is farther from 1 (a 64 x 3 strip cut from a 64 px training
+            image: 21.3, its width enlarged 21x though its height is as in training). 1.0: the same.
+            2.5: it is enlarged 2.5x more (a 96 px image for a model trained on 240 px ones): it
+            holds less detail than they did, or shows a closer view. 0.4: it is shrunk 2.5x more: a
+            wider view whose objects reach the model smaller than in training, or the same view at a
+            higher resolution. Pixel counts cannot tell these apart; a score far from 1.0 was never
             validated either way. ``None`` when the card does not record the training images' sizes
             (models trained before it did).
         signal_log_odds: what each fused signal in use said about the image, as calibrated
