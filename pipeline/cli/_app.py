@@ -154,7 +154,8 @@ def _debug_setting(*, said: bool = False) -> bool:
     """``Settings.debug`` as pydantic-settings reads it (``CLEARSIGHT_DEBUG``, or ``.env``), alone: a
     bad value of another setting, the error being reported maybe, must not hide it. A value that is
     no yes or no counts as no, the error path must not fail on it, and is said (unless ``said``: the
-    error reported is that value's)."""
+    error reported is that value's). So does a setting that cannot be read at all: a ``.env`` saved as
+    UTF-16 (PowerShell 5's ``echo X=1 > .env``) turned every error into two tracebacks and exit 1."""
     from pydantic_settings import BaseSettings
 
     from pipeline.settings import Settings
@@ -172,6 +173,14 @@ def _debug_setting(*, said: bool = False) -> bool:
         print(  # noqa: T201
             f"Warning: CLEARSIGHT_DEBUG {str(given)[:40]!r} is neither yes nor no (accepted: 1, true, yes, "
             "on; 0, false, no, off); no traceback shown",
+            file=sys.stderr,
+        )
+        return False
+    except Exception as exc:  # noqa: BLE001 -- whatever the reading fails on, the error being reported comes first
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(  # noqa: T201
+            f"Warning: the debug setting (CLEARSIGHT_DEBUG, or .env) could not be read ({why[:120]}); "
+            "no traceback shown",
             file=sys.stderr,
         )
         return False

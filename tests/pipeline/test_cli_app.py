@@ -304,3 +304,32 @@ def test_version_prints_the_installed_version_and_exits_0(
     monkeypatch.setattr(importlib.metadata, "version", version)
     assert run(app, ["--version"]) == 0
     assert capsys.readouterr().out.startswith(printed)
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "message"),
+    [
+        (ImageDecodeError("truncated PNG", source="a.png"), 2, "Error: a.png: truncated PNG\n"),
+        (
+            RuntimeError("disk on fire"),
+            1,
+            "Error: unexpected RuntimeError: disk on fire (rerun with --debug for a traceback)\n",
+        ),
+    ],
+    ids=["clearsight-error", "unexpected"],
+)
+def test_a_dot_env_that_cannot_be_read_still_reports_the_error(
+    capsys, monkeypatch, tmp_path, exc: Exception, code: int, message: str
+) -> None:
+    """A UTF-16 .env (PowerShell 5's ``echo CLEARSIGHT_DEBUG=1 > .env``) made the error path raise
+    UnicodeDecodeError inside the handler: two tracebacks and exit 1, the real error unsaid."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLEARSIGHT_DEBUG", raising=False)
+    (tmp_path / ".env").write_bytes("CLEARSIGHT_DEBUG=1\n".encode("utf-16"))
+    assert run(_app_raising(exc), ["boom"]) == code
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "Warning: the debug setting (CLEARSIGHT_DEBUG, or .env) could not be read (UnicodeDecodeError: "
+    )
+    assert err.count("Warning") == 1 and "Traceback" not in err
+    assert err.endswith(message)
