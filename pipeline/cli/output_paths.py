@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -91,6 +92,9 @@ def check_writable(option: str, path: Path, *, folder: bool = False) -> None:
     its folder must go, a folder that takes no new file (``/proc``, a read-only mount). Found only
     when the output was written, such a path failed after the slow work as ``unexpected OSError``.
     Nothing is left behind: the check makes a file in the nearest existing folder and removes it.
+    A link that leads nowhere, at the path or at a folder above it, is refused too: ``exists()`` is
+    False for it, so it passed, and making the output failed on it (``FileExistsError``) after the
+    slow work.
 
     Args:
         option: the option that names the output, for the message.
@@ -99,6 +103,15 @@ def check_writable(option: str, path: Path, *, folder: bool = False) -> None:
     Raises:
         InputError: naming ``option``, the path and what stands in the way.
     """
+    for where in (path, *path.parents):
+        if where.exists():
+            break
+        if where.is_symlink():
+            kind = "file" if where == path and not folder else "folder"
+            raise InputError(
+                f"{option} {str(path)!r}: {str(where)!r} is a link to a missing {kind} "
+                f"{os.readlink(where)!r}; make the {kind} it links to, or give another path"
+            )
     nearest = next(where for where in (path if folder else path.parent, *path.parents) if where.exists())
     if not nearest.is_dir():
         raise output_error(option, path, NotADirectoryError(), folder=folder)

@@ -130,6 +130,18 @@ WRITABLE = [
         "--out '/proc/clearsight-rows.jsonl': no file can be made in '/proc' (",
     ),
     ("/proc/clearsight-heat/x", True, "--out '/proc/clearsight-heat/x': no file can be made in '/proc' ("),
+    # a link that leads nowhere does not exist(): it passed, and making the output failed after the work
+    ("hm_link", True, "--out 'hm_link': 'hm_link' is a link to a missing folder 'nowhere/hm'; make the"),
+    ("hm_link/x", True, "--out 'hm_link/x': 'hm_link' is a link to a missing folder 'nowhere/hm'; make"),
+    (
+        "hm_link/d.jsonl",
+        False,
+        "--out 'hm_link/d.jsonl': 'hm_link' is a link to a missing folder 'nowhere/hm'",
+    ),
+    ("file_link", False, "--out 'file_link': 'file_link' is a link to a missing file 'gone.jsonl'; make the"),
+    ("loop/d.jsonl", False, "--out 'loop/d.jsonl': 'loop' is a link to a missing folder 'loop'"),
+    ("folder_link/deeper/d.jsonl", False, None),  # links that lead somewhere are followed
+    ("folder_link/heat", True, None),
 ]
 
 
@@ -140,6 +152,9 @@ def test_an_output_that_cannot_be_made_is_refused_and_nothing_is_left(
     from pipeline.cli.output_paths import check_writable
 
     (tree / "s_file").write_text("a file where a folder must go\n")
+    for link, target in [("hm_link", "nowhere/hm"), ("file_link", "gone.jsonl"), ("loop", "loop")]:
+        (tree / link).symlink_to(target)
+    (tree / "folder_link").symlink_to("images")
     before = sorted(tree.rglob("*"))
     if message is None:
         check_writable("--out", Path(path), folder=folder)
