@@ -398,33 +398,47 @@ def test_a_relative_data_folder_gives_the_card_one_kind_of_path(
 
 
 @pytest.mark.parametrize(
-    ("log_sd", "sd", "warned"),
+    ("log_sd", "normals", "sd", "warning"),
     [
-        (0.0, 0.01, True),  # copies of one picture: it was 1e-3, and float rounding decided the verdict
-        (0.001, 0.01, True),
-        (0.03, 0.03, False),  # ordinary data (0.02 to 0.10): kept as measured
-        (0.2, 0.2, False),
+        # copies of one picture: it was 1e-3, and float rounding decided the verdict
+        (0.0, 12, 0.01, "the training normals' one-class scores barely differ (spread 0 in log units"),
+        (0.001, 10, 0.01, "the training normals' one-class scores barely differ (spread 0.001 in log units"),
+        # four distinct pictures gave 0.0041 on one seed: too few to say, not "copies of one another"
+        (0.0041, 3, 0.01, "3 training normals are too few to measure how much normal images vary: their "),
+        (0.001, 8, 0.01, "8 training normals are too few to measure how much normal images vary: their "),
+        (0.03, 3, 0.03, None),  # ordinary data (0.02 to 0.10): kept as measured
+        (0.03, 12, 0.03, None),
+        (0.2, 6, 0.2, None),
     ],
 )
-def test_the_one_class_spread_has_a_floor_and_a_warning(log_sd: float, sd: float, warned: bool) -> None:
+def test_the_one_class_spread_has_a_floor_and_a_warning(
+    log_sd: float, normals: int, sd: float, warning: str | None
+) -> None:
     from types import SimpleNamespace
 
     from models.fusion import Fusion
     from pipeline.train.calibration import standardise_one_class
 
-    logs = 2.0 + log_sd * np.array([-1.0, 1.0, -1.0, 1.0, -1.0, 1.0]) * np.sqrt(5 / 6)  # sample sd = log_sd
+    signs = np.resize([-1.0, 1.0], normals)
+    signs -= signs.mean()  # an odd count: the mean still 0
+    logs = 2.0 + log_sd * signs / signs.std(ddof=1)  # sample sd = log_sd
     det = SimpleNamespace(fusion=Fusion())
     scores = [*np.exp(logs).tolist(), 50.0]  # the anomaly's score is no part of the normals' spread
-    spread = standardise_one_class(det, scores, [0] * 6 + [1])  # type: ignore[arg-type]
+    spread = standardise_one_class(det, scores, [0] * normals + [1])  # type: ignore[arg-type]
     assert spread.log_sd == pytest.approx(log_sd, abs=1e-5)  # float32 logs
     assert float(det.fusion.oc_sd) == pytest.approx(sd, rel=1e-5) and spread.sd == pytest.approx(sd, rel=1e-5)
-    assert (spread.sd == spread.log_sd) is not warned  # where the floor does not bind, sd is as measured
+    assert (spread.sd == spread.log_sd) is (
+        warning is None
+    )  # where the floor does not bind, sd is as measured
     assert float(det.fusion.oc_mu) == pytest.approx(2.0, abs=1e-6)
     card = spread.card()
-    assert card["floor"] == 0.01 and card["sd"] == spread.sd
-    assert (card["warning"] is not None) is warned
-    if warned:
-        assert card["warning"].startswith("the training normals' one-class scores barely differ (spread ")
+    assert card["floor"] == 0.01 and card["sd"] == spread.sd and card["normals"] == normals
+    if warning is None:
+        assert card["warning"] is None
+    else:
+        assert card["warning"].startswith(warning)
+        assert "0.01" in card["warning"]  # the floor it was raised to
+        assert ("copies" in card["warning"]) is (normals >= 10)
 
 
 def test_training_on_copies_of_one_picture_is_warned_about(
@@ -432,7 +446,7 @@ def test_training_on_copies_of_one_picture_is_warned_about(
 ) -> None:
     root = tmp_path / "bulk_ore"
     picture = _texture(np.random.default_rng(5))
-    for n in range(10):
+    for n in range(14):  # ten or more out-of-fold normals: fewer are said to be too few, not copies
         (root / "train" / "good").mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(root / "train" / "good" / f"{n:03d}.png"), picture[:, :, ::-1])
     for n in range(4):
@@ -440,7 +454,7 @@ def test_training_on_copies_of_one_picture_is_warned_about(
     args = ["--image-size", "32", "--pad", "0", "--threads", "1", "--val-anomaly-fraction", "0.5"]
     assert run(app, ["train", "--data", str(root), "--out", str(tmp_path / "m"), *args]) == 0
     spread = json.loads((tmp_path / "m" / "model.json").read_text())["validation"]["one_class_spread"]
-    assert spread["log_sd"] < 0.01 and spread["sd"] == 0.01
+    assert spread["log_sd"] < 0.01 and spread["sd"] == 0.01 and spread["normals"] >= 10
     assert "look like copies of one another" in spread["warning"]
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "Warning: the training normals' one-class scores barely differ" in err
