@@ -172,6 +172,8 @@ _DESCRIBED: dict[int, str] = {
     401: "No API key, or one that matches none (unauthenticated)",
     403: "The key's role may not use this route (forbidden)",
     404: "No decision recorded for this shipment (not-found)",
+    408: "The request body stalled or trickled: no byte for body_timeout_s, or slower on average than "
+    "body_min_bytes_per_s after it; the connection is closed (request-timeout)",
     409: "Conflicts with what is recorded",
     413: "Over a limit: body, image count, pixels per image or per request (request-too-large, "
     "image-too-large)",

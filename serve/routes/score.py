@@ -27,7 +27,7 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 
-UPLOAD_ERRORS = (400, *AUTHENTICATED, 413, 415, 422, 503, 504)
+UPLOAD_ERRORS = (400, *AUTHENTICATED, 408, 413, 415, 422, 503, 504)
 """What a route that scores uploaded images can answer (``POST /v1/score``, ``POST /v1/shipments``)."""
 UPLOAD_DESCRIBED = {
     415: "A body that is not multipart/form-data (unsupported-media-type)",

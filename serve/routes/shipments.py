@@ -120,7 +120,7 @@ READ_RESPONSES = problem_responses(
     {403: _OFFICERS, 422: "A malformed shipment id (validation)", 503: _AUDIT_UNAVAILABLE},
 )
 OUTCOME_RESPONSES = problem_responses(
-    (400, *AUTHENTICATED, 404, 409, 413, 415, 422, 503),
+    (400, *AUTHENTICATED, 404, 408, 409, 413, 415, 422, 503),
     {
         400: "A Content-Length that is not a number (bad-request)",
         403: _OFFICERS,

@@ -15,8 +15,8 @@ from serve.problems import PROBLEM_JSON
 from serve.schemas import SHIPMENT_ID_PATTERN
 
 READ = {401, 403, 404, 422, 429, 500, 503}
-OUTCOME = {400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503}
-UPLOAD = {400, 401, 403, 413, 415, 422, 429, 500, 503, 504}
+OUTCOME = {400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 500, 503}
+UPLOAD = {400, 401, 403, 408, 413, 415, 422, 429, 500, 503, 504}
 ERRORS = {
     ("post", "/v1/score"): UPLOAD,
     ("post", "/v1/shipments"): UPLOAD | {409},
@@ -31,7 +31,7 @@ ERRORS = {
 }
 """The error statuses each route returns: 401/403/429 on every route behind a key (a lockout
 answers before the key is checked), 503 with Retry-After wherever the audit store or a model is
-used, 400 where a body is read."""
+used, 400 and 408 where a body is read."""
 
 
 @pytest.fixture
