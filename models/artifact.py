@@ -392,7 +392,7 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
         )
     try:
         card = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer past Python's 4300-digit limit
         raise ArtifactError(f"{str(card_path)!r} is not valid JSON: {exc}") from exc
     except RecursionError as exc:  # arrays in arrays ... deeper than the parser's stack
         raise ArtifactError(f"{str(card_path)!r} is not a model card: its JSON is nested too deeply") from exc

@@ -358,8 +358,9 @@ def test_a_well_formed_cargo_type_of_the_users_loads(
     [
         ("[" * 100_000 + "]" * 100_000, r"is not a model card: its JSON is nested too deeply"),
         (" " * (16 << 20) + "{}", r"is larger than 16 MiB; a model card is a few kilobytes"),
+        ('{"bank_size": ' + "9" * 5000 + "}", r"model\.json' is not valid JSON: .*4300 digits"),
     ],
-    ids=["nested", "huge"],
+    ids=["nested", "huge", "integer-of-5000-digits"],
 )
 def test_a_card_too_deep_or_too_large_is_refused(
     tiny_model_dir: Path, tmp_path: Path, text: str, match: str
