@@ -43,9 +43,11 @@ from models.tiling import MAX_TILE_ENLARGEMENT, min_tile_size
 __all__ = [
     "CARD_FILE",
     "FORMAT_VERSION",
+    "PSEUDO_PREFIX",
     "READABLE_FORMATS",
     "WEIGHTS_FILE",
     "load_model",
+    "pseudo_types_of",
     "read_card",
     "save_artifact",
 ]
@@ -54,7 +56,8 @@ FORMAT_VERSION = 6
 """Format 6: the content hash, and so the model id, covers every card field scoring reads: the cargo
 type and ``training.pseudo_types`` too (an edit of the pseudo types, which turn a detected type into
 "unknown", changed verdicts under the same id). Format 5 models load as they are, their content hash
-kept to its own rule so that their ids do not change; format 4 and older are refused (format 5's
+kept to its own rule so that their ids do not change, if their pseudo types are the ones training
+wrote (:func:`pseudo_types_of`); format 4 and older are refused (format 5's
 patch embeddings count the feature maps' zero padding, ``DetectorConfig.zero_padded_pooling``)."""
 READABLE_FORMATS = (5, FORMAT_VERSION)
 WEIGHTS_FILE = "weights.safetensors"
@@ -123,6 +126,16 @@ def _content_hash(card: dict[str, Any]) -> str:
         content["cargo_type"] = card.get("cargo_type")
         content["pseudo_types"] = training.get("pseudo_types", []) if isinstance(training, dict) else training
     return hashlib.sha256(_canonical(content)).hexdigest()
+
+
+PSEUDO_PREFIX = "synthetic_"
+"""What training puts before the name of each synthetic (pseudo-anomaly) class it trains on."""
+
+
+def pseudo_types_of(class_names: list[str]) -> list[str]:
+    """The pseudo types training writes for a detector of ``class_names``: its synthetic classes, in
+    order (the verdicts report them as "unknown", not as a detected type)."""
+    return [name for name in class_names if name.startswith(PSEUDO_PREFIX)]
 
 
 def _finite(value: Any) -> bool:
@@ -254,6 +267,16 @@ def _check_card(card: dict[str, Any], card_path: Path) -> None:
     pseudo = training.get("pseudo_types", [])
     if not (isinstance(pseudo, list) and all(isinstance(name, str) for name in pseudo)):
         raise check.refuse("training.pseudo_types", pseudo, "a list of class names")
+    # a format 5 id does not cover the pseudo types, so only training's own rule may stand: else a
+    # format 6 card re-sealed as 5 took any pseudo types (verdicts changed) under an unchanged id
+    written = pseudo_types_of(detector["class_names"])
+    if card.get("format_version") == 5 and pseudo != written:
+        raise check.refuse(
+            "training.pseudo_types",
+            pseudo,
+            f"{_shown(written)}, the class names that start with {PSEUDO_PREFIX!r}, as training "
+            "writes them (a format 5 model id does not cover them)",
+        )
 
 
 def _check_thresholds(thresholds: Mapping[str, Any], check: _Checker) -> None:

@@ -453,6 +453,50 @@ def test_a_format_5_model_loads_under_its_own_id(tiny_model_dir: Path, tmp_path:
     assert load_model(tiny_model_dir, runtime="torch").model_id != card["model_id"]  # format 6's rule
 
 
+def _class_1_synthetic(*, listed: bool) -> Callable[[dict], None]:
+    def edit(card: dict) -> None:
+        names = card["detector"]["class_names"]
+        names[1] = "synthetic_noise"
+        card["training"]["pseudo_types"] = ["synthetic_noise"] if listed else []
+
+    edit.__name__ = f"synthetic-class-{'listed' if listed else 'unlisted'}"
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (_pseudo_types_of_every_class, r"training\.pseudo_types = \[.*\] is not accepted; expected \[\]"),
+        (_set("training.pseudo_types", ["synthetic_noise"]), r"pseudo_types = \['synthetic_noise'\]"),
+        (_class_1_synthetic(listed=False), r"pseudo_types = \[\] .* expected \['synthetic_noise'\]"),
+        (_drop("training"), None),  # no synthetic class: none to list
+        (_class_1_synthetic(listed=True), None),
+    ],
+    ids=lambda v: getattr(v, "__name__", "refused" if v else "loads"),
+)
+def test_a_format_5_card_keeps_the_pseudo_types_training_wrote(
+    tiny_model_dir: Path, tmp_path: Path, edit: Callable[[dict], None], match: str | None
+) -> None:
+    # a format 5 id does not cover them: a format 6 card re-sealed as 5 must not carry others
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    card = json.loads((target / CARD_FILE).read_text())
+    edit(card)
+    _as_format_5(card)
+    (target / CARD_FILE).write_text(json.dumps(card))
+    if match is None:
+        assert load_model(target, runtime="torch").model_id == card["model_id"]
+    else:
+        with pytest.raises(ArtifactError, match=match):
+            load_model(target, runtime="torch")
+
+
+def test_models_knows_the_prefix_training_gives_synthetic_classes() -> None:
+    from pipeline.train.image_sets import PSEUDO_PREFIX
+
+    assert artifact.PSEUDO_PREFIX == PSEUDO_PREFIX
+
+
 @pytest.mark.parametrize(
     ("given", "damage", "match"),
     [
