@@ -21,6 +21,7 @@ pseudo-anomaly types: every card field that scoring reads (format 5 cards: the f
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -460,20 +461,31 @@ def load_model(
     card = read_card(root)
     weights = root / WEIGHTS_FILE
     _refuse_missing(weights, f"the weights written with {CARD_FILE}")
+    card_path = root / CARD_FILE
+    config = DetectorConfig.from_dict(card["detector"])  # read_card checked it
+    limit = _weights_limit(config, card_path)
     # Read once, then hash and parse the same bytes: opened twice, a `train --overwrite` swapping the
-    # folder in between gave the new weights under the old card (checked against the old hash).
+    # folder in between gave the new weights under the old card (checked against the old hash). The
+    # size is checked first: a 3 GB file swapped in was read whole, and failed as a MemoryError.
     try:
-        data = weights.read_bytes()
+        with weights.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            # read(n) reserves n bytes up front, so not the limit; a file grown since shows past size
+            data = fh.read(size + 1) if size <= limit else b""
     except OSError as exc:
         raise ArtifactError(f"{str(weights)!r} cannot be read: {exc.strerror or exc}") from exc
+    if size > limit or len(data) > limit:
+        raise ArtifactError(
+            f"{str(weights)!r} holds {max(size, len(data))} bytes, more than the {limit} that the "
+            f"detector in {CARD_FILE} can have (its tensors and the file's header); replaced or "
+            "modified: train the model again"
+        )
     actual = hashlib.sha256(data).hexdigest()
     if actual != card.get("weights_sha256"):
         raise ArtifactError(
             f"{str(weights)!r} has sha256 {actual}, expected {card.get('weights_sha256')!r} "
             f"(truncated, replaced or modified)"
         )
-    card_path = root / CARD_FILE
-    config = DetectorConfig.from_dict(card["detector"])  # read_card checked it
     try:
         tensors = load_safetensors(data)
     except SafetensorError as exc:
@@ -496,6 +508,34 @@ def load_model(
         raise ArtifactError(
             f"{str(card_path)!r}: the model cannot be set up to score: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+_WEIGHTS_HEADER_BYTES = 16 << 20
+"""Allowance for a weights file's safetensors header over its tensors' bytes: training writes a
+header of some 100 bytes a tensor (tens of kilobytes)."""
+
+
+def _weights_limit(config: DetectorConfig, card_path: Path) -> int:
+    """Most bytes the weights file of a detector of ``config`` holds, plus
+    :data:`_WEIGHTS_HEADER_BYTES`: the tensors of a detector of its structure built with its banks and
+    patch head one row wide, each such tensor counted at the card's width (built at full width, a
+    huge bank size or patch head in the card allocated them before :func:`_check_sizes` could
+    compare them with the weights)."""
+    try:
+        small = build_detector(dataclasses.replace(config, bank_size=1, fine_bank_size=1, patch_hidden=1))
+    except _FAILED_BUILD as exc:
+        raise ArtifactError(f"{str(card_path)!r} has an unusable detector config: {exc}") from exc
+    rows = {
+        "bank.": config.bank_size,
+        "fine.bank.": config.fine_bank_size,
+        "patch_head.hidden.": config.patch_hidden,
+        "patch_head.out.weight": config.patch_hidden,
+    }
+    total = _WEIGHTS_HEADER_BYTES
+    for key, tensor in small.state_dict().items():
+        per_row = next((n for prefix, n in rows.items() if key.startswith(prefix)), 1)
+        total += tensor.numel() * tensor.element_size() * per_row
+    return total
 
 
 def _check_sizes(config: DetectorConfig, tensors: Mapping[str, Any], card_path: Path, weights: Path) -> None:

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import importlib
 import io
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -64,6 +65,10 @@ class WeightsSpec:
         """The same preprocessing, with weights from a local file (optionally pinned by hash)."""
         return dataclasses.replace(self, source=f"{_FILE}{Path(path)}", sha256=sha256)
 
+
+MAX_WEIGHTS_BYTES = 1 << 30
+"""Largest backbone weights file read (1 GiB): the largest backbone's, Wide-ResNet-50's, is ~270 MB;
+a file past this is no supported backbone's, and was read whole before its hash was checked."""
 
 _HASH_CACHE: dict[tuple[str, int, int, int, int, int], str] = {}
 
@@ -116,9 +121,16 @@ def load_state_dict(spec: WeightsSpec) -> dict[str, torch.Tensor]:
     """
     path = resolve_weights_path(spec)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            data = fh.read(size + 1) if size <= MAX_WEIGHTS_BYTES else b""
     except OSError as exc:
         raise WeightsError(f"weights file {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
+    if size > MAX_WEIGHTS_BYTES or len(data) > MAX_WEIGHTS_BYTES:
+        raise WeightsError(
+            f"weights file {str(path)!r} holds {max(size, len(data))} bytes, more than the "
+            f"{MAX_WEIGHTS_BYTES} accepted (the largest backbone's, Wide-ResNet-50's, is ~270 MB)"
+        )
     # the bytes hashed are the bytes parsed: nothing read from the path in between (~10 ms a load
     # for the 19 MB Lite0 file, which is read anyway)
     if spec.sha256:

@@ -204,6 +204,36 @@ def test_damaged_artifacts_are_refused(
         load_model(target)
 
 
+@pytest.mark.parametrize("extra", [(16 << 20) + 1, 1 << 30], ids=["past-the-header-allowance", "1-GiB"])
+def test_a_weights_file_larger_than_the_card_allows_is_refused_unread(
+    tiny_model_dir: Path, tmp_path: Path, extra: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    tensors = sum(
+        t.numel() * t.element_size()
+        for t in load_model(target, runtime="torch").detector.state_dict().values()
+    )
+    with (target / WEIGHTS_FILE).open("r+b") as fh:
+        fh.truncate(tensors + extra)  # sparse: nothing written to disk
+    reads: list[int] = []
+    opened = Path.open
+
+    def counting_open(self: Path, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        handle = opened(self, *args, **kwargs)
+        if self.name == WEIGHTS_FILE:
+            read = handle.read
+            handle.read = lambda n=-1: reads.append(n) or read(n)  # type: ignore[method-assign]
+        return handle
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    with pytest.raises(
+        ArtifactError, match=rf"weights\.safetensors' holds {tensors + extra} bytes, more than the \d+ that"
+    ):
+        load_model(target, runtime="torch")
+    assert reads == []
+
+
 def test_the_weights_are_as_readable_as_the_card(tiny_model_dir: Path) -> None:
     mode = {name: (tiny_model_dir / name).stat().st_mode & 0o777 for name in (CARD_FILE, WEIGHTS_FILE)}
     assert mode[WEIGHTS_FILE] == mode[CARD_FILE]

@@ -141,3 +141,17 @@ def test_the_provenance_hash_follows_a_file_rewritten_in_place(tmp_path: Path) -
     assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
     _rewrite_keeping_size_and_mtime(path, 7.0)
     assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("extra", [1, 1 << 30], ids=["one-byte-over", "a-GiB-over"])
+def test_a_weights_file_past_the_size_limit_is_refused_unread(tmp_path: Path, extra: int) -> None:
+    from models import weights
+
+    path = tmp_path / "w.safetensors"
+    with path.open("wb") as fh:
+        fh.truncate(weights.MAX_WEIGHTS_BYTES + extra)  # sparse: nothing written to disk
+    spec = dataclasses.replace(LITE_WEIGHTS["lite0"], source=f"file:{path}", sha256="0" * 64)
+    with pytest.raises(
+        WeightsError, match=rf"holds {weights.MAX_WEIGHTS_BYTES + extra} bytes, more than the"
+    ):
+        load_state_dict(spec)
