@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from datasets.mvtec import read_mvtec
+from models.artifact import pseudo_types_of
 from models.patchcore import FineBank
 from models.threshold import METHOD_VALIDATION, allowed_misses, anomalies_for_bound, miss_rate_bound
 from models.tiling import TilingConfig
@@ -29,7 +30,7 @@ from pipeline.train.data import TrainingData, files_hash
 from pipeline.train.embedding import Embedded, Trainer
 from pipeline.train.gates import FusedValidation, Gates
 from pipeline.train.heads import PatchHeadFit
-from pipeline.train.image_sets import PSEUDO_PREFIX, TrainingSet, ValidationSet
+from pipeline.train.image_sets import TrainingSet, ValidationSet
 from pipeline.train.one_class import FinalBank
 from pipeline.train.thresholds import Cut, release_setter
 
@@ -97,7 +98,7 @@ def model_card(
             ),
             "empty_masks": data.empty_masks,
             "pseudo_anomalies": training.pseudo,
-            "pseudo_types": [c for c in training.class_names if c.startswith(PSEUDO_PREFIX)],
+            "pseudo_types": pseudo_types_of(training.class_names),  # what loading checks it against
             "patch_head": _patch_head(patch, config),
             "class_names": list(training.class_names),
             "folds": config.folds,

@@ -10,11 +10,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from models.artifact import PSEUDO_PREFIX
 from models.inference import GOOD
 from models.pseudo_anomalies import PSEUDO_KINDS, make_pseudo_anomaly
 from pipeline.train.data import TrainingData
-
-PSEUDO_PREFIX = "synthetic_"
 
 
 class TrainingSet(NamedTuple):

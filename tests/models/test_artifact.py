@@ -521,12 +521,6 @@ def test_a_format_5_card_keeps_the_pseudo_types_training_wrote(
             load_model(target, runtime="torch")
 
 
-def test_models_knows_the_prefix_training_gives_synthetic_classes() -> None:
-    from pipeline.train.image_sets import PSEUDO_PREFIX
-
-    assert artifact.PSEUDO_PREFIX == PSEUDO_PREFIX
-
-
 @pytest.mark.parametrize(
     ("given", "damage", "match"),
     [
