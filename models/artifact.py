@@ -40,6 +40,7 @@ from models.predictor import ArtifactPredictor
 from models.registry import list_models
 from models.runtime import DEFAULT_RUNTIME, RUNTIMES
 from models.tiling import MAX_TILE_ENLARGEMENT, min_tile_size
+from models.weights import read_bounded
 
 __all__ = [
     "CARD_FILE",
@@ -468,15 +469,12 @@ def load_model(
     # folder in between gave the new weights under the old card (checked against the old hash). The
     # size is checked first: a 3 GB file swapped in was read whole, and failed as a MemoryError.
     try:
-        with weights.open("rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            # read(n) reserves n bytes up front, so not the limit; a file grown since shows past size
-            data = fh.read(size + 1) if size <= limit else b""
+        size, data = read_bounded(weights, limit)
     except OSError as exc:
         raise ArtifactError(f"{str(weights)!r} cannot be read: {exc.strerror or exc}") from exc
-    if size > limit or len(data) > limit:
+    if data is None:
         raise ArtifactError(
-            f"{str(weights)!r} holds {max(size, len(data))} bytes, more than the {limit} that the "
+            f"{str(weights)!r} holds {size} bytes, more than the {limit} that the "
             f"detector in {CARD_FILE} can have (its tensors and the file's header); replaced or "
             "modified: train the model again"
         )

@@ -113,6 +113,23 @@ def resolve_weights_path(spec: WeightsSpec) -> Path:
     return path
 
 
+def read_bounded(path: Path, limit: int) -> tuple[int, bytes | None]:
+    """``(size, bytes)`` of ``path``, read once through one open file (what is hashed is what is
+    parsed); ``(size, None)`` where it holds more than ``limit`` bytes, nothing read beyond one byte
+    past the size it had when opened.
+
+    Raises:
+        OSError: it cannot be opened or read.
+    """
+    with path.open("rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > limit:
+            return size, None
+        # read(n) reserves n bytes up front, so not the limit; a file grown since shows past size
+        data = fh.read(size + 1)
+    return (len(data), None) if len(data) > limit else (len(data), data)
+
+
 def load_state_dict(spec: WeightsSpec) -> dict[str, torch.Tensor]:
     """Load and verify ``spec``'s weights as a flat state dict (no pickle: safetensors or weights_only).
 
@@ -121,14 +138,12 @@ def load_state_dict(spec: WeightsSpec) -> dict[str, torch.Tensor]:
     """
     path = resolve_weights_path(spec)
     try:
-        with path.open("rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            data = fh.read(size + 1) if size <= MAX_WEIGHTS_BYTES else b""
+        size, data = read_bounded(path, MAX_WEIGHTS_BYTES)
     except OSError as exc:
         raise WeightsError(f"weights file {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
-    if size > MAX_WEIGHTS_BYTES or len(data) > MAX_WEIGHTS_BYTES:
+    if data is None:
         raise WeightsError(
-            f"weights file {str(path)!r} holds {max(size, len(data))} bytes, more than the "
+            f"weights file {str(path)!r} holds {size} bytes, more than the "
             f"{MAX_WEIGHTS_BYTES} accepted (the largest backbone's, Wide-ResNet-50's, is ~270 MB)"
         )
     # the bytes hashed are the bytes parsed: nothing read from the path in between (~10 ms a load
