@@ -94,7 +94,8 @@ def check_writable(option: str, path: Path, *, folder: bool = False) -> None:
     Nothing is left behind: the check makes a file in the nearest existing folder and removes it.
     A link that leads nowhere, at the path or at a folder above it, is refused too: ``exists()`` is
     False for it, so it passed, and making the output failed on it (``FileExistsError``) after the
-    slow work.
+    slow work. A file output that is a link to a file not yet made, in a folder that exists, is
+    written through the link, as before.
 
     Args:
         option: the option that names the output, for the message.
@@ -103,16 +104,27 @@ def check_writable(option: str, path: Path, *, folder: bool = False) -> None:
     Raises:
         InputError: naming ``option``, the path and what stands in the way.
     """
+    nearest = None
     for where in (path, *path.parents):
         if where.exists():
             break
         if where.is_symlink():
-            kind = "file" if where == path and not folder else "folder"
+            target = where.parent / os.readlink(where)
+            if where == path and not folder:
+                # a new file is written through the link, where it points: its folder must exist
+                if target.parent.is_dir() and not target.is_symlink():
+                    nearest = target.parent
+                    break
+                raise InputError(
+                    f"{option} {str(path)!r}: {str(where)!r} is a link to {os.readlink(where)!r}, which "
+                    "is in no existing folder (or is a link again); make its folder, or give another path"
+                )
             raise InputError(
-                f"{option} {str(path)!r}: {str(where)!r} is a link to a missing {kind} "
-                f"{os.readlink(where)!r}; make the {kind} it links to, or give another path"
+                f"{option} {str(path)!r}: {str(where)!r} is a link to a missing folder "
+                f"{os.readlink(where)!r}; make the folder it links to, or give another path"
             )
-    nearest = next(where for where in (path if folder else path.parent, *path.parents) if where.exists())
+    if nearest is None:
+        nearest = next(where for where in (path if folder else path.parent, *path.parents) if where.exists())
     if not nearest.is_dir():
         raise output_error(option, path, NotADirectoryError(), folder=folder)
     try:  # os.access says yes to /proc and to a read-only mount for root: only making a file tells

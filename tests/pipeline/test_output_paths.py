@@ -138,7 +138,15 @@ WRITABLE = [
         False,
         "--out 'hm_link/d.jsonl': 'hm_link' is a link to a missing folder 'nowhere/hm'",
     ),
-    ("file_link", False, "--out 'file_link': 'file_link' is a link to a missing file 'gone.jsonl'; make the"),
+    # a file output written through its link (a results file pointed into an archive): as before
+    ("file_link", False, None),
+    (
+        "deep_file_link",
+        False,
+        "--out 'deep_file_link': 'deep_file_link' is a link to 'nowhere/gone.jsonl', which is in no "
+        "existing folder",
+    ),
+    ("self_link", False, "--out 'self_link': 'self_link' is a link to 'self_link', which is in no existing"),
     ("loop/d.jsonl", False, "--out 'loop/d.jsonl': 'loop' is a link to a missing folder 'loop'"),
     ("folder_link/deeper/d.jsonl", False, None),  # links that lead somewhere are followed
     ("folder_link/heat", True, None),
@@ -152,7 +160,14 @@ def test_an_output_that_cannot_be_made_is_refused_and_nothing_is_left(
     from pipeline.cli.output_paths import check_writable
 
     (tree / "s_file").write_text("a file where a folder must go\n")
-    for link, target in [("hm_link", "nowhere/hm"), ("file_link", "gone.jsonl"), ("loop", "loop")]:
+    links = [
+        ("hm_link", "nowhere/hm"),
+        ("file_link", "gone.jsonl"),
+        ("deep_file_link", "nowhere/gone.jsonl"),
+        ("self_link", "self_link"),
+        ("loop", "loop"),
+    ]
+    for link, target in links:
         (tree / link).symlink_to(target)
     (tree / "folder_link").symlink_to("images")
     before = sorted(tree.rglob("*"))
