@@ -99,7 +99,11 @@ def verify_chain_file(path: Path, *, expect: Mapping[int, str] | None = None) ->
                         line["record_hash"],
                         line["content"],
                     )
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                except (
+                    ValueError,
+                    KeyError,
+                    TypeError,
+                ) as exc:  # ValueError: JSON, or an integer of 4,300+ digits
                     raise AuditError(f"{where}: not a chain record ({type(exc).__name__}: {exc})") from exc
                 except RecursionError as exc:  # a value nested a thousand deep: no record of ours
                     raise AuditError(f"{where}: not a chain record (a value is nested too deeply)") from exc

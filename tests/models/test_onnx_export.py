@@ -372,6 +372,15 @@ def test_an_export_never_writes_over_a_model_card(tmp_path: Path, tiny_detector:
     assert again.sidecar_path == first.sidecar_path
 
 
+def test_a_file_at_the_sidecars_path_holding_a_huge_integer_is_refused_as_no_sidecar(
+    tmp_path: Path, tiny_detector: Detector
+) -> None:
+    side = tmp_path / "m.json"
+    side.write_text('{"format": ' + "9" * 5000 + "}\n")  # json's plain ValueError was "unexpected"
+    with pytest.raises(ExportError, match=r"is not an earlier export's sidecar"):
+        export_onnx(tiny_detector, tmp_path / "m.onnx", card=_card())
+
+
 def _sample_folder(folder: Path, good: int, corrupt: tuple[str, ...] = ()) -> Path:
     import cv2
 

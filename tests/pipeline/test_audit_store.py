@@ -870,6 +870,10 @@ def test_the_exported_chain_verifies_without_the_database(
     chain.write_text('{"seq": 1, "prev_hash": ' + "[" * 5000 + "]" * 5000 + "}\n")
     assert run(app, ["audit", "verify-file", str(chain)]) == 2
     assert "1: not a chain record (a value is nested too deeply)" in capsys.readouterr().err
+    # an integer of 5,000 digits: json's plain ValueError was an "unexpected" error, exit 1
+    chain.write_text('{"seq": ' + "9" * 5000 + "}\n")
+    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert "1: not a chain record (ValueError: Exceeds the limit" in capsys.readouterr().err
     chain.write_bytes(b'\xff\xfe{"seq": 1}\n')  # UTF-16, say: an "unexpected UnicodeDecodeError"
     assert run(app, ["audit", "verify-file", str(chain)]) == 2
     assert "not a chain file: after record 0, byte 0 of a line is not UTF-8" in capsys.readouterr().err
