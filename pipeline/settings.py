@@ -8,11 +8,12 @@ needs as arguments. Every field can be set as ``CLEARSIGHT_<FIELD>`` in the envi
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Self
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from datasets.errors import InputError
 from pipeline.audit.image_indexes import MAX_NEAR_COPY_BITS
 
 __all__ = [
@@ -48,6 +49,23 @@ class Settings(BaseSettings):
     """Settings shared by the CLI and the server."""
 
     model_config = SettingsConfigDict(env_prefix="CLEARSIGHT_", env_file=".env", extra="ignore")
+
+    @classmethod
+    def load(cls, **values: Any) -> Self:
+        """The settings from ``values``, the environment and ``.env``, as the commands read them.
+
+        Raises:
+            InputError: ``.env`` cannot be read (not UTF-8: a file saved as UTF-16, as PowerShell 5's
+                ``echo X=1 > .env`` writes one, was an "unexpected UnicodeDecodeError", exit 1).
+        """
+        try:
+            return cls(**values)
+        except (UnicodeDecodeError, OSError) as exc:  # only reading the env file raises these here
+            why = exc.reason if isinstance(exc, UnicodeDecodeError) else exc.strerror or exc
+            raise InputError(
+                f"the settings file {str(cls.model_config.get('env_file'))!r} in the working folder cannot "
+                f"be read ({why}); save it as UTF-8 text, or remove it"
+            ) from exc
 
     audit_db: str = Field(
         default="sqlite:///clearsight.db",

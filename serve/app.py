@@ -287,4 +287,4 @@ def create_app(
 
 def create_app_from_env() -> FastAPI:
     """uvicorn factory for ``--workers N``: each worker process reads its settings from ``CLEARSIGHT_*``."""
-    return create_app(ServeSettings())
+    return create_app(ServeSettings.load())

@@ -102,7 +102,7 @@ def serve_command(
         "insecure_dev": insecure_dev or None,
         "data_dir": data_dir,
     }
-    settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = ServeSettings.load(**{k: v for k, v in overrides.items() if v is not None})
     check_keys(settings)  # refuse to start without keys, before any model is loaded
     predictors = preflight(settings)
     # uvicorn stops gracefully on SIGTERM and then ends by the signal, as a service manager expects
@@ -145,7 +145,7 @@ def keys_command() -> None:
     from serve.auth import parse_api_keys
     from serve.settings import ServeSettings
 
-    ring = parse_api_keys(ServeSettings().api_keys.get_secret_value())
+    ring = parse_api_keys(ServeSettings.load().api_keys.get_secret_value())
     if not len(ring):
         raise InputError(
             "CLEARSIGHT_API_KEYS holds no keys; set it to 'role:key,...' (roles submitter, officer, admin)"

@@ -81,7 +81,7 @@ def _http_round_trip(console: Console, out: Path, models: list[Path], audit_url:
         # the run's submitter key sends every trader's shipments: it gets their registered tiers
         sender = Principal.of_key(Role.SUBMITTER, submitter).name
         writer.writerows(sorted((trader, tier, sender) for trader, tier in tiers if trader and tier))
-    settings = ServeSettings(
+    settings = ServeSettings.load(
         models=models,
         trader_register=register,
         audit_db=audit_url,
@@ -219,7 +219,7 @@ def demo(
 ) -> None:
     """Run the main job end to end on the embedded defaults (synthetic data, SQLite), then summarise it."""
     console = Console()
-    settings = Settings()
+    settings = Settings.load()
     # The demo records its decisions on the embedded defaults: a trial, not operative decisions.
     trial = weak_audit_secret(settings) and not settings.allow_development_audit_secret
     if trial:

@@ -23,7 +23,7 @@ DbOption = Annotated[str | None, typer.Option("--db", help=_DB_HELP)]
 
 
 def _open(db: str | None, *, create: bool = False) -> AuditStore:
-    return AuditStore.open(db or Settings().audit_db, create=create)
+    return AuditStore.open(db or Settings.load().audit_db, create=create)
 
 
 _TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")  # as the review page and the outcome API accept

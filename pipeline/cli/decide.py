@@ -279,7 +279,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--out {str(out)!r}: decisions are written as JSON lines; name the file .jsonl")
         if out.exists() and not overwrite:  # an earlier what-if's decisions are kept unless told
             raise InputError(f"--out {str(out)!r} already exists; pass --overwrite to replace it")
-        settings = Settings()
+        settings = Settings.load()
         key, key_warning = audit_key(settings, recording=audit_db is not None)
         chosen = load_policy(policy or default_policy_path())
         other = load_policy(compare_policy) if compare_policy is not None else None

@@ -104,7 +104,7 @@ def evaluate_command(
             f"--out {str(out)!r} already holds {', '.join(taken)}; pass --overwrite to replace "
             f"{'them' if len(taken) > 1 else 'it'}, or give another folder"
         )
-    predictor = _load_predictor(model, runtime=runtime or Settings().runtime)
+    predictor = _load_predictor(model, runtime=runtime or Settings.load().runtime)
     dataset = _read_dataset(data)
     named = folder_cargo_type(data)
     if named is not None and named != predictor.cargo_type:

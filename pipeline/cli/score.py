@@ -160,7 +160,7 @@ def score(
     from pipeline.score.decisions import load_policy_file, made_by_this_run
     from pipeline.score.writer import check_output
 
-    settings = Settings()
+    settings = Settings.load()
     if runtime is not None:
         settings.runtime = runtime
     check_outputs_apart(

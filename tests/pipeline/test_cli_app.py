@@ -6,7 +6,7 @@ import pytest
 import typer
 
 from datasets.errors import ImageDecodeError
-from pipeline.cli._app import run
+from pipeline.cli._app import app, run
 
 
 def _app_raising(exc: Exception) -> typer.Typer:
@@ -136,7 +136,7 @@ def test_sigterm_exits_143_through_the_commands_clean_up() -> None:
 _STOPPED = """
 import sys, time, typer
 from pathlib import Path
-from pipeline.cli._app import run
+from pipeline.cli._app import app, run
 app = typer.Typer()
 @app.callback()
 def _root() -> None: pass
@@ -333,3 +333,18 @@ def test_a_dot_env_that_cannot_be_read_still_reports_the_error(
     )
     assert err.count("Warning") == 1 and "Traceback" not in err
     assert err.endswith(message)
+
+
+def test_a_command_reading_a_dot_env_it_cannot_read_names_it(capsys, monkeypatch, tmp_path) -> None:
+    """Every command that reads its settings failed on a UTF-16 .env as 'unexpected
+    UnicodeDecodeError', exit 1, naming neither the file nor what would do."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLEARSIGHT_DEBUG", raising=False)
+    (tmp_path / ".env").write_bytes("CLEARSIGHT_AUDIT_DB=sqlite:///x.db\n".encode("utf-16"))
+    assert run(app, ["audit", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(
+        "Error: the settings file '.env' in the working folder cannot be read (invalid start byte); save "
+        "it as UTF-8 text, or remove it\n"
+    )
+    assert "Traceback" not in err and not (tmp_path / "x.db").exists()
