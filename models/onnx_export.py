@@ -136,7 +136,7 @@ def _refuse_overwriting_other_json(side: Path) -> None:
         return
     try:
         earlier = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # ValueError: not UTF-8, not JSON, or an integer of 4,300+ digits
+    except (OSError, ValueError, RecursionError):  # not UTF-8, not JSON, 4,300+ digits, nested deep
         earlier = None
     # any version's sidecar: re-exporting over an export of an earlier version replaces it
     if not isinstance(earlier, dict) or not str(earlier.get("format")).startswith("clearsight-onnx/"):

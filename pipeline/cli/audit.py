@@ -40,7 +40,9 @@ def _anchor(text: str) -> tuple[int, str]:
     seq, sep, digest = text.partition(":")
     if not (
         sep
+        and seq.isascii()
         and seq.isdigit()
+        and len(seq) <= 19  # int() of thousands of digits raised a ValueError, and seqs are 64-bit
         and int(seq) >= 1
         and len(digest) == 64
         and all(c in "0123456789abcdef" for c in digest)

@@ -104,6 +104,8 @@ def check_writable(option: str, path: Path, *, folder: bool = False) -> None:
     Raises:
         InputError: naming ``option``, the path and what stands in the way.
     """
+    if not folder and path.is_dir():
+        raise InputError(f"{option} {str(path)!r} is a folder; give a file")
     nearest = None
     for where in (path, *path.parents):
         if where.exists():

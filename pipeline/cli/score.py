@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -163,6 +164,9 @@ def score(
     settings = Settings.load()
     if runtime is not None:
         settings.runtime = runtime
+    # A link --out is written where it points: a Parquet output and --retry-errors write a file beside
+    # --out and rename it over --out, which replaced the link with a file and left its target as it was
+    out = Path(os.path.realpath(out)) if out.is_symlink() else out
     check_outputs_apart(
         files={"--out": out, "--decisions": (decisions or decisions_path(out)) if policy else None},
         folders={"--heatmaps": heatmaps},

@@ -372,11 +372,16 @@ def test_an_export_never_writes_over_a_model_card(tmp_path: Path, tiny_detector:
     assert again.sidecar_path == first.sidecar_path
 
 
-def test_a_file_at_the_sidecars_path_holding_a_huge_integer_is_refused_as_no_sidecar(
-    tmp_path: Path, tiny_detector: Detector
+@pytest.mark.parametrize(
+    "text",
+    ['{"format": ' + "9" * 5000 + "}\n", "[" * 100_000 + "]" * 100_000],
+    ids=["integer-of-5000-digits", "nested-deep"],
+)
+def test_a_file_at_the_sidecars_path_that_json_cannot_read_is_refused_as_no_sidecar(
+    tmp_path: Path, tiny_detector: Detector, text: str
 ) -> None:
     side = tmp_path / "m.json"
-    side.write_text('{"format": ' + "9" * 5000 + "}\n")  # json's plain ValueError was "unexpected"
+    side.write_text(text)  # json's plain ValueError and RecursionError were "unexpected"
     with pytest.raises(ExportError, match=r"is not an earlier export's sidecar"):
         export_onnx(tiny_detector, tmp_path / "m.onnx", card=_card())
 

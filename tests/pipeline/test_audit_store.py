@@ -661,6 +661,10 @@ def test_cli_verify_checks_published_heads(filled: str, capsys: pytest.CaptureFi
     assert "record 3 has hash " in capsys.readouterr().err
     assert run(app, ["audit", "verify", "--db", filled, "--expect", "3:xyz"]) == 2
     assert "is not SEQ:HASH" in capsys.readouterr().err
+    # record numbers int() cannot read, or of 5,000 digits: 'unexpected ValueError', exit 1
+    for seq in ("\u00b2", "9" * 5000):
+        assert run(app, ["audit", "verify", "--db", filled, "--expect", f"{seq}:{head4}"]) == 2
+        assert "is not SEQ:HASH (a record number >= 1" in capsys.readouterr().err
 
 
 # -- opening ---------------------------------------------------------------------------------------

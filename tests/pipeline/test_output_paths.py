@@ -119,6 +119,9 @@ WRITABLE = [
     ("new/deeper/rows.jsonl", False, None),
     ("heat", True, None),
     ("images", True, None),
+    # a folder where the file must go: found when written, after the models had loaded
+    ("images", False, "--out 'images' is a folder; give a file"),
+    ("folder_link", False, "--out 'folder_link' is a folder; give a file"),
     ("s_file/rows.jsonl", False, "--out 's_file/rows.jsonl': cannot make its folder: 's_file' is a file"),
     ("s_file/a/rows.jsonl", False, "--out 's_file/a/rows.jsonl': cannot make its folder: 's_file' is a file"),
     ("s_file", True, "--out 's_file': cannot make it: 's_file' is a file"),

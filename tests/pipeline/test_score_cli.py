@@ -480,3 +480,22 @@ def test_a_bad_audit_store_is_refused_before_the_models_load(
     assert run(app, [*argv, *policy]) == 2
     assert capsys.readouterr().err.startswith(message.format(tmp=tmp_path))
     assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_a_linked_output_is_written_where_the_link_points(
+    tmp_path: Path, models: tuple[Path, Path], suffix: str
+) -> None:
+    """A Parquet output (and --retry-errors) is written beside --out and renamed over it: that
+    replaced a link --out with a file, and the results never reached the archive it pointed into."""
+    images = tmp_path / "images"
+    write_images(images, [40, 120], prefix="ore")
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    (tmp_path / "archive").mkdir()
+    link = tmp_path / f"rows{suffix}"
+    link.symlink_to(f"archive/rows{suffix}")
+    args = ["score", str(images), "--model", str(models[0]), "--cargo-type", "bulk_ore", "--out", str(link)]
+    assert run(app, args) == 0
+    assert run(app, [*args, "--resume", "--retry-errors"]) == 0
+    assert link.is_symlink() and (tmp_path / "archive" / f"rows{suffix}").is_file()
+    assert len(list(iter_rows(link))) == 3
