@@ -125,15 +125,12 @@ def _starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def view_count(height: int, width: int, tiling: TilingConfig) -> int:
-    """``len(plan_views(height, width, tiling))``, without listing them."""
-
-    def along(length: int, t: int) -> int:
-        return 1 if length <= t else -(-(length - t) // (t - tiling.overlap)) + 1
-
+    """``len(plan_views(height, width, tiling))``, from the tiles' starts along each side, without
+    listing the views themselves (an image refused for too many views would have listed millions)."""
     t = tiling.tile_size
     if not t or max(height, width) <= t:
         return 1
-    return along(height, t) * along(width, t)
+    return len(_starts(height, t, tiling.overlap)) * len(_starts(width, t, tiling.overlap))
 
 
 def plan_views(height: int, width: int, tiling: TilingConfig) -> list[View]:
