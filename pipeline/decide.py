@@ -9,7 +9,8 @@ only clear-score reasons fired. Rule ids:
 ``override.image_reused``       a picture already decided in another shipment
 ``override.image_near_copy``    a near-copy of one (re-encoded, resized, retouched)
 ``override.image_held_before``  such a picture of a shipment held on its own evidence, not cleared
-``fail_closed.<case>``          the shipment cannot be judged (no image, corrupt image, ...)
+``fail_closed.<case>``          the shipment cannot be judged (no image, corrupt image, a score
+                                of a model the policy does not approve, ...)
 ``score.hold``                  an image at or above the hold threshold
 ``score.review``                an image at or above the (AEO-adjusted) release threshold
 ``score.clear``                 an image below the release threshold (tier RELEASE)
@@ -311,6 +312,8 @@ def _image_reasons(
                 message="score has no model id to account for it; never released",
             )
         )
+    else:
+        reasons.extend(_unapproved_model(policy, declaration, image, score))
     judged = [
         _score_reasons(policy, rules, image, score, trader, said)
         for rules, said in _rules_for(policy, declaration, image)
@@ -318,6 +321,28 @@ def _image_reasons(
     # the first of the strictest: the model's cargo's rules where others judge alike
     reasons.extend(max(judged, key=lambda found: max(r.tier.severity for r in found)))
     return reasons
+
+
+def _unapproved_model(
+    policy: Policy, declaration: Declaration, image: ImageVerdict, score: float
+) -> Iterator[Reason]:
+    """``fail_closed.unapproved_model`` where a cargo type the image is said to be of (its model's,
+    its row's declaration, the shipment's) lists the models approved for it and the image's model
+    is not among them: the first such cargo type, since one is enough never to release on it."""
+    said = (image.cargo_type, image.declaration.get("cargo_type"), declaration.cargo_type)
+    for cargo in dict.fromkeys(str(c) for c in said if c):
+        approved = policy.unapproved(cargo, str(image.model_id))
+        if approved is not None:
+            yield Reason(
+                rule="fail_closed.unapproved_model",
+                tier=policy.fail_closed.unapproved_model,
+                image=image.path,
+                score=score,
+                message=f"scored by model {image.model_id}, which policy {policy.version} does not "
+                f"approve for cargo type {cargo!r} (approved: {', '.join(approved)}); not released on "
+                "its score",
+            )
+            return
 
 
 def _score_reasons(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -42,6 +43,7 @@ __all__ = [
     "CargoPolicy",
     "FailClosedTiers",
     "ImageTiers",
+    "MAX_MODEL_ID",
     "OverrideTiers",
     "Policy",
     "RandomAudit",
@@ -102,8 +104,36 @@ def _odds_factor(value: Any) -> float:
     raise ValueError("must be a number from 1 to 4")
 
 
+MAX_MODEL_ID = 200
+"""The longest model id a policy may name (a cargo type, a backbone name and eight hex digits)."""
+
+_MODEL_ID = re.compile(r"\S(?:.*\S)?-[0-9a-f]{8}")
+
+
+def _model_ids(value: Any) -> tuple[str, ...]:
+    """A non-empty list of distinct model ids, each ``<cargo type>-<backbone>-<8 hex>`` as a model
+    card, ``clearsight train`` and every verdict name it: a bare string is a typo for a list of one,
+    and an empty list would approve no model (set ``release_threshold: 0`` to release nothing)."""
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError(
+            "must be a non-empty list of model ids (as model.json's model_id names them, "
+            "e.g. [bulk_ore-lite0-3f2a9c1b]); leave the key out to take any model's scores"
+        )
+    for entry in value:
+        if not (isinstance(entry, str) and len(entry) <= MAX_MODEL_ID and _MODEL_ID.fullmatch(entry)):
+            raise ValueError(
+                f"{entry!r} is not a model id: <cargo type>-<backbone>-<8 hex digits> of at most "
+                f"{MAX_MODEL_ID} characters, as model.json's model_id names it"
+            )
+    if len(set(value)) != len(value):
+        twice = next(entry for entry in value if value.count(entry) > 1)
+        raise ValueError(f"{twice!r} is listed twice; list each model once")
+    return tuple(value)
+
+
 InspectionTier = Annotated[Tier, BeforeValidator(_inspection_tier)]
 Threshold = Annotated[float | Literal["model"], BeforeValidator(_threshold)]
+ModelIds = Annotated[tuple[str, ...], BeforeValidator(_model_ids)]
 
 
 class _Strict(BaseModel):
@@ -111,10 +141,19 @@ class _Strict(BaseModel):
 
 
 class CargoPolicy(_Strict):
-    """Thresholds for one cargo type; ``"model"`` means the scoring model's own operating point."""
+    """Thresholds for one cargo type; ``"model"`` means the scoring model's own operating point.
+
+    ``models``, where given, lists the models approved to score this cargo: a score from any other
+    fails closed (``fail_closed.unapproved_model``), and a service or ``clearsight score --policy``
+    refuses to start with one. A model id covers the model's weights and thresholds, so that a model
+    swapped under a policy of ``"model"`` thresholds changes the policy's hash too, not only the
+    cut-offs. Left out, any model's scores are taken (the policy's hash is then what it was before
+    the key existed).
+    """
 
     release_threshold: Threshold = "model"
     hold_threshold: Threshold = "model"
+    models: ModelIds | None = None
 
     @model_validator(mode="after")
     def _hold_not_below_release(self) -> CargoPolicy:
@@ -162,6 +201,7 @@ class FailClosedTiers(_Strict):
     missing_score: InspectionTier = Tier.REMOTE_INSPECTION
     invalid_score: InspectionTier = Tier.REMOTE_INSPECTION
     missing_model_id: InspectionTier = Tier.REMOTE_INSPECTION
+    unapproved_model: InspectionTier = Tier.REMOTE_INSPECTION
     missing_threshold: InspectionTier = Tier.REMOTE_INSPECTION
     off_training_scale: InspectionTier = Tier.REMOTE_INSPECTION
 
@@ -234,9 +274,64 @@ class Policy(_Strict):
 
     _sha256: str = PrivateAttr(default="")
 
+    @model_validator(mode="after")
+    def _models_of_their_cargo(self) -> Policy:
+        for cargo, rules in self.cargo_types.items():
+            other = next((m for m in rules.models or () if not m.startswith(f"{cargo}-")), None)
+            if other is not None:
+                raise ValueError(
+                    f"cargo_types.{cargo}.models: {other!r} is not a {cargo} model (a model id starts "
+                    f"with the cargo type it was trained for: {cargo}-...); a model scores only its "
+                    "own cargo"
+                )
+        return self
+
     def model_post_init(self, context: Any, /) -> None:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        content = self.model_dump(mode="json")
+        # Keys added after policies were in use are left out where they cannot change a decision,
+        # so that an unchanged policy keeps the hash its audit records name: no list of approved
+        # models, and the fail-closed tier for an unapproved one, which then never applies.
+        for rules in content["cargo_types"].values():
+            if rules["models"] is None:
+                del rules["models"]
+        if not self.approves_models:
+            del content["fail_closed"]["unapproved_model"]
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         self._sha256 = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    @property
+    def approves_models(self) -> bool:
+        """Whether any cargo type lists the models approved to score it."""
+        return any(rules.models is not None for rules in self.cargo_types.values())
+
+    def unapproved(self, cargo_type: str, model_id: str) -> tuple[str, ...] | None:
+        """The models approved for ``cargo_type`` where ``model_id`` is not among them, else None
+        (approved, or the policy lists no models, or no rules, for that cargo type)."""
+        rules = self.cargo_types.get(cargo_type)
+        if rules is None or rules.models is None or model_id in rules.models:
+            return None
+        return rules.models
+
+    def check_models(self, models: Mapping[str, str]) -> None:
+        """Refuse to start scoring with a model the policy does not approve for its cargo type.
+
+        Args:
+            models: the loaded models' ids by their cargo type.
+
+        Raises:
+            PolicyError: naming each unapproved model, its cargo type and the approved ids.
+        """
+        problems = [
+            f"{model_id} for {cargo_type} (approved: {', '.join(approved)})"
+            for cargo_type, model_id in sorted(models.items())
+            if (approved := self.unapproved(cargo_type, model_id)) is not None
+        ]
+        if problems:
+            raise PolicyError(
+                f"policy {self.policy_version} does not approve the model{'s' if len(problems) > 1 else ''} "
+                f"loaded: {'; '.join(problems)}. Its scores would never release cargo; load an approved "
+                "model, or list this one under cargo_types.<cargo type>.models in a new policy_version"
+            )
 
     @property
     def version(self) -> str:
@@ -324,6 +419,8 @@ def _format_error(error: Any) -> str:
     if kind == "missing":
         return f"{path}: required key is missing"
     message = str(error["ctx"]["error"]) if kind == "value_error" else str(error["msg"])
+    if not loc and kind == "value_error":
+        return message  # a check across keys (Policy's own validator) names its key paths itself
     value = error.get("input")
     if isinstance(value, dict | list):
         return f"{path}: {message}"

@@ -93,10 +93,12 @@ def preflight(settings: ServeSettings) -> dict[str, Predictor]:
     """
     from pipeline.audit import AuditStore
 
-    _load_register(settings, _load_policy(settings))  # the quick checks first
+    policy = _load_policy(settings)
+    _load_register(settings, policy)  # the quick checks first
     _check_data_dir(settings.data_dir)
     AuditStore.check_url(settings.audit_db)
     predictors = _load_predictors(settings.models, runtime=settings.runtime)
+    policy.check_models({cargo: p.model_id for cargo, p in predictors.items()})
     audit = _open_audit(settings)  # last: a start that fails on anything else leaves no new store
     try:
         audit.ping()
@@ -218,6 +220,7 @@ def build_services(
         else _load_predictors(settings.models, runtime=settings.runtime)
     )
     services.policy = _load_policy(settings)
+    services.policy.check_models({cargo: p.model_id for cargo, p in services.predictors.items()})
     for warning in services.policy.warnings():
         log.warning("%s", warning)
     services.traders = _load_register(settings, services.policy)

@@ -248,6 +248,8 @@ def score(
         cards = [read_card(directory) for directory in model]
         _check_routing(sorted(str(c.get("cargo_type")) for c in cards), cargo_type, inputs, is_manifest)
         model_ids = [str(c["model_id"]) for c in cards]
+        if loaded_policy is not None:
+            loaded_policy.check_models({str(c["cargo_type"]): str(c["model_id"]) for c in cards})
         runner_engine = RayEngine(
             ModelDirs(tuple(str(d) for d in model), runtime=settings.runtime),
             address=ray_address,
@@ -262,6 +264,8 @@ def score(
             router, workers=workers, batch_size=batch_size, limits=limits, max_pixels_in_flight=max_pixels
         )
         model_ids = [predictor.model_id for predictor in router.predictors]
+        if loaded_policy is not None:  # before any slow work
+            loaded_policy.check_models({p.cargo_type: p.model_id for p in router.predictors})
 
     progress = Progress(
         TextColumn("scoring"),

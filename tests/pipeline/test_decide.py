@@ -47,6 +47,9 @@ def img(score: float | None = 0.2, path: str = "a.png", **kw: Any) -> ImageVerdi
     return ImageVerdict(path=path, score=score, **{**base, **kw})
 
 
+ORE_MODEL = "bulk_ore-lite0-0000000a"
+
+
 def decl(**kw: Any) -> Declaration:
     return Declaration(**{"shipment_id": "S1", "cargo_type": "bulk_ore", **kw})
 
@@ -378,6 +381,62 @@ CASES = [
         H,
         ["fail_closed.missing_model_id", "score.clear"],
     ),
+    (  # the policy approves other models for ore: never released on this one's score
+        "unapproved-model",
+        {"cargo_types": {"bulk_ore": {"models": [ORE_MODEL]}}},
+        {},
+        [img(0.1)],
+        H,
+        ["fail_closed.unapproved_model", "score.clear"],
+    ),
+    (
+        "approved-model",
+        {"cargo_types": {"bulk_ore": {"models": [ORE_MODEL]}}},
+        {},
+        [img(0.1, model_id=ORE_MODEL)],
+        R,
+        ["score.clear"],
+    ),
+    (  # a high score still holds: failing closed never softens what the score says
+        "unapproved-model-holds-on-its-score",
+        {"cargo_types": {"bulk_ore": {"models": [ORE_MODEL]}}},
+        {},
+        [img(0.9)],
+        P,
+        ["fail_closed.unapproved_model", "score.hold"],
+    ),
+    (
+        "unapproved-model-tier-from-policy",
+        {
+            "cargo_types": {"bulk_ore": {"models": [ORE_MODEL]}},
+            "fail_closed": {"unapproved_model": "PHYSICAL_INSPECTION"},
+        },
+        {},
+        [img(0.1)],
+        P,
+        ["fail_closed.unapproved_model", "score.clear"],
+    ),
+    (  # approved for ore, declared as packs whose rules approve other models: mixed, and unapproved
+        "approved-for-its-cargo-not-the-declared-one",
+        {
+            "cargo_types": {
+                "bulk_ore": {"models": [ORE_MODEL]},
+                "vacuum_pack": {"models": ["vacuum_pack-lite0-0000000b"]},
+            }
+        },
+        {"cargo_type": "vacuum_pack"},
+        [img(0.1, model_id=ORE_MODEL)],
+        H,
+        ["fail_closed.mixed_cargo_types", "fail_closed.unapproved_model", "score.clear"],
+    ),
+    (  # no id at all is its own case, not an unapproved one
+        "missing-model-id-under-approved-models",
+        {"cargo_types": {"bulk_ore": {"models": [ORE_MODEL]}}},
+        {},
+        [img(0.1, model_id=None)],
+        H,
+        ["fail_closed.missing_model_id", "score.clear"],
+    ),
     ("missing-release-threshold", {}, {}, [img(0.1, threshold=None)], H, ["fail_closed.missing_threshold"]),
     ("missing-hold-threshold", {}, {}, [img(0.1, hold_threshold=None)], H, ["fail_closed.missing_threshold"]),
     ("nan-threshold", {}, {}, [img(0.1, threshold=math.nan)], H, ["fail_closed.missing_threshold"]),
@@ -568,6 +627,17 @@ def test_rules(
     assert decision.tier is tier
     assert decision.random_audit is ("random_audit" in rules)
     assert decision.tier is max((r.tier for r in decision.reasons), key=lambda t: t.severity, default=R)
+
+
+def test_an_unapproved_model_s_reason_names_it_and_the_approved_ones() -> None:
+    approving = policy(cargo_types={"bulk_ore": {"models": [ORE_MODEL, "bulk_ore-lite1-0000000c"]}})
+    decision = decide_shipment(approving, decl(), [img(0.1)], audit_key=KEY, now=NOW)
+    reason = decision.reasons[0]
+    assert (reason.rule, reason.image, reason.score) == ("fail_closed.unapproved_model", "a.png", 0.1)
+    assert reason.message == (
+        "scored by model ore-m1, which policy test-1 does not approve for cargo type 'bulk_ore' "
+        "(approved: bulk_ore-lite0-0000000a, bulk_ore-lite1-0000000c); not released on its score"
+    )
 
 
 @pytest.mark.parametrize(

@@ -130,7 +130,7 @@ def test_declaring_another_cargo_type_never_gives_a_milder_tier(declared: str) -
 ANY_CARGO = ["bulk_ore", "vacuum_pack", "crude_oil", "wafer"]
 FAIL_CLOSED = [
     "no_image", "image_error", "unknown_cargo_type", "mixed_cargo_types", "missing_score",
-    "invalid_score", "missing_model_id", "missing_threshold", "off_training_scale",
+    "invalid_score", "missing_model_id", "unapproved_model", "missing_threshold", "off_training_scale",
 ]  # fmt: skip
 REDECLARED_TRIALS = 1500
 
@@ -145,6 +145,8 @@ def _any_policy(rng: random.Random) -> Policy:
         if "model" not in (release, hold) and release > hold:
             release, hold = hold, release
         cargo[name] = {"release_threshold": release, "hold_threshold": hold}
+        if rng.random() < 0.3:  # the models it approves: the one that scores, or another
+            cargo[name]["models"] = [f"{name}-lite0-{rng.choice(['0000000a', '0000000b'])}"]
     # each fail-closed tier drawn apart: mixed_cargo_types milder than unknown_cargo_type let a
     # picture of unlisted cargo declared as a listed type shed the stricter tier (forced equal here
     # before, which hid it)
@@ -175,7 +177,7 @@ def _own_image(rng: random.Random, n: int, cargo: str) -> ImageVerdict:
         "cargo_type": cargo,
         "threshold": release,
         "hold_threshold": max(release, rng.choice([0.5, 0.6, 0.8, 0.95])),
-        "model_id": rng.choice(["m1", "m1", "m1", None]),
+        "model_id": rng.choice([f"{cargo}-lite0-0000000a"] * 3 + [None]),
     }
     if rng.random() < 0.15:
         base["seen_in"] = [rng.choice(["S-EARLIER", "S-RELEASED"])]

@@ -81,7 +81,7 @@ def _with(**changes: Any) -> dict[str, Any]:
         pytest.param(
             _with(cargo_types={"bulk_ore": {"release_treshold": 0.5}}),
             "cargo_types.bulk_ore.release_treshold: unknown key; "
-            "accepted keys: release_threshold, hold_threshold",
+            "accepted keys: release_threshold, hold_threshold, models",
             id="unknown-nested-key",
         ),
         pytest.param(
@@ -291,3 +291,115 @@ def test_a_policy_that_audits_nothing_at_random_says_so(random_audit: dict | Non
     if warned:
         assert said[0].startswith("policy t picks no shipment for a random audit (random_audit.rate is 0")
     assert load_policy(default_policy_path()).warnings() == []
+
+
+# -- the models a policy approves --------------------------------------------------------------------
+
+ORE_MODEL = "bulk_ore-lite0-3f2a9c1b"
+
+
+def _approving(*models: str, cargo: str = "bulk_ore") -> Policy:
+    return parse_policy({"policy_version": "v1", "cargo_types": {cargo: {"models": list(models)}}})
+
+
+def test_an_unchanged_policy_keeps_its_hash() -> None:
+    """The approved-models key and its fail-closed tier came after policies were recorded in audit
+    trails: a policy that lists no models hashes as it did before (the example's hash then)."""
+    assert load_policy(default_policy_path()).sha256 == (
+        "348c3b5bdf546ffe4eb891bb82ee6218e5cdff1553c0d0ba6479a3052a6b93ea"
+    )
+    # where models are listed, the unapproved model's tier can decide, so it counts
+    strict = parse_policy(
+        {
+            **_approving(ORE_MODEL).model_dump(mode="json"),
+            "fail_closed": {"unapproved_model": "PHYSICAL_INSPECTION"},
+        }
+    )
+    assert strict.sha256 != _approving(ORE_MODEL).sha256
+    assert _approving(ORE_MODEL).sha256 != _approving("bulk_ore-lite0-0000000a").sha256
+    assert _approving(ORE_MODEL).sha256 != parse_policy(MINIMAL).sha256
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        pytest.param(
+            ORE_MODEL,
+            "cargo_types.bulk_ore.models = 'bulk_ore-lite0-3f2a9c1b': must be a non-empty list of model ids "
+            "(as model.json's model_id names them, e.g. [bulk_ore-lite0-3f2a9c1b]); leave the key out "
+            "to take any model's scores",
+            id="a-string-not-a-list",
+        ),
+        pytest.param(
+            [],
+            "cargo_types.bulk_ore.models: must be a non-empty list of model ids (as model.json's model_id "
+            "names them, e.g. [bulk_ore-lite0-3f2a9c1b]); leave the key out to take any model's scores",
+            id="empty",
+        ),
+        pytest.param(
+            ["lite0"],
+            "cargo_types.bulk_ore.models: 'lite0' is not a model id: <cargo type>-<backbone>-<8 hex "
+            "digits> of at most 200 characters, as model.json's model_id names it",
+            id="not-an-id",
+        ),
+        pytest.param(
+            ["bulk_ore-lite0-3F2A9C1B"],
+            "cargo_types.bulk_ore.models: 'bulk_ore-lite0-3F2A9C1B' is not a model id: <cargo type>-"
+            "<backbone>-<8 hex digits> of at most 200 characters, as model.json's model_id names it",
+            id="upper-case-hex",
+        ),
+        pytest.param(
+            [7],
+            "cargo_types.bulk_ore.models: 7 is not a model id: <cargo type>-<backbone>-<8 hex digits> of "
+            "at most 200 characters, as model.json's model_id names it",
+            id="a-number",
+        ),
+        pytest.param(
+            [ORE_MODEL, ORE_MODEL],
+            "cargo_types.bulk_ore.models: 'bulk_ore-lite0-3f2a9c1b' is listed twice; list each model once",
+            id="twice",
+        ),
+        pytest.param(
+            ["vacuum_pack-lite0-3f2a9c1b"],
+            "cargo_types.bulk_ore.models: 'vacuum_pack-lite0-3f2a9c1b' is not a bulk_ore model (a model "
+            "id starts with the cargo type it was trained for: bulk_ore-...); a model scores only its "
+            "own cargo",
+            id="another-cargo's-model",
+        ),
+    ],
+)
+def test_approved_models_are_refused_unless_a_list_of_this_cargo_s_ids(models: Any, message: str) -> None:
+    data = {"policy_version": "v1", "cargo_types": {"bulk_ore": {"models": models}}}
+    with pytest.raises(PolicyError) as info:
+        parse_policy(data, source="p.yaml")
+    assert str(info.value) == f"p.yaml: invalid policy: {message}"
+
+
+def test_a_cargo_type_with_hyphens_lists_its_own_models() -> None:
+    policy = _approving("crude-oil-lite0-0000000a", cargo="crude-oil")
+    assert policy.cargo_types["crude-oil"].models == ("crude-oil-lite0-0000000a",)
+
+
+@pytest.mark.parametrize(
+    ("loaded", "refused"),
+    [
+        ({"bulk_ore": ORE_MODEL}, None),
+        ({"bulk_ore": ORE_MODEL, "vacuum_pack": "vacuum_pack-lite0-00000001"}, None),  # lists none for packs
+        ({}, None),
+        ({"bulk_ore": "bulk_ore-lite0-0000000a"}, "bulk_ore-lite0-0000000a for bulk_ore"),
+    ],
+)
+def test_check_models_refuses_a_model_the_policy_does_not_approve(
+    loaded: dict[str, str], refused: str | None
+) -> None:
+    policy = _approving(ORE_MODEL)
+    if refused is None:
+        policy.check_models(loaded)
+        return
+    with pytest.raises(PolicyError) as info:
+        policy.check_models(loaded)
+    assert str(info.value) == (
+        f"policy v1 does not approve the model loaded: {refused} (approved: {ORE_MODEL}). Its scores would "
+        "never release cargo; load an approved model, or list this one under "
+        "cargo_types.<cargo type>.models in a new policy_version"
+    )

@@ -286,6 +286,37 @@ def test_policy_needs_manifest_inputs(
     assert "every INPUT must be a manifest with shipment ids" in capsys.readouterr().err
 
 
+def test_a_model_the_policy_does_not_approve_is_refused_before_scoring(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from models.artifact import read_card
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    ore_id = read_card(models[0])["model_id"]
+    policy = tmp_path / "approving.yaml"
+    approving = "policy_version: t\nrandom_audit: {{rate: 0}}\ncargo_types:\n  bulk_ore: {{models: [{}]}}\n"
+    policy.write_text(approving.format("bulk_ore-lite0-0000000a"))
+    out = tmp_path / "rows.csv"
+    argv = ["score", str(manifest), "--model", str(models[0]), "--out", str(out), "--policy", str(policy)]
+    assert run(app, argv) == 2
+    assert capsys.readouterr().err == (
+        f"Error: policy t does not approve the model loaded: {ore_id} for bulk_ore (approved: "
+        "bulk_ore-lite0-0000000a). Its scores would never release cargo; load an approved model, or list "
+        "this one under cargo_types.<cargo type>.models in a new policy_version\n"
+    )
+    assert not out.exists()  # refused before anything was scored
+    policy.write_text(approving.format(ore_id))
+    assert run(app, argv) == 0, capsys.readouterr().err
+    decisions = [json.loads(line) for line in out.with_suffix(".decisions.jsonl").read_text().splitlines()]
+    ore = next(d for d in decisions if d["shipment_id"] == "S1")
+    rules = [r["rule"] for r in ore["reasons"]]
+    assert len(rules) == 3 and set(rules) <= {"score.clear", "score.review", "score.hold"}, rules
+
+
 def test_ray_engine_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the extra looks like
     engine = RayEngine(lambda: [])

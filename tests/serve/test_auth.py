@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from serve_fakes import ADMIN_KEY, API_KEYS, OFFICER_KEY, SUBMITTER_KEY, auth, png_bytes
+from serve_fakes import ADMIN_KEY, API_KEYS, OFFICER_KEY, SUBMITTER_KEY, FakePredictor, auth, png_bytes
 
 from datasets.errors import InputError
 from serve.app import create_app
@@ -320,6 +320,22 @@ def test_a_policy_that_audits_nothing_at_random_is_warned_about_at_start(
     caplog.clear()
     make_client()  # the bundled example audits 3 %
     assert "random audit" not in caplog.text
+
+
+def test_a_model_the_policy_does_not_approve_is_refused_at_start(make_client, tmp_path) -> None:
+    """A policy that lists the models approved for a cargo type: a service loaded with another
+    would send every such shipment to inspection on a fail-closed rule; it does not start."""
+    from datasets.errors import PolicyError
+
+    policy = tmp_path / "approving.yaml"
+    policy.write_text(
+        "policy_version: t\nrandom_audit: {rate: 0.02}\ncargo_types:\n"
+        "  bulk_ore: {models: [bulk_ore-lite0-0000000a]}\n  vacuum_pack: {}\n"
+    )
+    with pytest.raises(PolicyError, match=r"not approve the model loaded: bulk_ore-fake-0001 for bulk_ore"):
+        make_client(policy=policy)
+    approved = {"bulk_ore": FakePredictor("bulk_ore", model_id="bulk_ore-lite0-0000000a")}
+    assert make_client(policy=policy, predictors=approved).get("/healthz").status_code == 200
 
 
 def test_keys_prints_the_names_a_trader_register_lists_never_the_keys(monkeypatch, capsys) -> None:
