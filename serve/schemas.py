@@ -238,6 +238,12 @@ class OutcomeIn(BaseModel):
         description="The decision (its seq) the officer judged: refused with 409 if the shipment has "
         "been decided again since.",
     )
+    new_type: bool = Field(
+        default=False,
+        description="'found' names a kind of anomaly the shipment's model does not know; without it, "
+        "'found' must be 'clean', 'unknown' or a type the shipment was scored against or its cargo "
+        "type's model knows (422 otherwise: a typo would be kept in the audit trail for good).",
+    )
     amend: bool = Field(
         default=False,
         description="Correct an outcome already recorded for this decision; without it, a second "

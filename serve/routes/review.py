@@ -21,13 +21,13 @@ from starlette.concurrency import run_in_threadpool
 
 from datasets.errors import AuditError, ConflictError
 from datasets.perceptual_hash import fine_distance
-from models.inference import GOOD
 from pipeline.heatmap import legend_svg
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS
-from pipeline.verdicts import Tier, scored_anomaly_types
+from pipeline.verdicts import Tier
 from serve.auth import Principal, Role
 from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep, authenticate, client_address
 from serve.errors import NotAuthenticatedError, PermissionDeniedError, TooManyAttemptsError
+from serve.findings import finding_types
 from serve.routes.shipments import ShipmentIdPath, record_outcome
 from serve.schemas import CLEAN, MAX_SEQ, RECORDED_ID_PATTERN, OutcomeIn
 from serve.storage import heatmap_name
@@ -119,26 +119,6 @@ def _require_session(request: Request, services: Services, csrf: str | None = No
     if csrf is not None and not hmac.compare_digest(csrf.encode(), token.encode()):
         raise PermissionDeniedError("the form's CSRF token does not match this session; reload /review")
     return principal
-
-
-def _anomaly_types(services: Services, records: list[Any]) -> dict[str, list[str]]:
-    """What an officer may say was found, per cargo type: the anomaly types its loaded model knows
-    (not the synthetic ones it trained on), else those its decisions' images were scored against,
-    and ``unknown``. Never another cargo type's: a puncture is no finding in a bulk-ore wagon."""
-    out: dict[str, list[str]] = {}
-    for cargo in {r.decision.cargo_type for r in records}:
-        names: set[str] = set()
-        predictor = services.predictors.get(cargo)
-        if predictor is not None:
-            card = predictor.card
-            pseudo = set(card.get("training", {}).get("pseudo_types", []))
-            names = {
-                n for n in card.get("detector", {}).get("class_names", []) if n != GOOD and n not in pseudo
-            }
-        if not names:
-            names = scored_anomaly_types([r.decision for r in records if r.decision.cargo_type == cargo])
-        out[cargo] = sorted(names | {"unknown"})
-    return out
 
 
 def _earlier_pictures(
@@ -243,7 +223,7 @@ async def review_page(
             "offset": offset,
             "searched": wanted,
             "page_size": PAGE_SIZE,
-            "anomaly_types": _anomaly_types(services, records),
+            "finding_types": {r.seq: finding_types(services.predictors, r.decision) for r in records},
             "clean": CLEAN,
             "recorded": request.query_params.get("recorded"),
             "stale": request.query_params.get("stale"),

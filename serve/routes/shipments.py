@@ -29,6 +29,7 @@ from serve.errors import (
     ShipmentTakenError,
     TierNotAllowedError,
 )
+from serve.findings import finding_types
 from serve.problems import AUTHENTICATED, problem_responses
 from serve.routes.score import UPLOAD_DESCRIBED, UPLOAD_ERRORS
 from serve.schemas import (
@@ -599,7 +600,8 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
 
     Raises:
         NotFoundError: no decision recorded for the shipment.
-        InputError: ``outcome.decision_seq`` is none of the shipment's decisions.
+        InputError: ``outcome.decision_seq`` is none of the shipment's decisions, or ``outcome.found``
+            is no type :func:`~serve.findings.finding_types` accepts and ``outcome.new_type`` is unset.
         DecidedAgainError: ``outcome.decision_seq`` is an earlier decision of the shipment.
         OutcomeExistsError: the decision has an outcome already and ``outcome.amend`` is not set.
     """
@@ -608,6 +610,14 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
     if record is None:
         raise NotFoundError(f"no decision recorded for shipment {shipment_id!r}")
     found = None if outcome.found == CLEAN else outcome.found
+    if found is not None and not outcome.new_type:
+        accepted = finding_types(services.predictors, record.decision)
+        if found not in accepted:
+            raise InputError(
+                f"found {found!r} is not a type shipment {shipment_id!r} was scored against, nor one its "
+                f"cargo type's model knows (accepted: {', '.join([CLEAN, *accepted])}); send "
+                '"new_type": true if inspection found a kind of anomaly its model does not know'
+            )
     # the store checks decision_seq and amend again where it writes: two officers at once, or a
     # decision added meanwhile, cannot slip between this read and the write
     try:

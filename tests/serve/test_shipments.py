@@ -144,6 +144,37 @@ def test_get_and_record_outcome(make_client, audit_store) -> None:
     assert audit_store.verify().ok
 
 
+@pytest.mark.parametrize(
+    ("outcome", "status"),
+    [
+        ({"found": "foreign_object"}, 200),  # its images were scored against it
+        ({"found": "unknown"}, 200),
+        ({"found": "clean"}, 200),
+        ({"found": "foriegn_object"}, 422),  # a typo, kept in the audit trail for good
+        ({"found": "puncture"}, 422),  # another cargo type's
+        ({"found": "foriegn_object", "new_type": True}, 200),  # the officer says it is a new kind
+    ],
+)
+def test_an_outcome_names_a_type_the_shipment_was_scored_against(
+    make_client, audit_store, outcome, status
+) -> None:
+    """The CLI refused such a finding unless --new-type; the API took any name and kept it for good."""
+    client = make_client()
+    _submit(client, "SHP-T", [150])
+    answer = client.post("/v1/shipments/SHP-T/outcome", json=outcome, headers=OFFICER)
+    assert answer.status_code == status, answer.text
+    if status == 422:
+        assert answer.json()["detail"] == (
+            f"found {outcome['found']!r} is not a type shipment 'SHP-T' was scored against, nor one its "
+            'cargo type\'s model knows (accepted: clean, foreign_object, unknown); send "new_type": true '
+            "if inspection found a kind of anomaly its model does not know"
+        )
+        assert audit_store.get("SHP-T").outcome is None
+    else:
+        found = audit_store.get("SHP-T").outcome.found
+        assert found == (None if outcome["found"] == "clean" else outcome["found"])
+
+
 def test_an_outcome_for_a_decision_that_was_replaced_is_refused(make_client, audit_store) -> None:
     client = make_client()
     _submit(client, "SHP-Q", [10])
