@@ -279,6 +279,9 @@ def _image_reasons(
         )
         return reasons
     score = image.score
+    # before the score's own checks: a score no approved model accounts for (an unlisted model's,
+    # or one with no model id) is never milder for being out of range or off the training scale
+    reasons.extend(_unapproved_model(policy, declaration, image, score))
     # NaN compares False with everything, so without this check it would pass as "below threshold".
     if not math.isfinite(score) or not 0.0 <= score <= 1.0:
         reasons.append(
@@ -312,8 +315,6 @@ def _image_reasons(
                 message="score has no model id to account for it; never released",
             )
         )
-    else:
-        reasons.extend(_unapproved_model(policy, declaration, image, score))
     judged = [
         _score_reasons(policy, rules, image, score, trader, said)
         for rules, said in _rules_for(policy, declaration, image)
@@ -328,19 +329,20 @@ def _unapproved_model(
 ) -> Iterator[Reason]:
     """``fail_closed.unapproved_model`` where a cargo type the image is said to be of (its model's,
     its row's declaration, the shipment's) lists the models approved for it and the image's model
-    is not among them: the first such cargo type, since one is enough never to release on it."""
+    is not among them, or the row names no model (besides ``missing_model_id``, whose tier may be
+    milder): the first such cargo type, since one is enough never to release on it."""
     said = (image.cargo_type, image.declaration.get("cargo_type"), declaration.cargo_type)
     for cargo in dict.fromkeys(str(c) for c in said if c):
-        approved = policy.unapproved(cargo, str(image.model_id))
+        approved = policy.unapproved(cargo, image.model_id or "")
         if approved is not None:
+            model = f"model {image.model_id}" if image.model_id else "no model named in its row"
             yield Reason(
                 rule="fail_closed.unapproved_model",
                 tier=policy.fail_closed.unapproved_model,
                 image=image.path,
                 score=score,
-                message=f"scored by model {image.model_id}, which policy {policy.version} does not "
-                f"approve for cargo type {cargo!r} (approved: {', '.join(approved)}); not released on "
-                "its score",
+                message=f"scored by {model}, which policy {policy.version} does not approve for cargo "
+                f"type {cargo!r} (approved: {', '.join(approved)}); not released on its score",
             )
             return
 

@@ -108,6 +108,8 @@ MAX_MODEL_ID = 200
 """The longest model id a policy may name (a cargo type, a backbone name and eight hex digits)."""
 
 _MODEL_ID = re.compile(r"\S(?:.*\S)?-[0-9a-f]{8}")
+_OWN_ID = re.compile(r"[A-Za-z0-9_.]+-[0-9a-f]{8}")
+"""What follows ``<cargo type>-`` in a model id: a backbone's name (no hyphen) and 8 hex digits."""
 
 
 def _model_ids(value: Any) -> tuple[str, ...]:
@@ -277,12 +279,14 @@ class Policy(_Strict):
     @model_validator(mode="after")
     def _models_of_their_cargo(self) -> Policy:
         for cargo, rules in self.cargo_types.items():
-            other = next((m for m in rules.models or () if not m.startswith(f"{cargo}-")), None)
+            other = next(
+                (m for m in rules.models or () if not _OWN_ID.fullmatch(m.removeprefix(f"{cargo}-"))), None
+            )
             if other is not None:
                 raise ValueError(
-                    f"cargo_types.{cargo}.models: {other!r} is not a {cargo} model (a model id starts "
-                    f"with the cargo type it was trained for: {cargo}-...); a model scores only its "
-                    "own cargo"
+                    f"cargo_types.{cargo}.models: {other!r} is not a {cargo} model id "
+                    f"({cargo}-<backbone>-<8 hex digits>: a model id starts with the cargo type it was "
+                    "trained for, and a model scores only its own cargo)"
                 )
         return self
 

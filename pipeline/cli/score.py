@@ -228,6 +228,12 @@ def score(
         key, key_warning = audit_key(settings, recording=audit_db is not None)  # before any slow work
         if key_warning:
             summary_warnings_extra.append(key_warning)
+        # the cards name each model and its cargo type: an unapproved one is refused before the
+        # store is made and the models load (and again on the models loaded, below)
+        from models.artifact import read_card
+
+        cards = [read_card(directory) for directory in model]
+        loaded_policy.check_models({str(c["cargo_type"]): str(c["model_id"]) for c in cards})
         if audit_db is not None:  # a URL that is none, or a store out of reach, failed after scoring
             from pipeline.audit import AuditStore
 

@@ -429,13 +429,35 @@ CASES = [
         H,
         ["fail_closed.mixed_cargo_types", "fail_closed.unapproved_model", "score.clear"],
     ),
-    (  # no id at all is its own case, not an unapproved one
+    (  # a score no approved model accounts for, whatever missing_model_id's tier: never milder
         "missing-model-id-under-approved-models",
-        {"cargo_types": {"bulk_ore": {"models": [ORE_MODEL]}}},
+        {
+            "cargo_types": {"bulk_ore": {"models": [ORE_MODEL]}},
+            "fail_closed": {"unapproved_model": "PHYSICAL_INSPECTION"},
+        },
         {},
         [img(0.1, model_id=None)],
+        P,
+        ["fail_closed.unapproved_model", "fail_closed.missing_model_id", "score.clear"],
+    ),
+    (  # nor for being out of range
+        "invalid-score-of-an-unapproved-model",
+        {
+            "cargo_types": {"bulk_ore": {"models": [ORE_MODEL]}},
+            "fail_closed": {"unapproved_model": "PHYSICAL_INSPECTION"},
+        },
+        {},
+        [img(1.5)],
+        P,
+        ["fail_closed.unapproved_model", "fail_closed.invalid_score"],
+    ),
+    (  # an image nobody scored has no score to approve
+        "image-error-under-approved-models",
+        {"cargo_types": {"bulk_ore": {"models": [ORE_MODEL]}}},
+        {},
+        [img(None, error="decode failed")],
         H,
-        ["fail_closed.missing_model_id", "score.clear"],
+        ["fail_closed.image_error"],
     ),
     ("missing-release-threshold", {}, {}, [img(0.1, threshold=None)], H, ["fail_closed.missing_threshold"]),
     ("missing-hold-threshold", {}, {}, [img(0.1, hold_threshold=None)], H, ["fail_closed.missing_threshold"]),
@@ -637,6 +659,11 @@ def test_an_unapproved_model_s_reason_names_it_and_the_approved_ones() -> None:
     assert reason.message == (
         "scored by model ore-m1, which policy test-1 does not approve for cargo type 'bulk_ore' "
         "(approved: bulk_ore-lite0-0000000a, bulk_ore-lite1-0000000c); not released on its score"
+    )
+    nameless = decide_shipment(approving, decl(), [img(0.1, model_id="")], audit_key=KEY, now=NOW)
+    assert nameless.reasons[0].message == (
+        "scored by no model named in its row, which policy test-1 does not approve for cargo type "
+        "'bulk_ore' (approved: bulk_ore-lite0-0000000a, bulk_ore-lite1-0000000c); not released on its score"
     )
 
 

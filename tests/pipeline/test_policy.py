@@ -361,10 +361,24 @@ def test_an_unchanged_policy_keeps_its_hash() -> None:
         ),
         pytest.param(
             ["vacuum_pack-lite0-3f2a9c1b"],
-            "cargo_types.bulk_ore.models: 'vacuum_pack-lite0-3f2a9c1b' is not a bulk_ore model (a model "
-            "id starts with the cargo type it was trained for: bulk_ore-...); a model scores only its "
-            "own cargo",
+            "cargo_types.bulk_ore.models: 'vacuum_pack-lite0-3f2a9c1b' is not a bulk_ore model id "
+            "(bulk_ore-<backbone>-<8 hex digits>: a model id starts with the cargo type it was trained "
+            "for, and a model scores only its own cargo)",
             id="another-cargo's-model",
+        ),
+        pytest.param(
+            ["bulk_ore-3f2a9c1b"],
+            "cargo_types.bulk_ore.models: 'bulk_ore-3f2a9c1b' is not a bulk_ore model id (bulk_ore-"
+            "<backbone>-<8 hex digits>: a model id starts with the cargo type it was trained for, and a "
+            "model scores only its own cargo)",
+            id="no-backbone",
+        ),
+        pytest.param(
+            ["bulk_ore-lite-0-3f2a9c1b"],
+            "cargo_types.bulk_ore.models: 'bulk_ore-lite-0-3f2a9c1b' is not a bulk_ore model id (bulk_ore-"
+            "<backbone>-<8 hex digits>: a model id starts with the cargo type it was trained for, and a "
+            "model scores only its own cargo)",
+            id="a-hyphen-in-the-backbone",
         ),
     ],
 )
@@ -373,6 +387,15 @@ def test_approved_models_are_refused_unless_a_list_of_this_cargo_s_ids(models: A
     with pytest.raises(PolicyError) as info:
         parse_policy(data, source="p.yaml")
     assert str(info.value) == f"p.yaml: invalid policy: {message}"
+
+
+def test_every_backbone_s_models_can_be_approved() -> None:
+    import models.backbones  # noqa: F401 - registers the backbones
+    from models.registry import list_models
+
+    assert list_models()
+    for backbone in list_models():
+        assert _approving(f"bulk_ore-{backbone}-0123abcd").cargo_types["bulk_ore"].models
 
 
 def test_a_cargo_type_with_hyphens_lists_its_own_models() -> None:
