@@ -6,10 +6,10 @@ Each module exposes ``register(app)``; ``serve.cli`` adds the ``serve`` and ``de
 
 from __future__ import annotations
 
-from pipeline.cli import audit, data, decide, evaluate, export, score, train
+from pipeline.cli import audit, data, decide, evaluate, export, policy, score, train
 from pipeline.cli._app import app, run
 
-for _module in (data, train, evaluate, export, score, decide, audit):
+for _module in (data, train, evaluate, export, score, decide, policy, audit):
     _module.register(app)
 
 __all__ = ["app", "run"]
