@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
+from datasets.type_names import is_type_name
+
 __all__ = [
     "DECLARATION_FIELDS",
     "OVERRIDE_FLAGS",
@@ -26,6 +28,8 @@ __all__ = [
     "ShipmentDecision",
     "Tier",
     "field_like",
+    "UNKNOWN_TYPE",
+    "finding_types",
     "first_field_like",
     "scored_anomaly_types",
 ]
@@ -266,3 +270,20 @@ def scored_anomaly_types(decisions: list[ShipmentDecision]) -> set[str]:
         for name in (image.type_probabilities or {})
         if name != "good" and not name.startswith("synthetic_")
     }
+
+
+UNKNOWN_TYPE = "unknown"
+"""An anomaly of a kind nobody could name: always a finding."""
+
+
+def finding_types(decision: ShipmentDecision, model_types: Iterable[str] = ()) -> list[str]:
+    """The anomaly types an officer may record as found in ``decision``'s shipment (``clean``
+    aside), sorted, ``unknown`` among them: those its pictures of its declared cargo type were scored
+    against, and ``model_types`` (the loaded model's for that cargo type, where a service has one).
+    Never another cargo type's: a puncture is no finding in a bulk-ore wagon. Only type names
+    (:func:`datasets.type_names.is_type_name`): a model trained before folders were held to them
+    may know a type no outcome can name.
+    """
+    own = [i for i in decision.images if i.cargo_type in (None, decision.cargo_type)]
+    names = scored_anomaly_types([decision.model_copy(update={"images": own})]) | set(model_types)
+    return sorted({n for n in names if is_type_name(n)} | {UNKNOWN_TYPE})

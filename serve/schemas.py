@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from datasets.type_names import TYPE_NAME_PATTERN
 from models.inference import Prediction
 from pipeline.resolution import SCALE_TOLERANCE
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS
@@ -227,7 +228,7 @@ class OutcomeIn(BaseModel):
     found: str = Field(
         min_length=1,
         max_length=64,
-        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        pattern=TYPE_NAME_PATTERN,
         description="'clean', or the anomaly type found.",
     )
     notes: str = Field(default="", max_length=MAX_OUTCOME_NOTES_CHARS)

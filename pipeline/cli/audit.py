@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,9 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from datasets.errors import AuditError, InputError
+from datasets.type_names import TYPE_NAME_RULE, is_type_name
 from pipeline.audit import AuditStore
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS, Settings
-from pipeline.verdicts import Tier, scored_anomaly_types
+from pipeline.verdicts import UNKNOWN_TYPE, Tier, finding_types
 
 __all__ = ["register"]
 
@@ -24,9 +24,6 @@ DbOption = Annotated[str | None, typer.Option("--db", help=_DB_HELP)]
 
 def _open(db: str | None, *, create: bool = False) -> AuditStore:
     return AuditStore.open(db or Settings.load().audit_db, create=create)
-
-
-_TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")  # as the review page and the outcome API accept
 
 
 def _table_console() -> Console:
@@ -135,11 +132,8 @@ def register(app: typer.Typer) -> None:
         """
         if (found is None) == (not clean):
             raise InputError("give exactly one of --found TYPE or --clean")
-        if found is not None and not _TYPE_NAME.fullmatch(found):
-            raise InputError(
-                f"--found {found[:70]!r} is not a type name: lower-case letters, digits and _, starting "
-                "with a letter (e.g. foreign_object)"
-            )
+        if found is not None and not is_type_name(found):
+            raise InputError(f"--found {found[:70]!r} is not a type name: {TYPE_NAME_RULE}")
         if len(notes) > MAX_OUTCOME_NOTES_CHARS:  # kept in the chain for good, as the API bounds them
             raise InputError(
                 f"--notes is {len(notes)} characters long; an outcome takes at most "
@@ -148,15 +142,18 @@ def register(app: typer.Typer) -> None:
             )
         with _open(db) as store:
             latest = store.get(shipment_id)
-            known = scored_anomaly_types([latest.decision]) if latest is not None else set()
-            if latest is not None and found is not None and found not in known | {"unknown"} and not new_type:
-                # a model that knows no types (none labelled in training) let any name become a finding
-                none = "" if known else ": its model knows none"
-                raise InputError(
-                    f"--found {found!r} is not a type shipment {shipment_id!r} was scored against{none} "
-                    f"(accepted: {', '.join(sorted(known | {'unknown'}))}); pass --new-type if inspection "
-                    "found a kind of anomaly its model does not know"
-                )
+            if latest is not None and found is not None and not new_type:
+                # the API's rule, with no model loaded: a model that knows no types (none labelled in
+                # training) let any name become a finding, and a picture of another cargo type its own
+                accepted = finding_types(latest.decision)
+                if found not in accepted:
+                    none = ": its model knows none" if accepted == [UNKNOWN_TYPE] else ""
+                    raise InputError(
+                        f"--found {found!r} is not a type the {latest.decision.cargo_type} pictures of "
+                        f"shipment {shipment_id!r} were scored against{none} (accepted: "
+                        f"{', '.join(accepted)}); pass --new-type if inspection found a kind of anomaly "
+                        "its model does not know"
+                    )
             record = store.record_outcome(shipment_id, found=found, officer=officer, notes=notes)
         what = "clean" if record.found is None else f"found {record.found}"
         Console().print(f"recorded outcome of {shipment_id} ({what}) as record {record.seq}")

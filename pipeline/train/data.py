@@ -17,6 +17,7 @@ from datasets.decode import decode_image
 from datasets.errors import CargoTypeError, DatasetFormatError
 from datasets.mvtec import read_mvtec
 from datasets.perceptual_hash import perceptual_hash
+from datasets.type_names import TYPE_NAME_RULE, is_type_name
 from models.inference import GOOD
 from models.tiling import to_rgb_float
 from pipeline.train.config import KNOWN_CARGO_TYPES, ProgressFn, TrainConfig
@@ -158,6 +159,12 @@ def read_train_items(root: Path) -> list[TrainItem]:
     n_good = sum(i.anomaly_type == GOOD for i in items)
     if n_good < 4:
         raise DatasetFormatError(f"{str(root)!r} has {n_good} images in train/good; at least 4 are needed")
+    named = next((i.anomaly_type for i in items if not is_type_name(i.anomaly_type)), None)
+    if named is not None:  # the model's types are what officers record as found: the form takes these only
+        raise DatasetFormatError(
+            f"{str(root / 'train' / named)!r}: {named!r} is not an anomaly type name: {TYPE_NAME_RULE}; "
+            "rename the folder"
+        )
     return items
 
 

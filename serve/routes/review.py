@@ -19,8 +19,9 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
-from datasets.errors import AuditError, ConflictError
+from datasets.errors import AuditError, ConflictError, InputError
 from datasets.perceptual_hash import fine_distance
+from datasets.type_names import TYPE_NAME_PATTERN
 from pipeline.heatmap import legend_svg
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS
 from pipeline.verdicts import Tier
@@ -227,6 +228,7 @@ async def review_page(
             "clean": CLEAN,
             "recorded": request.query_params.get("recorded"),
             "stale": request.query_params.get("stale"),
+            "relisted": request.query_params.get("relisted"),
             "stored": lambda sha256: services.store.has("images", sha256),
             "earlier": await run_in_threadpool(_earlier_pictures, services, records),
         },
@@ -280,7 +282,7 @@ async def logout(
     return response
 
 
-FoundForm = Annotated[str, Form(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+FoundForm = Annotated[str, Form(min_length=1, max_length=64, pattern=TYPE_NAME_PATTERN)]
 CsrfForm = Annotated[str, Form(max_length=128)]
 DecisionSeqForm = Annotated[int, Form(ge=1, le=MAX_SEQ)]
 NotesForm = Annotated[str, Form(max_length=MAX_OUTCOME_NOTES_CHARS)]
@@ -361,6 +363,8 @@ async def _record_from_form(
         )
     except ConflictError:  # another officer, or a new decision, got there between the check and the write
         return RedirectResponse(_back(shipment_id, "stale", searched), status_code=303)
+    except InputError:  # a finding the page offered, no longer one (the service restarted with another model)
+        return RedirectResponse(_back(shipment_id, "relisted", searched), status_code=303)
     return RedirectResponse(_back(shipment_id, "recorded", searched), status_code=303)
 
 

@@ -130,7 +130,8 @@ OUTCOME_RESPONSES = problem_responses(
         413: "A body over 64 KiB (request-too-large)",
         415: "A body that is not application/json (unsupported-media-type)",
         422: "An outcome or shipment id that does not match the schema (validation); a decision_seq "
-        "that is none of the shipment's decisions (bad-input)",
+        "that is none of the shipment's decisions, or a found type the shipment was not scored against "
+        "and its model does not know, without new_type (bad-input)",
         503: _AUDIT_UNAVAILABLE,
     },
 )
@@ -610,13 +611,16 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
     if record is None:
         raise NotFoundError(f"no decision recorded for shipment {shipment_id!r}")
     found = None if outcome.found == CLEAN else outcome.found
-    if found is not None and not outcome.new_type:
+    # judged against the decision the outcome is for; one for an earlier decision is the store's to
+    # refuse as decided again (409), not this check's as an unknown type
+    if found is not None and not outcome.new_type and outcome.decision_seq in (None, record.seq):
         accepted = finding_types(services.predictors, record.decision)
         if found not in accepted:
+            cargo, listed = record.decision.cargo_type, ", ".join([CLEAN, *accepted])
             raise InputError(
-                f"found {found!r} is not a type shipment {shipment_id!r} was scored against, nor one its "
-                f"cargo type's model knows (accepted: {', '.join([CLEAN, *accepted])}); send "
-                '"new_type": true if inspection found a kind of anomaly its model does not know'
+                f"found {found!r} is not a type the {cargo} pictures of shipment {shipment_id!r} were "
+                f"scored against, nor one its {cargo} model knows (accepted: {listed}); "
+                'send "new_type": true if inspection found a kind of anomaly its model does not know'
             )
     # the store checks decision_seq and amend again where it writes: two officers at once, or a
     # decision added meanwhile, cannot slip between this read and the write

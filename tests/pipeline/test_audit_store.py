@@ -1495,7 +1495,8 @@ def test_a_sqlite_file_uri_names_its_file(tmp_path: Path, uri: str) -> None:
         (["--found", "crack"], 0, "recorded outcome of S1 (found crack)"),
         (["--found", "unknown"], 0, "recorded outcome of S1 (found unknown)"),
         (["--found", "banana"], 2,
-         "--found 'banana' is not a type shipment 'S1' was scored against (accepted: crack, unknown)"),
+         "--found 'banana' is not a type the bulk_ore pictures of shipment 'S1' were scored against "
+         "(accepted: crack, unknown)"),
         (["--found", "banana", "--new-type"], 0, "recorded outcome of S1 (found banana)"),
         (["--found", "Foreign Object"], 2, "--found 'Foreign Object' is not a type name"),
     ],
@@ -1516,6 +1517,30 @@ def test_cli_outcome_names_a_type_the_model_knows(
     assert run(app, ["audit", "outcome", "S1", "--officer", "o-1", *args, "--db", db]) == code
     captured = capsys.readouterr()
     assert said in " ".join((captured.out + captured.err).split())
+
+
+def test_cli_outcome_takes_no_type_of_another_cargo_s_picture(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bulk-ore shipment with a picture scored by the packs' model: the API refused 'puncture' as
+    a finding, the CLI recorded it (a puncture is no finding in a bulk-ore wagon)."""
+    from pipeline.cli import app, run
+
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    base = decision("S1", Tier.REMOTE_INSPECTION, 0.6)
+    ore = base.images[0].model_copy(update={"type_probabilities": {"good": 0.5, "wet_patch": 0.5}})
+    pack = base.images[0].model_copy(
+        update={
+            "path": "p.png",
+            "cargo_type": "vacuum_pack",
+            "type_probabilities": {"good": 0.5, "puncture": 0.5},
+        }
+    )
+    with AuditStore.open(db) as store:
+        store.record(base.model_copy(update={"images": [ore, pack]}))
+    assert run(app, ["audit", "outcome", "S1", "--officer", "o-1", "--found", "puncture", "--db", db]) == 2
+    assert "(accepted: unknown, wet_patch)" in " ".join(capsys.readouterr().err.split())
+    assert run(app, ["audit", "outcome", "S1", "--officer", "o-1", "--found", "wet_patch", "--db", db]) == 0
 
 
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
@@ -1632,10 +1657,11 @@ def test_a_first_record_is_read_as_the_sender_rule_needs_it(
     [
         # a model trained without labelled anomalies scores against no type: any name became a finding
         (None, ["--found", "gold_bar"], 2,
-         "--found 'gold_bar' is not a type shipment 'S1' was scored against: its model knows none "
-         "(accepted: unknown); pass --new-type"),
+         "--found 'gold_bar' is not a type the bulk_ore pictures of shipment 'S1' were scored against: "
+         "its model knows none (accepted: unknown); pass --new-type"),
         ({"good": 0.7, "synthetic_scratch": 0.3}, ["--found", "gold_bar"], 2,
-         "--found 'gold_bar' is not a type shipment 'S1' was scored against: its model knows none"),
+         "--found 'gold_bar' is not a type the bulk_ore pictures of shipment 'S1' were scored against: "
+         "its model knows none"),
         (None, ["--found", "gold_bar", "--new-type"], 0, "recorded outcome of S1 (found gold_bar)"),
         (None, ["--found", "unknown"], 0, "recorded outcome of S1 (found unknown)"),
         # the API and the review page take at most 2,000 characters of notes; the CLI took any

@@ -250,6 +250,22 @@ def test_too_few_normals_are_refused(tmp_path: Path) -> None:
         train_model(root, tmp_path / "m", config=TrainConfig(image_size=64))
 
 
+@pytest.mark.parametrize("kind", ["Foreign Object", "crack-line", "9_lives", "x" * 65])
+def test_an_anomaly_folder_that_is_no_type_name_is_refused_before_training(tmp_path: Path, kind: str) -> None:
+    """The model's types are what an officer records as found, and the outcome form and API take
+    type names only: a model trained on train/Foreign Object knew a type no outcome could name."""
+    root = _write(tmp_path / "bulk_ore", 8)
+    _write_anomaly(root, kind, 0)
+    _write_anomaly(root, kind, 1)
+    with pytest.raises(DatasetFormatError) as info:
+        train_model(root, tmp_path / "m", config=TrainConfig(image_size=64))
+    assert str(info.value) == (
+        f"{str(root / 'train' / kind)!r}: {kind!r} is not an anomaly type name: lower-case letters, digits "
+        "and _, starting with a letter, at most 64 characters (e.g. foreign_object); rename the folder"
+    )
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize(
     ("n_good", "anomalies", "args", "match"),
     [

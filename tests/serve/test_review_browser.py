@@ -292,6 +292,24 @@ def test_an_outcome_is_recorded_from_the_page_for_a_batch_shipment_id(make_clien
     assert all(audit_store.get(s).outcome.officer.startswith("officer:") for s in ids)
 
 
+def test_a_finding_no_longer_offered_is_answered_with_the_page(make_client, audit_store) -> None:
+    """The form posted a finding the service no longer accepts (it restarted with another model
+    since the page was loaded): the officer got the API's problem+json telling them to send a field
+    the form has not."""
+    client = make_client()
+    audit_store.record(batch_hold("SHP-R"))
+    client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
+    page = client.get("/review").text
+    form = re.search(
+        r'<form method="post" action="/review/outcome" class="outcome-form">(.*?)</form>', page, re.S
+    )
+    fields = {k: html.unescape(v) for k, v in re.findall(r'name="(\w+)" value="([^"]*)"', form.group(1))}
+    done = client.post("/review/outcome", data={**fields, "found": "crack", "notes": ""})
+    assert done.status_code == 200 and done.headers["content-type"].startswith("text/html")
+    assert "Not recorded: what may be found in shipment <strong>SHP-R</strong> changed" in done.text
+    assert audit_store.get("SHP-R").outcome is None
+
+
 def test_a_shipment_is_found_on_the_page_by_its_id_whatever_its_tier(make_client, audit_store) -> None:
     """The page listed held shipments only, newest first, 50 a page: a tip-off about one shipment,
     or a finding after a released one cleared, meant paging through the queue or the CLI."""

@@ -165,14 +165,30 @@ def test_an_outcome_names_a_type_the_shipment_was_scored_against(
     assert answer.status_code == status, answer.text
     if status == 422:
         assert answer.json()["detail"] == (
-            f"found {outcome['found']!r} is not a type shipment 'SHP-T' was scored against, nor one its "
-            'cargo type\'s model knows (accepted: clean, foreign_object, unknown); send "new_type": true '
-            "if inspection found a kind of anomaly its model does not know"
+            f"found {outcome['found']!r} is not a type the bulk_ore pictures of shipment 'SHP-T' were "
+            "scored against, nor one its bulk_ore model knows (accepted: clean, foreign_object, unknown); "
+            'send "new_type": true if inspection found a kind of anomaly its model does not know'
         )
         assert audit_store.get("SHP-T").outcome is None
     else:
         found = audit_store.get("SHP-T").outcome.found
         assert found == (None if outcome["found"] == "clean" else outcome["found"])
+
+
+def test_an_outcome_for_an_earlier_decision_is_refused_as_decided_again_whatever_it_found(
+    make_client,
+) -> None:
+    """The found type was judged against the latest decision first: an outcome for an earlier one
+    was told to send new_type instead of that the shipment had been decided again."""
+    client = make_client()
+    _submit(client, "SHP-D", [150])
+    assert _submit(client, "SHP-D", [150], radiation_alarm=True).json()["seq"] == 2
+    for found in ("foreign_object", "foriegn_object"):
+        answer = client.post(
+            "/v1/shipments/SHP-D/outcome", json={"found": found, "decision_seq": 1}, headers=OFFICER
+        )
+        problem = answer.json()
+        assert (answer.status_code, problem["type"]) == (409, "https://clearsight.dev/problems/decided-again")
 
 
 def test_an_outcome_for_a_decision_that_was_replaced_is_refused(make_client, audit_store) -> None:
