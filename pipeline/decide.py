@@ -266,6 +266,11 @@ def _image_reasons(
                 "released on a policy's rules for other cargo",
             )
         )
+    if image.score is not None or image.model_id:
+        # before the score's own checks: a score no approved model accounts for (an unlisted model's,
+        # or one with no model id), or a row of an unlisted model, is never milder for being out of
+        # range, off the training scale, unscored or failed (a row nobody scored names no model)
+        reasons.extend(_unapproved_model(policy, declaration, image))
     if image.error is not None:
         return reasons
     if image.score is None:
@@ -279,9 +284,6 @@ def _image_reasons(
         )
         return reasons
     score = image.score
-    # before the score's own checks: a score no approved model accounts for (an unlisted model's,
-    # or one with no model id) is never milder for being out of range or off the training scale
-    reasons.extend(_unapproved_model(policy, declaration, image, score))
     # NaN compares False with everything, so without this check it would pass as "below threshold".
     if not math.isfinite(score) or not 0.0 <= score <= 1.0:
         reasons.append(
@@ -324,9 +326,7 @@ def _image_reasons(
     return reasons
 
 
-def _unapproved_model(
-    policy: Policy, declaration: Declaration, image: ImageVerdict, score: float
-) -> Iterator[Reason]:
+def _unapproved_model(policy: Policy, declaration: Declaration, image: ImageVerdict) -> Iterator[Reason]:
     """``fail_closed.unapproved_model`` where a cargo type the image is said to be of (its model's,
     its row's declaration, the shipment's) lists the models approved for it and the image's model
     is not among them, or the row names no model (besides ``missing_model_id``, whose tier may be
@@ -340,7 +340,7 @@ def _unapproved_model(
                 rule="fail_closed.unapproved_model",
                 tier=policy.fail_closed.unapproved_model,
                 image=image.path,
-                score=score,
+                score=image.score,
                 message=f"scored by {model}, which policy {policy.version} does not approve for cargo "
                 f"type {cargo!r} (approved: {', '.join(approved)}); not released on its score",
             )

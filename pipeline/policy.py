@@ -112,6 +112,11 @@ _OWN_ID = re.compile(r"[A-Za-z0-9_.]+-[0-9a-f]{8}")
 """What follows ``<cargo type>-`` in a model id: a backbone's name (no hyphen) and 8 hex digits."""
 
 
+def _of_cargo(model_id: str, cargo: str) -> bool:
+    """Whether ``model_id`` is ``<cargo>-<backbone>-<8 hex>``."""
+    return model_id.startswith(f"{cargo}-") and _OWN_ID.fullmatch(model_id[len(cargo) + 1 :]) is not None
+
+
 def _model_ids(value: Any) -> tuple[str, ...]:
     """A non-empty list of distinct model ids, each ``<cargo type>-<backbone>-<8 hex>`` as a model
     card, ``clearsight train`` and every verdict name it: a bare string is a typo for a list of one,
@@ -279,9 +284,7 @@ class Policy(_Strict):
     @model_validator(mode="after")
     def _models_of_their_cargo(self) -> Policy:
         for cargo, rules in self.cargo_types.items():
-            other = next(
-                (m for m in rules.models or () if not _OWN_ID.fullmatch(m.removeprefix(f"{cargo}-"))), None
-            )
+            other = next((m for m in rules.models or () if not _of_cargo(m, cargo)), None)
             if other is not None:
                 raise ValueError(
                     f"cargo_types.{cargo}.models: {other!r} is not a {cargo} model id "

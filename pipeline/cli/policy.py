@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from datasets.errors import InputError
 from pipeline.policy import CargoPolicy, Policy, load_policy
@@ -17,54 +14,59 @@ from pipeline.verdicts import Tier
 __all__ = ["register"]
 
 
-def _cut(rule: float | str, own: float | None) -> str:
-    """A threshold as the policy gives it, with the number it comes to where a model is known."""
+def _source(rule: float | str, own: float | None) -> str:
+    """Where a threshold comes from, in words."""
     if not isinstance(rule, float):  # "model"
-        return "the model's own" if own is None else f"{own:.4f} (the model's own)"
-    return f"{rule:.4f}" if own is None else f"{rule:.4f} (the model's own: {own:.4f})"
+        return "the model's own"
+    return "the policy's" if own is None else f"the policy's; the model's own: {own:.4f}"
 
 
-def _numbers(rules: CargoPolicy, card: dict[str, Any] | None) -> tuple[float | None, float | None]:
-    """The release and hold thresholds ``rules`` come to with ``card``'s model (None: not known)."""
+def _cargo_lines(policy: Policy, cargo: str, rules: CargoPolicy, card: dict[str, Any] | None) -> list[str]:
+    """What ``cargo``'s shipments are judged by, as ``decide`` judges them, one item a line."""
     own = card["thresholds"] if card is not None else {}
     release = own.get("release") if rules.release_threshold == "model" else rules.release_threshold
     hold = own.get("hold") if rules.hold_threshold == "model" else rules.hold_threshold
-    return release, hold
-
-
-def _cargo_table(policy: Policy, cards: dict[str, dict[str, Any]]) -> Table:
-    traders = sorted(policy.trusted_traders)
-    table = Table(title=f"Policy {policy.version} — thresholds per cargo type", title_justify="left")
-    columns = ("cargo type", "model", "release below", "hold at or above", *(f"{t} release" for t in traders))
-    for column in columns:
-        table.add_column(column)
-    table.add_column("models approved")
-    for cargo, rules in sorted(policy.cargo_types.items()):
-        card = cards.get(cargo)
-        own = card["thresholds"] if card is not None else {}
-        release, hold = _numbers(rules, card)
-        raised = [
-            f"{policy.trusted_traders[t].raised(release, hold):.4f}"
-            if release is not None and hold is not None
-            else f"odds x{policy.trusted_traders[t].release_odds_factor:g}"
-            for t in traders
-        ]
-        if rules.models is None:
-            approved = "any"
-        elif card is None:
-            approved = ", ".join(rules.models)
-        else:
-            word = "approved" if card["model_id"] in rules.models else "NOT APPROVED"
-            approved = f"{', '.join(rules.models)} ({card['model_id']}: {word})"
-        table.add_row(
-            cargo,
-            card["model_id"] if card is not None else "-",
-            _cut(rules.release_threshold, own.get("release")),
-            _cut(rules.hold_threshold, own.get("hold")),
-            *raised,
-            approved,
+    lines = [cargo]
+    if card is None:
+        lines.append("  model: none given (--model shows the thresholds as numbers)")
+    else:
+        approval = (
+            ""
+            if rules.models is None
+            else (": approved" if card["model_id"] in rules.models else ": NOT APPROVED by this policy")
         )
-    return table
+        lines.append(f"  model: {card['model_id']}{approval}")
+    # a score at or above hold is held before release is looked at: a release cut above it is hold
+    if release is None:
+        lines.append("  released below: the model's own threshold")
+    elif hold is not None and release > hold:
+        lines.append(
+            f"  released below: {hold:.4f} (set at {release:.4f} ({_source(rules.release_threshold, None)}), "
+            "above the hold threshold: no score is sent to the review tier)"
+        )
+    else:
+        lines.append(
+            f"  released below: {release:.4f} ({_source(rules.release_threshold, own.get('release'))})"
+        )
+    if hold is None:
+        lines.append("  held at or above: the model's own threshold")
+    else:
+        lines.append(f"  held at or above: {hold:.4f} ({_source(rules.hold_threshold, own.get('hold'))})")
+    for name, trader in sorted(policy.trusted_traders.items()):
+        factor = f"odds x{trader.release_odds_factor:g}"
+        if release == 0.0:  # a release threshold of 0 stays 0, whoever sends the cargo
+            shown = "0.0000"
+        elif release is not None and hold is not None:
+            shown = f"{min(trader.raised(release, hold), hold):.4f}"
+        else:
+            shown = "the release threshold's"
+        lines.append(f"  {name} traders released below: {shown} ({factor})")
+    if rules.models is None:
+        lines.append("  models approved: any (none listed)")
+    else:
+        lines.append("  models approved:")
+        lines += [f"    {model_id}" for model_id in rules.models]
+    return lines
 
 
 def _by_tier(rules: dict[str, Tier]) -> str:
@@ -76,8 +78,7 @@ def _by_tier(rules: dict[str, Tier]) -> str:
 def _other_rules(policy: Policy) -> list[str]:
     audit = policy.random_audit
     return [
-        f"sha256 {policy.sha256} (every decision records it)",
-        f"random audit: {audit.rate:.1%} of all shipments, inspected at least at {audit.tier.value}",
+        f"random audit: {audit.rate * 100:.4g}% of all shipments, inspected at least at {audit.tier.value}",
         f"score tiers: at or above hold {policy.image_tiers.at_or_above_hold.value}, at or above "
         f"release {policy.image_tiers.at_or_above_release.value}",
         f"overrides: {_by_tier(dict(policy.overrides))}",
@@ -109,12 +110,14 @@ def register(app: typer.Typer) -> None:
         Exits 2 naming the problem when the policy is invalid, two models are of one cargo type, or
         a model is one the policy does not approve (serve and score --policy would refuse it).
         """
-        from models.artifact import read_card
+        from models.artifact import load_model
 
         policy = load_policy(policy_file)
         cards: dict[str, dict[str, Any]] = {}
         for directory in model or []:
-            card = read_card(directory)
+            # loaded as serve and score load it (weights checked against the card), on PyTorch: the
+            # ONNX Runtime graph is traced at load, which checks nothing a policy depends on
+            card = dict(load_model(directory, runtime="torch").card)
             cargo = str(card["cargo_type"])
             if cargo in cards:
                 raise InputError(
@@ -122,11 +125,13 @@ def register(app: typer.Typer) -> None:
                     f"{cargo} models; give one model per cargo type, as serve and score load them"
                 )
             cards[cargo] = card
-        # a terminal's width on a terminal; wide lines when piped (rich would fold at 80 columns)
-        console = Console() if sys.stdout.isatty() else Console(width=200)
-        console.print(_cargo_table(policy, cards))
+        # plain lines: names are the policy's own text (no markup), and none is cut to a width
+        typer.echo(f"policy {policy.version}, sha256 {policy.sha256} (every decision records both)")
+        for cargo, rules in sorted(policy.cargo_types.items()):
+            for line in _cargo_lines(policy, cargo, rules, cards.get(cargo)):
+                typer.echo(line)
         for line in _other_rules(policy):
-            console.print(line, highlight=False)
+            typer.echo(line)
         unlisted = sorted(set(cards) - set(policy.cargo_types))
         warnings = [*policy.warnings()]
         warnings += [
@@ -135,6 +140,6 @@ def register(app: typer.Typer) -> None:
             for cargo in unlisted
         ]
         for warning in warnings:
-            console.print(f"Warning: {warning}", highlight=False)
+            typer.echo(f"Warning: {warning}")
         policy.check_models({cargo: str(card["model_id"]) for cargo, card in cards.items()})
-        console.print(f"policy {policy.version} is valid", highlight=False)
+        typer.echo(f"policy {policy.version} is valid")

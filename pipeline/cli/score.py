@@ -231,9 +231,15 @@ def score(
         # the cards name each model and its cargo type: an unapproved one is refused before the
         # store is made and the models load (and again on the models loaded, below)
         from models.artifact import read_card
+        from pipeline.score.routing import two_models
 
-        cards = [read_card(directory) for directory in model]
-        loaded_policy.check_models({str(c["cargo_type"]): str(c["model_id"]) for c in cards})
+        seen: dict[str, str] = {}
+        for card in (read_card(directory) for directory in model):
+            cargo, model_id = str(card["cargo_type"]), str(card["model_id"])
+            if cargo in seen:
+                raise two_models(cargo, seen[cargo], model_id)
+            seen[cargo] = model_id
+        loaded_policy.check_models(seen)
         if audit_db is not None:  # a URL that is none, or a store out of reach, failed after scoring
             from pipeline.audit import AuditStore
 

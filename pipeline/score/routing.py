@@ -8,7 +8,7 @@ from typing import NamedTuple
 from datasets.errors import CargoTypeError
 from models.inference import Predictor
 
-__all__ = ["ModelRouter", "Route"]
+__all__ = ["ModelRouter", "Route", "two_models"]
 
 
 class Route(NamedTuple):
@@ -17,6 +17,13 @@ class Route(NamedTuple):
     cargo_type: str | None
     predictor: Predictor | None
     error: str | None
+
+
+def two_models(cargo_type: str | None, first: str, second: str) -> CargoTypeError:
+    """The error for two models of one cargo type (a scorer routes each image to one)."""
+    return CargoTypeError(
+        f"two models for cargo type {cargo_type!r}: {first!r} and {second!r}; give one model per cargo type"
+    )
 
 
 class ModelRouter:
@@ -36,10 +43,7 @@ class ModelRouter:
         for predictor in predictors:
             kind = predictor.cargo_type
             if kind in by_type:
-                raise CargoTypeError(
-                    f"two models for cargo type {kind!r}: {by_type[kind].model_id!r} and "
-                    f"{predictor.model_id!r}; give one model per cargo type"
-                )
+                raise two_models(kind, by_type[kind].model_id, predictor.model_id)
             by_type[kind] = predictor
         self._by_type = by_type
 

@@ -451,11 +451,33 @@ CASES = [
         P,
         ["fail_closed.unapproved_model", "fail_closed.invalid_score"],
     ),
-    (  # an image nobody scored has no score to approve
-        "image-error-under-approved-models",
-        {"cargo_types": {"bulk_ore": {"models": [ORE_MODEL]}}},
+    (  # a row of an unapproved model is never milder for having failed or lost its score
+        "image-error-of-an-unapproved-model",
+        {
+            "cargo_types": {"bulk_ore": {"models": [ORE_MODEL]}},
+            "fail_closed": {"unapproved_model": "PHYSICAL_INSPECTION"},
+        },
         {},
         [img(None, error="decode failed")],
+        P,
+        ["fail_closed.image_error", "fail_closed.unapproved_model"],
+    ),
+    (
+        "missing-score-of-an-unapproved-model",
+        {
+            "cargo_types": {"bulk_ore": {"models": [ORE_MODEL]}},
+            "fail_closed": {"unapproved_model": "PHYSICAL_INSPECTION"},
+        },
+        {},
+        [img(None)],
+        P,
+        ["fail_closed.unapproved_model", "fail_closed.missing_score"],
+    ),
+    (  # an image nobody scored (it failed to decode) names no model: nothing to approve
+        "image-error-of-no-model-under-approved-models",
+        {"cargo_types": {"bulk_ore": {"models": [ORE_MODEL]}}},
+        {},
+        [img(None, error="decode failed", model_id=None)],
         H,
         ["fail_closed.image_error"],
     ),

@@ -374,6 +374,13 @@ def test_an_unchanged_policy_keeps_its_hash() -> None:
             id="no-backbone",
         ),
         pytest.param(
+            ["lite0-3f2a9c1b"],
+            "cargo_types.bulk_ore.models: 'lite0-3f2a9c1b' is not a bulk_ore model id (bulk_ore-<backbone>-"
+            "<8 hex digits>: a model id starts with the cargo type it was trained for, and a model scores "
+            "only its own cargo)",
+            id="no-cargo-type",
+        ),
+        pytest.param(
             ["bulk_ore-lite-0-3f2a9c1b"],
             "cargo_types.bulk_ore.models: 'bulk_ore-lite-0-3f2a9c1b' is not a bulk_ore model id (bulk_ore-"
             "<backbone>-<8 hex digits>: a model id starts with the cargo type it was trained for, and a "

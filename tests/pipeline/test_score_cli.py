@@ -319,6 +319,44 @@ def test_a_model_the_policy_does_not_approve_is_refused_before_scoring(
     assert len(rules) == 3 and set(rules) <= {"score.clear", "score.review", "score.hold"}, rules
 
 
+def test_two_models_of_a_cargo_type_are_refused_before_the_store_is_made(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The policy's check of the cards kept the last of each cargo type: an unapproved model given
+    before an approved one passed, the store was made, and the run was refused only after."""
+    from models.artifact import read_card
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    other = tiny_model_dir(tmp_path / "other", "bulk_ore", seed=5)
+    first, second = read_card(other)["model_id"], read_card(models[0])["model_id"]
+    policy = tmp_path / "approving.yaml"
+    policy.write_text(
+        f"policy_version: t\nrandom_audit: {{rate: 0}}\ncargo_types:\n  bulk_ore: {{models: [{second}]}}\n"
+    )
+    db = tmp_path / "audit.db"
+    argv = [
+        "score",
+        str(manifest),
+        "--model",
+        str(other),
+        "--model",
+        str(models[0]),
+        "--out",
+        str(tmp_path / "o.csv"),
+    ]
+    argv += ["--policy", str(policy), "--audit-db", f"sqlite:///{db}"]
+    assert run(app, argv) == 2
+    assert capsys.readouterr().err == (
+        f"Error: two models for cargo type 'bulk_ore': {first!r} and {second!r}; give one model per "
+        "cargo type\n"
+    )
+    assert not db.exists()
+
+
 def test_ray_engine_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the extra looks like
     engine = RayEngine(lambda: [])
