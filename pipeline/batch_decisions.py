@@ -12,18 +12,19 @@ only (no turns: those need the pixels), so a batch finds the same bytes and near
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from datasets.errors import ConflictError, InputError
-from pipeline.audit.image_indexes import Picture, Sighting
+from pipeline.audit.image_indexes import Picture, Sighting, Unnamed
+from pipeline.audit.records import AuditRecord
 from pipeline.audit.store import AuditStore, ImagesSeenSince
 from pipeline.decide import EarlierHold, decide_shipment, inputs_key, shipments_of, tier_source
 from pipeline.policy import Policy
 from pipeline.trader_register import TraderRegister
-from pipeline.verdicts import ImageVerdict, Refused, ShipmentDecision
+from pipeline.verdicts import ImageVerdict, Refused, ShipmentDecision, Tier
 
-__all__ = ["WhatIf", "decide_and_record", "decide_record_and_compare", "earlier_holds"]
+__all__ = ["WhatIf", "decide_and_record", "decide_record_and_compare", "earlier_holds", "with_earlier_holds"]
 
 _ATTEMPTS = 3
 """Decisions of one shipment, when its pictures keep being decided elsewhere while it is recorded."""
@@ -51,12 +52,13 @@ def _check_sha256(image: ImageVerdict, shipment_id: str) -> None:
 
 
 def earlier_holds(store: AuditStore, images: Iterable[ImageVerdict]) -> dict[str, EarlierHold]:
-    """The standing holds, uncleared, of the shipments the images' pictures were decided in before
-    (``seen_in``, ``similar_in``), by id, in one read: a picture of a held shipment sent again under
-    a new id carries the hold over (:func:`pipeline.decide.decide_shipment`'s ``held_before``).
-    An officer's outcome that found the cargo clean clears a hold; one that found something does not.
-    Only a hold on the shipment's own evidence carries (:meth:`pipeline.decide.EarlierHold.of`): not
-    one it carried itself from another, nor a random audit's.
+    """The standing holds, uncleared, of the shipments the images name as where their pictures were
+    decided before (``seen_in``, ``similar_in``), by id, in one read: a picture of a held shipment
+    sent again under a new id carries the hold over (:func:`pipeline.decide.decide_shipment`'s
+    ``held_before``). An officer's outcome that found the cargo clean clears a hold; one that found
+    something does not. Only a hold on the shipment's own evidence carries
+    (:meth:`pipeline.decide.EarlierHold.of`): not one it carried itself from another, nor a random
+    audit's. The names are the few oldest: :func:`with_earlier_holds` looks among all.
     """
     named = sorted({s for image in images for s in (*(image.seen_in or ()), *(image.similar_in or ()))})
     if not named:
@@ -64,11 +66,115 @@ def earlier_holds(store: AuditStore, images: Iterable[ImageVerdict]) -> dict[str
     latest = {record.decision.shipment_id: record for record in store.decisions_of(named)}  # oldest first
     holds = {}
     for shipment, record in latest.items():
-        cleared = record.outcome is not None and record.outcome.found is None
-        hold = EarlierHold.of(record.decision, record.seq, cleared=cleared)
+        hold = _hold(record)
         if hold is not None:
             holds[shipment] = hold
     return holds
+
+
+_PAGE = 100
+"""Decisions read at a time while looking for an earlier hold among all the shipments that hold a
+picture: the first stands at the strictest tier on its own evidence where none was cleared."""
+
+
+def with_earlier_holds(
+    store: AuditStore, shipment_id: str, images: Sequence[ImageVerdict], unnamed: Mapping[str, Unnamed]
+) -> tuple[list[ImageVerdict], dict[str, EarlierHold]]:
+    """The images of shipment ``shipment_id``, looked up in ``store``, and the earlier holds they
+    carry over (``held_before``): those of the shipments they name (:func:`earlier_holds`), and,
+    where a picture was decided in more shipments than it names (``unnamed``, from
+    :class:`~pipeline.audit.store.Lookup`), the strictest hold among all those that hold the same
+    bytes, and among all those found holding a near-copy, where it is stricter than the holds
+    named. That shipment is named too (the oldest at that tier), so that the decision says where
+    its hold came from; a near-copy's with its distance where it is the nearest.
+
+    The lookup names the few oldest shipments: a picture decided in as many shipments first, then
+    held for a radiation alarm, and sent again under a new id, carried no hold (the held one was
+    never named). Only decisions stricter than the holds named are read, strictest first, a page at
+    a time, until the first that stands at its tier on its own evidence.
+    """
+    holds = earlier_holds(store, images)
+    looked = []
+    for image in images:
+        past = unnamed.get(image.sha256 or "")
+        update: dict[str, Any] = {}
+        if past is not None and past.same and image.sha256:
+            hold = _stricter(image.seen_in or [], holds, _holding(store, shipment_id, image.sha256))
+            if hold is not None:
+                update["seen_in"] = [*(image.seen_in or []), hold.shipment_id]
+        if past is not None and past.similar_in:
+            near = {copy.shipment_id: copy for copy in past.similar_in}
+            hold = _stricter(image.similar_in or [], holds, _among(store, shipment_id, list(near)))
+            if hold is not None:
+                update["similar_in"] = [*(image.similar_in or []), hold.shipment_id]
+                copy = near[hold.shipment_id]
+                if image.similar_bits is None or copy.bits < image.similar_bits:  # the nearest now
+                    update |= {
+                        "similar_bits": copy.bits,
+                        "similar_turn": copy.turn,
+                        "turned_phash": copy.turned_phash,
+                    }
+        looked.append(image.model_copy(update=update) if update else image)
+    return looked, holds
+
+
+def _hold(record: AuditRecord) -> EarlierHold | None:
+    """The hold ``record`` stands at on its own evidence, uncleared (None: none)."""
+    cleared = record.outcome is not None and record.outcome.found is None
+    return EarlierHold.of(record.decision, record.seq, cleared=cleared)
+
+
+def _stricter(
+    named: Sequence[str], holds: dict[str, EarlierHold], pages: Callable[[Tier], Iterator[AuditRecord]]
+) -> EarlierHold | None:
+    """The first hold ``pages`` brings that is stricter than those of the shipments ``named``, added
+    to ``holds`` (None: none): strictest first, by the tiers of the decisions, and a tier's
+    decisions only while no hold as strict was found."""
+    floor = max((holds[s].tier.severity for s in named if s in holds), default=Tier.RELEASE.severity)
+    found: EarlierHold | None = None
+    for tier in sorted(Tier, key=lambda t: t.severity, reverse=True):
+        if tier.severity <= floor:  # a decision's own evidence holds it no stricter than the decision
+            break
+        for record in pages(tier):
+            hold = _hold(record)
+            if hold is not None and hold.tier.severity > floor:
+                found, floor = hold, hold.tier.severity
+                if hold.tier is tier:  # none of this tier's decisions holds it stricter
+                    break
+    if found is None or found.shipment_id in named:  # (named: decided again meanwhile)
+        return None
+    holds[found.shipment_id] = found
+    return found
+
+
+def _holding(store: AuditStore, shipment_id: str, sha256: str) -> Callable[[Tier], Iterator[AuditRecord]]:
+    """The latest decisions at a tier of all the shipments that hold the picture, a page at a time."""
+
+    def pages(tier: Tier) -> Iterator[AuditRecord]:
+        after = 0
+        while True:
+            page = store.latest_decisions_at(
+                tier, other_than=shipment_id, holding=sha256, after=after, limit=_PAGE
+            )
+            yield from page
+            if len(page) < _PAGE:
+                return
+            after = page[-1].seq
+
+    return pages
+
+
+def _among(
+    store: AuditStore, shipment_id: str, shipments: Sequence[str]
+) -> Callable[[Tier], Iterator[AuditRecord]]:
+    """The latest decisions at a tier of ``shipments``, ``_PAGE`` shipments at a time."""
+
+    def pages(tier: Tier) -> Iterator[AuditRecord]:
+        for start in range(0, len(shipments), _PAGE):
+            chunk = shipments[start : start + _PAGE]
+            yield from store.latest_decisions_at(tier, other_than=shipment_id, among=chunk, limit=_PAGE)
+
+    return pages
 
 
 def _standing(store: AuditStore, decision: ShipmentDecision, why: str) -> ShipmentDecision:
@@ -194,11 +300,15 @@ def _decide_and_record(
             lookup = store.sightings(
                 pictures, other_than=declaration.shipment_id, near_copy_bits=near_copy_bits
             )
-            seen = [
-                image.model_copy(update=Sighting.verdict_fields(lookup.found.get(image.sha256 or "")))
-                for image in images
-            ]
-            held_before = earlier_holds(store, seen)
+            seen, held_before = with_earlier_holds(
+                store,
+                declaration.shipment_id,
+                [
+                    image.model_copy(update=Sighting.verdict_fields(lookup.found.get(image.sha256 or "")))
+                    for image in images
+                ],
+                lookup.unnamed,
+            )
             decision = decide_shipment(
                 policy,
                 declaration,

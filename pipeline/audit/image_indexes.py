@@ -47,8 +47,10 @@ from pipeline.audit.schema import audit_records, image_index, image_likeness, in
 
 __all__ = [
     "MAX_NEAR_COPY_BITS",
+    "NearCopy",
     "Picture",
     "Sighting",
+    "Unnamed",
     "add_decision",
     "check_bits",
     "rebuild",
@@ -99,6 +101,28 @@ class Sighting(NamedTuple):
             "similar_turn": found.similar_turn if found else None,
             "turned_phash": found.turned_phash if found else None,
         }
+
+
+class NearCopy(NamedTuple):
+    """A shipment holding a near-copy of a picture, as :class:`Sighting` names the nearest: its fine
+    hash ``bits`` of 256 away, ``turn`` how the picture is it turned or mirrored (None: as it was),
+    and ``turned_phash`` the picture's hash turned back so."""
+
+    shipment_id: str
+    bits: int
+    turn: str | None
+    turned_phash: str | None
+
+
+class Unnamed(NamedTuple):
+    """Other shipments a picture was decided in past the ``most`` its :class:`Sighting` names:
+    whether more hold its very bytes (``same``: they are found again by its content hash), and those
+    that hold a near-copy (``similar_in``, oldest first, as far as the lookup found them). A hold
+    among them carries over as well as one among those named
+    (:func:`pipeline.batch_decisions.with_earlier_holds`)."""
+
+    same: bool
+    similar_in: list[NearCopy]
 
 
 def _rows(decision: dict[str, Any], shipment_id: str, seq: int) -> tuple[list[dict], list[dict]]:
@@ -170,10 +194,12 @@ def _seen_elsewhere(
     most: int = 5,
     after: int | None = None,
     before: dict[str, int] | None = None,
+    crowded: set[str] | None = None,
 ) -> dict[str, list[str]]:
     """For each content hash, the other shipments it was decided in, oldest first (at most ``most``);
     with ``after``, only in records after that sequence number; a hash in ``before`` only in
-    shipments that held it before that sequence number."""
+    shipments that held it before that sequence number. ``crowded``, where given, takes the hashes
+    decided in more shipments than ``most``."""
     before = before or {}
     wanted = sorted({h for h in hashes if h})
     if not wanted:
@@ -195,6 +221,8 @@ def _seen_elsewhere(
         shipments = found.setdefault(row.sha256, [])
         if len(shipments) < most:
             shipments.append(row.shipment_id)
+        elif crowded is not None:
+            crowded.add(row.sha256)
     return found
 
 
@@ -286,6 +314,12 @@ def _near_query(hashes: int, since: bool, until: bool, most: int) -> CompoundSel
     return union_all(*found)
 
 
+def _turn_name(turn: int) -> str | None:
+    """How a picture is the near-copy its hash's turn ``turn`` (of ``TURNS``) found turned or
+    mirrored: the inverse turn's name (None: as it was)."""
+    return TURNS[INVERSE_TURNS[turn]] if turn else None
+
+
 def check_bits(near_copy_bits: int) -> None:
     """Raise ValueError for a fine distance past ``MAX_NEAR_COPY_BITS``."""
     if not 0 <= near_copy_bits <= MAX_NEAR_COPY_BITS:
@@ -300,6 +334,7 @@ def sightings(
     near_copy_bits: int,
     most: int = 5,
     after: int | None = None,
+    unnamed: dict[str, Unnamed] | None = None,
 ) -> dict[str, Sighting]:
     """Where each image, a :class:`Picture` or (content hash, perceptual hash or None), was decided
     in another shipment than ``other_than`` (with ``after``, in records after that sequence number);
@@ -311,11 +346,15 @@ def sightings(
     first decision holding it: a shipment decided again (a what-if under a new policy, a picture
     added) is the first to have sent it, not a copy of a later shipment that reused it. A picture
     it never held is looked for everywhere.
+
+    ``unnamed``, where given, takes for each picture decided in more shipments than the ``most``
+    named what is past them (:class:`Unnamed`).
     """
     pictures = [Picture(*image) for image in images]
     hashes = [p.sha256 for p in pictures]
     firsts = _first_held(conn, hashes, other_than)
-    seen = _seen_elsewhere(conn, hashes, other_than, most=most, after=after, before=firsts)
+    crowded: set[str] = set()
+    seen = _seen_elsewhere(conn, hashes, other_than, most=most, after=after, before=firsts, crowded=crowded)
     found: dict[str, Sighting] = {}
     for picture in pictures:
         exact = seen.get(picture.sha256, [])
@@ -334,7 +373,13 @@ def sightings(
                 seen_in=exact,
                 similar_in=[shipment for _, shipment, _, _ in named],
                 similar_bits=bits,
-                similar_turn=TURNS[INVERSE_TURNS[turn]] if turn else None,
+                similar_turn=_turn_name(turn),
                 turned_phash=picture.turns[turn - 1] if turn else None,
             )
+        if unnamed is not None and (picture.sha256 in crowded or len(near) > most):
+            past = [
+                NearCopy(shipment, d, _turn_name(t), picture.turns[t - 1] if t else None)
+                for _, shipment, d, t in near[most:]
+            ]
+            unnamed[picture.sha256] = Unnamed(same=picture.sha256 in crowded, similar_in=past)
     return found

@@ -13,17 +13,18 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import Connection, Select, exists, func, or_, select
 
 from datasets.errors import AuditError
 from pipeline.audit.chain import GENESIS_HASH
 from pipeline.audit.records import AuditRecord, OutcomeRecord
-from pipeline.audit.schema import audit_records
+from pipeline.audit.schema import audit_records, image_index
 from pipeline.verdicts import ShipmentDecision, Tier
 
 __all__ = [
     "FirstSent",
     "first_sent",
+    "latest_at",
     "latest_decision",
     "reaching",
     "records_of",
@@ -74,6 +75,54 @@ def latest_decision(conn: Connection, shipment_id: str) -> Any:
         .order_by(c.seq.desc())
         .limit(1)
     ).first()
+
+
+def latest_at(
+    tier: Tier,
+    other_than: str,
+    *,
+    holding: str | None,
+    among: Sequence[str],
+    after: int,
+    limit: int,
+) -> Select[Any]:
+    """The query of :meth:`~pipeline.audit.store.AuditStore.latest_decisions_at`: the latest
+    decisions at ``tier`` of the shipments other than ``other_than`` that hold the picture
+    ``holding`` (that held it before ``other_than`` first did, where it did), or without it of those
+    in ``among``; numbered after ``after``, oldest first, ``limit`` of them.
+
+    The shipments are found by the image index's content hash (or by id), then each one's decisions
+    by the shipment index: the records of other shipments are never read."""
+    c = audit_records.c
+    if holding is not None:
+        ix = image_index.c
+        own_first = (
+            select(func.min(ix.seq))
+            .where(ix.sha256 == holding, ix.shipment_id == other_than)
+            .scalar_subquery()
+        )
+        shipments: Any = select(ix.shipment_id).where(
+            ix.sha256 == holding, or_(own_first.is_(None), ix.seq < own_first)
+        )
+    else:
+        shipments = sorted(set(among))
+    later = audit_records.alias("later")
+    superseded = exists().where(
+        later.c.kind == "decision", later.c.shipment_id == c.shipment_id, later.c.seq > c.seq
+    )
+    return (
+        select(audit_records)
+        .where(
+            c.shipment_id.in_(shipments),
+            c.shipment_id != other_than,
+            c.kind == "decision",
+            c.tier == tier.value,
+            c.seq > after,
+            ~superseded,
+        )
+        .order_by(c.seq)
+        .limit(limit)
+    )
 
 
 def _outcome(row: Any) -> OutcomeRecord:

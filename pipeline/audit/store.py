@@ -38,11 +38,12 @@ from pipeline.audit.database import (
     wait_ms,
 )
 from pipeline.audit.export import write_export
-from pipeline.audit.image_indexes import Picture, Sighting, check_bits, sightings
+from pipeline.audit.image_indexes import Picture, Sighting, Unnamed, check_bits, sightings
 from pipeline.audit.migrate import Schema
 from pipeline.audit.reading import (
     FirstSent,
     first_sent,
+    latest_at,
     latest_decision,
     reaching,
     records_of,
@@ -208,19 +209,24 @@ class AuditStore:
         turned where the picture brings those hashes) whose fine hash lies within ``near_copy_bits``
         of 256 (0: the same bytes only). ``found`` is keyed by content hash and
         leaves out images seen nowhere; ``as_of`` is the last record the lookup saw, for
-        :meth:`record`'s ``images_seen_as_of``.
+        :meth:`record`'s ``images_seen_as_of``; ``unnamed`` says, for each image decided in more
+        shipments than the ``most`` named, what lies past them (:class:`Unnamed`).
 
         Raises:
             ValueError: ``near_copy_bits`` out of range (:data:`MAX_NEAR_COPY_BITS`).
         """
         check_bits(near_copy_bits)
         if self._schema.not_upgraded is not None:
-            return Lookup({}, 0)  # an older store has no index (and takes no decision to check against it)
+            # an older store has no index (and takes no decision to check against it)
+            return Lookup({}, 0, {})
+        unnamed: dict[str, Unnamed] = {}
         with self._db.reading("looking up images decided before") as conn:
             # the head first: every record up to it is committed, so the lookup after it sees them
             as_of = conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1)).scalar_one()
-            found = sightings(conn, images, other_than, near_copy_bits=near_copy_bits, most=most)
-        return Lookup(found, as_of)
+            found = sightings(
+                conn, images, other_than, near_copy_bits=near_copy_bits, most=most, unnamed=unnamed
+            )
+        return Lookup(found, as_of, unnamed)
 
     def _check_writable(self) -> None:
         if self._schema.not_upgraded is not None:
@@ -294,6 +300,36 @@ class AuditStore:
                 select(audit_records).where(c.kind == "decision", c.shipment_id.in_(wanted)).order_by(c.seq)
             ).all()
             return records_of(conn, rows)
+
+    def latest_decisions_at(
+        self,
+        tier: Tier,
+        *,
+        other_than: str,
+        holding: str | None = None,
+        among: Sequence[str] = (),
+        after: int = 0,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """The latest decisions at ``tier`` (with their outcomes) of the other shipments than
+        ``other_than`` that hold the picture whose content hash is ``holding``, all of them, however
+        many (only those that held it before ``other_than`` first did, where it did, as
+        :meth:`sightings` names them); without ``holding``, of the shipments in ``among``. Numbered
+        after ``after``, oldest first, ``limit`` of them: a page, read by the indexes on image hashes
+        and shipment ids. The earlier holds a picture sent again carries over are looked for so
+        among all the shipments it was decided in, not only the few :meth:`sightings` names.
+
+        Raises:
+            InputError: ``limit`` not 1 to 10000, or more than 10000 shipments in ``among``.
+        """
+        if not 1 <= limit <= 10_000 or len(among) > 10_000:
+            raise InputError(
+                f"limit={limit} with {len(among)} shipments not accepted (limit 1 to 10000, at most "
+                "10000 shipments)"
+            )
+        query = latest_at(tier, other_than, holding=holding, among=among, after=after, limit=limit)
+        with self._db.reading("reading the decisions of shipments holding a picture") as conn:
+            return records_of(conn, conn.execute(query).all())
 
     def list(
         self,
@@ -437,7 +473,9 @@ class AuditStore:
 
 
 class Lookup(NamedTuple):
-    """What :meth:`AuditStore.sightings` found, and the last record it saw."""
+    """What :meth:`AuditStore.sightings` found, the last record it saw, and what lies past the
+    shipments named for each picture decided in more."""
 
     found: dict[str, Sighting]
     as_of: int
+    unnamed: dict[str, Unnamed]

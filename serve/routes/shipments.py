@@ -295,10 +295,10 @@ async def _look_up(services: Services, shipment_id: str, images: list[Picture]) 
 
 async def _verdicts(
     services: Services, declaration: Declaration, uploads: list[Upload]
-) -> tuple[list[ImageVerdict], list[tuple[str, str, bytes]], int]:
+) -> tuple[list[ImageVerdict], list[tuple[str, str, bytes]], Lookup]:
     """Score the uploads: their verdicts (a model failure fails closed), each heatmap to keep,
-    (image hash, model id, PNG), once the decision stands, and the last audit record the lookup of
-    pictures decided before saw."""
+    (image hash, model id, PNG), once the decision stands, and the lookup of pictures decided before
+    (the last audit record it saw, the shipments past those it names)."""
     batcher_for(services, declaration.cargo_type)  # an unknown cargo type scores nothing
     hashed = await run_in_threadpool(lambda: [perceptual_hashes(u.pixels) or () for u in uploads])
     pictures = [Picture(u.sha256, h[0] if h else None, h[1:]) for u, h in zip(uploads, hashed, strict=True)]
@@ -317,7 +317,7 @@ async def _verdicts(
             )
             for u, p in zip(uploads, pictures, strict=True)
         ]
-        return failed, [], lookup.as_of
+        return failed, [], lookup
     except BaseException:
         # an overload or a timeout: nobody waits for the lookup (a thread already running it ends
         # on its own); one that failed already is logged, not lost
@@ -349,7 +349,7 @@ async def _verdicts(
                 **common,
             )
         )
-    return verdicts, heatmaps, lookup.as_of
+    return verdicts, heatmaps, lookup
 
 
 def _sighted(seen: dict[str, Sighting], picture: Picture) -> dict[str, Any]:
@@ -392,7 +392,7 @@ async def submit_shipment(
         ShipmentTakenError: ``may_send`` refused the shipment's first sender: a trader
             must not add a hold to another trader's shipment, nor learn how it was decided.
     """
-    from pipeline.batch_decisions import earlier_holds
+    from pipeline.batch_decisions import with_earlier_holds
     from pipeline.decide import decide_shipment
 
     if may_send is not None:  # before any work: no model time spent on it, nothing read back
@@ -413,14 +413,18 @@ async def submit_shipment(
         await run_in_threadpool(_keep_for_review, services, uploads, [])
         await _restore_heatmaps(services, replayed.decision, uploads)
         return replayed
-    verdicts, heatmaps, as_of = await _verdicts(services, declaration, uploads)
+    verdicts, heatmaps, lookup = await _verdicts(services, declaration, uploads)
+    as_of = lookup.as_of
     for attempt in range(_DECIDE_ATTEMPTS):
-        # a picture of a shipment held, and not cleared, carries its hold over
-        held_before = await run_in_threadpool(earlier_holds, services.audit, verdicts)
+        # a picture of a shipment held, and not cleared, carries its hold over: looked for among all
+        # the shipments that hold it, not only those the lookup names
+        seen, held_before = await run_in_threadpool(
+            with_earlier_holds, services.audit, declaration.shipment_id, verdicts, lookup.unnamed
+        )
         decision = decide_shipment(
             services.policy,
             declaration,
-            verdicts,
+            seen,
             audit_key=services.settings.audit_secret.get_secret_value().encode("utf-8"),
             aeo_tier_source=aeo_tier_source,
             held_before=held_before,

@@ -1186,13 +1186,59 @@ def test_a_shipment_holding_the_same_bytes_is_never_named_a_near_copy(db_url: st
     assert got == {a: Sighting(seen_in=["S0", "S1", "S2", "S3", "S4"], similar_in=["S-NEAR"], similar_bits=6)}
 
 
+@pytest.mark.parametrize(
+    ("tier", "other_than", "by_hash", "among", "after", "limit", "want"),
+    [
+        (Tier.PHYSICAL_INSPECTION, "ME", True, (), 0, 100, ["S1", "S4", "S5"]),
+        (Tier.REMOTE_INSPECTION, "ME", True, (), 0, 100, ["S2"]),  # S4's is superseded
+        (Tier.RELEASE, "ME", True, (), 0, 100, []),
+        (Tier.PHYSICAL_INSPECTION, "ME", True, (), 1, 1, ["S4"]),  # a page
+        (Tier.PHYSICAL_INSPECTION, "NEW", True, (), 0, 100, ["S1", "S4", "S5", "S6"]),
+        (Tier.REMOTE_INSPECTION, "NEW", True, (), 0, 100, ["S2", "ME"]),
+        (Tier.PHYSICAL_INSPECTION, "ME", False, ("S3", "S6", "ME", "S9"), 0, 100, ["S3", "S6"]),
+    ],
+)
+def test_the_latest_decisions_of_every_shipment_holding_a_picture_are_read_by_tier(
+    db_url: str, tier: Tier, other_than: str, by_hash: bool, among: tuple[str, ...], after: int,
+    limit: int, want: list[str],
+) -> None:  # fmt: skip
+    """However many shipments hold it: the earlier holds its copy carries over are looked for among
+    all of them. ME decided it after S1 to S5: S6, later, is left out (as in its sightings)."""
+    a = "aa" * 32
+    physical, remote = Tier.PHYSICAL_INSPECTION, Tier.REMOTE_INSPECTION
+    with AuditStore.open(db_url) as store:
+        for shipment, tier_of, hashes in [
+            ("S1", physical, [a]),
+            ("S2", remote, [a]),
+            ("S3", physical, ["bb" * 32]),
+            ("S4", remote, [a]),
+            ("S4", physical, ["cc" * 32]),  # decided again on another picture: its latest
+            ("S5", physical, [a]),
+            ("ME", remote, [a]),
+            ("S6", physical, [a]),
+        ]:
+            store.record(_with_images(shipment, *hashes).model_copy(update={"tier": tier_of}))
+        got = store.latest_decisions_at(
+            tier,
+            other_than=other_than,
+            holding=a if by_hash else None,
+            among=among,
+            after=after,
+            limit=limit,
+        )
+        with pytest.raises(InputError, match="limit=0 with 0 shipments not accepted"):
+            store.latest_decisions_at(tier, other_than="ME", holding=a, limit=0)
+    assert [r.decision.shipment_id for r in got] == want
+    assert all(r.decision.tier is tier for r in got)
+
+
 def test_a_near_copy_decided_since_the_lookup_is_caught_where_the_decision_is_written(db_url: str) -> None:
     from pipeline.audit.store import ImagesSeenSince
 
     with AuditStore.open(db_url) as store:
         store.record(_with_images("S0", "cc" * 32))
         lookup = store.sightings([("bb" * 32, _phash(fine=8))], other_than="S2", near_copy_bits=40)
-        assert lookup == (({}, 1))  # seen nowhere, as of record 1
+        assert lookup == ({}, 1, {})  # seen nowhere, as of record 1
         store.record(_with_images("S1", "aa" * 32, phash=_P))  # then decided elsewhere
         late = _with_images("S2", "bb" * 32, phash=_phash(fine=8))
         with pytest.raises(ImagesSeenSince):

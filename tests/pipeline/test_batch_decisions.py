@@ -460,6 +460,50 @@ def test_a_hold_carries_over_only_on_the_earlier_shipments_own_evidence(tmp_path
     }
 
 
+@pytest.mark.parametrize("page", [100, 1])
+@pytest.mark.parametrize(
+    ("kind", "named", "bits"),
+    [("same bytes", "seen_in", None), ("near-copies", "similar_in", 1)],  # HOT1 the nearest: 7 - 6
+)
+def test_a_hold_carries_over_however_many_shipments_decided_the_picture_first(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, kind: str, named: str, bits: int | None, page: int
+) -> None:
+    """Decided in five shipments first, then held for a radiation alarm, then sent again under a new
+    id: the lookup names the five oldest only, so the held shipment was never looked at and the
+    picture had image_reused's remote inspection only (near-copies alike). All the shipments that
+    hold it are looked through, a page at a time, past a hold an officer cleared."""
+    from pipeline import batch_decisions
+
+    monkeypatch.setattr(batch_decisions, "_PAGE", page)
+
+    def row(shipment: str, n: int, *, alarm: bool = False) -> ImageVerdict:
+        """The ``n``-th copy: the very bytes, or other bytes ``n`` fine bits from ``_P``."""
+        if kind == "same bytes":
+            copy = _row(shipment, "aa" * 32)
+        else:
+            copy = _row(shipment, f"{n:064x}", phash=f"{_P[:16]}{int(_P[16:], 16) ^ ((1 << n) - 1):064x}")
+        return copy.model_copy(update={"declaration": {"cargo_type": "bulk_ore", "radiation_alarm": alarm}})
+
+    with AuditStore.open(db_url) as store:
+        for n in range(5):
+            _decided(store, [row(f"E{n}", n)])
+        assert _decided(store, [row("HOT0", 5, alarm=True)])["HOT0"][0] is Tier.PHYSICAL_INSPECTION
+        store.record_outcome("HOT0", found=None, officer="officer:1")  # inspected: clean
+        assert _decided(store, [row("HOT1", 6, alarm=True)])["HOT1"][0] is Tier.PHYSICAL_INSPECTION
+        again = _decided(store, [row("NEW", 7)])
+        new = store.get("NEW").decision  # type: ignore[union-attr]
+        store.record_outcome("HOT1", found=None, officer="officer:1")
+        later = _decided(store, [row("LATER", 8)])
+    assert again["NEW"][0] is Tier.PHYSICAL_INSPECTION
+    assert getattr(new.images[0], named) == ["E0", "E1", "E2", "E3", "E4", "HOT1"]
+    assert new.images[0].similar_bits == bits
+    carried = [r.message for r in new.reasons if r.tier is Tier.PHYSICAL_INSPECTION]
+    assert len(carried) == 1, carried
+    assert " shipment HOT1, held at PHYSICAL_INSPECTION (override.radiation_alarm; " in carried[0]
+    # both cleared: NEW's physical hold was HOT1's carried over, its own a remote one
+    assert later["LATER"][0] is Tier.REMOTE_INSPECTION
+
+
 def test_a_batch_run_again_is_decided_anew_where_a_hold_or_the_tier_source_changed(tmp_path: Path) -> None:
     """Run again over the same rows, a batch is answered from its record; not once the shipment whose
     picture it reused is held since (the hold carries over), nor when a register now vouches for the

@@ -1175,6 +1175,23 @@ def test_a_held_shipments_pictures_sent_again_under_a_new_id_carry_the_hold(make
     assert "override.image_held_before" not in [r["rule"] for r in cleared["reasons"]]
 
 
+def test_a_hold_carries_over_however_many_shipments_sent_the_picture_first(make_client, audit_store) -> None:
+    """Sent in five shipments before it was held: the lookup names those five only, and the held
+    shipment's picture sent again had image_reused's remote inspection only."""
+    client = make_client()
+    for n in range(5):
+        assert _submit(client, f"SHP-E{n}", [10]).status_code == 200
+    assert _submit(client, "SHP-HOT", [10], radiation_alarm=True).json()["decision"]["tier"] == (
+        "PHYSICAL_INSPECTION"
+    )
+    again = _submit(client, "SHP-COLD", [10]).json()["decision"]
+    assert again["tier"] == "PHYSICAL_INSPECTION"
+    assert again["images"][0]["seen_in"] == [*(f"SHP-E{n}" for n in range(5)), "SHP-HOT"]
+    carried = [r["message"] for r in again["reasons"] if r["tier"] == "PHYSICAL_INSPECTION"]
+    assert len(carried) == 1, carried
+    assert "shipment SHP-HOT, held at PHYSICAL_INSPECTION (override.radiation_alarm;" in carried[0]
+
+
 def test_a_retry_of_a_submission_that_carried_a_hold_gets_its_record_back(make_client, audit_store) -> None:
     """The service keys a submission by its declaration and pictures: a retry of the very same request
     is answered from its record, the hold it carried included, even once that hold was cleared."""
