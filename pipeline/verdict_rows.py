@@ -117,15 +117,37 @@ def from_flat(record: dict[str, Any], where: str) -> ImageVerdict:
 
 def _loads(text: str | bytes, where: str) -> Any:
     """JSON ``text`` as read from a row, refused (naming ``where``) where it would fail the writers
-    after it: a value nested too deeply, or half a character (:mod:`datasets.json_text`)."""
+    after it: a value nested too deeply, or half a character (:mod:`datasets.json_text`), or where
+    it would be read otherwise than written: a key twice in one object (json keeps the last)."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_unique_keys)
     except ValueError as exc:
+        if not isinstance(exc, json.JSONDecodeError):  # a duplicate key, named by the hook
+            raise DatasetFormatError(f"{where}: {exc}") from exc
         raise DatasetFormatError(f"{where}: not JSON ({exc})") from exc
     except RecursionError as exc:
         raise DatasetFormatError(f"{where}: a value is nested too deeply") from exc
     check_writable(value, where, text=text)
     return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different: json keeps the last of two silently, so that
+    ``"radiation_alarm": true, "radiation_alarm": false`` would read as no alarm."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _no_duplicate_columns(names: list[str], where: str) -> None:
+    """Refuse a header naming a column twice: a reader keeps one of them (the last), so that a row
+    read would differ from what a spreadsheet shows in the first."""
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise DatasetFormatError(f"{where}: duplicate column {duplicates[0]!r}")
 
 
 def from_json_line(line: bytes | str, where: str) -> ImageVerdict:
@@ -141,7 +163,8 @@ def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
 
     Raises:
         InputError: a missing file or another suffix.
-        DatasetFormatError: a row that is not an image verdict (file and row named).
+        DatasetFormatError: a row that is not an image verdict (file and row named), a column or a
+            JSON key given twice.
     """
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -156,6 +179,7 @@ def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
     elif suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
+            _no_duplicate_columns(list(reader.fieldnames or ()), f"{path}:1")
             unknown = sorted(set(reader.fieldnames or ()) - set(FIELDS))
             if unknown:
                 raise DatasetFormatError(f"{path}: unknown columns {unknown}; accepted: {list(FIELDS)}")
@@ -166,8 +190,10 @@ def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
         import pyarrow.parquet as pq
 
         try:
+            parquet = pq.ParquetFile(path)
+            _no_duplicate_columns(parquet.schema_arrow.names, str(path))
             number = 0
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            for batch in parquet.iter_batches(batch_size=4096):
                 for record in batch.to_pylist():
                     number += 1
                     yield from_flat(record, f"{path} row {number}")

@@ -1,0 +1,92 @@
+"""Reading verdict rows (``clearsight decide --verdicts``, ``score --resume``): what a file holds is
+read as written, or refused by name."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from datasets.errors import DatasetFormatError
+from pipeline.verdict_rows import read_verdicts
+
+MODEL = "bulk_ore-lite0-0000000a"
+HEADER = "path,shipment_id,cargo_type,score,threshold,hold_threshold,model_id"
+CELLS = f"a.png,S1,bulk_ore,0.95,0.5,0.8,{MODEL}"
+LINE = (
+    '{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "score": 0.95, "threshold": 0.5, '
+    f'"hold_threshold": 0.8, "model_id": "{MODEL}"'
+)
+
+
+def _read(tmp_path: Path, name: str, text: str) -> list[object]:
+    path = tmp_path / name
+    path.write_text(text)
+    return list(read_verdicts(path))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "v.jsonl",
+            LINE + ', "declaration": {"cargo_type": "bulk_ore", "radiation_alarm": true, '
+            '"radiation_alarm": false}}\n',
+            "v.jsonl:1: key 'radiation_alarm' appears twice in one object",
+        ),
+        (
+            "v.jsonl",
+            "\n" + LINE + ', "score": 0.1}\n',
+            "v.jsonl:2: key 'score' appears twice in one object",
+        ),
+        (
+            "v.csv",
+            f"{HEADER},score\n{CELLS},0.1\n",
+            "v.csv:1: duplicate column 'score'",
+        ),
+        (
+            "v.csv",
+            f'{HEADER},declaration,declaration\n{CELLS},"{{""radiation_alarm"":true}}","{{}}"\n',
+            "v.csv:1: duplicate column 'declaration'",
+        ),
+        (
+            "v.csv",
+            f'{HEADER},declaration\n{CELLS},"{{""radiation_alarm"":true,""radiation_alarm"":false}}"\n',
+            "v.csv:2: column declaration: key 'radiation_alarm' appears twice in one object",
+        ),
+    ],
+    ids=["jsonl-nested-key", "jsonl-row-key", "csv-column", "csv-nested-column", "csv-key-in-a-cell"],
+)
+def test_a_key_or_column_given_twice_is_refused_not_read_as_the_last(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    """The last of two keys or columns would win silently: a radiation alarm or a hold score given
+    first, then overwritten, released the shipment."""
+    with pytest.raises(DatasetFormatError) as info:
+        _read(tmp_path, name, text)
+    assert str(info.value) == f"{tmp_path}/{message}"
+
+
+def test_a_parquet_file_with_a_column_twice_is_refused(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "v.parquet"
+    columns = {"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "score": 0.95}
+    names = [*columns, "score"]
+    pq.write_table(pa.Table.from_arrays([pa.array([v]) for v in [*columns.values(), 0.1]], names=names), path)
+    with pytest.raises(DatasetFormatError, match=re.escape(f"{path}: duplicate column 'score'")):
+        list(read_verdicts(path))
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_rows_without_a_key_twice_are_read_as_written(tmp_path: Path, suffix: str) -> None:
+    declaration = {"cargo_type": "bulk_ore", "radiation_alarm": True, "hs_code": "2601"}
+    if suffix == ".jsonl":
+        text = LINE + f', "declaration": {json.dumps(declaration)}}}\n'
+    else:
+        text = f'{HEADER},declaration\n{CELLS},"{json.dumps(declaration).replace(chr(34), chr(34) * 2)}"\n'
+    (verdict,) = _read(tmp_path, f"v{suffix}", text)
+    assert (verdict.score, verdict.declaration) == (0.95, declaration)  # type: ignore[attr-defined]
