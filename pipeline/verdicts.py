@@ -9,11 +9,20 @@ same objects from a request.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from datasets.type_names import is_type_name
 
@@ -116,6 +125,19 @@ class ImageVerdict(BaseModel):
     phash_turns: tuple[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{80}$")], ...] | None = Field(
         default=None, max_length=7, exclude=True, repr=False
     )
+
+    @field_validator("type_probabilities", "signal_log_odds")
+    @classmethod
+    def _finite(cls, values: dict[str, float] | None, info: ValidationInfo) -> dict[str, float] | None:
+        # A NaN or an infinity is written to the audit trail as null, which no record reads back
+        # as a number: the shipment would not be recorded (and a stored record would look broken).
+        for key, value in (values or {}).items():
+            if not math.isfinite(value):
+                raise ValueError(
+                    f"{info.field_name}[{key!r}] = {value!r} of image {info.data.get('path')!r} is not a "
+                    "finite number"
+                )
+        return values
 
 
 class Declaration(BaseModel):

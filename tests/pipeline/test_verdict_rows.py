@@ -90,3 +90,47 @@ def test_rows_without_a_key_twice_are_read_as_written(tmp_path: Path, suffix: st
         text = f'{HEADER},declaration\n{CELLS},"{json.dumps(declaration).replace(chr(34), chr(34) * 2)}"\n'
     (verdict,) = _read(tmp_path, f"v{suffix}", text)
     assert (verdict.score, verdict.declaration) == (0.95, declaration)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "v.jsonl",
+            LINE + ', "type_probabilities": {"good": NaN, "crack": 0.5}}\n',
+            "v.jsonl:1: not an image verdict row (type_probabilities: Value error, "
+            "type_probabilities['good'] = nan of image 'a.png' is not a finite number)",
+        ),
+        (
+            "v.jsonl",
+            LINE + ', "signal_log_odds": {"one_class": -1.5, "patch_head": Infinity}}\n',
+            "v.jsonl:1: not an image verdict row (signal_log_odds: Value error, "
+            "signal_log_odds['patch_head'] = inf of image 'a.png' is not a finite number)",
+        ),
+        (
+            "v.csv",
+            f'{HEADER},signal_log_odds\n{CELLS},"{{""one_class"": -Infinity}}"\n',
+            "v.csv:2: not an image verdict row (signal_log_odds: Value error, "
+            "signal_log_odds['one_class'] = -inf of image 'a.png' is not a finite number)",
+        ),
+    ],
+    ids=["jsonl-nan-probability", "jsonl-infinite-log-odds", "csv-infinite-log-odds"],
+)
+def test_a_probability_or_log_odds_that_is_no_finite_number_is_refused(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    """A NaN is recorded as null, which the audit store cannot read back: the batch was not recorded,
+    with a message saying a stored record was broken."""
+    with pytest.raises(DatasetFormatError) as info:
+        _read(tmp_path, name, text)
+    assert str(info.value) == f"{tmp_path}/{message}"
+
+
+def test_finite_probabilities_and_log_odds_are_read_as_written(tmp_path: Path) -> None:
+    text = (
+        LINE
+        + ', "type_probabilities": {"good": 0.0, "crack": 1.0}, "signal_log_odds": {"one_class": -40.5}}\n'
+    )
+    (verdict,) = _read(tmp_path, "v.jsonl", text)
+    assert verdict.type_probabilities == {"good": 0.0, "crack": 1.0}  # type: ignore[attr-defined]
+    assert verdict.signal_log_odds == {"one_class": -40.5}  # type: ignore[attr-defined]
