@@ -12,6 +12,7 @@ import enum
 import math
 import re
 from collections.abc import Iterable
+from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,14 +22,17 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
 )
 
+from datasets.manifest import CUSTOM_PREFIX, DECLARATION_COLUMNS
 from datasets.type_names import is_type_name
 
 __all__ = [
     "DECLARATION_FIELDS",
     "OVERRIDE_FLAGS",
+    "ROW_DECLARATION_KEYS",
     "AeoTierSource",
     "Declaration",
     "ImageVerdict",
@@ -94,6 +98,8 @@ class ImageVerdict(BaseModel):
     model_id: str | None = None
     heatmap: str | None = None
     error: str | None = None
+    # The declaration as the manifest row gave it: keys of ROW_DECLARATION_KEYS or custom x_ keys
+    # (checked in new rows; a decision's images are read back as they were decided)
     declaration: dict[str, Any] = Field(default_factory=dict)
     # The image's scale against its model's training images (models.inference.Prediction); None for
     # a model that does not record its training images' sizes, and in rows written before this field.
@@ -138,6 +144,36 @@ class ImageVerdict(BaseModel):
                     "finite number"
                 )
         return values
+
+    @field_validator("declaration")
+    @classmethod
+    def _declared_keys(cls, declaration: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if _AS_RECORDED.get():
+            return declaration
+        image = info.data.get("path")
+        for key, value in declaration.items():
+            if key == "extra" and not isinstance(value, dict):
+                raise ValueError(
+                    f"key 'extra' of image {image!r} is a {type(value).__name__}; give it as an "
+                    "object of keys of their own"
+                )
+            if key in ROW_DECLARATION_KEYS or key.startswith(CUSTOM_PREFIX):
+                continue
+            # a key of no field would be kept aside under extra and never reach the rules: a flag
+            # under a name of its own ("solid_waste", "radiation") would release the shipment
+            near = field_like(key, loose=True)
+            if near is not None:
+                raise ValueError(f"key {key!r} of image {image!r} looks like {near!r}; write it as {near}")
+            raise ValueError(
+                f"key {key!r} of image {image!r} is not a declaration field (accepted: "
+                f"{', '.join(ROW_DECLARATION_KEYS)}, or a custom key starting with {CUSTOM_PREFIX!r})"
+            )
+        return declaration
+
+
+_AS_RECORDED: ContextVar[bool] = ContextVar("_AS_RECORDED", default=False)
+"""Set while a decision's images are read back (:class:`ShipmentDecision`): their declarations
+were checked when they were decided, some by earlier versions that kept any key aside."""
 
 
 class Declaration(BaseModel):
@@ -220,6 +256,13 @@ OVERRIDE_FLAGS = (
     "declared_foreign_inclusions",
 )
 """The declaration's flags that force an inspection (the policy's ``overrides``)."""
+ROW_DECLARATION_KEYS: tuple[str, ...] = tuple(
+    dict.fromkeys(("shipment_id", "cargo_type", *DECLARATION_COLUMNS, *sorted(DECLARATION_FIELDS), "extra"))
+)
+"""The keys an image verdict row's ``declaration`` may hold, besides custom ``x_`` keys: the
+:class:`Declaration` fields, the other declaration columns of a manifest (``hs_code``, ``origin``,
+..., kept under ``extra``), and ``extra`` itself (an object of keys of their own, as a
+:class:`Declaration` dump holds them)."""
 
 
 class Reason(BaseModel):
@@ -279,6 +322,17 @@ class ShipmentDecision(BaseModel):
     # A newer decision refused by the audit store (:class:`Refused`): in a decisions file only, left
     # out of every dump when None, so that recorded decisions (and their hashes) do not carry it.
     refused: Refused | None = Field(default=None, exclude_if=lambda value: value is None)
+
+    @field_validator("images", mode="wrap")
+    @classmethod
+    def _images_as_decided(cls, images: Any, handler: ValidatorFunctionWrapHandler) -> list[ImageVerdict]:
+        # read back as they were decided: a record of an earlier version, which kept any key of a
+        # row's declaration aside, stays readable
+        token = _AS_RECORDED.set(True)
+        try:
+            return handler(images)
+        finally:
+            _AS_RECORDED.reset(token)
 
 
 def scored_anomaly_types(decisions: list[ShipmentDecision]) -> set[str]:

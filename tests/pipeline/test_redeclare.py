@@ -241,7 +241,7 @@ def test_a_row_that_names_its_cargo_in_its_declaration_only_keeps_it(env: Path) 
 
 def test_rows_whose_own_declaration_does_not_validate_are_corrected_by_the_manifest(env: Path) -> None:
     row = _row("S1", str(env / "a.png"), 0.1).model_copy(
-        update={"declaration": {"shipment_id": "S1", "cargo_type": "bulk_ore", "RadiationAlarm": True}}
+        update={"declaration": {"shipment_id": "S1", "cargo_type": "bulk_ore", "radiation_alarm": "maybe"}}
     )
     listed = [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "radiation_alarm": True}]
     code, decided = _decide(env, [row], listed)

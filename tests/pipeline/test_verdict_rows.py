@@ -134,3 +134,46 @@ def test_finite_probabilities_and_log_odds_are_read_as_written(tmp_path: Path) -
     (verdict,) = _read(tmp_path, "v.jsonl", text)
     assert verdict.type_probabilities == {"good": 0.0, "crack": 1.0}  # type: ignore[attr-defined]
     assert verdict.signal_log_odds == {"one_class": -40.5}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("declaration", "message"),
+    [
+        (
+            '{"cargo_type": "bulk_ore", "solid_waste": true}',
+            "key 'solid_waste' of image 'a.png' is not a declaration field (accepted: shipment_id, "
+            "cargo_type, trader_id, aeo_tier, hs_code, origin, declared_goods, container_id, "
+            "radiation_alarm, suspected_solid_waste, document_mismatch, declared_foreign_inclusions, "
+            "extra, or a custom key starting with 'x_')",
+        ),
+        (
+            '{"cargo_type": "bulk_ore", "extra": "2601"}',
+            "key 'extra' of image 'a.png' is a str; give it as an object of keys of their own",
+        ),
+    ],
+    ids=["no-field", "extra-not-an-object"],
+)
+def test_a_declaration_key_that_no_rule_reads_is_refused(
+    tmp_path: Path, declaration: str, message: str
+) -> None:
+    """Kept aside under extra, a flag given a name of its own never reached the rules: the shipment
+    was released. The manifest refuses such a column; so does a row."""
+    with pytest.raises(DatasetFormatError) as info:
+        _read(tmp_path, "v.jsonl", LINE + f', "declaration": {declaration}}}\n')
+    assert str(info.value) == (
+        f"{tmp_path}/v.jsonl:1: not an image verdict row (declaration: Value error, {message})"
+    )
+
+
+def test_a_declaration_as_a_manifest_or_a_decision_gives_it_is_read(tmp_path: Path) -> None:
+    declaration = {
+        "shipment_id": "S1",
+        "cargo_type": "bulk_ore",
+        "trader_id": "T1",
+        "radiation_alarm": False,
+        "origin": "AU",
+        "x_berth": "7",
+        "extra": {"hs": "2601"},
+    }
+    (verdict,) = _read(tmp_path, "v.jsonl", LINE + f', "declaration": {json.dumps(declaration)}}}\n')
+    assert verdict.declaration == declaration  # type: ignore[attr-defined]
