@@ -88,7 +88,8 @@ def read_trader_register(path: str | Path) -> TraderRegister:
 
     Raises:
         InputError: the file is missing, unreadable, over :data:`MAX_REGISTER_BYTES`, not UTF-8, or
-            lacks a column; a row with an empty or over-long id or tier; a trader listed twice.
+            lacks a column or names one twice; a row with an empty or over-long id or tier; a trader
+            listed twice.
     """
     path = Path(path)
     try:
@@ -114,6 +115,12 @@ def read_trader_register(path: str | Path) -> TraderRegister:
 
 def _read_rows(reader: csv.DictReader[str], path: Path) -> TraderRegister:
     header = [name.strip() for name in reader.fieldnames or []]
+    twice = sorted({name for name in header if name and header.count(name) > 1})
+    if twice:  # a row read into a dict keeps the last: a tier, or a trader, other than the first column's
+        raise InputError(
+            f"trader register {path}, line {reader.line_num}: duplicate column {twice[0]!r}; each column "
+            "is named once"
+        )
     missing = [c for c in _COLUMNS if c not in header]
     if missing:
         raise InputError(

@@ -41,8 +41,14 @@ def test_a_register_is_read(tmp_path: Path) -> None:
         (f"trader_id,aeo_tier\n{'T' * 129},AEOS\n", "trader_id is at most 128 characters"),
         ("trader_id,aeo_tier\nT-42,AEOS_" + "X" * 30 + "\n", "aeo_tier at most 32"),
         ("trader_id,aeo_tier,submitters\nT-42,AEOS,s3cret-key\n", "1 value(s) that are not a key's name"),
+        ("trader_id,aeo_tier,submitters,aeo_tier \nT-1,AEOC,,AEOF\n", "line 1: duplicate column 'aeo_tier'"),
+        ("trader_id,aeo_tier,trader_id\nT-1,AEOF,T-2\n", "line 1: duplicate column 'trader_id'"),
+        ("trader_id,aeo_tier,name,name\nT-1,AEOF,A,B\n", "line 1: duplicate column 'name'"),
     ],
-    ids=["no-columns", "empty", "no-tier", "no-trader", "twice", "long-id", "long-tier", "a-key-not-a-name"],
+    ids=[
+        "no-columns", "empty", "no-tier", "no-trader", "twice", "long-id", "long-tier", "a-key-not-a-name",
+        "tier-column-twice", "trader-column-twice", "other-column-twice",
+    ],
 )  # fmt: skip
 def test_a_bad_register_is_refused_with_the_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "register.csv"
