@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -371,7 +372,22 @@ def default_policy_path() -> Path:
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """Safe YAML loader that refuses duplicate keys: with PyYAML the last one silently wins, which
-    would let a second ``release_threshold`` hide below the one a reviewer reads."""
+    would let a second ``release_threshold`` hide below the one a reviewer reads. A value YAML
+    takes that Python cannot make (an integer of more than 4,300 digits, a date in a 13th month)
+    is a YAML error too, at its line, not a ValueError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except ValueError as exc:
+            text = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+            shown = repr(text) if len(text) <= 40 else f"{text[:20]!r}... ({len(text):,} characters)"
+            why = str(exc)
+            if node.tag == "tag:yaml.org,2002:int" and "digits" in why:  # not Python's advice to raise it
+                why = f"an integer of more than {sys.get_int_max_str_digits():,} digits"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the value {shown} cannot be read: {why}", node.start_mark
+            ) from exc
 
 
 def _construct_mapping(
@@ -453,8 +469,8 @@ def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy YAML file.
 
     Raises:
-        PolicyError: the file is missing or unreadable, is not valid YAML (duplicate keys included),
-            or does not validate.
+        PolicyError: the file is missing or unreadable, is not valid YAML (duplicate keys, values
+            Python cannot hold and values nested too deeply included), or does not validate.
     """
     source = str(path)
     try:
@@ -465,4 +481,6 @@ def load_policy(path: str | Path) -> Policy:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise PolicyError(f"{source}: not valid YAML: a value is nested too deeply") from exc
     return parse_policy(data, source=source)
