@@ -239,12 +239,16 @@ class ArtifactPredictor:
         logits = r.type_logits.astype(np.float64)
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
-        type_probs = {name: float(p) for name, p in zip(self._class_names, probs, strict=True)}
+        # a NaN in the image (a float TIFF) makes every probability NaN: none is given then, as a
+        # non-finite signal is left out below, so that the row still records the image's score
+        finite = bool(np.all(np.isfinite(probs)))
+        named = zip(self._class_names, probs, strict=True)
+        type_probs = {name: float(p) for name, p in named} if finite else {}
         # "not below the release cut": a NaN score (a float image with NaNs in it) is not released
         anomalous = not r.score < self._thresholds.release
         anomaly_type: str | None = None
         if anomalous:
-            best = int(np.argmax(probs))
+            best = int(np.argmax(probs)) if finite else 0
             name = self._class_names[best]
             # A "good" head verdict, or a synthetic training type, names no real type.
             anomaly_type = UNKNOWN if best == 0 or name in self._pseudo else name

@@ -175,6 +175,8 @@ def test_a_score_that_is_not_a_number_is_never_labelled_good(predictor: Artifact
     (prediction,) = predictor.predict([image])
     assert np.isnan(prediction.score)
     assert prediction.label == "anomalous"
+    # no type probabilities of NaN: a verdict row refuses them, and the image's row must still be kept
+    assert prediction.type_probabilities == {} and prediction.anomaly_type == "unknown"
 
 
 def test_views_are_made_a_batch_at_a_time(predictor: ArtifactPredictor, imaging) -> None:  # type: ignore[no-untyped-def]
