@@ -718,14 +718,20 @@ def inputs_key(decision: ShipmentDecision) -> str:
     decision, not a retry of the old one), where its AEO tier came from (a register confirming a
     declared tier is a new decision), the earlier holds it carried over (its
     ``override.image_held_before`` reasons: a hold raised, or cleared, on another shipment since
-    is a new decision, not answered by the record made before) and each image's thresholds, scale
-    and cargo type as well as its score.
+    is a new decision, not answered by the record made before), each image's thresholds, scale
+    and cargo type as well as its score, and each image's own row declaration where the rows of the
+    shipment do not all declare alike (a picture re-declared as another cargo fails closed, and must
+    not be answered by the release recorded before).
+
+    Rows that all carry one declaration add nothing to the key: the shipment's declaration, built
+    from it, says all it does, and the key stays the one earlier versions recorded, so a run again
+    over unchanged inputs is still answered from its record.
 
     The HTTP service keys a submission otherwise (its declaration and its pictures' hashes, known
     before anything is scored), so that a client's retry of the same request is answered from its
     record whatever was decided elsewhere since.
     """
-    inputs = {
+    inputs: dict[str, Any] = {
         "policy_sha256": decision.policy_sha256,
         "shipment_id": decision.shipment_id,
         "declaration": decision.declaration.model_dump(mode="json"),
@@ -751,5 +757,16 @@ def inputs_key(decision: ShipmentDecision) -> str:
             for image in decision.images
         ),
     }
+    declared = [(image.path, _canonical_json(image.declaration)) for image in decision.images]
+    if len({text for _, text in declared}) > 1:
+        # each row's own declared cargo type (and trader, flags) decides too: a picture declared
+        # another cargo than its shipment's fails closed
+        inputs["row_declarations"] = sorted(declared)
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()
     return f"decision:{decision.shipment_id[:100]}:{digest}"
+
+
+def _canonical_json(value: dict[str, Any]) -> str:
+    """``value`` as JSON with sorted keys, so that equal declarations read alike (a value JSON does not
+    know, from a Parquet file, say, as its text)."""
+    return json.dumps(value, sort_keys=True, default=str)

@@ -1350,6 +1350,43 @@ def test_the_batch_key_changes_with_every_input_of_a_decision(change: dict, why:
     assert inputs_key(first) == inputs_key(next(decide_rows(policy, [base], audit_key=b"k")))
 
 
+def _declared(path: str, **declared: Any) -> ImageVerdict:
+    return img(
+        0.1, path, declaration={"shipment_id": "K1", "cargo_type": "bulk_ore", "trader_id": "T-1", **declared}
+    )
+
+
+@pytest.mark.parametrize(
+    ("declared", "tier", "why"),
+    [
+        ({"cargo_type": "vacuum_pack"}, H, "a picture re-declared as other cargo: fails closed"),
+        ({"trader_id": "T-2"}, R, "another trader named on the second row"),
+    ],
+    ids=["cargo", "trader"],
+)
+def test_the_batch_key_changes_with_each_rows_own_declaration(declared: dict, tier: Tier, why: str) -> None:
+    """Each picture's own declared cargo type was left out of the key: a picture re-declared as
+    another cargo (never released) was answered by the audit store with the release recorded before."""
+    alike = [_declared("a.png"), _declared("b.png")]
+    first = next(decide_rows(policy(), alike, audit_key=KEY))
+    second = next(decide_rows(policy(), [alike[0], _declared("b.png", **declared)], audit_key=KEY))
+    assert (first.tier, second.tier) == (R, tier), why
+    assert inputs_key(first) != inputs_key(second), why
+    assert inputs_key(second) == inputs_key(
+        next(decide_rows(policy(), [alike[0], _declared("b.png", **declared)], audit_key=KEY))
+    )
+
+
+def test_the_batch_key_of_rows_declaring_alike_is_the_one_recorded_before() -> None:
+    """Rows that all carry one declaration are keyed as earlier versions keyed them, so that a run
+    again over unchanged inputs is answered from the record those versions made (not recorded anew)."""
+    decision = next(decide_rows(policy(), [_declared("a.png"), _declared("b.png")], audit_key=KEY))
+    # as the version before the rows' declarations went into the key computed it: a change here makes
+    # every run again over recorded inputs a new decision, so only on purpose
+    recorded = "4198fa37625f9139d23cf9cb86ad202b175d371cd5b481518f23e5b987bd3396"
+    assert inputs_key(decision) == f"decision:K1:{recorded}"
+
+
 def test_the_batch_key_changes_with_the_holds_carried_and_where_the_tier_came_from() -> None:
     """A hold raised on another shipment since, or a register confirming the declared tier, is a
     new decision, not one answered by the record made before."""

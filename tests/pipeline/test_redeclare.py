@@ -168,6 +168,24 @@ def test_a_picture_now_declared_another_cargo_fails_closed(env: Path) -> None:
     )
 
 
+def test_a_picture_re_declared_as_another_cargo_is_not_answered_by_the_release_recorded(env: Path) -> None:
+    """Each picture's own declared cargo type was not in the decision's idempotency key: the store
+    answered the re-declared shipment (mixed cargo, never released) with the release it held."""
+    rows = [_row("S1", str(env / "a.png"), 0.1), _row("S1", str(env / "b.png"), 0.1)]
+    db = f"sqlite:///{env / 'audit.db'}"
+    ore = [{"path": p, "shipment_id": "S1", "cargo_type": "bulk_ore"} for p in ("a.png", "b.png")]
+    assert _decide(env, rows, ore, "--audit-db", db) == (0, {"S1": ("RELEASE", ["score.clear"])})
+    mixed = [ore[0], {**ore[1], "cargo_type": "vacuum_pack"}]
+    code, decided = _decide(env, rows, mixed, "--audit-db", db)
+    assert code == 0 and decided["S1"] == (
+        "REMOTE_INSPECTION",
+        ["fail_closed.mixed_cargo_types", "score.clear"],
+    )
+    # the manifest as it was, run again, does not lower the hold recorded since (refused: exit 2)
+    code, decided = _decide(env, rows, ore, "--audit-db", db)
+    assert code == 2 and decided["S1"][0] == "REMOTE_INSPECTION"
+
+
 def test_a_picture_added_to_a_shipment_after_scoring_holds_it(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
