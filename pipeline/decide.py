@@ -66,6 +66,7 @@ from pipeline.verdicts import (
 
 __all__ = [
     "EarlierHold",
+    "as_flag",
     "audit_fraction",
     "decide_rows",
     "decide_shipment",
@@ -626,7 +627,7 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
                     extra.setdefault(k, v)
             elif key in fields:
                 if key in OVERRIDE_FLAGS:
-                    merged[key] = bool(merged.get(key)) or _as_flag(value, shipment_id, key)
+                    merged[key] = bool(merged.get(key)) or as_flag(value, shipment_id, key)
                 else:
                     merged.setdefault(key, value)
             else:
@@ -649,7 +650,7 @@ _TRUE = {"true", "1", "yes", "y", "t", "on"}
 _FALSE = {"false", "0", "no", "n", "f", "off", ""}
 
 
-def _as_flag(value: Any, shipment_id: str, key: str) -> bool:
+def as_flag(value: Any, shipment_id: str, key: str) -> bool:
     """A flag from JSON or a CSV cell; anything unrecognised is refused rather than guessed."""
     if value is None or isinstance(value, bool):
         return bool(value)

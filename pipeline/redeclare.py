@@ -4,9 +4,11 @@ A radiation alarm raised, or a document mismatch found, after the archive was sc
 shipment's decision but not one score. ``clearsight decide --verdicts ROWS --manifest MANIFEST``
 decides each shipment the manifest lists under the declaration it gives now (every row of the
 shipment merged, as the scorer's rows are: flags OR-ed, the first row's values), so nothing is
-scored again. Each row keeps its own picture's cargo type from the manifest, so that a picture now
-declared another cargo than its model's fails closed as it would have when scored. A picture the
-manifest lists under a shipment but the rows lack was never scored: it becomes an error row, and the
+scored again. Only a flag the manifest has a column for is taken from it: one it has no column for
+(a manifest from another system, say) says nothing of the flag, and the rows' raised flag stands.
+Each row keeps its own picture's cargo type from the manifest, so that a picture now declared
+another cargo than its model's fails closed as it would have when scored. A picture the manifest
+lists under a shipment but the rows lack was never scored: it becomes an error row, and the
 shipment is never released. Shipments the manifest does not list keep the declaration their rows
 carry; shipments it lists without a row are left undecided (another batch's, say) and named.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets.errors import InputError
-from pipeline.decide import declaration_from_rows
+from pipeline.decide import as_flag, declaration_from_rows
 from pipeline.verdicts import OVERRIDE_FLAGS, ImageVerdict
 
 __all__ = ["NEVER_SCORED", "Listed", "Redeclared", "read_declarations", "redeclare"]
@@ -28,11 +30,13 @@ __all__ = ["NEVER_SCORED", "Listed", "Redeclared", "read_declarations", "redecla
 @dataclass
 class Listed:
     """One shipment as the manifest gives it now: its merged declaration (a row's ``declaration``
-    dict, which :func:`pipeline.decide.declaration_from_rows` reads back unchanged), and each listed
-    picture (resolved path) with its own row's cargo type."""
+    dict, which :func:`pipeline.decide.declaration_from_rows` reads back unchanged), each listed
+    picture (resolved path) with its own row's cargo type, and the flags the manifest gives (has a
+    column for, on any row of the shipment): only those may clear a flag the scored rows raised."""
 
     declaration: dict[str, Any]
     pictures: dict[str, str]
+    flags: frozenset[str]
 
 
 @dataclass
@@ -46,7 +50,7 @@ class Redeclared:
     missing_pictures: dict[str, int] = field(default_factory=dict)
     """Listed pictures with no row, per shipment: each an error row, never released."""
     cleared: dict[str, list[str]] = field(default_factory=dict)
-    """Flags the rows raised that the manifest no longer does, per shipment."""
+    """Flags the rows raised that the manifest's column for the flag now says are not, per shipment."""
     flagged_unscored: dict[str, list[str]] = field(default_factory=dict)
     """Flags raised on shipments of ``unscored``: no decision here carries them."""
 
@@ -75,9 +79,12 @@ def read_declarations(manifest: Path) -> dict[str, Listed]:
 
     rows: dict[str, list[ImageVerdict]] = {}
     lines: dict[str, int] = {}
+    given: dict[str, set[str]] = {}
     for row in iter_manifest(manifest, check_files=False):  # the images were read when scored
         shipment = _shipment(row.shipment_id)
         lines.setdefault(shipment, row.line)
+        # the row's declaration has a key for each column the manifest has (a JSON line, its own)
+        given.setdefault(shipment, set()).update(f for f in OVERRIDE_FLAGS if f in row.declaration)
         rows.setdefault(shipment, []).append(
             ImageVerdict(path=str(row.path), shipment_id=shipment, declaration=dict(row.declaration))
         )
@@ -93,6 +100,7 @@ def read_declarations(manifest: Path) -> dict[str, Listed]:
                 image.path: str(image.declaration.get("cargo_type") or declaration.cargo_type)
                 for image in images
             },
+            frozenset(given[shipment]),
         )
     return listed
 
@@ -102,13 +110,26 @@ def _flags(declaration: dict[str, Any]) -> set[str]:
     return {flag for flag in OVERRIDE_FLAGS if declaration.get(flag)}
 
 
-def _raised(rows: list[ImageVerdict], shipment: str) -> set[str]:
-    """The flags the rows of one shipment raise, as they would be decided (none where their
-    declaration does not validate: the manifest's, which replaces it, does)."""
-    try:
-        return _flags(declaration_from_rows(shipment, rows).model_dump())
-    except InputError:
-        return set()
+def _raised(rows: list[ImageVerdict], shipment: str, given: frozenset[str]) -> set[str]:
+    """The flags the rows of one shipment raise, OR-ed over its rows as they would be decided (each
+    flag read alone: the rows' declaration need not validate where the manifest's replaces it).
+
+    Raises:
+        InputError: a flag that is no boolean on a row, where the manifest has no column to
+            replace it (deciding from the rows alone refuses it too).
+    """
+    raised = set()
+    for row in rows:
+        for flag in OVERRIDE_FLAGS:
+            try:
+                if as_flag(row.declaration.get(flag), shipment, flag):
+                    raised.add(flag)
+            except InputError as exc:
+                if flag not in given:
+                    raise InputError(
+                        f"--verdicts {exc}, and --manifest has no {flag} column to give it"
+                    ) from exc
+    return raised
 
 
 def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list[ImageVerdict], Redeclared]:
@@ -123,10 +144,12 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
     out = list(rows)
     for shipment, numbers in by_shipment.items():
         now = listed[shipment]
-        before = _raised([rows[n] for n in numbers], str(rows[numbers[0]].shipment_id or shipment))
-        cleared = sorted(before - _flags(now.declaration))
+        before = _raised([rows[n] for n in numbers], str(rows[numbers[0]].shipment_id or shipment), now.flags)
+        cleared = sorted((before & now.flags) - _flags(now.declaration))
         if cleared:
             done.cleared[shipment] = cleared
+        # a flag the manifest has no column for is not cleared by it: the rows' stands (OR-ed)
+        declared = {**now.declaration, **dict.fromkeys(sorted(before - now.flags), True)}
         seen = set()
         for n in numbers:
             row = rows[n]
@@ -139,7 +162,7 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
                     # the cargo it was scored as stays with the row, where the row's declaration
                     # alone said it: a picture now declared another cargo must fail closed
                     "cargo_type": row.cargo_type or row.declaration.get("cargo_type"),
-                    "declaration": {**now.declaration, "cargo_type": cargo},
+                    "declaration": {**declared, "cargo_type": cargo},
                 }
             )
         missing = [p for p in now.pictures if p not in seen]
@@ -152,7 +175,7 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
                     shipment_id=shipment,
                     cargo_type=now.pictures[picture],
                     error=NEVER_SCORED,
-                    declaration={**now.declaration, "cargo_type": now.pictures[picture]},
+                    declaration={**declared, "cargo_type": now.pictures[picture]},
                 )
             )
         done.shipments.add(shipment)

@@ -213,7 +213,7 @@ def _redeclared_warnings(done: Redeclared) -> list[str]:
         first = sorted(done.cleared)[0]
         said.append(
             f"{len(done.cleared)} shipment(s) had a flag their rows raised cleared by --manifest "
-            f"({first!r}: {', '.join(done.cleared[first])}); check that the manifest gives every flag column"
+            f"({first!r}: {', '.join(done.cleared[first])}): their column in --manifest says false"
         )
     return said
 
@@ -253,7 +253,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--manifest",
                 help="Take each shipment's declaration from this manifest as it stands now (a radiation "
-                "alarm raised since scoring, say), not from the rows; nothing is scored again.",
+                "alarm raised since scoring, say), not from the rows; nothing is scored again. A flag it "
+                "has no column for stays as the rows raise it.",
             ),
         ] = None,
         overwrite: Annotated[

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from datasets.errors import DatasetFormatError
+from datasets.errors import DatasetFormatError, InputError
 from datasets.manifest import write_manifest
 from pipeline.redeclare import NEVER_SCORED, read_declarations, redeclare
 from pipeline.verdicts import ImageVerdict
@@ -213,25 +213,82 @@ def test_a_picture_added_to_a_shipment_after_scoring_holds_it(
 def test_a_flag_cleared_by_the_manifest_is_said_and_no_hold_is_lowered(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A manifest without the alarm column reads as the alarm cleared: said; and with an audit store,
-    a hold recorded for the alarm stands until an officer lifts it."""
+    """A manifest whose alarm column says false clears the alarm: said; and with an audit store, a
+    hold recorded for the alarm stands until an officer lifts it."""
     rows = [_row("S1", str(env / "a.png"), 0.1, radiation_alarm=True)]
     db = f"sqlite:///{env / 'audit.db'}"
     listed = [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "radiation_alarm": True}]
     code, decided = _decide(env, rows, listed, "--audit-db", db)
     assert code == 0 and decided["S1"][0] == "PHYSICAL_INSPECTION"
-    code, decided = _decide(
-        env, rows, [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}], "--audit-db", db
-    )
+    code, decided = _decide(env, rows, [{**listed[0], "radiation_alarm": False}], "--audit-db", db)
     captured = capsys.readouterr()
     said = " ".join(captured.err.split())
     # counted as decided under the manifest, and said not to be recorded (it once read as done)
     out = " ".join(captured.out.split())
     assert "1 shipments decided under their declaration in" in out and "(1 not recorded: see below)" in out
-    assert "1 shipment(s) had a flag their rows raised cleared by --manifest ('S1': radiation_alarm)" in said
+    assert (
+        "1 shipment(s) had a flag their rows raised cleared by --manifest ('S1': radiation_alarm): their "
+        "column in --manifest says false" in said
+    )
     assert (
         code == 2 and "is held (PHYSICAL_INSPECTION, audit record 1) and this decision would lower it" in said
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "listed", "tier", "cleared"),
+    [
+        # a manifest from another system, say: no alarm column at all
+        ("m.csv", [{}, {}], "PHYSICAL_INSPECTION", False),
+        ("m.jsonl", [{}, {}], "PHYSICAL_INSPECTION", False),
+        # a flag column is the manifest's word: false clears it (and says so), true raises it
+        ("m.csv", [{"radiation_alarm": False}, {}], "RELEASE", True),
+        ("m.jsonl", [{"radiation_alarm": False}, {}], "RELEASE", True),
+        ("m.csv", [{"radiation_alarm": True}, {}], "PHYSICAL_INSPECTION", False),
+        # another flag's column says nothing of the alarm
+        ("m.csv", [{"document_mismatch": False}, {}], "PHYSICAL_INSPECTION", False),
+    ],
+    ids=["csv-no-column", "jsonl-no-key", "csv-false", "jsonl-false-on-one-line", "csv-true", "other-column"],
+)
+def test_only_a_flag_the_manifest_has_a_column_for_is_taken_from_it(
+    env: Path, name: str, listed: list[dict], tier: str, cleared: bool
+) -> None:
+    """A manifest with no radiation_alarm column read as the alarm cleared: the rows' alarm was
+    dropped and a RELEASE recorded, with a warning only."""
+    rows = [_row("S1", str(env / "a.png"), 0.1), _row("S1", str(env / "b.png"), 0.1, radiation_alarm=True)]
+    write_manifest(
+        env / name,
+        [
+            {"path": p, "shipment_id": "S1", "cargo_type": "bulk_ore", "trader_id": "T-1", **more}
+            for p, more in zip(("a.png", "b.png"), listed, strict=True)
+        ],
+    )
+    out, done = redeclare(rows, read_declarations(env / name))
+    assert {row.declaration["radiation_alarm"] for row in out} == {tier != "RELEASE"}
+    assert {row.declaration["trader_id"] for row in out} == {"T-1"}  # the manifest's word on the rest
+    assert done.cleared == ({"S1": ["radiation_alarm"]} if cleared else {})
+    from pipeline.decide import decide_rows
+    from pipeline.policy import parse_policy
+
+    policy = parse_policy({"policy_version": "p", "cargo_types": {"bulk_ore": {}}})
+    assert next(decide_rows(policy, out, audit_key=b"k")).tier.value == tier
+
+
+def test_a_flag_of_the_rows_that_is_no_boolean_is_refused_where_the_manifest_has_no_column(
+    tmp_path: Path,
+) -> None:
+    write_manifest(tmp_path / "m.csv", [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}])
+    row = _row("S1", str(tmp_path / "a.png"), 0.1, radiation_alarm="maybe")
+    with pytest.raises(
+        InputError, match=r"radiation_alarm = 'maybe' is not a boolean .*no radiation_alarm column"
+    ):
+        redeclare([row], read_declarations(tmp_path / "m.csv"))
+    write_manifest(
+        tmp_path / "m.csv",
+        [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "radiation_alarm": True}],
+    )
+    out, _ = redeclare([row], read_declarations(tmp_path / "m.csv"))  # the manifest's column replaces it
+    assert out[0].declaration["radiation_alarm"] is True
 
 
 def test_a_bad_declaration_in_the_manifest_names_it_and_its_line(
