@@ -15,6 +15,8 @@ only clear-score reasons fired. Rule ids:
 ``score.review``                an image at or above the (AEO-adjusted) release threshold
 ``score.clear``                 an image below the release threshold (tier RELEASE)
 ``trusted_trader.odds``         an AEO tier raised the release threshold (tier RELEASE)
+``trusted_trader.conflict``     the rows name more than one trader or AEO tier: none is taken
+                                (no trusted-trader factor; tier RELEASE, the scores decide)
 ``random_audit``                picked for a random compliance audit
 ==============================  ==========================================================
 
@@ -74,6 +76,7 @@ __all__ = [
     "inputs_key",
     "shipments_of",
     "tier_source",
+    "trader_conflicts",
 ]
 
 
@@ -499,7 +502,12 @@ def decide_shipment(
         )
     if aeo_tier_source is None:
         aeo_tier_source = "declared_unverified" if declaration.aeo_tier else "none"
-    trader = policy.trusted_traders.get(declaration.aeo_tier) if declaration.aeo_tier else None
+    conflicts = trader_conflicts(images)
+    trader = (
+        policy.trusted_traders.get(declaration.aeo_tier) if declaration.aeo_tier and not conflicts else None
+    )
+    if conflicts:
+        reasons.append(_trader_conflict(conflicts))
     if (
         trader is not None
         and trader.release_odds_factor > 1.0
@@ -588,6 +596,44 @@ def decide_shipment(
     )
 
 
+_TRADER_FIELDS = {"trader_id": "traders", "aeo_tier": "AEO tiers"}
+
+
+def trader_conflicts(rows: Iterable[ImageVerdict]) -> dict[str, list[Any]]:
+    """The trader fields (``trader_id``, ``aeo_tier``) to which the rows' own declarations give more
+    than one value, each with its values in the rows' order (a trader id stripped, as registered; a
+    row that gives none conflicts with nothing)."""
+    named: dict[str, list[Any]] = {}
+    for row in rows:
+        for key in _TRADER_FIELDS:
+            value = row.declaration.get(key)
+            if key == "trader_id" and isinstance(value, str):
+                value = value.strip()
+            if value is None or value == "":
+                continue
+            values = named.setdefault(key, [])
+            if value not in values:
+                values.append(value)
+    return {key: values for key, values in named.items() if len(values) > 1}
+
+
+def _trader_conflict(conflicts: dict[str, list[Any]]) -> Reason:
+    """``trusted_trader.conflict``: the rows name several traders or tiers (first three of each)."""
+    named = "; ".join(
+        f"{len(values)} {_TRADER_FIELDS[key]} ({', '.join(map(repr, values[:3]))}"
+        + (", ...)" if len(values) > 3 else ")")
+        for key, values in conflicts.items()
+    )
+    return Reason(
+        rule="trusted_trader.conflict",
+        tier=Tier.RELEASE,
+        message=(
+            f"the shipment's rows name {named}: whose AEO tier applies cannot be told, so none does "
+            "(no trusted-trader factor, as for an unregistered trader)"
+        ),
+    )
+
+
 def _row_shipment_id(row: ImageVerdict) -> str:
     shipment = row.shipment_id or row.declaration.get("shipment_id")
     if not shipment:
@@ -599,8 +645,10 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
     """Build a shipment's declaration from its rows' ``declaration`` dicts.
 
     The first row's values win, except the override flags, which are OR-ed over all rows: a flag
-    raised on any row must not be lost because another row was written without it. Keys that are not
-    :class:`Declaration` fields go to ``extra``.
+    raised on any row must not be lost because another row was written without it; and the trader:
+    rows naming different traders or AEO tiers (:func:`trader_conflicts`) give the shipment no AEO
+    tier, and no trader where the traders differ, as the first row's would lend its tier to another
+    trader's pictures. Keys that are not :class:`Declaration` fields go to ``extra``.
 
     Raises:
         InputError: no cargo type anywhere, or a value that does not validate (named).
@@ -633,6 +681,11 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
             else:
                 extra.setdefault(key, value)
     merged["shipment_id"] = shipment_id
+    conflicts = trader_conflicts(rows)
+    for key in ("trader_id", "aeo_tier") if conflicts else ():
+        # a value that is no text is left to be refused below
+        if (key in conflicts or key == "aeo_tier") and isinstance(merged.get(key), str):
+            merged[key] = None
     if not merged.get("cargo_type"):
         merged["cargo_type"] = next((c for c in (_image_cargo_type(r) for r in rows) if c), None)
     if not merged.get("cargo_type"):
@@ -692,8 +745,8 @@ def shipments_of(
 ) -> Iterator[tuple[Declaration, list[ImageVerdict]]]:
     """Image rows grouped by shipment, each with the declaration built from its rows, in order of
     each shipment's first row (all rows are read first: a shipment's need not be adjacent). With a
-    ``register``, each trader's AEO tier is the registered one (none for an unregistered trader),
-    whatever the rows declare: a tier lowers scrutiny.
+    ``register``, each trader's AEO tier is the registered one (none for an unregistered trader, or
+    where the rows name several traders or tiers), whatever the rows declare: a tier lowers scrutiny.
 
     Raises:
         InputError: a row without a shipment id, or a shipment whose declaration does not validate.
@@ -704,7 +757,7 @@ def shipments_of(
     for shipment_id, images in groups.items():
         declaration = declaration_from_rows(shipment_id, images)
         if register is not None:
-            tier = register.tier_of(declaration.trader_id)
+            tier = None if trader_conflicts(images) else register.tier_of(declaration.trader_id)
             if tier != declaration.aeo_tier:
                 declaration = declaration.model_copy(update={"aeo_tier": tier})
         yield declaration, images

@@ -32,11 +32,14 @@ class Listed:
     """One shipment as the manifest gives it now: its merged declaration (a row's ``declaration``
     dict, which :func:`pipeline.decide.declaration_from_rows` reads back unchanged), each listed
     picture (resolved path) with its own row's cargo type, and the flags the manifest gives (has a
-    column for, on any row of the shipment): only those may clear a flag the scored rows raised."""
+    column for, on any row of the shipment): only those may clear a flag the scored rows raised.
+    ``traders``: each listed picture's own row's trader_id and aeo_tier, where it gives them, so that
+    rows naming different traders are decided as such (no AEO tier, said)."""
 
     declaration: dict[str, Any]
     pictures: dict[str, str]
     flags: frozenset[str]
+    traders: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -53,6 +56,11 @@ class Redeclared:
     """Flags the rows raised that the manifest's column for the flag now says are not, per shipment."""
     flagged_unscored: dict[str, list[str]] = field(default_factory=dict)
     """Flags raised on shipments of ``unscored``: no decision here carries them."""
+
+
+_TRADER = ("trader_id", "aeo_tier")
+"""Declaration fields each listed picture keeps from its own row, as its cargo type: rows that
+disagree on them give the shipment no AEO tier (pipeline.decide.trader_conflicts)."""
 
 
 def _shipment(value: Any) -> str:
@@ -101,6 +109,10 @@ def read_declarations(manifest: Path) -> dict[str, Listed]:
                 for image in images
             },
             frozenset(given[shipment]),
+            {
+                image.path: {k: image.declaration[k] for k in _TRADER if image.declaration.get(k)}
+                for image in images
+            },
         )
     return listed
 
@@ -156,13 +168,14 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
             picture = os.path.realpath(row.path)
             seen.add(picture)
             cargo = now.pictures.get(picture, now.declaration["cargo_type"])
+            own = now.traders.get(picture, {})
             out[n] = row.model_copy(
                 update={
                     "shipment_id": shipment,
                     # the cargo it was scored as stays with the row, where the row's declaration
                     # alone said it: a picture now declared another cargo must fail closed
                     "cargo_type": row.cargo_type or row.declaration.get("cargo_type"),
-                    "declaration": {**declared, "cargo_type": cargo},
+                    "declaration": {**declared, **own, "cargo_type": cargo},
                 }
             )
         missing = [p for p in now.pictures if p not in seen]
@@ -175,7 +188,11 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
                     shipment_id=shipment,
                     cargo_type=now.pictures[picture],
                     error=NEVER_SCORED,
-                    declaration={**declared, "cargo_type": now.pictures[picture]},
+                    declaration={
+                        **declared,
+                        **now.traders.get(picture, {}),
+                        "cargo_type": now.pictures[picture],
+                    },
                 )
             )
         done.shipments.add(shipment)

@@ -965,13 +965,82 @@ def test_rows_grouped_by_shipment_in_order_of_first_appearance() -> None:
 def test_declaration_built_from_rows_flags_or_ed_extras_kept() -> None:
     rows = [
         row("S", 0.1, "a", trader_id="T1", aeo_tier="AEOF", hs_code="2601", radiation_alarm="false"),
-        row("S", 0.1, "b", trader_id="T2", radiation_alarm="true", origin="AU"),
+        row("S", 0.1, "b", trader_id=" T1", radiation_alarm="true", origin="AU", hs_code="9999"),
     ]
     (decision,) = decide_rows(policy(), rows, audit_key=KEY)
     d = decision.declaration
     assert (d.trader_id, d.aeo_tier, d.radiation_alarm) == ("T1", "AEOF", True)
     assert d.extra == {"hs_code": "2601", "origin": "AU"}
     assert decision.tier is P
+
+
+_ODDS, _CONFLICT = "trusted_trader.odds", "trusted_trader.conflict"
+
+
+@pytest.mark.parametrize(
+    ("clean", "suspect", "registered", "declared", "tier", "rule"),
+    [
+        # a clean row naming an AEOF trader lent its tier to another trader's suspect picture
+        ({"trader_id": "T-F", "aeo_tier": "AEOF"}, {"trader_id": "T-X"}, None, (None, None), H, _CONFLICT),
+        ({"trader_id": "T-F"}, {"trader_id": "T-X"}, {"T-F": "AEOF"}, (None, None), H, _CONFLICT),
+        # one trader, two tiers: neither is taken, the register's neither
+        (
+            {"trader_id": "T-F", "aeo_tier": "AEOF"},
+            {"trader_id": "T-F", "aeo_tier": "AEOS"},
+            None,
+            ("T-F", None),
+            H,
+            _CONFLICT,
+        ),
+        (
+            {"trader_id": "T-F", "aeo_tier": "AEOF"},
+            {"trader_id": "T-F", "aeo_tier": "AEOC"},
+            {"T-F": "AEOF"},
+            ("T-F", None),
+            H,
+            _CONFLICT,
+        ),
+        # rows that agree, or say nothing of the trader, keep its tier (the id stripped, as registered)
+        ({"trader_id": "T-F", "aeo_tier": "AEOF"}, {"trader_id": "T-F "}, None, ("T-F", "AEOF"), R, _ODDS),
+        ({"trader_id": "T-F"}, {}, {"T-F": "AEOF"}, ("T-F", "AEOF"), R, _ODDS),
+    ],
+    ids=["traders", "traders-registered", "tiers", "tiers-registered", "agree", "agree-registered"],
+)
+@pytest.mark.parametrize("suspect_first", [False, True], ids=["clean-first", "suspect-first"])
+def test_rows_naming_different_traders_or_tiers_take_no_aeo_tier(
+    clean: dict,
+    suspect: dict,
+    registered: dict | None,
+    declared: tuple,
+    tier: Tier,
+    rule: str,
+    suspect_first: bool,
+) -> None:
+    """trader_id and aeo_tier came from the shipment's first row unchecked: a clean first row naming
+    a registered AEOF trader released a shipment whose suspect row named another trader."""
+    from pipeline.trader_register import TraderRegister
+
+    register = TraderRegister(registered, {}, "register.csv") if registered is not None else None
+    rows = [row("S", 0.1, "clean", **clean), row("S", 0.52, "suspect", **suspect)]  # AEOF: clear at 0.55
+    rows = rows[::-1] if suspect_first else rows
+    (decision,) = decide_rows(policy(), rows, audit_key=KEY, register=register)
+    assert (decision.declaration.trader_id, decision.declaration.aeo_tier) == declared
+    assert decision.tier is tier
+    assert rule in {r.rule for r in decision.reasons}
+
+
+def test_the_conflict_names_what_the_rows_give() -> None:
+    rows = [
+        row("S", 0.1, "a", trader_id="T-F", aeo_tier="AEOF"),
+        *(row("S", 0.1, f"b{n}", trader_id=f"T-{n}") for n in range(4)),
+    ]
+    (decision,) = decide_rows(policy(), rows, audit_key=KEY)
+    (said,) = [(r.tier, r.message) for r in decision.reasons if r.rule == _CONFLICT]
+    assert said == (
+        R,
+        "the shipment's rows name 5 traders ('T-F', 'T-0', 'T-1', ...): whose AEO tier applies cannot "
+        "be told, so none does (no trusted-trader factor, as for an unregistered trader)",
+    )
 
 
 def test_shipment_id_and_cargo_type_may_come_from_the_declaration_or_the_row() -> None:

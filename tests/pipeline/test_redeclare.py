@@ -124,6 +124,7 @@ def _decide(
     policy.write_text(
         POLICY
         + "  vacuum_pack: {release_threshold: 0.5, hold_threshold: 0.8}\nrandom_audit: {rate: 0.0001}\n"
+        + "trusted_traders: {AEOF: {release_odds_factor: 1.5}}\n"  # AEOF: released below 0.6
     )
     write_manifest(tmp_path / "m.csv", manifest_rows)
     out = tmp_path / "d.jsonl"
@@ -272,6 +273,30 @@ def test_only_a_flag_the_manifest_has_a_column_for_is_taken_from_it(
 
     policy = parse_policy({"policy_version": "p", "cargo_types": {"bulk_ore": {}}})
     assert next(decide_rows(policy, out, audit_key=b"k")).tier.value == tier
+
+
+def test_a_manifest_naming_different_traders_in_a_shipment_gives_it_no_aeo_tier(env: Path) -> None:
+    """Merged first, the manifest's first row lent its trader and tier to every row of the shipment:
+    another trader's picture at 0.55 went out released."""
+    rows = [_row("S1", str(env / "a.png"), 0.1), _row("S1", str(env / "b.png"), 0.55)]
+    code, decided = _decide(
+        env,
+        rows,
+        [
+            {
+                "path": "a.png",
+                "shipment_id": "S1",
+                "cargo_type": "bulk_ore",
+                "trader_id": "T-F",
+                "aeo_tier": "AEOF",
+            },
+            {"path": "b.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "trader_id": "T-X"},
+        ],
+    )
+    assert code == 0 and decided["S1"] == (
+        "REMOTE_INSPECTION",
+        ["score.clear", "score.review", "trusted_trader.conflict"],
+    )
 
 
 def test_a_flag_of_the_rows_that_is_no_boolean_is_refused_where_the_manifest_has_no_column(
