@@ -102,16 +102,20 @@ class _DecisionsFile:
     """The ``--out`` decisions file, opened under a temporary name before any shipment is decided or
     recorded: an --out that cannot be written (its folder a file) fails now, not after the audit
     store holds every decision and no file says so. :meth:`write` renames it into place, so the file
-    is either complete or absent."""
+    is either complete or absent. The temporary name is one no file had
+    (:func:`~pipeline.score.decisions.temporary_beside`): a fixed ``--out``.tmp truncated and moved
+    an audit store, policy or register of that name."""
 
     def __init__(self, path: Path) -> None:
+        from pipeline.score.decisions import temporary_beside
+
         self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.tmp.open("w", encoding="utf-8")
+            self.tmp, fd = temporary_beside(path)
         except OSError as exc:
             raise output_error("--out", path, exc) from exc
+        self._fh = os.fdopen(fd, "w", encoding="utf-8")
 
     def write(self, decisions: list[ShipmentDecision]) -> None:
         try:

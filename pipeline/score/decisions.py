@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +25,28 @@ if TYPE_CHECKING:
     from pipeline.policy import Policy
     from pipeline.trader_register import TraderRegister
 
-__all__ = ["decide_output", "decisions_path", "load_policy_file", "made_by_this_run"]
+__all__ = ["decide_output", "decisions_path", "load_policy_file", "made_by_this_run", "temporary_beside"]
+
+
+def temporary_beside(path: Path) -> tuple[Path, int]:
+    """A new, empty file in ``path``'s folder under a name no file had, open for writing (its path
+    and descriptor), to write ``path`` whole and rename it into place.
+
+    Made with ``O_EXCL``, never an existing file: a fixed ``path.tmp`` was truncated and renamed
+    onto ``path`` whatever had that name (an audit store, a policy). Mode 0o666 lets the umask
+    decide, as ``open(path, "w")`` would; the name keeps ``path``'s (cut short) for one left by a
+    killed run.
+
+    Raises:
+        OSError: the folder takes no new file.
+    """
+    for _ in range(8):
+        tmp = path.with_name(f".{path.name[:128]}.{secrets.token_hex(6)}.tmp")
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # pragma: no cover - 48 random bits taken already
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")  # pragma: no cover
 
 
 def decisions_path(out: Path) -> Path:
@@ -121,12 +143,12 @@ def decide_output(
     from pipeline.batch_decisions import decide_and_record
     from pipeline.decide import decide_rows
 
-    tmp = decisions.with_name(decisions.name + ".tmp")
     try:  # before the store is opened and anything recorded: the decisions must have their file
         decisions.parent.mkdir(parents=True, exist_ok=True)
-        fh = tmp.open("wb")
+        tmp, fd = temporary_beside(decisions)
     except OSError as exc:
         raise _cannot_write(decisions, exc) from exc
+    fh = os.fdopen(fd, "wb")
     store = None
     count = 0
     try:

@@ -558,6 +558,52 @@ def test_a_batch_run_again_is_decided_anew_where_a_hold_or_the_tier_source_chang
         assert store.verify().ok
 
 
+def test_score_with_a_policy_leaves_a_store_named_like_its_decisions_dot_tmp_alone(tmp_path: Path) -> None:
+    """The decisions were written to d.jsonl.tmp and renamed: an audit store of that name (this
+    run's own) was truncated, and moved onto the decisions file."""
+    from pipeline.score.decisions import decide_output
+    from pipeline.score.summary import ScoreSummary
+
+    db = f"sqlite:///{tmp_path / 'd.jsonl.tmp'}"
+    _earlier(db)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
+    decisions = tmp_path / "d.jsonl"
+    assert (
+        decide_output(rows, POLICY, audit_key=KEY, decisions=decisions, audit_url=db, summary=ScoreSummary())
+        == 1
+    )
+    assert json.loads(decisions.read_text())["shipment_id"] == "S-B"
+    with AuditStore.open(db, create=False) as store:
+        assert store.verify().ok and [r.decision.shipment_id for r in store.iter_records()] == ["S-A", "S-B"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("d.jsonl.tmp")) == [
+        "d.jsonl",
+        "rows.jsonl",
+    ]
+
+
+def test_score_with_a_policy_leaves_no_temporary_file_when_it_fails(tmp_path: Path) -> None:
+    from datasets.errors import InputError
+    from pipeline.score.decisions import decide_output
+    from pipeline.score.summary import ScoreSummary
+
+    rows = tmp_path / "rows.jsonl"
+    bad = _row("S-B", "aa" * 32).model_copy(
+        update={"declaration": {"cargo_type": "bulk_ore", "trader_id": "T" * 200}}
+    )
+    rows.write_text(bad.model_dump_json() + "\n")
+    with pytest.raises(InputError, match="trader_id"):
+        decide_output(
+            rows,
+            POLICY,
+            audit_key=KEY,
+            decisions=tmp_path / "d.jsonl",
+            audit_url=None,
+            summary=ScoreSummary(),
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+
+
 def test_score_with_a_policy_records_nothing_where_its_decisions_cannot_be_written(tmp_path: Path) -> None:
     """The store was opened first; the file's folder, a file, then failed as an unexpected
     FileExistsError, and a failing clean-up of the temporary file could hide the error."""

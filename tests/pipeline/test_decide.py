@@ -1377,6 +1377,60 @@ def test_cli_decide_writes_nothing_when_it_cannot_finish(
     assert sorted(p.name for p in cli_env.iterdir()) == ["folder", "v.jsonl"]
 
 
+@pytest.mark.parametrize(
+    ("option", "content"),
+    [
+        ("--audit-db", None),  # an audit store made by the run itself, holding its decisions
+        ("--policy", default_policy_path().read_text()),
+        ("--trader-register", "trader_id,aeo_tier\nT-1,AEOF\n"),
+    ],
+    ids=["audit-store", "policy", "register"],
+)
+def test_cli_decide_leaves_a_file_named_like_its_out_dot_tmp_alone(
+    cli_env: Path, option: str, content: str | None
+) -> None:
+    """--out d.jsonl was written to d.jsonl.tmp and renamed: an input or audit store of that name
+    was truncated and moved onto the decisions file."""
+    from pipeline.audit import AuditStore
+    from pipeline.cli import app, run
+
+    verdicts = _write(cli_env / "v.jsonl", ROWS)
+    named = cli_env / "d.jsonl.tmp"
+    given = f"sqlite:///{named}" if content is None else str(named)
+    if content is not None:
+        named.write_text(content)
+    else:  # the store holds the decisions of a first run
+        base = ["decide", "--verdicts", str(verdicts), "--audit-db", given]
+        assert run(app, [*base, "--out", str(cli_env / "first.jsonl")]) == 0
+    before = named.read_bytes()
+    assert run(app, ["decide", "--verdicts", str(verdicts), option, given, "--out", "d.jsonl"]) == 0
+    if content is not None:
+        assert named.read_bytes() == before
+    else:  # run again over the same inputs: answered from the store, nothing written to it
+        with AuditStore.open(given) as store:
+            assert store.verify().ok and len(list(store.iter_records())) == 5
+    assert [json.loads(line)["shipment_id"] for line in (cli_env / "d.jsonl").read_text().splitlines()] == [
+        "S1",
+        "S2",
+        "S3",
+        "S4",
+        "S5",
+    ]
+    assert not [p.name for p in cli_env.iterdir() if p.name.endswith(".tmp") and p != named]
+    (cli_env / "probe").write_text("")  # made as open(path, "w") makes a file: the umask decides
+    assert (cli_env / "d.jsonl").stat().st_mode == (cli_env / "probe").stat().st_mode
+
+
+def test_cli_decide_leaves_no_temporary_file_when_it_fails(cli_env: Path) -> None:
+    from pipeline.cli import app, run
+
+    bad = ROWS[0].model_copy(update={"declaration": {"cargo_type": "bulk_ore", "trader_id": "T" * 200}})
+    verdicts = _write(cli_env / "v.jsonl", [bad])
+    db = f"sqlite:///{cli_env / 'audit.db'}"
+    assert run(app, ["decide", "--verdicts", str(verdicts), "--out", "d.jsonl", "--audit-db", db]) == 2
+    assert sorted(p.name for p in cli_env.iterdir() if not p.name.startswith("audit.db")) == ["v.jsonl"]
+
+
 def test_cli_decide_never_writes_over_its_verdicts(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pipeline.cli import app, run
 
