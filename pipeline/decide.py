@@ -74,6 +74,7 @@ __all__ = [
     "decide_shipment",
     "declaration_from_rows",
     "inputs_key",
+    "row_shipment_id",
     "shipments_of",
     "tier_source",
     "trader_conflicts",
@@ -634,11 +635,23 @@ def _trader_conflict(conflicts: dict[str, list[Any]]) -> Reason:
     )
 
 
-def _row_shipment_id(row: ImageVerdict) -> str:
+def row_shipment_id(row: ImageVerdict) -> str:
+    """The shipment ``row`` belongs to: its ``shipment_id``, else its declaration's.
+
+    Raises:
+        InputError: none, or one that is no text (a list or an object: put in a set, it failed as
+            an unexpected TypeError; made text, ``['S1']`` became a shipment of its own), naming
+            the row's image.
+    """
     shipment = row.shipment_id or row.declaration.get("shipment_id")
+    if not isinstance(shipment, str) and shipment not in (None, ""):
+        raise InputError(
+            f"image {row.path!r}: shipment_id {shipment!r} is not text; give the shipment id as a "
+            'string ("S1")'
+        )
     if not shipment:
         raise InputError(f"image {row.path!r} has no shipment_id (set the row's shipment_id or declaration)")
-    return str(shipment)
+    return shipment
 
 
 def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Declaration:
@@ -753,7 +766,7 @@ def shipments_of(
     """
     groups: dict[str, list[ImageVerdict]] = {}
     for row in rows:
-        groups.setdefault(_row_shipment_id(row), []).append(row)
+        groups.setdefault(row_shipment_id(row), []).append(row)
     for shipment_id, images in groups.items():
         declaration = declaration_from_rows(shipment_id, images)
         if register is not None:

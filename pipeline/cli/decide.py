@@ -24,7 +24,7 @@ from rich.table import Table
 from datasets.errors import ConflictError, DatasetFormatError, InputError
 from pipeline import verdict_rows
 from pipeline.cli.output_paths import audit_file, check_outputs_apart, output_error
-from pipeline.decide import decide_rows
+from pipeline.decide import decide_rows, row_shipment_id
 from pipeline.policy import Policy, default_policy_path, load_policy
 from pipeline.redeclare import Redeclared, read_declarations, redeclare
 from pipeline.settings import Settings, audit_key
@@ -50,7 +50,7 @@ def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
 def _decide_all(
     policy: Policy, rows: list[ImageVerdict], key: bytes, label: str, traders: TraderRegister | None
 ) -> list[ShipmentDecision]:
-    total = len({r.shipment_id or r.declaration.get("shipment_id") for r in rows})
+    total = len({row_shipment_id(r) for r in rows})  # a row without one, or with a list, refused here
     decisions = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:

@@ -1109,6 +1109,18 @@ def test_rows_with_different_declared_cargo_types_fail_closed() -> None:
             "shipment 'S': declaration extra key 'radiation_alarm' looks like 'radiation_alarm'; give it as "
             "radiation_alarm (a flag kept aside under extra would be lost)",
         ),
+        (
+            [row(None, 0.1, "a.png", shipment_id=["S1"])],
+            "image 'a.png': shipment_id ['S1'] is not text; give the shipment id as a string (\"S1\")",
+        ),
+        (
+            [row(None, 0.1, "a.png", shipment_id={"a": 1})],
+            "image 'a.png': shipment_id {'a': 1} is not text; give the shipment id as a string (\"S1\")",
+        ),
+        (
+            [row(None, 0.1, "a.png", shipment_id=1001)],
+            "image 'a.png': shipment_id 1001 is not text; give the shipment id as a string (\"S1\")",
+        ),
     ],
     ids=[
         "no-shipment",
@@ -1116,6 +1128,9 @@ def test_rows_with_different_declared_cargo_types_fail_closed() -> None:
         "bad-flag",
         "bad-field",
         "flag-under-extra",
+        "shipment-a-list",
+        "shipment-an-object",
+        "shipment-a-number",
     ],
 )
 def test_bad_rows_are_refused_by_name(rows: list[ImageVerdict], message: str) -> None:
@@ -1429,6 +1444,22 @@ def test_cli_decide_leaves_no_temporary_file_when_it_fails(cli_env: Path) -> Non
     db = f"sqlite:///{cli_env / 'audit.db'}"
     assert run(app, ["decide", "--verdicts", str(verdicts), "--out", "d.jsonl", "--audit-db", db]) == 2
     assert sorted(p.name for p in cli_env.iterdir() if not p.name.startswith("audit.db")) == ["v.jsonl"]
+
+
+@pytest.mark.parametrize("shipment", [["S1"], {"a": 1}], ids=["list", "object"])
+@pytest.mark.parametrize("audit", [False, True], ids=["no-store", "store"])
+def test_cli_decide_refuses_a_shipment_id_that_is_no_text(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], shipment: Any, audit: bool
+) -> None:
+    """Put in a set to count the shipments, it failed as "unexpected TypeError"."""
+    from pipeline.cli import app, run
+
+    bad = ROWS[0].model_copy(update={"shipment_id": None, "declaration": {"shipment_id": shipment}})
+    verdicts = _write(cli_env / "v.jsonl", [bad])
+    store = ["--audit-db", f"sqlite:///{cli_env / 'audit.db'}"] if audit else []
+    assert run(app, ["decide", "--verdicts", str(verdicts), "--out", "d.jsonl", *store]) == 2
+    assert capsys.readouterr().err.startswith(f"Error: image 's1a.png': shipment_id {shipment!r} is not text")
+    assert not (cli_env / "d.jsonl").exists()
 
 
 def test_cli_decide_never_writes_over_its_verdicts(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
