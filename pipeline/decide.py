@@ -657,8 +657,9 @@ def row_shipment_id(row: ImageVerdict) -> str:
 def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Declaration:
     """Build a shipment's declaration from its rows' ``declaration`` dicts.
 
-    The first row's values win, except the override flags, which are OR-ed over all rows: a flag
-    raised on any row must not be lost because another row was written without it; and the trader:
+    The first row's values win (empty ones say nothing), except the override flags, which are OR-ed
+    over all rows: a flag raised on any row must not be lost because another row was written
+    without it; and the trader:
     rows naming different traders or AEO tiers (:func:`trader_conflicts`) give the shipment no AEO
     tier, and no trader where the traders differ, as the first row's would lend its tier to another
     trader's pictures. Keys that are not :class:`Declaration` fields go to ``extra``.
@@ -689,7 +690,9 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
             elif key in fields:
                 if key in OVERRIDE_FLAGS:
                     merged[key] = bool(merged.get(key)) or as_flag(value, shipment_id, key)
-                else:
+                elif value is not None and value != "":
+                    # an empty cell says nothing: a first row without a trader took the shipment's
+                    # trader (and AEO tier) away, a last row did not
                     merged.setdefault(key, value)
             else:
                 extra.setdefault(key, value)

@@ -1003,8 +1003,34 @@ _ODDS, _CONFLICT = "trusted_trader.odds", "trusted_trader.conflict"
         # rows that agree, or say nothing of the trader, keep its tier (the id stripped, as registered)
         ({"trader_id": "T-F", "aeo_tier": "AEOF"}, {"trader_id": "T-F "}, None, ("T-F", "AEOF"), R, _ODDS),
         ({"trader_id": "T-F"}, {}, {"T-F": "AEOF"}, ("T-F", "AEOF"), R, _ODDS),
+        # a row whose trader cells are empty says nothing either, first or not
+        (
+            {"trader_id": "T-F"},
+            {"trader_id": "", "aeo_tier": None},
+            {"T-F": "AEOF"},
+            ("T-F", "AEOF"),
+            R,
+            _ODDS,
+        ),
+        (
+            {"trader_id": "T-F", "aeo_tier": "AEOF"},
+            {"trader_id": None, "aeo_tier": ""},
+            None,
+            ("T-F", "AEOF"),
+            R,
+            _ODDS,
+        ),
     ],
-    ids=["traders", "traders-registered", "tiers", "tiers-registered", "agree", "agree-registered"],
+    ids=[
+        "traders",
+        "traders-registered",
+        "tiers",
+        "tiers-registered",
+        "agree",
+        "agree-registered",
+        "empty-registered",
+        "empty-declared",
+    ],
 )
 @pytest.mark.parametrize("suspect_first", [False, True], ids=["clean-first", "suspect-first"])
 def test_rows_naming_different_traders_or_tiers_take_no_aeo_tier(
