@@ -39,6 +39,7 @@ keep or raise its tier, whichever tier the audit has.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -789,13 +790,16 @@ def inputs_key(decision: ShipmentDecision) -> str:
     declared tier is a new decision), the earlier holds it carried over (its
     ``override.image_held_before`` reasons: a hold raised, or cleared, on another shipment since
     is a new decision, not answered by the record made before), each image's thresholds, scale
-    and cargo type as well as its score, and each image's own row declaration where the rows of the
-    shipment do not all declare alike (a picture re-declared as another cargo fails closed, and must
-    not be answered by the release recorded before).
+    and cargo type as well as its score, and each image's own row declaration of what decides
+    (:func:`_deciding_declaration`: cargo type, trader, AEO tier, override flags) where the rows of
+    the shipment do not all declare those alike (a picture re-declared as another cargo fails
+    closed, and must not be answered by the release recorded before).
 
-    Rows that all carry one declaration add nothing to the key: the shipment's declaration, built
-    from it, says all it does, and the key stays the one earlier versions recorded, so a run again
-    over unchanged inputs is still answered from its record.
+    Rows that declare alike what decides add nothing to the key, whatever else they declare (each
+    manifest row's own container_id, hs_code or x_ keys, as ``clearsight score`` writes them): the
+    shipment's declaration says all that decides, and the key stays the one earlier versions
+    recorded, so a run again over unchanged inputs is still answered from its record (not recorded
+    again beside another record of the shipment made since, a what-if under another policy).
 
     The HTTP service keys a submission otherwise (its declaration and its pictures' hashes, known
     before anything is scored), so that a client's retry of the same request is answered from its
@@ -827,13 +831,34 @@ def inputs_key(decision: ShipmentDecision) -> str:
             for image in decision.images
         ),
     }
-    declared = [(image.path, _canonical_json(image.declaration)) for image in decision.images]
+    declared = [(image.path, _canonical_json(_deciding_declaration(image))) for image in decision.images]
     if len({text for _, text in declared}) > 1:
         # each row's own declared cargo type (and trader, flags) decides too: a picture declared
         # another cargo than its shipment's fails closed
         inputs["row_declarations"] = sorted(declared)
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()
     return f"decision:{decision.shipment_id[:100]}:{digest}"
+
+
+_DECIDING_KEYS = ("cargo_type", "trader_id", "aeo_tier", *OVERRIDE_FLAGS)
+
+
+def _deciding_declaration(image: ImageVerdict) -> dict[str, Any]:
+    """The keys of ``image``'s own row declaration that decide (:data:`_DECIDING_KEYS`), each as the
+    decision reads it: a trader id stripped, an empty value as none, a flag as a boolean. The free
+    keys (container_id, hs_code, x_ keys) decide nothing: each manifest row gives its own."""
+    deciding: dict[str, Any] = {}
+    for key in _DECIDING_KEYS:
+        value = image.declaration.get(key)
+        if isinstance(value, str) and key == "trader_id":
+            value = value.strip()
+        if key in OVERRIDE_FLAGS:
+            with contextlib.suppress(InputError):  # refused when decided; as it is, if ever here
+                value = as_flag(value, "", key)
+        elif value == "":
+            value = None
+        deciding[key] = value
+    return deciding
 
 
 def _canonical_json(value: dict[str, Any]) -> str:

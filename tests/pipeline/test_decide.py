@@ -1567,6 +1567,49 @@ def test_the_batch_key_of_rows_declaring_alike_is_the_one_recorded_before() -> N
     assert inputs_key(decision) == f"decision:K1:{recorded}"
 
 
+_FREE = {
+    "container_id": "MSCU1234565",
+    "hs_code": "2601",
+    "origin": "BR",
+    "declared_goods": "ore",
+    "x_bay": "01",
+}
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"container_id": "MSCU7654321"},
+        {"hs_code": "2602"},
+        {"origin": "CL"},
+        {"declared_goods": "copper ore"},
+        {"x_bay": "02"},
+        {"trader_id": " T-1 "},  # stripped, as registered and as the rows are decided
+        {"radiation_alarm": "false", "aeo_tier": ""},  # read as no flag and no tier
+    ],
+    ids=["container", "hs-code", "origin", "goods", "x-key", "trader-spaced", "empty-values"],
+)
+def test_the_batch_key_leaves_out_what_decides_nothing_in_the_rows_declarations(other: dict) -> None:
+    """Each row's whole declaration went into the key where the rows differed at all: rows written
+    by `clearsight score`, each with its manifest row's own container id or x_ column, were keyed
+    anew, and a run again after another record of the shipment (a what-if under another policy)
+    was recorded a second time instead of being answered from its record."""
+    rows = [_declared("a.png", **_FREE), _declared("b.png", **{**_FREE, **other})]
+    alike = [_declared("a.png", **_FREE), _declared("b.png", **_FREE)]
+    decided = next(decide_rows(policy(), rows, audit_key=KEY))
+    assert inputs_key(decided) == inputs_key(next(decide_rows(policy(), alike, audit_key=KEY)))
+
+
+def test_the_batch_key_of_rows_differing_in_free_keys_is_the_one_recorded_before() -> None:
+    rows = [
+        _declared("a.png", container_id="MSCU1234565", hs_code="2601", x_bay="01"),
+        _declared("b.png", container_id="MSCU7654321", hs_code="2601", x_bay="02"),
+    ]
+    # as the version before the rows' declarations went into the key computed it
+    recorded = "6ec0b8cf326647d29393d993043d35c52a1445d49f4e53cc7874ff4066f4a0e7"
+    assert inputs_key(next(decide_rows(policy(), rows, audit_key=KEY))) == f"decision:K1:{recorded}"
+
+
 def test_the_batch_key_changes_with_the_holds_carried_and_where_the_tier_came_from() -> None:
     """A hold raised on another shipment since, or a register confirming the declared tier, is a
     new decision, not one answered by the record made before."""
