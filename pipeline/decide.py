@@ -658,15 +658,16 @@ def row_shipment_id(row: ImageVerdict) -> str:
 def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Declaration:
     """Build a shipment's declaration from its rows' ``declaration`` dicts.
 
-    The first row's values win (empty ones say nothing), except the override flags, which are OR-ed
-    over all rows: a flag raised on any row must not be lost because another row was written
-    without it; and the trader:
+    The first row's values win (empty ones, and a trader id of blanks, say nothing), except the
+    override flags, which are OR-ed over all rows: a flag raised on any row must not be lost
+    because another row was written without it; and the trader:
     rows naming different traders or AEO tiers (:func:`trader_conflicts`) give the shipment no AEO
     tier, and no trader where the traders differ, as the first row's would lend its tier to another
     trader's pictures. Keys that are not :class:`Declaration` fields go to ``extra``.
 
     Raises:
-        InputError: no cargo type anywhere, or a value that does not validate (named).
+        InputError: no cargo type anywhere, a trader_id or aeo_tier that is no text on any row, or
+            a value that does not validate (named).
     """
     merged: dict[str, Any] = {}
     extra: dict[str, Any] = {}
@@ -689,6 +690,8 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
                 for k, v in value.items():
                     extra.setdefault(k, v)
             elif key in fields:
+                if key in _TRADER_FIELDS:
+                    value = _trader_text(value, shipment_id, key, row)
                 if key in OVERRIDE_FLAGS:
                     merged[key] = bool(merged.get(key)) or as_flag(value, shipment_id, key)
                 elif value is not None and value != "":
@@ -700,8 +703,7 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
     merged["shipment_id"] = shipment_id
     conflicts = trader_conflicts(rows)
     for key in ("trader_id", "aeo_tier") if conflicts else ():
-        # a value that is no text is left to be refused below
-        if (key in conflicts or key == "aeo_tier") and isinstance(merged.get(key), str):
+        if key in conflicts or key == "aeo_tier":
             merged[key] = None
     if not merged.get("cargo_type"):
         merged["cargo_type"] = next((c for c in (_image_cargo_type(r) for r in rows) if c), None)
@@ -714,6 +716,25 @@ def declaration_from_rows(shipment_id: str, rows: Sequence[ImageVerdict]) -> Dec
             f"{'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}" for e in exc.errors()
         )
         raise InputError(f"shipment {shipment_id!r}: invalid declaration: {problems}") from exc
+
+
+def _trader_text(value: Any, shipment_id: str, key: str, row: ImageVerdict) -> str | None:
+    """A row's ``trader_id`` (stripped, as registered and as :func:`trader_conflicts` reads it) or
+    ``aeo_tier``, whichever row it is on: a trader id of blanks on the first row took the
+    shipment's trader (and tier) away, on a later one not.
+
+    Raises:
+        InputError: a value that is no text (a number, a list), on any row: only the first row's
+            was refused (by the declaration), a later one's was passed over.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError(
+            f"shipment {shipment_id!r}: {key} {value!r} of image {row.path!r} is not text; give it as a "
+            'string ("T-1", "AEOF") or leave it empty'
+        )
+    return value.strip() if key == "trader_id" else value
 
 
 _TRUE = {"true", "1", "yes", "y", "t", "on"}

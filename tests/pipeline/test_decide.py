@@ -1020,6 +1020,9 @@ _ODDS, _CONFLICT = "trusted_trader.odds", "trusted_trader.conflict"
             R,
             _ODDS,
         ),
+        # and so does one of blanks (no trader, as registered), first or not
+        ({"trader_id": "T-F"}, {"trader_id": "  "}, {"T-F": "AEOF"}, ("T-F", "AEOF"), R, _ODDS),
+        ({"trader_id": "T-F", "aeo_tier": "AEOF"}, {"trader_id": " \t"}, None, ("T-F", "AEOF"), R, _ODDS),
     ],
     ids=[
         "traders",
@@ -1030,6 +1033,8 @@ _ODDS, _CONFLICT = "trusted_trader.odds", "trusted_trader.conflict"
         "agree-registered",
         "empty-registered",
         "empty-declared",
+        "blank-registered",
+        "blank-declared",
     ],
 )
 @pytest.mark.parametrize("suspect_first", [False, True], ids=["clean-first", "suspect-first"])
@@ -1053,6 +1058,26 @@ def test_rows_naming_different_traders_or_tiers_take_no_aeo_tier(
     assert (decision.declaration.trader_id, decision.declaration.aeo_tier) == declared
     assert decision.tier is tier
     assert rule in {r.rule for r in decision.reasons}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("trader_id", 42), ("trader_id", ["T-F"]), ("aeo_tier", {"tier": "AEOF"}), ("aeo_tier", True)],
+    ids=["trader-number", "trader-list", "tier-object", "tier-boolean"],
+)
+@pytest.mark.parametrize("odd_first", [True, False], ids=["first-row", "later-row"])
+def test_a_trader_or_tier_that_is_no_text_is_refused_on_any_row(
+    key: str, value: Any, odd_first: bool
+) -> None:
+    """Only the first row's was refused (by the declaration built from it); on a later row it was
+    passed over, and the shipment decided."""
+    rows = [row("S", 0.1, "clean", trader_id="T-F", aeo_tier="AEOF"), row("S", 0.1, "odd", **{key: value})]
+    with pytest.raises(InputError) as info:
+        list(decide_rows(policy(), rows[::-1] if odd_first else rows, audit_key=KEY))
+    assert str(info.value) == (
+        f"shipment 'S': {key} {value!r} of image 'odd' is not text; give it as a string "
+        '("T-1", "AEOF") or leave it empty'
+    )
 
 
 def test_the_conflict_names_what_the_rows_give() -> None:
