@@ -31,6 +31,7 @@ from datasets.type_names import is_type_name
 
 __all__ = [
     "DECLARATION_FIELDS",
+    "EXTRA_DECLARATION_KEYS",
     "OVERRIDE_FLAGS",
     "ROW_DECLARATION_KEYS",
     "AeoTierSource",
@@ -157,6 +158,8 @@ class ImageVerdict(BaseModel):
                     f"key 'extra' of image {image!r} is a {type(value).__name__}; give it as an "
                     "object of keys of their own"
                 )
+            if key == "extra":
+                _extra_keys(value, image)
             if key in ROW_DECLARATION_KEYS or key.startswith(CUSTOM_PREFIX):
                 continue
             # a key of no field would be kept aside under extra and never reach the rules: a flag
@@ -169,6 +172,32 @@ class ImageVerdict(BaseModel):
                 f"{', '.join(ROW_DECLARATION_KEYS)}, or a custom key starting with {CUSTOM_PREFIX!r})"
             )
         return declaration
+
+
+def _extra_keys(extra: dict[Any, Any], image: Any) -> None:
+    """Hold a row declaration's ``extra`` keys to the rule of its own keys: a manifest's declaration
+    columns kept under extra (:data:`EXTRA_DECLARATION_KEYS`) or custom ``x_`` keys. ``{"extra":
+    {"solid_waste": true}}`` passed the check of the keys above it, was kept aside and never reached
+    the rules: the shipment was released.
+
+    Raises:
+        ValueError: any other key, naming it, the image and the keys accepted (or the field a
+            re-spelt one looks like).
+    """
+    for key in extra:
+        if isinstance(key, str) and (key in EXTRA_DECLARATION_KEYS or key.startswith(CUSTOM_PREFIX)):
+            continue
+        near = field_like(key, loose=True) if isinstance(key, str) else None
+        if near is not None:
+            said = "is the field" if key == near else "looks like"
+            raise ValueError(
+                f"extra key {key!r} of image {image!r} {said} {near!r}; write it as {near}, not under extra"
+            )
+        raise ValueError(
+            f"extra key {key!r} of image {image!r} is not a declaration column kept under extra "
+            f"(accepted: {', '.join(EXTRA_DECLARATION_KEYS)}, or a custom key starting with "
+            f"{CUSTOM_PREFIX!r})"
+        )
 
 
 _AS_RECORDED: ContextVar[bool] = ContextVar("_AS_RECORDED", default=False)
@@ -262,7 +291,10 @@ ROW_DECLARATION_KEYS: tuple[str, ...] = tuple(
 """The keys an image verdict row's ``declaration`` may hold, besides custom ``x_`` keys: the
 :class:`Declaration` fields, the other declaration columns of a manifest (``hs_code``, ``origin``,
 ..., kept under ``extra``), and ``extra`` itself (an object of keys of their own, as a
-:class:`Declaration` dump holds them)."""
+:class:`Declaration` dump holds them: :data:`EXTRA_DECLARATION_KEYS` or custom ``x_`` keys)."""
+EXTRA_DECLARATION_KEYS: tuple[str, ...] = tuple(k for k in DECLARATION_COLUMNS if k not in DECLARATION_FIELDS)
+"""The keys a row declaration's ``extra`` may hold, besides custom ``x_`` keys: the manifest's
+declaration columns that are no :class:`Declaration` field (``hs_code``, ``origin``, ...)."""
 
 
 class Reason(BaseModel):

@@ -1134,6 +1134,11 @@ def test_rows_with_different_declared_cargo_types_fail_closed() -> None:
     assert decision.tier is H
 
 
+def _unchecked(verdict: ImageVerdict, **declared: Any) -> ImageVerdict:
+    """``verdict`` with ``declared`` added to its declaration, past the checks a row is read with."""
+    return verdict.model_copy(update={"declaration": {**verdict.declaration, **declared}})
+
+
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
@@ -1156,7 +1161,8 @@ def test_rows_with_different_declared_cargo_types_fail_closed() -> None:
             + "': String should have at most 32 characters",
         ),
         (
-            [row("S", 0.1, "a", extra={"radiation_alarm": True})],
+            # a row built past ImageVerdict's checks (which refuse it, named): decide's own check
+            [_unchecked(row("S", 0.1, "a"), extra={"radiation_alarm": True})],
             "shipment 'S': declaration extra key 'radiation_alarm' looks like 'radiation_alarm'; give it as "
             "radiation_alarm (a flag kept aside under extra would be lost)",
         ),
@@ -1819,6 +1825,39 @@ def test_a_flag_written_any_way_is_not_kept_aside(key: str, said: str | None) ->
         row("S", 0.1, "a", **{key: True})
 
 
+NO_EXTRA = "is not a declaration column kept under extra (accepted: "
+
+
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        # a flag under a name of its own one level down: kept aside, it never reached the rules
+        ("solid_waste", NO_EXTRA),
+        ("radiation", NO_EXTRA),
+        ("hs", NO_EXTRA),
+        ("extra", NO_EXTRA),
+        ("Radiation Alarm", "looks like 'radiation_alarm'; write it as radiation_alarm, not under extra"),
+        ("radiation_alarm", "is the field 'radiation_alarm'; write it as radiation_alarm, not under extra"),
+        ("shipment_id", "is the field 'shipment_id'; write it as shipment_id, not under extra"),
+        # what a declaration keeps under extra: a manifest's declaration columns and custom x_ keys
+        ("hs_code", None),
+        ("origin", None),
+        ("declared_goods", None),
+        ("container_id", None),
+        ("x_radiation_alarm_cleared_by", None),
+    ],
+)
+def test_a_key_under_extra_is_held_to_the_rule_of_the_declarations_own(key: str, said: str | None) -> None:
+    """{"extra": {"solid_waste": true, "radiation": true}} passed the check of a row's declaration
+    keys, which looked at the keys above it only: the shipment was released."""
+    if said is None:
+        (decision,) = decide_rows(policy(), [row("S", 0.1, "a", extra={key: "v"})], audit_key=KEY)
+        assert (decision.tier, decision.declaration.extra) == (R, {key: "v"})
+        return
+    with pytest.raises(ValidationError, match=re.escape(f"extra key {key!r} of image 'a' {said}")):
+        row("S", 0.1, "a", extra={key: True})
+
+
 def test_a_decision_of_an_earlier_version_is_read_with_its_rows_keys_kept_aside(tmp_path: Path) -> None:
     """Rows' declarations an earlier version decided with keys of no field (kept under extra) must
     not make its records, or its decisions files, unreadable: the check is for new rows only."""
@@ -1832,6 +1871,11 @@ def test_a_decision_of_an_earlier_version_is_read_with_its_rows_keys_kept_aside(
         assert store.get("S1").decision == decision  # type: ignore[union-attr]
     with pytest.raises(ValidationError, match="key 'hs' of image 'a.png' is not a declaration field"):
         ImageVerdict.model_validate(image.model_dump())  # and new rows are checked after
+    under_extra = img(0.1).model_copy(update={"declaration": {"extra": {"solid_waste": True}}})
+    decision = decide_shipment(policy(), decl(), [under_extra], audit_key=KEY, now=NOW)
+    assert ShipmentDecision.model_validate_json(decision.model_dump_json()) == decision
+    with pytest.raises(ValidationError, match="extra key 'solid_waste' of image 'a.png' is not a"):
+        ImageVerdict.model_validate(under_extra.model_dump())
 
 
 def test_cli_decide_takes_aeo_tiers_from_the_register_when_given_one(

@@ -30,7 +30,7 @@ ROWS = [
         hold_threshold=0.8,
         model_id="bulk_ore-lite0-3f2a9c1b",
         heatmap="/heat/0123.png",
-        declaration={"trader_id": "T1", "radiation_alarm": False, "extra": {"hs": "2601"}},
+        declaration={"trader_id": "T1", "radiation_alarm": False, "extra": {"hs_code": "2601"}},
         signal_log_odds={"one_class": -1.25, "patch_head": 0.1 + 0.2},
     ),
     ImageVerdict(

@@ -150,8 +150,13 @@ def test_finite_probabilities_and_log_odds_are_read_as_written(tmp_path: Path) -
             '{"cargo_type": "bulk_ore", "extra": "2601"}',
             "key 'extra' of image 'a.png' is a str; give it as an object of keys of their own",
         ),
+        (
+            '{"cargo_type": "bulk_ore", "extra": {"solid_waste": true, "radiation": true}}',
+            "extra key 'solid_waste' of image 'a.png' is not a declaration column kept under extra "
+            "(accepted: hs_code, origin, declared_goods, container_id, or a custom key starting with 'x_')",
+        ),
     ],
-    ids=["no-field", "extra-not-an-object"],
+    ids=["no-field", "extra-not-an-object", "no-column-under-extra"],
 )
 def test_a_declaration_key_that_no_rule_reads_is_refused(
     tmp_path: Path, declaration: str, message: str
@@ -173,7 +178,7 @@ def test_a_declaration_as_a_manifest_or_a_decision_gives_it_is_read(tmp_path: Pa
         "radiation_alarm": False,
         "origin": "AU",
         "x_berth": "7",
-        "extra": {"hs": "2601"},
+        "extra": {"hs_code": "2601", "x_seal": "A7"},
     }
     (verdict,) = _read(tmp_path, "v.jsonl", LINE + f', "declaration": {json.dumps(declaration)}}}\n')
     assert verdict.declaration == declaration  # type: ignore[attr-defined]
