@@ -152,6 +152,14 @@ class ImageVerdict(BaseModel):
         if _AS_RECORDED.get():
             return declaration
         image = info.data.get("path")
+        shipment = declaration.get("shipment_id")
+        if shipment is not None and not isinstance(shipment, str):
+            # refused here, where the reader names the file and line (pipeline.decide.row_shipment_id,
+            # which refuses it too, names the image alone)
+            raise ValueError(
+                f"shipment_id {shipment!r} of image {image!r} is not text; give the shipment id as a "
+                'string ("S1")'
+            )
         for key, value in declaration.items():
             if key == "extra" and not isinstance(value, dict):
                 raise ValueError(

@@ -1167,15 +1167,15 @@ def _unchecked(verdict: ImageVerdict, **declared: Any) -> ImageVerdict:
             "radiation_alarm (a flag kept aside under extra would be lost)",
         ),
         (
-            [row(None, 0.1, "a.png", shipment_id=["S1"])],
+            [_unchecked(row(None, 0.1, "a.png"), shipment_id=["S1"])],
             "image 'a.png': shipment_id ['S1'] is not text; give the shipment id as a string (\"S1\")",
         ),
         (
-            [row(None, 0.1, "a.png", shipment_id={"a": 1})],
+            [_unchecked(row(None, 0.1, "a.png"), shipment_id={"a": 1})],
             "image 'a.png': shipment_id {'a': 1} is not text; give the shipment id as a string (\"S1\")",
         ),
         (
-            [row(None, 0.1, "a.png", shipment_id=1001)],
+            [_unchecked(row(None, 0.1, "a.png"), shipment_id=1001)],
             "image 'a.png': shipment_id 1001 is not text; give the shipment id as a string (\"S1\")",
         ),
     ],
@@ -1508,14 +1508,18 @@ def test_cli_decide_leaves_no_temporary_file_when_it_fails(cli_env: Path) -> Non
 def test_cli_decide_refuses_a_shipment_id_that_is_no_text(
     cli_env: Path, capsys: pytest.CaptureFixture[str], shipment: Any, audit: bool
 ) -> None:
-    """Put in a set to count the shipments, it failed as "unexpected TypeError"."""
+    """Put in a set to count the shipments, it failed as "unexpected TypeError"; then it was refused
+    naming the image alone, not the file and line it is on."""
     from pipeline.cli import app, run
 
     bad = ROWS[0].model_copy(update={"shipment_id": None, "declaration": {"shipment_id": shipment}})
     verdicts = _write(cli_env / "v.jsonl", [bad])
     store = ["--audit-db", f"sqlite:///{cli_env / 'audit.db'}"] if audit else []
     assert run(app, ["decide", "--verdicts", str(verdicts), "--out", "d.jsonl", *store]) == 2
-    assert capsys.readouterr().err.startswith(f"Error: image 's1a.png': shipment_id {shipment!r} is not text")
+    assert capsys.readouterr().err.startswith(
+        f"Error: {verdicts}:1: not an image verdict row (declaration: Value error, shipment_id {shipment!r} "
+        "of image 's1a.png' is not text"
+    )
     assert not (cli_env / "d.jsonl").exists()
 
 
@@ -1876,6 +1880,12 @@ def test_a_decision_of_an_earlier_version_is_read_with_its_rows_keys_kept_aside(
     assert ShipmentDecision.model_validate_json(decision.model_dump_json()) == decision
     with pytest.raises(ValidationError, match="extra key 'solid_waste' of image 'a.png' is not a"):
         ImageVerdict.model_validate(under_extra.model_dump())
+    # an id made text by a version that recorded ['S1'] as a shipment of its own
+    odd_id = img(0.1).model_copy(update={"declaration": {"shipment_id": ["S1"]}})
+    decision = decide_shipment(policy(), decl(), [odd_id], audit_key=KEY, now=NOW)
+    assert ShipmentDecision.model_validate_json(decision.model_dump_json()) == decision
+    with pytest.raises(ValidationError, match=re.escape("shipment_id ['S1'] of image 'a.png' is not text")):
+        ImageVerdict.model_validate(odd_id.model_dump())
 
 
 def test_cli_decide_takes_aeo_tiers_from_the_register_when_given_one(

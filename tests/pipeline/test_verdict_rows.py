@@ -170,6 +170,47 @@ def test_a_declaration_key_that_no_rule_reads_is_refused(
     )
 
 
+NOT_TEXT = 'is not text; give the shipment id as a string ("S1")'
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "v.jsonl",
+            LINE.replace('"shipment_id": "S1", ', "") + ', "declaration": {"shipment_id": ["S1"]}}\n',
+            f"v.jsonl:1: not an image verdict row (declaration: Value error, shipment_id ['S1'] of image "
+            f"'a.png' {NOT_TEXT})",
+        ),
+        (
+            "v.jsonl",
+            LINE + ', "declaration": {"shipment_id": 1001}}\n',
+            f"v.jsonl:1: not an image verdict row (declaration: Value error, shipment_id 1001 of image "
+            f"'a.png' {NOT_TEXT})",
+        ),
+        (
+            "v.csv",
+            f'{HEADER},declaration\n{CELLS},"{{""shipment_id"": {{""a"": 1}}}}"\n',
+            f"v.csv:2: not an image verdict row (declaration: Value error, shipment_id {{'a': 1}} of image "
+            f"'a.png' {NOT_TEXT})",
+        ),
+        (
+            "v.jsonl",
+            LINE.replace('"shipment_id": "S1"', '"shipment_id": ["S1"]') + "}\n",
+            "v.jsonl:1: not an image verdict row (shipment_id: Input should be a valid string)",
+        ),
+    ],
+    ids=["declared-list", "declared-number", "declared-object-csv", "row-list"],
+)
+def test_a_shipment_id_that_is_no_text_is_refused_naming_file_and_line(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    """Refused when decided, naming the image alone: the officer had to search the files for it."""
+    with pytest.raises(DatasetFormatError) as info:
+        _read(tmp_path, name, text)
+    assert str(info.value) == f"{tmp_path}/{message}"
+
+
 def test_a_declaration_as_a_manifest_or_a_decision_gives_it_is_read(tmp_path: Path) -> None:
     declaration = {
         "shipment_id": "S1",
