@@ -172,6 +172,13 @@ def _complete_csv(path: Path, *, collect: Done | None, models: set[str] | None =
         lines, reader, header = _open_csv(fh)
         if header is None:
             return 0  # not even a whole header: start the file again
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            # an older header naming a column twice was taken, and the last cell of the two kept
+            raise DatasetFormatError(
+                f"{path}:1: duplicate column {repeated[0]!r} (which cell holds the row's value cannot be "
+                "told); pass --overwrite to replace the file"
+            )
         if tuple(header) == FIELDS:
             good = lines.consumed
             for cells in _whole_rows(reader, len(FIELDS), path):
@@ -195,13 +202,14 @@ def _complete_csv(path: Path, *, collect: Done | None, models: set[str] | None =
 
 
 def _older_header(header: list[str]) -> bool:
-    """Whether ``header`` is an earlier version's score header: some of today's columns, in order."""
+    """Whether ``header`` is an earlier version's score header: some of today's columns, each once,
+    in order."""
     positions = [FIELDS.index(name) for name in header if name in FIELDS]
     return (
         len(positions) == len(header) < len(FIELDS)
         and bool(header)
         and header[0] == FIELDS[0]
-        and positions == sorted(positions)
+        and positions == sorted(set(positions))
     )
 
 

@@ -197,6 +197,34 @@ def test_resume_refuses_a_header_with_the_columns_out_of_order(tmp_path: Path) -
         open_output(out, resume=True, overwrite=False)
 
 
+@pytest.mark.parametrize(
+    ("header", "cells"),
+    [
+        (["path", "score", "score"], ["a.png", "0.95", "0.01"]),  # an older header, a column twice
+        (["path", "sha256", "sha256", "shipment_id"], ["a.png", "ab", "cd", "S1"]),
+        ([*FIELDS, "score"], [*to_cells(ROWS[0]), "0.01"]),  # today's, with one more
+    ],
+    ids=["older-score-twice", "older-hash-twice", "todays-and-one-more"],
+)
+def test_resume_refuses_a_header_with_a_column_twice(
+    tmp_path: Path, header: list[str], cells: list[str]
+) -> None:
+    """An older header naming 'score' twice was taken, and the file rewritten under today's header
+    with the last of the two scores (0.01, where a spreadsheet shows 0.95 first)."""
+    out = tmp_path / "out.csv"
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([header, cells])
+    out.write_text(text.getvalue(), encoding="utf-8")
+    repeated = next(name for name in header if header.count(name) > 1)
+    with pytest.raises(DatasetFormatError) as info:
+        open_output(out, resume=True, overwrite=False)
+    assert str(info.value) == (
+        f"{out}:1: duplicate column {repeated!r} (which cell holds the row's value cannot be told); "
+        "pass --overwrite to replace the file"
+    )
+    assert out.read_text(encoding="utf-8") == text.getvalue() and not list(tmp_path.glob("*.tmp"))
+
+
 def test_parquet_resume_from_journal_after_a_crash(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     writer, _ = open_output(out, resume=False, overwrite=False)
