@@ -6,12 +6,15 @@ In CSV and Parquet the nested fields (``type_probabilities``, ``declaration``, `
 JSON strings, and an empty cell is ``None``. In CSV a text cell that a spreadsheet would run as a
 formula (a file name or shipment id starting with ``=``, ``+``, ``-``, ``@``) gets a leading ``'``,
 and so does one that starts with ``'`` itself, so that reading strips exactly one and nothing is lost.
+Type probabilities holding a value that is no finite number (an image with NaN in it, written so
+before the predictor gave none for it) are read as none (``{}``), as it gives them now.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,11 +70,24 @@ SUFFIXES = (".jsonl", ".csv", ".parquet")
 
 
 def _validated(record: dict[str, Any], where: str) -> ImageVerdict:
+    probabilities = record.get("type_probabilities")
+    if isinstance(probabilities, dict) and not all(map(_finite_or_not_a_number, probabilities.values())):
+        # as the predictor gives them now (models.predictor, 3e6855d): a model's probabilities for
+        # an image with NaN in it were all NaN, written so (CSV, Parquet) or as null (JSONL) before
+        record = {**record, "type_probabilities": {}}
     try:
         return ImageVerdict.model_validate(record)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise DatasetFormatError(f"{where}: not an image verdict row ({problems})") from exc
+
+
+def _finite_or_not_a_number(value: Any) -> bool:
+    """False for what a non-finite probability was written as (NaN, an infinity, JSON's null); true
+    for anything else, a finite number or a value that is no number (refused by ImageVerdict)."""
+    if value is None:
+        return False
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def to_cells(verdict: ImageVerdict) -> list[str]:

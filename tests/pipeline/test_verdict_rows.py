@@ -4,6 +4,7 @@ read as written, or refused by name."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -97,12 +98,6 @@ def test_rows_without_a_key_twice_are_read_as_written(tmp_path: Path, suffix: st
     [
         (
             "v.jsonl",
-            LINE + ', "type_probabilities": {"good": NaN, "crack": 0.5}}\n',
-            "v.jsonl:1: not an image verdict row (type_probabilities: Value error, "
-            "type_probabilities['good'] = nan of image 'a.png' is not a finite number)",
-        ),
-        (
-            "v.jsonl",
             LINE + ', "signal_log_odds": {"one_class": -1.5, "patch_head": Infinity}}\n',
             "v.jsonl:1: not an image verdict row (signal_log_odds: Value error, "
             "signal_log_odds['patch_head'] = inf of image 'a.png' is not a finite number)",
@@ -114,16 +109,76 @@ def test_rows_without_a_key_twice_are_read_as_written(tmp_path: Path, suffix: st
             "signal_log_odds['one_class'] = -inf of image 'a.png' is not a finite number)",
         ),
     ],
-    ids=["jsonl-nan-probability", "jsonl-infinite-log-odds", "csv-infinite-log-odds"],
+    ids=["jsonl-infinite-log-odds", "csv-infinite-log-odds"],
 )
-def test_a_probability_or_log_odds_that_is_no_finite_number_is_refused(
+def test_log_odds_that_are_no_finite_number_are_refused(
     tmp_path: Path, name: str, text: str, message: str
 ) -> None:
     """A NaN is recorded as null, which the audit store cannot read back: the batch was not recorded,
-    with a message saying a stored record was broken."""
+    with a message saying a stored record was broken. No scorer wrote one (the predictor has always
+    left a non-finite signal out): a row holding one was written otherwise, and is named."""
     with pytest.raises(DatasetFormatError) as info:
         _read(tmp_path, name, text)
     assert str(info.value) == f"{tmp_path}/{message}"
+
+
+NAN_CELL = '"{""crack"": NaN, ""good"": NaN}"'
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("v.csv", f"{HEADER},type_probabilities\n{CELLS},{NAN_CELL}\n"),  # as the scorer wrote them
+        ("v.jsonl", LINE + ', "type_probabilities": {"good": null, "crack": null}}\n'),  # NaN in JSONL
+        ("v.jsonl", LINE + ', "type_probabilities": {"good": NaN, "crack": NaN}}\n'),
+        ("v.jsonl", LINE + ', "type_probabilities": {"good": NaN, "crack": 0.5}}\n'),
+        ("v.csv", f'{HEADER},type_probabilities\n{CELLS},"{{""crack"": -Infinity, ""good"": 1.0}}"\n'),
+        ("v.parquet", '{"crack": NaN, "good": NaN}'),
+    ],
+    ids=["csv-nan", "jsonl-null", "jsonl-nan", "jsonl-one-nan", "csv-infinity", "parquet-nan"],
+)
+def test_type_probabilities_that_are_no_finite_numbers_are_read_as_none(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    """The scorer wrote a NaN image's probabilities (all NaN) before the predictor gave none for it
+    (3e6855d); since such rows were refused (ccb3fd6), the whole file was: `clearsight decide` and
+    `score --policy` decided nothing of an output written before. Read as the predictor gives them
+    now: none, the image's score kept."""
+    if name.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = {"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "score": 0.95}
+        table = pa.table({**{k: [v] for k, v in columns.items()}, "type_probabilities": [text]})
+        pq.write_table(table, tmp_path / name)
+        (verdict,) = read_verdicts(tmp_path / name)
+    else:
+        (verdict,) = _read(tmp_path, name, text)
+    assert (verdict.type_probabilities, verdict.score) == ({}, 0.95)  # type: ignore[attr-defined]
+
+
+def test_a_verdict_made_with_a_probability_that_is_no_finite_number_is_refused() -> None:
+    """Only rows read from a file are taken as the predictor gives them now; a verdict made otherwise
+    (the HTTP service's) is refused, as its NaN would be recorded as null."""
+    from pydantic import ValidationError
+
+    from pipeline.verdicts import ImageVerdict
+
+    with pytest.raises(ValidationError, match=re.escape("type_probabilities['good'] = nan of image 'a.png'")):
+        ImageVerdict(path="a.png", type_probabilities={"good": math.nan, "crack": 0.5})
+
+
+def test_a_nan_score_beside_nan_probabilities_is_never_released(tmp_path: Path) -> None:
+    from pipeline.decide import decide_rows
+    from pipeline.policy import parse_policy
+    from pipeline.verdicts import Tier
+
+    cells = CELLS.replace(",0.95,", ",nan,")
+    (verdict,) = _read(tmp_path, "v.csv", f"{HEADER},type_probabilities\n{cells},{NAN_CELL}\n")
+    assert verdict.type_probabilities == {} and math.isnan(verdict.score)  # type: ignore[attr-defined]
+    policy = parse_policy({"policy_version": "p", "cargo_types": {"bulk_ore": {}}})
+    (decision,) = decide_rows(policy, [verdict], audit_key=b"k")  # type: ignore[list-item]
+    assert decision.tier is not Tier.RELEASE
 
 
 def test_finite_probabilities_and_log_odds_are_read_as_written(tmp_path: Path) -> None:
