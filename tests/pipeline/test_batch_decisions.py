@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -580,6 +582,38 @@ def test_score_with_a_policy_leaves_a_store_named_like_its_decisions_dot_tmp_alo
         "d.jsonl",
         "rows.jsonl",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "kept"),
+    [
+        ("货" * 80 + ".jsonl", "货" * 10),  # 246 bytes, 86 characters: 3 bytes each, 10 of them kept
+        ("d" * 249 + ".jsonl", "d" * 32),  # 255 bytes, the longest name a file system takes
+        ("é" * 100 + ".jsonl", "é" * 16),
+        ("d.jsonl", "d.jsonl"),
+    ],
+    ids=["chinese-246-bytes", "ascii-255-bytes", "accents", "short"],
+)
+def test_the_decisions_temporary_name_always_fits_beside_them(tmp_path: Path, name: str, kept: str) -> None:
+    """The temporary name kept the first 128 characters of the decisions file's: a valid --out name
+    of 246 bytes in Chinese made one of over 400 bytes, and the run failed ("File name too long")."""
+    from pipeline.score.decisions import decide_output, temporary_beside
+    from pipeline.score.summary import ScoreSummary
+
+    tmp, fd = temporary_beside(tmp_path / name)
+    os.close(fd)
+    assert tmp.parent == tmp_path and re.fullmatch(rf"\.{re.escape(kept)}-[0-9a-f]{{12}}\.tmp", tmp.name)
+    assert len(os.fsencode(tmp.name)) <= 50 and tmp.read_bytes() == b""
+    tmp.unlink()
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
+    decisions = tmp_path / name
+    summary = ScoreSummary()
+    assert (
+        decide_output(rows, POLICY, audit_key=KEY, decisions=decisions, audit_url=None, summary=summary) == 1
+    )
+    assert json.loads(decisions.read_text())["shipment_id"] == "S-B"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "rows.jsonl"])
 
 
 def test_score_with_a_policy_leaves_no_temporary_file_when_it_fails(tmp_path: Path) -> None:
