@@ -241,6 +241,18 @@ def test_every_problem_is_named_at_once() -> None:
             "not valid YAML: a value is nested too deeply",
             id="nested-too-deeply",
         ),
+        pytest.param(
+            "? [a, b]\n: 1\npolicy_version: v1\n",
+            'not valid YAML: while constructing a mapping\n  in "<unicode string>", line 1, column 1:\n'
+            '    ? [a, b]\n    ^\nfound unhashable key\n  in "<unicode string>", line 1, column 3:',
+            id="a-list-as-a-key",
+        ),
+        pytest.param(
+            "cargo_types:\n  {a: 1}: {}\n",
+            "not valid YAML: while constructing a mapping\nfound unhashable key\n"
+            '  in "<unicode string>", line 2, column 3:\n      {a: 1}: {}\n      ^',
+            id="a-mapping-as-a-key",
+        ),
     ],
 )
 def test_files_that_are_not_policies(tmp_path: Path, text: str, message: str) -> None:
