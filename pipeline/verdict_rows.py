@@ -166,6 +166,40 @@ def _no_duplicate_columns(names: list[str], where: str) -> None:
         raise DatasetFormatError(f"{where}: duplicate column {duplicates[0]!r}")
 
 
+def _no_duplicate_fields(schema: Any, where: str) -> None:
+    """Refuse a Parquet column of nested values (a struct declaration, not JSON text) naming a field
+    twice: pyarrow cannot make it a dict (an "unexpected ValueError"), and a reader that could would
+    keep one of the two (``radiation_alarm`` true, then false)."""
+    for column in schema:
+        twice = _field_named_twice(column.type)
+        if twice is not None:
+            raise DatasetFormatError(f"{where}: column {column.name!r} names the field {twice!r} twice")
+
+
+def _field_named_twice(kind: Any, prefix: str = "") -> str | None:
+    """The first field (dotted below the column) that a nested Arrow type names twice; None if none."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(kind):
+        fields = [kind.field(i) for i in range(kind.num_fields)]
+        names = [field.name for field in fields]
+        twice = next((name for name in names if names.count(name) > 1), None)
+        if twice is not None:
+            return prefix + twice
+        children = [(field.type, f"{prefix}{field.name}.") for field in fields]
+    elif pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        children = [(kind.value_type, prefix)]
+    elif pa.types.is_map(kind):
+        children = [(kind.key_type, prefix), (kind.item_type, prefix)]
+    else:
+        return None
+    for child, below in children:
+        twice = _field_named_twice(child, below)
+        if twice is not None:
+            return twice
+    return None
+
+
 def from_json_line(line: bytes | str, where: str) -> ImageVerdict:
     """A verdict from one JSONL line."""
     record = _loads(line, where)
@@ -180,7 +214,7 @@ def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
     Raises:
         InputError: a missing file or another suffix.
         DatasetFormatError: a row that is not an image verdict (file and row named), a column or a
-            JSON key given twice.
+            JSON key given twice, or a Parquet struct's field.
     """
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -208,6 +242,7 @@ def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
         try:
             parquet = pq.ParquetFile(path)
             _no_duplicate_columns(parquet.schema_arrow.names, str(path))
+            _no_duplicate_fields(parquet.schema_arrow, str(path))
             number = 0
             for batch in parquet.iter_batches(batch_size=4096):
                 for record in batch.to_pylist():

@@ -7,6 +7,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +81,66 @@ def test_a_parquet_file_with_a_column_twice_is_refused(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_arrays([pa.array([v]) for v in [*columns.values(), 0.1]], names=names), path)
     with pytest.raises(DatasetFormatError, match=re.escape(f"{path}: duplicate column 'score'")):
         list(read_verdicts(path))
+
+
+def _struct(*fields: tuple[str, Any]) -> Any:
+    """A one-row Arrow struct array of ``fields`` (name, one-row array), a name given twice if so."""
+    import pyarrow as pa
+
+    return pa.StructArray.from_arrays(
+        [array for _, array in fields], fields=[pa.field(name, array.type) for name, array in fields]
+    )
+
+
+@pytest.mark.parametrize(
+    ("declaration", "said"),
+    [
+        (
+            lambda pa: _struct(
+                ("cargo_type", pa.array(["bulk_ore"])),
+                ("radiation_alarm", pa.array([True])),
+                ("radiation_alarm", pa.array([False])),
+            ),
+            "column 'declaration' names the field 'radiation_alarm' twice",
+        ),
+        (
+            lambda pa: _struct(("extra", _struct(("x_a", pa.array(["1"])), ("x_a", pa.array(["2"]))))),
+            "column 'declaration' names the field 'extra.x_a' twice",
+        ),
+        (
+            lambda pa: pa.ListArray.from_arrays(
+                pa.array([0, 1], pa.int32()), _struct(("a", pa.array([1])), ("a", pa.array([2])))
+            ),
+            "column 'declaration' names the field 'a' twice",
+        ),
+    ],
+    ids=["flag-twice", "under-extra", "in-a-list"],
+)
+def test_a_parquet_struct_with_a_field_twice_is_refused(tmp_path: Path, declaration: Any, said: str) -> None:
+    """A struct declaration column (not JSON text) naming a field twice failed as "unexpected
+    ValueError" (pyarrow's to_pylist), naming neither the file nor the column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "v.parquet"
+    columns = {"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "score": 0.95}
+    arrays = [pa.array([v]) for v in columns.values()]
+    pq.write_table(pa.Table.from_arrays([*arrays, declaration(pa)], names=[*columns, "declaration"]), path)
+    with pytest.raises(DatasetFormatError) as info:
+        list(read_verdicts(path))
+    assert str(info.value) == f"{path}: {said}"
+
+
+def test_a_parquet_struct_declaration_with_each_field_once_is_read(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "v.parquet"
+    declaration = {"cargo_type": "bulk_ore", "radiation_alarm": True, "extra": {"x_a": "1"}}
+    columns = {"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "score": 0.95}
+    pq.write_table(pa.table({**{k: [v] for k, v in columns.items()}, "declaration": [declaration]}), path)
+    (verdict,) = read_verdicts(path)
+    assert verdict.declaration == declaration
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
