@@ -39,7 +39,6 @@ keep or raise its tier, whichever tier the audit has.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -811,10 +810,11 @@ def inputs_key(decision: ShipmentDecision) -> str:
     declared tier is a new decision), the earlier holds it carried over (its
     ``override.image_held_before`` reasons: a hold raised, or cleared, on another shipment since
     is a new decision, not answered by the record made before), each image's thresholds, scale
-    and cargo type as well as its score, and each image's own row declaration of what decides
-    (:func:`_deciding_declaration`: cargo type, trader, AEO tier, override flags) where the rows of
-    the shipment do not all declare those alike (a picture re-declared as another cargo fails
-    closed, and must not be answered by the release recorded before).
+    and cargo type as well as its score, each image's own row declaration of what decides beyond
+    the shipment's (:func:`_deciding_declaration`: its cargo type) where the rows of the shipment do
+    not all declare it alike (a picture re-declared as another cargo fails closed, and must not be
+    answered by the release recorded before), and the traders or tiers its rows name where they
+    differ (:func:`trader_conflicts`).
 
     Rows that declare alike what decides add nothing to the key, whatever else they declare (each
     manifest row's own container_id, hs_code or x_ keys, as ``clearsight score`` writes them): the
@@ -854,31 +854,31 @@ def inputs_key(decision: ShipmentDecision) -> str:
     }
     declared = [(image.path, _canonical_json(_deciding_declaration(image))) for image in decision.images]
     if len({text for _, text in declared}) > 1:
-        # each row's own declared cargo type (and trader, flags) decides too: a picture declared
-        # another cargo than its shipment's fails closed
+        # each row's own declared cargo type decides too: a picture declared another cargo than its
+        # shipment's fails closed
         inputs["row_declarations"] = sorted(declared)
+    conflicts = trader_conflicts(decision.images)
+    if conflicts:  # rows naming several traders or tiers: the shipment takes none (its reason says so)
+        inputs["trader_conflicts"] = _canonical_json(conflicts)
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()
     return f"decision:{decision.shipment_id[:100]}:{digest}"
 
 
-_DECIDING_KEYS = ("cargo_type", "trader_id", "aeo_tier", *OVERRIDE_FLAGS)
+_DECIDING_KEYS = ("cargo_type",)
+"""What a row's own declaration decides beyond its shipment's declaration (which the key holds):
+the override flags are OR-ed into that, and a trader named on one row and not another is the
+shipment's (rows naming different ones are :func:`trader_conflicts`, keyed apart), so a flag raised
+on one row only, as a manifest raises it, keeps the key earlier versions recorded."""
 
 
 def _deciding_declaration(image: ImageVerdict) -> dict[str, Any]:
-    """The keys of ``image``'s own row declaration that decide (:data:`_DECIDING_KEYS`), each as the
-    decision reads it: a trader id stripped, an empty value as none, a flag as a boolean. The free
-    keys (container_id, hs_code, x_ keys) decide nothing: each manifest row gives its own."""
+    """The keys of ``image``'s own row declaration that decide beyond the shipment's declaration
+    (:data:`_DECIDING_KEYS`), an empty value as none. The free keys (container_id, hs_code, x_ keys)
+    decide nothing: each manifest row gives its own."""
     deciding: dict[str, Any] = {}
     for key in _DECIDING_KEYS:
         value = image.declaration.get(key)
-        if isinstance(value, str) and key == "trader_id":
-            value = value.strip()
-        if key in OVERRIDE_FLAGS:
-            with contextlib.suppress(InputError):  # refused when decided; as it is, if ever here
-                value = as_flag(value, "", key)
-        elif value == "":
-            value = None
-        deciding[key] = value
+        deciding[key] = None if value == "" else value
     return deciding
 
 

@@ -1645,6 +1645,33 @@ def test_the_batch_key_of_rows_differing_in_free_keys_is_the_one_recorded_before
     assert inputs_key(next(decide_rows(policy(), rows, audit_key=KEY))) == f"decision:K1:{recorded}"
 
 
+@pytest.mark.parametrize(
+    ("rows", "recorded"),
+    [
+        pytest.param(  # a flag raised on one row only: OR-ed into the shipment's declaration
+            [_declared("a.png", radiation_alarm=True), _declared("b.png", radiation_alarm=False)],
+            "42dd960088321140d95296f29fe3d866d4553cf63c7f74174eb8ffe75b775e34",
+            id="flag-on-one-row",
+        ),
+        pytest.param(  # a trader named on one row only: the shipment's
+            [
+                _declared("a.png"),
+                img(0.1, "b.png", declaration={"shipment_id": "K1", "cargo_type": "bulk_ore"}),
+            ],
+            "4198fa37625f9139d23cf9cb86ad202b175d371cd5b481518f23e5b987bd3396",
+            id="trader-on-one-row",
+        ),
+    ],
+)
+def test_the_batch_key_of_rows_that_say_alike_what_decides_is_the_one_recorded_before(
+    rows: list[ImageVerdict], recorded: str
+) -> None:
+    """Each row's flags and trader went into the key where the rows differed in them: a flag raised
+    on one row only (as a manifest raises it) keyed anew a decision its shipment's declaration
+    already keys, so a run again over unchanged inputs recorded a second copy (keys as 8ca61ba's)."""
+    assert inputs_key(next(decide_rows(policy(), rows, audit_key=KEY))) == f"decision:K1:{recorded}"
+
+
 def test_the_batch_key_changes_with_the_holds_carried_and_where_the_tier_came_from() -> None:
     """A hold raised on another shipment since, or a register confirming the declared tier, is a
     new decision, not one answered by the record made before."""
