@@ -76,6 +76,12 @@ _PAGE = 100
 """Decisions read at a time while looking for an earlier hold among all the shipments that hold a
 picture: the first stands at the strictest tier on its own evidence where none was cleared."""
 
+_MOST = 1_000
+"""Decisions read at most per picture and tier while looking for an earlier hold (ten pages): a
+picture held and sent again thousands of times while the hold stood made every later send of it
+read every one of those decisions, for seconds, once the hold was cleared. Past them the picture is
+held at that tier as they are (:func:`_crowded`), the safe way round."""
+
 
 def with_earlier_holds(
     store: AuditStore, shipment_id: str, images: Sequence[ImageVerdict], unnamed: Mapping[str, Unnamed]
@@ -100,12 +106,12 @@ def with_earlier_holds(
         update: dict[str, Any] = {}
         if past is not None and past.same and image.sha256:
             hold = _stricter(image.seen_in or [], holds, _holding(store, shipment_id, image.sha256))
-            if hold is not None:
+            if hold is not None and hold.shipment_id not in (image.seen_in or []):
                 update["seen_in"] = [*(image.seen_in or []), hold.shipment_id]
         if past is not None and past.similar_in:
             near = {copy.shipment_id: copy for copy in past.similar_in}
             hold = _stricter(image.similar_in or [], holds, _among(store, shipment_id, list(near)))
-            if hold is not None:
+            if hold is not None and hold.shipment_id not in (image.similar_in or []):
                 update["similar_in"] = [*(image.similar_in or []), hold.shipment_id]
                 copy = near[hold.shipment_id]
                 if image.similar_bits is None or copy.bits < image.similar_bits:  # the nearest now
@@ -125,54 +131,82 @@ def _hold(record: AuditRecord) -> EarlierHold | None:
 
 
 def _stricter(
-    named: Sequence[str], holds: dict[str, EarlierHold], pages: Callable[[Tier], Iterator[AuditRecord]]
+    named: Sequence[str], holds: dict[str, EarlierHold], pages: Callable[[Tier, int], Iterator[AuditRecord]]
 ) -> EarlierHold | None:
     """The first hold ``pages`` brings that is stricter than those of the shipments ``named``, added
     to ``holds`` (None: none): strictest first, by the tiers of the decisions, and a tier's
-    decisions only while no hold as strict was found."""
+    decisions only while no hold as strict was found. A tier with more than :data:`_MOST` decisions
+    to read holds the picture at that tier (:func:`_crowded`), however many were read."""
     floor = max((holds[s].tier.severity for s in named if s in holds), default=Tier.RELEASE.severity)
     found: EarlierHold | None = None
+    crowded = False
     for tier in sorted(Tier, key=lambda t: t.severity, reverse=True):
         if tier.severity <= floor:  # a decision's own evidence holds it no stricter than the decision
             break
-        for record in pages(tier):
+        last: AuditRecord | None = None
+        for read, record in enumerate(pages(tier, _MOST + 1)):
+            if read == _MOST and last is not None:  # more than can be checked: held as they are
+                found, floor, crowded = _crowded(last, tier), tier.severity, True
+                break
+            last = record
             hold = _hold(record)
             if hold is not None and hold.tier.severity > floor:
                 found, floor = hold, hold.tier.severity
                 if hold.tier is tier:  # none of this tier's decisions holds it stricter
                     break
-    if found is None or found.shipment_id in named:  # (named: decided again meanwhile)
+    if found is None or (found.shipment_id in named and not crowded):  # (named: decided again meanwhile)
         return None
     holds[found.shipment_id] = found
     return found
 
 
-def _holding(store: AuditStore, shipment_id: str, sha256: str) -> Callable[[Tier], Iterator[AuditRecord]]:
-    """The latest decisions at a tier of all the shipments that hold the picture, a page at a time."""
+def _crowded(last: AuditRecord, tier: Tier) -> EarlierHold:
+    """The hold of a picture that more than :data:`_MOST` decisions at ``tier`` hold: more than are
+    read for one standing on its own evidence, so the picture is held at ``tier`` as they are (each
+    read was cleared, or held by another's hold only; one past them may not be). Named after the
+    last decision read (``last``), so that the decision says where to look."""
+    why = (
+        f"more than {_MOST} earlier decisions at {tier.value} hold this picture, more than are checked "
+        "for one held on its own evidence: it is held as they are"
+    )
+    return EarlierHold(last.decision.shipment_id, tier, (why,), last.seq)
 
-    def pages(tier: Tier) -> Iterator[AuditRecord]:
+
+def _holding(
+    store: AuditStore, shipment_id: str, sha256: str
+) -> Callable[[Tier, int], Iterator[AuditRecord]]:
+    """The latest decisions at a tier of all the shipments that hold the picture, a page at a time,
+    ``most`` of them at most."""
+
+    def pages(tier: Tier, most: int) -> Iterator[AuditRecord]:
         after = 0
-        while True:
+        while most > 0:
+            limit = most if most <= _PAGE + 1 else _PAGE  # the last page one longer: not one more read
             page = store.latest_decisions_at(
-                tier, other_than=shipment_id, holding=sha256, after=after, limit=_PAGE
+                tier, other_than=shipment_id, holding=sha256, after=after, limit=limit
             )
             yield from page
-            if len(page) < _PAGE:
+            if len(page) < limit:
                 return
-            after = page[-1].seq
+            after, most = page[-1].seq, most - limit
 
     return pages
 
 
 def _among(
     store: AuditStore, shipment_id: str, shipments: Sequence[str]
-) -> Callable[[Tier], Iterator[AuditRecord]]:
-    """The latest decisions at a tier of ``shipments``, ``_PAGE`` shipments at a time."""
+) -> Callable[[Tier, int], Iterator[AuditRecord]]:
+    """The latest decisions at a tier of ``shipments``, ``_PAGE`` shipments at a time, ``most`` of
+    them at most."""
 
-    def pages(tier: Tier) -> Iterator[AuditRecord]:
+    def pages(tier: Tier, most: int) -> Iterator[AuditRecord]:
         for start in range(0, len(shipments), _PAGE):
+            if most <= 0:
+                return
             chunk = shipments[start : start + _PAGE]
-            yield from store.latest_decisions_at(tier, other_than=shipment_id, among=chunk, limit=_PAGE)
+            page = store.latest_decisions_at(tier, other_than=shipment_id, among=chunk, limit=_PAGE)
+            yield from page[:most]
+            most -= len(page)
 
     return pages
 

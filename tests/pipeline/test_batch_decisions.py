@@ -506,6 +506,65 @@ def test_a_hold_carries_over_however_many_shipments_decided_the_picture_first(
     assert later["LATER"][0] is Tier.REMOTE_INSPECTION
 
 
+@pytest.mark.parametrize("page", [100, 1])
+@pytest.mark.parametrize(
+    ("kind", "most", "crowded"),
+    [
+        # HOT and R1..R6 at PHYSICAL_INSPECTION, seven to read: more than six is past the bound
+        ("same bytes", 6, True),
+        ("same bytes", 7, False),
+        # those past the five named only (R5, R6): the near-copies the lookup did not name
+        ("near-copies", 1, True),
+        ("near-copies", 2, False),
+    ],
+)
+def test_a_picture_held_by_more_decisions_than_are_read_is_held_as_they_are(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, kind: str, most: int, crowded: bool, page: int
+) -> None:
+    """A picture held for a radiation alarm (HOT), sent again under new ids while the hold stood
+    (each held on HOT's hold only), then HOT cleared: every later send of it read every one of those
+    decisions looking for one held on its own evidence, 10,000 of them in over 6 s a request. The
+    look is bounded (``_MOST`` a tier); past the bound the picture is held as they are."""
+    from pipeline import batch_decisions
+
+    monkeypatch.setattr(batch_decisions, "_PAGE", page)
+    monkeypatch.setattr(batch_decisions, "_MOST", most)
+
+    def row(shipment: str, n: int, *, alarm: bool = False) -> ImageVerdict:
+        if kind == "same bytes":
+            copy = _row(shipment, "aa" * 32)
+        else:
+            copy = _row(shipment, f"{n:064x}", phash=f"{_P[:16]}{int(_P[16:], 16) ^ ((1 << n) - 1):064x}")
+        return copy.model_copy(update={"declaration": {"cargo_type": "bulk_ore", "radiation_alarm": alarm}})
+
+    with AuditStore.open(db_url) as store:
+        assert _decided(store, [row("HOT", 0, alarm=True)])["HOT"][0] is Tier.PHYSICAL_INSPECTION
+        for n in range(1, 7):
+            assert _decided(store, [row(f"R{n}", n)])[f"R{n}"][0] is Tier.PHYSICAL_INSPECTION  # carried
+        store.record_outcome("HOT", found=None, officer="officer:1")  # inspected: clean
+        read: list[int] = []
+        latest_decisions_at = store.latest_decisions_at
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            got = latest_decisions_at(*args, **kwargs)
+            read.append(len(got))
+            return got
+
+        monkeypatch.setattr(store, "latest_decisions_at", counted)
+        new = _decided(store, [row("NEW", 7)])["NEW"]
+        reasons = store.get("NEW").decision.reasons  # type: ignore[union-attr]
+    physical = [r.message for r in reasons if r.tier is Tier.PHYSICAL_INSPECTION]
+    assert sum(read) <= most + 1
+    if crowded:
+        assert new[0] is Tier.PHYSICAL_INSPECTION and len(physical) == 1, physical
+        assert (
+            f"(more than {most} earlier decisions at PHYSICAL_INSPECTION hold this picture, more than are "
+            "checked for one held on its own evidence: it is held as they are; audit record "
+        ) in physical[0]
+    else:  # none holds it on its own evidence at PHYSICAL_INSPECTION: image_reused's tier, as before
+        assert new[0] is Tier.REMOTE_INSPECTION and physical == []
+
+
 def test_a_batch_run_again_is_decided_anew_where_a_hold_or_the_tier_source_changed(tmp_path: Path) -> None:
     """Run again over the same rows, a batch is answered from its record; not once the shipment whose
     picture it reused is held since (the hold carries over), nor when a register now vouches for the
