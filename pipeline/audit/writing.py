@@ -29,6 +29,7 @@ from pipeline.audit.image_indexes import Picture, Sighting, add_decision, sighti
 from pipeline.audit.reading import FirstSent, first_sent, latest_decision, records_of
 from pipeline.audit.records import AuditRecord, OutcomeRecord
 from pipeline.audit.schema import audit_head, audit_records
+from pipeline.decide import EarlierHold
 from pipeline.verdicts import ShipmentDecision, Tier
 
 __all__ = [
@@ -252,7 +253,8 @@ def _refuse_images_seen_since(
     conn: Connection, decision: ShipmentDecision, after: int, near_copy_bits: int
 ) -> None:
     """Refuse the decision where the records written after ``after`` (the last its images' lookup
-    saw) would fire a rule their verdicts did not; only those, so that the write lock is held for
+    saw) would fire a rule their verdicts did not, or hold a picture of it where the verdicts do
+    not name the shipment that holds it; only those records, so that the write lock is held for
     moments.
 
     Raises:
@@ -264,17 +266,46 @@ def _refuse_images_seen_since(
         decision.shipment_id,
         near_copy_bits=near_copy_bits,
         after=after,
+        most=_MOST_SINCE,
     )
     if any(_news(since.get(i.sha256 or ""), i) for i in decision.images):
         raise ImagesSeenSince(decision.shipment_id)
+    unnamed = {
+        shipment
+        for image in decision.images
+        if (found := since.get(image.sha256 or "")) is not None
+        for shipment in (*found.seen_in, *found.similar_in)
+        if shipment not in (*(image.seen_in or ()), *(image.similar_in or ()))
+    }
+    if any(_holds(conn, shipment) for shipment in sorted(unnamed)):
+        raise ImagesSeenSince(decision.shipment_id)
+
+
+_MOST_SINCE = 100
+"""Shipments named per picture among the records written since a lookup (a moment's worth)."""
 
 
 def _news(since: Sighting | None, image: Any) -> bool:
     """Whether records written since the lookup would fire a rule the image's verdict did not: the
-    same bytes where none were seen, a near-copy where none was (more names change no decision)."""
+    same bytes where none were seen, a near-copy where none was (more names change no rule's tier,
+    but see :func:`_holds`)."""
     if since is None:
         return False
     return bool(since.seen_in and not image.seen_in) or bool(since.similar_in and not image.similar_in)
+
+
+def _holds(conn: Connection, shipment_id: str) -> bool:
+    """Whether the shipment's latest decision holds it on its own evidence, uncleared
+    (:meth:`pipeline.decide.EarlierHold.of`): a hold a picture of it sent again carries over. A
+    shipment recorded so between a decision's lookup and its write (a radiation alarm on the same
+    picture) was named nowhere, and the decision was written without its hold where the picture
+    already named another shipment."""
+    row = latest_decision(conn, shipment_id)
+    if row is None:  # pragma: no cover - an indexed shipment has a decision
+        return False
+    record = records_of(conn, [row])[0]
+    cleared = record.outcome is not None and record.outcome.found is None
+    return EarlierHold.of(record.decision, record.seq, cleared=cleared) is not None
 
 
 def write_outcome(

@@ -565,6 +565,61 @@ def test_a_picture_held_by_more_decisions_than_are_read_is_held_as_they_are(
         assert new[0] is Tier.REMOTE_INSPECTION and physical == []
 
 
+@pytest.mark.parametrize(
+    ("kind", "cleared", "tier", "lookups"),
+    [
+        ("same bytes", False, Tier.PHYSICAL_INSPECTION, 2),  # refused at the write, looked up again
+        ("same bytes", True, Tier.REMOTE_INSPECTION, 1),  # HOT cleared meanwhile too: no hold, no retry
+        ("near-copies", False, Tier.PHYSICAL_INSPECTION, 2),
+        ("near-copies", True, Tier.REMOTE_INSPECTION, 1),
+    ],
+)
+def test_a_hold_recorded_between_a_shipments_lookup_and_its_write_is_carried(
+    db_url: str, kind: str, cleared: bool, tier: Tier, lookups: int
+) -> None:
+    """E0 released; NEW looked up (E0 named); HOT, held for a radiation alarm on the same picture,
+    recorded by another writer; then NEW written. The write's check of the records since the lookup
+    took a picture already named elsewhere as no news ("more names change no decision"), so NEW was
+    recorded at image_reused's remote inspection without HOT's hold (same for near-copies)."""
+    names = "seen_in" if kind == "same bytes" else "similar_in"
+
+    def row(shipment: str, n: int, *, alarm: bool = False) -> ImageVerdict:
+        if kind == "same bytes":
+            copy = _row(shipment, "aa" * 32)
+        else:
+            copy = _row(shipment, f"{n + 1:064x}", phash=f"{_P[:16]}{int(_P[16:], 16) ^ ((1 << n) - 1):064x}")
+        return copy.model_copy(update={"declaration": {"cargo_type": "bulk_ore", "radiation_alarm": alarm}})
+
+    with AuditStore.open(db_url) as store:
+        assert _decided(store, [row("E0", 0)])["E0"][0] is Tier.RELEASE
+        looked: list[str] = []
+        sightings = store.sightings
+
+        def then_another_writer(*args: Any, **kwargs: Any) -> Any:
+            got = sightings(*args, **kwargs)
+            looked.append(kwargs["other_than"])
+            if looked == ["NEW"]:  # HOT is recorded after NEW's first lookup, before its write
+                assert _decided(store, [row("HOT", 1, alarm=True)])["HOT"][0] is Tier.PHYSICAL_INSPECTION
+                if cleared:
+                    store.record_outcome("HOT", found=None, officer="officer:1")
+            return got
+
+        store.sightings = then_another_writer  # type: ignore[method-assign]
+        decided = _decided(store, [row("NEW", 2)])["NEW"]
+        new = store.get("NEW").decision  # type: ignore[union-attr]
+    assert decided[0] is tier and decided[2] is None
+    assert looked.count("NEW") == lookups
+    assert getattr(new.images[0], names) == (["E0"] if cleared else ["E0", "HOT"])
+    carried = [r.message for r in new.reasons if r.rule == "override.image_held_before"]
+    if not cleared:
+        assert (
+            len(carried) == 1
+            and " shipment HOT, held at PHYSICAL_INSPECTION (override.radiation_alarm; " in (carried[0])
+        )
+    else:
+        assert carried == []
+
+
 def test_a_batch_run_again_is_decided_anew_where_a_hold_or_the_tier_source_changed(tmp_path: Path) -> None:
     """Run again over the same rows, a batch is answered from its record; not once the shipment whose
     picture it reused is held since (the hold carries over), nor when a register now vouches for the
