@@ -15,7 +15,7 @@ from typing import Any
 
 from datasets.errors import DatasetFormatError
 
-__all__ = ["MAX_DEPTH", "check_writable"]
+__all__ = ["MAX_DEPTH", "check_writable", "unique_keys"]
 
 MAX_DEPTH = 64
 """The deepest a value read may nest (an object in a list in an object is 3 deep): far more than a
@@ -73,3 +73,19 @@ def _plainly_writable(text: str | bytes) -> bool:
         opens = text.count("[") + text.count("{")
         plain = text.isascii() and "\x00" not in text
     return plain and escape is None and opens <= MAX_DEPTH
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (``json.loads``' ``object_pairs_hook``): json keeps
+    the last of two silently, so that ``"radiation_alarm": true, "radiation_alarm": false`` would
+    read as no alarm.
+
+    Raises:
+        ValueError: naming the key given twice (each reader adds its file and line).
+    """
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        out[key] = value
+    return out

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from datasets.errors import DatasetFormatError, UnsafePathError
-from datasets.json_text import check_writable
+from datasets.json_text import check_writable, unique_keys
 
 __all__ = [
     "DECLARATION_COLUMNS",
@@ -234,7 +234,7 @@ def _jsonl_records(fh: io.TextIOBase, manifest: Path) -> Iterator[tuple[int, dic
             continue
         try:
             record = json.loads(
-                text.rstrip("\r\n"), object_pairs_hook=_unique_keys, parse_constant=_no_constant
+                text.rstrip("\r\n"), object_pairs_hook=unique_keys, parse_constant=_no_constant
             )
         except ValueError as exc:
             if not isinstance(exc, json.JSONDecodeError):  # a duplicate key or NaN, named by the hooks
@@ -251,16 +251,6 @@ def _jsonl_records(fh: io.TextIOBase, manifest: Path) -> Iterator[tuple[int, dic
         check_writable(record, f"{manifest}:{line}", text=text)
         _check_columns(record, f"{manifest}:{line}")
         yield line, record
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys are all different (json keeps the last of two silently)."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key!r} appears twice in one object")
-        out[key] = value
-    return out
 
 
 def _no_constant(name: str) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from datasets.errors import DatasetFormatError, InputError
-from datasets.json_text import check_writable
+from datasets.json_text import check_writable, unique_keys
 from pipeline.verdicts import ImageVerdict
 
 __all__ = [
@@ -136,7 +136,7 @@ def _loads(text: str | bytes, where: str) -> Any:
     after it: a value nested too deeply, or half a character (:mod:`datasets.json_text`), or where
     it would be read otherwise than written: a key twice in one object (json keeps the last)."""
     try:
-        value = json.loads(text, object_pairs_hook=_unique_keys)
+        value = json.loads(text, object_pairs_hook=unique_keys)
     except ValueError as exc:
         if not isinstance(exc, json.JSONDecodeError):  # a duplicate key, named by the hook
             raise DatasetFormatError(f"{where}: {exc}") from exc
@@ -145,17 +145,6 @@ def _loads(text: str | bytes, where: str) -> Any:
         raise DatasetFormatError(f"{where}: a value is nested too deeply") from exc
     check_writable(value, where, text=text)
     return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys are all different: json keeps the last of two silently, so that
-    ``"radiation_alarm": true, "radiation_alarm": false`` would read as no alarm."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key!r} appears twice in one object")
-        out[key] = value
-    return out
 
 
 def _no_duplicate_columns(names: list[str], where: str) -> None:
