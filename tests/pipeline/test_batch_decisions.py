@@ -462,6 +462,16 @@ def test_a_hold_carries_over_only_on_the_earlier_shipments_own_evidence(tmp_path
     }
 
 
+def _copy(kind: str, shipment: str, n: int, *, alarm: bool = False) -> ImageVerdict:
+    """The ``n``-th copy of one picture in ``shipment``: the very bytes (``kind`` "same bytes"), or
+    other bytes ``n`` fine bits from ``_P`` (a near-copy)."""
+    if kind == "same bytes":
+        copy = _row(shipment, "aa" * 32)
+    else:
+        copy = _row(shipment, f"{n:064x}", phash=f"{_P[:16]}{int(_P[16:], 16) ^ ((1 << n) - 1):064x}")
+    return copy.model_copy(update={"declaration": {"cargo_type": "bulk_ore", "radiation_alarm": alarm}})
+
+
 @pytest.mark.parametrize("page", [100, 1])
 @pytest.mark.parametrize(
     ("kind", "named", "bits"),
@@ -479,12 +489,7 @@ def test_a_hold_carries_over_however_many_shipments_decided_the_picture_first(
     monkeypatch.setattr(batch_decisions, "_PAGE", page)
 
     def row(shipment: str, n: int, *, alarm: bool = False) -> ImageVerdict:
-        """The ``n``-th copy: the very bytes, or other bytes ``n`` fine bits from ``_P``."""
-        if kind == "same bytes":
-            copy = _row(shipment, "aa" * 32)
-        else:
-            copy = _row(shipment, f"{n:064x}", phash=f"{_P[:16]}{int(_P[16:], 16) ^ ((1 << n) - 1):064x}")
-        return copy.model_copy(update={"declaration": {"cargo_type": "bulk_ore", "radiation_alarm": alarm}})
+        return _copy(kind, shipment, n, alarm=alarm)
 
     with AuditStore.open(db_url) as store:
         for n in range(5):
@@ -533,11 +538,7 @@ def test_a_picture_held_by_more_decisions_than_are_read_goes_to_an_officer(
     monkeypatch.setattr(batch_decisions, "_MOST", most)
 
     def row(shipment: str, n: int, *, alarm: bool = False) -> ImageVerdict:
-        if kind == "same bytes":
-            copy = _row(shipment, "aa" * 32)
-        else:
-            copy = _row(shipment, f"{n:064x}", phash=f"{_P[:16]}{int(_P[16:], 16) ^ ((1 << n) - 1):064x}")
-        return copy.model_copy(update={"declaration": {"cargo_type": "bulk_ore", "radiation_alarm": alarm}})
+        return _copy(kind, shipment, n, alarm=alarm)
 
     with AuditStore.open(db_url) as store:
         assert _decided(store, [row("HOT", 0, alarm=True)])["HOT"][0] is Tier.PHYSICAL_INSPECTION
