@@ -136,7 +136,7 @@ def _stricter(
     """The first hold ``pages`` brings that is stricter than those of the shipments ``named``, added
     to ``holds`` (None: none): strictest first, by the tiers of the decisions, and a tier's
     decisions only while no hold as strict was found. A tier with more than :data:`_MOST` decisions
-    to read sends the picture to an officer (:func:`_crowded`), and no milder tier is read."""
+    to read holds the picture at that tier (:func:`_crowded`), however many were read."""
     floor = max((holds[s].tier.severity for s in named if s in holds), default=Tier.RELEASE.severity)
     found: EarlierHold | None = None
     crowded = False
@@ -145,7 +145,7 @@ def _stricter(
             break
         last: AuditRecord | None = None
         for read, record in enumerate(pages(tier, _MOST + 1)):
-            if read == _MOST and last is not None:  # more than can be checked: an officer looks
+            if read == _MOST and last is not None:  # more than can be checked: held as they are
                 found, floor, crowded = _crowded(last, tier), tier.severity, True
                 break
             last = record
@@ -161,18 +161,15 @@ def _stricter(
 
 
 def _crowded(last: AuditRecord, tier: Tier) -> EarlierHold:
-    """What a picture that more than :data:`_MOST` decisions at ``tier`` hold carries: more than are
-    read for one standing on its own evidence. Those read, the oldest, were cleared or held by
-    another's hold only (an uncleared hold of the picture's own comes before every hold carried from
-    it); one past them may not be, so the picture goes to an officer (remote inspection), whatever
-    ``image_reused`` says, but is not held physically for good on decisions an officer cleared.
-    Named after the last decision read (``last``), so that the decision says where to look."""
+    """The hold of a picture that more than :data:`_MOST` decisions at ``tier`` hold: more than are
+    read for one standing on its own evidence, so the picture is held at ``tier`` as they are (each
+    read was cleared, or held by another's hold only; one past them may not be). Named after the
+    last decision read (``last``), so that the decision says where to look."""
     why = (
-        f"more than {_MOST} earlier decisions at {tier.value} hold this picture, more than are read for "
-        "one held on its own evidence (those read were cleared, or held by another's hold): an officer "
-        "looks at it"
+        f"more than {_MOST} earlier decisions at {tier.value} hold this picture, more than are checked "
+        "for one held on its own evidence: it is held as they are"
     )
-    return EarlierHold(last.decision.shipment_id, Tier.REMOTE_INSPECTION, (why,), last.seq)
+    return EarlierHold(last.decision.shipment_id, tier, (why,), last.seq)
 
 
 def _holding(

@@ -523,15 +523,13 @@ def test_a_hold_carries_over_however_many_shipments_decided_the_picture_first(
         ("near-copies", 2, False),
     ],
 )
-def test_a_picture_held_by_more_decisions_than_are_read_goes_to_an_officer(
+def test_a_picture_held_by_more_decisions_than_are_read_is_held_as_they_are(
     db_url: str, monkeypatch: pytest.MonkeyPatch, kind: str, most: int, crowded: bool, page: int
 ) -> None:
     """A picture held for a radiation alarm (HOT), sent again under new ids while the hold stood
     (each held on HOT's hold only), then HOT cleared: every later send of it read every one of those
     decisions looking for one held on its own evidence, 10,000 of them in over 6 s a request. The
-    look is bounded (``_MOST`` a tier); past the bound the picture goes to an officer, whatever
-    image_reused says, but is not held physically for good on holds an officer cleared (a first
-    version held it so, so that no outcome could ever lift it)."""
+    look is bounded (``_MOST`` a tier); past the bound the picture is held as they are."""
     from pipeline import batch_decisions
 
     monkeypatch.setattr(batch_decisions, "_PAGE", page)
@@ -556,20 +554,16 @@ def test_a_picture_held_by_more_decisions_than_are_read_goes_to_an_officer(
         monkeypatch.setattr(store, "latest_decisions_at", counted)
         new = _decided(store, [row("NEW", 7)])["NEW"]
         reasons = store.get("NEW").decision.reasons  # type: ignore[union-attr]
-    past = [r for r in reasons if r.rule == "override.image_held_before" and "more than" in r.message]
+    physical = [r.message for r in reasons if r.tier is Tier.PHYSICAL_INSPECTION]
     assert sum(read) <= most + 1
-    # image_reused's tier, or an officer's look past the bound: never held physically on cleared holds
-    assert new[0] is Tier.REMOTE_INSPECTION
-    assert all(r.tier is not Tier.PHYSICAL_INSPECTION for r in reasons)
     if crowded:
-        assert [r.tier for r in past] == [Tier.REMOTE_INSPECTION], past
+        assert new[0] is Tier.PHYSICAL_INSPECTION and len(physical) == 1, physical
         assert (
             f"(more than {most} earlier decisions at PHYSICAL_INSPECTION hold this picture, more than are "
-            "read for one held on its own evidence (those read were cleared, or held by another's hold): "
-            "an officer looks at it; audit record "
-        ) in past[0].message
+            "checked for one held on its own evidence: it is held as they are; audit record "
+        ) in physical[0]
     else:  # none holds it on its own evidence at PHYSICAL_INSPECTION: image_reused's tier, as before
-        assert past == []
+        assert new[0] is Tier.REMOTE_INSPECTION and physical == []
 
 
 @pytest.mark.parametrize(
