@@ -277,7 +277,9 @@ def _refuse_images_seen_since(
         for shipment in (*found.seen_in, *found.similar_in)
         if shipment not in (*(image.seen_in or ()), *(image.similar_in or ()))
     }
-    if any(_holds(conn, shipment) for shipment in sorted(unnamed)):
+    # only a hold stricter than the decision's tier changes it: one no stricter would only add a
+    # reason, and refusing for it left shipments unrecorded under two writers at once
+    if any(_holds(conn, shipment, stricter_than=decision.tier) for shipment in sorted(unnamed)):
         raise ImagesSeenSince(decision.shipment_id)
 
 
@@ -294,9 +296,10 @@ def _news(since: Sighting | None, image: Any) -> bool:
     return bool(since.seen_in and not image.seen_in) or bool(since.similar_in and not image.similar_in)
 
 
-def _holds(conn: Connection, shipment_id: str) -> bool:
+def _holds(conn: Connection, shipment_id: str, *, stricter_than: Any) -> bool:
     """Whether the shipment's latest decision holds it on its own evidence, uncleared
-    (:meth:`pipeline.decide.EarlierHold.of`): a hold a picture of it sent again carries over. A
+    (:meth:`pipeline.decide.EarlierHold.of`), at a tier stricter than ``stricter_than``: a hold a
+    picture of it sent again carries over. A
     shipment recorded so between a decision's lookup and its write (a radiation alarm on the same
     picture) was named nowhere, and the decision was written without its hold where the picture
     already named another shipment."""
@@ -305,7 +308,8 @@ def _holds(conn: Connection, shipment_id: str) -> bool:
         return False
     record = records_of(conn, [row])[0]
     cleared = record.outcome is not None and record.outcome.found is None
-    return EarlierHold.of(record.decision, record.seq, cleared=cleared) is not None
+    hold = EarlierHold.of(record.decision, record.seq, cleared=cleared)
+    return hold is not None and hold.tier.severity > stricter_than.severity
 
 
 def write_outcome(

@@ -566,6 +566,27 @@ def test_a_picture_held_by_more_decisions_than_are_read_is_held_as_they_are(
         assert new[0] is Tier.REMOTE_INSPECTION and physical == []
 
 
+@pytest.mark.parametrize("kind", ["same bytes", "near-copies"])
+def test_an_uncleared_hold_behind_more_decisions_than_are_read_is_not_shed(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """HOT0 held, sent again while its hold stood (each carrying it), HOT0 cleared, then HOT1 held
+    on its own evidence (a new radiation alarm) behind them all: a version that sent a picture past
+    the bound to remote inspection shed HOT1's uncleared physical hold from a re-send. Past the bound
+    the picture is held at the tier read."""
+    from pipeline import batch_decisions
+
+    monkeypatch.setattr(batch_decisions, "_PAGE", 2)
+    monkeypatch.setattr(batch_decisions, "_MOST", 6)
+    with AuditStore.open(db_url) as store:
+        assert _decided(store, [_copy(kind, "HOT0", 0, alarm=True)])["HOT0"][0] is Tier.PHYSICAL_INSPECTION
+        for n in range(1, 7):
+            assert _decided(store, [_copy(kind, f"R{n}", n)])[f"R{n}"][0] is Tier.PHYSICAL_INSPECTION
+        store.record_outcome("HOT0", found=None, officer="officer:1")
+        assert _decided(store, [_copy(kind, "HOT1", 7, alarm=True)])["HOT1"][0] is Tier.PHYSICAL_INSPECTION
+        assert _decided(store, [_copy(kind, "NEW", 8)])["NEW"][0] is Tier.PHYSICAL_INSPECTION
+
+
 @pytest.mark.parametrize(
     ("kind", "cleared", "tier", "lookups"),
     [
@@ -575,14 +596,19 @@ def test_a_picture_held_by_more_decisions_than_are_read_is_held_as_they_are(
         ("near-copies", True, Tier.REMOTE_INSPECTION, 1),
     ],
 )
+@pytest.mark.parametrize("held_itself", [False, True], ids=["remote", "held-itself"])
 def test_a_hold_recorded_between_a_shipments_lookup_and_its_write_is_carried(
-    db_url: str, kind: str, cleared: bool, tier: Tier, lookups: int
+    db_url: str, kind: str, cleared: bool, tier: Tier, lookups: int, held_itself: bool
 ) -> None:
     """E0 released; NEW looked up (E0 named); HOT, held for a radiation alarm on the same picture,
     recorded by another writer; then NEW written. The write's check of the records since the lookup
     took a picture already named elsewhere as no news ("more names change no decision"), so NEW was
-    recorded at image_reused's remote inspection without HOT's hold (same for near-copies)."""
+    recorded at image_reused's remote inspection without HOT's hold (same for near-copies). A NEW
+    held physically on its own (its own radiation alarm) is written at once: HOT's hold would not
+    change its tier, and refusing it left shipments unrecorded under two writers at once."""
     names = "seen_in" if kind == "same bytes" else "similar_in"
+    if held_itself:
+        tier, lookups = Tier.PHYSICAL_INSPECTION, 1
 
     def row(shipment: str, n: int, *, alarm: bool = False) -> ImageVerdict:
         if kind == "same bytes":
@@ -606,13 +632,13 @@ def test_a_hold_recorded_between_a_shipments_lookup_and_its_write_is_carried(
             return got
 
         store.sightings = then_another_writer  # type: ignore[method-assign]
-        decided = _decided(store, [row("NEW", 2)])["NEW"]
+        decided = _decided(store, [row("NEW", 2, alarm=held_itself)])["NEW"]
         new = store.get("NEW").decision  # type: ignore[union-attr]
     assert decided[0] is tier and decided[2] is None
     assert looked.count("NEW") == lookups
-    assert getattr(new.images[0], names) == (["E0"] if cleared else ["E0", "HOT"])
+    assert getattr(new.images[0], names) == (["E0"] if cleared or held_itself else ["E0", "HOT"])
     carried = [r.message for r in new.reasons if r.rule == "override.image_held_before"]
-    if not cleared:
+    if not cleared and not held_itself:
         assert (
             len(carried) == 1
             and " shipment HOT, held at PHYSICAL_INSPECTION (override.radiation_alarm; " in (carried[0])
