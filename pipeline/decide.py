@@ -182,6 +182,13 @@ _MODEL_ONLY = CargoPolicy()
 release and hold thresholds (and no trusted-trader factor)."""
 
 
+def _said_cargo_types(declaration: Declaration, image: ImageVerdict) -> list[str]:
+    """The cargo types an image is said to be of, each once, in this order: its model's (the row's
+    ``cargo_type``), its row's declaration's and its shipment's."""
+    said = (image.cargo_type, image.declaration.get("cargo_type"), declaration.cargo_type)
+    return list(dict.fromkeys(str(c) for c in said if c))
+
+
 def _rules_for(
     policy: Policy, declaration: Declaration, image: ImageVerdict
 ) -> list[tuple[CargoPolicy | None, str]]:
@@ -195,13 +202,7 @@ def _rules_for(
     ``None`` first as well, so that a crude-oil picture declared as packs is held where its own
     model's hold holds it, whatever the packs' rules say.
     """
-    said = list(
-        dict.fromkeys(
-            str(c)
-            for c in (image.cargo_type, image.declaration.get("cargo_type"), declaration.cargo_type)
-            if c
-        )
-    )
+    said = _said_cargo_types(declaration, image)
     known = [(policy.cargo_types[c], c) for c in said if c in policy.cargo_types]
     if not known:
         no_rules = ", ".join(repr(c) for c in said)
@@ -336,8 +337,7 @@ def _unapproved_model(policy: Policy, declaration: Declaration, image: ImageVerd
     its row's declaration, the shipment's) lists the models approved for it and the image's model
     is not among them, or the row names no model (besides ``missing_model_id``, whose tier may be
     milder): the first such cargo type, since one is enough never to release on it."""
-    said = (image.cargo_type, image.declaration.get("cargo_type"), declaration.cargo_type)
-    for cargo in dict.fromkeys(str(c) for c in said if c):
+    for cargo in _said_cargo_types(declaration, image):
         approved = policy.unapproved(cargo, image.model_id or "")
         if approved is not None:
             model = f"model {image.model_id}" if image.model_id else "no model named in its row"
@@ -864,22 +864,15 @@ def inputs_key(decision: ShipmentDecision) -> str:
     return f"decision:{decision.shipment_id[:100]}:{digest}"
 
 
-_DECIDING_KEYS = ("cargo_type",)
-"""What a row's own declaration decides beyond its shipment's declaration (which the key holds):
-the override flags are OR-ed into that, and a trader named on one row and not another is the
-shipment's (rows naming different ones are :func:`trader_conflicts`, keyed apart), so a flag raised
-on one row only, as a manifest raises it, keeps the key earlier versions recorded."""
-
-
 def _deciding_declaration(image: ImageVerdict) -> dict[str, Any]:
-    """The keys of ``image``'s own row declaration that decide beyond the shipment's declaration
-    (:data:`_DECIDING_KEYS`), an empty value as none. The free keys (container_id, hs_code, x_ keys)
-    decide nothing: each manifest row gives its own."""
-    deciding: dict[str, Any] = {}
-    for key in _DECIDING_KEYS:
-        value = image.declaration.get(key)
-        deciding[key] = None if value == "" else value
-    return deciding
+    """What ``image``'s own row declaration decides beyond the shipment's declaration (which the key
+    holds): its cargo type, an empty one as none. The override flags are OR-ed into the shipment's
+    declaration, and a trader named on one row and not another is the shipment's (rows naming
+    different ones are :func:`trader_conflicts`, keyed apart), so a flag raised on one row only, as a
+    manifest raises it, keeps the key earlier versions recorded; the free keys (container_id,
+    hs_code, x_ keys) decide nothing."""
+    cargo = image.declaration.get("cargo_type")
+    return {"cargo_type": None if cargo == "" else cargo}
 
 
 def _canonical_json(value: dict[str, Any]) -> str:

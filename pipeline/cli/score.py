@@ -259,9 +259,7 @@ def score(
         # the actors load the models; their cards, read here, route and guard a resume alike
         cards = [read_card(directory) for directory in model]
         _check_routing(sorted(str(c.get("cargo_type")) for c in cards), cargo_type, inputs, is_manifest)
-        model_ids = [str(c["model_id"]) for c in cards]
-        if loaded_policy is not None:
-            loaded_policy.check_models({str(c["cargo_type"]): str(c["model_id"]) for c in cards})
+        model_ids = [str(c["model_id"]) for c in cards]  # a policy's approval: checked above
         runner_engine = RayEngine(
             ModelDirs(tuple(str(d) for d in model), runtime=settings.runtime),
             address=ray_address,
@@ -276,7 +274,7 @@ def score(
             router, workers=workers, batch_size=batch_size, limits=limits, max_pixels_in_flight=max_pixels
         )
         model_ids = [predictor.model_id for predictor in router.predictors]
-        if loaded_policy is not None:  # before any slow work
+        if loaded_policy is not None:  # the models loaded, not only their cards: a folder replaced since
             loaded_policy.check_models({p.cargo_type: p.model_id for p in router.predictors})
 
     progress = Progress(
