@@ -19,8 +19,9 @@ from datasets.errors import ConflictError, InputError
 from pipeline.audit.image_indexes import Picture, Sighting, Unnamed
 from pipeline.audit.records import AuditRecord
 from pipeline.audit.store import AuditStore, ImagesSeenSince
-from pipeline.decide import EarlierHold, decide_shipment, inputs_key, shipments_of, tier_source
+from pipeline.decide import EarlierHold, decide_shipment
 from pipeline.policy import Policy
+from pipeline.shipment_rows import inputs_key, shipments_of, tier_source
 from pipeline.trader_register import TraderRegister
 from pipeline.verdicts import ImageVerdict, Refused, ShipmentDecision, Tier
 
@@ -236,7 +237,7 @@ def decide_and_record(
     register: TraderRegister | None = None,
 ) -> Iterator[tuple[ShipmentDecision, str | None]]:
     """Decide each shipment of ``rows`` with its pictures looked up in ``store``, and record it; with
-    a ``register``, under each trader's registered AEO tier (:func:`pipeline.decide.shipments_of`).
+    a ``register``, under each trader's registered AEO tier (:func:`pipeline.shipment_rows.shipments_of`).
 
     Yields:
         (decision, None) once recorded, or the decision recorded before for the same inputs (a run

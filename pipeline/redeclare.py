@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets.errors import InputError
-from pipeline.decide import as_flag, declaration_from_rows
+from pipeline.shipment_rows import as_flag, declaration_from_rows
 from pipeline.verdicts import OVERRIDE_FLAGS, ImageVerdict
 
 __all__ = ["NEVER_SCORED", "Listed", "Redeclared", "read_declarations", "redeclare"]
@@ -30,7 +30,7 @@ __all__ = ["NEVER_SCORED", "Listed", "Redeclared", "read_declarations", "redecla
 @dataclass
 class Listed:
     """One shipment as the manifest gives it now: its merged declaration (a row's ``declaration``
-    dict, which :func:`pipeline.decide.declaration_from_rows` reads back unchanged), each listed
+    dict, which :func:`pipeline.shipment_rows.declaration_from_rows` reads back unchanged), each listed
     picture (resolved path) with its own row's cargo type, and the flags the manifest gives (has a
     column for, on any row of the shipment): only those may clear a flag the scored rows raised.
     ``traders``: each listed picture's own row's trader_id and aeo_tier, where it gives them, so that
@@ -60,7 +60,7 @@ class Redeclared:
 
 _TRADER = ("trader_id", "aeo_tier")
 """Declaration fields each listed picture keeps from its own row, as its cargo type: rows that
-disagree on them give the shipment no AEO tier (pipeline.decide.trader_conflicts)."""
+disagree on them give the shipment no AEO tier (pipeline.shipment_rows.trader_conflicts)."""
 
 
 def _shipment(value: Any) -> str:

@@ -154,7 +154,7 @@ class ImageVerdict(BaseModel):
         image = info.data.get("path")
         shipment = declaration.get("shipment_id")
         if shipment is not None and not isinstance(shipment, str):
-            # refused here, where the reader names the file and line (pipeline.decide.row_shipment_id,
+            # refused here, where the reader names the file and line (pipeline.shipment_rows.row_shipment_id,
             # which refuses it too, names the image alone)
             raise ValueError(
                 f"shipment_id {shipment!r} of image {image!r} is not text; give the shipment id as a "

@@ -24,10 +24,11 @@ from rich.table import Table
 from datasets.errors import ConflictError, DatasetFormatError, InputError
 from pipeline import verdict_rows
 from pipeline.cli.output_paths import audit_file, check_outputs_apart, output_error
-from pipeline.decide import decide_rows, row_shipment_id
+from pipeline.decide import decide_rows
 from pipeline.policy import Policy, default_policy_path, load_policy
 from pipeline.redeclare import Redeclared, read_declarations, redeclare
 from pipeline.settings import Settings, audit_key
+from pipeline.shipment_rows import row_shipment_id
 from pipeline.trader_register import TraderRegister, check_tiers, read_trader_register
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
 

@@ -17,8 +17,9 @@ import pytest
 from pydantic import ValidationError
 
 from datasets.errors import InputError, PolicyError
-from pipeline.decide import EarlierHold, audit_fraction, decide_rows, decide_shipment, inputs_key
+from pipeline.decide import EarlierHold, audit_fraction, decide_rows, decide_shipment
 from pipeline.policy import Policy, default_policy_path, load_policy, parse_policy
+from pipeline.shipment_rows import inputs_key
 from pipeline.verdict_rows import FIELDS
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
 

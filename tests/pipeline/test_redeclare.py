@@ -371,8 +371,9 @@ def test_a_flag_on_a_listed_shipment_without_rows_is_an_error(
 def test_a_copy_of_the_manifest_under_another_name_decides_the_same(tmp_path: Path) -> None:
     """The never-scored row named the manifest's file, which goes into the decision's idempotency
     key: a copy of the manifest under a new name recorded a new hold over one an officer had lifted."""
-    from pipeline.decide import decide_rows, inputs_key
+    from pipeline.decide import decide_rows
     from pipeline.policy import parse_policy
+    from pipeline.shipment_rows import inputs_key
 
     keys = []
     for name in ("monday.csv", "copy-of-monday.csv"):
