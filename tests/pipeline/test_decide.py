@@ -9,7 +9,8 @@ import hmac
 import json
 import math
 import re
-from datetime import UTC, datetime, timedelta, timezone
+import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,42 +19,14 @@ from pydantic import ValidationError
 
 from datasets.errors import InputError, PolicyError
 from pipeline.decide import EarlierHold, audit_fraction, decide_rows, decide_shipment
-from pipeline.policy import Policy, default_policy_path, load_policy, parse_policy
+from pipeline.policy import default_policy_path, load_policy
 from pipeline.verdict_rows import FIELDS
-from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
+from pipeline.verdicts import ImageVerdict, Reason, ShipmentDecision, Tier
 
-KEY = b"test-audit-key"
-NOW = datetime(2026, 11, 5, 10, 30, tzinfo=UTC)
-R, H, P = Tier.RELEASE, Tier.REMOTE_INSPECTION, Tier.PHYSICAL_INSPECTION
-
-
-def policy(**changes: Any) -> Policy:
-    data: dict[str, Any] = {
-        "policy_version": "test-1",
-        "cargo_types": {"bulk_ore": {}, "vacuum_pack": {"release_threshold": 0.3, "hold_threshold": 0.6}},
-        # at a release threshold of 0.5: AEOF to 0.55, AEOS to 0.7 (the odds 1 times 11/9 and 7/3)
-        "trusted_traders": {"AEOF": {"release_odds_factor": 11 / 9}, "AEOS": {"release_odds_factor": 7 / 3}},
-        "random_audit": {"rate": 0.0},
-    }
-    data.update(changes)
-    return parse_policy(data)
-
-
-def img(score: float | None = 0.2, path: str = "a.png", **kw: Any) -> ImageVerdict:
-    base: dict[str, Any] = {
-        "threshold": 0.5,
-        "hold_threshold": 0.8,
-        "model_id": "ore-m1",
-        "cargo_type": "bulk_ore",
-    }
-    return ImageVerdict(path=path, score=score, **{**base, **kw})
-
+sys.path.insert(0, str(Path(__file__).parent))
+from decide_builders import KEY, NOW, H, P, R, decl, img, policy  # noqa: E402
 
 ORE_MODEL = "bulk_ore-lite0-0000000a"
-
-
-def decl(**kw: Any) -> Declaration:
-    return Declaration(**{"shipment_id": "S1", "cargo_type": "bulk_ore", **kw})
 
 
 CASES = [

@@ -7,47 +7,20 @@ test_decide.py (its "grouping rows" section), beside the decisions they lead to.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import sys
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline.decide import EarlierHold, decide_rows, decide_shipment
-from pipeline.policy import Policy, default_policy_path, load_policy, parse_policy
+from pipeline.policy import default_policy_path, load_policy
 from pipeline.shipment_rows import inputs_key
-from pipeline.verdicts import Declaration, ImageVerdict, Tier
+from pipeline.verdicts import ImageVerdict, Tier
 
-KEY = b"test-audit-key"
-NOW = datetime(2026, 11, 5, 10, 30, tzinfo=UTC)
-R, H, P = Tier.RELEASE, Tier.REMOTE_INSPECTION, Tier.PHYSICAL_INSPECTION
-
-
-def policy(**changes: Any) -> Policy:
-    # as test_decide.py's: the policy's hash goes into the keys pinned below
-    data: dict[str, Any] = {
-        "policy_version": "test-1",
-        "cargo_types": {"bulk_ore": {}, "vacuum_pack": {"release_threshold": 0.3, "hold_threshold": 0.6}},
-        # at a release threshold of 0.5: AEOF to 0.55, AEOS to 0.7 (the odds 1 times 11/9 and 7/3)
-        "trusted_traders": {"AEOF": {"release_odds_factor": 11 / 9}, "AEOS": {"release_odds_factor": 7 / 3}},
-        "random_audit": {"rate": 0.0},
-    }
-    data.update(changes)
-    return parse_policy(data)
-
-
-def img(score: float | None = 0.2, path: str = "a.png", **kw: Any) -> ImageVerdict:
-    base: dict[str, Any] = {
-        "threshold": 0.5,
-        "hold_threshold": 0.8,
-        "model_id": "ore-m1",
-        "cargo_type": "bulk_ore",
-    }
-    return ImageVerdict(path=path, score=score, **{**base, **kw})
-
-
-def decl(**kw: Any) -> Declaration:
-    return Declaration(**{"shipment_id": "S1", "cargo_type": "bulk_ore", **kw})
-
+sys.path.insert(0, str(Path(__file__).parent))
+from decide_builders import KEY, NOW, H, P, R, decl, img, policy  # noqa: E402
 
 HOT = EarlierHold("S0", P, ("override.radiation_alarm",), 7)  # held, no officer's outcome yet
 
