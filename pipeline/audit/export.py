@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import secrets
 import shutil
 import stat
 import tempfile
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from datasets.errors import InputError
+from datasets.whole_files import temporary_beside
 from pipeline.audit.records import AuditRecord
 
 __all__ = ["CSV_COLUMNS", "flat_row", "replaced_whole", "spreadsheet_safe", "write_export"]
@@ -105,11 +105,8 @@ def replaced_whole(path: Path) -> Iterator[IO[str]]:
         earlier = target.stat()
     except FileNotFoundError:
         earlier = None
-    # O_EXCL on a random short name (a long --out name stays within the file-name limit): never
-    # another writer's file; mode 0o666 lets the umask decide, as open(path, "w") would
-    tmp = target.with_name(f".clearsight-{secrets.token_hex(6)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        tmp, fd = temporary_beside(target)
     except PermissionError:
         if earlier is None or not os.access(target, os.W_OK):
             raise

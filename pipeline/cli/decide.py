@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from datasets.errors import ConflictError, DatasetFormatError, InputError
+from datasets.whole_files import temporary_beside
 from pipeline import verdict_rows
 from pipeline.cli.output_paths import audit_file, check_outputs_apart, output_error
 from pipeline.decide import decide_rows
@@ -104,12 +105,10 @@ class _DecisionsFile:
     recorded: an --out that cannot be written (its folder a file) fails now, not after the audit
     store holds every decision and no file says so. :meth:`write` renames it into place, so the file
     is either complete or absent. The temporary name is one no file had
-    (:func:`~pipeline.score.decisions.temporary_beside`): a fixed ``--out``.tmp truncated and moved
+    (:func:`~datasets.whole_files.temporary_beside`): a fixed ``--out``.tmp truncated and moved
     an audit store, policy or register of that name."""
 
     def __init__(self, path: Path) -> None:
-        from pipeline.score.decisions import temporary_beside
-
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

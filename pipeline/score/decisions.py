@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datasets.errors import ClearsightError, InputError
+from datasets.whole_files import temporary_beside
 from pipeline.score.summary import ScoreSummary
 from pipeline.score.writer import iter_rows
 from pipeline.verdicts import ShipmentDecision
@@ -25,46 +25,7 @@ if TYPE_CHECKING:
     from pipeline.policy import Policy
     from pipeline.trader_register import TraderRegister
 
-__all__ = ["decide_output", "decisions_path", "load_policy_file", "made_by_this_run", "temporary_beside"]
-
-
-def temporary_beside(path: Path) -> tuple[Path, int]:
-    """A new, empty file in ``path``'s folder under a name no file had, open for writing (its path
-    and descriptor), to write ``path`` whole and rename it into place.
-
-    Made with ``O_EXCL``, never an existing file: a fixed ``path.tmp`` was truncated and renamed
-    onto ``path`` whatever had that name (an audit store, a policy). Mode 0o666 lets the umask
-    decide, as ``open(path, "w")`` would; the name keeps the start of ``path``'s (its first
-    :data:`_KEPT_BYTES` bytes, whole characters) for one left by a killed run, and is at most 50
-    bytes long: cut at 128 characters, a valid non-ASCII name of 246 bytes gave one the file
-    system refused ("File name too long").
-
-    Raises:
-        OSError: the folder takes no new file.
-    """
-    kept = _first_bytes(path.name, _KEPT_BYTES)
-    for _ in range(8):
-        tmp = path.with_name(f".{kept}-{secrets.token_hex(6)}.tmp")
-        try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:  # pragma: no cover - 48 random bits taken already
-            continue
-    raise FileExistsError(f"no free temporary name beside {path}")  # pragma: no cover
-
-
-_KEPT_BYTES = 32
-"""How much of a file's name (in bytes, as the file system takes it) its temporary name keeps."""
-
-
-def _first_bytes(name: str, size: int) -> str:
-    """The longest start of ``name`` that is ``size`` bytes or fewer as the file system encodes it
-    (:func:`os.fsencode`), whole characters only."""
-    kept = ""
-    for char in name:
-        if len(os.fsencode(kept + char)) > size:
-            break
-        kept += char
-    return kept
+__all__ = ["decide_output", "decisions_path", "load_policy_file", "made_by_this_run"]
 
 
 def decisions_path(out: Path) -> Path:

@@ -738,7 +738,8 @@ def test_score_with_a_policy_leaves_a_store_named_like_its_decisions_dot_tmp_alo
 def test_the_decisions_temporary_name_always_fits_beside_them(tmp_path: Path, name: str, kept: str) -> None:
     """The temporary name kept the first 128 characters of the decisions file's: a valid --out name
     of 246 bytes in Chinese made one of over 400 bytes, and the run failed ("File name too long")."""
-    from pipeline.score.decisions import decide_output, temporary_beside
+    from datasets.whole_files import temporary_beside
+    from pipeline.score.decisions import decide_output
     from pipeline.score.summary import ScoreSummary
 
     tmp, fd = temporary_beside(tmp_path / name)

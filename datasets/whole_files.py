@@ -1,0 +1,112 @@
+"""Files written whole: to a temporary file beside the target, then renamed onto it.
+
+A reader, or a run resumed after a crash, then finds either the earlier file or the complete new
+one, never a half-written one under the final name. The temporary file has a name no file had
+(:func:`temporary_beside`): a fixed ``path.tmp`` was truncated and then renamed onto ``path``
+whatever already had that name, an audit store or a policy a user happened to call so.
+
+A run killed while writing leaves its temporary file, ``.{start of the name}-{12 hex digits}.tmp``,
+beside the target: hidden, and ending in ``.tmp``, so that no folder walk takes it for an image.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import IO, Any, Literal, overload
+
+__all__ = ["temporary_beside", "written_whole"]
+
+
+def temporary_beside(path: Path) -> tuple[Path, int]:
+    """A new, empty file in ``path``'s folder under a name no file had, open for writing (its path
+    and descriptor), to write ``path`` whole and rename it into place.
+
+    Made with ``O_EXCL``, never an existing file. Mode 0o666 lets the umask decide, as
+    ``open(path, "w")`` would; the name keeps the start of ``path``'s (its first
+    :data:`_KEPT_BYTES` bytes, whole characters) for one left by a killed run, and is at most 50
+    bytes long: cut at 128 characters, a valid non-ASCII name of 246 bytes gave one the file
+    system refused ("File name too long").
+
+    Raises:
+        OSError: the folder takes no new file.
+    """
+    kept = _first_bytes(path.name, _KEPT_BYTES)
+    for _ in range(8):
+        tmp = path.with_name(f".{kept}-{secrets.token_hex(6)}.tmp")
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # pragma: no cover - 48 random bits taken already
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")  # pragma: no cover
+
+
+_KEPT_BYTES = 32
+"""How much of a file's name (in bytes, as the file system takes it) its temporary name keeps."""
+
+
+def _first_bytes(name: str, size: int) -> str:
+    """The longest start of ``name`` that is ``size`` bytes or fewer as the file system encodes it
+    (:func:`os.fsencode`), whole characters only."""
+    kept = ""
+    for char in name:
+        if len(os.fsencode(kept + char)) > size:
+            break
+        kept += char
+    return kept
+
+
+@overload
+def written_whole(
+    path: Path, *, text: Literal[False] = False, fsync: bool = True
+) -> AbstractContextManager[IO[bytes]]: ...
+
+
+@overload
+def written_whole(
+    path: Path,
+    *,
+    text: Literal[True],
+    fsync: bool = True,
+    encoding: str = "utf-8",
+    newline: str | None = None,
+) -> AbstractContextManager[IO[str]]: ...
+
+
+@overload
+def written_whole(
+    path: Path, *, text: bool, fsync: bool = True, encoding: str = "utf-8", newline: str | None = None
+) -> AbstractContextManager[IO[Any]]: ...
+
+
+@contextmanager
+def written_whole(
+    path: Path, *, text: bool = False, fsync: bool = True, encoding: str = "utf-8", newline: str | None = None
+) -> Iterator[IO[Any]]:
+    """A file object (binary, or with ``text`` text in ``encoding``) on a new temporary file beside
+    ``path`` (:func:`temporary_beside`), renamed onto ``path`` when the block ends without an error;
+    flushed and, with ``fsync``, on disk first, so that the name never points at a file cut short
+    by a power cut. Any error (Ctrl-C too) removes the temporary file and leaves ``path`` as it was.
+
+    A ``path`` that is a link is replaced by the new file, as :func:`os.replace` does.
+
+    Raises:
+        OSError: the file cannot be made, written or renamed.
+    """
+    opened: dict[str, Any] = (
+        {"mode": "w", "encoding": encoding, "newline": newline} if text else {"mode": "wb"}
+    )
+    tmp, fd = temporary_beside(path)
+    try:
+        with os.fdopen(fd, **opened) as fh:
+            yield fh
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

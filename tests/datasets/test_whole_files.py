@@ -1,0 +1,95 @@
+"""temporary_beside and written_whole: a file written whole beside its target under a name no file
+had, renamed into place only when complete."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from datasets.folder import iter_image_paths
+from datasets.whole_files import temporary_beside, written_whole
+
+PRECIOUS = b"an audit store someone named so"
+
+_TEMPORARY = re.compile(r"\.(?P<kept>.*)-[0-9a-f]{12}\.tmp")
+
+
+def test_the_temporary_file_is_new_hidden_and_named_after_the_target(tmp_path: Path) -> None:
+    target = tmp_path / "out.parquet"
+    (tmp_path / "out.parquet.tmp").write_bytes(PRECIOUS)
+    first, fd1 = temporary_beside(target)
+    second, fd2 = temporary_beside(target)
+    os.close(fd1)
+    os.close(fd2)
+    assert first != second and first.parent == second.parent == tmp_path
+    match = _TEMPORARY.fullmatch(first.name)
+    assert match is not None and match["kept"] == "out.parquet"
+    assert first.read_bytes() == second.read_bytes() == b""
+    assert (tmp_path / "out.parquet.tmp").read_bytes() == PRECIOUS
+
+
+def test_the_temporary_file_has_the_mode_the_umask_gives(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        tmp, fd = temporary_beside(tmp_path / "x.jsonl")
+    finally:
+        os.umask(old)
+    os.close(fd)
+    assert tmp.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize(
+    ("text", "content"),
+    [(False, b"\x89PNG whole"), (True, "décisions\n")],
+    ids=["binary", "text"],
+)
+@pytest.mark.parametrize("earlier", [None, b"the earlier file"], ids=["new", "replacing"])
+def test_written_whole_puts_the_file_in_place_and_leaves_its_neighbours(
+    tmp_path: Path, text: bool, content: bytes | str, earlier: bytes | None
+) -> None:
+    target = tmp_path / "out.csv"
+    if earlier is not None:
+        target.write_bytes(earlier)
+    neighbours = dict.fromkeys(("out.csv.tmp", "out.csv.upgrade.tmp", "out.csv.retry.tmp"), PRECIOUS)
+    for name, data in neighbours.items():
+        (tmp_path / name).write_bytes(data)
+    with written_whole(target, text=text) as fh:
+        fh.write(content)
+        assert not target.exists() or target.read_bytes() == earlier  # not yet in place
+    written = target.read_text(encoding="utf-8") if text else target.read_bytes()
+    assert written == content
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p != target} == neighbours
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()], ids=["oserror", "ctrl-c"])
+def test_an_error_while_writing_leaves_the_target_and_no_temporary_file(
+    tmp_path: Path, error: BaseException
+) -> None:
+    target = tmp_path / "out.jsonl"
+    target.write_bytes(b"the earlier file")
+    with pytest.raises(type(error)), written_whole(target) as fh:
+        fh.write(b"half of it")
+        raise error
+    assert target.read_bytes() == b"the earlier file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_written_whole_without_fsync_still_writes_the_whole_file(tmp_path: Path) -> None:
+    target = tmp_path / "h.png"
+    with written_whole(target, fsync=False) as fh:
+        fh.write(b"png")
+    assert target.read_bytes() == b"png" and sorted(p.name for p in tmp_path.iterdir()) == ["h.png"]
+
+
+def test_a_temporary_file_a_killed_run_left_is_never_taken_for_an_image(tmp_path: Path) -> None:
+    """A run killed mid-write leaves ``.{name}-{hex}.tmp``; scoring the folder again reads only the
+    images, whether the folder is named or globbed."""
+    (tmp_path / "a.png").write_bytes(b"x")
+    for name in ("a.png", "heat.png", "out.jsonl"):
+        _, fd = temporary_beside(tmp_path / name)
+        os.close(fd)
+    assert list(iter_image_paths([tmp_path])) == [tmp_path / "a.png"]
+    assert list(iter_image_paths([str(tmp_path / "*")])) == [tmp_path / "a.png"]
