@@ -168,6 +168,21 @@ def test_heatmaps_are_written_under_hashed_names(tmp_path: Path, monkeypatch: py
         assert image is not None and image.shape == (8, 8, 3)
 
 
+def test_a_file_named_like_a_heatmaps_old_temporary_name_is_left_alone(tmp_path: Path) -> None:
+    """A heatmap was written to ``<name>.png.tmp`` and renamed: a file of that name in the heatmap
+    folder was truncated and became the heatmap."""
+    (path,) = write_images(tmp_path / "img", [120])
+    heat = tmp_path / "heat"
+    heat.mkdir()
+    precious = heat / (heatmap_name(str(path)) + ".tmp")
+    precious.write_bytes(b"an officer's notes")
+    score_to_file([ImageTask(str(path))], _engine(), tmp_path / "out.jsonl", heatmap_dir=heat)
+    assert precious.read_bytes() == b"an officer's notes"
+    image = cv2.imread(str(heat / heatmap_name(str(path))))
+    assert image is not None and image.shape == (8, 8, 3)
+    assert sorted(p.name for p in heat.iterdir()) == sorted([precious.name, heatmap_name(str(path))])
+
+
 def test_no_heatmap_for_error_rows(tmp_path: Path) -> None:
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
