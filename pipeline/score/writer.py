@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from datasets.errors import DatasetFormatError, InputError
+from datasets.whole_files import temporary_beside, written_whole
 from pipeline import verdict_rows
 from pipeline.score.done import Done, row_state
 from pipeline.verdicts import ImageVerdict
@@ -217,21 +218,14 @@ def _rewrite_under_todays_header(path: Path, header: list[str], reader: Iterator
     """Rewrite a CSV output with an earlier version's ``header`` under today's, from ``reader`` (its
     rows past the header), so that a resumed run can append rows of today's shape without losing the
     old ones. Complete rows are kept (columns added since are empty, i.e. ``None``); a torn last row
-    is dropped, and its image is scored again. Written to a temporary file, then renamed over."""
-    tmp = path.with_name(path.name + ".upgrade.tmp")
-    try:
-        with tmp.open("wb") as out:
-            out.write(RowWriter.csv_line(list(FIELDS)))
-            for number, cells in enumerate(_whole_rows(reader, len(header), path), start=2):
-                record = dict(zip(header, cells, strict=True))
-                verdict = verdict_rows.from_csv(record, f"{path}:{number}")
-                out.write(RowWriter.csv_line(verdict_rows.to_cells(verdict)))
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # the original is untouched: nothing is lost
-        raise
-    os.replace(tmp, path)
+    is dropped, and its image is scored again. Written whole beside it, then renamed over
+    (:func:`~datasets.whole_files.written_whole`): on an error the original is untouched."""
+    with written_whole(path) as out:
+        out.write(RowWriter.csv_line(list(FIELDS)))
+        for number, cells in enumerate(_whole_rows(reader, len(header), path), start=2):
+            record = dict(zip(header, cells, strict=True))
+            verdict = verdict_rows.from_csv(record, f"{path}:{number}")
+            out.write(RowWriter.csv_line(verdict_rows.to_cells(verdict)))
 
 
 def _whole_rows(reader: Iterator[list[str]], width: int, path: Path) -> Iterator[list[str]]:
@@ -266,15 +260,11 @@ def _parquet_to_journal(parquet: Path, journal: Path) -> None:
     """Rewrite a finished Parquet output as a journal, so that a resumed run can append to it."""
     import pyarrow.parquet as pq
 
-    tmp = journal.with_name(journal.name + ".tmp")
-    with tmp.open("wb") as fh:
+    with written_whole(journal) as fh:
         for batch in pq.ParquetFile(parquet).iter_batches(batch_size=4096):
             for record in batch.to_pylist():
                 verdict = verdict_rows.from_flat(record, str(parquet))
                 fh.write(verdict.model_dump_json().encode("utf-8") + b"\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, journal)
 
 
 def check_output(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
@@ -366,11 +356,13 @@ def open_output(
 def _drop_error_rows(path: Path, *, csv_format: bool) -> int:
     """Rewrite a complete JSONL or CSV output without its error rows; returns how many were dropped.
 
-    Streamed to a temporary file and renamed over, so a crash leaves the old file whole."""
-    tmp = path.with_name(path.name + ".retry.tmp")
+    Streamed to a temporary file (:func:`~datasets.whole_files.temporary_beside`) and renamed over,
+    so a crash leaves the old file whole; not renamed when no row was dropped (written_whole would
+    rename it regardless)."""
+    tmp, fd = temporary_beside(path)
     dropped = 0
     try:
-        with tmp.open("wb") as out:
+        with os.fdopen(fd, "wb") as out:
             if csv_format:
                 out.write(RowWriter.csv_line(list(FIELDS)))
             for row in verdict_rows.read_verdicts(path):
@@ -474,8 +466,7 @@ def finish_output(out: Path) -> None:
 
     journal = journal_path(out)
     schema = _parquet_schema()
-    tmp = out.with_name(out.name + ".tmp")
-    with pq.ParquetWriter(tmp, schema) as pw:
+    with written_whole(out) as sink, pq.ParquetWriter(sink, schema) as pw:
         chunk: dict[str, list[Any]] = {name: [] for name in FIELDS}
 
         def write_chunk() -> None:
@@ -495,9 +486,6 @@ def finish_output(out: Path) -> None:
                 if len(chunk["path"]) >= 4096:
                     write_chunk()
         write_chunk()
-    with tmp.open("rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, out)
     journal.unlink()
 
 

@@ -570,3 +570,19 @@ def test_a_linked_output_is_written_where_the_link_points(
     assert run(app, [*args, "--resume", "--retry-errors"]) == 0
     assert link.is_symlink() and (tmp_path / "archive" / f"rows{suffix}").is_file()
     assert len(list(iter_rows(link))) == 3
+
+
+def test_score_leaves_a_file_named_like_its_outputs_old_temporary_file_alone(
+    tmp_path: Path, models: tuple[Path, Path], manifest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """score --out results.parquet wrote results.parquet.tmp and renamed it onto the output: the
+    policy the run was given under that name was truncated, and became the output."""
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    policy = tmp_path / "results.parquet.tmp"
+    policy.write_bytes(default_policy_path().read_bytes())
+    out = tmp_path / "results.parquet"
+    argv = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1]), "--out", str(out)]
+    assert run(app, [*argv, "--policy", str(policy)]) == 0
+    assert policy.read_bytes() == default_policy_path().read_bytes()
+    assert len(list(iter_rows(out))) == 6
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp") and p != policy]

@@ -225,6 +225,64 @@ def test_resume_refuses_a_header_with_a_column_twice(
     assert out.read_text(encoding="utf-8") == text.getvalue() and not list(tmp_path.glob("*.tmp"))
 
 
+def _retry_errors(out: Path) -> None:
+    writer, _ = open_output(out, resume=True, overwrite=False, retry_errors=True)
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "old_temporary", "before", "then", "expected"),
+    [
+        ("out.parquet", "out.parquet.tmp", [], lambda out: _write(out, ROWS), ROWS),
+        (
+            "out.parquet",
+            "out.parquet.journal.jsonl.tmp",
+            ROWS[:2],
+            lambda out: _write(out, ROWS[2:]),  # the finished file back to a journal, to append
+            ROWS,
+        ),
+        (
+            "out.csv",
+            "out.csv.upgrade.tmp",
+            None,  # an earlier version's CSV (below), rewritten under today's header
+            lambda out: _write(out, ROWS[:1]),
+            [*ROWS[1:], ROWS[0]],
+        ),
+        ("out.jsonl", "out.jsonl.retry.tmp", ROWS, _retry_errors, [ROWS[0], ROWS[2]]),
+        (
+            "out.jsonl",
+            "out.jsonl.retry.tmp",
+            [ROWS[0], ROWS[2]],  # no error row to drop: the temporary file was removed
+            _retry_errors,
+            [ROWS[0], ROWS[2]],
+        ),
+    ],
+    ids=["parquet-output", "parquet-resumed", "csv-upgrade", "retry-errors", "retry-errors-none"],
+)
+def test_a_file_named_like_an_old_temporary_file_is_left_alone(
+    tmp_path: Path,
+    name: str,
+    old_temporary: str,
+    before: list[ImageVerdict] | None,
+    then: object,
+    expected: list[ImageVerdict],
+) -> None:
+    """Each rewrite went through a fixed name beside the output (``out.parquet.tmp``,
+    ``.upgrade.tmp``, ``.retry.tmp``, the journal's ``.tmp``): a file of that name (an audit store,
+    a policy) was truncated and renamed onto the output, or removed."""
+    out = tmp_path / name
+    if before is None:
+        _older_csv(out, ROWS[1:], ("signal_log_odds",))
+    elif before:
+        _write(out, before)
+    precious = tmp_path / old_temporary
+    precious.write_bytes(b"SQLite format 3\x00 the audit trail")
+    then(out)  # type: ignore[operator]
+    assert precious.read_bytes() == b"SQLite format 3\x00 the audit trail"
+    assert list(iter_rows(out)) == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, old_temporary])
+
+
 def test_parquet_resume_from_journal_after_a_crash(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     writer, _ = open_output(out, resume=False, overwrite=False)
