@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from datasets.errors import ExportError
+from datasets.whole_files import temporary_beside
 from models.detector import Detector
 
 __all__ = [
@@ -146,15 +147,16 @@ def _refuse_overwriting_other_json(side: Path) -> None:
         )
 
 
-def _check_destination(target: Path, tmp: Path) -> None:
-    """Refuse, before minutes of tracing, an output that is a folder or lies under a file: the
-    trace went to the temporary file beside it, left there when the last step failed."""
-    for path in (target, tmp):
-        if path.is_dir():
-            raise ExportError(
-                f"output file {str(path)!r} is a folder; name an .onnx file to write, e.g. "
-                f"{str(target / 'model.onnx')!r}"
-            )
+def _check_destination(target: Path) -> None:
+    """Refuse, before minutes of tracing, an output that is a folder or lies under a file, which
+    only the last step (the rename into place) would have found. The trace goes to a new
+    temporary file beside it (:func:`~datasets.whole_files.temporary_beside`), made before tracing
+    too, so that a folder that takes no file is also found first."""
+    if target.is_dir():
+        raise ExportError(
+            f"output file {str(target)!r} is a folder; name an .onnx file to write, e.g. "
+            f"{str(target / 'model.onnx')!r}"
+        )
     for parent in target.parents:  # the nearest one that exists must be a folder
         if parent.exists():
             if not parent.is_dir():
@@ -396,19 +398,19 @@ def export_onnx(
     checks = sample_inputs(detector) if samples is None else samples.float()
     if checks.ndim != 4 or tuple(checks.shape[1:]) != (3, s, s):
         raise ExportError(f"parity samples must have shape (N, 3, {s}, {s}); got {tuple(checks.shape)}")
-    tmp = target.with_name(target.name + ".tmp")
-    _check_destination(target, tmp)
+    _check_destination(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"cannot create the folder of {str(target)!r}: {exc.strerror or exc}") from exc
+    try:  # a new name, never a file already beside the output (a fixed x.onnx.tmp was overwritten)
+        tmp, fd = temporary_beside(target)
+    except OSError as exc:
+        raise ExportError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
+    os.close(fd)  # the exporter and ONNX Runtime open the file by its name
     detector = detector.eval()
     try:
         trace_onnx(detector, tmp, checks[:1], output_names=OUTPUT_NAMES, opset=opset)
-    except ExportError:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
         parity = check_parity(detector, tmp, checks)
         if not parity.within_tolerance():
             raise ExportError(
@@ -417,12 +419,10 @@ def export_onnx(
                 f"(<= {MAP_TOLERANCE:g}), logits {parity.type_logits:.3g} (<= {LOGIT_TOLERANCE:g})"
             )
         os.replace(tmp, target)
-    except ExportError:
-        tmp.unlink(missing_ok=True)
-        raise
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ExportError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
+    finally:  # gone once renamed; otherwise (a failure, Ctrl-C during the trace) nothing is left
+        tmp.unlink(missing_ok=True)
     digest = _sha256(target)
     side = sidecar_path(target)
     try:

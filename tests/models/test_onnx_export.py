@@ -463,7 +463,6 @@ def test_cli_samples_none_of_which_can_be_read_are_refused(
             "x.onnx",
             r"output file '.*x\.onnx' is a folder; name an \.onnx file",
         ),
-        (lambda d: (d / "x.onnx.tmp").mkdir(), "x.onnx", r"output file '.*x\.onnx\.tmp' is a folder"),
         (
             lambda d: (d / "file").touch(),
             "file/c.onnx",
@@ -475,7 +474,7 @@ def test_cli_samples_none_of_which_can_be_read_are_refused(
             r"'.*file/deeper/c\.onnx' cannot be written: '.*file' is a file, not a folder",
         ),
     ],
-    ids=["out-is-a-folder", "temporary-is-a-folder", "under-a-file", "deeper-under-a-file"],
+    ids=["out-is-a-folder", "under-a-file", "deeper-under-a-file"],
 )
 def test_an_output_that_cannot_be_a_file_is_refused_before_tracing(
     tmp_path: Path,
@@ -495,6 +494,29 @@ def test_an_output_that_cannot_be_a_file_is_refused_before_tracing(
         export_onnx(tiny_detector, tmp_path / out, card=_card())
     assert traced == []
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: p.write_bytes(b"the model the customs service runs"),
+        lambda p: (p.mkdir(), (p / "notes.txt").write_text("kept")),
+    ],
+    ids=["a-file", "a-folder"],
+)
+def test_an_export_leaves_what_has_its_old_temporary_name_alone(
+    tmp_path: Path, tiny_detector: Detector, make: object
+) -> None:
+    """The trace went to a fixed ``x.onnx.tmp``: a file of that name was overwritten and renamed
+    onto the output, and a folder of that name refused the export."""
+    old = tmp_path / "x.onnx.tmp"
+    make(old)  # type: ignore[operator]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    report = export_onnx(tiny_detector, tmp_path / "x.onnx", card=_card())
+    assert {p: p.read_bytes() for p in before} == before
+    assert report.parity.within_tolerance()
+    ort.InferenceSession(str(tmp_path / "x.onnx"), providers=["CPUExecutionProvider"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.onnx", "x.onnx.tmp"]
 
 
 def test_a_failed_final_move_leaves_no_temporary_file(
