@@ -79,7 +79,7 @@ def _in_the_way(path: Path) -> Path | None:
 
 def output_error(option: str, path: Path, exc: OSError, *, folder: bool = False) -> InputError:
     """What went wrong making or writing the output ``path`` (a ``folder`` or a file) that ``option``
-    names, in words: ``NotADirectoryError: 's_file/d.jsonl.tmp'`` said neither."""
+    names, in words: ``NotADirectoryError: 's_file/.d.jsonl-3f9c0a1b2d4e.tmp'`` said neither."""
     blocker = _in_the_way(path if folder else path.parent)
     if blocker is not None:
         made = "it" if blocker == path else "its folder"
