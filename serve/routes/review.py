@@ -73,15 +73,24 @@ _SCORE_WORDS = {
 }
 
 
-def applied_threshold(decision: Any, image_path: str) -> tuple[str, str, float] | None:
+def applied_threshold(decision: Any, image: Any) -> tuple[str, str, float] | None:
     """How the policy judged one image's score: (css class, words, the threshold it applied).
 
     The model's own thresholds on the verdict are not what decided: a policy may fix its own, and a
     trusted trader's offset moves the release cut. None when no score rule judged the image (it
     failed, or failed closed before its score was compared).
+
+    A reason names its image by name only, and decisions recorded before the service named each
+    upload of a shipment apart (``shipments.distinct_names``) may hold several pictures of one name:
+    a reason is the image's where it also judged the image's own score.
     """
     for reason in decision.reasons:
-        if reason.image == image_path and reason.rule in _SCORE_WORDS and reason.threshold is not None:
+        if (
+            reason.image == image.path
+            and reason.rule in _SCORE_WORDS
+            and reason.threshold is not None
+            and reason.score == image.score
+        ):
             css, words = _SCORE_WORDS[reason.rule]
             return css, words, float(reason.threshold)
     return None

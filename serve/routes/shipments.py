@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Form, Path, Query, Request, UploadFile
@@ -46,7 +47,7 @@ from serve.schemas import (
 from serve.scoring import Upload, batcher_for, decoded_uploads, heatmap_png, predict, refuse_repeated_fields
 from serve.storage import heatmap_key, heatmap_name
 
-__all__ = ["idempotency_key", "record_outcome", "router", "submit_shipment"]
+__all__ = ["distinct_names", "idempotency_key", "record_outcome", "router", "submit_shipment"]
 
 router = APIRouter(prefix="/v1", tags=["shipments"])
 _log = logging.getLogger("clearsight.serve")
@@ -366,6 +367,31 @@ _DECIDE_ATTEMPTS = 3
 """Decisions of one submission, when its pictures keep being decided elsewhere while it is recorded."""
 
 
+def distinct_names(uploads: list[Upload]) -> list[Upload]:
+    """The uploads, each named apart from the others of its shipment: the second and later of a file
+    name sent again are ``name (2)``, ``name (3)`` in the order sent.
+
+    A decision's reasons name the picture they judge by its name alone: three pictures sent as
+    ``scan.png`` left the audit trail and the review page unable to tell which of them was held (the
+    page showed the held one under the release threshold). The name is a label only (never a path,
+    not in the submission's key), so a client's retry is answered from its record as before."""
+    taken = {u.filename for u in uploads}
+    seen: set[str] = set()
+    named: list[Upload] = []
+    for upload in uploads:
+        name = upload.filename
+        if name in seen:
+            n = 2
+            while f"{name} ({n})" in taken:
+                n += 1
+            name = f"{name} ({n})"
+            taken.add(name)
+            upload = replace(upload, filename=name)
+        seen.add(name)
+        named.append(upload)
+    return named
+
+
 async def submit_shipment(
     services: Services,
     declaration: Declaration,
@@ -399,6 +425,7 @@ async def submit_shipment(
         first = await run_in_threadpool(services.audit.first_sent, declaration.shipment_id)
         if first is not None and not may_send(first):
             raise ShipmentTakenError(str(SentByAnother(declaration.shipment_id)))
+    uploads = distinct_names(uploads)
     hashes = [u.sha256 for u in uploads]
     key = idempotency_key(declared or declaration, hashes)
     # a retry is answered from the record: no model time, nothing stored again

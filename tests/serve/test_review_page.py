@@ -1,0 +1,85 @@
+"""The officer review page as its HTML says it (TestClient): what each card, notice and link shows."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+from serve_fakes import ADMIN_KEY, OFFICER_KEY, auth, png_bytes
+
+
+def _signed_in(client) -> None:
+    login = client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
+    assert login.status_code == 303, login.text[:300]
+
+
+def _captions(page: str) -> list[str]:
+    """Each image's caption (not the heatmap legend's), its markup gone and its spaces folded."""
+    return [
+        " ".join(html.unescape(re.sub(r"<[^>]+>", "", c)).split())
+        for c in re.findall(r'<figure class="image">.*?<figcaption>(.*?)</figcaption>', page, re.S)
+    ]
+
+
+def test_pictures_sent_under_one_file_name_are_told_apart(make_client) -> None:
+    """Three pictures sent as ``scan.png``: every score reason named 'scan.png', and the page showed
+    the held picture (0.961) under the release threshold, the first reason of that name."""
+    client = make_client()
+    declaration = json.dumps({"shipment_id": "SHP-DUP", "cargo_type": "bulk_ore"})
+    files = [("images", ("scan.png", png_bytes(v), "image/png")) for v in (10, 150, 245)]
+    sent = client.post(
+        "/v1/shipments", files=files, data={"declaration": declaration}, headers=auth(ADMIN_KEY)
+    )
+    decision = sent.json()["decision"]
+    assert decision["tier"] == "PHYSICAL_INSPECTION"
+    assert [i["path"] for i in decision["images"]] == ["scan.png", "scan.png (2)", "scan.png (3)"]
+    assert [(r["rule"], r["image"]) for r in decision["reasons"]] == [
+        ("score.clear", "scan.png"),
+        ("score.review", "scan.png (2)"),
+        ("score.hold", "scan.png (3)"),
+    ]
+    _signed_in(client)
+    captions = _captions(client.get("/review").text)
+    assert [c.split(" (model:")[0] for c in captions] == [
+        "scan.png score 0.039 < 0.500 applied",
+        "scan.png (2) score 0.588 ≥ 0.500 applied",
+        "scan.png (3) score 0.961 ≥ 0.800 applied",
+    ]
+
+
+def test_a_decision_recorded_with_pictures_of_one_name_shows_each_its_own_threshold(
+    make_client, audit_store
+) -> None:
+    """Decisions recorded before uploads were named apart keep their alike names: each picture's
+    score is judged by the reason that judged that score."""
+    from pipeline.decide import decide_shipment
+    from pipeline.policy import default_policy_path, load_policy
+    from pipeline.verdicts import Declaration, ImageVerdict
+
+    images = [
+        ImageVerdict(
+            path="scan.png",
+            sha256=f"{i:02x}" * 32,
+            cargo_type="bulk_ore",
+            score=score,
+            threshold=0.5,
+            hold_threshold=0.8,
+            model_id="bulk_ore-lite0-00000000",
+        )  # fmt: skip
+        for i, score in enumerate((0.04, 0.96))
+    ]
+    decision = decide_shipment(
+        load_policy(default_policy_path()),
+        Declaration(shipment_id="SHP-OLD", cargo_type="bulk_ore"),
+        images,
+        audit_key=b"batch-audit-secret-of-the-port",
+    )
+    audit_store.record(decision)
+    client = make_client()
+    _signed_in(client)
+    captions = _captions(client.get("/review").text)
+    assert [c.split(" (model:")[0] for c in captions] == [
+        "scan.png score 0.040 < 0.500 applied",
+        "scan.png score 0.960 ≥ 0.800 applied",
+    ]
