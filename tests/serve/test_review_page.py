@@ -83,3 +83,31 @@ def test_a_decision_recorded_with_pictures_of_one_name_shows_each_its_own_thresh
         "scan.png score 0.040 < 0.500 applied",
         "scan.png score 0.960 ≥ 0.800 applied",
     ]
+
+
+def test_a_picture_without_the_models_own_thresholds_is_shown(make_client, audit_store) -> None:
+    """A verdict row with no hold threshold (an empty cell), decided under a policy that fixes its
+    own: the template formatted None with '%.3f' and the whole queue answered 500."""
+    from pipeline.decide import decide_shipment
+    from pipeline.policy import default_policy_path, load_policy
+    from pipeline.verdicts import Declaration, ImageVerdict
+
+    image = ImageVerdict(
+        path="/archive/pack-7.png", sha256="cd" * 32, cargo_type="vacuum_pack", score=0.95,
+        threshold=0.5, hold_threshold=None, model_id="vacuum_pack-lite0-00000001",
+    )  # fmt: skip
+    decision = decide_shipment(
+        load_policy(default_policy_path()),
+        Declaration(shipment_id="SHP-PACK-7", cargo_type="vacuum_pack"),
+        [image],
+        audit_key=b"batch-audit-secret-of-the-port",
+    )
+    assert decision.tier.value != "RELEASE"
+    audit_store.record(decision)
+    client = make_client()
+    _signed_in(client)
+    for params in ({}, {"show": "all"}, {"shipment": "SHP-PACK-7"}):
+        page = client.get("/review", params=params)
+        assert page.status_code == 200, page.text[:300]
+        assert "pack-7.png score 0.950" in _captions(page.text)[0]
+        assert "≥ 0.900 applied (model: release 0.500, hold —)" in _captions(page.text)[0]
