@@ -170,13 +170,21 @@ def records_of(conn: Connection, rows: Sequence[Any]) -> list[AuditRecord]:
 
 
 def review_queue(
-    tiers: Sequence[Tier] | None, limit: int, offset: int, pending_outcome: bool | None
+    tiers: Sequence[Tier] | None,
+    limit: int,
+    offset: int,
+    pending_outcome: bool | None,
+    before: int | None = None,
 ) -> Select[Any]:
     """The query of :meth:`~pipeline.audit.store.AuditStore.list`: the latest decision per shipment,
-    newest first, a page of them."""
+    newest first, a page of them; with ``before``, only those numbered below it (the next page after
+    one whose last record was ``before``: pages by offset skipped shipments when outcomes recorded
+    meanwhile took earlier ones out of the pending queue)."""
     c = audit_records.c
     latest = select(func.max(c.seq)).where(c.kind == "decision").group_by(c.shipment_id)
     query = select(audit_records).where(c.kind == "decision", c.seq.in_(latest))
+    if before is not None:
+        query = query.where(c.seq < before)
     if tiers is not None:
         query = query.where(c.tier.in_([Tier(t).value for t in tiers]))
     if pending_outcome is not None:

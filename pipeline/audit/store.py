@@ -338,6 +338,7 @@ class AuditStore:
         limit: int = 100,
         offset: int = 0,
         pending_outcome: bool | None = None,
+        before: int | None = None,
     ) -> list[AuditRecord]:
         """Latest decision per shipment, newest first: the officers' review queue.
 
@@ -346,10 +347,15 @@ class AuditStore:
             limit: page size, 1 to 10000.
             offset: records to skip, >= 0.
             pending_outcome: True: only those without an outcome yet; False: only those with one.
+            before: only records numbered below it, >= 1 (the page after one that ended at
+                record ``before``: unlike an offset, it skips nothing when outcomes recorded since
+                took shipments out of a pending queue).
         """
         if not 1 <= limit <= 10_000 or offset < 0:
             raise InputError(f"limit={limit}, offset={offset} not accepted (limit 1 to 10000, offset >= 0)")
-        query = review_queue(tiers, limit, offset, pending_outcome)
+        if before is not None and before < 1:
+            raise InputError(f"before={before} not accepted (a record number, >= 1)")
+        query = review_queue(tiers, limit, offset, pending_outcome, before)
         with self._db.reading("listing decisions") as conn:
             return records_of(conn, conn.execute(query).all())
 

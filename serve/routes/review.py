@@ -190,7 +190,7 @@ async def review_page(
     request: Request,
     services: ServicesDep,
     show: Annotated[str, Query(pattern="^(pending|all)$")] = "pending",
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    before: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
     shipment: Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{0,128}$")] = None,
 ) -> Response:
     session = _session(request, services)
@@ -210,13 +210,15 @@ async def review_page(
         # finding after clearance, is recorded against the decision that released it
         found = await run_in_threadpool(services.audit.get, wanted)
         records = [found] if found is not None else []
-        offset = 0
+        before = None
     else:
+        # the next page is the one below the last record shown, not the next 50 past it: outcomes
+        # recorded meanwhile take shipments out of the pending queue, and an offset then skipped some
         records = await run_in_threadpool(
             lambda: services.audit.list(
                 tiers=HELD_TIERS,
                 limit=PAGE_SIZE,
-                offset=offset,
+                before=before,
                 pending_outcome=True if show == "pending" else None,
             )
         )
@@ -230,7 +232,7 @@ async def review_page(
             "csrf": csrf,
             "officer": principal.name,
             "show": show,
-            "offset": offset,
+            "before": before,
             "searched": wanted,
             "page_size": PAGE_SIZE,
             "finding_types": {r.seq: finding_types(services.predictors, r.decision) for r in records},

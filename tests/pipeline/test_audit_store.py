@@ -113,10 +113,16 @@ def test_list_is_the_review_queue(filled: str) -> None:
         assert seqs(pending_outcome=True) == [6, 4, 2]
         assert seqs(pending_outcome=False) == [3]
         assert seqs(limit=2, offset=1) == [4, 3]
+        # the page after one that ended at record 6, whatever outcomes took out of the queue since
+        assert seqs(before=6) == [4, 3, 2]
+        assert seqs(before=4, pending_outcome=True) == [2]
+        assert seqs(before=1) == []
         with pytest.raises(
             InputError, match=r"limit=0, offset=0 not accepted \(limit 1 to 10000, offset >= 0\)"
         ):
             store.list(limit=0)
+        with pytest.raises(InputError, match=r"before=0 not accepted \(a record number, >= 1\)"):
+            store.list(before=0)
 
 
 def test_outcomes_clean_corrected_and_refused(filled: str) -> None:

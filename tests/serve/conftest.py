@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,33 @@ def audit_store(tmp_path: Path) -> Iterator[AuditStore]:
     store.close()
 
 
-AppFactory = Callable[..., TestClient]
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def either_audit_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
+    """An audit store on SQLite, then on the real PostgreSQL (a uniquely named schema dropped
+    afterwards), as ``tests/pipeline`` runs the store: for pages whose queries differ by backend.
+    Give it to ``make_client(audit=...)``."""
+    if request.param == "sqlite":
+        store = AuditStore.open(f"sqlite:///{tmp_path / 'either.db'}")
+        yield store
+        store.close()
+        return
+    from sqlalchemy import create_engine, text
+
+    schema = f"cs_serve_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        store = AuditStore.open(f"{PG_URL}?options=-csearch_path%3D{schema}")
+        yield store
+        store.close()
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 @pytest.fixture

@@ -189,10 +189,10 @@ def test_review_forms_need_session_and_csrf(make_client, audit_store) -> None:
     again = client.post("/review/shipments/SHP-X/outcome", data={**form, "csrf": csrf})  # a second tab
     assert "Not recorded: shipment <strong>SHP-X</strong> changed" in again.text
     assert audit_store.get("SHP-X").outcome.found == "foreign_object"
-    beyond = client.get("/review?show=all&offset=50").text
-    assert "No more shipments past the 50 newest." in beyond and "&larr; Newer shipments" in beyond
+    beyond = client.get("/review?show=all&before=1").text
+    assert "No more shipments decided before record 1." in beyond and "&larr; Newest shipments" in beyond
     shown = client.get("/review?show=all").text
-    assert "shipments 1&ndash;1, newest first" in shown and "Newer shipments" not in shown
+    assert "1 shipment, newest first" in shown and "Newest shipments" not in shown
     assert "Outcome: <strong>foreign_object</strong> by officer:" in shown and " UTC" in shown
     assert "model bulk_ore-fake-0001" in shown
     missing = client.get("/review/files/images/" + "0" * 64)

@@ -6,6 +6,7 @@ import html
 import json
 import re
 
+import pytest
 from serve_fakes import ADMIN_KEY, OFFICER_KEY, auth, png_bytes
 
 
@@ -111,3 +112,52 @@ def test_a_picture_without_the_models_own_thresholds_is_shown(make_client, audit
         assert page.status_code == 200, page.text[:300]
         assert "pack-7.png score 0.950" in _captions(page.text)[0]
         assert "≥ 0.900 applied (model: release 0.500, hold —)" in _captions(page.text)[0]
+
+
+def _shown(page: str) -> list[str]:
+    return re.findall(r'data-shipment="([^"]+)"', page)
+
+
+def _older(page: str) -> str:
+    return html.unescape(re.search(r'<a href="([^"]+)">Older shipments', page).group(1))
+
+
+def test_paging_the_pending_queue_skips_none_while_outcomes_are_recorded(
+    make_client, either_audit_store
+) -> None:
+    """The next page was the next 50 past the first by offset: an outcome recorded meanwhile took
+    a shipment off the first page, and as many on the second moved up out of sight."""
+    from serve_fakes import batch_hold
+
+    store = either_audit_store
+    for i in range(1, 56):
+        store.record(batch_hold(f"SHP-{i:03d}"))
+    client = make_client(audit=store)
+    _signed_in(client)
+    first = client.get("/review").text
+    seen = _shown(first)
+    assert len(seen) == 50 and seen[0] == "SHP-055"
+    for shipment in seen[:5]:  # another officer, meanwhile
+        store.record_outcome(
+            shipment, found=None, officer="officer:bbbbbbbbbbbb", decision_seq=store.get(shipment).seq
+        )
+    second = client.get(_older(first)).text
+    assert _shown(second) == ["SHP-005", "SHP-004", "SHP-003", "SHP-002", "SHP-001"]
+    assert "5 shipments decided before record 6, newest first" in second
+    assert (
+        "Older shipments" not in second
+        and '<a href="/review?show=pending">&larr; Newest shipments</a>' in second
+    )
+    everything = client.get("/review", params={"show": "all"}).text
+    assert _older(everything) == "/review?show=all&before=6"
+    past = client.get("/review", params={"before": 1}).text
+    assert "No more shipments decided before record 1." in past
+
+
+@pytest.mark.parametrize("before", ["0", "-3", "x", "9223372036854775808"])
+def test_a_page_bound_that_is_no_record_number_is_refused_by_name(make_client, before: str) -> None:
+    client = make_client()
+    _signed_in(client)
+    refused = client.get("/review", params={"before": before})
+    assert refused.status_code == 422
+    assert [e["loc"] for e in refused.json()["errors"]] == ["query.before"]
