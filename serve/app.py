@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ from serve import problems
 from serve.auth import STRONG_KEY_CHARS, KeyRing, SessionSigner, parse_api_keys
 from serve.batching import MicroBatcher
 from serve.deps import Services
-from serve.lockout import FailedAttempts
+from serve.lockout import FailedAttempts, SharedFailures
 from serve.metrics import Metrics
 from serve.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from serve.pixel_budget import PixelBudget
@@ -212,7 +213,12 @@ def build_services(
         metrics=metrics,
         store=ImageStore(settings.data_dir),
         pixels=PixelBudget(settings.max_pixels_in_flight),
-        failed_keys=FailedAttempts(settings.auth_failures_per_minute),
+        # counted where every worker of this server sees them, as sessions are (data_dir/sessions)
+        failed_keys=FailedAttempts(
+            settings.auth_failures_per_minute,
+            clock=time.time,
+            failures=SharedFailures(settings.data_dir / "lockout.sqlite"),
+        ),
     )
     services.predictors = (
         dict(predictors)
@@ -265,6 +271,7 @@ def create_app(
         finally:
             for batcher in services.batchers.values():
                 batcher.close()
+            services.failed_keys.close()
             if audit is None and hasattr(services.audit, "close"):
                 services.audit.close()
 

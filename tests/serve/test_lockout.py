@@ -1,13 +1,29 @@
-"""Wrong API keys per client address: a sliding window, a wait past the limit, bounded memory."""
+"""Wrong API keys per client address: a sliding window, a wait past the limit, bounded memory,
+counted alike by every worker of one server."""
 
 from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from serve_fakes import OFFICER_KEY, auth
 
 from serve import lockout
 from serve.errors import TooManyAttemptsError
-from serve.lockout import FailedAttempts
+from serve.lockout import FailedAttempts, Failures, MemoryFailures, SharedFailures
+
+FAILURES: dict[str, Callable[[Path], Failures]] = {
+    "memory": lambda _: MemoryFailures(),
+    "shared": lambda tmp: SharedFailures(tmp / "data" / "lockout.sqlite"),
+}
+
+
+@pytest.fixture(params=sorted(FAILURES))
+def failures(request: pytest.FixtureRequest, tmp_path: Path) -> Failures:
+    """Where wrong keys are counted: in memory, and in the file the workers share."""
+    return FAILURES[request.param](tmp_path)
 
 
 class Clock:
@@ -18,9 +34,9 @@ class Clock:
         return self.now
 
 
-def test_an_address_waits_after_the_limit_until_the_window_passes() -> None:
+def test_an_address_waits_after_the_limit_until_the_window_passes(failures: Failures) -> None:
     clock = Clock()
-    attempts = FailedAttempts(3, window_s=60.0, clock=clock)
+    attempts = FailedAttempts(3, window_s=60.0, clock=clock, failures=failures)
     for step in range(3):
         attempts.check("10.0.0.7")
         attempts.failed("10.0.0.7")
@@ -36,16 +52,16 @@ def test_an_address_waits_after_the_limit_until_the_window_passes() -> None:
     attempts.check("10.0.0.7")
 
 
-def test_a_limit_of_zero_counts_nothing() -> None:
-    attempts = FailedAttempts(0)
+def test_a_limit_of_zero_counts_nothing(failures: Failures) -> None:
+    attempts = FailedAttempts(0, failures=failures)
     for _ in range(100):
         attempts.failed("a")
     attempts.check("a")
 
 
-def test_memory_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_memory_stays_bounded(monkeypatch: pytest.MonkeyPatch, failures: Failures) -> None:
     monkeypatch.setattr(lockout, "MAX_TRACKED", 5)
-    attempts = FailedAttempts(1)
+    attempts = FailedAttempts(1, failures=failures)
     for n in range(20):
         attempts.failed(f"10.0.0.{n}")
     attempts.check("10.0.0.0")  # forgotten: the longest quiet go first
@@ -70,3 +86,39 @@ def test_the_lockout_can_be_turned_off(make_client) -> None:
     for _ in range(30):
         assert client.get("/v1/models", headers=auth("wrong-key-123")).status_code == 401
     assert client.get("/v1/models", headers=auth(OFFICER_KEY)).status_code == 200
+
+
+def test_the_shared_file_forgets_wrong_keys_past_the_window(tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / "lockout.sqlite"
+    attempts = FailedAttempts(100, window_s=60.0, clock=clock, failures=SharedFailures(path))
+    for n in range(30):
+        attempts.failed(f"10.0.0.{n}")
+    clock.now += 61.0
+    attempts.failed("10.0.0.99")  # a new entry takes the old ones away
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT client FROM failures").fetchall() == [("10.0.0.99",)]
+
+
+def test_a_lockout_file_that_cannot_be_used_is_counted_in_memory(tmp_path: Path, caplog) -> None:
+    (tmp_path / "data").write_text("a file where the folder should be")
+    attempts = FailedAttempts(2, failures=SharedFailures(tmp_path / "data" / "lockout.sqlite"))
+    attempts.check("10.0.0.7")
+    attempts.failed("10.0.0.7")
+    attempts.failed("10.0.0.7")
+    with pytest.raises(TooManyAttemptsError):
+        attempts.check("10.0.0.7")
+    assert "wrong API keys are counted per worker from now on" in caplog.text
+
+
+def test_every_worker_of_a_server_counts_the_same_wrong_keys(make_client) -> None:
+    """Two apps of one server's settings stand for two uvicorn workers (each runs create_app): each
+    kept its own count in memory, so --workers N let an address try N x 20 keys a minute."""
+    workers = [make_client(auth_failures_per_minute=20, workers=2, session_secret="s" * 32) for _ in range(2)]
+    for n in range(20):
+        wrong = workers[n % 2].post("/review/login", data={"key": f"guess-{n:08d}"}, follow_redirects=False)
+        assert wrong.status_code == 401
+    for worker in workers:
+        held = worker.post("/review/login", data={"key": "guess-again-1"}, follow_redirects=False)
+        assert held.status_code == 429 and "Too many wrong keys" in held.text
+        assert worker.get("/v1/models", headers=auth("wrong-key-123")).status_code == 429
