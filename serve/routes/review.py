@@ -380,9 +380,14 @@ async def _record_from_form(
 
 
 def _back(shipment_id: str, notice: str, searched: bool) -> str:
-    """Where a posted form returns: the queue, or the shipment searched for, with the notice."""
-    found = f"&shipment={quote(shipment_id, safe='')}" if searched else ""
-    return f"/review?{notice}={quote(shipment_id)}{found}"
+    """Where a posted form returns, with the notice: the queue after an outcome recorded; otherwise,
+    or for a shipment searched for, the shipment itself. A form not recorded (``stale``: another
+    outcome or decision came first; ``relisted``) asks the officer to look at the shipment again,
+    and the queue no longer lists one whose outcome another officer recorded, nor one past its
+    first page."""
+    found = searched or notice != "recorded"
+    shown = f"&shipment={quote(shipment_id, safe='')}" if found else ""
+    return f"/review?{notice}={quote(shipment_id, safe='')}{shown}"
 
 
 @router.get("/files/{kind}/{sha256}")

@@ -161,3 +161,36 @@ def test_a_page_bound_that_is_no_record_number_is_refused_by_name(make_client, b
     refused = client.get("/review", params={"before": before})
     assert refused.status_code == 422
     assert [e["loc"] for e in refused.json()["errors"]] == ["query.before"]
+
+
+def _form(page: str, shipment: str) -> dict[str, str]:
+    card = re.search(rf'data-shipment="{re.escape(shipment)}">(.*?)</article>', page, re.S).group(1)
+    return {k: html.unescape(v) for k, v in re.findall(r'name="(\w+)" value="([^"]*)"', card)}
+
+
+@pytest.mark.parametrize(
+    ("shipment", "location"),
+    [
+        ("SHP-1", "/review?stale=SHP-1&shipment=SHP-1"),
+        ("SHP/2026/1", "/review?stale=SHP%2F2026%2F1&shipment=SHP%2F2026%2F1"),  # as a batch names one
+    ],
+)
+def test_a_form_not_recorded_comes_back_to_its_shipment(make_client, audit_store, shipment, location) -> None:
+    """A form posted twice (the back button, or two officers on one shipment) said 'Look at it again
+    below' on the pending queue, which no longer lists a shipment with an outcome: the officer saw
+    neither the shipment nor the outcome recorded."""
+    from serve_fakes import batch_hold
+
+    audit_store.record(batch_hold(shipment))
+    client = make_client()
+    _signed_in(client)
+    form = {**_form(client.get("/review").text, shipment), "found": "clean", "notes": "ok"}
+    first = client.post("/review/outcome", data=form, follow_redirects=False)
+    assert first.headers["location"].startswith("/review?recorded=")
+    again = client.post("/review/outcome", data=form, follow_redirects=False)
+    assert (again.status_code, again.headers["location"]) == (303, location)
+    landed = client.get(location).text
+    assert "Not recorded: shipment <strong>" in landed
+    assert (
+        f'data-shipment="{html.escape(shipment)}"' in landed and "Outcome: <strong>clean</strong>" in landed
+    )
