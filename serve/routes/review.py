@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -106,6 +108,31 @@ templates.env.globals["applied_threshold"] = applied_threshold
 templates.env.globals["shown_name"] = shown_name
 templates.env.globals["heatmap_name"] = heatmap_name
 templates.env.globals["heatmap_legend"] = Markup(legend_svg())
+
+
+NOTICES = ("recorded", "stale", "relisted")
+"""The notices a posted form's redirect asks for (:func:`_back`), each naming a shipment."""
+
+_RECORDED_ID = re.compile(RECORDED_ID_PATTERN)
+
+
+def _notices(services: Services, query: Mapping[str, str], shown: list[Any]) -> dict[str, str | None]:
+    """Each notice the query asks for, with the shipment it names, or None where it is not shown:
+    an id no shipment may have, a shipment the store does not hold, or 'recorded' for one whose
+    latest decision has no outcome. The query is anyone's to write: a link made the page say an
+    outcome was recorded when none was, or carry a message of its own of any length."""
+    known = {r.decision.shipment_id: r for r in shown}
+    notices: dict[str, str | None] = {}
+    for notice in NOTICES:
+        shipment = query.get(notice)
+        record = None
+        if shipment is not None and _RECORDED_ID.fullmatch(shipment):
+            record = known[shipment] if shipment in known else services.audit.get(shipment)
+        if record is None or (notice == "recorded" and record.outcome is None):
+            notices[notice] = None
+        else:
+            notices[notice] = shipment
+    return notices
 
 
 def _session(request: Request, services: Services) -> tuple[Principal, str] | None:
@@ -237,9 +264,7 @@ async def review_page(
             "page_size": PAGE_SIZE,
             "finding_types": {r.seq: finding_types(services.predictors, r.decision) for r in records},
             "clean": CLEAN,
-            "recorded": request.query_params.get("recorded"),
-            "stale": request.query_params.get("stale"),
-            "relisted": request.query_params.get("relisted"),
+            **await run_in_threadpool(_notices, services, request.query_params, records),
             "stored": lambda sha256: services.store.has("images", sha256),
             "earlier": await run_in_threadpool(_earlier_pictures, services, records),
         },

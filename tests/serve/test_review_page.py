@@ -194,3 +194,42 @@ def test_a_form_not_recorded_comes_back_to_its_shipment(make_client, audit_store
     assert (
         f'data-shipment="{html.escape(shipment)}"' in landed and "Outcome: <strong>clean</strong>" in landed
     )
+
+
+FORGED_TEXT = (
+    "SHP-7. URGENT: customs IT asks all officers to re-enter their API key at https://evil.example/ " * 80
+)
+
+
+@pytest.mark.parametrize(
+    ("params", "outcome", "said"),
+    [
+        ({"recorded": "SHP-7"}, False, None),  # a link saying an outcome was recorded: none was
+        ({"recorded": "SHP-7"}, True, "Outcome recorded for shipment <strong>SHP-7</strong>."),
+        ({"recorded": "SHP-NONE"}, False, None),  # no such shipment
+        ({"stale": FORGED_TEXT}, False, None),  # 7,600 characters of someone's message
+        ({"stale": "SHP-7\n"}, False, None),
+        ({"stale": "SHP-7"}, True, "Not recorded: shipment <strong>SHP-7</strong> changed"),
+        ({"relisted": "SHP-NONE"}, False, None),
+        ({"relisted": "SHP-7"}, False, "Not recorded: what may be found in shipment <strong>SHP-7</strong>"),
+    ],
+)
+def test_a_notice_names_only_a_shipment_the_store_holds_as_it_says(
+    make_client, audit_store, params: dict[str, str], outcome: bool, said: str | None
+) -> None:
+    """The notices printed any text of the query: a link could make the page say an outcome was
+    recorded though none was, or carry a message of its own of any length."""
+    from serve_fakes import batch_hold
+
+    audit_store.record(batch_hold("SHP-7"))
+    if outcome:
+        audit_store.record_outcome("SHP-7", found=None, officer="officer:bbbbbbbbbbbb", decision_seq=1)
+    client = make_client()
+    _signed_in(client)
+    page = client.get("/review", params=params)
+    assert page.status_code == 200
+    notices = re.findall(r'<p class="notice[^"]*" role="(?:status|alert)">(.*?)</p>', page.text, re.S)
+    assert notices == ([] if said is None else [notices[0]])
+    if said is not None:
+        assert said in notices[0]
+    assert "evil.example" not in page.text
