@@ -26,7 +26,7 @@ from serve.metrics import Metrics
 from serve.problems import PROBLEM_BASE, PROBLEM_JSON, problem_for, problem_headers
 from serve.settings import ServeSettings
 
-__all__ = ["BodyLimitMiddleware", "RequestContextMiddleware"]
+__all__ = ["REVIEW_PAGE_CSP", "BodyLimitMiddleware", "RequestContextMiddleware"]
 
 access_log = logging.getLogger("clearsight.serve.access")
 error_log = logging.getLogger("clearsight.serve.error")
@@ -63,12 +63,20 @@ async def _send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
+REVIEW_PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+"""What a review page may load: its own script, stylesheet and images (the stored pictures and
+heatmaps), nothing inline and nothing from elsewhere, so that text slipped into a page (a
+declaration, a note) runs nothing even if escaping ever failed."""
+
 # The review pages hold declarations, findings and a CSRF token: never cached (a shared machine's
 # back button), never framed (clickjacking the outcome form), forms posted only back here.
 _REVIEW_PAGE_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-frame-options", b"DENY"),
-    (b"content-security-policy", b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+    (b"content-security-policy", REVIEW_PAGE_CSP.encode()),
 ]
 
 

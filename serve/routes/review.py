@@ -107,7 +107,9 @@ templates.env.globals["model_evidence"] = model_evidence
 templates.env.globals["applied_threshold"] = applied_threshold
 templates.env.globals["shown_name"] = shown_name
 templates.env.globals["heatmap_name"] = heatmap_name
-templates.env.globals["heatmap_legend"] = Markup(legend_svg())
+# its inline size moves to review.css (svg.heatmap-legend): the page's Content-Security-Policy
+# applies no style attribute
+templates.env.globals["heatmap_legend"] = Markup(re.sub(r'\sstyle="[^"]*"', "", legend_svg(), count=1))
 
 
 NOTICES = ("recorded", "stale", "relisted")

@@ -106,6 +106,45 @@ def test_officer_reviews_a_held_shipment(live_server, audit_store, chromium) -> 
     assert audit_store.verify().ok
 
 
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_review_page_works_within_its_content_security_policy(live_server, chromium) -> None:
+    """The policy allows the page's own script, stylesheet and images, nothing inline: the page must
+    break none of it (the heatmap legend came with a style attribute)."""
+    from playwright.sync_api import expect
+
+    server = live_server()
+    assert _submit(server.url, "SHP-CSP-1", [60, 235])["tier"] == "PHYSICAL_INSPECTION"
+    page = chromium.new_page(viewport={"width": 1366, "height": 900})
+    errors: list[str] = []
+    asked: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    # injected by the browser's debugging protocol, outside the page's policy
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e => (window.violations ||= [])"
+        ".push(e.violatedDirective + ' ' + e.blockedURI))"
+    )
+    page.goto(f"{server.url}/review")
+    page.fill("#key", OFFICER_KEY)
+    page.click("#login-form button")
+    card = page.locator("#shipment-SHP-CSP-1")
+    expect(card).to_have_count(1)
+    for img in card.locator("img").all():  # the pictures and heatmaps, from this server
+        img.evaluate(
+            "img => img.complete || new Promise(done => ['load', 'error'].forEach("
+            "e => img.addEventListener(e, done, {once: true})))"
+        )
+        assert img.evaluate("img => img.naturalWidth") == 96
+    legend = page.locator("svg.heatmap-legend")
+    assert legend.evaluate("svg => getComputedStyle(svg).width") == "420px"  # review.css applied
+    card.locator("select[name=found]").select_option("clean")
+    card.locator("button[type=submit]").click()  # review.js asks first, and is told no
+    assert asked == ["Record this held shipment as clean?"]
+    assert page.evaluate("window.violations || []") == []
+    assert [e for e in errors if "Content Security Policy" in e] == []
+
+
 def _real_photo(name: str) -> np.ndarray:
     photo = cv2.imread(str(ROOT / "tests" / "fixtures" / "real_ore" / "full_ore" / name))
     return (cv2.resize(photo, (192, 128), interpolation=cv2.INTER_AREA) // 3).astype(np.uint8)

@@ -233,3 +233,31 @@ def test_a_notice_names_only_a_shipment_the_store_holds_as_it_says(
     if said is not None:
         assert said in notices[0]
     assert "evil.example" not in page.text
+
+
+def test_a_review_page_runs_only_its_own_script_and_stylesheet(make_client) -> None:
+    """Its Content-Security-Policy named frames, base and forms only: any script or style that ever
+    got into a page would have run. Nothing on the page is inline, so the policy allows none."""
+    client = make_client()
+    declaration = json.dumps({"shipment_id": "SHP-CSP", "cargo_type": "bulk_ore"})
+    files = [("images", ("hot.png", png_bytes(245), "image/png"))]
+    client.post("/v1/shipments", files=files, data={"declaration": declaration}, headers=auth(ADMIN_KEY))
+    login_page = client.get("/review")
+    _signed_in(client)
+    page = client.get("/review")
+    for response in (login_page, page):
+        policy = dict(
+            part.strip().split(" ", 1) for part in response.headers["content-security-policy"].split(";")
+        )
+        assert policy == {
+            "default-src": "'none'",
+            "script-src": "'self'",
+            "style-src": "'self'",
+            "img-src": "'self'",
+            "frame-ancestors": "'none'",
+            "base-uri": "'none'",
+            "form-action": "'self'",
+        }
+    assert 'class="heatmap-legend"' in page.text and 'class="heatmap"' in page.text
+    assert re.findall(r"<script[^>]*>", page.text) == ['<script src="/static/review.js" defer>']
+    assert re.findall(r"<style|\sstyle=|\son[a-z]+=|javascript:", page.text) == []
