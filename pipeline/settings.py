@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from datasets.errors import InputError
 from pipeline.audit.image_indexes import MAX_NEAR_COPY_BITS
+from pipeline.audit.seal import SealKey
 
 __all__ = [
     "DEVELOPMENT_AUDIT_SECRET",
@@ -23,6 +24,7 @@ __all__ = [
     "RuntimeName",
     "Settings",
     "audit_key",
+    "audit_seal_key",
     "decode_limits",
     "weak_audit_secret",
 ]
@@ -73,7 +75,9 @@ class Settings(BaseSettings):
     )
     audit_secret: SecretStr = Field(
         default=SecretStr(DEVELOPMENT_AUDIT_SECRET),
-        description="Key of the HMAC that picks random compliance audits. Set a real secret in production.",
+        description="Key of the HMAC that picks random compliance audits, and from which the key that "
+        "seals audit records is derived. Set a real secret in production, and keep it: records sealed "
+        "under another fail verification.",
     )
     max_image_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Largest image file accepted.")
     max_image_pixels: int = Field(
@@ -113,6 +117,13 @@ def weak_audit_secret(settings: Settings) -> bool:
     """The public development default, or a secret shorter than :data:`MIN_AUDIT_SECRET_CHARS`."""
     secret = settings.audit_secret.get_secret_value()
     return secret == DEVELOPMENT_AUDIT_SECRET or len(secret) < MIN_AUDIT_SECRET_CHARS
+
+
+def audit_seal_key(settings: Settings) -> SealKey:
+    """The key that seals audit records and checks their seals, derived from ``audit_secret`` under
+    its own label (:meth:`~pipeline.audit.seal.SealKey.derive`), so that it is never the key of the
+    random-audit draws; ``weak`` where the secret is (:func:`weak_audit_secret`): anyone could seal."""
+    return SealKey.derive(settings.audit_secret.get_secret_value(), weak=weak_audit_secret(settings))
 
 
 def audit_key(settings: Settings, *, recording: bool) -> tuple[bytes, str | None]:

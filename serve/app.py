@@ -80,8 +80,9 @@ def _load_register(settings: ServeSettings, policy: Any) -> Any:
 
 def _open_audit(settings: ServeSettings) -> Any:
     from pipeline.audit import AuditStore
+    from pipeline.settings import audit_seal_key
 
-    return AuditStore.open(settings.audit_db)
+    return AuditStore.open(settings.audit_db, seal_key=audit_seal_key(settings))
 
 
 def preflight(settings: ServeSettings) -> dict[str, Predictor]:

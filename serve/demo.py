@@ -58,7 +58,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _http_round_trip(console: Console, out: Path, models: list[Path], audit_url: str) -> dict[str, Any]:
+def _http_round_trip(
+    console: Console, out: Path, models: list[Path], audit_url: str, run_settings: Settings
+) -> dict[str, Any]:
     """Start the real service on 127.0.0.1, submit one shipment, read it back, stop the service."""
     import httpx
     import uvicorn
@@ -88,8 +90,11 @@ def _http_round_trip(console: Console, out: Path, models: list[Path], audit_url:
         data_dir=out / "serve",
         port=port,
         api_keys=f"submitter:{submitter},officer:{officer}",
-        # random audits of this one HTTP submission: a key of the run's own, not the public default
-        audit_secret=secrets.token_urlsafe(32),
+        # the run's audit secret, which the steps before recorded under: the service seals its record
+        # with the key derived from it, and the last step checks every seal with that key. A trial
+        # serves under the public one as a trial (its random audits and seals are no secret)
+        audit_secret=run_settings.audit_secret,
+        **({"insecure_dev": True} if weak_audit_secret(run_settings) else {}),
     )
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
@@ -228,7 +233,7 @@ def demo(
             "CLEARSIGHT_AUDIT_SECRET for decisions that count.[/dim]"
         )
     with _development_secret_allowed(trial):
-        _run_steps(console, out=out, size=size, seed=seed, train_good=train_good)
+        _run_steps(console, settings, out=out, size=size, seed=seed, train_good=train_good)
 
 
 @contextlib.contextmanager
@@ -252,7 +257,9 @@ def _development_secret_allowed(allowed: bool) -> Iterator[None]:
 _ALLOW = "CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET"
 
 
-def _run_steps(console: Console, *, out: Path, size: int, seed: int, train_good: int) -> None:
+def _run_steps(
+    console: Console, settings: Settings, *, out: Path, size: int, seed: int, train_good: int
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     audit_url = f"sqlite:///{out / 'audit.db'}"
@@ -342,7 +349,7 @@ def _run_steps(console: Console, *, out: Path, size: int, seed: int, train_good:
         ],
     )
     console.rule(f"[bold]Step 8/{total}: one real HTTP round trip")
-    http_decision = _http_round_trip(console, out, models, audit_url)
+    http_decision = _http_round_trip(console, out, models, audit_url, settings)
     console.print(
         f"Service answered: {http_decision.get('tier')} "
         f"with {len(http_decision.get('reasons', []))} reason(s)"

@@ -2,7 +2,8 @@
 
 ``AuditStore.open(url)`` works on SQLite (``sqlite:///FILE``, the default) and PostgreSQL
 (``postgresql+psycopg://...``); ``store.verify()`` names the first altered, deleted, inserted or
-reordered record.
+reordered record, and given the server's :class:`SealKey` (``AuditStore.open(url, seal_key=...)``)
+seals every record it appends and names the first whose seal is missing or wrong.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pipeline.audit.chain import GENESIS_HASH, canonical_json, chain_hash
 from pipeline.audit.records import AuditRecord, OutcomeRecord, VerifyReport
 from pipeline.audit.schema import SCHEMA_VERSION
+from pipeline.audit.seal import SealKey
 from pipeline.audit.store import AuditStore
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "AuditRecord",
     "AuditStore",
     "OutcomeRecord",
+    "SealKey",
     "VerifyReport",
     "canonical_json",
     "chain_hash",

@@ -11,6 +11,10 @@ from the store before the export, or cut off on the way to the auditor) would ve
 is no signature: whoever rewrites the file can rewrite it too, which only a head published elsewhere
 (``--expect``) catches. Files exported before the head line are still read; their tail cannot be
 checked, and the report says so.
+
+A record sealed in the store (:mod:`pipeline.audit.seal`) carries its ``seal`` in the file too, and
+:func:`verify_chain_file` given the seal key checks them by the store's rules; a record without one
+(an unsealed record, or any record of an export made before seals) is read as unsealed.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any, NamedTuple
 from datasets.errors import AuditError, InputError
 from pipeline.audit.chain import GENESIS_HASH, chain_hash
 from pipeline.audit.export import replaced_whole
+from pipeline.audit.seal import SealCheck, SealKey, seals_unchecked
 
 __all__ = ["ChainFileReport", "verify_chain_file", "write_chain_file"]
 
@@ -35,6 +40,9 @@ class ChainFileReport(NamedTuple):
     head_seq: int
     head_hash: str
     tail_checked: bool = True
+    seals: str = ""
+    """What the seals prove (:meth:`~pipeline.audit.seal.SealCheck.summary`), or that they were not
+    checked (no key)."""
 
 
 def write_chain_file(rows: Iterable[Any], path: Path, *, head: tuple[int, str]) -> int:
@@ -59,6 +67,9 @@ def write_chain_file(rows: Iterable[Any], path: Path, *, head: tuple[int, str]) 
                     "record_hash": row.record_hash,
                     "content": row.content,
                 }
+                seal = getattr(row, "seal", None)  # rows of a store with the seal column
+                if seal is not None:
+                    line["seal"] = seal
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
                 count += 1
     except OSError as exc:
@@ -67,21 +78,27 @@ def write_chain_file(rows: Iterable[Any], path: Path, *, head: tuple[int, str]) 
     return count
 
 
-def verify_chain_file(path: Path, *, expect: Mapping[int, str] | None = None) -> ChainFileReport:
+def verify_chain_file(
+    path: Path, *, expect: Mapping[int, str] | None = None, seal_key: SealKey | None = None
+) -> ChainFileReport:
     """Recompute every link of an exported chain.
 
     Args:
         path: the exported chain.
         expect: record number -> hash published earlier: the file must hold each, unchanged.
+        seal_key: check each record's seal, as ``clearsight audit verify`` does in the store (None:
+            the seals are not checked).
 
     Raises:
         InputError: the file cannot be read.
         AuditError: naming the first line that is not JSON, skips a number, does not link to the
             record before it, or whose content does not give its hash; a file that does not end at
-            the head its first line names; or a published record the file lacks or holds with
-            another hash.
+            the head its first line names; a published record the file lacks or holds with
+            another hash; or, with ``seal_key``, a record whose seal does not match, or that carries
+            none after a sealed one.
     """
     expect = dict(expect or {})
+    seals = None if seal_key is None else SealCheck(seal_key)
     previous, seq = GENESIS_HASH, 0
     head: tuple[int, str] | None = None
     try:
@@ -121,6 +138,9 @@ def verify_chain_file(path: Path, *, expect: Mapping[int, str] | None = None) ->
                     )
                 if got_seq in expect and expect.pop(got_seq) != digest:
                     raise AuditError(f"{where}: record {got_seq} has hash {digest}, not the one published")
+                forged = None if seals is None else seals.check(got_seq, digest, line.get("seal"))
+                if forged is not None:
+                    raise AuditError(f"{where}: {forged}")
                 previous, seq = digest, got_seq
     except OSError as exc:
         raise InputError(f"cannot read the chain file {path} ({exc.strerror or exc})") from exc
@@ -131,8 +151,9 @@ def verify_chain_file(path: Path, *, expect: Mapping[int, str] | None = None) ->
         ) from exc
     if expect:
         raise AuditError(f"{path}: ends at record {seq}, before the published record {min(expect)}")
+    said = seals_unchecked() if seals is None else seals.summary(seq)
     if head is None:
-        return ChainFileReport(seq, seq, previous, tail_checked=False)
+        return ChainFileReport(seq, seq, previous, tail_checked=False, seals=said)
     if seq < head[0]:
         raise AuditError(
             f"{path}: ends at record {seq}, but its head line says the chain ends at record {head[0]}: "
@@ -143,7 +164,7 @@ def verify_chain_file(path: Path, *, expect: Mapping[int, str] | None = None) ->
             f"{path}: ends at record {seq} with hash {previous}, but its head line says record "
             f"{head[0]} with hash {head[1]}"
         )
-    return ChainFileReport(seq, seq, previous)
+    return ChainFileReport(seq, seq, previous, seals=said)
 
 
 def _head(line: dict[str, Any], where: str, *, first: bool) -> tuple[int, str]:

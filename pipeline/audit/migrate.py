@@ -27,12 +27,13 @@ from pipeline.audit.schema import (
     metadata,
     schema_info,
 )
+from pipeline.audit.seal import add_seal_column, has_seal_column
 
 __all__ = ["Schema"]
 
 # Arbitrary constant: the advisory lock that serialises schema creation on PostgreSQL.
 _PG_CREATE_LOCK = 0x636C656172
-_UPGRADABLE = (1, 2, 3)  # the schema versions this one upgrades from (schema.SCHEMA_VERSION)
+_UPGRADABLE = (1, 2, 3, 4)  # the schema versions this one upgrades from (schema.SCHEMA_VERSION)
 
 
 def _check_postgres(version: tuple[Any, ...] | None, url: str) -> None:
@@ -51,6 +52,7 @@ class Schema:
         self.url = url
         self.not_upgraded: str | None = None  # why an older store may be read but not written
         self.no_decisions: str | None = None  # why decisions may not be recorded yet (outcomes may)
+        self.sealed = False  # the records table has its seal column (version 5): appends seal
 
     def open(self, conn: Connection, *, create: bool) -> None:
         """Check the store's schema version and tables; with ``create``, make the schema where there
@@ -91,10 +93,13 @@ class Schema:
                     f"audit store {self.url} is at schema version 3: decisions of this Clearsight are "
                     f"recorded once a writer has upgraded it to {SCHEMA_VERSION} (open it to record)"
                 )
+            elif version == 4 and not create:
+                pass  # read as it is, unsealed, for the reason of 3: the seal column waits for a writer
             elif version != SCHEMA_VERSION:
                 self._upgrade(conn, version, create=create)
             elif create:
                 self._mend_likeness(conn)
+            self._check_sealed(conn, version)
             return
         if not create:
             raise AuditError(
@@ -102,7 +107,9 @@ class Schema:
                 "was ever recorded in it"
             )
         metadata.create_all(conn)
+        add_seal_column(conn)
         index_metadata.create_all(conn)
+        self.sealed = True
         conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION, created_at=created_at_now()))
         conn.execute(audit_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
 
@@ -117,12 +124,27 @@ class Schema:
             image_likeness.drop(conn)
             rebuild(conn)
 
+    def _check_sealed(self, conn: Connection, version: int) -> None:
+        """Whether appends seal: the store has its seal column, at version 5 or just upgraded to it
+        (a store at 4 read as it is has none). A store at 5 without the column lost it, and every
+        record would read as never sealed.
+
+        Raises:
+            AuditError: version 5 and no seal column.
+        """
+        self.sealed = has_seal_column(conn)
+        if version == SCHEMA_VERSION and not self.sealed:
+            raise AuditError(
+                f"audit store {self.url}: schema version {version} but column audit_records.seal is "
+                "missing (dropped: the seals of its records are gone)"
+            )
+
     def _upgrade(self, conn: Connection, version: int, *, create: bool) -> None:
         """Version 1: the image indexes, made from the chain; 2: the likeness index; 3: only the
-        version, so that an older Clearsight refuses the decisions this one writes. A role that may
-        not create tables (an auditor's, a read-only replica) reads the store as it is, and writing
-        to it is refused until it is upgraded; a writer (``create``) is refused at once, not at its
-        first record."""
+        version, so that an older Clearsight refuses the decisions this one writes; from each, and
+        from 4, the seal column. A role that may not create tables (an auditor's, a read-only
+        replica) reads the store as it is, and writing to it is refused until it is upgraded; a
+        writer (``create``) is refused at once, not at its first record."""
         try:
             with conn.begin_nested():
                 if version == 1:
@@ -131,6 +153,7 @@ class Schema:
                     image_likeness.create(conn, checkfirst=True)
                 else:
                     self._mend_likeness(conn)
+                add_seal_column(conn)  # every older store: its records stay unsealed
                 conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=SCHEMA_VERSION))
         except DBAPIError as exc:
             if not read_only(exc):

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Select, exists, func, or_, select
+from sqlalchemy import Connection, Select, Table, exists, func, or_, select
 
 from datasets.errors import AuditError
 from pipeline.audit.chain import GENESIS_HASH
@@ -193,15 +193,13 @@ def review_queue(
     return query.order_by(c.seq.desc()).limit(limit).offset(offset)
 
 
-def rows_after(conn: Connection, after: int, page: int, *where: Any) -> list[Any]:
-    """A page of record rows numbered after ``after``, in chain order."""
+def rows_after(
+    conn: Connection, after: int, page: int, *where: Any, table: Table = audit_records
+) -> list[Any]:
+    """A page of record rows numbered after ``after``, in chain order (``table``: ``sealed_records``
+    for their seals too; ``where`` on its columns)."""
     return list(
-        conn.execute(
-            select(audit_records)
-            .where(audit_records.c.seq > after, *where)
-            .order_by(audit_records.c.seq)
-            .limit(page)
-        ).all()
+        conn.execute(select(table).where(table.c.seq > after, *where).order_by(table.c.seq).limit(page)).all()
     )
 
 

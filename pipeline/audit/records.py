@@ -10,7 +10,7 @@ from pipeline.verdicts import ShipmentDecision
 
 __all__ = ["AuditRecord", "OutcomeRecord", "Problem", "VerifyReport"]
 
-Problem = Literal["altered", "deleted", "inserted", "reordered"]
+Problem = Literal["altered", "deleted", "inserted", "reordered", "forged"]
 
 
 class OutcomeRecord(BaseModel):
@@ -47,8 +47,9 @@ class VerifyReport(BaseModel):
     """Result of re-computing the chain.
 
     ``first_bad`` is the sequence number of the first record found altered, deleted (the missing
-    number), inserted or reordered; ``head_seq``/``head_hash`` are the chain's recorded head, worth
-    copying somewhere else: a chain rewritten from scratch can only be caught against an outside copy.
+    number), inserted, reordered or forged (its seal missing or wrong); ``head_seq``/``head_hash``
+    are the chain's recorded head, worth copying somewhere else: a chain cut back to an earlier head
+    can only be caught against an outside copy (its seals still match).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -60,3 +61,6 @@ class VerifyReport(BaseModel):
     message: str
     head_seq: int = 0
     head_hash: str = ""
+    seals: str = ""
+    """What the records' seals prove, as far as the walk went: not checked (no key), how many were
+    sealed and how many came before sealing, or that the key is public (:mod:`pipeline.audit.seal`)."""

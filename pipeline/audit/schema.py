@@ -10,6 +10,12 @@
 Columns next to ``content`` (kind, shipment id, tier, ...) are copies kept for queries; verification
 checks them against the hashed content, so editing one is caught like editing the content.
 
+Since version 5 each record may carry a ``seal``, an HMAC of its hash under a key only the server
+holds (:mod:`pipeline.audit.seal`). The column is added to ``audit_records`` by
+:func:`~pipeline.audit.seal.add_seal_column`, and is read and written through
+:data:`sealed_records` only: :data:`audit_records` leaves it out, so that every read works alike on
+a store of version 4 that a reader did not upgrade.
+
 Beside the chain, and not part of its evidence, two indexes built from it::
 
     audit_image_index     which shipments each image (by content hash) was decided in: a picture sent
@@ -20,7 +26,8 @@ Beside the chain, and not part of its evidence, two indexes built from it::
                           lookup brings the turns, the index is unchanged)
 
 A store at version 1 is upgraded by making both again from its chain; at 2, by an empty likeness
-index (its decisions hold no perceptual hash); at 3, by its version alone.
+index (its decisions hold no perceptual hash); at 3, by its version alone; from each, and at 4, by
+the seal column (the records it holds stay unsealed).
 """
 
 from __future__ import annotations
@@ -38,9 +45,10 @@ __all__ = [
     "index_metadata",
     "metadata",
     "schema_info",
+    "sealed_records",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bump on any change to the tables or the hashed content layout. 2: the image index, and decisions
 that may say where their pictures were seen before (``seen_in``) and who sent them (``submitted_by``).
 3: the likeness index, and images that may carry a perceptual hash (``phash``) and the shipments that
@@ -49,7 +57,10 @@ hold a near-copy (``similar_in``). 4: images that may say how they are a near-co
 opened by a role that may create tables, and read as it is by one that may not; a store at 3 only
 when opened to record (``create``), so that reading it with a newer Clearsight locks no older one
 out. An older Clearsight refuses a newer store by its version (a decision of 4 does not parse under
-3)."""
+3). 5: the ``seal`` column of ``audit_records`` (records may carry a keyed seal); a store at 4
+is upgraded, like one at 3, only when opened to record, and read as it is (no seals) otherwise. An
+older Clearsight must not write to a store at 5: its records would carry no seal after sealed ones,
+which verification refuses as forged."""
 
 metadata = MetaData()
 
@@ -84,6 +95,17 @@ audit_records = Table(
     Column("prev_hash", String(64), nullable=False, unique=True),
     Column("record_hash", String(64), nullable=False, unique=True),
 )
+
+sealed_metadata = MetaData()  # never created from: the seal column is added (seal.add_seal_column)
+
+sealed_records = Table(
+    "audit_records",
+    sealed_metadata,
+    *(Column(column.name, column.type, primary_key=column.primary_key) for column in audit_records.columns),
+    Column("seal", String(64), nullable=True),  # HMAC-SHA256(K, record_hash), hex; NULL: unsealed
+)
+"""``audit_records`` with its ``seal`` column (version 5): what appends with a key, verification and
+the chain export use where the store has the column."""
 
 index_metadata = MetaData()
 

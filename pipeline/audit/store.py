@@ -51,7 +51,8 @@ from pipeline.audit.reading import (
     rows_after,
 )
 from pipeline.audit.records import AuditRecord, OutcomeRecord, VerifyReport
-from pipeline.audit.schema import audit_head, audit_records
+from pipeline.audit.schema import audit_head, audit_records, sealed_records
+from pipeline.audit.seal import SealCheck, SealKey
 from pipeline.audit.verify import verify_chain
 from pipeline.audit.writing import (
     ImagesSeenSince,
@@ -74,8 +75,11 @@ class AuditStore:
     in-memory store's calls take turns on its one) and to use from several processes at once.
     """
 
-    def __init__(self, engine: Engine, *, shown_url: str, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, engine: Engine, *, shown_url: str, busy_timeout_s: float = 30.0, seal_key: SealKey | None = None
+    ) -> None:
         self._db = Database(engine, shown_url=shown_url, busy_timeout_s=busy_timeout_s)
+        self._seal_key = seal_key  # records appended are sealed with it, and verify checks the seals
         self.url = shown_url
         """The store's URL with any password hidden."""
         self._schema = Schema(shown_url)  # what opening found; why writing may wait for an upgrade
@@ -92,7 +96,9 @@ class AuditStore:
         parsed_url(url)
 
     @classmethod
-    def open(cls, url: str, *, create: bool = True, busy_timeout_s: float = 30.0) -> AuditStore:
+    def open(
+        cls, url: str, *, create: bool = True, busy_timeout_s: float = 30.0, seal_key: SealKey | None = None
+    ) -> AuditStore:
         """Open (and with ``create``, initialise) the store at a SQLAlchemy URL.
 
         Args:
@@ -100,6 +106,9 @@ class AuditStore:
                 store is opened to read, and takes no write lock to open.
             busy_timeout_s: the longest one call waits for a lock another writer holds, all its
                 tries together, before it fails with :class:`AuditError`.
+            seal_key: the server's seal key (:mod:`pipeline.audit.seal`, from its ``audit_secret``):
+                every record appended is sealed with it, and :meth:`verify` checks the seals. None:
+                records are appended unsealed, and verify says the seals were not checked.
 
         Raises:
             SchemaVersionError: the database was created by another schema version.
@@ -109,7 +118,7 @@ class AuditStore:
             refuse_missing_sqlite_file(url)  # connecting would create an empty file
         engine = build_engine(url, busy_timeout_s, create=create)
         shown = engine.url.render_as_string(hide_password=True)
-        store = cls(engine, shown_url=shown, busy_timeout_s=busy_timeout_s)
+        store = cls(engine, shown_url=shown, busy_timeout_s=busy_timeout_s, seal_key=seal_key)
         try:
             store._db.retry("open", lambda conn: store._schema.open(conn, create=create), write=create)
         except BaseException:
@@ -192,6 +201,7 @@ class AuditStore:
                 images_seen_as_of=images_seen_as_of,
                 near_copy_bits=near_copy_bits,
                 may_send=may_send,
+                seal_key=self._sealing(),
             )
 
         return self._db.retry(f"recording shipment {decision.shipment_id!r}", work)
@@ -227,6 +237,10 @@ class AuditStore:
                 conn, images, other_than, near_copy_bits=near_copy_bits, most=most, unnamed=unnamed
             )
         return Lookup(found, as_of, unnamed)
+
+    def _sealing(self) -> SealKey | None:
+        """The key appends seal with: none on a store at version 4 read as it is (no seal column)."""
+        return self._seal_key if self._schema.sealed else None
 
     def _check_writable(self) -> None:
         if self._schema.not_upgraded is not None:
@@ -276,6 +290,7 @@ class AuditStore:
                 decision_seq=decision_seq,
                 amend=amend,
                 url=self.url,
+                seal_key=self._sealing(),
             )
 
         return self._db.retry(f"recording the outcome of shipment {shipment_id!r}", work)
@@ -374,12 +389,13 @@ class AuditStore:
     def iter_chain(self, *, page: int = 500, upto: int | None = None) -> Iterator[Any]:
         """Every record, decisions and outcomes, in chain order (rows with ``seq``, ``prev_hash``,
         ``record_hash`` and ``content``, the hashed text), a page at a time; with ``upto``, those
-        numbered up to it."""
-        where = () if upto is None else (audit_records.c.seq <= upto,)
+        numbered up to it. Rows of a store with the seal column carry ``seal`` too (None: unsealed)."""
+        table = sealed_records if self._schema.sealed else audit_records
+        where = () if upto is None else (table.c.seq <= upto,)
         after = 0
         while True:
             with self._db.reading("reading the chain") as conn:
-                rows = rows_after(conn, after, page, *where)
+                rows = rows_after(conn, after, page, *where, table=table)
             yield from rows
             if len(rows) < page:
                 return
@@ -416,9 +432,11 @@ class AuditStore:
         return write_chain_file(rows, Path(path), head=(head.seq, head.record_hash))
 
     def verify(self) -> VerifyReport:
-        """Re-compute the whole chain; see :mod:`pipeline.audit.verify`."""
+        """Re-compute the whole chain, and with the store's seal key check every seal; see
+        :mod:`pipeline.audit.verify`."""
+        seals = None if self._seal_key is None else SealCheck(self._seal_key)
         with self._db.reading("verifying the chain") as conn:
-            return verify_chain(conn)
+            return verify_chain(conn, seals=seals, sealed=self._schema.sealed)
 
     def replayed(self, idempotency_key: str, shipment_id: str) -> AuditRecord | None:
         """The shipment's latest decision when ``idempotency_key`` was recorded before (a retry),

@@ -8,11 +8,12 @@ The walk goes through the records in ``seq`` order, a page at a time (constant m
   otherwise the predecessor was altered and re-hashed), to a record further back (the records in
   between were inserted), to a later record (reordered);
 * records past the head row were not appended by the store (inserted); a chain that stops short of
-  the head lost its tail (deleted).
+  the head lost its tail (deleted);
+* given the seal key, each record's seal (:mod:`pipeline.audit.seal`) -> forged.
 
 A plain hash chain catches anyone who edits rows without re-computing everything after them; one
-rewritten from scratch, head included, is caught only against an outside copy of the head hash
-(which the report returns).
+rewritten from scratch, head included, is caught only by the seals (where the rewriter lacks the
+key) or against an outside copy of the head hash (which the report returns).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from sqlalchemy import Connection, func, select
 
 from pipeline.audit.chain import GENESIS_HASH, chain_hash, index_columns
 from pipeline.audit.records import Problem, VerifyReport
-from pipeline.audit.schema import audit_head, audit_records
+from pipeline.audit.schema import audit_head, audit_records, sealed_records
+from pipeline.audit.seal import SealCheck, seals_unchecked
 
 __all__ = ["verify_chain"]
 
@@ -115,13 +117,31 @@ def _check_link(conn: Connection, row: Any, prev_seq: int, expected_prev: str) -
     raise _Bad("reordered", row.seq, f"record {row.seq}: links to record {target}, which comes after it")
 
 
-def verify_chain(conn: Connection) -> VerifyReport:
-    """Walk the chain on ``conn`` (inside one snapshot transaction) and report the first problem."""
+def _check_seal(seals: SealCheck | None, row: Any) -> None:
+    """The record's seal, where a key was given (a store without the seal column: none)."""
+    if seals is not None:
+        why = seals.check(row.seq, row.record_hash, getattr(row, "seal", None))
+        if why is not None:
+            raise _Bad("forged", row.seq, why)
+
+
+def _seals_line(seals: SealCheck | None, checked: int) -> str:
+    return seals_unchecked() if seals is None else seals.summary(checked)
+
+
+def verify_chain(conn: Connection, *, seals: SealCheck | None = None, sealed: bool = False) -> VerifyReport:
+    """Walk the chain on ``conn`` (inside one snapshot transaction) and report the first problem.
+
+    Args:
+        seals: checks each record's seal (None: no key, the seals are not checked).
+        sealed: the store has the seal column (schema version 5), to read the seals from.
+    """
     head = conn.execute(
         select(audit_head.c.seq, audit_head.c.record_hash).where(audit_head.c.id == 1)
     ).first()
     head_seq, head_hash = (head.seq, head.record_hash) if head is not None else (0, GENESIS_HASH)
     checked, prev_seq, expected_prev = 0, 0, GENESIS_HASH
+    records = sealed_records if sealed else audit_records  # the same table, with its seals or without
     try:
         if head is None:
             raise _Bad("deleted", None, "the chain head row (audit_head id 1) is missing")
@@ -136,10 +156,7 @@ def verify_chain(conn: Connection) -> VerifyReport:
             )
         while True:
             page = conn.execute(
-                select(audit_records)
-                .where(audit_records.c.seq > prev_seq)
-                .order_by(audit_records.c.seq)
-                .limit(_PAGE)
+                select(records).where(records.c.seq > prev_seq).order_by(records.c.seq).limit(_PAGE)
             ).all()
             for row in page:
                 if row.seq > head_seq:
@@ -151,6 +168,7 @@ def verify_chain(conn: Connection) -> VerifyReport:
                     )
                 _check_row(row)
                 _check_link(conn, row, prev_seq, expected_prev)
+                _check_seal(seals, row)
                 checked, prev_seq, expected_prev = checked + 1, row.seq, row.record_hash
             if len(page) < _PAGE:
                 break
@@ -181,4 +199,5 @@ def verify_chain(conn: Connection) -> VerifyReport:
         message=f"{checked} records verified, chain intact",
         head_seq=head_seq,
         head_hash=head_hash,
+        seals=_seals_line(seals, checked),
     )

@@ -28,7 +28,8 @@ from pipeline.audit.chain import canonical_json, chain_hash, created_at_now, ind
 from pipeline.audit.image_indexes import Picture, Sighting, add_decision, sightings
 from pipeline.audit.reading import FirstSent, first_sent, latest_decision, records_of
 from pipeline.audit.records import AuditRecord, OutcomeRecord
-from pipeline.audit.schema import audit_head, audit_records
+from pipeline.audit.schema import audit_head, audit_records, sealed_records
+from pipeline.audit.seal import SealKey
 from pipeline.decide import EarlierHold
 from pipeline.verdicts import ShipmentDecision, Tier
 
@@ -147,9 +148,12 @@ def write_decision(
     images_seen_as_of: int | None,
     near_copy_bits: int,
     may_send: Callable[[FirstSent], bool] | None,
+    seal_key: SealKey | None = None,
 ) -> AuditRecord:
     """Append ``decision`` (``decided``: as :func:`decision_json` gave it), or answer with the
     record it repeats, under the rules of :meth:`~pipeline.audit.store.AuditStore.record`.
+
+    ``seal_key``: the record is sealed with it (the store has the seal column); None, unsealed.
 
     Raises:
         ConflictError, SentByAnother, ImagesSeenSince: as ``record`` says.
@@ -190,7 +194,7 @@ def write_decision(
         "created_at": created_at_now(),
         "decision": decided,
     }
-    seq, prev, digest, created = append(conn, content)
+    seq, prev, digest, created = append(conn, content, seal_key)
     return AuditRecord(
         seq=seq,
         record_hash=digest,
@@ -322,9 +326,11 @@ def write_outcome(
     decision_seq: int | None,
     amend: bool,
     url: str,
+    seal_key: SealKey | None = None,
 ) -> OutcomeRecord:
     """Append an officer's outcome for the shipment's latest decision under the rules of
-    :meth:`~pipeline.audit.store.AuditStore.record_outcome` (``url``: the store's, for its errors).
+    :meth:`~pipeline.audit.store.AuditStore.record_outcome` (``url``: the store's, for its errors;
+    ``seal_key``: as :func:`write_decision`'s).
 
     Raises:
         InputError, ConflictError: as ``record_outcome`` says.
@@ -363,7 +369,7 @@ def write_outcome(
         "decision_hash": decision.record_hash,
         "outcome": {"found": found, "officer": officer, "notes": notes},
     }
-    seq, prev, digest, created = append(conn, content)
+    seq, prev, digest, created = append(conn, content, seal_key)
     return OutcomeRecord(
         seq=seq,
         record_hash=digest,
@@ -377,21 +383,28 @@ def write_outcome(
     )
 
 
-def append(conn: Connection, content: dict[str, Any]) -> tuple[int, str, str, str]:
-    """Append one record after the locked head; returns (seq, prev_hash, record_hash, created_at)."""
+def append(
+    conn: Connection, content: dict[str, Any], seal_key: SealKey | None = None
+) -> tuple[int, str, str, str]:
+    """Append one record after the locked head, sealed with ``seal_key`` where one is given; returns
+    (seq, prev_hash, record_hash, created_at)."""
     head = conn.execute(
         select(audit_head.c.seq, audit_head.c.record_hash).where(audit_head.c.id == 1).with_for_update()
     ).one()
     body = canonical_json(content)
     digest = chain_hash(head.record_hash, body)
     seq = head.seq + 1
+    sealed = {} if seal_key is None else {"seal": seal_key.seal(digest)}
     conn.execute(
-        audit_records.insert().values(
+        (audit_records if seal_key is None else sealed_records)
+        .insert()
+        .values(
             seq=seq,
             content=body,
             prev_hash=head.record_hash,
             record_hash=digest,
             **index_columns(content),
+            **sealed,
         )
     )
     updated = conn.execute(

@@ -13,7 +13,7 @@ from rich.table import Table
 from datasets.errors import AuditError, InputError
 from datasets.type_names import TYPE_NAME_RULE, is_type_name
 from pipeline.audit import AuditStore
-from pipeline.settings import MAX_OUTCOME_NOTES_CHARS, Settings
+from pipeline.settings import MAX_OUTCOME_NOTES_CHARS, Settings, audit_seal_key
 from pipeline.verdicts import UNKNOWN_TYPE, Tier, finding_types
 
 __all__ = ["register"]
@@ -22,8 +22,18 @@ _DB_HELP = "Audit store URL (default: CLEARSIGHT_AUDIT_DB, sqlite:///clearsight.
 DbOption = Annotated[str | None, typer.Option("--db", help=_DB_HELP)]
 
 
-def _open(db: str | None, *, create: bool = False) -> AuditStore:
-    return AuditStore.open(db or Settings.load().audit_db, create=create)
+_NO_SEALS_HELP = (
+    "Check the chain without the server's key (CLEARSIGHT_AUDIT_SECRET): the seals are not checked, so "
+    "records a database writer added or rewrote in full are not caught."
+)
+
+
+def _open(db: str | None, *, create: bool = False, seals: bool = True) -> AuditStore:
+    """The store, sealing what it records and checking seals with the key of this run's settings
+    (none with ``seals=False``)."""
+    settings = Settings.load()
+    key = audit_seal_key(settings) if seals else None
+    return AuditStore.open(db or settings.audit_db, create=create, seal_key=key)
 
 
 def _table_console() -> Console:
@@ -69,14 +79,16 @@ def register(app: typer.Typer) -> None:
                 "other check.",
             ),
         ] = None,
+        no_seals: Annotated[bool, typer.Option("--no-seals", help=_NO_SEALS_HELP)] = False,
     ) -> None:
-        """Re-compute the hash chain; exit non-zero naming the first bad record and what happened to it.
+        """Re-compute the hash chain and check every record's seal with the server's key; exit
+        non-zero naming the first bad record and what happened to it.
 
         Prints the head to publish (a ticket, an e-mail, a second system): a later --expect with it
         proves that no record up to it was removed or rewritten since.
         """
         anchors = [_anchor(text) for text in expect or []]
-        with _open(db) as store:
+        with _open(db, seals=not no_seals) as store:
             report = store.verify()
             if not report.ok:
                 broken = f"chain broken at record {report.first_bad} ({report.problem})"
@@ -102,6 +114,7 @@ def register(app: typer.Typer) -> None:
         Console().print(
             f"{report.message}{checked}; head seq {report.head_seq} hash {report.head_hash}{publish}"
         )
+        Console().print(f"seals: {report.seals}")
 
     @group.command("outcome")
     def outcome(
@@ -201,11 +214,14 @@ def register(app: typer.Typer) -> None:
                 "records missing from its end cannot be told.",
             ),
         ] = False,
+        no_seals: Annotated[bool, typer.Option("--no-seals", help=_NO_SEALS_HELP)] = False,
     ) -> None:
-        """Recompute every link of an exported chain, without the database."""
+        """Recompute every link of an exported chain, without the database, and check every record's
+        seal with the server's key (CLEARSIGHT_AUDIT_SECRET)."""
         from pipeline.audit.chain_file import verify_chain_file
 
-        report = verify_chain_file(path, expect=dict([_anchor(expect)]) if expect else None)
+        key = None if no_seals else audit_seal_key(Settings.load())
+        report = verify_chain_file(path, expect=dict([_anchor(expect)]) if expect else None, seal_key=key)
         # every export now begins with its head: a file without one is an old export or one whose
         # first line was taken away with its last records, and only the user can tell which
         if not report.tail_checked and report.records == 0:
@@ -225,6 +241,7 @@ def register(app: typer.Typer) -> None:
             "from its end cannot be told: check it against a published head with --expect"
         )
         Console().print(f"{report.records} records verified, chain intact; {head}{untold}")
+        Console().print(f"seals: {report.seals}")
 
     @group.command("show")
     def show(

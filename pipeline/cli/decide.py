@@ -28,7 +28,7 @@ from pipeline.cli.output_paths import audit_file, check_outputs_apart, output_er
 from pipeline.decide import decide_rows
 from pipeline.policy import Policy, default_policy_path, load_policy
 from pipeline.redeclare import Redeclared, read_declarations, redeclare
-from pipeline.settings import Settings, audit_key
+from pipeline.settings import Settings, audit_key, audit_seal_key
 from pipeline.shipment_rows import row_shipment_id
 from pipeline.trader_register import TraderRegister, check_tiers, read_trader_register
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
@@ -307,7 +307,7 @@ def register(app: typer.Typer) -> None:
             target = _DecisionsFile(out)
             stack.callback(target.discard)
             if audit_db:  # opened before deciding: a store it cannot reach fails before the file is written
-                store = stack.enter_context(AuditStore.open(audit_db))
+                store = stack.enter_context(AuditStore.open(audit_db, seal_key=audit_seal_key(settings)))
             if store is None:
                 decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}", traders)
                 if other is not None:

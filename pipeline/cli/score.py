@@ -24,7 +24,7 @@ from rich.text import Text
 
 from datasets.errors import ArtifactError, ConflictError, InputError
 from pipeline.cli.output_paths import audit_file, check_outputs_apart, check_writable
-from pipeline.settings import RuntimeName, Settings, audit_key, decode_limits
+from pipeline.settings import RuntimeName, Settings, audit_key, audit_seal_key, decode_limits
 
 __all__ = ["register", "score"]
 
@@ -243,7 +243,7 @@ def score(
         if audit_db is not None:  # a URL that is none, or a store out of reach, failed after scoring
             from pipeline.audit import AuditStore
 
-            AuditStore.open(audit_db).close()
+            AuditStore.open(audit_db, seal_key=audit_seal_key(settings)).close()
     limits = decode_limits(settings)
 
     console = Console(stderr=True)
@@ -310,6 +310,7 @@ def score(
             audit_key=key,
             decisions=target,
             audit_url=audit_db,
+            seal_key=audit_seal_key(settings),
             summary=summary,
             near_copy_bits=settings.near_copy_bits,
             register=traders,

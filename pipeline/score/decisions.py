@@ -22,6 +22,7 @@ from pipeline.verdicts import ShipmentDecision
 
 if TYPE_CHECKING:
     from pipeline.audit import AuditStore
+    from pipeline.audit.seal import SealKey
     from pipeline.policy import Policy
     from pipeline.trader_register import TraderRegister
 
@@ -82,10 +83,10 @@ def _cannot_write(decisions: Path, exc: OSError) -> InputError:
     return InputError(f"--decisions {str(decisions)!r}: cannot write it ({exc.strerror or exc})")
 
 
-def _open_audit(url: str) -> AuditStore:
+def _open_audit(url: str, seal_key: SealKey | None) -> AuditStore:
     from pipeline.audit import AuditStore
 
-    return AuditStore.open(url)
+    return AuditStore.open(url, seal_key=seal_key)
 
 
 def decide_output(
@@ -96,6 +97,7 @@ def decide_output(
     decisions: Path,
     audit_url: str | None,
     summary: ScoreSummary,
+    seal_key: SealKey | None = None,
     near_copy_bits: int = 32,
     register: TraderRegister | None = None,
     on_decision: Callable[[ShipmentDecision], None] | None = None,
@@ -105,8 +107,8 @@ def decide_output(
     The decisions file is written whole to a temporary name and renamed, so it is either the old
     one or complete. With ``audit_url`` each shipment's pictures are looked up in the audit store
     (the same bytes, or a near-copy within ``near_copy_bits``, decided in another shipment) before
-    it is decided, and the decision is recorded there. With ``register``, each trader's AEO tier is
-    the registered one, not the manifest's.
+    it is decided, and the decision is recorded there, sealed with ``seal_key``. With ``register``,
+    each trader's AEO tier is the registered one, not the manifest's.
 
     Returns:
         The number of shipments decided. For a decision the audit store refused (one that would
@@ -132,7 +134,7 @@ def decide_output(
     count = 0
     try:
         with fh:
-            store = _open_audit(audit_url) if audit_url else None
+            store = _open_audit(audit_url, seal_key) if audit_url else None
             if store is None:
                 decided = (
                     (d, None)

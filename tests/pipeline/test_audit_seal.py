@@ -1,0 +1,372 @@
+"""Keyed seals on the audit chain, on SQLite and on the real PostgreSQL: a database writer without the
+server's secret cannot add or rewrite records unseen, in the store or in an exported chain."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from datasets.errors import AuditError
+from pipeline.audit import AuditStore, canonical_json, chain_hash
+from pipeline.audit.chain import index_columns
+from pipeline.audit.chain_file import verify_chain_file
+from pipeline.audit.seal import SEAL_LABEL, SealKey
+from pipeline.settings import DEVELOPMENT_AUDIT_SECRET, Settings, audit_seal_key
+from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
+
+SECRET = "a-long-server-secret-for-tests-only"
+KEY = SealKey.derive(SECRET)
+OTHER_KEY = SealKey.derive("another-long-secret-of-some-other-server")
+
+
+def decision(shipment: str, tier: Tier = Tier.RELEASE, score: float = 0.1) -> ShipmentDecision:
+    image = ImageVerdict(
+        path=f"{shipment}.png",
+        sha256="ab" * 32,
+        shipment_id=shipment,
+        cargo_type="bulk_ore",
+        score=score,
+        threshold=0.5,
+        hold_threshold=0.8,
+        model_id="ore-m1",
+    )
+    return ShipmentDecision(
+        shipment_id=shipment,
+        cargo_type="bulk_ore",
+        tier=tier,
+        reasons=[
+            Reason(rule="score.clear", tier=tier, message="m", image=image.path, score=score, threshold=0.5)
+        ],
+        declaration=Declaration(shipment_id=shipment, cargo_type="bulk_ore"),
+        images=[image],
+        policy_version="p1",
+        policy_sha256="cd" * 32,
+        model_ids=["ore-m1"],
+        decided_at="2026-11-05T10:30:00.000000+00:00",
+    )
+
+
+def sql(url: str, statement: str, **params: object) -> list[tuple[object, ...]]:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        result = conn.execute(text(statement), params)
+        found = [tuple(r) for r in result] if result.returns_rows else []
+    engine.dispose()
+    return found
+
+
+def fill(url: str, key: SealKey | None = KEY) -> None:
+    """Four decisions (S2 held for remote inspection) and an outcome for S3: records 1-5."""
+    with AuditStore.open(url, seal_key=key) as store:
+        store.record(decision("S1"))
+        store.record(decision("S2", Tier.REMOTE_INSPECTION, 0.6))
+        store.record(decision("S3", Tier.PHYSICAL_INSPECTION, 0.9))
+        store.record(decision("S4"))
+        store.record_outcome("S3", found="foreign_object", officer="officer-7")
+
+
+def forge_clean_outcome(url: str, seal: Callable[[str], str | None]) -> int:
+    """What a database writer without the secret does (the review's repro 02): append a 'clean'
+    outcome of S2 by an officer of their choosing, backdated, with a valid hash, and move the head.
+    ``seal`` gives the seal written beside it. Returns its seq."""
+    head_seq, head_hash = sql(url, "SELECT seq, record_hash FROM audit_head WHERE id = 1")[0]
+    dec_seq, dec_hash = sql(
+        url, "SELECT seq, record_hash FROM audit_records WHERE shipment_id = 'S2' AND kind = 'decision'"
+    )[0]
+    content = {
+        "kind": "outcome",
+        "shipment_id": "S2",
+        "idempotency_key": None,
+        "created_at": "2026-11-05T12:00:00.000000+00:00",
+        "decision_seq": dec_seq,
+        "decision_hash": dec_hash,
+        "outcome": {"found": None, "officer": "officer-7", "notes": "re-inspected, clean"},
+    }
+    body = canonical_json(content)
+    digest = chain_hash(str(head_hash), body)
+    seq = int(str(head_seq)) + 1
+    sql(
+        url,
+        "INSERT INTO audit_records (seq, kind, shipment_id, tier, ref_seq, idempotency_key, created_at, "
+        "content, prev_hash, record_hash, seal) VALUES (:seq, :kind, :shipment_id, :tier, :ref_seq, "
+        ":idempotency_key, :created_at, :c, :p, :h, :seal)",
+        seq=seq,
+        c=body,
+        p=head_hash,
+        h=digest,
+        seal=seal(digest),
+        **index_columns(content),
+    )
+    sql(url, "UPDATE audit_head SET seq = :s, record_hash = :h WHERE id = 1", s=seq, h=digest)
+    return seq
+
+
+# -- the key -------------------------------------------------------------------------------------
+
+
+def test_the_seal_key_is_derived_from_the_audit_secret_under_its_own_label() -> None:
+    expected = hmac.new(SECRET.encode(), b"clearsight audit seal v1", hashlib.sha256).digest()
+    assert SEAL_LABEL == b"clearsight audit seal v1"
+    assert KEY.key == expected and KEY.key != SECRET.encode()  # never the random-audit draws' key
+    assert KEY.seal("ab" * 32) == hmac.new(expected, ("ab" * 32).encode(), hashlib.sha256).hexdigest()
+    settings = Settings(audit_secret=SECRET)
+    assert audit_seal_key(settings) == KEY and not audit_seal_key(settings).weak
+    assert audit_seal_key(Settings(audit_secret=DEVELOPMENT_AUDIT_SECRET)).weak
+    assert SECRET not in repr(KEY) and KEY.key.hex() not in repr(KEY)
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+
+def test_a_chain_written_with_the_key_verifies_with_it(db_url: str) -> None:
+    fill(db_url)
+    seals = sql(db_url, "SELECT record_hash, seal FROM audit_records ORDER BY seq")
+    assert [seal for _, seal in seals] == [KEY.seal(str(digest)) for digest, _ in seals]
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        report = store.verify()
+    assert report.ok, report.message
+    assert report.seals == "5 records sealed, every seal matches"
+
+
+def _seal_of(how: str, url: str) -> Callable[[str], str | None]:
+    """The seal a forger without the secret writes beside a record of their own."""
+    if how == "copied-from-another":  # a genuine seal, of another record
+        return lambda _: str(sql(url, "SELECT seal FROM audit_records WHERE seq = 5")[0][0])
+    return {
+        "left-off": lambda _: None,
+        "made-up": lambda _: "ab" * 32,
+        "public-key": SealKey.derive(DEVELOPMENT_AUDIT_SECRET).seal,
+    }[how]
+
+
+@pytest.mark.parametrize("how", ["left-off", "made-up", "public-key", "copied-from-another"])
+def test_a_forged_outcome_appended_with_its_head_is_caught_with_the_key(db_url: str, how: str) -> None:
+    """The review's repro 02: the forged 'clean' outcome lifts S2's hold, and every hash-only check
+    passed it; without the server's secret the forger cannot seal it."""
+    fill(db_url)
+    forged = forge_clean_outcome(db_url, _seal_of(how, db_url))
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        report = store.verify()
+    assert (report.ok, report.first_bad, report.problem) == (False, forged, "forged")
+    assert report.message == (
+        f"record {forged}: carries no seal, though record 1 before it is sealed: written without the "
+        "server's key (forged, or by a writer not given the key)"
+        if how == "left-off"
+        else f"record {forged}: forged or altered (its seal does not match)"
+    )
+    with AuditStore.open(db_url) as store:  # the hashes alone pass it: what the seals add
+        assert store.verify().ok
+
+
+def test_a_record_rewritten_and_resealed_without_the_key_is_caught(db_url: str) -> None:
+    """A forger who rewrites an outcome and re-hashes every record after it, head included."""
+    fill(db_url)
+    content = json.loads(str(sql(db_url, "SELECT content FROM audit_records WHERE seq = 5")[0][0]))
+    content["outcome"]["found"] = None  # the finding taken back
+    body = canonical_json(content)
+    prev = str(sql(db_url, "SELECT prev_hash FROM audit_records WHERE seq = 5")[0][0])
+    digest = chain_hash(prev, body)
+    sql(db_url, "UPDATE audit_records SET content = :c, record_hash = :h WHERE seq = 5", c=body, h=digest)
+    sql(db_url, "UPDATE audit_head SET record_hash = :h WHERE id = 1", h=digest)
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        report = store.verify()
+    assert (report.ok, report.first_bad, report.problem) == (False, 5, "forged")
+
+
+def test_a_chain_checked_with_another_key_fails_at_its_first_record(db_url: str) -> None:
+    fill(db_url)
+    with AuditStore.open(db_url, seal_key=OTHER_KEY) as store:
+        report = store.verify()
+    assert (report.ok, report.first_bad, report.message) == (
+        False,
+        1,
+        "record 1: forged or altered (its seal does not match)",
+    )
+
+
+def test_an_unsealed_record_after_a_sealed_one_fails(db_url: str) -> None:
+    fill(db_url)
+    with AuditStore.open(db_url) as store:  # a writer not given the key
+        unsealed = store.record(decision("S9")).seq
+    assert sql(db_url, f"SELECT seal FROM audit_records WHERE seq = {unsealed}") == [(None,)]
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        report = store.verify()
+    assert (report.ok, report.first_bad, report.problem) == (False, unsealed, "forged")
+    assert "carries no seal, though record 1 before it is sealed" in report.message
+
+
+def test_records_before_the_first_sealed_one_are_reported_not_refused(db_url: str) -> None:
+    fill(db_url, key=None)
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        assert store.verify().seals == (
+            "none of the 5 records carries a seal (written before sealing or without a key): the chain "
+            "proves no more than its hashes"
+        )
+        store.record(decision("S5"))
+        report = store.verify()
+    assert report.ok, report.message
+    assert report.seals == (
+        "1 records sealed, every seal matches; 5 records before seq 6 carry no seal (written before "
+        "sealing or without a key)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        (None, "seals not checked (no key: set CLEARSIGHT_AUDIT_SECRET to the server's)"),
+        (
+            SealKey.derive(DEVELOPMENT_AUDIT_SECRET, weak=True),
+            "the seals were checked with the public development audit_secret (or one shorter than 16 "
+            "characters): anyone can compute them, so they prove nothing",
+        ),
+    ],
+    ids=["no-key", "public-key"],
+)
+def test_verify_says_what_seals_it_could_not_check(db_url: str, key: SealKey | None, said: str) -> None:
+    fill(db_url, key=key)
+    forge_clean_outcome(db_url, lambda digest: None if key is None else key.seal(digest))
+    with AuditStore.open(db_url, seal_key=key) as store:
+        report = store.verify()
+    assert report.ok  # nothing to catch it with
+    assert said in report.seals
+
+
+def test_a_version_4_store_is_read_unsealed_and_sealed_once_a_writer_upgrades_it(db_url: str) -> None:
+    fill(db_url, key=None)
+    sql(db_url, "ALTER TABLE audit_records DROP COLUMN seal")  # as a store of version 4 was laid out
+    sql(db_url, "UPDATE schema_info SET version = 4")
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:  # `clearsight audit verify`
+        report = store.verify()
+        assert report.ok and report.seals.startswith("none of the 5 records carries a seal")
+        assert store.get("S1") is not None and len(list(store.iter_chain())) == 5
+    assert sql(db_url, "SELECT version FROM schema_info") == [(4,)]  # reading locks no older one out
+    with AuditStore.open(db_url, seal_key=KEY) as store:  # a writer upgrades it
+        store.record_outcome("S2", found=None, officer="officer-1")
+        report = store.verify()
+    assert sql(db_url, "SELECT version FROM schema_info") == [(5,)]
+    assert report.ok, report.message
+    assert report.seals.endswith(
+        "5 records before seq 6 carry no seal (written before sealing or without a key)"
+    )
+    forged = forge_clean_outcome(db_url, lambda _: None)
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        assert store.verify().first_bad == forged
+
+
+def test_a_store_at_version_5_without_its_seal_column_is_named_as_damaged(db_url: str) -> None:
+    """Dropping the column would leave every record unsealed, which verify reports but passes."""
+    fill(db_url)
+    sql(db_url, "ALTER TABLE audit_records DROP COLUMN seal")
+    for create in (True, False):
+        with pytest.raises(AuditError, match="schema version 5 but column audit_records.seal is missing"):
+            AuditStore.open(db_url, create=create, seal_key=KEY)
+
+
+# -- the exported chain ---------------------------------------------------------------------------
+
+
+def _export(url: str, path: Path) -> tuple[dict[str, object], list[dict[str, object]]]:
+    with AuditStore.open(url, seal_key=KEY) as store:
+        store.export_chain(path)
+    head, *lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return head, lines
+
+
+def _write(path: Path, head: dict[str, object], lines: list[dict[str, object]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in [head, *lines]))
+
+
+def test_the_exported_chain_carries_the_seals_and_verifies_with_the_key(db_url: str, tmp_path: Path) -> None:
+    fill(db_url)
+    chain = tmp_path / "chain.jsonl"
+    head, lines = _export(db_url, chain)
+    assert [line["seal"] for line in lines] == [KEY.seal(str(line["record_hash"])) for line in lines]
+    assert verify_chain_file(chain, seal_key=KEY).seals == "5 records sealed, every seal matches"
+    assert verify_chain_file(chain).seals.startswith("seals not checked (no key")
+    with pytest.raises(AuditError, match=r"chain.jsonl:2: record 1: forged or altered \(its seal does not"):
+        verify_chain_file(chain, seal_key=OTHER_KEY)
+    # a record a forger appended to the copy, head line and all: hashes link, the seal is missing
+    forged = dict(lines[-1], seq=6, prev_hash=lines[-1]["record_hash"])
+    forged["record_hash"] = chain_hash(str(forged["prev_hash"]), str(forged["content"]))
+    del forged["seal"]
+    _write(chain, {"head_seq": 6, "head_hash": forged["record_hash"]}, [*lines, forged])
+    assert verify_chain_file(chain).records == 6  # the hashes alone pass it
+    with pytest.raises(AuditError, match="chain.jsonl:7: record 6: carries no seal, though record 1"):
+        verify_chain_file(chain, seal_key=KEY)
+    forged["seal"] = "ab" * 32
+    _write(chain, {"head_seq": 6, "head_hash": forged["record_hash"]}, [*lines, forged])
+    with pytest.raises(AuditError, match=r"record 6: forged or altered \(its seal does not match\)"):
+        verify_chain_file(chain, seal_key=KEY)
+
+
+def test_an_export_made_before_seals_verifies_as_before(db_url: str, tmp_path: Path) -> None:
+    fill(db_url, key=None)
+    chain = tmp_path / "chain.jsonl"
+    head, lines = _export(db_url, chain)
+    assert all("seal" not in line for line in lines)  # as an export of an older Clearsight
+    report = verify_chain_file(chain, seal_key=KEY)
+    assert report[:4] == (5, 5, head["head_hash"], True)
+    assert report.seals.startswith("none of the 5 records carries a seal")
+
+
+# -- the commands ----------------------------------------------------------------------------------
+
+
+def test_cli_verify_and_verify_file_check_the_seals_with_the_servers_secret(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import app, run
+
+    monkeypatch.chdir(tmp_path)  # no .env of the working folder
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", SECRET)
+    fill(db_url)
+    assert run(app, ["audit", "outcome", "S2", "--clean", "--officer", "officer-2", "--db", db_url]) == 0
+    assert sql(db_url, "SELECT seal FROM audit_records WHERE seq = 6")[0][0] is not None  # sealed too
+    assert run(app, ["audit", "verify", "--db", db_url]) == 0
+    assert "seals: 6 records sealed, every seal matches" in capsys.readouterr().out
+    chain = tmp_path / "chain.jsonl"
+    assert run(app, ["audit", "export", "--chain", "--db", db_url, "--out", str(chain)]) == 0
+    capsys.readouterr()
+    forged = forge_clean_outcome(db_url, lambda _: "ab" * 32)
+    assert run(app, ["audit", "verify", "--db", db_url]) == 2
+    said = f"chain broken at record {forged} (forged): record {forged}: forged or altered (its seal does"
+    assert said in " ".join(capsys.readouterr().err.split())
+    assert run(app, ["audit", "verify", "--db", db_url, "--no-seals"]) == 0
+    assert "seals: seals not checked (no key" in " ".join(capsys.readouterr().out.split())
+    assert run(app, ["audit", "verify-file", str(chain)]) == 0
+    assert "seals: 6 records sealed, every seal matches" in capsys.readouterr().out
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", DEVELOPMENT_AUDIT_SECRET)  # an auditor without it
+    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "record 1: forged or altered (its seal does not match) (checked with the public development" in err
+    assert run(app, ["audit", "verify-file", str(chain), "--no-seals"]) == 0
+
+
+@pytest.mark.parametrize("entry", ["serve", "score"])
+def test_the_entry_points_open_the_store_with_the_settings_seal_key(
+    tmp_path: Path, entry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server and the batch scorer record sealed, with the key of the one Settings they built."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    if entry == "serve":
+        from serve.app import _open_audit
+        from serve.settings import ServeSettings
+
+        monkeypatch.chdir(tmp_path)
+        store = _open_audit(ServeSettings(audit_db=url, audit_secret=SECRET))
+    else:
+        from pipeline.score.decisions import _open_audit as open_scorers
+
+        store = open_scorers(url, audit_seal_key(Settings(audit_secret=SECRET)))
+    with store:
+        store.record(decision("S1"))
+    assert sql(url, "SELECT record_hash, seal FROM audit_records") == [
+        (digest, KEY.seal(str(digest))) for (digest,) in sql(url, "SELECT record_hash FROM audit_records")
+    ]
