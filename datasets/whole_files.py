@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, Any, Literal, overload
 
-__all__ = ["temporary_beside", "written_whole"]
+__all__ = ["name_start", "temporary_beside", "written_whole"]
 
 
 def temporary_beside(path: Path) -> tuple[Path, int]:
@@ -26,15 +26,14 @@ def temporary_beside(path: Path) -> tuple[Path, int]:
     and descriptor), to write ``path`` whole and rename it into place.
 
     Made with ``O_EXCL``, never an existing file. Mode 0o666 lets the umask decide, as
-    ``open(path, "w")`` would; the name keeps the start of ``path``'s (its first
-    :data:`_KEPT_BYTES` bytes, whole characters) for one left by a killed run, and is at most 50
-    bytes long: cut at 128 characters, a valid non-ASCII name of 246 bytes gave one the file
-    system refused ("File name too long").
+    ``open(path, "w")`` would; the name keeps the start of ``path``'s (:func:`name_start`) for
+    one left by a killed run, and is at most 50 bytes long: cut at 128 characters, a valid
+    non-ASCII name of 246 bytes gave one the file system refused ("File name too long").
 
     Raises:
         OSError: the folder takes no new file.
     """
-    kept = _first_bytes(path.name, _KEPT_BYTES)
+    kept = name_start(path.name)
     for _ in range(8):
         tmp = path.with_name(f".{kept}-{secrets.token_hex(6)}.tmp")
         try:
@@ -45,15 +44,17 @@ def temporary_beside(path: Path) -> tuple[Path, int]:
 
 
 _KEPT_BYTES = 32
-"""How much of a file's name (in bytes, as the file system takes it) its temporary name keeps."""
+"""How much of a file's name (in bytes, as the file system takes it) a name made after it keeps."""
 
 
-def _first_bytes(name: str, size: int) -> str:
-    """The longest start of ``name`` that is ``size`` bytes or fewer as the file system encodes it
-    (:func:`os.fsencode`), whole characters only."""
+def name_start(name: str) -> str:
+    """The start of ``name`` that a file named after it keeps: the longest that is
+    :data:`_KEPT_BYTES` bytes or fewer as the file system encodes it (:func:`os.fsencode`), whole
+    characters only. A name made by adding to the whole of ``name`` can be longer than any the
+    file system takes, though ``name`` itself fits."""
     kept = ""
     for char in name:
-        if len(os.fsencode(kept + char)) > size:
+        if len(os.fsencode(kept + char)) > _KEPT_BYTES:
             break
         kept += char
     return kept

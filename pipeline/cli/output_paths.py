@@ -17,7 +17,7 @@ from pathlib import Path
 from datasets.errors import InputError
 from datasets.folder import recursive_roots, searched_folders
 
-__all__ = ["audit_file", "check_outputs_apart", "check_writable", "output_error"]
+__all__ = ["audit_file", "check_name_fits", "check_outputs_apart", "check_writable", "output_error"]
 
 
 def _literal_depth(text: str) -> int:
@@ -87,6 +87,44 @@ def output_error(option: str, path: Path, exc: OSError, *, folder: bool = False)
     return InputError(f"{option} {str(path)!r}: cannot write there ({exc.strerror or exc})")
 
 
+def check_name_fits(option: str, path: Path, *, hint: str = "give a shorter name") -> None:
+    """Refuse an output whose name, or the name of a folder above it still to be made, is longer
+    than the file system takes: any look at such a path (``exists()``, ``is_symlink()``) raised
+    ``OSError`` ("File name too long"), reported as ``unexpected OSError``, after the slow work
+    where the name was made from another output's.
+
+    Args:
+        option: the option that names the output (or it is named after), for the message.
+        path: the output, a file or a folder.
+        hint: what to do instead, for the message.
+
+    Raises:
+        InputError: naming ``option``, the path and the name that is too long.
+    """
+    missing = []
+    for where in (path, *path.parents):
+        try:
+            os.lstat(where)
+        except OSError:
+            missing.append(where.name)
+            continue
+        try:
+            longest = os.pathconf(where if where.is_dir() else where.parent, "PC_NAME_MAX")
+        except (OSError, ValueError):  # no limit told: the common one
+            longest = 255
+        break
+    else:  # pragma: no cover - the root always exists
+        longest = 255
+    for name in missing:
+        size = len(os.fsencode(name))
+        if size > longest:
+            which = "its name" if name == path.name else f"the folder name {name!r} in it"
+            raise InputError(
+                f"{option} {str(path)!r}: {which} is {size} bytes long, over the {longest} the file "
+                f"system takes; {hint}"
+            )
+
+
 def check_writable(option: str, path: Path, *, folder: bool = False) -> None:
     """Refuse, before any model loads or image is read, an output that cannot be made: a file where
     its folder must go, a folder that takes no new file (``/proc``, a read-only mount). Found only
@@ -95,7 +133,8 @@ def check_writable(option: str, path: Path, *, folder: bool = False) -> None:
     A link that leads nowhere, at the path or at a folder above it, is refused too: ``exists()`` is
     False for it, so it passed, and making the output failed on it (``FileExistsError``) after the
     slow work. A file output that is a link to a file not yet made, in a folder that exists, is
-    written through the link, as before.
+    written through the link, as before. A name longer than the file system takes is refused too
+    (:func:`check_name_fits`).
 
     Args:
         option: the option that names the output, for the message.
@@ -104,6 +143,7 @@ def check_writable(option: str, path: Path, *, folder: bool = False) -> None:
     Raises:
         InputError: naming ``option``, the path and what stands in the way.
     """
+    check_name_fits(option, path)
     if not folder and path.is_dir():
         raise InputError(f"{option} {str(path)!r} is a folder; give a file")
     nearest = None

@@ -23,7 +23,7 @@ from rich.progress import (
 from rich.text import Text
 
 from datasets.errors import ArtifactError, ConflictError, InputError
-from pipeline.cli.output_paths import audit_file, check_outputs_apart, check_writable
+from pipeline.cli.output_paths import audit_file, check_name_fits, check_outputs_apart, check_writable
 from pipeline.settings import RuntimeName, Settings, audit_key, audit_seal_key, decode_limits
 
 __all__ = ["register", "score"]
@@ -166,6 +166,7 @@ def score(
         settings.runtime = runtime
     # A link --out is written where it points: a Parquet output and --retry-errors write a file beside
     # --out and rename it over --out, which replaced the link with a file and left its target as it was
+    check_name_fits("--out", out)  # is_symlink() raised OSError on a name too long
     out = Path(os.path.realpath(out)) if out.is_symlink() else out
     check_outputs_apart(
         files={"--out": out, "--decisions": (decisions or decisions_path(out)) if policy else None},
@@ -178,6 +179,12 @@ def score(
     check_writable("--out", out)
     if heatmaps is not None:
         check_writable("--heatmaps", heatmaps, folder=True)
+    if policy is not None and decisions is None:  # named after --out, and longer than it
+        check_name_fits(
+            "--out",
+            decisions_path(out),
+            hint="the decisions file is named after --out: give a shorter --out, or pass --decisions",
+        )
     if policy is not None:
         check_writable("--decisions", decisions or decisions_path(out))
     check_output(out, resume=resume, overwrite=overwrite)  # before any slow work

@@ -7,8 +7,8 @@ Formats by the output's suffix:
   ``declaration``, ``signal_log_odds``) are JSON strings and ``None`` is an empty cell. A CSV
   written by an earlier version, whose header lacks columns added since, is rewritten with
   today's header when a run resumes it (its rows kept, the new cells empty).
-- ``.parquet``: Parquet cannot be appended, so rows are journalled to ``OUT.journal.jsonl`` and
-  converted (streamed, in row groups) when the run ends; the journal is removed only after the
+- ``.parquet``: Parquet cannot be appended, so rows are journalled beside it (:func:`journal_path`)
+  and converted (streamed, in row groups) when the run ends; the journal is removed only after the
   Parquet file is complete and renamed into place.
 
 A ``kill -9`` can leave at most one torn row at the end of a file. :func:`open_output` with
@@ -19,6 +19,8 @@ that the resumed run appends exactly the missing images.
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import io
 import json
 import os
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from datasets.errors import DatasetFormatError, InputError
-from datasets.whole_files import temporary_beside, written_whole
+from datasets.whole_files import name_start, temporary_beside, written_whole
 from pipeline import verdict_rows
 from pipeline.score.done import Done, row_state
 from pipeline.verdicts import ImageVerdict
@@ -69,8 +71,39 @@ def output_format(out: Path) -> OutputFormat:
 
 
 def journal_path(out: Path) -> Path:
-    """Where a Parquet output's rows are journalled until the run ends."""
-    return out.with_name(out.name + ".journal.jsonl")
+    """Where a Parquet output's rows are journalled until the run ends:
+    ``.{start of OUT's name}-{12 hex digits}.journal.jsonl`` beside it.
+
+    At most 60 bytes long, whatever ``out``'s name: ``OUT.journal.jsonl`` was 14 bytes longer than
+    it, and for a name near the file system's limit the run failed on the journal ("File name too
+    long") once the models had loaded. The start of the name (:func:`name_start`) says whose
+    journal it is; the hash of the whole name keeps apart two outputs whose names start alike.
+    Hidden, as a temporary file is, so that no folder walk takes it for an input.
+    """
+    digest = hashlib.sha256(os.fsencode(out.name)).hexdigest()[:12]
+    return out.with_name(f".{name_start(out.name)}-{digest}.journal.jsonl")
+
+
+def _earlier_journal(out: Path) -> Path | None:
+    """The journal an earlier version kept, ``OUT.journal.jsonl``, where a run it left unfinished
+    left one: resumed from, not taken for a fresh start. None where that name is longer than the
+    file system takes (no run can have made it)."""
+    earlier = out.with_name(out.name + ".journal.jsonl")
+    try:
+        return earlier if earlier.exists() else None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return None
+        raise
+
+
+def _journal_in_use(out: Path) -> Path:
+    """The journal a run into the Parquet ``out`` appends to: :func:`journal_path`, unless only an
+    earlier version's is there (:func:`_earlier_journal`)."""
+    journal = journal_path(out)
+    if journal.exists():
+        return journal
+    return _earlier_journal(out) or journal
 
 
 # ---------------------------------------------------------------------------------------- rows
@@ -272,7 +305,8 @@ def check_output(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
 
     Raises:
         InputError: a bad suffix; ``out`` (or its journal) exists and neither ``resume`` nor
-            ``overwrite`` was given; or both were; or ``out``'s folder cannot be made or written.
+            ``overwrite`` was given; or both were; or ``out``'s folder cannot be made or written, or
+            its name is longer than the file system takes.
     """
     fmt = output_format(out)
     if resume and overwrite:
@@ -293,8 +327,17 @@ def check_output(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
             f"output {str(out)!r}: no file can be made in its folder {str(out.parent)!r} "
             f"({exc.strerror or exc})"
         ) from exc
-    candidates = [out, journal_path(out)] if fmt == "parquet" else [out]
-    existing = [p for p in candidates if p.exists()]
+    try:
+        out.exists()
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise InputError(
+            f"output {str(out)!r}: its name is {len(os.fsencode(out.name))} bytes long, longer than the "
+            "file system takes; give a shorter name"
+        ) from exc
+    candidates = [out, journal_path(out), _earlier_journal(out)] if fmt == "parquet" else [out]
+    existing = [p for p in candidates if p is not None and p.exists()]
     if existing and not (resume or overwrite):
         raise InputError(
             f"output {str(existing[0])!r} already exists; "
@@ -330,14 +373,14 @@ def open_output(
         DatasetFormatError: the existing file is not a Clearsight score output.
     """
     fmt = output_format(out)
-    target = journal_path(out) if fmt == "parquet" else out
     existing = check_output(out, resume=resume, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = Done()
     if overwrite:
         for path in existing:
             path.unlink()
-    elif resume:
+    target = _journal_in_use(out) if fmt == "parquet" else out
+    if resume:
         if fmt == "parquet" and out.exists() and not target.exists():
             _parquet_to_journal(out, target)
         if target.exists():
@@ -464,7 +507,7 @@ def finish_output(out: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    journal = journal_path(out)
+    journal = _journal_in_use(out)
     schema = _parquet_schema()
     with written_whole(out) as sink, pq.ParquetWriter(sink, schema) as pw:
         chunk: dict[str, list[Any]] = {name: [] for name in FIELDS}

@@ -153,6 +153,19 @@ WRITABLE = [
     ("loop/d.jsonl", False, "--out 'loop/d.jsonl': 'loop' is a link to a missing folder 'loop'"),
     ("folder_link/deeper/d.jsonl", False, None),  # links that lead somewhere are followed
     ("folder_link/heat", True, None),
+    # a name longer than the file system takes: any look at it raised OSError ("File name too long")
+    (
+        "x" * 250 + ".jsonl",
+        False,
+        f"--out '{'x' * 250}.jsonl': its name is 256 bytes long, over the 255 the file system takes; give",
+    ),
+    ("é" * 128, True, f"--out '{'é' * 128}': its name is 256 bytes long, over the 255"),
+    (
+        "é" * 128 + "/rows.jsonl",
+        False,
+        f"--out '{'é' * 128}/rows.jsonl': the folder name '{'é' * 128}' in it is 256 bytes long",
+    ),
+    ("é" * 126 + ".ab", False, None),  # 255 bytes: taken
 ]
 
 

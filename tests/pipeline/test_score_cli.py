@@ -489,8 +489,26 @@ def test_the_ray_engine_checks_routing_from_the_cards_before_starting(
             ["--out", "o.jsonl", "--policy", str(default_policy_path()), "--decisions", "s_file/d.jsonl"],
             "Error: --decisions 's_file/d.jsonl': cannot make its folder: 's_file' is a file",
         ),
+        (
+            ["--out", "o" * 250 + ".jsonl"],
+            f"Error: --out '{'o' * 250}.jsonl': its name is 256 bytes long, over the 255 the file system",
+        ),
+        (  # the default decisions file, OUT.decisions.jsonl, is longer than --out
+            ["--out", "o" * 245 + ".parquet", "--policy", str(default_policy_path())],
+            f"Error: --out '{'o' * 245}.decisions.jsonl': its name is 261 bytes long, over the 255 the "
+            "file system takes; the decisions file is named after --out: give a shorter --out, or pass "
+            "--decisions",
+        ),
     ],
-    ids=["out", "out-in-proc", "heatmaps", "heatmaps-in-proc", "decisions"],
+    ids=[
+        "out",
+        "out-in-proc",
+        "heatmaps",
+        "heatmaps-in-proc",
+        "decisions",
+        "out-too-long",
+        "decisions-too-long",
+    ],
 )
 def test_an_output_that_cannot_be_made_is_refused_before_the_models_load(
     tmp_path: Path,

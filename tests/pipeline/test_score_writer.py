@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -281,6 +282,77 @@ def test_a_file_named_like_an_old_temporary_file_is_left_alone(
     assert precious.read_bytes() == b"SQLite format 3\x00 the audit trail"
     assert list(iter_rows(out)) == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, old_temporary])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a" * 247 + ".parquet", "é" * 120 + ".parquet", "é" * 16 + "x.parquet"],
+    ids=["ascii-255-bytes", "non-ascii-248-bytes", "short"],
+)
+def test_a_parquet_output_is_journalled_under_a_short_hidden_name(tmp_path: Path, name: str) -> None:
+    """``OUT.journal.jsonl`` was 14 bytes longer than --out's name: one the file system takes failed
+    on the journal ("File name too long"), and only a Parquet output did."""
+    out = tmp_path / name
+    journal = journal_path(out)
+    assert (
+        journal.parent == tmp_path
+        and journal.name.startswith(".")
+        and journal.name.endswith(".journal.jsonl")
+    )
+    assert len(os.fsencode(journal.name)) <= 60
+    assert journal != journal_path(tmp_path / ("b" + name))  # one output's journal each
+    writer, _ = open_output(out, resume=False, overwrite=False)
+    with writer:
+        writer.write(ROWS[0])
+    assert journal.exists()  # killed before the conversion
+    writer, done = open_output(out, resume=True, overwrite=False, retry_errors=True)
+    with writer:
+        for row in ROWS[1:]:
+            writer.write(row)
+    finish_output(out)
+    assert _holds(done, ROWS[:1]) and list(iter_rows(out)) == ROWS
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def _earlier_journal(out: Path, rows: list[ImageVerdict]) -> Path:
+    """The journal of a run an earlier version left unfinished, ``OUT.journal.jsonl``."""
+    earlier = out.with_name(out.name + ".journal.jsonl")
+    earlier.write_text("".join(row.model_dump_json() + "\n" for row in rows), encoding="utf-8")
+    return earlier
+
+
+def test_a_journal_an_earlier_version_left_is_resumed(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    earlier = _earlier_journal(out, ROWS[:2])
+    with pytest.raises(InputError, match="out.parquet.journal.jsonl' already exists; pass --resume"):
+        check_output(out, resume=False, overwrite=False)
+    writer, done = open_output(out, resume=True, overwrite=False)
+    with writer:
+        writer.write(ROWS[2])
+    finish_output(out)
+    assert _holds(done, ROWS[:2]) and list(iter_rows(out)) == ROWS
+    assert not earlier.exists() and [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+
+
+def test_overwrite_removes_a_journal_an_earlier_version_left(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    earlier = _earlier_journal(out, ROWS[:2])
+    _write_over(out, ROWS[2:])
+    assert list(iter_rows(out)) == ROWS[2:]
+    assert not earlier.exists() and [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+
+
+def _write_over(out: Path, rows: list[ImageVerdict]) -> None:
+    writer, _ = open_output(out, resume=False, overwrite=True)
+    with writer:
+        for row in rows:
+            writer.write(row)
+    finish_output(out)
+
+
+def test_an_output_whose_name_is_too_long_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"its name is 256 bytes long, longer than the file system takes"):
+        check_output(tmp_path / ("a" * 248 + ".parquet"), resume=False, overwrite=False)
 
 
 def test_parquet_resume_from_journal_after_a_crash(tmp_path: Path) -> None:
