@@ -7,18 +7,22 @@ whatever already had that name, an audit store or a policy a user happened to ca
 
 A run killed while writing leaves its temporary file, ``.{start of the name}-{12 hex digits}.tmp``,
 beside the target: hidden, and ending in ``.tmp``, so that no folder walk takes it for an image.
+
+A file written again keeps what writing into it would have kept (:func:`keep_mode_and_owner`):
+its mode and, where the user may set them, its owner and group.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import stat
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Literal, overload
 
-__all__ = ["name_start", "temporary_beside", "written_whole"]
+__all__ = ["keep_mode_and_owner", "name_start", "temporary_beside", "written_whole"]
 
 
 def temporary_beside(path: Path) -> tuple[Path, int]:
@@ -60,9 +64,31 @@ def name_start(name: str) -> str:
     return kept
 
 
+def keep_mode_and_owner(fd: int, path: Path) -> None:
+    """Give the new file open at ``fd``, about to be renamed onto ``path``, the mode of the file
+    ``path`` names (through a link), and its owner and group where the user may set them; nothing
+    where there is no such file, and a new file keeps the mode the umask gives.
+
+    Renamed onto it, a new file otherwise took the umask's mode: an output made readable by its
+    owner alone (``chmod 600``) came back readable by the group after ``--resume``. The owner is
+    set first: changing it clears the set-user-ID and set-group-ID bits, which the mode then puts
+    back.
+
+    Raises:
+        OSError: ``path`` cannot be looked at, or the mode cannot be set.
+    """
+    try:
+        earlier = os.stat(path)
+    except FileNotFoundError:
+        return
+    with suppress(PermissionError):  # only root may give a file to another user
+        os.fchown(fd, earlier.st_uid, earlier.st_gid)
+    os.fchmod(fd, stat.S_IMODE(earlier.st_mode))
+
+
 @overload
 def written_whole(
-    path: Path, *, text: Literal[False] = False, fsync: bool = True
+    path: Path, *, text: Literal[False] = False, fsync: bool = True, like: Path | None = None
 ) -> AbstractContextManager[IO[bytes]]: ...
 
 
@@ -74,25 +100,40 @@ def written_whole(
     fsync: bool = True,
     encoding: str = "utf-8",
     newline: str | None = None,
+    like: Path | None = None,
 ) -> AbstractContextManager[IO[str]]: ...
 
 
 @overload
 def written_whole(
-    path: Path, *, text: bool, fsync: bool = True, encoding: str = "utf-8", newline: str | None = None
+    path: Path,
+    *,
+    text: bool,
+    fsync: bool = True,
+    encoding: str = "utf-8",
+    newline: str | None = None,
+    like: Path | None = None,
 ) -> AbstractContextManager[IO[Any]]: ...
 
 
 @contextmanager
 def written_whole(
-    path: Path, *, text: bool = False, fsync: bool = True, encoding: str = "utf-8", newline: str | None = None
+    path: Path,
+    *,
+    text: bool = False,
+    fsync: bool = True,
+    encoding: str = "utf-8",
+    newline: str | None = None,
+    like: Path | None = None,
 ) -> Iterator[IO[Any]]:
     """A file object (binary, or with ``text`` text in ``encoding``) on a new temporary file beside
     ``path`` (:func:`temporary_beside`), renamed onto ``path`` when the block ends without an error;
     flushed and, with ``fsync``, on disk first, so that the name never points at a file cut short
     by a power cut. Any error (Ctrl-C too) removes the temporary file and leaves ``path`` as it was.
 
-    A ``path`` that is a link is replaced by the new file, as :func:`os.replace` does.
+    A ``path`` that is a link is replaced by the new file, as :func:`os.replace` does. The new file
+    keeps the mode and owner of the file it replaces (:func:`keep_mode_and_owner`), or of ``like``
+    where given: a file written from another, which it stands for until the run ends.
 
     Raises:
         OSError: the file cannot be made, written or renamed.
@@ -103,6 +144,7 @@ def written_whole(
     tmp, fd = temporary_beside(path)
     try:
         with os.fdopen(fd, **opened) as fh:
+            keep_mode_and_owner(fh.fileno(), path if like is None else like)
             yield fh
             fh.flush()
             if fsync:

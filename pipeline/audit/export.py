@@ -6,15 +6,14 @@ import csv
 import json
 import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from datasets.errors import InputError
-from datasets.whole_files import temporary_beside
+from datasets.whole_files import keep_mode_and_owner, temporary_beside
 from pipeline.audit.records import AuditRecord
 
 __all__ = ["CSV_COLUMNS", "flat_row", "replaced_whole", "spreadsheet_safe", "write_export"]
@@ -120,11 +119,8 @@ def replaced_whole(path: Path) -> Iterator[IO[str]]:
                 os.fsync(handle.fileno())
         return
     try:
-        if earlier is not None:
-            os.chmod(fd, stat.S_IMODE(earlier.st_mode))
-            with suppress(PermissionError):  # only root may give a file to another user
-                os.chown(fd, earlier.st_uid, earlier.st_gid)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            keep_mode_and_owner(handle.fileno(), target)
             yield handle
             handle.flush()
             os.fsync(handle.fileno())  # whole on disk before the name points at it

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from datasets.errors import DatasetFormatError, InputError
-from datasets.whole_files import name_start, temporary_beside, written_whole
+from datasets.whole_files import keep_mode_and_owner, name_start, temporary_beside, written_whole
 from pipeline import verdict_rows
 from pipeline.score.done import Done, row_state
 from pipeline.verdicts import ImageVerdict
@@ -290,10 +290,11 @@ def _whole_rows(reader: Iterator[list[str]], width: int, path: Path) -> Iterator
 
 
 def _parquet_to_journal(parquet: Path, journal: Path) -> None:
-    """Rewrite a finished Parquet output as a journal, so that a resumed run can append to it."""
+    """Rewrite a finished Parquet output as a journal, so that a resumed run can append to it; the
+    journal holds the same rows, and is made with the output's mode and owner."""
     import pyarrow.parquet as pq
 
-    with written_whole(journal) as fh:
+    with written_whole(journal, like=parquet) as fh:
         for batch in pq.ParquetFile(parquet).iter_batches(batch_size=4096):
             for record in batch.to_pylist():
                 verdict = verdict_rows.from_flat(record, str(parquet))
@@ -401,11 +402,12 @@ def _drop_error_rows(path: Path, *, csv_format: bool) -> int:
 
     Streamed to a temporary file (:func:`~datasets.whole_files.temporary_beside`) and renamed over,
     so a crash leaves the old file whole; not renamed when no row was dropped (written_whole would
-    rename it regardless)."""
+    rename it regardless). The new file keeps the old one's mode and owner."""
     tmp, fd = temporary_beside(path)
     dropped = 0
     try:
         with os.fdopen(fd, "wb") as out:
+            keep_mode_and_owner(out.fileno(), path)
             if csv_format:
                 out.write(RowWriter.csv_line(list(FIELDS)))
             for row in verdict_rows.read_verdicts(path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,62 @@ def test_a_temporary_file_a_killed_run_left_is_never_taken_for_an_image(tmp_path
         os.close(fd)
     assert list(iter_image_paths([tmp_path])) == [tmp_path / "a.png"]
     assert list(iter_image_paths([str(tmp_path / "*")])) == [tmp_path / "a.png"]
+
+
+@pytest.fixture
+def umask_002() -> Iterator[None]:
+    """The umask a shared workstation has: a new file is 0o664, readable by the group."""
+    old = os.umask(0o002)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.parametrize(
+    ("earlier", "expected"),
+    [(None, 0o664), (0o600, 0o600), (0o640, 0o640), (0o444, 0o444)],
+    ids=["new", "owner-only", "group-read", "read-only"],
+)
+@pytest.mark.usefixtures("umask_002")
+def test_written_whole_keeps_the_mode_of_the_file_it_replaces(
+    tmp_path: Path, earlier: int | None, expected: int
+) -> None:
+    """Renamed onto the target, the new file took the umask's mode: an output made readable by its
+    owner alone came back readable by the group."""
+    target = tmp_path / "out.jsonl"
+    if earlier is not None:
+        target.write_bytes(b"the earlier file")
+        target.chmod(earlier)
+    with written_whole(target) as fh:
+        fh.write(b"the new file")
+    assert target.read_bytes() == b"the new file"
+    assert oct(target.stat().st_mode & 0o777) == oct(expected)
+
+
+@pytest.mark.usefixtures("umask_002")
+def test_written_whole_over_a_link_keeps_the_mode_of_the_file_it_named(tmp_path: Path) -> None:
+    (tmp_path / "private.jsonl").write_bytes(b"earlier")
+    (tmp_path / "private.jsonl").chmod(0o600)
+    (tmp_path / "link.jsonl").symlink_to("private.jsonl")
+    with written_whole(tmp_path / "link.jsonl") as fh:
+        fh.write(b"new")
+    assert oct((tmp_path / "link.jsonl").lstat().st_mode & 0o777) == oct(0o600)
+
+
+@pytest.mark.usefixtures("umask_002")
+def test_written_whole_like_another_file_takes_its_mode(tmp_path: Path) -> None:
+    source = tmp_path / "rows.parquet"
+    source.write_bytes(b"rows")
+    source.chmod(0o600)
+    with written_whole(tmp_path / "journal.jsonl", like=source) as fh:
+        fh.write(b"the same rows")
+    assert oct((tmp_path / "journal.jsonl").stat().st_mode & 0o777) == oct(0o600)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may give a file to another user")
+def test_written_whole_keeps_the_owner_of_the_file_it_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "out.csv"
+    target.write_bytes(b"earlier")
+    os.chown(target, 4321, 8765)
+    with written_whole(target) as fh:
+        fh.write(b"new")
+    assert (target.stat().st_uid, target.stat().st_gid) == (4321, 8765)

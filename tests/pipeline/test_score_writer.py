@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -429,3 +430,64 @@ def test_csv_cells_never_start_a_formula_and_read_back_unchanged(tmp_path: Path)
     writer, done = open_output(out, resume=True, overwrite=False)
     writer.close()
     assert _holds(done, FORMULAS)
+
+
+def _resume(out: Path, *, retry_errors: bool = False) -> None:
+    writer, _ = open_output(out, resume=True, overwrite=False, retry_errors=retry_errors)
+    writer.close()
+    finish_output(out)
+
+
+@pytest.fixture
+def umask_002() -> Iterator[None]:
+    """The umask a shared workstation has: a new file is 0o664, readable by the group."""
+    old = os.umask(0o002)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.parametrize(
+    ("name", "before", "then"),
+    [
+        ("out.parquet", ROWS[:1], _resume),  # back to a journal, converted again
+        ("out.jsonl", ROWS, lambda out: _resume(out, retry_errors=True)),
+        ("out.csv", ROWS, lambda out: _resume(out, retry_errors=True)),
+        ("out.csv", None, _resume),  # an earlier version's CSV, rewritten under today's header
+    ],
+    ids=["parquet-resumed", "jsonl-retry-errors", "csv-retry-errors", "csv-upgrade"],
+)
+@pytest.mark.usefixtures("umask_002")
+def test_an_output_written_again_keeps_its_mode(
+    tmp_path: Path, name: str, before: list[ImageVerdict] | None, then: object
+) -> None:
+    """Rewritten whole and renamed over, an output made readable by its owner alone (``chmod 600``)
+    came back readable by the group (the umask's 0o664) after ``--resume``/``--retry-errors``."""
+    out = tmp_path / name
+    if before is None:
+        _older_csv(out, ROWS, ("signal_log_odds",))
+    else:
+        _write(out, before)
+    out.chmod(0o600)
+    then(out)  # type: ignore[operator]
+    assert oct(out.stat().st_mode & 0o777) == oct(0o600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+@pytest.mark.usefixtures("umask_002")
+def test_the_journal_of_a_resumed_parquet_output_has_its_mode(tmp_path: Path) -> None:
+    """The journal holds the output's rows while the resumed run appends to it."""
+    out = tmp_path / "out.parquet"
+    _write(out, ROWS[:1])
+    out.chmod(0o600)
+    writer, _ = open_output(out, resume=True, overwrite=False)
+    with writer:
+        assert oct(journal_path(out).stat().st_mode & 0o777) == oct(0o600)
+    finish_output(out)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+@pytest.mark.usefixtures("umask_002")
+def test_a_new_output_has_the_mode_the_umask_gives(tmp_path: Path, suffix: str) -> None:
+    out = tmp_path / f"out{suffix}"
+    _write(out, ROWS)
+    assert oct(out.stat().st_mode & 0o777) == oct(0o664)
