@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from datasets.errors import ConflictError, DatasetFormatError, InputError
-from datasets.whole_files import temporary_beside
+from datasets.whole_files import keep_mode_and_owner, temporary_beside
 from pipeline import verdict_rows
 from pipeline.cli.output_paths import audit_file, check_outputs_apart, output_error
 from pipeline.decide import decide_rows
@@ -122,6 +122,7 @@ class _DecisionsFile:
             with self._fh as fh:
                 for decision in decisions:
                     fh.write(decision.model_dump_json() + "\n")
+                keep_mode_and_owner(fh.fileno(), self.path)  # an --out kept to its owner stays so
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(self.tmp, self.path)

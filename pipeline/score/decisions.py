@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datasets.errors import ClearsightError, InputError
-from datasets.whole_files import temporary_beside
+from datasets.whole_files import keep_mode_and_owner, temporary_beside
 from pipeline.score.summary import ScoreSummary
 from pipeline.score.writer import iter_rows
 from pipeline.verdicts import ShipmentDecision
@@ -160,6 +160,7 @@ def decide_output(
                     on_decision(decision)
                 count += 1
             try:
+                keep_mode_and_owner(fh.fileno(), decisions)  # a file kept to its owner stays so
                 fh.flush()
                 os.fsync(fh.fileno())
             except OSError as exc:  # a full disk: said as such, not as an unexpected error

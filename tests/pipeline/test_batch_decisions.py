@@ -725,6 +725,25 @@ def test_score_with_a_policy_leaves_a_store_named_like_its_decisions_dot_tmp_alo
     ]
 
 
+def test_the_decisions_file_keeps_the_mode_of_the_one_it_replaces(tmp_path: Path) -> None:
+    """Renamed onto it, a new decisions file took the umask's mode: one kept to its owner (chmod
+    600) came back readable by the group."""
+    from pipeline.score.decisions import decide_output
+    from pipeline.score.summary import ScoreSummary
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
+    decisions = tmp_path / "rows.decisions.jsonl"
+    decisions.write_text("earlier\n")
+    decisions.chmod(0o600)
+    summary = ScoreSummary()
+    assert (
+        decide_output(rows, POLICY, audit_key=KEY, decisions=decisions, audit_url=None, summary=summary) == 1
+    )
+    assert decisions.stat().st_mode & 0o777 == 0o600
+    assert json.loads(decisions.read_text())["shipment_id"] == "S-B"
+
+
 @pytest.mark.parametrize(
     ("name", "kept"),
     [

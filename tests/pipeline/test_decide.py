@@ -1466,6 +1466,19 @@ def test_cli_decide_leaves_a_file_named_like_its_out_dot_tmp_alone(
     assert (cli_env / "d.jsonl").stat().st_mode == (cli_env / "probe").stat().st_mode
 
 
+def test_cli_decide_keeps_the_mode_of_the_out_it_replaces(cli_env: Path) -> None:
+    """Renamed onto it, the new --out took the umask's mode: decisions kept to their owner (chmod
+    600) came back readable by the group after --overwrite."""
+    from pipeline.cli import app, run
+
+    verdicts = _write(cli_env / "v.jsonl", ROWS)
+    out = cli_env / "d.jsonl"
+    out.write_text("earlier\n")
+    out.chmod(0o600)
+    assert run(app, ["decide", "--verdicts", str(verdicts), "--out", str(out), "--overwrite"]) == 0
+    assert out.stat().st_mode & 0o777 == 0o600 and len(out.read_text().splitlines()) == 5
+
+
 def test_cli_decide_leaves_no_temporary_file_when_it_fails(cli_env: Path) -> None:
     from pipeline.cli import app, run
 
