@@ -33,8 +33,10 @@ __all__ = ["FailedAttempts", "Failures", "MemoryFailures", "SharedFailures"]
 log = logging.getLogger("clearsight.serve")
 
 MAX_TRACKED = 10_000
-"""Addresses remembered at once in memory; the longest quiet are forgotten first, so memory stays
-bounded. The shared file keeps at most this many wrong keys in all, the oldest forgotten first."""
+"""Addresses remembered at once, in memory and in the shared file alike; the longest quiet are
+forgotten first, so memory and the file stay bounded (each address keeps at most the limit's number
+of wrong keys). Counting entries instead let 500 addresses within their limit push every other
+address's count out within the minute."""
 
 
 class Failures(Protocol):
@@ -45,8 +47,10 @@ class Failures(Protocol):
         (``since`` when none)."""
         ...
 
-    def add(self, client: str, at: float, since: float) -> None:
-        """Count a wrong key of ``client`` at ``at``; those at or before ``since`` may be forgotten."""
+    def add(self, client: str, at: float, since: float, keep: int) -> None:
+        """Count a wrong key of ``client`` at ``at``, keeping at most its newest ``keep``; those at
+        or before ``since`` may be forgotten, and past :data:`MAX_TRACKED` addresses the longest
+        quiet."""
         ...
 
 
@@ -67,11 +71,14 @@ class MemoryFailures:
         times = self._pruned(client, since)
         return (len(times), times[0]) if times else (0, since)
 
-    def add(self, client: str, at: float, since: float) -> None:
+    def add(self, client: str, at: float, since: float, keep: int) -> None:
         times = self._pruned(client, since)
         if times is None:
             times = self._failures[client] = deque()
         times.append(at)
+        # the newest `keep` hold the address exactly as long as all of them would
+        while len(times) > keep:
+            times.popleft()
         self._failures.move_to_end(client)
         while len(self._failures) > MAX_TRACKED:
             self._failures.popitem(last=False)
@@ -81,9 +88,12 @@ class SharedFailures:
     """Wrong keys counted in a SQLite file that every worker of the server opens (WAL, so a count
     read never waits on another worker's write; a write waits up to 5 s for another's).
 
-    Old entries go as new ones come: those past the window, and past :data:`MAX_TRACKED` entries the
-    oldest, so the file stays small whatever addresses guess. Where the file cannot be opened or
-    written, this process counts in memory instead (logged once): a lockout per worker, never none.
+    One row per address: its newest wrong keys (at most the limit's number) and when it last sent
+    one. Rows go as new wrong keys come: those whose last is past the window, and past
+    :data:`MAX_TRACKED` addresses the longest quiet, as in memory, so the file stays small
+    (about ``limit`` x :data:`MAX_TRACKED` times) whatever addresses guess. Where the file cannot
+    be opened or written, this process counts in memory instead (logged once): a lockout per
+    worker, never none.
     """
 
     def __init__(self, path: Path) -> None:
@@ -98,9 +108,13 @@ class SharedFailures:
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")  # counts, not records: a power cut may lose some
-                conn.execute("CREATE TABLE IF NOT EXISTS failures (client TEXT NOT NULL, at REAL NOT NULL)")
-                conn.execute("CREATE INDEX IF NOT EXISTS failures_client_at ON failures (client, at)")
-                conn.execute("CREATE INDEX IF NOT EXISTS failures_at ON failures (at)")
+                # the first release's table: one row per wrong key, capped in all, not per address
+                conn.execute("DROP TABLE IF EXISTS failures")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS wrong_keys (client TEXT PRIMARY KEY, seen REAL NOT NULL,"
+                    " times TEXT NOT NULL) WITHOUT ROWID"
+                )
+                conn.execute("CREATE INDEX IF NOT EXISTS wrong_keys_seen ON wrong_keys (seen)")
             except sqlite3.Error:
                 conn.close()
                 raise
@@ -121,43 +135,52 @@ class SharedFailures:
         if self._fallback is not None:
             return self._fallback.recent(client, since)
         try:
-            count, oldest = (
-                self._db()
-                .execute(
-                    "SELECT COUNT(*), MIN(at) FROM failures WHERE client = ? AND at > ?", (client, since)
-                )
-                .fetchone()
-            )
+            row = self._db().execute("SELECT times FROM wrong_keys WHERE client = ?", (client,)).fetchone()
         except (sqlite3.Error, OSError) as exc:
             return self._failed_over(exc).recent(client, since)
-        return int(count), since if oldest is None else float(oldest)
+        times = [t for t in _parse(row) if t > since]
+        return (len(times), times[0]) if times else (0, since)
 
-    def add(self, client: str, at: float, since: float) -> None:
+    def add(self, client: str, at: float, since: float, keep: int) -> None:
         if self._fallback is not None:
-            self._fallback.add(client, at, since)
+            self._fallback.add(client, at, since, keep)
             return
         try:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.execute("INSERT INTO failures (client, at) VALUES (?, ?)", (client, at))
-                db.execute("DELETE FROM failures WHERE at <= ?", (since,))
-                # bounded whatever addresses guess within one window: the oldest entries go
+                row = db.execute("SELECT times FROM wrong_keys WHERE client = ?", (client,)).fetchone()
+                times = sorted([t for t in _parse(row) if t > since] + [at])[-keep:]
                 db.execute(
-                    "DELETE FROM failures WHERE rowid <= (SELECT MAX(rowid) FROM failures) - ?",
-                    (MAX_TRACKED,),
+                    "INSERT INTO wrong_keys (client, seen, times) VALUES (?, ?, ?)"
+                    " ON CONFLICT (client) DO UPDATE SET seen = excluded.seen, times = excluded.times",
+                    (client, at, " ".join(map(repr, times))),
                 )
+                db.execute("DELETE FROM wrong_keys WHERE seen <= ?", (since,))
+                if row is None:  # only a new address can take the file past its bound
+                    (count,) = db.execute("SELECT COUNT(*) FROM wrong_keys").fetchone()
+                    if count > MAX_TRACKED:
+                        db.execute(
+                            "DELETE FROM wrong_keys WHERE client IN"
+                            " (SELECT client FROM wrong_keys ORDER BY seen LIMIT ?)",
+                            (count - MAX_TRACKED,),
+                        )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         except (sqlite3.Error, OSError) as exc:
-            self._failed_over(exc).add(client, at, since)
+            self._failed_over(exc).add(client, at, since, keep)
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _parse(row: tuple[str] | None) -> list[float]:
+    """An address's wrong-key times as the file keeps them (space-separated, oldest first)."""
+    return [float(t) for t in row[0].split()] if row is not None else []
 
 
 class FailedAttempts:
@@ -208,7 +231,7 @@ class FailedAttempts:
             return
         with self._lock:
             now = self._clock()
-            self._failures.add(client, now, now - self.window_s)
+            self._failures.add(client, now, now - self.window_s, self.limit)
 
     def close(self) -> None:
         """Close where the wrong keys are counted, if that is a file."""

@@ -69,6 +69,27 @@ def test_memory_stays_bounded(monkeypatch: pytest.MonkeyPatch, failures: Failure
         attempts.check("10.0.0.19")
 
 
+def test_other_addresses_within_their_limit_do_not_free_a_locked_one(
+    monkeypatch: pytest.MonkeyPatch, failures: Failures
+) -> None:
+    """Addresses are forgotten only past MAX_TRACKED of them: the file kept the newest MAX_TRACKED
+    wrong keys of all addresses, so MAX_TRACKED / limit addresses within their limit pushed a locked
+    address's count out within the minute (500 addresses at 20 a minute, with the real numbers)."""
+    monkeypatch.setattr(lockout, "MAX_TRACKED", 5)
+    clock = Clock()
+    attempts = FailedAttempts(3, window_s=60.0, clock=clock, failures=failures)
+    for _ in range(3):
+        attempts.failed("10.0.0.7")
+    for n in range(4):  # 12 wrong keys of 4 other addresses, none past its limit
+        for _ in range(3):
+            clock.now += 0.1
+            attempts.failed(f"10.0.1.{n}")
+    with pytest.raises(TooManyAttemptsError, match=r"^3 wrong API keys"):
+        attempts.check("10.0.0.7")
+    attempts.failed("10.0.1.4")  # the sixth address: the longest quiet goes
+    attempts.check("10.0.0.7")
+
+
 def test_wrong_keys_over_http_get_429_then_even_the_right_key_waits(make_client) -> None:
     client = make_client(auth_failures_per_minute=2)
     for _ in range(2):
@@ -97,7 +118,26 @@ def test_the_shared_file_forgets_wrong_keys_past_the_window(tmp_path: Path) -> N
     clock.now += 61.0
     attempts.failed("10.0.0.99")  # a new entry takes the old ones away
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT client FROM failures").fetchall() == [("10.0.0.99",)]
+        assert db.execute("SELECT client, times FROM wrong_keys").fetchall() == [("10.0.0.99", "1061.0")]
+
+
+def test_the_shared_file_keeps_at_most_the_limit_per_address(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(lockout, "MAX_TRACKED", 5)
+    clock = Clock()
+    path = tmp_path / "lockout.sqlite"
+    failures = SharedFailures(path)
+    for n in range(8):
+        for _ in range(6):  # past the limit, as concurrent requests may all pass check()
+            clock.now += 0.5
+            failures.add(f"10.0.0.{n}", clock.now, clock.now - 60.0, 3)
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT client, times FROM wrong_keys ORDER BY seen").fetchall()
+    assert [client for client, _ in rows] == [f"10.0.0.{n}" for n in range(3, 8)]
+    assert all(len(times.split()) == 3 for _, times in rows)
+    # the newest three hold the address as long as all six would
+    assert failures.recent("10.0.0.7", clock.now - 60.0) == (3, clock.now - 1.0)
 
 
 def test_a_lockout_file_that_cannot_be_used_is_counted_in_memory(tmp_path: Path, caplog) -> None:
