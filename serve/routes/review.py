@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from datasets.errors import AuditError, ConflictError, InputError
 from datasets.perceptual_hash import fine_distance
 from datasets.type_names import TYPE_NAME_PATTERN
+from pipeline.audit import AuditRecord
 from pipeline.heatmap import legend_svg
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS
 from pipeline.verdicts import Tier
@@ -233,11 +234,11 @@ async def review_page(
             {"mode": "login", "error": "This key may not review shipments."},
             status_code=403,
         )
-    wanted = (shipment or "").strip() or None
-    if wanted is not None:
+    wanted = None
+    if shipment and shipment.strip():
         # one shipment found by its id, whatever its tier: a tip-off about released cargo, or a
         # finding after clearance, is recorded against the decision that released it
-        found = await run_in_threadpool(services.audit.get, wanted)
+        wanted, found = await run_in_threadpool(_search, services, shipment)
         records = [found] if found is not None else []
         before = None
     else:
@@ -404,6 +405,18 @@ async def _record_from_form(
     except InputError:  # a finding the page offered, no longer one (the service restarted with another model)
         return RedirectResponse(_back(shipment_id, "relisted", searched), status_code=303)
     return RedirectResponse(_back(shipment_id, "recorded", searched), status_code=303)
+
+
+def _search(services: Services, shipment: str) -> tuple[str, AuditRecord | None]:
+    """The id searched for and its shipment's latest record: the id as given, else (nothing found)
+    the id without the spaces a pasted one brings. As given first: a batch row's id may end in a
+    space, and a form not recorded comes back to ``?shipment=`` with that id whole, which stripped
+    found no decision."""
+    found = services.audit.get(shipment)
+    stripped = shipment.strip()
+    if found is None and stripped != shipment:
+        return stripped, services.audit.get(stripped)
+    return shipment, found
 
 
 def _back(shipment_id: str, notice: str, searched: bool) -> str:

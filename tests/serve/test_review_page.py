@@ -173,6 +173,7 @@ def _form(page: str, shipment: str) -> dict[str, str]:
     [
         ("SHP-1", "/review?stale=SHP-1&shipment=SHP-1"),
         ("SHP/2026/1", "/review?stale=SHP%2F2026%2F1&shipment=SHP%2F2026%2F1"),  # as a batch names one
+        ("SHP 9 ", "/review?stale=SHP%209%20&shipment=SHP%209%20"),  # edge spaces, as a batch row may have
     ],
 )
 def test_a_form_not_recorded_comes_back_to_its_shipment(make_client, audit_store, shipment, location) -> None:
