@@ -83,28 +83,63 @@ class MemoryFailures:
         while len(self._failures) > MAX_TRACKED:
             self._failures.popitem(last=False)
 
+    def held(self, since: float) -> dict[str, list[float]]:
+        """Every address's wrong keys after ``since``, oldest first (addresses without any left out)."""
+        return {
+            c: [t for t in times if t > since]
+            for c, times in self._failures.items()
+            if times and times[-1] > since
+        }
+
+    def clear(self) -> None:
+        self._failures.clear()
+
+
+BUSY_TIMEOUT_S = 0.1
+"""How long a write waits for another worker's. Each holds the file under a millisecond (WAL, no
+sync per commit), so a longer wait means a stuck holder (an operator's sqlite3 session); the async
+routes count wrong keys on the event loop, which waited the whole 5 s it was given first."""
+
+_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def _busy(exc: Exception) -> bool:
+    """Whether ``exc`` is another connection holding the file, which passes (not a file that
+    cannot be opened, is no database or has another schema, which does not)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _BUSY
+
 
 class SharedFailures:
     """Wrong keys counted in a SQLite file that every worker of the server opens (WAL, so a count
-    read never waits on another worker's write; a write waits up to 5 s for another's).
+    read never waits on another worker's write; a write waits up to :data:`BUSY_TIMEOUT_S` for
+    another's).
 
     One row per address: its newest wrong keys (at most the limit's number) and when it last sent
     one. Rows go as new wrong keys come: those whose last is past the window, and past
     :data:`MAX_TRACKED` addresses the longest quiet, as in memory, so the file stays small
-    (about ``limit`` x :data:`MAX_TRACKED` times) whatever addresses guess. Where the file cannot
-    be opened or written, this process counts in memory instead (logged once): a lockout per
-    worker, never none.
+    (about ``limit`` x :data:`MAX_TRACKED` times) whatever addresses guess.
+
+    While another connection holds the file longer than that, a wrong key is held in this
+    process's memory, counted with the file's for its address (a locked address stays locked), and
+    written to the file with the next wrong key that gets through. Where the file cannot be opened,
+    is no database or not this one, this process counts in memory from then on (logged): a lockout
+    per worker, never none.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
-        self._fallback: MemoryFailures | None = None
+        self._held = MemoryFailures()  # wrong keys the file was too busy to take
+        self._fallback: MemoryFailures | None = None  # set for good: the file cannot be used
+        # while so, writes do not wait: on a stuck lock each wrong key would, holding up the worker
+        self._busy = False
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+            wait = 0.0 if self._busy else BUSY_TIMEOUT_S
+            conn = sqlite3.connect(self.path, timeout=wait, isolation_level=None, check_same_thread=False)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")  # counts, not records: a power cut may lose some
@@ -121,56 +156,93 @@ class SharedFailures:
             self._conn = conn
         return self._conn
 
-    def _failed_over(self, exc: Exception) -> MemoryFailures:
+    def _unusable(self, exc: Exception) -> MemoryFailures:
+        """Where wrong keys go after ``exc``: held for the file while it is busy, else in memory
+        for good (with those held so far)."""
+        if _busy(exc):
+            if not self._busy:
+                self._busy = True
+                self._wait(0.0)
+                log.warning(
+                    "the lockout file %s is busy (%s): wrong API keys are held in this worker's "
+                    "memory until it can be written",
+                    self.path,
+                    exc,
+                )
+            return self._held
         if self._fallback is None:
             log.warning(
                 "wrong API keys are counted per worker from now on: the lockout file %s cannot be used: %s",
                 self.path,
                 exc,
             )
-            self._fallback = MemoryFailures()
+            self._fallback = self._held
         return self._fallback
 
     def recent(self, client: str, since: float) -> tuple[int, float]:
         if self._fallback is not None:
             return self._fallback.recent(client, since)
+        held, held_oldest = self._held.recent(client, since)
         try:
             row = self._db().execute("SELECT times FROM wrong_keys WHERE client = ?", (client,)).fetchone()
         except (sqlite3.Error, OSError) as exc:
-            return self._failed_over(exc).recent(client, since)
+            return self._unusable(exc).recent(client, since)
         times = [t for t in _parse(row) if t > since]
-        return (len(times), times[0]) if times else (0, since)
+        if not times:
+            return held, held_oldest
+        return len(times) + held, (min(times[0], held_oldest) if held else times[0])
 
     def add(self, client: str, at: float, since: float, keep: int) -> None:
         if self._fallback is not None:
             self._fallback.add(client, at, since, keep)
             return
+        new = self._held.held(since)
+        new.setdefault(client, []).append(at)
         try:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            self._write(new, since, keep)
+        except (sqlite3.Error, OSError) as exc:
+            self._unusable(exc).add(client, at, since, keep)
+            return
+        self._held.clear()
+        if self._busy:
+            self._busy = False
+            self._wait(BUSY_TIMEOUT_S)
+            log.info("the lockout file %s is written again", self.path)
+
+    def _wait(self, seconds: float) -> None:
+        """How long the next statements wait for another connection's lock."""
+        if self._conn is not None:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
+    def _write(self, new: dict[str, list[float]], since: float, keep: int) -> None:
+        """Add ``new`` wrong keys (per address) to the file in one transaction."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            grown = False
+            for client, added in new.items():
                 row = db.execute("SELECT times FROM wrong_keys WHERE client = ?", (client,)).fetchone()
-                times = sorted([t for t in _parse(row) if t > since] + [at])[-keep:]
+                times = sorted([t for t in _parse(row) if t > since] + added)[-keep:]
                 db.execute(
                     "INSERT INTO wrong_keys (client, seen, times) VALUES (?, ?, ?)"
                     " ON CONFLICT (client) DO UPDATE SET seen = excluded.seen, times = excluded.times",
-                    (client, at, " ".join(map(repr, times))),
+                    (client, times[-1], " ".join(map(repr, times))),
                 )
-                db.execute("DELETE FROM wrong_keys WHERE seen <= ?", (since,))
-                if row is None:  # only a new address can take the file past its bound
-                    (count,) = db.execute("SELECT COUNT(*) FROM wrong_keys").fetchone()
-                    if count > MAX_TRACKED:
-                        db.execute(
-                            "DELETE FROM wrong_keys WHERE client IN"
-                            " (SELECT client FROM wrong_keys ORDER BY seen LIMIT ?)",
-                            (count - MAX_TRACKED,),
-                        )
-                db.execute("COMMIT")
-            except BaseException:
+                grown = grown or row is None
+            db.execute("DELETE FROM wrong_keys WHERE seen <= ?", (since,))
+            if grown:  # only a new address can take the file past its bound
+                (count,) = db.execute("SELECT COUNT(*) FROM wrong_keys").fetchone()
+                if count > MAX_TRACKED:
+                    db.execute(
+                        "DELETE FROM wrong_keys WHERE client IN"
+                        " (SELECT client FROM wrong_keys ORDER BY seen LIMIT ?)",
+                        (count - MAX_TRACKED,),
+                    )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
                 db.execute("ROLLBACK")
-                raise
-        except (sqlite3.Error, OSError) as exc:
-            self._failed_over(exc).add(client, at, since, keep)
+            raise
 
     def close(self) -> None:
         if self._conn is not None:

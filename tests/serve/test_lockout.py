@@ -4,6 +4,7 @@ counted alike by every worker of one server."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -140,8 +141,26 @@ def test_the_shared_file_keeps_at_most_the_limit_per_address(
     assert failures.recent("10.0.0.7", clock.now - 60.0) == (3, clock.now - 1.0)
 
 
-def test_a_lockout_file_that_cannot_be_used_is_counted_in_memory(tmp_path: Path, caplog) -> None:
-    (tmp_path / "data").write_text("a file where the folder should be")
+def _folder_as_file(data: Path) -> None:
+    data.write_text("a file where the folder should be")
+
+
+def _no_database(data: Path) -> None:
+    data.mkdir()
+    (data / "lockout.sqlite").write_bytes(b"not a database " * 512)
+
+
+def _another_schema(data: Path) -> None:
+    data.mkdir()
+    with sqlite3.connect(data / "lockout.sqlite") as db:
+        db.execute("CREATE TABLE wrong_keys (client TEXT PRIMARY KEY, at REAL)")
+
+
+@pytest.mark.parametrize("spoil", [_folder_as_file, _no_database, _another_schema])
+def test_a_lockout_file_that_cannot_be_used_is_counted_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, spoil: Callable[[Path], None]
+) -> None:
+    spoil(tmp_path / "data")
     attempts = FailedAttempts(2, failures=SharedFailures(tmp_path / "data" / "lockout.sqlite"))
     attempts.check("10.0.0.7")
     attempts.failed("10.0.0.7")
@@ -149,6 +168,35 @@ def test_a_lockout_file_that_cannot_be_used_is_counted_in_memory(tmp_path: Path,
     with pytest.raises(TooManyAttemptsError):
         attempts.check("10.0.0.7")
     assert "wrong API keys are counted per worker from now on" in caplog.text
+
+
+def test_a_busy_file_holds_wrong_keys_until_it_can_be_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another connection holding the file (an operator's sqlite3 session) past the wait made a
+    worker count in memory for good, every worker its own limit again, and the wait (5 s) ran on
+    the event loop where the review login counts a wrong key."""
+    clock = Clock()
+    path = tmp_path / "lockout.sqlite"
+    workers = [FailedAttempts(3, window_s=60.0, clock=clock, failures=SharedFailures(path)) for _ in range(2)]
+    workers[0].failed("10.0.0.7")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    started = time.perf_counter()
+    for _ in range(2):
+        clock.now += 1.0
+        workers[0].failed("10.0.0.7")
+    assert time.perf_counter() - started < 1.0
+    with pytest.raises(TooManyAttemptsError, match=r"^3 wrong API keys.*try again in 58 s$"):
+        workers[0].check("10.0.0.7")  # the file's one and the two held: still locked
+    other.execute("ROLLBACK")
+    other.close()
+    workers[0].failed("10.0.0.8")  # the next wrong key written takes those held along
+    for worker in workers:
+        with pytest.raises(TooManyAttemptsError, match=r"^3 wrong API keys"):
+            worker.check("10.0.0.7")
+    worker.check("10.0.0.8")
+    assert "is busy" in caplog.text and "from now on" not in caplog.text
 
 
 def test_every_worker_of_a_server_counts_the_same_wrong_keys(make_client) -> None:
