@@ -109,10 +109,13 @@ def authenticate(services: Services, key: str, client: str) -> Principal | None:
         TooManyAttemptsError: ``client`` sent too many wrong keys lately (even if this one is right:
             a guesser must not learn that it found the key by being let in).
     """
-    services.failed_keys.check(client)
     principal = services.keys.authenticate(key)
     if principal is None:
+        # refused or counted in one step: a check before and a count after let concurrent wrong
+        # keys from one address all pass while its count was one short of the limit
         services.failed_keys.failed(client)
+    else:
+        services.failed_keys.check(client)
     return principal
 
 

@@ -47,10 +47,11 @@ class Failures(Protocol):
         (``since`` when none)."""
         ...
 
-    def add(self, client: str, at: float, since: float, keep: int) -> None:
-        """Count a wrong key of ``client`` at ``at``, keeping at most its newest ``keep``; those at
-        or before ``since`` may be forgotten, and past :data:`MAX_TRACKED` addresses the longest
-        quiet."""
+    def attempt(self, client: str, at: float, since: float, keep: int) -> tuple[int, float]:
+        """Count a wrong key of ``client`` at ``at`` unless it sent ``keep`` or more after ``since``,
+        in one step (concurrent wrong keys of one address must not all pass a count of keep - 1):
+        the count and oldest as :meth:`recent` finds them before. Those at or before ``since`` may
+        be forgotten, and past :data:`MAX_TRACKED` addresses the longest quiet."""
         ...
 
 
@@ -82,6 +83,12 @@ class MemoryFailures:
         self._failures.move_to_end(client)
         while len(self._failures) > MAX_TRACKED:
             self._failures.popitem(last=False)
+
+    def attempt(self, client: str, at: float, since: float, keep: int) -> tuple[int, float]:
+        found = self.recent(client, since)
+        if found[0] < keep:
+            self.add(client, at, since, keep)
+        return found
 
     def held(self, since: float) -> dict[str, list[float]]:
         """Every address's wrong keys after ``since``, oldest first (addresses without any left out)."""
@@ -192,33 +199,48 @@ class SharedFailures:
             return held, held_oldest
         return len(times) + held, (min(times[0], held_oldest) if held else times[0])
 
-    def add(self, client: str, at: float, since: float, keep: int) -> None:
+    def attempt(self, client: str, at: float, since: float, keep: int) -> tuple[int, float]:
+        # a read waits on no write: a locked address is refused without taking the write lock
+        found = self.recent(client, since)
         if self._fallback is not None:
-            self._fallback.add(client, at, since, keep)
-            return
+            return self._fallback.attempt(client, at, since, keep)
+        if found[0] >= keep:
+            return found
         new = self._held.held(since)
-        new.setdefault(client, []).append(at)
         try:
-            self._write(new, since, keep)
+            found = self._write(new, client, at, since, keep)
         except (sqlite3.Error, OSError) as exc:
-            self._unusable(exc).add(client, at, since, keep)
-            return
+            self._unusable(exc)
+            if self._fallback is not None:
+                return self._fallback.attempt(client, at, since, keep)
+            # busy: held in memory, counted with the file's as read above
+            self._held.add(client, at, since, keep)
+            return found
         self._held.clear()
         if self._busy:
             self._busy = False
             self._wait(BUSY_TIMEOUT_S)
             log.info("the lockout file %s is written again", self.path)
+        return found
 
     def _wait(self, seconds: float) -> None:
         """How long the next statements wait for another connection's lock."""
         if self._conn is not None:
             self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
-    def _write(self, new: dict[str, list[float]], since: float, keep: int) -> None:
-        """Add ``new`` wrong keys (per address) to the file in one transaction."""
+    def _write(
+        self, new: dict[str, list[float]], client: str, at: float, since: float, keep: int
+    ) -> tuple[int, float]:
+        """In one transaction: count ``client``'s wrong keys (the file's and those held in ``new``),
+        add one at ``at`` if fewer than ``keep``, and write ``new`` (held wrong keys per address)."""
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
+            row = db.execute("SELECT times FROM wrong_keys WHERE client = ?", (client,)).fetchone()
+            times = sorted([t for t in _parse(row) if t > since] + new.get(client, []))
+            found = (len(times), times[0]) if times else (0, since)
+            if len(times) < keep:
+                new.setdefault(client, []).append(at)
             grown = False
             for client, added in new.items():
                 row = db.execute("SELECT times FROM wrong_keys WHERE client = ?", (client,)).fetchone()
@@ -229,7 +251,8 @@ class SharedFailures:
                     (client, times[-1], " ".join(map(repr, times))),
                 )
                 grown = grown or row is None
-            db.execute("DELETE FROM wrong_keys WHERE seen <= ?", (since,))
+            if new:
+                db.execute("DELETE FROM wrong_keys WHERE seen <= ?", (since,))
             if grown:  # only a new address can take the file past its bound
                 (count,) = db.execute("SELECT COUNT(*) FROM wrong_keys").fetchone()
                 if count > MAX_TRACKED:
@@ -243,6 +266,7 @@ class SharedFailures:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        return found
 
     def close(self) -> None:
         if self._conn is not None:
@@ -283,12 +307,31 @@ class FailedAttempts:
         self._lock = threading.Lock()
 
     def check(self, client: str) -> None:
-        """Raises TooManyAttemptsError while ``client`` has used up its wrong keys for the window."""
+        """Raises TooManyAttemptsError while ``client`` has used up its wrong keys for the window
+        (for a right key: it counts nothing, and writes nothing)."""
         if not self.limit:
             return
         with self._lock:
             now = self._clock()
             count, oldest = self._failures.recent(client, now - self.window_s)
+        self._refuse(count, oldest, now)
+
+    def failed(self, client: str) -> None:
+        """Count one wrong key from ``client``, or refuse it where ``client`` has used up its wrong
+        keys for the window: one step, so concurrent wrong keys (threads, workers) cannot all pass
+        a count of ``limit`` - 1 before any of them is counted.
+
+        Raises:
+            TooManyAttemptsError: ``client`` had used up its wrong keys (this one is not counted).
+        """
+        if not self.limit:
+            return
+        with self._lock:
+            now = self._clock()
+            count, oldest = self._failures.attempt(client, now, now - self.window_s, self.limit)
+        self._refuse(count, oldest, now)
+
+    def _refuse(self, count: int, oldest: float, now: float) -> None:
         if count >= self.limit:
             wait = max(1, math.ceil(oldest + self.window_s - now))
             raise TooManyAttemptsError(
@@ -296,14 +339,6 @@ class FailedAttempts:
                 f"try again in {wait} s",
                 retry_after_s=wait,
             )
-
-    def failed(self, client: str) -> None:
-        """Count one wrong key from ``client``."""
-        if not self.limit:
-            return
-        with self._lock:
-            now = self._clock()
-            self._failures.add(client, now, now - self.window_s, self.limit)
 
     def close(self) -> None:
         """Close where the wrong keys are counted, if that is a file."""

@@ -6,12 +6,15 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from serve_fakes import OFFICER_KEY, auth
 
 from serve import lockout
+from serve.auth import KeyRing, parse_api_keys
+from serve.deps import authenticate
 from serve.errors import TooManyAttemptsError
 from serve.lockout import FailedAttempts, Failures, MemoryFailures, SharedFailures
 
@@ -130,15 +133,14 @@ def test_the_shared_file_keeps_at_most_the_limit_per_address(
     path = tmp_path / "lockout.sqlite"
     failures = SharedFailures(path)
     for n in range(8):
-        for _ in range(6):  # past the limit, as concurrent requests may all pass check()
+        for _ in range(6):  # past the limit: the last three are refused, not counted
             clock.now += 0.5
-            failures.add(f"10.0.0.{n}", clock.now, clock.now - 60.0, 3)
+            failures.attempt(f"10.0.0.{n}", clock.now, clock.now - 60.0, 3)
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT client, times FROM wrong_keys ORDER BY seen").fetchall()
     assert [client for client, _ in rows] == [f"10.0.0.{n}" for n in range(3, 8)]
     assert all(len(times.split()) == 3 for _, times in rows)
-    # the newest three hold the address as long as all six would
-    assert failures.recent("10.0.0.7", clock.now - 60.0) == (3, clock.now - 1.0)
+    assert failures.recent("10.0.0.7", clock.now - 60.0) == (3, clock.now - 2.5)
 
 
 def _folder_as_file(data: Path) -> None:
@@ -210,3 +212,53 @@ def test_every_worker_of_a_server_counts_the_same_wrong_keys(make_client) -> Non
         held = worker.post("/review/login", data={"key": "guess-again-1"}, follow_redirects=False)
         assert held.status_code == 429 and "Too many wrong keys" in held.text
         assert worker.get("/v1/models", headers=auth("wrong-key-123")).status_code == 429
+
+
+@dataclass
+class _Worker:
+    """What :func:`authenticate` reads of a worker's services."""
+
+    keys: KeyRing
+    failed_keys: FailedAttempts
+
+
+class _KeysThatLetAnotherWorkerIn:
+    """A key ring whose first comparison lets another worker's wrong key from the same address
+    through authenticate first: requests that arrive together, as an interleaving the test fixes."""
+
+    def __init__(self, keys: KeyRing, other: _Worker, client: str) -> None:
+        self._keys, self._other, self._client = keys, other, client
+        self.other_answer: object = "not yet"
+
+    def authenticate(self, key: str) -> object:
+        if self.other_answer == "not yet":
+            try:
+                self.other_answer = authenticate(self._other, "guess-from-b", self._client)  # type: ignore[arg-type]
+            except TooManyAttemptsError as exc:
+                self.other_answer = exc
+        return self._keys.authenticate(key)
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_wrong_keys_that_arrive_together_pass_no_more_than_the_limit(tmp_path: Path, limit: int) -> None:
+    """authenticate checked the count, compared the key, then counted a wrong one: wrong keys from
+    one address arriving together all passed the check while the count was limit - 1 (4 workers x
+    8 threads had 25-30 wrong keys answered where the limit was 20)."""
+    clock = Clock()
+    path = tmp_path / "lockout.sqlite"
+    keys = parse_api_keys("officer:right-key-123")
+    a, b = (
+        _Worker(keys, FailedAttempts(limit, window_s=60.0, clock=clock, failures=SharedFailures(path)))
+        for _ in range(2)
+    )
+    for _ in range(limit - 1):
+        assert authenticate(a, "guess-before", "10.0.0.7") is None  # type: ignore[arg-type]
+    racing = _KeysThatLetAnotherWorkerIn(keys, b, "10.0.0.7")
+    a.keys = racing  # type: ignore[assignment]
+    with pytest.raises(TooManyAttemptsError, match=rf"^{limit} wrong API keys"):
+        authenticate(a, "guess-from-a", "10.0.0.7")  # type: ignore[arg-type]
+    assert racing.other_answer is None  # b's came first: answered as wrong, and counted
+    a.keys = keys
+    with pytest.raises(TooManyAttemptsError):
+        authenticate(a, "right-key-123", "10.0.0.7")  # type: ignore[arg-type]
+    assert authenticate(a, "right-key-123", "10.0.0.8") is not None  # type: ignore[arg-type]
