@@ -42,9 +42,9 @@ address's count out within the minute."""
 class Failures(Protocol):
     """Where wrong keys are counted: the times (seconds) each address sent one."""
 
-    def recent(self, client: str, since: float) -> tuple[int, float]:
+    def recent(self, client: str, at: float, since: float, keep: int) -> tuple[int, float]:
         """How many wrong keys ``client`` sent after ``since``, and the time of the oldest of them
-        (``since`` when none)."""
+        (``since`` when none), at ``at`` where at most ``keep`` are kept."""
         ...
 
     def attempt(self, client: str, at: float, since: float, keep: int) -> tuple[int, float]:
@@ -68,7 +68,7 @@ class MemoryFailures:
                 times.popleft()
         return times
 
-    def recent(self, client: str, since: float) -> tuple[int, float]:
+    def recent(self, client: str, at: float, since: float, keep: int) -> tuple[int, float]:
         times = self._pruned(client, since)
         return (len(times), times[0]) if times else (0, since)
 
@@ -85,7 +85,7 @@ class MemoryFailures:
             self._failures.popitem(last=False)
 
     def attempt(self, client: str, at: float, since: float, keep: int) -> tuple[int, float]:
-        found = self.recent(client, since)
+        found = self.recent(client, at, since, keep)
         if found[0] < keep:
             self.add(client, at, since, keep)
         return found
@@ -141,6 +141,8 @@ class SharedFailures:
         self._fallback: MemoryFailures | None = None  # set for good: the file cannot be used
         # while so, writes do not wait: on a stuck lock each wrong key would, holding up the worker
         self._busy = False
+        self._unreadable: set[str] = set()  # addresses whose row did not read, till written afresh
+        self._unreadable_logged = False
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -186,25 +188,25 @@ class SharedFailures:
             self._fallback = self._held
         return self._fallback
 
-    def recent(self, client: str, since: float) -> tuple[int, float]:
+    def recent(self, client: str, at: float, since: float, keep: int) -> tuple[int, float]:
         if self._fallback is not None:
-            return self._fallback.recent(client, since)
-        held, held_oldest = self._held.recent(client, since)
+            return self._fallback.recent(client, at, since, keep)
+        held, held_oldest = self._held.recent(client, at, since, keep)
         try:
             row = self._db().execute("SELECT times FROM wrong_keys WHERE client = ?", (client,)).fetchone()
         except (sqlite3.Error, OSError) as exc:
-            return self._unusable(exc).recent(client, since)
-        times = [t for t in _parse(row) if t > since]
+            return self._unusable(exc).recent(client, at, since, keep)
+        times = self._times(client, row, at, since, keep)
         if not times:
             return held, held_oldest
         return len(times) + held, (min(times[0], held_oldest) if held else times[0])
 
     def attempt(self, client: str, at: float, since: float, keep: int) -> tuple[int, float]:
         # a read waits on no write: a locked address is refused without taking the write lock
-        found = self.recent(client, since)
+        found = self.recent(client, at, since, keep)
         if self._fallback is not None:
             return self._fallback.attempt(client, at, since, keep)
-        if found[0] >= keep:
+        if found[0] >= keep and client not in self._unreadable:
             return found
         new = self._held.held(since)
         try:
@@ -237,18 +239,20 @@ class SharedFailures:
         db.execute("BEGIN IMMEDIATE")
         try:
             row = db.execute("SELECT times FROM wrong_keys WHERE client = ?", (client,)).fetchone()
-            times = sorted([t for t in _parse(row) if t > since] + new.get(client, []))
+            times = sorted(self._times(client, row, at, since, keep) + new.get(client, []))
             found = (len(times), times[0]) if times else (0, since)
             if len(times) < keep:
                 new.setdefault(client, []).append(at)
+            elif client in self._unreadable:  # written afresh, as holding the limit now
+                new.setdefault(client, [])
             grown = False
-            for client, added in new.items():
-                row = db.execute("SELECT times FROM wrong_keys WHERE client = ?", (client,)).fetchone()
-                times = sorted([t for t in _parse(row) if t > since] + added)[-keep:]
+            for other, added in new.items():
+                row = db.execute("SELECT times FROM wrong_keys WHERE client = ?", (other,)).fetchone()
+                times = sorted(self._times(other, row, at, since, keep) + added)[-keep:]
                 db.execute(
                     "INSERT INTO wrong_keys (client, seen, times) VALUES (?, ?, ?)"
                     " ON CONFLICT (client) DO UPDATE SET seen = excluded.seen, times = excluded.times",
-                    (client, times[-1], " ".join(map(repr, times))),
+                    (other, times[-1], " ".join(map(repr, times))),
                 )
                 grown = grown or row is None
             if new:
@@ -262,11 +266,32 @@ class SharedFailures:
                         (count - MAX_TRACKED,),
                     )
             db.execute("COMMIT")
+            self._unreadable.difference_update(new)
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
         return found
+
+    def _times(
+        self, client: str, row: tuple[object] | None, at: float, since: float, keep: int
+    ) -> list[float]:
+        """``client``'s wrong-key times after ``since`` in ``row``. One that does not read holds
+        ``keep`` at ``at``: the address stays locked for the window (strict, as a guesser may have
+        spoilt it), never a 500 for its every request, and the next write for it replaces it."""
+        times = _parse(row)
+        if times is None:
+            self._unreadable.add(client)
+            if not self._unreadable_logged:
+                self._unreadable_logged = True
+                log.warning(
+                    "the lockout file %s holds an unreadable count for %s: it is locked out for the "
+                    "window and its count written afresh with its next wrong key (logged once)",
+                    self.path,
+                    client,
+                )
+            return [at] * keep
+        return [t for t in times if t > since]
 
     def close(self) -> None:
         if self._conn is not None:
@@ -274,9 +299,16 @@ class SharedFailures:
             self._conn = None
 
 
-def _parse(row: tuple[str] | None) -> list[float]:
-    """An address's wrong-key times as the file keeps them (space-separated, oldest first)."""
-    return [float(t) for t in row[0].split()] if row is not None else []
+def _parse(row: tuple[object] | None) -> list[float] | None:
+    """An address's wrong-key times as the file keeps them (space-separated, oldest first); None
+    where the cell does not read so (SQLite keeps no checksum of a cell: one flipped byte)."""
+    if row is None:
+        return []
+    try:
+        times = [float(t) for t in row[0].split()]  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return times if all(math.isfinite(t) for t in times) else None
 
 
 class FailedAttempts:
@@ -313,7 +345,7 @@ class FailedAttempts:
             return
         with self._lock:
             now = self._clock()
-            count, oldest = self._failures.recent(client, now - self.window_s)
+            count, oldest = self._failures.recent(client, now, now - self.window_s, self.limit)
         self._refuse(count, oldest, now)
 
     def failed(self, client: str) -> None:

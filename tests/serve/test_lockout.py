@@ -140,7 +140,7 @@ def test_the_shared_file_keeps_at_most_the_limit_per_address(
         rows = db.execute("SELECT client, times FROM wrong_keys ORDER BY seen").fetchall()
     assert [client for client, _ in rows] == [f"10.0.0.{n}" for n in range(3, 8)]
     assert all(len(times.split()) == 3 for _, times in rows)
-    assert failures.recent("10.0.0.7", clock.now - 60.0) == (3, clock.now - 2.5)
+    assert failures.recent("10.0.0.7", clock.now, clock.now - 60.0, 3) == (3, clock.now - 2.5)
 
 
 def _folder_as_file(data: Path) -> None:
@@ -262,3 +262,32 @@ def test_wrong_keys_that_arrive_together_pass_no_more_than_the_limit(tmp_path: P
     with pytest.raises(TooManyAttemptsError):
         authenticate(a, "right-key-123", "10.0.0.7")  # type: ignore[arg-type]
     assert authenticate(a, "right-key-123", "10.0.0.8") is not None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cell", ["1000.0 10x0.5", "1000.0 inf", "nan", b"\xff\xfe"])
+def test_an_unreadable_count_locks_its_address_for_the_window_and_is_written_afresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, cell: object
+) -> None:
+    """One unreadable times cell (SQLite keeps no checksum of a cell: one flipped byte) raised
+    ValueError out of check(): every keyed request from that address,
+    the right key included, answered 500."""
+    clock = Clock()
+    path = tmp_path / "lockout.sqlite"
+    attempts = FailedAttempts(3, window_s=60.0, clock=clock, failures=SharedFailures(path))
+    attempts.failed("10.0.0.7")
+    attempts.failed("10.0.0.8")
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE wrong_keys SET times = ? WHERE client = '10.0.0.7'", (cell,))
+    clock.now += 5.0
+    with pytest.raises(TooManyAttemptsError, match=r"^3 wrong API keys.*try again in 60 s$"):
+        attempts.check("10.0.0.7")  # a right key waits the window: the count may have been a guesser's
+    clock.now += 5.0
+    with pytest.raises(TooManyAttemptsError, match=r"^3 wrong API keys.*try again in 60 s$"):
+        attempts.failed("10.0.0.7")
+    attempts.failed("10.0.0.8")  # other addresses count on
+    with sqlite3.connect(path) as db:
+        rows = dict(db.execute("SELECT client, times FROM wrong_keys").fetchall())
+    assert rows == {"10.0.0.7": "1010.0 1010.0 1010.0", "10.0.0.8": "1000.0 1010.0"}
+    clock.now += 60.0  # the window written afresh passes
+    attempts.check("10.0.0.7")
+    assert caplog.text.count("unreadable count") == 1
