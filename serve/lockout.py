@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -137,6 +138,7 @@ class SharedFailures:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._opened = (0, 0)  # the open file's st_dev and st_ino
         self._held = MemoryFailures()  # wrong keys the file was too busy to take
         self._fallback: MemoryFailures | None = None  # set for good: the file cannot be used
         # while so, writes do not wait: on a stuck lock each wrong key would, holding up the worker
@@ -159,10 +161,12 @@ class SharedFailures:
                     " times TEXT NOT NULL) WITHOUT ROWID"
                 )
                 conn.execute("CREATE INDEX IF NOT EXISTS wrong_keys_seen ON wrong_keys (seen)")
-            except sqlite3.Error:
+                opened = os.stat(self.path)
+            except (sqlite3.Error, OSError):
                 conn.close()
                 raise
             self._conn = conn
+            self._opened = (opened.st_dev, opened.st_ino)
         return self._conn
 
     def _unusable(self, exc: Exception) -> MemoryFailures:
@@ -202,6 +206,7 @@ class SharedFailures:
         return len(times) + held, (min(times[0], held_oldest) if held else times[0])
 
     def attempt(self, client: str, at: float, since: float, keep: int) -> tuple[int, float]:
+        self._follow_path()
         # a read waits on no write: a locked address is refused without taking the write lock
         found = self.recent(client, at, since, keep)
         if self._fallback is not None:
@@ -224,6 +229,20 @@ class SharedFailures:
             self._wait(BUSY_TIMEOUT_S)
             log.info("the lockout file %s is written again", self.path)
         return found
+
+    def _follow_path(self) -> None:
+        """Open the path afresh where it names another file than the one open, or none (deleted
+        to clear a lockout, say): this worker kept counting in the deleted file while workers
+        started after counted in a new one, each allowing the limit. One stat per wrong key."""
+        if self._conn is None:
+            return
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != self._opened:
+            log.info("the lockout file %s was deleted or replaced: opening it afresh", self.path)
+            self.close()
 
     def _wait(self, seconds: float) -> None:
         """How long the next statements wait for another connection's lock."""

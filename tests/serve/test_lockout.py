@@ -291,3 +291,22 @@ def test_an_unreadable_count_locks_its_address_for_the_window_and_is_written_afr
     clock.now += 60.0  # the window written afresh passes
     attempts.check("10.0.0.7")
     assert caplog.text.count("unreadable count") == 1
+
+
+def test_a_deleted_or_replaced_file_is_opened_afresh(tmp_path: Path) -> None:
+    """A worker kept counting in a lockout file deleted while it ran (an operator clearing a
+    lockout) while a worker started after counted in a new one: the two each allowed the limit."""
+    clock = Clock()
+    path = tmp_path / "lockout.sqlite"
+    first = FailedAttempts(2, window_s=60.0, clock=clock, failures=SharedFailures(path))
+    for _ in range(2):
+        first.failed("10.0.0.7")
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    second = FailedAttempts(2, window_s=60.0, clock=clock, failures=SharedFailures(path))
+    second.failed("10.0.0.8")
+    first.failed("10.0.0.8")  # counted in the new file, with the other worker's
+    for worker in (first, second):
+        with pytest.raises(TooManyAttemptsError, match=r"^2 wrong API keys"):
+            worker.failed("10.0.0.8")
+    first.failed("10.0.0.7")  # the deletion cleared it
