@@ -310,3 +310,27 @@ def test_a_deleted_or_replaced_file_is_opened_afresh(tmp_path: Path) -> None:
         with pytest.raises(TooManyAttemptsError, match=r"^2 wrong API keys"):
             worker.failed("10.0.0.8")
     first.failed("10.0.0.7")  # the deletion cleared it
+
+
+def test_the_write_ahead_log_is_cut_back_once_checkpointed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A flood grew lockout.sqlite-wal to 167.7 MB beside a database of about 1 MB: a reader's
+    snapshot keeps a checkpoint from resetting the log, which kept its largest size for good."""
+    monkeypatch.setattr(lockout, "WAL_LIMIT_BYTES", 64 * 1024)
+    clock = Clock()
+    path = tmp_path / "lockout.sqlite"
+    attempts = FailedAttempts(20, window_s=60.0, clock=clock, failures=SharedFailures(path))
+    attempts.failed("warm")
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM wrong_keys").fetchone()  # holds a snapshot
+    for n in range(400):
+        attempts.failed(f"10.0.{n // 250}.{n % 250}")
+    wal = tmp_path / "lockout.sqlite-wal"
+    assert wal.stat().st_size > 10 * 64 * 1024  # the flood's log, while the snapshot is held
+    reader.execute("COMMIT")
+    reader.execute("PRAGMA wal_checkpoint(PASSIVE)")  # as the next auto-checkpoint would
+    reader.close()
+    attempts.failed("10.1.0.1")  # writes from the log's start again
+    assert wal.stat().st_size <= 64 * 1024
