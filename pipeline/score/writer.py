@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -291,10 +292,15 @@ def _whole_rows(reader: Iterator[list[str]], width: int, path: Path) -> Iterator
 
 def _parquet_to_journal(parquet: Path, journal: Path) -> None:
     """Rewrite a finished Parquet output as a journal, so that a resumed run can append to it; the
-    journal holds the same rows, and is made with the output's mode and owner."""
+    journal holds the same rows, and is made with the output's mode and owner, plus the owner's
+    write permission: the run appends to it. With the output's exact mode, a read-only (0444)
+    output gave a read-only journal that no run could open to append (``Permission denied``), and
+    that stayed, so every later ``--resume`` failed the same way. The finished Parquet file gets
+    the output's exact mode back (:func:`finish_output`)."""
     import pyarrow.parquet as pq
 
     with written_whole(journal, like=parquet) as fh:
+        os.fchmod(fh.fileno(), stat.S_IMODE(os.fstat(fh.fileno()).st_mode) | stat.S_IWUSR)
         for batch in pq.ParquetFile(parquet).iter_batches(batch_size=4096):
             for record in batch.to_pylist():
                 verdict = verdict_rows.from_flat(record, str(parquet))

@@ -6,7 +6,10 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterator
+import shutil
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -491,3 +494,62 @@ def test_a_new_output_has_the_mode_the_umask_gives(tmp_path: Path, suffix: str) 
     out = tmp_path / f"out{suffix}"
     _write(out, ROWS)
     assert oct(out.stat().st_mode & 0o777) == oct(0o664)
+
+
+NOBODY = 65534
+"""The unprivileged user a test runs as where the suite runs as root, which file modes never stop."""
+
+
+@pytest.fixture
+def nobodys_dir() -> Iterator[Path]:
+    """A new folder that :func:`_as_unprivileged` may write: pytest's own are root's alone (0700)."""
+    folder = Path(tempfile.mkdtemp(prefix="clearsight-nobody-"))
+    if os.geteuid() == 0:
+        os.chown(folder, NOBODY, NOBODY)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def _as_unprivileged(check: Callable[[], None]) -> None:
+    """Run ``check`` as a user whom file modes bind: as is, or, where the suite runs as root (CI
+    does), in a forked child that has become :data:`NOBODY`; its failure fails the test."""
+    if os.geteuid() != 0:
+        check()
+        return
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child; its coverage is not collected
+        os.close(read)
+        status = 0
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            check()
+        except BaseException:
+            os.write(write, traceback.format_exc().encode())
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read, "rb") as fh:
+        failure = fh.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, failure
+
+
+def test_a_read_only_parquet_output_can_be_resumed_by_its_owner(nobodys_dir: Path) -> None:
+    """The journal took the output's 0444 and could not be opened to append (``Permission
+    denied``); it stayed, and every later ``--resume`` failed the same way."""
+    out = nobodys_dir / "out.parquet"
+
+    def resume_twice() -> None:
+        _write(out, ROWS[:1])
+        out.chmod(0o444)
+        _write(out, ROWS[1:2])  # resumed: the finished file back to a journal, converted again
+        _write(out, ROWS[2:])
+        assert list(iter_rows(out)) == ROWS
+        assert oct(out.stat().st_mode & 0o777) == oct(0o444)
+        assert [p.name for p in nobodys_dir.iterdir()] == ["out.parquet"]
+
+    _as_unprivileged(resume_twice)
