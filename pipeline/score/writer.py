@@ -307,13 +307,35 @@ def _parquet_to_journal(parquet: Path, journal: Path) -> None:
                 fh.write(verdict.model_dump_json().encode("utf-8") + b"\n")
 
 
+def _refuse_two_journals(out: Path, journal: Path, earlier: Path) -> None:
+    """Refuse a Parquet output that has both this version's journal and an earlier version's.
+
+    A resumed run continued this version's, and its end removed only that one: the next
+    ``--resume`` took the earlier version's, stale, for the unfinished run, and wrote the Parquet
+    file over from it, losing every row only the finished file held. Which journal holds the run to
+    keep cannot be told, so the user is asked; removing one loses no image for good, as ``--resume``
+    scores again the images only it held.
+
+    Raises:
+        InputError: always, naming both journals.
+    """
+    raise InputError(
+        f"output {str(out)!r} has two unfinished journals: {str(journal)!r} (this version's) and "
+        f"{str(earlier)!r} (an earlier version's), and a run would continue one and leave the other to "
+        f"be taken for the output later; remove one, most likely the earlier version's {str(earlier)!r} "
+        "(--resume scores again the images only it held), or pass --overwrite to score everything again"
+    )
+
+
 def check_output(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
     """Refuse to touch an existing output unless told how; returns the existing files (OUT, journal).
 
     Raises:
         InputError: a bad suffix; ``out`` (or its journal) exists and neither ``resume`` nor
-            ``overwrite`` was given; or both were; or ``out``'s folder cannot be made or written, or
-            its name is longer than the file system takes.
+            ``overwrite`` was given; or both were; or a Parquet ``out`` has both this version's
+            journal and an earlier version's (:func:`_refuse_two_journals`) and ``overwrite`` was
+            not given; or ``out``'s folder cannot be made or written, or its name is longer than
+            the file system takes.
     """
     fmt = output_format(out)
     if resume and overwrite:
@@ -343,8 +365,10 @@ def check_output(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
             f"output {str(out)!r}: its name is {len(os.fsencode(out.name))} bytes long, longer than the "
             "file system takes; give a shorter name"
         ) from exc
-    candidates = [out, journal_path(out), _earlier_journal(out)] if fmt == "parquet" else [out]
-    existing = [p for p in candidates if p is not None and p.exists()]
+    journal, earlier = (journal_path(out), _earlier_journal(out)) if fmt == "parquet" else (None, None)
+    if journal is not None and earlier is not None and journal.exists() and not overwrite:
+        _refuse_two_journals(out, journal, earlier)
+    existing = [p for p in (out, journal, earlier) if p is not None and p.exists()]
     if existing and not (resume or overwrite):
         raise InputError(
             f"output {str(existing[0])!r} already exists; "

@@ -553,3 +553,35 @@ def test_a_read_only_parquet_output_can_be_resumed_by_its_owner(nobodys_dir: Pat
         assert [p.name for p in nobodys_dir.iterdir()] == ["out.parquet"]
 
     _as_unprivileged(resume_twice)
+
+
+@pytest.mark.parametrize("resume", [True, False], ids=["resume", "plain-run"])
+def test_a_parquet_output_with_both_versions_journals_is_refused(tmp_path: Path, resume: bool) -> None:
+    """--resume continued this version's journal and removed only it; the next --resume took the
+    earlier version's, stale, and wrote the Parquet file over from it: rows lost."""
+    out = tmp_path / "out.parquet"
+    writer, _ = open_output(out, resume=False, overwrite=False)
+    with writer:  # this version's run, killed before the conversion
+        writer.write(ROWS[0])
+        writer.write(ROWS[1])
+    earlier = _earlier_journal(out, ROWS[:1])
+    journal = journal_path(out)
+    with pytest.raises(InputError) as refused:
+        open_output(out, resume=resume, overwrite=False)
+    message = str(refused.value)
+    assert "two unfinished journals" in message and str(journal) in message and str(earlier) in message
+    assert "remove one" in message and "--overwrite" in message
+    assert journal.read_bytes().count(b"\n") == 2 and earlier.exists() and not out.exists()
+    earlier.unlink()  # as told: the earlier version's removed, the run resumes from this version's
+    _write(out, ROWS[2:])
+    _write(out, [])
+    assert list(iter_rows(out)) == ROWS
+
+
+def test_overwrite_removes_both_versions_journals(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    journal_path(out).write_text(ROWS[1].model_dump_json() + "\n", encoding="utf-8")
+    _earlier_journal(out, ROWS[:1])
+    _write_over(out, ROWS[2:])
+    assert list(iter_rows(out)) == ROWS[2:]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
