@@ -24,7 +24,7 @@ from rich.table import Table
 from datasets.errors import ConflictError, DatasetFormatError, InputError
 from datasets.whole_files import keep_mode_and_owner, temporary_beside
 from pipeline import verdict_rows
-from pipeline.cli.output_paths import audit_file, check_outputs_apart, output_error
+from pipeline.cli.output_paths import audit_file, check_name_fits, check_outputs_apart, output_error
 from pipeline.decide import decide_rows
 from pipeline.policy import Policy, default_policy_path, load_policy
 from pipeline.redeclare import Redeclared, read_declarations, redeclare
@@ -271,6 +271,11 @@ def register(app: typer.Typer) -> None:
         Prints the count per tier; with --compare-policy, how many more (or fewer) shipments each tier
         gets under --policy than under the other one. The random-audit key is CLEARSIGHT_AUDIT_SECRET.
         """
+        # A link --out is written where it points, as score's is: the decisions file is written
+        # beside --out and renamed over it, which replaced the link with a file and left the file
+        # it named as it was
+        check_name_fits("--out", out)  # is_symlink() raised OSError on a name too long
+        out = Path(os.path.realpath(out)) if out.is_symlink() else out
         check_outputs_apart(
             files={"--out": out},
             inputs=[

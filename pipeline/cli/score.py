@@ -168,6 +168,9 @@ def score(
     # --out and rename it over --out, which replaced the link with a file and left its target as it was
     check_name_fits("--out", out)  # is_symlink() raised OSError on a name too long
     out = Path(os.path.realpath(out)) if out.is_symlink() else out
+    if decisions is not None:  # the decisions file too: written beside it, renamed over it
+        check_name_fits("--decisions", decisions)
+        decisions = Path(os.path.realpath(decisions)) if decisions.is_symlink() else decisions
     check_outputs_apart(
         files={"--out": out, "--decisions": (decisions or decisions_path(out)) if policy else None},
         folders={"--heatmaps": heatmaps},

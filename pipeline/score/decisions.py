@@ -105,10 +105,11 @@ def decide_output(
     """Decide every shipment in the score output ``out`` and write ``decisions`` (JSONL).
 
     The decisions file is written whole to a temporary name and renamed, so it is either the old
-    one or complete. With ``audit_url`` each shipment's pictures are looked up in the audit store
-    (the same bytes, or a near-copy within ``near_copy_bits``, decided in another shipment) before
-    it is decided, and the decision is recorded there, sealed with ``seal_key``. With ``register``,
-    each trader's AEO tier is the registered one, not the manifest's.
+    one or complete; a ``decisions`` that is a link is written where it points. With ``audit_url``
+    each shipment's pictures are looked up in the audit store (the same bytes, or a near-copy within
+    ``near_copy_bits``, decided in another shipment) before it is decided, and the decision is
+    recorded there, sealed with ``seal_key``. With ``register``, each trader's AEO tier is the
+    registered one, not the manifest's.
 
     Returns:
         The number of shipments decided. For a decision the audit store refused (one that would
@@ -125,6 +126,9 @@ def decide_output(
     from pipeline.decide import decide_rows
 
     try:  # before the store is opened and anything recorded: the decisions must have their file
+        # a link is written where it points: renamed onto the link, the file replaced it, and the
+        # decisions never reached the file it named
+        decisions = Path(os.path.realpath(decisions)) if decisions.is_symlink() else decisions
         decisions.parent.mkdir(parents=True, exist_ok=True)
         tmp, fd = temporary_beside(decisions)
     except OSError as exc:

@@ -725,6 +725,25 @@ def test_score_with_a_policy_leaves_a_store_named_like_its_decisions_dot_tmp_alo
     ]
 
 
+def test_a_linked_decisions_file_is_written_where_the_link_points(tmp_path: Path) -> None:
+    """Renamed onto it, the decisions file replaced a link, and the decisions never reached the
+    file it named."""
+    from pipeline.score.decisions import decide_output
+    from pipeline.score.summary import ScoreSummary
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
+    (tmp_path / "archive").mkdir()
+    archived = tmp_path / "archive" / "rows.decisions.jsonl"
+    archived.write_text("earlier\n")
+    link = tmp_path / "rows.decisions.jsonl"
+    link.symlink_to("archive/rows.decisions.jsonl")
+    summary = ScoreSummary()
+    assert decide_output(rows, POLICY, audit_key=KEY, decisions=link, audit_url=None, summary=summary) == 1
+    assert link.is_symlink() and json.loads(archived.read_text())["shipment_id"] == "S-B"
+    assert sorted(p.name for p in (tmp_path / "archive").iterdir()) == ["rows.decisions.jsonl"]
+
+
 def test_the_decisions_file_keeps_the_mode_of_the_one_it_replaces(tmp_path: Path) -> None:
     """Renamed onto it, a new decisions file took the umask's mode: one kept to its owner (chmod
     600) came back readable by the group."""

@@ -1479,6 +1479,24 @@ def test_cli_decide_keeps_the_mode_of_the_out_it_replaces(cli_env: Path) -> None
     assert out.stat().st_mode & 0o777 == 0o600 and len(out.read_text().splitlines()) == 5
 
 
+def test_cli_decide_writes_a_linked_out_where_the_link_points(cli_env: Path) -> None:
+    """Renamed onto --out, the decisions file replaced a link --out, and the decisions never reached
+    the file it named (``score --out`` is written where its link points)."""
+    from pipeline.cli import app, run
+
+    verdicts = _write(cli_env / "v.jsonl", ROWS)
+    (cli_env / "archive").mkdir()
+    archived = cli_env / "archive" / "d.jsonl"
+    archived.write_text("earlier\n")
+    archived.chmod(0o600)
+    link = cli_env / "d.jsonl"
+    link.symlink_to("archive/d.jsonl")
+    assert run(app, ["decide", "--verdicts", str(verdicts), "--out", str(link), "--overwrite"]) == 0
+    assert link.is_symlink() and len(archived.read_text().splitlines()) == 5
+    assert archived.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in (cli_env / "archive").iterdir()) == ["d.jsonl"]
+
+
 def test_cli_decide_leaves_no_temporary_file_when_it_fails(cli_env: Path) -> None:
     from pipeline.cli import app, run
 

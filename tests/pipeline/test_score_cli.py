@@ -216,6 +216,29 @@ def test_an_existing_decisions_file_is_kept_unless_told(
     assert what_if.read_bytes() == kept_what_if
 
 
+def test_a_linked_decisions_file_is_written_where_the_link_points(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Renamed onto --decisions, the decisions file replaced a link, and the decisions never reached
+    the file it named, as --out's did before score resolved it."""
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    (tmp_path / "archive").mkdir()
+    archived = tmp_path / "archive" / "d.jsonl"
+    archived.write_text("earlier decisions\n")
+    link = tmp_path / "d.jsonl"
+    link.symlink_to("archive/d.jsonl")
+    argv = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1])]
+    argv += ["--out", str(tmp_path / "o.jsonl"), "--policy", str(default_policy_path())]
+    assert run(app, [*argv, "--decisions", str(link), "--overwrite"]) == 0, capsys.readouterr().err
+    assert link.is_symlink()
+    decided = sorted(json.loads(line)["shipment_id"] for line in archived.read_text().splitlines())
+    assert decided == ["S1", "S2", "S3"]
+
+
 @pytest.mark.parametrize("name", ["audit.db", "audit[1].db"])
 def test_no_output_is_written_over_the_audit_store(
     tmp_path: Path,
