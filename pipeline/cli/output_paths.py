@@ -7,6 +7,7 @@ the next run over that folder would score the heatmaps as cargo pictures.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import os
@@ -87,42 +88,51 @@ def output_error(option: str, path: Path, exc: OSError, *, folder: bool = False)
     return InputError(f"{option} {str(path)!r}: cannot write there ({exc.strerror or exc})")
 
 
-def check_name_fits(option: str, path: Path, *, hint: str = "give a shorter name") -> None:
-    """Refuse an output whose name, or the name of a folder above it still to be made, is longer
-    than the file system takes: any look at such a path (``exists()``, ``is_symlink()``) raised
-    ``OSError`` ("File name too long"), reported as ``unexpected OSError``, after the slow work
-    where the name was made from another output's.
+def check_name_fits(option: str, path: Path, *, hint: str | None = None) -> None:
+    """Refuse an output whose name, or the name of a folder above it still to be made, or its whole
+    (absolute) path, is longer than the file system takes: any look at such a path (``exists()``,
+    ``is_symlink()``) raised ``OSError`` ("File name too long"), reported as ``unexpected OSError``,
+    after the slow work where the name was made from another output's. A path over ``PATH_MAX``
+    whose every name is short passed, and failed so.
 
     Args:
         option: the option that names the output (or it is named after), for the message.
         path: the output, a file or a folder.
-        hint: what to do instead, for the message.
+        hint: what to do instead, for the message (default: give a shorter name, or path).
 
     Raises:
-        InputError: naming ``option``, the path and the name that is too long.
+        InputError: naming ``option``, the path and the name that is too long, or the path's
+            length where the whole path is too long (each name short).
     """
     missing = []
+    longest, whole = 255, 4096  # no limit told: the common ones
     for where in (path, *path.parents):
         try:
             os.lstat(where)
         except OSError:
             missing.append(where.name)
             continue
-        try:
-            longest = os.pathconf(where if where.is_dir() else where.parent, "PC_NAME_MAX")
-        except (OSError, ValueError):  # no limit told: the common one
-            longest = 255
+        folder = where if where.is_dir() else where.parent
+        with contextlib.suppress(OSError, ValueError):
+            longest = os.pathconf(folder, "PC_NAME_MAX")
+        with contextlib.suppress(OSError, ValueError):
+            whole = os.pathconf(folder, "PC_PATH_MAX")
         break
-    else:  # pragma: no cover - the root always exists
-        longest = 255
     for name in missing:
         size = len(os.fsencode(name))
         if size > longest:
             which = "its name" if name == path.name else f"the folder name {name!r} in it"
             raise InputError(
                 f"{option} {str(path)!r}: {which} is {size} bytes long, over the {longest} the file "
-                f"system takes; {hint}"
+                f"system takes; {hint or 'give a shorter name'}"
             )
+    # every name short, the whole path can still be too long: PATH_MAX counts the closing NUL byte
+    size = len(os.fsencode(os.path.abspath(path)))
+    if size >= whole:
+        raise InputError(
+            f"{option} {str(path)!r}: its whole path is {size} bytes long, over the {whole - 1} the "
+            f"file system takes; {hint or 'give a shorter path'}"
+        )
 
 
 def check_writable(option: str, path: Path, *, folder: bool = False) -> None:

@@ -307,6 +307,24 @@ def _parquet_to_journal(parquet: Path, journal: Path) -> None:
                 fh.write(verdict.model_dump_json().encode("utf-8") + b"\n")
 
 
+def _too_long(out: Path) -> InputError:
+    """What is too long in ``out``, for which the file system said "File name too long": its name,
+    a folder name in it, or, every name short, its whole path (over ``PATH_MAX``), which was blamed
+    on the name."""
+    for name in reversed(out.parts):
+        size = len(os.fsencode(name))
+        if size > 255:  # NAME_MAX of every common Linux file system
+            which = "its name" if name == out.name else f"the folder name {name!r} in it"
+            return InputError(
+                f"output {str(out)!r}: {which} is {size} bytes long, longer than the file system "
+                "takes; give a shorter name"
+            )
+    return InputError(
+        f"output {str(out)!r}: its whole path is {len(os.fsencode(os.path.abspath(out)))} bytes long, "
+        "longer than the file system takes; give a shorter path"
+    )
+
+
 def _refuse_two_journals(out: Path, journal: Path, earlier: Path) -> None:
     """Refuse a Parquet output that has both this version's journal and an earlier version's.
 
@@ -343,6 +361,8 @@ def check_output(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
     try:  # now, not after the models have loaded and the first rows are due
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise _too_long(out) from exc
         raise InputError(
             f"output {str(out)!r}: cannot make its folder {str(out.parent)!r} ({exc.strerror or exc})"
         ) from exc
@@ -361,10 +381,7 @@ def check_output(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
     except OSError as exc:
         if exc.errno != errno.ENAMETOOLONG:
             raise
-        raise InputError(
-            f"output {str(out)!r}: its name is {len(os.fsencode(out.name))} bytes long, longer than the "
-            "file system takes; give a shorter name"
-        ) from exc
+        raise _too_long(out) from exc
     journal, earlier = (journal_path(out), _earlier_journal(out)) if fmt == "parquet" else (None, None)
     if journal is not None and earlier is not None and journal.exists() and not overwrite:
         _refuse_two_journals(out, journal, earlier)

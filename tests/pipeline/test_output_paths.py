@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from datasets.errors import InputError
-from pipeline.cli.output_paths import check_outputs_apart
+from pipeline.cli.output_paths import check_name_fits, check_outputs_apart, check_writable
 
 
 @pytest.fixture
@@ -194,3 +194,20 @@ def test_an_output_that_cannot_be_made_is_refused_and_nothing_is_left(
             check_writable("--out", Path(path), folder=folder)
         assert str(info.value).startswith(message)
     assert sorted(tree.rglob("*")) == before  # checked, not made
+
+
+def _over_path_max(folder: Path) -> Path:
+    """An output whose every name is short (200 bytes) but whose whole path is over PATH_MAX."""
+    return folder.joinpath(*["d" * 200] * 21, "rows.parquet")
+
+
+def test_check_name_fits_refuses_a_whole_path_over_path_max(tmp_path: Path) -> None:
+    """Every name short, check_name_fits passed it, and the run ended in ``unexpected OSError``."""
+    out = _over_path_max(tmp_path)
+    with pytest.raises(
+        InputError, match=r"^--out '.*/rows\.parquet': its whole path is \d+ bytes long, over"
+    ):
+        check_name_fits("--out", out)
+    with pytest.raises(InputError, match="its whole path is"):
+        check_writable("--out", out)
+    check_name_fits("--out", tmp_path.joinpath(*["d" * 200] * 3, "rows.parquet"))  # fits

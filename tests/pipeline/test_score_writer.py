@@ -585,3 +585,19 @@ def test_overwrite_removes_both_versions_journals(tmp_path: Path) -> None:
     _write_over(out, ROWS[2:])
     assert list(iter_rows(out)) == ROWS[2:]
     assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+
+
+@pytest.mark.parametrize(
+    ("name", "blamed"),
+    [
+        (lambda tmp: tmp.joinpath(*["d" * 200] * 21, "rows.parquet"), r"its whole path is \d+ bytes long"),
+        (lambda tmp: tmp / ("a" * 248 + ".parquet"), "its name is 256 bytes long"),
+        (lambda tmp: tmp / ("f" * 256) / "rows.parquet", r"the folder name 'f+' in it is 256 bytes long"),
+    ],
+    ids=["whole-path", "name", "folder-name"],
+)
+def test_an_output_path_too_long_is_refused_naming_what_is_too_long(
+    tmp_path: Path, name: Callable[[Path], Path], blamed: str
+) -> None:
+    with pytest.raises(InputError, match=rf"^output '.*': {blamed}, longer than the file system takes"):
+        check_output(name(tmp_path), resume=False, overwrite=False)
