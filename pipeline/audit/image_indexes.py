@@ -1,7 +1,8 @@
 """The audit store's image indexes: where a picture, or a near-copy of it, was decided before.
 
-Both are built from the decisions in the chain and are no part of its evidence: an upgrade makes
-them again from the chain. ``audit_image_index`` holds each image's content hash (the same bytes);
+Both are built from the decisions in the chain and are outside its hash: an upgrade makes them
+again from the chain, and verification checks them against it (:mod:`pipeline.audit.index_check`).
+``audit_image_index`` holds each image's content hash (the same bytes);
 ``audit_image_likeness`` its perceptual hash, the coarse part cut into bands
 (:mod:`datasets.perceptual_hash`), so that a re-encoded, resized or retouched copy is found by exact
 band lookups and then judged by the fine part. The index keeps each picture's own hash; a lookup may
@@ -53,6 +54,7 @@ __all__ = [
     "Unnamed",
     "add_decision",
     "check_bits",
+    "index_rows",
     "rebuild",
     "sightings",
 ]
@@ -125,8 +127,9 @@ class Unnamed(NamedTuple):
     similar_in: list[NearCopy]
 
 
-def _rows(decision: dict[str, Any], shipment_id: str, seq: int) -> tuple[list[dict], list[dict]]:
-    """One decision's rows of each index: each distinct content hash, each distinct perceptual hash."""
+def index_rows(decision: dict[str, Any], shipment_id: str, seq: int) -> tuple[list[dict], list[dict]]:
+    """One decision's rows of each index: each distinct content hash, each distinct perceptual hash
+    (what it is written with, an upgrade makes again, and verification expects)."""
     images = decision.get("images", [])
     hashes = {image.get("sha256") for image in images} - {None, ""}
     phashes = {image.get("phash") for image in images} - {None, ""}
@@ -141,7 +144,7 @@ def _rows(decision: dict[str, Any], shipment_id: str, seq: int) -> tuple[list[di
 
 def add_decision(conn: Connection, decision: dict[str, Any], shipment_id: str, seq: int) -> None:
     """Index the images of a decision just appended."""
-    _insert(conn, *_rows(decision, shipment_id, seq))
+    _insert(conn, *index_rows(decision, shipment_id, seq))
 
 
 def rebuild(conn: Connection) -> None:
@@ -156,7 +159,7 @@ def rebuild(conn: Connection) -> None:
     exact: list[dict] = []
     alike: list[dict] = []
     for row in decisions:
-        more_exact, more_alike = _rows(json.loads(row.content)["decision"], row.shipment_id, row.seq)
+        more_exact, more_alike = index_rows(json.loads(row.content)["decision"], row.shipment_id, row.seq)
         exact += more_exact
         alike += more_alike
         if len(exact) + len(alike) >= _BATCH:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import Connection, Table, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from datasets.errors import AuditError, SchemaVersionError
@@ -53,6 +53,9 @@ class Schema:
         self.not_upgraded: str | None = None  # why an older store may be read but not written
         self.no_decisions: str | None = None  # why decisions may not be recorded yet (outcomes may)
         self.sealed = False  # the records table has its seal column (version 5): appends seal
+        # the image indexes verification checks against the chain, and why any other is not
+        self.indexes: tuple[Table, ...] = (image_index, image_likeness)
+        self.index_unchecked: str | None = None
 
     def open(self, conn: Connection, *, create: bool) -> None:
         """Check the store's schema version and tables; with ``create``, make the schema where there
@@ -100,6 +103,13 @@ class Schema:
             elif create:
                 self._mend_likeness(conn)
             self._check_sealed(conn, version)
+            if self.indexes and not create and not self._likeness_current(conn):
+                # an early build's layout, made again when a writer opens the store
+                self.indexes = (image_index,)
+                self.index_unchecked = (
+                    "likeness index not checked: laid out by an early build of version 3 (a writer "
+                    "opening the store makes it again from the chain)"
+                )
             return
         if not create:
             raise AuditError(
@@ -114,11 +124,17 @@ class Schema:
         conn.execute(audit_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
 
     @staticmethod
-    def _mend_likeness(conn: Connection) -> None:
+    def _likeness_current(conn: Connection) -> bool:
+        """Whether the likeness index has this version's columns (an early version-3 build's lacks
+        its ``coarse`` column)."""
+        columns = {column["name"] for column in inspect(conn).get_columns(image_likeness.name)}
+        return set(image_likeness.columns.keys()) <= columns
+
+    @classmethod
+    def _mend_likeness(cls, conn: Connection) -> None:
         """Make the likeness index again where an early version-3 build laid it out otherwise (before
         its ``coarse`` column): it is built from the chain, so nothing is lost."""
-        columns = {column["name"] for column in inspect(conn).get_columns(image_likeness.name)}
-        if set(image_likeness.columns.keys()) <= columns:
+        if cls._likeness_current(conn):
             return
         with conn.begin_nested():
             image_likeness.drop(conn)
@@ -138,6 +154,14 @@ class Schema:
                 f"audit store {self.url}: schema version {version} but column audit_records.seal is "
                 "missing (dropped: the seals of its records are gone)"
             )
+
+    def _older(self, version: int) -> None:
+        """A store read at an older ``version`` than this one writes: its indexes, if any, are not
+        those this version writes (a version-1 store has none, a version-2 one no likeness index),
+        and are not checked."""
+        if version < 3:
+            self.indexes = ()
+            self.index_unchecked = f"image index not checked: store at version {version}"
 
     def _upgrade(self, conn: Connection, version: int, *, create: bool) -> None:
         """Version 1: the image indexes, made from the chain; 2: the likeness index; 3: only the
@@ -163,5 +187,6 @@ class Schema:
                 f"upgrade it to {SCHEMA_VERSION} ({type(exc.orig).__name__}); open it once with a role "
                 "that may create tables, then record"
             )
+            self._older(version)
             if create:
                 raise SchemaVersionError(self.not_upgraded) from exc

@@ -16,7 +16,8 @@ holds (:mod:`pipeline.audit.seal`). The column is added to ``audit_records`` by
 :data:`sealed_records` only: :data:`audit_records` leaves it out, so that every read works alike on
 a store of version 4 that a reader did not upgrade.
 
-Beside the chain, and not part of its evidence, two indexes built from it::
+Beside the chain, outside its hash, two indexes built from it (verification checks each decision's
+rows against its hashed content: a picture sent again is looked up there)::
 
     audit_image_index     which shipments each image (by content hash) was decided in: a picture sent
                           again for another shipment is found without reading every record (version 2)

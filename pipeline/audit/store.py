@@ -436,7 +436,13 @@ class AuditStore:
         :mod:`pipeline.audit.verify`."""
         seals = None if self._seal_key is None else SealCheck(self._seal_key)
         with self._db.reading("verifying the chain") as conn:
-            return verify_chain(conn, seals=seals, sealed=self._schema.sealed)
+            return verify_chain(
+                conn,
+                seals=seals,
+                sealed=self._schema.sealed,
+                indexes=self._schema.indexes,
+                unchecked=self._schema.index_unchecked,
+            )
 
     def replayed(self, idempotency_key: str, shipment_id: str) -> AuditRecord | None:
         """The shipment's latest decision when ``idempotency_key`` was recorded before (a retry),

@@ -9,7 +9,10 @@ The walk goes through the records in ``seq`` order, a page at a time (constant m
   between were inserted), to a later record (reordered);
 * records past the head row were not appended by the store (inserted); a chain that stops short of
   the head lost its tail (deleted);
-* given the seal key, each record's seal (:mod:`pipeline.audit.seal`) -> forged.
+* given the seal key, each record's seal (:mod:`pipeline.audit.seal`) -> forged;
+* the image indexes hold, for each decision, the rows its hashed content gives, and nothing else
+  (:mod:`pipeline.audit.index_check`): they are no part of the hash, yet a picture sent again is
+  looked up there, so a held picture's rows deleted would let it pass as new.
 
 A plain hash chain catches anyone who edits rows without re-computing everything after them; one
 rewritten from scratch, head included, is caught only by the seals (where the rewriter lacks the
@@ -19,13 +22,15 @@ key) or against an outside copy of the head hash (which the report returns).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Table, func, select
 
 from pipeline.audit.chain import GENESIS_HASH, chain_hash, index_columns
+from pipeline.audit.index_check import Finding, IndexCheck
 from pipeline.audit.records import Problem, VerifyReport
-from pipeline.audit.schema import audit_head, audit_records, sealed_records
+from pipeline.audit.schema import audit_head, audit_records, image_index, image_likeness, sealed_records
 from pipeline.audit.seal import SealCheck, seals_unchecked
 
 __all__ = ["verify_chain"]
@@ -34,11 +39,12 @@ _PAGE = 1000
 
 
 class _Bad(Exception):
-    def __init__(self, problem: Problem, seq: int | None, message: str) -> None:
+    def __init__(self, problem: Problem, seq: int | None, message: str, *, in_index: bool = False) -> None:
         super().__init__(message)
         self.problem: Problem = problem
         self.seq = seq
         self.message = message
+        self.in_index = in_index
 
 
 def _seq_of_hash(conn: Connection, record_hash: str) -> int | None:
@@ -47,8 +53,8 @@ def _seq_of_hash(conn: Connection, record_hash: str) -> int | None:
     ).scalar()
 
 
-def _check_row(row: Any) -> None:
-    """Hash and column checks of one record on its own."""
+def _check_row(row: Any) -> Any:
+    """Hash and column checks of one record on its own; returns its parsed content."""
     if chain_hash(row.prev_hash, row.content) != row.record_hash:
         raise _Bad("altered", row.seq, f"record {row.seq}: content does not match its record_hash")
     try:
@@ -64,6 +70,12 @@ def _check_row(row: Any) -> None:
                 f"record {row.seq}: column {column} = {getattr(row, column)!r} "
                 f"but the hashed content says {value!r}",
             )
+    return content
+
+
+def _raise(finding: Finding | None) -> None:
+    if finding is not None:
+        raise _Bad(*finding, in_index=True)
 
 
 def _check_link(conn: Connection, row: Any, prev_seq: int, expected_prev: str) -> None:
@@ -129,12 +141,22 @@ def _seals_line(seals: SealCheck | None, checked: int) -> str:
     return seals_unchecked() if seals is None else seals.summary(checked)
 
 
-def verify_chain(conn: Connection, *, seals: SealCheck | None = None, sealed: bool = False) -> VerifyReport:
+def verify_chain(
+    conn: Connection,
+    *,
+    seals: SealCheck | None = None,
+    sealed: bool = False,
+    indexes: Sequence[Table] = (image_index, image_likeness),
+    unchecked: str | None = None,
+) -> VerifyReport:
     """Walk the chain on ``conn`` (inside one snapshot transaction) and report the first problem.
 
     Args:
         seals: checks each record's seal (None: no key, the seals are not checked).
         sealed: the store has the seal column (schema version 5), to read the seals from.
+        indexes: the image index tables to check against the chain's decisions.
+        unchecked: why some are not checked (a store at an older version read as it is), said in
+            the report of a chain found intact.
     """
     head = conn.execute(
         select(audit_head.c.seq, audit_head.c.record_hash).where(audit_head.c.id == 1)
@@ -142,6 +164,7 @@ def verify_chain(conn: Connection, *, seals: SealCheck | None = None, sealed: bo
     head_seq, head_hash = (head.seq, head.record_hash) if head is not None else (0, GENESIS_HASH)
     checked, prev_seq, expected_prev = 0, 0, GENESIS_HASH
     records = sealed_records if sealed else audit_records  # the same table, with its seals or without
+    index = IndexCheck(conn, indexes) if head is not None else None
     try:
         if head is None:
             raise _Bad("deleted", None, "the chain head row (audit_head id 1) is missing")
@@ -166,9 +189,11 @@ def verify_chain(conn: Connection, *, seals: SealCheck | None = None, sealed: bo
                         f"record {row.seq} lies past the chain head (seq {head_seq}): "
                         "the store never appended it",
                     )
-                _check_row(row)
+                content = _check_row(row)
                 _check_link(conn, row, prev_seq, expected_prev)
                 _check_seal(seals, row)
+                if index is not None:
+                    _raise(index.record(row.seq, content))
                 checked, prev_seq, expected_prev = checked + 1, row.seq, row.record_hash
             if len(page) < _PAGE:
                 break
@@ -183,20 +208,26 @@ def verify_chain(conn: Connection, *, seals: SealCheck | None = None, sealed: bo
             raise _Bad(
                 "altered", head_seq, f"record {head_seq}: its hash differs from the one in the chain head"
             )
+        if index is not None:
+            _raise(index.end(head_seq))
     except _Bad as bad:
         return VerifyReport(
             ok=False,
             records_checked=checked,
             first_bad=bad.seq,
             problem=bad.problem,
+            in_index=bad.in_index,
             message=bad.message,
             head_seq=head_seq,
             head_hash=head_hash,
         )
+    finally:
+        if index is not None:
+            index.close()
     return VerifyReport(
         ok=True,
         records_checked=checked,
-        message=f"{checked} records verified, chain intact",
+        message=f"{checked} records verified, chain intact" + (f"; {unchecked}" if unchecked else ""),
         head_seq=head_seq,
         head_hash=head_hash,
         seals=_seals_line(seals, checked),

@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
         with _open(db, seals=not no_seals) as store:
             report = store.verify()
             if not report.ok:
-                broken = f"chain broken at record {report.first_bad} ({report.problem})"
+                what = "image index" if report.in_index else "chain"
+                broken = f"{what} broken at record {report.first_bad} ({report.problem})"
                 raise AuditError(f"{store.url}: {broken}: {report.message}")
             for seq, published in anchors:
                 found = store.hash_at(seq)

@@ -412,9 +412,11 @@ def insert_before_the_first(url: str) -> None:
 
 
 def insert_at_tail_and_move_head(url: str) -> None:
-    """A forger who also knows about the head row: caught only against an outside copy of the head."""
+    """A forger who also knows about the head row and the image index: caught only against an
+    outside copy of the head."""
     insert_at_tail(url)
     sql(url, "UPDATE audit_head SET seq = 6, record_hash = :h", h=_hash(url, 6))
+    sql(url, "INSERT INTO audit_image_index (sha256, shipment_id, seq) VALUES (:h, 'FORGED', 6)", h="ab" * 32)
 
 
 def insert_in_middle(url: str) -> None:
@@ -1396,8 +1398,8 @@ def test_an_older_store_is_upgraded_and_its_image_indexes_built_from_its_chain(
     db_url: str, version: int, dropped: list[str], near: bool
 ) -> None:
     a = "aa" * 32
-    with AuditStore.open(db_url) as store:
-        store.record(_with_images("S1", a, phash=_P))
+    with AuditStore.open(db_url) as store:  # a version-2 decision carried no perceptual hash
+        store.record(_with_images("S1", a, phash=_P if version != 2 else None))
     for table in dropped:  # as a store written before the index existed
         sql(db_url, f"DROP TABLE {table}")
     sql(db_url, f"UPDATE schema_info SET version = {version}")
@@ -1407,7 +1409,7 @@ def test_an_older_store_is_upgraded_and_its_image_indexes_built_from_its_chain(
         assert found == (
             {"bb" * 32: Sighting(seen_in=[], similar_in=["S1"], similar_bits=10)} if near else {}
         )
-        assert store.verify().ok  # the indexes are no part of the chain's evidence
+        assert store.verify().ok  # the indexes made again are those the chain gives
     engine = create_engine(db_url)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version FROM schema_info")).scalar() == 5
