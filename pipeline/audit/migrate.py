@@ -1,9 +1,11 @@
 """Making an audit store's schema, and upgrading an older one, as the store is opened (:class:`Schema`).
 
 A store without a schema is given one by a writer (``create``); a store at an older version
-(:data:`~pipeline.audit.schema.SCHEMA_VERSION`) is upgraded by a role that may create tables and
-read as it is by one that may not, which leaves writing to it refused until it is upgraded
-(:attr:`Schema.not_upgraded`). On PostgreSQL an advisory lock makes two processes opening one new
+(:data:`~pipeline.audit.schema.SCHEMA_VERSION`) is upgraded when a writer opens it, by a role that
+may create tables (one that may not is refused, :attr:`Schema.not_upgraded`), and read as it is
+when opened to read (``create=False``: `clearsight audit verify`), so that reading it locks no older
+Clearsight out; decisions wait for the upgrade (:attr:`Schema.no_decisions`).
+On PostgreSQL an advisory lock makes two processes opening one new
 store at once take turns.
 """
 
@@ -56,6 +58,7 @@ class Schema:
         # the image indexes verification checks against the chain, and why any other is not
         self.indexes: tuple[Table, ...] = (image_index, image_likeness)
         self.index_unchecked: str | None = None
+        self.unindexed = False  # an older store without this version's indexes: nothing looked up
 
     def open(self, conn: Connection, *, create: bool) -> None:
         """Check the store's schema version and tables; with ``create``, make the schema where there
@@ -88,14 +91,17 @@ class Schema:
                 raise AuditError(
                     f"audit store {self.url}: schema version {version} but tables {missing} are missing"
                 )
-            if version == 3 and not create:
-                # the tables of 4: read, looked up and given outcomes as it is. Its version moves
-                # when a writer opens it, not when a newer `clearsight audit verify` reads it, so
-                # that reading locks no older Clearsight out; decisions wait for that upgrade
+            if version < 4 and not create:
+                # read, and given outcomes, as it is (3 has the tables of 4 and is looked up too; 1
+                # and 2 lack this version's indexes). Its version moves when a writer opens it, not
+                # when a newer `clearsight audit verify` reads it, so that reading locks no older
+                # Clearsight out; decisions wait for that upgrade
                 self.no_decisions = (
-                    f"audit store {self.url} is at schema version 3: decisions of this Clearsight are "
-                    f"recorded once a writer has upgraded it to {SCHEMA_VERSION} (open it to record)"
+                    f"audit store {self.url} is at schema version {version}: decisions of this "
+                    f"Clearsight are recorded once a writer has upgraded it to {SCHEMA_VERSION} (open it "
+                    "to record)"
                 )
+                self._older(version)
             elif version == 4 and not create:
                 pass  # read as it is, unsealed, for the reason of 3: the seal column waits for a writer
             elif version != SCHEMA_VERSION:
@@ -160,6 +166,7 @@ class Schema:
         those this version writes (a version-1 store has none, a version-2 one no likeness index),
         and are not checked."""
         if version < 3:
+            self.unindexed = True
             self.indexes = ()
             self.index_unchecked = f"image index not checked: store at version {version}"
 

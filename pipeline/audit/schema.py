@@ -54,14 +54,14 @@ SCHEMA_VERSION = 5
 that may say where their pictures were seen before (``seen_in``) and who sent them (``submitted_by``).
 3: the likeness index, and images that may carry a perceptual hash (``phash``) and the shipments that
 hold a near-copy (``similar_in``). 4: images that may say how they are a near-copy turned or mirrored
-(``similar_turn``, ``turned_phash``); the tables are those of 3. An older store is upgraded when
-opened by a role that may create tables, and read as it is by one that may not; a store at 3 only
-when opened to record (``create``), so that reading it with a newer Clearsight locks no older one
-out. An older Clearsight refuses a newer store by its version (a decision of 4 does not parse under
-3). 5: the ``seal`` column of ``audit_records`` (records may carry a keyed seal); a store at 4
-is upgraded, like one at 3, only when opened to record, and read as it is (no seals) otherwise. An
-older Clearsight must not write to a store at 5: its records would carry no seal after sealed ones,
-which verification refuses as forged."""
+(``similar_turn``, ``turned_phash``); the tables are those of 3. An older store is upgraded only
+when opened to record (``create``), by a role that may create tables, and read as it is otherwise,
+so that reading it with a newer Clearsight locks no older one out. An older Clearsight refuses a
+newer store by its version (a decision of 4 does not parse under 3). 5: the ``seal`` column of
+``audit_records`` (records may carry a keyed seal); a store at 4 is upgraded, like an older one,
+only when opened to record, and read as it is (no seals) otherwise. An older Clearsight must not
+write to a store at 5: its records would carry no seal after sealed ones, which verification
+refuses as forged."""
 
 metadata = MetaData()
 

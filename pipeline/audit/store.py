@@ -226,7 +226,7 @@ class AuditStore:
             ValueError: ``near_copy_bits`` out of range (:data:`MAX_NEAR_COPY_BITS`).
         """
         check_bits(near_copy_bits)
-        if self._schema.not_upgraded is not None:
+        if self._schema.not_upgraded is not None or self._schema.unindexed:
             # an older store has no index (and takes no decision to check against it)
             return Lookup({}, 0, {})
         unnamed: dict[str, Unnamed] = {}

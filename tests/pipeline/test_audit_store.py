@@ -1514,7 +1514,7 @@ def test_a_version_1_store_opened_read_only_is_read_and_not_written(tmp_path: Pa
         assert (
             store.sightings([(a, None)], other_than="S2", near_copy_bits=0).found == {}
         )  # no index to look in
-        with pytest.raises(AuditError, match="is at schema version 1 and this role may not upgrade it to 5"):
+        with pytest.raises(AuditError, match="is at schema version 1: decisions of this Clearsight are"):
             store.record(_with_images("S2", a))
     with pytest.raises(AuditError, match="may not upgrade it to 5"):
         AuditStore.open(read_only)  # a writer is refused at once, not at its first record
