@@ -255,11 +255,11 @@ class Database:
         detail = getattr(exc, "orig", None) or exc
         return AuditError(f"audit store {self.url}: {what} failed ({type(detail).__name__}: {detail})")
 
-    def _unparsed(self, what: str, exc: BaseException) -> AuditError:
-        return AuditError(
-            f"audit store {self.url}: {what} failed: a stored record does not parse "
-            f"({type(exc).__name__}); run `clearsight audit verify` to find it"
-        )
+    def _unparsed(self, what: str, exc: BaseException, *, hint: bool = True) -> AuditError:
+        # verify names the record itself: it must never send the user to verify
+        find = "; run `clearsight audit verify` to find it" if hint else f": {exc}"
+        said = f"a stored record does not parse ({type(exc).__name__}){find}"
+        return AuditError(f"audit store {self.url}: {what} failed: {said}")
 
     def retry(self, what: str, work: Callable[[Connection], _T], *, write: bool = True) -> _T:
         """Run ``work`` in a transaction (``write``: one that takes the write lock first), retrying
@@ -316,8 +316,9 @@ class Database:
         )
 
     @contextmanager
-    def reading(self, what: str) -> Iterator[Connection]:
-        """A read-only transaction, on PostgreSQL one snapshot; its errors as :class:`AuditError`."""
+    def reading(self, what: str, *, verifying: bool = False) -> Iterator[Connection]:
+        """A read-only transaction, on PostgreSQL one snapshot; its errors as :class:`AuditError`
+        (``verifying``: the read is verification's, which names a damaged record itself)."""
         try:
             with self._turn, self.engine.connect() as conn:
                 if self.postgres:
@@ -328,4 +329,4 @@ class Database:
         except SQLAlchemyError as exc:
             raise self.fail(what, exc) from exc
         except (ValueError, KeyError, TypeError) as exc:  # stored content that no longer parses
-            raise self._unparsed(what, exc) from exc
+            raise self._unparsed(what, exc, hint=not verifying) from exc

@@ -435,7 +435,7 @@ class AuditStore:
         """Re-compute the whole chain, and with the store's seal key check every seal; see
         :mod:`pipeline.audit.verify`."""
         seals = None if self._seal_key is None else SealCheck(self._seal_key)
-        with self._db.reading("verifying the chain") as conn:
+        with self._db.reading("verifying the chain", verifying=True) as conn:
             return verify_chain(
                 conn,
                 seals=seals,

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
+from sqlalchemy.exc import OperationalError
 
 from pipeline.audit.chain import GENESIS_HASH, chain_hash, index_columns
 from pipeline.audit.index_check import Finding, IndexCheck
@@ -53,15 +54,38 @@ def _seq_of_hash(conn: Connection, record_hash: str) -> int | None:
     ).scalar()
 
 
+def _check_seq(seq: Any, prev_seq: int) -> None:
+    """A seq that is no number (text, a blob, a fraction: SQLite keeps what it is given) names the
+    record as the one after the last good one: the walk reads such a row after every number."""
+    if type(seq) is not int:
+        raise _Bad(
+            "altered",
+            prev_seq + 1,
+            f"record {prev_seq + 1}: its seq is stored as {str(seq)[:40]!r} ({type(seq).__name__}), "
+            "not a number",
+        )
+
+
 def _check_row(row: Any) -> Any:
-    """Hash and column checks of one record on its own; returns its parsed content."""
+    """Hash and column checks of one record on its own (its seq checked already); returns its parsed
+    content."""
+    for column in ("content", "prev_hash", "record_hash"):
+        value = getattr(row, column)
+        if not isinstance(value, str):  # a blob of the same bytes, a number: no text hashes so
+            raise _Bad(
+                "altered",
+                row.seq,
+                f"record {row.seq}: its {column} is stored as {type(value).__name__}, not text",
+            )
     if chain_hash(row.prev_hash, row.content) != row.record_hash:
         raise _Bad("altered", row.seq, f"record {row.seq}: content does not match its record_hash")
     try:
         content = json.loads(row.content)
-    except ValueError as exc:
-        raise _Bad("altered", row.seq, f"record {row.seq}: content is not JSON ({exc})") from exc
-    expected = index_columns(content if isinstance(content, dict) else {})
+        expected = index_columns(content if isinstance(content, dict) else {})
+    except (ValueError, RecursionError, AttributeError) as exc:  # a forger's, hashed as it is
+        raise _Bad(
+            "altered", row.seq, f"record {row.seq}: content is not a record ({type(exc).__name__})"
+        ) from exc
     for column, value in expected.items():
         if getattr(row, column) != value:
             raise _Bad(
@@ -90,13 +114,15 @@ def _check_link(conn: Connection, row: Any, prev_seq: int, expected_prev: str) -
             )
         return
     target = _seq_of_hash(conn, row.prev_hash) if row.prev_hash != GENESIS_HASH else 0
+    if target is not None:
+        _check_seq(target, prev_seq)  # the predecessor, read out of order for its damaged seq
     if target is None:
         # The record links nowhere. If the predecessor's true successor sits further on, this record
         # (and any up to that successor) was slipped in between them.
         successor = conn.execute(
             select(audit_records.c.seq).where(audit_records.c.prev_hash == expected_prev)
         ).scalar()
-        if successor is not None and successor > row.seq:
+        if isinstance(successor, int) and successor > row.seq:
             raise _Bad(
                 "inserted",
                 row.seq,
@@ -141,6 +167,33 @@ def _seals_line(seals: SealCheck | None, checked: int) -> str:
     return seals_unchecked() if seals is None else seals.summary(checked)
 
 
+def _page(conn: Connection, records: Table, prev_seq: int) -> list[Any]:
+    """The records after ``prev_seq``, a page of them (``records``: the table with its seals or
+    without); a row whose text SQLite cannot decode as UTF-8 (it fails the whole page) is found and
+    named by reading the page a row at a time."""
+    after = records.c.seq > prev_seq
+    try:
+        return list(conn.execute(select(records).where(after).order_by(records.c.seq).limit(_PAGE)))
+    except OperationalError as exc:
+        if conn.dialect.name != "sqlite" or "decode" not in str(exc.orig).lower():
+            raise
+        said = str(exc.orig)[:120]
+    try:
+        seqs = conn.execute(select(records.c.seq).where(after).order_by(records.c.seq).limit(_PAGE))
+        numbers = list(seqs.scalars())
+    except OperationalError:
+        raise _Bad(
+            "altered", prev_seq + 1, f"record {prev_seq + 1}: its seq is not UTF-8 text ({said})"
+        ) from None
+    for seq in numbers:
+        try:
+            conn.execute(select(records).where(records.c.seq == seq)).all()
+        except OperationalError:
+            _check_seq(seq, prev_seq)
+            raise _Bad("altered", seq, f"record {seq}: a column is not UTF-8 text ({said})") from None
+    raise _Bad("altered", prev_seq + 1, f"record {prev_seq + 1}: a column is not UTF-8 text ({said})")
+
+
 def verify_chain(
     conn: Connection,
     *,
@@ -178,10 +231,9 @@ def verify_chain(
                 f"record {before} lies before the chain's first record (seq 1): the store never appended it",
             )
         while True:
-            page = conn.execute(
-                select(records).where(records.c.seq > prev_seq).order_by(records.c.seq).limit(_PAGE)
-            ).all()
+            page = _page(conn, records, prev_seq)
             for row in page:
+                _check_seq(row.seq, prev_seq)
                 if row.seq > head_seq:
                     raise _Bad(
                         "inserted",
