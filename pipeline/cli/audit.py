@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from datasets.errors import AuditError, InputError
+from datasets.errors import AuditError, ConflictError, InputError
 from datasets.type_names import TYPE_NAME_RULE, is_type_name
-from pipeline.audit import AuditStore
+from pipeline.audit import AuditStore, OutcomeRecord
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS, Settings, audit_seal_key
 from pipeline.verdicts import UNKNOWN_TYPE, Tier, finding_types
 
@@ -58,6 +58,16 @@ def _anchor(text: str) -> tuple[int, str]:
             f"--expect {text[:100]!r} is not SEQ:HASH (a record number >= 1, ':', 64 lowercase hex)"
         )
     return int(seq), digest
+
+
+def _has_outcome(shipment_id: str, seq: int, outcome: OutcomeRecord) -> str:
+    """Why an outcome is refused for a decision that has one."""
+    found = "clean" if outcome.found is None else f"found {outcome.found}"
+    return (
+        f"shipment {shipment_id!r} already has an outcome for decision {seq} ({found}, recorded by "
+        f"{outcome.officer} at {outcome.created_at}, record {outcome.seq}); pass --amend to record a "
+        "correction"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -137,12 +147,30 @@ def register(app: typer.Typer) -> None:
                 "--new-type", help="--found names a kind of anomaly the shipment's model does not know."
             ),
         ] = False,
+        amend: Annotated[
+            bool,
+            typer.Option(
+                "--amend",
+                help="Correct an outcome already recorded for the decision (refused without it, so that "
+                "two officers do not overwrite each other's finding unawares).",
+            ),
+        ] = False,
+        decision_seq: Annotated[
+            int | None,
+            typer.Option(
+                "--decision-seq",
+                min=1,
+                help="The audit record of the decision judged (as `audit show` gives it): refused if the "
+                "shipment was decided again since.",
+            ),
+        ] = None,
         db: DbOption = None,
     ) -> None:
         """Record an officer's inspection outcome for a shipment's latest decision (chained too).
 
         An outcome is kept for good: --found must be a type the shipment's model scored against (or
-        unknown), unless --new-type says it is a kind the model does not know.
+        unknown), unless --new-type says it is a kind the model does not know. A decision that has an
+        outcome takes another only with --amend.
         """
         if (found is None) == (not clean):
             raise InputError("give exactly one of --found TYPE or --clean")
@@ -156,7 +184,11 @@ def register(app: typer.Typer) -> None:
             )
         with _open(db) as store:
             latest = store.get(shipment_id)
-            if latest is not None and found is not None and not new_type:
+            # an outcome for an earlier decision is the store's to refuse as decided again
+            judged = latest is not None and decision_seq in (None, latest.seq)
+            if latest is not None and judged and not amend and latest.outcome is not None:
+                raise ConflictError(_has_outcome(shipment_id, latest.seq, latest.outcome))
+            if latest is not None and judged and found is not None and not new_type:
                 # the API's rule, with no model loaded: a model that knows no types (none labelled in
                 # training) let any name become a finding, and a picture of another cargo type its own
                 accepted = finding_types(latest.decision)
@@ -168,7 +200,21 @@ def register(app: typer.Typer) -> None:
                         f"{', '.join(accepted)}); pass --new-type if inspection found a kind of anomaly "
                         "its model does not know"
                     )
-            record = store.record_outcome(shipment_id, found=found, officer=officer, notes=notes)
+            try:
+                record = store.record_outcome(
+                    shipment_id,
+                    found=found,
+                    officer=officer,
+                    notes=notes,
+                    decision_seq=decision_seq,
+                    amend=amend,
+                )
+            except ConflictError:
+                # the store checks again where it writes: another officer got there meanwhile
+                now = store.get(shipment_id)
+                if amend or now is None or now.outcome is None or decision_seq not in (None, now.seq):
+                    raise
+                raise ConflictError(_has_outcome(shipment_id, now.seq, now.outcome)) from None
         what = "clean" if record.found is None else f"found {record.found}"
         Console().print(f"recorded outcome of {shipment_id} ({what}) as record {record.seq}")
 
