@@ -10,13 +10,11 @@ that transaction names as a damaged record.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Select, Table, exists, func, or_, select
 
-from datasets.errors import AuditError
-from pipeline.audit.chain import GENESIS_HASH
 from pipeline.audit.records import AuditRecord, OutcomeRecord
 from pipeline.audit.schema import audit_records, image_index
 from pipeline.verdicts import ShipmentDecision, Tier
@@ -26,7 +24,6 @@ __all__ = [
     "first_sent",
     "latest_at",
     "latest_decision",
-    "reaching",
     "records_of",
     "review_queue",
     "rows_after",
@@ -141,16 +138,15 @@ def _outcome(row: Any) -> OutcomeRecord:
     )
 
 
-def records_of(conn: Connection, rows: Sequence[Any]) -> list[AuditRecord]:
-    """Decision rows -> records, each with the latest outcome that refers to it."""
+def records_of(conn: Connection, rows: Sequence[Any], *, upto: int | None = None) -> list[AuditRecord]:
+    """Decision rows -> records, each with the latest outcome that refers to it (with ``upto``, of
+    those numbered up to it)."""
     outcomes: dict[int, OutcomeRecord] = {}
     seqs = [r.seq for r in rows]
     if seqs:
-        for row in conn.execute(
-            select(audit_records)
-            .where(audit_records.c.kind == "outcome", audit_records.c.ref_seq.in_(seqs))
-            .order_by(audit_records.c.seq)
-        ):
+        c = audit_records.c
+        where = [c.kind == "outcome", c.ref_seq.in_(seqs), *([] if upto is None else [c.seq <= upto])]
+        for row in conn.execute(select(audit_records).where(*where).order_by(c.seq)):
             outcomes[row.ref_seq] = _outcome(row)  # later outcomes correct earlier ones
     records = []
     for row in rows:
@@ -201,27 +197,3 @@ def rows_after(
     return list(
         conn.execute(select(table).where(table.c.seq > after, *where).order_by(table.c.seq).limit(page)).all()
     )
-
-
-def reaching(rows: Iterator[Any], head_seq: int, head_hash: str, url: str) -> Iterator[Any]:
-    """``rows``, then an error if they did not end at the head: a copy of a chain whose tail was
-    deleted is itself a valid chain, and would pass for the whole one.
-
-    Raises:
-        AuditError: naming the store at ``url`` and where the rows ended.
-    """
-    last_seq, last_hash = 0, GENESIS_HASH
-    for row in rows:
-        yield row
-        last_seq, last_hash = row.seq, row.record_hash
-    if last_seq < head_seq:
-        raise AuditError(
-            f"audit store {url}: the chain ends at record {last_seq} but its head says "
-            f"{head_seq}: records after {last_seq} are missing; nothing exported (`clearsight "
-            "audit verify` names what happened)"
-        )
-    if last_hash != head_hash:
-        raise AuditError(
-            f"audit store {url}: record {head_seq} does not have the hash its head holds; "
-            "nothing exported (`clearsight audit verify` names what happened)"
-        )

@@ -45,7 +45,6 @@ from pipeline.audit.reading import (
     first_sent,
     latest_at,
     latest_decision,
-    reaching,
     records_of,
     review_queue,
     rows_after,
@@ -53,7 +52,7 @@ from pipeline.audit.reading import (
 from pipeline.audit.records import AuditRecord, OutcomeRecord, VerifyReport
 from pipeline.audit.schema import audit_head, audit_records, sealed_records
 from pipeline.audit.seal import SealCheck, SealKey
-from pipeline.audit.verify import verify_chain
+from pipeline.audit.verify import checked, verify_chain
 from pipeline.audit.writing import (
     ImagesSeenSince,
     SentByAnother,
@@ -407,10 +406,23 @@ class AuditStore:
         the number of records. Records appended meanwhile are left for the next export.
 
         Raises:
-            AuditError: the chain does not reach its head (records deleted from its end, or the last
-                one altered), or goes past it: nothing is written, as ``clearsight audit verify``
+            AuditError: a record fails its checks (its seal too, with the store's key), the chain
+                does not reach its head (records deleted from its end, or the last one altered), or
+                goes past it: nothing is written, as ``clearsight audit verify``
                 names what happened.
             InputError: the file cannot be written.
+        """
+        head = self._export_head()
+        rows = checked(
+            self.iter_chain(upto=head.seq), head.seq, head.record_hash, self.url, seals=self._seal_check()
+        )
+        return write_chain_file(rows, Path(path), head=(head.seq, head.record_hash))
+
+    def _export_head(self) -> Any:
+        """The chain's head an export reads up to (seq, record_hash).
+
+        Raises:
+            AuditError: the head row is missing, or a record lies past it: nothing is exported.
         """
         with self._db.reading("reading the chain head") as conn:
             head = conn.execute(
@@ -423,18 +435,21 @@ class AuditStore:
             raise AuditError(
                 f"audit store {self.url}: the chain head row is missing; run `clearsight audit verify`"
             )
-        if last is not None and last > head.seq:
+        if isinstance(last, int) and last > head.seq:  # a seq that is no number: the walk names it
             raise AuditError(
                 f"audit store {self.url}: record {last} lies past the chain head (record {head.seq}); "
                 "nothing exported (`clearsight audit verify` names what happened)"
             )
-        rows = reaching(self.iter_chain(upto=head.seq), head.seq, head.record_hash, self.url)
-        return write_chain_file(rows, Path(path), head=(head.seq, head.record_hash))
+        return head
+
+    def _seal_check(self) -> SealCheck | None:
+        """A check of the seals of one walk of the chain, with the store's key (None: no key)."""
+        return None if self._seal_key is None else SealCheck(self._seal_key)
 
     def verify(self) -> VerifyReport:
         """Re-compute the whole chain, and with the store's seal key check every seal; see
         :mod:`pipeline.audit.verify`."""
-        seals = None if self._seal_key is None else SealCheck(self._seal_key)
+        seals = self._seal_check()
         with self._db.reading("verifying the chain", verifying=True) as conn:
             return verify_chain(
                 conn,
@@ -464,9 +479,39 @@ class AuditStore:
     def export(self, path: str | Path, *, fmt: Literal["csv", "jsonl"] | None = None) -> int:
         """Write every decision with its latest outcome to CSV or JSONL; returns the number of rows.
 
-        ``fmt`` defaults to the file's suffix. See :func:`pipeline.audit.export.write_export`.
+        ``fmt`` defaults to the file's suffix. See :func:`pipeline.audit.export.write_export`. The
+        whole chain up to its head is read, each record checked as it goes (its hash, its columns,
+        its link and, with the store's seal key, its seal): an export of a tampered store would
+        pass for a copy of the trail.
+
+        Raises:
+            AuditError: a record fails its checks, or the chain does not reach its head: nothing is
+                written, and an earlier export at ``path`` is kept.
+            InputError: a format other than csv/jsonl, or the file cannot be written.
         """
-        return write_export(self.iter_records(), Path(path), fmt=fmt)
+        head = self._export_head()
+        rows = checked(
+            self.iter_chain(upto=head.seq), head.seq, head.record_hash, self.url, seals=self._seal_check()
+        )
+        return write_export(self._decisions(rows, upto=head.seq), Path(path), fmt=fmt)
+
+    def _decisions(self, rows: Iterator[Any], *, upto: int, page: int = 500) -> Iterator[AuditRecord]:
+        """The decision rows among ``rows`` as records with their latest outcomes up to ``upto``, a
+        page at a time."""
+        batch: list[Any] = []
+        for row in rows:
+            if row.kind == "decision":
+                batch.append(row)
+            if len(batch) == page:
+                yield from self._records(batch, upto)
+                batch = []
+        yield from self._records(batch, upto)
+
+    def _records(self, rows: list[Any], upto: int) -> list[AuditRecord]:
+        if not rows:
+            return []
+        with self._db.reading("reading decisions") as conn:
+            return records_of(conn, rows, upto=upto)
 
     def ping(self, *, write_wait_s: float | None = None) -> None:
         """Raise :class:`AuditError` if the database cannot be reached (readiness probe); with

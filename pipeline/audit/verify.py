@@ -22,19 +22,20 @@ key) or against an outside copy of the head hash (which the report returns).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
 from sqlalchemy.exc import OperationalError
 
+from datasets.errors import AuditError
 from pipeline.audit.chain import GENESIS_HASH, chain_hash, index_columns
 from pipeline.audit.index_check import Finding, IndexCheck
 from pipeline.audit.records import Problem, VerifyReport
 from pipeline.audit.schema import audit_head, audit_records, image_index, image_likeness, sealed_records
 from pipeline.audit.seal import SealCheck, seals_unchecked
 
-__all__ = ["verify_chain"]
+__all__ = ["checked", "verify_chain"]
 
 _PAGE = 1000
 
@@ -284,3 +285,45 @@ def verify_chain(
         head_hash=head_hash,
         seals=_seals_line(seals, checked),
     )
+
+
+def checked(
+    rows: Iterable[Any], head_seq: int, head_hash: str, url: str, *, seals: SealCheck | None = None
+) -> Iterator[Any]:
+    """``rows`` (the chain in order up to its head), each once it passed the checks a record has on
+    its own (:func:`_check_row`), its link to the one before and, with ``seals``, its seal; then an
+    error if they did not end at the head: an export of a tampered store must not pass for a copy
+    of the trail, and a copy of a chain whose tail was deleted is itself a valid chain. Streams as
+    :func:`verify_chain` does; what went wrong is named, its kind left to ``clearsight audit verify``.
+
+    Raises:
+        AuditError: naming the store at ``url`` and the first record that fails.
+    """
+    done = "nothing exported (`clearsight audit verify` names what happened)"
+    prev_seq, expected_prev = 0, GENESIS_HASH
+    for row in rows:
+        try:
+            _check_seq(row.seq, prev_seq)
+            _check_row(row)
+        except _Bad as bad:
+            raise AuditError(f"audit store {url}: {bad.message}; {done}") from None
+        if row.seq != prev_seq + 1 or row.prev_hash != expected_prev:
+            raise AuditError(
+                f"audit store {url}: record {row.seq} does not link to record {prev_seq} before it (a "
+                f"record deleted, inserted, moved, or altered and re-hashed); {done}"
+            )
+        try:
+            _check_seal(seals, row)
+        except _Bad as bad:
+            raise AuditError(f"audit store {url}: {bad.message}; {done}") from None
+        yield row
+        prev_seq, expected_prev = row.seq, row.record_hash
+    if prev_seq < head_seq:
+        raise AuditError(
+            f"audit store {url}: the chain ends at record {prev_seq} but its head says {head_seq}: "
+            f"records after {prev_seq} are missing; {done}"
+        )
+    if expected_prev != head_hash:
+        raise AuditError(
+            f"audit store {url}: record {head_seq} does not have the hash its head holds; {done}"
+        )
