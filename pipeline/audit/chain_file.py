@@ -13,8 +13,8 @@ is no signature: whoever rewrites the file can rewrite it too, which only a head
 checked, and the report says so.
 
 A record sealed in the store (:mod:`pipeline.audit.seal`) carries its ``seal`` in the file too, and
-:func:`verify_chain_file` given the seal key checks them by the store's rules; a record without one
-(an unsealed record, or any record of an export made before seals) is read as unsealed.
+:func:`verify_chain_file` given the seal key checks them by the store's rules: every record must
+carry one (an export made before seals is checked without the key, ``--no-seals``).
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ def verify_chain_file(
         AuditError: naming the first line that is not JSON, skips a number, does not link to the
             record before it, or whose content does not give its hash; a file that does not end at
             the head its first line names; a published record the file lacks or holds with
-            another hash; or, with ``seal_key``, a record whose seal does not match, or that carries
-            none after a sealed one.
+            another hash; or, with ``seal_key``, a record whose seal does not match, or records
+            that carry none (how many, the first named).
     """
     expect = dict(expect or {})
     seals = None if seal_key is None else SealCheck(seal_key)
@@ -151,6 +151,9 @@ def verify_chain_file(
         ) from exc
     if expect:
         raise AuditError(f"{path}: ends at record {seq}, before the published record {min(expect)}")
+    unsealed = None if seals is None else seals.unsealed_fault()
+    if unsealed is not None:
+        raise AuditError(f"{path}: {unsealed}")
     said = seals_unchecked() if seals is None else seals.summary(seq)
     if head is None:
         return ChainFileReport(seq, seq, previous, tail_checked=False, seals=said)

@@ -29,7 +29,8 @@ from pipeline.audit.schema import (
     metadata,
     schema_info,
 )
-from pipeline.audit.seal import add_seal_column, has_seal_column
+from pipeline.audit.seal import SealKey, add_seal_column, has_seal_column, seal_existing
+from pipeline.audit.verify import verify_chain
 
 __all__ = ["Schema"]
 
@@ -60,9 +61,10 @@ class Schema:
         self.index_unchecked: str | None = None
         self.unindexed = False  # an older store without this version's indexes: nothing looked up
 
-    def open(self, conn: Connection, *, create: bool) -> None:
+    def open(self, conn: Connection, *, create: bool, seal_key: SealKey | None = None) -> None:
         """Check the store's schema version and tables; with ``create``, make the schema where there
-        is none and upgrade an older one.
+        is none and upgrade an older one (with ``seal_key``, sealing the records it holds once their
+        chain is checked: :meth:`_seal_records`).
 
         Raises:
             SchemaVersionError: another schema version; or an older one and ``create``, by a role
@@ -105,7 +107,7 @@ class Schema:
             elif version == 4 and not create:
                 pass  # read as it is, unsealed, for the reason of 3: the seal column waits for a writer
             elif version != SCHEMA_VERSION:
-                self._upgrade(conn, version, create=create)
+                self._upgrade(conn, version, create=create, seal_key=seal_key)
             elif create:
                 self._mend_likeness(conn)
             self._check_sealed(conn, version)
@@ -170,7 +172,30 @@ class Schema:
             self.indexes = ()
             self.index_unchecked = f"image index not checked: store at version {version}"
 
-    def _upgrade(self, conn: Connection, version: int, *, create: bool) -> None:
+    def _seal_records(self, conn: Connection, version: int, seal_key: SealKey) -> None:
+        """Seal every record of a store being upgraded to version 5 by a writer holding the key, in
+        the upgrade's transaction, once the verify walk (streaming) found its chain and indexes
+        intact: from then on every record must carry a seal, and the key must not vouch for records
+        nobody checked. A writer without the key leaves them unsealed, and one opening the store
+        later does not seal them: verification with the key refuses them, for an operator to look.
+
+        Raises:
+            AuditError: the chain or an index is broken, naming the record: nothing is upgraded.
+        """
+        report = verify_chain(conn)
+        if not report.ok:
+            where = "image index" if report.in_index else "chain"
+            raise AuditError(
+                f"audit store {self.url}: not upgraded from schema version {version} to {SCHEMA_VERSION}, "
+                f"whose upgrade seals every record: {where} broken at record {report.first_bad} "
+                f"({report.problem}): {report.message}. Run `clearsight audit verify` and look at the "
+                "store before it is sealed"
+            )
+        seal_existing(conn, seal_key)
+
+    def _upgrade(
+        self, conn: Connection, version: int, *, create: bool, seal_key: SealKey | None = None
+    ) -> None:
         """Version 1: the image indexes, made from the chain; 2: the likeness index; 3: only the
         version, so that an older Clearsight refuses the decisions this one writes; from each, and
         from 4, the seal column. A role that may not create tables (an auditor's, a read-only
@@ -184,7 +209,10 @@ class Schema:
                     image_likeness.create(conn, checkfirst=True)
                 else:
                     self._mend_likeness(conn)
-                add_seal_column(conn)  # every older store: its records stay unsealed
+                unsealed = not has_seal_column(conn)
+                add_seal_column(conn)
+                if unsealed and seal_key is not None:
+                    self._seal_records(conn, version, seal_key)
                 conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=SCHEMA_VERSION))
         except DBAPIError as exc:
             if not read_only(exc):

@@ -65,5 +65,5 @@ class VerifyReport(BaseModel):
     head_seq: int = 0
     head_hash: str = ""
     seals: str = ""
-    """What the records' seals prove, as far as the walk went: not checked (no key), how many were
-    sealed and how many came before sealing, or that the key is public (:mod:`pipeline.audit.seal`)."""
+    """What the records' seals prove, on a chain found intact: not checked (no key), how many were
+    sealed (with a key, every one must be), or that the key is public (:mod:`pipeline.audit.seal`)."""

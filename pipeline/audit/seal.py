@@ -9,24 +9,37 @@ record added or rewritten by a database writer without it carries no seal, or a 
 ``audit_secret`` under its own label, so the seals and the random-audit draws made with the same
 secret never share a key.
 
+With a key every record must carry its seal (:class:`SealCheck`): a writer holding the key seals
+the records a store already holds when it upgrades it to version 5 (:func:`seal_existing`, once
+the chain is checked), so that a record without one was written since by a writer without the key,
+or had its seal cleared by a forger, and is refused either way.
+
 What the seals do not prove: a holder of the secret can seal anything; a chain cut back to an
 earlier record (its head row moved back) still carries valid seals, which only a head published
-elsewhere catches (``clearsight audit verify --expect``); records written without a key, or before
-sealing began, carry none (:class:`SealCheck` reports them before the first sealed record and
-refuses them after it, where a forger would otherwise leave seals off).
+elsewhere catches (``clearsight audit verify --expect``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, bindparam, inspect, select, text
 
-from pipeline.audit.schema import audit_records
+from pipeline.audit.schema import audit_records, sealed_records
 
-__all__ = ["SEAL_LABEL", "SealCheck", "SealKey", "add_seal_column", "has_seal_column", "seals_unchecked"]
+__all__ = [
+    "SEAL_LABEL",
+    "SealCheck",
+    "SealKey",
+    "add_seal_column",
+    "has_seal_column",
+    "seal_existing",
+    "seal_fault",
+    "seals_unchecked",
+]
 
 SEAL_LABEL = b"clearsight audit seal v1"
 """The label the seal key is derived under (domain separation from the random-audit draws)."""
@@ -53,60 +66,85 @@ class SealKey(NamedTuple):
         return f"SealKey(weak={self.weak})"
 
 
+@functools.cache
+def _public_key() -> SealKey:
+    # imported here: pipeline.settings derives its keys with this module
+    from pipeline.settings import DEVELOPMENT_AUDIT_SECRET
+
+    return SealKey.derive(DEVELOPMENT_AUDIT_SECRET, weak=True)
+
+
+def seal_fault(key: SealKey, record_hash: str, seal: object, *, mac: Any = None) -> str | None:
+    """Why ``seal`` is not the seal of ``record_hash`` under ``key``, or None (``mac``: an HMAC of
+    the key to copy, so that a walk pads the key once).
+
+    A seal that does not match but is the one the public development secret gives is named so: the
+    record was written by a server run without ``CLEARSIGHT_AUDIT_SECRET``, which an operator must
+    hear, since anyone can make such seals."""
+    if seal is None or seal == "":
+        return "carries no seal: written without the server's key (forged, or by a writer not given the key)"
+    raw = record_hash.encode("utf-8", "surrogatepass")
+    if mac is None:
+        mac = hmac.new(key.key, digestmod=hashlib.sha256)
+    mac = mac.copy()
+    mac.update(raw)
+    if isinstance(seal, str) and hmac.compare_digest(mac.hexdigest(), seal):
+        return None
+    public = _public_key()
+    public_seal = hmac.new(public.key, raw, hashlib.sha256).hexdigest()
+    if key.key != public.key and isinstance(seal, str) and hmac.compare_digest(public_seal, seal):
+        return (
+            "its seal does not match: sealed with the public development secret: written by a "
+            "server without CLEARSIGHT_AUDIT_SECRET"
+        )
+    why = (
+        " (checked with the public development audit_secret or one too short: set "
+        "CLEARSIGHT_AUDIT_SECRET to the server's, or check without seals)"
+        if key.weak
+        else ""
+    )
+    return f"forged or altered (its seal does not match){why}"
+
+
 class SealCheck:
     """The seals of a chain, checked record by record in chain order (constant memory).
 
-    A record with a seal must carry the one its hash gives. A record without one is counted while
-    no record before it is sealed (written before sealing began, or by a writer without the key);
-    after a sealed record it is refused: a forger without the key would otherwise leave seals off.
+    A record with a seal must carry the one its hash gives, and fails at once. Every record must
+    carry one: those without are counted (:attr:`unsealed`, the first at :attr:`first_unsealed`)
+    and the walk fails at its end (:meth:`unsealed_fault`), saying how many, since a store upgraded
+    by a writer with the key had every record sealed then: a record without one was written by a
+    writer without the key, or lost its seal to a forger (one who cleared every seal and appended a
+    record of their own).
     """
 
     def __init__(self, key: SealKey) -> None:
         self.key = key
         self._mac = hmac.new(key.key, digestmod=hashlib.sha256)  # copied per record: the key's pad once
-        self.unsealed = 0  # records before the first sealed one
-        self.first_sealed: int | None = None
+        self.unsealed = 0
+        self.first_unsealed: int | None = None
 
     def check(self, seq: int, record_hash: str, seal: object) -> str | None:
-        """Why record ``seq`` fails its seal, or None."""
+        """Why record ``seq``'s seal does not match, or None; a record without one is counted."""
         if seal is None or seal == "":
-            if self.first_sealed is None:
-                self.unsealed += 1
-                return None
-            return (
-                f"record {seq}: carries no seal, though record {self.first_sealed} before it is sealed: "
-                "written without the server's key (forged, or by a writer not given the key)"
-            )
-        mac = self._mac.copy()
-        mac.update(record_hash.encode("utf-8", "surrogatepass"))
-        if not isinstance(seal, str) or not hmac.compare_digest(mac.hexdigest(), seal):
-            why = (
-                " (checked with the public development audit_secret or one too short: set "
-                "CLEARSIGHT_AUDIT_SECRET to the server's, or check without seals)"
-                if self.key.weak
-                else ""
-            )
-            return f"record {seq}: forged or altered (its seal does not match){why}"
-        if self.first_sealed is None:
-            self.first_sealed = seq
-        return None
+            self.unsealed += 1
+            if self.first_unsealed is None:
+                self.first_unsealed = seq
+            return None
+        why = seal_fault(self.key, record_hash, seal, mac=self._mac)
+        return None if why is None else f"record {seq}: {why}"
+
+    def unsealed_fault(self) -> str | None:
+        """Why the walk fails for the records without a seal, or None: every record had one."""
+        if not self.unsealed:
+            return None
+        return (
+            f"{self.unsealed} records carry no seal, first at seq {self.first_unsealed}: written without "
+            "the server's key (by a writer not given it) or their seals cleared (forged)"
+        )
 
     def summary(self, checked: int) -> str:
         """What the seals of ``checked`` records, all of them passed, prove: a line for the report."""
-        if self.first_sealed is None:
-            said = (
-                f"none of the {checked} records carries a seal (written before sealing or without a key): "
-                "the chain proves no more than its hashes"
-                if checked
-                else "no records to check seals of"
-            )
-        else:
-            said = f"{checked - self.unsealed} records sealed, every seal matches"
-            if self.unsealed:
-                said += (
-                    f"; {self.unsealed} records before seq {self.first_sealed} carry no seal "
-                    "(written before sealing or without a key)"
-                )
+        said = f"{checked} records sealed, every seal matches" if checked else "no records to check seals of"
         if self.key.weak:
             said += (
                 "; the seals were checked with the public development audit_secret (or one shorter than "
@@ -133,3 +171,28 @@ def add_seal_column(conn: Connection) -> None:
     records written before stay unsealed."""
     if not has_seal_column(conn):
         conn.execute(text("ALTER TABLE audit_records ADD COLUMN seal VARCHAR(64)"))
+
+
+_SEAL_PAGE = 1000
+
+
+def seal_existing(conn: Connection, key: SealKey) -> int:
+    """Seal every record of the store under ``key``, a page at a time (the upgrade to version 5 by
+    a writer holding the key, once the chain is checked); returns how many."""
+    update = (
+        sealed_records.update().where(sealed_records.c.seq == bindparam("at")).values(seal=bindparam("made"))
+    )
+    after, count = 0, 0
+    while True:
+        page = conn.execute(
+            select(audit_records.c.seq, audit_records.c.record_hash)
+            .where(audit_records.c.seq > after)
+            .order_by(audit_records.c.seq)
+            .limit(_SEAL_PAGE)
+        ).all()
+        if page:
+            conn.execute(update, [{"at": row.seq, "made": key.seal(row.record_hash)} for row in page])
+            count += len(page)
+        if len(page) < _SEAL_PAGE:
+            return count
+        after = page[-1].seq

@@ -106,12 +106,15 @@ class AuditStore:
             busy_timeout_s: the longest one call waits for a lock another writer holds, all its
                 tries together, before it fails with :class:`AuditError`.
             seal_key: the server's seal key (:mod:`pipeline.audit.seal`, from its ``audit_secret``):
-                every record appended is sealed with it, and :meth:`verify` checks the seals. None:
+                every record appended is sealed with it, an older store upgraded (``create``) has
+                every record it holds sealed once its chain is checked, and :meth:`verify` checks every
+                seal. None:
                 records are appended unsealed, and verify says the seals were not checked.
 
         Raises:
             SchemaVersionError: the database was created by another schema version.
-            AuditError: unreachable, unsupported backend, or no schema and ``create=False``.
+            AuditError: unreachable, unsupported backend, no schema and ``create=False``, or an
+                older store to upgrade with ``seal_key`` whose chain is broken (naming the record).
         """
         if not create:
             refuse_missing_sqlite_file(url)  # connecting would create an empty file
@@ -119,7 +122,9 @@ class AuditStore:
         shown = engine.url.render_as_string(hide_password=True)
         store = cls(engine, shown_url=shown, busy_timeout_s=busy_timeout_s, seal_key=seal_key)
         try:
-            store._db.retry("open", lambda conn: store._schema.open(conn, create=create), write=create)
+            store._db.retry(
+                "open", lambda conn: store._schema.open(conn, create=create, seal_key=seal_key), write=create
+            )
         except BaseException:
             engine.dispose()
             raise

@@ -164,6 +164,21 @@ def _check_seal(seals: SealCheck | None, row: Any) -> None:
             raise _Bad("forged", row.seq, why)
 
 
+def _check_unsealed(seals: SealCheck | None, *, sealed: bool = True) -> None:
+    """With a key, every record must carry a seal: those without are counted as the walk goes, and
+    fail it at its end, the first of them named. A store read at a version before seals (no seal
+    column) fails so too, saying why: a forger who dropped the column and set the version back
+    would otherwise have every seal unchecked."""
+    why = None if seals is None else seals.unsealed_fault()
+    if why is not None:
+        if not sealed:
+            why += (
+                " (the store is at a schema version before seals: a writer holding the key seals its "
+                "records as it upgrades it; until then check it with --no-seals)"
+            )
+        raise _Bad("forged", seals.first_unsealed if seals else None, why)
+
+
 def _seals_line(seals: SealCheck | None, checked: int) -> str:
     return seals_unchecked() if seals is None else seals.summary(checked)
 
@@ -263,6 +278,7 @@ def verify_chain(
             )
         if index is not None:
             _raise(index.end(head_seq))
+        _check_unsealed(seals, sealed=sealed)
     except _Bad as bad:
         return VerifyReport(
             ok=False,
@@ -318,6 +334,10 @@ def checked(
             raise AuditError(f"audit store {url}: {bad.message}; {done}") from None
         yield row
         prev_seq, expected_prev = row.seq, row.record_hash
+    try:
+        _check_unsealed(seals)
+    except _Bad as bad:
+        raise AuditError(f"audit store {url}: {bad.message}; {done}") from None
     if prev_seq < head_seq:
         raise AuditError(
             f"audit store {url}: the chain ends at record {prev_seq} but its head says {head_seq}: "

@@ -230,14 +230,16 @@ def register(app: typer.Typer) -> None:
                 "as JSONL: a copy an auditor checks with `clearsight audit verify-file`.",
             ),
         ] = False,
+        no_seals: Annotated[bool, typer.Option("--no-seals", help=_NO_SEALS_HELP)] = False,
     ) -> None:
-        """Export every recorded decision with its latest outcome to CSV or JSONL, or the whole chain."""
+        """Export every recorded decision with its latest outcome to CSV or JSONL, or the whole chain,
+        each record checked as it is read, its seal too with the server's key."""
         if chain and out.suffix.lower() not in (".jsonl", ".ndjson"):
             raise InputError(
                 f"--out {str(out)!r}: the chain is written as JSON lines (what verify-file reads); name "
                 "the file .jsonl"
             )
-        with _open(db) as store:
+        with _open(db, seals=not no_seals) as store:
             if chain:
                 count = store.export_chain(out)
                 Console().print(f"exported {count} records, the whole chain up to its head, to {out}")

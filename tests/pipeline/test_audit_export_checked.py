@@ -95,7 +95,8 @@ def test_an_export_of_a_tampered_store_is_refused_naming_the_record(
     out = tmp_path / "out"
     out.mkdir()
     target = out / f"export.{suffix}"
-    argv = ["audit", "export", *flags, "--db", db_url, "--out", str(target)]
+    # the records were written without a key: what is checked here is each record's hash and link
+    argv = ["audit", "export", *flags, "--no-seals", "--db", db_url, "--out", str(target)]
     if earlier:
         assert run(app, argv) == 0
     before = target.read_bytes() if earlier else None
@@ -121,7 +122,7 @@ SECRET = "a-long-server-secret-for-tests-only"
             "UPDATE audit_records SET seal = 'ff' || SUBSTR(seal, 3) WHERE seq = 3",
             "record 3: forged or altered",
         ),
-        ("UPDATE audit_records SET seal = NULL WHERE seq = 4", "record 4: carries no seal"),
+        ("UPDATE audit_records SET seal = NULL WHERE seq = 4", "1 records carry no seal, first at seq 4"),
     ],
     ids=["seal-wrong", "seal-cleared"],
 )

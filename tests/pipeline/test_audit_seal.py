@@ -154,12 +154,12 @@ def test_a_forged_outcome_appended_with_its_head_is_caught_with_the_key(db_url: 
     with AuditStore.open(db_url, seal_key=KEY) as store:
         report = store.verify()
     assert (report.ok, report.first_bad, report.problem) == (False, forged, "forged")
-    assert report.message == (
-        f"record {forged}: carries no seal, though record 1 before it is sealed: written without the "
-        "server's key (forged, or by a writer not given the key)"
-        if how == "left-off"
-        else f"record {forged}: forged or altered (its seal does not match)"
-    )
+    assert report.message == {
+        "left-off": f"1 records carry no seal, first at seq {forged}: written without the server's key "
+        "(by a writer not given it) or their seals cleared (forged)",
+        "public-key": f"record {forged}: its seal does not match: sealed with the public development "
+        "secret: written by a server without CLEARSIGHT_AUDIT_SECRET",
+    }.get(how, f"record {forged}: forged or altered (its seal does not match)")
     with AuditStore.open(db_url) as store:  # the hashes alone pass it: what the seals add
         assert store.verify().ok
 
@@ -198,23 +198,66 @@ def test_an_unsealed_record_after_a_sealed_one_fails(db_url: str) -> None:
     with AuditStore.open(db_url, seal_key=KEY) as store:
         report = store.verify()
     assert (report.ok, report.first_bad, report.problem) == (False, unsealed, "forged")
-    assert "carries no seal, though record 1 before it is sealed" in report.message
+    assert report.message.startswith(f"1 records carry no seal, first at seq {unsealed}: ")
 
 
-def test_records_before_the_first_sealed_one_are_reported_not_refused(db_url: str) -> None:
-    fill(db_url, key=None)
+def test_records_a_writer_without_the_key_left_are_refused_and_never_sealed_later(db_url: str) -> None:
+    """Records before the first sealed one were only reported: a forger who cleared every seal and
+    appended a record of their own passed. A writer with the key opening the store later leaves
+    them as they are: it may not vouch for records it never checked."""
+    fill(db_url, key=None)  # a store at 5, written through the library without a key
     with AuditStore.open(db_url, seal_key=KEY) as store:
-        assert store.verify().seals == (
-            "none of the 5 records carries a seal (written before sealing or without a key): the chain "
-            "proves no more than its hashes"
-        )
         store.record(decision("S5"))
         report = store.verify()
-    assert report.ok, report.message
-    assert report.seals == (
-        "1 records sealed, every seal matches; 5 records before seq 6 carry no seal (written before "
-        "sealing or without a key)"
+    assert sql(db_url, "SELECT seq FROM audit_records WHERE seal IS NULL ORDER BY seq") == [
+        (1,),
+        (2,),
+        (3,),
+        (4,),
+        (5,),
+    ]
+    assert (report.ok, report.first_bad, report.problem) == (False, 1, "forged")
+    assert report.message.startswith("5 records carry no seal, first at seq 1: ")
+
+
+def test_a_forger_who_clears_every_seal_and_appends_a_record_is_caught(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import app, run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", SECRET)
+    fill(db_url)
+    sql(db_url, "UPDATE audit_records SET seal = NULL")
+    forged = forge_clean_outcome(db_url, lambda _: None)
+    assert run(app, ["audit", "verify", "--db", db_url]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"chain broken at record 1 (forged): {forged} records carry no seal, first at seq 1" in err
+    chain = tmp_path / "chain.jsonl"
+    assert run(app, ["audit", "export", "--chain", "--db", db_url, "--out", str(chain)]) == 2
+    assert f"{forged} records carry no seal, first at seq 1" in " ".join(capsys.readouterr().err.split())
+    assert not chain.exists()
+    assert run(app, ["audit", "export", "--chain", "--no-seals", "--db", db_url, "--out", str(chain)]) == 0
+    capsys.readouterr()
+    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert f"chain.jsonl: {forged} records carry no seal, first at seq 1" in " ".join(
+        capsys.readouterr().err.split()
     )
+
+
+def test_a_record_sealed_with_the_public_development_secret_is_named_so(db_url: str, tmp_path: Path) -> None:
+    fill(db_url, key=SealKey.derive(DEVELOPMENT_AUDIT_SECRET, weak=True))  # a server run without a secret
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        report = store.verify()
+    said = (
+        "record 1: its seal does not match: sealed with the public development secret: written by a "
+        "server without CLEARSIGHT_AUDIT_SECRET"
+    )
+    assert (report.ok, report.first_bad, report.message) == (False, 1, said)
+    with AuditStore.open(db_url, seal_key=None) as store:
+        store.export_chain(tmp_path / "chain.jsonl")
+    with pytest.raises(AuditError, match="sealed with the public development secret: written by a server"):
+        verify_chain_file(tmp_path / "chain.jsonl", seal_key=KEY)
 
 
 @pytest.mark.parametrize(
@@ -238,26 +281,72 @@ def test_verify_says_what_seals_it_could_not_check(db_url: str, key: SealKey | N
     assert said in report.seals
 
 
-def test_a_version_4_store_is_read_unsealed_and_sealed_once_a_writer_upgrades_it(db_url: str) -> None:
+def _as_version_4(url: str) -> None:
+    sql(url, "ALTER TABLE audit_records DROP COLUMN seal")  # as a store of version 4 was laid out
+    sql(url, "UPDATE schema_info SET version = 4")
+
+
+def test_a_version_4_store_is_read_unsealed_and_sealed_once_a_writer_with_the_key_upgrades_it(
+    db_url: str,
+) -> None:
     fill(db_url, key=None)
-    sql(db_url, "ALTER TABLE audit_records DROP COLUMN seal")  # as a store of version 4 was laid out
-    sql(db_url, "UPDATE schema_info SET version = 4")
+    _as_version_4(db_url)
     with AuditStore.open(db_url, create=False, seal_key=KEY) as store:  # `clearsight audit verify`
         report = store.verify()
-        assert report.ok and report.seals.startswith("none of the 5 records carries a seal")
+        assert (report.ok, report.first_bad) == (False, 1)  # with the key, nothing unsealed passes
+        assert report.message.startswith("5 records carry no seal, first at seq 1")
+        assert "the store is at a schema version before seals" in report.message
         assert store.get("S1") is not None and len(list(store.iter_chain())) == 5
+    with AuditStore.open(db_url, create=False) as store:
+        assert store.verify().ok  # --no-seals
     assert sql(db_url, "SELECT version FROM schema_info") == [(4,)]  # reading locks no older one out
-    with AuditStore.open(db_url, seal_key=KEY) as store:  # a writer upgrades it
+    with AuditStore.open(db_url, seal_key=KEY) as store:  # a writer with the key upgrades and seals it
+        assert [
+            KEY.seal(str(h)) for (h,) in sql(db_url, "SELECT record_hash FROM audit_records ORDER BY seq")
+        ] == [s for (s,) in sql(db_url, "SELECT seal FROM audit_records ORDER BY seq")]
         store.record_outcome("S2", found=None, officer="officer-1")
         report = store.verify()
     assert sql(db_url, "SELECT version FROM schema_info") == [(5,)]
-    assert report.ok, report.message
-    assert report.seals.endswith(
-        "5 records before seq 6 carry no seal (written before sealing or without a key)"
-    )
+    assert (report.ok, report.seals) == (True, "6 records sealed, every seal matches"), report.message
     forged = forge_clean_outcome(db_url, lambda _: None)
     with AuditStore.open(db_url, seal_key=KEY) as store:
         assert store.verify().first_bad == forged
+
+
+@pytest.mark.parametrize(
+    ("statement", "bad", "problem"),
+    [
+        ("UPDATE audit_records SET tier = 'RELEASE' WHERE seq = 3", 3, "altered"),
+        ("DELETE FROM audit_records WHERE seq = 4", 4, "deleted"),
+        ("DELETE FROM audit_image_index WHERE seq = 2", 2, "deleted"),
+    ],
+    ids=["altered", "deleted", "index-row-deleted"],
+)
+def test_a_writer_with_the_key_refuses_to_upgrade_and_seal_a_broken_chain(
+    db_url: str, statement: str, bad: int, problem: str
+) -> None:
+    fill(db_url, key=None)
+    _as_version_4(db_url)
+    sql(db_url, statement)
+    with pytest.raises(
+        AuditError, match=rf"not upgraded from schema version 4 to 5, .* broken at record {bad} \({problem}\)"
+    ):
+        AuditStore.open(db_url, seal_key=KEY)
+    assert sql(db_url, "SELECT version FROM schema_info") == [(4,)]  # nothing upgraded, nothing sealed
+    assert "seal" not in {c for (c,) in _columns(db_url)}
+    with AuditStore.open(db_url) as store:  # a writer without the key upgrades it, unsealed, as before
+        assert store.verify().problem == problem
+    assert sql(db_url, "SELECT COUNT(*) FROM audit_records WHERE seal IS NOT NULL") == [(0,)]
+
+
+def _columns(url: str) -> list[tuple[str]]:
+    from sqlalchemy import inspect
+
+    engine = create_engine(url)
+    try:
+        return [(c["name"],) for c in inspect(engine).get_columns("audit_records")]
+    finally:
+        engine.dispose()
 
 
 def test_a_store_at_version_5_without_its_seal_column_is_named_as_damaged(db_url: str) -> None:
@@ -298,7 +387,7 @@ def test_the_exported_chain_carries_the_seals_and_verifies_with_the_key(db_url: 
     del forged["seal"]
     _write(chain, {"head_seq": 6, "head_hash": forged["record_hash"]}, [*lines, forged])
     assert verify_chain_file(chain).records == 6  # the hashes alone pass it
-    with pytest.raises(AuditError, match="chain.jsonl:7: record 6: carries no seal, though record 1"):
+    with pytest.raises(AuditError, match="chain.jsonl: 1 records carry no seal, first at seq 6"):
         verify_chain_file(chain, seal_key=KEY)
     forged["seal"] = "ab" * 32
     _write(chain, {"head_seq": 6, "head_hash": forged["record_hash"]}, [*lines, forged])
@@ -306,14 +395,17 @@ def test_the_exported_chain_carries_the_seals_and_verifies_with_the_key(db_url: 
         verify_chain_file(chain, seal_key=KEY)
 
 
-def test_an_export_made_before_seals_verifies_as_before(db_url: str, tmp_path: Path) -> None:
+def test_an_export_made_before_seals_verifies_without_the_key_only(db_url: str, tmp_path: Path) -> None:
     fill(db_url, key=None)
     chain = tmp_path / "chain.jsonl"
-    head, lines = _export(db_url, chain)
+    with AuditStore.open(db_url) as store:
+        store.export_chain(chain)
+    head, *lines = [json.loads(line) for line in chain.read_text().splitlines()]
     assert all("seal" not in line for line in lines)  # as an export of an older Clearsight
-    report = verify_chain_file(chain, seal_key=KEY)
+    with pytest.raises(AuditError, match="chain.jsonl: 5 records carry no seal, first at seq 1"):
+        verify_chain_file(chain, seal_key=KEY)
+    report = verify_chain_file(chain)  # verify-file --no-seals
     assert report[:4] == (5, 5, head["head_hash"], True)
-    assert report.seals.startswith("none of the 5 records carries a seal")
 
 
 # -- the commands ----------------------------------------------------------------------------------

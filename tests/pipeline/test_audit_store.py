@@ -633,10 +633,10 @@ def test_half_a_character_in_recorded_text_is_refused_naming_the_field(
 def test_cli_verify_exits_non_zero_naming_the_record(filled: str, capsys: pytest.CaptureFixture[str]) -> None:
     from pipeline.cli import app, run
 
-    assert run(app, ["audit", "verify", "--db", filled]) == 0
+    assert run(app, ["audit", "verify", "--no-seals", "--db", filled]) == 0
     assert "5 records verified, chain intact" in capsys.readouterr().out
     swap(filled)
-    assert run(app, ["audit", "verify", "--db", filled]) == 2
+    assert run(app, ["audit", "verify", "--no-seals", "--db", filled]) == 2
     with AuditStore.open(filled) as store:
         shown = store.url
     assert capsys.readouterr().err.strip() == (
@@ -651,27 +651,27 @@ def test_cli_verify_checks_published_heads(filled: str, capsys: pytest.CaptureFi
 
     with AuditStore.open(filled) as store:
         shown, head4, head5 = store.url, store.hash_at(4), store.hash_at(5)
-    assert run(app, ["audit", "verify", "--db", filled]) == 0
+    assert run(app, ["audit", "verify", "--no-seals", "--db", filled]) == 0
     assert f"(publish '5:{head5}' to check against later with --expect)" in " ".join(
         capsys.readouterr().out.split()
     )
     sql(filled, "DELETE FROM audit_records WHERE seq = 5")  # the outcome, cut off with the head moved back
     sql(filled, f"UPDATE audit_head SET seq = 4, record_hash = '{head4}'")
-    assert run(app, ["audit", "verify", "--db", filled]) == 0  # internally consistent
-    assert run(app, ["audit", "verify", "--db", filled, "--expect", f"4:{head4}"]) == 0
+    assert run(app, ["audit", "verify", "--no-seals", "--db", filled]) == 0  # internally consistent
+    assert run(app, ["audit", "verify", "--no-seals", "--db", filled, "--expect", f"4:{head4}"]) == 0
     assert "1 published head(s) found unchanged" in capsys.readouterr().out
-    assert run(app, ["audit", "verify", "--db", filled, "--expect", f"5:{head5}"]) == 2
+    assert run(app, ["audit", "verify", "--no-seals", "--db", filled, "--expect", f"5:{head5}"]) == 2
     assert capsys.readouterr().err.strip() == (
         f"Error: {shown}: record 5, published with hash {head5}, is gone: the chain was cut back "
         "(its head is now record 4)"
     )
-    assert run(app, ["audit", "verify", "--db", filled, "--expect", f"3:{'0' * 64}"]) == 2
+    assert run(app, ["audit", "verify", "--no-seals", "--db", filled, "--expect", f"3:{'0' * 64}"]) == 2
     assert "record 3 has hash " in capsys.readouterr().err
-    assert run(app, ["audit", "verify", "--db", filled, "--expect", "3:xyz"]) == 2
+    assert run(app, ["audit", "verify", "--no-seals", "--db", filled, "--expect", "3:xyz"]) == 2
     assert "is not SEQ:HASH" in capsys.readouterr().err
     # record numbers int() cannot read, or of 5,000 digits: 'unexpected ValueError', exit 1
     for seq in ("\u00b2", "9" * 5000):
-        assert run(app, ["audit", "verify", "--db", filled, "--expect", f"{seq}:{head4}"]) == 2
+        assert run(app, ["audit", "verify", "--no-seals", "--db", filled, "--expect", f"{seq}:{head4}"]) == 2
         assert "is not SEQ:HASH (a record number >= 1" in capsys.readouterr().err
 
 
@@ -770,7 +770,7 @@ def test_cli_outcome_show_list_export(tmp_path: Path, capsys: pytest.CaptureFixt
     assert run(app, ["audit", "list", "--pending", "--db", db]) == 0
     listed = capsys.readouterr().out
     assert "S1" in listed and "S2" not in listed
-    assert run(app, ["audit", "export", "--out", str(tmp_path / "e.jsonl"), "--db", db]) == 0
+    assert run(app, ["audit", "export", "--no-seals", "--out", str(tmp_path / "e.jsonl"), "--db", db]) == 0
     assert "exported 2 decisions" in capsys.readouterr().out
     assert run(app, ["audit", "show", "S9", "--db", db]) == 2
     assert capsys.readouterr().err.strip() == "Error: no decision recorded for shipment 'S9'"
@@ -838,7 +838,7 @@ def test_the_exported_chain_verifies_without_the_database(
     from pipeline.cli import app, run
 
     chain = tmp_path / "chain.jsonl"
-    assert run(app, ["audit", "export", "--db", filled, "--chain", "--out", str(chain)]) == 0
+    assert run(app, ["audit", "export", "--no-seals", "--db", filled, "--chain", "--out", str(chain)]) == 0
     assert "exported 5 records, the whole chain up to its head" in capsys.readouterr().out
     head_line, *lines = [json.loads(line) for line in chain.read_text().splitlines()]
     assert [(r["seq"], json.loads(r["content"])["kind"]) for r in lines] == [
@@ -850,44 +850,44 @@ def test_the_exported_chain_verifies_without_the_database(
     ]
     assert head_line == {"head_seq": 5, "head_hash": lines[-1]["record_hash"]}
     head = f"5:{lines[-1]['record_hash']}"
-    assert run(app, ["audit", "verify-file", str(chain), "--expect", head]) == 0
+    assert run(app, ["audit", "verify-file", "--no-seals", str(chain), "--expect", head]) == 0
     assert "5 records verified, chain intact" in capsys.readouterr().out
     # an outcome rewritten in the copy
     altered = [dict(r) for r in lines]
     altered[4]["content"] = altered[4]["content"].replace("officer-7", "officer-9")
     chain.write_text("".join(json.dumps(r) + "\n" for r in [head_line, *altered]))
-    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert run(app, ["audit", "verify-file", "--no-seals", str(chain)]) == 2
     assert "record 5: its content does not give its record_hash (altered)" in capsys.readouterr().err
     # cut back: the head line gives it away
     chain.write_text("".join(json.dumps(r) + "\n" for r in [head_line, *lines[:4]]))
-    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert run(app, ["audit", "verify-file", "--no-seals", str(chain)]) == 2
     assert "records 5..5 are missing (deleted, or the file was cut off)" in capsys.readouterr().err
     # cut back, head line and all: exit 0 with a note let a script that checks the exit code
     # accept it; refused unless the user says it is an export from before the head line
     chain.write_text("".join(json.dumps(r) + "\n" for r in lines[:4]))
-    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert run(app, ["audit", "verify-file", "--no-seals", str(chain)]) == 2
     assert "no head line, so records missing from its end cannot be told" in capsys.readouterr().err
-    assert run(app, ["audit", "verify-file", str(chain), "--headless"]) == 0
+    assert run(app, ["audit", "verify-file", "--no-seals", str(chain), "--headless"]) == 0
     assert "records missing from its end cannot be told" in " ".join(capsys.readouterr().out.split())
-    assert run(app, ["audit", "verify-file", str(chain), "--headless", "--expect", head]) == 2
+    assert run(app, ["audit", "verify-file", "--no-seals", str(chain), "--headless", "--expect", head]) == 2
     assert "ends at record 4, before the published record 5" in capsys.readouterr().err
     chain.write_text("")  # a copy that failed: "0 records verified, chain intact"
-    assert run(app, ["audit", "verify-file", str(chain), "--headless"]) == 2
+    assert run(app, ["audit", "verify-file", "--no-seals", str(chain), "--headless"]) == 2
     assert "empty: no head line and no record" in capsys.readouterr().err
     # a record dropped from the middle
     chain.write_text("".join(json.dumps(r) + "\n" for r in lines[:2] + lines[3:]))
-    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert run(app, ["audit", "verify-file", "--no-seals", str(chain)]) == 2
     assert "record 4 follows record 2: records are missing or reordered" in capsys.readouterr().err
     # a line nested a thousand deep: the CLI's "unexpected RecursionError"
     chain.write_text('{"seq": 1, "prev_hash": ' + "[" * 5000 + "]" * 5000 + "}\n")
-    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert run(app, ["audit", "verify-file", "--no-seals", str(chain)]) == 2
     assert "1: not a chain record (a value is nested too deeply)" in capsys.readouterr().err
     # an integer of 5,000 digits: json's plain ValueError was an "unexpected" error, exit 1
     chain.write_text('{"seq": ' + "9" * 5000 + "}\n")
-    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert run(app, ["audit", "verify-file", "--no-seals", str(chain)]) == 2
     assert "1: not a chain record (ValueError: Exceeds the limit" in capsys.readouterr().err
     chain.write_bytes(b'\xff\xfe{"seq": 1}\n')  # UTF-16, say: an "unexpected UnicodeDecodeError"
-    assert run(app, ["audit", "verify-file", str(chain)]) == 2
+    assert run(app, ["audit", "verify-file", "--no-seals", str(chain)]) == 2
     assert "not a chain file: after record 0, byte 0 of a line is not UTF-8" in capsys.readouterr().err
 
 
@@ -981,7 +981,10 @@ def test_a_chain_that_does_not_reach_its_head_is_not_exported(
     sql(filled, tamper)
     out = tmp_path / "out"
     out.mkdir()
-    assert run(app, ["audit", "export", "--db", filled, "--chain", "--out", str(out / "c.jsonl")]) == 2
+    assert (
+        run(app, ["audit", "export", "--no-seals", "--db", filled, "--chain", "--out", str(out / "c.jsonl")])
+        == 2
+    )
     error = " ".join(capsys.readouterr().err.split())
     assert said in error and "nothing exported" in error
     assert list(out.iterdir()) == []
