@@ -40,6 +40,7 @@ from datasets.errors import (
     SchemaVersionError,
     UnsafePathError,
 )
+from pipeline.audit.seal import SealBrokenError
 from serve.errors import (
     DecidedAgainError,
     NotAuthenticatedError,
@@ -99,6 +100,8 @@ _TABLE: tuple[tuple[type[ClearsightError], int, str, str], ...] = (
     (ArtifactError, 503, "model-unavailable", "Model unavailable"),
     (ModelError, 500, "model-error", "Model failed"),
     (PolicyError, 500, "policy-error", "Decision policy error"),
+    # a record a decision rests on fails its seal: no retry mends it, an operator must run verify
+    (SealBrokenError, 500, "audit-record-forged", "Audit record fails its seal"),
     (AuditError, 503, "audit-unavailable", "Audit store unavailable"),
     (EngineError, 503, "engine-unavailable", "Scoring engine unavailable"),
     (ClearsightError, 500, "internal", "Internal error"),
@@ -181,7 +184,7 @@ _DESCRIBED: dict[int, str] = {
     422: "The request does not match its schema (validation, with errors), or a value refused",
     429: "Too many wrong API keys from this address: wait Retry-After seconds (too-many-attempts)",
     500: "A server-side failure: quote request_id to the service's operators (internal, model-error, "
-    "policy-error)",
+    "policy-error, audit-record-forged)",
     503: "Unavailable: retry after Retry-After seconds; without one, an operator must act first",
     504: "Scoring missed the request deadline (timeout)",
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pipeline.audit.chain import GENESIS_HASH, canonical_json, chain_hash
 from pipeline.audit.records import AuditRecord, OutcomeRecord, VerifyReport
 from pipeline.audit.schema import SCHEMA_VERSION
-from pipeline.audit.seal import SealKey
+from pipeline.audit.seal import SealBrokenError, SealKey
 from pipeline.audit.store import AuditStore
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "AuditRecord",
     "AuditStore",
     "OutcomeRecord",
+    "SealBrokenError",
     "SealKey",
     "VerifyReport",
     "canonical_json",

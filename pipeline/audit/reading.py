@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Select, Table, exists, func, or_, select
 
 from pipeline.audit.records import AuditRecord, OutcomeRecord
 from pipeline.audit.schema import audit_records, image_index
+from pipeline.audit.seal import SealKey, check_read
 from pipeline.verdicts import ShipmentDecision, Tier
 
 __all__ = [
@@ -138,15 +139,29 @@ def _outcome(row: Any) -> OutcomeRecord:
     )
 
 
-def records_of(conn: Connection, rows: Sequence[Any], *, upto: int | None = None) -> list[AuditRecord]:
+def records_of(
+    conn: Connection, rows: Sequence[Any], *, upto: int | None = None, seal_key: SealKey | None = None
+) -> list[AuditRecord]:
     """Decision rows -> records, each with the latest outcome that refers to it (with ``upto``, of
-    those numbered up to it)."""
+    those numbered up to it).
+
+    With ``seal_key`` (a read that decides: a hold carried over or lifted, a decision replayed),
+    the decisions and their outcomes are first checked against their seals
+    (:func:`~pipeline.audit.seal.check_read`): a forged outcome must not lift a hold, nor a forged
+    decision be answered as the one recorded.
+
+    Raises:
+        SealBrokenError: with ``seal_key``, a record that fails its seal.
+    """
     outcomes: dict[int, OutcomeRecord] = {}
     seqs = [r.seq for r in rows]
     if seqs:
         c = audit_records.c
         where = [c.kind == "outcome", c.ref_seq.in_(seqs), *([] if upto is None else [c.seq <= upto])]
-        for row in conn.execute(select(audit_records).where(*where).order_by(c.seq)):
+        found = conn.execute(select(audit_records).where(*where).order_by(c.seq)).all()
+        if seal_key is not None:
+            check_read(conn, seal_key, [*rows, *found])
+        for row in found:
             outcomes[row.ref_seq] = _outcome(row)  # later outcomes correct earlier ones
     records = []
     for row in rows:

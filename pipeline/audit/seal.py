@@ -24,14 +24,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import json
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, inspect, select, text
 
+from datasets.errors import AuditError
+from pipeline.audit.chain import chain_hash, index_columns
 from pipeline.audit.schema import audit_records, sealed_records
 
 __all__ = [
     "SEAL_LABEL",
+    "SealBrokenError",
     "SealCheck",
     "SealKey",
     "add_seal_column",
@@ -64,6 +69,15 @@ class SealKey(NamedTuple):
 
     def __repr__(self) -> str:  # the key stays out of logs and tracebacks
         return f"SealKey(weak={self.weak})"
+
+
+class SealBrokenError(AuditError):
+    """A record read to decide (an outcome that lifts a hold, a decision replayed or carried over)
+    fails its seal: forged, or written without the server's key. Nothing is decided on it."""
+
+    def __init__(self, seq: int, why: str) -> None:
+        super().__init__(f"audit record {seq} fails its seal ({why}): run `clearsight audit verify`")
+        self.seq = seq
 
 
 @functools.cache
@@ -171,6 +185,36 @@ def add_seal_column(conn: Connection) -> None:
     records written before stay unsealed."""
     if not has_seal_column(conn):
         conn.execute(text("ALTER TABLE audit_records ADD COLUMN seal VARCHAR(64)"))
+
+
+def check_read(conn: Connection, key: SealKey, rows: Iterable[Any]) -> None:
+    """Check the rows a read decides on (an outcome lifting a hold, a decision replayed or carried
+    over) before it does: each one's seal, read in one query, under ``key``, and that its hash is
+    its content's and its query columns are its content's, since a forger who rewrote the content,
+    or pointed a genuine outcome at another decision by its column, left the seal as it was.
+
+    Raises:
+        SealBrokenError: naming the first row that fails.
+    """
+    rows = list(rows)
+    if not rows:
+        return
+    seq = sealed_records.c.seq
+    found = conn.execute(select(seq, sealed_records.c.seal).where(seq.in_(sorted({row.seq for row in rows}))))
+    seals = {row.seq: row.seal for row in found}
+    for row in rows:
+        if chain_hash(row.prev_hash, row.content) != row.record_hash:
+            raise SealBrokenError(row.seq, "its content does not give its hash")
+        try:
+            content = json.loads(row.content)
+            expected = index_columns(content if isinstance(content, dict) else {})
+        except (ValueError, RecursionError, AttributeError):
+            raise SealBrokenError(row.seq, "its content is not a record") from None
+        if any(getattr(row, column) != value for column, value in expected.items()):
+            raise SealBrokenError(row.seq, "a column differs from its hashed content")
+        why = seal_fault(key, row.record_hash, seals.get(row.seq))
+        if why is not None:
+            raise SealBrokenError(row.seq, why)
 
 
 _SEAL_PAGE = 1000

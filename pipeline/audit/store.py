@@ -107,8 +107,8 @@ class AuditStore:
                 tries together, before it fails with :class:`AuditError`.
             seal_key: the server's seal key (:mod:`pipeline.audit.seal`, from its ``audit_secret``):
                 every record appended is sealed with it, an older store upgraded (``create``) has
-                every record it holds sealed once its chain is checked, and :meth:`verify` checks every
-                seal. None:
+                every record it holds sealed once its chain is checked, :meth:`verify` checks every
+                seal, and reads that decide check the seals of the records they decide on. None:
                 records are appended unsealed, and verify says the seals were not checked.
 
         Raises:
@@ -302,7 +302,9 @@ class AuditStore:
     # -- reading -----------------------------------------------------------------------------------
 
     def get(self, shipment_id: str) -> AuditRecord | None:
-        """The latest decision recorded for ``shipment_id`` (with its outcome), or None."""
+        """The latest decision recorded for ``shipment_id`` (with its outcome), or None: read as it
+        is, to show (seals are checked where a decision rests on what is read: :meth:`replayed`,
+        :meth:`decisions_of`, :meth:`latest_decisions_at`, and the checks of :meth:`record`)."""
         with self._db.reading(f"reading shipment {shipment_id!r}") as conn:
             row = latest_decision(conn, shipment_id)
             return records_of(conn, [row])[0] if row is not None else None
@@ -318,7 +320,7 @@ class AuditStore:
             rows = conn.execute(
                 select(audit_records).where(c.kind == "decision", c.shipment_id.in_(wanted)).order_by(c.seq)
             ).all()
-            return records_of(conn, rows)
+            return records_of(conn, rows, seal_key=self._sealing())
 
     def latest_decisions_at(
         self,
@@ -348,7 +350,7 @@ class AuditStore:
             )
         query = latest_at(tier, other_than, holding=holding, among=among, after=after, limit=limit)
         with self._db.reading("reading the decisions of shipments holding a picture") as conn:
-            return records_of(conn, conn.execute(query).all())
+            return records_of(conn, conn.execute(query).all(), seal_key=self._sealing())
 
     def list(
         self,
@@ -472,7 +474,7 @@ class AuditStore:
             if conn.execute(select(c.seq).where(c.idempotency_key == idempotency_key)).first() is None:
                 return None
             row = latest_decision(conn, shipment_id)
-            return records_of(conn, [row])[0] if row is not None else None
+            return records_of(conn, [row], seal_key=self._sealing())[0] if row is not None else None
 
     def hash_at(self, seq: int) -> str | None:
         """The record hash of record ``seq``, or None when there is no such record."""

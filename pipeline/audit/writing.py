@@ -29,7 +29,7 @@ from pipeline.audit.image_indexes import Picture, Sighting, add_decision, sighti
 from pipeline.audit.reading import FirstSent, first_sent, latest_decision, records_of
 from pipeline.audit.records import AuditRecord, OutcomeRecord
 from pipeline.audit.schema import audit_head, audit_records, sealed_records
-from pipeline.audit.seal import SealKey
+from pipeline.audit.seal import SealKey, check_read
 from pipeline.decide import EarlierHold
 from pipeline.verdicts import ShipmentDecision, Tier
 
@@ -153,10 +153,14 @@ def write_decision(
     """Append ``decision`` (``decided``: as :func:`decision_json` gave it), or answer with the
     record it repeats, under the rules of :meth:`~pipeline.audit.store.AuditStore.record`.
 
-    ``seal_key``: the record is sealed with it (the store has the seal column); None, unsealed.
+    ``seal_key``: the record is sealed with it (the store has the seal column); None, unsealed. With
+    it, the records the decision is judged by (the shipment's latest decision and its outcome, a
+    decision replayed, the holds of shipments found since the lookup) are checked against their
+    seals first.
 
     Raises:
         ConflictError, SentByAnother, ImagesSeenSince: as ``record`` says.
+        SealBrokenError: with ``seal_key``, a record judged by fails its seal.
     """
     # Lock the head first, so that two writers cannot both judge the shipment's latest
     # decision before either appends (Postgres reads committed rows; SQLite writes alone).
@@ -170,7 +174,7 @@ def write_decision(
             select(audit_records).where(audit_records.c.idempotency_key == idempotency_key)
         ).first()
         if existing is not None:
-            return _retried(conn, existing, decision, idempotency_key, exclusive=exclusive)
+            return _retried(conn, existing, decision, idempotency_key, exclusive=exclusive, seal_key=seal_key)
     latest = latest_decision(conn, decision.shipment_id)
     if exclusive and latest is not None and Tier(latest.tier).severity >= decision.tier.severity:
         raise ConflictError(
@@ -180,13 +184,13 @@ def write_decision(
             "read that decision back, or have an officer record what inspection found"
         )
     if latest is not None:
-        replayed = _same_decision(conn, latest, decided)
+        replayed = _same_decision(conn, latest, decided, seal_key)
         if replayed is not None:
             return replayed
-        _refuse_lowering_a_hold(conn, latest, decision.shipment_id, decision.tier)
+        _refuse_lowering_a_hold(conn, latest, decision.shipment_id, decision.tier, seal_key)
     # nothing written since the lookup, the common case: nothing to check under the lock
     if images_seen_as_of is not None and head > images_seen_as_of:
-        _refuse_images_seen_since(conn, decision, images_seen_as_of, near_copy_bits)
+        _refuse_images_seen_since(conn, decision, images_seen_as_of, near_copy_bits, seal_key)
     content = {
         "kind": "decision",
         "shipment_id": decision.shipment_id,
@@ -206,7 +210,13 @@ def write_decision(
 
 
 def _retried(
-    conn: Connection, existing: Any, decision: ShipmentDecision, idempotency_key: str, *, exclusive: bool
+    conn: Connection,
+    existing: Any,
+    decision: ShipmentDecision,
+    idempotency_key: str,
+    *,
+    exclusive: bool,
+    seal_key: SealKey | None,
 ) -> AuditRecord:
     """The answer to a submission whose ``idempotency_key`` was recorded before (``existing``)."""
     if existing.kind != "decision":  # pragma: no cover - outcomes carry no key
@@ -222,28 +232,35 @@ def _retried(
         # off a hold recorded since, which only an officer's outcome lifts
         # judged by the record returned, not the decision computed now (a random
         # audit under a rotated secret may make that one strict enough to pass)
-        _refuse_lowering_a_hold(conn, latest, decision.shipment_id, Tier(existing.tier))
-    return records_of(conn, [existing])[0]
+        _refuse_lowering_a_hold(conn, latest, decision.shipment_id, Tier(existing.tier), seal_key)
+    return records_of(conn, [existing], seal_key=seal_key)[0]  # replayed: never a forged one
 
 
-def _same_decision(conn: Connection, row: Any, decided: dict[str, Any]) -> AuditRecord | None:
+def _same_decision(
+    conn: Connection, row: Any, decided: dict[str, Any], seal_key: SealKey | None
+) -> AuditRecord | None:
     """The shipment's latest decision (``row``) when it is this one but for its time: a replay
     under another key (keys from an earlier version of Clearsight) must not append a duplicate,
     which would also reopen a hold an officer has resolved."""
-    latest = records_of(conn, [row])[0]
+    latest = records_of(conn, [row], seal_key=seal_key)[0]
     mine = {k: v for k, v in decided.items() if k != "decided_at"}
     theirs = {k: v for k, v in json.loads(latest.decision.model_dump_json()).items() if k != "decided_at"}
     return latest if mine == theirs else None
 
 
-def _refuse_lowering_a_hold(conn: Connection, latest: Any, shipment_id: str, tier: Tier) -> None:
-    """Refuse a decision at ``tier`` where the shipment's ``latest`` is a stricter, unresolved hold."""
+def _refuse_lowering_a_hold(
+    conn: Connection, latest: Any, shipment_id: str, tier: Tier, seal_key: SealKey | None
+) -> None:
+    """Refuse a decision at ``tier`` where the shipment's ``latest`` is a stricter, unresolved hold
+    (with ``seal_key``, the hold and the outcome that resolves it checked against their seals)."""
     c = audit_records.c
     if Tier(latest.tier).severity <= tier.severity:
         return
     resolved = conn.execute(
-        select(c.seq).where(c.kind == "outcome", c.ref_seq == latest.seq).limit(1)
+        select(audit_records).where(c.kind == "outcome", c.ref_seq == latest.seq).order_by(c.seq).limit(1)
     ).first()
+    if seal_key is not None:
+        check_read(conn, seal_key, [latest] if resolved is None else [latest, resolved])
     if resolved is None:
         raise ConflictError(
             f"shipment {shipment_id!r} is held ({latest.tier}, audit record {latest.seq}) "
@@ -254,7 +271,7 @@ def _refuse_lowering_a_hold(conn: Connection, latest: Any, shipment_id: str, tie
 
 
 def _refuse_images_seen_since(
-    conn: Connection, decision: ShipmentDecision, after: int, near_copy_bits: int
+    conn: Connection, decision: ShipmentDecision, after: int, near_copy_bits: int, seal_key: SealKey | None
 ) -> None:
     """Refuse the decision where the records written after ``after`` (the last its images' lookup
     saw) would fire a rule their verdicts did not, or hold a picture of it where the verdicts do
@@ -283,7 +300,9 @@ def _refuse_images_seen_since(
     }
     # only a hold stricter than the decision's tier changes it: one no stricter would only add a
     # reason, and refusing for it left shipments unrecorded under two writers at once
-    if any(_holds(conn, shipment, stricter_than=decision.tier) for shipment in sorted(unnamed)):
+    if any(
+        _holds(conn, shipment, stricter_than=decision.tier, seal_key=seal_key) for shipment in sorted(unnamed)
+    ):
         raise ImagesSeenSince(decision.shipment_id)
 
 
@@ -300,7 +319,7 @@ def _news(since: Sighting | None, image: Any) -> bool:
     return bool(since.seen_in and not image.seen_in) or bool(since.similar_in and not image.similar_in)
 
 
-def _holds(conn: Connection, shipment_id: str, *, stricter_than: Any) -> bool:
+def _holds(conn: Connection, shipment_id: str, *, stricter_than: Any, seal_key: SealKey | None) -> bool:
     """Whether the shipment's latest decision holds it on its own evidence, uncleared
     (:meth:`pipeline.decide.EarlierHold.of`), at a tier stricter than ``stricter_than``: a hold a
     picture of it sent again carries over. A
@@ -310,7 +329,7 @@ def _holds(conn: Connection, shipment_id: str, *, stricter_than: Any) -> bool:
     row = latest_decision(conn, shipment_id)
     if row is None:  # pragma: no cover - an indexed shipment has a decision
         return False
-    record = records_of(conn, [row])[0]
+    record = records_of(conn, [row], seal_key=seal_key)[0]
     cleared = record.outcome is not None and record.outcome.found is None
     hold = EarlierHold.of(record.decision, record.seq, cleared=cleared)
     return hold is not None and hold.tier.severity > stricter_than.severity
@@ -354,7 +373,7 @@ def write_outcome(
             f"decision is {decision.seq}; judge that one"
         )
     if not amend:
-        earlier = records_of(conn, [decision])[0].outcome
+        earlier = records_of(conn, [decision])[0].outcome  # refuses only: nothing lifted on it
         if earlier is not None:
             raise ConflictError(
                 f"shipment {shipment_id!r} already has an outcome ({earlier.found or 'clean'}, "

@@ -73,8 +73,13 @@ def test_shipments_of_one_batch_sharing_a_picture_or_a_near_copy_are_caught(tmp_
     }
 
 
-def _earlier(db: str) -> None:
-    with AuditStore.open(db) as store:
+def _earlier(db: str, secret: str | None = None) -> None:
+    """S-A decided, sealed under ``secret`` where the store is then read with it (the keyed reads
+    that carry holds over refuse an unsealed record)."""
+    from pipeline.settings import Settings, audit_seal_key
+
+    key = None if secret is None else audit_seal_key(Settings(audit_secret=secret))
+    with AuditStore.open(db, seal_key=key) as store:
         _decided(store, [_row("S-A", "aa" * 32)])
 
 
@@ -85,7 +90,7 @@ def test_clearsight_decide_looks_pictures_up_before_recording(
 
     monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "a-long-enough-test-audit-secret")
     db = f"sqlite:///{tmp_path / 'audit.db'}"
-    _earlier(db)
+    _earlier(db, "a-long-enough-test-audit-secret")
     rows = tmp_path / "rows.jsonl"
     rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
     out = tmp_path / "d.jsonl"

@@ -1,0 +1,191 @@
+"""Reads that decide check the seals of the records they decide on, on SQLite and the real
+PostgreSQL: a forged outcome never lifts a hold (in the store's own check, nor as a hold carried
+over to a picture sent again), and a forged decision is never replayed. Without a key the store reads
+as before, which the first test shows is what a forger counted on."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from pipeline.audit import AuditStore, SealBrokenError, SealKey, canonical_json, chain_hash
+from pipeline.audit.chain import index_columns
+from pipeline.batch_decisions import earlier_holds
+from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
+
+KEY = SealKey.derive("a-long-server-secret-for-tests-only")
+
+
+def decision(
+    shipment: str, tier: Tier = Tier.RELEASE, *, seen_in: list[str] | None = None
+) -> ShipmentDecision:
+    image = ImageVerdict(
+        path=f"{shipment}.png",
+        sha256="ab" * 32,
+        shipment_id=shipment,
+        cargo_type="bulk_ore",
+        score=0.1,
+        threshold=0.5,
+        hold_threshold=0.8,
+        model_id="ore-m1",
+        seen_in=seen_in,
+    )
+    return ShipmentDecision(
+        shipment_id=shipment,
+        cargo_type="bulk_ore",
+        tier=tier,
+        reasons=[Reason(rule="score.clear", tier=tier, message="m", image=image.path, score=0.1)],
+        declaration=Declaration(shipment_id=shipment, cargo_type="bulk_ore"),
+        images=[image],
+        policy_version="p1",
+        policy_sha256="cd" * 32,
+        model_ids=["ore-m1"],
+        decided_at="2026-11-05T10:30:00.000000+00:00",
+    )
+
+
+def sql(url: str, statement: str, **params: object) -> list[tuple[Any, ...]]:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        result = conn.execute(text(statement), params)
+        found = [tuple(r) for r in result] if result.returns_rows else []
+    engine.dispose()
+    return found
+
+
+def append_forged(url: str, content: dict[str, Any], seal: str | None) -> int:
+    """What a database writer without the secret does: a record of their own after the head, its
+    hash right, the head moved, ``seal`` beside it. Returns its seq."""
+    head_seq, head_hash = sql(url, "SELECT seq, record_hash FROM audit_head WHERE id = 1")[0]
+    body = canonical_json(content)
+    digest = chain_hash(head_hash, body)
+    seq = head_seq + 1
+    sql(
+        url,
+        "INSERT INTO audit_records (seq, kind, shipment_id, tier, ref_seq, idempotency_key, created_at, "
+        "content, prev_hash, record_hash, seal) VALUES (:seq, :kind, :shipment_id, :tier, :ref_seq, "
+        ":idempotency_key, :created_at, :c, :p, :h, :seal)",
+        seq=seq,
+        c=body,
+        p=head_hash,
+        h=digest,
+        seal=seal,
+        **index_columns(content),
+    )
+    sql(url, "UPDATE audit_head SET seq = :s, record_hash = :h WHERE id = 1", s=seq, h=digest)
+    return seq
+
+
+def forge_clean_outcome(url: str, shipment: str, seal: str | None = None) -> int:
+    dec_seq, dec_hash = sql(
+        url,
+        "SELECT seq, record_hash FROM audit_records WHERE shipment_id = :s AND kind = 'decision' "
+        "ORDER BY seq DESC",
+        s=shipment,
+    )[0]
+    content = {
+        "kind": "outcome",
+        "shipment_id": shipment,
+        "idempotency_key": None,
+        "created_at": "2026-11-05T12:00:00.000000+00:00",
+        "decision_seq": dec_seq,
+        "decision_hash": dec_hash,
+        "outcome": {"found": None, "officer": "officer-7", "notes": "re-inspected, clean"},
+    }
+    return append_forged(url, content, seal)
+
+
+def held(url: str, key: SealKey | None) -> None:
+    """S1 released, S2 held for physical inspection: records 1 and 2."""
+    with AuditStore.open(url, seal_key=key) as store:
+        store.record(decision("S1"))
+        store.record(decision("S2", Tier.PHYSICAL_INSPECTION))
+
+
+SEALS = {"left-off": lambda _: None, "made-up": lambda _: "ab" * 32}
+
+
+def test_without_a_key_a_forged_outcome_lifts_the_hold(db_url: str) -> None:
+    """What the forger counted on, and what a store without the key still does."""
+    held(db_url, None)
+    forge_clean_outcome(db_url, "S2")
+    with AuditStore.open(db_url) as store:
+        assert store.record(decision("S2", Tier.RELEASE)).decision.tier is Tier.RELEASE
+
+
+@pytest.mark.parametrize("how", sorted(SEALS))
+def test_a_forged_outcome_does_not_lift_a_hold(db_url: str, how: str) -> None:
+    held(db_url, KEY)
+    forged = forge_clean_outcome(db_url, "S2", SEALS[how](None))
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        with pytest.raises(
+            SealBrokenError,
+            match=rf"audit record {forged} fails its seal \(.*\): run `clearsight audit verify`",
+        ):
+            store.record(decision("S2", Tier.RELEASE))
+        assert store.get("S2").outcome.seq == forged  # a read to show is read as it is (verify names it)
+        # the hold carried over to the picture sent again under another id
+        with pytest.raises(SealBrokenError, match=f"audit record {forged} fails its seal"):
+            earlier_holds(store, decision("S9", seen_in=["S2"]).images)
+        with pytest.raises(SealBrokenError, match=f"audit record {forged} fails its seal"):
+            store.latest_decisions_at(Tier.PHYSICAL_INSPECTION, other_than="S9", holding="ab" * 32)
+    assert sql(db_url, "SELECT MAX(seq) FROM audit_records") == [(forged,)]  # nothing recorded
+
+
+def test_a_genuine_outcome_pointed_at_a_held_decision_is_caught(db_url: str) -> None:
+    """The seal covers the hash, the hash the content: a column moved alone would pass a seal check."""
+    held(db_url, KEY)
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        store.record_outcome("S1", found=None, officer="officer-1")  # record 3, of S1's decision 1
+    sql(db_url, "UPDATE audit_records SET ref_seq = 2, shipment_id = 'S2' WHERE seq = 3")
+    with (
+        AuditStore.open(db_url, seal_key=KEY) as store,
+        pytest.raises(SealBrokenError, match=r"audit record 3 fails its seal \(a column differs"),
+    ):
+        store.record(decision("S2", Tier.RELEASE))
+
+
+def test_an_outcome_rewritten_under_its_seal_is_caught(db_url: str) -> None:
+    held(db_url, KEY)
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        store.record_outcome("S2", found="foreign_object", officer="officer-1")  # record 3
+    content = json.loads(sql(db_url, "SELECT content FROM audit_records WHERE seq = 3")[0][0])
+    content["outcome"]["found"] = None  # the finding taken back, hash and seal left as they were
+    sql(db_url, "UPDATE audit_records SET content = :c WHERE seq = 3", c=canonical_json(content))
+    with (
+        AuditStore.open(db_url, seal_key=KEY) as store,
+        pytest.raises(SealBrokenError, match=r"audit record 3 fails its seal \(its content does not give"),
+    ):
+        earlier_holds(store, decision("S9", seen_in=["S2"]).images)
+
+
+@pytest.mark.parametrize("how", sorted(SEALS))
+def test_a_forged_decision_is_never_replayed(db_url: str, how: str) -> None:
+    """A decision appended under a retry's idempotency key: the retry would read 'released' off it."""
+    held(db_url, KEY)
+    decided = json.loads(decision("S2", Tier.RELEASE).model_dump_json())
+    content = {
+        "kind": "decision",
+        "shipment_id": "S2",
+        "idempotency_key": "k-forged",
+        "created_at": "2026-11-05T12:00:00.000000+00:00",
+        "decision": decided,
+    }
+    forged = append_forged(db_url, content, SEALS[how](None))
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        with pytest.raises(SealBrokenError, match=f"audit record {forged} fails its seal"):
+            store.replayed("k-forged", "S2")
+        with pytest.raises(SealBrokenError, match=f"audit record {forged} fails its seal"):
+            store.record(decision("S2", Tier.RELEASE), idempotency_key="k-forged")
+
+
+def test_sealed_records_are_read_and_decided_on_as_before(db_url: str) -> None:
+    held(db_url, KEY)
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        store.record_outcome("S2", found=None, officer="officer-1")
+        assert store.record(decision("S2", Tier.RELEASE)).decision.tier is Tier.RELEASE  # lifted
+        assert earlier_holds(store, decision("S9", seen_in=["S2"]).images) == {}
+        assert store.verify().ok
