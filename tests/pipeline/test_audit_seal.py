@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,10 @@ from pipeline.audit.chain import index_columns
 from pipeline.audit.chain_file import verify_chain_file
 from pipeline.audit.seal import SEAL_LABEL, SealKey
 from pipeline.settings import DEVELOPMENT_AUDIT_SECRET, Settings, audit_seal_key
-from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
+from pipeline.verdicts import ShipmentDecision, Tier
+
+sys.path.insert(0, str(Path(__file__).parent))
+import audit_builders  # noqa: E402
 
 SECRET = "a-long-server-secret-for-tests-only"
 KEY = SealKey.derive(SECRET)
@@ -26,30 +30,7 @@ OTHER_KEY = SealKey.derive("another-long-secret-of-some-other-server")
 
 
 def decision(shipment: str, tier: Tier = Tier.RELEASE, score: float = 0.1) -> ShipmentDecision:
-    image = ImageVerdict(
-        path=f"{shipment}.png",
-        sha256="ab" * 32,
-        shipment_id=shipment,
-        cargo_type="bulk_ore",
-        score=score,
-        threshold=0.5,
-        hold_threshold=0.8,
-        model_id="ore-m1",
-    )
-    return ShipmentDecision(
-        shipment_id=shipment,
-        cargo_type="bulk_ore",
-        tier=tier,
-        reasons=[
-            Reason(rule="score.clear", tier=tier, message="m", image=image.path, score=score, threshold=0.5)
-        ],
-        declaration=Declaration(shipment_id=shipment, cargo_type="bulk_ore"),
-        images=[image],
-        policy_version="p1",
-        policy_sha256="cd" * 32,
-        model_ids=["ore-m1"],
-        decided_at="2026-11-05T10:30:00.000000+00:00",
-    )
+    return audit_builders.decision(shipment, tier, score=score, reason_threshold=0.5)
 
 
 def sql(url: str, statement: str, **params: object) -> list[tuple[object, ...]]:

@@ -6,6 +6,8 @@ as before, which the first test shows is what a forger counted on."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,10 @@ from sqlalchemy import create_engine, text
 from pipeline.audit import AuditStore, SealBrokenError, SealKey, canonical_json, chain_hash
 from pipeline.audit.chain import index_columns
 from pipeline.batch_decisions import earlier_holds
-from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
+from pipeline.verdicts import ShipmentDecision, Tier
+
+sys.path.insert(0, str(Path(__file__).parent))
+import audit_builders  # noqa: E402
 
 KEY = SealKey.derive("a-long-server-secret-for-tests-only")
 
@@ -22,29 +27,7 @@ KEY = SealKey.derive("a-long-server-secret-for-tests-only")
 def decision(
     shipment: str, tier: Tier = Tier.RELEASE, *, seen_in: list[str] | None = None
 ) -> ShipmentDecision:
-    image = ImageVerdict(
-        path=f"{shipment}.png",
-        sha256="ab" * 32,
-        shipment_id=shipment,
-        cargo_type="bulk_ore",
-        score=0.1,
-        threshold=0.5,
-        hold_threshold=0.8,
-        model_id="ore-m1",
-        seen_in=seen_in,
-    )
-    return ShipmentDecision(
-        shipment_id=shipment,
-        cargo_type="bulk_ore",
-        tier=tier,
-        reasons=[Reason(rule="score.clear", tier=tier, message="m", image=image.path, score=0.1)],
-        declaration=Declaration(shipment_id=shipment, cargo_type="bulk_ore"),
-        images=[image],
-        policy_version="p1",
-        policy_sha256="cd" * 32,
-        model_ids=["ore-m1"],
-        decided_at="2026-11-05T10:30:00.000000+00:00",
-    )
+    return audit_builders.decision(shipment, tier, seen_in=seen_in)
 
 
 def sql(url: str, statement: str, **params: object) -> list[tuple[Any, ...]]:

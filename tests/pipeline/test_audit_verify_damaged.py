@@ -5,38 +5,21 @@ PostgreSQL's typed columns refuse such values, so these run on SQLite."""
 from __future__ import annotations
 
 import sqlite3
+import sys
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from pipeline.audit import AuditStore
-from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
+from pipeline.verdicts import ShipmentDecision
+
+sys.path.insert(0, str(Path(__file__).parent))
+import audit_builders  # noqa: E402
 
 
 def decision(shipment: str) -> ShipmentDecision:
-    image = ImageVerdict(
-        path=f"{shipment}.png",
-        sha256="ab" * 32,
-        shipment_id=shipment,
-        cargo_type="bulk_ore",
-        score=0.1,
-        threshold=0.5,
-        hold_threshold=0.8,
-        model_id="ore-m1",
-    )
-    return ShipmentDecision(
-        shipment_id=shipment,
-        cargo_type="bulk_ore",
-        tier=Tier.RELEASE,
-        reasons=[Reason(rule="score.clear", tier=Tier.RELEASE, message="m", image=image.path, score=0.1)],
-        declaration=Declaration(shipment_id=shipment, cargo_type="bulk_ore"),
-        images=[image],
-        policy_version="p1",
-        policy_sha256="cd" * 32,
-        model_ids=["ore-m1"],
-        decided_at="2026-11-05T10:30:00.000000+00:00",
-    )
+    return audit_builders.decision(shipment)
 
 
 DAMAGE = [

@@ -3,41 +3,23 @@ decision's pictures missing, altered or extra names the record, as the chain's o
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from sqlalchemy import create_engine, text
 
 from pipeline.audit import AuditStore
-from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
+from pipeline.verdicts import ShipmentDecision, Tier
+
+sys.path.insert(0, str(Path(__file__).parent))
+import audit_builders  # noqa: E402
 
 _P = "0123456789abcdef" + "55" * 32  # a perceptual hash: 16 coarse hex digits, 64 fine
 
 
 def decision(shipment: str, sha: str, tier: Tier = Tier.RELEASE, phash: str | None = _P) -> ShipmentDecision:
-    image = ImageVerdict(
-        path=f"{shipment}.png",
-        sha256=sha,
-        phash=phash,
-        shipment_id=shipment,
-        cargo_type="bulk_ore",
-        score=0.1,
-        threshold=0.5,
-        hold_threshold=0.8,
-        model_id="ore-m1",
-    )
-    return ShipmentDecision(
-        shipment_id=shipment,
-        cargo_type="bulk_ore",
-        tier=tier,
-        reasons=[
-            Reason(rule="score.clear", tier=tier, message="m", image=image.path, score=0.1, threshold=0.5)
-        ],
-        declaration=Declaration(shipment_id=shipment, cargo_type="bulk_ore"),
-        images=[image],
-        policy_version="p1",
-        policy_sha256="cd" * 32,
-        model_ids=["ore-m1"],
-        decided_at="2026-11-05T10:30:00.000000+00:00",
-    )
+    return audit_builders.decision(shipment, tier, sha=sha, phash=phash, reason_threshold=0.5)
 
 
 def sql(url: str, statement: str) -> None:
