@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Select, Table, exists, func, or_, select
 
 from pipeline.audit.records import AuditRecord, OutcomeRecord
 from pipeline.audit.schema import audit_records, image_index
-from pipeline.audit.seal import SealKey, check_read
+from pipeline.audit.seal import SealKey, check_outcome_of, check_read
 from pipeline.verdicts import ShipmentDecision, Tier
 
 __all__ = [
@@ -161,6 +161,9 @@ def records_of(
         found = conn.execute(select(audit_records).where(*where).order_by(c.seq)).all()
         if seal_key is not None:
             check_read(conn, seal_key, [*rows, *found])
+            decided = {row.seq: row for row in rows}
+            for row in found:
+                check_outcome_of(decided[row.ref_seq], row)
         for row in found:
             outcomes[row.ref_seq] = _outcome(row)  # later outcomes correct earlier ones
     records = []

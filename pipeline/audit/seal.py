@@ -40,6 +40,7 @@ __all__ = [
     "SealCheck",
     "SealKey",
     "add_seal_column",
+    "check_outcome_of",
     "has_seal_column",
     "seal_existing",
     "seal_fault",
@@ -215,6 +216,29 @@ def check_read(conn: Connection, key: SealKey, rows: Iterable[Any]) -> None:
         why = seal_fault(key, row.record_hash, seals.get(row.seq))
         if why is not None:
             raise SealBrokenError(row.seq, why)
+
+
+def check_outcome_of(decision: Any, outcome: Any) -> None:
+    """Check that the ``outcome`` row a read attaches to the ``decision`` row (by its ``ref_seq``)
+    names that very decision in its hashed content: its shipment and the decision's record hash.
+
+    Sequence numbers are not hashed, so a forger who swapped two genuine decisions' numbers had one
+    shipment's cleared hold lend its officer's outcome to another's live hold, every row passing
+    :func:`check_read` (review repro: a held shipment then recorded as RELEASE).
+
+    Raises:
+        SealBrokenError: naming the outcome, where its content names another decision.
+    """
+    try:
+        content = json.loads(outcome.content)
+        named = (content.get("shipment_id"), content.get("decision_hash"))
+    except (ValueError, RecursionError, AttributeError):
+        raise SealBrokenError(outcome.seq, "its content is not a record") from None
+    if named != (decision.shipment_id, decision.record_hash):
+        raise SealBrokenError(
+            outcome.seq,
+            f"it is the outcome of another decision than record {decision.seq}, whose number it names",
+        )
 
 
 _SEAL_PAGE = 1000

@@ -29,7 +29,7 @@ from pipeline.audit.image_indexes import Picture, Sighting, add_decision, sighti
 from pipeline.audit.reading import FirstSent, first_sent, latest_decision, records_of
 from pipeline.audit.records import AuditRecord, OutcomeRecord
 from pipeline.audit.schema import audit_head, audit_records, sealed_records
-from pipeline.audit.seal import SealKey, check_read
+from pipeline.audit.seal import SealKey, check_outcome_of, check_read
 from pipeline.decide import EarlierHold
 from pipeline.verdicts import ShipmentDecision, Tier
 
@@ -261,6 +261,8 @@ def _refuse_lowering_a_hold(
     ).first()
     if seal_key is not None:
         check_read(conn, seal_key, [latest] if resolved is None else [latest, resolved])
+        if resolved is not None:
+            check_outcome_of(latest, resolved)
     if resolved is None:
         raise ConflictError(
             f"shipment {shipment_id!r} is held ({latest.tier}, audit record {latest.seq}) "

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from datasets.errors import AuditError
+from datasets.errors import AuditError, ConflictError
 from pipeline.audit import AuditStore, canonical_json, chain_hash
 from pipeline.audit.chain import index_columns
 from pipeline.audit.chain_file import verify_chain_file
@@ -443,3 +443,32 @@ def test_the_entry_points_open_the_store_with_the_settings_seal_key(
     assert sql(url, "SELECT record_hash, seal FROM audit_records") == [
         (digest, KEY.seal(str(digest))) for (digest,) in sql(url, "SELECT record_hash FROM audit_records")
     ]
+
+
+def test_a_genuine_outcome_moved_to_another_hold_by_swapping_numbers_lifts_nothing(db_url: str) -> None:
+    """Sequence numbers are not hashed: swapping two genuine decisions' numbers (S2 held, S5 held
+    and cleared) had S5's officer's outcome read as S2's, and the keyed store recorded S2 RELEASED,
+    every row passing its seal. The outcome must name the decision it is attached to."""
+    from pipeline.audit.seal import SealBrokenError
+
+    fill(db_url)
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        cleared = store.record(decision("S5", Tier.PHYSICAL_INSPECTION, 0.9))
+        store.record_outcome("S5", found=None, officer="officer-3")
+        with pytest.raises(ConflictError):
+            store.record(decision("S2", Tier.RELEASE, 0.1))
+    held = sql(db_url, "SELECT seq FROM audit_records WHERE shipment_id = 'S2' AND kind = 'decision'")[0][0]
+    for statement in (
+        "UPDATE audit_records SET seq = -1 WHERE seq = :a",
+        "UPDATE audit_records SET seq = :a WHERE seq = :b",
+        "UPDATE audit_records SET seq = :b WHERE seq = -1",
+    ):
+        sql(db_url, statement, a=held, b=cleared.seq)
+    with (
+        AuditStore.open(db_url, seal_key=KEY) as store,
+        pytest.raises(SealBrokenError, match="outcome of another decision"),
+    ):
+        store.record(decision("S2", Tier.RELEASE, 0.1))
+    assert sql(
+        db_url, "SELECT count(*) FROM audit_records WHERE tier = 'RELEASE' AND shipment_id = 'S2'"
+    ) == [(0,)]
