@@ -1,14 +1,21 @@
-"""A decision to record, shared by the audit store's tests: one bulk-ore picture and the reason it
-was judged by, every field that the chain hashes given.
+"""Shared by the audit store's tests: a decision to record (one bulk-ore picture and the reason it
+was judged by, every field that the chain hashes given), SQL run straight at a store, and the
+record a database writer without the secret appends.
 
 Imported by putting this folder on ``sys.path`` (pytest's importlib mode does not).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+from pipeline.audit import canonical_json, chain_hash
+from pipeline.audit.chain import index_columns
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
 
-__all__ = ["decision"]
+__all__ = ["append_forged", "decision", "sql"]
 
 
 def decision(
@@ -51,3 +58,36 @@ def decision(
         model_ids=["ore-m1"],
         decided_at="2026-11-05T10:30:00.000000+00:00",
     )
+
+
+def sql(url: str, statement: str, **params: object) -> list[tuple[Any, ...]]:
+    """Run ``statement`` on the store at ``url`` as its database's own user would; the rows it gives."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        result = conn.execute(text(statement), params)
+        found = [tuple(r) for r in result] if result.returns_rows else []
+    engine.dispose()
+    return found
+
+
+def append_forged(url: str, content: dict[str, Any], seal: str | None) -> int:
+    """What a database writer without the secret does: a record of their own after the head, its
+    hash right, the head moved, ``seal`` beside it. Returns its seq."""
+    head_seq, head_hash = sql(url, "SELECT seq, record_hash FROM audit_head WHERE id = 1")[0]
+    body = canonical_json(content)
+    digest = chain_hash(str(head_hash), body)
+    seq = int(str(head_seq)) + 1
+    sql(
+        url,
+        "INSERT INTO audit_records (seq, kind, shipment_id, tier, ref_seq, idempotency_key, created_at, "
+        "content, prev_hash, record_hash, seal) VALUES (:seq, :kind, :shipment_id, :tier, :ref_seq, "
+        ":idempotency_key, :created_at, :c, :p, :h, :seal)",
+        seq=seq,
+        c=body,
+        p=head_hash,
+        h=digest,
+        seal=seal,
+        **index_columns(content),
+    )
+    sql(url, "UPDATE audit_head SET seq = :s, record_hash = :h WHERE id = 1", s=seq, h=digest)
+    return seq

@@ -11,11 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from datasets.errors import AuditError, ConflictError
 from pipeline.audit import AuditStore, canonical_json, chain_hash
-from pipeline.audit.chain import index_columns
 from pipeline.audit.chain_file import verify_chain_file
 from pipeline.audit.seal import SEAL_LABEL, SealKey
 from pipeline.settings import DEVELOPMENT_AUDIT_SECRET, Settings, audit_seal_key
@@ -23,6 +22,7 @@ from pipeline.verdicts import ShipmentDecision, Tier
 
 sys.path.insert(0, str(Path(__file__).parent))
 import audit_builders  # noqa: E402
+from audit_builders import append_forged, sql  # noqa: E402
 
 SECRET = "a-long-server-secret-for-tests-only"
 KEY = SealKey.derive(SECRET)
@@ -31,15 +31,6 @@ OTHER_KEY = SealKey.derive("another-long-secret-of-some-other-server")
 
 def decision(shipment: str, tier: Tier = Tier.RELEASE, score: float = 0.1) -> ShipmentDecision:
     return audit_builders.decision(shipment, tier, score=score, reason_threshold=0.5)
-
-
-def sql(url: str, statement: str, **params: object) -> list[tuple[object, ...]]:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        result = conn.execute(text(statement), params)
-        found = [tuple(r) for r in result] if result.returns_rows else []
-    engine.dispose()
-    return found
 
 
 def fill(url: str, key: SealKey | None = KEY) -> None:
@@ -56,7 +47,7 @@ def forge_clean_outcome(url: str, seal: Callable[[str], str | None]) -> int:
     """What a database writer without the secret does (the review's repro 02): append a 'clean'
     outcome of S2 by an officer of their choosing, backdated, with a valid hash, and move the head.
     ``seal`` gives the seal written beside it. Returns its seq."""
-    head_seq, head_hash = sql(url, "SELECT seq, record_hash FROM audit_head WHERE id = 1")[0]
+    head_hash = sql(url, "SELECT record_hash FROM audit_head WHERE id = 1")[0][0]
     dec_seq, dec_hash = sql(
         url, "SELECT seq, record_hash FROM audit_records WHERE shipment_id = 'S2' AND kind = 'decision'"
     )[0]
@@ -69,23 +60,7 @@ def forge_clean_outcome(url: str, seal: Callable[[str], str | None]) -> int:
         "decision_hash": dec_hash,
         "outcome": {"found": None, "officer": "officer-7", "notes": "re-inspected, clean"},
     }
-    body = canonical_json(content)
-    digest = chain_hash(str(head_hash), body)
-    seq = int(str(head_seq)) + 1
-    sql(
-        url,
-        "INSERT INTO audit_records (seq, kind, shipment_id, tier, ref_seq, idempotency_key, created_at, "
-        "content, prev_hash, record_hash, seal) VALUES (:seq, :kind, :shipment_id, :tier, :ref_seq, "
-        ":idempotency_key, :created_at, :c, :p, :h, :seal)",
-        seq=seq,
-        c=body,
-        p=head_hash,
-        h=digest,
-        seal=seal(digest),
-        **index_columns(content),
-    )
-    sql(url, "UPDATE audit_head SET seq = :s, record_hash = :h WHERE id = 1", s=seq, h=digest)
-    return seq
+    return append_forged(url, content, seal(chain_hash(str(head_hash), canonical_json(content))))
 
 
 # -- the key -------------------------------------------------------------------------------------

@@ -8,18 +8,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from pipeline.audit import AuditStore, SealBrokenError, SealKey, canonical_json, chain_hash
-from pipeline.audit.chain import index_columns
+from pipeline.audit import AuditStore, SealBrokenError, SealKey, canonical_json
 from pipeline.batch_decisions import earlier_holds
 from pipeline.verdicts import ShipmentDecision, Tier
 
 sys.path.insert(0, str(Path(__file__).parent))
 import audit_builders  # noqa: E402
+from audit_builders import append_forged, sql  # noqa: E402
 
 KEY = SealKey.derive("a-long-server-secret-for-tests-only")
 
@@ -28,38 +26,6 @@ def decision(
     shipment: str, tier: Tier = Tier.RELEASE, *, seen_in: list[str] | None = None
 ) -> ShipmentDecision:
     return audit_builders.decision(shipment, tier, seen_in=seen_in)
-
-
-def sql(url: str, statement: str, **params: object) -> list[tuple[Any, ...]]:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        result = conn.execute(text(statement), params)
-        found = [tuple(r) for r in result] if result.returns_rows else []
-    engine.dispose()
-    return found
-
-
-def append_forged(url: str, content: dict[str, Any], seal: str | None) -> int:
-    """What a database writer without the secret does: a record of their own after the head, its
-    hash right, the head moved, ``seal`` beside it. Returns its seq."""
-    head_seq, head_hash = sql(url, "SELECT seq, record_hash FROM audit_head WHERE id = 1")[0]
-    body = canonical_json(content)
-    digest = chain_hash(head_hash, body)
-    seq = head_seq + 1
-    sql(
-        url,
-        "INSERT INTO audit_records (seq, kind, shipment_id, tier, ref_seq, idempotency_key, created_at, "
-        "content, prev_hash, record_hash, seal) VALUES (:seq, :kind, :shipment_id, :tier, :ref_seq, "
-        ":idempotency_key, :created_at, :c, :p, :h, :seal)",
-        seq=seq,
-        c=body,
-        p=head_hash,
-        h=digest,
-        seal=seal,
-        **index_columns(content),
-    )
-    sql(url, "UPDATE audit_head SET seq = :s, record_hash = :h WHERE id = 1", s=seq, h=digest)
-    return seq
 
 
 def forge_clean_outcome(url: str, shipment: str, seal: str | None = None) -> int:
