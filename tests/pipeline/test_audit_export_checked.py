@@ -8,24 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from pipeline.audit import AuditStore
 from pipeline.verdicts import ShipmentDecision, Tier
 
 sys.path.insert(0, str(Path(__file__).parent))
 import audit_builders  # noqa: E402
+from audit_builders import sql  # noqa: E402
 
 
 def decision(shipment: str, tier: Tier = Tier.RELEASE) -> ShipmentDecision:
     return audit_builders.decision(shipment, tier)
-
-
-def sql(url: str, statement: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text(statement))
-    engine.dispose()
 
 
 TAMPERING = [

@@ -15,17 +15,11 @@ from pipeline.verdicts import ShipmentDecision, Tier
 
 sys.path.insert(0, str(Path(__file__).parent))
 import audit_builders  # noqa: E402
+from audit_builders import sql  # noqa: E402
 
 
 def decision(shipment: str, tier: Tier = Tier.RELEASE) -> ShipmentDecision:
     return audit_builders.decision(shipment, tier, reason_threshold=0.5)
-
-
-def sql(url: str, statement: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text(statement))
-    engine.dispose()
 
 
 def state(url: str) -> tuple[int, list[str]]:

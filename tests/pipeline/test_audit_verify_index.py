@@ -7,26 +7,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from pipeline.audit import AuditStore
 from pipeline.verdicts import ShipmentDecision, Tier
 
 sys.path.insert(0, str(Path(__file__).parent))
 import audit_builders  # noqa: E402
+from audit_builders import sql  # noqa: E402
 
 _P = "0123456789abcdef" + "55" * 32  # a perceptual hash: 16 coarse hex digits, 64 fine
 
 
 def decision(shipment: str, sha: str, tier: Tier = Tier.RELEASE, phash: str | None = _P) -> ShipmentDecision:
     return audit_builders.decision(shipment, tier, sha=sha, phash=phash, reason_threshold=0.5)
-
-
-def sql(url: str, statement: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text(statement))
-    engine.dispose()
 
 
 @pytest.fixture
