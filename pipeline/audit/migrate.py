@@ -23,14 +23,14 @@ from pipeline.audit.image_indexes import rebuild
 from pipeline.audit.schema import (
     SCHEMA_VERSION,
     audit_head,
+    audit_records,
     image_index,
     image_likeness,
     index_metadata,
     metadata,
     schema_info,
 )
-from pipeline.audit.seal import SealKey, add_seal_column, has_seal_column, seal_existing
-from pipeline.audit.verify import verify_chain
+from pipeline.audit.seal import SealKey, add_seal_column, has_seal_column, unsealed_records
 
 __all__ = ["Schema"]
 
@@ -56,6 +56,7 @@ class Schema:
         self.not_upgraded: str | None = None  # why an older store may be read but not written
         self.no_decisions: str | None = None  # why decisions may not be recorded yet (outcomes may)
         self.sealed = False  # the records table has its seal column (version 5): appends seal
+        self.unsealed: str | None = None  # why a holder of the key may not write: records unsealed
         # the image indexes verification checks against the chain, and why any other is not
         self.indexes: tuple[Table, ...] = (image_index, image_likeness)
         self.index_unchecked: str | None = None
@@ -63,13 +64,15 @@ class Schema:
 
     def open(self, conn: Connection, *, create: bool, seal_key: SealKey | None = None) -> None:
         """Check the store's schema version and tables; with ``create``, make the schema where there
-        is none and upgrade an older one (with ``seal_key``, sealing the records it holds once their
-        chain is checked: :meth:`_seal_records`).
+        is none and upgrade an older one. With ``seal_key``, a store holding records without a seal
+        (one before version 5 among them) is refused to a writer (``create``), and writing to it
+        refused otherwise (:attr:`unsealed`), until an operator seals them (`clearsight audit seal`).
 
         Raises:
             SchemaVersionError: another schema version; or an older one and ``create``, by a role
                 that may not upgrade it.
-            AuditError: tables missing, PostgreSQL too old for a writer, or no schema and not ``create``.
+            AuditError: tables missing, PostgreSQL too old for a writer, no schema and not ``create``,
+                or records without a seal, ``create`` and ``seal_key``.
         """
         if conn.dialect.name == "postgresql":
             if create:  # a writer looks pictures up with bit_count; a reader never does
@@ -107,10 +110,15 @@ class Schema:
             elif version == 4 and not create:
                 pass  # read as it is, unsealed, for the reason of 3: the seal column waits for a writer
             elif version != SCHEMA_VERSION:
-                self._upgrade(conn, version, create=create, seal_key=seal_key)
+                if seal_key is not None and self._holds_records(conn):
+                    # the upgrade seals nothing: the operator vouches for the records (`audit seal`)
+                    raise AuditError(self._before_seals(version))
+                self.upgrade(conn, version, create=create)
             elif create:
                 self._mend_likeness(conn)
             self._check_sealed(conn, version)
+            if seal_key is not None:
+                self._check_unsealed(conn, version, create=create)
             if self.indexes and not create and not self._likeness_current(conn):
                 # an early build's layout, made again when a writer opens the store
                 self.indexes = (image_index,)
@@ -163,6 +171,50 @@ class Schema:
                 "missing (dropped: the seals of its records are gone)"
             )
 
+    @staticmethod
+    def _holds_records(conn: Connection) -> bool:
+        return conn.execute(select(audit_records.c.seq).limit(1)).first() is not None
+
+    def _before_seals(self, version: int) -> str:
+        return (
+            f"audit store {self.url} is at schema version {version}, before seals: its records carry "
+            "none, and no writer holding the key vouches for records on its own. Check the chain "
+            "(`clearsight audit verify --no-seals`), compare its head with the one published last, then "
+            "seal them with `clearsight audit seal --expect SEQ:HASH` of that head (it upgrades the "
+            f"store to version {SCHEMA_VERSION})"
+        )
+
+    def _check_unsealed(self, conn: Connection, version: int, *, create: bool) -> None:
+        """With the key every record must carry a seal: a store with records that do not is refused
+        to a writer, and to writes (:attr:`unsealed`) where opened to read, until an operator
+        vouches for them. Records written by a writer without the key, or their seals cleared by a
+        forger, would otherwise be decided on; and sealing them on opening is how a forger who set
+        the version back had a forged record sealed.
+
+        Raises:
+            AuditError: records without a seal, and ``create``.
+        """
+        if not self.sealed:  # a store at an older version read as it is
+            self.unsealed = self._before_seals(version) if self._holds_records(conn) else None
+        else:
+            found = unsealed_records(conn)
+            which = (
+                f"record {found.first} carries"
+                if found.count == 1
+                else f"{found.count} records carry (seq {found.first} to {found.last})"
+            )
+            self.unsealed = (
+                None
+                if not found.count
+                else f"audit store {self.url}: {which} no seal: written by a writer not given the "
+                "server's key, or their seals cleared by a forger. Look at them (`clearsight audit "
+                "verify`, `clearsight audit show`), then, if they are genuine, seal them with "
+                "`clearsight audit seal --expect SEQ:HASH` of a head published at or after record "
+                f"{found.last}"
+            )
+        if self.unsealed is not None and create:
+            raise AuditError(self.unsealed)
+
     def _older(self, version: int) -> None:
         """A store read at an older ``version`` than this one writes: its indexes, if any, are not
         those this version writes (a version-1 store has none, a version-2 one no likeness index),
@@ -172,35 +224,13 @@ class Schema:
             self.indexes = ()
             self.index_unchecked = f"image index not checked: store at version {version}"
 
-    def _seal_records(self, conn: Connection, version: int, seal_key: SealKey) -> None:
-        """Seal every record of a store being upgraded to version 5 by a writer holding the key, in
-        the upgrade's transaction, once the verify walk (streaming) found its chain and indexes
-        intact: from then on every record must carry a seal, and the key must not vouch for records
-        nobody checked. A writer without the key leaves them unsealed, and one opening the store
-        later does not seal them: verification with the key refuses them, for an operator to look.
-
-        Raises:
-            AuditError: the chain or an index is broken, naming the record: nothing is upgraded.
-        """
-        report = verify_chain(conn)
-        if not report.ok:
-            where = "image index" if report.in_index else "chain"
-            raise AuditError(
-                f"audit store {self.url}: not upgraded from schema version {version} to {SCHEMA_VERSION}, "
-                f"whose upgrade seals every record: {where} broken at record {report.first_bad} "
-                f"({report.problem}): {report.message}. Run `clearsight audit verify` and look at the "
-                "store before it is sealed"
-            )
-        seal_existing(conn, seal_key)
-
-    def _upgrade(
-        self, conn: Connection, version: int, *, create: bool, seal_key: SealKey | None = None
-    ) -> None:
+    def upgrade(self, conn: Connection, version: int, *, create: bool) -> None:
         """Version 1: the image indexes, made from the chain; 2: the likeness index; 3: only the
         version, so that an older Clearsight refuses the decisions this one writes; from each, and
-        from 4, the seal column. A role that may not create tables (an auditor's, a read-only
-        replica) reads the store as it is, and writing to it is refused until it is upgraded; a
-        writer (``create``) is refused at once, not at its first record."""
+        from 4, the seal column, its records left unsealed (`clearsight audit seal` seals them). A
+        role that may not create tables (an auditor's, a read-only replica) reads the store as it
+        is, and writing to it is refused until it is upgraded; a writer (``create``) is refused at
+        once, not at its first record."""
         try:
             with conn.begin_nested():
                 if version == 1:
@@ -209,10 +239,7 @@ class Schema:
                     image_likeness.create(conn, checkfirst=True)
                 else:
                     self._mend_likeness(conn)
-                unsealed = not has_seal_column(conn)
                 add_seal_column(conn)
-                if unsealed and seal_key is not None:
-                    self._seal_records(conn, version, seal_key)
                 conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=SCHEMA_VERSION))
         except DBAPIError as exc:
             if not read_only(exc):

@@ -9,10 +9,13 @@ record added or rewritten by a database writer without it carries no seal, or a 
 ``audit_secret`` under its own label, so the seals and the random-audit draws made with the same
 secret never share a key.
 
-With a key every record must carry its seal (:class:`SealCheck`): a writer holding the key seals
-the records a store already holds when it upgrades it to version 5 (:func:`seal_existing`, once
-the chain is checked), so that a record without one was written since by a writer without the key,
-or had its seal cleared by a forger, and is refused either way.
+With a key every record must carry its seal (:class:`SealCheck`). Records without one (those of
+a store from before version 5, or written by a writer not given the key) are sealed only by an
+operator who vouches for them against a head published earlier (`clearsight audit seal --expect
+SEQ:HASH`, :mod:`pipeline.audit.sealing`), never by an upgrade on its own: nothing in the database
+can say that a store was sealed before, so a forger who dropped the seal column and set the version
+back to 4 had the next writer holding the key seal a forged record with the rest. A writer holding
+the key refuses a store with unsealed records until then (:func:`unsealed_records`).
 
 What the seals do not prove: a holder of the secret can seal anything; a chain cut back to an
 earlier record (its head row moved back) still carries valid seals, which only a head published
@@ -28,7 +31,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, inspect, select, text
+from sqlalchemy import Connection, bindparam, func, inspect, select, text
 
 from datasets.errors import AuditError
 from pipeline.audit.chain import chain_hash, index_columns
@@ -45,6 +48,7 @@ __all__ = [
     "seal_existing",
     "seal_fault",
     "seals_unchecked",
+    "unsealed_records",
 ]
 
 SEAL_LABEL = b"clearsight audit seal v1"
@@ -130,13 +134,18 @@ class SealCheck:
     by a writer with the key had every record sealed then: a record without one was written by a
     writer without the key, or lost its seal to a forger (one who cleared every seal and appended a
     record of their own).
+
+    ``vouching``: the walk of `clearsight audit seal`, which is to seal the records without one, so
+    they are counted (up to :attr:`last_unsealed`) and do not fail it.
     """
 
-    def __init__(self, key: SealKey) -> None:
+    def __init__(self, key: SealKey, *, vouching: bool = False) -> None:
         self.key = key
         self._mac = hmac.new(key.key, digestmod=hashlib.sha256)  # copied per record: the key's pad once
+        self.vouching = vouching
         self.unsealed = 0
         self.first_unsealed: int | None = None
+        self.last_unsealed: int | None = None
 
     def check(self, seq: int, record_hash: str, seal: object) -> str | None:
         """Why record ``seq``'s seal does not match, or None; a record without one is counted."""
@@ -144,13 +153,14 @@ class SealCheck:
             self.unsealed += 1
             if self.first_unsealed is None:
                 self.first_unsealed = seq
+            self.last_unsealed = seq
             return None
         why = seal_fault(self.key, record_hash, seal, mac=self._mac)
         return None if why is None else f"record {seq}: {why}"
 
     def unsealed_fault(self) -> str | None:
         """Why the walk fails for the records without a seal, or None: every record had one."""
-        if not self.unsealed:
+        if not self.unsealed or self.vouching:
             return None
         return (
             f"{self.unsealed} records carry no seal, first at seq {self.first_unsealed}: written without "
@@ -244,18 +254,37 @@ def check_outcome_of(decision: Any, outcome: Any) -> None:
 _SEAL_PAGE = 1000
 
 
-def seal_existing(conn: Connection, key: SealKey) -> int:
-    """Seal every record of the store under ``key``, a page at a time (the upgrade to version 5 by
-    a writer holding the key, once the chain is checked); returns how many."""
+class Unsealed(NamedTuple):
+    """The records of a store that carry no seal: how many, the first and the last (None: none)."""
+
+    count: int
+    first: int | None
+    last: int | None
+
+
+def unsealed_records(conn: Connection) -> Unsealed:
+    """The records without a seal, of a store with the seal column (one scan of the records)."""
+    seal, seq = sealed_records.c.seal, sealed_records.c.seq
+    row = conn.execute(
+        select(func.count(), func.min(seq), func.max(seq)).where((seal.is_(None)) | (seal == ""))
+    ).one()
+    return Unsealed(int(row[0] or 0), row[1], row[2])
+
+
+def seal_existing(conn: Connection, key: SealKey, *, upto: int) -> int:
+    """Seal the records up to ``upto`` that carry no seal, under ``key``, a page at a time (what an
+    operator vouches for with `clearsight audit seal`, once the chain is checked); returns how many.
+    Records sealed already keep their seals."""
     update = (
         sealed_records.update().where(sealed_records.c.seq == bindparam("at")).values(seal=bindparam("made"))
     )
+    seal, seq = sealed_records.c.seal, sealed_records.c.seq
     after, count = 0, 0
     while True:
         page = conn.execute(
-            select(audit_records.c.seq, audit_records.c.record_hash)
-            .where(audit_records.c.seq > after)
-            .order_by(audit_records.c.seq)
+            select(seq, sealed_records.c.record_hash)
+            .where(seq > after, seq <= upto, (seal.is_(None)) | (seal == ""))
+            .order_by(seq)
             .limit(_SEAL_PAGE)
         ).all()
         if page:

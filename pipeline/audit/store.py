@@ -52,6 +52,7 @@ from pipeline.audit.reading import (
 from pipeline.audit.records import AuditRecord, OutcomeRecord, VerifyReport
 from pipeline.audit.schema import audit_head, audit_records, sealed_records
 from pipeline.audit.seal import SealCheck, SealKey
+from pipeline.audit.sealing import SealingReport, seal_vouched
 from pipeline.audit.verify import checked, verify_chain
 from pipeline.audit.writing import (
     ImagesSeenSince,
@@ -106,15 +107,16 @@ class AuditStore:
             busy_timeout_s: the longest one call waits for a lock another writer holds, all its
                 tries together, before it fails with :class:`AuditError`.
             seal_key: the server's seal key (:mod:`pipeline.audit.seal`, from its ``audit_secret``):
-                every record appended is sealed with it, an older store upgraded (``create``) has
-                every record it holds sealed once its chain is checked, :meth:`verify` checks every
-                seal, and reads that decide check the seals of the records they decide on. None:
-                records are appended unsealed, and verify says the seals were not checked.
+                every record appended is sealed with it, :meth:`verify` checks every seal, reads
+                that decide check the seals of the records they decide on, and a store holding
+                records without a seal (an older one among them) is refused to a writer
+                (``create``), and writes to it refused, until :meth:`seal_unsealed`. None: records
+                are appended unsealed, and verify says the seals were not checked.
 
         Raises:
             SchemaVersionError: the database was created by another schema version.
-            AuditError: unreachable, unsupported backend, no schema and ``create=False``, or an
-                older store to upgrade with ``seal_key`` whose chain is broken (naming the record).
+            AuditError: unreachable, unsupported backend, no schema and ``create=False``, or
+                records without a seal, ``create`` and ``seal_key``.
         """
         if not create:
             refuse_missing_sqlite_file(url)  # connecting would create an empty file
@@ -249,6 +251,8 @@ class AuditStore:
     def _check_writable(self) -> None:
         if self._schema.not_upgraded is not None:
             raise SchemaVersionError(self._schema.not_upgraded)
+        if self._seal_key is not None and self._schema.unsealed is not None:
+            raise AuditError(self._schema.unsealed)  # nothing is decided on records nobody vouched for
 
     def first_sent(self, shipment_id: str) -> FirstSent | None:
         """How ``shipment_id``'s first decision was sent, or None: not decided. Checked before any
@@ -465,6 +469,27 @@ class AuditStore:
                 indexes=self._schema.indexes,
                 unchecked=self._schema.index_unchecked,
             )
+
+    def seal_unsealed(self, *, expect: tuple[int, str]) -> SealingReport:
+        """Seal the records without a seal, which the operator vouches for by ``expect``, the
+        ``(seq, record_hash)`` of a head published earlier (`clearsight audit seal`; see
+        :mod:`pipeline.audit.sealing`); upgrades an older store to version 5 on the way.
+
+        Raises:
+            AuditError: no seal key; the chain broken, a seal wrong, ``expect`` not in the chain, or
+                a record without a seal after it (naming the record): nothing is sealed.
+            SchemaVersionError: an older store, and a role that may not upgrade it.
+        """
+        key = self._seal_key
+        if key is None:
+            raise AuditError(
+                f"audit store {self.url}: sealing needs the server's key (CLEARSIGHT_AUDIT_SECRET)"
+            )
+        report = self._db.retry("sealing records", lambda conn: seal_vouched(conn, self._schema, key, expect))
+        schema = Schema(self.url)  # what it is now: at version 5, every record sealed
+        self._db.retry("open", lambda conn: schema.open(conn, create=False, seal_key=key), write=False)
+        self._schema = schema
+        return report
 
     def replayed(self, idempotency_key: str, shipment_id: str) -> AuditRecord | None:
         """The shipment's latest decision when ``idempotency_key`` was recorded before (a retry),

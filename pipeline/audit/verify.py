@@ -173,8 +173,9 @@ def _check_unsealed(seals: SealCheck | None, *, sealed: bool = True) -> None:
     if why is not None:
         if not sealed:
             why += (
-                " (the store is at a schema version before seals: a writer holding the key seals its "
-                "records as it upgrades it; until then check it with --no-seals)"
+                " (the store is at a schema version before seals: an operator seals its records, "
+                "vouching for them by a published head, with `clearsight audit seal --expect SEQ:HASH`; "
+                "until then check it with --no-seals)"
             )
         raise _Bad("forged", seals.first_unsealed if seals else None, why)
 

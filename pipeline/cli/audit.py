@@ -1,4 +1,5 @@
-"""`clearsight audit`: verify the chain, record an officer's outcome, export, show one shipment."""
+"""`clearsight audit`: verify the chain, seal what an operator vouches for, record an officer's outcome,
+export, show one shipment."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from datasets.errors import AuditError, ConflictError, InputError
 from datasets.type_names import TYPE_NAME_RULE, is_type_name
-from pipeline.audit import AuditStore, OutcomeRecord
+from pipeline.audit import SCHEMA_VERSION, AuditStore, OutcomeRecord
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS, Settings, audit_seal_key
 from pipeline.verdicts import UNKNOWN_TYPE, Tier, finding_types
 
@@ -125,6 +126,43 @@ def register(app: typer.Typer) -> None:
         Console().print(
             f"{report.message}{checked}; head seq {report.head_seq} hash {report.head_hash}{publish}"
         )
+        Console().print(f"seals: {report.seals}")
+
+    @group.command("seal")
+    def seal(
+        expect: Annotated[
+            str,
+            typer.Option(
+                "--expect",
+                help="SEQ:HASH of the head you vouch for, as published (by `audit verify`) outside the "
+                "database: the records up to it without a seal are sealed.",
+            ),
+        ],
+        db: DbOption = None,
+    ) -> None:
+        """Seal the records that carry no seal, with the server's key (CLEARSIGHT_AUDIT_SECRET),
+        once you vouch for them by a head published earlier; upgrades a store from before seals.
+
+        Records without a seal (a store from before seals, or records a writer without the key
+        left) are refused by the service and the batch commands until then. First check the chain
+        (`audit verify --no-seals`) and compare its head with the one published last: nothing is
+        sealed if the chain is broken, the head is not in it, or a record after the head lacks a seal.
+        """
+        anchor = _anchor(expect)
+        with _open(db) as store:
+            report = store.seal_unsealed(expect=anchor)
+        upgraded = (
+            f"; upgraded from schema version {report.upgraded_from} to {SCHEMA_VERSION}"
+            if report.upgraded_from is not None
+            else ""
+        )
+        sealed = (
+            f"sealed {report.sealed} records (seq {report.first} to {report.last}), vouched for by head "
+            f"{anchor[0]}"
+            if report.sealed
+            else "no record lacked a seal: nothing sealed"
+        )
+        Console().print(f"{sealed}{upgraded}; head seq {report.head_seq} hash {report.head_hash}")
         Console().print(f"seals: {report.seals}")
 
     @group.command("outcome")

@@ -13,9 +13,10 @@ from sqlalchemy import create_engine, text
 
 from pipeline.audit import canonical_json, chain_hash
 from pipeline.audit.chain import index_columns
+from pipeline.audit.seal import SealKey
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
 
-__all__ = ["append_forged", "decision", "sql"]
+__all__ = ["append_forged", "cli_key", "decision", "sql"]
 
 
 def decision(
@@ -91,3 +92,11 @@ def append_forged(url: str, content: dict[str, Any], seal: str | None) -> int:
     )
     sql(url, "UPDATE audit_head SET seq = :s, record_hash = :h WHERE id = 1", s=seq, h=digest)
     return seq
+
+
+def cli_key() -> SealKey:
+    """The seal key `clearsight audit` commands run with here (the test settings' secret): a store
+    they write to must have been sealed with it, since with a key every record must carry a seal."""
+    from pipeline.settings import Settings, audit_seal_key
+
+    return audit_seal_key(Settings.load())

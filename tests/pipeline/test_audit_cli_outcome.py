@@ -13,6 +13,7 @@ from pipeline.verdicts import ShipmentDecision, Tier
 
 sys.path.insert(0, str(Path(__file__).parent))
 import audit_builders  # noqa: E402
+from audit_builders import cli_key  # noqa: E402
 
 
 def decision(shipment: str, tier: Tier) -> ShipmentDecision:
@@ -38,7 +39,7 @@ def test_cli_outcome_overwrites_an_outcome_only_when_told(
 ) -> None:
     from pipeline.cli import app, run
 
-    with AuditStore.open(db_url) as store:
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
         store.record(decision("S1", Tier.PHYSICAL_INSPECTION))
     first = [
         "audit",
@@ -70,7 +71,7 @@ def test_cli_outcome_for_a_decision_since_superseded_is_refused(
 ) -> None:
     from pipeline.cli import app, run
 
-    with AuditStore.open(db_url) as store:
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
         store.record(decision("S1", Tier.REMOTE_INSPECTION))
         store.record(decision("S1", Tier.PHYSICAL_INSPECTION))  # decided again: record 2
     argv = ["audit", "outcome", "S1", "--officer", "o-1", "--clean", "--db", db_url]

@@ -84,7 +84,7 @@ def test_a_chain_written_with_the_key_verifies_with_it(db_url: str) -> None:
     fill(db_url)
     seals = sql(db_url, "SELECT record_hash, seal FROM audit_records ORDER BY seq")
     assert [seal for _, seal in seals] == [KEY.seal(str(digest)) for digest, _ in seals]
-    with AuditStore.open(db_url, seal_key=KEY) as store:
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:  # `clearsight audit verify`
         report = store.verify()
     assert report.ok, report.message
     assert report.seals == "5 records sealed, every seal matches"
@@ -107,7 +107,7 @@ def test_a_forged_outcome_appended_with_its_head_is_caught_with_the_key(db_url: 
     passed it; without the server's secret the forger cannot seal it."""
     fill(db_url)
     forged = forge_clean_outcome(db_url, _seal_of(how, db_url))
-    with AuditStore.open(db_url, seal_key=KEY) as store:
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:  # `clearsight audit verify`
         report = store.verify()
     assert (report.ok, report.first_bad, report.problem) == (False, forged, "forged")
     assert report.message == {
@@ -130,7 +130,7 @@ def test_a_record_rewritten_and_resealed_without_the_key_is_caught(db_url: str) 
     digest = chain_hash(prev, body)
     sql(db_url, "UPDATE audit_records SET content = :c, record_hash = :h WHERE seq = 5", c=body, h=digest)
     sql(db_url, "UPDATE audit_head SET record_hash = :h WHERE id = 1", h=digest)
-    with AuditStore.open(db_url, seal_key=KEY) as store:
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:  # `clearsight audit verify`
         report = store.verify()
     assert (report.ok, report.first_bad, report.problem) == (False, 5, "forged")
 
@@ -151,29 +151,33 @@ def test_an_unsealed_record_after_a_sealed_one_fails(db_url: str) -> None:
     with AuditStore.open(db_url) as store:  # a writer not given the key
         unsealed = store.record(decision("S9")).seq
     assert sql(db_url, f"SELECT seal FROM audit_records WHERE seq = {unsealed}") == [(None,)]
-    with AuditStore.open(db_url, seal_key=KEY) as store:
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:  # `clearsight audit verify`
         report = store.verify()
     assert (report.ok, report.first_bad, report.problem) == (False, unsealed, "forged")
     assert report.message.startswith(f"1 records carry no seal, first at seq {unsealed}: ")
 
 
-def test_records_a_writer_without_the_key_left_are_refused_and_never_sealed_later(db_url: str) -> None:
+def test_records_a_writer_without_the_key_left_are_refused_until_an_operator_seals_them(db_url: str) -> None:
     """Records before the first sealed one were only reported: a forger who cleared every seal and
-    appended a record of their own passed. A writer with the key opening the store later leaves
-    them as they are: it may not vouch for records it never checked."""
+    appended a record of their own passed. A writer with the key refuses the store, and seals
+    nothing on its own; the operator seals them against a head published earlier."""
     fill(db_url, key=None)  # a store at 5, written through the library without a key
-    with AuditStore.open(db_url, seal_key=KEY) as store:
-        store.record(decision("S5"))
+    with pytest.raises(AuditError, match=r"5 records carry \(seq 1 to 5\) no seal: written by a writer"):
+        AuditStore.open(db_url, seal_key=KEY)
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:
         report = store.verify()
-    assert sql(db_url, "SELECT seq FROM audit_records WHERE seal IS NULL ORDER BY seq") == [
-        (1,),
-        (2,),
-        (3,),
-        (4,),
-        (5,),
-    ]
+        with pytest.raises(AuditError, match="5 records carry"):
+            store.record_outcome("S2", found=None, officer="officer-1")
     assert (report.ok, report.first_bad, report.problem) == (False, 1, "forged")
     assert report.message.startswith("5 records carry no seal, first at seq 1: ")
+    assert sql(db_url, "SELECT count(*) FROM audit_records WHERE seal IS NULL") == [(5,)]
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:
+        sealed = store.seal_unsealed(expect=(report.head_seq, report.head_hash))
+        assert (sealed.sealed, sealed.first, sealed.last, sealed.upgraded_from) == (5, 1, 5, None)
+        store.record_outcome("S2", found=None, officer="officer-1")  # writes are taken again
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        store.record(decision("S5"))
+        assert store.verify().seals == "7 records sealed, every seal matches"
 
 
 def test_a_forger_who_clears_every_seal_and_appends_a_record_is_caught(
@@ -203,7 +207,7 @@ def test_a_forger_who_clears_every_seal_and_appends_a_record_is_caught(
 
 def test_a_record_sealed_with_the_public_development_secret_is_named_so(db_url: str, tmp_path: Path) -> None:
     fill(db_url, key=SealKey.derive(DEVELOPMENT_AUDIT_SECRET, weak=True))  # a server run without a secret
-    with AuditStore.open(db_url, seal_key=KEY) as store:
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:  # `clearsight audit verify`
         report = store.verify()
     said = (
         "record 1: its seal does not match: sealed with the public development secret: written by a "
@@ -242,31 +246,66 @@ def _as_version_4(url: str) -> None:
     sql(url, "UPDATE schema_info SET version = 4")
 
 
-def test_a_version_4_store_is_read_unsealed_and_sealed_once_a_writer_with_the_key_upgrades_it(
-    db_url: str,
-) -> None:
+def _head(url: str) -> tuple[int, str]:
+    seq, digest = sql(url, "SELECT seq, record_hash FROM audit_head WHERE id = 1")[0]
+    return int(seq), str(digest)
+
+
+def test_a_version_4_store_is_read_unsealed_and_sealed_only_by_the_operator(db_url: str) -> None:
     fill(db_url, key=None)
     _as_version_4(db_url)
+    published = _head(db_url)
     with AuditStore.open(db_url, create=False, seal_key=KEY) as store:  # `clearsight audit verify`
         report = store.verify()
         assert (report.ok, report.first_bad) == (False, 1)  # with the key, nothing unsealed passes
         assert report.message.startswith("5 records carry no seal, first at seq 1")
         assert "the store is at a schema version before seals" in report.message
+        assert "`clearsight audit seal --expect SEQ:HASH`" in report.message
         assert store.get("S1") is not None and len(list(store.iter_chain())) == 5
     with AuditStore.open(db_url, create=False) as store:
         assert store.verify().ok  # --no-seals
-    assert sql(db_url, "SELECT version FROM schema_info") == [(4,)]  # reading locks no older one out
-    with AuditStore.open(db_url, seal_key=KEY) as store:  # a writer with the key upgrades and seals it
-        assert [
-            KEY.seal(str(h)) for (h,) in sql(db_url, "SELECT record_hash FROM audit_records ORDER BY seq")
-        ] == [s for (s,) in sql(db_url, "SELECT seal FROM audit_records ORDER BY seq")]
-        store.record_outcome("S2", found=None, officer="officer-1")
-        report = store.verify()
+    # a writer with the key upgrades nothing and seals nothing: it may not vouch for the records
+    with pytest.raises(AuditError, match="is at schema version 4, before seals: .* `clearsight audit seal"):
+        AuditStore.open(db_url, seal_key=KEY)
+    assert sql(db_url, "SELECT version FROM schema_info") == [(4,)]
+    assert "seal" not in {c for (c,) in _columns(db_url)}
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:
+        sealed = store.seal_unsealed(expect=published)
+        assert (sealed.sealed, sealed.first, sealed.last, sealed.upgraded_from) == (5, 1, 5, 4)
+        assert (sealed.head_seq, sealed.head_hash) == published
+        store.record_outcome("S2", found=None, officer="officer-1")  # the store is writable now
     assert sql(db_url, "SELECT version FROM schema_info") == [(5,)]
-    assert (report.ok, report.seals) == (True, "6 records sealed, every seal matches"), report.message
-    forged = forge_clean_outcome(db_url, lambda _: None)
+    assert [
+        KEY.seal(str(h)) for (h,) in sql(db_url, "SELECT record_hash FROM audit_records ORDER BY seq")
+    ] == [s for (s,) in sql(db_url, "SELECT seal FROM audit_records ORDER BY seq")]
     with AuditStore.open(db_url, seal_key=KEY) as store:
-        assert store.verify().first_bad == forged
+        report = store.verify()
+    assert (report.ok, report.seals) == (True, "6 records sealed, every seal matches"), report.message
+
+
+def test_a_store_set_back_to_version_4_over_a_forgery_is_not_sealed_with_it(db_url: str) -> None:
+    """The last review's script: a database writer appends a forged 'clean' outcome, drops the seal
+    column and sets the version back to 4. The next writer with the key took the store for a first
+    upgrade, sealed the forgery with the rest, and released S2; verify with the key then passed."""
+    fill(db_url)
+    published = _head(db_url)  # the head the operator published before
+    forged = forge_clean_outcome(db_url, lambda _: None)
+    _as_version_4(db_url)
+    with pytest.raises(AuditError, match="is at schema version 4, before seals"):
+        AuditStore.open(db_url, seal_key=KEY)  # the service, `score --audit-db`, `decide --audit-db`
+    with (
+        AuditStore.open(db_url, create=False, seal_key=KEY) as store,
+        pytest.raises(
+            AuditError,
+            match=rf"nothing sealed: records after the published head \(record 5\) carry no seal, the "
+            rf"last at seq {forged}: ",
+        ),
+    ):
+        store.seal_unsealed(expect=published)
+    assert sql(db_url, "SELECT version FROM schema_info") == [(4,)]  # nothing upgraded, nothing sealed
+    assert "seal" not in {c for (c,) in _columns(db_url)}
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:
+        assert store.verify().first_bad == 1  # unsealed, every record: for an operator to look at
 
 
 @pytest.mark.parametrize(
@@ -278,21 +317,99 @@ def test_a_version_4_store_is_read_unsealed_and_sealed_once_a_writer_with_the_ke
     ],
     ids=["altered", "deleted", "index-row-deleted"],
 )
-def test_a_writer_with_the_key_refuses_to_upgrade_and_seal_a_broken_chain(
-    db_url: str, statement: str, bad: int, problem: str
-) -> None:
+def test_sealing_refuses_a_broken_chain(db_url: str, statement: str, bad: int, problem: str) -> None:
     fill(db_url, key=None)
     _as_version_4(db_url)
+    published = _head(db_url)
     sql(db_url, statement)
-    with pytest.raises(
-        AuditError, match=rf"not upgraded from schema version 4 to 5, .* broken at record {bad} \({problem}\)"
+    with (
+        AuditStore.open(db_url, create=False, seal_key=KEY) as store,
+        pytest.raises(AuditError, match=rf"nothing sealed: .* broken at record {bad} \({problem}\)"),
     ):
-        AuditStore.open(db_url, seal_key=KEY)
+        store.seal_unsealed(expect=published)
     assert sql(db_url, "SELECT version FROM schema_info") == [(4,)]  # nothing upgraded, nothing sealed
     assert "seal" not in {c for (c,) in _columns(db_url)}
     with AuditStore.open(db_url) as store:  # a writer without the key upgrades it, unsealed, as before
         assert store.verify().problem == problem
     assert sql(db_url, "SELECT COUNT(*) FROM audit_records WHERE seal IS NOT NULL") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("expect", "said"),
+    [
+        ((9, "ab" * 32), "record 9, published with hash abab"),
+        ((3, "ab" * 32), "record 3 has hash"),
+    ],
+    ids=["cut-back", "rewritten"],
+)
+def test_sealing_refuses_a_head_not_in_the_chain(db_url: str, expect: tuple[int, str], said: str) -> None:
+    fill(db_url, key=None)
+    with (
+        AuditStore.open(db_url, create=False, seal_key=KEY) as store,
+        pytest.raises(AuditError, match=f"nothing sealed: {said}"),
+    ):
+        store.seal_unsealed(expect=expect)
+    assert sql(db_url, "SELECT COUNT(*) FROM audit_records WHERE seal IS NOT NULL") == [(0,)]
+
+
+def test_sealing_keeps_the_seals_there_are_and_refuses_a_wrong_one(db_url: str) -> None:
+    fill(db_url)
+    with AuditStore.open(db_url) as store:  # a writer not given the key: record 6 unsealed
+        store.record(decision("S6"))
+    before = sql(db_url, "SELECT seq, seal FROM audit_records WHERE seq <= 5 ORDER BY seq")
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:
+        sealed = store.seal_unsealed(expect=_head(db_url))
+    assert (sealed.sealed, sealed.first, sealed.last) == (1, 6, 6)
+    assert sql(db_url, "SELECT seq, seal FROM audit_records WHERE seq <= 5 ORDER BY seq") == before
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:
+        again = store.seal_unsealed(expect=_head(db_url))
+    assert (again.sealed, again.first, again.last) == (0, None, None)  # nothing left to seal
+    sql(db_url, "UPDATE audit_records SET seal = :s WHERE seq = 2", s="ab" * 32)
+    sql(db_url, "UPDATE audit_records SET seal = NULL WHERE seq = 4")
+    with (
+        AuditStore.open(db_url, create=False, seal_key=KEY) as store,
+        pytest.raises(AuditError, match=r"nothing sealed: chain broken at record 2 \(forged\)"),
+    ):
+        store.seal_unsealed(expect=_head(db_url))
+    assert sql(db_url, "SELECT seal FROM audit_records WHERE seq = 4") == [(None,)]
+
+
+def test_sealing_needs_the_key(db_url: str) -> None:
+    fill(db_url, key=None)
+    with (
+        AuditStore.open(db_url, create=False) as store,
+        pytest.raises(AuditError, match=r"sealing needs the server's key \(CLEARSIGHT_AUDIT_SECRET\)"),
+    ):
+        store.seal_unsealed(expect=_head(db_url))
+
+
+def test_cli_seal_vouches_for_a_published_head(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import app, run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", SECRET)
+    fill(db_url, key=None)
+    _as_version_4(db_url)
+    assert run(app, ["audit", "verify", "--no-seals", "--db", db_url]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    seq, digest = _head(db_url)
+    assert f"(publish '{seq}:{digest}' to check against later with --expect)" in out
+    assert run(app, ["audit", "seal", "--expect", "5:nothex", "--db", db_url]) == 2
+    assert "is not SEQ:HASH" in capsys.readouterr().err
+    assert run(app, ["audit", "seal", "--db", db_url]) == 2  # --expect is required
+    capsys.readouterr()
+    assert run(app, ["audit", "seal", "--expect", f"{seq}:{digest}", "--db", db_url]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        f"sealed 5 records (seq 1 to 5), vouched for by head {seq}; upgraded from schema version 4 to 5"
+        in out
+    )
+    assert "seals: 5 records sealed, every seal matches" in out
+    assert run(app, ["audit", "verify", "--db", db_url]) == 0
+    assert run(app, ["audit", "seal", "--expect", f"{seq}:{digest}", "--db", db_url]) == 0
+    assert "no record lacked a seal: nothing sealed" in capsys.readouterr().out
 
 
 def _columns(url: str) -> list[tuple[str]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from datasets.errors import AuditError
 from pipeline.audit import AuditStore, SealBrokenError, SealKey, canonical_json
 from pipeline.batch_decisions import earlier_holds
 from pipeline.verdicts import ShipmentDecision, Tier
@@ -67,9 +68,11 @@ def test_without_a_key_a_forged_outcome_lifts_the_hold(db_url: str) -> None:
 
 @pytest.mark.parametrize("how", sorted(SEALS))
 def test_a_forged_outcome_does_not_lift_a_hold(db_url: str, how: str) -> None:
+    """Forged while the service runs: a writer opening the store later refuses it at once where the
+    record carries no seal (:func:`test_a_writer_refuses_a_store_with_a_record_forged_unsealed`)."""
     held(db_url, KEY)
-    forged = forge_clean_outcome(db_url, "S2", SEALS[how](None))
     with AuditStore.open(db_url, seal_key=KEY) as store:
+        forged = forge_clean_outcome(db_url, "S2", SEALS[how](None))
         with pytest.raises(
             SealBrokenError,
             match=rf"audit record {forged} fails its seal \(.*\): run `clearsight audit verify`",
@@ -81,6 +84,19 @@ def test_a_forged_outcome_does_not_lift_a_hold(db_url: str, how: str) -> None:
             earlier_holds(store, decision("S9", seen_in=["S2"]).images)
         with pytest.raises(SealBrokenError, match=f"audit record {forged} fails its seal"):
             store.latest_decisions_at(Tier.PHYSICAL_INSPECTION, other_than="S9", holding="ab" * 32)
+    assert sql(db_url, "SELECT MAX(seq) FROM audit_records") == [(forged,)]  # nothing recorded
+
+
+def test_a_writer_refuses_a_store_with_a_record_forged_unsealed(db_url: str) -> None:
+    held(db_url, KEY)
+    forged = forge_clean_outcome(db_url, "S2", None)
+    with pytest.raises(AuditError, match=rf"record {forged} carries no seal: written by a writer not given"):
+        AuditStore.open(db_url, seal_key=KEY)
+    with (
+        AuditStore.open(db_url, create=False, seal_key=KEY) as store,  # `clearsight audit outcome`
+        pytest.raises(AuditError, match="then, if they are genuine, seal them with `clearsight audit seal"),
+    ):
+        store.record_outcome("S2", found=None, officer="officer-1")
     assert sql(db_url, "SELECT MAX(seq) FROM audit_records") == [(forged,)]  # nothing recorded
 
 
@@ -123,8 +139,8 @@ def test_a_forged_decision_is_never_replayed(db_url: str, how: str) -> None:
         "created_at": "2026-11-05T12:00:00.000000+00:00",
         "decision": decided,
     }
-    forged = append_forged(db_url, content, SEALS[how](None))
     with AuditStore.open(db_url, seal_key=KEY) as store:
+        forged = append_forged(db_url, content, SEALS[how](None))
         with pytest.raises(SealBrokenError, match=f"audit record {forged} fails its seal"):
             store.replayed("k-forged", "S2")
         with pytest.raises(SealBrokenError, match=f"audit record {forged} fails its seal"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from pipeline.audit.chain_file import write_chain_file
 from pipeline.audit.export import spreadsheet_safe, write_export
 from pipeline.audit.image_indexes import Picture, Sighting
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
+
+sys.path.insert(0, str(Path(__file__).parent))
+from audit_builders import cli_key  # noqa: E402
 
 
 def decision(shipment: str, tier: Tier = Tier.RELEASE, score: float = 0.1) -> ShipmentDecision:
@@ -752,7 +756,7 @@ def test_cli_outcome_show_list_export(tmp_path: Path, capsys: pytest.CaptureFixt
     from pipeline.cli import app, run
 
     db = f"sqlite:///{tmp_path / 'audit.db'}"
-    with AuditStore.open(db) as store:
+    with AuditStore.open(db, seal_key=cli_key()) as store:
         store.record(decision("S1"))
         store.record(decision("S2", Tier.PHYSICAL_INSPECTION, 0.9))
     found = ["--found", "wet_patch", "--new-type"]  # the decision's model scored against no type
@@ -1008,7 +1012,7 @@ def test_cli_list_and_show_never_cut_a_shipment_id_or_tier_short(
     monkeypatch.setenv("COLUMNS", "80")
     db = f"sqlite:///{tmp_path / 'audit.db'}"
     shipment = "SHP-vacuum_pack-2026-11-30-3f2a9c1b-0d4e-4f6a-9b7c-1e2d3c4b5a04"  # 59 characters
-    with AuditStore.open(db) as store:
+    with AuditStore.open(db, seal_key=cli_key()) as store:
         store.record(decision(shipment, Tier.PHYSICAL_INSPECTION, 0.9))
     views = [
         (["list"], ("seq", "shipment", "cargo", "tier", "audit", "outcome", "decided")),
@@ -1044,7 +1048,7 @@ def test_cli_audit_refuses_what_it_cannot_give(
 
     monkeypatch.chdir(tmp_path)
     db = f"sqlite:///{tmp_path / 'audit.db'}"
-    with AuditStore.open(db) as store:
+    with AuditStore.open(db, seal_key=cli_key()) as store:
         store.record(decision("S1"))
     assert run(app, ["audit", *argv, "--db", db]) == 2
     assert said in " ".join(capsys.readouterr().err.split())
@@ -1569,7 +1573,7 @@ def test_cli_outcome_names_a_type_the_model_knows(
     base = decision("S1", Tier.REMOTE_INSPECTION, 0.6)
     probabilities = {"good": 0.4, "crack": 0.5, "synthetic_scratch": 0.1}
     image = base.images[0].model_copy(update={"type_probabilities": probabilities})
-    with AuditStore.open(db) as store:
+    with AuditStore.open(db, seal_key=cli_key()) as store:
         store.record(base.model_copy(update={"images": [image]}))
     assert run(app, ["audit", "outcome", "S1", "--officer", "o-1", *args, "--db", db]) == code
     captured = capsys.readouterr()
@@ -1593,7 +1597,7 @@ def test_cli_outcome_takes_no_type_of_another_cargo_s_picture(
             "type_probabilities": {"good": 0.5, "puncture": 0.5},
         }
     )
-    with AuditStore.open(db) as store:
+    with AuditStore.open(db, seal_key=cli_key()) as store:
         store.record(base.model_copy(update={"images": [ore, pack]}))
     assert run(app, ["audit", "outcome", "S1", "--officer", "o-1", "--found", "puncture", "--db", db]) == 2
     assert "(accepted: unknown, wet_patch)" in " ".join(capsys.readouterr().err.split())
@@ -1741,7 +1745,7 @@ def test_cli_outcome_is_held_to_what_the_api_accepts(
     db = f"sqlite:///{tmp_path / 'audit.db'}"
     base = decision("S1", Tier.REMOTE_INSPECTION, 0.6)
     image = base.images[0].model_copy(update={"type_probabilities": probabilities})
-    with AuditStore.open(db) as store:
+    with AuditStore.open(db, seal_key=cli_key()) as store:
         store.record(base.model_copy(update={"images": [image]}))
     assert run(app, ["audit", "outcome", "S1", "--officer", "o-1", *args, "--db", db]) == code
     captured = capsys.readouterr()

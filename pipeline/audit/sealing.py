@@ -1,0 +1,107 @@
+"""Sealing the records that carry no seal, once an operator vouches for them (`clearsight audit seal`).
+
+Records without a seal are those of a store from before seals (schema version 4 or older), or
+written since by a writer not given the server's key (the library without ``seal_key``, an older
+Clearsight). No writer seals them on its own: nothing in the database can say that a store was
+sealed before, so when the upgrade sealed what it found, a database writer who appended a forged
+record, dropped the seal column and set the version back to 4 had the next writer holding the key
+seal the forgery with the rest. A writer holding the key refuses such a store instead
+(:meth:`~pipeline.audit.migrate.Schema.open`), until an operator has:
+
+1. checked the chain (`clearsight audit verify --no-seals`) and compared its head with the one
+   published last, outside the database;
+2. named that published head (``--expect SEQ:HASH``).
+
+Then, in one write transaction (appends wait on it), :func:`seal_vouched` upgrades the store to
+version 5 where it is older, walks the chain as verify does (hashes, links, image indexes, and the
+seal of every record that carries one), finds the named record with its published hash, and seals
+every record without a seal, provided none lies after the named one: a record written after the
+head was published is what a forger appends, and must be looked at, then vouched for by a head
+published later. Nothing is sealed when any check fails.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from sqlalchemy import Connection, select
+
+from datasets.errors import AuditError
+from pipeline.audit.migrate import Schema
+from pipeline.audit.schema import SCHEMA_VERSION, audit_head, audit_records, schema_info
+from pipeline.audit.seal import SealCheck, SealKey, seal_existing
+from pipeline.audit.verify import verify_chain
+
+__all__ = ["SealingReport", "seal_vouched"]
+
+
+class SealingReport(NamedTuple):
+    """What :func:`seal_vouched` did: ``sealed`` records (``first`` to ``last``; None: none lacked a
+    seal), ``upgraded_from`` the schema version it upgraded (None: at 5 already), the chain's head,
+    and what its seals prove (``seals``: :meth:`SealCheck.summary`)."""
+
+    sealed: int
+    first: int | None
+    last: int | None
+    upgraded_from: int | None
+    head_seq: int
+    head_hash: str
+    seals: str
+
+
+def seal_vouched(conn: Connection, schema: Schema, key: SealKey, expect: tuple[int, str]) -> SealingReport:
+    """Seal, under ``key``, every record without a seal of the store on ``conn`` (a write
+    transaction), once the chain checks out and reaches ``expect``, the ``(seq, record_hash)`` of a
+    head the operator published; see the module's docstring.
+
+    Raises:
+        AuditError: the chain or an index broken, a seal wrong, ``expect`` not in the chain with its
+            hash, or a record without a seal after it (naming the record): nothing is sealed.
+        SchemaVersionError: an older store, and a role that may not upgrade it.
+    """
+    url = schema.url
+    conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).first()
+    version = conn.execute(select(schema_info.c.version).where(schema_info.c.id == 1)).scalar()
+    upgraded_from = None
+    if version != SCHEMA_VERSION:
+        schema.upgrade(conn, version, create=True)
+        upgraded_from = version
+    check = SealCheck(key, vouching=True)
+    report = verify_chain(conn, seals=check, sealed=True)
+    if not report.ok:
+        where = "image index" if report.in_index else "chain"
+        raise AuditError(
+            f"{url}: nothing sealed: {where} broken at record {report.first_bad} ({report.problem}): "
+            f"{report.message}"
+        )
+    seq, published = expect
+    found = conn.execute(select(audit_records.c.record_hash).where(audit_records.c.seq == seq)).scalar()
+    if found is None:
+        raise AuditError(
+            f"{url}: nothing sealed: record {seq}, published with hash {published}, is not in the chain "
+            f"(its head is record {report.head_seq}): the chain was cut back, or the head is not this "
+            "store's"
+        )
+    if found != published:
+        raise AuditError(
+            f"{url}: nothing sealed: record {seq} has hash {found}, but {published} was published: the "
+            "chain up to it was rewritten, or the head is not this store's"
+        )
+    if check.last_unsealed is not None and check.last_unsealed > seq:
+        raise AuditError(
+            f"{url}: nothing sealed: records after the published head (record {seq}) carry no seal, the "
+            f"last at seq {check.last_unsealed}: written since it was published by a writer not given "
+            "the server's key, or by a forger. Look at them (`clearsight audit show`), and vouch for a "
+            "head published after them only if they are genuine"
+        )
+    sealed = seal_existing(conn, key, upto=seq)
+    first, last = (check.first_unsealed, check.last_unsealed) if sealed else (None, None)
+    return SealingReport(
+        sealed,
+        first,
+        last,
+        upgraded_from,
+        report.head_seq,
+        report.head_hash,
+        check.summary(report.records_checked),
+    )
