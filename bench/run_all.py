@@ -15,6 +15,7 @@ BENCHMARKS = [
     ("image decoding vs one Pillow decode + hash", ["bench.bench_decode"]),
     ("reused pictures: perceptual vs content hash", ["bench.bench_near_copies"]),
     ("audit store vs JSONL", ["bench.bench_audit"]),
+    ("audit store opened with the seal key vs without", ["bench.bench_audit_open"]),
     ("batch scorer vs naive loop", ["bench.bench_score"]),
     ("scorer memory, 1k vs 20k images", ["bench.bench_memory"]),
     ("HTTP service vs offline batches", ["bench.bench_serve"]),

@@ -251,7 +251,13 @@ class AuditStore:
     def _check_writable(self) -> None:
         if self._schema.not_upgraded is not None:
             raise SchemaVersionError(self._schema.not_upgraded)
-        if self._seal_key is not None and self._schema.unsealed is not None:
+        if self._seal_key is None:
+            return
+        if not self._schema.unsealed_checked:  # opened to read: looked for at the first write
+            schema = self._schema
+            with self._db.reading("looking for records without a seal") as conn:
+                schema.check_unsealed(conn, create=False)
+        if self._schema.unsealed is not None:
             raise AuditError(self._schema.unsealed)  # nothing is decided on records nobody vouched for
 
     def first_sent(self, shipment_id: str) -> FirstSent | None:
