@@ -261,15 +261,19 @@ class Database:
         said = f"a stored record does not parse ({type(exc).__name__}){find}"
         return AuditError(f"audit store {self.url}: {what} failed: {said}")
 
-    def retry(self, what: str, work: Callable[[Connection], _T], *, write: bool = True) -> _T:
-        """Run ``work`` in a transaction (``write``: one that takes the write lock first), retrying
-        lock timeouts and unique conflicts; the lock waits of all tries together stay within
+    def retry(
+        self, what: str, work: Callable[[Connection], _T], *, write: bool = True, snapshot: bool = False
+    ) -> _T:
+        """Run ``work`` in a transaction (``write``: one that takes the write lock first; ``snapshot``:
+        on PostgreSQL one snapshot, REPEATABLE READ, so that a row another transaction changed
+        meanwhile fails the write instead of being written over), retrying lock timeouts, unique
+        conflicts and serialization failures; the lock waits of all tries together stay within
         ``busy_timeout_s``."""
         deadline = time.monotonic() + self.busy_timeout_s
         for attempt in range(_ATTEMPTS):
             wait = wait_ms(deadline - time.monotonic())
             try:
-                with self.transaction(wait, write=write) as (conn, _):
+                with self.transaction(wait, write=write, snapshot=snapshot) as (conn, _):
                     return work(conn)
             except SQLAlchemyError as exc:
                 left = deadline - time.monotonic()
@@ -286,11 +290,16 @@ class Database:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
-    def transaction(self, wait: int, *, write: bool) -> Iterator[tuple[Connection, RootTransaction]]:
-        """One transaction (``write``: one that takes the write lock first) whose lock waits last
-        at most ``wait`` milliseconds; SQLAlchemy's errors are the caller's to translate."""
+    def transaction(
+        self, wait: int, *, write: bool, snapshot: bool = False
+    ) -> Iterator[tuple[Connection, RootTransaction]]:
+        """One transaction (``write``: one that takes the write lock first; ``snapshot``: REPEATABLE
+        READ on PostgreSQL) whose lock waits last at most ``wait`` milliseconds; SQLAlchemy's errors
+        are the caller's to translate."""
         with self._turn, self.engine.connect() as conn:
             conn.execution_options(**{_WRITE: write, _WAIT_MS: wait})
+            if snapshot and self.postgres:
+                conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin() as transaction:
                 if self.postgres:
                     self._bound_waits(conn, wait)

@@ -274,21 +274,41 @@ def unsealed_records(conn: Connection) -> Unsealed:
 def seal_existing(conn: Connection, key: SealKey, *, upto: int) -> int:
     """Seal the records up to ``upto`` that carry no seal, under ``key``, a page at a time (what an
     operator vouches for with `clearsight audit seal`, once the chain is checked); returns how many.
-    Records sealed already keep their seals."""
+    Records sealed already keep their seals.
+
+    Each row's hash is its content's again as it is sealed, and the write is pinned to that hash:
+    the key must never sign a hash nobody checked (a trigger firing on a seal's write rewrote a
+    record the walk had passed). The caller walks the chain again afterwards.
+
+    Raises:
+        AuditError: a row's content no longer gives its hash.
+    """
+    records = sealed_records.c
     update = (
-        sealed_records.update().where(sealed_records.c.seq == bindparam("at")).values(seal=bindparam("made"))
+        sealed_records.update()
+        .where(records.seq == bindparam("at"), records.record_hash == bindparam("pinned"))
+        .values(seal=bindparam("made"))
     )
-    seal, seq = sealed_records.c.seal, sealed_records.c.seq
+    seal, seq = records.seal, records.seq
     after, count = 0, 0
     while True:
         page = conn.execute(
-            select(seq, sealed_records.c.record_hash)
+            select(seq, records.prev_hash, records.content, records.record_hash)
             .where(seq > after, seq <= upto, (seal.is_(None)) | (seal == ""))
             .order_by(seq)
             .limit(_SEAL_PAGE)
         ).all()
+        for row in page:
+            if chain_hash(row.prev_hash, row.content) != row.record_hash:
+                raise AuditError(f"record {row.seq}: its content no longer gives its hash as it is sealed")
         if page:
-            conn.execute(update, [{"at": row.seq, "made": key.seal(row.record_hash)} for row in page])
+            conn.execute(
+                update,
+                [
+                    {"at": row.seq, "pinned": row.record_hash, "made": key.seal(row.record_hash)}
+                    for row in page
+                ],
+            )
             count += len(page)
         if len(page) < _SEAL_PAGE:
             return count

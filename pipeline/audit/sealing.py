@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
 
 from datasets.errors import AuditError
 from pipeline.audit.migrate import Schema
@@ -60,6 +60,7 @@ def seal_vouched(conn: Connection, schema: Schema, key: SealKey, expect: tuple[i
         SchemaVersionError: an older store, and a role that may not upgrade it.
     """
     url = schema.url
+    _refuse_rewriters(conn, url)
     conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).first()
     version = conn.execute(select(schema_info.c.version).where(schema_info.c.id == 1)).scalar()
     upgraded_from = None
@@ -95,6 +96,7 @@ def seal_vouched(conn: Connection, schema: Schema, key: SealKey, expect: tuple[i
             "head published after them only if they are genuine"
         )
     sealed = seal_existing(conn, key, upto=seq)
+    _check_again(conn, url, key, expect, (report.head_seq, report.head_hash))
     first, last = (check.first_unsealed, check.last_unsealed) if sealed else (None, None)
     return SealingReport(
         sealed,
@@ -105,3 +107,68 @@ def seal_vouched(conn: Connection, schema: Schema, key: SealKey, expect: tuple[i
         report.head_hash,
         check.summary(report.records_checked),
     )
+
+
+_AUDIT_TABLES = ("schema_info", "audit_head", "audit_records", "audit_image_index", "audit_image_likeness")
+
+
+def _refuse_rewriters(conn: Connection, url: str) -> None:
+    """Refuse a store whose tables carry a trigger (or, on PostgreSQL, a rule): Clearsight makes
+    none, and one that fires on a seal's write can rewrite a record between the walk and its seal.
+
+    Raises:
+        AuditError: naming the first such trigger or rule.
+    """
+    if conn.dialect.name == "sqlite":
+        found = conn.execute(
+            text("SELECT 'trigger', name, tbl_name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+        ).first()
+    else:
+        tables = {f"t{i}": name for i, name in enumerate(_AUDIT_TABLES)}
+        found = conn.execute(
+            text(
+                "SELECT 'trigger', t.tgname, c.relname FROM pg_trigger t "
+                "JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal AND t.tgrelid IN ("
+                + ", ".join(f"to_regclass(:{k})" for k in tables)
+                + ") UNION ALL SELECT 'rule', rulename, tablename FROM pg_rules "
+                "WHERE schemaname = current_schema() AND tablename IN ("
+                + ", ".join(f":{k}" for k in tables)
+                + ") ORDER BY 2"
+            ),
+            tables,
+        ).first()
+    if found is not None:
+        kind, name, table = found
+        raise AuditError(
+            f"{url}: nothing sealed: {kind} {name!r} on table {table}: Clearsight makes none, and one can "
+            f"rewrite records as they are sealed. Look at what it does, and drop it before sealing"
+        )
+
+
+def _check_again(
+    conn: Connection, url: str, key: SealKey, expect: tuple[int, str], head: tuple[int, str]
+) -> None:
+    """Walk the chain once more, in the sealing transaction, every seal checked as verify checks it:
+    nothing the key now vouches for may differ from what the first walk passed (the head, the
+    published record), so anything that rewrote the store meanwhile undoes the sealing.
+
+    Raises:
+        AuditError: the store is not what the first walk found, or fails the strict walk.
+    """
+    report = verify_chain(conn, seals=SealCheck(key), sealed=True)
+    seq, published = expect
+    found = conn.execute(select(audit_records.c.record_hash).where(audit_records.c.seq == seq)).scalar()
+    changed = (
+        f"record {report.first_bad} ({report.problem}): {report.message}"
+        if not report.ok
+        else f"its head moved from record {head[0]} to {report.head_seq}"
+        if (report.head_seq, report.head_hash) != head
+        else f"record {seq}'s hash changed"
+        if found != published
+        else None
+    )
+    if changed is not None:
+        raise AuditError(
+            f"{url}: nothing sealed: the store changed while it was being sealed ({changed}): something "
+            "rewrites it (a trigger, a writer without the key); run `clearsight audit verify`"
+        )

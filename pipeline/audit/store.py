@@ -491,7 +491,9 @@ class AuditStore:
             raise AuditError(
                 f"audit store {self.url}: sealing needs the server's key (CLEARSIGHT_AUDIT_SECRET)"
             )
-        report = self._db.retry("sealing records", lambda conn: seal_vouched(conn, self._schema, key, expect))
+        report = self._db.retry(
+            "sealing records", lambda conn: seal_vouched(conn, self._schema, key, expect), snapshot=True
+        )
         schema = Schema(self.url)  # what it is now: at version 5, every record sealed
         self._db.retry("open", lambda conn: schema.open(conn, create=False, seal_key=key), write=False)
         self._schema = schema

@@ -156,6 +156,21 @@ def _check_link(conn: Connection, row: Any, prev_seq: int, expected_prev: str) -
     raise _Bad("reordered", row.seq, f"record {row.seq}: links to record {target}, which comes after it")
 
 
+def _check_unique(conn: Connection) -> None:
+    """Every record number is held by one row. The walk pages on ``seq > last``, so a second row
+    numbered as the last of a page was never read (a forger who rebuilt the table without its keys
+    had one sealed beside the genuine record)."""
+    seq = audit_records.c.seq
+    twice = conn.execute(select(seq).group_by(seq).having(func.count() > 1).order_by(seq).limit(1)).scalar()
+    if twice is not None:
+        raise _Bad(
+            "inserted",
+            twice,
+            f"record {twice}: its number is held by more than one row (the table lost its unique key): "
+            "the store never appended them",
+        )
+
+
 def _check_seal(seals: SealCheck | None, row: Any) -> None:
     """The record's seal, where a key was given (a store without the seal column: none)."""
     if seals is not None:
@@ -247,6 +262,7 @@ def verify_chain(
                 before,
                 f"record {before} lies before the chain's first record (seq 1): the store never appended it",
             )
+        _check_unique(conn)
         while True:
             page = _page(conn, records, prev_seq)
             for row in page:

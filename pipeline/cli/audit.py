@@ -149,7 +149,16 @@ def register(app: typer.Typer) -> None:
         sealed if the chain is broken, the head is not in it, or a record after the head lacks a seal.
         """
         anchor = _anchor(expect)
-        with _open(db) as store:
+        settings = Settings.load()
+        key = audit_seal_key(settings)
+        if key.weak and not settings.allow_development_audit_secret:
+            # seals anyone can compute vouch for nothing, and the server's key refuses them after
+            raise InputError(
+                "CLEARSIGHT_AUDIT_SECRET is not set, or is the public development secret or one under 16 "
+                "characters: set it to the server's secret to seal with the server's key "
+                "(CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET=1 allows sealing a trial store with it)"
+            )
+        with AuditStore.open(db or settings.audit_db, create=False, seal_key=key) as store:
             report = store.seal_unsealed(expect=anchor)
         upgraded = (
             f"; upgraded from schema version {report.upgraded_from} to {SCHEMA_VERSION}"

@@ -374,6 +374,102 @@ def test_sealing_keeps_the_seals_there_are_and_refuses_a_wrong_one(db_url: str) 
     assert sql(db_url, "SELECT seal FROM audit_records WHERE seq = 4") == [(None,)]
 
 
+_REWRITERS = {
+    "sqlite-trigger": "CREATE TRIGGER swap AFTER UPDATE ON audit_records BEGIN SELECT 1; END",
+    "postgres-trigger": (
+        "CREATE FUNCTION swap() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$; "
+        "CREATE TRIGGER swap AFTER UPDATE ON audit_records FOR EACH ROW EXECUTE FUNCTION swap()"
+    ),
+    "postgres-rule": "CREATE RULE swap AS ON UPDATE TO audit_head DO ALSO SELECT 1",
+}
+
+
+@pytest.mark.parametrize("kind", ["trigger", "rule"])
+def test_sealing_refuses_a_store_with_a_trigger_or_a_rule(db_url: str, kind: str) -> None:
+    """The review's repro: a trigger firing on the first seal's write rewrote the head record into a
+    forged 'clean' outcome (hash and head row to match), and the pages sealed after sealed it.
+    Clearsight makes no trigger: one is refused before anything is sealed."""
+    dialect = "postgres" if db_url.startswith("postgresql") else "sqlite"
+    if f"{dialect}-{kind}" not in _REWRITERS:
+        assert dialect == "sqlite" and kind == "rule"  # SQLite has no rules: nothing to refuse
+        return
+    fill(db_url, key=None)
+    sql(db_url, _REWRITERS[f"{dialect}-{kind}"])
+    with (
+        AuditStore.open(db_url, create=False, seal_key=KEY) as store,
+        pytest.raises(
+            AuditError, match=rf"nothing sealed: {kind} 'swap' on table audit_\w+: Clearsight makes none"
+        ),
+    ):
+        store.seal_unsealed(expect=_head(db_url))
+    assert sql(db_url, "SELECT COUNT(*) FROM audit_records WHERE seal IS NOT NULL") == [(0,)]
+
+
+def test_a_record_number_held_twice_is_named_and_never_sealed(db_url: str) -> None:
+    """The review's repro: with the table rebuilt without its keys, a second row numbered as the last
+    of a walk's page was never read by the walk, and the seal's pages sealed it with the rest."""
+    fill(db_url, key=None)
+    published = _head(db_url)
+    sql(db_url, "CREATE TABLE keyless AS SELECT * FROM audit_records")
+    sql(db_url, "DROP TABLE audit_records")
+    sql(db_url, "ALTER TABLE keyless RENAME TO audit_records")
+    forged = forge_clean_outcome(db_url, lambda _: None)
+    sql(db_url, f"UPDATE audit_records SET seq = 3 WHERE seq = {forged}")  # a second record 3
+    sql(db_url, "UPDATE audit_head SET seq = 5, record_hash = :h", h=published[1])
+    with AuditStore.open(db_url, create=False) as store:
+        report = store.verify()
+    assert (report.ok, report.first_bad, report.problem) == (False, 3, "inserted")
+    assert "record 3: its number is held by more than one row" in report.message
+    with (
+        AuditStore.open(db_url, create=False, seal_key=KEY) as store,
+        pytest.raises(AuditError, match="nothing sealed: chain broken at record 3 \\(inserted\\)"),
+    ):
+        store.seal_unsealed(expect=published)
+    assert sql(db_url, "SELECT COUNT(*) FROM audit_records WHERE seal IS NOT NULL") == [(0,)]
+
+
+def test_seal_existing_seals_no_row_whose_content_no_longer_gives_its_hash(db_url: str) -> None:
+    """Sealing hashes each row's content again, and writes the seal pinned to the hash: the key never
+    signs a hash nobody checked, whatever changed the row after the walk."""
+    from sqlalchemy import create_engine as engine_of
+
+    from pipeline.audit.seal import seal_existing
+
+    fill(db_url, key=None)
+    sql(db_url, "UPDATE audit_records SET content = '{}' WHERE seq = 4")
+    engine = engine_of(db_url)
+    try:
+        with (
+            engine.connect() as conn,
+            pytest.raises(AuditError, match="record 4: its content no longer gives"),
+        ):
+            seal_existing(conn, KEY, upto=5)
+    finally:
+        engine.dispose()
+
+
+def test_cli_seal_refuses_the_public_development_secret(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sealed with a key anyone can compute, the records passed the service's open and then failed
+    every check with the server's key, with no command left to seal them again."""
+    from pipeline.cli import app, run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLEARSIGHT_AUDIT_SECRET", raising=False)
+    monkeypatch.delenv("CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET", raising=False)
+    fill(db_url, key=None)
+    seq, digest = _head(db_url)
+    assert run(app, ["audit", "seal", "--expect", f"{seq}:{digest}", "--db", db_url]) == 2
+    assert "CLEARSIGHT_AUDIT_SECRET is not set, or is the public development secret" in " ".join(
+        capsys.readouterr().err.split()
+    )
+    assert sql(db_url, "SELECT COUNT(*) FROM audit_records WHERE seal IS NOT NULL") == [(0,)]
+    monkeypatch.setenv("CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET", "1")  # a trial store
+    assert run(app, ["audit", "seal", "--expect", f"{seq}:{digest}", "--db", db_url]) == 0
+    assert "they prove nothing" in " ".join(capsys.readouterr().out.split())
+
+
 def test_sealing_needs_the_key(db_url: str) -> None:
     fill(db_url, key=None)
     with (
