@@ -213,9 +213,9 @@ class Schema:
                 if not found.count
                 else f"audit store {self.url}: {which} no seal: written by a writer not given the "
                 "server's key, or their seals cleared by a forger. Look at them (`clearsight audit "
-                "verify`, `clearsight audit show`), then, if they are genuine, seal them with "
-                "`clearsight audit seal --expect SEQ:HASH` of a head published at or after record "
-                f"{found.last}"
+                "verify`, `clearsight audit export --chain --no-seals`), then, if they are genuine, "
+                "seal them with `clearsight audit seal --expect SEQ:HASH` of a head published at or "
+                f"after record {found.last}"
             )
         if self.unsealed is not None and create:
             raise AuditError(self.unsealed)

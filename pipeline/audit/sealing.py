@@ -92,8 +92,8 @@ def seal_vouched(conn: Connection, schema: Schema, key: SealKey, expect: tuple[i
         raise AuditError(
             f"{url}: nothing sealed: records after the published head (record {seq}) carry no seal, the "
             f"last at seq {check.last_unsealed}: written since it was published by a writer not given "
-            "the server's key, or by a forger. Look at them (`clearsight audit show`), and vouch for a "
-            "head published after them only if they are genuine"
+            "the server's key, or by a forger. Look at them (`clearsight audit export --chain "
+            "--no-seals`), and vouch for a head published after them only if they are genuine"
         )
     sealed = seal_existing(conn, key, upto=seq)
     _check_again(conn, url, key, expect, (report.head_seq, report.head_hash))

@@ -312,12 +312,16 @@ class AuditStore:
     # -- reading -----------------------------------------------------------------------------------
 
     def get(self, shipment_id: str) -> AuditRecord | None:
-        """The latest decision recorded for ``shipment_id`` (with its outcome), or None: read as it
-        is, to show (seals are checked where a decision rests on what is read: :meth:`replayed`,
-        :meth:`decisions_of`, :meth:`latest_decisions_at`, and the checks of :meth:`record`)."""
+        """The latest decision recorded for ``shipment_id`` (with its outcome), or None. With the
+        store's key, the decision and its outcomes are checked against their seals, as every read
+        is: an officer shown a forged outcome would take the shipment for inspected.
+
+        Raises:
+            SealBrokenError: with the key, a record read fails its seal.
+        """
         with self._db.reading(f"reading shipment {shipment_id!r}") as conn:
             row = latest_decision(conn, shipment_id)
-            return records_of(conn, [row])[0] if row is not None else None
+            return records_of(conn, [row], seal_key=self._sealing())[0] if row is not None else None
 
     def decisions_of(self, shipment_ids: Sequence[str]) -> list[AuditRecord]:
         """Every decision recorded for these shipments, superseded ones too, oldest first, in one
@@ -381,6 +385,13 @@ class AuditStore:
             before: only records numbered below it, >= 1 (the page after one that ended at
                 record ``before``: unlike an offset, it skips nothing when outcomes recorded since
                 took shipments out of a pending queue).
+
+        With the store's key, the records listed and their outcomes are checked against their
+        seals (an outcome that takes a decision out of the pending queue is not listed, and so not
+        checked: verify catches a forged one).
+
+        Raises:
+            SealBrokenError: with the key, a record listed fails its seal.
         """
         if not 1 <= limit <= 10_000 or offset < 0:
             raise InputError(f"limit={limit}, offset={offset} not accepted (limit 1 to 10000, offset >= 0)")
@@ -388,7 +399,7 @@ class AuditStore:
             raise InputError(f"before={before} not accepted (a record number, >= 1)")
         query = review_queue(tiers, limit, offset, pending_outcome, before)
         with self._db.reading("listing decisions") as conn:
-            return records_of(conn, conn.execute(query).all())
+            return records_of(conn, conn.execute(query).all(), seal_key=self._sealing())
 
     def iter_records(self, *, page: int = 500) -> Iterator[AuditRecord]:
         """Every decision record (superseded ones included) in chain order, a page at a time."""

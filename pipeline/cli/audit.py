@@ -29,6 +29,12 @@ _NO_SEALS_HELP = (
 )
 
 
+_NO_SEALS_SHOWN = (
+    "Show the records as they are, their seals not checked (records without a seal, to look at before "
+    "`audit seal`; or without the server's key)."
+)
+
+
 def _open(db: str | None, *, create: bool = False, seals: bool = True) -> AuditStore:
     """The store, sealing what it records and checking seals with the key of this run's settings
     (none with ``seals=False``)."""
@@ -343,9 +349,11 @@ def register(app: typer.Typer) -> None:
     def show(
         shipment_id: Annotated[str, typer.Argument(help="The shipment to show.")],
         db: DbOption = None,
+        no_seals: Annotated[bool, typer.Option("--no-seals", help=_NO_SEALS_SHOWN)] = False,
     ) -> None:
-        """Show the latest recorded decision for a shipment, its reasons and its outcome."""
-        with _open(db) as store:
+        """Show the latest recorded decision for a shipment, its reasons and its outcome, its records'
+        seals checked with the server's key."""
+        with _open(db, seals=not no_seals) as store:
             record = store.get(shipment_id)
         if record is None:
             raise InputError(f"no decision recorded for shipment {shipment_id!r}")
@@ -395,9 +403,11 @@ def register(app: typer.Typer) -> None:
         ] = False,
         limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many.")] = 50,
         db: DbOption = None,
+        no_seals: Annotated[bool, typer.Option("--no-seals", help=_NO_SEALS_SHOWN)] = False,
     ) -> None:
-        """List the latest decision per shipment, newest first (the review queue)."""
-        with _open(db) as store:
+        """List the latest decision per shipment, newest first (the review queue), the seals of the
+        records listed checked with the server's key."""
+        with _open(db, seals=not no_seals) as store:
             records = store.list(tiers=tier or None, limit=limit, pending_outcome=True if pending else None)
         table = Table()
         table.add_column("seq")

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import audit_builders  # noqa: E402
 from audit_builders import append_forged, sql  # noqa: E402
 
-KEY = SealKey.derive("a-long-server-secret-for-tests-only")
+SECRET = "a-long-server-secret-for-tests-only"
+KEY = SealKey.derive(SECRET)
 
 
 def decision(
@@ -78,7 +79,12 @@ def test_a_forged_outcome_does_not_lift_a_hold(db_url: str, how: str) -> None:
             match=rf"audit record {forged} fails its seal \(.*\): run `clearsight audit verify`",
         ):
             store.record(decision("S2", Tier.RELEASE))
-        assert store.get("S2").outcome.seq == forged  # a read to show is read as it is (verify names it)
+        # shown to an officer, it would pass for an inspection: a read to show is checked too
+        with pytest.raises(SealBrokenError, match=f"audit record {forged} fails its seal"):
+            store.get("S2")
+        with pytest.raises(SealBrokenError, match=f"audit record {forged} fails its seal"):
+            store.list(pending_outcome=False)
+        assert [r.decision.shipment_id for r in store.list(pending_outcome=True)] == ["S1"]  # not listed
         # the hold carried over to the picture sent again under another id
         with pytest.raises(SealBrokenError, match=f"audit record {forged} fails its seal"):
             earlier_holds(store, decision("S9", seen_in=["S2"]).images)
@@ -154,3 +160,21 @@ def test_sealed_records_are_read_and_decided_on_as_before(db_url: str) -> None:
         assert store.record(decision("S2", Tier.RELEASE)).decision.tier is Tier.RELEASE  # lifted
         assert earlier_holds(store, decision("S9", seen_in=["S2"]).images) == {}
         assert store.verify().ok
+
+
+def test_cli_show_and_list_check_seals_unless_told_not_to(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`audit show` printed a forged 'clean' outcome as an officer's; `--no-seals` is how an operator
+    looks at records before vouching for them."""
+    from pipeline.cli import app, run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", SECRET)
+    held(db_url, KEY)
+    forged = forge_clean_outcome(db_url, "S2", "ab" * 32)
+    for argv in (["audit", "show", "S2"], ["audit", "list"]):
+        assert run(app, [*argv, "--db", db_url]) == 2
+        assert f"audit record {forged} fails its seal" in " ".join(capsys.readouterr().err.split())
+    assert run(app, ["audit", "show", "S2", "--no-seals", "--db", db_url]) == 0
+    assert "outcome: clean by officer-7" in capsys.readouterr().out
