@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event, text
+from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -311,11 +311,12 @@ class Database:
         reads went on. This transaction waits what is left of its call's wait; and if this writer
         sits idle holding the lock for the whole wait (:data:`_IDLE_FLOOR_S` at least), the server
         ends its session and frees the lock."""
-        conn.execute(
-            text("SELECT set_config('lock_timeout', :wait, true), "
-                 "set_config('idle_in_transaction_session_timeout', :idle, true)"),
-            {"wait": f"{wait}ms", "idle": f"{wait_ms(max(self.busy_timeout_s, _IDLE_FLOOR_S))}ms"},
-        )  # fmt: skip
+        # SET LOCAL, not SELECT set_config(): a SELECT would take a REPEATABLE READ transaction's
+        # snapshot before its first lock (sealing failed as a serialization failure under appends).
+        # Both are integers this module computed, never text from outside.
+        idle = wait_ms(max(self.busy_timeout_s, _IDLE_FLOOR_S))
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(wait)}")
+        conn.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = {int(idle)}")
 
     def _locked(self, what: str, exc: SQLAlchemyError) -> AuditError:
         detail = getattr(exc, "orig", None) or exc

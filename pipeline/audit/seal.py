@@ -28,7 +28,8 @@ import functools
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, inspect, select, text
@@ -45,7 +46,7 @@ __all__ = [
     "add_seal_column",
     "check_outcome_of",
     "has_seal_column",
-    "seal_existing",
+    "seal_walked",
     "seal_fault",
     "seals_unchecked",
     "unsealed_records",
@@ -136,7 +137,9 @@ class SealCheck:
     record of their own).
 
     ``vouching``: the walk of `clearsight audit seal`, which is to seal the records without one, so
-    they are counted (up to :attr:`last_unsealed`) and do not fail it.
+    they are counted (up to :attr:`last_unsealed`) and do not fail it, and their numbers and hashes,
+    as the walk checked them, kept (:meth:`walked_unsealed`, 40 bytes a record): the key signs those
+    hashes and no other, whatever is read afterwards.
     """
 
     def __init__(self, key: SealKey, *, vouching: bool = False) -> None:
@@ -146,6 +149,13 @@ class SealCheck:
         self.unsealed = 0
         self.first_unsealed: int | None = None
         self.last_unsealed: int | None = None
+        self._walked_seqs = array("q")
+        self._walked_hashes = bytearray()
+
+    def walked_unsealed(self) -> Iterator[tuple[int, str]]:
+        """``(seq, record_hash)`` of each record without a seal, as the vouching walk checked it."""
+        for i, seq in enumerate(self._walked_seqs):
+            yield seq, self._walked_hashes[32 * i : 32 * (i + 1)].hex()
 
     def check(self, seq: int, record_hash: str, seal: object) -> str | None:
         """Why record ``seq``'s seal does not match, or None; a record without one is counted."""
@@ -154,6 +164,9 @@ class SealCheck:
             if self.first_unsealed is None:
                 self.first_unsealed = seq
             self.last_unsealed = seq
+            if self.vouching:  # the walk checked the hash is the content's, linked to the one before
+                self._walked_seqs.append(seq)
+                self._walked_hashes += bytes.fromhex(record_hash)
             return None
         why = seal_fault(self.key, record_hash, seal, mac=self._mac)
         return None if why is None else f"record {seq}: {why}"
@@ -271,45 +284,39 @@ def unsealed_records(conn: Connection) -> Unsealed:
     return Unsealed(int(row[0] or 0), row[1], row[2])
 
 
-def seal_existing(conn: Connection, key: SealKey, *, upto: int) -> int:
-    """Seal the records up to ``upto`` that carry no seal, under ``key``, a page at a time (what an
-    operator vouches for with `clearsight audit seal`, once the chain is checked); returns how many.
-    Records sealed already keep their seals.
+def seal_walked(conn: Connection, key: SealKey, walked: Iterable[tuple[int, str]]) -> int:
+    """Seal under ``key`` the records ``walked``, ``(seq, record_hash)`` as a vouching walk checked
+    them (:meth:`SealCheck.walked_unsealed`), a page at a time; returns how many rows took a seal.
 
-    Each row's hash is its content's again as it is sealed, and the write is pinned to that hash:
-    the key must never sign a hash nobody checked (a trigger firing on a seal's write rewrote a
-    record the walk had passed). The caller walks the chain again afterwards.
-
-    Raises:
-        AuditError: a row's content no longer gives its hash.
+    Only hashes the walk passed are signed, and each write is pinned to its row's walked hash (and
+    to the row carrying no seal): a row rewritten after the walk (a trigger or a rule firing on a
+    seal's write rewrote the head record) is left unsealed, and the key's signature of what a page
+    read returned could not be taken away by whatever copied it out of the transaction. The caller
+    walks the chain again afterwards, strictly.
     """
     records = sealed_records.c
     update = (
         sealed_records.update()
-        .where(records.seq == bindparam("at"), records.record_hash == bindparam("pinned"))
+        .where(
+            records.seq == bindparam("at"),
+            records.record_hash == bindparam("pinned"),
+            (records.seal.is_(None)) | (records.seal == ""),
+        )
         .values(seal=bindparam("made"))
     )
-    seal, seq = records.seal, records.seq
-    after, count = 0, 0
-    while True:
-        page = conn.execute(
-            select(seq, records.prev_hash, records.content, records.record_hash)
-            .where(seq > after, seq <= upto, (seal.is_(None)) | (seal == ""))
-            .order_by(seq)
-            .limit(_SEAL_PAGE)
-        ).all()
-        for row in page:
-            if chain_hash(row.prev_hash, row.content) != row.record_hash:
-                raise AuditError(f"record {row.seq}: its content no longer gives its hash as it is sealed")
-        if page:
-            conn.execute(
-                update,
-                [
-                    {"at": row.seq, "pinned": row.record_hash, "made": key.seal(row.record_hash)}
-                    for row in page
-                ],
-            )
-            count += len(page)
-        if len(page) < _SEAL_PAGE:
-            return count
-        after = page[-1].seq
+    count, page = 0, []
+    for seq, record_hash in walked:
+        page.append({"at": seq, "pinned": record_hash, "made": key.seal(record_hash)})
+        if len(page) == _SEAL_PAGE:
+            count += _sealed(conn.execute(update, page), len(page))
+            page = []
+    if page:
+        count += _sealed(conn.execute(update, page), len(page))
+    return count
+
+
+def _sealed(result: Any, sent: int) -> int:
+    """Rows a page's update sealed; where the driver gives no count for many rows, those sent (the
+    strict walk after the sealing tells any that were not)."""
+    rowcount = getattr(result, "rowcount", -1)
+    return rowcount if isinstance(rowcount, int) and rowcount >= 0 else sent

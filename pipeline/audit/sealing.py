@@ -29,7 +29,7 @@ from sqlalchemy import Connection, select, text
 from datasets.errors import AuditError
 from pipeline.audit.migrate import Schema
 from pipeline.audit.schema import SCHEMA_VERSION, audit_head, audit_records, schema_info
-from pipeline.audit.seal import SealCheck, SealKey, seal_existing
+from pipeline.audit.seal import SealCheck, SealKey, seal_walked
 from pipeline.audit.verify import verify_chain
 
 __all__ = ["SealingReport", "seal_vouched"]
@@ -59,7 +59,11 @@ def seal_vouched(conn: Connection, schema: Schema, key: SealKey, expect: tuple[i
             hash, or a record without a seal after it (naming the record): nothing is sealed.
         SchemaVersionError: an older store, and a role that may not upgrade it.
     """
-    url = schema.url
+    url = f"audit store {schema.url}"
+    if conn.dialect.name == "postgresql":
+        # first, before the snapshot is taken: no append, trigger or rule can come in meanwhile
+        # (SQLite's BEGIN IMMEDIATE holds the write lock already)
+        conn.execute(text("LOCK TABLE audit_head, audit_records IN SHARE ROW EXCLUSIVE MODE"))
     _refuse_rewriters(conn, url)
     conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).first()
     version = conn.execute(select(schema_info.c.version).where(schema_info.c.id == 1)).scalar()
@@ -95,7 +99,7 @@ def seal_vouched(conn: Connection, schema: Schema, key: SealKey, expect: tuple[i
             "the server's key, or by a forger. Look at them (`clearsight audit export --chain "
             "--no-seals`), and vouch for a head published after them only if they are genuine"
         )
-    sealed = seal_existing(conn, key, upto=seq)
+    sealed = seal_walked(conn, key, check.walked_unsealed())
     _check_again(conn, url, key, expect, (report.head_seq, report.head_hash))
     first, last = (check.first_unsealed, check.last_unsealed) if sealed else (None, None)
     return SealingReport(
@@ -125,23 +129,29 @@ def _refuse_rewriters(conn: Connection, url: str) -> None:
         ).first()
     else:
         tables = {f"t{i}": name for i, name in enumerate(_AUDIT_TABLES)}
+        resolved = ", ".join(f"to_regclass(:{k})" for k in tables)  # as the store's queries resolve them
         found = conn.execute(
             text(
                 "SELECT 'trigger', t.tgname, c.relname FROM pg_trigger t "
-                "JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal AND t.tgrelid IN ("
-                + ", ".join(f"to_regclass(:{k})" for k in tables)
-                + ") UNION ALL SELECT 'rule', rulename, tablename FROM pg_rules "
-                "WHERE schemaname = current_schema() AND tablename IN ("
-                + ", ".join(f":{k}" for k in tables)
-                + ") ORDER BY 2"
+                "JOIN pg_class c ON c.oid = t.tgrelid "
+                f"WHERE NOT t.tgisinternal AND t.tgrelid IN ({resolved}) "
+                "UNION ALL SELECT 'rule', r.rulename, c.relname FROM pg_rewrite r "
+                f"JOIN pg_class c ON c.oid = r.ev_class WHERE r.ev_class IN ({resolved}) "
+                "UNION ALL SELECT 'view', c.relname, c.relname FROM pg_class c "
+                f"WHERE c.oid IN ({resolved}) AND c.relkind <> 'r' ORDER BY 1 DESC, 2"
             ),
             tables,
         ).first()
     if found is not None:
         kind, name, table = found
+        what = (
+            f"{table} is not a table (a view, or another kind)"
+            if kind == "view"
+            else f"{kind} {name!r} on table {table}"
+        )
         raise AuditError(
-            f"{url}: nothing sealed: {kind} {name!r} on table {table}: Clearsight makes none, and one can "
-            f"rewrite records as they are sealed. Look at what it does, and drop it before sealing"
+            f"{url}: nothing sealed: {what}: Clearsight makes none, and one can rewrite records as "
+            "they are sealed. Look at what it does, and drop it before sealing"
         )
 
 

@@ -428,24 +428,50 @@ def test_a_record_number_held_twice_is_named_and_never_sealed(db_url: str) -> No
     assert sql(db_url, "SELECT COUNT(*) FROM audit_records WHERE seal IS NOT NULL") == [(0,)]
 
 
-def test_seal_existing_seals_no_row_whose_content_no_longer_gives_its_hash(db_url: str) -> None:
-    """Sealing hashes each row's content again, and writes the seal pinned to the hash: the key never
-    signs a hash nobody checked, whatever changed the row after the walk."""
+def test_sealing_signs_only_the_hashes_the_walk_passed(db_url: str) -> None:
+    """The key signed whatever a page read after the walk returned: a rule firing on the first
+    seal's write rewrote the head record into a forgery, copied its seal out of the transaction
+    (into sequences, which a rollback leaves) and the forger put both back after. Only walked hashes
+    are signed now, each write pinned to its row's walked hash."""
     from sqlalchemy import create_engine as engine_of
 
-    from pipeline.audit.seal import seal_existing
+    from pipeline.audit.seal import seal_walked
 
     fill(db_url, key=None)
-    sql(db_url, "UPDATE audit_records SET content = '{}' WHERE seq = 4")
+    (h3,), (h4,) = sql(db_url, "SELECT record_hash FROM audit_records WHERE seq IN (3, 4) ORDER BY seq")
     engine = engine_of(db_url)
     try:
-        with (
-            engine.connect() as conn,
-            pytest.raises(AuditError, match="record 4: its content no longer gives"),
-        ):
-            seal_existing(conn, KEY, upto=5)
+        with engine.begin() as conn:  # record 4 as the walk saw it, rewritten since
+            assert seal_walked(conn, KEY, [(3, str(h3)), (4, "cd" * 32)]) == 1
     finally:
         engine.dispose()
+    assert sql(db_url, "SELECT seq, seal FROM audit_records WHERE seal IS NOT NULL") == [
+        (3, KEY.seal(str(h3)))
+    ]
+    assert str(h4) != "cd" * 32
+
+
+def test_sealing_finds_a_rule_on_the_tables_outside_the_current_schema(db_url: str) -> None:
+    """The review's repro: rules were looked for in current_schema() only; with the search path's
+    first schema created by the forger, the audit tables resolved to the next one, and a rule there
+    rewrote records as they were sealed."""
+    if not db_url.startswith("postgresql"):
+        return  # SQLite has no schemas and no rules: its triggers are all looked for
+    schema = db_url.rsplit("%3D", 1)[1]
+    fill(db_url, key=None)
+    first = f"{schema}_first"
+    shadowed = db_url.replace(f"%3D{schema}", f"%3D{first}%2C{schema}")
+    sql(db_url, f'CREATE SCHEMA "{first}"')
+    try:
+        sql(db_url, "CREATE RULE swap AS ON UPDATE TO audit_records DO ALSO SELECT 1")
+        with (
+            AuditStore.open(shadowed, create=False, seal_key=KEY) as store,
+            pytest.raises(AuditError, match="nothing sealed: rule 'swap' on table audit_records"),
+        ):
+            store.seal_unsealed(expect=_head(db_url))
+    finally:
+        sql(db_url, f'DROP SCHEMA "{first}" CASCADE')
+    assert sql(db_url, "SELECT COUNT(*) FROM audit_records WHERE seal IS NOT NULL") == [(0,)]
 
 
 def test_cli_seal_refuses_the_public_development_secret(
