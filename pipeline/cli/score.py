@@ -159,7 +159,7 @@ def score(
         score_to_file,
     )
     from pipeline.score.decisions import load_policy_file, made_by_this_run
-    from pipeline.score.writer import check_output
+    from pipeline.score.writer import check_output, lock_output
 
     settings = Settings.load()
     if runtime is not None:
@@ -191,165 +191,175 @@ def score(
     if policy is not None:
         check_writable("--decisions", decisions or decisions_path(out))
     check_output(out, resume=resume, overwrite=overwrite)  # before any slow work
-    if (decisions is not None or audit_db is not None or trader_register is not None) and policy is None:
-        given = " and ".join(
-            n
-            for n, v in (
-                ("--decisions", decisions),
-                ("--audit-db", audit_db),
-                ("--trader-register", trader_register),
+    # one run at a time into OUT, from before it is opened until its decisions are written: a second
+    # run (a --resume started beside a slow run) appended the same images again
+    with lock_output(out) as lock:
+        if (decisions is not None or audit_db is not None or trader_register is not None) and policy is None:
+            given = " and ".join(
+                n
+                for n, v in (
+                    ("--decisions", decisions),
+                    ("--audit-db", audit_db),
+                    ("--trader-register", trader_register),
+                )
+                if v is not None
             )
-            if v is not None
-        )
-        raise InputError(
-            f"{given} need{'s' if ' and ' not in given else ''} --policy POLICY to decide shipments"
-        )
-    if retry_errors and not resume:
-        raise InputError("--retry-errors needs --resume")
-    if ray_address is not None and engine is not EngineName.ray:
-        raise InputError("--ray-address needs --engine ray")
-    loaded_policy = None
-    traders = None
-    summary_warnings_extra: list[str] = []
-    key = b""
-    if policy is not None:
-        plain = [item for item in inputs if not is_manifest(item)]
-        if plain:
             raise InputError(
-                f"--policy decides shipments, so every INPUT must be a manifest with shipment ids; "
-                f"{plain[0]!r} is not a .csv/.jsonl manifest"
+                f"{given} need{'s' if ' and ' not in given else ''} --policy POLICY to decide shipments"
             )
-        loaded_policy = load_policy_file(policy)
-        target = decisions or decisions_path(out)
-        # a resume writes again the decisions of the run it continues; any other file is kept
-        if target.exists() and not (overwrite or (resume and made_by_this_run(target, out, loaded_policy))):
+        if retry_errors and not resume:
+            raise InputError("--retry-errors needs --resume")
+        if ray_address is not None and engine is not EngineName.ray:
+            raise InputError("--ray-address needs --engine ray")
+        loaded_policy = None
+        traders = None
+        summary_warnings_extra: list[str] = []
+        key = b""
+        if policy is not None:
+            plain = [item for item in inputs if not is_manifest(item)]
+            if plain:
+                raise InputError(
+                    f"--policy decides shipments, so every INPUT must be a manifest with shipment ids; "
+                    f"{plain[0]!r} is not a .csv/.jsonl manifest"
+                )
+            loaded_policy = load_policy_file(policy)
+            target = decisions or decisions_path(out)
+            # a resume writes again the decisions of the run it continues; any other file is kept
+            if target.exists() and not (
+                overwrite or (resume and made_by_this_run(target, out, loaded_policy))
+            ):
+                raise InputError(
+                    f"--decisions {str(target)!r} already exists"
+                    + (" and is not this run's (another policy's, or of other shipments)" if resume else "")
+                    + "; pass --decisions to write another file"
+                    + ("" if resume else ", or --overwrite to replace it")
+                )
+            summary_warnings_extra.extend(loaded_policy.warnings())
+            if trader_register is not None:  # before any slow work
+                from pipeline.trader_register import check_tiers, read_trader_register
+
+                traders = read_trader_register(trader_register)
+                check_tiers(traders, loaded_policy)
+            key, key_warning = audit_key(settings, recording=audit_db is not None)  # before any slow work
+            if key_warning:
+                summary_warnings_extra.append(key_warning)
+            # the cards name each model and its cargo type: an unapproved one is refused before the
+            # store is made and the models load (and again on the models loaded, below)
+            from models.artifact import read_card
+            from pipeline.score.routing import two_models
+
+            seen: dict[str, str] = {}
+            for card in (read_card(directory) for directory in model):
+                cargo, model_id = str(card["cargo_type"]), str(card["model_id"])
+                if cargo in seen:
+                    raise two_models(cargo, seen[cargo], model_id)
+                seen[cargo] = model_id
+            loaded_policy.check_models(seen)
+            if audit_db is not None:  # a URL that is none, or a store out of reach, failed after scoring
+                from pipeline.audit import AuditStore
+
+                AuditStore.open(audit_db, seal_key=audit_seal_key(settings)).close()
+        limits = decode_limits(settings)
+
+        console = Console(stderr=True)
+        total = count_tasks(inputs)
+        runner_engine: Any
+        model_ids: list[str] | None = None
+        if engine is EngineName.ray:
+            from models.artifact import read_card
+
+            for directory in model:
+                if not directory.is_dir():
+                    raise ArtifactError(
+                        f"--model {str(directory)!r} is not a folder; give a trained MODEL_DIR"
+                    )
+            # the actors load the models; their cards, read here, route and guard a resume alike
+            cards = [read_card(directory) for directory in model]
+            _check_routing(sorted(str(c.get("cargo_type")) for c in cards), cargo_type, inputs, is_manifest)
+            model_ids = [str(c["model_id"]) for c in cards]  # a policy's approval: checked above
+            runner_engine = RayEngine(
+                ModelDirs(tuple(str(d) for d in model), runtime=settings.runtime),
+                address=ray_address,
+                actors=workers,
+                batch_size=batch_size,
+                limits=limits,
+            )
+        else:
+            router = ModelRouter(_load_predictors(model, runtime=settings.runtime))
+            _check_routing(router.cargo_types, cargo_type, inputs, is_manifest)
+            runner_engine = LocalEngine(
+                router, workers=workers, batch_size=batch_size, limits=limits, max_pixels_in_flight=max_pixels
+            )
+            model_ids = [predictor.model_id for predictor in router.predictors]
+            if loaded_policy is not None:  # the models loaded, not only their cards: a folder replaced since
+                loaded_policy.check_models({p.cargo_type: p.model_id for p in router.predictors})
+
+        progress = Progress(
+            TextColumn("scoring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _RateColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        with progress:
+            bar = progress.add_task("scoring", total=total)
+            summary = score_to_file(
+                iter_tasks(inputs, cargo_type=cargo_type),
+                runner_engine,
+                out,
+                heatmap_dir=heatmaps,
+                resume=resume,
+                overwrite=overwrite,
+                advance=lambda: progress.advance(bar),
+                model_ids=model_ids,
+                retry_errors=retry_errors,
+                lock=lock,
+            )
+        if loaded_policy is not None:
+            target = decisions or decisions_path(out)
+            declared: list[str] = []  # shipments decided under a tier their manifest rows declare
+            shipments = decide_output(
+                out,
+                loaded_policy,
+                audit_key=key,
+                decisions=target,
+                audit_url=audit_db,
+                seal_key=audit_seal_key(settings),
+                summary=summary,
+                near_copy_bits=settings.near_copy_bits,
+                register=traders,
+                on_decision=lambda d: declared.extend([d.shipment_id] if d.declaration.aeo_tier else []),
+            )
+            console.print(f"decided {shipments} shipments -> {target}")
+            if traders is None and declared:
+                summary_warnings_extra.append(
+                    f"{len(declared)} shipment(s) decided under the AEO tier their manifest rows declare; "
+                    "pass --trader-register to take each trader's tier from the authority's register"
+                )
+        report = Console()  # the summary goes to stdout; the progress bar stays on stderr
+        for table in summary.tables():
+            report.print(table)
+        report.print(f"rows -> {out}")
+        for warning in [*summary.warnings(), *summary_warnings_extra]:
+            # escape: a file name such as "hold[3].png" must print as itself, not as rich markup
+            console.print(f"[yellow]Warning:[/yellow] {escape(warning)}", highlight=False)
+        if summary.unrecorded:
+            more = f" (and {len(summary.unrecorded) - 1} more)" if len(summary.unrecorded) > 1 else ""
+            raise ConflictError(
+                f"{len(summary.unrecorded)} decisions were not recorded in the audit store{more}: "
+                f"{summary.unrecorded[0]}"
+            )
+        failed = summary.errors + summary.kept_errors
+        held = summary.scored if summary.rows_scored_in_output is None else summary.rows_scored_in_output
+        if failed and not held:
+            # no row of the output, kept or new, holds a score: the run failed, resumed or not
             raise InputError(
-                f"--decisions {str(target)!r} already exists"
-                + (" and is not this run's (another policy's, or of other shipments)" if resume else "")
-                + "; pass --decisions to write another file"
-                + ("" if resume else ", or --overwrite to replace it")
+                f"none of the {failed} images could be scored; each row of {str(out)!r} says why"
             )
-        summary_warnings_extra.extend(loaded_policy.warnings())
-        if trader_register is not None:  # before any slow work
-            from pipeline.trader_register import check_tiers, read_trader_register
-
-            traders = read_trader_register(trader_register)
-            check_tiers(traders, loaded_policy)
-        key, key_warning = audit_key(settings, recording=audit_db is not None)  # before any slow work
-        if key_warning:
-            summary_warnings_extra.append(key_warning)
-        # the cards name each model and its cargo type: an unapproved one is refused before the
-        # store is made and the models load (and again on the models loaded, below)
-        from models.artifact import read_card
-        from pipeline.score.routing import two_models
-
-        seen: dict[str, str] = {}
-        for card in (read_card(directory) for directory in model):
-            cargo, model_id = str(card["cargo_type"]), str(card["model_id"])
-            if cargo in seen:
-                raise two_models(cargo, seen[cargo], model_id)
-            seen[cargo] = model_id
-        loaded_policy.check_models(seen)
-        if audit_db is not None:  # a URL that is none, or a store out of reach, failed after scoring
-            from pipeline.audit import AuditStore
-
-            AuditStore.open(audit_db, seal_key=audit_seal_key(settings)).close()
-    limits = decode_limits(settings)
-
-    console = Console(stderr=True)
-    total = count_tasks(inputs)
-    runner_engine: Any
-    model_ids: list[str] | None = None
-    if engine is EngineName.ray:
-        from models.artifact import read_card
-
-        for directory in model:
-            if not directory.is_dir():
-                raise ArtifactError(f"--model {str(directory)!r} is not a folder; give a trained MODEL_DIR")
-        # the actors load the models; their cards, read here, route and guard a resume alike
-        cards = [read_card(directory) for directory in model]
-        _check_routing(sorted(str(c.get("cargo_type")) for c in cards), cargo_type, inputs, is_manifest)
-        model_ids = [str(c["model_id"]) for c in cards]  # a policy's approval: checked above
-        runner_engine = RayEngine(
-            ModelDirs(tuple(str(d) for d in model), runtime=settings.runtime),
-            address=ray_address,
-            actors=workers,
-            batch_size=batch_size,
-            limits=limits,
-        )
-    else:
-        router = ModelRouter(_load_predictors(model, runtime=settings.runtime))
-        _check_routing(router.cargo_types, cargo_type, inputs, is_manifest)
-        runner_engine = LocalEngine(
-            router, workers=workers, batch_size=batch_size, limits=limits, max_pixels_in_flight=max_pixels
-        )
-        model_ids = [predictor.model_id for predictor in router.predictors]
-        if loaded_policy is not None:  # the models loaded, not only their cards: a folder replaced since
-            loaded_policy.check_models({p.cargo_type: p.model_id for p in router.predictors})
-
-    progress = Progress(
-        TextColumn("scoring"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-    with progress:
-        bar = progress.add_task("scoring", total=total)
-        summary = score_to_file(
-            iter_tasks(inputs, cargo_type=cargo_type),
-            runner_engine,
-            out,
-            heatmap_dir=heatmaps,
-            resume=resume,
-            overwrite=overwrite,
-            advance=lambda: progress.advance(bar),
-            model_ids=model_ids,
-            retry_errors=retry_errors,
-        )
-    if loaded_policy is not None:
-        target = decisions or decisions_path(out)
-        declared: list[str] = []  # shipments decided under a tier their manifest rows declare
-        shipments = decide_output(
-            out,
-            loaded_policy,
-            audit_key=key,
-            decisions=target,
-            audit_url=audit_db,
-            seal_key=audit_seal_key(settings),
-            summary=summary,
-            near_copy_bits=settings.near_copy_bits,
-            register=traders,
-            on_decision=lambda d: declared.extend([d.shipment_id] if d.declaration.aeo_tier else []),
-        )
-        console.print(f"decided {shipments} shipments -> {target}")
-        if traders is None and declared:
-            summary_warnings_extra.append(
-                f"{len(declared)} shipment(s) decided under the AEO tier their manifest rows declare; pass "
-                "--trader-register to take each trader's tier from the authority's register"
-            )
-    report = Console()  # the summary goes to stdout; the progress bar stays on stderr
-    for table in summary.tables():
-        report.print(table)
-    report.print(f"rows -> {out}")
-    for warning in [*summary.warnings(), *summary_warnings_extra]:
-        # escape: a file name such as "hold[3].png" must print as itself, not as rich markup
-        console.print(f"[yellow]Warning:[/yellow] {escape(warning)}", highlight=False)
-    if summary.unrecorded:
-        more = f" (and {len(summary.unrecorded) - 1} more)" if len(summary.unrecorded) > 1 else ""
-        raise ConflictError(
-            f"{len(summary.unrecorded)} decisions were not recorded in the audit store{more}: "
-            f"{summary.unrecorded[0]}"
-        )
-    failed = summary.errors + summary.kept_errors
-    held = summary.scored if summary.rows_scored_in_output is None else summary.rows_scored_in_output
-    if failed and not held:
-        # no row of the output, kept or new, holds a score: the run failed, resumed or not
-        raise InputError(f"none of the {failed} images could be scored; each row of {str(out)!r} says why")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ This is the programmatic API behind ``clearsight score``; tests drive it with fa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -20,7 +21,7 @@ from pipeline.score.batch import ScoredRow, printable_path
 from pipeline.score.done import ERROR, HEATMAP, SCORED, Done, declaration_digest
 from pipeline.score.sources import ImageTask
 from pipeline.score.summary import ScoreSummary
-from pipeline.score.writer import finish_output, open_output
+from pipeline.score.writer import OutputLock, check_output, finish_output, lock_output, open_output
 
 __all__ = ["Engine", "heatmap_name", "score_to_file"]
 
@@ -124,6 +125,7 @@ def score_to_file(
     flush_seconds: float = 1.0,
     model_ids: Collection[str] | None = None,
     retry_errors: bool = False,
+    lock: OutputLock | None = None,
 ) -> ScoreSummary:
     """Score ``tasks`` on ``engine`` and append one row per image to ``out``.
 
@@ -142,13 +144,16 @@ def score_to_file(
             another model scored (a retrained one, say) is refused rather than mixing two models'
             scores and thresholds in one output.
         retry_errors: with ``resume``, score again the images whose rows hold an error.
+        lock: the lock on ``out`` (:func:`~pipeline.score.writer.lock_output`) the caller holds
+            (``clearsight score`` holds it until the decisions are written); None: taken here, for
+            the run, before ``out`` is opened.
 
     Returns:
         The run's counts and timing.
 
     Raises:
         InputError: ``out`` exists without ``resume``/``overwrite``, or has an unknown suffix; or
-            its rows came from models other than ``model_ids``.
+            its rows came from models other than ``model_ids``; or another run is writing it.
         DatasetFormatError: ``out`` exists but is not a Clearsight score output.
     """
     if heatmap_dir is not None:
@@ -158,48 +163,51 @@ def score_to_file(
         # rows name their heatmaps absolutely: a path relative to where `score` ran breaks when the
         # rows are read from anywhere else
         heatmap_dir = heatmap_dir.resolve()
-    found: set[str] = set()
-    writer, done = open_output(
-        out, resume=resume, overwrite=overwrite, models=found, retry_errors=retry_errors
-    )
-    foreign = sorted(found - set(model_ids)) if model_ids is not None else []
-    if foreign:
-        raise InputError(
-            f"{str(out)!r} holds rows scored by {', '.join(foreign)}, not by the models loaded now "
-            f"({', '.join(sorted(model_ids or ()))}): resuming would mix two models' scores and "
-            "thresholds in one output; resume with the same --model, or pass --overwrite to score "
-            "every image again"
+    if lock is None:
+        check_output(out, resume=resume, overwrite=overwrite)  # its folder made, for the lock beside it
+    with contextlib.nullcontext() if lock is not None else lock_output(out):
+        found: set[str] = set()
+        writer, done = open_output(
+            out, resume=resume, overwrite=overwrite, models=found, retry_errors=retry_errors
         )
-    writer.chunk_rows = chunk_rows
-    writer.flush_seconds = flush_seconds
-    summary = ScoreSummary()
-    kept: set[bytes] = set()  # the rows this run keeps, by identity
-    start = time.monotonic()
-    with writer:
-        pending = _pending(tasks, done, summary, advance, kept)
-        for row in engine.run(pending, heatmaps=heatmap_dir is not None):
-            verdict = row.verdict
-            if row.heatmap_png is not None and heatmap_dir is not None:
-                verdict = verdict.model_copy(
-                    update={"heatmap": _write_heatmap(heatmap_dir, verdict.path, row.heatmap_png)}
-                )
-            writer.write(verdict)
-            summary.add_row(verdict)
-            if advance is not None:
-                advance()
-    finish_output(out)
-    if resume:
-        # what the rows kept from the earlier run hold, which this run's counts leave out, as their
-        # state was noted when the output was read: errors (a resumed output of nothing but errors
-        # exited 0, and a cargo-type typo's error rows were kept without a word), rows drawn
-        # without a heatmap where one is asked for now, and whether any row of the output holds a
-        # score (rows of images no longer given count there, not among the kept), on every resume,
-        # so that the exit code says the same of the same output
-        states = [done.state(identity) for identity in kept]
-        summary.kept_errors = sum(bool(state & ERROR) for state in states)
-        unmapped = sum(state & (SCORED | HEATMAP) == SCORED for state in states)
-        summary.kept_without_heatmap = unmapped if heatmap_dir is not None else 0
-        summary.rows_scored_in_output = done.scored + summary.scored
+        foreign = sorted(found - set(model_ids)) if model_ids is not None else []
+        if foreign:
+            raise InputError(
+                f"{str(out)!r} holds rows scored by {', '.join(foreign)}, not by the models loaded now "
+                f"({', '.join(sorted(model_ids or ()))}): resuming would mix two models' scores and "
+                "thresholds in one output; resume with the same --model, or pass --overwrite to score "
+                "every image again"
+            )
+        writer.chunk_rows = chunk_rows
+        writer.flush_seconds = flush_seconds
+        summary = ScoreSummary()
+        kept: set[bytes] = set()  # the rows this run keeps, by identity
+        start = time.monotonic()
+        with writer:
+            pending = _pending(tasks, done, summary, advance, kept)
+            for row in engine.run(pending, heatmaps=heatmap_dir is not None):
+                verdict = row.verdict
+                if row.heatmap_png is not None and heatmap_dir is not None:
+                    verdict = verdict.model_copy(
+                        update={"heatmap": _write_heatmap(heatmap_dir, verdict.path, row.heatmap_png)}
+                    )
+                writer.write(verdict)
+                summary.add_row(verdict)
+                if advance is not None:
+                    advance()
+        finish_output(out)
+        if resume:
+            # what the rows kept from the earlier run hold, which this run's counts leave out, as their
+            # state was noted when the output was read: errors (a resumed output of nothing but errors
+            # exited 0, and a cargo-type typo's error rows were kept without a word), rows drawn
+            # without a heatmap where one is asked for now, and whether any row of the output holds a
+            # score (rows of images no longer given count there, not among the kept), on every resume,
+            # so that the exit code says the same of the same output
+            states = [done.state(identity) for identity in kept]
+            summary.kept_errors = sum(bool(state & ERROR) for state in states)
+            unmapped = sum(state & (SCORED | HEATMAP) == SCORED for state in states)
+            summary.kept_without_heatmap = unmapped if heatmap_dir is not None else 0
+            summary.rows_scored_in_output = done.scored + summary.scored
     summary.seconds = time.monotonic() - start
     summary.peak_in_flight = int(getattr(engine, "peak_in_flight", 0))
     return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -13,13 +14,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from score_fakes import tiny_model_dir, write_images  # noqa: E402
 
-from datasets.errors import EngineError  # noqa: E402
+from datasets.errors import EngineError, InputError  # noqa: E402
 from datasets.manifest import write_manifest  # noqa: E402
 from models.fusion import SIGNALS  # noqa: E402
 from pipeline.audit import AuditStore  # noqa: E402
 from pipeline.cli import app, run  # noqa: E402
 from pipeline.policy import default_policy_path  # noqa: E402
 from pipeline.score import ImageTask, RayEngine, iter_rows  # noqa: E402
+from pipeline.score.writer import lock_output, lock_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -627,3 +629,37 @@ def test_score_leaves_a_file_named_like_its_outputs_old_temporary_file_alone(
     assert policy.read_bytes() == default_policy_path().read_bytes()
     assert len(list(iter_rows(out))) == 6
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp") and p != policy]
+
+
+def test_an_output_another_run_writes_is_refused_and_stays_locked_until_decided(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two runs into one --out duplicated its rows and decided shipments on doubled picture lists."""
+    import pipeline.score
+
+    out = tmp_path / "rows.jsonl"
+    argv = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1]), "--out", str(out)]
+    argv += ["--policy", str(default_policy_path())]
+    with lock_output(out):  # another run, writing OUT
+        assert run(app, argv) == 2
+        assert run(app, [*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"Error: output {str(out)!r} is being written by another run (process {os.getpid()}" in err
+    assert not out.exists()
+    deciding = pipeline.score.decide_output
+    refused: list[str] = []
+
+    def decide_while_a_second_run_starts(out: Path, *args: object, **kwargs: object) -> int:
+        with pytest.raises(InputError) as second:
+            lock_output(out)
+        refused.append(str(second.value))
+        return deciding(out, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline.score, "decide_output", decide_while_a_second_run_starts)
+    assert run(app, argv) == 0, capsys.readouterr().err
+    assert len(refused) == 1 and "is being written by another run" in refused[0]
+    assert not lock_path(out).exists()

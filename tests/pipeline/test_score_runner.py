@@ -252,6 +252,64 @@ def test_existing_output_needs_resume_or_overwrite(tmp_path: Path, suffix: str) 
     assert sorted(_rows_by_path(out)) == [str(paths[2])]
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+class _SecondRunMidway:
+    """Scores with the fake, and after the first row is on disk starts a second run into the same
+    output (an operator who took a slow run for a dead one and started ``--resume``, or
+    ``--overwrite``), noting what it said and whether it changed any file beside the output."""
+
+    def __init__(self, out: Path, tasks: list[ImageTask]) -> None:
+        self.out, self.tasks = out, tasks
+        self.refused: list[str] = []
+        self.untouched: list[bool] = []
+
+    def run(self, tasks: Iterator[ImageTask], *, heatmaps: bool = False) -> Iterator[object]:
+        for number, row in enumerate(_engine().run(tasks, heatmaps=heatmaps)):
+            yield row
+            if number == 1:  # the first row is written (chunk_rows=1) before the second is asked for
+                for how in ({"resume": True}, {"overwrite": True}):
+                    before = _files(self.out.parent)
+                    with pytest.raises(InputError) as refused:
+                        score_to_file(self.tasks, _engine(), self.out, **how)  # type: ignore[arg-type]
+                    self.refused.append(str(refused.value))
+                    self.untouched.append(_files(self.out.parent) == before)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_a_second_run_into_an_output_being_written_is_refused(tmp_path: Path, suffix: str) -> None:
+    """Two runs into one output both appended the images left (rows twice, a Parquet journal
+    deleted under the other run) and both exited 0."""
+    tasks = [ImageTask(str(p)) for p in write_images(tmp_path / "img", [10, 20, 30, 40])]
+    out = tmp_path / "out" / f"rows{suffix}"
+    engine = _SecondRunMidway(out, tasks)
+    summary = score_to_file(tasks, engine, out, chunk_rows=1)  # type: ignore[arg-type]
+    assert summary.scored == 4
+    assert engine.untouched == [True, True]
+    for message in engine.refused:
+        assert message.startswith(
+            f"output {str(out)!r} is being written by another run (process {os.getpid()}"
+        )
+        assert "wait for that run to end, or stop it, then pass --resume" in message
+    assert sorted(_rows_by_path(out)) == sorted(t.path for t in tasks)  # each image once
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no lock file left behind
+    assert score_to_file(tasks, _engine(), out, resume=True).skipped_done == 4
+
+
+def test_a_lock_file_a_killed_run_left_blocks_no_later_run(tmp_path: Path) -> None:
+    """The kernel drops a dead process's lock: its file is taken over, then removed."""
+    from pipeline.score.writer import lock_path
+
+    (a,) = write_images(tmp_path / "img", [10])
+    out = tmp_path / "rows.jsonl"
+    lock_path(out).write_text("4242\n")  # a run killed with -9 leaves its lock file
+    assert lock_path(out).name.startswith(".rows.jsonl-") and lock_path(out).name.endswith(".lock")
+    assert score_to_file([ImageTask(str(a))], _engine(), out).scored == 1
+    assert not lock_path(out).exists()
+
+
 def test_bad_output_suffix_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"suffix '\.txt'; use \.jsonl, \.csv or \.parquet"):
         score_to_file([], _engine(), tmp_path / "out.txt")
