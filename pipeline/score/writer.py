@@ -635,10 +635,15 @@ class RowWriter:
 
     @staticmethod
     def csv_line(cells: list[str]) -> bytes:
-        """One CSV row, as the writer writes it (``\\n``-terminated, UTF-8)."""
+        """One CSV row, as the writer writes it (``\\n``-terminated, UTF-8).
+
+        csv quotes a cell that holds a character of its line terminator: with ``\\n`` alone, a file
+        name holding a carriage return (legal on Linux and macOS shares) was left unquoted, and every
+        reader split its row in two there. Written with ``\\r\\n`` and cut back to ``\\n``, such a cell
+        is quoted; any other row is written as before, byte for byte."""
         text = io.StringIO()
-        csv.writer(text, lineterminator="\n").writerow(cells)
-        return text.getvalue().encode("utf-8")
+        csv.writer(text, lineterminator="\r\n").writerow(cells)
+        return (text.getvalue()[:-2] + "\n").encode("utf-8")
 
     def write(self, verdict: ImageVerdict) -> None:
         """Buffer one row; write the chunk if it is full or old."""

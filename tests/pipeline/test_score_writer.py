@@ -134,6 +134,24 @@ def test_csv_row_torn_at_an_embedded_newline(tmp_path: Path) -> None:
     assert list(iter_rows(out)) == ROWS[:1]
 
 
+@pytest.mark.parametrize("name", ["/share/cr\rx.png", "\rstarts.png", "/share/crlf\r\nx.png"])
+def test_a_csv_cell_holding_a_carriage_return_stays_one_row(tmp_path: Path, name: str) -> None:
+    """Left unquoted, a name with a carriage return split its row in two for every reader: a row
+    naming the folder with no score, another carrying the score, and a --resume that failed."""
+    odd = ROWS[0].model_copy(update={"path": name})
+    out = tmp_path / "out.csv"
+    _write(out, [odd, ROWS[2]])
+    assert list(iter_rows(out)) == [odd, ROWS[2]]
+    with out.open(newline="", encoding="utf-8") as fh:  # any csv reader: one row per verdict
+        assert [row[0] for row in csv.reader(fh)][1:] == [to_cells(odd)[0], "plain.png"]
+    before = out.read_bytes()
+    writer, done = open_output(out, resume=True, overwrite=False)
+    writer.close()
+    assert _holds(done, [odd, ROWS[2]]) and out.read_bytes() == before
+    _write(out, ROWS[1:2])
+    assert list(iter_rows(out)) == [odd, ROWS[2], ROWS[1]]
+
+
 def test_csv_torn_header_starts_again(tmp_path: Path) -> None:
     out = tmp_path / "out.csv"
     out.write_bytes(b"path,sha")
