@@ -280,6 +280,8 @@ def _complete_jsonl(path: Path, *, collect: Done | None, models: set[str] | None
             if bad is not None:
                 raise bad
             if not line.endswith(b"\n"):
+                if not good and not _starts_a_row(line):
+                    raise _not_torn(path, line, "the start of a score row")
                 break  # torn tail: the write never finished
             try:
                 verdict = verdict_rows.from_json_line(line, f"{path}:{number}")
@@ -297,6 +299,47 @@ def _complete_jsonl(path: Path, *, collect: Done | None, models: set[str] | None
     if bad is not None:  # a whole last line that does not parse is no torn write: never cut it
         raise bad
     return good
+
+
+_ROW_START = b'{"path":"'
+"""How every JSONL row the writer has written starts (``model_dump_json``, ``path`` first)."""
+
+
+def _starts_a_row(torn: bytes) -> bool:
+    """Whether ``torn``, a last line without its newline, can be a row the writer began to write."""
+    return torn.startswith(_ROW_START) or _ROW_START.startswith(torn)
+
+
+def _not_torn(path: Path, line: bytes, what: str) -> DatasetFormatError:
+    """The refusal of a file whose only line lacks its newline and is not ``what`` a crash can leave.
+
+    Such a line was taken for a torn write and cut, the file with it: ``--resume`` into a one-line
+    note or JSON document named by mistake emptied it instead of refusing it. A torn tail is cut
+    only after a whole row (or the header), or where it is the start of one (:func:`_starts_a_row`,
+    :func:`_starts_a_header`)."""
+    return DatasetFormatError(
+        f"{path}: not a Clearsight score output: its only line, without a final newline, is not "
+        f"{what} ({line[:60]!r}); give another --out, or pass --overwrite to replace the file"
+    )
+
+
+def _starts_a_header(torn: bytes) -> bool:
+    """Whether ``torn``, a CSV output's only line without its newline, can be a score header (today's
+    or an earlier version's, :func:`_older_header`) whose write never finished."""
+    try:
+        names = torn.decode("ascii").split(",")
+    except UnicodeDecodeError:
+        return False
+    *whole, last = names
+    if not whole:
+        return FIELDS[0].startswith(last)
+    positions = [FIELDS.index(name) if name in FIELDS else -1 for name in whole]
+    return (
+        whole[0] == FIELDS[0]
+        and -1 not in positions
+        and positions == sorted(set(positions))
+        and any(name.startswith(last) for name in FIELDS[positions[-1] + 1 :])
+    )
 
 
 class _CountingLines:
@@ -338,6 +381,15 @@ def _complete_csv(path: Path, *, collect: Done | None, models: set[str] | None =
     with path.open("rb") as fh:
         lines, reader, header = _open_csv(fh)
         if header is None:
+            fh.seek(0)
+            first = fh.readline(4096)
+            if first.endswith(b"\n"):  # whole, and no CSV: no crash of ours wrote it
+                raise DatasetFormatError(
+                    f"{path}:1: not a Clearsight score output: its first line is not CSV ({first[:60]!r}); "
+                    "give another --out, or pass --overwrite to replace the file"
+                )
+            if first and not _starts_a_header(first):
+                raise _not_torn(path, first, "the start of the score header")
             return 0  # not even a whole header: start the file again
         repeated = sorted({name for name in header if header.count(name) > 1})
         if repeated:

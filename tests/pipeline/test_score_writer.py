@@ -178,6 +178,52 @@ def test_resume_refuses_a_file_that_is_not_a_score_output(
         open_output(out, resume=True, overwrite=False)
 
 
+@pytest.mark.parametrize(
+    ("suffix", "content"),
+    [
+        (".csv", b"container MSCU1234567 held by officer 4411: seal number does not match the declaration"),
+        (".jsonl", b'{"case": "C-2291", "officer": "4411", "finding": "undeclared cigarettes"}'),
+        (".jsonl", b'{"path": "a.png", "note": "typed by hand"}'),
+        (".csv", b"path,officer,finding"),  # starts as a header does, then is none
+        (".csv", b'"case" C-2291\n'),  # a whole first line that is no CSV was cut too
+        (".csv", b'"an unclosed quote\n'),
+    ],
+)
+def test_resume_refuses_a_one_line_file_that_no_crash_of_ours_left(
+    tmp_path: Path, suffix: str, content: bytes
+) -> None:
+    """A one-line file without a final newline was taken for a torn write and cut to 0 bytes: an
+    unrelated note or case file named by mistake was emptied instead of refused."""
+    out = tmp_path / f"out{suffix}"
+    out.write_bytes(content)
+    with pytest.raises(DatasetFormatError, match="not a Clearsight score output: its (only|first) line"):
+        open_output(out, resume=True, overwrite=False)
+    assert out.read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    ("suffix", "torn"),
+    [
+        (".jsonl", b"{"),
+        (".jsonl", b'{"pa'),
+        (".jsonl", b'{"path":"/data/a.png","sha2'),
+        (".csv", b"pat"),
+        (".csv", b"path,sha256,shipment_id,"),
+        (".csv", b"path,sha256,shipment_id,cargo_type,score,label,anomaly_type,type_probabilities,thr"),
+        (".csv", b"path,sha256,cargo_type,sc"),  # an earlier version's header, without shipment_id
+    ],
+)
+def test_resume_cuts_a_torn_first_row_or_header(tmp_path: Path, suffix: str, torn: bytes) -> None:
+    """What a crash during the first write leaves is still cut, and the run starts the file again."""
+    out = tmp_path / f"out{suffix}"
+    out.write_bytes(torn)
+    writer, done = open_output(out, resume=True, overwrite=False)
+    with writer:
+        writer.write(ROWS[2])
+    assert _holds(done, [])
+    assert list(iter_rows(out)) == ROWS[2:]
+
+
 def _older_csv(out: Path, rows: list[ImageVerdict], dropped: tuple[str, ...], torn: bytes = b"") -> None:
     """A CSV output as an earlier version wrote it: without the columns ``dropped`` (added since)."""
     keep = [n for n, name in enumerate(FIELDS) if name not in dropped]
