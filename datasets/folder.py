@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from datasets.errors import DatasetFormatError, InputError
@@ -22,8 +22,15 @@ __all__ = [
     "searched_folders",
 ]
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
-"""File extensions taken as images (compared lower-cased), the formats ``decode_image`` reads."""
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".bmp", ".jfif", ".jpe", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
+)
+"""File extensions taken as images (compared lower-cased), the formats ``decode_image`` reads (which
+tells a format by its bytes): ``.jfif`` and ``.jpe`` are JPEG as some scanners and browsers name it,
+and a folder's pictures so named were left out."""
+
+LeftOut = Callable[[Path], None]
+"""Told each file a folder or glob input leaves out for its extension (not a hidden one)."""
 
 MANIFEST_EXTENSIONS: frozenset[str] = frozenset({".csv", ".jsonl", ".ndjson"})
 """File extensions taken as inspection manifests (see ``datasets.manifest``)."""
@@ -53,7 +60,7 @@ def is_manifest(path: str | Path) -> bool:
     return Path(path).suffix.lower() in MANIFEST_EXTENSIONS
 
 
-def iter_image_paths(inputs: Sequence[str | Path]) -> Iterator[Path]:
+def iter_image_paths(inputs: Sequence[str | Path], *, left_out: LeftOut | None = None) -> Iterator[Path]:
     """Expand files, folders and glob patterns into image paths.
 
     Args:
@@ -61,6 +68,9 @@ def iter_image_paths(inputs: Sequence[str | Path]) -> Iterator[Path]:
             image extensions, case-insensitive; hidden files and folders skipped; linked folders
             followed, each real folder once, so a link loop ends) or a glob pattern (``*``, ``?``,
             ``[...]``; ``**`` recurses; non-image matches are skipped).
+        left_out: called with each file a folder or glob leaves out for its extension (a ``.gif``,
+            a ``.txt``; hidden files and OS litter never), as the inputs are expanded: skipped
+            without a word, they looked scored.
 
     Yields:
         Image paths, spelled as found from the input: inputs in the order given, each input's
@@ -70,7 +80,7 @@ def iter_image_paths(inputs: Sequence[str | Path]) -> Iterator[Path]:
         DatasetFormatError: before anything is yielded, for an input that does not exist, a glob
             or folder with no images, or a file that is not an image.
     """
-    expanded = [(str(item), _expand(str(item))) for item in inputs]
+    expanded = [(str(item), _expand(str(item), left_out)) for item in inputs]
     seen: set[str] = set()
     for _, paths in expanded:
         for path in paths:
@@ -80,14 +90,14 @@ def iter_image_paths(inputs: Sequence[str | Path]) -> Iterator[Path]:
                 yield path
 
 
-def _expand(item: str) -> list[Path]:
+def _expand(item: str, left_out: LeftOut | None = None) -> list[Path]:
     path = Path(item)
     if path.is_file():
         if not is_image_file(path):
             raise DatasetFormatError(f"{item}: not an image file (accepted extensions: {extensions_text()})")
         return [path]
     if path.is_dir():
-        in_folder = _walk_images(path)
+        in_folder = _walk_images(path, left_out)
         if not in_folder:
             raise DatasetFormatError(
                 f"{item}: folder contains no images (accepted extensions: {extensions_text()})"
@@ -95,12 +105,15 @@ def _expand(item: str) -> list[Path]:
         return in_folder
     if _GLOB_CHARS & set(item):
         found: list[Path] = []
-        for match in _glob(item):
+        for match in _glob(item, left_out):
             hit = Path(match)
             if hit.is_dir():
-                found.extend(_walk_images(hit))
-            elif hit.is_file() and is_image_file(hit) and not is_hidden(hit.name):
-                found.append(hit)
+                found.extend(_walk_images(hit, left_out))
+            elif hit.is_file() and not is_hidden(hit.name):
+                if is_image_file(hit):
+                    found.append(hit)
+                elif left_out is not None:
+                    left_out(hit)
         if not found:
             raise DatasetFormatError(
                 f"{item}: pattern matches no images (accepted extensions: {extensions_text()})"
@@ -109,11 +122,12 @@ def _expand(item: str) -> list[Path]:
     raise DatasetFormatError(f"{item}: no such file or folder")
 
 
-def _glob(pattern: str) -> list[str]:
+def _glob(pattern: str, left_out: LeftOut | None = None) -> list[str]:
     """``glob(pattern, recursive=True)``, sorted, except that ``**`` is searched by this module's
     walk: glob follows linked folders without end, so a link back to an ancestor never finishes.
     A folder the pattern names stands for the images under it, as glob's folder matches do; a
-    pattern ending in a separator names folders only, as in glob."""
+    pattern ending in a separator names folders only, as in glob. ``left_out`` is told of the other
+    files a ``**`` pattern matches (a pattern without ``**`` returns them, as glob does)."""
     if not _recursive(pattern):
         return sorted(glob.glob(pattern))
     folders_only = pattern.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))  # as glob: "a/**/"
@@ -121,15 +135,25 @@ def _glob(pattern: str) -> list[str]:
     for base, rest in _recursive_roots(pattern):
         # a hidden folder is searched only where the pattern names one (".cache"), as in glob
         hidden = any(part.startswith(".") for part in rest)
-        images, _, folders = _walk(Path(base), hidden=hidden)
+        others: list[Path] = []
+        images, _, folders = _walk(
+            Path(base), hidden=hidden, left_out=None if left_out is None else others.append
+        )
         named = {f for f in folders if _matches(f.relative_to(base).parts, rest)}  # "a/**/" names a too
-        for path in images:
-            relative = path.relative_to(base).parts
-            if (not folders_only and _matches(relative, rest)) or any(
-                parent in named and not _hidden_between(parent, path) for parent in path.parents
-            ):
-                hits.add(str(path))
+
+        hits.update(str(path) for path in images if _named(path, base, rest, named, folders_only))
+        for path in others:
+            if left_out is not None and _named(path, base, rest, named, folders_only):
+                left_out(path)
     return sorted(hits)
+
+
+def _named(path: Path, base: str, rest: tuple[str, ...], named: set[Path], folders_only: bool) -> bool:
+    """Whether a file a walk of ``base`` found is one a ``**`` pattern names: its parts from ``base``
+    match ``rest`` (unless the pattern names ``folders_only``), or it lies in a folder it names."""
+    return (not folders_only and _matches(path.relative_to(base).parts, rest)) or any(
+        parent in named and not _hidden_between(parent, path) for parent in path.parents
+    )
 
 
 def _hidden_between(folder: Path, path: Path) -> bool:
@@ -173,8 +197,8 @@ def _matches(parts: Sequence[str], pattern: Sequence[str]) -> bool:
     return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _matches(parts[1:], pattern[1:])
 
 
-def _walk_images(folder: Path) -> list[Path]:
-    return _walk(folder)[0]
+def _walk_images(folder: Path, left_out: LeftOut | None = None) -> list[Path]:
+    return _walk(folder, left_out=left_out)[0]
 
 
 def searched_folders(folder: str | Path) -> set[str]:
@@ -202,9 +226,12 @@ def _unlisted(exc: OSError) -> None:
     ) from exc
 
 
-def _walk(folder: Path, *, hidden: bool = False) -> tuple[list[Path], set[str], list[Path]]:
+def _walk(
+    folder: Path, *, hidden: bool = False, left_out: LeftOut | None = None
+) -> tuple[list[Path], set[str], list[Path]]:
     """(the images under ``folder``, sorted; the real paths of the folders searched; those folders
-    as spelled from ``folder``). Hidden folders are skipped unless ``hidden``; hidden files always."""
+    as spelled from ``folder``). Hidden folders are skipped unless ``hidden``; hidden files always.
+    ``left_out`` is told of each other file found, in the walk's order, each folder's sorted."""
     # An archive assembled from links (a shared drive's day folders linked into one) must be scored
     # whole: skipping its linked folders would drop their images without a word. Each real folder
     # is searched once, spelled without a link where the tree holds it directly, so a link loop ends.
@@ -226,5 +253,11 @@ def _walk(folder: Path, *, hidden: bool = False) -> tuple[list[Path], set[str], 
             searched.add(real)
             kept.append(name)
         dirnames[:] = kept
-        found.extend(Path(dirpath, name) for name in filenames if not is_hidden(name) and is_image_file(name))
+        for name in sorted(filenames):
+            if is_hidden(name):
+                continue
+            if is_image_file(name):
+                found.append(Path(dirpath, name))
+            elif left_out is not None:
+                left_out(Path(dirpath, name))
     return sorted(found), searched, spelled

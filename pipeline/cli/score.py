@@ -158,7 +158,9 @@ def score(
         iter_tasks,
         score_to_file,
     )
+    from pipeline.score.batch import printable_path
     from pipeline.score.decisions import load_policy_file, made_by_this_run
+    from pipeline.score.sources import absolute_path
     from pipeline.score.writer import check_output, lock_output
 
     settings = Settings.load()
@@ -262,7 +264,18 @@ def score(
         limits = decode_limits(settings)
 
         console = Console(stderr=True)
-        total = count_tasks(inputs)
+        # the files the folders and globs leave out for their extension, by real path (a folder given
+        # twice counts its files once), said in the summary: skipped without a word, they looked
+        # scored. The run's own outputs (an --out kept in the input folder) are not among them
+        left_out: dict[str, str] = {}
+        own = {os.path.realpath(p) for p in (out, decisions or decisions_path(out))}
+
+        def leave_out(path: Path) -> None:
+            real = os.path.realpath(path)
+            if real not in own:
+                left_out.setdefault(real, printable_path(absolute_path(path)))
+
+        total = count_tasks(inputs, left_out=leave_out)
         runner_engine: Any
         model_ids: list[str] | None = None
         if engine is EngineName.ray:
@@ -319,6 +332,8 @@ def score(
                 retry_errors=retry_errors,
                 lock=lock,
             )
+        summary.left_out = len(left_out)
+        summary.left_out_example = next(iter(left_out.values()), None)
         if loaded_policy is not None:
             target = decisions or decisions_path(out)
             declared: list[str] = []  # shipments decided under a tier their manifest rows declare

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets.folder import MANIFEST_EXTENSIONS
+from datasets.folder import MANIFEST_EXTENSIONS, LeftOut
 
 __all__ = ["ImageTask", "absolute_path", "count_tasks", "is_manifest", "iter_tasks"]
 
@@ -68,13 +68,17 @@ def absolute_path(path: str | Path) -> str:
     return os.path.join(os.path.realpath(folder), name)
 
 
-def iter_tasks(inputs: Iterable[str | Path], *, cargo_type: str | None = None) -> Iterator[ImageTask]:
+def iter_tasks(
+    inputs: Iterable[str | Path], *, cargo_type: str | None = None, left_out: LeftOut | None = None
+) -> Iterator[ImageTask]:
     """Yield one task per image named by ``inputs``, in input order, lazily.
 
     Args:
         inputs: folders (walked), globs, image files, and manifests (``.csv``/``.jsonl`` files).
         cargo_type: cargo type of images from folders and globs, and of manifest rows that leave
             it empty; ``None`` leaves it to the model router.
+        left_out: told of each file a folder or glob leaves out for its extension
+            (:func:`~datasets.folder.iter_image_paths`).
 
     Raises:
         InputError: from the folder walker or the manifest reader, naming the bad input.
@@ -85,10 +89,11 @@ def iter_tasks(inputs: Iterable[str | Path], *, cargo_type: str | None = None) -
         if is_manifest(item):
             yield from _manifest_tasks(Path(item), cargo_type)
         else:
-            for path in iter_image_paths([item]):
+            for path in iter_image_paths([item], left_out=left_out):
                 yield ImageTask(path=absolute_path(path), cargo_type=cargo_type)
 
 
-def count_tasks(inputs: Iterable[str | Path]) -> int:
-    """Count the images :func:`iter_tasks` would yield (for the progress bar's ETA), in O(1) memory."""
-    return sum(1 for _ in iter_tasks(inputs))
+def count_tasks(inputs: Iterable[str | Path], *, left_out: LeftOut | None = None) -> int:
+    """Count the images :func:`iter_tasks` would yield (for the progress bar's ETA), in O(1) memory;
+    ``left_out`` is told of the files its folders and globs leave out (:func:`iter_tasks`)."""
+    return sum(1 for _ in iter_tasks(inputs, left_out=left_out))

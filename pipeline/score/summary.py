@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
+from datasets.folder import extensions_text
 from pipeline.resolution import SCALE_TOLERANCE, describe_scale, off_training_scale
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
 
@@ -36,6 +37,9 @@ class ScoreSummary:
         off_scale_example: the first of them, as (path, scale_vs_training).
         tiers: shipments per decision tier (with ``--policy``).
         reasons: how often each rule fired, per tier (with ``--policy``).
+        left_out: files the folder and glob inputs left out for their extension (a ``.gif``, a
+            ``.txt``; never hidden files), set by ``clearsight score``.
+        left_out_example: the first of them (absolute, its odd bytes as ``\\xNN``).
         seconds: wall time of the scoring phase.
         peak_in_flight: most images held in memory at once by the local engine (0 for Ray).
     """
@@ -53,6 +57,8 @@ class ScoreSummary:
     unrecorded: list[str] = field(default_factory=list)
     off_scale: int = 0
     off_scale_example: tuple[str, float] | None = None
+    left_out: int = 0
+    left_out_example: str | None = None
     tiers: Counter[str] = field(default_factory=Counter)
     reasons: dict[str, Counter[str]] = field(default_factory=dict)
     seconds: float = 0.0
@@ -112,6 +118,13 @@ class ScoreSummary:
                 f"{self.kept_without_heatmap} scored rows kept from the earlier run have no heatmap (it ran "
                 "without --heatmaps); score into a new --out to draw heatmaps for every image."
             )
+        if self.left_out_example is not None:
+            files = "1 file" if self.left_out == 1 else f"{self.left_out} files"
+            out.append(
+                f"{files} left out (not an image extension), e.g. {self.left_out_example}: a folder or "
+                f"glob takes only files named {extensions_text()}; a picture in one of those formats "
+                "under another name is scored once renamed"
+            )
         if self.off_scale_example is None:
             return out
         path, scale = self.off_scale_example
@@ -140,6 +153,8 @@ class ScoreSummary:
             images.add_row("already in output (resumed)", str(self.skipped_done))
         if self.duplicates:
             images.add_row("duplicate inputs (scored once)", str(self.duplicates))
+        if self.left_out:
+            images.add_row("files left out (not an image extension)", str(self.left_out))
         images.add_row("time", f"{self.seconds:.1f} s")
         images.add_row("throughput", f"{self.images_per_second:.1f} images/s")
         out = [images]

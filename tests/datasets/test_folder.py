@@ -88,16 +88,17 @@ def test_a_link_loop_ends_and_each_real_folder_is_searched_once(tree: Path) -> N
         (
             ["*.gif"],
             "*.gif: pattern matches no images (accepted extensions: "
-            ".bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
+            ".bmp, .jfif, .jpe, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
         ),
         (
             ["c"],
-            "c: folder contains no images (accepted extensions: .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
+            "c: folder contains no images (accepted extensions: "
+            ".bmp, .jfif, .jpe, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
         ),
         (
             ["a/notes.txt"],
             "a/notes.txt: not an image file (accepted extensions: "
-            ".bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
+            ".bmp, .jfif, .jpe, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
         ),
     ],
     ids=["missing", "missing-after-good", "empty-glob", "no-images", "not-image"],
@@ -208,6 +209,8 @@ def test_an_unreadable_cargo_folder_named_lost_and_found_is_refused(
         ("x.PNG", True, False),
         ("x.jpeg", True, False),
         ("x.tif", True, False),
+        ("x.jfif", True, False),
+        ("x.JPE", True, False),
         ("x.gif", False, False),
         ("m.csv", False, True),
         ("m.JSONL", False, True),
@@ -220,7 +223,44 @@ def test_classifiers(name: str, image: bool, manifest: bool) -> None:
 
 
 def test_extensions_match_the_decoder_formats() -> None:
-    assert {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"} == IMAGE_EXTENSIONS
+    assert {".bmp", ".jfif", ".jpe", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"} == IMAGE_EXTENSIONS
+
+
+@pytest.mark.parametrize("name", ["scan.jfif", "scan.JPE"])
+def test_a_jpeg_named_as_some_scanners_name_it_is_found_and_decoded(tmp_path: Path, name: str) -> None:
+    """A folder's .jfif and .jpe pictures (JPEG, as some scanners and browsers name it) were left out
+    without a word, and one given by name was refused as no image."""
+    import cv2
+    import numpy as np
+
+    from datasets.decode import decode_image
+
+    ok, data = cv2.imencode(".jpg", np.full((8, 8, 3), 90, np.uint8))
+    (tmp_path / name).write_bytes(data.tobytes())
+    assert list(iter_image_paths([tmp_path])) == [tmp_path / name]
+    assert list(iter_image_paths([tmp_path / name])) == [tmp_path / name]
+    assert decode_image(tmp_path / name).pixels.shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [
+        (["a"], ["a/notes.txt"]),
+        (["a", "c", "b"], ["a/notes.txt", "c/readme.md"]),
+        (["*"], ["a/notes.txt", "c/readme.md"]),
+        (["c/*"], ["c/readme.md"]),
+        (["**"], ["a/notes.txt", "c/readme.md"]),
+        (["a/**", "c/**"], ["a/notes.txt", "c/readme.md"]),
+        (["*/*.png", "**/*.png"], []),  # asked for by extension: none left out
+    ],
+)
+def test_the_files_a_walk_leaves_out_are_told(tree: Path, inputs: list[str], expected: list[str]) -> None:
+    """Files of another extension were skipped without a word (no row, no count, exit 0); hidden
+    files and OS litter (.DS_Store, Thumbs.db) stay unsaid."""
+    (tree / "c" / "x.png").write_bytes(b"x")  # a glob or folder of c has images, as a walk needs
+    told: list[str] = []
+    list(iter_image_paths(inputs, left_out=lambda path: told.append(path.as_posix())))
+    assert told == expected
 
 
 def test_a_link_to_a_hidden_folder_is_searched(tree: Path) -> None:

@@ -98,7 +98,7 @@ CASES = [
         "empty-class",
         BASE | {"test/scratch/.keep": b""},
         "{root}/test/scratch: empty folder, no images "
-        "(accepted extensions: .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
+        "(accepted extensions: .bmp, .jfif, .jpe, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
     ),
     (
         "empty-split",

@@ -663,3 +663,34 @@ def test_an_output_another_run_writes_is_refused_and_stays_locked_until_decided(
     assert run(app, argv) == 0, capsys.readouterr().err
     assert len(refused) == 1 and "is being written by another run" in refused[0]
     assert not lock_path(out).exists()
+
+
+def test_a_folders_jfif_pictures_are_scored_and_its_other_files_told(
+    tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder's .jfif/.jpe JPEGs, and every other file, were left out without a word (no row, no
+    count, exit 0): the run looked complete."""
+    import cv2
+    import numpy as np
+
+    arc = tmp_path / "arc"
+    write_images(arc, [40, 120])
+    jpeg = cv2.imencode(".jpg", np.full((8, 8, 3), 90, np.uint8))[1].tobytes()
+    (arc / "container_17.jfif").write_bytes(jpeg)
+    (arc / "container_18.jpe").write_bytes(jpeg)
+    (arc / "container_19.gif").write_bytes(b"GIF89a" + bytes(16))
+    (arc / ".DS_Store").write_bytes(b"x")  # hidden: never said
+    out = arc / "rows.jsonl"  # kept beside the pictures: the run's own output is not left out
+    argv = ["score", str(arc), "--model", str(models[0]), "--out", str(out)]
+    for again in ([], ["--resume"]):
+        assert run(app, [*argv, *again]) == 0
+        captured = capsys.readouterr()
+        names = sorted(Path(row.path).name for row in iter_rows(out))
+        assert names == ["container_17.jfif", "container_18.jpe", "img0000.png", "img0001.png"]
+        said = "".join(captured.err.split())  # rich folds long lines anywhere
+        assert f"Warning:1fileleftout(notanimageextension),e.g.{arc / 'container_19.gif'}:" in said
+        row = [line for line in captured.out.splitlines() if "left out" in line]
+        assert [cell.strip() for cell in row[0].split("│")[1:-1]] == [
+            "files left out (not an image extension)",
+            "1",
+        ]
