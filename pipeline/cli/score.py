@@ -331,6 +331,7 @@ def score(
                 model_ids=model_ids,
                 retry_errors=retry_errors,
                 lock=lock,
+                listed_only=loaded_policy is not None,
             )
         summary.left_out = len(left_out)
         summary.left_out_example = next(iter(left_out.values()), None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["ERROR", "HEATMAP", "SCORED", "Done", "declaration_digest", "row_state", "same_file"]
@@ -113,3 +114,7 @@ class Done:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The identities (:meth:`key`) of the rows."""
+        return iter(self._rows)

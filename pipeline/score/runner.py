@@ -21,7 +21,14 @@ from pipeline.score.batch import ScoredRow, printable_path
 from pipeline.score.done import ERROR, HEATMAP, SCORED, Done, declaration_digest
 from pipeline.score.sources import ImageTask
 from pipeline.score.summary import ScoreSummary
-from pipeline.score.writer import OutputLock, check_output, finish_output, lock_output, open_output
+from pipeline.score.writer import (
+    OutputLock,
+    check_output,
+    finish_output,
+    iter_rows,
+    lock_output,
+    open_output,
+)
 
 __all__ = ["Engine", "heatmap_name", "score_to_file"]
 
@@ -53,19 +60,22 @@ def _pending(
     summary: ScoreSummary,
     advance: Callable[[], None] | None,
     kept: set[bytes] | None = None,
+    seen: dict[bytes, bytes] | None = None,
 ) -> Iterator[ImageTask]:
     """``tasks`` without images already in the output or already given earlier in this run.
 
     An image is one row per shipment it is listed under: a picture in two days' manifests under two
     shipments is scored for each (the second used to vanish). Paths are compared absolute and
     normalised, so that a run resumed as ``/data/a.png`` after ``data/./a.png`` does not score the
-    image twice, and their folders resolved through links.
+    image twice, and their folders resolved through links. ``seen`` is filled with the identity of
+    every task (:meth:`Done.key`), to the digest of its declaration.
 
     Raises:
         InputError: a manifest row whose declaration changed since its image was scored: the rows
             kept would decide its shipment on the old one (a radiation alarm raised since, say).
     """
-    seen: dict[bytes, bytes] = {}  # identity (Done.key) -> the declaration's digest, this run
+    if seen is None:
+        seen = {}  # identity (Done.key) -> the declaration's digest, this run
     for task in tasks:
         identity = done.key(printable_path(task.path), task.shipment_id)  # as the output's rows name it
         scored = done.get(identity)
@@ -112,6 +122,45 @@ def _pending(
             advance()
 
 
+def _refuse_rows_not_listed(out: Path, done: Done, listed: Collection[bytes]) -> None:
+    """Refuse an output that holds a row kept from the earlier run of an image this run's inputs do
+    not list under the row's shipment: a manifest corrected since moved the picture to another
+    shipment, or dropped it. The decisions are made from every row of the output, so the shipment
+    it was scored under was decided on a picture no longer its own (and its audit record listed it),
+    without a word; a changed declaration was already refused (:func:`_pending`).
+
+    Raises:
+        InputError: naming the picture, the shipment of its row and the one it is listed under now.
+    """
+    if all(identity in listed for identity in done):
+        return
+    rows = (row for row in iter_rows(out) if done.key(row.path, row.shipment_id) not in listed)
+    stale = next(rows, None)
+    if stale is None:  # pragma: no cover - every row done holds is in the output
+        return
+    now = sorted(  # where the inputs list the picture now: its rows this run scored or kept
+        {
+            row.shipment_id
+            for row in iter_rows(out)
+            if row.path == stale.path
+            and row.shipment_id is not None
+            and done.key(row.path, row.shipment_id) in listed
+        }
+    )
+    before = f"shipment {stale.shipment_id!r}" if stale.shipment_id is not None else "no shipment"
+    where = (
+        f"it is listed under shipment {', '.join(repr(s) for s in now)} now"
+        if now
+        else "no manifest given lists it under that shipment now"
+    )
+    raise InputError(
+        f"{stale.path}: scored under {before}, {where} (a manifest corrected since?); the decisions, "
+        f"made from every row of the output, would count the row --resume kept of it under {before}, "
+        "a picture no longer its own; score into a new --out, or pass --overwrite to score every image "
+        "again under the manifest as it is now"
+    )
+
+
 def score_to_file(
     tasks: Iterable[ImageTask],
     engine: Engine,
@@ -126,6 +175,7 @@ def score_to_file(
     model_ids: Collection[str] | None = None,
     retry_errors: bool = False,
     lock: OutputLock | None = None,
+    listed_only: bool = False,
 ) -> ScoreSummary:
     """Score ``tasks`` on ``engine`` and append one row per image to ``out``.
 
@@ -147,13 +197,18 @@ def score_to_file(
         lock: the lock on ``out`` (:func:`~pipeline.score.writer.lock_output`) the caller holds
             (``clearsight score`` holds it until the decisions are written); None: taken here, for
             the run, before ``out`` is opened.
+        listed_only: with ``resume``, refuse (once the rows are written) an output that holds a row
+            kept from the earlier run of an image this run's inputs do not list under the row's
+            shipment (:func:`_refuse_rows_not_listed`): ``clearsight score --policy`` decides every
+            row of ``out``.
 
     Returns:
         The run's counts and timing.
 
     Raises:
         InputError: ``out`` exists without ``resume``/``overwrite``, or has an unknown suffix; or
-            its rows came from models other than ``model_ids``; or another run is writing it.
+            its rows came from models other than ``model_ids``; or another run is writing it; or,
+            with ``listed_only``, it holds a row of a picture no longer listed under its shipment.
         DatasetFormatError: ``out`` exists but is not a Clearsight score output.
     """
     if heatmap_dir is not None:
@@ -182,9 +237,10 @@ def score_to_file(
         writer.flush_seconds = flush_seconds
         summary = ScoreSummary()
         kept: set[bytes] = set()  # the rows this run keeps, by identity
+        listed: dict[bytes, bytes] = {}  # every task of this run, by identity
         start = time.monotonic()
         with writer:
-            pending = _pending(tasks, done, summary, advance, kept)
+            pending = _pending(tasks, done, summary, advance, kept, listed)
             for row in engine.run(pending, heatmaps=heatmap_dir is not None):
                 verdict = row.verdict
                 if row.heatmap_png is not None and heatmap_dir is not None:
@@ -196,6 +252,8 @@ def score_to_file(
                 if advance is not None:
                     advance()
         finish_output(out)
+        if resume and listed_only:  # the rows are complete: a --resume after this refusal has them
+            _refuse_rows_not_listed(out, done, listed)
         if resume:
             # what the rows kept from the earlier run hold, which this run's counts leave out, as their
             # state was noted when the output was read: errors (a resumed output of nothing but errors

@@ -694,3 +694,41 @@ def test_a_folders_jfif_pictures_are_scored_and_its_other_files_told(
             "files left out (not an image extension)",
             "1",
         ]
+
+
+def test_resume_with_a_policy_refuses_a_row_of_a_picture_the_manifest_moved(
+    tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a manifest correction moved img0001 from S1 to S2, `--resume --policy` decided S1 on it
+    (and recorded so); a changed declaration is refused on resume, a changed membership was used."""
+    a, b, c = write_images(tmp_path / "arc", [40, 120, 220])
+    man = tmp_path / "arc" / "manifest.csv"
+    rows = [
+        {"path": p.name, "shipment_id": s, "cargo_type": "bulk_ore"}
+        for p, s in ((a, "S1"), (b, "S1"), (c, "S2"))
+    ]
+    write_manifest(man, rows)
+    out = tmp_path / "rows.jsonl"
+    argv = [
+        "score",
+        str(man),
+        "--model",
+        str(models[0]),
+        "--out",
+        str(out),
+        "--policy",
+        str(default_policy_path()),
+    ]
+    assert run(app, argv) == 0
+    decided = out.with_suffix(".decisions.jsonl").read_bytes()
+    write_manifest(man, [rows[0], {**rows[1], "shipment_id": "S2"}, rows[2]])
+    assert run(app, [*argv, "--resume"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"Error: {b}: scored under shipment 'S1', it is listed under shipment 'S2' now" in err
+    assert out.with_suffix(".decisions.jsonl").read_bytes() == decided  # not decided on it
+    assert run(app, [*argv, "--overwrite"]) == 0
+    images = {
+        d["shipment_id"]: sorted(Path(i["path"]).name for i in d["images"])
+        for d in map(json.loads, out.with_suffix(".decisions.jsonl").read_text().splitlines())
+    }
+    assert images == {"S1": [a.name], "S2": [b.name, c.name]}

@@ -428,6 +428,33 @@ def test_resume_refuses_a_manifest_row_whose_declaration_changed(tmp_path: Path,
         score_to_file(alarm, _engine(), out, resume=True)
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_resume_listed_only_refuses_a_kept_row_the_manifest_no_longer_lists(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A manifest corrected after the first run moved a picture from S1 to S2: `--resume --policy`
+    kept its (picture, S1) row and decided S1 on a picture no longer S1's, without a word."""
+    a, b, c = (str(p) for p in write_images(tmp_path / "img", [10, 20, 30]))
+    out = tmp_path / f"out{suffix}"
+    score_to_file([ImageTask(a, "S1"), ImageTask(b, "S1"), ImageTask(c, "S2")], _engine(), out)
+    moved = [ImageTask(a, "S1"), ImageTask(b, "S2"), ImageTask(c, "S2")]
+    with pytest.raises(InputError) as refused:
+        score_to_file(moved, _engine(), out, resume=True, listed_only=True)
+    assert str(refused.value).startswith(
+        f"{b}: scored under shipment 'S1', it is listed under shipment 'S2' now (a manifest corrected since?)"
+    )
+    assert "score into a new --out, or pass --overwrite" in str(refused.value)
+    assert sorted((r.path, r.shipment_id) for r in iter_rows(out)) == sorted(
+        [(a, "S1"), (b, "S1"), (b, "S2"), (c, "S2")]  # the new row is kept: a rescore needs it not
+    )
+    with pytest.raises(InputError, match=f"{b}: scored under shipment 'S1', no manifest given lists it"):
+        score_to_file([ImageTask(a, "S1"), ImageTask(c, "S2")], _engine(), out, resume=True, listed_only=True)
+    assert score_to_file(moved, _engine(), out, resume=True).skipped_done == 3  # not asked: as before
+    fixed = score_to_file(moved, _engine(), out, overwrite=True, listed_only=True)
+    assert fixed.scored == 3
+    assert score_to_file(moved, _engine(), out, resume=True, listed_only=True).skipped_done == 3
+
+
 def test_one_image_of_one_shipment_listed_with_two_declarations_is_refused(tmp_path: Path) -> None:
     """Two manifests, the second raising a radiation alarm: the second row was dropped as a duplicate."""
     (a,) = write_images(tmp_path / "img", [10])
