@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -75,15 +76,40 @@ def decode_task(path: str, limits: Any) -> Decoded:
     return Decoded(image.pixels, image.sha256, None, phash)
 
 
+_ESCAPE = re.compile(r"\\x[0-9a-f]{2}")
+"""What :func:`printable_path` writes for a byte that is not UTF-8 (``backslashreplace``'s form)."""
+
+
 def printable_path(path: str) -> str:
-    """``path`` as a row can hold it: a file name that is not UTF-8 (GBK or CP-1252 bytes from a file
-    share) reaches Python with surrogates that no JSON, CSV or Parquet writer accepts, so its odd
-    bytes are written as ``\\xNN`` escapes instead of failing the whole run."""
+    """``path`` as a row can hold it, one text per file: a file name that is not UTF-8 (GBK or CP-1252
+    bytes from a file share) reaches Python with surrogates that no JSON, CSV or Parquet writer
+    accepts, so its odd bytes are written as ``\\xNN`` escapes instead of failing the whole run.
+
+    A name that is UTF-8 is written as it is, unless it holds such an escape itself (``caf\\xe9.png``
+    typed with a backslash): it then named the same row as the file whose name holds the byte 0xE9,
+    which was counted as a duplicate input and never scored. Such a name, and any name that needs an
+    escape, is written with each backslash byte escaped too (``\\x5c``), so that every backslash of
+    an escaped text starts an escape and two files never share a text; every other name (an
+    ordinary one, or one whose odd bytes hold no backslash) is written as before, and outputs that
+    hold it resume as before."""
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
-    return path
+        pass
+    else:
+        if not _ESCAPE.search(path):
+            return path
+    return os.fsencode(path).replace(b"\\", b"\\x5c").decode("utf-8", "backslashreplace")
+
+
+def _printable_text(text: str) -> str:
+    """``text`` (an error message) as a row can hold it: odd bytes as ``\\xNN``, nothing else changed
+    (a message quotes a file name as :func:`printable_path` wrote it, backslashes and all)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text
 
 
 def error_row(
@@ -101,7 +127,7 @@ def error_row(
         phash=phash,
         shipment_id=task.shipment_id,
         cargo_type=cargo_type if cargo_type is not None else task.cargo_type,
-        error=printable_path(error),  # a message may quote a file name that is not UTF-8
+        error=_printable_text(error),  # a message may quote a file name that is not UTF-8
         declaration=dict(task.declaration),
     )
     return ScoredRow(verdict, None)

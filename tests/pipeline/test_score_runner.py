@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -381,6 +382,58 @@ def test_a_file_name_that_is_not_utf8_is_scored_and_resumed(tmp_path: Path, suff
     assert Path(rows[shown].heatmap or "").is_file()
     again = score_to_file(tasks, _engine(), out, resume=True)
     assert (again.skipped_done, again.scored) == (2, 0)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_a_name_holding_a_backslash_escape_is_not_taken_for_a_name_that_is_not_utf8(
+    tmp_path: Path, suffix: str
+) -> None:
+    """caf<0xE9>.png (Latin-1 from a Windows share) and a file literally named caf\\xe9.png were
+    given one row text: the second was counted as a duplicate input and never scored."""
+    share = tmp_path / "share"
+    share.mkdir()
+    latin = Path(os.fsdecode(bytes(share) + b"/caf\xe9.png"))
+    typed = share / "caf\\xe9.png"  # a backslash, then x, e, 9
+    both = Path(os.fsdecode(bytes(share) + b"/\\\xe9.png"))  # a backslash byte beside an odd one
+    for path, value in ((latin, 10), (typed, 200), (both, 90)):  # cv2 writes no name that is not UTF-8
+        path.write_bytes(write_png(tmp_path / "png" / f"{value}.png", value).read_bytes())
+    tasks = [ImageTask(str(p)) for p in (latin, typed, both)]
+    out = tmp_path / f"out{suffix}"
+    summary = score_to_file(tasks, _engine(), out)
+    assert (summary.scored, summary.duplicates) == (3, 0)
+    rows = _rows_by_path(out)
+    assert sorted(rows) == sorted(
+        [f"{share}/caf\\xe9.png", f"{share}/caf\\x5cxe9.png", f"{share}/\\x5c\\xe9.png"]
+    )
+    assert rows[f"{share}/caf\\x5cxe9.png"].score == pytest.approx(200 / 255)
+    again = score_to_file(tasks, _engine(), out, resume=True)
+    assert (again.skipped_done, again.scored) == (3, 0)
+
+
+def test_printable_paths_are_one_text_per_file_and_ordinary_names_unchanged() -> None:
+    """Every name that is UTF-8 and holds no \\xNN is written as it is (outputs resume as before);
+    every other name is written so that its bytes can be read back from the text alone."""
+    from pipeline.score.batch import printable_path
+
+    for ordinary in ["/data/a.png", "/data/ünï code.png", "C:\\share\\a.png", "/d/a\\xE9.png", "/d/\\x9"]:
+        assert printable_path(ordinary) == ordinary
+    assert printable_path(os.fsdecode(b"/s/\xb2\xe2.png")) == "/s/\\xb2\\xe2.png"  # as before
+    names = [
+        b"caf\xe9.png",
+        b"caf\\xe9.png",
+        b"caf\\x5cxe9.png",
+        b"\\\xe9",
+        b"\\xe9",
+        b"\\x5c\xe9",
+        b"\xe9\\",
+    ]
+    texts = [printable_path(os.fsdecode(name)) for name in names]
+    assert len(set(texts)) == len(names)
+    for name, text in zip(names, texts, strict=True):
+        back = text.encode("utf-8")
+        if "\\x" in text and text != os.fsdecode(name):  # escaped: every backslash starts \\xNN
+            back = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), back)
+        assert back == name
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
