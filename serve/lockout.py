@@ -1,5 +1,9 @@
 """Wrong API keys counted per client address: past a limit in a minute, the address must wait.
 
+An IPv6 client is counted by its /64 (:func:`client_key`), the smallest block a provider hands one
+subscriber: counted per address, one client with a /64 could name a new address per guess and was
+never held.
+
 A key is at least 8 characters, but a client that may try keys as fast as the server answers can
 still guess weak ones; a lockout turns that into years. Only wrong keys count (not missing ones,
 which cost a guesser nothing to learn about), and only the guessing address waits. Behind a reverse
@@ -16,6 +20,8 @@ fallback where that file cannot be used).
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import logging
 import math
 import os
@@ -29,7 +35,7 @@ from typing import Protocol
 
 from serve.errors import TooManyAttemptsError
 
-__all__ = ["FailedAttempts", "Failures", "MemoryFailures", "SharedFailures"]
+__all__ = ["FailedAttempts", "Failures", "MemoryFailures", "SharedFailures", "client_key"]
 
 log = logging.getLogger("clearsight.serve")
 
@@ -38,6 +44,36 @@ MAX_TRACKED = 10_000
 forgotten first, so memory and the file stay bounded (each address keeps at most the limit's number
 of wrong keys). Counting entries instead let 500 addresses within their limit push every other
 address's count out within the minute."""
+
+IPV6_PREFIX = 64
+"""The IPv6 block counted as one client: a subscriber's /64 is its to pick addresses from."""
+
+_LONGEST_NAME = 64
+"""A client that is no IP address (``unknown``, a test client's name) longer than this is counted
+by a digest of its name, so a row of the lockout file stays small whatever a proxy passes on."""
+
+
+def client_key(client: str) -> str:
+    """What a client's wrong keys are counted under: an IPv4 address as it is (an IPv4-mapped IPv6
+    address as its IPv4 address), an IPv6 address as its /64 (``2001:db8:1:2::/64``, at most 43
+    characters), anything else as it is where short, else ``sha256:`` and 32 hex digits.
+
+    Rows of earlier releases keyed by a whole IPv6 address match no key now (each holds a ``/``
+    no address has): they hold no one, and go as their wrong keys leave the window.
+    """
+    try:
+        address = ipaddress.ip_address(client.strip("[]"))
+    except ValueError:
+        # a name holding "/" could pass for a /64's key and lock that block out
+        if len(client) <= _LONGEST_NAME and "/" not in client:
+            return client
+        return "sha256:" + hashlib.sha256(client.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        # the scope of a link-local address (fe80::1%eth0) names no other client
+        return str(ipaddress.IPv6Network((int(address), IPV6_PREFIX), strict=False))
+    return str(address)
 
 
 class Failures(Protocol):
@@ -338,7 +374,8 @@ def _parse(row: tuple[object] | None) -> list[float] | None:
 
 
 class FailedAttempts:
-    """Wrong keys per client address in a sliding window of ``window_s``; thread-safe.
+    """Wrong keys per client (its address; an IPv6 address's /64: :func:`client_key`) in a sliding
+    window of ``window_s``; thread-safe.
 
     Args:
         limit: wrong keys an address may send per window (0: no limit).
@@ -369,10 +406,11 @@ class FailedAttempts:
         (for a right key: it counts nothing, and writes nothing)."""
         if not self.limit:
             return
+        client = client_key(client)
         with self._lock:
             now = self._clock()
             count, oldest = self._failures.recent(client, now, now - self.window_s, self.limit)
-        self._refuse(count, oldest, now)
+        self._refuse(client, count, oldest, now)
 
     def failed(self, client: str) -> None:
         """Count one wrong key from ``client``, or refuse it where ``client`` has used up its wrong
@@ -384,17 +422,18 @@ class FailedAttempts:
         """
         if not self.limit:
             return
+        client = client_key(client)
         with self._lock:
             now = self._clock()
             count, oldest = self._failures.attempt(client, now, now - self.window_s, self.limit)
-        self._refuse(count, oldest, now)
+        self._refuse(client, count, oldest, now)
 
-    def _refuse(self, count: int, oldest: float, now: float) -> None:
+    def _refuse(self, key: str, count: int, oldest: float, now: float) -> None:
         if count >= self.limit:
             wait = max(1, math.ceil(oldest + self.window_s - now))
+            where = f"this address's /{IPV6_PREFIX}" if "/" in key else "this address"
             raise TooManyAttemptsError(
-                f"{count} wrong API keys from this address in the last {self.window_s:g} s; "
-                f"try again in {wait} s",
+                f"{count} wrong API keys from {where} in the last {self.window_s:g} s; try again in {wait} s",
                 retry_after_s=wait,
             )
 

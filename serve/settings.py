@@ -70,7 +70,8 @@ class ServeSettings(Settings):
     auth_failures_per_minute: int = Field(
         default=20,
         ge=0,
-        description="Wrong API keys one client address may send per minute before it must wait (429); "
+        description="Wrong API keys one client address (an IPv6 address's /64) may send per minute "
+        "before it must wait (429); "
         "0 turns the lockout off. Behind a reverse proxy all clients share its address, unless "
         "forwarded_allow_ips names it.",
     )

@@ -53,3 +53,12 @@ def test_a_named_proxy_says_who_the_client_is(live_server) -> None:
     for forwarded in ("198.51.100.9", "203.0.113.7, 198.51.100.9"):
         headers = {**auth(OFFICER_KEY), "X-Forwarded-For": forwarded}
         assert httpx.get(f"{server.url}/v1/models", headers=headers).status_code == 200
+
+
+def test_clients_behind_a_named_proxy_are_counted_by_their_ipv6_slash_64(live_server) -> None:
+    """A client with one /64 sent 20 wrong keys from each of its addresses and was never held."""
+    server = live_server(auth_failures_per_minute=3, forwarded_allow_ips="127.0.0.1")
+    one_block = [f"2001:db8:1:3::{n:x}" for n in range(1, 5)]
+    assert _wrong_keys_until_held(server.url, one_block) == [401, 401, 401, 429]
+    # a client of another /64, or of IPv4, is not held
+    assert _wrong_keys_until_held(server.url, ["2001:db8:1:4::1", "203.0.113.7"]) == [401, 401]

@@ -334,3 +334,62 @@ def test_the_write_ahead_log_is_cut_back_once_checkpointed(
     reader.close()
     attempts.failed("10.1.0.1")  # writes from the log's start again
     assert wal.stat().st_size <= 64 * 1024
+
+
+def test_an_ipv6_client_is_counted_by_its_slash_64(failures: Failures) -> None:
+    """Counted per address, a client holding one /64 (2^64 addresses, what a provider hands one
+    subscriber) named a new address every few guesses and was never held."""
+    attempts = FailedAttempts(3, failures=failures)
+    for n in range(3):
+        attempts.failed(f"2001:db8:1:3::{n + 1:x}")
+    for neighbour in ("2001:db8:1:3::99", "2001:db8:1:3:ffff:ffff:ffff:ffff", "[2001:db8:1:3::7]"):
+        with pytest.raises(TooManyAttemptsError, match=r"^3 wrong API keys from this address's /64 in"):
+            attempts.check(neighbour)
+    attempts.check("2001:db8:1:4::1")  # the next /64 is another subscriber's
+    # an IPv4-mapped address is its IPv4 address, which stays counted alone
+    for _ in range(3):
+        attempts.failed("::ffff:10.0.0.7")
+    with pytest.raises(TooManyAttemptsError, match=r"^3 wrong API keys from this address in"):
+        attempts.check("10.0.0.7")
+    attempts.check("10.0.0.8")
+
+
+@pytest.mark.parametrize(
+    ("client", "key"),
+    [
+        ("10.0.0.7", "10.0.0.7"),
+        ("::ffff:10.0.0.7", "10.0.0.7"),
+        ("2001:db8:1:3::5", "2001:db8:1:3::/64"),
+        ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("unknown", "unknown"),
+        ("2001:db8:1:3::/64", "sha256:"),  # no name passes for a /64's key
+        ("x" * 5000, "sha256:"),
+    ],
+)
+def test_the_key_counted_under_is_bounded(client: str, key: str) -> None:
+    got = lockout.client_key(client)
+    assert got.startswith(key) if key == "sha256:" else got == key
+    assert len(got) <= 43
+
+
+def test_rows_of_whole_ipv6_addresses_from_before_hold_no_one_and_go(tmp_path: Path) -> None:
+    """The file of an earlier release keyed IPv6 clients by the whole address: such a row neither
+    locks the /64 out nor is read as its count, and goes with the window."""
+    clock = Clock()
+    path = tmp_path / "lockout.sqlite"
+    attempts = FailedAttempts(3, window_s=60.0, clock=clock, failures=SharedFailures(path))
+    attempts.failed("10.0.0.1")  # creates the file
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO wrong_keys (client, seen, times) VALUES (?, 1000.0, '1000.0 1000.0 1000.0')",
+            ("2001:db8:1:3::1",),
+        )
+    attempts.check("2001:db8:1:3::1")
+    attempts.failed("2001:db8:1:3::1")
+    clock.now += 61.0
+    attempts.failed("2001:db8:1:3::2")
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT client, times FROM wrong_keys").fetchall() == [
+            ("2001:db8:1:3::/64", "1061.0")
+        ]
