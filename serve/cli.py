@@ -26,8 +26,12 @@ def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
     same-host proxy that passes a client's header on, each client would name its own address, and
     the wrong-key lockout (which counts per address) would never hold it, or hold someone else.
     Proxy headers are read only from the proxies ``forwarded_allow_ips`` names. uvicorn bounds no
-    connections by default: ``limit_concurrency`` does.
+    connections by default: ``limit_concurrency`` does, and the protocol given as ``http``
+    (:class:`~serve.connection_limits.ConnectionLimits`, h11) bounds how long a request head may
+    take and how many connections one client holds, which uvicorn does not: connections trickling
+    their heads held ``limit_concurrency`` full for good.
     """
+    from serve.connection_limits import ConnectionLimits
     from serve.logs import log_config
 
     proxies = list(settings.forwarded_allow_ips)
@@ -39,6 +43,9 @@ def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
         "proxy_headers": bool(proxies),
         "forwarded_allow_ips": proxies,
         "limit_concurrency": settings.limit_concurrency,
+        "http": ConnectionLimits(
+            settings.header_timeout_s, settings.max_connections_per_client, trusted_proxies=proxies
+        ),
     }
 
 

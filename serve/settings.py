@@ -106,6 +106,20 @@ class ServeSettings(Settings):
         description="Most connections one worker holds open at once; a request past it is answered "
         "503 at once by uvicorn (plain text). Below the usual limit of 1,024 open files a process.",
     )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request head (request line and headers) must arrive whole this long after its "
+        "connection opened or the answer before it ended, or the connection is closed (408): uvicorn "
+        "times no head, so connections trickling one held limit_concurrency full for good.",
+    )
+    max_connections_per_client: int = Field(
+        default=50,
+        ge=0,
+        description="Most connections one client address (an IPv6 address's /64) holds open in a "
+        "worker at once; more are answered 503 and closed at once. The proxies in forwarded_allow_ips "
+        "are not capped; behind a proxy not named there, all clients share its cap. 0: no cap.",
+    )
     max_images_per_request: int = Field(default=32, gt=0, description="Most images in one request.")
     max_request_pixels: int = Field(
         default=400_000_000,

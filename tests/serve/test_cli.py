@@ -1,12 +1,16 @@
-"""How ``clearsight serve`` configures uvicorn: whose X-Forwarded-For is believed."""
+"""How ``clearsight serve`` configures uvicorn: whose X-Forwarded-For is believed, and the protocol
+that bounds request heads and connections per client."""
 
 from __future__ import annotations
+
+import pickle
 
 import httpx
 import pytest
 from serve_fakes import OFFICER_KEY, auth
 
 from serve.cli import uvicorn_options
+from serve.connection_limits import ConnectionLimits
 from serve.settings import ServeSettings
 
 
@@ -62,3 +66,15 @@ def test_clients_behind_a_named_proxy_are_counted_by_their_ipv6_slash_64(live_se
     assert _wrong_keys_until_held(server.url, one_block) == [401, 401, 401, 429]
     # a client of another /64, or of IPv4, is not held
     assert _wrong_keys_until_held(server.url, ["2001:db8:1:4::1", "203.0.113.7"]) == [401, 401]
+
+
+def test_the_protocol_bounds_request_heads_and_connections_per_client_in_every_worker() -> None:
+    """The protocol is uvicorn's option ``http``: with --workers N uvicorn pickles the options for
+    each worker process, so it must survive that with its settings."""
+    settings = ServeSettings(
+        _env_file=None, header_timeout_s=3.5, max_connections_per_client=7, forwarded_allow_ips="10.0.0.5"
+    )
+    limits = pickle.loads(pickle.dumps(uvicorn_options(settings)["http"]))
+    assert isinstance(limits, ConnectionLimits)
+    assert (limits.header_timeout_s, limits.max_connections_per_client) == (3.5, 7)
+    assert limits.capped_key("10.0.0.5") is None and limits.capped_key("10.0.0.6") == "10.0.0.6"
