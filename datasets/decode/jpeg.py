@@ -17,7 +17,8 @@ def check_jpeg_complete(data: bytes, source: str) -> _JpegLayout:
     """Refuse a JPEG cut short, which decoders would otherwise pad with grey; its main image's layout
     (with the offset of its end-of-image marker).
 
-    The main image is walked marker by marker from its start (:func:`_jpeg_layout`). It must reach
+    The main image is walked marker by marker from its start (:func:`_jpeg_layout`). It may hold at
+    most :data:`MAX_JPEG_SCANS` scans, each of which the decoder passes over the whole image. It must reach
     its end-of-image marker, and its scans must make up the whole image: every restart marker its
     size calls for, and every component (in a progressive file: its DC coefficients, and every
     coefficient whose successive approximation is begun, to full precision; see
@@ -30,6 +31,13 @@ def check_jpeg_complete(data: bytes, source: str) -> _JpegLayout:
             "truncated or corrupt JPEG: no image data (start-of-scan marker)", source=source
         )
     layout = _jpeg_layout(data)
+    if layout.too_many_scans:
+        raise ImageDecodeError(
+            f"JPEG with too many scans: at least {MAX_JPEG_SCANS + 1}, where at most {MAX_JPEG_SCANS} "
+            "are accepted (each is decoded over the whole image; encoders write a few dozen at most, "
+            "libjpeg's progressive script 10 for colour and 6 for grey); re-save it",
+            source=source,
+        )
     if layout.eoi is None:
         raise ImageDecodeError("truncated JPEG: no end-of-image marker after the image data", source=source)
     shortfall = _jpeg_shortfall(layout)
@@ -42,6 +50,13 @@ def check_jpeg_complete(data: bytes, source: str) -> _JpegLayout:
 
 
 _JPEG_ENDS_EARLY = "truncated JPEG: the image data ends before the image does"
+
+MAX_JPEG_SCANS = 100
+"""Most scans a JPEG's main image may hold. The decoder passes over the whole image for each scan
+of a progressive file: a 2048 x 2048 file of 0.45 MB, its last scan repeated 12,000 times, kept a
+core busy for tens of seconds, and at 64 MiB of such scans for hours; walking the scans alone took
+23 s at 64 MiB of empty ones. Encoders write far fewer: libjpeg's progressive script (Pillow's,
+OpenCV's) 10 for YCbCr, 6 for grey, 18 for CMYK (2 + 4 a component), one a component sequential."""
 
 # Frame (SOF) markers; those of sequential and progressive DCT images, whose scans are checked for
 # covering the image (lossless and hierarchical files are left to the decoder).
@@ -69,6 +84,7 @@ class _JpegLayout(NamedTuple):
     height: int
     sampling: dict[int, tuple[int, int]]  # component id -> (horizontal, vertical) sampling factors
     scans: tuple[_JpegScan, ...]
+    too_many_scans: bool  # the walk stopped at a scan past MAX_JPEG_SCANS (eoi is then None)
 
 
 def _jpeg_layout(data: bytes) -> _JpegLayout:
@@ -76,14 +92,15 @@ def _jpeg_layout(data: bytes) -> _JpegLayout:
     their lengths, each scan's entropy-coded data up to the next marker (a 0xFF there is stuffed as
     0xFF00 or is a restart marker). The walk stops at the end-of-image marker. An EXIF thumbnail
     lies inside a header segment and is skipped with it. Header fields the walk cannot read are left
-    out; the decoder refuses such a file."""
+    out; the decoder refuses such a file. The walk stops at a scan past :data:`MAX_JPEG_SCANS`
+    (``too_many_scans``): a file of millions of empty scans took tens of seconds to walk whole."""
     pos, n = 2, len(data)  # after the start-of-image marker (checked by the sniffer)
-    frame, width, height, interval = 0, 0, 0, 0
+    frame, width, height, interval, walked = 0, 0, 0, 0, 0
     sampling: dict[int, tuple[int, int]] = {}
     scans: list[_JpegScan] = []
 
     def layout(eoi: int | None) -> _JpegLayout:
-        return _JpegLayout(eoi, frame, width, height, sampling, tuple(scans))
+        return _JpegLayout(eoi, frame, width, height, sampling, tuple(scans), walked > MAX_JPEG_SCANS)
 
     while pos + 1 < n:
         if data[pos] != 0xFF:
@@ -111,6 +128,9 @@ def _jpeg_layout(data: bytes) -> _JpegLayout:
         elif marker == 0xDD and len(segment) >= 2:  # define restart interval: holds for later scans
             interval = (segment[0] << 8) | segment[1]
         elif marker == 0xDA:  # start of scan: entropy-coded data follows, up to the next real marker
+            walked += 1  # every scan, read or not: the decoder passes over the image for each
+            if walked > MAX_JPEG_SCANS:
+                return layout(None)
             end = _SCAN_DATA_END.search(data, pos)
             if end is None:
                 break

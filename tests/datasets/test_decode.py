@@ -879,6 +879,40 @@ def test_a_progressive_jpeg_never_sending_a_components_dc_coefficients_is_refuse
     )
 
 
+def _scans_repeated(data: bytes, scans: int) -> bytes:
+    """A progressive JPEG of Pillow's with its last scan (and the Huffman tables before it) repeated
+    until it holds ``scans`` scans: decodable, each repeat one more pass over the whole image."""
+    last = data.rfind(b"\xff\xda")
+    tables = data.rfind(b"\xff\xc4", 0, last)
+    start = tables if tables != -1 and data.find(b"\xff\xda", tables) == last else last
+    return data[:-2] + data[start:-2] * (scans - data.count(b"\xff\xda")) + b"\xff\xd9"
+
+
+def test_a_jpeg_of_more_scans_than_encoders_write_is_refused_before_decoding() -> None:
+    """A progressive JPEG's last scan repeated 12,000 times (0.45 MB at 2048 x 2048) kept a core
+    busy for tens of seconds, and at the 64 MiB a request may hold for hours: the decoder passes
+    over the whole image for each scan."""
+    # flat: no AC coefficients, so that the last scan (a refinement) decodes alike when repeated
+    progressive = encode(np.full((64, 64, 3), (90, 140, 200), np.uint8), "JPEG", progressive=True)
+    assert progressive.count(b"\xff\xda") == 10  # libjpeg's script for colour
+    at_limit = _scans_repeated(progressive, 100)
+    np.testing.assert_array_equal(decode_image(at_limit).pixels, decode_image(progressive).pixels)
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(_scans_repeated(progressive, 101), name="scans.jpg")
+    assert str(info.value) == (
+        "scans.jpg: JPEG with too many scans: at least 101, where at most 100 are accepted (each is "
+        "decoded over the whole image; encoders write a few dozen at most, libjpeg's progressive "
+        "script 10 for colour and 6 for grey); re-save it"
+    )
+    # nor are a million empty scans walked to the end: walking them took tens of seconds
+    last = progressive.rfind(b"\xff\xda")
+    empty_scan = progressive[last : last + 2 + struct.unpack_from(">H", progressive, last + 2)[0]]
+    started = time.perf_counter()
+    with pytest.raises(ImageDecodeError, match=r"^x\.jpg: JPEG with too many scans: at least 101,"):
+        decode_image(progressive[:-2] + empty_scan * 1_000_000 + b"\xff\xd9", name="x.jpg")
+    assert time.perf_counter() - started < 1.0
+
+
 ARITHMETIC = REAL_ORE.parent / "jpeg_arithmetic"  # made by libjpeg-turbo's tools: see its README
 
 

@@ -85,8 +85,26 @@ def _gif() -> bytes:
     return buf.getvalue()
 
 
+def _jpeg_of_many_scans() -> bytes:
+    """A progressive JPEG with its last scan repeated to 200 scans: each one more pass of the decoder
+    over the whole image (12,000 of them kept a core busy for tens of seconds)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16), 128, np.uint8)).save(buf, "JPEG", progressive=True)
+    data = buf.getvalue()
+    last = data.rfind(b"\xff\xda")
+    return data[:-2] + data[last:-2] * 194 + b"\xff\xd9"
+
+
 BAD = [
     # (case, files, form, status, problem type, detail)
+    (
+        "jpeg of too many scans",
+        [("images", ("scans.jpg", _jpeg_of_many_scans(), "image/jpeg"))],
+        {"cargo_type": "bulk_ore"},
+        422,
+        "bad-image",
+        "scans.jpg: JPEG with too many scans: at least 101, where at most 100 are accepted",
+    ),
     (
         "not an image",
         [("images", ("notes.txt", b"hello world, no pixels", "text/plain"))],
