@@ -95,7 +95,9 @@ SECRET = "a-long-server-secret-for-tests-only"
     [
         # a record rewritten whole: hash and link made again, its seal left as it was
         (
-            "UPDATE audit_records SET seal = 'ff' || SUBSTR(seal, 3) WHERE seq = 3",
+            # its first two digits changed: 'ff' put in their place left one seal in 256 as it was
+            "UPDATE audit_records SET seal = CASE WHEN SUBSTR(seal, 1, 2) = 'ff' THEN 'ee' ELSE 'ff' END "
+            "|| SUBSTR(seal, 3) WHERE seq = 3",
             "record 3: forged or altered",
         ),
         ("UPDATE audit_records SET seal = NULL WHERE seq = 4", "1 records carry no seal, first at seq 4"),
