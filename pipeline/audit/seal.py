@@ -29,14 +29,14 @@ import hashlib
 import hmac
 import json
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, inspect, select, text
 
 from datasets.errors import AuditError
-from pipeline.audit.chain import chain_hash, index_columns
-from pipeline.audit.schema import audit_records, sealed_records
+from pipeline.audit.chain import GENESIS_HASH, chain_hash, index_columns
+from pipeline.audit.schema import audit_head, audit_records, sealed_records
 
 __all__ = [
     "SEAL_LABEL",
@@ -226,6 +226,7 @@ def check_read(conn: Connection, key: SealKey, rows: Iterable[Any]) -> None:
     seq = sealed_records.c.seq
     found = conn.execute(select(seq, sealed_records.c.seal).where(seq.in_(sorted({row.seq for row in rows}))))
     seals = {row.seq: row.seal for row in found}
+    places = _places(conn, rows)
     for row in rows:
         if chain_hash(row.prev_hash, row.content) != row.record_hash:
             raise SealBrokenError(row.seq, "its content does not give its hash")
@@ -239,6 +240,35 @@ def check_read(conn: Connection, key: SealKey, rows: Iterable[Any]) -> None:
         why = seal_fault(key, row.record_hash, seals.get(row.seq))
         if why is not None:
             raise SealBrokenError(row.seq, why)
+        why = places(row)
+        if why is not None:
+            raise SealBrokenError(row.seq, why)
+
+
+def _places(conn: Connection, rows: Sequence[Any]) -> Callable[[Any], str | None]:
+    """Why a row read is not where the chain puts it, or None: the record before it must be the one
+    its hashed ``prev_hash`` names (the chain's start for record 1), and the one after it link back
+    to it, or it be the head. Record numbers are not hashed: a genuine, sealed decision renumbered
+    past a shipment's later hold was read as its latest decision, and the hold was gone."""
+    c = audit_records.c
+    near = sorted({row.seq - 1 for row in rows if row.seq > 1} | {row.seq + 1 for row in rows})
+    found = {r.seq: r for r in conn.execute(select(c.seq, c.prev_hash, c.record_hash).where(c.seq.in_(near)))}
+    head = conn.execute(
+        select(audit_head.c.seq, audit_head.c.record_hash).where(audit_head.c.id == 1)
+    ).first()
+
+    def why(row: Any) -> str | None:
+        before = found.get(row.seq - 1)
+        if row.prev_hash != (GENESIS_HASH if row.seq == 1 else before.record_hash if before else None):
+            return "it is not where the chain puts it: the record before it is not the one it links to"
+        after = found.get(row.seq + 1)
+        if after is not None and after.prev_hash != row.record_hash:
+            return "it is not where the chain puts it: the record after it links to another"
+        if after is None and (head is None or (head.seq, head.record_hash) != (row.seq, row.record_hash)):
+            return "it is not where the chain puts it: no record follows it, and it is not the chain's head"
+        return None
+
+    return why
 
 
 def check_outcome_of(decision: Any, outcome: Any) -> None:

@@ -62,8 +62,10 @@ def seal_vouched(conn: Connection, schema: Schema, key: SealKey, expect: tuple[i
     url = f"audit store {schema.url}"
     if conn.dialect.name == "postgresql":
         # first, before the snapshot is taken: no append, trigger or rule can come in meanwhile
-        # (SQLite's BEGIN IMMEDIATE holds the write lock already)
-        conn.execute(text("LOCK TABLE audit_head, audit_records IN SHARE ROW EXCLUSIVE MODE"))
+        # (SQLite's BEGIN IMMEDIATE holds the write lock already). EXCLUSIVE, not SHARE ROW
+        # EXCLUSIVE: that one did not wait for an append holding the head row FOR UPDATE, and the
+        # two deadlocked (PostgreSQL aborted one after a second)
+        conn.execute(text("LOCK TABLE audit_head, audit_records IN EXCLUSIVE MODE"))
     _refuse_rewriters(conn, url)
     conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).first()
     version = conn.execute(select(schema_info.c.version).where(schema_info.c.id == 1)).scalar()

@@ -178,3 +178,20 @@ def test_cli_show_and_list_check_seals_unless_told_not_to(
         assert f"audit record {forged} fails its seal" in " ".join(capsys.readouterr().err.split())
     assert run(app, ["audit", "show", "S2", "--no-seals", "--db", db_url]) == 0
     assert "outcome: clean by officer-7" in capsys.readouterr().out
+
+
+def test_a_sealed_decision_renumbered_past_a_hold_is_caught(db_url: str) -> None:
+    """The review's repro: record numbers are not hashed, so moving a genuine, sealed RELEASE past
+    the same shipment's later hold made it the latest decision read back, and the service answered
+    RELEASE as if the hold were gone. A record read must stand where the chain puts it."""
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        store.record(decision("SHP-X"))  # record 1: released
+        store.record(decision("SHP-X", Tier.PHYSICAL_INSPECTION))  # record 2: held
+    sql(db_url, "UPDATE audit_records SET seq = 1000 WHERE seq = 1")
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        for read in (lambda: store.get("SHP-X"), lambda: store.record(decision("SHP-X"))):
+            with pytest.raises(
+                SealBrokenError, match=r"audit record 1000 fails its seal \(it is not where the chain"
+            ):
+                read()
+    assert sql(db_url, "SELECT MAX(seq) FROM audit_records") == [(1000,)]  # nothing recorded
