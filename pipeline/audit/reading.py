@@ -17,15 +17,17 @@ from sqlalchemy import Connection, Select, Table, exists, func, or_, select
 
 from pipeline.audit.records import AuditRecord, OutcomeRecord
 from pipeline.audit.schema import audit_records, image_index
-from pipeline.audit.seal import SealKey, check_outcome_of, check_read
+from pipeline.audit.seal import SealBrokenError, SealKey, check_outcome_of, check_read
 from pipeline.verdicts import ShipmentDecision, Tier
 
 __all__ = [
     "FirstSent",
+    "SealFailure",
     "first_sent",
     "latest_at",
     "latest_decision",
     "records_of",
+    "records_passing",
     "review_queue",
     "rows_after",
 ]
@@ -139,6 +141,17 @@ def _outcome(row: Any) -> OutcomeRecord:
     )
 
 
+class SealFailure(NamedTuple):
+    """A decision a read to show leaves out, as its record or one of its outcomes fails its seal:
+    ``seq``, the record that fails; ``shipment_id``, the shipment the decision's column names (its
+    content is not to be trusted, so nothing else of it is read); ``why``, the
+    :class:`~pipeline.audit.seal.SealBrokenError`'s message, which names the record and what to run."""
+
+    seq: int
+    shipment_id: str
+    why: str
+
+
 def records_of(
     conn: Connection, rows: Sequence[Any], *, upto: int | None = None, seal_key: SealKey | None = None
 ) -> list[AuditRecord]:
@@ -153,19 +166,74 @@ def records_of(
     Raises:
         SealBrokenError: with ``seal_key``, a record that fails its seal.
     """
-    outcomes: dict[int, OutcomeRecord] = {}
+    found = _outcome_rows(conn, rows, upto)
+    if seal_key is not None:
+        _check(conn, seal_key, rows, found)
+    return _records(rows, found)
+
+
+def records_passing(
+    conn: Connection, rows: Sequence[Any], *, seal_key: SealKey | None
+) -> tuple[list[AuditRecord], list[SealFailure]]:
+    """Decision rows -> the records of those that pass their seals, as :func:`records_of` gives
+    them, and apart, in the rows' order, a :class:`SealFailure` for each one that fails: a read that
+    shows many shipments (the review queue) shows the others, where one record failing its seal
+    failed the whole read. Each decision is checked with its own outcomes, so a forged one hides
+    no other; all are checked at once first (one query for the seals), each on its own only where
+    one fails. Without ``seal_key`` none fails."""
+    found = _outcome_rows(conn, rows, None)
+    if seal_key is None:
+        return _records(rows, found), []
+    try:
+        _check(conn, seal_key, rows, found)
+        return _records(rows, found), []
+    except SealBrokenError as whole:
+        first = whole
+    outcomes: dict[int, list[Any]] = {}
+    for row in found:
+        outcomes.setdefault(row.ref_seq, []).append(row)
+    passing, failed = [], []
+    for row in rows:
+        try:
+            _check(conn, seal_key, [row], outcomes.get(row.seq, []))
+            passing.append(row)
+        except SealBrokenError as exc:
+            failed.append(SealFailure(exc.seq, str(row.shipment_id), str(exc)))
+    if not failed:  # the rows that failed together pass one by one: nothing to show apart
+        raise first
+    kept = {row.seq for row in passing}
+    return _records(passing, [row for row in found if row.ref_seq in kept]), failed
+
+
+def _outcome_rows(conn: Connection, rows: Sequence[Any], upto: int | None) -> list[Any]:
+    """The outcome rows that refer to the decision ``rows`` (with ``upto``, those numbered up to
+    it), in chain order."""
     seqs = [r.seq for r in rows]
-    if seqs:
-        c = audit_records.c
-        where = [c.kind == "outcome", c.ref_seq.in_(seqs), *([] if upto is None else [c.seq <= upto])]
-        found = conn.execute(select(audit_records).where(*where).order_by(c.seq)).all()
-        if seal_key is not None:
-            check_read(conn, seal_key, [*rows, *found])
-            decided = {row.seq: row for row in rows}
-            for row in found:
-                check_outcome_of(decided[row.ref_seq], row)
-        for row in found:
-            outcomes[row.ref_seq] = _outcome(row)  # later outcomes correct earlier ones
+    if not seqs:
+        return []
+    c = audit_records.c
+    where = [c.kind == "outcome", c.ref_seq.in_(seqs), *([] if upto is None else [c.seq <= upto])]
+    return list(conn.execute(select(audit_records).where(*where).order_by(c.seq)).all())
+
+
+def _check(conn: Connection, seal_key: SealKey, rows: Sequence[Any], found: Sequence[Any]) -> None:
+    """Check the decision ``rows`` and their outcomes ``found`` against their seals, and that each
+    outcome names the decision it is attached to.
+
+    Raises:
+        SealBrokenError: naming the first record that fails.
+    """
+    check_read(conn, seal_key, [*rows, *found])
+    decided = {row.seq: row for row in rows}
+    for row in found:
+        check_outcome_of(decided[row.ref_seq], row)
+
+
+def _records(rows: Sequence[Any], found: Sequence[Any]) -> list[AuditRecord]:
+    """The decision ``rows`` as records, each with its latest outcome among ``found``."""
+    outcomes: dict[int, OutcomeRecord] = {}
+    for row in found:
+        outcomes[row.ref_seq] = _outcome(row)  # later outcomes correct earlier ones
     records = []
     for row in rows:
         content = json.loads(row.content)

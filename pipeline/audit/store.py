@@ -42,10 +42,12 @@ from pipeline.audit.image_indexes import Picture, Sighting, Unnamed, check_bits,
 from pipeline.audit.migrate import Schema
 from pipeline.audit.reading import (
     FirstSent,
+    SealFailure,
     first_sent,
     latest_at,
     latest_decision,
     records_of,
+    records_passing,
     review_queue,
     rows_after,
 )
@@ -65,7 +67,16 @@ from pipeline.audit.writing import (
 )
 from pipeline.verdicts import ShipmentDecision, Tier
 
-__all__ = ["AuditStore", "FirstSent", "ImagesSeenSince", "Lookup", "SentByAnother", "sqlite_file"]
+__all__ = [
+    "AuditStore",
+    "FirstSent",
+    "ImagesSeenSince",
+    "Lookup",
+    "QueuePage",
+    "SealFailure",
+    "SentByAnother",
+    "sqlite_file",
+]
 
 
 class AuditStore:
@@ -391,15 +402,39 @@ class AuditStore:
         checked: verify catches a forged one).
 
         Raises:
-            SealBrokenError: with the key, a record listed fails its seal.
+            SealBrokenError: with the key, a record listed fails its seal (:meth:`list_page` lists
+                the others and names it apart).
+            InputError: ``limit``, ``offset`` or ``before`` out of range.
         """
-        if not 1 <= limit <= 10_000 or offset < 0:
-            raise InputError(f"limit={limit}, offset={offset} not accepted (limit 1 to 10000, offset >= 0)")
-        if before is not None and before < 1:
-            raise InputError(f"before={before} not accepted (a record number, >= 1)")
-        query = review_queue(tiers, limit, offset, pending_outcome, before)
+        query = _queue_query(tiers, limit, offset, pending_outcome, before)
         with self._db.reading("listing decisions") as conn:
             return records_of(conn, conn.execute(query).all(), seal_key=self._sealing())
+
+    def list_page(
+        self,
+        *,
+        tiers: Sequence[Tier] | None = None,
+        limit: int = 100,
+        pending_outcome: bool | None = None,
+        before: int | None = None,
+    ) -> QueuePage:
+        """A page of the review queue, as :meth:`list` gives it, for a page that shows it: the
+        decisions whose records pass their seals, and apart (:attr:`QueuePage.failed`) each one
+        whose decision or outcome fails its seal, named by that record and the shipment its column
+        says, nothing of its content. One record failing its seal raised for the whole page in
+        :meth:`list`, and the officers' queue was gone until an operator mended the store; it now
+        shows the others, and who must not be acted on.
+
+        Args: as :meth:`list`'s (a page is cut by ``before``, never by an offset).
+
+        Raises:
+            InputError: ``limit`` or ``before`` out of range.
+        """
+        query = _queue_query(tiers, limit, 0, pending_outcome, before)
+        with self._db.reading("listing decisions") as conn:
+            rows = conn.execute(query).all()
+            records, failed = records_passing(conn, rows, seal_key=self._sealing())
+        return QueuePage(records, failed, len(rows), rows[-1].seq if rows else None)
 
     def iter_records(self, *, page: int = 500) -> Iterator[AuditRecord]:
         """Every decision record (superseded ones included) in chain order, a page at a time."""
@@ -596,6 +631,34 @@ class AuditStore:
             raise AuditError(
                 f"audit store {self.url}: its chain head is missing; run `clearsight audit verify`"
             )
+
+
+def _queue_query(
+    tiers: Sequence[Tier] | None, limit: int, offset: int, pending_outcome: bool | None, before: int | None
+) -> Any:
+    """The review queue's query (:func:`~pipeline.audit.reading.review_queue`), its page bounds
+    checked first.
+
+    Raises:
+        InputError: ``limit`` not 1 to 10000, ``offset`` below 0, or ``before`` below 1.
+    """
+    if not 1 <= limit <= 10_000 or offset < 0:
+        raise InputError(f"limit={limit}, offset={offset} not accepted (limit 1 to 10000, offset >= 0)")
+    if before is not None and before < 1:
+        raise InputError(f"before={before} not accepted (a record number, >= 1)")
+    return review_queue(tiers, limit, offset, pending_outcome, before)
+
+
+class QueuePage(NamedTuple):
+    """A page of the review queue (:meth:`AuditStore.list_page`): ``records``, the decisions that
+    pass their seals, newest first; ``failed``, those that do not, newest first; ``listed``, how
+    many decisions the page holds, both kinds (a full page has ``limit``); ``last_seq``, the lowest
+    decision number on it, the ``before`` of the next page (None: an empty page)."""
+
+    records: list[AuditRecord]
+    failed: list[SealFailure]
+    listed: int
+    last_seq: int | None
 
 
 class Lookup(NamedTuple):

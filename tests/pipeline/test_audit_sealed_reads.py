@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from datasets.errors import AuditError
+from datasets.errors import AuditError, InputError
 from pipeline.audit import AuditStore, SealBrokenError, SealKey, canonical_json
+from pipeline.audit.store import QueuePage
 from pipeline.batch_decisions import earlier_holds
 from pipeline.verdicts import ShipmentDecision, Tier
 
@@ -195,3 +196,46 @@ def test_a_sealed_decision_renumbered_past_a_hold_is_caught(db_url: str) -> None
             ):
                 read()
     assert sql(db_url, "SELECT MAX(seq) FROM audit_records") == [(1000,)]  # nothing recorded
+
+
+def test_a_review_page_lists_the_records_that_pass_and_names_those_that_fail(db_url: str) -> None:
+    """One record failing its seal made :meth:`AuditStore.list` raise for the whole page, and the
+    officers' review queue answered 500 for everyone. :meth:`AuditStore.list_page` lists the
+    decisions that pass, each checked with its own outcomes, and names apart, by the record that
+    fails and the shipment its column names, each one that does not; nothing of its content is read
+    out. :meth:`AuditStore.list` still raises, for the callers that must not go on."""
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        for shipment in ("S1", "S2", "S3", "S4", "S5"):  # records 1 to 5
+            store.record(decision(shipment, Tier.PHYSICAL_INSPECTION))
+        store.record_outcome("S3", found="foreign_object", officer="officer-1")  # record 6
+        sql(db_url, "UPDATE audit_records SET seal = NULL WHERE seq = 2")  # S2's decision unsealed
+        forged = forge_clean_outcome(db_url, "S4", "ab" * 32)  # record 7: S4's hold 'lifted'
+        page = store.list_page(limit=10)
+        assert [(r.seq, r.decision.shipment_id) for r in page.records] == [(5, "S5"), (3, "S3"), (1, "S1")]
+        assert page.records[1].outcome is not None and page.records[1].outcome.found == "foreign_object"
+        assert [(f.seq, f.shipment_id) for f in page.failed] == [(forged, "S4"), (2, "S2")]
+        assert page.failed[0].why.startswith(f"audit record {forged} fails its seal (forged or altered")
+        assert page.failed[1].why.startswith("audit record 2 fails its seal (carries no seal")
+        assert (page.listed, page.last_seq) == (5, 1)
+        # a page is cut by the decisions it holds, those that fail too: the next one starts below
+        first = store.list_page(limit=2)
+        assert [r.seq for r in first.records] == [5] and [f.seq for f in first.failed] == [forged]
+        assert (first.listed, first.last_seq) == (2, 4)
+        second = store.list_page(limit=2, before=first.last_seq)
+        assert [r.seq for r in second.records] == [3] and [f.seq for f in second.failed] == [2]
+        assert (second.listed, second.last_seq) == (2, 2)
+        pending = store.list_page(tiers=[Tier.PHYSICAL_INSPECTION], pending_outcome=True)
+        assert [r.seq for r in pending.records] == [5, 1] and [f.seq for f in pending.failed] == [2]
+        assert store.list_page(before=1) == QueuePage(records=[], failed=[], listed=0, last_seq=None)
+        with pytest.raises(SealBrokenError, match="audit record 2 fails its seal"):  # decisions first
+            store.list()
+        with pytest.raises(InputError, match="limit=0"):
+            store.list_page(limit=0)
+
+
+def test_a_review_page_of_a_store_read_without_the_key_fails_none(db_url: str) -> None:
+    held(db_url, KEY)
+    sql(db_url, "UPDATE audit_records SET seal = NULL WHERE seq = 2")
+    with AuditStore.open(db_url, create=False) as store:
+        page = store.list_page()
+        assert ([r.seq for r in page.records], page.failed) == ([2, 1], [])
