@@ -24,7 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from datasets.errors import AuditError, ConflictError, InputError
 from datasets.perceptual_hash import fine_distance
 from datasets.type_names import TYPE_NAME_PATTERN
-from pipeline.audit import AuditRecord
+from pipeline.audit import AuditRecord, SealBrokenError
+from pipeline.audit.store import SealFailure
 from pipeline.heatmap import legend_svg
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS
 from pipeline.verdicts import Tier
@@ -119,18 +120,27 @@ NOTICES = ("recorded", "stale", "relisted")
 _RECORDED_ID = re.compile(RECORDED_ID_PATTERN)
 
 
-def _notices(services: Services, query: Mapping[str, str], shown: list[Any]) -> dict[str, str | None]:
+def _notices(
+    services: Services, query: Mapping[str, str], shown: list[Any], failed: list[SealFailure]
+) -> dict[str, str | None]:
     """Each notice the query asks for, with the shipment it names, or None where it is not shown:
-    an id no shipment may have, a shipment the store does not hold, or 'recorded' for one whose
-    latest decision has no outcome. The query is anyone's to write: a link made the page say an
-    outcome was recorded when none was, or carry a message of its own of any length."""
+    an id no shipment may have, a shipment the store does not hold, 'recorded' for one whose
+    latest decision has no outcome, or one whose records fail their seals (``failed``, or so found
+    here: the page's banner names it, and nothing is said of it on a forged record's word). The
+    query is anyone's to write: a link made the page say an outcome was recorded when none was, or
+    carry a message of its own of any length; one naming a shipment whose record fails its seal
+    made the whole page answer 500."""
     known = {r.decision.shipment_id: r for r in shown}
+    failing = {f.shipment_id for f in failed}
     notices: dict[str, str | None] = {}
     for notice in NOTICES:
         shipment = query.get(notice)
         record = None
-        if shipment is not None and _RECORDED_ID.fullmatch(shipment):
-            record = known[shipment] if shipment in known else services.audit.get(shipment)
+        if shipment is not None and _RECORDED_ID.fullmatch(shipment) and shipment not in failing:
+            try:
+                record = known[shipment] if shipment in known else services.audit.get(shipment)
+            except SealBrokenError:
+                record = None
         if record is None or (notice == "recorded" and record.outcome is None):
             notices[notice] = None
         else:
@@ -235,23 +245,30 @@ async def review_page(
             status_code=403,
         )
     wanted = None
+    listed, last_seq = 0, None
     if shipment and shipment.strip():
         # one shipment found by its id, whatever its tier: a tip-off about released cargo, or a
         # finding after clearance, is recorded against the decision that released it
         wanted, found = await run_in_threadpool(_search, services, shipment)
-        records = [found] if found is not None else []
+        records = [found] if isinstance(found, AuditRecord) else []
+        failed = [found] if isinstance(found, SealFailure) else []
         before = None
     else:
-        # the next page is the one below the last record shown, not the next 50 past it: outcomes
-        # recorded meanwhile take shipments out of the pending queue, and an offset then skipped some
-        records = await run_in_threadpool(
-            lambda: services.audit.list(
+        # the next page is the one below the last record listed, not the next 50 past it: outcomes
+        # recorded meanwhile take shipments out of the pending queue, and an offset then skipped
+        # some. A decision whose record fails its seal is named apart, not shown: one such record
+        # made the whole queue answer 500 for every officer
+        page = await run_in_threadpool(
+            lambda: services.audit.list_page(
                 tiers=HELD_TIERS,
                 limit=PAGE_SIZE,
                 before=before,
                 pending_outcome=True if show == "pending" else None,
             )
         )
+        records, failed, listed, last_seq = page
+    for failure in failed:
+        log.error("review page: shipment %r not shown: %s", failure.shipment_id, failure.why)
     return templates.TemplateResponse(
         request,
         "review.html",
@@ -259,6 +276,9 @@ async def review_page(
             "mode": "queue",
             "notes_max": MAX_OUTCOME_NOTES_CHARS,
             "records": records,
+            "failed": failed,
+            "listed": listed,
+            "last_seq": last_seq,
             "csrf": csrf,
             "officer": principal.name,
             "show": show,
@@ -267,7 +287,7 @@ async def review_page(
             "page_size": PAGE_SIZE,
             "finding_types": {r.seq: finding_types(services.predictors, r.decision) for r in records},
             "clean": CLEAN,
-            **await run_in_threadpool(_notices, services, request.query_params, records),
+            **await run_in_threadpool(_notices, services, request.query_params, records, failed),
             "stored": lambda sha256: services.store.has("images", sha256),
             "earlier": await run_in_threadpool(_earlier_pictures, services, records),
         },
@@ -387,7 +407,10 @@ async def _record_from_form(
         return templates.TemplateResponse(
             request, "review.html", {"mode": "login", "error": words}, status_code=401 if expired else 403
         )
-    current = await run_in_threadpool(services.audit.get, shipment_id)
+    try:
+        current = await run_in_threadpool(services.audit.get, shipment_id)
+    except SealBrokenError:  # forged since the page was loaded: its banner, not problem+json
+        return RedirectResponse(_back(shipment_id, "stale", True), status_code=303)
     # The officer judged the decision the page showed: if another decision has been recorded since, or
     # another officer has recorded an outcome, this form is stale and recording it would overwrite
     # or misattribute a finding. Say so on the page instead.
@@ -400,6 +423,8 @@ async def _record_from_form(
             OutcomeIn(found=found, notes=notes, decision_seq=decision_seq),
             principal.name,
         )
+    except SealBrokenError:  # a record it rests on failed its seal between the read and the write
+        return RedirectResponse(_back(shipment_id, "stale", True), status_code=303)
     except ConflictError:  # another officer, or a new decision, got there between the check and the write
         return RedirectResponse(_back(shipment_id, "stale", searched), status_code=303)
     except InputError:  # a finding the page offered, no longer one (the service restarted with another model)
@@ -407,15 +432,22 @@ async def _record_from_form(
     return RedirectResponse(_back(shipment_id, "recorded", searched), status_code=303)
 
 
-def _search(services: Services, shipment: str) -> tuple[str, AuditRecord | None]:
+def _search(services: Services, shipment: str) -> tuple[str, AuditRecord | SealFailure | None]:
     """The id searched for and its shipment's latest record: the id as given, else (nothing found)
     the id without the spaces a pasted one brings. As given first: a batch row's id may end in a
     space, and a form not recorded comes back to ``?shipment=`` with that id whole, which stripped
-    found no decision."""
-    found = services.audit.get(shipment)
+    found no decision. A record that fails its seal is named (:class:`SealFailure`), never shown."""
+
+    def latest(shipment_id: str) -> AuditRecord | SealFailure | None:
+        try:
+            return services.audit.get(shipment_id)
+        except SealBrokenError as exc:  # the decision was found by its shipment column
+            return SealFailure(exc.seq, shipment_id, str(exc))
+
+    found = latest(shipment)
     stripped = shipment.strip()
     if found is None and stripped != shipment:
-        return stripped, services.audit.get(stripped)
+        return stripped, latest(stripped)
     return shipment, found
 
 

@@ -1,11 +1,15 @@
 """Over HTTP, a forged audit record a decision would rest on is answered 500 audit-record-forged,
 its record named in the log, not decided on: a forged 'clean' outcome does not lift the hold a picture
-sent again carries, and a forged decision is not replayed to a retry."""
+sent again carries, and a forged decision is not replayed to a retry. The officers' review page
+shows the shipments whose records pass and names each one that fails under a banner, never its
+decision, with status 200: one such record made the whole queue answer 500."""
 
 from __future__ import annotations
 
+import html
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -82,3 +86,161 @@ def test_a_retry_is_not_answered_from_a_forged_decision(
     assert retry.status_code == 500
     assert retry.json()["type"] == "https://clearsight.dev/problems/audit-record-forged"
     assert "audit record 1 fails its seal (forged or altered" in caplog.text
+
+
+BANNER = (
+    "fails its seal — do not act on this shipment; tell the operator (<code>clearsight audit verify</code>)"
+)
+
+
+def _signed_in(client) -> None:
+    login = client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
+    assert login.status_code == 303, login.text[:300]
+
+
+def _shown(page: str) -> list[str]:
+    return re.findall(r'data-shipment="([^"]+)"', page)
+
+
+def _banners(page: str) -> list[str]:
+    """Each seal banner's text, its markup gone and its spaces folded."""
+    return [
+        " ".join(html.unescape(re.sub(r"<[^>]+>", "", b)).split())
+        for b in re.findall(r'<p class="notice forged" role="alert">(.*?)</p>', page, re.S)
+    ]
+
+
+def _said(shipment: str, seq: int) -> str:
+    return (
+        f"Shipment {shipment}: audit record {seq} fails its seal — do not act on this shipment; "
+        "tell the operator (clearsight audit verify)."
+    )
+
+
+def _no_inline_code(page: str) -> None:
+    assert re.findall(r"<script[^>]*>", page) == ['<script src="/static/review.js" defer>']
+    assert re.findall(r"<style|\sstyle=|\son[a-z]+=|javascript:", page) == []
+
+
+def _keyed_store(tmp_path: Path) -> tuple[str, AuditStore]:
+    url = f"sqlite:///{tmp_path / 'sealed.db'}"
+    return url, AuditStore.open(url, seal_key=audit_seal_key(Settings(audit_secret=SECRET)))
+
+
+def test_one_record_failing_its_seal_leaves_the_review_queue_to_the_others(
+    make_client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One held decision's seal cleared made GET /review, the 'all' view and the redirect after an
+    outcome answer 500 problem+json to every officer. The page lists the others, and names the one
+    that fails by its record and shipment, nothing of its decision, in a banner that says not to
+    act on it."""
+    url, store = _keyed_store(tmp_path)
+    with store:
+        client = make_client(audit=store)
+        for i, value in enumerate([240, 241, 242, 243]):  # records 1 to 4, all held
+            assert _submit(client, f"SHP-{i}", [value]).json()["decision"]["tier"] == "PHYSICAL_INSPECTION"
+        _signed_in(client)
+        _sql(url, "UPDATE audit_records SET seal = NULL WHERE shipment_id = 'SHP-1'")
+        with caplog.at_level(logging.ERROR):
+            for params in ({}, {"show": "all"}):
+                page = client.get("/review", params=params)
+                assert page.status_code == 200, page.text[:300]
+                assert page.headers["content-type"].startswith("text/html")
+                assert _shown(page.text) == ["SHP-3", "SHP-2", "SHP-0"]
+                assert _banners(page.text) == [_said("SHP-1", 2)]
+                assert BANNER in page.text
+                assert "SHP-1.png" not in page.text and 'value="SHP-1"' not in page.text  # nothing of it
+                assert "4 shipments, newest first" in page.text
+                _no_inline_code(page.text)
+        assert "audit record 2 fails its seal (carries no seal" in caplog.text  # for the operator
+        # the redirect after an outcome, or anyone's link, naming the shipment that fails
+        page = client.get("/review", params={"shipment": "SHP-2", "recorded": "SHP-1"})
+        assert page.status_code == 200, page.text[:300]
+        assert _shown(page.text) == ["SHP-2"] and _banners(page.text) == []
+        assert "Outcome recorded" not in page.text
+        # the shipment searched for itself: the banner, not 'no decision recorded'
+        page = client.get("/review", params={"shipment": "SHP-1", "stale": "SHP-1"})
+        assert page.status_code == 200, page.text[:300]
+        assert (_shown(page.text), _banners(page.text)) == ([], [_said("SHP-1", 2)])
+        assert "No decision recorded" not in page.text and "Not recorded" not in page.text
+        assert 'value="SHP-1"' in page.text  # the search box keeps the id searched for
+        _no_inline_code(page.text)
+
+
+def test_a_forged_outcome_is_not_shown_as_an_inspection(make_client, tmp_path: Path) -> None:
+    """A forged 'clean' outcome on a held shipment, in the 'all' view: a banner, not 'Outcome: clean'."""
+    url, store = _keyed_store(tmp_path)
+    with store:
+        client = make_client(audit=store)
+        _submit(client, "SHP-A", [240])
+        _submit(client, "SHP-B", [241])
+        recorded = client.post(
+            "/v1/shipments/SHP-B/outcome", json={"found": "clean"}, headers=auth(OFFICER_KEY)
+        )
+        assert recorded.status_code == 200, recorded.text
+        _sql(url, "UPDATE audit_records SET seal = NULL WHERE kind = 'outcome'")  # record 3
+        _signed_in(client)
+        page = client.get("/review", params={"show": "all"})
+        assert page.status_code == 200, page.text[:300]
+        assert (_shown(page.text), _banners(page.text)) == (["SHP-A"], [_said("SHP-B", 3)])
+        assert "Outcome: <strong>" not in page.text
+        pending = client.get("/review")  # its outcome takes it out of the pending queue, as before
+        assert (_shown(pending.text), _banners(pending.text)) == (["SHP-A"], [])
+
+
+def test_an_outcome_form_of_a_shipment_whose_record_fails_comes_back_to_the_banner(
+    make_client, tmp_path: Path
+) -> None:
+    """A form loaded before the record was forged: posted, it answered 500 problem+json."""
+    url, store = _keyed_store(tmp_path)
+    with store:
+        client = make_client(audit=store)
+        _submit(client, "SHP-F", [240])
+        _signed_in(client)
+        card = client.get("/review").text
+        form = {
+            k: html.unescape(v)
+            for k, v in re.findall(r'name="(\w+)" value="([^"]*)"', card.split('data-shipment="SHP-F"')[1])
+        }
+        _sql(url, "UPDATE audit_records SET seal = NULL WHERE seq = 1")
+        posted = client.post(
+            "/review/outcome", data={**form, "found": "clean", "notes": ""}, follow_redirects=False
+        )
+        assert (posted.status_code, posted.headers["location"]) == (
+            303,
+            "/review?stale=SHP-F&shipment=SHP-F",
+        )
+        landed = client.get(posted.headers["location"])
+        assert (landed.status_code, _banners(landed.text)) == (200, [_said("SHP-F", 1)])
+    assert _rows(url) == [(1, "decision")]  # nothing recorded
+
+
+def test_a_page_cut_by_a_record_that_fails_goes_on_below_it(make_client, tmp_path: Path) -> None:
+    """The next page starts below the last decision of this one, a failing one too: none is
+    skipped, none shown twice."""
+    from serve_fakes import batch_hold
+
+    url, store = _keyed_store(tmp_path)
+    with store:
+        for i in range(1, 53):
+            store.record(batch_hold(f"SHP-{i:03d}"))
+        client = make_client(audit=store)
+        _signed_in(client)
+        _sql(url, "UPDATE audit_records SET seal = NULL WHERE seq = 3")  # the last of the first page
+        first = client.get("/review").text
+        assert len(_shown(first)) == 49 and _banners(first) == [_said("SHP-003", 3)]
+        assert "50 shipments, newest first" in first
+        older = html.unescape(re.search(r'<a href="([^"]+)">Older shipments', first).group(1))
+        assert older == "/review?show=pending&before=3"
+        second = client.get(older).text
+        assert (_shown(second), _banners(second)) == (["SHP-002", "SHP-001"], [])
+
+
+def _rows(url: str) -> list[tuple[int, str]]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = [
+            (r.seq, r.kind) for r in conn.execute(text("SELECT seq, kind FROM audit_records ORDER BY seq"))
+        ]
+    engine.dispose()
+    return rows
