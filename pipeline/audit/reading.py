@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Select, Table, exists, func, or_, select
 
+from pipeline.audit.chain import chain_hash
 from pipeline.audit.records import AuditRecord, OutcomeRecord
 from pipeline.audit.schema import audit_records, image_index
 from pipeline.audit.seal import SealBrokenError, SealKey, check_outcome_of, check_read
@@ -143,8 +144,9 @@ def _outcome(row: Any) -> OutcomeRecord:
 
 class SealFailure(NamedTuple):
     """A decision a read to show leaves out, as its record or one of its outcomes fails its seal:
-    ``seq``, the record that fails; ``shipment_id``, the shipment the decision's column names (its
-    content is not to be trusted, so nothing else of it is read); ``why``, the
+    ``seq``, the record that fails; ``shipment_id``, the shipment to show it under: the one its
+    hashed content names where that content gives its hash, the column's where it differs or the
+    content does not (said so in the text; nothing else of the content is read); ``why``, the
     :class:`~pipeline.audit.seal.SealBrokenError`'s message, which names the record and what to run."""
 
     seq: int
@@ -198,11 +200,27 @@ def records_passing(
             _check(conn, seal_key, [row], outcomes.get(row.seq, []))
             passing.append(row)
         except SealBrokenError as exc:
-            failed.append(SealFailure(exc.seq, str(row.shipment_id), str(exc)))
+            failed.append(SealFailure(exc.seq, _named(row), str(exc)))
     if not failed:  # the rows that failed together pass one by one: nothing to show apart
         raise first
     kept = {row.seq for row in passing}
     return _records(passing, [row for row in found if row.ref_seq in kept]), failed
+
+
+def _named(row: Any) -> str:
+    """The shipment a failing decision row is to be shown under: the one its hashed content names
+    where that content still gives its hash (a forger who moved a genuine hold to another
+    shipment's id by its column had the banner name that shipment, and the held one named nowhere),
+    with what the column says where it differs; the column's, marked unverified, otherwise."""
+    column = str(row.shipment_id)
+    try:
+        intact = chain_hash(row.prev_hash, row.content) == row.record_hash
+        named = json.loads(row.content).get("shipment_id") if intact else None
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        named = None
+    if not isinstance(named, str):
+        return f"{column} (as its record's column says: unverified)"
+    return named if named == column else f"{named} (its record's column says {column})"
 
 
 def _outcome_rows(conn: Connection, rows: Sequence[Any], upto: int | None) -> list[Any]:

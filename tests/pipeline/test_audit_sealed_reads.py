@@ -239,3 +239,19 @@ def test_a_review_page_of_a_store_read_without_the_key_fails_none(db_url: str) -
     with AuditStore.open(db_url, create=False) as store:
         page = store.list_page()
         assert ([r.seq for r in page.records], page.failed) == ([2, 1], [])
+
+
+def test_a_failing_hold_is_named_by_its_sealed_content_not_by_its_edited_column(db_url: str) -> None:
+    """The review's repro: SHP-1's genuine hold given SHP-0's id by its column alone was shown as
+    'Shipment SHP-0 ... fails its seal', hiding SHP-0's own card and naming SHP-1 nowhere."""
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        store.record(decision("SHP-0", Tier.PHYSICAL_INSPECTION))  # record 1
+        store.record(decision("SHP-1", Tier.PHYSICAL_INSPECTION))  # record 2
+    sql(db_url, "UPDATE audit_records SET shipment_id = 'SHP-0' WHERE seq = 2")
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        page = store.list_page(limit=10)
+    assert [(f.seq, f.shipment_id) for f in page.failed] == [(2, "SHP-1 (its record's column says SHP-0)")]
+    sql(db_url, "UPDATE audit_records SET content = content || ' ' WHERE seq = 2")  # its hash lost too
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        page = store.list_page(limit=10)
+    assert [f.shipment_id for f in page.failed] == ["SHP-0 (as its record's column says: unverified)"]
