@@ -102,6 +102,43 @@ def printable_path(path: str) -> str:
     return os.fsencode(path).replace(b"\\", b"\\x5c").decode("utf-8", "backslashreplace")
 
 
+def earlier_printable_path(path: str) -> str:
+    """``path`` as versions before :func:`printable_path` escaped backslashes wrote it in a row: a name
+    that is not UTF-8 with its odd bytes as ``\\xNN`` and its backslashes as they are, every UTF-8 name
+    as it is (``caf\\xe9.png`` typed, too). A resumed run knows the rows of their outputs by it; it
+    differs from :func:`printable_path` only for a UTF-8 name that holds a ``\\xNN`` itself and for a
+    name that is not UTF-8 and holds a backslash."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path
+
+
+_ESCAPED = re.compile(r"(?:[^\\]|\\x[0-9a-f]{2})*", re.DOTALL)
+"""A text every backslash of which starts a ``\\xNN`` escape: how :func:`printable_path` writes a
+name it escapes."""
+
+
+def path_of_printable(text: str) -> str | None:
+    """The file name whose :func:`printable_path` is ``text``, or None where no name's is.
+
+    A resumed run asks it of a row an earlier version wrote (:func:`earlier_printable_path`): its
+    text may also be the one today's version gives another file (``caf\\xe9.png``, typed, was written
+    as ``caf<0xE9>.png`` is now), and the row is then not taken for the first file while the other
+    is there."""
+    if not _ESCAPE.search(text):
+        return text
+    if not _ESCAPED.fullmatch(text):
+        return None
+    try:
+        raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), text.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: no row text holds one
+        return None
+    path = os.fsdecode(raw)
+    return path if printable_path(path) == text else None
+
+
 def _printable_text(text: str) -> str:
     """``text`` (an error message) as a row can hold it: odd bytes as ``\\xNN``, nothing else changed
     (a message quotes a file name as :func:`printable_path` wrote it, backslashes and all)."""

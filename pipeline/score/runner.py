@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Protocol
 
 from datasets.errors import InputError
 from datasets.whole_files import written_whole
-from pipeline.score.batch import ScoredRow, printable_path
+from pipeline.score.batch import ScoredRow, earlier_printable_path, path_of_printable, printable_path
 from pipeline.score.done import ERROR, HEATMAP, SCORED, Done, declaration_digest
 from pipeline.score.sources import ImageTask
 from pipeline.score.summary import ScoreSummary
@@ -54,6 +55,53 @@ def _write_heatmap(directory: Path, path: str, png: bytes) -> str:
     return str(target)
 
 
+class _EarlierNames:
+    """What a resumed run learnt of the rows that name an image as an earlier version did
+    (:func:`~pipeline.score.batch.earlier_printable_path`), for the message of a row it cannot keep.
+
+    Only a name that holds a ``\\xNN`` itself, or is not UTF-8 and holds a backslash, is written
+    otherwise today: a few names in an archive, if any."""
+
+    def __init__(self) -> None:
+        self.today: dict[str, str] = {}  # a row's text as an earlier version wrote it -> today's
+        # identity of an earlier row not kept for an image listed -> why ("twice": the output holds a
+        # row of today's text too; "alike": today's version gives its text to another file, which is
+        # there), and the image's text today
+        self.left: dict[bytes, tuple[str, str]] = {}
+
+
+def _earlier_row(
+    task: ImageTask, text: str, today: bytes, done: Done, seen: dict[bytes, bytes], earlier: _EarlierNames
+) -> bytes | None:
+    """The identity of the row an earlier version wrote of ``task``'s image (``text``: its path as
+    today's rows name it; ``today``: the identity of that), where this run is to keep that row for
+    it; None where there is none, or the row is not the image's alone.
+
+    An output of a version before backslashes were escaped names such an image as
+    :func:`~pipeline.score.batch.earlier_printable_path` does; unknown by today's text, it was scored
+    again (two rows of one picture), and ``--policy`` refused the old row as one no manifest lists.
+    That text is not taken where today's version gives it to another file that is there (a file
+    named ``caf<0xE9>.png`` beside one typed ``caf\\xe9.png``: the earlier version gave both one row,
+    and which it scored cannot be told), nor where the output holds a row of today's text too."""
+    if text == task.path or not done:  # a name written as it is, today as before; or nothing kept
+        return None
+    before = earlier_printable_path(task.path)
+    if before == text:
+        return None
+    identity = done.key(before, task.shipment_id)
+    earlier.today.setdefault(before, text)
+    if done.get(identity) is None or identity in seen:  # none, or another input keeps it
+        return None
+    if done.get(today) is not None:
+        earlier.left[identity] = ("twice", text)
+        return None
+    other = path_of_printable(before)  # never task.path: today's text of it is not `before`
+    if other is not None and os.path.lexists(other):
+        earlier.left[identity] = ("alike", text)
+        return None
+    return identity
+
+
 def _pending(
     tasks: Iterable[ImageTask],
     done: Done,
@@ -61,14 +109,17 @@ def _pending(
     advance: Callable[[], None] | None,
     kept: set[bytes] | None = None,
     seen: dict[bytes, bytes] | None = None,
+    earlier: _EarlierNames | None = None,
 ) -> Iterator[ImageTask]:
     """``tasks`` without images already in the output or already given earlier in this run.
 
     An image is one row per shipment it is listed under: a picture in two days' manifests under two
     shipments is scored for each (the second used to vanish). Paths are compared absolute and
     normalised, so that a run resumed as ``/data/a.png`` after ``data/./a.png`` does not score the
-    image twice, and their folders resolved through links. ``seen`` is filled with the identity of
-    every task (:meth:`Done.key`), to the digest of its declaration.
+    image twice, and their folders resolved through links. A row an earlier version wrote of an image
+    whose name it wrote otherwise is kept for it (:func:`_earlier_row`). ``seen`` is filled with the
+    identity of every task (:meth:`Done.key`), and of every earlier row so kept, to the digest of its
+    declaration; ``earlier`` with what :func:`_refuse_rows_not_listed` says of the earlier rows not kept.
 
     Raises:
         InputError: a manifest row whose declaration changed since its image was scored: the rows
@@ -76,9 +127,15 @@ def _pending(
     """
     if seen is None:
         seen = {}  # identity (Done.key) -> the declaration's digest, this run
+    if earlier is None:
+        earlier = _EarlierNames()
     for task in tasks:
-        identity = done.key(printable_path(task.path), task.shipment_id)  # as the output's rows name it
+        text = printable_path(task.path)
+        identity = done.key(text, task.shipment_id)  # as the output's rows name it
         scored = done.get(identity)
+        found = _earlier_row(task, text, identity, done, seen, earlier) if identity not in seen else None
+        if found is not None:  # its row as an earlier version named it
+            scored = done.get(found)
         if identity in seen:
             if seen[identity] != declaration_digest(task.declaration):
                 raise InputError(
@@ -111,9 +168,11 @@ def _pending(
                     "pass --overwrite"
                 )
             seen[identity] = digest
+            if found is not None:  # listed: the row stands for this image
+                seen[found] = digest
             summary.skipped_done += 1
             if kept is not None:
-                kept.add(identity)
+                kept.add(identity if found is None else found)
         else:
             seen[identity] = declaration_digest(task.declaration)
             yield task
@@ -122,32 +181,56 @@ def _pending(
             advance()
 
 
-def _refuse_rows_not_listed(out: Path, done: Done, listed: Collection[bytes]) -> None:
+def _refuse_rows_not_listed(
+    out: Path, done: Done, listed: Collection[bytes], earlier: _EarlierNames | None = None
+) -> None:
     """Refuse an output that holds a row kept from the earlier run of an image this run's inputs do
     not list under the row's shipment: a manifest corrected since moved the picture to another
     shipment, or dropped it. The decisions are made from every row of the output, so the shipment
     it was scored under was decided on a picture no longer its own (and its audit record listed it),
     without a word; a changed declaration was already refused (:func:`_pending`).
 
+    A row an earlier version named otherwise (:class:`_EarlierNames`) is found under today's name
+    too, and one this run could not keep for an image it lists is refused saying why, not blamed
+    on the manifest.
+
     Raises:
         InputError: naming the picture, the shipment of its row and the one it is listed under now.
     """
     if all(identity in listed for identity in done):
         return
+    earlier = earlier or _EarlierNames()
     rows = (row for row in iter_rows(out) if done.key(row.path, row.shipment_id) not in listed)
     stale = next(rows, None)
     if stale is None:  # pragma: no cover - every row done holds is in the output
         return
+    before = f"shipment {stale.shipment_id!r}" if stale.shipment_id is not None else "no shipment"
+    left = earlier.left.get(done.key(stale.path, stale.shipment_id))
+    if left is not None:
+        why, today = left
+        if why == "twice":
+            raise InputError(
+                f"{today}: the output holds two rows of it under {before}, {stale.path} as versions "
+                "before this one wrote its name and one named as this version does (a version between "
+                "them scored it again); the decisions, made from every row of the output, would count "
+                "the picture twice; score into a new --out, or pass --overwrite to score every image again"
+            )
+        raise InputError(
+            f"{stale.path}: a row of {before} that an earlier version wrote alike for {today} (listed "
+            "under it now) and for the file this version names so, which is there too: which of the "
+            "two it scored cannot be told, and the decisions, made from every row of the output, "
+            "would count it; score into a new --out, or pass --overwrite to score every image again"
+        )
+    names = {stale.path, earlier.today.get(stale.path, stale.path)}  # an earlier version's and today's
     now = sorted(  # where the inputs list the picture now: its rows this run scored or kept
         {
             row.shipment_id
             for row in iter_rows(out)
-            if row.path == stale.path
+            if row.path in names
             and row.shipment_id is not None
             and done.key(row.path, row.shipment_id) in listed
         }
     )
-    before = f"shipment {stale.shipment_id!r}" if stale.shipment_id is not None else "no shipment"
     where = (
         f"it is listed under shipment {', '.join(repr(s) for s in now)} now"
         if now
@@ -238,9 +321,10 @@ def score_to_file(
         summary = ScoreSummary()
         kept: set[bytes] = set()  # the rows this run keeps, by identity
         listed: dict[bytes, bytes] = {}  # every task of this run, by identity
+        earlier = _EarlierNames()  # rows named as an earlier version wrote names
         start = time.monotonic()
         with writer:
-            pending = _pending(tasks, done, summary, advance, kept, listed)
+            pending = _pending(tasks, done, summary, advance, kept, listed, earlier)
             for row in engine.run(pending, heatmaps=heatmap_dir is not None):
                 verdict = row.verdict
                 if row.heatmap_png is not None and heatmap_dir is not None:
@@ -253,7 +337,7 @@ def score_to_file(
                     advance()
         finish_output(out)
         if resume and listed_only:  # the rows are complete: a --resume after this refusal has them
-            _refuse_rows_not_listed(out, done, listed)
+            _refuse_rows_not_listed(out, done, listed, earlier)
         if resume:
             # what the rows kept from the earlier run hold, which this run's counts leave out, as their
             # state was noted when the output was read: errors (a resumed output of nothing but errors

@@ -29,6 +29,7 @@ from pipeline.score import (  # noqa: E402
     iter_rows,
     score_to_file,
 )
+from pipeline.score.writer import finish_output, open_output  # noqa: E402
 from pipeline.verdicts import ImageVerdict  # noqa: E402
 
 
@@ -413,7 +414,7 @@ def test_a_name_holding_a_backslash_escape_is_not_taken_for_a_name_that_is_not_u
 def test_printable_paths_are_one_text_per_file_and_ordinary_names_unchanged() -> None:
     """Every name that is UTF-8 and holds no \\xNN is written as it is (outputs resume as before);
     every other name is written so that its bytes can be read back from the text alone."""
-    from pipeline.score.batch import printable_path
+    from pipeline.score.batch import earlier_printable_path, path_of_printable, printable_path
 
     for ordinary in ["/data/a.png", "/data/ünï code.png", "C:\\share\\a.png", "/d/a\\xE9.png", "/d/\\x9"]:
         assert printable_path(ordinary) == ordinary
@@ -434,6 +435,132 @@ def test_printable_paths_are_one_text_per_file_and_ordinary_names_unchanged() ->
         if "\\x" in text and text != os.fsdecode(name):  # escaped: every backslash starts \\xNN
             back = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), back)
         assert back == name
+        assert path_of_printable(text) == os.fsdecode(name)  # what a resume asks of a row's text
+    assert path_of_printable("caf\\x41.png") is None  # no name's text today (an earlier version's)
+    assert path_of_printable("\\\\xe9") is None  # a backslash that starts no escape
+    # as the earlier version wrote them: odd bytes as \\xNN, backslashes as they are
+    assert [earlier_printable_path(os.fsdecode(name)) for name in names] == [
+        "caf\\xe9.png",
+        "caf\\xe9.png",
+        "caf\\x5cxe9.png",
+        "\\\\xe9",
+        "\\xe9",
+        "\\x5c\\xe9",
+        "\\xe9\\",
+    ]
+
+
+def _as_an_earlier_version_wrote(out: Path, texts: dict[str, str], *, keep: bool = False) -> None:
+    """Write ``out`` again with the path texts ``texts`` maps (today's -> an earlier version's), as
+    a version before backslashes were escaped wrote the rows; ``keep``: today's row stays beside
+    the earlier one (what a resume by a version that did not know the earlier text left)."""
+    rows = list(iter_rows(out))
+    earlier = [row.model_copy(update={"path": texts[row.path]}) for row in rows if row.path in texts]
+    writer, _ = open_output(out, resume=False, overwrite=True)
+    with writer:
+        for row in [*(rows if keep else [r for r in rows if r.path not in texts]), *earlier]:
+            writer.write(row)
+    finish_output(out)
+
+
+def _typed_names(share: Path) -> tuple[Path, Path, Path]:
+    """An ordinary picture, one typed ``caf\\xe9.png`` (a backslash, x, e, 9) and one whose name is a
+    backslash byte and the odd byte 0xE9, under ``share``."""
+    (plain,) = write_images(share, [10])
+    typed = share / "caf\\xe9.png"
+    both = Path(os.fsdecode(bytes(share) + b"/\\\xe9.png"))
+    for path, value in ((typed, 200), (both, 90)):  # cv2 writes no name that is not UTF-8
+        path.write_bytes(write_png(share.parent / "png" / f"{value}.png", value).read_bytes())
+    return plain, typed, both
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_an_output_of_the_version_before_backslashes_were_escaped_resumes_one_row_per_file(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Rows an earlier version wrote of caf\\xe9.png (typed) and of a name that is not UTF-8 and holds
+    a backslash were not known by today's text: each picture was scored again (4 rows of 3 files)
+    and --policy refused the resume, saying no manifest listed the picture under its shipment."""
+    share = tmp_path / "share"
+    plain, typed, both = _typed_names(share)
+    tasks = [ImageTask(str(p), "S1") for p in (plain, typed, both)]
+    out = tmp_path / f"out{suffix}"
+    assert score_to_file(tasks, _engine(), out).scored == 3
+    earlier = {  # today's text -> the earlier version's: odd bytes as \\xNN, backslashes as they are
+        f"{share}/caf\\x5cxe9.png": f"{share}/caf\\xe9.png",
+        f"{share}/\\x5c\\xe9.png": f"{share}/\\\\xe9.png",
+    }
+    _as_an_earlier_version_wrote(out, earlier)
+    written = sorted((r.path, r.shipment_id, r.score) for r in iter_rows(out))
+    assert sorted(p for p, _, _ in written) == sorted([str(plain), *earlier.values()])
+    again = score_to_file(tasks, _engine(), out, resume=True)
+    assert (again.skipped_done, again.scored, again.duplicates) == (3, 0, 0)
+    listed = score_to_file(tasks, _engine(), out, resume=True, listed_only=True)  # the manifest as it was
+    assert (listed.skipped_done, listed.scored) == (3, 0)
+    assert sorted((r.path, r.shipment_id, r.score) for r in iter_rows(out)) == written
+    assert _rows_by_path(out)[f"{share}/caf\\xe9.png"].score == pytest.approx(200 / 255)
+
+
+def test_a_row_of_the_earlier_text_a_resume_cannot_keep_is_not_blamed_on_the_manifest(
+    tmp_path: Path,
+) -> None:
+    """--policy refused such a row saying no manifest listed the picture under its shipment, which
+    the manifest did: a row of the earlier text is known as the picture's, moved or not."""
+    share = tmp_path / "share"
+    plain, typed, _ = _typed_names(share)
+    now, before = f"{share}/caf\\x5cxe9.png", f"{share}/caf\\xe9.png"
+    out = tmp_path / "out.jsonl"
+    score_to_file([ImageTask(str(p), "S1") for p in (plain, typed)], _engine(), out)
+    _as_an_earlier_version_wrote(out, {now: before})
+    moved = [ImageTask(str(plain), "S1"), ImageTask(str(typed), "S2")]
+    with pytest.raises(InputError) as refused:
+        score_to_file(moved, _engine(), out, resume=True, listed_only=True)
+    assert str(refused.value).startswith(
+        f"{before}: scored under shipment 'S1', it is listed under shipment 'S2' now"
+    )
+
+    # scored again by a resume that did not know the earlier text: two rows of it, one listed
+    out = tmp_path / "twice.jsonl"
+    tasks = [ImageTask(str(p), "S1") for p in (plain, typed)]
+    score_to_file(tasks, _engine(), out)
+    _as_an_earlier_version_wrote(out, {now: before}, keep=True)
+    with pytest.raises(InputError) as refused:
+        score_to_file(tasks, _engine(), out, resume=True, listed_only=True)
+    message = str(refused.value)
+    assert message.startswith(f"{now}: the output holds two rows of it under shipment 'S1', {before} as")
+    assert "would count the picture twice" in message and "no manifest" not in message
+    assert score_to_file(tasks, _engine(), out, resume=True).skipped_done == 2  # not asked: as before
+
+
+@pytest.mark.parametrize("latin_first", [True, False])
+def test_a_row_the_earlier_version_wrote_alike_for_two_files_is_kept_for_the_one_it_names_today(
+    tmp_path: Path, latin_first: bool
+) -> None:
+    """The earlier version wrote caf<0xE9>.png and caf\\xe9.png (typed) alike, one row for both: it is
+    the first one's today, and the typed one is scored, in whichever order the two are given."""
+    share = tmp_path / "share"
+    _, typed, _ = _typed_names(share)
+    latin = Path(os.fsdecode(bytes(share) + b"/caf\xe9.png"))
+    latin.write_bytes(write_png(tmp_path / "png" / "30.png", 30).read_bytes())
+    text = f"{share}/caf\\xe9.png"  # the earlier version's of both, today's of caf<0xE9>.png
+    out = tmp_path / "out.jsonl"
+    score_to_file([ImageTask(str(latin), "S1")], _engine(), out)
+    assert [r.path for r in iter_rows(out)] == [text]
+    with pytest.raises(InputError) as refused:  # caf<0xE9>.png not listed: whose row it is is unknown
+        score_to_file([ImageTask(str(typed), "S1")], _engine(), out, resume=True, listed_only=True)
+    message = str(refused.value)
+    assert message.startswith(f"{text}: a row of shipment 'S1' that an earlier version wrote alike for ")
+    assert "cannot be told" in message and "no manifest" not in message
+    out.unlink()
+    score_to_file([ImageTask(str(latin), "S1")], _engine(), out)
+    pair = [ImageTask(str(latin), "S1"), ImageTask(str(typed), "S1")]
+    summary = score_to_file(
+        pair if latin_first else pair[::-1], _engine(), out, resume=True, listed_only=True
+    )
+    assert (summary.skipped_done, summary.scored, summary.duplicates) == (1, 1, 0)
+    rows = _rows_by_path(out)
+    assert rows[text].score == pytest.approx(30 / 255)
+    assert rows[f"{share}/caf\\x5cxe9.png"].score == pytest.approx(200 / 255)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
