@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from datasets.csv_lines import csv_line
 from datasets.errors import DatasetFormatError, UnsafePathError
 from datasets.json_text import check_writable, unique_keys
 
@@ -165,10 +166,11 @@ def write_manifest(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
     columns = sorted({key for row in prepared for key in row}, key=lambda c: (_COLUMN_ORDER.get(c, 999), c))
     buffer = io.StringIO()
     if kind == "csv":
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
+        # quoted where a cell holds a carriage return: a declaration or file name with one was written
+        # bare, and read_manifest refused the manifest it had just written (or split the row)
+        buffer.write(csv_line(columns))
         for row in prepared:
-            writer.writerow({k: _csv_text(v) for k, v in row.items()})
+            buffer.write(csv_line(_csv_text(row.get(column)) for column in columns))
     else:
         for row in prepared:
             buffer.write(json.dumps({k: row[k] for k in columns if k in row}, ensure_ascii=False) + "\n")

@@ -27,7 +27,6 @@ import csv
 import errno
 import fcntl
 import hashlib
-import io
 import json
 import os
 import stat
@@ -37,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from datasets.csv_lines import csv_line
 from datasets.errors import DatasetFormatError, InputError
 from datasets.whole_files import keep_mode_and_owner, name_start, temporary_beside, written_whole
 from pipeline import verdict_rows
@@ -687,15 +687,9 @@ class RowWriter:
 
     @staticmethod
     def csv_line(cells: list[str]) -> bytes:
-        """One CSV row, as the writer writes it (``\\n``-terminated, UTF-8).
-
-        csv quotes a cell that holds a character of its line terminator: with ``\\n`` alone, a file
-        name holding a carriage return (legal on Linux and macOS shares) was left unquoted, and every
-        reader split its row in two there. Written with ``\\r\\n`` and cut back to ``\\n``, such a cell
-        is quoted; any other row is written as before, byte for byte."""
-        text = io.StringIO()
-        csv.writer(text, lineterminator="\r\n").writerow(cells)
-        return (text.getvalue()[:-2] + "\n").encode("utf-8")
+        """One CSV row, as the writer writes it (``\\n``-terminated, UTF-8; a cell holding a carriage
+        return quoted: :func:`~datasets.csv_lines.csv_line`)."""
+        return csv_line(cells).encode("utf-8")
 
     def write(self, verdict: ImageVerdict) -> None:
         """Buffer one row; write the chunk if it is full or old."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -268,6 +269,49 @@ def test_write_then_read_round_trip(archive: Path, name: str) -> None:
     assert back[0].declaration["radiation_alarm"] is False and back[1].declaration["radiation_alarm"] is True
     assert back[0].declaration["x_seed"] == "3"
     assert [p.name for p in archive.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+
+@pytest.mark.parametrize("inside", ["\r", "\n", "\r\n"])
+def test_a_csv_cell_with_a_line_break_is_written_so_that_it_reads_back(archive: Path, inside: str) -> None:
+    """A cell holding a carriage return was written bare (csv quotes only its line terminator's
+    characters, and that was '\\n'): read_manifest split the row and refused the manifest it had just
+    been given ('row has 4 fields but the header has 5')."""
+    goods = f"iron ore{inside}fines, wet"
+    write_manifest(
+        archive / "m.csv",
+        [{"path": "img/a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "declared_goods": goods,
+          "x_note": f"seal{inside}7"},
+         {"path": "img/b.png", "shipment_id": "S2", "cargo_type": "bulk_ore"}],
+    )  # fmt: skip
+    back = read_manifest(archive / "m.csv")
+    assert [(r.path.name, r.shipment_id, r.declaration.get("declared_goods")) for r in back] == [
+        ("a.png", "S1", goods),
+        ("b.png", "S2", None),
+    ]
+    assert back[0].declaration["x_note"] == f"seal{inside}7"
+    # a file name holding one: quoted too, so the manifest reads as the rows written, and the reader
+    # refuses the name for what it is (a control character in a path), not as a broken row
+    odd = f"img/scan{inside}07.png"
+    write_manifest(archive / "odd.csv", [{"path": odd, "shipment_id": "S1", "cargo_type": "bulk_ore"}])
+    with (archive / "odd.csv").open(newline="", encoding="utf-8") as fh:
+        assert list(csv.reader(fh)) == [["path", "shipment_id", "cargo_type"], [odd, "S1", "bulk_ore"]]
+    with pytest.raises(DatasetFormatError, match=r"odd\.csv:2: column 'path' = .* holds a control character"):
+        read_manifest(archive / "odd.csv", check_files=False)
+
+
+def test_a_csv_manifest_without_line_breaks_in_cells_is_written_as_before(archive: Path) -> None:
+    """Only a cell holding a line break is quoted otherwise: every other manifest keeps its bytes."""
+    write_manifest(
+        archive / "m.csv",
+        [{"path": "img/a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "declared_goods": 'ore, "wet"',
+          "radiation_alarm": True, "x_seed": 3},
+         {"path": "img/b.png", "shipment_id": "S2", "cargo_type": "bulk_ore", "x_seed": None}],
+    )  # fmt: skip
+    assert (archive / "m.csv").read_bytes() == (
+        b"path,shipment_id,cargo_type,declared_goods,radiation_alarm,x_seed\n"
+        b'img/a.png,S1,bulk_ore,"ore, ""wet""",true,3\n'
+        b"img/b.png,S2,bulk_ore,,,\n"
+    )
 
 
 @pytest.mark.parametrize(
