@@ -28,8 +28,9 @@ def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
     Proxy headers are read only from the proxies ``forwarded_allow_ips`` names. uvicorn bounds no
     connections by default: ``limit_concurrency`` does, and the protocol given as ``http``
     (:class:`~serve.connection_limits.ConnectionLimits`, h11) bounds how long a request head may
-    take and how many connections one client holds, which uvicorn does not: connections trickling
-    their heads held ``limit_concurrency`` full for good.
+    take, how many connections one client holds and how many of a worker's wait for a head (half of
+    ``limit_concurrency``; past that the longest waiting is closed), which uvicorn does not:
+    connections trickling their heads held ``limit_concurrency`` full for good.
     """
     from serve.connection_limits import ConnectionLimits
     from serve.logs import log_config
@@ -44,7 +45,12 @@ def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
         "forwarded_allow_ips": proxies,
         "limit_concurrency": settings.limit_concurrency,
         "http": ConnectionLimits(
-            settings.header_timeout_s, settings.max_connections_per_client, trusted_proxies=proxies
+            settings.header_timeout_s,
+            settings.max_connections_per_client,
+            trusted_proxies=proxies,
+            # the other half is the requests': uvicorn answers 503 to one arriving with
+            # limit_concurrency connections open, those waiting for a head among them
+            max_waiting=max(1, settings.limit_concurrency // 2),
         ),
     }
 

@@ -11,6 +11,14 @@ client counted by its /64, as the lockout counts it; the proxies named in ``forw
 whose connections are many clients', are not capped), so that reconnecting as each is closed does
 not fill the worker either.
 
+Neither bounds the connections waiting for a head across clients: ten addresses (or eleven IPv6
+/64s, a sliver of one subscriber's /56) of 50 connections each, trickling heads and reopening each
+as it was closed, still held ``limit_concurrency`` full, every other request 503. At most
+``max_waiting`` connections of a worker wait for a head at once (``clearsight serve``: half of
+``limit_concurrency``), new ones and those kept alive after an answer alike; one more closes the one
+that has waited longest, not the newcomer: so a client that sends its head promptly always finds
+room, whatever others leave waiting, and the requests in flight keep the other half.
+
 :class:`ConnectionLimits` is what ``uvicorn.run(http=...)`` is given: a plain object, so that it
 reaches the worker processes of ``--workers N`` (uvicorn pickles its options for them). It always
 builds h11's protocol, also where httptools is installed and uvicorn's ``auto`` would have chosen
@@ -20,6 +28,7 @@ that.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import ipaddress
 import logging
 import time
@@ -38,8 +47,8 @@ __all__ = ["BoundedH11Protocol", "ConnectionLimits"]
 log = logging.getLogger("clearsight.serve")
 
 REFUSAL_LOG_INTERVAL_S = 60.0
-"""Refused connections are logged at most once this often per worker: a client reconnecting as
-fast as it is refused would otherwise write a line per connection."""
+"""Refused and evicted connections are logged at most once this often per worker (each kind): a
+client reconnecting as fast as it is refused would otherwise write a line per connection."""
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -54,22 +63,42 @@ class ConnectionLimits:
             at once in a worker; 0: no cap.
         trusted_proxies: addresses or networks whose connections are not capped (the reverse
             proxies in ``forwarded_allow_ips``, each many clients' connections).
+        max_waiting: most connections of a worker that wait for a request head at once, whatever
+            their clients (those of proxies too); one more closes the one that has waited longest.
+            0: no bound. Keep it well under ``limit_concurrency``, which counts them with the
+            requests in flight.
     """
 
     def __init__(
-        self, header_timeout_s: float, max_connections_per_client: int, trusted_proxies: Iterable[str] = ()
+        self,
+        header_timeout_s: float,
+        max_connections_per_client: int,
+        trusted_proxies: Iterable[str] = (),
+        *,
+        max_waiting: int = 0,
     ) -> None:
         if header_timeout_s <= 0 or max_connections_per_client < 0:
             raise ValueError(
                 f"header_timeout_s {header_timeout_s} must be > 0 and max_connections_per_client "
                 f"{max_connections_per_client} >= 0"
             )
+        if max_waiting < 0:
+            raise ValueError(f"max_waiting {max_waiting} must be >= 0 (0: no bound)")
         self.header_timeout_s = header_timeout_s
         self.max_connections_per_client = max_connections_per_client
+        self.max_waiting = max_waiting
         self.trusted_proxies: tuple[_Network, ...] = tuple(
             ipaddress.ip_network(proxy, strict=False) for proxy in trusted_proxies
         )
         self._last_refusal_logged = -REFUSAL_LOG_INTERVAL_S
+        self._last_eviction_logged = -REFUSAL_LOG_INTERVAL_S
+        self._waits = 0  # waits for a head begun in this worker: their order, oldest lowest
+
+    def next_wait(self) -> int:
+        """A number for a wait for a head beginning now, above every earlier one's (a clock may
+        give two the same time)."""
+        self._waits += 1
+        return self._waits
 
     def __call__(
         self,
@@ -105,10 +134,24 @@ class ConnectionLimits:
             REFUSAL_LOG_INTERVAL_S,
         )
 
+    def log_eviction(self, host: str | None) -> None:
+        now = time.monotonic()
+        if now - self._last_eviction_logged < REFUSAL_LOG_INTERVAL_S:
+            return
+        self._last_eviction_logged = now
+        log.warning(
+            "closed a connection from %s that waited longest for a request head: %d were waiting, "
+            "max_waiting; closings in the next %g s are not logged",
+            host or "an unknown address",
+            self.max_waiting,
+            REFUSAL_LOG_INTERVAL_S,
+        )
+
 
 class BoundedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, closing a connection whose request head is late and refusing one past
-    its client's cap (see the module's docstring)."""
+    """uvicorn's h11 protocol, closing a connection whose request head is late, refusing one past
+    its client's cap, and closing the longest waiting for a head past the worker's bound (see the
+    module's docstring)."""
 
     def __init__(
         self,
@@ -123,6 +166,8 @@ class BoundedH11Protocol(H11Protocol):
         self.limits = limits
         self.capped_key: str | None = None  # what this connection counts against, if capped
         self._head_timer: asyncio.TimerHandle | None = None
+        # when this connection began to wait for a head (ConnectionLimits.next_wait); None while not
+        self.waiting_since: int | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -162,22 +207,51 @@ class BoundedH11Protocol(H11Protocol):
         waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
         if waiting and self._head_timer is None:
             self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_late)
+            self.waiting_since = self.limits.next_wait()
+            self._make_room()
         elif not waiting:
             self._stop_head_timer()
 
+    def _make_room(self) -> None:
+        """Close the connections that have waited longest for a head until, with this one, at most
+        ``max_waiting`` wait. One pass over the worker's connections (at most limit_concurrency),
+        as for the cap: nothing to keep in step as connections come and go."""
+        if not self.limits.max_waiting:
+            return
+        others = [
+            other
+            for other in self.connections
+            if other is not self and getattr(other, "waiting_since", None) is not None
+        ]
+        excess = len(others) + 1 - self.limits.max_waiting
+        if excess <= 0:
+            return
+        for oldest in heapq.nsmallest(excess, others, key=lambda other: other.waiting_since):
+            self.limits.log_eviction(oldest.client[0] if oldest.client else None)
+            oldest._close_waiting(
+                503, b"Service Unavailable", b"Too many connections are waiting for a request head."
+            )
+
     def _stop_head_timer(self) -> None:
+        self.waiting_since = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
     def _head_late(self) -> None:
         self._head_timer = None
+        self._close_waiting(408, b"Request Timeout", b"The request head did not arrive in time.")
+
+    def _close_waiting(self, status: int, reason: bytes, text: bytes) -> None:
+        """Close this connection, waiting for a head: answered ``status`` where part of one came,
+        else closed as uvicorn's keep-alive timeout closes an idle one (nothing was asked)."""
+        self._stop_head_timer()
         if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
             return
         started, _ = self.conn.trailing_data
         if started:  # part of a head came: say why it is closed
-            self._refuse(408, b"Request Timeout", b"The request head did not arrive in time.")
-        else:  # an idle connection, as uvicorn's keep-alive timeout closes one
+            self._refuse(status, reason, text)
+        else:
             self.conn.send(h11.ConnectionClosed())
             self.transport.close()
 

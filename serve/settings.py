@@ -104,7 +104,10 @@ class ServeSettings(Settings):
         default=500,
         gt=0,
         description="Most connections one worker holds open at once; a request past it is answered "
-        "503 at once by uvicorn (plain text). Below the usual limit of 1,024 open files a process.",
+        "503 at once by uvicorn (plain text). Below the usual limit of 1,024 open files a process. "
+        "Half of it (at least 1) may wait for a request head at once, whatever their clients: one "
+        "more closes the one that has waited longest (503 where part of a head came), so a request "
+        "sent promptly always finds room.",
     )
     header_timeout_s: float = Field(
         default=10.0,

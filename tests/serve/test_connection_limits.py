@@ -7,15 +7,20 @@ import socket
 import time
 
 import httpx
+import pytest
 
+from serve.cli import uvicorn_options
 from serve.connection_limits import ConnectionLimits
+from serve.settings import ServeSettings
 
 PARTIAL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
 WHOLE_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-def _connect(port: int) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=5)
+def _connect(port: int, client: str = "127.0.0.1") -> socket.socket:
+    """A connection to the server on 127.0.0.1 from ``client`` (any address of 127.0.0.0/8 is
+    this host's: each stands for another client)."""
+    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(client, 0))
 
 
 def _until_closed(sock: socket.socket, within_s: float) -> tuple[bytes, float]:
@@ -96,6 +101,57 @@ def test_one_client_holds_at_most_its_cap_of_connections(live_server) -> None:
         sock.close()
 
 
+def _still_open(sock: socket.socket) -> bool:
+    sock.settimeout(0.2)
+    try:
+        return sock.recv(4096) != b""
+    except TimeoutError:
+        return True
+
+
+def test_connections_waiting_for_a_head_leave_room_for_a_prompt_request(live_server) -> None:
+    """Capped per client, connections trickling their heads from a few addresses (or IPv6 /64s)
+    still took every one of limit_concurrency's slots, and every other request was answered 503.
+    At most half of them wait for a head; a newcomer closes the one that has waited longest."""
+    server = live_server(limit_concurrency=8, max_connections_per_client=3)  # 4 may wait
+    trickling = []
+    for client in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+        for _ in range(3):
+            sock = _connect(server.port, client)
+            sock.sendall(PARTIAL_HEAD)
+            trickling.append(sock)
+            time.sleep(0.02)  # opened in this order
+    officer = _connect(server.port)
+    officer.sendall(WHOLE_HEAD.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+    answer, _ = _until_closed(officer, within_s=3.0)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    # the officer's connection closed the sixth oldest; the five before went as the next came
+    for sock in trickling[:6]:
+        closed, _ = _until_closed(sock, within_s=3.0)
+        assert closed.startswith(b"HTTP/1.1 503 ") and closed.endswith(
+            b"Too many connections are waiting for a request head."
+        )
+    assert all(_still_open(sock) for sock in trickling[6:])
+    for sock in trickling[6:]:
+        sock.close()
+
+
+def test_an_idle_kept_alive_connection_waits_for_a_head_too(live_server) -> None:
+    """A connection kept alive after its answer waits for the next head, as a new one does: it is
+    closed (without an answer: it sent nothing) when it has waited longest."""
+    server = live_server(limit_concurrency=4)  # 2 may wait
+    idle = _connect(server.port)
+    idle.sendall(WHOLE_HEAD)
+    assert _one_answer(idle).startswith(b"HTTP/1.1 200")
+    time.sleep(0.05)
+    newer = [_connect(server.port) for _ in range(2)]
+    closed, _ = _until_closed(idle, within_s=3.0)
+    assert closed == b""
+    assert all(_still_open(sock) for sock in newer)
+    for sock in newer:
+        sock.close()
+
+
 def _status_or_none(url: str) -> int | None:
     try:
         return httpx.get(f"{url}/healthz").status_code
@@ -111,6 +167,14 @@ def test_a_named_proxy_is_not_capped(live_server) -> None:
         sock.sendall(WHOLE_HEAD)
         assert _one_answer(sock).startswith(b"HTTP/1.1 200")
         sock.close()
+
+
+def test_the_connections_waiting_for_a_head_are_bounded_at_half_of_limit_concurrency() -> None:
+    options = uvicorn_options(ServeSettings(_env_file=None, limit_concurrency=500))
+    assert options["http"].max_waiting == 250
+    assert uvicorn_options(ServeSettings(_env_file=None, limit_concurrency=1))["http"].max_waiting == 1
+    with pytest.raises(ValueError, match=r"max_waiting -1 must be >= 0"):
+        ConnectionLimits(10.0, 5, max_waiting=-1)
 
 
 def test_ipv6_clients_are_capped_by_their_slash_64() -> None:

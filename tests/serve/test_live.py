@@ -211,9 +211,15 @@ def test_a_refused_upload_still_trickling_its_body_is_disconnected(live_server) 
 
 
 def test_connections_past_the_limit_are_answered_503(live_server) -> None:
+    """A request in flight holds its connection. (One waiting for its head no longer would: half of
+    limit_concurrency may wait, and a newcomer closes the one waiting longest; see
+    test_connection_limits.)"""
     server = live_server(limit_concurrency=2)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as holder:
-        holder.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers not yet ended
+        holder.sendall(  # a body still to come
+            b"POST /review/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 60000\r\n\r\nkey="
+        )
         assert httpx.get(f"{server.url}/healthz").status_code == 503
     for _ in range(100):  # the server notices the closed connection a moment later
         if (status := httpx.get(f"{server.url}/healthz").status_code) == 200:
