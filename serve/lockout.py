@@ -2,7 +2,9 @@
 
 An IPv6 client is counted by its /64 (:func:`client_key`), the smallest block a provider hands one
 subscriber: counted per address, one client with a /64 could name a new address per guess and was
-never held.
+never held. It is counted by its /48 too (:func:`block_key`), which may send
+:data:`BLOCK_LIMIT_FACTOR` times the limit: a subscriber is often handed a /56 or a /48, and counted
+by /64 alone it guessed the limit from each of its 256 or 65,536 /64s in turn.
 
 A key is at least 8 characters, but a client that may try keys as fast as the server answers can
 still guess weak ones; a lockout turns that into years. Only wrong keys count (not missing ones,
@@ -35,18 +37,27 @@ from typing import Protocol
 
 from serve.errors import TooManyAttemptsError
 
-__all__ = ["FailedAttempts", "Failures", "MemoryFailures", "SharedFailures", "client_key"]
+__all__ = ["FailedAttempts", "Failures", "MemoryFailures", "SharedFailures", "block_key", "client_key"]
 
 log = logging.getLogger("clearsight.serve")
 
 MAX_TRACKED = 10_000
 """Addresses remembered at once, in memory and in the shared file alike; the longest quiet are
 forgotten first, so memory and the file stay bounded (each address keeps at most the limit's number
-of wrong keys). Counting entries instead let 500 addresses within their limit push every other
-address's count out within the minute."""
+of wrong keys, an IPv6 /48 ten times that). Counting entries instead let 500 addresses within their
+limit push every other address's count out within the minute."""
 
 IPV6_PREFIX = 64
 """The IPv6 block counted as one client: a subscriber's /64 is its to pick addresses from."""
+
+IPV6_BLOCK_PREFIX = 48
+"""The coarser IPv6 block every client is counted under as well: the largest a provider usually
+hands one subscriber (a /56 is common at home, a /48 for a site), all of whose /64s it may use."""
+
+BLOCK_LIMIT_FACTOR = 10
+"""How many times the limit a /48 may send: room for a few of its /64s at the limit (a site's
+machines, or subscribers of a provider that hands out /64s of one /48 and share its allowance),
+where a /56 rotating its /64s had 256 times the limit and a /48 65,536 times."""
 
 _LONGEST_NAME = 64
 """A client that is no IP address (``unknown``, a test client's name) longer than this is counted
@@ -74,6 +85,18 @@ def client_key(client: str) -> str:
         # the scope of a link-local address (fe80::1%eth0) names no other client
         return str(ipaddress.IPv6Network((int(address), IPV6_PREFIX), strict=False))
     return str(address)
+
+
+def block_key(client: str) -> str | None:
+    """The /48 an IPv6 client's wrong keys are counted under as well (``2001:db8:1::/48``); None for
+    an IPv4 address (an IPv4-mapped one too) or anything else, which have no such block."""
+    try:
+        address = ipaddress.ip_address(client.strip("[]"))
+    except ValueError:
+        return None
+    if not isinstance(address, ipaddress.IPv6Address) or address.ipv4_mapped is not None:
+        return None
+    return str(ipaddress.IPv6Network((int(address), IPV6_BLOCK_PREFIX), strict=False))
 
 
 class Failures(Protocol):
@@ -163,10 +186,11 @@ class SharedFailures:
     read never waits on another worker's write; a write waits up to :data:`BUSY_TIMEOUT_S` for
     another's).
 
-    One row per address: its newest wrong keys (at most the limit's number) and when it last sent
-    one. Rows go as new wrong keys come: those whose last is past the window, and past
-    :data:`MAX_TRACKED` addresses the longest quiet, as in memory, so the file stays small
-    (about ``limit`` x :data:`MAX_TRACKED` times) whatever addresses guess.
+    One row per address (or IPv6 block): its newest wrong keys (at most the limit's number, a /48
+    :data:`BLOCK_LIMIT_FACTOR` times that) and when it last sent one. Rows go as new wrong keys
+    come: those whose last is past the window, and past :data:`MAX_TRACKED` addresses the longest
+    quiet, as in memory, so the file stays small (at most ``limit`` x :data:`BLOCK_LIMIT_FACTOR` x
+    :data:`MAX_TRACKED` times) whatever addresses guess.
 
     While another connection holds the file longer than that, a wrong key is held in this
     process's memory, counted with the file's for its address (a locked address stays locked), and
@@ -180,6 +204,7 @@ class SharedFailures:
         self._conn: sqlite3.Connection | None = None
         self._opened = (0, 0)  # the open file's st_dev and st_ino
         self._held = MemoryFailures()  # wrong keys the file was too busy to take
+        self._held_keep: dict[str, int] = {}  # the keep of each address held: a /48's is larger
         self._fallback: MemoryFailures | None = None  # set for good: the file cannot be used
         # while so, writes do not wait: on a stuck lock each wrong key would, holding up the worker
         self._busy = False
@@ -265,8 +290,10 @@ class SharedFailures:
                 return self._fallback.attempt(client, at, since, keep)
             # busy: held in memory, counted with the file's as read above
             self._held.add(client, at, since, keep)
+            self._held_keep[client] = keep
             return found
         self._held.clear()
+        self._held_keep.clear()
         if self._busy:
             self._busy = False
             self._wait(BUSY_TIMEOUT_S)
@@ -309,8 +336,9 @@ class SharedFailures:
                 new.setdefault(client, [])
             grown = False
             for other, added in new.items():
+                kept = keep if other == client else self._held_keep.get(other, keep)
                 row = db.execute("SELECT times FROM wrong_keys WHERE client = ?", (other,)).fetchone()
-                times = sorted(self._times(other, row, at, since, keep) + added)[-keep:]
+                times = sorted(self._times(other, row, at, since, kept) + added)[-kept:]
                 db.execute(
                     "INSERT INTO wrong_keys (client, seen, times) VALUES (?, ?, ?)"
                     " ON CONFLICT (client) DO UPDATE SET seen = excluded.seen, times = excluded.times",
@@ -374,7 +402,8 @@ def _parse(row: tuple[object] | None) -> list[float] | None:
 
 
 class FailedAttempts:
-    """Wrong keys per client (its address; an IPv6 address's /64: :func:`client_key`) in a sliding
+    """Wrong keys per client (its address; an IPv6 address's /64: :func:`client_key`, and its /48:
+    :func:`block_key`, which may send :data:`BLOCK_LIMIT_FACTOR` times the limit) in a sliding
     window of ``window_s``; thread-safe.
 
     Args:
@@ -401,41 +430,75 @@ class FailedAttempts:
         self._failures = failures if failures is not None else MemoryFailures()
         self._lock = threading.Lock()
 
+    def _counters(self, client: str) -> list[tuple[str, int]]:
+        """What ``client``'s wrong keys count against, each with its limit: its key, then its /48."""
+        counters = [(client_key(client), self.limit)]
+        block = block_key(client)
+        if block is not None:
+            counters.append((block, self.limit * BLOCK_LIMIT_FACTOR))
+        return counters
+
     def check(self, client: str) -> None:
-        """Raises TooManyAttemptsError while ``client`` has used up its wrong keys for the window
-        (for a right key: it counts nothing, and writes nothing)."""
+        """Raises TooManyAttemptsError while ``client`` (or its /48) has used up its wrong keys for
+        the window (for a right key: it counts nothing, and writes nothing)."""
         if not self.limit:
             return
-        client = client_key(client)
+        counters = self._counters(client)
         with self._lock:
             now = self._clock()
-            count, oldest = self._failures.recent(client, now, now - self.window_s, self.limit)
-        self._refuse(client, count, oldest, now)
+            found = [
+                (key, limit, *self._failures.recent(key, now, now - self.window_s, limit))
+                for key, limit in counters
+            ]
+        self._refuse(found, now)
 
     def failed(self, client: str) -> None:
-        """Count one wrong key from ``client``, or refuse it where ``client`` has used up its wrong
-        keys for the window: one step, so concurrent wrong keys (threads, workers) cannot all pass
-        a count of ``limit`` - 1 before any of them is counted.
+        """Count one wrong key from ``client`` (against its address or /64, and an IPv6 client's
+        /48), or refuse it where either has used up its wrong keys for the window: one step per
+        count, so concurrent wrong keys (threads, workers) cannot all pass a count of its limit - 1
+        before any of them is counted.
 
         Raises:
-            TooManyAttemptsError: ``client`` had used up its wrong keys (this one is not counted).
+            TooManyAttemptsError: ``client`` or its /48 had used up its wrong keys (this one is not
+                counted against the one used up, nor, where that is its /64, against its /48).
         """
         if not self.limit:
             return
-        client = client_key(client)
+        (key, limit), *blocks = self._counters(client)
         with self._lock:
             now = self._clock()
-            count, oldest = self._failures.attempt(client, now, now - self.window_s, self.limit)
-        self._refuse(client, count, oldest, now)
+            since = now - self.window_s
+            # a /48 used up is refused on a read, before its /64 counts the key: rotating /64s
+            # then writes nothing
+            found = [(block, most, *self._failures.recent(block, now, since, most)) for block, most in blocks]
+            if all(count < most for _, most, count, _ in found):
+                found = []
+                # the /64 first: one refused for its own limit leaves its /48 (shared, maybe, by
+                # a provider's other subscribers) as it was. A /48 used up between the read and
+                # its count leaves the /64 one more: a wrong key it did send
+                for counted, most in ((key, limit), *blocks):
+                    count, oldest = self._failures.attempt(counted, now, since, most)
+                    if count >= most:
+                        found = [(counted, most, count, oldest)]
+                        break
+        self._refuse(found, now)
 
-    def _refuse(self, key: str, count: int, oldest: float, now: float) -> None:
-        if count >= self.limit:
-            wait = max(1, math.ceil(oldest + self.window_s - now))
-            where = f"this address's /{IPV6_PREFIX}" if "/" in key else "this address"
-            raise TooManyAttemptsError(
-                f"{count} wrong API keys from {where} in the last {self.window_s:g} s; try again in {wait} s",
-                retry_after_s=wait,
-            )
+    def _refuse(self, found: list[tuple[str, int, int, float]], now: float) -> None:
+        """Raise for the counter of ``found`` (key, limit, count, oldest) held longest, if any is
+        at its limit: the wait then frees the client of every one."""
+        held = [
+            (max(1, math.ceil(oldest + self.window_s - now)), key, count)
+            for key, limit, count, oldest in found
+            if count >= limit
+        ]
+        if not held:
+            return
+        wait, key, count = max(held)
+        where = f"this address's /{key.rsplit('/', 1)[1]}" if "/" in key else "this address"
+        raise TooManyAttemptsError(
+            f"{count} wrong API keys from {where} in the last {self.window_s:g} s; try again in {wait} s",
+            retry_after_s=wait,
+        )
 
     def close(self) -> None:
         """Close where the wrong keys are counted, if that is a file."""

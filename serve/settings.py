@@ -71,7 +71,8 @@ class ServeSettings(Settings):
         default=20,
         ge=0,
         description="Wrong API keys one client address (an IPv6 address's /64) may send per minute "
-        "before it must wait (429); "
+        "before it must wait (429); an IPv6 address's /48 may send 10 times as many, all its /64s "
+        "together, before every one of them waits. "
         "0 turns the lockout off. Behind a reverse proxy all clients share its address, unless "
         "forwarded_allow_ips names it.",
     )

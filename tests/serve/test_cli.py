@@ -68,6 +68,22 @@ def test_clients_behind_a_named_proxy_are_counted_by_their_ipv6_slash_64(live_se
     assert _wrong_keys_until_held(server.url, ["2001:db8:1:4::1", "203.0.113.7"]) == [401, 401]
 
 
+def test_clients_behind_a_named_proxy_are_counted_by_their_ipv6_slash_48_too(live_server) -> None:
+    """A client holding a /56 sent the limit's wrong keys from each of its 256 /64s, and was never
+    held: a /48 may send ten times the limit."""
+    server = live_server(auth_failures_per_minute=2, forwarded_allow_ips="127.0.0.1")
+    rotated = [f"2001:db8:ab00:{n // 2:x}::{n % 2 + 1:x}" for n in range(20)]  # 2 from each of 10 /64s
+    assert _wrong_keys_until_held(server.url, rotated) == [401] * 20
+    assert _wrong_keys_until_held(server.url, ["2001:db8:ab00:ff::1"]) == [429]
+    # the right key from another /64 of the /48 waits too; another /48 is another's
+    held = httpx.get(
+        f"{server.url}/v1/models", headers={**auth(OFFICER_KEY), "X-Forwarded-For": "2001:db8:ab00:fe::1"}
+    )
+    assert held.status_code == 429 and "this address's /48" in held.json()["detail"]
+    other = {**auth(OFFICER_KEY), "X-Forwarded-For": "2001:db8:ab01::1"}
+    assert httpx.get(f"{server.url}/v1/models", headers=other).status_code == 200
+
+
 def test_the_protocol_bounds_request_heads_and_connections_per_client_in_every_worker() -> None:
     """The protocol is uvicorn's option ``http``: with --workers N uvicorn pickles the options for
     each worker process, so it must survive that with its settings."""

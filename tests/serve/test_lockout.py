@@ -354,6 +354,88 @@ def test_an_ipv6_client_is_counted_by_its_slash_64(failures: Failures) -> None:
     attempts.check("10.0.0.8")
 
 
+def test_an_ipv6_client_is_also_counted_by_its_slash_48(failures: Failures) -> None:
+    """Counted by its /64 alone, a client holding a /56 (256 /64s, a usual home delegation) or a /48
+    (65,536) sent the limit's wrong keys from each /64 in turn, 256 or 65,536 times the limit."""
+    clock = Clock()
+    attempts = FailedAttempts(2, window_s=60.0, clock=clock, failures=failures)  # 20 a /48
+    for n in range(10):
+        clock.now += 1.0
+        for _ in range(2):
+            attempts.failed(f"2001:db8:1:{n:x}::{n + 1:x}")  # /64s of one /56, two each
+    for neighbour in ("2001:db8:1:ff00::1", "2001:db8:1:ffff:ffff:ffff:ffff:ffff"):
+        with pytest.raises(
+            TooManyAttemptsError,
+            match=r"^20 wrong API keys from this address's /48 in the last 60 s; try again in 51 s$",
+        ) as info:
+            attempts.failed(neighbour)
+        assert info.value.retry_after_s == 51
+        with pytest.raises(TooManyAttemptsError, match=r"this address's /48"):
+            attempts.check(neighbour)  # a right key waits too
+    attempts.check("2001:db8:2::1")  # the next /48 is another's
+    attempts.failed("2001:db8:2::1")
+    # IPv4 has no such block: twenty addresses of one /24 are twenty clients
+    for n in range(30):
+        attempts.failed(f"10.0.0.{n}")
+    attempts.check("10.0.0.99")
+    clock.now += 51.0  # the first /64's wrong keys leave the window: two more may come
+    attempts.failed("2001:db8:1:ff00::1")
+
+
+def test_a_slash_64_held_by_its_own_limit_does_not_count_against_its_slash_48(failures: Failures) -> None:
+    """Wrong keys refused for their /64 are not counted again for the /48: one subscriber of a
+    block its provider shares (a mobile carrier's) would otherwise use up the others' allowance."""
+    attempts = FailedAttempts(2, failures=failures)
+    for _ in range(50):
+        try:
+            attempts.failed("2001:db8:1:3::1")
+        except TooManyAttemptsError as exc:
+            assert "this address's /64" in str(exc)
+    for n in range(9):  # 2 + 9 x 2 = the /48's 20
+        for _ in range(2):
+            attempts.failed(f"2001:db8:1:{n + 4:x}::1")
+    with pytest.raises(TooManyAttemptsError, match=r"^20 wrong API keys from this address's /48"):
+        attempts.failed("2001:db8:1:99::1")
+
+
+def test_a_busy_file_keeps_each_count_to_its_own_limit(tmp_path: Path) -> None:
+    """Wrong keys held while the file is busy are written with the next that gets through: a /48's
+    (kept to 10 x the limit) must not be cut to a /64's limit then."""
+    clock = Clock()
+    path = tmp_path / "lockout.sqlite"
+    attempts = FailedAttempts(2, window_s=60.0, clock=clock, failures=SharedFailures(path))
+    attempts.failed("10.0.0.1")  # creates the file
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    for n in range(5):
+        attempts.failed(f"2001:db8:1:{n:x}::1")
+    other.execute("ROLLBACK")
+    other.close()
+    attempts.failed("10.0.0.2")  # writes those held
+    with sqlite3.connect(path) as db:
+        rows = dict(db.execute("SELECT client, times FROM wrong_keys").fetchall())
+    assert len(rows["2001:db8:1::/48"].split()) == 5
+    for n in range(15):
+        attempts.failed(f"2001:db8:1:{n + 5:x}::1")
+    with pytest.raises(TooManyAttemptsError, match=r"^20 wrong API keys from this address's /48"):
+        attempts.check("2001:db8:1:ff::1")
+
+
+@pytest.mark.parametrize(
+    ("client", "block"),
+    [
+        ("2001:db8:1:3::5", "2001:db8:1::/48"),
+        ("[2001:db8:ab:ff00::1]", "2001:db8:ab::/48"),
+        ("fe80::1%eth0", "fe80::/48"),
+        ("::ffff:10.0.0.7", None),
+        ("10.0.0.7", None),
+        ("unknown", None),
+    ],
+)
+def test_the_block_an_ipv6_client_is_also_counted_under(client: str, block: str | None) -> None:
+    assert lockout.block_key(client) == block
+
+
 @pytest.mark.parametrize(
     ("client", "key"),
     [
@@ -390,6 +472,7 @@ def test_rows_of_whole_ipv6_addresses_from_before_hold_no_one_and_go(tmp_path: P
     clock.now += 61.0
     attempts.failed("2001:db8:1:3::2")
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT client, times FROM wrong_keys").fetchall() == [
-            ("2001:db8:1:3::/64", "1061.0")
+        assert sorted(db.execute("SELECT client, times FROM wrong_keys").fetchall()) == [
+            ("2001:db8:1:3::/64", "1061.0"),
+            ("2001:db8:1::/48", "1061.0"),
         ]
