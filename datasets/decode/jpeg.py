@@ -18,7 +18,8 @@ def check_jpeg_complete(data: bytes, source: str) -> _JpegLayout:
     (with the offset of its end-of-image marker).
 
     The main image is walked marker by marker from its start (:func:`_jpeg_layout`). It may hold at
-    most :data:`MAX_JPEG_SCANS` scans, each of which the decoder passes over the whole image. It must reach
+    most :data:`MAX_JPEG_SCANS` scans, each of which the decoder passes over the whole image, and
+    :data:`MAX_JPEG_MARKERS` markers, segments and fill bytes in all, each read one by one. It must reach
     its end-of-image marker, and its scans must make up the whole image: every restart marker its
     size calls for, and every component (in a progressive file: its DC coefficients, and every
     coefficient whose successive approximation is begun, to full precision; see
@@ -36,6 +37,13 @@ def check_jpeg_complete(data: bytes, source: str) -> _JpegLayout:
             f"JPEG with too many scans: at least {MAX_JPEG_SCANS + 1}, where at most {MAX_JPEG_SCANS} "
             "are accepted (each is decoded over the whole image; encoders write a few dozen at most, "
             "libjpeg's progressive script 10 for colour and 6 for grey); re-save it",
+            source=source,
+        )
+    if layout.too_many_markers:
+        raise ImageDecodeError(
+            f"JPEG with too many markers: more than {MAX_JPEG_MARKERS:,} markers, segments and fill "
+            f"bytes, where at most {MAX_JPEG_MARKERS:,} are accepted (each is read one by one; "
+            "encoders write a few dozen markers and no fill); re-save it",
             source=source,
         )
     if layout.eoi is None:
@@ -58,6 +66,14 @@ core busy for tens of seconds, and at 64 MiB of such scans for hours; walking th
 23 s at 64 MiB of empty ones. Encoders write far fewer: libjpeg's progressive script (Pillow's,
 OpenCV's) 10 for YCbCr, 6 for grey, 18 for CMYK (2 + 4 a component), one a component sequential."""
 
+MAX_JPEG_MARKERS = 10_000
+"""Most markers, segments and fill bytes (0xFF before a marker) a JPEG's main image may hold, up to
+its end-of-image marker, scans among them. Each is a step of the walk, and before the first scan of
+Pillow's header reader, in Python: 60 MiB of empty comment segments, TEM markers or fill between
+two scans took 5-15 s of a core to walk, and 8 MiB of fill before the first took Pillow 5 s. Encoders
+write a few dozen (a progressive file's scans with their tables, an ICC profile in at most 255
+segments) and no fill; a run of fill is skipped at once, each byte counted."""
+
 # Frame (SOF) markers; those of sequential and progressive DCT images, whose scans are checked for
 # covering the image (lossless and hierarchical files are left to the decoder).
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -67,6 +83,7 @@ ARITHMETIC_FRAMES = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 # The end of a scan's entropy-coded data: a 0xFF that is neither stuffed (FF 00) nor a restart marker.
 _SCAN_DATA_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 _RESTART_MARKERS = tuple(bytes((0xFF, marker)) for marker in range(0xD0, 0xD8))
+_FILL = re.compile(rb"\xff+")
 
 
 class _JpegScan(NamedTuple):
@@ -85,6 +102,7 @@ class _JpegLayout(NamedTuple):
     sampling: dict[int, tuple[int, int]]  # component id -> (horizontal, vertical) sampling factors
     scans: tuple[_JpegScan, ...]
     too_many_scans: bool  # the walk stopped at a scan past MAX_JPEG_SCANS (eoi is then None)
+    too_many_markers: bool  # the walk stopped past MAX_JPEG_MARKERS (eoi is then None)
 
 
 def _jpeg_layout(data: bytes) -> _JpegLayout:
@@ -93,22 +111,42 @@ def _jpeg_layout(data: bytes) -> _JpegLayout:
     0xFF00 or is a restart marker). The walk stops at the end-of-image marker. An EXIF thumbnail
     lies inside a header segment and is skipped with it. Header fields the walk cannot read are left
     out; the decoder refuses such a file. The walk stops at a scan past :data:`MAX_JPEG_SCANS`
-    (``too_many_scans``): a file of millions of empty scans took tens of seconds to walk whole."""
+    (``too_many_scans``): a file of millions of empty scans took tens of seconds to walk whole; and
+    past :data:`MAX_JPEG_MARKERS` markers, segments and fill bytes (``too_many_markers``), of which
+    millions took as long."""
     pos, n = 2, len(data)  # after the start-of-image marker (checked by the sniffer)
-    frame, width, height, interval, walked = 0, 0, 0, 0, 0
+    frame, width, height, interval, walked, steps = 0, 0, 0, 0, 0, 0
     sampling: dict[int, tuple[int, int]] = {}
     scans: list[_JpegScan] = []
 
     def layout(eoi: int | None) -> _JpegLayout:
-        return _JpegLayout(eoi, frame, width, height, sampling, tuple(scans), walked > MAX_JPEG_SCANS)
+        return _JpegLayout(
+            eoi,
+            frame,
+            width,
+            height,
+            sampling,
+            tuple(scans),
+            walked > MAX_JPEG_SCANS,
+            steps > MAX_JPEG_MARKERS,
+        )
 
     while pos + 1 < n:
         if data[pos] != 0xFF:
             return layout(None)  # not at a marker: corrupt or cut
         marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
+        if marker == 0xFF:  # fill before a marker: skipped to its last byte, the marker's own
+            # looked at no further than the bound: a run of millions is refused as soon
+            run = _FILL.match(data, pos, min(n, pos + MAX_JPEG_MARKERS + 2))
+            assert run is not None  # data[pos] is 0xFF
+            steps += run.end() - 1 - pos
+            pos = run.end() - 1
+            if steps > MAX_JPEG_MARKERS:
+                return layout(None)
             continue
+        steps += 1
+        if steps > MAX_JPEG_MARKERS:
+            return layout(None)
         if marker == 0xD9:
             return layout(pos)
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length

@@ -913,6 +913,54 @@ def test_a_jpeg_of_more_scans_than_encoders_write_is_refused_before_decoding() -
     assert time.perf_counter() - started < 1.0
 
 
+_MANY_MARKERS = "JPEG with too many markers: more than 10,000 markers, segments and fill bytes"
+_FLOODS = {"empty COM segments": b"\xff\xfe\x00\x02", "TEM markers": b"\xff\x01", "fill bytes": b"\xff"}
+
+
+def _flooded(data: bytes, unit: bytes, count: int, *, before_scan: int) -> bytes:
+    """``data`` with ``count`` times ``unit`` before its scan number ``before_scan`` (1: the first)."""
+    at = -1
+    for _ in range(before_scan):
+        at = data.index(b"\xff\xda", at + 1)
+    return data[:at] + unit * count + data[at:]
+
+
+@pytest.mark.parametrize(
+    ("flood", "before_scan"),
+    # a TEM marker before the first scan is refused by Pillow's header reader, one or many
+    [
+        ("empty COM segments", 1),
+        ("empty COM segments", 2),
+        ("TEM markers", 2),
+        ("fill bytes", 1),
+        ("fill bytes", 2),
+    ],
+)
+def test_a_jpeg_of_more_markers_than_encoders_write_is_refused_before_decoding(
+    flood: str, before_scan: int
+) -> None:
+    """The walk stepped through markers (and fill bytes) one at a time with no bound: 60 MiB of
+    empty COM segments, TEM markers or 0xFF fill between two scans took 5-15 s of a core each and
+    were accepted; before the first scan, Pillow's header reader steps through them one by one too
+    (5 s for 8 MiB of fill)."""
+    unit = _FLOODS[flood]
+    progressive = encode(np.full((64, 64, 3), (90, 140, 200), np.uint8), "JPEG", progressive=True)
+    # a few thousand are walked, and decode as the file without them
+    some = _flooded(progressive, unit, 9_000, before_scan=before_scan)
+    np.testing.assert_array_equal(decode_image(some).pixels, decode_image(progressive).pixels)
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(_flooded(progressive, unit, 10_001, before_scan=before_scan), name="m.jpg")
+    assert str(info.value) == (
+        f"m.jpg: {_MANY_MARKERS}, where at most 10,000 are accepted (each is read one by one; "
+        "encoders write a few dozen markers and no fill); re-save it"
+    )
+    # the walk stops at the bound: a million take no longer to refuse
+    started = time.perf_counter()
+    with pytest.raises(ImageDecodeError, match=rf"^x\.jpg: {_MANY_MARKERS},"):
+        decode_image(_flooded(progressive, unit, 1_000_000, before_scan=before_scan), name="x.jpg")
+    assert time.perf_counter() - started < 0.5
+
+
 ARITHMETIC = REAL_ORE.parent / "jpeg_arithmetic"  # made by libjpeg-turbo's tools: see its README
 
 
