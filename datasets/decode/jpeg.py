@@ -169,15 +169,31 @@ def _jpeg_layout(data: bytes) -> _JpegLayout:
             walked += 1  # every scan, read or not: the decoder passes over the image for each
             if walked > MAX_JPEG_SCANS:
                 return layout(None)
-            end = _SCAN_DATA_END.search(data, pos)
-            if end is None:
-                break
+            at, search = None, pos
+            while at is None:
+                end = _SCAN_DATA_END.search(data, search)
+                if end is None:
+                    return layout(None)
+                if data[end.start() + 1] != 0xFF:
+                    at = end.start()  # the next marker
+                    break
+                # fill (0xFF bytes the standard allows before any marker): before a restart marker
+                # it lies inside the scan's data, which goes on; before another marker the scan
+                # ends where the fill begins. A valid file padded before its restarts was refused
+                # as cut short. Looked at no further than the bound, each byte counted
+                run = _FILL.match(data, end.start(), min(n, end.start() + MAX_JPEG_MARKERS + 2))
+                assert run is not None  # data[end.start()] is 0xFF
+                steps += run.end() - 1 - end.start()
+                if steps > MAX_JPEG_MARKERS:
+                    return layout(None)
+                if run.end() < n and (data[run.end()] == 0x00 or 0xD0 <= data[run.end()] <= 0xD7):
+                    search = run.end() + 1
+                else:
+                    at = end.start()
             count = segment[0] if segment else 0
             if len(segment) >= 4 + 2 * count:
                 ss, se, approximation = segment[1 + 2 * count : 4 + 2 * count]
-                restarts = (
-                    sum(data.count(rst, pos, end.start()) for rst in _RESTART_MARKERS) if interval else 0
-                )
+                restarts = sum(data.count(rst, pos, at) for rst in _RESTART_MARKERS) if interval else 0
                 scans.append(
                     _JpegScan(
                         components=tuple(segment[1 : 1 + 2 * count : 2]),
@@ -187,7 +203,7 @@ def _jpeg_layout(data: bytes) -> _JpegLayout:
                         restarts=restarts,
                     )
                 )
-            pos = end.start()
+            pos = at
     return layout(None)
 
 

@@ -1233,3 +1233,21 @@ def test_a_16bit_grey_alpha_png_reads_as_grey() -> None:
     assert (out.mode, out.bit_depth, out.pixels.shape) == ("LA", 16, (9, 13, 1))
     np.testing.assert_array_equal(out.pixels[:, :, 0], GRAY16)
     assert read_image_header(data) == ImageHeader("png", 13, 9, 2)
+
+
+@pytest.mark.parametrize("name", ["restarts", "restarts-progressive"])
+def test_a_jpeg_with_fill_before_its_restart_markers_decodes(name: str) -> None:
+    """The standard allows fill (0xFF bytes) before any marker, restart markers inside a scan's data
+    too: the walk took the fill for the scan's end and the file, which OpenCV and Pillow decode, was
+    refused as cut short. A run of fill there is bounded as fill elsewhere is."""
+    data = ORE_JPEGS[name]
+    sos = data.index(b"\xff\xda")
+    filled = data[:sos] + re.sub(rb"\xff([\xd0-\xd7])", lambda m: b"\xff" + m.group(0), data[sos:])
+    assert filled != data
+    np.testing.assert_array_equal(decode_image(filled).pixels, decode_image(data).pixels)
+    first = sos + re.search(rb"\xff[\xd0-\xd7]", data[sos:]).start()  # type: ignore[union-attr]
+    flooded = data[:first] + b"\xff" * 1_000_000 + data[first:]
+    started = time.perf_counter()
+    with pytest.raises(ImageDecodeError, match=rf"^x\.jpg: {_MANY_MARKERS},"):
+        decode_image(flooded, name="x.jpg")
+    assert time.perf_counter() - started < 0.5
