@@ -160,8 +160,9 @@ def score(
     )
     from pipeline.score.batch import printable_path
     from pipeline.score.decisions import load_policy_file, made_by_this_run
+    from pipeline.score.output_lock import lock_output
     from pipeline.score.sources import absolute_path
-    from pipeline.score.writer import check_output, lock_output
+    from pipeline.score.writer import check_output
 
     settings = Settings.load()
     if runtime is not None:

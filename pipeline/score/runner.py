@@ -20,16 +20,10 @@ from datasets.errors import InputError
 from datasets.whole_files import written_whole
 from pipeline.score.batch import ScoredRow, earlier_printable_path, path_of_printable, printable_path
 from pipeline.score.done import ERROR, HEATMAP, SCORED, Done, declaration_digest
+from pipeline.score.output_lock import OutputLock, lock_output
 from pipeline.score.sources import ImageTask
 from pipeline.score.summary import ScoreSummary
-from pipeline.score.writer import (
-    OutputLock,
-    check_output,
-    finish_output,
-    iter_rows,
-    lock_output,
-    open_output,
-)
+from pipeline.score.writer import check_output, finish_output, iter_rows, open_output
 
 __all__ = ["Engine", "heatmap_name", "score_to_file"]
 
@@ -277,7 +271,7 @@ def score_to_file(
             another model scored (a retrained one, say) is refused rather than mixing two models'
             scores and thresholds in one output.
         retry_errors: with ``resume``, score again the images whose rows hold an error.
-        lock: the lock on ``out`` (:func:`~pipeline.score.writer.lock_output`) the caller holds
+        lock: the lock on ``out`` (:func:`~pipeline.score.output_lock.lock_output`) the caller holds
             (``clearsight score`` holds it until the decisions are written); None: taken here, for
             the run, before ``out`` is opened.
         listed_only: with ``resume``, refuse (once the rows are written) an output that holds a row

@@ -22,10 +22,8 @@ that the resumed run appends exactly the missing images.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -46,14 +44,11 @@ from pipeline.verdicts import ImageVerdict
 __all__ = [
     "FIELDS",
     "OutputFormat",
-    "OutputLock",
     "RowWriter",
     "finish_output",
     "iter_rows",
     "check_output",
     "journal_path",
-    "lock_output",
-    "lock_path",
     "open_output",
     "output_format",
 ]
@@ -92,129 +87,6 @@ def journal_path(out: Path) -> Path:
     """
     digest = hashlib.sha256(os.fsencode(out.name)).hexdigest()[:12]
     return out.with_name(f".{name_start(out.name)}-{digest}.journal.jsonl")
-
-
-def lock_path(out: Path) -> Path:
-    """The lock file of a run into ``out``: ``.{start of OUT's name}-{12 hex digits}.lock`` beside it,
-    named as :func:`journal_path` names the journal (at most 51 bytes long, whatever ``out``'s name;
-    hidden, so that no folder walk takes it for an input)."""
-    digest = hashlib.sha256(os.fsencode(out.name)).hexdigest()[:12]
-    return out.with_name(f".{name_start(out.name)}-{digest}.lock")
-
-
-class OutputLock:
-    """An exclusive ``flock`` on :func:`lock_path` of a score output, held by the one run writing it.
-
-    Two runs into one output (an operator who took a slow run for a dead one and started
-    ``--resume``, a cron job that fired again) each appended the images left: the output held two
-    rows of half the archive, a Parquet run's end deleted the journal the other appended to, and
-    shipments were decided on doubled picture lists; both exited 0. The lock is taken before the
-    output is opened (or cut, or removed by ``--overwrite``) and held until its decisions are
-    written. The file holds the holder's process id, for the message of the run refused.
-
-    The kernel drops the lock when its process dies, so a killed run's file (left behind) blocks no
-    later run and is taken over. A run ending removes the file while it still holds the lock: a run
-    that opened it just before then finds it gone once it gets the lock, and opens it anew.
-    """
-
-    def __init__(self, out: Path, path: Path, fd: int) -> None:
-        self.out = out
-        self.path = path
-        self._fd: int | None = fd
-
-    @classmethod
-    def take(cls, out: Path) -> OutputLock:
-        """Lock ``out`` for this run; its folder must exist (:func:`check_output` makes it).
-
-        Raises:
-            InputError: another run holds the lock (naming ``out`` and its process id), or the lock
-                file cannot be made or locked.
-        """
-        path = lock_path(out)
-        for _ in range(8):
-            fd = cls._open(out, path)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = cls._holder(fd)
-                os.close(fd)
-                raise InputError(
-                    f"output {str(out)!r} is being written by another run ({holder}, which holds "
-                    f"{str(path)!r}); two runs into one output duplicate its rows: wait for that run to "
-                    "end, or stop it, then pass --resume to continue the output"
-                ) from None
-            except OSError as exc:
-                os.close(fd)
-                raise InputError(
-                    f"output {str(out)!r}: cannot lock {str(path)!r} ({exc.strerror or exc}), so another "
-                    "run into it could not be kept out; write the output on a file system that takes locks"
-                ) from exc
-            if cls._still_there(fd, path):
-                # the id only helps the message of a run refused (none where the file is read-only)
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
-                    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-                return cls(out, path, fd)
-            os.close(fd)  # locked as the run before us removed it: lock the file there now
-        raise InputError(
-            f"output {str(out)!r}: cannot lock {str(path)!r}: it is made and removed again and again"
-        )
-
-    @staticmethod
-    def _open(out: Path, path: Path) -> int:
-        try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except PermissionError:
-            try:  # another user's file a killed run left: a read-only descriptor locks it as well
-                return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:
-                raise InputError(
-                    f"output {str(out)!r}: cannot open its lock file {str(path)!r} ({exc.strerror or exc})"
-                ) from exc
-        except OSError as exc:
-            raise InputError(
-                f"output {str(out)!r}: cannot make its lock file {str(path)!r} ({exc.strerror or exc})"
-            ) from exc
-
-    @staticmethod
-    def _holder(fd: int) -> str:
-        try:
-            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        except OSError:
-            text = ""
-        return f"process {text}" if text.isdigit() else "a process that has not written its id yet"
-
-    @staticmethod
-    def _still_there(fd: int, path: Path) -> bool:
-        """Whether ``path`` is still the file open at ``fd`` (not removed by the run that held it)."""
-        try:
-            named, held = os.stat(path), os.fstat(fd)
-        except FileNotFoundError:
-            return False
-        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
-
-    def release(self) -> None:
-        """Remove the lock file and drop the lock (in that order: see the class); idempotent."""
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        try:
-            if self._still_there(fd, self.path):
-                with contextlib.suppress(OSError):  # a file left behind blocks nothing
-                    self.path.unlink()
-        finally:
-            os.close(fd)
-
-    def __enter__(self) -> OutputLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def lock_output(out: Path) -> OutputLock:
-    """:meth:`OutputLock.take`: the lock of the one run writing ``out``."""
-    return OutputLock.take(out)
 
 
 def _earlier_journal(out: Path) -> Path | None:

@@ -21,7 +21,7 @@ from pipeline.audit import AuditStore  # noqa: E402
 from pipeline.cli import app, run  # noqa: E402
 from pipeline.policy import default_policy_path  # noqa: E402
 from pipeline.score import ImageTask, RayEngine, iter_rows  # noqa: E402
-from pipeline.score.writer import lock_output, lock_path  # noqa: E402
+from pipeline.score.output_lock import lock_output, lock_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")

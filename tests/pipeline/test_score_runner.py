@@ -302,7 +302,7 @@ def test_a_second_run_into_an_output_being_written_is_refused(tmp_path: Path, su
 
 def test_a_lock_file_a_killed_run_left_blocks_no_later_run(tmp_path: Path) -> None:
     """The kernel drops a dead process's lock: its file is taken over, then removed."""
-    from pipeline.score.writer import lock_path
+    from pipeline.score.output_lock import lock_path
 
     (a,) = write_images(tmp_path / "img", [10])
     out = tmp_path / "rows.jsonl"
