@@ -11,7 +11,7 @@ Formats by the output's suffix:
   and converted (streamed, in row groups) when the run ends; the journal is removed only after the
   Parquet file is complete and renamed into place.
 
-One run at a time writes an output: it holds an exclusive lock (:class:`OutputLock`) on a file
+One run at a time writes an output: it holds an exclusive lock (:mod:`pipeline.score.output_lock`) on a file
 beside it from before the output is opened until its decisions are written; a second run into the
 same output is refused before it touches anything.
 
