@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import json
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, inspect, select, text
@@ -223,10 +223,22 @@ def check_read(conn: Connection, key: SealKey, rows: Iterable[Any]) -> None:
     rows = list(rows)
     if not rows:
         return
-    seq = sealed_records.c.seq
-    found = conn.execute(select(seq, sealed_records.c.seal).where(seq.in_(sorted({row.seq for row in rows}))))
-    seals = {row.seq: row.seal for row in found}
-    places = _places(conn, rows)
+    c = sealed_records.c
+    # the rows' seals and their neighbours' links, in one query
+    wanted = (
+        {row.seq for row in rows}
+        | {row.seq - 1 for row in rows if row.seq > 1}
+        | {row.seq + 1 for row in rows}
+    )
+    found = {
+        r.seq: r
+        for r in conn.execute(
+            select(c.seq, c.seal, c.prev_hash, c.record_hash).where(c.seq.in_(sorted(wanted)))
+        )
+    }
+    head = conn.execute(
+        select(audit_head.c.seq, audit_head.c.record_hash).where(audit_head.c.id == 1)
+    ).first()
     for row in rows:
         if chain_hash(row.prev_hash, row.content) != row.record_hash:
             raise SealBrokenError(row.seq, "its content does not give its hash")
@@ -237,38 +249,30 @@ def check_read(conn: Connection, key: SealKey, rows: Iterable[Any]) -> None:
             raise SealBrokenError(row.seq, "its content is not a record") from None
         if any(getattr(row, column) != value for column, value in expected.items()):
             raise SealBrokenError(row.seq, "a column differs from its hashed content")
-        why = seal_fault(key, row.record_hash, seals.get(row.seq))
+        stored = found.get(row.seq)
+        why = seal_fault(key, row.record_hash, None if stored is None else stored.seal)
         if why is not None:
             raise SealBrokenError(row.seq, why)
-        why = places(row)
+        why = _misplaced(row, found, head)
         if why is not None:
             raise SealBrokenError(row.seq, why)
 
 
-def _places(conn: Connection, rows: Sequence[Any]) -> Callable[[Any], str | None]:
-    """Why a row read is not where the chain puts it, or None: the record before it must be the one
-    its hashed ``prev_hash`` names (the chain's start for record 1), and the one after it link back
-    to it, or it be the head. Record numbers are not hashed: a genuine, sealed decision renumbered
-    past a shipment's later hold was read as its latest decision, and the hold was gone."""
-    c = audit_records.c
-    near = sorted({row.seq - 1 for row in rows if row.seq > 1} | {row.seq + 1 for row in rows})
-    found = {r.seq: r for r in conn.execute(select(c.seq, c.prev_hash, c.record_hash).where(c.seq.in_(near)))}
-    head = conn.execute(
-        select(audit_head.c.seq, audit_head.c.record_hash).where(audit_head.c.id == 1)
-    ).first()
-
-    def why(row: Any) -> str | None:
-        before = found.get(row.seq - 1)
-        if row.prev_hash != (GENESIS_HASH if row.seq == 1 else before.record_hash if before else None):
-            return "it is not where the chain puts it: the record before it is not the one it links to"
-        after = found.get(row.seq + 1)
-        if after is not None and after.prev_hash != row.record_hash:
-            return "it is not where the chain puts it: the record after it links to another"
-        if after is None and (head is None or (head.seq, head.record_hash) != (row.seq, row.record_hash)):
-            return "it is not where the chain puts it: no record follows it, and it is not the chain's head"
-        return None
-
-    return why
+def _misplaced(row: Any, found: Mapping[int, Any], head: Any) -> str | None:
+    """Why a row read is not where the chain puts it, or None (``found``: the stored rows by number,
+    its neighbours among them; ``head``: the head row): the record before it must be the one its
+    hashed ``prev_hash`` names (the chain's start for record 1), and the one after it link back to
+    it, or it be the head. Record numbers are not hashed: a genuine, sealed decision renumbered past
+    a shipment's later hold was read as its latest decision, and the hold was gone."""
+    before = found.get(row.seq - 1)
+    if row.prev_hash != (GENESIS_HASH if row.seq == 1 else before.record_hash if before else None):
+        return "it is not where the chain puts it: the record before it is not the one it links to"
+    after = found.get(row.seq + 1)
+    if after is not None and after.prev_hash != row.record_hash:
+        return "it is not where the chain puts it: the record after it links to another"
+    if after is None and (head is None or (head.seq, head.record_hash) != (row.seq, row.record_hash)):
+        return "it is not where the chain puts it: no record follows it, and it is not the chain's head"
+    return None
 
 
 def check_outcome_of(decision: Any, outcome: Any) -> None:
