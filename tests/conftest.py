@@ -32,3 +32,11 @@ def chromium() -> Iterator[Browser]:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def umask_002() -> Iterator[None]:
+    """The umask a shared workstation has: a new file is 0o664, readable by the group."""
+    old = os.umask(0o002)
+    yield
+    os.umask(old)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -94,14 +93,6 @@ def test_a_temporary_file_a_killed_run_left_is_never_taken_for_an_image(tmp_path
         os.close(fd)
     assert list(iter_image_paths([tmp_path])) == [tmp_path / "a.png"]
     assert list(iter_image_paths([str(tmp_path / "*")])) == [tmp_path / "a.png"]
-
-
-@pytest.fixture
-def umask_002() -> Iterator[None]:
-    """The umask a shared workstation has: a new file is 0o664, readable by the group."""
-    old = os.umask(0o002)
-    yield
-    os.umask(old)
 
 
 @pytest.mark.parametrize(

@@ -505,14 +505,6 @@ def _resume(out: Path, *, retry_errors: bool = False) -> None:
     finish_output(out)
 
 
-@pytest.fixture
-def umask_002() -> Iterator[None]:
-    """The umask a shared workstation has: a new file is 0o664, readable by the group."""
-    old = os.umask(0o002)
-    yield
-    os.umask(old)
-
-
 @pytest.mark.parametrize(
     ("name", "before", "then"),
     [
