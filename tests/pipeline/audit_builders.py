@@ -29,8 +29,10 @@ def decision(
     seen_in: list[str] | None = None,
     rule: str = "score.clear",
     reason_threshold: float | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> ShipmentDecision:
-    """A decision on shipment ``shipment`` of one picture ``<shipment>.png`` scored ``score``."""
+    """A decision on shipment ``shipment`` of one picture ``<shipment>.png`` scored ``score``
+    (``extra``: the declaration's extra columns)."""
     image = ImageVerdict(
         path=f"{shipment}.png",
         sha256=sha,
@@ -52,7 +54,7 @@ def decision(
                 rule=rule, tier=tier, message="m", image=image.path, score=score, threshold=reason_threshold
             )
         ],
-        declaration=Declaration(shipment_id=shipment, cargo_type="bulk_ore"),
+        declaration=Declaration(shipment_id=shipment, cargo_type="bulk_ore", extra=extra or {}),
         images=[image],
         policy_version="p1",
         policy_sha256="cd" * 32,

@@ -19,52 +19,19 @@ from pipeline.audit.chain import index_columns
 from pipeline.audit.chain_file import write_chain_file
 from pipeline.audit.export import spreadsheet_safe, write_export
 from pipeline.audit.image_indexes import Picture, Sighting
-from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
+from pipeline.verdicts import Declaration, ShipmentDecision, Tier
 
 sys.path.insert(0, str(Path(__file__).parent))
-from audit_builders import cli_key  # noqa: E402
+import audit_builders  # noqa: E402
+from audit_builders import cli_key, sql  # noqa: E402
 
 
 def decision(shipment: str, tier: Tier = Tier.RELEASE, score: float = 0.1) -> ShipmentDecision:
-    image = ImageVerdict(
-        path=f"{shipment}.png",
-        sha256="ab" * 32,
-        shipment_id=shipment,
-        cargo_type="bulk_ore",
-        score=score,
-        threshold=0.5,
-        hold_threshold=0.8,
-        model_id="ore-m1",
-    )
-    return ShipmentDecision(
-        shipment_id=shipment,
-        cargo_type="bulk_ore",
-        tier=tier,
-        reasons=[
-            Reason(rule="score.clear", tier=tier, message="m", image=image.path, score=score, threshold=0.5)
-        ],
-        declaration=Declaration(shipment_id=shipment, cargo_type="bulk_ore", extra={"hs": "2601"}),
-        images=[image],
-        policy_version="p1",
-        policy_sha256="cd" * 32,
-        model_ids=["ore-m1"],
-        decided_at="2026-11-05T10:30:00.000000+00:00",
-    )
-
-
-def sql(url: str, statement: str, **params: object) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text(statement), params)
-    engine.dispose()
+    return audit_builders.decision(shipment, tier, score=score, reason_threshold=0.5, extra={"hs": "2601"})
 
 
 def rows(url: str, statement: str) -> list[tuple[object, ...]]:
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        result = [tuple(r) for r in conn.execute(text(statement))]
-    engine.dispose()
-    return result
+    return sql(url, statement)
 
 
 @pytest.fixture
