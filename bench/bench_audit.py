@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/bench_audit.py [--decisions 500] [--images 4] [--pg-url URL | --no-pg]
+    .venv/bin/python bench/bench_audit.py [--decisions 500] [--images 4] [--pg-url URL | --no-pg] [--sealed]
 
 Each side writes the same pre-built decisions one at a time, durably:
 
@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from datasets.errors import AuditError  # noqa: E402
-from pipeline.audit import AuditStore  # noqa: E402
+from pipeline.audit import AuditStore, SealKey  # noqa: E402
 from pipeline.decide import decide_shipment  # noqa: E402
 from pipeline.policy import default_policy_path, load_policy  # noqa: E402
 from pipeline.verdicts import Declaration, ImageVerdict, ShipmentDecision  # noqa: E402
@@ -74,8 +74,10 @@ def bench_jsonl(decisions: list[ShipmentDecision], path: Path) -> float:
     return time.perf_counter() - start
 
 
-def bench_store(decisions: list[ShipmentDecision], url: str) -> tuple[float, float]:
-    with AuditStore.open(url) as store:
+def bench_store(
+    decisions: list[ShipmentDecision], url: str, key: SealKey | None = None
+) -> tuple[float, float]:
+    with AuditStore.open(url, seal_key=key) as store:
         start = time.perf_counter()
         for d in decisions:
             store.record(d)
@@ -94,7 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=4, help="images per shipment")
     parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL server (a temporary schema is used)")
     parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
+    parser.add_argument(
+        "--sealed",
+        action="store_true",
+        help="open the stores with a seal key, as the service does (each record sealed, the head's "
+        "seal checked before each append)",
+    )
     args = parser.parse_args(argv)
+    key = SealKey.derive("a-long-benchmark-secret-not-a-real-one") if args.sealed else None
 
     decisions = make_decisions(args.decisions, args.images)
     n = len(decisions)
@@ -102,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         base = bench_jsonl(decisions, Path(tmp) / "decisions.jsonl")
         rows.append(("JSONL file + fsync (baseline)", base, None))
-        record_s, verify_s = bench_store(decisions, f"sqlite:///{Path(tmp) / 'audit.db'}")
+        record_s, verify_s = bench_store(decisions, f"sqlite:///{Path(tmp) / 'audit.db'}", key)
         rows.append(("AuditStore SQLite", record_s, verify_s))
     skipped = ""
     if not args.no_pg:
@@ -115,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             with admin.begin() as conn:
                 conn.execute(text(f'CREATE SCHEMA "{schema}"'))
             try:
-                record_s, verify_s = bench_store(decisions, f"{args.pg_url}?options=-csearch_path%3D{schema}")
+                record_s, verify_s = bench_store(
+                    decisions, f"{args.pg_url}?options=-csearch_path%3D{schema}", key
+                )
                 rows.append(("AuditStore PostgreSQL", record_s, verify_s))
             finally:
                 with admin.begin() as conn:
@@ -125,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             admin.dispose()
 
-    print(f"{n} decisions x {args.images} images, one durable write each")
+    sealed = ", sealed" if args.sealed else ""
+    print(f"{n} decisions x {args.images} images, one durable write each{sealed}")
     print(f"{'backend':34s} {'ms/decision':>12s} {'x baseline':>11s} {'verify ms/record':>17s}")
     for name, seconds, verify in rows:
         per = 1000 * seconds / n

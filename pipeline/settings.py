@@ -26,6 +26,7 @@ __all__ = [
     "audit_key",
     "audit_seal_key",
     "decode_limits",
+    "previous_audit_seal_key",
     "weak_audit_secret",
 ]
 
@@ -79,6 +80,11 @@ class Settings(BaseSettings):
         "seals audit records is derived. Set a real secret in production, and keep it: records sealed "
         "under another fail verification.",
     )
+    previous_audit_secret: SecretStr | None = Field(
+        default=None,
+        description="Read by `clearsight audit seal --rotate` only: the secret the audit records were "
+        "sealed under, whose seals are checked before every record is sealed again under audit_secret.",
+    )
     max_image_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Largest image file accepted.")
     max_image_pixels: int = Field(
         default=50_000_000, gt=0, description="Largest width x height accepted (decompression-bomb guard)."
@@ -115,7 +121,10 @@ def decode_limits(settings: Settings) -> Any:
 
 def weak_audit_secret(settings: Settings) -> bool:
     """The public development default, or a secret shorter than :data:`MIN_AUDIT_SECRET_CHARS`."""
-    secret = settings.audit_secret.get_secret_value()
+    return _weak(settings.audit_secret.get_secret_value())
+
+
+def _weak(secret: str) -> bool:
     return secret == DEVELOPMENT_AUDIT_SECRET or len(secret) < MIN_AUDIT_SECRET_CHARS
 
 
@@ -124,6 +133,16 @@ def audit_seal_key(settings: Settings) -> SealKey:
     its own label (:meth:`~pipeline.audit.seal.SealKey.derive`), so that it is never the key of the
     random-audit draws; ``weak`` where the secret is (:func:`weak_audit_secret`): anyone could seal."""
     return SealKey.derive(settings.audit_secret.get_secret_value(), weak=weak_audit_secret(settings))
+
+
+def previous_audit_seal_key(settings: Settings) -> SealKey | None:
+    """The seal key of ``previous_audit_secret`` (None: not set), ``weak`` as :func:`weak_audit_secret`
+    judges a secret: a rotation away from the public development secret checks seals anyone could
+    have made."""
+    if settings.previous_audit_secret is None:
+        return None
+    secret = settings.previous_audit_secret.get_secret_value()
+    return SealKey.derive(secret, weak=_weak(secret))
 
 
 def audit_key(settings: Settings, *, recording: bool) -> tuple[bytes, str | None]:

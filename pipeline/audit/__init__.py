@@ -11,7 +11,7 @@ from __future__ import annotations
 from pipeline.audit.chain import GENESIS_HASH, canonical_json, chain_hash
 from pipeline.audit.records import AuditRecord, OutcomeRecord, VerifyReport
 from pipeline.audit.schema import SCHEMA_VERSION
-from pipeline.audit.seal import SealBrokenError, SealKey
+from pipeline.audit.seal import HeadSealError, SealBrokenError, SealKey
 from pipeline.audit.store import AuditStore
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AuditRecord",
     "AuditStore",
+    "HeadSealError",
     "OutcomeRecord",
     "SealBrokenError",
     "SealKey",

@@ -40,12 +40,14 @@ from pipeline.audit.schema import audit_head, audit_records, sealed_records
 
 __all__ = [
     "SEAL_LABEL",
+    "HeadSealError",
     "SealBrokenError",
     "SealCheck",
     "SealKey",
     "add_seal_column",
     "check_outcome_of",
     "has_seal_column",
+    "locked_head",
     "seal_walked",
     "seal_fault",
     "seals_unchecked",
@@ -84,6 +86,46 @@ class SealBrokenError(AuditError):
     def __init__(self, seq: int, why: str) -> None:
         super().__init__(f"audit record {seq} fails its seal ({why}): run `clearsight audit verify`")
         self.seq = seq
+
+
+class HeadSealError(SealBrokenError):
+    """The chain's head fails the seal of the key a writer holds: nothing is appended after it, since
+    a record added there would bury a forged head under sealed ones, and a writer still holding a
+    rotated secret would seal what the server's key then refuses."""
+
+    def __init__(self, seq: int, why: str) -> None:
+        super().__init__(
+            seq,
+            f"{why}; it is the chain's head, and nothing is appended after a head that does not carry "
+            "this writer's seal: if the audit secret was rotated (`clearsight audit seal --rotate`), "
+            "restart this writer with the new CLEARSIGHT_AUDIT_SECRET",
+        )
+
+
+def locked_head(conn: Connection, key: SealKey) -> Any:
+    """The chain's head row (``seq``, ``record_hash``), locked for an append (PostgreSQL: FOR UPDATE),
+    once it is found to be a record of the store carrying ``key``'s seal: read in the same query.
+
+    Raises:
+        HeadSealError: naming the head record.
+    """
+    h, c = audit_head.c, sealed_records.c
+    head = conn.execute(
+        select(h.seq, h.record_hash, c.seal, c.seq.label("found"))
+        .select_from(
+            audit_head.outerjoin(sealed_records, (c.seq == h.seq) & (c.record_hash == h.record_hash))
+        )
+        .where(h.id == 1)
+        .with_for_update(of=audit_head)
+    ).one()
+    if head.seq == 0:
+        return head
+    if head.found is None:
+        raise HeadSealError(head.seq, "the head row names a record the chain does not hold with its hash")
+    why = seal_fault(key, head.record_hash, head.seal)
+    if why is not None:
+        raise HeadSealError(head.seq, why)
+    return head
 
 
 @functools.cache
@@ -138,22 +180,26 @@ class SealCheck:
 
     ``vouching``: the walk of `clearsight audit seal`, which is to seal the records without one, so
     they are counted (up to :attr:`last_unsealed`) and do not fail it, and their numbers and hashes,
-    as the walk checked them, kept (:meth:`walked_unsealed`, 40 bytes a record): the key signs those
-    hashes and no other, whatever is read afterwards.
+    as the walk checked them, kept (:meth:`walked`, 40 bytes a record): the key signs those hashes
+    and no other, whatever is read afterwards. ``rekeying`` (with ``vouching``): the walk of `clearsight
+    audit seal --rotate`, under the previous key, which keeps every record it passed, sealed or not,
+    since the new key seals them all.
     """
 
-    def __init__(self, key: SealKey, *, vouching: bool = False) -> None:
+    def __init__(self, key: SealKey, *, vouching: bool = False, rekeying: bool = False) -> None:
         self.key = key
         self._mac = hmac.new(key.key, digestmod=hashlib.sha256)  # copied per record: the key's pad once
-        self.vouching = vouching
+        self.vouching = vouching or rekeying
+        self.rekeying = rekeying
         self.unsealed = 0
         self.first_unsealed: int | None = None
         self.last_unsealed: int | None = None
         self._walked_seqs = array("q")
         self._walked_hashes = bytearray()
 
-    def walked_unsealed(self) -> Iterator[tuple[int, str]]:
-        """``(seq, record_hash)`` of each record without a seal, as the vouching walk checked it."""
+    def walked(self) -> Iterator[tuple[int, str]]:
+        """``(seq, record_hash)`` of each record the vouching walk passed that is to be sealed (those
+        without a seal; every record when ``rekeying``), as it checked them."""
         for i, seq in enumerate(self._walked_seqs):
             yield seq, self._walked_hashes[32 * i : 32 * (i + 1)].hex()
 
@@ -165,11 +211,20 @@ class SealCheck:
                 self.first_unsealed = seq
             self.last_unsealed = seq
             if self.vouching:  # the walk checked the hash is the content's, linked to the one before
-                self._walked_seqs.append(seq)
-                self._walked_hashes += bytes.fromhex(record_hash)
+                self._walk(seq, record_hash)
             return None
         why = seal_fault(self.key, record_hash, seal, mac=self._mac)
+        if why is None and self.rekeying:
+            self._walk(seq, record_hash)
         return None if why is None else f"record {seq}: {why}"
+
+    def walked_range(self) -> tuple[int | None, int | None]:
+        """The first and the last record number :meth:`walked` gives (None, None: none)."""
+        return (self._walked_seqs[0], self._walked_seqs[-1]) if self._walked_seqs else (None, None)
+
+    def _walk(self, seq: int, record_hash: str) -> None:
+        self._walked_seqs.append(seq)
+        self._walked_hashes += bytes.fromhex(record_hash)
 
     def unsealed_fault(self) -> str | None:
         """Why the walk fails for the records without a seal, or None: every record had one."""
@@ -318,26 +373,24 @@ def unsealed_records(conn: Connection) -> Unsealed:
     return Unsealed(int(row[0] or 0), row[1], row[2])
 
 
-def seal_walked(conn: Connection, key: SealKey, walked: Iterable[tuple[int, str]]) -> int:
+def seal_walked(
+    conn: Connection, key: SealKey, walked: Iterable[tuple[int, str]], *, rekeying: bool = False
+) -> int:
     """Seal under ``key`` the records ``walked``, ``(seq, record_hash)`` as a vouching walk checked
-    them (:meth:`SealCheck.walked_unsealed`), a page at a time; returns how many rows took a seal.
+    them (:meth:`SealCheck.walked`), a page at a time; returns how many rows took a seal.
 
     Only hashes the walk passed are signed, and each write is pinned to its row's walked hash (and
-    to the row carrying no seal): a row rewritten after the walk (a trigger or a rule firing on a
-    seal's write rewrote the head record) is left unsealed, and the key's signature of what a page
+    to the row carrying no seal, unless ``rekeying``, which replaces the seals the walk checked
+    under the previous key): a row rewritten after the walk (a trigger or a rule firing on a
+    seal's write rewrote the head record) is left as it is, and the key's signature of what a page
     read returned could not be taken away by whatever copied it out of the transaction. The caller
     walks the chain again afterwards, strictly.
     """
     records = sealed_records.c
-    update = (
-        sealed_records.update()
-        .where(
-            records.seq == bindparam("at"),
-            records.record_hash == bindparam("pinned"),
-            (records.seal.is_(None)) | (records.seal == ""),
-        )
-        .values(seal=bindparam("made"))
-    )
+    pinned = [records.seq == bindparam("at"), records.record_hash == bindparam("pinned")]
+    if not rekeying:
+        pinned.append((records.seal.is_(None)) | (records.seal == ""))
+    update = sealed_records.update().where(*pinned).values(seal=bindparam("made"))
     count, page = 0, []
     for seq, record_hash in walked:
         page.append({"at": seq, "pinned": record_hash, "made": key.seal(record_hash)})

@@ -18,10 +18,17 @@ seal of every record that carries one), finds the named record with its publishe
 every record without a seal, provided none lies after the named one: a record written after the
 head was published is what a forger appends, and must be looked at, then vouched for by a head
 published later. Nothing is sealed when any check fails.
+
+Rotating the secret (`clearsight audit seal --rotate`, :func:`seal_vouched` with ``previous``): the
+same walk checks every seal under the key of the previous secret, and the new key seals every record
+again, each write pinned to the hash the walk passed. The named head must be the chain's head: the
+new key vouches for every record, so a record after the published head, sealed with a secret that
+may have leaked, is looked at first, never carried over on its old seal's word.
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import NamedTuple
 
 from sqlalchemy import Connection, select, text
@@ -38,7 +45,8 @@ __all__ = ["SealingReport", "seal_vouched"]
 class SealingReport(NamedTuple):
     """What :func:`seal_vouched` did: ``sealed`` records (``first`` to ``last``; None: none lacked a
     seal), ``upgraded_from`` the schema version it upgraded (None: at 5 already), the chain's head,
-    and what its seals prove (``seals``: :meth:`SealCheck.summary`)."""
+    and what its seals prove (``seals``: :meth:`SealCheck.summary`); ``rotated``: every record was
+    sealed again under the new key (``--rotate``)."""
 
     sealed: int
     first: int | None
@@ -47,19 +55,34 @@ class SealingReport(NamedTuple):
     head_seq: int
     head_hash: str
     seals: str
+    rotated: bool = False
 
 
-def seal_vouched(conn: Connection, schema: Schema, key: SealKey, expect: tuple[int, str]) -> SealingReport:
+def seal_vouched(
+    conn: Connection,
+    schema: Schema,
+    key: SealKey,
+    expect: tuple[int, str],
+    *,
+    previous: SealKey | None = None,
+) -> SealingReport:
     """Seal, under ``key``, every record without a seal of the store on ``conn`` (a write
     transaction), once the chain checks out and reaches ``expect``, the ``(seq, record_hash)`` of a
-    head the operator published; see the module's docstring.
+    head the operator published; see the module's docstring. ``previous``: the key of the secret
+    the records were sealed under, to check their seals with before every record is sealed again
+    under ``key`` (a rotation: ``expect`` must then be the chain's head).
 
     Raises:
         AuditError: the chain or an index broken, a seal wrong, ``expect`` not in the chain with its
-            hash, or a record without a seal after it (naming the record): nothing is sealed.
+            hash, or a record without a seal after it (naming the record), or, rotating, any record
+            after it, or ``previous`` the same key: nothing is sealed.
         SchemaVersionError: an older store, and a role that may not upgrade it.
     """
     url = f"audit store {schema.url}"
+    if previous is not None and hmac.compare_digest(previous.key, key.key):
+        raise AuditError(
+            f"{url}: nothing sealed: the previous secret and the new one are the same: nothing to rotate"
+        )
     if conn.dialect.name == "postgresql":
         # first, before the snapshot is taken: no append, trigger or rule can come in meanwhile
         # (SQLite's BEGIN IMMEDIATE holds the write lock already). EXCLUSIVE, not SHARE ROW
@@ -73,13 +96,18 @@ def seal_vouched(conn: Connection, schema: Schema, key: SealKey, expect: tuple[i
     if version != SCHEMA_VERSION:
         schema.upgrade(conn, version, create=True)
         upgraded_from = version
-    check = SealCheck(key, vouching=True)
+    check = SealCheck(key, vouching=True) if previous is None else SealCheck(previous, rekeying=True)
     report = verify_chain(conn, seals=check, sealed=True)
     if not report.ok:
         where = "image index" if report.in_index else "chain"
+        under = (
+            " (seals checked under the previous secret, CLEARSIGHT_PREVIOUS_AUDIT_SECRET)"
+            if previous is not None and report.problem == "forged"
+            else ""
+        )
         raise AuditError(
             f"{url}: nothing sealed: {where} broken at record {report.first_bad} ({report.problem}): "
-            f"{report.message}"
+            f"{report.message}{under}"
         )
     seq, published = expect
     found = conn.execute(select(audit_records.c.record_hash).where(audit_records.c.seq == seq)).scalar()
@@ -101,9 +129,21 @@ def seal_vouched(conn: Connection, schema: Schema, key: SealKey, expect: tuple[i
             "the server's key, or by a forger. Look at them (`clearsight audit export --chain "
             "--no-seals`), and vouch for a head published after them only if they are genuine"
         )
-    sealed = seal_walked(conn, key, check.walked_unsealed())
+    if previous is not None and seq != report.head_seq:
+        raise AuditError(
+            f"{url}: nothing sealed: the chain's head is record {report.head_seq}, after the published "
+            f"record {seq}: rotating seals every record again under the new secret, so name the head as "
+            "it stands, once you have looked at the records after the one published "
+            "(`clearsight audit export --chain`)"
+        )
+    sealed = seal_walked(conn, key, check.walked(), rekeying=previous is not None)
     _check_again(conn, url, key, expect, (report.head_seq, report.head_hash))
-    first, last = (check.first_unsealed, check.last_unsealed) if sealed else (None, None)
+    if not sealed:
+        first, last = None, None
+    elif previous is not None:
+        first, last = check.walked_range()
+    else:
+        first, last = check.first_unsealed, check.last_unsealed
     return SealingReport(
         sealed,
         first,
@@ -111,7 +151,8 @@ def seal_vouched(conn: Connection, schema: Schema, key: SealKey, expect: tuple[i
         upgraded_from,
         report.head_seq,
         report.head_hash,
-        check.summary(report.records_checked),
+        SealCheck(key).summary(report.records_checked),
+        rotated=previous is not None,
     )
 
 

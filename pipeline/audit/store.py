@@ -532,13 +532,32 @@ class AuditStore:
                 a record without a seal after it (naming the record): nothing is sealed.
             SchemaVersionError: an older store, and a role that may not upgrade it.
         """
+        return self._seal(expect, None)
+
+    def rotate_seals(self, *, expect: tuple[int, str], previous: SealKey) -> SealingReport:
+        """Seal every record again under this store's key, once each seal checks under ``previous``,
+        the key of the secret it was sealed under, and the operator vouches for the chain by
+        ``expect``, its head as it stands (`clearsight audit seal --rotate`; see
+        :mod:`pipeline.audit.sealing`). Writers still holding the previous secret then refuse to
+        append (the head's seal is not theirs), until restarted with the new one.
+
+        Raises:
+            AuditError: no seal key, or ``previous`` the same; the chain broken, a seal wrong under
+                ``previous``, ``expect`` not the chain's head: nothing is sealed.
+            SchemaVersionError: an older store, and a role that may not upgrade it.
+        """
+        return self._seal(expect, previous)
+
+    def _seal(self, expect: tuple[int, str], previous: SealKey | None) -> SealingReport:
         key = self._seal_key
         if key is None:
             raise AuditError(
                 f"audit store {self.url}: sealing needs the server's key (CLEARSIGHT_AUDIT_SECRET)"
             )
         report = self._db.retry(
-            "sealing records", lambda conn: seal_vouched(conn, self._schema, key, expect), snapshot=True
+            "sealing records",
+            lambda conn: seal_vouched(conn, self._schema, key, expect, previous=previous),
+            snapshot=True,
         )
         schema = Schema(self.url)  # what it is now: at version 5, every record sealed
         self._db.retry("open", lambda conn: schema.open(conn, create=False, seal_key=key), write=False)

@@ -29,7 +29,7 @@ from pipeline.audit.image_indexes import Picture, Sighting, add_decision, sighti
 from pipeline.audit.reading import FirstSent, first_sent, latest_decision, records_of
 from pipeline.audit.records import AuditRecord, OutcomeRecord
 from pipeline.audit.schema import audit_head, audit_records, sealed_records
-from pipeline.audit.seal import SealKey, check_outcome_of, check_read
+from pipeline.audit.seal import SealKey, check_outcome_of, check_read, locked_head
 from pipeline.decide import EarlierHold
 from pipeline.verdicts import ShipmentDecision, Tier
 
@@ -408,10 +408,17 @@ def append(
     conn: Connection, content: dict[str, Any], seal_key: SealKey | None = None
 ) -> tuple[int, str, str, str]:
     """Append one record after the locked head, sealed with ``seal_key`` where one is given; returns
-    (seq, prev_hash, record_hash, created_at)."""
-    head = conn.execute(
-        select(audit_head.c.seq, audit_head.c.record_hash).where(audit_head.c.id == 1).with_for_update()
-    ).one()
+    (seq, prev_hash, record_hash, created_at).
+
+    Raises:
+        HeadSealError: with ``seal_key``, the head does not carry its seal.
+    """
+    if seal_key is not None:
+        head = locked_head(conn, seal_key)
+    else:
+        head = conn.execute(
+            select(audit_head.c.seq, audit_head.c.record_hash).where(audit_head.c.id == 1).with_for_update()
+        ).one()
     body = canonical_json(content)
     digest = chain_hash(head.record_hash, body)
     seq = head.seq + 1

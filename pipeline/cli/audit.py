@@ -14,7 +14,7 @@ from rich.table import Table
 from datasets.errors import AuditError, ConflictError, InputError
 from datasets.type_names import TYPE_NAME_RULE, is_type_name
 from pipeline.audit import SCHEMA_VERSION, AuditStore, OutcomeRecord
-from pipeline.settings import MAX_OUTCOME_NOTES_CHARS, Settings, audit_seal_key
+from pipeline.settings import MAX_OUTCOME_NOTES_CHARS, Settings, audit_seal_key, previous_audit_seal_key
 from pipeline.verdicts import UNKNOWN_TYPE, Tier, finding_types
 
 __all__ = ["register"]
@@ -144,6 +144,15 @@ def register(app: typer.Typer) -> None:
                 "database: the records up to it without a seal are sealed.",
             ),
         ],
+        rotate: Annotated[
+            bool,
+            typer.Option(
+                "--rotate",
+                help="Rotate the secret: check every seal under the previous secret "
+                "(CLEARSIGHT_PREVIOUS_AUDIT_SECRET), then seal every record again under "
+                "CLEARSIGHT_AUDIT_SECRET. --expect must name the chain's head. Stop every writer first.",
+            ),
+        ] = False,
         db: DbOption = None,
     ) -> None:
         """Seal the records that carry no seal, with the server's key (CLEARSIGHT_AUDIT_SECRET),
@@ -153,6 +162,12 @@ def register(app: typer.Typer) -> None:
         left) are refused by the service and the batch commands until then. First check the chain
         (`audit verify --no-seals`) and compare its head with the one published last: nothing is
         sealed if the chain is broken, the head is not in it, or a record after the head lacks a seal.
+
+        With --rotate, a new secret replaces the old one (it leaked, or its holder left): stop the
+        service and the batch jobs, check the chain under the old secret (`audit verify --expect`
+        the head published last, looking at any records after it), then run this with both
+        secrets set and the head named, and restart every writer with the new secret. Writers
+        still holding the old one refuse to append.
         """
         anchor = _anchor(expect)
         settings = Settings.load()
@@ -164,15 +179,32 @@ def register(app: typer.Typer) -> None:
                 "characters: set it to the server's secret to seal with the server's key "
                 "(CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET=1 allows sealing a trial store with it)"
             )
+        previous = previous_audit_seal_key(settings)
+        if rotate and previous is None:
+            raise InputError(
+                "--rotate checks the seals under the previous secret: set CLEARSIGHT_PREVIOUS_AUDIT_SECRET "
+                "to the secret the records were sealed under (and CLEARSIGHT_AUDIT_SECRET to the new one)"
+            )
+        if previous is not None and not rotate:
+            raise InputError(
+                "CLEARSIGHT_PREVIOUS_AUDIT_SECRET is set: pass --rotate to seal every record again under "
+                "CLEARSIGHT_AUDIT_SECRET, or unset it to seal only the records without a seal"
+            )
         with AuditStore.open(db or settings.audit_db, create=False, seal_key=key) as store:
-            report = store.seal_unsealed(expect=anchor)
+            if previous is None:
+                report = store.seal_unsealed(expect=anchor)
+            else:
+                report = store.rotate_seals(expect=anchor, previous=previous)
         upgraded = (
             f"; upgraded from schema version {report.upgraded_from} to {SCHEMA_VERSION}"
             if report.upgraded_from is not None
             else ""
         )
         sealed = (
-            f"sealed {report.sealed} records (seq {report.first} to {report.last}), vouched for by head "
+            f"sealed all {report.sealed} records again under the new secret (seq {report.first} to "
+            f"{report.last}), vouched for by head {anchor[0]}: restart every writer with it"
+            if report.rotated
+            else f"sealed {report.sealed} records (seq {report.first} to {report.last}), vouched for by head "
             f"{anchor[0]}"
             if report.sealed
             else "no record lacked a seal: nothing sealed"

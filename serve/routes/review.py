@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from datasets.errors import AuditError, ConflictError, InputError
 from datasets.perceptual_hash import fine_distance
 from datasets.type_names import TYPE_NAME_PATTERN
-from pipeline.audit import AuditRecord, SealBrokenError
+from pipeline.audit import AuditRecord, HeadSealError, SealBrokenError
 from pipeline.audit.store import SealFailure
 from pipeline.heatmap import legend_svg
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS
@@ -114,7 +114,7 @@ templates.env.globals["heatmap_name"] = heatmap_name
 templates.env.globals["heatmap_legend"] = Markup(re.sub(r'\sstyle="[^"]*"', "", legend_svg(), count=1))
 
 
-NOTICES = ("recorded", "stale", "relisted")
+NOTICES = ("recorded", "stale", "relisted", "unrecorded")
 """The notices a posted form's redirect asks for (:func:`_back`), each naming a shipment."""
 
 _RECORDED_ID = re.compile(RECORDED_ID_PATTERN)
@@ -423,6 +423,8 @@ async def _record_from_form(
             OutcomeIn(found=found, notes=notes, decision_seq=decision_seq),
             principal.name,
         )
+    except HeadSealError:  # the trail takes no record: looking at the shipment again would not help
+        return RedirectResponse(_back(shipment_id, "unrecorded", True), status_code=303)
     except SealBrokenError:  # a record it rests on failed its seal between the read and the write
         return RedirectResponse(_back(shipment_id, "stale", True), status_code=303)
     except ConflictError:  # another officer, or a new decision, got there between the check and the write

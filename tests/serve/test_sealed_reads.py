@@ -215,6 +215,44 @@ def test_an_outcome_form_of_a_shipment_whose_record_fails_comes_back_to_the_bann
     assert _rows(url) == [(1, "decision")]  # nothing recorded
 
 
+def test_an_outcome_the_trail_cannot_take_says_so_and_to_tell_the_operator(
+    make_client, tmp_path: Path
+) -> None:
+    """A writer without the key appended after the service opened (or the secret was rotated under
+    it): the head is not the service's to extend. The officer's form came back 'changed after this
+    page was loaded', and posting it again got the same, with nothing recorded."""
+    from serve_fakes import batch_hold
+
+    url, store = _keyed_store(tmp_path)
+    with store:
+        client = make_client(audit=store)
+        _submit(client, "SHP-G", [240])
+        _signed_in(client)
+        card = client.get("/review").text
+        form = {
+            k: html.unescape(v)
+            for k, v in re.findall(r'name="(\w+)" value="([^"]*)"', card.split('data-shipment="SHP-G"')[1])
+        }
+        with AuditStore.open(url) as keyless:  # record 2, no seal
+            keyless.record(batch_hold("SHP-Z"))
+        posted = client.post(
+            "/review/outcome", data={**form, "found": "clean", "notes": ""}, follow_redirects=False
+        )
+        assert (posted.status_code, posted.headers["location"]) == (
+            303,
+            "/review?unrecorded=SHP-G&shipment=SHP-G",
+        )
+        landed = client.get(posted.headers["location"])
+        assert landed.status_code == 200
+        assert _banners(landed.text) == [
+            "Not recorded: the audit trail takes no new record for shipment SHP-G or any other (its last "
+            "record does not carry this service's seal: the audit secret was rotated, or the record is "
+            "forged). Tell the operator (clearsight audit verify)."
+        ]
+        assert "changed after this page was loaded" not in landed.text
+    assert _rows(url) == [(1, "decision"), (2, "decision")]  # nothing recorded
+
+
 def test_a_page_cut_by_a_record_that_fails_goes_on_below_it(make_client, tmp_path: Path) -> None:
     """The next page starts below the last decision of this one, a failing one too: none is
     skipped, none shown twice."""

@@ -1,0 +1,175 @@
+"""Rotating the audit secret (`clearsight audit seal --rotate`), and writers that extend only a chain
+whose head carries their seal, on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from datasets.errors import AuditError
+from pipeline.audit import AuditStore, HeadSealError, SealBrokenError
+from pipeline.audit.seal import SealKey
+from pipeline.settings import DEVELOPMENT_AUDIT_SECRET, Settings, previous_audit_seal_key
+from pipeline.verdicts import Tier
+
+sys.path.insert(0, str(Path(__file__).parent))
+from audit_builders import sql  # noqa: E402
+from test_audit_seal import KEY, OTHER_KEY, SECRET, _head, decision, fill, forge_clean_outcome  # noqa: E402
+
+NEW_SECRET = "the-new-server-secret-after-the-rotation"
+NEW_KEY = SealKey.derive(NEW_SECRET)
+
+
+def _verify(url: str, key: SealKey) -> tuple[bool, int | None, str | None]:
+    with AuditStore.open(url, create=False, seal_key=key) as store:
+        report = store.verify()
+    return report.ok, report.first_bad, report.problem
+
+
+def _seals(url: str) -> list[tuple[int, str]]:
+    return [tuple(row) for row in sql(url, "SELECT seq, seal FROM audit_records ORDER BY seq")]
+
+
+def test_rotation_seals_every_record_again_under_the_new_key(db_url: str) -> None:
+    fill(db_url)
+    with AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store:
+        report = store.rotate_seals(expect=_head(db_url), previous=KEY)
+    assert (report.sealed, report.first, report.last, report.rotated) == (5, 1, 5, True)
+    assert report.seals == "5 records sealed, every seal matches"
+    assert _verify(db_url, NEW_KEY) == (True, None, None)
+    assert _verify(db_url, KEY) == (False, 1, "forged")  # the old secret vouches for nothing now
+    hashes = dict(tuple(row) for row in sql(db_url, "SELECT seq, record_hash FROM audit_records"))
+    assert _seals(db_url) == [(seq, NEW_KEY.seal(hashes[seq])) for seq in range(1, 6)]
+    with AuditStore.open(db_url, seal_key=NEW_KEY) as store:  # the restarted service decides and records
+        assert store.get("S2").decision.tier is Tier.REMOTE_INSPECTION
+        store.record(decision("S5"))
+        store.record_outcome("S2", found=None, officer="officer-7")
+    assert _verify(db_url, NEW_KEY) == (True, None, None)
+
+
+def test_rotation_also_seals_the_records_without_a_seal_before_the_head(db_url: str) -> None:
+    fill(db_url)
+    with AuditStore.open(db_url) as store:  # a writer not given the key: record 6 unsealed
+        store.record(decision("S6"))
+    with AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store:
+        report = store.rotate_seals(expect=_head(db_url), previous=KEY)
+    assert (report.sealed, report.first, report.last) == (6, 1, 6)
+    assert _verify(db_url, NEW_KEY) == (True, None, None)
+
+
+def test_a_writer_still_holding_the_old_secret_appends_nothing_after_a_rotation(db_url: str) -> None:
+    """The service left running through the rotation: its next record would carry a seal the new key
+    refuses, failing every read that decides on it."""
+    fill(db_url)
+    with AuditStore.open(db_url, seal_key=KEY) as old_writer:
+        with AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store:
+            store.rotate_seals(expect=_head(db_url), previous=KEY)
+        with pytest.raises(
+            HeadSealError, match=r"audit record 5 fails its seal .*restart this writer with the new"
+        ):
+            old_writer.record(decision("S7"))
+        with pytest.raises(HeadSealError):
+            old_writer.record_outcome("S2", found=None, officer="officer-7")
+    assert sql(db_url, "SELECT MAX(seq) FROM audit_records") == [(5,)]
+    assert _verify(db_url, NEW_KEY) == (True, None, None)
+
+
+@pytest.mark.parametrize("how", ["left-off", "made-up"])
+def test_a_keyed_writer_appends_nothing_after_a_forged_head(db_url: str, how: str) -> None:
+    """A writer opened before the forgery (its open found every record sealed) buried the forged
+    'clean' outcome under records carrying its seal; now it refuses, and verify names the forgery."""
+    fill(db_url)
+    with AuditStore.open(db_url, seal_key=KEY) as writer:
+        forged = forge_clean_outcome(db_url, (lambda _: None) if how == "left-off" else (lambda _: "ab" * 32))
+        with pytest.raises(HeadSealError, match=rf"audit record {forged} fails its seal"):
+            writer.record(decision("S8"))
+    assert sql(db_url, "SELECT MAX(seq) FROM audit_records") == [(forged,)]
+
+
+def test_rotation_refuses_a_head_other_than_the_chains(db_url: str) -> None:
+    """Records after the published head, sealed with a secret that may have leaked, are not carried
+    over on their old seals' word."""
+    fill(db_url)
+    published = _head(db_url)
+    with AuditStore.open(db_url, seal_key=KEY) as store:
+        store.record(decision("S9"))
+    before = _seals(db_url)
+    with (
+        AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store,
+        pytest.raises(
+            AuditError, match=r"nothing sealed: the chain's head is record 6, after the published record 5"
+        ),
+    ):
+        store.rotate_seals(expect=published, previous=KEY)
+    assert _seals(db_url) == before
+
+
+def test_rotation_refuses_a_seal_the_previous_key_did_not_make(db_url: str) -> None:
+    fill(db_url)
+    forged = forge_clean_outcome(db_url, lambda digest: OTHER_KEY.seal(digest))
+    before = _seals(db_url)
+    with (
+        AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store,
+        pytest.raises(
+            AuditError,
+            match=rf"nothing sealed: chain broken at record {forged} \(forged\).*under the previous secret",
+        ),
+    ):
+        store.rotate_seals(expect=_head(db_url), previous=KEY)
+    assert _seals(db_url) == before
+
+
+def test_rotation_refuses_the_same_secret(db_url: str) -> None:
+    fill(db_url)
+    with (
+        AuditStore.open(db_url, create=False, seal_key=KEY) as store,
+        pytest.raises(AuditError, match="the previous secret and the new one are the same"),
+    ):
+        store.rotate_seals(expect=_head(db_url), previous=SealKey.derive(SECRET))
+
+
+def test_a_trial_store_sealed_with_the_development_secret_is_rotated_to_a_real_one(db_url: str) -> None:
+    trial = SealKey.derive(DEVELOPMENT_AUDIT_SECRET, weak=True)
+    fill(db_url, key=trial)
+    with AuditStore.open(db_url, seal_key=NEW_KEY) as store, pytest.raises(SealBrokenError):
+        store.record(decision("S10"))  # the production server refuses the trial's seals
+    with AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store:
+        store.rotate_seals(expect=_head(db_url), previous=trial)
+    assert _verify(db_url, NEW_KEY) == (True, None, None)
+
+
+def test_the_previous_secret_comes_from_the_settings() -> None:
+    assert previous_audit_seal_key(Settings(audit_secret=NEW_SECRET)) is None
+    assert previous_audit_seal_key(Settings(previous_audit_secret=SECRET)) == KEY
+    assert previous_audit_seal_key(Settings(previous_audit_secret=DEVELOPMENT_AUDIT_SECRET)).weak
+    assert SECRET not in repr(Settings(previous_audit_secret=SECRET))
+
+
+def test_cli_rotates_the_secret(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import app, run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLEARSIGHT_PREVIOUS_AUDIT_SECRET", raising=False)
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", NEW_SECRET)
+    fill(db_url)
+    seq, digest = _head(db_url)
+    anchor = ["--expect", f"{seq}:{digest}", "--db", db_url]
+    before = _seals(db_url)
+    assert run(app, ["audit", "seal", "--rotate", *anchor]) == 2
+    assert "set CLEARSIGHT_PREVIOUS_AUDIT_SECRET" in " ".join(capsys.readouterr().err.split())
+    monkeypatch.setenv("CLEARSIGHT_PREVIOUS_AUDIT_SECRET", SECRET)
+    assert run(app, ["audit", "seal", *anchor]) == 2  # set by mistake, from an earlier rotation
+    assert "pass --rotate" in " ".join(capsys.readouterr().err.split())
+    assert _seals(db_url) == before
+    assert run(app, ["audit", "seal", "--rotate", *anchor]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"sealed all 5 records again under the new secret (seq 1 to 5), vouched for by head {seq}" in out
+    assert "seals: 5 records sealed, every seal matches" in out
+    monkeypatch.delenv("CLEARSIGHT_PREVIOUS_AUDIT_SECRET")
+    assert run(app, ["audit", "verify", "--db", db_url]) == 0
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", SECRET)  # the old secret no longer checks
+    assert run(app, ["audit", "verify", "--db", db_url]) == 2
