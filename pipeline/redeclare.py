@@ -10,7 +10,9 @@ Each row keeps its own picture's cargo type from the manifest, so that a picture
 another cargo than its model's fails closed as it would have when scored. A picture the manifest
 lists under a shipment but the rows lack was never scored: it becomes an error row, and the
 shipment is never released. Shipments the manifest does not list keep the declaration their rows
-carry; shipments it lists without a row are left undecided (another batch's, say) and named.
+carry; shipments it lists without a row are left undecided (another batch's, say) and named. A row
+names its picture as the scorer writes it (a name that is not UTF-8 escaped), and is matched to the
+manifest's picture through that text read back into the file's name.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets.errors import InputError
+from pipeline.score.batch import earlier_printable_path, path_of_printable, printable_path
 from pipeline.shipment_rows import as_flag, declaration_from_rows
 from pipeline.verdicts import OVERRIDE_FLAGS, ImageVerdict
 
@@ -144,6 +147,36 @@ def _raised(rows: list[ImageVerdict], shipment: str, given: frozenset[str]) -> s
     return raised
 
 
+def _earlier_texts(pictures: dict[str, str]) -> dict[str, str]:
+    """The listed pictures a version before backslashes were escaped named otherwise than today's
+    does (:func:`~pipeline.score.batch.earlier_printable_path`), by that earlier text: a few names
+    in an archive, if any."""
+    earlier = {}
+    for picture in pictures:
+        text = earlier_printable_path(picture)
+        if text != printable_path(picture):
+            earlier[text] = picture
+    return earlier
+
+
+def _picture(text: str, pictures: dict[str, str], earlier: dict[str, str]) -> str | None:
+    """The picture of ``pictures`` (resolved paths) that a row naming ``text`` is of, or None.
+
+    The scorer writes a name that is not UTF-8, or holds a ``\\xNN`` itself, escaped
+    (:func:`~pipeline.score.batch.printable_path`): compared as it is, its row matched no picture,
+    or another's (``caf\\xe9.png`` typed is the text of the file named ``caf<0xE9>.png``). The text
+    is read back into its file's name first, as the scorer's resume reads it, and only where no file
+    has that name today is it taken for the text an earlier version gave a listed picture."""
+    path = path_of_printable(text)
+    if path is not None:
+        picture = os.path.realpath(path)
+        if picture in pictures:
+            return picture
+        if os.path.lexists(path):  # today's text of a file that is there: not another's earlier one
+            return None
+    return earlier.get(os.path.realpath(text))
+
+
 def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list[ImageVerdict], Redeclared]:
     """``rows`` with each listed shipment's rows under its declaration from ``listed``
     (:func:`read_declarations`), and an error row for each listed picture without a row."""
@@ -163,12 +196,13 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
         # a flag the manifest has no column for is not cleared by it: the rows' stands (OR-ed)
         declared = {**now.declaration, **dict.fromkeys(sorted(before - now.flags), True)}
         seen = set()
+        earlier = _earlier_texts(now.pictures)
         for n in numbers:
             row = rows[n]
-            picture = os.path.realpath(row.path)
+            picture = _picture(row.path, now.pictures, earlier)
             seen.add(picture)
-            cargo = now.pictures.get(picture, now.declaration["cargo_type"])
-            own = now.traders.get(picture, {})
+            cargo = now.pictures[picture] if picture is not None else now.declaration["cargo_type"]
+            own = now.traders.get(picture, {}) if picture is not None else {}
             out[n] = row.model_copy(
                 update={
                     "shipment_id": shipment,
@@ -184,7 +218,7 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
         for picture in missing:
             out.append(
                 ImageVerdict(
-                    path=picture,
+                    path=printable_path(picture),  # as the scorer names it: a row holds no surrogate
                     shipment_id=shipment,
                     cargo_type=now.pictures[picture],
                     error=NEVER_SCORED,

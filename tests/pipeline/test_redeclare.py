@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -404,3 +406,48 @@ def test_the_count_not_recorded_is_of_the_manifests_shipments(
     assert code == 2 and "shipment 'S2' is held" in captured.err  # S2's hold stands, said below
     out = " ".join(captured.out.split())
     assert "1 shipments decided under their declaration in" in out and "not recorded: see below" not in out
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="file names of any bytes: Linux")
+def test_a_picture_whose_name_the_rows_escape_is_found_by_it(env: Path) -> None:
+    """The scorer writes a name that is not UTF-8, or holds a ``\\xNN`` itself, escaped; the rows
+    were compared with the manifest's paths as they are, so such a picture was taken for never
+    scored (an error row: its shipment held) although its row was there."""
+    from pipeline.score.batch import earlier_printable_path, printable_path
+
+    share = env / "share"
+    share.mkdir()
+    names = {  # the file's name -> the link the manifest lists it by (None: listed by its own name)
+        b"caf\xe9.png": "l1.png",  # not UTF-8
+        b"caf\\xe9.png": None,  # UTF-8, typed with a backslash: escaped as caf\x5cxe9.png
+        b"scan\x07\xe9.png": "l2.png",  # a control character beside a byte that is not UTF-8
+        b"a\\b\xe9.png": "l3.png",  # its row written as a version before backslashes were escaped
+    }
+    listed, rows = [], []
+    for n, (name, link) in enumerate(names.items()):
+        file = os.path.join(os.fsencode(share), name)
+        Path(os.fsdecode(file)).write_bytes(b"")
+        if link is not None:
+            (env / link).symlink_to(os.fsdecode(file))
+        listed.append(
+            {
+                "path": link or f"share/{os.fsdecode(name)}",
+                "shipment_id": "S1",
+                "cargo_type": "bulk_ore",
+                "trader_id": f"T-{n}",
+            }
+        )
+        text = (earlier_printable_path if name == b"a\\b\xe9.png" else printable_path)(os.fsdecode(file))
+        rows.append(_row("S1", text, 0.1).model_copy(update={"declaration": {"trader_id": f"T-{n}"}}))
+    write_manifest(env / "m.csv", listed)
+    out, done = redeclare(rows, read_declarations(env / "m.csv"))
+    assert done.missing_pictures == {} and len(out) == len(rows)
+    # each row found its own picture: its own line's trader
+    assert [row.declaration["trader_id"] for row in out] == [f"T-{n}" for n in range(len(names))]
+    code, decided = _decide(env, rows, listed)
+    assert code == 0 and decided["S1"][0] != "REMOTE_INSPECTION"
+    # one such listed without a row is held, named as a row names it (its text stopped the run)
+    (env / "l4.png").symlink_to(os.fsdecode(os.path.join(os.fsencode(share), b"new\xe9.png")))
+    code, decided = _decide(env, rows, [*listed, {**listed[0], "path": "l4.png"}])
+    assert code == 0 and decided["S1"][0] == "REMOTE_INSPECTION"
+    assert "fail_closed.image_error" in decided["S1"][1]
