@@ -13,6 +13,16 @@ shipment is never released. Shipments the manifest does not list keep the declar
 carry; shipments it lists without a row are left undecided (another batch's, say) and named. A row
 names its picture as the scorer writes it (a name that is not UTF-8 escaped), and is matched to the
 manifest's picture through that text read back into the file's name.
+
+Rows follow the manifest: a row of a picture the manifest lists under another shipment than the
+one it was scored under (a correction moved the picture, or renamed its shipment) is decided under
+the shipment that lists it, with its score, its error and the cargo type it was scored as, and no
+longer counts for the one it was scored under; where that shipment has a row of the picture already
+(scored twice), the other row stays where it was scored (:func:`redeclare`). A flag a row raised
+goes with it and stands where it is decided, and stands on the shipment it was scored under too
+(a flag on one row is the shipment's), unless the manifest's column for the flag says false for
+that shipment: a flag never leaves a shipment unsaid. A picture the manifest lists under two
+shipments is refused by the manifest reader (a path listed twice).
 """
 
 from __future__ import annotations
@@ -58,7 +68,19 @@ class Redeclared:
     cleared: dict[str, list[str]] = field(default_factory=dict)
     """Flags the rows raised that the manifest's column for the flag now says are not, per shipment."""
     flagged_unscored: dict[str, list[str]] = field(default_factory=dict)
-    """Flags raised on shipments of ``unscored``: no decision here carries them."""
+    """Flags raised on shipments of ``unscored`` (by the manifest, or by rows scored under them that
+    moved away): no decision here carries them."""
+    moved: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Rows of a picture the manifest lists under another shipment than they were scored under, per
+    the shipment that lists it (and decides them now): each row's path to the shipment it was scored
+    under, where it no longer counts."""
+    left: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Rows of a picture the manifest lists under another shipment that has a row of it already
+    (scored twice), per the shipment they were scored under and are still decided under: each row's
+    path to the shipment that lists it. They can hold that shipment, never release it."""
+    kept_flags: dict[str, list[str]] = field(default_factory=dict)
+    """Flags raised only on rows that moved away from a shipment, per the shipment they were scored
+    under: they stand on it still (the manifest has no column for them), as on the rows' new one."""
 
 
 _TRADER = ("trader_id", "aeo_tier")
@@ -159,7 +181,22 @@ def _earlier_texts(pictures: dict[str, str]) -> dict[str, str]:
     return earlier
 
 
-def _picture(text: str, pictures: dict[str, str], earlier: dict[str, str]) -> str | None:
+def _real(path: str, folders: dict[str, str]) -> str:
+    """``os.path.realpath(path)``, each folder resolved once (``folders`` caches them): an archive's
+    rows lie in a few folders, and resolving each row's whole path took most of the time."""
+    folder, name = os.path.split(path)
+    if name in ("", ".", ".."):
+        return os.path.realpath(path)
+    real = folders.get(folder)
+    if real is None:
+        real = folders[folder] = os.path.realpath(folder)
+    full = os.path.join(real, name)
+    return os.path.realpath(full) if os.path.islink(full) else full
+
+
+def _picture(
+    text: str, pictures: dict[str, str], earlier: dict[str, str], folders: dict[str, str]
+) -> str | None:
     """The picture of ``pictures`` (resolved paths) that a row naming ``text`` is of, or None.
 
     The scorer writes a name that is not UTF-8, or holds a ``\\xNN`` itself, escaped
@@ -169,37 +206,106 @@ def _picture(text: str, pictures: dict[str, str], earlier: dict[str, str]) -> st
     has that name today is it taken for the text an earlier version gave a listed picture."""
     path = path_of_printable(text)
     if path is not None:
-        picture = os.path.realpath(path)
+        picture = _real(path, folders)
         if picture in pictures:
             return picture
         if os.path.lexists(path):  # today's text of a file that is there: not another's earlier one
             return None
-    return earlier.get(os.path.realpath(text))
+    return earlier.get(_real(text, folders))
+
+
+def _scored_under(row: ImageVerdict) -> str | None:
+    """The (stripped) shipment ``row`` was scored under, or None where it names none."""
+    shipment = row.shipment_id or row.declaration.get("shipment_id")
+    return _shipment(shipment) if shipment is not None and _shipment(shipment) else None
+
+
+def _still_raised(row: ImageVerdict, flags: set[str]) -> ImageVerdict:
+    """``row`` of a shipment the manifest does not list, with ``flags`` raised in its declaration
+    where it says false or nothing of them (a value that is no flag is left, for deciding to refuse)."""
+    declaration = dict(row.declaration)
+    for flag in flags:
+        try:
+            if not as_flag(declaration.get(flag), "", flag):
+                declaration[flag] = True
+        except InputError:
+            continue
+    return row.model_copy(update={"declaration": declaration})
 
 
 def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list[ImageVerdict], Redeclared]:
     """``rows`` with each listed shipment's rows under its declaration from ``listed``
-    (:func:`read_declarations`), and an error row for each listed picture without a row."""
+    (:func:`read_declarations`), each row of a listed picture moved to the shipment that lists it,
+    and an error row for each listed picture without a row.
+
+    A row is moved only where the shipment listing its picture has no row of it (the picture
+    scored twice, under the shipment that lists it now too), and only one row of a picture is
+    moved (the first): any other row of it stays under the shipment it was scored under, as before
+    the manifest moved it, and is named in :attr:`Redeclared.left`. Decided there, it can hold that
+    shipment, never release it; moved beside the row already there, it would decide the listed
+    shipment on a second, stale row of one picture. A row that names no shipment, or one that is
+    no text, is never moved: deciding refuses it, as without a manifest."""
     done = Redeclared()
-    by_shipment: dict[str, list[int]] = {}
-    for n, row in enumerate(rows):
-        shipment = row.shipment_id or row.declaration.get("shipment_id")
-        if shipment is not None and _shipment(shipment) in listed:
-            by_shipment.setdefault(_shipment(shipment), []).append(n)
+    where = {picture: shipment for shipment, now in listed.items() for picture in now.pictures}
+    earlier = _earlier_texts(where)
+    scored = [_scored_under(row) for row in rows]
+    folders: dict[str, str] = {}
+    pictures = [_picture(row.path, where, earlier, folders) for row in rows]
+    # each listed picture that has a row under the shipment listing it: none of it is moved there
+    placed = {p for p, s in zip(pictures, scored, strict=True) if p is not None and where[p] == s}
+    decided = list(scored)  # the shipment each row is decided under
+    for n, (picture, shipment) in enumerate(zip(pictures, scored, strict=True)):
+        if picture is None or shipment is None or where[picture] == shipment:
+            continue
+        if not isinstance(rows[n].shipment_id or rows[n].declaration.get("shipment_id"), str):
+            continue  # a shipment id that is no text (a list): left for deciding to refuse, as before
+        if picture in placed:
+            done.left.setdefault(shipment, {})[rows[n].path] = where[picture]
+            continue
+        placed.add(picture)
+        decided[n] = where[picture]
+        done.moved.setdefault(where[picture], {})[rows[n].path] = shipment
+    # the flags each row raises, read as the shipment it is decided under reads them
+    raised: dict[int, set[str]] = {
+        n: _raised([row], str(row.shipment_id or shipment), listed[shipment].flags)
+        for n, (row, shipment) in enumerate(zip(rows, decided, strict=True))
+        if shipment in listed
+    }
+    # a flag a row raised stands on the shipment it was scored under too, though the row moved away:
+    # as the scorer merges rows, a flag on one row is the shipment's (an alarm is the container's)
+    away: dict[str, set[str]] = {}
+    for n, shipment in enumerate(scored):
+        if shipment is not None and decided[n] != shipment:
+            away.setdefault(shipment, set()).update(raised[n])
     out = list(rows)
+    by_shipment: dict[str, list[int]] = {}
+    for n, shipment in enumerate(decided):
+        if shipment is not None and (shipment in listed or away.get(shipment)):
+            by_shipment.setdefault(shipment, []).append(n)
+    for shipment in away.keys() - listed.keys():  # not listed: its rows left keep their declaration
+        numbers = by_shipment.pop(shipment, [])
+        kept = away[shipment] - set().union(*(_flags(rows[n].declaration) for n in numbers))
+        if numbers and kept:
+            done.kept_flags[shipment] = [flag for flag in OVERRIDE_FLAGS if flag in kept]
+        for n in numbers:
+            out[n] = _still_raised(rows[n], away[shipment])
     for shipment, numbers in by_shipment.items():
         now = listed[shipment]
-        before = _raised([rows[n] for n in numbers], str(rows[numbers[0]].shipment_id or shipment), now.flags)
+        own_rows = set().union(*(raised[n] for n in numbers))
+        before = own_rows | away.get(shipment, set())
         cleared = sorted((before & now.flags) - _flags(now.declaration))
         if cleared:
             done.cleared[shipment] = cleared
+        kept = away.get(shipment, set()) - own_rows - now.flags
+        if kept:
+            done.kept_flags[shipment] = [flag for flag in OVERRIDE_FLAGS if flag in kept]
         # a flag the manifest has no column for is not cleared by it: the rows' stands (OR-ed)
         declared = {**now.declaration, **dict.fromkeys(sorted(before - now.flags), True)}
         seen = set()
-        earlier = _earlier_texts(now.pictures)
         for n in numbers:
-            row = rows[n]
-            picture = _picture(row.path, now.pictures, earlier)
+            row, picture = rows[n], pictures[n]
+            if picture is not None and where[picture] != shipment:
+                picture = None  # a row left where it was scored: its picture is another shipment's
             seen.add(picture)
             cargo = now.pictures[picture] if picture is not None else now.declaration["cargo_type"]
             own = now.traders.get(picture, {}) if picture is not None else {}
@@ -232,7 +338,10 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
         done.shipments.add(shipment)
     done.unscored = set(listed) - done.shipments
     for shipment in done.unscored:
-        raised = _flags(listed[shipment].declaration)
-        if raised:
-            done.flagged_unscored[shipment] = [flag for flag in OVERRIDE_FLAGS if flag in raised]
+        # a flag of rows moved away from it stands on it, where its column does not say otherwise
+        raised_here = _flags(listed[shipment].declaration) | (
+            away.get(shipment, set()) - listed[shipment].flags
+        )
+        if raised_here:
+            done.flagged_unscored[shipment] = [flag for flag in OVERRIDE_FLAGS if flag in raised_here]
     return out, done

@@ -214,6 +214,29 @@ def _redeclared_warnings(done: Redeclared) -> list[str]:
             f"path in --verdicts (never scored, or scored under another path), so "
             f"{len(done.missing_pictures)} shipment(s) holding them are not released: {first!r} first"
         )
+    if done.moved:
+        first = sorted(done.moved)[0]
+        path, scored = sorted(done.moved[first].items())[0]
+        said.append(
+            f"{sum(map(len, done.moved.values()))} picture(s) that --manifest lists under another shipment "
+            "than their row's were decided under that shipment with their score, and no longer count for "
+            f"the one they were scored under: {path!r} from {scored!r} to {first!r} first"
+        )
+    if done.left:
+        first = sorted(done.left)[0]
+        path, listing = sorted(done.left[first].items())[0]
+        said.append(
+            f"{sum(map(len, done.left.values()))} row(s) of a picture --manifest lists under another "
+            "shipment that has a row of it already (scored twice) stay under the shipment they were "
+            f"scored under, which they may hold: {path!r} of {first!r} (listed under {listing!r}) first"
+        )
+    if done.kept_flags:
+        first = sorted(done.kept_flags)[0]
+        said.append(
+            f"{len(done.kept_flags)} shipment(s) keep a flag raised on rows that moved away from them "
+            "(--manifest lists their pictures under another shipment, which takes the flag too): "
+            f"{first!r} ({', '.join(done.kept_flags[first])}) first"
+        )
     if done.cleared:
         first = sorted(done.cleared)[0]
         said.append(
@@ -259,7 +282,8 @@ def register(app: typer.Typer) -> None:
                 "--manifest",
                 help="Take each shipment's declaration from this manifest as it stands now (a radiation "
                 "alarm raised since scoring, say), not from the rows; nothing is scored again. A flag it "
-                "has no column for stays as the rows raise it.",
+                "has no column for stays as the rows raise it. A row is decided under the shipment it "
+                "lists the row's picture under now.",
             ),
         ] = None,
         overwrite: Annotated[

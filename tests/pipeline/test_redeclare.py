@@ -438,10 +438,12 @@ def test_a_picture_whose_name_the_rows_escape_is_found_by_it(env: Path) -> None:
             }
         )
         text = (earlier_printable_path if name == b"a\\b\xe9.png" else printable_path)(os.fsdecode(file))
-        rows.append(_row("S1", text, 0.1).model_copy(update={"declaration": {"trader_id": f"T-{n}"}}))
+        scored = "S0" if n == 0 else "S1"  # the first moved to S1 since: found by its name too
+        rows.append(_row(scored, text, 0.1).model_copy(update={"declaration": {"trader_id": f"T-{n}"}}))
     write_manifest(env / "m.csv", listed)
     out, done = redeclare(rows, read_declarations(env / "m.csv"))
     assert done.missing_pictures == {} and len(out) == len(rows)
+    assert done.moved == {"S1": {rows[0].path: "S0"}} and {row.shipment_id for row in out} == {"S1"}
     # each row found its own picture: its own line's trader
     assert [row.declaration["trader_id"] for row in out] == [f"T-{n}" for n in range(len(names))]
     code, decided = _decide(env, rows, listed)
@@ -451,3 +453,173 @@ def test_a_picture_whose_name_the_rows_escape_is_found_by_it(env: Path) -> None:
     code, decided = _decide(env, rows, [*listed, {**listed[0], "path": "l4.png"}])
     assert code == 0 and decided["S1"][0] == "REMOTE_INSPECTION"
     assert "fail_closed.image_error" in decided["S1"][1]
+
+
+def test_a_picture_the_correction_moved_is_decided_under_the_shipment_listing_it(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows stayed under the shipment they were scored under: the shipment a picture was moved from
+    was decided on its score (held for another's anomaly), and the one it was moved to held for a
+    picture "never scored"."""
+    p = str(env / "p.png")
+    rows = [
+        _row("S1", str(env / "a.png"), 0.1),
+        _row("S1", p, 0.95),  # anomalous, and S2's now
+        _row("S2", str(env / "c.png"), 0.1),
+        _row("S9", str(env / "q.png"), 0.1),  # a shipment the manifest does not list
+        _row("S1", str(env / "e.png"), 0.1).model_copy(update={"score": None, "error": "unreadable"}),
+        _row("S1", str(env / "v.png"), 0.1),  # scored as ore
+    ]
+    ore = {"cargo_type": "bulk_ore"}
+    listed = [
+        {"path": "a.png", "shipment_id": "S1", **ore},
+        {"path": "p.png", "shipment_id": "S2", **ore},
+        {"path": "c.png", "shipment_id": "S2", **ore},
+        {"path": "q.png", "shipment_id": "S2", **ore},
+        {"path": "e.png", "shipment_id": "S3", **ore},
+        {"path": "v.png", "shipment_id": "S4", "cargo_type": "vacuum_pack"},
+    ]
+    code, decided = _decide(env, rows, listed)
+    assert code == 0
+    assert decided["S1"] == ("RELEASE", ["score.clear"])  # p no longer counts, nor e's error
+    assert decided["S2"][0] == "PHYSICAL_INSPECTION" and "fail_closed.image_error" not in decided["S2"][1]
+    assert decided["S3"][0] == "REMOTE_INSPECTION" and "fail_closed.image_error" in decided["S3"][1]
+    assert decided["S4"][0] != "RELEASE" and "fail_closed.mixed_cargo_types" in decided["S4"][1]
+    assert "S9" not in decided  # its only row went to S2
+    said = " ".join(capsys.readouterr().err.split())
+    assert "never scored" not in said
+    assert (
+        f"4 picture(s) that --manifest lists under another shipment than their row's were decided under "
+        f"that shipment with their score, and no longer count for the one they were scored under: "
+        f"{p!r} from 'S1' to 'S2' first" in said
+    )
+
+
+def test_a_renamed_shipment_keeps_the_alarm_its_rows_raised(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A correction that renamed S1 to S1b (every picture of S1 listed under S1b, S1 no longer) in
+    a manifest with no radiation_alarm column: the alarm the rows raised left with S1, and S1b was
+    released and recorded so. A flag goes with its row and stands where it is decided; rows that
+    stay keep theirs, and the shipment a flagged row left keeps the flag too."""
+    from pipeline.audit import AuditStore
+
+    alarm = {"radiation_alarm": True}
+    rows = [
+        _row("S1", str(env / "a.png"), 0.1, **alarm),
+        _row("S1", str(env / "b.png"), 0.1, **alarm),
+        _row("S3", str(env / "c.png"), 0.1, **alarm),  # stays in S3
+        _row("S3", str(env / "d.png"), 0.1),  # moves to S4, without an alarm
+        _row("S5", str(env / "e.png"), 0.1, **alarm),  # moves to S6, with its alarm
+        _row("S5", str(env / "f.png"), 0.1),
+    ]
+    ore = {"cargo_type": "bulk_ore"}
+    listed = [
+        {"path": "a.png", "shipment_id": "S1b", **ore},
+        {"path": "b.png", "shipment_id": "S1b", **ore},
+        {"path": "c.png", "shipment_id": "S3", **ore},
+        {"path": "d.png", "shipment_id": "S4", **ore},
+        {"path": "e.png", "shipment_id": "S6", **ore},
+        {"path": "f.png", "shipment_id": "S5", **ore},
+    ]
+    db = f"sqlite:///{env / 'audit.db'}"
+    code, decided = _decide(env, rows, listed, "--audit-db", db)
+    assert code == 0
+    assert {s: tier for s, (tier, _) in decided.items()} == {
+        "S1b": "PHYSICAL_INSPECTION",
+        "S3": "PHYSICAL_INSPECTION",
+        "S4": "RELEASE",
+        "S5": "PHYSICAL_INSPECTION",
+        "S6": "PHYSICAL_INSPECTION",
+    }
+    assert "override.radiation_alarm" in decided["S1b"][1]
+    with AuditStore.open(db, create=False) as store:
+        recorded = store.get("S1b")
+        assert recorded is not None and recorded.decision.tier.value == "PHYSICAL_INSPECTION"
+        assert recorded.decision.declaration.radiation_alarm is True
+        assert store.get("S1") is None
+    said = " ".join(capsys.readouterr().err.split())
+    assert (
+        "1 shipment(s) keep a flag raised on rows that moved away from them (--manifest lists their "
+        "pictures under another shipment, which takes the flag too): 'S5' (radiation_alarm) first" in said
+    )
+
+
+def test_a_flag_of_a_moved_row_is_cleared_only_by_the_column_of_the_shipment_listing_it(
+    env: Path,
+) -> None:
+    """Where the manifest has the flag's column, it is its word, for the shipment the row moved to
+    as for any (said as cleared); a shipment the manifest lists without rows left keeps the flag its
+    rows raised unless its own column says otherwise, and is named as raising it."""
+    manifest = env / "m.jsonl"
+    manifest.write_text(
+        '{"path": "e.png", "shipment_id": "S6", "cargo_type": "bulk_ore", "radiation_alarm": false}\n'
+        '{"path": "g.png", "shipment_id": "S8", "cargo_type": "bulk_ore"}\n'
+        '{"path": "n.png", "shipment_id": "S7", "cargo_type": "bulk_ore"}\n'
+        '{"path": "k.png", "shipment_id": "S8", "cargo_type": "bulk_ore"}\n'
+    )
+    rows = [
+        _row("S5", str(env / "e.png"), 0.1, radiation_alarm=True),
+        _row("S7", str(env / "g.png"), 0.1, radiation_alarm=True),
+        _row("S9", str(env / "h.png"), 0.1),  # S9, not listed, keeps k's alarm through h...
+        _row("S9", str(env / "k.png"), 0.1, radiation_alarm=True),  # ...though k moved to S8
+    ]
+    out, done = redeclare(rows, read_declarations(manifest))
+    assert [(r.shipment_id, r.declaration.get("radiation_alarm")) for r in out[:4]] == [
+        ("S6", False),
+        ("S8", True),
+        ("S9", True),
+        ("S8", True),
+    ]
+    assert done.cleared == {"S6": ["radiation_alarm"]} and done.kept_flags == {"S9": ["radiation_alarm"]}
+    assert done.flagged_unscored == {"S7": ["radiation_alarm"]}  # its alarm: no decision here has it
+
+
+def test_a_picture_scored_twice_is_not_moved_beside_its_row_already_there(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Scored under S1, then again under S2 that lists it now: the S1 row was moved beside S2's, and
+    the shipment decided on two rows of one picture (an old score too)."""
+    p = str(env / "p.png")
+    rows = [
+        _row("S1", str(env / "a.png"), 0.1),
+        _row("S1", p, 0.95),  # the stale row
+        _row("S2", p, 0.1),
+        _row("S3", str(env / "r.png"), 0.1),  # scored under S3 and S5, listed under S4: one moves
+        _row("S5", str(env / "r.png"), 0.9),
+    ]
+    ore = {"cargo_type": "bulk_ore"}
+    listed = [
+        {"path": "a.png", "shipment_id": "S1", **ore},
+        {"path": "p.png", "shipment_id": "S2", **ore},
+        {"path": "r.png", "shipment_id": "S4", **ore},
+    ]
+    write_manifest(env / "m.csv", listed)
+    out, done = redeclare(rows, read_declarations(env / "m.csv"))
+    assert [(r.shipment_id, r.score) for r in out if r.path == p] == [("S1", 0.95), ("S2", 0.1)]
+    assert [r.shipment_id for r in out if r.path.endswith("r.png")] == ["S4", "S5"]
+    assert done.moved == {"S4": {str(env / "r.png"): "S3"}}
+    assert done.left == {"S1": {p: "S2"}, "S5": {str(env / "r.png"): "S4"}}
+    code, decided = _decide(env, rows, listed)
+    # S2 on its own row; the stale one holds S1 where it was scored, never releases it
+    assert code == 0 and decided["S2"] == ("RELEASE", ["score.clear"])
+    assert decided["S1"][0] == "PHYSICAL_INSPECTION" and decided["S4"][0] == "RELEASE"
+    said = " ".join(capsys.readouterr().err.split())
+    assert (
+        "2 row(s) of a picture --manifest lists under another shipment that has a row of it already "
+        "(scored twice) stay under the shipment they were scored under, which they may hold: "
+        f"{p!r} of 'S1' (listed under 'S2') first" in said
+    )
+
+
+def test_a_picture_listed_under_two_shipments_is_refused(tmp_path: Path) -> None:
+    """Which shipment would its row go to: the manifest reader refuses a path listed twice."""
+    write_manifest(
+        tmp_path / "m.csv",
+        [
+            {"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"},
+            {"path": "./a.png", "shipment_id": "S2", "cargo_type": "bulk_ore"},
+        ],
+    )
+    with pytest.raises(DatasetFormatError, match="duplicate path"):
+        read_declarations(tmp_path / "m.csv")
