@@ -102,30 +102,57 @@ class HeadSealError(SealBrokenError):
         )
 
 
-def locked_head(conn: Connection, key: SealKey) -> Any:
-    """The chain's head row (``seq``, ``record_hash``), locked for an append (PostgreSQL: FOR UPDATE),
-    once it is found to be a record of the store carrying ``key``'s seal: read in the same query.
+class Head(NamedTuple):
+    """The chain's head as its row gives it."""
+
+    seq: int
+    record_hash: str
+
+
+def locked_head(conn: Connection, key: SealKey) -> Head:
+    """The chain's head row, locked for an append (PostgreSQL: FOR UPDATE), once its record is found
+    to carry ``key``'s seal, and its hash and query columns to be its content's: read in the same
+    query. A writer extends only a head it would vouch for reading it.
 
     Raises:
         HeadSealError: naming the head record.
     """
-    h, c = audit_head.c, sealed_records.c
-    head = conn.execute(
-        select(h.seq, h.record_hash, c.seal, c.seq.label("found"))
+    h = audit_head.c
+    row = conn.execute(
+        select(h.seq.label("head_seq"), h.record_hash.label("head_hash"), sealed_records)
         .select_from(
-            audit_head.outerjoin(sealed_records, (c.seq == h.seq) & (c.record_hash == h.record_hash))
+            audit_head.outerjoin(
+                sealed_records,
+                (sealed_records.c.seq == h.seq) & (sealed_records.c.record_hash == h.record_hash),
+            )
         )
         .where(h.id == 1)
         .with_for_update(of=audit_head)
     ).one()
+    head = Head(row.head_seq, row.head_hash)
     if head.seq == 0:
         return head
-    if head.found is None:
+    if row.seq is None:
         raise HeadSealError(head.seq, "the head row names a record the chain does not hold with its hash")
-    why = seal_fault(key, head.record_hash, head.seal)
+    why = _content_fault(row) or seal_fault(key, head.record_hash, row.seal)
     if why is not None:
         raise HeadSealError(head.seq, why)
     return head
+
+
+def _content_fault(row: Any) -> str | None:
+    """Why a record row is not what its hash and content say (its hash not its content's, or a
+    query column not the content's), or None: a forger who rewrote either left the seal as it was."""
+    if chain_hash(row.prev_hash, row.content) != row.record_hash:
+        return "its content does not give its hash"
+    try:
+        content = json.loads(row.content)
+        expected = index_columns(content if isinstance(content, dict) else {})
+    except (ValueError, RecursionError, AttributeError):
+        return "its content is not a record"
+    if any(getattr(row, column) != value for column, value in expected.items()):
+        return "a column differs from its hashed content"
+    return None
 
 
 @functools.cache
@@ -295,22 +322,32 @@ def check_read(conn: Connection, key: SealKey, rows: Iterable[Any]) -> None:
         select(audit_head.c.seq, audit_head.c.record_hash).where(audit_head.c.id == 1)
     ).first()
     for row in rows:
-        if chain_hash(row.prev_hash, row.content) != row.record_hash:
-            raise SealBrokenError(row.seq, "its content does not give its hash")
-        try:
-            content = json.loads(row.content)
-            expected = index_columns(content if isinstance(content, dict) else {})
-        except (ValueError, RecursionError, AttributeError):
-            raise SealBrokenError(row.seq, "its content is not a record") from None
-        if any(getattr(row, column) != value for column, value in expected.items()):
-            raise SealBrokenError(row.seq, "a column differs from its hashed content")
+        why = _content_fault(row)
+        if why is not None:
+            raise SealBrokenError(row.seq, why)
         stored = found.get(row.seq)
         why = seal_fault(key, row.record_hash, None if stored is None else stored.seal)
         if why is not None:
-            raise SealBrokenError(row.seq, why)
+            raise SealBrokenError(row.seq, why + _rotation_hint(conn, key, row.seq, head))
         why = _misplaced(row, found, head)
         if why is not None:
             raise SealBrokenError(row.seq, why)
+
+
+def _rotation_hint(conn: Connection, key: SealKey, seq: int, head: Any) -> str:
+    """What a failing read's message adds where the chain's first record and its head fail the key
+    too (record ``seq`` is neither): the secret was likely rotated under this process, whose seals
+    are all another key's now, and a forger's record is not the likelier story."""
+    if head is None or seq in (1, head.seq):
+        return ""
+    c = sealed_records.c
+    ends = conn.execute(select(c.record_hash, c.seal).where(c.seq.in_([1, head.seq]))).all()
+    if len(ends) != 2 or any(seal_fault(key, end.record_hash, end.seal) is None for end in ends):
+        return ""
+    return (
+        "; so do the chain's first record and its head: if the audit secret was rotated (`clearsight "
+        "audit seal --rotate`), restart this process with the new CLEARSIGHT_AUDIT_SECRET"
+    )
 
 
 def _misplaced(row: Any, found: Mapping[int, Any], head: Any) -> str | None:

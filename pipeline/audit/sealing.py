@@ -21,9 +21,12 @@ published later. Nothing is sealed when any check fails.
 
 Rotating the secret (`clearsight audit seal --rotate`, :func:`seal_vouched` with ``previous``): the
 same walk checks every seal under the key of the previous secret, and the new key seals every record
-again, each write pinned to the hash the walk passed. The named head must be the chain's head: the
-new key vouches for every record, so a record after the published head, sealed with a secret that
-may have leaked, is looked at first, never carried over on its old seal's word.
+again, each write pinned to the hash the walk passed. Two heads anchor it: the one published last
+(``expect``), found in the chain with its hash as above, since a secret that leaked lets its holder
+rewrite the chain and seal it again, which only a head published outside the store catches; and the
+chain's head as it stands (``head``), which the operator names once they have looked at the records
+after the published one, since the new key vouches for those too. A record without a seal after the
+published head is refused as above: rotating never seals what no key vouched for.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from sqlalchemy import Connection, select, text
 
 from datasets.errors import AuditError
 from pipeline.audit.migrate import Schema
-from pipeline.audit.schema import SCHEMA_VERSION, audit_head, audit_records, schema_info
-from pipeline.audit.seal import SealCheck, SealKey, seal_walked
+from pipeline.audit.schema import SCHEMA_VERSION, audit_head, audit_records, schema_info, sealed_records
+from pipeline.audit.seal import SealCheck, SealKey, seal_fault, seal_walked
 from pipeline.audit.verify import verify_chain
 
 __all__ = ["SealingReport", "seal_vouched"]
@@ -46,7 +49,7 @@ class SealingReport(NamedTuple):
     """What :func:`seal_vouched` did: ``sealed`` records (``first`` to ``last``; None: none lacked a
     seal), ``upgraded_from`` the schema version it upgraded (None: at 5 already), the chain's head,
     and what its seals prove (``seals``: :meth:`SealCheck.summary`); ``rotated``: every record was
-    sealed again under the new key (``--rotate``)."""
+    sealed again under the new key (``--rotate``), ``had_no_seal`` of them carrying none before."""
 
     sealed: int
     first: int | None
@@ -56,6 +59,7 @@ class SealingReport(NamedTuple):
     head_hash: str
     seals: str
     rotated: bool = False
+    had_no_seal: int = 0
 
 
 def seal_vouched(
@@ -65,17 +69,18 @@ def seal_vouched(
     expect: tuple[int, str],
     *,
     previous: SealKey | None = None,
+    head: tuple[int, str] | None = None,
 ) -> SealingReport:
     """Seal, under ``key``, every record without a seal of the store on ``conn`` (a write
     transaction), once the chain checks out and reaches ``expect``, the ``(seq, record_hash)`` of a
     head the operator published; see the module's docstring. ``previous``: the key of the secret
     the records were sealed under, to check their seals with before every record is sealed again
-    under ``key`` (a rotation: ``expect`` must then be the chain's head).
+    under ``key`` (a rotation), and ``head``, the chain's head as the operator names it.
 
     Raises:
         AuditError: the chain or an index broken, a seal wrong, ``expect`` not in the chain with its
-            hash, or a record without a seal after it (naming the record), or, rotating, any record
-            after it, or ``previous`` the same key: nothing is sealed.
+            hash, or a record without a seal after it (naming the record), or, rotating, ``head``
+            not the chain's head, or ``previous`` the same key: nothing is sealed.
         SchemaVersionError: an older store, and a role that may not upgrade it.
     """
     url = f"audit store {schema.url}"
@@ -83,6 +88,8 @@ def seal_vouched(
         raise AuditError(
             f"{url}: nothing sealed: the previous secret and the new one are the same: nothing to rotate"
         )
+    if previous is not None and head is None:
+        raise AuditError(f"{url}: nothing sealed: rotating needs the chain's head named as it stands")
     if conn.dialect.name == "postgresql":
         # first, before the snapshot is taken: no append, trigger or rule can come in meanwhile
         # (SQLite's BEGIN IMMEDIATE holds the write lock already). EXCLUSIVE, not SHARE ROW
@@ -101,7 +108,7 @@ def seal_vouched(
     if not report.ok:
         where = "image index" if report.in_index else "chain"
         under = (
-            " (seals checked under the previous secret, CLEARSIGHT_PREVIOUS_AUDIT_SECRET)"
+            _rotated_already(conn, key, report.first_bad)
             if previous is not None and report.problem == "forged"
             else ""
         )
@@ -129,12 +136,12 @@ def seal_vouched(
             "the server's key, or by a forger. Look at them (`clearsight audit export --chain "
             "--no-seals`), and vouch for a head published after them only if they are genuine"
         )
-    if previous is not None and seq != report.head_seq:
+    if head is not None and head != (report.head_seq, report.head_hash):
         raise AuditError(
-            f"{url}: nothing sealed: the chain's head is record {report.head_seq}, after the published "
-            f"record {seq}: rotating seals every record again under the new secret, so name the head as "
-            "it stands, once you have looked at the records after the one published "
-            "(`clearsight audit export --chain`)"
+            f"{url}: nothing sealed: the chain's head is record {report.head_seq} with hash "
+            f"{report.head_hash}, not the {head[0]}:{head[1]} named: rotating seals every record again "
+            "under the new secret, those after the published head too, so look at them (`clearsight "
+            "audit export --chain --out FILE`) and name the head as it stands"
         )
     sealed = seal_walked(conn, key, check.walked(), rekeying=previous is not None)
     _check_again(conn, url, key, expect, (report.head_seq, report.head_hash))
@@ -144,6 +151,13 @@ def seal_vouched(
         first, last = check.walked_range()
     else:
         first, last = check.first_unsealed, check.last_unsealed
+    seals = SealCheck(key).summary(report.records_checked)
+    if previous is not None and previous.weak:
+        seals += (
+            "; the seals they carried before were checked with the public development audit_secret "
+            "(or one shorter than 16 characters): anyone could have made them, so the heads named "
+            "vouch for these records, not their old seals"
+        )
     return SealingReport(
         sealed,
         first,
@@ -151,9 +165,26 @@ def seal_vouched(
         upgraded_from,
         report.head_seq,
         report.head_hash,
-        SealCheck(key).summary(report.records_checked),
+        seals,
         rotated=previous is not None,
+        had_no_seal=check.unsealed if previous is not None else 0,
     )
+
+
+def _rotated_already(conn: Connection, key: SealKey, seq: int | None) -> str:
+    """What the report of a rotation's walk adds where record ``seq`` failed its seal under the
+    previous secret: that it carries the new one's already (the rotation was run before, and its
+    answer lost), or that the seals were checked under the previous secret."""
+    row = None
+    if seq is not None:
+        c = sealed_records.c
+        row = conn.execute(select(c.record_hash, c.seal).where(c.seq == seq)).first()
+    if row is not None and row.seal and seal_fault(key, row.record_hash, row.seal) is None:
+        return (
+            "; it carries the new secret's seal already: the store was rotated before (check it with "
+            "`clearsight audit verify` under the new secret)"
+        )
+    return " (seals checked under the previous secret, CLEARSIGHT_PREVIOUS_AUDIT_SECRET)"
 
 
 _AUDIT_TABLES = ("schema_info", "audit_head", "audit_records", "audit_image_index", "audit_image_likeness")

@@ -534,21 +534,27 @@ class AuditStore:
         """
         return self._seal(expect, None)
 
-    def rotate_seals(self, *, expect: tuple[int, str], previous: SealKey) -> SealingReport:
+    def rotate_seals(
+        self, *, expect: tuple[int, str], head: tuple[int, str], previous: SealKey
+    ) -> SealingReport:
         """Seal every record again under this store's key, once each seal checks under ``previous``,
-        the key of the secret it was sealed under, and the operator vouches for the chain by
-        ``expect``, its head as it stands (`clearsight audit seal --rotate`; see
-        :mod:`pipeline.audit.sealing`). Writers still holding the previous secret then refuse to
-        append (the head's seal is not theirs), until restarted with the new one.
+        the key of the secret it was sealed under, ``expect`` (the head published last) is in the
+        chain with its hash, and ``head`` is the chain's head as the operator names it (`clearsight
+        audit seal --rotate`; see :mod:`pipeline.audit.sealing`). Writers still holding the
+        previous secret then refuse to append (the head's seal is not theirs), until restarted
+        with the new one.
 
         Raises:
             AuditError: no seal key, or ``previous`` the same; the chain broken, a seal wrong under
-                ``previous``, ``expect`` not the chain's head: nothing is sealed.
+                ``previous``, ``expect`` not in the chain, a record without a seal after it, ``head``
+                not the chain's head: nothing is sealed.
             SchemaVersionError: an older store, and a role that may not upgrade it.
         """
-        return self._seal(expect, previous)
+        return self._seal(expect, previous, head)
 
-    def _seal(self, expect: tuple[int, str], previous: SealKey | None) -> SealingReport:
+    def _seal(
+        self, expect: tuple[int, str], previous: SealKey | None, head: tuple[int, str] | None = None
+    ) -> SealingReport:
         key = self._seal_key
         if key is None:
             raise AuditError(
@@ -556,7 +562,7 @@ class AuditStore:
             )
         report = self._db.retry(
             "sealing records",
-            lambda conn: seal_vouched(conn, self._schema, key, expect, previous=previous),
+            lambda conn: seal_vouched(conn, self._schema, key, expect, previous=previous, head=head),
             snapshot=True,
         )
         schema = Schema(self.url)  # what it is now: at version 5, every record sealed

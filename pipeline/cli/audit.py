@@ -49,7 +49,7 @@ def _table_console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
-def _anchor(text: str) -> tuple[int, str]:
+def _anchor(text: str, *, option: str = "--expect") -> tuple[int, str]:
     """``SEQ:HASH`` -> (seq, hash); raises InputError naming the bad value."""
     seq, sep, digest = text.partition(":")
     if not (
@@ -62,7 +62,7 @@ def _anchor(text: str) -> tuple[int, str]:
         and all(c in "0123456789abcdef" for c in digest)
     ):
         raise InputError(
-            f"--expect {text[:100]!r} is not SEQ:HASH (a record number >= 1, ':', 64 lowercase hex)"
+            f"{option} {text[:100]!r} is not SEQ:HASH (a record number >= 1, ':', 64 lowercase hex)"
         )
     return int(seq), digest
 
@@ -150,9 +150,17 @@ def register(app: typer.Typer) -> None:
                 "--rotate",
                 help="Rotate the secret: check every seal under the previous secret "
                 "(CLEARSIGHT_PREVIOUS_AUDIT_SECRET), then seal every record again under "
-                "CLEARSIGHT_AUDIT_SECRET. --expect must name the chain's head. Stop every writer first.",
+                "CLEARSIGHT_AUDIT_SECRET. Needs --head. Stop every writer first.",
             ),
         ] = False,
+        head: Annotated[
+            str | None,
+            typer.Option(
+                "--head",
+                help="With --rotate: SEQ:HASH of the chain's head as it stands (as `audit verify` prints "
+                "it), once you have looked at the records after the head published last (--expect).",
+            ),
+        ] = None,
         db: DbOption = None,
     ) -> None:
         """Seal the records that carry no seal, with the server's key (CLEARSIGHT_AUDIT_SECRET),
@@ -166,10 +174,19 @@ def register(app: typer.Typer) -> None:
         With --rotate, a new secret replaces the old one (it leaked, or its holder left): stop the
         service and the batch jobs, check the chain under the old secret (`audit verify --expect`
         the head published last, looking at any records after it), then run this with both
-        secrets set and the head named, and restart every writer with the new secret. Writers
-        still holding the old one refuse to append.
+        secrets set, --expect the head published last and --head the head as it stands, and
+        restart every writer with the new secret. Writers still holding the old one refuse to
+        append.
         """
         anchor = _anchor(expect)
+        if rotate and head is None:
+            raise InputError(
+                "--rotate needs --head SEQ:HASH, the chain's head as it stands (`audit verify` prints "
+                "it): the new secret vouches for every record, those after the published head too"
+            )
+        if head is not None and not rotate:
+            raise InputError("--head names the chain's head for --rotate; pass --rotate, or leave --head out")
+        now = _anchor(head, option="--head") if head is not None else None
         settings = Settings.load()
         key = audit_seal_key(settings)
         if key.weak and not settings.allow_development_audit_secret:
@@ -194,21 +211,27 @@ def register(app: typer.Typer) -> None:
             if previous is None:
                 report = store.seal_unsealed(expect=anchor)
             else:
-                report = store.rotate_seals(expect=anchor, previous=previous)
+                assert now is not None  # --rotate needs --head, checked above
+                report = store.rotate_seals(expect=anchor, head=now, previous=previous)
         upgraded = (
             f"; upgraded from schema version {report.upgraded_from} to {SCHEMA_VERSION}"
             if report.upgraded_from is not None
             else ""
         )
-        sealed = (
-            f"sealed all {report.sealed} records again under the new secret (seq {report.first} to "
-            f"{report.last}), vouched for by head {anchor[0]}: restart every writer with it"
-            if report.rotated
-            else f"sealed {report.sealed} records (seq {report.first} to {report.last}), vouched for by head "
-            f"{anchor[0]}"
-            if report.sealed
-            else "no record lacked a seal: nothing sealed"
-        )
+        if report.rotated:
+            unsealed = f", {report.had_no_seal} of them without a seal before" if report.had_no_seal else ""
+            sealed = (
+                f"sealed all {report.sealed} records again under the new secret (seq {report.first} to "
+                f"{report.last}{unsealed}), vouched for by the published head {anchor[0]} and the head "
+                f"{report.head_seq} named: restart every writer with the new secret"
+            )
+        elif report.sealed:
+            sealed = (
+                f"sealed {report.sealed} records (seq {report.first} to {report.last}), vouched for by head "
+                f"{anchor[0]}"
+            )
+        else:
+            sealed = "no record lacked a seal: nothing sealed"
         Console().print(f"{sealed}{upgraded}; head seq {report.head_seq} hash {report.head_hash}")
         Console().print(f"seals: {report.seals}")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from datasets.errors import AuditError
-from pipeline.audit import AuditStore, HeadSealError, SealBrokenError
+from pipeline.audit import AuditStore, HeadSealError, SealBrokenError, chain_hash
 from pipeline.audit.seal import SealKey
 from pipeline.settings import DEVELOPMENT_AUDIT_SECRET, Settings, previous_audit_seal_key
 from pipeline.verdicts import Tier
@@ -35,7 +35,7 @@ def _seals(url: str) -> list[tuple[int, str]]:
 def test_rotation_seals_every_record_again_under_the_new_key(db_url: str) -> None:
     fill(db_url)
     with AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store:
-        report = store.rotate_seals(expect=_head(db_url), previous=KEY)
+        report = store.rotate_seals(expect=_head(db_url), head=_head(db_url), previous=KEY)
     assert (report.sealed, report.first, report.last, report.rotated) == (5, 1, 5, True)
     assert report.seals == "5 records sealed, every seal matches"
     assert _verify(db_url, NEW_KEY) == (True, None, None)
@@ -54,7 +54,7 @@ def test_rotation_also_seals_the_records_without_a_seal_before_the_head(db_url: 
     with AuditStore.open(db_url) as store:  # a writer not given the key: record 6 unsealed
         store.record(decision("S6"))
     with AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store:
-        report = store.rotate_seals(expect=_head(db_url), previous=KEY)
+        report = store.rotate_seals(expect=_head(db_url), head=_head(db_url), previous=KEY)
     assert (report.sealed, report.first, report.last) == (6, 1, 6)
     assert _verify(db_url, NEW_KEY) == (True, None, None)
 
@@ -65,32 +65,63 @@ def test_a_writer_still_holding_the_old_secret_appends_nothing_after_a_rotation(
     fill(db_url)
     with AuditStore.open(db_url, seal_key=KEY) as old_writer:
         with AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store:
-            store.rotate_seals(expect=_head(db_url), previous=KEY)
+            store.rotate_seals(expect=_head(db_url), head=_head(db_url), previous=KEY)
         with pytest.raises(
             HeadSealError, match=r"audit record 5 fails its seal .*restart this writer with the new"
         ):
             old_writer.record(decision("S7"))
-        with pytest.raises(HeadSealError):
+        with pytest.raises(HeadSealError, match=r"audit record 5 fails its seal .*restart this writer with"):
             old_writer.record_outcome("S2", found=None, officer="officer-7")
+        with pytest.raises(
+            SealBrokenError,
+            match=r"audit record 3 fails its seal .*so do the chain's first record and its head: if the "
+            r"audit secret was rotated .*restart this process with the new",
+        ):
+            old_writer.get("S3")
     assert sql(db_url, "SELECT MAX(seq) FROM audit_records") == [(5,)]
     assert _verify(db_url, NEW_KEY) == (True, None, None)
 
 
-@pytest.mark.parametrize("how", ["left-off", "made-up"])
+@pytest.mark.parametrize("how", ["left-off", "made-up", "content-rewritten", "column-edited"])
 def test_a_keyed_writer_appends_nothing_after_a_forged_head(db_url: str, how: str) -> None:
     """A writer opened before the forgery (its open found every record sealed) buried the forged
-    'clean' outcome under records carrying its seal; now it refuses, and verify names the forgery."""
+    'clean' outcome under records carrying its seal; now it refuses, and verify names the forgery.
+    So with the genuine head's content rewritten, its hash and seal left as they were."""
     fill(db_url)
     with AuditStore.open(db_url, seal_key=KEY) as writer:
-        forged = forge_clean_outcome(db_url, (lambda _: None) if how == "left-off" else (lambda _: "ab" * 32))
-        with pytest.raises(HeadSealError, match=rf"audit record {forged} fails its seal"):
+        if how in ("left-off", "made-up"):
+            forged = forge_clean_outcome(
+                db_url, (lambda _: None) if how == "left-off" else (lambda _: "ab" * 32)
+            )
+            said = "carries no seal" if how == "left-off" else "forged or altered"
+        elif how == "content-rewritten":
+            forged = 5
+            rewrite = "UPDATE audit_records SET content = REPLACE(content, 'foreign_object', 'clean')"
+            sql(db_url, f"{rewrite} WHERE seq = 5")
+            said = "its content does not give its hash"
+        else:
+            forged = 5
+            sql(db_url, "UPDATE audit_records SET shipment_id = 'S9' WHERE seq = 5")
+            said = "a column differs from its hashed content"
+        with pytest.raises(HeadSealError, match=rf"audit record {forged} fails its seal \({said}"):
             writer.record(decision("S8"))
     assert sql(db_url, "SELECT MAX(seq) FROM audit_records") == [(forged,)]
 
 
+def test_a_record_forged_alone_is_not_put_down_to_a_rotation(db_url: str) -> None:
+    fill(db_url)
+    sql(db_url, "UPDATE audit_records SET seal = :s WHERE seq = 3", s="ab" * 32)
+    with (
+        AuditStore.open(db_url, create=False, seal_key=KEY) as store,
+        pytest.raises(SealBrokenError) as raised,
+    ):
+        store.get("S3")
+    assert "forged or altered" in str(raised.value) and "rotated" not in str(raised.value)
+
+
 def test_rotation_refuses_a_head_other_than_the_chains(db_url: str) -> None:
-    """Records after the published head, sealed with a secret that may have leaked, are not carried
-    over on their old seals' word."""
+    """Records after the published head, sealed with a secret that may have leaked, are carried over
+    only once the operator names the head they lead to, having looked at them."""
     fill(db_url)
     published = _head(db_url)
     with AuditStore.open(db_url, seal_key=KEY) as store:
@@ -99,11 +130,65 @@ def test_rotation_refuses_a_head_other_than_the_chains(db_url: str) -> None:
     with (
         AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store,
         pytest.raises(
-            AuditError, match=r"nothing sealed: the chain's head is record 6, after the published record 5"
+            AuditError,
+            match=r"nothing sealed: the chain's head is record 6 with hash [0-9a-f]{64}, not the 5:",
         ),
     ):
-        store.rotate_seals(expect=published, previous=KEY)
+        store.rotate_seals(expect=published, head=published, previous=KEY)
     assert _seals(db_url) == before
+    with AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store:
+        report = store.rotate_seals(expect=published, head=_head(db_url), previous=KEY)
+    assert (report.sealed, report.first, report.last, report.had_no_seal) == (6, 1, 6, 0)
+
+
+def test_rotation_never_seals_an_unsealed_record_after_the_published_head(db_url: str) -> None:
+    """The review's repro: a 'clean' outcome of held S2 appended with no seal by a database writer
+    without any secret. Rotation took the head as it stood, sealed it under the new secret, and S2
+    was released on its next decision."""
+    fill(db_url)
+    published = _head(db_url)
+    forged = forge_clean_outcome(db_url, lambda _: None)
+    before = _seals(db_url)
+    with (
+        AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store,
+        pytest.raises(
+            AuditError,
+            match=rf"records after the published head \(record 5\) carry no seal, the last at seq {forged}",
+        ),
+    ):
+        store.rotate_seals(expect=published, head=_head(db_url), previous=KEY)
+    assert _seals(db_url) == before
+
+
+def test_rotation_refuses_a_chain_rewritten_with_the_leaked_secret(db_url: str) -> None:
+    """The review's repro: whoever holds the leaked secret turns S3's hold into a RELEASE, and hashes
+    and seals the chain again after it; the head published before the leak names it."""
+    fill(db_url)
+    published = _head(db_url)
+    rows = sql(db_url, "SELECT seq, content FROM audit_records ORDER BY seq")
+    prev = sql(db_url, "SELECT record_hash FROM audit_records WHERE seq = 2")[0][0]
+    for seq, content in rows[2:]:
+        body = content.replace("PHYSICAL_INSPECTION", "RELEASE")
+        digest = chain_hash(prev, body)
+        sql(
+            db_url,
+            "UPDATE audit_records SET content = :c, prev_hash = :p, record_hash = :h, seal = :s, "
+            "tier = CASE WHEN tier = 'PHYSICAL_INSPECTION' THEN 'RELEASE' ELSE tier END WHERE seq = :q",
+            c=body,
+            p=prev,
+            h=digest,
+            s=KEY.seal(digest),
+            q=seq,
+        )
+        prev = digest
+    sql(db_url, "UPDATE audit_head SET record_hash = :h WHERE id = 1", h=prev)
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:
+        assert store.verify().ok  # the leaked secret's seals pass: only the published head tells
+    with (
+        AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store,
+        pytest.raises(AuditError, match=rf"record 5 has hash {prev}, but {published[1]} was published"),
+    ):
+        store.rotate_seals(expect=published, head=_head(db_url), previous=KEY)
 
 
 def test_rotation_refuses_a_seal_the_previous_key_did_not_make(db_url: str) -> None:
@@ -117,8 +202,22 @@ def test_rotation_refuses_a_seal_the_previous_key_did_not_make(db_url: str) -> N
             match=rf"nothing sealed: chain broken at record {forged} \(forged\).*under the previous secret",
         ),
     ):
-        store.rotate_seals(expect=_head(db_url), previous=KEY)
+        store.rotate_seals(expect=_head(db_url), head=_head(db_url), previous=KEY)
     assert _seals(db_url) == before
+
+
+def test_a_rotation_run_again_says_it_was_done(db_url: str) -> None:
+    fill(db_url)
+    with AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store:
+        store.rotate_seals(expect=_head(db_url), head=_head(db_url), previous=KEY)
+    with (
+        AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store,
+        pytest.raises(
+            AuditError,
+            match=r"record 1 .*carries the new secret's seal already: the store was rotated before",
+        ),
+    ):
+        store.rotate_seals(expect=_head(db_url), head=_head(db_url), previous=KEY)
 
 
 def test_rotation_refuses_the_same_secret(db_url: str) -> None:
@@ -127,7 +226,7 @@ def test_rotation_refuses_the_same_secret(db_url: str) -> None:
         AuditStore.open(db_url, create=False, seal_key=KEY) as store,
         pytest.raises(AuditError, match="the previous secret and the new one are the same"),
     ):
-        store.rotate_seals(expect=_head(db_url), previous=SealKey.derive(SECRET))
+        store.rotate_seals(expect=_head(db_url), head=_head(db_url), previous=SealKey.derive(SECRET))
 
 
 def test_a_trial_store_sealed_with_the_development_secret_is_rotated_to_a_real_one(db_url: str) -> None:
@@ -136,8 +235,10 @@ def test_a_trial_store_sealed_with_the_development_secret_is_rotated_to_a_real_o
     with AuditStore.open(db_url, seal_key=NEW_KEY) as store, pytest.raises(SealBrokenError):
         store.record(decision("S10"))  # the production server refuses the trial's seals
     with AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store:
-        store.rotate_seals(expect=_head(db_url), previous=trial)
+        report = store.rotate_seals(expect=_head(db_url), head=_head(db_url), previous=trial)
     assert _verify(db_url, NEW_KEY) == (True, None, None)
+    assert "checked with the public development audit_secret" in report.seals  # they proved nothing
+    assert "the heads named vouch for these records, not their old seals" in report.seals
 
 
 def test_the_previous_secret_comes_from_the_settings() -> None:
@@ -158,16 +259,26 @@ def test_cli_rotates_the_secret(
     fill(db_url)
     seq, digest = _head(db_url)
     anchor = ["--expect", f"{seq}:{digest}", "--db", db_url]
+    rotate = ["--rotate", "--head", f"{seq}:{digest}"]
     before = _seals(db_url)
     assert run(app, ["audit", "seal", "--rotate", *anchor]) == 2
+    assert "--rotate needs --head SEQ:HASH" in " ".join(capsys.readouterr().err.split())
+    assert run(app, ["audit", "seal", "--head", f"{seq}:{digest}", *anchor]) == 2
+    assert "--head names the chain's head for --rotate" in " ".join(capsys.readouterr().err.split())
+    assert run(app, ["audit", "seal", "--rotate", "--head", "5:x", *anchor]) == 2
+    assert "--head '5:x' is not SEQ:HASH" in " ".join(capsys.readouterr().err.split())
+    assert run(app, ["audit", "seal", *rotate, *anchor]) == 2
     assert "set CLEARSIGHT_PREVIOUS_AUDIT_SECRET" in " ".join(capsys.readouterr().err.split())
     monkeypatch.setenv("CLEARSIGHT_PREVIOUS_AUDIT_SECRET", SECRET)
     assert run(app, ["audit", "seal", *anchor]) == 2  # set by mistake, from an earlier rotation
     assert "pass --rotate" in " ".join(capsys.readouterr().err.split())
     assert _seals(db_url) == before
-    assert run(app, ["audit", "seal", "--rotate", *anchor]) == 0
+    assert run(app, ["audit", "seal", *rotate, *anchor]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert f"sealed all 5 records again under the new secret (seq 1 to 5), vouched for by head {seq}" in out
+    assert (
+        f"sealed all 5 records again under the new secret (seq 1 to 5), vouched for by the published head "
+        f"{seq} and the head {seq} named: restart every writer with the new secret"
+    ) in out
     assert "seals: 5 records sealed, every seal matches" in out
     monkeypatch.delenv("CLEARSIGHT_PREVIOUS_AUDIT_SECRET")
     assert run(app, ["audit", "verify", "--db", db_url]) == 0
