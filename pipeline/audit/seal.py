@@ -93,12 +93,17 @@ class HeadSealError(SealBrokenError):
     a record added there would bury a forged head under sealed ones, and a writer still holding a
     rotated secret would seal what the server's key then refuses."""
 
-    def __init__(self, seq: int, why: str) -> None:
+    def __init__(self, seq: int, why: str, *, foreign: bool = False) -> None:
+        rotated = (
+            ": if the audit secret was rotated (`clearsight audit seal --rotate`), restart this writer "
+            "with the new CLEARSIGHT_AUDIT_SECRET"
+            if foreign
+            else ""
+        )
         super().__init__(
             seq,
             f"{why}; it is the chain's head, and nothing is appended after a head that does not carry "
-            "this writer's seal: if the audit secret was rotated (`clearsight audit seal --rotate`), "
-            "restart this writer with the new CLEARSIGHT_AUDIT_SECRET",
+            f"this writer's seal{rotated}",
         )
 
 
@@ -134,9 +139,12 @@ def locked_head(conn: Connection, key: SealKey) -> Head:
         return head
     if row.seq is None:
         raise HeadSealError(head.seq, "the head row names a record the chain does not hold with its hash")
-    why = _content_fault(row) or seal_fault(key, head.record_hash, row.seal)
+    why = _content_fault(row)
     if why is not None:
         raise HeadSealError(head.seq, why)
+    why = seal_fault(key, head.record_hash, row.seal)
+    if why is not None:
+        raise HeadSealError(head.seq, why, foreign=_foreign_seal(key, head.record_hash, row.seal))
     return head
 
 
@@ -334,19 +342,44 @@ def check_read(conn: Connection, key: SealKey, rows: Iterable[Any]) -> None:
             raise SealBrokenError(row.seq, why)
 
 
+def _foreign_seal(key: SealKey, record_hash: str, seal: object) -> bool:
+    """Whether ``seal`` is one a rotation leaves a process of the previous secret reading: present,
+    64 lowercase hex digits, and the seal of neither ``key`` nor the public development secret.
+    A seal cleared, cut, or the public secret's is a writer's or a forger's doing, never a
+    rotation's."""
+    if not (isinstance(seal, str) and len(seal) == 64 and all(c in "0123456789abcdef" for c in seal)):
+        return False
+    raw = record_hash.encode("utf-8", "surrogatepass")
+    return not any(
+        hmac.compare_digest(hmac.new(k.key, raw, hashlib.sha256).hexdigest(), seal)
+        for k in (key, _public_key())
+    )
+
+
 def _rotation_hint(conn: Connection, key: SealKey, seq: int, head: Any) -> str:
-    """What a failing read's message adds where the chain's first record and its head fail the key
-    too (record ``seq`` is neither): the secret was likely rotated under this process, whose seals
-    are all another key's now, and a forger's record is not the likelier story."""
-    if head is None or seq in (1, head.seq):
+    """What a failing read's message adds where the chain's first record and its head, those of them
+    that are not record ``seq``, carry another key's seal too, as it does (:func:`_foreign_seal`):
+    the secret was likely rotated under this process, whose seals are all another key's now, rather
+    than the records forged. Nothing where the chain is that one record, or a seal is missing."""
+    if head is None:
+        return ""
+    ends = sorted({1, head.seq} - {seq})
+    if not ends:
         return ""
     c = sealed_records.c
-    ends = conn.execute(select(c.record_hash, c.seal).where(c.seq.in_([1, head.seq]))).all()
-    if len(ends) != 2 or any(seal_fault(key, end.record_hash, end.seal) is None for end in ends):
+    rows = conn.execute(select(c.seq, c.record_hash, c.seal).where(c.seq.in_([seq, *ends]))).all()
+    if len(rows) != len(ends) + 1 or not all(_foreign_seal(key, r.record_hash, r.seal) for r in rows):
         return ""
+    others = (
+        "so do the chain's first record and its head"
+        if len(ends) == 2
+        else "so does the chain's first record"
+        if ends == [1]
+        else "so does the chain's head"
+    )
     return (
-        "; so do the chain's first record and its head: if the audit secret was rotated (`clearsight "
-        "audit seal --rotate`), restart this process with the new CLEARSIGHT_AUDIT_SECRET"
+        f"; {others}, carrying another key's seal as it does: if the audit secret was rotated "
+        "(`clearsight audit seal --rotate`), restart this process with the new CLEARSIGHT_AUDIT_SECRET"
     )
 
 

@@ -74,10 +74,13 @@ def test_a_writer_still_holding_the_old_secret_appends_nothing_after_a_rotation(
             old_writer.record_outcome("S2", found=None, officer="officer-7")
         with pytest.raises(
             SealBrokenError,
-            match=r"audit record 3 fails its seal .*so do the chain's first record and its head: if the "
-            r"audit secret was rotated .*restart this process with the new",
+            match=r"audit record 3 fails its seal .*so do the chain's first record and its head, carrying "
+            r"another key's seal as it does: if the audit secret was rotated .*restart this process with",
         ):
             old_writer.get("S3")
+        # a shipment whose record is the chain's first (or its head): the other end says so
+        with pytest.raises(SealBrokenError, match="so does the chain's head, carrying another key's seal"):
+            old_writer.get("S1")
     assert sql(db_url, "SELECT MAX(seq) FROM audit_records") == [(5,)]
     assert _verify(db_url, NEW_KEY) == (True, None, None)
 
@@ -108,15 +111,37 @@ def test_a_keyed_writer_appends_nothing_after_a_forged_head(db_url: str, how: st
     assert sql(db_url, "SELECT MAX(seq) FROM audit_records") == [(forged,)]
 
 
-def test_a_record_forged_alone_is_not_put_down_to_a_rotation(db_url: str) -> None:
+@pytest.mark.parametrize(
+    ("forged", "seal"),
+    [
+        ([3], "ab" * 32),  # one record alone
+        ([1, 3, 5], None),  # seals cleared: a forger's doing, never a rotation's
+        ([1, 3, 5], ""),
+        ([1, 3, 5], "AB" * 32),  # not a seal any key writes
+        ([1, 3, 5], "public"),  # the public development secret's
+    ],
+)
+def test_a_forgery_is_not_put_down_to_a_rotation(db_url: str, forged: list[int], seal: str | None) -> None:
+    """The review's repro: seals cleared on the ends and the record read had the message suggest a
+    restart with a new secret, where the store had been forged."""
     fill(db_url)
-    sql(db_url, "UPDATE audit_records SET seal = :s WHERE seq = 3", s="ab" * 32)
+    writer = AuditStore.open(db_url, seal_key=KEY)  # the service, opened before the forgery
+    public = SealKey.derive(DEVELOPMENT_AUDIT_SECRET, weak=True)
+    for seq in forged:
+        digest = sql(db_url, "SELECT record_hash FROM audit_records WHERE seq = :q", q=seq)[0][0]
+        made = public.seal(digest) if seal == "public" else seal
+        sql(db_url, "UPDATE audit_records SET seal = :s WHERE seq = :q", s=made, q=seq)
     with (
         AuditStore.open(db_url, create=False, seal_key=KEY) as store,
         pytest.raises(SealBrokenError) as raised,
     ):
         store.get("S3")
-    assert "forged or altered" in str(raised.value) and "rotated" not in str(raised.value)
+    assert "rotated" not in str(raised.value)
+    with writer:
+        if forged == [1, 3, 5]:  # the head too: the writer refuses it, and suggests no rotation either
+            with pytest.raises(HeadSealError) as raised:
+                writer.record(decision("S9"))
+            assert "rotated" not in str(raised.value)
 
 
 def test_rotation_refuses_a_head_other_than_the_chains(db_url: str) -> None:
