@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import secrets
@@ -265,7 +266,7 @@ def _run_steps(
     audit_url = f"sqlite:///{out / 'audit.db'}"
     (out / "audit.db").unlink(missing_ok=True)
     models = [out / "models" / cargo for cargo in CARGO_TYPES]
-    total = 9
+    total = 11
     _step(
         console,
         1,
@@ -355,7 +356,68 @@ def _run_steps(
         f"with {len(http_decision.get('reasons', []))} reason(s)"
     )
     _step(console, 9, total, "verify the audit trail", ["audit", "verify", "--db", audit_url])
+    console.rule(f"[bold]Step 10/{total}: officers record what the inspections found")
+    inspected = _simulated_outcomes(console, out, audit_url)
+    _step(
+        console,
+        11,
+        total,
+        "the field report: what the inspections say of the models",
+        ["audit", "report", "--db", audit_url, "--out", str(out / "field"), "--overwrite"],
+    )
     _summary(console, out, http_decision)
+    console.print(
+        f"Field report: {inspected} inspections recorded (simulated from the synthetic ground truth), "
+        f"{out / 'field' / 'field_report.html'}"
+    )
+
+
+def _simulated_outcomes(console: Console, out: Path, audit_url: str) -> int:
+    """Record, as officers would, what inspecting each held or audited shipment of the batch found,
+    taken from the synthetic data's ground truth (each picture's folder names its anomaly type):
+    the outcomes the field report reads. Returns how many were recorded."""
+    decisions = [
+        json.loads(line) for line in (out / "scores.decisions.jsonl").read_text().splitlines() if line
+    ]
+    commands = []
+    for decision in decisions:
+        if decision["tier"] == "RELEASE":
+            continue  # released cargo is not inspected: only the random audits see it
+        found = None
+        for image in decision["images"]:
+            truth = Path(image["path"]).parent.name
+            if truth != "good":
+                known = truth in (image.get("type_probabilities") or {})
+                found = truth if known else "unknown"  # a held-out type the model never saw
+                break
+        finding = ["--clean"] if found is None else ["--found", found]
+        commands.append(
+            [
+                "audit",
+                "outcome",
+                decision["shipment_id"],
+                "--officer",
+                "demo-officer",
+                *finding,
+                "--db",
+                audit_url,
+            ]
+        )
+    if commands:
+        console.print("$ clearsight " + " ".join(commands[0]), style="cyan", highlight=False, soft_wrap=True)
+    started = time.perf_counter()
+    for argv in commands:
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = run(app, argv)
+        if code != 0:
+            raise ClearsightError(
+                f"step 10 (recording the outcome of {argv[2]}) failed with exit code {code}"
+            )
+    console.print(
+        f"{len(commands)} held or audited shipments inspected, each finding taken from the synthetic "
+        f"ground truth [dim]({time.perf_counter() - started:.1f} s)[/dim]"
+    )
+    return len(commands)
 
 
 def _bundled_policy() -> Path:

@@ -83,6 +83,9 @@ def register(app: typer.Typer) -> None:
         help="The tamper-evident audit trail of decisions and outcomes.", no_args_is_help=True
     )
     app.add_typer(group, name="audit")
+    from pipeline.cli.field_report import register_report  # it takes this module's --db option
+
+    register_report(group)
 
     @group.command("verify")
     def verify(

@@ -24,6 +24,9 @@ def test_the_demo_runs_end_to_end_and_again_over_its_own_output(
         assert run(app, argv) == 0, f"{attempt}: {capsys.readouterr().err[-2000:]}"
         printed = capsys.readouterr().out
         assert "HTTP round trip: shipment HTTP-" in printed
+        assert "held or audited shipments inspected, each finding taken from the synthetic ground truth" in (
+            " ".join(printed.split())
+        )
         # and takes it back: the tests after it in this process recorded under the public secret
         assert os.environ["CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET"] == "0"
     for name in ("preview.png", "scores.jsonl", "scores.decisions.jsonl", "audit.db", "trader_register.csv"):
@@ -31,6 +34,13 @@ def test_the_demo_runs_end_to_end_and_again_over_its_own_output(
     for cargo in ("bulk_ore", "vacuum_pack"):
         assert (out / "models" / cargo / "model.json").is_file()
         assert (out / "reports" / cargo / "report.html").is_file()
+    # the officers' simulated findings reach the field report: every held shipment of the batch
+    field = json.loads((out / "field" / "field_report.json").read_text())["by_cargo_type"]["all cargo"]
+    batch = [json.loads(line) for line in (out / "scores.decisions.jsonl").read_text().splitlines()]
+    assert field["holds_inspected"] + field["random_audits_inspected"] == sum(
+        d["tier"] != "RELEASE" for d in batch
+    )
+    assert (out / "field" / "field_report.html").is_file()
     http = json.loads((out / "http_decision.json").read_text())
     receipt, record = http["receipt"], http["record"]
     assert "decision" not in receipt and receipt["tier"] == record["decision"]["tier"]  # the submitter's view

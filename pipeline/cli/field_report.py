@@ -1,0 +1,122 @@
+"""`clearsight audit report`: what the inspections recorded in the audit trail say of the models in
+the field (:mod:`pipeline.field_report`), as ``field_report.json``, ``field_report.html`` and a
+summary per cargo type."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from datasets.errors import AuditError, InputError
+from pipeline.cli.audit import DbOption
+from pipeline.cli.output_paths import check_writable, output_error
+from pipeline.settings import Settings, audit_seal_key
+
+__all__ = ["REPORT_FILES", "register_report"]
+
+REPORT_FILES = ("field_report.json", "field_report.html")
+
+
+def _day(text: str | None, option: str) -> datetime | None:
+    """``YYYY-MM-DD`` (or a full ISO 8601 time) as an aware UTC datetime; None for None."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{option} {text[:40]!r} is not a date (YYYY-MM-DD, or an ISO 8601 time)") from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+def register_report(group: typer.Typer) -> None:
+    """Add ``report`` to the ``audit`` group."""
+
+    @group.command("report")
+    def report(
+        out: Annotated[
+            Path, typer.Option("--out", help="Folder for field_report.json and .html (made if missing).")
+        ],
+        db: DbOption = None,
+        since: Annotated[
+            str | None, typer.Option("--since", help="Count decisions decided on or after this day (UTC).")
+        ] = None,
+        until: Annotated[
+            str | None, typer.Option("--until", help="Count decisions decided before this day (UTC).")
+        ] = None,
+        target: Annotated[
+            float,
+            typer.Option(
+                "--target-miss-rate",
+                help="The share of anomalous cargo the models may release (their validation target).",
+            ),
+        ] = 0.01,
+        no_seals: Annotated[
+            bool,
+            typer.Option(
+                "--no-seals",
+                help="Verify the chain without the server's key first (seals not checked): figures from "
+                "records a database writer added would count them.",
+            ),
+        ] = False,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace an earlier report in --out.")
+        ] = False,
+    ) -> None:
+        """What the inspections say of the models in the field: per cargo type, week and model, the
+        share of cargo released, the anomalies the random audits of would-be releases found, and the
+        estimated share of anomalous cargo released against the target. The chain is verified
+        first; the figures count each shipment by its latest decision."""
+        from pipeline.audit import AuditStore
+        from pipeline.field_report import field_report
+        from pipeline.field_report_page import write_field_report
+
+        start, end = _day(since, "--since"), _day(until, "--until")
+        if start is not None and end is not None and end <= start:
+            raise InputError(f"--until {until!r} is not after --since {since!r}: no decision lies between")
+        if not 0 < target < 1:
+            raise InputError(
+                f"--target-miss-rate {target!r} not accepted (a share above 0 and below 1, e.g. 0.01)"
+            )
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {str(out)!r} is a file; give a folder for the report (made if missing)")
+        check_writable("--out", out, folder=True)
+        taken = [name for name in REPORT_FILES if (out / name).exists()]
+        if taken and not overwrite:
+            raise InputError(
+                f"--out {str(out)!r} already holds {', '.join(taken)}; pass --overwrite to replace "
+                f"{'them' if len(taken) > 1 else 'it'}, or give another folder"
+            )
+        settings = Settings.load()
+        key = None if no_seals else audit_seal_key(settings)
+        with AuditStore.open(db or settings.audit_db, create=False, seal_key=key) as store:
+            verified = store.verify()
+            if not verified.ok:
+                what = "image index" if verified.in_index else "chain"
+                raise AuditError(
+                    f"{store.url}: {what} broken at record {verified.first_bad} ({verified.problem}): "
+                    f"{verified.message}; no figures are drawn from a trail that does not verify"
+                )
+            figures = field_report(store.iter_records(), target=target, since=start, until=end)
+            shown = store.url
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "field_report.json").write_text(
+                json.dumps(figures.as_json(), indent=2) + "\n", encoding="utf-8"
+            )
+            write_field_report(figures, out / "field_report.html", store=shown)
+        except OSError as exc:
+            raise output_error("--out", out, exc, folder=True) from exc
+        console = Console(highlight=False, soft_wrap=True)
+        console.print(f"seals: {verified.seals}")
+        for name, g in figures.by_cargo.items():
+            console.print(
+                f"{name}: {g.decided:,} shipments, {g.would_release:,} released ({g.audited_inspected:,} "
+                f"audited and inspected, {g.audited_found:,} found anomalous); anomalous cargo released: "
+                f"{g.verdict(target)}"
+            )
+        console.print(f"wrote {out / 'field_report.html'} and {out / 'field_report.json'}")

@@ -1,0 +1,337 @@
+"""What the audit trail says of the models in the field: how much cargo they release, and how much
+anomalous cargo the released share carries, as officers' inspections find it.
+
+A model is validated at an operating point (at most a target share of anomalous images released);
+the field is where that promise is kept or broken. Released cargo is not inspected, so its anomalous
+share is seen only through the **random audits**: a shipment the policy would have released, picked
+at random and inspected (its decision carries ``random_audit`` and every reason but the audit's says
+RELEASE). Those inspections are a fair sample of the released cargo, unlike any other. Holds are
+inspected anyway; their outcomes tell how many held shipments were clean (the cost side).
+
+The unit is the shipment, by its latest decision decided within the window, and that decision's
+latest outcome. Per cargo type (and for all), the report gives:
+
+* the shipments decided, per tier, and the **released share** R (what the policy would have
+  released, the audited would-be releases among them);
+* the audits of would-be releases with an outcome, the anomalies they found, and the **anomalous
+  share among released cargo** p_r, with its exact (Clopper-Pearson) 95 % interval;
+* the holds with an outcome, the anomalies found, and the share of held cargo found anomalous p_h;
+* the **estimated miss rate in the field**, the share of anomalous cargo released,
+  ``m = p_r R / (p_r R + p_h (1 - R))``, with a 95 % interval drawn from the three proportions'
+  Jeffreys posteriors (:data:`DRAWS` draws, seeded), judged against the target: above it, within it,
+  or not known yet (the interval spans it, or too few outcomes);
+* the same by ISO week and by model, and every audited release in which an anomaly was found (the
+  field's misses, whose pictures belong in the next training set).
+
+Figures are only as good as the records: :func:`field_report` is given records of a chain that
+verified, and counts what the officers recorded (an outcome ``found`` of any type, ``unknown``
+included, is an anomaly; ``None`` is clean).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from pipeline.audit.records import AuditRecord
+from pipeline.intervals import CONFIDENCE, binomial_interval, trials_to_show
+from pipeline.verdicts import Tier
+
+__all__ = ["ALL", "DRAWS", "FieldMiss", "FieldReport", "GroupFigures", "field_report", "would_be_tier"]
+
+ALL = "all cargo"
+"""The group every shipment counts in, beside its cargo type's."""
+
+DRAWS = 4000
+"""Draws from the posteriors for the miss rate's interval: its 2.5 and 97.5 percentiles settle to
+about a tenth of a percentage point."""
+
+_RANDOM_AUDIT = "random_audit"
+
+
+def would_be_tier(record: AuditRecord) -> Tier:
+    """The tier the decision would have had without its random audit: the strictest of its other
+    reasons (its own tier where it gives none)."""
+    others = [reason.tier for reason in record.decision.reasons if reason.rule != _RANDOM_AUDIT]
+    if not others:
+        return record.decision.tier
+    return max(others, key=lambda tier: tier.severity)
+
+
+class FieldMiss(NamedTuple):
+    """An audited would-be release in which the inspection found an anomaly."""
+
+    shipment_id: str
+    decision_seq: int
+    decided_at: str
+    cargo_type: str
+    found: str
+    model_ids: tuple[str, ...]
+    top_score: float | None
+    pictures: tuple[str, ...]
+
+
+class _Seen(NamedTuple):
+    """What the figures read of a shipment's latest decision (a store holds a million of them)."""
+
+    tier: str
+    would_release: bool
+    random_audit: bool
+    inspected: bool
+    found: str | None
+    cargo_type: str
+    week: str
+    models: str
+    miss: FieldMiss | None
+
+
+@dataclass
+class GroupFigures:
+    """The counts of one group of shipments (a cargo type, a week, a model) and what follows."""
+
+    decided: int = 0
+    tiers: Counter[str] = field(default_factory=Counter)
+    would_release: int = 0
+    audited: int = 0
+    audited_inspected: int = 0
+    audited_found: int = 0
+    held: int = 0
+    held_inspected: int = 0
+    held_found: int = 0
+    found_types: Counter[str] = field(default_factory=Counter)
+
+    def add(self, seen: _Seen) -> None:
+        self.decided += 1
+        self.tiers[seen.tier] += 1
+        if seen.would_release:
+            self.would_release += 1
+            if seen.random_audit:
+                self.audited += 1
+                if seen.inspected:
+                    self.audited_inspected += 1
+                    if seen.found is not None:
+                        self.audited_found += 1
+                        self.found_types[seen.found] += 1
+        else:
+            self.held += 1
+            if seen.inspected:
+                self.held_inspected += 1
+                self.held_found += seen.found is not None
+
+    @property
+    def released_share(self) -> float | None:
+        return self.would_release / self.decided if self.decided else None
+
+    @property
+    def anomalous_among_released(self) -> float | None:
+        return self.audited_found / self.audited_inspected if self.audited_inspected else None
+
+    @property
+    def anomalous_among_held(self) -> float | None:
+        return self.held_found / self.held_inspected if self.held_inspected else None
+
+    def miss_rate(self, *, seed: int = 0) -> tuple[float | None, tuple[float, float] | None]:
+        """The estimated share of anomalous cargo released and its 95 % interval; (None, None)
+        where no audited release or no hold has an outcome, or the cargo held and released alike
+        was all found clean (no anomaly to miss)."""
+        p_r, p_h, share = self.anomalous_among_released, self.anomalous_among_held, self.released_share
+        if p_r is None or p_h is None or share is None:
+            return None, None
+        anomalous = p_r * share + p_h * (1 - share)
+        if not anomalous:
+            return None, None
+        point = p_r * share / anomalous
+        rng = np.random.default_rng(seed)
+        draws_r = rng.beta(self.audited_found + 0.5, self.audited_inspected - self.audited_found + 0.5, DRAWS)
+        draws_h = rng.beta(self.held_found + 0.5, self.held_inspected - self.held_found + 0.5, DRAWS)
+        draws_s = rng.beta(self.would_release + 0.5, self.decided - self.would_release + 0.5, DRAWS)
+        released = draws_r * draws_s
+        missed = released / (released + draws_h * (1 - draws_s))
+        tail = (1 - CONFIDENCE) / 2
+        low, high = np.quantile(missed, [tail, 1 - tail])
+        return point, (float(low), float(high))
+
+    def verdict(self, target: float) -> str:
+        """The miss rate against ``target`` in words: above, within, not known yet (and why)."""
+        if not self.audited_inspected:
+            return (
+                "not known: no random audit of a would-be release has an outcome yet (only those "
+                "inspections see the released cargo)"
+            )
+        if not self.held_inspected:
+            return "not known: no hold has an outcome yet, so the anomalous cargo's total is unknown"
+        point, interval = self.miss_rate()
+        if point is None:
+            return "not known: every inspection found the cargo clean: no anomalous cargo to miss yet"
+        low, high = interval or (point, point)
+        said = f"estimated {point:.1%} (95 % interval {low:.1%} to {high:.1%})"
+        if low > target:
+            return (
+                f"ABOVE the {target:.1%} target: {said}; the model releases more anomalous cargo than "
+                "it was validated for"
+            )
+        if high <= target:
+            return f"within the {target:.1%} target: {said}"
+        needed = self.audits_to_show(target)
+        more = (
+            f"; about {needed:,} audit outcomes of releases, none finding an anomaly, would show it at "
+            f"today's hold rate (there are {self.audited_inspected:,})"
+            if needed is not None
+            else "; more audit outcomes narrow it"
+        )
+        return f"not known yet: {said} spans the {target:.1%} target{more}"
+
+    def audits_to_show(self, target: float) -> int | None:
+        """How many audits of releases, none finding an anomaly, would show the miss rate within
+        ``target`` at today's released share and anomalous share among holds (the exact bound on
+        the anomalous share among releases that keeps ``m`` at ``target``); None where that cannot
+        be said (no hold found anomalous, or nothing released or held)."""
+        p_h, share = self.anomalous_among_held, self.released_share
+        if not p_h or share is None or not 0 < share < 1:
+            return None
+        allowed = target * p_h * (1 - share) / (share * (1 - target))
+        return trials_to_show(min(allowed, 0.999999))
+
+    def as_json(self, target: float) -> dict[str, Any]:
+        point, interval = self.miss_rate()
+        among_released = binomial_interval(self.audited_found, self.audited_inspected)
+        among_held = binomial_interval(self.held_found, self.held_inspected)
+        return {
+            "shipments_decided": self.decided,
+            "tiers": dict(sorted(self.tiers.items())),
+            "would_release": self.would_release,
+            "released_share": self.released_share,
+            "random_audits_of_releases": self.audited,
+            "random_audits_inspected": self.audited_inspected,
+            "random_audits_found_anomalous": self.audited_found,
+            "anomalous_share_among_released": self.anomalous_among_released,
+            "anomalous_share_among_released_interval": list(among_released) if among_released else None,
+            "holds": self.held,
+            "holds_inspected": self.held_inspected,
+            "holds_found_anomalous": self.held_found,
+            "anomalous_share_among_held": self.anomalous_among_held,
+            "anomalous_share_among_held_interval": list(among_held) if among_held else None,
+            "field_miss_rate": point,
+            "field_miss_rate_interval": list(interval) if interval else None,
+            "target_miss_rate": target,
+            "verdict": self.verdict(target),
+            "audits_to_show_target": self.audits_to_show(target),
+            "found_in_audits": dict(sorted(self.found_types.items())),
+        }
+
+
+@dataclass
+class FieldReport:
+    """Every group's figures: by cargo type (and :data:`ALL`), by ISO week, by model."""
+
+    target: float
+    since: str | None
+    until: str | None
+    by_cargo: dict[str, GroupFigures]
+    by_week: dict[str, GroupFigures]
+    by_model: dict[str, GroupFigures]
+    misses: list[FieldMiss]
+    records_read: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "target_miss_rate": self.target,
+            "since": self.since,
+            "until": self.until,
+            "decision_records_read": self.records_read,
+            "by_cargo_type": {k: v.as_json(self.target) for k, v in self.by_cargo.items()},
+            "by_week": {k: v.as_json(self.target) for k, v in self.by_week.items()},
+            "by_model": {k: v.as_json(self.target) for k, v in self.by_model.items()},
+            "misses": [m._asdict() for m in self.misses],
+        }
+
+
+def _week(decided_at: str) -> str:
+    year, week, _ = datetime.fromisoformat(decided_at).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _in_window(decided_at: str, since: datetime | None, until: datetime | None) -> bool:
+    when = datetime.fromisoformat(decided_at)
+    return (since is None or when >= since) and (until is None or when < until)
+
+
+def field_report(
+    records: Iterable[AuditRecord],
+    *,
+    target: float = 0.01,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> FieldReport:
+    """The field figures of the decision ``records`` (every decision, in chain order, each with its
+    latest outcome: :meth:`~pipeline.audit.store.AuditStore.iter_records`), counting each shipment
+    by its latest decision decided in ``[since, until)`` (aware datetimes; None: open).
+
+    Raises:
+        ValueError: ``target`` not in (0, 1).
+    """
+    if not 0 < target < 1:
+        raise ValueError(f"target miss rate {target!r} not accepted (a share above 0 and below 1)")
+    latest: dict[str, _Seen] = {}
+    read = 0
+    for record in records:
+        read += 1
+        if _in_window(record.decision.decided_at, since, until):
+            latest[record.decision.shipment_id] = _seen(record)
+    by_cargo: dict[str, GroupFigures] = {ALL: GroupFigures()}
+    by_week: dict[str, GroupFigures] = {}
+    by_model: dict[str, GroupFigures] = {}
+    for seen in latest.values():
+        for group in (
+            by_cargo[ALL],
+            by_cargo.setdefault(seen.cargo_type, GroupFigures()),
+            by_week.setdefault(seen.week, GroupFigures()),
+            by_model.setdefault(seen.models, GroupFigures()),
+        ):
+            group.add(seen)
+    misses = [seen.miss for seen in latest.values() if seen.miss is not None]
+    return FieldReport(
+        target,
+        since.isoformat() if since else None,
+        until.isoformat() if until else None,
+        dict(sorted(by_cargo.items(), key=lambda kv: (kv[0] != ALL, kv[0]))),
+        dict(sorted(by_week.items())),
+        dict(sorted(by_model.items())),
+        sorted(misses, key=lambda m: m.decided_at),
+        read,
+    )
+
+
+def _seen(record: AuditRecord) -> _Seen:
+    decision, outcome = record.decision, record.outcome
+    would_release = would_be_tier(record) is Tier.RELEASE
+    found = outcome.found if outcome is not None else None
+    miss = None
+    if would_release and decision.random_audit and found is not None:
+        scores = [i.score for i in decision.images if i.score is not None]
+        miss = FieldMiss(
+            decision.shipment_id,
+            record.seq,
+            decision.decided_at,
+            decision.cargo_type,
+            found,
+            tuple(decision.model_ids),
+            max(scores) if scores else None,
+            tuple(i.path for i in decision.images),
+        )
+    return _Seen(
+        decision.tier.value,
+        would_release,
+        decision.random_audit,
+        outcome is not None,
+        found,
+        decision.cargo_type,
+        _week(decision.decided_at),
+        " + ".join(sorted(decision.model_ids)) or "(no model)",
+        miss,
+    )

@@ -1,0 +1,312 @@
+"""The field report: what the officers' inspections recorded in the audit trail say of the models,
+from hand-built records (the figures against hand-computed values) and through the CLI on a real store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pipeline.audit import AuditRecord, AuditStore, OutcomeRecord
+from pipeline.audit.seal import SealKey
+from pipeline.field_report import ALL, FieldReport, GroupFigures, field_report, would_be_tier
+from pipeline.field_report_page import render_field_report
+from pipeline.verdicts import Reason, Tier
+
+sys.path.insert(0, str(Path(__file__).parent))
+import audit_builders  # noqa: E402
+
+SECRET = "a-long-field-report-secret-for-tests"
+
+AUDIT = Reason(rule="random_audit", tier=Tier.REMOTE_INSPECTION, message="picked")
+
+
+def _decision(
+    shipment: str,
+    kind: str,
+    *,
+    cargo: str = "bulk_ore",
+    day: str = "2026-11-05",
+    score: float = 0.1,
+    model: str = "ore-m1",
+):
+    """A decision of ``kind``: 'release', 'audited' (a would-be release picked for audit) or 'hold'."""
+    tier = {"release": Tier.RELEASE, "audited": Tier.REMOTE_INSPECTION, "hold": Tier.PHYSICAL_INSPECTION}[
+        kind
+    ]
+    base = audit_builders.decision(
+        shipment, Tier.PHYSICAL_INSPECTION if kind == "hold" else Tier.RELEASE, score=score
+    )
+    reasons = list(base.reasons) + ([AUDIT] if kind == "audited" else [])
+    images = [i.model_copy(update={"cargo_type": cargo, "model_id": model}) for i in base.images]
+    return base.model_copy(
+        update={
+            "tier": tier,
+            "reasons": reasons,
+            "random_audit": kind == "audited",
+            "cargo_type": cargo,
+            "images": images,
+            "model_ids": [model],
+            "decided_at": f"{day}T10:00:00.000000+00:00",
+        }
+    )
+
+
+_SEQ = iter(range(1, 10**9))
+
+
+def _record(decision, found: str | None | bool = False) -> AuditRecord:
+    """A record of ``decision``; ``found``: False no outcome, None clean, a type found."""
+    seq = next(_SEQ)
+    outcome = None
+    if found is not False:
+        outcome = OutcomeRecord(
+            seq=seq + 1,
+            record_hash="ef" * 32,
+            prev_hash="ab" * 32,
+            created_at=decision.decided_at,
+            shipment_id=decision.shipment_id,
+            decision_seq=seq,
+            found=found,
+            officer="officer-1",
+        )
+    return AuditRecord(
+        seq=seq,
+        record_hash="ab" * 32,
+        prev_hash="cd" * 32,
+        created_at=decision.decided_at,
+        decision=decision,
+        outcome=outcome,
+    )
+
+
+def _population(
+    releases: int, audited: int, audited_found: int, holds: int, holds_found: int, prefix: str = "", **kw
+) -> list:
+    records = []
+    for i in range(releases - audited):
+        records.append(_record(_decision(f"{prefix}R{i}", "release", **kw)))
+    for i in range(audited):
+        records.append(
+            _record(
+                _decision(f"{prefix}A{i}", "audited", **kw), "foreign_object" if i < audited_found else None
+            )
+        )
+    for i in range(holds):
+        records.append(
+            _record(_decision(f"{prefix}H{i}", "hold", **kw), "wet_patch" if i < holds_found else None)
+        )
+    return records
+
+
+@pytest.mark.parametrize(
+    ("reasons", "tier", "expected"),
+    [
+        (
+            [("score.clear", Tier.RELEASE), ("random_audit", Tier.REMOTE_INSPECTION)],
+            Tier.REMOTE_INSPECTION,
+            Tier.RELEASE,
+        ),
+        (
+            [
+                ("score.clear", Tier.RELEASE),
+                ("score.review", Tier.REMOTE_INSPECTION),
+                ("random_audit", Tier.PHYSICAL_INSPECTION),
+            ],
+            Tier.PHYSICAL_INSPECTION,
+            Tier.REMOTE_INSPECTION,
+        ),
+        (
+            [("override.radiation_alarm", Tier.PHYSICAL_INSPECTION)],
+            Tier.PHYSICAL_INSPECTION,
+            Tier.PHYSICAL_INSPECTION,
+        ),
+        ([("random_audit", Tier.REMOTE_INSPECTION)], Tier.REMOTE_INSPECTION, Tier.REMOTE_INSPECTION),
+        ([], Tier.RELEASE, Tier.RELEASE),
+    ],
+)
+def test_the_tier_a_decision_would_have_had_without_its_audit(reasons, tier, expected) -> None:
+    decision = _decision("S", "release").model_copy(
+        update={"tier": tier, "reasons": [Reason(rule=r, tier=t, message="m") for r, t in reasons]}
+    )
+    assert would_be_tier(_record(decision)) is expected
+
+
+def test_the_figures_against_hand_computed_values() -> None:
+    """80 would-be releases, 10 of them audited (1 anomalous); 20 holds (10 anomalous): R = 0.8,
+    p_r = 0.1, p_h = 0.5, so 0.08 / (0.08 + 0.1) of the anomalous cargo was released."""
+    report = field_report(_population(80, 10, 1, 20, 10))
+    g = report.by_cargo[ALL]
+    assert (g.decided, g.would_release, g.audited, g.audited_inspected, g.audited_found) == (
+        100,
+        80,
+        10,
+        10,
+        1,
+    )
+    assert (g.held, g.held_inspected, g.held_found) == (20, 20, 10)
+    assert g.tiers == {"RELEASE": 70, "REMOTE_INSPECTION": 10, "PHYSICAL_INSPECTION": 20}
+    point, (low, high) = g.miss_rate()
+    assert point == pytest.approx(0.08 / 0.18)
+    assert 0.05 < low < point < high < 0.95
+    assert g.miss_rate() == g.miss_rate()  # seeded: the report is reproducible
+    assert list(report.by_cargo) == [ALL, "bulk_ore"] and report.by_cargo["bulk_ore"].decided == 100
+    assert [m.shipment_id for m in report.misses] == ["A0"] and report.misses[0].found == "foreign_object"
+    block = report.as_json()["by_cargo_type"][ALL]
+    assert block["anomalous_share_among_released"] == 0.1
+    assert (
+        block["anomalous_share_among_released_interval"][0]
+        < 0.1
+        < block["anomalous_share_among_released_interval"][1]
+    )
+    assert block["found_in_audits"] == {"foreign_object": 1}
+
+
+@pytest.mark.parametrize(
+    ("population", "target", "said"),
+    [
+        ((80, 10, 0, 20, 10), 0.01, "not known: no random audit of a would-be release has an outcome yet"),
+        ((80, 0, 0, 20, 10), 0.01, "not known: no random audit of a would-be release has an outcome yet"),
+        ((80, 10, 1, 0, 0), 0.01, "not known: no hold has an outcome yet"),
+        ((80, 10, 0, 20, 0), 0.01, "not known: every inspection found the cargo clean"),
+        ((1000, 200, 20, 100, 50), 0.01, "ABOVE the 1.0% target: estimated 66.7%"),
+        ((1000, 200, 0, 100, 50), 0.25, "within the 25.0% target: estimated 0.0%"),
+        ((1000, 200, 1, 100, 50), 0.05, "not known yet: estimated 9.1%"),
+    ],
+)
+def test_the_verdict_against_the_target(population, target: float, said: str) -> None:
+    releases, audited, found, holds, held_found = population
+    records = _population(releases, audited, found, holds, held_found)
+    if population == (80, 10, 0, 20, 10):  # the audits picked, none inspected yet
+        records = [r.model_copy(update={"outcome": None}) if r.decision.random_audit else r for r in records]
+    assert field_report(records, target=target).by_cargo[ALL].verdict(target).startswith(said)
+
+
+def test_a_shipment_counts_by_its_latest_decision_in_the_window() -> None:
+    early = _record(_decision("S1", "audited", day="2026-11-02"), "foreign_object")
+    later = _record(_decision("S1", "hold", day="2026-11-10"))  # decided again: no outcome yet
+    other = _record(_decision("S2", "release", day="2026-11-20", cargo="vacuum_pack"))
+    report = field_report([early, later, other])
+    assert report.by_cargo[ALL].decided == 2 and report.by_cargo[ALL].held == 1 and report.misses == []
+    assert list(report.by_week) == ["2026-W46", "2026-W47"]  # S1 counts in its latest week only
+    window = field_report(
+        [early, later, other],
+        since=datetime(2026, 11, 1, tzinfo=UTC),
+        until=datetime(2026, 11, 9, tzinfo=UTC),
+    )
+    assert window.by_cargo[ALL].decided == 1 and [m.shipment_id for m in window.misses] == ["S1"]
+    assert window.records_read == 3 and list(window.by_cargo) == [ALL, "bulk_ore"]
+
+
+def test_models_are_counted_apart() -> None:
+    records = _population(10, 2, 1, 5, 2, model="ore-m1") + [
+        _record(_decision(f"N{i}", "release", model="ore-m2")) for i in range(4)
+    ]
+    report = field_report(records)
+    assert {k: v.decided for k, v in report.by_model.items()} == {"ore-m1": 15, "ore-m2": 4}
+
+
+def test_the_target_is_bounded() -> None:
+    with pytest.raises(
+        ValueError, match=r"target miss rate 1.5 not accepted \(a share above 0 and below 1\)"
+    ):
+        field_report([], target=1.5)
+
+
+def test_the_page_leads_with_the_verdict_and_draws_the_weeks() -> None:
+    records = _population(80, 10, 1, 20, 10) + _population(50, 5, 0, 10, 4, prefix="W2-", day="2026-11-12")
+    report = field_report(records)
+    page = render_field_report(report, store="sqlite:///audit.db")
+    assert page.index("Anomalous cargo released, per cargo type") < page.index("Week by week")
+    assert 'class="verdict fail"><strong>all cargo</strong>: ABOVE the 1.0% target' in page
+    assert page.count('aria-label="Shipments decided per week, by tier"') == 1
+    assert "target 1.0%" in page and "<script" not in page
+    assert "A0" in page and "foreign_object" in page  # the field's miss, to label for retraining
+    empty = render_field_report(field_report([]), store="x")
+    assert "no week has audit and hold outcomes yet" in empty and "None: no random audit" in empty
+
+
+def test_an_empty_group_has_no_rates() -> None:
+    g = GroupFigures()
+    assert (g.released_share, g.anomalous_among_released, g.miss_rate()) == (None, None, (None, None))
+    assert isinstance(field_report([]), FieldReport)
+
+
+# -- through the CLI, on a real store ------------------------------------------------------------
+
+
+def _store(url: str) -> None:
+    key = SealKey.derive(SECRET)
+    with AuditStore.open(url, seal_key=key) as store:
+        for i in range(6):
+            store.record(_decision(f"REL-{i}", "release"))
+        for i in range(4):
+            store.record(_decision(f"AUD-{i}", "audited"))
+        store.record_outcome("AUD-0", found="foreign_object", officer="officer-1")
+        for i in range(1, 4):
+            store.record_outcome(f"AUD-{i}", found=None, officer="officer-1")
+        for i in range(2):
+            store.record(_decision(f"HOLD-{i}", "hold", score=0.95))
+        store.record_outcome("HOLD-0", found="wet_patch", officer="officer-2")
+        store.record_outcome("HOLD-1", found=None, officer="officer-2")
+
+
+def test_cli_writes_the_report_of_a_verified_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import app, run
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", SECRET)
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    _store(url)
+    out = tmp_path / "field"
+    assert run(app, ["audit", "report", "--db", url, "--out", str(out)]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "all cargo: 12 shipments, 10 released (4 audited and inspected, 1 found anomalous)" in said
+    assert "seals: 18 records sealed, every seal matches" in said
+    figures = json.loads((out / "field_report.json").read_text())
+    block = figures["by_cargo_type"][ALL]
+    assert (block["anomalous_share_among_released"], block["anomalous_share_among_held"]) == (0.25, 0.5)
+    assert block["field_miss_rate"] == pytest.approx(0.25 * 10 / 12 / (0.25 * 10 / 12 + 0.5 * 2 / 12))
+    assert [m["shipment_id"] for m in figures["misses"]] == ["AUD-0"]
+    assert "AUD-0.png" in (out / "field_report.html").read_text()
+    # kept unless told, and bad values named
+    assert run(app, ["audit", "report", "--db", url, "--out", str(out)]) == 2
+    assert "already holds field_report.json, field_report.html; pass --overwrite" in " ".join(
+        capsys.readouterr().err.split()
+    )
+    assert (
+        run(app, ["audit", "report", "--db", url, "--out", str(out), "--overwrite", "--since", "5 Nov"]) == 2
+    )
+    assert "--since '5 Nov' is not a date" in capsys.readouterr().err
+    assert (
+        run(
+            app, ["audit", "report", "--db", url, "--out", str(out), "--overwrite", "--target-miss-rate", "2"]
+        )
+        == 2
+    )
+    assert "--target-miss-rate 2.0 not accepted" in capsys.readouterr().err
+    args = ["--since", "2026-11-06", "--until", "2026-11-05"]
+    assert run(app, ["audit", "report", "--db", url, "--out", str(out), "--overwrite", *args]) == 2
+    assert "is not after --since" in capsys.readouterr().err
+
+
+def test_cli_draws_no_figures_from_a_trail_that_does_not_verify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A forged 'clean' outcome would have lowered the anomalous share the audits found."""
+    from pipeline.cli import app, run
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", SECRET)
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    _store(url)
+    audit_builders.sql(url, "UPDATE audit_records SET seal = NULL WHERE seq = 11")
+    out = tmp_path / "field"
+    assert run(app, ["audit", "report", "--db", url, "--out", str(out)]) == 2
+    assert "no figures are drawn from a trail that does not verify" in " ".join(
+        capsys.readouterr().err.split()
+    )
+    assert not (out / "field_report.json").exists()
