@@ -18,7 +18,9 @@ Rows follow the manifest: a row of a picture the manifest lists under another sh
 one it was scored under (a correction moved the picture, or renamed its shipment) is decided under
 the shipment that lists it, with its score, its error and the cargo type it was scored as, and no
 longer counts for the one it was scored under; where that shipment has a row of the picture already
-(scored twice), the other row stays where it was scored (:func:`redeclare`). A flag a row raised
+(scored twice), the other row stays where it was scored, and where the picture has several rows and
+none there, the worst of them moves (an error first, then the highest score) and the others stay
+(:func:`redeclare`). A flag a row raised
 goes with it and stands where it is decided, and stands on the shipment it was scored under too
 (a flag on one row is the shipment's), unless the manifest's column for the flag says false for
 that shipment: a flag never leaves a shipment unsaid. A picture the manifest lists under two
@@ -27,6 +29,7 @@ shipments is refused by the manifest reader (a path listed twice).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +81,11 @@ class Redeclared:
     """Rows of a picture the manifest lists under another shipment that has a row of it already
     (scored twice), per the shipment they were scored under and are still decided under: each row's
     path to the shipment that lists it. They can hold that shipment, never release it."""
+    outranked: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Rows of a picture with several rows, none under the shipment the manifest lists it under,
+    that stay where they were scored because another row of it was worse (:func:`_severity`) and
+    moved there instead: per the shipment they were scored under, each row's path to the shipment
+    that lists it."""
     kept_flags: dict[str, list[str]] = field(default_factory=dict)
     """Flags raised only on rows that moved away from a shipment, per the shipment they were scored
     under: they stand on it still (the manifest has no column for them), as on the rows' new one."""
@@ -220,6 +228,25 @@ def _scored_under(row: ImageVerdict) -> str | None:
     return _shipment(shipment) if shipment is not None and _shipment(shipment) else None
 
 
+def _severity(row: ImageVerdict) -> tuple[bool, bool, bool, bool, float]:
+    """How far ``row`` is from releasing a shipment, read from the fields deciding reads
+    (:mod:`pipeline.decide`), the worst greatest: an error (never released); a score that is none,
+    no number in [0, 1] or no model's (never released either); then a score at or above the row's
+    own hold threshold, at or above its own release threshold (the bundled policy's "model"
+    thresholds; a threshold missing or not finite is not counted as reached), and the higher score.
+    Rows of one picture by one model are so ordered by their score alone."""
+    if row.error is not None:
+        return (True, True, True, True, math.inf)
+    score = row.score
+    if score is None or not math.isfinite(score) or not 0.0 <= score <= 1.0 or not row.model_id:
+        return (False, True, True, True, math.inf)
+
+    def reached(threshold: float | None) -> bool:
+        return threshold is not None and math.isfinite(threshold) and score >= threshold
+
+    return (False, False, reached(row.hold_threshold), reached(row.threshold), float(score))
+
+
 def _still_raised(row: ImageVerdict, flags: set[str]) -> ImageVerdict:
     """``row`` of a shipment the manifest does not list, with ``flags`` raised in its declaration
     where it says false or nothing of them (a value that is no flag is left, for deciding to refuse)."""
@@ -239,12 +266,15 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
     and an error row for each listed picture without a row.
 
     A row is moved only where the shipment listing its picture has no row of it (the picture
-    scored twice, under the shipment that lists it now too), and only one row of a picture is
-    moved (the first): any other row of it stays under the shipment it was scored under, as before
-    the manifest moved it, and is named in :attr:`Redeclared.left`. Decided there, it can hold that
-    shipment, never release it; moved beside the row already there, it would decide the listed
-    shipment on a second, stale row of one picture. A row that names no shipment, or one that is
-    no text, is never moved: deciding refuses it, as without a manifest."""
+    scored twice, under the shipment that lists it now too): any other row of it stays under the
+    shipment it was scored under, as before the manifest moved it, and is named in
+    :attr:`Redeclared.left`. Decided there, it can hold that shipment; moved beside the row already
+    there, it would decide the listed shipment on a second, stale row of one picture. Only one row
+    of a picture is moved: where it has several and none under the shipment listing it, the worst
+    (:func:`_severity`: an error first, then the highest score), so that the shipment listing it is
+    never released on one row of the picture while another that would hold it stays elsewhere; the
+    others stay where they were scored (:attr:`Redeclared.outranked`). A row that names no
+    shipment, or one that is no text, is never moved: deciding refuses it, as without a manifest."""
     done = Redeclared()
     where = {picture: shipment for shipment, now in listed.items() for picture in now.pictures}
     earlier = _earlier_texts(where)
@@ -254,6 +284,7 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
     # each listed picture that has a row under the shipment listing it: none of it is moved there
     placed = {p for p, s in zip(pictures, scored, strict=True) if p is not None and where[p] == s}
     decided = list(scored)  # the shipment each row is decided under
+    movable: dict[str, list[int]] = {}  # the rows of each listed picture that may move, by picture
     for n, (picture, shipment) in enumerate(zip(pictures, scored, strict=True)):
         if picture is None or shipment is None or where[picture] == shipment:
             continue
@@ -262,9 +293,16 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
         if picture in placed:
             done.left.setdefault(shipment, {})[rows[n].path] = where[picture]
             continue
-        placed.add(picture)
-        decided[n] = where[picture]
-        done.moved.setdefault(where[picture], {})[rows[n].path] = shipment
+        movable.setdefault(picture, []).append(n)
+    for picture, numbers in movable.items():
+        # the worst row of the picture (the first of equals): the shipment listing it is decided
+        # on it, never released while a row that would hold it stays elsewhere
+        worst = max(numbers, key=lambda n: _severity(rows[n]))
+        decided[worst] = where[picture]
+        done.moved.setdefault(where[picture], {})[rows[worst].path] = str(scored[worst])
+        for n in numbers:
+            if n != worst:
+                done.outranked.setdefault(str(scored[n]), {})[rows[n].path] = where[picture]
     # the flags each row raises, read as the shipment it is decided under reads them
     raised: dict[int, set[str]] = {
         n: _raised([row], str(row.shipment_id or shipment), listed[shipment].flags)

@@ -230,6 +230,15 @@ def _redeclared_warnings(done: Redeclared) -> list[str]:
             "shipment that has a row of it already (scored twice) stay under the shipment they were "
             f"scored under, which they may hold: {path!r} of {first!r} (listed under {listing!r}) first"
         )
+    if done.outranked:
+        first = sorted(done.outranked)[0]
+        path, listing = sorted(done.outranked[first].items())[0]
+        said.append(
+            f"{sum(map(len, done.outranked.values()))} row(s) of a picture --manifest lists under a "
+            "shipment none of its rows was scored under stay under the shipment they were scored under: "
+            "the picture's worst row (an error first, then the highest score) was moved in their stead: "
+            f"{path!r} of {first!r} (listed under {listing!r}) first"
+        )
     if done.kept_flags:
         first = sorted(done.kept_flags)[0]
         said.append(

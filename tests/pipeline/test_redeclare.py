@@ -585,8 +585,8 @@ def test_a_picture_scored_twice_is_not_moved_beside_its_row_already_there(
         _row("S1", str(env / "a.png"), 0.1),
         _row("S1", p, 0.95),  # the stale row
         _row("S2", p, 0.1),
-        _row("S3", str(env / "r.png"), 0.1),  # scored under S3 and S5, listed under S4: one moves
-        _row("S5", str(env / "r.png"), 0.9),
+        _row("S3", str(env / "r.png"), 0.1),  # scored under S3 and S5, listed under S4: the worst
+        _row("S5", str(env / "r.png"), 0.9),  # moves
     ]
     ore = {"cargo_type": "bulk_ore"}
     listed = [
@@ -597,16 +597,17 @@ def test_a_picture_scored_twice_is_not_moved_beside_its_row_already_there(
     write_manifest(env / "m.csv", listed)
     out, done = redeclare(rows, read_declarations(env / "m.csv"))
     assert [(r.shipment_id, r.score) for r in out if r.path == p] == [("S1", 0.95), ("S2", 0.1)]
-    assert [r.shipment_id for r in out if r.path.endswith("r.png")] == ["S4", "S5"]
-    assert done.moved == {"S4": {str(env / "r.png"): "S3"}}
-    assert done.left == {"S1": {p: "S2"}, "S5": {str(env / "r.png"): "S4"}}
+    # r.png has no row under S4: its worst row moves there (0.9), not the first in file order
+    assert [r.shipment_id for r in out if r.path.endswith("r.png")] == ["S3", "S4"]
+    assert done.moved == {"S4": {str(env / "r.png"): "S5"}}
+    assert done.left == {"S1": {p: "S2"}} and done.outranked == {"S3": {str(env / "r.png"): "S4"}}
     code, decided = _decide(env, rows, listed)
     # S2 on its own row; the stale one holds S1 where it was scored, never releases it
     assert code == 0 and decided["S2"] == ("RELEASE", ["score.clear"])
-    assert decided["S1"][0] == "PHYSICAL_INSPECTION" and decided["S4"][0] == "RELEASE"
+    assert decided["S1"][0] == "PHYSICAL_INSPECTION" and decided["S4"][0] == "PHYSICAL_INSPECTION"
     said = " ".join(capsys.readouterr().err.split())
     assert (
-        "2 row(s) of a picture --manifest lists under another shipment that has a row of it already "
+        "1 row(s) of a picture --manifest lists under another shipment that has a row of it already "
         "(scored twice) stay under the shipment they were scored under, which they may hold: "
         f"{p!r} of 'S1' (listed under 'S2') first" in said
     )
@@ -623,3 +624,62 @@ def test_a_picture_listed_under_two_shipments_is_refused(tmp_path: Path) -> None
     )
     with pytest.raises(DatasetFormatError, match="duplicate path"):
         read_declarations(tmp_path / "m.csv")
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "worst", "tier", "rule"),
+    [
+        ("S3", "S5", {"score": 0.95}, "PHYSICAL_INSPECTION", "score.hold"),
+        (
+            "S3",
+            "S5",
+            {"score": None, "error": "unreadable image"},
+            "REMOTE_INSPECTION",
+            "fail_closed.image_error",
+        ),
+        ("S3", "S3", {"score": 0.95}, "PHYSICAL_INSPECTION", "score.hold"),  # re-scored, appended
+    ],
+    ids=["anomalous-elsewhere", "error-elsewhere", "both-under-one-shipment"],
+)
+def test_a_picture_scored_twice_elsewhere_moves_its_worst_row(
+    env: Path,
+    capsys: pytest.CaptureFixture[str],
+    first: str,
+    second: str,
+    worst: dict,
+    tier: str,
+    rule: str,
+) -> None:
+    """r.png scored twice, neither time under S4 that lists it now: the first row in file order
+    (0.1) moved and S4 was released and recorded so, while the picture's anomalous or unreadable
+    row stayed under a shipment the picture is no longer in."""
+    from pipeline.audit import AuditStore
+
+    r = str(env / "r.png")
+    rows = [
+        _row("S4", str(env / "s.png"), 0.1),
+        _row(first, r, 0.1),
+        _row(second, r, 0.1).model_copy(update=worst),
+    ]
+    listed = [{"path": p, "shipment_id": "S4", "cargo_type": "bulk_ore"} for p in ("s.png", "r.png")]
+    write_manifest(env / "m.csv", listed)
+    out, done = redeclare(rows, read_declarations(env / "m.csv"))
+    assert [(row.shipment_id, row.score, row.error) for row in out if row.path == r] == [
+        (first, 0.1, None),
+        ("S4", worst["score"], worst.get("error")),
+    ]
+    assert done.moved == {"S4": {r: second}} and done.left == {}
+    assert done.outranked == {first: {r: "S4"}}
+    db = f"sqlite:///{env / 'audit.db'}"
+    code, decided = _decide(env, rows, listed, "--audit-db", db)
+    assert code == 0 and decided["S4"][0] == tier and rule in decided["S4"][1]
+    with AuditStore.open(db, create=False) as store:
+        recorded = store.get("S4")
+        assert recorded is not None and recorded.decision.tier.value == tier
+    said = " ".join(capsys.readouterr().err.split())
+    assert "has a row of it already" not in said
+    assert (
+        "1 row(s) of a picture --manifest lists under a shipment none of its rows was scored under stay "
+        "under the shipment they were scored under: the picture's worst row (an error first, then the "
+        f"highest score) was moved in their stead: {r!r} of {first!r} (listed under 'S4') first" in said
+    )
