@@ -20,10 +20,11 @@ the shipment that lists it, with its score, its error and the cargo type it was 
 longer counts for the one it was scored under; where that shipment has a row of the picture already
 (scored twice), the other row stays where it was scored, and where the picture has several rows and
 none there, the worst of them moves (an error first, then the highest score) and the others stay
-(:func:`redeclare`). A flag a row raised
-goes with it and stands where it is decided, and stands on the shipment it was scored under too
-(a flag on one row is the shipment's), unless the manifest's column for the flag says false for
-that shipment: a flag never leaves a shipment unsaid. A picture the manifest lists under two
+(:func:`redeclare`). A flag on one row is the shipment's, as the scorer merges rows (an alarm is
+the container's): a shipment a row moved away from keeps every flag its rows raised (moved, stayed,
+or of a picture the manifest no longer lists), and each shipment one of its rows moves to takes them
+all too (a split holds each part), unless the manifest's column for the flag says false for that
+shipment: a flag never leaves a shipment unsaid. A picture the manifest lists under two
 shipments is refused by the manifest reader (a path listed twice).
 """
 
@@ -89,6 +90,10 @@ class Redeclared:
     kept_flags: dict[str, list[str]] = field(default_factory=dict)
     """Flags raised only on rows that moved away from a shipment, per the shipment they were scored
     under: they stand on it still (the manifest has no column for them), as on the rows' new one."""
+    brought_flags: dict[str, list[str]] = field(default_factory=dict)
+    """Flags a shipment takes from the shipment a row moved to it was scored under, raised there on
+    another row (one that stayed, or whose picture the manifest no longer lists), per the shipment
+    taking them: none of its own rows raise them, and the manifest has no column for them."""
 
 
 _TRADER = ("trader_id", "aeo_tier")
@@ -309,12 +314,21 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
         for n, (row, shipment) in enumerate(zip(rows, decided, strict=True))
         if shipment in listed
     }
-    # a flag a row raised stands on the shipment it was scored under too, though the row moved away:
-    # as the scorer merges rows, a flag on one row is the shipment's (an alarm is the container's)
-    away: dict[str, set[str]] = {}
+    # as the scorer merges rows, a flag on one row is the shipment's (an alarm is the container's):
+    # a shipment a row moved away from keeps the flags of all its rows (merged), and each shipment
+    # one of its rows moves to takes them, though raised on a row that stayed or that no longer
+    # counts (its picture dropped from the manifest)
+    sources = {s for n, s in enumerate(scored) if s is not None and decided[n] != s}
+    away: dict[str, set[str]] = {source: set() for source in sources}
+    for n, shipment in enumerate(scored):
+        if shipment in away:
+            # a row staying under a shipment the manifest does not list: a flag that is no boolean
+            # is refused where it is decided, so it raises nothing here
+            away[shipment] |= raised.get(n) or _raised([rows[n]], shipment, frozenset(OVERRIDE_FLAGS))
+    into: dict[str, set[str]] = {}
     for n, shipment in enumerate(scored):
         if shipment is not None and decided[n] != shipment:
-            away.setdefault(shipment, set()).update(raised[n])
+            into.setdefault(str(decided[n]), set()).update(away[shipment])
     out = list(rows)
     by_shipment: dict[str, list[int]] = {}
     for n, shipment in enumerate(decided):
@@ -330,13 +344,16 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
     for shipment, numbers in by_shipment.items():
         now = listed[shipment]
         own_rows = set().union(*(raised[n] for n in numbers))
-        before = own_rows | away.get(shipment, set())
+        before = own_rows | away.get(shipment, set()) | into.get(shipment, set())
         cleared = sorted((before & now.flags) - _flags(now.declaration))
         if cleared:
             done.cleared[shipment] = cleared
         kept = away.get(shipment, set()) - own_rows - now.flags
         if kept:
             done.kept_flags[shipment] = [flag for flag in OVERRIDE_FLAGS if flag in kept]
+        brought = into.get(shipment, set()) - own_rows - away.get(shipment, set()) - now.flags
+        if brought:
+            done.brought_flags[shipment] = [flag for flag in OVERRIDE_FLAGS if flag in brought]
         # a flag the manifest has no column for is not cleared by it: the rows' stands (OR-ed)
         declared = {**now.declaration, **dict.fromkeys(sorted(before - now.flags), True)}
         seen = set()

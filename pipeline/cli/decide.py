@@ -246,6 +246,13 @@ def _redeclared_warnings(done: Redeclared) -> list[str]:
             "(--manifest lists their pictures under another shipment, which takes the flag too): "
             f"{first!r} ({', '.join(done.kept_flags[first])}) first"
         )
+    if done.brought_flags:
+        first = sorted(done.brought_flags)[0]
+        said.append(
+            f"{len(done.brought_flags)} shipment(s) take a flag raised on a row of the shipment their moved "
+            "rows were scored under (a flag on one row is the shipment's): "
+            f"{first!r} ({', '.join(done.brought_flags[first])}) first"
+        )
     if done.cleared:
         first = sorted(done.cleared)[0]
         said.append(

@@ -501,7 +501,8 @@ def test_a_renamed_shipment_keeps_the_alarm_its_rows_raised(
     """A correction that renamed S1 to S1b (every picture of S1 listed under S1b, S1 no longer) in
     a manifest with no radiation_alarm column: the alarm the rows raised left with S1, and S1b was
     released and recorded so. A flag goes with its row and stands where it is decided; rows that
-    stay keep theirs, and the shipment a flagged row left keeps the flag too."""
+    stay keep theirs, and the shipment a flagged row left keeps the flag too. A flag of the shipment
+    goes with each of its rows that moves (S3's to S4)."""
     from pipeline.audit import AuditStore
 
     alarm = {"radiation_alarm": True}
@@ -509,7 +510,7 @@ def test_a_renamed_shipment_keeps_the_alarm_its_rows_raised(
         _row("S1", str(env / "a.png"), 0.1, **alarm),
         _row("S1", str(env / "b.png"), 0.1, **alarm),
         _row("S3", str(env / "c.png"), 0.1, **alarm),  # stays in S3
-        _row("S3", str(env / "d.png"), 0.1),  # moves to S4, without an alarm
+        _row("S3", str(env / "d.png"), 0.1),  # moves to S4, which takes S3's alarm (c's)
         _row("S5", str(env / "e.png"), 0.1, **alarm),  # moves to S6, with its alarm
         _row("S5", str(env / "f.png"), 0.1),
     ]
@@ -528,7 +529,7 @@ def test_a_renamed_shipment_keeps_the_alarm_its_rows_raised(
     assert {s: tier for s, (tier, _) in decided.items()} == {
         "S1b": "PHYSICAL_INSPECTION",
         "S3": "PHYSICAL_INSPECTION",
-        "S4": "RELEASE",
+        "S4": "PHYSICAL_INSPECTION",
         "S5": "PHYSICAL_INSPECTION",
         "S6": "PHYSICAL_INSPECTION",
     }
@@ -683,3 +684,59 @@ def test_a_picture_scored_twice_elsewhere_moves_its_worst_row(
         "under the shipment they were scored under: the picture's worst row (an error first, then the "
         f"highest score) was moved in their stead: {r!r} of {first!r} (listed under 'S4') first" in said
     )
+
+
+def test_a_shipments_flag_goes_with_each_of_its_rows_that_moves(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """S1 (a.png alarmed, b, c) renamed S1b by a correction that lists b and c only: the rows that
+    moved carried their own flags alone, and S1b was released and recorded with no alarm (the
+    alarm is the container's, raised on whichever row). A split takes it to each part."""
+    from pipeline.audit import AuditStore
+
+    alarm = {"radiation_alarm": True}
+    rows = [
+        _row("S1", str(env / "a.png"), 0.1, **alarm),  # not in the corrected manifest
+        _row("S1", str(env / "b.png"), 0.1),
+        _row("S1", str(env / "c.png"), 0.1),
+        _row("S7", str(env / "g.png"), 0.1, **alarm),  # S7 split: g stays...
+        _row("S7", str(env / "h.png"), 0.1),  # ...h goes to S8
+    ]
+    ore = {"cargo_type": "bulk_ore"}
+    listed = [
+        {"path": "b.png", "shipment_id": "S1b", **ore},
+        {"path": "c.png", "shipment_id": "S1b", **ore},
+        {"path": "g.png", "shipment_id": "S7", **ore},
+        {"path": "h.png", "shipment_id": "S8", **ore},
+    ]
+    db = f"sqlite:///{env / 'audit.db'}"
+    code, decided = _decide(env, rows, listed, "--audit-db", db)
+    assert code == 0
+    assert {s: tier for s, (tier, _) in decided.items()} == dict.fromkeys(
+        ("S1", "S1b", "S7", "S8"), "PHYSICAL_INSPECTION"
+    )
+    with AuditStore.open(db, create=False) as store:
+        for shipment in ("S1b", "S8"):
+            recorded = store.get(shipment)
+            assert recorded is not None and recorded.decision.tier.value == "PHYSICAL_INSPECTION"
+            assert recorded.decision.declaration.radiation_alarm is True
+    said = " ".join(capsys.readouterr().err.split())
+    assert (
+        "2 shipment(s) take a flag raised on a row of the shipment their moved rows were scored under "
+        "(a flag on one row is the shipment's): 'S1b' (radiation_alarm) first" in said
+    )
+    # the column of the shipment a row moves to is the manifest's word there: false clears it, said
+    (env / "m.jsonl").write_text(
+        "".join(
+            json.dumps({**line, **({"radiation_alarm": False} if line["shipment_id"] == "S8" else {})}) + "\n"
+            for line in listed
+        )
+    )
+    out, done = redeclare(rows, read_declarations(env / "m.jsonl"))
+    assert {r.shipment_id: r.declaration.get("radiation_alarm") for r in out} == {
+        "S1": True,
+        "S1b": True,
+        "S7": True,
+        "S8": False,
+    }
+    assert done.cleared == {"S8": ["radiation_alarm"]} and done.brought_flags == {"S1b": ["radiation_alarm"]}
