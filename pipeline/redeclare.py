@@ -10,9 +10,11 @@ Each row keeps its own picture's cargo type from the manifest, so that a picture
 another cargo than its model's fails closed as it would have when scored. A picture the manifest
 lists under a shipment but the rows lack was never scored: it becomes an error row, and the
 shipment is never released. Shipments the manifest does not list keep the declaration their rows
-carry; shipments it lists without a row are left undecided (another batch's, say) and named. A row
-names its picture as the scorer writes it (a name that is not UTF-8 escaped), and is matched to the
-manifest's picture through that text read back into the file's name.
+carry; shipments it lists that no row was scored under or moves to are left undecided (another
+batch's, say) and named, while one whose rows all moved away is decided (the pictures it lists
+never scored). A row names its picture as the scorer writes it (a name that is not UTF-8
+escaped), and is matched to the manifest's picture through that text read back into the file's
+name.
 
 Rows follow the manifest: a row of a picture the manifest lists under another shipment than the
 one it was scored under (a correction moved the picture, or renamed its shipment) is decided under
@@ -66,14 +68,13 @@ class Redeclared:
     shipments: set[str] = field(default_factory=set)
     """Shipments decided under the manifest's declaration."""
     unscored: set[str] = field(default_factory=set)
-    """Listed with no row at all: not decided here."""
+    """Listed, but no row was scored under it or moved to it: not decided here (another batch's)."""
     missing_pictures: dict[str, int] = field(default_factory=dict)
     """Listed pictures with no row, per shipment: each an error row, never released."""
     cleared: dict[str, list[str]] = field(default_factory=dict)
     """Flags the rows raised that the manifest's column for the flag now says are not, per shipment."""
     flagged_unscored: dict[str, list[str]] = field(default_factory=dict)
-    """Flags raised on shipments of ``unscored`` (by the manifest, or by rows scored under them that
-    moved away): no decision here carries them."""
+    """Flags the manifest raises on shipments of ``unscored``: no decision here carries them."""
     moved: dict[str, dict[str, str]] = field(default_factory=dict)
     """Rows of a picture the manifest lists under another shipment than they were scored under, per
     the shipment that lists it (and decides them now): each row's path to the shipment it was scored
@@ -279,7 +280,8 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
     (:func:`_severity`: an error first, then the highest score), so that the shipment listing it is
     never released on one row of the picture while another that would hold it stays elsewhere; the
     others stay where they were scored (:attr:`Redeclared.outranked`). A row that names no
-    shipment, or one that is no text, is never moved: deciding refuses it, as without a manifest."""
+    shipment, or one that is no text, is never moved: deciding refuses it, as without a manifest.
+    A listed shipment that a row was scored under is decided though all its rows moved away."""
     done = Redeclared()
     where = {picture: shipment for shipment, now in listed.items() for picture in now.pictures}
     earlier = _earlier_texts(where)
@@ -334,6 +336,11 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
     for n, shipment in enumerate(decided):
         if shipment is not None and (shipment in listed or away.get(shipment)):
             by_shipment.setdefault(shipment, []).append(n)
+    # a listed shipment a row was scored under belongs to this batch though all its rows moved away:
+    # decided, each picture it lists without a row never scored (never released), its flags standing;
+    # left undecided, an earlier decision of it (a release) stood in the audit store
+    for shipment in sources & listed.keys():
+        by_shipment.setdefault(shipment, [])
     for shipment in away.keys() - listed.keys():  # not listed: its rows left keep their declaration
         numbers = by_shipment.pop(shipment, [])
         kept = away[shipment] - set().union(*(_flags(rows[n].declaration) for n in numbers))
@@ -392,11 +399,8 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
             )
         done.shipments.add(shipment)
     done.unscored = set(listed) - done.shipments
-    for shipment in done.unscored:
-        # a flag of rows moved away from it stands on it, where its column does not say otherwise
-        raised_here = _flags(listed[shipment].declaration) | (
-            away.get(shipment, set()) - listed[shipment].flags
-        )
+    for shipment in done.unscored:  # no row was scored under it: only the manifest raises its flags
+        raised_here = _flags(listed[shipment].declaration)
         if raised_here:
             done.flagged_unscored[shipment] = [flag for flag in OVERRIDE_FLAGS if flag in raised_here]
     return out, done

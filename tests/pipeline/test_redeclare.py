@@ -551,7 +551,7 @@ def test_a_flag_of_a_moved_row_is_cleared_only_by_the_column_of_the_shipment_lis
 ) -> None:
     """Where the manifest has the flag's column, it is its word, for the shipment the row moved to
     as for any (said as cleared); a shipment the manifest lists without rows left keeps the flag its
-    rows raised unless its own column says otherwise, and is named as raising it."""
+    rows raised unless its own column says otherwise, and is decided (its picture never scored)."""
     manifest = env / "m.jsonl"
     manifest.write_text(
         '{"path": "e.png", "shipment_id": "S6", "cargo_type": "bulk_ore", "radiation_alarm": false}\n'
@@ -572,8 +572,13 @@ def test_a_flag_of_a_moved_row_is_cleared_only_by_the_column_of_the_shipment_lis
         ("S9", True),
         ("S8", True),
     ]
-    assert done.cleared == {"S6": ["radiation_alarm"]} and done.kept_flags == {"S9": ["radiation_alarm"]}
-    assert done.flagged_unscored == {"S7": ["radiation_alarm"]}  # its alarm: no decision here has it
+    assert done.cleared == {"S6": ["radiation_alarm"]}
+    assert done.kept_flags == {"S9": ["radiation_alarm"], "S7": ["radiation_alarm"]}
+    # S7, all its rows gone: decided, on n.png never scored, with its alarm
+    assert [(r.shipment_id, r.error, r.declaration.get("radiation_alarm")) for r in out[4:]] == [
+        ("S7", NEVER_SCORED, True)
+    ]
+    assert done.flagged_unscored == {} and done.unscored == set()
 
 
 def test_a_picture_scored_twice_is_not_moved_beside_its_row_already_there(
@@ -740,3 +745,46 @@ def test_a_shipments_flag_goes_with_each_of_its_rows_that_moves(
         "S8": False,
     }
     assert done.cleared == {"S8": ["radiation_alarm"]} and done.brought_flags == {"S1b": ["radiation_alarm"]}
+
+
+@pytest.mark.parametrize(
+    ("alarm", "tier"), [({}, "REMOTE_INSPECTION"), ({"radiation_alarm": True}, "PHYSICAL_INSPECTION")]
+)
+def test_a_listed_shipment_whose_rows_all_moved_away_is_decided(
+    env: Path, capsys: pytest.CaptureFixture[str], alarm: dict, tier: str
+) -> None:
+    """S1 scored on b.png and released; the correction lists b.png under S2 and a.png (never
+    scored) under S1. S1 was taken for "never scored" and not decided: its release stood in the
+    audit store, and an alarm the manifest raised on it reached no decision (exit 2, with advice
+    that could not be followed)."""
+    from pipeline.audit import AuditStore
+    from pipeline.cli import app, run
+
+    rows = [_row("S1", str(env / "b.png"), 0.1), _row("S2", str(env / "c.png"), 0.1)]
+    (env / "rows.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    (env / "p.yaml").write_text(POLICY + "random_audit: {rate: 0.0001}\n")
+    db = f"sqlite:///{env / 'audit.db'}"
+    base = ["decide", "--verdicts", str(env / "rows.jsonl"), "--policy", str(env / "p.yaml")]
+    assert run(app, [*base, "--out", str(env / "before.jsonl"), "--audit-db", db]) == 0
+    ore = {"cargo_type": "bulk_ore"}
+    listed = [
+        {"path": "a.png", "shipment_id": "S1", **ore, **alarm},
+        {"path": "b.png", "shipment_id": "S2", **ore},
+        {"path": "c.png", "shipment_id": "S2", **ore},
+    ]
+    capsys.readouterr()
+    code, decided = _decide(env, rows, listed, "--audit-db", db)
+    assert code == 0 and decided["S1"][0] == tier and "fail_closed.image_error" in decided["S1"][1]
+    with AuditStore.open(db, create=False) as store:
+        recorded = store.get("S1")
+        assert recorded is not None and recorded.decision.tier.value == tier
+        assert recorded.decision.declaration.radiation_alarm is bool(alarm)
+    said = " ".join(capsys.readouterr().err.split())
+    assert "not decided" not in said
+    assert (
+        "1 picture(s) that --manifest lists have no row with their path in --verdicts (never scored, or "
+        "scored under another path), so 1 shipment(s) holding them are not released: 'S1' first" in said
+    )
+    out, done = redeclare(rows, read_declarations(env / "m.csv"))
+    assert done.shipments == {"S1", "S2"} and done.unscored == set() and done.flagged_unscored == {}
+    assert [(r.shipment_id, r.error) for r in out if r.path == str(env / "a.png")] == [("S1", NEVER_SCORED)]
