@@ -217,15 +217,19 @@ def _picture(
     (:func:`~pipeline.score.batch.printable_path`): compared as it is, its row matched no picture,
     or another's (``caf\\xe9.png`` typed is the text of the file named ``caf<0xE9>.png``). The text
     is read back into its file's name first, as the scorer's resume reads it, and only where no file
-    has that name today is it taken for the text an earlier version gave a listed picture."""
+    has that name today is it taken for the text an earlier version gave a listed picture.
+
+    A name holding a NUL byte is no file's (the system refuses it, and resolving it raised
+    ValueError, which stopped the run): it is of no listed picture, and its row is decided where it
+    was scored, as without a manifest."""
     path = path_of_printable(text)
-    if path is not None:
+    if path is not None and "\0" not in path:
         picture = _real(path, folders)
         if picture in pictures:
             return picture
         if os.path.lexists(path):  # today's text of a file that is there: not another's earlier one
             return None
-    return earlier.get(_real(text, folders))
+    return earlier.get(_real(text, folders)) if "\0" not in text else None
 
 
 def _scored_under(row: ImageVerdict) -> str | None:

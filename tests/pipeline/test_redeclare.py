@@ -788,3 +788,22 @@ def test_a_listed_shipment_whose_rows_all_moved_away_is_decided(
     out, done = redeclare(rows, read_declarations(env / "m.csv"))
     assert done.shipments == {"S1", "S2"} and done.unscored == set() and done.flagged_unscored == {}
     assert [(r.shipment_id, r.error) for r in out if r.path == str(env / "a.png")] == [("S1", NEVER_SCORED)]
+
+
+def test_a_row_whose_folder_holds_a_nul_matches_no_picture(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Resolving every row's folder stopped the run on one holding a NUL ("unexpected ValueError:
+    embedded null byte"), though its shipment is not listed and was decided on its rows before."""
+    odd = str(env) + "/odd\x00dir/a.png"  # a.png's name, in a folder no file can be in
+    rows = [_row("S1", str(env / "a.png"), 0.1), _row("S9", odd, 0.95), _row("S1", odd, 0.1)]
+    listed = [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}]
+    write_manifest(env / "m.csv", listed)
+    out, done = redeclare(rows, read_declarations(env / "m.csv"))
+    assert [r.shipment_id for r in out] == ["S1", "S9", "S1"] and done.moved == {}
+    code, decided = _decide(env, rows[:2], listed)
+    assert code == 0 and decided == {
+        "S1": ("RELEASE", ["score.clear"]),
+        "S9": ("PHYSICAL_INSPECTION", ["score.hold"]),
+    }
+    assert "unexpected" not in capsys.readouterr().err
