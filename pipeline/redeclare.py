@@ -75,19 +75,19 @@ class Redeclared:
     """Flags the rows raised that the manifest's column for the flag now says are not, per shipment."""
     flagged_unscored: dict[str, list[str]] = field(default_factory=dict)
     """Flags the manifest raises on shipments of ``unscored``: no decision here carries them."""
-    moved: dict[str, dict[str, str]] = field(default_factory=dict)
+    moved: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     """Rows of a picture the manifest lists under another shipment than they were scored under, per
-    the shipment that lists it (and decides them now): each row's path to the shipment it was scored
-    under, where it no longer counts."""
-    left: dict[str, dict[str, str]] = field(default_factory=dict)
+    the shipment that lists it (and decides them now): each row's path and the shipment it was
+    scored under, where it no longer counts. One entry a row: two rows may name one path."""
+    left: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     """Rows of a picture the manifest lists under another shipment that has a row of it already
     (scored twice), per the shipment they were scored under and are still decided under: each row's
-    path to the shipment that lists it. They can hold that shipment, never release it."""
-    outranked: dict[str, dict[str, str]] = field(default_factory=dict)
+    path and the shipment that lists it, one entry a row. They can hold that shipment."""
+    outranked: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     """Rows of a picture with several rows, none under the shipment the manifest lists it under,
     that stay where they were scored because another row of it was worse (:func:`_severity`) and
-    moved there instead: per the shipment they were scored under, each row's path to the shipment
-    that lists it."""
+    moved there instead: per the shipment they were scored under, each row's path and the shipment
+    that lists it, one entry a row."""
     kept_flags: dict[str, list[str]] = field(default_factory=dict)
     """Flags raised only on rows that moved away from a shipment, per the shipment they were scored
     under: they stand on it still (the manifest has no column for them), as on the rows' new one."""
@@ -302,7 +302,7 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
         if not isinstance(rows[n].shipment_id or rows[n].declaration.get("shipment_id"), str):
             continue  # a shipment id that is no text (a list): left for deciding to refuse, as before
         if picture in placed:
-            done.left.setdefault(shipment, {})[rows[n].path] = where[picture]
+            done.left.setdefault(shipment, []).append((rows[n].path, where[picture]))
             continue
         movable.setdefault(picture, []).append(n)
     for picture, numbers in movable.items():
@@ -310,10 +310,10 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
         # on it, never released while a row that would hold it stays elsewhere
         worst = max(numbers, key=lambda n: _severity(rows[n]))
         decided[worst] = where[picture]
-        done.moved.setdefault(where[picture], {})[rows[worst].path] = str(scored[worst])
+        done.moved.setdefault(where[picture], []).append((rows[worst].path, str(scored[worst])))
         for n in numbers:
             if n != worst:
-                done.outranked.setdefault(str(scored[n]), {})[rows[n].path] = where[picture]
+                done.outranked.setdefault(str(scored[n]), []).append((rows[n].path, where[picture]))
     # the flags each row raises, read as the shipment it is decided under reads them
     raised: dict[int, set[str]] = {
         n: _raised([row], str(row.shipment_id or shipment), listed[shipment].flags)

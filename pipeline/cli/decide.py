@@ -216,7 +216,7 @@ def _redeclared_warnings(done: Redeclared) -> list[str]:
         )
     if done.moved:
         first = sorted(done.moved)[0]
-        path, scored = sorted(done.moved[first].items())[0]
+        path, scored = sorted(done.moved[first])[0]
         said.append(
             f"{sum(map(len, done.moved.values()))} picture(s) that --manifest lists under another shipment "
             "than their row's were decided under that shipment with their score, and no longer count for "
@@ -224,7 +224,7 @@ def _redeclared_warnings(done: Redeclared) -> list[str]:
         )
     if done.left:
         first = sorted(done.left)[0]
-        path, listing = sorted(done.left[first].items())[0]
+        path, listing = sorted(done.left[first])[0]
         said.append(
             f"{sum(map(len, done.left.values()))} row(s) of a picture --manifest lists under another "
             "shipment that has a row of it already (scored twice) stay under the shipment they were "
@@ -232,7 +232,7 @@ def _redeclared_warnings(done: Redeclared) -> list[str]:
         )
     if done.outranked:
         first = sorted(done.outranked)[0]
-        path, listing = sorted(done.outranked[first].items())[0]
+        path, listing = sorted(done.outranked[first])[0]
         said.append(
             f"{sum(map(len, done.outranked.values()))} row(s) of a picture --manifest lists under a "
             "shipment none of its rows was scored under stay under the shipment they were scored under: "

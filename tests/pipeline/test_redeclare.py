@@ -443,7 +443,7 @@ def test_a_picture_whose_name_the_rows_escape_is_found_by_it(env: Path) -> None:
     write_manifest(env / "m.csv", listed)
     out, done = redeclare(rows, read_declarations(env / "m.csv"))
     assert done.missing_pictures == {} and len(out) == len(rows)
-    assert done.moved == {"S1": {rows[0].path: "S0"}} and {row.shipment_id for row in out} == {"S1"}
+    assert done.moved == {"S1": [(rows[0].path, "S0")]} and {row.shipment_id for row in out} == {"S1"}
     # each row found its own picture: its own line's trader
     assert [row.declaration["trader_id"] for row in out] == [f"T-{n}" for n in range(len(names))]
     code, decided = _decide(env, rows, listed)
@@ -605,8 +605,8 @@ def test_a_picture_scored_twice_is_not_moved_beside_its_row_already_there(
     assert [(r.shipment_id, r.score) for r in out if r.path == p] == [("S1", 0.95), ("S2", 0.1)]
     # r.png has no row under S4: its worst row moves there (0.9), not the first in file order
     assert [r.shipment_id for r in out if r.path.endswith("r.png")] == ["S3", "S4"]
-    assert done.moved == {"S4": {str(env / "r.png"): "S5"}}
-    assert done.left == {"S1": {p: "S2"}} and done.outranked == {"S3": {str(env / "r.png"): "S4"}}
+    assert done.moved == {"S4": [(str(env / "r.png"), "S5")]}
+    assert done.left == {"S1": [(p, "S2")]} and done.outranked == {"S3": [(str(env / "r.png"), "S4")]}
     code, decided = _decide(env, rows, listed)
     # S2 on its own row; the stale one holds S1 where it was scored, never releases it
     assert code == 0 and decided["S2"] == ("RELEASE", ["score.clear"])
@@ -674,8 +674,8 @@ def test_a_picture_scored_twice_elsewhere_moves_its_worst_row(
         (first, 0.1, None),
         ("S4", worst["score"], worst.get("error")),
     ]
-    assert done.moved == {"S4": {r: second}} and done.left == {}
-    assert done.outranked == {first: {r: "S4"}}
+    assert done.moved == {"S4": [(r, second)]} and done.left == {}
+    assert done.outranked == {first: [(r, "S4")]}
     db = f"sqlite:///{env / 'audit.db'}"
     code, decided = _decide(env, rows, listed, "--audit-db", db)
     assert code == 0 and decided["S4"][0] == tier and rule in decided["S4"][1]
@@ -807,3 +807,32 @@ def test_a_row_whose_folder_holds_a_nul_matches_no_picture(
         "S9": ("PHYSICAL_INSPECTION", ["score.hold"]),
     }
     assert "unexpected" not in capsys.readouterr().err
+
+
+def test_rows_that_stay_are_counted_as_rows(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rows left where they were scored were kept by their path's text per shipment: two rows of one
+    picture under one shipment were said as one."""
+    p, r = str(env / "p.png"), str(env / "r.png")
+    rows = [
+        _row("S2", p, 0.1),
+        _row("S1", p, 0.95),  # p.png has a row under S2, which lists it: these two stay
+        _row("S1", p, 0.97),
+        _row("S1", str(env / "a.png"), 0.1),
+        _row("S3", r, 0.1),  # r.png, three rows and none under S4: the worst moves, two stay
+        _row("S3", r, 0.2),
+        _row("S3", r, 0.9),
+    ]
+    ore = {"cargo_type": "bulk_ore"}
+    listed = [
+        {"path": "p.png", "shipment_id": "S2", **ore},
+        {"path": "a.png", "shipment_id": "S1", **ore},
+        {"path": "r.png", "shipment_id": "S4", **ore},
+    ]
+    write_manifest(env / "m.csv", listed)
+    _, done = redeclare(rows, read_declarations(env / "m.csv"))
+    assert done.left == {"S1": [(p, "S2"), (p, "S2")]} and done.outranked == {"S3": [(r, "S4"), (r, "S4")]}
+    assert done.moved == {"S4": [(r, "S3")]}
+    code, _ = _decide(env, rows, listed)
+    said = " ".join(capsys.readouterr().err.split())
+    assert code == 0 and "2 row(s) of a picture --manifest lists under another shipment that has" in said
+    assert "2 row(s) of a picture --manifest lists under a shipment none of its rows" in said
