@@ -8,18 +8,20 @@ at random and inspected (its decision carries ``random_audit`` and every reason 
 RELEASE). Those inspections are a fair sample of the released cargo, unlike any other. Holds are
 inspected anyway; their outcomes tell how many held shipments were clean (the cost side).
 
-The unit is the shipment, by its latest decision decided within the window, and that decision's
-latest outcome. Per cargo type (and for all), the report gives:
+The unit is the shipment, by its latest decision decided within the window that has an outcome
+(its latest), or its latest decision where none has: what an inspection found stays counted when the
+shipment is decided again. Per cargo type (and for all), the report gives:
 
 * the shipments decided, per tier, and the **released share** R (what the policy would have
   released, the audited would-be releases among them);
 * the audits of would-be releases with an outcome, the anomalies they found, and the **anomalous
   share among released cargo** p_r, with its exact (Clopper-Pearson) 95 % interval;
-* the holds with an outcome, the anomalies found, and the share of held cargo found anomalous p_h;
+* the holds with an outcome, the anomalies found, and the share of held cargo found anomalous p_h,
+  each tier's share weighed by its holds (pooled where a tier has no outcome yet);
 * the **estimated miss rate in the field**, the share of anomalous cargo released,
-  ``m = p_r R / (p_r R + p_h (1 - R))``, with a 95 % interval drawn from the three proportions'
-  Jeffreys posteriors (:data:`DRAWS` draws, seeded), judged against the target: above it, within it,
-  or not known yet (the interval spans it, or too few outcomes);
+  ``m = p_r R / (p_r R + p_h (1 - R))``, with a 95 % interval drawn from the proportions' exact
+  posteriors (:meth:`GroupFigures.miss_rate`, :data:`DRAWS` draws, seeded), judged against the
+  target: above it, within it, or not known yet (the interval spans it, or too few outcomes);
 * the same by ISO week and by model, and every audited release in which an anomaly was found (the
   field's misses, whose pictures belong in the next training set).
 
@@ -104,6 +106,8 @@ class GroupFigures:
     held_inspected: int = 0
     held_found: int = 0
     found_types: Counter[str] = field(default_factory=Counter)
+    holds_by_tier: dict[str, list[int]] = field(default_factory=dict)
+    """Per tier held at: [holds, inspected, found anomalous]."""
 
     def add(self, seen: _Seen) -> None:
         self.decided += 1
@@ -119,9 +123,13 @@ class GroupFigures:
                         self.found_types[seen.found] += 1
         else:
             self.held += 1
+            tier = self.holds_by_tier.setdefault(seen.tier, [0, 0, 0])
+            tier[0] += 1
             if seen.inspected:
                 self.held_inspected += 1
                 self.held_found += seen.found is not None
+                tier[1] += 1
+                tier[2] += seen.found is not None
 
     @property
     def released_share(self) -> float | None:
@@ -132,13 +140,36 @@ class GroupFigures:
         return self.audited_found / self.audited_inspected if self.audited_inspected else None
 
     @property
+    def pooled_holds(self) -> bool:
+        """Whether the holds' anomalous share is pooled over their outcomes: some tier held at has
+        holds but no outcome yet, so the share cannot be weighed per tier."""
+        return any(inspected == 0 for _, inspected, _ in self.holds_by_tier.values())
+
+    @property
     def anomalous_among_held(self) -> float | None:
-        return self.held_found / self.held_inspected if self.held_inspected else None
+        """The anomalous share among held cargo: each tier's share among its inspected holds,
+        weighed by its holds (physical holds may be inspected more often than remote ones, and
+        find more), or pooled where a tier has no outcome yet (:attr:`pooled_holds`)."""
+        if not self.held_inspected:
+            return None
+        if self.pooled_holds:
+            return self.held_found / self.held_inspected
+        return (
+            sum(held * found / inspected for held, inspected, found in self.holds_by_tier.values())
+            / self.held
+        )
 
     def miss_rate(self, *, seed: int = 0) -> tuple[float | None, tuple[float, float] | None]:
         """The estimated share of anomalous cargo released and its 95 % interval; (None, None)
         where no audited release or no hold has an outcome, or the cargo held and released alike
-        was all found clean (no anomaly to miss)."""
+        was all found clean (no anomaly to miss).
+
+        The interval's upper end is drawn with each proportion at the side of its exact
+        (Clopper-Pearson) posterior that raises the miss rate, Beta(x + 1, n - x) for the
+        anomalous share among releases and the released share and Beta(x, n - x + 1) for the
+        holds', and the lower end the other way (0 where nothing was found): Jeffreys' posteriors
+        said "within the target" about twice as often as a 95 % interval may, and "above" with no
+        anomaly found at all."""
         p_r, p_h, share = self.anomalous_among_released, self.anomalous_among_held, self.released_share
         if p_r is None or p_h is None or share is None:
             return None, None
@@ -147,14 +178,26 @@ class GroupFigures:
             return None, None
         point = p_r * share / anomalous
         rng = np.random.default_rng(seed)
-        draws_r = rng.beta(self.audited_found + 0.5, self.audited_inspected - self.audited_found + 0.5, DRAWS)
-        draws_h = rng.beta(self.held_found + 0.5, self.held_inspected - self.held_found + 0.5, DRAWS)
-        draws_s = rng.beta(self.would_release + 0.5, self.decided - self.would_release + 0.5, DRAWS)
-        released = draws_r * draws_s
-        missed = released / (released + draws_h * (1 - draws_s))
         tail = (1 - CONFIDENCE) / 2
-        low, high = np.quantile(missed, [tail, 1 - tail])
+        high = np.quantile(self._draws(rng, raising=True), 1 - tail)
+        low = np.quantile(self._draws(rng, raising=False), tail)
         return point, (float(low), float(high))
+
+    def _draws(self, rng: np.random.Generator, *, raising: bool) -> np.ndarray:
+        """:data:`DRAWS` miss rates, each proportion drawn from the side of its exact posterior that
+        raises the miss rate (``raising``) or lowers it."""
+        released_anomalous = _side(rng, self.audited_found, self.audited_inspected, up=raising)
+        share = _side(rng, self.would_release, self.decided, up=raising)
+        if self.pooled_holds:
+            held_anomalous = _side(rng, self.held_found, self.held_inspected, up=not raising)
+        else:
+            held_anomalous = sum(
+                held / self.held * _side(rng, found, inspected, up=not raising)
+                for held, inspected, found in self.holds_by_tier.values()
+            )
+        released = released_anomalous * share
+        total = released + held_anomalous * (1 - share)
+        return np.divide(released, total, out=np.zeros(DRAWS), where=total > 0)
 
     def verdict(self, target: float) -> str:
         """The miss rate against ``target`` in words: above, within, not known yet (and why)."""
@@ -179,18 +222,19 @@ class GroupFigures:
             return f"within the {target:.1%} target: {said}"
         needed = self.audits_to_show(target)
         more = (
-            f"; about {needed:,} audit outcomes of releases, none finding an anomaly, would show it at "
-            f"today's hold rate (there are {self.audited_inspected:,})"
+            f"; at least {needed:,} audit outcomes of releases, none finding an anomaly, are needed to "
+            f"show it at today's shares (there are {self.audited_inspected:,})"
             if needed is not None
             else "; more audit outcomes narrow it"
         )
         return f"not known yet: {said} spans the {target:.1%} target{more}"
 
     def audits_to_show(self, target: float) -> int | None:
-        """How many audits of releases, none finding an anomaly, would show the miss rate within
-        ``target`` at today's released share and anomalous share among holds (the exact bound on
-        the anomalous share among releases that keeps ``m`` at ``target``); None where that cannot
-        be said (no hold found anomalous, or nothing released or held)."""
+        """The fewest audits of releases, none finding an anomaly, that could show the miss rate
+        within ``target``, were today's released share and anomalous share among holds exact (the
+        exact bound on the anomalous share among releases that keeps ``m`` at ``target``): a lower
+        bound, since their own uncertainty asks for more. None where that cannot be said (no hold
+        found anomalous, or nothing released or held)."""
         p_h, share = self.anomalous_among_held, self.released_share
         if not p_h or share is None or not 0 < share < 1:
             return None
@@ -214,13 +258,18 @@ class GroupFigures:
             "holds": self.held,
             "holds_inspected": self.held_inspected,
             "holds_found_anomalous": self.held_found,
+            "holds_by_tier": {
+                tier: {"holds": held, "inspected": inspected, "found_anomalous": found}
+                for tier, (held, inspected, found) in sorted(self.holds_by_tier.items())
+            },
+            "holds_pooled": self.pooled_holds,
             "anomalous_share_among_held": self.anomalous_among_held,
             "anomalous_share_among_held_interval": list(among_held) if among_held else None,
             "field_miss_rate": point,
             "field_miss_rate_interval": list(interval) if interval else None,
             "target_miss_rate": target,
             "verdict": self.verdict(target),
-            "audits_to_show_target": self.audits_to_show(target),
+            "audits_to_show_target_at_least": self.audits_to_show(target),
             "found_in_audits": dict(sorted(self.found_types.items())),
         }
 
@@ -251,6 +300,15 @@ class FieldReport:
         }
 
 
+def _side(rng: np.random.Generator, found: int, of: int, *, up: bool) -> np.ndarray:
+    """:data:`DRAWS` draws of a proportion ``found`` of ``of`` from the side of its exact posterior
+    that lies above it (``up``: Beta(x + 1, n - x), 1 where all were found) or below it (Beta(x,
+    n - x + 1), 0 where none was)."""
+    if up:
+        return np.ones(DRAWS) if found >= of else rng.beta(found + 1, of - found, DRAWS)
+    return np.zeros(DRAWS) if found <= 0 else rng.beta(found, of - found + 1, DRAWS)
+
+
 def _week(decided_at: str) -> str:
     year, week, _ = datetime.fromisoformat(decided_at).isocalendar()
     return f"{year}-W{week:02d}"
@@ -278,11 +336,18 @@ def field_report(
     if not 0 < target < 1:
         raise ValueError(f"target miss rate {target!r} not accepted (a share above 0 and below 1)")
     latest: dict[str, _Seen] = {}
+    inspected: dict[str, _Seen] = {}
     read = 0
     for record in records:
         read += 1
         if _in_window(record.decision.decided_at, since, until):
-            latest[record.decision.shipment_id] = _seen(record)
+            seen = _seen(record)
+            latest[record.decision.shipment_id] = seen
+            if seen.inspected:
+                inspected[record.decision.shipment_id] = seen
+    # a shipment inspected counts by the decision it was inspected on: deciding it again (a batch run
+    # again under a new policy, a trader's re-send) erased what its audit had found
+    latest.update(inspected)
     by_cargo: dict[str, GroupFigures] = {ALL: GroupFigures()}
     by_week: dict[str, GroupFigures] = {}
     by_model: dict[str, GroupFigures] = {}

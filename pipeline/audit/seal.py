@@ -226,6 +226,7 @@ class SealCheck:
         self._mac = hmac.new(key.key, digestmod=hashlib.sha256)  # copied per record: the key's pad once
         self.vouching = vouching or rekeying
         self.rekeying = rekeying
+        self.checked = 0
         self.unsealed = 0
         self.first_unsealed: int | None = None
         self.last_unsealed: int | None = None
@@ -240,6 +241,7 @@ class SealCheck:
 
     def check(self, seq: int, record_hash: str, seal: object) -> str | None:
         """Why record ``seq``'s seal does not match, or None; a record without one is counted."""
+        self.checked += 1
         if seal is None or seal == "":
             self.unsealed += 1
             if self.first_unsealed is None:

@@ -477,7 +477,7 @@ class AuditStore:
         """
         head = self._export_head()
         rows = checked(
-            self.iter_chain(upto=head.seq), head.seq, head.record_hash, self.url, seals=self._seal_check()
+            self.iter_chain(upto=head.seq), head.seq, head.record_hash, self.url, seals=self.seal_check()
         )
         return write_chain_file(rows, Path(path), head=(head.seq, head.record_hash))
 
@@ -505,14 +505,14 @@ class AuditStore:
             )
         return head
 
-    def _seal_check(self) -> SealCheck | None:
+    def seal_check(self) -> SealCheck | None:
         """A check of the seals of one walk of the chain, with the store's key (None: no key)."""
         return None if self._seal_key is None else SealCheck(self._seal_key)
 
     def verify(self) -> VerifyReport:
         """Re-compute the whole chain, and with the store's seal key check every seal; see
         :mod:`pipeline.audit.verify`."""
-        seals = self._seal_check()
+        seals = self.seal_check()
         with self._db.reading("verifying the chain", verifying=True) as conn:
             return verify_chain(
                 conn,
@@ -600,11 +600,21 @@ class AuditStore:
                 written, and an earlier export at ``path`` is kept.
             InputError: a format other than csv/jsonl, or the file cannot be written.
         """
+        return write_export(self.checked_decisions(seals=self.seal_check()), Path(path), fmt=fmt)
+
+    def checked_decisions(self, *, seals: SealCheck | None = None) -> Iterator[AuditRecord]:
+        """Every decision with its latest outcome, up to the head read first, the whole chain walked
+        as it is read and each record checked as an export checks it (its hash, its columns, its link
+        and, with ``seals``, its seal): figures drawn from it count no record appended or rewritten
+        after a verify that ran before.
+
+        Raises:
+            AuditError: as it is iterated, a record fails its checks, or the chain does not reach
+                its head.
+        """
         head = self._export_head()
-        rows = checked(
-            self.iter_chain(upto=head.seq), head.seq, head.record_hash, self.url, seals=self._seal_check()
-        )
-        return write_export(self._decisions(rows, upto=head.seq), Path(path), fmt=fmt)
+        rows = checked(self.iter_chain(upto=head.seq), head.seq, head.record_hash, self.url, seals=seals)
+        return self._decisions(rows, upto=head.seq)
 
     def _decisions(self, rows: Iterator[Any], *, upto: int, page: int = 500) -> Iterator[AuditRecord]:
         """The decision rows among ``rows`` as records with their latest outcomes up to ``upto``, a
