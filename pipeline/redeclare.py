@@ -16,23 +16,28 @@ never scored). A row names its picture as the scorer writes it (a name that is n
 escaped), and is matched to the manifest's picture through that text read back into the file's
 name.
 
-Rows follow the manifest: a row of a picture the manifest lists under another shipment than the
+Rows follow the manifest: every row of a picture the manifest lists under another shipment than the
 one it was scored under (a correction moved the picture, or renamed its shipment) is decided under
 the shipment that lists it, with its score, its error and the cargo type it was scored as, and no
-longer counts for the one it was scored under; where that shipment has a row of the picture already
-(scored twice), the other row stays where it was scored, and where the picture has several rows and
-none there, the worst of them moves (an error first, then the highest score) and the others stay
-(:func:`redeclare`). A flag on one row is the shipment's, as the scorer merges rows (an alarm is
-the container's): a shipment a row moved away from keeps every flag its rows raised (moved, stayed,
-or of a picture the manifest no longer lists), and each shipment one of its rows moves to takes them
-all too (a split holds each part), unless the manifest's column for the flag says false for that
-shipment: a flag never leaves a shipment unsaid. A picture the manifest lists under two
-shipments is refused by the manifest reader (a path listed twice).
+longer counts for the one it was scored under: whichever shipment it was scored under, listed or
+not, and whether or not the listing shipment has a row of the picture already (scored twice).
+Deciding judges each row on its own and takes the strictest tier over them (no rule folds two rows
+of one picture into one, nor takes the one for a picture reused by the other: the store is looked
+up for other shipments only), so a stale second row of a picture can only hold the shipment listing
+it, never release it: over-held, said (:attr:`Redeclared.several`). Moving only one row of a
+picture (the worst by a ranking) released shipments the rows held: no ranking of rows agrees with
+every policy (its own thresholds or fixed ones, trusted-trader factors, the rows it fails closed
+on), and a row left behind decided its shipment alone (:func:`redeclare`). A flag on one row is the
+shipment's, as the scorer merges rows (an alarm is the container's): a shipment a row moved away
+from keeps every flag its rows raised (moved, stayed, or of a picture the manifest no longer
+lists), and each shipment one of its rows moves to takes them all too (a split holds each part),
+unless the manifest's column for the flag says false for that shipment: a flag never leaves a
+shipment unsaid. A picture the manifest lists under two shipments is refused by the manifest
+reader (a path listed twice).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,15 +84,11 @@ class Redeclared:
     """Rows of a picture the manifest lists under another shipment than they were scored under, per
     the shipment that lists it (and decides them now): each row's path and the shipment it was
     scored under, where it no longer counts. One entry a row: two rows may name one path."""
-    left: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    """Rows of a picture the manifest lists under another shipment that has a row of it already
-    (scored twice), per the shipment they were scored under and are still decided under: each row's
-    path and the shipment that lists it, one entry a row. They can hold that shipment."""
-    outranked: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    """Rows of a picture with several rows, none under the shipment the manifest lists it under,
-    that stay where they were scored because another row of it was worse (:func:`_severity`) and
-    moved there instead: per the shipment they were scored under, each row's path and the shipment
-    that lists it, one entry a row."""
+    several: dict[str, list[str]] = field(default_factory=dict)
+    """Pictures decided on more than one row under the shipment listing them, one of them moved
+    there (scored twice, or under several shipments), per that shipment, each picture's path (as
+    its first row names it) once: each row is judged and the strictest tier decides, so an older
+    row may hold the shipment that a newer one alone would release."""
     kept_flags: dict[str, list[str]] = field(default_factory=dict)
     """Flags raised only on rows that moved away from a shipment, per the shipment they were scored
     under: they stand on it still (the manifest has no column for them), as on the rows' new one."""
@@ -238,25 +239,6 @@ def _scored_under(row: ImageVerdict) -> str | None:
     return _shipment(shipment) if shipment is not None and _shipment(shipment) else None
 
 
-def _severity(row: ImageVerdict) -> tuple[bool, bool, bool, bool, float]:
-    """How far ``row`` is from releasing a shipment, read from the fields deciding reads
-    (:mod:`pipeline.decide`), the worst greatest: an error (never released); a score that is none,
-    no number in [0, 1] or no model's (never released either); then a score at or above the row's
-    own hold threshold, at or above its own release threshold (the bundled policy's "model"
-    thresholds; a threshold missing or not finite is not counted as reached), and the higher score.
-    Rows of one picture by one model are so ordered by their score alone."""
-    if row.error is not None:
-        return (True, True, True, True, math.inf)
-    score = row.score
-    if score is None or not math.isfinite(score) or not 0.0 <= score <= 1.0 or not row.model_id:
-        return (False, True, True, True, math.inf)
-
-    def reached(threshold: float | None) -> bool:
-        return threshold is not None and math.isfinite(threshold) and score >= threshold
-
-    return (False, False, reached(row.hold_threshold), reached(row.threshold), float(score))
-
-
 def _still_raised(row: ImageVerdict, flags: set[str]) -> ImageVerdict:
     """``row`` of a shipment the manifest does not list, with ``flags`` raised in its declaration
     where it says false or nothing of them (a value that is no flag is left, for deciding to refuse)."""
@@ -275,45 +257,38 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
     (:func:`read_declarations`), each row of a listed picture moved to the shipment that lists it,
     and an error row for each listed picture without a row.
 
-    A row is moved only where the shipment listing its picture has no row of it (the picture
-    scored twice, under the shipment that lists it now too): any other row of it stays under the
-    shipment it was scored under, as before the manifest moved it, and is named in
-    :attr:`Redeclared.left`. Decided there, it can hold that shipment; moved beside the row already
-    there, it would decide the listed shipment on a second, stale row of one picture. Only one row
-    of a picture is moved: where it has several and none under the shipment listing it, the worst
-    (:func:`_severity`: an error first, then the highest score), so that the shipment listing it is
-    never released on one row of the picture while another that would hold it stays elsewhere; the
-    others stay where they were scored (:attr:`Redeclared.outranked`). A row that names no
-    shipment, or one that is no text, is never moved: deciding refuses it, as without a manifest.
-    A listed shipment that a row was scored under is decided though all its rows moved away."""
+    Every row of a listed picture scored under another shipment moves, beside any row of it the
+    listing shipment has already (the picture scored twice): deciding takes the strictest tier over
+    a shipment's rows, so a second, stale row can hold the shipment, never release it
+    (:attr:`Redeclared.several`, said). Leaving a row where it was scored decided that shipment on
+    it alone (released on a stale row of a picture another row of which held), and moving only one
+    row of several released the listing shipment wherever the row chosen was not the one the policy
+    holds on. A row that names no shipment, or one that is no text, is never moved: deciding
+    refuses it, as without a manifest. A listed shipment that a row was scored under is decided
+    though all its rows moved away."""
     done = Redeclared()
     where = {picture: shipment for shipment, now in listed.items() for picture in now.pictures}
     earlier = _earlier_texts(where)
     scored = [_scored_under(row) for row in rows]
     folders: dict[str, str] = {}
     pictures = [_picture(row.path, where, earlier, folders) for row in rows]
-    # each listed picture that has a row under the shipment listing it: none of it is moved there
-    placed = {p for p, s in zip(pictures, scored, strict=True) if p is not None and where[p] == s}
     decided = list(scored)  # the shipment each row is decided under
-    movable: dict[str, list[int]] = {}  # the rows of each listed picture that may move, by picture
     for n, (picture, shipment) in enumerate(zip(pictures, scored, strict=True)):
         if picture is None or shipment is None or where[picture] == shipment:
             continue
         if not isinstance(rows[n].shipment_id or rows[n].declaration.get("shipment_id"), str):
             continue  # a shipment id that is no text (a list): left for deciding to refuse, as before
-        if picture in placed:
-            done.left.setdefault(shipment, []).append((rows[n].path, where[picture]))
-            continue
-        movable.setdefault(picture, []).append(n)
-    for picture, numbers in movable.items():
-        # the worst row of the picture (the first of equals): the shipment listing it is decided
-        # on it, never released while a row that would hold it stays elsewhere
-        worst = max(numbers, key=lambda n: _severity(rows[n]))
-        decided[worst] = where[picture]
-        done.moved.setdefault(where[picture], []).append((rows[worst].path, str(scored[worst])))
-        for n in numbers:
-            if n != worst:
-                done.outranked.setdefault(str(scored[n]), []).append((rows[n].path, where[picture]))
+        # every row of the picture, beside any the listing shipment has: the strictest decides
+        decided[n] = where[picture]
+        done.moved.setdefault(where[picture], []).append((rows[n].path, shipment))
+    # the pictures decided on several rows, one of them moved: an older row may hold the shipment
+    count: dict[str, list[int]] = {}
+    for n, picture in enumerate(pictures):
+        if picture is not None and decided[n] == where[picture]:
+            count.setdefault(picture, []).append(n)
+    for picture, numbers in count.items():
+        if len(numbers) > 1 and any(decided[n] != scored[n] for n in numbers):
+            done.several.setdefault(where[picture], []).append(rows[numbers[0]].path)
     # the flags each row raises, read as the shipment it is decided under reads them
     raised: dict[int, set[str]] = {
         n: _raised([row], str(row.shipment_id or shipment), listed[shipment].flags)
@@ -371,7 +346,7 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
         for n in numbers:
             row, picture = rows[n], pictures[n]
             if picture is not None and where[picture] != shipment:
-                picture = None  # a row left where it was scored: its picture is another shipment's
+                picture = None  # a row not moved (its shipment id no text): deciding refuses it
             seen.add(picture)
             cargo = now.pictures[picture] if picture is not None else now.declaration["cargo_type"]
             own = now.traders.get(picture, {}) if picture is not None else {}

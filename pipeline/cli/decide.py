@@ -218,26 +218,18 @@ def _redeclared_warnings(done: Redeclared) -> list[str]:
         first = sorted(done.moved)[0]
         path, scored = sorted(done.moved[first])[0]
         said.append(
-            f"{sum(map(len, done.moved.values()))} picture(s) that --manifest lists under another shipment "
-            "than their row's were decided under that shipment with their score, and no longer count for "
-            f"the one they were scored under: {path!r} from {scored!r} to {first!r} first"
+            f"{sum(map(len, done.moved.values()))} row(s) of pictures --manifest lists under another "
+            "shipment than the one they were scored under were decided under the shipment listing them, "
+            "with their score, and no longer count for the one they were scored under: "
+            f"{path!r} from {scored!r} to {first!r} first"
         )
-    if done.left:
-        first = sorted(done.left)[0]
-        path, listing = sorted(done.left[first])[0]
+    if done.several:
+        first = sorted(done.several)[0]
         said.append(
-            f"{sum(map(len, done.left.values()))} row(s) of a picture --manifest lists under another "
-            "shipment that has a row of it already (scored twice) stay under the shipment they were "
-            f"scored under, which they may hold: {path!r} of {first!r} (listed under {listing!r}) first"
-        )
-    if done.outranked:
-        first = sorted(done.outranked)[0]
-        path, listing = sorted(done.outranked[first])[0]
-        said.append(
-            f"{sum(map(len, done.outranked.values()))} row(s) of a picture --manifest lists under a "
-            "shipment none of its rows was scored under stay under the shipment they were scored under: "
-            "the picture's worst row (an error first, then the highest score) was moved in their stead: "
-            f"{path!r} of {first!r} (listed under {listing!r}) first"
+            f"{sum(map(len, done.several.values()))} picture(s) have more than one row under the shipment "
+            "--manifest lists them under (scored twice, or under several shipments): each row is judged "
+            "and the strictest tier decides, so an older row may hold a shipment that a newer one alone "
+            f"would release: {sorted(done.several[first])[0]!r} under {first!r} first"
         )
     if done.kept_flags:
         first = sorted(done.kept_flags)[0]

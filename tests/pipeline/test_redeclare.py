@@ -115,19 +115,28 @@ def test_cli_decide_takes_an_alarm_raised_after_scoring_from_the_manifest(
     assert "override.radiation_alarm" in {r["rule"] for r in decided["reasons"]}
 
 
+FIXED = (
+    POLICY
+    + "  vacuum_pack: {release_threshold: 0.5, hold_threshold: 0.8}\nrandom_audit: {rate: 0.0001}\n"
+    + "trusted_traders: {AEOF: {release_odds_factor: 1.5}}\n"  # AEOF: released below 0.6
+)
+MODEL = (
+    "policy_version: m\ncargo_types:\n  bulk_ore: {release_threshold: model, hold_threshold: model}\n"
+    "  vacuum_pack: {release_threshold: model, hold_threshold: 0.9}\nrandom_audit: {rate: 0.0001}\n"
+    "trusted_traders: {AEOF: {release_odds_factor: 1.5}}\n"
+)
+"""The bundled policy's kind: each row judged against its own model's thresholds."""
+
+
 def _decide(
-    tmp_path: Path, rows: list[ImageVerdict], manifest_rows: list[dict], *extra: str
+    tmp_path: Path, rows: list[ImageVerdict], manifest_rows: list[dict], *extra: str, policy_text: str = FIXED
 ) -> tuple[dict, str]:
     from pipeline.cli import app, run
 
     verdicts = tmp_path / "rows.jsonl"
     verdicts.write_text("".join(r.model_dump_json() + "\n" for r in rows))
     policy = tmp_path / "p.yaml"
-    policy.write_text(
-        POLICY
-        + "  vacuum_pack: {release_threshold: 0.5, hold_threshold: 0.8}\nrandom_audit: {rate: 0.0001}\n"
-        + "trusted_traders: {AEOF: {release_odds_factor: 1.5}}\n"  # AEOF: released below 0.6
-    )
+    policy.write_text(policy_text)
     write_manifest(tmp_path / "m.csv", manifest_rows)
     out = tmp_path / "d.jsonl"
     argv = [
@@ -151,6 +160,26 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "redeclare-test-audit-secret")
     return tmp_path
+
+
+def _recorded(db: str, *shipments: str) -> dict[str, str | None]:
+    """The tier the audit store holds for each shipment (None: no record)."""
+    from pipeline.audit import AuditStore
+
+    with AuditStore.open(db, create=False) as store:
+        return {s: (r.decision.tier.value if (r := store.get(s)) is not None else None) for s in shipments}
+
+
+def _model_row(shipment: str, path: str, score: float | None, model: str, thr: float | None, **more: object):
+    return _row(shipment, path, 0.0).model_copy(
+        update={
+            "score": score,
+            "model_id": model,
+            "threshold": thr,
+            "hold_threshold": None if thr is None else 0.9,
+            **more,
+        }
+    )
 
 
 def test_a_picture_now_declared_another_cargo_fails_closed(env: Path) -> None:
@@ -489,9 +518,9 @@ def test_a_picture_the_correction_moved_is_decided_under_the_shipment_listing_it
     said = " ".join(capsys.readouterr().err.split())
     assert "never scored" not in said
     assert (
-        f"4 picture(s) that --manifest lists under another shipment than their row's were decided under "
-        f"that shipment with their score, and no longer count for the one they were scored under: "
-        f"{p!r} from 'S1' to 'S2' first" in said
+        "4 row(s) of pictures --manifest lists under another shipment than the one they were scored "
+        "under were decided under the shipment listing them, with their score, and no longer count for "
+        f"the one they were scored under: {p!r} from 'S1' to 'S2' first" in said
     )
 
 
@@ -581,44 +610,6 @@ def test_a_flag_of_a_moved_row_is_cleared_only_by_the_column_of_the_shipment_lis
     assert done.flagged_unscored == {} and done.unscored == set()
 
 
-def test_a_picture_scored_twice_is_not_moved_beside_its_row_already_there(
-    env: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Scored under S1, then again under S2 that lists it now: the S1 row was moved beside S2's, and
-    the shipment decided on two rows of one picture (an old score too)."""
-    p = str(env / "p.png")
-    rows = [
-        _row("S1", str(env / "a.png"), 0.1),
-        _row("S1", p, 0.95),  # the stale row
-        _row("S2", p, 0.1),
-        _row("S3", str(env / "r.png"), 0.1),  # scored under S3 and S5, listed under S4: the worst
-        _row("S5", str(env / "r.png"), 0.9),  # moves
-    ]
-    ore = {"cargo_type": "bulk_ore"}
-    listed = [
-        {"path": "a.png", "shipment_id": "S1", **ore},
-        {"path": "p.png", "shipment_id": "S2", **ore},
-        {"path": "r.png", "shipment_id": "S4", **ore},
-    ]
-    write_manifest(env / "m.csv", listed)
-    out, done = redeclare(rows, read_declarations(env / "m.csv"))
-    assert [(r.shipment_id, r.score) for r in out if r.path == p] == [("S1", 0.95), ("S2", 0.1)]
-    # r.png has no row under S4: its worst row moves there (0.9), not the first in file order
-    assert [r.shipment_id for r in out if r.path.endswith("r.png")] == ["S3", "S4"]
-    assert done.moved == {"S4": [(str(env / "r.png"), "S5")]}
-    assert done.left == {"S1": [(p, "S2")]} and done.outranked == {"S3": [(str(env / "r.png"), "S4")]}
-    code, decided = _decide(env, rows, listed)
-    # S2 on its own row; the stale one holds S1 where it was scored, never releases it
-    assert code == 0 and decided["S2"] == ("RELEASE", ["score.clear"])
-    assert decided["S1"][0] == "PHYSICAL_INSPECTION" and decided["S4"][0] == "PHYSICAL_INSPECTION"
-    said = " ".join(capsys.readouterr().err.split())
-    assert (
-        "1 row(s) of a picture --manifest lists under another shipment that has a row of it already "
-        "(scored twice) stay under the shipment they were scored under, which they may hold: "
-        f"{p!r} of 'S1' (listed under 'S2') first" in said
-    )
-
-
 def test_a_picture_listed_under_two_shipments_is_refused(tmp_path: Path) -> None:
     """Which shipment would its row go to: the manifest reader refuses a path listed twice."""
     write_manifest(
@@ -647,7 +638,7 @@ def test_a_picture_listed_under_two_shipments_is_refused(tmp_path: Path) -> None
     ],
     ids=["anomalous-elsewhere", "error-elsewhere", "both-under-one-shipment"],
 )
-def test_a_picture_scored_twice_elsewhere_moves_its_worst_row(
+def test_a_picture_scored_twice_elsewhere_moves_every_row(
     env: Path,
     capsys: pytest.CaptureFixture[str],
     first: str,
@@ -658,8 +649,7 @@ def test_a_picture_scored_twice_elsewhere_moves_its_worst_row(
 ) -> None:
     """r.png scored twice, neither time under S4 that lists it now: the first row in file order
     (0.1) moved and S4 was released and recorded so, while the picture's anomalous or unreadable
-    row stayed under a shipment the picture is no longer in."""
-    from pipeline.audit import AuditStore
+    row stayed under a shipment the picture is no longer in. Both rows move: the strictest decides."""
 
     r = str(env / "r.png")
     rows = [
@@ -671,23 +661,19 @@ def test_a_picture_scored_twice_elsewhere_moves_its_worst_row(
     write_manifest(env / "m.csv", listed)
     out, done = redeclare(rows, read_declarations(env / "m.csv"))
     assert [(row.shipment_id, row.score, row.error) for row in out if row.path == r] == [
-        (first, 0.1, None),
+        ("S4", 0.1, None),
         ("S4", worst["score"], worst.get("error")),
     ]
-    assert done.moved == {"S4": [(r, second)]} and done.left == {}
-    assert done.outranked == {first: [(r, "S4")]}
+    assert done.moved == {"S4": [(r, first), (r, second)]} and done.several == {"S4": [r]}
     db = f"sqlite:///{env / 'audit.db'}"
     code, decided = _decide(env, rows, listed, "--audit-db", db)
     assert code == 0 and decided["S4"][0] == tier and rule in decided["S4"][1]
-    with AuditStore.open(db, create=False) as store:
-        recorded = store.get("S4")
-        assert recorded is not None and recorded.decision.tier.value == tier
+    assert _recorded(db, "S3", "S4", "S5") == {"S3": None, "S4": tier, "S5": None}
     said = " ".join(capsys.readouterr().err.split())
-    assert "has a row of it already" not in said
     assert (
-        "1 row(s) of a picture --manifest lists under a shipment none of its rows was scored under stay "
-        "under the shipment they were scored under: the picture's worst row (an error first, then the "
-        f"highest score) was moved in their stead: {r!r} of {first!r} (listed under 'S4') first" in said
+        "1 picture(s) have more than one row under the shipment --manifest lists them under (scored "
+        "twice, or under several shipments): each row is judged and the strictest tier decides, so an "
+        f"older row may hold a shipment that a newer one alone would release: {r!r} under 'S4' first" in said
     )
 
 
@@ -809,30 +795,100 @@ def test_a_row_whose_folder_holds_a_nul_matches_no_picture(
     assert "unexpected" not in capsys.readouterr().err
 
 
-def test_rows_that_stay_are_counted_as_rows(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Rows left where they were scored were kept by their path's text per shipment: two rows of one
-    picture under one shipment were said as one."""
-    p, r = str(env / "p.png"), str(env / "r.png")
+def test_every_row_of_a_picture_goes_to_the_shipment_listing_it_whatever_the_fixed_thresholds(
+    env: Path,
+) -> None:
+    """r.png scored by two models, under S3 (0.45, model a's threshold 0.3) and S5 (0.70, model b's
+    0.75), listed under S4: only the "worst" row moved, ranked against its own model's thresholds,
+    and under a policy of fixed thresholds (0.5) S4 was released and recorded on 0.45 while 0.70
+    stayed under S5."""
+    r, s = str(env / "r.png"), str(env / "s.png")
     rows = [
-        _row("S2", p, 0.1),
-        _row("S1", p, 0.95),  # p.png has a row under S2, which lists it: these two stay
-        _row("S1", p, 0.97),
-        _row("S1", str(env / "a.png"), 0.1),
-        _row("S3", r, 0.1),  # r.png, three rows and none under S4: the worst moves, two stay
-        _row("S3", r, 0.2),
-        _row("S3", r, 0.9),
+        _model_row("S4", s, 0.1, "bulk_ore-a-00000001", 0.3),
+        _model_row("S3", r, 0.45, "bulk_ore-a-00000001", 0.3),
+        _model_row("S5", r, 0.70, "bulk_ore-b-00000002", 0.75),
     ]
-    ore = {"cargo_type": "bulk_ore"}
-    listed = [
-        {"path": "p.png", "shipment_id": "S2", **ore},
-        {"path": "a.png", "shipment_id": "S1", **ore},
-        {"path": "r.png", "shipment_id": "S4", **ore},
+    listed = [{"path": p, "shipment_id": "S4", "cargo_type": "bulk_ore"} for p in ("s.png", "r.png")]
+    db = f"sqlite:///{env / 'audit.db'}"
+    code, decided = _decide(env, rows, listed, "--audit-db", db)
+    assert code == 0 and decided == {"S4": ("REMOTE_INSPECTION", ["score.clear", "score.review"])}
+    assert _recorded(db, "S3", "S4", "S5") == {"S3": None, "S4": "REMOTE_INSPECTION", "S5": None}
+
+
+@pytest.mark.parametrize(
+    ("other", "rule"),
+    [
+        (
+            {"score": 0.2, "cargo_type": "vacuum_pack", "model": "vacuum_pack-b-00000002", "thr": 0.5},
+            "fail_closed.mixed_cargo_types",
+        ),
+        ({"score": 0.6, "model": "bulk_ore-b-00000002", "thr": None}, "fail_closed.missing_threshold"),
+    ],
+    ids=["scored-as-another-cargo", "no-threshold-in-the-row"],
+)
+def test_a_row_the_policy_fails_closed_on_goes_with_its_picture(env: Path, other: dict, rule: str) -> None:
+    """The ranking knew nothing of the policy: r.png's row at 0.32 against its own 0.3 was taken
+    for the worst and moved to S4 (an AEOF trader's: 0.3 raised to 0.39, released, recorded), and
+    the row the policy fails closed on (scored as another cargo, or with no threshold) stayed."""
+    r, s = str(env / "r.png"), str(env / "s.png")
+    other = dict(other)
+    cargo = other.pop("cargo_type", "bulk_ore")
+    rows = [
+        _model_row("S4", s, 0.1, "bulk_ore-a-00000001", 0.3),
+        _model_row("S3", r, 0.32, "bulk_ore-a-00000001", 0.3),
+        _model_row("S5", r, other.pop("score"), other.pop("model"), other.pop("thr"), cargo_type=cargo),
     ]
-    write_manifest(env / "m.csv", listed)
-    _, done = redeclare(rows, read_declarations(env / "m.csv"))
-    assert done.left == {"S1": [(p, "S2"), (p, "S2")]} and done.outranked == {"S3": [(r, "S4"), (r, "S4")]}
-    assert done.moved == {"S4": [(r, "S3")]}
-    code, _ = _decide(env, rows, listed)
+    trader = {"cargo_type": "bulk_ore", "trader_id": "T1", "aeo_tier": "AEOF"}
+    listed = [{"path": p, "shipment_id": "S4", **trader} for p in ("s.png", "r.png")]
+    db = f"sqlite:///{env / 'audit.db'}"
+    code, decided = _decide(env, rows, listed, "--audit-db", db, policy_text=MODEL)
+    assert code == 0 and decided["S4"][0] == "REMOTE_INSPECTION" and rule in decided["S4"][1]
+    assert _recorded(db, "S4", "S5") == {"S4": "REMOTE_INSPECTION", "S5": None}
+
+
+@pytest.mark.parametrize("order", ["listing-first", "source-first"])
+def test_a_stale_row_of_a_moved_picture_does_not_decide_its_source_alone(
+    env: Path, capsys: pytest.CaptureFixture[str], order: str
+) -> None:
+    """r.png scored twice under S3 (0.1, re-scored 0.95), listed under S4 by a manifest that lists no
+    S3: the worst row moved and the other, left, decided S3 alone: released and recorded on a stale
+    row of a picture the manifest says is S4's (held on the rows alone)."""
+    r, s = str(env / "r.png"), str(env / "s.png")
+    mine = [_row("S3", r, 0.1), _row("S3", r, 0.95)]
+    rows = [_row("S4", s, 0.1), *mine] if order == "listing-first" else [*mine, _row("S4", s, 0.1)]
+    listed = [{"path": p, "shipment_id": "S4", "cargo_type": "bulk_ore"} for p in ("s.png", "r.png")]
+    db = f"sqlite:///{env / 'audit.db'}"
+    code, decided = _decide(env, rows, listed, "--audit-db", db)
+    assert code == 0 and decided == {"S4": ("PHYSICAL_INSPECTION", ["score.clear", "score.hold"])}
+    assert _recorded(db, "S3", "S4") == {"S3": None, "S4": "PHYSICAL_INSPECTION"}
     said = " ".join(capsys.readouterr().err.split())
-    assert code == 0 and "2 row(s) of a picture --manifest lists under another shipment that has" in said
-    assert "2 row(s) of a picture --manifest lists under a shipment none of its rows" in said
+    assert (
+        "1 picture(s) have more than one row under the shipment --manifest lists them under" in said
+        and f"{r!r} under 'S4' first" in said
+    )
+
+
+def test_a_listing_shipments_clean_row_does_not_hide_the_pictures_rows_elsewhere(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """p.png scored under S2 (0.1), which lists it now, and twice under S1 (0.95, 0.97): the rows
+    under S1 stayed there, and S2 was released and recorded on its clean row of a picture whose
+    other rows hold it."""
+    p = str(env / "p.png")
+    rows = [_row("S2", p, 0.1), _row("S1", p, 0.95), _row("S1", p, 0.97), _row("S1", str(env / "a.png"), 0.1)]
+    ore = {"cargo_type": "bulk_ore"}
+    listed = [{"path": "p.png", "shipment_id": "S2", **ore}, {"path": "a.png", "shipment_id": "S1", **ore}]
+    db = f"sqlite:///{env / 'audit.db'}"
+    code, decided = _decide(env, rows, listed, "--audit-db", db)
+    assert code == 0 and decided["S2"] == ("PHYSICAL_INSPECTION", ["score.clear", "score.hold"])
+    assert decided["S1"] == ("RELEASE", ["score.clear"])  # p.png is S2's now
+    assert _recorded(db, "S1", "S2") == {"S1": "RELEASE", "S2": "PHYSICAL_INSPECTION"}
+    out, done = redeclare(rows, read_declarations(env / "m.csv"))
+    assert [r.shipment_id for r in out] == ["S2", "S2", "S2", "S1"]
+    assert done.moved == {"S2": [(p, "S1"), (p, "S1")]} and done.several == {"S2": [p]}
+    said = " ".join(capsys.readouterr().err.split())
+    assert (
+        "2 row(s) of pictures --manifest lists under another shipment than the one they were scored under "
+        f"were decided under the shipment listing them, with their score, and no longer count for the one "
+        f"they were scored under: {p!r} from 'S1' to 'S2' first" in said
+    )
