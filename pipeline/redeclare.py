@@ -12,9 +12,10 @@ lists under a shipment but the rows lack was never scored: it becomes an error r
 shipment is never released. Shipments the manifest does not list keep the declaration their rows
 carry; shipments it lists that no row was scored under or moves to are left undecided (another
 batch's, say) and named, while one whose rows all moved away is decided (the pictures it lists
-never scored). A row names its picture as the scorer writes it (a name that is not UTF-8
-escaped), and is matched to the manifest's picture through that text read back into the file's
-name.
+never scored); a shipment it does not list whose rows all moved away has nothing to be decided on
+and is named (:attr:`Redeclared.emptied`). A row names its picture as the scorer writes it (a name
+that is not UTF-8 escaped), and is matched to the manifest's picture through that text read back
+into the file's name.
 
 Rows follow the manifest: every row of a picture the manifest lists under another shipment than the
 one it was scored under (a correction moved the picture, or renamed its shipment) is decided under
@@ -89,6 +90,11 @@ class Redeclared:
     there (scored twice, or under several shipments), per that shipment, each picture's path (as
     its first row names it) once: each row is judged and the strictest tier decides, so an older
     row may hold the shipment that a newer one alone would release."""
+    emptied: set[str] = field(default_factory=set)
+    """Shipments the manifest does not list whose rows all moved to shipments it lists: no row is
+    left to decide them on, so they are not decided here (they were left out of the decisions
+    without a word), and an earlier decision of one stands as it was, made on rows that count
+    elsewhere now."""
     kept_flags: dict[str, list[str]] = field(default_factory=dict)
     """Flags raised only on rows that moved away from a shipment, per the shipment they were scored
     under: they stand on it still (the manifest has no column for them), as on the rows' new one."""
@@ -265,7 +271,8 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
     row of several released the listing shipment wherever the row chosen was not the one the policy
     holds on. A row that names no shipment, or one that is no text, is never moved: deciding
     refuses it, as without a manifest. A listed shipment that a row was scored under is decided
-    though all its rows moved away."""
+    though all its rows moved away; one the manifest does not list is not (no row is left to
+    decide it on), and is named in :attr:`Redeclared.emptied`."""
     done = Redeclared()
     where = {picture: shipment for shipment, now in listed.items() for picture in now.pictures}
     earlier = _earlier_texts(where)
@@ -320,6 +327,7 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
     # left undecided, an earlier decision of it (a release) stood in the audit store
     for shipment in sources & listed.keys():
         by_shipment.setdefault(shipment, [])
+    done.emptied = sources - listed.keys() - set(decided)
     for shipment in away.keys() - listed.keys():  # not listed: its rows left keep their declaration
         numbers = by_shipment.pop(shipment, [])
         kept = away[shipment] - set().union(*(_flags(rows[n].declaration) for n in numbers))

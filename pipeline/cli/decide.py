@@ -199,9 +199,30 @@ def _summary(
     return table
 
 
-def _redeclared_warnings(done: Redeclared) -> list[str]:
-    """What an officer should know of a ``--manifest`` run, first shipment named."""
+def _standing(store: AuditStore, shipments: set[str]) -> dict[str, tuple[str, int]]:
+    """The tier and audit record of the latest decision ``store`` holds of each of ``shipments``
+    that it holds one of (in one read)."""
+    latest = {r.decision.shipment_id: r for r in store.decisions_of(sorted(shipments))}  # oldest first
+    return {shipment: (r.decision.tier.value, r.seq) for shipment, r in latest.items()}
+
+
+def _redeclared_warnings(done: Redeclared, standing: dict[str, tuple[str, int]] | None = None) -> list[str]:
+    """What an officer should know of a ``--manifest`` run, first shipment named; ``standing``: the
+    decisions the audit store holds of :attr:`Redeclared.emptied` (None: no store)."""
     said = []
+    if done.emptied:
+        text = (
+            f"{len(done.emptied)} shipment(s) of --verdicts not decided here: all their rows' pictures are "
+            f"listed under other shipments now: {sorted(done.emptied)[0]!r} first"
+        )
+        if standing:
+            first = sorted(standing)[0]
+            tier, seq = standing[first]
+            text += (
+                f"; {len(standing)} of them still has a decision in the audit store, made on their rows "
+                f"before and not decided again here ({first!r}: {tier}, audit record {seq})"
+            )
+        said.append(text)
     if done.unscored:
         said.append(
             f"{len(done.unscored)} shipment(s) of --manifest have no rows in --verdicts (never scored), so "
@@ -329,6 +350,7 @@ def register(app: typer.Typer) -> None:
         traders = _traders(trader_register, [p for p in (chosen, other) if p is not None])
         rows = list(read_verdicts(verdicts))
         redeclared = None
+        standing = None  # the audit store's decisions of the shipments --manifest emptied
         if manifest is not None:
             rows, redeclared = redeclare(rows, read_declarations(manifest))
         recorded = ""
@@ -384,6 +406,8 @@ def register(app: typer.Typer) -> None:
                         'trail holds, marked "refused"'
                         + (f", and {left_out} the trail holds nothing of are left out" if left_out else "")
                     )
+            if store is not None and redeclared is not None and redeclared.emptied:
+                standing = _standing(store, redeclared.emptied)
             written = [d for d in decisions if _in_the_trail(d)]
             target.write(written)
         console = Console()
@@ -410,7 +434,7 @@ def register(app: typer.Typer) -> None:
                 f"{len(redeclared.shipments)} shipments decided under their declaration in {manifest}"
                 + (f" ({missed} not recorded: see below)" if missed else "")
             )
-            warnings += _redeclared_warnings(redeclared)
+            warnings += _redeclared_warnings(redeclared, standing)
         warnings += [w for w in (key_warning, *chosen.warnings()) if w]
         declared = sum(d.declaration.aeo_tier is not None for d in decisions)
         if traders is None and declared:

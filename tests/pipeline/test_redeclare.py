@@ -892,3 +892,35 @@ def test_a_listing_shipments_clean_row_does_not_hide_the_pictures_rows_elsewhere
         f"were decided under the shipment listing them, with their score, and no longer count for the one "
         f"they were scored under: {p!r} from 'S1' to 'S2' first" in said
     )
+
+
+def test_a_shipment_not_listed_whose_rows_all_moved_away_is_named(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """S3's only row's picture is listed under S4 now, and the manifest lists no S3: S3 was left out
+    of --out without a word, and its release recorded from the rows alone stood in the audit store
+    as if this run had nothing to say of it."""
+    from pipeline.cli import app, run
+
+    rows = [_row("S3", str(env / "x.png"), 0.1), _row("S4", str(env / "s.png"), 0.1)]
+    (env / "rows.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    (env / "p.yaml").write_text(FIXED)
+    db = f"sqlite:///{env / 'audit.db'}"
+    base = ["decide", "--verdicts", str(env / "rows.jsonl"), "--policy", str(env / "p.yaml")]
+    assert run(app, [*base, "--out", str(env / "before.jsonl"), "--audit-db", db]) == 0
+    listed = [{"path": p, "shipment_id": "S4", "cargo_type": "bulk_ore"} for p in ("s.png", "x.png")]
+    capsys.readouterr()
+    code, decided = _decide(env, rows, listed, "--audit-db", db)
+    assert code == 0 and set(decided) == {"S4"}
+    assert _recorded(db, "S3") == {"S3": "RELEASE"}  # not decided again: it stands, and is said so
+    said = " ".join(capsys.readouterr().err.split())
+    assert (
+        "1 shipment(s) of --verdicts not decided here: all their rows' pictures are listed under other "
+        "shipments now: 'S3' first; 1 of them still has a decision in the audit store, made on their "
+        "rows before and not decided again here ('S3': RELEASE, audit record 1)" in said
+    )
+    code, _ = _decide(env, rows, listed)
+    said = " ".join(capsys.readouterr().err.split())
+    assert code == 0 and "'S3' first" in said and "audit store" not in said
+    _, done = redeclare(rows, read_declarations(env / "m.csv"))
+    assert done.emptied == {"S3"} and done.shipments == {"S4"}
