@@ -256,7 +256,8 @@ def _redeclared_warnings(done: Redeclared, standing: dict[str, tuple[str, int]] 
         first = sorted(done.kept_flags)[0]
         said.append(
             f"{len(done.kept_flags)} shipment(s) keep a flag raised on rows that moved away from them "
-            "(--manifest lists their pictures under another shipment, which takes the flag too): "
+            "(--manifest lists their pictures under another shipment, which takes the flag too unless its "
+            "column for the flag says false): "
             f"{first!r} ({', '.join(done.kept_flags[first])}) first"
         )
     if done.brought_flags:
@@ -269,8 +270,10 @@ def _redeclared_warnings(done: Redeclared, standing: dict[str, tuple[str, int]] 
     if done.cleared:
         first = sorted(done.cleared)[0]
         said.append(
-            f"{len(done.cleared)} shipment(s) had a flag their rows raised cleared by --manifest "
-            f"({first!r}: {', '.join(done.cleared[first])}): their column in --manifest says false"
+            f"{len(done.cleared)} shipment(s) had a flag cleared by --manifest that --verdicts raised on a "
+            "row scored or decided under them, or on a row of a shipment a row moved to them was scored "
+            f"under (a flag on one row is the shipment's): {first!r} ({', '.join(done.cleared[first])}) "
+            "first; their column in --manifest says false"
         )
     return said
 

@@ -259,8 +259,9 @@ def test_a_flag_cleared_by_the_manifest_is_said_and_no_hold_is_lowered(
     out = " ".join(captured.out.split())
     assert "1 shipments decided under their declaration in" in out and "(1 not recorded: see below)" in out
     assert (
-        "1 shipment(s) had a flag their rows raised cleared by --manifest ('S1': radiation_alarm): their "
-        "column in --manifest says false" in said
+        "1 shipment(s) had a flag cleared by --manifest that --verdicts raised on a row scored or decided "
+        "under them, or on a row of a shipment a row moved to them was scored under (a flag on one row is "
+        "the shipment's): 'S1' (radiation_alarm) first; their column in --manifest says false" in said
     )
     assert (
         code == 2 and "is held (PHYSICAL_INSPECTION, audit record 1) and this decision would lower it" in said
@@ -571,7 +572,8 @@ def test_a_renamed_shipment_keeps_the_alarm_its_rows_raised(
     said = " ".join(capsys.readouterr().err.split())
     assert (
         "1 shipment(s) keep a flag raised on rows that moved away from them (--manifest lists their "
-        "pictures under another shipment, which takes the flag too): 'S5' (radiation_alarm) first" in said
+        "pictures under another shipment, which takes the flag too unless its column for the flag says "
+        "false): 'S5' (radiation_alarm) first" in said
     )
 
 
@@ -924,3 +926,47 @@ def test_a_shipment_not_listed_whose_rows_all_moved_away_is_named(
     assert code == 0 and "'S3' first" in said and "audit store" not in said
     _, done = redeclare(rows, read_declarations(env / "m.csv"))
     assert done.emptied == {"S3"} and done.shipments == {"S4"}
+
+
+def test_a_flag_brought_by_a_moved_row_and_cleared_is_said_as_such(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """S7 split (g.png alarmed stays, h.png to S8, whose column says false): none of S8's rows raise
+    the alarm, yet the warning said S8 "had a flag their rows raised cleared". S5 split (e.png
+    alarmed to S6, whose column says false): S5's kept alarm was said to be taken by S6 too."""
+    from pipeline.cli import app, run
+
+    alarm = {"radiation_alarm": True}
+    rows = [
+        _row("S7", str(env / "g.png"), 0.1, **alarm),
+        _row("S7", str(env / "h.png"), 0.1),
+        _row("S5", str(env / "e.png"), 0.1, **alarm),
+        _row("S5", str(env / "f.png"), 0.1),
+    ]
+    ore = {"cargo_type": "bulk_ore"}
+    listed = [
+        {"path": "g.png", "shipment_id": "S7", **ore},
+        {"path": "h.png", "shipment_id": "S8", **ore, "radiation_alarm": False},
+        {"path": "e.png", "shipment_id": "S6", **ore, "radiation_alarm": False},
+        {"path": "f.png", "shipment_id": "S5", **ore},
+    ]
+    (env / "m.jsonl").write_text("".join(json.dumps(line) + "\n" for line in listed))
+    _, done = redeclare(rows, read_declarations(env / "m.jsonl"))
+    assert done.cleared == {"S6": ["radiation_alarm"], "S8": ["radiation_alarm"]}
+    assert done.kept_flags == {"S5": ["radiation_alarm"]} and done.brought_flags == {}
+    (env / "rows.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    (env / "p.yaml").write_text(FIXED)
+    argv = ["decide", "--verdicts", str(env / "rows.jsonl"), "--policy", str(env / "p.yaml")]
+    assert run(app, [*argv, "--manifest", str(env / "m.jsonl"), "--out", str(env / "d.jsonl")]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "a flag their rows raised" not in said
+    assert (
+        "2 shipment(s) had a flag cleared by --manifest that --verdicts raised on a row scored or decided "
+        "under them, or on a row of a shipment a row moved to them was scored under (a flag on one row is "
+        "the shipment's): 'S6' (radiation_alarm) first; their column in --manifest says false" in said
+    )
+    assert (
+        "1 shipment(s) keep a flag raised on rows that moved away from them (--manifest lists their "
+        "pictures under another shipment, which takes the flag too unless its column for the flag says "
+        "false): 'S5' (radiation_alarm) first" in said
+    )
