@@ -310,9 +310,11 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
     away: dict[str, set[str]] = {source: set() for source in sources}
     for n, shipment in enumerate(scored):
         if shipment in away:
-            # a row staying under a shipment the manifest does not list: a flag that is no boolean
-            # is refused where it is decided, so it raises nothing here
-            away[shipment] |= raised.get(n) or _raised([rows[n]], shipment, frozenset(OVERRIDE_FLAGS))
+            # read as the source reads it, with its own columns (none where it is not listed): a
+            # moved row's flag that is no boolean, read with its destination's column, was swallowed
+            # there and the source released; it is refused here, as deciding the rows refused it
+            own = listed[shipment].flags if shipment in listed else frozenset()
+            away[shipment] |= _raised([rows[n]], shipment, own)
     into: dict[str, set[str]] = {}
     for n, shipment in enumerate(scored):
         if shipment is not None and decided[n] != shipment:

@@ -970,3 +970,23 @@ def test_a_flag_brought_by_a_moved_row_and_cleared_is_said_as_such(
         "pictures under another shipment, which takes the flag too unless its column for the flag says "
         "false): 'S5' (radiation_alarm) first" in said
     )
+
+
+@pytest.mark.parametrize("source_listed", [False, True])
+def test_a_moved_rows_flag_that_is_no_boolean_is_refused_as_its_source_reads_it(
+    tmp_path: Path, source_listed: bool
+) -> None:
+    """The review's repro: x's radiation_alarm 'maybe' moved with it to S4, whose JSON-lines manifest
+    line says false, and was swallowed there: S3, unlisted or listed without the key, was released
+    on y. Deciding the rows alone refused the run, as it does now."""
+    x, y = str(tmp_path / "x.png"), str(tmp_path / "y.png")
+    rows = [_row("S3", x, 0.1, radiation_alarm="maybe"), _row("S3", y, 0.1)]
+    lines = [{"path": "x.png", "shipment_id": "S4", "cargo_type": "bulk_ore", "radiation_alarm": False}]
+    if source_listed:
+        lines.append({"path": "y.png", "shipment_id": "S3", "cargo_type": "bulk_ore"})  # no radiation_alarm
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(
+        InputError, match=r"radiation_alarm = 'maybe' is not a boolean .*no radiation_alarm column"
+    ):
+        redeclare(rows, read_declarations(manifest))
