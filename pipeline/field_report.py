@@ -8,16 +8,18 @@ at random and inspected (its decision carries ``random_audit`` and every reason 
 RELEASE). Those inspections are a fair sample of the released cargo, unlike any other. Holds are
 inspected anyway; their outcomes tell how many held shipments were clean (the cost side).
 
-The unit is the shipment, by its latest decision decided within the window that has an outcome
-(its latest), or its latest decision where none has: what an inspection found stays counted when the
-shipment is decided again. Per cargo type (and for all), the report gives:
+The unit is the shipment, counted once: by its random audit of a would-be release within the window,
+with what its cargo was found to hold on that decision or a later one; else by its latest decision
+within the window that has an outcome; else by its latest. What an inspection found stays counted
+when the shipment is decided again (a batch run again, a re-send). Per cargo type (and for all),
+the report gives:
 
 * the shipments decided, per tier, and the **released share** R (what the policy would have
   released, the audited would-be releases among them);
 * the audits of would-be releases with an outcome, the anomalies they found, and the **anomalous
   share among released cargo** p_r, with its exact (Clopper-Pearson) 95 % interval;
 * the holds with an outcome, the anomalies found, and the share of held cargo found anomalous p_h,
-  each tier's share weighed by its holds (pooled where a tier has no outcome yet);
+  each tier's share weighed by its holds (unknown while a tier held at has no outcome);
 * the **estimated miss rate in the field**, the share of anomalous cargo released,
   ``m = p_r R / (p_r R + p_h (1 - R))``, with a 95 % interval drawn from the proportions' exact
   posteriors (:meth:`GroupFigures.miss_rate`, :data:`DRAWS` draws, seeded), judged against the
@@ -81,6 +83,7 @@ class FieldMiss(NamedTuple):
 class _Seen(NamedTuple):
     """What the figures read of a shipment's latest decision (a store holds a million of them)."""
 
+    seq: int
     tier: str
     would_release: bool
     random_audit: bool
@@ -89,7 +92,8 @@ class _Seen(NamedTuple):
     cargo_type: str
     week: str
     models: str
-    miss: FieldMiss | None
+    audit: FieldMiss | None
+    """An audited would-be release's particulars, kept to list it should its cargo be found anomalous."""
 
 
 @dataclass
@@ -140,20 +144,19 @@ class GroupFigures:
         return self.audited_found / self.audited_inspected if self.audited_inspected else None
 
     @property
-    def pooled_holds(self) -> bool:
-        """Whether the holds' anomalous share is pooled over their outcomes: some tier held at has
-        holds but no outcome yet, so the share cannot be weighed per tier."""
-        return any(inspected == 0 for _, inspected, _ in self.holds_by_tier.values())
+    def tiers_without_outcome(self) -> list[str]:
+        """The tiers held at that have holds but no outcome yet: the anomalous share among held
+        cargo is unknown until each has one (pooling the others' stood in for them, and said
+        "within" of holds no outcome described)."""
+        return sorted(tier for tier, (_, inspected, _) in self.holds_by_tier.items() if not inspected)
 
     @property
     def anomalous_among_held(self) -> float | None:
         """The anomalous share among held cargo: each tier's share among its inspected holds,
         weighed by its holds (physical holds may be inspected more often than remote ones, and
-        find more), or pooled where a tier has no outcome yet (:attr:`pooled_holds`)."""
-        if not self.held_inspected:
+        find more); None until every tier held at has an outcome."""
+        if not self.held_inspected or self.tiers_without_outcome:
             return None
-        if self.pooled_holds:
-            return self.held_found / self.held_inspected
         return (
             sum(held * found / inspected for held, inspected, found in self.holds_by_tier.values())
             / self.held
@@ -188,13 +191,10 @@ class GroupFigures:
         raises the miss rate (``raising``) or lowers it."""
         released_anomalous = _side(rng, self.audited_found, self.audited_inspected, up=raising)
         share = _side(rng, self.would_release, self.decided, up=raising)
-        if self.pooled_holds:
-            held_anomalous = _side(rng, self.held_found, self.held_inspected, up=not raising)
-        else:
-            held_anomalous = sum(
-                held / self.held * _side(rng, found, inspected, up=not raising)
-                for held, inspected, found in self.holds_by_tier.values()
-            )
+        held_anomalous = sum(
+            held / self.held * _side(rng, found, inspected, up=not raising)
+            for held, inspected, found in self.holds_by_tier.values()
+        )
         released = released_anomalous * share
         total = released + held_anomalous * (1 - share)
         return np.divide(released, total, out=np.zeros(DRAWS), where=total > 0)
@@ -208,6 +208,12 @@ class GroupFigures:
             )
         if not self.held_inspected:
             return "not known: no hold has an outcome yet, so the anomalous cargo's total is unknown"
+        if self.tiers_without_outcome:
+            tier = self.tiers_without_outcome[0]
+            return (
+                f"not known: the {self.holds_by_tier[tier][0]:,} {tier} holds have no outcome yet, so the "
+                "anomalous share among held cargo is unknown"
+            )
         point, interval = self.miss_rate()
         if point is None:
             return "not known: every inspection found the cargo clean: no anomalous cargo to miss yet"
@@ -262,7 +268,7 @@ class GroupFigures:
                 tier: {"holds": held, "inspected": inspected, "found_anomalous": found}
                 for tier, (held, inspected, found) in sorted(self.holds_by_tier.items())
             },
-            "holds_pooled": self.pooled_holds,
+            "holds_tiers_without_outcome": self.tiers_without_outcome,
             "anomalous_share_among_held": self.anomalous_among_held,
             "anomalous_share_among_held_interval": list(among_held) if among_held else None,
             "field_miss_rate": point,
@@ -337,17 +343,21 @@ def field_report(
         raise ValueError(f"target miss rate {target!r} not accepted (a share above 0 and below 1)")
     latest: dict[str, _Seen] = {}
     inspected: dict[str, _Seen] = {}
+    audited: dict[str, list[_Seen]] = {}  # few: a shipment is audited once or twice
     read = 0
     for record in records:
         read += 1
         if _in_window(record.decision.decided_at, since, until):
             seen = _seen(record)
-            latest[record.decision.shipment_id] = seen
+            shipment = record.decision.shipment_id
+            latest[shipment] = seen
             if seen.inspected:
-                inspected[record.decision.shipment_id] = seen
-    # a shipment inspected counts by the decision it was inspected on: deciding it again (a batch run
-    # again under a new policy, a trader's re-send) erased what its audit had found
-    latest.update(inspected)
+                inspected[shipment] = seen
+            if seen.audit is not None:
+                audited.setdefault(shipment, []).append(seen)
+    # deciding a shipment again (a batch run again under a new policy, a re-send) erased what its
+    # inspection had found
+    latest = {s: _counted(seen, inspected.get(s), audited.get(s, [])) for s, seen in latest.items()}
     by_cargo: dict[str, GroupFigures] = {ALL: GroupFigures()}
     by_week: dict[str, GroupFigures] = {}
     by_model: dict[str, GroupFigures] = {}
@@ -359,7 +369,11 @@ def field_report(
             by_model.setdefault(seen.models, GroupFigures()),
         ):
             group.add(seen)
-    misses = [seen.miss for seen in latest.values() if seen.miss is not None]
+    misses = [
+        seen.audit._replace(found=seen.found)
+        for seen in latest.values()
+        if seen.audit is not None and seen.found is not None
+    ]
     return FieldReport(
         target,
         since.isoformat() if since else None,
@@ -376,20 +390,21 @@ def _seen(record: AuditRecord) -> _Seen:
     decision, outcome = record.decision, record.outcome
     would_release = would_be_tier(record) is Tier.RELEASE
     found = outcome.found if outcome is not None else None
-    miss = None
-    if would_release and decision.random_audit and found is not None:
+    audit = None
+    if would_release and decision.random_audit:
         scores = [i.score for i in decision.images if i.score is not None]
-        miss = FieldMiss(
+        audit = FieldMiss(
             decision.shipment_id,
             record.seq,
             decision.decided_at,
             decision.cargo_type,
-            found,
+            "",
             tuple(decision.model_ids),
             max(scores) if scores else None,
             tuple(i.path for i in decision.images),
         )
     return _Seen(
+        record.seq,
         decision.tier.value,
         would_release,
         decision.random_audit,
@@ -398,5 +413,20 @@ def _seen(record: AuditRecord) -> _Seen:
         decision.cargo_type,
         _week(decision.decided_at),
         " + ".join(sorted(decision.model_ids)) or "(no model)",
-        miss,
+        audit,
     )
+
+
+def _counted(latest: _Seen, inspected: _Seen | None, audits: list[_Seen]) -> _Seen:
+    """The decision a shipment counts by: its latest audit of a would-be release that an inspection
+    on it or a later decision followed, with what that found (an officer's finding is recorded on
+    the shipment's latest decision, and a hold after the audit is lifted only by one), or its latest
+    audit where none did; else its latest inspected decision; else its latest. An audit's finding
+    must not leave the one fair sample of the released cargo: the findings that left it were the
+    misses."""
+    if audits:
+        followed = [a for a in audits if inspected is not None and a.seq <= inspected.seq]
+        if followed and inspected is not None:
+            return followed[-1]._replace(inspected=True, found=inspected.found)
+        return audits[-1]
+    return inspected or latest

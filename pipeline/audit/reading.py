@@ -10,7 +10,7 @@ that transaction names as a damaged record.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Select, Table, exists, func, or_, select
@@ -155,7 +155,12 @@ class SealFailure(NamedTuple):
 
 
 def records_of(
-    conn: Connection, rows: Sequence[Any], *, upto: int | None = None, seal_key: SealKey | None = None
+    conn: Connection,
+    rows: Sequence[Any],
+    *,
+    upto: int | None = None,
+    seal_key: SealKey | None = None,
+    outcomes_read: Callable[[Sequence[Any]], None] | None = None,
 ) -> list[AuditRecord]:
     """Decision rows -> records, each with the latest outcome that refers to it (with ``upto``, of
     those numbered up to it).
@@ -163,12 +168,15 @@ def records_of(
     With ``seal_key`` (a read that decides: a hold carried over or lifted, a decision replayed),
     the decisions and their outcomes are first checked against their seals
     (:func:`~pipeline.audit.seal.check_read`): a forged outcome must not lift a hold, nor a forged
-    decision be answered as the one recorded.
+    decision be answered as the one recorded. ``outcomes_read``: given the outcome rows read,
+    before they are attached (a walk's read checks them against the rows it walked).
 
     Raises:
         SealBrokenError: with ``seal_key``, a record that fails its seal.
     """
     found = _outcome_rows(conn, rows, upto)
+    if outcomes_read is not None:
+        outcomes_read(found)
     if seal_key is not None:
         _check(conn, seal_key, rows, found)
     return _records(rows, found)

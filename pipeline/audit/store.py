@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from datasets.errors import AuditError, InputError, SchemaVersionError
+from pipeline.audit.chain import chain_hash
 from pipeline.audit.chain_file import write_chain_file
 from pipeline.audit.database import (
     Database,
@@ -602,21 +603,65 @@ class AuditStore:
         """
         return write_export(self.checked_decisions(seals=self.seal_check()), Path(path), fmt=fmt)
 
-    def checked_decisions(self, *, seals: SealCheck | None = None) -> Iterator[AuditRecord]:
+    def checked_decisions(
+        self, *, seals: SealCheck | None = None, refused: str = "nothing exported"
+    ) -> Iterator[AuditRecord]:
         """Every decision with its latest outcome, up to the head read first, the whole chain walked
         as it is read and each record checked as an export checks it (its hash, its columns, its link
         and, with ``seals``, its seal): figures drawn from it count no record appended or rewritten
-        after a verify that ran before.
+        after a verify that ran before. Each outcome attached is read apart from the walk, so its
+        content must give its hash, and that hash be the one the walk checked for it (``refused``:
+        what a failure message says was not done).
 
         Raises:
             AuditError: as it is iterated, a record fails its checks, or the chain does not reach
                 its head.
         """
         head = self._export_head()
-        rows = checked(self.iter_chain(upto=head.seq), head.seq, head.record_hash, self.url, seals=seals)
-        return self._decisions(rows, upto=head.seq)
+        walked: dict[int, str] = {}  # each outcome's hash as the walk checked it
+        read: list[tuple[int, str]] = []  # each outcome row attached, as its own read gave it
 
-    def _decisions(self, rows: Iterator[Any], *, upto: int, page: int = 500) -> Iterator[AuditRecord]:
+        def remember(rows: Iterator[Any]) -> Iterator[Any]:
+            for row in rows:
+                if row.kind == "outcome":
+                    walked[row.seq] = row.record_hash
+                yield row
+
+        def outcomes_read(found: Sequence[Any]) -> None:
+            for row in found:  # read apart from the walk: its content must give the hash it carries
+                if chain_hash(row.prev_hash, row.content) != row.record_hash:
+                    raise AuditError(
+                        f"audit store {self.url}: outcome record {row.seq} changed while the chain was "
+                        "read (its content does not give its hash); run `clearsight audit verify`"
+                    )
+                read.append((row.seq, row.record_hash))
+
+        rows = checked(
+            remember(self.iter_chain(upto=head.seq)),
+            head.seq,
+            head.record_hash,
+            self.url,
+            seals=seals,
+            refused=refused,
+        )
+        yield from self._decisions(rows, upto=head.seq, outcomes_read=outcomes_read)
+        # the walk is over: every outcome attached must be the one it checked (the last page's were
+        # read after it, earlier pages' before it reached them)
+        for seq, record_hash in read:
+            if walked.get(seq) != record_hash:
+                raise AuditError(
+                    f"audit store {self.url}: outcome record {seq} changed while the chain was read (it is "
+                    "not the record the walk checked); run `clearsight audit verify`"
+                )
+
+    def _decisions(
+        self,
+        rows: Iterator[Any],
+        *,
+        upto: int,
+        page: int = 500,
+        outcomes_read: Callable[[Sequence[Any]], None] | None = None,
+    ) -> Iterator[AuditRecord]:
         """The decision rows among ``rows`` as records with their latest outcomes up to ``upto``, a
         page at a time."""
         batch: list[Any] = []
@@ -624,15 +669,17 @@ class AuditStore:
             if row.kind == "decision":
                 batch.append(row)
             if len(batch) == page:
-                yield from self._records(batch, upto)
+                yield from self._records(batch, upto, outcomes_read)
                 batch = []
-        yield from self._records(batch, upto)
+        yield from self._records(batch, upto, outcomes_read)
 
-    def _records(self, rows: list[Any], upto: int) -> list[AuditRecord]:
+    def _records(
+        self, rows: list[Any], upto: int, outcomes_read: Callable[[Sequence[Any]], None] | None = None
+    ) -> list[AuditRecord]:
         if not rows:
             return []
         with self._db.reading("reading decisions") as conn:
-            return records_of(conn, rows, upto=upto)
+            return records_of(conn, rows, upto=upto, outcomes_read=outcomes_read)
 
     def ping(self, *, write_wait_s: float | None = None) -> None:
         """Raise :class:`AuditError` if the database cannot be reached (readiness probe); with

@@ -321,7 +321,13 @@ def verify_chain(
 
 
 def checked(
-    rows: Iterable[Any], head_seq: int, head_hash: str, url: str, *, seals: SealCheck | None = None
+    rows: Iterable[Any],
+    head_seq: int,
+    head_hash: str,
+    url: str,
+    *,
+    seals: SealCheck | None = None,
+    refused: str = "nothing exported",
 ) -> Iterator[Any]:
     """``rows`` (the chain in order up to its head), each once it passed the checks a record has on
     its own (:func:`_check_row`), its link to the one before and, with ``seals``, its seal; then an
@@ -332,7 +338,7 @@ def checked(
     Raises:
         AuditError: naming the store at ``url`` and the first record that fails.
     """
-    done = "nothing exported (`clearsight audit verify` names what happened)"
+    done = f"{refused} (`clearsight audit verify` names what happened)"
     prev_seq, expected_prev = 0, GENESIS_HASH
     for row in rows:
         try:

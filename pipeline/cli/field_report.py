@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from datasets.errors import AuditError, InputError
+from datasets.errors import InputError
 from pipeline.cli.audit import DbOption
 from pipeline.cli.output_paths import check_writable, output_error
 from pipeline.settings import Settings, audit_seal_key
@@ -121,12 +121,11 @@ def register_report(group: typer.Typer) -> None:
         key = None if no_seals else audit_seal_key(settings)
         with AuditStore.open(db or settings.audit_db, create=False, seal_key=key) as store:
             seals = store.seal_check()
-            try:  # read up to the head, every record checked as it is read: none appended since counts
-                figures = field_report(
-                    store.checked_decisions(seals=seals), target=target, since=start, until=end
-                )
-            except AuditError as exc:
-                raise AuditError(f"{exc}; no figures are drawn from a trail that does not verify") from exc
+            # read up to the head, every record checked as it is read: none appended since counts
+            decisions = store.checked_decisions(
+                seals=seals, refused="no figures drawn: they are not drawn from a trail that does not verify"
+            )
+            figures = field_report(decisions, target=target, since=start, until=end)
             shown = store.url
         said = seals.summary(seals.checked) if seals is not None else seals_unchecked()
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from datasets.errors import AuditError
 from pipeline.audit import AuditRecord, AuditStore, OutcomeRecord
 from pipeline.audit.seal import SealKey
 from pipeline.field_report import ALL, FieldReport, GroupFigures, field_report, would_be_tier
@@ -213,9 +214,30 @@ def test_a_shipment_counts_by_its_latest_inspected_decision_in_the_window() -> N
     assert window.records_read == 5 and list(window.by_cargo) == [ALL, "bulk_ore"]
 
 
+def test_an_audits_finding_stays_when_the_shipment_is_decided_and_inspected_again() -> None:
+    """The review's repros: audited A0 found anomalous, then re-run under a retrained model that
+    holds it, an officer's outcome lifting that hold (or confirming on a later plain release): the
+    finding left the audits' sample, and the verdict went from ABOVE to 'within'."""
+    audit = _record(_decision("A0", "audited", day="2026-11-02"), "foreign_object")
+    held_later = _record(_decision("A0", "hold", day="2026-11-09"), "foreign_object")
+    audit_open = _record(_decision("A1", "audited", day="2026-11-02"))  # its outcome went to the re-run
+    released_later = _record(_decision("A1", "release", day="2026-11-09"), "seal_defect")
+    held_before = _record(_decision("A2", "hold", day="2026-11-01"), "tear")  # a finding before the audit
+    audit_after = _record(_decision("A2", "audited", day="2026-11-03"))
+    report = field_report([held_before, audit, audit_open, audit_after, held_later, released_later])
+    g = report.by_cargo[ALL]
+    assert (g.decided, g.audited, g.audited_inspected, g.audited_found, g.held) == (3, 3, 2, 2, 0)
+    assert sorted((m.shipment_id, m.found, m.decision_seq) for m in report.misses) == [
+        ("A0", "foreign_object", audit.seq),
+        ("A1", "seal_defect", audit_open.seq),
+    ]
+
+
 def test_holds_are_weighed_per_tier() -> None:
     """90 remote holds (10 inspected, 1 anomalous) and 10 physical ones (10 inspected, 8): pooled,
-    9 of 20 (0.45); per tier, 0.9 x 0.1 + 0.1 x 0.8 = 0.17."""
+    9 of 20 (0.45); per tier, 0.9 x 0.1 + 0.1 x 0.8 = 0.17. A tier with holds but no outcome leaves
+    the share unknown (the review's repro: pooled, the physical holds' 0.6 stood in for 900 remote
+    holds, and the verdict said "within")."""
     records = _population(100, 20, 0, 0, 0)
     for i in range(90):
         remote = _decision(f"RH{i}", "hold").model_copy(update={"tier": Tier.REMOTE_INSPECTION})
@@ -229,10 +251,15 @@ def test_holds_are_weighed_per_tier() -> None:
         records.append(_record(_decision(f"PH{i}", "hold"), "wet_patch" if i < 8 else None))
     g = field_report(records).by_cargo[ALL]
     assert g.holds_by_tier == {"REMOTE_INSPECTION": [90, 10, 1], "PHYSICAL_INSPECTION": [10, 10, 8]}
-    assert (g.pooled_holds, g.anomalous_among_held) == (False, pytest.approx(0.17))
+    assert (g.tiers_without_outcome, g.anomalous_among_held) == ([], pytest.approx(0.17))
     untouched = _record(_decision("XH", "hold").model_copy(update={"tier": Tier.REMOTE_INSPECTION}))
     g = field_report([*records[:100], untouched, *records[-10:]]).by_cargo[ALL]  # no remote outcome
-    assert (g.pooled_holds, g.anomalous_among_held) == (True, 0.8)
+    assert (g.tiers_without_outcome, g.anomalous_among_held, g.miss_rate()) == (
+        ["REMOTE_INSPECTION"],
+        None,
+        (None, None),
+    )
+    assert g.verdict(0.01).startswith("not known: the 1 REMOTE_INSPECTION holds have no outcome yet")
 
 
 def test_models_are_counted_apart() -> None:
@@ -364,7 +391,42 @@ def test_cli_draws_no_figures_from_a_trail_that_does_not_verify(
     audit_builders.sql(url, "UPDATE audit_records SET seal = NULL WHERE seq = 11")
     out = tmp_path / "field"
     assert run(app, ["audit", "report", "--db", url, "--out", str(out)]) == 2
-    assert "no figures are drawn from a trail that does not verify" in " ".join(
+    assert "no figures drawn: they are not drawn from a trail that does not verify" in " ".join(
         capsys.readouterr().err.split()
     )
     assert not (out / "field_report.json").exists()
+
+
+@pytest.mark.parametrize("rewrite", ["content", "content-and-hash"])
+def test_an_outcome_rewritten_between_the_walk_and_its_lookup_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rewrite: str
+) -> None:
+    """The review's repro: a database writer flipped the audit's 'foreign_object' to clean after
+    the walk had checked the chain and before the outcomes were looked up, and restored it after;
+    the figures counted the clean one and every seal 'matched'. (The writer's moment is simulated by
+    wrapping the lookup; the store's own code runs unchanged.)"""
+    import pipeline.audit.store as store_module
+    from pipeline.audit import chain_hash
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    _store(url)
+    real = store_module.records_of
+
+    def writer_between(conn, rows, **kw):
+        seq, prev, content = audit_builders.sql(
+            url,
+            "SELECT seq, prev_hash, content FROM audit_records WHERE kind = 'outcome' ORDER BY seq LIMIT 1",
+        )[0]
+        forged = content.replace('"foreign_object"', "null")
+        digest = chain_hash(prev, forged) if rewrite == "content-and-hash" else None
+        sets = "content = :c" + (", record_hash = :h" if digest else "")
+        audit_builders.sql(url, f"UPDATE audit_records SET {sets} WHERE seq = :q", c=forged, h=digest, q=seq)
+        return real(conn, rows, **kw)
+
+    monkeypatch.setattr(store_module, "records_of", writer_between)
+    key = SealKey.derive(SECRET)
+    with (
+        AuditStore.open(url, create=False, seal_key=key) as store,
+        pytest.raises(AuditError, match=r"outcome record \d+ changed while the chain was read"),
+    ):
+        field_report(store.checked_decisions(seals=store.seal_check()))
