@@ -9,10 +9,10 @@ RELEASE). Those inspections are a fair sample of the released cargo, unlike any 
 inspected anyway; their outcomes tell how many held shipments were clean (the cost side).
 
 The unit is the shipment, counted once: by its random audit of a would-be release within the window,
-with what its cargo was found to hold on that decision or a later one; else by its latest decision
-within the window that has an outcome; else by its latest. What an inspection found stays counted
-when the shipment is decided again (a batch run again, a re-send). Per cargo type (and for all),
-the report gives:
+found anomalous where any inspection from the audit on found an anomaly (clean where one found it
+clean since); else by its latest decision within the window that has an outcome; else by its
+latest. What an inspection found stays counted when the shipment is decided again (a batch run
+again, a re-send). Per cargo type (and for all), the report gives:
 
 * the shipments decided, per tier, and the **released share** R (what the policy would have
   released, the audited would-be releases among them);
@@ -343,6 +343,7 @@ def field_report(
         raise ValueError(f"target miss rate {target!r} not accepted (a share above 0 and below 1)")
     latest: dict[str, _Seen] = {}
     inspected: dict[str, _Seen] = {}
+    anomalous: dict[str, _Seen] = {}
     audited: dict[str, list[_Seen]] = {}  # few: a shipment is audited once or twice
     read = 0
     for record in records:
@@ -353,11 +354,16 @@ def field_report(
             latest[shipment] = seen
             if seen.inspected:
                 inspected[shipment] = seen
+                if seen.found is not None:
+                    anomalous[shipment] = seen
             if seen.audit is not None:
                 audited.setdefault(shipment, []).append(seen)
     # deciding a shipment again (a batch run again under a new policy, a re-send) erased what its
     # inspection had found
-    latest = {s: _counted(seen, inspected.get(s), audited.get(s, [])) for s, seen in latest.items()}
+    latest = {
+        s: _counted(seen, inspected.get(s), anomalous.get(s), audited.get(s, []))
+        for s, seen in latest.items()
+    }
     by_cargo: dict[str, GroupFigures] = {ALL: GroupFigures()}
     by_week: dict[str, GroupFigures] = {}
     by_model: dict[str, GroupFigures] = {}
@@ -417,16 +423,23 @@ def _seen(record: AuditRecord) -> _Seen:
     )
 
 
-def _counted(latest: _Seen, inspected: _Seen | None, audits: list[_Seen]) -> _Seen:
-    """The decision a shipment counts by: its latest audit of a would-be release that an inspection
-    on it or a later decision followed, with what that found (an officer's finding is recorded on
-    the shipment's latest decision, and a hold after the audit is lifted only by one), or its latest
-    audit where none did; else its latest inspected decision; else its latest. An audit's finding
-    must not leave the one fair sample of the released cargo: the findings that left it were the
-    misses."""
-    if audits:
-        followed = [a for a in audits if inspected is not None and a.seq <= inspected.seq]
-        if followed and inspected is not None:
-            return followed[-1]._replace(inspected=True, found=inspected.found)
-        return audits[-1]
-    return inspected or latest
+def _counted(latest: _Seen, inspected: _Seen | None, anomalous: _Seen | None, audits: list[_Seen]) -> _Seen:
+    """The decision a shipment counts by.
+
+    Audited as a would-be release: by that audit, found anomalous where any inspection from an
+    audit on found an anomaly (on the audit's own decision, or a later one: an officer records a
+    finding on the shipment's latest decision, and a hold after the audit is lifted only by one),
+    counted at the latest audit before that finding; else clean where one inspected it since; else
+    not inspected. A finding must not leave the one fair sample of the released cargo, whichever
+    decision came after (the findings that left it were the misses), nor a later clean inspection
+    (the object seized at the audit) wash it out. Not audited: by its latest inspected decision,
+    else its latest."""
+    if not audits:
+        return inspected or latest
+    if anomalous is not None and anomalous.seq >= audits[0].seq:
+        chosen = [a for a in audits if a.seq <= anomalous.seq][-1]
+        return chosen._replace(inspected=True, found=anomalous.found)
+    if inspected is not None and inspected.seq >= audits[0].seq:
+        chosen = [a for a in audits if a.seq <= inspected.seq][-1]
+        return chosen._replace(inspected=True, found=None)
+    return audits[-1]._replace(inspected=False, found=None)

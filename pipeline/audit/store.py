@@ -482,7 +482,7 @@ class AuditStore:
         )
         return write_chain_file(rows, Path(path), head=(head.seq, head.record_hash))
 
-    def _export_head(self) -> Any:
+    def _export_head(self, refused: str = "nothing exported") -> Any:
         """The chain's head an export reads up to (seq, record_hash).
 
         Raises:
@@ -502,7 +502,7 @@ class AuditStore:
         if isinstance(last, int) and last > head.seq:  # a seq that is no number: the walk names it
             raise AuditError(
                 f"audit store {self.url}: record {last} lies past the chain head (record {head.seq}); "
-                "nothing exported (`clearsight audit verify` names what happened)"
+                f"{refused} (`clearsight audit verify` names what happened)"
             )
         return head
 
@@ -610,21 +610,22 @@ class AuditStore:
         as it is read and each record checked as an export checks it (its hash, its columns, its link
         and, with ``seals``, its seal): figures drawn from it count no record appended or rewritten
         after a verify that ran before. Each outcome attached is read apart from the walk, so its
-        content must give its hash, and that hash be the one the walk checked for it (``refused``:
-        what a failure message says was not done).
+        content must give its hash, and it and the decision it is attached to be those the walk
+        checked for it (``refused``: what a failure message says was not done).
 
         Raises:
             AuditError: as it is iterated, a record fails its checks, or the chain does not reach
                 its head.
         """
-        head = self._export_head()
-        walked: dict[int, str] = {}  # each outcome's hash as the walk checked it
-        read: list[tuple[int, str]] = []  # each outcome row attached, as its own read gave it
+        head = self._export_head(refused)
+        # each outcome as the walk checked it (its hash, and the decision its checked column names)
+        walked: dict[int, tuple[str, int | None]] = {}
+        read: dict[int, tuple[str, int | None]] = {}  # each outcome row attached, as its own read gave it
 
         def remember(rows: Iterator[Any]) -> Iterator[Any]:
             for row in rows:
                 if row.kind == "outcome":
-                    walked[row.seq] = row.record_hash
+                    walked[row.seq] = (row.record_hash, row.ref_seq)
                 yield row
 
         def outcomes_read(found: Sequence[Any]) -> None:
@@ -634,7 +635,7 @@ class AuditStore:
                         f"audit store {self.url}: outcome record {row.seq} changed while the chain was "
                         "read (its content does not give its hash); run `clearsight audit verify`"
                     )
-                read.append((row.seq, row.record_hash))
+                read[row.seq] = (row.record_hash, row.ref_seq)
 
         rows = checked(
             remember(self.iter_chain(upto=head.seq)),
@@ -645,14 +646,17 @@ class AuditStore:
             refused=refused,
         )
         yield from self._decisions(rows, upto=head.seq, outcomes_read=outcomes_read)
-        # the walk is over: every outcome attached must be the one it checked (the last page's were
-        # read after it, earlier pages' before it reached them)
-        for seq, record_hash in read:
-            if walked.get(seq) != record_hash:
-                raise AuditError(
-                    f"audit store {self.url}: outcome record {seq} changed while the chain was read (it is "
-                    "not the record the walk checked); run `clearsight audit verify`"
-                )
+        # the walk is over: the outcomes attached must be those it checked, each to the decision its
+        # checked column names (outcomes are looked up by ref_seq, which is not hashed: one pointed
+        # elsewhere meanwhile was attached to another decision, or to none), and every one of them
+        # (the last page's were read after the walk, earlier pages' before it reached them)
+        if read != walked:
+            seq = min(s for s in read.keys() | walked.keys() if read.get(s) != walked.get(s))
+            raise AuditError(
+                f"audit store {self.url}: outcome record {seq} changed while the chain was read (it is not "
+                "the record the walk checked, or not attached to the decision it names); run "
+                "`clearsight audit verify`"
+            )
 
     def _decisions(
         self,

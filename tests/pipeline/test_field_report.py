@@ -233,6 +233,49 @@ def test_an_audits_finding_stays_when_the_shipment_is_decided_and_inspected_agai
     ]
 
 
+def test_a_later_clean_inspection_does_not_wash_out_the_audits_finding() -> None:
+    """The third review's repro: the audit found the object (and it was seized); the re-run under
+    the retrained model held the shipment, and the officer lifting that hold found it clean. The
+    verdict went from ABOVE to 'within'."""
+    audit = _record(_decision("A0", "audited", day="2026-11-02"), "foreign_object")
+    lifted = _record(_decision("A0", "hold", day="2026-11-09"), None)
+    clean_audit = _record(_decision("A1", "audited", day="2026-11-02"), None)
+    report = field_report([audit, clean_audit, lifted])
+    g = report.by_cargo[ALL]
+    assert (g.audited_inspected, g.audited_found, g.held) == (2, 1, 0)
+    assert [(m.shipment_id, m.found, m.decision_seq) for m in report.misses] == [
+        ("A0", "foreign_object", audit.seq)
+    ]
+
+
+@pytest.mark.parametrize("column", ["ref_seq-elsewhere", "ref_seq-nowhere"])
+def test_an_outcome_pointed_elsewhere_between_the_walk_and_its_lookup_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, column: str
+) -> None:
+    """The third review's repro: outcomes are looked up by their ref_seq column, which is not hashed;
+    pointed at another record meanwhile (and restored), AUD-0's finding was attached to nothing."""
+    import pipeline.audit.store as store_module
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    _store(url)
+    real = store_module.records_of
+    outcome = audit_builders.sql(
+        url, "SELECT seq FROM audit_records WHERE kind = 'outcome' ORDER BY seq LIMIT 1"
+    )[0][0]
+    to = 1 if column == "ref_seq-elsewhere" else outcome
+
+    def writer_between(conn, rows, **kw):
+        audit_builders.sql(url, "UPDATE audit_records SET ref_seq = :to WHERE seq = :q", to=to, q=outcome)
+        return real(conn, rows, **kw)
+
+    monkeypatch.setattr(store_module, "records_of", writer_between)
+    with (
+        AuditStore.open(url, create=False, seal_key=SealKey.derive(SECRET)) as store,
+        pytest.raises(AuditError, match=rf"outcome record {outcome} changed while the chain was read"),
+    ):
+        list(store.checked_decisions(seals=store.seal_check()))
+
+
 def test_holds_are_weighed_per_tier() -> None:
     """90 remote holds (10 inspected, 1 anomalous) and 10 physical ones (10 inspected, 8): pooled,
     9 of 20 (0.45); per tier, 0.9 x 0.1 + 0.1 x 0.8 = 0.17. A tier with holds but no outcome leaves
