@@ -133,8 +133,10 @@ def _outcome(row: Any) -> OutcomeRecord:
         seq=row.seq,
         record_hash=row.record_hash,
         prev_hash=row.prev_hash,
-        created_at=row.created_at,
-        shipment_id=row.shipment_id,
+        # from the hashed content, not the columns beside it: a read apart from a walk checks the
+        # content against the hash the walk passed, and nothing checks a column there
+        created_at=content.get("created_at", row.created_at),
+        shipment_id=content.get("shipment_id", row.shipment_id),
         decision_seq=content["decision_seq"],
         found=outcome["found"],
         officer=outcome["officer"],

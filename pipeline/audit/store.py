@@ -630,6 +630,11 @@ class AuditStore:
 
         def outcomes_read(found: Sequence[Any]) -> None:
             for row in found:  # read apart from the walk: its content must give the hash it carries
+                if row.seq in read:  # each outcome is looked up by one page only: twice, it was moved
+                    raise AuditError(
+                        f"audit store {self.url}: outcome record {row.seq} changed while the chain was "
+                        "read (attached to two decisions); run `clearsight audit verify`"
+                    )
                 if chain_hash(row.prev_hash, row.content) != row.record_hash:
                     raise AuditError(
                         f"audit store {self.url}: outcome record {row.seq} changed while the chain was "

@@ -175,7 +175,7 @@ def test_the_figures_against_hand_computed_values() -> None:
         ((80, 10, 0, 20, 0), 0.01, "not known: every inspection found the cargo clean"),
         ((1000, 200, 20, 100, 50), 0.01, "ABOVE the 1.0% target: estimated 66.7%"),
         ((1000, 200, 0, 100, 50), 0.3, "within the 30.0% target: estimated 0.0%"),
-        ((1000, 200, 0, 100, 50), 0.25, "not known yet: estimated 0.0% (95 % interval 0.0% to 28.2%)"),
+        ((1000, 200, 0, 100, 50), 0.25, "not known yet: estimated 0.0% (95 % interval 0.0% to 29.2%)"),
         (
             (5, 1, 0, 4, 1),
             0.01,
@@ -248,7 +248,7 @@ def test_a_later_clean_inspection_does_not_wash_out_the_audits_finding() -> None
     ]
 
 
-@pytest.mark.parametrize("column", ["ref_seq-elsewhere", "ref_seq-nowhere"])
+@pytest.mark.parametrize("column", ["ref_seq-elsewhere", "ref_seq-nowhere", "read-twice"])
 def test_an_outcome_pointed_elsewhere_between_the_walk_and_its_lookup_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, column: str
 ) -> None:
@@ -265,6 +265,8 @@ def test_an_outcome_pointed_elsewhere_between_the_walk_and_its_lookup_is_refused
     to = 1 if column == "ref_seq-elsewhere" else outcome
 
     def writer_between(conn, rows, **kw):
+        if column == "read-twice":  # each outcome read as it is, and once more beside the first page
+            return real(conn, rows, **kw) + real(conn, rows, **kw)
         audit_builders.sql(url, "UPDATE audit_records SET ref_seq = :to WHERE seq = :q", to=to, q=outcome)
         return real(conn, rows, **kw)
 
@@ -274,6 +276,32 @@ def test_an_outcome_pointed_elsewhere_between_the_walk_and_its_lookup_is_refused
         pytest.raises(AuditError, match=rf"outcome record {outcome} changed while the chain was read"),
     ):
         list(store.checked_decisions(seals=store.seal_check()))
+
+
+@pytest.mark.parametrize("audits", [10_283, 10_392])
+def test_within_is_never_said_before_the_exact_bound_allows_it(audits: int) -> None:
+    """The fourth review's repro, the README's example (10 % of holds anomalous, 74 % released): at
+    10,284 clean audits the verdict said "within" while saying 10,393 were needed at least; the
+    draws' sample quantile of a fixed seed sat inside the exact bound in every report."""
+    g = GroupFigures(
+        decided=100_000, would_release=74_000, held=26_000, held_inspected=26_000, held_found=2_600
+    )
+    g.audited = g.audited_inspected = audits
+    g.holds_by_tier = {"PHYSICAL_INSPECTION": [26_000, 26_000, 2_600]}
+    assert g.audits_to_show(0.01) == 10_393
+    assert not g.verdict(0.01).startswith("within")
+
+
+def test_a_finding_recorded_past_the_window_counts_for_the_audit_within_it() -> None:
+    """The fourth review's repro: audits on the 5th, a retrained model's hold on the 6th with the
+    finding recorded on it; a report --until the 6th lost every finding and said "within"."""
+    audit = _record(_decision("A0", "audited", day="2026-11-05"))
+    held = _record(_decision("A0", "hold", day="2026-11-06"), "foreign_object")
+    clean = _record(_decision("A1", "audited", day="2026-11-05"), None)
+    report = field_report([audit, clean, held], until=datetime(2026, 11, 6, tzinfo=UTC))
+    g = report.by_cargo[ALL]
+    assert (g.decided, g.audited_inspected, g.audited_found, g.held) == (2, 2, 1, 0)
+    assert [(m.shipment_id, m.found) for m in report.misses] == [("A0", "foreign_object")]
 
 
 def test_holds_are_weighed_per_tier() -> None:
@@ -473,3 +501,29 @@ def test_an_outcome_rewritten_between_the_walk_and_its_lookup_is_refused(
         pytest.raises(AuditError, match=r"outcome record \d+ changed while the chain was read"),
     ):
         field_report(store.checked_decisions(seals=store.seal_check()))
+
+
+def test_an_outcomes_columns_edited_between_the_walk_and_its_lookup_are_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fourth review's repro: the outcome's created_at and shipment_id were taken from the
+    columns beside its content, which no check compares on a read apart from the walk; an export
+    wrote 2030-01-01 and another shipment's id."""
+    import pipeline.audit.store as store_module
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    _store(url)
+    real = store_module.records_of
+
+    def writer_between(conn, rows, **kw):
+        audit_builders.sql(
+            url,
+            "UPDATE audit_records SET created_at = '2030-01-01', shipment_id = 'ELSE' WHERE kind = 'outcome'",
+        )
+        return real(conn, rows, **kw)
+
+    monkeypatch.setattr(store_module, "records_of", writer_between)
+    with AuditStore.open(url, create=False, seal_key=SealKey.derive(SECRET)) as store:
+        records = list(store.checked_decisions(seals=store.seal_check()))
+    outcomes = [r.outcome for r in records if r.outcome is not None]
+    assert outcomes and all(o.shipment_id != "ELSE" and not o.created_at.startswith("2030") for o in outcomes)
