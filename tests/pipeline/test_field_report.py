@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -254,23 +255,20 @@ def test_an_outcome_pointed_elsewhere_between_the_walk_and_its_lookup_is_refused
 ) -> None:
     """The third review's repro: outcomes are looked up by their ref_seq column, which is not hashed;
     pointed at another record meanwhile (and restored), AUD-0's finding was attached to nothing."""
-    import pipeline.audit.store as store_module
-
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     _store(url)
-    real = store_module.records_of
     outcome = audit_builders.sql(
         url, "SELECT seq FROM audit_records WHERE kind = 'outcome' ORDER BY seq LIMIT 1"
     )[0][0]
     to = 1 if column == "ref_seq-elsewhere" else outcome
 
-    def writer_between(conn, rows, **kw):
-        if column == "read-twice":  # each outcome read as it is, and once more beside the first page
-            return real(conn, rows, **kw) + real(conn, rows, **kw)
+    def point_it_elsewhere() -> None:
         audit_builders.sql(url, "UPDATE audit_records SET ref_seq = :to WHERE seq = :q", to=to, q=outcome)
-        return real(conn, rows, **kw)
 
-    monkeypatch.setattr(store_module, "records_of", writer_between)
+    if column == "read-twice":  # each page's outcomes read as they are, and once more
+        _writer_between_walk_and_lookup(monkeypatch, twice=True)
+    else:
+        _writer_between_walk_and_lookup(monkeypatch, point_it_elsewhere)
     with (
         AuditStore.open(url, create=False, seal_key=SealKey.derive(SECRET)) as store,
         pytest.raises(AuditError, match=rf"outcome record {outcome} changed while the chain was read"),
@@ -368,6 +366,25 @@ def test_an_empty_group_has_no_rates() -> None:
 
 
 # -- through the CLI, on a real store ------------------------------------------------------------
+
+
+def _writer_between_walk_and_lookup(
+    monkeypatch: pytest.MonkeyPatch, act: Callable[[], object] | None = None, *, twice: bool = False
+) -> None:
+    """A database writer's moment between the walk of the chain and an outcome lookup, simulated by
+    wrapping the lookup (the store's own code runs unchanged): ``act`` runs before each lookup;
+    ``twice`` reads each page's outcomes twice."""
+    import pipeline.audit.store as store_module
+
+    real = store_module.records_of
+
+    def between(conn, rows, **kw):
+        if act is not None:
+            act()
+        found = real(conn, rows, **kw)
+        return found + real(conn, rows, **kw) if twice else found
+
+    monkeypatch.setattr(store_module, "records_of", between)
 
 
 def _store(url: str) -> None:
@@ -476,14 +493,12 @@ def test_an_outcome_rewritten_between_the_walk_and_its_lookup_is_refused(
     the walk had checked the chain and before the outcomes were looked up, and restored it after;
     the figures counted the clean one and every seal 'matched'. (The writer's moment is simulated by
     wrapping the lookup; the store's own code runs unchanged.)"""
-    import pipeline.audit.store as store_module
     from pipeline.audit import chain_hash
 
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     _store(url)
-    real = store_module.records_of
 
-    def writer_between(conn, rows, **kw):
+    def flip_the_finding() -> None:
         seq, prev, content = audit_builders.sql(
             url,
             "SELECT seq, prev_hash, content FROM audit_records WHERE kind = 'outcome' ORDER BY seq LIMIT 1",
@@ -492,9 +507,8 @@ def test_an_outcome_rewritten_between_the_walk_and_its_lookup_is_refused(
         digest = chain_hash(prev, forged) if rewrite == "content-and-hash" else None
         sets = "content = :c" + (", record_hash = :h" if digest else "")
         audit_builders.sql(url, f"UPDATE audit_records SET {sets} WHERE seq = :q", c=forged, h=digest, q=seq)
-        return real(conn, rows, **kw)
 
-    monkeypatch.setattr(store_module, "records_of", writer_between)
+    _writer_between_walk_and_lookup(monkeypatch, flip_the_finding)
     key = SealKey.derive(SECRET)
     with (
         AuditStore.open(url, create=False, seal_key=key) as store,
@@ -509,20 +523,15 @@ def test_an_outcomes_columns_edited_between_the_walk_and_its_lookup_are_not_read
     """The fourth review's repro: the outcome's created_at and shipment_id were taken from the
     columns beside its content, which no check compares on a read apart from the walk; an export
     wrote 2030-01-01 and another shipment's id."""
-    import pipeline.audit.store as store_module
-
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     _store(url)
-    real = store_module.records_of
-
-    def writer_between(conn, rows, **kw):
-        audit_builders.sql(
+    _writer_between_walk_and_lookup(
+        monkeypatch,
+        lambda: audit_builders.sql(
             url,
             "UPDATE audit_records SET created_at = '2030-01-01', shipment_id = 'ELSE' WHERE kind = 'outcome'",
-        )
-        return real(conn, rows, **kw)
-
-    monkeypatch.setattr(store_module, "records_of", writer_between)
+        ),
+    )
     with AuditStore.open(url, create=False, seal_key=SealKey.derive(SECRET)) as store:
         records = list(store.checked_decisions(seals=store.seal_check()))
     outcomes = [r.outcome for r in records if r.outcome is not None]

@@ -122,6 +122,12 @@ def _no_inline_code(page: str) -> None:
     assert re.findall(r"<style|\sstyle=|\son[a-z]+=|javascript:", page) == []
 
 
+def _outcome_form(client, shipment: str) -> dict[str, str]:
+    """The hidden fields of the queue's outcome form for ``shipment``, as the page gives them."""
+    card = client.get("/review").text.split(f'data-shipment="{shipment}"')[1]
+    return {k: html.unescape(v) for k, v in re.findall(r'name="(\w+)" value="([^"]*)"', card)}
+
+
 def _keyed_store(tmp_path: Path) -> tuple[str, AuditStore]:
     url = f"sqlite:///{tmp_path / 'sealed.db'}"
     return url, AuditStore.open(url, seal_key=audit_seal_key(Settings(audit_secret=SECRET)))
@@ -197,11 +203,7 @@ def test_an_outcome_form_of_a_shipment_whose_record_fails_comes_back_to_the_bann
         client = make_client(audit=store)
         _submit(client, "SHP-F", [240])
         _signed_in(client)
-        card = client.get("/review").text
-        form = {
-            k: html.unescape(v)
-            for k, v in re.findall(r'name="(\w+)" value="([^"]*)"', card.split('data-shipment="SHP-F"')[1])
-        }
+        form = _outcome_form(client, "SHP-F")
         _sql(url, "UPDATE audit_records SET seal = NULL WHERE seq = 1")
         posted = client.post(
             "/review/outcome", data={**form, "found": "clean", "notes": ""}, follow_redirects=False
@@ -228,11 +230,7 @@ def test_an_outcome_the_trail_cannot_take_says_so_and_to_tell_the_operator(
         client = make_client(audit=store)
         _submit(client, "SHP-G", [240])
         _signed_in(client)
-        card = client.get("/review").text
-        form = {
-            k: html.unescape(v)
-            for k, v in re.findall(r'name="(\w+)" value="([^"]*)"', card.split('data-shipment="SHP-G"')[1])
-        }
+        form = _outcome_form(client, "SHP-G")
         with AuditStore.open(url) as keyless:  # record 2, no seal
             keyless.record(batch_hold("SHP-Z"))
         posted = client.post(
