@@ -12,7 +12,8 @@ The unit is the shipment, counted once: by its random audit of a would-be releas
 found anomalous where any inspection from the audit on found an anomaly (clean where one found it
 clean since); else by its latest decision within the window that has an outcome; else by its
 latest. What an inspection found stays counted when the shipment is decided again (a batch run
-again, a re-send). Per cargo type (and for all), the report gives:
+again, a re-send); one found from an audit before the window on is that audit's, and counts for
+no hold within it. Per cargo type (and for all), the report gives:
 
 * the shipments decided, per tier, and the **released share** R (what the policy would have
   released, the audited would-be releases among them);
@@ -353,13 +354,22 @@ def field_report(
     read = 0
     followed: dict[str, _Seen] = {}  # of an audited shipment: its latest inspection and finding, any date
     found_any: dict[str, _Seen] = {}
+    audited_before: set[str] = set()  # audited as would-be releases before the window (--since)
     for record in records:
         read += 1
         shipment = record.decision.shipment_id
         inside = _in_window(record.decision.decided_at, since, until)
+        if not inside and since is not None and datetime.fromisoformat(record.decision.decided_at) < since:
+            if record.decision.random_audit and would_be_tier(record) is Tier.RELEASE:
+                audited_before.add(shipment)
+            continue
         if not (inside or (record.outcome is not None and shipment in audited)):
             continue
         seen = _seen(record)
+        if inside and seen.audit is None and shipment in audited_before and shipment not in audited:
+            # what an inspection found from an audit before the window on is that audit's, outside
+            # the window: counted as a hold's, last week's misses read as this week's catches
+            seen = seen._replace(inspected=False, found=None)
         if seen.inspected:
             followed[shipment] = seen
             if seen.found is not None:
@@ -374,9 +384,9 @@ def field_report(
         if seen.audit is not None:
             audited.setdefault(shipment, []).append(seen)
     # deciding a shipment again (a batch run again under a new policy, a re-send) erased what its
-    # inspection had found
-    # an audit within the window counts what inspections found from it on, of any date: with
-    # --until, a finding recorded on the next day's decision left the sample, and ABOVE read "within"
+    # inspection had found; an audit within the window counts what inspections found from it on, of
+    # any date: with --until, a finding recorded on the next day's decision left the sample, and
+    # ABOVE read "within"
     latest = {
         s: _counted(seen, followed.get(s), found_any.get(s), audited[s])
         if s in audited

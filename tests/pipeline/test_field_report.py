@@ -302,6 +302,17 @@ def test_a_finding_recorded_past_the_window_counts_for_the_audit_within_it() -> 
     assert [(m.shipment_id, m.found) for m in report.misses] == [("A0", "foreign_object")]
 
 
+def test_a_finding_from_an_audit_before_the_window_counts_for_no_hold_within_it() -> None:
+    """The fifth review's repro: audited on the 5th, held by the retrained model on the 6th with the
+    finding recorded on that hold; a report --since the 6th counted last week's miss as this week's
+    catch by a hold."""
+    audit = _record(_decision("A0", "audited", day="2026-11-05"))
+    held = _record(_decision("A0", "hold", day="2026-11-06"), "foreign_object")
+    fresh = _record(_decision("H1", "hold", day="2026-11-06"), None)
+    g = field_report([audit, held, fresh], since=datetime(2026, 11, 6, tzinfo=UTC)).by_cargo[ALL]
+    assert (g.decided, g.held, g.held_inspected, g.held_found, g.audited) == (2, 2, 1, 0, 0)
+
+
 def test_holds_are_weighed_per_tier() -> None:
     """90 remote holds (10 inspected, 1 anomalous) and 10 physical ones (10 inspected, 8): pooled,
     9 of 20 (0.45); per tier, 0.9 x 0.1 + 0.1 x 0.8 = 0.17. A tier with holds but no outcome leaves
