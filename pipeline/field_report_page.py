@@ -67,7 +67,7 @@ def weekly_tiers_svg(by_week: dict[str, GroupFigures]) -> Markup:
     top = max([g.decided for g in by_week.values()] + [1])
     ticks = [(top * f, f"{round(top * f):,}") for f in (0, 0.5, 1)]
     parts = _frame(weeks, top, ticks, "shipments decided")
-    width = 0.7 * (_W - _LEFT - _RIGHT) / max(len(weeks), 1)
+    width = min(60.0, 0.7 * (_W - _LEFT - _RIGHT) / max(len(weeks), 1))  # one week: a bar, not a wall
     for i, figures in enumerate(by_week.values()):
         base = 0
         for tier, colour in TIER_COLOURS.items():
