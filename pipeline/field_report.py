@@ -354,22 +354,29 @@ def field_report(
     read = 0
     followed: dict[str, _Seen] = {}  # of an audited shipment: its latest inspection and finding, any date
     found_any: dict[str, _Seen] = {}
-    audited_before: set[str] = set()  # audited as would-be releases before the window (--since)
+    # audited as would-be releases before the window (--since): whether the audit's finding is still
+    # to be recorded
+    audited_before: dict[str, bool] = {}
     for record in records:
         read += 1
         shipment = record.decision.shipment_id
         inside = _in_window(record.decision.decided_at, since, until)
         if not inside and since is not None and datetime.fromisoformat(record.decision.decided_at) < since:
             if record.decision.random_audit and would_be_tier(record) is Tier.RELEASE:
-                audited_before.add(shipment)
+                audited_before[shipment] = record.outcome is None  # its finding still to come
+            elif shipment in audited_before and record.outcome is not None:
+                audited_before[shipment] = False  # recorded before the window
             continue
         if not (inside or (record.outcome is not None and shipment in audited)):
             continue
         seen = _seen(record)
-        if inside and seen.audit is None and shipment in audited_before and shipment not in audited:
-            # what an inspection found from an audit before the window on is that audit's, outside
-            # the window: counted as a hold's, last week's misses read as this week's catches
-            seen = seen._replace(inspected=False, found=None)
+        if inside and seen.inspected and audited_before.get(shipment) and shipment not in audited:
+            # the first finding after an audit before the window, its own still unrecorded, is that
+            # audit's, outside the window: counted as a hold's, last week's misses read as this
+            # week's catches. Any later one, or one after the audit's own, is a new inspection's
+            audited_before[shipment] = False
+            if seen.audit is None:
+                seen = seen._replace(inspected=False, found=None)
         if seen.inspected:
             followed[shipment] = seen
             if seen.found is not None:

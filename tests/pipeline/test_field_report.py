@@ -311,6 +311,12 @@ def test_a_finding_from_an_audit_before_the_window_counts_for_no_hold_within_it(
     fresh = _record(_decision("H1", "hold", day="2026-11-06"), None)
     g = field_report([audit, held, fresh], since=datetime(2026, 11, 6, tzinfo=UTC)).by_cargo[ALL]
     assert (g.decided, g.held, g.held_inspected, g.held_found, g.audited) == (2, 2, 1, 0, 0)
+    # the sixth review's repro: the audit's finding recorded on it already (clean), this week's hold
+    # inspected anew and found clean: that inspection is the hold's, not dropped
+    recorded = _record(_decision("A2", "audited", day="2026-11-05"), None)
+    held_again = _record(_decision("A2", "hold", day="2026-11-06"), None)
+    g = field_report([recorded, held_again, fresh], since=datetime(2026, 11, 6, tzinfo=UTC)).by_cargo[ALL]
+    assert (g.decided, g.held, g.held_inspected, g.held_found) == (2, 2, 2, 0)
 
 
 def test_holds_are_weighed_per_tier() -> None:
