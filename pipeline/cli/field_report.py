@@ -94,8 +94,8 @@ def register_report(group: typer.Typer) -> None:
         """What the inspections say of the models in the field: per cargo type, week and model, the
         share of cargo released, the anomalies the random audits of would-be releases found, and the
         estimated share of anomalous cargo released against the target. The whole chain is checked as it
-        is read (hashes, links, seals); the figures count each shipment by its latest inspected
-        decision, or its latest decision where none was inspected."""
+        is read (hashes, links, seals); each shipment counts once, by its audit of a would-be release
+        (with what inspections found from it on), else its latest inspected decision, else its latest."""
         from pipeline.audit import AuditStore
         from pipeline.audit.seal import seals_unchecked
         from pipeline.field_report import field_report
