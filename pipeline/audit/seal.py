@@ -144,7 +144,12 @@ def locked_head(conn: Connection, key: SealKey) -> Head:
         raise HeadSealError(head.seq, why)
     why = seal_fault(key, head.record_hash, row.seal)
     if why is not None:
-        raise HeadSealError(head.seq, why, foreign=_foreign_seal(key, head.record_hash, row.seal))
+        # the same story as a read's: the head and the records it ends with, and the first, all another
+        # key's (the head's made-up seal alone passed for a rotation)
+        rotated = _foreign_seal(key, head.record_hash, row.seal) and _looks_rotated(
+            conn, key, head.seq, head.seq
+        )
+        raise HeadSealError(head.seq, why, foreign=bool(rotated))
     return head
 
 
@@ -180,6 +185,8 @@ def seal_fault(key: SealKey, record_hash: str, seal: object, *, mac: Any = None)
     hear, since anyone can make such seals."""
     if seal is None or seal == "":
         return "carries no seal: written without the server's key (forged, or by a writer not given the key)"
+    if not isinstance(seal, str) or not seal.isascii():  # compare_digest refuses non-ASCII text: a crash
+        return "forged or altered (its seal is not one any key writes)"
     raw = record_hash.encode("utf-8", "surrogatepass")
     if mac is None:
         mac = hmac.new(key.key, digestmod=hashlib.sha256)
@@ -351,6 +358,8 @@ def _foreign_seal(key: SealKey, record_hash: str, seal: object) -> bool:
     rotation's."""
     if not (isinstance(seal, str) and len(seal) == 64 and all(c in "0123456789abcdef" for c in seal)):
         return False
+    if not isinstance(record_hash, str):  # stored as bytes: a forger's, which verify names
+        return False
     raw = record_hash.encode("utf-8", "surrogatepass")
     return not any(
         hmac.compare_digest(hmac.new(k.key, raw, hashlib.sha256).hexdigest(), seal)
@@ -358,27 +367,39 @@ def _foreign_seal(key: SealKey, record_hash: str, seal: object) -> bool:
     )
 
 
+def _looks_rotated(conn: Connection, key: SealKey, seq: int, head_seq: int) -> str | None:
+    """Which ends of the chain back a rotation's story for record ``seq`` failing its seal, or None
+    where they do not: the record, the records either side of it, the chain's first record and its
+    head, as many as there are, all carry another key's seal (:func:`_foreign_seal`), as a rotation
+    leaves every record. A forger's made-up seal beside records carrying this key's passed for a
+    rotation when only the ends were looked at. A chain of one record backs nothing."""
+    c = sealed_records.c
+    wanted = {1, head_seq, seq, seq - 1, seq + 1} & set(range(1, head_seq + 1))
+    if wanted == {seq}:
+        return None
+    rows = conn.execute(select(c.seq, c.record_hash, c.seal).where(c.seq.in_(sorted(wanted)))).all()
+    if len(rows) != len(wanted) or not all(_foreign_seal(key, r.record_hash, r.seal) for r in rows):
+        return None
+    ends = sorted({1, head_seq} - {seq})
+    return (
+        "so do the records beside it and the chain's first record and its head"
+        if len(ends) == 2
+        else "so do the records beside it and the chain's first record"
+        if ends == [1]
+        else "so do the records beside it and the chain's head"
+    )
+
+
 def _rotation_hint(conn: Connection, key: SealKey, seq: int, head: Any) -> str:
-    """What a failing read's message adds where the chain's first record and its head, those of them
-    that are not record ``seq``, carry another key's seal too, as it does (:func:`_foreign_seal`):
-    the secret was likely rotated under this process, whose seals are all another key's now, rather
-    than the records forged. Nothing where the chain is that one record, or a seal is missing."""
+    """What a failing read's message adds where :func:`_looks_rotated` backs a rotation: the secret
+    was likely rotated under this process, whose seals are all another key's now, rather than the
+    records forged (a forger without any key can still make up seals on all of those records: the
+    hint says "if")."""
     if head is None:
         return ""
-    ends = sorted({1, head.seq} - {seq})
-    if not ends:
+    others = _looks_rotated(conn, key, seq, head.seq)
+    if others is None:
         return ""
-    c = sealed_records.c
-    rows = conn.execute(select(c.seq, c.record_hash, c.seal).where(c.seq.in_([seq, *ends]))).all()
-    if len(rows) != len(ends) + 1 or not all(_foreign_seal(key, r.record_hash, r.seal) for r in rows):
-        return ""
-    others = (
-        "so do the chain's first record and its head"
-        if len(ends) == 2
-        else "so does the chain's first record"
-        if ends == [1]
-        else "so does the chain's head"
-    )
     return (
         f"; {others}, carrying another key's seal as it does: if the audit secret was rotated "
         "(`clearsight audit seal --rotate`), restart this process with the new CLEARSIGHT_AUDIT_SECRET"

@@ -74,12 +74,16 @@ def test_a_writer_still_holding_the_old_secret_appends_nothing_after_a_rotation(
             old_writer.record_outcome("S2", found=None, officer="officer-7")
         with pytest.raises(
             SealBrokenError,
-            match=r"audit record 3 fails its seal .*so do the chain's first record and its head, carrying "
-            r"another key's seal as it does: if the audit secret was rotated .*restart this process with",
+            match=r"audit record 3 fails its seal .*so do the records beside it and the chain's first record "
+            r"and its head, carrying another key's seal as it does: if the audit secret was rotated "
+            r".*restart this process with",
         ):
             old_writer.get("S3")
         # a shipment whose record is the chain's first (or its head): the other end says so
-        with pytest.raises(SealBrokenError, match="so does the chain's head, carrying another key's seal"):
+        with pytest.raises(
+            SealBrokenError,
+            match="so do the records beside it and the chain's head, carrying another key's seal",
+        ):
             old_writer.get("S1")
     assert sql(db_url, "SELECT MAX(seq) FROM audit_records") == [(5,)]
     assert _verify(db_url, NEW_KEY) == (True, None, None)
@@ -119,6 +123,8 @@ def test_a_keyed_writer_appends_nothing_after_a_forged_head(db_url: str, how: st
         ([1, 3, 5], ""),
         ([1, 3, 5], "AB" * 32),  # not a seal any key writes
         ([1, 3, 5], "public"),  # the public development secret's
+        ([1, 3, 5], "made-up"),  # hex no key made, beside records 2 and 4 carrying this key's seals
+        ([5], "made-up"),  # the forged head alone: a writer refused it suggesting a rotation
     ],
 )
 def test_a_forgery_is_not_put_down_to_a_rotation(db_url: str, forged: list[int], seal: str | None) -> None:
@@ -129,16 +135,19 @@ def test_a_forgery_is_not_put_down_to_a_rotation(db_url: str, forged: list[int],
     public = SealKey.derive(DEVELOPMENT_AUDIT_SECRET, weak=True)
     for seq in forged:
         digest = sql(db_url, "SELECT record_hash FROM audit_records WHERE seq = :q", q=seq)[0][0]
-        made = public.seal(digest) if seal == "public" else seal
+        made = (
+            public.seal(digest) if seal == "public" else OTHER_KEY.seal(digest) if seal == "made-up" else seal
+        )
         sql(db_url, "UPDATE audit_records SET seal = :s WHERE seq = :q", s=made, q=seq)
-    with (
-        AuditStore.open(db_url, create=False, seal_key=KEY) as store,
-        pytest.raises(SealBrokenError) as raised,
-    ):
-        store.get("S3")
-    assert "rotated" not in str(raised.value)
+    if 3 in forged:
+        with (
+            AuditStore.open(db_url, create=False, seal_key=KEY) as store,
+            pytest.raises(SealBrokenError) as raised,
+        ):
+            store.get("S3")
+        assert "rotated" not in str(raised.value)
     with writer:
-        if forged == [1, 3, 5]:  # the head too: the writer refuses it, and suggests no rotation either
+        if 5 in forged:  # the head too: the writer refuses it, and suggests no rotation either
             with pytest.raises(HeadSealError) as raised:
                 writer.record(decision("S9"))
             assert "rotated" not in str(raised.value)
@@ -309,3 +318,15 @@ def test_cli_rotates_the_secret(
     assert run(app, ["audit", "verify", "--db", db_url]) == 0
     monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", SECRET)  # the old secret no longer checks
     assert run(app, ["audit", "verify", "--db", db_url]) == 2
+
+
+def test_a_seal_no_key_writes_is_refused_by_name_not_crashed_on(db_url: str) -> None:
+    """The review's repro: a 64-character non-ASCII seal was reported as a parse error (compare_digest
+    refuses non-ASCII text), and verify named no record."""
+    fill(db_url)
+    sql(db_url, "UPDATE audit_records SET seal = :s WHERE seq = 3", s="\u00e9" * 64)
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:
+        with pytest.raises(SealBrokenError, match=r"audit record 3 fails its seal \(forged or altered"):
+            store.get("S3")
+        report = store.verify()
+    assert (report.ok, report.first_bad, report.problem) == (False, 3, "forged")
