@@ -326,11 +326,6 @@ def _week(decided_at: str) -> str:
     return f"{year}-W{week:02d}"
 
 
-def _in_window(decided_at: str, since: datetime | None, until: datetime | None) -> bool:
-    when = datetime.fromisoformat(decided_at)
-    return (since is None or when >= since) and (until is None or when < until)
-
-
 def field_report(
     records: Iterable[AuditRecord],
     *,
@@ -360,8 +355,9 @@ def field_report(
     for record in records:
         read += 1
         shipment = record.decision.shipment_id
-        inside = _in_window(record.decision.decided_at, since, until)
-        if not inside and since is not None and datetime.fromisoformat(record.decision.decided_at) < since:
+        when = datetime.fromisoformat(record.decision.decided_at)
+        inside = (since is None or when >= since) and (until is None or when < until)
+        if since is not None and when < since:
             if record.decision.random_audit and would_be_tier(record) is Tier.RELEASE:
                 audited_before[shipment] = record.outcome is None  # its finding still to come
             elif shipment in audited_before and record.outcome is not None:

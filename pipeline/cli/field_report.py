@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +14,7 @@ import typer
 from rich.console import Console
 
 from datasets.errors import InputError
+from datasets.whole_files import keep_mode_and_owner, temporary_beside
 from pipeline.cli.audit import DbOption
 from pipeline.cli.output_paths import check_writable, output_error
 from pipeline.settings import Settings, audit_seal_key
@@ -37,16 +37,21 @@ def _day(text: str | None, option: str) -> datetime | None:
 
 def _write_both(out: Path, figures: dict[str, object], page: str) -> None:
     """Write field_report.json and .html into ``out`` (made if missing), each to a temporary file
-    first and then renamed over the old, so that a failure leaves no new file beside an old one."""
+    beside it first (:func:`~datasets.whole_files.temporary_beside`) and then renamed over the old,
+    so that a failure leaves no new file beside an old one."""
     out.mkdir(parents=True, exist_ok=True)
     texts = {"field_report.json": json.dumps(figures, indent=2) + "\n", "field_report.html": page}
     staged: list[tuple[Path, Path]] = []
     try:
         for name, text in texts.items():
-            descriptor, temporary = tempfile.mkstemp(dir=out, prefix=f".{name}.")
-            staged.append((Path(temporary), out / name))
+            final = out / name
+            temporary, descriptor = temporary_beside(final)
+            staged.append((temporary, final))
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                keep_mode_and_owner(handle.fileno(), final)
                 handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
         for _, final in staged:  # what would fail one rename after the other had replaced its file
             if final.is_dir():
                 raise IsADirectoryError(21, "is a folder", str(final))
