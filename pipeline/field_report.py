@@ -118,6 +118,11 @@ class GroupFigures:
     found_types: Counter[str] = field(default_factory=Counter)
     holds_by_tier: dict[str, list[int]] = field(default_factory=dict)
     """Per tier held at: [holds, inspected, found anomalous]."""
+    _estimated: dict[tuple[Any, ...], tuple[float | None, tuple[float, float] | None]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    """:meth:`miss_rate` by the counts it was drawn from: the verdict, the JSON, the page's rows and
+    charts ask for it of one group several times, and each asks for 20,000 draws or more."""
 
     def add(self, seen: _Seen) -> None:
         self.decided += 1
@@ -168,7 +173,7 @@ class GroupFigures:
             / self.held
         )
 
-    def miss_rate(self, *, seed: int = 0) -> tuple[float | None, tuple[float, float] | None]:
+    def miss_rate(self) -> tuple[float | None, tuple[float, float] | None]:
         """The estimated share of anomalous cargo released and its 95 % interval; (None, None)
         where no audited release or no hold has an outcome, or the cargo held and released alike
         was all found clean (no anomaly to miss).
@@ -185,12 +190,21 @@ class GroupFigures:
         anomalous = p_r * share + p_h * (1 - share)
         if not anomalous:
             return None, None
-        point = p_r * share / anomalous
-        rng = np.random.default_rng(seed)
-        tail = (1 - CONFIDENCE) / 2 - _OUTWARD
-        high = np.quantile(self._draws(rng, raising=True), 1 - tail)
-        low = np.quantile(self._draws(rng, raising=False), tail)
-        return point, (float(low), float(high))
+        counts = (
+            self.audited_found,
+            self.audited_inspected,
+            self.would_release,
+            self.decided,
+            self.held,
+            tuple((tier, *tally) for tier, tally in sorted(self.holds_by_tier.items())),
+        )
+        if counts not in self._estimated:
+            rng = np.random.default_rng(0)  # seeded: the report is reproducible
+            tail = (1 - CONFIDENCE) / 2 - _OUTWARD
+            high = np.quantile(self._draws(rng, raising=True), 1 - tail)
+            low = np.quantile(self._draws(rng, raising=False), tail)
+            self._estimated[counts] = (p_r * share / anomalous, (float(low), float(high)))
+        return self._estimated[counts]
 
     def _draws(self, rng: np.random.Generator, *, raising: bool) -> np.ndarray:
         """:data:`DRAWS` miss rates, each proportion drawn from the side of its exact posterior that
