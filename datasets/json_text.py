@@ -10,12 +10,13 @@ makes the reader, or a writer later, give up: Python's at about 1,000 levels wit
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from datasets.errors import DatasetFormatError
 
-__all__ = ["MAX_DEPTH", "check_writable", "unique_keys"]
+__all__ = ["MAX_DEPTH", "check_writable", "loads_strict", "unique_keys"]
 
 MAX_DEPTH = 64
 """The deepest a value read may nest (an object in a list in an object is 3 deep): far more than a
@@ -89,3 +90,19 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"key {key!r} appears twice in one object")
         out[key] = value
     return out
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """The value of JSON ``text`` a client sent (a declaration, an outcome), read only one way: a key
+    given twice in one object, at any depth, is refused, where ``json.loads`` (and pydantic's own
+    parser) keep the last copy, so that ``"radiation_alarm": true, "radiation_alarm": false`` would
+    be decided as no alarm.
+
+    Raises:
+        ValueError: a :class:`json.JSONDecodeError` for text that is not JSON; a plain ValueError
+            naming the key given twice, or saying a value nests too deeply for the reader.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys)
+    except RecursionError as exc:  # thousands of brackets: Python's reader gives up
+        raise ValueError("a value is nested too deeply") from exc

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from datasets.errors import InputError
+from datasets.json_text import loads_strict
 from models.inference import Predictor
 from serve.auth import KeyRing, Principal, Role, SessionSigner
 from serve.batching import MicroBatcher
@@ -208,7 +210,7 @@ MultipartDep = Annotated[None, Depends(_multipart)]
 says a field is missing)."""
 
 
-def _json_body(request: Request) -> None:
+async def _json_body(request: Request) -> None:
     # what FastAPI reads as JSON (strictly: a body without a type is not)
     content_type = request.headers.get("content-type", "")
     media_type = content_type.partition(";")[0].strip().lower()
@@ -221,8 +223,16 @@ def _json_body(request: Request) -> None:
             f"content type {content_type[:100] or 'none'!r} is not accepted here; send JSON as "
             'application/json (curl --json \'{"found": "clean"}\' ...)'
         )
+    body = await request.body()  # read already, by FastAPI, which parsed it keeping the last of a key
+    if json and body:
+        try:
+            loads_strict(body)
+        except ValueError as exc:  # a key given twice (named): malformed JSON was refused before this
+            raise InputError(f"body is not valid: {exc}") from exc
 
 
 JsonBodyDep = Annotated[None, Depends(_json_body)]
 """Refuses, before the body is validated, one that is not JSON (415, not a 422 that says the body
-is not an object): an outcome sent as a form, or as JSON labelled text/plain."""
+is not an object): an outcome sent as a form, or as JSON labelled text/plain; and one naming a key
+twice in one object (422 bad-input), which FastAPI's reader took as its last copy:
+``{"found": "foreign_object", "found": "clean"}`` was recorded clean."""

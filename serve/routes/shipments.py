@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from datasets.errors import ClearsightError, ConflictError, InputError, ModelError
+from datasets.json_text import loads_strict
 from datasets.perceptual_hash import perceptual_hashes
 from pipeline.audit.image_indexes import Picture, Sighting
 from pipeline.audit.store import FirstSent, ImagesSeenSince, Lookup, SentByAnother
@@ -156,16 +157,25 @@ def parse_declaration(text: str) -> Declaration:
 
     Raises:
         RequestTooLargeError: ``text`` is over :data:`MAX_DECLARATION_CHARS`.
-        InputError: not a valid Declaration (naming the first bad field), a bad shipment id, or
-            ``extra`` with too many fields, a value that is not a number, text, true/false or null,
-            or text over :data:`MAX_EXTRA_CHARS`.
+        InputError: not JSON, a key given twice in one object (naming it), not a valid Declaration
+            (naming the first bad field), a bad shipment id, or ``extra`` with too many fields, a
+            value that is not a number, text, true/false or null, or text over
+            :data:`MAX_EXTRA_CHARS`.
     """
     if len(text) > MAX_DECLARATION_CHARS:
         raise RequestTooLargeError(
             f"declaration is {len(text):,} characters; at most {MAX_DECLARATION_CHARS:,} are accepted"
         )
     try:
-        declaration = Declaration.model_validate_json(text)
+        # our own reader, not pydantic's JSON one: that keeps the last of a key given twice
+        value = loads_strict(text)
+    except ValueError as exc:  # not JSON, or a key given twice (named)
+        raise InputError(
+            f"declaration is not valid: {exc}; expected JSON with shipment_id and cargo_type, e.g. "
+            f"{DECLARATION_EXAMPLE}"
+        ) from exc
+    try:
+        declaration = Declaration.model_validate(value)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "declaration"

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from datasets.errors import DatasetFormatError
-from datasets.json_text import MAX_DEPTH, check_writable
+from datasets.json_text import MAX_DEPTH, check_writable, loads_strict
 
 
 def _nested(depth: int) -> str:
@@ -54,3 +54,25 @@ def test_a_half_character_as_raw_bytes_is_found() -> None:
     raw = b'{"a": "\xed\xa0\x80"}'  # json.loads(bytes) reads it with surrogatepass
     with pytest.raises(DatasetFormatError, match="half a character"):
         check_writable(json.loads(raw), "rows.jsonl:1", text=raw)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('{"radiation_alarm": true, "radiation_alarm": false}', "key 'radiation_alarm' appears twice"),
+        ('{"a": [{"extra": {"hs": 1, "hs": 2}}]}', "key 'hs' appears twice"),  # at any depth
+        ("[" * 100_000, "a value is nested too deeply"),  # Python's reader gives up, a ValueError still
+    ],
+)
+def test_loads_strict_refuses_what_json_would_read_otherwise(text: str, said: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(said)):
+        loads_strict(text)
+    with pytest.raises(ValueError, match=re.escape(said)):
+        loads_strict(text.encode())
+
+
+def test_loads_strict_reads_plain_json_as_json_does() -> None:
+    text = '{"a": {"b": [1, 2.5, null, true]}, "c": "ore"}'
+    assert loads_strict(text) == json.loads(text)
+    with pytest.raises(json.JSONDecodeError):
+        loads_strict("{not json")

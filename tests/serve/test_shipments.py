@@ -372,6 +372,20 @@ BAD = [
         "unknown-cargo-type",
         "no model for cargo type 'crude_oil'; accepted: bulk_ore, vacuum_pack",
     ),
+    (  # json keeps the last copy: released without the alarm, recorded as no alarm
+        "a key given twice",
+        '{"shipment_id": "S", "cargo_type": "bulk_ore", "radiation_alarm": true, "radiation_alarm": false}',
+        422,
+        "bad-input",
+        "declaration is not valid: key 'radiation_alarm' appears twice in one object",
+    ),
+    (
+        "a key given twice inside extra",
+        '{"shipment_id": "S", "cargo_type": "bulk_ore", "extra": {"hs_code": "7601", "hs_code": "2601"}}',
+        422,
+        "bad-input",
+        "declaration is not valid: key 'hs_code' appears twice in one object",
+    ),
     (  # the second part used to replace the first, silently: released without the alarm
         "two declarations",
         [
@@ -397,6 +411,20 @@ def test_bad_submissions(make_client, audit_store, case, declaration, status, sl
     assert response.json()["type"] == f"https://clearsight.dev/problems/{slug}"
     assert response.json()["detail"].startswith(detail), response.json()["detail"]
     assert audit_store.list() == []  # nothing recorded
+
+
+@pytest.mark.parametrize("path", ["/v1/shipments/SHP-D/outcome", "/v1/outcomes"])
+def test_an_outcome_naming_a_key_twice_is_refused(make_client, audit_store, path) -> None:
+    """FastAPI's reader kept the last copy: a foreign object found, then "clean", was recorded clean."""
+    client = make_client()
+    assert _submit(client, "SHP-D", [240]).json()["decision"]["tier"] == "PHYSICAL_INSPECTION"
+    named = '"shipment_id": "SHP-D", ' if path == "/v1/outcomes" else ""
+    body = "{" + named + '"found": "foreign_object", "notes": "scrap cable", "found": "clean"}'
+    response = client.post(path, content=body, headers={**OFFICER, "content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["type"] == "https://clearsight.dev/problems/bad-input"
+    assert response.json()["detail"] == "body is not valid: key 'found' appears twice in one object"
+    assert audit_store.get("SHP-D").outcome is None
 
 
 @pytest.mark.parametrize(
