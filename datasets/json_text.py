@@ -11,6 +11,7 @@ makes the reader, or a writer later, give up: Python's at about 1,000 levels wit
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -93,16 +94,44 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def loads_strict(text: str | bytes) -> Any:
-    """The value of JSON ``text`` a client sent (a declaration, an outcome), read only one way: a key
-    given twice in one object, at any depth, is refused, where ``json.loads`` (and pydantic's own
-    parser) keep the last copy, so that ``"radiation_alarm": true, "radiation_alarm": false`` would
-    be decided as no alarm.
+    """The value of JSON ``text`` a client sent (a declaration, an outcome), read only one way:
+
+    - a key given twice in one object, at any depth, is refused, where ``json.loads`` (and
+      pydantic's own parser) keep the last copy, so that ``"radiation_alarm": true,
+      "radiation_alarm": false`` would be decided as no alarm;
+    - so is a number no float holds: ``NaN`` and ``Infinity`` (Python's reader takes them, JSON has
+      neither) and one past a float's range (``1e400`` reads as infinity). Each was recorded as
+      null, as if nothing had been declared.
 
     Raises:
         ValueError: a :class:`json.JSONDecodeError` for text that is not JSON; a plain ValueError
-            naming the key given twice, or saying a value nests too deeply for the reader.
+            naming the key given twice or the key holding the number (its object's, for a number in
+            a list), or saying a value nests too deeply for the reader.
     """
     try:
-        return json.loads(text, object_pairs_hook=unique_keys)
+        value = json.loads(text, object_pairs_hook=_strict_object)
     except RecursionError as exc:  # thousands of brackets: Python's reader gives up
         raise ValueError("a value is nested too deeply") from exc
+    _check_finite(value, None)
+    return value
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = unique_keys(pairs)
+    for key, value in out.items():
+        _check_finite(value, key)
+    return out
+
+
+def _check_finite(value: Any, key: str | None) -> None:
+    """Refuse a non-finite number in ``value`` or in the lists it holds (objects in them were checked
+    by their own hook), naming ``key``."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            said = "NaN" if math.isnan(item) else "Infinity or a number past a float's range (1e400, say)"
+            where = f"key {key!r} holds" if key is not None else "the value is"
+            raise ValueError(f"{where} {said}, which is no JSON number; send a finite number, or null")

@@ -243,12 +243,17 @@ class Declaration(BaseModel):
     @field_validator("extra")
     @classmethod
     def _no_field_in_extra(cls, extra: dict[str, Any]) -> dict[str, Any]:
-        for key in extra:
+        for key, value in extra.items():
             field = field_like(key)
             if field is not None:
                 # a flag kept aside under extra would never reach the rules: refuse, do not lose it
                 raise ValueError(
                     f"extra key {key!r} is the field {field!r}; give it as {field}, not under extra"
+                )
+            if isinstance(value, float) and not math.isfinite(value):
+                # the audit trail writes it as null: the record would say nothing was declared
+                raise ValueError(
+                    f"extra key {key!r} is {value}, not a finite number (the audit trail would record null)"
                 )
         return extra
 

@@ -76,3 +76,22 @@ def test_loads_strict_reads_plain_json_as_json_does() -> None:
     assert loads_strict(text) == json.loads(text)
     with pytest.raises(json.JSONDecodeError):
         loads_strict("{not json")
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('{"extra": {"declared_weight_t": NaN}}', "key 'declared_weight_t' holds NaN"),
+        ('{"w": Infinity}', "key 'w' holds Infinity or a number past a float's range"),
+        ('{"w": -Infinity}', "key 'w' holds Infinity"),
+        ('{"w": 1e400}', "key 'w' holds Infinity"),  # past a float's range: read as infinity
+        ('{"w": [1, [2, NaN]]}', "key 'w' holds NaN"),  # in a list, its object's key named
+        ("[1, NaN]", "the value is NaN"),
+        ("NaN", "the value is NaN"),
+    ],
+)
+def test_loads_strict_refuses_a_number_no_float_holds(text: str, said: str) -> None:
+    """json.loads takes NaN and Infinity, and 1e400 as infinity; each was recorded as null."""
+    with pytest.raises(ValueError, match=re.escape(said)):
+        loads_strict(text)
+    assert loads_strict('{"w": 1e308, "n": null, "i": 7}') == {"w": 1e308, "n": None, "i": 7}

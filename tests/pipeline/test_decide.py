@@ -21,7 +21,7 @@ from datasets.errors import InputError, PolicyError
 from pipeline.decide import EarlierHold, audit_fraction, decide_rows, decide_shipment
 from pipeline.policy import default_policy_path, load_policy
 from pipeline.verdict_rows import FIELDS
-from pipeline.verdicts import ImageVerdict, Reason, ShipmentDecision, Tier
+from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
 
 sys.path.insert(0, str(Path(__file__).parent))
 from decide_builders import KEY, NOW, H, P, R, decl, img, policy  # noqa: E402
@@ -1734,6 +1734,17 @@ def test_a_key_under_extra_is_held_to_the_rule_of_the_declarations_own(key: str,
         return
     with pytest.raises(ValidationError, match=re.escape(f"extra key {key!r} of image 'a' {said}")):
         row("S", 0.1, "a", extra={key: True})
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_a_declaration_refuses_a_number_the_audit_trail_cannot_record(number: float) -> None:
+    """NaN and infinity (1e400 read from JSON) were kept, and recorded as null: the record said
+    nothing was declared where something was."""
+    with pytest.raises(ValidationError, match=r"extra key 'declared_weight_t' is -?(nan|inf), not a finite"):
+        Declaration(shipment_id="S", cargo_type="bulk_ore", extra={"declared_weight_t": number})
+    assert (
+        Declaration(shipment_id="S", cargo_type="bulk_ore", extra={"w": 1e308, "n": None}).extra["w"] == 1e308
+    )
 
 
 def test_a_decision_of_an_earlier_version_is_read_with_its_rows_keys_kept_aside(tmp_path: Path) -> None:

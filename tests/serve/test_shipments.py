@@ -386,6 +386,20 @@ BAD = [
         "bad-input",
         "declaration is not valid: key 'hs_code' appears twice in one object",
     ),
+    (  # recorded as null: the record said nothing was declared
+        "NaN in extra",
+        '{"shipment_id": "S", "cargo_type": "bulk_ore", "extra": {"declared_weight_t": NaN}}',
+        422,
+        "bad-input",
+        "declaration is not valid: key 'declared_weight_t' holds NaN, which is no JSON number",
+    ),
+    (
+        "a number past a float's range in extra",
+        '{"shipment_id": "S", "cargo_type": "bulk_ore", "extra": {"declared_weight_t": 1e400}}',
+        422,
+        "bad-input",
+        "declaration is not valid: key 'declared_weight_t' holds Infinity or a number past a float's range",
+    ),
     (  # the second part used to replace the first, silently: released without the alarm
         "two declarations",
         [
