@@ -73,6 +73,8 @@ __all__ = [
     "audit_fraction",
     "decide_rows",
     "decide_shipment",
+    "declared_tier",
+    "flagged_tier",
 ]
 
 
@@ -134,6 +136,25 @@ def _held_before(
                 "it: the hold carries over to its pictures sent again"
             ),
         )
+
+
+_FLAG_RULES = frozenset(f"override.{flag}" for flag in OVERRIDE_FLAGS)
+
+
+def declared_tier(policy: Policy, declaration: Declaration) -> Tier:
+    """The strictest tier ``declaration``'s own flags (a radiation alarm, suspected solid waste, a
+    document mismatch, declared foreign inclusions) force under ``policy``; RELEASE where it raises
+    none. What :func:`decide_shipment` records as their ``override.<flag>`` reasons
+    (:func:`flagged_tier`), known before any picture is scored."""
+    tiers = [getattr(policy.overrides, flag) for flag in OVERRIDE_FLAGS if getattr(declaration, flag)]
+    return max(tiers, key=lambda tier: tier.severity, default=Tier.RELEASE)
+
+
+def flagged_tier(decision: ShipmentDecision) -> Tier:
+    """The strictest tier ``decision``'s declaration flags gave it (its ``override.<flag>``
+    reasons); RELEASE where they gave none. It rests on what was declared, never on a picture."""
+    tiers = [reason.tier for reason in decision.reasons if reason.rule in _FLAG_RULES]
+    return max(tiers, key=lambda tier: tier.severity, default=Tier.RELEASE)
 
 
 def audit_fraction(audit_key: bytes, shipment_id: str) -> float:

@@ -58,6 +58,7 @@ from pipeline.audit.seal import SealCheck, SealKey
 from pipeline.audit.sealing import SealingReport, seal_vouched
 from pipeline.audit.verify import checked, verify_chain
 from pipeline.audit.writing import (
+    DecidedAlready,
     ImagesSeenSince,
     SentByAnother,
     check_idempotency_key,
@@ -70,6 +71,7 @@ from pipeline.verdicts import ShipmentDecision, Tier
 
 __all__ = [
     "AuditStore",
+    "DecidedAlready",
     "FirstSent",
     "ImagesSeenSince",
     "Lookup",
@@ -171,12 +173,15 @@ class AuditStore:
         Args:
             decision: the decision to record.
             idempotency_key: what identifies this submission: recorded once, returned on a retry.
-            exclusive: a shipment already decided under another key takes only a stricter
-                decision (an alarm raised later, worse pictures), never an equal or milder one; a
-                retry (a known key) returns the shipment's latest decision.
+            exclusive: a shipment already decided under another key takes a decision only where
+                its declaration's flags (an alarm raised later: its ``override.<flag>`` reasons)
+                hold it stricter than its latest decision, whatever its pictures scored; a retry (a
+                known key) returns the shipment's latest decision.
                 Re-deciding stored verdicts (a new policy) appends a decision that supersedes the
                 last; a submitter (the HTTP service) must not be able to replace a hold, or a
-                release it did not like the look of, by sending other images.
+                release it did not like the look of, by sending other images, nor learn from the
+                answer whether other images would pass (a refusal that depended on their tier
+                did tell it, leaving no trace).
 
         A decision that would lower the tier of the shipment's latest one is refused while that
         one has no officer's outcome: a hold is lifted by an officer who inspected the cargo
@@ -196,7 +201,8 @@ class AuditStore:
             InputError: an empty or over-long idempotency key; half a character (a lone UTF-16
                 surrogate) in it or in the decision.
             ConflictError: ``exclusive`` and the shipment was decided under another key at the
-                same or a stricter tier; or the decision would lower an unresolved hold.
+                same or a stricter tier than its declaration's flags give it
+                (:class:`DecidedAlready`); or the decision would lower an unresolved hold.
             SentByAnother: ``may_send`` refused the shipment's first decision's sender.
             ImagesSeenSince: an image that was seen nowhere (or had no near-copy) when looked up
                 has been decided in another shipment since: look it up and decide again.

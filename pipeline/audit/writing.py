@@ -30,10 +30,11 @@ from pipeline.audit.reading import FirstSent, first_sent, latest_decision, recor
 from pipeline.audit.records import AuditRecord, OutcomeRecord
 from pipeline.audit.schema import audit_head, audit_records, sealed_records
 from pipeline.audit.seal import SealKey, check_outcome_of, check_read, locked_head
-from pipeline.decide import EarlierHold
+from pipeline.decide import EarlierHold, flagged_tier
 from pipeline.verdicts import ShipmentDecision, Tier
 
 __all__ = [
+    "DecidedAlready",
     "ImagesSeenSince",
     "SentByAnother",
     "append",
@@ -56,6 +57,22 @@ class SentByAnother(ConflictError):
         super().__init__(
             f"shipment {shipment_id!r} was first sent under another key; only that key, or another key "
             "of the same trader, may send it again (an admin may record a stricter decision)"
+        )
+
+
+class DecidedAlready(ConflictError):
+    """A shipment sent again under another key (other pictures, another declaration) whose new
+    declaration raises no flag that holds it stricter than its latest decision (``exclusive``)."""
+
+    def __init__(self, shipment_id: str, seq: int) -> None:
+        # the same answer whatever the pictures would have scored: it must tell nothing about them
+        super().__init__(
+            f"shipment {shipment_id!r} was already decided (audit record {seq}) on other images or "
+            "another declaration; a shipment is decided once: sent again, it is decided anew only "
+            "where its declaration raises a flag (radiation_alarm, suspected_solid_waste, "
+            "document_mismatch, declared_foreign_inclusions) that holds it stricter, whatever its "
+            "pictures. Send the same images and declaration to read that decision back, or have an "
+            "officer record what inspection found"
         )
 
 
@@ -176,13 +193,12 @@ def write_decision(
         if existing is not None:
             return _retried(conn, existing, decision, idempotency_key, exclusive=exclusive, seal_key=seal_key)
     latest = latest_decision(conn, decision.shipment_id)
-    if exclusive and latest is not None and Tier(latest.tier).severity >= decision.tier.severity:
-        raise ConflictError(
-            f"shipment {decision.shipment_id!r} was already decided (audit record {latest.seq}) "
-            "on other images or another declaration; a shipment is decided once, and only "
-            "a stricter decision is added later: send the same images and declaration to "
-            "read that decision back, or have an officer record what inspection found"
-        )
+    # Judged by what the declaration's flags force, not by the decision's tier: that rests on the
+    # pictures too, so "409 unless stricter" told a submitter, with nothing recorded, whether a
+    # picture sent again under a released shipment would pass. A flag the submitter declares is
+    # evidence it has already; its answer tells nothing about the pictures.
+    if exclusive and latest is not None and Tier(latest.tier).severity >= flagged_tier(decision).severity:
+        raise DecidedAlready(decision.shipment_id, latest.seq)
     if latest is not None:
         replayed = _same_decision(conn, latest, decided, seal_key)
         if replayed is not None:

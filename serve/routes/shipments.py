@@ -18,7 +18,7 @@ from datasets.errors import ClearsightError, ConflictError, InputError, ModelErr
 from datasets.json_text import loads_strict
 from datasets.perceptual_hash import perceptual_hashes
 from pipeline.audit.image_indexes import Picture, Sighting
-from pipeline.audit.store import FirstSent, ImagesSeenSince, Lookup, SentByAnother
+from pipeline.audit.store import DecidedAlready, FirstSent, ImagesSeenSince, Lookup, SentByAnother
 from pipeline.verdicts import AeoTierSource, Declaration, ImageVerdict, ShipmentDecision, first_field_like
 from serve.auth import Principal, Role
 from serve.deps import AuditDep, JsonBodyDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
@@ -110,8 +110,8 @@ SUBMIT_RESPONSES = problem_responses(
         **UPLOAD_DESCRIBED,
         403: "An officer's key (forbidden); a shipment id first sent by a key this one may not send "
         "it again for (shipment-taken); a submitter declaring aeo_tier (aeo-tier-not-allowed)",
-        409: "Already decided on other images or another declaration, and this decision is no "
-        "stricter (conflict)",
+        409: "Already decided on other images or another declaration, and the declaration raises no "
+        "flag that holds it stricter, whatever the images (conflict)",
         422: "A field that does not match the schema (validation); a declaration refused: not the "
         "Declaration schema, a shipment id outside its pattern, sent twice (bad-input); not a usable "
         "image (bad-image); a cargo type without a model (unknown-cargo-type)",
@@ -423,8 +423,10 @@ async def submit_shipment(
 
     Raises:
         ConflictError: the shipment was already decided on other images or another declaration,
-            and this decision is no stricter. A submitter must not be able to replace a hold (or a
-            release it wanted to try again) by sending other pictures of the cargo.
+            and the declaration raises no flag that holds it stricter (:class:`DecidedAlready`),
+            whatever the pictures: a submitter must not be able to replace a hold (or a release it
+            wanted to try again) by sending other pictures of the cargo, nor learn from the answer
+            whether other pictures would pass.
         ShipmentTakenError: ``may_send`` refused the shipment's first sender: a trader
             must not add a hold to another trader's shipment, nor learn how it was decided.
     """
@@ -450,6 +452,18 @@ async def submit_shipment(
         await run_in_threadpool(_keep_for_review, services, uploads, [])
         await _restore_heatmaps(services, replayed.decision, uploads)
         return replayed
+    from pipeline.decide import declared_tier
+
+    # Decided already: decided anew only where the declaration raises a flag that holds it stricter,
+    # whatever the pictures would score, so refused before any model time (the store judges it again
+    # where it writes: a first decision may land meanwhile). A refusal that waited for the scores
+    # told a submitter, leaving no trace, whether a picture would pass.
+    latest = await run_in_threadpool(services.audit.get, declaration.shipment_id)
+    if (
+        latest is not None
+        and latest.decision.tier.severity >= declared_tier(services.policy, declaration).severity
+    ):
+        raise DecidedAlready(declaration.shipment_id, latest.seq)
     verdicts, heatmaps, lookup = await _verdicts(services, declaration, uploads)
     as_of = lookup.as_of
     for attempt in range(_DECIDE_ATTEMPTS):
@@ -584,7 +598,9 @@ async def post_shipment(
 
     A shipment is decided once. The same declaration and images again (a retry) return the stored
     decision (same ``seq``); the same shipment id with other images or another declaration is
-    recorded only when it is stricter (an alarm raised later), and refused with 409 otherwise."""
+    decided again only where the declaration raises a flag that holds it stricter (an alarm raised
+    later), and refused with 409 otherwise, before its images are scored: the answer never depends
+    on how they would score."""
     # one reading for the tier and the sender rule; off the event loop, as a changed file is read
     await refuse_repeated_fields(request, "declaration")
     register = await run_in_threadpool(services.register)

@@ -19,7 +19,7 @@ from pipeline.audit.chain import index_columns
 from pipeline.audit.chain_file import write_chain_file
 from pipeline.audit.export import spreadsheet_safe, write_export
 from pipeline.audit.image_indexes import Picture, Sighting
-from pipeline.verdicts import Declaration, ShipmentDecision, Tier
+from pipeline.verdicts import Declaration, Reason, ShipmentDecision, Tier
 
 sys.path.insert(0, str(Path(__file__).parent))
 import audit_builders  # noqa: E402
@@ -759,6 +759,35 @@ def test_an_exclusive_record_refuses_a_second_decision(db_url: str) -> None:
             ):
                 store.record(decision(shipment, Tier.RELEASE), idempotency_key=key, exclusive=True)
         assert store.get("S2").seq == first.seq and store.verify().records_checked == 2
+
+
+def test_an_exclusive_record_decides_again_on_a_declared_flag_alone(db_url: str) -> None:
+    """A shipment sent again was recorded where its new decision was stricter and refused (409)
+    otherwise: sending worse or better pictures under a released shipment told a submitter, leaving
+    no trace, whether they would pass. Only a flag the declaration raises decides it again."""
+    refused = r"^shipment 'S(1|2)' was already decided \(audit record \d\) on other images or another"
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1"), idempotency_key="http:a", exclusive=True)
+        with pytest.raises(ConflictError, match=refused):  # worse pictures alone
+            store.record(
+                audit_builders.decision("S1", Tier.PHYSICAL_INSPECTION, score=0.9, rule="score.hold"),
+                idempotency_key="http:b",
+                exclusive=True,
+            )
+        store.record(decision("S2", Tier.REMOTE_INSPECTION, 0.6), idempotency_key="http:c", exclusive=True)
+        # a flag forcing no more than the latest decision: refused, whatever the pictures add to it
+        hot = audit_builders.decision("S2", Tier.PHYSICAL_INSPECTION, score=0.9, rule="score.hold")
+        mismatch = Reason(rule="override.document_mismatch", tier=Tier.REMOTE_INSPECTION, message="m")
+        with pytest.raises(ConflictError, match=refused):
+            store.record(
+                hot.model_copy(update={"reasons": [mismatch, *hot.reasons]}),
+                idempotency_key="http:d",
+                exclusive=True,
+            )
+        assert [r.seq for r in store.list(limit=10)] == [2, 1]  # nothing recorded
+        alarm = audit_builders.decision("S1", Tier.PHYSICAL_INSPECTION, rule="override.radiation_alarm")
+        assert store.record(alarm, idempotency_key="http:e", exclusive=True).seq == 3
+        assert store.verify().ok
 
 
 def test_a_hold_is_lowered_only_after_an_officers_outcome(db_url: str) -> None:
@@ -1638,7 +1667,9 @@ def test_a_shipment_is_sent_again_only_by_whom_the_caller_allows(db_url: str) ->
             other = mine.model_copy(update={"submitted_by": "submitter:bbbbbbbbbbbb"})
             store.record(other, idempotency_key="k1", exclusive=True, may_send=only("submitter:bbbbbbbbbbbb"))
         assert store.first_sent("S1") == FirstSent("submitter:aaaaaaaaaaaa", None, None)
-        stricter = mine.model_copy(update={"tier": Tier.PHYSICAL_INSPECTION})
+        # an alarm declared since: the one thing that decides a shipment sent again anew
+        alarm = Reason(rule="override.radiation_alarm", tier=Tier.PHYSICAL_INSPECTION, message="m")
+        stricter = mine.model_copy(update={"tier": Tier.PHYSICAL_INSPECTION, "reasons": [alarm]})
         assert (
             store.record(
                 stricter, idempotency_key="k3", exclusive=True, may_send=only("submitter:aaaaaaaaaaaa")

@@ -111,6 +111,27 @@ def test_a_decided_shipment_is_not_decided_again(make_client, audit_store, value
     assert [r.seq for r in audit_store.list(limit=10)] == [1]
 
 
+def test_a_decided_shipment_sent_again_is_refused_alike_whatever_its_pictures(
+    make_client, audit_store
+) -> None:
+    """A released shipment sent again with a candidate picture answered 409 where the picture would
+    be released (nothing recorded, the picture indexed nowhere) and recorded a hold otherwise: a
+    pass/fail oracle leaving no trace. Now refused before any scoring, whatever the pictures; only
+    a flag the declaration raises decides it again."""
+    predictor = FakePredictor()
+    client = make_client(predictors={"bulk_ore": predictor})
+    assert _submit(client, "SHP-T", [10], headers=SUBMIT).json()["tier"] == "RELEASE"
+    scored = sum(predictor.batch_sizes)
+    clean = _submit(client, "SHP-T", [12], headers=SUBMIT)
+    hot = _submit(client, "SHP-T", [240], headers=SUBMIT)
+    assert clean.status_code == hot.status_code == 409, hot.text
+    assert clean.json() | {"request_id": None} == hot.json() | {"request_id": None}
+    assert sum(predictor.batch_sizes) == scored  # neither picture was scored
+    assert [r.seq for r in audit_store.list(limit=10)] == [1]
+    alarm = _submit(client, "SHP-T", [12], headers=SUBMIT, radiation_alarm=True)
+    assert (alarm.status_code, alarm.json()["tier"], alarm.json()["seq"]) == (200, "PHYSICAL_INSPECTION", 2)
+
+
 def test_get_and_record_outcome(make_client, audit_store) -> None:
     client = make_client()
     _submit(client, "SHP-O", [150])
@@ -1181,8 +1202,9 @@ def test_a_shipment_decided_by_a_batch_is_sent_again_by_an_admin_only(make_clien
     audit_store.record(
         decide_shipment(client.app.state.services.policy, declaration, [verdict], audit_key=b"k")
     )
-    assert _submit(client, "SHP-BATCH", [240], headers=SUBMIT).status_code == 403
-    assert _submit(client, "SHP-BATCH", [240], headers=ADMIN).status_code == 200
+    # sent again with an alarm, the one thing that decides a shipment again
+    assert _submit(client, "SHP-BATCH", [240], headers=SUBMIT, radiation_alarm=True).status_code == 403
+    assert _submit(client, "SHP-BATCH", [240], headers=ADMIN, radiation_alarm=True).status_code == 200
 
 
 def test_a_held_shipments_pictures_sent_again_under_a_new_id_carry_the_hold(make_client, audit_store) -> None:
@@ -1349,5 +1371,5 @@ def test_who_may_send_a_shipment_again_by_its_first_record(
     decided = decide_shipment(client.app.state.services.policy, declaration, [verdict], audit_key=b"k")
     named_so = decided.declaration.model_copy(update={"trader_id": named})
     audit_store.record(decided.model_copy(update={"submitted_by": sender, "declaration": named_so}))
-    sent = _submit(client, "SHP-OLD", [240], headers=SUBMIT, trader_id="T-A")
+    sent = _submit(client, "SHP-OLD", [240], headers=SUBMIT, trader_id="T-A", radiation_alarm=True)
     assert sent.status_code == (200 if may else 403), sent.text
