@@ -287,6 +287,7 @@ def create_app(
         redoc_url="/redoc" if settings.api_docs else None,
     )
     problems.install(app)
+    app.add_exception_handler(review.SignInFirst, review.sign_in_first)  # a form without a session
     for router in (score.router, shipments.router, models.router, health.router, review.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

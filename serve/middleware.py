@@ -166,6 +166,21 @@ UPLOADS: dict[str, Role] = {"/v1/shipments": Role.SUBMITTER, "/v1/score": Role.O
 route's own dependency does: every other body is a small form or JSON."""
 SMALL_BODY_BYTES = 64 * 1024
 """The most any other body may hold: an outcome, a login form."""
+KEYED_BODIES: tuple[tuple[re.Pattern[str], Role], ...] = (
+    (re.compile(r"/v1/outcomes"), Role.OFFICER),
+    (re.compile(r"/v1/shipments/[^/]+/outcome"), Role.OFFICER),
+)
+"""The other routes whose bodies (POST) are parsed before the route's own dependency checks the
+key: an outcome body that was not JSON got 422 before a missing, wrong or submitter's key was
+told 401 or 403, and a wrong key went uncounted towards the lockout."""
+
+
+def _keyed_role(route: str) -> Role | None:
+    """The role a POST to ``route`` admits besides admin, where its key is checked here first."""
+    role = UPLOADS.get(route.rstrip("/"))
+    if role is None:
+        role = next((r for pattern, r in KEYED_BODIES if pattern.fullmatch(route.rstrip("/"))), None)
+    return role
 
 
 def _body_pace(scope: Scope) -> tuple[float, int]:
@@ -184,9 +199,10 @@ def _has_body(headers: dict[bytes, bytes]) -> bool:
 
 
 def _refusal(scope: Scope, role: Role) -> tuple[int, str, str, str, dict[str, str]] | None:
-    """The problem (status, slug, title, detail, headers) an upload's key earns before its body is
-    read: none, a wrong one, one from an address locked out for wrong keys, or one whose role the
-    route does not admit (``role``, or admin), as the route's own dependency would answer (which
+    """The problem (status, slug, title, detail, headers) the key of an upload, or of another body
+    parsed before its route's dependencies (:data:`KEYED_BODIES`), earns before its body is read:
+    none, a wrong one, one from an address locked out for wrong keys, or one whose role the route
+    does not admit (``role``, or admin), as the route's own dependency would answer (which
     checks it again); None to let it through (the insecure development mode included)."""
     services = getattr(getattr(scope.get("app"), "state", None), "services", None)
     if services is None:  # not started: the app answers for itself
@@ -211,12 +227,14 @@ class BodyLimitMiddleware:
     dependency authenticates the caller, so a client without a key could make the server read and
     parse 64 MiB of JSON (about 380 MB of memory) to be told 401.
 
-    Bodies of image uploads (:data:`UPLOADS`) may hold ``max_bytes``, and are refused at once when
+    Bodies of image uploads (:data:`UPLOADS`) may hold ``max_bytes``, every other body
+    :data:`SMALL_BODY_BYTES`. Uploads and outcomes (:data:`KEYED_BODIES`) are refused at once when
     their key is missing or wrong, their address locked out, or their role not the route's
-    (:func:`_refusal`); every other body :data:`SMALL_BODY_BYTES`. Sizes are checked from
-    ``Content-Length`` up front, and by counting while streaming: a chunked or lying client is cut
-    off when its running total passes the limit, the 413 problem is sent at once and the app sees a
-    disconnect, whose own response is then discarded.
+    (:func:`_refusal`): FastAPI parses a body before the route's dependencies check the key.
+
+    Sizes are checked from ``Content-Length`` up front, and by counting while streaming: a chunked
+    or lying client is cut off when its running total passes the limit, the 413 problem is sent at
+    once and the app sees a disconnect, whose own response is then discarded.
 
     A body must also keep coming: one that goes ``body_timeout_s`` without a byte, or is still
     arriving ``body_timeout_s`` past one second per ``body_min_bytes_per_s`` bytes it sent, is cut
@@ -244,8 +262,8 @@ class BodyLimitMiddleware:
         headers = dict(scope.get("headers", []))
         root = scope.get("root_path", "")
         route = path[len(root) :] if root and path.startswith(root) else path  # behind a proxy prefix
-        role = UPLOADS.get(route.rstrip("/")) if scope.get("method") == "POST" else None
-        upload = role is not None
+        role = _keyed_role(route) if scope.get("method") == "POST" else None
+        upload = route.rstrip("/") in UPLOADS and role is not None
         has_body = _has_body(headers)
         unread = [_CLOSE] if has_body else []  # what a reply sent before reading the body adds
         refused = _refusal(scope, role) if role is not None else None

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
@@ -37,7 +37,7 @@ from serve.routes.shipments import ShipmentIdPath, record_outcome
 from serve.schemas import CLEAN, MAX_SEQ, RECORDED_ID_PATTERN, OutcomeIn
 from serve.storage import heatmap_name
 
-__all__ = ["COOKIE", "router"]
+__all__ = ["COOKIE", "SignInFirst", "router", "sign_in_first"]
 
 log = logging.getLogger("clearsight.serve")
 
@@ -341,6 +341,48 @@ async def logout(
     return response
 
 
+def _sign_in_page(request: Request, exc: NotAuthenticatedError | PermissionDeniedError) -> Response:
+    """A browser form refused for its session: the sign-in page, not a problem+json body an officer
+    cannot read."""
+    expired = isinstance(exc, NotAuthenticatedError)
+    if expired:
+        words = "Your session has ended: sign in again, then record the outcome once more."
+    elif "CSRF" in str(exc):
+        words = "This form is out of date (another sign-in since it was loaded): sign in again."
+    else:
+        words = "This key may not review shipments."
+    return templates.TemplateResponse(
+        request, "review.html", {"mode": "login", "error": words}, status_code=401 if expired else 403
+    )
+
+
+class SignInFirst(Exception):  # noqa: N818 - an answer, not an error
+    """An outcome form posted without a reviewer's session: answered with :attr:`page`."""
+
+    def __init__(self, page: Response) -> None:
+        super().__init__("no reviewer's session")
+        self.page = page
+
+
+async def sign_in_first(request: Request, exc: Exception) -> Response:
+    """The app's handler of :class:`SignInFirst`."""
+    assert isinstance(exc, SignInFirst)
+    return exc.page
+
+
+def _form_session(request: Request, services: ServicesDep) -> None:
+    # A dependency runs before the form's fields are validated: without it, a form with a bad field
+    # and no session was told 422 about the field, where the session is what is wrong (the CSRF
+    # token, a field itself, is checked after the fields).
+    try:
+        _require_session(request, services)
+    except (NotAuthenticatedError, PermissionDeniedError) as exc:
+        raise SignInFirst(_sign_in_page(request, exc)) from exc
+
+
+FormSessionDep = Annotated[None, Depends(_form_session)]
+
+
 FoundForm = Annotated[str, Form(min_length=1, max_length=64, pattern=TYPE_NAME_PATTERN)]
 CsrfForm = Annotated[str, Form(max_length=128)]
 DecisionSeqForm = Annotated[int, Form(ge=1, le=MAX_SEQ)]
@@ -351,6 +393,7 @@ NotesForm = Annotated[str, Form(max_length=MAX_OUTCOME_NOTES_CHARS)]
 async def review_outcome(
     request: Request,
     services: ServicesDep,
+    _session: FormSessionDep,
     shipment_id: Annotated[str, Form(pattern=RECORDED_ID_PATTERN)],
     found: FoundForm,
     csrf: CsrfForm,
@@ -373,6 +416,7 @@ async def review_outcome_by_path(
     request: Request,
     shipment_id: ShipmentIdPath,
     services: ServicesDep,
+    _session: FormSessionDep,
     found: FoundForm,
     csrf: CsrfForm,
     decision_seq: DecisionSeqForm,
@@ -396,17 +440,7 @@ async def _record_from_form(
     try:
         principal = _require_session(request, services, csrf)
     except (NotAuthenticatedError, PermissionDeniedError) as exc:
-        # a browser form: answer with the page, not a problem+json body an officer cannot read
-        expired = isinstance(exc, NotAuthenticatedError)
-        if expired:
-            words = "Your session has ended: sign in again, then record the outcome once more."
-        elif "CSRF" in str(exc):
-            words = "This form is out of date (another sign-in since it was loaded): sign in again."
-        else:
-            words = "This key may not review shipments."
-        return templates.TemplateResponse(
-            request, "review.html", {"mode": "login", "error": words}, status_code=401 if expired else 403
-        )
+        return _sign_in_page(request, exc)
     try:
         current = await run_in_threadpool(services.audit.get, shipment_id)
     except SealBrokenError:  # forged since the page was loaded: its banner, not problem+json

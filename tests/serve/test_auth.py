@@ -354,3 +354,25 @@ def test_keys_prints_the_names_a_trader_register_lists_never_the_keys(monkeypatc
     monkeypatch.setenv("CLEARSIGHT_API_KEYS", "")
     assert run(app, ["keys"]) == 2
     assert capsys.readouterr().err.startswith("Error: CLEARSIGHT_API_KEYS holds no keys")
+
+
+@pytest.mark.parametrize("path", ["/v1/outcomes", "/v1/shipments/SHP-1/outcome"])
+@pytest.mark.parametrize(
+    ("key", "status"), [(None, 401), ("wrong-key-0001", 401), (SUBMITTER_KEY, 403), (OFFICER_KEY, 422)]
+)
+def test_an_outcome_body_is_read_only_after_its_key_is_checked(make_client, path, key, status) -> None:
+    """A body that was not JSON got 422 whatever the key: FastAPI parsed it before the route's own
+    dependency checked the key, so no key, a wrong one or a submitter's were told about the body."""
+    client = make_client()
+    headers = {"content-type": "application/json", **(auth(key) if key else {})}
+    response = client.post(path, content=b"{bad", headers=headers)
+    assert response.status_code == status, response.text
+
+
+def test_a_wrong_key_with_an_outcome_body_counts_towards_the_lockout(make_client) -> None:
+    client = make_client(auth_failures_per_minute=2)
+    headers = {"content-type": "application/json", **auth("wrong-key-0001")}
+    for _ in range(2):
+        assert client.post("/v1/outcomes", content=b"{bad", headers=headers).status_code == 401
+    held = client.post("/v1/shipments/SHP-1/outcome", json={"found": "clean"}, headers=auth(OFFICER_KEY))
+    assert held.status_code == 429, held.text

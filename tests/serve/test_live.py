@@ -121,10 +121,19 @@ def test_what_a_request_may_cost_before_it_is_authenticated(make_client) -> None
     assert _through_the_limit(app, "POST", "/v1/shipments", good, big, root="/clearsight")[0] == 200
     assert _through_the_limit(app, "POST", "/v1/shipments", [], big, root="/clearsight")[0] == 401
     sized = [(b"content-length", str(len(big)).encode())]
-    assert _through_the_limit(app, "POST", "/v1/shipments/S1/outcome", good + sized, big) == (413, 0, False)
+    # an outcome's key is checked first too (a submitter's: 403), then its body held to 64 KiB
+    officer = [(b"authorization", f"Bearer {OFFICER_KEY}".encode())]
+    assert _through_the_limit(app, "POST", "/v1/shipments/S1/outcome", good + sized, big) == (403, 0, False)
+    assert _through_the_limit(app, "POST", "/v1/shipments/S1/outcome", officer + sized, big) == (
+        413,
+        0,
+        False,
+    )
     assert _through_the_limit(app, "POST", "/review/login", sized, big) == (413, 0, False)
-    assert _through_the_limit(app, "POST", "/v1/shipments/S1/outcome", good, big)[0] == 413  # streamed
-    assert _through_the_limit(app, "POST", "/v1/shipments/S1/outcome", good, b'{"found": "clean"}')[0] == 200
+    assert _through_the_limit(app, "POST", "/v1/shipments/S1/outcome", officer, big)[0] == 413  # streamed
+    assert (
+        _through_the_limit(app, "POST", "/v1/shipments/S1/outcome", officer, b'{"found": "clean"}')[0] == 200
+    )
     wrong = [(b"authorization", b"Bearer wrong-key-123")]
     assert [_through_the_limit(app, "POST", "/v1/score", wrong, big)[:2] for _ in range(3)] == [
         (401, 0),

@@ -262,3 +262,16 @@ def test_a_review_page_runs_only_its_own_script_and_stylesheet(make_client) -> N
     assert 'class="heatmap-legend"' in page.text and 'class="heatmap"' in page.text
     assert re.findall(r"<script[^>]*>", page.text) == ['<script src="/static/review.js" defer>']
     assert re.findall(r"<style|\sstyle=|\son[a-z]+=|javascript:", page.text) == []
+
+
+@pytest.mark.parametrize("path", ["/review/outcome", "/review/shipments/SHP-1/outcome"])
+def test_an_outcome_form_without_a_session_is_sent_to_sign_in_before_its_fields_are_read(
+    make_client, path
+) -> None:
+    """A form with a field out of bounds and no session got 422 about the field: the session is
+    checked first now, as the page says when it has ended."""
+    client = make_client()
+    form = {"shipment_id": "SHP-1", "found": "clean", "csrf": "x", "decision_seq": "abc"}
+    response = client.post(path, data=form)
+    assert response.status_code == 401, response.text[:300]
+    assert "Your session has ended" in response.text
