@@ -261,10 +261,10 @@ _ALLOW = "CLEARSIGHT_ALLOW_DEVELOPMENT_AUDIT_SECRET"
 def _run_steps(
     console: Console, settings: Settings, *, out: Path, size: int, seed: int, train_good: int
 ) -> None:
+    _check_audit_db_is_the_demos(out)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     audit_url = f"sqlite:///{out / 'audit.db'}"
-    (out / "audit.db").unlink(missing_ok=True)
     models = [out / "models" / cargo for cargo in CARGO_TYPES]
     total = 11
     _step(
@@ -329,6 +329,7 @@ def _run_steps(
                 "--overwrite",
             ],
         )
+    _replace_the_demos_audit_db(out)  # only now: a step refused before it leaves the last run's trail
     _step(
         console,
         7,
@@ -370,6 +371,43 @@ def _run_steps(
         f"Field report: {inspected} inspections recorded (simulated from the synthetic ground truth), "
         f"{out / 'field' / 'field_report.html'}"
     )
+
+
+_DEMO_MARK = ".clearsight-demo"
+"""The file the demo leaves in its ``--out`` before it makes ``audit.db`` there: an ``audit.db``
+beside it is the demo's own, which the next run replaces. Any other ``audit.db`` may be a real audit
+trail: the demo refuses the folder rather than delete it."""
+
+
+def _check_audit_db_is_the_demos(out: Path) -> None:
+    """Refuse, before any step, an ``--out`` holding an ``audit.db`` the demo did not write there
+    (no :data:`_DEMO_MARK` beside it): deleting it, as the demo once did first thing, lost an audit
+    trail even where a later check then refused the folder.
+
+    Raises:
+        ClearsightError: naming the file and what to do instead.
+    """
+    db = out / "audit.db"
+    if (db.exists() or db.is_symlink()) and not (out / _DEMO_MARK).is_file():
+        raise ClearsightError(
+            f"--out {str(out)!r} holds {str(db)!r}, which this demo did not write (no {_DEMO_MARK} file "
+            "beside it): it may be an audit trail, and the demo would replace it; give another --out, "
+            "or remove that file yourself if it is not needed"
+        )
+
+
+def _replace_the_demos_audit_db(out: Path) -> None:
+    """Mark ``out``'s ``audit.db`` as the demo's (:data:`_DEMO_MARK`) and remove the last run's, with
+    SQLite's files beside it (``-wal``, ``-shm``, ``-journal``), so that this run records afresh.
+    Checked again here: the folder may have changed during the slow steps before."""
+    _check_audit_db_is_the_demos(out)
+    (out / _DEMO_MARK).write_text(
+        "The audit.db beside this file was written by `clearsight demo`, and the next demo run into this\n"
+        "folder replaces it. Remove this file to keep that audit.db: the demo then refuses the folder.\n",
+        encoding="utf-8",
+    )
+    for name in ("audit.db", "audit.db-wal", "audit.db-shm", "audit.db-journal"):
+        (out / name).unlink(missing_ok=True)
 
 
 def _simulated_outcomes(console: Console, out: Path, audit_url: str) -> int:

@@ -49,3 +49,46 @@ def test_the_demo_runs_end_to_end_and_again_over_its_own_output(
     assert register[0] == "trader_id,aeo_tier,submitters" and len(register) > 1
     # the run's submitter sends every trader's shipments: the register names its key, not the key
     assert {line.rsplit(",", 1)[1] for line in register[1:]} == {record["decision"]["submitted_by"]}
+
+
+def _a_real_audit_trail(folder: Path) -> bytes:
+    """An audit store made in ``folder/audit.db`` (not by the demo); its bytes, to compare after."""
+    from pipeline.audit import AuditStore
+
+    folder.mkdir(parents=True, exist_ok=True)
+    AuditStore.open(f"sqlite:///{folder / 'audit.db'}").close()
+    return (folder / "audit.db").read_bytes()
+
+
+def test_the_demo_refuses_a_folder_whose_audit_db_it_did_not_write_and_keeps_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo"
+    before = _a_real_audit_trail(out)
+    assert run(app, ["demo", "--out", str(out), "--size", "64", "--train-good", "10"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("Error:") and str(out / "audit.db") in err
+    assert "give another --out, or remove that file yourself" in err
+    assert (out / "audit.db").read_bytes() == before  # the demo once deleted it first thing
+    assert sorted(p.name for p in out.iterdir()) == ["audit.db"]  # refused before step 1
+
+
+def test_the_demo_keeps_its_own_audit_db_when_a_step_before_the_audit_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from serve import demo
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    demo._replace_the_demos_audit_db(out)  # what a run leaves before its scoring step makes audit.db
+    before = _a_real_audit_trail(out)
+    (out / "data").mkdir()
+    (out / "data" / "notes.txt").write_text("my own notes")  # step 1 refuses a folder it did not make
+    assert run(app, ["demo", "--out", str(out), "--size", "64", "--train-good", "10"]) == 2
+    assert "step 1" in capsys.readouterr().err
+    assert (out / "audit.db").read_bytes() == before
+    # the step that records replaces the demo's own, files beside it included
+    (out / "audit.db-wal").write_bytes(b"")
+    demo._replace_the_demos_audit_db(out)
+    assert not (out / "audit.db").exists() and not (out / "audit.db-wal").exists()
+    assert (out / demo._DEMO_MARK).is_file()
