@@ -294,7 +294,13 @@ def _run_steps(
             "--overwrite",
         ],
     )
-    _step(console, 2, total, "preview it", ["data", "preview", str(data), "--out", str(out / "preview.png")])
+    _step(
+        console,
+        2,
+        total,
+        "preview it",
+        ["data", "preview", str(data), "--out", str(out / "preview.png"), "--overwrite"],
+    )
     for i, cargo in enumerate(CARGO_TYPES):
         _step(
             console,

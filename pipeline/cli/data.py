@@ -20,6 +20,7 @@ from datasets.synth import (
     not_generated,
     written_by_generator,
 )
+from pipeline.cli.output_paths import check_writable
 
 __all__ = ["register"]
 
@@ -179,9 +180,20 @@ def preview(
     cargo: Annotated[
         str, typer.Option(help=f"Only this cargo type ({', '.join(CARGO_TYPES)}); default all.")
     ] = "",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Draw ONE contact sheet of the test images: a row per cargo type x anomaly type (good first),
     anomaly masks outlined in magenta. Use --cargo for a sheet of one cargo type."""
+    # Never into the dataset it shows, as train and evaluate refuse their outputs there: written over
+    # manifest.csv or dataset.json it broke the dataset, and as a picture in a split it was taken for one
+    if out.resolve().is_relative_to(root.resolve()):
+        raise InputError(
+            f"--out {str(out)!r} lies inside the dataset {str(root)!r}: the contact sheet would replace or "
+            "join the dataset's files; give a file outside it"
+        )
+    check_writable("--out", out)
+    if out.exists() and not overwrite:  # an earlier sheet, or any other file, is kept unless told
+        raise InputError(f"--out {str(out)!r} already exists; pass --overwrite to replace it")
     path = contact_sheet(root, out, per_type=per_type, cargo=cargo or None)
     typer.echo(f"Wrote {path}")
 

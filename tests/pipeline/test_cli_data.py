@@ -92,12 +92,43 @@ def test_synth_argument_errors(
 def test_preview_of_a_folder_that_is_not_a_dataset(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = run(_app(), ["data", "preview", str(tmp_path), "--out", str(tmp_path / "s.png")])
+    (tmp_path / "ds").mkdir()
+    code = run(_app(), ["data", "preview", str(tmp_path / "ds"), "--out", str(tmp_path / "s.png")])
     assert code == 2
     assert capsys.readouterr().err == (
-        f"Error: {tmp_path / 'dataset.json'} is missing or unreadable; expected a folder written by "
+        f"Error: {tmp_path / 'ds' / 'dataset.json'} is missing or unreadable; expected a folder written by "
         "`clearsight data synth`\n"
     )
+
+
+def test_preview_never_writes_into_the_dataset_nor_over_a_file_unless_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "ds"
+    assert run(_app(), ["data", "synth", "--out", str(root), "--cargo", "bulk_ore", *TINY]) == 0
+    picture = next((root / "bulk_ore" / "train" / "good").iterdir())
+    kept = {p: p.read_bytes() for p in (root / "manifest.csv", root / "dataset.json", picture)}
+    capsys.readouterr()
+    # over its manifest it broke the dataset; as a "good" training picture a model trained on it
+    for out in (*kept, root / "bulk_ore" / "test" / "sheet.png"):
+        assert run(_app(), ["data", "preview", str(root), "--out", str(out), "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"Error: --out {str(out)!r} lies inside the dataset {str(root)!r}: the contact sheet would "
+            "replace or join the dataset's files; give a file outside it\n"
+        )
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert not (root / "bulk_ore" / "test" / "sheet.png").exists()
+    # any file outside it is kept unless told
+    notes = tmp_path / "notes.png"
+    notes.write_bytes(b"mine")
+    assert run(_app(), ["data", "preview", str(root), "--out", str(notes)]) == 2
+    assert capsys.readouterr().err == (
+        f"Error: --out {str(notes)!r} already exists; pass --overwrite to replace it\n"
+    )
+    assert notes.read_bytes() == b"mine"
+    assert run(_app(), ["data", "preview", str(root), "--out", str(notes), "--overwrite"]) == 0
+    assert cv2.imread(str(notes)) is not None
 
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
