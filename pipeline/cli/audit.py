@@ -14,6 +14,8 @@ from rich.table import Table
 from datasets.errors import AuditError, ConflictError, InputError
 from datasets.type_names import TYPE_NAME_RULE, is_type_name
 from pipeline.audit import SCHEMA_VERSION, AuditStore, OutcomeRecord
+from pipeline.audit.store import sqlite_file
+from pipeline.cli.output_paths import check_outputs_apart
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS, Settings, audit_seal_key, previous_audit_seal_key
 from pipeline.verdicts import UNKNOWN_TYPE, Tier, finding_types
 
@@ -342,9 +344,22 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         no_seals: Annotated[bool, typer.Option("--no-seals", help=_NO_SEALS_HELP)] = False,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace an existing --out file.")
+        ] = False,
     ) -> None:
         """Export every recorded decision with its latest outcome to CSV or JSONL, or the whole chain,
         each record checked as it is read, its seal too with the server's key."""
+        # As decide and score check theirs: an export replaced any file (a dataset's manifest.csv, a
+        # scoring run's rows, the audit store itself) without asking
+        store_file = sqlite_file(db or Settings.load().audit_db)
+        check_outputs_apart(
+            files={"--out": out}, inputs=[], kept={"--db": store_file} if store_file else None
+        )
+        if out.is_dir():
+            raise InputError(f"--out {str(out)!r} is a folder; give a file")
+        if out.exists() and not overwrite:  # an earlier export, or any other file, is kept unless told
+            raise InputError(f"--out {str(out)!r} already exists; pass --overwrite to replace it")
         if chain and out.suffix.lower() not in (".jsonl", ".ndjson"):
             raise InputError(
                 f"--out {str(out)!r}: the chain is written as JSON lines (what verify-file reads); name "

@@ -78,7 +78,7 @@ def test_an_export_of_a_tampered_store_is_refused_naming_the_record(
     before = target.read_bytes() if earlier else None
     capsys.readouterr()
     sql(db_url, statement)
-    assert run(app, argv) == 2
+    assert run(app, [*argv, "--overwrite"] if earlier else argv) == 2  # told to replace it, and refused
     err = " ".join(capsys.readouterr().err.split())
     assert err.startswith("Error: ") and said in err and "nothing exported" in err
     assert [p.name for p in out.iterdir()] == ([target.name] if earlier else [])  # no partial file
@@ -128,3 +128,32 @@ def test_an_export_with_the_key_checks_every_seal(
     err = " ".join(capsys.readouterr().err.split())
     assert err.startswith("Error: ") and said in err and "nothing exported" in err
     assert not target.exists()
+
+
+@pytest.mark.parametrize(("suffix", "flags"), EXPORTS, ids=["csv", "jsonl", "chain"])
+def test_an_export_keeps_an_existing_file_unless_told_and_never_replaces_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str, flags: list[str]
+) -> None:
+    from pipeline.cli import app, run
+
+    db_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1"))
+    # a dataset's manifest or a scoring run's rows, which the export replaced without asking
+    target = tmp_path / f"rows.{suffix}"
+    target.write_text("shipment_id,path\nS9,a.png\n")
+    argv = ["audit", "export", *flags, "--no-seals", "--db", db_url, "--out", str(target)]
+    assert run(app, argv) == 2
+    assert capsys.readouterr().err == (
+        f"Error: --out {str(target)!r} already exists; pass --overwrite to replace it\n"
+    )
+    assert target.read_text() == "shipment_id,path\nS9,a.png\n"
+    assert run(app, [*argv, "--overwrite"]) == 0
+    assert "S1" in target.read_text()
+    # told to replace the store itself, it refuses: the export would destroy the audit trail
+    store_file = tmp_path / "audit.db"
+    before = store_file.read_bytes()
+    argv = ["audit", "export", *flags, "--no-seals", "--db", db_url, "--out", str(store_file), "--overwrite"]
+    assert run(app, argv) == 2
+    assert "is the --db file: writing it would destroy the audit trail" in capsys.readouterr().err
+    assert store_file.read_bytes() == before
