@@ -70,6 +70,7 @@ from pipeline.verdicts import (
 
 __all__ = [
     "EarlierHold",
+    "applied_thresholds",
     "audit_fraction",
     "decide_rows",
     "decide_shipment",
@@ -334,13 +335,67 @@ def _image_reasons(
                 message="score has no model id to account for it; never released",
             )
         )
+    reasons.extend(_strictest(policy, declaration, image, score, trader)[0])
+    return reasons
+
+
+def _strictest(
+    policy: Policy,
+    declaration: Declaration,
+    image: ImageVerdict,
+    score: float,
+    trader: TrustedTrader | None,
+) -> tuple[list[Reason], CargoPolicy | None]:
+    """The reasons of ``score`` under the strictest of :func:`_rules_for`'s rules, with those rules
+    (``None``: the model's own thresholds)."""
     judged = [
-        _score_reasons(policy, rules, image, score, trader, said)
+        (_score_reasons(policy, rules, image, score, trader, said), rules)
         for rules, said in _rules_for(policy, declaration, image)
     ]
     # the first of the strictest: the model's cargo's rules where others judge alike
-    reasons.extend(max(judged, key=lambda found: max(r.tier.severity for r in found)))
-    return reasons
+    return max(judged, key=lambda found: max(r.tier.severity for r in found[0]))
+
+
+def _release_and_hold(cargo: CargoPolicy, image: ImageVerdict) -> tuple[float | None, float | None]:
+    """The release and hold thresholds ``cargo``'s rules take for ``image``: the policy's own
+    numbers, or the model's on the image's row where the rules say ``"model"``."""
+    release = image.threshold if cargo.release_threshold == "model" else cargo.release_threshold
+    hold = image.hold_threshold if cargo.hold_threshold == "model" else cargo.hold_threshold
+    return release, hold
+
+
+def applied_thresholds(
+    policy: Policy, decision: ShipmentDecision, image: ImageVerdict
+) -> tuple[float, float] | None:
+    """The release threshold (a trusted trader's factor applied) and the hold threshold by which
+    ``policy`` judged ``image``'s score in ``decision``, found as :func:`decide_shipment` found them.
+
+    A score reason records only the threshold the score was compared with last (the release one
+    below hold): an officer shown a score of 0.886 over a release cut of 0.010 still needs the hold
+    of 0.9 that kept it from a physical inspection.
+
+    None where ``policy`` is not the one the decision was made under (another ``policy_sha256``:
+    today's policy says nothing of an older decision's thresholds), or the image's score was not
+    judged by thresholds (not scored, out of range, or thresholds missing).
+    """
+    if policy.sha256 != decision.policy_sha256 or image.error is not None or image.score is None:
+        return None
+    score = float(image.score)
+    if not math.isfinite(score) or not 0.0 <= score <= 1.0:
+        return None
+    declaration = decision.declaration
+    conflicts = trader_conflicts(decision.images)
+    trader = (
+        policy.trusted_traders.get(declaration.aeo_tier) if declaration.aeo_tier and not conflicts else None
+    )
+    reasons, rules = _strictest(policy, declaration, image, score, trader)
+    if any(r.rule == "fail_closed.missing_threshold" for r in reasons):
+        return None
+    if rules is None:
+        rules, trader = _MODEL_ONLY, None
+    release, hold = _release_and_hold(rules, image)
+    assert release is not None and hold is not None  # no missing_threshold reason
+    return (trader.raised(release, hold) if trader is not None else release), hold
 
 
 def _unapproved_model(policy: Policy, declaration: Declaration, image: ImageVerdict) -> Iterator[Reason]:
@@ -377,8 +432,7 @@ def _score_reasons(
     name = image.path
     if cargo is None:
         cargo, trader = _MODEL_ONLY, None
-    release = image.threshold if cargo.release_threshold == "model" else cargo.release_threshold
-    hold = image.hold_threshold if cargo.hold_threshold == "model" else cargo.hold_threshold
+    release, hold = _release_and_hold(cargo, image)
     problem = None
     if release is None or hold is None:
         missing = "threshold" if release is None else "hold_threshold"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -26,6 +27,7 @@ from datasets.perceptual_hash import fine_distance
 from datasets.type_names import TYPE_NAME_PATTERN
 from pipeline.audit import AuditRecord, HeadSealError, SealBrokenError
 from pipeline.audit.store import SealFailure
+from pipeline.decide import applied_thresholds
 from pipeline.heatmap import legend_svg
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS
 from pipeline.verdicts import Tier
@@ -77,12 +79,9 @@ _SCORE_WORDS = {
 }
 
 
-def applied_threshold(decision: Any, image: Any) -> tuple[str, str, float] | None:
-    """How the policy judged one image's score: (css class, words, the threshold it applied).
-
-    The model's own thresholds on the verdict are not what decided: a policy may fix its own, and a
-    trusted trader's offset moves the release cut. None when no score rule judged the image (it
-    failed, or failed closed before its score was compared).
+def _score_reason(decision: Any, image: Any) -> Any:
+    """The reason that judged one image's score against a threshold; None when no score rule judged
+    it (it failed, or failed closed before its score was compared).
 
     A reason names its image by name only, and decisions recorded before the service named each
     upload of a shipment apart (``shipments.distinct_names``) may hold several pictures of one name:
@@ -95,9 +94,57 @@ def applied_threshold(decision: Any, image: Any) -> tuple[str, str, float] | Non
             and reason.threshold is not None
             and reason.score == image.score
         ):
-            css, words = _SCORE_WORDS[reason.rule]
-            return css, words, float(reason.threshold)
+            return reason
     return None
+
+
+def applied_threshold(decision: Any, image: Any) -> tuple[str, str, float] | None:
+    """How the policy judged one image's score: (css class, words, the threshold it applied).
+
+    The model's own thresholds on the verdict are not what decided: a policy may fix its own, and a
+    trusted trader's offset moves the release cut. None when no score rule judged the image.
+    """
+    reason = _score_reason(decision, image)
+    if reason is None:
+        return None
+    css, words = _SCORE_WORDS[reason.rule]
+    return css, words, float(reason.threshold)
+
+
+def thresholds_applied(policy: Any, decision: Any, image: Any) -> str:
+    """The release and hold thresholds the policy applied to one image's score, each followed by
+    the model's own in brackets where it differs: "the policy's thresholds: release 0.010, hold
+    0.900 [model's own 0.096]". Only the model's were shown: a pack scored 0.886 read as far above
+    a hold of 0.096 and yet not held, where the policy's hold of 0.9 decided.
+
+    Called only for an image :func:`applied_threshold` found a score reason for.
+
+    The score's reason records one threshold (the release one below hold, the hold one at or above
+    it); the other is found under ``policy`` (:func:`pipeline.decide.applied_thresholds`) only where
+    it is the policy the decision was made under, and where it gives the recorded one again.
+    Otherwise it is said to be unknown here, never taken from a policy that did not decide.
+    """
+    reason = _score_reason(decision, image)
+    recorded = float(reason.threshold)
+    found = applied_thresholds(policy, decision, image)
+    at_hold = reason.rule == "score.hold"
+    if found is not None and not math.isclose(found[1 if at_hold else 0], recorded, rel_tol=1e-9):
+        found = None  # not what decided: say only what the record says
+    release = found[0] if found is not None else (None if at_hold else recorded)
+    hold = recorded if at_hold else (found[1] if found is not None else None)
+
+    def shown(applied: float | None, model: float | None) -> str:
+        words = "not known here" if applied is None else f"{applied:.3f}"
+        own = "none" if model is None else f"{model:.3f}"
+        return words if own == words else f"{words} [model's own {own}]"
+
+    text = (
+        f"the policy's thresholds: release {shown(release, image.threshold)}, "
+        f"hold {shown(hold, image.hold_threshold)}"
+    )
+    if found is None and policy.sha256 != decision.policy_sha256:
+        text += f"; decided under policy {decision.policy_version}, not the one this service runs"
+    return text
 
 
 def shown_name(path: str) -> str:
@@ -289,6 +336,7 @@ async def review_page(
             "clean": CLEAN,
             **await run_in_threadpool(_notices, services, request.query_params, records, failed),
             "stored": lambda sha256: services.store.has("images", sha256),
+            "thresholds_applied": lambda d, img: thresholds_applied(services.policy, d, img),
             "earlier": await run_in_threadpool(_earlier_pictures, services, records),
         },
     )

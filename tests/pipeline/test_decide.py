@@ -1878,3 +1878,28 @@ def test_cli_decide_records_nothing_when_out_cannot_be_written(
     assert run(app, ["decide", "--verdicts", str(verdicts), "--out", out, "--audit-db", db]) == 2
     assert capsys.readouterr().err.strip() == message
     assert not (cli_env / "audit.db").exists()  # checked before the store was opened: nothing recorded
+
+
+def test_applied_thresholds_are_those_the_decision_judged_by_under_its_own_policy_only() -> None:
+    """A score reason records one threshold; the review page needs both, found again under the
+    decision's own policy: a trusted trader's raised release cut, the policy's own hold."""
+    from pipeline.decide import applied_thresholds
+
+    p = policy()
+    # AEOS lifts the model's release cut of 0.5 to 0.7, never past the model's hold of 0.8
+    ore = decide_shipment(p, decl(aeo_tier="AEOS"), [img(0.6)], audit_key=KEY, now=NOW)
+    assert [(r.rule, r.threshold) for r in ore.reasons if r.rule.startswith("score.")] == [
+        ("score.clear", pytest.approx(0.7))
+    ]
+    assert applied_thresholds(p, ore, ore.images[0]) == (pytest.approx(0.7), 0.8)
+    # the policy's own numbers for packs, not the model's (0.5 / 0.8)
+    pack = img(0.45, cargo_type="vacuum_pack")
+    packs = decide_shipment(p, decl(cargo_type="vacuum_pack"), [pack], audit_key=KEY, now=NOW)
+    assert applied_thresholds(p, packs, packs.images[0]) == (0.3, 0.6)
+    # another policy's thresholds say nothing of this decision
+    later = policy(
+        policy_version="test-2", cargo_types={"bulk_ore": {}, "vacuum_pack": {"hold_threshold": 0.9}}
+    )
+    assert applied_thresholds(later, packs, packs.images[0]) is None
+    failed = decide_shipment(p, decl(), [img(None, error="unreadable")], audit_key=KEY, now=NOW)
+    assert applied_thresholds(p, failed, failed.images[0]) is None

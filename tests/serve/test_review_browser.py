@@ -80,7 +80,7 @@ def test_officer_reviews_a_held_shipment(live_server, audit_store, chromium) -> 
     assert heatmaps.nth(1).evaluate("img => img.complete && img.naturalWidth") == 96
     caption = card.locator("figcaption").nth(1).inner_text()
     # the threshold the policy applied, then the model's own
-    assert "\u2265 0.800 applied (model: release 0.500, hold 0.800)" in caption
+    assert "\u2265 0.800 applied (the policy's thresholds: release 0.500, hold 0.800)" in caption
     assert "hold1.png: score " in card.locator(".reasons").inner_text()
     # the fake's one signal, its log-odds the logit of the score: positive for this bright image
     assert "model evidence: unlike the clean cargo it learned +" in caption

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from pathlib import Path
 
 import pytest
 from serve_fakes import ADMIN_KEY, OFFICER_KEY, auth, png_bytes
@@ -42,7 +43,7 @@ def test_pictures_sent_under_one_file_name_are_told_apart(make_client) -> None:
     ]
     _signed_in(client)
     captions = _captions(client.get("/review").text)
-    assert [c.split(" (model:")[0] for c in captions] == [
+    assert [c.split(" (the policy")[0] for c in captions] == [
         "scan.png score 0.039 < 0.500 applied",
         "scan.png (2) score 0.588 ≥ 0.500 applied",
         "scan.png (3) score 0.961 ≥ 0.800 applied",
@@ -80,7 +81,7 @@ def test_a_decision_recorded_with_pictures_of_one_name_shows_each_its_own_thresh
     client = make_client()
     _signed_in(client)
     captions = _captions(client.get("/review").text)
-    assert [c.split(" (model:")[0] for c in captions] == [
+    assert [c.split(" (the policy")[0] for c in captions] == [
         "scan.png score 0.040 < 0.500 applied",
         "scan.png score 0.960 ≥ 0.800 applied",
     ]
@@ -111,7 +112,89 @@ def test_a_picture_without_the_models_own_thresholds_is_shown(make_client, audit
         page = client.get("/review", params=params)
         assert page.status_code == 200, page.text[:300]
         assert "pack-7.png score 0.950" in _captions(page.text)[0]
-        assert "≥ 0.900 applied (model: release 0.500, hold —)" in _captions(page.text)[0]
+        assert (
+            "≥ 0.900 applied (the policy's thresholds: release 0.500, hold 0.900 [model's own none])"
+            in _captions(page.text)[0]
+        )
+
+
+def _pack(score: float) -> object:
+    from pipeline.verdicts import ImageVerdict
+
+    return ImageVerdict(
+        path="/archive/pack-9.png", sha256="ef" * 32, cargo_type="vacuum_pack", score=score,
+        threshold=0.01, hold_threshold=0.096, model_id="vacuum_pack-lite0-00000002",
+    )  # fmt: skip
+
+
+def test_a_score_between_the_policys_release_and_hold_shows_the_hold_the_policy_applied(
+    make_client, audit_store
+) -> None:
+    """A pack scored 0.886 under the example policy (vacuum_pack hold 0.9): the page showed the
+    model's hold (0.096) beside it and no sign of the 0.9 that kept it from a physical hold."""
+    from pipeline.decide import decide_shipment
+    from pipeline.policy import default_policy_path, load_policy
+    from pipeline.verdicts import Declaration
+
+    decision = decide_shipment(
+        load_policy(default_policy_path()),
+        Declaration(shipment_id="SHP-PACK-9", cargo_type="vacuum_pack"),
+        [_pack(0.886)],
+        audit_key=b"batch-audit-secret-of-the-port",
+    )
+    assert decision.tier.value == "REMOTE_INSPECTION"
+    audit_store.record(decision)
+    client = make_client()
+    _signed_in(client)
+    page = client.get("/review", params={"shipment": "SHP-PACK-9"})
+    assert _captions(page.text)[0].startswith(
+        "pack-9.png score 0.886 ≥ 0.010 applied "
+        "(the policy's thresholds: release 0.010, hold 0.900 [model's own 0.096])"
+    )
+
+
+def test_an_older_policys_decision_shows_only_the_threshold_it_recorded(
+    make_client, audit_store, tmp_path
+) -> None:
+    """Decided under another policy (vacuum_pack hold 0.95), shown by a service running the example
+    policy (hold 0.9): today's hold is not what decided, so it is not shown as applied."""
+    from pipeline.decide import decide_shipment
+    from pipeline.policy import default_policy_path, load_policy
+    from pipeline.verdicts import Declaration
+
+    text = Path(default_policy_path()).read_text(encoding="utf-8")
+    older = tmp_path / "older.yaml"
+    older.write_text(
+        text.replace("hold_threshold: 0.9\n", "hold_threshold: 0.95\n").replace(
+            'policy_version: "', 'policy_version: "older-'
+        ),
+        encoding="utf-8",
+    )
+    policy = load_policy(older)
+    assert policy.cargo_types["vacuum_pack"].hold_threshold == 0.95
+    for shipment, score in (("SHP-PACK-10", 0.5), ("SHP-PACK-11", 0.97)):
+        decision = decide_shipment(
+            policy,
+            Declaration(shipment_id=shipment, cargo_type="vacuum_pack"),
+            [_pack(score)],
+            audit_key=b"batch-audit-secret-of-the-port",
+        )
+        audit_store.record(decision)
+    client = make_client()
+    _signed_in(client)
+    below, over = (
+        _captions(client.get("/review", params={"shipment": s}).text)[0]
+        for s in ("SHP-PACK-10", "SHP-PACK-11")
+    )
+    told = f"; decided under policy {policy.version}, not the one this service runs)"
+    assert below.startswith(
+        "pack-9.png score 0.500 ≥ 0.010 applied (the policy's thresholds: release 0.010, "
+        "hold not known here [model's own 0.096]" + told
+    )
+    assert over.startswith(
+        "pack-9.png score 0.970 ≥ 0.950 applied (the policy's thresholds: release not known here "
+        "[model's own 0.010], hold 0.950 [model's own 0.096]" + told
+    )
 
 
 def _shown(page: str) -> list[str]:
