@@ -65,7 +65,9 @@ def weekly_tiers_svg(by_week: dict[str, GroupFigures]) -> Markup:
     """Shipments decided per week, stacked by tier."""
     weeks = list(by_week)
     top = max([g.decided for g in by_week.values()] + [1])
-    ticks = [(top * f, f"{round(top * f):,}") for f in (0, 0.5, 1)]
+    # whole shipments, each drawn at its own height: round(top / 2) labelled the line at 0.5 "0"
+    # (an axis of 0, 0, 1) and the one at 20.5 "20"
+    ticks = [(value, f"{value:,}") for value in sorted({0, top // 2, top})]
     parts = _frame(weeks, top, ticks, "shipments decided")
     width = min(60.0, 0.7 * (_W - _LEFT - _RIGHT) / max(len(weeks), 1))  # one week: a bar, not a wall
     for i, figures in enumerate(by_week.values()):

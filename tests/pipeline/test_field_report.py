@@ -4,6 +4,7 @@ from hand-built records (the figures against hand-computed values) and through t
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -553,3 +554,20 @@ def test_an_outcomes_columns_edited_between_the_walk_and_its_lookup_are_not_read
         records = list(store.checked_decisions(seals=store.seal_check()))
     outcomes = [r.outcome for r in records if r.outcome is not None]
     assert outcomes and all(o.shipment_id != "ELSE" and not o.created_at.startswith("2030") for o in outcomes)
+
+
+@pytest.mark.parametrize(
+    ("decided", "labels"), [(1, ["0", "1"]), (3, ["0", "1", "3"]), (41, ["0", "20", "41"])]
+)
+def test_the_shipments_chart_labels_whole_numbers_at_their_heights(decided: int, labels: list[str]) -> None:
+    """Its middle line, at half the top, was labelled round(top / 2): "0" at 0.5 with one shipment
+    (the axis read 0, 0, 1), "20" drawn at 20.5 with 41."""
+    from pipeline.field_report_page import _y, weekly_tiers_svg
+
+    week = GroupFigures(decided=decided)
+    week.tiers["RELEASE"] = decided
+    svg = str(weekly_tiers_svg({"2026-W45": week}))
+    drawn = re.findall(r'<text x="[^"]*" y="([^"]*)" text-anchor="end" class="tick">([^<]*)<', svg)
+    assert [label for _, label in drawn] == labels
+    for y, label in drawn:  # each label is drawn 4 px below the line of its value
+        assert float(y) == pytest.approx(_y(int(label), decided) + 4, abs=0.05)
