@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -47,6 +48,46 @@ def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
         if isinstance(exc, DatasetFormatError):
             raise
         raise InputError(f"--verdicts {exc}") from exc
+
+
+def _check_finished(verdicts: Path, manifest: Path | None) -> str | None:
+    """Refuse ``verdicts`` unless a score run finished it (its completion record matches it,
+    :func:`pipeline.score.completion.incomplete`): the rows of a run killed partway, or still
+    running, lack pictures that were never scored, and their shipments were released on the rest.
+    With ``manifest`` every picture it lists without a row holds its shipment, so the rows are
+    taken as they are: returns the note to print (None: nothing to say).
+
+    Raises:
+        InputError: without ``manifest``, naming the file, why, and what to do.
+    """
+    from pipeline.score.completion import incomplete
+    from pipeline.score.output_lock import held_by
+
+    if not verdicts.is_file():  # none there, or a folder: reading it says so
+        return None
+    holder = held_by(Path(os.path.realpath(verdicts)))
+    why = (
+        f"a score run ({holder}) is still writing it, so pictures it lists may have no row yet"
+        if holder is not None
+        else incomplete(verdicts)
+    )
+    if why is None:
+        return None
+    if manifest is not None:
+        return (
+            f"--verdicts {str(verdicts)!r}: {why}; decided with --manifest, so each picture it lists "
+            "without a row holds its shipment"
+        )
+    finish = (
+        "wait for that run to end"
+        if holder is not None
+        else f"finish it with `clearsight score ... --out {verdicts} --resume` (the same inputs)"
+    )
+    raise InputError(
+        f"--verdicts {str(verdicts)!r}: {why}; deciding on it would release shipments whose other "
+        f"pictures were never scored; {finish}, or pass --manifest MANIFEST so that every picture "
+        "the manifest lists without a row holds its shipment"
+    )
 
 
 def _decide_all(
@@ -324,6 +365,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Re-decide stored image verdicts under a policy, without re-scoring (what-if analysis).
 
+        --verdicts must be the rows of a score run that finished (its completion record matches
+        them); a run stopped partway, or still running, is decided only with --manifest.
+
         Prints the count per tier; with --compare-policy, how many more (or fewer) shipments each tier
         gets under --policy than under the other one. The random-audit key is CLEARSIGHT_AUDIT_SECRET.
         """
@@ -351,6 +395,9 @@ def register(app: typer.Typer) -> None:
         chosen = load_policy(policy or default_policy_path())
         other = load_policy(compare_policy) if compare_policy is not None else None
         traders = _traders(trader_register, [p for p in (chosen, other) if p is not None])
+        note = _check_finished(verdicts, manifest)  # before any row is read
+        if note is not None:
+            Console(stderr=True).print(f"[yellow]Note:[/yellow] {escape(note)}", highlight=False)
         rows = list(read_verdicts(verdicts))
         redeclared = None
         standing = None  # the audit store's decisions of the shipments --manifest emptied

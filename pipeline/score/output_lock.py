@@ -17,7 +17,7 @@ from pathlib import Path
 from datasets.errors import InputError
 from datasets.whole_files import name_start
 
-__all__ = ["OutputLock", "lock_output", "lock_path"]
+__all__ = ["OutputLock", "held_by", "lock_output", "lock_path"]
 
 
 def lock_path(out: Path) -> Path:
@@ -141,3 +141,27 @@ class OutputLock:
 def lock_output(out: Path) -> OutputLock:
     """:meth:`OutputLock.take`: the lock of the one run writing ``out``."""
     return OutputLock.take(out)
+
+
+def held_by(out: Path) -> str | None:
+    """The run writing ``out`` now (``"process 123"``), where one holds its lock; None where none does.
+
+    Tried with a shared lock, dropped at once: a run starting in that instant is refused as if
+    another run held the output (it says so, and can be started again).
+    """
+    path = lock_path(out)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # never made here: no lock file, no run
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return OutputLock._holder(fd)
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -19,6 +19,7 @@ from typing import Protocol
 from datasets.errors import InputError
 from datasets.whole_files import written_whole
 from pipeline.score.batch import ScoredRow, earlier_printable_path, path_of_printable, printable_path
+from pipeline.score.completion import forget_completion, record_completion
 from pipeline.score.done import ERROR, HEATMAP, SCORED, Done, declaration_digest
 from pipeline.score.output_lock import OutputLock, lock_output
 from pipeline.score.sources import ImageTask
@@ -254,7 +255,9 @@ def score_to_file(
     lock: OutputLock | None = None,
     listed_only: bool = False,
 ) -> ScoreSummary:
-    """Score ``tasks`` on ``engine`` and append one row per image to ``out``.
+    """Score ``tasks`` on ``engine`` and append one row per image to ``out``; once every task has
+    its row, write ``out``'s completion record (:mod:`pipeline.score.completion`), which this call
+    removes before it touches ``out``.
 
     Args:
         tasks: the images, usually :func:`~pipeline.score.sources.iter_tasks` (any iterable; it is
@@ -298,6 +301,9 @@ def score_to_file(
     if lock is None:
         check_output(out, resume=resume, overwrite=overwrite)  # its folder made, for the lock beside it
     with contextlib.nullcontext() if lock is not None else lock_output(out):
+        # the record of an earlier finished run vouches for rows this run is about to change: gone
+        # before the output is touched, written again only once this run has given every input a row
+        forget_completion(out)
         found: set[str] = set()
         writer, done = open_output(
             out, resume=resume, overwrite=overwrite, models=found, retry_errors=retry_errors
@@ -317,8 +323,15 @@ def score_to_file(
         listed: dict[bytes, bytes] = {}  # every task of this run, by identity
         earlier = _EarlierNames()  # rows named as an earlier version wrote names
         start = time.monotonic()
+        given = [0]  # tasks handed to the engine, each owed a row
+
+        def counted(tasks: Iterator[ImageTask]) -> Iterator[ImageTask]:
+            for task in tasks:
+                given[0] += 1
+                yield task
+
         with writer:
-            pending = _pending(tasks, done, summary, advance, kept, listed, earlier)
+            pending = counted(_pending(tasks, done, summary, advance, kept, listed, earlier))
             for row in engine.run(pending, heatmaps=heatmap_dir is not None):
                 verdict = row.verdict
                 if row.heatmap_png is not None and heatmap_dir is not None:
@@ -332,6 +345,8 @@ def score_to_file(
         finish_output(out)
         if resume and listed_only:  # the rows are complete: a --resume after this refusal has them
             _refuse_rows_not_listed(out, done, listed, earlier)
+        if given[0] == summary.images:  # every input has its row: `clearsight decide` may take them
+            record_completion(out)
         if resume:
             # what the rows kept from the earlier run hold, which this run's counts leave out, as their
             # state was noted when the output was read: errors (a resumed output of nothing but errors

@@ -13,6 +13,7 @@ import pytest
 from pipeline.audit import AuditStore
 from pipeline.batch_decisions import decide_and_record
 from pipeline.policy import parse_policy
+from pipeline.score.completion import record_completion
 from pipeline.verdicts import ImageVerdict, Tier
 
 KEY = b"test-audit-key"
@@ -93,6 +94,7 @@ def test_clearsight_decide_looks_pictures_up_before_recording(
     _earlier(db, "a-long-enough-test-audit-secret")
     rows = tmp_path / "rows.jsonl"
     rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
+    record_completion(rows)  # a finished run's
     out = tmp_path / "d.jsonl"
     assert run(app, ["decide", "--verdicts", str(rows), "--out", str(out), "--audit-db", db]) == 0
     decision = json.loads(out.read_text())
@@ -290,6 +292,7 @@ def test_compare_policy_with_an_audit_store_compares_like_with_like(
     rows.write_text(
         "".join(r.model_dump_json() + "\n" for r in (_row("S1", "aa" * 32), _row("S2", "aa" * 32)))
     )
+    record_completion(rows)  # a finished run's
     args = [
         "decide",
         "--verdicts",

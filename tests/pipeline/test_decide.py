@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from datasets.errors import InputError, PolicyError
 from pipeline.decide import EarlierHold, audit_fraction, decide_rows, decide_shipment
 from pipeline.policy import default_policy_path, load_policy
+from pipeline.score.completion import record_completion
 from pipeline.verdict_rows import FIELDS
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
 
@@ -1242,6 +1243,7 @@ def _write(path: Path, rows: list[ImageVerdict]) -> Path:
             data["type_probabilities"] = None
             records.append(data)
         pq.write_table(pa.Table.from_pylist(records), path)
+    record_completion(path)  # as a finished score run leaves it
     return path
 
 
@@ -1393,6 +1395,7 @@ def test_cli_decide_bad_verdicts(
         path.write_bytes(content)
     else:
         path.write_text(content)
+    record_completion(path)  # a finished run's: the rows themselves are refused
     assert run(app, ["decide", "--verdicts", str(path), "--out", str(cli_env / "d.jsonl")]) == 2
     said = capsys.readouterr().err.strip()
     assert said == message.format(p=path) or (
@@ -1419,7 +1422,8 @@ def test_cli_decide_writes_nothing_when_it_cannot_finish(
     verdicts = _write(cli_env / "v.jsonl", ROWS)
     assert run(app, ["decide", "--verdicts", str(verdicts), "--out", out, *extra]) == 2
     assert capsys.readouterr().err.startswith(message)
-    assert sorted(p.name for p in cli_env.iterdir()) == ["folder", "v.jsonl"]
+    # (the hidden file beside the rows is their completion record)
+    assert sorted(p.name for p in cli_env.iterdir() if not p.name.startswith(".")) == ["folder", "v.jsonl"]
 
 
 @pytest.mark.parametrize(
@@ -1504,7 +1508,8 @@ def test_cli_decide_leaves_no_temporary_file_when_it_fails(cli_env: Path) -> Non
     verdicts = _write(cli_env / "v.jsonl", [bad])
     db = f"sqlite:///{cli_env / 'audit.db'}"
     assert run(app, ["decide", "--verdicts", str(verdicts), "--out", "d.jsonl", "--audit-db", db]) == 2
-    assert sorted(p.name for p in cli_env.iterdir() if not p.name.startswith("audit.db")) == ["v.jsonl"]
+    kept = [p.name for p in cli_env.iterdir() if not p.name.startswith(("audit.db", ".v.jsonl-"))]
+    assert sorted(kept) == ["v.jsonl"]  # with the rows' completion record
 
 
 @pytest.mark.parametrize("shipment", [["S1"], {"a": 1}], ids=["list", "object"])

@@ -29,6 +29,7 @@ from pipeline.score import (  # noqa: E402
     iter_rows,
     score_to_file,
 )
+from pipeline.score.completion import completion_path  # noqa: E402
 from pipeline.score.writer import finish_output, open_output  # noqa: E402
 from pipeline.verdicts import ImageVerdict  # noqa: E402
 
@@ -296,7 +297,8 @@ def test_a_second_run_into_an_output_being_written_is_refused(tmp_path: Path, su
         )
         assert "wait for that run to end, or stop it, then pass --resume" in message
     assert sorted(_rows_by_path(out)) == sorted(t.path for t in tasks)  # each image once
-    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no lock file left behind
+    # no lock file left behind; the run's completion record stands beside its rows
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, completion_path(out).name])
     assert score_to_file(tasks, _engine(), out, resume=True).skipped_done == 4
 
 

@@ -1,0 +1,129 @@
+"""The completion record of a score output: a run gave every one of its inputs a row.
+
+A run killed partway, or still running, leaves rows of some pictures only, and nothing in the rows
+says so: ``clearsight decide`` on them released a shipment whose other pictures were never scored
+(and recorded the release in the audit store). A run that ends having given every input a row
+(scored, or an error row) writes :func:`completion_path` beside its output: the output's byte size
+and sha256, its number of rows and the finish time (:func:`record_completion`). Any run that opens
+the output for writing removes the record first, under the output's lock, before it touches the
+output (:func:`forget_completion`), so a record stands only beside the rows of a run that finished.
+``clearsight decide`` decides a rows file only where the record matches it (:func:`incomplete`),
+or with ``--manifest``, where every listed picture without a row holds its shipment.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from datasets.whole_files import name_start, written_whole
+
+__all__ = ["completion_path", "count_rows", "forget_completion", "incomplete", "record_completion"]
+
+_CHUNK = 1 << 20
+
+
+def completion_path(out: Path) -> Path:
+    """The completion record of the score output ``out``: ``.{start of OUT's name}-{12 hex
+    digits}.complete.json`` beside it, named as the lock and the journal are (at most 54 bytes long,
+    whatever ``out``'s name: ``OUT.complete.json`` failed for a name near the file system's limit;
+    hidden, so that no folder walk counts it among the files it left out)."""
+    digest = hashlib.sha256(os.fsencode(out.name)).hexdigest()[:12]
+    return out.with_name(f".{name_start(out.name)}-{digest}.complete.json")
+
+
+def forget_completion(out: Path) -> None:
+    """Remove ``out``'s completion record (none: nothing to do): a run about to write ``out``
+    calls it, holding the output's lock, before it opens, cuts or removes ``out``.
+
+    Raises:
+        OSError: the record is there and cannot be removed (the run must not go on: the record
+            would vouch for the rows it is about to change).
+    """
+    completion_path(out).unlink(missing_ok=True)
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def count_rows(out: Path) -> int:
+    """The rows of the finished score output ``out`` (JSONL: its lines; CSV: its records past the
+    header, a quoted cell may hold a line break; Parquet: its metadata's count)."""
+    suffix = out.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(out).metadata.num_rows)
+    if suffix == ".csv":
+        with out.open(newline="", encoding="utf-8", errors="replace") as fh:
+            return max(sum(1 for _ in csv.reader(fh)) - 1, 0)
+    with out.open("rb") as fh:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(_CHUNK), b""))
+
+
+def record_completion(out: Path) -> Path:
+    """Write ``out``'s completion record (whole: a reader finds none or all of it); returns its path.
+
+    Call only once every input of the run has its row in the finished ``out``, still holding the
+    output's lock.
+
+    Raises:
+        OSError: ``out`` cannot be read, or the record cannot be written.
+    """
+    size, sha256 = _size_and_sha256(out)
+    record = {
+        "rows_file": out.name,
+        "bytes": size,
+        "sha256": sha256,
+        "rows": count_rows(out),
+        "finished_at": datetime.now(UTC).isoformat(),
+    }
+    path = completion_path(out)
+    with written_whole(path, text=True, like=out) as fh:
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def incomplete(rows: Path) -> str | None:
+    """Why the rows file ``rows`` cannot be taken for a finished run's, in words; None where its
+    completion record matches it (the same byte size and sha256).
+
+    ``rows`` is looked at where it leads (a link's target): the record lies beside the file the
+    score run wrote."""
+    real = Path(os.path.realpath(rows))
+    record_file = completion_path(real)
+    try:
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return (
+            f"it has no completion record ({str(record_file)!r}): the score run that wrote it was stopped "
+            "before its end, is still running, or ended before Clearsight wrote such records, so "
+            "pictures it lists may have no row"
+        )
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"its completion record {str(record_file)!r} cannot be read ({exc})"
+    if not isinstance(record, dict) or not {"bytes", "sha256"} <= record.keys():
+        return f"its completion record {str(record_file)!r} is not one Clearsight writes"
+    try:
+        size, sha256 = _size_and_sha256(real)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    if size != record["bytes"] or sha256 != record["sha256"]:
+        finished, said = record.get("finished_at", "?"), str(record["sha256"])[:12]
+        return (
+            f"it changed since the score run completed it ({finished}): its completion record "
+            f"{str(record_file)!r} says {record['bytes']} bytes of sha256 {said}..., the file has "
+            f"{size} bytes of sha256 {sha256[:12]}..."
+        )
+    return None

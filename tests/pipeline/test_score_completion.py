@@ -1,0 +1,173 @@
+"""The completion record of a score output, and `clearsight decide` refusing rows without one.
+
+`clearsight decide --verdicts ROWS` on the rows of a scoring run killed partway, or still running,
+released a shipment whose other pictures were never scored, and recorded the release.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from score_fakes import FakePredictor, write_images  # noqa: E402
+
+from datasets.manifest import write_manifest  # noqa: E402
+from pipeline.cli import app, run  # noqa: E402
+from pipeline.score import LocalEngine, ModelRouter, iter_rows, iter_tasks, score_to_file  # noqa: E402
+from pipeline.score.batch import ScoredRow  # noqa: E402
+from pipeline.score.completion import completion_path, incomplete  # noqa: E402
+from pipeline.score.output_lock import lock_output  # noqa: E402
+from pipeline.score.sources import ImageTask  # noqa: E402
+
+POLICY = "policy_version: t\ncargo_types:\n  bulk_ore: {}\nrandom_audit: {rate: 0.0}\n"
+
+
+def _engine() -> LocalEngine:
+    return LocalEngine(ModelRouter([FakePredictor()]), batch_size=1)  # type: ignore[list-item]
+
+
+class _KilledAfter:
+    """The fake engine, stopped (as by Ctrl-C) once ``rows`` rows are out: a run that never ends."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+
+    def run(self, tasks: Iterator[ImageTask], *, heatmaps: bool = False) -> Iterator[ScoredRow]:
+        for number, row in enumerate(_engine().run(tasks, heatmaps=heatmaps)):
+            if number == self.rows:
+                raise KeyboardInterrupt
+            yield row
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A manifest of shipment ONE: three clean pictures, then a defect one (the fake scores 0.98)."""
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "completion-test-audit-secret")
+    pictures = write_images(tmp_path / "arc", [10, 20, 30, 250])
+    rows = [{"path": p.name, "shipment_id": "ONE", "cargo_type": "bulk_ore"} for p in pictures]
+    write_manifest(tmp_path / "arc" / "manifest.csv", rows)
+    (tmp_path / "p.yaml").write_text(POLICY)
+    return tmp_path
+
+
+def _listed(env: Path) -> list[dict[str, str]]:
+    import csv
+
+    with (env / "arc" / "manifest.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _score(env: Path, engine: object, **how: bool) -> Path:
+    out = env / "out" / "rows.jsonl"
+    tasks = iter_tasks([str(env / "arc" / "manifest.csv")])
+    score_to_file(tasks, engine, out, chunk_rows=1, **how)  # type: ignore[arg-type]
+    return out
+
+
+def _decide(env: Path, rows: Path, *extra: str) -> int:
+    out = env / "d.jsonl"
+    out.unlink(missing_ok=True)
+    return run(
+        app, ["decide", "--verdicts", str(rows), "--policy", str(env / "p.yaml"), "--out", str(out), *extra]
+    )
+
+
+def _tiers(env: Path) -> list[tuple[str, str]]:
+    return [
+        (d["shipment_id"], d["tier"]) for d in map(json.loads, (env / "d.jsonl").read_text().splitlines())
+    ]
+
+
+def test_a_finished_run_records_its_rows_and_a_run_stopped_partway_leaves_no_record(env: Path) -> None:
+    out = _score(env, _engine())
+    record = json.loads(completion_path(out).read_text())
+    data = out.read_bytes()
+    assert (record["bytes"], record["sha256"], record["rows"]) == (
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        4,
+    )
+    assert record["rows_file"] == "rows.jsonl" and record["finished_at"]
+    assert incomplete(out) is None
+    # an --overwrite run stopped after two rows: the earlier run's record is gone before OUT is cut
+    with pytest.raises(KeyboardInterrupt):
+        _score(env, _KilledAfter(2), overwrite=True)
+    assert len(list(iter_rows(out))) == 2
+    assert not completion_path(out).exists()
+    assert "no completion record" in (incomplete(out) or "")
+    # the run resumed to its end writes it again; a --resume stopped at once (a picture listed since)
+    # removes it before it touches OUT
+    _score(env, _engine(), resume=True)
+    assert incomplete(out) is None
+    more = write_images(env / "arc", [40], prefix="late")
+    listed = [{"path": p.name, "shipment_id": "ONE", "cargo_type": "bulk_ore"} for p in more]
+    manifest = env / "arc" / "manifest.csv"
+    write_manifest(manifest, [*_listed(env), *listed])
+    with pytest.raises(KeyboardInterrupt):
+        _score(env, _KilledAfter(0), resume=True, retry_errors=True)
+    assert not completion_path(out).exists() and len(list(iter_rows(out))) == 4
+    _score(env, _engine(), resume=True)
+    assert json.loads(completion_path(out).read_text())["rows"] == 5
+
+
+def test_decide_refuses_the_rows_of_a_run_stopped_partway(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Decided on the three clean pictures alone, shipment ONE was released; its fourth picture, a
+    defect the run never reached, holds it."""
+    with pytest.raises(KeyboardInterrupt):
+        out = env / "out" / "rows.jsonl"
+        _score(env, _KilledAfter(3))
+    assert len(list(iter_rows(out))) == 3
+    capsys.readouterr()
+    assert _decide(env, out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: --verdicts {str(out)!r}: it has no completion record")
+    assert "stopped before its end, is still running" in " ".join(err.split())
+    assert f"--out {out} --resume" in err.replace("\n", "") and "pass --manifest MANIFEST" in err
+    assert not (env / "d.jsonl").exists()
+    # with the manifest, each listed picture without a row holds its shipment: decided, said
+    assert _decide(env, out, "--manifest", str(env / "arc" / "manifest.csv")) == 0, capsys.readouterr().err
+    assert _tiers(env) == [("ONE", "REMOTE_INSPECTION")]  # the never-scored picture's error row
+    assert "Note: --verdicts" in capsys.readouterr().err
+    # the run finished: decided on every picture
+    _score(env, _engine(), resume=True)
+    assert _decide(env, out) == 0, capsys.readouterr().err
+    assert _tiers(env) == [("ONE", "PHYSICAL_INSPECTION")]
+
+
+def test_decide_refuses_rows_changed_since_their_run_finished(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _score(env, _engine())
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:3]))  # the defect picture's row cut away
+    capsys.readouterr()
+    assert _decide(env, out) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith(f"Error: --verdicts {str(out)!r}: it changed since the score run completed it")
+    assert not (env / "d.jsonl").exists()
+
+
+def test_decide_says_a_score_run_is_still_writing_the_rows(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _score(env, _engine())
+    with lock_output(out):  # a run into it now holds its lock (a --resume started meanwhile)
+        capsys.readouterr()
+        assert _decide(env, out) == 2
+        err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith(
+        f"Error: --verdicts {str(out)!r}: a score run (process {os.getpid()}) is still writing it"
+    )
+    assert "wait for that run to end" in err
+    assert _decide(env, out) == 0  # that run ended (here, without touching the rows)
