@@ -262,8 +262,16 @@ def _no_constant(name: str) -> Any:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+_PATHS = ("path", "mask_path")
+"""Columns that name a file: taken as typed, never stripped. Stripped, ``"photo.png "`` named
+another file, ``photo.png``, which was scored for it (and its shipment released on that picture);
+where the exact name is no file, its error says what the stripped spelling names
+(:func:`datasets.decode.source.stripped_spelling`)."""
+
+
 def _text(value: Any, column: str, where: str) -> str | None:
-    """A cell as stripped text; ``None`` when empty. JSON numbers become their text.
+    """A cell as stripped text (a path as typed, :data:`_PATHS`); ``None`` when empty or blank. JSON
+    numbers become their text.
 
     A NUL is refused in every column, and any control character (a newline inside a quoted CSV cell)
     in an id or a path: they break logs, CSV outputs and file system calls further on. Free text
@@ -276,7 +284,8 @@ def _text(value: Any, column: str, where: str) -> str | None:
         value = json.dumps(value)
     elif not isinstance(value, str):
         raise DatasetFormatError(f"{where}: column {column!r} must be a string, got {type(value).__name__}")
-    value = value.strip()
+    if column not in _PATHS or not value.strip():
+        value = value.strip()
     free_text = column == "declared_goods" or column.startswith("x_")
     if "\x00" in value or (not free_text and _CONTROL.search(value)):
         raise DatasetFormatError(f"{where}: column {column!r} = {value[:80]!r} holds a control character")
@@ -292,6 +301,15 @@ def _flag(value: Any, column: str, where: str) -> bool:
     if text in _FALSE:
         return False
     raise DatasetFormatError(f"{where}: {column} must be true/false/1/0/yes/no or empty, got {value!r}")
+
+
+def _spaces_hint(path: Path) -> str:
+    """What a path not found would name with the spaces at the ends of its names stripped, where
+    that is a file (empty otherwise), for the message."""
+    from datasets.decode.source import stripped_spelling
+
+    other = stripped_spelling(str(path))
+    return "" if other is None else f" (the path has spaces at its ends; without them it names {other})"
 
 
 def _inside(value: str, column: str, base: Path, where: str) -> Path:
@@ -333,7 +351,7 @@ def _validate(
         raise DatasetFormatError(f"{where}: anomaly_type 'good' on an anomalous row (use label good instead)")
     image = _inside(values["path"], "path", base, where)  # type: ignore[arg-type]
     if check_files and not image.is_file():
-        raise DatasetFormatError(f"{where}: image not found: {image}")
+        raise DatasetFormatError(f"{where}: image not found: {image}{_spaces_hint(image)}")
     mask = None
     if values.get("mask_path"):
         if label == "good":
@@ -342,7 +360,7 @@ def _validate(
             )
         mask = _inside(values["mask_path"], "mask_path", base, where)  # type: ignore[arg-type]
         if check_files and not mask.is_file():
-            raise DatasetFormatError(f"{where}: mask not found: {mask}")
+            raise DatasetFormatError(f"{where}: mask not found: {mask}{_spaces_hint(mask)}")
     declaration: dict[str, Any] = {}
     for column, value in record.items():
         if column in FLAG_COLUMNS:

@@ -25,12 +25,29 @@ _KNOWN_REFUSED: tuple[tuple[bytes, str], ...] = (
 )
 
 
+def stripped_spelling(path: str) -> str | None:
+    """``path`` with the spaces (any whitespace) at the ends of each of its names stripped, where that
+    differs from it and names a file; None otherwise.
+
+    A manifest cell typed ``"photo.png "`` names no file where only ``photo.png`` is there: its
+    picture is not found (and never taken for the other file, another container's picture, say),
+    and the error says which file the stripped spelling names, so that the typo can be seen."""
+    names = path.split(os.sep)
+    stripped = [name.strip() for name in names]
+    if stripped == names or "" in stripped[1:]:
+        return None
+    other = os.sep.join(stripped)
+    return other if os.path.isfile(other) else None
+
+
 def stat_file(path: str, limits: DecodeLimits) -> int:
     """Size of the file at ``path``, checked against the byte limit before anything is read."""
     try:
         info = os.stat(path)
     except FileNotFoundError as exc:
-        raise ImageDecodeError("file not found", source=path) from exc
+        other = stripped_spelling(path)
+        said = "" if other is None else f" (the path has spaces at its ends; without them it names {other})"
+        raise ImageDecodeError(f"file not found{said}", source=path) from exc
     except OSError as exc:
         raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})", source=path) from exc
     if stat.S_ISDIR(info.st_mode):

@@ -358,3 +358,26 @@ def test_good_as_the_type_of_an_anomalous_row_is_refused(archive: Path) -> None:
         DatasetFormatError, match=r":2: anomaly_type 'good' on an anomalous row \(use label good instead\)$"
     ):
         read_manifest(manifest)
+
+
+def test_a_path_is_taken_as_typed_with_the_spaces_at_its_ends(archive: Path) -> None:
+    """Stripped, ``"a.png "`` named ``a.png``, another picture, which was scored (and its shipment
+    released) for it; the other columns are still stripped."""
+    (archive / "img" / "a.png ").write_bytes(b"y")  # another container's picture, a space at its end
+    manifest = _csv(archive, 'path,shipment_id,cargo_type,mask_path\n"img/a.png ", S1 ,bulk_ore,\n')
+    (row,) = read_manifest(manifest)
+    assert (row.path.name, row.shipment_id) == ("a.png ", "S1")
+    # where the exact name is no file, the error names what its stripped spelling names
+    (archive / "img" / "a.png ").unlink()
+    with pytest.raises(DatasetFormatError) as refused:
+        read_manifest(manifest)
+    assert str(refused.value) == (
+        f"{manifest}:2: image not found: {archive / 'img' / 'a.png '} (the path has spaces at its ends; "
+        f"without them it names {archive / 'img' / 'a.png'})"
+    )
+    (row,) = read_manifest(manifest, check_files=False)
+    assert row.path.name == "a.png "
+    # a blank path is still a missing one
+    blank = _csv(archive, 'path,shipment_id,cargo_type\n"  ",S1,bulk_ore\n', name="blank.csv")
+    with pytest.raises(DatasetFormatError, match="missing required value 'path'"):
+        read_manifest(blank)

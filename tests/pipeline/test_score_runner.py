@@ -27,6 +27,7 @@ from pipeline.score import (  # noqa: E402
     ModelRouter,
     heatmap_name,
     iter_rows,
+    iter_tasks,
     score_to_file,
 )
 from pipeline.score.completion import completion_path  # noqa: E402
@@ -807,7 +808,6 @@ def test_resume_from_another_folder_or_through_a_link_scores_nothing_twice(
 ) -> None:
     """Rows kept the relative paths a run was started with, so a run resumed from another working
     folder, or through a linked folder, scored the whole archive again."""
-    from pipeline.score import iter_tasks
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -836,7 +836,6 @@ def test_a_path_through_a_link_and_back_names_the_file_the_system_does(
 ) -> None:
     """``link/../a.png`` is the a.png beside the link's target; made absolute as text, it was the
     a.png beside the link, another picture, scored in its place."""
-    from pipeline.score import iter_tasks
 
     (tmp_path / "real" / "sub").mkdir(parents=True)
     (tmp_path / "w").mkdir()
@@ -965,3 +964,25 @@ def test_a_perceptual_hash_that_fails_costs_the_picture_nothing_but_its_hash(
     (row,) = _rows_by_path(out).values()
     assert (summary.scored, row.error, row.phash) == (1, None, None) and row.score is not None
     assert "no perceptual hash (ValueError: no hash today)" in caplog.text
+
+
+def test_a_manifest_path_with_a_space_at_its_end_scores_its_own_file_or_none(tmp_path: Path) -> None:
+    """The manifest reader stripped ``"photo.png "`` to ``photo.png``: that other picture (clean) was
+    scored for the listed one (a defect), and the shipment released."""
+    arc = tmp_path / "arc"
+    write_png(arc / "photo.png", 10)
+    write_png(arc / "photo.png ", 250)
+    manifest = arc / "m.csv"
+    manifest.write_text('path,shipment_id,cargo_type\n"photo.png ",SHIP-B,bulk_ore\n')
+    out = tmp_path / "out.jsonl"
+    score_to_file(iter_tasks([str(manifest)]), _engine(), out)
+    (row,) = iter_rows(out)
+    assert row.path == str(arc / "photo.png ") and row.score == pytest.approx(250 / 255)
+    assert row.sha256 == hashlib.sha256((arc / "photo.png ").read_bytes()).hexdigest()
+    # the listed file gone: an error row, which says what the stripped spelling names
+    (arc / "photo.png ").unlink()
+    score_to_file(iter_tasks([str(manifest)]), _engine(), out, overwrite=True)
+    (row,) = iter_rows(out)
+    assert row.score is None and row.error is not None
+    assert "file not found (the path has spaces at its ends; without them it names " in row.error
+    assert row.error.endswith(f"{arc / 'photo.png'})")
