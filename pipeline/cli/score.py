@@ -319,6 +319,18 @@ def score(
             console=console,
             transient=False,
         )
+        if overwrite and loaded_policy is not None:
+            # the decisions this run writes at its end: an --overwrite run killed before then left
+            # the earlier run's (a RELEASE) beside its new, partial rows. Gone now, under the lock,
+            # before OUT is cut
+            stale = decisions or decisions_path(out)
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError as exc:
+                raise InputError(
+                    f"--decisions {str(stale)!r}: cannot remove the decisions of the run --overwrite "
+                    f"replaces ({exc.strerror or exc})"
+                ) from exc
         with progress:
             bar = progress.add_task("scoring", total=total)
             summary = score_to_file(

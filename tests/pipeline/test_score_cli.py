@@ -732,3 +732,42 @@ def test_resume_with_a_policy_refuses_a_row_of_a_picture_the_manifest_moved(
         for d in map(json.loads, out.with_suffix(".decisions.jsonl").read_text().splitlines())
     }
     assert images == {"S1": [a.name], "S2": [b.name, c.name]}
+
+
+def test_an_overwrite_run_stopped_partway_leaves_no_earlier_decisions(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The earlier run's decisions file was replaced only at the end: an --overwrite run killed
+    partway left it (a RELEASE, say) beside the new, partial rows."""
+    import pipeline.score
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    out = tmp_path / "o.jsonl"
+    argv = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1]), "--out", str(out)]
+    argv += ["--policy", str(default_policy_path())]
+    assert run(app, argv) == 0, capsys.readouterr().err
+    decisions = out.with_suffix(".decisions.jsonl")
+    assert decisions.is_file()
+    real = pipeline.score.score_to_file
+
+    class StoppedAfterOneRow:
+        def __init__(self, engine: object) -> None:
+            self.engine = engine
+
+        def run(self, tasks: object, *, heatmaps: bool = False) -> object:
+            for number, row in enumerate(self.engine.run(tasks, heatmaps=heatmaps)):  # type: ignore[attr-defined]
+                if number == 1:
+                    raise KeyboardInterrupt  # Ctrl-C, or a kill, partway
+                yield row
+
+    def stopped(tasks: object, engine: object, target: Path, **how: object) -> object:
+        return real(tasks, StoppedAfterOneRow(engine), target, chunk_rows=1, **how)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline.score, "score_to_file", stopped)
+    assert run(app, [*argv, "--overwrite"]) != 0
+    assert len(list(iter_rows(out))) == 1
+    assert not decisions.exists()
