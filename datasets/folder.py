@@ -13,6 +13,7 @@ from datasets.errors import DatasetFormatError, InputError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MANIFEST_EXTENSIONS",
+    "SameFile",
     "extensions_text",
     "is_hidden",
     "is_image_file",
@@ -31,6 +32,10 @@ and a folder's pictures so named were left out."""
 
 LeftOut = Callable[[Path], None]
 """Told each file a folder or glob input leaves out for its extension (not a hidden one)."""
+
+SameFile = Callable[[Path, Path], None]
+"""Told each image path an input leaves out because it names a file yielded already (a link to it,
+another spelling of its path), with the path yielded for that file: (left out, yielded)."""
 
 MANIFEST_EXTENSIONS: frozenset[str] = frozenset({".csv", ".jsonl", ".ndjson"})
 """File extensions taken as inspection manifests (see ``datasets.manifest``)."""
@@ -60,7 +65,9 @@ def is_manifest(path: str | Path) -> bool:
     return Path(path).suffix.lower() in MANIFEST_EXTENSIONS
 
 
-def iter_image_paths(inputs: Sequence[str | Path], *, left_out: LeftOut | None = None) -> Iterator[Path]:
+def iter_image_paths(
+    inputs: Sequence[str | Path], *, left_out: LeftOut | None = None, same_file: SameFile | None = None
+) -> Iterator[Path]:
     """Expand files, folders and glob patterns into image paths.
 
     Args:
@@ -71,6 +78,9 @@ def iter_image_paths(inputs: Sequence[str | Path], *, left_out: LeftOut | None =
         left_out: called with each file a folder or glob leaves out for its extension (a ``.gif``,
             a ``.txt``; hidden files and OS litter never), as the inputs are expanded: skipped
             without a word, they looked scored.
+        same_file: called with each path left out because it names a file yielded already, and
+            the path yielded for it: dropped without a word, a picture linked under a second name
+            had no row and was counted nowhere (3 files, 2 rows).
 
     Yields:
         Image paths, spelled as found from the input: inputs in the order given, each input's
@@ -81,13 +91,15 @@ def iter_image_paths(inputs: Sequence[str | Path], *, left_out: LeftOut | None =
             or folder with no images, or a file that is not an image.
     """
     expanded = [(str(item), _expand(str(item), left_out)) for item in inputs]
-    seen: set[str] = set()
+    seen: dict[str, Path] = {}  # real path -> the path yielded for it
     for _, paths in expanded:
         for path in paths:
             key = os.path.realpath(path)
             if key not in seen:
-                seen.add(key)
+                seen[key] = path
                 yield path
+            elif same_file is not None:
+                same_file(path, seen[key])
 
 
 def _expand(item: str, left_out: LeftOut | None = None) -> list[Path]:

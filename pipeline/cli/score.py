@@ -277,6 +277,18 @@ def score(
                 left_out.setdefault(real, printable_path(absolute_path(path)))
 
         total = count_tasks(inputs, left_out=leave_out)
+        # the paths a folder or glob leaves out for naming a file it gave already (a link to it),
+        # each with the path scored for it: counted among the duplicates, and one named
+        same_files: list[tuple[str, str]] = []  # the first of them (O(1) memory), and how many
+        same_count = [0]
+
+        def same_file(dropped: Path, kept: Path) -> None:
+            same_count[0] += 1
+            if not same_files:
+                same_files.append(
+                    (printable_path(absolute_path(dropped)), printable_path(absolute_path(kept)))
+                )
+
         runner_engine: Any
         model_ids: list[str] | None = None
         if engine is EngineName.ray:
@@ -334,7 +346,7 @@ def score(
         with progress:
             bar = progress.add_task("scoring", total=total)
             summary = score_to_file(
-                iter_tasks(inputs, cargo_type=cargo_type),
+                iter_tasks(inputs, cargo_type=cargo_type, same_file=same_file),
                 runner_engine,
                 out,
                 heatmap_dir=heatmaps,
@@ -347,6 +359,8 @@ def score(
                 listed_only=loaded_policy is not None,
             )
         summary.left_out = len(left_out)
+        summary.duplicates += same_count[0]
+        summary.duplicate_example = same_files[0] if same_files else None
         summary.left_out_example = next(iter(left_out.values()), None)
         if loaded_policy is not None:
             target = decisions or decisions_path(out)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets.folder import MANIFEST_EXTENSIONS, LeftOut
+from datasets.folder import MANIFEST_EXTENSIONS, LeftOut, SameFile
 
 __all__ = ["ImageTask", "absolute_path", "count_tasks", "is_manifest", "iter_tasks"]
 
@@ -69,7 +69,11 @@ def absolute_path(path: str | Path) -> str:
 
 
 def iter_tasks(
-    inputs: Iterable[str | Path], *, cargo_type: str | None = None, left_out: LeftOut | None = None
+    inputs: Iterable[str | Path],
+    *,
+    cargo_type: str | None = None,
+    left_out: LeftOut | None = None,
+    same_file: SameFile | None = None,
 ) -> Iterator[ImageTask]:
     """Yield one task per image named by ``inputs``, in input order, lazily.
 
@@ -79,6 +83,8 @@ def iter_tasks(
             it empty; ``None`` leaves it to the model router.
         left_out: told of each file a folder or glob leaves out for its extension
             (:func:`~datasets.folder.iter_image_paths`).
+        same_file: told of each path a folder or glob leaves out because it names a file given
+            already (a link), with the path given for it (:func:`~datasets.folder.iter_image_paths`).
 
     Raises:
         InputError: from the folder walker or the manifest reader, naming the bad input.
@@ -89,7 +95,7 @@ def iter_tasks(
         if is_manifest(item):
             yield from _manifest_tasks(Path(item), cargo_type)
         else:
-            for path in iter_image_paths([item], left_out=left_out):
+            for path in iter_image_paths([item], left_out=left_out, same_file=same_file):
                 yield ImageTask(path=absolute_path(path), cargo_type=cargo_type)
 
 

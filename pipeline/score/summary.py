@@ -29,7 +29,11 @@ class ScoreSummary:
         scored: images given a score in this run.
         errors: images that became error rows in this run.
         skipped_done: images skipped because ``--resume`` found them in the output.
-        duplicates: inputs naming an image already seen in this run (scored once).
+        duplicates: inputs naming an image already seen in this run (scored once), a folder's
+            path to a file it reached already by another name (a link) too.
+        duplicate_example: the first of those left out for naming a file reached already, and the
+            path scored for it (both absolute, their odd bytes as ``\\xNN``), set by
+            ``clearsight score``.
         by_label: ``good``/``anomalous`` counts of this run's scored images.
         error_kinds: error rows by the exception name at the start of their message.
         off_scale: scored images whose scale is more than ``SCALE_TOLERANCE`` off their model's
@@ -51,6 +55,7 @@ class ScoreSummary:
     kept_errors: int = 0
     rows_scored_in_output: int | None = None  # counted on a resume (None: not read)
     duplicates: int = 0
+    duplicate_example: tuple[str, str] | None = None
     by_label: Counter[str] = field(default_factory=Counter)
     error_kinds: Counter[str] = field(default_factory=Counter)
     error_example: tuple[str, str] | None = None
@@ -117,6 +122,13 @@ class ScoreSummary:
             out.append(
                 f"{self.kept_without_heatmap} scored rows kept from the earlier run have no heatmap (it ran "
                 "without --heatmaps); score into a new --out to draw heatmaps for every image."
+            )
+        if self.duplicate_example is not None:
+            dropped, kept = self.duplicate_example
+            out.append(
+                f"{self.duplicates} input(s) named an image given already, scored once: {dropped}, for one, "
+                f"is the file {kept} is (a link to it, or another spelling of its path), and has no row "
+                "of its own"
             )
         if self.left_out_example is not None:
             files = "1 file" if self.left_out == 1 else f"{self.left_out} files"

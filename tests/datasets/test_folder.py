@@ -331,3 +331,19 @@ def test_recursive_globs_agree_with_glob_on_a_tree_without_links(tree: Path) -> 
 def test_a_double_star_inside_a_name_is_a_single_star(tree: Path) -> None:
     # glob recurses only on a part that is ** itself; "a**" is "a*", read at one depth
     assert [p.as_posix() for p in iter_image_paths(["*/2**"])] == ["a/2.png"]
+
+
+def test_a_file_reached_under_a_second_name_is_told(tmp_path: Path) -> None:
+    """Dropped without a word, a picture linked under a second name had no row and was counted
+    nowhere (3 files, 2 rows)."""
+    arc = tmp_path / "arc"
+    for name in ("day1/a.png", "day1/b.png"):
+        (arc / name).parent.mkdir(parents=True, exist_ok=True)
+        (arc / name).write_bytes(b"x")
+    (arc / "day2").mkdir()
+    (arc / "day2" / "container_77.png").symlink_to(Path("..") / "day1" / "a.png")
+    told: list[tuple[Path, Path]] = []
+    found = list(iter_image_paths([arc], same_file=lambda dropped, kept: told.append((dropped, kept))))
+    assert found == [arc / "day1" / "a.png", arc / "day1" / "b.png"]
+    assert told == [(arc / "day2" / "container_77.png", arc / "day1" / "a.png")]
+    assert list(iter_image_paths([arc])) == found  # told nothing where nobody asks

@@ -771,3 +771,24 @@ def test_an_overwrite_run_stopped_partway_leaves_no_earlier_decisions(
     assert run(app, [*argv, "--overwrite"]) != 0
     assert len(list(iter_rows(out))) == 1
     assert not decisions.exists()
+
+
+def test_a_picture_linked_under_a_second_name_is_counted_and_named(
+    tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder's second name of one file got no row and was counted nowhere: 3 files, 2 rows."""
+    arc = tmp_path / "arc"
+    write_images(arc / "day1", [40, 120])
+    (arc / "day2").mkdir()
+    (arc / "day2" / "container_77.png").symlink_to(Path("..") / "day1" / "img0000.png")
+    out = tmp_path / "rows.jsonl"
+    assert run(app, ["score", str(arc), "--model", str(models[0]), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert sorted(Path(row.path).name for row in iter_rows(out)) == ["img0000.png", "img0001.png"]
+    row = [line for line in captured.out.splitlines() if "duplicate inputs" in line]
+    assert [cell.strip() for cell in row[0].split("│")[1:-1]] == ["duplicate inputs (scored once)", "1"]
+    said = "".join(captured.err.split())  # rich folds long lines anywhere
+    assert (
+        f"Warning:1input(s)namedanimagegivenalready,scoredonce:{arc / 'day2' / 'container_77.png'},"
+        f"forone,isthefile{arc / 'day1' / 'img0000.png'}is"
+    ) in said
