@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
@@ -225,10 +226,12 @@ class Declaration(BaseModel):
     cargo_type: str = Field(min_length=1, max_length=64)
     trader_id: str | None = Field(default=None, max_length=128)
     aeo_tier: str | None = Field(default=None, max_length=32)  # e.g. "AEOC", "AEOS", "AEOF" or None
-    radiation_alarm: bool = False
-    suspected_solid_waste: bool = False
-    document_mismatch: bool = False
-    declared_foreign_inclusions: bool = False
+    # strict: "false" or 0 was read as a flag, silently ("no" and "yes" too); a batch's CSV cells
+    # are made flags first (pipeline.shipment_rows.as_flag), records hold JSON true/false
+    radiation_alarm: StrictBool = False
+    suspected_solid_waste: StrictBool = False
+    document_mismatch: StrictBool = False
+    declared_foreign_inclusions: StrictBool = False
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("trader_id", mode="before")

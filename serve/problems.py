@@ -65,6 +65,7 @@ __all__ = [
     "Problem",
     "ValidationProblem",
     "install",
+    "message_with_input",
     "problem_responses",
     "problem_for",
     "problem_headers",
@@ -115,6 +116,12 @@ _TOLD_TO_CLIENTS = (OverloadedError, ScoringTimeoutError)
 
 error_log = logging.getLogger("clearsight.serve.error")
 
+MAX_SHOWN_INPUT = 60
+"""The most characters of a value sent that a validation problem repeats (:func:`_shown_input`)."""
+
+_NOT_SHOWN = frozenset({"key", "csrf"})
+"""Fields whose value a problem never repeats: the review page's API key and form token."""
+
 _HTTP_TITLES = {
     400: ("bad-request", "Bad request"),
     401: ("unauthenticated", "Missing or invalid API key"),
@@ -156,7 +163,12 @@ class FieldError(BaseModel):
         examples=["body.found"],
         description="Where, dotted: the request part (body, query, path, header) and the field.",
     )
-    msg: str = Field(examples=["String should match pattern '^[a-z][a-z0-9_]{0,63}$'"])
+    msg: str = Field(
+        examples=["String should match pattern '^[a-z][a-z0-9_]{0,63}$' (sent 'Foreign Object')"],
+        description="What is wrong, and the value sent where it is a single value (text, a number, "
+        f"true/false or null; text shortened to {MAX_SHOWN_INPUT} characters, control and format "
+        "characters escaped); never the review page's API key or form token.",
+    )
     type: str = Field(examples=["string_pattern_mismatch"], description="Pydantic's error type.")
 
 
@@ -334,12 +346,39 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def _shown_input(value: Any) -> str | None:
+    """``value``, a client's single value, as a problem shows it: ``true``, ``null``, ``7``, or text
+    as ``repr`` writes it (quoted, control and format characters such as U+202E escaped), at most
+    :data:`MAX_SHOWN_INPUT` characters; None for an object or a list (the error names its field).
+
+    "String should match pattern ..." alone left a client to guess which of its values was meant,
+    and ``"7"`` refused as no integer reads like 7."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if not isinstance(value, int | float | str):
+        return None
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_INPUT else text[: MAX_SHOWN_INPUT - 3] + "..."
+
+
+def message_with_input(err: Mapping[str, Any]) -> str:
+    """A pydantic error's message, and the value sent (:func:`_shown_input`) where there is one to
+    show: not for a missing field (its input is the object around it), nor the API key or form
+    token of the review page's forms."""
+    msg = str(err.get("msg", ""))
+    loc = err.get("loc", ())
+    if err.get("type") == "missing" or (loc and loc[-1] in _NOT_SHOWN):
+        return msg
+    shown = _shown_input(err.get("input"))
+    return msg if shown is None else f"{msg} (sent {shown})"
+
+
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {
             "loc": _location(err.get("loc", ())),
-            "msg": str(err.get("msg", "")),
+            "msg": message_with_input(err),
             "type": str(err.get("type", "")),
         }
         for err in exc.errors()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from datasets.type_names import TYPE_NAME_PATTERN
 from models.inference import Prediction
@@ -232,20 +232,21 @@ class OutcomeIn(BaseModel):
         description="'clean', or the anomaly type found.",
     )
     notes: str = Field(default="", max_length=MAX_OUTCOME_NOTES_CHARS)
-    decision_seq: int | None = Field(
+    # strict, here and below: true was read as decision 1 (and judged it), "7" as 7, "false" as false
+    decision_seq: StrictInt | None = Field(
         default=None,
         ge=1,
         le=MAX_SEQ,
         description="The decision (its seq) the officer judged: refused with 409 if the shipment has "
         "been decided again since.",
     )
-    new_type: bool = Field(
+    new_type: StrictBool = Field(
         default=False,
         description="'found' names a kind of anomaly the shipment's model does not know; without it, "
         "'found' must be 'clean', 'unknown' or a type the shipment was scored against or its cargo "
         "type's model knows (422 otherwise: a typo would be kept in the audit trail for good).",
     )
-    amend: bool = Field(
+    amend: StrictBool = Field(
         default=False,
         description="Correct an outcome already recorded for this decision; without it, a second "
         "outcome is refused with 409 (two officers must not overwrite each other's finding unawares).",

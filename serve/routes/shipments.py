@@ -32,7 +32,7 @@ from serve.errors import (
     TierNotAllowedError,
 )
 from serve.findings import finding_types
-from serve.problems import AUTHENTICATED, problem_responses
+from serve.problems import AUTHENTICATED, message_with_input, problem_responses
 from serve.routes.score import UPLOAD_DESCRIBED, UPLOAD_ERRORS
 from serve.schemas import (
     CLEAN,
@@ -180,7 +180,7 @@ def parse_declaration(text: str) -> Declaration:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "declaration"
         raise InputError(
-            f"declaration is not valid: {where}: {first.get('msg')} ({exc.error_count()} error(s)); "
+            f"declaration is not valid: {where}: {message_with_input(first)} ({exc.error_count()} error(s)); "
             f"expected JSON with shipment_id and cargo_type, e.g. {DECLARATION_EXAMPLE}"
         ) from exc
     aside = first_field_like(declaration.extra)

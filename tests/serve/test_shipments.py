@@ -421,6 +421,20 @@ BAD = [
         "bad-input",
         "declaration is not valid: key 'declared_weight_t' holds Infinity or a number past a float's range",
     ),
+    (  # read as no alarm, silently: released
+        "a flag given as text",
+        json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "radiation_alarm": "false"}),
+        422,
+        "bad-input",
+        "declaration is not valid: radiation_alarm: Input should be a valid boolean (sent 'false')",
+    ),
+    (
+        "a flag given as a number",
+        json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "suspected_solid_waste": 0}),
+        422,
+        "bad-input",
+        "declaration is not valid: suspected_solid_waste: Input should be a valid boolean (sent 0)",
+    ),
     (  # the second part used to replace the first, silently: released without the alarm
         "two declarations",
         [
@@ -460,6 +474,95 @@ def test_an_outcome_naming_a_key_twice_is_refused(make_client, audit_store, path
     assert response.json()["type"] == "https://clearsight.dev/problems/bad-input"
     assert response.json()["detail"] == "body is not valid: key 'found' appears twice in one object"
     assert audit_store.get("SHP-D").outcome is None
+
+
+@pytest.mark.parametrize(
+    ("sent", "shown"),
+    [
+        ({"decision_seq": True}, "true"),  # was recorded as judging decision 1
+        ({"decision_seq": "1"}, "'1'"),  # was read as 1
+        ({"amend": "true"}, "'true'"),
+        ({"new_type": 1}, "1"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/shipments/SHP-S/outcome", "/v1/outcomes"])
+def test_an_outcome_s_seq_and_flags_are_taken_as_sent_only(
+    make_client, audit_store, path, sent, shown
+) -> None:
+    """``true`` was coerced to decision 1, ``"7"`` to 7, ``"true"`` and ``1`` to flags: an outcome
+    recorded against a decision the officer never named."""
+    client = make_client()
+    assert _submit(client, "SHP-S", [240]).json()["seq"] == 1
+    named = {"shipment_id": "SHP-S"} if path == "/v1/outcomes" else {}
+    (field,) = sent
+    response = client.post(path, json={**named, "found": "clean", **sent}, headers=OFFICER)
+    assert response.status_code == 422, response.text
+    assert response.json()["type"] == "https://clearsight.dev/problems/validation"
+    assert [error["loc"] for error in response.json()["errors"]] == [f"body.{field}"]
+    assert response.json()["detail"].endswith(f"(sent {shown})"), response.json()["detail"]
+    assert audit_store.get("SHP-S").outcome is None
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "detail"),
+    [
+        (
+            "POST",
+            "/v1/shipments/SHP-1/outcome",
+            {"found": "Foreign Object"},
+            "body.found: String should match pattern '^[a-z][a-z0-9_]{0,63}$' (sent 'Foreign Object')",
+        ),
+        (
+            "GET",
+            "/v1/shipments/SHP%200001",
+            None,
+            "path.shipment_id: String should match pattern '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' "
+            "(sent 'SHP 0001')",
+        ),
+        (  # shortened, and a control or format character escaped, never sent back as it came
+            "POST",
+            "/v1/shipments/SHP-1/outcome",
+            {"found": "\u202e\x1b[2J" + "x" * 200},
+            "body.found: String should have at most 64 characters (sent '\\u202e\\x1b[2J" + "x" * 43 + "...)",
+        ),
+        (
+            "POST",
+            "/v1/shipments/SHP-1/outcome",
+            {"found": "clean", "notes": None},
+            "body.notes: Input should be a valid string (sent null)",
+        ),
+        (
+            "POST",
+            "/v1/shipments/SHP-1/outcome",
+            {"found": 7},
+            "body.found: Input should be a valid string (sent 7)",
+        ),
+        (  # a missing field's input is the object around it: nothing to show
+            "POST",
+            "/v1/shipments/SHP-1/outcome",
+            {"notes": "x"},
+            "body.found: Field required",
+        ),
+    ],
+    ids=["pattern", "path", "shortened", "null", "number", "missing"],
+)
+def test_a_validation_problem_names_the_value_sent(make_client, method, path, body, detail) -> None:
+    """Only the field and the pattern were named: a client sending several values had to guess which."""
+    response = make_client().request(method, path, json=body, headers=OFFICER)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["errors"]
+    assert response.json()["detail"] == detail
+    assert f"{error['loc']}: {error['msg']}" == detail
+
+
+@pytest.mark.parametrize(("path", "field"), [("/review/login", "key"), ("/review/logout", "csrf")])
+def test_a_validation_problem_never_repeats_a_key_or_form_token(make_client, path, field) -> None:
+    response = make_client().post(path, data={field: "SECRET" * 100})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == f"body.{field}: String should have at most " + (
+        "512 characters" if field == "key" else "128 characters"
+    )
+    assert "SECRET" not in response.text
 
 
 @pytest.mark.parametrize(
