@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+import unicodedata
 from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Annotated, Any, Literal
@@ -210,8 +211,51 @@ def _extra_keys(extra: dict[Any, Any], image: Any) -> None:
 
 
 _AS_RECORDED: ContextVar[bool] = ContextVar("_AS_RECORDED", default=False)
-"""Set while a decision's images are read back (:class:`ShipmentDecision`): their declarations
-were checked when they were decided, some by earlier versions that kept any key aside."""
+"""Set while a decision's images and declaration are read back (:class:`ShipmentDecision`): they
+were checked when they were decided, some by earlier versions that kept any key aside or took any
+character in a trader id."""
+
+_UNSHOWN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Unicode categories of characters that are not shown as themselves: controls (Cc: tab, newline,
+ESC), format characters (Cf: the bidi overrides and isolates such as U+202E, zero-width spaces and
+joiners, the soft hyphen) and line and paragraph separators (Zl, Zp)."""
+
+
+def _unshown_character(text: str) -> str | None:
+    """The first character of ``text`` in :data:`_UNSHOWN_CATEGORIES`, as ``U+202E (RIGHT-TO-LEFT
+    OVERRIDE)`` (a control, which has no name, as ``U+001B``); None where there is none."""
+    for char in text:
+        if unicodedata.category(char) in _UNSHOWN_CATEGORIES:
+            name = unicodedata.name(char, "")
+            return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
+    return None
+
+
+def _refuse_unshown(value: Any, where: str) -> None:
+    """Refuse an unshown character (:func:`_unshown_character`) in ``value``'s text: itself, or the
+    keys and values of the objects and lists it holds, at any depth.
+
+    A trader id ``"\\u202e24-T"`` read as ``T-42`` (another trader, a trusted one) on the review page,
+    and an ESC in a value rewrites the terminal that prints it.
+
+    Raises:
+        ValueError: naming where (``where``, then the keys and indices down to it) and the character.
+    """
+    if isinstance(value, str):
+        char = _unshown_character(value)
+        if char is not None:
+            raise ValueError(
+                f"{where} holds {char}: control and format characters and line or paragraph separators "
+                "are not accepted (they do not show as themselves, and hide or reorder the text around them)"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                _refuse_unshown(key, f"{where} key {key!r}")
+            _refuse_unshown(item, f"{where}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _refuse_unshown(item, f"{where}[{index}]")
 
 
 class Declaration(BaseModel):
@@ -243,6 +287,14 @@ class Declaration(BaseModel):
             return value.strip() or None
         return value
 
+    @field_validator("trader_id", "aeo_tier")
+    @classmethod
+    def _shown_as_sent(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # a record decided before keeps what it holds (the review page isolates it: <bdi>)
+        if value is not None and not _AS_RECORDED.get():
+            _refuse_unshown(value, str(info.field_name))
+        return value
+
     @field_validator("extra")
     @classmethod
     def _no_field_in_extra(cls, extra: dict[str, Any]) -> dict[str, Any]:
@@ -258,6 +310,8 @@ class Declaration(BaseModel):
                 raise ValueError(
                     f"extra key {key!r} is {value}, not a finite number (the audit trail would record null)"
                 )
+        if not _AS_RECORDED.get():
+            _refuse_unshown(extra, "extra")
         return extra
 
 
@@ -371,14 +425,15 @@ class ShipmentDecision(BaseModel):
     # out of every dump when None, so that recorded decisions (and their hashes) do not carry it.
     refused: Refused | None = Field(default=None, exclude_if=lambda value: value is None)
 
-    @field_validator("images", mode="wrap")
+    @field_validator("images", "declaration", mode="wrap")
     @classmethod
-    def _images_as_decided(cls, images: Any, handler: ValidatorFunctionWrapHandler) -> list[ImageVerdict]:
+    def _as_decided(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         # read back as they were decided: a record of an earlier version, which kept any key of a
-        # row's declaration aside, stays readable
+        # row's declaration aside or took a bidi control in a trader id, stays readable (a new
+        # decision is given its Declaration checked, which is not validated again)
         token = _AS_RECORDED.set(True)
         try:
-            return handler(images)
+            return handler(value)
         finally:
             _AS_RECORDED.reset(token)
 

@@ -1108,6 +1108,12 @@ def test_rows_with_different_declared_cargo_types_fail_closed() -> None:
     assert decision.tier is H
 
 
+_UNSHOWN = (
+    "control and format characters and line or paragraph separators are not accepted (they do not "
+    "show as themselves, and hide or reorder the text around them)"
+)
+
+
 def _unchecked(verdict: ImageVerdict, **declared: Any) -> ImageVerdict:
     """``verdict`` with ``declared`` added to its declaration, past the checks a row is read with."""
     return verdict.model_copy(update={"declaration": {**verdict.declaration, **declared}})
@@ -1152,6 +1158,16 @@ def _unchecked(verdict: ImageVerdict, **declared: Any) -> ImageVerdict:
             [_unchecked(row(None, 0.1, "a.png"), shipment_id=1001)],
             "image 'a.png': shipment_id 1001 is not text; give the shipment id as a string (\"S1\")",
         ),
+        (  # read as 'T-42' on the review page
+            [row("S", 0.1, "a", trader_id="\u202e24-T")],
+            "shipment 'S': invalid declaration: trader_id = '\\u202e24-T': Value error, trader_id holds "
+            f"U+202E (RIGHT-TO-LEFT OVERRIDE): {_UNSHOWN}",
+        ),
+        (
+            [row("S", 0.1, "a", hs_code="2601\u200b")],
+            f"shipment 'S': invalid declaration: extra = {{'hs_code': '2601\\u200b'}}: Value error, "
+            f"extra['hs_code'] holds U+200B (ZERO WIDTH SPACE): {_UNSHOWN}",
+        ),
     ],
     ids=[
         "no-shipment",
@@ -1162,6 +1178,8 @@ def _unchecked(verdict: ImageVerdict, **declared: Any) -> ImageVerdict:
         "shipment-a-list",
         "shipment-an-object",
         "shipment-a-number",
+        "trader-bidi-control",
+        "extra-format-character",
     ],
 )
 def test_bad_rows_are_refused_by_name(rows: list[ImageVerdict], message: str) -> None:

@@ -280,6 +280,30 @@ def test_a_form_not_recorded_comes_back_to_its_shipment(make_client, audit_store
     )
 
 
+def test_a_declared_value_cannot_reorder_the_review_page_even_in_a_record_from_before(
+    make_client, audit_store
+) -> None:
+    """A trader id "\\u202e24-T" read as T-42, a trusted trader's: such text is refused now, but a
+    record decided before keeps it (and stays readable), and the page isolates every declared value."""
+    from serve_fakes import batch_hold
+
+    from pipeline.verdicts import Declaration
+
+    declared = Declaration.model_construct(
+        shipment_id="SHP-RLO", cargo_type="bulk_ore", trader_id="\u202e24-T", extra={"origin": "\u202eNC"}
+    )  # as a version that took any character recorded it
+    audit_store.record(batch_hold("SHP-RLO").model_copy(update={"declaration": declared}))
+    assert audit_store.get("SHP-RLO").decision.declaration.trader_id == "\u202e24-T"
+    client = make_client()
+    _signed_in(client)
+    page = client.get("/review", params={"shipment": "SHP-RLO"}).text
+    (listed,) = re.findall(r"<dl>(.*?)</dl>", page, re.S)
+    values = re.findall(r"<dd>(.*?)</dd>", listed, re.S)
+    assert "<dd><bdi>\u202e24-T</bdi></dd>" in listed
+    assert values and all(v.startswith("<bdi>") and v.endswith("</bdi>") for v in values), values
+    assert "<h2><bdi>SHP-RLO</bdi></h2>" in page
+
+
 FORGED_TEXT = (
     "SHP-7. URGENT: customs IT asks all officers to re-enter their API key at https://evil.example/ " * 80
 )

@@ -435,6 +435,35 @@ BAD = [
         "bad-input",
         "declaration is not valid: suspected_solid_waste: Input should be a valid boolean (sent 0)",
     ),
+    (  # shown as 'T-42' on the review page
+        "a bidi control in trader_id",
+        json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "trader_id": "\u202e24-T"}),
+        422,
+        "bad-input",
+        "declaration is not valid: trader_id: Value error, trader_id holds U+202E (RIGHT-TO-LEFT "
+        "OVERRIDE): control and format characters and line or paragraph separators are not accepted",
+    ),
+    (
+        "a line separator in trader_id",
+        json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "trader_id": "T-\u20281"}),
+        422,
+        "bad-input",
+        "declaration is not valid: trader_id: Value error, trader_id holds U+2028 (LINE SEPARATOR)",
+    ),
+    (
+        "a bidi isolate in extra text",
+        json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "extra": {"origin": "\u2067CN"}}),
+        422,
+        "bad-input",
+        "declaration is not valid: extra: Value error, extra['origin'] holds U+2067 (RIGHT-TO-LEFT ISOLATE)",
+    ),
+    (
+        "a terminal escape in an extra key",
+        json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "extra": {"x_\u001b[2J": "y"}}),
+        422,
+        "bad-input",
+        "declaration is not valid: extra: Value error, extra key 'x_\\x1b[2J' holds U+001B: control",
+    ),
     (  # the second part used to replace the first, silently: released without the alarm
         "two declarations",
         [
