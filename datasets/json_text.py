@@ -101,37 +101,53 @@ def loads_strict(text: str | bytes) -> Any:
       "radiation_alarm": false`` would be decided as no alarm;
     - so is a number no float holds: ``NaN`` and ``Infinity`` (Python's reader takes them, JSON has
       neither) and one past a float's range (``1e400`` reads as infinity). Each was recorded as
-      null, as if nothing had been declared.
+      null, as if nothing had been declared;
+    - so is half a character (``"\\ud800"``, a lone UTF-16 surrogate) in a key or a string
+      (:func:`check_writable`), as pydantic's parser refused it: two keys apart only by one were
+      written as one (each half becomes U+FFFD), the first value lost, and one in a value was
+      refused only where the decision was written, after its pictures were scored.
 
     Raises:
         ValueError: a :class:`json.JSONDecodeError` for text that is not JSON; a plain ValueError
-            naming the key given twice or the key holding the number (its object's, for a number in
-            a list), or saying a value nests too deeply for the reader.
+            naming the key given twice, the key holding the number or the half character (its
+            object's, for one in a list), or the key holding half a character itself, or saying a
+            value nests too deeply for the reader.
     """
     try:
         value = json.loads(text, object_pairs_hook=_strict_object)
     except RecursionError as exc:  # thousands of brackets: Python's reader gives up
         raise ValueError("a value is nested too deeply") from exc
-    _check_finite(value, None)
+    _check_value(value, None)
     return value
 
 
 def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out = unique_keys(pairs)
     for key, value in out.items():
-        _check_finite(value, key)
+        _check_text_read(key, f"key {key!r}")
+        _check_value(value, key)
     return out
 
 
-def _check_finite(value: Any, key: str | None) -> None:
-    """Refuse a non-finite number in ``value`` or in the lists it holds (objects in them were checked
-    by their own hook), naming ``key``."""
+def _check_value(value: Any, key: str | None) -> None:
+    """Refuse a non-finite number, or half a character in a string, in ``value`` or in the lists it
+    holds (objects in them were checked by their own hook), naming ``key``."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, list):
             stack.extend(item)
+        elif isinstance(item, str):
+            _check_text_read(item, f"the value of key {key!r}" if key is not None else "the value")
         elif isinstance(item, float) and not math.isfinite(item):
             said = "NaN" if math.isnan(item) else "Infinity or a number past a float's range (1e400, say)"
             where = f"key {key!r} holds" if key is not None else "the value is"
             raise ValueError(f"{where} {said}, which is no JSON number; send a finite number, or null")
+
+
+def _check_text_read(text: str, where: str) -> None:
+    """:func:`check_writable` of one key or string, as the ValueError :func:`loads_strict` raises."""
+    try:
+        check_writable(text, where)
+    except DatasetFormatError as exc:  # the files' error; here text that is no JSON a writer takes
+        raise ValueError(str(exc)) from exc

@@ -119,15 +119,18 @@ def decision_json(decision: ShipmentDecision) -> dict[str, Any]:
     """The decision as the chain holds it.
 
     Raises:
-        InputError: half a character (a lone UTF-16 surrogate) in it, or it cannot be written as JSON.
+        InputError: half a character (a lone UTF-16 surrogate) in it, a key included, or it cannot
+            be written as JSON.
     """
+    where = f"decision of shipment {decision.shipment_id!r}"
+    # Checked every time, not only when the dump fails: pydantic refuses half a character in a
+    # string but writes one in a key (a declaration's free extra) as U+FFFD, so two keys apart only
+    # by it were recorded as one, the first value lost.
+    _refuse_half_characters(where, decision.model_dump())
     try:
         # Through JSON so that NaN/inf scores of fail-closed images become null, not an error.
         return json.loads(decision.model_dump_json())
     except PydanticSerializationError as exc:
-        # pydantic refuses half a character in a str field, not in a declaration's free extra
-        where = f"decision of shipment {decision.shipment_id!r}"
-        _refuse_half_characters(where, decision.model_dump())
         raise InputError(f"{where} cannot be written as JSON ({exc})") from exc
 
 

@@ -71,6 +71,26 @@ def test_loads_strict_refuses_what_json_would_read_otherwise(text: str, said: st
         loads_strict(text.encode())
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # two keys to json.loads, one as pydantic writes them (each half U+FFFD): the first value lost
+        ('{"x_ref\\ud800": 1, "x_ref\\udc80": 2}', "key 'x_ref\\ud800': '\\ud800' is half a character"),
+        ('{"x_note": "a\\udc80"}', "the value of key 'x_note': '\\udc80' is half a character"),
+        ('{"a": {"b": ["ok", "\\uDFFF"]}}', "the value of key 'b': '\\udfff' is half a character"),
+        ('["\\ud800"]', "the value: '\\ud800' is half a character"),
+        ('"\\ud800"', "the value: '\\ud800' is half a character"),
+    ],
+)
+def test_loads_strict_refuses_half_a_character_naming_its_key(text: str, said: str) -> None:
+    """pydantic's parser, which read declarations before, refused a lone surrogate; json.loads reads it."""
+    for given in (text, text.encode()):
+        with pytest.raises(ValueError, match="^" + re.escape(said)):
+            loads_strict(given)
+    # a whole character written as its surrogate pair, and a backslash before the letters, are text
+    assert loads_strict('{"\\ud83d\\ude00": "\\\\ud800"}') == {"\U0001f600": "\\ud800"}
+
+
 def test_loads_strict_reads_plain_json_as_json_does() -> None:
     text = '{"a": {"b": [1, 2.5, null, true]}, "c": "ore"}'
     assert loads_strict(text) == json.loads(text)

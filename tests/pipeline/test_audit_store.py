@@ -580,6 +580,19 @@ HALF_CHARACTERS: list[tuple[str, Callable[[AuditStore], object], str]] = [
         ),
         "decision of shipment 'S2': declaration",
     ),
+    (  # pydantic writes a key's half character as U+FFFD: two keys apart only by one became one
+        "declaration-extra-key",
+        lambda store: store.record(
+            decision("S2").model_copy(
+                update={
+                    "declaration": Declaration(
+                        shipment_id="S2", cargo_type="bulk_ore", extra={"x_ref" + HALF: "first"}
+                    )
+                }
+            )
+        ),
+        "decision of shipment 'S2': declaration",
+    ),
 ]
 
 

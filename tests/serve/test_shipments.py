@@ -132,6 +132,38 @@ def test_a_decided_shipment_sent_again_is_refused_alike_whatever_its_pictures(
     assert (alarm.status_code, alarm.json()["tier"], alarm.json()["seq"]) == (200, "PHYSICAL_INSPECTION", 2)
 
 
+@pytest.mark.parametrize(
+    ("extra", "detail"),
+    [
+        (  # written as one key (each half became U+FFFD), the first value lost
+            '{"x_ref\\ud800": "first", "x_ref\\udc80": "second"}',
+            "declaration is not valid: key 'x_ref\\ud800': '\\ud800' is half a character",
+        ),
+        (  # refused only where the decision was written, after the pictures were scored
+            '{"x_note": "a\\udc80"}',
+            "declaration is not valid: the value of key 'x_note': '\\udc80' is half a character",
+        ),
+    ],
+)
+def test_half_a_character_in_a_declaration_is_refused_before_scoring(
+    make_client, audit_store, extra, detail
+) -> None:
+    """pydantic's parser, which read declarations before loads_strict, refused a lone surrogate."""
+    predictor = FakePredictor()
+    client = make_client(predictors={"bulk_ore": predictor})
+    declaration = '{"shipment_id": "SHP-U", "cargo_type": "bulk_ore", "extra": ' + extra + "}"
+    response = client.post(
+        "/v1/shipments",
+        files=[("images", ("a.png", png_bytes(10), "image/png"))],
+        data={"declaration": declaration},
+        headers=SUBMIT,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["type"] == "https://clearsight.dev/problems/bad-input"
+    assert response.json()["detail"].startswith(detail), response.json()["detail"]
+    assert predictor.batch_sizes == [] and audit_store.list() == []
+
+
 def test_get_and_record_outcome(make_client, audit_store) -> None:
     client = make_client()
     _submit(client, "SHP-O", [150])
