@@ -167,6 +167,7 @@ class AuditStore:
         images_seen_as_of: int | None = None,
         near_copy_bits: int = 0,
         may_send: Callable[[FirstSent], bool] | None = None,
+        by_tier: bool = False,
     ) -> AuditRecord:
         """Append a decision. If ``idempotency_key`` was recorded before, return that record instead.
 
@@ -182,6 +183,10 @@ class AuditStore:
                 release it did not like the look of, by sending other images, nor learn from the
                 answer whether other images would pass (a refusal that depended on their tier
                 did tell it, leaving no trace).
+            by_tier: with ``exclusive``, a shipment already decided takes a decision where it is
+                stricter than the latest, pictures included: for an officer's or admin's send, who
+                see every verdict anyway (an admin's re-scan finding a hot picture under a released
+                shipment holds it). False: by its declaration's flags alone, as for a submitter.
 
         A decision that would lower the tier of the shipment's latest one is refused while that
         one has no officer's outcome: a hold is lifted by an officer who inspected the cargo
@@ -201,8 +206,9 @@ class AuditStore:
             InputError: an empty or over-long idempotency key; half a character (a lone UTF-16
                 surrogate) in it or in the decision.
             ConflictError: ``exclusive`` and the shipment was decided under another key at the
-                same or a stricter tier than its declaration's flags give it
-                (:class:`DecidedAlready`); or the decision would lower an unresolved hold.
+                same or a stricter tier than its declaration's flags give it (with ``by_tier``: than
+                the decision's) (:class:`DecidedAlready`); or the decision would lower an
+                unresolved hold.
             SentByAnother: ``may_send`` refused the shipment's first decision's sender.
             ImagesSeenSince: an image that was seen nowhere (or had no near-copy) when looked up
                 has been decided in another shipment since: look it up and decide again.
@@ -225,6 +231,7 @@ class AuditStore:
                 images_seen_as_of=images_seen_as_of,
                 near_copy_bits=near_copy_bits,
                 may_send=may_send,
+                by_tier=by_tier,
                 seal_key=self._sealing(),
             )
 

@@ -62,9 +62,18 @@ class SentByAnother(ConflictError):
 
 class DecidedAlready(ConflictError):
     """A shipment sent again under another key (other pictures, another declaration) whose new
-    declaration raises no flag that holds it stricter than its latest decision (``exclusive``)."""
+    declaration raises no flag that holds it stricter than its latest decision (``exclusive``); or,
+    ``by_tier``, whose new decision is no stricter."""
 
-    def __init__(self, shipment_id: str, seq: int) -> None:
+    def __init__(self, shipment_id: str, seq: int, *, by_tier: bool = False) -> None:
+        if by_tier:  # an officer's or admin's send: it sees every verdict, the answer tells it nothing new
+            super().__init__(
+                f"shipment {shipment_id!r} was already decided (audit record {seq}) on other images "
+                "or another declaration; a shipment is decided once, and only a stricter decision is "
+                "added later: send the same images and declaration to read that decision back, or "
+                "have an officer record what inspection found"
+            )
+            return
         # the same answer whatever the pictures would have scored: it must tell nothing about them
         super().__init__(
             f"shipment {shipment_id!r} was already decided (audit record {seq}) on other images or "
@@ -168,6 +177,7 @@ def write_decision(
     images_seen_as_of: int | None,
     near_copy_bits: int,
     may_send: Callable[[FirstSent], bool] | None,
+    by_tier: bool = False,
     seal_key: SealKey | None = None,
 ) -> AuditRecord:
     """Append ``decision`` (``decided``: as :func:`decision_json` gave it), or answer with the
@@ -196,12 +206,14 @@ def write_decision(
         if existing is not None:
             return _retried(conn, existing, decision, idempotency_key, exclusive=exclusive, seal_key=seal_key)
     latest = latest_decision(conn, decision.shipment_id)
-    # Judged by what the declaration's flags force, not by the decision's tier: that rests on the
-    # pictures too, so "409 unless stricter" told a submitter, with nothing recorded, whether a
-    # picture sent again under a released shipment would pass. A flag the submitter declares is
-    # evidence it has already; its answer tells nothing about the pictures.
-    if exclusive and latest is not None and Tier(latest.tier).severity >= flagged_tier(decision).severity:
-        raise DecidedAlready(decision.shipment_id, latest.seq)
+    # A submitter's send is judged by what the declaration's flags force, not by the decision's tier:
+    # that rests on the pictures too, so "409 unless stricter" told a submitter, with nothing
+    # recorded, whether a picture sent again under a released shipment would pass. A flag it declares
+    # is evidence it has already. An officer or admin (by_tier) sees every verdict anyway: its
+    # stricter re-scan (a hot picture under a released shipment) is recorded.
+    stricter = decision.tier if by_tier else flagged_tier(decision)
+    if exclusive and latest is not None and Tier(latest.tier).severity >= stricter.severity:
+        raise DecidedAlready(decision.shipment_id, latest.seq, by_tier=by_tier)
     if latest is not None:
         replayed = _same_decision(conn, latest, decided, seal_key)
         if replayed is not None:

@@ -111,7 +111,8 @@ SUBMIT_RESPONSES = problem_responses(
         403: "An officer's key (forbidden); a shipment id first sent by a key this one may not send "
         "it again for (shipment-taken); a submitter declaring aeo_tier (aeo-tier-not-allowed)",
         409: "Already decided on other images or another declaration, and the declaration raises no "
-        "flag that holds it stricter, whatever the images (conflict)",
+        "flag that holds it stricter, whatever the images; sent by an admin, the decision is no "
+        "stricter (conflict)",
         422: "A field that does not match the schema (validation); a declaration refused: not the "
         "Declaration schema, a shipment id outside its pattern, sent twice (bad-input); not a usable "
         "image (bad-image); a cargo type without a model (unknown-cargo-type)",
@@ -411,11 +412,15 @@ async def submit_shipment(
     may_send: Callable[[FirstSent], bool] | None = None,
     aeo_tier_source: AeoTierSource | None = None,
     declared: Declaration | None = None,
+    by_tier: bool = False,
 ) -> Any:
     """Decide and record a shipment once; returns the audit record, new or (on a retry) existing.
     With ``may_send`` (a submitter's, :func:`_may_send`), a shipment already decided is sent again
-    only where it accepts how the shipment was first sent. ``aeo_tier_source`` is recorded with the
-    decision (:func:`tier_source`; None: as :func:`pipeline.decide.decide_shipment` infers it).
+    only where it accepts how the shipment was first sent. ``by_tier`` (an officer's or admin's
+    send, who see every verdict anyway): a shipment already decided is decided again where the new
+    decision is stricter, pictures included, not only where its declaration's flags make it so.
+    ``aeo_tier_source`` is recorded with the decision (:func:`tier_source`; None: as
+    :func:`pipeline.decide.decide_shipment` infers it).
     ``declared`` is the declaration as the client sent it, before :func:`vouched` gave it the
     register's tier (None: ``declaration`` is as sent): the submission is keyed by it, so that a
     retry is answered from its record whatever the register said since; a record keyed the way
@@ -426,7 +431,7 @@ async def submit_shipment(
             and the declaration raises no flag that holds it stricter (:class:`DecidedAlready`),
             whatever the pictures: a submitter must not be able to replace a hold (or a release it
             wanted to try again) by sending other pictures of the cargo, nor learn from the answer
-            whether other pictures would pass.
+            whether other pictures would pass. With ``by_tier``: the new decision is no stricter.
         ShipmentTakenError: ``may_send`` refused the shipment's first sender: a trader
             must not add a hold to another trader's shipment, nor learn how it was decided.
     """
@@ -454,16 +459,18 @@ async def submit_shipment(
         return replayed
     from pipeline.decide import declared_tier
 
-    # Decided already: decided anew only where the declaration raises a flag that holds it stricter,
-    # whatever the pictures would score, so refused before any model time (the store judges it again
-    # where it writes: a first decision may land meanwhile). A refusal that waited for the scores
-    # told a submitter, leaving no trace, whether a picture would pass.
-    latest = await run_in_threadpool(services.audit.get, declaration.shipment_id)
-    if (
-        latest is not None
-        and latest.decision.tier.severity >= declared_tier(services.policy, declaration).severity
-    ):
-        raise DecidedAlready(declaration.shipment_id, latest.seq)
+    # Decided already, sent by a submitter: decided anew only where the declaration raises a flag
+    # that holds it stricter, whatever the pictures would score, so refused before any model time
+    # (the store judges it again where it writes: a first decision may land meanwhile). A refusal
+    # that waited for the scores told a submitter, leaving no trace, whether a picture would pass.
+    # An officer's or admin's send (by_tier) rests on the scores, so the store alone judges it.
+    if not by_tier:
+        latest = await run_in_threadpool(services.audit.get, declaration.shipment_id)
+        if (
+            latest is not None
+            and latest.decision.tier.severity >= declared_tier(services.policy, declaration).severity
+        ):
+            raise DecidedAlready(declaration.shipment_id, latest.seq)
     verdicts, heatmaps, lookup = await _verdicts(services, declaration, uploads)
     as_of = lookup.as_of
     for attempt in range(_DECIDE_ATTEMPTS):
@@ -489,6 +496,7 @@ async def submit_shipment(
                     images_seen_as_of=seen_as_of,
                     near_copy_bits=services.settings.near_copy_bits,
                     may_send=may_send,
+                    by_tier=by_tier,
                 )
             )
             break
@@ -597,10 +605,11 @@ async def post_shipment(
     submitter's declaration.
 
     A shipment is decided once. The same declaration and images again (a retry) return the stored
-    decision (same ``seq``); the same shipment id with other images or another declaration is
-    decided again only where the declaration raises a flag that holds it stricter (an alarm raised
-    later), and refused with 409 otherwise, before its images are scored: the answer never depends
-    on how they would score."""
+    decision (same ``seq``); the same shipment id with other images or another declaration, sent by
+    a submitter, is decided again only where the declaration raises a flag that holds it stricter
+    (an alarm raised later), and refused with 409 otherwise, before its images are scored: the
+    answer never depends on how they would score. Sent by an admin, who sees every verdict anyway,
+    it is recorded where its decision is stricter (a re-scan finding a hot picture), 409 otherwise."""
     # one reading for the tier and the sender rule; off the event loop, as a changed file is read
     await refuse_repeated_fields(request, "declaration")
     register = await run_in_threadpool(services.register)
@@ -616,6 +625,8 @@ async def post_shipment(
             may_send=_may_send(register, caller),
             aeo_tier_source=tier_source(declared, register, caller),
             declared=declared,
+            # the flags-only rule keeps a submitter from reading verdicts off 409s; an admin reads them
+            by_tier=caller.role is not Role.SUBMITTER,
         )
     request.state.log_extra = {
         "shipment_id": parsed.shipment_id,

@@ -803,6 +803,22 @@ def test_an_exclusive_record_decides_again_on_a_declared_flag_alone(db_url: str)
         assert store.verify().ok
 
 
+def test_an_exclusive_record_by_tier_takes_a_stricter_decision(db_url: str) -> None:
+    """An officer's or admin's send (by_tier) sees every verdict: the flags-only rule, there to keep
+    a submitter from reading verdicts off refusals, refused its stricter re-scan and the release
+    stood. By tier, worse pictures alone hold the shipment; an equal or milder decision is refused."""
+    refused = r"^shipment 'S1' was already decided \(audit record \d\) on other .*only a stricter decision"
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1"), idempotency_key="http:a", exclusive=True)
+        hot = audit_builders.decision("S1", Tier.PHYSICAL_INSPECTION, score=0.9, rule="score.hold")
+        assert store.record(hot, idempotency_key="http:b", exclusive=True, by_tier=True).seq == 2
+        for tier in (Tier.REMOTE_INSPECTION, Tier.PHYSICAL_INSPECTION):
+            again = audit_builders.decision("S1", tier, score=0.95, rule="score.hold")
+            with pytest.raises(ConflictError, match=refused):
+                store.record(again, idempotency_key=f"http:{tier.value}", exclusive=True, by_tier=True)
+        assert [r.seq for r in store.iter_records()] == [1, 2] and store.verify().ok
+
+
 def test_a_hold_is_lowered_only_after_an_officers_outcome(db_url: str) -> None:
     with AuditStore.open(db_url) as store:
         held = store.record(decision("S1", Tier.REMOTE_INSPECTION), idempotency_key="policy-a:S1")

@@ -132,6 +132,35 @@ def test_a_decided_shipment_sent_again_is_refused_alike_whatever_its_pictures(
     assert (alarm.status_code, alarm.json()["tier"], alarm.json()["seq"]) == (200, "PHYSICAL_INSPECTION", 2)
 
 
+@pytest.mark.parametrize("headers", [SUBMIT, ADMIN], ids=["submitter", "admin"])
+def test_a_hot_rescan_of_a_released_shipment_holds_it_when_an_admin_sends_it(
+    make_client, audit_store, headers
+) -> None:
+    """The flags-only rule keeps a submitter from reading a picture's verdict off a 409; an admin sees
+    every verdict (and /v1/score scores any picture), so its stricter re-scan is recorded, as the
+    README says: it got 409 under that rule too, and the release stood."""
+    predictor = FakePredictor()
+    client = make_client(predictors={"bulk_ore": predictor})
+    assert _submit(client, "SHP-RS", [10], headers=SUBMIT).json()["tier"] == "RELEASE"
+    scored = sum(predictor.batch_sizes)
+    hot = _submit(client, "SHP-RS", [240], headers=headers)
+    if headers is ADMIN:
+        assert hot.status_code == 200, hot.text
+        assert (hot.json()["seq"], hot.json()["decision"]["tier"]) == (2, "PHYSICAL_INSPECTION")
+        assert sum(predictor.batch_sizes) == scored + 1
+    else:  # refused before scoring, as a clean picture would be
+        assert hot.status_code == 409, hot.text
+        assert "decided anew only where its declaration raises a flag" in hot.json()["detail"]
+        assert sum(predictor.batch_sizes) == scored
+    # a re-scan no stricter than the decision standing is refused for both
+    clean = _submit(client, "SHP-RS", [12], headers=headers)
+    assert clean.status_code == 409, clean.text
+    assert clean.json()["type"] == "https://clearsight.dev/problems/conflict"
+    standing = "PHYSICAL_INSPECTION" if headers is ADMIN else "RELEASE"
+    assert audit_store.get("SHP-RS").decision.tier.value == standing
+    assert [r.seq for r in audit_store.iter_records()] == ([1, 2] if headers is ADMIN else [1])
+
+
 @pytest.mark.parametrize(
     ("extra", "detail"),
     [
