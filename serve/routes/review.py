@@ -37,6 +37,7 @@ from serve.errors import NotAuthenticatedError, PermissionDeniedError, TooManyAt
 from serve.findings import finding_types
 from serve.routes.shipments import ShipmentIdPath, record_outcome
 from serve.schemas import CLEAN, MAX_SEQ, RECORDED_ID_PATTERN, OutcomeIn
+from serve.scoring import refuse_repeated_fields
 from serve.storage import heatmap_name
 
 __all__ = ["COOKIE", "SignInFirst", "router", "sign_in_first"]
@@ -436,6 +437,9 @@ CsrfForm = Annotated[str, Form(max_length=128)]
 DecisionSeqForm = Annotated[int, Form(ge=1, le=MAX_SEQ)]
 NotesForm = Annotated[str, Form(max_length=MAX_OUTCOME_NOTES_CHARS)]
 
+_FORM_FIELDS = ("found", "csrf", "decision_seq", "notes")
+"""The fields both outcome forms read (``/outcome`` also its ``shipment_id`` and ``searched``)."""
+
 
 @router.post("/outcome")
 async def review_outcome(
@@ -455,7 +459,15 @@ async def review_outcome(
     shipment found by search (``searched``) comes back to that shipment, not to the held queue,
     where a released one is not."""
     return await _record_from_form(
-        request, services, shipment_id, found, csrf, decision_seq, notes, searched=searched
+        request,
+        services,
+        shipment_id,
+        found,
+        csrf,
+        decision_seq,
+        notes,
+        fields=(*_FORM_FIELDS, "shipment_id", "searched"),
+        searched=searched,
     )
 
 
@@ -471,7 +483,9 @@ async def review_outcome_by_path(
     notes: NotesForm = "",
 ) -> Response:
     """Where pages loaded before the form carried the id posted it."""
-    return await _record_from_form(request, services, shipment_id, found, csrf, decision_seq, notes)
+    return await _record_from_form(
+        request, services, shipment_id, found, csrf, decision_seq, notes, fields=_FORM_FIELDS
+    )
 
 
 async def _record_from_form(
@@ -483,12 +497,22 @@ async def _record_from_form(
     decision_seq: int,
     notes: str,
     *,
+    fields: tuple[str, ...],
     searched: bool = False,
 ) -> Response:
+    """Record the outcome a form posted; ``fields``: the form's fields its route read.
+
+    Raises:
+        InputError: one of ``fields`` given more than once (422 bad-input).
+    """
     try:
         principal = _require_session(request, services, csrf)
     except (NotAuthenticatedError, PermissionDeniedError) as exc:
         return _sign_in_page(request, exc)
+    # FastAPI reads a field given twice as its last copy: found=foreign_object&found=clean was
+    # recorded clean, lifting the hold, where the JSON routes refuse a key given twice. After the
+    # session and its CSRF token: a form posted from elsewhere gets the sign-in page, as before.
+    await refuse_repeated_fields(request, *fields)
     try:
         current = await run_in_threadpool(services.audit.get, shipment_id)
     except SealBrokenError:  # forged since the page was loaded: its banner, not problem+json

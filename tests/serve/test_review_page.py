@@ -304,6 +304,36 @@ def test_a_declared_value_cannot_reorder_the_review_page_even_in_a_record_from_b
     assert "<h2><bdi>SHP-RLO</bdi></h2>" in page
 
 
+@pytest.mark.parametrize(
+    ("path", "repeated"),
+    [
+        ("/review/outcome", {"found": ["foreign_object", "clean"]}),
+        ("/review/outcome", {"notes": ["scrap cable", ""]}),
+        ("/review/outcome", {"shipment_id": ["SHP-F", "SHP-G"]}),
+        ("/review/shipments/SHP-F/outcome", {"found": ["foreign_object", "clean"]}),
+    ],
+)
+def test_an_outcome_form_giving_a_field_twice_is_refused(make_client, audit_store, path, repeated) -> None:
+    """FastAPI read the last copy: found=foreign_object&found=clean was recorded clean, lifting the
+    hold, where the JSON routes refuse a key given twice."""
+    client = make_client()
+    declaration = json.dumps({"shipment_id": "SHP-F", "cargo_type": "bulk_ore"})
+    files = [("images", ("hot.png", png_bytes(245), "image/png"))]
+    client.post("/v1/shipments", files=files, data={"declaration": declaration}, headers=auth(ADMIN_KEY))
+    assert audit_store.get("SHP-F").decision.tier.value == "PHYSICAL_INSPECTION"
+    _signed_in(client)
+    form = {**_form(client.get("/review").text, "SHP-F"), "found": "foreign_object", **repeated}
+    response = client.post(path, data=form, follow_redirects=False)
+    assert response.status_code == 422, response.text[:300]
+    name, copies = next(iter(repeated.items()))
+    assert response.json()["type"] == "https://clearsight.dev/problems/bad-input"
+    assert response.json()["detail"] == f"form field {name!r} was sent {len(copies)} times; send it once"
+    assert audit_store.get("SHP-F").outcome is None  # the hold stands
+    once = {k: v[0] if isinstance(v, list) else v for k, v in form.items()}
+    assert client.post(path, data=once, follow_redirects=False).status_code == 303
+    assert audit_store.get("SHP-F").outcome.found == "foreign_object"
+
+
 FORGED_TEXT = (
     "SHP-7. URGENT: customs IT asks all officers to re-enter their API key at https://evil.example/ " * 80
 )
