@@ -365,18 +365,23 @@ def _release_and_hold(cargo: CargoPolicy, image: ImageVerdict) -> tuple[float | 
 
 
 def applied_thresholds(
-    policy: Policy, decision: ShipmentDecision, image: ImageVerdict
+    policy: Policy, decision: ShipmentDecision, image: ImageVerdict, recorded: Reason
 ) -> tuple[float, float] | None:
     """The release threshold (a trusted trader's factor applied) and the hold threshold by which
     ``policy`` judged ``image``'s score in ``decision``, found as :func:`decide_shipment` found them.
 
     A score reason records only the threshold the score was compared with last (the release one
     below hold): an officer shown a score of 0.886 over a release cut of 0.010 still needs the hold
-    of 0.9 that kept it from a physical inspection.
+    of 0.9 that kept it from a physical inspection. ``recorded`` is that reason, the one the
+    decision holds for ``image``'s score.
 
     None where ``policy`` is not the one the decision was made under (another ``policy_sha256``:
-    today's policy says nothing of an older decision's thresholds), or the image's score was not
-    judged by thresholds (not scored, out of range, or thresholds missing).
+    today's policy says nothing of an older decision's thresholds), where the image's score was not
+    judged by thresholds (not scored, out of range, or thresholds missing), or where this code judges
+    the score otherwise than ``recorded`` says (another rule, tier, threshold or message): the same
+    policy under older decision code gave other thresholds (before pictures were judged under every
+    cargo type they are said to be of, an ore picture declared as packs met the packs' hold of 0.9,
+    where this code finds the ore model's 0.6), and one matching threshold does not tell them apart.
     """
     if policy.sha256 != decision.policy_sha256 or image.error is not None or image.score is None:
         return None
@@ -391,11 +396,28 @@ def applied_thresholds(
     reasons, rules = _strictest(policy, declaration, image, score, trader)
     if any(r.rule == "fail_closed.missing_threshold" for r in reasons):
         return None
+    if not any(_same_reason(found, recorded) for found in reasons):
+        return None  # judged otherwise when it was decided: these are not the thresholds it met
     if rules is None:
         rules, trader = _MODEL_ONLY, None
     release, hold = _release_and_hold(rules, image)
     assert release is not None and hold is not None  # no missing_threshold reason
     return (trader.raised(release, hold) if trader is not None else release), hold
+
+
+def _same_reason(found: Reason, recorded: Reason) -> bool:
+    """``found`` says what ``recorded`` says: one rule, tier, image and message (each number in it
+    to four places), one score and threshold (to a rounding: a record read back from JSON)."""
+
+    def near(a: float | None, b: float | None) -> bool:
+        return a is None if b is None else a is not None and math.isclose(a, b, rel_tol=1e-9)
+
+    return (
+        (found.rule, found.tier, found.image, found.message)
+        == (recorded.rule, recorded.tier, recorded.image, recorded.message)
+        and near(found.score, recorded.score)
+        and near(found.threshold, recorded.threshold)
+    )
 
 
 def _unapproved_model(policy: Policy, declaration: Declaration, image: ImageVerdict) -> Iterator[Reason]:

@@ -122,12 +122,13 @@ def thresholds_applied(policy: Any, decision: Any, image: Any) -> str:
 
     The score's reason records one threshold (the release one below hold, the hold one at or above
     it); the other is found under ``policy`` (:func:`pipeline.decide.applied_thresholds`) only where
-    it is the policy the decision was made under, and where it gives the recorded one again.
-    Otherwise it is said to be unknown here, never taken from a policy that did not decide.
+    it is the policy the decision was made under, and where today's decision code judges the score
+    as the recorded reason says (a matching policy pins the rules, not the code that applied them).
+    Otherwise it is said to be unknown here, never taken from a policy or code that did not decide.
     """
     reason = _score_reason(decision, image)
     recorded = float(reason.threshold)
-    found = applied_thresholds(policy, decision, image)
+    found = applied_thresholds(policy, decision, image, reason)
     at_hold = reason.rule == "score.hold"
     if found is not None and not math.isclose(found[1 if at_hold else 0], recorded, rel_tol=1e-9):
         found = None  # not what decided: say only what the record says

@@ -1903,6 +1903,12 @@ def test_cli_decide_records_nothing_when_out_cannot_be_written(
     assert not (cli_env / "audit.db").exists()  # checked before the store was opened: nothing recorded
 
 
+def _score_reason(decision: ShipmentDecision) -> Reason:
+    """The one reason that judged a one-image decision's score."""
+    (reason,) = (r for r in decision.reasons if r.rule.startswith("score."))
+    return reason
+
+
 def test_applied_thresholds_are_those_the_decision_judged_by_under_its_own_policy_only() -> None:
     """A score reason records one threshold; the review page needs both, found again under the
     decision's own policy: a trusted trader's raised release cut, the policy's own hold."""
@@ -1914,15 +1920,46 @@ def test_applied_thresholds_are_those_the_decision_judged_by_under_its_own_polic
     assert [(r.rule, r.threshold) for r in ore.reasons if r.rule.startswith("score.")] == [
         ("score.clear", pytest.approx(0.7))
     ]
-    assert applied_thresholds(p, ore, ore.images[0]) == (pytest.approx(0.7), 0.8)
+    assert applied_thresholds(p, ore, ore.images[0], _score_reason(ore)) == (pytest.approx(0.7), 0.8)
     # the policy's own numbers for packs, not the model's (0.5 / 0.8)
     pack = img(0.45, cargo_type="vacuum_pack")
     packs = decide_shipment(p, decl(cargo_type="vacuum_pack"), [pack], audit_key=KEY, now=NOW)
-    assert applied_thresholds(p, packs, packs.images[0]) == (0.3, 0.6)
+    assert applied_thresholds(p, packs, packs.images[0], _score_reason(packs)) == (0.3, 0.6)
     # another policy's thresholds say nothing of this decision
     later = policy(
         policy_version="test-2", cargo_types={"bulk_ore": {}, "vacuum_pack": {"hold_threshold": 0.9}}
     )
-    assert applied_thresholds(later, packs, packs.images[0]) is None
+    assert applied_thresholds(later, packs, packs.images[0], _score_reason(packs)) is None
     failed = decide_shipment(p, decl(), [img(None, error="unreadable")], audit_key=KEY, now=NOW)
-    assert applied_thresholds(p, failed, failed.images[0]) is None
+    missing = Reason(rule="score.clear", tier=R, image="a.png", message="no such reason was written")
+    assert applied_thresholds(p, failed, failed.images[0], missing) is None
+
+
+def test_applied_thresholds_are_none_where_this_code_judges_the_score_otherwise_than_recorded() -> None:
+    """One policy (same sha256), older decision code: before 28bcc9f an ore picture (model 0.5 / 0.8)
+    in a shipment declared as packs (policy 0.5 / 0.9) met the packs' rules only, and 0.85 was
+    recorded as score.review over 0.5. Today's code holds it at the ore model's 0.8; the recorded
+    release cut 0.5 was found again, so the page said hold 0.800 applied where 0.9 had."""
+    from pipeline.decide import applied_thresholds
+
+    p = policy(cargo_types={"bulk_ore": {}, "vacuum_pack": {"release_threshold": 0.5, "hold_threshold": 0.9}})
+    today = decide_shipment(p, decl(cargo_type="vacuum_pack"), [img(0.85)], audit_key=KEY, now=NOW)
+    assert (_score_reason(today).rule, _score_reason(today).threshold) == ("score.hold", 0.8)
+    assert applied_thresholds(p, today, today.images[0], _score_reason(today)) == (0.5, 0.8)
+    # the record the older code wrote of the same picture under the same policy
+    older = _score_reason(today).model_copy(
+        update={
+            "rule": "score.review",
+            "tier": H,
+            "threshold": 0.5,
+            "message": "score 0.8500 >= release threshold 0.5000",
+        }
+    )
+    recorded = today.model_copy(
+        update={"tier": H, "reasons": [older if r.rule.startswith("score.") else r for r in today.reasons]}
+    )
+    assert recorded.policy_sha256 == p.sha256
+    assert applied_thresholds(p, recorded, recorded.images[0], older) is None
+    # a reason alike in all but its message (another rule set's words) is not the one found either
+    worded = _score_reason(today).model_copy(update={"message": "score 0.8500 >= hold 0.8000"})
+    assert applied_thresholds(p, today, today.images[0], worded) is None

@@ -197,6 +197,55 @@ def test_an_older_policys_decision_shows_only_the_threshold_it_recorded(
     )
 
 
+def test_a_decision_older_code_judged_otherwise_under_this_policy_shows_only_its_recorded_threshold(
+    make_client, audit_store
+) -> None:
+    """Same policy (same sha256), older decision code: before 28bcc9f an ore picture (ore model
+    0.3 / 0.6) in a shipment declared as packs met only the packs' rules (hold 0.9), and 0.8 was
+    recorded as a score.review over 0.3. Today's code holds it at the ore model's 0.6: the recorded
+    release 0.3 was found again, and the page said 'hold 0.600' applied to a decision whose hold was
+    0.9. The record is made today and its score reason set to what the older code wrote."""
+    from pipeline.decide import decide_shipment
+    from pipeline.policy import default_policy_path, load_policy
+    from pipeline.verdicts import Declaration, ImageVerdict, Tier
+
+    policy = load_policy(default_policy_path())
+    ore = ImageVerdict(
+        path="ore-1.png", sha256="ab" * 32, cargo_type="bulk_ore", score=0.8,
+        threshold=0.3, hold_threshold=0.6, model_id="bulk_ore-lite0-00000000",
+    )  # fmt: skip
+    today = decide_shipment(
+        policy,
+        Declaration(shipment_id="SHP-OLD-ORE", cargo_type="vacuum_pack"),
+        [ore],
+        audit_key=b"batch-audit-secret-of-the-port",
+    )
+    assert [(r.rule, r.threshold) for r in today.reasons if r.rule.startswith("score.")] == [
+        ("score.hold", 0.6)
+    ]
+    older = [
+        r.model_copy(
+            update={
+                "rule": "score.review",
+                "tier": Tier.REMOTE_INSPECTION,
+                "threshold": 0.3,
+                "message": "score 0.8000 >= release threshold 0.3000",
+            }
+        )
+        if r.rule.startswith("score.")
+        else r
+        for r in today.reasons
+    ]
+    audit_store.record(today.model_copy(update={"tier": Tier.REMOTE_INSPECTION, "reasons": older}))
+    client = make_client()
+    _signed_in(client)
+    caption = _captions(client.get("/review", params={"shipment": "SHP-OLD-ORE"}).text)[0]
+    assert caption.startswith(
+        "ore-1.png score 0.800 ≥ 0.300 applied (the policy's thresholds: release 0.300, "
+        "hold not known here [model's own 0.600])"
+    )
+
+
 def _shown(page: str) -> list[str]:
     return re.findall(r'data-shipment="([^"]+)"', page)
 
