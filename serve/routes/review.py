@@ -80,23 +80,45 @@ _SCORE_WORDS = {
 }
 
 
+_JUDGING_RULES = (*_SCORE_WORDS, "fail_closed.missing_threshold")
+"""The rules one of which ``pipeline.decide`` writes for each image whose score it compares with
+thresholds (the strictest cargo rules' reason, or their thresholds found missing)."""
+
+
+def _judged(image: Any) -> bool:
+    """Whether decide compared ``image``'s score with thresholds: it was scored, without error, and
+    the score is a number in [0, 1] (otherwise a fail-closed reason stands in for the comparison)."""
+    score = image.score
+    return image.error is None and score is not None and math.isfinite(score) and 0.0 <= score <= 1.0
+
+
 def _score_reason(decision: Any, image: Any) -> Any:
     """The reason that judged one image's score against a threshold; None when no score rule judged
     it (it failed, or failed closed before its score was compared).
 
     A reason names its image by name only, and decisions recorded before the service named each
-    upload of a shipment apart (``shipments.distinct_names``) may hold several pictures of one name:
-    a reason is the image's where it also judged the image's own score.
+    upload of a shipment apart (``shipments.distinct_names``), or made from a batch's rows, may hold
+    several pictures of one name, even of one score (scored by two models with other thresholds).
+    Decide writes each image's reasons in the order of ``decision.images``, and exactly one of
+    ``_JUDGING_RULES`` for each image it compared: the k-th such image of a name takes the k-th such
+    reason of that name. Where the counts differ (a record other code wrote), a reason of the name
+    that judged the image's own score is taken only where all of them say alike; else None.
     """
-    for reason in decision.reasons:
-        if (
-            reason.image == image.path
-            and reason.rule in _SCORE_WORDS
-            and reason.threshold is not None
-            and reason.score == image.score
-        ):
-            return reason
-    return None
+    judged = [i for i in decision.images if i.path == image.path and _judged(i)]
+    slots = [r for r in decision.reasons if r.image == image.path and r.rule in _JUDGING_RULES]
+    position = next((k for k, i in enumerate(judged) if i is image), None)
+    if position is None and image in judged:
+        position = judged.index(image)  # a copy of the decision's own image
+    if len(slots) == len(judged):
+        if position is None:
+            return None  # not compared with thresholds: no reason of its name is its own
+        candidates = [slots[position]]
+    else:
+        candidates = [r for r in slots if r.rule in _SCORE_WORDS]
+    candidates = [r for r in candidates if r.threshold is not None and r.score == image.score]
+    if not candidates or len({(r.rule, r.threshold) for r in candidates}) > 1:
+        return None
+    return candidates[0]
 
 
 def applied_threshold(decision: Any, image: Any) -> tuple[str, str, float] | None:

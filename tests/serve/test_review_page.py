@@ -87,6 +87,52 @@ def test_a_decision_recorded_with_pictures_of_one_name_shows_each_its_own_thresh
     ]
 
 
+def test_rows_of_one_name_and_one_score_scored_by_two_models_show_each_its_own_threshold(
+    make_client, audit_store
+) -> None:
+    """A batch's rows of one picture name and one score (0.6), scored by two ore models (0.5 / 0.8
+    and 0.3 / 0.9): the page took the first reason of that name and score for both, so the second
+    read '≥ 0.500 applied (the policy's thresholds: release 0.500 [model's own 0.300], hold not known
+    here ...)' where 0.3 had judged it. Each image takes its own reason by position, rows whose score
+    was not compared with thresholds (one failed, one missing its model's release threshold) kept
+    apart: the first has no reason of its own, the second a fail-closed one."""
+    from pipeline.decide import decide_rows
+    from pipeline.policy import default_policy_path, load_policy
+    from pipeline.verdicts import ImageVerdict
+
+    def row(model: str, **kw: object) -> ImageVerdict:
+        return ImageVerdict(
+            path="scan.png", shipment_id="SHP-TWO-MODELS", cargo_type="bulk_ore",
+            model_id=f"bulk_ore-lite0-0000000{model}", declaration={"cargo_type": "bulk_ore"}, **kw,
+        )  # fmt: skip
+
+    rows = [
+        row("1", score=None, error="unreadable"),
+        row("2", score=0.6, threshold=None, hold_threshold=0.8),
+        row("3", score=0.6, threshold=0.5, hold_threshold=0.8),
+        row("4", score=0.6, threshold=0.3, hold_threshold=0.9),
+    ]
+    (decision,) = decide_rows(
+        load_policy(default_policy_path()), rows, audit_key=b"batch-audit-secret-of-the-port"
+    )
+    assert [(r.rule, r.threshold) for r in decision.reasons if r.image == "scan.png"] == [
+        ("fail_closed.image_error", None),
+        ("fail_closed.missing_threshold", None),
+        ("score.review", 0.5),
+        ("score.review", 0.3),
+    ]
+    audit_store.record(decision)
+    client = make_client()
+    _signed_in(client)
+    captions = _captions(client.get("/review", params={"shipment": "SHP-TWO-MODELS"}).text)
+    assert [c.split(" · ")[0] for c in captions] == [
+        "scan.png not scored: unreadable",
+        "scan.png score 0.600 not released on its score (see the reasons)",
+        "scan.png score 0.600 ≥ 0.500 applied (the policy's thresholds: release 0.500, hold 0.800)",
+        "scan.png score 0.600 ≥ 0.300 applied (the policy's thresholds: release 0.300, hold 0.900)",
+    ]
+
+
 def test_a_picture_without_the_models_own_thresholds_is_shown(make_client, audit_store) -> None:
     """A verdict row with no hold threshold (an empty cell), decided under a policy that fixes its
     own: the template formatted None with '%.3f' and the whole queue answered 500."""
