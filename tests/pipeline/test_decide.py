@@ -1168,6 +1168,21 @@ def _unchecked(verdict: ImageVerdict, **declared: Any) -> ImageVerdict:
             f"shipment 'S': invalid declaration: extra = {{'hs_code': '2601\\u200b'}}: Value error, "
             f"extra['hs_code'] holds U+200B (ZERO WIDTH SPACE): {_UNSHOWN}",
         ),
+        (  # a line break is free text's, not a key's
+            [row("S", 0.1, "a", **{"x_goods\nx_alarm": "no"})],
+            "shipment 'S': invalid declaration: extra = {'x_goods\\nx_alarm': 'no'}: Value error, extra key "
+            f"'x_goods\\nx_alarm' holds U+000A: {_UNSHOWN}",
+        ),
+        (  # rewrites the terminal that prints it
+            [row("S", 0.1, "a", x_goods="ore\x1b[2J")],
+            "shipment 'S': invalid declaration: extra = {'x_goods': 'ore\\x1b[2J'}: Value error, "
+            f"extra['x_goods'] holds U+001B: {_UNSHOWN}",
+        ),
+        (
+            [row("S", 0.1, "a", trader_id="T-\t42")],
+            "shipment 'S': invalid declaration: trader_id = 'T-\\t42': Value error, trader_id holds "
+            f"U+0009: {_UNSHOWN}",
+        ),
     ],
     ids=[
         "no-shipment",
@@ -1180,12 +1195,38 @@ def _unchecked(verdict: ImageVerdict, **declared: Any) -> ImageVerdict:
         "shipment-a-number",
         "trader-bidi-control",
         "extra-format-character",
+        "extra-key-line-break",
+        "extra-escape",
+        "trader-tab",
     ],
 )
 def test_bad_rows_are_refused_by_name(rows: list[ImageVerdict], message: str) -> None:
     with pytest.raises(InputError) as info:
         list(decide_rows(policy(), rows, audit_key=KEY))
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [
+        {"x_goods": "copper ore\nbulk, 20 t"},  # a quoted multi-line CSV cell
+        {"x_goods": "copper\tore"},
+        {"x_notes": "a\r\nb"},
+        {"hs_code": "2603\n"},
+        {"extra": {"x_lines": ["one\ntwo", {"x_more": "three\r\n"}]}},
+    ],
+    ids=["newline", "tab", "crlf", "hs-code-newline", "nested"],
+)
+def test_tabs_and_line_breaks_in_extra_text_are_taken(declared: dict[str, Any]) -> None:
+    """A batch checks every shipment before it records one: a goods description of two lines,
+    refused as an unshown character, stopped the run, and an alarm raised on another shipment went
+    unrecorded. Tabs and line breaks reorder nothing; extra's values keep them as sent."""
+    rows = [row("S1", 0.1, "a", radiation_alarm=True), row("S2", 0.1, "b", **declared)]
+    first, second = decide_rows(policy(), rows, audit_key=KEY)
+    assert first.tier is P
+    assert second.tier is R
+    given = declared.get("extra", declared)
+    assert all(second.declaration.extra[key] == value for key, value in given.items())
 
 
 @pytest.mark.parametrize(

@@ -117,6 +117,35 @@ def test_cli_decide_takes_an_alarm_raised_after_scoring_from_the_manifest(
     assert "override.radiation_alarm" in {r["rule"] for r in decided["reasons"]}
 
 
+def test_an_alarm_is_recorded_beside_a_shipment_whose_goods_description_has_two_lines(env: Path) -> None:
+    """S2's goods description is a quoted CSV cell of two lines. Refused as an unshown character, it
+    stopped the whole batch before anything was recorded: the radiation alarm raised on S1 since
+    scoring was never recorded, and S1 kept its RELEASE."""
+    from pipeline.audit import AuditStore
+    from pipeline.cli import app, run
+
+    goods = "copper ore\nbulk, 20 t"
+    rows = [_row("S1", "a.png", 0.1), _row("S2", "c.png", 0.1, x_goods=goods)]
+    (env / "rows.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    record_completion(env / "rows.jsonl")
+    (env / "p.yaml").write_text(POLICY + "random_audit: {rate: 0.0001}\n")
+    base = ["decide", "--verdicts", "rows.jsonl", "--policy", "p.yaml", "--audit-db", "sqlite:///a.db"]
+    assert run(app, [*base, "--out", "first.jsonl"]) == 0
+    assert _recorded("sqlite:///a.db", "S1", "S2") == {"S1": "RELEASE", "S2": "RELEASE"}
+    write_manifest(
+        env / "m.csv",
+        [
+            {"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "radiation_alarm": True},
+            {"path": "c.png", "shipment_id": "S2", "cargo_type": "bulk_ore", "x_goods": goods},
+        ],
+    )
+    assert run(app, [*base, "--manifest", "m.csv", "--out", "d.jsonl", "--overwrite"]) == 0
+    assert _recorded("sqlite:///a.db", "S1", "S2") == {"S1": "PHYSICAL_INSPECTION", "S2": "RELEASE"}
+    with AuditStore.open("sqlite:///a.db", create=False) as store:
+        assert store.get("S1").decision.declaration.radiation_alarm is True
+        assert store.get("S2").decision.declaration.extra == {"x_goods": goods}
+
+
 FIXED = (
     POLICY
     + "  vacuum_pack: {release_threshold: 0.5, hold_threshold: 0.8}\nrandom_audit: {rate: 0.0001}\n"
