@@ -12,7 +12,8 @@ import enum
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
@@ -43,6 +44,7 @@ __all__ = [
     "Refused",
     "ShipmentDecision",
     "Tier",
+    "declarations_as_scored",
     "field_like",
     "UNKNOWN_TYPE",
     "finding_types",
@@ -215,6 +217,36 @@ _AS_RECORDED: ContextVar[bool] = ContextVar("_AS_RECORDED", default=False)
 were checked when they were decided, some by earlier versions that kept any key aside or took any
 character in a trader id."""
 
+_AS_SCORED: ContextVar[bool] = ContextVar("_AS_SCORED", default=False)
+"""Set while an earlier score run's verdict rows are decided again (:func:`declarations_as_scored`):
+the declarations built from them are read as written, without the character check."""
+
+
+@contextmanager
+def declarations_as_scored() -> Iterator[None]:
+    """Declarations validated inside are read as an earlier score run wrote them: the character check
+    of :class:`Declaration` (:func:`_refuse_unshown`: trader_id, aeo_tier, extra) is off, as it is for
+    a recorded decision's (:class:`ShipmentDecision`); every other check stays.
+
+    For ``clearsight decide --verdicts`` alone, around deciding rows it read from a score run's file:
+    they were taken under the rules of their day (a soft hyphen in a trader id, a BOM in a goods
+    description), and refused now, the run could never be decided again, nor an alarm raised since
+    on one of its shipments recorded. New input keeps the check: a manifest (read before, by
+    ``score`` or ``decide --manifest``) and the HTTP service's submissions, which never enter this.
+    """
+    token = _AS_SCORED.set(True)
+    try:
+        yield
+    finally:
+        _AS_SCORED.reset(token)
+
+
+def _characters_checked() -> bool:
+    """Whether a :class:`Declaration` validated now is new input, held to the character check: not a
+    recorded decision's (:data:`_AS_RECORDED`) nor an earlier score run's (:data:`_AS_SCORED`)."""
+    return not (_AS_RECORDED.get() or _AS_SCORED.get())
+
+
 _UNSHOWN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 """Unicode categories of characters that are not shown as themselves: controls (Cc: tab, newline,
 ESC), format characters (Cf: the bidi overrides and isolates such as U+202E, zero-width spaces and
@@ -298,8 +330,9 @@ class Declaration(BaseModel):
     @field_validator("trader_id", "aeo_tier")
     @classmethod
     def _shown_as_sent(cls, value: str | None, info: ValidationInfo) -> str | None:
-        # a record decided before keeps what it holds (the review page isolates it: <bdi>)
-        if value is not None and not _AS_RECORDED.get():
+        # a record decided before, or a score run's row, keeps what it holds (the review page
+        # isolates it: <bdi>)
+        if value is not None and _characters_checked():
             _refuse_unshown(value, str(info.field_name))
         return value
 
@@ -318,7 +351,7 @@ class Declaration(BaseModel):
                 raise ValueError(
                     f"extra key {key!r} is {value}, not a finite number (the audit trail would record null)"
                 )
-        if not _AS_RECORDED.get():
+        if _characters_checked():
             # a multi-line goods description is ordinary: refused, it stopped the whole batch, and
             # an alarm raised on another of its shipments went unrecorded
             _refuse_unshown(extra, "extra", breaks=True)

@@ -32,7 +32,7 @@ from pipeline.redeclare import Redeclared, read_declarations, redeclare
 from pipeline.settings import Settings, audit_key, audit_seal_key
 from pipeline.shipment_rows import row_shipment_id
 from pipeline.trader_register import TraderRegister, check_tiers, read_trader_register
-from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
+from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier, declarations_as_scored
 
 if TYPE_CHECKING:
     from pipeline.audit import AuditStore
@@ -409,6 +409,10 @@ def register(app: typer.Typer) -> None:
         # (other policy, this run's decisions, the other policy's on the same inputs)
         compared: tuple[Policy, list[ShipmentDecision], list[ShipmentDecision]] | None = None
         with contextlib.ExitStack() as stack:
+            # the rows were taken under the rules of their day: one refused by a newer character
+            # check must not stop its run, nor an alarm raised since, being decided again (the
+            # manifest's declarations, new input, were checked as it was read, above)
+            stack.enter_context(declarations_as_scored())
             store = None
             if audit_db:  # a URL that is none fails before anything is made
                 from pipeline.audit import AuditStore

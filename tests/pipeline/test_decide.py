@@ -1397,6 +1397,50 @@ def test_cli_decide_compares_policies_and_records_once(
         assert record.idempotency_key.startswith("decision:S2:")
 
 
+OLDER_ROWS = {  # as score runs before the character check wrote them, by shipment
+    "x-newline": {"x_goods": "copper ore\nbulk, 20 t"},
+    "x-tab": {"x_goods": "copper\tore"},
+    "x-crlf": {"x_notes": "a\r\nb"},
+    "trader-shy": {"trader_id": "T\u00ad42"},
+    "trader-zwsp": {"trader_id": "T-42\u200b"},
+    "trader-bidi": {"trader_id": "\u202e24-T"},
+    "extra-bom": {"extra": {"x_a": "\ufeffabc"}},
+}
+
+
+def test_cli_decide_takes_an_earlier_score_runs_rows_as_they_were_written(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows a score run wrote under the rules of their day (a soft hyphen or a zero-width space in a
+    trader id, a BOM in extra) were refused by the newer character check: the whole run could never
+    be decided again, nor an alarm raised since recorded. ``decide --verdicts`` reads them as
+    written, as the audit store reads a decision recorded before; new rows keep the check."""
+    from pipeline.audit import AuditStore
+    from pipeline.cli import app, run
+
+    rows = [
+        img(0.1, f"{name}.png", shipment_id=name, sha256=f"{n:064x}", declaration=declared)
+        for n, (name, declared) in enumerate(OLDER_ROWS.items(), 1)
+    ]
+    verdicts = _write(cli_env / "v.jsonl", rows)
+    db = f"sqlite:///{cli_env / 'audit.db'}"
+    out = cli_env / "d.jsonl"
+    args = ["decide", "--verdicts", str(verdicts), "--policy", str(_policy_file(cli_env, "p50", 0.5))]
+    assert run(app, [*args, "--out", str(out), "--audit-db", db]) == 0, capsys.readouterr().err
+    decided = {d["shipment_id"]: d for d in map(json.loads, out.read_text().splitlines())}
+    assert {name: d["tier"] for name, d in decided.items()} == dict.fromkeys(OLDER_ROWS, "RELEASE")
+    assert decided["trader-shy"]["declaration"]["trader_id"] == "T\u00ad42"
+    assert decided["extra-bom"]["declaration"]["extra"] == {"x_a": "\ufeffabc"}
+    with AuditStore.open(db, create=False) as store:
+        assert store.verify().ok
+        assert store.get("trader-zwsp").decision.declaration.trader_id == "T-42\u200b"
+    # new rows (a score run's own, deciding as it scores) are held to the check
+    with pytest.raises(InputError, match="trader_id holds U\\+00AD \\(SOFT HYPHEN\\)"):
+        list(decide_rows(policy(), [rows[3]], audit_key=KEY))
+    with pytest.raises(InputError, match=r"extra\['x_a'\] holds U\+FEFF"):
+        list(decide_rows(policy(), [rows[6]], audit_key=KEY))
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [

@@ -394,6 +394,21 @@ def test_a_bad_declaration_in_the_manifest_names_it_and_its_line(
     )
 
 
+def test_a_manifest_is_held_to_the_character_check_that_the_rows_it_corrects_are_not(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rows, an earlier score run's, are decided as written; the manifest is new input."""
+    row = _row("S1", str(env / "a.png"), 0.1, trader_id="T\u00ad42")
+    code, decided = _decide(env, [row], [{"path": "z.png", "shipment_id": "S9", "cargo_type": "bulk_ore"}])
+    assert code == 0 and decided["S1"][0] == "RELEASE"
+    listed = [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore", "trader_id": "T\u00ad42"}]
+    code, _ = _decide(env, [row], listed)
+    assert code == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"--manifest {str(env / 'm.csv')!r}, line 2: shipment 'S1'" in said
+    assert "trader_id holds U+00AD (SOFT HYPHEN)" in said
+
+
 def test_a_row_that_names_its_cargo_in_its_declaration_only_keeps_it(env: Path) -> None:
     """Rows without cargo_type (older, or another tool's) said it in their declaration alone, which
     the manifest replaced: the ore-scored pictures, now declared vacuum_pack, went out released."""

@@ -518,6 +518,20 @@ BAD = [
         "bad-input",
         "declaration is not valid: extra: Value error, extra['origin'] holds U+2067 (RIGHT-TO-LEFT ISOLATE)",
     ),
+    (  # taken as written from an earlier score run's rows (clearsight decide), never from a client
+        "a soft hyphen in trader_id",
+        json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "trader_id": "T\u00ad42"}),
+        422,
+        "bad-input",
+        "declaration is not valid: trader_id: Value error, trader_id holds U+00AD (SOFT HYPHEN)",
+    ),
+    (
+        "a byte order mark in extra text",
+        json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "extra": {"origin": "\ufeffCN"}}),
+        422,
+        "bad-input",
+        "declaration is not valid: extra: Value error, extra['origin'] holds U+FEFF (ZERO WIDTH NO-BREAK",
+    ),
     (
         "a terminal escape in an extra key",
         json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "extra": {"x_\u001b[2J": "y"}}),
@@ -550,6 +564,14 @@ def test_bad_submissions(make_client, audit_store, case, declaration, status, sl
     assert response.json()["type"] == f"https://clearsight.dev/problems/{slug}"
     assert response.json()["detail"].startswith(detail), response.json()["detail"]
     assert audit_store.list() == []  # nothing recorded
+
+
+def test_the_service_never_takes_a_declaration_as_an_earlier_score_run_wrote_it() -> None:
+    """``declarations_as_scored`` turns the character check off for ``clearsight decide``'s rows of an
+    earlier run; a client's declaration is new input, held to the check (the cases above)."""
+    serve = Path(__file__).resolve().parents[2] / "serve"
+    naming = [p for p in serve.rglob("*.py") if "declarations_as_scored" in p.read_text(encoding="utf-8")]
+    assert naming == []
 
 
 @pytest.mark.parametrize("path", ["/v1/shipments/SHP-D/outcome", "/v1/outcomes"])
