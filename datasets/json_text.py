@@ -28,10 +28,16 @@ _HALF_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _HALF_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-def check_writable(value: Any, where: str, *, text: str | bytes | None = None) -> None:
-    """Refuse a parsed JSON ``value`` nested deeper than :data:`MAX_DEPTH`, or holding half a
-    character in a key or a string, naming ``where``. One walk, without recursion, unless ``text``
-    (what ``value`` was parsed from) plainly holds neither.
+def check_writable(
+    value: Any, where: str, *, text: str | bytes | None = None, any_depth: bool = False
+) -> None:
+    """Refuse a parsed JSON ``value`` nested deeper than :data:`MAX_DEPTH` (unless ``any_depth``), or
+    holding half a character in a key or a string, naming ``where``. One walk, without recursion,
+    unless ``text`` (what ``value`` was parsed from) plainly holds neither.
+
+    ``any_depth`` is for a value built from values read already (a decision holds each picture's
+    row declaration two levels deeper than its file did): the readers bound the depth, and a second
+    bound here would refuse, after the work is done, what they took.
 
     Raises:
         DatasetFormatError: naming the half character, or the depth.
@@ -44,7 +50,7 @@ def check_writable(value: Any, where: str, *, text: str | bytes | None = None) -
         if isinstance(item, str):
             _check_text(item, where)
         elif isinstance(item, (dict, list)):
-            if depth > MAX_DEPTH:
+            if depth > MAX_DEPTH and not any_depth:
                 raise DatasetFormatError(f"{where}: a value is nested more than {MAX_DEPTH} deep")
             if isinstance(item, dict):
                 for key in item:

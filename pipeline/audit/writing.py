@@ -99,14 +99,15 @@ class ImagesSeenSince(ConflictError):
 def _refuse_half_characters(where: str, fields: dict[str, Any]) -> None:
     """Refuse text holding half a character (a lone UTF-16 surrogate: JSON may escape one, and a
     Python string holds it), naming the field. The chain hashes UTF-8, where it would fail as a raw
-    UnicodeEncodeError after every check had passed.
+    UnicodeEncodeError after every check had passed. Depth is not checked: the readers bound it, and
+    a decision nests what they read deeper (a picture's row declaration sits in ``images``).
 
     Raises:
         InputError: naming the field and the half character.
     """
     for name, value in fields.items():
         try:
-            check_writable(value, f"{where}: {name}")
+            check_writable(value, f"{where}: {name}", any_depth=True)
         except DatasetFormatError as exc:  # the manifests' error; here it is a caller's value
             raise InputError(str(exc)) from exc
 

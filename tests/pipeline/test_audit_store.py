@@ -14,11 +14,16 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from datasets.errors import AuditError, ConflictError, InputError, SchemaVersionError
+from datasets.json_text import MAX_DEPTH
 from pipeline.audit import GENESIS_HASH, AuditStore, canonical_json, chain_hash
 from pipeline.audit.chain import index_columns
 from pipeline.audit.chain_file import write_chain_file
 from pipeline.audit.export import spreadsheet_safe, write_export
 from pipeline.audit.image_indexes import Picture, Sighting
+from pipeline.decide import decide_shipment
+from pipeline.policy import default_policy_path, load_policy
+from pipeline.shipment_rows import declaration_from_rows
+from pipeline.verdict_rows import read_verdicts
 from pipeline.verdicts import Declaration, Reason, ShipmentDecision, Tier
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -612,6 +617,39 @@ def test_half_a_character_in_recorded_text_is_refused_naming_the_field(
             "database can store; write the character itself"
         )
         assert store.verify().records_checked == 1  # nothing was written
+
+
+def test_a_decision_of_rows_nested_as_deep_as_the_reader_takes_is_recorded(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The verdict-row reader takes a row nested :data:`MAX_DEPTH` deep; the decision holds its
+    declaration two levels deeper (``images``, the picture). The store once refused it with the
+    readers' depth limit, after it was decided, and a batch stopped midway."""
+    deep: object = "x"
+    for _ in range(MAX_DEPTH - 2):  # the row (1), its declaration (2), then the lists
+        deep = [deep]
+    row = {
+        "path": "a.png",
+        "shipment_id": "S1",
+        "cargo_type": "bulk_ore",
+        "score": 0.1,
+        "threshold": 0.3,
+        "hold_threshold": 0.6,
+        "model_id": "m",
+        "declaration": {"cargo_type": "bulk_ore", "x_meta": deep},
+    }
+    path = tmp_path / "v.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    verdicts = list(read_verdicts(path))
+    decided = decide_shipment(
+        load_policy(default_policy_path()),
+        declaration_from_rows("S1", verdicts),
+        verdicts,
+        audit_key=b"k" * 32,
+    )
+    with AuditStore.open(db_url) as store:
+        assert store.record(decided, idempotency_key="k1").seq == 1
+        assert store.get("S1").decision.images[0].declaration == row["declaration"]
 
 
 def test_cli_verify_exits_non_zero_naming_the_record(filled: str, capsys: pytest.CaptureFixture[str]) -> None:
