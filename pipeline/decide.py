@@ -378,7 +378,8 @@ def applied_thresholds(
     None where ``policy`` is not the one the decision was made under (another ``policy_sha256``:
     today's policy says nothing of an older decision's thresholds), where the image's score was not
     judged by thresholds (not scored, out of range, or thresholds missing), or where this code judges
-    the score otherwise than ``recorded`` says (another rule, tier, threshold or message): the same
+    the score otherwise than ``recorded`` says (another rule, tier, threshold or message), or finds
+    another trusted-trader reason than the decision holds (the factor it took, or none): the same
     policy under older decision code gave other thresholds (before pictures were judged under every
     cargo type they are said to be of, an ore picture declared as packs met the packs' hold of 0.9,
     where this code finds the ore model's 0.6), and one matching threshold does not tell them apart.
@@ -389,10 +390,15 @@ def applied_thresholds(
     if not math.isfinite(score) or not 0.0 <= score <= 1.0:
         return None
     declaration = decision.declaration
-    conflicts = trader_conflicts(decision.images)
-    trader = (
-        policy.trusted_traders.get(declaration.aeo_tier) if declaration.aeo_tier and not conflicts else None
-    )
+    source = decision.aeo_tier_source or ("declared_unverified" if declaration.aeo_tier else "none")
+    trader, trader_reasons = _trader(policy, declaration, decision.images, source)
+    recorded_trader = [r for r in decision.reasons if r.rule.startswith("trusted_trader.")]
+    if len(trader_reasons) != len(recorded_trader) or not all(
+        map(_same_reason, trader_reasons, recorded_trader)
+    ):
+        # A score.hold reason pins the hold alone: the release cut is today's code's, and older code
+        # took another trader's factor (before 0931031 rows naming two traders took the first's).
+        return None
     reasons, rules = _strictest(policy, declaration, image, score, trader)
     if any(r.rule == "fail_closed.missing_threshold" for r in reasons):
         return None
@@ -590,35 +596,8 @@ def decide_shipment(
         )
     if aeo_tier_source is None:
         aeo_tier_source = "declared_unverified" if declaration.aeo_tier else "none"
-    conflicts = trader_conflicts(images)
-    trader = (
-        policy.trusted_traders.get(declaration.aeo_tier) if declaration.aeo_tier and not conflicts else None
-    )
-    if conflicts:
-        reasons.append(_trader_conflict(conflicts))
-    if (
-        trader is not None
-        and trader.release_odds_factor > 1.0
-        and any(
-            i.error is None
-            and i.score is not None
-            and 0.0 <= i.score <= 1.0
-            and any(rules is not None for rules, _ in _rules_for(policy, declaration, i))
-            for i in images
-        )
-    ):
-        reasons.append(
-            Reason(
-                rule="trusted_trader.odds",
-                tier=Tier.RELEASE,
-                message=(
-                    f"{declaration.aeo_tier} trader ({_TIER_SOURCE_WORDS[aeo_tier_source]}): "
-                    "the odds of each release threshold times "
-                    f"{trader.release_odds_factor:g}, never above hold (each score's reason gives the "
-                    "threshold applied)"
-                ),
-            )
-        )
+    trader, trader_reasons = _trader(policy, declaration, images, aeo_tier_source)
+    reasons.extend(trader_reasons)
     for image in images:
         if image.seen_in:
             # the same bytes as a picture of other cargo: reused to pass, or a shipment resubmitted
@@ -682,6 +661,45 @@ def decide_shipment(
         decided_at=decided_at,
         aeo_tier_source=aeo_tier_source,
     )
+
+
+def _trader(
+    policy: Policy, declaration: Declaration, images: Sequence[ImageVerdict], aeo_tier_source: AeoTierSource
+) -> tuple[TrustedTrader | None, list[Reason]]:
+    """The trusted trader whose factor raises ``images``' release thresholds (None: no tier, one
+    the policy does not list, or rows naming several traders or tiers), and the shipment's reasons
+    about it (``trusted_trader.conflict``, ``trusted_trader.odds``), in the order decided."""
+    reasons: list[Reason] = []
+    conflicts = trader_conflicts(images)
+    trader = (
+        policy.trusted_traders.get(declaration.aeo_tier) if declaration.aeo_tier and not conflicts else None
+    )
+    if conflicts:
+        reasons.append(_trader_conflict(conflicts))
+    if (
+        trader is not None
+        and trader.release_odds_factor > 1.0
+        and any(
+            i.error is None
+            and i.score is not None
+            and 0.0 <= i.score <= 1.0
+            and any(rules is not None for rules, _ in _rules_for(policy, declaration, i))
+            for i in images
+        )
+    ):
+        reasons.append(
+            Reason(
+                rule="trusted_trader.odds",
+                tier=Tier.RELEASE,
+                message=(
+                    f"{declaration.aeo_tier} trader ({_TIER_SOURCE_WORDS[aeo_tier_source]}): "
+                    "the odds of each release threshold times "
+                    f"{trader.release_odds_factor:g}, never above hold (each score's reason gives the "
+                    "threshold applied)"
+                ),
+            )
+        )
+    return trader, reasons
 
 
 def _trader_conflict(conflicts: dict[str, list[Any]]) -> Reason:

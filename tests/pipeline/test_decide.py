@@ -2048,3 +2048,40 @@ def test_applied_thresholds_are_none_where_this_code_judges_the_score_otherwise_
     # a reason alike in all but its message (another rule set's words) is not the one found either
     worded = _score_reason(today).model_copy(update={"message": "score 0.8500 >= hold 0.8000"})
     assert applied_thresholds(p, today, today.images[0], worded) is None
+
+
+def test_applied_thresholds_are_none_where_the_decision_took_another_trader_than_this_code() -> None:
+    """A score.hold reason pins the hold alone; the release cut is found with today's trader logic.
+    Before 0931031 rows naming two traders took the first's tier (AEOF here: release 0.5 raised to
+    0.55, said in trusted_trader.odds); today none applies (trusted_trader.conflict), and the page
+    said "release 0.500" of the held picture of a record whose release cut was 0.55."""
+    from pipeline.decide import applied_thresholds
+
+    p = policy()
+    rows = [
+        img(0.1, "a.png", declaration={"trader_id": "T1", "aeo_tier": "AEOF"}),
+        img(0.95, "b.png", declaration={"trader_id": "T2"}),
+    ]
+    today = decide_shipment(p, decl(trader_id="T1", aeo_tier="AEOF"), rows, audit_key=KEY, now=NOW)
+    held = next(r for r in today.reasons if r.rule == "score.hold")
+    assert (held.image, held.threshold) == ("b.png", 0.8)
+    assert applied_thresholds(p, today, today.images[1], held) == (0.5, 0.8)
+    # the record the older code wrote of the same rows under the same policy
+    odds = Reason(
+        rule=_ODDS,
+        tier=R,
+        message="AEOF trader (tier as declared, not verified against a trader register): the odds of "
+        "each release threshold times 1.22222, never above hold (each score's reason gives the "
+        "threshold applied)",
+    )
+    clear = next(r for r in today.reasons if r.rule == "score.clear")
+    raised = clear.model_copy(
+        update={"threshold": 0.55, "message": clear.message.replace("0.5000", "0.5500")}
+    )
+    older = [odds if r.rule == _CONFLICT else raised if r is clear else r for r in today.reasons]
+    assert [r.rule for r in older].count(_CONFLICT) == 0 and raised in older
+    recorded = today.model_copy(update={"reasons": older})
+    assert recorded.policy_sha256 == p.sha256
+    # b.png's score.hold is found again, but not the cut the record applied: the release is not known
+    assert applied_thresholds(p, recorded, recorded.images[1], held) is None
+    assert applied_thresholds(p, recorded, recorded.images[0], raised) is None
