@@ -8,14 +8,15 @@ scored again. Only a flag the manifest has a column for is taken from it: one it
 (a manifest from another system, say) says nothing of the flag, and the rows' raised flag stands.
 Each row keeps its own picture's cargo type from the manifest, so that a picture now declared
 another cargo than its model's fails closed as it would have when scored. A picture the manifest
-lists under a shipment but the rows lack was never scored: it becomes an error row, and the
-shipment is never released. Shipments the manifest does not list keep the declaration their rows
-carry; shipments it lists that no row was scored under or moves to are left undecided (another
-batch's, say) and named, while one whose rows all moved away is decided (the pictures it lists
-never scored); a shipment it does not list whose rows all moved away has nothing to be decided on
-and is named (:attr:`Redeclared.emptied`). A row names its picture as the scorer writes it (a name
-that is not UTF-8 escaped), and is matched to the manifest's picture through that text read back
-into the file's name.
+lists under a shipment but the rows lack was never scored: it becomes an error row, and the shipment
+is never released. Shipments the manifest does not list keep the declaration their rows carry;
+shipments it lists that no row was scored under or moves to are left undecided (another batch's,
+say) and named (in rows no completion record vouches for, decided on their pictures never scored: a
+killed run may not have reached them), while one whose rows all moved away is decided (the pictures
+it lists never scored); a shipment it does not list whose rows all moved away has nothing to be
+decided on and is named (:attr:`Redeclared.emptied`). A row names its picture as the scorer writes
+it (a name that is not UTF-8 escaped), and is matched to the manifest's picture through that text
+read back into the file's name.
 
 Rows follow the manifest: every row of a picture the manifest lists under another shipment than the
 one it was scored under (a correction moved the picture, or renamed its shipment) is decided under
@@ -102,6 +103,10 @@ class Redeclared:
     """Flags a shipment takes from the shipment a row moved to it was scored under, raised there on
     another row (one that stayed, or whose picture the manifest no longer lists), per the shipment
     taking them: none of its own rows raise them, and the manifest has no column for them."""
+    unlisted: set[str] = field(default_factory=set)
+    """Shipments rows are decided under that the manifest does not list (after the moves): decided
+    on their rows alone, whatever pictures of theirs have no row. ``clearsight decide`` refuses
+    them in rows that no completion record vouches for (a run killed before it reached them)."""
 
 
 _TRADER = ("trader_id", "aeo_tier")
@@ -258,10 +263,17 @@ def _still_raised(row: ImageVerdict, flags: set[str]) -> ImageVerdict:
     return row.model_copy(update={"declaration": declaration})
 
 
-def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list[ImageVerdict], Redeclared]:
+def redeclare(
+    rows: list[ImageVerdict], listed: dict[str, Listed], *, hold_unscored: bool = False
+) -> tuple[list[ImageVerdict], Redeclared]:
     """``rows`` with each listed shipment's rows under its declaration from ``listed``
     (:func:`read_declarations`), each row of a listed picture moved to the shipment that lists it,
     and an error row for each listed picture without a row.
+
+    ``hold_unscored``: decide every listed shipment, one with no row at all too, on an error row of
+    each picture it lists without one (none is :attr:`Redeclared.unscored`). For rows no completion
+    record vouches for: a run killed partway may have stopped before a listed shipment's first
+    picture, and left undecided as another batch's, it kept a release it had before.
 
     Every row of a listed picture scored under another shipment moves, beside any row of it the
     listing shipment has already (the picture scored twice): deciding takes the strictest tier over
@@ -329,6 +341,10 @@ def redeclare(rows: list[ImageVerdict], listed: dict[str, Listed]) -> tuple[list
     # left undecided, an earlier decision of it (a release) stood in the audit store
     for shipment in sources & listed.keys():
         by_shipment.setdefault(shipment, [])
+    if hold_unscored:  # rows of a run that may not have reached it: its pictures never scored
+        for shipment in listed:
+            by_shipment.setdefault(shipment, [])
+    done.unlisted = {s for s in decided if s is not None and s not in listed}
     done.emptied = sources - listed.keys() - set(decided)
     for shipment in away.keys() - listed.keys():  # not listed: its rows left keep their declaration
         numbers = by_shipment.pop(shipment, [])

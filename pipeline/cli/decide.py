@@ -50,12 +50,13 @@ def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
         raise InputError(f"--verdicts {exc}") from exc
 
 
-def _check_finished(verdicts: Path, manifest: Path | None) -> str | None:
+def _check_finished(verdicts: Path, manifest: Path | None) -> tuple[str, str] | None:
     """Refuse ``verdicts`` unless a score run finished it (its completion record matches it,
     :func:`pipeline.score.completion.incomplete`): the rows of a run killed partway, or still
     running, lack pictures that were never scored, and their shipments were released on the rest.
-    With ``manifest`` every picture it lists without a row holds its shipment, so the rows are
-    taken as they are: returns the note to print (None: nothing to say).
+    With ``manifest`` it returns why the rows are not vouched for and what to do (None: they are):
+    the caller decides every shipment the manifest lists, each listed picture without a row holding
+    its shipment, and refuses a row of a shipment it does not list (:func:`_check_listed`).
 
     Raises:
         InputError: without ``manifest``, naming the file, why, and what to do.
@@ -73,20 +74,39 @@ def _check_finished(verdicts: Path, manifest: Path | None) -> str | None:
     )
     if why is None:
         return None
-    if manifest is not None:
-        return (
-            f"--verdicts {str(verdicts)!r}: {why}; decided with --manifest, so each picture it lists "
-            "without a row holds its shipment"
-        )
     finish = (
         "wait for that run to end"
         if holder is not None
         else f"finish it with `clearsight score ... --out {verdicts} --resume` (the same inputs)"
     )
+    if manifest is not None:
+        return why, finish
     raise InputError(
         f"--verdicts {str(verdicts)!r}: {why}; deciding on it would release shipments whose other "
         f"pictures were never scored; {finish}, or pass --manifest MANIFEST so that every picture "
         "the manifest lists without a row holds its shipment"
+    )
+
+
+def _check_listed(verdicts: Path, manifest: Path, unfinished: tuple[str, str], done: Redeclared) -> None:
+    """Refuse rows no completion record vouches for (``unfinished``: why, and what to do) where a
+    row's shipment, after the moves, is one ``manifest`` does not list: only a listed picture
+    without a row holds its shipment, so a shipment of a killed run that a correction manifest
+    leaves out was decided on the pictures scored before the kill (released, its defect pictures
+    never reached, and the release recorded).
+
+    Raises:
+        InputError: naming the first such shipment, how many there are, and what to do.
+    """
+    if not done.unlisted:
+        return
+    why, finish = unfinished
+    raise InputError(
+        f"--verdicts {str(verdicts)!r}: {why}; --manifest {str(manifest)!r} does not list shipment "
+        f"{sorted(done.unlisted)[0]!r} ({len(done.unlisted)} shipment(s) of the rows it does not list), "
+        "so the pictures of it the run never reached would hold nothing, and it would be decided on "
+        f"the rows scored before the run stopped; {finish}, or pass a --manifest that lists every "
+        "shipment of the rows (the one the run scored)"
     )
 
 
@@ -366,7 +386,8 @@ def register(app: typer.Typer) -> None:
         """Re-decide stored image verdicts under a policy, without re-scoring (what-if analysis).
 
         --verdicts must be the rows of a score run that finished (its completion record matches
-        them); a run stopped partway, or still running, is decided only with --manifest.
+        them); a run stopped partway, or still running, is decided only with a --manifest that
+        lists every shipment of its rows (each listed picture without a row holds its shipment).
 
         Prints the count per tier; with --compare-policy, how many more (or fewer) shipments each tier
         gets under --policy than under the other one. The random-audit key is CLEARSIGHT_AUDIT_SECRET.
@@ -395,14 +416,23 @@ def register(app: typer.Typer) -> None:
         chosen = load_policy(policy or default_policy_path())
         other = load_policy(compare_policy) if compare_policy is not None else None
         traders = _traders(trader_register, [p for p in (chosen, other) if p is not None])
-        note = _check_finished(verdicts, manifest)  # before any row is read
-        if note is not None:
-            Console(stderr=True).print(f"[yellow]Note:[/yellow] {escape(note)}", highlight=False)
+        unfinished = _check_finished(verdicts, manifest)  # before any row is read
         rows = list(read_verdicts(verdicts))
         redeclared = None
         standing = None  # the audit store's decisions of the shipments --manifest emptied
         if manifest is not None:
-            rows, redeclared = redeclare(rows, read_declarations(manifest))
+            # rows no record vouches for: every listed shipment decided, one without a row too
+            rows, redeclared = redeclare(
+                rows, read_declarations(manifest), hold_unscored=unfinished is not None
+            )
+            if unfinished is not None:
+                _check_listed(verdicts, manifest, unfinished, redeclared)
+                note = (
+                    f"--verdicts {str(verdicts)!r}: {unfinished[0]}; decided with --manifest, so each "
+                    "picture it lists without a row holds its shipment, a shipment it lists with no "
+                    "row at all too"
+                )
+                Console(stderr=True).print(f"[yellow]Note:[/yellow] {escape(note)}", highlight=False)
         recorded = ""
         refused: list[str] = []
         unrecorded: set[str] = set()

@@ -8,7 +8,8 @@ and sha256, its number of rows and the finish time (:func:`record_completion`). 
 the output for writing removes the record first, under the output's lock, before it touches the
 output (:func:`forget_completion`), so a record stands only beside the rows of a run that finished.
 ``clearsight decide`` decides a rows file only where the record matches it (:func:`incomplete`),
-or with ``--manifest``, where every listed picture without a row holds its shipment.
+or with a ``--manifest`` that lists every shipment of the rows, where every listed picture
+without a row holds its shipment.
 """
 
 from __future__ import annotations

@@ -171,3 +171,45 @@ def test_decide_says_a_score_run_is_still_writing_the_rows(
     )
     assert "wait for that run to end" in err
     assert _decide(env, out) == 0  # that run ended (here, without touching the rows)
+
+
+def _two_shipments(env: Path) -> tuple[Path, Path]:
+    """The manifest of ONE (four pictures, the defect one last) then TWO (one picture), and a
+    correction manifest listing TWO only."""
+    two = write_images(env / "arc", [15], prefix="two")
+    listed = [{"path": p.name, "shipment_id": "TWO", "cargo_type": "bulk_ore"} for p in two]
+    both, two_only = env / "arc" / "both.csv", env / "arc" / "two_only.csv"
+    write_manifest(both, [*_listed(env), *listed])
+    write_manifest(two_only, listed)
+    return both, two_only
+
+
+def test_decide_manifest_refuses_unfinished_rows_of_a_shipment_it_does_not_list(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A correction manifest of TWO lifted the completion check for every shipment of the rows: a
+    killed run's three clean rows of ONE released it (its defect picture never scored), and TWO,
+    listed with no row at all, was left undecided though the note said its pictures hold it."""
+    both, two_only = _two_shipments(env)
+    out = env / "out" / "rows.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        score_to_file(iter_tasks([str(both)]), _KilledAfter(3), out, chunk_rows=1)  # type: ignore[arg-type]
+    assert {r.shipment_id for r in iter_rows(out)} == {"ONE"}
+    capsys.readouterr()
+    audit = f"sqlite:///{env / 'audit.db'}"
+    assert _decide(env, out, "--manifest", str(two_only), "--audit-db", audit) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith(f"Error: --verdicts {str(out)!r}: it has no completion record"), err
+    assert f"--manifest {str(two_only)!r} does not list shipment 'ONE'" in err
+    assert f"--out {out} --resume" in err and "lists every shipment of the rows" in err
+    assert not (env / "d.jsonl").exists() and not (env / "audit.db").exists()
+    # the manifest the run scored lists both: ONE held on its picture never scored, and TWO, which
+    # the run never reached, decided (held) too
+    assert _decide(env, out, "--manifest", str(both)) == 0, capsys.readouterr().err
+    assert _tiers(env) == [("ONE", "REMOTE_INSPECTION"), ("TWO", "REMOTE_INSPECTION")]
+    err = " ".join(capsys.readouterr().err.split())
+    assert "a shipment it lists with no row at all too" in err and "never scored" in err
+    # rows a finished run vouches for: a listed shipment with no row is another batch's, undecided
+    _score(env, _engine(), overwrite=True)
+    assert _decide(env, out, "--manifest", str(both)) == 0, capsys.readouterr().err
+    assert _tiers(env) == [("ONE", "PHYSICAL_INSPECTION")]
