@@ -257,7 +257,9 @@ def score_to_file(
 ) -> ScoreSummary:
     """Score ``tasks`` on ``engine`` and append one row per image to ``out``; once every task has
     its row, write ``out``'s completion record (:mod:`pipeline.score.completion`), which this call
-    removes before it touches ``out``.
+    removes before it touches ``out``: not where ``resume`` kept a row of a picture the tasks do
+    not list under its shipment (:attr:`ScoreSummary.kept_unlisted`), as the rows are then not all
+    of one set of inputs that each has its row.
 
     Args:
         tasks: the images, usually :func:`~pipeline.score.sources.iter_tasks` (any iterable; it is
@@ -345,7 +347,12 @@ def score_to_file(
         finish_output(out)
         if resume and listed_only:  # the rows are complete: a --resume after this refusal has them
             _refuse_rows_not_listed(out, done, listed, earlier)
-        if given[0] == summary.images:  # every input has its row: `clearsight decide` may take them
+        # rows kept from the earlier run of pictures this run's inputs do not list under their shipment
+        # (a run of other inputs, killed, resumed with these): this run cannot say every input of
+        # theirs has its row, and a record vouched for a shipment's rows scored before the kill
+        unlisted = sum(identity not in listed for identity in done) if resume else 0
+        summary.kept_unlisted = unlisted
+        if given[0] == summary.images and not unlisted:  # every input has its row, and only those
             record_completion(out)
         if resume:
             # what the rows kept from the earlier run hold, which this run's counts leave out, as their

@@ -53,6 +53,7 @@ class ScoreSummary:
     skipped_done: int = 0
     kept_without_heatmap: int = 0
     kept_errors: int = 0
+    kept_unlisted: int = 0  # rows a resume kept of pictures its inputs do not list: no completion record
     rows_scored_in_output: int | None = None  # counted on a resume (None: not read)
     duplicates: int = 0
     duplicate_example: tuple[str, str] | None = None
@@ -117,6 +118,14 @@ class ScoreSummary:
             out.append(
                 f"{self.kept_errors} rows kept from the earlier run hold an error (their images were not "
                 "scored); --retry-errors scores them again."
+            )
+        if self.kept_unlisted:
+            out.append(
+                f"{self.kept_unlisted} rows kept from the earlier run are of pictures this run's inputs do "
+                "not list under their shipment (that run's other inputs, or a manifest corrected since), so "
+                "no completion record was written: `clearsight decide` refuses the rows, as pictures of "
+                "their shipments may never have been scored; resume with the inputs the earlier run was "
+                "given, or score into a new --out"
             )
         if self.kept_without_heatmap:
             out.append(

@@ -213,3 +213,28 @@ def test_decide_manifest_refuses_unfinished_rows_of_a_shipment_it_does_not_list(
     _score(env, _engine(), overwrite=True)
     assert _decide(env, out, "--manifest", str(both)) == 0, capsys.readouterr().err
     assert _tiers(env) == [("ONE", "PHYSICAL_INSPECTION")]
+
+
+def test_a_resume_that_keeps_rows_its_inputs_do_not_list_writes_no_record(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run of ONE and TWO killed in ONE, resumed with TWO's manifest alone, wrote the record: it
+    vouched for the three clean rows of ONE the resume never checked, and decide released ONE (its
+    defect picture never scored)."""
+    both, two_only = _two_shipments(env)
+    out = env / "out" / "rows.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        score_to_file(iter_tasks([str(both)]), _KilledAfter(3), out, chunk_rows=1)  # type: ignore[arg-type]
+    summary = score_to_file(iter_tasks([str(two_only)]), _engine(), out, resume=True, chunk_rows=1)
+    assert [r.shipment_id for r in iter_rows(out)] == ["ONE"] * 3 + ["TWO"]
+    assert not completion_path(out).exists()
+    assert summary.kept_unlisted == 3
+    assert any("3 rows kept from the earlier run are of pictures" in w for w in summary.warnings())
+    capsys.readouterr()
+    assert _decide(env, out) == 2
+    assert "it has no completion record" in capsys.readouterr().err
+    # resumed with the inputs the run was given: every row listed, the record written, ONE held
+    summary = score_to_file(iter_tasks([str(both)]), _engine(), out, resume=True, chunk_rows=1)
+    assert summary.kept_unlisted == 0 and incomplete(out) is None
+    assert _decide(env, out) == 0, capsys.readouterr().err
+    assert _tiers(env) == [("ONE", "PHYSICAL_INSPECTION"), ("TWO", "RELEASE")]

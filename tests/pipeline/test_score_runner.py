@@ -676,7 +676,9 @@ def test_a_resume_after_an_image_was_taken_out_counts_only_the_rows_it_keeps(tmp
     )
     summary = score_to_file([ImageTask(str(good), cargo_type="bulk_ore")], engine, out, resume=True)
     assert (summary.skipped_done, summary.kept_errors, summary.rows_scored_in_output) == (1, 0, 1)
-    assert not summary.warnings()
+    # the quarantined image's row stays, listed by no input now: said, and no completion record
+    assert summary.kept_unlisted == 1
+    assert [w.split(" are ")[0] for w in summary.warnings()] == ["1 rows kept from the earlier run"]
 
 
 def test_a_resume_reads_whether_the_output_holds_a_score_kept_rows_or_not(tmp_path: Path) -> None:
