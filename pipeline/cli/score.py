@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import errno
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -174,8 +175,13 @@ def score(
     if decisions is not None:  # the decisions file too: written beside it, renamed over it
         check_name_fits("--decisions", decisions)
         decisions = Path(os.path.realpath(decisions)) if decisions.is_symlink() else decisions
+    written = (decisions or decisions_path(out)) if policy else None
+    # OUT's decisions file, which an --overwrite or --resume removes (below): never an input's
+    earlier = decisions_path(out) if (overwrite or resume) else None
+    if earlier is not None and written is not None and earlier.resolve() == written.resolve():
+        earlier = None  # checked as --decisions
     check_outputs_apart(
-        files={"--out": out, "--decisions": (decisions or decisions_path(out)) if policy else None},
+        files={"--out": out, "--decisions": written, "--out's decisions file": earlier},
         folders={"--heatmaps": heatmaps},
         inputs=[*inputs, *(model or []), *(p for p in (policy, trader_register) if p)],
         kept=audit_file(audit_db),
@@ -331,18 +337,22 @@ def score(
             console=console,
             transient=False,
         )
-        if overwrite and loaded_policy is not None:
-            # the decisions this run writes at its end: an --overwrite run killed before then left
-            # the earlier run's (a RELEASE) beside its new, partial rows. Gone now, under the lock,
-            # before OUT is cut
-            stale = decisions or decisions_path(out)
-            try:
-                stale.unlink(missing_ok=True)
-            except OSError as exc:
-                raise InputError(
-                    f"--decisions {str(stale)!r}: cannot remove the decisions of the run --overwrite "
-                    f"replaces ({exc.strerror or exc})"
-                ) from exc
+        if overwrite or resume:
+            # the decisions an earlier run made on OUT's rows, which this run is about to change: a
+            # run killed before its own decisions (an --overwrite, or a --resume --policy adding
+            # defect pictures), or one without --policy, left the earlier run's (a RELEASE) beside
+            # rows that contradict it. Gone now, under the lock, as the completion record is, before
+            # OUT is touched; a --resume's --decisions is this run's (made_by_this_run, above)
+            for stale in dict.fromkeys(p for p in (decisions_path(out), decisions) if p is not None):
+                try:
+                    stale.unlink(missing_ok=True)
+                except OSError as exc:
+                    if exc.errno == errno.ENAMETOOLONG:  # OUT's name near the limit: no such file
+                        continue
+                    raise InputError(
+                        f"--decisions {str(stale)!r}: cannot remove the decisions made on the rows this "
+                        f"{'--overwrite' if overwrite else '--resume'} changes ({exc.strerror or exc})"
+                    ) from exc
         with progress:
             bar = progress.add_task("scoring", total=total)
             summary = score_to_file(

@@ -725,7 +725,9 @@ def test_resume_with_a_policy_refuses_a_row_of_a_picture_the_manifest_moved(
     assert run(app, [*argv, "--resume"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"Error: {b}: scored under shipment 'S1', it is listed under shipment 'S2' now" in err
-    assert out.with_suffix(".decisions.jsonl").read_bytes() == decided  # not decided on it
+    # not decided on it; the earlier run's decisions went with the rows' completion record, as the
+    # resume began: a resume killed or refused after adding rows left them beside rows they contradict
+    assert not out.with_suffix(".decisions.jsonl").exists() and decided
     assert run(app, [*argv, "--overwrite"]) == 0
     images = {
         d["shipment_id"]: sorted(Path(i["path"]).name for i in d["images"])
@@ -792,3 +794,78 @@ def test_a_picture_linked_under_a_second_name_is_counted_and_named(
         f"Warning:1input(s)namedanimagegivenalready,scoredonce:{arc / 'day2' / 'container_77.png'},"
         f"forone,isthefile{arc / 'day1' / 'img0000.png'}is"
     ) in said
+
+
+def test_a_run_that_changes_the_rows_leaves_no_earlier_decisions(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An earlier --policy run's decisions stayed beside rows they no longer describe: after an
+    --overwrite without --policy (new rows, the old decisions), and after a --resume --policy killed
+    before its own decisions (a picture added since, its row already written)."""
+    import csv
+
+    import pipeline.score
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    out = tmp_path / "o.jsonl"
+    argv = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1]), "--out", str(out)]
+    policy = ["--policy", str(default_policy_path())]
+    decisions = out.with_suffix(".decisions.jsonl")
+    assert run(app, [*argv, *policy]) == 0, capsys.readouterr().err
+    assert decisions.is_file()
+    assert run(app, [*argv, "--overwrite"]) == 0, capsys.readouterr().err
+    assert not decisions.exists()
+    # a --decisions file of this run, and OUT's own one (an earlier run's), then a picture listed since
+    mine = tmp_path / "mine.jsonl"
+    assert run(app, [*argv, *policy, "--overwrite", "--decisions", str(mine)]) == 0, capsys.readouterr().err
+    decisions.write_text(mine.read_text())
+    with manifest.open(newline="") as fh:
+        listed = list(csv.DictReader(fh))
+    (late,) = write_images(manifest.parent, [60], prefix="late")
+    write_manifest(manifest, [*listed, {**listed[0], "path": late.name}])
+    real = pipeline.score.score_to_file
+
+    class Stopped:
+        def __init__(self, engine: object) -> None:
+            self.engine = engine
+
+        def run(self, tasks: object, *, heatmaps: bool = False) -> object:
+            for row in self.engine.run(tasks, heatmaps=heatmaps):  # type: ignore[attr-defined]
+                yield row
+                raise KeyboardInterrupt  # Ctrl-C, or a kill, once the new picture's row is out
+
+    def stopped(tasks: object, engine: object, target: Path, **how: object) -> object:
+        return real(tasks, Stopped(engine), target, chunk_rows=1, **how)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline.score, "score_to_file", stopped)
+    assert run(app, [*argv, *policy, "--resume", "--decisions", str(mine)]) != 0
+    assert [r.path for r in iter_rows(out)][-1] == str(late)
+    assert not mine.exists() and not decisions.exists()
+
+
+def test_a_run_that_removes_earlier_decisions_never_removes_an_input(
+    tmp_path: Path, models: tuple[Path, Path], manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OUT's decisions file, removed by an --overwrite or --resume, is refused where it is an input
+    (a JSON-lines manifest of that name), as an output over an input is; a name too long for one
+    is no file there."""
+    out = tmp_path / "o.jsonl"
+    given = ["score", "--model", str(models[0]), "--model", str(models[1])]
+    argv = [*given, "--out", str(out)]
+    assert run(app, [*argv, str(manifest)]) == 0, capsys.readouterr().err
+    listing = out.with_suffix(".decisions.jsonl")
+    import csv
+
+    with manifest.open(newline="") as fh:
+        write_manifest(listing, [{**r, "path": str(manifest.parent / r["path"])} for r in csv.DictReader(fh)])
+    for how in ("--overwrite", "--resume"):
+        capsys.readouterr()
+        assert run(app, [*argv, str(listing), how]) == 2
+        assert "--out's decisions file" in capsys.readouterr().err and listing.is_file()
+    long = tmp_path / ("n" * (255 - len(".jsonl")) + ".jsonl")  # OUT's decisions file: too long a name
+    assert run(app, [*given, str(manifest), "--out", str(long)]) == 0, capsys.readouterr().err
+    assert run(app, [*given, str(manifest), "--out", str(long), "--overwrite"]) == 0, capsys.readouterr().err
