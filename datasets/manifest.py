@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from datasets.csv_lines import csv_line
 from datasets.errors import DatasetFormatError, UnsafePathError
 from datasets.json_text import check_writable, unique_keys
+from datasets.shown_text import refuse_unshown
 
 __all__ = [
     "DECLARATION_COLUMNS",
@@ -199,6 +200,38 @@ def _check_columns(columns: Iterable[str], where: str) -> None:
             )
 
 
+_SHOWN_AS_IDS = frozenset({"trader_id", "aeo_tier"})
+"""Declared columns that are ids, not free text: held to :func:`datasets.shown_text.refuse_unshown`
+without the line breaks free text may hold (as ``pipeline.verdicts.Declaration`` holds its fields)."""
+
+
+def _check_names_shown(columns: Iterable[str], where: str) -> None:
+    """Refuse a column name (a custom ``x_`` one: the others are fixed) holding a character that does
+    not show as itself: it becomes a key of the declaration's extra (:mod:`datasets.shown_text`)."""
+    for column in columns:
+        try:
+            refuse_unshown(column, f"column name {column!r}")
+        except ValueError as exc:
+            raise DatasetFormatError(f"{where}: {exc}") from exc
+
+
+def _check_declared_shown(declaration: Mapping[str, Any], where: str) -> None:
+    """Refuse declared text that does not show as itself (:mod:`datasets.shown_text`): ``trader_id``
+    and ``aeo_tier`` as ids, the columns a declaration keeps under extra as free text.
+
+    Checked here, where the line is known, because ``score`` without ``--policy`` builds no
+    declaration: it wrote ``"\u202e24-T"`` (shown as ``T-42``) into its rows, which
+    ``decide --verdicts`` takes as written (``pipeline.verdicts.declarations_as_scored``).
+    """
+    for column, value in declaration.items():
+        if column in ("shipment_id", "cargo_type") or column in FLAG_COLUMNS:
+            continue
+        try:
+            refuse_unshown(value, f"column {column!r}", breaks=column not in _SHOWN_AS_IDS)
+        except ValueError as exc:
+            raise DatasetFormatError(f"{where}: {exc}") from exc
+
+
 def _csv_records(fh: io.TextIOBase, manifest: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     reader = csv.reader(fh)
     try:
@@ -212,6 +245,7 @@ def _csv_records(fh: io.TextIOBase, manifest: Path) -> Iterator[tuple[int, dict[
         if "" in header:
             raise DatasetFormatError(f"{manifest}:1: a column has no name")
         _check_columns(header, f"{manifest}:1")
+        _check_names_shown(header, f"{manifest}:1")
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise DatasetFormatError(f"{manifest}:1: missing required column {missing[0]!r}")
@@ -252,6 +286,7 @@ def _jsonl_records(fh: io.TextIOBase, manifest: Path) -> Iterator[tuple[int, dic
             )
         check_writable(record, f"{manifest}:{line}", text=text)
         _check_columns(record, f"{manifest}:{line}")
+        _check_names_shown(record, f"{manifest}:{line}")
         yield line, record
 
 
@@ -367,6 +402,7 @@ def _validate(
             declaration[column] = _flag(value, column, where)
         elif column in _DECLARED or column.startswith(CUSTOM_PREFIX):
             declaration[column] = values[column]
+    _check_declared_shown(declaration, where)
     return ManifestRow(
         path=image,
         shipment_id=values["shipment_id"],  # type: ignore[arg-type]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 import math
 import re
-import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,6 +29,7 @@ from pydantic import (
 )
 
 from datasets.manifest import CUSTOM_PREFIX, DECLARATION_COLUMNS
+from datasets.shown_text import refuse_unshown
 from datasets.type_names import is_type_name
 
 __all__ = [
@@ -225,14 +225,16 @@ the declarations built from them are read as written, without the character chec
 @contextmanager
 def declarations_as_scored() -> Iterator[None]:
     """Declarations validated inside are read as an earlier score run wrote them: the character check
-    of :class:`Declaration` (:func:`_refuse_unshown`: trader_id, aeo_tier, extra) is off, as it is for
-    a recorded decision's (:class:`ShipmentDecision`); every other check stays.
+    of :class:`Declaration` (:func:`datasets.shown_text.refuse_unshown`: trader_id, aeo_tier,
+    extra) is off, as it is for a recorded decision's (:class:`ShipmentDecision`); every other check
+    stays.
 
     For ``clearsight decide --verdicts`` alone, around deciding rows it read from a score run's file:
     they were taken under the rules of their day (a soft hyphen in a trader id, a BOM in a goods
     description), and refused now, the run could never be decided again, nor an alarm raised since
-    on one of its shipments recorded. New input keeps the check: a manifest (read before, by
-    ``score`` or ``decide --manifest``) and the HTTP service's submissions, which never enter this.
+    on one of its shipments recorded. New input keeps the check: a manifest, checked when it is read
+    (:func:`datasets.manifest.iter_manifest`, for ``score`` with or without ``--policy`` and for
+    ``decide --manifest``), and the HTTP service's submissions, which never enter this.
     """
     token = _AS_SCORED.set(True)
     try:
@@ -245,57 +247,6 @@ def _characters_checked() -> bool:
     """Whether a :class:`Declaration` validated now is new input, held to the character check: not a
     recorded decision's (:data:`_AS_RECORDED`) nor an earlier score run's (:data:`_AS_SCORED`)."""
     return not (_AS_RECORDED.get() or _AS_SCORED.get())
-
-
-_UNSHOWN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
-"""Unicode categories of characters that are not shown as themselves: controls (Cc: tab, newline,
-ESC), format characters (Cf: the bidi overrides and isolates such as U+202E, zero-width spaces and
-joiners, the soft hyphen) and line and paragraph separators (Zl, Zp)."""
-
-
-_TEXT_BREAKS = frozenset("\t\n\r")
-"""The controls free text holds (a goods description from a quoted multi-line CSV cell, ``"2603\\n"``):
-they reorder nothing, and the review page and ``repr`` show them escaped. Taken in extra's text
-values only: an id, a tier or a key has no business holding one."""
-
-
-def _unshown_character(text: str, *, breaks: bool = False) -> str | None:
-    """The first character of ``text`` in :data:`_UNSHOWN_CATEGORIES` (with ``breaks``, other than
-    :data:`_TEXT_BREAKS`), as ``U+202E (RIGHT-TO-LEFT OVERRIDE)`` (a control, which has no name, as
-    ``U+001B``); None where there is none."""
-    for char in text:
-        if unicodedata.category(char) in _UNSHOWN_CATEGORIES and not (breaks and char in _TEXT_BREAKS):
-            name = unicodedata.name(char, "")
-            return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
-    return None
-
-
-def _refuse_unshown(value: Any, where: str, *, breaks: bool = False) -> None:
-    """Refuse an unshown character (:func:`_unshown_character`) in ``value``'s text: itself, or the
-    keys and values of the objects and lists it holds, at any depth. With ``breaks`` (extra's
-    values), text may hold tabs and line breaks (:data:`_TEXT_BREAKS`); keys never.
-
-    A trader id ``"\\u202e24-T"`` read as ``T-42`` (another trader, a trusted one) on the review page,
-    and an ESC in a value rewrites the terminal that prints it.
-
-    Raises:
-        ValueError: naming where (``where``, then the keys and indices down to it) and the character.
-    """
-    if isinstance(value, str):
-        char = _unshown_character(value, breaks=breaks)
-        if char is not None:
-            raise ValueError(
-                f"{where} holds {char}: control and format characters and line or paragraph separators "
-                "are not accepted (they do not show as themselves, and hide or reorder the text around them)"
-            )
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str):
-                _refuse_unshown(key, f"{where} key {key!r}")
-            _refuse_unshown(item, f"{where}[{key!r}]", breaks=breaks)
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _refuse_unshown(item, f"{where}[{index}]", breaks=breaks)
 
 
 class Declaration(BaseModel):
@@ -333,7 +284,7 @@ class Declaration(BaseModel):
         # a record decided before, or a score run's row, keeps what it holds (the review page
         # isolates it: <bdi>)
         if value is not None and _characters_checked():
-            _refuse_unshown(value, str(info.field_name))
+            refuse_unshown(value, str(info.field_name))
         return value
 
     @field_validator("extra")
@@ -354,7 +305,7 @@ class Declaration(BaseModel):
         if _characters_checked():
             # a multi-line goods description is ordinary: refused, it stopped the whole batch, and
             # an alarm raised on another of its shipments went unrecorded
-            _refuse_unshown(extra, "extra", breaks=True)
+            refuse_unshown(extra, "extra", breaks=True)
         return extra
 
 

@@ -381,3 +381,68 @@ def test_a_path_is_taken_as_typed_with_the_spaces_at_its_ends(archive: Path) -> 
     blank = _csv(archive, 'path,shipment_id,cargo_type\n"  ",S1,bulk_ore\n', name="blank.csv")
     with pytest.raises(DatasetFormatError, match="missing required value 'path'"):
         read_manifest(blank)
+
+
+_UNSHOWN = (
+    "control and format characters and line or paragraph separators are not accepted (they do not "
+    "show as themselves, and hide or reorder the text around them)"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (  # read as 'T-42' on the review page
+            "m.csv",
+            f"{HEADER},trader_id\nimg/a.png,S1,ore,,,,T-1\nimg/b.png,S2,ore,,,,\u202e24-T\n",
+            "{m}:3: column 'trader_id' holds U+202E (RIGHT-TO-LEFT OVERRIDE): " + _UNSHOWN,
+        ),
+        (
+            "m.jsonl",
+            '{"path": "img/a.png", "shipment_id": "S1", "cargo_type": "o", "aeo_tier": "AEO\\u00ad"}\n',
+            "{m}:1: column 'aeo_tier' holds U+00AD (SOFT HYPHEN): " + _UNSHOWN,
+        ),
+        (  # a custom column is a key of the declaration's extra: a line break is free text's, not a key's
+            "m.csv",
+            f'{HEADER},"x_goods\nx_alarm"\nimg/a.png,S1,ore,,,,no\n',
+            "{m}:1: column name 'x_goods\\nx_alarm' holds U+000A: " + _UNSHOWN,
+        ),
+        (
+            "m.jsonl",
+            '{"path": "img/a.png", "shipment_id": "S1", "cargo_type": "o", "x_goods\\u2028": "ore"}\n',
+            "{m}:1: column name 'x_goods\\u2028' holds U+2028 (LINE SEPARATOR): " + _UNSHOWN,
+        ),
+        (
+            "m.csv",
+            "path,shipment_id,cargo_type,hs_code\nimg/a.png,S1,ore,2601\u200b\n",
+            "{m}:2: column 'hs_code' holds U+200B (ZERO WIDTH SPACE): " + _UNSHOWN,
+        ),
+        (  # rewrites the terminal that prints it
+            "m.jsonl",
+            '{"path": "img/a.png", "shipment_id": "S1", "cargo_type": "o", "x_goods": "ore\\u001b[2J"}\n',
+            "{m}:1: column 'x_goods' holds U+001B: " + _UNSHOWN,
+        ),
+    ],
+    ids=["trader-bidi", "tier-soft-hyphen", "custom-name-line-break", "custom-name-separator",
+         "extra-zero-width", "extra-escape"],
+)  # fmt: skip
+def test_declared_text_that_does_not_show_as_itself_is_refused(
+    archive: Path, name: str, text: str, message: str
+) -> None:
+    """The character rule of a declaration (datasets.shown_text), held when the manifest is read:
+    ``score`` without --policy builds no declaration, and wrote these into rows that ``decide
+    --verdicts`` takes as written."""
+    manifest = _csv(archive, text, name=name)
+    with pytest.raises(DatasetFormatError) as info:
+        read_manifest(manifest)
+    assert str(info.value) == message.format(m=manifest)
+
+
+def test_free_text_may_span_lines(archive: Path) -> None:
+    manifest = _csv(
+        archive,
+        'path,shipment_id,cargo_type,declared_goods,x_note\nimg/a.png,S1,ore,"iron\nore","a\tb\r\nc"\n',
+    )
+    (row,) = read_manifest(manifest)
+    assert row.declaration["declared_goods"] == "iron\nore"
+    assert row.declaration["x_note"] == "a\tb\r\nc"

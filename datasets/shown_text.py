@@ -1,0 +1,62 @@
+"""Declared text that must show as itself: a trader id, a tier, a declaration's own keys and values.
+
+A trader id ``"\\u202e24-T"`` reads as ``T-42`` (another trader, a trusted one) on the review page,
+and an ESC in a value rewrites the terminal that prints it. One rule, held where declared text
+enters: a manifest's rows when they are read (:mod:`datasets.manifest`) and a declaration when it is
+built (``pipeline.verdicts.Declaration``), which earlier score runs' rows are decided again with
+this check off.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+__all__ = ["TEXT_BREAKS", "UNSHOWN_CATEGORIES", "refuse_unshown", "unshown_character"]
+
+UNSHOWN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Unicode categories of characters that are not shown as themselves: controls (Cc: tab, newline,
+ESC), format characters (Cf: the bidi overrides and isolates such as U+202E, zero-width spaces and
+joiners, the soft hyphen) and line and paragraph separators (Zl, Zp)."""
+
+TEXT_BREAKS = frozenset("\t\n\r")
+"""The controls free text holds (a goods description from a quoted multi-line CSV cell, ``"2603\\n"``):
+they reorder nothing, and the review page and ``repr`` show them escaped. Taken in extra's text
+values only: an id, a tier or a key has no business holding one."""
+
+
+def unshown_character(text: str, *, breaks: bool = False) -> str | None:
+    """The first character of ``text`` in :data:`UNSHOWN_CATEGORIES` (with ``breaks``, other than
+    :data:`TEXT_BREAKS`), as ``U+202E (RIGHT-TO-LEFT OVERRIDE)`` (a control, which has no name, as
+    ``U+001B``); None where there is none."""
+    for char in text:
+        if unicodedata.category(char) in UNSHOWN_CATEGORIES and not (breaks and char in TEXT_BREAKS):
+            name = unicodedata.name(char, "")
+            return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
+    return None
+
+
+def refuse_unshown(value: Any, where: str, *, breaks: bool = False) -> None:
+    """Refuse an unshown character (:func:`unshown_character`) in ``value``'s text: itself, or the
+    keys and values of the objects and lists it holds, at any depth. With ``breaks`` (free text: a
+    declaration's extra values), text may hold tabs and line breaks (:data:`TEXT_BREAKS`); keys never.
+
+    Raises:
+        ValueError: naming where (``where``, then the keys and indices down to it) and the character;
+            a ValueError, so that a pydantic validator reports it as the field's.
+    """
+    if isinstance(value, str):
+        char = unshown_character(value, breaks=breaks)
+        if char is not None:
+            raise ValueError(
+                f"{where} holds {char}: control and format characters and line or paragraph separators "
+                "are not accepted (they do not show as themselves, and hide or reorder the text around them)"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                refuse_unshown(key, f"{where} key {key!r}")
+            refuse_unshown(item, f"{where}[{key!r}]", breaks=breaks)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            refuse_unshown(item, f"{where}[{index}]", breaks=breaks)
