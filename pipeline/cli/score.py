@@ -160,6 +160,7 @@ def score(
         score_to_file,
     )
     from pipeline.score.batch import printable_path
+    from pipeline.score.completion import record_decisions, vouched_decisions
     from pipeline.score.decisions import load_policy_file, made_by_this_run
     from pipeline.score.output_lock import lock_output
     from pipeline.score.sources import absolute_path
@@ -220,6 +221,12 @@ def score(
             raise InputError("--retry-errors needs --resume")
         if ray_address is not None and engine is not EngineName.ray:
             raise InputError("--ray-address needs --engine ray")
+        # the decisions the run that last finished OUT wrote on its rows, named by OUT's completion
+        # record and still as written: removed below, as the rows are about to change (rows deleted by
+        # hand too: a fresh run left the earlier RELEASE beside the new rows); never an input
+        vouched = vouched_decisions(out)
+        if vouched is not None:
+            check_outputs_apart(files={"--out's decisions file": vouched}, inputs=inputs)
         loaded_policy = None
         traders = None
         summary_warnings_extra: list[str] = []
@@ -337,22 +344,32 @@ def score(
             console=console,
             transient=False,
         )
-        if overwrite or resume:
-            # the decisions an earlier run made on OUT's rows, which this run is about to change: a
-            # run killed before its own decisions (an --overwrite, or a --resume --policy adding
-            # defect pictures), or one without --policy, left the earlier run's (a RELEASE) beside
-            # rows that contradict it. Gone now, under the lock, as the completion record is, before
-            # OUT is touched; a --resume's --decisions is this run's (made_by_this_run, above)
-            for stale in dict.fromkeys(p for p in (decisions_path(out), decisions) if p is not None):
-                try:
-                    stale.unlink(missing_ok=True)
-                except OSError as exc:
-                    if exc.errno == errno.ENAMETOOLONG:  # OUT's name near the limit: no such file
-                        continue
-                    raise InputError(
-                        f"--decisions {str(stale)!r}: cannot remove the decisions made on the rows this "
-                        f"{'--overwrite' if overwrite else '--resume'} changes ({exc.strerror or exc})"
-                    ) from exc
+        # OUT's own decisions (vouched for by its completion record), and an --overwrite's or a
+        # --resume's decisions file (a --resume's is this run's: made_by_this_run, above), gone under
+        # the lock, as the completion record is, before OUT is touched: a run killed before its own
+        # decisions, or one without --policy, left the earlier run's (a RELEASE) beside rows that
+        # contradict it. A file found by its name alone is left: rows.jsonl, rows.csv and
+        # rows.parquet share rows.decisions.jsonl, and a run into one removed another's decisions
+        stale = [vouched, written if (overwrite or resume) else None]
+        gone = {os.path.realpath(p) for p in stale if p is not None}
+        for path in dict.fromkeys(p for p in stale if p is not None):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                if exc.errno == errno.ENAMETOOLONG:  # OUT's name near the limit: no such file
+                    continue
+                raise InputError(
+                    f"--decisions {str(path)!r}: cannot remove the decisions made on the rows this run "
+                    f"changes ({exc.strerror or exc})"
+                ) from exc
+        default = decisions_path(out)
+        if os.path.exists(default) and os.path.realpath(default) not in gone:  # False on a name too long
+            # said now, not in the summary: a run killed or stopped partway prints none
+            said = (
+                f"{str(default)!r}: not written for the rows of {str(out)!r} by a finished run: left as "
+                "it is; it may not match the new rows"
+            )
+            console.print(f"[yellow]Warning:[/yellow] {escape(said)}", highlight=False)
         with progress:
             bar = progress.add_task("scoring", total=total)
             summary = score_to_file(
@@ -387,6 +404,8 @@ def score(
                 register=traders,
                 on_decision=lambda d: declared.extend([d.shipment_id] if d.declaration.aeo_tier else []),
             )
+            # the next run into OUT removes these decisions (its rows change) while they are as written
+            record_decisions(out, target)
             console.print(f"decided {shipments} shipments -> {target}")
             if traders is None and declared:
                 summary_warnings_extra.append(

@@ -23,7 +23,15 @@ from pathlib import Path
 
 from datasets.whole_files import name_start, written_whole
 
-__all__ = ["completion_path", "count_rows", "forget_completion", "incomplete", "record_completion"]
+__all__ = [
+    "completion_path",
+    "count_rows",
+    "forget_completion",
+    "incomplete",
+    "record_completion",
+    "record_decisions",
+    "vouched_decisions",
+]
 
 _CHUNK = 1 << 20
 
@@ -94,6 +102,58 @@ def record_completion(out: Path) -> Path:
     with written_whole(path, text=True, like=out) as fh:
         fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path
+
+
+def record_decisions(out: Path, decisions: Path) -> bool:
+    """Add to ``out``'s completion record the decisions file a ``score --policy`` run wrote on its rows:
+    its path (its name where it lies beside ``out``) and sha256; the record is written again whole.
+    Returns False, adding nothing, where the run wrote no record (its rows are not a finished run's).
+
+    The next run into ``out`` removes that file while it still holds those bytes
+    (:func:`vouched_decisions`): it is ``out``'s, and the rows are about to change. A file found by its
+    name alone may be another output's (``rows.jsonl`` and ``rows.csv`` share ``rows.decisions.jsonl``).
+
+    Call holding the output's lock, once the decisions are written.
+
+    Raises:
+        OSError: the decisions file cannot be read, or the record cannot be written.
+    """
+    path = completion_path(out)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return False
+    if not isinstance(record, dict):
+        return False
+    beside = os.path.realpath(decisions.parent) == os.path.realpath(out.parent)
+    record["decisions_file"] = decisions.name if beside else os.path.realpath(decisions)
+    record["decisions_sha256"] = _size_and_sha256(decisions)[1]
+    with written_whole(path, text=True, like=out) as fh:
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return True
+
+
+def vouched_decisions(out: Path) -> Path | None:
+    """The decisions file ``out``'s completion record names (:func:`record_decisions`), where it
+    still holds the bytes the record says; None where the record names none, cannot be read, or the
+    file is gone or changed since (not the decisions that run wrote: left to whoever changed it).
+
+    Read before a run forgets the record: the rows it vouched for may be gone (deleted by hand), the
+    decisions made on them still stand beside the new rows until removed."""
+    try:
+        record = json.loads(completion_path(out).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    name, sha256 = record.get("decisions_file"), record.get("decisions_sha256")
+    if not isinstance(name, str) or not name or not isinstance(sha256, str):
+        return None
+    decisions = out.parent / name  # an absolute path stays itself
+    try:
+        return decisions if _size_and_sha256(decisions)[1] == sha256 else None
+    except OSError:
+        return None
 
 
 def incomplete(rows: Path) -> str | None:

@@ -864,7 +864,11 @@ def test_a_run_that_changes_the_rows_leaves_no_earlier_decisions(
     monkeypatch.setattr(pipeline.score, "score_to_file", stopped)
     assert run(app, [*argv, *policy, "--resume", "--decisions", str(mine)]) != 0
     assert [r.path for r in iter_rows(out)][-1] == str(late)
-    assert not mine.exists() and not decisions.exists()
+    # OUT's completion record vouches for mine only: a file found by its name alone may be another
+    # output's (rows.csv shares rows.jsonl's), and is left, with a warning
+    assert not mine.exists() and decisions.is_file()
+    said = "".join(capsys.readouterr().err.split())  # rich wraps it anywhere
+    assert f"{str(decisions)!r}:notwrittenfortherowsof{str(out)!r}byafinishedrun" in said
 
 
 def test_a_run_that_removes_earlier_decisions_never_removes_an_input(
@@ -889,3 +893,63 @@ def test_a_run_that_removes_earlier_decisions_never_removes_an_input(
     long = tmp_path / ("n" * (255 - len(".jsonl")) + ".jsonl")  # OUT's decisions file: too long a name
     assert run(app, [*given, str(manifest), "--out", str(long)]) == 0, capsys.readouterr().err
     assert run(app, [*given, str(manifest), "--out", str(long), "--overwrite"]) == 0, capsys.readouterr().err
+
+
+def test_a_run_into_another_output_leaves_the_decisions_of_the_rows_that_share_their_name(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """rows.jsonl, rows.csv and rows.parquet share the default decisions file rows.decisions.jsonl: an
+    --overwrite or --resume of rows.csv removed the decisions of rows.jsonl, whose rows did not change.
+    Only the decisions OUT's completion record names, as written, are OUT's."""
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    given = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1])]
+    rows, copy = tmp_path / "rows.jsonl", tmp_path / "rows.csv"
+    assert run(app, [*given, "--out", str(rows), "--policy", str(default_policy_path())]) == 0
+    decisions = rows.with_suffix(".decisions.jsonl")
+    kept = decisions.read_bytes()
+    assert run(app, [*given, "--out", str(copy)]) == 0, capsys.readouterr().err
+    for how in ("--overwrite", "--resume"):
+        capsys.readouterr()
+        assert run(app, [*given, "--out", str(copy), how]) == 0
+        said = "".join(capsys.readouterr().err.split())  # rich wraps it anywhere
+        assert decisions.read_bytes() == kept, how
+        assert f"{str(decisions)!r}:notwrittenfortherowsof{str(copy)!r}byafinishedrun" in said
+    # rows.jsonl's own run still removes them: its record names them
+    assert run(app, [*given, "--out", str(rows), "--overwrite"]) == 0, capsys.readouterr().err
+    assert not decisions.exists()
+
+
+def test_a_fresh_run_after_the_rows_were_deleted_removes_their_decisions(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only --overwrite and --resume removed OUT's decisions: rows deleted by hand (rm, to start over)
+    and scored again afresh without --policy left the earlier run's decisions (a RELEASE) beside new
+    rows that contradict them. The completion record, which outlives the rows, names them; a decisions
+    file changed since it was written is not the run's, and is left."""
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    out = tmp_path / "o.jsonl"
+    argv = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1]), "--out", str(out)]
+    policy = ["--policy", str(default_policy_path())]
+    mine = tmp_path / "elsewhere" / "mine.jsonl"
+    mine.parent.mkdir()
+    for decisions, extra in ((out.with_suffix(".decisions.jsonl"), []), (mine, ["--decisions", str(mine)])):
+        assert run(app, [*argv, *policy, *extra]) == 0, capsys.readouterr().err
+        assert decisions.is_file()
+        out.unlink()
+        assert run(app, [*argv]) == 0, capsys.readouterr().err
+        assert not decisions.exists()
+        out.unlink()
+    # changed by hand since the run wrote it: not the decisions the record vouches for
+    decisions = out.with_suffix(".decisions.jsonl")
+    assert run(app, [*argv, *policy]) == 0, capsys.readouterr().err
+    decisions.write_text(decisions.read_text() + "\n")
+    assert run(app, [*argv, "--overwrite"]) == 0, capsys.readouterr().err
+    assert decisions.is_file()
