@@ -392,6 +392,9 @@ def score(
         if loaded_policy is not None:
             target = decisions or decisions_path(out)
             declared: list[str] = []  # shipments decided under a tier their manifest rows declare
+            # named in the record before it is written: a run killed once the file is in place, before
+            # its sha256 is recorded, leaves it vouched for all the same (the next run removes it)
+            record_decisions(out, target, pending=True)
             shipments = decide_output(
                 out,
                 loaded_policy,
@@ -404,7 +407,8 @@ def score(
                 register=traders,
                 on_decision=lambda d: declared.extend([d.shipment_id] if d.declaration.aeo_tier else []),
             )
-            # the next run into OUT removes these decisions (its rows change) while they are as written
+            # as written, now: the next run into OUT removes these decisions (its rows change) while
+            # they hold these bytes
             record_decisions(out, target)
             console.print(f"decided {shipments} shipments -> {target}")
             if traders is None and declared:

@@ -104,10 +104,16 @@ def record_completion(out: Path) -> Path:
     return path
 
 
-def record_decisions(out: Path, decisions: Path) -> bool:
-    """Add to ``out``'s completion record the decisions file a ``score --policy`` run wrote on its rows:
+def record_decisions(out: Path, decisions: Path, *, pending: bool = False) -> bool:
+    """Add to ``out``'s completion record the decisions file a ``score --policy`` run writes on its rows:
     its path (its name where it lies beside ``out``) and sha256; the record is written again whole.
     Returns False, adding nothing, where the run wrote no record (its rows are not a finished run's).
+
+    ``pending``: the file is about to be written (its name only, marked pending, no sha256): called
+    before the run publishes the file, and again without ``pending`` once it is in place. A run killed
+    between the rename and the record left ``out``'s own decisions unnamed, so the next run kept them
+    (a RELEASE) beside rows that contradict them; named first, they are ``out``'s from the moment
+    they exist.
 
     The next run into ``out`` removes that file while it still holds those bytes
     (:func:`vouched_decisions`): it is ``out``'s, and the rows are about to change. A file found by its
@@ -127,7 +133,12 @@ def record_decisions(out: Path, decisions: Path) -> bool:
         return False
     beside = os.path.realpath(decisions.parent) == os.path.realpath(out.parent)
     record["decisions_file"] = decisions.name if beside else os.path.realpath(decisions)
-    record["decisions_sha256"] = _size_and_sha256(decisions)[1]
+    if pending:
+        record.pop("decisions_sha256", None)
+        record["decisions_pending"] = True
+    else:
+        record.pop("decisions_pending", None)
+        record["decisions_sha256"] = _size_and_sha256(decisions)[1]
     with written_whole(path, text=True, like=out) as fh:
         fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     return True
@@ -137,6 +148,8 @@ def vouched_decisions(out: Path) -> Path | None:
     """The decisions file ``out``'s completion record names (:func:`record_decisions`), where it
     still holds the bytes the record says; None where the record names none, cannot be read, or the
     file is gone or changed since (not the decisions that run wrote: left to whoever changed it).
+    A file the record names as pending is ``out``'s whatever its bytes: the run that named it was
+    writing it (killed before it recorded its sha256), and no one else writes that path under the lock.
 
     Read before a run forgets the record: the rows it vouched for may be gone (deleted by hand), the
     decisions made on them still stand beside the new rows until removed."""
@@ -147,9 +160,13 @@ def vouched_decisions(out: Path) -> Path | None:
     if not isinstance(record, dict):
         return None
     name, sha256 = record.get("decisions_file"), record.get("decisions_sha256")
-    if not isinstance(name, str) or not name or not isinstance(sha256, str):
+    if not isinstance(name, str) or not name:
         return None
     decisions = out.parent / name  # an absolute path stays itself
+    if record.get("decisions_pending") is True:
+        return decisions if os.path.lexists(decisions) else None
+    if not isinstance(sha256, str):
+        return None
     try:
         return decisions if _size_and_sha256(decisions)[1] == sha256 else None
     except OSError:

@@ -953,3 +953,36 @@ def test_a_fresh_run_after_the_rows_were_deleted_removes_their_decisions(
     decisions.write_text(decisions.read_text() + "\n")
     assert run(app, [*argv, "--overwrite"]) == 0, capsys.readouterr().err
     assert decisions.is_file()
+
+
+def test_a_run_killed_once_its_decisions_are_in_place_leaves_them_to_the_next_run(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The decisions file was renamed into place and only then named in OUT's completion record: a
+    run killed between the two left OUT's own decisions (a RELEASE) unnamed, and a later --overwrite
+    without --policy kept them beside the new rows, with a warning only. Named first, as pending,
+    they are OUT's from the moment they exist."""
+    import pipeline.score
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    out = tmp_path / "o.jsonl"
+    argv = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1]), "--out", str(out)]
+    real = pipeline.score.decide_output
+
+    def killed_once_written(*args: object, **how: object) -> int:
+        real(*args, **how)  # type: ignore[arg-type]
+        raise KeyboardInterrupt  # a kill landing once the file is in place, before its sha256 is recorded
+
+    monkeypatch.setattr(pipeline.score, "decide_output", killed_once_written)
+    for decisions, extra in (
+        (out.with_suffix(".decisions.jsonl"), []),
+        (tmp_path / "elsewhere.jsonl", ["--decisions", str(tmp_path / "elsewhere.jsonl")]),
+    ):
+        assert run(app, [*argv, "--policy", str(default_policy_path()), "--overwrite", *extra]) != 0
+        assert decisions.is_file()
+        assert run(app, [*argv, "--overwrite"]) == 0, capsys.readouterr().err
+        assert not decisions.exists(), extra
