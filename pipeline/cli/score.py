@@ -224,7 +224,9 @@ def score(
         # the decisions the run that last finished OUT wrote on its rows, named by OUT's completion
         # record and still as written: removed below, as the rows are about to change (rows deleted by
         # hand too: a fresh run left the earlier RELEASE beside the new rows); never an input
-        vouched = vouched_decisions(out)
+        # a record copied with OUT's folder names another output's decisions: left, said below
+        unvouched: list[str] = []
+        vouched = vouched_decisions(out, unvouched=unvouched.append)
         if vouched is not None:
             check_outputs_apart(files={"--out's decisions file": vouched}, inputs=inputs)
         loaded_policy = None
@@ -362,6 +364,8 @@ def score(
                     f"--decisions {str(path)!r}: cannot remove the decisions made on the rows this run "
                     f"changes ({exc.strerror or exc})"
                 ) from exc
+        for said in unvouched:
+            console.print(f"[yellow]Warning:[/yellow] {escape(said)}", highlight=False)
         default = decisions_path(out)
         if os.path.exists(default) and os.path.realpath(default) not in gone:  # False on a name too long
             # said now, not in the summary: a run killed or stopped partway prints none

@@ -18,6 +18,7 @@ import csv
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -132,6 +133,9 @@ def record_decisions(out: Path, decisions: Path, *, pending: bool = False) -> bo
     if not isinstance(record, dict):
         return False
     beside = os.path.realpath(decisions.parent) == os.path.realpath(out.parent)
+    # the record's own name hangs on OUT's file name only, so a copied folder (cp -a day1 day2)
+    # carries it: OUT's real path says which output's decisions these are
+    record["decisions_rows_path"] = os.path.realpath(out)
     record["decisions_file"] = decisions.name if beside else os.path.realpath(decisions)
     if pending:
         record.pop("decisions_sha256", None)
@@ -144,12 +148,17 @@ def record_decisions(out: Path, decisions: Path, *, pending: bool = False) -> bo
     return True
 
 
-def vouched_decisions(out: Path) -> Path | None:
+def vouched_decisions(out: Path, *, unvouched: Callable[[str], None] | None = None) -> Path | None:
     """The decisions file ``out``'s completion record names (:func:`record_decisions`), where it
     still holds the bytes the record says; None where the record names none, cannot be read, or the
     file is gone or changed since (not the decisions that run wrote: left to whoever changed it).
     A file the record names as pending is ``out``'s whatever its bytes: the run that named it was
     writing it (killed before it recorded its sha256), and no one else writes that path under the lock.
+
+    Only a record written for ``out`` itself (the real path it names is ``out``'s) vouches: a folder
+    copied with its record (``cp -a day1 day2``) names day1's decisions, kept outside the folder by
+    their absolute path, and a run into day2 removed them though day1's rows never changed. Such a
+    record vouches for nothing; ``unvouched`` is told why, in words, to warn.
 
     Read before a run forgets the record: the rows it vouched for may be gone (deleted by hand), the
     decisions made on them still stand beside the new rows until removed."""
@@ -163,6 +172,15 @@ def vouched_decisions(out: Path) -> Path | None:
     if not isinstance(name, str) or not name:
         return None
     decisions = out.parent / name  # an absolute path stays itself
+    written_for = record.get("decisions_rows_path")
+    if written_for != os.path.realpath(out):
+        if unvouched is not None:
+            unvouched(
+                f"{str(decisions)!r}: named by the completion record {str(completion_path(out))!r}, which "
+                f"was written for the rows of {str(written_for)!r}, not {str(out)!r} (copied with its "
+                "folder?): left as it is"
+            )
+        return None
     if record.get("decisions_pending") is True:
         return decisions if os.path.lexists(decisions) else None
     if not isinstance(sha256, str):

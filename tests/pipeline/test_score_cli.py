@@ -986,3 +986,35 @@ def test_a_run_killed_once_its_decisions_are_in_place_leaves_them_to_the_next_ru
         assert decisions.is_file()
         assert run(app, [*argv, "--overwrite"]) == 0, capsys.readouterr().err
         assert not decisions.exists(), extra
+
+
+def test_a_run_into_a_copied_folder_leaves_the_decisions_of_the_original(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The completion record is named after OUT's file name only, so ``cp -a day1 day2`` copied it,
+    and its --decisions path outside the folder with it: a run into day2 removed day1's decisions,
+    though day1's rows never changed. The record names OUT's real path; another OUT's is left, said."""
+    import shutil
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    given = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1])]
+    day1 = tmp_path / "day1"
+    day1.mkdir()
+    decisions = tmp_path / "archive" / "day1.decisions.jsonl"
+    decisions.parent.mkdir()
+    policy = ["--policy", str(default_policy_path()), "--decisions", str(decisions)]
+    assert run(app, [*given, "--out", str(day1 / "rows.jsonl"), *policy]) == 0, capsys.readouterr().err
+    kept = decisions.read_bytes()
+    shutil.copytree(day1, tmp_path / "day2", symlinks=True)  # cp -a
+    capsys.readouterr()
+    assert run(app, [*given, "--out", str(tmp_path / "day2" / "rows.jsonl"), "--overwrite"]) == 0
+    said = "".join(capsys.readouterr().err.split())  # rich wraps it anywhere
+    assert decisions.read_bytes() == kept
+    assert f"{str(decisions)!r}:namedbythecompletionrecord" in said and "(copiedwithitsfolder?)" in said
+    # day1's own run still removes them: its record was written for its rows
+    assert run(app, [*given, "--out", str(day1 / "rows.jsonl"), "--overwrite"]) == 0, capsys.readouterr().err
+    assert not decisions.exists()
