@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import os
@@ -160,7 +161,7 @@ def score(
         score_to_file,
     )
     from pipeline.score.batch import printable_path
-    from pipeline.score.completion import record_decisions, vouched_decisions
+    from pipeline.score.completion import forget_decisions, record_decisions, vouched_decisions
     from pipeline.score.decisions import load_policy_file, made_by_this_run
     from pipeline.score.output_lock import lock_output
     from pipeline.score.sources import absolute_path
@@ -399,18 +400,29 @@ def score(
             # named in the record before it is written: a run killed once the file is in place, before
             # its sha256 is recorded, leaves it vouched for all the same (the next run removes it)
             record_decisions(out, target, pending=True)
-            shipments = decide_output(
-                out,
-                loaded_policy,
-                audit_key=key,
-                decisions=target,
-                audit_url=audit_db,
-                seal_key=audit_seal_key(settings),
-                summary=summary,
-                near_copy_bits=settings.near_copy_bits,
-                register=traders,
-                on_decision=lambda d: declared.extend([d.shipment_id] if d.declaration.aeo_tier else []),
-            )
+            try:
+                shipments = decide_output(
+                    out,
+                    loaded_policy,
+                    audit_key=key,
+                    decisions=target,
+                    audit_url=audit_db,
+                    seal_key=audit_seal_key(settings),
+                    summary=summary,
+                    near_copy_bits=settings.near_copy_bits,
+                    register=traders,
+                    on_decision=lambda d: declared.extend([d.shipment_id] if d.declaration.aeo_tier else []),
+                )
+            except BaseException:
+                # stopped (Ctrl-C, an error): decisions in place are this run's, named with their
+                # bytes; none yet, the pending name goes, or it would vouch for whatever file comes
+                # there later (another output's decisions written to the same path)
+                with contextlib.suppress(OSError):
+                    if os.path.lexists(target):
+                        record_decisions(out, target)
+                    else:
+                        forget_decisions(out)
+                raise
             # as written, now: the next run into OUT removes these decisions (its rows change) while
             # they hold these bytes
             record_decisions(out, target)

@@ -28,6 +28,7 @@ __all__ = [
     "completion_path",
     "count_rows",
     "forget_completion",
+    "forget_decisions",
     "incomplete",
     "record_completion",
     "record_decisions",
@@ -103,6 +104,27 @@ def record_completion(out: Path) -> Path:
     with written_whole(path, text=True, like=out) as fh:
         fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path
+
+
+def forget_decisions(out: Path) -> None:
+    """Take the decisions file out of ``out``'s completion record (none: nothing to do): a run stopped
+    before its decisions existed left their name pending, and a pending name vouches for whatever file
+    comes there later (another output's decisions written to the same path were removed).
+
+    Raises:
+        OSError: the record cannot be written.
+    """
+    path = completion_path(out)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return
+    if not isinstance(record, dict) or not any(k.startswith("decisions_") for k in record):
+        return
+    for key in [k for k in record if k.startswith("decisions_")]:
+        del record[key]
+    with written_whole(path, text=True, like=out) as fh:
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def record_decisions(out: Path, decisions: Path, *, pending: bool = False) -> bool:

@@ -988,6 +988,37 @@ def test_a_run_killed_once_its_decisions_are_in_place_leaves_them_to_the_next_ru
         assert not decisions.exists(), extra
 
 
+def test_a_run_stopped_before_its_decisions_exist_names_none(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run stopped before its decisions file existed left it named as pending in OUT's record, and
+    a pending name vouched for whatever file came there later: another output's decisions written to
+    the same --decisions path were removed by the next run into OUT (review repro: B's RELEASE gone)."""
+    import pipeline.score
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    out = tmp_path / "o.jsonl"
+    shared = tmp_path / "shared.jsonl"
+    argv = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1]), "--out", str(out)]
+    real = pipeline.score.decide_output
+
+    def stopped_before_writing(*args: object, **how: object) -> int:
+        raise KeyboardInterrupt  # Ctrl-C while it decides, before the file is in place
+
+    monkeypatch.setattr(pipeline.score, "decide_output", stopped_before_writing)
+    policy = ["--policy", str(default_policy_path()), "--decisions", str(shared)]
+    assert run(app, [*argv, *policy]) != 0
+    assert not shared.exists()
+    monkeypatch.setattr(pipeline.score, "decide_output", real)
+    shared.write_text('{"shipment_id": "B", "tier": "RELEASE"}\n')  # another output's, say
+    assert run(app, [*argv, "--overwrite"]) == 0, capsys.readouterr().err
+    assert shared.read_text() == '{"shipment_id": "B", "tier": "RELEASE"}\n'
+
+
 def test_a_run_into_a_copied_folder_leaves_the_decisions_of_the_original(
     tmp_path: Path,
     models: tuple[Path, Path],
