@@ -100,6 +100,11 @@ def record_completion(out: Path) -> Path:
         "rows": count_rows(out),
         "finished_at": datetime.now(UTC).isoformat(),
     }
+    return _write_record(out, record)
+
+
+def _write_record(out: Path, record: dict[str, object]) -> Path:
+    """Write ``out``'s completion record whole (staged beside it, with ``out``'s mode and owner)."""
     path = completion_path(out)
     with written_whole(path, text=True, like=out) as fh:
         fh.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -123,8 +128,7 @@ def forget_decisions(out: Path) -> None:
         return
     for key in [k for k in record if k.startswith("decisions_")]:
         del record[key]
-    with written_whole(path, text=True, like=out) as fh:
-        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    _write_record(out, record)
 
 
 def record_decisions(out: Path, decisions: Path, *, pending: bool = False) -> bool:
@@ -165,8 +169,7 @@ def record_decisions(out: Path, decisions: Path, *, pending: bool = False) -> bo
     else:
         record.pop("decisions_pending", None)
         record["decisions_sha256"] = _size_and_sha256(decisions)[1]
-    with written_whole(path, text=True, like=out) as fh:
-        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    _write_record(out, record)
     return True
 
 
