@@ -12,12 +12,14 @@ before the predictor gave none for it) are read as none (``{}``), as it gives th
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 
@@ -197,8 +199,12 @@ def from_json_line(line: bytes | str, where: str) -> ImageVerdict:
     return _validated(record, where)
 
 
-def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
+def read_verdicts(path: Path, source: BinaryIO | None = None) -> Iterator[ImageVerdict]:
     """Stream verdict rows from ``.jsonl``, ``.csv`` or ``.parquet``, one at a time.
+
+    ``source``: the file's bytes, open from their start, read instead of ``path`` (which names the
+    file in errors and gives its format); read once, in order, to its end (a Parquet file into
+    memory first: it is read footer first).
 
     Raises:
         InputError: a missing file or another suffix.
@@ -208,15 +214,20 @@ def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise InputError(f"{str(path)!r}: suffix {suffix!r} not accepted (.jsonl, .csv or .parquet)")
-    if not path.is_file():
+    if source is None and not path.is_file():
         raise InputError(f"{str(path)!r}: no such file")
     if suffix == ".jsonl":
-        with path.open("rb") as fh:
+        with contextlib.nullcontext(source) if source is not None else path.open("rb") as fh:
             for number, line in enumerate(fh, start=1):
                 if line.strip():
                     yield from_json_line(line, f"{path}:{number}")
     elif suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
+        opened = (
+            io.TextIOWrapper(source, encoding="utf-8", newline="")
+            if source is not None
+            else path.open(newline="", encoding="utf-8")
+        )
+        with opened as fh:
             reader = csv.DictReader(fh)
             _no_duplicate_columns(list(reader.fieldnames or ()), f"{path}:1")
             unknown = sorted(set(reader.fieldnames or ()) - set(FIELDS))
@@ -229,7 +240,7 @@ def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
         import pyarrow.parquet as pq
 
         try:
-            parquet = pq.ParquetFile(path)
+            parquet = pq.ParquetFile(pa.BufferReader(source.read()) if source is not None else path)
             _no_duplicate_columns(parquet.schema_arrow.names, str(path))
             _no_duplicate_fields(parquet.schema_arrow, str(path))
             number = 0

@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 from rich.console import Console
@@ -36,41 +36,79 @@ from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier, declarations
 
 if TYPE_CHECKING:
     from pipeline.audit import AuditStore
+    from pipeline.score.completion import OpenRows
 
-__all__ = ["read_verdicts", "register"]
+__all__ = ["read_finished", "read_verdicts", "register"]
 
 
-def read_verdicts(path: Path) -> Iterator[ImageVerdict]:
-    """Read image verdict rows (the batch scorer's output), naming ``--verdicts`` in errors."""
+def read_verdicts(path: Path, source: BinaryIO | None = None) -> Iterator[ImageVerdict]:
+    """Read image verdict rows (the batch scorer's output), naming ``--verdicts`` in errors;
+    ``source``: the file's bytes, open (:func:`pipeline.verdict_rows.read_verdicts`)."""
     try:
-        yield from verdict_rows.read_verdicts(path)
+        yield from verdict_rows.read_verdicts(path, source)
     except InputError as exc:
         if isinstance(exc, DatasetFormatError):
             raise
         raise InputError(f"--verdicts {exc}") from exc
 
 
-def _check_finished(verdicts: Path, manifest: Path | None) -> tuple[str, str] | None:
-    """Refuse ``verdicts`` unless a score run finished it (its completion record matches it,
-    :func:`pipeline.score.completion.incomplete`): the rows of a run killed partway, or still
-    running, lack pictures that were never scored, and their shipments were released on the rest.
-    With ``manifest`` it returns why the rows are not vouched for and what to do (None: they are):
-    the caller decides every shipment the manifest lists, each listed picture without a row holding
-    its shipment, and refuses a row of a shipment it does not list (:func:`_check_listed`).
+def read_finished(
+    verdicts: Path, manifest: Path | None, *, checked: Callable[[], None] | None = None
+) -> tuple[list[ImageVerdict], tuple[str, str] | None]:
+    """The rows of ``verdicts``, refused unless a score run finished them (:func:`_check_finished`),
+    and with ``manifest`` why no completion record vouches for them and what to do (None: one does).
+
+    The rows are read from the file that was checked, opened once
+    (:class:`pipeline.score.completion.OpenRows`): checked by its name, then opened again by it,
+    rows renamed over it in between (or written into it) were decided as vouched for. Rows written
+    into the open file meanwhile are refused, before anything is decided. ``checked`` is called
+    between the check and the read (for tests: the file replaced then).
+
+    Raises:
+        InputError: rows a completion record does not vouch for, without ``manifest``; rows that
+            changed while they were read.
+    """
+    from pipeline.score.completion import OpenRows
+
+    if not verdicts.is_file():  # none there, or a folder: reading it says so
+        return list(read_verdicts(verdicts)), None
+    try:
+        opened = OpenRows(verdicts)
+    except OSError as exc:
+        raise InputError(f"--verdicts {str(verdicts)!r}: cannot be read ({exc.strerror or exc})") from exc
+    with opened:
+        unfinished = _check_finished(verdicts, manifest, opened)  # before any row is read
+        if checked is not None:
+            checked()
+        rows = list(read_verdicts(verdicts, opened.read()))
+        changed = opened.changed()
+    if changed is not None:
+        raise InputError(
+            f"--verdicts {str(verdicts)!r}: {changed}; nothing was decided: decide it again once no "
+            "score run writes it"
+        )
+    return rows, unfinished
+
+
+def _check_finished(verdicts: Path, manifest: Path | None, opened: OpenRows) -> tuple[str, str] | None:
+    """Refuse ``verdicts`` unless a score run finished it (its completion record matches the file
+    ``opened``, :meth:`pipeline.score.completion.OpenRows.incomplete`): the rows of a run killed
+    partway, or still running, lack pictures that were never scored, and their shipments were
+    released on the rest. With ``manifest`` it returns why the rows are not vouched for and what to
+    do (None: they are): the caller decides every shipment the manifest lists, each listed picture
+    without a row holding its shipment, and refuses a row of a shipment it does not list
+    (:func:`_check_listed`).
 
     Raises:
         InputError: without ``manifest``, naming the file, why, and what to do.
     """
-    from pipeline.score.completion import incomplete
     from pipeline.score.output_lock import held_by
 
-    if not verdicts.is_file():  # none there, or a folder: reading it says so
-        return None
-    holder = held_by(Path(os.path.realpath(verdicts)))
+    holder = held_by(opened.path)
     why = (
         f"a score run ({holder}) is still writing it, so pictures it lists may have no row yet"
         if holder is not None
-        else incomplete(verdicts)
+        else opened.incomplete()
     )
     if why is None:
         return None
@@ -416,8 +454,7 @@ def register(app: typer.Typer) -> None:
         chosen = load_policy(policy or default_policy_path())
         other = load_policy(compare_policy) if compare_policy is not None else None
         traders = _traders(trader_register, [p for p in (chosen, other) if p is not None])
-        unfinished = _check_finished(verdicts, manifest)  # before any row is read
-        rows = list(read_verdicts(verdicts))
+        rows, unfinished = read_finished(verdicts, manifest)
         redeclared = None
         standing = None  # the audit store's decisions of the shipments --manifest emptied
         if manifest is not None:

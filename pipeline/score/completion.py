@@ -7,24 +7,30 @@ says so: ``clearsight decide`` on them released a shipment whose other pictures 
 and sha256, its number of rows and the finish time (:func:`record_completion`). Any run that opens
 the output for writing removes the record first, under the output's lock, before it touches the
 output (:func:`forget_completion`), so a record stands only beside the rows of a run that finished.
-``clearsight decide`` decides a rows file only where the record matches it (:func:`incomplete`),
-or with a ``--manifest`` that lists every shipment of the rows, where every listed picture
-without a row holds its shipment.
+``clearsight decide`` decides a rows file only where the record matches it (:func:`incomplete`; the
+bytes it checked are the bytes it reads, :class:`OpenRows`), or with a ``--manifest`` that lists
+every shipment of the rows, where every listed picture without a row holds its shipment.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from datasets.whole_files import name_start, written_whole
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 __all__ = [
+    "OpenRows",
     "completion_path",
     "count_rows",
     "forget_completion",
@@ -59,12 +65,17 @@ def forget_completion(out: Path) -> None:
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:
+    with path.open("rb") as fh:
+        return _hashed(fh)
+
+
+def _hashed(fh: BinaryIO) -> tuple[int, str]:
+    """The byte size and sha256 of what is left to read of ``fh``."""
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
+    while chunk := fh.read(_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
     return size, digest.hexdigest()
 
 
@@ -221,8 +232,15 @@ def incomplete(rows: Path) -> str | None:
     completion record matches it (the same byte size and sha256).
 
     ``rows`` is looked at where it leads (a link's target): the record lies beside the file the
-    score run wrote."""
-    real = Path(os.path.realpath(rows))
+    score run wrote. To read the rows this vouches for, check them through :class:`OpenRows`: the
+    file its name leads to may be another by the time it is opened again."""
+    return _incomplete(Path(os.path.realpath(rows)), None)[0]
+
+
+def _incomplete(real: Path, opened: BinaryIO | None) -> tuple[str | None, tuple[int, str] | None]:
+    """Why the rows file ``real`` (a real path) is not vouched for (None: it is), and the byte size
+    and sha256 its completion record vouches for (None: it vouches for none). ``opened``: the file,
+    open, hashed from where it stands instead of the file ``real`` names now."""
     record_file = completion_path(real)
     try:
         record = json.loads(record_file.read_text(encoding="utf-8"))
@@ -231,20 +249,104 @@ def incomplete(rows: Path) -> str | None:
             f"it has no completion record ({str(record_file)!r}): the score run that wrote it was stopped "
             "before its end, is still running, or ended before Clearsight wrote such records, so "
             "pictures it lists may have no row"
-        )
+        ), None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        return f"its completion record {str(record_file)!r} cannot be read ({exc})"
+        return f"its completion record {str(record_file)!r} cannot be read ({exc})", None
     if not isinstance(record, dict) or not {"bytes", "sha256"} <= record.keys():
-        return f"its completion record {str(record_file)!r} is not one Clearsight writes"
+        return f"its completion record {str(record_file)!r} is not one Clearsight writes", None
     try:
-        size, sha256 = _size_and_sha256(real)
+        size, sha256 = _size_and_sha256(real) if opened is None else _hashed(opened)
     except OSError as exc:
-        return f"it cannot be read ({exc.strerror or exc})"
+        return f"it cannot be read ({exc.strerror or exc})", None
     if size != record["bytes"] or sha256 != record["sha256"]:
         finished, said = record.get("finished_at", "?"), str(record["sha256"])[:12]
         return (
             f"it changed since the score run completed it ({finished}): its completion record "
             f"{str(record_file)!r} says {record['bytes']} bytes of sha256 {said}..., the file has "
             f"{size} bytes of sha256 {sha256[:12]}..."
+        ), None
+    return None, (size, sha256)
+
+
+class OpenRows:
+    """A rows file opened once, checked against its completion record (:meth:`incomplete`) and read
+    (:meth:`read`) from that one open file.
+
+    Checked by its name and opened again by its name to be read, rows renamed over the file in
+    between (another run's), or written into it (a score run into it started), were decided as if
+    the record vouched for them. The open file stays the one hashed wherever its name leads later,
+    and what :meth:`read` gives is hashed again as it is read: :meth:`changed` says whether those are
+    the bytes the record vouched for, so that rows written into the file meanwhile are refused.
+
+    ``rows`` is opened where it leads (a link's target), as :func:`incomplete` looks at it.
+
+    Raises:
+        OSError: ``rows`` cannot be opened.
+    """
+
+    def __init__(self, rows: Path) -> None:
+        self.path = Path(os.path.realpath(rows))
+        self._file = self.path.open("rb", buffering=0)
+        self._vouched: tuple[int, str] | None = None  # the byte size and sha256 checked
+        self._reading: _HashedRead | None = None
+
+    def incomplete(self) -> str | None:
+        """:func:`incomplete` of the open file: why it is not vouched for, None where it is."""
+        self._file.seek(0)
+        why, self._vouched = _incomplete(self.path, self._file)
+        return why
+
+    def read(self) -> BinaryIO:
+        """The open file's bytes from its start, each hashed once as it is read: read them in order
+        (no seek), to the end, then ask :meth:`changed`."""
+        self._file.seek(0)
+        self._reading = _HashedRead(self._file)
+        return io.BufferedReader(self._reading, _CHUNK)
+
+    def changed(self) -> str | None:
+        """Why the bytes :meth:`read` gave are not the ones :meth:`incomplete` found vouched for
+        (written into the file between the two), in words; None where they are, or where none were
+        vouched for (the rows are decided as unfinished: nothing to keep to)."""
+        if self._vouched is None:
+            return None
+        size, sha256 = (0, "") if self._reading is None else self._reading.size_and_sha256()
+        if (size, sha256) == self._vouched:
+            return None
+        return (
+            "it changed while it was read (a score run into it started?): its completion record vouches "
+            f"for {self._vouched[0]} bytes of sha256 {self._vouched[1][:12]}..., the rows read were "
+            f"{size} bytes of sha256 {sha256[:12] or '(none)'}..."
         )
-    return None
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> OpenRows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _HashedRead(io.RawIOBase):
+    """What is read of ``fh`` from where it stands, hashed once as it is read (the file itself is
+    left open: :class:`OpenRows` closes it)."""
+
+    def __init__(self, fh: io.FileIO) -> None:
+        super().__init__()
+        self._fh = fh
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        count = self._fh.readinto(buffer)
+        if count:
+            self._digest.update(memoryview(buffer).cast("B")[:count])
+            self._size += count
+        return count or 0
+
+    def size_and_sha256(self) -> tuple[int, str]:
+        return self._size, self._digest.hexdigest()

@@ -19,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from score_fakes import FakePredictor, write_images  # noqa: E402
 
+from datasets.errors import InputError  # noqa: E402
 from datasets.manifest import write_manifest  # noqa: E402
 from pipeline.cli import app, run  # noqa: E402
+from pipeline.cli.decide import read_finished  # noqa: E402
 from pipeline.score import LocalEngine, ModelRouter, iter_rows, iter_tasks, score_to_file  # noqa: E402
 from pipeline.score.batch import ScoredRow  # noqa: E402
 from pipeline.score.completion import completion_path, incomplete  # noqa: E402
@@ -171,6 +173,49 @@ def test_decide_says_a_score_run_is_still_writing_the_rows(
     )
     assert "wait for that run to end" in err
     assert _decide(env, out) == 0  # that run ended (here, without touching the rows)
+
+
+def _scored_and_three_clean(env: Path, suffix: str) -> tuple[Path, Path]:
+    """A finished run's rows of ONE (its defect picture last) and, apart, another finished run's
+    rows of its three clean pictures alone, both as ``suffix``."""
+    out, clean = env / "out" / f"rows{suffix}", env / "other" / f"clean{suffix}"
+    score_to_file(iter_tasks([str(env / "arc" / "manifest.csv")]), _engine(), out, chunk_rows=1)
+    manifest = env / "arc" / "clean.csv"
+    write_manifest(manifest, _listed(env)[:3])
+    score_to_file(iter_tasks([str(manifest)]), _engine(), clean, chunk_rows=1)
+    assert incomplete(out) is None and incomplete(clean) is None
+    return out, clean
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_decide_reads_the_rows_it_checked_though_others_are_renamed_over_them_before_the_read(
+    env: Path, suffix: str
+) -> None:
+    """decide hashed the rows by their name, then opened the name again to read them: rows renamed
+    over the file in between (another run's, the defect picture's row not among them) were decided as
+    if the record vouched for them, and ONE was released."""
+    out, clean = _scored_and_three_clean(env, suffix)
+    scored = list(iter_rows(out))
+    rows, unfinished = read_finished(out, None, checked=lambda: os.replace(clean, out))
+    assert unfinished is None
+    assert len(rows) == 4 and rows == scored  # the defect picture's row among them
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_decide_refuses_rows_written_into_between_the_check_and_the_read(env: Path, suffix: str) -> None:
+    """Rows written into the file checked (a run into it started, and cut it) were read from it and
+    decided as if the record vouched for them."""
+    out, clean = _scored_and_three_clean(env, suffix)
+
+    def written_over() -> None:
+        with out.open("r+b") as fh:
+            fh.write(clean.read_bytes())
+            fh.truncate()
+
+    with pytest.raises(InputError) as refused:
+        read_finished(out, None, checked=written_over)
+    said = " ".join(str(refused.value).split())
+    assert said.startswith(f"--verdicts {str(out)!r}: it changed while it was read"), said
 
 
 def _two_shipments(env: Path) -> tuple[Path, Path]:
