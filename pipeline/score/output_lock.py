@@ -3,7 +3,8 @@
 Two runs writing one output (a ``--resume`` started beside a slow run, a cron job firing again) both
 appended the images left, deleted each other's Parquet journal, and decided shipments on doubled
 picture lists. A run takes :func:`lock_output` before it opens, cuts or removes the output, and
-holds it until its decisions are written; a second run is refused, naming the holder.
+holds it until its decisions are written; a second run is refused, naming the holder. Whether a run
+holds it is told by :func:`held_by` without taking it.
 """
 
 from __future__ import annotations
@@ -12,12 +13,26 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 from datasets.errors import InputError
 from datasets.whole_files import name_start
 
 __all__ = ["OutputLock", "held_by", "lock_output", "lock_path"]
+
+_F_OFD_SETLK: int | None = getattr(fcntl, "F_OFD_SETLK", None)
+_F_OFD_GETLK: int | None = getattr(fcntl, "F_OFD_GETLK", None)
+"""Open file description locks (Linux): None where the system has none."""
+_FLOCK = "hhqqi4x"
+"""``struct flock``: l_type, l_whence, l_start, l_len, l_pid."""
+
+
+def _whole_file(kind: int) -> bytes:
+    """A ``struct flock`` of ``kind`` over the whole file (l_pid 0, as open file description locks
+    require)."""
+    return struct.pack(_FLOCK, kind, os.SEEK_SET, 0, 0, 0)
 
 
 def lock_path(out: Path) -> Path:
@@ -41,6 +56,11 @@ class OutputLock:
     The kernel drops the lock when its process dies, so a killed run's file (left behind) blocks no
     later run and is taken over. A run ending removes the file while it still holds the lock: a run
     that opened it just before then finds it gone once it gets the lock, and opens it anew.
+
+    Beside the ``flock`` the run holds a read lock of the open file (an open file description lock,
+    where the system has them: Linux), for :func:`held_by` to test for without taking any lock: a
+    shared ``flock`` taken to test refused a run starting in that instant. The two kinds of lock do not
+    meet: runs keep each other out with the ``flock`` alone.
     """
 
     def __init__(self, out: Path, path: Path, fd: int) -> None:
@@ -80,6 +100,7 @@ class OutputLock:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, 0)
                     os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+                cls._show_held(fd)
                 return cls(out, path, fd)
             os.close(fd)  # locked as the run before us removed it: lock the file there now
         raise InputError(
@@ -101,6 +122,17 @@ class OutputLock:
             raise InputError(
                 f"output {str(out)!r}: cannot make its lock file {str(path)!r} ({exc.strerror or exc})"
             ) from exc
+
+    @staticmethod
+    def _show_held(fd: int) -> None:
+        """Hold the read lock :func:`held_by` tests for (see the class); dropped with ``fd``'s last
+        descriptor, as the ``flock`` is. Where the system or the file system takes none, held_by tests
+        with a shared ``flock`` instead, or finds no run (the completion record, which the run removes
+        before it touches the output, still keeps its rows from being decided)."""
+        if _F_OFD_SETLK is None:
+            return
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, _F_OFD_SETLK, _whole_file(fcntl.F_RDLCK))
 
     @staticmethod
     def _holder(fd: int) -> str:
@@ -143,11 +175,16 @@ def lock_output(out: Path) -> OutputLock:
     return OutputLock.take(out)
 
 
-def held_by(out: Path) -> str | None:
+def held_by(out: Path, *, looking: Callable[[], None] | None = None) -> str | None:
     """The run writing ``out`` now (``"process 123"``), where one holds its lock; None where none does.
 
-    Tried with a shared lock, dropped at once: a run starting in that instant is refused as if
-    another run held the output (it says so, and can be started again).
+    Told, where the system has open file description locks (Linux), by asking whether a write lock of
+    the lock file could be taken, which takes none: a run holds a read lock of it beside its ``flock``
+    (:class:`OutputLock`). A shared ``flock``, taken to test and dropped at once, refused a run
+    starting in that instant as if another run held the output. Elsewhere it is still tried so (a run
+    refused then says so, and can be started again).
+
+    ``looking`` is called while it looks, the lock file open (for tests: a run starting then).
     """
     path = lock_path(out)
     try:
@@ -155,13 +192,31 @@ def held_by(out: Path) -> str | None:
     except OSError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return OutputLock._holder(fd)
-        except OSError:
-            return None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        held = _held_open(fd)
+        if held is None:  # the run's read lock cannot be told here: the flock is tried
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # dropped as fd is closed, below
+            except BlockingIOError:
+                held = True
+            except OSError:
+                return None
+            else:
+                held = False
+        if looking is not None:
+            looking()
+        return OutputLock._holder(fd) if held else None
     finally:
         os.close(fd)
+
+
+def _held_open(fd: int) -> bool | None:
+    """Whether another open file holds a lock of the lock file open at ``fd`` (a run's read lock),
+    asked without taking one; None where that cannot be asked (no open file description locks, or a
+    file system that takes none)."""
+    if _F_OFD_GETLK is None:
+        return None
+    try:
+        found = fcntl.fcntl(fd, _F_OFD_GETLK, _whole_file(fcntl.F_WRLCK))
+    except OSError:
+        return None
+    return bool(struct.unpack(_FLOCK, found)[0] != fcntl.F_UNLCK)

@@ -26,7 +26,7 @@ from pipeline.cli.decide import read_finished  # noqa: E402
 from pipeline.score import LocalEngine, ModelRouter, iter_rows, iter_tasks, score_to_file  # noqa: E402
 from pipeline.score.batch import ScoredRow  # noqa: E402
 from pipeline.score.completion import completion_path, incomplete  # noqa: E402
-from pipeline.score.output_lock import lock_output  # noqa: E402
+from pipeline.score.output_lock import OutputLock, held_by, lock_output, lock_path  # noqa: E402
 from pipeline.score.sources import ImageTask  # noqa: E402
 
 POLICY = "policy_version: t\ncargo_types:\n  bulk_ore: {}\nrandom_audit: {rate: 0.0}\n"
@@ -173,6 +173,18 @@ def test_decide_says_a_score_run_is_still_writing_the_rows(
     )
     assert "wait for that run to end" in err
     assert _decide(env, out) == 0  # that run ended (here, without touching the rows)
+
+
+def test_a_score_run_starting_while_decide_looks_for_one_is_not_refused(env: Path) -> None:
+    """decide looked for a run writing the rows by taking a shared lock on the output's lock file:
+    a score run into the output starting in that instant was refused as if another run wrote it."""
+    out = _score(env, _engine())
+    lock_path(out).write_text("4242\n")  # a run killed with -9 leaves its lock file
+    started: list[OutputLock] = []
+    assert held_by(out, looking=lambda: started.append(lock_output(out))) is None  # none was, then
+    with started[0]:
+        assert held_by(out) == f"process {os.getpid()}"  # the run started is seen from then on
+    assert held_by(out) is None and not lock_path(out).exists()
 
 
 def _scored_and_three_clean(env: Path, suffix: str) -> tuple[Path, Path]:
