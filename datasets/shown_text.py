@@ -12,7 +12,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-__all__ = ["TEXT_BREAKS", "UNSHOWN_CATEGORIES", "refuse_unshown", "unshown_character"]
+__all__ = ["TEXT_BREAKS", "TEXT_JOINERS", "UNSHOWN_CATEGORIES", "refuse_unshown", "unshown_character"]
 
 UNSHOWN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 """Unicode categories of characters that are not shown as themselves: controls (Cc: tab, newline,
@@ -24,13 +24,22 @@ TEXT_BREAKS = frozenset("\t\n\r")
 they reorder nothing, and the review page and ``repr`` show them escaped. Taken in extra's text
 values only: an id, a tier or a key has no business holding one."""
 
+TEXT_JOINERS = frozenset("\u200c\u200d")
+"""ZERO WIDTH NON-JOINER and ZERO WIDTH JOINER (category Cf), which Persian, Arabic-script and Indic
+words and emoji sequences are spelt with: a goods description in Persian was refused. They join or
+part the letters beside them and move none; the bidi controls and marks (U+202A-U+202E,
+U+2066-U+2069, U+200E, U+200F, U+061C) and every other format character stay refused. Taken in
+extra's text values only, as :data:`TEXT_BREAKS`: ``T\u200d42`` as a trader id is not ``T42``."""
+
+_FREE_TEXT = TEXT_BREAKS | TEXT_JOINERS
+
 
 def unshown_character(text: str, *, breaks: bool = False) -> str | None:
     """The first character of ``text`` in :data:`UNSHOWN_CATEGORIES` (with ``breaks``, other than
-    :data:`TEXT_BREAKS`), as ``U+202E (RIGHT-TO-LEFT OVERRIDE)`` (a control, which has no name, as
-    ``U+001B``); None where there is none."""
+    :data:`TEXT_BREAKS` and :data:`TEXT_JOINERS`), as ``U+202E (RIGHT-TO-LEFT OVERRIDE)`` (a
+    control, which has no name, as ``U+001B``); None where there is none."""
     for char in text:
-        if unicodedata.category(char) in UNSHOWN_CATEGORIES and not (breaks and char in TEXT_BREAKS):
+        if unicodedata.category(char) in UNSHOWN_CATEGORIES and not (breaks and char in _FREE_TEXT):
             name = unicodedata.name(char, "")
             return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
     return None
@@ -39,7 +48,8 @@ def unshown_character(text: str, *, breaks: bool = False) -> str | None:
 def refuse_unshown(value: Any, where: str, *, breaks: bool = False) -> None:
     """Refuse an unshown character (:func:`unshown_character`) in ``value``'s text: itself, or the
     keys and values of the objects and lists it holds, at any depth. With ``breaks`` (free text: a
-    declaration's extra values), text may hold tabs and line breaks (:data:`TEXT_BREAKS`); keys never.
+    declaration's extra values), text may hold tabs and line breaks (:data:`TEXT_BREAKS`) and the
+    zero-width joiner and non-joiner (:data:`TEXT_JOINERS`); keys never.
 
     Raises:
         ValueError: naming where (``where``, then the keys and indices down to it) and the character;

@@ -446,3 +446,23 @@ def test_free_text_may_span_lines(archive: Path) -> None:
     (row,) = read_manifest(manifest)
     assert row.declaration["declared_goods"] == "iron\nore"
     assert row.declaration["x_note"] == "a\tb\r\nc"
+
+
+def test_free_text_may_hold_the_joiners(archive: Path) -> None:
+    """A goods description in Persian ("iron ore") is written with a zero-width non-joiner, an emoji
+    sequence with a joiner: extra's text takes them, an id does not (datasets.shown_text)."""
+    manifest = _csv(
+        archive,
+        "path,shipment_id,cargo_type,declared_goods,x_label\n"
+        "img/a.png,S1,ore,\u0633\u0646\u06af\u200c\u0622\u0647\u0646,\U0001f469\u200d\U0001f52c\n",
+    )
+    (row,) = read_manifest(manifest)
+    assert row.declaration["declared_goods"] == "\u0633\u0646\u06af\u200c\u0622\u0647\u0646"
+    assert row.declaration["x_label"] == "\U0001f469\u200d\U0001f52c"
+    refused = _csv(
+        archive, "path,shipment_id,cargo_type,trader_id\nimg/a.png,S1,ore,T\u200c42\n", name="t.csv"
+    )
+    with pytest.raises(
+        DatasetFormatError, match=r":2: column 'trader_id' holds U\+200C \(ZERO WIDTH NON-JOINER\)"
+    ):
+        read_manifest(refused)

@@ -1214,13 +1214,16 @@ def test_bad_rows_are_refused_by_name(rows: list[ImageVerdict], message: str) ->
         {"x_notes": "a\r\nb"},
         {"hs_code": "2603\n"},
         {"extra": {"x_lines": ["one\ntwo", {"x_more": "three\r\n"}]}},
+        {"declared_goods": "\u0633\u0646\u06af\u200c\u0622\u0647\u0646"},  # Persian: a non-joiner
+        {"x_label": "\U0001f469\u200d\U0001f52c"},  # an emoji sequence: a joiner
     ],
-    ids=["newline", "tab", "crlf", "hs-code-newline", "nested"],
+    ids=["newline", "tab", "crlf", "hs-code-newline", "nested", "persian-non-joiner", "emoji-joiner"],
 )
-def test_tabs_and_line_breaks_in_extra_text_are_taken(declared: dict[str, Any]) -> None:
-    """A batch checks every shipment before it records one: a goods description of two lines,
-    refused as an unshown character, stopped the run, and an alarm raised on another shipment went
-    unrecorded. Tabs and line breaks reorder nothing; extra's values keep them as sent."""
+def test_tabs_line_breaks_and_joiners_in_extra_text_are_taken(declared: dict[str, Any]) -> None:
+    """A batch checks every shipment before it records one: a goods description of two lines, or
+    in Persian (written with a zero-width non-joiner), refused as an unshown character, stopped the
+    run, and an alarm raised on another shipment went unrecorded. Tabs, line breaks and the joiners
+    reorder nothing; extra's values keep them as sent."""
     rows = [row("S1", 0.1, "a", radiation_alarm=True), row("S2", 0.1, "b", **declared)]
     first, second = decide_rows(policy(), rows, audit_key=KEY)
     assert first.tier is P
