@@ -397,6 +397,16 @@ _UNSHOWN = (
             f"{HEADER},trader_id\nimg/a.png,S1,ore,,,,T-1\nimg/b.png,S2,ore,,,,\u202e24-T\n",
             "{m}:3: column 'trader_id' holds U+202E (RIGHT-TO-LEFT OVERRIDE): " + _UNSHOWN,
         ),
+        (  # read as 'S-42' on the review page and in every message naming the shipment
+            "m.csv",
+            f"{HEADER}\nimg/a.png,S-1,ore,,,\nimg/b.png,\u202e24-S,ore,,,\n",
+            "{m}:3: column 'shipment_id' holds U+202E (RIGHT-TO-LEFT OVERRIDE): " + _UNSHOWN,
+        ),
+        (  # an id: no joiner, which free text takes
+            "m.jsonl",
+            '{"path": "img/a.png", "shipment_id": "S\\u200d1", "cargo_type": "o"}\n',
+            "{m}:1: column 'shipment_id' holds U+200D (ZERO WIDTH JOINER): " + _UNSHOWN,
+        ),
         (
             "m.jsonl",
             '{"path": "img/a.png", "shipment_id": "S1", "cargo_type": "o", "aeo_tier": "AEO\\u00ad"}\n',
@@ -423,8 +433,8 @@ _UNSHOWN = (
             "{m}:1: column 'x_goods' holds U+001B: " + _UNSHOWN,
         ),
     ],
-    ids=["trader-bidi", "tier-soft-hyphen", "custom-name-line-break", "custom-name-separator",
-         "extra-zero-width", "extra-escape"],
+    ids=["trader-bidi", "shipment-bidi", "shipment-joiner", "tier-soft-hyphen", "custom-name-line-break",
+         "custom-name-separator", "extra-zero-width", "extra-escape"],
 )  # fmt: skip
 def test_declared_text_that_does_not_show_as_itself_is_refused(
     archive: Path, name: str, text: str, message: str

@@ -1163,6 +1163,11 @@ def _unchecked(verdict: ImageVerdict, **declared: Any) -> ImageVerdict:
             "shipment 'S': invalid declaration: trader_id = '\\u202e24-T': Value error, trader_id holds "
             f"U+202E (RIGHT-TO-LEFT OVERRIDE): {_UNSHOWN}",
         ),
+        (  # read as 'S-42'
+            [row("\u202e24-S", 0.1, "a")],
+            "shipment '\\u202e24-S': invalid declaration: shipment_id = '\\u202e24-S': Value error, "
+            f"shipment_id holds U+202E (RIGHT-TO-LEFT OVERRIDE): {_UNSHOWN}",
+        ),
         (
             [row("S", 0.1, "a", hs_code="2601\u200b")],
             f"shipment 'S': invalid declaration: extra = {{'hs_code': '2601\\u200b'}}: Value error, "
@@ -1194,6 +1199,7 @@ def _unchecked(verdict: ImageVerdict, **declared: Any) -> ImageVerdict:
         "shipment-an-object",
         "shipment-a-number",
         "trader-bidi-control",
+        "shipment-bidi-control",
         "extra-format-character",
         "extra-key-line-break",
         "extra-escape",
@@ -1408,6 +1414,7 @@ OLDER_ROWS = {  # as score runs before the character check wrote them, by shipme
     "trader-zwsp": {"trader_id": "T-42\u200b"},
     "trader-bidi": {"trader_id": "\u202e24-T"},
     "extra-bom": {"extra": {"x_a": "\ufeffabc"}},
+    "\u202eshipment-bidi": {},  # the shipment id itself
 }
 
 
@@ -1437,11 +1444,14 @@ def test_cli_decide_takes_an_earlier_score_runs_rows_as_they_were_written(
     with AuditStore.open(db, create=False) as store:
         assert store.verify().ok
         assert store.get("trader-zwsp").decision.declaration.trader_id == "T-42\u200b"
+        assert store.get("\u202eshipment-bidi").decision.declaration.shipment_id == "\u202eshipment-bidi"
     # new rows (a score run's own, deciding as it scores) are held to the check
     with pytest.raises(InputError, match="trader_id holds U\\+00AD \\(SOFT HYPHEN\\)"):
         list(decide_rows(policy(), [rows[3]], audit_key=KEY))
     with pytest.raises(InputError, match=r"extra\['x_a'\] holds U\+FEFF"):
         list(decide_rows(policy(), [rows[6]], audit_key=KEY))
+    with pytest.raises(InputError, match=r"shipment_id holds U\+202E \(RIGHT-TO-LEFT OVERRIDE\)"):
+        list(decide_rows(policy(), [rows[7]], audit_key=KEY))
 
 
 @pytest.mark.parametrize(

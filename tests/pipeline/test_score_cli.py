@@ -127,22 +127,28 @@ def test_option_errors(
     assert capsys.readouterr().err == message
 
 
-def test_score_without_a_policy_refuses_a_trader_id_that_does_not_show_as_itself(
-    tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("column", "policy"), [("trader_id", False), ("shipment_id", False), ("shipment_id", True)]
+)
+def test_score_refuses_an_id_that_does_not_show_as_itself(
+    tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str], column: str, policy: bool
 ) -> None:
     """Without --policy no declaration is built: the manifest reader holds the character rule, or
-    '\u202e24-T' (shown as T-42) went into the rows, and ``decide --verdicts`` recorded it."""
+    '\u202e24-T' (shown as T-42) went into the rows, and ``decide --verdicts`` recorded it. A shipment
+    id '\u202e24-S' (shown as S-42) was taken with --policy too, decided and recorded."""
     arc = tmp_path / "arc"
     (ore,) = write_images(arc, [40], prefix="ore")
     manifest = arc / "manifest.csv"
     write_manifest(
         manifest,
-        [{"path": ore.name, "shipment_id": "S1", "cargo_type": "bulk_ore", "trader_id": "\u202e24-T"}],
+        [{"path": ore.name, "shipment_id": "S1", "cargo_type": "bulk_ore", column: "\u202e24-T"}],
     )
     out = tmp_path / "o.jsonl"
-    assert run(app, ["score", str(manifest), "--model", str(models[0]), "--out", str(out)]) == 2
+    argv = ["score", str(manifest), "--model", str(models[0]), "--out", str(out)]
+    decide = ["--policy", str(default_policy_path()), "--decisions", str(tmp_path / "d.jsonl")]
+    assert run(app, argv + (decide if policy else [])) == 2
     assert capsys.readouterr().err.startswith(
-        f"Error: {manifest}:2: column 'trader_id' holds U+202E (RIGHT-TO-LEFT OVERRIDE): "
+        f"Error: {manifest}:2: column {column!r} holds U+202E (RIGHT-TO-LEFT OVERRIDE): "
     )
     assert not out.exists()
 

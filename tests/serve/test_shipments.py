@@ -504,6 +504,14 @@ BAD = [
         "declaration is not valid: trader_id: Value error, trader_id holds U+202E (RIGHT-TO-LEFT "
         "OVERRIDE): control and format characters and line or paragraph separators are not accepted",
     ),
+    (  # shown as 'S-42'; refused by the character rule before the id's pattern, and named
+        "a bidi control in shipment_id",
+        json.dumps({"shipment_id": "\u202e24-S", "cargo_type": "bulk_ore"}),
+        422,
+        "bad-input",
+        "declaration is not valid: shipment_id: Value error, shipment_id holds U+202E (RIGHT-TO-LEFT "
+        "OVERRIDE): control and format characters and line or paragraph separators are not accepted",
+    ),
     (
         "a line separator in trader_id",
         json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "trader_id": "T-\u20281"}),
@@ -818,7 +826,10 @@ def test_an_unknown_cargo_type_stores_nothing(make_client, tmp_path) -> None:
 def test_a_shipment_id_with_a_trailing_newline_is_refused(make_client) -> None:
     response = _submit(make_client(), "SHP-4\n", [10])
     assert response.status_code == 422
-    assert response.json()["detail"].startswith("shipment_id 'SHP-4\\n' is not accepted")
+    # the character rule of declared text names it before the id's pattern does
+    assert response.json()["detail"].startswith(
+        "declaration is not valid: shipment_id: Value error, shipment_id holds U+000A: control and format"
+    )
 
 
 def test_each_model_keeps_its_own_heatmap_of_an_image(make_client, tmp_path) -> None:
