@@ -13,7 +13,14 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-__all__ = ["TEXT_BREAKS", "TEXT_JOINERS", "UNSHOWN_CATEGORIES", "refuse_unshown", "unshown_character"]
+__all__ = [
+    "TEXT_BREAKS",
+    "TEXT_JOINERS",
+    "UNSHOWN_CATEGORIES",
+    "escape_unshown",
+    "refuse_unshown",
+    "unshown_character",
+]
 
 UNSHOWN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 """Unicode categories of characters that are not shown as themselves: controls (Cc: tab, newline,
@@ -71,3 +78,17 @@ def refuse_unshown(value: Any, where: str, *, breaks: bool = False) -> None:
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             refuse_unshown(item, f"{where}[{index}]", breaks=breaks)
+
+
+def escape_unshown(text: str) -> str:
+    """``text`` for a terminal, each character in :data:`UNSHOWN_CATEGORIES` written as ``repr``
+    writes it (``\\u202e``, ``\\x1b``, ``\\n``), the joiners and line breaks free text may hold
+    included; every other character as it is.
+
+    For what was stored without the rule (a record decided before it, an officer's notes): printed
+    raw, ``"\\u202e24-S"`` read as ``S-42`` and an ESC rewrote the terminal that printed it."""
+    if unshown_character(text) is None:
+        return text
+    return "".join(
+        repr(char)[1:-1] if unicodedata.category(char) in UNSHOWN_CATEGORIES else char for char in text
+    )

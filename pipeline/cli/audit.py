@@ -9,9 +9,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from datasets.errors import AuditError, ConflictError, InputError
+from datasets.shown_text import escape_unshown
 from datasets.type_names import TYPE_NAME_RULE, is_type_name
 from pipeline.audit import SCHEMA_VERSION, AuditStore, OutcomeRecord
 from pipeline.audit.store import sqlite_file
@@ -49,6 +51,13 @@ def _table_console() -> Console:
     """A terminal's width on a terminal; wide lines when piped (rich would assume 80 columns and fold
     every id in a file or a grep)."""
     return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _shown(text: str) -> str:
+    """A recorded value as printed: its unshown characters escaped (a record decided before the
+    character rule, an officer's notes, which no rule holds) and its rich markup shown as typed
+    (``[bold]`` in notes restyled the line, ``[/]`` failed the command)."""
+    return escape(escape_unshown(text))
 
 
 def _anchor(text: str, *, option: str = "--expect") -> tuple[int, str]:
@@ -329,7 +338,7 @@ def register(app: typer.Typer) -> None:
                     raise
                 raise ConflictError(_has_outcome(shipment_id, now.seq, now.outcome)) from None
         what = "clean" if record.found is None else f"found {record.found}"
-        Console().print(f"recorded outcome of {shipment_id} ({what}) as record {record.seq}")
+        Console().print(f"recorded outcome of {_shown(shipment_id)} ({_shown(what)}) as record {record.seq}")
 
     @group.command("export")
     def export(
@@ -433,12 +442,13 @@ def register(app: typer.Typer) -> None:
         d = record.decision
         console = _table_console()
         console.print(
-            f"[bold]{d.shipment_id}[/bold] {d.cargo_type}: [bold]{d.tier.value}[/bold]"
+            f"[bold]{_shown(d.shipment_id)}[/bold] {_shown(d.cargo_type)}: [bold]{d.tier.value}[/bold]"
             f"{' (random audit)' if d.random_audit else ''}"
         )
         console.print(
             f"record {record.seq} {record.record_hash}; decided {d.decided_at} under policy "
-            f"{d.policy_version} ({d.policy_sha256[:12]}); models {', '.join(d.model_ids) or '-'}"
+            f"{_shown(d.policy_version)} ({d.policy_sha256[:12]}); "
+            f"models {_shown(', '.join(d.model_ids)) or '-'}"
         )
         table = Table()
         table.add_column("rule", overflow="fold")
@@ -450,20 +460,20 @@ def register(app: typer.Typer) -> None:
         table.add_column("message", overflow="fold")
         for r in d.reasons:
             table.add_row(
-                r.rule,
+                _shown(r.rule),
                 r.tier.value,
-                r.image or "",
+                _shown(r.image or ""),
                 "" if r.score is None else f"{r.score:.4f}",
                 "" if r.threshold is None else f"{r.threshold:.4f}",
-                r.message,
+                _shown(r.message),
             )
         console.print(table)
         o = record.outcome
         console.print(
             "outcome: pending"
             if o is None
-            else f"outcome: {'clean' if o.found is None else o.found} by {o.officer} at {o.created_at}"
-            f"{': ' + o.notes if o.notes else ''}"
+            else f"outcome: {'clean' if o.found is None else _shown(o.found)} by {_shown(o.officer)} at "
+            f"{o.created_at}{': ' + _shown(o.notes) if o.notes else ''}"
         )
 
     @group.command("list")
@@ -491,11 +501,11 @@ def register(app: typer.Typer) -> None:
             o = r.outcome
             table.add_row(
                 str(r.seq),
-                r.decision.shipment_id,
-                r.decision.cargo_type,
+                _shown(r.decision.shipment_id),
+                _shown(r.decision.cargo_type),
                 r.decision.tier.value,
                 "yes" if r.decision.random_audit else "",
-                "" if o is None else (o.found or "clean"),
+                "" if o is None else _shown(o.found or "clean"),
                 r.decision.decided_at,
             )
         _table_console().print(table)

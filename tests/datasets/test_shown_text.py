@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from datasets.shown_text import refuse_unshown, unshown_character
+from datasets.shown_text import escape_unshown, refuse_unshown, unshown_character
 
 _GOODS = "سنگ\u200cآهن"  # "iron ore" in Persian: the non-joiner keeps سنگ from joining آهن
 
@@ -70,3 +70,19 @@ def test_extra_values_may_hold_the_joiners_and_keys_may_not(value: object, messa
     with pytest.raises(ValueError) as info:
         refuse_unshown(value, "extra", breaks=True)
     assert str(info.value).startswith(message + ": control and format characters")
+
+
+@pytest.mark.parametrize(
+    ("text", "printed"),
+    [
+        ("S-42", "S-42"),
+        ("\u202e24-S", "\\u202e24-S"),
+        ("wiped \x1b[2J", "wiped \\x1b[2J"),
+        ("two\nlines\tand\u2028", "two\\nlines\\tand\\u2028"),
+        (_GOODS, "سنگ\\u200cآهن"),
+        ("C:\\scans\\a.png", "C:\\scans\\a.png"),  # a backslash is shown as it is
+    ],
+    ids=["plain", "bidi", "escape", "breaks", "joiner", "backslash"],
+)
+def test_escape_unshown(text: str, printed: str) -> None:
+    assert escape_unshown(text) == printed

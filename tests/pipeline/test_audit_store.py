@@ -1057,6 +1057,36 @@ def test_a_chain_that_does_not_reach_its_head_is_not_exported(
     assert list(out.iterdir()) == []
 
 
+def test_cli_show_and_list_escape_what_does_not_show_as_itself(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record written before the character rule (a shipment id "\\u202e24-S", read as S-42) and
+    an officer's notes (free text: an ESC clears the screen, rich markup restyles the line) were
+    printed raw; they are printed with those characters escaped, as repr writes them, and markup
+    shown as typed."""
+    from pipeline.cli import app, run
+    from pipeline.verdicts import declarations_as_scored
+
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    shipment = "\u202e24-S"
+    with declarations_as_scored():  # as an earlier score run's rows were decided, before the rule
+        old = decision(shipment, Tier.PHYSICAL_INSPECTION, 0.9)
+    with AuditStore.open(db, seal_key=cli_key()) as store:
+        store.record(old)
+        store.record_outcome(shipment, found=None, officer="o-\u202e1", notes="wiped \x1b[2J [bold]cable[/]")
+    assert run(app, ["audit", "show", shipment, "--db", db]) == 0
+    shown = capsys.readouterr().out
+    assert run(app, ["audit", "list", "--db", db]) == 0
+    listed = capsys.readouterr().out
+    for out in (shown, listed):
+        assert "\u202e" not in out and "\x1b" not in out, out
+    assert "\\u202e24-S bulk_ore: PHYSICAL_INSPECTION" in shown
+    assert "\\u202e24-S.png" in shown
+    assert "outcome: clean by o-\\u202e1 at " in shown
+    assert shown.rstrip().endswith(": wiped \\x1b[2J [bold]cable[/]"), shown
+    assert "\\u202e24-S" in listed
+
+
 def test_an_empty_chain_exports_its_genesis_head(db_url: str, tmp_path: Path) -> None:
     from pipeline.audit.chain_file import verify_chain_file
 
