@@ -27,6 +27,9 @@ _F_OFD_GETLK: int | None = getattr(fcntl, "F_OFD_GETLK", None)
 """Open file description locks (Linux): None where the system has none."""
 _FLOCK = "hhqqi4x"
 """``struct flock``: l_type, l_whence, l_start, l_len, l_pid."""
+_READ_LOCKED = "ofd"
+"""Written after the process id in the lock file by a run that holds its read lock (see
+:class:`OutputLock`): ``123 ofd``."""
 
 
 def _whole_file(kind: int) -> bytes:
@@ -51,7 +54,9 @@ class OutputLock:
     rows of half the archive, a Parquet run's end deleted the journal the other appended to, and
     shipments were decided on doubled picture lists; both exited 0. The lock is taken before the
     output is opened (or cut, or removed by ``--overwrite``) and held until its decisions are
-    written. The file holds the holder's process id, for the message of the run refused.
+    written. The file holds the holder's process id, for the message of the run refused (``123``; a
+    file of a Clearsight before read locks holds that alone), then ``ofd`` where it holds the read
+    lock below (``123 ofd``).
 
     The kernel drops the lock when its process dies, so a killed run's file (left behind) blocks no
     later run and is taken over. A run ending removes the file while it still holds the lock: a run
@@ -60,7 +65,9 @@ class OutputLock:
     Beside the ``flock`` the run holds a read lock of the open file (an open file description lock,
     where the system has them: Linux), for :func:`held_by` to test for without taking any lock: a
     shared ``flock`` taken to test refused a run starting in that instant. The two kinds of lock do not
-    meet: runs keep each other out with the ``flock`` alone.
+    meet: runs keep each other out with the ``flock`` alone. A run may hold no read lock (a run of a
+    Clearsight before them, still going through an upgrade; a file system that refused it), so the
+    file says whether it holds one: held_by trusts the lack of one only where it does.
     """
 
     def __init__(self, out: Path, path: Path, fd: int) -> None:
@@ -96,11 +103,13 @@ class OutputLock:
                     "run into it could not be kept out; write the output on a file system that takes locks"
                 ) from exc
             if cls._still_there(fd, path):
-                # the id only helps the message of a run refused (none where the file is read-only)
+                # the read lock first, then the word that it is held: held_by, finding the word, trusts
+                # a read lock's absence (none written where the file is read-only; the id only helps
+                # the message of a run refused)
+                shown = f" {_READ_LOCKED}" if cls._show_held(fd) else ""
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, 0)
-                    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-                cls._show_held(fd)
+                    os.pwrite(fd, f"{os.getpid()}{shown}\n".encode("ascii"), 0)
                 return cls(out, path, fd)
             os.close(fd)  # locked as the run before us removed it: lock the file there now
         raise InputError(
@@ -124,23 +133,28 @@ class OutputLock:
             ) from exc
 
     @staticmethod
-    def _show_held(fd: int) -> None:
+    def _show_held(fd: int) -> bool:
         """Hold the read lock :func:`held_by` tests for (see the class); dropped with ``fd``'s last
-        descriptor, as the ``flock`` is. Where the system or the file system takes none, held_by tests
-        with a shared ``flock`` instead, or finds no run (the completion record, which the run removes
-        before it touches the output, still keeps its rows from being decided)."""
+        descriptor, as the ``flock`` is. Returns whether it is held: where the system or the file system
+        takes none, the run goes on (the ``flock`` keeps runs apart), and held_by tests with a shared
+        ``flock`` instead, or finds no run (the completion record, which the run removes before it
+        touches the output, still keeps its rows from being decided)."""
         if _F_OFD_SETLK is None:
-            return
-        with contextlib.suppress(OSError):
+            return False
+        try:
             fcntl.fcntl(fd, _F_OFD_SETLK, _whole_file(fcntl.F_RDLCK))
+        except OSError:
+            return False
+        return True
 
     @staticmethod
     def _holder(fd: int) -> str:
-        try:
-            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        except OSError:
-            text = ""
-        return f"process {text}" if text.isdigit() else "a process that has not written its id yet"
+        words = _written(fd)
+        return (
+            f"process {words[0]}"
+            if words and words[0].isdigit()
+            else "a process that has not written its id yet"
+        )
 
     @staticmethod
     def _still_there(fd: int, path: Path) -> bool:
@@ -182,7 +196,10 @@ def held_by(out: Path, *, looking: Callable[[], None] | None = None) -> str | No
     the lock file could be taken, which takes none: a run holds a read lock of it beside its ``flock``
     (:class:`OutputLock`). A shared ``flock``, taken to test and dropped at once, refused a run
     starting in that instant as if another run held the output. Elsewhere it is still tried so (a run
-    refused then says so, and can be started again).
+    refused then says so, and can be started again), and so it is where no read lock is found and the
+    lock file does not say its run took one: a run of a Clearsight before read locks, still going
+    through an upgrade, or one whose file system refused it the read lock, holds the ``flock`` alone,
+    and was taken for none (decide said its rows had no completion record, not that it wrote them).
 
     ``looking`` is called while it looks, the lock file open (for tests: a run starting then).
     """
@@ -193,7 +210,8 @@ def held_by(out: Path, *, looking: Callable[[], None] | None = None) -> str | No
         return None
     try:
         held = _held_open(fd)
-        if held is None:  # the run's read lock cannot be told here: the flock is tried
+        if not held and (held is None or _written(fd)[1:2] != [_READ_LOCKED]):
+            # the run's read lock cannot be told here, or the run may hold none: the flock is tried
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # dropped as fd is closed, below
             except BlockingIOError:
@@ -207,6 +225,15 @@ def held_by(out: Path, *, looking: Callable[[], None] | None = None) -> str | No
         return OutputLock._holder(fd) if held else None
     finally:
         os.close(fd)
+
+
+def _written(fd: int) -> list[str]:
+    """The words of the lock file open at ``fd``: a run's process id, then ``ofd`` where it holds its
+    read lock (:class:`OutputLock`); none where it cannot be read."""
+    try:
+        return os.pread(fd, 32, 0).decode("ascii", "replace").split()
+    except OSError:
+        return []
 
 
 def _held_open(fd: int) -> bool | None:

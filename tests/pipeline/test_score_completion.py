@@ -6,6 +6,8 @@ released a shipment whose other pictures were never scored, and recorded the rel
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -179,12 +181,55 @@ def test_a_score_run_starting_while_decide_looks_for_one_is_not_refused(env: Pat
     """decide looked for a run writing the rows by taking a shared lock on the output's lock file:
     a score run into the output starting in that instant was refused as if another run wrote it."""
     out = _score(env, _engine())
-    lock_path(out).write_text("4242\n")  # a run killed with -9 leaves its lock file
+    # a run killed with -9 leaves its lock file, saying it held its read lock (one that did not, or
+    # a run of a Clearsight before read locks, is still looked for with a shared flock)
+    lock_path(out).write_text("4242 ofd\n")
     started: list[OutputLock] = []
     assert held_by(out, looking=lambda: started.append(lock_output(out))) is None  # none was, then
     with started[0]:
         assert held_by(out) == f"process {os.getpid()}"  # the run started is seen from then on
     assert held_by(out) is None and not lock_path(out).exists()
+
+
+def test_decide_says_a_run_holding_the_lock_without_its_read_lock_is_still_writing_the_rows(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """held_by took a run for none wherever it found no read lock: a score run of a Clearsight before
+    read locks (still going through an upgrade) holds the flock alone, and decide said the rows had
+    no completion record (stopped, or still running?) instead of naming that run."""
+    out = _score(env, _engine())
+    fd = os.open(lock_path(out), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, b"4242\n")  # its id alone, as such a run writes it
+        assert held_by(out) == "process 4242"
+        capsys.readouterr()
+        assert _decide(env, out) == 2
+        err = " ".join(capsys.readouterr().err.split())
+    finally:
+        os.close(fd)
+    assert err.startswith(f"Error: --verdicts {str(out)!r}: a score run (process 4242) is still writing it")
+    assert held_by(out) is None
+
+
+def test_held_by_names_a_run_whose_read_lock_was_refused(monkeypatch: pytest.MonkeyPatch, env: Path) -> None:
+    """A run whose file system refused it the read lock (refused quietly: the flock is what keeps runs
+    apart) holds the flock alone, and held_by took it for none."""
+    out = _score(env, _engine())
+    ofd_setlk = getattr(fcntl, "F_OFD_SETLK", None)
+    real = fcntl.fcntl
+
+    def refused(fd: int, cmd: int, arg: int | bytes = 0) -> int | bytes:
+        if cmd == ofd_setlk:
+            raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+        return real(fd, cmd, arg)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fcntl, "fcntl", refused)
+        lock = lock_output(out)
+    with lock:
+        assert held_by(out) == f"process {os.getpid()}"
+    assert held_by(out) is None
 
 
 def _scored_and_three_clean(env: Path, suffix: str) -> tuple[Path, Path]:
