@@ -66,7 +66,8 @@ def read_finished(
 
     Raises:
         InputError: rows a completion record does not vouch for, without ``manifest``; rows that
-            changed while they were read.
+            changed while they were read (those that fail to parse as well: half a line appended).
+        DatasetFormatError: rows that do not parse, unchanged since they were checked.
     """
     from pipeline.score.completion import OpenRows
 
@@ -80,14 +81,28 @@ def read_finished(
         unfinished = _check_finished(verdicts, manifest, opened)  # before any row is read
         if checked is not None:
             checked()
-        rows = list(read_verdicts(verdicts, opened.read()))
+        try:
+            rows = list(read_verdicts(verdicts, opened.read()))
+        except Exception as exc:
+            # bytes written meanwhile (half a line a --resume appended) fail to parse: the change is
+            # what went wrong, not the rows; a file as vouched for is told as it failed
+            changed = opened.changed(stopped=True)
+            if changed is None:
+                raise
+            raise _changed(verdicts, changed) from exc
         changed = opened.changed()
     if changed is not None:
-        raise InputError(
-            f"--verdicts {str(verdicts)!r}: {changed}; nothing was decided: decide it again once no "
-            "score run writes it"
-        )
+        raise _changed(verdicts, changed)
     return rows, unfinished
+
+
+def _changed(verdicts: Path, why: str) -> InputError:
+    """The refusal of rows that changed while they were read (``why``, from
+    :meth:`pipeline.score.completion.OpenRows.changed`)."""
+    return InputError(
+        f"--verdicts {str(verdicts)!r}: {why}; nothing was decided: decide it again once no score run "
+        "writes it"
+    )
 
 
 def _check_finished(verdicts: Path, manifest: Path | None, opened: OpenRows) -> tuple[str, str] | None:

@@ -303,18 +303,33 @@ class OpenRows:
         self._reading = _HashedRead(self._file)
         return io.BufferedReader(self._reading, _CHUNK)
 
-    def changed(self) -> str | None:
+    def changed(self, *, stopped: bool = False) -> str | None:
         """Why the bytes :meth:`read` gave are not the ones :meth:`incomplete` found vouched for
         (written into the file between the two), in words; None where they are, or where none were
-        vouched for (the rows are decided as unfinished: nothing to keep to)."""
+        vouched for (the rows are decided as unfinished: nothing to keep to).
+
+        ``stopped``: the read failed partway (a row that does not parse: a line a run appending to
+        the file had written half of was told as not JSON, and a Parquet file appended to as not
+        one). What was read then says nothing of the rest, so the open file is hashed again from its
+        start instead; None too where it cannot be read again (the error that stopped the read is
+        told)."""
         if self._vouched is None:
             return None
-        size, sha256 = (0, "") if self._reading is None else self._reading.size_and_sha256()
+        found = "the rows read were"
+        if stopped:
+            self._file.seek(0)
+            try:
+                size, sha256 = _hashed(self._file)
+            except OSError:
+                return None
+            found = "the file now holds"
+        else:
+            size, sha256 = (0, "") if self._reading is None else self._reading.size_and_sha256()
         if (size, sha256) == self._vouched:
             return None
         return (
             "it changed while it was read (a score run into it started?): its completion record vouches "
-            f"for {self._vouched[0]} bytes of sha256 {self._vouched[1][:12]}..., the rows read were "
+            f"for {self._vouched[0]} bytes of sha256 {self._vouched[1][:12]}..., {found} "
             f"{size} bytes of sha256 {sha256[:12] or '(none)'}..."
         )
 

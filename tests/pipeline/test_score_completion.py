@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from score_fakes import FakePredictor, write_images  # noqa: E402
 
-from datasets.errors import InputError  # noqa: E402
+from datasets.errors import DatasetFormatError, InputError  # noqa: E402
 from datasets.manifest import write_manifest  # noqa: E402
 from pipeline.cli import app, run  # noqa: E402
 from pipeline.cli.decide import read_finished  # noqa: E402
@@ -273,6 +273,39 @@ def test_decide_refuses_rows_written_into_between_the_check_and_the_read(env: Pa
         read_finished(out, None, checked=written_over)
     said = " ".join(str(refused.value).split())
     assert said.startswith(f"--verdicts {str(out)!r}: it changed while it was read"), said
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_decide_refuses_rows_appended_to_between_the_check_and_the_read_as_changed(
+    env: Path, suffix: str
+) -> None:
+    """Bytes a run into the file (a --resume) appended between the check and the read, a line cut
+    short among them, were told as a row that does not parse (JSONL: not JSON; Parquet: not a readable
+    Parquet file), not as rows that changed while they were read."""
+    out, _ = _scored_and_three_clean(env, suffix)
+
+    def appended() -> None:
+        with out.open("ab") as fh:
+            fh.write(out.read_bytes()[:10])
+
+    with pytest.raises(InputError) as refused:
+        read_finished(out, None, checked=appended)
+    said = " ".join(str(refused.value).split())
+    assert said.startswith(f"--verdicts {str(out)!r}: it changed while it was read"), said
+    assert f"{out.stat().st_size} bytes" in said
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_rows_that_do_not_parse_and_did_not_change_are_refused_as_they_are(env: Path, suffix: str) -> None:
+    """A file vouched for that does not parse (its record written over it) is told as it is: no
+    change was made while it was read."""
+    out, _ = _scored_and_three_clean(env, suffix)
+    out.write_bytes(out.read_bytes()[:-10])
+    size, sha256 = len(out.read_bytes()), hashlib.sha256(out.read_bytes()).hexdigest()
+    record = json.loads(completion_path(out).read_text())
+    completion_path(out).write_text(json.dumps({**record, "bytes": size, "sha256": sha256}))
+    with pytest.raises(DatasetFormatError, match="not JSON|not a readable Parquet file"):
+        read_finished(out, None)
 
 
 def _two_shipments(env: Path) -> tuple[Path, Path]:
