@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from datasets.errors import AuditError, ConflictError, InputError
 from datasets.shown_text import escape_unshown
@@ -53,11 +53,14 @@ def _table_console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
-def _shown(text: str) -> str:
+def _shown(text: str, style: str = "") -> Text:
     """A recorded value as printed: its unshown characters escaped (a record decided before the
-    character rule, an officer's notes, which no rule holds) and its rich markup shown as typed
-    (``[bold]`` in notes restyled the line, ``[/]`` failed the command)."""
-    return escape(escape_unshown(text))
+    character rule, an officer's notes, which no rule holds), the rest as recorded.
+
+    A Text, never markup: ``[bold]`` in notes restyled the line and ``[/]`` failed the command, and
+    rich.markup.escape, which kept them as typed, doubles a backslash that ends a value (officer
+    ``DOM\\`` was shown as ``DOM\\\\``, and a shipment id so shown is not found when copied)."""
+    return Text(escape_unshown(text), style=style)
 
 
 def _anchor(text: str, *, option: str = "--expect") -> tuple[int, str]:
@@ -338,7 +341,11 @@ def register(app: typer.Typer) -> None:
                     raise
                 raise ConflictError(_has_outcome(shipment_id, now.seq, now.outcome)) from None
         what = "clean" if record.found is None else f"found {record.found}"
-        Console().print(f"recorded outcome of {_shown(shipment_id)} ({_shown(what)}) as record {record.seq}")
+        Console().print(
+            Text.assemble(
+                "recorded outcome of ", _shown(shipment_id), " (", _shown(what), f") as record {record.seq}"
+            )
+        )
 
     @group.command("export")
     def export(
@@ -442,13 +449,24 @@ def register(app: typer.Typer) -> None:
         d = record.decision
         console = _table_console()
         console.print(
-            f"[bold]{_shown(d.shipment_id)}[/bold] {_shown(d.cargo_type)}: [bold]{d.tier.value}[/bold]"
-            f"{' (random audit)' if d.random_audit else ''}"
+            Text.assemble(
+                _shown(d.shipment_id, "bold"),
+                " ",
+                _shown(d.cargo_type),
+                ": ",
+                (d.tier.value, "bold"),
+                " (random audit)" if d.random_audit else "",
+            )
         )
         console.print(
-            f"record {record.seq} {record.record_hash}; decided {d.decided_at} under policy "
-            f"{_shown(d.policy_version)} ({d.policy_sha256[:12]}); "
-            f"models {_shown(', '.join(d.model_ids)) or '-'}"
+            Text.assemble(
+                f"record {record.seq} {record.record_hash}; decided ",
+                _shown(d.decided_at),
+                " under policy ",
+                _shown(d.policy_version),
+                f" ({d.policy_sha256[:12]}); models ",
+                _shown(", ".join(d.model_ids) or "-"),
+            )
         )
         table = Table()
         table.add_column("rule", overflow="fold")
@@ -461,7 +479,7 @@ def register(app: typer.Typer) -> None:
         for r in d.reasons:
             table.add_row(
                 _shown(r.rule),
-                r.tier.value,
+                Text(r.tier.value),
                 _shown(r.image or ""),
                 "" if r.score is None else f"{r.score:.4f}",
                 "" if r.threshold is None else f"{r.threshold:.4f}",
@@ -470,10 +488,17 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         o = record.outcome
         console.print(
-            "outcome: pending"
+            Text("outcome: pending")
             if o is None
-            else f"outcome: {'clean' if o.found is None else _shown(o.found)} by {_shown(o.officer)} at "
-            f"{o.created_at}{': ' + _shown(o.notes) if o.notes else ''}"
+            else Text.assemble(
+                "outcome: ",
+                _shown("clean" if o.found is None else o.found),
+                " by ",
+                _shown(o.officer),
+                " at ",
+                _shown(o.created_at),
+                *((": ", _shown(o.notes)) if o.notes else ()),
+            )
         )
 
     @group.command("list")
@@ -503,9 +528,9 @@ def register(app: typer.Typer) -> None:
                 str(r.seq),
                 _shown(r.decision.shipment_id),
                 _shown(r.decision.cargo_type),
-                r.decision.tier.value,
+                Text(r.decision.tier.value),
                 "yes" if r.decision.random_audit else "",
                 "" if o is None else _shown(o.found or "clean"),
-                r.decision.decided_at,
+                _shown(r.decision.decided_at),
             )
         _table_console().print(table)

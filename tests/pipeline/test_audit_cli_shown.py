@@ -1,0 +1,62 @@
+"""What `clearsight audit show`, `audit list` and `audit outcome` print of recorded text: each value
+exactly as recorded, its unshown characters escaped, never read as rich markup."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.audit import AuditStore
+from pipeline.verdicts import Tier
+
+sys.path.insert(0, str(Path(__file__).parent))
+import audit_builders  # noqa: E402
+from audit_builders import cli_key  # noqa: E402
+
+
+def _cells(out: str, first: str) -> list[str]:
+    """The cells of the table row of ``out`` whose first cell is ``first``."""
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if cells and cells[0] == first:
+            return cells
+    raise AssertionError(f"no row {first!r} in:\n{out}")
+
+
+def test_cli_prints_a_value_ending_in_a_backslash_as_recorded(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rich.markup.escape doubles a backslash at the end of a string (it would escape the markup
+    that follows), so an officer ``DOM\\`` was shown as ``DOM\\\\`` and a shipment id ``S7\\`` in
+    the listing as ``S7\\\\``: an officer who copied it found no such shipment."""
+    from pipeline.cli import app, run
+
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
+        store.record(audit_builders.decision("S7\\", Tier.PHYSICAL_INSPECTION, score=0.9, rule="score.hold"))
+    argv = ["audit", "outcome", "S7\\", "--officer", "DOM\\", "--clean", "--notes", "C:\\scans\\"]
+    assert run(app, [*argv, "--db", db_url]) == 0
+    assert capsys.readouterr().out.strip() == "recorded outcome of S7\\ (clean) as record 2"
+
+    assert run(app, ["audit", "show", "S7\\", "--db", db_url]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "S7\\ bulk_ore: PHYSICAL_INSPECTION"
+    assert _cells("\n".join(lines), "score.hold")[2] == "S7\\.png"
+    assert lines[-1].startswith("outcome: clean by DOM\\ at "), lines[-1]
+    assert lines[-1].endswith(": C:\\scans\\"), lines[-1]
+
+    assert run(app, ["audit", "list", "--db", db_url]) == 0
+    assert _cells(capsys.readouterr().out, "1")[:3] == ["1", "S7\\", "bulk_ore"]
+
+
+def test_cli_prints_markup_in_recorded_text_as_typed(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Markup in notes is text: ``[bold]`` restyles nothing and a stray ``[/]`` fails nothing."""
+    from pipeline.cli import app, run
+
+    notes = "[bold]B[/bold] stray [/] back\\[red]x end\\"
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
+        store.record(audit_builders.decision("S1", Tier.PHYSICAL_INSPECTION, score=0.9, rule="score.hold"))
+        store.record_outcome("S1", found="wet_patch", officer="of[/]f", notes=notes)
+    assert run(app, ["audit", "show", "S1", "--db", db_url]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(f": {notes}")
