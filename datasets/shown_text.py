@@ -10,6 +10,7 @@ this check off.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any
 
@@ -40,6 +41,11 @@ U+2066-U+2069, U+200E, U+200F, U+061C) and every other format character stay ref
 extra's text values only, as :data:`TEXT_BREAKS`: ``T\u200d42`` as a trader id is not ``T42``."""
 
 _FREE_TEXT = TEXT_BREAKS | TEXT_JOINERS
+
+_READS_AS_ESCAPE = re.compile(r"\\(?:[\\tnr]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})")
+"""A backslash that reads as an escape :func:`escape_unshown` writes (``repr``'s ``\\\\``, ``\\t``,
+``\\n``, ``\\r``, ``\\xHH``, ``\\uHHHH``, ``\\UHHHHHHHH``): text that holds one is escaped too, or
+it would be printed as the text it spells out is."""
 
 
 def unshown_character(text: str, *, breaks: bool = False) -> str | None:
@@ -81,14 +87,21 @@ def refuse_unshown(value: Any, where: str, *, breaks: bool = False) -> None:
 
 
 def escape_unshown(text: str) -> str:
-    """``text`` for a terminal, each character in :data:`UNSHOWN_CATEGORIES` written as ``repr``
-    writes it (``\\u202e``, ``\\x1b``, ``\\n``), the joiners and line breaks free text may hold
-    included; every other character as it is.
+    """``text`` for a terminal. Where it holds anything to escape, each backslash is doubled and each
+    character in :data:`UNSHOWN_CATEGORIES` written as ``repr`` writes them (``\\\\``, ``\\u202e``,
+    ``\\x1b``, ``\\n``), the joiners and line breaks free text may hold included, so that what is
+    printed reads back one way; every other character is written as it is.
+
+    Anything to escape is an unshown character, or a backslash that reads as one of those escapes
+    (:data:`_READS_AS_ESCAPE`): the 10 ASCII characters ``\\u202e24-S`` were printed as the id that
+    starts with U+202E was, and are printed ``\\\\u202e24-S``. Text with neither, a Windows path in
+    notes (``C:\\scans\\``) included, is returned as it is.
 
     For what was stored without the rule (a record decided before it, an officer's notes): printed
     raw, ``"\\u202e24-S"`` read as ``S-42`` and an ESC rewrote the terminal that printed it."""
-    if unshown_character(text) is None:
+    if unshown_character(text) is None and _READS_AS_ESCAPE.search(text) is None:
         return text
     return "".join(
-        repr(char)[1:-1] if unicodedata.category(char) in UNSHOWN_CATEGORIES else char for char in text
+        repr(char)[1:-1] if unicodedata.category(char) in UNSHOWN_CATEGORIES else char
+        for char in text.replace("\\", "\\\\")
     )

@@ -72,17 +72,36 @@ def test_extra_values_may_hold_the_joiners_and_keys_may_not(value: object, messa
     assert str(info.value).startswith(message + ": control and format characters")
 
 
+# (id, text, printed): a backslash is doubled where the value holds anything escaped, so that what is
+# printed reads back one way: the literal ASCII id "\\u202e24-S" is not shown as the id U+202E 2 4 - S
+_ESCAPED = [
+    ("plain", "S-42", "S-42"),
+    ("bidi", "\u202e24-S", "\\u202e24-S"),
+    ("bidi-typed-out", "\\u202e24-S", "\\\\u202e24-S"),
+    ("escape", "wiped \x1b[2J", "wiped \\x1b[2J"),
+    ("escape-typed-out", "wiped \\x1b[2J", "wiped \\\\x1b[2J"),
+    ("astral-typed-out", "\\U000e0001", "\\\\U000e0001"),
+    ("breaks", "two\nlines\tand\u2028", "two\\nlines\\tand\\u2028"),
+    ("break-typed-out", "two\\nlines", "two\\\\nlines"),
+    ("joiner", _GOODS, "سنگ\\u200cآهن"),
+    # where a value holds an escape its backslashes are doubled: a backslash then ESC read as "\\\\x1b"
+    ("backslash-and-escape", "C:\\scans\\ \x1b[2J", "C:\\\\scans\\\\ \\x1b[2J"),
+    ("backslash-pair", "\\\\server\\scans", "\\\\\\\\server\\\\scans"),
+    # a backslash that reads as no escape: a Windows path in notes is shown as typed
+    ("path", "C:\\scans\\a.png", "C:\\scans\\a.png"),
+    ("path-ending-in-backslash", "C:\\Users\\scans\\", "C:\\Users\\scans\\"),
+    ("not-hex", "C:\\xray\\u20g", "C:\\xray\\u20g"),
+]
+
+
 @pytest.mark.parametrize(
-    ("text", "printed"),
-    [
-        ("S-42", "S-42"),
-        ("\u202e24-S", "\\u202e24-S"),
-        ("wiped \x1b[2J", "wiped \\x1b[2J"),
-        ("two\nlines\tand\u2028", "two\\nlines\\tand\\u2028"),
-        (_GOODS, "سنگ\\u200cآهن"),
-        ("C:\\scans\\a.png", "C:\\scans\\a.png"),  # a backslash is shown as it is
-    ],
-    ids=["plain", "bidi", "escape", "breaks", "joiner", "backslash"],
+    ("text", "printed"), [case[1:] for case in _ESCAPED], ids=[case[0] for case in _ESCAPED]
 )
 def test_escape_unshown(text: str, printed: str) -> None:
     assert escape_unshown(text) == printed
+
+
+def test_escape_unshown_tells_every_value_apart() -> None:
+    """No two values of the table are printed alike (the literal and the real U+202E above all)."""
+    texts = [case[1] for case in _ESCAPED]
+    assert len({escape_unshown(text) for text in texts}) == len(texts)
