@@ -82,12 +82,13 @@ def _anchor(text: str, *, option: str = "--expect") -> tuple[int, str]:
 
 
 def _has_outcome(shipment_id: str, seq: int, outcome: OutcomeRecord) -> str:
-    """Why an outcome is refused for a decision that has one."""
-    found = "clean" if outcome.found is None else f"found {outcome.found}"
+    """Why an outcome is refused for a decision that has one, the recorded outcome's text escaped as
+    `audit show` prints it (recorded before any rule, an officer's ESC rewrote the next one's terminal)."""
+    found = "clean" if outcome.found is None else f"found {escape_unshown(outcome.found)}"
     return (
         f"shipment {shipment_id!r} already has an outcome for decision {seq} ({found}, recorded by "
-        f"{outcome.officer} at {outcome.created_at}, record {outcome.seq}); pass --amend to record a "
-        "correction"
+        f"{escape_unshown(outcome.officer)} at {escape_unshown(outcome.created_at)}, record {outcome.seq}); "
+        "pass --amend to record a correction"
     )
 
 
