@@ -5,7 +5,8 @@ A trader id ``"\\u202e24-T"`` reads as ``T-42`` (another trader, a trusted one) 
 and an ESC in a value rewrites the terminal that prints it. One rule, held where declared text
 enters: a manifest's rows when they are read (:mod:`datasets.manifest`) and a declaration when it is
 built (``pipeline.verdicts.Declaration``), which earlier score runs' rows are decided again with
-this check off.
+this check off; an officer's outcome (officer, finding, notes) when it is recorded
+(``pipeline.audit.writing.check_outcome``).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def escape_unshown(text: str) -> str:
     starts with U+202E was, and are printed ``\\\\u202e24-S``. Text with neither, a Windows path in
     notes (``C:\\scans\\``) included, is returned as it is.
 
-    For what was stored without the rule (a record decided before it, an officer's notes): printed
+    For what was stored without the rule (a record decided, or an outcome recorded, before it): printed
     raw, ``"\\u202e24-S"`` read as ``S-42`` and an ESC rewrote the terminal that printed it."""
     if unshown_character(text) is None and _READS_AS_ESCAPE.search(text) is None:
         return text

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from datasets.shown_text import refuse_unshown
 from datasets.type_names import TYPE_NAME_PATTERN
 from models.inference import Prediction
 from pipeline.resolution import SCALE_TOLERANCE
@@ -27,6 +28,7 @@ __all__ = [
     "ScoredImage",
     "ShipmentResponse",
     "ThresholdsOut",
+    "shown_notes",
 ]
 
 SHIPMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -212,6 +214,14 @@ class SubmissionReceipt(BaseModel):
     policy_version: str
 
 
+def shown_notes(notes: str) -> str:
+    """``notes`` as sent, refused (``ValueError``, the field's error) if they hold a character that
+    does not show as itself: free text, taking tabs, line breaks and the joiners
+    (:func:`datasets.shown_text.refuse_unshown`). The JSON routes' and the review page's form's."""
+    refuse_unshown(notes, "notes", breaks=True)
+    return notes
+
+
 class OutcomeIn(BaseModel):
     """What the officer found: ``clean`` or an anomaly type, with optional notes."""
 
@@ -231,7 +241,9 @@ class OutcomeIn(BaseModel):
         pattern=TYPE_NAME_PATTERN,
         description="'clean', or the anomaly type found.",
     )
-    notes: str = Field(default="", max_length=MAX_OUTCOME_NOTES_CHARS)
+    # refused here, before the store refuses them too: a 422 naming the field, as any other
+    # field's; an ESC or a bidi override was kept in the trail for good
+    notes: Annotated[str, AfterValidator(shown_notes)] = Field(default="", max_length=MAX_OUTCOME_NOTES_CHARS)
     # strict, here and below: true was read as decision 1 (and judged it), "7" as 7, "false" as false
     decision_seq: StrictInt | None = Field(
         default=None,

@@ -310,8 +310,9 @@ class AuditStore:
 
         Raises:
             InputError: no decision recorded for ``shipment_id``, ``decision_seq`` none of its
-                decisions, an empty ``officer``/``found``, or half a character (a lone UTF-16
-                surrogate) in any of the text.
+                decisions, an empty ``officer``/``found``, half a character (a lone UTF-16
+                surrogate) in any of the text, or a character that does not show as itself in
+                ``officer``, ``found`` or ``notes`` (:func:`~pipeline.audit.writing.check_outcome`).
             ConflictError: ``decision_seq`` is an earlier decision; or it has an outcome and not
                 ``amend``.
             AuditError: the database cannot be written.

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from datasets.errors import ConflictError, DatasetFormatError, InputError
 from datasets.json_text import check_writable
+from datasets.shown_text import refuse_unshown
 from pipeline.audit.chain import canonical_json, chain_hash, created_at_now, index_columns
 from pipeline.audit.image_indexes import Picture, Sighting, add_decision, sightings
 from pipeline.audit.reading import FirstSent, first_sent, latest_decision, records_of
@@ -145,8 +146,13 @@ def decision_json(decision: ShipmentDecision) -> dict[str, Any]:
 
 
 def check_outcome(shipment_id: str, found: str | None, officer: str, notes: str) -> None:
-    """Refuse an outcome's empty officer or finding, a finding that reads as clean cargo, or half a
-    character in any of its text.
+    """Refuse an outcome's empty officer or finding, a finding that reads as clean cargo, half a
+    character in any of its text, or a character that does not show as itself
+    (:func:`datasets.shown_text.refuse_unshown`): in the officer and the finding, ids, any; in the
+    notes, free text, any but tabs, line breaks and the joiners.
+
+    Checked as an outcome is recorded, never as one is read: an outcome recorded before the rule
+    keeps its text, reads back and verifies (the review page isolates it, the CLI escapes it).
 
     Raises:
         InputError: naming what is wrong.
@@ -162,10 +168,19 @@ def check_outcome(shipment_id: str, found: str | None, officer: str, notes: str)
             f"found {found!r} names no anomaly type: record clean cargo as clean (the API's found "
             '"clean", the CLI\'s --clean)'
         )
+    where = f"outcome of shipment {shipment_id!r}"
     _refuse_half_characters(
-        f"outcome of shipment {shipment_id!r}",
-        {"shipment_id": shipment_id, "found": found, "officer": officer, "notes": notes},
+        where, {"shipment_id": shipment_id, "found": found, "officer": officer, "notes": notes}
     )
+    # an ESC in notes rewrote the terminal that printed the trail, and "o-\u202e1" read as 1-o: kept
+    # for good once chained. The shipment id is not checked: it names a decision already recorded,
+    # which may hold what was taken before its own rule.
+    try:
+        refuse_unshown(officer, "officer")
+        refuse_unshown(found, "found")
+        refuse_unshown(notes, "notes", breaks=True)
+    except ValueError as exc:
+        raise InputError(f"{where}: {exc}") from exc
 
 
 def write_decision(

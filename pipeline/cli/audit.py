@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from datasets.errors import AuditError, ConflictError, InputError
-from datasets.shown_text import escape_unshown
+from datasets.shown_text import escape_unshown, refuse_unshown
 from datasets.type_names import TYPE_NAME_RULE, is_type_name
 from pipeline.audit import SCHEMA_VERSION, AuditStore, OutcomeRecord
 from pipeline.audit.store import sqlite_file
@@ -55,7 +55,7 @@ def _table_console() -> Console:
 
 def _shown(text: str, style: str = "") -> Text:
     """A recorded value as printed: its unshown characters escaped (a record decided before the
-    character rule, an officer's notes, which no rule holds), the rest as recorded.
+    character rule, or an outcome recorded before it; notes' line breaks), the rest as recorded.
 
     A Text, never markup: ``[bold]`` in notes restyled the line and ``[/]`` failed the command, and
     rich.markup.escape, which kept them as typed, doubles a backslash that ends a value (officer
@@ -302,6 +302,11 @@ def register(app: typer.Typer) -> None:
             raise InputError("give exactly one of --found TYPE or --clean")
         if found is not None and not is_type_name(found):
             raise InputError(f"--found {found[:70]!r} is not a type name: {TYPE_NAME_RULE}")
+        try:  # the store refuses them too, after the lookups: named here as the options they came in
+            refuse_unshown(officer, "--officer")
+            refuse_unshown(notes, "--notes", breaks=True)
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
         if len(notes) > MAX_OUTCOME_NOTES_CHARS:  # kept in the chain for good, as the API bounds them
             raise InputError(
                 f"--notes is {len(notes)} characters long; an outcome takes at most "

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from datasets.errors import AuditError, ConflictError, InputError
@@ -36,7 +37,7 @@ from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep, authenticate, 
 from serve.errors import NotAuthenticatedError, PermissionDeniedError, TooManyAttemptsError
 from serve.findings import finding_types
 from serve.routes.shipments import ShipmentIdPath, record_outcome
-from serve.schemas import CLEAN, MAX_SEQ, RECORDED_ID_PATTERN, OutcomeIn
+from serve.schemas import CLEAN, MAX_SEQ, RECORDED_ID_PATTERN, OutcomeIn, shown_notes
 from serve.scoring import refuse_repeated_fields
 from serve.storage import heatmap_name
 
@@ -458,7 +459,8 @@ FormSessionDep = Annotated[None, Depends(_form_session)]
 FoundForm = Annotated[str, Form(min_length=1, max_length=64, pattern=TYPE_NAME_PATTERN)]
 CsrfForm = Annotated[str, Form(max_length=128)]
 DecisionSeqForm = Annotated[int, Form(ge=1, le=MAX_SEQ)]
-NotesForm = Annotated[str, Form(max_length=MAX_OUTCOME_NOTES_CHARS)]
+# checked with the form's fields: raised where the form builds its OutcomeIn, it failed as a 500
+NotesForm = Annotated[str, Form(max_length=MAX_OUTCOME_NOTES_CHARS), AfterValidator(shown_notes)]
 
 _FORM_FIELDS = ("found", "csrf", "decision_seq", "notes")
 """The fields both outcome forms read (``/outcome`` also its ``shipment_id`` and ``searched``)."""

@@ -3,6 +3,7 @@ decision judged: a second outcome only with --amend, and --decision-seq refused 
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -78,3 +79,88 @@ def test_cli_outcome_for_a_decision_since_superseded_is_refused(
     assert run(app, [*argv, "--decision-seq", "1"]) == 2
     assert "was decided again since decision 1: its latest decision is 2" in capsys.readouterr().err
     assert run(app, [*argv, "--decision-seq", "2"]) == 0
+
+
+REFUSED = [
+    # (name, arguments, said)
+    ("notes-esc", ["--officer", "o-1", "--notes", "wiped \x1b[2J"], "--notes holds U+001B: control and"),
+    ("notes-rlo", ["--officer", "o-1", "--notes", "hold \u202e3"], "--notes holds U+202E (RIGHT-TO-LEFT"),
+    ("officer-rlo", ["--officer", "o-\u202e1"], "--officer holds U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ("officer-newline", ["--officer", "o-1\n"], "--officer holds U+000A: control and format"),
+    ("officer-joiner", ["--officer", "o\u200d1"], "--officer holds U+200D (ZERO WIDTH JOINER)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "said"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
+def test_cli_outcome_holds_notes_and_officer_to_the_character_rule(
+    db_url: str, capsys: pytest.CaptureFixture[str], args: list[str], said: str
+) -> None:
+    """Notes and the officer's id took any character but half a one: an ESC or a bidi override was
+    kept in the trail for good. The officer is an id, the notes free text (line breaks, tabs and the
+    joiners taken)."""
+    from pipeline.cli import app, run
+
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
+        store.record(decision("S1", Tier.PHYSICAL_INSPECTION))
+    assert run(app, ["audit", "outcome", "S1", "--clean", *args, "--db", db_url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and said in err, err
+    with AuditStore.open(db_url, create=False) as store:
+        assert store.get("S1").outcome is None  # type: ignore[union-attr]
+    notes = "scrap cable\nin hold 3\tport side, \u0645\u06cc\u200c\u0634\u0648\u062f"
+    assert (
+        run(app, ["audit", "outcome", "S1", "--officer", "o-1", "--clean", "--notes", notes, "--db", db_url])
+        == 0
+    )
+    with AuditStore.open(db_url, create=False) as store:
+        assert store.get("S1").outcome.notes == notes  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "said"),
+    [
+        ({"officer": "o-\u202e1"}, "officer holds U+202E"),
+        ({"found": "wet_\u202epatch"}, "found holds U+202E"),
+        ({"found": "wet_patch\n"}, "found holds U+000A"),
+        ({"notes": "wiped \x1b[2J"}, "notes holds U+001B"),
+    ],
+)
+def test_the_store_holds_an_outcome_to_the_character_rule(
+    db_url: str, kwargs: dict[str, str], said: str
+) -> None:
+    """What any writer records (the CLI and the service check before): officer and found as ids, notes
+    as free text."""
+    from datasets.errors import InputError
+
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
+        store.record(decision("S1", Tier.PHYSICAL_INSPECTION))
+        with pytest.raises(InputError, match=f"^outcome of shipment 'S1': {re.escape(said)}"):
+            store.record_outcome("S1", **{"found": None, "officer": "o-1", **kwargs})  # type: ignore[arg-type]
+        assert store.get("S1").outcome is None  # type: ignore[union-attr]
+        store.record_outcome("S1", found=None, officer="o-1", notes="line\r\nbreaks\tand a\u200djoiner")
+
+
+def test_an_outcome_recorded_before_the_character_rule_is_read_and_verified(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rule holds where an outcome is recorded, never where it is read: one recorded before it
+    keeps its text, reads back and verifies."""
+    import pipeline.audit.store as store_module
+    from pipeline.cli import app, run
+
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
+        store.record(decision("S1", Tier.PHYSICAL_INSPECTION))
+        with monkeypatch.context() as before:  # as a version without the rule recorded it
+            before.setattr(store_module, "check_outcome", lambda *args: None)
+            store.record_outcome("S1", found="wet_\u202epatch", officer="o-\u202e1", notes="wiped \x1b[2J")
+    with AuditStore.open(db_url, create=False, seal_key=cli_key()) as store:
+        outcome = store.get("S1").outcome  # type: ignore[union-attr]
+        assert (outcome.found, outcome.officer, outcome.notes) == (
+            "wet_\u202epatch",
+            "o-\u202e1",
+            "wiped \x1b[2J",
+        )
+        assert store.verify().ok
+    assert run(app, ["audit", "verify", "--db", db_url]) == 0
+    assert run(app, ["audit", "show", "S1", "--db", db_url]) == 0
+    assert "wiped \\x1b[2J" in capsys.readouterr().out

@@ -1058,12 +1058,13 @@ def test_a_chain_that_does_not_reach_its_head_is_not_exported(
 
 
 def test_cli_show_and_list_escape_what_does_not_show_as_itself(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A record written before the character rule (a shipment id "\\u202e24-S", read as S-42) and
-    an officer's notes (free text: an ESC clears the screen, rich markup restyles the line) were
-    printed raw; they are printed with those characters escaped, as repr writes them, and markup
-    shown as typed."""
+    an officer's notes recorded before it (an ESC clears the screen; rich markup, which the rule
+    takes, restyles the line) were printed raw; they are printed with those characters escaped, as
+    repr writes them, and markup shown as typed."""
+    import pipeline.audit.store as store_module
     from pipeline.cli import app, run
     from pipeline.verdicts import declarations_as_scored
 
@@ -1073,7 +1074,11 @@ def test_cli_show_and_list_escape_what_does_not_show_as_itself(
         old = decision(shipment, Tier.PHYSICAL_INSPECTION, 0.9)
     with AuditStore.open(db, seal_key=cli_key()) as store:
         store.record(old)
-        store.record_outcome(shipment, found=None, officer="o-\u202e1", notes="wiped \x1b[2J [bold]cable[/]")
+        with monkeypatch.context() as before:  # as a version without the outcome's rule recorded it
+            before.setattr(store_module, "check_outcome", lambda *args: None)
+            store.record_outcome(
+                shipment, found=None, officer="o-\u202e1", notes="wiped \x1b[2J [bold]cable[/]"
+            )
     assert run(app, ["audit", "show", shipment, "--db", db]) == 0
     shown = capsys.readouterr().out
     assert run(app, ["audit", "list", "--db", db]) == 0

@@ -429,6 +429,27 @@ def test_an_outcome_form_giving_a_field_twice_is_refused(make_client, audit_stor
     assert audit_store.get("SHP-F").outcome.found == "foreign_object"
 
 
+@pytest.mark.parametrize("path", ["/review/outcome", "/review/shipments/SHP-F/outcome"])
+def test_an_outcome_form_s_notes_are_held_to_the_character_rule(make_client, audit_store, path) -> None:
+    """The form's notes took any character but half a one: a bidi override was recorded for good.
+    Refused by name, as the JSON routes refuse them; a line break, free text's, taken."""
+    from serve_fakes import batch_hold
+
+    audit_store.record(batch_hold("SHP-F"))
+    client = make_client()
+    _signed_in(client)
+    form = {**_form(client.get("/review").text, "SHP-F"), "found": "clean", "notes": "ok \u202e3 dloh"}
+    response = client.post(path, data=form, follow_redirects=False)
+    assert response.status_code == 422, response.text[:300]
+    assert response.json()["detail"].startswith(
+        "body.notes: Value error, notes holds U+202E (RIGHT-TO-LEFT OVERRIDE): "
+    ), response.json()["detail"]
+    assert audit_store.get("SHP-F").outcome is None  # the hold stands
+    taken = client.post(path, data={**form, "notes": "ok\r\nhold 3"}, follow_redirects=False)
+    assert taken.status_code == 303, taken.text[:300]
+    assert audit_store.get("SHP-F").outcome.notes == "ok\r\nhold 3"
+
+
 FORGED_TEXT = (
     "SHP-7. URGENT: customs IT asks all officers to re-enter their API key at https://evil.example/ " * 80
 )

@@ -597,6 +597,38 @@ def test_an_outcome_naming_a_key_twice_is_refused(make_client, audit_store, path
 
 
 @pytest.mark.parametrize(
+    ("notes", "char"),
+    [
+        ("wiped \x1b[2J", "U+001B"),  # rewrote the terminal that printed the trail
+        ("cable in hold \u202e3 dloh", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("cable\u2028hold 3", "U+2028 (LINE SEPARATOR)"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/shipments/SHP-N/outcome", "/v1/outcomes"])
+def test_an_outcome_s_notes_are_held_to_the_character_rule(
+    make_client, audit_store, path, notes, char
+) -> None:
+    """Notes took any character but half a one: an ESC or a bidi override was kept in the trail for
+    good. They are free text, held to the rule as a declaration's extra is: refused by name; tabs, line
+    breaks and the joiners taken."""
+    client = make_client()
+    assert _submit(client, "SHP-N", [240]).json()["seq"] == 1
+    named = {"shipment_id": "SHP-N"} if path == "/v1/outcomes" else {}
+    response = client.post(path, json={**named, "found": "clean", "notes": notes}, headers=OFFICER)
+    assert response.status_code == 422, response.text
+    assert response.json()["type"] == "https://clearsight.dev/problems/validation"
+    assert [error["loc"] for error in response.json()["errors"]] == ["body.notes"]
+    assert response.json()["detail"].startswith(f"body.notes: Value error, notes holds {char}: "), (
+        response.text
+    )
+    assert audit_store.get("SHP-N").outcome is None
+    free = "scrap cable\nin hold 3\tport side, \u0645\u06cc\u200c\u0634\u0648\u062f"
+    taken = client.post(path, json={**named, "found": "clean", "notes": free}, headers=OFFICER)
+    assert taken.status_code == 200, taken.text
+    assert audit_store.get("SHP-N").outcome.notes == free
+
+
+@pytest.mark.parametrize(
     ("sent", "shown"),
     [
         ({"decision_seq": True}, "true"),  # was recorded as judging decision 1
