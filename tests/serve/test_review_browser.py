@@ -232,7 +232,7 @@ def test_review_forms_need_session_and_csrf(make_client, audit_store) -> None:
     assert "No more shipments decided before record 1." in beyond and "&larr; Newest shipments" in beyond
     shown = client.get("/review?show=all").text
     assert "1 shipment, newest first" in shown and "Newest shipments" not in shown
-    assert "Outcome: <strong>foreign_object</strong> by officer:" in shown and " UTC" in shown
+    assert "Outcome: <strong><bdi>foreign_object</bdi></strong> by <bdi>officer:" in shown and " UTC" in shown
     assert "model bulk_ore-fake-0001" in shown
     missing = client.get("/review/files/images/" + "0" * 64)
     assert missing.status_code == 404
@@ -374,7 +374,10 @@ def test_a_shipment_is_found_on_the_page_by_its_id_whatever_its_tier(make_client
     assert "Outcome recorded for shipment <strong>SHP-GONE</strong>" in done.text
     assert audit_store.get("SHP-GONE").outcome.found == "unknown"
     # back to the shipment searched for, not to the held queue, where a released one is not
-    assert 'data-shipment="SHP-GONE"' in done.text and "Outcome: <strong>unknown</strong>" in done.text
+    assert (
+        'data-shipment="SHP-GONE"' in done.text
+        and "Outcome: <strong><bdi>unknown</bdi></strong>" in done.text
+    )
     stale = client.post("/review/outcome", data={**fields, "found": "clean"})
     assert "Not recorded: shipment <strong>SHP-GONE</strong> changed" in stale.text
     assert 'data-shipment="SHP-GONE"' in stale.text

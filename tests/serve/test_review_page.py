@@ -371,7 +371,8 @@ def test_a_form_not_recorded_comes_back_to_its_shipment(make_client, audit_store
     landed = client.get(location).text
     assert "Not recorded: shipment <strong>" in landed
     assert (
-        f'data-shipment="{html.escape(shipment)}"' in landed and "Outcome: <strong>clean</strong>" in landed
+        f'data-shipment="{html.escape(shipment)}"' in landed
+        and "Outcome: <strong><bdi>clean</bdi></strong>" in landed
     )
 
 
@@ -397,6 +398,30 @@ def test_a_declared_value_cannot_reorder_the_review_page_even_in_a_record_from_b
     assert "<dd><bdi>\u202e24-T</bdi></dd>" in listed
     assert values and all(v.startswith("<bdi>") and v.endswith("</bdi>") for v in values), values
     assert "<h2><bdi>SHP-RLO</bdi></h2>" in page
+
+
+def test_an_outcome_recorded_before_the_character_rule_cannot_reorder_the_review_page(
+    make_client, audit_store, monkeypatch
+) -> None:
+    """The recorded outcome's finding, officer and notes were shown bare: notes "\\u202e3 dloh" recorded
+    before the rule reversed the rest of the line. Each is isolated, as the declared values are."""
+    from serve_fakes import batch_hold
+
+    import pipeline.audit.store as store_module
+
+    audit_store.record(batch_hold("SHP-RLO"))
+    with monkeypatch.context() as before:  # as a version without the outcome's rule recorded it
+        before.setattr(store_module, "check_outcome", lambda *args: None)
+        audit_store.record_outcome(
+            "SHP-RLO", found="wet_\u202epatch", officer="o-\u202e1", notes="\u202e3 dloh"
+        )
+    client = make_client()
+    _signed_in(client)
+    page = client.get("/review", params={"shipment": "SHP-RLO"}).text
+    (recorded,) = re.findall(r'<p class="recorded">(.*?)</p>', page, re.S)
+    assert recorded.startswith("Outcome: <strong><bdi>wet_\u202epatch</bdi></strong> by <bdi>o-\u202e1</bdi>")
+    assert recorded.rstrip().endswith("&mdash; <bdi>\u202e3 dloh</bdi>"), recorded
+    assert re.sub(r"<bdi>.*?</bdi>", "", recorded).count("\u202e") == 0
 
 
 @pytest.mark.parametrize(
