@@ -200,7 +200,7 @@ def _check_columns(columns: Iterable[str], where: str) -> None:
             )
 
 
-_SHOWN_AS_IDS = frozenset({"shipment_id", "trader_id", "aeo_tier"})
+_SHOWN_AS_IDS = frozenset({"shipment_id", "cargo_type", "trader_id", "aeo_tier"})
 """Declared columns that are ids, not free text: held to :func:`datasets.shown_text.refuse_unshown`
 without the line breaks free text may hold (as ``pipeline.verdicts.Declaration`` holds its fields)."""
 
@@ -217,16 +217,18 @@ def _check_names_shown(columns: Iterable[str], where: str) -> None:
 
 def _check_declared_shown(declaration: Mapping[str, Any], where: str) -> None:
     """Refuse declared text that does not show as itself (:mod:`datasets.shown_text`): ``shipment_id``,
-    ``trader_id`` and ``aeo_tier`` as ids, the columns a declaration keeps under extra as free text.
+    ``cargo_type``, ``trader_id`` and ``aeo_tier`` as ids, the columns a declaration keeps under extra
+    as free text.
 
     Checked here, where the line is known, because ``score`` without ``--policy`` builds no
     declaration: it wrote ``"\\u202e24-T"`` (shown as ``T-42``) into its rows, which
     ``decide --verdicts`` takes as written (``pipeline.verdicts.declarations_as_scored``). A shipment
     id ``"\\u202e24-S"`` (shown as ``S-42``) went into the rows and decisions with or without
-    ``--policy``, which groups the rows by it.
+    ``--policy``, which groups the rows by it. A cargo type ``"\\u202ebulk_ore"`` picks no model, but
+    its error row was written and its shipment decided and recorded under it.
     """
     for column, value in declaration.items():
-        if column == "cargo_type" or column in FLAG_COLUMNS:
+        if column in FLAG_COLUMNS:
             continue
         try:
             refuse_unshown(value, f"column {column!r}", breaks=column not in _SHOWN_AS_IDS)

@@ -1,5 +1,5 @@
-"""Declared text that must show as itself: a shipment id, a trader id, a tier, a declaration's own
-keys and values.
+"""Declared text that must show as itself: a shipment id, a cargo type, a trader id, a tier, a
+declaration's own keys and values.
 
 A trader id ``"\\u202e24-T"`` reads as ``T-42`` (another trader, a trusted one) on the review page,
 and an ESC in a value rewrites the terminal that prints it. One rule, held where declared text

@@ -225,9 +225,9 @@ the declarations built from them are read as written, without the character chec
 @contextmanager
 def declarations_as_scored() -> Iterator[None]:
     """Declarations validated inside are read as an earlier score run wrote them: the character check
-    of :class:`Declaration` (:func:`datasets.shown_text.refuse_unshown`: shipment_id, trader_id,
-    aeo_tier, extra) is off, as it is for a recorded decision's (:class:`ShipmentDecision`); every
-    other check stays.
+    of :class:`Declaration` (:func:`datasets.shown_text.refuse_unshown`: shipment_id, cargo_type,
+    trader_id, aeo_tier, extra) is off, as it is for a recorded decision's
+    (:class:`ShipmentDecision`); every other check stays.
 
     For ``clearsight decide --verdicts`` alone, around deciding rows it read from a score run's file:
     they were taken under the rules of their day (a soft hyphen in a trader id, a BOM in a goods
@@ -278,11 +278,12 @@ class Declaration(BaseModel):
             return value.strip() or None
         return value
 
-    @field_validator("shipment_id", "trader_id", "aeo_tier")
+    @field_validator("shipment_id", "cargo_type", "trader_id", "aeo_tier")
     @classmethod
     def _shown_as_sent(cls, value: str | None, info: ValidationInfo) -> str | None:
         # a record decided before, or a score run's row, keeps what it holds (the review page
-        # isolates it: <bdi>); a shipment id "\u202e24-S" reads as S-42 in every message and page
+        # isolates it: <bdi>); a shipment id "\u202e24-S" reads as S-42 in every message and page,
+        # a cargo type "\u202ebulk_ore" picks no model but was decided and recorded under it
         if value is not None and _characters_checked():
             refuse_unshown(value, str(info.field_name))
         return value

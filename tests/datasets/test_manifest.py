@@ -402,6 +402,16 @@ _UNSHOWN = (
             f"{HEADER}\nimg/a.png,S-1,ore,,,\nimg/b.png,\u202e24-S,ore,,,\n",
             "{m}:3: column 'shipment_id' holds U+202E (RIGHT-TO-LEFT OVERRIDE): " + _UNSHOWN,
         ),
+        (  # picks no model: an error row, decided and recorded, its cargo type shown reversed
+            "m.csv",
+            f"{HEADER}\nimg/a.png,S-1,ore,,,\nimg/b.png,S-2,\u202eore,,,\n",
+            "{m}:3: column 'cargo_type' holds U+202E (RIGHT-TO-LEFT OVERRIDE): " + _UNSHOWN,
+        ),
+        (  # an id: no line break, which free text takes
+            "m.jsonl",
+            '{"path": "img/a.png", "shipment_id": "S1", "cargo_type": "o\\u2028re"}\n',
+            "{m}:1: column 'cargo_type' holds U+2028 (LINE SEPARATOR): " + _UNSHOWN,
+        ),
         (  # an id: no joiner, which free text takes
             "m.jsonl",
             '{"path": "img/a.png", "shipment_id": "S\\u200d1", "cargo_type": "o"}\n',
@@ -433,8 +443,9 @@ _UNSHOWN = (
             "{m}:1: column 'x_goods' holds U+001B: " + _UNSHOWN,
         ),
     ],
-    ids=["trader-bidi", "shipment-bidi", "shipment-joiner", "tier-soft-hyphen", "custom-name-line-break",
-         "custom-name-separator", "extra-zero-width", "extra-escape"],
+    ids=["trader-bidi", "shipment-bidi", "cargo-bidi", "cargo-separator", "shipment-joiner",
+         "tier-soft-hyphen", "custom-name-line-break", "custom-name-separator", "extra-zero-width",
+         "extra-escape"],
 )  # fmt: skip
 def test_declared_text_that_does_not_show_as_itself_is_refused(
     archive: Path, name: str, text: str, message: str

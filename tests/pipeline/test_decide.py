@@ -1168,6 +1168,11 @@ def _unchecked(verdict: ImageVerdict, **declared: Any) -> ImageVerdict:
             "shipment '\\u202e24-S': invalid declaration: shipment_id = '\\u202e24-S': Value error, "
             f"shipment_id holds U+202E (RIGHT-TO-LEFT OVERRIDE): {_UNSHOWN}",
         ),
+        (  # picks no model, but was decided and recorded, shown reversed
+            [row("S", 0.1, "a", cargo_type="\u202ebulk_ore")],
+            "shipment 'S': invalid declaration: cargo_type = '\\u202ebulk_ore': Value error, cargo_type "
+            f"holds U+202E (RIGHT-TO-LEFT OVERRIDE): {_UNSHOWN}",
+        ),
         (
             [row("S", 0.1, "a", hs_code="2601\u200b")],
             f"shipment 'S': invalid declaration: extra = {{'hs_code': '2601\\u200b'}}: Value error, "
@@ -1200,6 +1205,7 @@ def _unchecked(verdict: ImageVerdict, **declared: Any) -> ImageVerdict:
         "shipment-a-number",
         "trader-bidi-control",
         "shipment-bidi-control",
+        "cargo-bidi-control",
         "extra-format-character",
         "extra-key-line-break",
         "extra-escape",

@@ -128,14 +128,18 @@ def test_option_errors(
 
 
 @pytest.mark.parametrize(
-    ("column", "policy"), [("trader_id", False), ("shipment_id", False), ("shipment_id", True)]
-)
+    ("column", "policy"),
+    [("trader_id", False), ("shipment_id", False), ("shipment_id", True), ("cargo_type", False),
+     ("cargo_type", True)],
+)  # fmt: skip
 def test_score_refuses_an_id_that_does_not_show_as_itself(
     tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str], column: str, policy: bool
 ) -> None:
     """Without --policy no declaration is built: the manifest reader holds the character rule, or
     '\u202e24-T' (shown as T-42) went into the rows, and ``decide --verdicts`` recorded it. A shipment
-    id '\u202e24-S' (shown as S-42) was taken with --policy too, decided and recorded."""
+    id '\u202e24-S' (shown as S-42) was taken with --policy too, decided and recorded. A cargo type
+    '\u202ebulk_ore' picked no model, but its row was written (exit 0 beside rows scored) and, with
+    --policy, its shipment decided and recorded under it."""
     arc = tmp_path / "arc"
     (ore,) = write_images(arc, [40], prefix="ore")
     manifest = arc / "manifest.csv"

@@ -512,6 +512,14 @@ BAD = [
         "declaration is not valid: shipment_id: Value error, shipment_id holds U+202E (RIGHT-TO-LEFT "
         "OVERRIDE): control and format characters and line or paragraph separators are not accepted",
     ),
+    (  # was refused as a cargo type with no model, the character unnamed
+        "a bidi control in cargo_type",
+        json.dumps({"shipment_id": "S", "cargo_type": "\u202ebulk_ore"}),
+        422,
+        "bad-input",
+        "declaration is not valid: cargo_type: Value error, cargo_type holds U+202E (RIGHT-TO-LEFT "
+        "OVERRIDE): control and format characters and line or paragraph separators are not accepted",
+    ),
     (
         "a line separator in trader_id",
         json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "trader_id": "T-\u20281"}),
