@@ -377,6 +377,18 @@ def test_the_page_leads_with_the_verdict_and_draws_the_weeks() -> None:
     assert "no week has audit and hold outcomes yet" in empty and "None: no random audit" in empty
 
 
+def test_each_picture_of_a_miss_is_isolated_so_that_no_name_reorders_the_others() -> None:
+    """The pictures were joined bare into one cell: a file name holding U+202E reversed itself and
+    every name after it ('2.png' read as 'gnp.2'). Each name is isolated in its own <bdi>."""
+    base = _decision("A0", "audited")
+    paths = ("/arc/\u202egnp.1.png", "/arc/2.png", "/arc/3.png")
+    images = [base.images[0].model_copy(update={"path": path}) for path in paths]
+    report = field_report([_record(base.model_copy(update={"images": images}), "foreign_object")])
+    page = render_field_report(report, store="sqlite:///audit.db")
+    (cell,) = re.findall(r'<td colspan="7" class="path">(.*?)</td>', page, re.S)
+    assert cell == "<bdi>/arc/\u202egnp.1.png</bdi>  ·  <bdi>/arc/2.png</bdi>  ·  <bdi>/arc/3.png</bdi>"
+
+
 def test_an_empty_group_has_no_rates() -> None:
     g = GroupFigures()
     assert (g.released_share, g.anomalous_among_released, g.miss_rate()) == (None, None, (None, None))
