@@ -63,15 +63,18 @@ def test_cli_prints_markup_in_recorded_text_as_typed(db_url: str, capsys: pytest
 
 
 def test_cli_refusal_of_a_second_outcome_escapes_the_recorded_one(
-    db_url: str, capsys: pytest.CaptureFixture[str]
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The "already has an outcome" refusal named the recorded officer and finding raw: an outcome
     recorded before any character rule wrote its ESC to the terminal of the next officer."""
+    import pipeline.audit.store as store_module
     from pipeline.cli import app, run
 
     with AuditStore.open(db_url, seal_key=cli_key()) as store:
         store.record(audit_builders.decision("S1", Tier.PHYSICAL_INSPECTION, score=0.9, rule="score.hold"))
-        store.record_outcome("S1", found="wet\u202epatch", officer="o-\x1b[2J", notes="")
+        with monkeypatch.context() as before:  # as a version without the outcome rule recorded it
+            before.setattr(store_module, "check_outcome", lambda *args: None)
+            store.record_outcome("S1", found="wet\u202epatch", officer="o-\x1b[2J", notes="")
     assert run(app, ["audit", "outcome", "S1", "--officer", "o-2", "--clean", "--db", db_url]) == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\u202e" not in err, err
