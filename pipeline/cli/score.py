@@ -89,7 +89,11 @@ def score(
     ] = None,
     decisions: Annotated[
         Path | None,
-        typer.Option("--decisions", help="Decisions file.", show_default="OUT with suffix .decisions.jsonl"),
+        typer.Option(
+            "--decisions",
+            help="Decisions file.",
+            show_default="OUT.decisions.jsonl, X.decisions.jsonl for X.jsonl",
+        ),
     ] = None,
     audit_db: Annotated[
         str | None,
@@ -351,8 +355,9 @@ def score(
         # --resume's decisions file (a --resume's is this run's: made_by_this_run, above), gone under
         # the lock, as the completion record is, before OUT is touched: a run killed before its own
         # decisions, or one without --policy, left the earlier run's (a RELEASE) beside rows that
-        # contradict it. A file found by its name alone is left: rows.jsonl, rows.csv and
-        # rows.parquet share rows.decisions.jsonl, and a run into one removed another's decisions
+        # contradict it. A file found by its name alone is left: it may be another output's (its
+        # --decisions), or one an older version wrote, when rows.jsonl, rows.csv and rows.parquet
+        # shared rows.decisions.jsonl, for another of them
         stale = [vouched, written if (overwrite or resume) else None]
         gone = {os.path.realpath(p) for p in stale if p is not None}
         for path in dict.fromkeys(p for p in stale if p is not None):

@@ -155,7 +155,8 @@ def record_decisions(out: Path, decisions: Path, *, pending: bool = False) -> bo
 
     The next run into ``out`` removes that file while it still holds those bytes
     (:func:`vouched_decisions`): it is ``out``'s, and the rows are about to change. A file found by its
-    name alone may be another output's (``rows.jsonl`` and ``rows.csv`` share ``rows.decisions.jsonl``).
+    name alone may be another output's (written there through its ``--decisions``, or by an older
+    version, when ``rows.jsonl`` and ``rows.csv`` shared ``rows.decisions.jsonl``).
 
     Call holding the output's lock, once the decisions are written.
 

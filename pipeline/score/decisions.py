@@ -30,8 +30,16 @@ __all__ = ["decide_output", "decisions_path", "load_policy_file", "made_by_this_
 
 
 def decisions_path(out: Path) -> Path:
-    """Default ``--decisions`` file: OUT with the suffix ``.decisions.jsonl``."""
-    return out.with_suffix(".decisions.jsonl")
+    """Default ``--decisions`` file of the score output ``out``: ``X.decisions.jsonl`` for ``X.jsonl``,
+    OUT's whole name and ``.decisions.jsonl`` for any other (``rows.csv.decisions.jsonl``).
+
+    Each output has its own: ``rows.jsonl``, ``rows.csv`` and ``rows.parquet`` shared
+    ``rows.decisions.jsonl``, and an ``--overwrite --policy`` run into one replaced another's
+    decisions. Only ``.jsonl`` itself drops its suffix: ``rows.JSONL``'s, named so, would be
+    ``rows.jsonl``'s file on a file system that tells the two names apart."""
+    if out.suffix == ".jsonl":
+        return out.with_suffix(".decisions.jsonl")
+    return out.with_name(f"{out.name}.decisions.jsonl")
 
 
 def made_by_this_run(decisions: Path, out: Path, policy: Policy) -> bool:

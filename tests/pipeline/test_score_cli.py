@@ -91,7 +91,9 @@ def test_score_manifest_with_two_models_policy_and_audit(
     for row in (r for r in rows.values() if r.error is None):
         assert row.signal_log_odds is not None and set(row.signal_log_odds) == set(SIGNALS)
         assert 1 / (1 + math.exp(-max(row.signal_log_odds.values()))) == pytest.approx(row.score, abs=1e-6)
-    decisions = [json.loads(line) for line in out.with_suffix(".decisions.jsonl").read_text().splitlines()]
+    decisions = [
+        json.loads(line) for line in out.with_name("rows.csv.decisions.jsonl").read_text().splitlines()
+    ]
     assert [d["shipment_id"] for d in decisions] == ["S1", "S2", "S3"]
     assert decisions[2]["tier"] == "PHYSICAL_INSPECTION"
     assert "override.radiation_alarm" in {r["rule"] for r in decisions[2]["reasons"]}
@@ -368,7 +370,9 @@ def test_a_model_the_policy_does_not_approve_is_refused_before_scoring(
     assert not out.exists() and not db.exists()  # refused before anything was scored or made
     policy.write_text(approving.format(ore_id))
     assert run(app, argv) == 0, capsys.readouterr().err
-    decisions = [json.loads(line) for line in out.with_suffix(".decisions.jsonl").read_text().splitlines()]
+    decisions = [
+        json.loads(line) for line in out.with_name("rows.csv.decisions.jsonl").read_text().splitlines()
+    ]
     ore = next(d for d in decisions if d["shipment_id"] == "S1")
     rules = [r["rule"] for r in ore["reasons"]]
     assert len(rules) == 3 and set(rules) <= {"score.clear", "score.review", "score.hold"}, rules
@@ -442,7 +446,7 @@ def test_images_off_the_training_scale_are_flagged_and_never_released(
     assert (scored["same.png"].scale_vs_training, scored["large[1].png"].scale_vs_training) == (1.0, 0.125)
     decisions = {
         d["shipment_id"]: d
-        for d in map(json.loads, out.with_suffix(".decisions.jsonl").read_text().splitlines())
+        for d in map(json.loads, out.with_name("rows.csv.decisions.jsonl").read_text().splitlines())
     }
     off = [r for r in decisions["S2"]["reasons"] if r["rule"] == "fail_closed.off_training_scale"]
     assert [r["tier"] for r in off] == ["REMOTE_INSPECTION"]
@@ -548,9 +552,10 @@ def test_the_ray_engine_checks_routing_from_the_cards_before_starting(
             ["--out", "o" * 250 + ".jsonl"],
             f"Error: --out '{'o' * 250}.jsonl': its name is 256 bytes long, over the 255 the file system",
         ),
-        (  # the default decisions file, OUT.decisions.jsonl, is longer than --out
-            ["--out", "o" * 245 + ".parquet", "--policy", str(default_policy_path())],
-            f"Error: --out '{'o' * 245}.decisions.jsonl': its name is 261 bytes long, over the 255 the "
+        (  # the default decisions file, OUT.parquet.decisions.jsonl, is longer than --out
+            ["--out", "o" * 235 + ".parquet", "--policy", str(default_policy_path())],
+            f"Error: --out '{'o' * 235}.parquet.decisions.jsonl': its name is 259 bytes long, over the "
+            "255 the "
             "file system takes; the decisions file is named after --out: give a shorter --out, or pass "
             "--decisions",
         ),
@@ -875,7 +880,7 @@ def test_a_run_that_changes_the_rows_leaves_no_earlier_decisions(
     assert run(app, [*argv, *policy, "--resume", "--decisions", str(mine)]) != 0
     assert [r.path for r in iter_rows(out)][-1] == str(late)
     # OUT's completion record vouches for mine only: a file found by its name alone may be another
-    # output's (rows.csv shares rows.jsonl's), and is left, with a warning
+    # output's (given as its --decisions), and is left, with a warning
     assert not mine.exists() and decisions.is_file()
     said = "".join(capsys.readouterr().err.split())  # rich wraps it anywhere
     assert f"{str(decisions)!r}:notwrittenfortherowsof{str(out)!r}byafinishedrun" in said
@@ -905,32 +910,66 @@ def test_a_run_that_removes_earlier_decisions_never_removes_an_input(
     assert run(app, [*given, str(manifest), "--out", str(long), "--overwrite"]) == 0, capsys.readouterr().err
 
 
-def test_a_run_into_another_output_leaves_the_decisions_of_the_rows_that_share_their_name(
+def test_each_output_has_its_own_default_decisions_file(
     tmp_path: Path,
     models: tuple[Path, Path],
     manifest: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """rows.jsonl, rows.csv and rows.parquet share the default decisions file rows.decisions.jsonl: an
-    --overwrite or --resume of rows.csv removed the decisions of rows.jsonl, whose rows did not change.
-    Only the decisions OUT's completion record names, as written, are OUT's."""
+    """rows.jsonl, rows.csv and rows.parquet shared the default decisions file rows.decisions.jsonl: a
+    --policy run into rows.csv was refused for rows.jsonl's decisions, and with --overwrite it replaced
+    them, though rows.jsonl's rows never changed. rows.jsonl's stays rows.decisions.jsonl; another
+    output's is named after its whole name (rows.csv.decisions.jsonl, rows.parquet.decisions.jsonl)."""
     monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
     given = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1])]
-    rows, copy = tmp_path / "rows.jsonl", tmp_path / "rows.csv"
-    assert run(app, [*given, "--out", str(rows), "--policy", str(default_policy_path())]) == 0
-    decisions = rows.with_suffix(".decisions.jsonl")
+    policy = ["--policy", str(default_policy_path())]
+    rows = tmp_path / "rows.jsonl"
+    assert run(app, [*given, "--out", str(rows), *policy]) == 0, capsys.readouterr().err
+    decisions = tmp_path / "rows.decisions.jsonl"
     kept = decisions.read_bytes()
-    assert run(app, [*given, "--out", str(copy)]) == 0, capsys.readouterr().err
-    for how in ("--overwrite", "--resume"):
+    for name in ("rows.csv", "rows.parquet"):
+        out, own = tmp_path / name, tmp_path / f"{name}.decisions.jsonl"
+        for how in ([], ["--overwrite"], ["--resume"]):
+            assert run(app, [*given, "--out", str(out), *policy, *how]) == 0, capsys.readouterr().err
+            assert own.is_file() and decisions.read_bytes() == kept, (name, how)
+        # its rows change: its own decisions go (its record names them), rows.jsonl's stay, unsaid
         capsys.readouterr()
-        assert run(app, [*given, "--out", str(copy), how]) == 0
+        assert run(app, [*given, "--out", str(out), "--overwrite"]) == 0
         said = "".join(capsys.readouterr().err.split())  # rich wraps it anywhere
-        assert decisions.read_bytes() == kept, how
-        assert f"{str(decisions)!r}:notwrittenfortherowsof{str(copy)!r}byafinishedrun" in said
+        assert not own.exists() and decisions.read_bytes() == kept, name
+        assert "decisions.jsonl" not in said, name
     # rows.jsonl's own run still removes them: its record names them
     assert run(app, [*given, "--out", str(rows), "--overwrite"]) == 0, capsys.readouterr().err
     assert not decisions.exists()
+
+
+def test_the_decisions_an_older_run_wrote_under_the_shared_name_still_go_with_its_rows(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An older --policy run into rows.csv wrote rows.decisions.jsonl, and rows.csv's completion record
+    names that file: the next run into rows.csv removes it while it holds those bytes, though rows.csv's
+    default decisions file is rows.csv.decisions.jsonl now. One the record does not name is left, said."""
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    given = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1])]
+    out, old = tmp_path / "rows.csv", tmp_path / "rows.decisions.jsonl"
+    # the record an older run left: the one a run given that file as --decisions writes
+    policy = ["--policy", str(default_policy_path()), "--decisions", str(old)]
+    assert run(app, [*given, "--out", str(out), *policy]) == 0, capsys.readouterr().err
+    assert old.is_file()
+    assert run(app, [*given, "--out", str(out), "--overwrite"]) == 0, capsys.readouterr().err
+    assert not old.exists()
+    # rows.csv's own default file, not written by the run that finished it: left, with a warning
+    own = tmp_path / "rows.csv.decisions.jsonl"
+    own.write_text('{"shipment_id": "B", "tier": "RELEASE"}\n')
+    capsys.readouterr()
+    assert run(app, [*given, "--out", str(out), "--overwrite"]) == 0
+    said = "".join(capsys.readouterr().err.split())  # rich wraps it anywhere
+    assert own.is_file() and f"{str(own)!r}:notwrittenfortherowsof{str(out)!r}byafinishedrun" in said
 
 
 def test_a_fresh_run_after_the_rows_were_deleted_removes_their_decisions(
