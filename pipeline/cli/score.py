@@ -402,9 +402,10 @@ def score(
         if loaded_policy is not None:
             target = decisions or decisions_path(out)
             declared: list[str] = []  # shipments decided under a tier their manifest rows declare
-            # named in the record before it is written: a run killed once the file is in place, before
-            # its sha256 is recorded, leaves it vouched for all the same (the next run removes it)
-            record_decisions(out, target, pending=True)
+            # named in the record, as the staged file it is, before it is renamed into place: a run
+            # killed once the file is in place, before its sha256 is recorded, leaves it vouched for all
+            # the same (the next run removes it); one killed before the rename vouches for no file
+            # that comes to that path later (another output's decisions)
             try:
                 shipments = decide_output(
                     out,
@@ -417,11 +418,12 @@ def score(
                     near_copy_bits=settings.near_copy_bits,
                     register=traders,
                     on_decision=lambda d: declared.extend([d.shipment_id] if d.declaration.aeo_tier else []),
+                    on_staged=lambda staged: record_decisions(out, target, staged=staged),
                 )
             except BaseException:
                 # stopped (Ctrl-C, an error): decisions in place are this run's, named with their
-                # bytes; none yet, the pending name goes, or it would vouch for whatever file comes
-                # there later (another output's decisions written to the same path)
+                # bytes; none yet, the pending name goes with the staged file (removed: its inode may
+                # come back as another file's at that path)
                 with contextlib.suppress(OSError):
                     if os.path.lexists(target):
                         record_decisions(out, target)

@@ -124,8 +124,8 @@ def _write_record(out: Path, record: dict[str, object]) -> Path:
 
 def forget_decisions(out: Path) -> None:
     """Take the decisions file out of ``out``'s completion record (none: nothing to do): a run stopped
-    before its decisions existed left their name pending, and a pending name vouches for whatever file
-    comes there later (another output's decisions written to the same path were removed).
+    before its decisions were in place left their name pending, and the staged file it names is gone
+    (its inode free to be reused by a file that comes to that path later, another output's decisions).
 
     Raises:
         OSError: the record cannot be written.
@@ -142,16 +142,26 @@ def forget_decisions(out: Path) -> None:
     _write_record(out, record)
 
 
-def record_decisions(out: Path, decisions: Path, *, pending: bool = False) -> bool:
+def _identity(st: os.stat_result) -> dict[str, int]:
+    """What names one file whatever its path: its device and inode, which a rename keeps, and its size
+    and modification time, which a rename keeps too and a file that reuses a freed inode does not
+    share."""
+    return {"dev": st.st_dev, "ino": st.st_ino, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def record_decisions(out: Path, decisions: Path, *, staged: os.stat_result | None = None) -> bool:
     """Add to ``out``'s completion record the decisions file a ``score --policy`` run writes on its rows:
     its path (its name where it lies beside ``out``) and sha256; the record is written again whole.
     Returns False, adding nothing, where the run wrote no record (its rows are not a finished run's).
 
-    ``pending``: the file is about to be written (its name only, marked pending, no sha256): called
-    before the run publishes the file, and again without ``pending`` once it is in place. A run killed
-    between the rename and the record left ``out``'s own decisions unnamed, so the next run kept them
-    (a RELEASE) beside rows that contradict them; named first, they are ``out``'s from the moment
-    they exist.
+    ``staged``: the file is written whole under a temporary name, about to be renamed onto
+    ``decisions`` (its name, marked pending, with the staged file's identity from this ``os.stat``
+    result, no sha256): called before the run publishes the file, and again without ``staged`` once it
+    is in place. A run killed between the rename and the record left ``out``'s own decisions unnamed,
+    so the next run kept them (a RELEASE) beside rows that contradict them; named first, they are
+    ``out``'s from the moment they exist. The name alone vouched for whatever file came there later:
+    a run killed before the rename left it, and another output's decisions written to the same path
+    were removed by the next run into ``out``.
 
     The next run into ``out`` removes that file while it still holds those bytes
     (:func:`vouched_decisions`): it is ``out``'s, and the rows are about to change. A file found by its
@@ -175,11 +185,13 @@ def record_decisions(out: Path, decisions: Path, *, pending: bool = False) -> bo
     # carries it: OUT's real path says which output's decisions these are
     record["decisions_rows_path"] = os.path.realpath(out)
     record["decisions_file"] = decisions.name if beside else os.path.realpath(decisions)
-    if pending:
+    if staged is not None:
         record.pop("decisions_sha256", None)
         record["decisions_pending"] = True
+        record["decisions_staged"] = _identity(staged)
     else:
         record.pop("decisions_pending", None)
+        record.pop("decisions_staged", None)
         record["decisions_sha256"] = _size_and_sha256(decisions)[1]
     _write_record(out, record)
     return True
@@ -189,8 +201,11 @@ def vouched_decisions(out: Path, *, unvouched: Callable[[str], None] | None = No
     """The decisions file ``out``'s completion record names (:func:`record_decisions`), where it
     still holds the bytes the record says; None where the record names none, cannot be read, or the
     file is gone or changed since (not the decisions that run wrote: left to whoever changed it).
-    A file the record names as pending is ``out``'s whatever its bytes: the run that named it was
-    writing it (killed before it recorded its sha256), and no one else writes that path under the lock.
+    A file the record names as pending (the run that named it was killed before it recorded its
+    sha256) is ``out``'s only where it is the very file that run staged (the identity the record
+    holds): killed before its rename, the run left no file there, and one that comes there later
+    (another output's decisions given the same ``--decisions``) is not ``out``'s. A pending name
+    without an identity (written by an older version) vouches for nothing.
 
     Only a record written for ``out`` itself (the real path it names is ``out``'s) vouches: a folder
     copied with its record (``cp -a day1 day2``) names day1's decisions, kept outside the folder by
@@ -219,7 +234,11 @@ def vouched_decisions(out: Path, *, unvouched: Callable[[str], None] | None = No
             )
         return None
     if record.get("decisions_pending") is True:
-        return decisions if os.path.lexists(decisions) else None
+        try:  # the file itself, not one a link there leads to: the rename put the file at that name
+            found = os.lstat(decisions)
+        except OSError:
+            return None
+        return decisions if record.get("decisions_staged") == _identity(found) else None
     if not isinstance(sha256, str):
         return None
     try:

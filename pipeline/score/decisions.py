@@ -109,6 +109,7 @@ def decide_output(
     near_copy_bits: int = 32,
     register: TraderRegister | None = None,
     on_decision: Callable[[ShipmentDecision], None] | None = None,
+    on_staged: Callable[[os.stat_result], object] | None = None,
 ) -> int:
     """Decide every shipment in the score output ``out`` and write ``decisions`` (JSONL).
 
@@ -117,7 +118,9 @@ def decide_output(
     each shipment's pictures are looked up in the audit store (the same bytes, or a near-copy within
     ``near_copy_bits``, decided in another shipment) before it is decided, and the decision is
     recorded there, sealed with ``seal_key``. With ``register``, each trader's AEO tier is the
-    registered one, not the manifest's.
+    registered one, not the manifest's. ``on_staged`` is given the staged file's ``os.stat`` once it
+    is written whole, before it is renamed into place (a rename keeps its device and inode): a caller
+    records which file is its decisions before they exist under their name.
 
     Returns:
         The number of shipments decided. For a decision the audit store refused (one that would
@@ -175,8 +178,11 @@ def decide_output(
                 keep_mode_and_owner(fh.fileno(), decisions)  # a file kept to its owner stays so
                 fh.flush()
                 os.fsync(fh.fileno())
+                staged = os.fstat(fh.fileno())
             except OSError as exc:  # a full disk: said as such, not as an unexpected error
                 raise _cannot_write(decisions, exc) from exc
+            if on_staged is not None:
+                on_staged(staged)
         try:
             os.replace(tmp, decisions)
         except OSError as exc:

@@ -1068,6 +1068,67 @@ def test_a_run_stopped_before_its_decisions_exist_names_none(
     assert shared.read_text() == '{"shipment_id": "B", "tier": "RELEASE"}\n'
 
 
+_KILLED_AT_RENAME = """
+import os, signal, sys
+from pipeline.cli import app, run
+
+target, when = sys.argv[1], sys.argv[2]
+real = os.replace
+
+
+def replace(src, dst, **how):
+    if os.fspath(dst) == target:
+        if when == "after":
+            real(src, dst, **how)
+        os.kill(os.getpid(), signal.SIGKILL)  # no handler runs, the staged file stays
+    return real(src, dst, **how)
+
+
+os.replace = replace
+sys.exit(run(app, sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_run_killed_at_its_decisions_rename_vouches_for_its_own_file_only(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    when: str,
+) -> None:
+    """A SIGKILL (no Ctrl-C handler runs) once the decisions file was named as pending in OUT's
+    completion record, before the file was in place, left the pending name, which vouched for whatever
+    file came there later: another output's decisions written to the same --decisions path (B's
+    RELEASE) were removed by the next run into OUT. The pending name holds the staged file's identity
+    (a rename keeps it): the file the run renamed into place is OUT's, another file is not."""
+    import signal
+    import subprocess
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    out, shared = tmp_path / "o.jsonl", tmp_path / "shared.jsonl"
+    argv = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1]), "--out", str(out)]
+    policy = ["--policy", str(default_policy_path()), "--decisions", str(shared)]
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_AT_RENAME, str(shared), when, *argv, *policy],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    if when == "before":
+        assert not shared.exists()
+        shared.write_text('{"shipment_id": "B", "tier": "RELEASE"}\n')  # another output's, say
+        assert run(app, [*argv, "--overwrite"]) == 0, capsys.readouterr().err
+        assert shared.read_text() == '{"shipment_id": "B", "tier": "RELEASE"}\n'
+    else:  # in place, its sha256 not yet recorded: OUT's own, removed as its rows change
+        assert shared.is_file()
+        assert run(app, [*argv, "--overwrite"]) == 0, capsys.readouterr().err
+        assert not shared.exists()
+
+
 def test_a_run_into_a_copied_folder_leaves_the_decisions_of_the_original(
     tmp_path: Path,
     models: tuple[Path, Path],
