@@ -2,7 +2,7 @@
 
 ::
 
-    ROOT/train/good/*.png                          normal training images (required)
+    ROOT/train/good/*.png                          normal training images (required for training)
     ROOT/train/<anomaly_type>/*.png                labelled anomalous training images (optional)
     ROOT/test/good/*.png                           normal test images
     ROOT/test/<anomaly_type>/*.png                 anomalous test images
@@ -10,8 +10,10 @@
 
 A mask in ``ground_truth/<anomaly_type>/`` belongs to the test image of that type with the same
 stem, as in MVTec AD; when no test image has that stem it belongs to the training image that does.
-Any image extension ``decode_image`` reads is accepted. Hidden files (``.DS_Store``) are skipped;
-any other stray file is an error, so that a typo'd extension is not silently left out.
+Evaluation reads only ``test/``, so it reads a folder without ``train/`` (a new held-out batch);
+a ``train/`` that is there is checked alike. Any image extension ``decode_image`` reads is accepted.
+Hidden files (``.DS_Store``) are skipped; any other stray file is an error, so that a typo'd
+extension is not silently left out.
 """
 
 from __future__ import annotations
@@ -98,25 +100,30 @@ class MvtecDataset:
         return out
 
 
-def read_mvtec(root: str | Path, *, check_masks: bool = True) -> MvtecDataset:
+def read_mvtec(root: str | Path, *, check_masks: bool = True, train_required: bool = True) -> MvtecDataset:
     """Read and validate an MVTec-layout folder.
 
     Args:
         root: the category folder (the one holding ``train/`` and ``test/``).
         check_masks: also check that every mask has its image's width and height (headers only).
+        train_required: False reads a folder without ``train/`` (evaluation reads only ``test/``),
+            which must then hold ``test/``; a ``train/`` that is there still needs ``train/good``.
 
     Raises:
-        DatasetFormatError: naming the path and the rule broken: no ``train/good``, a parent of
-            several categories given as root, an empty folder, a stray file, a mask without an
-            image, a mask for a good image, a mask of another size.
+        DatasetFormatError: naming the path and the rule broken: no ``train/good`` (no ``test/``
+            where ``train/`` may be absent), a parent of several categories given as root, an empty
+            folder, a stray file, a mask without an image, a mask for a good image, a mask of
+            another size.
     """
     root_path = Path(root).expanduser().resolve()
     if not root_path.is_dir():
         raise DatasetFormatError(f"dataset root {root} does not exist or is not a folder")
-    if not (root_path / "train" / GOOD).is_dir():
-        raise DatasetFormatError(_missing_train_good(root_path))
-
+    # before the required folder is looked for: a Test/ would otherwise read as test/ missing
     _refuse_case_variants(root_path, (*SPLITS, "ground_truth"))
+    required = Path("train", GOOD) if train_required or (root_path / "train").exists() else Path("test")
+    if not (root_path / required).is_dir():
+        raise DatasetFormatError(_missing(root_path, required))
+
     images: dict[tuple[str, str], list[Path]] = {}
     for split in SPLITS:
         split_dir = root_path / split
@@ -171,10 +178,10 @@ def _check_split(name: str) -> None:
         raise DatasetFormatError(f"unknown split {name!r} (accepted: {', '.join(SPLITS)})")
 
 
-def _missing_train_good(root: Path) -> str:
-    """Say what is missing, and name the categories when ``root`` holds several."""
+def _missing(root: Path, required: Path) -> str:
+    """Say that ``root / required`` is missing, and name the categories when ``root`` holds several."""
     categories = sorted(
-        child.name for child in root.iterdir() if child.is_dir() and (child / "train" / GOOD).is_dir()
+        child.name for child in root.iterdir() if child.is_dir() and (child / required).is_dir()
     )
     if categories:
         shown = ", ".join(categories[:20]) + (", ..." if len(categories) > 20 else "")
@@ -182,7 +189,7 @@ def _missing_train_good(root: Path) -> str:
             f"{root} looks like a folder of {len(categories)} categories ({shown}), not one category: "
             f"point at one of them, e.g. {root / categories[0]}"
         )
-    return f"{root}: missing {root / 'train' / GOOD} ({_LAYOUT})"
+    return f"{root}: missing {root / required} ({_LAYOUT})"
 
 
 def _class_folders(split_dir: Path) -> list[str]:

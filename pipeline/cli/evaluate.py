@@ -42,7 +42,8 @@ def _read_dataset(root: Path) -> Any:
         )
     from datasets.mvtec import read_mvtec
 
-    return read_mvtec(root)
+    # only test/ is evaluated: a new held-out batch comes without training images
+    return read_mvtec(root, train_required=False)
 
 
 def evaluate_command(
@@ -54,7 +55,8 @@ def evaluate_command(
         Path,
         typer.Option(
             "--data",
-            help="MVTec-layout dataset root; its test/ split is evaluated (ground_truth/ masks if present).",
+            help="MVTec-layout dataset root; its test/ split is evaluated (ground_truth/ masks if present, "
+            "train/ not needed).",
             show_default=False,
         ),
     ],

@@ -232,3 +232,59 @@ def test_a_symlink_out_of_the_dataset_is_refused(dataset_root: Path, tmp_path: P
         UnsafePathError, match=r"other/000\.png resolves to .*elsewhere/000\.png, outside the dataset"
     ):
         read_mvtec(dataset_root)
+
+
+# a new held-out batch: no training images (so no mask of one either)
+TEST_ONLY = {
+    k: v for k, v in BASE.items() if not k.startswith("train/") and k != "ground_truth/crack/007_mask.png"
+}
+
+
+def test_a_test_only_folder_is_read_when_training_images_are_not_needed(tmp_path: Path) -> None:
+    # evaluation reads test/ alone; training still refuses the folder
+    root = _build(tmp_path / "bottle", TEST_ONLY)
+    ds = read_mvtec(root, train_required=False)
+    assert ds.counts() == {"test": {"good": 1, "crack": 2, "hole": 1}}
+    assert ds.split("train") == []
+    assert ds.items[1].mask_path == root.resolve() / "ground_truth/crack/000_mask.png"
+    with pytest.raises(DatasetFormatError, match=r"missing .*bottle/train/good \(expected the MVTec AD"):
+        read_mvtec(root)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        # a train/ that is there is read as the layout says, needed or not
+        (
+            {k: v for k, v in BASE.items() if not k.startswith("train/good")},
+            "{root}: missing {root}/train/good (expected the MVTec AD layout",
+        ),
+        ({"ground_truth/crack/000_mask.png": PNG_8x6}, "{root}: missing {root}/test (expected the MVTec AD"),
+    ],
+    ids=["train-without-good", "no-test"],
+)
+def test_what_a_folder_read_without_training_images_still_needs(
+    tmp_path: Path, files: dict[str, bytes], message: str
+) -> None:
+    root = _build(tmp_path / "bottle", files)
+    with pytest.raises(DatasetFormatError) as info:
+        read_mvtec(root, train_required=False)
+    assert str(info.value).startswith(message.format(root=root.resolve()))
+
+
+def test_a_parent_of_test_only_categories_is_named(tmp_path: Path) -> None:
+    for category in ("screw", "bottle"):
+        _build(tmp_path / "batch" / category, {"test/good/a.png": PNG_8x6})
+    parent = (tmp_path / "batch").resolve()
+    with pytest.raises(DatasetFormatError) as info:
+        read_mvtec(tmp_path / "batch", train_required=False)
+    assert str(info.value) == (
+        f"{parent} looks like a folder of 2 categories (bottle, screw), not one category: "
+        f"point at one of them, e.g. {parent / 'bottle'}"
+    )
+
+
+def test_a_test_split_in_other_case_is_named_when_training_images_are_not_needed(tmp_path: Path) -> None:
+    root = _build(tmp_path / "bottle", {"Test/good/a.png": PNG_8x6})
+    with pytest.raises(DatasetFormatError, match=r"Test: folder names are lower case .* rename it to test"):
+        read_mvtec(root, train_required=False)

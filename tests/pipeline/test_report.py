@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import re
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -818,3 +819,21 @@ def test_cli_refuses_a_report_folder_inside_the_dataset(
         assert code == 2
         assert capsys.readouterr().err.startswith(said)
     assert sorted((tmp_path / "ore").rglob("*")) == before
+
+
+def test_cli_evaluates_a_held_out_batch_without_training_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test-only folder was refused for its missing train/good, though evaluate reads test/ alone:
+    a new batch needed a dummy training image to be evaluated."""
+    _install_fake_model(monkeypatch)
+    shutil.rmtree(write_dataset(tmp_path / "ore").root / "train")
+    (tmp_path / "model").mkdir()
+    out = tmp_path / "report"
+    code = run(
+        app,
+        ["evaluate", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "ore"), "--out", str(out)],
+    )
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["counts"]["images"] == 8 and metrics["counts"]["with_mask"] == 3
