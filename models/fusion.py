@@ -150,10 +150,20 @@ class Fusion(nn.Module):
         apart up to about 36). A model trained before keeps ``"float32"``, the precision its
         thresholds were placed on.
         """
-        logit = fuse_logits(self._calibrated(score_raw, type_logits, patch_score), self.slope, self.rule)
+        logit = self.fused_log_odds(score_raw, type_logits, patch_score)
         if self.score_dtype == "float32":
             return torch.sigmoid(logit).double()
         return torch.sigmoid(logit.double())
+
+    def fused_log_odds(
+        self, score_raw: torch.Tensor, type_logits: torch.Tensor, patch_score: torch.Tensor
+    ) -> torch.Tensor:
+        """Inputs as :meth:`forward` -> (B,) float32 log-odds whose sigmoid is the fused score.
+
+        Unlike the score it never saturates, so it tells apart two images (or two runtimes) that
+        both score 1.0.
+        """
+        return fuse_logits(self._calibrated(score_raw, type_logits, patch_score), self.slope, self.rule)
 
     def _calibrated(
         self, score_raw: torch.Tensor, type_logits: torch.Tensor, patch_score: torch.Tensor

@@ -20,8 +20,12 @@ the input size and the memory-bank size, both fixed in the artifact.
 
 Before the file is kept, PyTorch and ONNX Runtime score the same sample inputs at a batch size
 different from the one traced (so the dynamic axis is exercised). Scores must agree within
-:data:`SCORE_TOLERANCE` (max abs), logits within :data:`LOGIT_TOLERANCE` and maps within
-:data:`MAP_TOLERANCE`; the map is looser because it is a clipped ratio of distances to a nearest
+:data:`SCORE_TOLERANCE` (max abs), the score's log-odds within :data:`LOG_ODDS_TOLERANCE`, logits
+within :data:`LOGIT_TOLERANCE` and maps within :data:`MAP_TOLERANCE`. The log-odds are the input of
+the graph's last sigmoid, read from the kept graph by exposing that tensor as an extra output for the
+check only: a score pinned at 1.0 (a model's score of the synthetic inputs often is: 1.0 from
+log-odds 37 up) agrees whatever the graph computes beneath, so the score check alone proved nothing
+on such inputs. The map is looser because it is a clipped ratio of distances to a nearest
 bank row picked by float32 dot products, where summation order can pick another of two near-tied rows
 and the backbone's own float32 differences pass through unscaled. Otherwise
 :class:`~datasets.errors.ExportError` is raised and nothing is left at the output path.
@@ -51,6 +55,7 @@ __all__ = [
     "EXPORTER",
     "FORMATS",
     "LOGIT_TOLERANCE",
+    "LOG_ODDS_TOLERANCE",
     "MAP_TOLERANCE",
     "SCORE_TOLERANCE",
     "ExportReport",
@@ -67,6 +72,11 @@ FORMATS = ("onnx",)
 
 SCORE_TOLERANCE = 1e-4
 """Largest accepted |PyTorch - ONNX Runtime| of the fused score."""
+LOG_ODDS_TOLERANCE = 1e-3
+"""Largest accepted |PyTorch - ONNX Runtime| of the fused score's log-odds, relative to the larger of
+1 and |log-odds| (float32 log-odds of 40 are rounded by up to 2e-6). Near log-odds 0 that is about
+what the score check allows where the score is steepest (1e-4 at 0.5 is 4e-4 in log-odds); trained
+models' exports differed by about 1e-6."""
 MAP_TOLERANCE = 1e-3
 """Largest accepted |PyTorch - ONNX Runtime| of an anomaly-map pixel (maps are in [0, 1])."""
 LOGIT_TOLERANCE = 1e-3
@@ -83,6 +93,8 @@ SIDECAR_FORMAT = "clearsight-onnx/2"
 names its dtype."""
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("score", "anomaly_map", "type_logits")
+_LOG_ODDS_OUTPUT = "score_log_odds"
+"""The extra output the parity check reads the score's log-odds from; the kept graph has none."""
 RESIZE = "OpenCV INTER_AREA where either side shrinks, INTER_LINEAR where neither does"
 """How images reach the input size (``models.tiling``); anything else scores differently."""
 TILES = (
@@ -100,16 +112,19 @@ _TRACE_BATCH = 2
 
 
 class Parity(NamedTuple):
-    """Max absolute differences between PyTorch and ONNX Runtime on the sample inputs."""
+    """Max differences between PyTorch and ONNX Runtime on the sample inputs: absolute, and for
+    ``log_odds`` relative to the larger of 1 and |log-odds| (see :data:`LOG_ODDS_TOLERANCE`)."""
 
     score: float
     anomaly_map: float
     type_logits: float
     samples: int
+    log_odds: float
 
     def within_tolerance(self) -> bool:
         return (
             self.score <= SCORE_TOLERANCE
+            and self.log_odds <= LOG_ODDS_TOLERANCE
             and self.anomaly_map <= MAP_TOLERANCE
             and self.type_logits <= LOGIT_TOLERANCE
         )
@@ -212,24 +227,71 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
 
 
+def _max_relative(a: np.ndarray, b: np.ndarray) -> float:
+    """Max of |a - b| / max(1, |a|): absolute near 0, relative where log-odds run large."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    return float(np.max(np.abs(a64 - b64) / np.maximum(1.0, np.abs(a64)))) if a.size else 0.0
+
+
+def _with_log_odds_output(onnx_path: str | Path) -> bytes:
+    """The graph at ``onnx_path`` with the input of the sigmoid that gives ``score`` (the fused
+    log-odds, passed through a Cast to float64 first or after) as an extra output named
+    :data:`_LOG_ODDS_OUTPUT`; every node as it was.
+
+    Raises:
+        ExportError: the file cannot be read as ONNX, or ``score`` is not a sigmoid's output there.
+    """
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path))
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, InferenceError ...
+        raise ExportError(f"cannot read the exported graph {str(onnx_path)!r}: {exc}") from exc
+    made_by = {out: node for node in model.graph.node for out in node.output}
+    node = made_by.get(OUTPUT_NAMES[0])
+    while node is not None and node.op_type == "Cast":  # a float32 sigmoid cast to float64 after it
+        node = made_by.get(node.input[0])
+    if node is None or node.op_type != "Sigmoid":
+        raise ExportError(
+            f"the exported graph's {OUTPUT_NAMES[0]!r} is not a sigmoid's output (found "
+            f"{node.op_type if node is not None else 'no node'}), so its log-odds cannot be checked"
+        )
+    types = {v.name: v.type for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    log_odds = node.input[0]
+    if log_odds not in types:
+        raise ExportError(f"the exported graph gives no type for the score's log-odds ({log_odds!r})")
+    model.graph.node.append(onnx.helper.make_node("Identity", [log_odds], [_LOG_ODDS_OUTPUT]))
+    model.graph.output.append(onnx.ValueInfoProto(name=_LOG_ODDS_OUTPUT, type=types[log_odds]))
+    return model.SerializeToString()
+
+
 def check_parity(detector: Detector, onnx_path: str | Path, samples: torch.Tensor) -> Parity:
-    """Run PyTorch and ONNX Runtime on ``samples`` (N, 3, S, S) and return the max abs differences.
+    """Run PyTorch and ONNX Runtime on ``samples`` (N, 3, S, S) and return the max differences.
+
+    The score's log-odds are compared as well as its outputs (see :func:`_with_log_odds_output`).
 
     Raises:
         ExportError: ONNX Runtime cannot load or run the file, or its outputs have other shapes.
     """
     import onnxruntime as ort
 
+    detector = detector.eval()
     with torch.inference_mode():
-        ref = detector.eval()(samples)
+        ref = detector(samples)
+        raw = detector.raw(samples)
+        ref_log_odds = detector.fusion.fused_log_odds(raw.score_raw, raw.type_logits, raw.patch_score)
+    graph = _with_log_odds_output(onnx_path)
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        got = session.run(list(OUTPUT_NAMES), {INPUT_NAME: samples.numpy()})
+        session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        *got, got_log_odds = session.run([*OUTPUT_NAMES, _LOG_ODDS_OUTPUT], {INPUT_NAME: samples.numpy()})
     except Exception as exc:  # onnxruntime raises its own untyped exceptions (Fail, InvalidGraph, ...)
         raise ExportError(f"ONNX Runtime could not run {str(onnx_path)!r}: {exc}") from exc
-    for name, want, have in zip(OUTPUT_NAMES, ref, got, strict=True):
+    for name, want, have in zip(
+        (*OUTPUT_NAMES, _LOG_ODDS_OUTPUT), (*ref, ref_log_odds), (*got, got_log_odds), strict=True
+    ):
         if tuple(want.shape) != tuple(have.shape):
             raise ExportError(
                 f"ONNX output {name!r} has shape {tuple(have.shape)}, PyTorch gives {tuple(want.shape)}"
@@ -239,6 +301,7 @@ def check_parity(detector: Detector, onnx_path: str | Path, samples: torch.Tenso
         anomaly_map=_max_abs(ref.anomaly_map.numpy(), got[1]),
         type_logits=_max_abs(ref.type_logits.numpy(), got[2]),
         samples=int(samples.shape[0]),
+        log_odds=_max_relative(ref_log_odds.numpy(), got_log_odds),
     )
 
 
@@ -308,6 +371,7 @@ def _sidecar(
             **parity._asdict(),
             "tolerance": {
                 "score": SCORE_TOLERANCE,
+                "log_odds": LOG_ODDS_TOLERANCE,
                 "anomaly_map": MAP_TOLERANCE,
                 "type_logits": LOGIT_TOLERANCE,
             },
@@ -415,7 +479,8 @@ def export_onnx(
         if not parity.within_tolerance():
             raise ExportError(
                 f"ONNX Runtime disagrees with PyTorch on {parity.samples} samples: max |diff| score "
-                f"{parity.score:.3g} (accepted <= {SCORE_TOLERANCE:g}), map {parity.anomaly_map:.3g} "
+                f"{parity.score:.3g} (accepted <= {SCORE_TOLERANCE:g}), score log-odds {parity.log_odds:.3g} "
+                f"(relative, <= {LOG_ODDS_TOLERANCE:g}), map {parity.anomaly_map:.3g} "
                 f"(<= {MAP_TOLERANCE:g}), logits {parity.type_logits:.3g} (<= {LOGIT_TOLERANCE:g})"
             )
         os.replace(tmp, target)

@@ -123,6 +123,8 @@ def test_sidecar_carries_preprocessing_thresholds_and_id(
         for name, o in side["outputs"].items()
     } == graph
     assert side["exporter"] == "torch.onnx.export (TorchScript, dynamo=False)"
+    # the log-odds beneath the score were checked too: a score pinned at 1.0 agrees whatever they are
+    assert side["parity"]["log_odds"] <= side["parity"]["tolerance"]["log_odds"] == 1e-3
 
 
 @pytest.mark.slow  # the module fixture traces and checks a whole export
@@ -531,3 +533,68 @@ def test_a_failed_final_move_leaves_no_temporary_file(
     with pytest.raises(ExportError, match=r"cannot write '.*m\.onnx': Permission denied"):
         export_onnx(tiny_detector, tmp_path / "m.onnx", card=_card())
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def _saturating_detector(score_dtype: str) -> Detector:
+    """The tiny detector with its one-class signal's bias raised so far that every default sample
+    input scores 1.0: as a trained model scores the synthetic inputs (log-odds 37 and up)."""
+    tiny = _tiny_detector()
+    det = build_detector(dataclasses.replace(tiny.config, score_dtype=score_dtype))
+    det.load_state_dict(tiny.state_dict())
+    det.fusion.bias.copy_(torch.tensor([50.0, -30.0, -30.0]))
+    return det.eval()
+
+
+def _shift_score_log_odds(path: Path, by: float) -> None:
+    """Add ``by`` to the input of the sigmoid that gives ``score``: a graph that computes other
+    log-odds, whose score of a saturated input does not move."""
+    import onnx
+
+    model = onnx.load(str(path))
+    made_by = {n.output[0]: n for n in model.graph.node}
+    sigmoid = made_by["score"]
+    while sigmoid.op_type == "Cast":  # an older model's float32 sigmoid, cast to float64 after
+        sigmoid = made_by[sigmoid.input[0]]
+    at = list(model.graph.node).index(sigmoid)
+    dtype = np.float64 if sigmoid.output[0] == "score" else np.float32
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(by, dtype), "shift_by"))
+    model.graph.node.insert(at, onnx.helper.make_node("Add", [sigmoid.input[0], "shift_by"], ["shifted"]))
+    sigmoid.input[0] = "shifted"
+    onnx.save(model, str(path))
+
+
+@pytest.mark.slow  # two exports and a trace
+@pytest.mark.parametrize("score_dtype", ["float64", "float32"])  # float32: models trained before session 28
+def test_a_graph_whose_saturated_scores_hide_other_log_odds_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, score_dtype: str
+) -> None:
+    """The default parity inputs of trained models all scored 1.0 (or 0.9999999998): a graph that
+    computed other log-odds beneath passed the score check, which then proved nothing."""
+    import models.onnx_export as mod
+
+    det = _saturating_detector(score_dtype)
+    with torch.inference_mode():
+        assert bool((det(sample_inputs(det)).score >= 1.0 - 1e-12).all())  # saturated, as the audit found
+    assert export_onnx(det, tmp_path / "good.onnx", card=_card()).parity.within_tolerance()
+
+    perturbed = tmp_path / "shifted.onnx"
+    trace_onnx(det, perturbed, sample_inputs(det)[:1], output_names=mod.OUTPUT_NAMES)
+    _shift_score_log_odds(perturbed, 0.5)
+    parity = mod.check_parity(det, perturbed, sample_inputs(det))
+    # the outputs the graph gives all agree: only the log-odds beneath the score tell
+    assert parity.score <= SCORE_TOLERANCE and parity.anomaly_map <= 1e-3 and parity.type_logits <= 1e-3
+    assert not parity.within_tolerance()
+
+    real_trace = mod.trace_onnx
+
+    def shifted_trace(module: torch.nn.Module, target: Path, *args: object, **kwargs: object) -> None:
+        real_trace(module, target, *args, **kwargs)
+        _shift_score_log_odds(target, 0.5)
+
+    monkeypatch.setattr(mod, "trace_onnx", shifted_trace)
+    with pytest.raises(
+        ExportError,
+        match=r"max \|diff\| score 0 \(accepted <= 0.0001\), score log-odds 0\.0\d+ \(relative, <= 0.001\)",
+    ):
+        export_onnx(det, tmp_path / "m.onnx", card=_card())
+    assert not (tmp_path / "m.onnx").exists()
