@@ -23,6 +23,7 @@ __all__ = [
     "MAX_VIEW_PIXELS",
     "TilingConfig",
     "View",
+    "default_overlap",
     "is_grey",
     "make_views",
     "max_views",
@@ -49,6 +50,20 @@ def min_tile_size(input_size: int) -> int:
     """The smallest ``tile_size`` other than 0 for a model of ``input_size``: see
     :data:`MAX_TILE_ENLARGEMENT`."""
     return -(-input_size // MAX_TILE_ENLARGEMENT)
+
+
+def default_overlap(tile_size: int) -> int:
+    """The overlap training gives tiles of ``tile_size`` unless told otherwise: a quarter of a tile.
+
+    Each tile is scored on its own, so two neighbours' maps disagree where they meet (each patch
+    there sees a different surrounding, and the padding beyond the tile's edge); tiles that only
+    abut leave that step in the stitched map as a straight seam. On clean 384 px ore in 128 px tiles
+    the map's mean step across tile borders was 21-30x its median step elsewhere, and the brightest
+    point of a clean image's map often lay on a border; 32 px of overlap, blended linearly
+    (:func:`stitch_maps`), brought it to 1.0-1.3x. A quarter costs about (4/3)^2 = 1.8x the views,
+    within what :data:`MAX_VIEW_PIXELS` allows for.
+    """
+    return max(tile_size, 0) // 4
 
 
 def max_views(input_size: int) -> int:

@@ -28,7 +28,7 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
-from models.tiling import TilingConfig, view_downscale, view_downscale_hw
+from models.tiling import TilingConfig, default_overlap, view_count, view_downscale, view_downscale_hw
 
 __all__ = [
     "MAX_IMAGE_SIZE",
@@ -110,12 +110,16 @@ def source_resolution(
     if factor >= WARN_DOWNSCALE:
         native = math.ceil(size * factor / 32) * 32
         larger = f"--image-size {native} or " if native <= MAX_IMAGE_SIZE else ""
+        # the tiles as training would cut them: overlapping by default, so their maps blend seamlessly
+        tiles = TilingConfig(size, default_overlap(size))
+        views = float(np.median([view_count(h, w, tiles) for h, w in shapes]))
         warning = (
             f"the training images ({median_side} px, median longer side) are shrunk "
             f"{factor:.1f}x to the {size} px model input, so defects a few pixels wide may vanish; "
-            f"{larger}--tile-size {size} keeps their pixels (about {factor * factor:.0f}x the compute) "
-            "but shows each patch less of its surroundings, which can cost large defects: compare "
-            "with the default using `clearsight evaluate` on your own images"
+            f"{larger}--tile-size {size} keeps their pixels (tiles overlapping by "
+            f"{tiles.overlap} px, about {views:.0f}x the compute) but shows each patch less of its "
+            "surroundings, which can cost large defects: compare with the default using "
+            "`clearsight evaluate` on your own images"
         )
     summary: dict[str, Any] = {
         "longest_side_px": {

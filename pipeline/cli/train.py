@@ -152,7 +152,15 @@ def train_command(
     tile_size: Annotated[
         int, typer.Option("--tile-size", help="Tile images larger than this many pixels (0: always resize).")
     ] = 0,
-    tile_overlap: Annotated[int, typer.Option("--tile-overlap", help="Overlap of neighbouring tiles.")] = 0,
+    tile_overlap: Annotated[
+        int | None,
+        typer.Option(
+            "--tile-overlap",
+            help="Pixels neighbouring tiles share (default: a quarter of --tile-size); their maps are "
+            "blended across it. 0 only abuts them, and the anomaly maps then show seams at the tile borders.",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[
         int, typer.Option("--seed", help="Seed of the split, coreset, pseudo-anomalies, head.")
     ] = 0,
@@ -280,6 +288,7 @@ def train_command(
         release_warning(val),
         (val.get("one_class_spread") or {}).get("warning"),
         leakage_warning(training.get("duplicates")),
+        seam_warning(card["preprocessing"]["tiling"]),
         empty_mask_warning(training.get("empty_masks")),
         cargo_warning(str(card["cargo_type"])),
     ):
@@ -311,6 +320,18 @@ def release_warning(val: dict[str, Any]) -> str | None:
         f"the release threshold releases {percent(rate)} of the clean validation images: at the target "
         f"miss rate this model holds nearly all cargo. {who}. More or cleaner labelled anomalies, or a "
         "higher --target-miss-rate, move it"
+    )
+
+
+def seam_warning(tiling: dict[str, Any]) -> str | None:
+    """A warning when the model's tiles only abut (``--tile-overlap 0``): its maps show the seams."""
+    if not tiling["tile_size"] or tiling["overlap"]:
+        return None
+    return (
+        f"the {tiling['tile_size']} px tiles do not overlap (--tile-overlap 0): each tile's map is scored "
+        "on its own and they meet edge to edge, so the anomaly maps show a straight seam at every tile "
+        "border, often the brightest line of a clean image's map. Leave --tile-overlap out for the "
+        "default of a quarter tile, whose maps are blended across the overlap"
     )
 
 

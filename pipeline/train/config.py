@@ -10,7 +10,7 @@ from datasets.cargo import CARGO_TYPES
 from datasets.errors import InputError
 from models.artifact import cargo_type_problem
 from models.fusion import FUSION_RULES
-from models.tiling import min_tile_size
+from models.tiling import TilingConfig, default_overlap, min_tile_size
 from pipeline.patch_training import NEGATIVES_PER_VIEW
 from pipeline.resolution import MAX_IMAGE_SIZE
 
@@ -96,7 +96,11 @@ class TrainConfig:
             release threshold's miss-rate promise rests on the validation anomalies alone, so a
             larger share strengthens it without taking normals from the memory bank.
         folds: out-of-fold splits of the training normals for the head's inputs.
-        tile_size, tile_overlap: tiling of images larger than ``tile_size`` (0 = always resize).
+        tile_size: tile images larger than this many pixels (0 = always resize).
+        tile_overlap: pixels neighbouring tiles share. ``None`` (the default) is a quarter of the
+            tile (:func:`models.tiling.default_overlap`), resolved when the config is made, so that
+            the field always holds pixels after: tiles that only abut (0) leave a straight seam in
+            the stitched anomaly map at every tile border.
         batch_size: views per forward pass.
         seed: seeds the split, the coreset, pseudo-anomalies and the head.
         threads: ``torch.set_num_threads`` for the run (``None`` leaves it).
@@ -185,7 +189,7 @@ class TrainConfig:
     val_anomaly_fraction: float | None = None
     folds: int = 2
     tile_size: int = 0
-    tile_overlap: int = 0
+    tile_overlap: int | None = None
     batch_size: int = 16
     seed: int = 0
     threads: int | None = None
@@ -205,7 +209,17 @@ class TrainConfig:
         """The share of each labelled anomaly type held out: ``val_anomaly_fraction`` or ``val_fraction``."""
         return self.val_fraction if self.val_anomaly_fraction is None else self.val_anomaly_fraction
 
+    @property
+    def tiling(self) -> TilingConfig:
+        """The tiling the model is trained and scores with (no overlap without tiles)."""
+        return TilingConfig(self.tile_size, self._overlap if self.tile_size else 0)
+
+    @property
+    def _overlap(self) -> int:
+        return default_overlap(self.tile_size) if self.tile_overlap is None else self.tile_overlap
+
     def __post_init__(self) -> None:
+        object.__setattr__(self, "tile_overlap", self._overlap)  # frozen: None becomes its pixels once
         seed = str(self.seed) if len(str(self.seed)) <= 24 else f"{str(self.seed)[:20]}..."  # bounded
         checks: list[tuple[bool, str]] = [
             (
@@ -288,7 +302,7 @@ class TrainConfig:
                 f"cargo_type {self.cargo_type!r} must be {cargo_type_problem(self.cargo_type)}",
             ),
             (
-                self.tile_size <= 0 or 0 <= self.tile_overlap < self.tile_size,
+                self.tile_size <= 0 or 0 <= self._overlap < self.tile_size,
                 f"tile_overlap {self.tile_overlap} must be in [0, tile_size={self.tile_size})",
             ),
         ]

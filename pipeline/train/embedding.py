@@ -14,7 +14,7 @@ from models.detector import DetectorConfig, build_detector
 from models.inference import GOOD
 from models.patchcore import FineBank, MemoryBank, fit_fine_scale, select_bank
 from models.registry import create_model
-from models.tiling import TilingConfig, make_views
+from models.tiling import make_views
 from pipeline.fine_tuning import FineTuneConfig, FineTuned, fine_tune_backbone
 from pipeline.train.config import ProgressFn, TrainConfig
 
@@ -33,7 +33,7 @@ class Trainer:
         self.config = config
         self.progress = progress or (lambda stage, done, total: None)
         self.rng = np.random.default_rng(config.seed)
-        self.tiling = TilingConfig(config.tile_size, config.tile_overlap if config.tile_size else 0)
+        self.tiling = config.tiling
         weights: str = config.backbone_weights or "pretrained"
         self.backbone = create_model(config.backbone, weights=weights)
         spec = self.backbone.spec

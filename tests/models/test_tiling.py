@@ -1,18 +1,22 @@
-"""How much resolution a view loses on its way to the model input, and which pictures count as grey."""
+"""How much resolution a view loses on its way to the model input, which pictures count as grey, and
+how tiles' maps are stitched."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from datasets.errors import InputError
 from models.tiling import (
     TilingConfig,
+    default_overlap,
     is_grey,
     make_views,
     max_views,
     min_tile_size,
     plan_views,
+    stitch_maps,
     view_count,
     view_downscale,
     view_downscale_hw,
@@ -101,6 +105,9 @@ def test_the_view_cap_holds_a_50_mp_image_at_the_smallest_tile() -> None:
     for size in (32, 64, 256, 1024):
         t = min_tile_size(size)
         assert view_count(7072, 7072, TilingConfig(tile_size=t)) <= max_views(size)
+        # and in tiles overlapping as training's default has them
+        overlapping = TilingConfig(tile_size=t, overlap=default_overlap(t))
+        assert view_count(7072, 7072, overlapping) <= max_views(size)
 
 
 @pytest.mark.parametrize(("overlap", "refused"), [(8, False), (12, True)])
@@ -122,3 +129,41 @@ def test_an_image_cut_into_more_views_than_the_cap_is_refused(
     else:
         batch, views = make_views(rgb, size=32, mean=(0.5,) * 3, std=(0.5,) * 3, tiling=tiling)
         assert batch.shape[0] == len(views) == 63
+
+
+def _border_steps(side: int, tiling: TilingConfig, size: int = 16) -> float:
+    """The stitched map's mean step across tile borders over its median step elsewhere, for tiles
+    whose maps read one smooth field but disagree as scored tiles do: a level of their own (each tile
+    sees its own surroundings) and a rim raised by the padding beyond their edges."""
+    views = plan_views(side, side, tiling)
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    field = 0.4 + 0.15 * np.sin(xx / 17) + 0.1 * np.cos(yy / 23)
+    i = np.arange(size, dtype=np.float32)
+    rim = np.exp(-np.minimum(i, size - 1 - i) / 1.5)
+    rng = np.random.default_rng(0)
+    maps = np.stack(
+        [
+            cv2.resize(field[v.y : v.y + v.h, v.x : v.x + v.w], (size, size), interpolation=cv2.INTER_AREA)
+            + rng.uniform(-0.1, 0.1)
+            + 0.2 * np.maximum(rim[:, None], rim[None, :])
+            for v in views
+        ]
+    )
+    stitched = stitch_maps(maps, views, side, side, tiling.overlap)
+    dx = np.abs(np.diff(stitched, axis=1)).mean(axis=0)  # dx[i]: from column i to i + 1
+    dy = np.abs(np.diff(stitched, axis=0)).mean(axis=1)
+    borders = sorted(({v.x for v in views} | {v.x + v.w for v in views}) - {0, side})
+    at_borders = np.mean([dx[b - 1] for b in borders] + [dy[b - 1] for b in borders])
+    return float(at_borders / np.median(np.concatenate([dx, dy])))
+
+
+@pytest.mark.parametrize("side", [96, 100])  # tiles flush with the image, and a last one overlapping more
+def test_the_default_tiling_of_training_stitches_maps_without_seams(side: int) -> None:
+    # Tiles that only abut left a straight line in the map at each border, 21-30x its median step
+    # on clean 384 px ore (the brightest line of a clean image's map): training overlaps them by default.
+    from pipeline.train import TrainConfig
+
+    config = TrainConfig(image_size=32, tile_size=32)
+    assert config.tile_overlap == default_overlap(32) == 8
+    assert _border_steps(side, TilingConfig(32, config.tile_overlap)) < 3.0
+    assert _border_steps(side, TilingConfig(32, 0)) > 5.0  # what the overlap saves a map from

@@ -63,8 +63,9 @@ def test_shrunk_images_warn_and_name_both_remedies() -> None:
     assert summary["warning"] == (
         "the training images (512 px, median longer side) are shrunk 2.0x to the 256 px model input, "
         "so defects a few pixels wide may vanish; --image-size 512 or --tile-size 256 keeps their pixels "
-        "(about 4x the compute) but shows each patch less of its surroundings, which can cost large "
-        "defects: compare with the default using `clearsight evaluate` on your own images"
+        "(tiles overlapping by 64 px, about 9x the compute) but shows each patch less of its "
+        "surroundings, which can cost large defects: compare with the default using `clearsight "
+        "evaluate` on your own images"
     )
 
 

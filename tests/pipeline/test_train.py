@@ -12,6 +12,7 @@ import pytest
 
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from models.artifact import load_model
+from models.tiling import TilingConfig
 from pipeline.cli import app, run
 from pipeline.cli.train import promise_words, pseudo_words, release_warning
 from pipeline.train import TrainConfig, deep_features_choice, train_model
@@ -196,6 +197,29 @@ def test_the_pseudo_anomalies_row_says_why(
         "validation_share": {"good": 0.2, "anomalous": share},
     }
     assert pseudo_words(training) == row
+
+
+@pytest.mark.parametrize(("flags", "overlap"), [([], 8), (["--tile-overlap", "0"], 0)])
+def test_train_cli_overlaps_tiles_unless_told_not_to(
+    flags: list[str], overlap: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Abutting tiles (the default was 0) left a straight seam in the anomaly map at every tile border.
+    root = _write(tmp_path / "bulk_ore", 8)
+    out = tmp_path / "model"
+    args = ["--image-size", "32", "--tile-size", "32", "--pad", "0", "--threads", "1", *flags]
+    assert run(app, ["train", "--data", str(root), "--out", str(out), "--coreset-ratio", "0.5", *args]) == 0
+    card = json.loads((out / "model.json").read_text())
+    assert card["preprocessing"]["tiling"] == {"tile_size": 32, "overlap": overlap}
+    err = " ".join(capsys.readouterr().err.split())
+    seams = "Warning: the 32 px tiles do not overlap (--tile-overlap 0)"
+    assert (seams in err) is (overlap == 0)
+
+
+def test_the_tile_overlap_defaults_to_a_quarter_of_the_tile() -> None:
+    assert TrainConfig(image_size=64, tile_size=64).tile_overlap == 16
+    assert TrainConfig(image_size=64, tile_size=64).tiling == TilingConfig(64, 16)
+    assert TrainConfig(image_size=64, tile_size=64, tile_overlap=0).tiling == TilingConfig(64, 0)
+    assert TrainConfig(image_size=64).tiling == TilingConfig(0, 0)  # no tiles, no overlap
 
 
 @pytest.mark.parametrize(
