@@ -39,7 +39,7 @@ from models.detector import Detector, DetectorConfig, build_detector
 from models.predictor import ArtifactPredictor
 from models.registry import list_models
 from models.runtime import DEFAULT_RUNTIME, RUNTIMES
-from models.tiling import MAX_TILE_ENLARGEMENT, min_tile_size
+from models.tiling import MAX_TILE_ENLARGEMENT, SIXTEEN_BITS, min_tile_size
 from models.weights import read_bounded
 
 __all__ = [
@@ -371,6 +371,8 @@ def _check_preprocessing(preprocessing: Mapping[str, Any], input_size: int, chec
             f"{MAX_TILE_ENLARGEMENT}x to the {input_size} px model input",
         )
     check.whole(tiling["overlap"], "preprocessing.tiling.overlap", 0, max(tile - 1, 0))
+    if "sixteen_bit_depth" in preprocessing:  # absent from cards written before training measured it
+        check.whole(preprocessing["sixteen_bit_depth"], "preprocessing.sixteen_bit_depth", 9, SIXTEEN_BITS)
     source = check.obj(preprocessing, "source_resolution", "preprocessing.source_resolution", required=False)
     downscale = source.get("downscale")
     if downscale is not None and not (_finite(downscale) and downscale > 0):

@@ -332,7 +332,9 @@ def _sidecar(
             "shape": ["batch", 3, s, s],
             "dtype": "float32",
             "layout": "NCHW, RGB",
-            "scaling": "uint8 / 255 (uint16 / 65535); gray replicated to 3 channels; alpha dropped",
+            "scaling": "uint8 / 255 (uint16 / (2 ** preprocessing.sixteen_bit_depth - 1), clipped to 1; "
+            "/ 65535 where preprocessing has no sixteen_bit_depth); gray replicated to 3 channels; "
+            "alpha dropped",
             # as the predictor resizes: a runtime that shrank with bilinear scored anomalies lower
             "resize": f"after scaling, in float32: the whole image (or each tile, see preprocessing.tiling) "
             f"to {s}x{s} with {RESIZE}",

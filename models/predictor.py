@@ -9,6 +9,7 @@ thresholds and labels: it implements :class:`models.inference.Predictor` and is 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -20,7 +21,16 @@ from models.detector import Detector, RawOutput
 from models.fusion import SIGNALS
 from models.inference import GOOD, Prediction, Thresholds
 from models.runtime import DEFAULT_RUNTIME, raw_runner
-from models.tiling import TilingConfig, View, make_views, stitch_maps, to_rgb_float, view_downscale_hw
+from models.tiling import (
+    SIXTEEN_BITS,
+    TilingConfig,
+    View,
+    beyond_bit_depth,
+    make_views,
+    stitch_maps,
+    to_rgb_float,
+    view_downscale_hw,
+)
 
 __all__ = ["ArtifactPredictor", "ImageResult", "ImageScorer", "UNKNOWN"]
 
@@ -59,9 +69,16 @@ class ImageScorer:
     Args:
         detector: the scoring module (its config gives input size and normalisation).
         tiling: when and how to tile large images.
+        sixteen_bit_depth: the bits a 16-bit image is read as holding (the card's
+            ``preprocessing.sixteen_bit_depth``: what the training images held; see
+            :func:`models.tiling.sixteen_bit_depth`).
         batch_size: views per forward pass.
         raw: what computes ``detector.raw`` on a batch of views; default the detector itself in
             PyTorch (see :func:`models.runtime.raw_runner` for ONNX Runtime).
+
+    Attributes:
+        beyond_bit_depth: how many 16-bit images it was given held samples above
+            ``sixteen_bit_depth`` bits (clipped; the first is warned about).
     """
 
     def __init__(
@@ -69,17 +86,32 @@ class ImageScorer:
         detector: Detector,
         *,
         tiling: TilingConfig,
+        sixteen_bit_depth: int = SIXTEEN_BITS,
         batch_size: int = 16,
         raw: Callable[[torch.Tensor], RawOutput] | None = None,
     ) -> None:
         self.detector = detector.eval()
         self.tiling = tiling
+        self.sixteen_bit_depth = sixteen_bit_depth
+        self.beyond_bit_depth = 0
         self.batch_size = max(1, int(batch_size))
         self._raw = raw or self.detector.raw
 
     def views(self, image: np.ndarray) -> tuple[torch.Tensor, list[View], tuple[int, int]]:
         """Image -> ((T, 3, S, S) normalised views, their rectangles, (H, W))."""
-        rgb = to_rgb_float(image)
+        bits = self.sixteen_bit_depth
+        if beyond_bit_depth(image, bits):
+            self.beyond_bit_depth += 1
+            if self.beyond_bit_depth == 1:
+                warnings.warn(
+                    f"a 16-bit image holds samples above {2**bits - 1}, the most the {bits}-bit "
+                    "training images of this model held: they are clipped, and the image is likely "
+                    "another kind of file (another camera, or one set to more bits) than the model "
+                    "was trained on",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        rgb = to_rgb_float(image, sixteen_bit_depth=bits)
         cfg = self.detector.config
         batch, views = make_views(rgb, size=cfg.input_size, mean=cfg.mean, std=cfg.std, tiling=self.tiling)
         return batch, views, (rgb.shape[0], rgb.shape[1])
@@ -188,7 +220,12 @@ class ArtifactPredictor:
         detector = detector.eval()
         self._runtime = runtime
         self._scorer = ImageScorer(
-            detector, tiling=tiling, batch_size=batch_size, raw=raw_runner(detector, runtime)
+            detector,
+            tiling=tiling,
+            # a card without it was written before training measured it: the full range, as then
+            sixteen_bit_depth=int(pre.get("sixteen_bit_depth", SIXTEEN_BITS)),
+            batch_size=batch_size,
+            raw=raw_runner(detector, runtime),
         )
         t = card["thresholds"]
         self._thresholds = Thresholds(

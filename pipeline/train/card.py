@@ -74,7 +74,7 @@ def model_card(
             "stored_in_artifact": True,
             "fine_tuned": tuned is not None,
         },
-        "preprocessing": _preprocessing(config, spec, trainer.tiling, data.images),
+        "preprocessing": _preprocessing(config, spec, trainer.tiling, data.images, data.sixteen_bit_depth),
         "thresholds": cut.thresholds._asdict(),
         "validation": _validation(
             root, config, validation, spread, cal, gates, fused, cut, rule=trainer.detector.fusion.rule
@@ -124,7 +124,7 @@ def model_card(
 
 
 def _preprocessing(
-    config: TrainConfig, spec: Any, tiling: TilingConfig, images: Sequence[np.ndarray]
+    config: TrainConfig, spec: Any, tiling: TilingConfig, images: Sequence[np.ndarray], sixteen_bit_depth: int
 ) -> dict[str, Any]:
     """The card's ``preprocessing``: how an image becomes the model's input."""
     return {
@@ -132,7 +132,8 @@ def _preprocessing(
         "mean": list(spec.mean),
         "std": list(spec.std),
         "channels": "RGB; gray replicated to 3 channels",
-        "scaling": "uint8 / 255, uint16 / 65535, float clipped to [0, 1]",
+        "scaling": "uint8 / 255, uint16 / (2 ** sixteen_bit_depth - 1) clipped to 1, float clipped to [0, 1]",
+        "sixteen_bit_depth": sixteen_bit_depth,
         "resize": "cv2 INTER_AREA when shrinking, INTER_LINEAR when enlarging",
         "tiling": {"tile_size": tiling.tile_size, "overlap": tiling.overlap},
         "source_resolution": source_resolution(

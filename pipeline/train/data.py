@@ -19,7 +19,7 @@ from datasets.mvtec import read_mvtec
 from datasets.perceptual_hash import perceptual_hash
 from datasets.type_names import TYPE_NAME_RULE, is_type_name
 from models.inference import GOOD
-from models.tiling import to_rgb_float
+from models.tiling import sixteen_bit_depth, to_rgb_float
 from pipeline.train.config import KNOWN_CARGO_TYPES, ProgressFn, TrainConfig
 
 
@@ -56,6 +56,8 @@ class TrainingData(NamedTuple):
             training anomalies whose mask marks a defect.
         empty_masks: the paths of both sides' blank masks (relative to the dataset folder where
             they lie in it), sorted.
+        sixteen_bit_depth: the bits the 16-bit images hold, at which ``images`` read them and the
+            model will read every 16-bit input (16 without any).
     """
 
     train: SplitImages
@@ -65,6 +67,7 @@ class TrainingData(NamedTuple):
     phashes: list[str | None]
     defect_masks: dict[int, np.ndarray]
     empty_masks: list[str]
+    sixteen_bit_depth: int
 
 
 def read_training_data(
@@ -79,13 +82,13 @@ def read_training_data(
     items = read_train_items(root)
     train_items, val_items = split(items, config.val_fraction, rng, anomaly_fraction=config.val_anomaly_share)
     check_split(root, train_items, val_items, config)  # before any image is decoded
-    images, hashes, phashes = decode(train_items + val_items, progress)
+    images, hashes, phashes, depth = decode(train_items + val_items, progress)
     train = _split_images(train_items, images[: len(train_items)])
     val = _split_images(val_items, images[len(train_items) :])
     masks, empty_masks = defect_masks(root, train.anomaly_items, train.anomalies)
     # validation trains nothing on its masks, but a blank one there is the same labelling slip
     empty_masks = sorted([*empty_masks, *defect_masks(root, val.anomaly_items, val.anomalies)[1]])
-    return TrainingData(train, val, images, hashes, phashes, masks, empty_masks)
+    return TrainingData(train, val, images, hashes, phashes, masks, empty_masks, depth)
 
 
 def check_split(
@@ -203,16 +206,25 @@ def cargo_type(root: Path, configured: str | None) -> str:
 
 def decode(
     items: Sequence[TrainItem], progress: ProgressFn
-) -> tuple[list[np.ndarray], list[str], list[str | None]]:
-    """Pixels, content hash and perceptual hash (for the card's near-copies) of each image."""
+) -> tuple[list[np.ndarray], list[str], list[str | None], int]:
+    """Pixels, content hash and perceptual hash (for the card's near-copies) of each image, and the
+    bits its 16-bit images hold (:func:`models.tiling.sixteen_bit_depth`), at which they are read."""
     images, hashes, phashes = [], [], []
+    sixteen: dict[int, np.ndarray] = {}  # read once the depth of all of them is known
     for n, item in enumerate(items):
         decoded = decode_image(item.path)
-        images.append(to_rgb_float(decoded.pixels))
+        if decoded.pixels.dtype == np.uint16:
+            sixteen[n] = decoded.pixels
+            images.append(decoded.pixels)
+        else:
+            images.append(to_rgb_float(decoded.pixels))
         hashes.append(decoded.sha256)
         phashes.append(perceptual_hash(decoded.pixels))
         progress("decode", n + 1, len(items))
-    return images, hashes, phashes
+    depth = sixteen_bit_depth(int(pixels.max(initial=0)) for pixels in sixteen.values())
+    for n, pixels in sixteen.items():
+        images[n] = to_rgb_float(pixels, sixteen_bit_depth=depth)
+    return images, hashes, phashes, depth
 
 
 def files_hash(root: Path, items: Sequence[TrainItem], hashes: Sequence[str]) -> str:

@@ -214,3 +214,14 @@ def test_an_image_over_the_view_cap_is_refused_before_its_views_are_made(
     with pytest.raises(InputError, match=r"a 512x256 image would become 128 views .* more than the 50"):
         tiled.predict([np.zeros((256, 512), np.uint8)])
     assert len(tiled.predict([np.zeros((160, 160), np.uint8)])[0].anomaly_map) == 160  # 25 views
+
+
+def test_a_card_without_sixteen_bit_depth_reads_the_full_range(predictor: ArtifactPredictor, imaging) -> None:  # type: ignore[no-untyped-def]
+    # cards written before training measured it: their scores stay what they were
+    card = dict(predictor.card)
+    card["preprocessing"] = {k: v for k, v in card["preprocessing"].items() if k != "sixteen_bit_depth"}
+    older = ArtifactPredictor(predictor.detector, card, runtime="torch")
+    assert older.scorer.sixteen_bit_depth == 16
+    wide = imaging.texture(np.random.default_rng(5)).astype(np.uint16) * 257  # the full 16 bits
+    as_float = wide.astype(np.float32) / 65535.0
+    assert np.array_equal(older.scorer.views(wide)[0].numpy(), older.scorer.views(as_float)[0].numpy())

@@ -16,7 +16,9 @@ from models.tiling import (
     max_views,
     min_tile_size,
     plan_views,
+    sixteen_bit_depth,
     stitch_maps,
+    to_rgb_float,
     view_count,
     view_downscale,
     view_downscale_hw,
@@ -167,3 +169,32 @@ def test_the_default_tiling_of_training_stitches_maps_without_seams(side: int) -
     assert config.tile_overlap == default_overlap(32) == 8
     assert _border_steps(side, TilingConfig(32, config.tile_overlap)) < 3.0
     assert _border_steps(side, TilingConfig(32, 0)) > 5.0  # what the overlap saves a map from
+
+
+@pytest.mark.parametrize(
+    ("maxima", "bits"),
+    [
+        ([4080], 12),  # 12-bit data shifted into 16 bits (value * 16)
+        ([4095, 100], 12),
+        ([4096], 13),
+        ([1023], 10),
+        ([0], 9),  # never fewer than 9: an 8-bit image stored wide still reads as 9 bits
+        ([255], 9),
+        ([65535], 16),
+        ([], 16),  # no 16-bit training image: the full range, as before
+    ],
+)
+def test_the_bits_of_16_bit_images_are_the_fewest_that_hold_their_largest_sample(
+    maxima: list[int], bits: int
+) -> None:
+    assert sixteen_bit_depth(maxima) == bits
+
+
+def test_a_16_bit_image_is_read_at_the_models_depth() -> None:
+    image = np.array([[0, 2048, 4095, 65535]], np.uint16)
+    read = to_rgb_float(image, sixteen_bit_depth=12)[0, :, 0].tolist()
+    assert read == pytest.approx([0.0, 2048 / 4095, 1.0, 1.0])  # clipped above 4095
+    # at 16 bits, as before the depth was recorded: bit for bit the full range
+    full = to_rgb_float(image)
+    assert np.array_equal(full, np.repeat((image.astype(np.float32) / 65535.0)[..., None], 3, axis=2))
+    assert np.array_equal(to_rgb_float(image, sixteen_bit_depth=16), full)
