@@ -30,7 +30,7 @@ from pipeline.audit.image_indexes import Picture, Sighting, add_decision, sighti
 from pipeline.audit.reading import FirstSent, first_sent, latest_decision, records_of
 from pipeline.audit.records import AuditRecord, OutcomeRecord
 from pipeline.audit.schema import audit_head, audit_records, sealed_records
-from pipeline.audit.seal import SealKey, check_outcome_of, check_read, locked_head
+from pipeline.audit.seal import SealKey, locked_head
 from pipeline.decide import EarlierHold, flagged_tier
 from pipeline.verdicts import ShipmentDecision, Tier
 
@@ -298,25 +298,28 @@ def _same_decision(
 def _refuse_lowering_a_hold(
     conn: Connection, latest: Any, shipment_id: str, tier: Tier, seal_key: SealKey | None
 ) -> None:
-    """Refuse a decision at ``tier`` where the shipment's ``latest`` is a stricter, unresolved hold
-    (with ``seal_key``, the hold and the outcome that resolves it checked against their seals)."""
-    c = audit_records.c
+    """Refuse a decision at ``tier`` where the shipment's ``latest`` is a stricter hold that no
+    officer's outcome has cleared: its latest outcome (a correction recorded with amend is a later
+    one) found nothing. With ``seal_key``, the hold and its outcomes are checked against their seals.
+    """
     if Tier(latest.tier).severity <= tier.severity:
         return
-    resolved = conn.execute(
-        select(audit_records).where(c.kind == "outcome", c.ref_seq == latest.seq).order_by(c.seq).limit(1)
-    ).first()
-    if seal_key is not None:
-        check_read(conn, seal_key, [latest] if resolved is None else [latest, resolved])
-        if resolved is not None:
-            check_outcome_of(latest, resolved)
-    if resolved is None:
-        raise ConflictError(
-            f"shipment {shipment_id!r} is held ({latest.tier}, audit record {latest.seq}) "
-            f"and this decision would lower it to {tier.value}: a hold is lifted by an "
-            "officer's outcome (clearsight audit outcome, or the review page), not by deciding "
-            "again; decide what-if runs without --audit-db"
-        )
+    outcome = records_of(conn, [latest], seal_key=seal_key)[0].outcome
+    # only a clean finding lifts a hold, as it does for a picture sent again (EarlierHold.of): one
+    # that found an anomaly let a re-scan or a laxer policy record the cargo as released
+    if outcome is not None and outcome.found is None:
+        return
+    why = (
+        "a hold is lifted by an officer's outcome (clearsight audit outcome, or the review page)"
+        if outcome is None
+        else f"inspection found {outcome.found!r} (audit record {outcome.seq}), and a hold is lifted "
+        "only by an officer's outcome that found the cargo clean"
+    )
+    raise ConflictError(
+        f"shipment {shipment_id!r} is held ({latest.tier}, audit record {latest.seq}) "
+        f"and this decision would lower it to {tier.value}: {why}, not by deciding "
+        "again; decide what-if runs without --audit-db"
+    )
 
 
 def _refuse_images_seen_since(

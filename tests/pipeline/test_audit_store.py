@@ -871,6 +871,29 @@ def test_a_hold_is_lowered_only_after_an_officers_outcome(db_url: str) -> None:
         assert store.get("S1") == released and store.verify().ok
 
 
+def test_a_hold_is_lowered_only_after_an_outcome_that_found_nothing(db_url: str) -> None:
+    """An outcome that found an anomaly lifted the hold as a clean one does: a re-scan or a laxer
+    policy then recorded the cargo as released. The latest outcome judges (a correction with amend
+    is a later one), for a new decision and for an earlier one run again alike."""
+    held = r"^shipment 'S1' is held \(PHYSICAL_INSPECTION, audit record 2\) and this decision would lower"
+    with AuditStore.open(db_url) as store:
+        first = store.record(decision("S1", Tier.RELEASE), idempotency_key="inputs-a:S1")
+        store.record(decision("S1", Tier.PHYSICAL_INSPECTION, 0.95), idempotency_key="inputs-b:S1")
+        found = store.record_outcome("S1", found="foreign_object", officer="officer-7", decision_seq=2)
+        for key in ("policy-b:S1", "inputs-a:S1"):  # a new decision; the earlier one run again
+            with pytest.raises(ConflictError, match=held) as refused:
+                store.record(decision("S1", Tier.RELEASE), idempotency_key=key)
+            assert f"inspection found 'foreign_object' (audit record {found.seq})" in str(refused.value)
+        store.record_outcome("S1", found=None, officer="officer-7", decision_seq=2)  # corrected: clean
+        assert store.record(decision("S1", Tier.RELEASE), idempotency_key="inputs-a:S1") == first
+        store.record_outcome("S1", found="unknown", officer="officer-8", decision_seq=2)  # and back
+        with pytest.raises(ConflictError, match=held):
+            store.record(decision("S1", Tier.RELEASE), idempotency_key="policy-b:S1")
+        standing = store.get("S1")
+        assert standing is not None and standing.seq == 2 and standing.outcome is not None
+        assert standing.outcome.found == "unknown" and store.verify().records_checked == 5
+
+
 def test_an_earlier_decision_run_again_does_not_read_released_off_a_later_hold(db_url: str) -> None:
     """A batch run again over earlier inputs (an alarm since cleared in the manifest, an earlier
     policy) was answered from its record, "released", while a hold recorded since stood."""

@@ -389,6 +389,26 @@ def test_a_refused_decision_is_handed_back_as_the_decision_that_stands(tmp_path:
     assert new_why is not None and "kept being decided in other shipments" in new_why
 
 
+def test_a_hold_whose_inspection_found_an_anomaly_is_not_lowered_by_a_rescan(db_url: str) -> None:
+    """Held (a picture scoring 0.95), inspected, an anomaly found; then re-scanned, a new picture
+    scoring 0.1: the finding lifted the hold as a clean outcome does, the shipment was recorded as
+    released, and its picture, sent again under another id, was no longer held."""
+    with AuditStore.open(db_url) as store:
+        assert _decided(store, [_row("F", "aa" * 32, score=0.95)])["F"][0] is Tier.PHYSICAL_INSPECTION
+        store.record_outcome("F", found="unknown", officer="officer-7", notes="scrap cable")
+        ((rescan, why),) = decide_and_record(
+            POLICY, [_row("F", "bb" * 32)], audit_key=KEY, store=store, near_copy_bits=32
+        )
+        again = _decided(store, [_row("H", "aa" * 32)])["H"]
+        standing = store.get("F")
+    assert rescan.tier is Tier.PHYSICAL_INSPECTION and rescan.refused is not None
+    assert rescan.refused.tier is Tier.RELEASE and rescan.refused.standing_seq == 1
+    assert why is not None and "inspection found 'unknown' (audit record 2)" in why
+    assert standing is not None and standing.seq == 1 and standing.outcome is not None
+    assert standing.outcome.found == "unknown"
+    assert again[0] is Tier.PHYSICAL_INSPECTION and "override.image_held_before" in again[1]
+
+
 def test_a_held_shipments_picture_sent_again_under_a_new_id_carries_the_hold(tmp_path: Path) -> None:
     """Held for a radiation alarm, sent again with the same picture under a new id and no flag:
     image_reused's remote inspection only, where the hold stood uncleared."""
