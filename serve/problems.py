@@ -41,6 +41,7 @@ from datasets.errors import (
     UnsafePathError,
 )
 from pipeline.audit.seal import SealBrokenError
+from pipeline.audit.writing import DecisionUnnamed
 from serve.errors import (
     DecidedAgainError,
     NotAuthenticatedError,
@@ -92,6 +93,7 @@ _TABLE: tuple[tuple[type[ClearsightError], int, str, str], ...] = (
     (CargoTypeError, 422, "unknown-cargo-type", "Unknown cargo type"),
     (OutcomeExistsError, 409, "outcome-exists", "Outcome already recorded"),
     (DecidedAgainError, 409, "decided-again", "Decided again since"),
+    (DecisionUnnamed, 409, "decision-unnamed", "Outcome names no decision"),
     (ConflictError, 409, "conflict", "Conflicts with a recorded decision"),
     (UnsafePathError, 400, "unsafe-path", "Unsafe path"),
     (DatasetFormatError, 422, "bad-input", "Invalid input"),

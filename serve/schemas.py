@@ -250,7 +250,8 @@ class OutcomeIn(BaseModel):
         ge=1,
         le=MAX_SEQ,
         description="The decision (its seq) the officer judged: refused with 409 if the shipment has "
-        "been decided again since.",
+        "been decided again since. Required (409 otherwise) where the shipment has more than one "
+        "decision, so that the outcome judges none recorded after the officer looked.",
     )
     new_type: StrictBool = Field(
         default=False,

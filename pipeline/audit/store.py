@@ -59,6 +59,7 @@ from pipeline.audit.sealing import SealingReport, seal_vouched
 from pipeline.audit.verify import checked, verify_chain
 from pipeline.audit.writing import (
     DecidedAlready,
+    DecisionUnnamed,
     ImagesSeenSince,
     SentByAnother,
     check_idempotency_key,
@@ -72,6 +73,7 @@ from pipeline.verdicts import ShipmentDecision, Tier
 __all__ = [
     "AuditStore",
     "DecidedAlready",
+    "DecisionUnnamed",
     "FirstSent",
     "ImagesSeenSince",
     "Lookup",
@@ -305,6 +307,8 @@ class AuditStore:
 
         Args:
             decision_seq: the decision the officer judged; refused if the shipment was decided again.
+                Required where the shipment has more than one decision: without it the outcome
+                judged whichever was latest when written, one recorded after the officer looked.
             amend: whether this may correct an outcome already recorded for that decision. Both are
                 checked in the write's transaction, so two officers at once cannot both pass them.
 
@@ -315,6 +319,7 @@ class AuditStore:
                 ``officer``, ``found`` or ``notes`` (:func:`~pipeline.audit.writing.check_outcome`).
             ConflictError: ``decision_seq`` is an earlier decision; or it has an outcome and not
                 ``amend``.
+            DecisionUnnamed: no ``decision_seq`` for a shipment with more than one decision.
             AuditError: the database cannot be written.
         """
         check_outcome(shipment_id, found, officer, notes)

@@ -15,7 +15,7 @@ transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic_core import PydanticSerializationError
@@ -36,6 +36,7 @@ from pipeline.verdicts import ShipmentDecision, Tier
 
 __all__ = [
     "DecidedAlready",
+    "DecisionUnnamed",
     "ImagesSeenSince",
     "SentByAnother",
     "append",
@@ -95,6 +96,34 @@ class ImagesSeenSince(ConflictError):
             f"shipment {shipment_id!r}: its pictures were decided in another shipment since they were "
             "looked up; decide it again"
         )
+
+
+class DecisionUnnamed(ConflictError):
+    """An outcome that names no decision (``decision_seq``) for a shipment decided more than once:
+    judged against whichever decision was latest when it was written, a clean finding lifted a hold
+    recorded after the officer looked (a radiation alarm) that nobody had inspected for.
+
+    ``decisions``: the shipment's decisions (their audit records), oldest first: all of them, or the
+    latest :data:`_MOST_NAMED` and one more (the message names those, and says earlier ones exist)."""
+
+    def __init__(self, shipment_id: str, decisions: Sequence[int]) -> None:
+        self.shipment_id = shipment_id
+        self.decisions = list(decisions)
+        super().__init__(
+            f"shipment {shipment_id!r} was decided more than once ({self.named()}): an outcome must "
+            "name the decision the officer inspected (decision_seq), so that it judges no decision "
+            "recorded since; read the shipment and send the audit record of the one inspected"
+        )
+
+    def named(self) -> str:
+        """The decisions in words: ``decisions 3, 7 (the latest 7)``."""
+        listed = ", ".join(str(seq) for seq in self.decisions[-_MOST_NAMED:])
+        earlier = "earlier ones, then " if len(self.decisions) > _MOST_NAMED else ""
+        return f"decisions {earlier}{listed} (the latest {self.decisions[-1]})"
+
+
+_MOST_NAMED = 10
+"""The most of a shipment's decisions a :class:`DecisionUnnamed` names (the latest ones)."""
 
 
 def _refuse_half_characters(where: str, fields: dict[str, Any]) -> None:
@@ -404,7 +433,7 @@ def write_outcome(
     ``seal_key``: as :func:`write_decision`'s).
 
     Raises:
-        InputError, ConflictError: as ``record_outcome`` says.
+        InputError, ConflictError, DecisionUnnamed: as ``record_outcome`` says.
     """
     conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).one()
     decision = latest_decision(conn, shipment_id)
@@ -424,6 +453,8 @@ def write_outcome(
             f"shipment {shipment_id!r} was decided again since decision {decision_seq}: its latest "
             f"decision is {decision.seq}; judge that one"
         )
+    if decision_seq is None:
+        _refuse_an_unnamed_decision(conn, shipment_id)
     if not amend:
         earlier = records_of(conn, [decision])[0].outcome  # refuses only: nothing lifted on it
         if earlier is not None:
@@ -452,6 +483,28 @@ def write_outcome(
         officer=officer,
         notes=notes,
     )
+
+
+def _refuse_an_unnamed_decision(conn: Connection, shipment_id: str) -> None:
+    """Refuse an outcome naming no decision where the shipment has more than one: a shipment
+    decided once keeps taking one without (only that decision can be the one inspected).
+
+    Raises:
+        DecisionUnnamed: naming the shipment's decisions.
+    """
+    c = audit_records.c
+    latest_first = (
+        conn.execute(
+            select(c.seq)
+            .where(c.kind == "decision", c.shipment_id == shipment_id)
+            .order_by(c.seq.desc())
+            .limit(_MOST_NAMED + 1)
+        )
+        .scalars()
+        .all()
+    )
+    if len(latest_first) > 1:
+        raise DecisionUnnamed(shipment_id, latest_first[::-1])
 
 
 def append(

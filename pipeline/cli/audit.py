@@ -16,7 +16,7 @@ from datasets.errors import AuditError, ConflictError, InputError
 from datasets.shown_text import escape_unshown, refuse_unshown
 from datasets.type_names import TYPE_NAME_RULE, is_type_name
 from pipeline.audit import SCHEMA_VERSION, AuditStore, OutcomeRecord
-from pipeline.audit.store import sqlite_file
+from pipeline.audit.store import DecisionUnnamed, sqlite_file
 from pipeline.cli.output_paths import check_outputs_apart
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS, Settings, audit_seal_key, previous_audit_seal_key
 from pipeline.verdicts import UNKNOWN_TYPE, Tier, finding_types
@@ -89,6 +89,27 @@ def _has_outcome(shipment_id: str, seq: int, outcome: OutcomeRecord) -> str:
         f"shipment {shipment_id!r} already has an outcome for decision {seq} ({found}, recorded by "
         f"{escape_unshown(outcome.officer)} at {escape_unshown(outcome.created_at)}, record {outcome.seq}); "
         "pass --amend to record a correction"
+    )
+
+
+def _refuse_an_unnamed_decision(store: AuditStore, shipment_id: str) -> None:
+    """Refuse an outcome without --decision-seq for a shipment decided more than once, as the store
+    does where it writes (which judged the latest decision, recorded maybe after the officer looked).
+
+    Raises:
+        ConflictError: naming the shipment's decisions and --decision-seq.
+    """
+    decided = [record.seq for record in store.decisions_of([shipment_id])]
+    if len(decided) > 1:
+        raise ConflictError(_unnamed(DecisionUnnamed(shipment_id, decided)))
+
+
+def _unnamed(exc: DecisionUnnamed) -> str:
+    """The store's refusal of an outcome naming no decision, in the CLI's words."""
+    return (
+        f"shipment {exc.shipment_id!r} was decided more than once ({exc.named()}): name the decision "
+        "the officer inspected with --decision-seq (`clearsight audit show` gives the latest one's "
+        "record), so that the outcome judges no decision recorded since"
     )
 
 
@@ -287,7 +308,7 @@ def register(app: typer.Typer) -> None:
                 "--decision-seq",
                 min=1,
                 help="The audit record of the decision judged (as `audit show` gives it): refused if the "
-                "shipment was decided again since.",
+                "shipment was decided again since; required where it has more than one decision.",
             ),
         ] = None,
         db: DbOption = None,
@@ -315,6 +336,9 @@ def register(app: typer.Typer) -> None:
             )
         with _open(db) as store:
             latest = store.get(shipment_id)
+            if latest is not None and decision_seq is None:
+                # first, before the checks below judge the latest decision as the one inspected
+                _refuse_an_unnamed_decision(store, shipment_id)
             # an outcome for an earlier decision is the store's to refuse as decided again
             judged = latest is not None and decision_seq in (None, latest.seq)
             if latest is not None and judged and not amend and latest.outcome is not None:
@@ -340,6 +364,8 @@ def register(app: typer.Typer) -> None:
                     decision_seq=decision_seq,
                     amend=amend,
                 )
+            except DecisionUnnamed as exc:  # decided again since the check above
+                raise ConflictError(_unnamed(exc)) from None
             except ConflictError:
                 # the store checks again where it writes: another officer got there meanwhile
                 now = store.get(shipment_id)
@@ -349,7 +375,11 @@ def register(app: typer.Typer) -> None:
         what = "clean" if record.found is None else f"found {record.found}"
         Console().print(
             Text.assemble(
-                "recorded outcome of ", _shown(shipment_id), " (", _shown(what), f") as record {record.seq}"
+                "recorded outcome of ",
+                _shown(shipment_id),
+                f" for decision {record.decision_seq} (",
+                _shown(what),
+                f") as record {record.seq}",
             )
         )
 

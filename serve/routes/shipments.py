@@ -18,7 +18,14 @@ from datasets.errors import ClearsightError, ConflictError, InputError, ModelErr
 from datasets.json_text import loads_strict
 from datasets.perceptual_hash import perceptual_hashes
 from pipeline.audit.image_indexes import Picture, Sighting
-from pipeline.audit.store import DecidedAlready, FirstSent, ImagesSeenSince, Lookup, SentByAnother
+from pipeline.audit.store import (
+    DecidedAlready,
+    DecisionUnnamed,
+    FirstSent,
+    ImagesSeenSince,
+    Lookup,
+    SentByAnother,
+)
 from pipeline.verdicts import AeoTierSource, Declaration, ImageVerdict, ShipmentDecision, first_field_like
 from serve.auth import Principal, Role
 from serve.deps import AuditDep, JsonBodyDep, MultipartDep, OfficerDep, Services, ServicesDep, SubmitterDep
@@ -129,7 +136,8 @@ OUTCOME_RESPONSES = problem_responses(
         400: "A Content-Length that is not a number (bad-request)",
         403: _OFFICERS,
         409: "The decision has an outcome and amend is not set (outcome-exists); decision_seq is an "
-        "earlier decision, the shipment decided again since (decided-again)",
+        "earlier decision, the shipment decided again since (decided-again); no decision_seq for a "
+        "shipment decided more than once (decision-unnamed)",
         413: "A body over 64 KiB (request-too-large)",
         415: "A body that is not application/json (unsupported-media-type)",
         422: "An outcome or shipment id that does not match the schema (validation); a decision_seq "
@@ -672,6 +680,7 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
         InputError: ``outcome.decision_seq`` is none of the shipment's decisions, or ``outcome.found``
             is no type :func:`~serve.findings.finding_types` accepts and ``outcome.new_type`` is unset.
         DecidedAgainError: ``outcome.decision_seq`` is an earlier decision of the shipment.
+        DecisionUnnamed: no ``outcome.decision_seq``, and the shipment has more than one decision.
         OutcomeExistsError: the decision has an outcome already and ``outcome.amend`` is not set.
     """
     audit = services.audit
@@ -703,6 +712,8 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
                 amend=outcome.amend,
             )
         )
+    except DecisionUnnamed:  # its own problem type: which decisions exist, name the one inspected
+        raise
     except ConflictError as exc:
         # the store says which in words; a client is told by the problem's type, so which of its
         # two checks refused is read off the record as it stands now

@@ -25,7 +25,8 @@ CASES = [
     # (name, arguments after the officer's first outcome on decision 1, exit code, said, outcome then)
     ("second-refused", ["--clean"], 2,
      "already has an outcome for decision 1 (found wet_patch, recorded by o-1 at", "wet_patch"),
-    ("second-amends", ["--clean", "--amend"], 0, "recorded outcome of S1 (clean) as record 3", "clean"),
+    ("second-amends", ["--clean", "--amend"], 0,
+     "recorded outcome of S1 for decision 1 (clean) as record 3", "clean"),
     ("same-decision-refused", ["--clean", "--decision-seq", "1"], 2,
      "pass --amend to record a correction", "wet_patch"),
     ("same-decision-amends", ["--clean", "--decision-seq", "1", "--amend"], 0, "as record 3", "clean"),
@@ -164,3 +165,34 @@ def test_an_outcome_recorded_before_the_character_rule_is_read_and_verified(
     assert run(app, ["audit", "verify", "--db", db_url]) == 0
     assert run(app, ["audit", "show", "S1", "--db", db_url]) == 0
     assert "wiped \\x1b[2J" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("meanwhile", [False, True], ids=["before", "decided-again-meanwhile"])
+def test_cli_outcome_names_the_decision_inspected_once_there_are_several(
+    db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, meanwhile: bool
+) -> None:
+    """Without --decision-seq, an outcome judged whichever decision was latest: one recorded after
+    the officer looked (a radiation alarm) was cleared by a finding made for the one before.
+    ``meanwhile``: decided again after the command's own check, refused by the store's, in the
+    same words."""
+    from pipeline.cli import app, run
+
+    if meanwhile:
+        monkeypatch.setattr(AuditStore, "decisions_of", lambda self, shipments: [])
+
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
+        store.record(decision("S1", Tier.REMOTE_INSPECTION))
+        store.record(decision("S1", Tier.PHYSICAL_INSPECTION), idempotency_key="batch:S1:alarm")
+    argv = ["audit", "outcome", "S1", "--officer", "o-1", "--clean", "--db", db_url]
+    assert run(app, argv) == 2
+    assert capsys.readouterr().err == (
+        "Error: shipment 'S1' was decided more than once (decisions 1, 2 (the latest 2)): name the "
+        "decision the officer inspected with --decision-seq (`clearsight audit show` gives the latest "
+        "one's record), so that the outcome judges no decision recorded since\n"
+    )
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
+        assert [r.seq for r in store.list(pending_outcome=True)] == [2]
+    assert run(app, [*argv, "--decision-seq", "1"]) == 2
+    assert "was decided again since decision 1" in capsys.readouterr().err
+    assert run(app, [*argv, "--decision-seq", "2"]) == 0
+    assert capsys.readouterr().out == "recorded outcome of S1 for decision 2 (clean) as record 3\n"

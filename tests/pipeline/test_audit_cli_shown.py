@@ -37,7 +37,7 @@ def test_cli_prints_a_value_ending_in_a_backslash_as_recorded(
         store.record(audit_builders.decision("S7\\", Tier.PHYSICAL_INSPECTION, score=0.9, rule="score.hold"))
     argv = ["audit", "outcome", "S7\\", "--officer", "DOM\\", "--clean", "--notes", "C:\\scans\\"]
     assert run(app, [*argv, "--db", db_url]) == 0
-    assert capsys.readouterr().out.strip() == "recorded outcome of S7\\ (clean) as record 2"
+    assert capsys.readouterr().out.strip() == "recorded outcome of S7\\ for decision 1 (clean) as record 2"
 
     assert run(app, ["audit", "show", "S7\\", "--db", db_url]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -779,7 +779,7 @@ def test_cli_outcome_show_list_export(tmp_path: Path, capsys: pytest.CaptureFixt
         store.record(decision("S2", Tier.PHYSICAL_INSPECTION, 0.9))
     found = ["--found", "wet_patch", "--new-type"]  # the decision's model scored against no type
     assert run(app, ["audit", "outcome", "S2", *found, "--officer", "o-1", "--db", db]) == 0
-    assert "recorded outcome of S2 (found wet_patch) as record 3" in capsys.readouterr().out
+    assert "recorded outcome of S2 for decision 2 (found wet_patch) as record 3" in capsys.readouterr().out
     assert (
         run(app, ["audit", "outcome", "S1", "--clean", "--found", "x", "--officer", "o-1", "--db", db]) == 2
     )
@@ -866,7 +866,7 @@ def test_a_hold_is_lowered_only_after_an_officers_outcome(db_url: str) -> None:
             store.record(decision("S1", Tier.RELEASE), idempotency_key="policy-b:S1")
         raised = store.record(decision("S1", Tier.PHYSICAL_INSPECTION), idempotency_key="policy-c:S1")
         assert raised.seq == held.seq + 1  # a stricter decision is always recorded
-        store.record_outcome("S1", found=None, officer="officer-7")
+        store.record_outcome("S1", found=None, officer="officer-7", decision_seq=raised.seq)
         released = store.record(decision("S1", Tier.RELEASE), idempotency_key="policy-b:S1")
         assert store.get("S1") == released and store.verify().ok
 
@@ -894,6 +894,36 @@ def test_a_hold_is_lowered_only_after_an_outcome_that_found_nothing(db_url: str)
         assert standing.outcome.found == "unknown" and store.verify().records_checked == 5
 
 
+def test_an_outcome_names_the_decision_inspected_once_there_are_several(db_url: str) -> None:
+    """An officer saw decision 1; meanwhile a radiation alarm recorded decision 2. Written without
+    decision_seq, the clean outcome judged decision 2, lifting a hold nobody inspected for. A
+    shipment decided once takes an outcome without it, as before."""
+    from pipeline.audit.store import DecisionUnnamed
+
+    with AuditStore.open(db_url) as store:
+        store.record(decision("S1", Tier.REMOTE_INSPECTION, 0.6))
+        alarm = audit_builders.decision("S1", Tier.PHYSICAL_INSPECTION, rule="override.radiation_alarm")
+        assert store.record(alarm, idempotency_key="batch:S1:alarm").seq == 2
+        unnamed = (
+            r"^shipment 'S1' was decided more than once \(decisions 1, 2 \(the latest 2\)\): an outcome "
+            r"must name the decision the officer inspected \(decision_seq\)"
+        )
+        with pytest.raises(DecisionUnnamed, match=unnamed) as refused:
+            store.record_outcome("S1", found=None, officer="officer-7")
+        assert isinstance(refused.value, ConflictError) and refused.value.decisions == [1, 2]
+        assert [r.seq for r in store.list(pending_outcome=True)] == [2]  # still to be inspected
+        with pytest.raises(ConflictError, match="was decided again since decision 1"):
+            store.record_outcome("S1", found=None, officer="officer-7", decision_seq=1)
+        assert store.record_outcome("S1", found=None, officer="officer-7", decision_seq=2).decision_seq == 2
+        with pytest.raises(DecisionUnnamed):  # a correction too
+            store.record_outcome("S1", found="unknown", officer="officer-8")
+        store.record(decision("S2"))
+        assert store.record_outcome("S2", found=None, officer="officer-7").decision_seq == 4
+        assert store.verify().records_checked == 5
+    many = DecisionUnnamed("S3", list(range(1, 13)))
+    assert "(decisions earlier ones, then 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 (the latest 12))" in str(many)
+
+
 def test_an_earlier_decision_run_again_does_not_read_released_off_a_later_hold(db_url: str) -> None:
     """A batch run again over earlier inputs (an alarm since cleared in the manifest, an earlier
     policy) was answered from its record, "released", while a hold recorded since stood."""
@@ -907,7 +937,9 @@ def test_an_earlier_decision_run_again_does_not_read_released_off_a_later_hold(d
         with pytest.raises(ConflictError, match="would lower it to RELEASE"):  # judged by what is returned
             store.record(decision("S1", Tier.PHYSICAL_INSPECTION), idempotency_key="inputs-a:S1")
         assert store.record(decision("S1", Tier.PHYSICAL_INSPECTION), idempotency_key="inputs-b:S1").seq == 2
-        store.record_outcome("S1", found=None, officer="officer-3")  # lifted: the replay may say so
+        store.record_outcome(
+            "S1", found=None, officer="officer-3", decision_seq=2
+        )  # lifted: the replay may say so
         assert store.record(decision("S1", Tier.RELEASE), idempotency_key="inputs-a:S1") == first
         assert store.verify().records_checked == 3
 
@@ -1625,8 +1657,8 @@ def test_an_outcome_is_checked_where_it_is_written(db_url: str) -> None:
             store.record_outcome("S1", found=None, officer="o-1", decision_seq=1)
         store.record_outcome("S1", found="wet_patch", officer="o-1", decision_seq=2, amend=False)
         with pytest.raises(ConflictError, match=r"already has an outcome \(wet_patch, recorded by o-1\)"):
-            store.record_outcome("S1", found=None, officer="o-2", amend=False)
-        assert store.record_outcome("S1", found=None, officer="o-2").found is None  # a correction
+            store.record_outcome("S1", found=None, officer="o-2", decision_seq=2, amend=False)
+        assert store.record_outcome("S1", found=None, officer="o-2", decision_seq=2).found is None
 
 
 def test_a_version_1_store_opened_read_only_is_read_and_not_written(tmp_path: Path) -> None:
@@ -1674,12 +1706,12 @@ def test_a_sqlite_file_uri_names_its_file(tmp_path: Path, uri: str) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "said"),
     [
-        (["--found", "crack"], 0, "recorded outcome of S1 (found crack)"),
-        (["--found", "unknown"], 0, "recorded outcome of S1 (found unknown)"),
+        (["--found", "crack"], 0, "recorded outcome of S1 for decision 1 (found crack)"),
+        (["--found", "unknown"], 0, "recorded outcome of S1 for decision 1 (found unknown)"),
         (["--found", "banana"], 2,
          "--found 'banana' is not a type the bulk_ore pictures of shipment 'S1' were scored against "
          "(accepted: crack, unknown)"),
-        (["--found", "banana", "--new-type"], 0, "recorded outcome of S1 (found banana)"),
+        (["--found", "banana", "--new-type"], 0, "recorded outcome of S1 for decision 1 (found banana)"),
         (["--found", "Foreign Object"], 2, "--found 'Foreign Object' is not a type name"),
     ],
     ids=["known", "unknown", "not-known", "new-type", "not-a-name"],
@@ -1759,7 +1791,7 @@ def test_the_decisions_of_shipments_are_read_whole_and_in_order(db_url: str) -> 
         store.record(decision("S1", Tier.REMOTE_INSPECTION, 0.6))
         store.record(decision("S2"))
         store.record(decision("S1", Tier.PHYSICAL_INSPECTION, 0.9))  # supersedes seq 1
-        store.record_outcome("S1", found=None, officer="o-1")
+        store.record_outcome("S1", found=None, officer="o-1", decision_seq=3)
         got = store.decisions_of(["S1", "S1", "S9"])
         assert store.decisions_of([]) == []
     assert [(r.seq, r.decision.tier) for r in got] == [
@@ -1846,12 +1878,13 @@ def test_a_first_record_is_read_as_the_sender_rule_needs_it(
         ({"good": 0.7, "synthetic_scratch": 0.3}, ["--found", "gold_bar"], 2,
          "--found 'gold_bar' is not a type the bulk_ore pictures of shipment 'S1' were scored against: "
          "its model knows none"),
-        (None, ["--found", "gold_bar", "--new-type"], 0, "recorded outcome of S1 (found gold_bar)"),
-        (None, ["--found", "unknown"], 0, "recorded outcome of S1 (found unknown)"),
+        (None, ["--found", "gold_bar", "--new-type"], 0,
+         "recorded outcome of S1 for decision 1 (found gold_bar)"),
+        (None, ["--found", "unknown"], 0, "recorded outcome of S1 for decision 1 (found unknown)"),
         # the API and the review page take at most 2,000 characters of notes; the CLI took any
         (None, ["--clean", "--notes", "x" * 2001], 2,
          "--notes is 2001 characters long; an outcome takes at most 2000 (as the API and the review page"),
-        (None, ["--clean", "--notes", "é" * 2000], 0, "recorded outcome of S1 (clean)"),
+        (None, ["--clean", "--notes", "é" * 2000], 0, "recorded outcome of S1 for decision 1 (clean)"),
     ],
     ids=["no-types", "synthetic-only", "new-type", "unknown", "notes-too-long", "notes-at-the-limit"],
 )  # fmt: skip

@@ -296,6 +296,43 @@ def test_an_outcome_for_a_decision_that_was_replaced_is_refused(make_client, aud
     assert current.status_code == 200 and current.json()["outcome"]["decision_seq"] == 2
 
 
+@pytest.mark.parametrize("path", ["/v1/shipments/SHP-N/outcome", "/v1/outcomes"], ids=["by-path", "in-body"])
+def test_an_outcome_naming_no_decision_is_refused_once_the_shipment_was_decided_again(
+    make_client, either_audit_store, path
+) -> None:
+    """The officer read decision 1 (a remote inspection); meanwhile a radiation alarm recorded
+    decision 2. An outcome "clean" without decision_seq judged decision 2, lifting a hold nobody
+    had inspected for, and the review queue was empty."""
+    store = either_audit_store
+    client = make_client(audit=store)
+    named = {"shipment_id": "SHP-N"} if path == "/v1/outcomes" else {}
+    _submit(client, "SHP-N", [150])
+    assert client.get("/v1/shipments/SHP-N", headers=OFFICER).json()["seq"] == 1  # what the officer saw
+    alarm = _submit(client, "SHP-N", [150], radiation_alarm=True).json()
+    assert (alarm["seq"], alarm["decision"]["tier"]) == (2, "PHYSICAL_INSPECTION")
+    unnamed = client.post(path, json={**named, "found": "clean"}, headers=OFFICER)
+    assert (unnamed.status_code, unnamed.json()["type"]) == (
+        409,
+        "https://clearsight.dev/problems/decision-unnamed",
+    )
+    assert unnamed.json()["detail"] == (
+        "shipment 'SHP-N' was decided more than once (decisions 1, 2 (the latest 2)): an outcome must "
+        "name the decision the officer inspected (decision_seq), so that it judges no decision "
+        "recorded since; read the shipment and send the audit record of the one inspected"
+    )
+    assert store.get("SHP-N").outcome is None
+    assert [r.decision.shipment_id for r in store.list(pending_outcome=True)] == ["SHP-N"]
+    seen = client.post(path, json={**named, "found": "clean", "decision_seq": 1}, headers=OFFICER)
+    assert seen.json()["type"] == "https://clearsight.dev/problems/decided-again"
+    current = client.post(path, json={**named, "found": "clean", "decision_seq": 2}, headers=OFFICER)
+    assert current.status_code == 200 and current.json()["outcome"]["decision_seq"] == 2
+    # decided once, a shipment takes an outcome without it, as before
+    _submit(client, "SHP-1", [150])
+    once = {"shipment_id": "SHP-1"} if path == "/v1/outcomes" else {}
+    alone = client.post(path.replace("SHP-N", "SHP-1"), json={**once, "found": "clean"}, headers=OFFICER)
+    assert alone.status_code == 200 and alone.json()["outcome"]["decision_seq"] == 4
+
+
 @pytest.mark.parametrize(
     ("path", "named"),
     [("/v1/shipments/SHP-BIG/outcome", {}), ("/v1/outcomes", {"shipment_id": "SHP-BIG"})],
@@ -374,6 +411,9 @@ def test_each_refusal_has_its_own_problem_type(make_client) -> None:
         "/v1/shipments/SHP-T/outcome",
         json={"found": "clean", "decision_seq": 1, "amend": True},
         headers=OFFICER,
+    )
+    cases["decision-unnamed"] = client.post(
+        "/v1/shipments/SHP-T/outcome", json={"found": "clean", "amend": True}, headers=OFFICER
     )
     statuses = {"forbidden": 403, "shipment-taken": 403, "aeo-tier-not-allowed": 403}
     for slug, response in cases.items():
