@@ -200,9 +200,15 @@ def _check_columns(columns: Iterable[str], where: str) -> None:
             )
 
 
-_SHOWN_AS_IDS = frozenset({"shipment_id", "cargo_type", "trader_id", "aeo_tier"})
+_SHOWN_AS_IDS = frozenset({"shipment_id", "trader_id", "aeo_tier"})
 """Declared columns that are ids, not free text: held to :func:`datasets.shown_text.refuse_unshown`
-without the line breaks free text may hold (as ``pipeline.verdicts.Declaration`` holds its fields)."""
+without the line breaks and joiners free text may hold (as ``pipeline.verdicts.Declaration`` holds
+its fields)."""
+
+_SHOWN_AS_NAMES = frozenset({"cargo_type"})
+"""Declared columns that are names: held to :func:`datasets.shown_text.refuse_unshown` with the
+joiners and without the line breaks, as a model card's cargo type is
+(``models.artifact.cargo_type_problem``): a model trained for ``لوله\u200cها`` must find its rows."""
 
 
 def _check_names_shown(columns: Iterable[str], where: str) -> None:
@@ -217,8 +223,8 @@ def _check_names_shown(columns: Iterable[str], where: str) -> None:
 
 def _check_declared_shown(declaration: Mapping[str, Any], where: str) -> None:
     """Refuse declared text that does not show as itself (:mod:`datasets.shown_text`): ``shipment_id``,
-    ``cargo_type``, ``trader_id`` and ``aeo_tier`` as ids, the columns a declaration keeps under extra
-    as free text.
+    ``trader_id`` and ``aeo_tier`` as ids, ``cargo_type`` as a name, the columns a declaration keeps
+    under extra as free text.
 
     Checked here, where the line is known, because ``score`` without ``--policy`` builds no
     declaration: it wrote ``"\\u202e24-T"`` (shown as ``T-42``) into its rows, which
@@ -231,7 +237,12 @@ def _check_declared_shown(declaration: Mapping[str, Any], where: str) -> None:
         if column in FLAG_COLUMNS:
             continue
         try:
-            refuse_unshown(value, f"column {column!r}", breaks=column not in _SHOWN_AS_IDS)
+            refuse_unshown(
+                value,
+                f"column {column!r}",
+                breaks=column not in _SHOWN_AS_IDS | _SHOWN_AS_NAMES,
+                name=column in _SHOWN_AS_NAMES,
+            )
         except ValueError as exc:
             raise DatasetFormatError(f"{where}: {exc}") from exc
 

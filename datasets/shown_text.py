@@ -1,12 +1,18 @@
 """Declared text that must show as itself: a shipment id, a cargo type, a trader id, a tier, a
-declaration's own keys and values.
+declaration's own keys and values, an officer's name and notes.
+
+Three flavours of one rule: an id (a shipment id, a trader id, a tier, a key, a finding) holds no
+unshown character; a name (a cargo type, an officer: :data:`TEXT_JOINERS`) may hold the two joiners
+that shape the letters of Persian and Indic names; free text (extra's values, notes) the joiners and
+line breaks (:data:`TEXT_BREAKS`).
 
 A trader id ``"\\u202e24-T"`` reads as ``T-42`` (another trader, a trusted one) on the review page,
 and an ESC in a value rewrites the terminal that prints it. One rule, held where declared text
 enters: a manifest's rows when they are read (:mod:`datasets.manifest`) and a declaration when it is
 built (``pipeline.verdicts.Declaration``), which earlier score runs' rows are decided again with
-this check off; an officer's outcome (officer, finding, notes) when it is recorded
-(``pipeline.audit.writing.check_outcome``).
+this check off; a model's cargo type when it is trained and its card loaded
+(``models.artifact.cargo_type_problem``); an officer's outcome (officer, finding, notes) when it is
+recorded (``pipeline.audit.writing.check_outcome``).
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ values only: an id, a tier or a key has no business holding one."""
 
 TEXT_JOINERS = frozenset("\u200c\u200d")
 """ZERO WIDTH NON-JOINER and ZERO WIDTH JOINER (category Cf), which Persian, Arabic-script and Indic
-words and emoji sequences are spelt with: a goods description in Persian was refused. They join or
-part the letters beside them and move none; the bidi controls and marks (U+202A-U+202E,
-U+2066-U+2069, U+200E, U+200F, U+061C) and every other format character stay refused. Taken in
-extra's text values only, as :data:`TEXT_BREAKS`: ``T\u200d42`` as a trader id is not ``T42``."""
+words and emoji sequences are spelt with: a goods description in Persian was refused, and so were
+the cargo type ``لوله\u200cها`` (pipes), which a model card took, and the officer ``حسن\u200cزاده``.
+They join or part the letters beside them and move none; the bidi controls and marks
+(U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C) and every other format character stay
+refused. Taken in names (a cargo type, an officer) and free text (extra's text values, notes), not
+in an id, a tier or a key: ``T\u200d42`` as a trader id is not ``T42``."""
 
 _FREE_TEXT = TEXT_BREAKS | TEXT_JOINERS
 
@@ -49,29 +57,38 @@ _READS_AS_ESCAPE = re.compile(r"\\(?:[\\tnr]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0
 it would be printed as the text it spells out is."""
 
 
-def unshown_character(text: str, *, breaks: bool = False) -> str | None:
+def _taken(*, breaks: bool, name: bool) -> frozenset[str]:
+    """The unshown characters a flavour of text holds: free text (``breaks``) the line breaks and the
+    joiners, a name (``name``) the joiners, an id none."""
+    return _FREE_TEXT if breaks else TEXT_JOINERS if name else frozenset()
+
+
+def unshown_character(text: str, *, breaks: bool = False, name: bool = False) -> str | None:
     """The first character of ``text`` in :data:`UNSHOWN_CATEGORIES` (with ``breaks``, other than
-    :data:`TEXT_BREAKS` and :data:`TEXT_JOINERS`), as ``U+202E (RIGHT-TO-LEFT OVERRIDE)`` (a
-    control, which has no name, as ``U+001B``); None where there is none."""
+    :data:`TEXT_BREAKS` and :data:`TEXT_JOINERS`; with ``name``, other than the joiners), as
+    ``U+202E (RIGHT-TO-LEFT OVERRIDE)`` (a control, which has no name, as ``U+001B``); None where
+    there is none."""
+    taken = _taken(breaks=breaks, name=name)
     for char in text:
-        if unicodedata.category(char) in UNSHOWN_CATEGORIES and not (breaks and char in _FREE_TEXT):
+        if unicodedata.category(char) in UNSHOWN_CATEGORIES and char not in taken:
             name = unicodedata.name(char, "")
             return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
     return None
 
 
-def refuse_unshown(value: Any, where: str, *, breaks: bool = False) -> None:
+def refuse_unshown(value: Any, where: str, *, breaks: bool = False, name: bool = False) -> None:
     """Refuse an unshown character (:func:`unshown_character`) in ``value``'s text: itself, or the
     keys and values of the objects and lists it holds, at any depth. With ``breaks`` (free text: a
-    declaration's extra values), text may hold tabs and line breaks (:data:`TEXT_BREAKS`) and the
-    zero-width joiner and non-joiner (:data:`TEXT_JOINERS`); keys never.
+    declaration's extra values, notes), text may hold tabs and line breaks (:data:`TEXT_BREAKS`) and
+    the zero-width joiner and non-joiner (:data:`TEXT_JOINERS`); with ``name`` (a cargo type, an
+    officer), the joiners alone; keys never.
 
     Raises:
         ValueError: naming where (``where``, then the keys and indices down to it) and the character;
             a ValueError, so that a pydantic validator reports it as the field's.
     """
     if isinstance(value, str):
-        char = unshown_character(value, breaks=breaks)
+        char = unshown_character(value, breaks=breaks, name=name)
         if char is not None:
             raise ValueError(
                 f"{where} holds {char}: control and format characters and line or paragraph separators "
@@ -81,10 +98,10 @@ def refuse_unshown(value: Any, where: str, *, breaks: bool = False) -> None:
         for key, item in value.items():
             if isinstance(key, str):
                 refuse_unshown(key, f"{where} key {key!r}")
-            refuse_unshown(item, f"{where}[{key!r}]", breaks=breaks)
+            refuse_unshown(item, f"{where}[{key!r}]", breaks=breaks, name=name)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            refuse_unshown(item, f"{where}[{index}]", breaks=breaks)
+            refuse_unshown(item, f"{where}[{index}]", breaks=breaks, name=name)
 
 
 def escape_unshown(text: str) -> str:

@@ -285,7 +285,9 @@ class Declaration(BaseModel):
         # isolates it: <bdi>); a shipment id "\u202e24-S" reads as S-42 in every message and page,
         # a cargo type "\u202ebulk_ore" picks no model but was decided and recorded under it
         if value is not None and _characters_checked():
-            refuse_unshown(value, str(info.field_name))
+            # a cargo type is a name of goods (models.artifact.cargo_type_problem), the joiners of
+            # Persian "لوله\u200cها" included; the ids take none
+            refuse_unshown(value, str(info.field_name), name=info.field_name == "cargo_type")
         return value
 
     @field_validator("extra")

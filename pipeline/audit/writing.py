@@ -177,8 +177,8 @@ def decision_json(decision: ShipmentDecision) -> dict[str, Any]:
 def check_outcome(shipment_id: str, found: str | None, officer: str, notes: str) -> None:
     """Refuse an outcome's empty officer or finding, a finding that reads as clean cargo, half a
     character in any of its text, or a character that does not show as itself
-    (:func:`datasets.shown_text.refuse_unshown`): in the officer and the finding, ids, any; in the
-    notes, free text, any but tabs, line breaks and the joiners.
+    (:func:`datasets.shown_text.refuse_unshown`): in the officer, a name, any but the joiners; in the
+    finding, an id, any; in the notes, free text, any but tabs, line breaks and the joiners.
 
     Checked as an outcome is recorded, never as one is read: an outcome recorded before the rule
     keeps its text, reads back and verifies (the review page isolates it, the CLI escapes it).
@@ -205,7 +205,7 @@ def check_outcome(shipment_id: str, found: str | None, officer: str, notes: str)
     # for good once chained. The shipment id is not checked: it names a decision already recorded,
     # which may hold what was taken before its own rule.
     try:
-        refuse_unshown(officer, "officer")
+        refuse_unshown(officer, "officer", name=True)  # حسن\u200cزاده: the joiner shapes its letters
         refuse_unshown(found, "found")
         refuse_unshown(notes, "notes", breaks=True)
     except ValueError as exc:

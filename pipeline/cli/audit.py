@@ -324,7 +324,7 @@ def register(app: typer.Typer) -> None:
         if found is not None and not is_type_name(found):
             raise InputError(f"--found {found[:70]!r} is not a type name: {TYPE_NAME_RULE}")
         try:  # the store refuses them too, after the lookups: named here as the options they came in
-            refuse_unshown(officer, "--officer")
+            refuse_unshown(officer, "--officer", name=True)
             refuse_unshown(notes, "--notes", breaks=True)
         except ValueError as exc:
             raise InputError(str(exc)) from exc

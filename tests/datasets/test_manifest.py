@@ -407,7 +407,7 @@ _UNSHOWN = (
             f"{HEADER}\nimg/a.png,S-1,ore,,,\nimg/b.png,S-2,\u202eore,,,\n",
             "{m}:3: column 'cargo_type' holds U+202E (RIGHT-TO-LEFT OVERRIDE): " + _UNSHOWN,
         ),
-        (  # an id: no line break, which free text takes
+        (  # a name: no line break, which free text takes
             "m.jsonl",
             '{"path": "img/a.png", "shipment_id": "S1", "cargo_type": "o\\u2028re"}\n',
             "{m}:1: column 'cargo_type' holds U+2028 (LINE SEPARATOR): " + _UNSHOWN,
@@ -487,3 +487,18 @@ def test_free_text_may_hold_the_joiners(archive: Path) -> None:
         DatasetFormatError, match=r":2: column 'trader_id' holds U\+200C \(ZERO WIDTH NON-JOINER\)"
     ):
         read_manifest(refused)
+
+
+def test_a_cargo_type_is_a_name_and_may_hold_the_joiners(archive: Path) -> None:
+    """Persian "pipes" is spelt with a zero-width non-joiner: a model card took it as a cargo type
+    (models.artifact.cargo_type_problem), a manifest refused it as an id, so the model's rows could
+    never be read. A cargo type is a name (datasets.shown_text): the joiners, no bidi control."""
+    pipes = "\u0644\u0648\u0644\u0647\u200c\u0647\u0627"
+    manifest = _csv(archive, f"path,shipment_id,cargo_type\nimg/a.png,S1,{pipes}\n")
+    (row,) = read_manifest(manifest)
+    assert row.cargo_type == pipes
+    for refused in ("\u202ebulk_ore", "bulk\u200bore"):
+        with pytest.raises(DatasetFormatError, match=r":2: column 'cargo_type' holds U\+20"):
+            read_manifest(
+                _csv(archive, f"path,shipment_id,cargo_type\nimg/a.png,S1,{refused}\n", name="r.csv")
+            )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from datasets.shown_text import escape_unshown, refuse_unshown, unshown_character
@@ -47,6 +49,30 @@ _TABLE = [
 )
 def test_unshown_character(text: str, breaks: bool, refused: str | None) -> None:
     assert unshown_character(text, breaks=breaks) == refused
+
+
+_NAMES = [
+    # (id, text, what is refused): a name (a cargo type, an officer) takes the joiners, nothing else
+    ("persian-cargo", "لوله\u200cها", None),  # pipes: a model card took it, a manifest refused it
+    ("persian-officer", "حسن\u200cزاده", None),
+    ("devanagari-zwj", "क्\u200dष", None),
+    ("rlo", "\u202ebulk_ore", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ("rlm", "بار\u200f", "U+200F (RIGHT-TO-LEFT MARK)"),
+    ("zero-width-space", "bulk\u200bore", "U+200B (ZERO WIDTH SPACE)"),
+    ("newline", "bulk\nore", "U+000A"),
+    ("tab", "bulk\tore", "U+0009"),
+    ("line-separator", "bulk\u2028ore", "U+2028 (LINE SEPARATOR)"),
+]
+
+
+@pytest.mark.parametrize(("text", "refused"), [case[1:] for case in _NAMES], ids=[case[0] for case in _NAMES])
+def test_a_name_takes_the_joiners_and_no_break(text: str, refused: str | None) -> None:
+    assert unshown_character(text, name=True) == refused
+    if refused is None:
+        refuse_unshown(text, "cargo_type", name=True)
+    else:
+        with pytest.raises(ValueError, match=f"^cargo_type holds {re.escape(refused)}: control"):
+            refuse_unshown(text, "cargo_type", name=True)
 
 
 @pytest.mark.parametrize(

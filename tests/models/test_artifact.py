@@ -368,6 +368,10 @@ _NOT = r"is not accepted; expected"
         (_set("cargo_type", " bulk_ore"), rf"cargo_type = ' bulk_ore' {_NOT}"),
         (_set("cargo_type", "bulk\nore"), rf"cargo_type = 'bulk\\nore' {_NOT}"),
         (_set("cargo_type", "x" * 65), rf"cargo_type = 'x+' {_NOT}"),
+        # a card written before the name rule: refused, not loaded (reads as ero_klub, and no
+        # declaration naming it is taken)
+        (_set("cargo_type", "\u202ebulk_ore"), rf"cargo_type = '\\u202ebulk_ore' {_NOT} a name .* U\+202E"),
+        (_set("cargo_type", "bulk\u200bore"), rf"cargo_type = 'bulk\\u200bore' {_NOT} a name .* U\+200B"),
     ],
     ids=lambda v: getattr(v, "__name__", "refused"),
 )
@@ -381,7 +385,7 @@ def test_a_resealed_card_out_of_range_is_refused_naming_the_field(
         load_model(target, runtime="torch")
 
 
-@pytest.mark.parametrize("cargo", ["scrap_metal", "Ore (wet) #2", "vacuum_pack"])
+@pytest.mark.parametrize("cargo", ["scrap_metal", "Ore (wet) #2", "vacuum_pack", "لوله\u200cها"])
 def test_a_well_formed_cargo_type_of_the_users_loads(
     tiny_model_dir: Path, tmp_path: Path, cargo: str
 ) -> None:

@@ -724,6 +724,8 @@ def test_unknown_cargo_folder_needs_a_cargo_type(tmp_path: Path) -> None:
         ("patch_negative_share", 1.5, r"patch_negative_share 1.5 must be in \(0, 1\]"),
         ("seed", -1, r"seed -1 must be an integer in \[0, 9223372036854775807\]"),
         ("seed", 2**63, r"seed 9223372036854775808 must be an integer in \[0, 9223372036854775807\]"),
+        # a name of goods, as a manifest's: a bidi control was taken, and no declaration could name it
+        ("cargo_type", "\u202ebulk_ore", r"cargo_type '\\u202ebulk_ore' must be a name with no control or"),
     ],
 )
 def test_config_validates_eagerly(field: str, value: object, match: str) -> None:

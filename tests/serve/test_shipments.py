@@ -903,6 +903,20 @@ def test_an_unknown_cargo_type_stores_nothing(make_client, tmp_path) -> None:
     assert list((tmp_path / "data" / "images").iterdir()) == []
 
 
+def test_a_cargo_type_spelt_with_a_joiner_is_scored_by_its_model(make_client, audit_store) -> None:
+    """Persian "pipes" holds a zero-width non-joiner: a model card took it as its cargo type, while a
+    declaration refused it as an id, so the model could score nothing. A cargo type is a name
+    (datasets.shown_text): the joiners taken, a bidi control refused (see the table above)."""
+    pipes = "\u0644\u0648\u0644\u0647\u200c\u0647\u0627"
+    predictor = FakePredictor(pipes)
+    client = make_client(predictors={pipes: predictor})
+    response = _submit(client, "SHP-P1", [40], cargo_type=pipes)
+    assert response.status_code == 200, response.text
+    assert response.json()["decision"]["cargo_type"] == pipes
+    assert predictor.batch_sizes == [1]
+    assert audit_store.get("SHP-P1").decision.cargo_type == pipes  # type: ignore[union-attr]
+
+
 def test_a_shipment_id_with_a_trailing_newline_is_refused(make_client) -> None:
     response = _submit(make_client(), "SHP-4\n", [10])
     assert response.status_code == 422
