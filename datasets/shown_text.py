@@ -106,9 +106,14 @@ def refuse_unshown(value: Any, where: str, *, breaks: bool = False, name: bool =
 
 def escape_unshown(text: str) -> str:
     """``text`` for a terminal. Where it holds anything to escape, each backslash is doubled and each
-    character in :data:`UNSHOWN_CATEGORIES` written as ``repr`` writes them (``\\\\``, ``\\u202e``,
-    ``\\x1b``, ``\\n``), the joiners and line breaks free text may hold included, so that what is
-    printed reads back one way; every other character is written as it is.
+    character in :data:`UNSHOWN_CATEGORIES` but the joiners written as ``repr`` writes them
+    (``\\\\``, ``\\u202e``, ``\\x1b``, ``\\n``), the line breaks free text may hold included, so
+    that what is printed reads back one way; every other character is written as it is.
+
+    The joiners (:data:`TEXT_JOINERS`) are never escaped, nor make anything else escaped: they shape
+    the letters beside them and move none, and Persian notes or an officer's name hold them in
+    nearly every word (``می\u200cشود`` was printed ``می\\u200cشود``, and every backslash of the notes
+    doubled). A name or free text takes them; an id that holds one was recorded before the rule.
 
     Anything to escape is an unshown character, or a backslash that reads as one of those escapes
     (:data:`_READS_AS_ESCAPE`): the 10 ASCII characters ``\\u202e24-S`` were printed as the id that
@@ -117,9 +122,11 @@ def escape_unshown(text: str) -> str:
 
     For what was stored without the rule (a record decided, or an outcome recorded, before it): printed
     raw, ``"\\u202e24-S"`` read as ``S-42`` and an ESC rewrote the terminal that printed it."""
-    if unshown_character(text) is None and _READS_AS_ESCAPE.search(text) is None:
+    if unshown_character(text, name=True) is None and _READS_AS_ESCAPE.search(text) is None:
         return text
     return "".join(
-        repr(char)[1:-1] if unicodedata.category(char) in UNSHOWN_CATEGORIES else char
+        repr(char)[1:-1]
+        if unicodedata.category(char) in UNSHOWN_CATEGORIES and char not in TEXT_JOINERS
+        else char
         for char in text.replace("\\", "\\\\")
     )

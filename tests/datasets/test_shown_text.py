@@ -109,7 +109,14 @@ _ESCAPED = [
     ("astral-typed-out", "\\U000e0001", "\\\\U000e0001"),
     ("breaks", "two\nlines\tand\u2028", "two\\nlines\\tand\\u2028"),
     ("break-typed-out", "two\\nlines", "two\\\\nlines"),
-    ("joiner", _GOODS, "سنگ\\u200cآهن"),
+    # the joiners shape letters and move none: a Persian note is printed as typed, its backslashes too
+    ("joiner", _GOODS, _GOODS),
+    (
+        "joiners-and-path",
+        "اسکن در C:\\scans\\ می\u200cشود \U0001f468\u200d\U0001f527",
+        "اسکن در C:\\scans\\ می\u200cشود \U0001f468\u200d\U0001f527",
+    ),
+    ("joiner-beside-bidi", "می\u200cشود \u202e3", "می\u200cشود \\u202e3"),
     # where a value holds an escape its backslashes are doubled: a backslash then ESC read as "\\\\x1b"
     ("backslash-and-escape", "C:\\scans\\ \x1b[2J", "C:\\\\scans\\\\ \\x1b[2J"),
     ("backslash-pair", "\\\\server\\scans", "\\\\\\\\server\\\\scans"),

@@ -128,10 +128,16 @@ def test_cli_outcome_takes_an_officer_whose_name_holds_a_joiner(
     officer = "\u062d\u0633\u0646\u200c\u0632\u0627\u062f\u0647"
     with AuditStore.open(db_url, seal_key=cli_key()) as store:
         store.record(decision("S1", Tier.PHYSICAL_INSPECTION))
-    argv = ["audit", "outcome", "S1", "--officer", officer, "--clean", "--db", db_url]
+    notes = "\u0627\u0633\u06a9\u0646 C:\\scans\\2026\\ \u0645\u06cc\u200c\u0634\u0648\u062f"
+    argv = ["audit", "outcome", "S1", "--officer", officer, "--clean", "--notes", notes, "--db", db_url]
     assert run(app, argv) == 0, capsys.readouterr().err
     with AuditStore.open(db_url, create=False) as store:
         assert store.get("S1").outcome.officer == officer  # type: ignore[union-attr]
+    # printed as typed: the joiners were escaped ("\\u200c"), and so every backslash was doubled
+    capsys.readouterr()
+    assert run(app, ["audit", "show", "S1", "--db", db_url]) == 0
+    shown = capsys.readouterr().out
+    assert f"outcome: clean by {officer} at " in shown and shown.rstrip().endswith(f": {notes}"), shown
 
 
 @pytest.mark.parametrize(
