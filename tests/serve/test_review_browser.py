@@ -233,7 +233,7 @@ def test_review_forms_need_session_and_csrf(make_client, audit_store) -> None:
     shown = client.get("/review?show=all").text
     assert "1 shipment, newest first" in shown and "Newest shipments" not in shown
     assert "Outcome: <strong><bdi>foreign_object</bdi></strong> by <bdi>officer:" in shown and " UTC" in shown
-    assert "model bulk_ore-fake-0001" in shown
+    assert "model <bdi>bulk_ore-fake-0001</bdi>" in shown
     missing = client.get("/review/files/images/" + "0" * 64)
     assert missing.status_code == 404
     assert client.get("/review/files/../../etc/passwd").status_code == 404

@@ -400,6 +400,33 @@ def test_a_declared_value_cannot_reorder_the_review_page_even_in_a_record_from_b
     assert "<h2><bdi>SHP-RLO</bdi></h2>" in page
 
 
+def test_a_cargo_type_recorded_before_the_character_rule_cannot_reorder_the_meta_line(
+    make_client, audit_store
+) -> None:
+    """The header's meta line printed the cargo type bare: "\\u202ebulk_ore", recorded before the
+    rule, reversed the decided date and seq after it. The cargo type, policy version, model ids and
+    submitter are each isolated, as the declared values are."""
+    from serve_fakes import batch_hold
+
+    recorded = batch_hold("SHP-RLO").model_copy(
+        update={
+            "cargo_type": "\u202ebulk_ore",
+            "policy_version": "p\u202e1",
+            "model_ids": ["\u202eore-m1", "ore-m2"],
+            "submitted_by": "submitter:\u202ex",
+        }
+    )  # as a version that took any character recorded it
+    audit_store.record(recorded)
+    client = make_client()
+    _signed_in(client)
+    page = client.get("/review", params={"shipment": "SHP-RLO"}).text
+    (meta,) = re.findall(r'<span class="meta">(.*?)</span>', page, re.S)
+    assert meta.startswith("<bdi>\u202ebulk_ore</bdi> &middot; decided "), meta
+    assert "policy <bdi>p\u202e1</bdi> &middot; model <bdi>\u202eore-m1</bdi>, <bdi>ore-m2</bdi>" in meta
+    assert "sent by <bdi>submitter:\u202ex</bdi>" in meta
+    assert re.sub(r"<bdi>.*?</bdi>", "", meta).count("\u202e") == 0
+
+
 def test_an_outcome_recorded_before_the_character_rule_cannot_reorder_the_review_page(
     make_client, audit_store, monkeypatch
 ) -> None:

@@ -1346,7 +1346,7 @@ def test_the_decision_and_the_access_log_say_who_sent_it(make_client, audit_stor
     assert [getattr(r, "principal", None) for r in caplog.records if r.status == 403] == [officer]
     login = client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
     page = client.get("/review").text
-    assert login.status_code == 303 and f"sent by {sender}" in page
+    assert login.status_code == 303 and f"sent by <bdi>{sender}</bdi>" in page
     assert 'aria-label="Heatmap colour scale' in page  # the heatmaps' colours explained above the queue
 
 
