@@ -369,7 +369,7 @@ def test_the_page_leads_with_the_verdict_and_draws_the_weeks() -> None:
     report = field_report(records)
     page = render_field_report(report, store="sqlite:///audit.db")
     assert page.index("Anomalous cargo released, per cargo type") < page.index("Week by week")
-    assert 'class="verdict fail"><strong>all cargo</strong>: ABOVE the 1.0% target' in page
+    assert 'class="verdict fail"><strong><bdi>all cargo</bdi></strong>: ABOVE the 1.0% target' in page
     assert page.count('aria-label="Shipments decided per week, by tier"') == 1
     assert "target 1.0%" in page and "<script" not in page
     assert "A0" in page and "foreign_object" in page  # the field's miss, to label for retraining
@@ -387,6 +387,21 @@ def test_each_picture_of_a_miss_is_isolated_so_that_no_name_reorders_the_others(
     page = render_field_report(report, store="sqlite:///audit.db")
     (cell,) = re.findall(r'<td colspan="7" class="path">(.*?)</td>', page, re.S)
     assert cell == "<bdi>/arc/\u202egnp.1.png</bdi>  ·  <bdi>/arc/2.png</bdi>  ·  <bdi>/arc/3.png</bdi>"
+
+
+def test_a_cargo_type_recorded_before_the_character_rule_reorders_no_figure() -> None:
+    """The verdict line printed the cargo type bare: "\\u202ebulk_ore" (recorded before the rule)
+    reversed the figures after it, the interval's "84.0%" read as "0.48%". Every recorded name (a
+    cargo type, models, a shipment id, a finding) is isolated in its own <bdi>, in the verdicts and
+    the tables; the charts' labels are ISO weeks, never a recorded name."""
+    cargo, model = "\u202ebulk_ore", "\u202eore-m1"
+    records = _population(80, 10, 1, 20, 10, cargo=cargo, model=model)
+    page = render_field_report(field_report(records), store="sqlite:///audit.db")
+    verdicts = re.findall(r'<div class="verdict [^"]*">.*?</div>', page, re.S)
+    assert any(f"<strong><bdi>{cargo}</bdi></strong>: ABOVE" in line for line in verdicts), verdicts
+    assert f"<tr><td><bdi>{cargo}</bdi></td>" in page and f"<tr><td><bdi>{model}</bdi></td>" in page
+    assert "<tr><td><bdi>A0</bdi></td>" in page and f"<td><bdi>{model}</bdi></td></tr>" in page
+    assert re.sub(r"<bdi>.*?</bdi>", "", page).count("\u202e") == 0
 
 
 def test_an_empty_group_has_no_rates() -> None:
