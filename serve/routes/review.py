@@ -20,11 +20,11 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
-from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from datasets.errors import AuditError, ConflictError, InputError
 from datasets.perceptual_hash import fine_distance
+from datasets.shown_text import unshown_character
 from datasets.type_names import TYPE_NAME_PATTERN
 from pipeline.audit import AuditRecord, HeadSealError, SealBrokenError
 from pipeline.audit.store import SealFailure
@@ -37,7 +37,7 @@ from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep, authenticate, 
 from serve.errors import NotAuthenticatedError, PermissionDeniedError, TooManyAttemptsError
 from serve.findings import finding_types
 from serve.routes.shipments import ShipmentIdPath, record_outcome
-from serve.schemas import CLEAN, MAX_SEQ, RECORDED_ID_PATTERN, OutcomeIn, shown_notes
+from serve.schemas import CLEAN, MAX_SEQ, RECORDED_ID_PATTERN, OutcomeIn
 from serve.scoring import refuse_repeated_fields
 from serve.storage import heatmap_name
 
@@ -186,8 +186,33 @@ templates.env.globals["heatmap_name"] = heatmap_name
 templates.env.globals["heatmap_legend"] = Markup(re.sub(r'\sstyle="[^"]*"', "", legend_svg(), count=1))
 
 
-NOTICES = ("recorded", "stale", "relisted", "unrecorded")
+NOTICES = ("recorded", "stale", "relisted", "unrecorded", "unshown")
 """The notices a posted form's redirect asks for (:func:`_back`), each naming a shipment."""
+
+_CARRIED_NOTES = 12_000
+"""The longest refused notes, percent-encoded, whose redirect brings them back to the form: the URL
+is the request line, which uvicorn reads within 16 KiB with the headers (2,000 Persian
+characters are 12,000 encoded). Longer ones are not brought back, and the notice says so."""
+
+
+def _refused_notes(notes: str | None) -> dict[str, Any] | None:
+    """What the page says of notes a form posted and the character rule refused (free text,
+    :func:`datasets.shown_text.unshown_character`): the first refused character and its position
+    (counted from 1), how many there were, and the notes without them, put back in the form to
+    record again. None where ``notes`` are not given (too long to bring back) or hold none."""
+    if notes is None:
+        return None
+    refused = [at for at, char in enumerate(notes) if unshown_character(char, breaks=True) is not None]
+    if not refused:
+        return None
+    dropped = set(refused)
+    return {
+        "character": unshown_character(notes[refused[0]], breaks=True),
+        "at": refused[0] + 1,
+        "removed": len(refused),
+        "kept": "".join(char for at, char in enumerate(notes) if at not in dropped),
+    }
+
 
 _RECORDED_ID = re.compile(RECORDED_ID_PATTERN)
 
@@ -341,6 +366,11 @@ async def review_page(
         records, failed, listed, last_seq = page
     for failure in failed:
         log.error("review page: shipment %r not shown: %s", failure.shipment_id, failure.why)
+    notices = await run_in_threadpool(_notices, services, request.query_params, records, failed)
+    refused_notes = _refused_notes(request.query_params.get("notes")) if notices["unshown"] else None
+    if refused_notes is None and "notes" in request.query_params:
+        # the query is anyone's to write: notes with nothing refused in them bring no notice
+        notices["unshown"] = None
     return templates.TemplateResponse(
         request,
         "review.html",
@@ -359,7 +389,8 @@ async def review_page(
             "page_size": PAGE_SIZE,
             "finding_types": {r.seq: finding_types(services.predictors, r.decision) for r in records},
             "clean": CLEAN,
-            **await run_in_threadpool(_notices, services, request.query_params, records, failed),
+            **notices,
+            "refused_notes": refused_notes,
             "stored": lambda sha256: services.store.has("images", sha256),
             "thresholds_applied": lambda d, img: thresholds_applied(services.policy, d, img),
             "earlier": await run_in_threadpool(_earlier_pictures, services, records),
@@ -459,8 +490,8 @@ FormSessionDep = Annotated[None, Depends(_form_session)]
 FoundForm = Annotated[str, Form(min_length=1, max_length=64, pattern=TYPE_NAME_PATTERN)]
 CsrfForm = Annotated[str, Form(max_length=128)]
 DecisionSeqForm = Annotated[int, Form(ge=1, le=MAX_SEQ)]
-# checked with the form's fields: raised where the form builds its OutcomeIn, it failed as a 500
-NotesForm = Annotated[str, Form(max_length=MAX_OUTCOME_NOTES_CHARS), AfterValidator(shown_notes)]
+# their characters are checked by _record_from_form, which sends refused notes back to the form
+NotesForm = Annotated[str, Form(max_length=MAX_OUTCOME_NOTES_CHARS)]
 
 _FORM_FIELDS = ("found", "csrf", "decision_seq", "notes")
 """The fields both outcome forms read (``/outcome`` also its ``shipment_id`` and ``searched``)."""
@@ -538,6 +569,15 @@ async def _record_from_form(
     # recorded clean, lifting the hold, where the JSON routes refuse a key given twice. After the
     # session and its CSRF token: a form posted from elsewhere gets the sign-in page, as before.
     await refuse_repeated_fields(request, *fields)
+    if unshown_character(notes, breaks=True) is not None:
+        # refused as a field, the form answered a bare problem+json page, the notes typed were lost
+        # and the character (a zero-width space pasted with them) could not be seen: back to the
+        # shipment, which names it and where, with the notes without it to record again
+        back = _back(shipment_id, "unshown", searched)
+        carried = quote(notes, safe="")
+        return RedirectResponse(
+            back + (f"&notes={carried}" if len(carried) <= _CARRIED_NOTES else ""), status_code=303
+        )
     try:
         current = await run_in_threadpool(services.audit.get, shipment_id)
     except SealBrokenError:  # forged since the page was loaded: its banner, not problem+json
@@ -587,9 +627,9 @@ def _search(services: Services, shipment: str) -> tuple[str, AuditRecord | SealF
 def _back(shipment_id: str, notice: str, searched: bool) -> str:
     """Where a posted form returns, with the notice: the queue after an outcome recorded; otherwise,
     or for a shipment searched for, the shipment itself. A form not recorded (``stale``: another
-    outcome or decision came first; ``relisted``) asks the officer to look at the shipment again,
-    and the queue no longer lists one whose outcome another officer recorded, nor one past its
-    first page."""
+    outcome or decision came first; ``relisted``; ``unshown``: notes the character rule refused) asks
+    the officer to look at the shipment again, and the queue no longer lists one whose outcome
+    another officer recorded, nor one past its first page."""
     found = searched or notice != "recorded"
     shown = f"&shipment={quote(shipment_id, safe='')}" if found else ""
     return f"/review?{notice}={quote(shipment_id, safe='')}{shown}"
