@@ -186,22 +186,17 @@ templates.env.globals["heatmap_name"] = heatmap_name
 templates.env.globals["heatmap_legend"] = Markup(re.sub(r'\sstyle="[^"]*"', "", legend_svg(), count=1))
 
 
-NOTICES = ("recorded", "stale", "relisted", "unrecorded", "unshown")
-"""The notices a posted form's redirect asks for (:func:`_back`), each naming a shipment."""
-
-_CARRIED_NOTES = 12_000
-"""The longest refused notes, percent-encoded, whose redirect brings them back to the form: the URL
-is the request line, which uvicorn reads within 16 KiB with the headers (2,000 Persian
-characters are 12,000 encoded). Longer ones are not brought back, and the notice says so."""
+NOTICES = ("recorded", "stale", "relisted", "unrecorded")
+"""The notices a posted form's redirect asks for (:func:`_back`), each naming a shipment. Notes the
+character rule refused are not among them: the post is answered with the page itself
+(:func:`_record_from_form`), as no URL may carry the notes."""
 
 
-def _refused_notes(notes: str | None) -> dict[str, Any] | None:
+def _refused_notes(notes: str) -> dict[str, Any] | None:
     """What the page says of notes a form posted and the character rule refused (free text,
     :func:`datasets.shown_text.unshown_character`): the first refused character and its position
     (counted from 1), how many there were, and the notes without them, put back in the form to
-    record again. None where ``notes`` are not given (too long to bring back) or hold none."""
-    if notes is None:
-        return None
+    record again. None where ``notes`` hold none."""
     refused = [at for at, char in enumerate(notes) if unshown_character(char, breaks=True) is not None]
     if not refused:
         return None
@@ -341,6 +336,34 @@ async def review_page(
             {"mode": "login", "error": "This key may not review shipments."},
             status_code=403,
         )
+    return await _queue_page(
+        request,
+        services,
+        principal,
+        csrf,
+        show=show,
+        before=before,
+        shipment=shipment,
+        asked=request.query_params,
+    )
+
+
+async def _queue_page(
+    request: Request,
+    services: Services,
+    principal: Principal,
+    csrf: str,
+    *,
+    show: str = "pending",
+    before: int | None = None,
+    shipment: str | None = None,
+    asked: Mapping[str, str],
+    refused: tuple[str, dict[str, Any]] | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The queue, or the one shipment searched for (``shipment``), for a signed-in reviewer: the
+    page the GET route answers, and a form whose notes were refused (``refused``: the shipment and
+    :func:`_refused_notes`) is answered with. ``asked``: the notices the query asks for."""
     wanted = None
     listed, last_seq = 0, None
     if shipment and shipment.strip():
@@ -366,11 +389,7 @@ async def review_page(
         records, failed, listed, last_seq = page
     for failure in failed:
         log.error("review page: shipment %r not shown: %s", failure.shipment_id, failure.why)
-    notices = await run_in_threadpool(_notices, services, request.query_params, records, failed)
-    refused_notes = _refused_notes(request.query_params.get("notes")) if notices["unshown"] else None
-    if refused_notes is None and "notes" in request.query_params:
-        # the query is anyone's to write: notes with nothing refused in them bring no notice
-        notices["unshown"] = None
+    unshown, refused_notes = refused if refused is not None else (None, None)
     return templates.TemplateResponse(
         request,
         "review.html",
@@ -389,12 +408,14 @@ async def review_page(
             "page_size": PAGE_SIZE,
             "finding_types": {r.seq: finding_types(services.predictors, r.decision) for r in records},
             "clean": CLEAN,
-            **notices,
+            **await run_in_threadpool(_notices, services, asked, records, failed),
+            "unshown": unshown,
             "refused_notes": refused_notes,
             "stored": lambda sha256: services.store.has("images", sha256),
             "thresholds_applied": lambda d, img: thresholds_applied(services.policy, d, img),
             "earlier": await run_in_threadpool(_earlier_pictures, services, records),
         },
+        status_code=status_code,
     )
 
 
@@ -569,14 +590,22 @@ async def _record_from_form(
     # recorded clean, lifting the hold, where the JSON routes refuse a key given twice. After the
     # session and its CSRF token: a form posted from elsewhere gets the sign-in page, as before.
     await refuse_repeated_fields(request, *fields)
-    if unshown_character(notes, breaks=True) is not None:
+    refused_notes = _refused_notes(notes)
+    if refused_notes is not None:
         # refused as a field, the form answered a bare problem+json page, the notes typed were lost
-        # and the character (a zero-width space pasted with them) could not be seen: back to the
-        # shipment, which names it and where, with the notes without it to record again
-        back = _back(shipment_id, "unshown", searched)
-        carried = quote(notes, safe="")
-        return RedirectResponse(
-            back + (f"&notes={carried}" if len(carried) <= _CARRIED_NOTES else ""), status_code=303
+        # and the character (a zero-width space pasted with them) could not be seen. Answered with
+        # the shipment's page, which names it and where, with the notes without it to record again;
+        # not redirected there: the URL would carry the notes (sensitive) into access logs, proxies'
+        # logs and the browser's history, and a link could then fill in an officer's form
+        return await _queue_page(
+            request,
+            services,
+            principal,
+            csrf,
+            shipment=shipment_id,
+            asked={},
+            refused=(shipment_id, refused_notes),
+            status_code=422,
         )
     try:
         current = await run_in_threadpool(services.audit.get, shipment_id)
@@ -627,9 +656,9 @@ def _search(services: Services, shipment: str) -> tuple[str, AuditRecord | SealF
 def _back(shipment_id: str, notice: str, searched: bool) -> str:
     """Where a posted form returns, with the notice: the queue after an outcome recorded; otherwise,
     or for a shipment searched for, the shipment itself. A form not recorded (``stale``: another
-    outcome or decision came first; ``relisted``; ``unshown``: notes the character rule refused) asks
-    the officer to look at the shipment again, and the queue no longer lists one whose outcome
-    another officer recorded, nor one past its first page."""
+    outcome or decision came first; ``relisted``) asks the officer to look at the shipment again,
+    and the queue no longer lists one whose outcome another officer recorded, nor one past its
+    first page."""
     found = searched or notice != "recorded"
     shown = f"&shipment={quote(shipment_id, safe='')}" if found else ""
     return f"/review?{notice}={quote(shipment_id, safe='')}{shown}"

@@ -108,6 +108,39 @@ def test_officer_reviews_a_held_shipment(live_server, audit_store, chromium) -> 
 
 @pytest.mark.browser
 @pytest.mark.slow
+def test_notes_refused_by_the_character_rule_come_back_in_the_page_not_a_url(
+    live_server, audit_store, chromium
+) -> None:
+    """A zero-width space pasted into the notes: the post is answered with the shipment's page (422),
+    naming it, the notes without it in the box; no URL the browser asks for or keeps holds them."""
+    from playwright.sync_api import expect
+
+    server = live_server()
+    assert _submit(server.url, "SHP-ZW-1", [140])["tier"] == "REMOTE_INSPECTION"
+    page = chromium.new_page(viewport={"width": 1366, "height": 900})
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.goto(f"{server.url}/review")
+    page.fill("#key", OFFICER_KEY)
+    page.click("#login-form button")
+    card = page.locator("#shipment-SHP-ZW-1")
+    card.locator("select[name=found]").select_option("clean")
+    card.locator("input[name=notes]").fill("seal\u200b 4471 intact")
+    card.locator("button[type=submit]").click()
+    expect(page.locator("p.notice.stale")).to_contain_text("U+200B (ZERO WIDTH SPACE) at character 5")
+    assert page.url == f"{server.url}/review/outcome"
+    assert [url for url in asked if "4471" in url] == []
+    assert audit_store.get("SHP-ZW-1").outcome is None
+    card = page.locator("#shipment-SHP-ZW-1")
+    assert card.locator("input[name=notes]").input_value() == "seal 4471 intact"
+    card.locator("select[name=found]").select_option("clean")
+    card.locator("button[type=submit]").click()
+    page.wait_for_url("**/review?recorded=SHP-ZW-1&shipment=SHP-ZW-1")
+    assert audit_store.get("SHP-ZW-1").outcome.notes == "seal 4471 intact"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
 def test_the_review_page_works_within_its_content_security_policy(live_server, chromium) -> None:
     """The policy allows the page's own script, stylesheet and images, nothing inline: the page must
     break none of it (the heatmap legend came with a style attribute)."""

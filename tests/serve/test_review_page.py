@@ -482,12 +482,19 @@ def test_an_outcome_form_giving_a_field_twice_is_refused(make_client, audit_stor
 
 
 @pytest.mark.parametrize("path", ["/review/outcome", "/review/shipments/SHP-F/outcome"])
-def test_an_outcome_form_s_notes_are_held_to_the_character_rule(make_client, audit_store, path) -> None:
+def test_an_outcome_form_s_notes_are_held_to_the_character_rule(
+    make_client, audit_store, path, caplog
+) -> None:
     """The form's notes took any character but half a one: a bidi override was recorded for good.
     Refused, then, as a field: the officer got a bare problem+json page, lost the notes typed and
-    could not see the character (a zero-width space pasted with them). Now the form comes back to
-    the shipment, whose notice names the character and where it is, with the notes without it to
-    record again; nothing is recorded. A line break, free text's, and the joiners are taken."""
+    could not see the character (a zero-width space pasted with them). Then the form was sent back
+    to the shipment by a redirect whose URL carried the notes: inspection notes in every log and
+    proxy that writes request lines, in the browser's history, and lost past 12,000 encoded
+    characters. Now the post is answered with the shipment's page itself (422), whose notice names
+    the character and where it is, with the notes without it in the form to record again; nothing
+    is recorded and no URL holds the notes. A line break, free text's, and the joiners are taken."""
+    import logging
+
     from serve_fakes import batch_hold
 
     audit_store.record(batch_hold("SHP-F"))
@@ -495,13 +502,18 @@ def test_an_outcome_form_s_notes_are_held_to_the_character_rule(make_client, aud
     _signed_in(client)
     typed = "scrap cable in bay 3, seal\u200b 4471 broken \u202e3 dloh"
     form = {**_form(client.get("/review").text, "SHP-F"), "found": "clean", "notes": typed}
-    response = client.post(path, data=form, follow_redirects=False)
-    assert response.status_code == 303, response.text[:300]
-    location = response.headers["location"]
-    assert location.startswith("/review?unshown=SHP-F&shipment=SHP-F&notes="), location
+    with caplog.at_level(logging.INFO, logger="clearsight.serve.access"):
+        response = client.post(path, data=form)  # redirects followed, as a browser does
+    # every request line the browser sent (what uvicorn's or a proxy's access log writes, what the
+    # history keeps) and every line the app logged: none holds a word of the notes
+    sent = [str(r.request.url) for r in (*response.history, response)]
+    assert [url for url in sent if "4471" in url] == [], sent
+    assert "location" not in response.headers
+    logged = [json.dumps(vars(r), default=str) for r in caplog.records]
+    assert logged and [line for line in logged if "4471" in line] == []
+    assert response.status_code == 422, response.text[:300]
     assert audit_store.get("SHP-F").outcome is None  # the hold stands
-    landed = client.get(location).text
-    (notice,) = re.findall(r'<p class="notice stale" role="alert">(.*?)</p>', landed, re.S)
+    (notice,) = re.findall(r'<p class="notice stale" role="alert">(.*?)</p>', response.text, re.S)
     assert notice == (
         "Not recorded: the notes for shipment <strong><bdi>SHP-F</bdi></strong> hold U+200B (ZERO WIDTH "
         "SPACE) at character 27, which does not show as itself (pasted text often brings one along). "
@@ -509,18 +521,33 @@ def test_an_outcome_form_s_notes_are_held_to_the_character_rule(make_client, aud
         "the outcome again."
     )
     kept = "scrap cable in bay 3, seal 4471 broken 3 dloh"
-    assert _form(landed, "SHP-F")["notes"] == kept
-    # the query is anyone's to write: notes that hold nothing refused bring no notice and no notes
-    forged = client.get("/review?unshown=SHP-F&shipment=SHP-F&notes=all%20clean").text
-    assert "Not recorded" not in forged and "notes" not in _form(forged, "SHP-F")
-    too_long = "\u4e2d" * 1999 + "\u200b"  # 18,000 characters percent-encoded: past a request line
-    back = client.post(path, data={**form, "notes": too_long}, follow_redirects=False).headers["location"]
-    assert back == "/review?unshown=SHP-F&shipment=SHP-F"
-    assert "were too long to bring back: paste them again without it" in client.get(back).text
+    again = _form(response.text, "SHP-F")
+    assert again["notes"] == kept and again["searched"] == "true"  # the form comes back to this shipment
+    # notes past what a URL could carry come back too
+    long_notes = "\u4e2d" * 1999 + "\u200b"
+    refused = client.post(path, data={**form, "notes": long_notes}, follow_redirects=False)
+    assert refused.status_code == 422 and _form(refused.text, "SHP-F")["notes"] == "\u4e2d" * 1999
+    assert audit_store.get("SHP-F").outcome is None
     persian = "\u0633\u06cc\u0645 \u0645\u06cc\u200c\u0634\u0648\u062f"  # a joiner: taken
-    taken = client.post(path, data={**form, "notes": persian}, follow_redirects=False)
+    taken = client.post(path, data={**again, "found": "clean", "notes": persian}, follow_redirects=False)
     assert taken.headers["location"].startswith("/review?recorded=SHP-F"), taken.headers["location"]
     assert audit_store.get("SHP-F").outcome.notes == persian
+
+
+def test_a_link_cannot_fill_in_an_outcome_form_s_notes(make_client, audit_store) -> None:
+    """Refused notes came back to the form from the query (``?unshown=...&notes=...``): anyone could
+    send an officer a link that filled in the notes with text of their choosing, given one
+    invisible character in it. The query fills in nothing, and says nothing of notes."""
+    from serve_fakes import batch_hold
+
+    audit_store.record(batch_hold("SHP-F"))
+    client = make_client()
+    _signed_in(client)
+    params = {"unshown": "SHP-F", "shipment": "SHP-F", "notes": "all checked, wave it through\u200b"}
+    page = client.get("/review", params=params)
+    assert page.status_code == 200
+    assert "Not recorded" not in page.text and "wave it through" not in page.text
+    assert "notes" not in _form(page.text, "SHP-F")
 
 
 @pytest.mark.parametrize("path", ["/review/outcome", "/review/shipments/SHP-F/outcome"])
