@@ -60,17 +60,34 @@ def earlier_holds(store: AuditStore, images: Iterable[ImageVerdict]) -> dict[str
     something does not. Only a hold on the shipment's own evidence carries
     (:meth:`pipeline.decide.EarlierHold.of`): not one it carried itself from another, nor a random
     audit's. The names are the few oldest: :func:`with_earlier_holds` looks among all.
+
+    A decision whose latest outcome found an anomaly holds, at the strictest tier, the pictures it
+    was decided on (:meth:`pipeline.decide.EarlierHold.found`), whatever the shipment's later
+    decisions and their outcomes: a re-scan of the shipment inspected clean speaks for its own
+    pictures, not for the one the anomaly was found in. A near-copy carries the findings of every
+    decision of the shipment it names: the lookup names the shipment, not which of its pictures the
+    copy is near, so it is held the safe way round.
     """
     named = sorted({s for image in images for s in (*(image.seen_in or ()), *(image.similar_in or ()))})
     if not named:
         return {}
-    latest = {record.decision.shipment_id: record for record in store.decisions_of(named)}  # oldest first
+    decisions = store.decisions_of(named)  # oldest first
+    latest = {record.decision.shipment_id: record for record in decisions}
     holds = {}
     for shipment, record in latest.items():
         hold = _hold(record)
         if hold is not None:
             holds[shipment] = hold
-    return holds
+    same = {(shipment, image.sha256) for image in images for shipment in image.seen_in or ()}
+    near = {shipment for image in images for shipment in image.similar_in or ()}
+    found: dict[str, EarlierHold] = {}
+    for record in decisions:
+        shipment = record.decision.shipment_id
+        if record.outcome is None or record.outcome.found is None or shipment in found:
+            continue  # the first finding is named
+        if shipment in near or any((shipment, image.sha256) in same for image in record.decision.images):
+            found[shipment] = EarlierHold.found(record.decision, record.seq, record.outcome.found)
+    return holds | found
 
 
 _PAGE = 100

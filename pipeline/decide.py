@@ -87,7 +87,8 @@ scan shared by several consignments would spread it beyond the audit rate)."""
 
 class EarlierHold(NamedTuple):
     """Another shipment's standing decision that holds it on its own evidence and that no officer's
-    outcome has cleared (found clean): a picture of it sent again carries the hold over."""
+    outcome has cleared (found clean), or a decision of it whose inspection found an anomaly
+    (:meth:`found`): a picture of it sent again carries the hold over."""
 
     shipment_id: str
     tier: Tier
@@ -111,6 +112,15 @@ class EarlierHold(NamedTuple):
             return None
         rules = tuple(dict.fromkeys(r.rule for r in own if r.tier is tier))
         return EarlierHold(decision.shipment_id, tier, rules, seq)
+
+    @staticmethod
+    def found(decision: ShipmentDecision, seq: int, found: str) -> EarlierHold:
+        """The hold of a decision (audit record ``seq``) whose latest outcome found ``found``: the
+        strictest tier, whatever the decision's own. A finding is evidence about the pictures it was
+        made on, which no later decision of the shipment, nor a clean outcome on one, takes back."""
+        return EarlierHold(
+            decision.shipment_id, Tier.PHYSICAL_INSPECTION, (f"inspection found {found!r}",), seq
+        )
 
 
 def _held_before(

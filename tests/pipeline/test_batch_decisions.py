@@ -409,6 +409,43 @@ def test_a_hold_whose_inspection_found_an_anomaly_is_not_lowered_by_a_rescan(db_
     assert again[0] is Tier.PHYSICAL_INSPECTION and "override.image_held_before" in again[1]
 
 
+@pytest.mark.parametrize("kind", ["same bytes", "near-copy"])
+def test_a_picture_an_anomaly_was_found_in_stays_held_past_a_rescan_inspected_clean(
+    db_url: str, kind: str
+) -> None:
+    """F held on a picture scoring 0.95, inspection found an anomaly; F re-scanned on a new picture
+    also scoring 0.95 (the same tier: recorded), the re-scan inspected clean; then the picture the
+    anomaly was found in sent again under H: image_reused's remote inspection only, as the hold was
+    read from F's latest decision and its clean outcome alone. The re-scan's own picture, inspected
+    clean, is not held by the finding."""
+    copy = _row("H", "cc" * 32, phash=f"{_P[:16]}{int(_P[16:], 16) ^ 1:064x}")
+    with AuditStore.open(db_url) as store:
+        assert (
+            _decided(store, [_row("F", "aa" * 32, phash=_P, score=0.95)])["F"][0] is Tier.PHYSICAL_INSPECTION
+        )
+        store.record_outcome("F", found="unknown", officer="officer-7", notes="knife in bag 3, seized")
+        assert _decided(store, [_row("F", "bb" * 32, score=0.95)])["F"] == (
+            Tier.PHYSICAL_INSPECTION,
+            ["score.hold"],
+            None,
+        )
+        store.record_outcome("F", found=None, officer="officer-7", decision_seq=3)
+        again = _decided(store, [_row("H", "aa" * 32) if kind == "same bytes" else copy])["H"]
+        carried = [
+            r.message for r in store.get("H").decision.reasons if r.rule == "override.image_held_before"
+        ]  # type: ignore[union-attr]
+        rescanned = _decided(store, [_row("K", "bb" * 32)])["K"]
+    reused = "override.image_reused" if kind == "same bytes" else "override.image_near_copy"
+    assert again[0] is Tier.PHYSICAL_INSPECTION
+    assert sorted(again[1]) == sorted([reused, "override.image_held_before", "score.clear"])
+    assert (
+        len(carried) == 1
+        and "in shipment F, held at PHYSICAL_INSPECTION (inspection found 'unknown'; audit record 1)"
+        in carried[0]
+    )
+    assert rescanned[:2] == (Tier.REMOTE_INSPECTION, ["override.image_reused", "score.clear"])
+
+
 def test_a_held_shipments_picture_sent_again_under_a_new_id_carries_the_hold(tmp_path: Path) -> None:
     """Held for a radiation alarm, sent again with the same picture under a new id and no flag:
     image_reused's remote inspection only, where the hold stood uncleared."""
