@@ -143,9 +143,11 @@ def with_earlier_holds(
 
 
 def _hold(record: AuditRecord) -> EarlierHold | None:
-    """The hold ``record`` stands at on its own evidence, uncleared (None: none)."""
+    """The hold ``record`` stands at on its own evidence, uncleared, or by what inspection found on
+    it (None: none)."""
     cleared = record.outcome is not None and record.outcome.found is None
-    return EarlierHold.of(record.decision, record.seq, cleared=cleared)
+    found = record.outcome.found if record.outcome is not None else None
+    return EarlierHold.of(record.decision, record.seq, cleared=cleared, found=found)
 
 
 def _stricter(

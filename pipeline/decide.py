@@ -100,10 +100,16 @@ class EarlierHold(NamedTuple):
     """Its audit record."""
 
     @staticmethod
-    def of(decision: ShipmentDecision, seq: int, *, cleared: bool) -> EarlierHold | None:
+    def of(
+        decision: ShipmentDecision, seq: int, *, cleared: bool, found: str | None = None
+    ) -> EarlierHold | None:
         """The hold ``decision`` (audit record ``seq``) stands at on its own evidence, or None:
         released, cleared by an officer who found the cargo clean, or held only by a hold carried
-        from another shipment (``override.image_held_before``) or a random audit."""
+        from another shipment (``override.image_held_before``) or a random audit. ``found``: what
+        its latest outcome found, which holds it at the strictest tier whatever its own
+        (:meth:`found`): a released re-scan on which inspection found an anomaly is a hold."""
+        if found is not None:
+            return EarlierHold.found(decision, seq, found)
         if decision.tier is Tier.RELEASE or cleared:
             return None
         own = [r for r in decision.reasons if r.rule not in _NOT_CARRIED]

@@ -329,11 +329,18 @@ def _refuse_lowering_a_hold(
 ) -> None:
     """Refuse a decision at ``tier`` where the shipment's ``latest`` is a stricter hold that no
     officer's outcome has cleared: its latest outcome (a correction recorded with amend is a later
-    one) found nothing. With ``seal_key``, the hold and its outcomes are checked against their seals.
+    one) found nothing. A latest decision whose latest outcome found an anomaly is a hold at
+    PHYSICAL_INSPECTION, whatever its own tier: a finding recorded on a released re-scan was
+    dropped by the next decision, released again with no outcome. With ``seal_key``, the hold and
+    its outcomes are checked against their seals.
     """
-    if Tier(latest.tier).severity <= tier.severity:
+    if tier is Tier.PHYSICAL_INSPECTION:  # nothing is stricter: no outcome to read
         return
     outcome = records_of(conn, [latest], seal_key=seal_key)[0].outcome
+    found = outcome is not None and outcome.found is not None
+    held = Tier.PHYSICAL_INSPECTION if found else Tier(latest.tier)
+    if held.severity <= tier.severity:
+        return
     # only a clean finding lifts a hold, as it does for a picture sent again (EarlierHold.of): one
     # that found an anomaly let a re-scan or a laxer policy record the cargo as released
     if outcome is not None and outcome.found is None:
@@ -344,8 +351,13 @@ def _refuse_lowering_a_hold(
         else f"inspection found {outcome.found!r} (audit record {outcome.seq}), and a hold is lifted "
         "only by an officer's outcome that found the cargo clean"
     )
+    stands = (
+        held.value
+        if held.value == latest.tier
+        else f"{held.value} by what inspection found on its decision at {latest.tier}"
+    )
     raise ConflictError(
-        f"shipment {shipment_id!r} is held ({latest.tier}, audit record {latest.seq}) "
+        f"shipment {shipment_id!r} is held ({stands}, audit record {latest.seq}) "
         f"and this decision would lower it to {tier.value}: {why}, not by deciding "
         "again; decide what-if runs without --audit-db"
     )
@@ -412,7 +424,8 @@ def _holds(conn: Connection, shipment_id: str, *, stricter_than: Any, seal_key: 
         return False
     record = records_of(conn, [row], seal_key=seal_key)[0]
     cleared = record.outcome is not None and record.outcome.found is None
-    hold = EarlierHold.of(record.decision, record.seq, cleared=cleared)
+    found = record.outcome.found if record.outcome is not None else None
+    hold = EarlierHold.of(record.decision, record.seq, cleared=cleared, found=found)
     return hold is not None and hold.tier.severity > stricter_than.severity
 
 

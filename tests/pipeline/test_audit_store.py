@@ -894,6 +894,44 @@ def test_a_hold_is_lowered_only_after_an_outcome_that_found_nothing(db_url: str)
         assert standing.outcome.found == "unknown" and store.verify().records_checked == 5
 
 
+def test_a_finding_on_a_released_decision_holds_the_shipment_until_corrected(db_url: str) -> None:
+    """P1 held, recorded clean by mistake, re-scanned and released (decision 3); the officer records
+    what was found on that decision. The release's finding held nothing: the next batch recorded
+    RELEASE again with no outcome, the finding gone from the standing record, and P1's picture sent
+    again under a new id carried nothing. Only a clean outcome on that decision (amend) lifts it."""
+    from pipeline.batch_decisions import earlier_holds
+    from pipeline.decide import EarlierHold
+
+    held = (
+        r"^shipment 'P1' is held \(PHYSICAL_INSPECTION by what inspection found on its decision at "
+        r"RELEASE, audit record 3\) and this decision would lower it to "
+    )
+    with AuditStore.open(db_url) as store:
+        hot = audit_builders.decision("P1", Tier.PHYSICAL_INSPECTION, score=0.95, sha="aa" * 32)
+        store.record(hot, idempotency_key="a:P1")
+        store.record_outcome("P1", found=None, officer="officer-7")  # by mistake
+        store.record(audit_builders.decision("P1", Tier.RELEASE, sha="bb" * 32), idempotency_key="b:P1")
+        found = store.record_outcome("P1", found="foreign_object", officer="officer-7", decision_seq=3)
+        for tier in (Tier.RELEASE, Tier.REMOTE_INSPECTION):
+            again = audit_builders.decision("P1", tier, sha="cc" * 32)
+            with pytest.raises(ConflictError, match=held + tier.value) as refused:
+                store.record(again, idempotency_key=f"c:P1:{tier.value}")
+            assert f"inspection found 'foreign_object' (audit record {found.seq})" in str(refused.value)
+        standing = store.get("P1")
+        assert standing is not None and standing.seq == 3 and standing.outcome is not None
+        assert standing.outcome.found == "foreign_object"
+        assert [r.seq for r in store.list(pending_outcome=True)] == []
+        sent_again = audit_builders.decision("Q1", sha="aa" * 32, seen_in=["P1"]).images
+        assert earlier_holds(store, sent_again) == {
+            "P1": EarlierHold("P1", Tier.PHYSICAL_INSPECTION, ("inspection found 'foreign_object'",), 3)
+        }
+        store.record_outcome("P1", found=None, officer="officer-7", decision_seq=3, amend=True)
+        lowered = store.record(
+            audit_builders.decision("P1", Tier.RELEASE, sha="cc" * 32), idempotency_key="d:P1"
+        )
+        assert lowered.seq == 6 and store.verify().records_checked == 6
+
+
 def test_an_outcome_names_the_decision_inspected_once_there_are_several(db_url: str) -> None:
     """An officer saw decision 1; meanwhile a radiation alarm recorded decision 2. Written without
     decision_seq, the clean outcome judged decision 2, lifting a hold nobody inspected for. A
