@@ -10,10 +10,13 @@ inspected anyway; their outcomes tell how many held shipments were clean (the co
 
 The unit is the shipment, counted once: by its random audit of a would-be release within the window,
 found anomalous where any inspection from the audit on found an anomaly (clean where one found it
-clean since); else by its latest decision within the window that has an outcome; else by its
-latest. What an inspection found stays counted when the shipment is decided again (a batch run
-again, a re-send); one found from an audit before the window on is that audit's, and counts for
-no hold within it. Per cargo type (and for all), the report gives:
+clean since); else, held and found anomalous by any inspection within the window (the latest
+outcome of each decision: a correction with amend replaces what it corrects), by the latest such
+decision, whatever was decided or inspected since (a re-scan inspected clean, the cargo released);
+else by its latest decision within the window that has an outcome; else by its latest. What an
+inspection found stays counted when the shipment is decided again (a batch run again, a re-send);
+one found from an audit before the window on is that audit's, and counts for no hold within it.
+Per cargo type (and for all), the report gives:
 
 * the shipments decided, per tier, and the **released share** R (what the policy would have
   released, the audited would-be releases among them);
@@ -396,8 +399,8 @@ def field_report(
         latest[shipment] = seen
         if seen.inspected:
             inspected[shipment] = seen
-            if seen.found is not None:
-                anomalous[shipment] = seen
+            if seen.found is not None and not seen.would_release:
+                anomalous[shipment] = seen  # a hold's finding, which a later clean inspection leaves
         if seen.audit is not None:
             audited.setdefault(shipment, []).append(seen)
     # deciding a shipment again (a batch run again under a new policy, a re-send) erased what its
@@ -470,7 +473,8 @@ def _seen(record: AuditRecord) -> _Seen:
 
 
 def _counted(latest: _Seen, inspected: _Seen | None, anomalous: _Seen | None, audits: list[_Seen]) -> _Seen:
-    """The decision a shipment counts by.
+    """The decision a shipment counts by (``anomalous``: audited, its latest decision found
+    anomalous from any date; else its latest held decision found anomalous within the window).
 
     Audited as a would-be release: by that audit, found anomalous where any inspection from an
     audit on found an anomaly (on the audit's own decision, or a later one: an officer records a
@@ -478,10 +482,16 @@ def _counted(latest: _Seen, inspected: _Seen | None, anomalous: _Seen | None, au
     counted at the latest audit before that finding; else clean where one inspected it since; else
     not inspected. A finding must not leave the one fair sample of the released cargo, whichever
     decision came after (the findings that left it were the misses), nor a later clean inspection
-    (the object seized at the audit) wash it out. Not audited: by its latest inspected decision,
-    else its latest."""
+    (the object seized at the audit) wash it out. Not audited: by its latest held decision whose
+    inspection found an anomaly (its latest outcome), where one did and no later inspection found
+    one: a hold's finding counts whatever came after it (a re-scan inspected clean, the cargo then
+    released), as it stays a hold (:meth:`pipeline.decide.EarlierHold.found`), and at the tier it
+    was found at. Else by its latest inspected decision, else its latest."""
     if not audits:
-        return inspected or latest
+        counted = inspected or latest
+        if counted.found is None and anomalous is not None:
+            return anomalous
+        return counted
     if anomalous is not None and anomalous.seq >= audits[0].seq:
         chosen = [a for a in audits if a.seq <= anomalous.seq][-1]
         return chosen._replace(inspected=True, found=anomalous.found)

@@ -250,6 +250,37 @@ def test_a_later_clean_inspection_does_not_wash_out_the_audits_finding() -> None
     ]
 
 
+def test_a_holds_finding_stays_when_a_later_inspection_finds_the_shipment_clean(db_url: str) -> None:
+    """The fifth review's repro: X held, inspection found an anomaly (the object seized), re-scanned
+    at the same tier, inspected clean, then released. X counted by its latest inspected decision,
+    held and found clean: held_found 0, and the miss-rate estimate lost a seizure."""
+    with AuditStore.open(db_url) as store:
+        hot = audit_builders.decision("X", Tier.PHYSICAL_INSPECTION, score=0.95, sha="a1" * 32)
+        store.record(hot, idempotency_key="1:X")
+        store.record_outcome("X", found="foreign_object", officer="officer-7", notes="knife seized")
+        rescan = audit_builders.decision("X", Tier.PHYSICAL_INSPECTION, score=0.9, sha="a3" * 32)
+        store.record(rescan, idempotency_key="3:X")
+        store.record_outcome("X", found=None, officer="officer-7", decision_seq=3)
+        store.record(audit_builders.decision("X", Tier.RELEASE, sha="a2" * 32), idempotency_key="2:X")
+        g = field_report(store.iter_records()).by_cargo[ALL]
+    assert (g.decided, g.held, g.held_inspected, g.held_found) == (1, 1, 1, 1)
+    assert g.holds_by_tier == {"PHYSICAL_INSPECTION": [1, 1, 1]}
+
+
+def test_a_holds_finding_counts_at_the_tier_it_was_found_at() -> None:
+    """Found at remote inspection, held at physical since and found clean there, then released: the
+    shipment counts as a remote hold found anomalous, what that tier's inspection found."""
+    remote = _record(
+        _decision("Y", "hold", day="2026-11-02").model_copy(update={"tier": Tier.REMOTE_INSPECTION}), "tear"
+    )
+    physical = _record(_decision("Y", "hold", day="2026-11-03"), None)
+    released = _record(_decision("Y", "release", day="2026-11-04"))
+    clean = _record(_decision("Z", "hold", day="2026-11-02"), None)
+    g = field_report([remote, clean, physical, released]).by_cargo[ALL]
+    assert (g.decided, g.held, g.held_inspected, g.held_found) == (2, 2, 2, 1)
+    assert g.holds_by_tier == {"REMOTE_INSPECTION": [1, 1, 1], "PHYSICAL_INSPECTION": [1, 1, 0]}
+
+
 @pytest.mark.parametrize("column", ["ref_seq-elsewhere", "ref_seq-nowhere", "read-twice"])
 def test_an_outcome_pointed_elsewhere_between_the_walk_and_its_lookup_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, column: str
