@@ -2,7 +2,8 @@
 
 The officer enters a key once; it is checked and replaced by a signed, HttpOnly, SameSite=Strict
 session cookie. Outcome forms are plain POSTs carrying the session's CSRF token (a second guard on
-top of SameSite) and answer with a redirect back to the queue.
+top of SameSite) and answer with a redirect back to the queue once recorded; a form not recorded for
+what it holds, or as its shipment changed, is answered with the shipment's page holding what was typed.
 """
 
 from __future__ import annotations
@@ -187,9 +188,11 @@ templates.env.globals["heatmap_legend"] = Markup(re.sub(r'\sstyle="[^"]*"', "", 
 
 
 NOTICES = ("recorded", "stale", "relisted", "unrecorded")
-"""The notices a posted form's redirect asks for (:func:`_back`), each naming a shipment. Notes the
-character rule refused are not among them: the post is answered with the page itself
-(:func:`_record_from_form`), as no URL may carry the notes."""
+"""The notices a page may show, each naming a shipment: asked for by the query (a posted form's
+redirect, :func:`_back`), or by the page answering a post not recorded because its shipment changed
+('stale', 'relisted': :func:`_not_recorded`). Notes the character rule refused are not among them:
+that post is answered with the page itself too (:func:`_record_from_form`), as no URL may carry the
+notes."""
 
 
 def _refused_notes(notes: str) -> dict[str, Any] | None:
@@ -359,11 +362,14 @@ async def _queue_page(
     shipment: str | None = None,
     asked: Mapping[str, str],
     refused: tuple[str, dict[str, Any]] | None = None,
+    typed: tuple[str, str, str] | None = None,
     status_code: int = 200,
 ) -> Response:
     """The queue, or the one shipment searched for (``shipment``), for a signed-in reviewer: the
-    page the GET route answers, and a form whose notes were refused (``refused``: the shipment and
-    :func:`_refused_notes`) is answered with. ``asked``: the notices the query asks for."""
+    page the GET route answers, and a form not recorded is answered with. ``asked``: the notices
+    the query asks for, or the answer to a post says (:data:`NOTICES`); ``refused``: the shipment
+    whose notes were refused and :func:`_refused_notes`; ``typed``: what a form not recorded posted,
+    (shipment, finding, notes), put back in that shipment's form."""
     wanted = None
     listed, last_seq = 0, None
     if shipment and shipment.strip():
@@ -390,6 +396,7 @@ async def _queue_page(
     for failure in failed:
         log.error("review page: shipment %r not shown: %s", failure.shipment_id, failure.why)
     unshown, refused_notes = refused if refused is not None else (None, None)
+    again = None if typed is None else dict(zip(("shipment", "found", "notes"), typed, strict=True))
     return templates.TemplateResponse(
         request,
         "review.html",
@@ -411,6 +418,7 @@ async def _queue_page(
             **await run_in_threadpool(_notices, services, asked, records, failed),
             "unshown": unshown,
             "refused_notes": refused_notes,
+            "typed": again,
             "stored": lambda sha256: services.store.has("images", sha256),
             "thresholds_applied": lambda d, img: thresholds_applied(services.policy, d, img),
             "earlier": await run_in_threadpool(_earlier_pictures, services, records),
@@ -605,6 +613,7 @@ async def _record_from_form(
             shipment=shipment_id,
             asked={},
             refused=(shipment_id, refused_notes),
+            typed=(shipment_id, found, refused_notes["kept"]),
             status_code=422,
         )
     try:
@@ -615,7 +624,7 @@ async def _record_from_form(
     # another officer has recorded an outcome, this form is stale and recording it would overwrite
     # or misattribute a finding. Say so on the page instead.
     if current is None or current.seq != decision_seq or current.outcome is not None:
-        return RedirectResponse(_back(shipment_id, "stale", searched), status_code=303)
+        return await _not_recorded(request, services, principal, csrf, shipment_id, "stale", found, notes)
     try:
         await record_outcome(
             services,
@@ -628,10 +637,40 @@ async def _record_from_form(
     except SealBrokenError:  # a record it rests on failed its seal between the read and the write
         return RedirectResponse(_back(shipment_id, "stale", True), status_code=303)
     except ConflictError:  # another officer, or a new decision, got there between the check and the write
-        return RedirectResponse(_back(shipment_id, "stale", searched), status_code=303)
+        return await _not_recorded(request, services, principal, csrf, shipment_id, "stale", found, notes)
     except InputError:  # a finding the page offered, no longer one (the service restarted with another model)
-        return RedirectResponse(_back(shipment_id, "relisted", searched), status_code=303)
+        return await _not_recorded(request, services, principal, csrf, shipment_id, "relisted", found, notes)
     return RedirectResponse(_back(shipment_id, "recorded", searched), status_code=303)
+
+
+async def _not_recorded(
+    request: Request,
+    services: Services,
+    principal: Principal,
+    csrf: str,
+    shipment_id: str,
+    notice: str,
+    found: str,
+    notes: str,
+) -> Response:
+    """A form not recorded as its shipment changed since the page was loaded (``notice``: 'stale', a
+    newer decision or another officer's outcome; 'relisted', the findings offered): answered with
+    the shipment's page (409), its notice, and the shipment's form as it is now (its latest
+    decision's seq) holding the finding chosen, where still offered, and the notes typed.
+
+    Redirected to ``/review?stale=...`` before, the officer's finding and notes were lost, to type
+    again. Not carried in that URL either: the notes (sensitive) would stand in access logs,
+    proxies' logs and the browser's history, and a link could then fill in an officer's form."""
+    return await _queue_page(
+        request,
+        services,
+        principal,
+        csrf,
+        shipment=shipment_id,
+        asked={notice: shipment_id},
+        typed=(shipment_id, found, notes),
+        status_code=409,
+    )
 
 
 def _search(services: Services, shipment: str) -> tuple[str, AuditRecord | SealFailure | None]:
@@ -655,10 +694,11 @@ def _search(services: Services, shipment: str) -> tuple[str, AuditRecord | SealF
 
 def _back(shipment_id: str, notice: str, searched: bool) -> str:
     """Where a posted form returns, with the notice: the queue after an outcome recorded; otherwise,
-    or for a shipment searched for, the shipment itself. A form not recorded (``stale``: another
-    outcome or decision came first; ``relisted``) asks the officer to look at the shipment again,
-    and the queue no longer lists one whose outcome another officer recorded, nor one past its
-    first page."""
+    or for a shipment searched for, the shipment itself. A form not recorded as a record of its
+    shipment fails its seal (``stale``) or the trail takes none (``unrecorded``) comes back to the
+    shipment, whose page says why: the queue lists neither one whose record fails nor one past its
+    first page. (A form not recorded as its shipment changed is answered with the page itself,
+    :func:`_not_recorded`, holding what was typed.)"""
     found = searched or notice != "recorded"
     shown = f"&shipment={quote(shipment_id, safe='')}" if found else ""
     return f"/review?{notice}={quote(shipment_id, safe='')}{shown}"

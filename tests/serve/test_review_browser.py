@@ -141,6 +141,46 @@ def test_notes_refused_by_the_character_rule_come_back_in_the_page_not_a_url(
 
 @pytest.mark.browser
 @pytest.mark.slow
+def test_a_form_posted_after_its_shipment_was_decided_again_comes_back_as_typed(
+    live_server, audit_store, chromium
+) -> None:
+    """A decision landed between the page's load and the post: the officer was sent to the shipment
+    by a redirect, the finding chosen and the notes typed lost. The post is answered with the
+    shipment's page (409), its form on the new decision holding both; no URL holds the notes."""
+    from playwright.sync_api import expect
+
+    server = live_server()
+    assert _submit(server.url, "SHP-ST-1", [140])["tier"] == "REMOTE_INSPECTION"
+    page = chromium.new_page(viewport={"width": 1366, "height": 900})
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.goto(f"{server.url}/review")
+    page.fill("#key", OFFICER_KEY)
+    page.click("#login-form button")
+    card = page.locator("#shipment-SHP-ST-1")
+    card.locator("select[name=found]").select_option("clean")
+    typed = "seal 4471 intact, bay 2"
+    card.locator("input[name=notes]").fill(typed)
+    first = audit_store.get("SHP-ST-1")
+    again = audit_store.record(first.decision.model_copy(update={"policy_version": "p2"}))
+    assert again.seq > first.seq  # decided again meanwhile
+    card.locator("button[type=submit]").click()
+    expect(page.locator("p.notice.stale")).to_contain_text("SHP-ST-1 changed after this page was loaded")
+    assert page.url == f"{server.url}/review/outcome"
+    assert [url for url in asked if "4471" in url] == []
+    assert audit_store.get("SHP-ST-1").outcome is None
+    card = page.locator("#shipment-SHP-ST-1")
+    assert card.locator("input[name=decision_seq]").get_attribute("value") == str(again.seq)
+    assert card.locator("input[name=notes]").input_value() == typed
+    assert card.locator("select[name=found]").input_value() == "clean"
+    card.locator("button[type=submit]").click()
+    page.wait_for_url("**/review?recorded=SHP-ST-1&shipment=SHP-ST-1")
+    outcome = audit_store.get("SHP-ST-1").outcome  # clean
+    assert (outcome.found, outcome.notes, outcome.decision_seq) == (None, typed, again.seq)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
 def test_the_review_page_works_within_its_content_security_policy(live_server, chromium) -> None:
     """The policy allows the page's own script, stylesheet and images, nothing inline: the page must
     break none of it (the heatmap legend came with a style attribute)."""
@@ -367,7 +407,8 @@ def test_an_outcome_is_recorded_from_the_page_for_a_batch_shipment_id(make_clien
 def test_a_finding_no_longer_offered_is_answered_with_the_page(make_client, audit_store) -> None:
     """The form posted a finding the service no longer accepts (it restarted with another model
     since the page was loaded): the officer got the API's problem+json telling them to send a field
-    the form has not."""
+    the form has not. Then a redirect to the page, which lost the notes typed: the post is answered
+    with the page itself (409), the notes in the form, no finding chosen (the one posted is gone)."""
     client = make_client()
     audit_store.record(batch_hold("SHP-R"))
     client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False)
@@ -376,10 +417,15 @@ def test_a_finding_no_longer_offered_is_answered_with_the_page(make_client, audi
         r'<form method="post" action="/review/outcome" class="outcome-form">(.*?)</form>', page, re.S
     )
     fields = {k: html.unescape(v) for k, v in re.findall(r'name="(\w+)" value="([^"]*)"', form.group(1))}
-    done = client.post("/review/outcome", data={**fields, "found": "crack", "notes": ""})
-    assert done.status_code == 200 and done.headers["content-type"].startswith("text/html")
+    done = client.post("/review/outcome", data={**fields, "found": "crack", "notes": "hairline, bay 2"})
+    assert done.status_code == 409 and done.headers["content-type"].startswith("text/html")
     assert "Not recorded: what may be found in shipment <strong>SHP-R</strong> changed" in done.text
     assert audit_store.get("SHP-R").outcome is None
+    form = re.search(
+        r'<form method="post" action="/review/outcome" class="outcome-form">(.*?)</form>', done.text, re.S
+    ).group(1)
+    assert 'name="notes" value="hairline, bay 2"' in form
+    assert re.findall(r"<option [^>]*\bselected\b[^>]*>", form) == ['<option value="" selected disabled>']
 
 
 def test_a_shipment_is_found_on_the_page_by_its_id_whatever_its_tier(make_client, audit_store) -> None:

@@ -347,17 +347,17 @@ def _form(page: str, shipment: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("shipment", "location"),
+    "shipment",
     [
-        ("SHP-1", "/review?stale=SHP-1&shipment=SHP-1"),
-        ("SHP/2026/1", "/review?stale=SHP%2F2026%2F1&shipment=SHP%2F2026%2F1"),  # as a batch names one
-        ("SHP 9 ", "/review?stale=SHP%209%20&shipment=SHP%209%20"),  # edge spaces, as a batch row may have
+        "SHP-1",
+        "SHP/2026/1",  # as a batch names one
+        "SHP 9 ",  # edge spaces, as a batch row may have
     ],
 )
-def test_a_form_not_recorded_comes_back_to_its_shipment(make_client, audit_store, shipment, location) -> None:
+def test_a_form_not_recorded_comes_back_to_its_shipment(make_client, audit_store, shipment) -> None:
     """A form posted twice (the back button, or two officers on one shipment) said 'Look at it again
     below' on the pending queue, which no longer lists a shipment with an outcome: the officer saw
-    neither the shipment nor the outcome recorded."""
+    neither the shipment nor the outcome recorded. The post is answered with the shipment's page."""
     from serve_fakes import batch_hold
 
     audit_store.record(batch_hold(shipment))
@@ -367,13 +367,59 @@ def test_a_form_not_recorded_comes_back_to_its_shipment(make_client, audit_store
     first = client.post("/review/outcome", data=form, follow_redirects=False)
     assert first.headers["location"].startswith("/review?recorded=")
     again = client.post("/review/outcome", data=form, follow_redirects=False)
-    assert (again.status_code, again.headers["location"]) == (303, location)
-    landed = client.get(location).text
-    assert "Not recorded: shipment <strong>" in landed
+    assert (again.status_code, "location" in again.headers) == (409, False)
+    assert f"Not recorded: shipment <strong>{html.escape(shipment)}</strong> changed" in again.text
     assert (
-        f'data-shipment="{html.escape(shipment)}"' in landed
-        and "Outcome: <strong><bdi>clean</bdi></strong>" in landed
+        f'data-shipment="{html.escape(shipment)}"' in again.text
+        and "Outcome: <strong><bdi>clean</bdi></strong>" in again.text
     )
+
+
+def _chosen(page: str, shipment: str) -> list[str]:
+    """The findings preselected in a shipment's form."""
+    card = re.search(rf'data-shipment="{re.escape(shipment)}">(.*?)</article>', page, re.S).group(1)
+    return re.findall(r'<option value="([^"]*)" selected>', card)
+
+
+@pytest.mark.parametrize("path", ["/review/outcome", "/review/shipments/SHP-S/outcome"])
+def test_a_form_posted_after_its_shipment_changed_comes_back_with_what_was_typed(
+    make_client, audit_store, path
+) -> None:
+    """A decision landed between the page's load and the post: the form was redirected to
+    ``/review?stale=...`` and the finding chosen and the notes typed were lost, to type again. The
+    post is answered with the shipment's page itself (409), its notice as before, and the shipment's
+    form as it is now (its latest decision's) holding them; never through a URL. Nothing recorded.
+    Where another officer's outcome came first there is no form: the notes are shown, not recorded."""
+    from serve_fakes import batch_hold
+
+    audit_store.record(batch_hold("SHP-S"))
+    client = make_client()
+    _signed_in(client)
+    typed = "knife in the third bag, photographed; seal 4471"
+    form = {**_form(client.get("/review").text, "SHP-S"), "found": "unknown", "notes": typed}
+    assert form["decision_seq"] == "1"
+    decided = audit_store.record(batch_hold("SHP-S").model_copy(update={"policy_version": "p2"}))
+    assert decided.seq == 2  # decided again meanwhile, under another policy
+    response = client.post(path, data=form)  # redirects followed, as a browser does
+    sent = [str(r.request.url) for r in (*response.history, response)]
+    assert [url for url in sent if "4471" in url] == [], sent
+    assert (response.status_code, "location" in response.headers) == (409, False), response.text[:300]
+    assert audit_store.get("SHP-S").outcome is None
+    (notice,) = re.findall(r'<p class="notice stale" role="alert">(.*?)</p>', response.text, re.S)
+    assert notice.startswith("Not recorded: shipment <strong>SHP-S</strong> changed after this page")
+    again = _form(response.text, "SHP-S")
+    assert (again["decision_seq"], again["notes"], again["searched"]) == ("2", typed, "true")
+    assert _chosen(response.text, "SHP-S") == ["unknown"]
+    recorded = client.post("/review/outcome", data={**again, "found": "unknown"}, follow_redirects=False)
+    assert recorded.headers["location"].startswith("/review?recorded=SHP-S"), recorded.text[:300]
+    outcome = audit_store.get("SHP-S").outcome
+    assert (outcome.found, outcome.notes, outcome.decision_seq) == ("unknown", typed, 2)
+    # a second tab's form, another officer's outcome first: the outcome shown, the notes with it
+    late = client.post(path, data={**again, "found": "clean", "notes": "nothing, seal 4471 intact"})
+    assert late.status_code == 409 and "Not recorded: shipment <strong>SHP-S</strong> changed" in late.text
+    assert "Outcome: <strong><bdi>unknown</bdi></strong>" in late.text
+    assert "Your notes, not recorded: <bdi>nothing, seal 4471 intact</bdi>" in late.text
+    assert audit_store.get("SHP-S").outcome.notes == typed
 
 
 def test_a_declared_value_cannot_reorder_the_review_page_even_in_a_record_from_before(
@@ -523,6 +569,7 @@ def test_an_outcome_form_s_notes_are_held_to_the_character_rule(
     kept = "scrap cable in bay 3, seal 4471 broken 3 dloh"
     again = _form(response.text, "SHP-F")
     assert again["notes"] == kept and again["searched"] == "true"  # the form comes back to this shipment
+    assert _chosen(response.text, "SHP-F") == ["clean"]  # the finding chosen with them
     # notes past what a URL could carry come back too
     long_notes = "\u4e2d" * 1999 + "\u200b"
     refused = client.post(path, data={**form, "notes": long_notes}, follow_redirects=False)
