@@ -380,7 +380,9 @@ def _check_preprocessing(preprocessing: Mapping[str, Any], input_size: int, chec
         )
     check.whole(tiling["overlap"], "preprocessing.tiling.overlap", 0, max(tile - 1, 0))
     if "sixteen_bit_depth" in preprocessing:  # absent from cards written before training measured it
-        check.whole(preprocessing["sixteen_bit_depth"], "preprocessing.sixteen_bit_depth", 9, SIXTEEN_BITS)
+        # 8: an 8-bit image stored wide; 9, 11, 13 and 15 only in cards of the version that measured
+        # the largest sample, so they still load
+        check.whole(preprocessing["sixteen_bit_depth"], "preprocessing.sixteen_bit_depth", 8, SIXTEEN_BITS)
     source = check.obj(preprocessing, "source_resolution", "preprocessing.source_resolution", required=False)
     downscale = source.get("downscale")
     if downscale is not None and not (_finite(downscale) and downscale > 0):

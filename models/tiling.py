@@ -2,7 +2,7 @@
 
 Gray and 16-bit images are accepted: gray is replicated to three channels, uint8 is scaled by
 1/255, uint16 by 1/(2**b - 1) for the model's ``sixteen_bit_depth`` b (:func:`sixteen_bit_depth`:
-16, 1/65535, unless training found its 16-bit images to hold fewer bits). An image whose longer
+16, 1/65535, unless training found its 16-bit images to hold 8, 10, 12 or 14 bits). An image whose longer
 side exceeds ``tile_size`` (when tiling is on) is cut into overlapping ``tile_size`` tiles, each
 resized to the model input, so that a small defect in a large image keeps enough pixels to be seen;
 otherwise the whole image is resized. Per-tile maps are stitched back with linear blending across
@@ -21,18 +21,23 @@ import torch
 from datasets.errors import InputError
 
 __all__ = [
+    "BRIGHT_PERCENTILE",
     "MAX_TILE_ENLARGEMENT",
     "MAX_VIEW_PIXELS",
+    "SENSOR_BIT_DEPTHS",
     "SIXTEEN_BITS",
     "TilingConfig",
     "View",
     "beyond_bit_depth",
+    "bright_level",
+    "colour_samples",
     "default_overlap",
     "is_grey",
     "make_views",
     "max_views",
     "min_tile_size",
     "plan_views",
+    "samples_beyond",
     "sixteen_bit_depth",
     "stitch_maps",
     "to_rgb_float",
@@ -110,13 +115,35 @@ class View:
 SIXTEEN_BITS = 16
 """The depth a 16-bit image is read at unless its model's card says otherwise (cards written before
 training measured it, and models trained on no 16-bit image): the full uint16 range."""
-_LEAST_SIXTEEN_BIT_DEPTH = 9
-"""The fewest bits a 16-bit container is read as holding: 8 would be an 8-bit image stored wide."""
+SENSOR_BIT_DEPTHS = (8, 10, 12, 14, SIXTEEN_BITS)
+"""The depths a 16-bit file's samples are read as holding: what cameras store (8: an 8-bit image
+stored wide). A measured depth is rounded up to one of them, never to a 9, 11, 13 or 15 no sensor has:
+a dark full-range training set (brightest 31,872) measured 15 bits, and brighter clean images of the
+same camera were clipped and 9 of 10 held."""
+BRIGHT_PERCENTILE = 99.9
+"""The percentile of a 16-bit training image's samples taken as its brightest (:func:`bright_level`)."""
 
 
-def sixteen_bit_depth(maxima: Iterable[int]) -> int:
-    """The bits the 16-bit images of ``maxima`` (each one's largest sample) hold: the least b in
-    9..16 with every sample below 2**b; :data:`SIXTEEN_BITS` without any.
+def colour_samples(image: np.ndarray) -> np.ndarray:
+    """The samples :func:`to_rgb_float` reads: all but an alpha channel (often 65535 throughout)."""
+    arr = np.asarray(image)
+    return arr[:, :, :3] if arr.ndim == 3 and arr.shape[2] == 4 else arr
+
+
+def bright_level(image: np.ndarray) -> int:
+    """The :data:`BRIGHT_PERCENTILE` th percentile of a 16-bit image's colour samples (0 for none).
+
+    Not the largest: one stuck pixel or a burned-in white label at 65535 in one training image made
+    a 12-bit set measure 16 bits, and the 12-bit misses (2 of 12 anomalies released) came back."""
+    samples = colour_samples(image).ravel()
+    if samples.size == 0:
+        return 0
+    return int(np.percentile(samples, BRIGHT_PERCENTILE, method="inverted_cdf"))
+
+
+def sixteen_bit_depth(levels: Iterable[int]) -> int:
+    """The bits the 16-bit images of ``levels`` (each one's :func:`bright_level`) hold: the least b
+    of :data:`SENSOR_BIT_DEPTHS` with every level below 2**b; :data:`SIXTEEN_BITS` without any.
 
     X-ray and machine-vision cameras store 10-, 12- or 14-bit samples in 16-bit files. Read over
     the full range, 12-bit data fills a sixteenth of [0, 1]: on a synthetic ore set stored so
@@ -125,16 +152,25 @@ def sixteen_bit_depth(maxima: Iterable[int]) -> int:
     12 bits its training images held, none and 1.000 too. Training records the depth its 16-bit
     images hold and every input is read at it (:func:`to_rgb_float`).
     """
-    top = max((int(m) for m in maxima), default=None)
+    top = max((int(m) for m in levels), default=None)
     if top is None:
         return SIXTEEN_BITS
-    return min(max(top.bit_length(), _LEAST_SIXTEEN_BIT_DEPTH), SIXTEEN_BITS)
+    return next(bits for bits in SENSOR_BIT_DEPTHS if top >> bits == 0 or bits == SIXTEEN_BITS)
+
+
+def samples_beyond(image: np.ndarray, bits: int) -> int:
+    """How many colour samples of a 16-bit image exceed ``bits`` bits (0 for any other dtype), which
+    :func:`to_rgb_float` clips."""
+    arr = colour_samples(image)
+    if arr.dtype != np.uint16 or bits >= SIXTEEN_BITS or arr.size == 0:
+        return 0
+    return int(np.count_nonzero(arr > 2**bits - 1))
 
 
 def beyond_bit_depth(image: np.ndarray, bits: int) -> bool:
     """True for a 16-bit image holding a sample of more than ``bits`` bits, which
-    :func:`to_rgb_float` clips: another kind of file than the model was trained on."""
-    arr = np.asarray(image)
+    :func:`to_rgb_float` clips."""
+    arr = colour_samples(image)
     return arr.dtype == np.uint16 and bits < SIXTEEN_BITS and arr.size > 0 and int(arr.max()) >> bits > 0
 
 

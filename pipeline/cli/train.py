@@ -161,6 +161,15 @@ def train_command(
             show_default=False,
         ),
     ] = None,
+    sixteen_bit_depth: Annotated[
+        str,
+        typer.Option(
+            "--sixteen-bit-depth",
+            help="Bits a 16-bit image's samples are read as holding: auto (measured on the training images' "
+            "brightest samples, rounded up to 8, 10, 12, 14 or 16) or one of those. Give the camera's depth "
+            "when the training images under-represent its bright exposures: brighter samples are clipped.",
+        ),
+    ] = "auto",
     seed: Annotated[
         int, typer.Option("--seed", help="Seed of the split, coreset, pseudo-anomalies, head.")
     ] = 0,
@@ -209,6 +218,7 @@ def train_command(
             deep_features=deep_features,
             tile_size=tile_size,
             tile_overlap=tile_overlap,
+            sixteen_bit_depth=sixteen_bit_depth_option(sixteen_bit_depth),
             seed=seed,
             threads=threads,
         )
@@ -247,6 +257,7 @@ def train_command(
         f"{resolution['longest_side_px']['median']} px images -> "
         f"{resolution['input_size']} px model input, {describe_resize(resolution['downscale'])}",
     )
+    table.add_row("16-bit images", sixteen_bit_words(training.get("sixteen_bit")))
     table.add_row("memory bank", f"{training['bank_size']} of {training['patches_total']} patches")
     fine = training["fine_scale"]
     used = f"{fine['bank_size']} rows of stride-{fine['stride']} features" if fine["used"] else "not used"
@@ -321,6 +332,38 @@ def release_warning(val: dict[str, Any]) -> str | None:
         f"miss rate this model holds nearly all cargo. {who}. More or cleaner labelled anomalies, or a "
         "higher --target-miss-rate, move it"
     )
+
+
+def sixteen_bit_depth_option(text: str) -> int | None:
+    """``--sixteen-bit-depth``: None for auto (measured), else its whole number of bits (the config
+    names what it accepts)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(
+            f"--sixteen-bit-depth {text!r} must be auto or one of 8, 10, 12, 14, 16, the depths cameras store"
+        ) from None
+
+
+def sixteen_bit_words(reading: dict[str, Any] | None) -> str:
+    """The summary's line on the bits 16-bit images are read at (the card's ``training.sixteen_bit``)."""
+    if reading is None:
+        return "not recorded"
+    depth, images = reading["depth"], reading["images"]
+    if reading["chosen_by"] == "no 16-bit image":
+        return f"none in training: 16-bit inputs are read at {depth} bits, the full range"
+    how = (
+        f"measured: {reading['bright_level']:,} is their brightest sample (99.9th percentile), rounded up"
+        if reading["chosen_by"] == "measured"
+        else "set by --sixteen-bit-depth"
+    )
+    words = f"{images} read at {depth} bits ({how})"
+    if reading["clipped_share"]:
+        # two significant digits: one stuck pixel in a set is a share far below 0.001 %
+        words += f"; {100 * reading['clipped_share']:.2g} % of their samples lie above it and are clipped"
+    return words
 
 
 def seam_warning(tiling: dict[str, Any]) -> str | None:

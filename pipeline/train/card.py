@@ -74,7 +74,7 @@ def model_card(
             "stored_in_artifact": True,
             "fine_tuned": tuned is not None,
         },
-        "preprocessing": _preprocessing(config, spec, trainer.tiling, data.images, data.sixteen_bit_depth),
+        "preprocessing": _preprocessing(config, spec, trainer.tiling, data.images, data.sixteen_bit.depth),
         "thresholds": cut.thresholds._asdict(),
         "validation": _validation(
             root, config, validation, spread, cal, gates, fused, cut, rule=trainer.detector.fusion.rule
@@ -97,6 +97,7 @@ def model_card(
                 phashes=data.phashes,
             ),
             "empty_masks": data.empty_masks,
+            "sixteen_bit": data.sixteen_bit._asdict(),
             "pseudo_anomalies": training.pseudo,
             "pseudo_types": pseudo_types_of(training.class_names),  # what loading checks it against
             "patch_head": _patch_head(patch, config),

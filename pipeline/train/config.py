@@ -10,7 +10,7 @@ from datasets.cargo import CARGO_TYPES
 from datasets.errors import InputError
 from models.artifact import cargo_type_problem
 from models.fusion import FUSION_RULES
-from models.tiling import TilingConfig, default_overlap, min_tile_size
+from models.tiling import SENSOR_BIT_DEPTHS, TilingConfig, default_overlap, min_tile_size
 from pipeline.patch_training import NEGATIVES_PER_VIEW
 from pipeline.resolution import MAX_IMAGE_SIZE
 
@@ -101,6 +101,10 @@ class TrainConfig:
             tile (:func:`models.tiling.default_overlap`), resolved when the config is made, so that
             the field always holds pixels after: tiles that only abut (0) leave a straight seam in
             the stitched anomaly map at every tile border.
+        sixteen_bit_depth: the bits 16-bit images are read as holding, one of
+            :data:`models.tiling.SENSOR_BIT_DEPTHS`; ``None`` (the default) measures it on the
+            training images (:func:`models.tiling.sixteen_bit_depth`). Given where the training
+            images under-represent bright exposures that the camera will take.
         batch_size: views per forward pass.
         seed: seeds the split, the coreset, pseudo-anomalies and the head.
         threads: ``torch.set_num_threads`` for the run (``None`` leaves it).
@@ -190,6 +194,7 @@ class TrainConfig:
     folds: int = 2
     tile_size: int = 0
     tile_overlap: int | None = None
+    sixteen_bit_depth: int | None = None
     batch_size: int = 16
     seed: int = 0
     threads: int | None = None
@@ -304,6 +309,11 @@ class TrainConfig:
             (
                 self.tile_size <= 0 or 0 <= self._overlap < self.tile_size,
                 f"tile_overlap {self.tile_overlap} must be in [0, tile_size={self.tile_size})",
+            ),
+            (
+                self.sixteen_bit_depth is None or self.sixteen_bit_depth in SENSOR_BIT_DEPTHS,
+                f"sixteen_bit_depth {self.sixteen_bit_depth} must be auto (measured on the training images) "
+                f"or one of {', '.join(map(str, SENSOR_BIT_DEPTHS))}, the depths cameras store",
             ),
         ]
         for ok, message in checks:

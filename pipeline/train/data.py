@@ -19,7 +19,7 @@ from datasets.mvtec import read_mvtec
 from datasets.perceptual_hash import perceptual_hash
 from datasets.type_names import TYPE_NAME_RULE, is_type_name
 from models.inference import GOOD
-from models.tiling import sixteen_bit_depth, to_rgb_float
+from models.tiling import bright_level, colour_samples, samples_beyond, sixteen_bit_depth, to_rgb_float
 from pipeline.train.config import KNOWN_CARGO_TYPES, ProgressFn, TrainConfig
 
 
@@ -45,6 +45,25 @@ class SplitImages(NamedTuple):
     anomaly_items: list[TrainItem]
 
 
+class SixteenBitReading(NamedTuple):
+    """How training read its 16-bit images (the card's ``training.sixteen_bit``).
+
+    Attributes:
+        images: how many of the training images (both sides of the split) are 16-bit.
+        bright_level: the largest of their :func:`models.tiling.bright_level` (None without any).
+        depth: the bits they, and every 16-bit input of the model, are read at.
+        chosen_by: ``"measured"``, ``"--sixteen-bit-depth"``, or ``"no 16-bit image"`` (16, the
+            full range, as before depths were measured).
+        clipped_share: the share of their samples above ``depth`` bits, clipped.
+    """
+
+    images: int
+    bright_level: int | None
+    depth: int
+    chosen_by: str
+    clipped_share: float
+
+
 class TrainingData(NamedTuple):
     """The training folder, read and split.
 
@@ -56,8 +75,8 @@ class TrainingData(NamedTuple):
             training anomalies whose mask marks a defect.
         empty_masks: the paths of both sides' blank masks (relative to the dataset folder where
             they lie in it), sorted.
-        sixteen_bit_depth: the bits the 16-bit images hold, at which ``images`` read them and the
-            model will read every 16-bit input (16 without any).
+        sixteen_bit: how the 16-bit images were read: the depth at which ``images`` read them and
+            the model will read every 16-bit input (16 without any).
     """
 
     train: SplitImages
@@ -67,7 +86,7 @@ class TrainingData(NamedTuple):
     phashes: list[str | None]
     defect_masks: dict[int, np.ndarray]
     empty_masks: list[str]
-    sixteen_bit_depth: int
+    sixteen_bit: SixteenBitReading
 
 
 def read_training_data(
@@ -82,7 +101,7 @@ def read_training_data(
     items = read_train_items(root)
     train_items, val_items = split(items, config.val_fraction, rng, anomaly_fraction=config.val_anomaly_share)
     check_split(root, train_items, val_items, config)  # before any image is decoded
-    images, hashes, phashes, depth = decode(train_items + val_items, progress)
+    images, hashes, phashes, depth = decode(train_items + val_items, progress, config.sixteen_bit_depth)
     train = _split_images(train_items, images[: len(train_items)])
     val = _split_images(val_items, images[len(train_items) :])
     masks, empty_masks = defect_masks(root, train.anomaly_items, train.anomalies)
@@ -205,10 +224,11 @@ def cargo_type(root: Path, configured: str | None) -> str:
 
 
 def decode(
-    items: Sequence[TrainItem], progress: ProgressFn
-) -> tuple[list[np.ndarray], list[str], list[str | None], int]:
-    """Pixels, content hash and perceptual hash (for the card's near-copies) of each image, and the
-    bits its 16-bit images hold (:func:`models.tiling.sixteen_bit_depth`), at which they are read."""
+    items: Sequence[TrainItem], progress: ProgressFn, depth: int | None = None
+) -> tuple[list[np.ndarray], list[str], list[str | None], SixteenBitReading]:
+    """Pixels, content hash and perceptual hash (for the card's near-copies) of each image, and how
+    its 16-bit images are read: at ``depth`` bits, or (None) at the bits they hold
+    (:func:`models.tiling.sixteen_bit_depth` of their :func:`models.tiling.bright_level`)."""
     images, hashes, phashes = [], [], []
     sixteen: dict[int, np.ndarray] = {}  # read once the depth of all of them is known
     for n, item in enumerate(items):
@@ -221,10 +241,17 @@ def decode(
         hashes.append(decoded.sha256)
         phashes.append(perceptual_hash(decoded.pixels))
         progress("decode", n + 1, len(items))
-    depth = sixteen_bit_depth(int(pixels.max(initial=0)) for pixels in sixteen.values())
+    levels = [bright_level(pixels) for pixels in sixteen.values()]
+    chosen = depth if depth is not None else sixteen_bit_depth(levels)
+    by = "--sixteen-bit-depth" if depth is not None else "measured" if sixteen else "no 16-bit image"
+    clipped = sum(samples_beyond(pixels, chosen) for pixels in sixteen.values())
+    total = sum(colour_samples(pixels).size for pixels in sixteen.values())
     for n, pixels in sixteen.items():
-        images[n] = to_rgb_float(pixels, sixteen_bit_depth=depth)
-    return images, hashes, phashes, depth
+        images[n] = to_rgb_float(pixels, sixteen_bit_depth=chosen)
+    reading = SixteenBitReading(
+        len(sixteen), max(levels, default=None), chosen, by, clipped / total if total else 0.0
+    )
+    return images, hashes, phashes, reading
 
 
 def files_hash(root: Path, items: Sequence[TrainItem], hashes: Sequence[str]) -> str:

@@ -316,12 +316,12 @@ _NOT = r"is not accepted; expected"
         (_set("preprocessing.tiling.evil", 1), rf"preprocessing\.tiling = .* {_NOT} an object of tile_size"),
         (_set("preprocessing.tiling.overlap", 500), rf"preprocessing\.tiling\.overlap = 500 {_NOT}"),
         (
-            _set("preprocessing.sixteen_bit_depth", 8),
-            rf"sixteen_bit_depth = 8 {_NOT} a whole number in \[9, 16\]",
+            _set("preprocessing.sixteen_bit_depth", 7),
+            rf"sixteen_bit_depth = 7 {_NOT} a whole number in \[8, 16\]",
         ),
         (
             _set("preprocessing.sixteen_bit_depth", 17),
-            rf"sixteen_bit_depth = 17 {_NOT} a whole number in \[9, 16\]",
+            rf"sixteen_bit_depth = 17 {_NOT} a whole number in \[8, 16\]",
         ),
         # a 512 x 512 image in 1 px tiles was 262,144 views (12 GiB): tiles are at least half the input
         (

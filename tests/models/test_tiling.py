@@ -10,12 +10,14 @@ import pytest
 from datasets.errors import InputError
 from models.tiling import (
     TilingConfig,
+    bright_level,
     default_overlap,
     is_grey,
     make_views,
     max_views,
     min_tile_size,
     plan_views,
+    samples_beyond,
     sixteen_bit_depth,
     stitch_maps,
     to_rgb_float,
@@ -172,22 +174,43 @@ def test_the_default_tiling_of_training_stitches_maps_without_seams(side: int) -
 
 
 @pytest.mark.parametrize(
-    ("maxima", "bits"),
+    ("levels", "bits"),
     [
         ([4080], 12),  # 12-bit data shifted into 16 bits (value * 16)
         ([4095, 100], 12),
-        ([4096], 13),
+        ([4000], 12),
+        ([4096], 14),  # rounded up to a depth cameras store: no 13-bit sensor
         ([1023], 10),
-        ([0], 9),  # never fewer than 9: an 8-bit image stored wide still reads as 9 bits
-        ([255], 9),
+        ([1024], 12),
+        ([0], 8),  # an 8-bit image stored wide
+        ([255], 8),
+        ([256], 10),
+        ([31872], 16),  # a dark full-range set measured 15 bits, and brighter clean images were clipped
         ([65535], 16),
         ([], 16),  # no 16-bit training image: the full range, as before
     ],
 )
-def test_the_bits_of_16_bit_images_are_the_fewest_that_hold_their_largest_sample(
-    maxima: list[int], bits: int
+def test_the_bits_of_16_bit_images_are_the_fewest_sensor_depth_that_holds_their_bright_level(
+    levels: list[int], bits: int
 ) -> None:
-    assert sixteen_bit_depth(maxima) == bits
+    assert sixteen_bit_depth(levels) == bits
+
+
+def test_a_few_stuck_pixels_do_not_raise_an_images_bright_level() -> None:
+    # one pixel at 65535 (a stuck pixel, a burned-in white label) made a 12-bit set read at 16 bits
+    image = np.random.default_rng(0).integers(0, 4096, (64, 64), dtype=np.uint16)
+    image[0, 0] = image[5, 7] = 65535
+    assert 4000 < bright_level(image) < 4096
+    assert sixteen_bit_depth([bright_level(image)]) == 12
+    # an alpha channel (opaque: 65535 throughout) is no sample the model reads
+    rgba = np.dstack([image, image, image, np.full_like(image, 65535)])
+    assert bright_level(rgba) == bright_level(image)
+    assert samples_beyond(rgba, 12) == 6 and samples_beyond(image, 16) == 0
+
+
+def test_an_8_bit_image_stored_wide_reads_as_itself() -> None:
+    eight = np.arange(256, dtype=np.uint8)[None, :]
+    assert np.array_equal(to_rgb_float(eight.astype(np.uint16), sixteen_bit_depth=8), to_rgb_float(eight))
 
 
 def test_a_16_bit_image_is_read_at_the_models_depth() -> None:

@@ -14,8 +14,9 @@ from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from models.artifact import load_model
 from models.tiling import TilingConfig
 from pipeline.cli import app, run
-from pipeline.cli.train import promise_words, pseudo_words, release_warning
+from pipeline.cli.train import promise_words, pseudo_words, release_warning, sixteen_bit_words
 from pipeline.train import TrainConfig, deep_features_choice, train_model
+from pipeline.train.data import TrainItem, decode
 
 
 def _texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -204,7 +205,9 @@ def _twelve_bits(image: np.ndarray) -> np.ndarray:
     return np.round(image.astype(np.float64) * 4095 / 255).astype(np.uint16)
 
 
-def test_a_model_trained_on_12_bit_data_in_16_bit_files_reads_them_at_12_bits(tmp_path: Path) -> None:
+def test_a_model_trained_on_12_bit_data_in_16_bit_files_reads_them_at_12_bits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Read over the full 16 bits, 12-bit data filled a sixteenth of [0, 1]: on the audit's ore set
     # the model released 2 of 12 anomalous images at its own threshold (none at 8 bits).
     root = tmp_path / "bulk_ore"
@@ -212,12 +215,24 @@ def test_a_model_trained_on_12_bit_data_in_16_bit_files_reads_them_at_12_bits(tm
     for i in range(8):
         path = root / "train" / "good" / f"{i:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), _twelve_bits(_texture(rng))[:, :, ::-1])
+        twelve = _twelve_bits(_texture(rng))
+        if i == 0:  # a stuck pixel: measured by the largest sample, it made the set 16-bit
+            twelve[0, 0] = 65535
+        cv2.imwrite(str(path), twelve[:, :, ::-1])
     out = tmp_path / "model"
     args = ["--image-size", "32", "--pad", "0", "--coreset-ratio", "0.5", "--threads", "1"]
+    capsys.readouterr()
     assert run(app, ["train", "--data", str(root), "--out", str(out), *args]) == 0
+    assert "16-bit images" in capsys.readouterr().out
     card = json.loads((out / "model.json").read_text())
     assert card["preprocessing"]["sixteen_bit_depth"] == 12
+    reading = card["training"]["sixteen_bit"]
+    assert reading["clipped_share"] == pytest.approx(3 / (8 * 64 * 64 * 3))  # the stuck pixel's
+    assert re.fullmatch(
+        r"8 read at 12 bits \(measured: 2,\d{3} is their brightest sample \(99\.9th percentile\), "
+        r"rounded up\); 0\.0031 % of their samples lie above it and are clipped",
+        sixteen_bit_words(reading),
+    )
     eight = _texture(np.random.default_rng(7))
     twelve = _twelve_bits(eight)
     torch_model = load_model(out, runtime="torch")
@@ -232,6 +247,65 @@ def test_a_model_trained_on_12_bit_data_in_16_bit_files_reads_them_at_12_bits(tm
     with pytest.warns(UserWarning, match="a 16-bit image holds samples above 4095, the most the 12-bit"):
         torch_model.predict([brighter, brighter])
     assert torch_model.scorer.beyond_bit_depth == 2
+
+
+def _sixteen_bit_folder(root: Path, images: list[np.ndarray]) -> list[TrainItem]:
+    items = []
+    for i, image in enumerate(images):
+        path = root / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), image)
+        items.append(TrainItem(path, "good"))
+    return items
+
+
+@pytest.mark.parametrize(
+    ("brightest", "depth"),
+    [
+        (31872, 16),  # a dark full-range set measured 15 bits: brighter clean images clipped, 9 of 10 held
+        (4000, 12),
+        (255, 8),  # 8-bit images stored wide
+        (1000, 10),
+    ],
+)
+def test_training_reads_16_bit_images_at_the_sensor_depth_that_holds_them(
+    brightest: int, depth: int, tmp_path: Path
+) -> None:
+    ramp = np.linspace(0, brightest, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    items = _sixteen_bit_folder(tmp_path, [ramp, ramp // 2])
+    images, _, _, reading = decode(items, lambda *_: None)
+    assert (reading.depth, reading.chosen_by, reading.images, reading.clipped_share) == (
+        depth,
+        "measured",
+        2,
+        0.0,
+    )
+    assert float(images[0].max()) == pytest.approx(brightest / (2**depth - 1))
+
+
+def test_sixteen_bit_depth_can_be_set_and_is_16_without_16_bit_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ramp = np.linspace(0, 4095, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    items = _sixteen_bit_folder(tmp_path / "wide", [ramp])
+    reading = decode(items, lambda *_: None, 10)[3]
+    assert (reading.depth, reading.chosen_by) == (10, "--sixteen-bit-depth")
+    assert reading.clipped_share == pytest.approx(np.count_nonzero(ramp > 1023) / ramp.size)
+    eight = _sixteen_bit_folder(tmp_path / "eight", [ramp.astype(np.uint8)])
+    none = decode(eight, lambda *_: None)[3]
+    assert none == (0, None, 16, "no 16-bit image", 0.0)
+    assert (
+        sixteen_bit_words(none._asdict())
+        == "none in training: 16-bit inputs are read at 16 bits, the full range"
+    )
+    assert TrainConfig(sixteen_bit_depth=14).sixteen_bit_depth == 14
+    for given, said in [
+        ("13", "13 must be auto (measured"),
+        ("deep", "'deep' must be auto or one of 8, 10, 12"),
+    ]:
+        argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "--sixteen-bit-depth", given]
+        assert run(app, argv) == 2
+        assert f"Error: --sixteen-bit-depth {said}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("flags", "overlap"), [([], 8), (["--tile-overlap", "0"], 0)])
