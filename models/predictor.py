@@ -104,10 +104,12 @@ class ImageScorer:
             self.beyond_bit_depth += 1
             if self.beyond_bit_depth == 1:
                 warnings.warn(
-                    f"a 16-bit image holds samples above {2**bits - 1}, the most the {bits}-bit "
-                    "training images of this model held: they are clipped, and the image is likely "
-                    "another kind of file (another camera, or one set to more bits) than the model "
-                    "was trained on",
+                    f"a 16-bit image holds samples above {2**bits - 1}, the most this model reads: "
+                    f"its card records 16-bit images as holding {bits} bits (preprocessing."
+                    "sixteen_bit_depth, set at training), and the samples above are clipped to white. "
+                    "If the training images under-represented bright exposures, "
+                    "retrain with --sixteen-bit-depth (the camera's depth); if the image comes from "
+                    "another camera, or one set to more bits, score it with a model trained on such files",
                     UserWarning,
                     stacklevel=2,
                 )

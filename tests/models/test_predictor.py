@@ -225,3 +225,21 @@ def test_a_card_without_sixteen_bit_depth_reads_the_full_range(predictor: Artifa
     wide = imaging.texture(np.random.default_rng(5)).astype(np.uint16) * 257  # the full 16 bits
     as_float = wide.astype(np.float32) / 65535.0
     assert np.array_equal(older.scorer.views(wide)[0].numpy(), older.scorer.views(as_float)[0].numpy())
+
+
+def test_samples_above_the_models_depth_are_warned_about_as_clipped_with_the_retraining_flag(
+    predictor: ArtifactPredictor, imaging
+) -> None:  # type: ignore[no-untyped-def]
+    # a brighter exposure of the same camera clips as surely as another camera's file: the warning
+    # named only the latter, and not the flag that reads the brighter samples
+    twelve = _with_preprocessing(predictor, sixteen_bit_depth=12)
+    bright = imaging.texture(np.random.default_rng(5)).astype(np.uint16) * 16
+    bright[0, 0] = 5000
+    expected = (
+        r"^a 16-bit image holds samples above 4095, the most this model reads: its card records 16-bit "
+        r"images as holding 12 bits .*, and the samples above are clipped to white\. If the training "
+        r"images under-represented bright exposures, retrain with --sixteen-bit-depth"
+    )
+    with pytest.warns(UserWarning, match=expected):
+        twelve.predict([bright])
+    assert twelve.scorer.beyond_bit_depth == 1

@@ -241,10 +241,13 @@ def test_a_model_trained_on_12_bit_data_in_16_bit_files_reads_them_at_12_bits(
     for runtime in ("torch", "onnxruntime"):
         score = load_model(out, runtime=runtime).predict([twelve])[0].score
         assert score == pytest.approx(reference, abs=2e-3)
-    # a sample above 12 bits: another kind of file; clipped, counted and warned about once
+    # a sample above 12 bits: clipped, counted and warned about once
     brighter = twelve.copy()
     brighter[0, 0] = 65535
-    with pytest.warns(UserWarning, match="a 16-bit image holds samples above 4095, the most the 12-bit"):
+    with pytest.warns(
+        UserWarning,
+        match=r"above 4095, the most this model reads: its card records 16-bit images as holding 12 bits",
+    ):
         torch_model.predict([brighter, brighter])
     assert torch_model.scorer.beyond_bit_depth == 2
 
