@@ -165,7 +165,12 @@ def score(
         score_to_file,
     )
     from pipeline.score.batch import printable_path
-    from pipeline.score.completion import forget_decisions, record_decisions, vouched_decisions
+    from pipeline.score.completion import (
+        forget_decisions,
+        record_decisions,
+        vouched_decisions,
+        vouched_for_another,
+    )
     from pipeline.score.decisions import load_policy_file, made_by_this_run
     from pipeline.score.output_lock import lock_output
     from pipeline.score.sources import absolute_path
@@ -230,8 +235,8 @@ def score(
         # record and still as written: removed below, as the rows are about to change (rows deleted by
         # hand too: a fresh run left the earlier RELEASE beside the new rows); never an input
         # a record copied with OUT's folder names another output's decisions: left, said below
-        unvouched: list[str] = []
-        vouched = vouched_decisions(out, unvouched=unvouched.append)
+        unvouched: list[tuple[Path, str]] = []
+        vouched = vouched_decisions(out, unvouched=lambda path, why: unvouched.append((path, why)))
         if vouched is not None:
             check_outputs_apart(files={"--out's decisions file": vouched}, inputs=inputs)
         loaded_policy = None
@@ -370,15 +375,29 @@ def score(
                     f"--decisions {str(path)!r}: cannot remove the decisions made on the rows this run "
                     f"changes ({exc.strerror or exc})"
                 ) from exc
-        for said in unvouched:
-            console.print(f"[yellow]Warning:[/yellow] {escape(said)}", highlight=False)
+        # said now, not in the summary: a run killed or stopped partway prints none; each file once
+        said_of = set(gone)
+        for path, said in unvouched:
+            if os.path.realpath(path) not in said_of:
+                said_of.add(os.path.realpath(path))
+                console.print(f"[yellow]Warning:[/yellow] {escape(said)}", highlight=False)
         default = decisions_path(out)
-        if os.path.exists(default) and os.path.realpath(default) not in gone:  # False on a name too long
-            # said now, not in the summary: a run killed or stopped partway prints none
-            said = (
-                f"{str(default)!r}: not written for the rows of {str(out)!r} by a finished run: left as "
-                "it is; it may not match the new rows"
+        # OUT's default decisions file, and the one an older version named after it (rows.csv's was
+        # rows.decisions.jsonl), which a run of that version (before decisions were recorded) left
+        # unvouched; unless another output's record here vouches for it (rows.jsonl's own)
+        shared = out.with_suffix(".decisions.jsonl")
+        for path in dict.fromkeys([default, shared]):
+            if not os.path.exists(path) or os.path.realpath(path) in said_of:  # False on a name too long
+                continue
+            if path != default and vouched_for_another(path, out) is not None:
+                continue
+            said_of.add(os.path.realpath(path))
+            whose = (
+                f"not written for the rows of {str(out)!r}"
+                if path == default
+                else f"the decisions file an older version named after {str(out)!r}, not written for its rows"
             )
+            said = f"{str(path)!r}: {whose} by a finished run: left as it is; it may not match the new rows"
             console.print(f"[yellow]Warning:[/yellow] {escape(said)}", highlight=False)
         with progress:
             bar = progress.add_task("scoring", total=total)

@@ -39,6 +39,7 @@ __all__ = [
     "record_completion",
     "record_decisions",
     "vouched_decisions",
+    "vouched_for_another",
 ]
 
 _CHUNK = 1 << 20
@@ -197,7 +198,7 @@ def record_decisions(out: Path, decisions: Path, *, staged: os.stat_result | Non
     return True
 
 
-def vouched_decisions(out: Path, *, unvouched: Callable[[str], None] | None = None) -> Path | None:
+def vouched_decisions(out: Path, *, unvouched: Callable[[Path, str], None] | None = None) -> Path | None:
     """The decisions file ``out``'s completion record names (:func:`record_decisions`), where it
     still holds the bytes the record says; None where the record names none, cannot be read, or the
     file is gone or changed since (not the decisions that run wrote: left to whoever changed it).
@@ -205,12 +206,14 @@ def vouched_decisions(out: Path, *, unvouched: Callable[[str], None] | None = No
     sha256) is ``out``'s only where it is the very file that run staged (the identity the record
     holds): killed before its rename, the run left no file there, and one that comes there later
     (another output's decisions given the same ``--decisions``) is not ``out``'s. A pending name
-    without an identity (written by an older version) vouches for nothing.
+    without an identity (written by an older version) vouches for nothing: that run may have been
+    killed before its rename or after it, so the file there may be another output's or its own. It is
+    left, and ``unvouched`` is told (a RELEASE of the old rows, if it is theirs, stays beside new rows).
 
     Only a record written for ``out`` itself (the real path it names is ``out``'s) vouches: a folder
     copied with its record (``cp -a day1 day2``) names day1's decisions, kept outside the folder by
     their absolute path, and a run into day2 removed them though day1's rows never changed. Such a
-    record vouches for nothing; ``unvouched`` is told why, in words, to warn.
+    record vouches for nothing; ``unvouched`` is told the file and why, in words, to warn.
 
     Read before a run forgets the record: the rows it vouched for may be gone (deleted by hand), the
     decisions made on them still stand beside the new rows until removed."""
@@ -228,12 +231,23 @@ def vouched_decisions(out: Path, *, unvouched: Callable[[str], None] | None = No
     if written_for != os.path.realpath(out):
         if unvouched is not None:
             unvouched(
+                decisions,
                 f"{str(decisions)!r}: named by the completion record {str(completion_path(out))!r}, which "
                 f"was written for the rows of {str(written_for)!r}, not {str(out)!r} (copied with its "
-                "folder?): left as it is"
+                "folder?): left as it is",
             )
         return None
     if record.get("decisions_pending") is True:
+        if "decisions_staged" not in record:
+            if unvouched is not None and os.path.lexists(decisions):
+                unvouched(
+                    decisions,
+                    f"{str(decisions)!r}: named as pending by the completion record "
+                    f"{str(completion_path(out))!r}, which an older version wrote for a run stopped before "
+                    "it recorded that file's sha256, so whether that run wrote it cannot be told: left as "
+                    "it is; it may not match the new rows",
+                )
+            return None
         try:  # the file itself, not one a link there leads to: the rename put the file at that name
             found = os.lstat(decisions)
         except OSError:
@@ -245,6 +259,39 @@ def vouched_decisions(out: Path, *, unvouched: Callable[[str], None] | None = No
         return decisions if _size_and_sha256(decisions)[1] == sha256 else None
     except OSError:
         return None
+
+
+def vouched_for_another(decisions: Path, out: Path) -> tuple[Path, Path] | None:
+    """The other score output whose completion record, beside ``decisions`` or beside ``out``, vouches
+    for the decisions file ``decisions`` (its :func:`vouched_decisions`), and that record; None where
+    no record there does.
+
+    A file found by its name alone may be another output's: an older version named the decisions of
+    ``rows.jsonl``, ``rows.csv`` and ``rows.parquet`` all ``rows.decisions.jsonl``, and a record of one
+    of them still vouches for it."""
+    real, mine = os.path.realpath(decisions), os.path.realpath(out)
+    folders = {os.path.realpath(decisions.parent): decisions.parent, os.path.realpath(out.parent): out.parent}
+    for folder in folders.values():
+        try:
+            names = [e.name for e in os.scandir(folder) if e.name.endswith(".complete.json")]
+        except OSError:
+            continue
+        for name in sorted(names):
+            try:
+                record = json.loads((folder / name).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError):
+                continue
+            rows_file = record.get("rows_file") if isinstance(record, dict) else None
+            if not isinstance(rows_file, str) or not rows_file or Path(rows_file).name != rows_file:
+                continue
+            other = folder / rows_file
+            # the record of that output (not one copied to another name), and not this output's
+            if completion_path(other).name != name or os.path.realpath(other) == mine:
+                continue
+            found = vouched_decisions(other)
+            if found is not None and os.path.realpath(found) == real:
+                return other, folder / name
+    return None
 
 
 def incomplete(rows: Path) -> str | None:

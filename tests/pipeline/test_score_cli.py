@@ -972,6 +972,49 @@ def test_the_decisions_an_older_run_wrote_under_the_shared_name_still_go_with_it
     assert own.is_file() and f"{str(own)!r}:notwrittenfortherowsof{str(out)!r}byafinishedrun" in said
 
 
+@pytest.mark.parametrize("name", ["rows.csv", "rows.parquet"])
+def test_decisions_an_older_version_left_under_the_shared_name_are_said(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> None:
+    """rows.csv's and rows.parquet's default decisions file was rows.decisions.jsonl before it was
+    named after OUT's whole name. One an older version left there without a record vouching for it
+    (a version before decisions were recorded, or one killed after its rename with a bare pending name,
+    which tells no file as its own) stayed beside the new rows unsaid: the warning looked at
+    rows.csv.decisions.jsonl only. It is left (whose it is cannot be told), and said once."""
+    from pipeline.score.completion import completion_path
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    given = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1])]
+    out, old = tmp_path / name, tmp_path / "rows.decisions.jsonl"
+    stale = '{"shipment_id": "S1", "tier": "RELEASE"}\n'
+    # before decisions were recorded: a record without them, the file beside it
+    assert run(app, [*given, "--out", str(out)]) == 0, capsys.readouterr().err
+    old.write_text(stale)
+    capsys.readouterr()
+    assert run(app, [*given, "--out", str(out), "--overwrite"]) == 0
+    said = "".join(capsys.readouterr().err.split())  # rich wraps it anywhere
+    assert old.read_text() == stale and said.count(f"{str(old)!r}:") == 1, said
+    assert f"{str(old)!r}:thedecisionsfileanolderversionnamedafter{str(out)!r}" in said
+    # killed after its rename by a version that named the file pending with no identity of it
+    for decisions in (old, tmp_path / "elsewhere.jsonl"):
+        policy = ["--policy", str(default_policy_path()), "--decisions", str(decisions)]
+        assert run(app, [*given, "--out", str(out), "--overwrite", *policy]) == 0, capsys.readouterr().err
+        record = json.loads(completion_path(out).read_text())
+        del record["decisions_sha256"]
+        completion_path(out).write_text(json.dumps({**record, "decisions_pending": True}))
+        kept = decisions.read_bytes()
+        capsys.readouterr()
+        assert run(app, [*given, "--out", str(out), "--overwrite"]) == 0
+        said = "".join(capsys.readouterr().err.split())
+        assert decisions.read_bytes() == kept and said.count(f"{str(decisions)!r}:") == 1, said
+        assert f"{str(decisions)!r}:namedaspendingbythecompletionrecord" in said
+
+
 def test_a_fresh_run_after_the_rows_were_deleted_removes_their_decisions(
     tmp_path: Path,
     models: tuple[Path, Path],
