@@ -92,7 +92,8 @@ def score(
         typer.Option(
             "--decisions",
             help="Decisions file.",
-            show_default="OUT.decisions.jsonl, X.decisions.jsonl for X.jsonl",
+            show_default="OUT.decisions.jsonl, X.decisions.jsonl for X.jsonl unless X ends in "
+            ".jsonl, .csv or .parquet",
         ),
     ] = None,
     audit_db: Annotated[
@@ -252,6 +253,16 @@ def score(
                 )
             loaded_policy = load_policy_file(policy)
             target = decisions or decisions_path(out)
+            # another output's decisions, which its record vouches for: an older version named
+            # rows.csv's rows.decisions.jsonl, rows.jsonl's default, and a run into rows.jsonl
+            # removed or replaced them, though rows.csv's rows never changed
+            other = vouched_for_another(target, out) if os.path.lexists(target) else None
+            if other is not None:
+                raise InputError(
+                    f"--decisions {str(target)!r} holds the decisions of {str(other[0])!r}, whose "
+                    f"completion record {str(other[1])!r} vouches for them: left as they are; pass "
+                    "--decisions PATH to write this run's decisions to another file"
+                )
             # a resume writes again the decisions of the run it continues; any other file is kept
             if target.exists() and not (
                 overwrite or (resume and made_by_this_run(target, out, loaded_policy))
@@ -383,8 +394,9 @@ def score(
                 console.print(f"[yellow]Warning:[/yellow] {escape(said)}", highlight=False)
         default = decisions_path(out)
         # OUT's default decisions file, and the one an older version named after it (rows.csv's was
-        # rows.decisions.jsonl), which a run of that version (before decisions were recorded) left
-        # unvouched; unless another output's record here vouches for it (rows.jsonl's own)
+        # rows.decisions.jsonl, rows.csv.jsonl's rows.csv.decisions.jsonl), which a run of that
+        # version (before decisions were recorded) left unvouched; unless another output's record
+        # here vouches for it (rows.jsonl's own, rows.csv's own)
         shared = out.with_suffix(".decisions.jsonl")
         for path in dict.fromkeys([default, shared]):
             if not os.path.exists(path) or os.path.realpath(path) in said_of:  # False on a name too long

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from datasets.errors import ClearsightError, InputError
 from datasets.whole_files import keep_mode_and_owner, temporary_beside
 from pipeline.score.summary import ScoreSummary
-from pipeline.score.writer import iter_rows
+from pipeline.score.writer import OUTPUT_SUFFIXES, iter_rows
 from pipeline.verdicts import ShipmentDecision
 
 if TYPE_CHECKING:
@@ -30,14 +30,18 @@ __all__ = ["decide_output", "decisions_path", "load_policy_file", "made_by_this_
 
 
 def decisions_path(out: Path) -> Path:
-    """Default ``--decisions`` file of the score output ``out``: ``X.decisions.jsonl`` for ``X.jsonl``,
-    OUT's whole name and ``.decisions.jsonl`` for any other (``rows.csv.decisions.jsonl``).
+    """Default ``--decisions`` file of the score output ``out``: ``X.decisions.jsonl`` for ``X.jsonl``
+    where X is no output's name itself (does not end in ``.jsonl``, ``.csv`` or ``.parquet``, in any
+    case), OUT's whole name and ``.decisions.jsonl`` for any other (``rows.csv.decisions.jsonl``,
+    ``rows.csv.jsonl.decisions.jsonl``).
 
     Each output has its own: ``rows.jsonl``, ``rows.csv`` and ``rows.parquet`` shared
     ``rows.decisions.jsonl``, and an ``--overwrite --policy`` run into one replaced another's
     decisions. Only ``.jsonl`` itself drops its suffix: ``rows.JSONL``'s, named so, would be
-    ``rows.jsonl``'s file on a file system that tells the two names apart."""
-    if out.suffix == ".jsonl":
+    ``rows.jsonl``'s file on a file system that tells the two names apart; and ``rows.csv.jsonl``'s,
+    named so, would be ``rows.csv``'s. Told apart so, no two output names give one file."""
+    stem = Path(out.stem)
+    if out.suffix == ".jsonl" and stem.suffix.lower() not in OUTPUT_SUFFIXES:
         return out.with_suffix(".decisions.jsonl")
     return out.with_name(f"{out.name}.decisions.jsonl")
 

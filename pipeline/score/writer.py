@@ -43,6 +43,7 @@ from pipeline.verdicts import ImageVerdict
 
 __all__ = [
     "FIELDS",
+    "OUTPUT_SUFFIXES",
     "OutputFormat",
     "RowWriter",
     "finish_output",
@@ -59,19 +60,19 @@ _NESTED = verdict_rows.NESTED
 _FLOATS = verdict_rows.FLOATS
 
 
+# the output suffixes, in any case (rows.CSV is a CSV output), and the format each names
+OUTPUT_SUFFIXES: dict[str, OutputFormat] = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+
 def output_format(out: Path) -> OutputFormat:
-    """The format named by ``out``'s suffix.
+    """The format named by ``out``'s suffix (:data:`OUTPUT_SUFFIXES`, in any case).
 
     Raises:
         InputError: a suffix other than ``.jsonl``, ``.csv`` or ``.parquet``.
     """
     suffix = out.suffix.lower()
-    if suffix == ".jsonl":
-        return "jsonl"
-    if suffix == ".csv":
-        return "csv"
-    if suffix == ".parquet":
-        return "parquet"
+    if suffix in OUTPUT_SUFFIXES:
+        return OUTPUT_SUFFIXES[suffix]
     raise InputError(f"output {str(out)!r} has suffix {suffix!r}; use .jsonl, .csv or .parquet")
 
 

@@ -218,7 +218,10 @@ def test_help_shows_defaults_that_are_not_values(capsys, monkeypatch) -> None:
     monkeypatch.setenv("COLUMNS", "240")
     assert run(app, ["score", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "[default: (OUT.decisions.jsonl, X.decisions.jsonl for X.jsonl)]" in out
+    assert (
+        "[default: (OUT.decisions.jsonl, X.decisions.jsonl for X.jsonl unless X ends in .jsonl, .csv or "
+        ".parquet)]"
+    ) in out
     assert "[default: (CLEARSIGHT_RUNTIME or onnxruntime)]" in out
 
 

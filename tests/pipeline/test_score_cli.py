@@ -944,6 +944,105 @@ def test_each_output_has_its_own_default_decisions_file(
     assert not decisions.exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "decisions"),
+    [
+        ("rows.jsonl", "rows.decisions.jsonl"),
+        ("rows.csv", "rows.csv.decisions.jsonl"),
+        ("rows.parquet", "rows.parquet.decisions.jsonl"),
+        ("rows.JSONL", "rows.JSONL.decisions.jsonl"),
+        ("rows.Csv", "rows.Csv.decisions.jsonl"),
+        ("rows.v2.jsonl", "rows.v2.decisions.jsonl"),
+        # X.jsonl where X is an output's name itself: rows.csv's file was rows.csv.jsonl's too
+        ("rows.csv.jsonl", "rows.csv.jsonl.decisions.jsonl"),
+        ("rows.parquet.jsonl", "rows.parquet.jsonl.decisions.jsonl"),
+        ("rows.JSONL.jsonl", "rows.JSONL.jsonl.decisions.jsonl"),
+        ("rows.jsonl.jsonl", "rows.jsonl.jsonl.decisions.jsonl"),
+        ("rows.CSV.jsonl", "rows.CSV.jsonl.decisions.jsonl"),
+    ],
+)
+def test_the_default_decisions_file_of_an_output(name: str, decisions: str) -> None:
+    from pipeline.score import decisions_path
+
+    assert decisions_path(Path("day") / name) == Path("day") / decisions
+
+
+def test_no_two_outputs_have_one_default_decisions_file() -> None:
+    """rows.csv and rows.csv.jsonl both defaulted to rows.csv.decisions.jsonl (rows.parquet and
+    rows.parquet.jsonl, rows.JSONL and rows.JSONL.jsonl too), and an --overwrite into one replaced the
+    other's decisions. Every name the writer takes, each suffix in several cases, stacked two deep."""
+    from itertools import product
+
+    from pipeline.score import decisions_path
+    from pipeline.score.writer import output_format
+
+    suffixes = [c for s in (".jsonl", ".csv", ".parquet") for c in (s, s.upper(), "." + s[1:].capitalize())]
+    stems = ["rows", "rows.v2", "rows.decisions", *(f"rows{s}" for s in suffixes)]
+    names = [Path(f"{stem}{suffix}") for stem, suffix in product(stems, suffixes)]
+    assert len(set(names)) == len(names) == 12 * 9
+    for name in names:
+        output_format(name)  # every one an output the writer takes
+    made = {decisions_path(name): name for name in names}
+    assert len(made) == len(names)
+
+
+def test_rows_csv_and_rows_csv_jsonl_keep_their_own_decisions(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    given = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1])]
+    policy = ["--policy", str(default_policy_path())]
+    first, second = tmp_path / "rows.csv", tmp_path / "rows.csv.jsonl"
+    assert run(app, [*given, "--out", str(first), *policy]) == 0, capsys.readouterr().err
+    kept = (tmp_path / "rows.csv.decisions.jsonl").read_bytes()
+    for how in ([], ["--overwrite"], ["--overwrite"]):
+        assert run(app, [*given, "--out", str(second), *policy, *how]) == 0, capsys.readouterr().err
+        assert (tmp_path / "rows.csv.jsonl.decisions.jsonl").is_file()
+        assert (tmp_path / "rows.csv.decisions.jsonl").read_bytes() == kept, how
+
+
+@pytest.mark.parametrize("how", [[], ["--overwrite"], ["--resume"]])
+def test_a_run_never_replaces_decisions_another_outputs_record_vouches_for(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    how: list[str],
+) -> None:
+    """An older version's run into rows.csv wrote rows.decisions.jsonl, and rows.csv's record vouches
+    for it; rows.jsonl's default decisions file has that name, and a --policy --overwrite run into
+    rows.jsonl removed and replaced rows.csv's decisions. Refused, naming rows.csv and its record."""
+    from pipeline.score.completion import completion_path
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    given = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1])]
+    policy = ["--policy", str(default_policy_path())]
+    other, out, shared = tmp_path / "rows.csv", tmp_path / "rows.jsonl", tmp_path / "rows.decisions.jsonl"
+    # the record an older run left: the one a run given that file as --decisions writes
+    assert run(app, [*given, "--out", str(other), *policy, "--decisions", str(shared)]) == 0
+    kept = shared.read_bytes()
+    if how == ["--resume"]:  # rows.jsonl's rows, of the same shipments under the same policy
+        assert run(app, [*given, "--out", str(out)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert run(app, [*given, "--out", str(out), *policy, *how]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert shared.read_bytes() == kept
+    assert (
+        f"Error: --decisions {str(shared)!r} holds the decisions of {str(other)!r}, whose completion "
+        f"record {str(completion_path(other))!r} vouches for them"
+    ) in err
+    assert "pass --decisions PATH" in err
+    # another file is written as asked
+    mine = tmp_path / "mine.jsonl"
+    assert run(app, [*given, "--out", str(out), *policy, *how, "--decisions", str(mine)]) == 0
+    assert mine.is_file() and shared.read_bytes() == kept
+
+
 def test_the_decisions_an_older_run_wrote_under_the_shared_name_still_go_with_its_rows(
     tmp_path: Path,
     models: tuple[Path, Path],
