@@ -300,6 +300,7 @@ def train_command(
         (val.get("one_class_spread") or {}).get("warning"),
         leakage_warning(training.get("duplicates")),
         seam_warning(card["preprocessing"]["tiling"]),
+        clipping_warning(training.get("sixteen_bit")),
         empty_mask_warning(training.get("empty_masks")),
         cargo_warning(str(card["cargo_type"])),
     ):
@@ -351,11 +352,14 @@ def sixteen_bit_words(reading: dict[str, Any] | None) -> str:
     """The summary's line on the bits 16-bit images are read at (the card's ``training.sixteen_bit``)."""
     if reading is None:
         return "not recorded"
+    from models.tiling import BRIGHT_SAMPLES
+
     depth, images = reading["depth"], reading["images"]
     if reading["chosen_by"] == "no 16-bit image":
         return f"none in training: 16-bit inputs are read at {depth} bits, the full range"
     how = (
-        f"measured: {reading['bright_level']:,} is their brightest sample (99.9th percentile), rounded up"
+        f"measured: {reading['bright_level']:,} is their brightest sample (the {BRIGHT_SAMPLES}th from the "
+        "top of an image), rounded up to a sensor's depth"
         if reading["chosen_by"] == "measured"
         else "set by --sixteen-bit-depth"
     )
@@ -364,6 +368,19 @@ def sixteen_bit_words(reading: dict[str, Any] | None) -> str:
         # two significant digits: one stuck pixel in a set is a share far below 0.001 %
         words += f"; {100 * reading['clipped_share']:.2g} % of their samples lie above it and are clipped"
     return words
+
+
+def clipping_warning(reading: dict[str, Any] | None) -> str | None:
+    """A warning when some of the 16-bit training images' samples lie above the depth they are read
+    at: clipped to white, an anomaly in them cannot be seen (the summary's table row alone was missed)."""
+    if not reading or not reading.get("clipped_share"):
+        return None
+    return (
+        f"{100 * reading['clipped_share']:.2g} % of the 16-bit training images' samples lie above "
+        f"{reading['depth']} bits, the depth they are read at, and are clipped to white: an anomaly "
+        "in them cannot be seen. If the camera stores more bits, train again with --sixteen-bit-depth "
+        "set to them"
+    )
 
 
 def seam_warning(tiling: dict[str, Any]) -> str | None:

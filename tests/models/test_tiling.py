@@ -204,8 +204,20 @@ def test_a_few_stuck_pixels_do_not_raise_an_images_bright_level() -> None:
     assert sixteen_bit_depth([bright_level(image)]) == 12
     # an alpha channel (opaque: 65535 throughout) is no sample the model reads
     rgba = np.dstack([image, image, image, np.full_like(image, 65535)])
-    assert bright_level(rgba) == bright_level(image)
+    assert bright_level(rgba) == bright_level(np.dstack([image] * 3)) < 4096
     assert samples_beyond(rgba, 12) == 6 and samples_beyond(image, 16) == 0
+
+
+def test_a_small_bright_object_on_a_dark_ground_sets_the_bright_level() -> None:
+    # the 99.9th percentile passed over it: the set read at 10 bits, the object clipped to white, and
+    # an anomaly inside it reached the model as the clean picture did
+    ground = np.random.default_rng(1).integers(300, 900, (128, 128), dtype=np.uint16)
+    ground[60:64, 60:64] = 3000  # 16 grey pixels: 0.098 % of the picture
+    assert bright_level(ground) == 3000
+    assert sixteen_bit_depth([bright_level(ground)]) == 12
+    colour = np.dstack([ground] * 3)
+    colour[60:62, 60:62] = 4000  # two by two colour pixels
+    assert sixteen_bit_depth([bright_level(colour)]) == 12
 
 
 def test_an_8_bit_image_stored_wide_reads_as_itself() -> None:

@@ -223,14 +223,19 @@ def test_a_model_trained_on_12_bit_data_in_16_bit_files_reads_them_at_12_bits(
     args = ["--image-size", "32", "--pad", "0", "--coreset-ratio", "0.5", "--threads", "1"]
     capsys.readouterr()
     assert run(app, ["train", "--data", str(root), "--out", str(out), *args]) == 0
-    assert "16-bit images" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "16-bit images" in said.out
+    # the clipped samples are warned about, not only put in the summary's table
+    assert "Warning: 0.0031 % of the 16-bit training images' samples lie above 12 bits" in " ".join(
+        said.err.split()
+    )
     card = json.loads((out / "model.json").read_text())
     assert card["preprocessing"]["sixteen_bit_depth"] == 12
     reading = card["training"]["sixteen_bit"]
     assert reading["clipped_share"] == pytest.approx(3 / (8 * 64 * 64 * 3))  # the stuck pixel's
     assert re.fullmatch(
-        r"8 read at 12 bits \(measured: 2,\d{3} is their brightest sample \(99\.9th percentile\), "
-        r"rounded up\); 0\.0031 % of their samples lie above it and are clipped",
+        r"8 read at 12 bits \(measured: [234],\d{3} is their brightest sample \(the 8th from the top of an "
+        r"image\), rounded up to a sensor's depth\); 0\.0031 % of their samples lie above it and are clipped",
         sixteen_bit_words(reading),
     )
     eight = _texture(np.random.default_rng(7))
