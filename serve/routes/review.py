@@ -598,7 +598,31 @@ async def _record_from_form(
     # recorded clean, lifting the hold, where the JSON routes refuse a key given twice. After the
     # session and its CSRF token: a form posted from elsewhere gets the sign-in page, as before.
     await refuse_repeated_fields(request, *fields)
+    try:
+        current = await run_in_threadpool(services.audit.get, shipment_id)
+    except SealBrokenError:  # forged since the page was loaded: its banner, not problem+json
+        return RedirectResponse(_back(shipment_id, "stale", True), status_code=303)
     refused_notes = _refused_notes(notes)
+    # The officer judged the decision the page showed: if another decision has been recorded since, or
+    # another officer has recorded an outcome, this form is stale and recording it would overwrite
+    # or misattribute a finding. Say so on the page instead. Checked before the notes' characters:
+    # refused notes were answered with the form of the decision recorded since, without a word of it,
+    # and posting it again recorded an outcome on a decision nobody inspected.
+    if current is None or current.seq != decision_seq or current.outcome is not None:
+        # the refused character is named where the shipment's form is there to take the notes again;
+        # after another officer's outcome the notes are shown as typed, under it
+        still_open = current is not None and current.outcome is None
+        return await _not_recorded(
+            request,
+            services,
+            principal,
+            csrf,
+            shipment_id,
+            "stale",
+            found,
+            notes,
+            refused=refused_notes if still_open else None,
+        )
     if refused_notes is not None:
         # refused as a field, the form answered a bare problem+json page, the notes typed were lost
         # and the character (a zero-width space pasted with them) could not be seen. Answered with
@@ -616,15 +640,6 @@ async def _record_from_form(
             typed=(shipment_id, found, refused_notes["kept"]),
             status_code=422,
         )
-    try:
-        current = await run_in_threadpool(services.audit.get, shipment_id)
-    except SealBrokenError:  # forged since the page was loaded: its banner, not problem+json
-        return RedirectResponse(_back(shipment_id, "stale", True), status_code=303)
-    # The officer judged the decision the page showed: if another decision has been recorded since, or
-    # another officer has recorded an outcome, this form is stale and recording it would overwrite
-    # or misattribute a finding. Say so on the page instead.
-    if current is None or current.seq != decision_seq or current.outcome is not None:
-        return await _not_recorded(request, services, principal, csrf, shipment_id, "stale", found, notes)
     try:
         await record_outcome(
             services,
@@ -652,11 +667,15 @@ async def _not_recorded(
     notice: str,
     found: str,
     notes: str,
+    *,
+    refused: dict[str, Any] | None = None,
 ) -> Response:
     """A form not recorded as its shipment changed since the page was loaded (``notice``: 'stale', a
     newer decision or another officer's outcome; 'relisted', the findings offered): answered with
     the shipment's page (409), its notice, and the shipment's form as it is now (its latest
-    decision's seq) holding the finding chosen, where still offered, and the notes typed.
+    decision's seq) holding the finding chosen, where still offered, and the notes typed. Notes the
+    character rule refused (``refused``, :func:`_refused_notes`, given where the form is shown) go
+    back without the refused characters, and the page names them too.
 
     Redirected to ``/review?stale=...`` before, the officer's finding and notes were lost, to type
     again. Not carried in that URL either: the notes (sensitive) would stand in access logs,
@@ -668,7 +687,8 @@ async def _not_recorded(
         csrf,
         shipment=shipment_id,
         asked={notice: shipment_id},
-        typed=(shipment_id, found, notes),
+        refused=None if refused is None else (shipment_id, refused),
+        typed=(shipment_id, found, notes if refused is None else refused["kept"]),
         status_code=409,
     )
 

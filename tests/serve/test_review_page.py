@@ -581,6 +581,52 @@ def test_an_outcome_form_s_notes_are_held_to_the_character_rule(
     assert audit_store.get("SHP-F").outcome.notes == persian
 
 
+def _notice_texts(page: str) -> list[str]:
+    """Each notice of the page, its markup gone and its spaces folded."""
+    found = re.findall(r'<p class="notice[^"]*" role="(?:status|alert)">(.*?)</p>', page, re.S)
+    return [" ".join(html.unescape(re.sub(r"<[^>]+>", "", n)).split()) for n in found]
+
+
+@pytest.mark.parametrize("path", ["/review/outcome", "/review/shipments/SHP-R/outcome"])
+def test_refused_notes_on_a_shipment_changed_meanwhile_are_answered_as_stale(
+    make_client, audit_store, path
+) -> None:
+    """The notes' characters were checked before the shipment: a form for decision 1 holding a
+    zero-width space, posted after the shipment was decided again, was answered 422 with decision
+    2's form, no word of the change, and the notes typed for decision 1 in it, so that posting it
+    again recorded an outcome on decision 2, which nobody inspected. After another officer's outcome
+    the notice said the character was "removed from the notes below", with no form below. The
+    shipment is checked first: a changed one is answered 409 with the stale notice, and the refused
+    character is named only where the shipment's form is there to take the notes again."""
+    from serve_fakes import batch_hold
+
+    audit_store.record(batch_hold("SHP-R"))
+    client = make_client()
+    _signed_in(client)
+    form = {**_form(client.get("/review").text, "SHP-R"), "found": "clean"}
+    assert form["decision_seq"] == "1"
+    audit_store.record(batch_hold("SHP-R").model_copy(update={"policy_version": "p2"}))
+    response = client.post(path, data={**form, "notes": "seal\u200b ok, bay 3"}, follow_redirects=False)
+    assert (response.status_code, "location" in response.headers) == (409, False), response.text[:300]
+    notices = _notice_texts(response.text)
+    changed = [k for k, n in enumerate(notices) if n.startswith("Not recorded: shipment SHP-R changed")]
+    named = [k for k, n in enumerate(notices) if "U+200B (ZERO WIDTH SPACE) at character 5" in n]
+    assert len(changed) == len(named) == 1 and changed < named, notices  # the change said first
+    again = _form(response.text, "SHP-R")
+    assert (again["decision_seq"], again["notes"]) == ("2", "seal ok, bay 3")
+    assert audit_store.get("SHP-R").outcome is None
+    # another officer's outcome on decision 2 first: no form, so no word of notes "below" to fix
+    audit_store.record_outcome("SHP-R", found=None, officer="officer:other", decision_seq=2)
+    typed = {**again, "found": "clean", "notes": "cable in hold 3\u200b, photo 12"}
+    late = client.post(path, data=typed, follow_redirects=False)
+    assert late.status_code == 409, late.text[:300]
+    notices = _notice_texts(late.text)
+    assert [n for n in notices if n.startswith("Not recorded: shipment SHP-R changed")], notices
+    assert [n for n in notices if "U+200B" in n] == [], notices
+    assert "outcome-form" not in late.text and "Your notes, not recorded: <bdi>cable in hold 3" in late.text
+    assert audit_store.get("SHP-R").outcome.officer == "officer:other"
+
+
 def test_a_link_cannot_fill_in_an_outcome_form_s_notes(make_client, audit_store) -> None:
     """Refused notes came back to the form from the query (``?unshown=...&notes=...``): anyone could
     send an officer a link that filled in the notes with text of their choosing, given one
