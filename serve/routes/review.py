@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -320,6 +320,25 @@ def _earlier_pictures(
     return earlier
 
 
+class Queue(NamedTuple):
+    """Where a page's outcome forms come back to once recorded: the shipment searched for
+    (``searched``), else the queue page (``show``, ``before``) they were posted from. A form not
+    recorded is answered with its shipment alone (the form must be on the page to hold what was
+    typed), and keeps where it came from: posted from the second page of "All held", it came back
+    to the shipment as if searched for, and after recording to the first page of the pending queue."""
+
+    searched: bool = False
+    show: str = "pending"
+    before: int | None = None
+
+    def url(self) -> str:
+        """The queue page's address, with the query a page of it needs."""
+        query = {"show": self.show} if self.show != "pending" else {}
+        if self.before is not None:
+            query["before"] = str(self.before)
+        return "/review" + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+
+
 @router.get("", response_class=HTMLResponse)
 async def review_page(
     request: Request,
@@ -363,13 +382,17 @@ async def _queue_page(
     asked: Mapping[str, str],
     refused: tuple[str, dict[str, Any]] | None = None,
     typed: tuple[str, str, str] | None = None,
+    back: Queue | None = None,
     status_code: int = 200,
 ) -> Response:
     """The queue, or the one shipment searched for (``shipment``), for a signed-in reviewer: the
     page the GET route answers, and a form not recorded is answered with. ``asked``: the notices
     the query asks for, or the answer to a post says (:data:`NOTICES`); ``refused``: the shipment
     whose notes were refused and :func:`_refused_notes`; ``typed``: what a form not recorded posted,
-    (shipment, finding, notes), put back in that shipment's form."""
+    (shipment, finding, notes), put back in that shipment's form; ``back``: where that form came
+    from, kept in the forms of the page (by default, the page itself)."""
+    if back is None:
+        back = Queue(searched=bool(shipment and shipment.strip()), show=show, before=before)
     wanted = None
     listed, last_seq = 0, None
     if shipment and shipment.strip():
@@ -419,6 +442,7 @@ async def _queue_page(
             "unshown": unshown,
             "refused_notes": refused_notes,
             "typed": again,
+            "back": back,
             "stored": lambda sha256: services.store.has("images", sha256),
             "thresholds_applied": lambda d, img: thresholds_applied(services.policy, d, img),
             "earlier": await run_in_threadpool(_earlier_pictures, services, records),
@@ -523,7 +547,8 @@ DecisionSeqForm = Annotated[int, Form(ge=1, le=MAX_SEQ)]
 NotesForm = Annotated[str, Form(max_length=MAX_OUTCOME_NOTES_CHARS)]
 
 _FORM_FIELDS = ("found", "csrf", "decision_seq", "notes")
-"""The fields both outcome forms read (``/outcome`` also its ``shipment_id`` and ``searched``)."""
+"""The fields both outcome forms read (``/outcome`` also its ``shipment_id``, ``searched``, ``show``
+and ``before``)."""
 
 
 @router.post("/outcome")
@@ -537,12 +562,15 @@ async def review_outcome(
     decision_seq: DecisionSeqForm,
     notes: NotesForm = "",
     searched: Annotated[bool, Form()] = False,
+    show: Annotated[str, Form(pattern="^(pending|all)$")] = "pending",
+    before: Annotated[int | None, Form(ge=1, le=MAX_SEQ)] = None,
 ) -> Response:
     """The outcome form. The shipment id travels in the form, not the path: a batch run decides ids
     the API's path pattern does not take ('SHP/2026/1', 'SHP 0002'), and their forms posted to a
     route that answered 404 or 422, so the hold could not be lifted from the page. A form of a
     shipment found by search (``searched``) comes back to that shipment, not to the held queue,
-    where a released one is not."""
+    where a released one is not; any other to the queue page it was posted from (``show``,
+    ``before``)."""
     return await _record_from_form(
         request,
         services,
@@ -551,8 +579,8 @@ async def review_outcome(
         csrf,
         decision_seq,
         notes,
-        fields=(*_FORM_FIELDS, "shipment_id", "searched"),
-        searched=searched,
+        fields=(*_FORM_FIELDS, "shipment_id", "searched", "show", "before"),
+        back=Queue(searched=searched, show=show, before=None if searched else before),
     )
 
 
@@ -583,9 +611,10 @@ async def _record_from_form(
     notes: str,
     *,
     fields: tuple[str, ...],
-    searched: bool = False,
+    back: Queue | None = None,
 ) -> Response:
-    """Record the outcome a form posted; ``fields``: the form's fields its route read.
+    """Record the outcome a form posted; ``fields``: the form's fields its route read; ``back``:
+    where the form came from (:class:`Queue`; by default the first page of the pending queue).
 
     Raises:
         InputError: one of ``fields`` given more than once (422 bad-input).
@@ -598,10 +627,11 @@ async def _record_from_form(
     # recorded clean, lifting the hold, where the JSON routes refuse a key given twice. After the
     # session and its CSRF token: a form posted from elsewhere gets the sign-in page, as before.
     await refuse_repeated_fields(request, *fields)
+    back = back if back is not None else Queue()
     try:
         current = await run_in_threadpool(services.audit.get, shipment_id)
     except SealBrokenError:  # forged since the page was loaded: its banner, not problem+json
-        return RedirectResponse(_back(shipment_id, "stale", True), status_code=303)
+        return RedirectResponse(_back(shipment_id, "stale", back), status_code=303)
     refused_notes = _refused_notes(notes)
     # The officer judged the decision the page showed: if another decision has been recorded since, or
     # another officer has recorded an outcome, this form is stale and recording it would overwrite
@@ -621,6 +651,7 @@ async def _record_from_form(
             "stale",
             found,
             notes,
+            back,
             refused=refused_notes if still_open else None,
         )
     if refused_notes is not None:
@@ -638,6 +669,7 @@ async def _record_from_form(
             asked={},
             refused=(shipment_id, refused_notes),
             typed=(shipment_id, found, refused_notes["kept"]),
+            back=back,
             status_code=422,
         )
     try:
@@ -648,14 +680,18 @@ async def _record_from_form(
             principal.name,
         )
     except HeadSealError:  # the trail takes no record: looking at the shipment again would not help
-        return RedirectResponse(_back(shipment_id, "unrecorded", True), status_code=303)
+        return RedirectResponse(_back(shipment_id, "unrecorded", back), status_code=303)
     except SealBrokenError:  # a record it rests on failed its seal between the read and the write
-        return RedirectResponse(_back(shipment_id, "stale", True), status_code=303)
+        return RedirectResponse(_back(shipment_id, "stale", back), status_code=303)
     except ConflictError:  # another officer, or a new decision, got there between the check and the write
-        return await _not_recorded(request, services, principal, csrf, shipment_id, "stale", found, notes)
+        return await _not_recorded(
+            request, services, principal, csrf, shipment_id, "stale", found, notes, back
+        )
     except InputError:  # a finding the page offered, no longer one (the service restarted with another model)
-        return await _not_recorded(request, services, principal, csrf, shipment_id, "relisted", found, notes)
-    return RedirectResponse(_back(shipment_id, "recorded", searched), status_code=303)
+        return await _not_recorded(
+            request, services, principal, csrf, shipment_id, "relisted", found, notes, back
+        )
+    return RedirectResponse(_back(shipment_id, "recorded", back), status_code=303)
 
 
 async def _not_recorded(
@@ -667,6 +703,7 @@ async def _not_recorded(
     notice: str,
     found: str,
     notes: str,
+    back: Queue,
     *,
     refused: dict[str, Any] | None = None,
 ) -> Response:
@@ -689,6 +726,7 @@ async def _not_recorded(
         asked={notice: shipment_id},
         refused=None if refused is None else (shipment_id, refused),
         typed=(shipment_id, found, notes if refused is None else refused["kept"]),
+        back=back,
         status_code=409,
     )
 
@@ -712,16 +750,17 @@ def _search(services: Services, shipment: str) -> tuple[str, AuditRecord | SealF
     return shipment, found
 
 
-def _back(shipment_id: str, notice: str, searched: bool) -> str:
-    """Where a posted form returns, with the notice: the queue after an outcome recorded; otherwise,
-    or for a shipment searched for, the shipment itself. A form not recorded as a record of its
-    shipment fails its seal (``stale``) or the trail takes none (``unrecorded``) comes back to the
-    shipment, whose page says why: the queue lists neither one whose record fails nor one past its
-    first page. (A form not recorded as its shipment changed is answered with the page itself,
-    :func:`_not_recorded`, holding what was typed.)"""
-    found = searched or notice != "recorded"
-    shown = f"&shipment={quote(shipment_id, safe='')}" if found else ""
-    return f"/review?{notice}={quote(shipment_id, safe='')}{shown}"
+def _back(shipment_id: str, notice: str, back: Queue) -> str:
+    """Where a posted form returns, with the notice: the queue page it came from (``back``) after an
+    outcome recorded; otherwise, or for a shipment searched for, the shipment itself. A form not
+    recorded as a record of its shipment fails its seal (``stale``) or the trail takes none
+    (``unrecorded``) comes back to the shipment, whose page says why: the queue lists neither one
+    whose record fails nor one past its first page. (A form not recorded as its shipment changed is
+    answered with the page itself, :func:`_not_recorded`, holding what was typed.)"""
+    if back.searched or notice != "recorded":
+        return f"/review?{notice}={quote(shipment_id, safe='')}&shipment={quote(shipment_id, safe='')}"
+    queue = back.url()
+    return f"{queue}{'&' if '?' in queue else '?'}{notice}={quote(shipment_id, safe='')}"
 
 
 @router.get("/files/{kind}/{sha256}")

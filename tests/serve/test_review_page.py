@@ -408,7 +408,8 @@ def test_a_form_posted_after_its_shipment_changed_comes_back_with_what_was_typed
     (notice,) = re.findall(r'<p class="notice stale" role="alert">(.*?)</p>', response.text, re.S)
     assert notice.startswith("Not recorded: shipment <strong>SHP-S</strong> changed after this page")
     again = _form(response.text, "SHP-S")
-    assert (again["decision_seq"], again["notes"], again["searched"]) == ("2", typed, "true")
+    assert (again["decision_seq"], again["notes"]) == ("2", typed)
+    assert "searched" not in again  # posted from the queue: it goes back there once recorded
     assert _chosen(response.text, "SHP-S") == ["unknown"]
     recorded = client.post("/review/outcome", data={**again, "found": "unknown"}, follow_redirects=False)
     assert recorded.headers["location"].startswith("/review?recorded=SHP-S"), recorded.text[:300]
@@ -568,7 +569,7 @@ def test_an_outcome_form_s_notes_are_held_to_the_character_rule(
     )
     kept = "scrap cable in bay 3, seal 4471 broken 3 dloh"
     again = _form(response.text, "SHP-F")
-    assert again["notes"] == kept and again["searched"] == "true"  # the form comes back to this shipment
+    assert again["notes"] == kept and "searched" not in again  # posted from the queue, back there
     assert _chosen(response.text, "SHP-F") == ["clean"]  # the finding chosen with them
     # notes past what a URL could carry come back too
     long_notes = "\u4e2d" * 1999 + "\u200b"
@@ -625,6 +626,45 @@ def test_refused_notes_on_a_shipment_changed_meanwhile_are_answered_as_stale(
     assert [n for n in notices if "U+200B" in n] == [], notices
     assert "outcome-form" not in late.text and "Your notes, not recorded: <bdi>cable in hold 3" in late.text
     assert audit_store.get("SHP-R").outcome.officer == "officer:other"
+
+
+def test_a_form_not_recorded_keeps_the_queue_page_it_was_posted_from(make_client, audit_store) -> None:
+    """A form answered with its shipment's page (refused notes, 422; its shipment changed, 409) came
+    back as if the shipment had been searched for: posted from the second page of "All held", its
+    form then carried ``searched``, and once recorded the officer landed on that shipment alone, the
+    queue page lost. The form carries where it came from (``show``, ``before``), the answer keeps
+    it, and recording goes back to that page, as the "Back to the queue" link does."""
+    from serve_fakes import batch_hold
+
+    for i in range(55):
+        audit_store.record(batch_hold(f"SHP-{i:03d}"))
+    client = make_client()
+    _signed_in(client)
+    first = client.get("/review", params={"show": "all"}).text
+    older = html.unescape(re.search(r'href="(/review\?show=all&amp;before=\d+)"', first).group(1))
+    before = older.rsplit("=", 1)[1]
+    form = {**_form(client.get(older).text, "SHP-002"), "found": "clean"}
+    assert (form["show"], form["before"], "searched" in form) == ("all", before, False)
+    refused = client.post("/review/outcome", data={**form, "notes": "x\u200b"}, follow_redirects=False)
+    assert refused.status_code == 422, refused.text[:300]
+    again = _form(refused.text, "SHP-002")
+    assert (again["show"], again["before"], "searched" in again) == ("all", before, False)
+    assert f'<a href="/review?show=all&amp;before={before}">Back to the queue</a>' in refused.text
+    # another shipment decided again meanwhile: the 409 keeps the queue page too
+    other = {**_form(client.get(older).text, "SHP-003"), "found": "clean", "notes": "seal ok"}
+    audit_store.record(batch_hold("SHP-003").model_copy(update={"policy_version": "p2"}))
+    changed = client.post("/review/outcome", data=other, follow_redirects=False)
+    assert changed.status_code == 409, changed.text[:300]
+    kept = _form(changed.text, "SHP-003")
+    assert (kept["show"], kept["before"], "searched" in kept) == ("all", before, False)
+    done = client.post("/review/outcome", data={**again, "found": "clean"}, follow_redirects=False)
+    assert done.headers["location"] == f"/review?show=all&before={before}&recorded=SHP-002"
+    assert audit_store.get("SHP-002").outcome.notes == "x"
+    page = client.get(done.headers["location"]).text
+    assert "Outcome recorded for shipment <strong>SHP-002</strong>" in page and 'class="more"' in page
+    # a form of a shipment searched for still comes back to it, whatever page it was found from
+    found = _form(client.get("/review", params={"shipment": "SHP-004"}).text, "SHP-004")
+    assert (found["searched"], "show" in found, "before" in found) == ("true", False, False)
 
 
 def test_a_link_cannot_fill_in_an_outcome_form_s_notes(make_client, audit_store) -> None:
