@@ -104,29 +104,47 @@ def refuse_unshown(value: Any, where: str, *, breaks: bool = False, name: bool =
             refuse_unshown(item, f"{where}[{index}]", breaks=breaks, name=name)
 
 
-def escape_unshown(text: str) -> str:
-    """``text`` for a terminal. Where it holds anything to escape, each backslash is doubled and each
-    character in :data:`UNSHOWN_CATEGORIES` but the joiners written as ``repr`` writes them
-    (``\\\\``, ``\\u202e``, ``\\x1b``, ``\\n``), the line breaks free text may hold included, so
-    that what is printed reads back one way; every other character is written as it is.
+def _between_letters(text: str, at: int) -> bool:
+    """Whether ``text[at]`` stands between two letters or marks (categories L* and M*), as a joiner
+    that shapes a word does (``حسن\\u200cزاده``, ``क्\\u200dष``)."""
+    return (
+        0 < at < len(text) - 1
+        and unicodedata.category(text[at - 1])[0] in "LM"
+        and unicodedata.category(text[at + 1])[0] in "LM"
+    )
 
-    The joiners (:data:`TEXT_JOINERS`) are never escaped, nor make anything else escaped: they shape
-    the letters beside them and move none, and Persian notes or an officer's name hold them in
-    nearly every word (``می\u200cشود`` was printed ``می\\u200cشود``, and every backslash of the notes
-    doubled). A name or free text takes them; an id that holds one was recorded before the rule.
 
-    Anything to escape is an unshown character, or a backslash that reads as one of those escapes
+def escape_unshown(text: str, *, breaks: bool = False, name: bool = False) -> str:
+    """``text`` for a terminal, in the flavour :func:`unshown_character` checks it in: an id by
+    default, a name (``name``: a cargo type, an officer) or free text (``breaks``: notes). Where it
+    holds anything to escape, each backslash is doubled and each character to escape written as
+    ``repr`` writes it (``\\\\``, ``\\u202e``, ``\\x1b``, ``\\n``), the line breaks free text may hold
+    included, so that what is printed reads back one way; every other character is written as it is.
+
+    To escape: each character in :data:`UNSHOWN_CATEGORIES` but, in a name or free text, a joiner
+    (:data:`TEXT_JOINERS`) between two letters or marks: it shapes them and moves nothing, and
+    Persian notes or an officer's name hold one in nearly every word (``می\\u200cشود`` was printed
+    ``می\\\\u200cشود``, and every backslash of the notes doubled). A joiner elsewhere shapes nothing
+    and shows nothing: printed raw, the legacy id ``SHP\\u200d-7`` read as ``SHP-7`` beside the real
+    one, and the officer ``alice\\u200d`` as ``alice``; an id takes none, so in an id each is escaped.
+
+    Anything to escape is such a character, or a backslash that reads as one of those escapes
     (:data:`_READS_AS_ESCAPE`): the 10 ASCII characters ``\\u202e24-S`` were printed as the id that
     starts with U+202E was, and are printed ``\\\\u202e24-S``. Text with neither, a Windows path in
     notes (``C:\\scans\\``) included, is returned as it is.
 
     For what was stored without the rule (a record decided, or an outcome recorded, before it): printed
     raw, ``"\\u202e24-S"`` read as ``S-42`` and an ESC rewrote the terminal that printed it."""
-    if unshown_character(text, name=True) is None and _READS_AS_ESCAPE.search(text) is None:
+    shaping = breaks or name
+    escaped = {
+        at
+        for at, char in enumerate(text)
+        if unicodedata.category(char) in UNSHOWN_CATEGORIES
+        and not (shaping and char in TEXT_JOINERS and _between_letters(text, at))
+    }
+    if not escaped and _READS_AS_ESCAPE.search(text) is None:
         return text
     return "".join(
-        repr(char)[1:-1]
-        if unicodedata.category(char) in UNSHOWN_CATEGORIES and char not in TEXT_JOINERS
-        else char
-        for char in text.replace("\\", "\\\\")
+        "\\\\" if char == "\\" else repr(char)[1:-1] if at in escaped else char
+        for at, char in enumerate(text)
     )

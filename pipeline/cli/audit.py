@@ -53,14 +53,17 @@ def _table_console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
-def _shown(text: str, style: str = "") -> Text:
+def _shown(text: str, style: str = "", *, breaks: bool = False, name: bool = False) -> Text:
     """A recorded value as printed: its unshown characters escaped (a record decided before the
     character rule, or an outcome recorded before it; notes' line breaks), the rest as recorded.
+    Escaped as an id by default, as a name with ``name`` (a cargo type, an officer), as free text
+    with ``breaks`` (notes, messages): a joiner between letters is printed as it is only in those two
+    (:func:`datasets.shown_text.escape_unshown`).
 
     A Text, never markup: ``[bold]`` in notes restyled the line and ``[/]`` failed the command, and
     rich.markup.escape, which kept them as typed, doubles a backslash that ends a value (officer
     ``DOM\\`` was shown as ``DOM\\\\``, and a shipment id so shown is not found when copied)."""
-    return Text(escape_unshown(text), style=style)
+    return Text(escape_unshown(text, breaks=breaks, name=name), style=style)
 
 
 def _anchor(text: str, *, option: str = "--expect") -> tuple[int, str]:
@@ -87,7 +90,8 @@ def _has_outcome(shipment_id: str, seq: int, outcome: OutcomeRecord) -> str:
     found = "clean" if outcome.found is None else f"found {escape_unshown(outcome.found)}"
     return (
         f"shipment {shipment_id!r} already has an outcome for decision {seq} ({found}, recorded by "
-        f"{escape_unshown(outcome.officer)} at {escape_unshown(outcome.created_at)}, record {outcome.seq}); "
+        f"{escape_unshown(outcome.officer, name=True)} at {escape_unshown(outcome.created_at)}, "
+        f"record {outcome.seq}); "
         "pass --amend to record a correction"
     )
 
@@ -488,7 +492,7 @@ def register(app: typer.Typer) -> None:
             Text.assemble(
                 _shown(d.shipment_id, "bold"),
                 " ",
-                _shown(d.cargo_type),
+                _shown(d.cargo_type, name=True),
                 ": ",
                 (d.tier.value, "bold"),
                 " (random audit)" if d.random_audit else "",
@@ -516,10 +520,10 @@ def register(app: typer.Typer) -> None:
             table.add_row(
                 _shown(r.rule),
                 Text(r.tier.value),
-                _shown(r.image or ""),
+                _shown(r.image or "", name=True),
                 "" if r.score is None else f"{r.score:.4f}",
                 "" if r.threshold is None else f"{r.threshold:.4f}",
-                _shown(r.message),
+                _shown(r.message, breaks=True),
             )
         console.print(table)
         o = record.outcome
@@ -530,10 +534,10 @@ def register(app: typer.Typer) -> None:
                 "outcome: ",
                 _shown("clean" if o.found is None else o.found),
                 " by ",
-                _shown(o.officer),
+                _shown(o.officer, name=True),
                 " at ",
                 _shown(o.created_at),
-                *((": ", _shown(o.notes)) if o.notes else ()),
+                *((": ", _shown(o.notes, breaks=True)) if o.notes else ()),
             )
         )
 
@@ -563,7 +567,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(
                 str(r.seq),
                 _shown(r.decision.shipment_id),
-                _shown(r.decision.cargo_type),
+                _shown(r.decision.cargo_type, name=True),
                 Text(r.decision.tier.value),
                 "yes" if r.decision.random_audit else "",
                 "" if o is None else _shown(o.found or "clean"),

@@ -98,43 +98,57 @@ def test_extra_values_may_hold_the_joiners_and_keys_may_not(value: object, messa
     assert str(info.value).startswith(message + ": control and format characters")
 
 
-# (id, text, printed): a backslash is doubled where the value holds anything escaped, so that what is
-# printed reads back one way: the literal ASCII id "\\u202e24-S" is not shown as the id U+202E 2 4 - S
+# (id, text, flavour, printed): a backslash is doubled where the value holds anything escaped, so that
+# what is printed reads back one way: the literal ASCII id "\\u202e24-S" is not shown as the id U+202E 2 4 - S
+_ID: dict[str, bool] = {}
+_NAME = {"name": True}
+_TEXT = {"breaks": True}
 _ESCAPED = [
-    ("plain", "S-42", "S-42"),
-    ("bidi", "\u202e24-S", "\\u202e24-S"),
-    ("bidi-typed-out", "\\u202e24-S", "\\\\u202e24-S"),
-    ("escape", "wiped \x1b[2J", "wiped \\x1b[2J"),
-    ("escape-typed-out", "wiped \\x1b[2J", "wiped \\\\x1b[2J"),
-    ("astral-typed-out", "\\U000e0001", "\\\\U000e0001"),
-    ("breaks", "two\nlines\tand\u2028", "two\\nlines\\tand\\u2028"),
-    ("break-typed-out", "two\\nlines", "two\\\\nlines"),
-    # the joiners shape letters and move none: a Persian note is printed as typed, its backslashes too
-    ("joiner", _GOODS, _GOODS),
-    (
-        "joiners-and-path",
-        "اسکن در C:\\scans\\ می\u200cشود \U0001f468\u200d\U0001f527",
-        "اسکن در C:\\scans\\ می\u200cشود \U0001f468\u200d\U0001f527",
-    ),
-    ("joiner-beside-bidi", "می\u200cشود \u202e3", "می\u200cشود \\u202e3"),
+    ("plain", "S-42", _ID, "S-42"),
+    ("bidi", "\u202e24-S", _ID, "\\u202e24-S"),
+    ("bidi-typed-out", "\\u202e24-S", _ID, "\\\\u202e24-S"),
+    ("escape", "wiped \x1b[2J", _TEXT, "wiped \\x1b[2J"),
+    ("escape-typed-out", "wiped \\x1b[2J", _TEXT, "wiped \\\\x1b[2J"),
+    ("astral-typed-out", "\\U000e0001", _ID, "\\\\U000e0001"),
+    ("breaks", "two\nlines\tand\u2028", _TEXT, "two\\nlines\\tand\\u2028"),
+    ("break-typed-out", "two\\nlines", _TEXT, "two\\\\nlines"),
+    # a joiner between letters or marks shapes them and moves none: a Persian note or name is printed
+    # as typed, its backslashes too
+    ("joiner", _GOODS, _TEXT, _GOODS),
+    ("joiner-in-name", "حسن\u200cزاده", _NAME, "حسن\u200cزاده"),
+    ("joiner-after-mark", "\u0915\u094d\u200d\u0937", _NAME, "\u0915\u094d\u200d\u0937"),
+    ("joiners-and-path", "اسکن در C:\\scans\\ می\u200cشود", _TEXT, "اسکن در C:\\scans\\ می\u200cشود"),
+    ("joiner-beside-bidi", "می\u200cشود \u202e3", _TEXT, "می\u200cشود \\u202e3"),
+    # a joiner elsewhere shapes nothing and shows nothing: "alice\u200d" was printed as "alice", the
+    # legacy id "SHP\u200d-7" as "SHP-7"; an id takes none at all
+    ("joiner-in-id", "SHP\u200d-7", _ID, "SHP\\u200d-7"),
+    ("joiner-between-letters-in-id", "T\u200d42x\u200cy", _ID, "T\\u200d42x\\u200cy"),
+    ("joiner-ending-name", "alice\u200d", _NAME, "alice\\u200d"),
+    ("joiner-starting-name", "\u200calice", _NAME, "\\u200calice"),
+    ("joiner-beside-digit", "bay\u200d3", _NAME, "bay\\u200d3"),
+    ("joiner-beside-space", "seal \u200cok", _TEXT, "seal \\u200cok"),
+    ("joiners-in-a-row", "a\u200c\u200db", _NAME, "a\\u200c\\u200db"),
+    ("emoji-sequence", "C:\\x \U0001f468\u200d\U0001f527", _TEXT, "C:\\\\x \U0001f468\\u200d\U0001f527"),
     # where a value holds an escape its backslashes are doubled: a backslash then ESC read as "\\\\x1b"
-    ("backslash-and-escape", "C:\\scans\\ \x1b[2J", "C:\\\\scans\\\\ \\x1b[2J"),
-    ("backslash-pair", "\\\\server\\scans", "\\\\\\\\server\\\\scans"),
+    ("backslash-and-escape", "C:\\scans\\ \x1b[2J", _TEXT, "C:\\\\scans\\\\ \\x1b[2J"),
+    ("backslash-pair", "\\\\server\\scans", _TEXT, "\\\\\\\\server\\\\scans"),
     # a backslash that reads as no escape: a Windows path in notes is shown as typed
-    ("path", "C:\\scans\\a.png", "C:\\scans\\a.png"),
-    ("path-ending-in-backslash", "C:\\Users\\scans\\", "C:\\Users\\scans\\"),
-    ("not-hex", "C:\\xray\\u20g", "C:\\xray\\u20g"),
+    ("path", "C:\\scans\\a.png", _TEXT, "C:\\scans\\a.png"),
+    ("path-ending-in-backslash", "C:\\Users\\scans\\", _TEXT, "C:\\Users\\scans\\"),
+    ("not-hex", "C:\\xray\\u20g", _TEXT, "C:\\xray\\u20g"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("text", "printed"), [case[1:] for case in _ESCAPED], ids=[case[0] for case in _ESCAPED]
+    ("text", "flavour", "printed"), [case[1:] for case in _ESCAPED], ids=[case[0] for case in _ESCAPED]
 )
-def test_escape_unshown(text: str, printed: str) -> None:
-    assert escape_unshown(text) == printed
+def test_escape_unshown(text: str, flavour: dict[str, bool], printed: str) -> None:
+    assert escape_unshown(text, **flavour) == printed
 
 
 def test_escape_unshown_tells_every_value_apart() -> None:
-    """No two values of the table are printed alike (the literal and the real U+202E above all)."""
+    """No two values of the table are printed alike (the literal and the real U+202E above all), in
+    any flavour."""
     texts = [case[1] for case in _ESCAPED]
-    assert len({escape_unshown(text) for text in texts}) == len(texts)
+    for flavour in (_ID, _NAME, _TEXT):
+        assert len({escape_unshown(text, **flavour) for text in texts}) == len(texts)

@@ -62,6 +62,38 @@ def test_cli_prints_markup_in_recorded_text_as_typed(db_url: str, capsys: pytest
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith(f": {notes}")
 
 
+def test_cli_prints_a_joiner_that_shapes_no_letters_escaped(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The joiners were printed raw everywhere: a shipment id ``S\u200d7`` recorded before the
+    character rule was listed as ``S7``, beside the real S7, and the officer ``alice\u200d`` shown
+    as ``alice``. An id prints every joiner escaped; a name or notes print one raw only between two
+    letters, where it shapes them (``حسن\u200cزاده``)."""
+    from pipeline.cli import app, run
+    from pipeline.verdicts import Declaration
+
+    legacy = "S\u200d7"
+    persian = "\u062d\u0633\u0646\u200c\u0632\u0627\u062f\u0647"
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
+        store.record(audit_builders.decision("S7", Tier.PHYSICAL_INSPECTION, score=0.9, rule="score.hold"))
+        made = audit_builders.decision("S8", Tier.PHYSICAL_INSPECTION, score=0.9, rule="score.hold")
+        cargo = f"ore \u200d{persian}"  # a joiner after a space shapes nothing
+        declared = Declaration.model_construct(shipment_id=legacy, cargo_type=cargo)
+        store.record(
+            made.model_copy(update={"shipment_id": legacy, "cargo_type": cargo, "declaration": declared})
+        )
+        store.record_outcome("S7", found=None, officer="alice\u200d", notes=f"{persian} \u200c")
+    assert run(app, ["audit", "list", "--db", db_url]) == 0
+    listed = capsys.readouterr().out
+    assert _cells(listed, "1")[1] == "S7" and _cells(listed, "2")[1] == "S\\u200d7", listed
+    assert run(app, ["audit", "show", "S7", "--db", db_url]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("outcome: clean by alice\\u200d at ") and last.endswith(f": {persian} \\u200c")
+    assert run(app, ["audit", "show", legacy, "--db", db_url]) == 0
+    first = capsys.readouterr().out.strip().splitlines()[0]
+    assert first == f"S\\u200d7 ore \\u200d{persian}: PHYSICAL_INSPECTION", first
+
+
 def test_cli_refusal_of_a_second_outcome_escapes_the_recorded_one(
     db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
