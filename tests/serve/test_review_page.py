@@ -419,7 +419,17 @@ def test_a_form_posted_after_its_shipment_changed_comes_back_with_what_was_typed
     late = client.post(path, data={**again, "found": "clean", "notes": "nothing, seal 4471 intact"})
     assert late.status_code == 409 and "Not recorded: shipment <strong>SHP-S</strong> changed" in late.text
     assert "Outcome: <strong><bdi>unknown</bdi></strong>" in late.text
-    assert "Your notes, not recorded: <bdi>nothing, seal 4471 intact</bdi>" in late.text
+    shown = " ".join(late.text.split())
+    # the finding chosen is shown with the notes (only the notes were: an officer who found something
+    # saw no sign of it under another's outcome), and where it differs, how to correct the one recorded
+    assert (
+        "Yours, not recorded: found <strong><bdi>clean</bdi></strong> &mdash; <bdi>nothing, seal 4471 "
+        "intact</bdi>"
+    ) in shown
+    assert (
+        "It differs from the outcome recorded: to correct it, record yours as an amendment of decision 2"
+        in shown
+    )
     assert audit_store.get("SHP-S").outcome.notes == typed
 
 
@@ -624,7 +634,10 @@ def test_refused_notes_on_a_shipment_changed_meanwhile_are_answered_as_stale(
     notices = _notice_texts(late.text)
     assert [n for n in notices if n.startswith("Not recorded: shipment SHP-R changed")], notices
     assert [n for n in notices if "U+200B" in n] == [], notices
-    assert "outcome-form" not in late.text and "Your notes, not recorded: <bdi>cable in hold 3" in late.text
+    shown = " ".join(late.text.split())
+    assert "outcome-form" not in late.text and "&mdash; <bdi>cable in hold 3" in shown
+    assert "Yours, not recorded: found <strong><bdi>clean</bdi></strong>" in shown
+    assert "It differs from the outcome recorded" not in shown  # clean, as the outcome recorded
     assert audit_store.get("SHP-R").outcome.officer == "officer:other"
 
 
