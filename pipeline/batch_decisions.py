@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 from datasets.errors import ConflictError, InputError
@@ -114,8 +115,12 @@ def with_earlier_holds(
 
     The lookup names the few oldest shipments: a picture decided in as many shipments first, then
     held for a radiation alarm, and sent again under a new id, carried no hold (the held one was
-    never named). Only decisions stricter than the holds named are read, strictest first, a page at
-    a time, until the first that stands at its tier on its own evidence.
+    never named). A decision holding the picture whose latest outcome found an anomaly is looked for
+    first (:meth:`~pipeline.audit.store.AuditStore.findings_on`), whatever its tier and whatever its
+    shipment decided since, as :func:`earlier_holds` reads the shipments named: the latest decisions
+    read next speak neither for an earlier decision nor at RELEASE. Then only decisions stricter than
+    the holds named are read, strictest first, a page at a time, until the first that stands at its
+    tier on its own evidence.
     """
     holds = earlier_holds(store, images)
     looked = []
@@ -123,12 +128,17 @@ def with_earlier_holds(
         past = unnamed.get(image.sha256 or "")
         update: dict[str, Any] = {}
         if past is not None and past.same and image.sha256:
-            hold = _stricter(image.seen_in or [], holds, _holding(store, shipment_id, image.sha256))
+            findings = partial(store.findings_on, other_than=shipment_id, holding=image.sha256)
+            hold = _found(image.seen_in or [], holds, findings) or _stricter(
+                image.seen_in or [], holds, _holding(store, shipment_id, image.sha256)
+            )
             if hold is not None and hold.shipment_id not in (image.seen_in or []):
                 update["seen_in"] = [*(image.seen_in or []), hold.shipment_id]
         if past is not None and past.similar_in:
             near = {copy.shipment_id: copy for copy in past.similar_in}
-            hold = _stricter(image.similar_in or [], holds, _among(store, shipment_id, list(near)))
+            hold = _found(
+                image.similar_in or [], holds, _found_among(store, shipment_id, list(near))
+            ) or _stricter(image.similar_in or [], holds, _among(store, shipment_id, list(near)))
             if hold is not None and hold.shipment_id not in (image.similar_in or []):
                 update["similar_in"] = [*(image.similar_in or []), hold.shipment_id]
                 copy = near[hold.shipment_id]
@@ -148,6 +158,22 @@ def _hold(record: AuditRecord) -> EarlierHold | None:
     cleared = record.outcome is not None and record.outcome.found is None
     found = record.outcome.found if record.outcome is not None else None
     return EarlierHold.of(record.decision, record.seq, cleared=cleared, found=found)
+
+
+def _found(
+    named: Sequence[str], holds: dict[str, EarlierHold], findings: Callable[[], Iterable[AuditRecord]]
+) -> EarlierHold | None:
+    """The first decision ``findings`` brings whose latest outcome found an anomaly, its hold at the
+    strictest tier added to ``holds`` (None: none, or the shipments ``named`` hold the picture at
+    that tier already: nothing is stricter, so ``findings`` is not read)."""
+    if any(holds[s].tier is Tier.PHYSICAL_INSPECTION for s in named if s in holds):
+        return None
+    for record in findings():
+        if record.outcome is not None and record.outcome.found is not None:  # as read, sealed
+            hold = EarlierHold.found(record.decision, record.seq, record.outcome.found)
+            holds[hold.shipment_id] = hold
+            return hold
+    return None
 
 
 def _stricter(
@@ -229,6 +255,19 @@ def _among(
             most -= len(page)
 
     return pages
+
+
+def _found_among(
+    store: AuditStore, shipment_id: str, shipments: Sequence[str]
+) -> Callable[[], Iterator[AuditRecord]]:
+    """The first decision of ``shipments`` whose latest outcome found an anomaly, ``_PAGE`` shipments
+    at a time."""
+
+    def findings() -> Iterator[AuditRecord]:
+        for start in range(0, len(shipments), _PAGE):
+            yield from store.findings_on(other_than=shipment_id, among=shipments[start : start + _PAGE])
+
+    return findings
 
 
 def _standing(store: AuditStore, decision: ShipmentDecision, why: str) -> ShipmentDecision:

@@ -13,7 +13,9 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Select, Table, exists, func, or_, select
+from sqlalchemy import Connection, Select, String, Table, exists, func, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from pipeline.audit.chain import chain_hash
 from pipeline.audit.records import AuditRecord, OutcomeRecord
@@ -25,6 +27,7 @@ __all__ = [
     "FirstSent",
     "SealFailure",
     "first_sent",
+    "found_on",
     "latest_at",
     "latest_decision",
     "records_of",
@@ -124,6 +127,69 @@ def latest_at(
         .order_by(c.seq)
         .limit(limit)
     )
+
+
+def found_on(other_than: str, *, holding: str | None, among: Sequence[str], limit: int) -> Select[Any]:
+    """The query of :meth:`~pipeline.audit.store.AuditStore.findings_on`: the decisions of the
+    shipments other than ``other_than`` whose latest outcome found an anomaly; those that hold the
+    picture ``holding`` (decided before ``other_than`` first held it, where it did), or without it
+    any decision of the shipments in ``among``; oldest first, ``limit`` of them.
+
+    The decisions are found by the image index's content hash (or the shipment index), their
+    outcomes by the index on the decision they refer to; only those outcomes' content is read, for
+    what they found (:class:`_found`)."""
+    c = audit_records.c
+    if holding is not None:
+        ix = image_index.c
+        own_first = (
+            select(func.min(ix.seq))
+            .where(ix.sha256 == holding, ix.shipment_id == other_than)
+            .scalar_subquery()
+        )
+        decided: Any = c.seq.in_(
+            select(ix.seq).where(ix.sha256 == holding, or_(own_first.is_(None), ix.seq < own_first))
+        )
+    else:
+        decided = c.shipment_id.in_(sorted(set(among)))
+    outcome = audit_records.alias("outcome")
+    later = audit_records.alias("later")
+    corrected = exists().where(
+        later.c.kind == "outcome", later.c.ref_seq == outcome.c.ref_seq, later.c.seq > outcome.c.seq
+    )
+    found = exists().where(
+        outcome.c.kind == "outcome",
+        outcome.c.ref_seq == c.seq,
+        ~corrected,
+        _found(outcome.c.content).is_not(None),
+    )
+    return (
+        select(audit_records)
+        .where(decided, c.shipment_id != other_than, c.kind == "decision", found)
+        .order_by(c.seq)
+        .limit(limit)
+    )
+
+
+class _found(FunctionElement):  # noqa: N801 - named as SQL functions are
+    """``_found(content)``: what an outcome record's content says inspection found, as text; NULL
+    where it found the cargo clean (JSON null). The content is JSON text in a text column (the chain
+    hashes it as it is), so each database reads into it with its own JSON functions."""
+
+    type = String()
+    inherit_cache = True
+    name = "outcome_found"
+
+
+@compiles(_found, "postgresql")
+def _found_postgresql(element: _found, compiler: Any, **kw: Any) -> str:
+    (content,) = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"(CAST({content} AS jsonb) #>> '{{outcome,found}}')"
+
+
+@compiles(_found, "sqlite")
+def _found_sqlite(element: _found, compiler: Any, **kw: Any) -> str:
+    (content,) = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"json_extract({content}, '$.outcome.found')"
 
 
 def _outcome(row: Any) -> OutcomeRecord:

@@ -45,6 +45,7 @@ from pipeline.audit.reading import (
     FirstSent,
     SealFailure,
     first_sent,
+    found_on,
     latest_at,
     latest_decision,
     records_of,
@@ -395,6 +396,35 @@ class AuditStore:
             )
         query = latest_at(tier, other_than, holding=holding, among=among, after=after, limit=limit)
         with self._db.reading("reading the decisions of shipments holding a picture") as conn:
+            return records_of(conn, conn.execute(query).all(), seal_key=self._sealing())
+
+    def findings_on(
+        self,
+        *,
+        other_than: str,
+        holding: str | None = None,
+        among: Sequence[str] = (),
+        limit: int = 1,
+    ) -> list[AuditRecord]:
+        """The decisions (with their outcomes) whose latest outcome found an anomaly, of the other
+        shipments than ``other_than``: those that hold the picture whose content hash is ``holding``
+        (only those decided before ``other_than`` first held it, where it did, as :meth:`sightings`
+        names them), whatever each shipment decided since; without ``holding``, any decision of the
+        shipments in ``among``. Oldest first, ``limit`` of them, read by the indexes on image hashes,
+        shipment ids and the decisions outcomes refer to. A finding is evidence about the pictures it
+        was made on, however many shipments carried them since: a picture sent again carries it
+        (:meth:`pipeline.decide.EarlierHold.found`) where :meth:`sightings` did not name the shipment.
+
+        Raises:
+            InputError: ``limit`` not 1 to 10000, or more than 10000 shipments in ``among``.
+        """
+        if not 1 <= limit <= 10_000 or len(among) > 10_000:
+            raise InputError(
+                f"limit={limit} with {len(among)} shipments not accepted (limit 1 to 10000, at most "
+                "10000 shipments)"
+            )
+        query = found_on(other_than, holding=holding, among=among, limit=limit)
+        with self._db.reading("reading the findings on a picture") as conn:
             return records_of(conn, conn.execute(query).all(), seal_key=self._sealing())
 
     def list(

@@ -652,6 +652,58 @@ def test_an_uncleared_hold_behind_more_decisions_than_are_read_is_not_shed(
         assert _decided(store, [_copy(kind, "NEW", 8)])["NEW"][0] is Tier.PHYSICAL_INSPECTION
 
 
+@pytest.mark.parametrize("where", ["earlier decision", "released decision"])
+@pytest.mark.parametrize(("kind", "named"), [("same bytes", "seen_in"), ("near-copies", "similar_in")])
+def test_a_finding_carries_over_however_many_shipments_decided_the_picture_first(
+    db_url: str, kind: str, named: str, where: str
+) -> None:
+    """Decided in five shipments first, then in F, on which inspection found an anomaly: on F's
+    earlier decision (F re-scanned at the same tier on another picture, inspected clean), or on F's
+    only decision, released (at a site that releases pictures sent again). The picture sent again
+    under a new id names the five oldest only, and the search past them read each shipment's latest
+    decision at the tiers stricter than the holds named: the clean re-scan, or nothing at RELEASE,
+    so the picture went to remote inspection."""
+    lax = parse_policy(
+        {
+            "policy_version": "t-lax",
+            "cargo_types": {"bulk_ore": {}},
+            "overrides": {"image_reused": "RELEASE", "image_near_copy": "RELEASE"},
+            "random_audit": {"rate": 0.0},
+        }
+    )
+
+    def first(store: AuditStore, row: ImageVerdict) -> Tier:
+        policy = POLICY if where == "earlier decision" else lax
+        ((decision, _),) = decide_and_record(policy, [row], audit_key=KEY, store=store, near_copy_bits=32)
+        return decision.tier
+
+    with AuditStore.open(db_url) as store:
+        for n in range(5):
+            first(store, _copy(kind, f"E{n}", n))
+        if where == "earlier decision":
+            assert (
+                first(store, _copy(kind, "F", 5).model_copy(update={"score": 0.95}))
+                is Tier.PHYSICAL_INSPECTION
+            )
+            store.record_outcome("F", found="unknown", officer="officer-7", notes="knife in bag 3, seized")
+            rescan = _row("F", "bb" * 32, score=0.95)
+            assert _decided(store, [rescan])["F"][:2] == (Tier.PHYSICAL_INSPECTION, ["score.hold"])
+            store.record_outcome("F", found=None, officer="officer-7", decision_seq=8)
+        else:
+            assert first(store, _copy(kind, "F", 5)) is Tier.RELEASE
+            store.record_outcome("F", found="foreign_object", officer="officer-7")
+        again = _decided(store, [_copy(kind, "NEW", 6)])["NEW"]
+        new = store.get("NEW").decision  # type: ignore[union-attr]
+    finding = "unknown" if where == "earlier decision" else "foreign_object"
+    assert again[0] is Tier.PHYSICAL_INSPECTION
+    assert getattr(new.images[0], named) == ["E0", "E1", "E2", "E3", "E4", "F"]
+    carried = [r.message for r in new.reasons if r.tier is Tier.PHYSICAL_INSPECTION]
+    assert len(carried) == 1 and (
+        f" shipment F, held at PHYSICAL_INSPECTION (inspection found {finding!r}; audit record 6)"
+        in carried[0]
+    ), carried
+
+
 @pytest.mark.parametrize(
     ("kind", "cleared", "tier", "lookups"),
     [
