@@ -30,6 +30,7 @@ __all__ = [
     "found_on",
     "latest_at",
     "latest_decision",
+    "outcome_found",
     "records_of",
     "records_passing",
     "review_queue",
@@ -137,7 +138,7 @@ def found_on(other_than: str, *, holding: str | None, among: Sequence[str], limi
 
     The decisions are found by the image index's content hash (or the shipment index), their
     outcomes by the index on the decision they refer to; only those outcomes' content is read, for
-    what they found (:class:`_found`)."""
+    what they found (:class:`outcome_found`)."""
     c = audit_records.c
     if holding is not None:
         ix = image_index.c
@@ -160,7 +161,7 @@ def found_on(other_than: str, *, holding: str | None, among: Sequence[str], limi
         outcome.c.kind == "outcome",
         outcome.c.ref_seq == c.seq,
         ~corrected,
-        _found(outcome.c.content).is_not(None),
+        outcome_found(outcome.c.content).is_not(None),
     )
     return (
         select(audit_records)
@@ -170,8 +171,8 @@ def found_on(other_than: str, *, holding: str | None, among: Sequence[str], limi
     )
 
 
-class _found(FunctionElement):  # noqa: N801 - named as SQL functions are
-    """``_found(content)``: what an outcome record's content says inspection found, as text; NULL
+class outcome_found(FunctionElement):  # noqa: N801 - named as SQL functions are
+    """``outcome_found(content)``: what an outcome record's content says inspection found, as text; NULL
     where it found the cargo clean (JSON null). The content is JSON text in a text column (the chain
     hashes it as it is), so each database reads into it with its own JSON functions."""
 
@@ -180,14 +181,14 @@ class _found(FunctionElement):  # noqa: N801 - named as SQL functions are
     name = "outcome_found"
 
 
-@compiles(_found, "postgresql")
-def _found_postgresql(element: _found, compiler: Any, **kw: Any) -> str:
+@compiles(outcome_found, "postgresql")
+def _found_postgresql(element: outcome_found, compiler: Any, **kw: Any) -> str:
     (content,) = (compiler.process(clause, **kw) for clause in element.clauses)
     return f"(CAST({content} AS jsonb) #>> '{{outcome,found}}')"
 
 
-@compiles(_found, "sqlite")
-def _found_sqlite(element: _found, compiler: Any, **kw: Any) -> str:
+@compiles(outcome_found, "sqlite")
+def _found_sqlite(element: outcome_found, compiler: Any, **kw: Any) -> str:
     (content,) = (compiler.process(clause, **kw) for clause in element.clauses)
     return f"json_extract({content}, '$.outcome.found')"
 

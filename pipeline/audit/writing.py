@@ -27,9 +27,9 @@ from datasets.json_text import check_writable
 from datasets.shown_text import refuse_unshown
 from pipeline.audit.chain import canonical_json, chain_hash, created_at_now, index_columns
 from pipeline.audit.image_indexes import Picture, Sighting, add_decision, sightings
-from pipeline.audit.reading import FirstSent, first_sent, latest_decision, records_of
+from pipeline.audit.reading import FirstSent, first_sent, latest_decision, outcome_found, records_of
 from pipeline.audit.records import AuditRecord, OutcomeRecord
-from pipeline.audit.schema import audit_head, audit_records, sealed_records
+from pipeline.audit.schema import audit_head, audit_records, image_index, sealed_records
 from pipeline.audit.seal import SealKey, locked_head
 from pipeline.decide import EarlierHold, flagged_tier
 from pipeline.verdicts import ShipmentDecision, Tier
@@ -397,6 +397,34 @@ def _refuse_images_seen_since(
         _holds(conn, shipment, stricter_than=decision.tier, seal_key=seal_key) for shipment in sorted(unnamed)
     ):
         raise ImagesSeenSince(decision.shipment_id)
+    if _found_since(conn, decision, after):
+        raise ImagesSeenSince(decision.shipment_id)
+
+
+def _found_since(conn: Connection, decision: ShipmentDecision, after: int) -> bool:
+    """Whether an outcome recorded after ``after`` found an anomaly on a decision of a shipment the
+    decision's images name, or on one holding one of its pictures: a finding holds them at
+    PHYSICAL_INSPECTION (:meth:`pipeline.decide.EarlierHold.found`), and one recorded between the
+    lookup and the write, on a shipment already named, adds no decision for the check above to find.
+    Only the outcomes since the lookup are read (by sequence number), and their finding alone; a
+    decision at PHYSICAL_INSPECTION reads nothing, as no hold is stricter."""
+    if decision.tier is Tier.PHYSICAL_INSPECTION:
+        return False
+    c = audit_records.c
+    decisions = [
+        row.ref_seq
+        for row in conn.execute(
+            select(c.ref_seq).where(c.seq > after, c.kind == "outcome", outcome_found(c.content).is_not(None))
+        )
+    ]
+    if not decisions:
+        return False
+    named = {s for i in decision.images for s in (*(i.seen_in or ()), *(i.similar_in or ()))}
+    hashes = sorted({i.sha256 for i in decision.images if i.sha256})
+    by_named = select(c.seq).where(c.seq.in_(decisions), c.shipment_id.in_(sorted(named)))
+    ix = image_index.c
+    by_picture = select(ix.seq).where(ix.seq.in_(decisions), ix.sha256.in_(hashes))
+    return conn.execute(by_named.union_all(by_picture).limit(1)).first() is not None
 
 
 _MOST_SINCE = 100

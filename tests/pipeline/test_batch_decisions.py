@@ -764,6 +764,43 @@ def test_a_hold_recorded_between_a_shipments_lookup_and_its_write_is_carried(
         assert carried == []
 
 
+@pytest.mark.parametrize("kind", ["same bytes", "near-copies"])
+def test_a_finding_recorded_between_a_shipments_lookup_and_its_write_is_carried(
+    db_url: str, kind: str
+) -> None:
+    """E0 released; NEW looked up (E0 named, released: no hold); an officer records what inspection
+    found on E0's decision (another writer); then NEW written. The write's check read only the
+    decisions recorded since the lookup, and an outcome is none: NEW was recorded at image_reused's
+    remote inspection without E0's finding. It is refused at the write and looked up again."""
+    names = "seen_in" if kind == "same bytes" else "similar_in"
+    with AuditStore.open(db_url) as store:
+        assert _decided(store, [_copy(kind, "E0", 0)])["E0"][0] is Tier.RELEASE
+        looked: list[str] = []
+        sightings, record = store.sightings, store.record
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            looked.append(kwargs["other_than"])
+            return sightings(*args, **kwargs)
+
+        def then_an_officer(*args: Any, **kwargs: Any) -> Any:
+            if looked == ["NEW"]:  # after NEW's first lookup and the holds read with it, before its write
+                store.record_outcome("E0", found="foreign_object", officer="officer-7")
+            return record(*args, **kwargs)
+
+        store.sightings = counted  # type: ignore[method-assign]
+        store.record = then_an_officer  # type: ignore[method-assign]
+        decided = _decided(store, [_copy(kind, "NEW", 1)])["NEW"]
+        new = store.get("NEW").decision  # type: ignore[union-attr]
+    assert decided[0] is Tier.PHYSICAL_INSPECTION and decided[2] is None
+    assert looked.count("NEW") == 2
+    assert getattr(new.images[0], names) == ["E0"]
+    carried = [r.message for r in new.reasons if r.rule == "override.image_held_before"]
+    assert len(carried) == 1 and (
+        " shipment E0, held at PHYSICAL_INSPECTION (inspection found 'foreign_object'; audit record 1)"
+        in carried[0]
+    ), carried
+
+
 def test_a_batch_run_again_is_decided_anew_where_a_hold_or_the_tier_source_changed(tmp_path: Path) -> None:
     """Run again over the same rows, a batch is answered from its record; not once the shipment whose
     picture it reused is held since (the hold carries over), nor when a register now vouches for the
