@@ -53,7 +53,9 @@ def _check_sha256(image: ImageVerdict, shipment_id: str) -> None:
         )
 
 
-def earlier_holds(store: AuditStore, images: Iterable[ImageVerdict]) -> dict[str, EarlierHold]:
+def earlier_holds(
+    store: AuditStore, images: Iterable[ImageVerdict], shipment_id: str | None = None
+) -> dict[str | tuple[str, str], EarlierHold]:
     """The standing holds, uncleared, of the shipments the images name as where their pictures were
     decided before (``seen_in``, ``similar_in``), by id, in one read: a picture of a held shipment
     sent again under a new id carries the hold over (:func:`pipeline.decide.decide_shipment`'s
@@ -68,23 +70,41 @@ def earlier_holds(store: AuditStore, images: Iterable[ImageVerdict]) -> dict[str
     pictures, not for the one the anomaly was found in. A near-copy carries the findings of every
     decision of the shipment it names: the lookup names the shipment, not which of its pictures the
     copy is near, so it is held the safe way round.
+
+    With ``shipment_id``, the shipment the images are decided for: its own decisions whose latest
+    outcome found an anomaly hold the pictures they were decided on, by (``shipment_id``, content
+    hash) (:data:`pipeline.decide.HeldBefore`). The lookup leaves them out (``other_than``), and the
+    store judges a new decision by the shipment's latest only: a picture seized, sent again under its
+    own shipment after a re-scan inspected clean, was released.
     """
+    images = list(images)
     named = sorted({s for image in images for s in (*(image.seen_in or ()), *(image.similar_in or ()))})
-    if not named:
+    read = sorted({*named, shipment_id}) if shipment_id is not None else named
+    if not read:
         return {}
-    decisions = store.decisions_of(named)  # oldest first
-    latest = {record.decision.shipment_id: record for record in decisions}
-    holds = {}
+    decisions = store.decisions_of(read)  # oldest first
+    holds: dict[str | tuple[str, str], EarlierHold] = {}
+    for record in decisions:
+        if record.decision.shipment_id != shipment_id or record.outcome is None or not record.outcome.found:
+            continue
+        for image in record.decision.images:
+            key = (shipment_id, image.sha256 or "")
+            if image.sha256 and key not in holds:  # the first finding is named
+                holds[key] = EarlierHold.found(record.decision, record.seq, record.outcome.found)
+    # the shipment's own latest decision is judged where the new one is written, not carried
+    latest = {r.decision.shipment_id: r for r in decisions if r.decision.shipment_id != shipment_id}
     for shipment, record in latest.items():
         hold = _hold(record)
         if hold is not None:
             holds[shipment] = hold
     same = {(shipment, image.sha256) for image in images for shipment in image.seen_in or ()}
     near = {shipment for image in images for shipment in image.similar_in or ()}
-    found: dict[str, EarlierHold] = {}
+    found: dict[str | tuple[str, str], EarlierHold] = {}
     for record in decisions:
         shipment = record.decision.shipment_id
-        if record.outcome is None or record.outcome.found is None or shipment in found:
+        if shipment == shipment_id or record.outcome is None or record.outcome.found is None:
+            continue
+        if shipment in found:
             continue  # the first finding is named
         if shipment in near or any((shipment, image.sha256) in same for image in record.decision.images):
             found[shipment] = EarlierHold.found(record.decision, record.seq, record.outcome.found)
@@ -104,7 +124,7 @@ held at that tier as they are (:func:`_crowded`), the safe way round."""
 
 def with_earlier_holds(
     store: AuditStore, shipment_id: str, images: Sequence[ImageVerdict], unnamed: Mapping[str, Unnamed]
-) -> tuple[list[ImageVerdict], dict[str, EarlierHold]]:
+) -> tuple[list[ImageVerdict], dict[str | tuple[str, str], EarlierHold]]:
     """The images of shipment ``shipment_id``, looked up in ``store``, and the earlier holds they
     carry over (``held_before``): those of the shipments they name (:func:`earlier_holds`), and,
     where a picture was decided in more shipments than it names (``unnamed``, from
@@ -122,7 +142,7 @@ def with_earlier_holds(
     the holds named are read, strictest first, a page at a time, until the first that stands at its
     tier on its own evidence.
     """
-    holds = earlier_holds(store, images)
+    holds = earlier_holds(store, images, shipment_id)
     looked = []
     for image in images:
         past = unnamed.get(image.sha256 or "")
@@ -177,7 +197,9 @@ def _found(
 
 
 def _stricter(
-    named: Sequence[str], holds: dict[str, EarlierHold], pages: Callable[[Tier, int], Iterator[AuditRecord]]
+    named: Sequence[str],
+    holds: dict[str | tuple[str, str], EarlierHold],
+    pages: Callable[[Tier, int], Iterator[AuditRecord]],
 ) -> EarlierHold | None:
     """The first hold ``pages`` brings that is stricter than those of the shipments ``named``, added
     to ``holds`` (None: none): strictest first, by the tiers of the decisions, and a tier's

@@ -70,6 +70,7 @@ from pipeline.verdicts import (
 
 __all__ = [
     "EarlierHold",
+    "HeldBefore",
     "applied_thresholds",
     "audit_fraction",
     "decide_rows",
@@ -129,12 +130,33 @@ class EarlierHold(NamedTuple):
         )
 
 
+HeldBefore = Mapping[str | tuple[str, str], EarlierHold]
+"""Earlier holds by shipment id (its standing hold, carried by its pictures sent again), and by
+(shipment id, content hash) for a finding on one of its earlier decisions, which holds the pictures
+it was made on only: a shipment's own among them, as its later decisions do not take it back."""
+
+
 def _held_before(
-    policy: Policy, image: ImageVerdict, held_before: Mapping[str, EarlierHold]
+    policy: Policy, shipment_id: str, image: ImageVerdict, held_before: HeldBefore
 ) -> Iterator[Reason]:
     """``override.image_held_before`` for each held shipment ``image``'s picture was decided in: the
     same bytes always; a near-copy unless the policy records near-copies without holding
-    (``image_near_copy: RELEASE``: a site where look-alikes are no copies)."""
+    (``image_near_copy: RELEASE``: a site where look-alikes are no copies). And where inspection
+    found an anomaly in the same picture on an earlier decision of this shipment (``shipment_id``):
+    the lookup leaves the shipment's own decisions out, and a picture seized was released when the
+    shipment sent it again after a re-scan inspected clean."""
+    own = held_before.get((shipment_id, image.sha256)) if image.sha256 else None
+    if own is not None:
+        yield Reason(
+            rule="override.image_held_before",
+            tier=own.tier,
+            image=image.path,
+            message=(
+                f"the same picture was decided before in this shipment, held at {own.tier.value} "
+                f"({', '.join(own.rules)}; audit record {own.seq}): a finding holds the picture it was "
+                "made on whatever the shipment's later decisions"
+            ),
+        )
     named = list(image.seen_in or [])
     if policy.overrides.image_near_copy is not Tier.RELEASE:
         named += [s for s in image.similar_in or [] if s not in named]
@@ -554,7 +576,7 @@ def decide_shipment(
     audit_key: bytes,
     now: datetime | None = None,
     aeo_tier_source: AeoTierSource | None = None,
-    held_before: Mapping[str, EarlierHold] | None = None,
+    held_before: HeldBefore | None = None,
 ) -> ShipmentDecision:
     """Decide one shipment under ``policy``.
 
@@ -571,7 +593,9 @@ def decide_shipment(
             ``seen_in`` / ``similar_in`` name (the caller reads them from the audit store, each
             :meth:`EarlierHold.of` its standing decision): a picture of a shipment held on its own
             evidence, sent again under a new id, carries that hold over
-            (``override.image_held_before``), not only ``image_reused``'s tier.
+            (``override.image_held_before``), not only ``image_reused``'s tier. Keyed by (shipment
+            id, content hash) (:data:`HeldBefore`): a finding on an earlier decision, this
+            shipment's own too, holding that picture.
 
     Returns:
         The decision with its reasons, policy version and hash, model ids and ``decided_at``.
@@ -626,7 +650,7 @@ def decide_shipment(
                     message=f"the same picture was decided before in shipment {', '.join(image.seen_in)}",
                 )
             )
-        reasons.extend(_held_before(policy, image, held_before or {}))
+        reasons.extend(_held_before(policy, declaration.shipment_id, image, held_before or {}))
         if image.similar_in:
             # re-encoded, resized, retouched, mirrored or turned: the same scene, other bytes
             # the bits and the turn are those of the nearest of the shipments named

@@ -987,3 +987,26 @@ def test_score_with_a_policy_records_nothing_where_its_decisions_cannot_be_writt
     with pytest.raises(InputError, match=r"^--decisions '.*/s_file/d\.jsonl': cannot write it \("):
         decide_output(rows, POLICY, audit_key=KEY, decisions=decisions, audit_url=db, summary=ScoreSummary())
     assert not (tmp_path / "audit.db").exists()  # refused before the store was opened
+
+
+def test_a_picture_an_anomaly_was_found_in_stays_held_sent_again_under_its_own_shipment(db_url: str) -> None:
+    """F held on a picture, inspection found an anomaly; F re-scanned on a new picture, inspected
+    clean; then the first picture, scored again by a new model, sent under F itself: released, as
+    the lookup leaves the shipment's own decisions out and the store judged only F's latest. Sent
+    under another id it was held. The re-scan's picture, inspected clean, is not held."""
+    with AuditStore.open(db_url) as store:
+        assert _decided(store, [_row("F", "aa" * 32, score=0.95)])["F"][0] is Tier.PHYSICAL_INSPECTION
+        store.record_outcome("F", found="unknown", officer="officer-7", notes="seized")
+        assert _decided(store, [_row("F", "bb" * 32, score=0.9)])["F"][0] is Tier.PHYSICAL_INSPECTION
+        store.record_outcome("F", found=None, officer="officer-7", decision_seq=3)
+        rescanned = _decided(store, [_row("F", "bb" * 32, score=0.1)])["F"]
+        again = _decided(store, [_row("F", "aa" * 32, score=0.1), _row("F", "cc" * 32, score=0.1)])["F"]
+        standing = store.get("F")
+    assert rescanned == (Tier.RELEASE, ["score.clear"], None)
+    assert again[0] is Tier.PHYSICAL_INSPECTION and again[2] is None
+    assert sorted(again[1]) == ["override.image_held_before", "score.clear", "score.clear"]
+    assert standing is not None and standing.seq == 6 and standing.outcome is None
+    (carried,) = [r for r in standing.decision.reasons if r.rule == "override.image_held_before"]
+    assert carried.tier is Tier.PHYSICAL_INSPECTION and carried.image == "F-aaaa.png"
+    assert "decided before in this shipment" in carried.message
+    assert "inspection found 'unknown'" in carried.message and "audit record 1" in carried.message
