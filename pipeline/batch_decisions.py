@@ -67,15 +67,16 @@ def earlier_holds(
     A decision whose latest outcome found an anomaly holds, at the strictest tier, the pictures it
     was decided on (:meth:`pipeline.decide.EarlierHold.found`), whatever the shipment's later
     decisions and their outcomes: a re-scan of the shipment inspected clean speaks for its own
-    pictures, not for the one the anomaly was found in. A near-copy carries the findings of every
-    decision of the shipment it names: the lookup names the shipment, not which of its pictures the
-    copy is near, so it is held the safe way round.
+    pictures, not for the one the anomaly was found in. Such a finding on a decision not the
+    shipment's latest is keyed by (shipment id, content hash) of each picture it was made on
+    (:data:`pipeline.decide.HeldBefore`): the same bytes carry it, and a near-copy of any picture of
+    the shipment (the lookup names the shipment, not which of its pictures the copy is near), where
+    the policy holds near-copies; never another picture of the shipment that names it.
 
     With ``shipment_id``, the shipment the images are decided for: its own decisions whose latest
-    outcome found an anomaly hold the pictures they were decided on, by (``shipment_id``, content
-    hash) (:data:`pipeline.decide.HeldBefore`). The lookup leaves them out (``other_than``), and the
-    store judges a new decision by the shipment's latest only: a picture seized, sent again under its
-    own shipment after a re-scan inspected clean, was released.
+    outcome found an anomaly hold the pictures they were decided on, keyed alike. The lookup leaves
+    them out (``other_than``), and the store judges a new decision by the shipment's latest only: a
+    picture seized, sent again under its own shipment after a re-scan inspected clean, was released.
     """
     images = list(images)
     named = sorted({s for image in images for s in (*(image.seen_in or ()), *(image.similar_in or ()))})
@@ -83,32 +84,22 @@ def earlier_holds(
     if not read:
         return {}
     decisions = store.decisions_of(read)  # oldest first
-    holds: dict[str | tuple[str, str], EarlierHold] = {}
-    for record in decisions:
-        if record.decision.shipment_id != shipment_id or record.outcome is None or not record.outcome.found:
-            continue
-        for image in record.decision.images:
-            key = (shipment_id, image.sha256 or "")
-            if image.sha256 and key not in holds:  # the first finding is named
-                holds[key] = EarlierHold.found(record.decision, record.seq, record.outcome.found)
     # the shipment's own latest decision is judged where the new one is written, not carried
     latest = {r.decision.shipment_id: r for r in decisions if r.decision.shipment_id != shipment_id}
+    holds: dict[str | tuple[str, str], EarlierHold] = {}
     for shipment, record in latest.items():
         hold = _hold(record)
         if hold is not None:
             holds[shipment] = hold
-    same = {(shipment, image.sha256) for image in images for shipment in image.seen_in or ()}
-    near = {shipment for image in images for shipment in image.similar_in or ()}
-    found: dict[str | tuple[str, str], EarlierHold] = {}
     for record in decisions:
         shipment = record.decision.shipment_id
-        if shipment == shipment_id or record.outcome is None or record.outcome.found is None:
-            continue
-        if shipment in found:
-            continue  # the first finding is named
-        if shipment in near or any((shipment, image.sha256) in same for image in record.decision.images):
-            found[shipment] = EarlierHold.found(record.decision, record.seq, record.outcome.found)
-    return holds | found
+        if record.outcome is None or record.outcome.found is None or latest.get(shipment) is record:
+            continue  # a finding on the latest decision holds it, each of its pictures, as above
+        for image in record.decision.images:
+            key = (shipment, image.sha256 or "")
+            if image.sha256 and key not in holds:  # the first finding is named
+                holds[key] = EarlierHold.found(record.decision, record.seq, record.outcome.found, image.path)
+    return holds
 
 
 _PAGE = 100

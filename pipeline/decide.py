@@ -99,6 +99,9 @@ class EarlierHold(NamedTuple):
     """The rules that gave it that tier (those of its reasons at that tier)."""
     seq: int
     """Its audit record."""
+    picture: str | None = None
+    """The picture a finding on an earlier decision of it was made on (:meth:`found`), which the
+    hold is carried by; None: its standing decision's, carried by each of its pictures."""
 
     @staticmethod
     def of(
@@ -121,13 +124,19 @@ class EarlierHold(NamedTuple):
         return EarlierHold(decision.shipment_id, tier, rules, seq)
 
     @staticmethod
-    def found(decision: ShipmentDecision, seq: int, found: str) -> EarlierHold:
+    def found(decision: ShipmentDecision, seq: int, found: str, picture: str | None = None) -> EarlierHold:
         """The hold of a decision (audit record ``seq``) whose latest outcome found ``found``: the
         strictest tier, whatever the decision's own. A finding is evidence about the pictures it was
-        made on, which no later decision of the shipment, nor a clean outcome on one, takes back."""
+        made on, which no later decision of the shipment, nor a clean outcome on one, takes back.
+        ``picture``: the one of them it is carried by (None: each)."""
         return EarlierHold(
-            decision.shipment_id, Tier.PHYSICAL_INSPECTION, (f"inspection found {found!r}",), seq
+            decision.shipment_id, Tier.PHYSICAL_INSPECTION, (f"inspection found {found!r}",), seq, picture
         )
+
+    def held_as(self) -> str:
+        """Why it holds, for a reason's message: its rules, and the picture a finding was made on."""
+        found_in = f" in picture {self.picture}" if self.picture is not None else ""
+        return f"{', '.join(self.rules)}{found_in}; audit record {self.seq}"
 
 
 HeldBefore = Mapping[str | tuple[str, str], EarlierHold]
@@ -153,26 +162,33 @@ def _held_before(
             image=image.path,
             message=(
                 f"the same picture was decided before in this shipment, held at {own.tier.value} "
-                f"({', '.join(own.rules)}; audit record {own.seq}): a finding holds the picture it was "
-                "made on whatever the shipment's later decisions"
+                f"({own.held_as()}): a finding holds the picture it was made on whatever the "
+                "shipment's later decisions"
             ),
         )
-    named = list(image.seen_in or [])
+    same = list(image.seen_in or [])
+    near: list[str] = []
     if policy.overrides.image_near_copy is not Tier.RELEASE:
-        named += [s for s in image.similar_in or [] if s not in named]
-    for shipment in named:
-        hold = held_before.get(shipment)
-        if hold is None:
+        near = [s for s in image.similar_in or [] if s not in same]
+    for shipment in [*same, *near]:
+        if shipment in same:  # the shipment's standing hold, or a finding on these very bytes
+            held = [held_before.get(shipment), held_before.get((shipment, image.sha256 or ""))]
+        else:  # near which of its pictures is not known: its standing hold, or a finding on any
+            held = [held_before.get(shipment)]
+            held += [h for k, h in held_before.items() if isinstance(k, tuple) and k[0] == shipment]
+        holds = [h for h in held if h is not None]
+        if not holds:
             continue
-        same = "the same picture" if shipment in (image.seen_in or []) else "a near-copy of a picture"
+        hold = max(holds, key=lambda h: h.tier.severity)  # the first of the strictest
+        copy = "the same picture" if shipment in same else "a near-copy of a picture"
         yield Reason(
             rule="override.image_held_before",
             tier=hold.tier,
             image=image.path,
             message=(
-                f"{same} was decided in shipment {shipment}, held at {hold.tier.value} "
-                f"({', '.join(hold.rules)}; audit record {hold.seq}) with no officer's outcome clearing "
-                "it: the hold carries over to its pictures sent again"
+                f"{copy} was decided in shipment {shipment}, held at {hold.tier.value} "
+                f"({hold.held_as()}) with no officer's outcome clearing it: the hold carries over to "
+                "its pictures sent again"
             ),
         )
 

@@ -14,7 +14,7 @@ from pipeline.audit import AuditStore
 from pipeline.batch_decisions import decide_and_record
 from pipeline.policy import parse_policy
 from pipeline.score.completion import record_completion
-from pipeline.verdicts import ImageVerdict, Tier
+from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
 
 KEY = b"test-audit-key"
 POLICY = parse_policy(
@@ -440,7 +440,8 @@ def test_a_picture_an_anomaly_was_found_in_stays_held_past_a_rescan_inspected_cl
     assert sorted(again[1]) == sorted([reused, "override.image_held_before", "score.clear"])
     assert (
         len(carried) == 1
-        and "in shipment F, held at PHYSICAL_INSPECTION (inspection found 'unknown'; audit record 1)"
+        and "in shipment F, held at PHYSICAL_INSPECTION (inspection found 'unknown' in picture F-aaaa.png; "
+        "audit record 1)"
         in carried[0]
     )
     assert rescanned[:2] == (Tier.REMOTE_INSPECTION, ["override.image_reused", "score.clear"])
@@ -1010,3 +1011,49 @@ def test_a_picture_an_anomaly_was_found_in_stays_held_sent_again_under_its_own_s
     assert carried.tier is Tier.PHYSICAL_INSPECTION and carried.image == "F-aaaa.png"
     assert "decided before in this shipment" in carried.message
     assert "inspection found 'unknown'" in carried.message and "audit record 1" in carried.message
+
+
+@pytest.mark.parametrize("near_copy", ["RELEASE", "REMOTE_INSPECTION"])
+def test_a_finding_holds_the_picture_it_was_made_on_not_another_of_the_shipment_sent_with_a_near_copy(
+    db_url: str, near_copy: str
+) -> None:
+    """F held on picture A, inspection found an anomaly; F re-scanned on picture G, inspected clean.
+    H sends G (the same bytes) and a near-copy of G: the near-copy pooled F's finding onto every
+    picture of H naming F, so G itself was held at physical inspection as if it were A, the reason
+    saying "the same picture" was held by a finding G was never in, and under ``image_near_copy:
+    RELEASE`` too. A near-copy carries the finding (the lookup does not say which picture of F it is
+    near) only where the policy holds near-copies, naming the picture the finding was made on."""
+    policy = parse_policy(
+        {
+            "policy_version": "t-1",
+            "cargo_types": {"bulk_ore": {}},
+            "random_audit": {"rate": 0.0},
+            "overrides": {"image_near_copy": near_copy},
+        }
+    )
+    other = "0123456789abcdef" + "5a" * 32  # G's perceptual hash, far from A's (_P)
+    near = f"{other[:16]}{int(other[16:], 16) ^ 1:064x}"
+    with AuditStore.open(db_url) as store:
+
+        def decided(rows: list[ImageVerdict]) -> ShipmentDecision:
+            ((decision, why),) = decide_and_record(
+                policy, rows, audit_key=KEY, store=store, near_copy_bits=32
+            )
+            assert why is None
+            return decision
+
+        decided([_row("F", "aa" * 32, phash=_P, score=0.95)])
+        store.record_outcome("F", found="unknown", officer="officer-7", notes="seized")
+        decided([_row("F", "bb" * 32, phash=other, score=0.9)])
+        store.record_outcome("F", found=None, officer="officer-7", decision_seq=3)
+        both = decided([_row("H", "bb" * 32, phash=other), _row("H", "cc" * 32, phash=near)])
+    carried = [(r.image, r.tier, r.message) for r in both.reasons if r.rule == "override.image_held_before"]
+    if near_copy == "RELEASE":
+        assert both.tier is Tier.REMOTE_INSPECTION and carried == []
+    else:
+        assert both.tier is Tier.PHYSICAL_INSPECTION
+        assert [(image, tier) for image, tier, _ in carried] == [("H-cccc.png", Tier.PHYSICAL_INSPECTION)]
+        assert carried[0][2].startswith(
+            "a near-copy of a picture was decided in shipment F, held at PHYSICAL_INSPECTION "
+            "(inspection found 'unknown' in picture F-aaaa.png; audit record 1)"
+        )

@@ -1559,6 +1559,45 @@ def test_a_held_shipments_pictures_sent_again_under_a_new_id_carry_the_hold(make
     assert "override.image_held_before" not in [r["rule"] for r in cleared["reasons"]]
 
 
+def test_a_finding_is_carried_by_the_picture_it_was_made_on_not_by_one_sent_beside_a_near_copy(
+    make_client, audit_store, tmp_path
+) -> None:
+    """Under ``image_near_copy: RELEASE``: SHP-F released on one picture, inspection found an anomaly
+    on it; re-scanned on another (a radiation alarm), inspected clean. That second picture sent again
+    beside a near-copy of itself was held at physical inspection, "the same picture" said to be held
+    by the finding on the first, which it never was in: the near-copy pooled the finding onto the
+    shipment. It is image_reused's remote inspection, as it is sent alone."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "policy_version: t-1\ncargo_types:\n  bulk_ore: {}\nrandom_audit:\n  rate: 0.0\n"
+        "overrides:\n  image_near_copy: RELEASE\n"
+    )
+    client = make_client(policy=policy)
+    seized = cv2.imencode(".png", _photo("images0005.png"))[1].tobytes()
+    picture = _photo("images0003.png")
+    rescan = cv2.imencode(".png", picture)[1].tobytes()
+    picture[0, 0] = (picture[0, 0].astype(int) + 7) % 256
+    near = cv2.imencode(".png", picture)[1].tobytes()
+    assert _send(client, "SHP-F", "a.png", seized, "image/png").json()["decision"]["tier"] == "RELEASE"
+    audit_store.record_outcome("SHP-F", found="unknown", officer="officer:1")
+    declaration = json.dumps({"shipment_id": "SHP-F", "cargo_type": "bulk_ore", "radiation_alarm": True})
+    hot = client.post(
+        "/v1/shipments",
+        files=[("images", ("g.png", rescan, "image/png"))],
+        data={"declaration": declaration},
+        headers=ADMIN,
+    )
+    assert hot.json()["decision"]["tier"] == "PHYSICAL_INSPECTION", hot.text
+    audit_store.record_outcome("SHP-F", found=None, officer="officer:1", decision_seq=hot.json()["seq"])
+    declaration = json.dumps({"shipment_id": "SHP-H", "cargo_type": "bulk_ore"})
+    files = [("images", ("g.png", rescan, "image/png")), ("images", ("n.png", near, "image/png"))]
+    both = client.post("/v1/shipments", files=files, data={"declaration": declaration}, headers=ADMIN)
+    decision = both.json()["decision"]
+    assert decision["images"][1]["similar_in"] == ["SHP-F"], both.text
+    assert decision["tier"] == "REMOTE_INSPECTION"
+    assert "override.image_held_before" not in [r["rule"] for r in decision["reasons"]]
+
+
 def test_a_hold_carries_over_however_many_shipments_sent_the_picture_first(make_client, audit_store) -> None:
     """Sent in five shipments before it was held: the lookup names those five only, and the held
     shipment's picture sent again had image_reused's remote inspection only."""
