@@ -381,7 +381,7 @@ async def _queue_page(
     shipment: str | None = None,
     asked: Mapping[str, str],
     refused: tuple[str, dict[str, Any]] | None = None,
-    typed: tuple[str, str, str] | None = None,
+    typed: tuple[str, str, str, int] | None = None,
     back: Queue | None = None,
     status_code: int = 200,
 ) -> Response:
@@ -389,7 +389,8 @@ async def _queue_page(
     page the GET route answers, and a form not recorded is answered with. ``asked``: the notices
     the query asks for, or the answer to a post says (:data:`NOTICES`); ``refused``: the shipment
     whose notes were refused and :func:`_refused_notes`; ``typed``: what a form not recorded posted,
-    (shipment, finding, notes), put back in that shipment's form; ``back``: where that form came
+    (shipment, finding, notes, the seq of the decision its form was for), put back in that shipment's
+    form; ``back``: where that form came
     from, kept in the forms of the page (by default, the page itself)."""
     if back is None:
         back = Queue(searched=bool(shipment and shipment.strip()), show=show, before=before)
@@ -419,7 +420,7 @@ async def _queue_page(
     for failure in failed:
         log.error("review page: shipment %r not shown: %s", failure.shipment_id, failure.why)
     unshown, refused_notes = refused if refused is not None else (None, None)
-    again = None if typed is None else dict(zip(("shipment", "found", "notes"), typed, strict=True))
+    again = None if typed is None else dict(zip(("shipment", "found", "notes", "seq"), typed, strict=True))
     return templates.TemplateResponse(
         request,
         "review.html",
@@ -649,8 +650,7 @@ async def _record_from_form(
             csrf,
             shipment_id,
             "stale",
-            found,
-            notes,
+            (found, notes, decision_seq),
             back,
             refused=refused_notes if still_open else None,
         )
@@ -668,7 +668,7 @@ async def _record_from_form(
             shipment=shipment_id,
             asked={},
             refused=(shipment_id, refused_notes),
-            typed=(shipment_id, found, refused_notes["kept"]),
+            typed=(shipment_id, found, refused_notes["kept"], decision_seq),
             back=back,
             status_code=422,
         )
@@ -685,11 +685,11 @@ async def _record_from_form(
         return RedirectResponse(_back(shipment_id, "stale", back), status_code=303)
     except ConflictError:  # another officer, or a new decision, got there between the check and the write
         return await _not_recorded(
-            request, services, principal, csrf, shipment_id, "stale", found, notes, back
+            request, services, principal, csrf, shipment_id, "stale", (found, notes, decision_seq), back
         )
     except InputError:  # a finding the page offered, no longer one (the service restarted with another model)
         return await _not_recorded(
-            request, services, principal, csrf, shipment_id, "relisted", found, notes, back
+            request, services, principal, csrf, shipment_id, "relisted", (found, notes, decision_seq), back
         )
     return RedirectResponse(_back(shipment_id, "recorded", back), status_code=303)
 
@@ -701,8 +701,7 @@ async def _not_recorded(
     csrf: str,
     shipment_id: str,
     notice: str,
-    found: str,
-    notes: str,
+    posted: tuple[str, str, int],
     back: Queue,
     *,
     refused: dict[str, Any] | None = None,
@@ -710,13 +709,15 @@ async def _not_recorded(
     """A form not recorded as its shipment changed since the page was loaded (``notice``: 'stale', a
     newer decision or another officer's outcome; 'relisted', the findings offered): answered with
     the shipment's page (409), its notice, and the shipment's form as it is now (its latest
-    decision's seq) holding the finding chosen, where still offered, and the notes typed. Notes the
+    decision's seq) holding the finding chosen, where still offered, and the notes typed (``posted``:
+    the finding, the notes and the seq of the decision the form was for). Notes the
     character rule refused (``refused``, :func:`_refused_notes`, given where the form is shown) go
     back without the refused characters, and the page names them too.
 
     Redirected to ``/review?stale=...`` before, the officer's finding and notes were lost, to type
     again. Not carried in that URL either: the notes (sensitive) would stand in access logs,
     proxies' logs and the browser's history, and a link could then fill in an officer's form."""
+    found, notes, seq = posted
     return await _queue_page(
         request,
         services,
@@ -725,7 +726,7 @@ async def _not_recorded(
         shipment=shipment_id,
         asked={notice: shipment_id},
         refused=None if refused is None else (shipment_id, refused),
-        typed=(shipment_id, found, notes if refused is None else refused["kept"]),
+        typed=(shipment_id, found, notes if refused is None else refused["kept"], seq),
         back=back,
         status_code=409,
     )

@@ -381,6 +381,34 @@ def _chosen(page: str, shipment: str) -> list[str]:
     return re.findall(r'<option value="([^"]*)" selected>', card)
 
 
+@pytest.mark.parametrize("path", ["/review/outcome", "/review/shipments/SHP-A/outcome"])
+def test_a_finding_made_on_a_decision_since_superseded_is_not_offered_as_an_amendment(
+    make_client, audit_store, path: str
+) -> None:
+    """The form was for decision 1; decision 2 was recorded and another officer judged it clean. The
+    page offered the late finding as an amendment of decision 2, which nobody with that finding had
+    looked at: following it records an outcome on a decision nobody inspected."""
+    from serve_fakes import batch_hold
+
+    audit_store.record(batch_hold("SHP-A"))
+    client = make_client()
+    _signed_in(client)
+    form = _form(client.get("/review").text, "SHP-A")
+    assert form["decision_seq"] == "1"
+    audit_store.record(batch_hold("SHP-A").model_copy(update={"policy_version": "p2"}))
+    audit_store.record_outcome("SHP-A", found=None, officer="officer:other", decision_seq=2)
+    late = client.post(path, data={**form, "found": "unknown", "notes": "knife, bag 3"})
+    assert late.status_code == 409, late.text[:300]
+    shown = " ".join(late.text.split())
+    assert (
+        "Yours, not recorded: found <strong><bdi>unknown</bdi></strong> &mdash; <bdi>knife, bag 3</bdi>"
+        in shown
+    )
+    assert "Your form was for decision 1; the shipment was decided again since (decision 2)" in shown
+    assert "amendment" not in shown and "--amend" not in shown
+    assert audit_store.get("SHP-A").outcome.found is None
+
+
 @pytest.mark.parametrize("path", ["/review/outcome", "/review/shipments/SHP-S/outcome"])
 def test_a_form_posted_after_its_shipment_changed_comes_back_with_what_was_typed(
     make_client, audit_store, path
