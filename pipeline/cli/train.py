@@ -375,11 +375,14 @@ def clipping_warning(reading: dict[str, Any] | None) -> str | None:
     at: clipped to white, an anomaly in them cannot be seen (the summary's table row alone was missed)."""
     if not reading or not reading.get("clipped_share"):
         return None
+    # worded for both causes: stuck pixels, passed over on purpose, fired it as well, and advice to
+    # raise the depth alone led back to the full range that lost the 12-bit anomalies
     return (
         f"{100 * reading['clipped_share']:.2g} % of the 16-bit training images' samples lie above "
-        f"{reading['depth']} bits, the depth they are read at, and are clipped to white: an anomaly "
-        "in them cannot be seen. If the camera stores more bits, train again with --sixteen-bit-depth "
-        "set to them"
+        f"{reading['depth']} bits, the depth they are read at, and are clipped to white. A few per "
+        "image are stuck pixels, passed over on purpose; if they are bright parts of the pictures, an "
+        "anomaly in them cannot be seen: if the camera stores more bits, train again with "
+        "--sixteen-bit-depth set to them"
     )
 
 
