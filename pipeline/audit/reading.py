@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Select, String, Table, exists, func, or_, select
+from sqlalchemy import Connection, Select, String, Table, and_, exists, func, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -82,6 +82,17 @@ def latest_decision(conn: Connection, shipment_id: str) -> Any:
     ).first()
 
 
+def _held_before(holding: str, other_than: str) -> Any:
+    """The image index's rows of the picture whose content hash is ``holding`` recorded before
+    ``other_than`` first held it (all of them where it never did): the shipments a picture sent
+    again was seen in, as :meth:`~pipeline.audit.store.AuditStore.sightings` names them."""
+    ix = image_index.c
+    own_first = (
+        select(func.min(ix.seq)).where(ix.sha256 == holding, ix.shipment_id == other_than).scalar_subquery()
+    )
+    return and_(ix.sha256 == holding, or_(own_first.is_(None), ix.seq < own_first))
+
+
 def latest_at(
     tier: Tier,
     other_than: str,
@@ -101,14 +112,7 @@ def latest_at(
     c = audit_records.c
     if holding is not None:
         ix = image_index.c
-        own_first = (
-            select(func.min(ix.seq))
-            .where(ix.sha256 == holding, ix.shipment_id == other_than)
-            .scalar_subquery()
-        )
-        shipments: Any = select(ix.shipment_id).where(
-            ix.sha256 == holding, or_(own_first.is_(None), ix.seq < own_first)
-        )
+        shipments: Any = select(ix.shipment_id).where(_held_before(holding, other_than))
     else:
         shipments = sorted(set(among))
     later = audit_records.alias("later")
@@ -142,14 +146,7 @@ def found_on(other_than: str, *, holding: str | None, among: Sequence[str], limi
     c = audit_records.c
     if holding is not None:
         ix = image_index.c
-        own_first = (
-            select(func.min(ix.seq))
-            .where(ix.sha256 == holding, ix.shipment_id == other_than)
-            .scalar_subquery()
-        )
-        decided: Any = c.seq.in_(
-            select(ix.seq).where(ix.sha256 == holding, or_(own_first.is_(None), ix.seq < own_first))
-        )
+        decided: Any = c.seq.in_(select(ix.seq).where(_held_before(holding, other_than)))
     else:
         decided = c.shipment_id.in_(sorted(set(among)))
     outcome = audit_records.alias("outcome")

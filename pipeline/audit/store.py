@@ -85,6 +85,16 @@ __all__ = [
 ]
 
 
+def _refuse_page(limit: int, among: Sequence[str]) -> None:
+    """Refuse a page of the picture lookups (:meth:`AuditStore.latest_decisions_at`,
+    :meth:`AuditStore.findings_on`) past its bounds: ``limit`` 1 to 10000, at most 10000 shipments."""
+    if not 1 <= limit <= 10_000 or len(among) > 10_000:
+        raise InputError(
+            f"limit={limit} with {len(among)} shipments not accepted (limit 1 to 10000, at most "
+            "10000 shipments)"
+        )
+
+
 class AuditStore:
     """Append-only, hash-chained record of shipment decisions and officers' outcomes.
 
@@ -389,11 +399,7 @@ class AuditStore:
         Raises:
             InputError: ``limit`` not 1 to 10000, or more than 10000 shipments in ``among``.
         """
-        if not 1 <= limit <= 10_000 or len(among) > 10_000:
-            raise InputError(
-                f"limit={limit} with {len(among)} shipments not accepted (limit 1 to 10000, at most "
-                "10000 shipments)"
-            )
+        _refuse_page(limit, among)
         query = latest_at(tier, other_than, holding=holding, among=among, after=after, limit=limit)
         with self._db.reading("reading the decisions of shipments holding a picture") as conn:
             return records_of(conn, conn.execute(query).all(), seal_key=self._sealing())
@@ -418,11 +424,7 @@ class AuditStore:
         Raises:
             InputError: ``limit`` not 1 to 10000, or more than 10000 shipments in ``among``.
         """
-        if not 1 <= limit <= 10_000 or len(among) > 10_000:
-            raise InputError(
-                f"limit={limit} with {len(among)} shipments not accepted (limit 1 to 10000, at most "
-                "10000 shipments)"
-            )
+        _refuse_page(limit, among)
         query = found_on(other_than, holding=holding, among=among, limit=limit)
         with self._db.reading("reading the findings on a picture") as conn:
             return records_of(conn, conn.execute(query).all(), seal_key=self._sealing())
