@@ -138,11 +138,14 @@ def with_earlier_holds(
     for image in images:
         past = unnamed.get(image.sha256 or "")
         update: dict[str, Any] = {}
-        if past is not None and past.same and image.sha256:
+        if image.sha256:
+            # a finding is looked for whatever the lookup named: it names the shipments that sent the
+            # picture before this one first did, so one that sent it first was released when it sent
+            # it again after another shipment's inspection found an anomaly in it
             findings = partial(store.findings_on, other_than=shipment_id, holding=image.sha256)
-            hold = _found(image.seen_in or [], holds, findings) or _stricter(
-                image.seen_in or [], holds, _holding(store, shipment_id, image.sha256)
-            )
+            hold = _found(image.seen_in or [], holds, findings, image.sha256)
+            if hold is None and past is not None and past.same:
+                hold = _stricter(image.seen_in or [], holds, _holding(store, shipment_id, image.sha256))
             if hold is not None and hold.shipment_id not in (image.seen_in or []):
                 update["seen_in"] = [*(image.seen_in or []), hold.shipment_id]
         if past is not None and past.similar_in:
@@ -172,17 +175,29 @@ def _hold(record: AuditRecord) -> EarlierHold | None:
 
 
 def _found(
-    named: Sequence[str], holds: dict[str, EarlierHold], findings: Callable[[], Iterable[AuditRecord]]
+    named: Sequence[str],
+    holds: dict[str | tuple[str, str], EarlierHold],
+    findings: Callable[[], Iterable[AuditRecord]],
+    sha256: str | None = None,
 ) -> EarlierHold | None:
     """The first decision ``findings`` brings whose latest outcome found an anomaly, its hold at the
     strictest tier added to ``holds`` (None: none, or the shipments ``named`` hold the picture at
-    that tier already: nothing is stricter, so ``findings`` is not read)."""
-    if any(holds[s].tier is Tier.PHYSICAL_INSPECTION for s in named if s in holds):
+    that tier already: nothing is stricter, so ``findings`` is not read). With ``sha256``, the
+    findings are on decisions holding those very bytes: the hold is that picture's, named in it,
+    as :func:`earlier_holds` keys a finding on a shipment's earlier decision."""
+    keys: list[str | tuple[str, str]] = [*named, *((s, sha256) for s in named if sha256)]
+    if any(holds[k].tier is Tier.PHYSICAL_INSPECTION for k in keys if k in holds):
         return None
     for record in findings():
         if record.outcome is not None and record.outcome.found is not None:  # as read, sealed
-            hold = EarlierHold.found(record.decision, record.seq, record.outcome.found)
-            holds[hold.shipment_id] = hold
+            shipment = record.decision.shipment_id
+            if sha256 is None:
+                hold = EarlierHold.found(record.decision, record.seq, record.outcome.found)
+                holds[shipment] = hold
+                return hold
+            picture = next((i.path for i in record.decision.images if i.sha256 == sha256), None)
+            hold = EarlierHold.found(record.decision, record.seq, record.outcome.found, picture)
+            holds.setdefault((shipment, sha256), hold)
             return hold
     return None
 

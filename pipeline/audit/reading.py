@@ -137,8 +137,10 @@ def latest_at(
 def found_on(other_than: str, *, holding: str | None, among: Sequence[str], limit: int) -> Select[Any]:
     """The query of :meth:`~pipeline.audit.store.AuditStore.findings_on`: the decisions of the
     shipments other than ``other_than`` whose latest outcome found an anomaly; those that hold the
-    picture ``holding`` (decided before ``other_than`` first held it, where it did), or without it
-    any decision of the shipments in ``among``; oldest first, ``limit`` of them.
+    picture ``holding``, whenever they were decided, or without it any decision of the shipments in
+    ``among``; oldest first, ``limit`` of them. Not only those decided before ``other_than`` first
+    held the picture, as :func:`latest_at` reads them: a shipment that sent a picture before another
+    shipment's inspection found an anomaly in it was released when it sent it again.
 
     The decisions are found by the image index's content hash (or the shipment index), their
     outcomes by the index on the decision they refer to; only those outcomes' content is read, for
@@ -146,7 +148,7 @@ def found_on(other_than: str, *, holding: str | None, among: Sequence[str], limi
     c = audit_records.c
     if holding is not None:
         ix = image_index.c
-        decided: Any = c.seq.in_(select(ix.seq).where(_held_before(holding, other_than)))
+        decided: Any = c.seq.in_(select(ix.seq).where(ix.sha256 == holding))
     else:
         decided = c.shipment_id.in_(sorted(set(among)))
     outcome = audit_records.alias("outcome")

@@ -413,13 +413,14 @@ class AuditStore:
         limit: int = 1,
     ) -> list[AuditRecord]:
         """The decisions (with their outcomes) whose latest outcome found an anomaly, of the other
-        shipments than ``other_than``: those that hold the picture whose content hash is ``holding``
-        (only those decided before ``other_than`` first held it, where it did, as :meth:`sightings`
-        names them), whatever each shipment decided since; without ``holding``, any decision of the
-        shipments in ``among``. Oldest first, ``limit`` of them, read by the indexes on image hashes,
-        shipment ids and the decisions outcomes refer to. A finding is evidence about the pictures it
-        was made on, however many shipments carried them since: a picture sent again carries it
-        (:meth:`pipeline.decide.EarlierHold.found`) where :meth:`sightings` did not name the shipment.
+        shipments than ``other_than``: those that hold the picture whose content hash is ``holding``,
+        whenever they were decided (not only before ``other_than`` first held it, as
+        :meth:`sightings` names them), whatever each shipment decided since; without ``holding``,
+        any decision of the shipments in ``among``. Oldest first, ``limit`` of them, read by the
+        indexes on image hashes, shipment ids and the decisions outcomes refer to. A finding is
+        evidence about the pictures it was made on, however many shipments carried them, before or
+        since: a picture sent again carries it (:meth:`pipeline.decide.EarlierHold.found`) where
+        :meth:`sightings` did not name the shipment.
 
         Raises:
             InputError: ``limit`` not 1 to 10000, or more than 10000 shipments in ``among``.

@@ -699,8 +699,10 @@ def test_a_finding_carries_over_however_many_shipments_decided_the_picture_first
     assert again[0] is Tier.PHYSICAL_INSPECTION
     assert getattr(new.images[0], named) == ["E0", "E1", "E2", "E3", "E4", "F"]
     carried = [r.message for r in new.reasons if r.tier is Tier.PHYSICAL_INSPECTION]
+    # the same bytes: the finding is that picture's, named; a near-copy's is near which is not known
+    found_in = " in picture F-aaaa.png" if kind == "same bytes" else ""
     assert len(carried) == 1 and (
-        f" shipment F, held at PHYSICAL_INSPECTION (inspection found {finding!r}; audit record 6)"
+        f" shipment F, held at PHYSICAL_INSPECTION (inspection found {finding!r}{found_in}; audit record 6)"
         in carried[0]
     ), carried
 
@@ -1057,3 +1059,20 @@ def test_a_finding_holds_the_picture_it_was_made_on_not_another_of_the_shipment_
             "a near-copy of a picture was decided in shipment F, held at PHYSICAL_INSPECTION "
             "(inspection found 'unknown' in picture F-aaaa.png; audit record 1)"
         )
+
+
+def test_a_shipment_that_sent_a_picture_before_another_s_inspection_found_an_anomaly_carries_it(
+    db_url: str,
+) -> None:
+    """E sent a picture first (released), F sent it after and inspection found an anomaly in F. The
+    lookup names the shipments that sent a picture before this one first did, and the finding was
+    looked for among those only: E sending the picture again, beside a fresh one, was released."""
+    with AuditStore.open(db_url) as store:
+        assert _decided(store, [_row("E", "aa" * 32)])["E"][0] is Tier.RELEASE
+        assert _decided(store, [_row("F", "aa" * 32, score=0.95)])["F"][0] is Tier.PHYSICAL_INSPECTION
+        store.record_outcome("F", found="foreign_object", officer="officer-7")
+        again = _decided(store, [_row("E", "aa" * 32), _row("E", "cc" * 32)])["E"]
+        held = store.get("E").decision  # type: ignore[union-attr]
+    assert again[0] is Tier.PHYSICAL_INSPECTION and "override.image_held_before" in again[1], again
+    carried = [r.message for r in held.reasons if r.rule == "override.image_held_before"]
+    assert any("shipment F" in m and "'foreign_object'" in m for m in carried), carried
