@@ -104,13 +104,42 @@ def refuse_unshown(value: Any, where: str, *, breaks: bool = False, name: bool =
             refuse_unshown(item, f"{where}[{index}]", breaks=breaks, name=name)
 
 
+JOINING_SCRIPTS = frozenset(
+    [
+        "ARABIC",
+        "SYRIAC",
+        "NKO",
+        "MONGOLIAN",
+        "PHAGS-PA",
+        "DEVANAGARI",
+        "BENGALI",
+        "GURMUKHI",
+        "GUJARATI",
+        "ORIYA",
+        "TAMIL",
+        "TELUGU",
+        "KANNADA",
+        "MALAYALAM",
+        "SINHALA",
+        "MYANMAR",
+        "KHMER",
+        "TIBETAN",
+    ]
+)
+"""The scripts whose letters a zero-width joiner or non-joiner shapes (the first word of their
+characters' Unicode names): between two Latin letters one shapes nothing, and ``ali\\u200cce``
+printed raw read as ``alice``."""
+
+
 def _between_letters(text: str, at: int) -> bool:
-    """Whether ``text[at]`` stands between two letters or marks (categories L* and M*), as a joiner
-    that shapes a word does (``حسن\\u200cزاده``, ``क्\\u200dष``)."""
-    return (
-        0 < at < len(text) - 1
-        and unicodedata.category(text[at - 1])[0] in "LM"
-        and unicodedata.category(text[at + 1])[0] in "LM"
+    """Whether ``text[at]`` stands between two letters or marks (categories L* and M*), one of them
+    of a script the joiners shape (:data:`JOINING_SCRIPTS`), as a joiner that shapes a word does
+    (``حسن\\u200cزاده``, ``क्\\u200dष``)."""
+    if not 0 < at < len(text) - 1:
+        return False
+    beside = (text[at - 1], text[at + 1])
+    return all(unicodedata.category(c)[0] in "LM" for c in beside) and any(
+        unicodedata.name(c, "").split(" ", 1)[0] in JOINING_SCRIPTS for c in beside
     )
 
 
@@ -122,11 +151,13 @@ def escape_unshown(text: str, *, breaks: bool = False, name: bool = False) -> st
     included, so that what is printed reads back one way; every other character is written as it is.
 
     To escape: each character in :data:`UNSHOWN_CATEGORIES` but, in a name or free text, a joiner
-    (:data:`TEXT_JOINERS`) between two letters or marks: it shapes them and moves nothing, and
+    (:data:`TEXT_JOINERS`) between two letters or marks, one of a script it shapes
+    (:data:`JOINING_SCRIPTS`): it shapes them and moves nothing, and
     Persian notes or an officer's name hold one in nearly every word (``می\\u200cشود`` was printed
     ``می\\\\u200cشود``, and every backslash of the notes doubled). A joiner elsewhere shapes nothing
     and shows nothing: printed raw, the legacy id ``SHP\\u200d-7`` read as ``SHP-7`` beside the real
-    one, and the officer ``alice\\u200d`` as ``alice``; an id takes none, so in an id each is escaped.
+    one, and the officers ``alice\\u200d`` and ``ali\\u200cce`` as ``alice``; an id takes none, so in an
+    id each is escaped.
 
     Anything to escape is such a character, or a backslash that reads as one of those escapes
     (:data:`_READS_AS_ESCAPE`): the 10 ASCII characters ``\\u202e24-S`` were printed as the id that

@@ -128,6 +128,10 @@ _ESCAPED = [
     ("joiner-beside-digit", "bay\u200d3", _NAME, "bay\\u200d3"),
     ("joiner-beside-space", "seal \u200cok", _TEXT, "seal \\u200cok"),
     ("joiners-in-a-row", "a\u200c\u200db", _NAME, "a\\u200c\\u200db"),
+    # between two Latin letters a joiner shapes nothing either: "ali\u200cce" was printed as "alice"
+    ("joiner-between-latin-letters", "ali\u200cce", _NAME, "ali\\u200cce"),
+    ("joiner-between-latin-in-text", "seal\u200dok", _TEXT, "seal\\u200dok"),
+    ("joiner-after-arabic-before-latin", "\u0645\u200cA", _NAME, "\u0645\u200cA"),
     ("emoji-sequence", "C:\\x \U0001f468\u200d\U0001f527", _TEXT, "C:\\\\x \U0001f468\\u200d\U0001f527"),
     # where a value holds an escape its backslashes are doubled: a backslash then ESC read as "\\\\x1b"
     ("backslash-and-escape", "C:\\scans\\ \x1b[2J", _TEXT, "C:\\\\scans\\\\ \\x1b[2J"),
