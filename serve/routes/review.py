@@ -660,16 +660,16 @@ async def _record_from_form(
         # the shipment's page, which names it and where, with the notes without it to record again;
         # not redirected there: the URL would carry the notes (sensitive) into access logs, proxies'
         # logs and the browser's history, and a link could then fill in an officer's form
-        return await _queue_page(
+        return await _not_recorded(
             request,
             services,
             principal,
             csrf,
-            shipment=shipment_id,
-            asked={},
-            refused=(shipment_id, refused_notes),
-            typed=(shipment_id, found, refused_notes["kept"], decision_seq),
-            back=back,
+            shipment_id,
+            None,
+            (found, notes, decision_seq),
+            back,
+            refused=refused_notes,
             status_code=422,
         )
     try:
@@ -700,15 +700,17 @@ async def _not_recorded(
     principal: Principal,
     csrf: str,
     shipment_id: str,
-    notice: str,
+    notice: str | None,
     posted: tuple[str, str, int],
     back: Queue,
     *,
     refused: dict[str, Any] | None = None,
+    status_code: int = 409,
 ) -> Response:
     """A form not recorded as its shipment changed since the page was loaded (``notice``: 'stale', a
-    newer decision or another officer's outcome; 'relisted', the findings offered): answered with
-    the shipment's page (409), its notice, and the shipment's form as it is now (its latest
+    newer decision or another officer's outcome; 'relisted', the findings offered), or as its notes
+    hold a character the rule refuses (no ``notice``, ``status_code`` 422): answered with the
+    shipment's page (409), its notice, and the shipment's form as it is now (its latest
     decision's seq) holding the finding chosen, where still offered, and the notes typed (``posted``:
     the finding, the notes and the seq of the decision the form was for). Notes the
     character rule refused (``refused``, :func:`_refused_notes`, given where the form is shown) go
@@ -724,11 +726,11 @@ async def _not_recorded(
         principal,
         csrf,
         shipment=shipment_id,
-        asked={notice: shipment_id},
+        asked={} if notice is None else {notice: shipment_id},
         refused=None if refused is None else (shipment_id, refused),
         typed=(shipment_id, found, notes if refused is None else refused["kept"], seq),
         back=back,
-        status_code=409,
+        status_code=status_code,
     )
 
 
