@@ -4,13 +4,16 @@ A store without a schema is given one by a writer (``create``); a store at an ol
 (:data:`~pipeline.audit.schema.SCHEMA_VERSION`) is upgraded when a writer opens it, by a role that
 may create tables (one that may not is refused, :attr:`Schema.not_upgraded`), and read as it is
 when opened to read (``create=False``: `clearsight audit verify`), so that reading it locks no older
-Clearsight out; decisions wait for the upgrade (:attr:`Schema.no_decisions`).
+Clearsight out; decisions wait for the upgrade (:attr:`Schema.no_decisions`). A writer also gives
+the records table the indexes this Clearsight looks pictures up by where a store made before them
+lacks them, at any version (an index moves no version: older Clearsights read the same tables).
 On PostgreSQL an advisory lock makes two processes opening one new
 store at once take turns.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import Connection, Table, inspect, select, text
@@ -22,6 +25,7 @@ from pipeline.audit.database import read_only
 from pipeline.audit.image_indexes import rebuild
 from pipeline.audit.schema import (
     SCHEMA_VERSION,
+    SUPERSEDED_INDEXES,
     audit_head,
     audit_records,
     image_index,
@@ -37,6 +41,7 @@ __all__ = ["Schema"]
 # Arbitrary constant: the advisory lock that serialises schema creation on PostgreSQL.
 _PG_CREATE_LOCK = 0x636C656172
 _UPGRADABLE = (1, 2, 3, 4)  # the schema versions this one upgrades from (schema.SCHEMA_VERSION)
+log = logging.getLogger("clearsight.audit")
 
 
 def _check_postgres(version: tuple[Any, ...] | None, url: str) -> None:
@@ -118,6 +123,7 @@ class Schema:
                 self.upgrade(conn, version, create=create)
             elif create:
                 self._mend_likeness(conn)
+                self._index_records(conn)
             self._check_sealed(conn, version)
             self.version = SCHEMA_VERSION if self.sealed else version
             if seal_key is not None and create:  # a reader's scan waits for its first write
@@ -141,6 +147,33 @@ class Schema:
         self.sealed = True
         conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION, created_at=created_at_now()))
         conn.execute(audit_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
+
+    def _index_records(self, conn: Connection) -> None:
+        """Give ``audit_records`` the indexes of this Clearsight where a store made before them
+        lacks them, and drop those they replace (:data:`~pipeline.audit.schema.SUPERSEDED_INDEXES`):
+        built from the records, so nothing is lost. A writer whose role may not (not the table's
+        owner; a read-only file) is let go on without them: its lookups are slower, not wrong.
+        PostgreSQL blocks appends while it builds them, once."""
+        have = {str(index["name"]) for index in inspect(conn).get_indexes(audit_records.name)}
+        missing = [index for index in audit_records.indexes if index.name not in have]
+        if not missing:
+            return
+        try:
+            with conn.begin_nested():
+                for index in missing:
+                    index.create(conn)
+                for name in sorted(have & set(SUPERSEDED_INDEXES)):
+                    conn.execute(text(f"DROP INDEX {name}"))
+        except DBAPIError as exc:
+            if not read_only(exc):
+                raise
+            log.warning(
+                "audit store %s: this role may not add the indexes %s to audit_records (%s); pictures "
+                "held in many shipments are looked up slowly until a role that may create them opens it",
+                self.url,
+                ", ".join(sorted(str(index.name) for index in missing)),
+                type(exc.orig).__name__,
+            )
 
     @staticmethod
     def _likeness_current(conn: Connection) -> bool:
@@ -244,7 +277,10 @@ class Schema:
                     image_likeness.create(conn, checkfirst=True)
                 else:
                     self._mend_likeness(conn)
-                add_seal_column(conn)
+                add_seal_column(
+                    conn
+                )  # before the indexes: a role that may not is refused (below), not warned
+                self._index_records(conn)
                 conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=SCHEMA_VERSION))
         except DBAPIError as exc:
             if not read_only(exc):

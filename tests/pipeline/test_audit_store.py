@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 from datasets.errors import AuditError, ConflictError, InputError, SchemaVersionError
 from datasets.json_text import MAX_DEPTH
@@ -1726,6 +1726,69 @@ def test_an_index_an_early_build_made_is_not_doubled_by_the_upgrade(db_url: str)
     AuditStore.open(db_url).close()
     assert rows(db_url, "SELECT COUNT(*) FROM audit_image_index") == [(2,)]
     assert rows(db_url, "SELECT COUNT(*) FROM audit_image_likeness") == [(0,)]  # no phash recorded
+
+
+def _record_indexes(url: str) -> list[str]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        names = [str(index["name"]) for index in inspect(conn).get_indexes("audit_records")]
+    engine.dispose()
+    return sorted(name for name in names if name.startswith("ix_"))  # not those of unique columns
+
+
+_NEW_INDEXES = ["ix_audit_records_ref_seq_seq", "ix_audit_records_shipment_id_seq"]
+_OLD_INDEXES = ["ix_audit_records_ref_seq", "ix_audit_records_shipment_id"]
+
+
+def _as_before_the_lookup_indexes(url: str) -> None:
+    """The records' indexes of a store made before (shipment_id, seq) and (ref_seq, seq)."""
+    for name in _NEW_INDEXES:
+        sql(url, f"DROP INDEX {name}")
+    sql(url, "CREATE INDEX ix_audit_records_shipment_id ON audit_records (shipment_id)")
+    sql(url, "CREATE INDEX ix_audit_records_ref_seq ON audit_records (ref_seq)")
+
+
+@pytest.mark.parametrize("version", [4, 5], ids=["upgraded-from-4", "at-5"])
+def test_a_store_made_before_the_lookup_indexes_is_given_them_by_a_writer(db_url: str, version: int) -> None:
+    """A picture held in 2,000 shipments took seconds to look up on a PostgreSQL store not yet
+    analysed: its single-column indexes were intersected with every record after each shipment's.
+    A writer gives an older store the two-column indexes in their place, its records kept; a reader
+    changes nothing."""
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", "aa" * 32, phash=_P))
+        store.record(_with_images("S2", "aa" * 32, phash=_P))
+        store.record(_with_images("S1", "aa" * 32, "bb" * 32, phash=_P))  # decided again: 1 superseded
+        store.record_outcome("S1", found="wet_patch", officer="o-1", decision_seq=3)
+    assert _record_indexes(db_url) == _NEW_INDEXES  # a new store's
+    _as_before_the_lookup_indexes(db_url)
+    sql(db_url, f"UPDATE schema_info SET version = {version}")
+    AuditStore.open(db_url, create=False).close()
+    assert _record_indexes(db_url) == _OLD_INDEXES
+    with AuditStore.open(db_url) as store:
+        assert _record_indexes(db_url) == _NEW_INDEXES
+        assert store.verify().ok and rows(db_url, "SELECT COUNT(*) FROM audit_records") == [(4,)]
+        (found,) = store.findings_on(other_than="S3", holding="aa" * 32)
+        assert (found.seq, found.outcome.found) == (3, "wet_patch")  # type: ignore[union-attr]
+        latest = store.latest_decisions_at(Tier.RELEASE, other_than="S3", holding="aa" * 32)
+        assert [(r.seq, r.decision.shipment_id) for r in latest] == [(2, "S2"), (3, "S1")]
+    assert rows(db_url, "SELECT version FROM schema_info") == [(5,)]
+
+
+def test_a_writer_that_may_not_add_the_lookup_indexes_goes_on_without_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "audit.db"
+    with AuditStore.open(f"sqlite:///{path}") as store:
+        store.record(_with_images("S1", "aa" * 32))
+    _as_before_the_lookup_indexes(f"sqlite:///{path}")
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
+    with caplog.at_level("WARNING", logger="clearsight.audit"), AuditStore.open(read_only) as store:
+        assert store.get("S1") is not None  # opened to record, and read
+    assert _record_indexes(read_only) == _OLD_INDEXES
+    assert (
+        "may not add the indexes ix_audit_records_ref_seq_seq, ix_audit_records_shipment_id_seq"
+        in caplog.text
+    )
 
 
 @pytest.mark.parametrize("uri", ["uri=true", "uri=1", "uri=True"])
