@@ -277,9 +277,8 @@ class Schema:
                     image_likeness.create(conn, checkfirst=True)
                 else:
                     self._mend_likeness(conn)
-                add_seal_column(
-                    conn
-                )  # before the indexes: a role that may not is refused (below), not warned
+                # before the indexes: a role that may not add the column is refused (below), not warned
+                add_seal_column(conn)
                 self._index_records(conn)
                 conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=SCHEMA_VERSION))
         except DBAPIError as exc:
