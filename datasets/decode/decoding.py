@@ -17,7 +17,13 @@ from datasets.decode.limits import DecodeLimits, check_pixels
 from datasets.decode.orientation import apply_orientation, last_png_exif, orientation_of
 from datasets.decode.pixels import file_mode, is_16bit_colour, load_16bit_colour, load_with_pillow
 from datasets.decode.source import read_source, sniff, stat_file
-from datasets.decode.tiff import check_16bit_colour_layout, check_tile, counting_up_from_black, tiff_tile
+from datasets.decode.tiff import (
+    check_16bit_colour_layout,
+    check_tile,
+    counted_up_from_black,
+    counting_up_from_black,
+    tiff_tile,
+)
 from datasets.errors import ImageDecodeError
 
 
@@ -125,7 +131,7 @@ def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tu
         pixels = load_16bit_colour(data, mode=mode, size=stored, fmt=fmt, source=label)
         orientation = header_orientation
     if inverted and pixels.dtype == np.uint16:
-        pixels = np.iinfo(np.uint16).max - pixels
+        pixels = counted_up_from_black(pixels, im, label)
     return apply_orientation(pixels, orientation), mode
 
 

@@ -11,7 +11,7 @@ from PIL import Image, ImageFile, TiffImagePlugin
 
 from datasets.decode.jpeg import load_jpeg
 from datasets.decode.orientation import ifd0_orientation
-from datasets.decode.tiff import white_is_zero
+from datasets.decode.tiff import counted_up_from_black, white_is_zero
 from datasets.errors import ImageDecodeError, ImageTooLargeError
 
 # Pillow modes decoded as they are, and the ones converted first; everything else is refused.
@@ -86,7 +86,7 @@ def load_with_pillow(
         if mode in _GRAY16_MODES:
             arr = np.asarray(converted).astype(np.uint16)[:, :, None]
             if white_is_zero(im):
-                arr = np.iinfo(np.uint16).max - arr
+                arr = counted_up_from_black(arr, im, source)
         elif mode == "L":
             arr = np.asarray(converted)[:, :, None]
         elif mode == "LA":

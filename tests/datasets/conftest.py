@@ -72,13 +72,15 @@ def tiff_uncompressed(
     photometric: int | None = None,
     planar: int = 1,
     byteorder: str = "<",
+    max_sample: int | None = None,
 ) -> bytes:
     """A baseline TIFF (header and IFD before the data), ordered-endian unless ``byteorder`` is ">".
 
     ``array`` is (H, W), (H, W, 2) (grey and a sample Pillow has no mode for) or (H, W, 3), uint8 or
     uint16. Pillow cannot write 48-bit RGB and OpenCV
     cannot write an orientation tag, hence this writer. ``photometric`` defaults to RGB or
-    MinIsBlack; ``planar=2`` stores each colour as its own strip (separate planes).
+    MinIsBlack; ``planar=2`` stores each colour as its own strip (separate planes); ``max_sample``
+    writes a MaxSampleValue tag.
     """
     arr = array if array.ndim == 3 else array[:, :, None]
     height, width, channels = arr.shape
@@ -90,7 +92,7 @@ def tiff_uncompressed(
         if planar == 2
         else [ordered.tobytes()]
     )
-    entries = 11
+    entries = 11 + (max_sample is not None)
     ifd_offset = 8
     extra_offset = ifd_offset + 2 + entries * 12 + 4
     extra = struct.pack(e + "HHHH", bits, bits, bits, 0)  # BitsPerSample of three samples
@@ -125,6 +127,7 @@ def tiff_uncompressed(
         (277, 3, 1, struct.pack(e + "HH", channels, 0)),
         (278, 4, 1, struct.pack(e + "I", height)),
         (279, 4, len(strips), one_or_at([len(s) for s in strips], counts_at)),
+        *([(281, 3, 1, struct.pack(e + "HH", max_sample, 0))] if max_sample is not None else []),
         (284, 3, 1, struct.pack(e + "HH", planar, 0)),
     ]
     out = bytearray(

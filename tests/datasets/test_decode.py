@@ -266,6 +266,40 @@ def test_a_grey_tiff_that_counts_down_from_white_is_inverted(dtype: type, byteor
     assert plain[:, :, 0].tolist() == stored.tolist()
 
 
+_DARK_BEYOND_12_BITS = [[0, 1365, 4095], [7, 5000, 65535]]
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"], ids=["little-endian", "big-endian"])
+@pytest.mark.parametrize(
+    ("stored", "max_sample", "expected"),
+    [
+        # a 12-bit detector's black declared; darker samples read as black
+        (_DARK_BEYOND_12_BITS, 4095, [[4095, 2730, 0], [4088, 0, 0]]),
+        (_DARK_BEYOND_12_BITS, 65535, [[65535, 64170, 61440], [65528, 60535, 0]]),
+        # nothing declared, samples no 14-bit detector writes: 16 bits, the standard's reading
+        (_DARK_BEYOND_12_BITS, None, [[65535, 64170, 61440], [65528, 60535, 0]]),
+        # nothing declared, 12-bit samples: black is 65535 or 4095, which cannot be told
+        ([[0, 1365, 4095]], None, None),
+    ],
+)
+def test_a_grey_tiff_counting_down_from_white_is_inverted_against_the_black_it_declares(
+    stored: list[list[int]], max_sample: int | None, expected: list[list[int]] | None, byteorder: str
+) -> None:
+    """Inverted against 65535, a 12-bit MinIsWhite file read 61440..65535: its set measured 16 bits and
+    reached the model with a sixteenth of its contrast."""
+    data = tiff_uncompressed(
+        np.array(stored, np.uint16), photometric=0, byteorder=byteorder, max_sample=max_sample
+    )
+    if expected is None:
+        with pytest.raises(
+            ImageDecodeError,
+            match=r"x\.tif: .* without MaxSampleValue, and its largest sample 4095 is below 16384",
+        ):
+            decode_image(data, name="x.tif")
+    else:
+        assert decode_image(data).pixels[:, :, 0].tolist() == expected
+
+
 def test_the_header_of_a_file_that_is_no_image_names_it(tmp_path: Path) -> None:
     """The big-endian fallback read its format before it had one: an UnboundLocalError stopped a
     whole batch at one stray file."""

@@ -291,6 +291,30 @@ def test_training_reads_16_bit_images_at_the_sensor_depth_that_holds_them(
     assert float(images[0].max()) == pytest.approx(brightest / (2**depth - 1))
 
 
+def test_a_12_bit_set_counting_down_from_white_reads_as_the_same_set_counting_up(tmp_path: Path) -> None:
+    # Inverted against 65535, its samples lay in 61440..65535: the set measured 16 bits and reached the
+    # model with a sixteenth of its contrast.
+    from PIL import Image, TiffImagePlugin
+
+    ramps = [np.linspace(0, top, 64 * 64).round().astype(np.uint16).reshape(64, 64) for top in (4000, 2500)]
+    read = []
+    for photometric in (1, 0):  # MinIsBlack, MinIsWhite with the detector's black declared
+        items = []
+        for i, ramp in enumerate(ramps):
+            tags = TiffImagePlugin.ImageFileDirectory_v2()
+            tags[262], tags[281] = photometric, 4095
+            path = tmp_path / str(photometric) / f"{i:03d}.tif"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(ramp if photometric else 4095 - ramp).save(path, tiffinfo=tags)
+            items.append(TrainItem(path, "good"))
+        images, _, _, reading = decode(items, lambda *_: None)
+        read.append((images, reading.depth))
+    (black, black_depth), (white, white_depth) = read
+    assert black_depth == white_depth == 12
+    for up, down in zip(black, white, strict=True):
+        np.testing.assert_array_equal(up, down)
+
+
 def test_sixteen_bit_depth_can_be_set_and_is_16_without_16_bit_images(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
