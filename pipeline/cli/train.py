@@ -301,6 +301,7 @@ def train_command(
         leakage_warning(training.get("duplicates")),
         seam_warning(card["preprocessing"]["tiling"]),
         clipping_warning(training.get("sixteen_bit")),
+        raised_depth_warning(training.get("sixteen_bit")),
         empty_mask_warning(training.get("empty_masks")),
         cargo_warning(str(card["cargo_type"])),
     ):
@@ -383,6 +384,26 @@ def clipping_warning(reading: dict[str, Any] | None) -> str | None:
         "image are stuck pixels, passed over on purpose; if they are bright parts of the pictures, an "
         "anomaly in them cannot be seen: if the camera stores more bits, train again with "
         "--sixteen-bit-depth set to them"
+    )
+
+
+def raised_depth_warning(reading: dict[str, Any] | None) -> str | None:
+    """A warning when a few 16-bit training images alone make the measured depth: stuck pixels at
+    full scale in one image read a whole 12-bit set at 16 bits, with a sixteenth of its contrast."""
+    if not reading or not reading.get("raised_by"):
+        return None
+    from models.tiling import BRIGHT_SAMPLES
+
+    few, rest = reading["raised_by"], reading["rest_depth"]
+    one = len(few) == 1
+    which = f"image {few[0]}" if one else f"{len(few)} images ({', '.join(few)})"
+    it, holds = ("it", "it holds") if one else ("them", "they hold")
+    return (
+        f"the 16-bit training images are read at {reading['depth']} bits only because of {which}: the "
+        f"other {reading['images'] - len(few)} measure {rest} bits. If {holds} stuck or saturated pixels "
+        f"({BRIGHT_SAMPLES} or more samples near full scale), every image is read with less contrast: "
+        f"train again with --sixteen-bit-depth {rest}, or without {it}; if the camera stores "
+        f"{reading['depth']} bits, this depth is right"
     )
 
 

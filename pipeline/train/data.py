@@ -55,6 +55,10 @@ class SixteenBitReading(NamedTuple):
         chosen_by: ``"measured"``, ``"--sixteen-bit-depth"``, or ``"no 16-bit image"`` (16, the
             full range, as before depths were measured).
         clipped_share: the share of their samples above ``depth`` bits, clipped.
+        raised_by: where a few images alone make the measured ``depth`` (:func:`raised_by_few`):
+            their paths, brightest first (relative to the dataset folder where they lie in it);
+            else empty.
+        rest_depth: the bits the other 16-bit images measure where ``raised_by`` names any, else None.
     """
 
     images: int
@@ -62,6 +66,8 @@ class SixteenBitReading(NamedTuple):
     depth: int
     chosen_by: str
     clipped_share: float
+    raised_by: tuple[str, ...] = ()
+    rest_depth: int | None = None
 
 
 class TrainingData(NamedTuple):
@@ -102,6 +108,11 @@ def read_training_data(
     train_items, val_items = split(items, config.val_fraction, rng, anomaly_fraction=config.val_anomaly_share)
     check_split(root, train_items, val_items, config)  # before any image is decoded
     images, hashes, phashes, depth = decode(train_items + val_items, progress, config.sixteen_bit_depth)
+    base = root.resolve()
+    named = (Path(p).resolve() for p in depth.raised_by)
+    depth = depth._replace(
+        raised_by=tuple(str(p.relative_to(base) if p.is_relative_to(base) else p) for p in named)
+    )
     train = _split_images(train_items, images[: len(train_items)])
     val = _split_images(val_items, images[len(train_items) :])
     masks, empty_masks = defect_masks(root, train.anomaly_items, train.anomalies)
@@ -248,10 +259,41 @@ def decode(
     total = sum(colour_samples(pixels).size for pixels in sixteen.values())
     for n, pixels in sixteen.items():
         images[n] = to_rgb_float(pixels, sixteen_bit_depth=chosen)
+    few, rest_depth = raised_by_few(levels) if depth is None else ([], None)
     reading = SixteenBitReading(
-        len(sixteen), max(levels, default=None), chosen, by, clipped / total if total else 0.0
+        len(sixteen),
+        max(levels, default=None),
+        chosen,
+        by,
+        clipped / total if total else 0.0,
+        tuple(str(items[list(sixteen)[k]].path) for k in few),
+        rest_depth,
     )
     return images, hashes, phashes, reading
+
+
+def raised_by_few(levels: Sequence[int]) -> tuple[list[int], int | None]:
+    """Whether a few of the 16-bit images alone make the depth measured on ``levels`` (each image's
+    :func:`models.tiling.bright_level`): the indices of the fewest brightest images without which
+    the rest measure fewer bits, brightest first, and the bits the rest measure; ``([], None)``
+    where no :data:`FEW_BRIGHT_SHARE` of them does.
+
+    Eight stuck pixels at full scale in one image of a 12-bit set (a hot column, a detector's
+    saturated edge) made the whole set read at 16 bits, with a sixteenth of its contrast, and
+    nothing said so. The depth itself is left as measured: the images may be real bright exposures."""
+    order = sorted(range(len(levels)), key=lambda k: levels[k], reverse=True)
+    depth = sixteen_bit_depth(levels)
+    for few in range(1, max(1, math.floor(FEW_BRIGHT_SHARE * len(levels))) + 1):
+        if few >= len(levels):
+            break
+        rest = sixteen_bit_depth(levels[k] for k in order[few:])
+        if rest < depth:
+            return order[:few], rest
+    return [], None
+
+
+FEW_BRIGHT_SHARE = 0.1
+"""The most images, as a share of the 16-bit ones (one at least), that :func:`raised_by_few` names."""
 
 
 def files_hash(root: Path, items: Sequence[TrainItem], hashes: Sequence[str]) -> str:

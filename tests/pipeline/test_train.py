@@ -14,9 +14,15 @@ from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from models.artifact import load_model
 from models.tiling import TilingConfig
 from pipeline.cli import app, run
-from pipeline.cli.train import promise_words, pseudo_words, release_warning, sixteen_bit_words
+from pipeline.cli.train import (
+    promise_words,
+    pseudo_words,
+    raised_depth_warning,
+    release_warning,
+    sixteen_bit_words,
+)
 from pipeline.train import TrainConfig, deep_features_choice, train_model
-from pipeline.train.data import TrainItem, decode
+from pipeline.train.data import TrainItem, decode, raised_by_few
 
 
 def _texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -229,9 +235,11 @@ def test_a_model_trained_on_12_bit_data_in_16_bit_files_reads_them_at_12_bits(
     assert "Warning: 0.0031 % of the 16-bit training images' samples lie above 12 bits" in " ".join(
         said.err.split()
     )
+    assert "only because of" not in said.err  # three stuck samples raise no image's level
     card = json.loads((out / "model.json").read_text())
     assert card["preprocessing"]["sixteen_bit_depth"] == 12
     reading = card["training"]["sixteen_bit"]
+    assert (reading["raised_by"], reading["rest_depth"]) == ([], None)
     assert reading["clipped_share"] == pytest.approx(3 / (8 * 64 * 64 * 3))  # the stuck pixel's
     assert re.fullmatch(
         r"8 read at 12 bits \(measured: [234],\d{3} is their brightest sample \(the 8th from the top of an "
@@ -291,6 +299,68 @@ def test_training_reads_16_bit_images_at_the_sensor_depth_that_holds_them(
     assert float(images[0].max()) == pytest.approx(brightest / (2**depth - 1))
 
 
+@pytest.mark.parametrize(
+    ("levels", "raised"),
+    [
+        ([4000, 3000, 65535, 2000], ([2], 12)),  # one image's stuck pixels make a 12-bit set 16-bit
+        ([4000] * 19 + [65535, 60000], ([19, 20], 12)),  # two of 21: a tenth at most, rounded down
+        ([4000] * 9 + [65535, 60000], ([], None)),  # two of 11: more than a few
+        ([4000, 65535], ([1], 12)),
+        ([65535], ([], None)),  # no rest to measure
+        ([60000, 65535, 3000], ([], None)),  # two of three at 16 bits: the set's depth
+        ([4000, 3000, 1000], ([], None)),  # the brightest image alone sets 12 bits, as the next one
+    ],
+)
+def test_the_images_that_alone_raise_the_measured_depth_are_found(
+    levels: list[int], raised: tuple[list[int], int | None]
+) -> None:
+    assert raised_by_few(levels) == raised
+
+
+def test_training_names_a_few_images_that_alone_raise_the_depth(tmp_path: Path) -> None:
+    # Eight stuck samples at full scale in one image made a 12-bit set read at 16 bits: nothing said so.
+    ramp = np.linspace(0, 4000, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    stuck = ramp // 2
+    stuck[0, :8] = 65535
+    items = _sixteen_bit_folder(tmp_path, [ramp, stuck, ramp // 3])
+    reading = decode(items, lambda *_: None)[3]
+    assert (reading.depth, reading.raised_by, reading.rest_depth) == (16, (str(items[1].path),), 12)
+    assert raised_depth_warning(reading._asdict()) == (
+        f"the 16-bit training images are read at 16 bits only because of image {items[1].path}: the other "
+        "2 measure 12 bits. If it holds stuck or saturated pixels (8 or more samples near full scale), every "
+        "image is read with less contrast: train again with --sixteen-bit-depth 12, or without it; if the "
+        "camera stores 16 bits, this depth is right"
+    )
+    # the depth given, nothing is measured and nothing named
+    assert decode(items, lambda *_: None, 16)[3][5:] == ((), None)
+    assert raised_depth_warning(decode(items[::2], lambda *_: None)[3]._asdict()) is None
+
+
+def test_train_warns_of_one_image_that_alone_raises_the_depth(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "bulk_ore"
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        path = root / "train" / "good" / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        twelve = _twelve_bits(_texture(rng))
+        if i == 3:
+            twelve[0, :8] = 65535  # eight stuck pixels at full scale
+        cv2.imwrite(str(path), twelve[:, :, ::-1])
+    out = tmp_path / "model"
+    args = ["--image-size", "32", "--pad", "0", "--coreset-ratio", "0.5", "--threads", "1"]
+    capsys.readouterr()
+    assert run(app, ["train", "--data", str(root), "--out", str(out), *args]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        "Warning: the 16-bit training images are read at 16 bits only because of image "
+        "train/good/003.png: the other 7 measure 12 bits." in err
+    )
+    card = json.loads((out / "model.json").read_text())
+    assert card["preprocessing"]["sixteen_bit_depth"] == 16  # warned about, not changed
+
+
 def test_a_12_bit_set_counting_down_from_white_reads_as_the_same_set_counting_up(tmp_path: Path) -> None:
     # Inverted against 65535, its samples lay in 61440..65535: the set measured 16 bits and reached the
     # model with a sixteenth of its contrast.
@@ -325,7 +395,7 @@ def test_sixteen_bit_depth_can_be_set_and_is_16_without_16_bit_images(
     assert reading.clipped_share == pytest.approx(np.count_nonzero(ramp > 1023) / ramp.size)
     eight = _sixteen_bit_folder(tmp_path / "eight", [ramp.astype(np.uint8)])
     none = decode(eight, lambda *_: None)[3]
-    assert none == (0, None, 16, "no 16-bit image", 0.0)
+    assert none == (0, None, 16, "no 16-bit image", 0.0, (), None)
     assert (
         sixteen_bit_words(none._asdict())
         == "none in training: 16-bit inputs are read at 16 bits, the full range"
