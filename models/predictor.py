@@ -75,10 +75,14 @@ class ImageScorer:
         batch_size: views per forward pass.
         raw: what computes ``detector.raw`` on a batch of views; default the detector itself in
             PyTorch (see :func:`models.runtime.raw_runner` for ONNX Runtime).
+        saw_sixteen_bit: False where training saw no 16-bit image (the card's
+            ``training.sixteen_bit``), so that ``sixteen_bit_depth`` was assumed, never measured.
 
     Attributes:
         beyond_bit_depth: how many 16-bit images it was given held samples above
             ``sixteen_bit_depth`` bits (clipped; the first is warned about).
+        unmeasured_sixteen_bit: how many 16-bit images it was given without ``saw_sixteen_bit``
+            (the first is warned about).
     """
 
     def __init__(
@@ -89,17 +93,34 @@ class ImageScorer:
         sixteen_bit_depth: int = SIXTEEN_BITS,
         batch_size: int = 16,
         raw: Callable[[torch.Tensor], RawOutput] | None = None,
+        saw_sixteen_bit: bool = True,
     ) -> None:
         self.detector = detector.eval()
         self.tiling = tiling
         self.sixteen_bit_depth = sixteen_bit_depth
+        self.saw_sixteen_bit = saw_sixteen_bit
         self.beyond_bit_depth = 0
+        self.unmeasured_sixteen_bit = 0
         self.batch_size = max(1, int(batch_size))
         self._raw = raw or self.detector.raw
 
     def views(self, image: np.ndarray) -> tuple[torch.Tensor, list[View], tuple[int, int]]:
         """Image -> ((T, 3, S, S) normalised views, their rectangles, (H, W))."""
         bits = self.sixteen_bit_depth
+        if not self.saw_sixteen_bit and np.asarray(image).dtype == np.uint16:
+            self.unmeasured_sixteen_bit += 1
+            if self.unmeasured_sixteen_bit == 1:
+                # read at the full range, a 12-bit camera's file fills a sixteenth of [0, 1]: the
+                # model released 12-bit anomalies it held at 8 bits, and nothing said why
+                warnings.warn(
+                    f"a 16-bit image is read at {bits} bits ({2**bits - 1} is white), a depth assumed: this "
+                    "model saw no 16-bit image at training, so the bits its camera stores were never "
+                    "measured, and a 10-, 12- or 14-bit camera's pictures reach it darker and with less "
+                    "contrast than its 8-bit training images. Train it on 16-bit pictures from this "
+                    "camera, or with --sixteen-bit-depth set to the bits the camera stores",
+                    UserWarning,
+                    stacklevel=2,
+                )
         if beyond_bit_depth(image, bits):
             self.beyond_bit_depth += 1
             if self.beyond_bit_depth == 1:
@@ -228,6 +249,9 @@ class ArtifactPredictor:
             sixteen_bit_depth=int(pre.get("sixteen_bit_depth", SIXTEEN_BITS)),
             batch_size=batch_size,
             raw=raw_runner(detector, runtime),
+            # 16 assumed, not measured; a card older than the record says nothing either way
+            saw_sixteen_bit=(card.get("training", {}).get("sixteen_bit") or {}).get("chosen_by")
+            != "no 16-bit image",
         )
         t = card["thresholds"]
         self._thresholds = Thresholds(

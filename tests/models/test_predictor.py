@@ -220,6 +220,7 @@ def test_a_card_without_sixteen_bit_depth_reads_the_full_range(predictor: Artifa
     # cards written before training measured it: their scores stay what they were
     card = dict(predictor.card)
     card["preprocessing"] = {k: v for k, v in card["preprocessing"].items() if k != "sixteen_bit_depth"}
+    card["training"] = {k: v for k, v in card["training"].items() if k != "sixteen_bit"}  # nor this
     older = ArtifactPredictor(predictor.detector, card, runtime="torch")
     assert older.scorer.sixteen_bit_depth == 16
     wide = imaging.texture(np.random.default_rng(5)).astype(np.uint16) * 257  # the full 16 bits
@@ -232,7 +233,7 @@ def test_samples_above_the_models_depth_are_warned_about_as_clipped_with_the_ret
 ) -> None:  # type: ignore[no-untyped-def]
     # a brighter exposure of the same camera clips as surely as another camera's file: the warning
     # named only the latter, and not the flag that reads the brighter samples
-    twelve = _with_preprocessing(predictor, sixteen_bit_depth=12)
+    twelve = _with_sixteen_bit(predictor, "--sixteen-bit-depth", 12)
     bright = imaging.texture(np.random.default_rng(5)).astype(np.uint16) * 16
     bright[0, 0] = 5000
     expected = (
@@ -243,3 +244,40 @@ def test_samples_above_the_models_depth_are_warned_about_as_clipped_with_the_ret
     with pytest.warns(UserWarning, match=expected):
         twelve.predict([bright])
     assert twelve.scorer.beyond_bit_depth == 1
+
+
+def _with_sixteen_bit(predictor: ArtifactPredictor, chosen_by: str, depth: int = 16) -> ArtifactPredictor:
+    card = dict(predictor.card)
+    card["preprocessing"] = {**card["preprocessing"], "sixteen_bit_depth": depth}
+    card["training"] = {
+        **card["training"],
+        "sixteen_bit": {**card["training"]["sixteen_bit"], "chosen_by": chosen_by},
+    }
+    return ArtifactPredictor(predictor.detector, card, runtime="torch")
+
+
+@pytest.mark.parametrize(
+    ("chosen_by", "warned"),
+    [("no 16-bit image", True), ("measured", False), ("--sixteen-bit-depth", False)],
+)
+def test_16_bit_images_on_a_model_that_saw_none_are_warned_about_once(
+    predictor: ArtifactPredictor, imaging, chosen_by: str, warned: bool
+) -> None:  # type: ignore[no-untyped-def]
+    # read at the full 16 bits, assumed: a 12-bit camera's file reached the model with a sixteenth of
+    # the contrast of its 8-bit training images, and nothing said so
+    model = _with_sixteen_bit(predictor, chosen_by)
+    eight = imaging.texture(np.random.default_rng(5))
+    twelve = eight.astype(np.uint16) * 16
+    model.predict([eight])
+    assert model.scorer.unmeasured_sixteen_bit == 0
+    if warned:
+        expected = (
+            r"^a 16-bit image is read at 16 bits \(65535 is white\), a depth assumed: this model saw no "
+            r"16-bit image at training, .* or with --sixteen-bit-depth set to the bits the camera stores$"
+        )
+        with pytest.warns(UserWarning, match=expected) as said:
+            model.predict([twelve, twelve])
+            model.predict([twelve])
+        assert len(said) == 1 and model.scorer.unmeasured_sixteen_bit == 3
+    else:
+        model.predict([twelve, twelve])  # a warning is an error here
