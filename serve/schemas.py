@@ -250,8 +250,9 @@ class OutcomeIn(BaseModel):
         ge=1,
         le=MAX_SEQ,
         description="The decision (its seq) the officer judged: refused with 409 if the shipment has "
-        "been decided again since. Required (409 otherwise) where the shipment has more than one "
-        "decision, so that the outcome judges none recorded after the officer looked.",
+        "been decided again since, but for a correction (amend) of an outcome already recorded on it. "
+        "Required (409 otherwise) where the shipment has more than one decision, so that the outcome "
+        "judges none recorded after the officer looked.",
     )
     new_type: StrictBool = Field(
         default=False,
@@ -261,8 +262,10 @@ class OutcomeIn(BaseModel):
     )
     amend: StrictBool = Field(
         default=False,
-        description="Correct an outcome already recorded for this decision; without it, a second "
-        "outcome is refused with 409 (two officers must not overwrite each other's finding unawares).",
+        description="Correct an outcome already recorded for this decision, an earlier one of the "
+        "shipment too (decision_seq: a finding recorded on it by mistake holds its pictures whenever "
+        "sent again); without it, a second outcome is refused with 409 (two officers must not "
+        "overwrite each other's finding unawares).",
     )
 
 

@@ -314,10 +314,15 @@ class AuditStore:
         decision_seq: int | None = None,
         amend: bool = True,
     ) -> OutcomeRecord:
-        """Chain an officer's finding for the shipment's latest decision (``found=None``: clean).
+        """Chain an officer's finding for the shipment's latest decision (``found=None``: clean), or
+        a correction of the outcome of an earlier one.
 
         Args:
-            decision_seq: the decision the officer judged; refused if the shipment was decided again.
+            decision_seq: the decision the officer judged; an earlier one than the shipment's latest
+                is refused (decided again since), but for a correction (``amend``) of an outcome
+                already recorded on it: a finding recorded on it by mistake held its pictures, sent
+                again, for good. The correction is that decision's latest outcome; the shipment's
+                later decisions stand as recorded (one held by the finding takes its own outcome).
                 Required where the shipment has more than one decision: without it the outcome
                 judged whichever was latest when written, one recorded after the officer looked.
             amend: whether this may correct an outcome already recorded for that decision. Both are
@@ -328,8 +333,8 @@ class AuditStore:
                 decisions, an empty ``officer``/``found``, half a character (a lone UTF-16
                 surrogate) in any of the text, or a character that does not show as itself in
                 ``officer``, ``found`` or ``notes`` (:func:`~pipeline.audit.writing.check_outcome`).
-            ConflictError: ``decision_seq`` is an earlier decision; or it has an outcome and not
-                ``amend``.
+            ConflictError: ``decision_seq`` is an earlier decision, and has no outcome or not
+                ``amend``; or it has an outcome and not ``amend``.
             DecisionUnnamed: no ``decision_seq`` for a shipment with more than one decision.
             AuditError: the database cannot be written.
         """

@@ -469,31 +469,22 @@ def write_outcome(
     url: str,
     seal_key: SealKey | None = None,
 ) -> OutcomeRecord:
-    """Append an officer's outcome for the shipment's latest decision under the rules of
+    """Append an officer's outcome for the shipment's latest decision, or with ``amend`` a
+    correction of the outcome of an earlier one (``decision_seq``), under the rules of
     :meth:`~pipeline.audit.store.AuditStore.record_outcome` (``url``: the store's, for its errors;
     ``seal_key``: as :func:`write_decision`'s).
 
     Raises:
         InputError, ConflictError, DecisionUnnamed: as ``record_outcome`` says.
+        SealBrokenError: with ``seal_key``, the earlier decision corrected, or its outcomes, fail
+            their seals.
     """
     conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).one()
     decision = latest_decision(conn, shipment_id)
     if decision is None:
         raise InputError(f"no decision recorded for shipment {shipment_id!r} in {url}")
     if decision_seq is not None and decision_seq != decision.seq:
-        c = audit_records.c
-        judged = select(c.seq).where(
-            c.seq == decision_seq, c.kind == "decision", c.shipment_id == shipment_id
-        )
-        if conn.execute(judged).first() is None:
-            raise InputError(
-                f"shipment {shipment_id!r} has no decision {decision_seq}: its latest decision "
-                f"is {decision.seq}; judge that one"
-            )
-        raise ConflictError(
-            f"shipment {shipment_id!r} was decided again since decision {decision_seq}: its latest "
-            f"decision is {decision.seq}; judge that one"
-        )
+        decision = _superseded(conn, shipment_id, decision_seq, decision.seq, amend=amend, seal_key=seal_key)
     if decision_seq is None:
         _refuse_an_unnamed_decision(conn, shipment_id)
     if not amend:
@@ -524,6 +515,50 @@ def write_outcome(
         officer=officer,
         notes=notes,
     )
+
+
+def _superseded(
+    conn: Connection, shipment_id: str, seq: int, latest: int, *, amend: bool, seal_key: SealKey | None
+) -> Any:
+    """The row of decision ``seq`` of the shipment, since decided again (``latest``: its latest
+    decision), where the outcome is a correction (``amend``) of one already recorded on it: a
+    finding recorded on it by mistake otherwise held its pictures for good once the shipment was
+    decided again. A first outcome on it is refused: it would judge cargo that was decided again,
+    which its latest decision's outcome is for. With ``seal_key`` and ``amend``, the decision and
+    its outcomes are checked against their seals (the correction rests on them).
+
+    Raises:
+        InputError: the shipment has no decision ``seq``.
+        ConflictError: it has no outcome to correct, or not ``amend``.
+    """
+    c = audit_records.c
+    row = conn.execute(
+        select(audit_records).where(c.seq == seq, c.kind == "decision", c.shipment_id == shipment_id)
+    ).first()
+    if row is None:
+        raise InputError(
+            f"shipment {shipment_id!r} has no decision {seq}: its latest decision is {latest}; judge that one"
+        )
+    decided_again = (
+        f"shipment {shipment_id!r} was decided again since decision {seq}: its latest decision is {latest}"
+    )
+    # sealed where a correction rests on it; a refusal only words itself by it
+    earlier = records_of(conn, [row], seal_key=seal_key if amend else None)[0].outcome
+    if earlier is None:
+        # a first outcome judges the latest decision: the cargo was decided again on what came since
+        # (a radiation alarm), and an inspection for the superseded decision looked for none of it
+        why = (
+            f"; amend corrects an outcome already recorded, and decision {seq} has none: judge the latest"
+            if amend
+            else "; judge that one"
+        )
+        raise ConflictError(decided_again + why)
+    if not amend:
+        raise ConflictError(
+            f"{decided_again}; judge that one, or correct the outcome recorded on decision {seq} "
+            f"(record {earlier.seq}) with amend (the API's amend: true, the CLI's --amend)"
+        )
+    return row
 
 
 def _refuse_an_unnamed_decision(conn: Connection, shipment_id: str) -> None:

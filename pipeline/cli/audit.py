@@ -312,7 +312,8 @@ def register(app: typer.Typer) -> None:
                 "--decision-seq",
                 min=1,
                 help="The audit record of the decision judged (as `audit show` gives it): refused if the "
-                "shipment was decided again since; required where it has more than one decision.",
+                "shipment was decided again since, but with --amend where it has an outcome to correct; "
+                "required where the shipment has more than one decision.",
             ),
         ] = None,
         db: DbOption = None,
@@ -321,7 +322,8 @@ def register(app: typer.Typer) -> None:
 
         An outcome is kept for good: --found must be a type the shipment's model scored against (or
         unknown), unless --new-type says it is a kind the model does not know. A decision that has an
-        outcome takes another only with --amend.
+        outcome takes another only with --amend: an earlier decision too (--decision-seq), whose
+        finding recorded by mistake holds its pictures whenever they are sent again.
         """
         if (found is None) == (not clean):
             raise InputError("give exactly one of --found TYPE or --clean")
@@ -343,18 +345,28 @@ def register(app: typer.Typer) -> None:
             if latest is not None and decision_seq is None:
                 # first, before the checks below judge the latest decision as the one inspected
                 _refuse_an_unnamed_decision(store, shipment_id)
-            # an outcome for an earlier decision is the store's to refuse as decided again
-            judged = latest is not None and decision_seq in (None, latest.seq)
-            if latest is not None and judged and not amend and latest.outcome is not None:
-                raise ConflictError(_has_outcome(shipment_id, latest.seq, latest.outcome))
-            if latest is not None and judged and found is not None and not new_type:
+            # an outcome for an earlier decision is the store's to refuse as decided again, but for a
+            # correction of one recorded on it, judged against that decision
+            judged = latest if latest is not None and decision_seq in (None, latest.seq) else None
+            if latest is not None and judged is None and amend:
+                judged = next(
+                    (
+                        r
+                        for r in store.decisions_of([shipment_id])
+                        if r.seq == decision_seq and r.outcome is not None
+                    ),
+                    None,
+                )
+            if judged is not None and not amend and judged.outcome is not None:
+                raise ConflictError(_has_outcome(shipment_id, judged.seq, judged.outcome))
+            if judged is not None and found is not None and not new_type:
                 # the API's rule, with no model loaded: a model that knows no types (none labelled in
                 # training) let any name become a finding, and a picture of another cargo type its own
-                accepted = finding_types(latest.decision)
+                accepted = finding_types(judged.decision)
                 if found not in accepted:
                     none = ": its model knows none" if accepted == [UNKNOWN_TYPE] else ""
                     raise InputError(
-                        f"--found {found!r} is not a type the {latest.decision.cargo_type} pictures of "
+                        f"--found {found!r} is not a type the {judged.decision.cargo_type} pictures of "
                         f"shipment {shipment_id!r} were scored against{none} (accepted: "
                         f"{', '.join(accepted)}); pass --new-type if inspection found a kind of anomaly "
                         "its model does not know"

@@ -136,8 +136,9 @@ OUTCOME_RESPONSES = problem_responses(
         400: "A Content-Length that is not a number (bad-request)",
         403: _OFFICERS,
         409: "The decision has an outcome and amend is not set (outcome-exists); decision_seq is an "
-        "earlier decision, the shipment decided again since (decided-again); no decision_seq for a "
-        "shipment decided more than once (decision-unnamed)",
+        "earlier decision, the shipment decided again since, and it has no outcome to correct or amend "
+        "is not set (decided-again); no decision_seq for a shipment decided more than once "
+        "(decision-unnamed)",
         413: "A body over 64 KiB (request-too-large)",
         415: "A body that is not application/json (unsupported-media-type)",
         422: "An outcome or shipment id that does not match the schema (validation); a decision_seq "
@@ -673,13 +674,15 @@ async def get_shipment(
 
 async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeIn, officer: str) -> Any:
     """Record an officer's finding; ``clean`` is stored as ``found=None`` (and read back as
-    ``clean``, :class:`~serve.schemas.OutcomeOut`). Returns the updated record.
+    ``clean``, :class:`~serve.schemas.OutcomeOut`). Returns the updated record: the decision the
+    outcome was recorded on, an earlier one for a correction (``amend``) of its outcome.
 
     Raises:
         NotFoundError: no decision recorded for the shipment.
         InputError: ``outcome.decision_seq`` is none of the shipment's decisions, or ``outcome.found``
             is no type :func:`~serve.findings.finding_types` accepts and ``outcome.new_type`` is unset.
-        DecidedAgainError: ``outcome.decision_seq`` is an earlier decision of the shipment.
+        DecidedAgainError: ``outcome.decision_seq`` is an earlier decision of the shipment, without
+            an outcome to correct or without ``outcome.amend``.
         DecisionUnnamed: no ``outcome.decision_seq``, and the shipment has more than one decision.
         OutcomeExistsError: the decision has an outcome already and ``outcome.amend`` is not set.
     """
@@ -689,11 +692,16 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
         raise NotFoundError(f"no decision recorded for shipment {shipment_id!r}")
     found = None if outcome.found == CLEAN else outcome.found
     # judged against the decision the outcome is for; one for an earlier decision is the store's to
-    # refuse as decided again (409), not this check's as an unknown type
-    if found is not None and not outcome.new_type and outcome.decision_seq in (None, record.seq):
-        accepted = finding_types(services.predictors, record.decision)
+    # refuse as decided again (409), not this check's as an unknown type, but for a correction of
+    # the outcome recorded on it
+    judged = record if outcome.decision_seq in (None, record.seq) else None
+    if judged is None and outcome.amend:
+        earlier = await run_in_threadpool(audit.decisions_of, [shipment_id])
+        judged = next((r for r in earlier if r.seq == outcome.decision_seq and r.outcome is not None), None)
+    if found is not None and not outcome.new_type and judged is not None:
+        accepted = finding_types(services.predictors, judged.decision)
         if found not in accepted:
-            cargo, listed = record.decision.cargo_type, ", ".join([CLEAN, *accepted])
+            cargo, listed = judged.decision.cargo_type, ", ".join([CLEAN, *accepted])
             raise InputError(
                 f"found {found!r} is not a type the {cargo} pictures of shipment {shipment_id!r} were "
                 f"scored against, nor one its {cargo} model knows (accepted: {listed}); "
@@ -702,7 +710,7 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
     # the store checks decision_seq and amend again where it writes: two officers at once, or a
     # decision added meanwhile, cannot slip between this read and the write
     try:
-        await run_in_threadpool(
+        recorded = await run_in_threadpool(
             lambda: audit.record_outcome(
                 shipment_id,
                 found=found,
@@ -721,7 +729,12 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
         if outcome.decision_seq is not None and latest is not None and latest.seq != outcome.decision_seq:
             raise DecidedAgainError(str(exc)) from exc
         raise OutcomeExistsError(str(exc)) from exc
-    return await run_in_threadpool(audit.get, shipment_id)
+    latest = await run_in_threadpool(audit.get, shipment_id)
+    if latest is None or latest.seq == recorded.decision_seq:
+        return latest
+    # a correction of an earlier decision's outcome: answered with that decision as it now reads
+    decided = await run_in_threadpool(audit.decisions_of, [shipment_id])
+    return next(r for r in decided if r.seq == recorded.decision_seq)
 
 
 @router.get(

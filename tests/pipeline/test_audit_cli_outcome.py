@@ -82,6 +82,67 @@ def test_cli_outcome_for_a_decision_since_superseded_is_refused(
     assert run(app, [*argv, "--decision-seq", "2"]) == 0
 
 
+SUPERSEDED = [
+    # (name, shipment, arguments, exit code, said, decision 1's outcome then)
+    ("amends", "S1", ["--decision-seq", "1", "--clean", "--amend"], 0,
+     "recorded outcome of S1 for decision 1 (clean) as record 6", "clean"),
+    ("amends-to-another-finding", "S1", ["--decision-seq", "1", "--found", "unknown", "--amend"], 0,
+     "recorded outcome of S1 for decision 1 (found unknown) as record 6", "unknown"),
+    ("not-told", "S1", ["--decision-seq", "1", "--clean"], 2,
+     "shipment 'S1' was decided again since decision 1: its latest decision is 3; judge that one, or "
+     "correct the outcome recorded on decision 1 (record 2) with amend (the API's amend: true, the "
+     "CLI's --amend)", "wet_patch"),
+    ("judged-against-that-decision", "S1", ["--decision-seq", "1", "--found", "wet_ptach", "--amend"], 2,
+     "--found 'wet_ptach' is not a type the bulk_ore pictures of shipment 'S1' were scored against: its "
+     "model knows none (accepted: unknown); pass --new-type", "wet_patch"),
+    ("none-to-correct", "S2", ["--decision-seq", "4", "--clean", "--amend"], 2,
+     "shipment 'S2' was decided again since decision 4: its latest decision is 5; amend corrects an "
+     "outcome already recorded, and decision 4 has none: judge the latest", "wet_patch"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("shipment", "args", "code", "said", "then"), [c[1:] for c in SUPERSEDED], ids=[c[0] for c in SUPERSEDED]
+)
+def test_cli_outcome_corrects_the_outcome_of_a_decision_since_superseded_with_amend(
+    db_url: str,
+    capsys: pytest.CaptureFixture[str],
+    shipment: str,
+    args: list[str],
+    code: int,
+    said: str,
+    then: str,
+) -> None:
+    """A finding recorded on S1's decision 1 by mistake, S1 decided again since (decision 3):
+    --decision-seq 1 was refused as decided again, --amend or not, and the finding held its pictures
+    whenever sent again. With --amend it is corrected, judged against decision 1's types, and the
+    chain verifies; a superseded decision without an outcome (S2's 4) takes none."""
+    from pipeline.cli import app, run
+
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
+        store.record(decision("S1", Tier.REMOTE_INSPECTION))
+        store.record_outcome("S1", found="wet_patch", officer="o-1")
+        for seq, (name, tier) in enumerate(
+            [
+                ("S1", Tier.PHYSICAL_INSPECTION),
+                ("S2", Tier.REMOTE_INSPECTION),
+                ("S2", Tier.PHYSICAL_INSPECTION),
+            ],
+            start=3,
+        ):
+            assert store.record(decision(name, tier)).seq == seq
+    argv = ["audit", "outcome", shipment, "--officer", "o-2", *args, "--db", db_url]
+    assert run(app, argv) == code
+    captured = capsys.readouterr()
+    assert said in " ".join((captured.out + captured.err).split())
+    assert run(app, ["audit", "verify", "--db", db_url]) == 0
+    with AuditStore.open(db_url, create=False) as store:
+        first, later = store.decisions_of(["S1"])
+        assert first.outcome is not None and (first.outcome.found or "clean") == then
+        assert later.outcome is None and store.get("S1") == later
+        assert [r.seq for r in store.list(pending_outcome=True)] == [5, 3]
+
+
 REFUSED = [
     # (name, arguments, said)
     ("notes-esc", ["--officer", "o-1", "--notes", "wiped \x1b[2J"], "--notes holds U+001B: control and"),

@@ -1699,6 +1699,45 @@ def test_an_outcome_is_checked_where_it_is_written(db_url: str) -> None:
         assert store.record_outcome("S1", found=None, officer="o-2", decision_seq=2).found is None
 
 
+def test_the_outcome_of_a_decision_since_superseded_is_corrected_with_amend(db_url: str) -> None:
+    """S1's inspection recorded a finding on decision 1 by mistake; a radiation alarm then decided S1
+    again (decision 4). Every outcome naming decision 1 was refused as decided again, so the finding,
+    which holds its pictures whenever sent again, stood for good. A correction (amend) of the outcome
+    recorded there is taken, sealed, as decision 1's latest outcome; the later decision stands as
+    recorded, pending its own. A first outcome on a superseded decision (S2's 3) is refused, amend
+    or not, and so is a correction without amend."""
+    alarm = "override.radiation_alarm"
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
+        store.record(decision("S1", Tier.REMOTE_INSPECTION, 0.6))
+        mistaken = store.record_outcome("S1", found="foreign_object", officer="officer-7")
+        store.record(decision("S2", Tier.REMOTE_INSPECTION, 0.6))
+        for shipment in ("S1", "S2"):
+            held = audit_builders.decision(shipment, Tier.PHYSICAL_INSPECTION, rule=alarm)
+            store.record(held, idempotency_key=f"batch:{shipment}:alarm")  # 4, 5
+        refused = [
+            ("S1", 1, False, "its latest decision is 4; judge that one, or correct the outcome recorded "
+             "on decision 1 (record 2) with amend (the API's amend: true, the CLI's --amend)"),
+            ("S2", 3, True, "its latest decision is 5; amend corrects an outcome already recorded, and "
+             "decision 3 has none: judge the latest"),
+            ("S2", 3, False, "its latest decision is 5; judge that one"),
+        ]  # fmt: skip
+        for shipment, seq, amend, said in refused:
+            with pytest.raises(ConflictError) as why:
+                store.record_outcome(shipment, found=None, officer="officer-8", decision_seq=seq, amend=amend)
+            assert str(why.value) == f"shipment {shipment!r} was decided again since decision {seq}: {said}"
+        corrected = store.record_outcome(
+            "S1", found=None, officer="officer-8", notes="misread", decision_seq=1, amend=True
+        )
+        first, later = store.decisions_of(["S1"])
+        assert (corrected.seq, corrected.decision_seq, first.outcome) == (6, 1, corrected)
+        assert mistaken.decision_seq == 1 and later.outcome is None and store.get("S1") == later
+        assert [r.seq for r in store.list(pending_outcome=True)] == [5, 4]
+        report = store.verify()
+        assert report.ok and report.records_checked == 6
+    (content,) = sql(db_url, "SELECT content FROM audit_records WHERE seq = 6")[0]
+    assert json.loads(str(content))["decision_hash"] == first.record_hash
+
+
 def test_a_version_1_store_opened_read_only_is_read_and_not_written(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     a = "aa" * 32

@@ -1015,6 +1015,42 @@ def test_a_picture_an_anomaly_was_found_in_stays_held_sent_again_under_its_own_s
     assert "inspection found 'unknown'" in carried.message and "audit record 1" in carried.message
 
 
+@pytest.mark.parametrize("corrected", [None, "foreign_object"], ids=["clean", "another-finding"])
+def test_a_finding_corrected_on_a_decision_since_superseded_holds_by_the_correction(
+    db_url: str, corrected: str | None
+) -> None:
+    """F held on picture A, a finding recorded on it by mistake; F re-scanned on picture B, inspected
+    clean; A sent again under F itself, held by the finding. The finding on the superseded decision
+    could not be corrected, so A stayed held whenever sent again. Corrected to clean, A sent under a
+    new id is held no longer (image_reused's remote inspection); corrected to another finding, it is
+    held by that one. F's later decision held by the finding stands as recorded, pending its own
+    outcome."""
+    with AuditStore.open(db_url) as store:
+        assert _decided(store, [_row("F", "aa" * 32, score=0.95)])["F"][0] is Tier.PHYSICAL_INSPECTION
+        store.record_outcome("F", found="unknown", officer="officer-7", notes="misread the scan")
+        assert _decided(store, [_row("F", "bb" * 32, score=0.9)])["F"][0] is Tier.PHYSICAL_INSPECTION
+        store.record_outcome("F", found=None, officer="officer-7", decision_seq=3)
+        own = _decided(store, [_row("F", "aa" * 32), _row("F", "cc" * 32)])["F"]
+        assert own[0] is Tier.PHYSICAL_INSPECTION and "override.image_held_before" in own[1]
+        store.record_outcome("F", found=corrected, officer="officer-8", decision_seq=1, amend=True)
+        again = _decided(store, [_row("H", "aa" * 32)])["H"]
+        held = store.get("H").decision  # type: ignore[union-attr]
+        carried = [r.message for r in held.reasons if r.tier is Tier.PHYSICAL_INSPECTION]
+        standing = store.get("F")
+        pending = [r.decision.shipment_id for r in store.list(pending_outcome=True)]
+        assert store.verify().ok
+    assert standing is not None and standing.seq == 5 and standing.outcome is None
+    assert standing.decision.tier is Tier.PHYSICAL_INSPECTION and pending == ["H", "F"]
+    if corrected is None:
+        assert again == (Tier.REMOTE_INSPECTION, ["override.image_reused", "score.clear"], None)
+    else:
+        assert again[0] is Tier.PHYSICAL_INSPECTION and "override.image_held_before" in again[1]
+        assert len(carried) == 1 and (
+            "shipment F, held at PHYSICAL_INSPECTION (inspection found 'foreign_object' in picture "
+            "F-aaaa.png; audit record 1)" in carried[0]
+        ), carried
+
+
 @pytest.mark.parametrize("near_copy", ["RELEASE", "REMOTE_INSPECTION"])
 def test_a_finding_holds_the_picture_it_was_made_on_not_another_of_the_shipment_sent_with_a_near_copy(
     db_url: str, near_copy: str

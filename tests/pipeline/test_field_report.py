@@ -267,6 +267,25 @@ def test_a_holds_finding_stays_when_a_later_inspection_finds_the_shipment_clean(
     assert g.holds_by_tier == {"PHYSICAL_INSPECTION": [1, 1, 1]}
 
 
+@pytest.mark.parametrize(("corrected", "found"), [(None, 0), ("tear", 1)], ids=["clean", "another-finding"])
+def test_a_finding_corrected_on_a_decision_since_superseded_counts_as_corrected(
+    db_url: str, corrected: str | None, found: int
+) -> None:
+    """X held, a finding recorded by mistake, re-scanned at the same tier and inspected clean; then
+    the finding corrected with amend on the superseded decision: X is counted by that decision's
+    latest outcome, the correction."""
+    with AuditStore.open(db_url) as store:
+        hot = audit_builders.decision("X", Tier.PHYSICAL_INSPECTION, score=0.95, sha="a1" * 32)
+        store.record(hot, idempotency_key="1:X")
+        store.record_outcome("X", found="foreign_object", officer="officer-7", notes="misread")
+        rescan = audit_builders.decision("X", Tier.PHYSICAL_INSPECTION, score=0.9, sha="a3" * 32)
+        store.record(rescan, idempotency_key="3:X")
+        store.record_outcome("X", found=None, officer="officer-7", decision_seq=3)
+        store.record_outcome("X", found=corrected, officer="officer-8", decision_seq=1, amend=True)
+        g = field_report(store.iter_records()).by_cargo[ALL]
+    assert (g.decided, g.held, g.held_inspected, g.held_found) == (1, 1, 1, found)
+
+
 def test_a_holds_finding_counts_at_the_tier_it_was_found_at() -> None:
     """Found at remote inspection, held at physical since and found clean there, then released: the
     shipment counts as a remote hold found anomalous, what that tier's inspection found."""

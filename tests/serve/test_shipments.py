@@ -296,6 +296,61 @@ def test_an_outcome_for_a_decision_that_was_replaced_is_refused(make_client, aud
     assert current.status_code == 200 and current.json()["outcome"]["decision_seq"] == 2
 
 
+@pytest.mark.parametrize("path", ["/v1/shipments/SHP-C/outcome", "/v1/outcomes"], ids=["by-path", "in-body"])
+def test_the_outcome_of_a_decision_since_superseded_is_corrected_with_amend(
+    make_client, audit_store, path
+) -> None:
+    """A finding recorded on SHP-C's decision 1 by mistake; a radiation alarm decided it again
+    (decision 3). Every outcome naming decision 1 was refused as decided again, amend or not, so the
+    finding held its pictures whenever sent again. With amend it is corrected on decision 1, judged
+    against that decision's types, and answered with it; without amend, or on a superseded decision
+    without an outcome (SHP-E's 4), it is refused as before."""
+    client = make_client()
+
+    def send(shipment: str, **outcome):
+        named = {"shipment_id": shipment} if path == "/v1/outcomes" else {}
+        return client.post(path.replace("SHP-C", shipment), json={**named, **outcome}, headers=OFFICER)
+
+    _submit(client, "SHP-C", [150])
+    assert send("SHP-C", found="foreign_object").json()["outcome"]["seq"] == 2
+    assert _submit(client, "SHP-C", [150], radiation_alarm=True).json()["seq"] == 3
+    assert _submit(client, "SHP-E", [160]).json()["seq"] == 4
+    assert _submit(client, "SHP-E", [160], radiation_alarm=True).json()["seq"] == 5
+    refused = [
+        ("SHP-C", {"found": "clean", "decision_seq": 1}, 409, "decided-again",
+         "shipment 'SHP-C' was decided again since decision 1: its latest decision is 3; judge that one, "
+         "or correct the outcome recorded on decision 1 (record 2) with amend (the API's amend: true, "
+         "the CLI's --amend)"),
+        ("SHP-E", {"found": "clean", "decision_seq": 4, "amend": True}, 409, "decided-again",
+         "shipment 'SHP-E' was decided again since decision 4: its latest decision is 5; amend corrects "
+         "an outcome already recorded, and decision 4 has none: judge the latest"),
+        ("SHP-C", {"found": "foriegn_object", "decision_seq": 1, "amend": True}, 422, "bad-input",
+         "found 'foriegn_object' is not a type the bulk_ore pictures of shipment 'SHP-C' were scored "
+         "against, nor one its bulk_ore model knows (accepted: clean, foreign_object, unknown); "
+         'send "new_type": true if inspection found a kind of anomaly its model does not know'),
+    ]  # fmt: skip
+    for shipment, outcome, status, slug, detail in refused:
+        answer = send(shipment, **outcome)
+        assert (answer.status_code, answer.json()["type"], answer.json()["detail"]) == (
+            status,
+            f"https://clearsight.dev/problems/{slug}",
+            detail,
+        )
+    corrected = send("SHP-C", found="clean", notes="misread", decision_seq=1, amend=True)
+    assert corrected.status_code == 200, corrected.text
+    body = corrected.json()
+    assert (body["seq"], body["decision"]["tier"], body["outcome"]["found"]) == (
+        1,
+        "REMOTE_INSPECTION",
+        "clean",
+    )
+    assert (body["outcome"]["decision_seq"], body["outcome"]["seq"]) == (1, 6)
+    latest = client.get("/v1/shipments/SHP-C", headers=OFFICER).json()
+    assert (latest["seq"], latest["outcome"]) == (3, None)  # the later decision stands, to be inspected
+    assert audit_store.decisions_of(["SHP-C"])[0].outcome.found is None
+    assert audit_store.verify().ok
+
+
 @pytest.mark.parametrize("path", ["/v1/shipments/SHP-N/outcome", "/v1/outcomes"], ids=["by-path", "in-body"])
 def test_an_outcome_naming_no_decision_is_refused_once_the_shipment_was_decided_again(
     make_client, either_audit_store, path
@@ -407,10 +462,8 @@ def test_each_refusal_has_its_own_problem_type(make_client) -> None:
         "/v1/shipments/SHP-T/outcome", json={"found": "clean"}, headers=OFFICER
     )
     assert _submit(client, "SHP-T", [10], radiation_alarm=True).json()["seq"] == 3  # stricter: decided again
-    cases["decided-again"] = client.post(
-        "/v1/shipments/SHP-T/outcome",
-        json={"found": "clean", "decision_seq": 1, "amend": True},
-        headers=OFFICER,
+    cases["decided-again"] = client.post(  # with amend, a correction of decision 1's outcome
+        "/v1/shipments/SHP-T/outcome", json={"found": "clean", "decision_seq": 1}, headers=OFFICER
     )
     cases["decision-unnamed"] = client.post(
         "/v1/shipments/SHP-T/outcome", json={"found": "clean", "amend": True}, headers=OFFICER
