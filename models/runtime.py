@@ -114,10 +114,14 @@ class OnnxRuntimeRaw:
         self._workers = max(1, int(threads or torch.get_num_threads()))
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
+        graph = buf.getvalue()
+        buf.close()  # the graph is held once while the session is made, not twice
         try:
-            self._session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own untyped exceptions
             raise ModelError(f"ONNX Runtime could not load the traced scoring graph: {exc}") from exc
+        del graph
+        _forget_model_bytes(self._session)
         self.parity = self.verify(detector, samples)
 
     def __call__(self, x: torch.Tensor) -> RawOutput:
@@ -169,6 +173,23 @@ class OnnxRuntimeRaw:
                 "for this model"
             )
         return parity
+
+
+def _forget_model_bytes(session: object) -> None:
+    """Let ``session`` drop the serialized graph it was made from.
+
+    ORT's Python ``InferenceSession`` keeps the bytes it was given for as long as it lives (its own
+    comment: "This is bad as we're holding the memory indefinitely"), only to make the session again
+    if a provider fails and it falls back to another. The graph holds every weight it runs, the bank
+    twice over, while the session holds its own copy of them: kept, they were a second copy of the
+    model for its whole life (``bench/bench_load_memory.py``). Our one provider is the CPU, the
+    fallback's own target, so fallback is switched off and the bytes let go. A later ORT without the
+    attribute keeps whatever it keeps: nothing here depends on it.
+    """
+    disable = getattr(session, "disable_fallback", None)
+    if callable(disable) and getattr(session, "_model_bytes", None) is not None:
+        disable()
+        session._model_bytes = None  # type: ignore[attr-defined]
 
 
 def raw_runner(detector: Detector, runtime: str) -> Callable[[torch.Tensor], RawOutput]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import gc
+import types
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +76,29 @@ def test_a_graph_that_disagrees_with_torch_is_refused(tiny_model_dir: Path) -> N
             bank.bank.mul_(1.5)
     with pytest.raises(ModelError, match=r"disagrees with PyTorch.*runtime 'torch'"):
         runner.verify(other, sample_inputs(other))
+
+
+def _bytes_held(root: object) -> list[int]:
+    """Sizes of the bytes objects reachable from ``root`` through instances and containers (not
+    through modules, classes or functions, which reach everything)."""
+    seen, todo, sizes = set(), [root], []
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, types.ModuleType | type | types.FunctionType):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, bytes | bytearray):
+            sizes.append(len(obj))
+        todo.extend(gc.get_referents(obj))
+    return sizes
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_loaded_model_keeps_no_serialized_copy_of_its_weights(tiny_model_dir: Path, runtime: str) -> None:
+    # ONNX Runtime's session kept the traced graph's bytes (every weight, once more) for its lifetime
+    predictor = load_model(tiny_model_dir, runtime=runtime)
+    assert max(_bytes_held(predictor), default=0) < 64 << 10
+    assert predictor.predict([np.zeros((40, 40, 3), np.uint8)])[0].score >= 0.0  # it still scores
 
 
 @pytest.mark.parametrize("name", ["tensorrt", "", "ONNXRUNTIME"])
