@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from datasets.errors import AuditError, SchemaVersionError
 from pipeline.audit.chain import GENESIS_HASH, created_at_now
-from pipeline.audit.database import read_only
+from pipeline.audit.database import lock_wait, read_only
 from pipeline.audit.image_indexes import rebuild
 from pipeline.audit.schema import (
     SCHEMA_VERSION,
@@ -40,6 +40,8 @@ __all__ = ["Schema"]
 
 # Arbitrary constant: the advisory lock that serialises schema creation on PostgreSQL.
 _PG_CREATE_LOCK = 0x636C656172
+# How long dropping a replaced index waits for readers before leaving it to a later open.
+_DROP_WAIT_MS = 100
 _UPGRADABLE = (1, 2, 3, 4)  # the schema versions this one upgrades from (schema.SCHEMA_VERSION)
 log = logging.getLogger("clearsight.audit")
 
@@ -156,22 +158,49 @@ class Schema:
         PostgreSQL blocks appends while it builds them, once."""
         have = {str(index["name"]) for index in inspect(conn).get_indexes(audit_records.name)}
         missing = [index for index in audit_records.indexes if index.name not in have]
-        if not missing:
-            return
+        if missing:
+            try:
+                with conn.begin_nested():
+                    for index in missing:
+                        index.create(conn)
+            except DBAPIError as exc:
+                if not read_only(exc):
+                    raise
+                log.warning(
+                    "audit store %s: this role may not add the indexes %s to audit_records (%s); "
+                    "pictures held in many shipments are looked up slowly until a role that may "
+                    "create them opens it",
+                    self.url,
+                    ", ".join(sorted(str(index.name) for index in missing)),
+                    type(exc.orig).__name__,
+                )
+                return
+        for name in sorted(have & set(SUPERSEDED_INDEXES)):
+            self._drop_superseded(conn, name)
+
+    def _drop_superseded(self, conn: Connection, name: str) -> None:
+        """Drop an index the lookup indexes replaced, where that waits on no reader. On PostgreSQL
+        DROP INDEX takes the table's ACCESS EXCLUSIVE lock, which a long read holds off (``audit
+        verify`` or an export of a large store): waiting for it failed the writer's open after its
+        whole lock wait, and queued every append and read behind it meanwhile. An index left in
+        place costs only its upkeep; a later writer's open drops it."""
+        postgres = conn.dialect.name == "postgresql"
         try:
             with conn.begin_nested():
-                for index in missing:
-                    index.create(conn)
-                for name in sorted(have & set(SUPERSEDED_INDEXES)):
-                    conn.execute(text(f"DROP INDEX {name}"))
+                if postgres:  # undone with the savepoint where the drop fails
+                    wait = conn.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_DROP_WAIT_MS}")
+                conn.execute(text(f"DROP INDEX {name}"))
+                if postgres:  # the open's own wait again, for what it does next
+                    conn.execute(text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": wait})
         except DBAPIError as exc:
-            if not read_only(exc):
+            if not (lock_wait(exc) or read_only(exc)):
                 raise
-            log.warning(
-                "audit store %s: this role may not add the indexes %s to audit_records (%s); pictures "
-                "held in many shipments are looked up slowly until a role that may create them opens it",
+            log.info(
+                "audit store %s: index %s, replaced by the lookup indexes, is left for a later writer "
+                "to drop (%s)",
                 self.url,
-                ", ".join(sorted(str(index.name) for index in missing)),
+                name,
                 type(exc.orig).__name__,
             )
 

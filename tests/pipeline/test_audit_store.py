@@ -1830,6 +1830,27 @@ def test_a_writer_that_may_not_add_the_lookup_indexes_goes_on_without_them(
     )
 
 
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_writer_leaves_a_replaced_index_a_reader_holds_off_for_a_later_open(db_url: str) -> None:
+    """DROP INDEX waits for PostgreSQL's ACCESS EXCLUSIVE lock, which a long read (``audit verify``
+    of a large store) holds off: the writer's open failed after its whole lock wait, blaming
+    "another writer", and appends queued behind it meanwhile."""
+    with AuditStore.open(db_url) as store:
+        store.record(_with_images("S1", "aa" * 32))
+    _as_before_the_lookup_indexes(db_url)
+    reader = create_engine(db_url)
+    try:
+        with reader.connect() as conn, conn.begin():
+            conn.execute(text("SELECT COUNT(*) FROM audit_records")).one()  # held until the block ends
+            with AuditStore.open(db_url, busy_timeout_s=3) as store:
+                store.record(_with_images("S2", "aa" * 32))  # the open's own wait is back: it records
+            assert _record_indexes(db_url) == sorted(_NEW_INDEXES + _OLD_INDEXES)
+    finally:
+        reader.dispose()
+    AuditStore.open(db_url).close()
+    assert _record_indexes(db_url) == _NEW_INDEXES
+
+
 @pytest.mark.parametrize("uri", ["uri=true", "uri=1", "uri=True"])
 def test_a_sqlite_file_uri_names_its_file(tmp_path: Path, uri: str) -> None:
     (tmp_path / "c d").mkdir()
