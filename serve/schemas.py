@@ -250,7 +250,7 @@ class OutcomeIn(BaseModel):
         ge=1,
         le=MAX_SEQ,
         description="The decision (its seq) the officer judged: refused with 409 if the shipment has "
-        "been decided again since, but for a correction (amend) of an outcome already recorded on it. "
+        "been decided again since, but for a correction (amend) of a finding recorded on it. "
         "Required (409 otherwise) where the shipment has more than one decision, so that the outcome "
         "judges none recorded after the officer looked.",
     )

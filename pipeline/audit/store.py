@@ -321,10 +321,11 @@ class AuditStore:
 
         Args:
             decision_seq: the decision the officer judged; an earlier one than the shipment's latest
-                is refused (decided again since), but for a correction (``amend``) of an outcome
-                already recorded on it: a finding recorded on it by mistake held its pictures, sent
+                is refused (decided again since), but for a correction (``amend``) of a finding
+                recorded on it (its latest outcome): one recorded by mistake held its pictures, sent
                 again, for good. The correction is that decision's latest outcome; the shipment's
-                later decisions stand as recorded (one held by the finding takes its own outcome).
+                later decisions stand as recorded (one held by the finding takes its own outcome). A
+                clean outcome there is not corrected: a finding belongs on the latest decision.
                 Required where the shipment has more than one decision: without it the outcome
                 judged whichever was latest when written, one recorded after the officer looked.
             amend: whether this may correct an outcome already recorded for that decision. Both are
@@ -335,8 +336,8 @@ class AuditStore:
                 decisions, an empty ``officer``/``found``, half a character (a lone UTF-16
                 surrogate) in any of the text, or a character that does not show as itself in
                 ``officer``, ``found`` or ``notes`` (:func:`~pipeline.audit.writing.check_outcome`).
-            ConflictError: ``decision_seq`` is an earlier decision, and has no outcome or not
-                ``amend``; or it has an outcome and not ``amend``.
+            ConflictError: ``decision_seq`` is an earlier decision, and has no outcome, a clean
+                one, or not ``amend``; or it has an outcome and not ``amend``.
             DecisionUnnamed: no ``decision_seq`` for a shipment with more than one decision.
             AuditError: the database cannot be written.
         """

@@ -484,7 +484,9 @@ def write_outcome(
     if decision is None:
         raise InputError(f"no decision recorded for shipment {shipment_id!r} in {url}")
     if decision_seq is not None and decision_seq != decision.seq:
-        decision = _superseded(conn, shipment_id, decision_seq, decision.seq, amend=amend, seal_key=seal_key)
+        decision = _superseded(
+            conn, shipment_id, decision_seq, decision, found=found, amend=amend, seal_key=seal_key
+        )
     if decision_seq is None:
         _refuse_an_unnamed_decision(conn, shipment_id)
     if not amend:
@@ -518,19 +520,29 @@ def write_outcome(
 
 
 def _superseded(
-    conn: Connection, shipment_id: str, seq: int, latest: int, *, amend: bool, seal_key: SealKey | None
+    conn: Connection,
+    shipment_id: str,
+    seq: int,
+    newest: Any,
+    *,
+    found: str | None,
+    amend: bool,
+    seal_key: SealKey | None,
 ) -> Any:
-    """The row of decision ``seq`` of the shipment, since decided again (``latest``: its latest
-    decision), where the outcome is a correction (``amend``) of one already recorded on it: a
-    finding recorded on it by mistake otherwise held its pictures for good once the shipment was
-    decided again. A first outcome on it is refused: it would judge cargo that was decided again,
-    which its latest decision's outcome is for. With ``seal_key`` and ``amend``, the decision and
-    its outcomes are checked against their seals (the correction rests on them).
+    """The row of decision ``seq`` of the shipment, since decided again (``newest``: the row of its
+    latest decision), where the outcome is a correction (``amend``) of a finding recorded on it: one
+    recorded by mistake otherwise held its pictures for good once the shipment was decided again. A
+    first outcome on it is refused: it would judge cargo that was decided again, which its latest
+    decision's outcome is for; and so is a correction of a clean outcome, which would record a
+    finding on a decision the cargo no longer stands at (released, maybe, by the latest one, with no
+    word of the finding). With ``seal_key`` and ``amend``, the decision and its outcomes are
+    checked against their seals (the correction, and the refusal of one, rest on them).
 
     Raises:
         InputError: the shipment has no decision ``seq``.
-        ConflictError: it has no outcome to correct, or not ``amend``.
+        ConflictError: it has no outcome to correct, its latest one is clean, or not ``amend``.
     """
+    latest = newest.seq
     c = audit_records.c
     row = conn.execute(
         select(audit_records).where(c.seq == seq, c.kind == "decision", c.shipment_id == shipment_id)
@@ -557,6 +569,15 @@ def _superseded(
         raise ConflictError(
             f"{decided_again}; judge that one, or correct the outcome recorded on decision {seq} "
             f"(record {earlier.seq}) with amend (the API's amend: true, the CLI's --amend)"
+        )
+    if earlier.found is None:
+        # a finding belongs on the decision the cargo stands at, where it holds it; recorded on a
+        # superseded one it would hold the pictures when sent again while this cargo stays as decided
+        what = "a finding" if found is not None else "the outcome"
+        raise ConflictError(
+            f"{decided_again} ({newest.tier}); amend corrects a finding recorded by mistake, and decision "
+            f"{seq}'s outcome is clean (record {earlier.seq}): record {what} on decision {latest}, the one "
+            "the shipment stands at"
         )
     return row
 

@@ -346,14 +346,14 @@ def register(app: typer.Typer) -> None:
                 # first, before the checks below judge the latest decision as the one inspected
                 _refuse_an_unnamed_decision(store, shipment_id)
             # an outcome for an earlier decision is the store's to refuse as decided again, but for a
-            # correction of one recorded on it, judged against that decision
+            # correction of a finding recorded on it, judged against that decision
             judged = latest if latest is not None and decision_seq in (None, latest.seq) else None
             if latest is not None and judged is None and amend:
                 judged = next(
                     (
                         r
                         for r in store.decisions_of([shipment_id])
-                        if r.seq == decision_seq and r.outcome is not None
+                        if r.seq == decision_seq and r.outcome is not None and r.outcome.found is not None
                     ),
                     None,
                 )

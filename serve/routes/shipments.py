@@ -136,9 +136,9 @@ OUTCOME_RESPONSES = problem_responses(
         400: "A Content-Length that is not a number (bad-request)",
         403: _OFFICERS,
         409: "The decision has an outcome and amend is not set (outcome-exists); decision_seq is an "
-        "earlier decision, the shipment decided again since, and it has no outcome to correct or amend "
-        "is not set (decided-again); no decision_seq for a shipment decided more than once "
-        "(decision-unnamed)",
+        "earlier decision, the shipment decided again since, and it has no finding to correct (no "
+        "outcome, or a clean one: record a finding on the latest decision) or amend is not set "
+        "(decided-again); no decision_seq for a shipment decided more than once (decision-unnamed)",
         413: "A body over 64 KiB (request-too-large)",
         415: "A body that is not application/json (unsupported-media-type)",
         422: "An outcome or shipment id that does not match the schema (validation); a decision_seq "
@@ -682,7 +682,7 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
         InputError: ``outcome.decision_seq`` is none of the shipment's decisions, or ``outcome.found``
             is no type :func:`~serve.findings.finding_types` accepts and ``outcome.new_type`` is unset.
         DecidedAgainError: ``outcome.decision_seq`` is an earlier decision of the shipment, without
-            an outcome to correct or without ``outcome.amend``.
+            a finding to correct (no outcome, or a clean one) or without ``outcome.amend``.
         DecisionUnnamed: no ``outcome.decision_seq``, and the shipment has more than one decision.
         OutcomeExistsError: the decision has an outcome already and ``outcome.amend`` is not set.
     """
@@ -693,11 +693,18 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
     found = None if outcome.found == CLEAN else outcome.found
     # judged against the decision the outcome is for; one for an earlier decision is the store's to
     # refuse as decided again (409), not this check's as an unknown type, but for a correction of
-    # the outcome recorded on it
+    # a finding recorded on it
     judged = record if outcome.decision_seq in (None, record.seq) else None
     if judged is None and outcome.amend:
         earlier = await run_in_threadpool(audit.decisions_of, [shipment_id])
-        judged = next((r for r in earlier if r.seq == outcome.decision_seq and r.outcome is not None), None)
+        judged = next(
+            (
+                r
+                for r in earlier
+                if r.seq == outcome.decision_seq and r.outcome is not None and r.outcome.found is not None
+            ),
+            None,
+        )
     if found is not None and not outcome.new_type and judged is not None:
         accepted = finding_types(services.predictors, judged.decision)
         if found not in accepted:

@@ -143,6 +143,48 @@ def test_cli_outcome_corrects_the_outcome_of_a_decision_since_superseded_with_am
         assert [r.seq for r in store.list(pending_outcome=True)] == [5, 3]
 
 
+RELEASED = [
+    # (name, arguments, exit code, said, then: decision 1's outcome, decision 3's)
+    ("finding-refused", ["--decision-seq", "1", "--found", "unknown", "--amend"], 2,
+     "Error: shipment 'S' was decided again since decision 1: its latest decision is 3 (RELEASE); amend "
+     "corrects a finding recorded by mistake, and decision 1's outcome is clean (record 2): record a "
+     "finding on decision 3, the one the shipment stands at", ("clean", None)),
+    ("not-judged-against-decision-1", ["--decision-seq", "1", "--found", "wet_ptach", "--amend"], 2,
+     "its latest decision is 3 (RELEASE); amend corrects a finding recorded by mistake", ("clean", None)),
+    ("finding-on-the-latest", ["--decision-seq", "3", "--found", "unknown"], 0,
+     "recorded outcome of S for decision 3 (found unknown) as record 4", ("clean", "unknown")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said", "then"), [c[1:] for c in RELEASED], ids=[c[0] for c in RELEASED]
+)
+def test_cli_outcome_takes_no_finding_on_a_clean_decision_since_superseded(
+    db_url: str,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    code: int,
+    said: str,
+    then: tuple[str, str | None],
+) -> None:
+    """S held (decision 1), inspected clean (2), released by a batch (3): --decision-seq 1 --amend
+    --found recorded the finding on decision 1 (exit 0) while S stood released with no outcome. It
+    is refused as decided again, naming decision 3 and its tier, where the finding is recorded."""
+    from pipeline.cli import app, run
+
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
+        store.record(decision("S", Tier.PHYSICAL_INSPECTION))
+        store.record_outcome("S", found=None, officer="o-1")
+        store.record(audit_builders.decision("S", Tier.RELEASE), idempotency_key="batch:S")  # 3
+    assert run(app, ["audit", "outcome", "S", "--officer", "o-2", *args, "--db", db_url]) == code
+    captured = capsys.readouterr()
+    assert said in " ".join((captured.out + captured.err).split())
+    with AuditStore.open(db_url, create=False) as store:
+        first, latest = store.decisions_of(["S"])
+        shown = [None if r.outcome is None else (r.outcome.found or "clean") for r in (first, latest)]
+        assert tuple(shown) == then and store.verify().ok
+
+
 REFUSED = [
     # (name, arguments, said)
     ("notes-esc", ["--officer", "o-1", "--notes", "wiped \x1b[2J"], "--notes holds U+001B: control and"),

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from datasets.errors import AuditError, ConflictError, InputError, SchemaVersionError
 from datasets.json_text import MAX_DEPTH
-from pipeline.audit import GENESIS_HASH, AuditStore, canonical_json, chain_hash
+from pipeline.audit import GENESIS_HASH, AuditStore, SealBrokenError, canonical_json, chain_hash
 from pipeline.audit.chain import index_columns
 from pipeline.audit.chain_file import write_chain_file
 from pipeline.audit.export import spreadsheet_safe, write_export
@@ -1736,6 +1736,68 @@ def test_the_outcome_of_a_decision_since_superseded_is_corrected_with_amend(db_u
         assert report.ok and report.records_checked == 6
     (content,) = sql(db_url, "SELECT content FROM audit_records WHERE seq = 6")[0]
     assert json.loads(str(content))["decision_hash"] == first.record_hash
+
+
+def test_a_clean_outcome_of_a_decision_since_superseded_is_not_corrected_into_a_finding(
+    db_url: str,
+) -> None:
+    """S was held (decision 1), inspected clean (2), then released by a batch (3). A correction of
+    decision 1's clean outcome into a finding was taken on decision 1, amend, while S stood released
+    with no outcome and in no queue: nobody was told the cargo with a finding was released. It is
+    refused as decided again, naming the latest decision and its tier, where the finding holds the
+    cargo; so is a correction of T's decision 4, whose finding was corrected to clean (its latest)."""
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
+        store.record(decision("S", Tier.PHYSICAL_INSPECTION, 0.95))
+        store.record_outcome("S", found=None, officer="o-1")
+        store.record(decision("S", Tier.RELEASE, 0.1), idempotency_key="batch:S")  # 3
+        store.record(decision("T", Tier.REMOTE_INSPECTION, 0.6))  # 4
+        store.record_outcome("T", found="wet_patch", officer="o-1")
+        store.record(decision("T", Tier.PHYSICAL_INSPECTION, 0.9), idempotency_key="batch:T")  # 6
+        store.record_outcome("T", found=None, officer="o-2", decision_seq=4, amend=True)  # 7
+        refused = [
+            ("S", 1, "unknown", "its latest decision is 3 (RELEASE); amend corrects a finding recorded by "
+             "mistake, and decision 1's outcome is clean (record 2): record a finding on decision 3, the "
+             "one the shipment stands at"),
+            ("S", 1, None, "its latest decision is 3 (RELEASE); amend corrects a finding recorded by "
+             "mistake, and decision 1's outcome is clean (record 2): record the outcome on decision 3, "
+             "the one the shipment stands at"),
+            ("T", 4, "wet_patch", "its latest decision is 6 (PHYSICAL_INSPECTION); amend corrects a "
+             "finding recorded by mistake, and decision 4's outcome is clean (record 7): record a finding "
+             "on decision 6, the one the shipment stands at"),
+        ]  # fmt: skip
+        for shipment, seq, found, said in refused:
+            with pytest.raises(ConflictError) as why:
+                store.record_outcome(shipment, found=found, officer="o-3", decision_seq=seq, amend=True)
+            assert str(why.value) == f"shipment {shipment!r} was decided again since decision {seq}: {said}"
+        (first, latest) = store.decisions_of(["S"])
+        assert first.outcome is not None and first.outcome.found is None and first.outcome.seq == 2
+        assert latest.seq == 3 and latest.outcome is None and store.verify().records_checked == 7
+
+
+def test_a_forged_clean_outcome_of_a_superseded_decision_fails_its_seal_before_a_refusal(
+    db_url: str,
+) -> None:
+    """The refusal above rests on decision 1's latest outcome: it is read with seals checked, so a
+    clean outcome a writer without the secret appended is named as forged, not taken at its word."""
+    with AuditStore.open(db_url, seal_key=cli_key()) as store:
+        first = store.record(decision("S", Tier.REMOTE_INSPECTION, 0.6))
+        store.record_outcome("S", found="wet_patch", officer="o-1")
+        store.record(decision("S", Tier.PHYSICAL_INSPECTION, 0.9), idempotency_key="batch:S")  # 3
+    forged = {
+        "kind": "outcome",
+        "shipment_id": "S",
+        "idempotency_key": None,
+        "created_at": "2026-11-05T10:31:00.000000+00:00",
+        "decision_seq": 1,
+        "decision_hash": first.record_hash,
+        "outcome": {"found": None, "officer": "x", "notes": ""},
+    }
+    assert audit_builders.append_forged(db_url, forged, "ab" * 32) == 4
+    with (
+        AuditStore.open(db_url, seal_key=cli_key()) as store,
+        pytest.raises(SealBrokenError, match="audit record 4 fails its seal"),
+    ):
+        store.record_outcome("S", found="unknown", officer="o-2", decision_seq=1, amend=True)
 
 
 def test_a_version_1_store_opened_read_only_is_read_and_not_written(tmp_path: Path) -> None:

@@ -351,6 +351,54 @@ def test_the_outcome_of_a_decision_since_superseded_is_corrected_with_amend(
     assert audit_store.verify().ok
 
 
+def _released_again(store: AuditStore, shipment: str) -> int:
+    """The shipment decided again at RELEASE, as a batch records a re-scan once a clean outcome
+    lifted its hold; returns the decision's seq."""
+    from pipeline.verdicts import Tier
+
+    held = store.get(shipment)
+    assert held is not None
+    released = held.decision.model_copy(update={"tier": Tier.RELEASE, "reasons": []})
+    return store.record(released, idempotency_key=f"batch:{shipment}").seq
+
+
+def test_a_clean_outcome_of_a_decision_since_superseded_is_not_corrected_into_a_finding(
+    make_client, either_audit_store
+) -> None:
+    """SHP-R was inspected clean on decision 1 and released by a batch since (decision 3). A
+    correction of decision 1's outcome into a finding was taken (200, answered with decision 1)
+    while SHP-R stood released with no outcome: nobody was told the cargo with a finding was
+    released. It is refused as decided again, naming decision 3 and its tier, before any type check
+    against decision 1; the finding is taken on decision 3."""
+    client = make_client(audit=either_audit_store)
+    assert _submit(client, "SHP-R", [150]).json()["seq"] == 1
+    clean = client.post("/v1/shipments/SHP-R/outcome", json={"found": "clean"}, headers=OFFICER)
+    assert clean.json()["outcome"]["seq"] == 2
+    assert _released_again(either_audit_store, "SHP-R") == 3
+    detail = (
+        "shipment 'SHP-R' was decided again since decision 1: its latest decision is 3 (RELEASE); amend "
+        "corrects a finding recorded by mistake, and decision 1's outcome is clean (record 2): record a "
+        "finding on decision 3, the one the shipment stands at"
+    )
+    for found in ("foreign_object", "foriegn_object"):
+        answer = client.post(
+            "/v1/shipments/SHP-R/outcome",
+            json={"found": found, "decision_seq": 1, "amend": True},
+            headers=OFFICER,
+        )
+        assert (answer.status_code, answer.json()["type"], answer.json()["detail"]) == (
+            409,
+            "https://clearsight.dev/problems/decided-again",
+            detail,
+        )
+    assert either_audit_store.verify().records_checked == 3
+    held = client.post(
+        "/v1/shipments/SHP-R/outcome", json={"found": "foreign_object", "decision_seq": 3}, headers=OFFICER
+    )
+    assert held.status_code == 200, held.text
+    assert (held.json()["seq"], held.json()["outcome"]["found"]) == (3, "foreign_object")
+
+
 @pytest.mark.parametrize("path", ["/v1/shipments/SHP-N/outcome", "/v1/outcomes"], ids=["by-path", "in-body"])
 def test_an_outcome_naming_no_decision_is_refused_once_the_shipment_was_decided_again(
     make_client, either_audit_store, path
