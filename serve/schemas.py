@@ -19,6 +19,7 @@ __all__ = [
     "RECORDED_ID_PATTERN",
     "SHIPMENT_ID_PATTERN",
     "Health",
+    "LatestDecision",
     "ModelCards",
     "OutcomeFor",
     "OutcomeIn",
@@ -182,8 +183,16 @@ class OutcomeOut(BaseModel):
         return cls(**{**outcome.model_dump(mode="json"), "found": outcome.found or CLEAN})
 
 
+class LatestDecision(BaseModel):
+    """The shipment's latest decision, where an answer is about an earlier one."""
+
+    seq: int = Field(description="The latest decision's position in the audit chain.")
+    tier: Tier = Field(description="The tier the shipment stands at, as that decision has it.")
+
+
 class ShipmentResponse(BaseModel):
-    """A recorded decision: ``POST /v1/shipments`` (new or replayed) and ``GET /v1/shipments/{id}``."""
+    """A recorded decision: ``POST /v1/shipments`` (new or replayed), ``GET /v1/shipments/{id}``
+    and an outcome's answer, the decision it was recorded on."""
 
     request_id: str
     seq: int = Field(description="Position in the audit chain; a retried submission returns the same seq.")
@@ -194,6 +203,12 @@ class ShipmentResponse(BaseModel):
     decision: ShipmentDecision
     outcome: OutcomeOut | None = Field(
         default=None, description="The officer's recorded outcome of this decision, if any."
+    )
+    superseded_by: LatestDecision | None = Field(
+        default=None,
+        description="The shipment's latest decision where it is not this one: an outcome's answer "
+        "after a correction (amend) of an earlier decision's finding. The shipment stands at that "
+        "decision's tier, which takes its own outcome; null where this decision is the latest.",
     )
 
 

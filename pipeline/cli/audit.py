@@ -388,14 +388,21 @@ def register(app: typer.Typer) -> None:
                 if amend or now is None or now.outcome is None or decision_seq not in (None, now.seq):
                     raise
                 raise ConflictError(_has_outcome(shipment_id, now.seq, now.outcome)) from None
+            standing = store.get(shipment_id)
         what = "clean" if record.found is None else f"found {record.found}"
+        # a correction of a superseded decision: the officer is told where the shipment stands
+        later = (
+            f"; its latest decision, {standing.seq} ({standing.decision.tier.value}), stands as recorded"
+            if standing is not None and standing.seq != record.decision_seq
+            else ""
+        )
         Console().print(
             Text.assemble(
                 "recorded outcome of ",
                 _shown(shipment_id),
                 f" for decision {record.decision_seq} (",
                 _shown(what),
-                f") as record {record.seq}",
+                f") as record {record.seq}{later}",
             )
         )
 

@@ -46,6 +46,7 @@ from serve.schemas import (
     RECORDED_ID_PATTERN,
     SHIPMENT_ID_PATTERN,
     SHIPMENT_ID_RE,
+    LatestDecision,
     OutcomeFor,
     OutcomeIn,
     OutcomeOut,
@@ -290,9 +291,14 @@ def tier_source(declared: Declaration, traders: Any, caller: Principal) -> AeoTi
     return "register" if traders is not None else "none"
 
 
-def _response(request: Request, record: Any) -> ShipmentResponse:
+def _response(request: Request, record: Any, latest: Any = None) -> ShipmentResponse:
+    """``record`` as answered; ``latest``: the shipment's latest decision, named where it is not
+    ``record`` (a client refreshing from an answer about a superseded decision showed its tier)."""
     decision: ShipmentDecision = record.decision
     outcome = OutcomeOut.of(record.outcome) if record.outcome is not None else None
+    later = None
+    if latest is not None and latest.seq != record.seq:
+        later = LatestDecision(seq=latest.seq, tier=latest.decision.tier)
     return ShipmentResponse(
         request_id=request.state.request_id,
         seq=record.seq,
@@ -302,6 +308,7 @@ def _response(request: Request, record: Any) -> ShipmentResponse:
         model_ids=decision.model_ids,
         decision=decision,
         outcome=outcome,
+        superseded_by=later,
     )
 
 
@@ -672,10 +679,13 @@ async def get_shipment(
     return _response(request, record)
 
 
-async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeIn, officer: str) -> Any:
+async def record_outcome(
+    services: Services, shipment_id: str, outcome: OutcomeIn, officer: str
+) -> tuple[Any, Any]:
     """Record an officer's finding; ``clean`` is stored as ``found=None`` (and read back as
-    ``clean``, :class:`~serve.schemas.OutcomeOut`). Returns the updated record: the decision the
-    outcome was recorded on, an earlier one for a correction (``amend``) of its outcome.
+    ``clean``, :class:`~serve.schemas.OutcomeOut`). Returns the updated record, the decision the
+    outcome was recorded on (an earlier one for a correction, ``amend``, of its finding), and the
+    shipment's latest decision as read after the write.
 
     Raises:
         NotFoundError: no decision recorded for the shipment.
@@ -738,10 +748,10 @@ async def record_outcome(services: Services, shipment_id: str, outcome: OutcomeI
         raise OutcomeExistsError(str(exc)) from exc
     latest = await run_in_threadpool(audit.get, shipment_id)
     if latest is None or latest.seq == recorded.decision_seq:
-        return latest
+        return latest, latest
     # a correction of an earlier decision's outcome: answered with that decision as it now reads
     decided = await run_in_threadpool(audit.decisions_of, [shipment_id])
-    return next(r for r in decided if r.seq == recorded.decision_seq)
+    return next(r for r in decided if r.seq == recorded.decision_seq), latest
 
 
 @router.get(
@@ -800,7 +810,9 @@ async def post_outcome(
     _json: JsonBodyDep,
     outcome: Annotated[OutcomeIn, Body()],
 ) -> ShipmentResponse:
-    """The officer's finding after inspection: ``clean`` or the anomaly type found, with notes."""
-    record = await record_outcome(services, shipment_id, outcome, caller.name)
+    """The officer's finding after inspection: ``clean`` or the anomaly type found, with notes.
+    Answered with the decision it was recorded on, and ``superseded_by`` naming the shipment's
+    latest decision where that is a later one (a correction of an earlier decision's finding)."""
+    record, latest = await record_outcome(services, shipment_id, outcome, caller.name)
     request.state.log_extra = {"shipment_id": shipment_id, "found": outcome.found}
-    return _response(request, record)
+    return _response(request, record, latest)

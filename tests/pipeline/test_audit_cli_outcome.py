@@ -85,9 +85,11 @@ def test_cli_outcome_for_a_decision_since_superseded_is_refused(
 SUPERSEDED = [
     # (name, shipment, arguments, exit code, said, decision 1's outcome then)
     ("amends", "S1", ["--decision-seq", "1", "--clean", "--amend"], 0,
-     "recorded outcome of S1 for decision 1 (clean) as record 6", "clean"),
+     "recorded outcome of S1 for decision 1 (clean) as record 6; its latest decision, 3 "
+     "(PHYSICAL_INSPECTION), stands as recorded", "clean"),
     ("amends-to-another-finding", "S1", ["--decision-seq", "1", "--found", "unknown", "--amend"], 0,
-     "recorded outcome of S1 for decision 1 (found unknown) as record 6", "unknown"),
+     "recorded outcome of S1 for decision 1 (found unknown) as record 6; its latest decision, 3 "
+     "(PHYSICAL_INSPECTION), stands as recorded", "unknown"),
     ("not-told", "S1", ["--decision-seq", "1", "--clean"], 2,
      "shipment 'S1' was decided again since decision 1: its latest decision is 3; judge that one, or "
      "correct the outcome recorded on decision 1 (record 2) with amend (the API's amend: true, the "

@@ -345,8 +345,12 @@ def test_the_outcome_of_a_decision_since_superseded_is_corrected_with_amend(
         "clean",
     )
     assert (body["outcome"]["decision_seq"], body["outcome"]["seq"]) == (1, 6)
+    # the answer names the decision the shipment stands at: a client refreshing from it showed decision
+    # 1's tier with no word of a later one
+    assert body["superseded_by"] == {"seq": 3, "tier": "PHYSICAL_INSPECTION"}
     latest = client.get("/v1/shipments/SHP-C", headers=OFFICER).json()
     assert (latest["seq"], latest["outcome"]) == (3, None)  # the later decision stands, to be inspected
+    assert latest["superseded_by"] is None
     assert audit_store.decisions_of(["SHP-C"])[0].outcome.found is None
     assert audit_store.verify().ok
 
@@ -396,7 +400,11 @@ def test_a_clean_outcome_of_a_decision_since_superseded_is_not_corrected_into_a_
         "/v1/shipments/SHP-R/outcome", json={"found": "foreign_object", "decision_seq": 3}, headers=OFFICER
     )
     assert held.status_code == 200, held.text
-    assert (held.json()["seq"], held.json()["outcome"]["found"]) == (3, "foreign_object")
+    assert (held.json()["seq"], held.json()["outcome"]["found"], held.json()["superseded_by"]) == (
+        3,
+        "foreign_object",
+        None,
+    )
 
 
 @pytest.mark.parametrize("path", ["/v1/shipments/SHP-N/outcome", "/v1/outcomes"], ids=["by-path", "in-body"])
