@@ -114,6 +114,13 @@ class OnnxRuntimeRaw:
         self._workers = max(1, int(threads or torch.get_num_threads()))
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
+        # The memory pattern plans every intermediate of a run (the unrolled bank search's distance
+        # blocks among them) into one block, which the arena then keeps for the session's life.
+        # Without it the arena hands the same space to one intermediate after another: steady RSS
+        # at a 100k-row bank 0.77x (one thread) and 0.83x (two), images/s unchanged (0.91-1.15x,
+        # noise). The arena itself stays: without it each run maps and faults in ~100 MB afresh,
+        # 0.69-0.83x the images/s (bench/README.md, session 36).
+        options.enable_mem_pattern = False
         graph = buf.getvalue()
         buf.close()  # the graph is held once while the session is made, not twice
         try:

@@ -101,6 +101,15 @@ def test_a_loaded_model_keeps_no_serialized_copy_of_its_weights(tiny_model_dir: 
     assert predictor.predict([np.zeros((40, 40, 3), np.uint8)])[0].score >= 0.0  # it still scores
 
 
+def test_the_session_keeps_its_arena_but_plans_no_memory_pattern(tiny_model_dir: Path) -> None:
+    # the pattern's one block per run, kept by the arena, held ~130 MB more at a 100k-row bank;
+    # the arena itself is what keeps a run from faulting its buffers in afresh (bench/README.md)
+    runner = OnnxRuntimeRaw(load_model(tiny_model_dir, runtime="torch").detector)
+    options = runner._session.get_session_options()
+    assert options.enable_mem_pattern is False
+    assert options.enable_cpu_mem_arena is True
+
+
 @pytest.mark.parametrize("name", ["tensorrt", "", "ONNXRUNTIME"])
 def test_unknown_runtime_is_refused_with_the_accepted_names(tiny_model_dir: Path, name: str) -> None:
     with pytest.raises(ModelError, match=r"unknown runtime .*accepted: \['onnxruntime', 'torch'\]"):
