@@ -260,13 +260,14 @@ def decode(
     for n, pixels in sixteen.items():
         images[n] = to_rgb_float(pixels, sixteen_bit_depth=chosen)
     few, rest_depth = raised_by_few(levels) if depth is None else ([], None)
+    positions = list(sixteen)  # built once: built again for each image named, it cost O(n) apiece
     reading = SixteenBitReading(
         len(sixteen),
         max(levels, default=None),
         chosen,
         by,
         clipped / total if total else 0.0,
-        tuple(str(items[list(sixteen)[k]].path) for k in few),
+        tuple(str(items[positions[k]].path) for k in few),
         rest_depth,
     )
     return images, hashes, phashes, reading
@@ -286,7 +287,9 @@ def raised_by_few(levels: Sequence[int]) -> tuple[list[int], int | None]:
     for few in range(1, max(1, math.floor(FEW_BRIGHT_SHARE * len(levels))) + 1):
         if few >= len(levels):
             break
-        rest = sixteen_bit_depth(levels[k] for k in order[few:])
+        # the depth depends on the brightest level alone, and the rest's is the next in order: measuring
+        # the whole rest at each step took 10 s on 30,000 images
+        rest = sixteen_bit_depth([levels[order[few]]])
         if rest < depth:
             return order[:few], rest
     return [], None
