@@ -123,24 +123,38 @@ def check_16bit_colour_layout(im: ImageFile.ImageFile, source: str) -> None:
 def counted_up_from_black(pixels: np.ndarray, im: ImageFile.ImageFile, source: str) -> np.ndarray:
     """The 16-bit samples of a TIFF that counts down from white, inverted to count up from black.
 
-    Black is the file's MaxSampleValue where it has one (a sample above it, darker than black, reads
-    as black), else 65535. Inverted against 65535 as the standard reads it, a 10-, 12- or 14-bit
-    detector's file left every sample in the top quarter of the range or less: a 12-bit set measured
-    16 bits (:func:`models.tiling.sixteen_bit_depth`) and was read with a sixteenth of its contrast.
-    Such a file without MaxSampleValue, every sample below 2**14, cannot be told from a light
-    16-bit one: refused, not read wrong (the bits training measures come after decoding, and a batch
-    is decoded before any model is at hand)."""
+    Black is the file's MaxSampleValue where it has one, else 65535. A sample above the declared
+    MaxSampleValue (TIFF 6.0: the largest sample the file uses) says the tag is wrong: read against
+    it, such samples all came out black, three quarters of a 12-bit picture declaring 1023, without a
+    word; the file is refused, naming both.
+
+    Inverted against 65535 as the standard reads it, a 10-, 12- or 14-bit detector's file left every
+    sample in the top quarter of the range or less: a 12-bit set measured 16 bits
+    (:func:`models.tiling.sixteen_bit_depth`) and was read with a sixteenth of its contrast. Such a
+    file without MaxSampleValue, every sample below 2**14, cannot be told from a light 16-bit one:
+    refused, not read wrong (the bits training measures come after decoding, and a batch is decoded
+    before any model is at hand)."""
     declared = im.tag_v2.get(_MAX_SAMPLE_VALUE)  # type: ignore[attr-defined]
     if isinstance(declared, tuple):
         declared = max(declared, default=None)
+    largest = int(pixels.max(initial=0))
     if isinstance(declared, int) and 0 < declared <= _SIXTEEN_BIT_BLACK:
+        if largest > declared:
+            raise ImageDecodeError(
+                "16-bit grey TIFF that counts down from white (PhotometricInterpretation 0, MinIsWhite) "
+                f"declares MaxSampleValue {declared}, its black, but holds samples up to {largest}: "
+                "those above it would read as black, and the tag contradicts them; write MaxSampleValue "
+                "(tag 281) as the detector's black (4095 for 12 bits), or save it counting up from "
+                "black (MinIsBlack)",
+                source=source,
+            )
         black = declared
-    elif int(pixels.max(initial=0)) >> _FEWEST_SIXTEEN_BIT_BLACK_BITS:
+    elif largest >> _FEWEST_SIXTEEN_BIT_BLACK_BITS:
         black = _SIXTEEN_BIT_BLACK  # samples no 14-bit detector writes: the full 16 bits
     else:
         raise ImageDecodeError(
             "16-bit grey TIFF that counts down from white (PhotometricInterpretation 0, MinIsWhite) "
-            f"without MaxSampleValue, and its largest sample {int(pixels.max(initial=0))} is below "
+            f"without MaxSampleValue, and its largest sample {largest} is below "
             f"{2**_FEWEST_SIXTEEN_BIT_BLACK_BITS}: black may be 65535 (16 bits) or 2**b - 1 for a "
             "b-bit detector, and which cannot be told; write MaxSampleValue (tag 281) as the "
             "detector's black (4095 for 12 bits), or save it counting up from black (MinIsBlack)",

@@ -273,8 +273,8 @@ _DARK_BEYOND_12_BITS = [[0, 1365, 4095], [7, 5000, 65535]]
 @pytest.mark.parametrize(
     ("stored", "max_sample", "expected"),
     [
-        # a 12-bit detector's black declared; darker samples read as black
-        (_DARK_BEYOND_12_BITS, 4095, [[4095, 2730, 0], [4088, 0, 0]]),
+        # a 12-bit detector's black declared
+        ([[0, 1365, 4095], [7, 8, 9]], 4095, [[4095, 2730, 0], [4088, 4087, 4086]]),
         (_DARK_BEYOND_12_BITS, 65535, [[65535, 64170, 61440], [65528, 60535, 0]]),
         # nothing declared, samples no 14-bit detector writes: 16 bits, the standard's reading
         (_DARK_BEYOND_12_BITS, None, [[65535, 64170, 61440], [65528, 60535, 0]]),
@@ -298,6 +298,27 @@ def test_a_grey_tiff_counting_down_from_white_is_inverted_against_the_black_it_d
             decode_image(data, name="x.tif")
     else:
         assert decode_image(data).pixels[:, :, 0].tolist() == expected
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"], ids=["little-endian", "big-endian"])
+@pytest.mark.parametrize(
+    ("declared", "largest"),
+    [(1023, 4095), (4095, 5000), (4095, 65535), (255, 4095)],
+)
+def test_a_grey_tiff_counting_down_from_white_with_samples_above_its_black_is_refused(
+    declared: int, largest: int, byteorder: str
+) -> None:
+    """A sample above the MaxSampleValue a MinIsWhite file declares read as black: a 12-bit picture
+    declaring 1023 came out three quarters black, without a word."""
+    stored = np.array([[0, 1000, declared], [7, 8, largest]], np.uint16)
+    data = tiff_uncompressed(stored, photometric=0, byteorder=byteorder, max_sample=declared)
+    expected = (
+        rf"^x\.tif: 16-bit grey TIFF that counts down from white \(PhotometricInterpretation 0, MinIsWhite\) "
+        rf"declares MaxSampleValue {declared}, its black, but holds samples up to {largest}: those above it "
+        r"would read as black, and the tag contradicts them; .* counting up from black \(MinIsBlack\)$"
+    )
+    with pytest.raises(ImageDecodeError, match=expected):
+        decode_image(data, name="x.tif")
 
 
 def test_the_header_of_a_file_that_is_no_image_names_it(tmp_path: Path) -> None:
