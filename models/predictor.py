@@ -8,8 +8,8 @@ thresholds and labels: it implements :class:`models.inference.Predictor` and is 
 
 from __future__ import annotations
 
+import logging
 import math
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -33,6 +33,8 @@ from models.tiling import (
 )
 
 __all__ = ["ArtifactPredictor", "ImageResult", "ImageScorer", "UNKNOWN"]
+
+log = logging.getLogger("clearsight.models")
 
 UNKNOWN = "unknown"
 """Type reported when the one-class detector fires but the head finds no known type."""
@@ -77,12 +79,18 @@ class ImageScorer:
             PyTorch (see :func:`models.runtime.raw_runner` for ONNX Runtime).
         saw_sixteen_bit: False where training saw no 16-bit image (the card's
             ``training.sixteen_bit``), so that ``sixteen_bit_depth`` was assumed, never measured.
+        model: the model scored with, as ``{"model_id": ..., "cargo_type": ...}``: named at the start
+            of its warnings and given as fields of their log records.
 
     Attributes:
         beyond_bit_depth: how many 16-bit images it was given held samples above
             ``sixteen_bit_depth`` bits (clipped; the first is warned about).
         unmeasured_sixteen_bit: how many 16-bit images it was given without ``saw_sixteen_bit``
             (the first is warned about).
+
+    The warnings are records of the ``clearsight.models`` logger, not :func:`warnings.warn`: each is
+    given once per scorer, and a warnings filter (``simplefilter("ignore")`` in another thread, a
+    caller's) dropped it for good; the service writes them as its other JSON log lines.
     """
 
     def __init__(
@@ -94,8 +102,10 @@ class ImageScorer:
         batch_size: int = 16,
         raw: Callable[[torch.Tensor], RawOutput] | None = None,
         saw_sixteen_bit: bool = True,
+        model: Mapping[str, str] | None = None,
     ) -> None:
         self.detector = detector.eval()
+        self.model = dict(model or {})
         self.tiling = tiling
         self.sixteen_bit_depth = sixteen_bit_depth
         self.saw_sixteen_bit = saw_sixteen_bit
@@ -112,32 +122,34 @@ class ImageScorer:
             if self.unmeasured_sixteen_bit == 1:
                 # read at the full range, a 12-bit camera's file fills a sixteenth of [0, 1]: the
                 # model released 12-bit anomalies it held at 8 bits, and nothing said why
-                warnings.warn(
+                self._warn(
                     f"a 16-bit image is read at {bits} bits ({2**bits - 1} is white), a depth assumed: this "
                     "model saw no 16-bit image at training, so the bits its camera stores were never "
                     "measured, and a 10-, 12- or 14-bit camera's pictures reach it darker and with less "
                     "contrast than its 8-bit training images. Train it on 16-bit pictures from this "
-                    "camera, or with --sixteen-bit-depth set to the bits the camera stores",
-                    UserWarning,
-                    stacklevel=2,
+                    "camera, or with --sixteen-bit-depth set to the bits the camera stores"
                 )
         if beyond_bit_depth(image, bits):
             self.beyond_bit_depth += 1
             if self.beyond_bit_depth == 1:
-                warnings.warn(
+                self._warn(
                     f"a 16-bit image holds samples above {2**bits - 1}, the most this model reads: "
                     f"its card records 16-bit images as holding {bits} bits (preprocessing."
                     "sixteen_bit_depth, set at training), and the samples above are clipped to white. "
                     "If the training images under-represented bright exposures, "
                     "retrain with --sixteen-bit-depth (the camera's depth); if the image comes from "
-                    "another camera, or one set to more bits, score it with a model trained on such files",
-                    UserWarning,
-                    stacklevel=2,
+                    "another camera, or one set to more bits, score it with a model trained on such files"
                 )
         rgb = to_rgb_float(image, sixteen_bit_depth=bits)
         cfg = self.detector.config
         batch, views = make_views(rgb, size=cfg.input_size, mean=cfg.mean, std=cfg.std, tiling=self.tiling)
         return batch, views, (rgb.shape[0], rgb.shape[1])
+
+    def _warn(self, message: str) -> None:
+        named = self.model
+        if named:
+            message = f"model {named.get('model_id')} ({named.get('cargo_type')}): {message}"
+        log.warning("%s", message, extra=named)
 
     def raw_outputs(
         self, images: Sequence[np.ndarray], *, maps: bool = True, map_stride: int = 1
@@ -252,6 +264,7 @@ class ArtifactPredictor:
             # 16 assumed, not measured; a card older than the record says nothing either way
             saw_sixteen_bit=(card.get("training", {}).get("sixteen_bit") or {}).get("chosen_by")
             != "no 16-bit image",
+            model={"model_id": str(card["model_id"]), "cargo_type": str(card["cargo_type"])},
         )
         t = card["thresholds"]
         self._thresholds = Thresholds(

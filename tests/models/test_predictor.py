@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -228,8 +231,12 @@ def test_a_card_without_sixteen_bit_depth_reads_the_full_range(predictor: Artifa
     assert np.array_equal(older.scorer.views(wide)[0].numpy(), older.scorer.views(as_float)[0].numpy())
 
 
+def _warned(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "clearsight.models" and r.levelno == logging.WARNING]
+
+
 def test_samples_above_the_models_depth_are_warned_about_as_clipped_with_the_retraining_flag(
-    predictor: ArtifactPredictor, imaging
+    predictor: ArtifactPredictor, imaging, caplog: pytest.LogCaptureFixture
 ) -> None:  # type: ignore[no-untyped-def]
     # a brighter exposure of the same camera clips as surely as another camera's file: the warning
     # named only the latter, and not the flag that reads the brighter samples
@@ -237,13 +244,16 @@ def test_samples_above_the_models_depth_are_warned_about_as_clipped_with_the_ret
     bright = imaging.texture(np.random.default_rng(5)).astype(np.uint16) * 16
     bright[0, 0] = 5000
     expected = (
-        r"^a 16-bit image holds samples above 4095, the most this model reads: its card records 16-bit "
-        r"images as holding 12 bits .*, and the samples above are clipped to white\. If the training "
-        r"images under-represented bright exposures, retrain with --sixteen-bit-depth"
+        rf"^model {re.escape(twelve.model_id)} \(bulk_ore\): a 16-bit image holds samples above 4095, the "
+        r"most this model reads: its card records 16-bit images as holding 12 bits .*, and the samples "
+        r"above are clipped to white\. If the training images under-represented bright exposures, "
+        r"retrain with --sixteen-bit-depth"
     )
-    with pytest.warns(UserWarning, match=expected):
-        twelve.predict([bright])
-    assert twelve.scorer.beyond_bit_depth == 1
+    with caplog.at_level(logging.WARNING, logger="clearsight.models"):
+        twelve.predict([bright, bright])
+    [said] = _warned(caplog)
+    assert re.match(expected, said.getMessage())
+    assert twelve.scorer.beyond_bit_depth == 2
 
 
 def _with_sixteen_bit(predictor: ArtifactPredictor, chosen_by: str, depth: int = 16) -> ArtifactPredictor:
@@ -261,7 +271,7 @@ def _with_sixteen_bit(predictor: ArtifactPredictor, chosen_by: str, depth: int =
     [("no 16-bit image", True), ("measured", False), ("--sixteen-bit-depth", False)],
 )
 def test_16_bit_images_on_a_model_that_saw_none_are_warned_about_once(
-    predictor: ArtifactPredictor, imaging, chosen_by: str, warned: bool
+    predictor: ArtifactPredictor, imaging, chosen_by: str, warned: bool, caplog: pytest.LogCaptureFixture
 ) -> None:  # type: ignore[no-untyped-def]
     # read at the full 16 bits, assumed: a 12-bit camera's file reached the model with a sixteenth of
     # the contrast of its 8-bit training images, and nothing said so
@@ -270,14 +280,26 @@ def test_16_bit_images_on_a_model_that_saw_none_are_warned_about_once(
     twelve = eight.astype(np.uint16) * 16
     model.predict([eight])
     assert model.scorer.unmeasured_sixteen_bit == 0
+    with caplog.at_level(logging.WARNING, logger="clearsight.models"):
+        model.predict([twelve, twelve])
+        model.predict([twelve])
+    said = _warned(caplog)
     if warned:
         expected = (
-            r"^a 16-bit image is read at 16 bits \(65535 is white\), a depth assumed: this model saw no "
-            r"16-bit image at training, .* or with --sixteen-bit-depth set to the bits the camera stores$"
+            rf"^model {re.escape(model.model_id)} \(bulk_ore\): a 16-bit image is read at 16 bits \(65535 "
+            r"is white\), a depth "
+            r"assumed: this model saw no 16-bit image at training, .* or with --sixteen-bit-depth set to "
+            r"the bits the camera stores$"
         )
-        with pytest.warns(UserWarning, match=expected) as said:
-            model.predict([twelve, twelve])
-            model.predict([twelve])
-        assert len(said) == 1 and model.scorer.unmeasured_sixteen_bit == 3
+        assert len(said) == 1 and re.match(expected, said[0].getMessage())
+        # the service writes it as one of its JSON log lines, the model among its fields; it was
+        # printed raw, as two lines that were no JSON, naming no model
+        from serve.logs import JsonFormatter
+
+        line = JsonFormatter().format(said[0])
+        entry = json.loads(line)
+        assert "\n" not in line and (entry["level"], entry["logger"]) == ("warning", "clearsight.models")
+        assert (entry["model_id"], entry["cargo_type"]) == (model.model_id, "bulk_ore")
+        assert model.scorer.unmeasured_sixteen_bit == 3
     else:
-        model.predict([twelve, twelve])  # a warning is an error here
+        assert said == [] and model.scorer.unmeasured_sixteen_bit == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
@@ -214,7 +215,7 @@ def _twelve_bits(image: np.ndarray) -> np.ndarray:
 
 
 def test_a_model_trained_on_12_bit_data_in_16_bit_files_reads_them_at_12_bits(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     # Read over the full 16 bits, 12-bit data filled a sixteenth of [0, 1]: on the audit's ore set
     # the model released 2 of 12 anomalous images at its own threshold (none at 8 bits).
@@ -259,11 +260,12 @@ def test_a_model_trained_on_12_bit_data_in_16_bit_files_reads_them_at_12_bits(
     # a sample above 12 bits: clipped, counted and warned about once
     brighter = twelve.copy()
     brighter[0, 0] = 65535
-    with pytest.warns(
-        UserWarning,
-        match=r"above 4095, the most this model reads: its card records 16-bit images as holding 12 bits",
-    ):
+    with caplog.at_level(logging.WARNING, logger="clearsight.models"):
         torch_model.predict([brighter, brighter])
+    said = [r.getMessage() for r in caplog.records if r.name == "clearsight.models"]
+    assert len(said) == 1 and re.search(
+        r"above 4095, the most this model reads: its card records 16-bit images as holding 12 bits", said[0]
+    )
     assert torch_model.scorer.beyond_bit_depth == 2
 
 
