@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import re
-import time
 from pathlib import Path
 
 import cv2
@@ -342,14 +341,6 @@ def test_the_images_that_raise_the_depth_are_found_as_by_measuring_every_rest() 
         choices = rng.choice([300, 1023, 1024, 4095, 4096, 9000, 16383, 16384, 40000, 65535], 4)
         levels = [int(v) for v in rng.choice(choices, n)]
         assert raised_by_few(levels) == _raised_by_few_measuring_every_rest(levels)
-
-
-def test_the_images_that_raise_the_depth_are_found_in_linear_time() -> None:
-    # 30,000 16-bit images, none raising the depth (the usual case): 10 s when each rest was measured
-    levels = [60000 - k % 50 for k in range(30_000)]
-    start = time.perf_counter()
-    assert raised_by_few(levels) == ([], None)
-    assert time.perf_counter() - start < 1.0  # about 0.02 s
 
 
 def test_training_names_a_few_images_that_alone_raise_the_depth(tmp_path: Path) -> None:
