@@ -19,22 +19,13 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from pipeline.audit.chain import chain_hash
 from pipeline.audit.records import AuditRecord, OutcomeRecord
-from pipeline.audit.schema import audit_records, image_index, sealed_records
-from pipeline.audit.seal import (
-    SealBrokenError,
-    SealKey,
-    check_outcome_of,
-    check_read,
-    closing_fault,
-    seal_mac,
-)
+from pipeline.audit.schema import audit_records, image_index
+from pipeline.audit.seal import SealBrokenError, SealKey, check_outcome_of, check_read
 from pipeline.verdicts import ShipmentDecision, Tier
 
 __all__ = [
     "FirstSent",
     "SealFailure",
-    "check_closed",
-    "closed_failing",
     "first_sent",
     "found_on",
     "latest_at",
@@ -42,7 +33,6 @@ __all__ = [
     "outcome_found",
     "records_of",
     "records_passing",
-    "review_closed",
     "review_queue",
     "rows_after",
 ]
@@ -261,25 +251,20 @@ def records_of(
 
 
 def records_passing(
-    conn: Connection, rows: Sequence[Any], *, seal_key: SealKey | None, closed: Sequence[Any] = ()
+    conn: Connection, rows: Sequence[Any], *, seal_key: SealKey | None
 ) -> tuple[list[AuditRecord], list[SealFailure]]:
     """Decision rows -> the records of those that pass their seals, as :func:`records_of` gives
     them, and apart, in the rows' order, a :class:`SealFailure` for each one that fails: a read that
     shows many shipments (the review queue) shows the others, where one record failing its seal
     failed the whole read. Each decision is checked with its own outcomes, so a forged one hides
     no other; all are checked at once first (one query for the seals), each on its own only where
-    one fails. Without ``seal_key`` none fails.
-
-    ``closed``: the outcomes that take decisions out of a pending page (rows of
-    :func:`review_closed`), checked too (:func:`closed_failing`): each decision one of whose
-    outcomes fails is named among the failures, newest decision first with the others."""
+    one fails. Without ``seal_key`` none fails."""
     found = _outcome_rows(conn, rows, None)
     if seal_key is None:
         return _records(rows, found), []
-    shut = closed_failing(conn, closed, seal_key=seal_key) if closed else []
     try:
         _check(conn, seal_key, rows, found)
-        return _records(rows, found), [failure for _, failure in shut]
+        return _records(rows, found), []
     except SealBrokenError as whole:
         first = whole
     outcomes: dict[int, list[Any]] = {}
@@ -291,52 +276,11 @@ def records_passing(
             _check(conn, seal_key, [row], outcomes.get(row.seq, []))
             passing.append(row)
         except SealBrokenError as exc:
-            failed.append((row.seq, SealFailure(exc.seq, _named(row), str(exc))))
+            failed.append(SealFailure(exc.seq, _named(row), str(exc)))
     if not failed:  # the rows that failed together pass one by one: nothing to show apart
         raise first
     kept = {row.seq for row in passing}
-    named = sorted([*failed, *shut], key=lambda pair: -pair[0])
-    return _records(passing, [row for row in found if row.ref_seq in kept]), [f for _, f in named]
-
-
-def check_closed(closed: Sequence[Any], *, seal_key: SealKey) -> None:
-    """Check the outcomes that take decisions off a pending queue (rows of :func:`review_closed`)
-    as :func:`~pipeline.audit.seal.closing_fault` does: a queue that leaves a decision out for an
-    outcome relies on that outcome.
-
-    Raises:
-        SealBrokenError: naming the first outcome that fails (of the newest decision).
-    """
-    mac = seal_mac(seal_key)
-    for row in closed:
-        why = closing_fault(seal_key, row, mac=mac)
-        if why is not None:
-            raise SealBrokenError(row.seq, why)
-
-
-def closed_failing(
-    conn: Connection, closed: Sequence[Any], *, seal_key: SealKey
-) -> list[tuple[int, SealFailure]]:
-    """The decisions whose outcomes among ``closed`` (rows of :func:`review_closed`) fail
-    :func:`check_closed`'s check: ``(decision seq, failure)``, newest first, each named as
-    :func:`records_passing` names one, by its first outcome that fails."""
-    mac = seal_mac(seal_key)
-    broken: dict[int, SealBrokenError] = {}
-    for row in closed:
-        if row.ref_seq not in broken:
-            why = closing_fault(seal_key, row, mac=mac)
-            if why is not None:
-                broken[row.ref_seq] = SealBrokenError(row.seq, why)
-    if not broken:
-        return []
-    # the whole decision rows, for the shipment their hashed content names, only where one fails
-    c = audit_records.c
-    seqs = sorted(broken, reverse=True)
-    rows: dict[int, Any] = {}
-    for start in range(0, len(seqs), 1000):
-        page = seqs[start : start + 1000]
-        rows.update((r.seq, r) for r in conn.execute(select(audit_records).where(c.seq.in_(page))))
-    return [(seq, SealFailure(broken[seq].seq, _named(rows[seq]), str(broken[seq]))) for seq in seqs]
+    return _records(passing, [row for row in found if row.ref_seq in kept]), failed
 
 
 def _named(row: Any) -> str:
@@ -413,52 +357,16 @@ def review_queue(
     one whose last record was ``before``: pages by offset skipped shipments when outcomes recorded
     meanwhile took earlier ones out of the pending queue)."""
     c = audit_records.c
-    query = select(audit_records).where(*_in_queue(tiers, before))
-    if pending_outcome is not None:
-        query = query.where(c.seq.not_in(_closed()) if pending_outcome else c.seq.in_(_closed()))
-    return query.order_by(c.seq.desc()).limit(limit).offset(offset)
-
-
-def review_closed(tiers: Sequence[Tier] | None, before: int | None, after: int | None) -> Select[Any]:
-    """The outcomes that take decisions out of a pending page of :func:`review_queue` (same
-    ``tiers``, ``before``), of decisions numbered above ``after`` (None: all of them; a full page's
-    last record otherwise): the outcome rows with their seals, and the shipment and hash of the
-    decision each refers to (``decision_shipment``, ``decision_hash``), newest decision first. A
-    forged outcome took a held shipment off the pending queue, and, not shown, was checked by
-    nothing there (:func:`closed_failing` checks them)."""
-    c = audit_records.c
-    outcome = sealed_records.alias("outcome")
-    o = outcome.c
-    query = (
-        select(
-            *(o.seq, o.kind, o.ref_seq, o.content, o.prev_hash, o.record_hash, o.seal),
-            c.shipment_id.label("decision_shipment"),
-            c.record_hash.label("decision_hash"),
-        )
-        .join_from(outcome, audit_records, outcome.c.ref_seq == c.seq)
-        .where(o.kind == "outcome", *_in_queue(tiers, before))
-    )
-    if after is not None:
-        query = query.where(c.seq > after)
-    return query.order_by(c.seq.desc(), o.seq)
-
-
-def _in_queue(tiers: Sequence[Tier] | None, before: int | None) -> list[Any]:
-    """The review queue's conditions: a shipment's latest decision, below ``before``, at ``tiers``."""
-    c = audit_records.c
     latest = select(func.max(c.seq)).where(c.kind == "decision").group_by(c.shipment_id)
-    where = [c.kind == "decision", c.seq.in_(latest)]
+    query = select(audit_records).where(c.kind == "decision", c.seq.in_(latest))
     if before is not None:
-        where.append(c.seq < before)
+        query = query.where(c.seq < before)
     if tiers is not None:
-        where.append(c.tier.in_([Tier(t).value for t in tiers]))
-    return where
-
-
-def _closed() -> Select[Any]:
-    """The decisions an outcome refers to (by its column: :func:`closed_failing` checks it)."""
-    c = audit_records.c
-    return select(c.ref_seq).where(c.kind == "outcome", c.ref_seq.is_not(None))
+        query = query.where(c.tier.in_([Tier(t).value for t in tiers]))
+    if pending_outcome is not None:
+        closed = select(c.ref_seq).where(c.kind == "outcome", c.ref_seq.is_not(None))
+        query = query.where(c.seq.not_in(closed) if pending_outcome else c.seq.in_(closed))
+    return query.order_by(c.seq.desc()).limit(limit).offset(offset)
 
 
 def rows_after(

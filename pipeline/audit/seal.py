@@ -46,12 +46,10 @@ __all__ = [
     "SealKey",
     "add_seal_column",
     "check_outcome_of",
-    "closing_fault",
     "has_seal_column",
     "locked_head",
     "seal_walked",
     "seal_fault",
-    "seal_mac",
     "seals_unchecked",
     "unsealed_records",
 ]
@@ -446,38 +444,6 @@ def check_outcome_of(decision: Any, outcome: Any) -> None:
             outcome.seq,
             f"it is the outcome of another decision than record {decision.seq}, whose number it names",
         )
-
-
-def seal_mac(key: SealKey) -> Any:
-    """An HMAC of ``key`` for :func:`seal_fault` to copy record by record: the key's pad made once."""
-    return hmac.new(key.key, digestmod=hashlib.sha256)
-
-
-def closing_fault(key: SealKey, row: Any, *, mac: Any = None) -> str | None:
-    """Why an outcome row a pending queue leaves its decision out for is not an outcome ``key``
-    sealed for that decision, or None: its seal, its hash its content's, the columns that make it
-    take a decision out (``kind``, ``ref_seq``) its content's, and its content naming the decision
-    ``ref_seq`` refers to by shipment and hash (``row.decision_shipment``, ``row.decision_hash``:
-    that decision's columns), as :func:`check_outcome_of` checks it. Not its other columns, nor where
-    it stands in the chain, as :func:`check_read` checks a record read to decide: they do not
-    choose which decision an outcome takes out (it names its decision by hash), and the queue reads
-    every such outcome in its range, so no neighbours for each (``mac``: :func:`seal_mac`)."""
-    why = seal_fault(key, row.record_hash, row.seal, mac=mac)
-    if why is not None:
-        return why
-    if chain_hash(row.prev_hash, row.content) != row.record_hash:
-        return "its content does not give its hash"
-    try:
-        content = json.loads(row.content)
-        kind, decided = content["kind"], content["decision_seq"]
-        named = (content["shipment_id"], content["decision_hash"])
-    except (ValueError, RecursionError, TypeError, KeyError):
-        return "its content is not an outcome"
-    if (kind, decided) != (row.kind, row.ref_seq):
-        return "a column differs from its hashed content"
-    if named != (row.decision_shipment, row.decision_hash):
-        return f"it is the outcome of another decision than record {row.ref_seq}, whose number it names"
-    return None
 
 
 _SEAL_PAGE = 1000

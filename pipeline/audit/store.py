@@ -44,14 +44,12 @@ from pipeline.audit.migrate import Schema
 from pipeline.audit.reading import (
     FirstSent,
     SealFailure,
-    check_closed,
     first_sent,
     found_on,
     latest_at,
     latest_decision,
     records_of,
     records_passing,
-    review_closed,
     review_queue,
     rows_after,
 )
@@ -459,23 +457,17 @@ class AuditStore:
                 took shipments out of a pending queue).
 
         With the store's key, the records listed and their outcomes are checked against their
-        seals, and so, on a pending queue, are the outcomes that take decisions in the page's range
-        out of it (:func:`_closed_in`): a forged outcome left a held shipment off the queue unchecked.
+        seals (an outcome that takes a decision out of the pending queue is not listed, and so not
+        checked: verify catches a forged one).
 
         Raises:
-            SealBrokenError: with the key, a record listed fails its seal, or an outcome that takes a
-                decision out of the pending queue does (:meth:`list_page` lists the others and
-                names it apart).
+            SealBrokenError: with the key, a record listed fails its seal (:meth:`list_page` lists
+                the others and names it apart).
             InputError: ``limit``, ``offset`` or ``before`` out of range.
         """
         query = _queue_query(tiers, limit, offset, pending_outcome, before)
-        key = self._sealing()
         with self._db.reading("listing decisions") as conn:
-            rows = conn.execute(query).all()
-            records = records_of(conn, rows, seal_key=key)
-            if pending_outcome and key is not None:
-                check_closed(_closed_in(conn, tiers, before, rows, limit), seal_key=key)
-            return records
+            return records_of(conn, conn.execute(query).all(), seal_key=self._sealing())
 
     def list_page(
         self,
@@ -490,9 +482,7 @@ class AuditStore:
         whose decision or outcome fails its seal, named by that record and the shipment its column
         says, nothing of its content. One record failing its seal raised for the whole page in
         :meth:`list`, and the officers' queue was gone until an operator mended the store; it now
-        shows the others, and who must not be acted on. A pending page names so, among them, each
-        decision in its range that an outcome failing its seal took out of the queue: a forged
-        "clean" outcome took a held shipment off the officers' queue, and nothing there checked it.
+        shows the others, and who must not be acted on.
 
         Args: as :meth:`list`'s (a page is cut by ``before``, never by an offset).
 
@@ -500,12 +490,9 @@ class AuditStore:
             InputError: ``limit`` or ``before`` out of range.
         """
         query = _queue_query(tiers, limit, 0, pending_outcome, before)
-        key = self._sealing()
         with self._db.reading("listing decisions") as conn:
             rows = conn.execute(query).all()
-            checking = pending_outcome and key is not None
-            closed = _closed_in(conn, tiers, before, rows, limit) if checking else []
-            records, failed = records_passing(conn, rows, seal_key=key, closed=closed)
+            records, failed = records_passing(conn, rows, seal_key=self._sealing())
         return QueuePage(records, failed, len(rows), rows[-1].seq if rows else None)
 
     def iter_records(self, *, page: int = 500) -> Iterator[AuditRecord]:
@@ -811,23 +798,11 @@ def _queue_query(
     return review_queue(tiers, limit, offset, pending_outcome, before)
 
 
-def _closed_in(
-    conn: Connection, tiers: Sequence[Tier] | None, before: int | None, rows: Sequence[Any], limit: int
-) -> list[Any]:
-    """The outcomes that take decisions out of a pending page's range (:func:`review_closed`): from
-    ``before`` down to the last record of ``rows`` where the page is full (the next page's range
-    lies below it), to the first record otherwise."""
-    after = rows[-1].seq if len(rows) == limit else None
-    return list(conn.execute(review_closed(tiers, before, after)).all())
-
-
 class QueuePage(NamedTuple):
     """A page of the review queue (:meth:`AuditStore.list_page`): ``records``, the decisions that
-    pass their seals, newest first; ``failed``, those that do not, newest first, and on a pending
-    page those in its range taken out of the queue by an outcome that fails its seal, which
-    ``listed`` does not count; ``listed``, how many decisions the page's query gave, both kinds (a
-    full page has ``limit``); ``last_seq``, the lowest decision number it gave, the ``before`` of the
-    next page (None: an empty page)."""
+    pass their seals, newest first; ``failed``, those that do not, newest first; ``listed``, how
+    many decisions the page holds, both kinds (a full page has ``limit``); ``last_seq``, the lowest
+    decision number on it, the ``before`` of the next page (None: an empty page)."""
 
     records: list[AuditRecord]
     failed: list[SealFailure]
