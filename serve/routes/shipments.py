@@ -683,9 +683,9 @@ async def record_outcome(
     services: Services, shipment_id: str, outcome: OutcomeIn, officer: str
 ) -> tuple[Any, Any]:
     """Record an officer's finding; ``clean`` is stored as ``found=None`` (and read back as
-    ``clean``, :class:`~serve.schemas.OutcomeOut`). Returns the updated record, the decision the
-    outcome was recorded on (an earlier one for a correction, ``amend``, of its finding), and the
-    shipment's latest decision as read after the write.
+    ``clean``, :class:`~serve.schemas.OutcomeOut`). Returns the decision the outcome was recorded on
+    (an earlier one for a correction, ``amend``, of its finding) with the outcome this call recorded,
+    and the shipment's latest decision as read after the write.
 
     Raises:
         NotFoundError: no decision recorded for the shipment.
@@ -746,12 +746,16 @@ async def record_outcome(
         if outcome.decision_seq is not None and latest is not None and latest.seq != outcome.decision_seq:
             raise DecidedAgainError(str(exc)) from exc
         raise OutcomeExistsError(str(exc)) from exc
+    # answered with the outcome this request wrote: another officer's correction landing between the
+    # write and this read-back would otherwise be answered as this officer's
     latest = await run_in_threadpool(audit.get, shipment_id)
-    if latest is None or latest.seq == recorded.decision_seq:
+    if latest is None:
         return latest, latest
-    # a correction of an earlier decision's outcome: answered with that decision as it now reads
-    decided = await run_in_threadpool(audit.decisions_of, [shipment_id])
-    return next(r for r in decided if r.seq == recorded.decision_seq), latest
+    judged = latest
+    if latest.seq != recorded.decision_seq:  # a correction of an earlier decision's outcome
+        decided = await run_in_threadpool(audit.decisions_of, [shipment_id])
+        judged = next(r for r in decided if r.seq == recorded.decision_seq)
+    return judged.model_copy(update={"outcome": recorded}), latest
 
 
 @router.get(

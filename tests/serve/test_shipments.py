@@ -407,6 +407,56 @@ def test_a_clean_outcome_of_a_decision_since_superseded_is_not_corrected_into_a_
     )
 
 
+class _AnotherOfficerAfter:
+    """The audit store, but each outcome recorded is corrected at once by another officer (clean,
+    notes "B's"), as one landing between a write and the route's read-back of it is."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+
+    def record_outcome(self, shipment_id: str, **kwargs: object) -> object:
+        recorded = self._store.record_outcome(shipment_id, **kwargs)
+        self._store.record_outcome(
+            shipment_id,
+            found=None,
+            officer="officer-B",
+            notes="B's",
+            decision_seq=recorded.decision_seq,
+            amend=True,
+        )
+        return recorded
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize(
+    ("decision_seq", "amend", "seqs", "superseded_by"),
+    [(3, False, (3, 4), None), (1, True, (1, 4), {"seq": 3, "tier": "PHYSICAL_INSPECTION"})],
+    ids=["latest", "superseded"],
+)
+def test_an_outcome_is_answered_as_recorded_not_as_corrected_since(
+    make_client, audit_store, decision_seq, amend, seqs, superseded_by
+) -> None:
+    """Another officer corrected the decision between this outcome's write and the route's read of
+    it: the answer showed the other officer's outcome as this one's. It is answered with the outcome
+    this request recorded, on the decision as read after it (``superseded_by`` too)."""
+    client = make_client(audit=_AnotherOfficerAfter(audit_store))
+    _submit(client, "SHP-C", [150])  # 1
+    audit_store.record_outcome("SHP-C", found="foreign_object", officer="o-1", amend=False)  # 2
+    _submit(client, "SHP-C", [150], radiation_alarm=True)  # 3
+    sent = {"found": "unknown", "notes": "A's", "decision_seq": decision_seq, "amend": amend}
+    answer = client.post("/v1/shipments/SHP-C/outcome", json=sent, headers=OFFICER)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    mine = body["outcome"]
+    assert (body["seq"], mine["seq"], body["superseded_by"]) == (*seqs, superseded_by)
+    assert (mine["decision_seq"], mine["found"], mine["notes"]) == (decision_seq, "unknown", "A's")
+    assert mine["officer"].startswith("officer:")
+    judged = next(r for r in audit_store.decisions_of(["SHP-C"]) if r.seq == decision_seq)
+    assert (judged.outcome.seq, judged.outcome.officer, judged.outcome.notes) == (5, "officer-B", "B's")
+
+
 @pytest.mark.parametrize("path", ["/v1/shipments/SHP-N/outcome", "/v1/outcomes"], ids=["by-path", "in-body"])
 def test_an_outcome_naming_no_decision_is_refused_once_the_shipment_was_decided_again(
     make_client, either_audit_store, path
