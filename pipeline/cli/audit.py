@@ -303,7 +303,9 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--amend",
                 help="Correct an outcome already recorded for the decision (refused without it, so that "
-                "two officers do not overwrite each other's finding unawares).",
+                "two officers do not overwrite each other's finding unawares); on an earlier decision "
+                "(--decision-seq), only a finding: a clean outcome there is refused, as the cargo was "
+                "decided again since.",
             ),
         ] = False,
         decision_seq: Annotated[
@@ -312,8 +314,8 @@ def register(app: typer.Typer) -> None:
                 "--decision-seq",
                 min=1,
                 help="The audit record of the decision judged (as `audit show` gives it): refused if the "
-                "shipment was decided again since, but with --amend where it has an outcome to correct; "
-                "required where the shipment has more than one decision.",
+                "shipment was decided again since, but with --amend where it has a finding to correct "
+                "(not a clean outcome, nor none); required where the shipment has more than one decision.",
             ),
         ] = None,
         db: DbOption = None,
@@ -322,8 +324,9 @@ def register(app: typer.Typer) -> None:
 
         An outcome is kept for good: --found must be a type the shipment's model scored against (or
         unknown), unless --new-type says it is a kind the model does not know. A decision that has an
-        outcome takes another only with --amend: an earlier decision too (--decision-seq), whose
-        finding recorded by mistake holds its pictures whenever they are sent again.
+        outcome takes another only with --amend: an earlier decision too (--decision-seq) where its
+        outcome is a finding, which, recorded by mistake, holds its pictures whenever they are sent
+        again; a clean one there is refused, as the cargo was decided again since.
         """
         if (found is None) == (not clean):
             raise InputError("give exactly one of --found TYPE or --clean")
