@@ -277,10 +277,11 @@ class OutcomeIn(BaseModel):
     )
     amend: StrictBool = Field(
         default=False,
-        description="Correct an outcome already recorded for this decision, an earlier one of the "
-        "shipment too (decision_seq: a finding recorded on it by mistake holds its pictures whenever "
-        "sent again); without it, a second outcome is refused with 409 (two officers must not "
-        "overwrite each other's finding unawares).",
+        description="Correct an outcome already recorded for this decision; on an earlier one of the "
+        "shipment (decision_seq), only a finding (one recorded by mistake holds its pictures whenever "
+        "sent again): a clean outcome there is refused with 409, as the cargo was decided again since. "
+        "Without it, a second outcome is refused with 409 (two officers must not overwrite each "
+        "other's finding unawares).",
     )
 
 
