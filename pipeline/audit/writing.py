@@ -572,13 +572,21 @@ def _superseded(
         )
     if earlier.found is None:
         # a finding belongs on the decision the cargo stands at, where it holds it; recorded on a
-        # superseded one it would hold the pictures when sent again while this cargo stays as decided
-        what = "a finding" if found is not None else "the outcome"
-        raise ConflictError(
+        # superseded one it would hold the pictures when sent again while this cargo stays as decided.
+        # Named with its officer and time: another officer may have recorded it moments ago
+        clean = (
             f"{decided_again} ({newest.tier}); amend corrects a finding recorded by mistake, and decision "
-            f"{seq}'s outcome is clean (record {earlier.seq}): record {what} on decision {latest}, the one "
-            "the shipment stands at"
+            f"{seq}'s outcome is clean (record {earlier.seq}, by {earlier.officer} at {earlier.created_at})"
         )
+        if found is None:  # clean again (notes fixed): sent to the latest, it would judge cargo uninspected
+            raise ConflictError(f"{clean}: a clean outcome on a superseded decision is not recorded again")
+        standing = records_of(conn, [newest])[0].outcome  # refuses only: nothing lifted on it
+        if standing is not None:  # the advice below would be refused as an outcome already recorded
+            raise ConflictError(
+                f"{clean}: correct the outcome of decision {latest} (record {standing.seq}), the one the "
+                "shipment stands at, with amend"
+            )
+        raise ConflictError(f"{clean}: record a finding on decision {latest}, the one the shipment stands at")
     return row
 
 

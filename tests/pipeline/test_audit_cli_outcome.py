@@ -149,8 +149,8 @@ RELEASED = [
     # (name, arguments, exit code, said, then: decision 1's outcome, decision 3's)
     ("finding-refused", ["--decision-seq", "1", "--found", "unknown", "--amend"], 2,
      "Error: shipment 'S' was decided again since decision 1: its latest decision is 3 (RELEASE); amend "
-     "corrects a finding recorded by mistake, and decision 1's outcome is clean (record 2): record a "
-     "finding on decision 3, the one the shipment stands at", ("clean", None)),
+     "corrects a finding recorded by mistake, and decision 1's outcome is clean (record 2, by o-1 at ",
+     ("clean", None)),
     ("not-judged-against-decision-1", ["--decision-seq", "1", "--found", "wet_ptach", "--amend"], 2,
      "its latest decision is 3 (RELEASE); amend corrects a finding recorded by mistake", ("clean", None)),
     ("finding-on-the-latest", ["--decision-seq", "3", "--found", "unknown"], 0,

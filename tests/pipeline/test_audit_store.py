@@ -1745,7 +1745,10 @@ def test_a_clean_outcome_of_a_decision_since_superseded_is_not_corrected_into_a_
     decision 1's clean outcome into a finding was taken on decision 1, amend, while S stood released
     with no outcome and in no queue: nobody was told the cargo with a finding was released. It is
     refused as decided again, naming the latest decision and its tier, where the finding holds the
-    cargo; so is a correction of T's decision 4, whose finding was corrected to clean (its latest)."""
+    cargo; so is a correction of T's decision 4, whose finding was corrected to clean (its latest).
+    The refusal names who recorded the clean outcome and when (another officer, moments ago, maybe);
+    it sent a clean correction (notes fixed) to the latest decision, which nobody inspected, and a
+    finding to T's decision 6, which has an outcome of its own: amend that one."""
     with AuditStore.open(db_url, seal_key=cli_key()) as store:
         store.record(decision("S", Tier.PHYSICAL_INSPECTION, 0.95))
         store.record_outcome("S", found=None, officer="o-1")
@@ -1754,24 +1757,28 @@ def test_a_clean_outcome_of_a_decision_since_superseded_is_not_corrected_into_a_
         store.record_outcome("T", found="wet_patch", officer="o-1")
         store.record(decision("T", Tier.PHYSICAL_INSPECTION, 0.9), idempotency_key="batch:T")  # 6
         store.record_outcome("T", found=None, officer="o-2", decision_seq=4, amend=True)  # 7
+        store.record_outcome("T", found=None, officer="o-4", decision_seq=6, amend=False)  # 8
+        at = {r.outcome.seq: r.outcome.created_at for r in store.decisions_of(["S", "T"]) if r.outcome}
+        clean_s = (
+            "its latest decision is 3 (RELEASE); amend corrects a finding recorded by mistake, and "
+            f"decision 1's outcome is clean (record 2, by o-1 at {at[2]})"
+        )
         refused = [
-            ("S", 1, "unknown", "its latest decision is 3 (RELEASE); amend corrects a finding recorded by "
-             "mistake, and decision 1's outcome is clean (record 2): record a finding on decision 3, the "
-             "one the shipment stands at"),
-            ("S", 1, None, "its latest decision is 3 (RELEASE); amend corrects a finding recorded by "
-             "mistake, and decision 1's outcome is clean (record 2): record the outcome on decision 3, "
-             "the one the shipment stands at"),
+            ("S", 1, "unknown", f"{clean_s}: record a finding on decision 3, the one the shipment stands at"),
+            ("S", 1, None, f"{clean_s}: a clean outcome on a superseded decision is not recorded again"),
             ("T", 4, "wet_patch", "its latest decision is 6 (PHYSICAL_INSPECTION); amend corrects a "
-             "finding recorded by mistake, and decision 4's outcome is clean (record 7): record a finding "
-             "on decision 6, the one the shipment stands at"),
+             f"finding recorded by mistake, and decision 4's outcome is clean (record 7, by o-2 at {at[7]}): "
+             "correct the outcome of decision 6 (record 8), the one the shipment stands at, with amend"),
         ]  # fmt: skip
         for shipment, seq, found, said in refused:
             with pytest.raises(ConflictError) as why:
-                store.record_outcome(shipment, found=found, officer="o-3", decision_seq=seq, amend=True)
+                store.record_outcome(
+                    shipment, found=found, officer="o-3", notes="typo fixed", decision_seq=seq, amend=True
+                )
             assert str(why.value) == f"shipment {shipment!r} was decided again since decision {seq}: {said}"
         (first, latest) = store.decisions_of(["S"])
         assert first.outcome is not None and first.outcome.found is None and first.outcome.seq == 2
-        assert latest.seq == 3 and latest.outcome is None and store.verify().records_checked == 7
+        assert latest.seq == 3 and latest.outcome is None and store.verify().records_checked == 8
 
 
 def test_a_forged_clean_outcome_of_a_superseded_decision_fails_its_seal_before_a_refusal(

@@ -377,12 +377,14 @@ def test_a_clean_outcome_of_a_decision_since_superseded_is_not_corrected_into_a_
     client = make_client(audit=either_audit_store)
     assert _submit(client, "SHP-R", [150]).json()["seq"] == 1
     clean = client.post("/v1/shipments/SHP-R/outcome", json={"found": "clean"}, headers=OFFICER)
-    assert clean.json()["outcome"]["seq"] == 2
+    first = clean.json()["outcome"]
+    assert first["seq"] == 2
     assert _released_again(either_audit_store, "SHP-R") == 3
     detail = (
         "shipment 'SHP-R' was decided again since decision 1: its latest decision is 3 (RELEASE); amend "
-        "corrects a finding recorded by mistake, and decision 1's outcome is clean (record 2): record a "
-        "finding on decision 3, the one the shipment stands at"
+        f"corrects a finding recorded by mistake, and decision 1's outcome is clean (record 2, by "
+        f"{first['officer']} at {first['created_at']}): record a finding on decision 3, the one the "
+        "shipment stands at"
     )
     for found in ("foreign_object", "foriegn_object"):
         answer = client.post(
