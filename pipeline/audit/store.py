@@ -312,7 +312,7 @@ class AuditStore:
         officer: str,
         notes: str = "",
         decision_seq: int | None = None,
-        amend: bool = True,
+        amend: bool = False,
     ) -> OutcomeRecord:
         """Chain an officer's finding for the shipment's latest decision (``found=None``: clean), or
         a correction of the outcome of an earlier one.
@@ -326,8 +326,10 @@ class AuditStore:
                 clean outcome there is not corrected: a finding belongs on the latest decision.
                 Required where the shipment has more than one decision: without it the outcome
                 judged whichever was latest when written, one recorded after the officer looked.
-            amend: whether this may correct an outcome already recorded for that decision. Both are
-                checked in the write's transaction, so two officers at once cannot both pass them.
+            amend: whether this may correct an outcome already recorded for that decision (not by
+                default: a caller that does not say so would overwrite another officer's finding
+                unawares). Both are checked in the write's transaction, so two officers at once
+                cannot both pass them.
 
         Raises:
             InputError: no decision recorded for ``shipment_id``, ``decision_seq`` none of its

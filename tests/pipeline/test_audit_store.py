@@ -105,7 +105,7 @@ def test_outcomes_clean_corrected_and_refused(filled: str) -> None:
     with AuditStore.open(filled) as store:
         clean = store.record_outcome("S1", found=None, officer="officer-2")
         assert (clean.seq, clean.found, clean.decision_seq) == (6, None, 1)
-        store.record_outcome("S1", found="wet_patch", officer="officer-3", notes="second look")
+        store.record_outcome("S1", found="wet_patch", officer="officer-3", notes="second look", amend=True)
         record = store.get("S1")
         assert record is not None and record.outcome is not None
         assert (record.outcome.found, record.outcome.officer, record.outcome.seq) == (
@@ -884,9 +884,9 @@ def test_a_hold_is_lowered_only_after_an_outcome_that_found_nothing(db_url: str)
             with pytest.raises(ConflictError, match=held) as refused:
                 store.record(decision("S1", Tier.RELEASE), idempotency_key=key)
             assert f"inspection found 'foreign_object' (audit record {found.seq})" in str(refused.value)
-        store.record_outcome("S1", found=None, officer="officer-7", decision_seq=2)  # corrected: clean
+        store.record_outcome("S1", found=None, officer="officer-7", decision_seq=2, amend=True)  # clean
         assert store.record(decision("S1", Tier.RELEASE), idempotency_key="inputs-a:S1") == first
-        store.record_outcome("S1", found="unknown", officer="officer-8", decision_seq=2)  # and back
+        store.record_outcome("S1", found="unknown", officer="officer-8", decision_seq=2, amend=True)  # back
         with pytest.raises(ConflictError, match=held):
             store.record(decision("S1", Tier.RELEASE), idempotency_key="policy-b:S1")
         standing = store.get("S1")
@@ -1696,7 +1696,10 @@ def test_an_outcome_is_checked_where_it_is_written(db_url: str) -> None:
         store.record_outcome("S1", found="wet_patch", officer="o-1", decision_seq=2, amend=False)
         with pytest.raises(ConflictError, match=r"already has an outcome \(wet_patch, recorded by o-1\)"):
             store.record_outcome("S1", found=None, officer="o-2", decision_seq=2, amend=False)
-        assert store.record_outcome("S1", found=None, officer="o-2", decision_seq=2).found is None
+        # a library caller that does not say amend is refused too: it corrected the finding unawares
+        with pytest.raises(ConflictError, match=r"already has an outcome \(wet_patch, recorded by o-1\)"):
+            store.record_outcome("S1", found=None, officer="o-2", decision_seq=2)
+        assert store.record_outcome("S1", found=None, officer="o-2", decision_seq=2, amend=True).found is None
 
 
 def test_the_outcome_of_a_decision_since_superseded_is_corrected_with_amend(db_url: str) -> None:

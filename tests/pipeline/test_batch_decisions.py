@@ -459,7 +459,7 @@ def test_a_held_shipments_picture_sent_again_under_a_new_id_carries_the_hold(tmp
         store.record_outcome("S1", found="foreign_object", officer="officer:1")  # found something
         still = _decided(store, [_row("S3", "aa" * 32)])
         for shipment in ("S1", "S2", "S3"):
-            store.record_outcome(shipment, found=None, officer="officer:1")  # inspected: clean
+            store.record_outcome(shipment, found=None, officer="officer:1", amend=True)  # inspected: clean
         cleared = _decided(store, [_row("S4", "aa" * 32)])
         carried = next(r for r in store.get("S2").decision.reasons if r.rule == "override.image_held_before")  # type: ignore[union-attr]
     assert again["S2"] == (
