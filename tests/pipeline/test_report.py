@@ -112,6 +112,18 @@ def test_blank_masks_are_named() -> None:
     assert "blank mask" not in render_report(_result(RECORDS))
 
 
+def test_a_type_with_none_flagged_is_told_apart_from_one_without_masks() -> None:
+    # a stain the model missed: no flagged image whose predicted type could be checked
+    stain = ImageRecord("test/stain/z.png", "anomalous", "stain", 0.2, GOOD, None, True)
+    page = render_report(_result([*RECORDS[:5], stain]))
+    text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
+    assert re.search(r"stain 1 100\.0 % .* none flagged", text)
+    assert re.search(r"crack 2 50\.0 % .* 100\.0 %", text)  # y flagged, as a crack
+    assert '"none flagged": the model flagged no image of that type' in text
+    # the policy's own cuts are named as they are now: no trusted trader's offset any more
+    assert "offset" not in re.search(r"A decision policy may set its own[^.]*\.", text).group(0)
+
+
 def test_colour_and_grayscale_pictures_are_compared_when_both_are_there() -> None:
     # colour: clean a (0.1) and c (0.6), anomalous x (0.3); grayscale: clean b (0.2), anomalous y (0.9)
     grey = ("test/good/b.png", "test/crack/y.png")
