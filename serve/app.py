@@ -130,9 +130,11 @@ def _check_data_dir(data_dir: Path) -> None:
             ) from exc
 
 
-def check_keys(settings: ServeSettings) -> KeyRing:
+def check_keys(settings: ServeSettings, *, warn: bool = True) -> KeyRing:
     """The configured keys; refuses to go on without them, or with a public or per-worker secret,
-    unless ``insecure_dev`` is set.
+    unless ``insecure_dev`` is set. ``warn=False`` checks without logging what is weak (short keys,
+    no authentication, a weak audit secret, cookies not marked Secure): for the workers of a
+    ``clearsight serve`` that has said so once already.
 
     Raises:
         InputError: no API keys and no ``insecure_dev`` flag, or malformed keys; the public default
@@ -147,11 +149,11 @@ def check_keys(settings: ServeSettings) -> KeyRing:
             "admin), or pass the insecure development flag (--insecure-dev / CLEARSIGHT_INSECURE_DEV=1) "
             "to run WITHOUT authentication"
         )
-    if len(keys) == 0:
+    if len(keys) == 0 and warn:
         log.warning(
             "INSECURE: serving without authentication (insecure_dev is set); never do this in production"
         )
-    if keys.short_keys:
+    if keys.short_keys and warn:
         log.warning(
             "API key(s) %s are shorter than %d characters: the audit trail names each key by 48 bits of "
             "its SHA-256, so anyone who reads it can test guesses at a short key offline; use random "
@@ -168,8 +170,9 @@ def check_keys(settings: ServeSettings) -> KeyRing:
                 "audits pick: set CLEARSIGHT_AUDIT_SECRET to a long random secret "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
-        log.warning("INSECURE: random audits use a weak audit_secret (insecure_dev is set)")
-    if not settings.cookie_secure and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        if warn:
+            log.warning("INSECURE: random audits use a weak audit_secret (insecure_dev is set)")
+    if warn and not settings.cookie_secure and settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(
             "review sessions travel in cookies not marked Secure while serving on %s: behind HTTPS set "
             "CLEARSIGHT_COOKIE_SECURE=1",
@@ -247,12 +250,18 @@ def build_services(
 
 
 def create_app(
-    settings: ServeSettings, *, predictors: Mapping[str, Predictor] | None = None, audit: Any = None
+    settings: ServeSettings,
+    *,
+    predictors: Mapping[str, Predictor] | None = None,
+    audit: Any = None,
+    keys: KeyRing | None = None,
 ) -> FastAPI:
     """Build the app. ``predictors`` (cargo type -> Predictor) and ``audit`` replace what the settings
-    would load, which is how tests inject fakes; the caller keeps ownership of an injected audit store."""
+    would load, which is how tests inject fakes; the caller keeps ownership of an injected audit store.
+    ``keys``: what :func:`check_keys` returned to a caller that checked (and warned) already."""
 
-    keys = check_keys(settings)  # before anything starts: no keys means no server
+    if keys is None:
+        keys = check_keys(settings)  # before anything starts: no keys means no server
     metrics = Metrics()
 
     @asynccontextmanager
@@ -298,5 +307,9 @@ def create_app(
 
 
 def create_app_from_env() -> FastAPI:
-    """uvicorn factory for ``--workers N``: each worker process reads its settings from ``CLEARSIGHT_*``."""
-    return create_app(ServeSettings.load())
+    """uvicorn factory for ``--workers N``: each worker process reads its settings from ``CLEARSIGHT_*``.
+
+    ``clearsight serve`` checked these settings and logged their warnings before starting the workers:
+    each checks them again, but does not say them once more per worker."""
+    settings = ServeSettings.load()
+    return create_app(settings, keys=check_keys(settings, warn=False))

@@ -99,10 +99,17 @@ def serve_command(
     API keys come from CLEARSIGHT_API_KEYS ('role:key,...'; roles submitter, officer, admin); other
     settings from CLEARSIGHT_* variables (see serve/settings.py).
     """
+    import logging.config
+
     import uvicorn
 
     from serve.app import check_keys, create_app, preflight
+    from serve.logs import log_config
     from serve.settings import ServeSettings
+
+    # the start-up warnings (keys, secrets, cookies) are log lines like the server's own: JSON, not
+    # plain text ahead of uvicorn's configuring the same loggers
+    logging.config.dictConfig(log_config())
 
     overrides = {
         "models": model,
@@ -116,14 +123,14 @@ def serve_command(
         "data_dir": data_dir,
     }
     settings = ServeSettings.load(**{k: v for k, v in overrides.items() if v is not None})
-    check_keys(settings)  # refuse to start without keys, before any model is loaded
+    keys = check_keys(settings)  # refuse to start without keys, before any model is loaded
     predictors = preflight(settings)
     # uvicorn stops gracefully on SIGTERM and then ends by the signal, as a service manager expects
     # of a stopped service; the CLI's own handler (exit 143, which systemd counts as a failure) would
     # be the one uvicorn hands the signal back to
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if settings.workers == 1:
-        uvicorn.run(create_app(settings, predictors=predictors), **uvicorn_options(settings))
+        uvicorn.run(create_app(settings, predictors=predictors, keys=keys), **uvicorn_options(settings))
         return
     del predictors  # each worker loads its own
     # Worker processes rebuild their settings from the environment: hand the options on through it.

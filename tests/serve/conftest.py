@@ -6,6 +6,8 @@ on ``sys.path``, so this conftest does, once, for the modules of this folder.
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
 import threading
 import time
@@ -33,6 +35,20 @@ BASE_SETTINGS: dict[str, Any] = {
     "max_wait_ms": 1.0,
 }
 """What every test app starts with (a key ring, a non-default audit secret, quick batches)."""
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """For a test that runs ``clearsight serve``, which configures the process's loggers (JSON lines
+    on stderr, not propagated: ``caplog`` would see no more of them) and SIGTERM: puts them back."""
+    loggers = [logging.getLogger(name) for name in ("clearsight", "uvicorn", "uvicorn.error")]
+    saved = [(logger, logger.handlers[:], logger.propagate, logger.level) for logger in loggers]
+    sigterm = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, sigterm)
+    for logger, handlers, propagate, level in saved:
+        logger.handlers[:], logger.propagate = handlers, propagate
+        logger.setLevel(level)
 
 
 @pytest.fixture

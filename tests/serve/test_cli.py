@@ -1,14 +1,16 @@
 """How ``clearsight serve`` configures uvicorn: whose X-Forwarded-For is believed, and the protocol
-that bounds request heads and connections per client."""
+that bounds request heads and connections per client, and what its log says at start-up."""
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import httpx
 import pytest
-from serve_fakes import OFFICER_KEY, auth
+from serve_fakes import API_KEYS, OFFICER_KEY, FakePredictor, auth
 
+from pipeline.cli import app, run
 from serve.cli import uvicorn_options
 from serve.connection_limits import ConnectionLimits
 from serve.settings import ServeSettings
@@ -94,3 +96,40 @@ def test_the_protocol_bounds_request_heads_and_connections_per_client_in_every_w
     assert isinstance(limits, ConnectionLimits)
     assert (limits.header_timeout_s, limits.max_connections_per_client) == (3.5, 7)
     assert limits.capped_key("10.0.0.5") is None and limits.capped_key("10.0.0.6") == "10.0.0.6"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_says_its_start_up_warnings_once_as_json_log_lines(
+    tmp_path, monkeypatch, capsys, caplog, logging_restored, workers: int
+) -> None:
+    """The keys were checked by the command and again by the app it built: each warning twice, as plain
+    text before uvicorn's JSON lines. Workers check again, without saying it once more each."""
+    import uvicorn
+
+    import serve.app
+
+    monkeypatch.setenv("CLEARSIGHT_API_KEYS", API_KEYS)  # 16 characters each: short
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "a-long-enough-audit-secret-for-tests")
+    monkeypatch.setenv("CLEARSIGHT_SESSION_SECRET", "a-session-secret-the-workers-share")
+    monkeypatch.setattr(serve.app, "preflight", lambda settings: {"bulk_ore": FakePredictor("bulk_ore")})
+    started: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda target, **options: started.append(target))
+    handed_on = {  # what the command hands its workers: set here, so that the test's end takes it back
+        "CLEARSIGHT_MODELS": str(tmp_path / "model"),
+        "CLEARSIGHT_AUDIT_DB": f"sqlite:///{tmp_path}/audit.db",
+        "CLEARSIGHT_DATA_DIR": str(tmp_path / "data"),
+        "CLEARSIGHT_INSECURE_DEV": "False",
+    }
+    for name, value in handed_on.items():
+        monkeypatch.setenv(name, value)
+    options = {"--model": "MODELS", "--audit-db": "AUDIT_DB", "--data-dir": "DATA_DIR"}
+    argv = [part for flag, name in options.items() for part in (flag, handed_on[f"CLEARSIGHT_{name}"])]
+    assert run(app, ["serve", *argv, "--workers", str(workers)]) == 0
+    if workers > 1:  # a worker builds its app from the environment the command handed on
+        assert started == ["serve.app:create_app_from_env"]
+        serve.app.create_app_from_env()
+    lines = capsys.readouterr().err.splitlines()
+    entries = [json.loads(line) for line in lines]  # every line a JSON object
+    said = [e for e in entries if "shorter than 20 characters" in e["msg"]]
+    assert len(said) == 1 and said[0]["logger"] == "clearsight.serve" and said[0]["level"] == "warning"
+    assert not [r for r in caplog.records if "shorter than 20 characters" in r.getMessage()]
