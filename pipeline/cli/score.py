@@ -357,7 +357,7 @@ def score(
                 loaded_policy.check_models({p.cargo_type: p.model_id for p in router.predictors})
 
         progress = Progress(
-            TextColumn("scoring"),
+            TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             _RateColumn(),
@@ -426,6 +426,12 @@ def score(
                 lock=lock,
                 listed_only=loaded_policy is not None,
             )
+            # the bar counts inputs: 5/5 read as five images scored where three named one given already
+            counted = [f"{summary.duplicates} duplicate input(s), scored once"] if summary.duplicates else []
+            if summary.skipped_done:
+                counted.append(f"{summary.skipped_done} already in the output")
+            if counted:
+                progress.update(bar, description=f"scoring ({'; '.join(counted)})")
         summary.left_out = len(left_out)
         summary.duplicates += same_count[0]
         summary.duplicate_example = same_files[0] if same_files else None

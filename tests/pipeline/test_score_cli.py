@@ -831,6 +831,22 @@ def test_a_picture_linked_under_a_second_name_is_counted_and_named(
     ) in said
 
 
+def test_the_progress_bar_says_which_inputs_it_counts_as_done_unscored(
+    tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """5 inputs, 3 of them naming an image given already: the bar read 5/5 for 2 images scored."""
+    first, second = write_images(tmp_path / "arc", [40, 120])
+    argv = ["score", str(first), str(first), str(tmp_path / "arc"), str(second), "--model", str(models[0])]
+    out = tmp_path / "rows.jsonl"
+    assert run(app, [*argv, "--out", str(out)]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert len(list(iter_rows(out))) == 2
+    assert "scoring (3 duplicate input(s), scored once) " in said and " 5/5 " in said
+    assert run(app, [*argv, "--out", str(out), "--resume"]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "scoring (3 duplicate input(s), scored once; 2 already in the output) " in said
+
+
 def test_a_run_that_changes_the_rows_leaves_no_earlier_decisions(
     tmp_path: Path,
     models: tuple[Path, Path],
