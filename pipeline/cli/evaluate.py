@@ -153,20 +153,15 @@ def evaluate_command(
             f"[yellow]Warning:[/yellow] {len(result.empty_masks)} ground-truth mask(s) mark no defect "
             f"pixel ({escape(result.empty_masks[0])}, for one): left out of pixel AUROC and PRO."
         )
+    # the images left out are not among those the metrics count: said apart, not inside their count
+    unreadable, non_finite = counts["failed"] - counts["non_finite"], counts["non_finite"]
+    left_out = [f"{unreadable} unreadable"] if unreadable else []
+    if non_finite:
+        left_out.append(f"{non_finite} given a non-finite score or map by the model")
+    said = ", ".join(left_out)
     console.print(
         f"Model {result.model_id} on {counts['images']} test images "
-        f"({counts['good']} clean, {counts['anomalous']} anomalous"
-        + (
-            f", {counts['failed'] - counts['non_finite']} unreadable"
-            if counts["failed"] > counts["non_finite"]
-            else ""
-        )
-        + (
-            f", {counts['non_finite']} given a non-finite score or map by the model"
-            if counts["non_finite"]
-            else ""
-        )
-        + ")"
+        f"({counts['good']} clean, {counts['anomalous']} anomalous)" + (f"; left out: {said}" if said else "")
     )
     ci = mt["intervals"]
     console.print(

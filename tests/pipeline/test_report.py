@@ -554,6 +554,22 @@ def test_cli_says_when_the_test_set_cannot_show_the_target(
         assert said in out
 
 
+def test_cli_counts_the_unreadable_images_apart_from_those_measured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It read "on 7 test images (3 clean, 4 anomalous, 1 unreadable)": the unreadable one is not of the 7."""
+    pytest.importorskip("datasets.mvtec", reason="datasets.mvtec (read_mvtec) is written by another engineer")
+    _install_fake_model(monkeypatch)
+    write_dataset(tmp_path / "ore")
+    (tmp_path / "model").mkdir()
+    broken = sorted((tmp_path / "ore").rglob("test/good/*.png"))[0]
+    broken.write_bytes(b"not a picture")
+    code, _ = _run_evaluate(tmp_path)
+    said = " ".join(capsys.readouterr().out.split())
+    assert code == 0
+    assert "on 7 test images (3 clean, 4 anomalous); left out: 1 unreadable" in said
+
+
 def test_cli_prints_a_small_release_cut_as_the_report_does(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
