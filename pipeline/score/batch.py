@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from datasets.errors import ClearsightError, ImageDecodeError
+from datasets.errors import ClearsightError, DatasetFormatError, ImageDecodeError
 from models.inference import Prediction, Predictor
 from pipeline.heatmap import overlay_png
 from pipeline.score.sources import ImageTask
@@ -157,7 +157,25 @@ def error_row(
     sha256: str | None = None,
     phash: str | None = None,
 ) -> ScoredRow:
-    """The row of an image that could not be scored: ``error`` set, every score field ``None``."""
+    """The row of an image that could not be scored: ``error`` set, every score field ``None``.
+
+    A picture a manifest lists (a task with a shipment) that is not there is the manifest's error,
+    not a picture that failed to decode: said as such (it read ``ImageDecodeError: ... file not
+    found``). The manifest's own name is left out, as the row's error is among the inputs a
+    decision is keyed by, and a copy of the manifest must decide the same."""
+    if (
+        task.shipment_id is not None
+        and error.startswith(f"{ImageDecodeError.__name__}: ")
+        and not os.path.exists(task.path)
+    ):
+        from datasets.decode.source import stripped_spelling
+
+        other = stripped_spelling(task.path)
+        said = "" if other is None else f" (the path has spaces at its ends; without them it names {other})"
+        error = (
+            f"{DatasetFormatError.__name__}: {printable_path(task.path)}: listed in the manifest under "
+            f"shipment {task.shipment_id!r}, but file not found{said}"
+        )
     verdict = ImageVerdict(
         path=printable_path(task.path),
         sha256=sha256,

@@ -988,3 +988,22 @@ def test_a_manifest_path_with_a_space_at_its_end_scores_its_own_file_or_none(tmp
     assert row.score is None and row.error is not None
     assert "file not found (the path has spaces at its ends; without them it names " in row.error
     assert row.error.endswith(f"{arc / 'photo.png'})")
+
+
+def test_a_picture_a_manifest_lists_that_is_not_there_is_the_manifests_error(tmp_path: Path) -> None:
+    """It read "ImageDecodeError: ...: file not found", as a picture that failed to decode would; a
+    file given otherwise that is gone (a folder's dangling link) still is one."""
+    arc = tmp_path / "arc"
+    write_png(arc / "a.png", 10)
+    (arc / "gone.png").symlink_to(arc / "nowhere.png")
+    manifest = arc / "m.csv"
+    manifest.write_text("path,shipment_id,cargo_type\na.png,S1,bulk_ore\nmissing.png,S1,bulk_ore\n")
+    out = tmp_path / "out.jsonl"
+    score_to_file([*iter_tasks([str(manifest)]), ImageTask(str(arc / "gone.png"))], _engine(), out)
+    rows = _rows_by_path(out)
+    assert rows[str(arc / "missing.png")].error == (
+        f"DatasetFormatError: {arc / 'missing.png'}: listed in the manifest under shipment 'S1', but file "
+        "not found"
+    )
+    assert rows[str(arc / "gone.png")].error.startswith("ImageDecodeError: ")
+    assert rows[str(arc / "a.png")].error is None

@@ -94,6 +94,6 @@ def test_manifest_routes_by_cargo_type_and_carries_the_declaration(tmp_path: Pat
     assert resolved[pack[0].name].declaration["x_hs_code"] == "8486"
     no_model = "no model for cargo type 'crude_oil'; loaded: 'bulk_ore', 'vacuum_pack'"
     assert resolved[crude[0].name].error == no_model
-    gone = resolved["gone.png"]
-    assert gone.error is not None and gone.error.startswith("ImageDecodeError: ")
+    gone = resolved["gone.png"]  # listed, not there: the manifest's error
+    assert gone.error is not None and gone.error.startswith("DatasetFormatError: ")
     assert gone.shipment_id == "S3"
