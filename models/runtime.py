@@ -191,12 +191,18 @@ def _forget_model_bytes(session: object) -> None:
     twice over, while the session holds its own copy of them: kept, they were a second copy of the
     model for its whole life (``bench/bench_load_memory.py``). Our one provider is the CPU, the
     fallback's own target, so fallback is switched off and the bytes let go. A later ORT without the
-    attribute keeps whatever it keeps: nothing here depends on it.
+    attribute, or one that will not let it be set, keeps whatever it keeps, its fallback with it:
+    nothing here depends on it. The session cannot be made again afterwards (``set_providers``, a
+    fallback turned back on): nothing in Clearsight does either.
     """
     disable = getattr(session, "disable_fallback", None)
-    if callable(disable) and getattr(session, "_model_bytes", None) is not None:
-        disable()
+    if not callable(disable) or getattr(session, "_model_bytes", None) is None:
+        return
+    try:
         session._model_bytes = None  # type: ignore[attr-defined]
+    except AttributeError:  # a read-only attribute: the bytes stay, and so may the fallback
+        return
+    disable()
 
 
 def raw_runner(detector: Detector, runtime: str) -> Callable[[torch.Tensor], RawOutput]:

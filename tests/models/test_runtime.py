@@ -14,7 +14,7 @@ import torch
 from datasets.errors import ModelError
 from models.artifact import load_model
 from models.onnx_export import sample_inputs
-from models.runtime import DEFAULT_RUNTIME, RUNTIMES, OnnxRuntimeRaw, raw_runner
+from models.runtime import DEFAULT_RUNTIME, RUNTIMES, OnnxRuntimeRaw, _forget_model_bytes, raw_runner
 from pipeline.settings import RuntimeName, Settings
 
 
@@ -97,6 +97,42 @@ def test_a_loaded_model_keeps_no_serialized_copy_of_its_weights(tiny_model_dir: 
     predictor = load_model(tiny_model_dir, runtime=runtime)
     assert max(_bytes_held(predictor), default=0) < 64 << 10
     assert predictor.predict([np.zeros((40, 40, 3), np.uint8)])[0].score >= 0.0  # it still scores
+
+
+class _Session:
+    """An ORT session as a later version might have it: ``_model_bytes`` plain, missing, or read-only."""
+
+    def __init__(self, held: str) -> None:
+        self.fallback = True
+        if held == "plain":
+            self._model_bytes: bytes | None = b"graph"
+
+    def disable_fallback(self) -> None:
+        self.fallback = False
+
+
+class _ReadOnlySession(_Session):
+    @property
+    def _model_bytes(self) -> bytes:  # type: ignore[override]
+        return b"graph"
+
+
+@pytest.mark.parametrize(
+    ("session", "bytes_after", "fallback_after"),
+    [
+        (_Session("plain"), None, False),
+        (_Session("missing"), "missing", True),
+        # a property without a setter made loading fail, its fallback already switched off
+        (_ReadOnlySession("read-only"), b"graph", True),
+    ],
+    ids=["plain", "missing", "read-only"],
+)
+def test_a_session_lets_go_of_its_graph_only_where_it_can(
+    session: _Session, bytes_after: object, fallback_after: bool
+) -> None:
+    _forget_model_bytes(session)
+    assert getattr(session, "_model_bytes", "missing") == bytes_after
+    assert session.fallback is fallback_after
 
 
 def test_the_session_keeps_its_arena_but_plans_no_memory_pattern(tiny_model_dir: Path) -> None:
