@@ -82,10 +82,6 @@ class ManifestRow(NamedTuple):
         declaration: ``shipment_id``, ``cargo_type`` and every declaration or ``x_`` column the row
             has: flags as ``bool``, empty values as ``None``, everything else as ``str``.
         line: 1-based line of the row in the manifest (a CSV row's first line).
-        listed: the image as listed (absolute, its last name not followed), where a link makes it
-            another path than ``path``; ``None`` where it is ``path``. What a reader should name
-            the picture by (the name an officer finds in the manifest); ``path`` is the file checked
-            to stay in the manifest's folder, and the one to read.
     """
 
     path: Path
@@ -96,7 +92,6 @@ class ManifestRow(NamedTuple):
     mask_path: Path | None
     declaration: dict[str, Any]
     line: int
-    listed: Path | None = None
 
 
 def iter_manifest(path: str | Path, *, check_files: bool = True) -> Iterator[ManifestRow]:
@@ -377,19 +372,6 @@ def _inside(value: str, column: str, base: Path, where: str) -> Path:
     return resolved
 
 
-def _as_listed(value: str, base: Path, resolved: Path) -> Path | None:
-    """``value`` made absolute against ``base`` without following a link at its end (``.`` and
-    doubled separators dropped; a ``..`` left to the file system, as ``link/..`` is the link's
-    target's parent); None where that is ``resolved``."""
-    text = os.path.join(base, value)
-    if ".." not in Path(text).parts:
-        listed = Path(os.path.normpath(text))
-    else:
-        folder, name = os.path.split(text)
-        listed = Path(os.path.realpath(folder), name)
-    return None if listed == resolved else listed
-
-
 def _validate(
     record: Mapping[str, Any], *, line: int, manifest: Path, base: Path, check_files: bool
 ) -> ManifestRow:
@@ -445,7 +427,6 @@ def _validate(
         mask_path=mask,
         declaration=declaration,
         line=line,
-        listed=_as_listed(values["path"], base, image),  # type: ignore[arg-type]
     )
 
 

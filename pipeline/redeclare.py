@@ -18,10 +18,6 @@ decided on and is named (:attr:`Redeclared.emptied`). A row names its picture as
 it (a name that is not UTF-8 escaped), and is matched to the manifest's picture through that text
 read back into the file's name.
 
-Rows scored without a shipment (a folder scored) are decided under the shipment the manifest lists
-their picture under (:attr:`Redeclared.placed`); a row of a picture it does not list still names no
-shipment, and deciding refuses it.
-
 Rows follow the manifest: every row of a picture the manifest lists under another shipment than the
 one it was scored under (a correction moved the picture, or renamed its shipment) is decided under
 the shipment that lists it, with its score, its error and the cargo type it was scored as, and no
@@ -90,11 +86,6 @@ class Redeclared:
     """Rows of a picture the manifest lists under another shipment than they were scored under, per
     the shipment that lists it (and decides them now): each row's path and the shipment it was
     scored under, where it no longer counts. One entry a row: two rows may name one path."""
-    placed: dict[str, list[str]] = field(default_factory=dict)
-    """Rows scored without a shipment (from a folder) whose picture the manifest lists, per the
-    shipment that lists it and decides them: each row's path. Matched as a moved row is, by the
-    picture's path; the row keeps the cargo type it was scored as, so a picture declared another
-    cargo fails closed."""
     several: dict[str, list[str]] = field(default_factory=dict)
     """Pictures decided on more than one row under the shipment listing them, one of them moved
     there (scored twice, or under several shipments), per that shipment, each picture's path (as
@@ -290,10 +281,8 @@ def redeclare(
     (:attr:`Redeclared.several`, said). Leaving a row where it was scored decided that shipment on
     it alone (released on a stale row of a picture another row of which held), and moving only one
     row of several released the listing shipment wherever the row chosen was not the one the policy
-    holds on. A row that names no shipment (scored from a folder) is placed under the shipment
-    listing its picture, as a moved row is (:attr:`Redeclared.placed`); one of a picture the
-    manifest does not list, or one whose shipment id is no text, is not: deciding refuses it, as
-    without a manifest. A listed shipment that a row was scored under is decided
+    holds on. A row that names no shipment, or one that is no text, is never moved: deciding
+    refuses it, as without a manifest. A listed shipment that a row was scored under is decided
     though all its rows moved away; one the manifest does not list is not (no row is left to
     decide it on), and is named in :attr:`Redeclared.emptied`."""
     done = Redeclared()
@@ -304,12 +293,7 @@ def redeclare(
     pictures = [_picture(row.path, where, earlier, folders) for row in rows]
     decided = list(scored)  # the shipment each row is decided under
     for n, (picture, shipment) in enumerate(zip(pictures, scored, strict=True)):
-        if picture is None or where[picture] == shipment:
-            continue
-        if shipment is None:
-            # scored without a shipment (from a folder): the manifest names the one its picture is in
-            decided[n] = where[picture]
-            done.placed.setdefault(where[picture], []).append(rows[n].path)
+        if picture is None or shipment is None or where[picture] == shipment:
             continue
         if not isinstance(rows[n].shipment_id or rows[n].declaration.get("shipment_id"), str):
             continue  # a shipment id that is no text (a list): left for deciding to refuse, as before

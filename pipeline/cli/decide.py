@@ -141,23 +141,6 @@ def _check_finished(verdicts: Path, manifest: Path | None, opened: OpenRows) -> 
     )
 
 
-def _check_placed(manifest: Path, rows: list[ImageVerdict]) -> None:
-    """Refuse a row that still names no shipment once ``manifest`` placed the rows: one scored
-    without a shipment whose picture the manifest does not list (under its path as scored).
-
-    Raises:
-        InputError: naming the first such row and the manifest.
-    """
-    for row in rows:
-        if not (row.shipment_id or row.declaration.get("shipment_id")):
-            raise InputError(
-                f"image {row.path!r} has no shipment_id, and --manifest {str(manifest)!r} does not list "
-                "its picture: a row scored without a shipment is decided under the shipment the "
-                "manifest lists its picture under (by its path as scored); list it there, or set the "
-                "row's shipment_id"
-            )
-
-
 def _check_listed(verdicts: Path, manifest: Path, unfinished: tuple[str, str], done: Redeclared) -> None:
     """Refuse rows no completion record vouches for (``unfinished``: why, and what to do) where a
     row's shipment, after the moves, is one ``manifest`` does not list: only a listed picture
@@ -375,13 +358,6 @@ def _redeclared_warnings(done: Redeclared, standing: dict[str, tuple[str, int]] 
             "with their score, and no longer count for the one they were scored under: "
             f"{path!r} from {scored!r} to {first!r} first"
         )
-    if done.placed:
-        first = sorted(done.placed)[0]
-        said.append(
-            f"{sum(map(len, done.placed.values()))} row(s) scored without a shipment were decided under the "
-            f"shipment --manifest lists their picture under: {sorted(done.placed[first])[0]!r} under "
-            f"{first!r} first"
-        )
     if done.several:
         first = sorted(done.several)[0]
         said.append(
@@ -501,7 +477,6 @@ def register(app: typer.Typer) -> None:
             rows, redeclared = redeclare(
                 rows, read_declarations(manifest), hold_unscored=unfinished is not None
             )
-            _check_placed(manifest, rows)
             if unfinished is not None:
                 _check_listed(verdicts, manifest, unfinished, redeclared)
                 note = (

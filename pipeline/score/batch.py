@@ -166,7 +166,7 @@ def error_row(
     if (
         task.shipment_id is not None
         and error.startswith(f"{ImageDecodeError.__name__}: ")
-        and not os.path.exists(task.file)
+        and not os.path.exists(task.path)
     ):
         from datasets.decode.source import stripped_spelling
 

@@ -169,10 +169,10 @@ class LocalEngine:
                         yield error_row(task, route.error)
                         continue
                     assert route.cargo_type is not None
-                    pixels = _header_pixels(task.file, self.limits)
+                    pixels = _header_pixels(task.path, self.limits)
                     yield from make_room(pixels)
                     held += pixels
-                    window.append(_Waiting(task, route.cargo_type, pool.submit(decode, task.file), pixels))
+                    window.append(_Waiting(task, route.cargo_type, pool.submit(decode, task.path), pixels))
                     self.peak_in_flight = max(self.peak_in_flight, len(window) + open_count)
                     self.peak_pixels_in_flight = max(self.peak_pixels_in_flight, held)
                     while len(window) >= self.max_in_flight:

@@ -76,7 +76,7 @@ class _RayScorer:
                 rows.append(error_row(task, route.error))
                 continue
             assert route.cargo_type is not None
-            decoded = decode_task(task.file, self.limits)
+            decoded = decode_task(task.path, self.limits)
             if decoded.error is not None:
                 rows.append(
                     error_row(task, decoded.error, cargo_type=route.cargo_type, sha256=decoded.sha256)
@@ -98,15 +98,9 @@ class _RayScorer:
                 shipment_id=str(shipment) or None,
                 cargo_type=str(cargo) or None,
                 declaration=json.loads(str(declaration)),
-                source=os.fsdecode(source) or None,
             )
-            for path, shipment, cargo, declaration, source in zip(
-                batch["path"],
-                batch["shipment_id"],
-                batch["cargo_type"],
-                batch["declaration"],
-                batch["source"],
-                strict=True,
+            for path, shipment, cargo, declaration in zip(
+                batch["path"], batch["shipment_id"], batch["cargo_type"], batch["declaration"], strict=True
             )
         ]
         rows = self._rows(tasks)
@@ -124,7 +118,6 @@ def _item(task: ImageTask) -> dict[str, str | bytes]:
         "shipment_id": task.shipment_id or "",
         "cargo_type": task.cargo_type or "",
         "declaration": json.dumps(task.declaration, sort_keys=True),
-        "source": os.fsencode(task.source or ""),
     }
 
 

@@ -97,19 +97,6 @@ def _earlier_row(
     return identity
 
 
-def _row_under_source(task: ImageTask, done: Done, seen: dict[bytes, bytes]) -> bytes | None:
-    """The identity of the row an earlier version wrote of ``task``'s picture under the file it
-    reads (a manifest's picture listed through a link was named by the link's target), where this
-    run is to keep that row for it: resumed, it was scored again under the name listed, two rows of
-    one picture. None where there is none, or another input keeps it."""
-    if task.source is None:
-        return None
-    identity = done.key(printable_path(task.source), task.shipment_id)
-    if identity in seen or done.get(identity) is None:
-        return None
-    return identity
-
-
 def _pending(
     tasks: Iterable[ImageTask],
     done: Done,
@@ -142,8 +129,6 @@ def _pending(
         identity = done.key(text, task.shipment_id)  # as the output's rows name it
         scored = done.get(identity)
         found = _earlier_row(task, text, identity, done, seen, earlier) if identity not in seen else None
-        if found is None and scored is None and identity not in seen:
-            found = _row_under_source(task, done, seen)
         if found is not None:  # its row as an earlier version named it
             scored = done.get(found)
         if identity in seen:

@@ -30,21 +30,12 @@ class ImageTask:
         cargo_type: the cargo type that picks the model; ``None`` means "not said" and the
             router falls back to the only loaded model, if there is exactly one.
         declaration: the manifest row's declaration columns, carried into the output row.
-        source: the file read, where it is not ``path``: a manifest's picture listed through a
-            link is named as listed, and read where the manifest reader resolved it (and checked
-            that it stays in the manifest's folder). ``None``: ``path`` is read.
     """
 
     path: str
     shipment_id: str | None = None
     cargo_type: str | None = None
     declaration: dict[str, Any] = field(default_factory=dict)
-    source: str | None = None
-
-    @property
-    def file(self) -> str:
-        """The file to read: ``source``, else ``path``."""
-        return self.source if self.source is not None else self.path
 
 
 def is_manifest(item: str | Path) -> bool:
@@ -58,14 +49,11 @@ def _manifest_tasks(manifest: Path, default_cargo_type: str | None) -> Iterator[
 
     # check_files=False: a listed image that is missing becomes an error row, not a stopped run.
     for row in iter_manifest(manifest, check_files=False):
-        # named as listed, so that an officer finds the row's picture in the manifest (a link's
-        # target's name is in no manifest row); read where the reader checked it
         yield ImageTask(
-            path=absolute_path(row.listed if row.listed is not None else row.path),
+            path=absolute_path(row.path),
             shipment_id=row.shipment_id or None,
             cargo_type=row.cargo_type or default_cargo_type,
             declaration=dict(row.declaration or {}),
-            source=str(row.path) if row.listed is not None else None,
         )
 
 

@@ -572,48 +572,6 @@ def test_a_picture_the_correction_moved_is_decided_under_the_shipment_listing_it
     )
 
 
-def _folder_row(path: str, score: float) -> ImageVerdict:
-    """A row as ``clearsight score FOLDER`` writes it: no shipment, no declaration."""
-    return _row("", path, score).model_copy(update={"shipment_id": None, "declaration": {}})
-
-
-def test_rows_scored_from_a_folder_are_decided_under_the_shipment_listing_their_picture(
-    env: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Rows scored without a shipment were refused ("has no shipment_id") though the manifest lists
-    every picture: they are placed as a moved row is, by the picture's path, the strictest row
-    deciding a picture scored twice; a picture it does not list is refused, naming the manifest."""
-    a, p, q = (str(env / name) for name in ("a.png", "p.png", "q.png"))
-    ore = {"cargo_type": "bulk_ore"}
-    listed = [
-        {"path": "a.png", "shipment_id": "S1", **ore},
-        {"path": "p.png", "shipment_id": "S2", **ore},
-        {"path": "v.png", "shipment_id": "S3", "cargo_type": "vacuum_pack"},
-    ]
-    rows = [
-        _folder_row(a, 0.1),
-        _folder_row(p, 0.95),
-        _row("S2", p, 0.1),  # p scored under S2 too: the folder's row holds it still
-        _folder_row(str(env / "v.png"), 0.1),  # scored as ore, declared vacuum pack now
-    ]
-    code, decided = _decide(env, rows, listed)
-    assert code == 0, capsys.readouterr().err
-    assert decided["S1"] == ("RELEASE", ["score.clear"])
-    assert decided["S2"] == ("PHYSICAL_INSPECTION", ["score.clear", "score.hold"])
-    assert decided["S3"][0] != "RELEASE" and "fail_closed.mixed_cargo_types" in decided["S3"][1]
-    said = " ".join(capsys.readouterr().err.split())
-    assert (
-        "3 row(s) scored without a shipment were decided under the shipment --manifest lists their "
-        f"picture under: {a!r} under 'S1' first" in said
-    )
-    code, _ = _decide(env, [*rows, _folder_row(q, 0.1)], listed)
-    assert code == 2
-    assert (
-        f"Error: image {q!r} has no shipment_id, and --manifest {str(env / 'm.csv')!r} does not list its "
-        "picture" in " ".join(capsys.readouterr().err.split())
-    )
-
-
 def test_a_renamed_shipment_keeps_the_alarm_its_rows_raised(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1007,27 +1007,3 @@ def test_a_picture_a_manifest_lists_that_is_not_there_is_the_manifests_error(tmp
     )
     assert rows[str(arc / "gone.png")].error.startswith("ImageDecodeError: ")
     assert rows[str(arc / "a.png")].error is None
-
-
-def test_a_picture_a_manifest_lists_through_a_link_is_named_as_listed(tmp_path: Path) -> None:
-    """Its row named the link's target, a name in no manifest row: an officer could not find the
-    picture the row and its decision are of. It is read where the manifest reader resolved it."""
-    arc = tmp_path / "arc"
-    write_png(arc / "store" / "IMG_0001.png", 250)
-    (arc / "container_ABC_front.png").symlink_to(Path("store") / "IMG_0001.png")
-    manifest = arc / "m.csv"
-    manifest.write_text("path,shipment_id,cargo_type\ncontainer_ABC_front.png,S1,bulk_ore\n")
-    out = tmp_path / "out.jsonl"
-    score_to_file(iter_tasks([str(manifest)]), _engine(), out)
-    (row,) = iter_rows(out)
-    assert row.path == str(arc / "container_ABC_front.png") and row.score == pytest.approx(250 / 255)
-    assert row.sha256 == hashlib.sha256((arc / "store" / "IMG_0001.png").read_bytes()).hexdigest()
-    # an output an earlier version wrote under the target's name: resumed, the row is kept for the
-    # picture, not scored again beside it under the name listed
-    out.write_text(
-        row.model_copy(update={"path": str(arc / "store" / "IMG_0001.png")}).model_dump_json() + "\n"
-    )
-    summary = score_to_file(iter_tasks([str(manifest)]), _engine(), out, resume=True)
-    assert summary.skipped_done == 1 and [r.path for r in iter_rows(out)] == [
-        str(arc / "store" / "IMG_0001.png")
-    ]
