@@ -291,6 +291,15 @@ def redeclare(
     scored = [_scored_under(row) for row in rows]
     folders: dict[str, str] = {}
     pictures = [_picture(row.path, where, earlier, folders) for row in rows]
+    for row, picture, shipment in zip(rows, pictures, scored, strict=True):
+        if picture is not None and shipment is None and row.shipment_id is None and not row.declaration:
+            # nothing ties the file a folder run scored to the one listed now (a scanner reuses
+            # names): placed, a picture overwritten since was released on the old one's score
+            raise InputError(
+                f"image {row.path!r} was scored without a shipment (a folder run); --manifest does not "
+                "place such rows under the shipment listing their picture: score the manifest itself "
+                "(clearsight score --manifest M)"
+            )
     decided = list(scored)  # the shipment each row is decided under
     for n, (picture, shipment) in enumerate(zip(pictures, scored, strict=True)):
         if picture is None or shipment is None or where[picture] == shipment:

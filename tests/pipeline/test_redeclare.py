@@ -572,6 +572,21 @@ def test_a_picture_the_correction_moved_is_decided_under_the_shipment_listing_it
     )
 
 
+def test_a_row_scored_from_a_folder_is_not_placed_under_the_shipment_listing_its_picture(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing ties the file a folder run scored to the one a manifest lists now (a scanner reuses
+    names): placed by its path, a picture overwritten since was released on the old one's score.
+    Refused, saying to score the manifest."""
+    a = str(env / "a.png")
+    rows = [_row("", a, 0.1).model_copy(update={"shipment_id": None, "declaration": {}})]
+    code, _ = _decide(env, rows, [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}])
+    said = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert f"image {a!r} was scored without a shipment (a folder run); --manifest does not place" in said
+    assert "score the manifest itself (clearsight score --manifest M)" in said
+
+
 def test_a_renamed_shipment_keeps_the_alarm_its_rows_raised(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
