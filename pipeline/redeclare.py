@@ -298,7 +298,7 @@ def redeclare(
             raise InputError(
                 f"image {row.path!r} was scored without a shipment (a folder run); --manifest does not "
                 "place such rows under the shipment listing their picture: score the manifest itself "
-                "(clearsight score --manifest M)"
+                "(clearsight score MANIFEST --model M --out NEW_ROWS)"
             )
     decided = list(scored)  # the shipment each row is decided under
     for n, (picture, shipment) in enumerate(zip(pictures, scored, strict=True)):

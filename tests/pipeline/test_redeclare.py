@@ -584,7 +584,7 @@ def test_a_row_scored_from_a_folder_is_not_placed_under_the_shipment_listing_its
     said = " ".join(capsys.readouterr().err.split())
     assert code == 2
     assert f"image {a!r} was scored without a shipment (a folder run); --manifest does not place" in said
-    assert "score the manifest itself (clearsight score --manifest M)" in said
+    assert "score the manifest itself (clearsight score MANIFEST --model M --out NEW_ROWS)" in said
 
 
 def test_a_renamed_shipment_keeps_the_alarm_its_rows_raised(
