@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -12,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
 
 from datasets.errors import ClearsightError
 
@@ -49,10 +52,58 @@ def _print_version(asked: bool) -> None:
         raise typer.Exit()
 
 
+class _ConsoleLog(logging.Handler):
+    """The ``clearsight`` loggers' records as the CLI's own lines on stderr: ``Warning: message``, as
+    the commands print theirs (``Info: message`` with ``--debug``). Without it a warning logged below
+    the CLI (a 16-bit image read at an assumed depth, a picture with no perceptual hash) reached the
+    terminal as a bare line through logging's last resort."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            label = "[yellow]Warning:[/yellow]" if record.levelno >= logging.WARNING else "[dim]Info:[/dim]"
+            text = escape(record.getMessage())
+            if record.exc_info and state.debug:
+                text += "\n" + escape(logging.Formatter().formatException(record.exc_info))
+            # stderr as it is now: a progress bar's, a test's capture
+            Console(stderr=True).print(f"{label} {text}", highlight=False)
+        except Exception:  # noqa: BLE001 -- logging's own policy: a record that cannot be shown is said
+            self.handleError(record)
+
+
+def _log_to_console(ctx: typer.Context, *, debug: bool) -> None:
+    """Route the ``clearsight`` loggers to :class:`_ConsoleLog` while the command runs, and only
+    there: not on to the root logger (a handler there, anyone's, would print each record twice),
+    INFO only with ``--debug``. Put back as it was when the command ends, unless the command
+    configured logging itself (``serve`` installs its JSON lines, which replace this handler)."""
+    logger = logging.getLogger("clearsight")
+    if any(isinstance(h, _ConsoleLog) for h in logger.handlers):
+        return  # a run inside a run (the demo's steps): the outer one's handler prints
+    before = (logger.level, logger.propagate)
+    handler = _ConsoleLog(logging.INFO if debug else logging.WARNING)
+    logger.addHandler(handler)
+    logger.propagate = False
+    if debug:
+        logger.setLevel(logging.INFO)
+
+    def put_back() -> None:
+        if handler in logger.handlers:
+            logger.removeHandler(handler)
+            logger.setLevel(before[0])
+            logger.propagate = before[1]
+
+    ctx.call_on_close(put_back)
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show full tracebacks on errors (or set CLEARSIGHT_DEBUG=1).")
+        bool,
+        typer.Option(
+            "--debug",
+            help="Show full tracebacks on errors (or set CLEARSIGHT_DEBUG=1), and the notes logged at "
+            "info level.",
+        ),
     ] = False,
     version: Annotated[
         bool,
@@ -62,6 +113,7 @@ def _root(
     ] = False,
 ) -> None:
     state.debug = debug
+    _log_to_console(ctx, debug=debug)
 
 
 def validation_words(exc: ValidationError, options: frozenset[str] = frozenset()) -> str:

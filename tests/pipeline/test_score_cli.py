@@ -494,6 +494,45 @@ def test_images_that_could_reach_no_model_are_refused_before_scoring(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("before", "noted"),
+    [
+        ([], False),  # a note logged at info level is for --debug
+        (["--debug"], True),
+    ],
+)
+def test_a_warning_logged_below_the_cli_prints_as_the_clis_own_once(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    before: list[str],
+    noted: bool,
+) -> None:
+    """``clearsight.*`` records printed as bare lines through logging's last resort; they print as
+    the CLI's warnings do, once, and the loggers are left as they were."""
+    import logging
+
+    import datasets.perceptual_hash
+
+    def fails(pixels: object) -> str:
+        logging.getLogger("clearsight.score").info("hashing [one] picture")
+        raise ValueError("no hash [today]")
+
+    monkeypatch.setattr(datasets.perceptual_hash, "perceptual_hash", fails)
+    (path,) = write_images(tmp_path / "arc", [90], prefix="ore")
+    out = tmp_path / "o.jsonl"
+    assert run(app, [*before, "score", str(path), "--model", str(models[0]), "--out", str(out)]) == 0
+    said = "".join(capsys.readouterr().err.split())  # wrapped to the console's width
+    warning = (
+        f"Warning: {path}: no perceptual hash (ValueError: no hash [today]); found again by its bytes only"
+    )
+    assert said.count("".join(warning.split())) == 1 and said.count("nohash[today]") == 1
+    assert said.count("Info:hashing[one]picture") == (1 if noted else 0)
+    logger = logging.getLogger("clearsight")
+    assert (logger.handlers, logger.level, logger.propagate) == ([], logging.NOTSET, True)
+
+
 def test_a_run_where_no_image_could_be_scored_fails(
     tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
