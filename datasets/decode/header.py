@@ -1,6 +1,6 @@
 """Reading an image's header with Pillow, one accepted format's plugin at a time: the size as
-stored, the bytes a sample takes, and whether the file holds one picture. Pillow runs here with its
-own warnings silenced and one decode at a time."""
+stored, the bytes a sample takes, and whether the file holds one picture. Pillow runs here with the
+warnings it gives about a file silenced and one decode at a time."""
 
 from __future__ import annotations
 
@@ -19,30 +19,54 @@ from datasets.decode.pixels import ACCEPTED_MODES_TEXT
 from datasets.decode.tiff import only_previews_after_the_first
 from datasets.errors import ImageDecodeError, ImageTooLargeError
 
-# Pillow emits recoverable metadata problems (a corrupt EXIF tag, an odd APNG chunk, its own
-# decompression-bomb warning for sizes we have already checked) as warnings. A decode either succeeds
-# or raises ours, so Pillow's warnings are silenced: by a filter on its modules alone, not by
-# ``warnings.catch_warnings`` and ``simplefilter("ignore")``, whose filters are the process's: while
-# one thread decoded, every other thread's warnings were dropped too (the scorer's once-per-run
-# warning about a model's 16-bit depth was lost 15 times in 20 while another upload decoded, and never
-# said again). The filter stays, and is put back in front at each decode, where a test runner's or a
-# caller's own filters (``error``) may have been put before it or have replaced the list.
+# Pillow emits recoverable problems of a file as warnings: a corrupt EXIF tag (orientation is read
+# from it), an invalid APNG chunk, and its decompression-bomb warning when a TIFF above ~89 Mpx loads,
+# a size our limits checked already (``max_pixels`` may be set above Pillow's). A decode either
+# succeeds or raises ours, so those warnings are silenced: by filters on their categories, messages
+# and Pillow's modules, not by ``warnings.catch_warnings`` and ``simplefilter("ignore")``, whose
+# filters are the process's: while one thread decoded, every other thread's warnings were dropped too
+# (the scorer's once-per-run warning about a model's 16-bit depth was lost 15 times in 20 while
+# another upload decoded, and never said again). The filters stay, so they are the process's too: an
+# application's own Pillow code no longer sees these warnings after a first decode, its own
+# DecompressionBombWarning included, but sees every other (a filter on all of PIL's modules hid them
+# all, a ``-W error`` run's included). They are put back in front at each decode, where a test
+# runner's or a caller's own filters (``error``) may have been put before them or have replaced the list.
 _PILLOW_MODULES = r"PIL(\.|$)"
-_PILLOW_FILTER = ("ignore", None, Warning, re.compile(_PILLOW_MODULES), 0)
-"""The entry ``warnings.filterwarnings("ignore", module=_PILLOW_MODULES)`` puts in ``warnings.filters``."""
+_PILLOW_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    (Image.DecompressionBombWarning, ""),
+    (
+        UserWarning,
+        # TiffImagePlugin's (an EXIF block is a TIFF directory), Image.Exif's, PngImagePlugin's
+        "Corrupt EXIF data|Possibly corrupt EXIF|Tag data larger than file|Tag offset too large|"
+        "Metadata Warning|Invalid APNG",
+    ),
+)
+"""The warnings silenced: (category, the start of the message, a regular expression; "" for any)."""
+_PILLOW_FILTERS = [
+    ("ignore", re.compile(message, re.I) if message else None, category, re.compile(_PILLOW_MODULES), 0)
+    for category, message in _PILLOW_WARNINGS
+]
+"""The entries ``warnings.filterwarnings("ignore", message, category, _PILLOW_MODULES)`` puts in
+``warnings.filters`` for ``_PILLOW_WARNINGS``, in their order."""
 # Decodes take turns: a WebP's open swaps Pillow's own pixel limit, a module global (``open_header``).
 _PILLOW_LOCK = threading.Lock()
 
 
 @contextmanager
 def pillow_quiet() -> Iterator[None]:
-    """Run Pillow with its own warnings silenced (see ``_PILLOW_FILTER``), one decode at a time; other
-    code's warnings, in this thread or another, are left as they are."""
+    """Run Pillow with the warnings it gives about a file silenced (``_PILLOW_WARNINGS``), one decode
+    at a time; other warnings, Pillow's included, in this thread or another, are left as they are.
+
+    The filters that silence them are the process's, and stay after the decode (a filter put in place
+    for the decode alone silenced other threads' warnings meanwhile): from the first decode on, an
+    application's own Pillow code does not see those warnings either.
+    """
     with _PILLOW_LOCK:
         # left alone when in front already: any change empties the warning registries, and
         # warnings said once per place would be said again after each decode
-        if warnings.filters[:1] != [_PILLOW_FILTER]:
-            warnings.filterwarnings("ignore", module=_PILLOW_MODULES)
+        if warnings.filters[: len(_PILLOW_FILTERS)] != _PILLOW_FILTERS:
+            for category, message in reversed(_PILLOW_WARNINGS):  # each in front: the first ends first
+                warnings.filterwarnings("ignore", message, category, _PILLOW_MODULES)
         yield
 
 

@@ -10,6 +10,7 @@ import threading
 import time
 import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -37,7 +38,7 @@ from datasets.decode import (
     read_image_size,
     to_float_rgb,
 )
-from datasets.decode.header import _PILLOW_FILTER, pillow_quiet
+from datasets.decode.header import _PILLOW_FILTERS, pillow_quiet
 from datasets.errors import ImageDecodeError, ImageTooLargeError
 
 RNG = np.random.default_rng(7)
@@ -152,6 +153,43 @@ def test_a_decode_silences_pillows_warnings_alone_not_another_threads() -> None:
             done.set()
             thread.join()
     assert [str(w.message) for w in said] == ["the scorer's warning"]
+
+
+def _palette_bytes_transparency() -> Image.Image:
+    im = _palette_image(False)
+    im.info["transparency"] = bytes([0] * 4 + [255] * 12)
+    return im
+
+
+def _pillows_own(message: str, category: type[Warning], module: str) -> Callable[[], None]:
+    return lambda: warnings.warn_explicit(message, category, f"{module.split('.')[-1]}.py", 1, module)
+
+
+@pytest.mark.parametrize(
+    ("said", "shown"),
+    [
+        # the application's own Pillow code, after a decode: not a warning a decode gives
+        (lambda: _palette_bytes_transparency().convert("RGB"), "Palette images with Transparency"),
+        (_pillows_own("a deprecation", DeprecationWarning, "PIL.Image"), "a deprecation"),
+        (_pillows_own("a malformed MPO file", UserWarning, "PIL.JpegImagePlugin"), "a malformed MPO file"),
+        # those a decode gives are silenced from then on, whoever gives them
+        (_pillows_own("Corrupt EXIF data.  Expecting", UserWarning, "PIL.TiffImagePlugin"), None),
+        (_pillows_own("Invalid APNG, will use default", UserWarning, "PIL.PngImagePlugin"), None),
+        (_pillows_own("Image size (1 pixels) exceeds", Image.DecompressionBombWarning, "PIL.Image"), None),
+    ],
+    ids=["palette", "deprecation", "mpo", "exif", "apng", "bomb"],
+)
+def test_after_a_decode_pillows_other_warnings_are_still_shown(
+    said: Callable[[], object], shown: str | None
+) -> None:
+    """The filter that silenced Pillow's warnings while decoding stays, and it covered all of PIL's
+    modules: an application embedding Clearsight saw none of Pillow's warnings again, even under
+    ``-W error``. It covers the warnings a decode gives alone."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decode_image(encode(quadrants(), "PNG"))
+        said()
+    assert [str(w.message)[: len(shown)] for w in caught] == ([shown] if shown else [])
 
 
 @pytest.mark.parametrize(
@@ -803,8 +841,9 @@ def test_concurrent_decodes_agree_and_leave_only_the_filter_on_pillows_warnings(
         t.join()
     assert len(results) == 40
     assert all(np.array_equal(r.pixels, quadrants()) for r in results)
-    # Pillow's own, in front, and nothing else: overlapping decodes left a catch-all "ignore" behind
-    assert warnings.filters == [_PILLOW_FILTER, *(f for f in before if f != _PILLOW_FILTER)]
+    # those on Pillow's warnings, in front, and nothing else: overlapping decodes left a catch-all
+    # "ignore" behind
+    assert warnings.filters == [*_PILLOW_FILTERS, *(f for f in before if f not in _PILLOW_FILTERS)]
 
 
 def test_read_image_header_names_the_upload_and_checks_the_pixel_limit() -> None:
