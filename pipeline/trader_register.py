@@ -37,7 +37,7 @@ from datasets.errors import InputError
 
 __all__ = ["MAX_REGISTER_BYTES", "RegisterFile", "TraderRegister", "check_tiers", "read_trader_register"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("clearsight.trader_register")  # the service's JSON log and the CLI's Warning: lines
 
 MAX_REGISTER_BYTES = 64 * 1024 * 1024
 """Largest register file read (a national register holds some tens of thousands of traders)."""

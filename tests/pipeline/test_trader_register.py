@@ -124,3 +124,7 @@ def test_a_register_read_again_without_submitters_is_warned_about(tmp_path: Path
     assert "names no submitter keys" not in caplog.text
     path.write_text("trader_id,aeo_tier\nT-1,AEOS\nT-2,AEOS\n", encoding="utf-8")
     assert watched.current() is not None and "names no submitter keys" in caplog.text
+    # on a clearsight logger: the service's JSON log and the CLI's "Warning:" lines take it (as
+    # pipeline.trader_register it reached neither: plain text in the service's JSON log)
+    (said,) = [r for r in caplog.records if "names no submitter keys" in r.getMessage()]
+    assert said.name.startswith("clearsight.")
