@@ -426,10 +426,13 @@ def score(
                 lock=lock,
                 listed_only=loaded_policy is not None,
             )
-            # the bar counts inputs: 5/5 read as five images scored where three named one given already
+            # the bar counts inputs: 5/5 read as five images scored where three named one given already;
+            # a link a folder leaves out is not among them, but is among the table's duplicates
             counted = [f"{summary.duplicates} duplicate input(s), scored once"] if summary.duplicates else []
             if summary.skipped_done:
                 counted.append(f"{summary.skipped_done} already in the output")
+            if same_count[0]:
+                counted.append(f"{same_count[0]} link(s) to a file given already, not counted")
             if counted:
                 progress.update(bar, description=f"scoring ({'; '.join(counted)})")
         summary.left_out = len(left_out)

@@ -884,6 +884,12 @@ def test_the_progress_bar_says_which_inputs_it_counts_as_done_unscored(
     assert run(app, [*argv, "--out", str(out), "--resume"]) == 0
     said = " ".join(capsys.readouterr().err.split())
     assert "scoring (3 duplicate input(s), scored once; 2 already in the output) " in said
+    # a link in the folder to a file given already (named first as well): not among the inputs the
+    # bar counts, said beside them, so that the two add up to the table's duplicates (3)
+    (tmp_path / "arc" / "again.png").symlink_to(first)
+    assert run(app, [*argv, "--out", str(out), "--overwrite"]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "scoring (2 duplicate input(s), scored once; 1 link(s) to a file given" in said
 
 
 def test_a_run_that_changes_the_rows_leaves_no_earlier_decisions(
