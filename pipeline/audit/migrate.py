@@ -176,23 +176,31 @@ class Schema:
                 )
                 return
         for name in sorted(have & set(SUPERSEDED_INDEXES)):
-            self._drop_superseded(conn, name)
+            if not self._drop_superseded(conn, name):
+                return  # the rest wait on the same table lock: another 100 ms for nothing
 
-    def _drop_superseded(self, conn: Connection, name: str) -> None:
+    def _drop_superseded(self, conn: Connection, name: str) -> bool:
         """Drop an index the lookup indexes replaced, where that waits on no reader. On PostgreSQL
         DROP INDEX takes the table's ACCESS EXCLUSIVE lock, which a long read holds off (``audit
         verify`` or an export of a large store): waiting for it failed the writer's open after its
         whole lock wait, and queued every append and read behind it meanwhile. An index left in
-        place costs only its upkeep; a later writer's open drops it."""
+        place costs only its upkeep; a later writer's open drops it. Returns whether it was dropped."""
         postgres = conn.dialect.name == "postgresql"
         try:
             with conn.begin_nested():
                 if postgres:  # undone with the savepoint where the drop fails
-                    wait = conn.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
-                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_DROP_WAIT_MS}")
+                    # in ms; 0 is no limit. No longer than the open's own wait (busy_timeout_s)
+                    wait = int(
+                        conn.execute(
+                            text("SELECT setting FROM pg_settings WHERE name = 'lock_timeout'")
+                        ).scalar_one()
+                    )
+                    drop_wait = min(_DROP_WAIT_MS, wait) if wait > 0 else _DROP_WAIT_MS
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(drop_wait)}")
                 conn.execute(text(f"DROP INDEX {name}"))
                 if postgres:  # the open's own wait again, for what it does next
-                    conn.execute(text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": wait})
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(wait)}")
+            return True
         except DBAPIError as exc:
             if not (lock_wait(exc) or read_only(exc)):
                 raise
@@ -203,6 +211,7 @@ class Schema:
                 name,
                 type(exc.orig).__name__,
             )
+            return False
 
     @staticmethod
     def _likeness_current(conn: Connection) -> bool:

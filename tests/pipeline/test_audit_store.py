@@ -1903,7 +1903,9 @@ def test_a_writer_that_may_not_add_the_lookup_indexes_goes_on_without_them(
 
 
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
-def test_a_writer_leaves_a_replaced_index_a_reader_holds_off_for_a_later_open(db_url: str) -> None:
+def test_a_writer_leaves_a_replaced_index_a_reader_holds_off_for_a_later_open(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """DROP INDEX waits for PostgreSQL's ACCESS EXCLUSIVE lock, which a long read (``audit verify``
     of a large store) holds off: the writer's open failed after its whole lock wait, blaming
     "another writer", and appends queued behind it meanwhile."""
@@ -1914,9 +1916,15 @@ def test_a_writer_leaves_a_replaced_index_a_reader_holds_off_for_a_later_open(db
     try:
         with reader.connect() as conn, conn.begin():
             conn.execute(text("SELECT COUNT(*) FROM audit_records")).one()  # held until the block ends
-            with AuditStore.open(db_url, busy_timeout_s=3) as store:
+            with (
+                caplog.at_level("INFO", logger="clearsight.audit"),
+                AuditStore.open(db_url, busy_timeout_s=3) as store,
+            ):
                 store.record(_with_images("S2", "aa" * 32))  # the open's own wait is back: it records
             assert _record_indexes(db_url) == sorted(_NEW_INDEXES + _OLD_INDEXES)
+            # the second drop waits on the lock the first timed out on: not tried (it waited as long)
+            left = [r for r in caplog.records if "is left for a later writer" in r.getMessage()]
+            assert len(left) == 1
     finally:
         reader.dispose()
     AuditStore.open(db_url).close()
