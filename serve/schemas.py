@@ -207,8 +207,9 @@ class ShipmentResponse(BaseModel):
     superseded_by: LatestDecision | None = Field(
         default=None,
         description="The shipment's latest decision where it is not this one: an outcome's answer "
-        "after a correction (amend) of an earlier decision's finding. The shipment stands at that "
-        "decision's tier, which takes its own outcome; null where this decision is the latest.",
+        "after a correction (amend) of an earlier decision's finding, or where the shipment was "
+        "decided again while the outcome was written. The shipment stands at that decision's tier, "
+        "which takes its own outcome; null where this decision is the latest.",
     )
 
 
