@@ -4,8 +4,9 @@
 maps into the pixel metrics, and returns an :class:`EvaluationResult`: one :class:`ImageRecord` per
 image, the metrics overall, per anomaly type (each type against all good images) and per image
 kind (colour or grayscale pictures, each kind's anomalies against its own good images: an X-ray
-view may be ranked worse than a photograph), and the few images worst handled by the model (for
-the report's gallery). :func:`write_outputs` writes
+view may be ranked worse than a photograph), the test images that are exact copies of the dataset's
+training images (their figures are optimistic: ``duplicates`` gives the main ones without them), and
+the few images worst handled by the model (for the report's gallery). :func:`write_outputs` writes
 ``metrics.json`` and ``scores.csv``; :mod:`pipeline.report` renders ``report.html``.
 
 The figure that matters is the operating point at the model's own thresholds: the share of good
@@ -39,6 +40,7 @@ from models.threshold import allowed_errors, anomalies_for_bound, miss_rate_boun
 from models.tiling import is_grey
 from pipeline import metrics as m
 from pipeline.intervals import CONFIDENCE, RESAMPLES, Interval, binomial_interval, bootstrap_intervals
+from pipeline.leakage import MAX_EXAMPLES, file_sha256
 from pipeline.picture_kinds import grey_offsets_words
 from pipeline.resolution import card_resolution
 from pipeline.signal_evidence import fused_signals, signal_aurocs
@@ -168,6 +170,13 @@ class EvaluationResult:
     empty_masks: list[str] = field(default_factory=list)
     """Anomalous images' masks that mark no defect pixel, left out of the pixel metrics (paths
     relative to the dataset folder)."""
+    training_images: int | None = None
+    """How many training images (the dataset's ``train/``) the test images were compared with; None:
+    the dataset has none, so exact copies of the model's training images could not be looked for."""
+    training_copies: dict[str, str] = field(default_factory=dict)
+    """Test images whose bytes are a training image's, ``{test path: training path}`` (as
+    ``ImageRecord.path``), in test order: a model trained on them has seen them, and its figures on
+    them flatter it."""
 
     def scores_and_labels(
         self, anomaly_type: str | None = None, image_kind: str | None = None
@@ -190,11 +199,13 @@ class EvaluationResult:
 # ------------------------------------------------------------------------------------- reading
 
 
-def _read_image(path: Path) -> np.ndarray:
-    """(H, W, C) uint8/uint16 RGB pixels through the project's one decoder."""
+def _read_image(path: Path) -> tuple[np.ndarray, str]:
+    """(H, W, C) uint8/uint16 RGB pixels through the project's one decoder, and the sha256 of the
+    file's bytes."""
     from datasets.decode import decode_image  # the data layer's decoder; imported where used
 
-    return decode_image(path).pixels
+    decoded = decode_image(path)
+    return decoded.pixels, decoded.sha256
 
 
 def _read_mask(path: Path) -> np.ndarray:
@@ -215,15 +226,29 @@ def _true_type(item: _Item) -> str:
     return item.anomaly_type or "unknown"
 
 
-def _test_items(dataset: Any) -> list[_Item]:
-    items = dataset.items if hasattr(dataset, "items") else dataset
+def _split_items(dataset: Any) -> tuple[list[_Item], list[_Item]]:
+    """The test items and the training items."""
+    items = list(dataset.items if hasattr(dataset, "items") else dataset)
     test = [item for item in items if item.split == "test"]
     if not test:
         raise DatasetFormatError(
             f"dataset {getattr(dataset, 'root', '<items>')} has no test images; evaluation needs "
             "test/good/ and test/<anomaly_type>/ folders"
         )
-    return test
+    return test, [item for item in items if item.split == "train"]
+
+
+def _training_copies(
+    test_hashes: Mapping[str, str], training: Sequence[_Item], root: Path | None
+) -> dict[str, str]:
+    """``{test path: training path}`` for the test images (path: content sha256) whose bytes are a
+    training image's, the first such training image named; only the training files are read here."""
+    first: dict[str, str] = {}
+    for item in training:
+        digest = file_sha256(Path(item.path))
+        if digest is not None:
+            first.setdefault(digest, _relative(item.path, root))
+    return {path: first[digest] for path, digest in test_hashes.items() if digest in first}
 
 
 def _relative(path: Path, root: Path | None) -> str:
@@ -413,7 +438,7 @@ def evaluate(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1; got {batch_size}")
-    items = _test_items(dataset)
+    items, training = _split_items(dataset)
     root = Path(dataset.root) if getattr(dataset, "root", None) is not None else None
     thresholds = predictor.thresholds
     types = sorted({_true_type(item) for item in items} - {GOOD})
@@ -423,6 +448,7 @@ def evaluate(
     kind_pixels = {k: m.PixelAccumulator() for k in IMAGE_KINDS}
     kind_masks = dict.fromkeys(IMAGE_KINDS, False)
     records: list[ImageRecord] = []
+    test_hashes: dict[str, str] = {}  # record path: sha256 of the file's bytes
     empty_masks: list[str] = []
     non_finite = 0
     misses, false_alarms = _Gallery(gallery_size), _Gallery(gallery_size)
@@ -433,8 +459,10 @@ def evaluate(
         readable: list[_Item] = []
         for item in batch:
             try:
-                images.append(_read_image(Path(item.path)))
+                pixels, digest = _read_image(Path(item.path))
+                images.append(pixels)
                 readable.append(item)
+                test_hashes[_relative(item.path, root)] = digest
             except ImageDecodeError as exc:
                 records.append(
                     ImageRecord(
@@ -540,6 +568,9 @@ def evaluate(
         promise=threshold_promise(predictor.card, thresholds),
         empty_masks=sorted(empty_masks),
         non_finite=non_finite,
+        # train/ is only there when the dataset holds it: a held-out batch comes without
+        training_images=len(training) if training else None,
+        training_copies=_training_copies(test_hashes, training, root) if training else {},
     )
     result.metrics = _metrics(
         result,
@@ -603,7 +634,43 @@ def _metrics(
         "per_signal": signal_aurocs(
             (r.signal_log_odds, r.label) for r in result.records if r.score is not None
         ),
+        "duplicates": _duplicates(result),
     }
+
+
+def _duplicates(result: EvaluationResult) -> dict[str, Any]:
+    """``metrics.json``'s ``duplicates``: the test images that are exact copies of training images
+    (the bytes alike), and the main figures without them; ``checked`` false where the dataset has no
+    training images to compare with."""
+    if result.training_images is None:
+        return {
+            "checked": False,
+            "reason": "the dataset has no train/ folder: the test images were not compared with "
+            "training images",
+            "training_and_test": None,
+        }
+    copies = result.training_copies
+    block: dict[str, Any] = {
+        "checked": True,
+        "training_images": result.training_images,
+        "training_and_test": len(copies),
+        "examples": [[train, test] for test, train in list(copies.items())[:MAX_EXAMPLES]],
+        "without_copies": None,
+    }
+    if copies:
+        rows = [r for r in result.records if r.score is not None and r.path not in copies]
+        scores = np.array([r.score for r in rows], dtype=np.float64)
+        labels = np.array([r.label != GOOD for r in rows], dtype=bool)
+        release, undefined = result.thresholds.release, {}
+        block["without_copies"] = {
+            "counts": {"images": len(rows), "good": int((~labels).sum()), "anomalous": int(labels.sum())},
+            "release_rate": _value(m.release_rate(scores, labels, release), "release_rate", undefined),
+            "miss_rate": _value(m.miss_rate(scores, labels, release), "miss_rate", undefined),
+            "image_auroc": _value(m.image_auroc(scores, labels), "image_auroc", undefined),
+            "tnr_at_fnr_1pct": _value(m.tnr_at_fnr(scores, labels, _FNR), "tnr_at_fnr_1pct", undefined),
+            "undefined": undefined,
+        }
+    return block
 
 
 # -------------------------------------------------------------------------------------- output

@@ -37,6 +37,7 @@ __all__ = [
     "NEAR_COPY_BITS",
     "PictureHashes",
     "duplicates_report",
+    "file_sha256",
     "leakage_warning",
     "picture_hashes",
 ]
@@ -112,6 +113,29 @@ def picture_hashes(path: Path) -> PictureHashes | None:
     except InputError:
         phash = None
     return PictureHashes(digest.hexdigest(), phash, too_large=False)
+
+
+def file_sha256(path: Path) -> str | None:
+    """The sha256 of a file's bytes, read in chunks and never decoded; None where the file cannot be
+    read or is no regular file (a FIFO, a device: never read, as :func:`picture_hashes` reads none).
+
+    ``clearsight evaluate`` compares the test images with the training images by it: an exact copy
+    only, the training images' pixels are not needed.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK)  # O_NONBLOCK: a FIFO would wait for a writer
+    except OSError:
+        return None
+    with open(fd, "rb") as fp:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            digest = hashlib.sha256()
+            while chunk := fp.read(_CHUNK):
+                digest.update(chunk)
+        except OSError:
+            return None
+    return digest.hexdigest()
 
 
 def _shown(path: Path, root: Path) -> str:

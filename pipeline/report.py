@@ -469,6 +469,7 @@ def render_report(result: EvaluationResult) -> str:
         ],
         "per_signal": metrics.get("per_signal", {}),
         "failed": failed,
+        "copies": metrics.get("duplicates") or {},  # test images that are training images' exact copies
         "resize": None if result.resolution is None else describe_resize(result.resolution["downscale"]),
         "good_name": GOOD,
         "colours": {

@@ -153,6 +153,17 @@ def evaluate_command(
             f"[yellow]Warning:[/yellow] {len(result.empty_masks)} ground-truth mask(s) mark no defect "
             f"pixel ({escape(result.empty_masks[0])}, for one): left out of pixel AUROC and PRO."
         )
+    copies = mt["duplicates"]
+    if copies["training_and_test"]:
+        train_path, test_path = copies["examples"][0]
+        without = copies["without_copies"]
+        err.print(
+            f"[yellow]Warning:[/yellow] {copies['training_and_test']} test image(s) are exact copies of "
+            f"training images ({escape(test_path)} = {escape(train_path)}, for one): the test figures on "
+            f"them are optimistic; without them image AUROC {number(without['image_auroc'])}, TNR at 1 % "
+            f"FNR {percent(without['tnr_at_fnr_1pct'])} (on {without['counts']['good']} clean, "
+            f"{without['counts']['anomalous']} anomalous images)."
+        )
     # the images left out are not among those the metrics count: said apart, not inside their count
     unreadable, non_finite = counts["failed"] - counts["non_finite"], counts["non_finite"]
     left_out = [f"{unreadable} unreadable"] if unreadable else []
@@ -201,6 +212,8 @@ def evaluate_command(
             )
         )
     console.print("  (in brackets: 95 % confidence intervals)")
+    if not copies["checked"]:  # a held-out batch without train/: the copies check could not be made
+        console.print("  not compared with training images for exact copies: --data has no train/ folder")
     unshown = unshown_upper(mt["miss_rate"], ci["miss_rate"], th.target_miss_rate)
     if unshown is not None:
         needed = trials_to_show(th.target_miss_rate)

@@ -84,6 +84,14 @@ EXPECTED = {
     "pixel_auroc": (8 * 436 + 4 * 340) / (12 * 436),
     "pro": OVERALL_PRO,
     "undefined": {},
+    # train/good/t0.png is no test image's copy (test_training_copies_are_named_and_left_out)
+    "duplicates": {
+        "checked": True,
+        "training_images": 1,
+        "training_and_test": 0,
+        "examples": [],
+        "without_copies": None,
+    },
     "type_accuracy": 1 / 3,  # flagged c1, h1, s1 are all typed "hole"
     "per_type": {
         "crack": {
@@ -253,6 +261,54 @@ def test_intervals_of_a_constructed_case(
     assert "Clopper-Pearson" in metrics["intervals_method"]["miss_rate"]
     # the fake's card does not count validation anomalies: no promise can be given
     assert metrics["threshold_promise"]["miss_rate_bound"] is None
+
+
+# Without g1 (0.2) and h1 (0.902): clean g2 0.4, g3 0.6, g4 0.098; anomalous c1 0.8, c2 0.4, s1 0.753.
+# AUROC: c1 and s1 beat all 3, c2 beats g4 and ties g2 -> 7.5 / 9; below the lowest anomaly (0.4): g4.
+WITHOUT_G1_H1 = {
+    "counts": {"images": 6, "good": 3, "anomalous": 3},
+    "release_rate": 2 / 3,  # g2, g4 below 0.5
+    "miss_rate": 1 / 3,  # c2
+    "image_auroc": 7.5 / 9,
+    "tnr_at_fnr_1pct": 1 / 3,
+    "undefined": {},
+}
+
+
+@pytest.mark.parametrize(
+    ("copied", "train", "expected"),
+    [
+        ([], True, {"checked": True, "training_images": 1, "training_and_test": 0, "examples": [],
+                    "without_copies": None}),
+        (["good/g1", "hole/h1"], True, {
+            "checked": True,
+            "training_images": 3,
+            "training_and_test": 2,
+            "examples": [["train/good/g1_copy.png", "test/good/g1.png"],
+                         ["train/hole/h1_copy.png", "test/hole/h1.png"]],
+            "without_copies": WITHOUT_G1_H1,
+        }),
+        # a held-out batch without train/: nothing to compare with, and said so
+        ([], False, {"checked": False, "training_and_test": None,
+                     "reason": "the dataset has no train/ folder: the test images were not compared "
+                     "with training images"}),
+    ],
+    ids=["no-copies", "two-copies", "no-training-images"],
+)  # fmt: skip
+def test_training_copies_are_named_and_left_out(
+    dataset: Dataset, copied: list[str], train: bool, expected: dict[str, Any]
+) -> None:
+    """A test image with a training image's bytes (under another name) flattered every figure, unsaid."""
+    items = list(dataset.items if train else (i for i in dataset.items if i.split == "test"))
+    for name in copied:
+        kind, stem = name.split("/")
+        copy = dataset.root / "train" / kind / f"{stem}_copy.png"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes((dataset.root / "test" / kind / f"{stem}.png").read_bytes())
+        items.append(Item(copy, GOOD if kind == GOOD else "anomalous", None, None, "train"))
+    metrics = evaluate(FakePredictor(), Dataset(dataset.root, tuple(items))).metrics
+    _assert_close(metrics["duplicates"], expected, "duplicates")
+    assert metrics["image_auroc"] == 14.5 / 16  # the figures on every image are still given
 
 
 def test_intervals_are_reproducible(dataset: Dataset) -> None:

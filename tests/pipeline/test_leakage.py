@@ -298,6 +298,21 @@ def test_a_path_that_is_no_regular_file_is_named_not_read(
     )
 
 
+@pytest.mark.parametrize("kind", ["regular", "missing", "fifo", "zero", "null"])
+def test_file_sha256_hashes_a_regular_file_and_reads_nothing_else(tmp_path: Path, kind: str) -> None:
+    """What `clearsight evaluate` compares the test images with the training images by: a training
+    path linked to /dev/zero or a FIFO must neither fill the memory nor hang the evaluation."""
+    path = tmp_path / "train" / "good" / "a.png"
+    if kind == "regular":
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"\x89PNG not decoded here")
+    elif kind != "missing":
+        path = _special(path.parent, kind)
+    fifo = path if kind == "fifo" else None
+    expected = hashlib.sha256(b"\x89PNG not decoded here").hexdigest() if kind == "regular" else None
+    assert _within_seconds(lambda: leakage.file_sha256(path), fifo) == expected
+
+
 @pytest.mark.parametrize(("limit", "too_large"), [(16, True), (1 << 20, False)])
 def test_a_file_whose_size_stat_does_not_tell_is_read_no_further_than_the_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int, too_large: bool

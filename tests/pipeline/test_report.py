@@ -570,6 +570,75 @@ def test_cli_counts_the_unreadable_images_apart_from_those_measured(
     assert "on 7 test images (3 clean, 4 anomalous); left out: 1 unreadable" in said
 
 
+@pytest.mark.parametrize(
+    ("copied", "train", "warned", "noted"),
+    [
+        ([], True, None, None),
+        (
+            ["good/g1", "hole/h1"],
+            True,
+            # without g1 (0.2) and h1 (0.902): AUROC 7.5 / 9, one of three clean below the lowest anomaly
+            "Warning: 2 test image(s) are exact copies of training images (test/good/g1.png = "
+            "train/good/g1_copy.png, for one): the test figures on them are optimistic; without them "
+            "image AUROC 0.833, TNR at 1 % FNR 33.3 % (on 3 clean, 3 anomalous images).",
+            None,
+        ),
+        ([], False, None, "not compared with training images for exact copies: --data has no train/ folder"),
+    ],
+    ids=["no-copies", "two-copies", "no-train-folder"],
+)
+def test_cli_and_report_say_when_test_images_are_copies_of_training_images(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    copied: list[str],
+    train: bool,
+    warned: str | None,
+    noted: str | None,
+) -> None:
+    """train warned of them and the card counted them; evaluate's report, the one shared, was silent."""
+    pytest.importorskip("datasets.mvtec", reason="datasets.mvtec (read_mvtec) is written by another engineer")
+    _install_fake_model(monkeypatch)
+    root = write_dataset(tmp_path / "ore").root
+    (tmp_path / "model").mkdir()
+    if not train:
+        shutil.rmtree(root / "train")
+    for name in copied:
+        kind, stem = name.split("/")
+        (root / "train" / kind).mkdir(exist_ok=True)
+        shutil.copyfile(root / "test" / kind / f"{stem}.png", root / "train" / kind / f"{stem}_copy.png")
+    code, out = _run_evaluate(tmp_path)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    err, said = " ".join(captured.err.split()), " ".join(captured.out.split())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    copies = metrics["duplicates"]
+    page = (out / "report.html").read_text(encoding="utf-8")
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+    assert copies["checked"] is train and copies["training_and_test"] == (len(copied) if train else None)
+    if warned is None:
+        assert "exact copies" not in err and copies.get("without_copies") is None
+        assert 'id="training-copies"' not in page and "are exact copies" not in text
+    else:
+        assert warned in err and 'id="training-copies"' in page
+        assert copies["examples"] == [
+            ["train/good/g1_copy.png", "test/good/g1.png"],
+            ["train/hole/h1_copy.png", "test/hole/h1.png"],
+        ]
+        assert copies["without_copies"]["image_auroc"] == pytest.approx(7.5 / 9)
+        assert (
+            "2 test images are exact copies of training images ( test/good/g1.png = train/good/g1_copy.png , "
+            "for one): a model trained on this train/ has seen them, so the figures in this report are "
+            "optimistic. Without them (3 clean, 3 anomalous images): image AUROC 0.833, TNR at 1 % FNR "
+            "33.3 %, 66.7 % of clean cargo released, 33.3 % of anomalous cargo released." in text
+        )
+    if noted is None:
+        assert "not compared with training images" not in said + text
+    else:
+        assert noted in said
+        assert "not compared with training images for exact copies (no train/ folder)" in text
+
+
 def test_cli_prints_a_small_release_cut_as_the_report_does(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
