@@ -22,11 +22,19 @@ __all__ = ["PSEUDO_KINDS", "host_key", "make_pseudo_anomaly", "transplant_defect
 PSEUDO_KINDS = ("cutpaste", "noise", "blob")
 
 
+def _radius_cap(side: int) -> float:
+    """The largest radius of a blob that fits along ``side`` pixels with a pixel to spare."""
+    return max(0.5, side / 2 - 1)
+
+
 def _region_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """An irregular blob covering roughly 1-6 % of the image: (H, W) float32 in [0, 1]."""
     area = rng.uniform(0.01, 0.06) * h * w
-    ry = np.sqrt(area / np.pi) * rng.uniform(0.6, 1.6)
-    rx = area / (np.pi * ry)
+    # Sized from the area, the blob of a wide or tall image (a 384x64 line scan) outgrows its short
+    # side and no centre fits; each radius is capped to fit, which binds only from about 4:1 on, so
+    # ordinary images draw the same blobs as before.
+    ry = min(np.sqrt(area / np.pi) * rng.uniform(0.6, 1.6), _radius_cap(h))
+    rx = min(area / (np.pi * ry), _radius_cap(w))
     cy, cx = rng.uniform(ry, h - ry), rng.uniform(rx, w - rx)
     angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
     radius = rng.uniform(0.7, 1.3, size=16)

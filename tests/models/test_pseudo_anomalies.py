@@ -6,7 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
-from models.pseudo_anomalies import PSEUDO_KINDS, host_key, make_pseudo_anomaly, transplant_defect
+from models.pseudo_anomalies import (
+    PSEUDO_KINDS,
+    _region_mask,
+    host_key,
+    make_pseudo_anomaly,
+    transplant_defect,
+)
 
 S = 48
 
@@ -32,6 +38,22 @@ def test_pseudo_anomaly_changes_the_image_under_its_mask_only(kind: str) -> None
     near = cv2.dilate(mask.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0  # its soft edge
     changed = np.abs(out - image).max(-1) > 1e-3
     assert changed.any() and not (changed & ~near).any()
+
+
+@pytest.mark.parametrize("shape", [(64, 384), (384, 64), (10, 1000), (1000, 10)])
+@pytest.mark.parametrize("kind", PSEUDO_KINDS)
+def test_pseudo_anomaly_fits_in_a_wide_or_tall_image(kind: str, shape: tuple[int, int]) -> None:
+    # a blob sized from the area outgrew a line scan's short side: "ValueError: high - low < 0"
+    image = np.random.default_rng(0).random((*shape, 3)).astype(np.float32)
+    for seed in range(20):
+        out, mask, got = make_pseudo_anomaly(image, np.random.default_rng(seed), kind=kind)
+        assert got == kind and out.shape == image.shape and mask.shape == shape and mask.any()
+
+
+@pytest.mark.parametrize(("shape", "pixels"), [((48, 48), 39), ((64, 128), 132)])
+def test_the_blob_of_an_ordinary_image_is_drawn_as_before(shape: tuple[int, int], pixels: int) -> None:
+    # the cap on its radii binds from about 4:1 on: below it the same seed draws the same blob
+    assert int((_region_mask(*shape, np.random.default_rng(3)) > 0.5).sum()) == pixels
 
 
 def test_transplant_without_shift_copies_the_defect_into_the_same_place() -> None:
