@@ -12,6 +12,7 @@ from datasets.errors import DatasetFormatError
 from models.inference import Thresholds
 from models.threshold import allowed_misses, pick_thresholds
 from pipeline.metrics import MetricValue, image_auroc, tnr_at_fnr
+from pipeline.train.calibration import FEW_NORMALS
 from pipeline.train.config import TrainConfig
 
 
@@ -38,7 +39,8 @@ def place_thresholds(scores: np.ndarray, y_val: np.ndarray, config: TrainConfig,
 
     Raises:
         DatasetFormatError: the validation split's scores cannot place a threshold (all equal:
-            normals that are copies of one another, say).
+            normals that are copies of one another, say), or place one that releases everything
+            (:func:`_refuse_releasing_everything`).
     """
     normal_scores, anomalous_scores = scores[y_val == 0], scores[y_val == 1]
     try:
@@ -56,10 +58,45 @@ def place_thresholds(scores: np.ndarray, y_val: np.ndarray, config: TrainConfig,
             "its images are not copies of one another; hold out more of them (--val-fraction) or add "
             "labelled anomalies (train/<type>)"
         ) from exc
+    _refuse_releasing_everything(thresholds, anomalous_scores, val_pseudo=val_pseudo)
     labels = y_val.astype(bool)
     auroc = image_auroc(scores, labels)
     tnr = tnr_at_fnr(scores, labels, config.target_miss_rate)
     return Cut(thresholds, normal_scores, anomalous_scores, auroc, tnr)
+
+
+def _refuse_releasing_everything(
+    thresholds: Thresholds, anomalous_scores: np.ndarray, *, val_pseudo: bool
+) -> None:
+    """Refuse a release cut at the top of the score scale, or one under which every validation
+    anomaly (pseudo-anomalies included) scores: such a model releases all anomalous cargo.
+
+    The fallback cut is the normals' 99.5th percentile plus a margin, capped at 1. Trained on 2
+    normals (4 in train/good at --val-fraction 0.5, as training once advised), the one-class spread
+    was raised to its floor, the validation normals scored 1.0 and so did the cut: training
+    exited 0 with a model that released 100 % of the test anomalies. Lowering the cut instead would
+    place it on nothing the data supports (the minimum-score bug of models.threshold), so refuse.
+
+    Raises:
+        DatasetFormatError: naming the cut, the share of anomalies it releases and what to add.
+    """
+    n_anomalous = anomalous_scores.size
+    released = int(np.count_nonzero(anomalous_scores < thresholds.release))
+    if thresholds.release < 1.0 and (n_anomalous == 0 or released < n_anomalous):
+        return
+    kind = "pseudo-anomalies (made from validation normals)" if val_pseudo else "labelled anomalies"
+    where = (
+        "at the top of the score scale, so every image scores below it"
+        if thresholds.release >= 1.0
+        else "above every validation anomaly's score"
+    )
+    raise DatasetFormatError(
+        f"the release threshold {thresholds.release:.3f} ({thresholds.method}) is {where}: it releases "
+        f"{released} of the {n_anomalous} validation {kind}, and the model would release all anomalous "
+        "cargo. The training normals are too few or too alike to tell a normal score from an anomalous "
+        f"one: add normal images to train/good ({FEW_NORMALS} or more left for training), or add "
+        "labelled anomalies (train/<type>)"
+    )
 
 
 def release_setter(

@@ -616,6 +616,44 @@ def test_scores_no_threshold_can_be_placed_on_are_a_data_error(
 
 
 @pytest.mark.parametrize(
+    ("scores", "labels", "match"),
+    [
+        # 2 training normals (4 at --val-fraction 0.5): the validation normals scored at the top
+        (
+            [0.98, 0.995, 0.99, 0.5],
+            [0, 0, 1, 1],
+            r"^the release threshold 1.000 \(normal_quantile_fallback\) is at the top of the score scale, "
+            r"so every image scores below it: it releases 2 of the 2 validation pseudo-anomalies",
+        ),
+        (
+            [0.3, 0.5, 0.2, 0.4],
+            [0, 0, 1, 1],
+            r"^the release threshold 0.519 \(normal_quantile_fallback\) is above every validation "
+            r"anomaly's score: it releases 2 of the 2 validation pseudo-anomalies",
+        ),
+    ],
+    ids=["top-of-the-scale", "every-anomaly-released"],
+)
+def test_a_release_cut_that_releases_every_anomaly_is_refused(
+    scores: list[float], labels: list[int], match: str
+) -> None:
+    # it trained (exit 0) a model that released 100 % of the test anomalies
+    from pipeline.train.thresholds import place_thresholds
+
+    with pytest.raises(DatasetFormatError, match=match + r".*add normal images to train/good \(10 or more"):
+        place_thresholds(np.array(scores), np.array(labels), TrainConfig(), val_pseudo=True)
+
+
+def test_a_release_cut_that_holds_one_anomaly_is_accepted() -> None:
+    from pipeline.train.thresholds import place_thresholds
+
+    cut = place_thresholds(
+        np.array([0.3, 0.5, 0.2, 0.9]), np.array([0, 0, 1, 1]), TrainConfig(), val_pseudo=True
+    )
+    assert cut.thresholds.release == pytest.approx(0.519, abs=1e-3)
+
+
+@pytest.mark.parametrize(
     ("rate", "warned"), [(0.0, True), (0.05, True), (0.1, False), (0.8, False), (None, False)]
 )
 def test_a_threshold_that_releases_almost_nothing_is_warned_about(rate: float | None, warned: bool) -> None:
