@@ -148,10 +148,15 @@ def check_split(
             f"{counts}; training needs at least {config.folds} (one per fold): give a smaller --val-fraction "
             "or more normal images"
         )
+    # a local import: calibration imports this module (through image_sets)
+    from pipeline.train.calibration import FEW_NORMALS
+
     needed = _normals_needed(config.val_fraction, config.folds)
     remedies = [f"add normal images ({needed} in train/good at --val-fraction {config.val_fraction})"]
     share = math.ceil(200 / n_good) / 100  # 2 of n_good, rounded up to a percent
-    if share < 1 and n_good - _n_held_out(share, n_good) >= config.folds:
+    # Holding out more is advised only where it leaves enough normals to measure their spread: 4 at
+    # --val-fraction 0.5 left 2, whose release cut went to the top of the scale (refused since).
+    if share < 1 and n_good - _n_held_out(share, n_good) >= max(config.folds, FEW_NORMALS):
         remedies.append(f"hold out more of them (--val-fraction {share:g})")
     remedies.append("add labelled anomalies (train/<type>, 2 or more of a type so that one is held out)")
     raise DatasetFormatError(

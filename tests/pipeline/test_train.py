@@ -541,10 +541,22 @@ def test_an_anomaly_folder_that_is_no_type_name_is_refused_before_training(tmp_p
             4,
             0,
             [],
-            r"add normal images \(8 in train/good at --val-fraction 0.2\), or hold out more of them "
-            r"\(--val-fraction 0.5\), or add labelled anomalies",
+            # not "hold out more of them (--val-fraction 0.5)": 2 training normals measure no spread
+            r"add normal images \(8 in train/good at --val-fraction 0.2\), or add labelled anomalies",
         ),
-        (7, 0, [], r"--val-fraction 0.2 of the 7 .* \(8 in train/good .*\(--val-fraction 0.29\)"),
+        (
+            7,
+            0,
+            [],
+            r"--val-fraction 0.2 of the 7 .* \(8 in train/good at --val-fraction 0.2\), or add labelled",
+        ),
+        # holding 2 of 14 out leaves 12 to train on: advised
+        (
+            14,
+            0,
+            ["--val-fraction", "0.1"],
+            r"\(15 in train/good at --val-fraction 0.1\), or hold out more of them \(--val-fraction 0.15\)",
+        ),
         (5, 1, [], r"leaves 4 for training and 1 for validation"),  # one of a type: none held out
         (9, 0, ["--val-fraction", "0.1"], r"\(15 in train/good at --val-fraction 0.1\)"),
         (
