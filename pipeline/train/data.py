@@ -151,7 +151,9 @@ def check_split(
     # a local import: calibration imports this module (through image_sets)
     from pipeline.train.calibration import FEW_NORMALS
 
-    needed = _normals_needed(config.val_fraction, config.folds)
+    # as many as leave FEW_NORMALS to train on: 8 at 0.2 left 6, and the refusal of a release cut
+    # that releases every pseudo-anomaly asks for 10 left (pipeline.train.thresholds)
+    needed = _normals_needed(config.val_fraction, max(config.folds, FEW_NORMALS))
     remedies = [f"add normal images ({needed} in train/good at --val-fraction {config.val_fraction})"]
     share = math.ceil(200 / n_good) / 100  # 2 of n_good, rounded up to a percent
     # Holding out more is advised only where it leaves enough normals to measure their spread: 4 at
@@ -172,7 +174,8 @@ def _n_held_out(fraction: float, n: int) -> int:
 
 
 def _normals_needed(fraction: float, folds: int) -> int:
-    """The fewest normals from which :func:`split` at ``fraction`` holds out 2 and keeps ``folds``."""
+    """The fewest normals from which :func:`split` at ``fraction`` holds out 2 and keeps ``folds``
+    to train on."""
     n = max(4, math.ceil(1.5 / fraction) - 1)  # below 1.5 / fraction, round() holds out 1
     while _n_held_out(fraction, n) < 2 or n - _n_held_out(fraction, n) < folds:
         n += 1

@@ -542,13 +542,13 @@ def test_an_anomaly_folder_that_is_no_type_name_is_refused_before_training(tmp_p
             0,
             [],
             # not "hold out more of them (--val-fraction 0.5)": 2 training normals measure no spread
-            r"add normal images \(8 in train/good at --val-fraction 0.2\), or add labelled anomalies",
+            r"add normal images \(12 in train/good at --val-fraction 0.2\), or add labelled anomalies",
         ),
         (
             7,
             0,
             [],
-            r"--val-fraction 0.2 of the 7 .* \(8 in train/good at --val-fraction 0.2\), or add labelled",
+            r"--val-fraction 0.2 of the 7 .* \(12 in train/good at --val-fraction 0.2\), or add labelled",
         ),
         # holding 2 of 14 out leaves 12 to train on: advised
         (
