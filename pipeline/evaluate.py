@@ -241,12 +241,16 @@ def _split_items(dataset: Any) -> tuple[list[_Item], list[_Item]]:
 
 
 def _training_copies(
-    test_hashes: Mapping[str, str], test_sizes: set[int], training: Sequence[_Item], root: Path | None
+    test_files: Mapping[str, tuple[Path, str]], training: Sequence[_Item], root: Path | None
 ) -> dict[str, str]:
-    """``{test path: training path}`` for the test images (path: content sha256) whose bytes are a
-    training image's, the first such training image named; only the training files are read here,
-    and of them only those of a test image's size (``test_sizes``): a copy has its size, and a large
-    train/ is not read through again for nothing (one stat each, against every byte)."""
+    """``{test path: training path}`` for the test images (record path: (file, content sha256))
+    whose bytes are a training image's, the first such training image named; only the training
+    files are read here, and of them only those of a test image's size: a copy has its size, and a
+    large train/ is not read through again for nothing (one stat each, against every byte)."""
+    test_sizes: set[int] = set()
+    for file, _ in test_files.values():
+        with contextlib.suppress(OSError):  # decoded a moment ago; gone since: not compared
+            test_sizes.add(os.stat(file).st_size)
     first: dict[str, str] = {}
     for item in training:
         try:
@@ -257,7 +261,7 @@ def _training_copies(
         digest = file_sha256(Path(item.path))
         if digest is not None:
             first.setdefault(digest, _relative(item.path, root))
-    return {path: first[digest] for path, digest in test_hashes.items() if digest in first}
+    return {path: first[digest] for path, (_, digest) in test_files.items() if digest in first}
 
 
 def _relative(path: Path, root: Path | None) -> str:
@@ -457,8 +461,7 @@ def evaluate(
     kind_pixels = {k: m.PixelAccumulator() for k in IMAGE_KINDS}
     kind_masks = dict.fromkeys(IMAGE_KINDS, False)
     records: list[ImageRecord] = []
-    test_hashes: dict[str, str] = {}  # record path: sha256 of the file's bytes
-    test_sizes: set[int] = set()  # their byte sizes: the training files to hash (_training_copies)
+    test_files: dict[str, tuple[Path, str]] = {}  # record path: (the file, sha256 of its bytes)
     empty_masks: list[str] = []
     non_finite = 0
     misses, false_alarms = _Gallery(gallery_size), _Gallery(gallery_size)
@@ -472,9 +475,7 @@ def evaluate(
                 pixels, digest = _read_image(Path(item.path))
                 images.append(pixels)
                 readable.append(item)
-                test_hashes[_relative(item.path, root)] = digest
-                with contextlib.suppress(OSError):  # read a moment ago; gone since: not compared
-                    test_sizes.add(os.stat(item.path).st_size)
+                test_files[_relative(item.path, root)] = (Path(item.path), digest)
             except ImageDecodeError as exc:
                 records.append(
                     ImageRecord(
@@ -582,7 +583,7 @@ def evaluate(
         non_finite=non_finite,
         # train/ is only there when the dataset holds it: a held-out batch comes without
         training_images=len(training) if training else None,
-        training_copies=_training_copies(test_hashes, test_sizes, training, root) if training else {},
+        training_copies=_training_copies(test_files, training, root) if training else {},
     )
     result.metrics = _metrics(
         result,
