@@ -36,16 +36,31 @@ lists), and each shipment one of its rows moves to takes them all too (a split h
 unless the manifest's column for the flag says false for that shipment: a flag never leaves a
 shipment unsaid. A picture the manifest lists under two shipments is refused by the manifest
 reader (a path listed twice).
+
+A row is matched to a listed picture by its path, so each listed file a scored row is decided on is
+read again and its sha256 compared with the row's (:mod:`pipeline.listed_content`): scanners reuse
+file names, and a file written over with a new scan since it was scored was decided (released) on
+the old picture's score. A row whose file holds other bytes now, whose file is there but cannot be
+read, or that has no sha256 to compare while its file is there, becomes an error row (never
+released, :attr:`Redeclared.changed`, :attr:`Redeclared.unreadable`, :attr:`Redeclared.unhashed`).
+A listed file that is not there at all (archived away since it was scored) is decided on its row,
+the record of what was scored: no other picture lies at its path to be confused with it, and holding
+every shipment of an archive moved elsewhere would stop the manifest correcting it; each such row is
+counted and said (:attr:`Redeclared.absent`). A row that could not be scored (its ``error``) is not
+read again: it is never released as it is.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datasets.errors import InputError
+from pipeline.listed_content import CHANGED, NO_SHA256, UNREADABLE_NOW, hash_files
 from pipeline.score.batch import earlier_printable_path, path_of_printable, printable_path
 from pipeline.shipment_rows import as_flag, declaration_from_rows
 from pipeline.verdicts import OVERRIDE_FLAGS, ImageVerdict
@@ -107,6 +122,19 @@ class Redeclared:
     """Shipments rows are decided under that the manifest does not list (after the moves): decided
     on their rows alone, whatever pictures of theirs have no row. ``clearsight decide`` refuses
     them in rows that no completion record vouches for (a run killed before it reached them)."""
+    changed: dict[str, list[str]] = field(default_factory=dict)
+    """Rows of a listed picture whose file holds other bytes now than the row's sha256 (a new scan
+    written over its name), per the shipment deciding them, each row's path: error rows
+    (:data:`~pipeline.listed_content.CHANGED`), never released."""
+    unreadable: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """Rows of a listed picture whose file is there but could not be read now, per shipment, each
+    row's path and why: error rows (:data:`~pipeline.listed_content.UNREADABLE_NOW`)."""
+    unhashed: dict[str, list[str]] = field(default_factory=dict)
+    """Scored rows without a sha256 of a listed picture whose file is there now, per shipment: error
+    rows (:data:`~pipeline.listed_content.NO_SHA256`), nothing to compare the file with."""
+    absent: dict[str, list[str]] = field(default_factory=dict)
+    """Scored rows of a listed picture whose file is not there now (archived away), per shipment:
+    decided on the row as scored, its content not checked."""
 
 
 _TRADER = ("trader_id", "aeo_tier")
@@ -263,8 +291,35 @@ def _still_raised(row: ImageVerdict, flags: set[str]) -> ImageVerdict:
     return row.model_copy(update={"declaration": declaration})
 
 
+_GONE = (errno.ENOENT, errno.ENOTDIR)
+"""Why a file cannot be opened that says nothing is at its path (a folder of it missing, too)."""
+
+_SCORES = ("score", "label", "anomaly_type", "type_probabilities", "signal_log_odds", "heatmap")
+"""What an error row holds none of (:class:`~pipeline.verdicts.ImageVerdict`): the score of the
+picture scored, not the one listed now."""
+
+
+def _compared(row: ImageVerdict, now: str | OSError) -> tuple[str, str | None]:
+    """How the file of ``row``'s listed picture, as read now (its sha256, or why it could not be
+    read), stands against the row's sha256: ``("same" | "absent" | "changed" | "unreadable" |
+    "unhashed", the row's error now: None where it stands)``."""
+    if isinstance(now, OSError):
+        if now.errno in _GONE:
+            return "absent", None
+        return "unreadable", UNREADABLE_NOW
+    if not row.sha256:
+        return "unhashed", NO_SHA256
+    if row.sha256.strip().lower() != now:
+        return "changed", CHANGED
+    return "same", None
+
+
 def redeclare(
-    rows: list[ImageVerdict], listed: dict[str, Listed], *, hold_unscored: bool = False
+    rows: list[ImageVerdict],
+    listed: dict[str, Listed],
+    *,
+    hold_unscored: bool = False,
+    content: Callable[[list[str]], Mapping[str, str | OSError]] = hash_files,
 ) -> tuple[list[ImageVerdict], Redeclared]:
     """``rows`` with each listed shipment's rows under its declaration from ``listed``
     (:func:`read_declarations`), each row of a listed picture moved to the shipment that lists it,
@@ -284,7 +339,12 @@ def redeclare(
     holds on. A row that names no shipment, or one that is no text, is never moved: deciding
     refuses it, as without a manifest. A listed shipment that a row was scored under is decided
     though all its rows moved away; one the manifest does not list is not (no row is left to
-    decide it on), and is named in :attr:`Redeclared.emptied`."""
+    decide it on), and is named in :attr:`Redeclared.emptied`.
+
+    ``content``: each listed picture's file's sha256 now, or the OSError reading it raised
+    (:func:`~pipeline.listed_content.hash_files`, called once, with the pictures scored rows are
+    decided on); a row whose sha256 the file does not match now is an error row (the module's
+    docstring)."""
     done = Redeclared()
     where = {picture: shipment for shipment, now in listed.items() for picture in now.pictures}
     earlier = _earlier_texts(where)
@@ -317,6 +377,17 @@ def redeclare(
     for picture, numbers in count.items():
         if len(numbers) > 1 and any(decided[n] != scored[n] for n in numbers):
             done.several.setdefault(where[picture], []).append(rows[numbers[0]].path)
+    # each listed file a scored row is decided on, read now: matched by path alone, a new scan
+    # written over the name since was decided (released) on the old picture's score
+    found = content(
+        sorted(
+            {
+                p
+                for n, p in enumerate(pictures)
+                if p is not None and rows[n].error is None and decided[n] == where[p]
+            }
+        )
+    )
     # the flags each row raises, read as the shipment it is decided under reads them
     raised: dict[int, set[str]] = {
         n: _raised([row], str(row.shipment_id or shipment), listed[shipment].flags)
@@ -385,15 +456,24 @@ def redeclare(
             seen.add(picture)
             cargo = now.pictures[picture] if picture is not None else now.declaration["cargo_type"]
             own = now.traders.get(picture, {}) if picture is not None else {}
-            out[n] = row.model_copy(
-                update={
-                    "shipment_id": shipment,
-                    # the cargo it was scored as stays with the row, where the row's declaration
-                    # alone said it: a picture now declared another cargo must fail closed
-                    "cargo_type": row.cargo_type or row.declaration.get("cargo_type"),
-                    "declaration": {**declared, **own, "cargo_type": cargo},
-                }
-            )
+            changes: dict[str, Any] = {
+                "shipment_id": shipment,
+                # the cargo it was scored as stays with the row, where the row's declaration
+                # alone said it: a picture now declared another cargo must fail closed
+                "cargo_type": row.cargo_type or row.declaration.get("cargo_type"),
+                "declaration": {**declared, **own, "cargo_type": cargo},
+            }
+            if picture is not None and row.error is None:
+                how, error = _compared(row, found[picture])
+                if how == "unreadable":
+                    why = found[picture]
+                    reason = why.strerror if isinstance(why, OSError) and why.strerror else str(why)
+                    done.unreadable.setdefault(shipment, []).append((row.path, reason))
+                elif how != "same":
+                    getattr(done, how).setdefault(shipment, []).append(row.path)
+                if error is not None:  # the row's sha256 kept: the record of the picture scored
+                    changes.update({**dict.fromkeys(_SCORES), "error": error})
+            out[n] = row.model_copy(update=changes)
         missing = [p for p in now.pictures if p not in seen]
         if missing:
             done.missing_pictures[shipment] = len(missing)

@@ -27,6 +27,7 @@ from datasets.whole_files import keep_mode_and_owner, temporary_beside
 from pipeline import verdict_rows
 from pipeline.cli.output_paths import audit_file, check_name_fits, check_outputs_apart, output_error
 from pipeline.decide import decide_rows
+from pipeline.listed_content import hash_files
 from pipeline.policy import Policy, default_policy_path, load_policy
 from pipeline.redeclare import Redeclared, read_declarations, redeclare
 from pipeline.settings import Settings, audit_key, audit_seal_key
@@ -163,13 +164,25 @@ def _check_listed(verdicts: Path, manifest: Path, unfinished: tuple[str, str], d
     )
 
 
+def _progress() -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=Console(stderr=True), transient=True)
+
+
+def _hash_listed(paths: list[str]) -> dict[str, str | OSError]:
+    """:func:`pipeline.listed_content.hash_files`, with a progress bar: an archive's pictures are read
+    whole again to be compared with their rows."""
+    with _progress() as progress:
+        task = progress.add_task("checking the listed pictures' content", total=len(paths))
+        return hash_files(paths, advance=lambda: progress.advance(task))
+
+
 def _decide_all(
     policy: Policy, rows: list[ImageVerdict], key: bytes, label: str, traders: TraderRegister | None
 ) -> list[ShipmentDecision]:
     total = len({row_shipment_id(r) for r in rows})  # a row without one, or with a list, refused here
     decisions = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with _progress() as progress:
         task = progress.add_task(label, total=total)
         for decision in decide_rows(policy, rows, audit_key=key, register=traders):
             decisions.append(decision)
@@ -349,6 +362,7 @@ def _redeclared_warnings(done: Redeclared, standing: dict[str, tuple[str, int]] 
             f"path in --verdicts (never scored, or scored under another path), so "
             f"{len(done.missing_pictures)} shipment(s) holding them are not released: {first!r} first"
         )
+    said += _content_warnings(done)
     if done.moved:
         first = sorted(done.moved)[0]
         path, scored = sorted(done.moved[first])[0]
@@ -392,6 +406,47 @@ def _redeclared_warnings(done: Redeclared, standing: dict[str, tuple[str, int]] 
     return said
 
 
+def _content_warnings(done: Redeclared) -> list[str]:
+    """What reading the listed pictures again found (:attr:`Redeclared.changed` and the rest), first
+    row named: a row held for it names no file in its record, so the output does."""
+    said = []
+
+    def first(found: dict[str, list[str]]) -> str:
+        shipment = sorted(found)[0]
+        return f"{sorted(found[shipment])[0]!r} of {shipment!r} first"
+
+    if done.changed:
+        said.append(
+            f"{sum(map(len, done.changed.values()))} row(s) of pictures --manifest lists are of another "
+            "picture than the file at their path now (its sha256 is not the row's: a new scan written over "
+            f"the name since it was scored), so {len(done.changed)} shipment(s) holding them are not "
+            f"released: {first(done.changed)}; score the manifest again and decide those rows"
+        )
+    if done.unreadable:
+        shipment = sorted(done.unreadable)[0]
+        path, why = sorted(done.unreadable[shipment])[0]
+        said.append(
+            f"{sum(map(len, done.unreadable.values()))} row(s) of pictures --manifest lists could not be "
+            "compared with the file at their path, which is there but cannot be read now, so "
+            f"{len(done.unreadable)} shipment(s) holding them are not released: {path!r} of {shipment!r} "
+            f"({why}) first"
+        )
+    if done.unhashed:
+        said.append(
+            f"{sum(map(len, done.unhashed.values()))} scored row(s) of pictures --manifest lists have no "
+            "sha256 to compare with the file at their path now, so "
+            f"{len(done.unhashed)} shipment(s) holding them are not released: {first(done.unhashed)}; "
+            "score the manifest again"
+        )
+    if done.absent:
+        said.append(
+            f"{sum(map(len, done.absent.values()))} row(s) of pictures --manifest lists were decided on "
+            "their scores as recorded without comparing their content: no file is at their path now "
+            f"(archived or moved away since scoring?): {first(done.absent)}"
+        )
+    return said
+
+
 def register(app: typer.Typer) -> None:
     """Add ``decide`` to the root app."""
 
@@ -429,7 +484,8 @@ def register(app: typer.Typer) -> None:
                 help="Take each shipment's declaration from this manifest as it stands now (a radiation "
                 "alarm raised since scoring, say), not from the rows; nothing is scored again. A flag it "
                 "has no column for stays as the rows raise it. A row is decided under the shipment it "
-                "lists the row's picture under now.",
+                "lists the row's picture under now. Each listed file is read again: one whose bytes are not "
+                "the ones its row was scored on (a new scan under the old name) holds its shipment.",
             ),
         ] = None,
         overwrite: Annotated[
@@ -475,7 +531,7 @@ def register(app: typer.Typer) -> None:
         if manifest is not None:
             # rows no record vouches for: every listed shipment decided, one without a row too
             rows, redeclared = redeclare(
-                rows, read_declarations(manifest), hold_unscored=unfinished is not None
+                rows, read_declarations(manifest), hold_unscored=unfinished is not None, content=_hash_listed
             )
             if unfinished is not None:
                 _check_listed(verdicts, manifest, unfinished, redeclared)

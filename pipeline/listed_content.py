@@ -1,0 +1,81 @@
+"""Whether a picture the manifest lists is still the one its row was scored on: the file's sha256 now.
+
+Scanners reuse file names: a listed file overwritten with a new scan after it was scored kept its
+path, and ``clearsight decide --manifest`` matched the row to it by that path alone, so the shipment
+was decided (released) on the old picture's score. :func:`hash_files` reads each listed file now;
+:func:`pipeline.redeclare.redeclare` compares it with the row's ``sha256`` (the scorer's hash of the
+encoded bytes it decoded, :func:`datasets.decode.decoding.decode_image`) and makes a row that does
+not match an error row, never released.
+
+The errors below go into the audit record and the decision's idempotency key, so, as
+:data:`pipeline.redeclare.NEVER_SCORED`, they name no file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+__all__ = ["CHANGED", "NO_SHA256", "UNREADABLE_NOW", "WORKERS", "hash_files"]
+
+_SCORE_AGAIN = (
+    "score the manifest again (clearsight score MANIFEST --model M --out NEW_ROWS), and decide those rows"
+)
+
+CHANGED = (
+    "the file listed at this path changed since it was scored (its sha256 now is not the row's): the "
+    f"score is another picture's, never released on; {_SCORE_AGAIN}"
+)
+"""The error of a row whose listed file holds other bytes now (a new scan written over the name)."""
+
+UNREADABLE_NOW = (
+    "the file listed at this path is there but cannot be read now, so whether it is the picture "
+    f"scored cannot be told: never released on; make it readable and decide again, or {_SCORE_AGAIN}"
+)
+"""The error of a row whose listed file is there but cannot be read (permissions, a folder, an I/O
+error): something is at the listed path that may be a new scan, so the old score is not used."""
+
+NO_SHA256 = (
+    "the row was scored without a sha256 (an older row), so whether the file listed at this path now "
+    f"is the picture scored cannot be told: never released on; {_SCORE_AGAIN}"
+)
+"""The error of a scored row without a sha256 whose listed file is there now: nothing to compare."""
+
+
+def _file_sha256(path: str) -> str:
+    """The hex sha256 of the file at ``path``, read in chunks (a few hundred KiB held, whatever the
+    file's size: a radiograph may be hundreds of MB).
+
+    Raises:
+        OSError: it cannot be opened or read (FileNotFoundError where nothing is there).
+    """
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _read(path: str) -> str | OSError:
+    try:
+        return _file_sha256(path)
+    except OSError as exc:
+        return exc
+
+
+WORKERS = min(4, os.cpu_count() or 1)
+"""Files read at once: hashlib and the reads let go of the GIL, so threads overlap them (an archive
+on a share answers each read late); each holds one read buffer."""
+
+
+def hash_files(
+    paths: Iterable[str], *, advance: Callable[[], None] | None = None, workers: int = WORKERS
+) -> dict[str, str | OSError]:
+    """Each of ``paths``' sha256 now, or the OSError reading it raised (FileNotFoundError: none
+    there), read by ``workers`` threads; ``advance`` is called after each file (a progress bar)."""
+    found: dict[str, str | OSError] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for path, now in zip(paths := list(paths), pool.map(_read, paths), strict=True):
+            found[path] = now
+            if advance is not None:
+                advance()
+    return found

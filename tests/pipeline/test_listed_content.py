@@ -1,0 +1,236 @@
+"""`clearsight decide --manifest` reads each listed picture again: a file written over since it was
+scored is not decided on the old picture's score (pipeline.listed_content, pipeline.redeclare)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from score_fakes import tiny_model_dir, write_png  # noqa: E402
+
+from datasets.manifest import write_manifest  # noqa: E402
+from pipeline.listed_content import CHANGED, NO_SHA256, UNREADABLE_NOW, hash_files  # noqa: E402
+from pipeline.redeclare import read_declarations, redeclare  # noqa: E402
+from pipeline.verdicts import ImageVerdict  # noqa: E402
+
+OLD, NEW = "a" * 64, "b" * 64
+
+
+def _row(path: str, *, sha256: str | None = OLD, error: str | None = None) -> ImageVerdict:
+    scored = {"score": 0.1, "label": "good", "model_id": "ore-m1"} if error is None else {}
+    return ImageVerdict(
+        path=path,
+        sha256=sha256,
+        shipment_id="S1",
+        cargo_type="bulk_ore",
+        threshold=0.5,
+        hold_threshold=0.8,
+        error=error,
+        declaration={"shipment_id": "S1", "cargo_type": "bulk_ore"},
+        **scored,
+    )
+
+
+def _gone(code: int) -> OSError:
+    return OSError(code, "(said by the system)")
+
+
+@pytest.mark.parametrize(
+    ("sha256", "now", "error", "said"),
+    [
+        (OLD, OLD, None, None),  # the same bytes: decided on its score, as before
+        (OLD.upper(), OLD, None, None),  # hex written in capitals is the same hash
+        (OLD, NEW, CHANGED, "changed"),  # a new scan written over the name
+        (None, NEW, NO_SHA256, "unhashed"),  # nothing to compare the file there with
+        (OLD, _gone(errno.ENOENT), None, "absent"),  # archived away: the row is the record
+        (OLD, _gone(errno.ENOTDIR), None, "absent"),  # its folder is gone (a file there now)
+        (None, _gone(errno.ENOENT), None, "absent"),
+        (OLD, _gone(errno.EACCES), UNREADABLE_NOW, "unreadable"),  # there, but cannot be compared
+        (OLD, _gone(errno.EISDIR), UNREADABLE_NOW, "unreadable"),
+        (OLD, _gone(errno.EIO), UNREADABLE_NOW, "unreadable"),
+    ],
+    ids=[
+        "same",
+        "same-capitals",
+        "written-over",
+        "no-sha256-file-there",
+        "archived-away",
+        "folder-gone",
+        "no-sha256-archived-away",
+        "permission",
+        "a-folder-now",
+        "io-error",
+    ],
+)
+def test_a_listed_pictures_row_stands_only_on_the_bytes_it_was_scored_on(
+    tmp_path: Path, sha256: str | None, now: str | OSError, error: str | None, said: str | None
+) -> None:
+    write_manifest(tmp_path / "m.csv", [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}])
+    picture = str((tmp_path / "a.png").resolve())
+    asked: list[list[str]] = []
+
+    def content(paths: list[str]) -> dict[str, str | OSError]:
+        asked.append(paths)
+        return {picture: now}
+
+    out, done = redeclare(
+        [_row(str(tmp_path / "a.png"), sha256=sha256)], read_declarations(tmp_path / "m.csv"), content=content
+    )
+    assert asked == [[picture]]
+    assert out[0].error == error and out[0].sha256 == sha256  # the record of what was scored kept
+    assert (out[0].score, out[0].label) == ((None, None) if error else (0.1, "good"))
+    found = {name: getattr(done, name) for name in ("changed", "unhashed", "absent", "unreadable")}
+    want = {name: {} for name in found}
+    if said == "unreadable":
+        want[said] = {"S1": [(str(tmp_path / "a.png"), "(said by the system)")]}
+    elif said is not None:
+        want[said] = {"S1": [str(tmp_path / "a.png")]}
+    assert found == want
+
+
+def test_a_row_that_failed_to_score_is_not_read_again(tmp_path: Path) -> None:
+    """It is never released as it is; its own error, the record of why, stays."""
+    write_manifest(tmp_path / "m.csv", [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}])
+    asked: list[list[str]] = []
+
+    def content(paths: list[str]) -> dict[str, str | OSError]:
+        asked.append(paths)
+        return {}
+
+    row = _row(str(tmp_path / "a.png"), sha256=None, error="ImageDecodeError: truncated")
+    out, done = redeclare([row], read_declarations(tmp_path / "m.csv"), content=content)
+    assert asked == [[]] and out[0].error == "ImageDecodeError: truncated" and done.changed == {}
+
+
+def test_the_errors_name_no_file() -> None:
+    """They go into the audit record and the idempotency key (NEVER_SCORED's docstring)."""
+    for error in (CHANGED, NO_SHA256, UNREADABLE_NOW):
+        assert ".png" not in error and "/" not in error.replace("--model", "")
+
+
+def test_hash_files_streams_each_file_and_says_why_one_cannot_be_read(tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x00\x01" * 3_000_000)  # read in several chunks
+    ticks: list[None] = []
+    found = hash_files(
+        [str(big), str(tmp_path / "none.png"), str(tmp_path)], advance=lambda: ticks.append(None)
+    )
+    assert found[str(big)] == hashlib.sha256(big.read_bytes()).hexdigest()
+    assert isinstance(found[str(tmp_path / "none.png")], FileNotFoundError)
+    assert isinstance(found[str(tmp_path)], IsADirectoryError)
+    assert len(ticks) == 3
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "listed-content-test-audit-secret")
+    monkeypatch.setenv("COLUMNS", "1000")  # a path the console wraps is no longer found whole
+    return tmp_path
+
+
+def _decide(env: Path, verdicts: Path, manifest: Path, policy: Path) -> tuple[dict[str, dict], str]:
+    from pipeline.cli import app, run
+
+    out = env / "d.jsonl"
+    argv = ["decide", "--verdicts", str(verdicts), "--policy", str(policy), "--manifest", str(manifest)]
+    assert run(app, [*argv, "--out", str(out), "--overwrite"]) == 0
+    return {d["shipment_id"]: d for d in map(json.loads, out.read_text().splitlines())}
+
+
+@pytest.mark.slow
+def test_a_picture_scanned_again_under_its_name_after_scoring_is_held(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """End to end: rows the scorer wrote, then the scanner wrote a new picture over one listed file.
+    Matched by path alone, the shipment was released on the old picture's score."""
+    from pipeline.cli import app, run
+
+    model = tiny_model_dir(env / "models")
+    arc = env / "arc"
+    a, b, c = write_png(arc / "a.png", 40), write_png(arc / "b.png", 60), write_png(arc / "c.png", 80)
+    manifest = env / "m.csv"
+    write_manifest(
+        manifest,
+        [
+            {"path": str(a), "shipment_id": "S1", "cargo_type": "bulk_ore"},
+            {"path": str(b), "shipment_id": "S2", "cargo_type": "bulk_ore"},
+            {"path": str(c), "shipment_id": "S3", "cargo_type": "bulk_ore"},
+        ],
+    )
+    verdicts = env / "rows.jsonl"
+    assert run(app, ["score", str(manifest), "--model", str(model), "--out", str(verdicts)]) == 0
+    policy = env / "p.yaml"  # every scored picture released: only the content check holds one
+    policy.write_text(
+        "policy_version: p\ncargo_types:\n  bulk_ore: {release_threshold: 1.0, hold_threshold: 1.0}\n"
+        "random_audit: {rate: 0.0001}\n"
+    )
+    before = _decide(env, verdicts, manifest, policy)
+    assert {s: d["tier"] for s, d in before.items()} == {"S1": "RELEASE", "S2": "RELEASE", "S3": "RELEASE"}
+    capsys.readouterr()
+    write_png(a, 200)  # a new scan under the old name
+    b.write_bytes(b.read_bytes())  # written again, the same bytes
+    c.unlink()  # archived away
+    after = _decide(env, verdicts, manifest, policy)
+    said = " ".join(capsys.readouterr().err.split())
+    assert {s: d["tier"] for s, d in after.items()} == {
+        "S1": "REMOTE_INSPECTION",
+        "S2": "RELEASE",
+        "S3": "RELEASE",
+    }
+    assert [i["error"] for i in after["S1"]["images"]] == [CHANGED]
+    assert "1 row(s) of pictures --manifest lists are of another picture than the file at" in said
+    assert f"{str(a)!r} of 'S1' first" in said
+    assert "1 row(s) of pictures --manifest lists were decided on their scores as recorded" in said
+    assert f"{str(c)!r} of 'S3' first" in said
+
+
+@pytest.mark.parametrize("finished", [True, False])  # rows a killed run left are checked the same
+def test_rows_of_a_finished_or_killed_run_are_held_on_a_file_written_over(env: Path, finished: bool) -> None:
+    from pipeline.score.completion import record_completion
+
+    (env / "a.png").write_bytes(b"first scan")
+    (env / "b.png").write_bytes(b"other scan")
+    rows = [
+        _row(str(env / name)).model_copy(
+            update={
+                "shipment_id": shipment,
+                "sha256": hashlib.sha256((env / name).read_bytes()).hexdigest(),
+                "declaration": {"shipment_id": shipment, "cargo_type": "bulk_ore"},
+            }
+        )
+        for name, shipment in (("a.png", "S1"), ("b.png", "S2"))
+    ]
+    verdicts = env / "rows.jsonl"
+    verdicts.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    if finished:
+        record_completion(verdicts)
+    manifest = env / "m.csv"
+    write_manifest(
+        manifest,
+        [
+            {"path": n, "shipment_id": s, "cargo_type": "bulk_ore"}
+            for n, s in (("a.png", "S1"), ("b.png", "S2"))
+        ],
+    )
+    policy = env / "p.yaml"
+    policy.write_text(
+        "policy_version: p\ncargo_types:\n  bulk_ore: {release_threshold: 0.5, hold_threshold: 0.8}\n"
+        "random_audit: {rate: 0.0001}\n"
+    )
+    assert {s: d["tier"] for s, d in _decide(env, verdicts, manifest, policy).items()} == {
+        "S1": "RELEASE",
+        "S2": "RELEASE",
+    }
+    (env / "a.png").write_bytes(b"a new scan")
+    assert {s: d["tier"] for s, d in _decide(env, verdicts, manifest, policy).items()} == {
+        "S1": "REMOTE_INSPECTION",
+        "S2": "RELEASE",
+    }
