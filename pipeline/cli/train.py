@@ -176,7 +176,10 @@ def train_command(
     threads: Annotated[
         int | None,
         typer.Option(
-            "--threads", help="CPU threads for torch (default: torch's choice).", show_default=False
+            "--threads",
+            help="CPU threads: images embedded at a time, each op on one thread, so the model is the "
+            "same for any count (fine-tuning: threads per op) (default: torch's choice).",
+            show_default=False,
         ),
     ] = None,
     overwrite: Annotated[

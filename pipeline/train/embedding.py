@@ -5,6 +5,7 @@ backbone before any of it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -29,8 +30,11 @@ class Embedded(NamedTuple):
 class Trainer:
     """The state of one training run (kept in one place so the steps stay readable)."""
 
-    def __init__(self, config: TrainConfig, progress: ProgressFn | None, *, sharp: bool = False) -> None:
+    def __init__(
+        self, config: TrainConfig, progress: ProgressFn | None, *, sharp: bool = False, workers: int = 1
+    ) -> None:
         self.config = config
+        self.workers = workers
         self.progress = progress or (lambda stage, done, total: None)
         self.rng = np.random.default_rng(config.seed)
         self.tiling = config.tiling
@@ -58,10 +62,15 @@ class Trainer:
         self.detector = build_detector(self.base_config, backbone=self.backbone, embed_seed=config.seed)
 
     def embed(self, images: Sequence[np.ndarray], stage: str) -> list[Embedded]:
-        out: list[Embedded] = []
+        """Each image's views embedded, ``workers`` images at a time.
+
+        Run with torch on one thread per op (:func:`pipeline.train.run.train_model` sets it), each
+        image's embeddings are the same whatever ``workers`` is: the threads share out whole images,
+        never the sums inside one convolution, whose rounding would then depend on their number."""
         cfg = self.base_config
-        with torch.inference_mode():
-            for n, rgb in enumerate(images):
+
+        def one(rgb: np.ndarray) -> Embedded:
+            with torch.inference_mode():  # thread-local: set in the worker
                 views, _ = make_views(
                     rgb, size=cfg.input_size, mean=cfg.mean, std=cfg.std, tiling=self.tiling
                 )
@@ -70,7 +79,12 @@ class Trainer:
                     p, g = self.detector.embed(views[lo : lo + self.config.batch_size])
                     patches.append(p)
                     pooled.append(g)
-                out.append(Embedded(torch.cat(patches), torch.cat(pooled)))
+                return Embedded(torch.cat(patches), torch.cat(pooled))
+
+        out: list[Embedded] = []
+        with ThreadPoolExecutor(max(1, self.workers)) as pool:
+            for n, embedded in enumerate(pool.map(one, images)):
+                out.append(embedded)
                 self.progress(stage, n + 1, len(images))
         return out
 

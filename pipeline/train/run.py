@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,20 +64,50 @@ def train_model(
     # it (relative to it) and it is recorded as it, whatever the folder --data was typed from.
     root = given.expanduser().resolve()
     check_out_dir(Path(out_dir), given, overwrite=overwrite)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    workers = config.threads or torch.get_num_threads()
+    with _torch_threads(1):
+        return _train(given, root, Path(out_dir), config, progress, workers)
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Torch's ops on ``n`` threads each, the count before restored after.
+
+    The run computes every op on one thread: with several, oneDNN splits the sum of a 1x1
+    convolution over a small map (Lite0's 672 -> 112 ones) and the patch head's fit its gradient
+    sums across the threads, so their rounding, and every weight after them, depended on the
+    machine's size, and a model retrained from the same data and seed to audit it came out
+    different (``bench/README.md``, session 37). ``workers`` images are embedded at a time instead
+    (:meth:`Trainer.embed`)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(
+    given: Path,
+    root: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    progress: ProgressFn | None,
+    workers: int,
+) -> TrainResult:
+    """:func:`train_model`'s steps, ``workers`` images embedded at a time."""
     start = time.perf_counter()
     read_mvtec(given)  # a missing or malformed folder is named as such, before its cargo type is asked
     cargo = cargo_type(given, config.cargo_type)
     deep_features, deep_features_words = deep_features_choice(config.deep_features, cargo)
-    trainer = Trainer(config, progress, sharp=deep_features == "sharp")
+    trainer = Trainer(config, progress, sharp=deep_features == "sharp", workers=workers)
     report, det = trainer.progress, trainer.detector
 
     # 1-2: the split, decoded; the anomalies each side learns from or is judged on; the embeddings
     data = read_training_data(root, config, trainer.rng, report)
     training = training_set(data, config.folds, trainer.rng)
     validation = validation_set(data, trainer.rng)
-    tuned = _fine_tune(trainer, data) if config.fine_tune_steps else None
+    tuned = _fine_tune(trainer, data, workers) if config.fine_tune_steps else None
     emb_good = trainer.embed(training.goods, "embed normals")
     emb_anom = trainer.embed(training.anomalies, "embed anomalies")
 
@@ -145,11 +177,15 @@ def train_model(
     return TrainResult(out, str(saved["model_id"]), cut.thresholds, saved, fit_seconds)
 
 
-def _fine_tune(trainer: Trainer, data: TrainingData) -> FineTuned:
-    """The backbone fine-tuned on the training split's normals and its labelled defect masks."""
+def _fine_tune(trainer: Trainer, data: TrainingData, threads: int) -> FineTuned:
+    """The backbone fine-tuned on the training split's normals and its labelled defect masks.
+
+    Opt-in and all backward passes, it keeps the run's ``threads``: a fine-tuned model is not the
+    same across thread counts."""
     masked = [
         (image, data.defect_masks[n])
         for n, image in enumerate(data.train.anomalies)
         if n in data.defect_masks
     ]
-    return trainer.fine_tune(data.train.goods, masked)
+    with _torch_threads(threads):
+        return trainer.fine_tune(data.train.goods, masked)

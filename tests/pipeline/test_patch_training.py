@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from models.artifact import load_model
 from models.tiling import TilingConfig
@@ -165,6 +166,29 @@ def test_training_with_masks_fits_a_patch_head_that_finds_the_defects(tmp_path: 
 
         good, bad = patch_score("good"), patch_score("plastic")
     assert min(bad) > max(good)
+
+
+@pytest.mark.slow
+def test_the_same_data_and_seed_give_the_same_model_on_any_number_of_threads(tmp_path: Path) -> None:
+    # A model retrained from the card's data and seed to audit it must come out the same on a
+    # machine of another size. This fixture's 64 px images give Lite0 the small deep maps whose
+    # 1x1 convolutions oneDNN split across threads, and a patch head is fitted.
+    root = _write_masked(tmp_path / "bulk_ore")
+    before = torch.get_num_threads()
+    first, second = (
+        train_model(
+            root,
+            tmp_path / f"threads-{n}",
+            config=TrainConfig(image_size=64, coreset_ratio=0.5, seed=0, threads=n),
+        )
+        for n in (1, 2)
+    )
+    a, b = (load_file(result.out_dir / "weights.safetensors") for result in (first, second))
+    assert first.card["training"]["patch_head"]["trained"] is True
+    assert [name for name in a if not torch.equal(a[name], b[name])] == []  # names the tensors that differ
+    assert first.card["weights_sha256"] == second.card["weights_sha256"]
+    assert first.thresholds == second.thresholds
+    assert torch.get_num_threads() == before  # the run's thread count is its own
 
 
 @pytest.mark.slow
