@@ -14,11 +14,17 @@ over the same detector without it, on each of four benchmark seeds (``bench/READ
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["PatchHead", "fit_patch_head"]
+
+_SEEDED_INIT = threading.Lock()
+"""Held while a fit seeds torch's global generator and draws its initial weights from it: fits run
+side by side in threads (``pipeline.train.heads``) would otherwise draw from one another's seed."""
 
 
 class PatchHead(nn.Module):
@@ -106,8 +112,9 @@ def fit_patch_head(
         raise ValueError(f"need defect and normal patches; got {int(positives)} of {y.numel()} defective")
     if not 0.0 < negative_share <= 1.0:
         raise ValueError(f"negative_share {negative_share} must be in (0, 1]")
-    torch.manual_seed(seed)
-    head = PatchHead(x.shape[1], hidden, topk=topk)
+    with _SEEDED_INIT:
+        torch.manual_seed(seed)
+        head = PatchHead(x.shape[1], hidden, topk=topk)
     head.in_mean.copy_(x.mean(0))
     head.in_std.copy_(x.std(0, unbiased=False).clamp_min(1e-6))
     defects, normals = x[y > 0.5], x[y <= 0.5]

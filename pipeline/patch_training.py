@@ -10,6 +10,7 @@ that a run is reproducible.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from typing import NamedTuple
 
 import numpy as np
@@ -149,6 +150,7 @@ def out_of_fold_scores(
     fit: Callable[[PatchExamples], PatchHead],
     min_positives: int,
     negatives_per_view: int = NEGATIVES_PER_VIEW,
+    executor: Executor | None = None,
 ) -> np.ndarray:
     """Patch-head image scores of training images from heads that did not see them.
 
@@ -164,12 +166,16 @@ def out_of_fold_scores(
         size, tiling, rng, negatives_per_view: as for :func:`patch_examples`.
         fit: fits a head on examples (the same settings as the final head).
         min_positives: a fold with fewer defect patches to learn from is not scored (NaN).
+        executor: fits the folds' heads side by side (``None``: one after another); ``fit`` must
+            then be safe to call from several threads.
 
     Returns:
         (len(scored),) float64: each image's patch score (the max over its views), NaN where its
         fold could not be fitted.
     """
-    out = np.full(len(scored), np.nan)
+    # every fold's examples drawn from ``rng`` first, in fold order, so that the draws are the same
+    # whether the heads are then fitted one after another or side by side
+    fitted: dict[int, PatchExamples] = {}
     for f in range(folds):
         examples = patch_examples(
             [p for p, g in normals if g != f],
@@ -179,9 +185,11 @@ def out_of_fold_scores(
             rng=rng,
             negatives_per_view=negatives_per_view,
         )
-        if examples.positives < min_positives:
-            continue
-        head = fit(examples)
+        if examples.positives >= min_positives:
+            fitted[f] = examples
+    heads = (executor.map if executor is not None else map)(fit, fitted.values())
+    out = np.full(len(scored), np.nan)
+    for f, head in zip(fitted, heads, strict=True):
         with torch.inference_mode():
             for n, (patches, g) in enumerate(scored):
                 if g == f:

@@ -177,8 +177,8 @@ def train_command(
         int | None,
         typer.Option(
             "--threads",
-            help="CPU threads: images embedded at a time, each op on one thread, so the model is the "
-            "same for any count (fine-tuning: threads per op) (default: torch's choice).",
+            help="CPU threads: images embedded (patch heads fitted) at a time, each op on one thread, so "
+            "the model is the same for any count (fine-tuning: threads per op) (default: torch's choice).",
             show_default=False,
         ),
     ] = None,

@@ -107,9 +107,10 @@ class TrainConfig:
             images under-represent bright exposures that the camera will take.
         batch_size: views per forward pass.
         seed: seeds the split, the coreset, pseudo-anomalies and the head.
-        threads: images embedded at a time (``None``: ``torch.get_num_threads()``). Every torch op
-            of the run is on one thread, so the model is the same for any count; fine-tuning's
-            ops run on ``threads`` each (``pipeline.train.run``).
+        threads: images embedded, and patch heads fitted, at a time (``None``:
+            ``torch.get_num_threads()``). Every torch op of the run is on one thread, so the model
+            is the same for any count; fine-tuning's ops run on ``threads`` each
+            (``pipeline.train.run``).
         min_head_auroc: least AUROC of the supervised head on its gate's evidence for it to join the
             fusion (see ``gate_signal``); 0 keeps it whenever the fusion does not rank worse than
             one-class.

@@ -5,6 +5,7 @@ out-of-fold scores its fusion gate is judged on."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -163,20 +164,26 @@ def train_patch_head(
     if head_from_tuning is not None:
         det.patch_head = head_from_tuning.patch_head
     elif patch_trained:
-        det.patch_head = fit_patch(examples)
-        if not training.pseudo:  # labelled training anomalies: worth scoring out of fold for the gate
-            oof_patch = out_of_fold_scores(
-                [(e.patches, int(g)) for e, g in zip(emb_good, training.fold_of_good, strict=True)],
-                masked_all,
-                [(e.patches, g) for e, g in units],
-                folds=config.folds,
-                size=config.image_size,
-                tiling=trainer.tiling,
-                rng=trainer.rng,
-                fit=fit_patch,
-                min_positives=MIN_PATCH_POSITIVES,
-                negatives_per_view=config.patch_negatives,
-            )
+        # The final head and the folds' heads fitted side by side, ``workers`` at a time: each fit
+        # on one thread per op, as the run computes, so the heads do not depend on ``workers``
+        # (with folds=2, the final head's fit is about as long as the two fold heads' together).
+        with ThreadPoolExecutor(max(1, trainer.workers)) as pool:
+            final = pool.submit(fit_patch, examples)
+            if not training.pseudo:  # labelled training anomalies: worth scoring out of fold for the gate
+                oof_patch = out_of_fold_scores(
+                    [(e.patches, int(g)) for e, g in zip(emb_good, training.fold_of_good, strict=True)],
+                    masked_all,
+                    [(e.patches, g) for e, g in units],
+                    folds=config.folds,
+                    size=config.image_size,
+                    tiling=trainer.tiling,
+                    rng=trainer.rng,
+                    fit=fit_patch,
+                    min_positives=MIN_PATCH_POSITIVES,
+                    negatives_per_view=config.patch_negatives,
+                    executor=pool,
+                )
+            det.patch_head = final.result()
     return PatchHeadFit(patch_trained, head_from_tuning, oof_patch, examples, masked)
 
 

@@ -78,7 +78,8 @@ def _torch_threads(n: int) -> Iterator[None]:
     sums across the threads, so their rounding, and every weight after them, depended on the
     machine's size, and a model retrained from the same data and seed to audit it came out
     different (``bench/README.md``, session 37). ``workers`` images are embedded at a time instead
-    (:meth:`Trainer.embed`)."""
+    (:meth:`Trainer.embed`), and as many patch heads fitted
+    (:func:`~pipeline.train.heads.train_patch_head`)."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -295,6 +296,43 @@ def test_out_of_fold_scores_never_score_an_image_with_a_head_that_saw_its_fold()
     )  # fmt: skip
     assert fit.seen == [{11.0}, {10.0}]  # fold 0's head saw only fold 1's patches, and vice versa
     assert out.tolist() == [11.0, 10.0, 11.0]  # each image scored by the other fold's head
+
+
+class _CountingPool(ThreadPoolExecutor):
+    """A pool of two threads that counts the calls handed to its ``map``."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.mapped = 0
+
+    def map(self, fn, *iterables, **kwargs):  # type: ignore[no-untyped-def,override]
+        items = list(iterables[0])
+        self.mapped += len(items)
+        return super().map(fn, items, **kwargs)
+
+
+def test_out_of_fold_heads_fitted_side_by_side_score_as_fitted_one_after_another() -> None:
+    # The training run fits the folds' heads in its pool of workers: the draws of every fold's
+    # examples must not depend on it, nor which head scores which image.
+    d, grid = 4, 8
+    mask = np.zeros((64, 64), np.float32)
+    mask[:32, :32] = 1.0
+    gen = torch.Generator().manual_seed(0)
+    normals = [(torch.randn(1, d, grid, grid, generator=gen) + 10.0 * g, g) for g in (0, 1, 0, 1, 2, 2)]
+    masked = [(torch.randn(1, d, grid, grid, generator=gen) + 10.0 * g, mask, g) for g in (0, 1, 2)]
+    scored = [(p, g) for p, g in normals]
+    runs = []
+    for pool in (None, _CountingPool()):
+        rng, fit = np.random.default_rng(0), _RecordingFit()
+        out = out_of_fold_scores(
+            normals, masked, scored, folds=3, size=64, tiling=WHOLE, rng=rng, fit=fit, min_positives=1,
+            executor=pool,
+        )  # fmt: skip
+        runs.append((out.tolist(), sorted(sorted(seen) for seen in fit.seen), rng.random()))
+        if pool is not None:
+            pool.shutdown()
+            assert pool.mapped == 3  # every fold's head fitted in the pool
+    assert runs[0] == runs[1]
 
 
 def test_out_of_fold_scores_leave_a_fold_without_defects_unscored() -> None:
