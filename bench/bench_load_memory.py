@@ -1,22 +1,34 @@
 """Memory a loaded model holds: process RSS after ``load_model``, per runtime, old path beside new.
 
     .venv/bin/python bench/bench_load_memory.py --bank-rows 614,100000
+    .venv/bin/python bench/bench_load_memory.py --bank-rows 614,100000 --speed 8 --threads 1,2
 
 Trains one small model (`bulk_ore`, 30 normals and 2 labelled anomalies per type at 128 px, seed 3)
 and re-saves it with a memory bank of each size in ``--bank-rows`` (rows drawn from the trained bank
 plus a little noise: the bank's size, not its quality, is what is measured). Each load runs in a
 fresh process that has already imported torch, ONNX Runtime and the exporter, so the figures are the
-load's own: its peak (the kernel's high-water mark, reset just before the load) and its steady RSS
-after a ``gc``, both over the RSS before it, beside the size of ``weights.safetensors``.
+load's own: its peak (the kernel's high-water mark, reset just before the load), its steady RSS
+after a ``gc``, and that RSS once glibc's ``malloc_trim(0)`` has handed freed heap pages back (how
+much of it is heap let go but kept mapped, which varies by tens of MB between runs), all over the
+RSS before it, beside the size of ``weights.safetensors``.
 
-``old`` is the path before session 36: ONNX Runtime's Python session kept the bytes of the traced
-graph it was made from (every weight the graph runs, the bank twice) for its whole life. ``new``
-lets them go. Under ``torch`` the two paths are the same code (the row is a check of the noise).
+Three paths, each in its own processes: ``s35``, before session 36: ONNX Runtime's Python session
+kept the bytes of the traced graph it was made from (every weight the graph runs, the bank twice) for
+its whole life; ``s36``, before session 37: the bytes let go, but the session held the bank once for
+the nearest row's gather and once packed for the search beside the torch detector's own copy;
+``new``: the session is handed the detector's own bank rows (``models.runtime._share_banks``).
+Under ``torch`` the three paths are the same code (the row is a check of the noise).
+
+With ``--speed ROUNDS`` the ``s36`` and ``new`` paths are also loaded side by side in one process per
+thread count and score the same 16 random images (``predict``) in alternating order for ROUNDS
+rounds: images/s (median), their ratio, and the largest differences of scores, maps and type
+probabilities between the two.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import gc
 import json
@@ -25,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,16 +50,31 @@ def _status(key: str) -> int:
     raise RuntimeError(f"no {key} in /proc/self/status")
 
 
+PATHS = ("s35", "s36", "new")
+
+
+def _use_path(path: str) -> None:
+    """Have later loads in this process take ``path`` (one of :data:`PATHS`)."""
+    import models.runtime
+
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}; accepted: {list(PATHS)}")
+    if path == "new":
+        return
+    # before session 37 the session kept copies of the bank of its own, and prepacked its matmuls
+    models.runtime._share_banks = lambda options, graph, detector: []  # type: ignore[assignment]
+    if path == "s35":  # the session keeps the traced graph's bytes, as before session 36
+        models.runtime._forget_model_bytes = lambda session: None  # type: ignore[assignment]
+
+
 def child(model: str, runtime: str, path: str) -> None:
     """Load ``model`` once under ``runtime`` and print the RSS figures as JSON."""
     import onnxruntime  # noqa: F401
     import torch.onnx  # noqa: F401
 
-    import models.runtime
     from models.artifact import load_model
 
-    if path == "old":  # the session keeps the traced graph's bytes, as before session 36
-        models.runtime._forget_model_bytes = lambda session: None  # type: ignore[assignment]
+    _use_path(path)
     gc.collect()
     before = _status("VmRSS:")
     with open("/proc/self/clear_refs", "w") as fh:
@@ -56,7 +84,12 @@ def child(model: str, runtime: str, path: str) -> None:
     gc.collect()
     steady = _status("VmRSS:")
     assert predictor.runtime == runtime
-    print(json.dumps({"peak": peak - before, "steady": steady - before}))
+    try:  # glibc keeps freed heap pages mapped; what is left once they are handed back
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        trimmed = _status("VmRSS:")
+    except (OSError, AttributeError):  # not glibc
+        trimmed = steady
+    print(json.dumps({"peak": peak - before, "steady": steady - before, "trimmed": trimmed - before}))
 
 
 def _train(work: Path) -> Path:
@@ -91,9 +124,53 @@ def _with_bank(model: Path, rows: int, out: Path) -> Path:
     return save_artifact(out, detector.eval(), card)
 
 
-def _measure(model: Path, runtime: str, path: str) -> dict[str, int]:
+def speed(model: str, threads: int, rounds: int) -> None:
+    """Load ``model`` by the ``s36`` and ``new`` paths side by side and print images/s and the
+    largest differences between their predictions as JSON."""
+    import statistics
+    import time
+
+    import numpy as np
+    import torch
+
+    import models.runtime
+    from models.artifact import load_model
+
+    torch.set_num_threads(threads)
+    share = models.runtime._share_banks
+    predictors = {}
+    for path in ("s36", "new"):
+        models.runtime._share_banks = share  # type: ignore[assignment]
+        _use_path(path)
+        predictors[path] = load_model(model)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(16)]
+    outputs = {path: p.predict(images) for path, p in predictors.items()}
+    pairs = list(zip(outputs["s36"], outputs["new"], strict=True))
+    diff = {
+        "score": max(abs(x.score - y.score) for x, y in pairs),
+        "map": max(float(np.abs(x.anomaly_map - y.anomaly_map).max()) for x, y in pairs),
+        "probs": max(
+            abs(p - y.type_probabilities[k]) for x, y in pairs for k, p in x.type_probabilities.items()
+        ),
+    }
+    times: dict[str, list[float]] = {path: [] for path in predictors}
+    for r in range(rounds):
+        for path in sorted(predictors, reverse=bool(r % 2)):
+            start = time.perf_counter()
+            predictors[path].predict(images)
+            times[path].append(time.perf_counter() - start)
+    rate = {path: len(images) / statistics.median(t) for path, t in times.items()}
+    print(json.dumps({"s36": rate["s36"], "new": rate["new"], **diff}))
+
+
+def _measure(model: Path, runtime: str, path: str) -> dict[str, Any]:
+    return _run(["--child", str(model), runtime, path])
+
+
+def _run(args: list[str]) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, __file__, "--child", str(model), runtime, path]
+    cmd = [sys.executable, __file__, *args]
     done = subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -101,10 +178,18 @@ def _measure(model: Path, runtime: str, path: str) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bank-rows", default="614,100000", help="comma-separated bank sizes")
+    parser.add_argument(
+        "--speed", type=int, default=0, metavar="ROUNDS", help="also time scoring, s36 vs new"
+    )
+    parser.add_argument("--threads", default="1", help="comma-separated thread counts for --speed")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--speed-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
+        return
+    if args.speed_child:
+        speed(args.speed_child[0], int(args.speed_child[1]), int(args.speed_child[2]))
         return
     import torch
 
@@ -114,20 +199,40 @@ def main() -> None:
         work = Path(tmp)
         trained = _train(work)
         print(
-            f"{'bank rows':>9} {'file MB':>8} {'runtime':<11} {'old peak':>8} {'old steady':>10} "
-            f"{'new peak':>8} {'new steady':>10} {'new/old steady':>14}"
+            f"{'bank rows':>9} {'file MB':>8} {'runtime':<11} {'s35 peak':>8} {'s35 steady':>10} "
+            f"{'s36 peak':>8} {'s36 steady':>10} {'new peak':>8} {'new steady':>10} "
+            f"{'new/s36':>7} {'new/s35':>7} {'trimmed s36':>11} {'trimmed new':>11}"
         )
+        built = {}
         for rows in (int(r) for r in args.bank_rows.split(",")):
-            model = _with_bank(trained, rows, work / f"bank{rows}")
+            model = built[rows] = _with_bank(trained, rows, work / f"bank{rows}")
             size = (model / "weights.safetensors").stat().st_size
             for runtime in ("onnxruntime", "torch"):
-                old, new = (_measure(model, runtime, path) for path in ("old", "new"))
+                s35, s36, new = (_measure(model, runtime, path) for path in PATHS)
                 print(
-                    f"{rows:>9} {size / mb:>8.1f} {runtime:<11} {old['peak'] / mb:>8.0f} "
-                    f"{old['steady'] / mb:>10.0f} {new['peak'] / mb:>8.0f} {new['steady'] / mb:>10.0f} "
-                    f"{new['steady'] / old['steady']:>14.2f}"
+                    f"{rows:>9} {size / mb:>8.1f} {runtime:<11} {s35['peak'] / mb:>8.0f} "
+                    f"{s35['steady'] / mb:>10.0f} {s36['peak'] / mb:>8.0f} {s36['steady'] / mb:>10.0f} "
+                    f"{new['peak'] / mb:>8.0f} {new['steady'] / mb:>10.0f} "
+                    f"{new['steady'] / s36['steady']:>7.2f} {new['steady'] / s35['steady']:>7.2f} "
+                    f"{s36['trimmed'] / mb:>11.0f} {new['trimmed'] / mb:>11.0f}"
                 )
-    print("MB of RSS over the process before the load; steady after a gc; peak the high-water mark")
+        if args.speed:
+            print(
+                f"{'bank rows':>9} {'threads':>7} {'s36 img/s':>9} {'new img/s':>9} {'new/s36':>7} "
+                "max |new - s36|: score, map, probabilities"
+            )
+            for rows, model in built.items():
+                for threads in (int(t) for t in args.threads.split(",")):
+                    got = _run(["--speed-child", str(model), str(threads), str(args.speed)])
+                    print(
+                        f"{rows:>9} {threads:>7} {got['s36']:>9.2f} {got['new']:>9.2f} "
+                        f"{got['new'] / got['s36']:>7.3f} {got['score']:.1e} {got['map']:.1e} "
+                        f"{got['probs']:.1e}"
+                    )
+    print(
+        "MB of RSS over the process before the load; steady after a gc; peak the high-water mark; "
+        "trimmed after malloc_trim(0) as well"
+    )
 
 
 if __name__ == "__main__":

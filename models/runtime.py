@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -79,7 +79,8 @@ class OnnxRuntimeRaw:
     """``Detector.raw`` traced to ONNX and executed by ONNX Runtime; call it like ``detector.raw``.
 
     Args:
-        detector: the loaded detector (eval mode); it is traced, not modified.
+        detector: the loaded detector (eval mode); it is traced, not modified. The session reads its
+            memory banks where they lie (:func:`_share_banks`): they must not be written to while it lives.
         threads: how many cores to use; default PyTorch's current thread count, so that the
             ``--threads`` / ``torch.set_num_threads`` the caller chose bounds both runtimes alike.
             The views of a batch run side by side, one ORT thread each, rather than one view at a
@@ -123,6 +124,8 @@ class OnnxRuntimeRaw:
         options.enable_mem_pattern = False
         graph = buf.getvalue()
         buf.close()  # the graph is held once while the session is made, not twice
+        # the OrtValues handed to the session, and through them the banks, live as long as it does
+        self._shared = _share_banks(options, graph, detector)
         try:
             self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own untyped exceptions
@@ -203,6 +206,75 @@ def _forget_model_bytes(session: object) -> None:
     except AttributeError:  # a read-only attribute: the bytes stay, and so may the fallback
         return
     disable()
+
+
+def _share_banks(options: Any, graph: bytes, detector: Detector) -> list[Any]:
+    """Have the session made with ``options`` take the memory banks' rows from ``detector``'s own
+    tensors (:func:`_bank_views`) rather than from copies of its own; returns the OrtValues handed
+    over, which must outlive the session.
+
+    ORT held the whole bank for the nearest row's gather beside the detector's copy (which export
+    and the figures read): 61 MB more at a 100k-row bank (bench/README.md, session 37). The search's
+    matmuls read their chunks from the detector's rows too, but ORT packs them into a layout of its
+    own when the session is made, as it did from its own copy before (a copy it then let go).
+    """
+    import onnxruntime as ort
+
+    values = []
+    for name, rows in _bank_views(graph, detector):
+        value = ort.OrtValue.ortvalue_from_numpy(rows)  # a CPU array is wrapped, not copied
+        options.add_initializer(name, value)
+        values.append(value)
+    return values
+
+
+def _bank_views(graph: bytes, detector: Detector) -> list[tuple[str, np.ndarray]]:
+    """The initializers of the traced ``graph`` that hold a memory bank's rows, each paired with a
+    numpy view of those rows in ``detector``'s own bank tensor (no copy).
+
+    The trace writes the bank whole (for the nearest row's gather) and each chunk of the search
+    (``MemoryBank.chunk`` rows from a multiple of it) as a constant of its own. An initializer is
+    paired only with rows whose bytes are the same as its own, so that ORT given the view computes
+    exactly what it would have computed from the graph's copy; any other initializer, or a bank the
+    trace wrote otherwise, stays ORT's own. The detector's banks must not be written to afterwards:
+    the session reads them where they lie (nothing in Clearsight writes to a loaded model's bank).
+    """
+    import onnx
+
+    banks = [
+        bank
+        for bank in (detector.bank, getattr(detector.fine, "bank", None))
+        if bank is not None
+        and bank.bank.dtype == torch.float32
+        and bank.bank.device.type == "cpu"
+        and bank.bank.is_contiguous()
+    ]  # numpy views of their own memory; any other bank is left to ORT's copies
+    model = onnx.load_from_string(graph)
+    views = []
+    for init in model.graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2 or min(init.dims) < 1:
+            continue
+        rows, dim = init.dims
+        candidates = [bank for bank in banks if bank.bank.shape[1] == dim and bank.bank.shape[0] >= rows]
+        data = np.frombuffer(init.raw_data, dtype=np.uint32) if candidates else None
+        if data is None or data.size != rows * dim:  # not written as raw bytes: left to ORT
+            continue
+        for bank in candidates:
+            table = bank.bank.detach().numpy()  # the tensor's own memory (CPU float32, contiguous)
+            lo = _rows_at(table.view(np.uint32), data.reshape(rows, dim), bank.chunk)
+            if lo is not None:
+                views.append((init.name, table[lo : lo + rows]))
+                break
+    return views
+
+
+def _rows_at(table: np.ndarray, rows: np.ndarray, step: int) -> int | None:
+    """The first multiple of ``step`` where ``table`` (M, D) holds ``rows`` (R, D) bit for bit, or
+    ``None``; a start is compared in full only where its first row matches."""
+    for lo in range(0, table.shape[0] - rows.shape[0] + 1, step):
+        if np.array_equal(table[lo], rows[0]) and np.array_equal(table[lo : lo + rows.shape[0]], rows):
+            return lo
+    return None
 
 
 def raw_runner(detector: Detector, runtime: str) -> Callable[[torch.Tensor], RawOutput]:

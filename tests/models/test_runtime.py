@@ -13,8 +13,17 @@ import torch
 
 from datasets.errors import ModelError
 from models.artifact import load_model
+from models.detector import Detector
 from models.onnx_export import sample_inputs
-from models.runtime import DEFAULT_RUNTIME, RUNTIMES, OnnxRuntimeRaw, _forget_model_bytes, raw_runner
+from models.patchcore import MemoryBank
+from models.runtime import (
+    DEFAULT_RUNTIME,
+    RUNTIMES,
+    OnnxRuntimeRaw,
+    _bank_views,
+    _forget_model_bytes,
+    raw_runner,
+)
 from pipeline.settings import RuntimeName, Settings
 
 
@@ -142,6 +151,92 @@ def test_the_session_keeps_its_arena_but_plans_no_memory_pattern(tiny_model_dir:
     options = runner._session.get_session_options()
     assert options.enable_mem_pattern is False
     assert options.enable_cpu_mem_arena is True
+
+
+def _banks(detector: Detector) -> list[MemoryBank]:
+    return [detector.bank] + ([detector.fine.bank] if detector.fine is not None else [])
+
+
+def _chunked(detector: Detector) -> Detector:
+    for bank in _banks(detector):
+        bank.chunk = max(1, bank.bank.shape[0] // 3)  # several chunks, and a short last one
+    return detector
+
+
+def test_the_session_is_handed_the_detectors_own_bank_rows(tiny_model_dir: Path) -> None:
+    # ORT held the whole bank once more for the nearest row's gather: 61 MB at a 100k-row bank
+    detector = _chunked(load_model(tiny_model_dir, runtime="torch").detector)
+    runner = OnnxRuntimeRaw(detector)
+    handed = {(value.data_ptr(), tuple(value.shape())) for value in runner._shared}
+    for bank in _banks(detector):
+        rows, dim = bank.bank.shape
+        row_bytes = dim * bank.bank.element_size()
+        want = {(bank.bank.data_ptr(), (rows, dim))}  # the gather's, then each chunk of the search
+        want |= {
+            (bank.bank.data_ptr() + lo * row_bytes, (min(bank.chunk, rows - lo), dim))
+            for lo in range(0, rows, bank.chunk)
+        }
+        assert want <= handed
+    assert len(handed) == len(runner._shared)
+    assert runner.parity.within_tolerance()
+
+
+def _graph(initializers: dict[str, np.ndarray], raw: bool = True) -> bytes:
+    import onnx
+    from onnx import helper, numpy_helper
+
+    tensors = []
+    for name, array in initializers.items():
+        tensor = numpy_helper.from_array(array, name)
+        if not raw:  # as a writer may put floats: in float_data, not raw bytes
+            tensor = helper.make_tensor(name, onnx.TensorProto.FLOAT, array.shape, array.ravel().tolist())
+        tensors.append(tensor)
+    nodes = [helper.make_node("Identity", [name], [f"{name}_out"]) for name in initializers]
+    outputs = [helper.make_tensor_value_info(f"{n}_out", onnx.TensorProto.FLOAT, None) for n in initializers]
+    return helper.make_model(helper.make_graph(nodes, "g", [], outputs, tensors)).SerializeToString()
+
+
+_TABLE = np.arange(40, dtype=np.float32).reshape(10, 4)
+_FLIPPED = _TABLE[4:8].copy()
+_FLIPPED.view(np.uint32)[1, 2] ^= 1  # one bit off
+
+
+@pytest.mark.parametrize(
+    ("rows", "raw", "start"),
+    [
+        (_TABLE, True, 0),  # the whole bank (the gather's)
+        (_TABLE[4:8], True, 4),  # a chunk of the search
+        (_TABLE[8:], True, 8),  # the short last chunk
+        (_TABLE[2:6], True, None),  # the same bytes away from a chunk's start
+        (_FLIPPED, True, None),
+        (_TABLE[4:8] * 2, True, None),
+        (_TABLE[4:8, :3].copy(), True, None),  # another width
+        (_TABLE[4:8], False, None),  # not raw bytes: left to ORT
+    ],
+    ids=[
+        "whole",
+        "chunk",
+        "last-chunk",
+        "unaligned",
+        "one-bit-off",
+        "other-values",
+        "other-width",
+        "float-data",
+    ],
+)
+def test_only_a_banks_own_rows_at_a_chunks_start_are_shared(
+    rows: np.ndarray, raw: bool, start: int | None
+) -> None:
+    detector = types.SimpleNamespace(bank=MemoryBank(torch.from_numpy(_TABLE.copy()), chunk=4), fine=None)
+    views = _bank_views(_graph({"w": rows}, raw=raw), detector)  # type: ignore[arg-type]
+    if start is None:
+        assert views == []
+        return
+    ((name, view),) = views
+    table = detector.bank.bank.numpy()
+    assert name == "w" and np.shares_memory(view, table)
+    assert view.__array_interface__["data"][0] == table[start:].__array_interface__["data"][0]
+    assert view.shape == rows.shape
 
 
 @pytest.mark.parametrize("name", ["tensorrt", "", "ONNXRUNTIME"])
