@@ -298,6 +298,23 @@ _SCORES = ("score", "label", "anomaly_type", "type_probabilities", "signal_log_o
 """What an error row holds none of (:class:`~pipeline.verdicts.ImageVerdict`): the score of the
 picture scored, not the one listed now."""
 
+_PICTURE = (
+    "sha256",
+    "phash",
+    "phash_turns",
+    "turned_phash",
+    "scale_vs_training",
+    "seen_in",
+    "similar_in",
+    "similar_bits",
+    "similar_turn",
+)
+"""What a row held for its listed file (changed, unreadable, no sha256) holds none of, as a
+:data:`NEVER_SCORED` row has none: the audit store indexes each image's hashes as the picture its
+decision was made on (pipeline.audit.image_indexes), and this decision was made on no picture. Kept,
+the old picture's bytes sent again later were found "held before" on this hold and raised a tier,
+though that picture was never judged anomalous. The row as scored stays in the verdicts file."""
+
 
 def _compared(row: ImageVerdict, now: str | OSError) -> tuple[str, str | None]:
     """How the file of ``row``'s listed picture, as read now (its sha256, or why it could not be
@@ -471,8 +488,8 @@ def redeclare(
                     done.unreadable.setdefault(shipment, []).append((row.path, reason))
                 elif how != "same":
                     getattr(done, how).setdefault(shipment, []).append(row.path)
-                if error is not None:  # the row's sha256 kept: the record of the picture scored
-                    changes.update({**dict.fromkeys(_SCORES), "error": error})
+                if error is not None:
+                    changes.update({**dict.fromkeys((*_SCORES, *_PICTURE)), "error": error})
             out[n] = row.model_copy(update=changes)
         missing = [p for p in now.pictures if p not in seen]
         if missing:

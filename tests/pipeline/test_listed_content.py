@@ -84,7 +84,9 @@ def test_a_listed_pictures_row_stands_only_on_the_bytes_it_was_scored_on(
         [_row(str(tmp_path / "a.png"), sha256=sha256)], read_declarations(tmp_path / "m.csv"), content=content
     )
     assert asked == [[picture]]
-    assert out[0].error == error and out[0].sha256 == sha256  # the record of what was scored kept
+    assert out[0].error == error
+    # a held row presents no picture's hash, as a never-scored one: its decision was made on none
+    assert out[0].sha256 == (None if error else sha256)
     assert (out[0].score, out[0].label) == ((None, None) if error else (0.1, "good"))
     found = {name: getattr(done, name) for name in ("changed", "unhashed", "absent", "unreadable")}
     want = {name: {} for name in found}
@@ -234,3 +236,52 @@ def test_rows_of_a_finished_or_killed_run_are_held_on_a_file_written_over(env: P
         "S1": "REMOTE_INSPECTION",
         "S2": "RELEASE",
     }
+
+
+def test_a_hold_for_a_file_written_over_is_not_indexed_as_made_on_the_old_picture(env: Path) -> None:
+    """The audit store indexes each decided image's hashes as the picture its decision was made on.
+    A row held because its file was written over kept the old picture's sha256 and phash, so the old
+    bytes sent again later were found in the held shipment and carried its hold
+    (override.image_held_before on fail_closed.image_error): raised a tier for a picture never
+    judged. Sent again after the hold, they are decided as they would have been before it."""
+
+    from pipeline.cli import app, run
+    from pipeline.score.completion import record_completion
+
+    old = hashlib.sha256(b"first scan").hexdigest()
+    phash = "0" * 80  # the scorer's perceptual hash: a near-copy is found by it
+    rows = env / "rows.jsonl"
+    rows.write_text(
+        _row(str(env / "a.png"), sha256=old).model_copy(update={"phash": phash}).model_dump_json()
+    )
+    later = env / "rows4.jsonl"  # the old a.png's bytes, sent again in S4
+    s4 = {"shipment_id": "S4", "declaration": {"shipment_id": "S4", "cargo_type": "bulk_ore"}}
+    later.write_text(
+        _row(str(env / "c.png"), sha256=old).model_copy(update={"phash": phash, **s4}).model_dump_json()
+    )
+    for verdicts in (rows, later):
+        record_completion(verdicts)
+    manifest = env / "m.csv"
+    write_manifest(manifest, [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}])
+    policy = env / "p.yaml"  # an error holds at physical inspection: a hold carried over raises a tier
+    policy.write_text(
+        "policy_version: p\ncargo_types:\n  bulk_ore: {release_threshold: 0.5, hold_threshold: 0.8}\n"
+        "random_audit: {rate: 0.0001}\nfail_closed: {image_error: PHYSICAL_INSPECTION}\n"
+    )
+
+    def decide(verdicts: Path, db: Path, *more: str) -> dict:
+        out = env / "d.jsonl"
+        argv = ["decide", "--verdicts", str(verdicts), "--policy", str(policy), "--out", str(out)]
+        assert run(app, [*argv, "--audit-db", f"sqlite:///{db}", "--overwrite", *more]) == 0
+        return json.loads(out.read_text().splitlines()[0])
+
+    before = decide(later, env / "before.db")
+    (env / "a.png").write_bytes(b"a new scan")  # written over after scoring, before S1 was decided
+    held = decide(rows, env / "audit.db", "--manifest", str(manifest))
+    assert held["tier"] == "PHYSICAL_INSPECTION" and [i["error"] for i in held["images"]] == [CHANGED]
+    assert [(i["sha256"], i["phash"]) for i in held["images"]] == [(None, None)]  # no picture's
+    after = decide(later, env / "audit.db")
+    assert (after["tier"], sorted(r["rule"] for r in after["reasons"])) == (
+        before["tier"],
+        sorted(r["rule"] for r in before["reasons"]),
+    )
