@@ -13,8 +13,10 @@ The errors below go into the audit record and the decision's idempotency key, so
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,8 +36,9 @@ UNREADABLE_NOW = (
     "the file listed at this path is there but cannot be read now, so whether it is the picture "
     f"scored cannot be told: never released on; make it readable and decide again, or {_SCORE_AGAIN}"
 )
-"""The error of a row whose listed file is there but cannot be read (permissions, a folder, an I/O
-error): something is at the listed path that may be a new scan, so the old score is not used."""
+"""The error of a row whose listed file is there but cannot be read (permissions, a folder, a FIFO or
+a device, an I/O error): something is at the listed path that may be a new scan, so the old score is
+not used."""
 
 NO_SHA256 = (
     "the row was scored without a sha256 (an older row), so whether the file listed at this path now "
@@ -44,14 +47,40 @@ NO_SHA256 = (
 """The error of a scored row without a sha256 whose listed file is there now: nothing to compare."""
 
 
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _not_a_file(mode: int, path: str) -> OSError:
+    """Why what is at ``path`` (its ``st_mode``) is not read: a folder as open() says it, the rest
+    named (none of them ENOENT: something is there, which may be a new scan's)."""
+    if stat.S_ISDIR(mode):
+        return IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    kind = next((name for test, name in _KINDS if test(mode)), f"of file type {stat.S_IFMT(mode):#o}")
+    return OSError(errno.EINVAL, f"not a regular file: {kind}", path)
+
+
 def _file_sha256(path: str) -> str:
-    """The hex sha256 of the file at ``path``, read in chunks (a few hundred KiB held, whatever the
-    file's size: a radiograph may be hundreds of MB).
+    """The hex sha256 of the regular file at ``path``, read in chunks (a few hundred KiB held,
+    whatever the file's size: a radiograph may be hundreds of MB).
+
+    Opened without blocking and refused unless it is a regular file before a byte is read: a FIFO
+    at a listed path blocked open() until a writer came, forever, in a worker thread that SIGTERM
+    does not stop, and a device (``/dev/zero``) never ends.
 
     Raises:
-        OSError: it cannot be opened or read (FileNotFoundError where nothing is there).
+        OSError: it cannot be opened or read (FileNotFoundError where nothing is there), or it is
+            not a regular file.
     """
-    with open(path, "rb") as fh:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_a_file(mode, path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -128,6 +131,38 @@ def test_hash_files_streams_each_file_and_says_why_one_cannot_be_read(tmp_path: 
     assert isinstance(found[str(tmp_path / "none.png")], FileNotFoundError)
     assert isinstance(found[str(tmp_path)], IsADirectoryError)
     assert len(ticks) == 3
+
+
+def _unblocked(fifo: Path, call: Callable[[], object]) -> object:
+    """``call()``'s result, run in a thread: where it is still blocked on ``fifo`` after a minute (no
+    speed is measured: a blocked open never returns), a writer is opened and closed, so that the
+    test fails rather than hangs, and the pool's threads end."""
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the blocked reader gets EOF
+        thread.join(timeout=60)
+        pytest.fail(f"reading {fifo} blocked until a writer came")
+    return result[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_at_a_listed_path_is_there_but_not_read(tmp_path: Path) -> None:
+    """open() of a FIFO blocks until a writer comes: decide hung, in a worker thread SIGTERM does not
+    stop. Something is at the path, so the row is held, as for a file that cannot be read."""
+    write_manifest(tmp_path / "m.csv", [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}])
+    fifo = tmp_path / "a.png"
+    os.mkfifo(fifo)
+    found = _unblocked(fifo, lambda: hash_files([str(fifo)]))
+    assert isinstance(found, dict) and isinstance(found[str(fifo)], OSError)
+    assert found[str(fifo)].strerror == "not a regular file: a FIFO"
+    out, done = _unblocked(  # type: ignore[misc]
+        fifo, lambda: redeclare([_row(str(fifo))], read_declarations(tmp_path / "m.csv"))
+    )
+    assert out[0].error == UNREADABLE_NOW and out[0].score is None
+    assert done.unreadable == {"S1": [(str(fifo), "not a regular file: a FIFO")]}
 
 
 @pytest.fixture
