@@ -23,26 +23,29 @@ from concurrent.futures import ThreadPoolExecutor
 __all__ = ["CHANGED", "NO_SHA256", "UNREADABLE_NOW", "WORKERS", "hash_files"]
 
 _SCORE_AGAIN = (
-    "score the manifest again (clearsight score MANIFEST --model M --out NEW_ROWS), and decide those rows"
+    "score the manifest again with clearsight score MANIFEST --model M --out NEW_ROWS and decide those rows"
 )
 
+# Each is read inside pipeline.decide's "image could not be scored (...); never released": one
+# clause, no parentheses of its own, and the hold is that wrapper's to say.
+
 CHANGED = (
-    "the file listed at this path changed since it was scored (its sha256 now is not the row's): the "
-    f"score is another picture's, never released on; {_SCORE_AGAIN}"
+    "the file listed at this path holds other bytes now than the picture scored under this name, as "
+    f"a new scan written over it would, so that score is another picture's; {_SCORE_AGAIN}"
 )
 """The error of a row whose listed file holds other bytes now (a new scan written over the name)."""
 
 UNREADABLE_NOW = (
     "the file listed at this path is there but cannot be read now, so whether it is the picture "
-    f"scored cannot be told: never released on; make it readable and decide again, or {_SCORE_AGAIN}"
+    f"scored under this name cannot be told; make it readable and decide again, or {_SCORE_AGAIN}"
 )
 """The error of a row whose listed file is there but cannot be read (permissions, a folder, a FIFO or
 a device, an I/O error): something is at the listed path that may be a new scan, so the old score is
 not used."""
 
 NO_SHA256 = (
-    "the row was scored without a sha256 (an older row), so whether the file listed at this path now "
-    f"is the picture scored cannot be told: never released on; {_SCORE_AGAIN}"
+    "its row, an older one, was scored without a sha256, so whether the file listed at this path now "
+    f"is the picture scored cannot be told; {_SCORE_AGAIN}"
 )
 """The error of a scored row without a sha256 whose listed file is there now: nothing to compare."""
 

@@ -366,10 +366,19 @@ def _redeclared_warnings(done: Redeclared, standing: dict[str, tuple[str, int]] 
     if done.moved:
         first = sorted(done.moved)[0]
         path, scored = sorted(done.moved[first])[0]
+        # a moved row held for its file (said above) was decided with its score cleared
+        held = {(s, p) for found in (done.changed, done.unhashed) for s, ps in found.items() for p in ps}
+        held |= {(s, p) for s, ps in done.unreadable.items() for p, _ in ps}
+        cleared = sum((s, p) in held for s, ps in done.moved.items() for p, _ in ps)
+        but = (
+            f" where it still stands ({cleared} held for the file at their path, said above)"
+            if cleared
+            else ""
+        )
         said.append(
             f"{sum(map(len, done.moved.values()))} row(s) of pictures --manifest lists under another "
             "shipment than the one they were scored under were decided under the shipment listing them, "
-            "with their score, and no longer count for the one they were scored under: "
+            f"with their score{but}, and no longer count for the one they were scored under: "
             f"{path!r} from {scored!r} to {first!r} first"
         )
     if done.several:
@@ -484,8 +493,11 @@ def register(app: typer.Typer) -> None:
                 help="Take each shipment's declaration from this manifest as it stands now (a radiation "
                 "alarm raised since scoring, say), not from the rows; nothing is scored again. A flag it "
                 "has no column for stays as the rows raise it. A row is decided under the shipment it "
-                "lists the row's picture under now. Each listed file is read again: one whose bytes are not "
-                "the ones its row was scored on (a new scan under the old name) holds its shipment.",
+                "lists the row's picture under now. The file of each listed picture a scored row is "
+                "decided on is read again: one whose bytes are not the ones its row was scored on (a new "
+                "scan under the old name), or that is there but cannot be read, holds its shipment; one "
+                "no longer there at all (archived away) is decided on its row, and said. A row that failed "
+                "to score is never released and its file is not read.",
             ),
         ] = None,
         overwrite: Annotated[

@@ -120,6 +120,22 @@ def test_the_errors_name_no_file() -> None:
         assert ".png" not in error and "/" not in error.replace("--model", "")
 
 
+@pytest.mark.parametrize(
+    "error", [CHANGED, UNREADABLE_NOW, NO_SHA256], ids=["changed", "unreadable", "no-sha256"]
+)
+def test_the_errors_read_as_one_clause_inside_the_decisions_reason(error: str) -> None:
+    """The audit record and the officer's page say "image could not be scored (ERROR); never
+    released": an error with parentheses of its own, or saying never released again, read garbled."""
+    from pipeline.decide import decide_rows
+    from pipeline.policy import default_policy_path, load_policy
+
+    row = _row("a.png").model_copy(update={"score": None, "label": None, "error": error})
+    (decision,) = decide_rows(load_policy(default_policy_path()), [row], audit_key=b"k" * 32)
+    (message,) = [r.message for r in decision.reasons if r.rule == "fail_closed.image_error"]
+    assert message == f"image could not be scored ({error}); never released"
+    assert (message.count("("), message.count(")"), message.count("never released")) == (1, 1, 1)
+
+
 def test_hash_files_streams_each_file_and_says_why_one_cannot_be_read(tmp_path: Path) -> None:
     big = tmp_path / "big.png"
     big.write_bytes(b"\x00\x01" * 3_000_000)  # read in several chunks
@@ -227,6 +243,49 @@ def test_a_picture_scanned_again_under_its_name_after_scoring_is_held(
     assert f"{str(a)!r} of 'S1' first" in said
     assert "1 row(s) of pictures --manifest lists were decided on their scores as recorded" in said
     assert f"{str(c)!r} of 'S3' first" in said
+
+
+def test_a_moved_row_held_for_its_file_is_not_said_decided_with_its_score(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The moved rows' warning said each was decided "with their score", one held for its file too."""
+    from pipeline.score.completion import record_completion
+
+    (env / "a.png").write_bytes(b"first scan")
+    s9 = {"shipment_id": "S9", "declaration": {"shipment_id": "S9", "cargo_type": "bulk_ore"}}
+    old = hashlib.sha256(b"first scan").hexdigest()
+    verdicts = env / "rows.jsonl"  # scored under S9, listed under S1 now
+    verdicts.write_text(_row(str(env / "a.png"), sha256=old).model_copy(update=s9).model_dump_json())
+    record_completion(verdicts)
+    manifest = env / "m.csv"
+    write_manifest(manifest, [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}])
+    policy = env / "p.yaml"
+    policy.write_text(
+        "policy_version: p\ncargo_types:\n  bulk_ore: {release_threshold: 0.5, hold_threshold: 0.8}\n"
+        "random_audit: {rate: 0.0001}\n"
+    )
+    assert _decide(env, verdicts, manifest, policy)["S1"]["tier"] == "RELEASE"
+    said = " ".join(capsys.readouterr().err.split())
+    assert "decided under the shipment listing them, with their score, and no longer count" in said
+    (env / "a.png").write_bytes(b"a new scan")
+    assert _decide(env, verdicts, manifest, policy)["S1"]["tier"] == "REMOTE_INSPECTION"
+    said = " ".join(capsys.readouterr().err.split())
+    assert (
+        "decided under the shipment listing them, with their score where it still stands (1 held for the "
+        "file at their path, said above), and no longer count" in said
+    )
+
+
+def test_decide_help_says_which_listed_files_are_read_and_what_one_gone_is_decided_on(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.cli import app, run
+
+    monkeypatch.setenv("COLUMNS", "1000")
+    assert run(app, ["decide", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "one no longer there at all (archived away) is decided on its row, and said" in out
+    assert "A row that failed to score is never released and its file is not read" in out
 
 
 @pytest.mark.parametrize("finished", [True, False])  # rows a killed run left are checked the same
