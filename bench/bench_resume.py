@@ -10,6 +10,12 @@ same tasks: every one is found done. Reports, by ``tracemalloc``:
 * the baseline, in the same run: the same rows held as the scorer held them before session 26, a
   dict of absolute path -> {shipment: 16-hex-digit declaration digest}, and the same check's peak
   with a second such dict of the identities seen.
+
+Since session 37 a resume reads each kept row's picture again as the rows are read
+(:mod:`pipeline.score.kept_content`), and ``now`` includes that. Without ``--with-files`` no picture
+is there (each row is counted as archived away, its content not compared); with it, each row's
+picture is written (64 bytes of its own) and its sha256 put in the row, so that every file is read
+and found the same.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.score import ImageTask
+from pipeline.score.kept_content import KeptContent
 from pipeline.score.runner import _pending
 from pipeline.score.summary import ScoreSummary
 from pipeline.score.writer import open_output
@@ -64,15 +71,22 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--with-files", action="store_true", help="write each row's picture")
     args = parser.parse_args()
     n = args.rows
     root = Path(tempfile.mkdtemp(prefix="bench-resume-"))
     out = root / "out.jsonl"
     with out.open("w") as fh:
         for i in range(n):
+            sha256 = "ab" * 32
+            if args.with_files:
+                picture = Path(_path(root, i))
+                picture.parent.mkdir(exist_ok=True)
+                picture.write_bytes(data := os.urandom(64))
+                sha256 = hashlib.sha256(data).hexdigest()
             row = ImageVerdict(
                 path=_path(root, i),
-                sha256="ab" * 32,
+                sha256=sha256,
                 shipment_id=f"SHP-{i // 8:07d}",
                 cargo_type="bulk_ore",
                 score=0.1,
@@ -86,7 +100,9 @@ def main() -> None:
     kept: list[object] = []
 
     def now() -> int:
-        writer, done = open_output(out, resume=True, overwrite=False)
+        content = KeptContent()
+        writer, done = open_output(out, resume=True, overwrite=False, content=content)
+        assert content.taken_out == 0, content.first_stale
         kept.append(writer)
         held = tracemalloc.get_traced_memory()[0]
         left = sum(1 for _ in _pending(_tasks(root, n), done, ScoreSummary(), None))

@@ -7,6 +7,10 @@ was decided (released) on the old picture's score. :func:`hash_files` reads each
 encoded bytes it decoded, :func:`datasets.decode.decoding.decode_image`) and makes a row that does
 not match an error row, never released.
 
+``clearsight score --resume`` asks the same of each scored row it would keep
+(:mod:`pipeline.score.kept_content`): a row :func:`compare` finds of another picture than the file at
+its path is taken out of the output and its picture scored again.
+
 The errors below go into the audit record and the decision's idempotency key, so, as
 :data:`pipeline.redeclare.NEVER_SCORED`, they name no file.
 """
@@ -19,8 +23,9 @@ import os
 import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
-__all__ = ["CHANGED", "NO_SHA256", "UNREADABLE_NOW", "WORKERS", "hash_files"]
+__all__ = ["CHANGED", "NO_SHA256", "UNREADABLE_NOW", "WORKERS", "Standing", "compare", "hash_files"]
 
 _SCORE_AGAIN = (
     "score the manifest again with clearsight score MANIFEST --model M --out NEW_ROWS and decide those rows"
@@ -60,6 +65,31 @@ def _not_a_file(mode: int, path: str) -> OSError:
         return IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
     kind = next((name for test, name in _KINDS if test(mode)), f"of file type {stat.S_IFMT(mode):#o}")
     return OSError(errno.EINVAL, f"not a regular file: {kind}", path)
+
+
+Standing = Literal["same", "absent", "changed", "unreadable", "unhashed"]
+"""How a scored row stands against its file now (:func:`compare`)."""
+
+_GONE = (errno.ENOENT, errno.ENOTDIR)
+"""Why a file cannot be opened that says nothing is at its path (a folder of it missing, too)."""
+
+
+def compare(sha256: str | None, now: str | OSError) -> Standing:
+    """How a scored row whose ``sha256`` is given stands against its file as read now (``now``: its
+    sha256 from :func:`hash_files`, or why it could not be read):
+
+    - ``same``: the bytes scored;
+    - ``absent``: nothing is at the path (ENOENT, ENOTDIR: archived away since scoring), so no other
+      picture lies there to be confused with the one scored: the row is the record of it;
+    - ``unreadable``: something is there but cannot be read (permissions, a folder, an I/O error):
+      it may be a new scan;
+    - ``unhashed``: the row has no sha256 (an older version's) while a file is there;
+    - ``changed``: other bytes (a new scan written over the name)."""
+    if isinstance(now, OSError):
+        return "absent" if now.errno in _GONE else "unreadable"
+    if not sha256:
+        return "unhashed"
+    return "same" if sha256.strip().lower() == now else "changed"
 
 
 def _file_sha256(path: str) -> str:

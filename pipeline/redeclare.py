@@ -52,7 +52,6 @@ read again: it is never released as it is.
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -60,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets.errors import InputError
-from pipeline.listed_content import CHANGED, NO_SHA256, UNREADABLE_NOW, hash_files
+from pipeline.listed_content import CHANGED, NO_SHA256, UNREADABLE_NOW, compare, hash_files
 from pipeline.score.batch import earlier_printable_path, path_of_printable, printable_path
 from pipeline.shipment_rows import as_flag, declaration_from_rows
 from pipeline.verdicts import OVERRIDE_FLAGS, ImageVerdict
@@ -291,9 +290,6 @@ def _still_raised(row: ImageVerdict, flags: set[str]) -> ImageVerdict:
     return row.model_copy(update={"declaration": declaration})
 
 
-_GONE = (errno.ENOENT, errno.ENOTDIR)
-"""Why a file cannot be opened that says nothing is at its path (a folder of it missing, too)."""
-
 _SCORES = ("score", "label", "anomaly_type", "type_probabilities", "signal_log_odds", "heatmap")
 """What an error row holds none of (:class:`~pipeline.verdicts.ImageVerdict`): the score of the
 picture scored, not the one listed now."""
@@ -319,16 +315,13 @@ though that picture was never judged anomalous. The row as scored stays in the v
 def _compared(row: ImageVerdict, now: str | OSError) -> tuple[str, str | None]:
     """How the file of ``row``'s listed picture, as read now (its sha256, or why it could not be
     read), stands against the row's sha256: ``("same" | "absent" | "changed" | "unreadable" |
-    "unhashed", the row's error now: None where it stands)``."""
-    if isinstance(now, OSError):
-        if now.errno in _GONE:
-            return "absent", None
-        return "unreadable", UNREADABLE_NOW
-    if not row.sha256:
-        return "unhashed", NO_SHA256
-    if row.sha256.strip().lower() != now:
-        return "changed", CHANGED
-    return "same", None
+    "unhashed", the row's error now: None where it stands)`` (:func:`~pipeline.listed_content.compare`)."""
+    how = compare(row.sha256, now)
+    return how, _ERRORS.get(how)
+
+
+_ERRORS = {"changed": CHANGED, "unreadable": UNREADABLE_NOW, "unhashed": NO_SHA256}
+"""The error a row becomes by how it stands against its listed file now."""
 
 
 def redeclare(

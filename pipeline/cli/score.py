@@ -109,7 +109,13 @@ def score(
         ),
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an interrupted run: keep OUT's rows, score the rest.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run: keep OUT's rows, score the rest. Each kept row's picture is "
+            "read again: a row whose file holds other bytes now (a new scan under the old name) is taken "
+            "out and its picture scored again.",
+        ),
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")] = False,
     retry_errors: Annotated[
@@ -413,6 +419,10 @@ def score(
             console.print(f"[yellow]Warning:[/yellow] {escape(said)}", highlight=False)
         with progress:
             bar = progress.add_task("scoring", total=total)
+            # a resume first reads each kept row's picture again (a new scan written over its name?)
+            checking = (
+                progress.add_task("checking the kept pictures' content", total=None) if resume else None
+            )
             summary = score_to_file(
                 iter_tasks(inputs, cargo_type=cargo_type, same_file=same_file),
                 runner_engine,
@@ -425,7 +435,10 @@ def score(
                 retry_errors=retry_errors,
                 lock=lock,
                 listed_only=loaded_policy is not None,
+                checked=(lambda: progress.advance(checking)) if checking is not None else None,
             )
+            if checking is not None:
+                progress.remove_task(checking)
             # the bar counts inputs: 5/5 read as five images scored where three named one given already;
             # a link a folder leaves out is not among them, but is among the table's duplicates
             counted = [f"{summary.duplicates} duplicate input(s), scored once"] if summary.duplicates else []

@@ -72,9 +72,10 @@ class Done:
         declaration: Any,
         cargo_type: str | None = None,
         state: int = 0,
-    ) -> None:
+    ) -> bytes:
         """Note one row; ``state``: its :data:`ERROR`, :data:`SCORED` and :data:`HEATMAP` bits, which a
-        resume reports of the rows it keeps without reading the output again."""
+        resume reports of the rows it keeps without reading the output again. Returns its identity
+        (:meth:`key`)."""
         # kept for a folder's or glob's image alone (no shipment, no declaration), whose cargo type
         # --cargo-type gave: a manifest row's is in its declaration, and manifest rows' free-text
         # types used up the slots before folder rows came
@@ -88,7 +89,9 @@ class Done:
                 self._cargo_ids[cargo_type] = cargo
                 self._cargo_names.append(cargo_type)
         self.scored += bool(state & SCORED)
-        self._rows[self.key(path, shipment_id)] = declaration_digest(declaration) + bytes([cargo, state])
+        identity = self.key(path, shipment_id)
+        self._rows[identity] = declaration_digest(declaration) + bytes([cargo, state])
+        return identity
 
     def get(self, key: bytes) -> tuple[bytes, str | None] | None:
         """(the declaration digest, the cargo type or None where not kept) of the row with identity
@@ -104,7 +107,9 @@ class Done:
         return 0 if value is None else value[9]
 
     def clear(self) -> None:
+        """Forget every row (the output is read again after rows were taken out of it)."""
         self._rows.clear()
+        self.scored = 0
 
     def __contains__(self, identity: object) -> bool:
         """``(path, shipment_id) in done``."""

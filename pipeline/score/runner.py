@@ -21,6 +21,7 @@ from datasets.whole_files import written_whole
 from pipeline.score.batch import ScoredRow, earlier_printable_path, path_of_printable, printable_path
 from pipeline.score.completion import forget_completion, record_completion
 from pipeline.score.done import ERROR, HEATMAP, SCORED, Done, declaration_digest
+from pipeline.score.kept_content import KeptContent
 from pipeline.score.output_lock import OutputLock, lock_output
 from pipeline.score.sources import ImageTask
 from pipeline.score.summary import ScoreSummary
@@ -254,6 +255,7 @@ def score_to_file(
     retry_errors: bool = False,
     lock: OutputLock | None = None,
     listed_only: bool = False,
+    checked: Callable[[], None] | None = None,
 ) -> ScoreSummary:
     """Score ``tasks`` on ``engine`` and append one row per image to ``out``; once every task has
     its row, write ``out``'s completion record (:mod:`pipeline.score.completion`), which this call
@@ -268,9 +270,13 @@ def score_to_file(
             :class:`~pipeline.score.ray_engine.RayEngine`.
         out: ``.jsonl``, ``.csv`` or ``.parquet``.
         heatmap_dir: write each scored image's overlay PNG here and its path into the row.
-        resume: keep the rows already in ``out`` and score only the missing images.
+        resume: keep the rows already in ``out`` and score only the missing images. Each scored row's
+            file is read again first, and a row of another picture than the file at its path now (a
+            new scan written over the name), of a file that cannot be read, or without a sha256, is
+            taken out of ``out`` and its picture scored again (:mod:`pipeline.score.kept_content`).
         overwrite: replace an existing ``out``.
         advance: called once per input task handled (for a progress bar).
+        checked: with ``resume``, called once per kept row whose file was read again (a progress bar).
         chunk_rows, flush_seconds: how often rows are flushed and fsynced.
         model_ids: the engine's models, when known before scoring: resuming an output whose rows
             another model scored (a retrained one, say) is refused rather than mixing two models'
@@ -307,8 +313,14 @@ def score_to_file(
         # before the output is touched, written again only once this run has given every input a row
         forget_completion(out)
         found: set[str] = set()
+        # each kept row's picture read again: a new scan written over its name since is scored again
+        content = KeptContent(advance=checked) if resume else None
         writer, done = open_output(
-            out, resume=resume, overwrite=overwrite, models=found, retry_errors=retry_errors
+            out, resume=resume, overwrite=overwrite, models=found, retry_errors=retry_errors, content=content
+        )
+        # rows taken out for their content whose picture no row of the output names now
+        taken_out = (
+            {i for i in content.stale.values() if done.get(i) is None} if content is not None else set()
         )
         foreign = sorted(found - set(model_ids)) if model_ids is not None else []
         if foreign:
@@ -352,7 +364,15 @@ def score_to_file(
         # theirs has its row, and a record vouched for a shipment's rows scored before the kill
         unlisted = sum(identity not in listed for identity in done) if resume else 0
         summary.kept_unlisted = unlisted
-        if given[0] == summary.images and not unlisted:  # every input has its row, and only those
+        # rows taken out for their content of pictures this run does not list: not scored again, so
+        # this run cannot say every picture of the earlier run's inputs has its row
+        summary.taken_out_unlisted = sum(identity not in listed for identity in taken_out)
+        if content is not None:
+            summary.taken_out = content.taken_out
+            summary.taken_out_example = content.first_stale
+            summary.kept_absent = content.absent
+            summary.kept_absent_example = content.first_absent
+        if given[0] == summary.images and not unlisted and not summary.taken_out_unlisted:
             record_completion(out)
         if resume:
             # what the rows kept from the earlier run hold, which this run's counts leave out, as their

@@ -29,6 +29,12 @@ class ScoreSummary:
         scored: images given a score in this run.
         errors: images that became error rows in this run.
         skipped_done: images skipped because ``--resume`` found them in the output.
+        taken_out: rows ``--resume`` took out of the output, their file another picture now (or
+            unreadable, or the row without a sha256): scored again where this run lists them
+            (:mod:`pipeline.score.kept_content`); ``taken_out_unlisted`` of them it does not list.
+        taken_out_example: the first, as (path, ``changed``/``unreadable``/``unhashed``).
+        kept_absent: scored rows ``--resume`` kept whose file is not at their path now, their content
+            not compared; ``kept_absent_example``: the first.
         duplicates: inputs naming an image already seen in this run (scored once), a folder's
             path to a file it reached already by another name (a link) too.
         duplicate_example: the first of those left out for naming a file reached already, and the
@@ -54,6 +60,11 @@ class ScoreSummary:
     kept_without_heatmap: int = 0
     kept_errors: int = 0
     kept_unlisted: int = 0  # rows a resume kept of pictures its inputs do not list: no completion record
+    taken_out: int = 0  # rows a resume took out: another picture than the file at their path now
+    taken_out_example: tuple[str, str] | None = None  # the first (its path, how it stood)
+    taken_out_unlisted: int = 0  # of those, pictures this run does not list: not scored again
+    kept_absent: int = 0  # scored rows a resume kept whose file is not there now (content not compared)
+    kept_absent_example: str | None = None
     rows_scored_in_output: int | None = None  # counted on a resume (None: not read)
     duplicates: int = 0
     duplicate_example: tuple[str, str] | None = None
@@ -127,6 +138,33 @@ class ScoreSummary:
                 "their shipments may never have been scored; resume with the inputs the earlier run was "
                 "given, or score into a new --out"
             )
+        if self.taken_out_example is not None:
+            path, how = self.taken_out_example
+            why = {
+                "changed": "its file holds other bytes than the row's sha256 (a new scan written over "
+                "the name)",
+                "unreadable": "its file is there but cannot be read, so whether it is the picture scored "
+                "cannot be told",
+                "unhashed": "the row has no sha256 to compare its file with",
+            }[how]
+            again = (
+                f"; {self.taken_out_unlisted} of them are of pictures this run's inputs do not list, not "
+                "scored again, so no completion record was written: resume with the inputs the earlier "
+                "run was given"
+                if self.taken_out_unlisted
+                else ""
+            )
+            out.append(
+                f"{self.taken_out} row(s) kept from the earlier run were taken out of the output and their "
+                f"pictures scored again, as the file at their path is not the picture scored: {path}, for "
+                f"one: {why}{again}"
+            )
+        if self.kept_absent_example is not None:
+            out.append(
+                f"{self.kept_absent} scored row(s) kept from the earlier run are of pictures no longer at "
+                "their path (archived or moved away since they were scored?): kept as scored, their "
+                f"content not compared: {self.kept_absent_example}, for one"
+            )
         if self.kept_without_heatmap:
             out.append(
                 f"{self.kept_without_heatmap} scored rows kept from the earlier run have no heatmap (it ran "
@@ -172,6 +210,10 @@ class ScoreSummary:
             images.add_row(f"scored off the training scale (> {SCALE_TOLERANCE:g}x)", str(self.off_scale))
         if self.skipped_done:
             images.add_row("already in output (resumed)", str(self.skipped_done))
+        if self.taken_out:
+            images.add_row(
+                "rows taken out on resume (their file is another picture now)", str(self.taken_out)
+            )
         if self.duplicates:
             images.add_row("duplicate inputs (scored once)", str(self.duplicates))
         if self.left_out:

@@ -17,7 +17,8 @@ same output is refused before it touches anything.
 
 A ``kill -9`` can leave at most one torn row at the end of a file. :func:`open_output` with
 ``resume=True`` cuts the file back to its last complete row and returns the paths already done, so
-that the resumed run appends exactly the missing images.
+that the resumed run appends exactly the missing images; it first takes out the rows whose picture's
+file is another picture now (:mod:`pipeline.score.kept_content`), so that those are scored again.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -39,6 +40,7 @@ from datasets.errors import DatasetFormatError, InputError
 from datasets.whole_files import keep_mode_and_owner, name_start, temporary_beside, written_whole
 from pipeline import verdict_rows
 from pipeline.score.done import Done, row_state
+from pipeline.score.kept_content import KeptContent
 from pipeline.verdicts import ImageVerdict
 
 __all__ = [
@@ -125,6 +127,7 @@ _ERROR = FIELDS.index("error")
 _SCORE = FIELDS.index("score")
 _HEATMAP = FIELDS.index("heatmap")
 _DECLARATION = FIELDS.index("declaration")
+_SHA256 = FIELDS.index("sha256")
 
 
 def _note(
@@ -134,14 +137,20 @@ def _note(
     declaration: Any,
     cargo_type: str | None,
     state: int,
+    sha256: str | None = None,
+    content: KeptContent | None = None,
 ) -> None:
     if done is not None:
-        done.add(path, shipment_id, declaration, cargo_type, state)
+        identity = done.add(path, shipment_id, declaration, cargo_type, state)
+        if content is not None:
+            content.note(identity, path, sha256, state)
 
 
-def _complete_jsonl(path: Path, *, collect: Done | None, models: set[str] | None = None) -> int:
-    """Byte length of ``path``'s complete rows; notes each in ``collect`` (:data:`Done`), their model ids to
-    ``models``.
+def _complete_jsonl(
+    path: Path, *, collect: Done | None, models: set[str] | None = None, content: KeptContent | None = None
+) -> int:
+    """Byte length of ``path``'s complete rows; notes each in ``collect`` (:data:`Done`) and ``content``,
+    their model ids to ``models``.
 
     Streams the file. Only the last line may be torn (a crash mid-write); a bad line with rows
     after it is corruption, not a crash, and is refused.
@@ -165,7 +174,16 @@ def _complete_jsonl(path: Path, *, collect: Done | None, models: set[str] | None
             # bind the resume to it (--retry-errors scores it again)
             cargo = verdict.cargo_type if verdict.error is None else None
             state = row_state(verdict.error, verdict.score, verdict.heatmap)
-            _note(collect, verdict.path, verdict.shipment_id, verdict.declaration, cargo, state)
+            _note(
+                collect,
+                verdict.path,
+                verdict.shipment_id,
+                verdict.declaration,
+                cargo,
+                state,
+                verdict.sha256,
+                content,
+            )
             if models is not None and verdict.model_id:
                 models.add(verdict.model_id)
             good += len(line)
@@ -244,9 +262,11 @@ def _open_csv(fh: IO[bytes]) -> tuple[_CountingLines, Iterator[list[str]], list[
         return lines, reader, None
 
 
-def _complete_csv(path: Path, *, collect: Done | None, models: set[str] | None = None) -> int:
-    """Byte length of ``path``'s header and complete rows; notes each in ``collect`` (:data:`Done`), their
-    model ids to ``models``.
+def _complete_csv(
+    path: Path, *, collect: Done | None, models: set[str] | None = None, content: KeptContent | None = None
+) -> int:
+    """Byte length of ``path``'s header and complete rows; notes each in ``collect`` (:data:`Done`) and
+    ``content``, their model ids to ``models``.
 
     A file under an earlier version's header (:func:`_older_header`) is first rewritten under
     today's (:func:`_rewrite_under_todays_header`), so that rows of today's shape can follow.
@@ -279,7 +299,9 @@ def _complete_csv(path: Path, *, collect: Done | None, models: set[str] | None =
                     shipment = verdict_rows.csv_unescape(cells[_SHIPMENT_ID]) or None
                     cargo = None if cells[_ERROR] else verdict_rows.csv_unescape(cells[_CARGO_TYPE]) or None
                     state = row_state(cells[_ERROR], cells[_SCORE], cells[_HEATMAP])
-                    _note(collect, verdict_rows.csv_unescape(cells[0]), shipment, declaration, cargo, state)
+                    sha256 = verdict_rows.csv_unescape(cells[_SHA256]) or None
+                    path_text = verdict_rows.csv_unescape(cells[0])
+                    _note(collect, path_text, shipment, declaration, cargo, state, sha256, content)
                 if models is not None and cells[_MODEL_ID]:
                     models.add(verdict_rows.csv_unescape(cells[_MODEL_ID]))
                 good = lines.consumed
@@ -290,7 +312,7 @@ def _complete_csv(path: Path, *, collect: Done | None, models: set[str] | None =
                 "pass --overwrite to replace the file"
             )
         _rewrite_under_todays_header(path, header, reader)
-    return _complete_csv(path, collect=collect, models=models)
+    return _complete_csv(path, collect=collect, models=models, content=content)
 
 
 def _older_header(header: list[str]) -> bool:
@@ -458,6 +480,7 @@ def open_output(
     overwrite: bool,
     models: set[str] | None = None,
     retry_errors: bool = False,
+    content: KeptContent | None = None,
 ) -> tuple[RowWriter, Done]:
     """Open ``out`` for appending rows, after checking what is already there.
 
@@ -469,6 +492,9 @@ def open_output(
         models: when resuming, filled with the model ids of the rows kept.
         retry_errors: when resuming, also drop the rows of images that could not be scored, so that
             they are tried again (a file share fixed since, a model added for their cargo type).
+        content: when resuming, fed each complete row as it is read, it reads the scored rows' files
+            again (:class:`~pipeline.score.kept_content.KeptContent`); the rows it finds of another
+            picture than the file at their path now are taken out, so that they are scored again.
 
     Returns:
         The writer, and the rows already done (:data:`Done`; empty unless resuming).
@@ -490,19 +516,30 @@ def open_output(
             _parquet_to_journal(out, target)
         if target.exists():
             complete = _complete_csv if fmt == "csv" else _complete_jsonl
-            good = complete(target, collect=done, models=models)
+            good = complete(target, collect=done, models=models, content=content)
             with target.open("r+b") as fh:
                 fh.truncate(good)
                 fh.flush()
                 os.fsync(fh.fileno())
-            if retry_errors and _drop_error_rows(target, csv_format=fmt == "csv"):
+            stale: Mapping[int, bytes] = {}
+            if content is not None:
+                content.finish()
+                stale = content.stale
+
+            def drop(number: int, row: ImageVerdict) -> bool:
+                return number in stale or (retry_errors and row.error is not None)
+
+            # taken out before any row is appended: the output never holds a picture's old row beside
+            # the new one, and a run killed after this scores the picture on its next resume
+            if (retry_errors or stale) and _drop_rows(target, csv_format=fmt == "csv", drop=drop):
                 done.clear()
                 complete(target, collect=done)
     return RowWriter(target, fmt="csv" if fmt == "csv" else "jsonl"), done
 
 
-def _drop_error_rows(path: Path, *, csv_format: bool) -> int:
-    """Rewrite a complete JSONL or CSV output without its error rows; returns how many were dropped.
+def _drop_rows(path: Path, *, csv_format: bool, drop: Callable[[int, ImageVerdict], bool]) -> int:
+    """Rewrite a complete JSONL or CSV output without the rows ``drop`` is true of (given each row's
+    number, from 0, and the row); returns how many were dropped.
 
     Streamed to a temporary file (:func:`~datasets.whole_files.temporary_beside`) and renamed over,
     so a crash leaves the old file whole; not renamed when no row was dropped (written_whole would
@@ -514,8 +551,8 @@ def _drop_error_rows(path: Path, *, csv_format: bool) -> int:
             keep_mode_and_owner(out.fileno(), path)
             if csv_format:
                 out.write(RowWriter.csv_line(list(FIELDS)))
-            for row in verdict_rows.read_verdicts(path):
-                if row.error is not None:
+            for number, row in enumerate(verdict_rows.read_verdicts(path)):
+                if drop(number, row):
                     dropped += 1
                 elif csv_format:
                     out.write(RowWriter.csv_line(verdict_rows.to_cells(row)))

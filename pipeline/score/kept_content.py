@@ -1,0 +1,119 @@
+"""Whether each scored row a ``--resume`` would keep is still of the picture at its path.
+
+A resumed run skipped every picture that had a row. Scanners reuse file names: a picture written over
+with a new scan between the killed run and the resume kept its old row, the new picture was never
+scored, and its shipment could be released on the old picture's score. So, as the output is read
+back, each scored row's file is read again and its sha256 compared with the row's
+(:func:`pipeline.listed_content.compare`, the rule ``clearsight decide --manifest`` applies):
+
+- the same bytes: the row is kept, as before;
+- other bytes, something there that cannot be read, or no sha256 to compare while a file is there:
+  the row is taken out of the output (:func:`pipeline.score.writer.open_output` rewrites it, as
+  ``--retry-errors`` does its error rows) before anything is appended, and the picture, having no
+  row, is scored again where the run lists it. The output never holds the old row beside the new
+  one: deciding takes the strictest tier over two rows of one picture, and ``decide --manifest``
+  would hold the shipment for ever on the old row's content;
+- nothing at the path (archived away since scoring): the row is kept, the record of what was scored
+  (no other picture lies there), and counted;
+- a row that holds an error is not read again: it is never released as it is.
+
+Rows are checked a chunk at a time as the output is read (a few hundred paths held), and only the
+row numbers and identities of the rows taken out are kept, so the resume's index
+(:class:`~pipeline.score.done.Done`) holds no digest of the pictures.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+
+from pipeline.listed_content import compare, hash_files
+from pipeline.score.batch import path_of_printable
+from pipeline.score.done import SCORED
+
+__all__ = ["KeptContent"]
+
+_CHUNK = 256
+"""Rows whose files are read in one go: enough for the reading threads to overlap."""
+
+
+def _file_of(text: str) -> str:
+    """The file a row naming ``text`` was scored from: the name whose printable text it is, or, for a
+    text no name of today's has (an earlier version's escape of a name that holds a backslash), the
+    text with its ``\\xNN`` escapes read back into bytes, as that version wrote them."""
+    path = path_of_printable(text)
+    if path is not None:
+        return path
+    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), text.encode("utf-8", "replace"))
+    return os.fsdecode(raw)
+
+
+class KeptContent:
+    """Fed every complete row of an output as it is read (:meth:`note`, in order), says which scored
+    rows to take out: their picture's file is another picture now (:attr:`stale`).
+
+    Attributes:
+        stale: the row numbers (0-based, in the output's order) to take out, each to its identity
+            (:meth:`~pipeline.score.done.Done.key`).
+        changed, unreadable, unhashed: how many rows were taken out for each reason
+            (:func:`~pipeline.listed_content.compare`).
+        absent: scored rows kept whose file is not there now (their content not compared).
+        first_stale, first_absent: the first row of each (its path as the row names it), and, for
+            a stale one, why.
+    """
+
+    def __init__(
+        self,
+        *,
+        content: Callable[[Iterable[str]], Mapping[str, str | OSError]] = hash_files,
+        chunk: int = _CHUNK,
+        advance: Callable[[], None] | None = None,
+    ) -> None:
+        self._content = content
+        self._chunk = max(1, chunk)
+        self._advance = advance
+        self._rows = 0
+        self._waiting: list[tuple[int, bytes, str, str | None]] = []  # number, identity, text, sha256
+        self.stale: dict[int, bytes] = {}
+        self.changed = self.unreadable = self.unhashed = self.absent = 0
+        self.first_stale: tuple[str, str] | None = None
+        self.first_absent: str | None = None
+
+    def note(self, identity: bytes, text: str, sha256: str | None, state: int) -> None:
+        """One complete row of the output, the next in order: its identity, its path as it names
+        it, its sha256 and its state bits (:func:`~pipeline.score.done.row_state`)."""
+        number = self._rows
+        self._rows += 1
+        if state & SCORED:  # an error row is never released as it is: not read again
+            self._waiting.append((number, identity, text, sha256))
+            if len(self._waiting) >= self._chunk:
+                self.finish()
+
+    def finish(self) -> None:
+        """Read the files of the rows noted and not read yet."""
+        waiting, self._waiting = self._waiting, []
+        if not waiting:
+            return
+        files = {text: _file_of(text) for _, _, text, _ in waiting}
+        # a picture listed under several shipments has a row of each: read once
+        found = self._content(sorted(set(files.values())))
+        for number, identity, text, sha256 in waiting:
+            how = compare(sha256, found[files[text]])
+            if self._advance is not None:
+                self._advance()
+            if how == "same":
+                continue
+            if how == "absent":
+                self.absent += 1
+                self.first_absent = self.first_absent or text
+                continue
+            setattr(self, how, getattr(self, how) + 1)
+            self.stale[number] = identity
+            if self.first_stale is None:
+                self.first_stale = (text, how)
+
+    @property
+    def taken_out(self) -> int:
+        """Rows taken out of the output (their pictures scored again where listed)."""
+        return len(self.stale)

@@ -1,0 +1,251 @@
+"""`clearsight score --resume` reads each kept row's picture again: a file written over with a new scan
+between the killed run and the resume is scored again, never kept on its old row
+(pipeline.score.kept_content)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from score_fakes import FakePredictor, tiny_model_dir, write_png  # noqa: E402
+
+from datasets.manifest import write_manifest  # noqa: E402
+from pipeline.score import ImageTask, LocalEngine, ModelRouter, iter_rows, score_to_file  # noqa: E402
+from pipeline.score.completion import completion_path  # noqa: E402
+from pipeline.score.kept_content import KeptContent  # noqa: E402
+from pipeline.score.writer import open_output  # noqa: E402
+from pipeline.verdicts import ImageVerdict  # noqa: E402
+
+
+def _engine() -> LocalEngine:
+    return LocalEngine(ModelRouter([FakePredictor()]))  # type: ignore[list-item]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _rows(out: Path) -> dict[str, list[ImageVerdict]]:
+    found: dict[str, list[ImageVerdict]] = {}
+    for row in iter_rows(out):
+        found.setdefault(Path(row.path).name, []).append(row)
+    return found
+
+
+def _written_over(a: Path) -> None:
+    write_png(a, 200)  # a new scan under the old name
+
+
+def _same_bytes_again(a: Path) -> None:
+    a.write_bytes(a.read_bytes())
+
+
+def _archived_away(a: Path) -> None:
+    a.unlink()
+
+
+def _a_folder_now(a: Path) -> None:
+    a.unlink()
+    a.mkdir()
+
+
+def _untouched(a: Path) -> None:
+    pass
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+@pytest.mark.parametrize(
+    ("change", "kept", "row_now", "said"),
+    [
+        (_untouched, True, "old", None),
+        (_same_bytes_again, True, "old", None),
+        (_written_over, False, "new", "changed"),
+        (_archived_away, True, "old", "absent"),  # the row is the record of what was scored
+        (_a_folder_now, False, "error", "unreadable"),  # something there that may be a new scan
+    ],
+    ids=["untouched", "same-bytes-again", "written-over", "archived-away", "a-folder-now"],
+)
+def test_a_kept_row_stands_only_on_the_bytes_it_was_scored_on(
+    tmp_path: Path,
+    suffix: str,
+    change: Callable[[Path], None],
+    kept: bool,
+    row_now: str,
+    said: str | None,
+) -> None:
+    a, b = write_png(tmp_path / "arc" / "a.png", 40), write_png(tmp_path / "arc" / "b.png", 60)
+    old = _sha256(a)
+    tasks = [ImageTask(str(a), shipment_id="S1"), ImageTask(str(b), shipment_id="S2")]
+    out = tmp_path / f"rows{suffix}"
+    score_to_file(tasks, _engine(), out)
+    change(a)
+    summary = score_to_file(tasks, _engine(), out, resume=True)
+    rows = _rows(out)
+    assert len(rows["a.png"]) == 1 and len(rows["b.png"]) == 1  # never the old row beside the new one
+    row = rows["a.png"][0]
+    if row_now == "old":
+        assert (row.sha256, row.score) == (old, pytest.approx(40 / 255))
+    elif row_now == "new":
+        assert (row.sha256, row.score) == (_sha256(a), pytest.approx(200 / 255))
+    else:
+        assert row.error is not None and row.score is None
+    assert summary.skipped_done == (2 if kept else 1)
+    assert summary.taken_out == (0 if kept else 1)
+    assert summary.kept_absent == (1 if said == "absent" else 0)
+    warnings = " ".join(summary.warnings())
+    if said in ("changed", "unreadable"):
+        assert (
+            "1 row(s) kept from the earlier run were taken out of the output and their pictures " in warnings
+        )
+        assert f"{a}, for one" in warnings
+    if said == "absent":
+        assert "1 scored row(s) kept from the earlier run are of pictures no longer at their path" in warnings
+    assert completion_path(out).exists()  # every input has its row
+
+
+def test_a_row_without_a_sha256_is_scored_again_while_its_file_is_there(tmp_path: Path) -> None:
+    a = write_png(tmp_path / "a.png", 40)
+    out = tmp_path / "rows.jsonl"
+    score_to_file([ImageTask(str(a))], _engine(), out)
+    row = next(iter_rows(out)).model_copy(update={"sha256": None})  # as a version without it wrote
+    out.write_text(row.model_dump_json() + "\n")
+    summary = score_to_file([ImageTask(str(a))], _engine(), out, resume=True)
+    assert (summary.taken_out, summary.scored) == (1, 1)
+    assert [r.sha256 for r in iter_rows(out)] == [_sha256(a)]
+    assert "the row has no sha256 to compare its file with" in " ".join(summary.warnings())
+
+
+def test_a_row_that_failed_to_score_is_not_read_again(tmp_path: Path) -> None:
+    """It is never released as it is; --retry-errors scores it again, as before."""
+    a = tmp_path / "a.png"
+    a.write_bytes(b"not a picture")
+    out = tmp_path / "rows.jsonl"
+    score_to_file([ImageTask(str(a))], _engine(), out)
+    write_png(a, 40)
+    summary = score_to_file([ImageTask(str(a))], _engine(), out, resume=True)
+    assert (summary.taken_out, summary.skipped_done, summary.kept_errors) == (0, 1, 1)
+    again = score_to_file([ImageTask(str(a))], _engine(), out, resume=True, retry_errors=True)
+    assert (again.scored, [r.sha256 for r in iter_rows(out)]) == (1, [_sha256(a)])
+
+
+def test_a_picture_under_two_shipments_is_read_once_and_scored_again_for_each(tmp_path: Path) -> None:
+    a, b = write_png(tmp_path / "a.png", 40), write_png(tmp_path / "b.png", 60)
+    tasks = [ImageTask(str(a), "S1"), ImageTask(str(a), "S2"), ImageTask(str(b), "S2")]
+    out = tmp_path / "rows.jsonl"
+    score_to_file(tasks, _engine(), out)
+    write_png(a, 200)
+    asked: list[list[str]] = []
+
+    def content(paths: object) -> dict[str, str]:
+        asked.append(sorted(paths))  # type: ignore[call-overload]
+        return {p: _sha256(Path(p)) for p in asked[-1]}
+
+    check = KeptContent(content=content)
+    writer, done = open_output(out, resume=True, overwrite=False, content=check)
+    writer.close()
+    assert asked == [sorted([str(a), str(b)])]
+    assert (check.changed, sorted(check.stale), len(done)) == (2, [0, 1], 1)
+    summary = score_to_file(tasks, _engine(), out, resume=True)
+    assert (summary.scored, summary.skipped_done) == (2, 1)
+    rows = _rows(out)
+    assert sorted((r.shipment_id, r.sha256) for r in rows["a.png"]) == [
+        ("S1", _sha256(a)),
+        ("S2", _sha256(a)),
+    ]
+
+
+def test_a_row_taken_out_of_a_picture_this_run_does_not_list_leaves_no_completion_record(
+    tmp_path: Path,
+) -> None:
+    """Not scored again (not given), so this run cannot say every picture of the earlier run has its
+    row; said, as kept rows it does not list are."""
+    a, b = write_png(tmp_path / "a.png", 40), write_png(tmp_path / "b.png", 60)
+    out = tmp_path / "rows.jsonl"
+    score_to_file([ImageTask(str(a), "S1"), ImageTask(str(b), "S2")], _engine(), out)
+    write_png(a, 200)
+    summary = score_to_file([ImageTask(str(b), "S2")], _engine(), out, resume=True)
+    assert (summary.taken_out, summary.taken_out_unlisted, summary.kept_unlisted) == (1, 1, 0)
+    assert sorted(_rows(out)) == ["b.png"] and not completion_path(out).exists()
+    assert "1 of them are of pictures this run's inputs do not list" in " ".join(summary.warnings())
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "resume-content-test-audit-secret")
+    monkeypatch.setenv("COLUMNS", "1000")  # a path the console wraps is no longer found whole
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_a_kept_picture_scanned_again_before_the_resume_is_not_released_on_its_old_row(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """End to end: a run killed after scoring S1's and S2's pictures; the scanner wrote a new picture
+    over S1's name; `--resume --policy` kept the old row and released S1 on the old picture's score."""
+    from pipeline.cli import app, run
+
+    model = tiny_model_dir(env / "models")
+    probe = env / "probe"  # what the tiny model scores each picture: the lower is the old scan
+    for value in (40, 200):
+        write_png(probe / f"p{value}.png", value)
+    assert run(app, ["score", str(probe), "--model", str(model), "--out", str(env / "probe.jsonl")]) == 0
+    scores = {Path(r.path).name: r.score or 0.0 for r in iter_rows(env / "probe.jsonl")}
+    (low, lo), (high, hi) = sorted(((int(n[1:-4]), s) for n, s in scores.items()), key=lambda v: v[1])
+    assert hi - lo > 1e-4, scores
+    arc = env / "arc"
+    a, b, c = write_png(arc / "a.png", low), write_png(arc / "b.png", low), write_png(arc / "c.png", low)
+    manifest = env / "m.csv"
+    write_manifest(
+        manifest,
+        [
+            {"path": str(p), "shipment_id": s, "cargo_type": "bulk_ore"}
+            for p, s in ((a, "S1"), (b, "S2"), (c, "S3"))
+        ],
+    )
+    policy = env / "p.yaml"  # the old scan released, the new one held
+    policy.write_text(
+        f"policy_version: p\ncargo_types:\n  bulk_ore: {{release_threshold: {(lo + hi) / 2!r}, "
+        "hold_threshold: 1.0}\nrandom_audit: {rate: 0.0001}\n"
+    )
+    out = env / "rows.jsonl"
+    argv = ["score", str(manifest), "--model", str(model), "--out", str(out), "--policy", str(policy)]
+    assert run(app, argv) == 0
+    decided = out.with_suffix(".decisions.jsonl")
+    assert {d["shipment_id"]: d["tier"] for d in map(json.loads, decided.read_text().splitlines())} == {
+        "S1": "RELEASE",
+        "S2": "RELEASE",
+        "S3": "RELEASE",
+    }
+    # as a run killed before it reached c.png leaves the output: its rows of a and b, no record
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(line for line in lines if "c.png" not in line))
+    completion_path(out).unlink()
+    decided.unlink()
+    b_row = next(line for line in lines if "b.png" in line)
+    shutil.copyfile(probe / f"p{high}.png", a)  # a new scan under the old name
+    b.write_bytes(b.read_bytes())  # written again, the same bytes
+    capsys.readouterr()
+    assert run(app, [*argv, "--resume"]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    tiers = {d["shipment_id"]: d for d in map(json.loads, decided.read_text().splitlines())}
+    assert {s: d["tier"] for s, d in tiers.items()} == {
+        "S1": "REMOTE_INSPECTION",
+        "S2": "RELEASE",
+        "S3": "RELEASE",
+    }
+    rows = _rows(out)
+    assert [r.sha256 for r in rows["a.png"]] == [_sha256(a)]  # the new scan's row alone
+    assert rows["a.png"][0].score == pytest.approx(hi, abs=1e-6)
+    assert b_row in out.read_text()  # the same bytes: its row kept as it was
+    assert "1 row(s) kept from the earlier run were taken out of the output" in said
+    assert f"{a}, for one: its file holds other bytes than the row's sha256" in said
+    assert completion_path(out).exists()
