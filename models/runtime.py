@@ -79,8 +79,11 @@ class OnnxRuntimeRaw:
     """``Detector.raw`` traced to ONNX and executed by ONNX Runtime; call it like ``detector.raw``.
 
     Args:
-        detector: the loaded detector (eval mode); it is traced, not modified. The session reads its
-            memory banks where they lie (:func:`_share_banks`): they must not be written to while it lives.
+        detector: the loaded detector (eval mode); it is traced, and its memory banks' rows are moved
+            into numpy arrays that this runner owns and shares with the detector's bank buffers
+            (:func:`_own_banks`, the same values): the session reads them where they lie
+            (:func:`_share_banks`). What holds if they are written to or moved afterwards:
+            :func:`_own_banks`.
         threads: how many cores to use; default PyTorch's current thread count, so that the
             ``--threads`` / ``torch.set_num_threads`` the caller chose bounds both runtimes alike.
             The views of a batch run side by side, one ORT thread each, rather than one view at a
@@ -124,7 +127,11 @@ class OnnxRuntimeRaw:
         options.enable_mem_pattern = False
         graph = buf.getvalue()
         buf.close()  # the graph is held once while the session is made, not twice
-        # the OrtValues handed to the session, and through them the banks, live as long as it does
+        # The OrtValues handed to the session hold numpy views of arrays the runtime owns, so the rows
+        # ORT reads live as long as the runner, whatever becomes of the detector's tensors: a storage
+        # moved to shared memory (Module.share_memory, torch.multiprocessing's pickler) lets go only
+        # of torch's reference to them. Views of the tensors' own memory kept the Tensor objects
+        # alive but not their storage, and the session read the freed block.
         self._shared = _share_banks(options, graph, detector)
         try:
             self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
@@ -209,9 +216,10 @@ def _forget_model_bytes(session: object) -> None:
 
 
 def _share_banks(options: Any, graph: bytes, detector: Detector) -> list[Any]:
-    """Have the session made with ``options`` take the memory banks' rows from ``detector``'s own
-    tensors (:func:`_bank_views`) rather than from copies of its own; returns the OrtValues handed
-    over, which must outlive the session.
+    """Have the session made with ``options`` take the memory banks' rows from the arrays that
+    ``detector``'s bank tensors are made over (:func:`_own_banks`, :func:`_bank_views`) rather than
+    from copies of its own; returns the OrtValues handed over, which hold those arrays and must
+    outlive the session.
 
     ORT held the whole bank for the nearest row's gather beside the detector's copy (which export
     and the figures read): 61 MB more at a 100k-row bank (bench/README.md, session 37). The search's
@@ -221,47 +229,57 @@ def _share_banks(options: Any, graph: bytes, detector: Detector) -> list[Any]:
     import onnxruntime as ort
 
     values = []
-    for name, rows in _bank_views(graph, detector):
+    for name, rows in _bank_views(graph, _own_banks(detector)):
         value = ort.OrtValue.ortvalue_from_numpy(rows)  # a CPU array is wrapped, not copied
         options.add_initializer(name, value)
         values.append(value)
     return values
 
 
-def _bank_views(graph: bytes, detector: Detector) -> list[tuple[str, np.ndarray]]:
+def _own_banks(detector: Detector) -> list[tuple[np.ndarray, int]]:
+    """Move the rows of ``detector``'s CPU float32 memory banks into numpy arrays and make each bank
+    buffer a tensor over its array (``torch.from_numpy``: the same memory, the same values); returns
+    each array with its bank's chunk size.
+
+    The arrays, not torch, own the rows, so whoever holds them (the session's OrtValues) keeps the
+    rows valid whatever torch later does with its storage. Each bank is copied once and its old
+    storage let go at once, before the session is made, so a bank is still held once beside ORT's
+    packed chunks.
+    """
+    owned = []
+    for bank in (detector.bank, getattr(detector.fine, "bank", None)):
+        if bank is None or bank.bank.dtype != torch.float32 or bank.bank.device.type != "cpu":
+            continue  # any other bank is left to ORT's copies
+        rows = np.array(bank.bank.detach().numpy(), order="C")  # a copy, C-contiguous
+        bank.bank = torch.from_numpy(rows)
+        owned.append((rows, bank.chunk))
+    return owned
+
+
+def _bank_views(graph: bytes, tables: list[tuple[np.ndarray, int]]) -> list[tuple[str, np.ndarray]]:
     """The initializers of the traced ``graph`` that hold a memory bank's rows, each paired with a
-    numpy view of those rows in ``detector``'s own bank tensor (no copy).
+    numpy view of those rows in one of ``tables`` (a bank's (M, D) float32 rows and its chunk size).
 
     The trace writes the bank whole (for the nearest row's gather) and each chunk of the search
     (``MemoryBank.chunk`` rows from a multiple of it) as a constant of its own. An initializer is
     paired only with rows whose bytes are the same as its own, so that ORT given the view computes
     exactly what it would have computed from the graph's copy; any other initializer, or a bank the
-    trace wrote otherwise, stays ORT's own. The detector's banks must not be written to afterwards:
-    the session reads them where they lie (nothing in Clearsight writes to a loaded model's bank).
+    trace wrote otherwise, stays ORT's own.
     """
     import onnx
 
-    banks = [
-        bank
-        for bank in (detector.bank, getattr(detector.fine, "bank", None))
-        if bank is not None
-        and bank.bank.dtype == torch.float32
-        and bank.bank.device.type == "cpu"
-        and bank.bank.is_contiguous()
-    ]  # numpy views of their own memory; any other bank is left to ORT's copies
     model = onnx.load_from_string(graph)
     views = []
     for init in model.graph.initializer:
         if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2 or min(init.dims) < 1:
             continue
         rows, dim = init.dims
-        candidates = [bank for bank in banks if bank.bank.shape[1] == dim and bank.bank.shape[0] >= rows]
+        candidates = [(t, step) for t, step in tables if t.shape[1] == dim and t.shape[0] >= rows]
         data = np.frombuffer(init.raw_data, dtype=np.uint32) if candidates else None
         if data is None or data.size != rows * dim:  # not written as raw bytes: left to ORT
             continue
-        for bank in candidates:
-            table = bank.bank.detach().numpy()  # the tensor's own memory (CPU float32, contiguous)
-            lo = _rows_at(table.view(np.uint32), data.reshape(rows, dim), bank.chunk)
+        for table, step in candidates:
+            lo = _rows_at(table.view(np.uint32), data.reshape(rows, dim), step)
             if lo is not None:
                 views.append((init.name, table[lo : lo + rows]))
                 break

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import gc
+import os
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -181,6 +184,45 @@ def test_the_session_is_handed_the_detectors_own_bank_rows(tiny_model_dir: Path)
     assert runner.parity.within_tolerance()
 
 
+_AFTER_A_STORAGE_SWAP = """
+import sys, gc, torch
+from models.artifact import load_model
+from models.onnx_export import sample_inputs
+predictor = load_model(sys.argv[1], runtime="onnxruntime")
+detector = predictor.detector
+views = sample_inputs(detector)
+before = predictor.scorer._raw(views)
+banks = [detector.bank] + ([detector.fine.bank] if detector.fine is not None else [])
+if sys.argv[2] == "module":
+    detector.share_memory()
+else:
+    for bank in banks:
+        bank.bank.share_memory_()
+gc.collect()
+# what now takes the memory torch let go of, if the session still read it
+junk = [torch.full(bank.bank.shape, 1e6) for _ in range(500) for bank in banks]
+after = predictor.scorer._raw(views)
+for name, x, y in zip(before._fields, before, after):
+    assert torch.equal(x, y), (name, x.flatten()[:4].tolist(), y.flatten()[:4].tolist())
+print("same")
+"""
+
+
+@pytest.mark.parametrize("how", ["module", "tensors"])
+def test_scores_survive_the_banks_moving_to_shared_memory(tiny_model_dir: Path, how: str) -> None:
+    # Module.share_memory (also what torch.multiprocessing's pickler does to a detector handed to a
+    # spawn pool) copies each storage to shared memory and frees the old block: the session had read
+    # the freed block (scores of 1.0 for good images, or a crash), so it runs in a process of its own
+    done = subprocess.run(
+        [sys.executable, "-c", _AFTER_A_STORAGE_SWAP, str(tiny_model_dir), how],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), OMP_NUM_THREADS="1"),
+        timeout=300,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-2000:]
+
+
 def _graph(initializers: dict[str, np.ndarray], raw: bool = True) -> bytes:
     import onnx
     from onnx import helper, numpy_helper
@@ -227,13 +269,12 @@ _FLIPPED.view(np.uint32)[1, 2] ^= 1  # one bit off
 def test_only_a_banks_own_rows_at_a_chunks_start_are_shared(
     rows: np.ndarray, raw: bool, start: int | None
 ) -> None:
-    detector = types.SimpleNamespace(bank=MemoryBank(torch.from_numpy(_TABLE.copy()), chunk=4), fine=None)
-    views = _bank_views(_graph({"w": rows}, raw=raw), detector)  # type: ignore[arg-type]
+    table = _TABLE.copy()
+    views = _bank_views(_graph({"w": rows}, raw=raw), [(table, 4)])
     if start is None:
         assert views == []
         return
     ((name, view),) = views
-    table = detector.bank.bank.numpy()
     assert name == "w" and np.shares_memory(view, table)
     assert view.__array_interface__["data"][0] == table[start:].__array_interface__["data"][0]
     assert view.shape == rows.shape
