@@ -21,8 +21,12 @@ Under ``torch`` the three paths are the same code (the row is a check of the noi
 
 With ``--speed ROUNDS`` the ``s36`` and ``new`` paths are also loaded side by side in one process per
 thread count and score the same 16 random images (``predict``) in alternating order for ROUNDS
-rounds: images/s (median), their ratio, and the largest differences of scores, maps and type
-probabilities between the two.
+rounds: images/s (median) and their ratio. Their predictions are compared on those images and on the
+training data's test pictures (:func:`_comparison_images`): the largest differences of scores, maps,
+type probabilities and each signal's log-odds between the two, and how many of the pictures scored
+between 0.01 and 0.99. Random noise scores 1.0 to six places on the bench's model (log-odds 8.7 to
+13.9) whatever the bank says, so its scores alone showed nothing; the log-odds and the unsaturated
+pictures do.
 """
 
 from __future__ import annotations
@@ -124,6 +128,46 @@ def _with_bank(model: Path, rows: int, out: Path) -> Path:
     return save_artifact(out, detector.eval(), card)
 
 
+UNSATURATED = (0.01, 0.99)
+"""Scores strictly inside this range count as unsaturated in :func:`_differences`."""
+
+
+def _comparison_images(model: str | Path) -> list[Any]:
+    """The test pictures of the data ``model`` was trained on (its card's ``training.data_root``),
+    normals and anomalies, decoded: pictures like the training ones, which a model does not all
+    score 0 or 1 as it does random noise."""
+    from datasets.decode.decoding import decode_image
+    from models.artifact import load_model
+
+    root = Path(load_model(model, runtime="torch").card["training"]["data_root"])
+    return [decode_image(f).pixels for f in sorted((root / "test").rglob("*.png"))]
+
+
+def _differences(a: list[Any], b: list[Any]) -> dict[str, float]:
+    """The largest differences between two runs' predictions of the same images, field by field,
+    and how many of ``a``'s scores are between 0.01 and 0.99 (``unsaturated``: where a change in the
+    distances moves the score by about as much)."""
+    import numpy as np
+
+    pairs = list(zip(a, b, strict=True))
+    return {
+        "score": max(abs(x.score - y.score) for x, y in pairs),
+        "map": max(float(np.abs(x.anomaly_map - y.anomaly_map).max()) for x, y in pairs),
+        "probs": max(
+            abs(p - y.type_probabilities[k]) for x, y in pairs for k, p in x.type_probabilities.items()
+        ),
+        "log_odds": max(
+            (
+                abs(v - (y.signal_log_odds or {})[k]) if k in (y.signal_log_odds or {}) else float("inf")
+                for x, y in pairs
+                for k, v in (x.signal_log_odds or {}).items()
+            ),
+            default=0.0,
+        ),
+        "unsaturated": sum(UNSATURATED[0] < x.score < UNSATURATED[1] for x in a),
+    }
+
+
 def speed(model: str, threads: int, rounds: int) -> None:
     """Load ``model`` by the ``s36`` and ``new`` paths side by side and print images/s and the
     largest differences between their predictions as JSON."""
@@ -145,15 +189,10 @@ def speed(model: str, threads: int, rounds: int) -> None:
         predictors[path] = load_model(model)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(16)]
-    outputs = {path: p.predict(images) for path, p in predictors.items()}
-    pairs = list(zip(outputs["s36"], outputs["new"], strict=True))
-    diff = {
-        "score": max(abs(x.score - y.score) for x, y in pairs),
-        "map": max(float(np.abs(x.anomaly_map - y.anomaly_map).max()) for x, y in pairs),
-        "probs": max(
-            abs(p - y.type_probabilities[k]) for x, y in pairs for k, p in x.type_probabilities.items()
-        ),
-    }
+    compared = images + _comparison_images(model)
+    outputs = {path: p.predict(compared) for path, p in predictors.items()}
+    diff = _differences(outputs["s36"], outputs["new"])
+    diff["compared"] = len(compared)
     times: dict[str, list[float]] = {path: [] for path in predictors}
     for r in range(rounds):
         for path in sorted(predictors, reverse=bool(r % 2)):
@@ -219,7 +258,7 @@ def main() -> None:
         if args.speed:
             print(
                 f"{'bank rows':>9} {'threads':>7} {'s36 img/s':>9} {'new img/s':>9} {'new/s36':>7} "
-                "max |new - s36|: score, map, probabilities"
+                "max |new - s36|: score, map, probabilities, log-odds; images scored in (0.01, 0.99)"
             )
             for rows, model in built.items():
                 for threads in (int(t) for t in args.threads.split(",")):
@@ -227,7 +266,7 @@ def main() -> None:
                     print(
                         f"{rows:>9} {threads:>7} {got['s36']:>9.2f} {got['new']:>9.2f} "
                         f"{got['new'] / got['s36']:>7.3f} {got['score']:.1e} {got['map']:.1e} "
-                        f"{got['probs']:.1e}"
+                        f"{got['probs']:.1e} {got['log_odds']:.1e}; {got['unsaturated']} of {got['compared']}"
                     )
     print(
         "MB of RSS over the process before the load; steady after a gc; peak the high-water mark; "
