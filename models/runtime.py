@@ -245,6 +245,20 @@ def _own_banks(detector: Detector) -> list[tuple[np.ndarray, int]]:
     rows valid whatever torch later does with its storage. Each bank is copied once and its old
     storage let go at once, before the session is made, so a bank is still held once beside ORT's
     packed chunks.
+
+    What holds afterwards (nothing in Clearsight writes to or moves a loaded model's bank):
+
+    - Written in place while torch and ORT share the array (``bank.bank.mul_``, ``copy_``,
+      ``load_state_dict``, which copies into the buffers): ORT computes a mixture, not the new bank
+      and not the old. The nearest row's gather reads the array (the new rows), but the search's
+      matmuls read the chunks ORT packed when the session was made (the old rows), and ``|b|^2``
+      (``bank_sq``) is ORT's own copy from the graph (old): the row is picked among the old rows and
+      its distance measured to the new row of that index. PyTorch, meanwhile, scores the new bank.
+    - Moved (``Module.share_memory``, ``Tensor.share_memory_``, torch.multiprocessing's pickler,
+      ``.to`` another device or dtype) or rebound (``bank.bank = other``): torch's tensor gets
+      memory of its own and drops its reference to the array; ORT keeps scoring the rows loaded, all
+      of them, whatever is written to torch's tensor from then on. The bank is then held twice
+      (torch's and the array), as before session 37.
     """
     owned = []
     for bank in (detector.bank, getattr(detector.fine, "bank", None)):
@@ -264,7 +278,9 @@ def _bank_views(graph: bytes, tables: list[tuple[np.ndarray, int]]) -> list[tupl
     (``MemoryBank.chunk`` rows from a multiple of it) as a constant of its own. An initializer is
     paired only with rows whose bytes are the same as its own, so that ORT given the view computes
     exactly what it would have computed from the graph's copy; any other initializer, or a bank the
-    trace wrote otherwise, stays ORT's own.
+    trace wrote otherwise, stays ORT's own. Only the gather reads a view for good: the search's
+    chunks are packed by ORT into a layout of its own when the session is made, so a later write to
+    the tables reaches the gather and not the search (what that gives: :func:`_own_banks`).
     """
     import onnx
 
