@@ -25,7 +25,15 @@ from models.patch_head import PatchHead
 from models.patchcore import FineBank, MemoryBank
 from models.registry import create_model
 
-__all__ = ["DetectorConfig", "DetectorOutput", "Detector", "RawOutput", "build_detector", "fit_position_norm"]
+__all__ = [
+    "DetectorConfig",
+    "DetectorOutput",
+    "Detector",
+    "RawOutput",
+    "build_detector",
+    "fit_position_norm",
+    "untrained_patch_head",
+]
 
 _SCORE_REDUCTIONS = ("max", "topk")
 
@@ -457,7 +465,8 @@ def build_detector(
         config: the structure.
         backbone: a built backbone; ``None`` builds the structure only (weights come from a saved
             state dict loaded afterwards — no weights file is read).
-        embed_seed: seed of the random projection (overwritten by a loaded state dict).
+        embed_seed: seed of the random projection and of the patch head's initial weights, which a
+            model whose patch head is not trained keeps (both overwritten by a loaded state dict).
     """
     if backbone is None:
         backbone = create_model(config.backbone, weights=None)
@@ -479,7 +488,7 @@ def build_detector(
         fine = FineBank.empty(config.fine_bank_size, backbone.fine_channels, chunk=config.chunk)
         dim += backbone.fine_channels
     head = TypeHead(embedder.concat_dim + dim + 3, len(config.class_names))
-    patch_head = PatchHead(dim, config.patch_hidden, topk=config.patch_topk)
+    patch_head = untrained_patch_head(config, dim, seed=embed_seed)
     return Detector(
         config,
         backbone,
@@ -490,6 +499,14 @@ def build_detector(
         Fusion(config.fusion, score_dtype=config.score_dtype),
         fine,
     ).eval()
+
+
+def untrained_patch_head(config: DetectorConfig, in_channels: int, *, seed: int) -> PatchHead:
+    """``config``'s patch head before training, on ``in_channels``-wide patches, drawn from ``seed``
+    alone: a model whose patch head is not trained saves it, so the same seed must give the same
+    weights in any process (torch's global generator, unseeded, gave others in each)."""
+    generator = torch.Generator().manual_seed(seed)
+    return PatchHead(in_channels, config.patch_hidden, topk=config.patch_topk, generator=generator)
 
 
 def fit_position_norm(normal_dists: torch.Tensor, *, sigma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

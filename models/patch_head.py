@@ -14,17 +14,13 @@ over the same detector without it, on each of four benchmark seeds (``bench/READ
 
 from __future__ import annotations
 
-import threading
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["PatchHead", "fit_patch_head"]
-
-_SEEDED_INIT = threading.Lock()
-"""Held while a fit seeds torch's global generator and draws its initial weights from it: fits run
-side by side in threads (``pipeline.train.heads``) would otherwise draw from one another's seed."""
 
 
 class PatchHead(nn.Module):
@@ -34,12 +30,16 @@ class PatchHead(nn.Module):
         in_channels: D, the patch-embedding width.
         hidden: width of the hidden layer.
         topk: k of the image score (mean of the k highest patch logits).
+        generator: where the initial weights are drawn from (as ``nn.Conv2d`` draws them from torch's
+            global generator, which is then neither read nor advanced); None: the global generator.
     """
 
     in_mean: torch.Tensor
     in_std: torch.Tensor
 
-    def __init__(self, in_channels: int, hidden: int, *, topk: int = 5) -> None:
+    def __init__(
+        self, in_channels: int, hidden: int, *, topk: int = 5, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
         if in_channels < 1 or hidden < 1 or topk < 1:
             raise ValueError(
@@ -48,8 +48,10 @@ class PatchHead(nn.Module):
         self.topk = topk
         self.register_buffer("in_mean", torch.zeros(in_channels))
         self.register_buffer("in_std", torch.ones(in_channels))
-        self.hidden = nn.Conv2d(in_channels, hidden, kernel_size=1)
-        self.out = nn.Conv2d(hidden, 1, kernel_size=1)
+        # A seeded head must not depend on what else drew from the global generator before it (an
+        # untrained head is saved with the model) nor on fits drawing beside it in other threads.
+        self.hidden = _conv(in_channels, hidden, generator)
+        self.out = _conv(hidden, 1, generator)
 
     def logits(self, patches: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) patch embeddings -> (B, h, w) per-patch defect logits."""
@@ -112,9 +114,7 @@ def fit_patch_head(
         raise ValueError(f"need defect and normal patches; got {int(positives)} of {y.numel()} defective")
     if not 0.0 < negative_share <= 1.0:
         raise ValueError(f"negative_share {negative_share} must be in (0, 1]")
-    with _SEEDED_INIT:
-        torch.manual_seed(seed)
-        head = PatchHead(x.shape[1], hidden, topk=topk)
+    head = PatchHead(x.shape[1], hidden, topk=topk, generator=torch.Generator().manual_seed(seed))
     head.in_mean.copy_(x.mean(0))
     head.in_std.copy_(x.std(0, unbiased=False).clamp_min(1e-6))
     defects, normals = x[y > 0.5], x[y <= 0.5]
@@ -134,3 +134,15 @@ def fit_patch_head(
             loss.backward()
             opt.step()
     return head.eval()
+
+
+def _conv(in_channels: int, out_channels: int, generator: torch.Generator | None) -> nn.Conv2d:
+    """A 1x1 ``nn.Conv2d`` initialised as ``reset_parameters`` does, from ``generator`` where one is
+    given: the same draws, in the same order, as from the global generator seeded alike."""
+    if generator is None:
+        return nn.Conv2d(in_channels, out_channels, kernel_size=1)
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, device="meta").to_empty(device="cpu")
+    nn.init.kaiming_uniform_(conv.weight, a=math.sqrt(5), generator=generator)
+    bound = 1 / math.sqrt(in_channels)  # 1 / sqrt(fan_in), as reset_parameters
+    nn.init.uniform_(conv.get_parameter("bias"), -bound, bound, generator=generator)
+    return conv

@@ -17,8 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from models.detector import Detector, fit_position_norm
-from models.patch_head import PatchHead
+from models.detector import Detector, fit_position_norm, untrained_patch_head
 from models.patchcore import FineBank, MemoryBank
 from models.tiling import is_grey
 from pipeline.fusion_gate import Gate, fine_scale_gate
@@ -126,7 +125,7 @@ def choose_fine_scale(
         trainer.base_config = dataclasses.replace(trainer.base_config, fine_scale=False)
         det.config = dataclasses.replace(det.config, fine_scale=False)
         det.fine = None
-        det.patch_head = PatchHead(split, det.config.patch_hidden, topk=det.config.patch_topk)
+        det.patch_head = untrained_patch_head(det.config, split, seed=config.seed)
     return FineScale(fine_gate, dists, emb_good, emb_anom, embedded)
 
 

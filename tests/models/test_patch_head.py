@@ -70,6 +70,17 @@ def test_fit_is_deterministic_for_a_seed(negative_share: float) -> None:
         assert torch.equal(pa, pb), name
 
 
+def test_a_seeded_head_draws_as_the_seeded_global_generator_and_leaves_it_alone() -> None:
+    # The untrained head a model saves, and the fits side by side in threads, draw from their own
+    # generator: the same weights as torch.manual_seed(seed) gave before, and the global state untouched.
+    torch.manual_seed(7)
+    expected = PatchHead(12, 4, topk=2).state_dict()
+    before = torch.random.get_rng_state()
+    head = PatchHead(12, 4, topk=2, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert all(torch.equal(head.state_dict()[name], value) for name, value in expected.items())
+
+
 def test_a_share_per_step_still_learns_a_rare_normal_pattern() -> None:
     # defects stand out along axis 0; 3 % of the normals do too but differ along axis 1 (a barcode's
     # edge beside the film, say). Each step sees a tenth of the normals, a handful of the rare ones.

@@ -6,6 +6,8 @@ import json
 import logging
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -450,6 +452,36 @@ def test_train_cli_overlaps_tiles_unless_told_not_to(
     err = " ".join(capsys.readouterr().err.split())
     seams = "Warning: the 32 px tiles do not overlap (--tile-overlap 0)"
     assert (seams in err) is (overlap == 0)
+
+
+_TRAIN_IN_A_PROCESS = """
+import json, sys
+from pipeline.train import TrainConfig, train_model
+config = TrainConfig(image_size=32, tile_size=32, pad=0, coreset_ratio=0.5, seed=0, threads=1)
+result = train_model(sys.argv[1], sys.argv[2], config=config)
+print(json.dumps([result.card["weights_sha256"], result.thresholds, result.card["training"]["patch_head"]]))
+"""
+
+
+@pytest.mark.slow
+def test_a_tiled_model_on_normals_only_is_the_same_in_another_process(tmp_path: Path) -> None:
+    # No labelled anomalies: the patch head is not trained, yet saved. Drawn from torch's global
+    # generator, unseeded, it differed in every process, and on tiles its score chose which tile
+    # of each validation image calibrated the one-class score, so the thresholds moved too.
+    root = _write(tmp_path / "bulk_ore", 8)
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", _TRAIN_IN_A_PROCESS, str(root), str(tmp_path / f"model-{n}")],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parents[2],
+        )
+        for n in (1, 2)
+    ]
+    (weights, thresholds, patch_head), second = (json.loads(r.stdout.splitlines()[-1]) for r in runs)
+    assert patch_head["trained"] is False
+    assert (weights, thresholds) == tuple(second[:2])
 
 
 def test_the_tile_overlap_defaults_to_a_quarter_of_the_tile() -> None:
