@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from models.detector import Detector, RawOutput
-from models.fusion import Calibration, fit_calibration
+from models.fusion import Calibration, fit_calibration, fuse_logits
 from models.predictor import ImageScorer
 from models.tiling import TilingConfig
 from pipeline.train.image_sets import ValidationSet
@@ -118,10 +118,19 @@ class ValidationCalibration(NamedTuple):
 
 
 def calibrate(
-    det: Detector, tiling: TilingConfig, batch_size: int, validation: ValidationSet
+    det: Detector,
+    tiling: TilingConfig,
+    batch_size: int,
+    validation: ValidationSet,
+    *,
+    patch_trained: bool,
 ) -> ValidationCalibration:
     """Score the validation split, set the detector's map scale on its normals, and fit each
-    signal's calibration."""
+    signal's calibration.
+
+    Each image's signals are read at the view (tile) where the signals that can join the fusion
+    add up to the most (:func:`view_signals`); ``patch_trained``: whether the patch head was trained.
+    """
     # Calibration on the validation split: one forward pass per view; fusion, thresholds and the map
     # scale are all computed from its outputs.
     val_good, val_anom = validation.good, validation.anomalies
@@ -130,20 +139,32 @@ def calibrate(
     outs = [r for r, _, _ in scorer.raw_outputs(val_good, map_stride=_MAP_STRIDE)]
     _set_map_scale(det, [o.map_raw for o in outs])
     outs += [r for r, _, _ in scorer.raw_outputs(val_anom, maps=False)]
+    fusable = view_signals(pseudo=validation.pseudo, patch_trained=patch_trained)
     with torch.inference_mode():
-        # the view that speaks for each image, as ImageScorer picks it (max fused score)
-        signals = torch.stack(
-            [
-                det.fusion.signals(o.score_raw, o.type_logits, o.patch_score)[
-                    int(det.fusion(o.score_raw, o.type_logits, o.patch_score).argmax())
-                ]
-                for o in outs
-            ]
-        )
+        # the view that speaks for each image, as ImageScorer picks it (max fused score), among the
+        # signals the fused score can hold
+        signals = torch.stack([_at_view(det, o, fusable) for o in outs])
     z, lo, ps = signals.t()
     y_t = torch.tensor(y_val)
     oc_cal, head_cal, patch_cal = (fit_calibration(s, y_t) for s in (z, lo, ps))
     return ValidationCalibration(scorer, y_val, outs, signals, oc_cal, head_cal, patch_cal)
+
+
+def view_signals(*, pseudo: bool, patch_trained: bool) -> torch.Tensor:
+    """(3,) bool, in ``SIGNALS`` order: the signals that may join the fusion, by which calibration
+    picks each image's view. An untrained patch head (random weights) is never fused, nor is any
+    head judged on pseudo-anomalies (``pipeline.fusion_gate.gate_signal``): counted, they chose the
+    tile whose one-class score was calibrated, a tile the finished model does not read."""
+    return torch.tensor([True, not pseudo, patch_trained and not pseudo])
+
+
+def _at_view(det: Detector, out: RawOutput, fusable: torch.Tensor) -> torch.Tensor:
+    """(3,) ``out``'s signals at its view where the ``fusable`` ones' fused log-odds (as the
+    fusion stands, uncalibrated) are highest."""
+    signals = det.fusion.signals(out.score_raw, out.type_logits, out.patch_score)
+    slope, bias = det.fusion.slope[fusable], det.fusion.bias[fusable]
+    fused = fuse_logits(signals[:, fusable] * slope + bias, slope, det.fusion.rule)
+    return signals[int(torch.sigmoid(fused.double()).argmax())]  # the score, as Fusion gives it
 
 
 _MAP_STRIDE = 4

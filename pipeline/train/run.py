@@ -141,7 +141,7 @@ def _train(
     det.config = dataclasses.replace(det.config, class_names=training.class_names)
     spread = standardise_one_class(det, signals.one_class, inputs.labels)
     report("memory bank", 1, 1)
-    cal = calibrate(det, trainer.tiling, config.batch_size, validation)
+    cal = calibrate(det, trainer.tiling, config.batch_size, validation, patch_trained=patch.trained)
     gates = gate_heads(det, config, cal, signals, inputs.labels, patch, val_pseudo=validation.pseudo)
     fused = fuse(det, config, cal, gates, validation)
     report("calibration", 1, 1)

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from models.artifact import load_model
@@ -26,7 +27,9 @@ from pipeline.cli.train import (
     sixteen_bit_words,
 )
 from pipeline.train import TrainConfig, deep_features_choice, train_model
+from pipeline.train.calibration import calibrate
 from pipeline.train.data import FEW_BRIGHT_SHARE, TrainItem, decode, raised_by_few
+from pipeline.train.image_sets import ValidationSet
 
 
 def _texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -482,6 +485,30 @@ def test_a_tiled_model_on_normals_only_is_the_same_in_another_process(tmp_path: 
     (weights, thresholds, patch_head), second = (json.loads(r.stdout.splitlines()[-1]) for r in runs)
     assert patch_head["trained"] is False
     assert (weights, thresholds) == tuple(second[:2])
+
+
+@pytest.mark.slow
+def test_calibration_reads_a_normals_only_model_at_the_tile_it_will_score(tmp_path: Path) -> None:
+    # The finished model fuses no head judged on pseudo-anomalies, nor an untrained patch head, so
+    # it scores each image at its tile of highest one-class score: calibration must read that tile,
+    # not one a random head's score picked. The head's weights are scaled up so that its score
+    # would pick the tile, as it did before.
+    root = _write(tmp_path / "bulk_ore", 8)
+    config = TrainConfig(image_size=32, tile_size=32, pad=0, coreset_ratio=0.5, seed=0, threads=1)
+    result = train_model(root, tmp_path / "m", config=config)
+    det = load_model(result.out_dir, runtime="torch").detector
+    det.fusion.slope.fill_(1.0)  # as calibration finds it
+    det.fusion.bias.fill_(0.0)
+    with torch.no_grad():
+        det.patch_head.out.weight.mul_(1000.0)
+    rng = np.random.default_rng(5)
+    images = [_texture(rng) for _ in range(6)]
+    validation = ValidationSet(images[:3], images[3:], ["synthetic_blob"] * 3, [], pseudo=True)
+    cal = calibrate(det, config.tiling, 4, validation, patch_trained=False)
+    outs = cal.scorer.raw_outputs(images, maps=False)
+    assert all(len(views) > 1 for _, views, _ in outs)  # tiled
+    highest = [float(det.fusion.one_class_z(out.score_raw).max()) for out, _, _ in outs]
+    assert cal.signals[:, 0].tolist() == pytest.approx(highest, rel=0, abs=0)
 
 
 def test_the_tile_overlap_defaults_to_a_quarter_of_the_tile() -> None:
