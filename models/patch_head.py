@@ -15,12 +15,17 @@ over the same detector without it, on each of four benchmark seeds (``bench/READ
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PatchHead", "fit_patch_head"]
+__all__ = ["FitStopped", "PatchHead", "fit_patch_head"]
+
+
+class FitStopped(Exception):
+    """A fit was told to stop (its ``stop`` event set) before it finished: it has no head to give."""
 
 
 class PatchHead(nn.Module):
@@ -86,6 +91,7 @@ def fit_patch_head(
     weight_decay: float = 1e-2,
     seed: int = 0,
     negative_share: float = 1.0,
+    stop: threading.Event | None = None,
 ) -> PatchHead:
     """Fit a :class:`PatchHead` by AdamW on class-balanced binary cross-entropy.
 
@@ -99,12 +105,16 @@ def fit_patch_head(
             1.0 each step is full-batch. Below it, a larger pool of normal patches costs no more
             per step than a small one, so the head meets the rarer normal patterns (a barcode's
             edge, a fold in the film) that a small pool leaves out.
+        stop: checked before each step; once set, the fit raises :class:`FitStopped`. A fit in a
+            worker thread cannot be interrupted otherwise, and the run waits for its pool's fits
+            before Ctrl-C or SIGTERM reach the user.
 
     Returns:
         The fitted head, in eval mode.
 
     Raises:
         ValueError: shapes disagree, a class is missing, or ``negative_share`` is not in (0, 1].
+        FitStopped: ``stop`` was set.
     """
     if x.ndim != 2 or y.shape != (x.shape[0],):
         raise ValueError(f"need x (N, D) and y (N,); got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -126,7 +136,9 @@ def fit_patch_head(
     head.train()
     rows = torch.cat([defects, normals])
     with torch.enable_grad():
-        for _ in range(steps):
+        for step in range(steps):
+            if stop is not None and stop.is_set():
+                raise FitStopped(f"patch-head fit stopped at step {step} of {steps}")
             if per_step < len(normals):
                 rows = torch.cat([defects, normals[torch.randperm(len(normals), generator=draws)[:per_step]]])
             opt.zero_grad()

@@ -4,9 +4,10 @@ out-of-fold scores its fusion gate is judged on."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -141,6 +142,8 @@ def train_patch_head(
     masked = _masked_images(trainer, training, defect_masks, emb_anom, fit_frozen=fit_frozen)
     masked_all = masked.labelled + masked.mirrored + masked.pseudo
 
+    stop = threading.Event()
+
     def fit_patch(ex: PatchExamples) -> PatchHead:
         return fit_patch_head(
             ex.x,
@@ -149,6 +152,7 @@ def train_patch_head(
             topk=det.config.patch_topk,
             seed=config.seed,
             negative_share=config.patch_negative_share,
+            stop=stop,
         )
 
     examples = patch_examples(
@@ -164,27 +168,61 @@ def train_patch_head(
     if head_from_tuning is not None:
         det.patch_head = head_from_tuning.patch_head
     elif patch_trained:
+
+        def score_out_of_fold(pool: Executor) -> np.ndarray:
+            if training.pseudo:  # only labelled training anomalies are worth scoring out of fold for the gate
+                return np.full(len(units), np.nan)
+            return out_of_fold_scores(
+                [(e.patches, int(g)) for e, g in zip(emb_good, training.fold_of_good, strict=True)],
+                masked_all,
+                [(e.patches, g) for e, g in units],
+                folds=config.folds,
+                size=config.image_size,
+                tiling=trainer.tiling,
+                rng=trainer.rng,
+                fit=fit_patch,
+                min_positives=MIN_PATCH_POSITIVES,
+                negatives_per_view=config.patch_negatives,
+                executor=pool,
+            )
+
         # The final head and the folds' heads fitted side by side, ``workers`` at a time: each fit
         # on one thread per op, as the run computes, so the heads do not depend on ``workers``
         # (with folds=2, the final head's fit is about as long as the two fold heads' together).
-        with ThreadPoolExecutor(max(1, trainer.workers)) as pool:
-            final = pool.submit(fit_patch, examples)
-            if not training.pseudo:  # labelled training anomalies: worth scoring out of fold for the gate
-                oof_patch = out_of_fold_scores(
-                    [(e.patches, int(g)) for e, g in zip(emb_good, training.fold_of_good, strict=True)],
-                    masked_all,
-                    [(e.patches, g) for e, g in units],
-                    folds=config.folds,
-                    size=config.image_size,
-                    tiling=trainer.tiling,
-                    rng=trainer.rng,
-                    fit=fit_patch,
-                    min_positives=MIN_PATCH_POSITIVES,
-                    negatives_per_view=config.patch_negatives,
-                    executor=pool,
-                )
-            det.patch_head = final.result()
+        det.patch_head, oof_patch = side_by_side(
+            lambda: fit_patch(examples), score_out_of_fold, workers=trainer.workers, stop=stop
+        )
     return PatchHeadFit(patch_trained, head_from_tuning, oof_patch, examples, masked)
+
+
+_Main = TypeVar("_Main")
+_Rest = TypeVar("_Rest")
+
+
+def side_by_side(
+    main: Callable[[], _Main],
+    rest: Callable[[Executor], _Rest],
+    *,
+    workers: int,
+    stop: threading.Event,
+) -> tuple[_Main, _Rest]:
+    """``main()`` in a pool of ``workers`` threads while ``rest(pool)`` runs here, handing its own
+    work to the pool; both results.
+
+    Leaving the pool waits for the work in it, and a fit in a thread cannot be interrupted: so when
+    anything is raised here (Ctrl-C, SIGTERM raised in the main thread, a failed fit), ``stop`` is
+    set for the running work to end at its next step, the queued work is cancelled, and the
+    exception goes on at once instead of after every fit has run to its end.
+    """
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        try:
+            future = pool.submit(main)
+            others = rest(pool)
+            return future.result(), others
+        except BaseException:
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def _masked_images(

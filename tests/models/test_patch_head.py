@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from models.artifact import load_model
 from models.fusion import OFF
-from models.patch_head import PatchHead, fit_patch_head
+from models.patch_head import FitStopped, PatchHead, fit_patch_head
 from pipeline.train import MIN_PATCH_POSITIVES
 
 
@@ -79,6 +80,15 @@ def test_a_seeded_head_draws_as_the_seeded_global_generator_and_leaves_it_alone(
     head = PatchHead(12, 4, topk=2, generator=torch.Generator().manual_seed(7))
     assert torch.equal(torch.random.get_rng_state(), before)
     assert all(torch.equal(head.state_dict()[name], value) for name, value in expected.items())
+
+
+def test_a_fit_told_to_stop_gives_no_head() -> None:
+    # Checked before each step: a fit in a pool's thread ends at its next step, not after all of them.
+    x, y = _clusters()
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(FitStopped, match="^patch-head fit stopped at step 0 of 300$"):
+        fit_patch_head(x, y, hidden=8, stop=stop)
 
 
 def test_a_share_per_step_still_learns_a_rare_normal_pattern() -> None:

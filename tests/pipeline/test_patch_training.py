@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -24,6 +26,7 @@ from pipeline.patch_training import (
     patch_examples,
 )
 from pipeline.train import MIN_PATCH_POSITIVES, PATCH_PSEUDO_EVERY, TrainConfig, train_model
+from pipeline.train.heads import side_by_side
 
 WHOLE = TilingConfig(0, 0)
 
@@ -345,3 +348,57 @@ def test_out_of_fold_scores_leave_a_fold_without_defects_unscored() -> None:
     )  # fmt: skip
     # fold 0 is scored by a head fitted on fold 1, which has no defect patches: NaN
     assert np.isnan(out[0]) and np.isfinite(out[1])
+
+
+class _FakeFit:
+    """A fit of up to ``STEPS`` short steps that checks ``stop`` before each, as fit_patch_head does;
+    ``outcome`` says how it ended."""
+
+    STEPS = 5000
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop, self.started, self.outcome = stop, threading.Event(), "never started"
+
+    def __call__(self) -> str:
+        self.started.set()
+        for _ in range(self.STEPS):
+            if self.stop.is_set():
+                self.outcome = "stopped"
+                return self.outcome
+            time.sleep(0.001)
+        self.outcome = "finished"
+        return self.outcome
+
+
+def _failing_fold() -> str:
+    raise ValueError("a fold's fit failed")
+
+
+@pytest.mark.parametrize(
+    ("raised", "failing_fold"), [(KeyboardInterrupt, False), (ValueError, True)], ids=["ctrl-c", "failed fit"]
+)
+def test_an_exception_while_the_heads_are_fitted_stops_the_fits_and_goes_on(
+    raised: type[BaseException], failing_fold: bool
+) -> None:
+    # Leaving the pool waited for every fit to run to its end (234 s on the review's long fits)
+    # before Ctrl-C or SIGTERM (raised in the main thread) reached the user.
+    stop = threading.Event()
+    final, folds = _FakeFit(stop), [_FakeFit(stop) for _ in range(3)]
+
+    def rest(pool: Executor) -> list[str]:
+        # the failing fold (if any) first: it ends at once and frees its worker for folds[0]
+        futures = [pool.submit(fit) for fit in ([_failing_fold] if failing_fold else []) + folds]
+        assert final.started.wait(10) and folds[0].started.wait(10)  # two workers, both fitting
+        if failing_fold:
+            return [f.result() for f in futures]
+        raise KeyboardInterrupt
+
+    with pytest.raises(raised):
+        side_by_side(final, rest, workers=2, stop=stop)
+    # the running fits stopped at their next step, the queued ones never started
+    assert [fit.outcome for fit in (final, *folds)] == [
+        "stopped",
+        "stopped",
+        "never started",
+        "never started",
+    ]
