@@ -511,6 +511,17 @@ def test_calibration_reads_a_normals_only_model_at_the_tile_it_will_score(tmp_pa
     assert cal.signals[:, 0].tolist() == pytest.approx(highest, rel=0, abs=0)
 
 
+def test_the_fine_tuning_help_says_it_is_not_retrained_bit_for_bit(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The README promises the same model on any --threads, but for fine-tuning; its option says so.
+    monkeypatch.setenv("COLUMNS", "240")
+    assert run(app, ["train", "--help"]) == 0
+    out = " ".join(re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+    assert "A fine-tuned model may differ with --threads" in out
+    assert "so it is not retrained bit for bit on another machine" in out
+
+
 def test_the_tile_overlap_defaults_to_a_quarter_of_the_tile() -> None:
     assert TrainConfig(image_size=64, tile_size=64).tile_overlap == 16
     assert TrainConfig(image_size=64, tile_size=64).tiling == TilingConfig(64, 16)
