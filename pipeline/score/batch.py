@@ -139,6 +139,46 @@ def path_of_printable(text: str) -> str | None:
     return path if printable_path(path) == text else None
 
 
+def present_path_of_printable(text: str) -> str | None:
+    """:func:`path_of_printable` of ``text`` where something is at that path (a link too), else None.
+
+    A row naming ``text`` is that file's while it is there, never another's an earlier version wrote
+    alike (:func:`earlier_paths_of`): the rule a resume keeps rows by (``runner._earlier_row``) and
+    reads their pictures again by (:mod:`pipeline.score.kept_content`)."""
+    path = path_of_printable(text)
+    return path if path is not None and os.path.lexists(path) else None
+
+
+_HIGH_ESCAPE = re.compile(r"\\x[89a-f][0-9a-f]")
+"""An escape :func:`earlier_printable_path` may have written: ``backslashreplace`` escapes only bytes
+that are no UTF-8, 0x80 and above; a lower one (``\\x41``) was typed."""
+
+
+def earlier_paths_of(text: str) -> list[str]:
+    """The file names whose :func:`earlier_printable_path` is ``text`` and whose
+    :func:`printable_path` is another text, that a resume keeps a row naming ``text`` for
+    (``runner._earlier_row``) and reads for it (:mod:`pipeline.score.kept_content`): at most two.
+
+    A UTF-8 name that holds a ``\\xNN`` was written as it is (``text`` itself); a name that is not
+    UTF-8 and holds a backslash with its odd bytes as ``\\xNN`` and its backslashes as they are:
+    ``text`` with each high escape read back as its byte (``backslashreplace`` escapes no byte below
+    0x80: ``\\x41<0xFF>.png`` was written ``\\x41\\xff.png``, its ``\\x41`` typed, never read
+    back). A name holding both a typed high ``\\xNN`` and an odd byte is neither (one text may be of
+    2**n such names): its row is not kept for it, and the picture is scored again."""
+    found = []
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no row text holds one
+        return []
+    if _ESCAPE.search(text):
+        found.append(text)
+    if _HIGH_ESCAPE.search(text):
+        path = os.fsdecode(re.sub(rb"\\x([89a-f][0-9a-f])", lambda m: bytes([int(m[1], 16)]), raw))
+        if earlier_printable_path(path) == text != printable_path(path):
+            found.append(path)
+    return found
+
+
 def _printable_text(text: str) -> str:
     """``text`` (an error message) as a row can hold it: odd bytes as ``\\xNN``, nothing else changed
     (a message quotes a file name as :func:`printable_path` wrote it, backslashes and all)."""

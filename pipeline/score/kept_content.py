@@ -17,6 +17,11 @@ back, each scored row's file is read again and its sha256 compared with the row'
   (no other picture lies there), and counted;
 - a row that holds an error is not read again: it is never released as it is.
 
+The file read is the one the resume keeps the row for (:func:`_files_of`): a row an earlier version
+wrote of a name holding a typed ``\\xNN`` names no file today, and reading its text back as bytes
+read a file that is not there, so the row was kept as archived away, and released on the old
+picture's score after a new scan was written over the real one.
+
 Rows are checked a chunk at a time as the output is read (a few hundred paths held), and only the
 row numbers and identities of the rows taken out are kept, so the resume's index
 (:class:`~pipeline.score.done.Done`) holds no digest of the pictures.
@@ -24,29 +29,44 @@ row numbers and identities of the rows taken out are kept, so the resume's index
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 
-from pipeline.listed_content import compare, hash_files
-from pipeline.score.batch import path_of_printable
+from pipeline.listed_content import Standing, compare, hash_files
+from pipeline.score.batch import earlier_paths_of, path_of_printable, present_path_of_printable
 from pipeline.score.done import SCORED
 
 __all__ = ["KeptContent"]
+
+_ESCAPE = re.compile(r"\\x[0-9a-f]{2}")
+"""What a row's text holds only where its name was escaped, today or by an earlier version."""
 
 _CHUNK = 256
 """Rows whose files are read in one go: enough for the reading threads to overlap."""
 
 
-def _file_of(text: str) -> str:
-    """The file a row naming ``text`` was scored from: the name whose printable text it is, or, for a
-    text no name of today's has (an earlier version's escape of a name that holds a backslash), the
-    text with its ``\\xNN`` escapes read back into bytes, as that version wrote them."""
+def _files_of(text: str) -> list[str]:
+    """The files a row naming ``text`` may be kept for, by the rule the resume keeps it by
+    (``runner._earlier_row``): the file today's version names so, while something is there
+    (:func:`~pipeline.score.batch.present_path_of_printable`); else that name and each an earlier
+    version wrote so (:func:`~pipeline.score.batch.earlier_paths_of`: ``caf\\xe9.png`` typed, a
+    ``\\xNN`` of its own never read back as a byte), whichever of them the run lists keeping it."""
+    if not _ESCAPE.search(text):  # written as it is, today as before: no other name's text
+        return [text]
+    today = present_path_of_printable(text)
+    if today is not None:
+        return [today]
     path = path_of_printable(text)
-    if path is not None:
-        return path
-    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), text.encode("utf-8", "replace"))
-    return os.fsdecode(raw)
+    return [*([path] if path is not None else []), *earlier_paths_of(text)]
+
+
+def _standing(sha256: str | None, found: Mapping[str, str | OSError], files: list[str]) -> Standing:
+    """How a row stands against every file it may be kept for: absent only where none is there, the
+    same only where each there is the picture scored; else how the first other one stands."""
+    there = [how for how in (compare(sha256, found[f]) for f in files) if how != "absent"]
+    if not there:
+        return "absent"
+    return next((how for how in there if how != "same"), "same")
 
 
 class KeptContent:
@@ -95,11 +115,11 @@ class KeptContent:
         waiting, self._waiting = self._waiting, []
         if not waiting:
             return
-        files = {text: _file_of(text) for _, _, text, _ in waiting}
+        files = {text: _files_of(text) for _, _, text, _ in waiting}
         # a picture listed under several shipments has a row of each: read once
-        found = self._content(sorted(set(files.values())))
+        found = self._content(sorted({f for named in files.values() for f in named}))
         for number, identity, text, sha256 in waiting:
-            how = compare(sha256, found[files[text]])
+            how = _standing(sha256, found, files[text])
             if self._advance is not None:
                 self._advance()
             if how == "same":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
@@ -18,7 +17,13 @@ from typing import Protocol
 
 from datasets.errors import InputError
 from datasets.whole_files import written_whole
-from pipeline.score.batch import ScoredRow, earlier_printable_path, path_of_printable, printable_path
+from pipeline.score.batch import (
+    ScoredRow,
+    earlier_paths_of,
+    earlier_printable_path,
+    present_path_of_printable,
+    printable_path,
+)
 from pipeline.score.completion import forget_completion, record_completion
 from pipeline.score.done import ERROR, HEATMAP, SCORED, Done, declaration_digest
 from pipeline.score.kept_content import KeptContent
@@ -64,6 +69,10 @@ class _EarlierNames:
         # row of today's text too; "alike": today's version gives its text to another file, which is
         # there), and the image's text today
         self.left: dict[bytes, tuple[str, str]] = {}
+        # identities of rows taken out for their content (no row of the picture left), and those of
+        # them an earlier version wrote of an image listed now: that image is scored again
+        self.taken_out: set[bytes] = set()
+        self.listed_taken_out: set[bytes] = set()
 
 
 def _earlier_row(
@@ -82,7 +91,7 @@ def _earlier_row(
     if text == task.path or not done:  # a name written as it is, today as before; or nothing kept
         return None
     before = earlier_printable_path(task.path)
-    if before == text:
+    if before == text or task.path not in earlier_paths_of(before):  # the names the content check reads
         return None
     identity = done.key(before, task.shipment_id)
     earlier.today.setdefault(before, text)
@@ -91,8 +100,8 @@ def _earlier_row(
     if done.get(today) is not None:
         earlier.left[identity] = ("twice", text)
         return None
-    other = path_of_printable(before)  # never task.path: today's text of it is not `before`
-    if other is not None and os.path.lexists(other):
+    # never task.path: today's text of it is not `before`; the content check reads the same file
+    if present_path_of_printable(before) is not None:
         earlier.left[identity] = ("alike", text)
         return None
     return identity
@@ -128,6 +137,10 @@ def _pending(
     for task in tasks:
         text = printable_path(task.path)
         identity = done.key(text, task.shipment_id)  # as the output's rows name it
+        if earlier.taken_out and text != task.path:  # a row taken out may name it as before
+            before = done.key(earlier_printable_path(task.path), task.shipment_id)
+            if before in earlier.taken_out:
+                earlier.listed_taken_out.add(before)
         scored = done.get(identity)
         found = _earlier_row(task, text, identity, done, seen, earlier) if identity not in seen else None
         if found is not None:  # its row as an earlier version named it
@@ -336,6 +349,7 @@ def score_to_file(
         kept: set[bytes] = set()  # the rows this run keeps, by identity
         listed: dict[bytes, bytes] = {}  # every task of this run, by identity
         earlier = _EarlierNames()  # rows named as an earlier version wrote names
+        earlier.taken_out = taken_out
         start = time.monotonic()
         given = [0]  # tasks handed to the engine, each owed a row
 
@@ -366,7 +380,9 @@ def score_to_file(
         summary.kept_unlisted = unlisted
         # rows taken out for their content of pictures this run does not list: not scored again, so
         # this run cannot say every picture of the earlier run's inputs has its row
-        summary.taken_out_unlisted = sum(identity not in listed for identity in taken_out)
+        summary.taken_out_unlisted = sum(
+            identity not in listed and identity not in earlier.listed_taken_out for identity in taken_out
+        )
         if content is not None:
             summary.taken_out = content.taken_out
             summary.taken_out_example = content.first_stale

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -19,7 +20,9 @@ from score_fakes import FakePredictor, tiny_model_dir, write_png  # noqa: E402
 
 from datasets.manifest import write_manifest  # noqa: E402
 from pipeline.score import ImageTask, LocalEngine, ModelRouter, iter_rows, score_to_file  # noqa: E402
+from pipeline.score.batch import earlier_paths_of, earlier_printable_path  # noqa: E402
 from pipeline.score.completion import completion_path  # noqa: E402
+from pipeline.score.done import SCORED  # noqa: E402
 from pipeline.score.kept_content import KeptContent  # noqa: E402
 from pipeline.score.writer import open_output  # noqa: E402
 from pipeline.verdicts import ImageVerdict  # noqa: E402
@@ -177,12 +180,149 @@ def test_a_row_taken_out_of_a_picture_this_run_does_not_list_leaves_no_completio
     assert "1 of them are of pictures this run's inputs do not list" in " ".join(summary.warnings())
 
 
+_TYPED = [b"caf\\xe9.png", b"\\x41\xff.png"]
+"""Names an earlier version wrote unescaped (:func:`earlier_printable_path`): one typed with a
+backslash, x, e, 9; one typed ``\\x41`` and the byte 0xFF (no UTF-8)."""
+
+
+def _named(folder: Path, name: bytes, value: int) -> Path:
+    """A flat PNG of ``value`` at ``folder``/``name`` (cv2 writes no name that is not UTF-8)."""
+    png = write_png(folder.parent / "png" / f"{value}.png", value).read_bytes()
+    path = Path(os.fsdecode(bytes(folder) + b"/" + name))
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "files", "read"),
+    [
+        # caf<0xE9>.png, today's name of the text, is not there: the typed one is read too
+        (b"caf\\xe9.png", [b"caf\\xe9.png"], [b"caf\xe9.png", b"caf\\xe9.png"]),
+        # never A<0xFF>.png: a \\x41 is typed, no escape an earlier version wrote
+        (b"\\x41\xff.png", [b"\\x41\\xff.png", b"\\x41\xff.png"], [b"\\x41\\xff.png", b"\\x41\xff.png"]),
+    ],
+    ids=["typed", "typed-and-odd-byte"],
+)
+def test_a_row_an_earlier_version_wrote_of_a_typed_escape_reads_the_files_it_may_be_kept_for(
+    tmp_path: Path, name: bytes, files: list[bytes], read: list[bytes]
+) -> None:
+    a = _named(tmp_path / "share", name, 40)
+    text = earlier_printable_path(str(a))
+    prefix = bytes(tmp_path / "share") + b"/"
+    assert earlier_paths_of(text) == [os.fsdecode(prefix + f) for f in files]
+    asked: list[str] = []
+
+    def content(paths: object) -> dict[str, str | OSError]:
+        asked.extend(paths)  # type: ignore[call-overload]
+        return {p: _sha256(Path(p)) if os.path.lexists(p) else FileNotFoundError(2, "gone") for p in asked}
+
+    check = KeptContent(content=content)
+    check.note(b"row", text, "0" * 64, SCORED)
+    check.finish()
+    assert sorted(asked) == sorted(os.fsdecode(prefix + f) for f in read)
+    assert (check.changed, check.absent, list(check.stale)) == (1, 0, [0])
+
+
+def test_a_name_of_a_typed_high_escape_and_an_odd_byte_is_scored_again_not_kept_unread(
+    tmp_path: Path,
+) -> None:
+    """\\xe9<0xFF>.png: its text as an earlier version wrote it is that of 2**n names; the row is
+    kept for none of them that the content check does not read: the picture is scored again."""
+    a = _named(tmp_path / "share", b"\\xe9\xff.png", 40)
+    text = earlier_printable_path(str(a))
+    assert str(a) not in earlier_paths_of(text)
+    out = tmp_path / "rows.jsonl"
+    score_to_file([ImageTask(str(a), "S1")], _engine(), out)
+    row = next(iter_rows(out)).model_copy(update={"path": text})
+    out.write_text(row.model_dump_json() + "\n")
+    _named(tmp_path / "share", b"\\xe9\xff.png", 200)
+    summary = score_to_file([ImageTask(str(a), "S1")], _engine(), out, resume=True)
+    assert (summary.scored, summary.skipped_done, summary.kept_unlisted) == (1, 0, 1)
+    assert [r.sha256 for r in iter_rows(out) if r.path != text] == [_sha256(a)]
+
+
+def test_a_row_of_a_text_today_gives_a_file_that_is_there_reads_that_file_alone(tmp_path: Path) -> None:
+    """caf<0xE9>.png is there: the row is its own (the resume keeps it for it, never for the typed
+    caf\\xe9.png), so the typed one is not read."""
+    share = tmp_path / "share"
+    typed, latin = _named(share, b"caf\\xe9.png", 40), _named(share, b"caf\xe9.png", 60)
+    asked: list[str] = []
+
+    def content(paths: object) -> dict[str, str]:
+        asked.extend(paths)  # type: ignore[call-overload]
+        return {p: _sha256(Path(p)) for p in asked}
+
+    check = KeptContent(content=content)
+    check.note(b"row", earlier_printable_path(str(typed)), _sha256(latin), SCORED)
+    check.finish()
+    assert (asked, check.stale) == ([str(latin)], {})
+
+
+@pytest.mark.parametrize("name", _TYPED, ids=["typed", "typed-and-odd-byte"])
+@pytest.mark.parametrize(
+    ("change", "taken_out", "absent"),
+    [(_untouched, 0, 0), (_written_over, 1, 0), (_archived_away, 0, 1)],
+    ids=["untouched", "written-over", "archived-away"],
+)
+def test_a_row_an_earlier_version_wrote_of_a_typed_escape_is_checked_against_its_picture(
+    tmp_path: Path, name: bytes, change: Callable[[Path], None], taken_out: int, absent: int
+) -> None:
+    """The check read the text with every \\xNN as a byte, a file not there: the row was kept as
+    archived away, and a new scan written over the picture was released on the old one's score."""
+    a = _named(tmp_path / "share", name, 40)
+    old = _sha256(a)
+    task = ImageTask(str(a), "S1")
+    out = tmp_path / "rows.jsonl"
+    score_to_file([task], _engine(), out)
+    row = next(iter_rows(out)).model_copy(update={"path": earlier_printable_path(str(a))})
+    out.write_text(row.model_dump_json() + "\n")  # as a version before backslashes were escaped wrote it
+    if change is _written_over:
+        _named(tmp_path / "share", name, 200)
+    else:
+        change(a)
+    summary = score_to_file([task], _engine(), out, resume=True, listed_only=True)
+    assert (summary.taken_out, summary.kept_absent, summary.scored) == (taken_out, absent, taken_out)
+    (now,) = iter_rows(out)  # one row of the picture
+    if taken_out:
+        assert (now.sha256, now.score) == (_sha256(a), pytest.approx(200 / 255))
+    else:
+        assert (now.path, now.sha256) == (row.path, old)
+    assert summary.taken_out_unlisted == 0 and completion_path(out).exists()  # listed: scored again
+
+
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "resume-content-test-audit-secret")
     monkeypatch.setenv("COLUMNS", "1000")  # a path the console wraps is no longer found whole
     return tmp_path
+
+
+def _tiny_model_and_two_scans(env: Path) -> tuple[Path, Path, tuple[int, float], tuple[int, float]]:
+    """A tiny model, the folder of two probe pictures p<value>.png, and (value, score) of the one it
+    scores lower (the old scan) and of the higher (the new)."""
+    from pipeline.cli import app, run
+
+    model = tiny_model_dir(env / "models")
+    probe = env / "probe"
+    for value in (40, 200):
+        write_png(probe / f"p{value}.png", value)
+    assert run(app, ["score", str(probe), "--model", str(model), "--out", str(env / "probe.jsonl")]) == 0
+    scores = {Path(r.path).name: r.score or 0.0 for r in iter_rows(env / "probe.jsonl")}
+    low, high = sorted(((int(n[1:-4]), s) for n, s in scores.items()), key=lambda v: v[1])
+    assert high[1] - low[1] > 1e-4, scores
+    return model, probe, low, high
+
+
+def _policy(env: Path, lo: float, hi: float) -> Path:
+    """A policy that releases the old scan's score and holds the new one's."""
+    policy = env / "p.yaml"
+    policy.write_text(
+        f"policy_version: p\ncargo_types:\n  bulk_ore: {{release_threshold: {(lo + hi) / 2!r}, "
+        "hold_threshold: 1.0}\nrandom_audit: {rate: 0.0001}\n"
+    )
+    return policy
 
 
 @pytest.mark.slow
@@ -193,14 +333,7 @@ def test_a_kept_picture_scanned_again_before_the_resume_is_not_released_on_its_o
     over S1's name; `--resume --policy` kept the old row and released S1 on the old picture's score."""
     from pipeline.cli import app, run
 
-    model = tiny_model_dir(env / "models")
-    probe = env / "probe"  # what the tiny model scores each picture: the lower is the old scan
-    for value in (40, 200):
-        write_png(probe / f"p{value}.png", value)
-    assert run(app, ["score", str(probe), "--model", str(model), "--out", str(env / "probe.jsonl")]) == 0
-    scores = {Path(r.path).name: r.score or 0.0 for r in iter_rows(env / "probe.jsonl")}
-    (low, lo), (high, hi) = sorted(((int(n[1:-4]), s) for n, s in scores.items()), key=lambda v: v[1])
-    assert hi - lo > 1e-4, scores
+    model, probe, (low, lo), (high, hi) = _tiny_model_and_two_scans(env)
     arc = env / "arc"
     a, b, c = write_png(arc / "a.png", low), write_png(arc / "b.png", low), write_png(arc / "c.png", low)
     manifest = env / "m.csv"
@@ -211,11 +344,7 @@ def test_a_kept_picture_scanned_again_before_the_resume_is_not_released_on_its_o
             for p, s in ((a, "S1"), (b, "S2"), (c, "S3"))
         ],
     )
-    policy = env / "p.yaml"  # the old scan released, the new one held
-    policy.write_text(
-        f"policy_version: p\ncargo_types:\n  bulk_ore: {{release_threshold: {(lo + hi) / 2!r}, "
-        "hold_threshold: 1.0}\nrandom_audit: {rate: 0.0001}\n"
-    )
+    policy = _policy(env, lo, hi)  # the old scan released, the new one held
     out = env / "rows.jsonl"
     argv = ["score", str(manifest), "--model", str(model), "--out", str(out), "--policy", str(policy)]
     assert run(app, argv) == 0
@@ -249,3 +378,51 @@ def test_a_kept_picture_scanned_again_before_the_resume_is_not_released_on_its_o
     assert "1 row(s) kept from the earlier run were taken out of the output" in said
     assert f"{a}, for one: its file holds other bytes than the row's sha256" in said
     assert completion_path(out).exists()
+
+
+@pytest.mark.slow
+def test_a_typed_escape_s_row_an_earlier_version_wrote_is_not_released_after_a_new_scan(
+    env: Path,
+) -> None:
+    """End to end: S1's picture is named caf\\xe9.png (typed) and its row, as a version before
+    backslashes were escaped wrote it, names it so; a new scan is written over it; `--resume --policy`
+    read caf<0xE9>.png (not there) for it, kept the row as archived away and released S1."""
+    from pipeline.cli import app, run
+
+    model, probe, (low, lo), (high, hi) = _tiny_model_and_two_scans(env)
+    a, b = write_png(env / "arc" / "caf\\xe9.png", low), write_png(env / "arc" / "b.png", low)
+    manifest = env / "m.csv"
+    write_manifest(
+        manifest,
+        [{"path": str(p), "shipment_id": s, "cargo_type": "bulk_ore"} for p, s in ((a, "S1"), (b, "S2"))],
+    )
+    out = env / "rows.jsonl"
+    argv = [
+        "score",
+        str(manifest),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--policy",
+        str(_policy(env, lo, hi)),
+    ]
+    assert run(app, argv) == 0
+    rows = [
+        r.model_copy(update={"path": earlier_printable_path(str(a))}) if r.path != str(b) else r
+        for r in iter_rows(out)
+    ]
+    assert rows[0].path != rows[1].path and str(a) in {r.path for r in rows}  # the earlier version's text
+    out.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    completion_path(out).unlink()
+    out.with_suffix(".decisions.jsonl").unlink()
+    shutil.copyfile(probe / f"p{high}.png", a)  # a new scan under the old name
+    assert run(app, [*argv, "--resume"]) == 0
+    decided = out.with_suffix(".decisions.jsonl").read_text().splitlines()
+    assert {d["shipment_id"]: d["tier"] for d in map(json.loads, decided)} == {
+        "S1": "REMOTE_INSPECTION",
+        "S2": "RELEASE",
+    }
+    (now,) = _rows(out)["caf\\x5cxe9.png"]  # named as this version does
+    assert (now.sha256, now.score) == (_sha256(a), pytest.approx(hi, abs=1e-6))
+    assert completion_path(out).exists()  # its picture listed, and scored again
