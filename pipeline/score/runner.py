@@ -325,24 +325,21 @@ def score_to_file(
         # the record of an earlier finished run vouches for rows this run is about to change: gone
         # before the output is touched, written again only once this run has given every input a row
         forget_completion(out)
-        found: set[str] = set()
         # each kept row's picture read again: a new scan written over its name since is scored again
         content = KeptContent(advance=checked) if resume else None
+        # rows of other models refused as they are read, before a row is taken out or a torn one cut
         writer, done = open_output(
-            out, resume=resume, overwrite=overwrite, models=found, retry_errors=retry_errors, content=content
+            out,
+            resume=resume,
+            overwrite=overwrite,
+            retry_errors=retry_errors,
+            content=content,
+            model_ids=model_ids,
         )
         # rows taken out for their content whose picture no row of the output names now
         taken_out = (
             {i for i in content.stale.values() if done.get(i) is None} if content is not None else set()
         )
-        foreign = sorted(found - set(model_ids)) if model_ids is not None else []
-        if foreign:
-            raise InputError(
-                f"{str(out)!r} holds rows scored by {', '.join(foreign)}, not by the models loaded now "
-                f"({', '.join(sorted(model_ids or ()))}): resuming would mix two models' scores and "
-                "thresholds in one output; resume with the same --model, or pass --overwrite to score "
-                "every image again"
-            )
         writer.chunk_rows = chunk_rows
         writer.flush_seconds = flush_seconds
         summary = ScoreSummary()

@@ -31,7 +31,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -481,6 +481,7 @@ def open_output(
     models: set[str] | None = None,
     retry_errors: bool = False,
     content: KeptContent | None = None,
+    model_ids: Collection[str] | None = None,
 ) -> tuple[RowWriter, Done]:
     """Open ``out`` for appending rows, after checking what is already there.
 
@@ -495,12 +496,16 @@ def open_output(
         content: when resuming, fed each complete row as it is read, it reads the scored rows' files
             again (:class:`~pipeline.score.kept_content.KeptContent`); the rows it finds of another
             picture than the file at their path now are taken out, so that they are scored again.
+        model_ids: when resuming, the models loaded now: an output holding rows another model scored
+            is refused as soon as its rows are read, before a torn row is cut or a row taken out, so
+            that a refused resume leaves it as it was.
 
     Returns:
         The writer, and the rows already done (:data:`Done`; empty unless resuming).
 
     Raises:
-        InputError: ``out`` exists and neither ``resume`` nor ``overwrite`` was given, or both were.
+        InputError: ``out`` exists and neither ``resume`` nor ``overwrite`` was given, or both were;
+            or, with ``model_ids``, its rows came from other models.
         DatasetFormatError: the existing file is not a Clearsight score output.
     """
     fmt = output_format(out)
@@ -516,7 +521,10 @@ def open_output(
             _parquet_to_journal(out, target)
         if target.exists():
             complete = _complete_csv if fmt == "csv" else _complete_jsonl
+            if models is None and model_ids is not None:
+                models = set()
             good = complete(target, collect=done, models=models, content=content)
+            _refuse_other_models(out, models or set(), model_ids)
             with target.open("r+b") as fh:
                 fh.truncate(good)
                 fh.flush()
@@ -535,6 +543,18 @@ def open_output(
                 done.clear()
                 complete(target, collect=done)
     return RowWriter(target, fmt="csv" if fmt == "csv" else "jsonl"), done
+
+
+def _refuse_other_models(out: Path, found: set[str], model_ids: Collection[str] | None) -> None:
+    """Refuse resuming ``out``, whose rows ``found`` models scored, with other models loaded."""
+    foreign = sorted(found - set(model_ids)) if model_ids is not None else []
+    if foreign:
+        raise InputError(
+            f"{str(out)!r} holds rows scored by {', '.join(foreign)}, not by the models loaded now "
+            f"({', '.join(sorted(model_ids or ()))}): resuming would mix two models' scores and "
+            "thresholds in one output; resume with the same --model, or pass --overwrite to score "
+            "every image again"
+        )
 
 
 def _drop_rows(path: Path, *, csv_format: bool, drop: Callable[[int, ImageVerdict], bool]) -> int:

@@ -792,6 +792,32 @@ def test_resume_refuses_rows_of_another_model(tmp_path: Path, suffix: str) -> No
     assert {row.model_id for row in iter_rows(out)} == {"bulk_ore-lite0-aaaa"}
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+@pytest.mark.parametrize("retry_errors", [False, True], ids=["resume", "retry-errors"])
+def test_a_resume_refused_for_another_model_leaves_the_output_as_it_was(
+    tmp_path: Path, suffix: str, retry_errors: bool
+) -> None:
+    """The output was rewritten before the refusal: the row of a picture written over since taken
+    out (and, with --retry-errors, the error rows), a torn last row cut."""
+    a, b = write_images(tmp_path / "img", [5, 6])
+    bad = tmp_path / "img" / "bad.png"
+    bad.write_bytes(b"not a picture")
+    tasks = [ImageTask(str(p)) for p in (a, b, bad)]
+    out = tmp_path / f"out{suffix}"
+    old = FakePredictor(model_id="bulk_ore-lite0-aaaa")
+    score_to_file(tasks, _engine(old), out, model_ids=[old.model_id])
+    write_png(a, 200)  # a new scan under its name: its row would be taken out
+    with out.open("ab") as fh:
+        fh.write(b'{"path": "torn' if suffix == ".jsonl" else b'"torn')  # a kill mid-row
+    before = out.read_bytes()
+    new = FakePredictor(model_id="bulk_ore-lite0-bbbb")
+    with pytest.raises(InputError, match=r"holds rows scored by bulk_ore-lite0-aaaa, not by the models"):
+        score_to_file(
+            tasks, _engine(new), out, resume=True, retry_errors=retry_errors, model_ids=[new.model_id]
+        )
+    assert out.read_bytes() == before
+
+
 def test_resume_knows_an_image_by_any_spelling_of_its_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
