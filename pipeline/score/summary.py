@@ -29,8 +29,8 @@ class ScoreSummary:
         scored: images given a score in this run.
         errors: images that became error rows in this run.
         skipped_done: images skipped because ``--resume`` found them in the output.
-        taken_out: rows ``--resume`` took out of the output, their file another picture now (or
-            unreadable, or the row without a sha256): scored again where this run lists them
+        taken_out: rows ``--resume`` took out of the output, their file changed since it was scored
+            (or unreadable, or the row without a sha256): scored again where this run lists them
             (:mod:`pipeline.score.kept_content`); ``taken_out_unlisted`` of them it does not list.
         taken_out_example: the first, as (path, ``changed``/``unreadable``/``unhashed``).
         kept_absent: scored rows ``--resume`` kept whose file is not at their path now, their content
@@ -60,7 +60,7 @@ class ScoreSummary:
     kept_without_heatmap: int = 0
     kept_errors: int = 0
     kept_unlisted: int = 0  # rows a resume kept of pictures its inputs do not list: no completion record
-    taken_out: int = 0  # rows a resume took out: another picture than the file at their path now
+    taken_out: int = 0  # rows a resume took out: their file changed, unreadable, or no sha256 to compare
     taken_out_example: tuple[str, str] | None = None  # the first (its path, how it stood)
     taken_out_unlisted: int = 0  # of those, pictures this run does not list: not scored again
     kept_absent: int = 0  # scored rows a resume kept whose file is not there now (content not compared)
@@ -154,10 +154,12 @@ class ScoreSummary:
                 if self.taken_out_unlisted
                 else ""
             )
+            # "changed" alone says the file is another picture; unreadable and unhashed say it may be
             out.append(
-                f"{self.taken_out} row(s) kept from the earlier run were taken out of the output and their "
-                f"pictures scored again, as the file at their path is not the picture scored: {path}, for "
-                f"one: {why}{again}"
+                f"{self.taken_out} row(s) of the earlier run were taken out of the output, their file "
+                "changed since it was scored, unreadable, or without a sha256 in the row to compare it "
+                f"with, and their pictures scored again where this run lists them: {path}, for one: "
+                f"{why}{again}"
             )
         if self.kept_absent_example is not None:
             out.append(
@@ -212,7 +214,7 @@ class ScoreSummary:
             images.add_row("already in output (resumed)", str(self.skipped_done))
         if self.taken_out:
             images.add_row(
-                "rows taken out on resume (their file is another picture now)", str(self.taken_out)
+                "rows taken out on resume (file changed, unreadable, or no sha256)", str(self.taken_out)
             )
         if self.duplicates:
             images.add_row("duplicate inputs (scored once)", str(self.duplicates))

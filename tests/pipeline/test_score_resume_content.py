@@ -24,6 +24,7 @@ from pipeline.score.batch import earlier_paths_of, earlier_printable_path  # noq
 from pipeline.score.completion import completion_path  # noqa: E402
 from pipeline.score.done import SCORED  # noqa: E402
 from pipeline.score.kept_content import KeptContent  # noqa: E402
+from pipeline.score.summary import ScoreSummary  # noqa: E402
 from pipeline.score.writer import open_output  # noqa: E402
 from pipeline.verdicts import ImageVerdict  # noqa: E402
 
@@ -106,7 +107,8 @@ def test_a_kept_row_stands_only_on_the_bytes_it_was_scored_on(
     warnings = " ".join(summary.warnings())
     if said in ("changed", "unreadable"):
         assert (
-            "1 row(s) kept from the earlier run were taken out of the output and their pictures " in warnings
+            "1 row(s) of the earlier run were taken out of the output, their file changed since it was "
+            in warnings
         )
         assert f"{a}, for one" in warnings
     if said == "absent":
@@ -178,6 +180,39 @@ def test_a_row_taken_out_of_a_picture_this_run_does_not_list_leaves_no_completio
     assert (summary.taken_out, summary.taken_out_unlisted, summary.kept_unlisted) == (1, 1, 0)
     assert sorted(_rows(out)) == ["b.png"] and not completion_path(out).exists()
     assert "1 of them are of pictures this run's inputs do not list" in " ".join(summary.warnings())
+
+
+@pytest.mark.parametrize(
+    ("how", "why"),
+    [
+        ("changed", "its file holds other bytes than the row's sha256 (a new scan written over the name)"),
+        (
+            "unreadable",
+            "its file is there but cannot be read, so whether it is the picture scored cannot be told",
+        ),
+        ("unhashed", "the row has no sha256 to compare its file with"),
+    ],
+)
+def test_what_is_said_of_the_rows_taken_out_is_true_of_each_reason(how: str, why: str) -> None:
+    """It said their pictures were "scored again", then that some were not, and that "the file at
+    their path is not the picture scored" of an unreadable file and of a row without a sha256; the
+    table's label said "their file is another picture now" of them too."""
+    from rich.console import Console
+
+    summary = ScoreSummary(taken_out=3, taken_out_example=("/arc/a.png", how), taken_out_unlisted=1)
+    (said,) = [w for w in summary.warnings() if "taken out" in w]
+    assert said == (
+        "3 row(s) of the earlier run were taken out of the output, their file changed since it was "
+        "scored, unreadable, or without a sha256 in the row to compare it with, and their pictures "
+        f"scored again where this run lists them: /arc/a.png, for one: {why}; 1 of them are of pictures "
+        "this run's inputs do not list, not scored again, so no completion record was written: resume "
+        "with the inputs the earlier run was given"
+    )
+    console = Console(width=200, record=True)
+    for table in summary.tables():
+        console.print(table)
+    (line,) = [x for x in console.export_text().splitlines() if "taken out" in x]
+    assert "rows taken out on resume (file changed, unreadable, or no sha256)" in line and "3" in line
 
 
 _TYPED = [b"caf\\xe9.png", b"\\x41\xff.png"]
@@ -375,7 +410,7 @@ def test_a_kept_picture_scanned_again_before_the_resume_is_not_released_on_its_o
     assert [r.sha256 for r in rows["a.png"]] == [_sha256(a)]  # the new scan's row alone
     assert rows["a.png"][0].score == pytest.approx(hi, abs=1e-6)
     assert b_row in out.read_text()  # the same bytes: its row kept as it was
-    assert "1 row(s) kept from the earlier run were taken out of the output" in said
+    assert "1 row(s) of the earlier run were taken out of the output" in said
     assert f"{a}, for one: its file holds other bytes than the row's sha256" in said
     assert completion_path(out).exists()
 
