@@ -44,6 +44,19 @@ class _RateColumn(ProgressColumn):
         return Text("-- img/s" if speed is None else f"{speed:.1f} img/s", style="progress.data.speed")
 
 
+class _Only(ProgressColumn):
+    """``column`` for the tasks added with ``kind=kind``, blank for the others: the reading of a
+    resume's kept pictures is no count of images scored, and has no rate or ETA of theirs."""
+
+    def __init__(self, kind: str, column: ProgressColumn) -> None:
+        super().__init__()
+        self._kind = kind
+        self._column = column
+
+    def render(self, task: Task) -> Any:
+        return self._column.render(task) if task.fields.get("kind") == self._kind else Text("")
+
+
 def _load_predictors(models: list[Path], *, runtime: str) -> list[Any]:
     try:
         from models.artifact import load_model
@@ -365,10 +378,11 @@ def score(
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            _RateColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            _Only("scoring", MofNCompleteColumn()),
+            _Only("scoring", _RateColumn()),
+            _Only("scoring", TextColumn("ETA")),
+            _Only("scoring", TimeRemainingColumn()),
+            _Only("checking", TextColumn("{task.completed:.0f} read")),
             TimeElapsedColumn(),
             console=console,
             transient=False,
@@ -418,11 +432,22 @@ def score(
             said = f"{str(path)!r}: {whose} by a finished run: left as it is; it may not match the new rows"
             console.print(f"[yellow]Warning:[/yellow] {escape(said)}", highlight=False)
         with progress:
-            bar = progress.add_task("scoring", total=total)
-            # a resume first reads each kept row's picture again (a new scan written over its name?)
+            # a resume first reads each kept row's picture again (a new scan written over its name?):
+            # its own line, finished once read; the scoring bar's clock starts after it
             checking = (
-                progress.add_task("checking the kept pictures' content", total=None) if resume else None
+                progress.add_task("checking the kept pictures' content", total=None, kind="checking")
+                if resume
+                else None
             )
+            bar = progress.add_task("scoring", total=total, start=checking is None, kind="scoring")
+
+            def checked_all() -> None:
+                if checking is not None:
+                    read = next(task.completed for task in progress.tasks if task.id == checking)
+                    progress.update(checking, description="checked the kept pictures' content", total=read)
+                    progress.stop_task(checking)
+                progress.start_task(bar)
+
             summary = score_to_file(
                 iter_tasks(inputs, cargo_type=cargo_type, same_file=same_file),
                 runner_engine,
@@ -436,9 +461,8 @@ def score(
                 lock=lock,
                 listed_only=loaded_policy is not None,
                 checked=(lambda: progress.advance(checking)) if checking is not None else None,
+                checked_all=checked_all,
             )
-            if checking is not None:
-                progress.remove_task(checking)
             # the bar counts inputs: 5/5 read as five images scored where three named one given already;
             # a link a folder leaves out is not among them, but is among the table's duplicates
             counted = [f"{summary.duplicates} duplicate input(s), scored once"] if summary.duplicates else []

@@ -269,6 +269,7 @@ def score_to_file(
     lock: OutputLock | None = None,
     listed_only: bool = False,
     checked: Callable[[], None] | None = None,
+    checked_all: Callable[[], None] | None = None,
 ) -> ScoreSummary:
     """Score ``tasks`` on ``engine`` and append one row per image to ``out``; once every task has
     its row, write ``out``'s completion record (:mod:`pipeline.score.completion`), which this call
@@ -290,6 +291,8 @@ def score_to_file(
         overwrite: replace an existing ``out``.
         advance: called once per input task handled (for a progress bar).
         checked: with ``resume``, called once per kept row whose file was read again (a progress bar).
+        checked_all: called once ``out`` is open, its kept rows' files all read, before the first image
+            is scored (a progress bar's line for the reading finished, the scoring's started).
         chunk_rows, flush_seconds: how often rows are flushed and fsynced.
         model_ids: the engine's models, when known before scoring: resuming an output whose rows
             another model scored (a retrained one, say) is refused rather than mixing two models'
@@ -336,6 +339,8 @@ def score_to_file(
             content=content,
             model_ids=model_ids,
         )
+        if checked_all is not None:
+            checked_all()
         # rows taken out for their content whose picture no row of the output names now
         taken_out = (
             {i for i in content.stale.values() if done.get(i) is None} if content is not None else set()

@@ -892,6 +892,22 @@ def test_the_progress_bar_says_which_inputs_it_counts_as_done_unscored(
     assert "scoring (2 duplicate input(s), scored once; 1 link(s) to a file given" in said
 
 
+def test_a_resume_s_reading_of_the_kept_pictures_is_a_line_of_its_own_finished_before_scoring(
+    tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It stayed on screen, still running, while the images were scored, under the scoring bar's
+    img/s column; and was taken away after it, so what it had read was never seen."""
+    write_images(tmp_path / "arc", [40, 120])
+    argv = ["score", str(tmp_path / "arc"), "--model", str(models[0]), "--out", str(tmp_path / "rows.jsonl")]
+    assert run(app, argv) == 0
+    capsys.readouterr()
+    assert run(app, [*argv, "--resume"]) == 0
+    lines = [" ".join(line.split()) for line in capsys.readouterr().err.splitlines()]
+    (checked,) = [line for line in lines if "kept pictures' content" in line]
+    assert checked.startswith("checked the kept pictures' content ") and " 2 read " in checked
+    assert "img/s" not in checked and "ETA" not in checked and "/" not in checked
+
+
 def test_a_run_that_changes_the_rows_leaves_no_earlier_decisions(
     tmp_path: Path,
     models: tuple[Path, Path],

@@ -182,6 +182,24 @@ def test_a_row_taken_out_of_a_picture_this_run_does_not_list_leaves_no_completio
     assert "1 of them are of pictures this run's inputs do not list" in " ".join(summary.warnings())
 
 
+def test_the_kept_pictures_are_all_read_before_the_first_image_is_handled(tmp_path: Path) -> None:
+    """checked_all ends the reading's progress line and starts the scoring's clock."""
+    a, b, c = (write_png(tmp_path / f"{n}.png", 40) for n in "abc")
+    out = tmp_path / "rows.jsonl"
+    score_to_file([ImageTask(str(a)), ImageTask(str(b))], _engine(), out)
+    events: list[str] = []
+    score_to_file(
+        [ImageTask(str(p)) for p in (a, b, c)],
+        _engine(),
+        out,
+        resume=True,
+        advance=lambda: events.append("advance"),
+        checked=lambda: events.append("checked"),
+        checked_all=lambda: events.append("all"),
+    )
+    assert events == ["checked", "checked", "all", "advance", "advance", "advance"]
+
+
 @pytest.mark.parametrize(
     ("how", "why"),
     [
