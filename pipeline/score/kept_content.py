@@ -81,6 +81,8 @@ class KeptContent:
         absent: scored rows kept whose file is not there now (their content not compared).
         first_stale, first_absent: the first row of each (its path as the row names it), and, for
             a stale one, why.
+        overlays: (path, heatmap) of each row taken out that named an overlay PNG, as the rows are
+            taken out (:func:`~pipeline.score.writer.open_output`): the runner removes those it wrote.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class KeptContent:
         self.changed = self.unreadable = self.unhashed = self.absent = 0
         self.first_stale: tuple[str, str] | None = None
         self.first_absent: str | None = None
+        self.overlays: list[tuple[str, str]] = []
 
     def note(self, identity: bytes, text: str, sha256: str | None, state: int) -> None:
         """One complete row of the output, the next in order: its identity, its path as it names

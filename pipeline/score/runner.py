@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import stat
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
@@ -54,6 +56,21 @@ def _write_heatmap(directory: Path, path: str, png: bytes) -> str:
     with written_whole(target, fsync=False) as fh:
         fh.write(png)
     return str(target)
+
+
+def _remove_overlays(directory: Path, rows: Iterable[tuple[str, str]]) -> None:
+    """Remove the overlay PNGs rows taken out of the output named (``rows``: each row's path and
+    heatmap), of the old picture: none named it now, and a picture not scored again (not listed, or
+    an error now) would keep it under its name. Only the file this run would write for that row
+    (``directory``/:func:`heatmap_name`, as the row names it) is removed: a row's heatmap is text an
+    output holds, never a path to follow elsewhere."""
+    for path, heatmap in rows:
+        target = directory / heatmap_name(path)
+        if heatmap != str(target):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISDIR(os.lstat(target).st_mode):
+                os.unlink(target)  # a link itself, never what it points to
 
 
 class _EarlierNames:
@@ -339,6 +356,8 @@ def score_to_file(
             content=content,
             model_ids=model_ids,
         )
+        if content is not None and heatmap_dir is not None:  # after the rows are gone: never named
+            _remove_overlays(heatmap_dir, content.overlays)
         if checked_all is not None:
             checked_all()
         # rows taken out for their content whose picture no row of the output names now

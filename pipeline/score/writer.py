@@ -535,7 +535,11 @@ def open_output(
                 stale = content.stale
 
             def drop(number: int, row: ImageVerdict) -> bool:
-                return number in stale or (retry_errors and row.error is not None)
+                if number in stale:
+                    if content is not None and row.heatmap:  # its overlay is of the old picture too
+                        content.overlays.append((row.path, row.heatmap))
+                    return True
+                return retry_errors and row.error is not None
 
             # taken out before any row is appended: the output never holds a picture's old row beside
             # the new one, and a run killed after this scores the picture on its next resume

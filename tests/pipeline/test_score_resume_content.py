@@ -24,6 +24,7 @@ from pipeline.score.batch import earlier_paths_of, earlier_printable_path  # noq
 from pipeline.score.completion import completion_path  # noqa: E402
 from pipeline.score.done import SCORED  # noqa: E402
 from pipeline.score.kept_content import KeptContent  # noqa: E402
+from pipeline.score.runner import heatmap_name  # noqa: E402
 from pipeline.score.summary import ScoreSummary  # noqa: E402
 from pipeline.score.writer import open_output  # noqa: E402
 from pipeline.verdicts import ImageVerdict  # noqa: E402
@@ -231,6 +232,59 @@ def test_what_is_said_of_the_rows_taken_out_is_true_of_each_reason(how: str, why
         console.print(table)
     (line,) = [x for x in console.export_text().splitlines() if "taken out" in x]
     assert "rows taken out on resume (file changed, unreadable, or no sha256)" in line and "3" in line
+
+
+def _truncated(a: Path) -> None:
+    a.write_bytes(b"a new scan, truncated in transfer")
+
+
+@pytest.mark.parametrize(
+    ("change", "listed", "overlay"),
+    [
+        (_written_over, True, "new"),  # scored again: its overlay written anew under its name
+        (_truncated, True, None),  # an error row now: no overlay
+        (_written_over, False, None),  # not scored again
+    ],
+    ids=["scored-again", "an-error-now", "not-listed"],
+)
+def test_a_row_taken_out_takes_its_overlay_with_it(
+    tmp_path: Path, change: Callable[[Path], None], listed: bool, overlay: str | None
+) -> None:
+    """The old picture's overlay stayed under the picture's overlay name, named by no row."""
+    a, b = write_png(tmp_path / "arc" / "a.png", 40), write_png(tmp_path / "arc" / "b.png", 60)
+    out, heat = tmp_path / "rows.jsonl", tmp_path / "heat"
+    tasks = [ImageTask(str(a), "S1"), ImageTask(str(b), "S2")]
+    score_to_file(tasks, _engine(), out, heatmap_dir=heat)
+    old = (heat / heatmap_name(str(a))).read_bytes()
+    change(a)
+    summary = score_to_file(tasks if listed else tasks[1:], _engine(), out, heatmap_dir=heat, resume=True)
+    assert summary.taken_out == 1
+    named = {Path(r.heatmap).name for r in iter_rows(out) if r.heatmap}
+    assert sorted(p.name for p in heat.iterdir()) == sorted(named)  # none left that no row names
+    if overlay == "new":
+        assert (heat / heatmap_name(str(a))).read_bytes() != old
+    else:
+        assert not (heat / heatmap_name(str(a))).exists()
+
+
+def test_only_the_overlay_the_run_names_for_a_row_taken_out_is_removed(tmp_path: Path) -> None:
+    """A row's heatmap is text the output holds: one naming a file outside the run's heatmaps folder,
+    or another name in it, is never followed."""
+    a, b = write_png(tmp_path / "arc" / "a.png", 40), write_png(tmp_path / "arc" / "b.png", 60)
+    out, heat = tmp_path / "rows.jsonl", tmp_path / "heat"
+    tasks = [ImageTask(str(a), "S1"), ImageTask(str(b), "S2")]
+    score_to_file(tasks, _engine(), out, heatmap_dir=heat)
+    outside = write_png(tmp_path / "keep" / "x.png", 1)
+    other = heat / heatmap_name(str(b))  # b's overlay, which b's row names
+    for named in (outside, other):
+        rows = [
+            r.model_copy(update={"heatmap": str(named)}) if r.path == str(a) else r for r in iter_rows(out)
+        ]
+        out.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+        write_png(a, 200 if named == outside else 100)
+        assert score_to_file(tasks, _engine(), out, heatmap_dir=heat, resume=True).taken_out == 1
+        assert named.exists()
+    assert (heat / heatmap_name(str(a))).exists()  # a's overlay: written anew as it was scored again
 
 
 _TYPED = [b"caf\\xe9.png", b"\\x41\xff.png"]
