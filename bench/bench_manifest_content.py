@@ -21,7 +21,6 @@ same decisions.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -43,34 +42,11 @@ POLICY = (
 
 def _archive(folder: Path, files: int, per_shipment: int, kib: int) -> tuple[Path, Path, Path]:
     """The pictures, their rows (completed) and the manifest under ``folder``."""
+    from bench.scored_archive import write_scored_archive
     from datasets.manifest import write_manifest
     from pipeline.score.completion import record_completion
-    from pipeline.verdicts import ImageVerdict
 
-    rng = os.urandom
-    rows, listed = [], []
-    for n in range(files):
-        picture = folder / "arc" / f"scan{n:05d}.png"
-        picture.parent.mkdir(parents=True, exist_ok=True)
-        data = rng(kib * 1024)
-        picture.write_bytes(data)
-        shipment = f"S{n // per_shipment:05d}"
-        listed.append({"path": str(picture), "shipment_id": shipment, "cargo_type": "bulk_ore"})
-        rows.append(
-            ImageVerdict(
-                path=str(picture),
-                sha256=hashlib.sha256(data).hexdigest(),
-                shipment_id=shipment,
-                cargo_type="bulk_ore",
-                score=0.1 + 0.8 * (n % 10) / 10,
-                threshold=0.5,
-                hold_threshold=0.8,
-                model_id="ore-m1",
-                declaration={"shipment_id": shipment, "cargo_type": "bulk_ore"},
-            )
-        )
-    verdicts = folder / "rows.jsonl"
-    verdicts.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    verdicts, listed = write_scored_archive(folder, files, per_shipment, kib)
     record_completion(verdicts)
     manifest = folder / "manifest.csv"
     write_manifest(manifest, listed)

@@ -21,7 +21,6 @@ both kept every row as it was.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import statistics
 import subprocess
@@ -61,30 +60,9 @@ print(took)
 
 def _archive(folder: Path, files: int, per_shipment: int, kib: int) -> Path:
     """The pictures and their rows under ``folder``."""
-    from pipeline.verdicts import ImageVerdict
+    from bench.scored_archive import write_scored_archive
 
-    rows = []
-    for n in range(files):
-        picture = folder / "arc" / f"scan{n:05d}.png"
-        picture.parent.mkdir(parents=True, exist_ok=True)
-        data = os.urandom(kib * 1024)
-        picture.write_bytes(data)
-        shipment = f"S{n // per_shipment:05d}"
-        rows.append(
-            ImageVerdict(
-                path=str(picture),
-                sha256=hashlib.sha256(data).hexdigest(),
-                shipment_id=shipment,
-                cargo_type="bulk_ore",
-                score=0.1 + 0.8 * (n % 10) / 10,
-                threshold=0.5,
-                hold_threshold=0.8,
-                model_id="ore-m1",
-                declaration={"shipment_id": shipment, "cargo_type": "bulk_ore"},
-            )
-        )
-    verdicts = folder / "rows.jsonl"
-    verdicts.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    verdicts, _ = write_scored_archive(folder, files, per_shipment, kib)
     return verdicts
 
 
