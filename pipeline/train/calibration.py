@@ -106,6 +106,7 @@ class ValidationCalibration(NamedTuple):
         signals: (V, 3) each image's signals (``models.fusion.SIGNALS`` order) at the view that
             speaks for it.
         one_class, head, patch: each signal's Platt calibration.
+        picked_by: (3,) bool, the signals whose fused score picked each image's view.
     """
 
     scorer: ImageScorer
@@ -115,6 +116,7 @@ class ValidationCalibration(NamedTuple):
     one_class: Calibration
     head: Calibration
     patch: Calibration
+    picked_by: torch.Tensor
 
 
 def calibrate(
@@ -140,14 +142,31 @@ def calibrate(
     _set_map_scale(det, [o.map_raw for o in outs])
     outs += [r for r, _, _ in scorer.raw_outputs(val_anom, maps=False)]
     fusable = view_signals(pseudo=validation.pseudo, patch_trained=patch_trained)
+    return _fit_at_views(det, scorer, y_val, outs, fusable)
+
+
+def at_fused_views(det: Detector, cal: ValidationCalibration, fused: torch.Tensor) -> ValidationCalibration:
+    """``cal`` again, each image's view picked by the ``fused`` signals ((3,) bool) alone, and every
+    signal's calibration fitted there; ``cal`` itself where that picks the same views.
+
+    A gate may switch off a head that helped pick the views: the finished model then reads each
+    image at another view than the one its calibration was fitted at."""
+    again = _fit_at_views(det, cal.scorer, cal.labels, cal.outputs, fused)
+    return cal if torch.equal(again.signals, cal.signals) else again
+
+
+def _fit_at_views(
+    det: Detector, scorer: ImageScorer, y_val: np.ndarray, outs: list[RawOutput], picked_by: torch.Tensor
+) -> ValidationCalibration:
+    """Each image's signals at its view picked by the ``picked_by`` signals, and their calibrations."""
     with torch.inference_mode():
         # the view that speaks for each image, as ImageScorer picks it (max fused score), among the
         # signals the fused score can hold
-        signals = torch.stack([_at_view(det, o, fusable) for o in outs])
+        signals = torch.stack([_at_view(det, o, picked_by) for o in outs])
     z, lo, ps = signals.t()
     y_t = torch.tensor(y_val)
     oc_cal, head_cal, patch_cal = (fit_calibration(s, y_t) for s in (z, lo, ps))
-    return ValidationCalibration(scorer, y_val, outs, signals, oc_cal, head_cal, patch_cal)
+    return ValidationCalibration(scorer, y_val, outs, signals, oc_cal, head_cal, patch_cal, picked_by)
 
 
 def view_signals(*, pseudo: bool, patch_trained: bool) -> torch.Tensor:

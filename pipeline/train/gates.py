@@ -15,7 +15,7 @@ from models.detector import Detector
 from models.fusion import OFF
 from pipeline.fusion_gate import Gate, fused_logit, gate_signal, strict_on_tie, training_evidence
 from pipeline.picture_kinds import GreyOffsets, measure_grey_offsets
-from pipeline.train.calibration import ValidationCalibration
+from pipeline.train.calibration import ValidationCalibration, at_fused_views
 from pipeline.train.config import TrainConfig
 from pipeline.train.heads import MIN_PATCH_POSITIVES, PatchHeadFit, TypeHeadFit
 from pipeline.train.image_sets import ValidationSet
@@ -166,6 +166,23 @@ def gate_heads(
     if not patch_gate.kept:
         platt[2] = OFF
     return Gates(head_gate, n_head_oof, patch_gate, n_patch_oof, platt)
+
+
+def at_gated_views(
+    det: Detector, cal: ValidationCalibration, gates: Gates
+) -> tuple[ValidationCalibration, Gates]:
+    """The calibration refitted at the views the gated model reads, where a gate switched off a
+    signal that helped pick them; the kept signals' Platt fits replaced by those; otherwise as given.
+
+    The gates' verdicts stand: judged again at the new views, a head could be kept that then picks
+    other views again. Their AUROCs and reasons stay those read at the views they were judged at."""
+    fused = torch.tensor([a > 0 for a, _ in gates.platt])
+    if not bool((cal.picked_by & ~fused).any()):
+        return cal, gates
+    again = at_fused_views(det, cal, fused)
+    refitted = [(c.a, c.b) for c in (again.one_class, again.head, again.patch)]
+    platt = [fit if kept else OFF for fit, kept in zip(refitted, fused.tolist(), strict=True)]
+    return again, gates._replace(platt=platt)
 
 
 def _untrained_patch_head(config: TrainConfig, patch: PatchHeadFit, *, val_pseudo: bool) -> str:

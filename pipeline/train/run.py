@@ -21,7 +21,7 @@ from pipeline.train.card import model_card
 from pipeline.train.config import ProgressFn, TrainConfig, deep_features_choice
 from pipeline.train.data import TrainingData, cargo_type, read_training_data
 from pipeline.train.embedding import Trainer
-from pipeline.train.gates import fuse, gate_heads, training_signals
+from pipeline.train.gates import at_gated_views, fuse, gate_heads, training_signals
 from pipeline.train.heads import train_patch_head, train_type_head
 from pipeline.train.image_sets import training_set, validation_set
 from pipeline.train.model_folder import check_out_dir, save_in_place_of
@@ -143,6 +143,8 @@ def _train(
     report("memory bank", 1, 1)
     cal = calibrate(det, trainer.tiling, config.batch_size, validation, patch_trained=patch.trained)
     gates = gate_heads(det, config, cal, signals, inputs.labels, patch, val_pseudo=validation.pseudo)
+    # a head the gates switched off no longer picks the views the model reads: calibrate at those
+    cal, gates = at_gated_views(det, cal, gates)
     fused = fuse(det, config, cal, gates, validation)
     report("calibration", 1, 1)
     cut = place_thresholds(fused.scores, cal.labels, config, val_pseudo=validation.pseudo)

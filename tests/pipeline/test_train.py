@@ -17,6 +17,8 @@ import torch
 
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from models.artifact import load_model
+from models.fusion import fit_calibration
+from models.predictor import ImageScorer
 from models.tiling import TilingConfig, sixteen_bit_depth
 from pipeline.cli import app, run
 from pipeline.cli.train import (
@@ -28,8 +30,9 @@ from pipeline.cli.train import (
 )
 from pipeline.train import TrainConfig, deep_features_choice, train_model
 from pipeline.train.calibration import calibrate
-from pipeline.train.data import FEW_BRIGHT_SHARE, TrainItem, decode, raised_by_few
-from pipeline.train.image_sets import ValidationSet
+from pipeline.train.data import FEW_BRIGHT_SHARE, TrainItem, decode, raised_by_few, read_training_data
+from pipeline.train.embedding import Trainer
+from pipeline.train.image_sets import ValidationSet, training_set, validation_set
 
 
 def _texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -509,6 +512,55 @@ def test_calibration_reads_a_normals_only_model_at_the_tile_it_will_score(tmp_pa
     assert all(len(views) > 1 for _, views, _ in outs)  # tiled
     highest = [float(det.fusion.one_class_z(out.score_raw).max()) for out, _, _ in outs]
     assert cal.signals[:, 0].tolist() == pytest.approx(highest, rel=0, abs=0)
+
+
+@pytest.mark.slow
+def test_a_tiled_model_whose_gate_drops_the_type_head_is_calibrated_at_the_tiles_it_reads(
+    tmp_path: Path,
+) -> None:
+    # Calibration picks each validation image's tile with the type head counted; when the gate then
+    # switches the head off, the model reads each image at its tile of highest one-class score, so
+    # its one-class calibration must be the one fitted there (before: 0.986x - 1.875, fitted at
+    # tiles the head chose; 0.941x - 1.915 at the tiles read).
+    root = _write(tmp_path / "bulk_ore", 16)
+    rng = np.random.default_rng(7)
+    for kind in ("foreign_object", "wet_patch"):
+        for n in range(3):
+            img = _texture(rng)
+            x, y = (int(v) for v in rng.integers(0, 40, 2))
+            cv2.rectangle(img, (x, y), (x + 6, y + 4), (40, 220, 40), -1)
+            path = root / "train" / kind / f"{n:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), img[:, :, ::-1])
+    config = TrainConfig(
+        image_size=32, tile_size=32, pad=0, coreset_ratio=0.5, seed=0, threads=1, patch_head=False
+    )
+    result = train_model(root, tmp_path / "m", config=config)
+    assert result.card["validation"]["head_in_fusion"] is False
+    # the validation split, drawn again as training drew it
+    sharp = deep_features_choice(config.deep_features, "bulk_ore")[0] == "sharp"
+    trainer = Trainer(config, None, sharp=sharp, workers=1)
+    data = read_training_data(root.resolve(), config, trainer.rng, trainer.progress)
+    training_set(data, config.folds, trainer.rng)
+    validation = validation_set(data, trainer.rng)
+    det = load_model(result.out_dir, runtime="torch").detector
+    scorer = ImageScorer(det, tiling=config.tiling, batch_size=4)
+    outs = [out for out, _, _ in scorer.raw_outputs([*validation.good, *validation.anomalies], maps=False)]
+    assert all(out.score_raw.numel() > 1 for out in outs)  # tiled
+    with torch.inference_mode():
+        read = torch.stack(
+            [
+                det.fusion.signals(o.score_raw, o.type_logits, o.patch_score)[
+                    int(det.fusion(o.score_raw, o.type_logits, o.patch_score).argmax()), 0
+                ]
+                for o in outs
+            ]
+        )
+    labels = torch.tensor([0] * len(validation.good) + [1] * len(validation.anomalies))
+    at_read = fit_calibration(read, labels)
+    assert at_read.fitted
+    saved = (float(det.fusion.slope[0]), float(det.fusion.bias[0]))
+    assert saved == pytest.approx((at_read.a, at_read.b), rel=1e-6)
 
 
 def test_the_fine_tuning_help_says_it_is_not_retrained_bit_for_bit(
