@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import NamedTuple, TypeVar
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
 
 from models.classifier import TypeHead, fit_type_head
 from models.detector import Detector
-from models.patch_head import PatchHead, fit_patch_head
+from models.patch_head import FitStopped, PatchHead, fit_patch_head
 from models.pseudo_anomalies import PSEUDO_KINDS, make_pseudo_anomaly
 from pipeline.fine_tuning import FineTuned
 from pipeline.fusion_gate import out_of_fold_log_odds, stratified_folds
@@ -212,17 +212,28 @@ def side_by_side(
     Leaving the pool waits for the work in it, and a fit in a thread cannot be interrupted: so when
     anything is raised here (Ctrl-C, SIGTERM raised in the main thread, a failed fit), ``stop`` is
     set for the running work to end at its next step, the queued work is cancelled, and the
-    exception goes on at once instead of after every fit has run to its end.
+    exception goes on at once instead of after every fit has run to its end. ``main`` failing sets
+    ``stop`` as it fails, not once ``rest`` is done, and its own error goes on, not the
+    :class:`~models.patch_head.FitStopped` the work it stopped raised.
     """
     with ThreadPoolExecutor(max(1, workers)) as pool:
+        future = pool.submit(main)
+        future.add_done_callback(lambda done: _failed(done) is None or stop.set())
         try:
-            future = pool.submit(main)
             others = rest(pool)
             return future.result(), others
         except BaseException:
             stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
+            failed = _failed(future)
+            if failed is not None and not isinstance(failed, FitStopped):
+                raise failed from None
             raise
+
+
+def _failed(future: Future[Any]) -> BaseException | None:
+    """What ``future`` raised, or None while it runs, once it returned, or when it was cancelled."""
+    return None if not future.done() or future.cancelled() else future.exception()
 
 
 def _masked_images(

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from models.artifact import load_model
+from models.patch_head import FitStopped
 from models.tiling import TilingConfig
 from pipeline.patch_training import (
     MIN_COVERAGE,
@@ -352,18 +353,22 @@ def test_out_of_fold_scores_leave_a_fold_without_defects_unscored() -> None:
 
 class _FakeFit:
     """A fit of up to ``STEPS`` short steps that checks ``stop`` before each, as fit_patch_head does;
-    ``outcome`` says how it ended."""
+    ``outcome`` says how it ended. With ``stopped_raises``, stopped, it raises FitStopped as
+    fit_patch_head does."""
 
     STEPS = 5000
 
-    def __init__(self, stop: threading.Event) -> None:
+    def __init__(self, stop: threading.Event, *, stopped_raises: bool = False) -> None:
         self.stop, self.started, self.outcome = stop, threading.Event(), "never started"
+        self.stopped_raises = stopped_raises
 
     def __call__(self) -> str:
         self.started.set()
         for _ in range(self.STEPS):
             if self.stop.is_set():
                 self.outcome = "stopped"
+                if self.stopped_raises:
+                    raise FitStopped
                 return self.outcome
             time.sleep(0.001)
         self.outcome = "finished"
@@ -402,3 +407,21 @@ def test_an_exception_while_the_heads_are_fitted_stops_the_fits_and_goes_on(
         "never started",
         "never started",
     ]
+
+
+def _failing_final_fit() -> str:
+    raise ValueError("the final fit failed")
+
+
+def test_a_final_fit_that_fails_stops_the_fold_fits_and_its_own_error_goes_on() -> None:
+    # The final fit's error set ``stop`` only once every fold fit had run to its end; and the folds,
+    # once stopped, raise FitStopped, which must not stand in for the final fit's own error.
+    stop = threading.Event()
+    folds = [_FakeFit(stop, stopped_raises=True) for _ in range(2)]
+
+    def rest(pool: Executor) -> list[str]:
+        return [f.result() for f in [pool.submit(fit) for fit in folds]]
+
+    with pytest.raises(ValueError, match="the final fit failed"):
+        side_by_side(_failing_final_fit, rest, workers=2, stop=stop)
+    assert [fit.outcome for fit in folds] == ["stopped", "stopped"]
