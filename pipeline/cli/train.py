@@ -107,7 +107,8 @@ def train_command(
             help="Fine-tune the backbone on the training split's defect masks and "
             "pseudo-anomalies for this many steps before fitting (about 0.5-1 s each on two CPU cores). "
             "0: keep the pretrained weights. A fine-tuned model may differ with --threads (its backward "
-            "passes run --threads threads per op), so it is not retrained bit for bit on another machine.",
+            "passes run --threads threads per op), so it may not be retrained bit for bit with another "
+            "--threads (which the card does not record).",
         ),
     ] = 0,
     fusion: Annotated[
