@@ -92,6 +92,15 @@ class _EarlierNames:
         self.listed_taken_out: set[bytes] = set()
 
 
+def _names_it_alone(before: str, path: str) -> bool:
+    """Whether the text ``before``, as an earlier version wrote a name, is of the file at ``path`` and
+    of no other: an earlier version wrote it so, and today's version gives it to no file that is there
+    (a file named ``caf<0xE9>.png`` beside one typed ``caf\\xe9.png``: the earlier version gave both one
+    row, and which it scored cannot be told). Where it holds, a row of that text is ``path``'s own."""
+    # never path itself: today's text of it is not `before`; the content check reads the same file
+    return path in earlier_paths_of(before) and present_path_of_printable(before) is None
+
+
 def _earlier_row(
     task: ImageTask, text: str, today: bytes, done: Done, seen: dict[bytes, bytes], earlier: _EarlierNames
 ) -> bytes | None:
@@ -117,8 +126,7 @@ def _earlier_row(
     if done.get(today) is not None:
         earlier.left[identity] = ("twice", text)
         return None
-    # never task.path: today's text of it is not `before`; the content check reads the same file
-    if present_path_of_printable(before) is not None:
+    if not _names_it_alone(before, task.path):
         earlier.left[identity] = ("alike", text)
         return None
     return identity
@@ -155,9 +163,12 @@ def _pending(
         text = printable_path(task.path)
         identity = done.key(text, task.shipment_id)  # as the output's rows name it
         if earlier.taken_out and text != task.path:  # a row taken out may name it as before
-            before = done.key(earlier_printable_path(task.path), task.shipment_id)
-            if before in earlier.taken_out:
-                earlier.listed_taken_out.add(before)
+            before = earlier_printable_path(task.path)
+            taken = done.key(before, task.shipment_id)
+            # only a row _earlier_row would keep for it: one of another file it names alike is not
+            # this task's, and that picture is not scored again
+            if taken in earlier.taken_out and _names_it_alone(before, task.path):
+                earlier.listed_taken_out.add(taken)
         scored = done.get(identity)
         found = _earlier_row(task, text, identity, done, seen, earlier) if identity not in seen else None
         if found is not None:  # its row as an earlier version named it

@@ -398,6 +398,20 @@ def test_a_row_an_earlier_version_wrote_of_a_typed_escape_is_checked_against_its
     assert summary.taken_out_unlisted == 0 and completion_path(out).exists()  # listed: scored again
 
 
+def test_a_row_taken_out_of_a_file_named_alike_is_not_the_typed_names(tmp_path: Path) -> None:
+    """caf<0xE9>.png is scored and written over; the resume lists only the typed caf\\xe9.png, whose
+    earlier text is that row's: the row is not the typed file's, and its picture, not listed, is not
+    scored again, so no completion record (one was written, the row counted as listed)."""
+    share = tmp_path / "share"
+    latin, typed = _named(share, b"caf\xe9.png", 40), _named(share, b"caf\\xe9.png", 60)
+    out = tmp_path / "rows.jsonl"
+    score_to_file([ImageTask(str(latin), "S1")], _engine(), out)
+    _named(share, b"caf\xe9.png", 200)  # a new scan over it
+    summary = score_to_file([ImageTask(str(typed), "S1")], _engine(), out, resume=True)
+    assert (summary.taken_out, summary.taken_out_unlisted, summary.scored) == (1, 1, 1)
+    assert not completion_path(out).exists()
+
+
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
