@@ -83,6 +83,8 @@ class KeptContent:
             a stale one, why.
         overlays: (path, heatmap) of each row taken out that named an overlay PNG, as the rows are
             taken out (:func:`~pipeline.score.writer.open_output`): the runner removes those it wrote.
+        kept_overlays: the heatmaps named by rows left in the output of a path a row taken out names
+            (a picture under two shipments has one overlay name): never removed, a row names them.
     """
 
     def __init__(
@@ -102,6 +104,8 @@ class KeptContent:
         self.first_stale: tuple[str, str] | None = None
         self.first_absent: str | None = None
         self.overlays: list[tuple[str, str]] = []
+        self.kept_overlays: set[str] = set()
+        self.stale_paths: set[str] = set()  # the paths the rows taken out name
 
     def note(self, identity: bytes, text: str, sha256: str | None, state: int) -> None:
         """One complete row of the output, the next in order: its identity, its path as it names
@@ -133,6 +137,7 @@ class KeptContent:
                 continue
             setattr(self, how, getattr(self, how) + 1)
             self.stale[number] = identity
+            self.stale_paths.add(text)
             if self.first_stale is None:
                 self.first_stale = (text, how)
 

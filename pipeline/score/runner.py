@@ -58,15 +58,17 @@ def _write_heatmap(directory: Path, path: str, png: bytes) -> str:
     return str(target)
 
 
-def _remove_overlays(directory: Path, rows: Iterable[tuple[str, str]]) -> None:
+def _remove_overlays(directory: Path, rows: Iterable[tuple[str, str]], kept: Collection[str] = ()) -> None:
     """Remove the overlay PNGs rows taken out of the output named (``rows``: each row's path and
     heatmap), of the old picture: none named it now, and a picture not scored again (not listed, or
     an error now) would keep it under its name. Only the file this run would write for that row
     (``directory``/:func:`heatmap_name`, as the row names it) is removed: a row's heatmap is text an
-    output holds, never a path to follow elsewhere."""
+    output holds, never a path to follow elsewhere. Nor one a row left in the output names
+    (``kept``): a picture under two shipments has one overlay name, and its row of the other
+    shipment, kept, names the file."""
     for path, heatmap in rows:
         target = directory / heatmap_name(path)
-        if heatmap != str(target):
+        if heatmap != str(target) or heatmap in kept:
             continue
         with contextlib.suppress(FileNotFoundError):
             if not stat.S_ISDIR(os.lstat(target).st_mode):
@@ -368,7 +370,7 @@ def score_to_file(
             model_ids=model_ids,
         )
         if content is not None and heatmap_dir is not None:  # after the rows are gone: never named
-            _remove_overlays(heatmap_dir, content.overlays)
+            _remove_overlays(heatmap_dir, content.overlays, content.kept_overlays)
         if checked_all is not None:
             checked_all()
         # rows taken out for their content whose picture no row of the output names now

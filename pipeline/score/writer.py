@@ -539,7 +539,11 @@ def open_output(
                     if content is not None and row.heatmap:  # its overlay is of the old picture too
                         content.overlays.append((row.path, row.heatmap))
                     return True
-                return retry_errors and row.error is not None
+                if retry_errors and row.error is not None:
+                    return True
+                if content is not None and row.heatmap and row.path in content.stale_paths:
+                    content.kept_overlays.add(row.heatmap)  # the picture's row of another shipment
+                return False
 
             # taken out before any row is appended: the output never holds a picture's old row beside
             # the new one, and a run killed after this scores the picture on its next resume

@@ -287,6 +287,24 @@ def test_only_the_overlay_the_run_names_for_a_row_taken_out_is_removed(tmp_path:
     assert (heat / heatmap_name(str(a))).exists()  # a's overlay: written anew as it was scored again
 
 
+def test_an_overlay_a_kept_row_names_stays_when_another_row_of_its_picture_is_taken_out(
+    tmp_path: Path,
+) -> None:
+    """A picture under two shipments has one overlay name: S1's row, scored on the old scan, is taken
+    out; S2's, scored on the new one (the scan written over between the two) and kept, names that
+    file, which was removed with S1's row."""
+    a, heat = write_png(tmp_path / "arc" / "a.png", 40), tmp_path / "heat"
+    out, later = tmp_path / "rows.jsonl", tmp_path / "later.jsonl"
+    score_to_file([ImageTask(str(a), "S1")], _engine(), out, heatmap_dir=heat)
+    write_png(a, 200)  # a new scan, within the one run
+    score_to_file([ImageTask(str(a), "S2")], _engine(), later, heatmap_dir=heat)
+    out.write_text(out.read_text() + later.read_text())  # that run's rows: S1 old, S2 new
+    summary = score_to_file([ImageTask(str(a), "S2")], _engine(), out, heatmap_dir=heat, resume=True)
+    assert (summary.taken_out, summary.skipped_done) == (1, 1)
+    (kept,) = iter_rows(out)
+    assert kept.shipment_id == "S2" and kept.heatmap and Path(kept.heatmap).exists()
+
+
 _TYPED = [b"caf\\xe9.png", b"\\x41\xff.png"]
 """Names an earlier version wrote unescaped (:func:`earlier_printable_path`): one typed with a
 backslash, x, e, 9; one typed ``\\x41`` and the byte 0xFF (no UTF-8)."""
