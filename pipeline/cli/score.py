@@ -194,7 +194,7 @@ def score(
     from pipeline.score.decisions import load_policy_file, made_by_this_run
     from pipeline.score.output_lock import lock_output
     from pipeline.score.sources import absolute_path
-    from pipeline.score.writer import check_output
+    from pipeline.score.writer import check_output, refuse_other_models
 
     settings = Settings.load()
     if runtime is not None:
@@ -375,6 +375,9 @@ def score(
             if loaded_policy is not None:  # the models loaded, not only their cards: a folder replaced since
                 loaded_policy.check_models({p.cargo_type: p.model_id for p in router.predictors})
 
+        # another model's rows refused before the decisions file and the completion record are removed
+        if resume and model_ids is not None:
+            refuse_other_models(out, model_ids)
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -32,7 +32,7 @@ from pipeline.score.kept_content import KeptContent
 from pipeline.score.output_lock import OutputLock, lock_output
 from pipeline.score.sources import ImageTask
 from pipeline.score.summary import ScoreSummary
-from pipeline.score.writer import check_output, finish_output, iter_rows, open_output
+from pipeline.score.writer import check_output, finish_output, iter_rows, open_output, refuse_other_models
 
 __all__ = ["Engine", "heatmap_name", "score_to_file"]
 
@@ -355,6 +355,8 @@ def score_to_file(
     if lock is None:
         check_output(out, resume=resume, overwrite=overwrite)  # its folder made, for the lock beside it
     with contextlib.nullcontext() if lock is not None else lock_output(out):
+        if resume and model_ids is not None:  # a refused resume leaves the record as it was
+            refuse_other_models(out, model_ids)
         # the record of an earlier finished run vouches for rows this run is about to change: gone
         # before the output is touched, written again only once this run has given every input a row
         forget_completion(out)

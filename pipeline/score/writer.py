@@ -54,6 +54,7 @@ __all__ = [
     "journal_path",
     "open_output",
     "output_format",
+    "refuse_other_models",
 ]
 
 OutputFormat = Literal["jsonl", "csv", "parquet"]
@@ -551,6 +552,62 @@ def open_output(
                 done.clear()
                 complete(target, collect=done)
     return RowWriter(target, fmt="csv" if fmt == "csv" else "jsonl"), done
+
+
+def refuse_other_models(out: Path, model_ids: Collection[str]) -> None:
+    """Refuse resuming ``out`` where its rows name models other than ``model_ids``, from a read of
+    their model ids alone, before anything of ``out`` is changed or removed: its completion record
+    and decisions file went before :func:`open_output` read the rows and refused them, and a refused
+    resume left rows that ``decide`` then refused as unfinished. Rows it cannot read are left to
+    :func:`open_output`, which refuses them as it reads the output (and the model ids again).
+
+    Raises:
+        InputError: naming the output, the models of its rows and the ones loaded now."""
+    _refuse_other_models(out, _models_of(out), model_ids)
+
+
+def _models_of(out: Path) -> set[str]:
+    """The model ids ``out``'s whole rows name (its journal's, for a Parquet output resumed), read
+    without changing anything: an earlier version's CSV header is not rewritten, no journal made."""
+    fmt = output_format(out)
+    target = _journal_in_use(out) if fmt == "parquet" else out
+    models: set[str] = set()
+    if fmt == "parquet" and not target.exists():
+        if out.exists():
+            import pyarrow.parquet as pq
+
+            parquet = pq.ParquetFile(out)
+            if "model_id" in parquet.schema_arrow.names:
+                for batch in parquet.iter_batches(batch_size=65536, columns=["model_id"]):
+                    models.update(m for m in batch.column(0).to_pylist() if m)
+        return models
+    if not target.exists():
+        return models
+    with target.open("rb") as fh:
+        if fmt == "csv":
+            reader = csv.reader(_CountingLines(fh), strict=True)
+            try:
+                header = next(reader, None)
+                if header is None or "model_id" not in header:
+                    return models
+                column = header.index("model_id")
+                for cells in reader:
+                    if len(cells) > column and cells[column]:
+                        models.add(verdict_rows.csv_unescape(cells[column]))
+            except (csv.Error, UnicodeDecodeError):  # not a score output, or torn: open_output says
+                pass
+            return models
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break  # a torn last row
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            model = record.get("model_id") if isinstance(record, dict) else None
+            if isinstance(model, str) and model:
+                models.add(model)
+    return models
 
 
 def _refuse_other_models(out: Path, found: set[str], model_ids: Collection[str] | None) -> None:

@@ -325,6 +325,39 @@ def test_no_output_is_written_over_the_audit_store(
     assert db.read_bytes() == before
 
 
+def test_a_resume_refused_for_another_model_leaves_the_record_and_the_decisions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The completion record and the decisions file were removed before the rows were read and the
+    resume refused: the rows, as they were, were then refused by ``decide`` as unfinished."""
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    monkeypatch.chdir(tmp_path)
+    first, other = (tiny_model_dir(tmp_path / f"m{seed}", "bulk_ore", seed=seed) for seed in (0, 5))
+    a, b = write_images(tmp_path / "arc", [40, 60])
+    manifest = tmp_path / "m.csv"
+    write_manifest(
+        manifest,
+        [{"path": str(p), "shipment_id": s, "cargo_type": "bulk_ore"} for p, s in ((a, "S1"), (b, "S2"))],
+    )
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "policy_version: p\ncargo_types:\n  bulk_ore: {release_threshold: 0.99, hold_threshold: 1.0}\n"
+        "random_audit: {rate: 0.0001}\n"
+    )
+    out = tmp_path / "rows.jsonl"
+    score = ["score", str(manifest), "--out", str(out), "--policy", str(policy)]
+    assert run(app, [*score, "--model", str(first)]) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and "rows" in p.name}
+    assert len(before) == 3  # the rows, their decisions and the completion record
+    write_images(tmp_path / "arc", [200])  # a new scan over a picture: its row would be taken out
+    assert run(app, [*score, "--model", str(other), "--resume"]) == 2
+    assert "not by the models loaded now" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and "rows" in p.name}
+    assert after == before
+    decide = ["decide", "--verdicts", str(out), "--policy", str(policy), "--out", str(tmp_path / "d.jsonl")]
+    assert run(app, decide) == 0
+
+
 def test_policy_needs_manifest_inputs(
     tmp_path: Path, models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

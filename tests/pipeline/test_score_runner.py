@@ -787,6 +787,8 @@ def test_resume_refuses_rows_of_another_model(tmp_path: Path, suffix: str) -> No
         InputError, match=r"holds rows scored by bulk_ore-lite0-aaaa, not by the models loaded now"
     ):
         score_to_file(tasks, _engine(new), out, resume=True, model_ids=[new.model_id])
+    # the rows are as they were, and so is the record that vouches for them (it was removed first)
+    assert completion_path(out).exists()
     summary = score_to_file(tasks, _engine(old), out, resume=True, model_ids=[old.model_id])
     assert (summary.skipped_done, summary.scored) == (1, 1)
     assert {row.model_id for row in iter_rows(out)} == {"bulk_ore-lite0-aaaa"}
