@@ -171,13 +171,19 @@ def gate_heads(
 def at_gated_views(
     det: Detector, cal: ValidationCalibration, gates: Gates
 ) -> tuple[ValidationCalibration, Gates]:
-    """The calibration refitted at the views the gated model reads, where a gate switched off a
-    signal that helped pick them; the kept signals' Platt fits replaced by those; otherwise as given.
+    """The calibration refitted at the views the gated model reads, where the gates left the
+    one-class score the only fused signal and switched off a head that helped pick the views;
+    otherwise as given.
 
-    The gates' verdicts stand: judged again at the new views, a head could be kept that then picks
-    other views again. Their AUROCs and reasons stay those read at the views they were judged at."""
+    Only there are the views the model reads known before the fit: they are the one-class score's
+    own, so the refit places the Platt map and the thresholds where the model reads and no decision
+    moves. Where a kept head is fused too, the views depend on the calibrated slopes being fitted (a
+    fixed point), and a refit at views picked by the uncalibrated fusion moved the release cut and
+    released one more test anomaly on one of eight tiled models in review: those keep the first
+    views. The gates' verdicts stand; their AUROCs and reasons stay those read at the views they
+    were judged at."""
     fused = torch.tensor([a > 0 for a, _ in gates.platt])
-    if not bool((cal.picked_by & ~fused).any()):
+    if fused.tolist() != [True, False, False] or not bool((cal.picked_by & ~fused).any()):
         return cal, gates
     again = at_fused_views(det, cal, fused)
     refitted = [(c.a, c.b) for c in (again.one_class, again.head, again.patch)]

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 
 from datasets.errors import CargoTypeError, DatasetFormatError, InputError
 from models.artifact import load_model
-from models.fusion import fit_calibration
+from models.fusion import OFF, fit_calibration
 from models.predictor import ImageScorer
 from models.tiling import TilingConfig, sixteen_bit_depth
 from pipeline.cli import app, run
@@ -29,9 +30,11 @@ from pipeline.cli.train import (
     sixteen_bit_words,
 )
 from pipeline.train import TrainConfig, deep_features_choice, train_model
+from pipeline.train import gates as gates_module
 from pipeline.train.calibration import calibrate
 from pipeline.train.data import FEW_BRIGHT_SHARE, TrainItem, decode, raised_by_few, read_training_data
 from pipeline.train.embedding import Trainer
+from pipeline.train.gates import Gates
 from pipeline.train.image_sets import ValidationSet, training_set, validation_set
 
 
@@ -561,6 +564,29 @@ def test_a_tiled_model_whose_gate_drops_the_type_head_is_calibrated_at_the_tiles
     assert at_read.fitted
     saved = (float(det.fusion.slope[0]), float(det.fusion.bias[0]))
     assert saved == pytest.approx((at_read.a, at_read.b), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("platt", "refitted"),
+    [
+        ([(1.0, 0.0), OFF, OFF], True),  # the one-class score alone: its own views, known before the fit
+        ([(1.0, 0.0), OFF, (1.2, -3.0)], False),  # a kept patch head: the views hang on its fit
+        ([(1.0, 0.0), (0.8, -1.0), OFF], False),  # a kept type head: the same
+    ],
+)
+def test_only_a_model_fusing_the_one_class_score_alone_is_calibrated_again(
+    platt: list[tuple[float, float]], refitted: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a patch head kept, views picked again by the uncalibrated fusion moved the release cut up
+    # and released one more test anomaly on one of eight tiled models in review: those keep the first
+    # views, and only a model whose fusion is the one-class score alone is refitted.
+    fit = SimpleNamespace(a=0.9, b=-1.2)
+    again = SimpleNamespace(one_class=fit, head=fit, patch=fit)
+    monkeypatch.setattr(gates_module, "at_fused_views", lambda det, cal, fused: again)
+    cal = SimpleNamespace(picked_by=torch.tensor([True, True, True]))  # every signal picked the views
+    out, gates = gates_module.at_gated_views(None, cal, Gates(None, 0, None, 0, platt))
+    assert (out is again) is refitted
+    assert gates.platt == ([(0.9, -1.2), OFF, OFF] if refitted else platt)
 
 
 def test_the_fine_tuning_help_says_it_is_not_retrained_bit_for_bit(
