@@ -377,14 +377,35 @@ def _parquet_to_journal(parquet: Path, journal: Path) -> None:
     output gave a read-only journal that no run could open to append (``Permission denied``), and
     that stayed, so every later ``--resume`` failed the same way. The finished Parquet file gets
     the output's exact mode back (:func:`finish_output`)."""
-    import pyarrow.parquet as pq
 
     with written_whole(journal, like=parquet) as fh:
         os.fchmod(fh.fileno(), stat.S_IMODE(os.fstat(fh.fileno()).st_mode) | stat.S_IWUSR)
-        for batch in pq.ParquetFile(parquet).iter_batches(batch_size=4096):
+        for batch in _parquet_batches(parquet, 4096):
             for record in batch.to_pylist():
                 verdict = verdict_rows.from_flat(record, str(parquet))
                 fh.write(verdict.model_dump_json().encode("utf-8") + b"\n")
+
+
+def _parquet_batches(parquet: Path, size: int, columns: list[str] | None = None) -> Iterator[Any]:
+    """``parquet``'s record batches; a file pyarrow cannot read (garbage, cut short) is no score
+    output: said as one, where pyarrow's own error reached the CLI as an "unexpected" one (exit 1).
+
+    Raises:
+        DatasetFormatError: naming the file and what to do."""
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        yield from pq.ParquetFile(parquet).iter_batches(batch_size=size, columns=columns)
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise _unreadable_parquet(parquet, exc) from exc
+
+
+def _unreadable_parquet(parquet: Path, exc: Exception) -> DatasetFormatError:
+    return DatasetFormatError(
+        f"{parquet}: not a readable Parquet score output ({exc}); score into a new --out, or pass "
+        "--overwrite to replace it"
+    )
 
 
 def _too_long(out: Path) -> InputError:
@@ -574,11 +595,15 @@ def _models_of(out: Path) -> set[str]:
     models: set[str] = set()
     if fmt == "parquet" and not target.exists():
         if out.exists():
+            import pyarrow
             import pyarrow.parquet as pq
 
-            parquet = pq.ParquetFile(out)
-            if "model_id" in parquet.schema_arrow.names:
-                for batch in parquet.iter_batches(batch_size=65536, columns=["model_id"]):
+            try:  # refused here, before the completion record or any decisions are removed
+                names = pq.read_schema(out).names
+            except (pyarrow.ArrowException, OSError) as exc:
+                raise _unreadable_parquet(out, exc) from exc
+            if "model_id" in names:
+                for batch in _parquet_batches(out, 65536, ["model_id"]):
                     models.update(m for m in batch.column(0).to_pylist() if m)
         return models
     if not target.exists():

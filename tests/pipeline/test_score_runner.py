@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from score_fakes import POISON, THRESHOLDS, FakePredictor, write_images, write_png  # noqa: E402
 
-from datasets.errors import CargoTypeError, InputError  # noqa: E402
+from datasets.errors import CargoTypeError, DatasetFormatError, InputError  # noqa: E402
 from datasets.manifest import write_manifest  # noqa: E402
 from pipeline.score import (  # noqa: E402
     ImageTask,
@@ -792,6 +792,24 @@ def test_resume_refuses_rows_of_another_model(tmp_path: Path, suffix: str) -> No
     summary = score_to_file(tasks, _engine(old), out, resume=True, model_ids=[old.model_id])
     assert (summary.skipped_done, summary.scored) == (1, 1)
     assert {row.model_id for row in iter_rows(out)} == {"bulk_ore-lite0-aaaa"}
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["garbage", "cut-short"])
+def test_a_parquet_output_that_cannot_be_read_is_refused_as_no_score_output(
+    tmp_path: Path, cut: bool
+) -> None:
+    """pyarrow's own error reached the CLI as an unexpected one (exit 1); and the refusal came after
+    the completion record vouching for the file was removed."""
+    paths = write_images(tmp_path / "img", [5])
+    out = tmp_path / "out.parquet"
+    model = FakePredictor(model_id="bulk_ore-lite0-aaaa")
+    tasks = [ImageTask(str(paths[0]))]
+    score_to_file(tasks, _engine(model), out, model_ids=[model.model_id])
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) // 2] if cut else b"not parquet at all" * 8)
+    with pytest.raises(DatasetFormatError, match=r"not a readable Parquet score output.*--overwrite"):
+        score_to_file(tasks, _engine(model), out, resume=True, model_ids=[model.model_id])
+    assert completion_path(out).exists()  # nothing was changed before the refusal
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
