@@ -76,8 +76,9 @@ def decode_task(path: str, limits: Any) -> Decoded:
     return Decoded(image.pixels, image.sha256, None, phash)
 
 
-_ESCAPE = re.compile(r"\\x[0-9a-f]{2}")
-"""What :func:`printable_path` writes for a byte that is not UTF-8 (``backslashreplace``'s form)."""
+ESCAPE = re.compile(r"\\x[0-9a-f]{2}")
+"""What :func:`printable_path` writes for a byte that is not UTF-8 (``backslashreplace``'s form): a
+row's text holds one only where its name was escaped, today or by an earlier version."""
 
 
 def printable_path(path: str) -> str:
@@ -97,7 +98,7 @@ def printable_path(path: str) -> str:
     except UnicodeEncodeError:
         pass
     else:
-        if not _ESCAPE.search(path):
+        if not ESCAPE.search(path):
             return path
     return os.fsencode(path).replace(b"\\", b"\\x5c").decode("utf-8", "backslashreplace")
 
@@ -127,7 +128,7 @@ def path_of_printable(text: str) -> str | None:
     text may also be the one today's version gives another file (``caf\\xe9.png``, typed, was written
     as ``caf<0xE9>.png`` is now), and the row is then not taken for the first file while the other
     is there."""
-    if not _ESCAPE.search(text):
+    if not ESCAPE.search(text):
         return text
     if not _ESCAPED.fullmatch(text):
         return None
@@ -170,7 +171,7 @@ def earlier_paths_of(text: str) -> list[str]:
         raw = text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: no row text holds one
         return []
-    if _ESCAPE.search(text):
+    if ESCAPE.search(text):
         found.append(text)
     if _HIGH_ESCAPE.search(text):
         path = os.fsdecode(re.sub(rb"\\x([89a-f][0-9a-f])", lambda m: bytes([int(m[1], 16)]), raw))

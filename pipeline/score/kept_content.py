@@ -29,17 +29,13 @@ row numbers and identities of the rows taken out are kept, so the resume's index
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 
 from pipeline.listed_content import Standing, compare, hash_files
-from pipeline.score.batch import earlier_paths_of, path_of_printable, present_path_of_printable
+from pipeline.score.batch import ESCAPE, earlier_paths_of, path_of_printable, present_path_of_printable
 from pipeline.score.done import SCORED
 
 __all__ = ["KeptContent"]
-
-_ESCAPE = re.compile(r"\\x[0-9a-f]{2}")
-"""What a row's text holds only where its name was escaped, today or by an earlier version."""
 
 _CHUNK = 256
 """Rows whose files are read in one go: enough for the reading threads to overlap."""
@@ -51,7 +47,7 @@ def _files_of(text: str) -> list[str]:
     (:func:`~pipeline.score.batch.present_path_of_printable`); else that name and each an earlier
     version wrote so (:func:`~pipeline.score.batch.earlier_paths_of`: ``caf\\xe9.png`` typed, a
     ``\\xNN`` of its own never read back as a byte), whichever of them the run lists keeping it."""
-    if not _ESCAPE.search(text):  # written as it is, today as before: no other name's text
+    if not ESCAPE.search(text):  # written as it is, today as before: no other name's text
         return [text]
     today = present_path_of_printable(text)
     if today is not None:
