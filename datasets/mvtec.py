@@ -105,7 +105,8 @@ def read_mvtec(root: str | Path, *, check_masks: bool = True, train_required: bo
 
     Args:
         root: the category folder (the one holding ``train/`` and ``test/``).
-        check_masks: also check that every mask has its image's width and height (headers only).
+        check_masks: also check that every mask can be read and has its image's width and height
+            (headers only; an image whose header cannot be read is not checked).
         train_required: False reads a folder without ``train/`` (evaluation reads only ``test/``),
             which must then hold ``test/``; a ``train/`` that is there still needs ``train/good``.
 
@@ -113,7 +114,7 @@ def read_mvtec(root: str | Path, *, check_masks: bool = True, train_required: bo
         DatasetFormatError: naming the path and the rule broken: no ``train/good`` (no ``test/``
             where ``train/`` may be absent), a parent of several categories given as root, an empty
             folder, a stray file, a mask without an image, a mask for a good image, a mask of
-            another size.
+            another size or an unreadable one (an unreadable image is left to what decodes it).
     """
     root_path = Path(root).expanduser().resolve()
     if not root_path.is_dir():
@@ -276,9 +277,16 @@ def _read_masks(root: Path, images: dict[tuple[str, str], list[Path]]) -> dict[P
 
 def _check_mask_size(image: Path, mask: Path) -> None:
     try:
-        image_size, mask_size = read_image_size(image), read_image_size(mask)
-    except ImageDecodeError as exc:
-        raise DatasetFormatError(f"unreadable image or mask: {exc}") from exc
+        mask_size = read_image_size(mask)
+    except ImageDecodeError as exc:  # ground truth that cannot be read is the dataset's fault
+        raise DatasetFormatError(f"unreadable ground-truth mask: {exc}") from exc
+    try:
+        image_size = read_image_size(image)
+    except ImageDecodeError:
+        # An unreadable image is its reader's to report, as one without a mask is: evaluation leaves
+        # it out as unreadable and evaluates the rest, training refuses it by name. Raised here, one
+        # corrupt anomalous test image stopped the whole evaluation.
+        return
     if image_size != mask_size:
         raise DatasetFormatError(
             f"{mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {image} is "

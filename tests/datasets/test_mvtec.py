@@ -149,7 +149,13 @@ CASES = [
     (
         "unreadable-mask",
         BASE | {"ground_truth/hole/000_mask.png": b"not a png"},
-        "unreadable image or mask: {root}/ground_truth/hole/000_mask.png: not a recognised image",
+        "unreadable ground-truth mask: {root}/ground_truth/hole/000_mask.png: not a recognised image",
+    ),
+    (
+        # the mask is what is wrong even where its image cannot be read either
+        "unreadable-mask-of-unreadable-image",
+        BASE | {"test/hole/000.png": b"", "ground_truth/hole/000_mask.png": b"not a png"},
+        "unreadable ground-truth mask: {root}/ground_truth/hole/000_mask.png: not a recognised image",
     ),
 ]
 
@@ -160,6 +166,25 @@ def test_layout_errors(tmp_path: Path, files: dict[str, bytes], message: str) ->
     with pytest.raises(DatasetFormatError) as info:
         read_mvtec(root)
     assert str(info.value).startswith(message.format(root=root.resolve()))
+
+
+@pytest.mark.parametrize(
+    "image",
+    [b"garbage\n", b"", PNG_8x6[:40]],  # not an image, empty, truncated (its header intact)
+    ids=["garbage", "empty", "truncated"],
+)
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_an_unreadable_image_with_a_mask_is_left_to_its_reader(
+    tmp_path: Path, image: bytes, split: str
+) -> None:
+    """A corrupt anomalous test image with a mask stopped the whole evaluation here ("unreadable image
+    or mask"); one without a mask was left out as unreadable and the rest evaluated. The image is
+    listed with its mask; decoding it (evaluation's failed row, training's refusal) names it."""
+    stem = "000" if split == "test" else "007"
+    root = _build(tmp_path / "bottle", BASE | {f"{split}/crack/{stem}.png": image})
+    ds = read_mvtec(root)
+    item = next(i for i in ds.items if i.path == root.resolve() / split / "crack" / f"{stem}.png")
+    assert item.mask_path == root.resolve() / "ground_truth" / "crack" / f"{stem}_mask.png"
 
 
 def test_mask_size_is_not_checked_when_asked_not_to(tmp_path: Path) -> None:

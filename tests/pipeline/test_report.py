@@ -554,20 +554,39 @@ def test_cli_says_when_the_test_set_cannot_show_the_target(
         assert said in out
 
 
+@pytest.mark.parametrize(
+    ("image", "content", "counted"),
+    [
+        ("good/g1", b"not a picture", "(3 clean, 4 anomalous)"),
+        # an anomalous image with a mask: read_mvtec stopped the whole run on it ("unreadable image or
+        # mask"), where a good image was left out and the rest evaluated
+        ("crack/c1", b"not a picture", "(4 clean, 3 anomalous)"),
+        ("crack/c1", b"", "(4 clean, 3 anomalous)"),
+    ],
+    ids=["good", "anomalous-with-mask", "anomalous-with-mask-empty"],
+)
 def test_cli_counts_the_unreadable_images_apart_from_those_measured(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    image: str,
+    content: bytes,
+    counted: str,
 ) -> None:
     """It read "on 7 test images (3 clean, 4 anomalous, 1 unreadable)": the unreadable one is not of the 7."""
     pytest.importorskip("datasets.mvtec", reason="datasets.mvtec (read_mvtec) is written by another engineer")
     _install_fake_model(monkeypatch)
     write_dataset(tmp_path / "ore")
     (tmp_path / "model").mkdir()
-    broken = sorted((tmp_path / "ore").rglob("test/good/*.png"))[0]
-    broken.write_bytes(b"not a picture")
-    code, _ = _run_evaluate(tmp_path)
-    said = " ".join(capsys.readouterr().out.split())
-    assert code == 0
-    assert "on 7 test images (3 clean, 4 anomalous); left out: 1 unreadable" in said
+    broken = tmp_path / "ore" / "test" / f"{image}.png"
+    broken.write_bytes(content)
+    code, out = _run_evaluate(tmp_path)
+    captured = capsys.readouterr()
+    said = " ".join(captured.out.split())
+    assert code == 0, captured.err
+    assert f"on 7 test images {counted}; left out: 1 unreadable" in said
+    rows = (out / "scores.csv").read_text(encoding="utf-8")
+    assert f"test/{image}.png" in rows and str(broken) in rows  # its row names why
 
 
 @pytest.mark.parametrize(

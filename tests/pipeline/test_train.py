@@ -661,6 +661,26 @@ def test_too_few_normals_are_refused(tmp_path: Path) -> None:
         train_model(root, tmp_path / "m", config=TrainConfig(image_size=64))
 
 
+@pytest.mark.parametrize("content", [b"garbage\n", b""], ids=["garbage", "empty"])
+def test_an_unreadable_labelled_anomaly_with_a_mask_is_refused_by_name(
+    tmp_path: Path, content: bytes
+) -> None:
+    """read_mvtec leaves an unreadable image with a mask to what decodes it (evaluation leaves it out):
+    training still refuses it, naming the image, before anything is fitted."""
+    root = _write(tmp_path / "bulk_ore", 8)
+    for n in range(2):
+        _write_anomaly(root, "hole", n)
+        mask = np.zeros((64, 64), np.uint8)
+        mask[20:31, 20:41] = 255
+        (root / "ground_truth" / "hole").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "ground_truth" / "hole" / f"{n:03d}_mask.png"), mask)
+    broken = root / "train" / "hole" / "001.png"
+    broken.write_bytes(content)
+    with pytest.raises(InputError, match=re.escape(str(broken.resolve()))):
+        train_model(root, tmp_path / "m", config=TrainConfig(image_size=64))
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize("kind", ["Foreign Object", "crack-line", "9_lives", "x" * 65])
 def test_an_anomaly_folder_that_is_no_type_name_is_refused_before_training(tmp_path: Path, kind: str) -> None:
     """The model's types are what an officer records as found, and the outcome form and API take
