@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from datasets.decode import read_image_size
+import numpy as np
+
+from datasets.decode import decode_image, read_image_size
 from datasets.errors import DatasetFormatError, ImageDecodeError, UnsafePathError
 from datasets.folder import extensions_text, is_hidden, is_image_file
 
-__all__ = ["GOOD", "SPLITS", "DatasetItem", "MvtecDataset", "read_mvtec"]
+__all__ = ["GOOD", "SPLITS", "DatasetItem", "MvtecDataset", "read_defect_mask", "read_mvtec"]
 
 GOOD = "good"
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -292,3 +294,16 @@ def _check_mask_size(image: Path, mask: Path) -> None:
             f"{mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {image} is "
             f"{image_size[0]}x{image_size[1]}"
         )
+
+
+def read_defect_mask(path: str | Path) -> np.ndarray:
+    """A ground-truth mask's defect pixels, (H, W) bool at the mask's own size: any nonzero sample in
+    any colour channel, at either bit depth. Training and evaluation both read masks through this, so
+    that they see the same defect: a 0/1 label map is as valid as a 0/255 mask, and a 16-bit one as an
+    8-bit one (read as grayscale 8-bit, a 16-bit 0/1 or 0/255 mask lost every defect pixel).
+
+    Raises:
+        ImageDecodeError: the file cannot be decoded (named).
+    """
+    pixels = decode_image(path).pixels  # (H, W, 1) or (H, W, 3), alpha dropped
+    return np.any(pixels != 0, axis=2)

@@ -211,15 +211,15 @@ def _read_image(path: Path) -> tuple[np.ndarray, str]:
 
 
 def _read_mask(path: Path) -> np.ndarray:
-    """(H, W) bool ground truth from a 0/255 (any nonzero = anomalous) mask PNG."""
+    """(H, W) bool ground truth, any nonzero pixel defect, read as training reads it (an 8-bit
+    grayscale read of its own scaled a 16-bit 0/1 or 0/255 mask to nothing)."""
+    from datasets.errors import ImageDecodeError
+    from datasets.mvtec import read_defect_mask  # the data layer's reader; imported where used
+
     try:
-        raw = np.fromfile(path, dtype=np.uint8)
-        mask = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE)
-    except (OSError, cv2.error) as exc:
-        raise DatasetFormatError(f"cannot read ground-truth mask {path}: {exc}") from exc
-    if mask is None:
-        raise DatasetFormatError(f"ground-truth mask {path} is not a readable image (expected a 0/255 PNG)")
-    return mask != 0
+        return read_defect_mask(path)
+    except ImageDecodeError as exc:  # a mask is ground truth: the figures cannot do without it
+        raise DatasetFormatError(f"cannot read ground-truth mask: {exc}") from exc
 
 
 def _true_type(item: _Item) -> str:

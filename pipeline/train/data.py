@@ -15,7 +15,7 @@ import numpy as np
 from datasets.cargo import folder_cargo_type
 from datasets.decode import decode_image
 from datasets.errors import CargoTypeError, DatasetFormatError
-from datasets.mvtec import read_mvtec
+from datasets.mvtec import read_defect_mask, read_mvtec
 from datasets.perceptual_hash import perceptual_hash
 from datasets.type_names import TYPE_NAME_RULE, is_type_name
 from models.inference import GOOD
@@ -344,9 +344,9 @@ def defect_masks(
 
 
 def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """A ``ground_truth`` mask as (H, W) float32 0/1 at the image's own size: any non-zero pixel is
-    defect, as ``clearsight evaluate`` reads masks (a 0/1 PNG is as valid as a 0/255 one)."""
-    mask = to_rgb_float(decode_image(path).pixels)[..., 0]
+    """A ``ground_truth`` mask as (H, W) float32 0/1 at the image's own size: its defect pixels as
+    ``clearsight evaluate`` reads them (:func:`datasets.mvtec.read_defect_mask`: any non-zero pixel)."""
+    mask = read_defect_mask(path).astype(np.uint8)
     if mask.shape != shape:
         mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     return (mask > 0).astype(np.float32)

@@ -366,6 +366,34 @@ def test_a_blank_mask_is_left_out_of_the_pixel_metrics_and_named(dataset: Datase
 
 
 @pytest.mark.parametrize(
+    ("dtype", "high", "colour"),
+    [
+        (np.uint8, 1, False),  # a 0/1 label map
+        (np.uint16, 1, False),  # 16-bit: an 8-bit grayscale read scaled these to 0, every mask blank
+        (np.uint16, 255, False),
+        (np.uint16, 65535, False),
+        (np.uint8, 255, True),  # a colour mask drawn in green (cv2 writes BGR)
+    ],
+    ids=["8bit-0-1", "16bit-0-1", "16bit-0-255", "16bit-0-65535", "colour-green"],
+)
+def test_masks_mark_the_same_defect_however_they_are_stored(
+    dataset: Dataset, dtype: type, high: int, colour: bool
+) -> None:
+    """Any nonzero pixel is defect, as training reads masks: the figures are those of 0/255 8-bit masks."""
+    expected = evaluate(FakePredictor(), dataset).metrics
+    for item in dataset.items:
+        if item.mask_path is not None:
+            mask = (cv2.imread(str(item.mask_path), cv2.IMREAD_UNCHANGED) != 0).astype(dtype) * dtype(high)
+            cv2.imwrite(str(item.mask_path), np.dstack([0 * mask, mask, 0 * mask]) if colour else mask)
+    metrics = evaluate(FakePredictor(), dataset).metrics
+    assert metrics["empty_masks"] == []
+    for block in ("pixel_auroc", "pro"):
+        assert metrics[block] == expected[block] is not None
+        for kind in ("crack", "hole"):
+            assert metrics["per_type"][kind][block] == expected["per_type"][kind][block]
+
+
+@pytest.mark.parametrize(
     ("predictor", "error"),
     [
         (FakePredictor(nan_at=204 / 255), "a non-finite score (nan)"),

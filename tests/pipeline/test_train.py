@@ -1299,14 +1299,27 @@ def test_train_cli_reads_the_deeper_features_as_asked(
     assert embedder.pool_sizes == tuple(pool_sizes or (3, 3))
 
 
-@pytest.mark.parametrize("high", [1, 255])
-def test_masks_read_as_evaluate_reads_them(tmp_path: Path, high: int) -> None:
-    """A 0/1 mask marks the same defect as a 0/255 one, in training as in `clearsight evaluate`."""
+@pytest.mark.parametrize(
+    ("dtype", "high", "colour"),
+    [
+        (np.uint8, 1, False),
+        (np.uint8, 255, False),
+        (np.uint16, 1, False),
+        (np.uint16, 255, False),
+        (np.uint8, 255, True),  # drawn in green: the red channel alone read it as blank
+    ],
+)
+def test_masks_read_as_evaluate_reads_them(tmp_path: Path, dtype: type, high: int, colour: bool) -> None:
+    """A 0/1 mask marks the same defect as a 0/255 one, 16-bit as 8-bit, in training as in `clearsight
+    evaluate` (both read through datasets.mvtec.read_defect_mask)."""
+    from pipeline.evaluate import _read_mask
     from pipeline.train.data import read_mask
 
-    mask = np.zeros((12, 16), np.uint8)
+    mask = np.zeros((12, 16), dtype)
     mask[2:5, 3:9] = high
     path = tmp_path / "m.png"
-    cv2.imwrite(str(path), mask)
+    cv2.imwrite(str(path), np.dstack([0 * mask, mask, 0 * mask]) if colour else mask)
     read = read_mask(path, (12, 16))
     assert read.dtype == np.float32 and int(read.sum()) == 18
+    assert np.array_equal(_read_mask(path), read > 0)
+    assert int(read_mask(path, (24, 32)).sum()) == 72  # at the image's size where that differs
