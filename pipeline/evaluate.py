@@ -175,6 +175,11 @@ class EvaluationResult:
     training_images: int | None = None
     """How many training images (the dataset's ``train/``) the test images were compared with; None:
     the dataset has none, so exact copies of the model's training images could not be looked for."""
+    known_types: list[str] | None = None
+    """The anomaly types the model can name: its card's ``detector.class_names`` less ``good`` and its
+    pseudo-anomaly types (``training.pseudo_types``), which it reports as ``unknown``. Empty: a model
+    trained without labelled anomalies, whose type accuracy is not measurable. None: the card does not
+    say (a fake in tests), and type accuracy is measured as ever."""
     training_copies: dict[str, str] = field(default_factory=dict)
     """Test images whose bytes are a training image's, ``{test path: training path}`` (as
     ``ImageRecord.path``), in test order: a model trained on them has seen them, and its figures on
@@ -409,12 +414,36 @@ def _summary(
     return out
 
 
-def _type_accuracy(records: Iterable[ImageRecord]) -> float | None:
-    """Among anomalous images the model flagged, the share given their true anomaly type."""
+NO_KNOWN_TYPES = (
+    "the model knows no anomaly type (trained without labelled anomalies): it types every anomaly it "
+    "flags 'unknown'"
+)
+"""Why ``type_accuracy`` is not measurable for a model that names no anomaly type (``undefined``)."""
+
+
+def _type_accuracy(
+    records: Iterable[ImageRecord], known_types: Sequence[str] | None, undefined: dict[str, str]
+) -> float | None:
+    """Among anomalous images the model flagged, the share given their true anomaly type; None, with the
+    reason in ``undefined``, for a model that knows no type (0 % said it typed them wrong), and None
+    where it flagged none."""
+    if known_types is not None and not known_types:
+        undefined["type_accuracy"] = NO_KNOWN_TYPES
+        return None
     flagged = [r for r in records if r.label != GOOD and r.predicted_label not in (None, GOOD)]
     if not flagged:
         return None
     return sum(r.predicted_type == r.type for r in flagged) / len(flagged)
+
+
+def _known_types(card: Mapping[str, Any]) -> list[str] | None:
+    """:attr:`EvaluationResult.known_types` from a model card; None where it gives no class names."""
+    detector, training = card.get("detector", {}), card.get("training", {})
+    names = detector.get("class_names") if isinstance(detector, Mapping) else None
+    if not isinstance(names, list | tuple):
+        return None
+    pseudo = training.get("pseudo_types", []) if isinstance(training, Mapping) else []
+    return [name for name in names if name != GOOD and name not in pseudo]
 
 
 # ------------------------------------------------------------------------------------ evaluate
@@ -581,6 +610,7 @@ def evaluate(
         promise=threshold_promise(predictor.card, thresholds),
         empty_masks=sorted(empty_masks),
         non_finite=non_finite,
+        known_types=_known_types(predictor.card),
         # train/ is only there when the dataset holds it: a held-out batch comes without
         training_images=len(training) if training else None,
         training_copies=_training_copies(test_files, training, root) if training else {},
@@ -616,7 +646,9 @@ def _metrics(
     for kind in sorted({r.type for r in result.records} - {GOOD}):
         s, lab = result.scores_and_labels(kind)
         per_type[kind] = _summary(s, lab, type_pixels.get(kind), th)
-        per_type[kind]["type_accuracy"] = _type_accuracy(r for r in result.records if r.type == kind)
+        per_type[kind]["type_accuracy"] = _type_accuracy(
+            (r for r in result.records if r.type == kind), result.known_types, per_type[kind]["undefined"]
+        )
         # pixel AUROC and PRO cover only the images with a mask: say how many that is
         per_type[kind]["counts"]["with_mask"] = sum(
             r.has_mask and r.score is not None for r in result.records if r.type == kind and r.label != GOOD
@@ -639,7 +671,7 @@ def _metrics(
         "interval_confidence": CONFIDENCE,
         "intervals_method": INTERVAL_METHODS,
         **summary,
-        "type_accuracy": _type_accuracy(result.records),
+        "type_accuracy": _type_accuracy(result.records, result.known_types, summary["undefined"]),
         "per_type": per_type,
         "per_image_kind": per_image_kind,
         "empty_masks": result.empty_masks,

@@ -345,6 +345,44 @@ def test_how_the_patch_features_read_the_deeper_maps_comes_from_the_card(
     assert evaluate(predictor, dataset).deep_features == said
 
 
+PSEUDO = ["synthetic_blob", "synthetic_cutpaste"]
+
+
+@pytest.mark.parametrize(
+    ("card", "overall", "per_type"),
+    [
+        ({}, 1 / 3, {"crack": 0.0, "hole": 1.0, "stain": 0.0}),  # a card without class names
+        (
+            {"detector": {"class_names": [GOOD, "crack", "hole"]}, "training": {"pseudo_types": []}},
+            1 / 3,
+            {"crack": 0.0, "hole": 1.0, "stain": 0.0},
+        ),
+        # trained on pseudo-anomalies alone: every flagged anomaly is typed "unknown", and 0.0 % read as
+        # a model that types them wrong
+        (
+            {"detector": {"class_names": [GOOD, *PSEUDO]}, "training": {"pseudo_types": PSEUDO}},
+            None,
+            {"crack": None, "hole": None, "stain": None},
+        ),
+    ],
+    ids=["no-class-names", "knows-types", "pseudo-types-only"],
+)
+def test_type_accuracy_is_not_measured_for_a_model_that_knows_no_type(
+    dataset: Dataset, card: dict[str, Any], overall: float | None, per_type: dict[str, float | None]
+) -> None:
+    predictor = FakePredictor()
+    predictor.card = card
+    metrics = evaluate(predictor, dataset).metrics
+    assert metrics["type_accuracy"] == pytest.approx(overall)
+    assert {k: b["type_accuracy"] for k, b in metrics["per_type"].items()} == pytest.approx(per_type)
+    reason = (
+        "the model knows no anomaly type (trained without labelled anomalies): it types every anomaly it "
+    )
+    reason += "flags 'unknown'"
+    said = [b["undefined"].get("type_accuracy") for b in (metrics, *metrics["per_type"].values())]
+    assert said == [None if overall is not None else reason] * 4
+
+
 def test_a_blank_mask_is_left_out_of_the_pixel_metrics_and_named(dataset: Dataset) -> None:
     # c1's mask blanked: its defect pixels would count as normal ones. The figures must be those of
     # the same data with c1 given no mask at all.

@@ -43,7 +43,11 @@ def _gallery(record: ImageRecord, with_mask: bool) -> GalleryItem:
 
 
 def _result(
-    records: list[ImageRecord], thresholds: Thresholds = TH, *, empty_masks: list[str] | None = None
+    records: list[ImageRecord],
+    thresholds: Thresholds = TH,
+    *,
+    empty_masks: list[str] | None = None,
+    known_types: list[str] | None = None,
 ) -> EvaluationResult:
     result = EvaluationResult(
         model_id="bulk_ore-lite0-0badc0de",
@@ -54,6 +58,7 @@ def _result(
         metrics={},
         evaluated_at="2025-01-01T00:00:00+00:00",
         empty_masks=empty_masks or [],
+        known_types=known_types,
     )
     result.metrics = _metrics(result, None, {}, {})  # no ground-truth masks
     return result
@@ -122,6 +127,23 @@ def test_a_type_with_none_flagged_is_told_apart_from_one_without_masks() -> None
     assert '"none flagged": the model flagged no image of that type' in text
     # the policy's own cuts are named as they are now: no trusted trader's offset any more
     assert "offset" not in re.search(r"A decision policy may set its own[^.]*\.", text).group(0)
+
+
+def test_type_accuracy_of_a_model_that_knows_no_type_reads_n_a_with_the_reason() -> None:
+    # trained on pseudo-anomalies alone, the model types y "unknown": "0.0 %" said it typed it wrong
+    records = [r._replace(predicted_type="unknown") if r.predicted_type else r for r in RECORDS]
+    stain = ImageRecord("test/stain/z.png", "anomalous", "stain", 0.2, GOOD, None, True)
+    text = html.unescape(
+        re.sub(
+            r"\s+", " ", re.sub(r"<[^>]+>", " ", render_report(_result([*records, stain], known_types=[])))
+        )
+    )
+    assert "Anomaly type right, of flagged anomalies n/a" in text
+    assert re.search(r"crack 2 50\.0 % .* n/a", text) and re.search(r"stain 1 100\.0 % .* n/a", text)
+    assert "none flagged" not in re.search(r"crack 2 .* Each type is measured", text).group(0)
+    reason = "the model knows no anomaly type (trained without labelled anomalies): it types every anomaly"
+    assert f"type_accuracy ({reason}" in text  # in the summary's list of what is not measurable
+    assert f'"n/a" under type right: {reason}' in text
 
 
 def test_colour_and_grayscale_pictures_are_compared_when_both_are_there() -> None:
