@@ -473,7 +473,7 @@ def evaluate(
         left out of the metrics (``metrics["counts"]["failed"]`` says how many).
 
     Raises:
-        DatasetFormatError: no test images, or an unreadable mask.
+        DatasetFormatError: no test images, none that could be read, or an unreadable mask.
         ModelError: the predictor failed or returned the wrong number of predictions.
     """
     from datasets.errors import ImageDecodeError
@@ -493,6 +493,7 @@ def evaluate(
     test_files: dict[str, tuple[Path, str]] = {}  # record path: (the file, sha256 of its bytes)
     empty_masks: list[str] = []
     non_finite = 0
+    unreadable: ImageDecodeError | None = None  # the first, to name
     misses, false_alarms = _Gallery(gallery_size), _Gallery(gallery_size)
 
     for start in range(0, len(items), batch_size):
@@ -506,6 +507,7 @@ def evaluate(
                 readable.append(item)
                 test_files[_relative(item.path, root)] = (Path(item.path), digest)
             except ImageDecodeError as exc:
+                unreadable = unreadable or exc
                 records.append(
                     ImageRecord(
                         _relative(item.path, root), item.label, _true_type(item), None, None, None,
@@ -588,6 +590,11 @@ def evaluate(
                     gallery.push(key, GalleryItem(record, *_thumbnail(image, amap, mask)))
         if progress is not None:
             progress(min(start + batch_size, len(items)), len(items))
+    if unreadable is not None and all(r.score is None for r in records) and not non_finite:
+        # every figure would be n/a: a report of nothing that read as a result, and the run as a pass
+        raise DatasetFormatError(
+            f"no test image could be read ({len(records)} unreadable, e.g. {unreadable})"
+        )
 
     card_detector, card_training = predictor.card.get("detector", {}), predictor.card.get("training", {})
     result = EvaluationResult(

@@ -574,6 +574,23 @@ def test_failures_are_typed(
         evaluate(predictor, subset, batch_size=8)
 
 
+@pytest.mark.parametrize("contents", [[b""], [b"", b"not a picture", b"\x89PNG\r\n\x1a\n truncated"]])
+def test_no_readable_test_image_is_refused_not_reported(tmp_path: Path, contents: list[bytes]) -> None:
+    """Every test image unreadable gave an all-n/a result, which the CLI wrote as a report and passed."""
+    ds = write_dataset(tmp_path / "ore")
+    tests = [i for i in ds.items if i.split == "test"][: len(contents)]
+    for item, content in zip(tests, contents, strict=True):
+        item.path.write_bytes(content)
+    predictor = FakePredictor()
+    with pytest.raises(DatasetFormatError) as info:
+        evaluate(predictor, Dataset(ds.root, tuple(tests)), batch_size=2)
+    first = tests[0].path
+    assert str(info.value) == (
+        f"no test image could be read ({len(contents)} unreadable, e.g. {first}: empty file (0 bytes))"
+    )
+    assert predictor.batches == []
+
+
 @pytest.mark.parametrize(
     ("card", "method", "bound", "n"),
     [

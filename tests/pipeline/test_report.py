@@ -611,6 +611,25 @@ def test_cli_counts_the_unreadable_images_apart_from_those_measured(
     assert f"test/{image}.png" in rows and str(broken) in rows  # its row names why
 
 
+def test_cli_writes_no_report_when_no_test_image_could_be_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It wrote an all-n/a report and exited 0: read as a result, and the run as a pass."""
+    _install_fake_model(monkeypatch)
+    write_dataset(tmp_path / "ore")
+    (tmp_path / "model").mkdir()
+    broken = sorted((tmp_path / "ore" / "test").rglob("*.png"))
+    for path in broken:
+        path.write_bytes(b"")
+    code, out = _run_evaluate(tmp_path)
+    assert code == 2
+    first = (tmp_path / "ore" / "test" / "good" / "g1.png").resolve()  # good images come first
+    assert capsys.readouterr().err.strip() == (
+        f"Error: no test image could be read (8 unreadable, e.g. {first}: empty file (0 bytes))"
+    )
+    assert not any((out / name).exists() for name in ("metrics.json", "scores.csv", "report.html"))
+
+
 @pytest.mark.parametrize(
     ("copied", "train", "warned", "noted"),
     [
