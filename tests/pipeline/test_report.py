@@ -146,6 +146,35 @@ def test_type_accuracy_of_a_model_that_knows_no_type_reads_n_a_with_the_reason()
     assert f'"n/a" under type right: {reason}' in text
 
 
+@pytest.mark.parametrize(
+    ("scores", "misses_noted", "false_alarms_noted"),
+    [
+        ((0.3, 0.6), False, False),  # x missed, c a false alarm: the galleries are what they say
+        ((0.55, 0.6), True, False),  # none missed: the misses gallery shows flagged images
+        ((0.3, 0.45), False, True),
+        ((0.55, 0.45), True, True),
+    ],
+)
+def test_a_gallery_of_closest_calls_says_so(
+    scores: tuple[float, float], misses_noted: bool, false_alarms_noted: bool
+) -> None:
+    """With no anomaly released, "Worst misses" showed flagged images without a word, where the false
+    alarms' gallery said that none was flagged."""
+    x_score, c_score = scores
+    records = [*RECORDS]
+    records[3] = records[3]._replace(score=x_score, predicted_label="anomalous" if x_score >= 0.5 else GOOD)
+    records[2] = records[2]._replace(score=c_score, predicted_label="anomalous" if c_score >= 0.5 else GOOD)
+    result = _result(records)
+    result.worst_misses = [_gallery(records[3], True), _gallery(records[4], True)]
+    result.worst_false_alarms = [_gallery(records[2], False)]
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", render_report(result)))
+    misses = "No anomalous image was released at the release threshold; these are the closest calls."
+    false_alarms = "No clean image was flagged at the release threshold; these are the closest calls."
+    assert (misses in text, false_alarms in text) == (misses_noted, false_alarms_noted)
+    # the miss itself says whether it was released
+    assert ("released — missed" in text) == (not misses_noted)
+
+
 def test_colour_and_grayscale_pictures_are_compared_when_both_are_there() -> None:
     # colour: clean a (0.1) and c (0.6), anomalous x (0.3); grayscale: clean b (0.2), anomalous y (0.9)
     grey = ("test/good/b.png", "test/crack/y.png")
