@@ -420,17 +420,33 @@ NO_KNOWN_TYPES = (
 )
 """Why ``type_accuracy`` is not measurable for a model that names no anomaly type (``undefined``)."""
 
+NOT_A_KNOWN_TYPE = "not a type the model was trained on (held out of its training): it cannot name it"
+"""Why one type's ``type_accuracy`` is not measurable: the model's classes do not include it."""
+
 
 def _type_accuracy(
-    records: Iterable[ImageRecord], known_types: Sequence[str] | None, undefined: dict[str, str]
+    records: Iterable[ImageRecord],
+    known_types: Sequence[str] | None,
+    undefined: dict[str, str],
+    kind: str | None = None,
 ) -> float | None:
-    """Among anomalous images the model flagged, the share given their true anomaly type; None, with the
-    reason in ``undefined``, for a model that knows no type (0 % said it typed them wrong), and None
-    where it flagged none."""
+    """Among anomalous images of the types the model knows that it flagged, the share given their true
+    anomaly type; None, with the reason in ``undefined``, for a model that knows no type or, for one
+    ``kind``, a type it does not know (0 % said it typed them wrong; a held-out type counted in the
+    overall figure lowered it by images it could never name), and None where it flagged none."""
     if known_types is not None and not known_types:
         undefined["type_accuracy"] = NO_KNOWN_TYPES
         return None
-    flagged = [r for r in records if r.label != GOOD and r.predicted_label not in (None, GOOD)]
+    if kind is not None and known_types is not None and kind not in known_types:
+        undefined["type_accuracy"] = NOT_A_KNOWN_TYPE
+        return None
+    flagged = [
+        r
+        for r in records
+        if r.label != GOOD
+        and r.predicted_label not in (None, GOOD)
+        and (known_types is None or r.type in known_types)
+    ]
     if not flagged:
         return None
     return sum(r.predicted_type == r.type for r in flagged) / len(flagged)
@@ -654,7 +670,10 @@ def _metrics(
         s, lab = result.scores_and_labels(kind)
         per_type[kind] = _summary(s, lab, type_pixels.get(kind), th)
         per_type[kind]["type_accuracy"] = _type_accuracy(
-            (r for r in result.records if r.type == kind), result.known_types, per_type[kind]["undefined"]
+            (r for r in result.records if r.type == kind),
+            result.known_types,
+            per_type[kind]["undefined"],
+            kind,
         )
         # pixel AUROC and PRO cover only the images with a mask: say how many that is
         per_type[kind]["counts"]["with_mask"] = sum(

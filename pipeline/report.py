@@ -462,6 +462,8 @@ def render_report(result: EvaluationResult) -> str:
         "pr": pr_svg(scores, labels),
         "histogram": histogram_svg(scores, labels, release=th.release, hold=th.hold),
         "per_type": per_type,
+        # types the model cannot name (held out of its training): their "type right" reads n/a
+        "untyped": [t["name"] for t in per_type if "type_accuracy" in t.get("undefined", {})],
         "per_image_kind": per_image_kind,
         "misses": [_gallery_card(g, th.release, th.hold, result.fusion_rule) for g in result.worst_misses],
         "false_alarms": [

@@ -146,6 +146,24 @@ def test_type_accuracy_of_a_model_that_knows_no_type_reads_n_a_with_the_reason()
     assert f'"n/a" under type right: {reason}' in text
 
 
+def test_a_type_the_model_was_not_trained_on_reads_n_a_and_the_overall_figure_says_whose() -> None:
+    # the model knows crack alone: stain (held out of its training) cannot be named, and 0.0 % said it
+    # typed stains wrong
+    stain = ImageRecord("test/stain/z.png", "anomalous", "stain", 0.9, "anomalous", "crack", True)
+    text = html.unescape(
+        re.sub(
+            r"\s+",
+            " ",
+            re.sub(r"<[^>]+>", " ", render_report(_result([*RECORDS, stain], known_types=["crack"]))),
+        )
+    )
+    assert re.search(r"stain 1 0\.0 % .* n/a", text)
+    assert re.search(r"crack 2 50\.0 % .* 100\.0 %", text)
+    assert "Anomaly type right, of flagged anomalies of the types it was trained on 100.0 %" in text
+    held_out = "not a type the model was trained on (held out of its training): it cannot name it"
+    assert f'"n/a" under type right (stain): {held_out}' in text
+
+
 @pytest.mark.parametrize(
     ("scores", "misses_noted", "false_alarms_noted"),
     [
