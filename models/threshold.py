@@ -52,8 +52,9 @@ of the benchmark missed 12.8 % of new anomalies of the validated kinds; 14.3 % w
 
 The bug this module exists to avoid is a threshold that collapses to the minimum score when no
 anomalous validation images exist (anomalib issue #2433), which silently flags everything. Degenerate
-inputs — no normal scores, NaN or infinite scores, scores outside [0, 1], all scores equal — raise
-``ValueError`` naming the problem instead of returning such a threshold.
+inputs — no normal scores, NaN or infinite scores, scores outside [0, 1], all scores equal, an
+anomalous score of 0 that the release cut would have to stay under — raise ``ValueError`` naming the
+problem instead of returning such a threshold.
 """
 
 from __future__ import annotations
@@ -142,8 +143,19 @@ def _release_from_anomalies(normal: np.ndarray, anomalous: np.ndarray, target_mi
     releases at most ``k`` of them (fewer on ties), any cut above releases more. The cut goes a
     quarter of the way up from the highest score (normal or anomalous) strictly below ``a[k]`` to
     ``a[k]``, or from 0 when nothing scores lower.
+
+    Raises:
+        ValueError: ``a[k]`` is 0: no cut lies under it but 0 itself, the minimum score, which
+            releases nothing and sits on the scores of 0.
     """
-    pivot = float(anomalous[allowed_misses(target_miss_rate, anomalous.size)])
+    k = allowed_misses(target_miss_rate, anomalous.size)
+    pivot = float(anomalous[k])
+    if pivot == 0.0:
+        raise ValueError(
+            f"anomalous validation score {k + 1} of {anomalous.size} (lowest first; {k} may be released "
+            "at the target miss rate) is 0, the bottom of the score scale: a release cut under it would be "
+            "0 itself, which releases nothing; the model scores that anomaly as the cleanest image can be"
+        )
     both = np.concatenate([normal, anomalous])
     below = both[both < pivot]
     lower = float(below.max()) if below.size else 0.0
@@ -252,8 +264,8 @@ def pick_thresholds(
         ``Thresholds(release, hold, target_miss_rate, method)`` with ``0 <= release <= hold <= 1``.
 
     Raises:
-        ValueError: no normal scores; NaN, infinite or out-of-range scores; all scores equal; a rate
-            outside [0, 1).
+        ValueError: no normal scores; NaN, infinite or out-of-range scores; all scores equal; the
+            anomalous score the release cut must stay under is 0; a rate outside [0, 1).
     """
     _check_rate(target_miss_rate, "target_miss_rate")
     _check_rate(hold_false_alarm_rate, "hold_false_alarm_rate")

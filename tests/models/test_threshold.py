@@ -174,6 +174,22 @@ ERRORS = [
     ("below_zero", [0.1], [-0.25], {}, "anomalous_scores must lie in [0, 1]; got values from -0.25 to -0.25"),
     ("all_equal", [0.5, 0.5], [0.5], {}, "all 3 validation scores (normal and anomalous) equal 0.5"),
     ("fallback_all_equal", [0.2, 0.2, 0.2], None, {}, "all 3 normal validation scores equal 0.2"),
+    # the anomaly that sets the cut scores 0: the only cut under it was 0, the minimum score
+    ("anomaly_at_zero", [0.2, 0.4], [0.0, 0.9], {}, "anomalous validation score 1 of 2 (lowest first; 0"),
+    (
+        "anomaly_at_zero_below_normals",  # the reviewer's case: a normal at 0 as well, 150 anomalies
+        [0.0, 1 / 3],
+        [0.0] + [1 / 3] * 149,
+        {},
+        "score 1 of 150 (lowest first; 0 may be released at the target miss rate) is 0, the bottom",
+    ),
+    (
+        "second_anomaly_at_zero",  # one miss allowed at 1 % of 199: the second lowest sets the cut
+        [0.2, 0.4],
+        [0.0, 0.0] + [0.9] * 197,
+        {},
+        "score 2 of 199 (lowest first; 1 may be released at the target miss rate) is 0",
+    ),
     (
         "miss_rate_one",
         [0.1],
