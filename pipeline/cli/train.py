@@ -200,6 +200,12 @@ def train_command(
     from pipeline.resolution import card_resolution, describe_resize
     from pipeline.train import TrainConfig, train_model
 
+    if tile_overlap is not None and not tile_size:
+        # said here with the flags: the config's words name its fields, and only its first is a flag's
+        raise InputError(
+            f"--tile-overlap {tile_overlap} is given but tiling is off without --tile-size: give "
+            "--tile-size too, or leave --tile-overlap out"
+        )
     try:
         config = TrainConfig(
             backbone=backbone,

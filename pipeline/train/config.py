@@ -227,6 +227,7 @@ class TrainConfig:
         return default_overlap(self.tile_size) if self.tile_overlap is None else self.tile_overlap
 
     def __post_init__(self) -> None:
+        given_overlap = self.tile_overlap  # None: not given, a quarter of a tile where there are tiles
         object.__setattr__(self, "tile_overlap", self._overlap)  # frozen: None becomes its pixels once
         seed = str(self.seed) if len(str(self.seed)) <= 24 else f"{str(self.seed)[:20]}..."  # bounded
         checks: list[tuple[bool, str]] = [
@@ -312,6 +313,14 @@ class TrainConfig:
             (
                 self.tile_size <= 0 or 0 <= self._overlap < self.tile_size,
                 f"tile_overlap {self.tile_overlap} must be in [0, tile_size={self.tile_size})",
+            ),
+            # refused whether or not there are tiles: a negative overlap was accepted without them
+            (given_overlap is None or given_overlap >= 0, f"tile_overlap {given_overlap} must be >= 0"),
+            # an overlap without tiles did nothing, silently: the user meant to tile and forgot the size
+            (
+                given_overlap is None or self.tile_size > 0,
+                f"tile_overlap {given_overlap} is given but tiling is off (tile_size 0): give a tile_size "
+                "too, or leave tile_overlap out",
             ),
             (
                 self.sixteen_bit_depth is None or self.sixteen_bit_depth in SENSOR_BIT_DEPTHS,

@@ -622,6 +622,17 @@ def test_the_tile_overlap_defaults_to_a_quarter_of_the_tile() -> None:
         (["--fusion", "avg"], "Error: --fusion 'avg' not in max, sum"),
         (["--target-miss-rate", "2"], "Error: --target-miss-rate 2.0 must be in (0, 1)"),
         (["--tile-size", "-1"], "Error: --tile-size -1 must be 0 (resize, never tile) or at least 128"),
+        # an overlap without tiles did nothing, and was accepted silently, negative ones included
+        (
+            ["--tile-overlap", "8"],
+            "Error: --tile-overlap 8 is given but tiling is off without --tile-size: give --tile-size too",
+        ),
+        (["--tile-overlap", "-8"], "Error: --tile-overlap -8 is given but tiling is off without --tile-size"),
+        (["--tile-overlap", "0"], "Error: --tile-overlap 0 is given but tiling is off without --tile-size"),
+        (
+            ["--tile-size", "128", "--tile-overlap", "-8"],
+            "Error: --tile-overlap -8 must be in [0, tile_size=128)",
+        ),
         # a tile under half the input would only fail when the finished model was saved
         (
             ["--tile-size", "127"],
@@ -1130,12 +1141,26 @@ def test_unknown_cargo_folder_needs_a_cargo_type(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("overlap", "match"),
+    [
+        (-4, r"tile_overlap -4 must be >= 0"),
+        (0, r"tile_overlap 0 is given but tiling is off \(tile_size 0\): give a tile_size too"),
+        (16, r"tile_overlap 16 is given but tiling is off \(tile_size 0\)"),
+    ],
+)
+def test_an_overlap_without_tiles_is_refused(overlap: int, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        TrainConfig(image_size=64, tile_overlap=overlap)
+
+
+@pytest.mark.parametrize(
     ("field", "value", "match"),
     [
         ("target_miss_rate", 0.0, "target_miss_rate 0.0 must be in"),
         ("folds", 1, "folds 1 must be >= 2"),
         ("score_reduction", "mean", "score_reduction 'mean' not in"),
         ("tile_overlap", 64, "tile_overlap 64 must be in"),
+        ("tile_overlap", -1, r"tile_overlap -1 must be in \[0, tile_size=64\)"),
         ("pad", 160, "pad 160 must be a multiple of 16 in"),
         ("pad", -16, "pad -16 must be a multiple of 16 in"),
         ("fusion", "auto", "fusion 'auto' not in max, sum"),  # sessions 10-13's default: now sum for all
