@@ -14,6 +14,7 @@ from rich.table import Table
 
 from datasets.errors import InputError
 from datasets.mvtec import GOOD
+from pipeline.cli.numbers import number
 from pipeline.leakage import leakage_warning
 
 __all__ = ["register", "train_command"]
@@ -40,7 +41,12 @@ def train_command(
     ] = None,
     image_size: Annotated[int, typer.Option("--image-size", help="Model input side in pixels.")] = 256,
     target_miss_rate: Annotated[
-        float, typer.Option("--target-miss-rate", help="Share of anomalous validation images released.")
+        float,
+        typer.Option(
+            "--target-miss-rate",
+            help="Share of anomalous validation images released.",
+            parser=number("--target-miss-rate", "in (0, 1)"),
+        ),
     ] = 0.01,
     val_fraction: Annotated[
         float,
@@ -48,6 +54,7 @@ def train_command(
             "--val-fraction",
             help="Share of the good images (and of each labelled anomaly type, unless "
             "--val-anomaly-fraction says otherwise) held out for validation.",
+            parser=number("--val-fraction", "in (0, 1)"),
         ),
     ] = 0.2,
     val_anomaly_fraction: Annotated[
@@ -58,6 +65,7 @@ def train_command(
             "--val-fraction: more validation anomalies strengthen the promise without taking normals "
             "from the memory bank.",
             show_default=False,
+            parser=number("--val-anomaly-fraction", "in (0, 1)"),
         ),
     ] = None,
     cargo_type: Annotated[
@@ -69,7 +77,12 @@ def train_command(
         ),
     ] = None,
     coreset_ratio: Annotated[
-        float, typer.Option("--coreset-ratio", help="Share of training patches kept in the memory bank.")
+        float,
+        typer.Option(
+            "--coreset-ratio",
+            help="Share of training patches kept in the memory bank.",
+            parser=number("--coreset-ratio", "in (0, 1]"),
+        ),
     ] = 0.1,
     max_bank: Annotated[int, typer.Option("--max-bank", help="Cap on memory-bank rows.")] = 16384,
     pad: Annotated[

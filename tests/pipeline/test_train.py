@@ -621,6 +621,15 @@ def test_the_tile_overlap_defaults_to_a_quarter_of_the_tile() -> None:
         (["--deep-features", "wide"], "Error: --deep-features 'wide' not in auto, pooled, sharp"),
         (["--fusion", "avg"], "Error: --fusion 'avg' not in max, sum"),
         (["--target-miss-rate", "2"], "Error: --target-miss-rate 2.0 must be in (0, 1)"),
+        # no number: typer's words named neither the value nor the range, after a usage line
+        (["--target-miss-rate", "abc"], "Error: --target-miss-rate 'abc' must be a number in (0, 1)\n"),
+        (["--target-miss-rate", ""], "Error: --target-miss-rate '' must be a number in (0, 1)\n"),
+        (["--val-fraction", "a fifth"], "Error: --val-fraction 'a fifth' must be a number in (0, 1)\n"),
+        (["--val-anomaly-fraction", "x"], "Error: --val-anomaly-fraction 'x' must be a number in (0, 1)\n"),
+        (["--coreset-ratio", "0,5"], "Error: --coreset-ratio '0,5' must be a number in (0, 1]\n"),
+        # read as typer read them: numbers out of range reach the config's check, which names it
+        (["--target-miss-rate", "nan"], "Error: --target-miss-rate nan must be in (0, 1)\n"),
+        (["--target-miss-rate", "1e-400"], "Error: --target-miss-rate 0.0 must be in (0, 1)\n"),
         (["--tile-size", "-1"], "Error: --tile-size -1 must be 0 (resize, never tile) or at least 128"),
         # an overlap without tiles did nothing, and was accepted silently, negative ones included
         (
@@ -654,7 +663,9 @@ def test_train_cli_reports_bad_options(
     root = _write(tmp_path / "pile", 4)
     code = run(app, ["train", "--data", str(root), "--out", str(tmp_path / "m"), *args])
     assert code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Usage:" not in err  # the CLI's own error line alone
 
 
 def test_train_cli_holds_out_the_validation_share_asked_for(tmp_path: Path) -> None:
