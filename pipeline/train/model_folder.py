@@ -3,10 +3,12 @@ written there, and the new model swapped in only once it is complete."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ from models.detector import Detector
 def check_out_dir(out: Path, data_root: Path, *, overwrite: bool) -> None:
     """Refuse, before any training, an ``--out`` the model cannot or must not be written to.
 
-    Nothing is made here: a run that fails leaves no empty folder behind.
+    Nothing is left here (a folder is made and removed where the model will go, to try that it
+    can be): a run that fails leaves no empty folder behind.
     """
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a folder for the model (made if missing)")
@@ -61,10 +64,24 @@ def check_out_dir(out: Path, data_root: Path, *, overwrite: bool) -> None:
             raise InputError(
                 f"--out {str(out)!r} is a mount point: a model there cannot be swapped; use a folder in it"
             )
-    # a model is written beside --out, then swapped in: the folder that holds it must take writes
-    existing = next(p for p in (real.parent, *real.parents) if p.exists())
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"--out {str(out)!r}: cannot write under {str(existing)!r} (permission denied)")
+    _probe(out, real)
+
+
+def _probe(out: Path, real: Path) -> None:
+    """Make and remove a folder where the model will be written: in ``--out`` when it is empty,
+    else beside it (where a new model is written, then swapped in, or the folders made down to it).
+
+    Tried for real, not asked of ``os.access``: that says yes to root on ``/proc`` and on a
+    read-only mount, and the save failed there only after the whole training."""
+    where = real if real.is_dir() and not _holds_files(real) else real.parent
+    where = next(p for p in (where, *where.parents) if p.exists())
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{real.name}.probe-", dir=where))
+    except OSError as exc:
+        raise InputError(
+            f"--out {str(out)!r}: cannot write under {str(where)!r} ({exc.strerror or exc}); give a folder "
+            "you may write, under one that exists or can be made"
+        ) from exc
 
 
 _MODEL_FILES = frozenset({CARD_FILE, WEIGHTS_FILE, CARD_FILE + ".tmp", WEIGHTS_FILE + ".tmp"})
@@ -87,18 +104,29 @@ def _holds_files(folder: Path) -> bool:
     return folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir())
 
 
-def save_in_place_of(out: Path, detector: Detector, card: dict[str, Any]) -> Path:
+Save = Callable[[Path, Detector, dict[str, Any]], Path]
+"""How a model is written to a folder: :func:`models.artifact.save_artifact`."""
+
+
+def save_in_place_of(
+    out: Path, detector: Detector, card: dict[str, Any], *, save: Save = save_artifact
+) -> Path:
     """Write the artifact to ``out``; a model already there is replaced only once the new one is
     complete (written beside it, then swapped in), so a failure never leaves half of each. ``out``
-    through a link replaces the folder the link names."""
-    out = out.resolve()
+    through a link replaces the folder the link names.
+
+    Raises:
+        InputError: the model cannot be written (a full disk), naming ``out`` and why; what was
+            written of it is removed, and the folders made for it.
+    """
+    given, out = out, out.resolve()
     if not _holds_files(out):
-        return save_artifact(out, detector, card)
+        return _save_new(given, out, detector, card, save)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     os.chmod(staging, stat.S_IMODE(out.stat().st_mode))  # mkdtemp's 0700 would lock a service out
     retired = staging.with_name(staging.name.replace(".new-", ".old-", 1))
     try:
-        save_artifact(staging, detector, card)
+        save(staging, detector, card)
         os.replace(out, retired)
         try:
             os.replace(staging, out)
@@ -107,9 +135,28 @@ def save_in_place_of(out: Path, detector: Detector, card: dict[str, Any]) -> Pat
             raise
     except OSError as exc:
         raise InputError(
-            f"--out {str(out)!r}: cannot put the new model in place ({exc.strerror or exc})"
+            f"--out {str(given)!r}: cannot put the new model in place ({exc.strerror or exc})"
         ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(retired, ignore_errors=True)
     return out
+
+
+def _save_new(given: Path, out: Path, detector: Detector, card: dict[str, Any], save: Save) -> Path:
+    """Write the artifact into ``out``, new or empty (placeholders aside). A save that fails (a full
+    disk) leaves nothing: its partial files, left as they were, read as a save cut short, which the
+    next run refused without --overwrite."""
+    made = [p for p in (out, *out.parents) if not p.exists()]  # deepest first: removed in this order
+    try:
+        return save(out, detector, card)
+    except OSError as exc:
+        for name in _MODEL_FILES:  # none of them was there: a folder holding one is not saved into here
+            with contextlib.suppress(OSError):
+                (out / name).unlink()
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise InputError(
+            f"--out {str(given)!r}: cannot write the model there ({exc.strerror or exc})"
+        ) from exc
