@@ -14,6 +14,7 @@ from rich.table import Table
 
 from datasets.errors import InputError
 from datasets.mvtec import GOOD
+from models.threshold import METHOD_FALLBACK
 from pipeline.cli.numbers import number
 from pipeline.leakage import leakage_warning
 
@@ -273,7 +274,7 @@ def train_command(
     table.add_row("cargo type", str(card["cargo_type"]))
     table.add_row("train images", ", ".join(f"{k}={v}" for k, v in sorted(counts["train"].items())))
     table.add_row("validation images", ", ".join(f"{k}={v}" for k, v in sorted(counts["validation"].items())))
-    table.add_row("pseudo-anomalies", pseudo_words(training))
+    table.add_row("pseudo-anomalies", pseudo_words(training, val))
     resolution = card_resolution(card)
     assert resolution is not None  # this version's training always records it
     table.add_row(
@@ -306,7 +307,8 @@ def train_command(
     table.add_row("fusion", f"{val['fusion_rule']}{spot}")
     table.add_row("calibration", str(val["calibration"]))
     t = result.thresholds
-    table.add_row("thresholds", f"release={cut_text(t.release)} hold={cut_text(t.hold)} ({t.method})")
+    how = f"{t.method}: above the clean validation images alone" if t.method == METHOD_FALLBACK else t.method
+    table.add_row("thresholds", f"release={cut_text(t.release)} hold={cut_text(t.hold)} ({how})")
     promise, promise_note = promise_words(val, t.target_miss_rate)
     table.add_row("miss-rate promise", promise)
     auroc = val["image_auroc"]
@@ -320,6 +322,7 @@ def train_command(
     if promise_note:
         err.print(f"[yellow]Note:[/yellow] {promise_note}")
     for warning in (
+        fallback_warning(training, val, t.method),
         release_warning(val),
         (val.get("one_class_spread") or {}).get("warning"),
         leakage_warning(training.get("duplicates")),
@@ -477,19 +480,60 @@ def empty_mask_warning(paths: list[str] | None) -> str | None:
     )
 
 
-def pseudo_words(training: dict[str, Any]) -> str:
-    """Whether the card's training used pseudo-anomalies, and why: none labelled, or all held out."""
-    if not training["pseudo_anomalies"]:
-        return "no"
+def pseudo_words(training: dict[str, Any], val: dict[str, Any]) -> str:
+    """Where the card's run used pseudo-anomalies in place of labelled ones (training, validation,
+    both or neither), and why. "no" alone read as if validation used none either, where one image
+    of each type kept them all in training and the threshold fell back to the clean images."""
+    in_training, on_validation = training["pseudo_anomalies"], _pseudo_validation(val)
+    if not in_training and not on_validation:
+        return "no: labelled anomalies in training and in validation"
+    if in_training and on_validation:
+        return "in training and validation (no labelled anomalies in train/)"
+    if on_validation:
+        return f"in validation only: {_none_held_out(training)}"
     counts = training["counts"]
     held_out = sum(n for label, n in counts["validation"].items() if label != GOOD)
-    if not held_out:
-        return "yes (no labelled anomalies in train/)"
     share = training["validation_share"]["anomalous"]
     # the card keeps the share, not which flag set it: --val-fraction stands in for an unset one
     return (
-        f"yes: all {held_out} labelled anomalies went to validation ({share:g} of each type held out: "
-        "--val-anomaly-fraction, or --val-fraction without it)"
+        f"in training only: all {held_out} labelled anomalies went to validation ({share:g} of each type "
+        "held out: --val-anomaly-fraction, or --val-fraction without it)"
+    )
+
+
+def _pseudo_validation(val: dict[str, Any]) -> bool:
+    """Whether the card's validation anomalies were pseudo-anomalies (``validation.anomalies``)."""
+    return str(val.get("anomalies", "")).startswith("pseudo")
+
+
+def _none_held_out(training: dict[str, Any]) -> str:
+    """Why labelled anomalies in training left none for validation: one image of each type."""
+    kinds = {label: n for label, n in training["counts"]["train"].items() if label != GOOD}
+    return (
+        f"no labelled anomaly was held out, as each of the {len(kinds)} type(s) has one image (a type "
+        f"needs 2 or more for one to be held out); training learned from {', '.join(sorted(kinds))}"
+    )
+
+
+def fallback_warning(training: dict[str, Any], val: dict[str, Any], method: str) -> str | None:
+    """A warning when the release threshold fell back to the clean validation images' scores
+    (``normal_quantile_fallback``): it promises no miss rate, and a table cell alone was missed."""
+    from pipeline.report import percent
+
+    if method != METHOD_FALLBACK:
+        return None
+    labelled = any(label != GOOD for label in training["counts"]["train"])
+    why, fix = (
+        (_none_held_out(training), "give a labelled type a second image, or more")
+        if labelled
+        else ("there are no labelled anomalies (train/<type>)", "add labelled anomalies, 2 or more of a type")
+    )
+    return (
+        f"the release threshold fell back to the clean validation images' scores alone "
+        f"({METHOD_FALLBACK}): {why}. It promises no miss rate: it releases "
+        f"{percent(val.get('miss_rate_at_threshold'))} of the {val.get('n_anomalous')} pseudo-anomalies made "
+        "from validation normals, which stand in for no real defect. For a threshold set on anomalies, "
+        f"{fix}, so that validation holds some"
     )
 
 

@@ -23,6 +23,7 @@ from models.predictor import ImageScorer
 from models.tiling import TilingConfig, sixteen_bit_depth
 from pipeline.cli import app, run
 from pipeline.cli.train import (
+    fallback_warning,
     promise_words,
     pseudo_words,
     raised_depth_warning,
@@ -99,9 +100,13 @@ def test_train_cli_end_to_end_on_normals_only(tmp_path: Path, capsys: pytest.Cap
         "warning": None,
     }
     assert "64 px images -> 64 px model input, not resized" in printed
-    # the one warning: a test image that is a copy of a training image
+    # the two warnings: the threshold from clean images alone, a test image that is a copy of a training one
     err = " ".join(captured.err.split())
-    assert err.count("Warning") == 1
+    assert err.count("Warning") == 2
+    assert "Warning: the release threshold fell back to the clean validation images' scores alone" in err
+    assert "(normal_quantile_fallback: above the clean validation images alone)" in " ".join(
+        printed.replace("│", " ").split()
+    )
     assert (
         "Warning: 1 test image(s) are exact copies of training images "
         "(test/good/copy.png = train/good/004.png" in err
@@ -185,38 +190,120 @@ def test_the_miss_rate_promise_in_words(n: int, bound: float | None, row: str, n
         assert got_note is not None and got_note.startswith(note)
 
 
+LABELLED_VAL = {"anomalies": "labelled"}
+PSEUDO_VAL = {"anomalies": "pseudo (synthetic, made from held-out normals)"}
+
+
 @pytest.mark.parametrize(
-    ("pseudo", "validation", "share", "row"),
+    ("pseudo", "train", "validation", "val", "share", "row"),
     [
-        (False, {"good": 2, "wet_patch": 1}, 0.2, "no"),
-        (True, {"good": 2}, 0.2, "yes (no labelled anomalies in train/)"),
+        (
+            False,
+            {"good": 8, "wet_patch": 2},
+            {"good": 2, "wet_patch": 1},
+            LABELLED_VAL,
+            0.2,
+            "no: labelled anomalies in training and in validation",
+        ),
+        (
+            True,
+            {"good": 8},
+            {"good": 2},
+            PSEUDO_VAL,
+            0.2,
+            "in training and validation (no labelled anomalies in train/)",
+        ),
+        # one image of each type: all stay in training, validation makes pseudo-anomalies (the row said "no")
+        (
+            False,
+            {"good": 8, "wet_patch": 1, "foreign_object": 1},
+            {"good": 2},
+            PSEUDO_VAL,
+            0.2,
+            "in validation only: no labelled anomaly was held out, as each of the 2 type(s) has one "
+            "image (a type needs 2 or more for one to be held out); training learned from foreign_object, "
+            "wet_patch",
+        ),
         # train/wet_patch held 3, --val-anomaly-fraction 0.9 took them all
         (
             True,
+            {"good": 8},
             {"good": 2, "wet_patch": 3},
+            LABELLED_VAL,
             0.9,
-            "yes: all 3 labelled anomalies went to validation (0.9 of each type held out: "
+            "in training only: all 3 labelled anomalies went to validation (0.9 of each type held out: "
             "--val-anomaly-fraction, or --val-fraction without it)",
         ),
         (
             True,
+            {"good": 8},
             {"good": 2, "wet_patch": 1, "foreign_object": 1},
+            LABELLED_VAL,
             0.5,
-            "yes: all 2 labelled anomalies went to validation (0.5 of each type held out: "
+            "in training only: all 2 labelled anomalies went to validation (0.5 of each type held out: "
             "--val-anomaly-fraction, or --val-fraction without it)",
         ),
     ],
-    ids=["labelled_in_training", "none_labelled", "all_held_out", "all_of_two_types_held_out"],
+    ids=[
+        "labelled_on_both_sides",
+        "none_labelled",
+        "one_per_type",
+        "all_held_out",
+        "all_of_two_types_held_out",
+    ],
 )
-def test_the_pseudo_anomalies_row_says_why(
-    pseudo: bool, validation: dict[str, int], share: float, row: str
+def test_the_pseudo_anomalies_row_says_which_side(
+    pseudo: bool,
+    train: dict[str, int],
+    validation: dict[str, int],
+    val: dict[str, str],
+    share: float,
+    row: str,
 ) -> None:
     training = {
         "pseudo_anomalies": pseudo,
-        "counts": {"train": {"good": 10}, "validation": validation},
+        "counts": {"train": train, "validation": validation},
         "validation_share": {"good": 0.2, "anomalous": share},
     }
-    assert pseudo_words(training) == row
+    assert pseudo_words(training, val) == row
+
+
+@pytest.mark.parametrize(
+    ("train", "method", "warning"),
+    [
+        (
+            {"good": 8},
+            "normal_quantile_fallback",
+            "the release threshold fell back to the clean validation images' scores alone "
+            "(normal_quantile_fallback): there are no labelled anomalies (train/<type>). It promises no "
+            "miss rate: it releases 25.0 % of the 4 pseudo-anomalies made from validation normals, which "
+            "stand in for no real defect. For a threshold set on anomalies, add labelled anomalies, 2 or "
+            "more of a type, so that validation holds some",
+        ),
+        (
+            {"good": 8, "wet_patch": 1},
+            "normal_quantile_fallback",
+            "(normal_quantile_fallback): no labelled anomaly was held out, as each of the 1 type(s) has one "
+            "image (a type needs 2 or more for one to be held out); training learned from wet_patch. It "
+            "promises no miss rate: it releases 25.0 % of the 4 pseudo-anomalies made from validation "
+            "normals, which stand in for no real defect. For a threshold set on anomalies, give a labelled "
+            "type a second image, or more, so that validation holds some",
+        ),
+        ({"good": 8, "wet_patch": 2}, "miss_rate_on_validation", None),
+        ({"good": 8, "wet_patch": 2}, "normal_bound_few_anomalies", None),
+    ],
+    ids=["none_labelled", "one_per_type", "validated", "normal_bound"],
+)
+def test_a_fallback_threshold_is_warned_about(
+    train: dict[str, int], method: str, warning: str | None
+) -> None:
+    training = {"counts": {"train": train, "validation": {"good": 4}}}
+    val = {"miss_rate_at_threshold": 0.25, "n_anomalous": 4}
+    got = fallback_warning(training, val, method)
+    if warning is None:
+        assert got is None
+    else:
+        assert got is not None and warning in got
 
 
 def _twelve_bits(image: np.ndarray) -> np.ndarray:
@@ -1197,12 +1284,12 @@ def test_config_validates_eagerly(field: str, value: object, match: str) -> None
 @pytest.mark.parametrize(
     ("fraction", "in_training", "row"),
     [
-        (0.5, 2, "pseudo-anomalies no"),
+        (0.5, 2, "pseudo-anomalies no: labelled anomalies in training and in validation"),
         (
             0.9,  # round(0.9 * 4): all four
             0,
-            "pseudo-anomalies yes: all 4 labelled anomalies went to validation (0.9 of each type held "
-            "out: --val-anomaly-fraction, or --val-fraction without it)",
+            "pseudo-anomalies in training only: all 4 labelled anomalies went to validation (0.9 of each "
+            "type held out: --val-anomaly-fraction, or --val-fraction without it)",
         ),
     ],
 )
@@ -1224,6 +1311,27 @@ def test_train_cli_holds_out_a_separate_share_of_the_anomalies(
     assert training["pseudo_anomalies"] is (in_training == 0)
     # the summary table's row, its wrapped lines joined
     assert row in " ".join(capsys.readouterr().out.replace("│", " ").split())
+
+
+def test_train_cli_says_one_image_per_type_left_validation_to_pseudo_anomalies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the summary said "pseudo-anomalies no" while validation used them and the cut fell back
+    root = _write(tmp_path / "bulk_ore", 10)
+    for kind in ("wet_patch", "foreign_object"):
+        _write_anomaly(root, kind, 0)
+    args = ["--image-size", "32", "--pad", "0", "--threads", "1", "--no-patch-head"]
+    assert run(app, ["train", "--data", str(root), "--out", str(tmp_path / "model"), *args]) == 0
+    captured = capsys.readouterr()
+    printed = " ".join(captured.out.replace("│", " ").split())
+    assert "pseudo-anomalies in validation only: no labelled anomaly was held out" in printed
+    err = " ".join(captured.err.split())
+    assert (
+        "Warning: the release threshold fell back to the clean validation images' scores alone "
+        "(normal_quantile_fallback): no labelled anomaly was held out, as each of the 2 type(s) has one "
+        "image (a type needs 2 or more for one to be held out)"
+    ) in err
+    assert re.search(r"it releases \d+\.\d % of the 2 pseudo-anomalies made from validation normals", err)
 
 
 def test_a_blank_mask_trains_no_patch_head_and_is_warned_about(
