@@ -9,13 +9,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from datasets.errors import InputError
 from datasets.mvtec import GOOD
 from models.threshold import METHOD_FALLBACK
 from pipeline.cli.numbers import number
+from pipeline.cli.progress import stage_progress
 from pipeline.leakage import leakage_warning
 
 __all__ = ["register", "train_command"]
@@ -250,21 +251,8 @@ def train_command(
     except InputError as exc:  # the config names its fields; a user typed flags
         raise InputError(flag_words(str(exc))) from None
     err = Console(stderr=True)
-    tasks: dict[str, TaskID] = {}
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    ) as bar:
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with stage_progress(err, *columns) as progress:  # plain lines where stderr is a log
         result = train_model(data, out, config=config, progress=progress, overwrite=overwrite)
     card = result.card
     val, training = card["validation"], card["training"]

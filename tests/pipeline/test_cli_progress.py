@@ -1,0 +1,87 @@
+"""Stage progress where stderr is no terminal: plain lines as a stage begins and at each tenth of it,
+not rich's bars, which print nothing until the command ends."""
+
+from __future__ import annotations
+
+import io
+from itertools import count
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from rich.console import Console
+
+from pipeline.cli import app, run
+from pipeline.cli.progress import StageLines, stage_progress
+
+
+def _lines(calls: list[tuple[str, int, int]]) -> list[str]:
+    out = io.StringIO()
+    seconds = count()  # one second per call
+    progress = StageLines(
+        Console(file=out, force_terminal=False, width=40), clock=lambda: float(next(seconds))
+    )
+    for call in calls:
+        progress(*call)
+    return out.getvalue().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("calls", "lines"),
+    [
+        ([("memory bank", 1, 1)], ["memory bank: 1/1 (0 s)"]),
+        ([("memory bank", 1, 1), ("memory bank", 1, 1)], ["memory bank: 1/1 (0 s)"]),  # said once
+        # a stage begins, then a line at each tenth done: 2, 4, ... of 20
+        (
+            [("fine-tune backbone", n, 20) for n in range(1, 21)],
+            [
+                "fine-tune backbone: 1/20 (0 s)",
+                *(f"fine-tune backbone: {n}/20 ({n - 1} s)" for n in range(2, 21, 2)),
+            ],
+        ),
+        # a long stage prints no more than a short one
+        (
+            [("decode", n, 1000) for n in range(1, 1001)],
+            ["decode: 1/1000 (0 s)", *(f"decode: {n}/1000 ({n - 1} s)" for n in range(100, 1001, 100))],
+        ),
+        # each stage timed from its own start; one begun again is said again
+        (
+            [("decode", 1, 2), ("decode", 2, 2), ("embed normals", 1, 1), ("decode", 1, 2)],
+            ["decode: 1/2 (0 s)", "decode: 2/2 (1 s)", "embed normals: 1/1 (0 s)", "decode: 1/2 (0 s)"],
+        ),
+        ([("checking", 5, 0), ("checking", 9, 0)], ["checking: 5 (0 s)"]),  # no total known
+        # long names and brackets are text, not markup, and never folded
+        ([("[bold]x" + "y" * 60, 1, 1)], ["[bold]x" + "y" * 60 + ": 1/1 (0 s)"]),
+    ],
+    ids=["one", "once", "tenths", "bounded", "restarted", "no-total", "plain"],
+)
+def test_stage_lines(calls: list[tuple[str, int, int]], lines: list[str]) -> None:
+    assert _lines(calls) == lines
+
+
+def test_a_terminal_gets_bars_and_a_log_lines() -> None:
+    log, terminal = io.StringIO(), io.StringIO()
+    with stage_progress(Console(file=log, force_terminal=False)) as progress:
+        assert isinstance(progress, StageLines)
+    with stage_progress(Console(file=terminal, force_terminal=True)) as progress:
+        assert not isinstance(progress, StageLines)
+        progress("decode", 1, 2)
+
+
+def test_train_prints_its_stages_as_lines_into_a_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        path = tmp_path / "bulk_ore" / "train" / "good" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), (rng.random((32, 32, 3)) * 255).astype(np.uint8))
+    args = ["--image-size", "32", "--pad", "0", "--threads", "1", "--coreset-ratio", "0.5"]
+    assert run(app, ["train", "--data", str(tmp_path / "bulk_ore"), "--out", str(tmp_path / "m"), *args]) == 0
+    said = [
+        line.split(" (")[0] for line in capsys.readouterr().err.splitlines()
+    ]  # stderr here is no terminal
+    for stage in ("decode: 8/8", "embed normals: 6/6", "calibration: 1/1", "artifact: 1/1"):
+        assert stage in said
+    assert said[0] == "decode: 1/8"  # from the start, not at the end
