@@ -14,9 +14,10 @@ type and range, and the sizes the detector is built to against the tensors the w
 card that fails is refused with an :class:`~datasets.errors.ArtifactError` naming the field, and
 :func:`save_artifact` refuses to write one.
 
-``model_id`` is ``<cargo>-<backbone>-<first 8 hex of the content hash>``, the content hash covering the
-weights hash, the detector config, the preprocessing, the thresholds, the cargo type and the
-pseudo-anomaly types: every card field that scoring reads (format 5 cards: the first four).
+``model_id`` is ``<cargo>-<backbone>-<first 16 hex of the content hash>`` (formats 5 and 6: 8 hex),
+the content hash covering the weights hash, the detector config, the preprocessing, the thresholds,
+the cargo type and the pseudo-anomaly types: every card field that scoring reads (format 5 cards:
+the first four).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from models.weights import read_bounded
 __all__ = [
     "CARD_FILE",
     "FORMAT_VERSION",
+    "ID_HEX_DIGITS",
     "PSEUDO_PREFIX",
     "READABLE_FORMATS",
     "WEIGHTS_FILE",
@@ -55,14 +57,24 @@ __all__ = [
     "save_artifact",
 ]
 
-FORMAT_VERSION = 6
-"""Format 6: the content hash, and so the model id, covers every card field scoring reads: the cargo
+FORMAT_VERSION = 7
+"""Format 7: the model id carries the first :data:`ID_HEX_DIGITS` (16) hex digits of the content hash,
+64 bits, where formats 5 and 6 carried 8: a policy approves models by their id alone, and the content
+hash covers free-text fields (``thresholds.method``), so someone who could write a model folder
+raised its release threshold and searched such a field for a value that brought back an approved
+8-hex id (6 of 8 hex digits matched in under a second, all 8 in some 14 CPU-minutes); a second
+preimage of 64 bits is out of reach. Formats 5 and 6 still load under their 8-hex ids, but a policy
+no longer approves an 8-hex id (``pipeline.policy``).
+
+Format 6: the content hash, and so the model id, covers every card field scoring reads: the cargo
 type and ``training.pseudo_types`` too (an edit of the pseudo types, which turn a detected type into
 "unknown", changed verdicts under the same id). Format 5 models load as they are, their content hash
 kept to its own rule so that their ids do not change, if their pseudo types are the ones training
 wrote (:func:`pseudo_types_of`); format 4 and older are refused (format 5's
 patch embeddings count the feature maps' zero padding, ``DetectorConfig.zero_padded_pooling``)."""
-READABLE_FORMATS = (5, FORMAT_VERSION)
+READABLE_FORMATS = (5, 6, FORMAT_VERSION)
+ID_HEX_DIGITS = 16
+"""Hex digits of the content hash a format 7 model id ends with."""
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model.json"
 
@@ -73,6 +85,17 @@ def _canonical(data: Mapping[str, Any]) -> bytes:
 
 def _card_hash(card: Mapping[str, Any]) -> str:
     return hashlib.sha256(_canonical({k: v for k, v in card.items() if k != "card_sha256"})).hexdigest()
+
+
+def _id_digits(card: Mapping[str, Any]) -> int:
+    """Hex digits of the content hash in the model id of a card of its format."""
+    # formats 5 and 6 were written with 8; their ids must not change
+    return 8 if card.get("format_version") in (5, 6) else ID_HEX_DIGITS
+
+
+def _model_id(card: Mapping[str, Any], backbone: Any) -> str:
+    """The model id a card of its format, cargo type, backbone and content hash has."""
+    return f"{card.get('cargo_type')}-{backbone}-{str(card.get('content_sha256'))[: _id_digits(card)]}"
 
 
 def save_artifact(out_dir: str | Path, detector: Detector, card: Mapping[str, Any]) -> Path:
@@ -97,7 +120,7 @@ def save_artifact(out_dir: str | Path, detector: Detector, card: Mapping[str, An
     full["weights_sha256"] = hashlib.sha256(weights).hexdigest()
     content = _content_hash(full)
     full["content_sha256"] = content
-    full["model_id"] = f"{full.get('cargo_type')}-{detector.config.backbone}-{content[:8]}"
+    full["model_id"] = _model_id(full, detector.config.backbone)
     full.pop("card_sha256", None)
     full["card_sha256"] = _card_hash(full)
     text = json.dumps(full, indent=2, sort_keys=True) + "\n"
@@ -259,10 +282,11 @@ def _check_card(card: dict[str, Any], card_path: Path) -> None:
     content = _content_hash(card)
     model_id = card.get("model_id")
     backbone = detector.get("backbone")
-    if model_id != f"{card['cargo_type']}-{backbone}-{str(card.get('content_sha256'))[:8]}":
+    if model_id != _model_id(card, backbone):
         raise ArtifactError(
-            f"{where}: model id {model_id!r} does not name its cargo type {card['cargo_type']!r} and "
-            f"backbone {backbone!r} (the cargo type decides which images it scores); train the model again"
+            f"{where}: model id {model_id!r} does not name its cargo type {card['cargo_type']!r}, "
+            f"backbone {backbone!r} and the first {_id_digits(card)} hex digits of its content hash "
+            "(the cargo type decides which images it scores); train the model again"
         )
     if card.get("content_sha256") != content:
         raise ArtifactError(
@@ -438,7 +462,8 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
     if card.get("format_version") not in READABLE_FORMATS:
         raise ArtifactError(
             f"{str(card_path)!r} has format_version {card.get('format_version')!r}; "
-            f"expected {' or '.join(map(str, READABLE_FORMATS))} (train the model again with this "
+            f"expected {', '.join(map(str, READABLE_FORMATS[:-1]))} or {READABLE_FORMATS[-1]} "
+            "(train the model again with this "
             "version of clearsight)"
         )
     expected = card.get("card_sha256")

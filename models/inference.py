@@ -82,7 +82,7 @@ class Predictor(Protocol):
 
     @property
     def model_id(self) -> str:
-        """Artifact id, e.g. ``"bulk_ore-lite0-3f2a9c1b"``."""
+        """Artifact id, e.g. ``"bulk_ore-lite0-3f2a9c1b0d4e5f6a"``."""
         ...
 
     @property

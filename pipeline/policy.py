@@ -106,31 +106,42 @@ def _odds_factor(value: Any) -> float:
 
 
 MAX_MODEL_ID = 200
-"""The longest model id a policy may name (a cargo type, a backbone name and eight hex digits)."""
+"""The longest model id a policy may name (a cargo type, a backbone name and 16 hex digits)."""
 
-_MODEL_ID = re.compile(r"\S(?:.*\S)?-[0-9a-f]{8}")
-_OWN_ID = re.compile(r"[A-Za-z0-9_.]+-[0-9a-f]{8}")
-"""What follows ``<cargo type>-`` in a model id: a backbone's name (no hyphen) and 8 hex digits."""
+_MODEL_ID = re.compile(r"\S(?:.*\S)?-[0-9a-f]{16}")
+_OWN_ID = re.compile(r"[A-Za-z0-9_.]+-[0-9a-f]{16}")
+"""What follows ``<cargo type>-`` in a model id: a backbone's name (no hyphen) and 16 hex digits."""
+_SHORT_ID = re.compile(r"\S(?:.*\S)?-[0-9a-f]{8}")
+"""The id of a model of artifact format 5 or 6 (``models.artifact``): 8 hex digits, 32 bits of its
+content hash, which a forged model folder (a raised release threshold, a free-text field searched)
+can be made to match in minutes of CPU; a policy approves models by id alone, so it lists none."""
 
 
 def _of_cargo(model_id: str, cargo: str) -> bool:
-    """Whether ``model_id`` is ``<cargo>-<backbone>-<8 hex>``."""
+    """Whether ``model_id`` is ``<cargo>-<backbone>-<16 hex>``."""
     return model_id.startswith(f"{cargo}-") and _OWN_ID.fullmatch(model_id[len(cargo) + 1 :]) is not None
 
 
 def _model_ids(value: Any) -> tuple[str, ...]:
-    """A non-empty list of distinct model ids, each ``<cargo type>-<backbone>-<8 hex>`` as a model
+    """A non-empty list of distinct model ids, each ``<cargo type>-<backbone>-<16 hex>`` as a model
     card, ``clearsight train`` and every verdict name it: a bare string is a typo for a list of one,
-    and an empty list would approve no model (set ``release_threshold: 0`` to release nothing)."""
+    and an empty list would approve no model (set ``release_threshold: 0`` to release nothing). An
+    id of 8 hex digits (:data:`_SHORT_ID`) is refused, saying why."""
     if not isinstance(value, list | tuple) or not value:
         raise ValueError(
             "must be a non-empty list of model ids (as model.json's model_id names them, "
-            "e.g. [bulk_ore-lite0-3f2a9c1b]); leave the key out to take any model's scores"
+            "e.g. [bulk_ore-lite0-3f2a9c1b0d4e5f6a]); leave the key out to take any model's scores"
         )
     for entry in value:
+        if isinstance(entry, str) and len(entry) <= MAX_MODEL_ID and _SHORT_ID.fullmatch(entry):
+            raise ValueError(
+                f"{entry!r} is a model id of 8 hex digits, from a model trained before this version, "
+                "which a forged model folder can be made to match in minutes of CPU; train the model "
+                "again, and list the id of 16 hex digits that `clearsight train` prints"
+            )
         if not (isinstance(entry, str) and len(entry) <= MAX_MODEL_ID and _MODEL_ID.fullmatch(entry)):
             raise ValueError(
-                f"{entry!r} is not a model id: <cargo type>-<backbone>-<8 hex digits> of at most "
+                f"{entry!r} is not a model id: <cargo type>-<backbone>-<16 hex digits> of at most "
                 f"{MAX_MODEL_ID} characters, as model.json's model_id names it"
             )
     if len(set(value)) != len(value):
@@ -289,7 +300,7 @@ class Policy(_Strict):
             if other is not None:
                 raise ValueError(
                     f"cargo_types.{cargo}.models: {other!r} is not a {cargo} model id "
-                    f"({cargo}-<backbone>-<8 hex digits>: a model id starts with the cargo type it was "
+                    f"({cargo}-<backbone>-<16 hex digits>: a model id starts with the cargo type it was "
                     "trained for, and a model scores only its own cargo)"
                 )
         return self
@@ -329,16 +340,26 @@ class Policy(_Strict):
         Raises:
             PolicyError: naming each unapproved model, its cargo type and the approved ids.
         """
-        problems = [
-            f"{model_id} for {cargo_type} (approved: {', '.join(approved)})"
+        refused = [
+            (cargo_type, model_id, approved)
             for cargo_type, model_id in sorted(models.items())
             if (approved := self.unapproved(cargo_type, model_id)) is not None
         ]
-        if problems:
+        if refused:
+            problems = [f"{m} for {cargo} (approved: {', '.join(ids)})" for cargo, m, ids in refused]
+            # a policy refuses to list such an id (_SHORT_ID): listing it is no way out
+            short = [m for _, m, _ in refused if _SHORT_ID.fullmatch(m)]
+            retrain = (
+                f" ({', '.join(short)}: a model id of 8 hex digits, from a model trained before this "
+                "version, cannot be listed; train the model again)"
+                if short
+                else ""
+            )
             raise PolicyError(
                 f"policy {self.policy_version} does not approve the model{'s' if len(problems) > 1 else ''} "
                 f"loaded: {'; '.join(problems)}. Its scores would never release cargo; load an approved "
-                "model, or list this one under cargo_types.<cargo type>.models in a new policy_version"
+                f"model, or list this one under cargo_types.<cargo type>.models in a new policy_version"
+                f"{retrain}"
             )
 
     @property

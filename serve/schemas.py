@@ -124,7 +124,7 @@ class ScoreResponse(BaseModel):
                 {
                     "request_id": "5b0c3f6a9d2e4f1a8c7b6a5d4e3f2a1b",
                     "cargo_type": "bulk_ore",
-                    "model_ids": ["bulk_ore-lite0-3f2a9c1b"],
+                    "model_ids": ["bulk_ore-lite0-3f2a9c1b0d4e5f6a"],
                     "policy_version": "2025.1",
                     "images": [
                         {
@@ -142,7 +142,7 @@ class ScoreResponse(BaseModel):
                                 "target_miss_rate": 0.01,
                                 "method": "miss_rate_on_validation",
                             },
-                            "model_id": "bulk_ore-lite0-3f2a9c1b",
+                            "model_id": "bulk_ore-lite0-3f2a9c1b0d4e5f6a",
                             "heatmap_png_base64": None,
                             "scale_vs_training": 1.0,
                             "signal_log_odds": {"one_class": 1.2, "type_head": 1.1},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -39,8 +40,10 @@ def test_round_trip_gives_identical_predictions(tiny_model_dir: Path, tmp_path: 
 
 def test_card_records_provenance(tiny_model_dir: Path) -> None:
     card = json.loads((tiny_model_dir / CARD_FILE).read_text())
-    assert card["format_version"] == 6
-    assert card["model_id"] == f"bulk_ore-lite0-{card['content_sha256'][:8]}"
+    assert card["format_version"] == 7
+    # 16 hex digits (64 bits) of the content hash: an 8-hex id was matched by a forged card in minutes
+    assert card["model_id"] == f"bulk_ore-lite0-{card['content_sha256'][:16]}"
+    assert re.fullmatch(r"bulk_ore-lite0-[0-9a-f]{16}", card["model_id"])
     assert (
         card["backbone"]["weights_sha256"]
         == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -100,7 +103,7 @@ def _rehashed(edit: Callable[[dict], None], *, content: bool = False) -> Callabl
         edit(card)
         if content:
             card["content_sha256"] = artifact._content_hash(card)
-            card["model_id"] = card["model_id"].rsplit("-", 1)[0] + "-" + card["content_sha256"][:8]
+            card["model_id"] = card["model_id"].rsplit("-", 1)[0] + "-" + card["content_sha256"][:16]
         card.pop("card_sha256")
         card["card_sha256"] = artifact._card_hash(card)
         (d / CARD_FILE).write_text(json.dumps(card))
@@ -156,7 +159,7 @@ def test_a_fully_rehashed_edit_loads_only_under_another_model_id(
         (_flip_byte, r"weights\.safetensors' has sha256 .* expected"),
         (_edit_threshold, r"model\.json' was modified"),
         (_break_json, r"model\.json' is not valid JSON"),
-        (_old_format, r"has format_version 99; expected 5 or 6 \(train the model again"),
+        (_old_format, r"has format_version 99; expected 5, 6 or 7 \(train the model again"),
         # edits whose author recomputed the card's hash (and the content hash and id), as anyone could
         (_rehashed(_set("thresholds.release", 0.999)), r"pseudo types were changed after training"),
         (_rehashed(_set("detector.std", [0.0, 0.5, 0.5])), r"pseudo types were changed after training"),
@@ -285,7 +288,7 @@ def _resealed(edit: Callable[[dict], None]) -> Callable[[Path], None]:
         edit(card)
         card["content_sha256"] = artifact._content_hash(card)
         card["model_id"] = (
-            f"{card.get('cargo_type')}-{card['detector']['backbone']}-{card['content_sha256'][:8]}"
+            f"{card.get('cargo_type')}-{card['detector']['backbone']}-{card['content_sha256'][:16]}"
         )
         card.pop("card_sha256")
         card["card_sha256"] = artifact._card_hash(card)
@@ -492,7 +495,49 @@ def test_a_format_5_model_loads_under_its_own_id(tiny_model_dir: Path, tmp_path:
     _as_format_5(card)
     (target / CARD_FILE).write_text(json.dumps(card))
     assert load_model(target, runtime="torch").model_id == card["model_id"]
-    assert load_model(tiny_model_dir, runtime="torch").model_id != card["model_id"]  # format 6's rule
+    assert load_model(tiny_model_dir, runtime="torch").model_id != card["model_id"]  # format 7's rule
+
+
+def _sealed_as(version: int, digits: int) -> Callable[[dict], None]:
+    """The card as format ``version`` with a model id of ``digits`` hex digits of its content hash
+    (formats 6 and 7 hash the same fields; the id's rule spelled out here)."""
+
+    def edit(card: dict) -> None:
+        card["format_version"] = version
+        card["model_id"] = (
+            f"{card['cargo_type']}-{card['detector']['backbone']}-{card['content_sha256'][:digits]}"
+        )
+        card.pop("card_sha256")
+        card["card_sha256"] = artifact._card_hash(card)
+
+    edit.__name__ = f"format-{version}-{digits}-hex"
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "loads"),
+    [
+        (_sealed_as(6, 8), True),  # a model trained before format 7 keeps its id
+        (_sealed_as(7, 16), True),
+        (_sealed_as(6, 16), False),
+        (_sealed_as(7, 8), False),  # the short id a forger could match is not this format's
+        (_sealed_as(7, 12), False),
+    ],
+    ids=lambda v: getattr(v, "__name__", "loads" if v else "refused"),
+)
+def test_a_format_6_card_keeps_its_8_hex_id_and_format_7_has_16(
+    tiny_model_dir: Path, tmp_path: Path, edit: Callable[[dict], None], loads: bool
+) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    card = json.loads((target / CARD_FILE).read_text())
+    edit(card)
+    (target / CARD_FILE).write_text(json.dumps(card))
+    if loads:
+        assert load_model(target, runtime="torch").model_id == card["model_id"]
+    else:
+        with pytest.raises(ArtifactError, match=r"model id '.*' does not name its cargo type 'bulk_ore', "):
+            load_model(target, runtime="torch")
 
 
 def _class_1_synthetic(*, listed: bool) -> Callable[[dict], None]:

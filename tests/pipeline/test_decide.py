@@ -27,7 +27,7 @@ from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecisio
 sys.path.insert(0, str(Path(__file__).parent))
 from decide_builders import KEY, NOW, H, P, R, decl, img, policy  # noqa: E402
 
-ORE_MODEL = "bulk_ore-lite0-0000000a"
+ORE_MODEL = "bulk_ore-lite0-000000000000000a"
 
 
 CASES = [
@@ -397,7 +397,7 @@ CASES = [
         {
             "cargo_types": {
                 "bulk_ore": {"models": [ORE_MODEL]},
-                "vacuum_pack": {"models": ["vacuum_pack-lite0-0000000b"]},
+                "vacuum_pack": {"models": ["vacuum_pack-lite0-000000000000000b"]},
             }
         },
         {"cargo_type": "vacuum_pack"},
@@ -650,18 +650,20 @@ def test_rules(
 
 
 def test_an_unapproved_model_s_reason_names_it_and_the_approved_ones() -> None:
-    approving = policy(cargo_types={"bulk_ore": {"models": [ORE_MODEL, "bulk_ore-lite1-0000000c"]}})
+    approving = policy(cargo_types={"bulk_ore": {"models": [ORE_MODEL, "bulk_ore-lite1-000000000000000c"]}})
     decision = decide_shipment(approving, decl(), [img(0.1)], audit_key=KEY, now=NOW)
     reason = decision.reasons[0]
     assert (reason.rule, reason.image, reason.score) == ("fail_closed.unapproved_model", "a.png", 0.1)
     assert reason.message == (
         "scored by model ore-m1, which policy test-1 does not approve for cargo type 'bulk_ore' "
-        "(approved: bulk_ore-lite0-0000000a, bulk_ore-lite1-0000000c); not released on its score"
+        "(approved: bulk_ore-lite0-000000000000000a, bulk_ore-lite1-000000000000000c); not released on "
+        "its score"
     )
     nameless = decide_shipment(approving, decl(), [img(0.1, model_id="")], audit_key=KEY, now=NOW)
     assert nameless.reasons[0].message == (
         "scored by no model named in its row, which policy test-1 does not approve for cargo type "
-        "'bulk_ore' (approved: bulk_ore-lite0-0000000a, bulk_ore-lite1-0000000c); not released on its score"
+        "'bulk_ore' (approved: bulk_ore-lite0-000000000000000a, bulk_ore-lite1-000000000000000c); not "
+        "released on its score"
     )
 
 

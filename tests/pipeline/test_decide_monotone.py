@@ -146,7 +146,7 @@ def _any_policy(rng: random.Random) -> Policy:
             release, hold = hold, release
         cargo[name] = {"release_threshold": release, "hold_threshold": hold}
         if rng.random() < 0.3:  # the models it approves: the one that scores, or another
-            cargo[name]["models"] = [f"{name}-lite0-{rng.choice(['0000000a', '0000000b'])}"]
+            cargo[name]["models"] = [f"{name}-lite0-{rng.choice(['000000000000000a', '000000000000000b'])}"]
     # each fail-closed tier drawn apart: mixed_cargo_types milder than unknown_cargo_type let a
     # picture of unlisted cargo declared as a listed type shed the stricter tier (forced equal here
     # before, which hid it)
@@ -177,7 +177,7 @@ def _own_image(rng: random.Random, n: int, cargo: str) -> ImageVerdict:
         "cargo_type": cargo,
         "threshold": release,
         "hold_threshold": max(release, rng.choice([0.5, 0.6, 0.8, 0.95])),
-        "model_id": rng.choice([f"{cargo}-lite0-0000000a"] * 3 + [None]),
+        "model_id": rng.choice([f"{cargo}-lite0-000000000000000a"] * 3 + [None]),
     }
     if rng.random() < 0.15:
         base["seen_in"] = [rng.choice(["S-EARLIER", "S-RELEASED"])]

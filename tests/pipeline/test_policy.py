@@ -325,7 +325,7 @@ def test_a_policy_that_audits_nothing_at_random_says_so(random_audit: dict | Non
 
 # -- the models a policy approves --------------------------------------------------------------------
 
-ORE_MODEL = "bulk_ore-lite0-3f2a9c1b"
+ORE_MODEL = "bulk_ore-lite0-3f2a9c1b0d4e5f6a"
 
 
 def _approving(*models: str, cargo: str = "bulk_ore") -> Policy:
@@ -346,7 +346,7 @@ def test_an_unchanged_policy_keeps_its_hash() -> None:
         }
     )
     assert strict.sha256 != _approving(ORE_MODEL).sha256
-    assert _approving(ORE_MODEL).sha256 != _approving("bulk_ore-lite0-0000000a").sha256
+    assert _approving(ORE_MODEL).sha256 != _approving("bulk_ore-lite0-000000000000000a").sha256
     assert _approving(ORE_MODEL).sha256 != parse_policy(MINIMAL).sha256
 
 
@@ -355,67 +355,93 @@ def test_an_unchanged_policy_keeps_its_hash() -> None:
     [
         pytest.param(
             ORE_MODEL,
-            "cargo_types.bulk_ore.models = 'bulk_ore-lite0-3f2a9c1b': must be a non-empty list of model ids "
-            "(as model.json's model_id names them, e.g. [bulk_ore-lite0-3f2a9c1b]); leave the key out "
-            "to take any model's scores",
+            "cargo_types.bulk_ore.models = 'bulk_ore-lite0-3f2a9c1b0d4e5f6a': must be a non-empty list of "
+            "model ids (as model.json's model_id names them, e.g. [bulk_ore-lite0-3f2a9c1b0d4e5f6a]); leave "
+            "the key out to take any model's scores",
             id="a-string-not-a-list",
         ),
         pytest.param(
             [],
             "cargo_types.bulk_ore.models: must be a non-empty list of model ids (as model.json's model_id "
-            "names them, e.g. [bulk_ore-lite0-3f2a9c1b]); leave the key out to take any model's scores",
+            "names them, e.g. [bulk_ore-lite0-3f2a9c1b0d4e5f6a]); leave the key out to take any model's "
+            "scores",
             id="empty",
         ),
         pytest.param(
             ["lite0"],
-            "cargo_types.bulk_ore.models: 'lite0' is not a model id: <cargo type>-<backbone>-<8 hex "
+            "cargo_types.bulk_ore.models: 'lite0' is not a model id: <cargo type>-<backbone>-<16 hex "
             "digits> of at most 200 characters, as model.json's model_id names it",
             id="not-an-id",
         ),
         pytest.param(
-            ["bulk_ore-lite0-3F2A9C1B"],
-            "cargo_types.bulk_ore.models: 'bulk_ore-lite0-3F2A9C1B' is not a model id: <cargo type>-"
-            "<backbone>-<8 hex digits> of at most 200 characters, as model.json's model_id names it",
+            ["bulk_ore-lite0-3F2A9C1B0D4E5F6A"],
+            "cargo_types.bulk_ore.models: 'bulk_ore-lite0-3F2A9C1B0D4E5F6A' is not a model id: <cargo type>-"
+            "<backbone>-<16 hex digits> of at most 200 characters, as model.json's model_id names it",
             id="upper-case-hex",
         ),
         pytest.param(
             [7],
-            "cargo_types.bulk_ore.models: 7 is not a model id: <cargo type>-<backbone>-<8 hex digits> of "
+            "cargo_types.bulk_ore.models: 7 is not a model id: <cargo type>-<backbone>-<16 hex digits> of "
             "at most 200 characters, as model.json's model_id names it",
             id="a-number",
         ),
         pytest.param(
             [ORE_MODEL, ORE_MODEL],
-            "cargo_types.bulk_ore.models: 'bulk_ore-lite0-3f2a9c1b' is listed twice; list each model once",
+            "cargo_types.bulk_ore.models: 'bulk_ore-lite0-3f2a9c1b0d4e5f6a' is listed twice; list each model "
+            "once",
             id="twice",
         ),
         pytest.param(
-            ["vacuum_pack-lite0-3f2a9c1b"],
-            "cargo_types.bulk_ore.models: 'vacuum_pack-lite0-3f2a9c1b' is not a bulk_ore model id "
-            "(bulk_ore-<backbone>-<8 hex digits>: a model id starts with the cargo type it was trained "
+            ["vacuum_pack-lite0-3f2a9c1b0d4e5f6a"],
+            "cargo_types.bulk_ore.models: 'vacuum_pack-lite0-3f2a9c1b0d4e5f6a' is not a bulk_ore model id "
+            "(bulk_ore-<backbone>-<16 hex digits>: a model id starts with the cargo type it was trained "
             "for, and a model scores only its own cargo)",
             id="another-cargo's-model",
         ),
         pytest.param(
-            ["bulk_ore-3f2a9c1b"],
-            "cargo_types.bulk_ore.models: 'bulk_ore-3f2a9c1b' is not a bulk_ore model id (bulk_ore-"
-            "<backbone>-<8 hex digits>: a model id starts with the cargo type it was trained for, and a "
+            ["bulk_ore-3f2a9c1b0d4e5f6a"],
+            "cargo_types.bulk_ore.models: 'bulk_ore-3f2a9c1b0d4e5f6a' is not a bulk_ore model id (bulk_ore-"
+            "<backbone>-<16 hex digits>: a model id starts with the cargo type it was trained for, and a "
             "model scores only its own cargo)",
             id="no-backbone",
         ),
         pytest.param(
-            ["lite0-3f2a9c1b"],
-            "cargo_types.bulk_ore.models: 'lite0-3f2a9c1b' is not a bulk_ore model id (bulk_ore-<backbone>-"
-            "<8 hex digits>: a model id starts with the cargo type it was trained for, and a model scores "
-            "only its own cargo)",
+            ["lite0-3f2a9c1b0d4e5f6a"],
+            "cargo_types.bulk_ore.models: 'lite0-3f2a9c1b0d4e5f6a' is not a bulk_ore model id (bulk_ore-"
+            "<backbone>-<16 hex digits>: a model id starts with the cargo type it was trained for, and a "
+            "model scores only its own cargo)",
             id="no-cargo-type",
         ),
         pytest.param(
-            ["bulk_ore-lite-0-3f2a9c1b"],
-            "cargo_types.bulk_ore.models: 'bulk_ore-lite-0-3f2a9c1b' is not a bulk_ore model id (bulk_ore-"
-            "<backbone>-<8 hex digits>: a model id starts with the cargo type it was trained for, and a "
-            "model scores only its own cargo)",
+            ["bulk_ore-lite-0-3f2a9c1b0d4e5f6a"],
+            "cargo_types.bulk_ore.models: 'bulk_ore-lite-0-3f2a9c1b0d4e5f6a' is not a bulk_ore model id "
+            "(bulk_ore-<backbone>-<16 hex digits>: a model id starts with the cargo type it was trained for, "
+            "and a model scores only its own cargo)",
             id="a-hyphen-in-the-backbone",
+        ),
+        # formats 5 and 6 named a model by 8 hex digits of its content hash: 32 bits, which a forged
+        # model folder matched in minutes of CPU; a policy approves by id alone, so it takes none
+        pytest.param(
+            ["bulk_ore-lite0-3f2a9c1b"],
+            "cargo_types.bulk_ore.models: 'bulk_ore-lite0-3f2a9c1b' is a model id of 8 hex digits, from a "
+            "model trained before this version, which a forged model folder can be made to match in "
+            "minutes of CPU; train the model again, and list the id of 16 hex digits that `clearsight "
+            "train` prints",
+            id="8-hex-of-a-format-6-model",
+        ),
+        pytest.param(
+            [ORE_MODEL, "bulk_ore-lite1-0000000a"],
+            "cargo_types.bulk_ore.models: 'bulk_ore-lite1-0000000a' is a model id of 8 hex digits, from a "
+            "model trained before this version, which a forged model folder can be made to match in "
+            "minutes of CPU; train the model again, and list the id of 16 hex digits that `clearsight "
+            "train` prints",
+            id="8-hex-beside-a-16-hex-one",
+        ),
+        pytest.param(
+            ["bulk_ore-lite0-3f2a9c1b0d4e"],
+            "cargo_types.bulk_ore.models: 'bulk_ore-lite0-3f2a9c1b0d4e' is not a model id: <cargo type>-"
+            "<backbone>-<16 hex digits> of at most 200 characters, as model.json's model_id names it",
+            id="12-hex",
         ),
     ],
 )
@@ -432,12 +458,12 @@ def test_every_backbone_s_models_can_be_approved() -> None:
 
     assert list_models()
     for backbone in list_models():
-        assert _approving(f"bulk_ore-{backbone}-0123abcd").cargo_types["bulk_ore"].models
+        assert _approving(f"bulk_ore-{backbone}-0123abcd0123abcd").cargo_types["bulk_ore"].models
 
 
 def test_a_cargo_type_with_hyphens_lists_its_own_models() -> None:
-    policy = _approving("crude-oil-lite0-0000000a", cargo="crude-oil")
-    assert policy.cargo_types["crude-oil"].models == ("crude-oil-lite0-0000000a",)
+    policy = _approving("crude-oil-lite0-000000000000000a", cargo="crude-oil")
+    assert policy.cargo_types["crude-oil"].models == ("crude-oil-lite0-000000000000000a",)
 
 
 @pytest.mark.parametrize(
@@ -446,7 +472,9 @@ def test_a_cargo_type_with_hyphens_lists_its_own_models() -> None:
         ({"bulk_ore": ORE_MODEL}, None),
         ({"bulk_ore": ORE_MODEL, "vacuum_pack": "vacuum_pack-lite0-00000001"}, None),  # lists none for packs
         ({}, None),
-        ({"bulk_ore": "bulk_ore-lite0-0000000a"}, "bulk_ore-lite0-0000000a for bulk_ore"),
+        ({"bulk_ore": "bulk_ore-lite0-000000000000000a"}, "bulk_ore-lite0-000000000000000a for bulk_ore"),
+        # a model trained before format 7: its id cannot be listed, so the way out is to retrain it
+        ({"bulk_ore": "bulk_ore-lite0-3f2a9c1b"}, "bulk_ore-lite0-3f2a9c1b for bulk_ore"),
     ],
 )
 def test_check_models_refuses_a_model_the_policy_does_not_approve(
@@ -458,8 +486,15 @@ def test_check_models_refuses_a_model_the_policy_does_not_approve(
         return
     with pytest.raises(PolicyError) as info:
         policy.check_models(loaded)
+    short = loaded["bulk_ore"].endswith("-3f2a9c1b")
     assert str(info.value) == (
         f"policy v1 does not approve the model loaded: {refused} (approved: {ORE_MODEL}). Its scores would "
         "never release cargo; load an approved model, or list this one under "
         "cargo_types.<cargo type>.models in a new policy_version"
+        + (
+            " (bulk_ore-lite0-3f2a9c1b: a model id of 8 hex digits, from a model trained before this "
+            "version, cannot be listed; train the model again)"
+            if short
+            else ""
+        )
     )

@@ -153,10 +153,10 @@ def test_a_model_of_a_cargo_type_without_rules_is_warned_about(
     ("policy_text", "given", "said"),
     [
         pytest.param(
-            "policy_version: t\ncargo_types:\n  bulk_ore: {models: [bulk_ore-lite0-0000000a]}\n",
+            "policy_version: t\ncargo_types:\n  bulk_ore: {models: [bulk_ore-lite0-000000000000000a]}\n",
             ["ore"],
             "Error: policy t does not approve the model loaded: {ore} for bulk_ore (approved: "
-            "bulk_ore-lite0-0000000a)",
+            "bulk_ore-lite0-000000000000000a)",
             id="unapproved",
         ),
         pytest.param(

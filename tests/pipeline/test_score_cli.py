@@ -389,7 +389,7 @@ def test_a_model_the_policy_does_not_approve_is_refused_before_scoring(
     ore_id = read_card(models[0])["model_id"]
     policy = tmp_path / "approving.yaml"
     approving = "policy_version: t\nrandom_audit: {{rate: 0}}\ncargo_types:\n  bulk_ore: {{models: [{}]}}\n"
-    policy.write_text(approving.format("bulk_ore-lite0-0000000a"))
+    policy.write_text(approving.format("bulk_ore-lite0-000000000000000a"))
     out = tmp_path / "rows.csv"
     db = tmp_path / "audit.db"
     argv = ["score", str(manifest), "--model", str(models[0]), "--out", str(out), "--policy", str(policy)]
@@ -397,8 +397,8 @@ def test_a_model_the_policy_does_not_approve_is_refused_before_scoring(
     assert run(app, argv) == 2
     assert capsys.readouterr().err == (
         f"Error: policy t does not approve the model loaded: {ore_id} for bulk_ore (approved: "
-        "bulk_ore-lite0-0000000a). Its scores would never release cargo; load an approved model, or list "
-        "this one under cargo_types.<cargo type>.models in a new policy_version\n"
+        "bulk_ore-lite0-000000000000000a). Its scores would never release cargo; load an approved model, "
+        "or list this one under cargo_types.<cargo type>.models in a new policy_version\n"
     )
     assert not out.exists() and not db.exists()  # refused before anything was scored or made
     policy.write_text(approving.format(ore_id))

@@ -335,11 +335,11 @@ def test_a_model_the_policy_does_not_approve_is_refused_at_start(make_client, tm
     policy = tmp_path / "approving.yaml"
     policy.write_text(
         "policy_version: t\nrandom_audit: {rate: 0.02}\ncargo_types:\n"
-        "  bulk_ore: {models: [bulk_ore-lite0-0000000a]}\n  vacuum_pack: {}\n"
+        "  bulk_ore: {models: [bulk_ore-lite0-000000000000000a]}\n  vacuum_pack: {}\n"
     )
     with pytest.raises(PolicyError, match=r"not approve the model loaded: bulk_ore-fake-0001 for bulk_ore"):
         make_client(policy=policy)
-    approved = {"bulk_ore": FakePredictor("bulk_ore", model_id="bulk_ore-lite0-0000000a")}
+    approved = {"bulk_ore": FakePredictor("bulk_ore", model_id="bulk_ore-lite0-000000000000000a")}
     assert make_client(policy=policy, predictors=approved).get("/healthz").status_code == 200
 
 
