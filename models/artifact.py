@@ -10,9 +10,9 @@ thresholds, validation metrics, training-data summary, versions, and two hashes:
   lowered threshold) is refused.
 
 Since anyone can recompute both, every field that loading and scoring read is checked too, for its
-type and range, and the sizes the detector is built to against the tensors the weights hold: a
-card that fails is refused with an :class:`~datasets.errors.ArtifactError` naming the field, and
-:func:`save_artifact` refuses to write one.
+type and range, and the sizes the detector is built to against the tensors the weights hold (finite
+numbers, every one): a card that fails is refused with an :class:`~datasets.errors.ArtifactError`
+naming the field, and :func:`save_artifact` refuses to write one.
 
 ``model_id`` is ``<cargo>-<backbone>-<first 16 hex of the content hash>`` (formats 5 and 6: 8 hex),
 the content hash covering the weights hash, the detector config, the preprocessing, the thresholds,
@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -128,6 +129,7 @@ def save_artifact(out_dir: str | Path, detector: Detector, card: Mapping[str, An
     # cargo type with a slash in it) is refused here, not after training replaced a working model
     _check_card(json.loads(text), out / CARD_FILE)
     _check_sizes(detector.config, tensors, out / CARD_FILE, out / WEIGHTS_FILE)
+    _check_finite(tensors, out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (WEIGHTS_FILE + ".tmp")
     tmp.write_bytes(weights)
@@ -527,6 +529,7 @@ def load_model(
         raise ArtifactError(f"{str(weights)!r} cannot be read as safetensors: {exc}") from exc
     del data  # the tensors are copies: the file's bytes need not stay in memory beside them
     _check_sizes(config, tensors, card_path, weights)
+    _check_finite(tensors, root)
     try:
         detector = build_detector(config)
     except _FAILED_BUILD as exc:
@@ -593,4 +596,27 @@ def _check_sizes(config: DetectorConfig, tensors: Mapping[str, Any], card_path: 
             raise ArtifactError(
                 f"{str(card_path)!r}: detector.{field} gives {what}, but {str(weights)!r} holds "
                 f"{key} of shape {list(tensor.shape)} ({int(tensor.shape[0])}); train the model again"
+            )
+
+
+def _check_finite(tensors: Mapping[str, Any], model_dir: Path) -> None:
+    """Every floating tensor must hold finite numbers: a NaN bank row scored NaN under torch, and ONNX
+    Runtime refused it saying it disagreed with PyTorch (use runtime 'torch'), where the model itself
+    was broken; a NaN ``map_span`` gave maps of NaN.
+
+    One pass over each tensor, its sum: a NaN or an infinity in it makes the sum NaN or infinite; finite
+    values whose sum overflows are told apart by the exact count. On a model of a 100,000-row bank
+    (80 MB) all its tensors took 26 ms, one thread, 2.6 % of a ``torch`` load and 0.2 % of an
+    ``onnxruntime`` one; ``torch.isfinite`` took 330 ms for the bank alone, and a mask a quarter of its
+    memory.
+    """
+    for key, tensor in tensors.items():
+        if not tensor.is_floating_point() or bool(torch.isfinite(tensor.sum())):
+            continue
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise ArtifactError(
+                f"model {str(model_dir)!r}: tensor {key!r} of {WEIGHTS_FILE} holds {bad} NaN or infinite "
+                f"value{'s' if bad > 1 else ''} of {tensor.numel()}; a model's tensors are finite numbers "
+                "(train the model again)"
             )

@@ -625,3 +625,66 @@ def test_a_model_path_that_is_a_file_or_a_file_that_is_a_folder_is_named_so(
     path = target / "notes.txt" if given is None else target / given
     with pytest.raises(ArtifactError, match=match):
         load_model(path, runtime="torch")
+
+
+def _weights_edited(edit: Callable[[dict[str, torch.Tensor]], None]) -> Callable[[Path], None]:
+    """The weights file rewritten with ``edit`` applied to its tensors, and the card re-sealed to it
+    (weights hash, content hash, model id and card hash), as someone who read the source could."""
+
+    def damage(d: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(d / WEIGHTS_FILE)
+        edit(tensors)
+        save_file(tensors, d / WEIGHTS_FILE)
+        card = json.loads((d / CARD_FILE).read_text())
+        card["weights_sha256"] = hashlib.sha256((d / WEIGHTS_FILE).read_bytes()).hexdigest()
+        (d / CARD_FILE).write_text(json.dumps(card))
+        _resealed(lambda c: None)(d)
+
+    return damage
+
+
+def _put(key: str, value: float, index: tuple[int, ...] = ()) -> Callable[[dict[str, torch.Tensor]], None]:
+    def edit(tensors: dict[str, torch.Tensor]) -> None:
+        tensors[key][index] = value
+
+    edit.__name__ = f"{key}={value}"
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "bad"),
+    [
+        (_put("bank.bank", float("nan"), (3,)), "bank.bank", "152 NaN or infinite values of "),
+        (_put("map_span", float("nan")), "map_span", "1 NaN or infinite value of 1"),
+        (_put("fusion.bias", float("-inf"), (1,)), "fusion.bias", "1 NaN or infinite value of 3"),
+        (_put("head.linear.weight", float("inf"), (0, 0)), "head.linear.weight", "1 NaN or infinite"),
+    ],
+    ids=lambda v: getattr(v, "__name__", None),
+)
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_a_tensor_holding_nan_or_inf_is_refused_on_load_naming_it(
+    tiny_model_dir: Path, tmp_path: Path, edit: Callable, key: str, bad: str, runtime: str
+) -> None:
+    # a NaN bank row scored NaN under torch, and ONNX Runtime was refused as disagreeing with it
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    _weights_edited(edit)(target)
+    with pytest.raises(ArtifactError) as info:
+        load_model(target, runtime=runtime)
+    assert str(info.value).startswith(
+        f"model {str(target)!r}: tensor {key!r} of weights.safetensors holds {bad}"
+    )
+    assert str(info.value).endswith("a model's tensors are finite numbers (train the model again)")
+
+
+def test_a_detector_holding_nan_is_never_saved(tiny_model_dir: Path, tmp_path: Path) -> None:
+    predictor = load_model(tiny_model_dir, runtime="torch")
+    with torch.no_grad():
+        predictor.detector.map_span.fill_(float("nan"))
+    with pytest.raises(
+        ArtifactError, match=r"model '.*/model': tensor 'map_span' of weights\.safetensors holds 1"
+    ):
+        save_artifact(tmp_path / "model", predictor.detector, predictor.card)
+    assert not (tmp_path / "model").exists()
