@@ -128,7 +128,7 @@ def save_artifact(out_dir: str | Path, detector: Detector, card: Mapping[str, An
     # checked as load_model will read it, before anything is written: a card it would refuse (a
     # cargo type with a slash in it) is refused here, not after training replaced a working model
     _check_card(json.loads(text), out / CARD_FILE)
-    _check_sizes(detector.config, tensors, out / CARD_FILE, out / WEIGHTS_FILE)
+    _check_sizes(detector.config, tensors, out / CARD_FILE, out / WEIGHTS_FILE, detector.state_dict())
     _check_finite(tensors, out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (WEIGHTS_FILE + ".tmp")
@@ -503,7 +503,8 @@ def load_model(
     _refuse_missing(weights, f"the weights written with {CARD_FILE}")
     card_path = root / CARD_FILE
     config = DetectorConfig.from_dict(card["detector"])  # read_card checked it
-    limit = _weights_limit(config, card_path)
+    small = _one_row_state(config, card_path)
+    limit = _weights_limit(config, small)
     # Read once, then hash and parse the same bytes: opened twice, a `train --overwrite` swapping the
     # folder in between gave the new weights under the old card (checked against the old hash). The
     # size is checked first: a 3 GB file swapped in was read whole, and failed as a MemoryError.
@@ -528,7 +529,7 @@ def load_model(
     except SafetensorError as exc:
         raise ArtifactError(f"{str(weights)!r} cannot be read as safetensors: {exc}") from exc
     del data  # the tensors are copies: the file's bytes need not stay in memory beside them
-    _check_sizes(config, tensors, card_path, weights)
+    _check_sizes(config, tensors, card_path, weights, small)
     _check_finite(tensors, root)
     try:
         detector = build_detector(config)
@@ -553,16 +554,21 @@ _WEIGHTS_HEADER_BYTES = 16 << 20
 header of some 100 bytes a tensor (tens of kilobytes)."""
 
 
-def _weights_limit(config: DetectorConfig, card_path: Path) -> int:
-    """Most bytes the weights file of a detector of ``config`` holds, plus
-    :data:`_WEIGHTS_HEADER_BYTES`: the tensors of a detector of its structure built with its banks and
-    patch head one row wide, each such tensor counted at the card's width (built at full width, a
-    huge bank size or patch head in the card allocated them before :func:`_check_sizes` could
-    compare them with the weights)."""
+def _one_row_state(config: DetectorConfig, card_path: Path) -> dict[str, Any]:
+    """The tensors of a detector of ``config``'s structure built with its banks and patch head one row
+    wide (built at full width, a huge bank size or patch head in the card allocated them before
+    :func:`_check_sizes` could compare them with the weights)."""
     try:
         small = build_detector(dataclasses.replace(config, bank_size=1, fine_bank_size=1, patch_hidden=1))
     except _FAILED_BUILD as exc:
         raise ArtifactError(f"{str(card_path)!r} has an unusable detector config: {exc}") from exc
+    return small.state_dict()
+
+
+def _weights_limit(config: DetectorConfig, small: Mapping[str, Any]) -> int:
+    """Most bytes the weights file of a detector of ``config`` holds, plus
+    :data:`_WEIGHTS_HEADER_BYTES`: the tensors ``small`` of :func:`_one_row_state`, those of the banks
+    and the patch head counted at the card's width."""
     rows = {
         "bank.": config.bank_size,
         "fine.bank.": config.fine_bank_size,
@@ -570,15 +576,31 @@ def _weights_limit(config: DetectorConfig, card_path: Path) -> int:
         "patch_head.out.weight": config.patch_hidden,
     }
     total = _WEIGHTS_HEADER_BYTES
-    for key, tensor in small.state_dict().items():
+    for key, tensor in small.items():
         per_row = next((n for prefix, n in rows.items() if key.startswith(prefix)), 1)
         total += tensor.numel() * tensor.element_size() * per_row
     return total
 
 
-def _check_sizes(config: DetectorConfig, tensors: Mapping[str, Any], card_path: Path, weights: Path) -> None:
+def _check_sizes(
+    config: DetectorConfig,
+    tensors: Mapping[str, Any],
+    card_path: Path,
+    weights: Path,
+    built: Mapping[str, Any],
+) -> None:
     """The card's sizes must be the weights' own before the detector is built to them: a bank size of
-    10**12 allocated the bank (terabytes) before the weights could be compared with it."""
+    10**12 allocated the bank (terabytes) before the weights could be compared with it. Each tensor
+    must be of the dtype of its namesake in ``built``, the state of a detector of the card's structure:
+    loading cast a float16 bank, an int64 bank or a bool ``pos_scale`` to it silently."""
+    for key, tensor in tensors.items():
+        own = built.get(key)
+        if own is not None and tensor.dtype != own.dtype:
+            given, wanted = (str(t.dtype).removeprefix("torch.") for t in (tensor, own))
+            raise ArtifactError(
+                f"{str(weights)!r} holds tensor {key!r} as {given}, where the detector in {CARD_FILE} has "
+                f"{wanted}; train the model again"
+            )
     sizes = [
         ("bank.bank", "bank_size", config.bank_size),
         ("pos_scale", "grid", max(1, config.grid)),

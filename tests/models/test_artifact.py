@@ -688,3 +688,37 @@ def test_a_detector_holding_nan_is_never_saved(tiny_model_dir: Path, tmp_path: P
     ):
         save_artifact(tmp_path / "model", predictor.detector, predictor.card)
     assert not (tmp_path / "model").exists()
+
+
+def _as_dtype(key: str, dtype: torch.dtype) -> Callable[[dict[str, torch.Tensor]], None]:
+    def edit(tensors: dict[str, torch.Tensor]) -> None:
+        name = key if key in tensors else next(k for k in tensors if k.endswith(key))
+        tensors[name] = tensors[name].to(dtype)
+
+    edit.__name__ = f"{key}-{str(dtype).removeprefix('torch.')}"
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (_as_dtype("bank.bank", torch.float16), r"holds tensor 'bank\.bank' as float16, where the detector"),
+        (_as_dtype("bank.bank", torch.float64), r"holds tensor 'bank\.bank' as float64, where the detector"),
+        (_as_dtype("bank.bank", torch.int64), r"holds tensor 'bank\.bank' as int64, where the detector"),
+        (_as_dtype("pos_scale", torch.bool), r"holds tensor 'pos_scale' as bool, where the detector in"),
+        (
+            _as_dtype("num_batches_tracked", torch.float32),
+            r"holds tensor '.*\.num_batches_tracked' as float32, where the detector in model\.json has int64",
+        ),
+    ],
+    ids=lambda v: getattr(v, "__name__", None),
+)
+def test_a_tensor_of_another_dtype_is_refused_naming_it(
+    tiny_model_dir: Path, tmp_path: Path, edit: Callable, match: str
+) -> None:
+    # each was cast to the detector's dtype on load, silently
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    _weights_edited(edit)(target)
+    with pytest.raises(ArtifactError, match=rf"weights\.safetensors' {match}"):
+        load_model(target, runtime="torch")
