@@ -300,6 +300,9 @@ def _check_card(card: dict[str, Any], card_path: Path) -> None:
     _check_thresholds(thresholds, check)
     _check_detector(detector, check)
     _check_preprocessing(preprocessing, detector["input_size"], check)
+    sixteen = training.get("sixteen_bit")
+    if sixteen is not None and not isinstance(sixteen, dict):  # scoring reads its chosen_by
+        raise check.refuse("training.sixteen_bit", sixteen, "an object (how training read 16-bit images)")
     pseudo = training.get("pseudo_types", [])
     if not (isinstance(pseudo, list) and all(isinstance(name, str) for name in pseudo)):
         raise check.refuse("training.pseudo_types", pseudo, "a list of class names")
@@ -415,13 +418,40 @@ def _check_preprocessing(preprocessing: Mapping[str, Any], input_size: int, chec
         raise check.refuse(
             "preprocessing.source_resolution.downscale", downscale, "a number > 0 (or null: not recorded)"
         )
+    # read by scoring (models.predictor), which refused them with a ModelError naming no card
+    if "downscale_hw" in source and not _positive_pair(source["downscale_hw"]):
+        raise check.refuse(
+            "preprocessing.source_resolution.downscale_hw",
+            source["downscale_hw"],
+            "a list of two numbers > 0 (along a view's height and its width)",
+        )
+    span = source.get("downscale_hw_range")
+    if span is not None and not (
+        isinstance(span, list)
+        and len(span) == 2
+        and all(_positive_pair(pair) and pair[0] <= pair[1] for pair in span)
+    ):
+        raise check.refuse(
+            "preprocessing.source_resolution.downscale_hw_range",
+            span,
+            "[[least, most] along the height, [least, most] along the width]: numbers > 0, least no "
+            "more than most (or null: not recorded)",
+        )
+
+
+def _positive_pair(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(_finite(v) and v > 0 for v in value)
 
 
 def _refuse_missing(path: Path, expected: str) -> None:
     if path.is_file():
         return
-    if path.exists():
-        raise ArtifactError(f"{str(path)!r} is not a file (a folder?); expected {expected}")
+    if path.is_dir():
+        raise ArtifactError(f"{str(path)!r} is a folder, not a file; expected {expected}")
+    if path.exists():  # a pipe, a socket, a device, or a link to one (/dev/zero)
+        raise ArtifactError(
+            f"{str(path)!r} is not a regular file (a pipe, a socket or a device?); expected {expected}"
+        )
     raise ArtifactError(f"{str(path)!r} is missing; expected {expected}")
 
 

@@ -359,6 +359,37 @@ _NOT = r"is not accepted; expected"
         (_set("preprocessing.source_resolution.downscale", "x"), rf"downscale = 'x' {_NOT}"),
         (_set("preprocessing.source_resolution.downscale", float("nan")), rf"downscale = nan {_NOT}"),
         (_set("training", "oops"), rf"training = 'oops' {_NOT} an object"),
+        # an AttributeError naming no field before
+        (_set("training.sixteen_bit", "x"), rf"training\.sixteen_bit = 'x' {_NOT} an object"),
+        (_set("training.sixteen_bit", []), rf"training\.sixteen_bit = \[\] {_NOT} an object"),
+        # a ModelError naming no card before
+        (
+            _set("preprocessing.source_resolution.downscale_hw", [1]),
+            rf"model\.json': preprocessing\.source_resolution\.downscale_hw = \[1\] {_NOT} a list of two",
+        ),
+        (_set("preprocessing.source_resolution.downscale_hw", [0, 1]), rf"downscale_hw = \[0, 1\] {_NOT}"),
+        (
+            _set("preprocessing.source_resolution.downscale_hw", ["1", 1]),
+            rf"downscale_hw = \['1', 1\] {_NOT}",
+        ),
+        (_set("preprocessing.source_resolution.downscale_hw", None), rf"downscale_hw = None {_NOT}"),
+        (
+            _set("preprocessing.source_resolution.downscale_hw_range", 5),
+            rf"model\.json': preprocessing\.source_resolution\.downscale_hw_range = 5 {_NOT} \[\[least, "
+            r"most\]",
+        ),
+        (
+            _set("preprocessing.source_resolution.downscale_hw_range", [[1, 2]]),
+            rf"downscale_hw_range = \[\[1, 2\]\] {_NOT}",
+        ),
+        (
+            _set("preprocessing.source_resolution.downscale_hw_range", [[2, 1], [1, 2]]),
+            rf"downscale_hw_range = \[\[2, 1\], \[1, 2\]\] {_NOT} .* least no more than most",
+        ),
+        (
+            _set("preprocessing.source_resolution.downscale_hw_range", [[1, 2], [float("nan"), 2]]),
+            rf"downscale_hw_range = \[\[1, 2\], \[nan, 2\]\] {_NOT}",
+        ),
         (
             _set("training.pseudo_types", "foreign_object"),
             rf"training\.pseudo_types = 'foreign_object' {_NOT}",
@@ -601,15 +632,41 @@ def test_a_format_5_card_keeps_the_pseudo_types_training_wrote(
         (
             ".",
             lambda d: ((d / WEIGHTS_FILE).unlink(), (d / WEIGHTS_FILE).mkdir()),
-            r"weights\.safetensors' is not a file \(a folder\?\); expected the weights written with",
+            r"weights\.safetensors' is a folder, not a file; expected the weights written with",
         ),
         (
             ".",
             lambda d: ((d / CARD_FILE).unlink(), (d / CARD_FILE).mkdir()),
-            r"model\.json' is not a file \(a folder\?\); expected the model card written by training",
+            r"model\.json' is a folder, not a file; expected the model card written by training",
+        ),
+        # said to be a folder before, which it was not
+        (
+            ".",
+            lambda d: ((d / WEIGHTS_FILE).unlink(), os.mkfifo(d / WEIGHTS_FILE)),
+            r"weights\.safetensors' is not a regular file \(a pipe, a socket or a device\?\); expected "
+            r"the weights written with model\.json$",
+        ),
+        (
+            ".",
+            lambda d: ((d / WEIGHTS_FILE).unlink(), (d / WEIGHTS_FILE).symlink_to("/dev/zero")),
+            r"weights\.safetensors' is not a regular file \(a pipe, a socket or a device\?\)",
+        ),
+        (
+            ".",
+            lambda d: ((d / CARD_FILE).unlink(), os.mkfifo(d / CARD_FILE)),
+            r"model\.json' is not a regular file \(a pipe, a socket or a device\?\); expected the model card",
         ),
     ],
-    ids=["card-given", "weights-given", "other-file-given", "weights-a-folder", "card-a-folder"],
+    ids=[
+        "card-given",
+        "weights-given",
+        "other-file-given",
+        "weights-a-folder",
+        "card-a-folder",
+        "weights-a-fifo",
+        "weights-a-link-to-a-device",
+        "card-a-fifo",
+    ],
 )
 def test_a_model_path_that_is_a_file_or_a_file_that_is_a_folder_is_named_so(
     tiny_model_dir: Path,
