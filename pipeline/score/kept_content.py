@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pipeline.listed_content import Standing, compare, hash_files
 from pipeline.score.batch import ESCAPE, earlier_paths_of, path_of_printable, present_path_of_printable
 from pipeline.score.done import SCORED
+from pipeline.verdicts import ImageVerdict
 
 __all__ = ["KeptContent"]
 
@@ -77,10 +78,13 @@ class KeptContent:
         absent: scored rows kept whose file is not there now (their content not compared).
         first_stale, first_absent: the first row of each (its path as the row names it), and, for
             a stale one, why.
-        overlays: (path, heatmap) of each row taken out that named an overlay PNG, as the rows are
-            taken out (:func:`~pipeline.score.writer.open_output`): the runner removes those it wrote.
+        overlays: each row taken out that named an overlay PNG, as the rows are taken out
+            (:func:`~pipeline.score.writer.open_output`): the runner removes the overlays it wrote,
+            by the name it derives from the row's path, sha256 and model (or, for a row an earlier
+            version wrote, its path alone).
         kept_overlays: the heatmaps named by rows left in the output of a path a row taken out names
-            (a picture under two shipments has one overlay name): never removed, a row names them.
+            (a picture under two shipments has one overlay name per model, and had one per path as
+            earlier versions named them): never removed, a row names them.
     """
 
     def __init__(
@@ -99,7 +103,7 @@ class KeptContent:
         self.changed = self.unreadable = self.unhashed = self.absent = 0
         self.first_stale: tuple[str, str] | None = None
         self.first_absent: str | None = None
-        self.overlays: list[tuple[str, str]] = []
+        self.overlays: list[ImageVerdict] = []
         self.kept_overlays: set[str] = set()
         self.stale_paths: set[str] = set()  # the paths the rows taken out name
 

@@ -33,6 +33,7 @@ from pipeline.score.output_lock import OutputLock, lock_output
 from pipeline.score.sources import ImageTask
 from pipeline.score.summary import ScoreSummary
 from pipeline.score.writer import check_output, finish_output, iter_rows, open_output, refuse_other_models
+from pipeline.verdicts import ImageVerdict
 
 __all__ = ["Engine", "heatmap_name", "score_to_file"]
 
@@ -43,14 +44,28 @@ class Engine(Protocol):
     def run(self, tasks: Iterable[ImageTask], *, heatmaps: bool = False) -> Iterator[ScoredRow]: ...
 
 
-def heatmap_name(path: str) -> str:
-    """File name of an image's overlay: a hash of its path, so that names never collide and an
-    image path (``../x``, absolute, odd characters) can never steer where the file is written."""
+def heatmap_name(path: str, sha256: str, model_id: str) -> str:
+    """File name of the overlay one model drew of one picture: a hash of the row's path, the
+    picture's sha256 and the model id, as the service keys its heatmaps by picture and model
+    (``serve.storage.heatmap_key``). The path alone named the file: two runs into other outputs
+    sharing one ``--heatmaps`` folder (two models, or one after a new scan was written over the
+    name), or one picture under two shipments scored by two cargo types' models in one run, wrote
+    one file, and a row named an overlay another model drew, or of another picture. A hash, so that
+    names never collide and an image path (``../x``, absolute, odd characters) can never steer where
+    the file is written."""
+    parts = (path, sha256, model_id)
+    key = b"\0".join(part.encode("utf-8", "surrogateescape") for part in parts)
+    return hashlib.sha256(key).hexdigest()[:32] + ".png"
+
+
+def _path_heatmap_name(path: str) -> str:
+    """The overlay's name as versions before :func:`heatmap_name` wrote it (a hash of the path alone):
+    rows of their outputs name such files, which a resume removes with a row taken out."""
     return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".png"
 
 
-def _write_heatmap(directory: Path, path: str, png: bytes) -> str:
-    target = directory / heatmap_name(path)
+def _write_heatmap(directory: Path, verdict: ImageVerdict, png: bytes) -> str:
+    target = directory / heatmap_name(verdict.path, verdict.sha256 or "", verdict.model_id or "")
     # Written whole and renamed, so a crash never leaves a truncated PNG under the final name (not
     # fsynced, as before: that would be one fsync per image)
     with written_whole(target, fsync=False) as fh:
@@ -58,18 +73,22 @@ def _write_heatmap(directory: Path, path: str, png: bytes) -> str:
     return str(target)
 
 
-def _remove_overlays(directory: Path, rows: Iterable[tuple[str, str]], kept: Collection[str] = ()) -> None:
-    """Remove the overlay PNGs rows taken out of the output named (``rows``: each row's path and
-    heatmap), of the old picture: none named it now, and a picture not scored again (not listed, or
-    an error now) would keep it under its name. Only the file this run would write for that row
-    (``directory``/:func:`heatmap_name`, as the row names it) is removed: a row's heatmap is text an
-    output holds, never a path to follow elsewhere. Nor one a row left in the output names
-    (``kept``): a picture under two shipments has one overlay name, and its row of the other
-    shipment, kept, names the file."""
-    for path, heatmap in rows:
-        target = directory / heatmap_name(path)
-        if heatmap != str(target) or heatmap in kept:
+def _remove_overlays(directory: Path, rows: Iterable[ImageVerdict], kept: Collection[str] = ()) -> None:
+    """Remove the overlay PNGs rows taken out of the output named (``rows``), of the old picture: none
+    named it now, and a picture not scored again (not listed, or an error now) would keep it under
+    its name. Only a file this version or an earlier one would write for that row in ``directory``
+    (:func:`heatmap_name` of its path, sha256 and model, or :func:`_path_heatmap_name` of its path),
+    as the row names it, is removed: a row's heatmap is text an output holds, never a path to follow
+    elsewhere. Nor one a row left in the output names (``kept``): a picture under two shipments has
+    one overlay name per model (one per path, as earlier versions named them), and its row of the
+    other shipment, kept, names the file."""
+    for row in rows:
+        names = {_path_heatmap_name(row.path)}
+        if row.sha256 and row.model_id:
+            names.add(heatmap_name(row.path, row.sha256, row.model_id))
+        if row.heatmap in kept or row.heatmap not in {str(directory / name) for name in names}:
             continue
+        target = Path(row.heatmap or "")
         with contextlib.suppress(FileNotFoundError):
             if not stat.S_ISDIR(os.lstat(target).st_mode):
                 os.unlink(target)  # a link itself, never what it points to
@@ -400,7 +419,7 @@ def score_to_file(
                 verdict = row.verdict
                 if row.heatmap_png is not None and heatmap_dir is not None:
                     verdict = verdict.model_copy(
-                        update={"heatmap": _write_heatmap(heatmap_dir, verdict.path, row.heatmap_png)}
+                        update={"heatmap": _write_heatmap(heatmap_dir, verdict, row.heatmap_png)}
                     )
                 writer.write(verdict)
                 summary.add_row(verdict)

@@ -559,7 +559,7 @@ def open_output(
             def drop(number: int, row: ImageVerdict) -> bool:
                 if number in stale:
                     if content is not None and row.heatmap:  # its overlay is of the old picture too
-                        content.overlays.append((row.path, row.heatmap))
+                        content.overlays.append(row)
                     return True
                 if retry_errors and row.error is not None:
                     return True
