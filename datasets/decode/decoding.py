@@ -181,7 +181,7 @@ def read_image_header(
             sample_bytes = sample_bytes_of(im)
     else:
         label = name or os.fspath(source)
-        stat_file(os.fspath(source), limits)
+        stat_file(os.fspath(source), limits, label)
         fmt = None
         try:
             with open(source, "rb") as fp, pillow_quiet():

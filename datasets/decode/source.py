@@ -40,25 +40,27 @@ def stripped_spelling(path: str) -> str | None:
     return other if os.path.isfile(other) else None
 
 
-def stat_file(path: str, limits: DecodeLimits) -> int:
-    """Size of the file at ``path``, checked against the byte limit before anything is read."""
+def stat_file(path: str, limits: DecodeLimits, label: str | None = None) -> int:
+    """Size of the file at ``path``, checked against the byte limit before anything is read; its
+    errors name the file ``label`` (the name a caller gave it), else ``path``."""
+    label = label or path
     try:
         info = os.stat(path)
     except FileNotFoundError as exc:
         other = stripped_spelling(path)
         said = "" if other is None else f" (the path has spaces at its ends; without them it names {other})"
-        raise ImageDecodeError(f"file not found{said}", source=path) from exc
+        raise ImageDecodeError(f"file not found{said}", source=label) from exc
     except OSError as exc:
-        raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})", source=path) from exc
+        raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})", source=label) from exc
     if stat.S_ISDIR(info.st_mode):
-        raise ImageDecodeError("is a directory, not an image file", source=path)
+        raise ImageDecodeError("is a directory, not an image file", source=label)
     if not stat.S_ISREG(info.st_mode):
-        raise ImageDecodeError("is not a regular file", source=path)
+        raise ImageDecodeError("is not a regular file", source=label)
     if info.st_size == 0:
-        raise ImageDecodeError("empty file (0 bytes)", source=path)
+        raise ImageDecodeError("empty file (0 bytes)", source=label)
     if info.st_size > limits.max_bytes:
         raise ImageTooLargeError(
-            f"file is {info.st_size} bytes, over the limit of {limits.max_bytes} bytes", source=path
+            f"file is {info.st_size} bytes, over the limit of {limits.max_bytes} bytes", source=label
         )
     return info.st_size
 
@@ -84,7 +86,7 @@ def read_source(
         raise TypeError(f"decode_image takes a path or bytes, got {type(source).__name__}")
     path = os.fspath(source)
     label = name or path
-    stat_file(path, limits)
+    stat_file(path, limits, label)
     try:
         with open(path, "rb") as fp:
             # One byte over the limit tells a file that grew since stat() from one that fits.

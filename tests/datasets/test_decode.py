@@ -690,6 +690,32 @@ def test_byte_limit_is_checked_by_stat_before_reading(write, monkeypatch: pytest
     assert str(info.value) == f"{path}: file is {len(data)} bytes, over the limit of {len(data) - 1} bytes"
 
 
+@pytest.mark.parametrize("read", [decode_image, read_image_header])
+@pytest.mark.parametrize(
+    ("setup", "limits", "error", "words"),
+    [
+        (lambda path: path.write_bytes(encode(RGB8, "PNG")), DecodeLimits(max_bytes=100), ImageTooLargeError,
+         "over the limit of 100 bytes"),
+        (lambda path: path.write_bytes(b""), None, ImageDecodeError, "empty file (0 bytes)"),
+        (lambda path: path.mkdir(), None, ImageDecodeError, "is a directory"),
+        (lambda path: None, None, ImageDecodeError, "file not found"),
+    ],
+    ids=["over-the-byte-limit", "empty", "a-folder", "missing"],
+)  # fmt: skip
+def test_a_file_read_under_a_name_is_named_so_where_its_size_is_refused(
+    tmp_path: Path, read: Callable, setup: Callable, limits: DecodeLimits | None, error: type, words: str
+) -> None:
+    """The service reads a stored upload under a name of its own: these errors named the server's
+    path instead, which a client's problem answer then showed."""
+    path = tmp_path / "store" / ("ab" * 32 + ".png")
+    path.parent.mkdir()
+    setup(path)
+    with pytest.raises(error) as info:
+        read(path, limits=limits, name="stored image abab")
+    assert str(info.value).startswith("stored image abab: ") and words in str(info.value)
+    assert str(tmp_path) not in str(info.value)
+
+
 def test_byte_limit_on_bytes() -> None:
     data = encode(RGB8, "PNG")
     with pytest.raises(
