@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["MAX_SIDE", "fit_within", "legend_svg", "overlay", "overlay_png"]
+__all__ = ["MAX_SIDE", "display_png", "fit_within", "legend_svg", "overlay", "overlay_png"]
 
 
 DISPLAY_PERCENTILE = 99.9
@@ -82,6 +82,19 @@ def overlay_png(
     ok, buf = cv2.imencode(".png", overlay(fit_within(image, max_side), anomaly_map, alpha=alpha)[:, :, ::-1])
     if not ok:  # pragma: no cover - cv2 only fails here on an empty image
         raise ValueError("could not encode the heatmap overlay as PNG")
+    return buf.tobytes()
+
+
+def display_png(image: np.ndarray, *, max_side: int = MAX_SIDE) -> bytes:
+    """The picture alone, as :func:`overlay_png` draws it under the heat (the same shrink, the same
+    16-bit stretch), encoded as a PNG a browser shows: for the review page, where a TIFF showed as a
+    broken image and a 12-bit X-ray in a 16-bit PNG nearly black. A grey picture stays grey (one
+    channel: a third of the bytes to keep)."""
+    rgb = _to_rgb8(fit_within(image, max_side))
+    grey = image.ndim == 2 or image.shape[2] == 1
+    ok, buf = cv2.imencode(".png", rgb[:, :, 0] if grey else rgb[:, :, ::-1])
+    if not ok:  # pragma: no cover - cv2 only fails here on an empty image
+        raise ValueError("could not encode the display picture as PNG")
     return buf.tobytes()
 
 

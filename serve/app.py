@@ -110,13 +110,14 @@ def preflight(settings: ServeSettings) -> dict[str, Predictor]:
 
 
 def _check_data_dir(data_dir: Path) -> None:
-    """Refuse a data folder the service cannot write: uploads, heatmaps and review sessions live
-    there, and a session whose last use cannot be recorded ends at once (a sign-in loop).
+    """Refuse a data folder the service cannot write: uploads, heatmaps, the review page's display
+    PNGs and review sessions live there, and a session whose last use cannot be recorded ends at
+    once (a sign-in loop).
 
     Raises:
         InputError: a part of it cannot be made or written.
     """
-    for part in ("images", "heatmaps", "sessions"):
+    for part in ("images", "heatmaps", "display", "sessions"):
         folder = Path(data_dir) / part
         try:
             folder.mkdir(parents=True, exist_ok=True)

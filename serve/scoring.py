@@ -33,7 +33,9 @@ __all__ = [
     "decoded_uploads",
     "heatmap_base64",
     "predict",
+    "refuse_format",
     "refuse_repeated_fields",
+    "refuse_request_pixels",
     "safe_label",
 ]
 
@@ -90,21 +92,39 @@ async def _receive(services: Services, files: list[UploadFile]) -> list[_Receive
         name = safe_label(file.filename, index)
         data = await file.read()
         header = await run_in_threadpool(read_image_header, data, limits=limits, name=name)
-        if header.format not in settings.allowed_formats:
-            raise ImageDecodeError(
-                f"format {header.format!r} is not accepted; accepted: {', '.join(settings.allowed_formats)}",
-                source=name,
-            )
+        refuse_format(services, header, name)
         received.append(_Received(name, data, header))
-    total = sum(r.header.budget_pixels for r in received)
-    if total > settings.max_request_pixels:
-        deep = " (a 16-bit pixel counted twice)" if any(r.header.sample_bytes > 1 for r in received) else ""
-        raise RequestTooLargeError(
-            f"{len(received)} images of {total:,} pixels in all{deep}; the limit is "
-            f"{settings.max_request_pixels:,} pixels per request (max_request_pixels); "
-            "send fewer or smaller images"
-        )
+    refuse_request_pixels(services, [r.header for r in received])
     return received
+
+
+def refuse_format(services: Services, header: ImageHeader, name: str) -> None:
+    """Refuse an image of a format the service does not accept (``allowed_formats``).
+
+    Raises:
+        ImageDecodeError: naming the format and those accepted.
+    """
+    allowed = services.settings.allowed_formats
+    if header.format not in allowed:
+        raise ImageDecodeError(
+            f"format {header.format!r} is not accepted; accepted: {', '.join(allowed)}", source=name
+        )
+
+
+def refuse_request_pixels(services: Services, headers: list[ImageHeader]) -> None:
+    """Refuse images of more pixels in all than one request may decode (``max_request_pixels``).
+
+    Raises:
+        RequestTooLargeError: naming the count, the pixels and the limit.
+    """
+    limit = services.settings.max_request_pixels
+    total = sum(h.budget_pixels for h in headers)
+    if total > limit:
+        deep = " (a 16-bit pixel counted twice)" if any(h.sample_bytes > 1 for h in headers) else ""
+        raise RequestTooLargeError(
+            f"{len(headers)} images of {total:,} pixels in all{deep}; the limit is "
+            f"{limit:,} pixels per request (max_request_pixels); send fewer or smaller images"
+        )
 
 
 @asynccontextmanager

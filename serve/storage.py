@@ -1,8 +1,9 @@
 """Uploaded images and their heatmaps, kept for the review page under the configured data dir.
 
-Files are named by content (``images/<sha256>.<ext>``, ``heatmaps/<sha256>.png``): a client-supplied
-name never becomes a path, identical uploads are stored once, and writes are atomic (temp file +
-rename) so that a reader never sees half a file.
+Files are named by content (``images/<sha256>.<ext>``, ``heatmaps/<sha256>.png``, and
+``display/<sha256>.png``, the PNG the review page shows of an image a browser cannot show as it came,
+made on its first view): a client-supplied name never becomes a path, identical uploads are stored
+once, and writes are atomic (temp file + rename) so that a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class ImageStore:
         self.root = Path(root)
         (self.root / "images").mkdir(parents=True, exist_ok=True)
         (self.root / "heatmaps").mkdir(parents=True, exist_ok=True)
+        (self.root / "display").mkdir(parents=True, exist_ok=True)
 
     def _write(self, path: Path, data: bytes) -> None:
         if path.exists():
@@ -77,6 +79,15 @@ class ImageStore:
         self._write(self.root / rel, png)
         return rel
 
+    def save_display(self, image_sha256: str, png: bytes) -> str:
+        """Store the display PNG of the image with this hash (``serve.display``); returns the path
+        relative to ``root``, ``display/<image_sha256>.png``. Keyed by the image alone: it is the
+        image's pixels, drawn as every model's heatmap draws them."""
+        self._check(image_sha256)
+        rel = f"display/{image_sha256}.png"
+        self._write(self.root / rel, png)
+        return rel
+
     def heatmap_path(self, image_sha256: str, model_id: str) -> str:
         """Where :meth:`save_heatmap` keeps this heatmap, relative to ``root`` (nothing is written)."""
         self._check(image_sha256)
@@ -91,13 +102,14 @@ class ImageStore:
         return True
 
     def find(self, kind: str, sha256: str) -> tuple[Path, str]:
-        """(path, media type) of a stored image (``kind="images"``) or heatmap (``"heatmaps"``).
+        """(path, media type) of a stored image (``kind="images"``), heatmap (``"heatmaps"``) or
+        display PNG (``"display"``).
 
         Raises:
             NotFoundError: an unknown kind, a malformed hash, or no such file.
         """
-        if kind not in ("images", "heatmaps"):
-            raise NotFoundError(f"unknown file kind {kind!r}; accepted: images, heatmaps")
+        if kind not in ("images", "heatmaps", "display"):
+            raise NotFoundError(f"unknown file kind {kind!r}; accepted: images, heatmaps, display")
         self._check(sha256)
         for path in sorted((self.root / kind).glob(f"{sha256}.*")):
             return path, _MEDIA_TYPES.get(path.suffix.lstrip("."), "application/octet-stream")

@@ -35,6 +35,7 @@ from pipeline.settings import MAX_OUTCOME_NOTES_CHARS
 from pipeline.verdicts import Tier
 from serve.auth import Principal, Role
 from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep, authenticate, client_address
+from serve.display import shown_picture
 from serve.errors import NotAuthenticatedError, PermissionDeniedError, TooManyAttemptsError
 from serve.findings import finding_types
 from serve.routes.shipments import ShipmentIdPath, record_outcome
@@ -766,13 +767,28 @@ def _back(shipment_id: str, notice: str, back: Queue) -> str:
     return f"{queue}{'&' if '?' in queue else '?'}{notice}={quote(shipment_id, safe='')}"
 
 
+_FILE_HEADERS = {
+    "Cache-Control": "no-store",  # cargo pictures stay off a shared machine's disk after sign-out
+    "Content-Security-Policy": "default-src 'none'; sandbox",  # uploaded bytes: an image, never a page
+}
+
+
+# before stored_file, whose {kind} would take "display"
+@router.get("/files/display/{sha256}")
+async def shown_file(request: Request, sha256: str, services: ServicesDep) -> Response:
+    """The picture the page shows of a stored upload (:func:`serve.display.shown_picture`): the
+    upload itself where a browser shows it as scored, else a PNG of its decoded, upright pixels (a
+    TIFF showed as a broken image). The upload as received stays at ``/files/images/<sha256>``."""
+    _require_session(request, services)
+    shown = await shown_picture(services, sha256, gone=request.is_disconnected)
+    if isinstance(shown, bytes):
+        return Response(shown, media_type="image/png", headers=_FILE_HEADERS)
+    path, media_type = shown
+    return FileResponse(path, media_type=media_type, headers=_FILE_HEADERS)
+
+
 @router.get("/files/{kind}/{sha256}")
 async def stored_file(request: Request, kind: str, sha256: str, services: ServicesDep) -> Response:
     _require_session(request, services)
     path, media_type = services.store.find(kind, sha256)
-    # uploaded bytes: shown as an image, never run as a page
-    headers = {
-        "Cache-Control": "no-store",  # cargo pictures stay off a shared machine's disk after sign-out
-        "Content-Security-Policy": "default-src 'none'; sandbox",
-    }
-    return FileResponse(path, media_type=media_type, headers=headers)
+    return FileResponse(path, media_type=media_type, headers=_FILE_HEADERS)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.heatmap import MAX_SIDE, legend_svg, overlay, overlay_png
+from pipeline.heatmap import MAX_SIDE, display_png, legend_svg, overlay, overlay_png
 
 
 def test_the_legend_shows_the_overlays_colours_from_clean_to_defect() -> None:
@@ -77,3 +77,32 @@ def test_a_dark_16_bit_picture_keeps_its_noise_dark() -> None:
     image[::16, ::16] = 2
     drawn = overlay(image, np.zeros((8, 8), np.float32))
     assert int(drawn.max()) <= 2
+
+
+_RAMP = np.arange(30 * 50, dtype=np.float64).reshape(30, 50) / (30 * 50 - 1)
+_COLOUR = np.dstack(
+    [(_RAMP * 255).astype(np.uint8), np.zeros((30, 50), np.uint8), np.full((30, 50), 9, np.uint8)]
+)
+
+
+@pytest.mark.parametrize(
+    ("image", "max_side", "channels"),
+    [
+        ((_RAMP * 4095).astype(np.uint16)[:, :, None], MAX_SIDE, 1),  # a 12-bit X-ray in a 16-bit file
+        (np.dstack([(_RAMP * 65535).astype(np.uint16)] * 3), MAX_SIDE, 3),
+        ((_RAMP * 255).astype(np.uint8), MAX_SIDE, 1),
+        (_COLOUR, 20, 3),  # shrunk as the heatmap is
+    ],
+)  # fmt: skip
+def test_the_display_picture_is_the_picture_under_its_heatmap(
+    image: np.ndarray, max_side: int, channels: int
+) -> None:
+    """The review page's picture of a TIFF or a 16-bit upload: what the overlay draws where there is no
+    heat, at its size, 8 bits; a grey picture kept grey."""
+    shown = cv2.imdecode(np.frombuffer(display_png(image, max_side=max_side), np.uint8), cv2.IMREAD_UNCHANGED)
+    under = cv2.imdecode(
+        np.frombuffer(overlay_png(image, np.zeros((4, 4), np.float32), max_side=max_side), np.uint8),
+        cv2.IMREAD_UNCHANGED,
+    )
+    assert shown.dtype == np.uint8 and (shown.ndim == 2) == (channels == 1)
+    assert np.array_equal(shown if channels == 3 else np.dstack([shown] * 3), under)

@@ -1,15 +1,19 @@
-"""Fakes shared by the service tests: a deterministic predictor, tiny PNGs, keys (imported via conftest)."""
+"""Fakes shared by the service tests: a deterministic predictor, tiny pictures, keys (imported via
+conftest)."""
 
 from __future__ import annotations
 
+import io
 import math
 import threading
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from models.inference import GOOD, Prediction, Thresholds
 
@@ -129,3 +133,67 @@ def batch_hold(shipment: str):  # noqa: ANN201 - a ShipmentDecision
         policy_version="p1", policy_sha256="cd" * 32, model_ids=["ore-m1"],
         decided_at="2026-11-05T10:30:00.000000+00:00",
     )  # fmt: skip
+
+
+# Pictures of every kind the review page shows: a browser draws some as they came, others it shows
+# as a PNG of their decoded pixels (serve.display). Wider than tall, a bright mark at the top left:
+# a turn or a mirror shows.
+_RGB = np.zeros((24, 40, 3), np.uint8)
+_RGB[:, :, 0] = np.arange(40, dtype=np.uint8)[None, :] * 5
+_RGB[:, :, 1] = np.arange(24, dtype=np.uint8)[:, None] * 9
+_RGB[2:8, 2:12] = (250, 240, 30)
+_GREY = _RGB.mean(axis=2).astype(np.uint8)
+
+
+def _pillow(array: np.ndarray, fmt: str, *, orientation: int = 1, **options) -> bytes:
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        options["exif"] = exif.tobytes()
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, fmt, **options)
+    return out.getvalue()
+
+
+def _png16(array: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", array)
+    assert ok
+    return buf.tobytes()
+
+
+def _late_exif_png(array: np.ndarray, orientation: int) -> bytes:
+    """A PNG whose eXIf chunk comes after its image data (legal; decoding applies it, browsers not)."""
+    plain = _pillow(array, "PNG")
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    payload = exif.tobytes().removeprefix(b"Exif\x00\x00")
+    chunk = len(payload).to_bytes(4, "big") + b"eXIf" + payload
+    chunk += zlib.crc32(b"eXIf" + payload).to_bytes(4, "big")
+    end = plain.index(b"IEND") - 4
+    return plain[:end] + chunk + plain[end:]
+
+
+PICTURES = {  # file name: (bytes, sent to the review page as it came)
+    "xray12.tif": (_pillow(_GREY.astype(np.uint16) * 16, "TIFF"), False),  # a 12-bit detector's values
+    "colour.tif": (_pillow(_RGB, "TIFF"), False),
+    # a 16-bit PNG: browsers show its top 8 bits
+    "xray12.png": (_png16(_GREY.astype(np.uint16) * 16), False),
+    "colour16.png": (_png16(_RGB.astype(np.uint16) * 257), False),
+    # stored turned: Chromium applies a WebP's EXIF orientation, and a PNG's after its pixels, not at all
+    "turned.webp": (_pillow(_RGB, "WEBP", orientation=6, lossless=True), False),
+    "late-turned.png": (_late_exif_png(_RGB, 6), False),
+    "turned.png": (_pillow(_RGB, "PNG", orientation=3), False),
+    "turned.jpg": (_pillow(_RGB, "JPEG", orientation=8, quality=95), False),
+    "plain.png": (_pillow(_RGB, "PNG"), True),
+    "plain.jpg": (_pillow(_RGB, "JPEG", quality=95), True),
+    "plain.bmp": (_pillow(_RGB, "BMP"), True),
+    "plain.webp": (_pillow(_RGB, "WEBP", lossless=True), True),
+}
+MEDIA_TYPES = {
+    "tif": "image/tiff",
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "bmp": "image/bmp",
+    "webp": "image/webp",
+}
+"""The media type of each of :data:`PICTURES`, by its file name's extension."""

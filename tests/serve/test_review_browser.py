@@ -12,7 +12,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from serve_fakes import OFFICER_KEY, SUBMITTER_KEY, auth, batch_hold, png_bytes
+from serve_fakes import MEDIA_TYPES, OFFICER_KEY, PICTURES, SUBMITTER_KEY, auth, batch_hold, png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -216,6 +216,66 @@ def test_the_review_page_works_within_its_content_security_policy(live_server, c
     assert asked == ["Record this held shipment as clean?"]
     assert page.evaluate("window.violations || []") == []
     assert [e for e in errors if "Content Security Policy" in e] == []
+
+
+_DRAWN = """img => new Promise(done => img.complete ? done()
+    : ['load', 'error'].forEach(e => img.addEventListener(e, done, {once: true})))
+  .then(() => {
+    if (!img.naturalWidth) return null;
+    const canvas = document.createElement('canvas');
+    [canvas.width, canvas.height] = [img.naturalWidth, img.naturalHeight];
+    const g = canvas.getContext('2d');
+    g.drawImage(img, 0, 0);
+    return [canvas.width, canvas.height, Array.from(g.getImageData(0, 0, canvas.width, canvas.height).data)];
+  })"""
+"""A picture as the browser draws it, read back through a canvas once loaded: [width, height, RGBA
+values...], or null for a broken image."""
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_every_accepted_picture_shows_upright_as_scored_and_downloads_as_received(
+    live_server, chromium
+) -> None:
+    """A TIFF showed as a broken 0x0 image, a 12-bit X-ray in a 16-bit PNG nearly black, a WebP's
+    EXIF orientation on its side: each picture now shows at its upright size with the pixels its
+    heatmap is drawn over, and the upload as received is a download."""
+    from datasets.decode import decode_image
+    from pipeline.heatmap import display_png
+
+    server = live_server()
+    declaration = json.dumps({"shipment_id": "SHP-KINDS", "cargo_type": "bulk_ore"})
+    files = [("images", (n, data, MEDIA_TYPES[n.rsplit(".", 1)[1]])) for n, (data, _) in PICTURES.items()]
+    files.append(("images", ("bright.png", png_bytes(250), "image/png")))  # holds the shipment
+    sent = httpx.post(
+        f"{server.url}/v1/shipments",
+        files=files,
+        data={"declaration": declaration},
+        headers=auth(SUBMITTER_KEY),
+    )
+    assert sent.json()["tier"] == "PHYSICAL_INSPECTION", sent.text
+    page = chromium.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(f"{server.url}/review")
+    page.fill("#key", OFFICER_KEY)
+    page.click("#login-form button")
+    card = page.locator("#shipment-SHP-KINDS")
+    for name, (data, _) in PICTURES.items():
+        img = card.locator(f'img[alt="image {name}"]')
+        img.scroll_into_view_if_needed()  # loading="lazy"
+        shown = img.evaluate(_DRAWN)
+        assert shown is not None, f"{name} shows as a broken image"
+        width, height, rgba = shown
+        scored = decode_image(data).pixels  # upright, as scored and as its heatmap is drawn
+        assert (height, width) == scored.shape[:2], name
+        expected = decode_image(display_png(scored)).pixels  # the heatmap's own stretch
+        drawn = np.array(rgba, np.uint8).reshape(height, width, 4)[:, :, :3].astype(int)
+        assert np.abs(drawn - expected.astype(int)).mean() < 1.0, name
+        with page.expect_download() as download:
+            card.locator(f'a.original[download="{name}"]').click()
+        assert Path(download.value.path()).read_bytes() == data, name
+    shots = ROOT / "tests" / "artifacts"
+    shots.mkdir(parents=True, exist_ok=True)
+    card.screenshot(path=str(shots / "review_pictures.png"))
 
 
 def _real_photo(name: str) -> np.ndarray:

@@ -1330,7 +1330,7 @@ def test_a_near_copy_of_a_picture_decided_before_goes_to_an_officer(
     assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
     page = client.get("/review").text
     original = hashlib.sha256(png).hexdigest()
-    assert f'<img src="/review/files/images/{original}" alt="earlier picture from SHP-ORIGINAL"' in page
+    assert f'<img src="/review/files/display/{original}" alt="earlier picture from SHP-ORIGINAL"' in page
     assert client.get(f"/review/files/images/{original}").status_code == 200
 
 
@@ -1371,7 +1371,7 @@ def test_a_mirrored_or_turned_copy_goes_to_an_officer_who_sees_the_earlier_pictu
     assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
     page = client.get("/review").text
     assert f"b.jpg is a near-copy of this picture, {named}, decided before in shipment" in page
-    assert f'<img src="/review/files/images/{hashlib.sha256(png).hexdigest()}" alt="earlier picture' in page
+    assert f'<img src="/review/files/display/{hashlib.sha256(png).hexdigest()}" alt="earlier picture' in page
 
 
 def test_the_review_page_finds_the_earlier_picture_in_the_shipment_that_holds_it_so_turned(
@@ -1394,7 +1394,7 @@ def test_the_review_page_finds_the_earlier_picture_in_the_shipment_that_holds_it
     assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
     page = client.get("/review").text
     assert "c.png is a near-copy of this picture, turned half a turn, decided before in shipment" in page
-    assert f'src="/review/files/images/{hashlib.sha256(clockwise).hexdigest()}" alt="earlier picture' in page
+    assert f'src="/review/files/display/{hashlib.sha256(clockwise).hexdigest()}" alt="earlier picture' in page
 
 
 def test_a_model_failure_still_records_where_the_pictures_were_seen(make_client, audit_store) -> None:
@@ -1486,8 +1486,8 @@ def test_the_review_page_shows_the_picture_copied_not_one_decided_since(make_cli
     assert again.status_code == 200 and again.json()["seq"] == 3  # decided again, stricter
     assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
     page = client.get("/review").text
-    assert f'src="/review/files/images/{hashlib.sha256(png).hexdigest()}" alt="earlier picture' in page
-    assert f'src="/review/files/images/{hashlib.sha256(other).hexdigest()}" alt="earlier picture' not in page
+    assert f'src="/review/files/display/{hashlib.sha256(png).hexdigest()}" alt="earlier picture' in page
+    assert f'src="/review/files/display/{hashlib.sha256(other).hexdigest()}" alt="earlier picture' not in page
 
 
 def test_the_decision_and_the_access_log_say_who_sent_it(make_client, audit_store, caplog) -> None:
