@@ -4,13 +4,16 @@ not rich's bars, which print nothing until the command ends."""
 from __future__ import annotations
 
 import io
+import sys
 from itertools import count
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
 from rich.console import Console
+from train_builders import write_noise_normals  # noqa: E402
 
 from pipeline.cli import app, run
 from pipeline.cli.progress import StageLines, stage_progress
@@ -72,11 +75,7 @@ def test_a_terminal_gets_bars_and_a_log_lines() -> None:
 def test_train_prints_its_stages_as_lines_into_a_log(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        path = tmp_path / "bulk_ore" / "train" / "good" / f"{i}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), (rng.random((32, 32, 3)) * 255).astype(np.uint8))
+    write_noise_normals(tmp_path / "bulk_ore", 8)
     args = ["--image-size", "32", "--pad", "0", "--threads", "1", "--coreset-ratio", "0.5"]
     assert run(app, ["train", "--data", str(tmp_path / "bulk_ore"), "--out", str(tmp_path / "m"), *args]) == 0
     said = [

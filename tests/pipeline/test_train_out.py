@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import errno
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from train_builders import write_noise_normals  # noqa: E402
 
 from datasets.errors import InputError
 from pipeline.cli import app, run
@@ -49,11 +52,7 @@ def test_trying_the_out_leaves_nothing(tmp_path: Path, out: str) -> None:
 def test_train_refuses_an_out_it_cannot_write_before_training(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        path = tmp_path / "bulk_ore" / "train" / "good" / f"{i}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), (rng.random((32, 32, 3)) * 255).astype(np.uint8))
+    write_noise_normals(tmp_path / "bulk_ore", 4)
     args = ["--image-size", "32", "--pad", "0", "--threads", "1"]
     code = run(app, ["train", "--data", str(tmp_path / "bulk_ore"), "--out", "/proc/clearsight-m", *args])
     err = capsys.readouterr().err
