@@ -44,28 +44,32 @@ class Engine(Protocol):
     def run(self, tasks: Iterable[ImageTask], *, heatmaps: bool = False) -> Iterator[ScoredRow]: ...
 
 
-def heatmap_name(path: str, sha256: str, model_id: str) -> str:
-    """File name of the overlay one model drew of one picture: a hash of the row's path, the
-    picture's sha256 and the model id, as the service keys its heatmaps by picture and model
-    (``serve.storage.heatmap_key``). The path alone named the file: two runs into other outputs
-    sharing one ``--heatmaps`` folder (two models, or one after a new scan was written over the
-    name), or one picture under two shipments scored by two cargo types' models in one run, wrote
-    one file, and a row named an overlay another model drew, or of another picture. A hash, so that
-    names never collide and an image path (``../x``, absolute, odd characters) can never steer where
-    the file is written."""
-    parts = (path, sha256, model_id)
+def heatmap_name(path: str, sha256: str, model_id: str, output: str) -> str:
+    """File name of the overlay one model drew of one picture for one output: a hash of the row's
+    path, the picture's sha256, the model id (as the service keys its heatmaps by picture and model,
+    ``serve.storage.heatmap_key``) and the resolved ``--out`` path (``output``). The path alone named
+    the file: two runs into other outputs sharing one ``--heatmaps`` folder (two models, or one after
+    a new scan was written over the name), or one picture under two shipments scored by two cargo
+    types' models in one run, wrote one file, and a row named an overlay another model drew, or of
+    another picture. Without the output, two outputs of one model's run on one picture shared a file,
+    and a ``--resume`` of one that took its row out (a new scan written over the name) removed the
+    file the other's row still named: no two outputs share one now, so a resume's removal is of its
+    own output's files. A hash, so that names never collide and an image path (``../x``, absolute,
+    odd characters) can never steer where the file is written."""
+    parts = (path, sha256, model_id, output)
     key = b"\0".join(part.encode("utf-8", "surrogateescape") for part in parts)
     return hashlib.sha256(key).hexdigest()[:32] + ".png"
 
 
 def _path_heatmap_name(path: str) -> str:
-    """The overlay's name as versions before :func:`heatmap_name` wrote it (a hash of the path alone):
-    rows of their outputs name such files, which a resume removes with a row taken out."""
+    """The overlay's name as versions before the model and the picture were in it wrote it (a hash of
+    the path alone): rows of their outputs name such files, which a resume removes with a row taken
+    out, as those versions did (see :func:`_remove_overlays`)."""
     return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".png"
 
 
-def _write_heatmap(directory: Path, verdict: ImageVerdict, png: bytes) -> str:
-    target = directory / heatmap_name(verdict.path, verdict.sha256 or "", verdict.model_id or "")
+def _write_heatmap(directory: Path, verdict: ImageVerdict, output: str, png: bytes) -> str:
+    target = directory / heatmap_name(verdict.path, verdict.sha256 or "", verdict.model_id or "", output)
     # Written whole and renamed, so a crash never leaves a truncated PNG under the final name (not
     # fsynced, as before: that would be one fsync per image)
     with written_whole(target, fsync=False) as fh:
@@ -73,19 +77,29 @@ def _write_heatmap(directory: Path, verdict: ImageVerdict, png: bytes) -> str:
     return str(target)
 
 
-def _remove_overlays(directory: Path, rows: Iterable[ImageVerdict], kept: Collection[str] = ()) -> None:
-    """Remove the overlay PNGs rows taken out of the output named (``rows``), of the old picture: none
-    named it now, and a picture not scored again (not listed, or an error now) would keep it under
-    its name. Only a file this version or an earlier one would write for that row in ``directory``
-    (:func:`heatmap_name` of its path, sha256 and model, or :func:`_path_heatmap_name` of its path),
-    as the row names it, is removed: a row's heatmap is text an output holds, never a path to follow
-    elsewhere. Nor one a row left in the output names (``kept``): a picture under two shipments has
-    one overlay name per model (one per path, as earlier versions named them), and its row of the
-    other shipment, kept, names the file."""
+def _remove_overlays(
+    directory: Path, rows: Iterable[ImageVerdict], output: str, kept: Collection[str] = ()
+) -> None:
+    """Remove the overlay PNGs rows taken out of the output ``output`` named (``rows``), of the old
+    picture: none named it now, and a picture not scored again (not listed, or an error now) would
+    keep it under its name. Only a file this version would write for that row of this output in
+    ``directory`` (:func:`heatmap_name`), or the oldest versions for its path
+    (:func:`_path_heatmap_name`), as the row names it, is removed: a row's heatmap is text an output
+    holds, never a path to follow elsewhere. Nor one a row left in the output names (``kept``): a
+    picture under two shipments has one overlay name per model (one per path, as the oldest versions
+    named them), and its row of the other shipment, kept, names the file.
+
+    Whether another output names a path-only file cannot be told (those versions gave every output
+    of a path one file); it is removed, as those versions removed it: each run of the path wrote
+    over it, so another output's row of it named a map of whatever picture was scored last. The name
+    the version just before wrote (path, sha256 and model, no output) is never removed: outputs of
+    one model of one picture shared that file, each row naming the right map, and another output's
+    row may name it still. Nor is a file this output's rows name under another ``--out`` path (the
+    output moved): each is left, an overlay no row may name, never a row naming a file that is gone."""
     for row in rows:
         names = {_path_heatmap_name(row.path)}
         if row.sha256 and row.model_id:
-            names.add(heatmap_name(row.path, row.sha256, row.model_id))
+            names.add(heatmap_name(row.path, row.sha256, row.model_id, output))
         if row.heatmap in kept or row.heatmap not in {str(directory / name) for name in names}:
             continue
         target = Path(row.heatmap or "")
@@ -379,6 +393,9 @@ def score_to_file(
         # the record of an earlier finished run vouches for rows this run is about to change: gone
         # before the output is touched, written again only once this run has given every input a row
         forget_completion(out)
+        # in each overlay's name, so that no two outputs share one (its folder exists now: the path is
+        # the one a resume from anywhere, or through a link, resolves it to)
+        output = str(out.resolve())
         # each kept row's picture read again: a new scan written over its name since is scored again
         content = KeptContent(advance=checked) if resume else None
         # rows of other models refused as they are read, before a row is taken out or a torn one cut
@@ -391,7 +408,7 @@ def score_to_file(
             model_ids=model_ids,
         )
         if content is not None and heatmap_dir is not None:  # after the rows are gone: never named
-            _remove_overlays(heatmap_dir, content.overlays, content.kept_overlays)
+            _remove_overlays(heatmap_dir, content.overlays, output, content.kept_overlays)
         if checked_all is not None:
             checked_all()
         # rows taken out for their content whose picture no row of the output names now
@@ -419,7 +436,7 @@ def score_to_file(
                 verdict = row.verdict
                 if row.heatmap_png is not None and heatmap_dir is not None:
                     verdict = verdict.model_copy(
-                        update={"heatmap": _write_heatmap(heatmap_dir, verdict, row.heatmap_png)}
+                        update={"heatmap": _write_heatmap(heatmap_dir, verdict, output, row.heatmap_png)}
                     )
                 writer.write(verdict)
                 summary.add_row(verdict)

@@ -3,7 +3,9 @@
 Overlays were named by the picture's path alone: two runs into other outputs sharing one heatmaps
 folder (two models, or one after a new scan was written over a name), or one picture listed under two
 cargo types and scored by each type's model, wrote one file, and a row named a map another model drew,
-or of another picture (pipeline.score.runner.heatmap_name)."""
+or of another picture (pipeline.score.runner.heatmap_name). Named by the path, the picture and the
+model alone, two outputs of one model's run on one picture shared a file, which a resume of one
+removed with its row taken out while the other's row named it: the output is in the name too."""
 
 from __future__ import annotations
 
@@ -99,7 +101,9 @@ def test_each_row_names_its_own_models_overlay_of_its_own_picture(
         heatmap = Path(row.heatmap or "")
         assert heatmap.read_bytes() == overlay, f"{out.name} {shipment}: another model's or picture's map"
         assert heatmap.parent == heat.resolve()
-        assert heatmap.name == heatmap_name(row.path, row.sha256 or "", row.model_id or "")
+        assert heatmap.name == heatmap_name(
+            row.path, row.sha256 or "", row.model_id or "", str(out.resolve())
+        )
     assert len(list(heat.iterdir())) == 2
 
 
@@ -135,9 +139,54 @@ def test_a_resume_of_an_output_an_earlier_version_wrote_keeps_its_rows_overlays(
     rows = {r.shipment_id: r for r in iter_rows(out)}
     assert rows["S2"].heatmap == str(heat / _legacy_name(str(b)))  # as the earlier version named it
     assert Path(rows["S2"].heatmap).read_bytes() == before[_legacy_name(str(b))]
-    assert Path(rows["S1"].heatmap or "").name == heatmap_name(str(a), rows["S1"].sha256 or "", "bulk-1")
+    name = heatmap_name(str(a), rows["S1"].sha256 or "", "bulk-1", str(out.resolve()))
+    assert Path(rows["S1"].heatmap or "").name == name
     assert Path(rows["S1"].heatmap or "").read_bytes() == drawn[(str(a), "S1", "bulk-1")]
     assert sorted(p.name for p in heat.iterdir()) == sorted(Path(r.heatmap or "").name for r in rows.values())
+
+
+def _named_by_output(outs: list[Path], heat: Path) -> None:
+    """As this version names overlays: each output's own file."""
+
+
+def _named_without_the_output(outs: list[Path], heat: Path) -> None:
+    """Name the outputs' overlays by path, sha256 and model alone, as the version before did: the
+    outputs' rows of one picture by one model name one file."""
+    for out in outs:
+        rows = []
+        for row in iter_rows(out):
+            parts = (row.path, row.sha256 or "", row.model_id or "")
+            shared = heat / (hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32] + ".png")
+            os.replace(row.heatmap or "", shared)
+            rows.append(row.model_copy(update={"heatmap": str(shared)}))
+        out.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+
+
+@pytest.mark.parametrize(
+    "naming", [_named_by_output, _named_without_the_output], ids=["now", "version-before"]
+)
+def test_a_resume_of_one_output_leaves_the_overlay_another_outputs_row_names(
+    tmp_path: Path, naming: Callable[[list[Path], Path], None]
+) -> None:
+    """The day's output and a shipment's, one model, one picture, one heatmaps folder; a new scan is
+    written over the name and the day's output resumed: its row is taken out with its overlay, which
+    was the file the shipment's untouched row named."""
+    a, heat = write_png(tmp_path / "arc" / "a.png", 40), (tmp_path / "heat").resolve()
+    day, shipment = tmp_path / "day.jsonl", tmp_path / "shipment.jsonl"
+    drawn = _run(day, heat, [ImageTask(str(a))], BULK)
+    _run(shipment, heat, [ImageTask(str(a))], BULK)
+    naming([day, shipment], heat)
+    (before,) = iter_rows(shipment)
+    write_png(a, 200)  # the next day's scan, written over the name
+    now = _run(day, heat, [ImageTask(str(a))], BULK, resume=True)
+    (kept,) = iter_rows(shipment)
+    assert kept == before
+    assert Path(kept.heatmap or "").read_bytes() == drawn[(str(a), None, "bulk-1")]  # the old picture's
+    (rescored,) = iter_rows(day)
+    assert Path(rescored.heatmap or "").read_bytes() == now[(str(a), None, "bulk-1")]  # the new one's
+    assert sorted(p.name for p in heat.iterdir()) == sorted(
+        Path(r.heatmap or "").name for r in (kept, rescored)
+    )
 
 
 def test_an_error_row_scored_again_names_its_own_overlay_beside_the_other_models(tmp_path: Path) -> None:

@@ -38,9 +38,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _overlay_name(path: Path) -> str:
-    """The name of the overlay the fake draws of the picture at ``path`` now."""
-    return heatmap_name(str(path), _sha256(path), "fake-bulk_ore")
+def _overlay_name(path: Path, out: Path) -> str:
+    """The name of the overlay the fake draws of the picture at ``path`` now, for the output ``out``."""
+    return heatmap_name(str(path), _sha256(path), "fake-bulk_ore", str(out.resolve()))
 
 
 def _rows(out: Path) -> dict[str, list[ImageVerdict]]:
@@ -260,7 +260,7 @@ def test_a_row_taken_out_takes_its_overlay_with_it(
     out, heat = tmp_path / "rows.jsonl", tmp_path / "heat"
     tasks = [ImageTask(str(a), "S1"), ImageTask(str(b), "S2")]
     score_to_file(tasks, _engine(), out, heatmap_dir=heat)
-    was = heat / _overlay_name(a)
+    was = heat / _overlay_name(a, out)
     old = was.read_bytes()
     change(a)
     summary = score_to_file(tasks if listed else tasks[1:], _engine(), out, heatmap_dir=heat, resume=True)
@@ -269,9 +269,9 @@ def test_a_row_taken_out_takes_its_overlay_with_it(
     assert sorted(p.name for p in heat.iterdir()) == sorted(named)  # none left that no row names
     assert not was.exists()
     if overlay == "new":
-        assert (heat / _overlay_name(a)).read_bytes() != old
+        assert (heat / _overlay_name(a, out)).read_bytes() != old
     else:
-        assert not (heat / _overlay_name(a)).exists()
+        assert not (heat / _overlay_name(a, out)).exists()
 
 
 def test_only_the_overlay_the_run_names_for_a_row_taken_out_is_removed(tmp_path: Path) -> None:
@@ -282,7 +282,7 @@ def test_only_the_overlay_the_run_names_for_a_row_taken_out_is_removed(tmp_path:
     tasks = [ImageTask(str(a), "S1"), ImageTask(str(b), "S2")]
     score_to_file(tasks, _engine(), out, heatmap_dir=heat)
     outside = write_png(tmp_path / "keep" / "x.png", 1)
-    other = heat / _overlay_name(b)  # b's overlay, which b's row names
+    other = heat / _overlay_name(b, out)  # b's overlay, which b's row names
     for named in (outside, other):
         rows = [
             r.model_copy(update={"heatmap": str(named)}) if r.path == str(a) else r for r in iter_rows(out)
@@ -291,7 +291,7 @@ def test_only_the_overlay_the_run_names_for_a_row_taken_out_is_removed(tmp_path:
         write_png(a, 200 if named == outside else 100)
         assert score_to_file(tasks, _engine(), out, heatmap_dir=heat, resume=True).taken_out == 1
         assert named.exists()
-    assert (heat / _overlay_name(a)).exists()  # a's overlay: written anew as it was scored again
+    assert (heat / _overlay_name(a, out)).exists()  # a's overlay: written anew as it was scored again
 
 
 def test_an_overlay_a_kept_row_names_stays_when_another_row_of_its_picture_is_taken_out(

@@ -42,9 +42,11 @@ def _rows_by_path(out: Path) -> dict[str, ImageVerdict]:
     return by_path
 
 
-def _overlay_name(path: Path, model_id: str = "fake-bulk_ore") -> str:
-    """The name of the overlay the fake ``model_id`` draws of the picture at ``path`` now."""
-    return heatmap_name(str(path), hashlib.sha256(path.read_bytes()).hexdigest(), model_id)
+def _overlay_name(path: Path, out: Path, model_id: str = "fake-bulk_ore") -> str:
+    """The name of the overlay the fake ``model_id`` draws of the picture at ``path`` now, for ``out``."""
+    return heatmap_name(
+        str(path), hashlib.sha256(path.read_bytes()).hexdigest(), model_id, str(out.resolve())
+    )
 
 
 def _engine(*predictors: FakePredictor, **kwargs: object) -> LocalEngine:
@@ -169,10 +171,10 @@ def test_heatmaps_are_written_under_hashed_names(tmp_path: Path, monkeypatch: py
     score_to_file([ImageTask(str(p)) for p in [*paths, tricky]], _engine(), out, heatmap_dir=heatmaps)
     rows = _rows_by_path(out)
     names = sorted(p.name for p in heatmaps.iterdir())
-    assert names == sorted(_overlay_name(p) for p in [*paths, tricky])
+    assert names == sorted(_overlay_name(p, out) for p in [*paths, tricky])
     for path in [*paths, tricky]:
         heatmap = Path(rows[str(path)].heatmap or "")
-        assert heatmap.parent == tmp_path.resolve() / "heat" and heatmap.name == _overlay_name(path)
+        assert heatmap.parent == tmp_path.resolve() / "heat" and heatmap.name == _overlay_name(path, out)
         image = cv2.imread(str(heatmap))
         assert image is not None and image.shape == (8, 8, 3)
 
@@ -183,13 +185,14 @@ def test_a_file_named_like_a_heatmaps_old_temporary_name_is_left_alone(tmp_path:
     (path,) = write_images(tmp_path / "img", [120])
     heat = tmp_path / "heat"
     heat.mkdir()
-    precious = heat / (_overlay_name(path) + ".tmp")
+    out = tmp_path / "out.jsonl"
+    precious = heat / (_overlay_name(path, out) + ".tmp")
     precious.write_bytes(b"an officer's notes")
-    score_to_file([ImageTask(str(path))], _engine(), tmp_path / "out.jsonl", heatmap_dir=heat)
+    score_to_file([ImageTask(str(path))], _engine(), out, heatmap_dir=heat)
     assert precious.read_bytes() == b"an officer's notes"
-    image = cv2.imread(str(heat / _overlay_name(path)))
+    image = cv2.imread(str(heat / _overlay_name(path, out)))
     assert image is not None and image.shape == (8, 8, 3)
-    assert sorted(p.name for p in heat.iterdir()) == sorted([precious.name, _overlay_name(path)])
+    assert sorted(p.name for p in heat.iterdir()) == sorted([precious.name, _overlay_name(path, out)])
 
 
 def test_no_heatmap_for_error_rows(tmp_path: Path) -> None:
