@@ -1,13 +1,16 @@
-"""What the review page shows of a stored upload: its own bytes, where a browser shows them as they
-were decoded for scoring, else a display PNG of the decoded, upright pixels.
+"""What the review page shows of a stored upload: a display PNG of its decoded, upright pixels, for
+every format, drawn by :func:`pipeline.heatmap.display_png` as the picture under the heatmap's heat:
+the same size, the same stretch of 16-bit values. The picture shown is the picture scored.
 
-A browser shows no TIFF (Chromium draws a broken 0x0 image) and shows a 16-bit PNG cut to its top 8
-bits (a 12-bit X-ray nearly black); it applies a picture's EXIF orientation for some formats and not
-others (Chromium leaves a WebP's, and a PNG's written after its pixel data, unapplied: the picture on
-its side beside its upright heatmap). So a TIFF, a 16-bit picture and any picture stored turned are
-decoded as scoring decodes them and drawn by :func:`pipeline.heatmap.display_png`, the picture under
-the heatmap's heat: the same size, the same stretch of 16-bit values. A JPEG, an 8-bit PNG, a BMP or
-a WebP stored upright is shown as it came (checked in Chromium: the same pixels).
+A browser shows an upload as it came with other pixels than scoring decoded, and not only for a TIFF
+(Chromium draws a broken 0x0 image) or a 16-bit PNG (its top 8 bits: a 12-bit X-ray nearly black):
+it applies a picture's EXIF orientation for some formats and not others (a WebP's, a PNG's written
+after its pixel data, a PNG's XMP orientation: the picture on its side beside its upright heatmap),
+draws the page through a transparent pixel where decoding keeps the colour stored under it (an RGBA
+PNG or WebP, a palette PNG's transparent index: black scored, white shown), and applies a PNG's gAMA
+chunk (a grey 100 drawn 168). Picking from the header the uploads a browser draws as decoded missed
+each of these in turn, so none is sent as it came (the upload as received stays a download); the
+display PNG carries none of them: 8-bit, opaque, upright, no gAMA chunk.
 
 A display PNG is made on the picture's first view, not at upload: most shipments are released and
 never looked at. It is kept in the store (``display/<sha256>.png``), so a page viewed again costs a
@@ -20,13 +23,12 @@ limit, the pixels reserved in the server's budget while they are decoded.
 from __future__ import annotations
 
 import logging
-import mmap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
-from datasets.decode import DecodeLimits, ImageHeader, decode_image, read_image_header
+from datasets.decode import DecodeLimits, decode_image, read_image_header
 from pipeline.heatmap import display_png
 from pipeline.settings import decode_limits
 from serve.deps import Services
@@ -34,38 +36,17 @@ from serve.errors import NotFoundError
 from serve.scoring import refuse_format, refuse_request_pixels
 from serve.storage import ImageStore
 
-__all__ = ["BROWSER_FORMATS", "late_png_exif", "shown_as_is", "shown_picture"]
+__all__ = ["shown_picture"]
 
 log = logging.getLogger("clearsight.serve")
-
-BROWSER_FORMATS = frozenset({"jpeg", "png", "bmp", "webp"})
-"""The accepted formats a browser draws; any other (TIFF) is always shown as a display PNG."""
-
-
-def shown_as_is(header: ImageHeader) -> bool:
-    """Whether a browser shows a file of this header as :func:`~datasets.decode.decode_image`
-    decodes it: a format it draws, 8 bits a sample, stored upright (a PNG's eXIf chunk after its
-    pixel data, which the header does not see, is :func:`late_png_exif`'s to find)."""
-    return header.format in BROWSER_FORMATS and header.sample_bytes == 1 and header.orientation == 1
-
-
-def late_png_exif(path: Path) -> bool:
-    """Whether the PNG at ``path`` may hold an eXIf chunk after its image data: decoding turns the
-    picture by it, browsers do not, and its header reads as upright. Looked for as bytes ("eXIf"
-    anywhere after the first "IDAT"), at the speed of a search, never chunk by chunk: a file of a
-    million tiny chunks costs no more; one found in compressed data only costs a display PNG."""
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        image_data = data.find(b"IDAT")
-        return image_data >= 0 and data.find(b"eXIf", image_data) >= 0
 
 
 async def shown_picture(
     services: Services, sha256: str, *, gone: Callable[[], Awaitable[bool]] | None = None
 ) -> tuple[Path, str] | bytes:
     """The picture the review page shows of the stored upload with this hash: ``(path, media
-    type)`` of a stored file to send (the upload itself, or its display PNG kept before), or the
-    display PNG's bytes, made now and kept. ``gone``: the request's ``is_disconnected``, for its
-    wait in line for the pixel budget.
+    type)`` of its display PNG kept before, or the display PNG's bytes, made now and kept.
+    ``gone``: the request's ``is_disconnected``, for its wait in line for the pixel budget.
 
     Raises:
         NotFoundError: no stored upload of this hash (or a malformed hash).
@@ -74,7 +55,7 @@ async def shown_picture(
         OverloadedError: the budget of pixels in flight is full (503, retry later).
     """
     store = services.store
-    path, media_type = store.find("images", sha256)  # only a stored upload's picture is shown
+    path, _ = store.find("images", sha256)  # only a stored upload's picture is shown
     try:
         return store.find("display", sha256)
     except NotFoundError:
@@ -83,8 +64,6 @@ async def shown_picture(
     limits = decode_limits(settings)
     name = f"stored image {sha256[:12]}"  # never the server's path, which a problem's detail would show
     header = await run_in_threadpool(read_image_header, path, limits=limits, name=name)
-    if shown_as_is(header) and not (header.format == "png" and await run_in_threadpool(late_png_exif, path)):
-        return path, media_type
     refuse_format(services, header, name)
     refuse_request_pixels(services, [header])
     async with services.pixels.hold(

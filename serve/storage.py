@@ -1,8 +1,8 @@
 """Uploaded images and their heatmaps, kept for the review page under the configured data dir.
 
 Files are named by content (``images/<sha256>.<ext>``, ``heatmaps/<sha256>.png``, and
-``display/<sha256>.png``, the PNG the review page shows of an image a browser cannot show as it came,
-made on its first view): a client-supplied name never becomes a path, identical uploads are stored
+``display/<sha256>.png``, the PNG of its decoded pixels the review page shows of an image, made on
+its first view): a client-supplied name never becomes a path, identical uploads are stored
 once, and writes are atomic (temp file + rename) so that a reader never sees half a file.
 """
 

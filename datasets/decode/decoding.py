@@ -136,15 +136,13 @@ def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tu
 
 
 class ImageHeader(NamedTuple):
-    """What an image's header says: its format, upright ``width`` and ``height`` in pixels, the
-    bytes of each decoded sample (2 for a 16-bit PNG or TIFF, else 1), and the EXIF orientation it
-    declares (1: stored upright; :func:`decode_image` turns the others upright)."""
+    """What an image's header says: its format, upright ``width`` and ``height`` in pixels, and the
+    bytes of each decoded sample (2 for a 16-bit PNG or TIFF, else 1)."""
 
     format: str
     width: int
     height: int
     sample_bytes: int = 1
-    orientation: int = 1
 
     @property
     def budget_pixels(self) -> int:
@@ -207,7 +205,7 @@ def read_image_header(
     check_tile(tile, width, height, limits, label)
     if orientation >= 5:
         width, height = height, width
-    return ImageHeader(fmt, width, height, sample_bytes, orientation)
+    return ImageHeader(fmt, width, height, sample_bytes)
 
 
 def read_image_size(

@@ -776,9 +776,9 @@ _FILE_HEADERS = {
 # before stored_file, whose {kind} would take "display"
 @router.get("/files/display/{sha256}")
 async def shown_file(request: Request, sha256: str, services: ServicesDep) -> Response:
-    """The picture the page shows of a stored upload (:func:`serve.display.shown_picture`): the
-    upload itself where a browser shows it as scored, else a PNG of its decoded, upright pixels (a
-    TIFF showed as a broken image). The upload as received stays at ``/files/images/<sha256>``."""
+    """The picture the page shows of a stored upload (:func:`serve.display.shown_picture`): a PNG
+    of its decoded, upright pixels, whatever its format (a browser drew uploads as they came with other
+    pixels than scored). The upload as received stays at ``/files/images/<sha256>``."""
     _require_session(request, services)
     shown = await shown_picture(services, sha256, gone=request.is_disconnected)
     if isinstance(shown, bytes):

@@ -135,9 +135,9 @@ def batch_hold(shipment: str):  # noqa: ANN201 - a ShipmentDecision
     )  # fmt: skip
 
 
-# Pictures of every kind the review page shows: a browser draws some as they came, others it shows
-# as a PNG of their decoded pixels (serve.display). Wider than tall, a bright mark at the top left:
-# a turn or a mirror shows.
+# Pictures of every kind the review page shows, each as a PNG of its decoded pixels (serve.display),
+# with those a browser drew as they came with other pixels than scored. Wider than tall, a bright mark
+# at the top left: a turn or a mirror shows.
 _RGB = np.zeros((24, 40, 3), np.uint8)
 _RGB[:, :, 0] = np.arange(40, dtype=np.uint8)[None, :] * 5
 _RGB[:, :, 1] = np.arange(24, dtype=np.uint8)[:, None] * 9
@@ -161,33 +161,81 @@ def _png16(array: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
+
+
 def _late_exif_png(array: np.ndarray, orientation: int) -> bytes:
     """A PNG whose eXIf chunk comes after its image data (legal; decoding applies it, browsers not)."""
     plain = _pillow(array, "PNG")
     exif = Image.Exif()
     exif[0x0112] = orientation
-    payload = exif.tobytes().removeprefix(b"Exif\x00\x00")
-    chunk = len(payload).to_bytes(4, "big") + b"eXIf" + payload
-    chunk += zlib.crc32(b"eXIf" + payload).to_bytes(4, "big")
+    chunk = _png_chunk(b"eXIf", exif.tobytes().removeprefix(b"Exif\x00\x00"))
     end = plain.index(b"IEND") - 4
     return plain[:end] + chunk + plain[end:]
 
 
-PICTURES = {  # file name: (bytes, sent to the review page as it came)
-    "xray12.tif": (_pillow(_GREY.astype(np.uint16) * 16, "TIFF"), False),  # a 12-bit detector's values
-    "colour.tif": (_pillow(_RGB, "TIFF"), False),
+def _late_xmp_png(array: np.ndarray, orientation: int) -> bytes:
+    """A PNG whose XMP packet, with a tiff:Orientation, comes after its image data: decoding turns
+    the picture by it, Chromium does not."""
+    plain = _pillow(array, "PNG")
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="%d"/>'
+        b"</rdf:RDF></x:xmpmeta>" % orientation
+    )
+    chunk = _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
+    end = plain.index(b"IEND") - 4
+    return plain[:end] + chunk + plain[end:]
+
+
+def _gamma_png(array: np.ndarray, gamma: float) -> bytes:
+    """A PNG with a gAMA chunk: Chromium corrects by it (grey 100 at gamma 1.0 drawn 168), decoding not."""
+    plain = _pillow(array, "PNG")
+    header_end = 8 + 25  # the signature and the IHDR chunk, which gAMA must follow
+    return (
+        plain[:header_end]
+        + _png_chunk(b"gAMA", round(gamma * 100_000).to_bytes(4, "big"))
+        + plain[header_end:]
+    )
+
+
+# The bright mark hidden by transparency: decoding keeps the colours stored under alpha 0, as scored,
+# where a browser shows the page through them.
+_RGBA = np.dstack([_RGB, np.full(_RGB.shape[:2], 255, np.uint8)])
+_RGBA[:, :20, 3] = 0
+_PALETTE_INDEX = (_GREY > 60).astype(np.uint8)  # index 0 (black) transparent, index 1 grey 100
+
+
+def _palette_png(indices: np.ndarray) -> bytes:
+    image = Image.fromarray(indices, "P")
+    image.putpalette([0, 0, 0, 100, 100, 100])
+    out = io.BytesIO()
+    image.save(out, "PNG", transparency=0)
+    return out.getvalue()
+
+
+PICTURES = {  # file name: bytes
+    "xray12.tif": _pillow(_GREY.astype(np.uint16) * 16, "TIFF"),  # a 12-bit detector's values
+    "colour.tif": _pillow(_RGB, "TIFF"),
     # a 16-bit PNG: browsers show its top 8 bits
-    "xray12.png": (_png16(_GREY.astype(np.uint16) * 16), False),
-    "colour16.png": (_png16(_RGB.astype(np.uint16) * 257), False),
+    "xray12.png": _png16(_GREY.astype(np.uint16) * 16),
+    "colour16.png": _png16(_RGB.astype(np.uint16) * 257),
     # stored turned: Chromium applies a WebP's EXIF orientation, and a PNG's after its pixels, not at all
-    "turned.webp": (_pillow(_RGB, "WEBP", orientation=6, lossless=True), False),
-    "late-turned.png": (_late_exif_png(_RGB, 6), False),
-    "turned.png": (_pillow(_RGB, "PNG", orientation=3), False),
-    "turned.jpg": (_pillow(_RGB, "JPEG", orientation=8, quality=95), False),
-    "plain.png": (_pillow(_RGB, "PNG"), True),
-    "plain.jpg": (_pillow(_RGB, "JPEG", quality=95), True),
-    "plain.bmp": (_pillow(_RGB, "BMP"), True),
-    "plain.webp": (_pillow(_RGB, "WEBP", lossless=True), True),
+    "turned.webp": _pillow(_RGB, "WEBP", orientation=6, lossless=True),
+    "late-turned.png": _late_exif_png(_RGB, 6),
+    "late-xmp.png": _late_xmp_png(_RGB, 6),
+    "turned.png": _pillow(_RGB, "PNG", orientation=3),
+    "turned.jpg": _pillow(_RGB, "JPEG", orientation=8, quality=95),
+    # drawn by Chromium with other pixels than decoded: transparency, a gamma correction
+    "alpha.png": _pillow(_RGBA, "PNG"),
+    "alpha.webp": _pillow(_RGBA, "WEBP", lossless=True, exact=True),
+    "transparent-index.png": _palette_png(_PALETTE_INDEX),
+    "gamma.png": _gamma_png(_GREY, 1.0),
+    "plain.png": _pillow(_RGB, "PNG"),
+    "plain.jpg": _pillow(_RGB, "JPEG", quality=95),
+    "plain.bmp": _pillow(_RGB, "BMP"),
+    "plain.webp": _pillow(_RGB, "WEBP", lossless=True),
 }
 MEDIA_TYPES = {
     "tif": "image/tiff",

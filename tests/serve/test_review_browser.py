@@ -245,7 +245,7 @@ def test_every_accepted_picture_shows_upright_as_scored_and_downloads_as_receive
 
     server = live_server()
     declaration = json.dumps({"shipment_id": "SHP-KINDS", "cargo_type": "bulk_ore"})
-    files = [("images", (n, data, MEDIA_TYPES[n.rsplit(".", 1)[1]])) for n, (data, _) in PICTURES.items()]
+    files = [("images", (n, data, MEDIA_TYPES[n.rsplit(".", 1)[1]])) for n, data in PICTURES.items()]
     files.append(("images", ("bright.png", png_bytes(250), "image/png")))  # holds the shipment
     sent = httpx.post(
         f"{server.url}/v1/shipments",
@@ -259,7 +259,7 @@ def test_every_accepted_picture_shows_upright_as_scored_and_downloads_as_receive
     page.fill("#key", OFFICER_KEY)
     page.click("#login-form button")
     card = page.locator("#shipment-SHP-KINDS")
-    for name, (data, _) in PICTURES.items():
+    for name, data in PICTURES.items():
         img = card.locator(f'img[alt="image {name}"]')
         img.scroll_into_view_if_needed()  # loading="lazy"
         shown = img.evaluate(_DRAWN)
