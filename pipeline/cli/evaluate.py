@@ -8,11 +8,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
 from datasets.cargo import folder_cargo_type
 from datasets.errors import ArtifactError, CargoTypeError, DatasetFormatError, InputError, ModelError
 from pipeline.cli.output_paths import check_writable, output_error
+from pipeline.cli.progress import stage_progress
 from pipeline.settings import RuntimeName, Settings
 
 __all__ = ["REPORT_FILES", "evaluate_command", "register"]
@@ -115,20 +116,14 @@ def evaluate_command(
             f"{named}: its figures would say nothing about either; evaluate the {named} model"
         )
     err = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]evaluating[/bold] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(predictor.model_id, total=None)
+    stage = f"evaluating {predictor.model_id}"
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with stage_progress(err, *columns, transient=True) as progress:  # plain lines where stderr is a log
         result = evaluate(
             predictor,
             dataset,
             batch_size=batch_size,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=lambda done, total: progress(stage, done, total),
         )
     try:
         metrics_path, scores_path = write_outputs(result, out)

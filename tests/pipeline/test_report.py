@@ -543,6 +543,28 @@ def test_cli_fails_a_model_that_scores_nan_after_writing_what_it_found(
     assert "1 given a non-finite score or map by the model" in page and "Images left out (1)" in page
 
 
+def test_cli_prints_its_progress_as_lines_into_a_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # stderr captured is no terminal, as a log file is: rich's bar drew nothing until it stopped (and,
+    # transient, not even then)
+    _install_fake_model(monkeypatch)
+    code, _ = _run_evaluate(tmp_path)
+    assert code == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("evaluating ")]
+    assert (
+        said
+        and said[0].startswith("evaluating fake-0001: ")
+        and said[-1].startswith("evaluating fake-0001: 8/8")
+    )
+
+
+def _without_progress(err: str) -> str:
+    """What the command said on stderr, less its progress lines (printed there as text, stderr being no
+    terminal under capsys)."""
+    return "\n".join(line for line in err.strip().splitlines() if not line.startswith("evaluating "))
+
+
 def _run_evaluate(tmp_path: Path, *extra: str) -> tuple[int, Path]:
     """``clearsight evaluate`` of the installed fake model on the fake dataset: (exit code, --out)."""
     if not (tmp_path / "ore").exists():  # a second run evaluates the same files
@@ -671,7 +693,7 @@ def test_cli_writes_no_report_when_no_test_image_could_be_read(
     code, out = _run_evaluate(tmp_path)
     assert code == 2
     first = (tmp_path / "ore" / "test" / "good" / "g1.png").resolve()  # good images come first
-    assert capsys.readouterr().err.strip() == (
+    assert _without_progress(capsys.readouterr().err) == (
         f"Error: no test image could be read (8 unreadable, e.g. {first}: empty file (0 bytes))"
     )
     assert not any((out / name).exists() for name in ("metrics.json", "scores.csv", "report.html"))
@@ -982,7 +1004,7 @@ def test_cli_names_out_when_the_report_cannot_be_written(
     code, out = _run_evaluate(tmp_path)
     assert code == 2
     said = f"Error: --out {str(out)!r}: cannot write there (No space left on device)"
-    assert capsys.readouterr().err.strip() == said  # after the progress bar's blank line
+    assert _without_progress(capsys.readouterr().err) == said
 
 
 INSIDE = "lies inside --data 'ore': the report's files would become part of the dataset"
