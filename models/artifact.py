@@ -128,7 +128,8 @@ def save_artifact(out_dir: str | Path, detector: Detector, card: Mapping[str, An
     # checked as load_model will read it, before anything is written: a card it would refuse (a
     # cargo type with a slash in it) is refused here, not after training replaced a working model
     _check_card(json.loads(text), out / CARD_FILE)
-    _check_sizes(detector.config, tensors, out / CARD_FILE, out / WEIGHTS_FILE, detector.state_dict())
+    # the tensors are the detector's own: their dtypes are the built ones, no second state_dict needed
+    _check_sizes(detector.config, tensors, out / CARD_FILE, out / WEIGHTS_FILE, tensors)
     _check_finite(tensors, out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (WEIGHTS_FILE + ".tmp")
