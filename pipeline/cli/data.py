@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from datasets.errors import InputError
 from datasets.synth import (
@@ -21,6 +21,7 @@ from datasets.synth import (
     written_by_generator,
 )
 from pipeline.cli.output_paths import check_writable
+from pipeline.cli.progress import stage_progress
 
 __all__ = ["register"]
 
@@ -160,14 +161,9 @@ def synth(
             f"--out {str(out)!r} cannot be made or written ({exc.strerror or exc}); give a folder you may "
             "write, under one that exists or can be made"
         ) from exc
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as bar:
-        task = bar.add_task("render", total=None)
-        summary = generate_dataset(
-            config, progress=lambda done, total: bar.update(task, completed=done, total=total)
-        )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with stage_progress(Console(stderr=True), *columns) as progress:  # plain lines into a log
+        summary = generate_dataset(config, progress=lambda done, total: progress("rendering", done, total))
     (out / _RENDERING).unlink()
     typer.echo(f"Wrote {summary.images} images to {summary.root} (manifest.csv, dataset.json)")
 

@@ -13,19 +13,21 @@ import contextlib
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from datasets.errors import ConflictError, DatasetFormatError, InputError
 from datasets.whole_files import keep_mode_and_owner, temporary_beside
 from pipeline import verdict_rows
 from pipeline.cli.output_paths import audit_file, check_name_fits, check_outputs_apart, output_error
+from pipeline.cli.progress import count_steps, stage_progress
 from pipeline.decide import decide_rows
 from pipeline.listed_content import hash_files
 from pipeline.policy import Policy, default_policy_path, load_policy
@@ -164,17 +166,19 @@ def _check_listed(verdicts: Path, manifest: Path, unfinished: tuple[str, str], d
     )
 
 
-def _progress() -> Progress:
+@contextmanager
+def _progress(stage: str, total: int) -> Iterator[Callable[[], None]]:
+    """``advance()`` of one stage: a bar on a terminal, plain lines into a log (where a bar is silent)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, console=Console(stderr=True), transient=True)
+    with stage_progress(Console(stderr=True), *columns, transient=True) as progress:
+        yield count_steps(progress, stage, total)
 
 
 def _hash_listed(paths: list[str]) -> dict[str, str | OSError]:
     """:func:`pipeline.listed_content.hash_files`, with a progress bar: an archive's pictures are read
     whole again to be compared with their rows."""
-    with _progress() as progress:
-        task = progress.add_task("checking the listed pictures' content", total=len(paths))
-        return hash_files(paths, advance=lambda: progress.advance(task))
+    with _progress("checking the listed pictures' content", len(paths)) as advance:
+        return hash_files(paths, advance=advance)
 
 
 def _decide_all(
@@ -182,11 +186,10 @@ def _decide_all(
 ) -> list[ShipmentDecision]:
     total = len({row_shipment_id(r) for r in rows})  # a row without one, or with a list, refused here
     decisions = []
-    with _progress() as progress:
-        task = progress.add_task(label, total=total)
+    with _progress(label, total) as advance:
         for decision in decide_rows(policy, rows, audit_key=key, register=traders):
             decisions.append(decision)
-            progress.advance(task)
+            advance()
     return decisions
 
 

@@ -12,20 +12,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from datasets.errors import ArtifactError, ConflictError, InputError
 from pipeline.cli.output_paths import audit_file, check_name_fits, check_outputs_apart, check_writable
+from pipeline.cli.score_progress import score_progress
 from pipeline.settings import RuntimeName, Settings, audit_key, audit_seal_key, decode_limits
 
 __all__ = ["register", "score"]
@@ -34,27 +24,6 @@ __all__ = ["register", "score"]
 class EngineName(enum.StrEnum):
     local = "local"
     ray = "ray"
-
-
-class _RateColumn(ProgressColumn):
-    """Images per second, from rich's moving speed estimate."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("-- img/s" if speed is None else f"{speed:.1f} img/s", style="progress.data.speed")
-
-
-class _Only(ProgressColumn):
-    """``column`` for the tasks added with ``kind=kind``, blank for the others: the reading of a
-    resume's kept pictures is no count of images scored, and has no rate or ETA of theirs."""
-
-    def __init__(self, kind: str, column: ProgressColumn) -> None:
-        super().__init__()
-        self._kind = kind
-        self._column = column
-
-    def render(self, task: Task) -> Any:
-        return self._column.render(task) if task.fields.get("kind") == self._kind else Text("")
 
 
 def _load_predictors(models: list[Path], *, runtime: str) -> list[Any]:
@@ -378,18 +347,7 @@ def score(
         # another model's rows refused before the decisions file and the completion record are removed
         if resume and model_ids is not None:
             refuse_other_models(out, model_ids)
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            _Only("scoring", MofNCompleteColumn()),
-            _Only("scoring", _RateColumn()),
-            _Only("scoring", TextColumn("ETA")),
-            _Only("scoring", TimeRemainingColumn()),
-            _Only("checking", TextColumn("{task.completed:.0f} read")),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
+        progress = score_progress(console, total=total, resume=resume)
         # OUT's own decisions (vouched for by its completion record), and an --overwrite's or a
         # --resume's decisions file (a --resume's is this run's: made_by_this_run, above), gone under
         # the lock, as the completion record is, before OUT is touched: a run killed before its own
@@ -435,22 +393,6 @@ def score(
             said = f"{str(path)!r}: {whose} by a finished run: left as it is; it may not match the new rows"
             console.print(f"[yellow]Warning:[/yellow] {escape(said)}", highlight=False)
         with progress:
-            # a resume first reads each kept row's picture again (a new scan written over its name?):
-            # its own line, finished once read; the scoring bar's clock starts after it
-            checking = (
-                progress.add_task("checking the kept pictures' content", total=None, kind="checking")
-                if resume
-                else None
-            )
-            bar = progress.add_task("scoring", total=total, start=checking is None, kind="scoring")
-
-            def checked_all() -> None:
-                if checking is not None:
-                    read = next(task.completed for task in progress.tasks if task.id == checking)
-                    progress.update(checking, description="checked the kept pictures' content", total=read)
-                    progress.stop_task(checking)
-                progress.start_task(bar)
-
             summary = score_to_file(
                 iter_tasks(inputs, cargo_type=cargo_type, same_file=same_file),
                 runner_engine,
@@ -458,13 +400,13 @@ def score(
                 heatmap_dir=heatmaps,
                 resume=resume,
                 overwrite=overwrite,
-                advance=lambda: progress.advance(bar),
+                advance=progress.scored,
                 model_ids=model_ids,
                 retry_errors=retry_errors,
                 lock=lock,
                 listed_only=loaded_policy is not None,
-                checked=(lambda: progress.advance(checking)) if checking is not None else None,
-                checked_all=checked_all,
+                checked=progress.checked if resume else None,
+                checked_all=progress.checked_all,
             )
             # the bar counts inputs: 5/5 read as five images scored where three named one given already;
             # a link a folder leaves out is not among them, but is among the table's duplicates
@@ -474,7 +416,7 @@ def score(
             if same_count[0]:
                 counted.append(f"{same_count[0]} link(s) to a file given already, not counted")
             if counted:
-                progress.update(bar, description=f"scoring ({'; '.join(counted)})")
+                progress.counted(counted)
         summary.left_out = len(left_out)
         summary.duplicates += same_count[0]
         summary.duplicate_example = same_files[0] if same_files else None

@@ -12,18 +12,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from decide_builders import img  # noqa: E402
 from rich.console import Console
 from train_builders import write_noise_normals  # noqa: E402
 
 from pipeline.cli import app, run
-from pipeline.cli.progress import StageLines, stage_progress
+from pipeline.cli.progress import StageLines, count_steps, stage_progress
+from pipeline.score.completion import record_completion
 
 
-def _lines(calls: list[tuple[str, int, int]]) -> list[str]:
+def _lines(calls: list[tuple[str, int, int]], *, rate: str = "") -> list[str]:
     out = io.StringIO()
     seconds = count()  # one second per call
     progress = StageLines(
-        Console(file=out, force_terminal=False, width=40), clock=lambda: float(next(seconds))
+        Console(file=out, force_terminal=False, width=40), clock=lambda: float(next(seconds)), rate=rate
     )
     for call in calls:
         progress(*call)
@@ -63,6 +65,28 @@ def test_stage_lines(calls: list[tuple[str, int, int]], lines: list[str]) -> Non
     assert _lines(calls) == lines
 
 
+def test_a_rate_is_said_from_the_stage_s_start() -> None:
+    """Scoring's lines say how many images a second, as its bar does: none on the first line (no time
+    gone), then done over the seconds since the stage began (one per call here)."""
+    lines = _lines([("scoring", n, 4) for n in range(5)], rate="img")
+    assert lines == [
+        "scoring: 0/4 (0 s)",
+        "scoring: 1/4 (1 s, 1.0 img/s)",
+        "scoring: 2/4 (2 s, 1.0 img/s)",
+        "scoring: 3/4 (3 s, 1.0 img/s)",
+        "scoring: 4/4 (4 s, 1.0 img/s)",
+    ]
+
+
+def test_count_steps_says_a_stage_begun_then_counts_it() -> None:
+    calls: list[tuple[str, int, int]] = []
+    advance = count_steps(lambda *call: calls.append(call), "deciding", 2)
+    assert calls == [("deciding", 0, 2)]  # said as it begins, before any step
+    advance()
+    advance()
+    assert calls == [("deciding", 0, 2), ("deciding", 1, 2), ("deciding", 2, 2)]
+
+
 def test_a_terminal_gets_bars_and_a_log_lines() -> None:
     log, terminal = io.StringIO(), io.StringIO()
     with stage_progress(Console(file=log, force_terminal=False)) as progress:
@@ -84,3 +108,27 @@ def test_train_prints_its_stages_as_lines_into_a_log(
     for stage in ("decode: 8/8", "embed normals: 6/6", "calibration: 1/1", "artifact: 1/1"):
         assert stage in said
     assert said[0] == "decode: 1/8"  # from the start, not at the end
+
+
+def test_synth_prints_its_rendering_as_lines_into_a_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny = ["--size", "64", "--train-good", "1", "--train-anomalous", "0", "--test-good", "1"]
+    argv = ["data", "synth", "--out", str(tmp_path / "ds"), "--cargo", "bulk_ore", "--workers", "1", *tiny]
+    assert run(app, [*argv, "--test-anomalous", "1"]) == 0
+    said = [line.split(" (")[0] for line in capsys.readouterr().err.splitlines()]
+    assert said[0] == "rendering: 1/6" and said[-1] == "rendering: 6/6"
+
+
+def test_decide_prints_its_progress_as_lines_into_a_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its bar was transient: into a log it printed nothing at all."""
+    rows = tmp_path / "rows.jsonl"
+    verdicts = [img(path=f"{n}.png", sha256=f"{n:064x}", shipment_id=f"S-{n}") for n in range(3)]
+    rows.write_text("".join(v.model_dump_json() + "\n" for v in verdicts))
+    record_completion(rows)  # a finished run's
+    assert run(app, ["decide", "--verdicts", str(rows), "--out", str(tmp_path / "d.jsonl")]) == 0
+    said = [line.split(" (")[0] for line in capsys.readouterr().err.splitlines()]
+    stage = next(line.split(":")[0] for line in said if line.endswith(": 0/3"))
+    assert [line for line in said if line.startswith(f"{stage}:")] == [f"{stage}: {n}/3" for n in range(4)]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -19,6 +22,7 @@ from datasets.manifest import write_manifest  # noqa: E402
 from models.fusion import SIGNALS  # noqa: E402
 from pipeline.audit import AuditStore  # noqa: E402
 from pipeline.cli import app, run  # noqa: E402
+from pipeline.cli.score_progress import ScoreBars, score_progress  # noqa: E402
 from pipeline.policy import default_policy_path  # noqa: E402
 from pipeline.score import ImageTask, RayEngine, iter_rows  # noqa: E402
 from pipeline.score.output_lock import lock_output, lock_path  # noqa: E402
@@ -911,18 +915,20 @@ def test_the_progress_bar_says_which_inputs_it_counts_as_done_unscored(
     argv = ["score", str(first), str(first), str(tmp_path / "arc"), str(second), "--model", str(models[0])]
     out = tmp_path / "rows.jsonl"
     assert run(app, [*argv, "--out", str(out)]) == 0
-    said = " ".join(capsys.readouterr().err.split())
+    said = capsys.readouterr().err.splitlines()  # stderr here is a log: lines, not a bar
     assert len(list(iter_rows(out))) == 2
-    assert "scoring (3 duplicate input(s), scored once) " in said and " 5/5 " in said
+    assert said[0].startswith("scoring: 0/5 (0 s")  # as it begins, not only at the end
+    assert any(line.startswith("scoring: 5/5 (") for line in said)
+    assert "scoring: 3 duplicate input(s), scored once" in said
     assert run(app, [*argv, "--out", str(out), "--resume"]) == 0
-    said = " ".join(capsys.readouterr().err.split())
-    assert "scoring (3 duplicate input(s), scored once; 2 already in the output) " in said
+    said = capsys.readouterr().err.splitlines()
+    assert "scoring: 3 duplicate input(s), scored once; 2 already in the output" in said
     # a link in the folder to a file given already (named first as well): not among the inputs the
     # bar counts, said beside them, so that the two add up to the table's duplicates (3)
     (tmp_path / "arc" / "again.png").symlink_to(first)
     assert run(app, [*argv, "--out", str(out), "--overwrite"]) == 0
     said = " ".join(capsys.readouterr().err.split())
-    assert "scoring (2 duplicate input(s), scored once; 1 link(s) to a file given" in said
+    assert "scoring: 2 duplicate input(s), scored once; 1 link(s) to a file given" in said
 
 
 def test_a_resume_s_reading_of_the_kept_pictures_is_a_line_of_its_own_finished_before_scoring(
@@ -935,10 +941,33 @@ def test_a_resume_s_reading_of_the_kept_pictures_is_a_line_of_its_own_finished_b
     assert run(app, argv) == 0
     capsys.readouterr()
     assert run(app, [*argv, "--resume"]) == 0
-    lines = [" ".join(line.split()) for line in capsys.readouterr().err.splitlines()]
-    (checked,) = [line for line in lines if "kept pictures' content" in line]
-    assert checked.startswith("checked the kept pictures' content ") and " 2 read " in checked
-    assert "img/s" not in checked and "ETA" not in checked and "/" not in checked
+    lines = capsys.readouterr().err.splitlines()  # a log: lines
+    begun, checked, scoring = lines.index("checking the kept pictures' content: begun"), -1, -1
+    for i, line in enumerate(lines):
+        checked = i if line.startswith("checked the kept pictures' content: 2 read (") else checked
+        scoring = i if line.startswith("scoring: 0/2 (") and scoring < 0 else scoring
+    assert begun < checked < scoring  # read, then scored
+    assert "img/s" not in lines[checked] and "/" not in lines[checked]
+
+
+def test_a_terminal_gets_the_bars_of_both_stages() -> None:
+    """The bars, where stderr is a terminal: the kept pictures' count read, without a rate or ETA of
+    images scored, and the scoring bar saying what it counts besides new scores."""
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=200, color_system=None)
+    with score_progress(console, total=2, resume=True) as progress:
+        assert isinstance(progress, ScoreBars)
+        progress.checked()
+        progress.checked()
+        progress.checked_all()
+        progress.scored()
+        progress.scored()
+        progress.counted(["1 duplicate input(s), scored once"])
+    frames = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())  # the cursor's moves out
+    drawn = [" ".join(line.split()) for line in re.split(r"[\r\n]", frames)]
+    checked, scoring = ([line for line in drawn if line.startswith(s)][-1] for s in ("checked", "scoring"))
+    assert " 2 read " in checked and "img/s" not in checked and "ETA" not in checked
+    assert scoring.startswith("scoring (1 duplicate input(s), scored once) ") and " 2/2 " in scoring
 
 
 def test_a_run_that_changes_the_rows_leaves_no_earlier_decisions(
