@@ -238,6 +238,24 @@ def _debug_setting(*, said: bool = False) -> bool:
         return False
 
 
+_NOT_A = {"int_parsing": "a whole number", "float_parsing": "a number", "bool_parsing": "true or false"}
+"""What a value pydantic could not parse as an option's type is not, by its error type."""
+
+
+def _name_the_value(exc: Exception) -> None:
+    """An option's value typer could not parse as its type named the option, not the value:
+    ``--seed abc`` read "Input should be a valid integer, unable to parse string as an integer" (the
+    words of the pydantic error typer raises from). Now ``'abc' is not a whole number``."""
+    cause = exc.__cause__
+    if not isinstance(cause, ValidationError) or not isinstance(getattr(exc, "message", None), str):
+        return
+    errors = cause.errors()
+    if not errors or "input" not in errors[0]:
+        return
+    value, kind = errors[0]["input"], _NOT_A.get(str(errors[0].get("type")))
+    exc.message = f"{value!r} is not {kind}" if kind else f"{value!r}: {exc.message}"  # type: ignore[attr-defined]
+
+
 _depth = 0
 """How many :func:`run` calls are in progress: the demo runs its steps through :func:`run` too,
 and an inner one must hand Ctrl-C and SIGTERM on to the outer one (read as a failed step, they
@@ -291,6 +309,7 @@ def run(typer_app: typer.Typer = app, argv: list[str] | None = None) -> int:
         # Typer vendors its own click: recognise its usage errors and exits by shape, not by class.
         exit_code = getattr(exc, "exit_code", None)
         if isinstance(exit_code, int):
+            _name_the_value(exc)
             show = getattr(exc, "show", None)
             if callable(show):
                 show()

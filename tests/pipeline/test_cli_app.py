@@ -98,6 +98,29 @@ def test_usage_error_exits_2(capsys) -> None:
     assert "No such command" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["data", "synth", "--out", "x", "--seed", "abc"],
+            "Invalid value for '--seed': 'abc' is not a whole number",
+        ),
+        (
+            ["score", "a.png", "--model", "m", "--out", "r.jsonl", "--batch-size", "1.5"],
+            "'1.5' is not a whole number",
+        ),
+        # the value as text: a terminal's control characters are shown, never sent
+        (["data", "synth", "--out", "x", "--size", "6\x1b[2J4"], "'6\\x1b[2J4' is not a whole number"),
+    ],
+    ids=["seed", "batch-size", "controls"],
+)
+def test_an_option_given_no_number_names_the_value(capsys, argv: list[str], said: str) -> None:
+    """typer's words named the option only: "Input should be a valid integer, unable to parse
+    string as an integer"."""
+    assert run(app, argv) == 2
+    assert said in capsys.readouterr().err
+
+
 def test_help_exits_0(capsys) -> None:
     from pipeline.cli import app
 
