@@ -14,7 +14,9 @@ from datasets.synth.generate import (
     SynthConfig,
     SynthSummary,
     generate_dataset,
+    listed_files,
     not_generated,
+    planned_files,
     written_by_generator,
 )
 from datasets.synth.preview import contact_sheet
@@ -32,7 +34,9 @@ __all__ = [
     "SynthSummary",
     "contact_sheet",
     "generate_dataset",
+    "listed_files",
     "not_generated",
+    "planned_files",
     "render_sample",
     "written_by_generator",
 ]

@@ -39,8 +39,10 @@ __all__ = [
     "SynthConfig",
     "SynthSummary",
     "generate_dataset",
+    "listed_files",
     "not_generated",
     "plan_jobs",
+    "planned_files",
     "written_by_generator",
 ]
 
@@ -154,6 +156,25 @@ def plan_jobs(config: SynthConfig) -> list[_Job]:
     return jobs
 
 
+def planned_files(config: SynthConfig) -> list[str]:
+    """The images and masks :func:`generate_dataset` will write for ``config``, as paths relative to
+    ``config.out`` in :func:`plan_jobs`' order (what ``dataset.json`` lists once it is written)."""
+    files: list[str] = []
+    for job in plan_jobs(config):
+        files.append(_image_rel(job))
+        if job.anomaly_type != GOOD:
+            files.append(_mask_rel(job))
+    return files
+
+
+def _image_rel(job: _Job) -> str:
+    return f"{job.cargo}/{job.split}/{job.anomaly_type}/{job.stem:06d}.png"
+
+
+def _mask_rel(job: _Job) -> str:
+    return f"{job.cargo}/ground_truth/{job.anomaly_type}/{job.stem:06d}_mask.png"
+
+
 def _seed_for(job: _Job) -> np.random.SeedSequence:
     cargo_i = CARGO_TYPES.index(job.cargo)
     type_i = ([GOOD, *ANOMALY_TYPES[job.cargo]]).index(job.anomaly_type)
@@ -177,11 +198,11 @@ def _run_job(job: _Job) -> dict[str, Any]:
     """Render and write one image (and its mask); returns its dataset.json entry."""
     sample = render_sample(job.cargo, job.anomaly_type, seed=_seed_for(job), size=job.size)
     root = Path(job.root)
-    rel = f"{job.cargo}/{job.split}/{job.anomaly_type}/{job.stem:06d}.png"
+    rel = _image_rel(job)
     _write_png(root / rel, sample.image)
     mask_rel = ""
     if job.anomaly_type != GOOD:
-        mask_rel = f"{job.cargo}/ground_truth/{job.anomaly_type}/{job.stem:06d}_mask.png"
+        mask_rel = _mask_rel(job)
         _write_png(root / mask_rel, sample.mask)
     return {
         "path": rel,
@@ -282,21 +303,44 @@ _MASK_NAME = re.compile(r"\d{6}_mask\.png")
 def written_by_generator(root: Path) -> bool:
     """Whether ``root/dataset.json`` is one :func:`generate_dataset` wrote (its ``generator`` says so);
     other tools (nnU-Net, Hugging Face) write a ``dataset.json`` too."""
+    return _generator_meta(root) is not None
+
+
+def listed_files(root: Path) -> frozenset[str] | None:
+    """The images and masks ``root/dataset.json`` lists (each image's ``path`` and ``mask_path``,
+    relative to ``root``); None where it is not one :func:`generate_dataset` wrote. An entry that is
+    not a path lists nothing."""
+    meta = _generator_meta(root)
+    if meta is None:
+        return None
+    images = meta.get("images")
+    listed: set[str] = set()
+    for entry in images if isinstance(images, list) else []:
+        if isinstance(entry, dict):
+            listed.update(v for k in ("path", "mask_path") if isinstance(v := entry.get(k), str) and v)
+    return frozenset(listed)
+
+
+def _generator_meta(root: Path) -> dict[str, Any] | None:
     try:
         meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("generator") == GENERATOR_NAME
+        return None
+    return meta if isinstance(meta, dict) and meta.get("generator") == GENERATOR_NAME else None
 
 
-def not_generated(root: Path, *, also: Collection[str] = ()) -> list[str]:
-    """What under ``root`` :func:`generate_dataset` never writes, as sorted paths relative to it.
+def not_generated(root: Path, *, files: Collection[str], also: Collection[str] = ()) -> list[str]:
+    """What under ``root`` :func:`generate_dataset` did not write, as sorted paths relative to it.
 
     The generator writes ``dataset.json``, ``manifest.csv`` and, per cargo type, ``train/<type>/`` and
     ``test/<type>/`` folders of ``NNNNNN.png`` and ``ground_truth/<anomaly type>/`` folders of
-    ``NNNNNN_mask.png``; anything else (a link, another file, a folder of another name) is listed, a
-    folder once without what it holds. ``also`` names more top-level files to accept (a marker).
+    ``NNNNNN_mask.png``. A file there counts as its own only where ``files`` (paths relative to
+    ``root``: what its ``dataset.json`` lists, :func:`listed_files`, or what a run planned,
+    :func:`planned_files`) names it: an image of such a name that someone added beside the dataset
+    is theirs. Anything else (a link, another file, a folder of another name) is listed, a folder
+    once without what it holds. ``also`` names more top-level files to accept (a marker).
     """
+    listed = frozenset(files)
 
     def entries(folder: Path) -> list[os.DirEntry[str]]:
         with os.scandir(folder) as it:
@@ -332,6 +376,6 @@ def not_generated(root: Path, *, also: Collection[str] = ()) -> list[str]:
                 other += [
                     rel(f) + ("/" if f.is_dir() else "")
                     for f in entries(Path(kind.path))
-                    if not (plain_file(f) and name.fullmatch(f.name))
+                    if not (plain_file(f) and name.fullmatch(f.name) and rel(f) in listed)
                 ]
     return other

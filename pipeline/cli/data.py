@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +19,9 @@ from datasets.synth import (
     SynthConfig,
     contact_sheet,
     generate_dataset,
+    listed_files,
     not_generated,
-    written_by_generator,
+    planned_files,
 )
 from pipeline.cli.output_paths import check_writable
 from pipeline.cli.progress import stage_progress
@@ -37,7 +40,9 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
     run leaves the larger one's files behind), and a model would then train on both. What a folder
     holds is removed only when it is recognisably one ``data synth`` wrote (its ``dataset.json``
     names the generator, or the marker of an interrupted run is there) and holds nothing the
-    generator does not write: other tools (nnU-Net) write a ``dataset.json`` too, and files added
+    generator did not write: no image or mask but those its ``dataset.json`` lists, or an
+    interrupted run's marker (an image named as the generator names them is not its own for that:
+    someone may have added it). Other tools (nnU-Net) write a ``dataset.json`` too, and files added
     beside a dataset would go with it. The folder itself stays, so an ``--out`` that is a link
     replaces the dataset in the folder it names (as ``train --overwrite`` does), and a mount point
     can be replaced.
@@ -60,9 +65,11 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
         )
     entries = sorted(out.iterdir())  # what is checked below is what is removed, nothing listed later
     meta = out / "dataset.json"
-    interrupted = (out / _RENDERING).is_file() and not meta.exists()
-    other = not_generated(out, also=(_RENDERING,))
-    if not (written_by_generator(out) or interrupted):
+    marked, listed = _marked_files(out), listed_files(out)
+    interrupted = marked is not None and not meta.exists()
+    own = (listed or frozenset()) | (marked or frozenset())
+    other = not_generated(out, files=own, also=(_RENDERING, _RENDERING_NEXT))
+    if not (listed is not None or interrupted):
         why = "its dataset.json is another tool's" if meta.exists() else "no dataset.json"
         held = f"; it holds {_listed(other)}" if other else ""
         raise InputError(
@@ -77,10 +84,11 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
     # what it holds goes, the folder stays: through a link, or at a mount point, it is the same
     try:
         # marked first: a removal cut short (Ctrl-C, a file that will not go) leaves a folder the
-        # next --overwrite still knows as an interrupted run's, not one to refuse as another tool's
-        _mark_rendering(out)
+        # next --overwrite still knows as an interrupted run's, not one to refuse as another tool's,
+        # with the files that are its own once dataset.json has gone
+        _mark_rendering(out, own)
         for entry in entries:
-            if entry.name == _RENDERING:
+            if entry.name in (_RENDERING, _RENDERING_NEXT):
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -101,11 +109,43 @@ def _listed(paths: list[str]) -> str:
 
 _RENDERING = ".clearsight-synth-rendering"
 """Marks a folder `data synth` is writing (its dataset.json comes last): an interrupted run's folder
-is still one that --overwrite may replace."""
+is still one that --overwrite may replace. It lists the images and masks that are the run's own there
+(JSON, ``files``), as dataset.json does once written."""
+_RENDERING_NEXT = _RENDERING + ".tmp"
+"""The marker being written, renamed over :data:`_RENDERING` once whole."""
 
 
-def _mark_rendering(out: Path) -> None:
-    (out / _RENDERING).write_text("an interrupted `clearsight data synth` if still here\n", encoding="utf-8")
+def _mark_rendering(out: Path, files: Collection[str]) -> None:
+    """Mark ``out`` as being written, listing ``files`` (relative to it) as the run's own.
+
+    Written whole, then renamed into place: a marker cut short would list some of them only."""
+    note = "an interrupted `clearsight data synth` if still here; --overwrite removes only these files"
+    text = json.dumps({"note": note, "files": sorted(files)}, indent=0) + "\n"
+    (out / _RENDERING_NEXT).write_text(text, encoding="utf-8")
+    os.replace(out / _RENDERING_NEXT, out / _RENDERING)
+
+
+def _marked_files(out: Path) -> frozenset[str] | None:
+    """The files an interrupted run's marker lists as its own; None where ``out`` holds no marker.
+
+    The marker being written counts too: a first marking cut short leaves it, and nothing rendered.
+    A marker with no list that can be read (an earlier version's) lists nothing: the images beside
+    it are refused, not taken as the generator's by their names, and are for the user to remove."""
+    found: frozenset[str] | None = None
+    for name in (_RENDERING, _RENDERING_NEXT):
+        try:
+            text = (out / name).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        try:
+            files = json.loads(text).get("files")
+        except (ValueError, AttributeError):
+            files = None
+        listed = [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+        found = (found or frozenset()) | frozenset(listed)
+    return found
 
 
 def _split_list(value: str) -> tuple[str, ...]:
@@ -155,7 +195,7 @@ def synth(
     _clear_output(out, overwrite=overwrite)  # after the arguments are checked: a typo removes nothing
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _mark_rendering(out)
+        _mark_rendering(out, planned_files(config))
     except OSError as exc:
         raise InputError(
             f"--out {str(out)!r} cannot be made or written ({exc.strerror or exc}); give a folder you may "

@@ -183,6 +183,66 @@ def test_an_interrupted_synth_can_be_replaced(
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # the marker is gone
 
 
+def test_overwrite_keeps_images_it_did_not_write_under_names_it_gives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the check matched names (NNNNNN.png in a type's folder), not the images dataset.json lists: images
+    # added under such names, in a folder of a type the run never rendered too, went with the dataset
+    out = tmp_path / "ds"
+    base = ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY, "--test-anomalous", "0"]
+    assert run(_app(), base) == 0
+    added = [
+        "bulk_ore/ground_truth/foreign_object/000000_mask.png",
+        "bulk_ore/test/foreign_object/000000.png",
+        "bulk_ore/train/good/000999.png",
+    ]
+    for rel in added:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(b"precious")
+    capsys.readouterr()
+    assert run(_app(), [*base, "--overwrite"]) == 2
+    assert capsys.readouterr().err == (
+        f"Error: --out {str(out)!r} holds an earlier synthetic dataset and {', '.join(map(repr, added))} "
+        "besides, which replacing the dataset would remove; move them out, or give a new folder\n"
+    )
+    assert [(out / rel).read_bytes() for rel in added] == [b"precious"] * 3
+
+
+def test_an_interrupted_synth_is_replaced_only_with_the_files_it_planned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.cli.data as data_cli
+    from datasets.synth import planned_files
+
+    out = tmp_path / "ds"
+    base = ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY]
+
+    def interrupted(config, progress):  # noqa: ANN001, ANN202 - the generator's signature
+        first = config.out / planned_files(config)[0]
+        first.parent.mkdir(parents=True)
+        first.write_bytes(b"rendered")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(data_cli, "generate_dataset", interrupted)
+        assert run(_app(), base) == 130
+    added = out / "bulk_ore" / "train" / "good" / "000999.png"  # no dataset.json: the run planned 000000 only
+    added.write_bytes(b"precious")
+    capsys.readouterr()
+    assert run(_app(), [*base, "--overwrite"]) == 2
+    assert "and 'bulk_ore/train/good/000999.png' besides" in capsys.readouterr().err
+    assert added.read_bytes() == b"precious"
+    added.unlink()
+    assert run(_app(), [*base, "--overwrite"]) == 0, capsys.readouterr().err
+    # a marker that lists no files (an earlier version's) vouches for no image
+    shutil.rmtree(out)
+    (out / "bulk_ore" / "train" / "good").mkdir(parents=True)
+    (out / ".clearsight-synth-rendering").write_text("an interrupted `clearsight data synth` if still here\n")
+    (out / "bulk_ore" / "train" / "good" / "000000.png").write_bytes(b"precious")
+    assert run(_app(), [*base, "--overwrite"]) == 2
+    assert "and 'bulk_ore/train/good/000000.png' besides" in capsys.readouterr().err
+
+
 def test_an_overwrite_cut_short_can_be_replaced_again(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, earlier: Path
 ) -> None:
