@@ -50,6 +50,7 @@ GENERATOR_NAME = "clearsight.datasets.synth"
 """``dataset.json``'s ``generator``: how a folder this module wrote is told from another tool's."""
 GENERATOR_VERSION = "2.1"
 _SPLITS = ("train", "test")
+_META_NEXT = ".dataset.json.tmp"  # dataset.json being written, renamed into place once whole
 _PNG = [cv2.IMWRITE_PNG_COMPRESSION, 6]
 
 
@@ -274,7 +275,16 @@ def generate_dataset(
         "counts": config.counts(),
         "images": entries,
     }
-    (root / "dataset.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    # written whole, then renamed into place: one cut short (Ctrl-C, a full disk) left a dataset.json
+    # that named no generator, and --overwrite refused the folder as another tool's
+    text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    try:
+        (root / _META_NEXT).write_text(text, encoding="utf-8")
+        os.replace(root / _META_NEXT, root / "dataset.json")
+    except OSError as exc:
+        raise InputError(
+            f"cannot write {root / 'dataset.json'}: {exc.strerror}; check that the output folder is writable"
+        ) from exc
     return SynthSummary(root, total, config.counts())
 
 
@@ -332,7 +342,8 @@ def _generator_meta(root: Path) -> dict[str, Any] | None:
 def not_generated(root: Path, *, files: Collection[str], also: Collection[str] = ()) -> list[str]:
     """What under ``root`` :func:`generate_dataset` did not write, as sorted paths relative to it.
 
-    The generator writes ``dataset.json``, ``manifest.csv`` and, per cargo type, ``train/<type>/`` and
+    The generator writes ``dataset.json`` (through a hidden ``.dataset.json.tmp``), ``manifest.csv``
+    and, per cargo type, ``train/<type>/`` and
     ``test/<type>/`` folders of ``NNNNNN.png`` and ``ground_truth/<anomaly type>/`` folders of
     ``NNNNNN_mask.png``. A file there counts as its own only where ``files`` (paths relative to
     ``root``: what its ``dataset.json`` lists, :func:`listed_files`, or what a run planned,
@@ -357,7 +368,7 @@ def not_generated(root: Path, *, files: Collection[str], also: Collection[str] =
 
     other: list[str] = []
     for top in entries(root):
-        if top.name in ("dataset.json", "manifest.csv", *also) and plain_file(top):
+        if top.name in ("dataset.json", _META_NEXT, "manifest.csv", *also) and plain_file(top):
             continue
         if top.name not in CARGO_TYPES or not plain_dir(top):
             other.append(rel(top) + ("/" if top.is_dir() else ""))

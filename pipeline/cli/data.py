@@ -66,7 +66,9 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
     entries = sorted(out.iterdir())  # what is checked below is what is removed, nothing listed later
     meta = out / "dataset.json"
     marked, listed = _marked_files(out), listed_files(out)
-    interrupted = marked is not None and not meta.exists()
+    # a run whose marker is still there did not finish, whatever its dataset.json holds: one killed
+    # while writing it (by a version that wrote it in place) left a dataset.json cut short
+    interrupted = marked is not None
     own = (listed or frozenset()) | (marked or frozenset())
     other = not_generated(out, files=own, also=(_RENDERING, _RENDERING_NEXT))
     if not (listed is not None or interrupted):

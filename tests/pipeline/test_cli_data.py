@@ -243,6 +243,29 @@ def test_an_interrupted_synth_is_replaced_only_with_the_files_it_planned(
     assert "and 'bulk_ore/train/good/000000.png' besides" in capsys.readouterr().err
 
 
+def test_a_synth_killed_while_writing_its_dataset_json_can_be_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # dataset.json was written in place: cut short, it named no generator, and the next --overwrite
+    # refused the folder as another tool's
+    out = tmp_path / "ds"
+    base = ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY]
+    write_text = Path.write_text
+
+    def cut_short(path: Path, text: str, *args: object, **kwargs: object) -> int:
+        if '"generator_version"' not in text:
+            return write_text(path, text, *args, **kwargs)
+        write_text(path, text[: len(text) // 2], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "write_text", cut_short)
+        assert run(_app(), base) == 130
+    assert run(_app(), [*base, "--overwrite"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "dataset.json").read_text())["generator"] == "clearsight.datasets.synth"
+    assert sorted(p.name for p in out.iterdir()) == ["bulk_ore", "dataset.json", "manifest.csv"]
+
+
 def test_an_overwrite_cut_short_can_be_replaced_again(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, earlier: Path
 ) -> None:
