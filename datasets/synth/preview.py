@@ -1,7 +1,8 @@
 """Contact sheet of a synthetic dataset: a row per cargo type x anomaly type, mask outlines drawn.
 
-It reads the dataset's ``dataset.json`` (written by :func:`generate_dataset`) and decodes images
-with :func:`datasets.decode.decode_image`, so 16-bit and grayscale images show as they are stored.
+It reads the dataset's ``dataset.json`` (written by :func:`generate_dataset`), decodes images with
+:func:`datasets.decode.decode_image` (a 16-bit one stretched as the heatmaps and the review page show
+it) and reads masks as training and evaluation do (:func:`datasets.mvtec.read_defect_mask`).
 """
 
 from __future__ import annotations
@@ -15,18 +16,29 @@ import numpy as np
 
 from datasets.decode import decode_image
 from datasets.errors import DatasetFormatError, InputError
+from datasets.mvtec import read_defect_mask
 from datasets.synth.sample import ANOMALY_TYPES, GOOD
 
 __all__ = ["contact_sheet"]
 
 _OUTLINE = (255, 0, 255)  # magenta: absent from ore and pack scenes, visible on both
 _LABEL_W = 190
+_DISPLAY_PERCENTILE = 99.9  # pipeline.heatmap.DISPLAY_PERCENTILE
+
+
+def _stretch16(pixels: np.ndarray) -> np.ndarray:
+    """A 16-bit image as 8-bit, from 0 to its 99.9th percentile, as ``pipeline.heatmap`` shows one
+    (repeated here: datasets may not import pipeline). Detectors write 12 or 14 bits into 16-bit
+    files, and the top byte of a 12-bit X-ray is nearly black (0-15)."""
+    # never stretched beyond 8-bit values shown as they are: a dark picture's noise stays dark
+    top = max(float(np.percentile(pixels, _DISPLAY_PERCENTILE)), 255.0) if pixels.size else 255.0
+    return np.clip(pixels * (255.0 / top), 0.0, 255.0).round().astype(np.uint8)
 
 
 def _thumb(path: Path, thumb: int) -> np.ndarray:
     pixels = decode_image(path).pixels
     if pixels.dtype == np.uint16:
-        pixels = (pixels >> 8).astype(np.uint8)
+        pixels = _stretch16(pixels)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if pixels.shape[-1] < 3:  # grayscale (and gray + alpha) shown as RGB
@@ -35,11 +47,11 @@ def _thumb(path: Path, thumb: int) -> np.ndarray:
 
 
 def _outline(img: np.ndarray, mask_path: Path, thumb: int) -> np.ndarray:
-    mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise DatasetFormatError(f"cannot read mask {mask_path}; expected a 0/255 PNG")
+    # any nonzero sample at any bit depth, as training reads it: read as 8-bit and cut at 127, a 0/1
+    # label map or a 16-bit mask outlined nothing
+    mask = read_defect_mask(mask_path).astype(np.uint8)
     small = cv2.resize(mask, (thumb, thumb), interpolation=cv2.INTER_NEAREST)
-    contours, _ = cv2.findContours((small > 127).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     out = img.copy()
     cv2.drawContours(out, contours, -1, _OUTLINE, 1)
     return out
@@ -62,6 +74,7 @@ def contact_sheet(
 
     Raises:
         DatasetFormatError: ``root`` has no readable ``dataset.json``, or nothing to show.
+        ImageDecodeError: an image or mask it lists cannot be decoded (named).
     """
     if per_type < 1:
         raise InputError(f"--per-type {per_type} is out of range; accepted: 1 or more")

@@ -486,3 +486,35 @@ def test_packs_of_narrow_parts_render_at_the_smallest_size(anomaly_type: str, in
     )
     sample = render_sample("vacuum_pack", anomaly_type, seed=seed, size=64)
     assert sample.image.shape[:2] == (64, 64)
+
+
+@pytest.mark.parametrize("mask_dtype", [np.uint8, np.uint16], ids=["8-bit", "16-bit"])
+def test_preview_stretches_a_12_bit_xray_and_outlines_a_0_1_mask(mask_dtype: type, tmp_path: Path) -> None:
+    # the thumbnail took the top byte of the 16-bit image (a 12-bit X-ray: 0-15, black), and masks were
+    # read as 8-bit and cut at 127 (a 0/1 label map, or a 16-bit mask, outlined nothing)
+    from datasets.synth import contact_sheet
+
+    root = tmp_path / "ds"
+    (root / "bulk_ore" / "test" / "foreign_object").mkdir(parents=True)
+    (root / "bulk_ore" / "ground_truth" / "foreign_object").mkdir(parents=True)
+    xray = np.linspace(0, 4095, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    mask = np.zeros((64, 64), mask_dtype)
+    mask[16:48, 16:48] = 1
+    cv2.imwrite(str(root / "bulk_ore" / "test" / "foreign_object" / "000000.png"), xray)
+    cv2.imwrite(str(root / "bulk_ore" / "ground_truth" / "foreign_object" / "000000_mask.png"), mask)
+    entry = {
+        "path": "bulk_ore/test/foreign_object/000000.png",
+        "mask_path": "bulk_ore/ground_truth/foreign_object/000000_mask.png",
+        "cargo_type": "bulk_ore",
+        "split": "test",
+        "anomaly_type": "foreign_object",
+    }
+    (root / "dataset.json").write_text(json.dumps({"images": [entry]}))
+    sheet = cv2.imread(str(contact_sheet(root, tmp_path / "sheet.png", per_type=1)))[:, 190:, ::-1]
+    assert sheet.shape == (128, 128, 3)
+    magenta = np.all(sheet == (255, 0, 255), axis=-1)
+    ring = np.zeros((128, 128), bool)  # the square's border, the thumbnail twice the mask's size
+    ring[32:96, 32:96] = True
+    ring[33:95, 33:95] = False
+    assert np.array_equal(magenta, ring)
+    assert sheet[~magenta].max() == 255  # the X-ray's brightest values white, as the review page shows them
