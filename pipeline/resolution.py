@@ -18,6 +18,14 @@ is resized to a square: a 64 x 3 strip reaches a model trained on 64 px squares 
 along its width and 21x enlarged along its height. Each side is compared with the span of scales
 the training views had along it (``downscale_hw_range``), not with their median alone: a model
 trained on landscape and portrait images saw both, and a median per side matched neither.
+
+The span is only as good as the training images: one image far off the others' scale (a 1 px
+thumbnail among 64 px images) stretched it to take in every scale between, and scoring then took a
+16 px thumbnail for a training-scale image, warned of nothing and released it. Training refuses
+such images (:func:`off_scale_images`: more than :data:`SCALE_TOLERANCE` off the median training
+view along its shorter or its longer side, by the tolerance scoring applies), naming them; images
+within it of the median train as before, and so do landscape and portrait images of one
+resolution, which differ only in which side is the longer.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ __all__ = [
     "card_resolution",
     "describe_resize",
     "describe_scale",
+    "off_scale_images",
     "off_training_scale",
     "source_resolution",
 ]
@@ -58,6 +67,36 @@ def off_training_scale(scale: float | None) -> TypeGuard[float]:
     farther off) is more than :data:`SCALE_TOLERANCE` off 1 either way; False for ``None`` (a model
     that does not record its training scale)."""
     return scale is not None and not 1.0 / SCALE_TOLERANCE <= scale <= SCALE_TOLERANCE
+
+
+def off_scale_images(
+    shapes: Sequence[tuple[int, int]], *, size: int, tiling: TilingConfig
+) -> list[tuple[int, float]]:
+    """The training images whose views reach the model more than :data:`SCALE_TOLERANCE` off the
+    others' scale, as ``(index into shapes, scale against the others)``; empty where none is.
+
+    Each view's downscale (:func:`~models.tiling.view_downscale_hw`) is taken along its shorter and
+    its longer side, and compared with the median of each over the images: a portrait image among
+    landscape ones of the same resolution is at their scale, side for side, as scoring takes it
+    (the span of each side then holds both orientations). The scale given is the farther off of the
+    two ratios, image over median, as ``scale_vs_training`` is (above 1: shrunk more for the model
+    than the others; below 1: enlarged more).
+
+    Args:
+        shapes: (height, width) of each training image.
+        size: the model input side in pixels.
+        tiling: the model's tiling.
+    """
+    if not shapes:
+        return []
+    sides = np.array([sorted(view_downscale_hw(h, w, size=size, tiling=tiling)) for h, w in shapes])
+    ratios = sides / np.median(sides, axis=0)
+    off = []
+    for n, (shorter, longer) in enumerate(ratios):
+        farther = max(float(shorter), float(longer), key=lambda r: abs(math.log(r)))
+        if off_training_scale(farther):
+            off.append((n, farther))
+    return off
 
 
 def describe_scale(scale: float) -> str:

@@ -20,6 +20,7 @@ from datasets.perceptual_hash import perceptual_hash
 from datasets.type_names import TYPE_NAME_RULE, is_type_name
 from models.inference import GOOD
 from models.tiling import bright_level, colour_samples, samples_beyond, sixteen_bit_depth, to_rgb_float
+from pipeline.resolution import SCALE_TOLERANCE, off_scale_images
 from pipeline.train.config import KNOWN_CARGO_TYPES, ProgressFn, TrainConfig
 
 
@@ -102,12 +103,14 @@ def read_training_data(
 
     Raises:
         DatasetFormatError: fewer than 4 images in ``train/good``, or too few normals on either side
-            of the split (:func:`check_split`), before any image is decoded.
+            of the split (:func:`check_split`), before any image is decoded; or images far off the
+            others' scale (:func:`check_scales`), once decoded.
     """
     items = read_train_items(root)
     train_items, val_items = split(items, config.val_fraction, rng, anomaly_fraction=config.val_anomaly_share)
     check_split(root, train_items, val_items, config)  # before any image is decoded
     images, hashes, phashes, depth = decode(train_items + val_items, progress, config.sixteen_bit_depth)
+    check_scales(root, train_items + val_items, images, config)
     base = root.resolve()
     named = (Path(p).resolve() for p in depth.raised_by)
     depth = depth._replace(
@@ -119,6 +122,49 @@ def read_training_data(
     # validation trains nothing on its masks, but a blank one there is the same labelling slip
     empty_masks = sorted([*empty_masks, *defect_masks(root, val.anomaly_items, val.anomalies)[1]])
     return TrainingData(train, val, images, hashes, phashes, masks, empty_masks, depth)
+
+
+def check_scales(
+    root: Path, items: Sequence[TrainItem], images: Sequence[np.ndarray], config: TrainConfig
+) -> None:
+    """Refuse training images far off the others' scale (:func:`pipeline.resolution.off_scale_images`).
+
+    The card's span of training scales (``downscale_hw_range``) runs from the least to the most any
+    training view had, and scoring takes every scale in it for the training scale: one stray
+    thumbnail among the images stretched it to take in scales no validation vouched for, and the
+    off-training-scale warning and hold never came.
+
+    Raises:
+        DatasetFormatError: naming the images (relative to ``root`` where they lie in it), their
+            sizes, the training images' median size, and what to do.
+    """
+    shapes = [img.shape[:2] for img in images]
+    off = off_scale_images(shapes, size=config.image_size, tiling=config.tiling)
+    if not off:
+        return
+    base = root.resolve()
+
+    def rel(n: int) -> str:
+        path = Path(items[n].path).resolve()
+        return str(path.relative_to(base) if path.is_relative_to(base) else path)
+
+    def named(n: int, scale: float) -> str:
+        (h, w), by = shapes[n], f"{1 / scale:.3g}x larger" if scale < 1 else f"{scale:.3g}x smaller"
+        return f"{rel(n)!r} ({h} x {w} px, resized {by} than the others)"
+
+    off.sort(key=lambda found: rel(found[0]))  # by path, not in the split's random order
+    shorter, longer = (int(np.median(side)) for side in np.sort(np.array(shapes), axis=1).T)
+    median = f"{shorter} x {longer} px" + (", shorter x longer side" if shorter != longer else "")
+    listed = ", ".join(named(n, scale) for n, scale in off[:3]) + (
+        f" and {len(off) - 3} more" if len(off) > 3 else ""
+    )
+    raise DatasetFormatError(
+        f"{str(root)!r}: {len(off)} training image(s) would be resized for the model more than "
+        f"{SCALE_TOLERANCE:g}x off the scale of the others (median size {median}): {listed}. Trained "
+        "on, they would widen the span of scales the model takes for its training scale, and scoring "
+        "would no longer warn of or hold images that far off the others' scale; remove them, resize "
+        "them to the others' view, or train a separate model on images of their resolution"
+    )
 
 
 def check_split(

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from models.tiling import TilingConfig
-from pipeline.resolution import describe_resize, describe_scale, off_training_scale, source_resolution
+from pipeline.resolution import (
+    describe_resize,
+    describe_scale,
+    off_scale_images,
+    off_training_scale,
+    source_resolution,
+)
 
 
 def test_images_at_the_input_size_need_no_warning() -> None:
@@ -143,3 +149,34 @@ def test_off_training_scale(scale: float | None, off: bool) -> None:
 )
 def test_describe_scale(scale: float, words: str) -> None:
     assert describe_scale(scale) == words
+
+
+@pytest.mark.parametrize(
+    ("shapes", "tiling", "off"),
+    [
+        ([(64, 64)] * 6 + [(1, 1)], TilingConfig(), [(6, 0.015625)]),  # a stray 1 px image
+        ([(64, 64)] * 5 + [(128, 128)], TilingConfig(), []),  # 2x: at the tolerance, within it
+        ([(64, 64)] * 5 + [(130, 130)], TilingConfig(), [(5, 2.03125)]),
+        ([(48, 48), (64, 64), (80, 80), (96, 96), (64, 64)], TilingConfig(), []),  # within 2x of 64
+        ([(64, 160)] * 7 + [(160, 64)] * 3, TilingConfig(), []),  # portrait among landscape
+        ([(64, 64)] * 4 + [(64, 3)], TilingConfig(), [(4, 0.046875)]),  # a strip, off along one side
+        ([(2000, 3000)] * 3 + [(16, 16)], TilingConfig(tile_size=64), [(3, 0.25)]),  # smaller than a tile
+        ([(64, 64)] * 3 + [(8, 8)] * 2 + [(512, 512)], TilingConfig(), [(3, 0.125), (4, 0.125), (5, 8.0)]),
+    ],
+    ids=[
+        "one-pixel",
+        "twice",
+        "past-twice",
+        "several-sizes",
+        "both-orientations",
+        "strip",
+        "tiled",
+        "several",
+    ],
+)
+def test_images_far_off_the_others_scale_are_found(
+    shapes: list[tuple[int, int]], tiling: TilingConfig, off: list[tuple[int, float]]
+) -> None:
+    """One 1 px image among 64 px ones made the span of training scales [0.015625, 1.0] along each
+    side, and scoring then took a 16 px thumbnail, 4x off the others, for a training-scale image."""
+    assert off_scale_images(shapes, size=64, tiling=tiling) == off

@@ -165,6 +165,44 @@ def test_train_cli_warns_when_the_images_are_shrunk(
     assert card["preprocessing"]["source_resolution"]["warning"].startswith("the training images (64 px")
 
 
+def test_train_refuses_an_image_far_off_the_others_scale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the card's span of training scales ran from the least to the most a training view had: a 1 px
+    # image among 64 px ones made it [0.015625, 1.0], and a 16 px thumbnail then scored at the
+    # training scale (1.0) and was released, where without it it was 4x off and held
+    root = _write(tmp_path / "bulk_ore", 8)
+    cv2.imwrite(str(root / "train" / "good" / "zz.png"), np.full((1, 1, 3), 128, np.uint8))
+    cv2.imwrite(str(root / "train" / "good" / "big.png"), _texture(np.random.default_rng(5), 160))
+    out = tmp_path / "model"
+    code = run(app, ["train", "--data", str(root), "--out", str(out), "--image-size", "64", "--threads", "1"])
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())  # after the decoding's progress
+    assert err[err.index("Error: ") :] == (
+        f"Error: {str(root.resolve())!r}: 2 training image(s) would be resized for the model more than 2x "
+        "off the scale of the others (median size 64 x 64 px): 'train/good/big.png' (160 x 160 px, "
+        "resized 2.5x smaller than the others), 'train/good/zz.png' (1 x 1 px, resized 64x larger than "
+        "the others). Trained on, they would widen the span of scales the model takes for its training "
+        "scale, and scoring would no longer warn of or hold images that far off the others' scale; remove "
+        "them, resize them to the others' view, or train a separate model on images of their resolution"
+    )
+    assert not out.exists()
+
+
+def test_images_of_several_resolutions_within_the_tolerance_train(tmp_path: Path) -> None:
+    """Sizes 48-96 px around a median of 64-80 (none more than 2x off), and a portrait image among
+    landscape ones of their resolution: the span of scales they make is their own."""
+    rng = np.random.default_rng(1)
+    good = tmp_path / "bulk_ore" / "train" / "good"
+    good.mkdir(parents=True)
+    shapes = [(48, 48), (64, 64), (64, 64), (80, 80), (96, 96), (64, 96), (96, 64), (64, 128)]
+    for n, (h, w) in enumerate(shapes):
+        cv2.imwrite(str(good / f"{n}.png"), (rng.random((h, w, 3)) * 255).astype(np.uint8))
+    config = TrainConfig(image_size=64, seed=0, threads=1)
+    data = read_training_data(tmp_path / "bulk_ore", config, np.random.default_rng(0), lambda *a: None)
+    assert sorted(img.shape[:2] for img in data.images) == sorted(shapes)
+
+
 @pytest.mark.parametrize(
     ("n", "bound", "row", "note"),
     [
