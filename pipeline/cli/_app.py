@@ -240,6 +240,13 @@ def _debug_setting(*, said: bool = False) -> bool:
 
 _NOT_A = {"int_parsing": "a whole number", "float_parsing": "a number", "bool_parsing": "true or false"}
 """What a value pydantic could not parse as an option's type is not, by its error type."""
+_RANGES = {
+    "greater_than_equal": ("ge", "{} or more"),
+    "greater_than": ("gt", "more than {}"),
+    "less_than_equal": ("le", "{} or less"),
+    "less_than": ("lt", "less than {}"),
+}
+"""What an option's range accepts, by pydantic's error type and the bound in its context."""
 
 
 def _name_the_value(exc: Exception) -> None:
@@ -252,8 +259,15 @@ def _name_the_value(exc: Exception) -> None:
     errors = cause.errors()
     if not errors or "input" not in errors[0]:
         return
-    value, kind = errors[0]["input"], _NOT_A.get(str(errors[0].get("type")))
-    exc.message = f"{value!r} is not {kind}" if kind else f"{value!r}: {exc.message}"  # type: ignore[attr-defined]
+    value, kind, bound = errors[0]["input"], str(errors[0].get("type")), errors[0].get("ctx", {})
+    if kind in _NOT_A:
+        said = f"{value!r} is not {_NOT_A[kind]}"
+    elif kind in _RANGES and _RANGES[kind][0] in bound:
+        key, words = _RANGES[kind]
+        said = f"{value!r} is out of range; accepted: {words.format(bound[key])}"
+    else:
+        said = f"{value!r}: {exc.message}"  # type: ignore[attr-defined]
+    exc.message = said  # type: ignore[attr-defined]
 
 
 _depth = 0

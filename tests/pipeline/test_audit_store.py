@@ -1224,7 +1224,7 @@ def test_cli_list_and_show_never_cut_a_shipment_id_or_tier_short(
             ["export", "--chain", "--out", "chain.csv"],
             "the chain is written as JSON lines (what verify-file reads)",
         ),
-        (["list", "--limit", "0"], "Invalid value for '--limit': Input should be greater than or equal to 1"),
+        (["list", "--limit", "0"], "Invalid value for '--limit': '0' is out of range; accepted: 1 or more"),
     ],
     ids=["chain-as-csv", "limit-0"],
 )

@@ -111,8 +111,12 @@ def test_usage_error_exits_2(capsys) -> None:
         ),
         # the value as text: a terminal's control characters are shown, never sent
         (["data", "synth", "--out", "x", "--size", "6\x1b[2J4"], "'6\\x1b[2J4' is not a whole number"),
+        (
+            ["audit", "list", "--limit", "0"],
+            "Invalid value for '--limit': '0' is out of range; accepted: 1 or more",
+        ),
     ],
-    ids=["seed", "batch-size", "controls"],
+    ids=["seed", "batch-size", "controls", "range"],
 )
 def test_an_option_given_no_number_names_the_value(capsys, argv: list[str], said: str) -> None:
     """typer's words named the option only: "Input should be a valid integer, unable to parse
