@@ -38,6 +38,7 @@ from safetensors.torch import save as save_safetensors
 
 from datasets.errors import ArtifactError, ModelError
 from datasets.shown_text import unshown_character
+from datasets.type_names import PSEUDO_PREFIX
 from models.detector import Detector, DetectorConfig, build_detector
 from models.predictor import ArtifactPredictor
 from models.registry import list_models
@@ -155,10 +156,6 @@ def _content_hash(card: dict[str, Any]) -> str:
         content["cargo_type"] = card.get("cargo_type")
         content["pseudo_types"] = training.get("pseudo_types", []) if isinstance(training, dict) else training
     return hashlib.sha256(_canonical(content)).hexdigest()
-
-
-PSEUDO_PREFIX = "synthetic_"
-"""What training puts before the name of each synthetic (pseudo-anomaly) class it trains on."""
 
 
 def pseudo_types_of(class_names: list[str]) -> list[str]:

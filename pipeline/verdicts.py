@@ -30,7 +30,7 @@ from pydantic import (
 
 from datasets.manifest import CUSTOM_PREFIX, DECLARATION_COLUMNS
 from datasets.shown_text import refuse_unshown
-from datasets.type_names import is_type_name
+from datasets.type_names import PSEUDO_PREFIX, is_type_name
 
 __all__ = [
     "DECLARATION_FIELDS",
@@ -444,7 +444,7 @@ def scored_anomaly_types(decisions: list[ShipmentDecision]) -> set[str]:
         for decision in decisions
         for image in decision.images
         for name in (image.type_probabilities or {})
-        if name != "good" and not name.startswith("synthetic_")
+        if name != "good" and not name.startswith(PSEUDO_PREFIX)
     }
 
 

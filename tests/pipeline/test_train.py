@@ -828,10 +828,12 @@ def test_an_unreadable_labelled_anomaly_with_a_mask_is_refused_by_name(
     assert not (tmp_path / "m").exists()
 
 
-@pytest.mark.parametrize("kind", ["Foreign Object", "crack-line", "9_lives", "x" * 65])
+@pytest.mark.parametrize("kind", ["Foreign Object", "crack-line", "9_lives", "x" * 65, "synthetic_rubber"])
 def test_an_anomaly_folder_that_is_no_type_name_is_refused_before_training(tmp_path: Path, kind: str) -> None:
     """The model's types are what an officer records as found, and the outcome form and API take
-    type names only: a model trained on train/Foreign Object knew a type no outcome could name."""
+    type names only: a model trained on train/Foreign Object knew a type no outcome could name. A
+    train/synthetic_rubber was taken for one of training's own pseudo-anomaly classes: scored as
+    "unknown" whatever its probability, and no finding an officer could record."""
     root = _write(tmp_path / "bulk_ore", 8)
     _write_anomaly(root, kind, 0)
     _write_anomaly(root, kind, 1)
@@ -839,7 +841,8 @@ def test_an_anomaly_folder_that_is_no_type_name_is_refused_before_training(tmp_p
         train_model(root, tmp_path / "m", config=TrainConfig(image_size=64))
     assert str(info.value) == (
         f"{str(root / 'train' / kind)!r}: {kind!r} is not an anomaly type name: lower-case letters, digits "
-        "and _, starting with a letter, at most 64 characters (e.g. foreign_object); rename the folder"
+        "and _, starting with a letter, at most 64 characters (e.g. foreign_object), not starting with "
+        "synthetic_ (kept for the synthetic classes training makes); rename the folder"
     )
     assert not (tmp_path / "m").exists()
 
