@@ -18,6 +18,7 @@ extension is not silently left out.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from datasets.errors import DatasetFormatError, ImageDecodeError, UnsafePathErro
 from datasets.folder import extensions_text, is_hidden, is_image_file
 
 __all__ = ["GOOD", "SPLITS", "DatasetItem", "MvtecDataset", "read_defect_mask", "read_mvtec"]
+
+log = logging.getLogger("clearsight.datasets")
 
 GOOD = "good"
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -302,8 +305,30 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
     that they see the same defect: a 0/1 label map is as valid as a 0/255 mask, and a 16-bit one as an
     8-bit one (read as grayscale 8-bit, a 16-bit 0/1 or 0/255 mask lost every defect pixel).
 
+    Where the mask has alpha and some pixel is transparent (alpha 0), the transparent pixels are
+    background, whatever colour they hide: a labelling tool's export of white on a transparent
+    background read as all defect. Its opaque pixels are then defect where their colour is not black,
+    or all of them where every one is black (black ink on a transparent background). A mask whose
+    every pixel is defect is warned about (a ``clearsight.datasets`` log record): a mask saved
+    inverted or filled reads so, and the pixel figures would then measure nothing.
+
     Raises:
         ImageDecodeError: the file cannot be decoded (named).
     """
-    pixels = decode_image(path).pixels  # (H, W, 1) or (H, W, 3), alpha dropped
-    return np.any(pixels != 0, axis=2)
+    pixels = decode_image(path, keep_alpha=True).pixels  # (H, W, 1|2|3|4), alpha last where there
+    has_alpha = pixels.shape[2] in (2, 4)
+    colour = np.any((pixels[:, :, :-1] if has_alpha else pixels) != 0, axis=2)
+    defect = colour
+    if has_alpha:
+        opaque = pixels[:, :, -1] != 0
+        if not opaque.all():
+            defect = opaque & colour if np.any(opaque & colour) else opaque
+    if defect.all():
+        log.warning(
+            "%s: the mask marks every pixel of its %dx%d as defect; a mask is 0 (or transparent) where "
+            "there is no defect: check that it is not inverted or filled",
+            path,
+            defect.shape[1],
+            defect.shape[0],
+        )
+    return defect

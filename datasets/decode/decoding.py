@@ -32,8 +32,9 @@ class DecodedImage(NamedTuple):
 
     Attributes:
         pixels: (H, W, C) array, C = 1 (grayscale) or 3 (RGB order); dtype uint8 or uint16;
-            C-contiguous and writable. Alpha is dropped; EXIF orientation is already applied, so
-            H and W are the upright image's.
+            C-contiguous and writable. Alpha is dropped, unless asked for (``keep_alpha``: C = 2 or
+            4 where the file has alpha, gray or RGB and then alpha); EXIF orientation is already
+            applied, so H and W are the upright image's.
         source: the file path, the ``name`` given with bytes, or ``"<bytes>"``.
         sha256: hex SHA-256 of the raw encoded bytes.
         format: ``"png"``, ``"jpeg"``, ``"bmp"``, ``"tiff"`` or ``"webp"``.
@@ -56,6 +57,7 @@ def decode_image(
     *,
     limits: DecodeLimits | None = None,
     name: str | None = None,
+    keep_alpha: bool = False,
 ) -> DecodedImage:
     """Decode one image file or upload into pixels.
 
@@ -64,9 +66,13 @@ def decode_image(
         limits: byte and pixel bounds; ``DecodeLimits()`` when ``None``.
         name: what to call the image in errors and in :attr:`DecodedImage.source` (e.g. the
             upload's file name); defaults to the path, or ``"<bytes>"``.
+        keep_alpha: keep the alpha channel of a file that has one, as the last channel (a
+            ground-truth mask's transparent background is no defect, whatever colour it hides).
 
     Returns:
-        The :class:`DecodedImage`; ``pixels`` is (H, W, 1) or (H, W, 3), uint8 or uint16.
+        The :class:`DecodedImage`; ``pixels`` is (H, W, 1) or (H, W, 3), uint8 or uint16; with
+        ``keep_alpha``, (H, W, 2) or (H, W, 4) where the file has alpha (a palette file's
+        transparency included).
 
     Raises:
         ImageTooLargeError: over ``limits.max_bytes`` or ``limits.max_pixels``.
@@ -78,7 +84,7 @@ def decode_image(
     digest = hashlib.sha256(data).hexdigest()
     try:
         fmt = sniff(data, label)
-        pixels, mode = _decode_bytes(data, fmt, label, limits)
+        pixels, mode = _decode_bytes(data, fmt, label, limits, keep_alpha=keep_alpha)
     except ImageDecodeError as exc:
         exc.sha256 = digest  # a batch's row for a file that would not decode still names its bytes
         raise
@@ -92,8 +98,11 @@ def decode_image(
     )
 
 
-def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tuple[np.ndarray, str]:
-    """The upright pixels of ``data`` (a ``fmt`` file) and the file's Pillow mode."""
+def _decode_bytes(
+    data: bytes, fmt: str, label: str, limits: DecodeLimits, *, keep_alpha: bool
+) -> tuple[np.ndarray, str]:
+    """The upright pixels of ``data`` (a ``fmt`` file), alpha last where kept, and the file's Pillow
+    mode."""
     # The main image of a JPEG: its bytes up to its end-of-image marker, which decoding feeds by hand.
     jpeg = check_jpeg_complete(data, label) if fmt == "jpeg" else None
     inverted = False
@@ -122,13 +131,14 @@ def _decode_bytes(data: bytes, fmt: str, label: str, limits: DecodeLimits) -> tu
                 label,
                 jpeg_image=None if jpeg is None else data[: jpeg.eoi],
                 arithmetic=jpeg is not None and jpeg.frame in ARITHMETIC_FRAMES,
+                keep_alpha=keep_alpha,
             )
             # Pillow turns TIFFs upright itself (and drops the tag); a PNG may carry its eXIf
             # chunk after the image data: so the orientation still to apply is read after loading.
             orientation = orientation_of(im)
     if pixels is None:
         # OpenCV hands over the samples as stored, not upright.
-        pixels = load_16bit_colour(data, mode=mode, size=stored, fmt=fmt, source=label)
+        pixels = load_16bit_colour(data, mode=mode, size=stored, fmt=fmt, source=label, keep_alpha=keep_alpha)
         orientation = header_orientation
     if inverted and pixels.dtype == np.uint16:
         pixels = counted_up_from_black(pixels, im, label)

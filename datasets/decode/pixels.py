@@ -67,10 +67,11 @@ def load_with_pillow(
     *,
     jpeg_image: bytes | None = None,
     arithmetic: bool = False,
+    keep_alpha: bool = False,
 ) -> np.ndarray:
     """Decode with Pillow's strict loader (a JPEG's main image, ``jpeg_image``, with
     :func:`load_jpeg`; ``arithmetic`` where its frame is arithmetic-coded); (H, W, 1|3) uint8 or
-    uint16 RGB/gray."""
+    uint16 RGB/gray, or with ``keep_alpha`` (H, W, 2|4) gray/RGB and alpha where the file has alpha."""
     try:
         if jpeg_image is None:
             im.load()
@@ -90,9 +91,9 @@ def load_with_pillow(
         elif mode == "L":
             arr = np.asarray(converted)[:, :, None]
         elif mode == "LA":
-            arr = np.asarray(converted)[:, :, :1]
+            arr = np.asarray(converted)[:, :, : 2 if keep_alpha else 1]
         elif mode in ("RGB", "RGBA", "RGBX"):
-            arr = np.asarray(converted)[:, :, :3]
+            arr = np.asarray(converted)[:, :, : 4 if keep_alpha and mode == "RGBA" else 3]
         else:
             raise ImageDecodeError(
                 f"unsupported image mode {im.mode!r} ({ACCEPTED_MODES_TEXT})", source=source
@@ -106,8 +107,11 @@ def load_with_pillow(
     return _own(arr)
 
 
-def load_16bit_colour(data: bytes, *, mode: str, size: tuple[int, int], fmt: str, source: str) -> np.ndarray:
-    """Decode 16-bit colour with OpenCV, which keeps all 16 bits; (H, W, 1|3) uint16."""
+def load_16bit_colour(
+    data: bytes, *, mode: str, size: tuple[int, int], fmt: str, source: str, keep_alpha: bool = False
+) -> np.ndarray:
+    """Decode 16-bit colour with OpenCV, which keeps all 16 bits; (H, W, 1|3) uint16, or with
+    ``keep_alpha`` (H, W, 2|4) where the file has alpha."""
     if fmt == "tiff":
         # OpenCV turns TIFFs upright itself, whatever the flags (4.x-5.0); reset the tag so that it
         # hands over the samples as stored and the one orientation step below stays ours.
@@ -127,7 +131,9 @@ def load_16bit_colour(data: bytes, *, mode: str, size: tuple[int, int], fmt: str
         arr = arr[:, :, None]
     elif mode == "LA":
         # OpenCV expands gray+alpha to BGRA; the three colour channels are equal.
-        arr = arr[:, :, :1]
+        arr = arr[:, :, [0, 3]] if keep_alpha else arr[:, :, :1]
+    elif keep_alpha and arr.shape[2] == 4:
+        arr = arr[:, :, [2, 1, 0, 3]]  # BGRA -> RGBA
     else:
         arr = arr[:, :, 2::-1]  # BGR(A) -> RGB, alpha dropped
     return _own(arr)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets_test_images import REAL_ORE, encode
+from datasets_test_images import REAL_ORE, encode, encode_cv2
+from PIL import Image
 
 from datasets.errors import DatasetFormatError, UnsafePathError
-from datasets.mvtec import DatasetItem, read_mvtec
+from datasets.mvtec import DatasetItem, read_defect_mask, read_mvtec
 
 PNG_8x6 = encode(np.zeros((6, 8), np.uint8), "PNG")
 PNG_4x4 = encode(np.zeros((4, 4), np.uint8), "PNG")
@@ -313,3 +315,70 @@ def test_a_test_split_in_other_case_is_named_when_training_images_are_not_needed
     root = _build(tmp_path / "bottle", {"Test/good/a.png": PNG_8x6})
     with pytest.raises(DatasetFormatError, match=r"Test: folder names are lower case .* rename it to test"):
         read_mvtec(root, train_required=False)
+
+
+DEFECT = np.zeros((6, 8), bool)
+DEFECT[1:4, 2:5] = True
+_ALPHA = np.where(DEFECT, 255, 0).astype(np.uint8)
+_WHITE = np.full((6, 8), 255, np.uint8)
+_BLACK = np.zeros((6, 8), np.uint8)
+_OPAQUE = np.full((6, 8), 255, np.uint8)
+
+
+def _palette_with_transparency() -> bytes:
+    """Palette PNG: index 1 opaque white where the defect is, index 0 transparent white elsewhere."""
+    im = Image.fromarray(DEFECT.astype(np.uint8), "P")
+    im.putpalette([255, 255, 255, 255, 255, 255])
+    return encode(im, "PNG", transparency=0)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        encode(DEFECT.astype(np.uint8) * 255, "PNG"),  # the plain grey mask
+        encode(np.dstack([DEFECT.astype(np.uint8) * 255] * 3 + [_OPAQUE]), "PNG"),  # opaque RGBA
+        # a labelling tool's transparent export: white (or black) ink, the alpha is the mask
+        encode(np.dstack([_WHITE] * 3 + [_ALPHA]), "PNG"),
+        encode(np.dstack([_BLACK] * 3 + [_ALPHA]), "PNG"),
+        encode(Image.fromarray(np.dstack([_WHITE, _ALPHA]), "LA"), "PNG"),
+        encode(np.dstack([_WHITE] * 3 + [_ALPHA]), "TIFF"),
+        _palette_with_transparency(),
+        encode_cv2(
+            np.dstack([_WHITE.astype(np.uint16) * 257] * 3 + [_ALPHA.astype(np.uint16) * 257]), ".png"
+        ),
+        # a 0/255 colour mask whose border is transparent: the colour says which opaque pixels are defect
+        encode(np.dstack([DEFECT.astype(np.uint8) * 255] * 3 + [np.pad(_OPAQUE[1:-1, 1:-1], 1)]), "PNG"),
+    ],
+    ids=[
+        "grey",
+        "rgba-opaque",
+        "rgba-white-on-transparent",
+        "rgba-black-on-transparent",
+        "la-white-on-transparent",
+        "tiff-rgba-white-on-transparent",
+        "palette-transparent",
+        "rgba16-white-on-transparent",
+        "rgba-transparent-border",
+    ],
+)
+def test_a_masks_transparent_pixels_are_background(tmp_path: Path, data: bytes) -> None:
+    """A mask saved white (RGB 255) with the mask in its alpha, as labelling tools export a
+    transparent background, read as defect in every pixel: its alpha was dropped."""
+    path = tmp_path / "000_mask.png"
+    path.write_bytes(data)
+    assert np.array_equal(read_defect_mask(path), DEFECT)
+
+
+def test_a_mask_that_covers_the_whole_image_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    full, partial = tmp_path / "000_mask.png", tmp_path / "001_mask.png"
+    full.write_bytes(encode(_WHITE, "PNG"))
+    partial.write_bytes(encode(DEFECT.astype(np.uint8) * 255, "PNG"))
+    with caplog.at_level(logging.WARNING, logger="clearsight.datasets"):
+        assert read_defect_mask(full).all()
+        read_defect_mask(partial)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{full}: the mask marks every pixel of its 8x6 as defect; a mask is 0 (or transparent) where there "
+        "is no defect: check that it is not inverted or filled"
+    ]
