@@ -9,7 +9,9 @@
     ROOT/ground_truth/<anomaly_type>/<stem>_mask.png   pixel masks (optional)
 
 A mask in ``ground_truth/<anomaly_type>/`` belongs to the test image of that type with the same
-stem, as in MVTec AD; when no test image has that stem it belongs to the training image that does.
+stem, as in MVTec AD, or to the training image of that type with that stem; a stem held by both a
+test and a training image of the type is refused where it has a mask, which could be either's (the
+test image was silently given a mask drawn for the training image).
 Evaluation reads only ``test/``, so it reads a folder without ``train/`` (a new held-out batch);
 a ``train/`` that is there is checked alike. Any image extension ``decode_image`` reads is accepted.
 Hidden files (``.DS_Store``) are skipped; any other stray file is an error, so that a typo'd
@@ -271,7 +273,15 @@ def _read_masks(root: Path, images: dict[tuple[str, str], list[Path]]) -> dict[P
                     f"{mask}: a mask's name must be <image stem>{_MASK_SUFFIX}{mask.suffix}"
                 )
             stem = mask.stem[: -len(_MASK_SUFFIX)]
-            image = by_stem.get(("test", name), {}).get(stem) or by_stem.get(("train", name), {}).get(stem)
+            test_image = by_stem.get(("test", name), {}).get(stem)
+            train_image = by_stem.get(("train", name), {}).get(stem)
+            if test_image is not None and train_image is not None:
+                raise DatasetFormatError(
+                    f"{mask}: the stem {stem!r} names both {test_image} and {train_image}, so the mask "
+                    f"could be either's; rename one of them (a stem with a mask is in test/{name} or "
+                    f"train/{name}, not both)"
+                )
+            image = test_image or train_image
             if image is None:
                 raise DatasetFormatError(
                     f"{mask}: mask without an image (no test/{name}/{stem}.* or train/{name}/{stem}.*)"

@@ -134,6 +134,14 @@ CASES = [
         "(no test/hole/005.* or train/hole/005.*)",
     ),
     (
+        # a mask drawn for the training image was silently given to the test image of that stem
+        "mask-stem-in-train-and-test",
+        BASE | {"train/crack/000.png": PNG_8x6},
+        "{root}/ground_truth/crack/000_mask.png: the stem '000' names both {root}/test/crack/000.png and "
+        "{root}/train/crack/000.png, so the mask could be either's; rename one of them (a stem with a mask "
+        "is in test/crack or train/crack, not both)",
+    ),
+    (
         "mask-for-good",
         BASE | {"ground_truth/good/000_mask.png": PNG_8x6},
         "{root}/ground_truth/good: masks for good images (good images have no defects)",
