@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from datasets.decode import decode_image, read_image_size
+from datasets.decode import decode_image, lossy_compression, read_image_size
 from datasets.errors import DatasetFormatError, ImageDecodeError, UnsafePathError
 from datasets.folder import extensions_text, is_hidden, is_image_file
 
@@ -40,7 +40,6 @@ log = logging.getLogger("clearsight.datasets")
 GOOD = "good"
 SPLITS: tuple[str, ...] = ("train", "test")
 _MASK_SUFFIX = "_mask"
-_LOSSY = frozenset({".jpg", ".jpeg"})
 _LAYOUT = (
     "expected the MVTec AD layout: ROOT/train/good/, optional ROOT/train/<anomaly_type>/, "
     "ROOT/test/good/, ROOT/test/<anomaly_type>/, optional ROOT/ground_truth/<anomaly_type>/<stem>_mask.png"
@@ -263,10 +262,15 @@ def _read_masks(root: Path, images: dict[tuple[str, str], list[Path]]) -> dict[P
         if name == GOOD:
             raise DatasetFormatError(f"{gt_dir / GOOD}: masks for good images (good images have no defects)")
         for mask in _images_in(gt_dir / name):
-            if mask.suffix.lower() in _LOSSY:
+            # judged by its bytes, not its name: JPEG named .jfif, .jpe or .png, and lossy WebP, passed
+            try:
+                lossy = lossy_compression(mask)
+            except ImageDecodeError:
+                lossy = None  # unreadable: said where the mask is read (check_masks, training, evaluation)
+            if lossy is not None:
                 raise DatasetFormatError(
-                    f"{mask}: a mask must be lossless (PNG, BMP or TIFF): JPEG blurs its edge into "
-                    "pixels that read as defect"
+                    f"{mask}: a mask must be lossless (PNG, BMP, TIFF or lossless WebP), and this one is "
+                    f"{lossy}, which blurs its edge into pixels that read as defect"
                 )
             if not mask.stem.endswith(_MASK_SUFFIX):
                 raise DatasetFormatError(

@@ -1,5 +1,6 @@
 """The decoder's entry points: :func:`decode_image` (a file or an upload to pixels),
-:func:`read_image_header` and :func:`read_image_size` (format and size, nothing decoded) and
+:func:`read_image_header` and :func:`read_image_size` (format and size, nothing decoded),
+:func:`lossy_compression` (whether the pixels were stored lossily, nothing decoded) and
 :func:`to_float_rgb` (pixels to model input), with what they return."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datasets.decode.tiff import (
     check_tile,
     counted_up_from_black,
     counting_up_from_black,
+    ifd0_shorts,
     tiff_tile,
 )
 from datasets.errors import ImageDecodeError
@@ -224,6 +226,51 @@ def read_image_size(
     """The upright ``(width, height)`` of an image, from its header only (:func:`read_image_header`)."""
     header = read_image_header(source, limits=limits)
     return header.width, header.height
+
+
+_TIFF_COMPRESSION = 259
+_JPEG_TIFF_COMPRESSIONS = frozenset({6, 7})  # old-style and new-style JPEG in TIFF
+
+
+def lossy_compression(
+    source: str | os.PathLike[str] | bytes, *, limits: DecodeLimits | None = None
+) -> str | None:
+    """The lossy compression an image's pixels are stored with, named (``"JPEG"``, ``"lossy WebP
+    (VP8)"``, ``"JPEG-compressed TIFF"``), or None where they are stored losslessly. Read from the
+    bytes, not the file's name: a check of the extension passed ``.jfif``, ``.jpe``, a lossy
+    ``.webp`` and JPEG bytes named ``.png``. Nothing is decoded.
+
+    Raises:
+        ImageTooLargeError, ImageDecodeError: over the byte limit, unreadable, or not an image.
+    """
+    limits = limits or DecodeLimits()
+    data, label = read_source(source, limits=limits, name=None)
+    fmt = sniff(data, label)
+    if fmt == "jpeg":
+        return "JPEG"
+    if fmt == "webp" and _webp_is_lossy(data):
+        return "lossy WebP (VP8)"
+    if fmt == "tiff":
+        compression = ifd0_shorts(data, _TIFF_COMPRESSION).get(_TIFF_COMPRESSION, (1, -1))[0]
+        if compression in _JPEG_TIFF_COMPRESSIONS:
+            return "JPEG-compressed TIFF"
+    return None
+
+
+def _webp_is_lossy(data: bytes) -> bool:
+    """Whether a WebP's picture is a lossy VP8 frame rather than a lossless VP8L one: the first of
+    the two its chunks hold (the extended format puts VP8X, ICCP, ALPH... before it, and an
+    animation's frame holds it inside ANMF)."""
+    offset = 12  # after "RIFF", the size and "WEBP"
+    while offset + 8 <= len(data):
+        fourcc, size = data[offset : offset + 4], int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if fourcc == b"VP8 ":
+            return True
+        if fourcc == b"VP8L":
+            return False
+        # an ANMF chunk's payload is a 16-byte frame header, then the frame's own chunks
+        offset += 8 + 16 if fourcc == b"ANMF" else 8 + size + (size & 1)
+    return False
 
 
 def to_float_rgb(pixels: np.ndarray) -> np.ndarray:

@@ -250,12 +250,53 @@ def test_layout_names_in_other_case_are_refused(
         read_mvtec(dataset_root)
 
 
-def test_a_lossy_mask_is_refused(tmp_path: Path) -> None:
-    files = {**BASE, "ground_truth/crack/001_mask.jpg": encode(np.zeros((6, 8), np.uint8), "JPEG")}
-    with pytest.raises(
-        DatasetFormatError, match=r"001_mask\.jpg: a mask must be lossless \(PNG, BMP or TIFF\)"
-    ):
-        read_mvtec(_build(tmp_path / "bottle", files))
+_MASK_8x6 = np.zeros((6, 8), np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "what"),
+    [
+        ("001_mask.jpg", encode(_MASK_8x6, "JPEG"), "JPEG"),
+        # a check of the extension passed these: JPEG under its other names, or under a lossless one
+        ("001_mask.jfif", encode(_MASK_8x6, "JPEG"), "JPEG"),
+        ("001_mask.jpe", encode(_MASK_8x6, "JPEG"), "JPEG"),
+        ("001_mask.png", encode(_MASK_8x6, "JPEG"), "JPEG"),
+        ("001_mask.webp", encode(np.dstack([_MASK_8x6] * 3), "WEBP", quality=90), "lossy WebP (VP8)"),
+        # with alpha, the extended layout: VP8X and ALPH chunks come before the VP8 frame
+        ("001_mask.webp", encode(np.dstack([_MASK_8x6] * 4), "WEBP", quality=90), "lossy WebP (VP8)"),
+        (
+            "001_mask.tif",
+            encode(np.dstack([_MASK_8x6] * 3), "TIFF", compression="jpeg"),
+            "JPEG-compressed TIFF",
+        ),
+    ],
+    ids=["jpg", "jfif", "jpe", "jpeg-named-png", "webp-lossy", "webp-lossy-alpha", "tiff-jpeg"],
+)
+def test_a_lossy_mask_is_refused_whatever_its_name(tmp_path: Path, name: str, data: bytes, what: str) -> None:
+    files = {**BASE, f"ground_truth/crack/{name}": data}
+    root = _build(tmp_path / "bottle", files).resolve()
+    with pytest.raises(DatasetFormatError) as info:
+        read_mvtec(root)
+    assert str(info.value) == (
+        f"{root}/ground_truth/crack/{name}: a mask must be lossless (PNG, BMP, TIFF or lossless WebP), and "
+        f"this one is {what}, which blurs its edge into pixels that read as defect"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("001_mask.webp", encode(np.dstack([_MASK_8x6] * 3), "WEBP", lossless=True)),
+        ("001_mask.webp", encode(np.dstack([_MASK_8x6] * 4), "WEBP", lossless=True)),
+        ("001_mask.tif", encode(_MASK_8x6, "TIFF", compression="tiff_lzw")),
+        ("001_mask.bmp", encode(_MASK_8x6, "BMP")),
+    ],
+    ids=["webp-lossless", "webp-lossless-alpha", "tiff-lzw", "bmp"],
+)
+def test_a_lossless_mask_is_read_whatever_its_format(tmp_path: Path, name: str, data: bytes) -> None:
+    root = _build(tmp_path / "bottle", {**BASE, f"ground_truth/crack/{name}": data}).resolve()
+    item = next(i for i in read_mvtec(root).items if i.path.name == "001.jpg")
+    assert item.mask_path == root / "ground_truth/crack" / name
 
 
 def test_a_symlink_out_of_the_dataset_is_refused(dataset_root: Path, tmp_path: Path) -> None:
