@@ -123,6 +123,7 @@ def read_mvtec(root: str | Path, *, check_masks: bool = True, train_required: bo
             another size or an unreadable one (an unreadable image is left to what decodes it).
     """
     root_path = Path(root).expanduser().resolve()
+    _refuse_not_utf8(str(root_path))
     if not root_path.is_dir():
         raise DatasetFormatError(f"dataset root {root} does not exist or is not a folder")
     # before the required folder is looked for: a Test/ would otherwise read as test/ missing
@@ -205,12 +206,26 @@ def _class_folders(split_dir: Path) -> list[str]:
     for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
         if is_hidden(entry.name):
             continue
+        _refuse_not_utf8(entry.path)
         if not entry.is_dir():
             raise DatasetFormatError(
                 f"{entry.path}: unexpected file in a split folder (images go in {split_dir}/<class>/)"
             )
         names.append(entry.name)
     return names
+
+
+def _refuse_not_utf8(path: str) -> None:
+    """Refuse a path whose name is not UTF-8 (its bytes read back as surrogates), named with them
+    escaped: no model card, score table or report can hold it, and ``train`` ran its whole fit, and
+    ``evaluate`` wrote half its report, before failing on one."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DatasetFormatError(
+            f"{ascii(path)}: the name is not UTF-8 (its bytes are shown escaped), and no model card, score "
+            "table or report could name it; rename it in UTF-8"
+        ) from None
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -220,6 +235,7 @@ def _images_in(folder: Path) -> list[Path]:
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if is_hidden(entry.name):
             continue
+        _refuse_not_utf8(entry.path)
         if entry.is_dir():
             raise DatasetFormatError(f"{entry.path}: unexpected folder inside a class folder")
         if is_image_file(entry.name):

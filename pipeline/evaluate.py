@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import heapq
+import io
 import json
 import math
 import os
@@ -36,6 +37,7 @@ import cv2
 import numpy as np
 
 from datasets.errors import ClearsightError, DatasetFormatError, ModelError
+from datasets.whole_files import written_whole
 from models.fusion import SIGNALS
 from models.inference import GOOD, Predictor, Thresholds
 from models.threshold import allowed_errors, anomalies_for_bound, miss_rate_bound
@@ -766,27 +768,31 @@ SCORES_COLUMNS: Sequence[str] = (
 
 
 def write_outputs(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``metrics.json`` and ``scores.csv`` into ``out_dir`` (created); returns both paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(
-        json.dumps(_json_ready(result.metrics), indent=2, allow_nan=False) + "\n", encoding="utf-8"
-    )
-    scores_path = out_dir / "scores.csv"
-    with scores_path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(SCORES_COLUMNS)
-        for r in result.records:
-            writer.writerow(
-                [
-                    r.path, r.label, r.type, "" if r.score is None else repr(r.score),
-                    r.predicted_label or "", r.predicted_type or "", r.error or "", r.image_kind or "",
-                    *(_log_odds_cell(r.signal_log_odds, name) for name in SIGNALS),
-                ]
-            )  # fmt: skip
+    """Write ``metrics.json`` and ``scores.csv`` into ``out_dir`` (created); returns both paths.
+
+    Both are encoded before either is written, and each is written whole
+    (:func:`~datasets.whole_files.written_whole`): a row that could not be encoded left a
+    ``metrics.json`` beside a ``scores.csv`` cut off at that row."""
+    metrics = json.dumps(_json_ready(result.metrics), indent=2, allow_nan=False) + "\n"
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(SCORES_COLUMNS)
+    for r in result.records:
+        writer.writerow(
+            [
+                r.path, r.label, r.type, "" if r.score is None else repr(r.score),
+                r.predicted_label or "", r.predicted_type or "", r.error or "", r.image_kind or "",
+                *(_log_odds_cell(r.signal_log_odds, name) for name in SIGNALS),
+            ]
+        )  # fmt: skip
     # scores at full precision: a test score can lie within 1e-6 of the release cut, and a rounded
     # one read back against the threshold would land on the other side of it
-    return metrics_path, scores_path
+    encoded = {"metrics.json": metrics.encode("utf-8"), "scores.csv": table.getvalue().encode("utf-8")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in encoded.items():
+        with written_whole(out_dir / name) as fh:
+            fh.write(data)
+    return out_dir / "metrics.json", out_dir / "scores.csv"
 
 
 def _log_odds_cell(log_odds: Mapping[str, float] | None, name: str) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from datasets.whole_files import written_whole
 from models.inference import GOOD
 from models.threshold import METHOD_FALLBACK, METHOD_NORMAL_BOUND
 from pipeline import metrics as m
@@ -485,7 +486,10 @@ def render_report(result: EvaluationResult) -> str:
 
 
 def write_report(result: EvaluationResult, path: Path) -> Path:
-    """Render the report and write it to ``path`` (parent folders created); returns ``path``."""
+    """Render the report and write it to ``path`` (parent folders created), whole
+    (:func:`~datasets.whole_files.written_whole`: a failure leaves no page cut short); returns ``path``."""
+    page = render_report(result).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(result), encoding="utf-8")
+    with written_whole(path) as fh:
+        fh.write(page)
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -431,3 +432,31 @@ def test_a_mask_that_covers_the_whole_image_is_warned_about(
         f"{full}: the mask marks every pixel of its 8x6 as defect; a mask is 0 (or transparent) where there "
         "is no defect: check that it is not inverted or filled"
     ]
+
+
+@pytest.mark.parametrize(
+    ("made", "named"),
+    [
+        (b"train/good/bad\xff.png", "train/good/bad\\udcff.png"),
+        (b"test/cr\xffack/000.png", "test/cr\\udcffack"),
+        (b"test/crack/b\xe9.png", "test/crack/b\\udce9.png"),  # Latin-1, not UTF-8
+        (b"ground_truth/crack/\xff_mask.png", "ground_truth/crack/\\udcff_mask.png"),
+    ],
+)
+def test_a_name_that_is_not_utf8_is_refused_and_named_escaped(
+    tmp_path: Path, made: bytes, named: str
+) -> None:
+    """Such a name read back with surrogates: train ran its whole fit before failing on it, with no
+    model, and evaluate wrote metrics.json and half of scores.csv."""
+    root = _build(tmp_path / "bottle", BASE).resolve()
+    path = bytes(root) + b"/" + made
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(PNG_8x6)
+    with pytest.raises(DatasetFormatError) as info:
+        read_mvtec(root)
+    # compared escaped: a message holding surrogates cannot be sent back from a pytest-xdist worker
+    assert ascii(str(info.value)) == ascii(
+        f"'{root}/{named}': the name is not UTF-8 (its bytes are shown escaped), and no model card, score "
+        "table or report could name it; rename it in UTF-8"
+    )

@@ -512,6 +512,26 @@ def test_write_outputs(dataset: Dataset, tmp_path: Path) -> None:
     assert broken[7] == ""  # no kind for a picture that could not be read
 
 
+def test_outputs_that_cannot_be_written_leave_the_earlier_ones_whole(
+    dataset: Dataset, tmp_path: Path
+) -> None:
+    """A path that is not UTF-8 (bytes read back as surrogates) could not be encoded: metrics.json
+    had been replaced and scores.csv was cut off at its row."""
+    result: EvaluationResult = evaluate(FakePredictor(), dataset, batch_size=16)
+    result.records[-1] = result.records[-1]._replace(path="test/good/bad\udcff.png")
+    out = tmp_path / "report"
+    out.mkdir()
+    for name in ("metrics.json", "scores.csv"):
+        (out / name).write_text(f"earlier {name}\n", encoding="utf-8")
+    with pytest.raises(UnicodeEncodeError):
+        write_outputs(result, out)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "scores.csv"]
+    assert [(out / n).read_text(encoding="utf-8") for n in ("metrics.json", "scores.csv")] == [
+        "earlier metrics.json\n",
+        "earlier scores.csv\n",
+    ]
+
+
 def test_each_signal_alone(dataset: Dataset, tmp_path: Path) -> None:
     result = evaluate(FakePredictor(signals=True), dataset)
     per_signal = result.metrics["per_signal"]
