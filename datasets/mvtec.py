@@ -146,11 +146,12 @@ def read_mvtec(root: str | Path, *, check_masks: bool = True, train_required: bo
 
     masks = _read_masks(root_path, images)
     for path in [*(p for paths in images.values() for p in paths), *masks.values()]:
-        # a symlinked class folder or image may point anywhere: what is read must lie in the dataset
-        if not path.resolve().is_relative_to(root_path):
-            raise UnsafePathError(
-                f"{path} resolves to {path.resolve()}, outside the dataset folder {root_path}"
-            )
+        # a symlinked class folder or image may point anywhere: what is read must lie in the dataset.
+        # realpath, not Path.resolve: that raises on a link that loops, which is an unreadable image
+        # for its reader to leave out and count, as a dangling link is
+        resolved = Path(os.path.realpath(path))
+        if not resolved.is_relative_to(root_path):
+            raise UnsafePathError(f"{path} resolves to {resolved}, outside the dataset folder {root_path}")
     if check_masks:
         for image, mask in masks.items():
             _check_mask_size(image, mask)
@@ -175,10 +176,20 @@ def _refuse_case_variants(folder: Path, names: tuple[str, ...]) -> None:
     else (a test split dropped, normal images taken for an anomaly type): refuse it by name."""
     for entry in os.scandir(folder):
         for name in names:
-            if entry.is_dir() and entry.name != name and entry.name.lower() == name:
+            if _is_folder(entry) and entry.name != name and entry.name.lower() == name:
                 raise DatasetFormatError(
                     f"{entry.path}: folder names are lower case in the MVTec layout; rename it to {name}"
                 )
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is a folder (through a link); a link that loops, or one that cannot be
+    followed, is not: taken as a file, its reader reports it unreadable and leaves it out, where
+    ``DirEntry.is_dir`` raised and stopped the whole evaluation."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _check_split(name: str) -> None:
@@ -207,7 +218,7 @@ def _class_folders(split_dir: Path) -> list[str]:
         if is_hidden(entry.name):
             continue
         _refuse_not_utf8(entry.path)
-        if not entry.is_dir():
+        if not _is_folder(entry):
             raise DatasetFormatError(
                 f"{entry.path}: unexpected file in a split folder (images go in {split_dir}/<class>/)"
             )
@@ -236,7 +247,7 @@ def _images_in(folder: Path) -> list[Path]:
         if is_hidden(entry.name):
             continue
         _refuse_not_utf8(entry.path)
-        if entry.is_dir():
+        if _is_folder(entry):
             raise DatasetFormatError(f"{entry.path}: unexpected folder inside a class folder")
         if is_image_file(entry.name):
             found.append(folder / entry.name)

@@ -274,7 +274,9 @@ def _training_copies(
 def _relative(path: Path, root: Path | None) -> str:
     if root is not None:
         try:
-            return Path(path).resolve().relative_to(root.resolve()).as_posix()
+            # realpath, not Path.resolve, which raises on a link that loops: an unreadable image that
+            # is left out and counted, as a dangling link is
+            return Path(os.path.realpath(path)).relative_to(root.resolve()).as_posix()
         except ValueError:
             pass
     return str(path)

@@ -460,3 +460,19 @@ def test_a_name_that_is_not_utf8_is_refused_and_named_escaped(
         f"'{root}/{named}': the name is not UTF-8 (its bytes are shown escaped), and no model card, score "
         "table or report could name it; rename it in UTF-8"
     )
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_link_that_loops_is_an_image_for_its_reader_to_refuse(tmp_path: Path, split: str) -> None:
+    """``DirEntry.is_dir`` raised on it (Errno 40) and stopped the whole evaluation; its reader
+    leaves it out as unreadable (evaluation) or refuses it by name (training), as a dangling link."""
+    root = _build(tmp_path / "bottle", BASE).resolve()
+    os.symlink("loop.png", root / split / "good" / "loop.png")
+    assert root / split / "good" / "loop.png" in [i.path for i in read_mvtec(root).items]
+
+
+def test_a_link_that_loops_in_a_split_folder_is_a_stray_file(tmp_path: Path) -> None:
+    root = _build(tmp_path / "bottle", BASE).resolve()
+    os.symlink("loop", root / "test" / "loop")
+    with pytest.raises(DatasetFormatError, match="loop: unexpected file in a split folder"):
+        read_mvtec(root)

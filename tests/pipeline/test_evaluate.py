@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from evaluate_fakes import Dataset, FakePredictor, Item, write_dataset  # noqa: E402
 
 from datasets.errors import DatasetFormatError, ModelError  # noqa: E402
+from datasets.mvtec import read_mvtec  # noqa: E402
 from models.inference import GOOD, Predictor, Thresholds  # noqa: E402
 from pipeline.evaluate import EvaluationResult, evaluate, threshold_promise, write_outputs  # noqa: E402
 
@@ -530,6 +532,21 @@ def test_outputs_that_cannot_be_written_leave_the_earlier_ones_whole(
         "earlier metrics.json\n",
         "earlier scores.csv\n",
     ]
+
+
+def test_a_link_that_loops_is_an_unreadable_image_left_out(tmp_path: Path) -> None:
+    """test/good/loop.png -> loop.png stopped the evaluation ("unexpected OSError: [Errno 40]", then
+    RuntimeError from Path.resolve), where a dangling link is left out and counted."""
+    root = write_dataset(tmp_path / "ore").root
+    os.symlink("loop.png", root / "test" / "good" / "loop.png")
+    result = evaluate(FakePredictor(), read_mvtec(root))
+    loop = next(r for r in result.records if r.path == "test/good/loop.png")
+    assert loop.score is None
+    assert (
+        loop.error
+        == f"{root.resolve()}/test/good/loop.png: cannot read file (Too many levels of symbolic links)"
+    )
+    assert result.metrics["counts"]["failed"] == 1
 
 
 def test_each_signal_alone(dataset: Dataset, tmp_path: Path) -> None:
