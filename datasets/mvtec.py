@@ -126,8 +126,12 @@ def read_mvtec(root: str | Path, *, check_masks: bool = True, train_required: bo
     _refuse_not_utf8(str(root_path))
     if not root_path.is_dir():
         raise DatasetFormatError(f"dataset root {root} does not exist or is not a folder")
-    # before the required folder is looked for: a Test/ would otherwise read as test/ missing
+    # before the required folder is looked for: a Test/ or a train/Good/ would otherwise read as
+    # test/ or train/good/ missing
     _refuse_case_variants(root_path, (*SPLITS, "ground_truth"))
+    for split in SPLITS:
+        if (root_path / split).is_dir():
+            _refuse_case_variants(root_path / split, (GOOD,))
     required = Path("train", GOOD) if train_required or (root_path / "train").exists() else Path("test")
     if not (root_path / required).is_dir():
         raise DatasetFormatError(_missing(root_path, required))
@@ -140,7 +144,6 @@ def read_mvtec(root: str | Path, *, check_masks: bool = True, train_required: bo
         classes = _class_folders(split_dir)
         if not classes:
             raise DatasetFormatError(f"{split_dir}: empty split, no class folders ({_LAYOUT})")
-        _refuse_case_variants(split_dir, (GOOD,))
         for name in classes:
             images[(split, name)] = _images_in(split_dir / name)
 

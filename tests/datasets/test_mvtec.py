@@ -240,8 +240,13 @@ def test_real_tiles_as_a_dataset(tmp_path: Path) -> None:
             ("test/good", "test/Good"),
             r"Good: folder names are lower case in the MVTec layout; rename it to good",
         ),
+        # named, not the generic "missing train/good" that the required-folder check gave first
+        (
+            ("train/good", "train/Good"),
+            r"train/Good: folder names are lower case in the MVTec layout; rename it to good",
+        ),
     ],
-    ids=["split", "class"],
+    ids=["split", "class", "train-class"],
 )
 def test_layout_names_in_other_case_are_refused(
     dataset_root: Path, rename: tuple[str, str], message: str
