@@ -118,9 +118,12 @@ def read_mvtec(root: str | Path, *, check_masks: bool = True, train_required: bo
 
     Raises:
         DatasetFormatError: naming the path and the rule broken: no ``train/good`` (no ``test/``
-            where ``train/`` may be absent), a parent of several categories given as root, an empty
-            folder, a stray file, a mask without an image, a mask for a good image, a mask of
-            another size or an unreadable one (an unreadable image is left to what decodes it).
+            where ``train/`` may be absent), a parent of several categories given as root, a layout
+            folder named in other case (``Test``, ``train/Good``), an empty folder, a stray file, a
+            name that is not UTF-8, a mask without an image, a mask whose stem both a test and a
+            training image hold, a mask for a good image, a lossy mask (by its bytes), a mask of
+            another size or an unreadable one (an unreadable image, a link that loops included, is
+            left to what decodes it).
     """
     root_path = Path(root).expanduser().resolve()
     _refuse_not_utf8(str(root_path))
