@@ -31,6 +31,7 @@ from pipeline.audit import AuditRecord, HeadSealError, SealBrokenError
 from pipeline.audit.store import SealFailure
 from pipeline.decide import applied_thresholds
 from pipeline.heatmap import legend_svg
+from pipeline.report import score_text
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS
 from pipeline.verdicts import Tier
 from serve.auth import Principal, Role
@@ -137,10 +138,34 @@ def applied_threshold(decision: Any, image: Any) -> tuple[str, str, float] | Non
     return css, words, float(reason.threshold)
 
 
+def _applied(policy: Any, decision: Any, image: Any) -> tuple[float | None, float | None, bool]:
+    """The release and hold thresholds the policy applied to one image's score (None: not known
+    here), and whether they were found under ``policy`` (else only the recorded one is known): see
+    :func:`thresholds_applied`."""
+    reason = _score_reason(decision, image)
+    recorded = float(reason.threshold)
+    found = applied_thresholds(policy, decision, image, reason)
+    at_hold = reason.rule == "score.hold"
+    if found is not None and not math.isclose(found[1 if at_hold else 0], recorded, rel_tol=1e-9):
+        found = None  # not what decided: say only what the record says
+    release = found[0] if found is not None else (None if at_hold else recorded)
+    hold = recorded if at_hold else (found[1] if found is not None else None)
+    return release, hold, found is not None
+
+
+def _number_text(value: float, cuts: tuple[float | None, ...] = ()) -> str:
+    """A recorded score or threshold as the page writes it (:func:`pipeline.report.score_text`),
+    told apart from each of ``cuts``. A record may hold a number no cut is (NaN fails closed): it
+    is written as it is."""
+    if not math.isfinite(value):
+        return str(value)
+    return score_text(value, [c for c in cuts if c is not None and math.isfinite(c)])
+
+
 def thresholds_applied(policy: Any, decision: Any, image: Any) -> str:
     """The release and hold thresholds the policy applied to one image's score, each followed by
-    the model's own in brackets where it differs: "the policy's thresholds: release 0.010, hold
-    0.900 [model's own 0.096]". Only the model's were shown: a pack scored 0.886 read as far above
+    the model's own in brackets where it differs: "the policy's thresholds: release 0.0100, hold
+    0.900 [model's own 0.0960]". Only the model's were shown: a pack scored 0.886 read as far above
     a hold of 0.096 and yet not held, where the policy's hold of 0.9 decided.
 
     Called only for an image :func:`applied_threshold` found a score reason for.
@@ -150,28 +175,38 @@ def thresholds_applied(policy: Any, decision: Any, image: Any) -> str:
     it is the policy the decision was made under, and where today's decision code judges the score
     as the recorded reason says (a matching policy pins the rules, not the code that applied them).
     Otherwise it is said to be unknown here, never taken from a policy or code that did not decide.
+
+    Each threshold is written with three significant digits (:func:`pipeline.report.cut_text`):
+    three decimals wrote a release cut of 0.0097 as "0.010".
     """
-    reason = _score_reason(decision, image)
-    recorded = float(reason.threshold)
-    found = applied_thresholds(policy, decision, image, reason)
-    at_hold = reason.rule == "score.hold"
-    if found is not None and not math.isclose(found[1 if at_hold else 0], recorded, rel_tol=1e-9):
-        found = None  # not what decided: say only what the record says
-    release = found[0] if found is not None else (None if at_hold else recorded)
-    hold = recorded if at_hold else (found[1] if found is not None else None)
+    release, hold, found = _applied(policy, decision, image)
 
     def shown(applied: float | None, model: float | None) -> str:
-        words = "not known here" if applied is None else f"{applied:.3f}"
-        own = "none" if model is None else f"{model:.3f}"
+        words = "not known here" if applied is None else _number_text(applied)
+        own = "none" if model is None else _number_text(model)
         return words if own == words else f"{words} [model's own {own}]"
 
     text = (
         f"the policy's thresholds: release {shown(release, image.threshold)}, "
         f"hold {shown(hold, image.hold_threshold)}"
     )
-    if found is None and policy.sha256 != decision.policy_sha256:
+    if not found and policy.sha256 != decision.policy_sha256:
         text += f"; decided under policy {decision.policy_version}, not the one this service runs"
     return text
+
+
+def score_shown(policy: Any, decision: Any, image: Any) -> str:
+    """One image's score as its caption writes it: with the digits that tell it from each threshold
+    written beside it (the policy's applied release and hold, the model's own), where the policy
+    judged it. Three decimals wrote a score of 0.499804 under a release cut of 0.5 as "score 0.500 <
+    0.500 applied", and one of 0.799804 below a hold of 0.8 as "score 0.800", that hold's own text."""
+    if image.score is None:
+        return "none"
+    score = float(image.score)
+    if applied_threshold(decision, image) is None:
+        return _number_text(score)
+    release, hold, _ = _applied(policy, decision, image)
+    return _number_text(score, (release, hold, image.threshold, image.hold_threshold))
 
 
 def shown_name(path: str) -> str:
@@ -181,6 +216,7 @@ def shown_name(path: str) -> str:
 
 templates.env.globals["model_evidence"] = model_evidence
 templates.env.globals["applied_threshold"] = applied_threshold
+templates.env.globals["cut_text"] = _number_text
 templates.env.globals["shown_name"] = shown_name
 templates.env.globals["heatmap_name"] = heatmap_name
 # its inline size moves to review.css (svg.heatmap-legend): the page's Content-Security-Policy
@@ -447,6 +483,7 @@ async def _queue_page(
             "back": back,
             "stored": lambda sha256: services.store.has("images", sha256),
             "thresholds_applied": lambda d, img: thresholds_applied(services.policy, d, img),
+            "score_shown": lambda d, img: score_shown(services.policy, d, img),
             "earlier": await run_in_threadpool(_earlier_pictures, services, records),
         },
         status_code=status_code,

@@ -44,9 +44,9 @@ def test_pictures_sent_under_one_file_name_are_told_apart(make_client) -> None:
     _signed_in(client)
     captions = _captions(client.get("/review").text)
     assert [c.split(" (the policy")[0] for c in captions] == [
-        "scan.png score 0.039 < 0.500 applied",
+        "scan.png score 0.0393 < 0.500 applied",
         "scan.png (2) score 0.588 ≥ 0.500 applied",
-        "scan.png (3) score 0.961 ≥ 0.800 applied",
+        "scan.png (3) score 0.9608 ≥ 0.800 applied",
     ]
 
 
@@ -82,8 +82,8 @@ def test_a_decision_recorded_with_pictures_of_one_name_shows_each_its_own_thresh
     _signed_in(client)
     captions = _captions(client.get("/review").text)
     assert [c.split(" (the policy")[0] for c in captions] == [
-        "scan.png score 0.040 < 0.500 applied",
-        "scan.png score 0.960 ≥ 0.800 applied",
+        "scan.png score 0.0400 < 0.500 applied",
+        "scan.png score 0.9600 ≥ 0.800 applied",
     ]
 
 
@@ -194,9 +194,47 @@ def test_a_score_between_the_policys_release_and_hold_shows_the_hold_the_policy_
     _signed_in(client)
     page = client.get("/review", params={"shipment": "SHP-PACK-9"})
     assert _captions(page.text)[0].startswith(
-        "pack-9.png score 0.886 ≥ 0.010 applied "
-        "(the policy's thresholds: release 0.010, hold 0.900 [model's own 0.096])"
+        "pack-9.png score 0.886 ≥ 0.0100 applied "
+        "(the policy's thresholds: release 0.0100, hold 0.900 [model's own 0.0960])"
     )
+
+
+@pytest.mark.parametrize(
+    ("cargo_type", "score", "release", "hold", "caption"),
+    [
+        ("bulk_ore", 0.499804, 0.5, 0.8, "score 0.4998 < 0.500 applied (the policy's thresholds: release "
+         "0.500, hold 0.800)"),
+        ("bulk_ore", 0.799804, 0.5, 0.8, "score 0.7998 ≥ 0.500 applied (the policy's thresholds: release "
+         "0.500, hold 0.800)"),
+        ("vacuum_pack", 0.0096, 0.0097, 0.096, "score 0.00960 < 0.00970 applied (the policy's thresholds: "
+         "release 0.00970, hold 0.900 [model's own 0.0960])"),
+    ],
+)  # fmt: skip
+def test_a_score_near_a_threshold_is_written_apart_from_it(
+    make_client, audit_store, cargo_type, score, release, hold, caption
+) -> None:
+    """Scores and thresholds were written with three decimals: a score of 0.499804 under a release
+    cut of 0.5 read "score 0.500 < 0.500 applied", one of 0.799804 not held by a hold of 0.8 read
+    "score 0.800" beside "hold 0.800", and a vacuum pack's cut of 0.0097 read "0.010 < 0.010"."""
+    from pipeline.decide import decide_shipment
+    from pipeline.policy import default_policy_path, load_policy
+    from pipeline.verdicts import Declaration, ImageVerdict
+
+    image = ImageVerdict(
+        path="/archive/near.png", sha256="ab" * 32, cargo_type=cargo_type, score=score,
+        threshold=release, hold_threshold=hold, model_id=f"{cargo_type}-lite0-00000003",
+    )  # fmt: skip
+    decision = decide_shipment(
+        load_policy(default_policy_path()),
+        Declaration(shipment_id="SHP-NEAR-1", cargo_type=cargo_type),
+        [image],
+        audit_key=b"batch-audit-secret-of-the-port",
+    )
+    audit_store.record(decision)
+    client = make_client()
+    _signed_in(client)
+    shown = _captions(client.get("/review", params={"shipment": "SHP-NEAR-1"}).text)[0]
+    assert shown.startswith(f"near.png {caption}")
 
 
 def test_an_older_policys_decision_shows_only_the_threshold_it_recorded(
@@ -234,12 +272,12 @@ def test_an_older_policys_decision_shows_only_the_threshold_it_recorded(
     )
     told = f"; decided under policy {policy.version}, not the one this service runs)"
     assert below.startswith(
-        "pack-9.png score 0.500 ≥ 0.010 applied (the policy's thresholds: release 0.010, "
-        "hold not known here [model's own 0.096]" + told
+        "pack-9.png score 0.500 ≥ 0.0100 applied (the policy's thresholds: release 0.0100, "
+        "hold not known here [model's own 0.0960]" + told
     )
     assert over.startswith(
-        "pack-9.png score 0.970 ≥ 0.950 applied (the policy's thresholds: release not known here "
-        "[model's own 0.010], hold 0.950 [model's own 0.096]" + told
+        "pack-9.png score 0.9700 ≥ 0.9500 applied (the policy's thresholds: release not known here "
+        "[model's own 0.0100], hold 0.9500 [model's own 0.0960]" + told
     )
 
 
