@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -46,6 +46,7 @@ __all__ = [
     "parsed_url",
     "read_only",
     "refuse_missing_sqlite_file",
+    "shown_url",
     "sqlite_file",
     "wait_ms",
 ]
@@ -63,7 +64,7 @@ def sqlite_file(url: str) -> Path | None:
     """The file behind a SQLite audit store URL; None for another backend, memory, or a bad URL."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return None  # build_engine names the bad URL
     file = parsed.database if parsed.get_backend_name() == "sqlite" else None
     if file is not None and asbool(parsed.query.get("uri")) and file.startswith("file:"):
@@ -81,9 +82,46 @@ def refuse_missing_sqlite_file(url: str) -> None:
     file = sqlite_file(url)
     if file is not None and not file.exists():
         raise AuditError(
-            f"audit store {url} does not exist: no file {str(file)!r} (decisions are recorded "
-            "with --audit-db on clearsight score --policy or clearsight decide)"
+            f"audit store {_shown_text(url)} does not exist: no file {str(file)!r} (decisions are "
+            "recorded with --audit-db on clearsight score --policy or clearsight decide)"
         )
+
+
+SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
+"""The connection parameters of libpq that hold a secret: the user's password and the passphrase of
+the client's SSL key. A URL may give them in its query (``?password=...``), which libpq reads as it
+reads ``user:password@``."""
+
+_SECRET_WORDS = re.compile(r"pass(word|wd|phrase)|pwd|secret|token", re.IGNORECASE)
+"""Any other query key naming a secret, whichever driver reads it, is hidden too."""
+
+
+def _secret_key(key: str) -> bool:
+    return key.lower() in SECRET_QUERY_KEYS or _SECRET_WORDS.search(key) is not None
+
+
+def shown_url(url: URL) -> str:
+    """``url`` as messages, logs and reports write it: the password hidden (``***``), in the user
+    part and in the query. ``render_as_string(hide_password=True)`` hides only the first:
+    ``postgresql+psycopg://postgres@host/db?password=hunter2`` was written whole into the field
+    report, and into every error naming the store."""
+    base = url.set(query={}).render_as_string(hide_password=True)
+    pairs = [  # the keys sorted, as render_as_string writes them
+        (key, "***" if _secret_key(key) else value)
+        for key, values in sorted(url.query.items())
+        for value in ((values,) if isinstance(values, str) else values)
+    ]
+    return f"{base}?{urlencode(pairs, safe='*')}" if pairs else base
+
+
+def _shown_text(url: str) -> str:
+    """A URL as given, its secrets hidden as :func:`shown_url` hides them (the user part's password,
+    and the value of a query key naming a secret), for one that does not parse or whose path is
+    best named as typed: rendering writes a SQLite file's name %-quoted."""
+    hidden = re.sub(r"^([^/?#]*//[^/?#@:]*:)[^/?#@]*(?=@)", r"\1***", url)
+    return re.sub(
+        r"([?&;]([^=&;]*)=)([^&;]*)", lambda m: m[1] + ("***" if _secret_key(m[2]) else m[3]), hidden
+    )
 
 
 def parsed_url(url: str) -> URL:
@@ -94,14 +132,14 @@ def parsed_url(url: str) -> URL:
     """
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         raise AuditError(
-            f"audit store URL {url!r} is not a SQLAlchemy URL "
+            f"audit store URL {_shown_text(url)!r} is not a SQLAlchemy URL "
             "(accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)"
         ) from exc
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
-        shown = parsed.render_as_string(hide_password=True)
+        shown = shown_url(parsed)
         raise AuditError(
             f"audit store URL {shown}: backend {backend!r} is not supported (accepted: sqlite, postgresql)"
         )
@@ -122,7 +160,7 @@ def build_engine(url: str, busy_timeout_s: float, *, create: bool) -> Engine:
     """
     parsed = parsed_url(url)
     backend = parsed.get_backend_name()
-    shown = parsed.render_as_string(hide_password=True)
+    shown = shown_url(parsed)
     try:
         if backend == "sqlite":
             memory = parsed.database in (None, "", ":memory:")

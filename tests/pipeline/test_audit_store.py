@@ -746,6 +746,16 @@ def test_reopen_keeps_the_chain(db_url: str) -> None:
             "audit store URL mysql://u:***@h/db: backend 'mysql' is not supported (accepted: "
             "sqlite, postgresql)",
         ),
+        (  # libpq reads a password in the query too, and a key's passphrase (sslpassword)
+            "mysql://u@h/db?password=pw&sslpassword=key-pass&charset=utf8&api_token=t0k",
+            "audit store URL mysql://u@h/db?api_token=***&charset=utf8&password=***&sslpassword=***: "
+            "backend 'mysql' is not supported (accepted: sqlite, postgresql)",
+        ),
+        (  # a port that is no number: named, its secrets hidden, not a ValueError's traceback
+            "postgresql://u:pw@h:no-port/db?password=pw",
+            "audit store URL 'postgresql://u:***@h:no-port/db?password=***' is not a SQLAlchemy URL "
+            "(accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
     ],
 )
 def test_bad_urls(url: str, message: str) -> None:
@@ -762,6 +772,31 @@ def test_unreachable_postgres_hides_the_password() -> None:
     assert message.startswith("audit store postgresql+psycopg://postgres:***@127.0.0.1:1/test")
     assert "s3cret" not in message
     assert "open failed (OperationalError" in message
+
+
+def test_a_missing_sqlite_file_is_named_as_typed_without_its_passphrase(tmp_path: Path) -> None:
+    """SQLCipher's passphrase stands in the user part of a SQLite URL: the missing file's error
+    wrote the URL as given, passphrase and all."""
+    url = f"sqlite+pysqlcipher://:s3cret-phrase@/{tmp_path / 'no such:file.db'}?kdf_iter=64000"
+    with pytest.raises(AuditError) as info:
+        AuditStore.open(url, create=False)
+    assert str(info.value).startswith(
+        f"audit store sqlite+pysqlcipher://:***@/{tmp_path / 'no such:file.db'}?kdf_iter=64000 does not exist"
+    )
+
+
+@pytest.mark.postgres
+def test_a_password_in_the_query_is_hidden_as_in_the_user_part(postgres_url: str) -> None:
+    """libpq takes ``?password=`` as it takes ``user:password@``: the store's URL, which its
+    errors, the CLI and the field report write, showed the first whole."""
+    with AuditStore.open(f"{postgres_url}&password=hunter2&sslpassword=key-pass") as store:
+        assert store.url == f"{postgres_url}&password=***&sslpassword=***"
+    with pytest.raises(AuditError) as info:
+        AuditStore.open("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2&password=s3cret")
+    assert str(info.value).startswith(
+        "audit store postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2&password=***: "
+        "open failed"
+    )
 
 
 def test_sqlite_in_memory_works() -> None:

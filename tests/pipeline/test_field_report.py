@@ -538,6 +538,25 @@ def test_cli_writes_the_report_of_a_verified_store(
     assert "is not after --since" in capsys.readouterr().err
 
 
+@pytest.mark.postgres
+def test_the_report_hides_a_password_given_in_the_urls_query(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """libpq reads ``?password=`` as it reads ``user:password@``: the report named its store with
+    the first whole (``password=hunter2``)."""
+    from pipeline.cli import app, run
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", SECRET)
+    _store(postgres_url)
+    out = tmp_path / "field"
+    url = f"{postgres_url}&password=hunter2&sslpassword=key-pass"
+    assert run(app, ["audit", "report", "--db", url, "--out", str(out)]) == 0
+    page = (out / "field_report.html").read_text()
+    said = capsys.readouterr()
+    assert "hunter2" not in page + said.out + said.err and "key-pass" not in page
+    assert "password=***&amp;sslpassword=***" in page
+
+
 def test_cli_prints_a_cargo_type_as_text_and_writes_both_files_or_neither(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
