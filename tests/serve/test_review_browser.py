@@ -352,14 +352,17 @@ def test_review_forms_need_session_and_csrf(make_client, audit_store) -> None:
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
     # a form from a page loaded before the shipment changed is not recorded over the change
     stale = client.post("/review/shipments/SHP-X/outcome", data={**form, "csrf": csrf, "decision_seq": "7"})
-    assert "Not recorded: shipment <strong>SHP-X</strong> changed after this page was loaded" in stale.text
+    assert (
+        "Not recorded: shipment <strong><bdi>SHP-X</bdi></strong> changed after this page was loaded"
+        in stale.text
+    )
     assert audit_store.get("SHP-X").outcome is None
     done = client.post(  # the form as the page now posts it; the path above, as pages loaded before
         "/review/outcome", data={**form, "shipment_id": "SHP-X", "csrf": csrf, "found": "foreign_object"}
     )
-    assert "Outcome recorded for shipment <strong>SHP-X</strong>" in done.text
+    assert "Outcome recorded for shipment <strong><bdi>SHP-X</bdi></strong>" in done.text
     again = client.post("/review/shipments/SHP-X/outcome", data={**form, "csrf": csrf})  # a second tab
-    assert "Not recorded: shipment <strong>SHP-X</strong> changed" in again.text
+    assert "Not recorded: shipment <strong><bdi>SHP-X</bdi></strong> changed" in again.text
     assert audit_store.get("SHP-X").outcome.found == "foreign_object"
     beyond = client.get("/review?show=all&before=1").text
     assert "No more shipments decided before record 1." in beyond and "&larr; Newest shipments" in beyond
@@ -421,7 +424,10 @@ def test_a_batch_decided_shipment_says_its_images_are_elsewhere(make_client, aud
     client = make_client()
     client.post("/review/login", data={"key": OFFICER_KEY})
     page = client.get("/review").text
-    assert "Image not on this server (decided from a batch run): open 000012.png where it was scored." in page
+    assert (
+        "Image not on this server (decided from a batch run): open <bdi>000012.png</bdi> where it was scored."
+        in page
+    )
     assert "/srv/archive" not in page and "/review/files/images/" + "ab" * 32 not in page
 
 
@@ -479,7 +485,9 @@ def test_a_finding_no_longer_offered_is_answered_with_the_page(make_client, audi
     fields = {k: html.unescape(v) for k, v in re.findall(r'name="(\w+)" value="([^"]*)"', form.group(1))}
     done = client.post("/review/outcome", data={**fields, "found": "crack", "notes": "hairline, bay 2"})
     assert done.status_code == 409 and done.headers["content-type"].startswith("text/html")
-    assert "Not recorded: what may be found in shipment <strong>SHP-R</strong> changed" in done.text
+    assert (
+        "Not recorded: what may be found in shipment <strong><bdi>SHP-R</bdi></strong> changed" in done.text
+    )
     assert audit_store.get("SHP-R").outcome is None
     form = re.search(
         r'<form method="post" action="/review/outcome" class="outcome-form">(.*?)</form>', done.text, re.S
@@ -510,7 +518,7 @@ def test_a_shipment_is_found_on_the_page_by_its_id_whatever_its_tier(make_client
     # what the page offers (its batch's model is not loaded here and scored no types)
     assert re.findall(r'<option value="(\w+)">', form.group(1)) == ["clean", "unknown"]
     done = client.post("/review/outcome", data={**fields, "found": "unknown", "notes": "post-clearance"})
-    assert "Outcome recorded for shipment <strong>SHP-GONE</strong>" in done.text
+    assert "Outcome recorded for shipment <strong><bdi>SHP-GONE</bdi></strong>" in done.text
     assert audit_store.get("SHP-GONE").outcome.found == "unknown"
     # back to the shipment searched for, not to the held queue, where a released one is not
     assert (
@@ -518,9 +526,9 @@ def test_a_shipment_is_found_on_the_page_by_its_id_whatever_its_tier(make_client
         and "Outcome: <strong><bdi>unknown</bdi></strong>" in done.text
     )
     stale = client.post("/review/outcome", data={**fields, "found": "clean"})
-    assert "Not recorded: shipment <strong>SHP-GONE</strong> changed" in stale.text
+    assert "Not recorded: shipment <strong><bdi>SHP-GONE</bdi></strong> changed" in stale.text
     assert 'data-shipment="SHP-GONE"' in stale.text
     missing = client.get("/review", params={"shipment": "<b>x</b>"}).text
-    assert "No decision recorded for shipment <strong>&lt;b&gt;x&lt;/b&gt;</strong>" in missing
+    assert "No decision recorded for shipment <strong><bdi>&lt;b&gt;x&lt;/b&gt;</bdi></strong>" in missing
     assert client.get("/review", params={"shipment": "S" * 129}).status_code == 422
     assert client.get("/review", params={"shipment": "a\x00b"}).status_code == 422  # PostgreSQL holds no NUL

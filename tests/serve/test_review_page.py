@@ -5,8 +5,11 @@ from __future__ import annotations
 import html
 import json
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from serve_fakes import ADMIN_KEY, OFFICER_KEY, auth, png_bytes
 
@@ -406,7 +409,7 @@ def test_a_form_not_recorded_comes_back_to_its_shipment(make_client, audit_store
     assert first.headers["location"].startswith("/review?recorded=")
     again = client.post("/review/outcome", data=form, follow_redirects=False)
     assert (again.status_code, "location" in again.headers) == (409, False)
-    assert f"Not recorded: shipment <strong>{html.escape(shipment)}</strong> changed" in again.text
+    assert f"Not recorded: shipment <strong><bdi>{html.escape(shipment)}</bdi></strong> changed" in again.text
     assert (
         f'data-shipment="{html.escape(shipment)}"' in again.text
         and "Outcome: <strong><bdi>clean</bdi></strong>" in again.text
@@ -472,7 +475,9 @@ def test_a_form_posted_after_its_shipment_changed_comes_back_with_what_was_typed
     assert (response.status_code, "location" in response.headers) == (409, False), response.text[:300]
     assert audit_store.get("SHP-S").outcome is None
     (notice,) = re.findall(r'<p class="notice stale" role="alert">(.*?)</p>', response.text, re.S)
-    assert notice.startswith("Not recorded: shipment <strong>SHP-S</strong> changed after this page")
+    assert notice.startswith(
+        "Not recorded: shipment <strong><bdi>SHP-S</bdi></strong> changed after this page"
+    )
     again = _form(response.text, "SHP-S")
     assert (again["decision_seq"], again["notes"]) == ("2", typed)
     assert "searched" not in again  # posted from the queue: it goes back there once recorded
@@ -483,7 +488,10 @@ def test_a_form_posted_after_its_shipment_changed_comes_back_with_what_was_typed
     assert (outcome.found, outcome.notes, outcome.decision_seq) == ("unknown", typed, 2)
     # a second tab's form, another officer's outcome first: the outcome shown, the notes with it
     late = client.post(path, data={**again, "found": "clean", "notes": "nothing, seal 4471 intact"})
-    assert late.status_code == 409 and "Not recorded: shipment <strong>SHP-S</strong> changed" in late.text
+    assert (
+        late.status_code == 409
+        and "Not recorded: shipment <strong><bdi>SHP-S</bdi></strong> changed" in late.text
+    )
     assert "Outcome: <strong><bdi>unknown</bdi></strong>" in late.text
     shown = " ".join(late.text.split())
     # the finding chosen is shown with the notes (only the notes were: an officer who found something
@@ -572,6 +580,69 @@ def test_an_outcome_recorded_before_the_character_rule_cannot_reorder_the_review
     assert recorded.startswith("Outcome: <strong><bdi>wet_\u202epatch</bdi></strong> by <bdi>o-\u202e1</bdi>")
     assert recorded.rstrip().endswith("&mdash; <bdi>\u202e3 dloh</bdi>"), recorded
     assert re.sub(r"<bdi>.*?</bdi>", "", recorded).count("\u202e") == 0
+
+
+class _TextNodes(HTMLParser):
+    """Each text of a page with the element it lies in, innermost last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.texts: list[tuple[tuple[str, ...], str]] = []
+
+    def handle_starttag(self, tag: str, attrs: object) -> None:
+        if tag not in ("img", "input", "br", "meta", "link"):  # void elements close themselves
+            self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.open and self.open.pop() != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        self.texts.append((tuple(self.open), data))
+
+
+def test_a_picture_name_recorded_by_a_batch_cannot_reorder_the_review_page(make_client, audit_store) -> None:
+    """A batch run records its rows' file names as they are: "\\u202egnp.1-nacs" printed bare in the
+    reasons, the caption, the download link and the near-copy label reversed the score, the reason
+    and the words after it; a batch's shipment id likewise in the notices. Each is isolated (<bdi>),
+    as the declared values are."""
+    rng = np.random.default_rng(3)
+    photo = cv2.GaussianBlur(rng.integers(0, 255, (64, 96, 3)).astype(np.uint8), (9, 9), 0)
+    client = make_client()
+    for shipment, name, data, kind in (
+        ("SHP-FIRST", "a.png", cv2.imencode(".png", photo)[1].tobytes(), "image/png"),
+        ("SHP-AGAIN", "b.jpg", cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 60])[1].tobytes(),
+         "image/jpeg"),
+    ):  # fmt: skip
+        declaration = json.dumps({"shipment_id": shipment, "cargo_type": "bulk_ore"})
+        sent = client.post(
+            "/v1/shipments", files=[("images", (name, data, kind))], data={"declaration": declaration},
+            headers=auth(ADMIN_KEY),
+        )  # fmt: skip
+        assert sent.status_code == 200, sent.text
+    again = audit_store.get("SHP-AGAIN").decision
+    assert again.images[0].similar_in == ["SHP-FIRST"]
+    named = "/batch/\u202egnp.1-nacs"
+    audit_store.record(
+        again.model_copy(
+            update={
+                "shipment_id": "\u202eSHP-RLO",
+                "images": [i.model_copy(update={"path": named}) for i in again.images],
+                "reasons": [
+                    r.model_copy(update={"image": named if r.image else None}) for r in again.reasons
+                ],
+            }
+        )
+    )  # as a batch run records a row's file name
+    _signed_in(client)
+    parser = _TextNodes()
+    parser.feed(client.get("/review", params={"shipment": "\u202eSHP-RLO"}).text)
+    shown = [(where, text) for where, text in parser.texts if "\u202e" in text]
+    assert all(where[-1] == "bdi" for where, _ in shown), shown
+    # two reasons (its score, the near-copy), the download link, the caption, the near-copy label;
+    # the shipment's id (a batch's may hold any character) in the heading and the search's notice
+    assert sorted(text for _, text in shown) == ["\u202eSHP-RLO"] * 2 + ["\u202egnp.1-nacs"] * 5
 
 
 @pytest.mark.parametrize(
@@ -740,7 +811,9 @@ def test_a_form_not_recorded_keeps_the_queue_page_it_was_posted_from(make_client
     assert done.headers["location"] == f"/review?show=all&before={before}&recorded=SHP-002"
     assert audit_store.get("SHP-002").outcome.notes == "x"
     page = client.get(done.headers["location"]).text
-    assert "Outcome recorded for shipment <strong>SHP-002</strong>" in page and 'class="more"' in page
+    assert (
+        "Outcome recorded for shipment <strong><bdi>SHP-002</bdi></strong>" in page and 'class="more"' in page
+    )
     # a form of a shipment searched for still comes back to it, whatever page it was found from
     found = _form(client.get("/review", params={"shipment": "SHP-004"}).text, "SHP-004")
     assert (found["searched"], "show" in found, "before" in found) == ("true", False, False)
@@ -784,13 +857,17 @@ FORGED_TEXT = (
     ("params", "outcome", "said"),
     [
         ({"recorded": "SHP-7"}, False, None),  # a link saying an outcome was recorded: none was
-        ({"recorded": "SHP-7"}, True, "Outcome recorded for shipment <strong>SHP-7</strong>."),
+        ({"recorded": "SHP-7"}, True, "Outcome recorded for shipment <strong><bdi>SHP-7</bdi></strong>."),
         ({"recorded": "SHP-NONE"}, False, None),  # no such shipment
         ({"stale": FORGED_TEXT}, False, None),  # 7,600 characters of someone's message
         ({"stale": "SHP-7\n"}, False, None),
-        ({"stale": "SHP-7"}, True, "Not recorded: shipment <strong>SHP-7</strong> changed"),
+        ({"stale": "SHP-7"}, True, "Not recorded: shipment <strong><bdi>SHP-7</bdi></strong> changed"),
         ({"relisted": "SHP-NONE"}, False, None),
-        ({"relisted": "SHP-7"}, False, "Not recorded: what may be found in shipment <strong>SHP-7</strong>"),
+        (
+            {"relisted": "SHP-7"},
+            False,
+            "Not recorded: what may be found in shipment <strong><bdi>SHP-7</bdi></strong>",
+        ),
     ],
 )
 def test_a_notice_names_only_a_shipment_the_store_holds_as_it_says(
