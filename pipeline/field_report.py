@@ -38,8 +38,9 @@ included, is an anomaly; ``None`` is clean).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -50,13 +51,49 @@ from pipeline.audit.records import AuditRecord
 from pipeline.intervals import CONFIDENCE, binomial_interval, trials_to_show
 from pipeline.verdicts import Tier
 
-__all__ = ["ALL", "DRAWS", "FieldMiss", "FieldReport", "GroupFigures", "field_report", "would_be_tier"]
+__all__ = [
+    "ALL",
+    "DRAWS",
+    "FieldMiss",
+    "FieldReport",
+    "GroupFigures",
+    "field_report",
+    "rate_text",
+    "would_be_tier",
+]
 
 ALL = "all cargo"
 """The group every shipment counts in, beside its cargo type's."""
 
 DRAWS = 10_000
 """Draws from the posteriors for the miss rate's interval."""
+
+
+def rate_text(value: float, *, significant: int = 2, apart_from: Sequence[float] = ()) -> str:
+    """A share as a percentage with ``significant`` significant digits and at least one decimal, the
+    zeros past it dropped: ``0.0001`` -> ``"0.01%"``, ``0.0005`` -> ``"0.05%"``, ``0.01`` -> ``"1.0%"``,
+    ``0.667`` -> ``"66.7%"``; with more where it takes them to tell it from each of ``apart_from``
+    it is not equal to (as :func:`pipeline.report.score_text` tells a score from its cuts). One
+    decimal wrote a target of 0.0001 as "0.0%" and one of 0.0005 as "0.1%"."""
+
+    def text(share: float, decimals: int) -> str:
+        digits = f"{100.0 * share:.{decimals}f}"
+        if "." in digits:
+            whole, tail = digits.split(".")
+            digits = f"{whole}.{tail.rstrip('0') or '0'}"
+        return f"{digits}%"
+
+    percent = 100.0 * value
+    magnitude = math.floor(math.log10(percent)) if math.isfinite(percent) and percent > 0 else 0
+    decimals = max(1, significant - 1 - magnitude)
+    while decimals < 12 and any(
+        text(value, decimals) in (text(cut, decimals), rate_text(cut, significant=3))
+        for cut in apart_from
+        if cut != value
+    ):
+        decimals += 1
+    return text(value, decimals)
+
 
 _OUTWARD = 2.33 * ((1 - CONFIDENCE) / 2 * (1 + CONFIDENCE) / 2 / DRAWS) ** 0.5
 """How far past 2.5 % (97.5 %) the interval's ends are read among the draws: a sample quantile of a
@@ -241,14 +278,18 @@ class GroupFigures:
         if point is None:
             return "not known: every inspection found the cargo clean: no anomalous cargo to miss yet"
         low, high = interval or (point, point)
-        said = f"estimated {point:.1%} (95 % interval {low:.1%} to {high:.1%})"
+        # significant digits, each figure told from the target: one decimal wrote a target of
+        # 0.0001 as "0.0%", and an estimate above it as the target itself
+        shown = rate_text(target, significant=3)
+        point_text, low_text, high_text = (rate_text(v, apart_from=(target,)) for v in (point, low, high))
+        said = f"estimated {point_text} (95 % interval {low_text} to {high_text})"
         if low > target:
             return (
-                f"ABOVE the {target:.1%} target: {said}; the model releases more anomalous cargo than "
+                f"ABOVE the {shown} target: {said}; the model releases more anomalous cargo than "
                 "it was validated for"
             )
         if high <= target:
-            return f"within the {target:.1%} target: {said}"
+            return f"within the {shown} target: {said}"
         needed = self.audits_to_show(target)
         more = (
             f"; at least {needed:,} audit outcomes of releases, none finding an anomaly, are needed to "
@@ -256,7 +297,7 @@ class GroupFigures:
             if needed is not None
             else "; more audit outcomes narrow it"
         )
-        return f"not known yet: {said} spans the {target:.1%} target{more}"
+        return f"not known yet: {said} spans the {shown} target{more}"
 
     def audits_to_show(self, target: float) -> int | None:
         """The fewest audits of releases, none finding an anomaly, that could show the miss rate

@@ -6,12 +6,13 @@ would-be release that found an anomaly. Inline CSS and SVG, no JavaScript, nothi
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from pipeline.field_report import FieldReport, GroupFigures
+from pipeline.field_report import FieldReport, GroupFigures, rate_text
 from pipeline.intervals import binomial_interval
 from pipeline.report import percent, percent_span
 
@@ -85,32 +86,47 @@ def weekly_tiers_svg(by_week: dict[str, GroupFigures]) -> Markup:
     return _svg(parts, "Shipments decided per week, by tier")
 
 
+def _share_ticks(top: float) -> tuple[float, list[tuple[float, str]]]:
+    """An axis of shares from 0 to at least ``top`` at round steps (1, 2 or 5 times a power of ten,
+    two to four of them), each labelled as a percentage with the decimals its step takes: the top,
+    where the axis ends, and the ticks. Quarters of the top labelled with one decimal read 0.0%,
+    0.0%, 0.1%, 0.1%, 0.1% on the axis of a 0.01 % target."""
+    wanted = top / 4
+    power = 10.0 ** math.floor(math.log10(wanted))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= wanted * (1 - 1e-9))
+    count = max(1, math.ceil(top / step - 1e-9))
+    decimals = max(1, -math.floor(math.log10(100.0 * step) + 1e-9))
+    return count * step, [(k * step, f"{100.0 * k * step:.{decimals}f}%") for k in range(count + 1)]
+
+
 def weekly_miss_svg(by_week: dict[str, GroupFigures], target: float) -> Markup:
     """The estimated field miss rate per week with its 95 % interval, and the target as a line;
     a week without an estimate (no audit or hold outcome) is left empty."""
     weeks = list(by_week)
     estimates = [g.miss_rate() for g in by_week.values()]
     highs = [interval[1] for _, interval in estimates if interval is not None]
-    # at most ten times the target: a week's interval reaching far past it is clipped at the top
-    top = min(1.0, 10 * target, max([2.5 * target, *highs]))
-    ticks = [(top * f, f"{top * f:.1%}") for f in (0, 0.25, 0.5, 0.75, 1)]
+    # at most ten times the target: a week's interval reaching far past it is clipped there; the
+    # axis goes on to the next round tick
+    clip = min(1.0, 10 * target, max([2.5 * target, *highs]))
+    top, ticks = _share_ticks(clip)
     parts = _frame(weeks, top, ticks, "anomalous cargo released")
     y = _y(target, top)
     parts.append(
         f'<line x1="{_LEFT}" y1="{y:.1f}" x2="{_W - _RIGHT}" y2="{y:.1f}" stroke="#c92a2a" '
         f'stroke-dasharray="6 4"/><text x="{_W - _RIGHT - 4}" y="{y - 5:.1f}" text-anchor="end" '
-        f'class="tick" fill="#c92a2a">target {target:.1%}</text>'
+        f'class="tick" fill="#c92a2a">target {rate_text(target, significant=3)}</text>'
     )
     for i, (point, interval) in enumerate(estimates):
         if point is None or interval is None:
             continue
         x = _x(i, len(weeks))
         colour = "#c92a2a" if interval[0] > target else "#1c7ed6"
+        point_text, low_text, high_text = (rate_text(v, apart_from=(target,)) for v in (point, *interval))
         parts.append(
-            f'<line x1="{x:.1f}" y1="{_y(min(interval[0], top), top):.1f}" x2="{x:.1f}" '
-            f'y2="{_y(min(interval[1], top), top):.1f}" stroke="{colour}" stroke-width="2"/>'
-            f'<circle cx="{x:.1f}" cy="{_y(min(point, top), top):.1f}" r="4" fill="{colour}">'
-            f"<title>{html.escape(weeks[i])}: {point:.2%} ({interval[0]:.2%} to {interval[1]:.2%})"
+            f'<line x1="{x:.1f}" y1="{_y(min(interval[0], clip), top):.1f}" x2="{x:.1f}" '
+            f'y2="{_y(min(interval[1], clip), top):.1f}" stroke="{colour}" stroke-width="2"/>'
+            f'<circle cx="{x:.1f}" cy="{_y(min(point, clip), top):.1f}" r="4" fill="{colour}">'
+            f"<title>{html.escape(weeks[i])}: {point_text} ({low_text} to {high_text})"
             "</title></circle>"
         )
     if not any(point is not None for point, _ in estimates):
@@ -167,6 +183,7 @@ def render_field_report(report: FieldReport, *, store: str) -> str:
         models=[_row(name, g, report.target) for name, g in report.by_model.items()],
         tiers_chart=weekly_tiers_svg(report.by_week),
         miss_chart=weekly_miss_svg(report.by_week, report.target),
+        target=rate_text(report.target, significant=3),
         colours=TIER_COLOURS,
     )
 

@@ -184,8 +184,13 @@ def test_the_figures_against_hand_computed_values() -> None:
             "not known yet: estimated 0.0% (95 % interval 0.0% to",
         ),  # never ABOVE on nothing,
         ((1000, 200, 1, 100, 50), 0.05, "not known yet: estimated 9.1%"),
+        # one decimal wrote these targets "0.0%" and "0.1%"
+        ((1000, 200, 20, 100, 50), 0.0001, "ABOVE the 0.01% target: estimated 66.7%"),
+        ((1000, 200, 20, 100, 50), 0.0005, "ABOVE the 0.05% target: estimated 66.7%"),
+        ((1000, 200, 0, 100, 50), 0.00123, "not known yet: estimated 0.0% (95 % interval 0.0% to 29.2%) "
+         "spans the 0.123% target"),
     ],
-)
+)  # fmt: skip
 def test_the_verdict_against_the_target(population, target: float, said: str) -> None:
     releases, audited, found, holds, held_found = population
     records = _population(releases, audited, found, holds, held_found)
@@ -425,6 +430,17 @@ def test_the_page_leads_with_the_verdict_and_draws_the_weeks() -> None:
     assert "A0" in page and "foreign_object" in page  # the field's miss, to label for retraining
     empty = render_field_report(field_report([]), store="x")
     assert "no week has audit and hold outcomes yet" in empty and "None: no random audit" in empty
+
+
+def test_a_small_target_is_written_with_its_significant_digits() -> None:
+    """``--target-miss-rate 0.0001`` read "0.0%" in the page's text and the chart's target line, and
+    the chart's y axis, quarters of its top with one decimal, read 0.0%, 0.0%, 0.1%, 0.1%, 0.1%."""
+    report = field_report(_population(80, 10, 1, 20, 10), target=0.0001)
+    page = render_field_report(report, store="sqlite:///audit.db")
+    assert "Target: at most 0.01% of anomalous cargo released." in page
+    assert "ABOVE the 0.01% target" in page and ">target 0.01%</text>" in page
+    (chart,) = re.findall(r'<svg[^>]*aria-label="Estimated share.*?</svg>', page, re.S)
+    assert re.findall(r'class="tick">([^<]*%)</text>', chart) == ["0.00%", "0.05%", "0.10%"]
 
 
 def test_each_picture_of_a_miss_is_isolated_so_that_no_name_reorders_the_others() -> None:
