@@ -532,3 +532,36 @@ def test_a_shipment_is_found_on_the_page_by_its_id_whatever_its_tier(make_client
     assert "No decision recorded for shipment <strong><bdi>&lt;b&gt;x&lt;/b&gt;</bdi></strong>" in missing
     assert client.get("/review", params={"shipment": "S" * 129}).status_code == 422
     assert client.get("/review", params={"shipment": "a\x00b"}).status_code == 422  # PostgreSQL holds no NUL
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_long_shipment_id_and_file_name_stay_within_the_card(live_server, chromium) -> None:
+    """An id of 128 characters and a file name of 124, neither with a place to break: both ran out
+    of the card, and the page scrolled sideways."""
+    from playwright.sync_api import expect
+
+    server = live_server()
+    shipment = "SHP-" + "9" * 124
+    declaration = json.dumps({"shipment_id": shipment, "cargo_type": "bulk_ore"})
+    name = "N" * 120 + ".png"
+    sent = httpx.post(
+        f"{server.url}/v1/shipments",
+        files=[("images", (name, _ore_png(235, 7), "image/png"))],
+        data={"declaration": declaration},
+        headers=auth(SUBMITTER_KEY),
+    )
+    assert sent.status_code == 200, sent.text
+    page = chromium.new_page(viewport={"width": 1024, "height": 800})
+    page.goto(f"{server.url}/review")
+    page.fill("#key", OFFICER_KEY)
+    page.click("#login-form button")
+    card = page.locator("article.shipment")
+    expect(card).to_have_count(1)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1024
+    right = card.evaluate("c => c.getBoundingClientRect().right")
+    for shown in ("h2", ".reason .which", "figcaption > strong", ".image .original"):
+        assert card.locator(shown).evaluate("e => e.getBoundingClientRect().right") <= right, shown
+    page.goto(f"{server.url}/review?shipment={shipment}")  # its id in the search's notice too
+    expect(page.locator("article.shipment")).to_have_count(1)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1024
