@@ -376,14 +376,62 @@ class Queue(NamedTuple):
         return "/review" + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
 
 
+_SEARCHED = re.compile(r"[^\x00-\x1f\x7f]{0,128}")
+"""A shipment id searched for, once its edge spaces are gone: as recorded ids are (PostgreSQL holds
+no NUL)."""
+_RECORD_NUMBER = re.compile(r"[0-9]{1,19}")
+
+
+def _quoted(value: str) -> str:
+    """A query value as a notice names it: its control characters escaped, the first 40 characters."""
+    return repr(value[:40]) + ("…" if len(value) > 40 else "")
+
+
+def _read_query(
+    show: str | None, before: str | None, shipment: str | None
+) -> tuple[str, int | None, str | None, list[str]]:
+    """The queue page a GET asks for (``show``, ``before``) and the shipment it searches for, and a
+    notice for each value not understood, which is left out (an empty one is no value). Validated as
+    query parameters, such a link or a search ending in a pasted tab (``SHP-1\\t``: the search takes
+    off edge spaces only after) was answered with a problem+json body an officer cannot read.
+    ``shipment`` is given as typed where it may be an id: a batch's may end in a space."""
+    unread: list[str] = []
+    if show not in (None, "", "pending", "all"):
+        unread.append(
+            f"Not understood: show={_quoted(show)} (accepted: pending, all); the pending queue is shown."
+        )
+    show = show if show in ("pending", "all") else "pending"
+    bound = None
+    if before:
+        bound = int(before) if _RECORD_NUMBER.fullmatch(before) else None
+        if bound is None or not 1 <= bound <= MAX_SEQ:
+            unread.append(
+                f"Not understood: before={_quoted(before)} (accepted: a record number from 1 to {MAX_SEQ}); "
+                "the newest shipments are shown."
+            )
+            bound = None
+    if shipment is not None:
+        if not _SEARCHED.fullmatch(shipment.strip()):
+            unread.append(
+                f"Not understood: shipment={_quoted(shipment)} (accepted: an id of at most 128 characters, "
+                "without control characters); the queue is shown."
+            )
+            shipment = None
+        elif len(shipment) > 128:  # no recorded id: its edge spaces go now
+            shipment = shipment.strip()
+    return show, bound, shipment, unread
+
+
 @router.get("", response_class=HTMLResponse)
 async def review_page(
     request: Request,
     services: ServicesDep,
-    show: Annotated[str, Query(pattern="^(pending|all)$")] = "pending",
-    before: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
-    shipment: Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{0,128}$")] = None,
+    show: Annotated[str | None, Query()] = None,
+    before: Annotated[str | None, Query()] = None,
+    shipment: Annotated[str | None, Query()] = None,
 ) -> Response:
+    """The queue, or the shipment searched for; a query value not understood is named in a notice
+    on the page (:func:`_read_query`)."""
     session = _session(request, services)
     if session is None:
         return templates.TemplateResponse(request, "review.html", {"mode": "login", "error": None})
@@ -395,15 +443,17 @@ async def review_page(
             {"mode": "login", "error": "This key may not review shipments."},
             status_code=403,
         )
+    show, bound, shipment, unread = _read_query(show, before, shipment)
     return await _queue_page(
         request,
         services,
         principal,
         csrf,
         show=show,
-        before=before,
+        before=bound,
         shipment=shipment,
         asked=request.query_params,
+        unread=unread,
     )
 
 
@@ -420,6 +470,7 @@ async def _queue_page(
     refused: tuple[str, dict[str, Any]] | None = None,
     typed: tuple[str, str, str, int] | None = None,
     back: Queue | None = None,
+    unread: list[str] | None = None,
     status_code: int = 200,
 ) -> Response:
     """The queue, or the one shipment searched for (``shipment``), for a signed-in reviewer: the
@@ -428,7 +479,8 @@ async def _queue_page(
     whose notes were refused and :func:`_refused_notes`; ``typed``: what a form not recorded posted,
     (shipment, finding, notes, the seq of the decision its form was for), put back in that shipment's
     form; ``back``: where that form came
-    from, kept in the forms of the page (by default, the page itself)."""
+    from, kept in the forms of the page (by default, the page itself); ``unread``: a notice for each
+    query value not understood."""
     if back is None:
         back = Queue(searched=bool(shipment and shipment.strip()), show=show, before=before)
     wanted = None
@@ -481,6 +533,7 @@ async def _queue_page(
             "refused_notes": refused_notes,
             "typed": again,
             "back": back,
+            "unread": unread or [],
             "stored": lambda sha256: services.store.has("images", sha256),
             "thresholds_applied": lambda d, img: thresholds_applied(services.policy, d, img),
             "score_shown": lambda d, img: score_shown(services.policy, d, img),
