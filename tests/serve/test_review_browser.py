@@ -567,3 +567,30 @@ def test_a_long_shipment_id_and_file_name_stay_within_the_card(live_server, chro
     page.goto(f"{server.url}/review?shipment={shipment}")  # its id in the search's notice too
     expect(page.locator("article.shipment")).to_have_count(1)
     assert page.evaluate("document.documentElement.scrollWidth") <= 1024
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_review_page_asks_for_nothing_the_server_does_not_hold(live_server, chromium) -> None:
+    """With no icon named, the browser asked for /favicon.ico on every load, and each 404 stood in
+    its console as an error. The page names its own (an SVG, which the policy's img-src 'self'
+    allows)."""
+    from playwright.sync_api import expect
+
+    server = live_server()
+    assert _submit(server.url, "SHP-ICON-1", [235])["tier"] == "PHYSICAL_INSPECTION"
+    page = chromium.new_page(viewport={"width": 1366, "height": 900})
+    errors: list[str] = []
+    answered: dict[str, int] = {}
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("response", lambda response: answered.__setitem__(response.url, response.status))
+    page.goto(f"{server.url}/review")
+    page.fill("#key", OFFICER_KEY)
+    page.click("#login-form button")
+    expect(page.locator("#shipment-SHP-ICON-1")).to_have_count(1)
+    page.wait_for_load_state("networkidle")
+    # the browser's own request for the icon is not the page's: its 404 shows in the console only
+    assert errors == []
+    assert {url: status for url, status in answered.items() if status >= 400} == {}
+    icon = httpx.get(server.url + page.locator("link[rel=icon]").get_attribute("href"))
+    assert (icon.status_code, icon.headers["content-type"]) == (200, "image/svg+xml")
