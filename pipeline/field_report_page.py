@@ -142,6 +142,8 @@ def _row(name: str, g: GroupFigures, target: float) -> dict[str, str]:
     return {
         "name": name,
         "decided": f"{g.decided:,}",
+        # the policy's would-be releases, those picked for a random audit among them (inspected,
+        # and drawn at their audit's tier in the tier chart)
         "released": percent(g.released_share),
         "audits": f"{g.audited_inspected:,} of {g.audited:,}",
         "found": f"{g.audited_found:,}",

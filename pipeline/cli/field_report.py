@@ -141,8 +141,9 @@ def register_report(group: typer.Typer) -> None:
         console.print(f"seals: {said}")
         for name, g in figures.by_cargo.items():
             console.print(
-                f"{name}: {g.decided:,} shipments, {g.would_release:,} released ({g.audited_inspected:,} "
-                f"audited and inspected, {g.audited_found:,} found anomalous); anomalous cargo released: "
+                f"{name}: {g.decided:,} shipments, {g.would_release:,} would be released (released or "
+                f"audited; {g.audited_inspected:,} audited and inspected, {g.audited_found:,} found "
+                "anomalous); anomalous cargo released: "
                 f"{g.verdict(target)}"
             )
         console.print(f"wrote {out / 'field_report.html'} and {out / 'field_report.json'}")

@@ -443,6 +443,23 @@ def test_a_small_target_is_written_with_its_significant_digits() -> None:
     assert re.findall(r'class="tick">([^<]*%)</text>', chart) == ["0.00%", "0.05%", "0.10%"]
 
 
+def test_the_would_be_releases_are_not_called_released_beside_a_tier_chart_that_draws_audits_held() -> None:
+    """The tables' "released" column counted the would-be releases picked for a random audit (66.7 %
+    of 60 shipments), while the tier chart below drew RELEASE for 30 of them: the audited are drawn at
+    the tier they were inspected at. The column says what it counts, and the chart's note why."""
+    report = field_report(_population(40, 10, 1, 20, 10))
+    block = report.by_cargo[ALL]
+    assert (block.decided, block.would_release, block.tiers["RELEASE"]) == (60, 40, 30)
+    page = render_field_report(report, store="sqlite:///audit.db")
+    heads = re.findall(r"<thead><tr>(.*?)</tr></thead>", page)
+    assert [re.findall(r"<th>(.*?)</th>", h)[2] for h in heads[:3]] == [
+        "would release (released or audited)"
+    ] * 3
+    assert "<th>released</th>" not in page
+    assert "<td>66.7 %</td>" in page
+    assert "drawn at the tier it was inspected at, not as RELEASE" in page
+
+
 def test_each_picture_of_a_miss_is_isolated_so_that_no_name_reorders_the_others() -> None:
     """The pictures were joined bare into one cell: a file name holding U+202E reversed itself and
     every name after it ('2.png' read as 'gnp.2'). Each name is isolated in its own <bdi>."""
@@ -525,7 +542,10 @@ def test_cli_writes_the_report_of_a_verified_store(
     out = tmp_path / "field"
     assert run(app, ["audit", "report", "--db", url, "--out", str(out)]) == 0
     said = " ".join(capsys.readouterr().out.split())
-    assert "all cargo: 12 shipments, 10 released (4 audited and inspected, 1 found anomalous)" in said
+    assert (
+        "all cargo: 12 shipments, 10 would be released (released or audited; 4 audited and inspected, "
+        "1 found anomalous)" in said
+    )
     assert "seals: 18 records sealed, every seal matches" in said
     figures = json.loads((out / "field_report.json").read_text())
     block = figures["by_cargo_type"][ALL]
@@ -586,7 +606,7 @@ def test_cli_prints_a_cargo_type_as_text_and_writes_both_files_or_neither(
         store.record(_decision("ODD-1", "release", cargo="ore[/]"))
     out = tmp_path / "field"
     assert run(app, ["audit", "report", "--db", url, "--out", str(out)]) == 0
-    assert "ore[/]: 1 shipments, 1 released" in capsys.readouterr().out
+    assert "ore[/]: 1 shipments, 1 would be released" in capsys.readouterr().out
     before = (out / "field_report.json").read_text()
     (out / "field_report.html").unlink()
     (out / "field_report.html").mkdir()  # cannot be replaced by a file
