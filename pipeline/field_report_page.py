@@ -52,6 +52,11 @@ def _frame(weeks: list[str], top: float, ticks: list[tuple[float, str]], y_label
         f'<text transform="translate(14 {(_TOP + _H - _BOTTOM) / 2:.0f}) rotate(-90)" text-anchor="middle" '
         f'class="axis">{html.escape(y_label)}</text>'
     )
+    # the x axis's title: its labels ("2026-W45") are weeks of the ISO calendar, not dates
+    parts.append(
+        f'<text x="{(_LEFT + _W - _RIGHT) / 2:.0f}" y="{_H - 8}" text-anchor="middle" '
+        'class="axis">ISO week</text>'
+    )
     return parts
 
 

@@ -460,6 +460,17 @@ def test_the_would_be_releases_are_not_called_released_beside_a_tier_chart_that_
     assert "drawn at the tier it was inspected at, not as RELEASE" in page
 
 
+def test_each_chart_titles_its_x_axis() -> None:
+    """The charts' x axes had labels ("2026-W45") and no title: they read as dates."""
+    records = _population(80, 10, 1, 20, 10) + _population(50, 5, 0, 10, 4, prefix="W2-", day="2026-11-12")
+    page = render_field_report(field_report(records), store="sqlite:///audit.db")
+    charts = re.findall(r"<svg.*?</svg>", page, re.S)
+    assert len(charts) == 2
+    for chart in charts:
+        (title,) = re.findall(r'<text x="([0-9.]+)" y="([0-9.]+)"[^>]*class="axis">ISO week</text>', chart)
+        assert title == ("379", "252")  # centred under the plot, below the week labels
+
+
 def test_each_picture_of_a_miss_is_isolated_so_that_no_name_reorders_the_others() -> None:
     """The pictures were joined bare into one cell: a file name holding U+202E reversed itself and
     every name after it ('2.png' read as 'gnp.2'). Each name is isolated in its own <bdi>."""
