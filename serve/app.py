@@ -91,9 +91,10 @@ def preflight(settings: ServeSettings) -> dict[str, Predictor]:
     loaded models (for a single worker to serve; several load their own).
 
     Raises:
-        ModelError / ArtifactError / PolicyError / InputError / AuditError: from loading.
+        ModelError / ArtifactError / PolicyError / InputError / AuditError: from loading;
+            InputError too where CLEARSIGHT_AUDIT_SECRET does not seal the audit store's head.
     """
-    from pipeline.audit import AuditStore
+    from pipeline.audit import AuditStore, HeadSealError
 
     policy = _load_policy(settings)
     _load_register(settings, policy)  # the quick checks first
@@ -101,7 +102,11 @@ def preflight(settings: ServeSettings) -> dict[str, Predictor]:
     AuditStore.check_url(settings.audit_db)
     predictors = _load_predictors(settings.models, runtime=settings.runtime)
     policy.check_models({cargo: p.model_id for cargo, p in predictors.items()})
-    audit = _open_audit(settings)  # last: a start that fails on anything else leaves no new store
+    try:
+        audit = _open_audit(settings)  # last: a start that fails on anything else leaves no new store
+    except HeadSealError as exc:
+        # every decision would fail (500) behind a /readyz that said ready: a setting to change
+        raise InputError(str(exc)) from exc
     try:
         audit.ping()
     finally:

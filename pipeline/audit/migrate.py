@@ -34,7 +34,7 @@ from pipeline.audit.schema import (
     metadata,
     schema_info,
 )
-from pipeline.audit.seal import SealKey, add_seal_column, has_seal_column, unsealed_records
+from pipeline.audit.seal import SealKey, add_seal_column, has_seal_column, locked_head, unsealed_records
 
 __all__ = ["Schema"]
 
@@ -75,11 +75,14 @@ class Schema:
         """Check the store's schema version and tables; with ``create``, make the schema where there
         is none and upgrade an older one. With ``seal_key``, a store holding records without a seal
         (one before version 5 among them) is refused to a writer (``create``), and writing to it
-        refused otherwise (:attr:`unsealed`), until an operator seals them (`clearsight audit seal`).
+        refused otherwise (:attr:`unsealed`), until an operator seals them (`clearsight audit seal`);
+        and a store whose head does not carry ``seal_key``'s seal is refused to a writer.
 
         Raises:
             SchemaVersionError: another schema version; or an older one and ``create``, by a role
                 that may not upgrade it.
+            HeadSealError: ``create`` and ``seal_key``, and the head does not carry its seal (another
+                secret's store, or a forged head), naming CLEARSIGHT_AUDIT_SECRET.
             AuditError: tables missing, PostgreSQL too old for a writer, no schema and not ``create``,
                 or records without a seal, ``create`` and ``seal_key``.
         """
@@ -130,6 +133,9 @@ class Schema:
             self.version = SCHEMA_VERSION if self.sealed else version
             if seal_key is not None and create:  # a reader's scan waits for its first write
                 self.check_unsealed(conn, create=True)
+                # a writer whose secret did not seal the head would append nothing, every decision
+                # failing (500s behind a service that said it was ready): refused as it opens
+                locked_head(conn, seal_key, store=self.url)
             if self.indexes and not create and not self._likeness_current(conn):
                 # an early build's layout, made again when a writer opens the store
                 self.indexes = (image_index,)

@@ -30,13 +30,16 @@ import hmac
 import json
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, inspect, select, text
 
 from datasets.errors import AuditError
 from pipeline.audit.chain import GENESIS_HASH, chain_hash, index_columns
 from pipeline.audit.schema import audit_head, audit_records, sealed_records
+
+if TYPE_CHECKING:
+    from pipeline.audit.store import AuditStore
 
 __all__ = [
     "SEAL_LABEL",
@@ -45,6 +48,7 @@ __all__ = [
     "SealCheck",
     "SealKey",
     "add_seal_column",
+    "check_head_seal",
     "check_outcome_of",
     "has_seal_column",
     "locked_head",
@@ -93,7 +97,7 @@ class HeadSealError(SealBrokenError):
     a record added there would bury a forged head under sealed ones, and a writer still holding a
     rotated secret would seal what the server's key then refuses."""
 
-    def __init__(self, seq: int, why: str, *, foreign: bool = False) -> None:
+    def __init__(self, seq: int, why: str, *, foreign: bool = False, store: str | None = None) -> None:
         rotated = (
             ": if the audit secret was rotated (`clearsight audit seal --rotate`), restart this writer "
             "with the new CLEARSIGHT_AUDIT_SECRET"
@@ -105,6 +109,15 @@ class HeadSealError(SealBrokenError):
             f"{why}; it is the chain's head, and nothing is appended after a head that does not carry "
             f"this writer's seal{rotated}",
         )
+        if store is not None:  # found as a writer opens the store: said as a setting to change
+            self.args = (
+                f"audit store {store}: its head, record {seq}, does not carry the seal of this "
+                f"CLEARSIGHT_AUDIT_SECRET ({why}): the secret is not the one the store's records are "
+                "sealed with (set the one its writers use; after `clearsight audit seal --rotate`, the "
+                "new one: README, *Rotating the audit secret*), or the head was forged (`clearsight "
+                "audit verify` with the store's secret says which). Nothing is appended after a head "
+                "without this writer's seal",
+            )
 
 
 class Head(NamedTuple):
@@ -114,16 +127,40 @@ class Head(NamedTuple):
     record_hash: str
 
 
-def locked_head(conn: Connection, key: SealKey) -> Head:
+def locked_head(conn: Connection, key: SealKey, *, store: str | None = None) -> Head:
     """The chain's head row, locked for an append (PostgreSQL: FOR UPDATE), once its record is found
     to carry ``key``'s seal, and its hash and query columns to be its content's: read in the same
-    query. A writer extends only a head it would vouch for reading it.
+    query. A writer extends only a head it would vouch for reading it. ``store``: the store's URL
+    (password hidden), given by a writer opening it, whose refusal names the secret to set.
 
     Raises:
         HeadSealError: naming the head record.
     """
+    return _checked_head(conn, key, lock=True, store=store)
+
+
+def check_head_seal(store: AuditStore) -> None:
+    """Raise :class:`HeadSealError` where the head of ``store`` does not carry the seal of the key it
+    was opened with (a readiness probe's check: one query, no lock). Nothing is checked on a store
+    opened without a key, or read as it is at a version before seals (its writes are refused anyway).
+
+    A method of the store's in all but place (it reads the store's connection and key), kept beside
+    :func:`locked_head`, whose query it shares.
+
+    Raises:
+        HeadSealError: naming the head record and the store, as a writer's open does.
+        AuditError: the store cannot be read.
+    """
+    key = store._seal_key
+    if key is None or not store._schema.sealed:
+        return
+    with store._db.reading("reading the chain head") as conn:
+        _checked_head(conn, key, lock=False, store=store.url)
+
+
+def _checked_head(conn: Connection, key: SealKey, *, lock: bool, store: str | None = None) -> Head:
     h = audit_head.c
-    row = conn.execute(
+    query = (
         select(h.seq.label("head_seq"), h.record_hash.label("head_hash"), sealed_records)
         .select_from(
             audit_head.outerjoin(
@@ -132,16 +169,18 @@ def locked_head(conn: Connection, key: SealKey) -> Head:
             )
         )
         .where(h.id == 1)
-        .with_for_update(of=audit_head)
-    ).one()
+    )
+    row = conn.execute(query.with_for_update(of=audit_head) if lock else query).one()
     head = Head(row.head_seq, row.head_hash)
     if head.seq == 0:
         return head
     if row.seq is None:
-        raise HeadSealError(head.seq, "the head row names a record the chain does not hold with its hash")
+        raise HeadSealError(
+            head.seq, "the head row names a record the chain does not hold with its hash", store=store
+        )
     why = _content_fault(row)
     if why is not None:
-        raise HeadSealError(head.seq, why)
+        raise HeadSealError(head.seq, why, store=store)
     why = seal_fault(key, head.record_hash, row.seal)
     if why is not None:
         # the same story as a read's: the head and the records it ends with, and the first, all another
@@ -149,7 +188,7 @@ def locked_head(conn: Connection, key: SealKey) -> Head:
         rotated = _foreign_seal(key, head.record_hash, row.seal) and _looks_rotated(
             conn, key, head.seq, head.seq
         )
-        raise HeadSealError(head.seq, why, foreign=bool(rotated))
+        raise HeadSealError(head.seq, why, foreign=bool(rotated), store=store)
     return head
 
 

@@ -7,6 +7,8 @@ import logging
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from pipeline.audit import AuditStore, HeadSealError
+from pipeline.audit.seal import check_head_seal
 from serve.deps import MetricsReaderDep, ServicesDep
 from serve.metrics import CONTENT_TYPE_LATEST
 from serve.problems import AUTHENTICATED, problem_response, problem_responses, retry_after_of
@@ -37,16 +39,17 @@ async def healthz() -> Health:
     responses=problem_responses(
         (503,),
         {
-            503: "Not ready: no model loaded, or the audit store unreachable or its writes blocked "
-            "(not-ready); probe again after Retry-After seconds"
+            503: "Not ready: no model loaded, the audit store unreachable or its writes blocked, or "
+            "its head not sealed with this server's secret (not-ready); probe again after Retry-After "
+            "seconds"
         },
     ),
     summary="Ready to score and decide",
 )
 @router.head("/readyz", response_model=Readiness, include_in_schema=False)
 async def readyz(request: Request, services: ServicesDep) -> Response | Readiness:
-    """Ready when at least one model is loaded and the audit store answers; 503 otherwise. HEAD
-    answers the same status."""
+    """Ready when at least one model is loaded and the audit store answers, its head carrying this
+    server's seal; 503 otherwise. HEAD answers the same status."""
     problems = []
     if not services.batchers:
         problems.append("no model loaded")
@@ -54,7 +57,17 @@ async def readyz(request: Request, services: ServicesDep) -> Response | Readines
     if services.audit is not None:
         try:
             await run_in_threadpool(services.audit.ping, write_wait_s=READY_WRITE_WAIT_S)
+            if isinstance(services.audit, AuditStore):  # an injected fake has no head to check
+                # the secret rotated under a running service: every append would fail (500)
+                await run_in_threadpool(check_head_seal, services.audit)
             audit_state = "reachable"
+        except HeadSealError as exc:
+            audit_state = "reachable"
+            log.error("audit store's head not sealed with this server's secret: %s", exc)
+            problems.append(
+                "the audit store's head does not carry this server's seal: CLEARSIGHT_AUDIT_SECRET is "
+                "not the store's, or the head was forged (the service's log says more)"
+            )
         except Exception as exc:  # any failure to answer, or to take the write lock, means not ready
             audit_state = "unreachable"
             # open to anyone: the store's URL, host and user stay in the log

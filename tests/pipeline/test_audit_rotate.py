@@ -89,6 +89,31 @@ def test_a_writer_still_holding_the_old_secret_appends_nothing_after_a_rotation(
     assert _verify(db_url, NEW_KEY) == (True, None, None)
 
 
+@pytest.mark.parametrize("how", ["another-secret", "rotated", "forged"])
+def test_a_writer_whose_secret_does_not_seal_the_head_is_refused_as_it_opens(db_url: str, how: str) -> None:
+    """The service started with the wrong CLEARSIGHT_AUDIT_SECRET said it was ready, then failed every
+    decision (500); `score --audit-db` failed only after scoring. Now the writer's open refuses,
+    naming the setting, and the store is left as it was."""
+    fill(db_url)
+    key = KEY
+    if how == "another-secret":
+        key = OTHER_KEY
+    elif how == "rotated":  # a writer restarted with the old secret after the rotation
+        with AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store:
+            store.rotate_seals(expect=_head(db_url), head=_head(db_url), previous=KEY)
+    else:
+        forge_clean_outcome(db_url, lambda _: "ab" * 32)
+    head = _head(db_url)
+    with pytest.raises(HeadSealError) as raised:
+        AuditStore.open(db_url, seal_key=key)
+    said = str(raised.value)
+    assert f"its head, record {head[0]}, does not carry the seal of this CLEARSIGHT_AUDIT_SECRET" in said
+    assert "`clearsight audit verify`" in said and "*Rotating the audit secret*" in said
+    assert _head(db_url) == head
+    with AuditStore.open(db_url, create=False, seal_key=key) as reader:  # a reader still reads
+        assert reader.hash_at(1) is not None
+
+
 @pytest.mark.parametrize("how", ["left-off", "made-up", "content-rewritten", "column-edited"])
 def test_a_keyed_writer_appends_nothing_after_a_forged_head(db_url: str, how: str) -> None:
     """A writer opened before the forgery (its open found every record sealed) buried the forged
@@ -266,8 +291,8 @@ def test_rotation_refuses_the_same_secret(db_url: str) -> None:
 def test_a_trial_store_sealed_with_the_development_secret_is_rotated_to_a_real_one(db_url: str) -> None:
     trial = SealKey.derive(DEVELOPMENT_AUDIT_SECRET, weak=True)
     fill(db_url, key=trial)
-    with AuditStore.open(db_url, seal_key=NEW_KEY) as store, pytest.raises(SealBrokenError):
-        store.record(decision("S10"))  # the production server refuses the trial's seals
+    with pytest.raises(SealBrokenError):
+        AuditStore.open(db_url, seal_key=NEW_KEY)  # the production server refuses the trial's seals
     with AuditStore.open(db_url, create=False, seal_key=NEW_KEY) as store:
         report = store.rotate_seals(expect=_head(db_url), head=_head(db_url), previous=trial)
     assert _verify(db_url, NEW_KEY) == (True, None, None)

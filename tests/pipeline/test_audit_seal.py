@@ -137,7 +137,7 @@ def test_a_record_rewritten_and_resealed_without_the_key_is_caught(db_url: str) 
 
 def test_a_chain_checked_with_another_key_fails_at_its_first_record(db_url: str) -> None:
     fill(db_url)
-    with AuditStore.open(db_url, seal_key=OTHER_KEY) as store:
+    with AuditStore.open(db_url, create=False, seal_key=OTHER_KEY) as store:  # a writer is refused
         report = store.verify()
     assert (report.ok, report.first_bad, report.message) == (
         False,

@@ -114,7 +114,8 @@ def test_a_genuine_outcome_pointed_at_a_held_decision_is_caught(db_url: str) -> 
         store.record_outcome("S1", found=None, officer="officer-1")  # record 3, of S1's decision 1
     sql(db_url, "UPDATE audit_records SET ref_seq = 2, shipment_id = 'S2' WHERE seq = 3")
     with (
-        AuditStore.open(db_url, seal_key=KEY) as store,
+        # opened to read, as by a service started before the edit: a writer's open refuses the head
+        AuditStore.open(db_url, create=False, seal_key=KEY) as store,
         pytest.raises(SealBrokenError, match=r"audit record 3 fails its seal \(a column differs"),
     ):
         store.record(decision("S2", Tier.RELEASE))
@@ -128,7 +129,7 @@ def test_an_outcome_rewritten_under_its_seal_is_caught(db_url: str) -> None:
     content["outcome"]["found"] = None  # the finding taken back, hash and seal left as they were
     sql(db_url, "UPDATE audit_records SET content = :c WHERE seq = 3", c=canonical_json(content))
     with (
-        AuditStore.open(db_url, seal_key=KEY) as store,
+        AuditStore.open(db_url, create=False, seal_key=KEY) as store,  # a writer's open refuses the head
         pytest.raises(SealBrokenError, match=r"audit record 3 fails its seal \(its content does not give"),
     ):
         earlier_holds(store, decision("S9", seen_in=["S2"]).images)
@@ -248,10 +249,10 @@ def test_a_failing_hold_is_named_by_its_sealed_content_not_by_its_edited_column(
         store.record(decision("SHP-0", Tier.PHYSICAL_INSPECTION))  # record 1
         store.record(decision("SHP-1", Tier.PHYSICAL_INSPECTION))  # record 2
     sql(db_url, "UPDATE audit_records SET shipment_id = 'SHP-0' WHERE seq = 2")
-    with AuditStore.open(db_url, seal_key=KEY) as store:
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:  # read: a writer refuses the head
         page = store.list_page(limit=10)
     assert [(f.seq, f.shipment_id) for f in page.failed] == [(2, "SHP-1 (its record's column says SHP-0)")]
     sql(db_url, "UPDATE audit_records SET content = content || ' ' WHERE seq = 2")  # its hash lost too
-    with AuditStore.open(db_url, seal_key=KEY) as store:
+    with AuditStore.open(db_url, create=False, seal_key=KEY) as store:
         page = store.list_page(limit=10)
     assert [f.shipment_id for f in page.failed] == ["SHP-0 (as its record's column says: unverified)"]

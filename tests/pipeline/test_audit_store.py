@@ -1839,7 +1839,7 @@ def test_a_forged_clean_outcome_of_a_superseded_decision_fails_its_seal_before_a
     }
     assert audit_builders.append_forged(db_url, forged, "ab" * 32) == 4
     with (
-        AuditStore.open(db_url, seal_key=cli_key()) as store,
+        AuditStore.open(db_url, create=False, seal_key=cli_key()) as store,  # a writer refuses the head
         pytest.raises(SealBrokenError, match="audit record 4 fails its seal"),
     ):
         store.record_outcome("S", found="unknown", officer="o-2", decision_seq=1, amend=True)

@@ -280,3 +280,54 @@ def _rows(url: str) -> list[tuple[int, str]]:
         ]
     engine.dispose()
     return rows
+
+
+def test_the_service_refuses_to_start_with_a_secret_that_does_not_seal_the_stores_head(
+    tmp_path: Path,
+) -> None:
+    """Started with another CLEARSIGHT_AUDIT_SECRET than the store's, the service said ready, then
+    answered every decision 500 audit-record-forged."""
+    from serve_fakes import API_KEYS, batch_hold
+
+    from datasets.errors import InputError
+    from serve.app import preflight
+    from serve.settings import ServeSettings
+
+    url = f"sqlite:///{tmp_path / 'sealed.db'}"
+    with AuditStore.open(url, seal_key=audit_seal_key(Settings(audit_secret=SECRET))) as store:
+        store.record(batch_hold("SHP-1"))
+    values = {"api_keys": API_KEYS, "audit_db": url, "data_dir": tmp_path / "data"}
+    wrong = ServeSettings(_env_file=None, **values, audit_secret="another-long-secret-not-the-stores")
+    with pytest.raises(
+        InputError, match=r"its head, record 1, does not carry the seal of this CLEARSIGHT_AUDIT_SECRET"
+    ):
+        preflight(wrong)
+    assert preflight(ServeSettings(_env_file=None, **values, audit_secret=SECRET)) == {}
+
+
+def test_readiness_fails_once_the_secret_is_rotated_under_a_running_service(
+    make_client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A service left running through `audit seal --rotate` appends nothing (its seal is not the head's):
+    a load balancer must stop sending it work, not get 500s."""
+    from serve_fakes import batch_hold
+
+    from pipeline.settings import previous_audit_seal_key
+
+    url, store = _keyed_store(tmp_path)
+    with store:
+        store.record(batch_hold("SHP-1"))
+        client = make_client(audit=store)
+        assert client.get("/readyz").status_code == 200
+        head = (1, store.hash_at(1))
+        new = Settings(audit_secret="the-new-secret-after-the-rotation", previous_audit_secret=SECRET)
+        with AuditStore.open(url, create=False, seal_key=audit_seal_key(new)) as rotating:
+            rotating.rotate_seals(expect=head, head=head, previous=previous_audit_seal_key(new))
+        with caplog.at_level(logging.ERROR):
+            ready = client.get("/readyz")
+    assert (ready.status_code, ready.headers["retry-after"]) == (503, "2")
+    assert ready.json()["detail"] == (
+        "the audit store's head does not carry this server's seal: CLEARSIGHT_AUDIT_SECRET is not the "
+        "store's, or the head was forged (the service's log says more)"
+    )
+    assert "its head, record 1, does not carry the seal of this CLEARSIGHT_AUDIT_SECRET" in caplog.text
