@@ -31,7 +31,10 @@ and the backbone's own float32 differences pass through unscaled. Otherwise
 :class:`~datasets.errors.ExportError` is raised and nothing is left at the output path.
 
 A sidecar ``<name>.json`` beside the ``.onnx`` file carries what a standalone runtime needs:
-preprocessing, thresholds, class names, model id and the parity figures.
+preprocessing, thresholds, class names, model id and the parity figures. The two are written as a
+pair: both to temporary files first, then renamed into place; an export that fails at any step
+leaves an earlier pair at the output path as it was (never a new ``.onnx`` beside the old model's
+sidecar), and an existing pair is replaced only when the caller says so (``overwrite``).
 """
 
 from __future__ import annotations
@@ -428,6 +431,52 @@ def trace_onnx(
         raise ExportError(f"torch.onnx.export failed for {what}: {first}") from exc
 
 
+def _replace_pair(tmp: Path, target: Path, tmp_side: Path, side: Path, made: list[Path]) -> None:
+    """Rename the new ``.onnx`` and its sidecar into place, the ``.onnx`` first; where the sidecar's
+    rename fails, the earlier ``.onnx`` (kept under a temporary name meanwhile) is put back, or the
+    new one removed where there was none: a failed export left the new model beside the old one's
+    sidecar, which a runtime would have read together. ``made``: the temporary files, which the
+    caller removes.
+
+    Raises:
+        ExportError: either rename failed; the earlier pair, if any, is as it was.
+    """
+    kept: Path | None = None
+    try:
+        if target.exists():
+            kept, fd = temporary_beside(target)
+            made.append(kept)
+            os.close(fd)
+            try:  # a second name for the earlier file: the output path never goes missing
+                kept.unlink()
+                os.link(target, kept)
+            except OSError:  # a file system without hard links: moved aside for a moment
+                os.replace(target, kept)
+        os.replace(tmp, target)
+    except OSError as exc:
+        if kept is not None and not target.exists():
+            os.replace(kept, target)
+        raise ExportError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
+    try:
+        os.replace(tmp_side, side)
+    except OSError as exc:
+        try:
+            if kept is not None:
+                os.replace(kept, target)
+            else:
+                target.unlink()
+        except OSError as undo:
+            raise ExportError(
+                f"cannot write the sidecar {str(side)!r} ({exc.strerror or exc}), and {str(target)!r} "
+                f"could not be put back ({undo.strerror or undo}): it is the new export, {str(side)!r} "
+                "the earlier one's; export again"
+            ) from exc
+        raise ExportError(
+            f"cannot write the sidecar {str(side)!r}: {exc.strerror or exc}; {str(target)!r} is "
+            f"{'the earlier export, as it was' if kept is not None else 'removed'}"
+        ) from exc
+
+
 def export_onnx(
     detector: Detector,
     out: str | Path,
@@ -435,6 +484,7 @@ def export_onnx(
     card: Mapping[str, Any],
     samples: torch.Tensor | None = None,
     opset: int = 17,
+    overwrite: bool = False,
 ) -> ExportReport:
     """Export ``detector`` to ``out`` (an ``.onnx`` path), verify parity, write the sidecar JSON.
 
@@ -446,13 +496,17 @@ def export_onnx(
             :func:`sample_inputs` (3 images). N should differ from 2, the traced batch size, so that
             the dynamic batch axis is exercised.
         opset: ONNX opset.
+        overwrite: replace an ``out`` or sidecar that exists already (an earlier export); without
+            it they are refused before tracing.
 
     Returns:
         The paths written, the parity figures, the opset and the ONNX file's sha256.
 
     Raises:
-        ExportError: the exporter fails, ONNX Runtime cannot run the result, or outputs disagree
-            with PyTorch beyond the tolerances (the ``.onnx`` file is then removed).
+        ExportError: ``out`` or its sidecar exists and not ``overwrite``, the exporter fails, ONNX
+            Runtime cannot run the result, outputs disagree with PyTorch beyond the tolerances, or
+            either file cannot be written: the new files are then removed, and an earlier pair at
+            ``out`` is left as it was.
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"opset {opset} is not supported; accepted: {MIN_OPSET} to {MAX_OPSET}")
@@ -465,19 +519,37 @@ def export_onnx(
     if checks.ndim != 4 or tuple(checks.shape[1:]) != (3, s, s):
         raise ExportError(f"parity samples must have shape (N, 3, {s}, {s}); got {tuple(checks.shape)}")
     _check_destination(target)
+    if not overwrite:
+        # another model's export there was replaced without a word
+        existing = [str(p) for p in (target, sidecar_path(target)) if p.exists() or p.is_symlink()]
+        if existing:
+            raise ExportError(
+                f"{' and '.join(map(repr, existing))} already exist{'s' if len(existing) == 1 else ''} "
+                "(an earlier export?); pass --overwrite to replace the pair, or choose another --out"
+            )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"cannot create the folder of {str(target)!r}: {exc.strerror or exc}") from exc
-    try:  # a new name, never a file already beside the output (a fixed x.onnx.tmp was overwritten)
-        tmp, fd = temporary_beside(target)
-    except OSError as exc:
-        raise ExportError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
-    os.close(fd)  # the exporter and ONNX Runtime open the file by its name
-    detector = detector.eval()
+    side = sidecar_path(target)
+    made: list[Path] = []  # the temporary files, removed at the end whatever happens
     try:
-        trace_onnx(detector, tmp, checks[:1], output_names=OUTPUT_NAMES, opset=opset)
-        parity = check_parity(detector, tmp, checks)
+        try:  # new names, never a file already beside the output (a fixed x.onnx.tmp was overwritten)
+            tmp, fd = temporary_beside(target)
+            made.append(tmp)
+            os.close(fd)  # the exporter and ONNX Runtime open the file by its name
+            tmp_side, fd = temporary_beside(side)
+            made.append(tmp_side)
+            os.close(fd)
+        except OSError as exc:
+            raise ExportError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
+        detector = detector.eval()
+        try:
+            trace_onnx(detector, tmp, checks[:1], output_names=OUTPUT_NAMES, opset=opset)
+            parity = check_parity(detector, tmp, checks)
+            digest = _sha256(tmp)
+        except OSError as exc:
+            raise ExportError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
         if not parity.within_tolerance():
             raise ExportError(
                 f"ONNX Runtime disagrees with PyTorch on {parity.samples} samples: max |diff| score "
@@ -485,19 +557,14 @@ def export_onnx(
                 f"(relative, <= {LOG_ODDS_TOLERANCE:g}), map {parity.anomaly_map:.3g} "
                 f"(<= {MAP_TOLERANCE:g}), logits {parity.type_logits:.3g} (<= {LOGIT_TOLERANCE:g})"
             )
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise ExportError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
+        # the sidecar names the file by the name it is to have
+        sidecar = _sidecar(detector, card, target, digest, opset, parity)
+        try:
+            tmp_side.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise ExportError(f"cannot write the sidecar {str(side)!r}: {exc.strerror or exc}") from exc
+        _replace_pair(tmp, target, tmp_side, side, made)
     finally:  # gone once renamed; otherwise (a failure, Ctrl-C during the trace) nothing is left
-        tmp.unlink(missing_ok=True)
-    digest = _sha256(target)
-    side = sidecar_path(target)
-    try:
-        side.write_text(
-            json.dumps(_sidecar(detector, card, target, digest, opset, parity), indent=2, sort_keys=True)
-            + "\n",
-            encoding="utf-8",
-        )
-    except OSError as exc:
-        raise ExportError(f"cannot write the sidecar {str(side)!r}: {exc.strerror or exc}") from exc
+        for path in made:
+            path.unlink(missing_ok=True)
     return ExportReport(onnx_path=target, sidecar_path=side, parity=parity, opset=opset, sha256=digest)

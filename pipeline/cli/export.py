@@ -1,7 +1,8 @@
 """`clearsight export`: write a model artifact as a standalone ONNX file plus a sidecar JSON.
 
 The export is refused (``Error: ...``, nothing written) when ONNX Runtime's outputs differ from
-PyTorch's beyond the tolerances in :mod:`models.onnx_export`.
+PyTorch's beyond the tolerances in :mod:`models.onnx_export`, and when ``--out`` or its sidecar
+exists already, unless ``--overwrite``; a failed export leaves an earlier pair as it was.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def export(
     ] = None,
     # models.onnx_export's MIN_OPSET and MAX_OPSET (not imported here: that would load torch for --help)
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.", min=13, max=20)] = 17,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out file and its .json sidecar.")
+    ] = False,
 ) -> None:
     """Export the full scoring graph to ONNX with a dynamic batch axis; refuse if it disagrees with PyTorch.
 
@@ -102,7 +106,9 @@ def export(
     console = Console(stderr=True)
     checks = _sample_views(predictor, samples, console) if samples is not None else None
     with console.status(f"Exporting {predictor.model_id} to ONNX and checking parity ..."):
-        report = export_onnx(predictor.detector, out, card=predictor.card, samples=checks, opset=opset)
+        report = export_onnx(
+            predictor.detector, out, card=predictor.card, samples=checks, opset=opset, overwrite=overwrite
+        )
     p = report.parity
     typer.echo(
         f"Wrote {report.onnx_path} (sha256 {report.sha256[:12]}) and {report.sidecar_path}; "

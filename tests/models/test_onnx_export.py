@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -371,8 +372,72 @@ def test_an_export_never_writes_over_a_model_card(tmp_path: Path, tiny_detector:
     assert card.read_text() == '{"format_version": 5, "model_id": "bulk_ore-lite0-1234"}\n'
     assert not (tmp_path / "model.onnx").exists()
     first = export_onnx(tiny_detector, tmp_path / "exported.onnx", card=_card())
-    again = export_onnx(tiny_detector, tmp_path / "exported.onnx", card=_card())  # its own sidecar: replaced
+    # its own sidecar, when told
+    again = export_onnx(tiny_detector, tmp_path / "exported.onnx", card=_card(), overwrite=True)
     assert again.sidecar_path == first.sidecar_path
+
+
+def _other_detector(tiny_detector: Detector) -> Detector:
+    """Another model: the tiny detector with another map span, so another .onnx file."""
+    import copy
+
+    other = copy.deepcopy(tiny_detector)
+    with torch.no_grad():
+        other.map_span.fill_(7.0)
+    return other
+
+
+def test_an_earlier_export_is_replaced_only_when_told(tmp_path: Path, tiny_detector: Detector) -> None:
+    """Another model's export at --out was replaced without asking."""
+    out = tmp_path / "m.onnx"
+    export_onnx(tiny_detector, out, card={**_card(), "model_id": "model-b"})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    other = _other_detector(tiny_detector)
+    with pytest.raises(
+        ExportError, match=r"'.*m\.onnx' and '.*m\.json' already exist .*pass --overwrite to replace the pair"
+    ):
+        export_onnx(other, out, card={**_card(), "model_id": "model-a"})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    sidecar_path(out).unlink()  # the .onnx alone is refused too
+    with pytest.raises(ExportError, match=r"'.*m\.onnx' already exists \(an earlier export\?\)"):
+        export_onnx(other, out, card={**_card(), "model_id": "model-a"})
+    report = export_onnx(other, out, card={**_card(), "model_id": "model-a"}, overwrite=True)
+    assert json.loads(report.sidecar_path.read_text())["model_id"] == "model-a"
+    assert out.read_bytes() != before["m.onnx"]
+
+
+def test_a_failed_sidecar_leaves_the_earlier_pair_as_it_was(
+    tmp_path: Path, tiny_detector: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sidecar's write failing (an immutable file) left the new .onnx beside the old model's
+    sidecar: a runtime reading the pair took one model's thresholds for another's graph."""
+    import models.onnx_export as mod
+
+    out = tmp_path / "m.onnx"
+    export_onnx(tiny_detector, out, card={**_card(), "model_id": "model-b"})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    replace = mod.os.replace
+
+    def refuse_the_sidecar(src: object, dst: object) -> None:
+        if str(dst).endswith(".json"):
+            raise PermissionError(1, "Operation not permitted")
+        replace(src, dst)
+
+    monkeypatch.setattr(mod.os, "replace", refuse_the_sidecar)
+    with pytest.raises(
+        ExportError,
+        match=r"cannot write the sidecar '.*m\.json': Operation not permitted; '.*m\.onnx' is the "
+        r"earlier export, as it was",
+    ):
+        export_onnx(
+            _other_detector(tiny_detector), out, card={**_card(), "model_id": "model-a"}, overwrite=True
+        )
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary file either
+    (tmp_path / "m.json").unlink()
+    out.unlink()  # with no earlier pair, the new .onnx goes too
+    with pytest.raises(ExportError, match=r"cannot write the sidecar .*; '.*m\.onnx' is removed"):
+        export_onnx(tiny_detector, out, card=_card())
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -599,3 +664,18 @@ def test_a_graph_whose_saturated_scores_hide_other_log_odds_is_refused(
     ):
         export_onnx(det, tmp_path / "m.onnx", card=_card())
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_refuses_an_existing_out_without_overwrite(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"another model's graph")
+    assert run(app, ["export", "--model", str(model_dir), "--out", str(out)]) == 2
+    assert "already exists (an earlier export?); pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"another model's graph"
+    assert run(app, ["export", "--model", str(model_dir), "--out", str(out), "--overwrite"]) == 0
+    assert (
+        json.loads(sidecar_path(out).read_text())["onnx_sha256"]
+        == hashlib.sha256(out.read_bytes()).hexdigest()
+    )
