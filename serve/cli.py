@@ -57,9 +57,6 @@ def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
 
 @app.command("serve")
 def serve_command(
-    model: Annotated[
-        list[Path], typer.Option("--model", help="Model directory to load (repeat: one per cargo type).")
-    ],
     audit_db: Annotated[
         str,
         typer.Option(
@@ -69,6 +66,13 @@ def serve_command(
             "database password stays out of the process list.",
         ),
     ],
+    model: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model",
+            help="Model directory to load (repeat: one per cargo type); default: CLEARSIGHT_MODELS.",
+        ),
+    ] = None,
     policy: Annotated[
         Path | None, typer.Option("--policy", help="Decision policy YAML (default: the packaged one).")
     ] = None,
@@ -80,9 +84,16 @@ def serve_command(
             "Without it, submitters may not declare a tier.",
         ),
     ] = None,
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes (each loads the models).")] = 1,
+    # None where not given: the settings take CLEARSIGHT_HOST, _PORT, _WORKERS (or .env), then their
+    # defaults; typer's own defaults, always passed on, hid those variables
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (default 127.0.0.1; CLEARSIGHT_HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default 8000; CLEARSIGHT_PORT).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes, each loading the models (default 1; CLEARSIGHT_WORKERS)."),
+    ] = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Where uploads and heatmaps are kept.")
     ] = None,
@@ -103,6 +114,7 @@ def serve_command(
 
     import uvicorn
 
+    from datasets.errors import InputError
     from serve.app import check_keys, create_app, preflight
     from serve.logs import log_config
     from serve.settings import ServeSettings
@@ -112,7 +124,7 @@ def serve_command(
     logging.config.dictConfig(log_config())
 
     overrides = {
-        "models": model,
+        "models": model or None,
         "audit_db": audit_db,
         "policy": policy,
         "trader_register": trader_register,
@@ -123,6 +135,11 @@ def serve_command(
         "data_dir": data_dir,
     }
     settings = ServeSettings.load(**{k: v for k, v in overrides.items() if v is not None})
+    if not settings.models:
+        raise InputError(
+            "no model to serve: pass --model MODEL_DIR (repeat: one per cargo type), or set "
+            "CLEARSIGHT_MODELS (comma-separated folders)"
+        )
     keys = check_keys(settings)  # refuse to start without keys, before any model is loaded
     predictors = preflight(settings)
     # uvicorn stops gracefully on SIGTERM and then ends by the signal, as a service manager expects

@@ -4,6 +4,7 @@ that bounds request heads and connections per client, and what its log says at s
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import httpx
@@ -133,3 +134,60 @@ def test_serve_says_its_start_up_warnings_once_as_json_log_lines(
     said = [e for e in entries if "shorter than 20 characters" in e["msg"]]
     assert len(said) == 1 and said[0]["logger"] == "clearsight.serve" and said[0]["level"] == "warning"
     assert not [r for r in caplog.records if "shorter than 20 characters" in r.getMessage()]
+
+
+def _serve_started(monkeypatch, tmp_path, argv: list[str]) -> tuple[int, list[tuple[object, dict]]]:
+    """Run ``clearsight serve`` up to uvicorn (its models and store faked): the exit code, and what
+    uvicorn.run was given."""
+    import uvicorn
+
+    import serve.app
+
+    monkeypatch.setenv("CLEARSIGHT_API_KEYS", API_KEYS)
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "a-long-enough-audit-secret-for-tests")
+    monkeypatch.setenv("CLEARSIGHT_SESSION_SECRET", "a-session-secret-the-workers-share")
+    # what the command hands its workers through the environment: set here, so that the test's end
+    # takes it back
+    monkeypatch.setenv("CLEARSIGHT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_DB", f"sqlite:///{tmp_path}/audit.db")
+    monkeypatch.setenv("CLEARSIGHT_INSECURE_DEV", "False")
+    monkeypatch.setenv("CLEARSIGHT_MODELS", os.environ.get("CLEARSIGHT_MODELS", ""))
+    monkeypatch.setattr(serve.app, "preflight", lambda settings: {"bulk_ore": FakePredictor("bulk_ore")})
+    started: list[tuple[object, dict]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda target, **options: started.append((target, options)))
+    return run(app, ["serve", "--audit-db", f"sqlite:///{tmp_path}/audit.db", *argv]), started
+
+
+def test_serve_takes_host_port_workers_and_models_from_the_environment(
+    tmp_path, monkeypatch, logging_restored
+) -> None:
+    """CLEARSIGHT_HOST, _PORT and _WORKERS were ignored (typer's defaults always passed on), and
+    --model was required whatever CLEARSIGHT_MODELS said."""
+    monkeypatch.setenv("CLEARSIGHT_MODELS", str(tmp_path / "model"))
+    monkeypatch.setenv("CLEARSIGHT_HOST", "0.0.0.0")
+    monkeypatch.setenv("CLEARSIGHT_PORT", "8123")
+    monkeypatch.setenv("CLEARSIGHT_WORKERS", "2")
+    code, started = _serve_started(monkeypatch, tmp_path, [])
+    assert code == 0
+    ((target, options),) = started
+    assert (target, options["host"], options["port"], options["workers"]) == (
+        "serve.app:create_app_from_env", "0.0.0.0", 8123, 2,
+    )  # fmt: skip
+    # the options still win over the environment
+    code, started = _serve_started(
+        monkeypatch, tmp_path, ["--host", "127.0.0.1", "--port", "9000", "--workers", "1"]
+    )
+    assert code == 0 and (started[0][1]["host"], started[0][1]["port"]) == ("127.0.0.1", 9000)
+    assert "workers" not in started[0][1]
+
+
+def test_serve_without_a_model_names_both_ways_to_give_one(
+    tmp_path, monkeypatch, capsys, logging_restored
+) -> None:
+    monkeypatch.delenv("CLEARSIGHT_MODELS", raising=False)
+    code, started = _serve_started(monkeypatch, tmp_path, [])
+    assert (code, started) == (2, [])
+    assert (
+        "no model to serve: pass --model MODEL_DIR (repeat: one per cargo type), or set CLEARSIGHT_MODELS"
+        in (capsys.readouterr().err)
+    )
