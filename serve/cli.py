@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import sys
@@ -37,6 +39,7 @@ def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
 
     proxies = list(settings.forwarded_allow_ips)
     return {
+        **_worker_healthcheck(),
         "host": settings.host,
         "port": settings.port,
         "log_config": log_config(),
@@ -53,6 +56,49 @@ def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
             max_waiting=max(1, settings.limit_concurrency // 2),
         ),
     }
+
+
+WORKER_HEALTHCHECK_S = 60.0
+"""How long a worker may take to answer its supervisor's health check: uvicorn's default of 5 s
+killed workers still importing (about 2.7 s alone, more on a loaded machine) as "Child process died",
+and started them again, for ever."""
+
+
+def _worker_healthcheck() -> dict[str, Any]:
+    import inspect
+
+    import uvicorn
+
+    # the setting came with uvicorn 0.3x: an older one, which pyproject still admits, has none
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+        return {"timeout_worker_healthcheck": WORKER_HEALTHCHECK_S}
+    return {}
+
+
+def _run_workers(settings: ServeSettings) -> None:
+    """Serve with ``settings.workers`` processes, as ``uvicorn.run(..., workers=N)`` does, and exit
+    with uvicorn's start-up failure code (3) where the supervisor stopped because a worker failed to
+    start: ``uvicorn.run`` returned as after Ctrl-C, and the command exited 0.
+
+    Raises:
+        SystemExit: code 3, a worker failed to start (its log lines say why).
+    """
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        "serve.app:create_app_from_env", factory=True, workers=settings.workers, **uvicorn_options(settings)
+    )
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    # an older uvicorn keeps the multiprocessing processes themselves in the list
+    codes = [getattr(worker, "process", worker).exitcode for worker in supervisor.processes]
+    if STARTUP_FAILURE in codes:
+        logging.getLogger("clearsight.serve").error(
+            "a worker failed to start (its log lines above say why): the service stopped"
+        )
+        raise SystemExit(STARTUP_FAILURE)
 
 
 @app.command("serve")
@@ -150,10 +196,11 @@ def serve_command(
         uvicorn.run(create_app(settings, predictors=predictors, keys=keys), **uvicorn_options(settings))
         return
     del predictors  # each worker loads its own
-    # Worker processes rebuild their settings from the environment: hand the options on through it.
+    # Worker processes rebuild their settings from the environment: hand the options on through it,
+    # the models as a JSON list (a folder name may hold a comma)
     os.environ.update(
         {
-            "CLEARSIGHT_MODELS": ",".join(str(p) for p in settings.models),
+            "CLEARSIGHT_MODELS": json.dumps([str(p) for p in settings.models]),
             "CLEARSIGHT_AUDIT_DB": settings.audit_db,
             "CLEARSIGHT_DATA_DIR": str(settings.data_dir),
             "CLEARSIGHT_INSECURE_DEV": str(settings.insecure_dev),
@@ -165,12 +212,7 @@ def serve_command(
             ),
         }
     )
-    uvicorn.run(
-        "serve.app:create_app_from_env",
-        factory=True,
-        workers=settings.workers,
-        **uvicorn_options(settings),
-    )
+    _run_workers(settings)
 
 
 @app.command("keys")

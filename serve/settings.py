@@ -8,6 +8,7 @@ Built once at the entry point (``clearsight serve`` or the uvicorn factory) and 
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +29,8 @@ class ServeSettings(Settings):
 
     models: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
-        description="Model directories to load at start-up (one per cargo type); comma-separated in the env.",
+        description="Model directories to load at start-up (one per cargo type); in the env, "
+        "comma-separated or a JSON list of strings (for a folder name holding a comma).",
     )
     policy: Path | None = Field(
         default=None, description="Decision policy YAML; the packaged default if unset."
@@ -165,6 +167,18 @@ class ServeSettings(Settings):
     @field_validator("models", mode="before")
     @classmethod
     def _split_models(cls, value: object) -> object:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            # what `clearsight serve` hands its workers: folder names kept whole, commas and all
+            try:
+                parts = json.loads(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value[:80]!r} starts as a JSON list but is not one; give a JSON list of "
+                    'folder names (["a", "b"]) or comma-separated names'
+                ) from None
+            if not isinstance(parts, list) or not all(isinstance(part, str) for part in parts):
+                raise ValueError(f"{value[:80]!r} is not a JSON list of folder names")
+            return parts
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from pathlib import Path
 
 import httpx
 import pytest
@@ -108,6 +109,7 @@ def test_serve_says_its_start_up_warnings_once_as_json_log_lines(
     import uvicorn
 
     import serve.app
+    import serve.cli
 
     monkeypatch.setenv("CLEARSIGHT_API_KEYS", API_KEYS)  # 16 characters each: short
     monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "a-long-enough-audit-secret-for-tests")
@@ -115,6 +117,7 @@ def test_serve_says_its_start_up_warnings_once_as_json_log_lines(
     monkeypatch.setattr(serve.app, "preflight", lambda settings: {"bulk_ore": FakePredictor("bulk_ore")})
     started: list[object] = []
     monkeypatch.setattr(uvicorn, "run", lambda target, **options: started.append(target))
+    monkeypatch.setattr(serve.cli, "_run_workers", lambda settings: started.append(settings.workers))
     handed_on = {  # what the command hands its workers: set here, so that the test's end takes it back
         "CLEARSIGHT_MODELS": str(tmp_path / "model"),
         "CLEARSIGHT_AUDIT_DB": f"sqlite:///{tmp_path}/audit.db",
@@ -127,7 +130,7 @@ def test_serve_says_its_start_up_warnings_once_as_json_log_lines(
     argv = [part for flag, name in options.items() for part in (flag, handed_on[f"CLEARSIGHT_{name}"])]
     assert run(app, ["serve", *argv, "--workers", str(workers)]) == 0
     if workers > 1:  # a worker builds its app from the environment the command handed on
-        assert started == ["serve.app:create_app_from_env"]
+        assert started == [workers]
         serve.app.create_app_from_env()
     lines = capsys.readouterr().err.splitlines()
     entries = [json.loads(line) for line in lines]  # every line a JSON object
@@ -142,6 +145,7 @@ def _serve_started(monkeypatch, tmp_path, argv: list[str]) -> tuple[int, list[tu
     import uvicorn
 
     import serve.app
+    import serve.cli
 
     monkeypatch.setenv("CLEARSIGHT_API_KEYS", API_KEYS)
     monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "a-long-enough-audit-secret-for-tests")
@@ -155,6 +159,11 @@ def _serve_started(monkeypatch, tmp_path, argv: list[str]) -> tuple[int, list[tu
     monkeypatch.setattr(serve.app, "preflight", lambda settings: {"bulk_ore": FakePredictor("bulk_ore")})
     started: list[tuple[object, dict]] = []
     monkeypatch.setattr(uvicorn, "run", lambda target, **options: started.append((target, options)))
+
+    def workers(settings: ServeSettings) -> None:
+        started.append(("workers", {**uvicorn_options(settings), "workers": settings.workers}))
+
+    monkeypatch.setattr(serve.cli, "_run_workers", workers)
     return run(app, ["serve", "--audit-db", f"sqlite:///{tmp_path}/audit.db", *argv]), started
 
 
@@ -170,9 +179,7 @@ def test_serve_takes_host_port_workers_and_models_from_the_environment(
     code, started = _serve_started(monkeypatch, tmp_path, [])
     assert code == 0
     ((target, options),) = started
-    assert (target, options["host"], options["port"], options["workers"]) == (
-        "serve.app:create_app_from_env", "0.0.0.0", 8123, 2,
-    )  # fmt: skip
+    assert (target, options["host"], options["port"], options["workers"]) == ("workers", "0.0.0.0", 8123, 2)
     # the options still win over the environment
     code, started = _serve_started(
         monkeypatch, tmp_path, ["--host", "127.0.0.1", "--port", "9000", "--workers", "1"]
@@ -191,3 +198,51 @@ def test_serve_without_a_model_names_both_ways_to_give_one(
         "no model to serve: pass --model MODEL_DIR (repeat: one per cargo type), or set CLEARSIGHT_MODELS"
         in (capsys.readouterr().err)
     )
+
+
+def test_the_workers_are_handed_model_folders_whose_names_hold_a_comma(
+    tmp_path, monkeypatch, logging_restored
+) -> None:
+    """The command joined the folders with commas into CLEARSIGHT_MODELS, and the workers split them
+    there: 'ore,2026' became two folders that do not exist, and no worker started."""
+    folders = [str(tmp_path / "ore,2026"), str(tmp_path / "pack")]
+    code, started = _serve_started(
+        monkeypatch, tmp_path, ["--model", folders[0], "--model", folders[1], "--workers", "2"]
+    )
+    assert code == 0 and started[0][0] == "workers"
+    # what each worker reads (ServeSettings.load() in create_app_from_env)
+    assert [str(p) for p in ServeSettings(_env_file=None).models] == folders
+    # written by hand, comma-separated, as before
+    assert ServeSettings(_env_file=None, models="a, b").models == [Path("a"), Path("b")]
+
+
+@pytest.mark.slow  # two real worker processes, each importing the service
+def test_a_worker_that_fails_to_start_stops_the_service_with_a_failure(
+    tmp_path, monkeypatch, logging_restored
+) -> None:
+    """uvicorn's supervisor stops when a worker fails to start, and uvicorn.run returned as after
+    Ctrl-C: the command exited 0. Real workers here, each failing on a model folder that is not one."""
+    import serve.app
+    import serve.cli
+
+    # the supervisor notices a worker gone only once a health check has waited this long
+    monkeypatch.setattr(serve.cli, "WORKER_HEALTHCHECK_S", 5.0)
+
+    monkeypatch.setenv("CLEARSIGHT_API_KEYS", API_KEYS)
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "a-long-enough-audit-secret-for-tests")
+    monkeypatch.setenv("CLEARSIGHT_SESSION_SECRET", "a-session-secret-the-workers-share")
+    for name, value in {
+        "CLEARSIGHT_MODELS": "",
+        "CLEARSIGHT_AUDIT_DB": f"sqlite:///{tmp_path}/audit.db",
+        "CLEARSIGHT_DATA_DIR": str(tmp_path / "data"),
+        "CLEARSIGHT_INSECURE_DEV": "False",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(serve.app, "preflight", lambda settings: {"bulk_ore": FakePredictor("bulk_ore")})
+    argv = ["serve", "--model", str(tmp_path / "no-model"), "--workers", "2", "--port", "0"]
+    assert run(app, [*argv, "--audit-db", f"sqlite:///{tmp_path}/audit.db"]) == 3
+
+
+def test_workers_have_a_minute_to_answer_their_first_health_check() -> None:
+    """uvicorn's 5 s killed workers still importing on a loaded machine ("Child process died")."""
+    assert uvicorn_options(ServeSettings(_env_file=None))["timeout_worker_healthcheck"] == 60.0
