@@ -16,21 +16,24 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
-_ABSOLUTE_PATH = re.compile(r"(/|~|[A-Za-z]:[\\/]).*")
+# a weights source is written "file:<path>" (models.weights): the prefix stays, the path is cut
+_ABSOLUTE_PATH = re.compile(r"(file:)?((?:/|~|[A-Za-z]:[\\/]).*)")
 
 
 def public_card(card: dict[str, Any]) -> dict[str, Any]:
     """The card with every absolute file path cut to its last part (``/srv/data/ore_2026`` ->
-    ``ore_2026``), at any depth: where the training data and weights lay on the training machine is
-    nobody's business over HTTP; their names and hashes stay."""
+    ``ore_2026``, ``file:/srv/weights/resnet18.pth`` -> ``file:resnet18.pth``), at any depth: where
+    the training data and weights lay on the training machine is nobody's business over HTTP; their
+    names and hashes stay."""
 
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items()}
         if isinstance(value, list):
             return [strip(v) for v in value]
-        if isinstance(value, str) and _ABSOLUTE_PATH.fullmatch(value):
-            return PurePath(value.replace("\\", "/")).name
+        found = _ABSOLUTE_PATH.fullmatch(value) if isinstance(value, str) else None
+        if found is not None:
+            return (found[1] or "") + PurePath(found[2].replace("\\", "/")).name
         return value
 
     return strip(card)  # type: ignore[no-any-return]

@@ -343,6 +343,28 @@ def test_uploads_are_never_sniffed_and_the_models_show_no_server_paths(make_clie
     assert [card["training"] for card in cards] == [{"data_root": "ore-2026", "images": 3}] * 2
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("/srv/customs/ore-2026", "ore-2026"),
+        ("C:\\data\\ore-2026", "ore-2026"),
+        ("file:/srv/weights/resnet18.pth", "file:resnet18.pth"),  # a weights source: was shown whole
+        ("file:C:\\weights\\resnet18.pth", "file:resnet18.pth"),
+        ("file:~/weights/resnet18.pth", "file:resnet18.pth"),
+        ("file:<unset>", "file:<unset>"),
+        ("timm:efficientnet_lite0", "timm:efficientnet_lite0"),
+        ("ore-2026", "ore-2026"),
+    ],
+)
+def test_a_model_cards_server_paths_are_cut_to_their_names(value: str, shown: str) -> None:
+    from serve.routes.models import public_card
+
+    assert public_card({"weights": {"source": value}, "paths": [value]}) == {
+        "weights": {"source": shown},
+        "paths": [shown],
+    }
+
+
 def test_invented_methods_share_one_metrics_label(make_client) -> None:
     from serve_fakes import ADMIN_KEY
 
