@@ -40,6 +40,9 @@ log = logging.getLogger("clearsight.serve")
 
 STATIC_DIR = Path(__file__).parent / "static"
 
+MIN_SESSION_SECRET_CHARS = MIN_AUDIT_SECRET_CHARS
+"""The shortest session_secret taken: the review page's sessions are signed with it."""
+
 
 def _load_predictors(paths: list[Path], *, runtime: str) -> dict[str, Predictor]:
     from models.artifact import load_model  # imported here: only a real server loads artifacts
@@ -145,7 +148,8 @@ def check_keys(settings: ServeSettings, *, warn: bool = True) -> KeyRing:
     Raises:
         InputError: no API keys and no ``insecure_dev`` flag, or malformed keys; the public default
             ``audit_secret`` (a trader could compute which shipments random audits pick) without
-            ``insecure_dev``; several workers without a ``session_secret`` (each would sign review
+            ``insecure_dev``; a ``session_secret`` shorter than :data:`MIN_SESSION_SECRET_CHARS`,
+            empty included; several workers without a ``session_secret`` (each would sign review
             sessions with its own random key, so a session would work on one worker only).
     """
     keys = parse_api_keys(settings.api_keys.get_secret_value())
@@ -183,6 +187,15 @@ def check_keys(settings: ServeSettings, *, warn: bool = True) -> KeyRing:
             "review sessions travel in cookies not marked Secure while serving on %s: behind HTTPS set "
             "CLEARSIGHT_COOKIE_SECURE=1",
             settings.host,
+        )
+    if settings.session_secret is not None and len(settings.session_secret) < MIN_SESSION_SECRET_CHARS:
+        # an empty one (CLEARSIGHT_SESSION_SECRET= in a .env) was taken for none: each worker signed
+        # sessions with a random key of its own, the check below passing
+        raise InputError(
+            f"session_secret (CLEARSIGHT_SESSION_SECRET) has {len(settings.session_secret)} characters; "
+            f"set it to {MIN_SESSION_SECRET_CHARS} or more random ones (e.g. `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'`), the same for every worker, or unset it for a random "
+            "key per start (one worker only)"
         )
     if settings.workers > 1 and settings.session_secret is None:
         raise InputError(

@@ -63,7 +63,9 @@ class ServeSettings(Settings):
         "the pages load their scripts from a public CDN.",
     )
     session_secret: SecretStr | None = Field(
-        default=None, description="Key that signs review-page session cookies; random per start if unset."
+        default=None,
+        description="Key that signs review-page session cookies, 16 characters or more; random per "
+        "start if unset.",
     )
     session_ttl_s: int = Field(default=8 * 3600, gt=0, description="Lifetime of a review-page session.")
     session_idle_s: int = Field(

@@ -120,6 +120,26 @@ def test_several_workers_need_one_session_secret(tmp_path) -> None:
     create_app(ServeSettings(_env_file=None, session_secret="shared-by-all-workers", **values))
 
 
+@pytest.mark.parametrize(("secret", "workers"), [("", 2), ("", 1), ("fifteen-chars!!", 1)])
+def test_a_session_secret_must_be_long(tmp_path, secret: str, workers: int) -> None:
+    """An empty CLEARSIGHT_SESSION_SECRET passed for one (it is not None), and was used as none: each
+    worker signed sessions with a random key of its own."""
+    values = {
+        "api_keys": API_KEYS,
+        "audit_secret": "a-real-audit-secret-of-the-port",
+        "data_dir": tmp_path,
+        "workers": workers,
+    }
+    with pytest.raises(
+        InputError,
+        match=rf"^session_secret \(CLEARSIGHT_SESSION_SECRET\) has {len(secret)} characters; set it to 16 "
+        r"or more random ones .*or unset it for a random key per start \(one worker only\)$",
+    ) as raised:
+        create_app(ServeSettings(_env_file=None, session_secret=secret, **values))
+    assert "fifteen" not in str(raised.value)  # the secret is never said
+    create_app(ServeSettings(_env_file=None, session_secret="sixteen-chars!!!", **values))
+
+
 def test_insecure_dev_flag_serves_without_keys(make_client) -> None:
     client = make_client(api_keys="", insecure_dev=True)
     response = client.get("/v1/models")
