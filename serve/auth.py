@@ -110,8 +110,9 @@ def parse_api_keys(spec: str) -> KeyRing:
     """Parse ``"role:key,role:key"`` into a :class:`KeyRing`.
 
     Raises:
-        InputError: an entry without ``:``, an unknown role, a key shorter than 8 characters, or the
-            same key twice.
+        InputError: an entry without ``:``, an unknown role, a key that is not printable ASCII or
+            shorter than 8 characters, or the same key twice (the entry named by its number and
+            role, never the key).
     """
     entries: list[tuple[bytes, Role]] = []
     seen: set[bytes] = set()
@@ -135,6 +136,14 @@ def parse_api_keys(spec: str) -> KeyRing:
                 f"shown in case the entry is written key:role); expected role:key with role one of {roles}"
             ) from None
         key = key.strip()
+        if not all(" " <= char <= "~" for char in key):
+            # a header's bytes reach the service as Latin-1: a key sent as UTF-8 never matched
+            raise InputError(
+                f"API key entry #{index + 1} ({role.value}) holds a character that is not printable "
+                "ASCII (a letter with an accent, a control character); clients send keys in HTTP "
+                "headers, where it could never match: use ASCII letters, digits and punctuation "
+                "(secrets.token_urlsafe(24) gives 32)"
+            )
         if len(key) < 8:
             raise InputError(
                 f"API key entry #{index + 1} ({role.value}) is {len(key)} characters; need at least 8"

@@ -35,6 +35,16 @@ from serve.settings import ServeSettings
         ),
         ("officer:short", "API key entry #1 (officer) is 5 characters; need at least 8"),
         ("officer:abcdefgh1,admin:abcdefgh1", "API key entry #2 (admin) repeats an earlier key"),
+        *(  # accepted, and never matched: a header's bytes are read as Latin-1
+            (
+                f"officer:abcdefgh1,submitter:{key}",
+                "API key entry #2 (submitter) holds a character that is not printable ASCII (a letter "
+                "with an accent, a control character); clients send keys in HTTP headers, where it "
+                "could never match: use ASCII letters, digits and punctuation (secrets.token_urlsafe(24) "
+                "gives 32)",
+            )
+            for key in ("clé-secrète-du-port", "key\twith-a-tab", "key-with-a-bell\x07")
+        ),
     ],
 )
 def test_parse_api_keys_rejects(spec: str, message: str) -> None:
