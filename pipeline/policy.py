@@ -372,6 +372,17 @@ class Policy(_Strict):
         """SHA-256 of the validated content as canonical JSON (comments and layout do not count)."""
         return self._sha256
 
+    def model_warnings(self, models: Mapping[str, str]) -> list[str]:
+        """What deciding with ``models`` (the loaded models' ids by their cargo type) would do that
+        its operator would not want unsaid: a cargo type the policy has no rules for is held for
+        good, every shipment of it, whatever its pictures score."""
+        return [
+            f"the policy has no rules for cargo type {cargo!r} of model {model_id}: its shipments are "
+            "never released (fail_closed.unknown_cargo_type)"
+            for cargo, model_id in sorted(models.items())
+            if cargo not in self.cargo_types
+        ]
+
     def warnings(self) -> list[str]:
         """What a valid policy leaves undone that the domain asks for; said by whoever loads it."""
         found = []

@@ -249,8 +249,10 @@ def build_services(
         else _load_predictors(settings.models, runtime=settings.runtime)
     )
     services.policy = _load_policy(settings)
-    services.policy.check_models({cargo: p.model_id for cargo, p in services.predictors.items()})
-    for warning in services.policy.warnings():
+    loaded = {cargo: p.model_id for cargo, p in services.predictors.items()}
+    services.policy.check_models(loaded)
+    # a model whose cargo type the policy has no rules for: every shipment of it held, unsaid
+    for warning in [*services.policy.warnings(), *services.policy.model_warnings(loaded)]:
         log.warning("%s", warning)
     services.traders = _load_register(settings, services.policy)
     services.audit = audit if audit is not None else _open_audit(settings)

@@ -132,14 +132,8 @@ def register(app: typer.Typer) -> None:
                 typer.echo(line)
         for line in _other_rules(policy):
             typer.echo(line)
-        unlisted = sorted(set(cards) - set(policy.cargo_types))
-        warnings = [*policy.warnings()]
-        warnings += [
-            f"the policy has no rules for cargo type {cargo!r} of model {cards[cargo]['model_id']}: its "
-            "shipments are never released (fail_closed.unknown_cargo_type)"
-            for cargo in unlisted
-        ]
-        for warning in warnings:
+        models = {cargo: str(card["model_id"]) for cargo, card in cards.items()}
+        for warning in [*policy.warnings(), *policy.model_warnings(models)]:
             typer.echo(f"Warning: {warning}")
-        policy.check_models({cargo: str(card["model_id"]) for cargo, card in cards.items()})
+        policy.check_models(models)
         typer.echo(f"policy {policy.version} is valid")

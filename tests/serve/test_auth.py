@@ -357,6 +357,24 @@ def test_a_policy_that_audits_nothing_at_random_is_warned_about_at_start(
     assert "random audit" not in caplog.text
 
 
+def test_a_model_whose_cargo_type_the_policy_has_no_rules_for_is_warned_about_at_start(
+    make_client, tmp_path, caplog
+) -> None:
+    """Every shipment of such a model is held (fail_closed.unknown_cargo_type): `policy check
+    --model` said so, the service started without a word."""
+    policy = tmp_path / "ore-only.yaml"
+    policy.write_text("policy_version: t\nrandom_audit: {rate: 0.02}\ncargo_types:\n  bulk_ore: {}\n")
+    make_client(policy=policy)
+    said = [r.getMessage() for r in caplog.records if "no rules for cargo type" in r.getMessage()]
+    assert said == [
+        "the policy has no rules for cargo type 'vacuum_pack' of model vacuum_pack-fake-0001: its shipments "
+        "are never released (fail_closed.unknown_cargo_type)"
+    ]
+    caplog.clear()
+    make_client()  # the bundled example has rules for both
+    assert "no rules for cargo type" not in caplog.text
+
+
 def test_a_model_the_policy_does_not_approve_is_refused_at_start(make_client, tmp_path) -> None:
     """A policy that lists the models approved for a cargo type: a service loaded with another
     would send every such shipment to inspection on a fail-closed rule; it does not start."""
