@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -102,6 +103,7 @@ def preflight(settings: ServeSettings) -> dict[str, Predictor]:
     policy = _load_policy(settings)
     _load_register(settings, policy)  # the quick checks first
     _check_data_dir(settings.data_dir)
+    _check_host(settings.host)
     AuditStore.check_url(settings.audit_db)
     predictors = _load_predictors(settings.models, runtime=settings.runtime)
     policy.check_models({cargo: p.model_id for cargo, p in predictors.items()})
@@ -115,6 +117,31 @@ def preflight(settings: ServeSettings) -> dict[str, Predictor]:
     finally:
         audit.close()
     return predictors
+
+
+def _check_host(host: str) -> None:
+    """Refuse an interface this machine cannot bind, before the models load: uvicorn found it only
+    then, and said so in a log line with no option named (exit 3).
+
+    Raises:
+        InputError: ``host`` does not resolve, or names no address of this machine.
+    """
+    try:
+        found = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:  # UnicodeError: a label IDNA cannot encode
+        raise InputError(
+            f"--host {host!r} (CLEARSIGHT_HOST) does not resolve ({exc}); give an address of this "
+            "machine (127.0.0.1, 0.0.0.0 for every interface, ::) or a name that resolves to one"
+        ) from exc
+    family, kind, proto, _, address = found[0]
+    try:  # a port the system picks: the address is checked, not the port (uvicorn binds that)
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind((address[0], 0, *address[2:]))
+    except OSError as exc:
+        raise InputError(
+            f"--host {host!r} (CLEARSIGHT_HOST) cannot be bound here ({exc.strerror or exc}): "
+            "give an address of this machine (127.0.0.1, 0.0.0.0 for every interface, ::)"
+        ) from exc
 
 
 def _check_data_dir(data_dir: Path) -> None:

@@ -318,12 +318,17 @@ DB = "sqlite:///{tmp}/a.db"
         (["--audit-db", DB, "--trader-register", "{tmp}/aeof.csv"],
          "Error: trader register {tmp}/aeof.csv gives tier(s) 'aeof' that policy 2026.12.2-example does not "
          "know (it lists AEOF, AEOS)"),
+        (["--audit-db", DB, "--host", "192.0.2.1"],  # TEST-NET-1: no machine's address
+         "Error: --host '192.0.2.1' (CLEARSIGHT_HOST) cannot be bound here ("),
+        (["--audit-db", DB, "--host", "x" * 64 + ".example"],  # a label too long: refused unlooked-up
+         f"Error: --host '{'x' * 64}.example' (CLEARSIGHT_HOST) does not resolve ("),
         (["--audit-db", DB, "--port", "99999"],
          "Error: port (--port or CLEARSIGHT_PORT): Input should be less than or equal to 65535"),
         (["--audit-db", DB, "--data-dir", "{tmp}/aeof.csv/data"],
          "Error: data folder {tmp}/aeof.csv/data/images cannot be written (NotADirectoryError"),
     ],
-    ids=["audit-url", "model", "register", "register-tier", "port", "data-dir"],
+    ids=["audit-url", "model", "register", "register-tier", "host-elsewhere", "host-unresolved", "port",
+         "data-dir"],
 )  # fmt: skip
 def test_serve_names_what_is_wrong_before_starting(
     tmp_path, monkeypatch, capsys, logging_restored, args, said
