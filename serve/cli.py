@@ -126,8 +126,9 @@ def serve_command(
         Path | None,
         typer.Option(
             "--trader-register",
-            help="CSV of trusted traders (trader_id, aeo_tier): the AEO tier shipments are decided under. "
-            "Without it, submitters may not declare a tier.",
+            help="CSV of trusted traders (trader_id, aeo_tier, submitters): the AEO tier shipments are "
+            "decided under. Submitters never declare a tier (403); a submitter's shipments get a trader's "
+            "tier only where its key is named among that trader's submitters (`clearsight keys`).",
         ),
     ] = None,
     # None where not given: the settings take CLEARSIGHT_HOST, _PORT, _WORKERS (or .env), then their

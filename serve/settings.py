@@ -37,8 +37,10 @@ class ServeSettings(Settings):
     )
     trader_register: Path | None = Field(
         default=None,
-        description="CSV of trusted traders (trader_id, aeo_tier) as the customs authority keeps it: "
-        "the AEO tier a shipment is decided under. Unset: submitters may not declare a tier.",
+        description="CSV of trusted traders (trader_id, aeo_tier, submitters) as the customs authority "
+        "keeps it: the AEO tier a shipment is decided under. Submitters never declare a tier, register "
+        "or not; a submitter's shipments get a trader's tier only where the register names its key "
+        "among that trader's submitters. Unset: no shipment of a submitter's gets a tier.",
     )
     data_dir: Path = Field(
         default=Path("runs/serve"), description="Where uploaded images and heatmaps are kept for review."

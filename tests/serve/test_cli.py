@@ -246,3 +246,15 @@ def test_a_worker_that_fails_to_start_stops_the_service_with_a_failure(
 def test_workers_have_a_minute_to_answer_their_first_health_check() -> None:
     """uvicorn's 5 s killed workers still importing on a loaded machine ("Child process died")."""
     assert uvicorn_options(ServeSettings(_env_file=None))["timeout_worker_healthcheck"] == 60.0
+
+
+def test_the_trader_register_help_never_says_submitters_may_declare_a_tier() -> None:
+    """'Without it, submitters may not declare a tier' read as if they might with one: a submitter's
+    declared aeo_tier is refused (403) register or not."""
+    import typer
+
+    serve = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    (option,) = [p for p in serve.params if p.name == "trader_register"]
+    for said in (option.help, ServeSettings.model_fields["trader_register"].description):
+        assert "Submitters never declare a tier" in said and "may not declare" not in said
+        assert "among that trader's submitters" in said
