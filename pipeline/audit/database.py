@@ -118,9 +118,13 @@ def _shown_text(url: str) -> str:
     """A URL as given, its secrets hidden as :func:`shown_url` hides them (the user part's password,
     and the value of a query key naming a secret), for one that does not parse or whose path is
     best named as typed: rendering writes a SQLite file's name %-quoted."""
-    hidden = re.sub(r"^([^/?#]*//[^/?#@:]*:)[^/?#@]*(?=@)", r"\1***", url)
+    # the user part's password runs to the LAST "@": a password holding "/" or "@" unencoded
+    # ("Tr0ub/4dor", "Tr0ub@4dor") ended the pattern early and was shown from there
+    hidden = re.sub(r"^([^/?#]*//[^/?#@:]*:).*@", r"\1***@", url)
     return re.sub(
-        r"([?&;]([^=&;]*)=)([^&;]*)", lambda m: m[1] + ("***" if _secret_key(m[2]) else m[3]), hidden
+        r"([?&;]([^=&;]*)=)([^&;]*)",
+        lambda m: m[1] + ("***" if _secret_key(unquote(m[2])) else m[3]),  # pass%77ord is password
+        hidden,
     )
 
 
@@ -130,13 +134,21 @@ def parsed_url(url: str) -> URL:
     Raises:
         AuditError: not a SQLAlchemy URL, or a backend other than SQLite and PostgreSQL.
     """
+    accepted = (
+        "--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB"
+    )
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        why = " (its port is not a number)" if isinstance(exc, ValueError) else ""
         raise AuditError(
-            f"audit store URL {_shown_text(url)!r} is not a SQLAlchemy URL "
-            "(accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)"
-        ) from exc
+            f"audit store URL {_shown_text(url)!r} is not a SQLAlchemy URL{why} ({accepted})"
+        ) from None  # the parser's own words repeat the URL, password and all (shown under --debug)
+    if "@" in (parsed.host or ""):  # u:Tr0ub@4dor@host: the password's tail read as the host's name
+        raise AuditError(
+            f"audit store URL {_shown_text(url)!r}: its user part holds an '@' not written as %40 (a "
+            f"password's '@', say, which would be sent to the driver as part of the host's name) ({accepted})"
+        )
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
         shown = shown_url(parsed)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -738,8 +739,27 @@ def test_reopen_keeps_the_chain(db_url: str) -> None:
     [
         (
             "not a url",
-            "audit store URL 'not a url' is not a SQLAlchemy URL (accepted: sqlite:///FILE, "
+            "audit store URL 'not a url' is not a SQLAlchemy URL (--audit-db or CLEARSIGHT_AUDIT_DB; "
+            "accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
+        (  # mistyped, its password echoed whole
+            "postgresql+psycopg//u:Tr0ub4dor@127.0.0.1/test",
+            "audit store URL 'postgresql+psycopg//u:***@127.0.0.1/test' is not a SQLAlchemy URL "
+            "(--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, "
             "postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
+        (  # a "/" in the password ended the hidden part: "Tr0ub/" hidden, "4dor" shown
+            "postgresql+psycopg://clearsight:Tr0ub/4dor@db.example:5432x/audit?pass%77ord=Tr0ub4dor",
+            "audit store URL 'postgresql+psycopg://clearsight:***@db.example:5432x/audit?pass%77ord=***' is "
+            "not a SQLAlchemy URL (its port is not a number) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: "
+            "sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
+        (  # an "@" in the password: its tail became the host's name, and the driver's error said it
+            "postgresql+psycopg://clearsight:Tr0ub@4dor@127.0.0.1:1/audit?connect_timeout=1",
+            "audit store URL 'postgresql+psycopg://clearsight:***@127.0.0.1:1/audit?connect_timeout=1': its "
+            "user part holds an '@' not written as %40 (a password's '@', say, which would be sent to the "
+            "driver as part of the host's name) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: "
+            "sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
         (
             "mysql://u:pw@h/db",
@@ -754,14 +774,18 @@ def test_reopen_keeps_the_chain(db_url: str) -> None:
         (  # a port that is no number: named, its secrets hidden, not a ValueError's traceback
             "postgresql://u:pw@h:no-port/db?password=pw",
             "audit store URL 'postgresql://u:***@h:no-port/db?password=***' is not a SQLAlchemy URL "
-            "(accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+            "(its port is not a number) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, "
+            "postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
     ],
 )
 def test_bad_urls(url: str, message: str) -> None:
-    with pytest.raises(AuditError) as info:
-        AuditStore.open(url)
-    assert str(info.value) == message
+    for opening in (AuditStore.open, AuditStore.check_url, lambda u: AuditStore.open(u, create=False)):
+        with pytest.raises(AuditError) as info:
+            opening(url)
+        assert str(info.value) == message
+        for secret in ("Tr0ub", "4dor", "pw&", "=pw"):  # nor in a traceback (--debug)
+            assert secret not in "".join(traceback.format_exception(info.value))
 
 
 @pytest.mark.postgres
