@@ -61,9 +61,11 @@ class StageLines:
 
 
 def count_steps(progress: StageFn, stage: str, total: int) -> Callable[[], None]:
-    """``advance()``, one step of ``stage`` done, as ``progress(stage, done, total)``; said begun now."""
+    """``advance()``, one step of ``stage`` done, as ``progress(stage, done, total)``; said begun now,
+    unless it has no step to do (``decide`` without a listed picture to read again said so)."""
     done = 0
-    progress(stage, 0, total)
+    if total > 0:
+        progress(stage, 0, total)
 
     def advance() -> None:
         nonlocal done

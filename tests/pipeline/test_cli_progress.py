@@ -85,6 +85,8 @@ def test_count_steps_says_a_stage_begun_then_counts_it() -> None:
     advance()
     advance()
     assert calls == [("deciding", 0, 2), ("deciding", 1, 2), ("deciding", 2, 2)]
+    count_steps(lambda *call: calls.append(call), "reading", 0)
+    assert calls[-1] == ("deciding", 2, 2)  # a stage of no step is not said
 
 
 def test_a_terminal_gets_bars_and_a_log_lines() -> None:
