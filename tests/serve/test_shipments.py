@@ -1370,7 +1370,7 @@ def test_a_mirrored_or_turned_copy_goes_to_an_officer_who_sees_the_earlier_pictu
     (tmp_path / "data" / "images" / f"{hashlib.sha256(jpeg).hexdigest()}.jpg").unlink()
     assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
     page = client.get("/review").text
-    assert f"b.jpg is a near-copy of this picture, {named}, decided before in shipment" in page
+    assert f"<bdi>b.jpg</bdi> is a near-copy of this picture, {named}, decided before in shipment" in page
     assert f'<img src="/review/files/display/{hashlib.sha256(png).hexdigest()}" alt="earlier picture' in page
 
 
@@ -1393,7 +1393,10 @@ def test_the_review_page_finds_the_earlier_picture_in_the_shipment_that_holds_it
     assert copy["similar_turn"] == "turned half a turn"
     assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
     page = client.get("/review").text
-    assert "c.png is a near-copy of this picture, turned half a turn, decided before in shipment" in page
+    assert (
+        "<bdi>c.png</bdi> is a near-copy of this picture, turned half a turn, decided before in shipment"
+        in page
+    )
     assert f'src="/review/files/display/{hashlib.sha256(clockwise).hexdigest()}" alt="earlier picture' in page
 
 
