@@ -435,6 +435,14 @@ def _check_preprocessing(preprocessing: Mapping[str, Any], input_size: int, chec
             "[[least, most] along the height, [least, most] along the width]: numbers > 0, least no "
             "more than most (or null: not recorded)",
         )
+    sides = source.get("downscale_short_long")
+    if sides is not None and not (_positive_pair(sides) and sides[0] <= sides[1]):
+        raise check.refuse(
+            "preprocessing.source_resolution.downscale_short_long",
+            sides,
+            "[median along a view's shorter side, along its longer side]: numbers > 0, the shorter no "
+            "more than the longer (or null: not recorded)",
+        )
 
 
 def _positive_pair(value: Any) -> bool:

@@ -47,8 +47,11 @@ class Prediction(NamedTuple):
             were, along the view's height and its width apart (``models.tiling.view_downscale_hw``):
             1.0 on a side whose downscale lies within the training views' range on that side, else
             its ratio to the nearer end (cards without the range: to the training views' median),
-            whichever of the two sides is farther from 1 (a 64 x 3 strip cut from a 64 px training
-            image: 21.3, its width enlarged 21x though its height is as in training). 1.0: the same.
+            and along its shorter and its longer side, the training views' median one over its own
+            (where the card records it, ``downscale_short_long``: the median training refuses
+            images more than 2x off by), whichever figure is farthest from 1 (a 64 x 3 strip cut
+            from a 64 px training image: 21.3, its width enlarged 21x though its height is as in
+            training). 1.0: the same.
             2.5: it is enlarged 2.5x more (a 96 px image for a model trained on 240 px ones): it
             holds less detail than they did, or shows a closer view. 0.4: it is shrunk 2.5x more: a
             wider view whose objects reach the model smaller than in training, or the same view at a

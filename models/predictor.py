@@ -274,6 +274,7 @@ class ArtifactPredictor:
         self._pseudo = set(card.get("training", {}).get("pseudo_types", []))
         self._training_downscale = _training_downscale_hw(pre.get("source_resolution", {}))
         self._training_span = _training_span(pre.get("source_resolution", {}), self._training_downscale)
+        self._training_sides = _training_sides(pre.get("source_resolution", {}))
 
     @property
     def model_id(self) -> str:
@@ -347,11 +348,15 @@ class ArtifactPredictor:
         """An image's :attr:`~models.inference.Prediction.scale_vs_training`, from its size alone.
 
         Measured along the view's height and its width apart, against the span of the training
-        views' own along that side (1.0 inside it, else the ratio to its nearer end), and the side
-        farther off (by ratio, either way) gives the figure: every view is resized to a square, so
+        views' own along that side (1.0 inside it, else the ratio to its nearer end), and along its
+        shorter and its longer side against the training views' median shorter and longer side
+        (``downscale_short_long``, the median training refuses images more than 2x off by); the
+        figure farther off (by ratio, either way) is the scale. Every view is resized to a square, so
         an image stretched along one side only (a 64 x 3 strip for a model of 64 px squares)
         reaches the model as far from the training scale as one resized along both, while a model
-        trained on landscape and portrait images takes both.
+        trained on landscape and portrait images takes both. The span alone let one training image
+        2x off the others move its end 2x, and a thumbnail 4x off the others then scored 2.0; a card
+        without the median (written before it was recorded) is read by the span alone.
         """
         if self._training_span is None:
             return None
@@ -361,6 +366,8 @@ class ArtifactPredictor:
             lo / o if o < lo else hi / o if o > hi else 1.0
             for (lo, hi), o in zip(self._training_span, own, strict=True)
         ]
+        if self._training_sides is not None:
+            ratios += [t / o for t, o in zip(self._training_sides, sorted(own), strict=True)]
         farther = max(ratios, key=lambda r: abs(math.log(r)))
         return round(farther, 4)
 
@@ -418,3 +425,27 @@ def _training_span(
             "numbers, least no more than most"
         )
     return (h_lo, h_hi), (w_lo, w_hi)
+
+
+def _training_sides(source: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The training views' median downscale along their shorter and their longer side, from the
+    card's ``source_resolution.downscale_short_long``; None where it is not recorded (one shape of
+    view, whose span says as much, or a card written before it was recorded).
+
+    Raises:
+        ModelError: it is not a [shorter, longer] pair of positive numbers, shorter no more than longer.
+    """
+    sides = source.get("downscale_short_long")
+    if sides is None:
+        return None
+    try:
+        shorter, longer = (float(v) for v in sides)
+    except (TypeError, ValueError):
+        shorter = longer = math.nan
+    if not (math.isfinite(shorter) and math.isfinite(longer) and 0 < shorter <= longer):
+        raise ModelError(
+            f"the model card's preprocessing.source_resolution holds downscale_short_long {sides!r}; "
+            "accepted: [median along the shorter side, median along the longer side], positive "
+            "numbers, the shorter no more than the longer"
+        )
+    return shorter, longer

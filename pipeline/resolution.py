@@ -15,17 +15,19 @@ of the two that is farther off, outside [1/:data:`SCALE_TOLERANCE`, :data:`SCALE
 score that validation never vouched for, so ``clearsight score`` warns and the decision layer never
 releases it on that score (``fail_closed.off_training_scale``). Both sides count because every view
 is resized to a square: a 64 x 3 strip reaches a model trained on 64 px squares at their scale
-along its width and 21x enlarged along its height. Each side is compared with the span of scales
-the training views had along it (``downscale_hw_range``), not with their median alone: a model
-trained on landscape and portrait images saw both, and a median per side matched neither.
+along its width and 21x enlarged along its height.
 
-The span is only as good as the training images: one image far off the others' scale (a 1 px
-thumbnail among 64 px images) stretched it to take in every scale between, and scoring then took a
-16 px thumbnail for a training-scale image, warned of nothing and released it. Training refuses
-such images (:func:`off_scale_images`: more than :data:`SCALE_TOLERANCE` off the median training
-view along its shorter or its longer side, by the tolerance scoring applies), naming them; images
-within it of the median train as before, and so do landscape and portrait images of one
-resolution, which differ only in which side is the longer.
+One rule decides what the training scale is, in training and in scoring: the median training view
+along its shorter and its longer side (``downscale_short_long``), shorter side against shorter and
+longer against longer, so that landscape and portrait images of one resolution are at one scale.
+Training refuses images more than :data:`SCALE_TOLERANCE` off it (:func:`off_scale_images`),
+naming them, and scoring flags them. Each side of a view is also compared with the span of scales
+the training views had along it (``downscale_hw_range``): a model trained on landscape images alone
+never saw one turned on its side. The span alone was the rule before, and it is only as good as its
+ends: one training image 2x off the others moved an end 2x, a thumbnail 4x off the others then
+scored 2.0 and was released, and a model trained on 16 x 64 and 64 x 16 strips took both 16 px and
+64 px squares for its training scale. Cards written before the median was recorded keep the span
+rule.
 """
 
 from __future__ import annotations
@@ -77,10 +79,11 @@ def off_scale_images(
 
     Each view's downscale (:func:`~models.tiling.view_downscale_hw`) is taken along its shorter and
     its longer side, and compared with the median of each over the images: a portrait image among
-    landscape ones of the same resolution is at their scale, side for side, as scoring takes it
-    (the span of each side then holds both orientations). The scale given is the farther off of the
-    two ratios, image over median, as ``scale_vs_training`` is (above 1: shrunk more for the model
-    than the others; below 1: enlarged more).
+    landscape ones of the same resolution is at their scale, side for side. Scoring flags an image
+    by this rule against the same median (the card's ``downscale_short_long``), so no image training
+    took is off the training scale, and every image it would refuse is. The scale given is the
+    farther off of the two ratios, image over median (above 1: shrunk more for the model than the
+    others; below 1: enlarged more), the inverse of ``scale_vs_training``.
 
     Args:
         shapes: (height, width) of each training image.
@@ -89,7 +92,7 @@ def off_scale_images(
     """
     if not shapes:
         return []
-    sides = np.array([sorted(view_downscale_hw(h, w, size=size, tiling=tiling)) for h, w in shapes])
+    sides = _view_sides(shapes, size=size, tiling=tiling)
     ratios = sides / np.median(sides, axis=0)
     off = []
     for n, (shorter, longer) in enumerate(ratios):
@@ -97,6 +100,13 @@ def off_scale_images(
         if off_training_scale(farther):
             off.append((n, farther))
     return off
+
+
+def _view_sides(shapes: Sequence[tuple[int, int]], *, size: int, tiling: TilingConfig) -> np.ndarray:
+    """Each image's view downscale along its shorter and its longer side, (N, 2): what
+    :func:`off_scale_images` and the card's ``downscale_short_long`` (which scoring compares with)
+    both take their median of, so that the two apply one rule."""
+    return np.array([sorted(view_downscale_hw(h, w, size=size, tiling=tiling)) for h, w in shapes])
 
 
 def describe_scale(scale: float) -> str:
@@ -129,8 +139,13 @@ def source_resolution(
         its width, only where that is not ``[downscale, downscale]``: square views need no more,
         and a card without it is read as square (cards written before it was recorded too).
         ``downscale_hw_range`` (``[[least, most] along the height, [least, most] along the
-        width]``, rounded outwards to 6 places) is recorded only where the views differ along a side:
-        scoring takes every scale in it as the training scale, and a card without it the medians.
+        width]``, rounded outwards to 6 places) and ``downscale_short_long`` (the median along a
+        view's shorter and along its longer side, as :func:`off_scale_images` takes it) are recorded
+        only where the views differ along a side: scoring flags an image more than
+        :data:`SCALE_TOLERANCE` off that median, or off the span along a side by more than it; a
+        card without them is read by the medians alone (one shape of view: span and medians are
+        that view's), and a card with the span alone (written before the median was recorded) by
+        the span.
     """
     if not shapes:
         raise ValueError("source_resolution needs at least one image shape")
@@ -173,6 +188,11 @@ def source_resolution(
         summary["downscale_hw"] = hw
     if (lows != highs).any():  # one shape of view: the medians say it all
         summary["downscale_hw_range"] = span
+        # not rounded: scoring compares images with it as training compared its own images, and a
+        # rounded median would flag an image training took (or take one training refused) at the
+        # tolerance's edge
+        medians = np.median(_view_sides(shapes, size=size, tiling=tiling), axis=0)
+        summary["downscale_short_long"] = [float(medians[0]), float(medians[1])]
     return summary
 
 

@@ -129,10 +129,9 @@ def check_scales(
 ) -> None:
     """Refuse training images far off the others' scale (:func:`pipeline.resolution.off_scale_images`).
 
-    The card's span of training scales (``downscale_hw_range``) runs from the least to the most any
-    training view had, and scoring takes every scale in it for the training scale: one stray
-    thumbnail among the images stretched it to take in scales no validation vouched for, and the
-    off-training-scale warning and hold never came.
+    Scoring flags an image more than :data:`~pipeline.resolution.SCALE_TOLERANCE` off the median
+    training view (the card's ``downscale_short_long``) by this very rule, so such an image would be
+    trained on at a scale the model does not vouch for.
 
     Raises:
         DatasetFormatError: naming the images (relative to ``root`` where they lie in it), their
@@ -160,10 +159,11 @@ def check_scales(
     )
     raise DatasetFormatError(
         f"{str(root)!r}: {len(off)} training image(s) would be resized for the model more than "
-        f"{SCALE_TOLERANCE:g}x off the scale of the others (median size {median}): {listed}. Trained "
-        "on, they would widen the span of scales the model takes for its training scale, and scoring "
-        "would no longer warn of or hold images that far off the others' scale; remove them, resize "
-        "them to the others' view, or train a separate model on images of their resolution"
+        f"{SCALE_TOLERANCE:g}x off the scale of the others (median size {median}): {listed}. Scoring "
+        "takes images that far off the others' scale for off the training scale, warns of them and "
+        "never releases a shipment on their score, so the model would not vouch for images like them; "
+        "remove them, resize them to the others' view, or train a separate model on images of their "
+        "resolution"
     )
 
 

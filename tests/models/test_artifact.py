@@ -391,6 +391,19 @@ _NOT = r"is not accepted; expected"
             rf"downscale_hw_range = \[\[1, 2\], \[nan, 2\]\] {_NOT}",
         ),
         (
+            _set("preprocessing.source_resolution.downscale_short_long", [2, 1]),
+            rf"model\.json': preprocessing\.source_resolution\.downscale_short_long = \[2, 1\] {_NOT} "
+            r"\[median along a view's shorter side, .* the shorter no more than the longer",
+        ),
+        (
+            _set("preprocessing.source_resolution.downscale_short_long", [0, 1]),
+            rf"downscale_short_long = \[0, 1\] {_NOT}",
+        ),
+        (
+            _set("preprocessing.source_resolution.downscale_short_long", "1"),
+            rf"downscale_short_long = '1' {_NOT}",
+        ),
+        (
             _set("training.pseudo_types", "foreign_object"),
             rf"training\.pseudo_types = 'foreign_object' {_NOT}",
         ),

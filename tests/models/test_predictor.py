@@ -15,7 +15,7 @@ from models.artifact import load_model
 from models.fusion import SIGNALS
 from models.predictor import ArtifactPredictor, ImageScorer
 from models.tiling import TilingConfig
-from pipeline.resolution import off_training_scale, source_resolution
+from pipeline.resolution import off_scale_images, off_training_scale, source_resolution
 
 
 @pytest.fixture(scope="module")
@@ -107,30 +107,68 @@ _TILED = {"tile_size": 64, "overlap": 16}
 @pytest.mark.parametrize(
     ("shapes", "tiling", "others"),
     [
-        (_LANDSCAPE_AND_PORTRAIT, {}, [(160, 160, 1.0), (64, 64, 1.0), (400, 160, 0.4)]),
-        ([(64, 160)] * 7 + [(64, 65)] * 3, {}, [(64, 112, 1.0), (64, 16, 4.0625)]),
-        ([(64, 64)] * 5 + [(128, 128)], {}, [(96, 96, 1.0), (256, 256, 0.5)]),
-        ([(2000, 3000), (40, 40)], _TILED, [(50, 50, 1.0), (16, 64, 2.5)]),
+        (_LANDSCAPE_AND_PORTRAIT, {}, [(64, 160, 1.0), (160, 64, 1.0), (160, 160, 0.4), (64, 64, 2.5)]),
+        ([(64, 160)] * 7 + [(64, 96)] * 3, {}, [(64, 96, 1.6667), (64, 112, 1.4286), (64, 16, 6.0)]),
+        ([(64, 64)] * 5 + [(128, 128)], {}, [(128, 128, 0.5), (96, 96, 0.6667), (256, 256, 0.25)]),
+        ([(2000, 3000), (40, 40)], _TILED, [(40, 40, 1.3), (50, 50, 1.04), (16, 64, 3.25)]),
     ],
     ids=["both-orientations", "two-widths", "two-sizes", "tiled"],
 )
-def test_every_shape_seen_in_training_is_at_the_training_scale(
+def test_every_shape_seen_in_training_is_within_the_training_scale(
     predictor: ArtifactPredictor, shapes: list[tuple[int, int]], tiling: dict, others: list
 ) -> None:
     """A model trained on 7 landscape (64 x 160) and 3 portrait (160 x 64) images recorded one
     median per side, [1.0, 2.5], and flagged its own portrait images 2.5x off the training scale,
-    which the decision layer never released. Stretched images are still measured side by side."""
+    which the decision layer never released. Each side is now measured against the median shorter
+    and longer side, so both orientations are at the training scale, every image training takes is
+    within the tolerance of it, and stretched images are still measured side by side."""
     trained = _trained_on(predictor, shapes, tiling)
-    assert {trained.scale_vs_training(h, w) for h, w in shapes} == {1.0}
+    assert not any(off_training_scale(trained.scale_vs_training(h, w)) for h, w in shapes)
     assert [(h, w, trained.scale_vs_training(h, w)) for h, w, _ in others] == others
     for height, width in [(64, 1), (3, 64), (3, 2000), (1, 64)]:  # strips enlarged 21x or more
         assert off_training_scale(trained.scale_vs_training(height, width)), (height, width)
+
+
+def test_one_image_at_the_tolerance_does_not_widen_the_training_scale(predictor: ArtifactPredictor) -> None:
+    """Training takes a 32 px image among 64 px ones (2x off, within the tolerance). The span of
+    training scales then ran to 0.5, and a 16 px thumbnail, 4x off the others, scored 2.0 against
+    its end and was released; against the median it is 4x off, as training would refuse it."""
+    shapes = [(64, 64)] * 6 + [(32, 32)]
+    assert off_scale_images(shapes, size=64, tiling=TilingConfig()) == []
+    assert off_scale_images([(64, 64)] * 6 + [(16, 16)], size=64, tiling=TilingConfig()) == [(6, 0.25)]
+    trained = _trained_on(predictor, shapes, {})
+    assert (trained.scale_vs_training(32, 32), trained.scale_vs_training(16, 16)) == (2.0, 4.0)
+    assert off_training_scale(trained.scale_vs_training(16, 16))
+    assert trained.scale_vs_training(128, 128) == 0.5  # 2x the other way: within
+
+
+def test_strips_of_both_orientations_do_not_make_squares_the_training_scale(
+    predictor: ArtifactPredictor,
+) -> None:
+    """Trained on 16 x 64 and 64 x 16 strips, the span along each side ran from 0.25 to 1.0, and a
+    16 px and a 64 px square both scored 1.0, where training would refuse either among the strips."""
+    strips = [(16, 64)] * 3 + [(64, 16)] * 3
+    for square in [(16, 16), (64, 64)]:
+        assert [n for n, _ in off_scale_images([*strips, square], size=64, tiling=TilingConfig())] == [6]
+    trained = _trained_on(predictor, strips, {})
+    assert (trained.scale_vs_training(16, 64), trained.scale_vs_training(64, 16)) == (1.0, 1.0)
+    assert (trained.scale_vs_training(16, 16), trained.scale_vs_training(64, 64)) == (4.0, 0.25)
+
+
+def test_a_card_without_the_median_keeps_the_span(predictor: ArtifactPredictor) -> None:
+    # a card written before training recorded the median shorter and longer side
+    trained = _trained_on(predictor, [(64, 64)] * 6 + [(32, 32)], {})
+    source = dict(trained.card["preprocessing"]["source_resolution"])
+    assert source.pop("downscale_short_long") == [1.0, 1.0]
+    older = _with_preprocessing(trained, source_resolution=source)
+    assert (older.scale_vs_training(16, 16), older.scale_vs_training(8, 8)) == (2.0, 4.0)
 
 
 def test_a_card_without_the_span_keeps_the_medians(predictor: ArtifactPredictor) -> None:
     trained = _trained_on(predictor, _LANDSCAPE_AND_PORTRAIT, {})
     source = dict(trained.card["preprocessing"]["source_resolution"])
     assert source.pop("downscale_hw_range") == [[1.0, 2.5], [1.0, 2.5]]
+    assert source.pop("downscale_short_long") == [1.0, 2.5]
     older = _with_preprocessing(trained, source_resolution=source)
     assert (older.scale_vs_training(64, 160), older.scale_vs_training(160, 64)) == (1.0, 2.5)
 
@@ -142,6 +180,13 @@ def test_a_card_without_the_span_keeps_the_medians(predictor: ArtifactPredictor)
 def test_a_card_with_a_malformed_span_is_refused(predictor: ArtifactPredictor, span: object) -> None:
     source = {**predictor.card["preprocessing"]["source_resolution"], "downscale_hw_range": span}
     with pytest.raises(ModelError, match=r"downscale_hw_range .*; accepted: \[\[least, most\]"):
+        _with_preprocessing(predictor, source_resolution=source)
+
+
+@pytest.mark.parametrize("sides", [[1.0], [2.0, 1.0], [0.0, 1.0], "ab", [1.0, None], [1.0, float("inf")], 5])
+def test_a_card_with_malformed_median_sides_is_refused(predictor: ArtifactPredictor, sides: object) -> None:
+    source = {**predictor.card["preprocessing"]["source_resolution"], "downscale_short_long": sides}
+    with pytest.raises(ModelError, match=r"downscale_short_long .*; accepted: \[median along the shorter"):
         _with_preprocessing(predictor, source_resolution=source)
 
 

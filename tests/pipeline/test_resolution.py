@@ -22,6 +22,7 @@ def test_images_at_the_input_size_need_no_warning() -> None:
         "warning": None,
         "downscale_hw": [1.0, 0.977],  # median height 256, median width 250
         "downscale_hw_range": [[0.976562, 1.0], [0.9375, 1.0]],  # 250/256 = 0.9765625, rounded down
+        "downscale_short_long": [0.9765625, 1.0],  # not rounded: as training compares its own images
     }
 
 
@@ -61,6 +62,25 @@ def test_views_of_several_shapes_record_the_span_of_each_side(
     """A model trained on 7 landscape and 3 portrait images recorded one median per side, [1.0, 2.5],
     against which its own portrait images were 2.5x off and never released."""
     assert source_resolution(shapes, size=size, tiling=tiling).get("downscale_hw_range") == span
+
+
+@pytest.mark.parametrize(
+    ("shapes", "tiling", "sides"),
+    [
+        ([(480, 640)] * 3, TilingConfig(), None),  # one shape of view: its span and medians say it all
+        ([(64, 160)] * 7 + [(160, 64)] * 3, TilingConfig(), [1.0, 2.5]),  # shorter and longer, not h and w
+        ([(64, 64)] * 6 + [(32, 32)], TilingConfig(), [1.0, 1.0]),  # the span runs to 0.5; the median not
+        ([(16, 64)] * 3 + [(64, 16)] * 3, TilingConfig(), [0.25, 1.0]),
+        ([(2000, 3000), (40, 40)], TilingConfig(tile_size=64), [0.8125, 0.8125]),  # 64 px tiles and 40 px
+    ],
+    ids=["one-shape", "both-orientations", "two-sizes", "strips", "tiled"],
+)
+def test_views_of_several_shapes_record_the_median_shorter_and_longer_side(
+    shapes: list[tuple[int, int]], tiling: TilingConfig, sides: list[float] | None
+) -> None:
+    """Scoring took every scale in the span for the training scale, so one image 2x off the others
+    moved its end 2x; the median it now compares with is the one training refuses images by."""
+    assert source_resolution(shapes, size=64, tiling=tiling).get("downscale_short_long") == sides
 
 
 def test_shrunk_images_warn_and_name_both_remedies() -> None:

@@ -30,6 +30,7 @@ from pipeline.cli.train import (
     release_warning,
     sixteen_bit_words,
 )
+from pipeline.resolution import off_training_scale
 from pipeline.train import TrainConfig, deep_features_choice, train_model
 from pipeline.train import gates as gates_module
 from pipeline.train.calibration import calibrate
@@ -168,9 +169,9 @@ def test_train_cli_warns_when_the_images_are_shrunk(
 def test_train_refuses_an_image_far_off_the_others_scale(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # the card's span of training scales ran from the least to the most a training view had: a 1 px
-    # image among 64 px ones made it [0.015625, 1.0], and a 16 px thumbnail then scored at the
-    # training scale (1.0) and was released, where without it it was 4x off and held
+    # scoring flags images this far off the median training view: trained on, they would be at a
+    # scale the model does not vouch for (and a 1 px image among 64 px ones made the span of training
+    # scales, all that scoring read then, [0.015625, 1.0], so a 16 px thumbnail was released)
     root = _write(tmp_path / "bulk_ore", 8)
     cv2.imwrite(str(root / "train" / "good" / "zz.png"), np.full((1, 1, 3), 128, np.uint8))
     cv2.imwrite(str(root / "train" / "good" / "big.png"), _texture(np.random.default_rng(5), 160))
@@ -182,11 +183,30 @@ def test_train_refuses_an_image_far_off_the_others_scale(
         f"Error: {str(root.resolve())!r}: 2 training image(s) would be resized for the model more than 2x "
         "off the scale of the others (median size 64 x 64 px): 'train/good/big.png' (160 x 160 px, "
         "resized 2.5x smaller than the others), 'train/good/zz.png' (1 x 1 px, resized 64x larger than "
-        "the others). Trained on, they would widen the span of scales the model takes for its training "
-        "scale, and scoring would no longer warn of or hold images that far off the others' scale; remove "
-        "them, resize them to the others' view, or train a separate model on images of their resolution"
+        "the others). Scoring takes images that far off the others' scale for off the training scale, "
+        "warns of them and never releases a shipment on their score, so the model would not vouch for "
+        "images like them; remove them, resize them to the others' view, or train a separate model on "
+        "images of their resolution"
     )
     assert not out.exists()
+
+
+def test_an_image_training_takes_at_the_tolerance_does_not_widen_the_training_scale(tmp_path: Path) -> None:
+    # a 32 px image among 64 px ones is 2x off, which training takes; the span of training scales
+    # then ran to it, and a 16 px thumbnail, 4x off the others, scored 2.0 against the span's end and
+    # was released. Scored against the median training view, as training refuses images, it is 4x off.
+    root = _write(tmp_path / "bulk_ore", 8)
+    cv2.imwrite(str(root / "train" / "good" / "small.png"), _texture(np.random.default_rng(5), 32))
+    out = tmp_path / "model"
+    args = ["--image-size", "32", "--pad", "0", "--coreset-ratio", "0.5", "--threads", "1"]
+    assert run(app, ["train", "--data", str(root), "--out", str(out), *args]) == 0
+    source = json.loads((out / "model.json").read_text())["preprocessing"]["source_resolution"]
+    assert (source["downscale_hw_range"], source["downscale_short_long"]) == ([[1.0, 2.0]] * 2, [2.0, 2.0])
+    thumbnail = cv2.resize(_texture(np.random.default_rng(9)), (16, 16), interpolation=cv2.INTER_AREA)
+    predictor = load_model(out, runtime="torch")
+    [prediction] = predictor.predict([thumbnail])
+    assert prediction.scale_vs_training == 4.0 and off_training_scale(prediction.scale_vs_training)
+    assert predictor.scale_vs_training(32, 32) == 2.0  # the 2x training image itself: within
 
 
 def test_images_of_several_resolutions_within_the_tolerance_train(tmp_path: Path) -> None:
