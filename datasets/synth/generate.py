@@ -8,6 +8,7 @@ Layout under ``out``::
     <cargo>/ground_truth/<type>/<stem>_mask.png   0/255 masks of every anomalous image
     manifest.csv                              the test images grouped into shipments
     dataset.json                              generator version, seed, arguments, counts, per-image facts
+                                              (each image's and mask's sha256 among them)
 
 Stems are numbered per cargo and type across splits (train first), so a train and a test image of
 the same type never share a mask name. Each image's seed is spawned from (seed, cargo, split, type,
@@ -17,11 +18,12 @@ index), so the same arguments give byte-identical files whatever the number of w
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import multiprocessing
 import os
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,9 @@ __all__ = [
     "GENERATOR_VERSION",
     "SynthConfig",
     "SynthSummary",
+    "changed_files",
     "generate_dataset",
+    "journaled_files",
     "listed_files",
     "not_generated",
     "plan_jobs",
@@ -48,7 +52,7 @@ __all__ = [
 
 GENERATOR_NAME = "clearsight.datasets.synth"
 """``dataset.json``'s ``generator``: how a folder this module wrote is told from another tool's."""
-GENERATOR_VERSION = "2.1"
+GENERATOR_VERSION = "2.2"
 _SPLITS = ("train", "test")
 _META_NEXT = ".dataset.json.tmp"  # dataset.json being written, renamed into place once whole
 _PNG = [cv2.IMWRITE_PNG_COMPRESSION, 6]
@@ -130,6 +134,7 @@ class _Job:
     stem: int  # within (cargo, type) across splits: the file name
     seed: int
     size: int
+    journal: str  # the file each written image's sha256 is appended to first; "" for none
 
 
 @dataclass(frozen=True)
@@ -141,8 +146,9 @@ class SynthSummary:
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
 
-def plan_jobs(config: SynthConfig) -> list[_Job]:
-    """Every image of the run, in a fixed order (cargo, split, type, index)."""
+def plan_jobs(config: SynthConfig, *, journal: Path | None = None) -> list[_Job]:
+    """Every image of the run, in a fixed order (cargo, split, type, index); ``journal`` as for
+    :func:`generate_dataset`."""
     jobs: list[_Job] = []
     for cargo, splits in config.counts().items():
         stems: dict[str, int] = {}
@@ -152,7 +158,17 @@ def plan_jobs(config: SynthConfig) -> list[_Job]:
                     stem = stems.get(anomaly_type, 0)
                     stems[anomaly_type] = stem + 1
                     jobs.append(
-                        _Job(str(config.out), cargo, split, anomaly_type, i, stem, config.seed, config.size)
+                        _Job(
+                            str(config.out),
+                            cargo,
+                            split,
+                            anomaly_type,
+                            i,
+                            stem,
+                            config.seed,
+                            config.size,
+                            "" if journal is None else str(journal),
+                        )
                     )
     return jobs
 
@@ -182,32 +198,80 @@ def _seed_for(job: _Job) -> np.random.SeedSequence:
     return np.random.SeedSequence(job.seed, spawn_key=(cargo_i, _SPLITS.index(job.split), type_i, job.index))
 
 
-def _write_png(path: Path, pixels: np.ndarray) -> None:
+def _write_png(job: _Job, rel: str, pixels: np.ndarray) -> str:
+    """Write ``pixels`` to ``job.root / rel`` as PNG; returns the file's sha256 (hex).
+
+    The sha256 goes to the journal before the file is written: a run killed in between leaves no
+    file of the generator's that its journal does not vouch for (one cut short holds other bytes)."""
+    path = Path(job.root) / rel
     img = pixels[..., ::-1] if pixels.ndim == 3 else pixels
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(img), _PNG)
     if not ok:
         raise ClearsightError(f"OpenCV could not PNG-encode {path} ({pixels.dtype}, shape {pixels.shape})")
+    data = buf.tobytes()
+    digest = hashlib.sha256(data).hexdigest()
     try:
-        path.write_bytes(buf.tobytes())
+        if job.journal:
+            _journal(Path(job.journal), rel, digest)
+        path.write_bytes(data)
     except OSError as exc:
         raise InputError(
-            f"cannot write {path}: {exc.strerror}; check that the output folder is writable"
+            f"cannot write {exc.filename or path}: {exc.strerror}; check that the output folder is writable"
         ) from exc
+    return digest
+
+
+def _journal(journal: Path, rel: str, digest: str) -> None:
+    # One line in one write to a file opened for appending: the workers' lines never interleave, and
+    # a run killed mid-line leaves a line cut short, which the reader skips.
+    line = json.dumps({"path": rel, "sha256": digest}) + "\n"
+    fd = os.open(journal, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def journaled_files(text: str) -> dict[str, str]:
+    """The files a journal (``text``, as :func:`generate_dataset` appends to it) vouches for: path
+    relative to the output folder -> sha256. Lines that are not records (a header, one cut short)
+    are skipped; a path written twice keeps its last sha256."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and _is_path(record.get("path")) and _is_sha256(record.get("sha256")):
+            found[record["path"]] = record["sha256"]
+    return found
+
+
+def _is_path(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
 
 
 def _run_job(job: _Job) -> dict[str, Any]:
     """Render and write one image (and its mask); returns its dataset.json entry."""
     sample = render_sample(job.cargo, job.anomaly_type, seed=_seed_for(job), size=job.size)
-    root = Path(job.root)
     rel = _image_rel(job)
-    _write_png(root / rel, sample.image)
-    mask_rel = ""
+    digest = _write_png(job, rel, sample.image)
+    mask_rel = mask_digest = ""
     if job.anomaly_type != GOOD:
         mask_rel = _mask_rel(job)
-        _write_png(root / mask_rel, sample.mask)
+        mask_digest = _write_png(job, mask_rel, sample.mask)
     return {
         "path": rel,
+        "sha256": digest,
         "mask_path": mask_rel,
+        "mask_sha256": mask_digest,
         "cargo_type": job.cargo,
         "split": job.split,
         "anomaly_type": job.anomaly_type,
@@ -224,18 +288,24 @@ def _init_worker() -> None:
 
 
 def generate_dataset(
-    config: SynthConfig, *, progress: Callable[[int, int], None] | None = None
+    config: SynthConfig,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    journal: Path | None = None,
 ) -> SynthSummary:
     """Render the dataset described by ``config`` into ``config.out``.
 
     Args:
         progress: called as ``progress(done, total)`` after each image.
+        journal: an existing file to which a line (JSON: ``path``, ``sha256``) is appended for each
+            image and mask before it is written, so that a run cut short still says which files
+            there are its own, and with what content (:func:`journaled_files` reads it back).
 
     Raises:
         InputError: the output folder cannot be written.
     """
     root = config.out
-    jobs = plan_jobs(config)
+    jobs = plan_jobs(config, journal=journal)
     try:
         root.mkdir(parents=True, exist_ok=True)
         for folder in sorted(
@@ -316,19 +386,49 @@ def written_by_generator(root: Path) -> bool:
     return _generator_meta(root) is not None
 
 
-def listed_files(root: Path) -> frozenset[str] | None:
-    """The images and masks ``root/dataset.json`` lists (each image's ``path`` and ``mask_path``,
-    relative to ``root``); None where it is not one :func:`generate_dataset` wrote. An entry that is
-    not a path lists nothing."""
+def listed_files(root: Path) -> dict[str, str | None] | None:
+    """The images and masks ``root/dataset.json`` lists, each image's ``path`` and ``mask_path``
+    (relative to ``root``) -> the ``sha256`` and ``mask_sha256`` it records; None where it is not
+    one :func:`generate_dataset` wrote.
+
+    A dataset.json of a version before 2.2 records no sha256: its files map to None (known by their
+    path alone). An entry that is not a path, or whose sha256 is there but is not one, lists
+    nothing."""
     meta = _generator_meta(root)
     if meta is None:
         return None
     images = meta.get("images")
-    listed: set[str] = set()
+    listed: dict[str, str | None] = {}
     for entry in images if isinstance(images, list) else []:
-        if isinstance(entry, dict):
-            listed.update(v for k in ("path", "mask_path") if isinstance(v := entry.get(k), str) and v)
-    return frozenset(listed)
+        if not isinstance(entry, dict):
+            continue
+        for key, hash_key in (("path", "sha256"), ("mask_path", "mask_sha256")):
+            path, digest = entry.get(key), entry.get(hash_key)
+            if _is_path(path) and (hash_key not in entry or _is_sha256(digest)):
+                listed[path] = digest
+    return listed
+
+
+def changed_files(root: Path, files: Mapping[str, str | None]) -> list[str]:
+    """Which of ``files`` (paths relative to ``root`` -> the sha256 the generator recorded for them,
+    None for none) hold other bytes than it wrote, as sorted paths; a file that is not there, or not
+    a plain file (:func:`not_generated` names those), or has no sha256 recorded, is not listed.
+
+    A file saved by someone under a name the generator gives is not its own, and must not go with
+    its dataset."""
+    changed: list[str] = []
+    for rel, digest in sorted(files.items()):
+        path = root / rel
+        if digest is None or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            with path.open("rb") as fh:
+                held = hashlib.file_digest(fh, "sha256").hexdigest()
+        except OSError:
+            held = None  # one that cannot be read cannot be told for the generator's
+        if held != digest:
+            changed.append(rel)
+    return changed
 
 
 def _generator_meta(root: Path) -> dict[str, Any] | None:
@@ -346,10 +446,11 @@ def not_generated(root: Path, *, files: Collection[str], also: Collection[str] =
     and, per cargo type, ``train/<type>/`` and
     ``test/<type>/`` folders of ``NNNNNN.png`` and ``ground_truth/<anomaly type>/`` folders of
     ``NNNNNN_mask.png``. A file there counts as its own only where ``files`` (paths relative to
-    ``root``: what its ``dataset.json`` lists, :func:`listed_files`, or what a run planned,
-    :func:`planned_files`) names it: an image of such a name that someone added beside the dataset
-    is theirs. Anything else (a link, another file, a folder of another name) is listed, a folder
-    once without what it holds. ``also`` names more top-level files to accept (a marker).
+    ``root``: what its ``dataset.json`` lists, :func:`listed_files`, or what a run's journal
+    vouches for, :func:`journaled_files`) names it: an image of such a name that someone added
+    beside the dataset is theirs. Whether a file named so still holds what was written there is
+    :func:`changed_files`' to say. Anything else (a link, another file, a folder of another name)
+    is listed, a folder once without what it holds. ``also`` names more top-level files to accept (a marker).
     """
     listed = frozenset(files)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Collection
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -17,11 +17,12 @@ from datasets.errors import InputError
 from datasets.synth import (
     CARGO_TYPES,
     SynthConfig,
+    changed_files,
     contact_sheet,
     generate_dataset,
+    journaled_files,
     listed_files,
     not_generated,
-    planned_files,
 )
 from pipeline.cli.output_paths import check_writable
 from pipeline.cli.progress import stage_progress
@@ -42,10 +43,11 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
     names the generator, or the marker of an interrupted run is there) and holds nothing the
     generator did not write: no image or mask but those its ``dataset.json`` lists, or an
     interrupted run's marker (an image named as the generator names them is not its own for that:
-    someone may have added it). Other tools (nnU-Net) write a ``dataset.json`` too, and files added
-    beside a dataset would go with it. The folder itself stays, so an ``--out`` that is a link
-    replaces the dataset in the folder it names (as ``train --overwrite`` does), and a mount point
-    can be replaced.
+    someone may have added it), and each of those holding the bytes whose sha256 was recorded
+    there as it was written (someone may have saved a file of their own under its name). Other
+    tools (nnU-Net) write a ``dataset.json`` too, and files added beside a dataset would go with it.
+    The folder itself stays, so an ``--out`` that is a link replaces the dataset in the folder it
+    names (as ``train --overwrite`` does), and a mount point can be replaced.
     """
     if not out.exists():
         if out.is_symlink():
@@ -69,7 +71,7 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
     # a run whose marker is still there did not finish, whatever its dataset.json holds: one killed
     # while writing it (by a version that wrote it in place) left a dataset.json cut short
     interrupted = marked is not None
-    own = (listed or frozenset()) | (marked or frozenset())
+    own = {**(listed or {}), **(marked or {})}
     other = not_generated(out, files=own, also=(_RENDERING, _RENDERING_NEXT))
     if not (listed is not None or interrupted):
         why = "its dataset.json is another tool's" if meta.exists() else "no dataset.json"
@@ -82,6 +84,15 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
         raise InputError(
             f"--out {str(out)!r} holds an earlier synthetic dataset and {_listed(other)} besides, which "
             "replacing the dataset would remove; move them out, or give a new folder"
+        )
+    changed = changed_files(out, own)
+    if changed:
+        one = len(changed) == 1
+        raise InputError(
+            f"--out {str(out)!r} holds an earlier synthetic dataset whose {_listed(changed)} "
+            f"{'holds' if one else 'hold'} other bytes than `clearsight data synth` wrote there (saved "
+            f"over since), which replacing the dataset would remove; move {'it' if one else 'them'} out, "
+            "or give a new folder"
         )
     # what it holds goes, the folder stays: through a link, or at a mount point, it is the same
     try:
@@ -111,29 +122,34 @@ def _listed(paths: list[str]) -> str:
 
 _RENDERING = ".clearsight-synth-rendering"
 """Marks a folder `data synth` is writing (its dataset.json comes last): an interrupted run's folder
-is still one that --overwrite may replace. It lists the images and masks that are the run's own there
-(JSON, ``files``), as dataset.json does once written."""
+is still one that --overwrite may replace. It says which images and masks are the run's own there,
+with their sha256, as dataset.json does once written: a first line of JSON whose ``files`` maps
+those known when it was written to their sha256 (null: known by path alone, from a dataset.json of
+a version before 2.2), then the generator's journal, a line per file appended as it is written
+(:func:`datasets.synth.journaled_files`)."""
 _RENDERING_NEXT = _RENDERING + ".tmp"
 """The marker being written, renamed over :data:`_RENDERING` once whole."""
 
 
-def _mark_rendering(out: Path, files: Collection[str]) -> None:
-    """Mark ``out`` as being written, listing ``files`` (relative to it) as the run's own.
+def _mark_rendering(out: Path, files: Mapping[str, str | None]) -> None:
+    """Mark ``out`` as being written, listing ``files`` (relative to it, with their sha256) as the
+    run's own; the generator's journal is appended to it.
 
     Written whole, then renamed into place: a marker cut short would list some of them only."""
     note = "an interrupted `clearsight data synth` if still here; --overwrite removes only these files"
-    text = json.dumps({"note": note, "files": sorted(files)}, indent=0) + "\n"
+    text = json.dumps({"note": note, "files": dict(sorted(files.items()))}) + "\n"
     (out / _RENDERING_NEXT).write_text(text, encoding="utf-8")
     os.replace(out / _RENDERING_NEXT, out / _RENDERING)
 
 
-def _marked_files(out: Path) -> frozenset[str] | None:
-    """The files an interrupted run's marker lists as its own; None where ``out`` holds no marker.
+def _marked_files(out: Path) -> dict[str, str | None] | None:
+    """The files an interrupted run's marker lists as its own, with their sha256 (None: known by
+    path alone); None where ``out`` holds no marker.
 
     The marker being written counts too: a first marking cut short leaves it, and nothing rendered.
     A marker with no list that can be read (an earlier version's) lists nothing: the images beside
     it are refused, not taken as the generator's by their names, and are for the user to remove."""
-    found: frozenset[str] | None = None
+    found: dict[str, str | None] | None = None
     for name in (_RENDERING, _RENDERING_NEXT):
         try:
             text = (out / name).read_text(encoding="utf-8")
@@ -141,13 +157,28 @@ def _marked_files(out: Path) -> frozenset[str] | None:
             continue
         except (OSError, UnicodeDecodeError):
             text = ""
-        try:
-            files = json.loads(text).get("files")
-        except (ValueError, AttributeError):
-            files = None
-        listed = [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
-        found = (found or frozenset()) | frozenset(listed)
+        found = {**(found or {}), **_marker_files(text)}
     return found
+
+
+def _marker_files(text: str) -> dict[str, str | None]:
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        whole = None
+    if isinstance(whole, dict) and isinstance(whole.get("files"), list):
+        # the version before 2.2 listed the files a run planned, with no sha256: known by path alone
+        return dict.fromkeys((f for f in whole["files"] if isinstance(f, str)), None)
+    try:
+        header = json.loads(text.partition("\n")[0])
+    except ValueError:
+        header = None
+    files = header.get("files") if isinstance(header, dict) else None
+    own: dict[str, str | None] = {}
+    if isinstance(files, dict):
+        own.update((k, v) for k, v in files.items() if v is None or isinstance(v, str))
+    own.update(journaled_files(text))
+    return own
 
 
 def _split_list(value: str) -> tuple[str, ...]:
@@ -197,7 +228,7 @@ def synth(
     _clear_output(out, overwrite=overwrite)  # after the arguments are checked: a typo removes nothing
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _mark_rendering(out, planned_files(config))
+        _mark_rendering(out, {})  # the generator's journal adds each file as it is written
     except OSError as exc:
         raise InputError(
             f"--out {str(out)!r} cannot be made or written ({exc.strerror or exc}); give a folder you may "
@@ -205,7 +236,11 @@ def synth(
         ) from exc
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with stage_progress(Console(stderr=True), *columns) as progress:  # plain lines into a log
-        summary = generate_dataset(config, progress=lambda done, total: progress("rendering", done, total))
+        summary = generate_dataset(
+            config,
+            progress=lambda done, total: progress("rendering", done, total),
+            journal=out / _RENDERING,
+        )
     (out / _RENDERING).unlink()
     typer.echo(f"Wrote {summary.images} images to {summary.root} (manifest.csv, dataset.json)")
 

@@ -120,7 +120,17 @@ def test_counts_in_dataset_json_match_the_files(tiny: Path) -> None:
         "wrong_material": 1,
         "oversize_lump": 1,
     }
-    assert meta["arguments"]["seed"] == 5 and meta["generator_version"] == "2.1"
+    assert meta["arguments"]["seed"] == 5 and meta["generator_version"] == "2.2"
+
+
+def test_dataset_json_records_each_image_and_mask_sha256(tiny: Path) -> None:
+    # `data synth --overwrite` tells the generator's files from a user's saved under their names by it
+    meta = json.loads((tiny / "dataset.json").read_text())
+    recorded = {e["path"]: e["sha256"] for e in meta["images"]}
+    recorded.update({e["mask_path"]: e["mask_sha256"] for e in meta["images"] if e["mask_path"]})
+    assert any(p.endswith("_mask.png") for p in recorded)
+    assert recorded == {p: hashlib.sha256((tiny / p).read_bytes()).hexdigest() for p in recorded}
+    assert {e["mask_sha256"] for e in meta["images"] if e["anomaly_type"] == "good"} == {""}
 
 
 def test_stems_are_unique_per_type_across_splits(tiny: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -170,7 +171,7 @@ def test_an_interrupted_synth_can_be_replaced(
     out = tmp_path / "ds"
     base = ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY]
 
-    def interrupted(config, progress):  # noqa: ANN001, ANN202 - the generator's signature
+    def interrupted(config, progress, journal):  # noqa: ANN001, ANN202 - the generator's signature
         (config.out / "bulk_ore" / "train" / "good").mkdir(parents=True)
         raise KeyboardInterrupt
 
@@ -208,31 +209,44 @@ def test_overwrite_keeps_images_it_did_not_write_under_names_it_gives(
     assert [(out / rel).read_bytes() for rel in added] == [b"precious"] * 3
 
 
-def test_an_interrupted_synth_is_replaced_only_with_the_files_it_planned(
+def test_an_interrupted_synth_is_replaced_only_with_the_files_it_wrote(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import pipeline.cli.data as data_cli
     from datasets.synth import planned_files
 
     out = tmp_path / "ds"
-    base = ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY]
+    base = ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY, "--train-good", "2"]
 
-    def interrupted(config, progress):  # noqa: ANN001, ANN202 - the generator's signature
-        first = config.out / planned_files(config)[0]
-        first.parent.mkdir(parents=True)
-        first.write_bytes(b"rendered")
+    def interrupted(config, progress, journal):  # noqa: ANN001, ANN202 - the generator's signature
+        first = planned_files(config)[0]
+        (config.out / first).parent.mkdir(parents=True)
+        with journal.open("a") as fh:  # as the generator journals a file, before writing it
+            fh.write(json.dumps({"path": first, "sha256": hashlib.sha256(b"rendered").hexdigest()}) + "\n")
+        (config.out / first).write_bytes(b"rendered")
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patched:
         patched.setattr(data_cli, "generate_dataset", interrupted)
         assert run(_app(), base) == 130
-    added = out / "bulk_ore" / "train" / "good" / "000999.png"  # no dataset.json: the run planned 000000 only
+    added = out / "bulk_ore" / "train" / "good" / "000999.png"  # no dataset.json: the run wrote 000000 only
     added.write_bytes(b"precious")
     capsys.readouterr()
     assert run(_app(), [*base, "--overwrite"]) == 2
     assert "and 'bulk_ore/train/good/000999.png' besides" in capsys.readouterr().err
     assert added.read_bytes() == b"precious"
     added.unlink()
+    # planned (000001), but not written by the run: its journal does not name it
+    unwritten = out / "bulk_ore" / "train" / "good" / "000001.png"
+    unwritten.write_bytes(b"precious")
+    assert run(_app(), [*base, "--overwrite"]) == 2
+    assert "and 'bulk_ore/train/good/000001.png' besides" in capsys.readouterr().err
+    unwritten.unlink()
+    # written by the run, then saved over
+    (out / "bulk_ore" / "train" / "good" / "000000.png").write_bytes(b"precious")
+    assert run(_app(), [*base, "--overwrite"]) == 2
+    assert "whose 'bulk_ore/train/good/000000.png' holds other bytes" in capsys.readouterr().err
+    (out / "bulk_ore" / "train" / "good" / "000000.png").write_bytes(b"rendered")
     assert run(_app(), [*base, "--overwrite"]) == 0, capsys.readouterr().err
     # a marker that lists no files (an earlier version's) vouches for no image
     shutil.rmtree(out)
@@ -241,6 +255,76 @@ def test_an_interrupted_synth_is_replaced_only_with_the_files_it_planned(
     (out / "bulk_ore" / "train" / "good" / "000000.png").write_bytes(b"precious")
     assert run(_app(), [*base, "--overwrite"]) == 2
     assert "and 'bulk_ore/train/good/000000.png' besides" in capsys.readouterr().err
+
+
+def test_overwrite_keeps_a_file_saved_under_a_name_the_dataset_lists(
+    earlier: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ownership was by path alone: a file of the user's saved over one of the dataset's went with it
+    out = tmp_path / "ds"
+    shutil.copytree(earlier, out)
+    saved = ["bulk_ore/ground_truth/foreign_object/000000_mask.png", "bulk_ore/train/good/000000.png"]
+    for rel in saved:
+        (out / rel).write_bytes(b"USER PRECIOUS")
+    base = ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY, "--overwrite"]
+    assert run(_app(), base) == 2
+    assert capsys.readouterr().err == (
+        f"Error: --out {str(out)!r} holds an earlier synthetic dataset whose {', '.join(map(repr, saved))} "
+        "hold other bytes than `clearsight data synth` wrote there (saved over since), which replacing the "
+        "dataset would remove; move them out, or give a new folder\n"
+    )
+    assert [(out / rel).read_bytes() for rel in saved] == [b"USER PRECIOUS"] * 2
+    (out / saved[0]).unlink()
+    assert run(_app(), base) == 2
+    assert f"whose {saved[1]!r} holds other bytes" in capsys.readouterr().err
+    (out / saved[1]).write_bytes((earlier / saved[1]).read_bytes())  # the generator's bytes again
+    assert run(_app(), base) == 0, capsys.readouterr().err
+
+
+def test_a_dataset_of_an_earlier_version_keeps_the_path_rule(
+    earlier: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a dataset.json before 2.2, or a marker of its run, records no sha256: its files are its own
+    # by their paths, as they were
+    out = tmp_path / "ds"
+    shutil.copytree(earlier, out)
+    meta = json.loads((out / "dataset.json").read_text())
+    for entry in meta["images"]:
+        del entry["sha256"], entry["mask_sha256"]
+    (out / "dataset.json").write_text(json.dumps(meta))
+    (out / "bulk_ore" / "train" / "good" / "000000.png").write_bytes(b"changed")
+    base = ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY, "--overwrite"]
+    assert run(_app(), base) == 0, capsys.readouterr().err
+    files = sorted(str(p.relative_to(out)) for p in out.glob("bulk_ore/*/*/*.png"))
+    (out / "dataset.json").unlink()
+    (out / ".clearsight-synth-rendering").write_text(json.dumps({"note": "", "files": files}, indent=0))
+    (out / "bulk_ore" / "train" / "good" / "000000.png").write_bytes(b"changed")
+    assert run(_app(), base) == 0, capsys.readouterr().err
+
+
+def test_a_synth_killed_while_rendering_can_be_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the generator's journal in the marker vouches for what it wrote before it was stopped
+    import pipeline.cli.data as data_cli
+
+    out = tmp_path / "ds"
+    base = ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY]
+    generate = data_cli.generate_dataset
+
+    def stopped(config, progress, journal):  # noqa: ANN001, ANN202 - the generator's signature
+        def stop(done: int, total: int) -> None:
+            if done == 4:
+                raise KeyboardInterrupt
+
+        return generate(config, progress=stop, journal=journal)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(data_cli, "generate_dataset", stopped)
+        assert run(_app(), base) == 130
+    assert not (out / "dataset.json").exists()
+    assert len(list(out.glob("bulk_ore/*/*/*.png"))) == 5  # four images, the last with its mask
+    assert run(_app(), [*base, "--overwrite"]) == 0, capsys.readouterr().err
 
 
 def test_a_synth_killed_while_writing_its_dataset_json_can_be_replaced(
