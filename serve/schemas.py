@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from datasets.shown_text import refuse_unshown
-from datasets.type_names import TYPE_NAME_PATTERN
+from datasets.type_names import TYPE_NAME_PATTERN, TYPE_NAME_RULE, is_type_name
 from models.inference import Prediction
 from pipeline.resolution import SCALE_TOLERANCE
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS
@@ -29,6 +29,7 @@ __all__ = [
     "ScoredImage",
     "ShipmentResponse",
     "ThresholdsOut",
+    "found_type_name",
     "shown_notes",
 ]
 
@@ -238,6 +239,16 @@ def shown_notes(notes: str) -> str:
     return notes
 
 
+def found_type_name(found: str) -> str:
+    """``found`` as sent, refused (``ValueError``, the field's error) if it is not a type name
+    (:data:`datasets.type_names.TYPE_NAME_RULE`): the pattern cannot refuse the names training keeps
+    for its synthetic classes, which ``new_type`` then let into the trail for good. ``clean`` and
+    ``unknown`` are type names. The JSON routes' and the review page's form's."""
+    if not is_type_name(found):
+        raise ValueError(f"found {found!r} is not a type name: {TYPE_NAME_RULE}")
+    return found
+
+
 class OutcomeIn(BaseModel):
     """What the officer found: ``clean`` or an anomaly type, with optional notes."""
 
@@ -251,7 +262,7 @@ class OutcomeIn(BaseModel):
         },
     )
 
-    found: str = Field(
+    found: Annotated[str, AfterValidator(found_type_name)] = Field(
         min_length=1,
         max_length=64,
         pattern=TYPE_NAME_PATTERN,

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from datasets.errors import ConflictError, DatasetFormatError, InputError
 from datasets.json_text import check_writable
 from datasets.shown_text import refuse_unshown
+from datasets.type_names import PSEUDO_PREFIX, TYPE_NAME_RULE
 from pipeline.audit.chain import canonical_json, chain_hash, created_at_now, index_columns
 from pipeline.audit.image_indexes import Picture, Sighting, add_decision, sightings
 from pipeline.audit.reading import FirstSent, first_sent, latest_decision, outcome_found, records_of
@@ -175,7 +176,8 @@ def decision_json(decision: ShipmentDecision) -> dict[str, Any]:
 
 
 def check_outcome(shipment_id: str, found: str | None, officer: str, notes: str) -> None:
-    """Refuse an outcome's empty officer or finding, a finding that reads as clean cargo, half a
+    """Refuse an outcome's empty officer or finding, a finding that reads as clean cargo or names one
+    of the synthetic classes training makes (:data:`datasets.type_names.PSEUDO_PREFIX`), half a
     character in any of its text, or a character that does not show as itself
     (:func:`datasets.shown_text.refuse_unshown`): in the officer, a name, any but the joiners; in the
     finding, an id, any; in the notes, free text, any but tabs, line breaks and the joiners.
@@ -210,6 +212,10 @@ def check_outcome(shipment_id: str, found: str | None, officer: str, notes: str)
         refuse_unshown(notes, "notes", breaks=True)
     except ValueError as exc:
         raise InputError(f"{where}: {exc}") from exc
+    if found is not None and found.startswith(PSEUDO_PREFIX):
+        # every writer's (the API, the review page, the CLI, a script on the store): a class that
+        # training made up is not what an officer finds, and the trail keeps what it takes for good
+        raise InputError(f"{where}: found {found!r} is not a type name: {TYPE_NAME_RULE}")
 
 
 def write_decision(

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from datasets.errors import AuditError, ConflictError, InputError
@@ -40,7 +41,7 @@ from serve.display import shown_picture
 from serve.errors import NotAuthenticatedError, PermissionDeniedError, TooManyAttemptsError
 from serve.findings import finding_types
 from serve.routes.shipments import ShipmentIdPath, record_outcome
-from serve.schemas import CLEAN, MAX_SEQ, RECORDED_ID_PATTERN, OutcomeIn
+from serve.schemas import CLEAN, MAX_SEQ, RECORDED_ID_PATTERN, OutcomeIn, found_type_name
 from serve.scoring import refuse_repeated_fields
 from serve.storage import heatmap_name
 
@@ -632,7 +633,10 @@ def _form_session(request: Request, services: ServicesDep) -> None:
 FormSessionDep = Annotated[None, Depends(_form_session)]
 
 
-FoundForm = Annotated[str, Form(min_length=1, max_length=64, pattern=TYPE_NAME_PATTERN)]
+# refused as a field, as OutcomeIn refuses it: a synthetic class's name passes the pattern
+FoundForm = Annotated[
+    str, Form(min_length=1, max_length=64, pattern=TYPE_NAME_PATTERN), AfterValidator(found_type_name)
+]
 CsrfForm = Annotated[str, Form(max_length=128)]
 DecisionSeqForm = Annotated[int, Form(ge=1, le=MAX_SEQ)]
 # their characters are checked by _record_from_form, which sends refused notes back to the form

@@ -123,6 +123,12 @@ def test_outcomes_clean_corrected_and_refused(filled: str) -> None:
         for word in ("clean", "Good", "none"):
             with pytest.raises(InputError, match=f"found '{word}' names no anomaly type"):
                 store.record_outcome("S1", found=word, officer="officer-3", amend=True)
+        # a name training keeps for its synthetic classes, refused whichever writer sends it
+        with pytest.raises(InputError) as info:
+            store.record_outcome("S1", found="synthetic_rubber", officer="officer-3", amend=True)
+        assert str(info.value).startswith(
+            "outcome of shipment 'S1': found 'synthetic_rubber' is not a type name: lower-case letters"
+        )
         assert store.verify().records_checked == 7
 
 

@@ -720,6 +720,23 @@ def test_an_outcome_form_giving_a_field_twice_is_refused(make_client, audit_stor
 
 
 @pytest.mark.parametrize("path", ["/review/outcome", "/review/shipments/SHP-F/outcome"])
+def test_an_outcome_form_never_records_a_synthetic_class(make_client, audit_store, path) -> None:
+    """The outcome's schema refuses a name training keeps for its synthetic classes: the form's field
+    refuses it too (a 422 naming it), not a server error where the form is turned into an outcome."""
+    client = make_client()
+    declaration = json.dumps({"shipment_id": "SHP-F", "cargo_type": "bulk_ore"})
+    files = [("images", ("hot.png", png_bytes(245), "image/png"))]
+    client.post("/v1/shipments", files=files, data={"declaration": declaration}, headers=auth(ADMIN_KEY))
+    _signed_in(client)
+    form = {**_form(client.get("/review").text, "SHP-F"), "found": "synthetic_noise"}
+    response = client.post(path, data=form, follow_redirects=False)
+    assert response.status_code == 422, response.text[:300]
+    assert [error["loc"] for error in response.json()["errors"]] == ["body.found"]
+    assert "found 'synthetic_noise' is not a type name" in response.json()["detail"]
+    assert audit_store.get("SHP-F").outcome is None
+
+
+@pytest.mark.parametrize("path", ["/review/outcome", "/review/shipments/SHP-F/outcome"])
 def test_an_outcome_form_s_notes_are_held_to_the_character_rule(
     make_client, audit_store, path, caplog
 ) -> None:

@@ -257,6 +257,29 @@ def test_an_outcome_names_a_type_the_shipment_was_scored_against(
         assert found == (None if outcome["found"] == "clean" else outcome["found"])
 
 
+@pytest.mark.parametrize("path", ["/v1/shipments/SHP-T/outcome", "/v1/outcomes"], ids=["by-path", "in-body"])
+def test_an_outcome_never_names_a_synthetic_class_even_as_a_new_type(make_client, audit_store, path) -> None:
+    """new_type skipped every check of the name: synthetic_rubber, a name training keeps for the
+    pseudo-anomaly classes it makes (which `audit outcome --new-type` refuses), was kept in the trail."""
+    client = make_client()
+    _submit(client, "SHP-T", [150])
+    named = {"shipment_id": "SHP-T"} if path == "/v1/outcomes" else {}
+    sent = {**named, "found": "synthetic_rubber", "new_type": True}
+    answer = client.post(path, json=sent, headers=OFFICER)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["type"] == "https://clearsight.dev/problems/validation"
+    assert [error["loc"] for error in answer.json()["errors"]] == ["body.found"]
+    assert answer.json()["detail"].startswith(
+        "body.found: Value error, found 'synthetic_rubber' is not a type name: lower-case letters, "
+        "digits and _, starting with a letter, at most 64 characters (e.g. foreign_object), not starting "
+        "with synthetic_ (kept for the synthetic classes training makes)"
+    ), answer.text
+    assert audit_store.get("SHP-T").outcome is None
+    taken = client.post(path, json={**sent, "found": "rubber_strip"}, headers=OFFICER)
+    assert taken.status_code == 200, taken.text
+    assert audit_store.get("SHP-T").outcome.found == "rubber_strip"
+
+
 def test_an_outcome_for_an_earlier_decision_is_refused_as_decided_again_whatever_it_found(
     make_client,
 ) -> None:
