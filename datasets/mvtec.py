@@ -352,10 +352,11 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
     that they see the same defect: a 0/1 label map is as valid as a 0/255 mask, and a 16-bit one as an
     8-bit one (read as grayscale 8-bit, a 16-bit 0/1 or 0/255 mask lost every defect pixel).
 
-    Where the mask has alpha and some pixel is transparent (alpha 0), the transparent pixels are
-    background, whatever colour they hide: a labelling tool's export of white on a transparent
-    background read as all defect. Its opaque pixels are then defect where their colour is not black,
-    or all of them where every one is black (black ink on a transparent background). A mask whose
+    Where the mask has alpha and some pixel is transparent (alpha 0), the alpha is the mask: every
+    pixel not wholly transparent is defect, whatever its colour, and the transparent ones are
+    background, whatever colour they hide. A labelling tool's export of white on a transparent
+    background read as all defect; black ink lost its core where the ink's edges were antialiased
+    (grey, half transparent), read as the only coloured pixels. A mask whose
     every pixel is defect is warned about (a ``clearsight.datasets`` log record): a mask saved
     inverted or filled reads so, and the pixel figures would then measure nothing.
 
@@ -367,9 +368,11 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
     colour = np.any((pixels[:, :, :-1] if has_alpha else pixels) != 0, axis=2)
     defect = colour
     if has_alpha:
-        opaque = pixels[:, :, -1] != 0
-        if not opaque.all():
-            defect = opaque & colour if np.any(opaque & colour) else opaque
+        drawn = pixels[:, :, -1] != 0
+        if not drawn.all():
+            # the colour says nothing then: white or black ink, or a 255 everywhere, with antialiased
+            # edges of any grey (the opaque pixels' colour was the mask: a black core went as background)
+            defect = drawn
     if defect.all():
         log.warning(
             "%s: the mask marks every pixel of its %dx%d as defect; a mask is 0 (or transparent) where "

@@ -401,8 +401,6 @@ def _palette_with_transparency() -> bytes:
         encode_cv2(
             np.dstack([_WHITE.astype(np.uint16) * 257] * 3 + [_ALPHA.astype(np.uint16) * 257]), ".png"
         ),
-        # a 0/255 colour mask whose border is transparent: the colour says which opaque pixels are defect
-        encode(np.dstack([DEFECT.astype(np.uint8) * 255] * 3 + [np.pad(_OPAQUE[1:-1, 1:-1], 1)]), "PNG"),
     ],
     ids=[
         "grey",
@@ -413,7 +411,6 @@ def _palette_with_transparency() -> bytes:
         "tiff-rgba-white-on-transparent",
         "palette-transparent",
         "rgba16-white-on-transparent",
-        "rgba-transparent-border",
     ],
 )
 def test_a_masks_transparent_pixels_are_background(tmp_path: Path, data: bytes) -> None:
@@ -422,6 +419,31 @@ def test_a_masks_transparent_pixels_are_background(tmp_path: Path, data: bytes) 
     path = tmp_path / "000_mask.png"
     path.write_bytes(data)
     assert np.array_equal(read_defect_mask(path), DEFECT)
+
+
+@pytest.mark.parametrize("ink", [0, 255, 128], ids=["black", "white", "grey"])
+def test_a_transparent_masks_alpha_is_the_mask_antialiased_edges_included(tmp_path: Path, ink: int) -> None:
+    """Black ink on a transparent background whose edges were antialiased (a grey rim, half
+    transparent) read as its rim alone: the opaque pixels' colour was taken for the mask, and the
+    black core went as background (44 pixels of 144)."""
+    pixels = np.zeros((32, 32, 4), np.uint8)
+    pixels[10:22, 10:22] = (128, 128, 128, 128)  # the antialiased rim
+    pixels[11:21, 11:21] = (ink, ink, ink, 255)  # the ink's core
+    path = tmp_path / "000_mask.png"
+    path.write_bytes(encode(pixels, "PNG"))
+    expected = np.zeros((32, 32), bool)
+    expected[10:22, 10:22] = True
+    assert np.array_equal(read_defect_mask(path), expected)
+
+
+def test_a_colour_masks_transparent_border_makes_its_alpha_the_mask(tmp_path: Path) -> None:
+    """With any pixel transparent the colour says nothing (black ink is as much a defect as white):
+    a 0/255 colour mask with a transparent border reads as its opaque pixels. An opaque one keeps its
+    colour (the "rgba-opaque" case above)."""
+    border = np.pad(_OPAQUE[1:-1, 1:-1], 1)
+    path = tmp_path / "000_mask.png"
+    path.write_bytes(encode(np.dstack([DEFECT.astype(np.uint8) * 255] * 3 + [border]), "PNG"))
+    assert np.array_equal(read_defect_mask(path), border != 0)
 
 
 def test_a_mask_that_covers_the_whole_image_is_warned_about(
