@@ -81,21 +81,35 @@ def _cut_digits(value: float) -> int:
 
 def score_text(value: float | None, cuts: Sequence[float] = ()) -> str:
     """A score with three significant digits (at least three decimals, as :func:`cut_text`), and
-    more (up to 12 decimals) where it takes them to tell it from each of ``cuts`` it is not equal
-    to: 0.00999 beside a release cut of 0.0097 reads ``"0.00999"``, not ``"0.010"`` like a score
-    just above the cut. Scores under 1e-4 read in scientific notation (``"3.20e-07"``)."""
+    more where it takes them to tell it from each of ``cuts`` it is not equal to: 0.00999 beside a
+    release cut of 0.0097 reads ``"0.00999"``, not ``"0.010"`` like a score just above the cut.
+    Scores under 1e-4 read in scientific notation (``"3.20e-07"``) where every cut is 1e-4 or more.
+
+    The score as written is compared, as a number, with each cut as written (its own text,
+    :func:`cut_text`, and at the score's digits): 0.00009999 read ``"1.00e-04"`` beside a cut written
+    ``"0.000100"``, the same number on the other side. Past 12 digits the score reads as its
+    ``repr`` (the shortest text of that float alone): 0.49999999999999994 beside a cut of 0.5 read
+    ``"0.500000000000"``. NaN reads ``"nan"``; a cut that is not finite is no side to tell apart."""
     if value is None:
         return "n/a"
-    if 0.0 < value < 1e-4 and all(cut >= 1e-4 for cut in cuts):
-        return f"{value:.2e}"
-    digits = _cut_digits(value)
-    while digits < 12 and any(
-        f"{value:.{digits}f}" == f"{cut:.{digits}f}" or f"{value:.{digits}f}" == cut_text(cut)
-        for cut in cuts
-        if cut != value
-    ):
+    if math.isnan(value):
+        return "nan"
+    finite = [cut for cut in cuts if math.isfinite(cut)]
+    if 0.0 < value < 1e-4 and all(cut >= 1e-4 for cut in finite):
+        form, digits = "e", 2
+    else:
+        form, digits = "f", _cut_digits(value)
+    written_cuts = [(cut, float(cut_text(cut))) for cut in finite if cut != value]
+
+    def reads_as_a_cut(digits: int) -> bool:
+        shown = float(f"{value:.{digits}{form}}")
+        return any(shown in (float(f"{cut:.{digits}{form}}"), own) for cut, own in written_cuts)
+
+    while reads_as_a_cut(digits):
+        if digits >= 12:
+            return repr(value)
         digits += 1
-    return f"{value:.{digits}f}"
+    return f"{value:.{digits}{form}}"
 
 
 def percent_span(interval: Sequence[float] | None, digits: int = 1) -> str:

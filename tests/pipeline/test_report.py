@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 import shutil
 import sys
@@ -399,6 +400,14 @@ def test_threshold_labels_stay_on_the_chart(release: float, hold: float) -> None
         (0.74996, (0.5, 0.75), "0.74996"),
         (None, (0.5,), "n/a"),
         (3.2e-7, (0.0097, 0.097), "3.20e-07"),
+        # compared as the numbers written: "1.00e-04" is the cut's "0.000100", on the other side
+        (0.00009999, (0.0001,), "9.999e-05"),
+        (0.50001, (0.50049,), "0.50001"),  # "0.5000" and the cut's "0.500" are one number
+        # past 12 decimals, the float's own shortest text: "0.500000000000" read as the cut
+        (math.nextafter(0.5, 0.0), (0.5,), "0.49999999999999994"),
+        (math.nextafter(1e-5, 0.0), (1e-5,), "9.999999999999999e-06"),
+        (math.nan, (0.5,), "nan"),  # raised ValueError
+        (0.4, (math.nan, 0.5), "0.400"),  # a cut that is no number is no side
     ],
 )
 def test_a_score_reads_apart_from_the_cuts(value: float | None, cuts: tuple[float, ...], text: str) -> None:
