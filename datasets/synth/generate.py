@@ -58,6 +58,10 @@ _META_NEXT = ".dataset.json.tmp"  # dataset.json being written, renamed into pla
 _PNG = [cv2.IMWRITE_PNG_COMPRESSION, 6]
 
 
+MAX_WORKERS = 64
+"""The most rendering processes one run starts (as `clearsight serve` caps its workers)."""
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """Arguments of one generation run; validated on construction.
@@ -107,8 +111,8 @@ class SynthConfig:
                 "--test-good and --test-anomalous are both 0: the manifest would hold no shipment; "
                 "accepted: 1 or more test images"
             )
-        if self.workers < 1:
-            raise InputError(f"--workers {self.workers} is out of range; accepted: 1 or more")
+        if not 1 <= self.workers <= MAX_WORKERS:  # each a process importing OpenCV: 1000 of them swapped
+            raise InputError(f"--workers {self.workers} is out of range; accepted: 1 to {MAX_WORKERS}")
         if self.seed < 0:
             raise InputError(f"--seed {self.seed} is negative; accepted: 0 or more")
 

@@ -106,7 +106,9 @@ def score(
             "--retry-errors", help="With --resume: score again the images whose rows hold an error."
         ),
     ] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel decoders (or Ray actors).")] = 2,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="Parallel decoders (or Ray actors), 1 to 64.")
+    ] = 2,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")] = 8,
     max_pixels: Annotated[
         int,

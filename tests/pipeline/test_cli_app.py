@@ -115,8 +115,9 @@ def test_usage_error_exits_2(capsys) -> None:
             ["audit", "list", "--limit", "0"],
             "Invalid value for '--limit': '0' is out of range; accepted: 1 or more",
         ),
+        (["score", "a.png", "--model", "m", "--out", "r.jsonl", "--workers", "65"], "'65' is out of range"),
     ],
-    ids=["seed", "batch-size", "controls", "range"],
+    ids=["seed", "batch-size", "controls", "range", "workers"],
 )
 def test_an_option_given_no_number_names_the_value(capsys, argv: list[str], said: str) -> None:
     """typer's words named the option only: "Input should be a valid integer, unable to parse

@@ -74,6 +74,7 @@ def test_synth_then_preview_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
         (["--cargo", "coal"], "Error: unknown cargo type 'coal'; accepted: bulk_ore, vacuum_pack, all\n"),
         (["--size", "32"], "Error: --size 32 is out of range; accepted: 64 to 4096 pixels\n"),
         (["--test-good", "-3"], "Error: --test-good -3 is negative; accepted: 0 or more images\n"),
+        (["--workers", "65"], "Error: --workers 65 is out of range; accepted: 1 to 64\n"),  # each a process
         (
             ["--cargo", "vacuum_pack", "--holdout-types", "wet_patch"],
             "Error: unknown holdout type 'wet_patch'; accepted for vacuum_pack: air_pocket, foreign_object, "
