@@ -23,6 +23,8 @@ __all__ = ["contact_sheet"]
 
 _OUTLINE = (255, 0, 255)  # magenta: absent from ore and pack scenes, visible on both
 _LABEL_W = 190
+MAX_PER_TYPE = 100
+"""The most thumbnails a row holds: 100 of 128 px make a sheet 12,990 px wide (about 5 MB a row)."""
 _DISPLAY_PERCENTILE = 99.9  # pipeline.heatmap.DISPLAY_PERCENTILE
 
 
@@ -76,8 +78,8 @@ def contact_sheet(
         DatasetFormatError: ``root`` has no readable ``dataset.json``, or nothing to show.
         ImageDecodeError: an image or mask it lists cannot be decoded (named).
     """
-    if per_type < 1:
-        raise InputError(f"--per-type {per_type} is out of range; accepted: 1 or more")
+    if not 1 <= per_type <= MAX_PER_TYPE:  # the sheet is drawn whole in memory: a row per type
+        raise InputError(f"--per-type {per_type} is out of range; accepted: 1 to {MAX_PER_TYPE}")
     meta_path = root / "dataset.json"
     try:
         meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))

@@ -15,6 +15,7 @@ import pytest
 from datasets.errors import CargoTypeError, InputError
 from datasets.synth import ANOMALY_TYPES, GOOD, SynthConfig, generate_dataset, render_sample
 from datasets.synth.nuisance import sample_nuisance
+from datasets.synth.preview import MAX_PER_TYPE, contact_sheet
 
 TINY = {
     "seed": 5,
@@ -528,3 +529,11 @@ def test_preview_stretches_a_12_bit_xray_and_outlines_a_0_1_mask(mask_dtype: typ
     ring[33:95, 33:95] = False
     assert np.array_equal(magenta, ring)
     assert sheet[~magenta].max() == 255  # the X-ray's brightest values white, as the review page shows them
+
+
+@pytest.mark.parametrize("per_type", [0, MAX_PER_TYPE + 1])
+def test_a_contact_sheet_row_is_bounded(tiny: Path, tmp_path: Path, per_type: int) -> None:
+    """Drawn whole in memory: a --per-type of 100,000 asked for a sheet 12.8 million pixels wide."""
+    with pytest.raises(InputError, match=rf"--per-type {per_type} is out of range; accepted: 1 to 100$"):
+        contact_sheet(tiny, tmp_path / "sheet.png", per_type=per_type)
+    assert not (tmp_path / "sheet.png").exists()
