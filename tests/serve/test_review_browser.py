@@ -120,9 +120,7 @@ def test_notes_refused_by_the_character_rule_come_back_in_the_page_not_a_url(
     page = chromium.new_page(viewport={"width": 1366, "height": 900})
     asked: list[str] = []
     page.on("request", lambda request: asked.append(request.url))
-    page.goto(f"{server.url}/review")
-    page.fill("#key", OFFICER_KEY)
-    page.click("#login-form button")
+    _sign_in(page, server.url)
     card = page.locator("#shipment-SHP-ZW-1")
     card.locator("select[name=found]").select_option("clean")
     card.locator("input[name=notes]").fill("seal\u200b 4471 intact")
@@ -154,9 +152,7 @@ def test_a_form_posted_after_its_shipment_was_decided_again_comes_back_as_typed(
     page = chromium.new_page(viewport={"width": 1366, "height": 900})
     asked: list[str] = []
     page.on("request", lambda request: asked.append(request.url))
-    page.goto(f"{server.url}/review")
-    page.fill("#key", OFFICER_KEY)
-    page.click("#login-form button")
+    _sign_in(page, server.url)
     card = page.locator("#shipment-SHP-ST-1")
     card.locator("select[name=found]").select_option("clean")
     typed = "seal 4471 intact, bay 2"
@@ -198,9 +194,7 @@ def test_the_review_page_works_within_its_content_security_policy(live_server, c
         "document.addEventListener('securitypolicyviolation', e => (window.violations ||= [])"
         ".push(e.violatedDirective + ' ' + e.blockedURI))"
     )
-    page.goto(f"{server.url}/review")
-    page.fill("#key", OFFICER_KEY)
-    page.click("#login-form button")
+    _sign_in(page, server.url)
     card = page.locator("#shipment-SHP-CSP-1")
     expect(card).to_have_count(1)
     for img in card.locator("img").all():  # the pictures and heatmaps, from this server
@@ -255,9 +249,7 @@ def test_every_accepted_picture_shows_upright_as_scored_and_downloads_as_receive
     )
     assert sent.json()["tier"] == "PHYSICAL_INSPECTION", sent.text
     page = chromium.new_page(viewport={"width": 1366, "height": 900})
-    page.goto(f"{server.url}/review")
-    page.fill("#key", OFFICER_KEY)
-    page.click("#login-form button")
+    _sign_in(page, server.url)
     card = page.locator("#shipment-SHP-KINDS")
     for name, data in PICTURES.items():
         img = card.locator(f'img[alt="image {name}"]')
@@ -276,6 +268,13 @@ def test_every_accepted_picture_shows_upright_as_scored_and_downloads_as_receive
     shots = ROOT / "tests" / "artifacts"
     shots.mkdir(parents=True, exist_ok=True)
     card.screenshot(path=str(shots / "review_pictures.png"))
+
+
+def _sign_in(page, url: str) -> None:
+    """The review page opened and signed in to with the officer's key."""
+    page.goto(f"{url}/review")
+    page.fill("#key", OFFICER_KEY)
+    page.click("#login-form button")
 
 
 def _real_photo(name: str) -> np.ndarray:
@@ -306,9 +305,7 @@ def test_officer_sees_a_near_copy_beside_the_picture_it_copies(live_server, chro
         assert answer.status_code == 200, answer.text
 
     page = chromium.new_page(viewport={"width": 1200, "height": 800})
-    page.goto(f"{server.url}/review")
-    page.fill("#key", OFFICER_KEY)
-    page.click("#login-form button")
+    _sign_in(page, server.url)
     card = page.locator("#shipment-SHP-AGAIN")
     card.wait_for()
     assert (
@@ -555,9 +552,7 @@ def test_a_long_shipment_id_and_file_name_stay_within_the_card(live_server, chro
     )
     assert sent.status_code == 200, sent.text
     page = chromium.new_page(viewport={"width": 1024, "height": 800})
-    page.goto(f"{server.url}/review")
-    page.fill("#key", OFFICER_KEY)
-    page.click("#login-form button")
+    _sign_in(page, server.url)
     card = page.locator("article.shipment")
     expect(card).to_have_count(1)
     assert page.evaluate("document.documentElement.scrollWidth") <= 1024
@@ -584,9 +579,7 @@ def test_the_review_page_asks_for_nothing_the_server_does_not_hold(live_server, 
     answered: dict[str, int] = {}
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.on("response", lambda response: answered.__setitem__(response.url, response.status))
-    page.goto(f"{server.url}/review")
-    page.fill("#key", OFFICER_KEY)
-    page.click("#login-form button")
+    _sign_in(page, server.url)
     expect(page.locator("#shipment-SHP-ICON-1")).to_have_count(1)
     page.wait_for_load_state("networkidle")
     # the browser's own request for the icon is not the page's: its 404 shows in the console only
