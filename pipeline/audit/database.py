@@ -118,14 +118,15 @@ def _shown_text(url: str) -> str:
     """A URL as given, its secrets hidden as :func:`shown_url` hides them (the user part's password,
     and the value of a query key naming a secret), for one that does not parse or whose path is
     best named as typed: rendering writes a SQLite file's name %-quoted."""
-    # the user part's password runs to the LAST "@": a password holding "/" or "@" unencoded
-    # ("Tr0ub/4dor", "Tr0ub@4dor") ended the pattern early and was shown from there
-    hidden = re.sub(r"^([^/?#]*//[^/?#@:]*:).*@", r"\1***@", url)
-    return re.sub(
+    # the query's secrets first: "?password=Tr0ub@4dor" read below as a user part ending at its "@"
+    hidden = re.sub(
         r"([?&;]([^=&;]*)=)([^&;]*)",
         lambda m: m[1] + ("***" if _secret_key(unquote(m[2])) else m[3]),  # pass%77ord is password
-        hidden,
+        url,
     )
+    # the user part's password runs to the LAST "@": a password holding "/" or "@" unencoded
+    # ("Tr0ub/4dor", "Tr0ub@4dor") ended the pattern early and was shown from there
+    return re.sub(r"^([^/?#]*//[^/?#@:]*:).*@", r"\1***@", hidden)
 
 
 def parsed_url(url: str) -> URL:
@@ -144,10 +145,14 @@ def parsed_url(url: str) -> URL:
         raise AuditError(
             f"audit store URL {_shown_text(url)!r} is not a SQLAlchemy URL{why} ({accepted})"
         ) from None  # the parser's own words repeat the URL, password and all (shown under --debug)
-    if "@" in (parsed.host or ""):  # u:Tr0ub@4dor@host: the password's tail read as the host's name
+    authority = re.split(r"[/?#]", url.partition("//")[2], maxsplit=1)[0]
+    if "@" in (parsed.host or "") or (
+        "@" not in authority and (parsed.username or parsed.password)
+    ):  # u:Tr0ub@4dor@host, or //host:5432/db?password=Tr0ub@4dor: a password's tail read as the host
         raise AuditError(
-            f"audit store URL {_shown_text(url)!r}: its user part holds an '@' not written as %40 (a "
-            f"password's '@', say, which would be sent to the driver as part of the host's name) ({accepted})"
+            f"audit store URL {_shown_text(url)!r}: an '@' not written as %40 moves where its user part "
+            f"ends (a password's '@', in the user part or the query, which would reach the driver as part "
+            f"of the host's name) ({accepted})"
         )
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):

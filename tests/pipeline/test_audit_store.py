@@ -740,6 +740,13 @@ def test_reopen_keeps_the_chain(db_url: str) -> None:
         store.ping()
 
 
+_AT_SIGN = (
+    "an '@' not written as %40 moves where its user part ends (a password's '@', in the user part or the "
+    "query, which would reach the driver as part of the host's name) (--audit-db or CLEARSIGHT_AUDIT_DB; "
+    "accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)"
+)
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
@@ -760,12 +767,14 @@ def test_reopen_keeps_the_chain(db_url: str) -> None:
             "not a SQLAlchemy URL (its port is not a number) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: "
             "sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
+        (  # an "@" in a password in the query: the URL read as user 127.0.0.1, host 4dor
+            "postgresql+psycopg://127.0.0.1:5432/test?password=Tr0ub@4dor",
+            f"audit store URL 'postgresql+psycopg://127.0.0.1:5432/test?password=***': {_AT_SIGN}",
+        ),
         (  # an "@" in the password: its tail became the host's name, and the driver's error said it
             "postgresql+psycopg://clearsight:Tr0ub@4dor@127.0.0.1:1/audit?connect_timeout=1",
-            "audit store URL 'postgresql+psycopg://clearsight:***@127.0.0.1:1/audit?connect_timeout=1': its "
-            "user part holds an '@' not written as %40 (a password's '@', say, which would be sent to the "
-            "driver as part of the host's name) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: "
-            "sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+            "audit store URL 'postgresql+psycopg://clearsight:***@127.0.0.1:1/audit?connect_timeout=1': "
+            + _AT_SIGN,
         ),
         (
             "mysql://u:pw@h/db",
