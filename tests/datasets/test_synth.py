@@ -390,7 +390,7 @@ def test_severity_scales_the_mask() -> None:
         ({"size": 4097}, InputError, "--size 4097 is out of range; accepted: 64 to 4096 pixels"),
         ({"test_good": -1}, InputError, "--test-good -1 is negative; accepted: 0 or more images"),
         ({"train_anomalous": -2}, InputError, "--train-anomalous -2 is negative; accepted: 0 or more images"),
-        ({"workers": 0}, InputError, "--workers 0 is out of range; accepted: 1 or more"),
+        ({"workers": 0}, InputError, "--workers 0 is out of range; accepted: 1 to 64"),
         (
             {"train_good": 0},
             InputError,
