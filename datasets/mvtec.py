@@ -352,11 +352,15 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
     that they see the same defect: a 0/1 label map is as valid as a 0/255 mask, and a 16-bit one as an
     8-bit one (read as grayscale 8-bit, a 16-bit 0/1 or 0/255 mask lost every defect pixel).
 
-    Where the mask has alpha and some pixel is transparent (alpha 0), the alpha is the mask: every
-    pixel not wholly transparent is defect, whatever its colour, and the transparent ones are
-    background, whatever colour they hide. A labelling tool's export of white on a transparent
-    background read as all defect; black ink lost its core where the ink's edges were antialiased
-    (grey, half transparent), read as the only coloured pixels. A mask whose
+    Where the mask has alpha and some pixel is transparent (alpha 0), the transparent pixels are
+    background, whatever colour they hide: a labelling tool's export of white on a transparent
+    background read as all defect. Which drawn (alpha > 0) pixels are defect depends on the fully
+    opaque ones. Where those are all black or all coloured (not black), the colour cannot tell ink
+    from background, and the alpha is the mask: every drawn pixel is defect (black ink whose
+    antialiased edges are grey and half transparent is kept whole, not read as its rim alone).
+    Where they mix black and colour, the colour is the mask and black is background: the defect is
+    the drawn pixels that are coloured (a black-and-white mask with a few transparent pixels, as a
+    cropped or padded export has, read as all defect but those). A mask whose
     every pixel is defect is warned about (a ``clearsight.datasets`` log record): a mask saved
     inverted or filled reads so, and the pixel figures would then measure nothing.
 
@@ -368,11 +372,16 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
     colour = np.any((pixels[:, :, :-1] if has_alpha else pixels) != 0, axis=2)
     defect = colour
     if has_alpha:
-        drawn = pixels[:, :, -1] != 0
+        alpha = pixels[:, :, -1]
+        drawn = alpha != 0
         if not drawn.all():
-            # the colour says nothing then: white or black ink, or a 255 everywhere, with antialiased
-            # edges of any grey (the opaque pixels' colour was the mask: a black core went as background)
-            defect = drawn
+            opaque_colour = colour[alpha == np.iinfo(pixels.dtype).max]
+            # One kind of opaque pixel says nothing, and the alpha is the mask: white or black ink, or
+            # a 255 everywhere, with antialiased edges of any grey (taken by colour, a black core went
+            # as background). Black and colour both opaque make a colour mask whose black is
+            # background, a few pixels transparent (taken by alpha, a cropped export read as all defect).
+            mixed = opaque_colour.any() and not opaque_colour.all()
+            defect = drawn & colour if mixed else drawn
     if defect.all():
         log.warning(
             "%s: the mask marks every pixel of its %dx%d as defect; a mask is 0 (or transparent) where "

@@ -436,14 +436,30 @@ def test_a_transparent_masks_alpha_is_the_mask_antialiased_edges_included(tmp_pa
     assert np.array_equal(read_defect_mask(path), expected)
 
 
-def test_a_colour_masks_transparent_border_makes_its_alpha_the_mask(tmp_path: Path) -> None:
-    """With any pixel transparent the colour says nothing (black ink is as much a defect as white):
-    a 0/255 colour mask with a transparent border reads as its opaque pixels. An opaque one keeps its
-    colour (the "rgba-opaque" case above)."""
+def test_a_colour_masks_transparent_border_keeps_its_colour_as_the_mask(tmp_path: Path) -> None:
+    """A 0/255 colour mask whose border is transparent: its opaque pixels mix black and white, so the
+    colour says which drawn pixels are defect (taken by alpha, the black ones read as defect too)."""
     border = np.pad(_OPAQUE[1:-1, 1:-1], 1)
     path = tmp_path / "000_mask.png"
     path.write_bytes(encode(np.dstack([DEFECT.astype(np.uint8) * 255] * 3 + [border]), "PNG"))
-    assert np.array_equal(read_defect_mask(path), border != 0)
+    assert np.array_equal(read_defect_mask(path), DEFECT)
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_a_colour_mask_with_one_transparent_pixel_is_not_all_defect(tmp_path: Path, bits: int) -> None:
+    """An opaque black background with a white 8x8 defect and one pixel at alpha 0 (a cropped or
+    padded export) read as 4095 defect pixels of 4096, without a warning: the alpha alone was the
+    mask once any pixel was transparent."""
+    top = 255 if bits == 8 else 65535
+    pixels = np.zeros((64, 64, 4), np.uint8 if bits == 8 else np.uint16)
+    pixels[:, :, 3] = top
+    pixels[20:28, 30:38, :3] = top
+    pixels[0, 0, 3] = 0
+    path = tmp_path / "000_mask.png"
+    path.write_bytes(encode(pixels, "PNG") if bits == 8 else encode_cv2(pixels, ".png"))
+    expected = np.zeros((64, 64), bool)
+    expected[20:28, 30:38] = True
+    assert np.array_equal(read_defect_mask(path), expected)
 
 
 def test_a_mask_that_covers_the_whole_image_is_warned_about(
