@@ -206,7 +206,10 @@ def _write_png(job: _Job, rel: str, pixels: np.ndarray) -> str:
     """Write ``pixels`` to ``job.root / rel`` as PNG; returns the file's sha256 (hex).
 
     The sha256 goes to the journal before the file is written: a run killed in between leaves no
-    file of the generator's that its journal does not vouch for (one cut short holds other bytes)."""
+    file of the generator's that its journal does not vouch for. The bytes go to a hidden
+    ``.NAME.tmp`` beside the file (:func:`_part_of`), renamed into place once whole: written in
+    place, a file cut short (Ctrl-C, a full disk) held other bytes than its journal line, and
+    ``--overwrite`` refused it as saved over by the user."""
     path = Path(job.root) / rel
     img = pixels[..., ::-1] if pixels.ndim == 3 else pixels
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(img), _PNG)
@@ -217,12 +220,19 @@ def _write_png(job: _Job, rel: str, pixels: np.ndarray) -> str:
     try:
         if job.journal:
             _journal(Path(job.journal), rel, digest)
-        path.write_bytes(data)
+        part = path.with_name(_part_of(path.name))
+        part.write_bytes(data)
+        os.replace(part, path)
     except OSError as exc:
         raise InputError(
             f"cannot write {exc.filename or path}: {exc.strerror}; check that the output folder is writable"
         ) from exc
     return digest
+
+
+def _part_of(name: str) -> str:
+    """The name an image or mask ``name`` is written under until it is whole."""
+    return f".{name}.tmp"
 
 
 def _journal(journal: Path, rel: str, digest: str) -> None:
@@ -452,9 +462,11 @@ def not_generated(root: Path, *, files: Collection[str], also: Collection[str] =
     ``NNNNNN_mask.png``. A file there counts as its own only where ``files`` (paths relative to
     ``root``: what its ``dataset.json`` lists, :func:`listed_files`, or what a run's journal
     vouches for, :func:`journaled_files`) names it: an image of such a name that someone added
-    beside the dataset is theirs. Whether a file named so still holds what was written there is
-    :func:`changed_files`' to say. Anything else (a link, another file, a folder of another name)
-    is listed, a folder once without what it holds. ``also`` names more top-level files to accept (a marker).
+    beside the dataset is theirs. So does a hidden ``.NNNNNN.png.tmp`` (``.NNNNNN_mask.png.tmp``)
+    where ``files`` names the image (mask) it was being written as: a run killed mid-write leaves
+    it. Whether a file named so still holds what was written there is :func:`changed_files`' to say.
+    Anything else (a link, another file, a folder of another name) is listed, a folder once without
+    what it holds. ``also`` names more top-level files to accept (a marker).
     """
     listed = frozenset(files)
 
@@ -470,6 +482,12 @@ def not_generated(root: Path, *, files: Collection[str], also: Collection[str] =
 
     def plain_file(entry: os.DirEntry[str]) -> bool:
         return entry.is_file(follow_symlinks=False)
+
+    def own(folder: str, file_name: str, name: re.Pattern[str]) -> bool:
+        # a hidden .NAME.tmp is NAME being written: its journal line went first, so it is listed
+        part = file_name.startswith(".") and file_name.endswith(".tmp")
+        final = file_name[1 : -len(".tmp")] if part else file_name
+        return name.fullmatch(final) is not None and f"{folder}/{final}" in listed
 
     other: list[str] = []
     for top in entries(root):
@@ -492,6 +510,6 @@ def not_generated(root: Path, *, files: Collection[str], also: Collection[str] =
                 other += [
                     rel(f) + ("/" if f.is_dir() else "")
                     for f in entries(Path(kind.path))
-                    if not (plain_file(f) and name.fullmatch(f.name) and rel(f) in listed)
+                    if not (plain_file(f) and own(rel(kind), f.name, name))
                 ]
     return other

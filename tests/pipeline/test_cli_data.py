@@ -328,6 +328,32 @@ def test_a_synth_killed_while_rendering_can_be_replaced(
     assert run(_app(), [*base, "--overwrite"]) == 0, capsys.readouterr().err
 
 
+def test_a_synth_killed_while_writing_an_image_can_be_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an image was written in place after its journal line: cut short, it held other bytes than the
+    # line vouched for, and the next --overwrite refused it as saved over by the user
+    out = tmp_path / "ds"
+    base = ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY]
+    write_bytes = Path.write_bytes
+    written: list[Path] = []
+
+    def cut_short(path: Path, data: bytes) -> int:
+        written.append(path)
+        if len(written) < 3:
+            return write_bytes(path, data)
+        write_bytes(path, data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "write_bytes", cut_short)
+        assert run(_app(), base) == 130
+    assert len(list(out.glob("bulk_ore/*/*/*.png"))) == 2  # the one cut short is not under its name
+    capsys.readouterr()
+    assert run(_app(), [*base, "--overwrite"]) == 0, capsys.readouterr().err
+    assert not list(out.glob("bulk_ore/*/*/.*"))
+
+
 def test_a_synth_killed_while_writing_its_dataset_json_can_be_replaced(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
