@@ -8,7 +8,8 @@ Layout under ``out``::
     <cargo>/ground_truth/<type>/<stem>_mask.png   0/255 masks of every anomalous image
     manifest.csv                              the test images grouped into shipments
     dataset.json                              generator version, seed, arguments, counts, per-image facts
-                                              (each image's and mask's sha256 among them)
+                                              (each image's and mask's sha256 among them), and
+                                              manifest.csv's sha256
 
 Stems are numbered per cargo and type across splits (train first), so a train and a test image of
 the same type never share a mask name. Each image's seed is spawned from (seed, cargo, split, type,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -344,7 +346,7 @@ def generate_dataset(
                 entries.append(entry)
                 if progress:
                     progress(len(entries), total)
-    _write_manifest(root / "manifest.csv", config, entries)
+    manifest_sha256 = _write_manifest(root / "manifest.csv", config, entries)
     meta = {
         "generator": GENERATOR_NAME,
         "generator_version": GENERATOR_VERSION,
@@ -358,6 +360,8 @@ def generate_dataset(
         "anomaly_types": {c: list(ANOMALY_TYPES[c]) for c in config.cargo},
         "counts": config.counts(),
         "images": entries,
+        # so that --overwrite can tell a manifest.csv the user edited (a shipment added) from its own
+        "manifest_sha256": manifest_sha256,
     }
     # written whole, then renamed into place: one cut short (Ctrl-C, a full disk) left a dataset.json
     # that named no generator, and --overwrite refused the folder as another tool's
@@ -372,7 +376,8 @@ def generate_dataset(
     return SynthSummary(root, total, config.counts())
 
 
-def _write_manifest(path: Path, config: SynthConfig, entries: list[dict[str, Any]]) -> None:
+def _write_manifest(path: Path, config: SynthConfig, entries: list[dict[str, Any]]) -> str:
+    """Write the manifest of the test images; returns its sha256 (hex)."""
     rows: list[dict[str, Any]] = []
     for cargo in config.cargo:
         images = [
@@ -381,13 +386,14 @@ def _write_manifest(path: Path, config: SynthConfig, entries: list[dict[str, Any
             if e["cargo_type"] == cargo and e["split"] == "test"
         ]
         rows += build_shipments(images, cargo=cargo, seed=config.seed, cargo_index=CARGO_TYPES.index(cargo))
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(
-                {k: ("true" if v is True else "false" if v is False else v) for k, v in row.items()}
-            )
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("true" if v is True else "false" if v is False else v) for k, v in row.items()})
+    data = text.getvalue().encode("utf-8")
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 _IMAGE_NAME = re.compile(r"\d{6}\.png")
@@ -402,12 +408,13 @@ def written_by_generator(root: Path) -> bool:
 
 def listed_files(root: Path) -> dict[str, str | None] | None:
     """The images and masks ``root/dataset.json`` lists, each image's ``path`` and ``mask_path``
-    (relative to ``root``) -> the ``sha256`` and ``mask_sha256`` it records; None where it is not
-    one :func:`generate_dataset` wrote.
+    (relative to ``root``) -> the ``sha256`` and ``mask_sha256`` it records, and ``manifest.csv``
+    -> its ``manifest_sha256``; None where it is not one :func:`generate_dataset` wrote.
 
     A dataset.json of a version before 2.2 records no sha256: its files map to None (known by their
     path alone). An entry that is not a path, or whose sha256 is there but is not one, lists
-    nothing."""
+    nothing; so does a ``manifest_sha256`` that is not one, or none (an earlier dataset.json's:
+    its manifest.csv is the generator's by its name alone)."""
     meta = _generator_meta(root)
     if meta is None:
         return None
@@ -420,6 +427,8 @@ def listed_files(root: Path) -> dict[str, str | None] | None:
             path, digest = entry.get(key), entry.get(hash_key)
             if _is_path(path) and (hash_key not in entry or _is_sha256(digest)):
                 listed[path] = digest
+    if _is_sha256(meta.get("manifest_sha256")):
+        listed["manifest.csv"] = meta["manifest_sha256"]
     return listed
 
 

@@ -44,7 +44,8 @@ def _clear_output(out: Path, *, overwrite: bool) -> None:
     generator did not write: no image or mask but those its ``dataset.json`` lists, or an
     interrupted run's marker (an image named as the generator names them is not its own for that:
     someone may have added it), and each of those holding the bytes whose sha256 was recorded
-    there as it was written (someone may have saved a file of their own under its name). Other
+    there as it was written (someone may have saved a file of their own under its name), as must
+    ``manifest.csv`` where ``dataset.json`` records its sha256 (someone may have added a shipment). Other
     tools (nnU-Net) write a ``dataset.json`` too, and files added beside a dataset would go with it.
     The folder itself stays, so an ``--out`` that is a link replaces the dataset in the folder it
     names (as ``train --overwrite`` does), and a mount point can be replaced.

@@ -132,6 +132,7 @@ def test_dataset_json_records_each_image_and_mask_sha256(tiny: Path) -> None:
     assert any(p.endswith("_mask.png") for p in recorded)
     assert recorded == {p: hashlib.sha256((tiny / p).read_bytes()).hexdigest() for p in recorded}
     assert {e["mask_sha256"] for e in meta["images"] if e["anomaly_type"] == "good"} == {""}
+    assert meta["manifest_sha256"] == hashlib.sha256((tiny / "manifest.csv").read_bytes()).hexdigest()
 
 
 def test_stems_are_unique_per_type_across_splits(tiny: Path) -> None:

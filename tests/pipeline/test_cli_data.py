@@ -282,6 +282,31 @@ def test_overwrite_keeps_a_file_saved_under_a_name_the_dataset_lists(
     assert run(_app(), base) == 0, capsys.readouterr().err
 
 
+def test_overwrite_keeps_a_manifest_the_user_edited(
+    earlier: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # manifest.csv was the generator's by its name alone: a line the user appended went with the dataset
+    out = tmp_path / "ds"
+    shutil.copytree(earlier, out)
+    written = (out / "manifest.csv").read_bytes()
+    edited = written + b"bulk_ore/test/good/000001.png,SHP-USER,bulk_ore\n"
+    (out / "manifest.csv").write_bytes(edited)
+    base = ["data", "synth", "--out", str(out), "--cargo", "bulk_ore", *TINY, "--overwrite"]
+    assert run(_app(), base) == 2
+    assert capsys.readouterr().err == (
+        f"Error: --out {str(out)!r} holds an earlier synthetic dataset whose 'manifest.csv' holds other "
+        "bytes than `clearsight data synth` wrote there (saved over since), which replacing the dataset "
+        "would remove; move it out, or give a new folder\n"
+    )
+    assert (out / "manifest.csv").read_bytes() == edited
+    # a dataset.json that records no manifest sha256 (an earlier one's) keeps the rule by name
+    meta = json.loads((out / "dataset.json").read_text())
+    del meta["manifest_sha256"]
+    (out / "dataset.json").write_text(json.dumps(meta))
+    assert run(_app(), base) == 0, capsys.readouterr().err
+    assert (out / "manifest.csv").read_bytes() == written
+
+
 def test_a_dataset_of_an_earlier_version_keeps_the_path_rule(
     earlier: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
