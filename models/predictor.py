@@ -369,7 +369,20 @@ class ArtifactPredictor:
         if self._training_sides is not None:
             ratios += [t / o for t, o in zip(self._training_sides, sorted(own), strict=True)]
         farther = max(ratios, key=lambda r: abs(math.log(r)))
-        return round(farther, 4)
+        return _round_away_from_one(farther)
+
+
+def _round_away_from_one(scale: float) -> float:
+    """``scale`` to 4 places, rounded away from 1: a scale just beyond the tolerance (0.49996 for an
+    image training refuses 2.000167x off) rounded to nearest read as on its edge (0.5) and the image
+    was released on its score. Away from 1 no figure crosses a 4-place tolerance either way, so the
+    rounded scale is flagged exactly when the unrounded one is."""
+    rounded = round(scale, 4)
+    if scale > 1 and rounded < scale:
+        return round(rounded + 1e-4, 4)
+    if scale < 1 and rounded > scale:
+        return round(rounded - 1e-4, 4)
+    return rounded
 
 
 def _training_downscale_hw(source: Mapping[str, Any]) -> tuple[float, float] | None:

@@ -36,10 +36,10 @@ def _with_preprocessing(predictor: ArtifactPredictor, **changes: object) -> Arti
         (128, 128, 0.5),
         (32, 32, 2.0),
         (64, 256, 0.25),
-        (48, 64, 1.3333),  # its height enlarged 1.33x more than the training views'
+        (48, 64, 1.3334),  # its height enlarged 1.33x more than the training views' (rounded away from 1)
         (64, 1, 64.0),  # a column enlarged 64x along its width: its longer side alone said 1.0
         (64, 4, 16.0),
-        (3, 64, 21.3333),
+        (3, 64, 21.3334),
         (32, 256, 0.25),  # both sides off, either way: the one farther off
         (16, 128, 4.0),
     ],
@@ -72,7 +72,7 @@ def test_tiles_keep_a_large_image_at_the_training_scale(predictor: ArtifactPredi
 
 
 @pytest.mark.parametrize(
-    ("height", "width", "scale"), [(3, 2000, 21.3333), (2000, 3, 21.3333), (64, 2000, 1.0)]
+    ("height", "width", "scale"), [(3, 2000, 21.3334), (2000, 3, 21.3334), (64, 2000, 1.0)]
 )
 def test_a_tiled_strip_is_measured_across_its_tiles_too(
     predictor: ArtifactPredictor, height: int, width: int, scale: float
@@ -86,7 +86,7 @@ def test_training_views_of_another_shape_are_compared_side_by_side(predictor: Ar
     source = {"longest_side_px": {"min": 128, "median": 128, "max": 128}, "downscale": 2.0, "warning": None}
     strips = _with_preprocessing(predictor, source_resolution={**source, "downscale_hw": [0.5, 2.0]})
     assert strips.scale_vs_training(32, 128) == 1.0
-    assert strips.scale_vs_training(48, 128) == 0.6667  # its height shrunk 1.5x more
+    assert strips.scale_vs_training(48, 128) == 0.6666  # its height shrunk 1.5x more
     assert strips.scale_vs_training(100, 32) == 4.0  # turned on its side: its width enlarged 4x
 
 
@@ -109,7 +109,7 @@ _TILED = {"tile_size": 64, "overlap": 16}
     [
         (_LANDSCAPE_AND_PORTRAIT, {}, [(64, 160, 1.0), (160, 64, 1.0), (160, 160, 0.4), (64, 64, 2.5)]),
         ([(64, 160)] * 7 + [(64, 96)] * 3, {}, [(64, 96, 1.6667), (64, 112, 1.4286), (64, 16, 6.0)]),
-        ([(64, 64)] * 5 + [(128, 128)], {}, [(128, 128, 0.5), (96, 96, 0.6667), (256, 256, 0.25)]),
+        ([(64, 64)] * 5 + [(128, 128)], {}, [(128, 128, 0.5), (96, 96, 0.6666), (256, 256, 0.25)]),
         ([(2000, 3000), (40, 40)], _TILED, [(40, 40, 1.3), (50, 50, 1.04), (16, 64, 3.25)]),
     ],
     ids=["both-orientations", "two-widths", "two-sizes", "tiled"],
@@ -140,6 +140,26 @@ def test_one_image_at_the_tolerance_does_not_widen_the_training_scale(predictor:
     assert (trained.scale_vs_training(32, 32), trained.scale_vs_training(16, 16)) == (2.0, 4.0)
     assert off_training_scale(trained.scale_vs_training(16, 16))
     assert trained.scale_vs_training(128, 128) == 0.5  # 2x the other way: within
+
+
+def test_an_image_training_refuses_just_beyond_the_tolerance_is_off_the_training_scale(
+    predictor: ArtifactPredictor,
+) -> None:
+    """Line-scan strips 6000 and 5000 px long: training refuses a 12001 px one 2.000167x off the
+    median, but its scale, 0.49996, was rounded to 0.5, on the tolerance's edge, and the image was
+    released on its score. Rounded away from 1 it is 0.4999, and a 12000 px one, which training takes,
+    stays at 0.5."""
+    shapes = [(2048, 6000)] * 5 + [(2048, 5000)] * 2
+    assert [n for n, _ in off_scale_images([*shapes, (2048, 12001)], size=64, tiling=TilingConfig())] == [7]
+    assert off_scale_images([*shapes, (2048, 12000)], size=64, tiling=TilingConfig()) == []
+    trained = _trained_on(predictor, shapes, {})
+    assert (trained.scale_vs_training(2048, 12001), trained.scale_vs_training(2048, 12000)) == (0.4999, 0.5)
+    assert off_training_scale(trained.scale_vs_training(2048, 12001))
+    assert not off_training_scale(trained.scale_vs_training(2048, 12000))
+    # the other way: a 2999 px strip, enlarged 2.0007x against the 6000 px median, is flagged too
+    assert [n for n, _ in off_scale_images([*shapes, (2048, 2999)], size=64, tiling=TilingConfig())] == [7]
+    assert trained.scale_vs_training(2048, 2999) == 2.0007
+    assert off_training_scale(trained.scale_vs_training(2048, 2999))
 
 
 def test_strips_of_both_orientations_do_not_make_squares_the_training_scale(
