@@ -275,6 +275,23 @@ class ArtifactPredictor:
         self._training_downscale = _training_downscale_hw(pre.get("source_resolution", {}))
         self._training_span = _training_span(pre.get("source_resolution", {}), self._training_downscale)
         self._training_sides = _training_sides(pre.get("source_resolution", {}))
+        span = self._training_span
+        if self._training_sides is None and span is not None and any(lo < hi for lo, hi in span):
+            # said at load, not per image: the card, not any image, is what is out of date, and a
+            # model trained on mixed sizes before the median was recorded otherwise kept the span
+            # rule silently, releasing a thumbnail 4x off the others on a scale of 2.0
+            named = {"model_id": self.model_id, "cargo_type": self.cargo_type}
+            log.warning(
+                "model %s (%s): its card records the span of its training images' scales "
+                "(preprocessing.source_resolution.downscale_hw_range) but not their median "
+                "(downscale_short_long, recorded by training since), so images are checked against "
+                "the span alone, the older and looser scale check: one training image 2x off the "
+                "others widened it 2x, and an image 4x off most of them can be released on its score. "
+                "Retrain the model to check images against the median, as training does",
+                self.model_id,
+                self.cargo_type,
+                extra=named,
+            )
 
     @property
     def model_id(self) -> str:

@@ -175,13 +175,23 @@ def test_strips_of_both_orientations_do_not_make_squares_the_training_scale(
     assert (trained.scale_vs_training(16, 16), trained.scale_vs_training(64, 64)) == (4.0, 0.25)
 
 
-def test_a_card_without_the_median_keeps_the_span(predictor: ArtifactPredictor) -> None:
-    # a card written before training recorded the median shorter and longer side
-    trained = _trained_on(predictor, [(64, 64)] * 6 + [(32, 32)], {})
-    source = dict(trained.card["preprocessing"]["source_resolution"])
-    assert source.pop("downscale_short_long") == [1.0, 1.0]
-    older = _with_preprocessing(trained, source_resolution=source)
+def test_a_card_without_the_median_keeps_the_span_and_says_so_at_load(
+    predictor: ArtifactPredictor, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a card written before training recorded the median shorter and longer side kept the span rule
+    # silently: the 16 px thumbnail below scores 2.0 and is released
+    with caplog.at_level(logging.WARNING, logger="clearsight.models"):
+        trained = _trained_on(predictor, [(64, 64)] * 6 + [(32, 32)], {})
+        _trained_on(predictor, [(64, 64)] * 6, {})  # one shape of view: no span to be loose
+        assert _warned(caplog) == []
+        source = dict(trained.card["preprocessing"]["source_resolution"])
+        assert source.pop("downscale_short_long") == [1.0, 1.0]
+        older = _with_preprocessing(trained, source_resolution=source)
     assert (older.scale_vs_training(16, 16), older.scale_vs_training(8, 8)) == (2.0, 4.0)
+    [said] = [r.getMessage() for r in _warned(caplog)]
+    assert said.startswith(f"model {older.model_id} ({older.cargo_type}): its card records")
+    assert "the older and looser scale check" in said
+    assert said.endswith("Retrain the model to check images against the median, as training does")
 
 
 def test_a_card_without_the_span_keeps_the_medians(predictor: ArtifactPredictor) -> None:
