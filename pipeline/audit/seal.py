@@ -95,9 +95,22 @@ class SealBrokenError(AuditError):
 class HeadSealError(SealBrokenError):
     """The chain's head fails the seal of the key a writer holds: nothing is appended after it, since
     a record added there would bury a forged head under sealed ones, and a writer still holding a
-    rotated secret would seal what the server's key then refuses."""
+    rotated secret would seal what the server's key then refuses.
 
-    def __init__(self, seq: int, why: str, *, foreign: bool = False, store: str | None = None) -> None:
+    Attributes:
+        unsealed: the head carries no seal at all (appended by a writer not given the key, or its
+            seal cleared), which no secret would seal: an operator seals it, or not, once checked.
+    """
+
+    def __init__(
+        self,
+        seq: int,
+        why: str,
+        *,
+        foreign: bool = False,
+        store: str | None = None,
+        unsealed: bool = False,
+    ) -> None:
         rotated = (
             ": if the audit secret was rotated (`clearsight audit seal --rotate`), restart this writer "
             "with the new CLEARSIGHT_AUDIT_SECRET"
@@ -109,7 +122,16 @@ class HeadSealError(SealBrokenError):
             f"{why}; it is the chain's head, and nothing is appended after a head that does not carry "
             f"this writer's seal{rotated}",
         )
-        if store is not None:  # found as a writer opens the store: said as a setting to change
+        self.unsealed = unsealed
+        if store is not None and unsealed:  # no secret is at fault: as a writer's open says of it
+            self.args = (
+                f"audit store {store}: its head, record {seq}, carries no seal: written by a writer not "
+                "given the server's key, or its seal cleared by a forger. Look at it (`clearsight audit "
+                "verify`, `clearsight audit export --chain --no-seals`), then, if it is genuine, seal it "
+                "with `clearsight audit seal --expect SEQ:HASH` of a head published at or after record "
+                f"{seq}. Nothing is appended after a head without this writer's seal",
+            )
+        elif store is not None:  # found as a writer opens the store: said as a setting to change
             self.args = (
                 f"audit store {store}: its head, record {seq}, does not carry the seal of this "
                 f"CLEARSIGHT_AUDIT_SECRET ({why}): the secret is not the one the store's records are "
@@ -188,7 +210,9 @@ def _checked_head(conn: Connection, key: SealKey, *, lock: bool, store: str | No
         rotated = _foreign_seal(key, head.record_hash, row.seal) and _looks_rotated(
             conn, key, head.seq, head.seq
         )
-        raise HeadSealError(head.seq, why, foreign=bool(rotated), store=store)
+        raise HeadSealError(
+            head.seq, why, foreign=bool(rotated), store=store, unsealed=row.seal is None or row.seal == ""
+        )
     return head
 
 

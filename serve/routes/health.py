@@ -65,8 +65,13 @@ async def readyz(request: Request, services: ServicesDep) -> Response | Readines
             audit_state = "reachable"
             log.error("audit store's head not sealed with this server's secret: %s", exc)
             problems.append(
-                "the audit store's head does not carry this server's seal: CLEARSIGHT_AUDIT_SECRET is "
-                "not the store's, or the head was forged (the service's log says more)"
+                # no secret seals a head with no seal: blaming the secret sent operators to rotate it
+                "the audit store's head carries no seal: a writer not given the server's key appended "
+                "it, or its seal was cleared; check it, then `clearsight audit seal --expect SEQ:HASH` "
+                "(the service's log says more)"
+                if exc.unsealed
+                else "the audit store's head does not carry this server's seal: CLEARSIGHT_AUDIT_SECRET "
+                "is not the store's, or the head was forged (the service's log says more)"
             )
         except Exception as exc:  # any failure to answer, or to take the write lock, means not ready
             audit_state = "unreachable"

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine
 from datasets.errors import AuditError, ConflictError
 from pipeline.audit import AuditStore, canonical_json, chain_hash
 from pipeline.audit.chain_file import verify_chain_file
-from pipeline.audit.seal import SEAL_LABEL, SealKey
+from pipeline.audit.seal import SEAL_LABEL, HeadSealError, SealKey, check_head_seal
 from pipeline.settings import DEVELOPMENT_AUDIT_SECRET, Settings, audit_seal_key
 from pipeline.verdicts import ShipmentDecision, Tier
 
@@ -155,6 +155,30 @@ def test_an_unsealed_record_after_a_sealed_one_fails(db_url: str) -> None:
         report = store.verify()
     assert (report.ok, report.first_bad, report.problem) == (False, unsealed, "forged")
     assert report.message.startswith(f"1 records carry no seal, first at seq {unsealed}: ")
+
+
+def test_a_head_a_writer_without_the_key_appended_is_named_unsealed_not_a_wrong_secret(db_url: str) -> None:
+    """A service holding the store (its open found every record sealed) checks its head for
+    readiness; a writer not given the key then appends one. The check blamed the service's secret
+    (not the store's, or the head forged), where no secret would seal it: it says the head carries no
+    seal, and how an operator seals it, as a writer's open says."""
+    fill(db_url)
+    with AuditStore.open(db_url, seal_key=KEY) as service:
+        check_head_seal(service)
+        with AuditStore.open(db_url) as writer:  # a writer not given the key
+            unsealed = writer.record(decision("S9")).seq
+        with pytest.raises(HeadSealError) as raised:
+            check_head_seal(service)
+    said = str(raised.value)
+    assert raised.value.unsealed
+    assert (
+        f"its head, record {unsealed}, carries no seal: written by a writer not given the server's key"
+        in said
+    )
+    assert (
+        f"`clearsight audit seal --expect SEQ:HASH` of a head published at or after record {unsealed}" in said
+    )
+    assert "CLEARSIGHT_AUDIT_SECRET" not in said
 
 
 def test_records_a_writer_without_the_key_left_are_refused_until_an_operator_seals_them(db_url: str) -> None:

@@ -331,3 +331,28 @@ def test_readiness_fails_once_the_secret_is_rotated_under_a_running_service(
         "store's, or the head was forged (the service's log says more)"
     )
     assert "its head, record 1, does not carry the seal of this CLEARSIGHT_AUDIT_SECRET" in caplog.text
+
+
+def test_readiness_names_a_head_a_writer_without_the_key_appended_as_unsealed(
+    make_client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A writer not given the key appended the head: /readyz said CLEARSIGHT_AUDIT_SECRET was not the
+    store's, sending the operator after a secret no one changed, where the head carries no seal."""
+    from serve_fakes import batch_hold
+
+    url, store = _keyed_store(tmp_path)
+    with store:
+        store.record(batch_hold("SHP-1"))
+        client = make_client(audit=store)
+        assert client.get("/readyz").status_code == 200
+        with AuditStore.open(url, create=False) as writer:  # a writer not given the key
+            writer.record(batch_hold("SHP-2"))
+        with caplog.at_level(logging.ERROR):
+            ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["detail"] == (
+        "the audit store's head carries no seal: a writer not given the server's key appended it, or its "
+        "seal was cleared; check it, then `clearsight audit seal --expect SEQ:HASH` (the service's log "
+        "says more)"
+    )
+    assert "its head, record 2, carries no seal" in caplog.text
