@@ -145,14 +145,15 @@ def parsed_url(url: str) -> URL:
         raise AuditError(
             f"audit store URL {_shown_text(url)!r} is not a SQLAlchemy URL{why} ({accepted})"
         ) from None  # the parser's own words repeat the URL, password and all (shown under --debug)
-    authority = re.split(r"[/?#]", url.partition("//")[2], maxsplit=1)[0]
-    if "@" in (parsed.host or "") or (
-        "@" not in authority and (parsed.username or parsed.password)
-    ):  # u:Tr0ub@4dor@host, or //host:5432/db?password=Tr0ub@4dor: a password's tail read as the host
+    # SQLAlchemy ends the user part at an "@" wherever it stands: one in a password in the query
+    # (?password=Tr0ub@4dor) made "4dor" the host, which was looked up and named in the driver's error
+    query = re.split(r"[?#]", url, maxsplit=1)[1:]  # the text from the first "?" or "#" on
+    if "@" in (parsed.host or "") or "@" in "".join(query):
         raise AuditError(
             f"audit store URL {_shown_text(url)!r}: an '@' not written as %40 moves where its user part "
             f"ends (a password's '@', in the user part or the query, which would reach the driver as part "
-            f"of the host's name) ({accepted})"
+            f"of the host's name; write '@', '?' and '#' in a password or a query value as %40, %3F and "
+            f"%23) ({accepted})"
         )
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):

@@ -19,6 +19,7 @@ from datasets.json_text import MAX_DEPTH
 from pipeline.audit import GENESIS_HASH, AuditStore, SealBrokenError, canonical_json, chain_hash
 from pipeline.audit.chain import index_columns
 from pipeline.audit.chain_file import write_chain_file
+from pipeline.audit.database import parsed_url
 from pipeline.audit.export import spreadsheet_safe, write_export
 from pipeline.audit.image_indexes import Picture, Sighting
 from pipeline.decide import decide_shipment
@@ -742,8 +743,9 @@ def test_reopen_keeps_the_chain(db_url: str) -> None:
 
 _AT_SIGN = (
     "an '@' not written as %40 moves where its user part ends (a password's '@', in the user part or the "
-    "query, which would reach the driver as part of the host's name) (--audit-db or CLEARSIGHT_AUDIT_DB; "
-    "accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)"
+    "query, which would reach the driver as part of the host's name; write '@', '?' and '#' in a password "
+    "or a query value as %40, %3F and %23) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, "
+    "postgresql+psycopg://USER@HOST:PORT/DB)"
 )
 
 
@@ -770,6 +772,14 @@ _AT_SIGN = (
         (  # an "@" in a password in the query: the URL read as user 127.0.0.1, host 4dor
             "postgresql+psycopg://127.0.0.1:5432/test?password=Tr0ub@4dor",
             f"audit store URL 'postgresql+psycopg://127.0.0.1:5432/test?password=***': {_AT_SIGN}",
+        ),
+        (  # with a user part too: user 'postgres@127.0.0.1', host '4dor'
+            "postgresql+psycopg://postgres@127.0.0.1:5432/test?password=Tr0ub@4dor",
+            "audit store URL 'postgresql+psycopg://postgres@127.0.0.1:5432/test?password=***': " + _AT_SIGN,
+        ),
+        (  # not a secret's value: the same misreading, a host named 'site'
+            "postgresql+psycopg://127.0.0.1:5432/test?application_name=ops@site",
+            "audit store URL 'postgresql+psycopg://127.0.0.1:***@site': " + _AT_SIGN,  # hidden as it parses
         ),
         (  # an "@" in the password: its tail became the host's name, and the driver's error said it
             "postgresql+psycopg://clearsight:Tr0ub@4dor@127.0.0.1:1/audit?connect_timeout=1",
@@ -801,6 +811,23 @@ def test_bad_urls(url: str, message: str) -> None:
         assert str(info.value) == message
         for secret in ("Tr0ub", "4dor", "pw&", "=pw"):  # nor in a traceback (--debug)
             assert secret not in "".join(traceback.format_exception(info.value))
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "password"),
+    [
+        # a "/" in the password, the "@" before any "?": refused for an "@" there was not, for a while
+        ("postgresql+psycopg://postgres:Tr0ub/4dor@127.0.0.1:5432/test", "127.0.0.1", "Tr0ub/4dor"),
+        ("postgresql+psycopg://u%40corp:p%40ss@127.0.0.1/test", "127.0.0.1", "p@ss"),
+        ("postgresql+psycopg:///test?host=/var/run/postgresql", None, None),
+        ("sqlite:////tmp/a@b/audit.db", None, None),  # an "@" in a file's path is no user part's
+    ],
+)
+def test_urls_with_odd_characters_are_read_as_written(
+    url: str, host: str | None, password: str | None
+) -> None:
+    parsed = parsed_url(url)
+    assert (parsed.host, parsed.password) == (host, password)
 
 
 @pytest.mark.postgres
