@@ -354,15 +354,18 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
 
     Where the mask has alpha and some pixel is transparent (alpha 0), the transparent pixels are
     background, whatever colour they hide: a labelling tool's export of white on a transparent
-    background read as all defect. Which drawn (alpha > 0) pixels are defect depends on the fully
-    opaque ones. Where those are all black or all coloured (not black), the colour cannot tell ink
-    from background, and the alpha is the mask: every drawn pixel is defect (black ink whose
-    antialiased edges are grey and half transparent is kept whole, not read as its rim alone).
-    Where they mix black and colour, the colour is the mask and black is background: the defect is
-    the drawn pixels that are coloured (a black-and-white mask with a few transparent pixels, as a
-    cropped or padded export has, read as all defect but those). A mask whose
-    every pixel is defect is warned about (a ``clearsight.datasets`` log record): a mask saved
-    inverted or filled reads so, and the pixel figures would then measure nothing.
+    background read as all defect. Which drawn (alpha > 0) pixels are defect depends on their colour,
+    whatever their alpha. Where they hold both black pixels (every channel 0) and coloured ones (an
+    opaque pixel with any channel nonzero, or a half-transparent one with a channel over 3/4 of the
+    maximum), the colour is the mask and black is background: the defect is the drawn pixels that are
+    not black (a black-and-white mask with a few transparent pixels, as a cropped or padded export has,
+    read as all defect but those; one whose defect, or whole layer, is half transparent read its
+    opaque black background as defect). Otherwise the colour cannot tell ink from background, and the
+    alpha is the mask: every drawn pixel is defect (black ink whose antialiased edges are grey and half
+    transparent is kept whole, not read as its rim alone). A mask read so whose opaque black pixels
+    cover most of it is warned about, as is a mask whose every pixel is defect (``clearsight.datasets``
+    log records): a black background would read as defect, and a mask saved inverted or filled reads
+    all defect; the pixel figures would then measure nothing.
 
     Raises:
         ImageDecodeError: the file cannot be decoded (named).
@@ -375,13 +378,31 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
         alpha = pixels[:, :, -1]
         drawn = alpha != 0
         if not drawn.all():
-            opaque_colour = colour[alpha == np.iinfo(pixels.dtype).max]
-            # One kind of opaque pixel says nothing, and the alpha is the mask: white or black ink, or
-            # a 255 everywhere, with antialiased edges of any grey (taken by colour, a black core went
-            # as background). Black and colour both opaque make a colour mask whose black is
-            # background, a few pixels transparent (taken by alpha, a cropped export read as all defect).
-            mixed = opaque_colour.any() and not opaque_colour.all()
-            defect = drawn & colour if mixed else drawn
+            top = np.iinfo(pixels.dtype).max
+            opaque = alpha == top
+            black = drawn & ~colour
+            # A half-transparent pixel counts as colour only when bright: the antialiased rim of black
+            # ink is grey and half transparent, and taken for colour it made the black core
+            # background. An opaque one counts with any nonzero channel, so that a 0/1 label map
+            # with a transparent pixel still reads its 1s. Half-transparent black counts as black: a
+            # whole mask layer exported at 50 % opacity is black and white, none of it opaque.
+            bright = np.any(pixels[:, :, :-1] > top * 3 // 4, axis=2)
+            coloured = drawn & colour & (opaque | bright)
+            if black.any() and coloured.any():
+                defect = drawn & colour
+            else:
+                defect = drawn
+                black_ink = int(np.count_nonzero(black & opaque))
+                if 2 * black_ink > defect.size:
+                    log.warning(
+                        "%s: %d of the mask's %d pixels are opaque black and read as defect: no drawn "
+                        "pixel is coloured enough to tell the defect from them, so the alpha is the mask; "
+                        "if black is its background, draw the defect white, or make the background "
+                        "transparent",
+                        path,
+                        black_ink,
+                        defect.size,
+                    )
     if defect.all():
         log.warning(
             "%s: the mask marks every pixel of its %dx%d as defect; a mask is 0 (or transparent) where "

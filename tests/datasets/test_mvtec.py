@@ -446,20 +446,65 @@ def test_a_colour_masks_transparent_border_keeps_its_colour_as_the_mask(tmp_path
 
 
 @pytest.mark.parametrize("bits", [8, 16])
-def test_a_colour_mask_with_one_transparent_pixel_is_not_all_defect(tmp_path: Path, bits: int) -> None:
-    """An opaque black background with a white 8x8 defect and one pixel at alpha 0 (a cropped or
-    padded export) read as 4095 defect pixels of 4096, without a warning: the alpha alone was the
-    mask once any pixel was transparent."""
+@pytest.mark.parametrize("label", ["white", "one"])
+def test_a_colour_mask_with_one_transparent_pixel_is_not_all_defect(
+    tmp_path: Path, bits: int, label: str
+) -> None:
+    """An opaque black background with a white (or 0/1 label map's 1) 8x8 defect and one pixel at
+    alpha 0 (a cropped or padded export) read as 4095 defect pixels of 4096, without a warning: the
+    alpha alone was the mask once any pixel was transparent."""
     top = 255 if bits == 8 else 65535
     pixels = np.zeros((64, 64, 4), np.uint8 if bits == 8 else np.uint16)
     pixels[:, :, 3] = top
-    pixels[20:28, 30:38, :3] = top
+    pixels[20:28, 30:38, :3] = top if label == "white" else 1
     pixels[0, 0, 3] = 0
     path = tmp_path / "000_mask.png"
     path.write_bytes(encode(pixels, "PNG") if bits == 8 else encode_cv2(pixels, ".png"))
     expected = np.zeros((64, 64), bool)
     expected[20:28, 30:38] = True
     assert np.array_equal(read_defect_mask(path), expected)
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize(
+    "background_alpha", [255, 128], ids=["opaque-background", "whole-layer-half-transparent"]
+)
+def test_a_half_transparent_defect_does_not_make_the_black_background_defect(
+    tmp_path: Path, bits: int, background_alpha: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transparent pad, a black background and a white defect drawn at alpha 128 (or the whole
+    mask layer exported at 50 % opacity) read its black background as defect, without a warning:
+    only the opaque pixels' colour decided whether black was background, and they were all black
+    (or there were none)."""
+    top = 255 if bits == 8 else 65535
+    pixels = np.zeros((1, 4, 4), np.uint8 if bits == 8 else np.uint16)
+    pixels[0, 1] = (top, top, top, 128 * top // 255)
+    pixels[0, 2:, 3] = background_alpha * top // 255
+    path = tmp_path / "000_mask.png"
+    path.write_bytes(encode(pixels, "PNG") if bits == 8 else encode_cv2(pixels, ".png"))
+    with caplog.at_level(logging.WARNING, logger="clearsight.datasets"):
+        assert read_defect_mask(path).tolist() == [[False, True, False, False]]
+    assert caplog.records == []
+
+
+def test_an_opaque_black_mask_read_by_its_alpha_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A black background with a grey defect drawn half transparent has no bright pixel to tell the
+    defect from the background, so its alpha is the mask and the background reads as defect: said,
+    not silent."""
+    pixels = np.zeros((1, 5, 4), np.uint8)
+    pixels[0, 1] = (100, 100, 100, 128)
+    pixels[0, 2:, 3] = 255
+    path = tmp_path / "000_mask.png"
+    path.write_bytes(encode(pixels, "PNG"))
+    with caplog.at_level(logging.WARNING, logger="clearsight.datasets"):
+        assert read_defect_mask(path).tolist() == [[False, True, True, True, True]]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: 3 of the mask's 5 pixels are opaque black and read as defect: no drawn pixel is coloured "
+        "enough to tell the defect from them, so the alpha is the mask; if black is its background, draw "
+        "the defect white, or make the background transparent"
+    ]
 
 
 def test_a_mask_that_covers_the_whole_image_is_warned_about(
