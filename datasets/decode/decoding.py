@@ -74,7 +74,7 @@ def decode_image(
     Returns:
         The :class:`DecodedImage`; ``pixels`` is (H, W, 1) or (H, W, 3), uint8 or uint16; with
         ``keep_alpha``, (H, W, 2) or (H, W, 4) where the file has alpha (a palette file's
-        transparency included).
+        transparency, and a grey or RGB PNG's colour key, tRNS, included: alpha 0 where the key is).
 
     Raises:
         ImageTooLargeError: over ``limits.max_bytes`` or ``limits.max_pixels``.

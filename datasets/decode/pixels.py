@@ -25,6 +25,9 @@ _CONVERT_MODES = {
     "RGBa": "RGBA",
     "La": "LA",
 }
+# Modes whose transparency is a colour key (a PNG's tRNS chunk, ``im.info["transparency"]``), and the
+# mode that turns the key into alpha.
+_KEYED_MODES = {"1": "LA", "L": "LA", "RGB": "RGBA"}
 ACCEPTED_MODES_TEXT = "accepted modes: 1, L, LA, P, PA, RGB, RGBA, RGBX, CMYK, YCbCr, I;16, 16-bit RGB/RGBA"
 
 
@@ -71,23 +74,35 @@ def load_with_pillow(
 ) -> np.ndarray:
     """Decode with Pillow's strict loader (a JPEG's main image, ``jpeg_image``, with
     :func:`load_jpeg`; ``arithmetic`` where its frame is arithmetic-coded); (H, W, 1|3) uint8 or
-    uint16 RGB/gray, or with ``keep_alpha`` (H, W, 2|4) gray/RGB and alpha where the file has alpha."""
+    uint16 RGB/gray, or with ``keep_alpha`` (H, W, 2|4) gray/RGB and alpha where the file has alpha
+    (a palette's transparency or a colour key included)."""
     try:
         if jpeg_image is None:
             im.load()
         else:
             load_jpeg(im, jpeg_image, source, arithmetic=arithmetic)
         mode = im.mode
-        if mode in _CONVERT_MODES:
+        # A colour key is alpha, kept where alpha is asked for: dropped, a mask of black ink on a key
+        # transparent white read inverted (as PNG optimisers store an RGBA export with a bare alpha).
+        keyed = keep_alpha and im.info.get("transparency") is not None
+        if keyed and mode in _KEYED_MODES:
+            converted: Image.Image = im.convert(_KEYED_MODES[mode])
+            mode = converted.mode
+        elif mode in _CONVERT_MODES:
             # P -> RGBA rather than RGB: it keeps transparency out of Pillow's lossy warning path.
-            converted: Image.Image = im.convert(_CONVERT_MODES[mode])
+            converted = im.convert(_CONVERT_MODES[mode])
             mode = converted.mode
         else:
             converted = im
         if mode in _GRAY16_MODES:
             arr = np.asarray(converted).astype(np.uint16)[:, :, None]
+            # Pillow converts no 16-bit grey to grey+alpha without truncating it to 8 bits. The key
+            # is a stored sample, so it is matched before any inversion.
+            key = arr == im.info["transparency"] if keyed else None
             if white_is_zero(im):
                 arr = counted_up_from_black(arr, im, source)
+            if key is not None:
+                arr = np.concatenate([arr, np.where(key, 0, 65535).astype(np.uint16)], axis=2)
         elif mode == "L":
             arr = np.asarray(converted)[:, :, None]
         elif mode == "LA":

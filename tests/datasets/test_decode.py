@@ -129,6 +129,59 @@ def test_palette_conversion_is_warning_free_with_byte_transparency() -> None:
     np.testing.assert_array_equal(out.pixels, np.asarray(im.convert("RGB")))
 
 
+def _with_trns(png: bytes, key: bytes) -> bytes:
+    """``png`` with a tRNS chunk (its colour key) right after IHDR, as a PNG optimiser writes one."""
+    return png[:33] + _png_chunk(b"tRNS", key) + png[33:]
+
+
+_KEYED_ROW = np.array([[255, 0, 255, 255]], np.uint8)  # white keyed transparent, black ink
+_KEYED_ROW16 = np.array([[0x1234, 0, 0x1234, 0xFFFF]], np.uint16)  # key 0x1234: byte order matters
+
+
+@pytest.mark.parametrize(
+    ("data", "colour", "alpha"),
+    [
+        (encode(Image.fromarray(_KEYED_ROW, "L"), "PNG", transparency=255), _KEYED_ROW, [0, 255, 0, 0]),
+        (
+            encode(Image.fromarray(_KEYED_ROW, "L").convert("1"), "PNG", transparency=1),
+            _KEYED_ROW,
+            [0, 255, 0, 0],
+        ),
+        (
+            encode(Image.fromarray(_KEYED_ROW, "L"), "PNG", transparency=255, bits=2),
+            _KEYED_ROW,
+            [0, 255, 0, 0],
+        ),
+        (
+            encode(np.dstack([_KEYED_ROW] * 3), "PNG", transparency=(255, 255, 255)),
+            np.dstack([_KEYED_ROW] * 3),
+            [0, 255, 0, 0],
+        ),
+        (
+            _with_trns(encode_cv2(_KEYED_ROW16, ".png"), b"\x12\x34"),
+            _KEYED_ROW16,
+            [0, 65535, 0, 65535],
+        ),
+        (
+            _with_trns(encode_cv2(np.dstack([_KEYED_ROW16] * 3), ".png"), b"\x12\x34" * 3),
+            np.dstack([_KEYED_ROW16] * 3),
+            [0, 65535, 0, 65535],
+        ),
+    ],
+    ids=["grey", "grey-1bit", "grey-2bit", "rgb", "grey-16bit", "rgb-16bit"],
+)
+def test_a_colour_key_is_kept_as_alpha_where_alpha_is_asked_for(
+    data: bytes, colour: np.ndarray, alpha: list[int]
+) -> None:
+    """A grey or RGB PNG whose transparency is a colour key (tRNS) lost it with ``keep_alpha``: a mask
+    of black ink on key-transparent white read inverted. Without ``keep_alpha`` (scoring) the pixels
+    are as before, the key's colour and no alpha."""
+    pixels = colour.reshape(1, 4, -1)
+    kept = decode_image(data, keep_alpha=True).pixels
+    np.testing.assert_array_equal(kept, np.dstack([pixels, np.array([alpha], pixels.dtype)]))
+    np.testing.assert_array_equal(decode_image(data).pixels, pixels)
+
+
 def test_a_decode_silences_pillows_warnings_alone_not_another_threads() -> None:
     """Decoding silenced every warning of the process while it ran: the scorer's once-per-run warning,
     given in another thread while an upload decoded, was lost, and never said again."""

@@ -421,6 +421,29 @@ def test_a_masks_transparent_pixels_are_background(tmp_path: Path, data: bytes) 
     assert np.array_equal(read_defect_mask(path), DEFECT)
 
 
+_INK_ON_WHITE = np.where(DEFECT, 0, 255).astype(np.uint8)  # black ink, white where transparent
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        encode(np.dstack([_INK_ON_WHITE] * 3 + [_ALPHA]), "PNG"),
+        encode(Image.fromarray(_INK_ON_WHITE, "L"), "PNG", transparency=255),
+        encode(np.dstack([_INK_ON_WHITE] * 3), "PNG", transparency=(255, 255, 255)),
+    ],
+    ids=["rgba", "grey-colour-key", "rgb-colour-key"],
+)
+def test_a_mask_reads_the_same_whether_its_transparency_is_alpha_or_a_colour_key(
+    tmp_path: Path, data: bytes
+) -> None:
+    """Black ink on a transparent white background read right as RGBA, but inverted as a grey PNG
+    whose white is keyed transparent (tRNS, as PNG optimisers store it), and all defect as RGB so
+    keyed: decoding dropped the key."""
+    path = tmp_path / "000_mask.png"
+    path.write_bytes(data)
+    assert np.array_equal(read_defect_mask(path), DEFECT)
+
+
 @pytest.mark.parametrize("ink", [0, 255, 128], ids=["black", "white", "grey"])
 def test_a_transparent_masks_alpha_is_the_mask_antialiased_edges_included(tmp_path: Path, ink: int) -> None:
     """Black ink on a transparent background whose edges were antialiased (a grey rim, half
