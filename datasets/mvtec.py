@@ -354,18 +354,17 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
 
     Where the mask has alpha and some pixel is transparent (alpha 0), the transparent pixels are
     background, whatever colour they hide: a labelling tool's export of white on a transparent
-    background read as all defect. Which drawn (alpha > 0) pixels are defect depends on their colour,
-    whatever their alpha. Where they hold both black pixels (every channel 0) and coloured ones (an
-    opaque pixel with any channel nonzero, or a half-transparent one with a channel over 3/4 of the
-    maximum), the colour is the mask and black is background: the defect is the drawn pixels that are
-    not black (a black-and-white mask with a few transparent pixels, as a cropped or padded export has,
-    read as all defect but those; one whose defect, or whole layer, is half transparent read its
-    opaque black background as defect). Otherwise the colour cannot tell ink from background, and the
-    alpha is the mask: every drawn pixel is defect (black ink whose antialiased edges are grey and half
-    transparent is kept whole, not read as its rim alone). A mask read so whose opaque black pixels
-    cover most of it is warned about, as is a mask whose every pixel is defect (``clearsight.datasets``
-    log records): a black background would read as defect, and a mask saved inverted or filled reads
-    all defect; the pixel figures would then measure nothing.
+    background read as all defect. Where most of the mask is transparent, the alpha draws the defect:
+    every drawn (alpha > 0) pixel is defect, whatever its colour (black ink, its antialiased rim over
+    a white or a black matte, a stray faint speck beside it). Where most of it is drawn, the alpha is
+    a background's with a transparent pad or crop, and the colour is the mask: the drawn pixels with a
+    nonzero channel (a black background and a white or 0/1 defect, opaque or half transparent), unless
+    none is, when the alpha is the mask all the same. Rules tried before, judging by which drawn pixels
+    were black and which coloured, lost a black core to a light antialiased rim or a single speck, or
+    read a half-transparent defect's black background as defect. A mask read by its alpha whose opaque
+    black pixels cover most of it is warned about, as is a mask whose every pixel is defect
+    (``clearsight.datasets`` log records): a black background would read as defect, and a mask saved
+    inverted or filled reads all defect; the pixel figures would then measure nothing.
 
     Raises:
         ImageDecodeError: the file cannot be decoded (named).
@@ -378,21 +377,18 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
         alpha = pixels[:, :, -1]
         drawn = alpha != 0
         if not drawn.all():
-            top = np.iinfo(pixels.dtype).max
-            opaque = alpha == top
-            black = drawn & ~colour
-            # A half-transparent pixel counts as colour only when bright: the antialiased rim of black
-            # ink is grey and half transparent, and taken for colour it made the black core
-            # background. An opaque one counts with any nonzero channel, so that a 0/1 label map
-            # with a transparent pixel still reads its 1s. Half-transparent black counts as black: a
-            # whole mask layer exported at 50 % opacity is black and white, none of it opaque.
-            bright = np.any(pixels[:, :, :-1] > top * 3 // 4, axis=2)
-            coloured = drawn & colour & (opaque | bright)
-            if black.any() and coloured.any():
-                defect = drawn & colour
+            # An alpha that leaves most of the mask transparent draws the defect's shape: a defect
+            # painted on a transparent layer, in any colour, its rim antialiased over any matte. One
+            # that leaves most of it drawn is a background's, padded or cropped with transparency,
+            # and the colour is the mask there (a black background, a coloured defect), unless the
+            # colour marks nothing drawn (black ink over most of the mask)
+            by_colour = drawn & colour
+            if 2 * np.count_nonzero(drawn) > drawn.size and by_colour.any():
+                defect = by_colour
             else:
                 defect = drawn
-                black_ink = int(np.count_nonzero(black & opaque))
+                black = drawn & ~colour & (alpha == np.iinfo(pixels.dtype).max)
+                black_ink = int(np.count_nonzero(black))
                 if 2 * black_ink > defect.size:
                     log.warning(
                         "%s: %d of the mask's %d pixels are opaque black and read as defect: no drawn "

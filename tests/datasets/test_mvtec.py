@@ -460,12 +460,13 @@ def test_a_transparent_masks_alpha_is_the_mask_antialiased_edges_included(tmp_pa
 
 
 def test_a_colour_masks_transparent_border_keeps_its_colour_as_the_mask(tmp_path: Path) -> None:
-    """A 0/255 colour mask whose border is transparent: its opaque pixels mix black and white, so the
-    colour says which drawn pixels are defect (taken by alpha, the black ones read as defect too)."""
-    border = np.pad(_OPAQUE[1:-1, 1:-1], 1)
+    """A 0/255 colour mask whose 1-pixel border is transparent: most of it is drawn, so the colour
+    says which drawn pixels are defect (taken by alpha, the black ones read as defect too)."""
+    defect = np.kron(DEFECT, np.ones((4, 4), bool))  # 24 x 32: the border a small share, as in a real mask
+    border = np.pad(np.full((22, 30), 255, np.uint8), 1)
     path = tmp_path / "000_mask.png"
-    path.write_bytes(encode(np.dstack([DEFECT.astype(np.uint8) * 255] * 3 + [border]), "PNG"))
-    assert np.array_equal(read_defect_mask(path), DEFECT)
+    path.write_bytes(encode(np.dstack([defect.astype(np.uint8) * 255] * 3 + [border]), "PNG"))
+    assert np.array_equal(read_defect_mask(path), defect)
 
 
 @pytest.mark.parametrize("bits", [8, 16])
@@ -510,24 +511,64 @@ def test_a_half_transparent_defect_does_not_make_the_black_background_defect(
     assert caplog.records == []
 
 
-def test_an_opaque_black_mask_read_by_its_alpha_is_warned_about(
+def test_a_half_transparent_defect_on_a_black_background_reads_by_its_colour(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A black background with a grey defect drawn half transparent has no bright pixel to tell the
-    defect from the background, so its alpha is the mask and the background reads as defect: said,
-    not silent."""
+    """Most of it drawn, so the colour is the mask: the grey defect, not the black background (read by
+    its alpha under an earlier rule, which found no bright pixel to tell them apart)."""
     pixels = np.zeros((1, 5, 4), np.uint8)
     pixels[0, 1] = (100, 100, 100, 128)
     pixels[0, 2:, 3] = 255
     path = tmp_path / "000_mask.png"
     path.write_bytes(encode(pixels, "PNG"))
     with caplog.at_level(logging.WARNING, logger="clearsight.datasets"):
+        assert read_defect_mask(path).tolist() == [[False, True, False, False, False]]
+    assert caplog.records == []
+
+
+def test_an_opaque_black_mask_read_by_its_alpha_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mostly drawn and all black: the colour marks nothing, so the alpha is the mask and the black
+    reads as defect: said, not silent (black may be its background, its defect left undrawn)."""
+    pixels = np.zeros((1, 5, 4), np.uint8)
+    pixels[0, 1:, 3] = 255
+    path = tmp_path / "000_mask.png"
+    path.write_bytes(encode(pixels, "PNG"))
+    with caplog.at_level(logging.WARNING, logger="clearsight.datasets"):
         assert read_defect_mask(path).tolist() == [[False, True, True, True, True]]
     assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: 3 of the mask's 5 pixels are opaque black and read as defect: no drawn pixel is coloured "
+        f"{path}: 4 of the mask's 5 pixels are opaque black and read as defect: no drawn pixel is coloured "
         "enough to tell the defect from them, so the alpha is the mask; if black is its background, draw "
         "the defect white, or make the background transparent"
     ]
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        # black ink antialiased over a white matte (its rim light, nearly transparent), transparent around
+        ("matte-white", 540),
+        ("speck", 401),  # black ink on transparent, one faint white speck beside it
+    ],
+)
+def test_a_defect_painted_on_transparency_is_read_by_its_alpha(
+    tmp_path: Path, case: str, expected: int
+) -> None:
+    """Judged by which drawn pixels were black and which coloured, a light antialiased rim or one speck
+    made the colour the mask and the black core background (200 of 517 in the review's disc; 1 of 401)."""
+    if case == "matte-white":
+        yy, xx = np.mgrid[:64, :64]
+        cover = np.clip((13 - np.hypot(yy - 31.5, xx - 31.5)) / 3, 0, 1)
+        alpha, grey = np.round(255 * cover), np.round(255 * (1 - cover))
+        pixels = np.dstack([grey, grey, grey, alpha]).astype(np.uint8)
+    else:
+        pixels = np.zeros((64, 64, 4), np.uint8)
+        pixels[20:40, 20:40, 3] = 255
+        pixels[5, 5] = (255, 255, 255, 10)
+    path = tmp_path / "000_mask.png"
+    path.write_bytes(encode(pixels, "PNG"))
+    assert int(read_defect_mask(path).sum()) == int(np.count_nonzero(pixels[:, :, 3])) == expected
 
 
 def test_a_mask_that_covers_the_whole_image_is_warned_about(
