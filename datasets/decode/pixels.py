@@ -76,6 +76,7 @@ def load_with_pillow(
     :func:`load_jpeg`; ``arithmetic`` where its frame is arithmetic-coded); (H, W, 1|3) uint8 or
     uint16 RGB/gray, or with ``keep_alpha`` (H, W, 2|4) gray/RGB and alpha where the file has alpha
     (a palette's transparency or a colour key included)."""
+    raw = _rawmode(im)  # read before loading, which clears the tiles it is read from
     try:
         if jpeg_image is None:
             im.load()
@@ -85,7 +86,16 @@ def load_with_pillow(
         # A colour key is alpha, kept where alpha is asked for: dropped, a mask of black ink on a key
         # transparent white read inverted (as PNG optimisers store an RGBA export with a bare alpha).
         keyed = keep_alpha and im.info.get("transparency") is not None
-        if keyed and mode in _KEYED_MODES:
+        low_bits = {"L;2": 2, "L;4": 4}.get(raw) if keyed and mode == "L" else None
+        if low_bits is not None:
+            # Pillow scales a 2- or 4-bit grey's samples to 0-255 but not its key (3 stays 3 where
+            # white is 255), so converting matched nothing and the key was dropped; a key past the
+            # depth's range (Pillow's own writer stores one scaled) is matched as it is
+            top, key = (1 << low_bits) - 1, int(im.info["transparency"])
+            grey = np.asarray(im)
+            alpha = np.where(grey == (key * 255 // top if key <= top else key), 0, 255).astype(np.uint8)
+            converted, mode = Image.fromarray(np.dstack([grey, alpha]), "LA"), "LA"
+        elif keyed and mode in _KEYED_MODES:
             converted: Image.Image = im.convert(_KEYED_MODES[mode])
             mode = converted.mode
         elif mode in _CONVERT_MODES:

@@ -152,6 +152,17 @@ _KEYED_ROW16 = np.array([[0x1234, 0, 0x1234, 0xFFFF]], np.uint16)  # key 0x1234:
             _KEYED_ROW,
             [0, 255, 0, 0],
         ),
+        # the key as the PNG spec has it at 2 and 4 bits (libpng's, an optimiser's): 3 and 15, not 255
+        (
+            _with_trns(encode(Image.fromarray(_KEYED_ROW, "L"), "PNG", bits=2), b"\x00\x03"),
+            _KEYED_ROW,
+            [0, 255, 0, 0],
+        ),
+        (
+            _with_trns(encode(Image.fromarray(_KEYED_ROW, "L"), "PNG", bits=4), b"\x00\x0f"),
+            _KEYED_ROW,
+            [0, 255, 0, 0],
+        ),
         (
             encode(np.dstack([_KEYED_ROW] * 3), "PNG", transparency=(255, 255, 255)),
             np.dstack([_KEYED_ROW] * 3),
@@ -168,7 +179,16 @@ _KEYED_ROW16 = np.array([[0x1234, 0, 0x1234, 0xFFFF]], np.uint16)  # key 0x1234:
             [0, 65535, 0, 65535],
         ),
     ],
-    ids=["grey", "grey-1bit", "grey-2bit", "rgb", "grey-16bit", "rgb-16bit"],
+    ids=[
+        "grey",
+        "grey-1bit",
+        "grey-2bit",
+        "grey-2bit-spec",
+        "grey-4bit-spec",
+        "rgb",
+        "grey-16bit",
+        "rgb-16bit",
+    ],
 )
 def test_a_colour_key_is_kept_as_alpha_where_alpha_is_asked_for(
     data: bytes, colour: np.ndarray, alpha: list[int]
