@@ -126,7 +126,11 @@ def _shown_text(url: str) -> str:
     )
     # the user part's password runs to the LAST "@": a password holding "/" or "@" unencoded
     # ("Tr0ub/4dor", "Tr0ub@4dor") ended the pattern early and was shown from there
-    return re.sub(r"^([^/?#]*//[^/?#@:]*:).*@", r"\1***@", hidden)
+    # and in a URL mistyped: "//" without the scheme's colon, one slash or three, or no scheme at all
+    for user_part in (r"[^/?#]*//[^/?#@:]*:", r"[^:/?#]+:/*[^/?#@:]*:", r"[^:/?#@]+:(?!/)"):
+        if re.match(rf"^{user_part}.*@", hidden):
+            return re.sub(rf"^({user_part}).*@", r"\1***@", hidden)
+    return hidden
 
 
 def parsed_url(url: str) -> URL:
@@ -148,7 +152,10 @@ def parsed_url(url: str) -> URL:
     # SQLAlchemy ends the user part at an "@" wherever it stands: one in a password in the query
     # (?password=Tr0ub@4dor) made "4dor" the host, which was looked up and named in the driver's error
     query = re.split(r"[?#]", url, maxsplit=1)[1:]  # the text from the first "?" or "#" on
-    if "@" in (parsed.host or "") or "@" in "".join(query):
+    # a PostgreSQL database named with an "@": a user part after a third slash (postgresql:///u:pw@h/db),
+    # sent to the server as the database's name, which its error repeated, password and all
+    misplaced = parsed.get_backend_name() == "postgresql" and "@" in (parsed.database or "")
+    if "@" in (parsed.host or "") or "@" in "".join(query) or misplaced:
         raise AuditError(
             f"audit store URL {_shown_text(url)!r}: an '@' not written as %40 moves where its user part "
             f"ends (a password's '@', in the user part or the query, which would reach the driver as part "

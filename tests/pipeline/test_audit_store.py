@@ -773,6 +773,21 @@ _AT_SIGN = (
             "postgresql+psycopg://127.0.0.1:5432/test?password=Tr0ub@4dor",
             f"audit store URL 'postgresql+psycopg://127.0.0.1:5432/test?password=***': {_AT_SIGN}",
         ),
+        (  # no scheme at all
+            "u:hunter2x@127.0.0.1/test",
+            "audit store URL 'u:***@127.0.0.1/test' is not a SQLAlchemy URL (--audit-db or "
+            "CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
+        (  # one slash: no URL, shown whole
+            "postgresql+psycopg:/postgres:hunter2x@127.0.0.1:5432/test",
+            "audit store URL 'postgresql+psycopg:/postgres:***@127.0.0.1:5432/test' is not a SQLAlchemy URL "
+            "(--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, "
+            "postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
+        (  # three slashes: the user part read as the database's name, which the server's error repeated
+            "postgresql+psycopg:///postgres:hunter2x@127.0.0.1:5432/test",
+            "audit store URL 'postgresql+psycopg:///postgres:***@127.0.0.1:5432/test': " + _AT_SIGN,
+        ),
         (  # with a user part too: user 'postgres@127.0.0.1', host '4dor'
             "postgresql+psycopg://postgres@127.0.0.1:5432/test?password=Tr0ub@4dor",
             "audit store URL 'postgresql+psycopg://postgres@127.0.0.1:5432/test?password=***': " + _AT_SIGN,
@@ -809,7 +824,7 @@ def test_bad_urls(url: str, message: str) -> None:
         with pytest.raises(AuditError) as info:
             opening(url)
         assert str(info.value) == message
-        for secret in ("Tr0ub", "4dor", "pw&", "=pw"):  # nor in a traceback (--debug)
+        for secret in ("Tr0ub", "4dor", "pw&", "=pw", "hunter2"):  # nor in a traceback (--debug)
             assert secret not in "".join(traceback.format_exception(info.value))
 
 
