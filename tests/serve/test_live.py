@@ -179,7 +179,9 @@ def _read_until_closed(sock: socket.socket) -> bytes:
 
 def test_a_stalled_body_is_answered_408_and_its_connection_closed(live_server) -> None:
     """A keyless client trickling a body to /review/login held its connection for good."""
-    server = live_server(body_timeout_s=0.2)
+    # 1 byte/s: the 4 bytes sent earn 4 s, so the pause alone cuts the body; at 500 bytes/s they earned
+    # 8 ms, and on a loaded machine the wait for the first bytes spent more, cutting it as too slow
+    server = live_server(body_timeout_s=0.2, body_min_bytes_per_s=1)
     head = (
         b"POST /review/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 60000\r\n\r\nkey="
