@@ -127,7 +127,10 @@ def _shown_text(url: str) -> str:
     # the user part's password runs to the LAST "@": a password holding "/" or "@" unencoded
     # ("Tr0ub/4dor", "Tr0ub@4dor") ended the pattern early and was shown from there
     # and in a URL mistyped: "//" without the scheme's colon, one slash or three, or no scheme at all
-    for user_part in (r"[^/?#]*//[^/?#@:]*:", r"[^:/?#]+:/*[^/?#@:]*:", r"[^:/?#@]+:(?!/)"):
+    if re.match(r"sqlite[^:/]*:///", hidden, re.IGNORECASE):  # no user part ("file:a@b.db" is a name);
+        return hidden  # SQLCipher's passphrase stands in one: sqlite+pysqlcipher://:PHRASE@/FILE
+    # the user name may hold an "@" itself (u@corp, as some hosted servers name users)
+    for user_part in (r"[^/?#]*//[^/?#:]*:", r"[^:/?#]+:/+[^/?#:]*:", r"[^:/?#@]+:(?!/)"):
         if re.match(rf"^{user_part}.*@", hidden):
             return re.sub(rf"^({user_part}).*@", r"\1***@", hidden)
     return hidden

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -773,6 +774,16 @@ _AT_SIGN = (
             "postgresql+psycopg://127.0.0.1:5432/test?password=Tr0ub@4dor",
             f"audit store URL 'postgresql+psycopg://127.0.0.1:5432/test?password=***': {_AT_SIGN}",
         ),
+        (  # a user name holding an "@", one slash
+            "postgresql+psycopg:/u@corp:Tr0ub4dor@h/test",
+            "audit store URL 'postgresql+psycopg:/u@corp:***@h/test' is not a SQLAlchemy URL (--audit-db or "
+            "CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
+        (  # no scheme, a ":" in the password: "u:" was read as a scheme
+            "u:Tr0ub:4dor@127.0.0.1:5432/test",
+            "audit store URL 'u:***@127.0.0.1:5432/test' is not a SQLAlchemy URL (--audit-db or "
+            "CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
         (  # no scheme at all
             "u:hunter2x@127.0.0.1/test",
             "audit store URL 'u:***@127.0.0.1/test' is not a SQLAlchemy URL (--audit-db or "
@@ -824,7 +835,13 @@ def test_bad_urls(url: str, message: str) -> None:
         with pytest.raises(AuditError) as info:
             opening(url)
         assert str(info.value) == message
-        for secret in ("Tr0ub", "4dor", "pw&", "=pw", "hunter2"):  # nor in a traceback (--debug)
+        for secret in (
+            "Tr0ub",
+            "4dor",
+            "pw&",
+            "=pw",
+            "hunter2",
+        ):  # nor with --debug's traceback  # nor in a traceback (--debug)
             assert secret not in "".join(traceback.format_exception(info.value))
 
 
@@ -843,6 +860,13 @@ def test_urls_with_odd_characters_are_read_as_written(
 ) -> None:
     parsed = parsed_url(url)
     assert (parsed.host, parsed.password) == (host, password)
+
+
+def test_a_missing_sqlite_file_is_named_as_typed(tmp_path: Path) -> None:
+    """A SQLite URL carries no password: an "@" in a URI-form file name was masked as one."""
+    url = f"sqlite:///file:{tmp_path}/audit@2026.db?mode=ro&uri=true"
+    with pytest.raises(AuditError, match=re.escape(f"audit store {url} does not exist")):
+        AuditStore.open(url, create=False)
 
 
 @pytest.mark.postgres
