@@ -354,20 +354,20 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
 
     Where the mask has alpha and some pixel is transparent (alpha 0), the transparent pixels are
     background, whatever colour they hide: a labelling tool's export of white on a transparent
-    background read as all defect. Where most of the mask is transparent, the alpha draws the defect:
-    every drawn (alpha > 0) pixel is defect, whatever its colour (black ink, its antialiased rim over
-    a white or a black matte, a stray faint speck beside it). Where most of it is drawn, the alpha is
-    a background's with a transparent pad or crop, and the colour is the mask: the drawn pixels with a
-    nonzero channel (a black background and a white or 0/1 defect, opaque or half transparent), unless
-    none is, when the alpha is the mask all the same. Rules tried before, judging by which drawn pixels
-    were black and which coloured, lost a black core to a light antialiased rim or a single speck, or
-    read a half-transparent defect's black background as defect. A mask read by its alpha whose opaque
-    black pixels cover most of it is warned about, as is a mask whose every pixel is defect
-    (``clearsight.datasets`` log records): a black background would read as defect, and a mask saved
-    inverted or filled reads all defect; the pixel figures would then measure nothing.
+    background read as all defect. Where the drawn (alpha > 0) pixels are of one kind, all black or
+    all coloured, the alpha draws the defect: every drawn pixel is defect (white or black ink, its
+    antialiased edge included). Where they mix black and coloured pixels and every one is opaque, the
+    mask is a colour mask with a transparent pad or crop: the defect is its coloured pixels. Where they
+    mix them and some are half transparent, the mask is refused: black ink with a light antialiased
+    edge and a black background under a half-transparent defect look alike, and each rule tried read
+    one of them wrong. A mask read by its alpha whose opaque black pixels cover most of it is warned
+    about, as is a mask whose every pixel is defect (``clearsight.datasets`` log records): a black
+    background would read as defect, and a mask saved inverted or filled reads all defect; the pixel
+    figures would then measure nothing.
 
     Raises:
         ImageDecodeError: the file cannot be decoded (named).
+        DatasetFormatError: its transparency leaves its defect ambiguous, as above (named).
     """
     pixels = decode_image(path, keep_alpha=True).pixels  # (H, W, 1|2|3|4), alpha last where there
     has_alpha = pixels.shape[2] in (2, 4)
@@ -377,18 +377,25 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
         alpha = pixels[:, :, -1]
         drawn = alpha != 0
         if not drawn.all():
-            # An alpha that leaves most of the mask transparent draws the defect's shape: a defect
-            # painted on a transparent layer, in any colour, its rim antialiased over any matte. One
-            # that leaves most of it drawn is a background's, padded or cropped with transparency,
-            # and the colour is the mask there (a black background, a coloured defect), unless the
-            # colour marks nothing drawn (black ink over most of the mask)
-            by_colour = drawn & colour
-            if 2 * np.count_nonzero(drawn) > drawn.size and by_colour.any():
+            by_colour, black = drawn & colour, drawn & ~colour
+            if by_colour.any() and black.any():
+                if not np.all(alpha[drawn] == np.iinfo(pixels.dtype).max):
+                    # black and coloured drawn pixels, some half transparent: black ink whose light
+                    # antialiased rim is coloured, or a black background under a half-transparent
+                    # defect, and every rule tried read some such export wrong (a core lost, a
+                    # background taken for defect), so neither is guessed
+                    raise DatasetFormatError(
+                        f"ground-truth mask {str(path)!r} has transparent pixels and draws both black "
+                        "and coloured pixels, some of them half transparent, so which are the defect "
+                        "cannot be told (black ink with a light antialiased edge, or a black background "
+                        "under a half-transparent defect); save it as an opaque mask, the defect nonzero "
+                        "and the rest 0, or the defect alone on a transparent layer"
+                    )
+                # every drawn pixel opaque: a colour mask with a transparent pad or crop
                 defect = by_colour
             else:
-                defect = drawn
-                black = drawn & ~colour & (alpha == np.iinfo(pixels.dtype).max)
-                black_ink = int(np.count_nonzero(black))
+                defect = drawn  # the alpha draws the defect: one ink, in any colour
+                black_ink = int(np.count_nonzero(black & (alpha == np.iinfo(pixels.dtype).max)))
                 if 2 * black_ink > defect.size:
                     log.warning(
                         "%s: %d of the mask's %d pixels are opaque black and read as defect: no drawn "
