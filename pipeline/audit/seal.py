@@ -30,16 +30,13 @@ import hmac
 import json
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, inspect, select, text
 
 from datasets.errors import AuditError
 from pipeline.audit.chain import GENESIS_HASH, chain_hash, index_columns
 from pipeline.audit.schema import audit_head, audit_records, sealed_records
-
-if TYPE_CHECKING:
-    from pipeline.audit.store import AuditStore
 
 __all__ = [
     "SEAL_LABEL",
@@ -161,23 +158,14 @@ def locked_head(conn: Connection, key: SealKey, *, store: str | None = None) -> 
     return _checked_head(conn, key, lock=True, store=store)
 
 
-def check_head_seal(store: AuditStore) -> None:
-    """Raise :class:`HeadSealError` where the head of ``store`` does not carry the seal of the key it
-    was opened with (a readiness probe's check: one query, no lock). Nothing is checked on a store
-    opened without a key, or read as it is at a version before seals (its writes are refused anyway).
-
-    A method of the store's in all but place (it reads the store's connection and key), kept beside
-    :func:`locked_head`, whose query it shares.
+def check_head_seal(conn: Connection, key: SealKey, *, store: str | None = None) -> None:
+    """Raise :class:`HeadSealError` where the chain's head does not carry ``key``'s seal, read
+    without a lock (a readiness probe's check: :meth:`pipeline.audit.AuditStore.check_head_seal`).
 
     Raises:
         HeadSealError: naming the head record and the store, as a writer's open does.
-        AuditError: the store cannot be read.
     """
-    key = store._seal_key
-    if key is None or not store._schema.sealed:
-        return
-    with store._db.reading("reading the chain head") as conn:
-        _checked_head(conn, key, lock=False, store=store.url)
+    _checked_head(conn, key, lock=False, store=store)
 
 
 def _checked_head(conn: Connection, key: SealKey, *, lock: bool, store: str | None = None) -> Head:

@@ -56,7 +56,7 @@ from pipeline.audit.reading import (
 )
 from pipeline.audit.records import AuditRecord, OutcomeRecord, VerifyReport
 from pipeline.audit.schema import audit_head, audit_records, sealed_records
-from pipeline.audit.seal import SealCheck, SealKey
+from pipeline.audit.seal import SealCheck, SealKey, check_head_seal
 from pipeline.audit.sealing import SealingReport, seal_vouched
 from pipeline.audit.verify import checked, verify_chain
 from pipeline.audit.writing import (
@@ -750,6 +750,21 @@ class AuditStore:
             return []
         with self._db.reading("reading decisions") as conn:
             return records_of(conn, rows, upto=upto, outcomes_read=outcomes_read)
+
+    def check_head_seal(self) -> None:
+        """Raise :class:`~pipeline.audit.seal.HeadSealError` where the chain's head does not carry the
+        seal of the key this store was opened with (a readiness probe's check: one query, no lock).
+        Nothing is checked on a store opened without a key, or read as it is at a version before
+        seals (its writes are refused anyway).
+
+        Raises:
+            HeadSealError: naming the head record and the store, as a writer's open does.
+            AuditError: the store cannot be read.
+        """
+        if self._seal_key is None or not self._schema.sealed:
+            return
+        with self._db.reading("reading the chain head") as conn:
+            check_head_seal(conn, self._seal_key, store=self.url)
 
     def ping(self, *, write_wait_s: float | None = None) -> None:
         """Raise :class:`AuditError` if the database cannot be reached (readiness probe); with

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.audit import AuditStore, HeadSealError
-from pipeline.audit.seal import check_head_seal
 from serve.deps import MetricsReaderDep, ServicesDep
 from serve.metrics import CONTENT_TYPE_LATEST
 from serve.problems import AUTHENTICATED, problem_response, problem_responses, retry_after_of
@@ -59,7 +58,7 @@ async def readyz(request: Request, services: ServicesDep) -> Response | Readines
             await run_in_threadpool(services.audit.ping, write_wait_s=READY_WRITE_WAIT_S)
             if isinstance(services.audit, AuditStore):  # an injected fake has no head to check
                 # the secret rotated under a running service: every append would fail (500)
-                await run_in_threadpool(check_head_seal, services.audit)
+                await run_in_threadpool(services.audit.check_head_seal)
             audit_state = "reachable"
         except HeadSealError as exc:
             audit_state = "reachable"

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine
 from datasets.errors import AuditError, ConflictError
 from pipeline.audit import AuditStore, canonical_json, chain_hash
 from pipeline.audit.chain_file import verify_chain_file
-from pipeline.audit.seal import SEAL_LABEL, HeadSealError, SealKey, check_head_seal
+from pipeline.audit.seal import SEAL_LABEL, HeadSealError, SealKey
 from pipeline.settings import DEVELOPMENT_AUDIT_SECRET, Settings, audit_seal_key
 from pipeline.verdicts import ShipmentDecision, Tier
 
@@ -164,11 +164,11 @@ def test_a_head_a_writer_without_the_key_appended_is_named_unsealed_not_a_wrong_
     seal, and how an operator seals it, as a writer's open says."""
     fill(db_url)
     with AuditStore.open(db_url, seal_key=KEY) as service:
-        check_head_seal(service)
+        service.check_head_seal()
         with AuditStore.open(db_url) as writer:  # a writer not given the key
             unsealed = writer.record(decision("S9")).seq
         with pytest.raises(HeadSealError) as raised:
-            check_head_seal(service)
+            service.check_head_seal()
     said = str(raised.value)
     assert raised.value.unsealed
     assert (
