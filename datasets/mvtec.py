@@ -378,8 +378,9 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
         drawn = alpha != 0
         if not drawn.all():
             by_colour, black = drawn & colour, drawn & ~colour
+            opaque = alpha == np.iinfo(pixels.dtype).max
             if by_colour.any() and black.any():
-                if not np.all(alpha[drawn] == np.iinfo(pixels.dtype).max):
+                if not np.all(opaque[drawn]):
                     # black and coloured drawn pixels, some half transparent: black ink whose light
                     # antialiased rim is coloured, or a black background under a half-transparent
                     # defect, and every rule tried read some such export wrong (a core lost, a
@@ -395,7 +396,7 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
                 defect = by_colour
             else:
                 defect = drawn  # the alpha draws the defect: one ink, in any colour
-                black_ink = int(np.count_nonzero(black & (alpha == np.iinfo(pixels.dtype).max)))
+                black_ink = int(np.count_nonzero(black & opaque))
                 if 2 * black_ink > defect.size:
                     log.warning(
                         "%s: %d of the mask's %d pixels are opaque black and read as defect: no drawn "

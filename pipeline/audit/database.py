@@ -131,8 +131,9 @@ def _shown_text(url: str) -> str:
         return hidden  # SQLCipher's passphrase stands in one: sqlite+pysqlcipher://:PHRASE@/FILE
     # the user name may hold an "@" itself (u@corp, as some hosted servers name users)
     for user_part in (r"[^/?#]*//[^/?#:]*:", r"[^:/?#]+:/+[^/?#:]*:", r"[^:/?#@]+:(?!/)"):
-        if re.match(rf"^{user_part}.*@", hidden):
-            return re.sub(rf"^({user_part}).*@", r"\1***@", hidden)
+        shown, found = re.subn(rf"^({user_part}).*@", r"\1***@", hidden)
+        if found:
+            return shown
     return hidden
 
 
