@@ -18,7 +18,6 @@ from datasets.synth.generate import (
     journaled_files,
     listed_files,
     not_generated,
-    planned_files,
     written_by_generator,
 )
 from datasets.synth.preview import contact_sheet
@@ -40,7 +39,6 @@ __all__ = [
     "journaled_files",
     "listed_files",
     "not_generated",
-    "planned_files",
     "render_sample",
     "written_by_generator",
 ]

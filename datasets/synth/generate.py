@@ -48,7 +48,6 @@ __all__ = [
     "listed_files",
     "not_generated",
     "plan_jobs",
-    "planned_files",
     "written_by_generator",
 ]
 
@@ -177,17 +176,6 @@ def plan_jobs(config: SynthConfig, *, journal: Path | None = None) -> list[_Job]
                         )
                     )
     return jobs
-
-
-def planned_files(config: SynthConfig) -> list[str]:
-    """The images and masks :func:`generate_dataset` will write for ``config``, as paths relative to
-    ``config.out`` in :func:`plan_jobs`' order (what ``dataset.json`` lists once it is written)."""
-    files: list[str] = []
-    for job in plan_jobs(config):
-        files.append(_image_rel(job))
-        if job.anomaly_type != GOOD:
-            files.append(_mask_rel(job))
-    return files
 
 
 def _image_rel(job: _Job) -> str:
