@@ -14,15 +14,16 @@ its mode and, where the user may set them, its owner and group.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Literal, overload
 
-__all__ = ["keep_mode_and_owner", "name_start", "temporary_beside", "written_whole"]
+__all__ = ["files_written_whole", "keep_mode_and_owner", "name_start", "temporary_beside", "written_whole"]
 
 
 def temporary_beside(path: Path) -> tuple[Path, int]:
@@ -152,4 +153,41 @@ def written_whole(
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def files_written_whole(files: Mapping[Path, bytes], *, fsync: bool = True) -> None:
+    """Write several files that stand together (a report's figures, table and page) whole: each to
+    a temporary file beside it, all of them on disk, and only then each renamed onto its name.
+
+    A full disk or a file that cannot be made leaves every earlier file as it was and no
+    temporary file: written one after another, a failure on the last left the first ones new
+    beside an earlier run's last one, a page describing another model. Only a crash between the
+    renames, which take no space, can leave a mix.
+
+    Raises:
+        OSError: a file cannot be made, written or renamed.
+    """
+    for path in files:
+        # the one rename that fails on a name that exists: checked before any file changes
+        if path.is_dir() and not path.is_symlink():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    made: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files.items():
+            tmp, fd = temporary_beside(path)
+            made.append((tmp, path))
+            with os.fdopen(fd, "wb") as fh:
+                keep_mode_and_owner(fh.fileno(), path)
+                fh.write(data)
+                fh.flush()
+                if fsync:
+                    os.fsync(fh.fileno())
+        while made:
+            tmp, path = made[0]
+            os.replace(tmp, path)
+            made.pop(0)
+    except BaseException:
+        for tmp, _ in made:
+            tmp.unlink(missing_ok=True)
         raise

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from datasets.errors import ClearsightError, DatasetFormatError, ModelError
-from datasets.whole_files import written_whole
+from datasets.whole_files import files_written_whole
 from models.fusion import SIGNALS
 from models.inference import GOOD, Predictor, Thresholds
 from models.threshold import allowed_errors, anomalies_for_bound, miss_rate_bound
@@ -769,12 +769,16 @@ SCORES_COLUMNS: Sequence[str] = (
 """``scores.csv``'s header; a signal's log-odds column is empty where the model does not use it."""
 
 
-def write_outputs(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``metrics.json`` and ``scores.csv`` into ``out_dir`` (created); returns both paths.
+def write_outputs(
+    result: EvaluationResult, out_dir: Path, *, also: Mapping[str, bytes] | None = None
+) -> tuple[Path, Path]:
+    """Write ``metrics.json`` and ``scores.csv`` into ``out_dir`` (created), with the files
+    ``also`` names (``report.html``'s bytes, say); returns the first two paths.
 
-    Both are encoded before either is written, and each is written whole
-    (:func:`~datasets.whole_files.written_whole`): a row that could not be encoded left a
-    ``metrics.json`` beside a ``scores.csv`` cut off at that row."""
+    All are encoded before any is written, and written together
+    (:func:`~datasets.whole_files.files_written_whole`): a row that could not be encoded left a
+    ``metrics.json`` beside a ``scores.csv`` cut off at that row, and a page that failed to be
+    written left new figures beside an earlier run's page, of another model perhaps."""
     metrics = json.dumps(_json_ready(result.metrics), indent=2, allow_nan=False) + "\n"
     table = io.StringIO(newline="")
     writer = csv.writer(table)
@@ -790,10 +794,9 @@ def write_outputs(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
     # scores at full precision: a test score can lie within 1e-6 of the release cut, and a rounded
     # one read back against the threshold would land on the other side of it
     encoded = {"metrics.json": metrics.encode("utf-8"), "scores.csv": table.getvalue().encode("utf-8")}
+    encoded.update(also or {})
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, data in encoded.items():
-        with written_whole(out_dir / name) as fh:
-            fh.write(data)
+    files_written_whole({out_dir / name: data for name, data in encoded.items()})
     return out_dir / "metrics.json", out_dir / "scores.csv"
 
 

@@ -89,7 +89,7 @@ def evaluate_command(
     from models.threshold import METHOD_FALLBACK, METHOD_NORMAL_BOUND
     from pipeline.evaluate import evaluate, write_outputs
     from pipeline.intervals import trials_to_show, unshown_upper
-    from pipeline.report import cut_text, number, number_span, percent, percent_span, write_report
+    from pipeline.report import cut_text, number, number_span, percent, percent_span, render_report
     from pipeline.signal_evidence import SIGNAL_NAMES
 
     if out.exists() and not out.is_dir():
@@ -126,8 +126,10 @@ def evaluate_command(
             progress=lambda done, total: progress(stage, done, total),
         )
     try:
-        metrics_path, scores_path = write_outputs(result, out)
-        report_path = write_report(result, out / "report.html")
+        # the page is drawn before any file is written, and the three are replaced together
+        page = render_report(result).encode("utf-8")
+        metrics_path, scores_path = write_outputs(result, out, also={"report.html": page})
+        report_path = out / "report.html"
     except OSError as exc:  # the folder changed since it was checked, or the disk filled
         raise output_error("--out", out, exc, folder=True) from exc
 

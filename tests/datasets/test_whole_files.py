@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from datasets.folder import iter_image_paths
-from datasets.whole_files import temporary_beside, written_whole
+from datasets.whole_files import files_written_whole, temporary_beside, written_whole
 
 PRECIOUS = b"an audit store someone named so"
 
@@ -144,3 +144,31 @@ def test_written_whole_keeps_the_owner_of_the_file_it_replaces(tmp_path: Path) -
     with written_whole(target) as fh:
         fh.write(b"new")
     assert (target.stat().st_uid, target.stat().st_gid) == (4321, 8765)
+
+
+def test_files_written_whole_puts_every_file_in_place_with_the_mode_it_replaces(tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").write_bytes(b"earlier")
+    os.chmod(tmp_path / "metrics.json", 0o600)
+    files_written_whole({tmp_path / "metrics.json": b"{}", tmp_path / "report.html": b"<html>"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "report.html"]
+    assert (tmp_path / "metrics.json").read_bytes() == b"{}"
+    assert (tmp_path / "report.html").read_bytes() == b"<html>"
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("failing", ["missing-folder", "a-folder-by-that-name"])
+def test_a_file_that_cannot_be_written_leaves_every_earlier_file_and_no_temporary_one(
+    tmp_path: Path, failing: str
+) -> None:
+    """The last of a report's files failing (its folder gone, a folder under its name) left the
+    first ones new beside an earlier run's last one."""
+    (tmp_path / "metrics.json").write_bytes(PRECIOUS)
+    last = tmp_path / "gone" / "report.html"
+    if failing == "a-folder-by-that-name":
+        last = tmp_path / "report.html"
+        last.mkdir()
+    with pytest.raises(OSError):
+        files_written_whole({tmp_path / "metrics.json": b"{}", last: b"<html>"})
+    assert (tmp_path / "metrics.json").read_bytes() == PRECIOUS
+    kept = ["metrics.json", "report.html"] if failing == "a-folder-by-that-name" else ["metrics.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept

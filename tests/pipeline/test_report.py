@@ -1005,7 +1005,7 @@ def test_cli_names_out_when_the_report_cannot_be_written(
     """A folder that changed after it was checked (a full disk, say) is named, not 'unexpected'."""
     import pipeline.evaluate
 
-    def full_disk(result: object, out_dir: Path) -> tuple[Path, Path]:
+    def full_disk(result: object, out_dir: Path, **kwargs: object) -> tuple[Path, Path]:
         raise OSError(28, "No space left on device")
 
     _install_fake_model(monkeypatch)
@@ -1014,6 +1014,25 @@ def test_cli_names_out_when_the_report_cannot_be_written(
     assert code == 2
     said = f"Error: --out {str(out)!r}: cannot write there (No space left on device)"
     assert _without_progress(capsys.readouterr().err) == said
+
+
+def test_cli_a_report_that_cannot_be_written_leaves_the_earlier_report_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --overwrite, report.html failing (here a folder by that name) left the new metrics.json
+    and scores.csv beside the earlier report.html, a page about another model."""
+    _install_fake_model(monkeypatch)
+    out = tmp_path / "report"
+    out.mkdir()
+    for name in ("metrics.json", "scores.csv"):
+        (out / name).write_text(f"earlier {name}\n", encoding="utf-8")
+    (out / "report.html").mkdir()
+    code, _ = _run_evaluate(tmp_path, "--overwrite")
+    assert code == 2
+    assert "Error: --out" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "report.html", "scores.csv"]
+    for name in ("metrics.json", "scores.csv"):
+        assert (out / name).read_text(encoding="utf-8") == f"earlier {name}\n"
 
 
 INSIDE = "lies inside --data 'ore': the report's files would become part of the dataset"
