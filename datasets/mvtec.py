@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 
 from datasets.decode import decode_image, lossy_compression, read_image_size
@@ -357,13 +358,18 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
     background read as all defect. Where the drawn (alpha > 0) pixels are of one kind, all black or
     all coloured, the alpha draws the defect: every drawn pixel is defect (white or black ink, its
     antialiased edge included). Where they mix black and coloured pixels and every one is opaque, the
-    mask is a colour mask with a transparent pad or crop: the defect is its coloured pixels. Where they
-    mix them and some are half transparent, the mask is refused: black ink with a light antialiased
-    edge and a black background under a half-transparent defect look alike, and each rule tried read
-    one of them wrong. A mask read by its alpha whose opaque black pixels cover most of it is warned
-    about, as is a mask whose every pixel is defect (``clearsight.datasets`` log records): a black
-    background would read as defect, and a mask saved inverted or filled reads all defect; the pixel
-    figures would then measure nothing.
+    mask is a colour mask with a transparent pad or crop, the defect its coloured pixels, if its black
+    reads as the background: some black pixel is beside a transparent one (the pad), and every
+    4-connected region of black is beside one or at the image's edge (a defect across the mask parts
+    the background from a pad on one side). Otherwise it is refused: black that coloured pixels part
+    from the transparent area is black ink whose antialiased edge was blended over a matte and made
+    opaque (a PNG-8 or GIF export; read by colour, its rim alone was kept), or a hole in a padded
+    mask's defect, and they look alike. Where they mix them and some are half transparent, the mask is
+    refused: black ink with a light antialiased edge and a black background under a half-transparent
+    defect look alike, and each rule tried read one of them wrong. A mask read by its alpha whose
+    opaque black pixels cover most of it is warned about, as is a mask whose every pixel is defect
+    (``clearsight.datasets`` log records): a black background would read as defect, and a mask saved
+    inverted or filled reads all defect; the pixel figures would then measure nothing.
 
     Raises:
         ImageDecodeError: the file cannot be decoded (named).
@@ -392,7 +398,21 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
                         "under a half-transparent defect); save it as an opaque mask, the defect nonzero "
                         "and the rest 0, or the defect alone on a transparent layer"
                     )
-                # every drawn pixel opaque: a colour mask with a transparent pad or crop
+                if not _black_is_background(black, ~drawn):
+                    # black parted from the transparent area by coloured pixels: black ink whose
+                    # antialiased edge was blended over a matte and made opaque (a PNG-8 or GIF
+                    # export), its core the defect too (read by colour, its rim alone was kept), or a
+                    # hole in a padded colour mask's defect, not defect; they look alike
+                    raise DatasetFormatError(
+                        f"ground-truth mask {str(path)!r} has transparent pixels and draws black pixels, "
+                        "all opaque, that coloured ones part from the transparent area, so which are the "
+                        "defect cannot be told (black ink whose antialiased edge was blended over a matte, "
+                        "as a PNG-8 or GIF export saves it, or a hole in a padded colour mask's defect); "
+                        "save it as an opaque mask, the defect nonzero and the rest 0, or the defect alone "
+                        "on a transparent layer with its alpha kept (PNG-32, no matte)"
+                    )
+                # the black reaches the transparent area, as a background does: a colour mask with a
+                # transparent pad or crop
                 defect = by_colour
             else:
                 defect = drawn  # the alpha draws the defect: one ink, in any colour
@@ -416,3 +436,21 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
             defect.shape[0],
         )
     return defect
+
+
+def _black_is_background(black: np.ndarray, transparent: np.ndarray) -> bool:
+    """Whether the ``black`` pixels read as a padded mask's background: some touch a ``transparent``
+    pixel (side by side), the pad, and every 4-connected region of them touches one or the image's
+    edge. The edge is no pad, for black ink drawn to it is not a background; but a region that reaches
+    only the edge, as a defect across the mask parts the background from a pad on one side, is one."""
+    near = np.zeros_like(transparent)
+    near[1:] |= transparent[:-1]
+    near[:-1] |= transparent[1:]
+    near[:, 1:] |= transparent[:, :-1]
+    near[:, :-1] |= transparent[:, 1:]
+    if not np.any(black & near):
+        return False
+    near[[0, -1], :] = True
+    near[:, [0, -1]] = True
+    count, labels = cv2.connectedComponents(black.astype(np.uint8), connectivity=4)
+    return len(np.unique(labels[black & near])) == count - 1  # label 0: the pixels not black

@@ -555,6 +555,71 @@ def test_a_label_map_pasted_on_a_larger_transparent_canvas_reads_its_labels(tmp_
     assert int(read_defect_mask(path).sum()) == 60
 
 
+def _matte_ink(centre: tuple[int, int], top: int) -> np.ndarray:
+    """Black ink, a disk with a 3-pixel antialiased edge, saved with binary transparency over a white
+    matte (Photoshop's PNG-8 "Save for Web", a GIF): its edge blended over white and made opaque."""
+    dtype = np.uint8 if top == 255 else np.uint16
+    yy, xx = np.mgrid[:40, :40]
+    cover = np.clip((12.5 - np.hypot(yy - centre[0], xx - centre[1])) / 3, 0, 1)
+    grey = np.round(top * (1 - cover))
+    return np.dstack([grey] * 3 + [np.where(cover > 0, top, 0)]).astype(dtype)
+
+
+def _opaque_mixed(case: str, top: int) -> np.ndarray:
+    """Masks whose drawn pixels, all opaque, are black and coloured."""
+    if case in ("matte-ink", "matte-ink-to-the-edge"):
+        return _matte_ink((20, 20) if case == "matte-ink" else (20, 5), top)
+    dtype = np.uint8 if top == 255 else np.uint16
+    pixels = np.zeros((40, 40, 4), dtype)
+    if case == "hole-in-a-padded-defect":  # a ring defect whose hole is background too
+        pixels[4:36, 4:36, 3] = top
+        pixels[10:20, 10:20] = top
+        pixels[13:17, 13:17, :3] = 0
+    elif case == "pad-all-round":
+        pixels[4:36, 4:36, 3] = top
+        pixels[10:20, 10:16] = top
+    else:  # a pad along the bottom only, the defect a crack across the whole width
+        pixels[:30, :, 3] = top
+        pixels[12:15, :] = top
+    return pixels
+
+
+@pytest.mark.parametrize("top", [255, 65535], ids=["8-bit", "16-bit"])
+@pytest.mark.parametrize(
+    ("case", "defect"),
+    [
+        ("pad-all-round", 60),
+        ("crack-across-a-pad-on-one-side", 120),
+        ("matte-ink", None),
+        ("matte-ink-to-the-edge", None),
+        ("hole-in-a-padded-defect", None),
+    ],
+)
+def test_opaque_black_and_colour_read_as_a_padded_colour_mask_only_where_the_black_reaches_the_pad(
+    tmp_path: Path, case: str, defect: int | None, top: int
+) -> None:
+    """Black ink saved over a white matte with binary transparency read as its grey rim alone (the
+    all-opaque rule took the colour as the defect), none of its black core: its black is parted from
+    the transparent area by the rim, where a padded mask's black background reaches the pad. Black
+    parted so (the image's edge no pad) is refused: a padded mask's hole in its defect looks alike."""
+    path = tmp_path / "000_mask.png"
+    pixels = _opaque_mixed(case, top)
+    path.write_bytes(encode(pixels, "PNG") if top == 255 else encode_cv2(pixels, ".png"))
+    if defect is None:
+        with pytest.raises(DatasetFormatError, match=r"draws black pixels, all opaque, that coloured ones"):
+            read_defect_mask(path)
+    else:
+        assert int(read_defect_mask(path).sum()) == defect
+
+
+def test_black_ink_saved_as_png8_over_a_white_matte_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "000_mask.png"
+    image = Image.fromarray(_matte_ink((20, 20), 255), "RGBA").quantize(16, method=Image.Quantize.FASTOCTREE)
+    path.write_bytes(encode(image, "PNG"))
+    with pytest.raises(DatasetFormatError, match=r"000_mask\.png.*alpha kept \(PNG-32, no matte\)"):
+        read_defect_mask(path)
+
+
 def test_a_mask_that_covers_the_whole_image_is_warned_about(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
