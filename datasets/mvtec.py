@@ -364,12 +364,16 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
     the background from a pad on one side). Otherwise it is refused: black that coloured pixels part
     from the transparent area is black ink whose antialiased edge was blended over a matte and made
     opaque (a PNG-8 or GIF export; read by colour, its rim alone was kept), or a hole in a padded
-    mask's defect, and they look alike. Where they mix them and some are half transparent, the mask is
-    refused: black ink with a light antialiased edge and a black background under a half-transparent
-    defect look alike, and each rule tried read one of them wrong. A mask read by its alpha whose
-    opaque black pixels cover most of it is warned about, as is a mask whose every pixel is defect
-    (``clearsight.datasets`` log records): a black background would read as defect, and a mask saved
-    inverted or filled reads all defect; the pixel figures would then measure nothing.
+    mask's defect, and they look alike. Where they mix them and some are half transparent, it is read
+    so too if those are all black, its black reads as the background, and no coloured pixel is beside
+    a transparent one: an opaque mask rotated or scaled onto a transparent fill, interpolation blending
+    its background's edge with the fill. Otherwise it is refused: black ink with a light antialiased
+    edge and a black background under a half-transparent defect look alike, and each rule tried read
+    one of them wrong; an opaque coloured pixel beside the fill is drawn beside black ink whose edge is
+    half transparent (a speck), not a rotated mask's, whose edge interpolation blends. A mask read by
+    its alpha whose opaque black pixels cover most of it is warned about, as is a mask whose every
+    pixel is defect (``clearsight.datasets`` log records): a black background would read as defect,
+    and a mask saved inverted or filled reads all defect; the pixel figures would then measure nothing.
 
     Raises:
         ImageDecodeError: the file cannot be decoded (named).
@@ -386,19 +390,26 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
             by_colour, black = drawn & colour, drawn & ~colour
             opaque = alpha == np.iinfo(pixels.dtype).max
             if by_colour.any() and black.any():
-                if not np.all(opaque[drawn]):
-                    # black and coloured drawn pixels, some half transparent: black ink whose light
-                    # antialiased rim is coloured, or a black background under a half-transparent
-                    # defect, and every rule tried read some such export wrong (a core lost, a
-                    # background taken for defect), so neither is guessed
+                transparent = ~drawn
+                background = _black_is_background(black, transparent)
+                if not np.all(opaque[drawn]) and not (
+                    background and np.all(opaque[by_colour]) and not np.any(by_colour & _beside(transparent))
+                ):
+                    # black and coloured drawn pixels, some half transparent, and not a rotated pad's
+                    # (below): black ink whose light antialiased rim is coloured, or a black background
+                    # under a half-transparent defect, and every rule tried read some such export wrong
+                    # (a core lost, a background taken for defect), so neither is guessed; an opaque
+                    # coloured pixel beside the fill is no pad's either, but drawn beside black ink
+                    # with a half-transparent edge (a speck, a white layer half erased)
                     raise DatasetFormatError(
                         f"ground-truth mask {str(path)!r} has transparent pixels and draws both black "
                         "and coloured pixels, some of them half transparent, so which are the defect "
-                        "cannot be told (black ink with a light antialiased edge, or a black background "
-                        "under a half-transparent defect); save it as an opaque mask, the defect nonzero "
-                        "and the rest 0, or the defect alone on a transparent layer"
+                        "cannot be told (black ink with a light or half-transparent antialiased edge, or "
+                        "a black background under a half-transparent defect); save it as an opaque "
+                        "mask, the defect nonzero and the rest 0, or the defect alone on a transparent "
+                        "layer"
                     )
-                if not _black_is_background(black, ~drawn):
+                if not background:
                     # black parted from the transparent area by coloured pixels: black ink whose
                     # antialiased edge was blended over a matte and made opaque (a PNG-8 or GIF
                     # export), its core the defect too (read by colour, its rim alone was kept), or a
@@ -412,7 +423,9 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
                         "on a transparent layer with its alpha kept (PNG-32, no matte)"
                     )
                 # the black reaches the transparent area, as a background does: a colour mask with a
-                # transparent pad or crop
+                # transparent pad or crop; with half-transparent pixels, all black, and no coloured
+                # pixel beside the fill, one rotated or scaled onto a transparent fill: interpolation
+                # blends its black background's edge with the fill, and would blend a coloured one too
                 defect = by_colour
             else:
                 defect = drawn  # the alpha draws the defect: one ink, in any colour
@@ -438,16 +451,22 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
     return defect
 
 
+def _beside(where: np.ndarray) -> np.ndarray:
+    """The pixels with a 4-neighbour in ``where``; beyond the image's edge is not in it."""
+    near = np.zeros_like(where)
+    near[1:] |= where[:-1]
+    near[:-1] |= where[1:]
+    near[:, 1:] |= where[:, :-1]
+    near[:, :-1] |= where[:, 1:]
+    return near
+
+
 def _black_is_background(black: np.ndarray, transparent: np.ndarray) -> bool:
     """Whether the ``black`` pixels read as a padded mask's background: some touch a ``transparent``
     pixel (side by side), the pad, and every 4-connected region of them touches one or the image's
     edge. The edge is no pad, for black ink drawn to it is not a background; but a region that reaches
     only the edge, as a defect across the mask parts the background from a pad on one side, is one."""
-    near = np.zeros_like(transparent)
-    near[1:] |= transparent[:-1]
-    near[:-1] |= transparent[1:]
-    near[:, 1:] |= transparent[:, :-1]
-    near[:, :-1] |= transparent[:, 1:]
+    near = _beside(transparent)
     if not np.any(black & near):
         return False
     near[[0, -1], :] = True

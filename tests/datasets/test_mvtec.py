@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from datasets_test_images import REAL_ORE, encode, encode_cv2
@@ -618,6 +619,56 @@ def test_black_ink_saved_as_png8_over_a_white_matte_is_refused_naming_the_file(t
     path.write_bytes(encode(image, "PNG"))
     with pytest.raises(DatasetFormatError, match=r"000_mask\.png.*alpha kept \(PNG-32, no matte\)"):
         read_defect_mask(path)
+
+
+def _on_a_transparent_fill(case: str, top: int) -> np.ndarray:
+    """An opaque mask (black background, a white defect) rotated or scaled onto a transparent fill
+    with linear interpolation (OpenCV's warpAffine, an editor's rotate-layer): the edge of its black
+    background is half transparent along the fill, black; every coloured pixel is opaque."""
+    dtype = np.uint8 if top == 255 else np.uint16
+    opaque = np.zeros((48, 48, 4), dtype)
+    opaque[:, :, 3] = top
+    edge = (0, 20) if case == "defect-at-the-edge" else (20, 28)
+    opaque[20:28, edge[0] : edge[1], :3] = top
+    angle, scale = (0, 0.73) if case == "scaled" else (20, 0.8)
+    matrix = cv2.getRotationMatrix2D((24, 24), angle, scale)
+    return cv2.warpAffine(
+        opaque, matrix, (48, 48), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
+
+
+@pytest.mark.parametrize("top", [255, 65535], ids=["8-bit", "16-bit"])
+@pytest.mark.parametrize(
+    ("case", "read"),
+    [("rotated", True), ("scaled", True), ("defect-at-the-edge", False), ("ink-and-a-speck", False)],
+)
+def test_a_mask_rotated_onto_a_transparent_fill_reads_its_colour(
+    tmp_path: Path, case: str, read: bool, top: int
+) -> None:
+    """Rotated onto a transparent fill, an opaque mask was refused: its black background's edge is half
+    transparent, and black and coloured with some half transparent was refused whatever was so. Where
+    only black pixels are, along the fill, and no coloured one is beside it, it reads as a padded mask.
+    Still refused: a defect reaching the fill (half transparent there), and black ink with a
+    half-transparent edge beside an opaque white speck."""
+    if case == "ink-and-a-speck":  # black ink, its antialiased edge black and half transparent
+        pixels = np.zeros((40, 40, 4), np.uint8 if top == 255 else np.uint16)
+        distance = np.hypot(*(np.mgrid[:40, :40] - 20))
+        pixels[distance < 16.5, 3] = top * 2 // 5
+        pixels[distance < 15, 3] = top
+        pixels[2, 2] = top  # an opaque white speck: read as the defect, the ink was lost
+    else:
+        pixels = _on_a_transparent_fill(case, top)
+    half = (pixels[:, :, 3] > 0) & (pixels[:, :, 3] < top)
+    assert half.any()
+    path = tmp_path / "000_mask.png"
+    path.write_bytes(encode(pixels, "PNG") if top == 255 else encode_cv2(pixels, ".png"))
+    if read:
+        coloured = pixels[:, :, :3].any(axis=2) & (pixels[:, :, 3] > 0)
+        assert not (half & coloured).any() and coloured.sum() > 20
+        assert np.array_equal(read_defect_mask(path), coloured)
+    else:
+        with pytest.raises(DatasetFormatError, match=r"draws both black and coloured pixels, some of them"):
+            read_defect_mask(path)
 
 
 def test_a_mask_that_covers_the_whole_image_is_warned_about(
