@@ -129,8 +129,10 @@ def _shown_text(url: str) -> str:
     # and in a URL mistyped: "//" without the scheme's colon, one slash or three, or no scheme at all
     if re.match(r"sqlite[^:/]*:///", hidden, re.IGNORECASE):  # no user part ("file:a@b.db" is a name);
         return hidden  # SQLCipher's passphrase stands in one: sqlite+pysqlcipher://:PHRASE@/FILE
-    # the user name may hold an "@" itself (u@corp, as some hosted servers name users)
-    for user_part in (r"[^/?#]*//[^/?#:]*:", r"[^:/?#]+:/+[^/?#:]*:", r"[^:/?#@]+:(?!/)"):
+    # the user name may hold an "@" itself (u@corp, as some hosted servers name users). With no scheme,
+    # the user part is whatever stands before the first ":" not followed by "//": a user name with an
+    # "@" (u@corp:pw@h), none at all (:pw@h) or a password starting with "/" (u:/pw@h) were shown whole
+    for user_part in (r"[^/?#]*//[^/?#:]*:", r"[^:/?#]+:/+[^/?#:]*:", r"[^:/?#]*:(?!//)"):
         shown, found = re.subn(rf"^({user_part}).*@", r"\1***@", hidden)
         if found:
             return shown

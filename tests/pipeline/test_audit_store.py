@@ -784,6 +784,26 @@ _AT_SIGN = (
             "audit store URL 'u:***@127.0.0.1:5432/test' is not a SQLAlchemy URL (--audit-db or "
             "CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
+        (  # no scheme, a user name holding an "@": shown whole
+            "u@corp:Tr0ub4dor@h/test",
+            "audit store URL 'u@corp:***@h/test' is not a SQLAlchemy URL (--audit-db or "
+            "CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
+        (  # the same with a port
+            "u@corp:Tr0ub4dor@h:5432/test",
+            "audit store URL 'u@corp:***@h:5432/test' is not a SQLAlchemy URL (--audit-db or "
+            "CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
+        (  # no scheme, no user name
+            ":Tr0ub4dor@h/test",
+            "audit store URL ':***@h/test' is not a SQLAlchemy URL (--audit-db or "
+            "CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
+        (  # no scheme, a password starting with "/"
+            "u:/Tr0ub4dor@h/test",
+            "audit store URL 'u:***@h/test' is not a SQLAlchemy URL (--audit-db or "
+            "CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
         (  # no scheme at all
             "u:hunter2x@127.0.0.1/test",
             "audit store URL 'u:***@127.0.0.1/test' is not a SQLAlchemy URL (--audit-db or "
