@@ -46,6 +46,7 @@ __all__ = [
     "parsed_url",
     "read_only",
     "refuse_missing_sqlite_file",
+    "shown_store_url",
     "shown_url",
     "sqlite_file",
     "wait_ms",
@@ -114,6 +115,14 @@ def shown_url(url: URL) -> str:
     return f"{base}?{urlencode(pairs, safe='*')}" if pairs else base
 
 
+def shown_store_url(url: str, parsed: URL) -> str:
+    """The store at ``url`` (parsed as ``parsed``) as messages, logs and reports name it, its secrets
+    hidden: a SQLite store as typed (:func:`_shown_text`), since rendering %-quotes a file's name
+    ("store@2026.db" written "store%402026.db", not the file the user has); any other as
+    :func:`shown_url` renders it."""
+    return _shown_text(url) if parsed.get_backend_name() == "sqlite" else shown_url(parsed)
+
+
 def _shown_text(url: str) -> str:
     """A URL as given, its secrets hidden as :func:`shown_url` hides them (the user part's password,
     and the value of a query key naming a secret), for one that does not parse or whose path is
@@ -129,6 +138,11 @@ def _shown_text(url: str) -> str:
     # and in a URL mistyped: "//" without the scheme's colon, one slash or three, or no scheme at all
     if re.match(r"sqlite[^:/]*:///", hidden, re.IGNORECASE):  # no user part ("file:a@b.db" is a name);
         return hidden  # SQLCipher's passphrase stands in one: sqlite+pysqlcipher://:PHRASE@/FILE
+    # ... whose host is empty: the user part ends at the "@" before the file's "/", the last such (a
+    # passphrase may hold "@/"); the greedy ".*@" below ran on into an "@" of the file's name
+    shown, found = re.subn(r"^(sqlite[^:/]*://[^/?#:]*:).*@(?=/)", r"\1***@", hidden, flags=re.IGNORECASE)
+    if found:
+        return shown
     # the user name may hold an "@" itself (u@corp, as some hosted servers name users). With no scheme,
     # the user part is whatever stands before the first ":" not followed by "//": a user name with an
     # "@" (u@corp:pw@h), none at all (:pw@h) or a password starting with "/" (u:/pw@h) were shown whole
@@ -191,7 +205,7 @@ def build_engine(url: str, busy_timeout_s: float, *, create: bool) -> Engine:
     """
     parsed = parsed_url(url)
     backend = parsed.get_backend_name()
-    shown = shown_url(parsed)
+    shown = shown_store_url(url, parsed)
     try:
         if backend == "sqlite":
             memory = parsed.database in (None, "", ":memory:")

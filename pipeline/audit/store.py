@@ -35,7 +35,7 @@ from pipeline.audit.database import (
     lock_wait,
     parsed_url,
     refuse_missing_sqlite_file,
-    shown_url,
+    shown_store_url,
     sqlite_file,
     wait_ms,
 )
@@ -109,7 +109,7 @@ class AuditStore:
         self._db = Database(engine, shown_url=shown_url, busy_timeout_s=busy_timeout_s)
         self._seal_key = seal_key  # records appended are sealed with it, and verify checks the seals
         self.url = shown_url
-        """The store's URL with any password hidden, in its query too (:func:`shown_url`)."""
+        """The store's URL with any password hidden, in its query too (:func:`shown_store_url`)."""
         self._schema = Schema(shown_url)  # what opening found; why writing may wait for an upgrade
 
     # -- opening -----------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ class AuditStore:
         if not create:
             refuse_missing_sqlite_file(url)  # connecting would create an empty file
         engine = build_engine(url, busy_timeout_s, create=create)
-        shown = shown_url(engine.url)
+        shown = shown_store_url(url, engine.url)
         store = cls(engine, shown_url=shown, busy_timeout_s=busy_timeout_s, seal_key=seal_key)
         try:
             store._db.retry(

@@ -899,15 +899,38 @@ def test_unreachable_postgres_hides_the_password() -> None:
     assert "open failed (OperationalError" in message
 
 
-def test_a_missing_sqlite_file_is_named_as_typed_without_its_passphrase(tmp_path: Path) -> None:
+# file names a rendered URL %-quotes, which the store's messages and its field report must write as typed
+ODD_FILE_NAMES = ["no such:file.db", "store@2026.db", "aud@2026 #1.db", "a b.db", "x@/y@2026.db"]
+
+
+@pytest.mark.parametrize("name", ODD_FILE_NAMES[:-1])  # a folder "x@" is hidden with the passphrase
+def test_a_missing_sqlite_file_is_named_as_typed_without_its_passphrase(tmp_path: Path, name: str) -> None:
     """SQLCipher's passphrase stands in the user part of a SQLite URL: the missing file's error
-    wrote the URL as given, passphrase and all."""
-    url = f"sqlite+pysqlcipher://:s3cret-phrase@/{tmp_path / 'no such:file.db'}?kdf_iter=64000"
+    wrote the URL as given, passphrase and all; then the passphrase was hidden up to the file
+    name's last "@" ("sqlite+pysqlcipher://:***@2026.db")."""
+    url = f"sqlite+pysqlcipher://:s3cret-phrase@/{tmp_path / name}?kdf_iter=64000"
     with pytest.raises(AuditError) as info:
         AuditStore.open(url, create=False)
     assert str(info.value).startswith(
-        f"audit store sqlite+pysqlcipher://:***@/{tmp_path / 'no such:file.db'}?kdf_iter=64000 does not exist"
+        f"audit store sqlite+pysqlcipher://:***@/{tmp_path / name}?kdf_iter=64000 does not exist"
     )
+
+
+@pytest.mark.parametrize("name", ODD_FILE_NAMES)
+def test_a_sqlite_store_is_named_as_typed(tmp_path: Path, name: str) -> None:
+    """The store's URL (in its errors, the CLI's and the field report's files) was rendered, its
+    file's name %-quoted: "store@2026.db" written "store%402026.db", a file the user does not have."""
+    (tmp_path / "x@").mkdir()
+    url = f"sqlite:///{tmp_path / name}"
+    with AuditStore.open(url) as store:
+        assert store.url == url
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / name).parent.mkdir(exist_ok=True)
+    (tmp_path / "bad" / name).write_bytes(b"not a database " * 1000)
+    bad = f"sqlite:///{tmp_path / 'bad' / name}"
+    with pytest.raises(AuditError) as info:
+        AuditStore.open(bad, create=False)
+    assert str(info.value).startswith(f"audit store {bad}: open failed (DatabaseError: ")
 
 
 @pytest.mark.postgres
