@@ -40,6 +40,7 @@ from datasets.errors import AuditError
 from pipeline.audit.hamming_sql import register_sqlite
 
 __all__ = [
+    "SERVER_OPTION",
     "Database",
     "build_engine",
     "lock_wait",
@@ -153,15 +154,20 @@ def _shown_text(url: str) -> str:
     return hidden
 
 
-def parsed_url(url: str) -> URL:
-    """``url`` parsed, naming a supported backend (nothing is connected to).
+SERVER_OPTION = "--audit-db or CLEARSIGHT_AUDIT_DB"
+"""Where the server (``clearsight serve``) takes its store's URL from: what a bad URL's error names
+unless the caller names its own option (``audit verify --db``, ``decide --audit-db``)."""
+
+
+def parsed_url(url: str, *, option: str = SERVER_OPTION) -> URL:
+    """``url`` parsed, naming a supported backend (nothing is connected to); ``option`` is where the
+    caller took it from, which a refusal names.
 
     Raises:
         AuditError: not a SQLAlchemy URL, or a backend other than SQLite and PostgreSQL.
     """
-    accepted = (
-        "--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB"
-    )
+    # the command's own option: "--audit-db" named from `audit verify`, which takes --db and has none
+    accepted = f"{option}; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB"
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
@@ -196,14 +202,15 @@ def wait_ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-def build_engine(url: str, busy_timeout_s: float, *, create: bool) -> Engine:
-    """The engine of the store at ``url``: on SQLite, each connection's transactions begun as
-    :class:`Database` asks, and with ``create`` the file switched to WAL.
+def build_engine(url: str, busy_timeout_s: float, *, create: bool, option: str = SERVER_OPTION) -> Engine:
+    """The engine of the store at ``url`` (given by ``option``, which a bad URL's error names): on
+    SQLite, each connection's transactions begun as :class:`Database` asks, and with ``create`` the
+    file switched to WAL.
 
     Raises:
         AuditError: a bad or unsupported URL, or the database cannot be reached or opened.
     """
-    parsed = parsed_url(url)
+    parsed = parsed_url(url, option=option)
     backend = parsed.get_backend_name()
     shown = shown_store_url(url, parsed)
     try:

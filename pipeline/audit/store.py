@@ -30,6 +30,7 @@ from datasets.errors import AuditError, InputError, SchemaVersionError
 from pipeline.audit.chain import chain_hash
 from pipeline.audit.chain_file import write_chain_file
 from pipeline.audit.database import (
+    SERVER_OPTION,
     Database,
     build_engine,
     lock_wait,
@@ -115,17 +116,24 @@ class AuditStore:
     # -- opening -----------------------------------------------------------------------------------
 
     @staticmethod
-    def check_url(url: str) -> None:
-        """Refuse, without connecting, a URL that is not one or names an unsupported backend.
+    def check_url(url: str, *, option: str = SERVER_OPTION) -> None:
+        """Refuse, without connecting, a URL that is not one or names an unsupported backend
+        (``option``: where the caller took it from, as :meth:`open` takes it).
 
         Raises:
             AuditError: as :meth:`open` would for such a URL.
         """
-        parsed_url(url)
+        parsed_url(url, option=option)
 
     @classmethod
     def open(
-        cls, url: str, *, create: bool = True, busy_timeout_s: float = 30.0, seal_key: SealKey | None = None
+        cls,
+        url: str,
+        *,
+        create: bool = True,
+        busy_timeout_s: float = 30.0,
+        seal_key: SealKey | None = None,
+        option: str = SERVER_OPTION,
     ) -> AuditStore:
         """Open (and with ``create``, initialise) the store at a SQLAlchemy URL.
 
@@ -140,6 +148,8 @@ class AuditStore:
                 records without a seal (an older one among them) is refused to a writer
                 (``create``), and writes to it refused, until :meth:`seal_unsealed`. None: records
                 are appended unsealed, and verify says the seals were not checked.
+            option: where the caller took ``url`` from (``--db``, ``--audit-db``, an environment
+                variable), which a bad URL's error names; the server's by default.
 
         Raises:
             SchemaVersionError: the database was created by another schema version.
@@ -148,7 +158,7 @@ class AuditStore:
         """
         if not create:
             refuse_missing_sqlite_file(url)  # connecting would create an empty file
-        engine = build_engine(url, busy_timeout_s, create=create)
+        engine = build_engine(url, busy_timeout_s, create=create, option=option)
         shown = shown_store_url(url, engine.url)
         store = cls(engine, shown_url=shown, busy_timeout_s=busy_timeout_s, seal_key=seal_key)
         try:

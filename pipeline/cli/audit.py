@@ -27,6 +27,12 @@ _DB_HELP = "Audit store URL (default: CLEARSIGHT_AUDIT_DB, sqlite:///clearsight.
 DbOption = Annotated[str | None, typer.Option("--db", help=_DB_HELP)]
 
 
+def db_option(db: str | None) -> str:
+    """Where these commands took the store's URL from, as a bad URL's error names it: their --db, or
+    the setting it defaults to (the server's --audit-db, which they do not take, was named)."""
+    return "--db" if db else "CLEARSIGHT_AUDIT_DB"
+
+
 _NO_SEALS_HELP = (
     "Check the chain without the server's key (CLEARSIGHT_AUDIT_SECRET): the seals are not checked, so "
     "records a database writer added or rewrote in full are not caught."
@@ -44,7 +50,7 @@ def _open(db: str | None, *, create: bool = False, seals: bool = True) -> AuditS
     (none with ``seals=False``)."""
     settings = Settings.load()
     key = audit_seal_key(settings) if seals else None
-    return AuditStore.open(db or settings.audit_db, create=create, seal_key=key)
+    return AuditStore.open(db or settings.audit_db, create=create, seal_key=key, option=db_option(db))
 
 
 def _table_console() -> Console:
@@ -250,7 +256,9 @@ def register(app: typer.Typer) -> None:
                 "CLEARSIGHT_PREVIOUS_AUDIT_SECRET is set: pass --rotate to seal every record again under "
                 "CLEARSIGHT_AUDIT_SECRET, or unset it to seal only the records without a seal"
             )
-        with AuditStore.open(db or settings.audit_db, create=False, seal_key=key) as store:
+        with AuditStore.open(
+            db or settings.audit_db, create=False, seal_key=key, option=db_option(db)
+        ) as store:
             if previous is None:
                 report = store.seal_unsealed(expect=anchor)
             else:

@@ -570,11 +570,13 @@ def register(app: typer.Typer) -> None:
             if audit_db:  # a URL that is none fails before anything is made
                 from pipeline.audit import AuditStore
 
-                AuditStore.check_url(audit_db)
+                AuditStore.check_url(audit_db, option="--audit-db")
             target = _DecisionsFile(out)
             stack.callback(target.discard)
             if audit_db:  # opened before deciding: a store it cannot reach fails before the file is written
-                store = stack.enter_context(AuditStore.open(audit_db, seal_key=audit_seal_key(settings)))
+                store = stack.enter_context(
+                    AuditStore.open(audit_db, seal_key=audit_seal_key(settings), option="--audit-db")
+                )
             if store is None:
                 decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}", traders)
                 if other is not None:

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from datasets.errors import InputError
 from datasets.whole_files import keep_mode_and_owner, temporary_beside
-from pipeline.cli.audit import DbOption
+from pipeline.cli.audit import DbOption, db_option
 from pipeline.cli.output_paths import check_writable, output_error
 from pipeline.settings import Settings, audit_seal_key
 
@@ -124,7 +124,9 @@ def register_report(group: typer.Typer) -> None:
             )
         settings = Settings.load()
         key = None if no_seals else audit_seal_key(settings)
-        with AuditStore.open(db or settings.audit_db, create=False, seal_key=key) as store:
+        with AuditStore.open(
+            db or settings.audit_db, create=False, seal_key=key, option=db_option(db)
+        ) as store:
             seals = store.seal_check()
             # read up to the head, every record checked as it is read: none appended since counts
             decisions = store.checked_decisions(

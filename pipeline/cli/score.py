@@ -287,7 +287,7 @@ def score(
             if audit_db is not None:  # a URL that is none, or a store out of reach, failed after scoring
                 from pipeline.audit import AuditStore
 
-                AuditStore.open(audit_db, seal_key=audit_seal_key(settings)).close()
+                AuditStore.open(audit_db, seal_key=audit_seal_key(settings), option="--audit-db").close()
         limits = decode_limits(settings)
 
         console = Console(stderr=True)

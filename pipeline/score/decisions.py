@@ -98,7 +98,7 @@ def _cannot_write(decisions: Path, exc: OSError) -> InputError:
 def _open_audit(url: str, seal_key: SealKey | None) -> AuditStore:
     from pipeline.audit import AuditStore
 
-    return AuditStore.open(url, seal_key=seal_key)
+    return AuditStore.open(url, seal_key=seal_key, option="--audit-db")  # clearsight score's
 
 
 def decide_output(

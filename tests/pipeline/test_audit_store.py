@@ -865,6 +865,44 @@ def test_bad_urls(url: str, message: str) -> None:
             assert secret not in "".join(traceback.format_exception(info.value))
 
 
+AUDIT_COMMANDS = [
+    ["audit", "verify", "--no-seals"],
+    ["audit", "report", "--no-seals", "--out", "{tmp}/fr"],
+    ["audit", "seal", "--expect", f"1:{'0' * 64}"],
+    ["audit", "outcome", "S1", "--officer", "o-1", "--clean"],
+    ["audit", "export", "--out", "{tmp}/e.csv"],
+    ["audit", "show", "S1"],
+    ["audit", "list"],
+]
+
+
+@pytest.mark.parametrize("given", ["--db", "CLEARSIGHT_AUDIT_DB"])
+@pytest.mark.parametrize("argv", AUDIT_COMMANDS, ids=[" ".join(a[:2]) for a in AUDIT_COMMANDS])
+def test_a_bad_url_names_the_option_of_the_command_that_took_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    given: str,
+) -> None:
+    """`clearsight audit ...` take the store's URL with --db (or CLEARSIGHT_AUDIT_DB); a bad one
+    sent the user to --audit-db, which they answer "No such option"."""
+    from pipeline.cli import app, run
+
+    url = "u@corp:Tr0ub4dor@h/test"
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "a-test-secret-sealing-nothing")  # seal asks for one first
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if given == "--db":
+        argv += ["--db", url]
+    else:
+        monkeypatch.setenv("CLEARSIGHT_AUDIT_DB", url)
+    assert run(app, argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: audit store URL 'u@corp:***@h/test' is not a SQLAlchemy URL ({given}; accepted: "
+        "sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)"
+    )
+
+
 @pytest.mark.parametrize(
     ("url", "host", "password"),
     [

@@ -1530,7 +1530,12 @@ def test_cli_decide_bad_verdicts(
 @pytest.mark.parametrize(
     ("out", "extra", "message"),
     [
-        ("d.jsonl", ["--audit-db", "notaurl"], "Error: audit store URL 'notaurl' is not a SQLAlchemy URL"),
+        (  # its own option named, not also the server's environment variable, which decide does not read
+            "d.jsonl",
+            ["--audit-db", "notaurl"],
+            "Error: audit store URL 'notaurl' is not a SQLAlchemy URL (--audit-db; accepted: sqlite:///FILE, "
+            "postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
         ("d.csv", [], "Error: --out 'd.csv': decisions are written as JSON lines; name the file .jsonl"),
         ("folder", [], "Error: --out 'folder' is a folder; give the decisions file (JSONL)"),
     ],

@@ -674,7 +674,11 @@ def test_an_output_that_cannot_be_made_is_refused_before_the_models_load(
     ("url", "message"),
     [
         ("nonsense://x", "Error: audit store URL nonsense://x: backend 'nonsense' is not supported"),
-        ("notaurl", "Error: audit store URL 'notaurl' is not a SQLAlchemy URL"),
+        (  # its own option named, not also the server's environment variable, which score does not read
+            "notaurl",
+            "Error: audit store URL 'notaurl' is not a SQLAlchemy URL (--audit-db; accepted: sqlite:///FILE, "
+            "postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
         (
             "sqlite:///{tmp}/s_file",
             "Error: audit store sqlite:///{tmp}/s_file: cannot open (DatabaseError: file is not",

@@ -312,7 +312,9 @@ DB = "sqlite:///{tmp}/a.db"
 @pytest.mark.parametrize(
     ("args", "said"),
     [
-        (["--audit-db", "notaurl"], "Error: audit store URL 'notaurl' is not a SQLAlchemy URL"),
+        (["--audit-db", "notaurl"],
+         "Error: audit store URL 'notaurl' is not a SQLAlchemy URL (--audit-db or CLEARSIGHT_AUDIT_DB; "
+         "accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)"),
         (["--audit-db", DB], "Error: model directory 'nope' does not exist"),
         (["--audit-db", DB, "--trader-register", "{tmp}/no.csv"], "Error: cannot read the trader register"),
         (["--audit-db", DB, "--trader-register", "{tmp}/aeof.csv"],
