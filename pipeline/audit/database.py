@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -102,14 +102,31 @@ def _secret_key(key: str) -> bool:
     return key.lower() in SECRET_QUERY_KEYS or _SECRET_WORDS.search(key) is not None
 
 
+def _hidden_query(text: str) -> str:
+    """``text`` with the value of each ``KEY=VALUE`` naming a secret hidden, a pair starting at a
+    "?", "&", ";" or "#": a "#" typed for "?" (``h/db#password=pw``) is no query to SQLAlchemy,
+    which reads it as part of the database's name, or of the value before it (``?x=1#password=pw``).
+    A value runs past a "#" (a password may hold one); one not a secret's is searched again."""
+    return re.sub(
+        r"([?&;#]([^=&;]*)=)([^&;]*)",
+        # pass%77ord is password
+        lambda m: m[1] + ("***" if _secret_key(unquote(m[2])) else _hidden_query(m[3])),
+        text,
+    )
+
+
 def shown_url(url: URL) -> str:
     """``url`` as messages, logs and reports write it: the password hidden (``***``), in the user
     part and in the query. ``render_as_string(hide_password=True)`` hides only the first:
     ``postgresql+psycopg://postgres@host/db?password=hunter2`` was written whole into the field
     report, and into every error naming the store."""
-    base = url.set(query={}).render_as_string(hide_password=True)
+    # URL.set(database=None) keeps the database: the URL made again without it, nor its query
+    base = URL.create(url.drivername, url.username, url.password, url.host, url.port)
+    base = base.render_as_string(hide_password=True)
+    if url.database is not None:  # quoted as render_as_string quotes it, the "***" left as it is
+        base += "/" + quote(_hidden_query(url.database), safe=" +/*")
     pairs = [  # the keys sorted, as render_as_string writes them
-        (key, "***" if _secret_key(key) else value)
+        (key, "***" if _secret_key(key) else _hidden_query(value))
         for key, values in sorted(url.query.items())
         for value in ((values,) if isinstance(values, str) else values)
     ]
@@ -129,11 +146,7 @@ def _shown_text(url: str) -> str:
     and the value of a query key naming a secret), for one that does not parse or whose path is
     best named as typed: rendering writes a SQLite file's name %-quoted."""
     # the query's secrets first: "?password=Tr0ub@4dor" read below as a user part ending at its "@"
-    hidden = re.sub(
-        r"([?&;]([^=&;]*)=)([^&;]*)",
-        lambda m: m[1] + ("***" if _secret_key(unquote(m[2])) else m[3]),  # pass%77ord is password
-        url,
-    )
+    hidden = _hidden_query(url)
     # the user part's password runs to the LAST "@": a password holding "/" or "@" unencoded
     # ("Tr0ub/4dor", "Tr0ub@4dor") ended the pattern early and was shown from there
     # and in a URL mistyped: "//" without the scheme's colon, one slash or three, or no scheme at all
@@ -187,6 +200,13 @@ def parsed_url(url: str, *, option: str = SERVER_OPTION) -> URL:
             f"ends (a password's '@', in the user part or the query, which would reach the driver as part "
             f"of the host's name; write '@', '?' and '#' in a password or a query value as %40, %3F and "
             f"%23) ({accepted})"
+        )
+    # a "#" typed for "?" (h/db#password=pw): the rest is the database's name to SQLAlchemy, which
+    # the server's "database does not exist" repeated, password and all ("%23" is a name's own "#")
+    if parsed.get_backend_name() == "postgresql" and "#" in url.split("?", 1)[0]:
+        raise AuditError(
+            f"audit store URL {_shown_text(url)!r}: a '#' would be read as part of the database's name "
+            f"(start a query with '?'; write a '#' in a name as %23) ({accepted})"
         )
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):

@@ -842,6 +842,28 @@ _AT_SIGN = (
             "audit store URL mysql://u@h/db?api_token=***&charset=utf8&password=***&sslpassword=***: "
             "backend 'mysql' is not supported (accepted: sqlite, postgresql)",
         ),
+        (  # a "#" typed for "?": the server's "database does not exist" repeated the password
+            "postgresql+psycopg://127.0.0.1:5432/test#password=Tr0ub4dor",
+            "audit store URL 'postgresql+psycopg://127.0.0.1:5432/test#password=***': a '#' would be read "
+            "as part of the database's name (start a query with '?'; write a '#' in a name as %23) "
+            "(--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
+        (  # the same, rendered: the database's name "db#password=..." was written %-quoted, whole
+            "mysql://u@h/db#password=Tr0ub4dor",
+            "audit store URL mysql://u@h/db%23password%3D***: backend 'mysql' is not supported (accepted: "
+            "sqlite, postgresql)",
+        ),
+        (  # ... and in a query value, which runs on past the "#"
+            "mysql://u@h/db?charset=utf8#password=Tr0ub4dor",
+            "audit store URL mysql://u@h/db?charset=utf8%23password%3D***: backend 'mysql' is not supported "
+            "(accepted: sqlite, postgresql)",
+        ),
+        (  # ... and typed, in a URL that does not parse
+            "postgresql+psycopg://h:no-port/test#password=Tr0ub4dor",
+            "audit store URL 'postgresql+psycopg://h:no-port/test#password=***' is not a SQLAlchemy URL "
+            "(its port is not a number) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, "
+            "postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
         (  # a port that is no number: named, its secrets hidden, not a ValueError's traceback
             "postgresql://u:pw@h:no-port/db?password=pw",
             "audit store URL 'postgresql://u:***@h:no-port/db?password=***' is not a SQLAlchemy URL "
