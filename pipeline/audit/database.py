@@ -167,6 +167,19 @@ def _shown_text(url: str) -> str:
     return hidden
 
 
+def _refused_text(url: str) -> str:
+    """A URL refused before it could be read, as its error names it: nothing of it up to its last
+    "@" but a scheme or user name at its start (``postgresql+psycopg://***@h/db``, ``u:***@h/db``),
+    and its query's secrets hidden. Where the parser failed, nothing tells the user part from the
+    rest, and each pattern :func:`_shown_text` guessed it by was broken in turn by a user name or
+    password of another shape (``u/x:pw@h``, a newline): the password stands before that "@"."""
+    head, at, tail = _hidden_query(url).rpartition("@")
+    if not at:
+        return tail  # no user part, and so no password but the query's, hidden above
+    start = re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/*", head)
+    return f"{start[0] if start else ''}***@{tail}"
+
+
 SERVER_OPTION = "--audit-db or CLEARSIGHT_AUDIT_DB"
 """Where the server (``clearsight serve``) takes its store's URL from: what a bad URL's error names
 unless the caller names its own option (``audit verify --db``, ``decide --audit-db``)."""
@@ -186,7 +199,7 @@ def parsed_url(url: str, *, option: str = SERVER_OPTION) -> URL:
     except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         why = " (its port is not a number)" if isinstance(exc, ValueError) else ""
         raise AuditError(
-            f"audit store URL {_shown_text(url)!r} is not a SQLAlchemy URL{why} ({accepted})"
+            f"audit store URL {_refused_text(url)!r} is not a SQLAlchemy URL{why} ({accepted})"
         ) from None  # the parser's own words repeat the URL, password and all (shown under --debug)
     # SQLAlchemy ends the user part at an "@" wherever it stands: one in a password in the query
     # (?password=Tr0ub@4dor) made "4dor" the host, which was looked up and named in the driver's error
@@ -196,7 +209,7 @@ def parsed_url(url: str, *, option: str = SERVER_OPTION) -> URL:
     misplaced = parsed.get_backend_name() == "postgresql" and "@" in (parsed.database or "")
     if "@" in (parsed.host or "") or "@" in "".join(query) or misplaced:
         raise AuditError(
-            f"audit store URL {_shown_text(url)!r}: an '@' not written as %40 moves where its user part "
+            f"audit store URL {_refused_text(url)!r}: an '@' not written as %40 moves where its user part "
             f"ends (a password's '@', in the user part or the query, which would reach the driver as part "
             f"of the host's name; write '@', '?' and '#' in a password or a query value as %40, %3F and "
             f"%23) ({accepted})"
@@ -205,12 +218,13 @@ def parsed_url(url: str, *, option: str = SERVER_OPTION) -> URL:
     # the server's "database does not exist" repeated, password and all ("%23" is a name's own "#")
     if parsed.get_backend_name() == "postgresql" and "#" in url.split("?", 1)[0]:
         raise AuditError(
-            f"audit store URL {_shown_text(url)!r}: a '#' would be read as part of the database's name "
+            f"audit store URL {_refused_text(url)!r}: a '#' would be read as part of the database's name "
             f"(start a query with '?'; write a '#' in a name as %23) ({accepted})"
         )
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
-        shown = shown_url(parsed)
+        # the user part of an unsupported scheme may be a password mistyped ("u://pw@h": "pw" the user)
+        shown = _refused_text(url)
         raise AuditError(
             f"audit store URL {shown}: backend {backend!r} is not supported (accepted: sqlite, postgresql)"
         )

@@ -760,23 +760,22 @@ _AT_SIGN = (
         ),
         (  # mistyped, its password echoed whole
             "postgresql+psycopg//u:Tr0ub4dor@127.0.0.1/test",
-            "audit store URL 'postgresql+psycopg//u:***@127.0.0.1/test' is not a SQLAlchemy URL "
-            "(--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, "
-            "postgresql+psycopg://USER@HOST:PORT/DB)",
+            "audit store URL '***@127.0.0.1/test' is not a SQLAlchemy URL (--audit-db or "
+            "CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
         (  # a "/" in the password ended the hidden part: "Tr0ub/" hidden, "4dor" shown
             "postgresql+psycopg://clearsight:Tr0ub/4dor@db.example:5432x/audit?pass%77ord=Tr0ub4dor",
-            "audit store URL 'postgresql+psycopg://clearsight:***@db.example:5432x/audit?pass%77ord=***' is "
-            "not a SQLAlchemy URL (its port is not a number) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: "
+            "audit store URL 'postgresql+psycopg://***@db.example:5432x/audit?pass%77ord=***' is not a "
+            "SQLAlchemy URL (its port is not a number) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: "
             "sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
         (  # an "@" in a password in the query: the URL read as user 127.0.0.1, host 4dor
             "postgresql+psycopg://127.0.0.1:5432/test?password=Tr0ub@4dor",
-            f"audit store URL 'postgresql+psycopg://127.0.0.1:5432/test?password=***': {_AT_SIGN}",
+            "audit store URL 'postgresql+psycopg://127.0.0.1:5432/test?password=***': " + _AT_SIGN,
         ),
         (  # a user name holding an "@", one slash
             "postgresql+psycopg:/u@corp:Tr0ub4dor@h/test",
-            "audit store URL 'postgresql+psycopg:/u@corp:***@h/test' is not a SQLAlchemy URL (--audit-db or "
+            "audit store URL 'postgresql+psycopg:/***@h/test' is not a SQLAlchemy URL (--audit-db or "
             "CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
         (  # no scheme, a ":" in the password: "u:" was read as a scheme
@@ -786,23 +785,37 @@ _AT_SIGN = (
         ),
         (  # no scheme, a user name holding an "@": shown whole
             "u@corp:Tr0ub4dor@h/test",
-            "audit store URL 'u@corp:***@h/test' is not a SQLAlchemy URL (--audit-db or "
-            "CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+            "audit store URL '***@h/test' is not a SQLAlchemy URL (--audit-db or CLEARSIGHT_AUDIT_DB; "
+            "accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
         (  # the same with a port
             "u@corp:Tr0ub4dor@h:5432/test",
-            "audit store URL 'u@corp:***@h:5432/test' is not a SQLAlchemy URL (--audit-db or "
-            "CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+            "audit store URL '***@h:5432/test' is not a SQLAlchemy URL (--audit-db or CLEARSIGHT_AUDIT_DB; "
+            "accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
         (  # no scheme, no user name
             ":Tr0ub4dor@h/test",
-            "audit store URL ':***@h/test' is not a SQLAlchemy URL (--audit-db or "
-            "CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+            "audit store URL '***@h/test' is not a SQLAlchemy URL (--audit-db or CLEARSIGHT_AUDIT_DB; "
+            "accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
         (  # no scheme, a password starting with "/"
             "u:/Tr0ub4dor@h/test",
-            "audit store URL 'u:***@h/test' is not a SQLAlchemy URL (--audit-db or "
-            "CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+            "audit store URL 'u:/***@h/test' is not a SQLAlchemy URL (--audit-db or CLEARSIGHT_AUDIT_DB; "
+            "accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
+        (  # a user name holding a "/": no pattern for the user part matched, the URL shown whole
+            "u/x:Tr0ub4dor@h/test",
+            "audit store URL '***@h/test' is not a SQLAlchemy URL (--audit-db or CLEARSIGHT_AUDIT_DB; "
+            "accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
+        (  # a newline typed in the password: the same
+            "u:Tr0ub4dor\n@h/test",
+            "audit store URL 'u:***@h/test' is not a SQLAlchemy URL (--audit-db or CLEARSIGHT_AUDIT_DB; "
+            "accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
+        (  # "u://" for "u:": the password read as the user name of a scheme "u", and shown as one
+            "u://Tr0ub4dor@h/test",
+            "audit store URL u://***@h/test: backend 'u' is not supported (accepted: sqlite, postgresql)",
         ),
         (  # no scheme at all
             "u:hunter2x@127.0.0.1/test",
@@ -811,63 +824,62 @@ _AT_SIGN = (
         ),
         (  # one slash: no URL, shown whole
             "postgresql+psycopg:/postgres:hunter2x@127.0.0.1:5432/test",
-            "audit store URL 'postgresql+psycopg:/postgres:***@127.0.0.1:5432/test' is not a SQLAlchemy URL "
+            "audit store URL 'postgresql+psycopg:/***@127.0.0.1:5432/test' is not a SQLAlchemy URL "
             "(--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, "
             "postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
         (  # three slashes: the user part read as the database's name, which the server's error repeated
             "postgresql+psycopg:///postgres:hunter2x@127.0.0.1:5432/test",
-            "audit store URL 'postgresql+psycopg:///postgres:***@127.0.0.1:5432/test': " + _AT_SIGN,
+            "audit store URL 'postgresql+psycopg:///***@127.0.0.1:5432/test': " + _AT_SIGN,
         ),
         (  # with a user part too: user 'postgres@127.0.0.1', host '4dor'
             "postgresql+psycopg://postgres@127.0.0.1:5432/test?password=Tr0ub@4dor",
-            "audit store URL 'postgresql+psycopg://postgres@127.0.0.1:5432/test?password=***': " + _AT_SIGN,
+            "audit store URL 'postgresql+psycopg://***@127.0.0.1:5432/test?password=***': " + _AT_SIGN,
         ),
         (  # not a secret's value: the same misreading, a host named 'site'
             "postgresql+psycopg://127.0.0.1:5432/test?application_name=ops@site",
-            "audit store URL 'postgresql+psycopg://127.0.0.1:***@site': " + _AT_SIGN,  # hidden as it parses
+            "audit store URL 'postgresql+psycopg://***@site': " + _AT_SIGN,  # hidden as it parses
         ),
         (  # an "@" in the password: its tail became the host's name, and the driver's error said it
             "postgresql+psycopg://clearsight:Tr0ub@4dor@127.0.0.1:1/audit?connect_timeout=1",
-            "audit store URL 'postgresql+psycopg://clearsight:***@127.0.0.1:1/audit?connect_timeout=1': "
-            + _AT_SIGN,
+            "audit store URL 'postgresql+psycopg://***@127.0.0.1:1/audit?connect_timeout=1': " + _AT_SIGN,
         ),
         (
             "mysql://u:pw@h/db",
-            "audit store URL mysql://u:***@h/db: backend 'mysql' is not supported (accepted: "
-            "sqlite, postgresql)",
+            "audit store URL mysql://***@h/db: backend 'mysql' is not supported (accepted: sqlite, "
+            "postgresql)",
         ),
         (  # libpq reads a password in the query too, and a key's passphrase (sslpassword)
             "mysql://u@h/db?password=pw&sslpassword=key-pass&charset=utf8&api_token=t0k",
-            "audit store URL mysql://u@h/db?api_token=***&charset=utf8&password=***&sslpassword=***: "
+            "audit store URL mysql://***@h/db?password=***&sslpassword=***&charset=utf8&api_token=***: "
             "backend 'mysql' is not supported (accepted: sqlite, postgresql)",
         ),
         (  # a "#" typed for "?": the server's "database does not exist" repeated the password
             "postgresql+psycopg://127.0.0.1:5432/test#password=Tr0ub4dor",
-            "audit store URL 'postgresql+psycopg://127.0.0.1:5432/test#password=***': a '#' would be read "
-            "as part of the database's name (start a query with '?'; write a '#' in a name as %23) "
-            "(--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+            "audit store URL 'postgresql+psycopg://127.0.0.1:5432/test#password=***': a '#' would be read as "
+            "part of the database's name (start a query with '?'; write a '#' in a name as %23) (--audit-db "
+            "or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
         (  # the same, rendered: the database's name "db#password=..." was written %-quoted, whole
             "mysql://u@h/db#password=Tr0ub4dor",
-            "audit store URL mysql://u@h/db%23password%3D***: backend 'mysql' is not supported (accepted: "
+            "audit store URL mysql://***@h/db#password=***: backend 'mysql' is not supported (accepted: "
             "sqlite, postgresql)",
         ),
         (  # ... and in a query value, which runs on past the "#"
             "mysql://u@h/db?charset=utf8#password=Tr0ub4dor",
-            "audit store URL mysql://u@h/db?charset=utf8%23password%3D***: backend 'mysql' is not supported "
+            "audit store URL mysql://***@h/db?charset=utf8#password=***: backend 'mysql' is not supported "
             "(accepted: sqlite, postgresql)",
         ),
         (  # ... and typed, in a URL that does not parse
             "postgresql+psycopg://h:no-port/test#password=Tr0ub4dor",
-            "audit store URL 'postgresql+psycopg://h:no-port/test#password=***' is not a SQLAlchemy URL "
-            "(its port is not a number) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, "
+            "audit store URL 'postgresql+psycopg://h:no-port/test#password=***' is not a SQLAlchemy URL (its "
+            "port is not a number) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, "
             "postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
         (  # a port that is no number: named, its secrets hidden, not a ValueError's traceback
             "postgresql://u:pw@h:no-port/db?password=pw",
-            "audit store URL 'postgresql://u:***@h:no-port/db?password=***' is not a SQLAlchemy URL "
-            "(its port is not a number) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, "
+            "audit store URL 'postgresql://***@h:no-port/db?password=***' is not a SQLAlchemy URL (its port "
+            "is not a number) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, "
             "postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
     ],
@@ -920,7 +932,7 @@ def test_a_bad_url_names_the_option_of_the_command_that_took_it(
         monkeypatch.setenv("CLEARSIGHT_AUDIT_DB", url)
     assert run(app, argv) == 2
     assert capsys.readouterr().err.strip() == (
-        f"Error: audit store URL 'u@corp:***@h/test' is not a SQLAlchemy URL ({given}; accepted: "
+        f"Error: audit store URL '***@h/test' is not a SQLAlchemy URL ({given}; accepted: "
         "sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)"
     )
 
