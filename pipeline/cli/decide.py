@@ -115,21 +115,31 @@ def _check_finished(verdicts: Path, manifest: Path | None, opened: OpenRows) -> 
     released on the rest. With ``manifest`` it returns why the rows are not vouched for and what to
     do (None: they are): the caller decides every shipment the manifest lists, each listed picture
     without a row holding its shipment, and refuses a row of a shipment it does not list
-    (:func:`_check_listed`).
+    (:func:`_check_listed`). Rows whose bytes the record vouched for changed since (a held picture's
+    scores edited down) are refused with ``manifest`` too: it makes up for rows that are missing,
+    not for scores no model gave.
 
     Raises:
-        InputError: without ``manifest``, naming the file, why, and what to do.
+        InputError: without ``manifest``, naming the file, why, and what to do; with it too, where
+            the rows the record vouched for were altered.
     """
     from pipeline.score.output_lock import held_by
 
     holder = held_by(opened.path)
-    why = (
-        f"a score run ({holder}) is still writing it, so pictures it lists may have no row yet"
-        if holder is not None
-        else opened.incomplete()
-    )
-    if why is None:
-        return None
+    if holder is not None:
+        why = f"a score run ({holder}) is still writing it, so pictures it lists may have no row yet"
+    else:
+        unvouched = opened.incomplete()
+        if unvouched is None:
+            return None
+        why = unvouched.why
+        if unvouched.altered:
+            raise InputError(
+                f"--verdicts {str(verdicts)!r}: {why}; nothing was decided (with or without --manifest): "
+                "deciding on it could release a shipment on scores no model gave; score its inputs again "
+                f"(`clearsight score ... --out {verdicts} --overwrite`, or into a new --out) and decide "
+                "those rows"
+            )
     finish = (
         "wait for that run to end"
         if holder is not None

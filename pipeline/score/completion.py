@@ -9,7 +9,10 @@ the output for writing removes the record first, under the output's lock, before
 output (:func:`forget_completion`), so a record stands only beside the rows of a run that finished.
 ``clearsight decide`` decides a rows file only where the record matches it (:func:`incomplete`; the
 bytes it checked are the bytes it reads, :class:`OpenRows`), or with a ``--manifest`` that lists
-every shipment of the rows, where every listed picture without a row holds its shipment.
+every shipment of the rows, where every listed picture without a row holds its shipment. Rows whose
+bytes the record vouched for are no longer there as it says (edited, cut or replaced since the run
+finished) are :attr:`Unvouched.altered`: refused even with a manifest, as their scores are not the
+ones the run wrote; a file that only grew past those bytes (a run appending to it) is unfinished.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from datasets.whole_files import name_start, written_whole
 
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OpenRows",
+    "Unvouched",
     "completion_path",
     "count_rows",
     "forget_completion",
@@ -72,12 +76,26 @@ def _size_and_sha256(path: Path) -> tuple[int, str]:
 
 def _hashed(fh: BinaryIO) -> tuple[int, str]:
     """The byte size and sha256 of what is left to read of ``fh``."""
+    size, sha256, _ = _hashed_with_head(fh, None)
+    return size, sha256
+
+
+def _hashed_with_head(fh: BinaryIO, head: int | None) -> tuple[int, str, str | None]:
+    """The byte size and sha256 of what is left to read of ``fh``, and the sha256 of its first
+    ``head`` bytes (None: ``head`` is None, or there are fewer), hashed in the same one pass."""
     digest = hashlib.sha256()
+    head_sha256 = digest.hexdigest() if head == 0 else None
     size = 0
     while chunk := fh.read(_CHUNK):
-        digest.update(chunk)
+        if head is not None and size < head <= size + len(chunk):
+            cut = memoryview(chunk)[: head - size]
+            digest.update(cut)  # the rest of the chunk follows: each byte is hashed once
+            head_sha256 = digest.hexdigest()
+            digest.update(memoryview(chunk)[len(cut) :])
+        else:
+            digest.update(chunk)
         size += len(chunk)
-    return size, digest.hexdigest()
+    return size, digest.hexdigest(), head_sha256
 
 
 def count_rows(out: Path) -> int:
@@ -294,6 +312,18 @@ def vouched_for_another(decisions: Path, out: Path) -> tuple[Path, Path] | None:
     return None
 
 
+class Unvouched(NamedTuple):
+    """Why a rows file is not vouched for by its completion record (:func:`incomplete`)."""
+
+    why: str
+    """In words, naming the record."""
+    altered: bool
+    """The bytes the record vouched for are not there as it says (rows edited, cut or replaced since
+    the run finished): their scores may not be the ones the run wrote, so no manifest makes up for
+    them; the rows must be scored again. False: the run did not finish them (no record; or the file
+    grew past the bytes vouched for, a run appending to it), or the record cannot be read."""
+
+
 def incomplete(rows: Path) -> str | None:
     """Why the rows file ``rows`` cannot be taken for a finished run's, in words; None where its
     completion record matches it (the same byte size and sha256).
@@ -301,38 +331,76 @@ def incomplete(rows: Path) -> str | None:
     ``rows`` is looked at where it leads (a link's target): the record lies beside the file the
     score run wrote. To read the rows this vouches for, check them through :class:`OpenRows`: the
     file its name leads to may be another by the time it is opened again."""
-    return _incomplete(Path(os.path.realpath(rows)), None)[0]
+    unvouched = _incomplete(Path(os.path.realpath(rows)), None)[0]
+    return None if unvouched is None else unvouched.why
 
 
-def _incomplete(real: Path, opened: BinaryIO | None) -> tuple[str | None, tuple[int, str] | None]:
+def _incomplete(real: Path, opened: BinaryIO | None) -> tuple[Unvouched | None, tuple[int, str] | None]:
     """Why the rows file ``real`` (a real path) is not vouched for (None: it is), and the byte size
     and sha256 its completion record vouches for (None: it vouches for none). ``opened``: the file,
     open, hashed from where it stands instead of the file ``real`` names now."""
     record_file = completion_path(real)
     try:
-        record = json.loads(record_file.read_text(encoding="utf-8"))
+        text = record_file.read_text(encoding="utf-8")
+        record = json.loads(text)
     except FileNotFoundError:
-        return (
+        return Unvouched(
             f"it has no completion record ({str(record_file)!r}): the score run that wrote it was stopped "
             "before its end, is still running, or ended before Clearsight wrote such records, so "
-            "pictures it lists may have no row"
+            "pictures it lists may have no row",
+            altered=False,
         ), None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        return f"its completion record {str(record_file)!r} cannot be read ({exc})", None
-    if not isinstance(record, dict) or not {"bytes", "sha256"} <= record.keys():
-        return f"its completion record {str(record_file)!r} is not one Clearsight writes", None
-    try:
-        size, sha256 = _size_and_sha256(real) if opened is None else _hashed(opened)
-    except OSError as exc:
-        return f"it cannot be read ({exc.strerror or exc})", None
-    if size != record["bytes"] or sha256 != record["sha256"]:
-        finished, said = record.get("finished_at", "?"), str(record["sha256"])[:12]
-        return (
-            f"it changed since the score run completed it ({finished}): its completion record "
-            f"{str(record_file)!r} says {record['bytes']} bytes of sha256 {said}..., the file has "
-            f"{size} bytes of sha256 {sha256[:12]}..."
+        return Unvouched(f"its completion record {str(record_file)!r} cannot be read ({exc})", False), None
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("bytes"), int)
+        or not isinstance(record.get("sha256"), str)
+    ):
+        return Unvouched(
+            f"its completion record {str(record_file)!r} is not one Clearsight writes", False
         ), None
-    return None, (size, sha256)
+    vouched: int = record["bytes"]
+    try:
+        if opened is None:
+            with real.open("rb") as fh:
+                size, sha256, head = _hashed_with_head(fh, vouched)
+        else:
+            size, sha256, head = _hashed_with_head(opened, vouched)
+    except OSError as exc:
+        return Unvouched(f"it cannot be read ({exc.strerror or exc})", False), None
+    if size == vouched and sha256 == record["sha256"]:
+        return None, (size, sha256)
+    finished, said = record.get("finished_at", "?"), record["sha256"][:12]
+    found = (
+        f"it changed since the score run completed it ({finished}): its completion record "
+        f"{str(record_file)!r} says {vouched} bytes of sha256 {said}..., the file has "
+        f"{size} bytes of sha256 {sha256[:12]}..."
+    )
+    if size > vouched and head == record["sha256"]:
+        # the bytes vouched for are all there as written, more after them: a run appended to it
+        return Unvouched(
+            f"{found}, its first {vouched} bytes as the record vouches for them and more after them (a "
+            "score run appended to it since), so pictures it lists may have no row yet",
+            altered=False,
+        ), None
+    try:
+        again = record_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        again = None
+    if again != text:
+        # the record went (or was written again) while the file was hashed: a score run into it
+        # started meanwhile (it removes the record before it touches the rows), not an edit
+        return Unvouched(
+            f"{found}; its completion record was removed or written again meanwhile (a score run into it "
+            "started?), so pictures it lists may have no row yet",
+            altered=False,
+        ), None
+    return Unvouched(
+        f"{found}, and the bytes it vouched for are not all there as written (rows edited, cut or "
+        "replaced since), so its scores may not be the ones the run gave",
+        altered=True,
+    ), None
 
 
 class OpenRows:
@@ -357,11 +425,11 @@ class OpenRows:
         self._vouched: tuple[int, str] | None = None  # the byte size and sha256 checked
         self._reading: _HashedRead | None = None
 
-    def incomplete(self) -> str | None:
+    def incomplete(self) -> Unvouched | None:
         """:func:`incomplete` of the open file: why it is not vouched for, None where it is."""
         self._file.seek(0)
-        why, self._vouched = _incomplete(self.path, self._file)
-        return why
+        unvouched, self._vouched = _incomplete(self.path, self._file)
+        return unvouched
 
     def read(self) -> BinaryIO:
         """The open file's bytes from its start, each hashed once as it is read: read them in order

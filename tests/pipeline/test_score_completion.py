@@ -373,3 +373,76 @@ def test_a_resume_that_keeps_rows_its_inputs_do_not_list_writes_no_record(
     assert summary.kept_unlisted == 0 and incomplete(out) is None
     assert _decide(env, out) == 0, capsys.readouterr().err
     assert _tiers(env) == [("ONE", "PHYSICAL_INSPECTION"), ("TWO", "RELEASE")]
+
+
+def _defect_scores_lowered(out: Path) -> None:
+    """The rows of ``out`` with the defect picture's score (the one the fake gives 0.98) set to
+    0.001, as whoever may write the file could edit it; the rest as written."""
+    lines = out.read_text().splitlines(keepends=True)
+    rows = [json.loads(line) for line in lines]
+    (defect,) = [n for n, row in enumerate(rows) if row["score"] > 0.9]
+    lines[defect] = json.dumps({**rows[defect], "score": 0.001}) + "\n"
+    out.write_text("".join(lines))
+
+
+def test_decide_refuses_rows_edited_since_their_run_finished_with_a_manifest_too(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --manifest, rows edited after their run finished (the held picture's score set to 0.001)
+    were taken for an unfinished run's, with a note: ONE was released and the release recorded."""
+    out = _score(env, _engine())
+    _defect_scores_lowered(out)
+    audit = env / "audit.db"
+    capsys.readouterr()
+    manifest = str(env / "arc" / "manifest.csv")
+    assert _decide(env, out, "--manifest", manifest, "--audit-db", f"sqlite:///{audit}") == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith(f"Error: --verdicts {str(out)!r}: it changed since the score run completed it"), err
+    assert "bytes it vouched for are not all there as written" in err
+    assert "nothing was decided (with or without --manifest)" in err and "score its inputs again" in err
+    assert not (env / "d.jsonl").exists() and not audit.exists()
+    assert _decide(env, out) == 2  # without it, as before
+    assert "score its inputs again" in capsys.readouterr().err
+
+
+def test_decide_takes_rows_that_grew_past_what_their_record_vouches_for_as_unfinished(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file whose bytes the record vouched for are all there, more after them (a run appended to
+    it), is unfinished, not altered: refused without --manifest (finish the run), decided with one,
+    each listed picture without a row holding its shipment."""
+    out = _score(env, _engine())
+    first = out.read_text().splitlines(keepends=True)[0]
+    with out.open("a") as fh:
+        fh.write(first)  # the first picture's row once more, as a run appending to it writes one
+    capsys.readouterr()
+    assert _decide(env, out) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith(f"Error: --verdicts {str(out)!r}: it changed since the score run completed it"), err
+    assert "and more after them (a score run appended to it since)" in err
+    assert f"--out {out} --resume" in err and "score its inputs again" not in err
+    assert _decide(env, out, "--manifest", str(env / "arc" / "manifest.csv")) == 0, capsys.readouterr().err
+    assert _tiers(env) == [("ONE", "PHYSICAL_INSPECTION")]
+    assert "Note: --verdicts" in capsys.readouterr().err
+
+
+def test_the_record_removed_while_the_rows_are_hashed_is_a_run_started_not_an_edit(env: Path) -> None:
+    """A score run into the rows that starts while decide hashes them removes the record before it
+    rewrites them: the rows are unfinished then (a --manifest may decide them), not altered."""
+    out = _score(env, _engine())
+    record = completion_path(out)
+
+    class _RunStarts:  # the open rows, read as a run into them starts partway through
+        def __init__(self) -> None:
+            self._fh = out.open("rb")
+
+        def read(self, size: int) -> bytes:
+            record.unlink(missing_ok=True)
+            out.write_text(out.read_text()[:-20] + "\n")
+            return self._fh.read(size)
+
+    from pipeline.score.completion import _incomplete
+
+    unvouched, vouched = _incomplete(Path(os.path.realpath(out)), _RunStarts())  # type: ignore[arg-type]
+    assert vouched is None and unvouched is not None and not unvouched.altered
+    assert "its completion record was removed or written again meanwhile" in unvouched.why
