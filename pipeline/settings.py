@@ -25,6 +25,7 @@ __all__ = [
     "Settings",
     "audit_key",
     "audit_seal_key",
+    "completion_seal_key",
     "decode_limits",
     "previous_audit_seal_key",
     "weak_audit_secret",
@@ -133,6 +134,18 @@ def audit_seal_key(settings: Settings) -> SealKey:
     its own label (:meth:`~pipeline.audit.seal.SealKey.derive`), so that it is never the key of the
     random-audit draws; ``weak`` where the secret is (:func:`weak_audit_secret`): anyone could seal."""
     return SealKey.derive(settings.audit_secret.get_secret_value(), weak=weak_audit_secret(settings))
+
+
+def completion_seal_key(settings: Settings) -> bytes | None:
+    """The key that seals score outputs' completion records and checks their seals, derived from
+    ``audit_secret`` under its own label (:func:`pipeline.score.completion.completion_seal_key`),
+    never the audit chain's seal key nor the random-audit draws' key; None where the secret is weak
+    (:func:`weak_audit_secret`): a seal anyone could compute vouches for nothing."""
+    if weak_audit_secret(settings):
+        return None
+    from pipeline.score.completion import completion_seal_key as derive  # its own label lives there
+
+    return derive(settings.audit_secret.get_secret_value())
 
 
 def previous_audit_seal_key(settings: Settings) -> SealKey | None:

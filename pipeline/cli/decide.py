@@ -32,7 +32,7 @@ from pipeline.decide import decide_rows
 from pipeline.listed_content import hash_files
 from pipeline.policy import Policy, default_policy_path, load_policy
 from pipeline.redeclare import Redeclared, read_declarations, redeclare
-from pipeline.settings import Settings, audit_key, audit_seal_key
+from pipeline.settings import Settings, audit_key, audit_seal_key, completion_seal_key
 from pipeline.shipment_rows import row_shipment_id
 from pipeline.trader_register import TraderRegister, check_tiers, read_trader_register
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier, declarations_as_scored
@@ -56,10 +56,18 @@ def read_verdicts(path: Path, source: BinaryIO | None = None) -> Iterator[ImageV
 
 
 def read_finished(
-    verdicts: Path, manifest: Path | None, *, checked: Callable[[], None] | None = None
+    verdicts: Path,
+    manifest: Path | None,
+    *,
+    checked: Callable[[], None] | None = None,
+    seal_key: bytes | None = None,
+    unsealed: Callable[[str], None] | None = None,
 ) -> tuple[list[ImageVerdict], tuple[str, str] | None]:
     """The rows of ``verdicts``, refused unless a score run finished them (:func:`_check_finished`),
     and with ``manifest`` why no completion record vouches for them and what to do (None: one does).
+    ``seal_key``: the completion record's seal is checked with it, and one that does not verify is
+    refused (:func:`pipeline.score.completion.completion_seal_key`; None: not checked); ``unsealed``
+    is told why no seal so checked vouches for the rows, where none does.
 
     The rows are read from the file that was checked, opened once
     (:class:`pipeline.score.completion.OpenRows`): checked by its name, then opened again by it,
@@ -69,7 +77,8 @@ def read_finished(
 
     Raises:
         InputError: rows a completion record does not vouch for, without ``manifest``; rows that
-            changed while they were read (those that fail to parse as well: half a line appended).
+            changed while they were read (those that fail to parse as well: half a line appended);
+            rows altered since their record vouched for them, or whose record's seal does not verify.
         DatasetFormatError: rows that do not parse, unchanged since they were checked.
     """
     from pipeline.score.completion import OpenRows
@@ -81,7 +90,9 @@ def read_finished(
     except OSError as exc:
         raise InputError(f"--verdicts {str(verdicts)!r}: cannot be read ({exc.strerror or exc})") from exc
     with opened:
-        unfinished = _check_finished(verdicts, manifest, opened)  # before any row is read
+        unfinished = _check_finished(verdicts, manifest, opened, seal_key)  # before any row is read
+        if unsealed is not None and opened.unsealed is not None:
+            unsealed(opened.unsealed)
         if checked is not None:
             checked()
         try:
@@ -108,7 +119,9 @@ def _changed(verdicts: Path, why: str) -> InputError:
     )
 
 
-def _check_finished(verdicts: Path, manifest: Path | None, opened: OpenRows) -> tuple[str, str] | None:
+def _check_finished(
+    verdicts: Path, manifest: Path | None, opened: OpenRows, seal_key: bytes | None = None
+) -> tuple[str, str] | None:
     """Refuse ``verdicts`` unless a score run finished it (its completion record matches the file
     ``opened``, :meth:`pipeline.score.completion.OpenRows.incomplete`): the rows of a run killed
     partway, or still running, lack pictures that were never scored, and their shipments were
@@ -117,7 +130,8 @@ def _check_finished(verdicts: Path, manifest: Path | None, opened: OpenRows) -> 
     without a row holding its shipment, and refuses a row of a shipment it does not list
     (:func:`_check_listed`). Rows whose bytes the record vouched for changed since (a held picture's
     scores edited down) are refused with ``manifest`` too: it makes up for rows that are missing,
-    not for scores no model gave.
+    not for scores no model gave; so are rows whose record's seal does not verify under ``seal_key``
+    (the record written again to match edited rows).
 
     Raises:
         InputError: without ``manifest``, naming the file, why, and what to do; with it too, where
@@ -129,7 +143,7 @@ def _check_finished(verdicts: Path, manifest: Path | None, opened: OpenRows) -> 
     if holder is not None:
         why = f"a score run ({holder}) is still writing it, so pictures it lists may have no row yet"
     else:
-        unvouched = opened.incomplete()
+        unvouched = opened.incomplete(seal_key)
         if unvouched is None:
             return None
         why = unvouched.why
@@ -522,6 +536,8 @@ def register(app: typer.Typer) -> None:
         --verdicts must be the rows of a score run that finished (its completion record matches
         them); a run stopped partway, or still running, is decided only with a --manifest that
         lists every shipment of its rows (each listed picture without a row holds its shipment).
+        Rows changed since their run finished, or whose record carries a seal that does not verify
+        under CLEARSIGHT_AUDIT_SECRET, are refused, with --manifest too: score them again.
 
         Prints the count per tier; with --compare-policy, how many more (or fewer) shipments each tier
         gets under --policy than under the other one. The random-audit key is CLEARSIGHT_AUDIT_SECRET.
@@ -550,7 +566,10 @@ def register(app: typer.Typer) -> None:
         chosen = load_policy(policy or default_policy_path())
         other = load_policy(compare_policy) if compare_policy is not None else None
         traders = _traders(trader_register, [p for p in (chosen, other) if p is not None])
-        rows, unfinished = read_finished(verdicts, manifest)
+        not_sealed: list[str] = []
+        rows, unfinished = read_finished(
+            verdicts, manifest, seal_key=completion_seal_key(settings), unsealed=not_sealed.append
+        )
         redeclared = None
         standing = None  # the audit store's decisions of the shipments --manifest emptied
         if manifest is not None:
@@ -654,6 +673,12 @@ def register(app: typer.Typer) -> None:
                 + (f" ({missed} not recorded: see below)" if missed else "")
             )
             warnings += _redeclared_warnings(redeclared, standing)
+        if audit_db is not None and not_sealed:  # operative decisions on rows anyone could have edited
+            warnings.append(
+                f"--verdicts {str(verdicts)!r} is not sealed ({not_sealed[0]}), so anyone who could write "
+                "it could have changed its scores, and the decisions recorded were made on them; score with "
+                "CLEARSIGHT_AUDIT_SECRET set, the secret decide has, so that the run seals its rows"
+            )
         warnings += [w for w in (key_warning, *chosen.warnings()) if w]
         declared = sum(d.declaration.aeo_tier is not None for d in decisions)
         if traders is None and declared:

@@ -16,7 +16,14 @@ from rich.markup import escape
 from datasets.errors import ArtifactError, ConflictError, InputError
 from pipeline.cli.output_paths import audit_file, check_name_fits, check_outputs_apart, check_writable
 from pipeline.cli.score_progress import score_progress
-from pipeline.settings import RuntimeName, Settings, audit_key, audit_seal_key, decode_limits
+from pipeline.settings import (
+    RuntimeName,
+    Settings,
+    audit_key,
+    audit_seal_key,
+    completion_seal_key,
+    decode_limits,
+)
 
 __all__ = ["register", "score"]
 
@@ -409,6 +416,8 @@ def score(
                 listed_only=loaded_policy is not None,
                 checked=progress.checked if resume else None,
                 checked_all=progress.checked_all,
+                # sealed where the audit secret is set: decide refuses rows edited, record rewritten
+                completion_key=completion_seal_key(settings),
             )
             # the bar counts inputs: 5/5 read as five images scored where three named one given already;
             # a link a folder leaves out is not among them, but is among the table's duplicates

@@ -13,12 +13,21 @@ every shipment of the rows, where every listed picture without a row holds its s
 bytes the record vouched for are no longer there as it says (edited, cut or replaced since the run
 finished) are :attr:`Unvouched.altered`: refused even with a manifest, as their scores are not the
 ones the run wrote; a file that only grew past those bytes (a run appending to it) is unfinished.
+
+The byte size and sha256 are plain arithmetic: whoever may write the rows could edit them and write
+the record again to match. A run that has the audit secret seals the record
+(``seal = HMAC-SHA256(K, its rows_file, bytes, sha256, rows and finished_at)``, with
+``K = HMAC-SHA256(audit_secret, COMPLETION_SEAL_LABEL)``: derived under its own label, as the audit
+chain's seal key is, so that it is never that key nor the random-audit draws'), and ``decide``
+holding the secret refuses a record whose seal does not verify. A record without a seal (an older
+version's, or a run without the secret) is still taken, and said where the decisions are recorded.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -33,9 +42,11 @@ if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 __all__ = [
+    "COMPLETION_SEAL_LABEL",
     "OpenRows",
     "Unvouched",
     "completion_path",
+    "completion_seal_key",
     "count_rows",
     "forget_completion",
     "forget_decisions",
@@ -47,6 +58,25 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+
+COMPLETION_SEAL_LABEL = b"clearsight completion seal v1"
+"""The label the completion records' seal key is derived under (:func:`completion_seal_key`)."""
+_SEALED = ("rows_file", "bytes", "sha256", "rows", "finished_at")
+"""What a record's seal covers: the fields the run wrote, not the decisions file named later
+(:func:`record_decisions` writes the record again, keeping its seal, with no key)."""
+
+
+def completion_seal_key(secret: str | bytes) -> bytes:
+    """``K = HMAC-SHA256(secret, COMPLETION_SEAL_LABEL)`` of the audit secret: the key that seals
+    completion records (never the audit chain's seal key, derived under another label)."""
+    raw = secret.encode("utf-8") if isinstance(secret, str) else secret
+    return hmac.new(raw, COMPLETION_SEAL_LABEL, hashlib.sha256).digest()
+
+
+def _seal(key: bytes, record: dict[str, object]) -> str:
+    """The seal of ``record`` (its :data:`_SEALED` fields, in that order) under ``key``."""
+    sealed = json.dumps([record.get(name) for name in _SEALED], ensure_ascii=True, separators=(",", ":"))
+    return hmac.new(key, sealed.encode("ascii"), hashlib.sha256).hexdigest()
 
 
 def completion_path(out: Path) -> Path:
@@ -113,8 +143,9 @@ def count_rows(out: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(_CHUNK), b""))
 
 
-def record_completion(out: Path) -> Path:
+def record_completion(out: Path, *, seal_key: bytes | None = None) -> Path:
     """Write ``out``'s completion record (whole: a reader finds none or all of it); returns its path.
+    ``seal_key``: seal it (:func:`completion_seal_key`); None: unsealed (the run has no audit secret).
 
     Call only once every input of the run has its row in the finished ``out``, still holding the
     output's lock.
@@ -130,6 +161,8 @@ def record_completion(out: Path) -> Path:
         "rows": count_rows(out),
         "finished_at": datetime.now(UTC).isoformat(),
     }
+    if seal_key is not None:
+        record["seal"] = _seal(seal_key, record)
     return _write_record(out, record)
 
 
@@ -331,19 +364,25 @@ def incomplete(rows: Path) -> str | None:
     ``rows`` is looked at where it leads (a link's target): the record lies beside the file the
     score run wrote. To read the rows this vouches for, check them through :class:`OpenRows`: the
     file its name leads to may be another by the time it is opened again."""
-    unvouched = _incomplete(Path(os.path.realpath(rows)), None)[0]
+    unvouched = _incomplete(Path(os.path.realpath(rows)), None, None)[0]
     return None if unvouched is None else unvouched.why
 
 
-def _incomplete(real: Path, opened: BinaryIO | None) -> tuple[Unvouched | None, tuple[int, str] | None]:
+def _incomplete(
+    real: Path, opened: BinaryIO | None, seal_key: bytes | None, unsealed: list[str] | None = None
+) -> tuple[Unvouched | None, tuple[int, str] | None]:
     """Why the rows file ``real`` (a real path) is not vouched for (None: it is), and the byte size
     and sha256 its completion record vouches for (None: it vouches for none). ``opened``: the file,
-    open, hashed from where it stands instead of the file ``real`` names now."""
+    open, hashed from where it stands instead of the file ``real`` names now. ``seal_key``: check
+    the record's seal (a wrong one: altered); None: not checked. ``unsealed``: told why the rows are
+    not vouched for by a seal checked with ``seal_key`` (nothing: one is)."""
     record_file = completion_path(real)
+    tell = unsealed.append if unsealed is not None else (lambda why: None)
     try:
         text = record_file.read_text(encoding="utf-8")
         record = json.loads(text)
     except FileNotFoundError:
+        tell("it has no completion record")
         return Unvouched(
             f"it has no completion record ({str(record_file)!r}): the score run that wrote it was stopped "
             "before its end, is still running, or ended before Clearsight wrote such records, so "
@@ -351,14 +390,29 @@ def _incomplete(real: Path, opened: BinaryIO | None) -> tuple[Unvouched | None, 
             altered=False,
         ), None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
+        tell("its completion record cannot be read")
         return Unvouched(f"its completion record {str(record_file)!r} cannot be read ({exc})", False), None
     if (
         not isinstance(record, dict)
         or not isinstance(record.get("bytes"), int)
         or not isinstance(record.get("sha256"), str)
     ):
+        tell("its completion record is not one Clearsight writes")
         return Unvouched(
             f"its completion record {str(record_file)!r} is not one Clearsight writes", False
+        ), None
+    seal = record.get("seal")
+    if seal is None:
+        tell("its completion record carries no seal: the score run had no audit secret, or is older")
+    elif seal_key is None:
+        tell("its completion record's seal was not checked: no audit secret here, or a weak one")
+    elif not isinstance(seal, str) or not hmac.compare_digest(_seal(seal_key, record), seal):
+        # checked before the rows are hashed: a record written again to match edited rows
+        return Unvouched(
+            f"its completion record {str(record_file)!r} carries a seal that does not verify under "
+            "the audit secret: the record was written again since the score run sealed it (rows "
+            "edited and the record made to match them?), or that run had another audit secret",
+            altered=True,
         ), None
     vouched: int = record["bytes"]
     try:
@@ -424,11 +478,17 @@ class OpenRows:
         self._file = self.path.open("rb", buffering=0)
         self._vouched: tuple[int, str] | None = None  # the byte size and sha256 checked
         self._reading: _HashedRead | None = None
+        self.unsealed: str | None = "it was not checked against its completion record"
+        """Why no seal checked by :meth:`incomplete` vouches for the rows, in words; None: one does."""
 
-    def incomplete(self) -> Unvouched | None:
-        """:func:`incomplete` of the open file: why it is not vouched for, None where it is."""
+    def incomplete(self, seal_key: bytes | None = None) -> Unvouched | None:
+        """:func:`incomplete` of the open file: why it is not vouched for, None where it is.
+        ``seal_key``: the record's seal is checked with it (:func:`completion_seal_key`), and a seal
+        that does not verify is :attr:`Unvouched.altered`; None: not checked."""
         self._file.seek(0)
-        unvouched, self._vouched = _incomplete(self.path, self._file)
+        unsealed: list[str] = []
+        unvouched, self._vouched = _incomplete(self.path, self._file, seal_key, unsealed)
+        self.unsealed = unsealed[0] if unsealed else None
         return unvouched
 
     def read(self) -> BinaryIO:

@@ -333,6 +333,7 @@ def score_to_file(
     listed_only: bool = False,
     checked: Callable[[], None] | None = None,
     checked_all: Callable[[], None] | None = None,
+    completion_key: bytes | None = None,
 ) -> ScoreSummary:
     """Score ``tasks`` on ``engine`` and append one row per image to ``out``; once every task has
     its row, write ``out``'s completion record (:mod:`pipeline.score.completion`), which this call
@@ -368,6 +369,9 @@ def score_to_file(
             kept from the earlier run of an image this run's inputs do not list under the row's
             shipment (:func:`_refuse_rows_not_listed`): ``clearsight score --policy`` decides every
             row of ``out``.
+        completion_key: seal the completion record with it
+            (:func:`~pipeline.score.completion.completion_seal_key` of the audit secret), so that
+            rows edited and the record made to match them are refused; None: unsealed.
 
     Returns:
         The run's counts and timing.
@@ -461,7 +465,7 @@ def score_to_file(
             summary.kept_absent = content.absent
             summary.kept_absent_example = content.first_absent
         if given[0] == summary.images and not unlisted and not summary.taken_out_unlisted:
-            record_completion(out)
+            record_completion(out, seal_key=completion_key)
         if resume:
             # what the rows kept from the earlier run hold, which this run's counts leave out, as their
             # state was noted when the output was read: errors (a resumed output of nothing but errors

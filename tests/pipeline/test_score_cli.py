@@ -1444,3 +1444,38 @@ def test_a_run_into_a_copied_folder_leaves_the_decisions_of_the_original(
     # day1's own run still removes them: its record was written for its rows
     assert run(app, [*given, "--out", str(day1 / "rows.jsonl"), "--overwrite"]) == 0, capsys.readouterr().err
     assert not decisions.exists()
+
+
+def test_score_with_the_audit_secret_seals_the_completion_record_and_decide_checks_it(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The completion record held the rows' byte size and plain sha256: rows edited, and the record
+    computed again to match them, were decided without a word. A run with the audit secret seals it
+    (the seal kept when the run's decisions are named in it), and decide refuses a forged one."""
+    import hashlib
+
+    from pipeline.score.completion import completion_path
+
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "score-cli-test-secret")
+    out = tmp_path / "o.jsonl"
+    argv = ["score", str(manifest), "--model", str(models[0]), "--model", str(models[1]), "--out", str(out)]
+    assert run(app, [*argv, "--policy", str(default_policy_path())]) == 0, capsys.readouterr().err
+    record = json.loads(completion_path(out).read_text())
+    assert len(record["seal"]) == 64 and record["decisions_sha256"]  # the decisions named since
+    decide = ["decide", "--verdicts", str(out), "--out", str(tmp_path / "d.jsonl"), "--overwrite"]
+    assert run(app, decide) == 0, capsys.readouterr().err
+    lines = out.read_text().splitlines(keepends=True)
+    edited = [json.loads(line) for line in lines]
+    edited[0]["score"] = 0.001
+    out.write_text("".join(json.dumps(row) + "\n" for row in edited))
+    data = out.read_bytes()
+    record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    completion_path(out).write_text(json.dumps(record))
+    capsys.readouterr()
+    assert run(app, decide) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "carries a seal that does not verify under the audit secret" in err, err

@@ -443,6 +443,105 @@ def test_the_record_removed_while_the_rows_are_hashed_is_a_run_started_not_an_ed
 
     from pipeline.score.completion import _incomplete
 
-    unvouched, vouched = _incomplete(Path(os.path.realpath(out)), _RunStarts())  # type: ignore[arg-type]
+    unvouched, vouched = _incomplete(Path(os.path.realpath(out)), _RunStarts(), None)  # type: ignore[arg-type]
     assert vouched is None and unvouched is not None and not unvouched.altered
     assert "its completion record was removed or written again meanwhile" in unvouched.why
+
+
+def _forged(out: Path) -> None:
+    """The rows of ``out`` edited (the defect picture's score lowered) and their completion record
+    written again to match them, as whoever may write both can: its byte size and sha256 are plain
+    arithmetic."""
+    _defect_scores_lowered(out)
+    record = json.loads(completion_path(out).read_text())
+    data = out.read_bytes()
+    record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    completion_path(out).write_text(json.dumps(record))
+
+
+def _sealed_score(env: Path) -> Path:
+    """A finished run's rows of ONE (any earlier ones replaced), its record sealed with the key of
+    the env's audit secret."""
+    from pipeline.settings import Settings, completion_seal_key
+
+    key = completion_seal_key(Settings.load())
+    assert key is not None
+    out = env / "out" / "rows.jsonl"
+    tasks = iter_tasks([str(env / "arc" / "manifest.csv")])
+    score_to_file(tasks, _engine(), out, overwrite=True, completion_key=key)
+    return out
+
+
+def test_the_completion_key_is_derived_for_its_purpose_and_none_for_a_weak_secret() -> None:
+    """Not the audit secret itself, nor the audit chain's seal key: a seal of one is never another's."""
+    from pipeline.settings import DEVELOPMENT_AUDIT_SECRET, Settings, audit_seal_key, completion_seal_key
+
+    secret = "completion-test-audit-secret"
+    settings = Settings.load(audit_secret=secret)
+    key = completion_seal_key(settings)
+    assert key is not None and len(key) == 32
+    assert key not in (secret.encode(), audit_seal_key(settings).key)
+    assert key != completion_seal_key(Settings.load(audit_secret=secret + "2"))
+    assert completion_seal_key(Settings.load(audit_secret=DEVELOPMENT_AUDIT_SECRET)) is None
+    assert completion_seal_key(Settings.load(audit_secret="short")) is None
+
+
+def test_decide_refuses_rows_whose_record_was_written_again_to_match_them(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows edited and their record's byte size and sha256 computed again to match were decided
+    without a word: ONE released. The record is sealed where the run has the audit secret, and a seal
+    that does not verify is refused, with --manifest too, nothing decided or recorded."""
+    out = _sealed_score(env)
+    record = json.loads(completion_path(out).read_text())
+    assert isinstance(record["seal"], str) and len(record["seal"]) == 64
+    capsys.readouterr()
+    assert _decide(env, out) == 0, capsys.readouterr().err  # as written: the seal verifies
+    assert _tiers(env) == [("ONE", "PHYSICAL_INSPECTION")]
+    _forged(out)
+    audit = env / "audit.db"
+    for extra in ([], ["--manifest", str(env / "arc" / "manifest.csv"), "--audit-db", f"sqlite:///{audit}"]):
+        capsys.readouterr()
+        assert _decide(env, out, *extra) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert err.startswith(f"Error: --verdicts {str(out)!r}: its completion record"), err
+        assert "carries a seal that does not verify under the audit secret" in err
+        assert "score its inputs again" in err
+        assert not (env / "d.jsonl").exists() and not audit.exists()
+
+
+def test_a_sealed_record_is_not_checked_without_the_audit_secret(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """decide without the secret (the public development default) cannot check a seal: the rows are
+    taken on their byte size and sha256, as before, and said not to be vouched for by a seal."""
+    out = _sealed_score(env)
+    monkeypatch.delenv("CLEARSIGHT_AUDIT_SECRET")
+    from pipeline.settings import Settings, completion_seal_key
+
+    assert completion_seal_key(Settings.load()) is None
+    told: list[str] = []
+    rows, unfinished = read_finished(out, None, seal_key=None, unsealed=told.append)
+    assert len(rows) == 4 and unfinished is None
+    assert told == ["its completion record's seal was not checked: no audit secret here, or a weak one"]
+
+
+def test_decide_warns_that_rows_of_an_unsealed_record_it_records_are_not_sealed(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record without a seal (an older version's, or a run without the audit secret) is still
+    taken; recorded in an audit store, the decisions are said to stand on rows anyone who could write
+    the file could have changed."""
+    out = _score(env, _engine())  # no key: unsealed
+    assert "seal" not in json.loads(completion_path(out).read_text())
+    capsys.readouterr()
+    assert _decide(env, out) == 0, capsys.readouterr().err  # a what-if only: nothing to say
+    assert "not sealed" not in capsys.readouterr().err
+    assert _decide(env, out, "--audit-db", f"sqlite:///{env / 'audit.db'}") == 0, capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert "is not sealed (its completion record carries no seal" in err
+    assert f"Warning:--verdicts{str(out)!r}isnotsealed" in "".join(err.split())  # a path wrapped anywhere
+    assert "anyone who could write it could have changed its scores" in err
+    out = _sealed_score(env)
+    assert _decide(env, out, "--audit-db", f"sqlite:///{env / 'audit2.db'}") == 0, capsys.readouterr().err
+    assert "not sealed" not in capsys.readouterr().err
