@@ -64,6 +64,7 @@ from pipeline.audit.writing import (
     DecidedAlready,
     DecisionUnnamed,
     ImagesSeenSince,
+    PolicyChecked,
     SentByAnother,
     check_idempotency_key,
     check_outcome,
@@ -112,6 +113,8 @@ class AuditStore:
         self.url = shown_url
         """The store's URL with any password hidden, in its query too (:func:`shown_store_url`)."""
         self._schema = Schema(shown_url)  # what opening found; why writing may wait for an upgrade
+        # which policy (version, sha256) pairs were checked against the trail, up to which record
+        self._policy_checked: PolicyChecked = {}
 
     # -- opening -----------------------------------------------------------------------------------
 
@@ -236,6 +239,10 @@ class AuditStore:
             SentByAnother: ``may_send`` refused the shipment's first decision's sender.
             ImagesSeenSince: an image that was seen nowhere (or had no near-copy) when looked up
                 has been decided in another shipment since: look it up and decide again.
+            PolicyError: the trail holds a decision of the same ``policy_version`` under another
+                ``policy_sha256`` (a changed policy needs a new version); each (version, sha256)
+                is checked against the whole trail once per store opened, then against the
+                records since.
             AuditError: the database cannot be written, or is at an older schema version.
         """
         self._check_writable()
@@ -257,6 +264,7 @@ class AuditStore:
                 may_send=may_send,
                 by_tier=by_tier,
                 seal_key=self._sealing(),
+                policy_checked=self._policy_checked,
             )
 
         return self._db.retry(f"recording shipment {decision.shipment_id!r}", work)

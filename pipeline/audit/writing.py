@@ -22,7 +22,7 @@ from pydantic_core import PydanticSerializationError
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
-from datasets.errors import ConflictError, DatasetFormatError, InputError
+from datasets.errors import ConflictError, DatasetFormatError, InputError, PolicyError
 from datasets.json_text import check_writable
 from datasets.shown_text import refuse_unshown
 from datasets.type_names import PSEUDO_PREFIX, TYPE_NAME_RULE
@@ -39,6 +39,7 @@ __all__ = [
     "DecidedAlready",
     "DecisionUnnamed",
     "ImagesSeenSince",
+    "PolicyChecked",
     "SentByAnother",
     "append",
     "check_idempotency_key",
@@ -47,6 +48,11 @@ __all__ = [
     "write_decision",
     "write_outcome",
 ]
+
+PolicyChecked = dict[tuple[str, str], int]
+"""For each (policy_version, policy_sha256) a store has recorded decisions under, the last record
+up to which no decision of that version under another sha256 was found: each write reads only the
+records since (:func:`_refuse_a_reused_policy_version`)."""
 
 _NOT_ANOMALY_TYPES = frozenset({"clean", "good", "none"})
 """Words an outcome's ``found`` may not be: each reads as "nothing found"."""
@@ -230,6 +236,7 @@ def write_decision(
     may_send: Callable[[FirstSent], bool] | None,
     by_tier: bool = False,
     seal_key: SealKey | None = None,
+    policy_checked: PolicyChecked | None = None,
 ) -> AuditRecord:
     """Append ``decision`` (``decided``: as :func:`decision_json` gave it), or answer with the
     record it repeats, under the rules of :meth:`~pipeline.audit.store.AuditStore.record`.
@@ -273,6 +280,7 @@ def write_decision(
     # nothing written since the lookup, the common case: nothing to check under the lock
     if images_seen_as_of is not None and head > images_seen_as_of:
         _refuse_images_seen_since(conn, decision, images_seen_as_of, near_copy_bits, seal_key)
+    _refuse_a_reused_policy_version(conn, decision, head, policy_checked)
     content = {
         "kind": "decision",
         "shipment_id": decision.shipment_id,
@@ -289,6 +297,49 @@ def write_decision(
         decision=ShipmentDecision.model_validate(decided),
         idempotency_key=idempotency_key,
     )
+
+
+def _refuse_a_reused_policy_version(
+    conn: Connection, decision: ShipmentDecision, head: int, checked: PolicyChecked | None
+) -> None:
+    """Refuse ``decision`` where a decision up to ``head`` (the locked head) names its policy version
+    with another policy sha256: the version is what says which rules decided, and a trail holding
+    one version under two rule sets cannot tell an auditor which rules a decision met.
+
+    Only the records after ``checked``'s entry for the pair are read (the first write of a pair in a
+    store's life reads them all, once), each filtered by the database on its text: a full read per
+    write held the lock for as long as the trail is. The filter only narrows (SQLite's LIKE ignores
+    case); the records it lets through are parsed and compared.
+    """
+    version, sha = decision.policy_version, decision.policy_sha256
+    after = checked.get((version, sha), 0) if checked is not None else 0
+    if after >= head:
+        return
+    # the content is canonical JSON (sorted keys, no spaces, ensure_ascii off): these are its text
+    named = '"policy_version":' + json.dumps(version, ensure_ascii=False)
+    same_sha = '"policy_sha256":' + json.dumps(sha, ensure_ascii=False)
+    found = conn.execute(
+        select(audit_records.c.seq, audit_records.c.content)
+        .where(
+            audit_records.c.seq > after,
+            audit_records.c.seq <= head,
+            audit_records.c.kind == "decision",
+            audit_records.c.content.contains(named, autoescape=True),
+            ~audit_records.c.content.contains(same_sha, autoescape=True),
+        )
+        .order_by(audit_records.c.seq)
+    )
+    for seq, content in found:
+        recorded = json.loads(content)["decision"]
+        if recorded.get("policy_version") == version and recorded.get("policy_sha256") != sha:
+            raise PolicyError(
+                f"policy_version {version!r} is recorded in the audit trail with policy_sha256 "
+                f"{recorded.get('policy_sha256')} (record {seq}), and this policy's sha256 is {sha}: "
+                "the same version would name two rule sets. Give the changed policy a new "
+                "policy_version (or decide under the policy recorded with it)"
+            )
+    if checked is not None:
+        checked[(version, sha)] = max(head, checked.get((version, sha), 0))
 
 
 def _retried(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from datasets.errors import AuditError, ConflictError, InputError, SchemaVersionError
+from datasets.errors import AuditError, ConflictError, InputError, PolicyError, SchemaVersionError
 from datasets.json_text import MAX_DEPTH
 from pipeline.audit import GENESIS_HASH, AuditStore, SealBrokenError, canonical_json, chain_hash
 from pipeline.audit.chain import index_columns
@@ -23,6 +23,7 @@ from pipeline.audit.chain_file import write_chain_file
 from pipeline.audit.database import parsed_url
 from pipeline.audit.export import spreadsheet_safe, write_export
 from pipeline.audit.image_indexes import Picture, Sighting
+from pipeline.audit.writing import decision_json
 from pipeline.decide import decide_shipment
 from pipeline.policy import default_policy_path, load_policy
 from pipeline.shipment_rows import declaration_from_rows
@@ -145,6 +146,64 @@ def test_idempotency_key_records_once(db_url: str) -> None:
         assert store.verify().records_checked == 2
         with pytest.raises(InputError, match="idempotency_key of length 0 not accepted"):
             store.record(decision("S1"), idempotency_key="")
+
+
+def _under(shipment: str, version: str, sha: str) -> ShipmentDecision:
+    return decision(shipment).model_copy(update={"policy_version": version, "policy_sha256": sha})
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "refused"),
+    [
+        # the same version under another rule set: which rules decided could not be told
+        (("p1", "cd"), ("p1", "ef"), True),
+        (("2026.12.2-example", "cd"), ("2026.12.2-example", "ef"), True),
+        (("p%_1", "cd"), ("p%_1", "ef"), True),  # LIKE's wildcards in the version taken as text
+        (("p1", "cd"), ("p1", "cd"), False),  # the same policy again
+        (("p1", "cd"), ("p2", "ef"), False),  # a changed policy under a new version
+        (("p%_1", "cd"), ("pX_1", "ef"), False),  # a wildcard matches nothing but itself
+        (("p1", "cd"), ("p10", "ef"), False),  # a version that starts another is another
+    ],
+)
+@pytest.mark.parametrize("writer", ["same store", "store opened after"])
+def test_a_policy_version_recorded_under_another_sha256_is_refused(
+    db_url: str, first: tuple[str, str], then: tuple[str, str], refused: bool, writer: str
+) -> None:
+    (v1, s1), (v2, s2) = (first[0], first[1] * 32), (then[0], then[1] * 32)
+    with AuditStore.open(db_url) as store:
+        store.record(_under("S0", "p0", "00" * 32))
+        store.record(_under("S1", v1, s1))
+        with AuditStore.open(db_url) as fresh:
+            write = store if writer == "same store" else fresh
+            if refused:
+                with pytest.raises(PolicyError) as caught:
+                    write.record(_under("S2", v2, s2))
+                message = str(caught.value)
+                assert s1 in message and s2 in message and repr(v1) in message and "record 2" in message
+                assert "new policy_version" in message
+                assert store.verify().records_checked == 2  # nothing appended
+            else:
+                write.record(_under("S2", v2, s2))
+                assert store.verify().records_checked == 3
+
+
+def test_a_policy_version_recorded_since_a_store_checked_it_is_refused(db_url: str) -> None:
+    """A store checks each (version, sha256) against the whole trail once, then the records since:
+    one another writer (an older Clearsight, which does not check) appended since is found."""
+    with AuditStore.open(db_url) as store:
+        store.record(_under("S1", "p1", "ef" * 32))  # checked, up to the head before it
+        older = _under("S2", "p1", "cd" * 32)
+        content = {
+            "kind": "decision",
+            "shipment_id": "S2",
+            "idempotency_key": None,
+            "created_at": older.decided_at,
+            "decision": decision_json(older),
+        }
+        assert audit_builders.append_forged(db_url, content, None) == 2
+        with pytest.raises(PolicyError, match=f"policy_sha256 {'cd' * 32} \\(record 2\\)"):
+            store.record(_under("S3", "p1", "ef" * 32))
+        assert sql(db_url, "SELECT seq FROM audit_head") == [(2,)]  # nothing appended
 
 
 def test_nan_scores_of_fail_closed_images_are_recorded(db_url: str) -> None:

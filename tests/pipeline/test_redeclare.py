@@ -816,7 +816,8 @@ def test_a_listed_shipment_whose_rows_all_moved_away_is_decided(
     rows = [_row("S1", str(env / "b.png"), 0.1), _row("S2", str(env / "c.png"), 0.1)]
     (env / "rows.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in rows))
     record_completion(env / "rows.jsonl")  # a finished run's
-    (env / "p.yaml").write_text(POLICY + "random_audit: {rate: 0.0001}\n")
+    # the policy _decide decides under: one policy_version is one rule set in a trail
+    (env / "p.yaml").write_text(FIXED)
     db = f"sqlite:///{env / 'audit.db'}"
     base = ["decide", "--verdicts", str(env / "rows.jsonl"), "--policy", str(env / "p.yaml")]
     assert run(app, [*base, "--out", str(env / "before.jsonl"), "--audit-db", db]) == 0
