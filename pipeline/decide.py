@@ -467,7 +467,8 @@ def applied_thresholds(
 
 def _same_reason(found: Reason, recorded: Reason) -> bool:
     """``found`` says what ``recorded`` says: one rule, tier, image and message (each number in it
-    to four places), one score and threshold (to a rounding: a record read back from JSON)."""
+    as :func:`_written_apart` writes it), one score and threshold (to a rounding: a record read back
+    from JSON)."""
 
     def near(a: float | None, b: float | None) -> bool:
         return a is None if b is None else a is not None and math.isclose(a, b, rel_tol=1e-9)
@@ -498,6 +499,23 @@ def _unapproved_model(policy: Policy, declaration: Declaration, image: ImageVerd
                 f"type {cargo!r} (approved: {', '.join(approved)}); not released on its score",
             )
             return
+
+
+def _written_apart(score: float, cut: float) -> tuple[str, str]:
+    """``score`` and the ``cut`` it is compared with, each to four places, or to as many more as it
+    takes to write two unequal numbers apart (then both to as many): 0.32842 under a release cut of
+    0.328425 read "score 0.3284 < release threshold 0.3284". Rounding keeps the order, so written
+    apart they read the way they compare. Four places stay the rule otherwise, so that a reason
+    recorded before reads as today's (:func:`_same_reason`).
+
+    Not :func:`pipeline.report.score_text`: it writes a score apart from a cut written in fewer
+    digits of its own (0.32842 beside 0.328), which keeps them unequal but not in order."""
+    digits = 4
+    while score != cut and f"{score:.{digits}f}" == f"{cut:.{digits}f}":
+        if digits >= 17:  # one text still at 17 places: each float's shortest text tells them apart
+            return repr(score), repr(cut)
+        digits += 1
+    return f"{score:.{digits}f}", f"{cut:.{digits}f}"
 
 
 def _score_reasons(
@@ -542,6 +560,7 @@ def _score_reasons(
     # The AEO factor widens the release band but never past the hold threshold.
     effective = trader.raised(release, hold) if trader is not None else release
     if score >= hold:
+        shown, cut = _written_apart(score, hold)
         reasons.append(
             Reason(
                 rule="score.hold",
@@ -549,10 +568,11 @@ def _score_reasons(
                 image=name,
                 score=score,
                 threshold=hold,
-                message=f"score {score:.4f} >= hold {hold:.4f}{judged_by}",
+                message=f"score {shown} >= hold {cut}{judged_by}",
             )
         )
     elif score >= effective:  # equality is not released
+        shown, cut = _written_apart(score, effective)
         reasons.append(
             Reason(
                 rule="score.review",
@@ -560,10 +580,11 @@ def _score_reasons(
                 image=name,
                 score=score,
                 threshold=effective,
-                message=f"score {score:.4f} >= release threshold {effective:.4f}{judged_by}",
+                message=f"score {shown} >= release threshold {cut}{judged_by}",
             )
         )
     else:
+        shown, cut = _written_apart(score, effective)
         reasons.append(
             Reason(
                 rule="score.clear",
@@ -571,7 +592,7 @@ def _score_reasons(
                 image=name,
                 score=score,
                 threshold=effective,
-                message=f"score {score:.4f} < release threshold {effective:.4f}{judged_by}",
+                message=f"score {shown} < release threshold {cut}{judged_by}",
             )
         )
     return reasons

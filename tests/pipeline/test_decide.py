@@ -697,6 +697,37 @@ def test_an_unknown_cargo_types_score_reasons_name_the_models_threshold() -> Non
     )
 
 
+@pytest.mark.parametrize(
+    ("score", "release", "hold", "rule", "said"),
+    [
+        # four places where they tell the score from the threshold, as reasons were recorded
+        (0.2, 0.5, 0.8, "score.clear", "score 0.2000 < release threshold 0.5000"),
+        (0.5, 0.5, 0.8, "score.review", "score 0.5000 >= release threshold 0.5000"),  # equal: equal
+        (0.8, 0.5, 0.8, "score.hold", "score 0.8000 >= hold 0.8000"),
+        # read "0.3284 < 0.3284": both as many places as it takes to write them apart, in order
+        (0.32842, 0.328425, 0.6547, "score.clear", "score 0.32842 < release threshold 0.32843"),
+        (0.32843, 0.328425, 0.6547, "score.review", "score 0.328430 >= release threshold 0.328425"),
+        (0.654695, 0.3, 0.65469, "score.hold", "score 0.65470 >= hold 0.65469"),
+        (0.30000001, 0.3, 0.8, "score.review", "score 0.30000001 >= release threshold 0.30000000"),
+        (
+            0.5 - 2**-54,
+            0.5,
+            0.8,
+            "score.clear",
+            "score 0.4999999999999999 < release threshold 0.5000000000000000",
+        ),
+        # not apart at 17 places: each float's shortest text
+        (1e-20, 2e-20, 0.8, "score.clear", "score 1e-20 < release threshold 2e-20"),
+    ],
+)
+def test_a_reason_writes_its_score_apart_from_its_threshold(
+    score: float, release: float, hold: float, rule: str, said: str
+) -> None:
+    rules = policy(cargo_types={"bulk_ore": {"release_threshold": release, "hold_threshold": hold}})
+    decision = decide_shipment(rules, decl(), [img(score)], audit_key=KEY, now=NOW)
+    assert [(r.rule, r.message) for r in decision.reasons] == [(rule, said)]
+
+
 def test_a_mixed_pictures_reasons_name_the_rules_that_judged_it() -> None:
     example = load_policy(default_policy_path())
     ore = img(0.8, threshold=0.3, hold_threshold=0.6)
