@@ -21,8 +21,9 @@ images in :mod:`pipeline.shipment_rows`; :func:`decide_rows` decides them. Rule 
 ``random_audit``                picked for a random compliance audit
 ==============================  ==========================================================
 
-A shipment of a cargo type the policy does not list still has every image judged, against the
-thresholds of the model that scored it (the score rules say so): an unknown or misspelt cargo type
+A shipment of a cargo type the policy does not list still has every image judged: under the
+policy's rules for its model's cargo type where the policy lists it, against the thresholds of the
+model that scored it where not (the score reasons say which): an unknown or misspelt cargo type
 must not hide a score that holds the cargo under its own name. A picture of another cargo type
 than the declared one (``fail_closed.mixed_cargo_types``) is judged under the rules of every cargo
 type it is said to be of that the policy lists, its model's first, and the strictest is kept: ore
@@ -661,8 +662,11 @@ def decide_shipment(
                 rule="fail_closed.unknown_cargo_type",
                 tier=fc.unknown_cargo_type,
                 message=f"cargo type {declaration.cargo_type!r} is not in policy {policy.version} "
-                f"(known: {', '.join(sorted(policy.cargo_types))}); never released, and each image "
-                "is judged against its model's own thresholds",
+                f"(known: {', '.join(sorted(policy.cargo_types))}); never released. Each image's "
+                "score is judged under the policy's rules for each cargo type its row names that the "
+                "policy lists (its model's first), and against its model's own thresholds where the "
+                "policy does not list its model's cargo type, the strictest kept (each score's "
+                "reason says which)",
             )
         )
     if not images:

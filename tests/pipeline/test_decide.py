@@ -697,6 +697,42 @@ def test_an_unknown_cargo_types_score_reasons_name_the_models_threshold() -> Non
     )
 
 
+_UNKNOWN_CARGO_SAID = (
+    "cargo type 'coal' is not in policy test-1 (known: bulk_ore, vacuum_pack); never released. Each "
+    "image's score is judged under the policy's rules for each cargo type its row names that the "
+    "policy lists (its model's first), and against its model's own thresholds where the policy does "
+    "not list its model's cargo type, the strictest kept (each score's reason says which)"
+)
+
+
+@pytest.mark.parametrize(
+    ("image", "score_said"),
+    [
+        # a listed model cargo: the policy's hold for it (0.6), not the model's own (0.95)
+        (
+            img(0.92, cargo_type="vacuum_pack", threshold=0.5, hold_threshold=0.95),
+            ("score.hold", "score 0.9200 >= hold 0.6000 (under the vacuum_pack rules)"),
+        ),
+        # an unlisted one: the model's own thresholds
+        (
+            img(0.92, cargo_type="crude_oil", threshold=0.5, hold_threshold=0.95),
+            (
+                "score.review",
+                "score 0.9200 >= release threshold 0.5000 (the model's own threshold: no rules for "
+                "cargo type 'crude_oil', 'coal')",
+            ),
+        ),
+    ],
+)
+def test_an_unknown_cargo_types_reason_says_which_thresholds_judge_its_images(
+    image: ImageVerdict, score_said: tuple[str, str]
+) -> None:
+    decision = decide_shipment(policy(), decl(cargo_type="coal"), [image], audit_key=KEY, now=NOW)
+    said = {r.rule: r.message for r in decision.reasons[::-1]}  # each rule's first reason
+    assert said["fail_closed.unknown_cargo_type"] == _UNKNOWN_CARGO_SAID
+    assert (score_said[0], said[score_said[0]]) == score_said
+
+
 @pytest.mark.parametrize(
     ("score", "release", "hold", "rule", "said"),
     [
