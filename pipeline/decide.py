@@ -25,7 +25,9 @@ A shipment of a cargo type the policy does not list still has every image judged
 policy's rules for its model's cargo type where the policy lists it, against the thresholds of the
 model that scored it where not (the score reasons say which): an unknown or misspelt cargo type
 must not hide a score that holds the cargo under its own name. A picture of another cargo type
-than the declared one (``fail_closed.mixed_cargo_types``) is judged under the rules of every cargo
+than the declared one (``fail_closed.mixed_cargo_types``): its row's ``cargo_type``, the one its
+``model_id`` names (``<cargo type>-<backbone>-<hex>``: a packs' model's score on a row of ore says
+nothing of ore) or its row's declaration's, is judged under the rules of every cargo
 type it is said to be of that the policy lists, its model's first, and the strictest is kept: ore
 pictures declared as packs are not let off by the packs' laxer hold. Where the policy does not list
 the model's cargo type, its model's own thresholds (without a trusted-trader factor) are among
@@ -49,7 +51,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from datasets.errors import InputError, PolicyError
-from pipeline.policy import CargoPolicy, Policy, TrustedTrader
+from pipeline.policy import CargoPolicy, Policy, TrustedTrader, model_cargo_type
 from pipeline.resolution import SCALE_TOLERANCE, describe_scale, off_training_scale
 from pipeline.shipment_rows import (
     TRADER_FIELDS,
@@ -251,8 +253,14 @@ release and hold thresholds (and no trusted-trader factor)."""
 
 def _said_cargo_types(declaration: Declaration, image: ImageVerdict) -> list[str]:
     """The cargo types an image is said to be of, each once, in this order: its model's (the row's
-    ``cargo_type``), its row's declaration's and its shipment's."""
-    said = (image.cargo_type, image.declaration.get("cargo_type"), declaration.cargo_type)
+    ``cargo_type``, then the one its ``model_id`` names), its row's declaration's and its
+    shipment's."""
+    said = (
+        image.cargo_type,
+        model_cargo_type(image.model_id),
+        image.declaration.get("cargo_type"),
+        declaration.cargo_type,
+    )
     return list(dict.fromkeys(str(c) for c in said if c))
 
 
@@ -277,8 +285,10 @@ def _rules_for(
     if len(said) == 1:
         return [(known[0][0], "")]
     distinct: list[tuple[CargoPolicy | None, str]] = []
-    model_cargo = image_cargo_type(image)
-    if model_cargo is not None and model_cargo not in policy.cargo_types:
+    # the row's cargo type, and the one its model id names (they differ in a row of mixed cargo)
+    models = [c for c in (image_cargo_type(image), model_cargo_type(image.model_id)) if c is not None]
+    model_cargo = next((c for c in models if c not in policy.cargo_types), None)
+    if model_cargo is not None:
         # no rules for the model's cargo: its own thresholds are the only ones validated for it
         distinct.append((None, f" (the model's own threshold: no rules for cargo type {model_cargo!r})"))
     for rules, cargo in known:
@@ -309,21 +319,28 @@ def _image_reasons(
         )
     # the model that scored it and its own row's declaration must both agree with the shipment's,
     # a picture that failed too: declared as a listed cargo type, one of an unlisted type would
-    # otherwise shed unknown_cargo_type's tier
+    # otherwise shed unknown_cargo_type's tier. The model's cargo is the row's cargo_type and the one
+    # its model_id names: a row of ore whose score came from a packs' model (an edited row, a model
+    # swapped) was released on a score that says nothing of ore.
+    by_id = model_cargo_type(image.model_id)
     others = [
         c
-        for c in (image.cargo_type, image.declaration.get("cargo_type"))
+        for c in (image.cargo_type, by_id, image.declaration.get("cargo_type"))
         if c and c != declaration.cargo_type
     ]
     if others:
         image_cargo = others[0]
+        said = f"image is of cargo type {image_cargo!r}"
+        if image_cargo == by_id != image.cargo_type:
+            said = f"image was scored by model {image.model_id}, of cargo type {by_id!r}"
+            if image.cargo_type:
+                said += f" (its row says {image.cargo_type!r})"
         reasons.append(
             Reason(
                 rule="fail_closed.mixed_cargo_types",
                 tier=fc.mixed_cargo_types,
                 image=name,
-                message=f"image is of cargo type {image_cargo!r}, "
-                f"shipment declared {declaration.cargo_type!r}",
+                message=f"{said}, shipment declared {declaration.cargo_type!r}",
             )
         )
     # a picture of a cargo type the policy does not list is of unknown cargo whatever the shipment

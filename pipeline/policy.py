@@ -18,6 +18,7 @@ not change it but any change in meaning does; every decision records it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -51,6 +52,7 @@ __all__ = [
     "TrustedTrader",
     "default_policy_path",
     "load_policy",
+    "model_cargo_type",
     "parse_policy",
 ]
 
@@ -115,6 +117,21 @@ _SHORT_ID = re.compile(r"\S(?:.*\S)?-[0-9a-f]{8}")
 """The id of a model of artifact format 5 or 6 (``models.artifact``): 8 hex digits, 32 bits of its
 content hash, which a forged model folder (a raised release threshold, a free-text field searched)
 can be made to match in minutes of CPU; a policy approves models by id alone, so it lists none."""
+
+
+_CARGO_OF_ID = re.compile(r"(.+)-[A-Za-z0-9_.]+-(?:[0-9a-f]{16}|[0-9a-f]{8})")
+"""A model id as training names it: ``<cargo type>-<backbone>-<16 hex>`` (8 hex: artifact format 5
+or 6, which still scores); the backbone's name holds no hyphen, so the cargo type is all before it."""
+
+
+@functools.lru_cache(maxsize=1024)  # a few models score a run's many rows, each looked up often
+def model_cargo_type(model_id: str | None) -> str | None:
+    """The cargo type ``model_id`` names (``<cargo type>-<backbone>-<hex>``, :data:`_CARGO_OF_ID`), or
+    None for an id of another form (or none): the model's card fixes it, and its id says it."""
+    if not model_id or len(model_id) > MAX_MODEL_ID:
+        return None
+    found = _CARGO_OF_ID.fullmatch(model_id)
+    return found.group(1) if found is not None else None
 
 
 def _of_cargo(model_id: str, cargo: str) -> bool:

@@ -697,6 +697,89 @@ def test_an_unknown_cargo_types_score_reasons_name_the_models_threshold() -> Non
     )
 
 
+PACK_MODEL = "vacuum_pack-lite0-0123456789abcdef"
+_BY_PACKS = f"image was scored by model {PACK_MODEL}, of cargo type 'vacuum_pack'"
+
+
+@pytest.mark.parametrize(
+    ("row", "tier", "said"),
+    [
+        # a packs' model's score on a row of ore: it says nothing of ore, and is never released on;
+        # judged under the packs' rules too (their release cut of 0.1, stricter), the strictest kept
+        (
+            {"model_id": PACK_MODEL},
+            H,
+            [
+                (
+                    "fail_closed.mixed_cargo_types",
+                    f"{_BY_PACKS} (its row says 'bulk_ore'), shipment declared 'bulk_ore'",
+                ),
+                ("score.review", "score 0.2000 >= release threshold 0.1000 (under the vacuum_pack rules)"),
+            ],
+        ),
+        (
+            {"model_id": PACK_MODEL, "cargo_type": None},
+            H,
+            [
+                ("fail_closed.mixed_cargo_types", f"{_BY_PACKS}, shipment declared 'bulk_ore'"),
+                ("score.review", "score 0.2000 >= release threshold 0.1000 (under the vacuum_pack rules)"),
+            ],
+        ),
+        # an id of 8 hex digits (a model of artifact format 5 or 6, which still scores) says it too
+        (
+            {"model_id": "vacuum_pack-lite0-01234567"},
+            H,
+            [
+                (
+                    "fail_closed.mixed_cargo_types",
+                    "image was scored by model vacuum_pack-lite0-01234567, of cargo type 'vacuum_pack' "
+                    "(its row says 'bulk_ore'), shipment declared 'bulk_ore'",
+                ),
+                ("score.review", "score 0.2000 >= release threshold 0.1000 (under the vacuum_pack rules)"),
+            ],
+        ),
+        # a cargo type the policy does not list, named by the id alone (a hyphen in it: the
+        # backbone's name holds none): of unknown cargo, judged by its model's own thresholds too
+        (
+            {"model_id": "crude-oil-lite0-0123456789abcdef", "cargo_type": None},
+            H,
+            [
+                (
+                    "fail_closed.mixed_cargo_types",
+                    "image was scored by model crude-oil-lite0-0123456789abcdef, of cargo type "
+                    "'crude-oil', shipment declared 'bulk_ore'",
+                ),
+                (
+                    "fail_closed.unknown_cargo_type",
+                    "image is of cargo type 'crude-oil', not in policy test-1; never released on a "
+                    "policy's rules for other cargo",
+                ),
+                (
+                    "score.clear",
+                    "score 0.2000 < release threshold 0.3000 (the model's own threshold: no rules for "
+                    "cargo type 'crude-oil')",
+                ),
+            ],
+        ),
+        # the model's own cargo, or an id of no such form: nothing more than before
+        ({"model_id": ORE_MODEL}, R, [("score.clear", "score 0.2000 < release threshold 0.3000")]),
+        ({"model_id": "ore-m1"}, R, [("score.clear", "score 0.2000 < release threshold 0.3000")]),
+        ({"model_id": "vacuum_pack-m1"}, R, [("score.clear", "score 0.2000 < release threshold 0.3000")]),
+    ],
+)
+def test_a_score_of_another_cargo_types_model_is_never_released(
+    row: dict[str, Any], tier: Tier, said: list[tuple[str, str]]
+) -> None:
+    """The cargo type a model id names (``<cargo type>-<backbone>-<hex>``) is the model's too: a
+    row whose id names another than its row or its shipment fails closed as mixed cargo."""
+    rules = policy(
+        cargo_types={"bulk_ore": {}, "vacuum_pack": {"release_threshold": 0.1, "hold_threshold": 0.6}}
+    )
+    image = img(0.2, threshold=0.3, hold_threshold=0.6, **row)
+    decision = decide_shipment(rules, decl(), [image], audit_key=KEY, now=NOW)
+    assert (decision.tier, [(r.rule, r.message) for r in decision.reasons]) == (tier, said)
+
+
 _UNKNOWN_CARGO_SAID = (
     "cargo type 'coal' is not in policy test-1 (known: bulk_ore, vacuum_pack); never released. Each "
     "image's score is judged under the policy's rules for each cargo type its row names that the "
