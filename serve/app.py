@@ -114,6 +114,7 @@ def preflight(settings: ServeSettings) -> dict[str, Predictor]:
         raise InputError(str(exc)) from exc
     try:
         audit.ping()
+        audit.check_policy(policy.version, policy.sha256)  # its first decision answered 500
     finally:
         audit.close()
     return predictors
@@ -283,6 +284,8 @@ def build_services(
         log.warning("%s", warning)
     services.traders = _load_register(settings, services.policy)
     services.audit = audit if audit is not None else _open_audit(settings)
+    if audit is None:  # the whole trail read here, not under the write lock of the first decision
+        services.audit.check_policy(services.policy.version, services.policy.sha256)
     for cargo_type, predictor in services.predictors.items():
         batcher = MicroBatcher(
             predictor,

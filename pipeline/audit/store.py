@@ -69,6 +69,7 @@ from pipeline.audit.writing import (
     check_idempotency_key,
     check_outcome,
     decision_json,
+    refuse_a_reused_policy_version,
     write_decision,
     write_outcome,
 )
@@ -768,6 +769,21 @@ class AuditStore:
             return []
         with self._db.reading("reading decisions") as conn:
             return records_of(conn, rows, upto=upto, outcomes_read=outcomes_read)
+
+    def check_policy(self, version: str, sha256: str) -> None:
+        """Refuse to record under policy ``version`` (sha256 ``sha256``) where the trail holds a
+        decision of that version under another sha256; read without the write lock, so that a run or
+        the service refuses as it starts, not at its first decision (the service answered it 500), and
+        each write then reads only the records since under the lock, not the whole trail.
+
+        Raises:
+            PolicyError: naming both sha256s and the record.
+            AuditError: the store cannot be read.
+        """
+        with self._db.reading("checking the policy's version against the trail") as conn:
+            head = conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1)).scalar_one_or_none()
+            if head:
+                refuse_a_reused_policy_version(conn, version, sha256, head=head, checked=self._policy_checked)
 
     def check_head_seal(self) -> None:
         """Raise :class:`~pipeline.audit.seal.HeadSealError` where the chain's head does not carry the

@@ -42,6 +42,7 @@ __all__ = [
     "PolicyChecked",
     "SentByAnother",
     "append",
+    "refuse_a_reused_policy_version",
     "check_idempotency_key",
     "check_outcome",
     "decision_json",
@@ -280,7 +281,9 @@ def write_decision(
     # nothing written since the lookup, the common case: nothing to check under the lock
     if images_seen_as_of is not None and head > images_seen_as_of:
         _refuse_images_seen_since(conn, decision, images_seen_as_of, near_copy_bits, seal_key)
-    _refuse_a_reused_policy_version(conn, decision, head, policy_checked)
+    refuse_a_reused_policy_version(
+        conn, decision.policy_version, decision.policy_sha256, head=head, checked=policy_checked
+    )
     content = {
         "kind": "decision",
         "shipment_id": decision.shipment_id,
@@ -299,19 +302,24 @@ def write_decision(
     )
 
 
-def _refuse_a_reused_policy_version(
-    conn: Connection, decision: ShipmentDecision, head: int, checked: PolicyChecked | None
+def refuse_a_reused_policy_version(
+    conn: Connection, version: str, sha: str, *, head: int, checked: PolicyChecked | None
 ) -> None:
-    """Refuse ``decision`` where a decision up to ``head`` (the locked head) names its policy version
-    with another policy sha256: the version is what says which rules decided, and a trail holding
-    one version under two rule sets cannot tell an auditor which rules a decision met.
+    """Refuse to record under policy ``version`` with sha256 ``sha`` where a decision up to record
+    ``head`` names that version with another sha256: the version is what says which rules decided,
+    and a trail holding one version under two rule sets cannot tell an auditor which rules a
+    decision met.
 
-    Only the records after ``checked``'s entry for the pair are read (the first write of a pair in a
-    store's life reads them all, once), each filtered by the database on its text: a full read per
-    write held the lock for as long as the trail is. The filter only narrows (SQLite's LIKE ignores
-    case); the records it lets through are parsed and compared.
+    Only the records after ``checked``'s entry for the pair are read, each filtered by the database
+    on its text: a full read per write held the lock for as long as the trail is. A writer checks
+    the whole trail before it takes the lock (:meth:`~pipeline.audit.store.AuditStore.check_policy`,
+    as a run or the service starts), and each write the records since under it; a pair not checked
+    so is read whole at its first write. The filter only narrows (SQLite's LIKE ignores case); the
+    records it lets through are parsed and compared.
+
+    Raises:
+        PolicyError: naming both sha256s and the record.
     """
-    version, sha = decision.policy_version, decision.policy_sha256
     after = checked.get((version, sha), 0) if checked is not None else 0
     if after >= head:
         return

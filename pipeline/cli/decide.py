@@ -606,6 +606,7 @@ def register(app: typer.Typer) -> None:
                 store = stack.enter_context(
                     AuditStore.open(audit_db, seal_key=audit_seal_key(settings), option="--audit-db")
                 )
+                store.check_policy(chosen.version, chosen.sha256)  # before deciding, not at its first record
             if store is None:
                 decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}", traders)
                 if other is not None:

@@ -294,7 +294,11 @@ def score(
             if audit_db is not None:  # a URL that is none, or a store out of reach, failed after scoring
                 from pipeline.audit import AuditStore
 
-                AuditStore.open(audit_db, seal_key=audit_seal_key(settings), option="--audit-db").close()
+                # a policy_version the trail holds under other rules is refused before scoring, not after
+                with AuditStore.open(
+                    audit_db, seal_key=audit_seal_key(settings), option="--audit-db"
+                ) as store:
+                    store.check_policy(loaded_policy.version, loaded_policy.sha256)
         limits = decode_limits(settings)
 
         console = Console(stderr=True)

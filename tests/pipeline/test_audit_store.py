@@ -165,10 +165,12 @@ def _under(shipment: str, version: str, sha: str) -> ShipmentDecision:
         (("p1", "cd"), ("p10", "ef"), False),  # a version that starts another is another
     ],
 )
-@pytest.mark.parametrize("writer", ["same store", "store opened after"])
+@pytest.mark.parametrize("writer", ["same store", "store opened after", "checked as it starts"])
 def test_a_policy_version_recorded_under_another_sha256_is_refused(
     db_url: str, first: tuple[str, str], then: tuple[str, str], refused: bool, writer: str
 ) -> None:
+    """At its first record, or, checked as a run or the service starts (``check_policy``, read
+    without the write lock), before it: the service answered its first decision 500."""
     (v1, s1), (v2, s2) = (first[0], first[1] * 32), (then[0], then[1] * 32)
     with AuditStore.open(db_url) as store:
         store.record(_under("S0", "p0", "00" * 32))
@@ -177,14 +179,43 @@ def test_a_policy_version_recorded_under_another_sha256_is_refused(
             write = store if writer == "same store" else fresh
             if refused:
                 with pytest.raises(PolicyError) as caught:
+                    if writer == "checked as it starts":
+                        write.check_policy(v2, s2)
                     write.record(_under("S2", v2, s2))
                 message = str(caught.value)
                 assert s1 in message and s2 in message and repr(v1) in message and "record 2" in message
                 assert "new policy_version" in message
                 assert store.verify().records_checked == 2  # nothing appended
             else:
+                if writer == "checked as it starts":
+                    write.check_policy(v2, s2)
                 write.record(_under("S2", v2, s2))
                 assert store.verify().records_checked == 3
+
+
+def test_a_policy_checked_as_a_store_opens_is_refused_for_a_record_appended_since(db_url: str) -> None:
+    """``check_policy`` reads the trail up to its head then; a conflicting record another writer
+    appended after that is found at the next write, under the lock."""
+    with AuditStore.open(db_url) as store:
+        store.record(_under("S1", "p0", "00" * 32))
+        store.check_policy("p1", "ef" * 32)
+        older = _under("S2", "p1", "cd" * 32)
+        content = {
+            "kind": "decision",
+            "shipment_id": "S2",
+            "idempotency_key": None,
+            "created_at": older.decided_at,
+            "decision": decision_json(older),
+        }
+        assert audit_builders.append_forged(db_url, content, None) == 2
+        with pytest.raises(PolicyError, match=f"policy_sha256 {'cd' * 32} \\(record 2\\)"):
+            store.record(_under("S3", "p1", "ef" * 32))
+
+
+def test_check_policy_on_an_empty_trail_passes(db_url: str) -> None:
+    with AuditStore.open(db_url) as store:
+        store.check_policy("p1", "ef" * 32)
+        store.record(_under("S1", "p1", "ef" * 32))
 
 
 def test_a_policy_version_recorded_since_a_store_checked_it_is_refused(db_url: str) -> None:

@@ -305,6 +305,28 @@ def test_the_service_refuses_to_start_with_a_secret_that_does_not_seal_the_store
     assert preflight(ServeSettings(_env_file=None, **values, audit_secret=SECRET)) == {}
 
 
+def test_the_service_refuses_to_start_with_a_policy_version_the_trail_holds_under_other_rules(
+    tmp_path: Path,
+) -> None:
+    """The policy edited, its version left as it was: the service started, and answered its first
+    decision 500 policy-error (the trail would hold one version under two rule sets)."""
+    from serve_fakes import API_KEYS, batch_hold
+
+    from datasets.errors import PolicyError
+    from pipeline.policy import default_policy_path, load_policy
+    from serve.app import preflight
+    from serve.settings import ServeSettings
+
+    policy = load_policy(default_policy_path())
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    earlier = batch_hold("SHP-1").model_copy(update={"policy_version": policy.version})
+    with AuditStore.open(url, seal_key=audit_seal_key(Settings(audit_secret=SECRET))) as store:
+        store.record(earlier)
+    values = {"api_keys": API_KEYS, "audit_db": url, "data_dir": tmp_path / "data", "audit_secret": SECRET}
+    with pytest.raises(PolicyError, match=rf"policy_version {policy.version!r} is recorded .* \(record 1\)"):
+        preflight(ServeSettings(_env_file=None, **values))
+
+
 def test_readiness_fails_once_the_secret_is_rotated_under_a_running_service(
     make_client, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
