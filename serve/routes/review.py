@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, NamedTuple
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -49,8 +49,74 @@ __all__ = ["COOKIE", "SignInFirst", "router", "sign_in_first"]
 
 log = logging.getLogger("clearsight.serve")
 
-router = APIRouter(prefix="/review", tags=["review"], include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parents[1] / "templates"))
+
+
+def _host_name(value: str) -> str | None:
+    """The host name of a Host or X-Forwarded-Host value (``host[:port]``, ``[v6]:port``), lower case:
+    another port of the same host is the same site."""
+    try:
+        return urlsplit("//" + value.strip()).hostname
+    except ValueError:  # a bracket left open
+        return None
+
+
+def cross_site(request: Request) -> str | None:
+    """What says a POST came from another site's page, or None where nothing does.
+
+    The browser's Sec-Fetch-Site first: it is what the browser itself judged, whatever a reverse
+    proxy did to Host on the way. 'same-origin', 'same-site' and 'none' (typed or bookmarked) pass.
+    Without it (an older browser) the Origin's host is compared with the Host the request came to,
+    or one a reverse proxy says in X-Forwarded-Host (a cross-site page cannot set that header; a
+    proxy that rewrites Host must not make a same-site sign-in fail). 'Origin: null' (a sandboxed
+    frame, a page opened from a file) is another site. A request with neither header (curl, old
+    clients) is not a browser's form posted from a page: it passes, as before."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return f"Sec-Fetch-Site: {fetch_site}" if fetch_site.strip().lower() == "cross-site" else None
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    try:
+        origin_host = urlsplit(origin.strip()).hostname
+    except ValueError:
+        origin_host = None
+    hosts = [request.headers.get("host", ""), *request.headers.get("x-forwarded-host", "").split(",")]
+    if origin_host is not None and origin_host in {_host_name(h) for h in hosts if h.strip()}:
+        return None
+    return f"Origin: {origin[:100]}"
+
+
+async def _same_site_post(request: Request) -> None:
+    # Before the form's fields and any key: a page of another site could post the sign-in form
+    # from an officer's browser (a "simple" request, sent without asking), and 20 wrong keys so sent
+    # locked the officer's address out of the API and this page, for every key behind one NAT.
+    if request.method != "POST":
+        return
+    sent_by = cross_site(request)
+    if sent_by is not None:
+        log.warning(
+            "review: %s %s refused: sent from another site's page (%s)",
+            request.method,
+            request.url.path,
+            sent_by,
+        )
+        page = templates.TemplateResponse(
+            request,
+            "review.html",
+            {
+                "mode": "login",
+                "error": "This form was sent from another site's page, not from this one: "
+                "open /review here and sign in.",
+            },
+            status_code=403,
+        )
+        raise SignInFirst(page)
+
+
+router = APIRouter(
+    prefix="/review", tags=["review"], include_in_schema=False, dependencies=[Depends(_same_site_post)]
+)
 
 COOKIE = "clearsight_session"
 HELD_TIERS = [Tier.REMOTE_INSPECTION, Tier.PHYSICAL_INSPECTION]

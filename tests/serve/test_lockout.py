@@ -476,3 +476,56 @@ def test_rows_of_whole_ipv6_addresses_from_before_hold_no_one_and_go(tmp_path: P
             ("2001:db8:1:3::/64", "1061.0"),
             ("2001:db8:1::/48", "1061.0"),
         ]
+
+
+_FROM_ANOTHER_SITE = [
+    {"Origin": "https://trader.example", "Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Origin": "https://trader.example"},  # a browser without Sec-Fetch-Site
+    {"Origin": "null"},  # a sandboxed frame
+    {"Origin": "https://testserver.trader.example"},
+]
+
+
+@pytest.mark.parametrize("headers", _FROM_ANOTHER_SITE)
+def test_a_sign_in_posted_from_another_site_is_refused_and_never_counted(make_client, headers) -> None:
+    """A page of another site auto-posting the sign-in form from an officer's browser locked the
+    officer's address (behind a NAT: every officer's) out of the API and the review page."""
+    client = make_client(auth_failures_per_minute=2)
+    for n in range(5):
+        page = client.post("/review/login", data={"key": f"not-a-key-{n}"}, headers=headers)
+        assert page.status_code == 403 and "sent from another site" in page.text
+    assert client.get("/v1/models", headers=auth(OFFICER_KEY)).status_code == 200
+    assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
+    # nor does the right key sign in so (login CSRF: a session of the trader's key)
+    assert client.post("/review/login", data={"key": OFFICER_KEY}, headers=headers).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # curl, old clients
+        {"Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"},
+        {"Sec-Fetch-Site": "same-origin", "Origin": "https://review.customs.example"},  # Host rewritten
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "none"},
+        {"Origin": "http://testserver"},
+        {"Origin": "http://TestServer:8443", "Host": "testserver:8000"},
+        {"Origin": "https://review.customs.example", "X-Forwarded-Host": "review.customs.example"},
+        {"Origin": "http://[::1]:8000", "Host": "[::1]:8000"},
+    ],
+)
+def test_a_sign_in_from_this_site_passes(make_client, headers) -> None:
+    client = make_client()
+    signed_in = client.post(
+        "/review/login", data={"key": OFFICER_KEY}, headers=headers, follow_redirects=False
+    )
+    assert signed_in.status_code == 303, signed_in.text
+
+
+def test_an_outcome_form_posted_from_another_site_is_refused(make_client) -> None:
+    client = make_client()
+    assert client.post("/review/login", data={"key": OFFICER_KEY}, follow_redirects=False).status_code == 303
+    form = {"shipment_id": "SHP-1", "found": "clean", "csrf": "x", "decision_seq": "1"}
+    page = client.post("/review/outcome", data=form, headers=_FROM_ANOTHER_SITE[0])
+    assert page.status_code == 403 and "sent from another site" in page.text
