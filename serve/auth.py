@@ -29,7 +29,15 @@ from datasets.errors import InputError
 
 log = logging.getLogger("clearsight.serve.auth")
 
-__all__ = ["STRONG_KEY_CHARS", "KeyRing", "Principal", "Role", "SessionSigner", "parse_api_keys"]
+__all__ = [
+    "MAX_KEY_CHARS",
+    "STRONG_KEY_CHARS",
+    "KeyRing",
+    "Principal",
+    "Role",
+    "SessionSigner",
+    "parse_api_keys",
+]
 
 
 class Role(enum.StrEnum):
@@ -105,14 +113,18 @@ STRONG_KEY_CHARS = 20
 """Keys shorter than this are accepted with a warning: the audit trail and the trader register name
 each key by 48 bits of its SHA-256, against which anyone who reads them can test guesses offline."""
 
+MAX_KEY_CHARS = 512
+"""The longest key taken: at start, and by the review page's sign-in field. Without a limit at start
+a longer key worked on the API and could never sign in to the review page."""
+
 
 def parse_api_keys(spec: str) -> KeyRing:
     """Parse ``"role:key,role:key"`` into a :class:`KeyRing`.
 
     Raises:
-        InputError: an entry without ``:``, an unknown role, a key that is not printable ASCII or
-            shorter than 8 characters, or the same key twice (the entry named by its number and
-            role, never the key).
+        InputError: an entry without ``:``, an unknown role, a key that is not printable ASCII,
+            shorter than 8 or longer than :data:`MAX_KEY_CHARS` characters, or the same key twice
+            (the entry named by its number and role, never the key).
     """
     entries: list[tuple[bytes, Role]] = []
     seen: set[bytes] = set()
@@ -147,6 +159,11 @@ def parse_api_keys(spec: str) -> KeyRing:
         if len(key) < 8:
             raise InputError(
                 f"API key entry #{index + 1} ({role.value}) is {len(key)} characters; need at least 8"
+            )
+        if len(key) > MAX_KEY_CHARS:
+            raise InputError(
+                f"API key entry #{index + 1} ({role.value}) is {len(key)} characters; at most "
+                f"{MAX_KEY_CHARS} are taken (the review page's sign-in takes no longer key)"
             )
         digest = _digest(key)
         if digest in seen:

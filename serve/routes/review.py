@@ -35,7 +35,7 @@ from pipeline.heatmap import legend_svg
 from pipeline.report import score_text
 from pipeline.settings import MAX_OUTCOME_NOTES_CHARS
 from pipeline.verdicts import Tier
-from serve.auth import Principal, Role
+from serve.auth import MAX_KEY_CHARS, Principal, Role
 from serve.deps import INSECURE_PRINCIPAL, Services, ServicesDep, authenticate, client_address
 from serve.display import shown_picture
 from serve.errors import NotAuthenticatedError, PermissionDeniedError, TooManyAttemptsError
@@ -611,9 +611,17 @@ async def _queue_page(
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login(
-    request: Request, services: ServicesDep, key: Annotated[str, Form(min_length=1, max_length=512)]
-) -> Response:
+async def login(request: Request, services: ServicesDep, key: Annotated[str, Form()] = "") -> Response:
+    # checked here, not as the field's bounds: a browser was answered with problem+json for them
+    unread = None
+    if not key:
+        unread = "Enter your API key."
+    elif len(key) > MAX_KEY_CHARS:  # no key is longer (serve.auth.parse_api_keys): none could match
+        unread = f"This key is {len(key)} characters; a key is at most {MAX_KEY_CHARS}."
+    if unread is not None:
+        return templates.TemplateResponse(
+            request, "review.html", {"mode": "login", "error": unread}, status_code=422
+        )
     try:
         principal = authenticate(services, key, client_address(request))
     except TooManyAttemptsError as exc:

@@ -12,7 +12,7 @@ from serve_fakes import ADMIN_KEY, API_KEYS, OFFICER_KEY, SUBMITTER_KEY, FakePre
 
 from datasets.errors import InputError
 from serve.app import create_app
-from serve.auth import Role, SessionSigner, parse_api_keys
+from serve.auth import MAX_KEY_CHARS, Role, SessionSigner, parse_api_keys
 from serve.settings import ServeSettings
 
 
@@ -35,6 +35,11 @@ from serve.settings import ServeSettings
         ),
         ("officer:short", "API key entry #1 (officer) is 5 characters; need at least 8"),
         ("officer:abcdefgh1,admin:abcdefgh1", "API key entry #2 (admin) repeats an earlier key"),
+        (  # worked on the API, and could never sign in to the review page
+            f"officer:abcdefgh1,admin:{'L' * 513}",
+            "API key entry #2 (admin) is 513 characters; at most 512 are taken (the review page's "
+            "sign-in takes no longer key)",
+        ),
         *(  # accepted, and never matched: a header's bytes are read as Latin-1
             (
                 f"officer:abcdefgh1,submitter:{key}",
@@ -436,3 +441,25 @@ def test_a_wrong_key_with_an_outcome_body_counts_towards_the_lockout(make_client
         assert client.post("/v1/outcomes", content=b"{bad", headers=headers).status_code == 401
     held = client.post("/v1/shipments/SHP-1/outcome", json={"found": "clean"}, headers=auth(OFFICER_KEY))
     assert held.status_code == 429, held.text
+
+
+def test_the_longest_key_taken_signs_in_to_the_review_page(make_client) -> None:
+    longest = "L" * MAX_KEY_CHARS
+    client = make_client(api_keys=f"officer:{longest}")
+    assert client.get("/v1/models", headers={"X-API-Key": longest}).status_code == 200
+    assert client.post("/review/login", data={"key": longest}, follow_redirects=False).status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("form", "words"),
+    [
+        ({"key": "S" * 513}, "This key is 513 characters; a key is at most 512."),
+        ({"key": ""}, "Enter your API key."),
+        ({}, "Enter your API key."),
+    ],
+)
+def test_a_sign_in_key_not_taken_is_answered_with_the_sign_in_page(make_client, form, words) -> None:
+    """A browser was answered with problem+json it cannot show."""
+    page = make_client().post("/review/login", data=form)
+    assert page.status_code == 422 and page.headers["content-type"].startswith("text/html")
+    assert words in page.text and "SSSS" not in page.text
