@@ -17,11 +17,16 @@ from typing import Any
 
 from datasets.errors import DatasetFormatError
 
-__all__ = ["MAX_DEPTH", "check_writable", "loads_strict", "unique_keys"]
+__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "check_writable", "loads_strict", "unique_keys"]
 
 MAX_DEPTH = 64
 """The deepest a value read may nest (an object in a list in an object is 3 deep): far more than a
 declaration needs, far less than any writer's limit."""
+
+MAX_INT_DIGITS = 308
+"""The most digits an integer read may have: every such integer is also a float (JSON's numbers are
+read as floats by many readers), and Python refuses one past 4,300 digits with a message about
+its own settings (``sys.set_int_max_str_digits``) and no word of where the number is."""
 
 _HALF = re.compile("[\ud800-\udfff]")
 _HALF_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -107,7 +112,8 @@ def loads_strict(text: str | bytes) -> Any:
       "radiation_alarm": false`` would be decided as no alarm;
     - so is a number no float holds: ``NaN`` and ``Infinity`` (Python's reader takes them, JSON has
       neither) and one past a float's range (``1e400`` reads as infinity). Each was recorded as
-      null, as if nothing had been declared;
+      null, as if nothing had been declared. An integer of more than :data:`MAX_INT_DIGITS` digits
+      too: past 4,300 Python's own message came back, naming its settings, not the key;
     - so is half a character (``"\\ud800"``, a lone UTF-16 surrogate) in a key or a string
       (:func:`check_writable`), as pydantic's parser refused it: two keys apart only by one were
       written as one (each half becomes U+FFFD), the first value lost, and one in a value was
@@ -120,11 +126,25 @@ def loads_strict(text: str | bytes) -> Any:
             value nests too deeply for the reader.
     """
     try:
-        value = json.loads(text, object_pairs_hook=_strict_object)
+        value = json.loads(text, object_pairs_hook=_strict_object, parse_int=_integer)
     except RecursionError as exc:  # thousands of brackets: Python's reader gives up
         raise ValueError("a value is nested too deeply") from exc
     _check_value(value, None)
     return value
+
+
+class _LongInteger:
+    """What an integer of more than :data:`MAX_INT_DIGITS` digits reads as: refused by
+    :func:`_check_value`, which knows its key (a hook raising here could not name it)."""
+
+
+_LONG_INTEGER = _LongInteger()
+
+
+def _integer(digits: str) -> int | _LongInteger:
+    if len(digits) - digits.startswith("-") > MAX_INT_DIGITS:
+        return _LONG_INTEGER
+    return int(digits)
 
 
 def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -136,8 +156,9 @@ def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _check_value(value: Any, key: str | None) -> None:
-    """Refuse a non-finite number, or half a character in a string, in ``value`` or in the lists it
-    holds (objects in them were checked by their own hook), naming ``key``."""
+    """Refuse a non-finite number, an integer too long, or half a character in a string, in
+    ``value`` or in the lists it holds (objects in them were checked by their own hook), naming
+    ``key``."""
     stack = [value]
     while stack:
         item = stack.pop()
@@ -145,6 +166,12 @@ def _check_value(value: Any, key: str | None) -> None:
             stack.extend(item)
         elif isinstance(item, str):
             _check_text_read(item, f"the value of key {key!r}" if key is not None else "the value")
+        elif item is _LONG_INTEGER:
+            where = f"key {key!r} holds" if key is not None else "the value is"
+            raise ValueError(
+                f"{where} a number of more than {MAX_INT_DIGITS} digits; send at most {MAX_INT_DIGITS}, "
+                "or the number as text"
+            )
         elif isinstance(item, float) and not math.isfinite(item):
             said = "NaN" if math.isnan(item) else "Infinity or a number past a float's range (1e400, say)"
             where = f"key {key!r} holds" if key is not None else "the value is"

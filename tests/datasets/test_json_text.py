@@ -115,3 +115,22 @@ def test_loads_strict_refuses_a_number_no_float_holds(text: str, said: str) -> N
     with pytest.raises(ValueError, match=re.escape(said)):
         loads_strict(text)
     assert loads_strict('{"w": 1e308, "n": null, "i": 7}') == {"w": 1e308, "n": None, "i": 7}
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('{"a": %s}' % ("9" * 5000), "key 'a' holds a number of more than 308 digits"),  # past Python's 4,300
+        ('{"a": [1, -%s]}' % ("9" * 309), "key 'a' holds a number of more than 308 digits"),
+        ("9" * 309, "the value is a number of more than 308 digits"),
+    ],
+)
+def test_loads_strict_refuses_an_integer_too_long_naming_its_key(text: str, said: str) -> None:
+    """Python's own message came back: "Exceeds the limit (4300 digits) for integer string
+    conversion ... use sys.set_int_max_str_digits()", naming neither the key nor what is accepted."""
+    for given in (text, text.encode()):
+        with pytest.raises(
+            ValueError, match="^" + re.escape(said) + "; send at most 308, or the number as text$"
+        ):
+            loads_strict(given)
+    assert loads_strict('{"a": -%s}' % ("9" * 308)) == {"a": -int("9" * 308)}

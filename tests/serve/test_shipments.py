@@ -706,6 +706,14 @@ BAD = [
         "bad-input",
         "declaration is not valid: key 'declared_weight_t' holds Infinity or a number past a float's range",
     ),
+    (  # Python's own message came back: "Exceeds the limit (4300 digits) ... sys.set_int_max_str_digits()"
+        "a 5000-digit integer in extra",
+        '{"shipment_id": "S", "cargo_type": "bulk_ore", "extra": {"a": %s}}' % ("9" * 5000),
+        422,
+        "bad-input",
+        "declaration is not valid: key 'a' holds a number of more than 308 digits; send at most 308, or "
+        "the number as text",
+    ),
     (  # read as no alarm, silently: released
         "a flag given as text",
         json.dumps({"shipment_id": "S", "cargo_type": "bulk_ore", "radiation_alarm": "false"}),
