@@ -15,8 +15,13 @@ from typing import IO
 from PIL import BmpImagePlugin, Image, ImageFile, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
 from datasets.decode.limits import DecodeLimits, check_pixels
-from datasets.decode.pixels import ACCEPTED_MODES_TEXT
-from datasets.decode.tiff import only_previews_after_the_first
+from datasets.decode.pixels import ACCEPTED_MODES_TEXT, is_16bit_colour
+from datasets.decode.tiff import (
+    COMPRESSION,
+    check_compression,
+    compression_of,
+    only_previews_after_the_first,
+)
 from datasets.errors import ImageDecodeError, ImageTooLargeError
 
 # Pillow emits recoverable problems of a file as warnings: a corrupt EXIF tag (orientation is read
@@ -88,7 +93,26 @@ def open_header(fp: IO[bytes], fmt: str, source: str, limits: DecodeLimits) -> I
         if fmt == "bmp":
             return BmpImagePlugin.BmpImageFile(fp)
         if fmt == "tiff":
-            return TiffImagePlugin.TiffImageFile(fp)
+            start = fp.tell()
+            try:
+                tiff = TiffImagePlugin.TiffImageFile(fp)
+            except (
+                OSError,
+                SyntaxError,
+                ValueError,
+                EOFError,
+                IndexError,
+                KeyError,
+                TypeError,
+                struct.error,
+            ):
+                # Pillow refuses a compression it knows not as a broken header ("(34712)"): so is it
+                # named, where the first IFD says which it is (read on the error path alone)
+                fp.seek(start)
+                check_compression(compression_of(fp.read()), source)
+                raise
+            check_compression(tiff.tag_v2.get(COMPRESSION), source, sixteen_bit_colour=is_16bit_colour(tiff))
+            return tiff
         from PIL import WebPImagePlugin  # imported late: it loads libwebp
 
         start = fp.tell()

@@ -204,3 +204,75 @@ def ifd0_shorts(tiff: bytes, *wanted: int) -> dict[int, tuple[int, int]]:
     except struct.error:
         return {}
     return found
+
+
+COMPRESSION = 259
+"""The Compression tag."""
+_COMPRESSION_NAMES = {
+    1: "none",
+    2: "CCITT RLE",
+    3: "CCITT Group 3 fax",
+    4: "CCITT Group 4 fax",
+    5: "LZW",
+    6: "old-style JPEG",
+    7: "JPEG",
+    8: "Deflate",
+    32771: "CCITT RLE word-aligned",
+    32773: "PackBits",
+    32809: "ThunderScan",
+    32946: "Deflate",
+    34676: "SGI LogLuv",
+    34677: "SGI LogLuv 24-bit",
+    34712: "JPEG 2000",
+    34887: "LERC",
+    34925: "LZMA",
+    34933: "PNG",
+    34934: "JPEG XR",
+    50000: "Zstandard",
+    50001: "WebP",
+    50002: "JPEG XL",
+}
+"""What each Compression value is called, those refused included, to name them in a refusal."""
+ACCEPTED_COMPRESSIONS = (1, 2, 3, 4, 5, 7, 8, 32773, 32946, 34925, 50000)
+"""The compressions decoded here, each seen to decode (Pillow's libtiff). The others Pillow names
+(old-style JPEG, ThunderScan, SGI LogLuv) are not taken on trust; WebP its libtiff is built without,
+and JPEG 2000, JPEG XL and the rest Pillow knows not at all: each was refused as a "truncated or
+corrupt TIFF header (34712)" or "data (decoder error -2)", as if the file were broken."""
+ACCEPTED_16BIT_COLOUR_COMPRESSIONS = (1, 5, 8, 32773, 32946)
+"""The compressions of 16-bit colour, which OpenCV decodes (:func:`.pixels.load_16bit_colour`): its
+libtiff has no LZMA or Zstandard, nor fax or JPEG, which 16-bit colour cannot hold anyway."""
+
+
+def _compressions_text(codes: tuple[int, ...]) -> str:
+    names: dict[str, list[int]] = {}
+    for code in codes:
+        names.setdefault(_COMPRESSION_NAMES[code], []).append(code)
+    return ", ".join(f"{name} ({' or '.join(map(str, got))})" for name, got in names.items())
+
+
+def check_compression(compression: object, source: str, *, sixteen_bit_colour: bool = False) -> None:
+    """Refuse a TIFF whose Compression tag names one not decoded here (for 16-bit colour, by OpenCV),
+    naming it and those accepted. A tag absent (``None``: no compression) or not a number passes:
+    the decoder's own errors say what is wrong with the file then.
+
+    Raises:
+        ImageDecodeError: naming the compression, and those accepted.
+    """
+    if not isinstance(compression, int) or isinstance(compression, bool):
+        return
+    accepted = ACCEPTED_16BIT_COLOUR_COMPRESSIONS if sixteen_bit_colour else ACCEPTED_COMPRESSIONS
+    if compression in accepted:
+        return
+    name = _COMPRESSION_NAMES.get(compression, "unknown")
+    what = "16-bit colour TIFF" if sixteen_bit_colour else "TIFF"
+    raise ImageDecodeError(
+        f"{what} compression {compression} ({name}) is not supported; "
+        f"accepted: {_compressions_text(accepted)}",
+        source=source,
+    )
+
+
+def compression_of(tiff: bytes) -> int | None:
+    """The Compression of a TIFF structure's first IFD, or None where it cannot be read."""
+    found = ifd0_shorts(tiff, COMPRESSION)
+    return found[COMPRESSION][0] if COMPRESSION in found else None

@@ -39,6 +39,7 @@ from datasets.decode import (
     to_float_rgb,
 )
 from datasets.decode.header import _PILLOW_FILTERS, pillow_quiet
+from datasets.decode.tiff import ifd0_shorts
 from datasets.errors import ImageDecodeError, ImageTooLargeError
 
 RNG = np.random.default_rng(7)
@@ -484,6 +485,57 @@ def test_16bit_colour_tiff_with_separate_planes_is_refused_not_scrambled() -> No
     np.testing.assert_array_equal(decode_image(tiff_uncompressed(rgb8, planar=2)).pixels, rgb8)
     with pytest.raises(ImageDecodeError, match=r"separate colour planes \(PlanarConfiguration 2\)"):
         decode_image(tiff_uncompressed(rgb8.astype(np.uint16) * 257, planar=2))
+
+
+def _compressed_as(data: bytes, compression: int) -> bytes:
+    """An uncompressed TIFF whose Compression tag says ``compression``: what a decoder sees first."""
+    ((_, at),) = ifd0_shorts(data, 259).values()
+    return data[:at] + struct.pack("<H", compression) + data[at + 2 :]
+
+
+_ACCEPTED_TEXT = (
+    "none (1), CCITT RLE (2), CCITT Group 3 fax (3), CCITT Group 4 fax (4), LZW (5), JPEG (7), "
+    "Deflate (8 or 32946), PackBits (32773), LZMA (34925), Zstandard (50000)"
+)
+
+
+@pytest.mark.parametrize(
+    ("sixteen_bit_colour", "compression", "said"),
+    [
+        (False, 34712, f"TIFF compression 34712 (JPEG 2000) is not supported; accepted: {_ACCEPTED_TEXT}"),
+        (False, 50002, f"TIFF compression 50002 (JPEG XL) is not supported; accepted: {_ACCEPTED_TEXT}"),
+        (False, 50001, f"TIFF compression 50001 (WebP) is not supported; accepted: {_ACCEPTED_TEXT}"),
+        (False, 40000, f"TIFF compression 40000 (unknown) is not supported; accepted: {_ACCEPTED_TEXT}"),
+        (  # OpenCV's libtiff, which decodes 16-bit colour, has no LZMA
+            True,
+            34925,
+            "16-bit colour TIFF compression 34925 (LZMA) is not supported; accepted: none (1), LZW (5), "
+            "Deflate (8 or 32946), PackBits (32773)",
+        ),
+    ],
+)
+def test_a_tiff_of_a_compression_not_decoded_here_is_named(
+    tmp_path: Path, sixteen_bit_colour: bool, compression: int, said: str
+) -> None:
+    """Refused as a "truncated or corrupt TIFF header (34712)" or "data (decoder error -2)": a valid
+    file read as broken, and nothing said of what to send instead."""
+    rgb = np.random.default_rng(5).integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    data = _compressed_as(
+        tiff_uncompressed(rgb.astype(np.uint16) * 257 if sixteen_bit_colour else rgb), compression
+    )
+    (tmp_path / "x.tif").write_bytes(data)
+    for read in (decode_image, read_image_header):
+        for given in (data, tmp_path / "x.tif"):
+            with pytest.raises(ImageDecodeError, match=re.escape(said) + "$"):
+                read(given)
+
+
+@pytest.mark.parametrize("compression", ["tiff_lzw", "tiff_adobe_deflate", "packbits", "lzma", "zstd"])
+def test_a_tiff_of_a_compression_accepted_decodes(compression: str) -> None:
+    grey = np.random.default_rng(6).integers(0, 255, (5, 7), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(grey).save(out, "TIFF", compression=compression)
+    np.testing.assert_array_equal(decode_image(out.getvalue()).pixels[:, :, 0], grey)
 
 
 # --------------------------------------------------------------------------------------------------
