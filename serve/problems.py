@@ -40,6 +40,7 @@ from datasets.errors import (
     SchemaVersionError,
     UnsafePathError,
 )
+from datasets.json_text import MAX_INT_DIGITS
 from pipeline.audit.seal import SealBrokenError
 from pipeline.audit.writing import DecisionUnnamed
 from serve.errors import (
@@ -375,8 +376,39 @@ def message_with_input(err: Mapping[str, Any]) -> str:
     return msg if shown is None else f"{msg} (sent {shown})"
 
 
+def _unread_body(exc: BaseException | None) -> str | None:
+    """Why a JSON body could not be read, from what FastAPI's reader raised (``exc``), or None where
+    it is no such failure. FastAPI answers malformed JSON 422 ("JSON decode error", no reason) and a
+    body whose bytes are no UTF-8, nested past Python's recursion limit or holding an integer past
+    Python's 4,300 digits 400 ("There was an error parsing the body"): one malformed body, two
+    answers, neither saying what is wrong. Each is said here as JsonBodyDep says what it refuses."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON ({exc.msg} at position {exc.pos})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 (byte 0x{exc.object[exc.start]:02x} at position {exc.start}); send JSON as UTF-8"
+    if isinstance(exc, RecursionError):
+        return "a value is nested too deeply"
+    if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
+        return (
+            f"a number of more than {MAX_INT_DIGITS} digits; send at most {MAX_INT_DIGITS}, or the "
+            "number as text"
+        )
+    return None
+
+
+def _unread_body_response(request: Request, reason: str) -> JSONResponse:
+    status, slug, title = problem_for(InputError(reason))
+    return problem_response(
+        request, status=status, slug=slug, title=title, detail=f"body is not valid: {reason}"
+    )
+
+
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    if any(err.get("type") == "json_invalid" for err in exc.errors()):
+        reason = _unread_body(exc.__cause__)
+        if reason is not None:
+            return _unread_body_response(request, reason)
     errors = [
         {
             "loc": _location(err.get("loc", ())),
@@ -398,6 +430,8 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and (reason := _unread_body(exc.__cause__)) is not None:
+        return _unread_body_response(request, reason)
     slug, title = _HTTP_TITLES.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
     if exc.status_code == 404 and detail == "Not Found":

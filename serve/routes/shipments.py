@@ -144,7 +144,8 @@ OUTCOME_RESPONSES = problem_responses(
         415: "A body that is not application/json (unsupported-media-type)",
         422: "An outcome or shipment id that does not match the schema (validation); a decision_seq "
         "that is none of the shipment's decisions, or a found type the shipment was not scored against "
-        "and its model does not know, without new_type (bad-input)",
+        "and its model does not know, without new_type; a body that cannot be read as JSON: not JSON, "
+        "not UTF-8, nested too deeply, a number of more than 308 digits (bad-input)",
         503: _AUDIT_UNAVAILABLE,
     },
 )

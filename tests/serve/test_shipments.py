@@ -1924,3 +1924,37 @@ def test_who_may_send_a_shipment_again_by_its_first_record(
     audit_store.record(decided.model_copy(update={"submitted_by": sender, "declaration": named_so}))
     sent = _submit(client, "SHP-OLD", [240], headers=SUBMIT, trader_id="T-A", radiation_alarm=True)
     assert sent.status_code == (200 if may else 403), sent.text
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (
+            b"{",
+            "body is not valid: not JSON (Expecting property name enclosed in double quotes at position 1)",
+        ),
+        (
+            b'{"found": "clean", "notes": "\xe9"}',
+            "body is not valid: not UTF-8 (byte 0xe9 at position 29); send JSON as UTF-8",
+        ),
+        (b"[" * 3000 + b"]" * 3000, "body is not valid: a value is nested too deeply"),
+        (
+            b'{"found": "clean", "decision_seq": %s}' % (b"9" * 5000),
+            "body is not valid: a number of more than 308 digits; send at most 308, or the number as text",
+        ),
+        (  # within Python's 4,300 digits: refused by the service's own reader, as it says
+            b'{"found": "clean", "decision_seq": %s}' % (b"9" * 400),
+            "body is not valid: key 'decision_seq' holds a number of more than 308 digits",
+        ),
+    ],
+    ids=["truncated", "latin-1", "deep", "digits", "digits-within-python"],
+)
+@pytest.mark.parametrize("path", ["/v1/shipments/SHP-1/outcome", "/v1/outcomes"])
+def test_a_malformed_outcome_body_is_one_422_saying_why(make_client, path, body, detail) -> None:
+    """'{' was answered 422 "JSON decode error", a Latin-1 byte, a 3000-deep array or a 5000-digit
+    number 400 "There was an error parsing the body": how a body was malformed decided the status."""
+    headers = {**OFFICER, "content-type": "application/json"}
+    response = make_client().post(path, content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["type"] == "https://clearsight.dev/problems/bad-input"
+    assert response.json()["detail"].startswith(detail), response.json()["detail"]
