@@ -65,18 +65,24 @@ def cross_site(request: Request) -> str | None:
     """What says a POST came from another site's page, or None where nothing does.
 
     The browser's Sec-Fetch-Site first: it is what the browser itself judged, whatever a reverse
-    proxy did to Host on the way. 'same-origin', 'same-site' and 'none' (typed or bookmarked) pass.
+    proxy did to Host on the way. 'same-origin' and 'none' (typed or bookmarked) pass; 'cross-site'
+    is refused. 'same-site' is any page of the same registrable domain (a traders' portal on a
+    sibling subdomain, whose posts locked officers out as a cross-site page's did), so it, or any
+    other value, is judged by the Origin as an older browser's post is.
     Without it (an older browser) the Origin's host is compared with the Host the request came to,
     or one a reverse proxy says in X-Forwarded-Host (a cross-site page cannot set that header; a
     proxy that rewrites Host must not make a same-site sign-in fail). 'Origin: null' (a sandboxed
     frame, a page opened from a file) is another site. A request with neither header (curl, old
     clients) is not a browser's form posted from a page: it passes, as before."""
     fetch_site = request.headers.get("sec-fetch-site")
-    if fetch_site is not None:
-        return f"Sec-Fetch-Site: {fetch_site}" if fetch_site.strip().lower() == "cross-site" else None
-    origin = request.headers.get("origin")
-    if origin is None:
+    judged = None if fetch_site is None else fetch_site.strip().lower()
+    if judged in ("same-origin", "none"):
         return None
+    if judged == "cross-site":
+        return f"Sec-Fetch-Site: {fetch_site}"
+    origin = request.headers.get("origin")
+    if origin is None:  # a browser that judged the site sends the Origin of a POST too
+        return None if fetch_site is None else f"Sec-Fetch-Site: {fetch_site[:100]}, no Origin"
     try:
         origin_host = urlsplit(origin.strip()).hostname
     except ValueError:

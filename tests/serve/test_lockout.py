@@ -484,6 +484,9 @@ _FROM_ANOTHER_SITE = [
     {"Origin": "https://trader.example"},  # a browser without Sec-Fetch-Site
     {"Origin": "null"},  # a sandboxed frame
     {"Origin": "https://testserver.trader.example"},
+    # a page of a sibling subdomain (a traders' portal): same-site to the browser, another site here
+    {"Origin": "https://traders.sibling.example", "Sec-Fetch-Site": "same-site"},
+    {"Sec-Fetch-Site": "same-site"},  # a browser that judged the site sends an Origin with a POST
 ]
 
 
@@ -507,7 +510,7 @@ def test_a_sign_in_posted_from_another_site_is_refused_and_never_counted(make_cl
         {},  # curl, old clients
         {"Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"},
         {"Sec-Fetch-Site": "same-origin", "Origin": "https://review.customs.example"},  # Host rewritten
-        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "same-site", "Origin": "http://testserver"},  # judged by its Origin
         {"Sec-Fetch-Site": "none"},
         {"Origin": "http://testserver"},
         {"Origin": "http://TestServer:8443", "Host": "testserver:8000"},
