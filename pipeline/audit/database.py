@@ -167,15 +167,23 @@ def _shown_text(url: str) -> str:
     return hidden
 
 
+_PORT_NO_NUMBER = re.compile(r"^([^:/?#]*://(?:\[[^\]/?#]*\]|[^/?#:\[]*):)(?![0-9]*(?:[/?#]|$))[^/?#]*")
+"""The "port" of a URL with no "@" where it is no number: a password, its "@host" left off."""
+
+
 def _refused_text(url: str) -> str:
     """A URL refused before it could be read, as its error names it: nothing of it up to its last
     "@" but a scheme or user name at its start (``postgresql+psycopg://***@h/db``, ``u:***@h/db``),
     and its query's secrets hidden. Where the parser failed, nothing tells the user part from the
     rest, and each pattern :func:`_shown_text` guessed it by was broken in turn by a user name or
-    password of another shape (``u/x:pw@h``, a newline): the password stands before that "@"."""
+    password of another shape (``u/x:pw@h``, a newline): the password stands before that "@".
+    Without an "@", a port that is no number is hidden (``postgresql://user:pw``, its "@host" left
+    off), and with no scheme either, whatever follows the first ":" (``user:pw``)."""
     head, at, tail = _hidden_query(url).rpartition("@")
-    if not at:
-        return tail  # no user part, and so no password but the query's, hidden above
+    if not at:  # no user part; but "user:password" with its "@host" left off reads as host and port
+        if "://" in tail:
+            return _PORT_NO_NUMBER.sub(r"\1***", tail)
+        return re.sub(r"^([^:/?#]*:).+", r"\1***", tail, flags=re.DOTALL)
     start = re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/*", head)
     return f"{start[0] if start else ''}***@{tail}"
 

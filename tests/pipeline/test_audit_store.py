@@ -907,6 +907,17 @@ _AT_SIGN = (
             "u://Tr0ub4dor@h/test",
             "audit store URL u://***@h/test: backend 'u' is not supported (accepted: sqlite, postgresql)",
         ),
+        (  # user and password with their "@host" left off: the password read as a port, shown whole
+            "postgresql://postgres:hunter2x/test",
+            "audit store URL 'postgresql://postgres:***/test' is not a SQLAlchemy URL (its port is not a "
+            "number) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, "
+            "postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
+        (  # ... and with no scheme either
+            "postgres:hunter2x",
+            "audit store URL 'postgres:***' is not a SQLAlchemy URL (--audit-db or CLEARSIGHT_AUDIT_DB; "
+            "accepted: sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB)",
+        ),
         (  # no scheme at all
             "u:hunter2x@127.0.0.1/test",
             "audit store URL 'u:***@127.0.0.1/test' is not a SQLAlchemy URL (--audit-db or "
@@ -962,7 +973,7 @@ _AT_SIGN = (
         ),
         (  # ... and typed, in a URL that does not parse
             "postgresql+psycopg://h:no-port/test#password=Tr0ub4dor",
-            "audit store URL 'postgresql+psycopg://h:no-port/test#password=***' is not a SQLAlchemy URL (its "
+            "audit store URL 'postgresql+psycopg://h:***/test#password=***' is not a SQLAlchemy URL (its "
             "port is not a number) (--audit-db or CLEARSIGHT_AUDIT_DB; accepted: sqlite:///FILE, "
             "postgresql+psycopg://USER@HOST:PORT/DB)",
         ),
