@@ -162,8 +162,11 @@ def files_written_whole(files: Mapping[Path, bytes], *, fsync: bool = True) -> N
 
     A full disk or a file that cannot be made leaves every earlier file as it was and no
     temporary file: written one after another, a failure on the last left the first ones new
-    beside an earlier run's last one, a page describing another model. Only a crash between the
-    renames, which take no space, can leave a mix.
+    beside an earlier run's last one, a page describing another model. A rename that fails part
+    way (a file made immutable, a busy mount) puts back the files renamed before it: each earlier
+    file is kept under a hard link until all are in place. Only a crash between the renames, which
+    take no space, can leave a mix, or, on a file system without hard links, which keeps no earlier
+    file, a failed rename.
 
     Raises:
         OSError: a file cannot be made, written or renamed.
@@ -173,6 +176,9 @@ def files_written_whole(files: Mapping[Path, bytes], *, fsync: bool = True) -> N
         if path.is_dir() and not path.is_symlink():
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     made: list[tuple[Path, Path]] = []
+    kept: dict[Path, Path] = {}  # each earlier file's hard link, to put back if a rename fails
+    fresh: set[Path] = set()  # the names no file had: a rename that fails takes them away again
+    done: list[Path] = []
     try:
         for path, data in files.items():
             tmp, fd = temporary_beside(path)
@@ -183,11 +189,48 @@ def files_written_whole(files: Mapping[Path, bytes], *, fsync: bool = True) -> N
                 fh.flush()
                 if fsync:
                     os.fsync(fh.fileno())
-        while made:
-            tmp, path = made[0]
+        for _, path in made:
+            if path.exists() and not path.is_symlink():
+                try:
+                    kept[path] = _linked_beside(path)
+                except OSError as exc:
+                    if exc.errno not in _NO_HARD_LINKS:
+                        raise  # an immutable file refuses the link as it would the rename: nothing changed
+        fresh = {path for _, path in made if not os.path.lexists(path)}
+        for tmp, path in made:
             os.replace(tmp, path)
-            made.pop(0)
+            done.append(path)
     except BaseException:
+        for path in done:  # put back what was replaced; a file that was new goes
+            with suppress(OSError):
+                if path in kept:
+                    os.replace(kept.pop(path), path)
+                elif path in fresh:
+                    path.unlink()
         for tmp, _ in made:
             tmp.unlink(missing_ok=True)
         raise
+    finally:
+        for link in kept.values():
+            with suppress(OSError):
+                link.unlink()
+
+
+_NO_HARD_LINKS = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+"""What ``os.link`` raises on a file system without hard links."""
+
+
+def _linked_beside(path: Path) -> Path:
+    """A hard link to ``path`` beside it, under a hidden name no file had.
+
+    Raises:
+        OSError: the link cannot be made (a file made immutable refuses it: so would its rename).
+    """
+    for _ in range(8):
+        link = path.with_name(f".{name_start(path.name)}-{secrets.token_hex(6)}.kept")
+        try:
+            os.link(path, link)
+            return link
+        except FileExistsError:  # pragma: no cover - 48 random bits taken already
+            continue
+    raise FileExistsError(f"no free name beside {path}")  # pragma: no cover

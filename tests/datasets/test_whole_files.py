@@ -172,3 +172,33 @@ def test_a_file_that_cannot_be_written_leaves_every_earlier_file_and_no_temporar
     assert (tmp_path / "metrics.json").read_bytes() == PRECIOUS
     kept = ["metrics.json", "report.html"] if failing == "a-folder-by-that-name" else ["metrics.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == kept
+
+
+@pytest.mark.parametrize("earlier", [("metrics.json", "scores.csv"), ("metrics.json",)])
+def test_a_rename_failing_part_way_puts_back_the_files_renamed_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, earlier: tuple[str, ...]
+) -> None:
+    """A report.html made immutable (or on a busy mount) refused its rename after metrics.json and
+    scores.csv had been renamed: new figures beside an earlier model's page. A file that was not
+    there before goes again."""
+    import datasets.whole_files as whole_files
+
+    for name in earlier:
+        (tmp_path / name).write_bytes(PRECIOUS)
+    real_replace = os.replace
+    renamed: list[str] = []
+
+    def refusing_the_page(src: object, dst: object) -> None:
+        if Path(str(dst)).name == "report.html":
+            raise PermissionError(1, "Operation not permitted", str(dst))
+        real_replace(src, dst)  # type: ignore[arg-type]
+        renamed.append(Path(str(dst)).name)
+
+    monkeypatch.setattr(whole_files.os, "replace", refusing_the_page)
+    files = {tmp_path / n: b"new" for n in ("metrics.json", "scores.csv", "report.html")}
+    with pytest.raises(PermissionError):
+        files_written_whole(files)
+    monkeypatch.undo()
+    assert renamed[:2] == ["metrics.json", "scores.csv"]  # the failure came after two renames
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(earlier)
+    assert [(tmp_path / n).read_bytes() for n in earlier] == [PRECIOUS] * len(earlier)
