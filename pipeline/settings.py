@@ -26,6 +26,7 @@ __all__ = [
     "audit_key",
     "audit_seal_key",
     "completion_seal_key",
+    "row_seal_key",
     "decode_limits",
     "previous_audit_seal_key",
     "weak_audit_secret",
@@ -144,6 +145,17 @@ def completion_seal_key(settings: Settings) -> bytes | None:
     if weak_audit_secret(settings):
         return None
     from pipeline.score.completion import completion_seal_key as derive  # its own label lives there
+
+    return derive(settings.audit_secret.get_secret_value())
+
+
+def row_seal_key(settings: Settings) -> bytes | None:
+    """The key that seals each row of a score output and checks it, derived from ``audit_secret``
+    under its own label (:func:`pipeline.row_seal.row_seal_key`), no other key's; None where the
+    secret is weak (:func:`weak_audit_secret`), as for :func:`completion_seal_key`."""
+    if weak_audit_secret(settings):
+        return None
+    from pipeline.row_seal import row_seal_key as derive  # its own label lives there
 
     return derive(settings.audit_secret.get_secret_value())
 

@@ -39,6 +39,8 @@ __all__ = [
     "from_flat",
     "from_json_line",
     "read_verdicts",
+    "row_data",
+    "row_json",
     "to_cells",
 ]
 
@@ -47,10 +49,12 @@ CSV_FIELD_BYTES = 64 * 1024 * 1024
 carried from a JSONL manifest may hold)."""
 csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_BYTES))
 
-FIELDS: tuple[str, ...] = tuple(
-    name for name, field in ImageVerdict.model_fields.items() if not field.exclude
+FIELDS: tuple[str, ...] = (
+    *(name for name, field in ImageVerdict.model_fields.items() if not field.exclude),
+    "row_seal",
 )
-"""The columns of a verdict row: every field a verdict records (not the hashes it is looked up by)."""
+"""The columns of a verdict row: every field a verdict records (not the hashes it is looked up by),
+and last the row's seal (:mod:`pipeline.row_seal`: no field the verdict dumps, as it is the row's)."""
 NESTED = ("type_probabilities", "declaration", "signal_log_odds")
 FLOATS = ("score", "threshold", "hold_threshold", "scale_vs_training")
 TEXT = tuple(name for name in FIELDS if name not in NESTED and name not in FLOATS)
@@ -92,9 +96,25 @@ def _finite_or_not_a_number(value: Any) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
 
 
+def row_data(verdict: ImageVerdict) -> dict[str, Any]:
+    """A verdict's row as JSON values: its dump and its row seal (which the dump leaves out)."""
+    data = verdict.model_dump(mode="json")
+    data["row_seal"] = verdict.row_seal
+    return data
+
+
+def row_json(verdict: ImageVerdict) -> bytes:
+    """A verdict's JSONL row, newline-terminated: ``path`` first, its row seal last where it has one
+    (absent where not, as rows were before seals)."""
+    line = verdict.model_dump_json().encode("utf-8")
+    if verdict.row_seal is not None:  # spliced in: the dump's bytes as they were, one key more
+        line = line[:-1] + b',"row_seal":' + json.dumps(verdict.row_seal).encode("utf-8") + b"}"
+    return line + b"\n"
+
+
 def to_cells(verdict: ImageVerdict) -> list[str]:
     """A verdict as CSV cells in :data:`FIELDS` order (floats by ``repr`` so they round-trip exactly)."""
-    data = verdict.model_dump(mode="json")
+    data = row_data(verdict)
     cells = []
     for name in FIELDS:
         value = data[name]

@@ -136,6 +136,12 @@ class ImageVerdict(BaseModel):
     phash_turns: tuple[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{80}$")], ...] | None = Field(
         default=None, max_length=7, exclude=True, repr=False
     )
+    # The verdict file row's seal (pipeline.row_seal), HMAC-SHA256 hex of the row's other fields under
+    # a key of the audit secret: a row edited after scoring (a held picture's score lowered) no longer
+    # verifies. A property of the score output's row, not of the verdict: never dumped (audit records,
+    # answers), written by the row codec alone (pipeline.verdict_rows.row_data); None without a key,
+    # and in rows written before this field. Not checked here: a row with a bad one fails closed.
+    row_seal: str | None = Field(default=None, exclude=True, repr=False)
 
     @field_validator("type_probabilities", "signal_log_odds")
     @classmethod

@@ -32,7 +32,8 @@ from pipeline.decide import decide_rows
 from pipeline.listed_content import hash_files
 from pipeline.policy import Policy, default_policy_path, load_policy
 from pipeline.redeclare import Redeclared, read_declarations, redeclare
-from pipeline.settings import Settings, audit_key, audit_seal_key, completion_seal_key
+from pipeline.row_seal import untrusted
+from pipeline.settings import Settings, audit_key, audit_seal_key, completion_seal_key, row_seal_key
 from pipeline.shipment_rows import row_shipment_id
 from pipeline.trader_register import TraderRegister, check_tiers, read_trader_register
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier, declarations_as_scored
@@ -570,6 +571,10 @@ def register(app: typer.Typer) -> None:
         rows, unfinished = read_finished(
             verdicts, manifest, seal_key=completion_seal_key(settings), unsealed=not_sealed.append
         )
+        # each row's own seal checked, whatever the record says (removed, stripped, the file still
+        # being written): a row edited since it was scored holds its shipment, the others decided
+        untrusted_rows = [0]
+        rows = list(untrusted(row_seal_key(settings), rows, f"--verdicts {str(verdicts)!r}", untrusted_rows))
         redeclared = None
         standing = None  # the audit store's decisions of the shipments --manifest emptied
         if manifest is not None:
@@ -674,6 +679,12 @@ def register(app: typer.Typer) -> None:
                 + (f" ({missed} not recorded: see below)" if missed else "")
             )
             warnings += _redeclared_warnings(redeclared, standing)
+        if untrusted_rows[0]:
+            warnings.append(
+                f"{untrusted_rows[0]} row(s) of --verdicts {str(verdicts)!r} have a row seal missing or "
+                "not verifying under CLEARSIGHT_AUDIT_SECRET (changed after scoring, or scored without "
+                "this secret): each held its shipment (fail_closed.image_error); score their inputs again"
+            )
         if audit_db is not None and not_sealed:  # operative decisions on rows anyone could have edited
             warnings.append(
                 f"--verdicts {str(verdicts)!r} is not sealed ({not_sealed[0]}), so anyone who could write "

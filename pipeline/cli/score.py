@@ -23,6 +23,7 @@ from pipeline.settings import (
     audit_seal_key,
     completion_seal_key,
     decode_limits,
+    row_seal_key,
 )
 
 __all__ = ["register", "score"]
@@ -422,6 +423,8 @@ def score(
                 checked_all=progress.checked_all,
                 # sealed where the audit secret is set: decide refuses rows edited, record rewritten
                 completion_key=completion_seal_key(settings),
+                # each row sealed too: decide holds a row edited since, --resume scores it again
+                row_key=row_seal_key(settings),
             )
             # the bar counts inputs: 5/5 read as five images scored where three named one given already;
             # a link a folder leaves out is not among them, but is among the table's duplicates
@@ -451,6 +454,7 @@ def score(
                     decisions=target,
                     audit_url=audit_db,
                     seal_key=audit_seal_key(settings),
+                    row_key=row_seal_key(settings),
                     summary=summary,
                     near_copy_bits=settings.near_copy_bits,
                     register=traders,

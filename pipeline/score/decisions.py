@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from datasets.errors import ClearsightError, InputError
 from datasets.whole_files import keep_mode_and_owner, temporary_beside
+from pipeline.row_seal import untrusted
 from pipeline.score.summary import ScoreSummary
 from pipeline.score.writer import OUTPUT_SUFFIXES, iter_rows
 from pipeline.verdicts import ShipmentDecision
@@ -114,6 +115,7 @@ def decide_output(
     register: TraderRegister | None = None,
     on_decision: Callable[[ShipmentDecision], None] | None = None,
     on_staged: Callable[[os.stat_result], object] | None = None,
+    row_key: bytes | None = None,
 ) -> int:
     """Decide every shipment in the score output ``out`` and write ``decisions`` (JSONL).
 
@@ -122,9 +124,11 @@ def decide_output(
     each shipment's pictures are looked up in the audit store (the same bytes, or a near-copy within
     ``near_copy_bits``, decided in another shipment) before it is decided, and the decision is
     recorded there, sealed with ``seal_key``. With ``register``, each trader's AEO tier is the
-    registered one, not the manifest's. ``on_staged`` is given the staged file's ``os.stat`` once it
-    is written whole, before it is renamed into place (a rename keeps its device and inode): a caller
-    records which file is its decisions before they exist under their name.
+    registered one, not the manifest's. With ``row_key`` a row whose seal is missing or does not
+    verify holds its shipment (:func:`pipeline.row_seal.untrusted`). ``on_staged`` is given the
+    staged file's ``os.stat`` once it is written whole, before it is renamed into place (a rename
+    keeps its device and inode): a caller records which file is its decisions before they exist
+    under their name.
 
     Returns:
         The number of shipments decided. For a decision the audit store refused (one that would
@@ -154,15 +158,17 @@ def decide_output(
     try:
         with fh:
             store = _open_audit(audit_url, seal_key) if audit_url else None
+            # this run sealed every row (a resume scored an unsealed one again): one that fails is
+            # one changed since, and holds its shipment as decide holds it
+            rows = untrusted(row_key, iter_rows(out), repr(str(out)))
             if store is None:
                 decided = (
-                    (d, None)
-                    for d in decide_rows(policy, iter_rows(out), audit_key=audit_key, register=register)
+                    (d, None) for d in decide_rows(policy, rows, audit_key=audit_key, register=register)
                 )
             else:  # each shipment's pictures looked up in the store before it is decided and recorded
                 decided = decide_and_record(
                     policy,
-                    iter_rows(out),
+                    rows,
                     audit_key=audit_key,
                     store=store,
                     near_copy_bits=near_copy_bits,

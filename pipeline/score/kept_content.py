@@ -15,7 +15,10 @@ back, each scored row's file is read again and its sha256 compared with the row'
   would hold the shipment for ever on the old row's content;
 - nothing at the path (archived away since scoring): the row is kept, the record of what was scored
   (no other picture lies there), and counted;
-- a row that holds an error is not read again: it is never released as it is.
+- a row that holds an error is not read again: it is never released as it is;
+- with a row seal key (:mod:`pipeline.row_seal`), a row whose seal is missing or does not verify
+  (its scores edited since they were written, or a row written without the key) is taken out too,
+  whatever its picture: the resume's new record and rows would otherwise vouch for an edited row.
 
 The file read is the one the resume keeps the row for (:func:`_files_of`): a row an earlier version
 wrote of a name holding a typed ``\\xNN`` names no file today, and reading its text back as bytes
@@ -74,7 +77,8 @@ class KeptContent:
         stale: the row numbers (0-based, in the output's order) to take out, each to its identity
             (:meth:`~pipeline.score.done.Done.key`).
         changed, unreadable, unhashed: how many rows were taken out for each reason
-            (:func:`~pipeline.listed_content.compare`).
+            (:func:`~pipeline.listed_content.compare`); unsealed: for their row seal
+            (:attr:`seal_key`).
         absent: scored rows kept whose file is not there now (their content not compared).
         first_stale, first_absent: the first row of each (its path as the row names it), and, for
             a stale one, why.
@@ -93,25 +97,39 @@ class KeptContent:
         content: Callable[[Iterable[str]], Mapping[str, str | OSError]] = hash_files,
         chunk: int = _CHUNK,
         advance: Callable[[], None] | None = None,
+        seal_key: bytes | None = None,
     ) -> None:
+        # the row seal key (pipeline.row_seal), whose rows the output's reader checks for it
+        self.seal_key = seal_key
         self._content = content
         self._chunk = max(1, chunk)
         self._advance = advance
         self._rows = 0
         self._waiting: list[tuple[int, bytes, str, str | None]] = []  # number, identity, text, sha256
         self.stale: dict[int, bytes] = {}
-        self.changed = self.unreadable = self.unhashed = self.absent = 0
+        self.changed = self.unreadable = self.unhashed = self.unsealed = self.absent = 0
         self.first_stale: tuple[str, str] | None = None
         self.first_absent: str | None = None
         self.overlays: list[ImageVerdict] = []
         self.kept_overlays: set[str] = set()
         self.stale_paths: set[str] = set()  # the paths the rows taken out name
 
-    def note(self, identity: bytes, text: str, sha256: str | None, state: int) -> None:
+    def note(
+        self, identity: bytes, text: str, sha256: str | None, state: int, *, unsealed: str | None = None
+    ) -> None:
         """One complete row of the output, the next in order: its identity, its path as it names
-        it, its sha256 and its state bits (:func:`~pipeline.score.done.row_state`)."""
+        it, its sha256 and its state bits (:func:`~pipeline.score.done.row_state`); ``unsealed``:
+        why its row seal does not vouch for it (:func:`pipeline.row_seal.fault`), None where it
+        does or none is checked."""
         number = self._rows
         self._rows += 1
+        if unsealed is not None:  # an edited row, an error row too: taken out, its picture read or not
+            self.unsealed += 1
+            self.stale[number] = identity
+            self.stale_paths.add(text)
+            if self.first_stale is None:
+                self.first_stale = (text, "unsealed")
+            return
         if state & SCORED:  # an error row is never released as it is: not read again
             self._waiting.append((number, identity, text, sha256))
             if len(self._waiting) >= self._chunk:

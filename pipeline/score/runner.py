@@ -334,6 +334,7 @@ def score_to_file(
     checked: Callable[[], None] | None = None,
     checked_all: Callable[[], None] | None = None,
     completion_key: bytes | None = None,
+    row_key: bytes | None = None,
 ) -> ScoreSummary:
     """Score ``tasks`` on ``engine`` and append one row per image to ``out``; once every task has
     its row, write ``out``'s completion record (:mod:`pipeline.score.completion`), which this call
@@ -372,6 +373,10 @@ def score_to_file(
         completion_key: seal the completion record with it
             (:func:`~pipeline.score.completion.completion_seal_key` of the audit secret), so that
             rows edited and the record made to match them are refused; None: unsealed.
+        row_key: seal each row written with it (:func:`pipeline.row_seal.row_seal_key` of the audit
+            secret), so that ``clearsight decide`` holds the shipment of a row edited since; with
+            ``resume``, kept rows whose seal is missing or does not verify are taken out and scored
+            again (:attr:`ScoreSummary.taken_out_unsealed`), never sealed anew. None: unsealed.
 
     Returns:
         The run's counts and timing.
@@ -401,7 +406,8 @@ def score_to_file(
         # the one a resume from anywhere, or through a link, resolves it to)
         output = str(out.resolve())
         # each kept row's picture read again: a new scan written over its name since is scored again
-        content = KeptContent(advance=checked) if resume else None
+        # and, with a row key, each kept row's seal checked: an edited row is scored again, not kept
+        content = KeptContent(advance=checked, seal_key=row_key) if resume else None
         # rows of other models refused as they are read, before a row is taken out or a torn one cut
         writer, done = open_output(
             out,
@@ -410,6 +416,7 @@ def score_to_file(
             retry_errors=retry_errors,
             content=content,
             model_ids=model_ids,
+            row_key=row_key,
         )
         if content is not None and heatmap_dir is not None:  # after the rows are gone: never named
             _remove_overlays(heatmap_dir, content.overlays, output, content.kept_overlays)
@@ -462,6 +469,7 @@ def score_to_file(
         if content is not None:
             summary.taken_out = content.taken_out
             summary.taken_out_example = content.first_stale
+            summary.taken_out_unsealed = content.unsealed
             summary.kept_absent = content.absent
             summary.kept_absent_example = content.first_absent
         if given[0] == summary.images and not unlisted and not summary.taken_out_unlisted:

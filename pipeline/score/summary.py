@@ -32,7 +32,9 @@ class ScoreSummary:
         taken_out: rows ``--resume`` took out of the output, their file changed since it was scored
             (or unreadable, or the row without a sha256): scored again where this run lists them
             (:mod:`pipeline.score.kept_content`); ``taken_out_unlisted`` of them it does not list.
-        taken_out_example: the first, as (path, ``changed``/``unreadable``/``unhashed``).
+        taken_out_example: the first, as (path, ``changed``/``unreadable``/``unhashed``/``unsealed``).
+        taken_out_unsealed: of ``taken_out``, rows whose row seal is missing or does not verify
+            (:mod:`pipeline.row_seal`): edited since they were scored, never sealed anew.
         kept_absent: scored rows ``--resume`` kept whose file is not at their path now, their content
             not compared; ``kept_absent_example``: the first.
         duplicates: inputs naming an image already seen in this run (scored once), a folder's
@@ -62,6 +64,7 @@ class ScoreSummary:
     kept_unlisted: int = 0  # rows a resume kept of pictures its inputs do not list: no completion record
     taken_out: int = 0  # rows a resume took out: their file changed, unreadable, or no sha256 to compare
     taken_out_example: tuple[str, str] | None = None  # the first (its path, how it stood)
+    taken_out_unsealed: int = 0  # of taken_out: their row seal missing or not verifying (edited rows)
     taken_out_unlisted: int = 0  # of those, pictures this run does not list: not scored again
     kept_absent: int = 0  # scored rows a resume kept whose file is not there now (content not compared)
     kept_absent_example: str | None = None
@@ -146,6 +149,8 @@ class ScoreSummary:
                 "unreadable": "its file is there but cannot be read, so whether it is the picture scored "
                 "cannot be told",
                 "unhashed": "the row has no sha256 to compare its file with",
+                "unsealed": "its row seal is missing or does not verify (the row was changed after it was "
+                "scored, or written without this CLEARSIGHT_AUDIT_SECRET)",
             }[how]
             again = (
                 f"; {self.taken_out_unlisted} of them are of pictures this run's inputs do not list, not "
@@ -154,12 +159,18 @@ class ScoreSummary:
                 if self.taken_out_unlisted
                 else ""
             )
+            unsealed = (
+                f" ({self.taken_out_unsealed} of them for a row seal missing or not verifying: "
+                "the row changed since it was scored)"
+                if self.taken_out_unsealed
+                else ""
+            )
             # "changed" alone says the file is another picture; unreadable and unhashed say it may be
             out.append(
                 f"{self.taken_out} row(s) of the earlier run were taken out of the output, their file "
                 "changed since it was scored, unreadable, or without a sha256 in the row to compare it "
-                f"with, and their pictures scored again where this run lists them: {path}, for one: "
-                f"{why}{again}"
+                f"with{unsealed}, and their pictures scored again where this run lists them: {path}, for "
+                f"one: {why}{again}"
             )
         if self.kept_absent_example is not None:
             out.append(
@@ -212,9 +223,14 @@ class ScoreSummary:
             images.add_row(f"scored off the training scale (> {SCALE_TOLERANCE:g}x)", str(self.off_scale))
         if self.skipped_done:
             images.add_row("already in output (resumed)", str(self.skipped_done))
-        if self.taken_out:
+        if self.taken_out > self.taken_out_unsealed:
             images.add_row(
-                "rows taken out on resume (file changed, unreadable, or no sha256)", str(self.taken_out)
+                "rows taken out on resume (file changed, unreadable, or no sha256)",
+                str(self.taken_out - self.taken_out_unsealed),
+            )
+        if self.taken_out_unsealed:
+            images.add_row(
+                "rows taken out on resume (row seal missing or not verifying)", str(self.taken_out_unsealed)
             )
         if self.duplicates:
             images.add_row("duplicate inputs (scored once)", str(self.duplicates))

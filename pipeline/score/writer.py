@@ -38,7 +38,7 @@ from typing import IO, Any, Literal
 from datasets.csv_lines import csv_line
 from datasets.errors import DatasetFormatError, InputError
 from datasets.whole_files import keep_mode_and_owner, name_start, temporary_beside, written_whole
-from pipeline import verdict_rows
+from pipeline import row_seal, verdict_rows
 from pipeline.score.done import Done, row_state
 from pipeline.score.kept_content import KeptContent
 from pipeline.verdicts import ImageVerdict
@@ -140,11 +140,24 @@ def _note(
     state: int,
     sha256: str | None = None,
     content: KeptContent | None = None,
+    verdict: ImageVerdict | None = None,
 ) -> None:
     if done is not None:
         identity = done.add(path, shipment_id, declaration, cargo_type, state)
         if content is not None:
-            content.note(identity, path, sha256, state)
+            unsealed = (
+                row_seal.fault(content.seal_key, verdict)
+                if content.seal_key is not None and verdict is not None
+                else None
+            )
+            content.note(identity, path, sha256, state, unsealed=unsealed)
+
+
+def _csv_verdict(content: KeptContent | None, cells: list[str], where: str) -> ImageVerdict | None:
+    """The verdict of a CSV row whose seal ``content`` checks (parsed for it alone); None if none."""
+    if content is None or content.seal_key is None:
+        return None
+    return verdict_rows.from_csv(dict(zip(FIELDS, cells, strict=True)), where)
 
 
 def _complete_jsonl(
@@ -184,6 +197,7 @@ def _complete_jsonl(
                 state,
                 verdict.sha256,
                 content,
+                verdict,
             )
             if models is not None and verdict.model_id:
                 models.add(verdict.model_id)
@@ -294,7 +308,7 @@ def _complete_csv(
             )
         if tuple(header) == FIELDS:
             good = lines.consumed
-            for cells in _whole_rows(reader, len(FIELDS), path):
+            for number, cells in enumerate(_whole_rows(reader, len(FIELDS), path), start=2):
                 if collect is not None:
                     declaration = json.loads(cells[_DECLARATION]) if cells[_DECLARATION] else {}
                     shipment = verdict_rows.csv_unescape(cells[_SHIPMENT_ID]) or None
@@ -302,7 +316,8 @@ def _complete_csv(
                     state = row_state(cells[_ERROR], cells[_SCORE], cells[_HEATMAP])
                     sha256 = verdict_rows.csv_unescape(cells[_SHA256]) or None
                     path_text = verdict_rows.csv_unescape(cells[0])
-                    _note(collect, path_text, shipment, declaration, cargo, state, sha256, content)
+                    verdict = _csv_verdict(content, cells, f"{path}:{number}")
+                    _note(collect, path_text, shipment, declaration, cargo, state, sha256, content, verdict)
                 if models is not None and cells[_MODEL_ID]:
                     models.add(verdict_rows.csv_unescape(cells[_MODEL_ID]))
                 good = lines.consumed
@@ -383,7 +398,7 @@ def _parquet_to_journal(parquet: Path, journal: Path) -> None:
         for batch in _parquet_batches(parquet, 4096):
             for record in batch.to_pylist():
                 verdict = verdict_rows.from_flat(record, str(parquet))
-                fh.write(verdict.model_dump_json().encode("utf-8") + b"\n")
+                fh.write(verdict_rows.row_json(verdict))
 
 
 def _parquet_batches(parquet: Path, size: int, columns: list[str] | None = None) -> Iterator[Any]:
@@ -504,6 +519,7 @@ def open_output(
     retry_errors: bool = False,
     content: KeptContent | None = None,
     model_ids: Collection[str] | None = None,
+    row_key: bytes | None = None,
 ) -> tuple[RowWriter, Done]:
     """Open ``out`` for appending rows, after checking what is already there.
 
@@ -521,6 +537,9 @@ def open_output(
         model_ids: when resuming, the models loaded now: an output holding rows another model scored
             is refused as soon as its rows are read, before a torn row is cut or a row taken out, so
             that a refused resume leaves it as it was.
+        row_key: each row written is sealed under it (:mod:`pipeline.row_seal`); with ``content``
+            (whose ``seal_key`` it is) the kept rows whose seal is missing or does not verify are
+            taken out, as those of another picture are, so that a resume never seals an edited row.
 
     Returns:
         The writer, and the rows already done (:data:`Done`; empty unless resuming).
@@ -572,7 +591,7 @@ def open_output(
             if (retry_errors or stale) and _drop_rows(target, csv_format=fmt == "csv", drop=drop):
                 done.clear()
                 complete(target, collect=done)
-    return RowWriter(target, fmt="csv" if fmt == "csv" else "jsonl"), done
+    return RowWriter(target, fmt="csv" if fmt == "csv" else "jsonl", seal_key=row_key), done
 
 
 def refuse_other_models(out: Path, model_ids: Collection[str]) -> None:
@@ -667,7 +686,7 @@ def _drop_rows(path: Path, *, csv_format: bool, drop: Callable[[int, ImageVerdic
                 elif csv_format:
                     out.write(RowWriter.csv_line(verdict_rows.to_cells(row)))
                 else:
-                    out.write(row.model_dump_json().encode("utf-8") + b"\n")
+                    out.write(verdict_rows.row_json(row))
             out.flush()
             os.fsync(out.fileno())
     except BaseException:
@@ -692,10 +711,17 @@ class RowWriter:
     """
 
     def __init__(
-        self, path: Path, *, fmt: Literal["jsonl", "csv"], chunk_rows: int = 64, flush_seconds: float = 1.0
+        self,
+        path: Path,
+        *,
+        fmt: Literal["jsonl", "csv"],
+        chunk_rows: int = 64,
+        flush_seconds: float = 1.0,
+        seal_key: bytes | None = None,
     ) -> None:
         self.path = path
         self.fmt = fmt
+        self.seal_key = seal_key  # each row written sealed under it (pipeline.row_seal); None: not
         self.chunk_rows = chunk_rows
         self.flush_seconds = flush_seconds
         self._buffer: list[bytes] = []
@@ -712,11 +738,12 @@ class RowWriter:
         return csv_line(cells).encode("utf-8")
 
     def write(self, verdict: ImageVerdict) -> None:
-        """Buffer one row; write the chunk if it is full or old."""
+        """Buffer one row (sealed under :attr:`seal_key`); write the chunk if it is full or old."""
+        verdict = row_seal.sealed(self.seal_key, verdict)
         if self.fmt == "csv":
             self._buffer.append(self.csv_line(verdict_rows.to_cells(verdict)))
         else:
-            self._buffer.append(verdict.model_dump_json().encode("utf-8") + b"\n")
+            self._buffer.append(verdict_rows.row_json(verdict))
         if len(self._buffer) >= self.chunk_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
@@ -772,7 +799,7 @@ def finish_output(out: Path) -> None:
         with journal.open("rb") as fh:
             for line in fh:
                 verdict = ImageVerdict.model_validate_json(line)
-                data = verdict.model_dump(mode="json")
+                data = verdict_rows.row_data(verdict)
                 for name in FIELDS:
                     value = data[name]
                     if name in _NESTED:

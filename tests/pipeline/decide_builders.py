@@ -11,9 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.policy import Policy, parse_policy
+from pipeline.row_seal import sealed
+from pipeline.settings import Settings, row_seal_key
+from pipeline.verdict_rows import row_json
 from pipeline.verdicts import Declaration, ImageVerdict, Tier
 
-__all__ = ["KEY", "NOW", "H", "P", "R", "decl", "img", "policy"]
+__all__ = ["KEY", "NOW", "H", "P", "R", "decl", "img", "policy", "scored", "scored_line"]
 
 KEY = b"test-audit-key"
 NOW = datetime(2026, 11, 5, 10, 30, tzinfo=UTC)
@@ -44,3 +47,14 @@ def img(score: float | None = 0.2, path: str = "a.png", **kw: Any) -> ImageVerdi
 
 def decl(**kw: Any) -> Declaration:
     return Declaration(**{"shipment_id": "S1", "cargo_type": "bulk_ore", **kw})
+
+
+def scored(row: ImageVerdict) -> ImageVerdict:
+    """``row`` as `clearsight score` writes it under the environment's audit secret: row-sealed where
+    that secret gives a key (:mod:`pipeline.row_seal`), so that decide, which has it, takes the row."""
+    return sealed(row_seal_key(Settings.load()), row)
+
+
+def scored_line(row: ImageVerdict) -> str:
+    """The JSONL line of :func:`scored` ``row``."""
+    return row_json(scored(row)).decode("utf-8")

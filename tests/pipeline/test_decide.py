@@ -21,11 +21,11 @@ from datasets.errors import InputError, PolicyError
 from pipeline.decide import EarlierHold, audit_fraction, decide_rows, decide_shipment
 from pipeline.policy import default_policy_path, load_policy
 from pipeline.score.completion import record_completion
-from pipeline.verdict_rows import FIELDS
+from pipeline.verdict_rows import FIELDS, row_data
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
 
 sys.path.insert(0, str(Path(__file__).parent))
-from decide_builders import KEY, NOW, H, P, R, decl, img, policy  # noqa: E402
+from decide_builders import KEY, NOW, H, P, R, decl, img, policy, scored, scored_line  # noqa: E402
 
 ORE_MODEL = "bulk_ore-lite0-000000000000000a"
 
@@ -1443,15 +1443,18 @@ ROWS = [r.model_copy(update={"sha256": hashlib.sha256(r.path.encode()).hexdigest
 
 
 def _write(path: Path, rows: list[ImageVerdict]) -> Path:
+    if path.suffix == ".parquet":  # written without them below: sealed so
+        rows = [r.model_copy(update={"type_probabilities": None}) for r in rows]
+    rows = [scored(r) for r in rows]  # sealed, as a score run with the audit secret writes them
     if path.suffix == ".jsonl":
-        path.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+        path.write_text("".join(map(scored_line, rows)))
     elif path.suffix == ".csv":
         fields = list(FIELDS)
         with path.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
             for r in rows:
-                data = r.model_dump(mode="json")
+                data = row_data(r)
                 writer.writerow(
                     {
                         k: ("" if v is None else json.dumps(v) if isinstance(v, dict) else v)
@@ -1464,9 +1467,8 @@ def _write(path: Path, rows: list[ImageVerdict]) -> Path:
 
         records = []
         for r in rows:
-            data = r.model_dump(mode="json")
+            data = row_data(r)
             data["declaration"] = json.dumps(data["declaration"])
-            data["type_probabilities"] = None
             records.append(data)
         pq.write_table(pa.Table.from_pylist(records), path)
     record_completion(path)  # as a finished score run leaves it

@@ -25,12 +25,16 @@ from datasets.errors import DatasetFormatError, InputError  # noqa: E402
 from datasets.manifest import write_manifest  # noqa: E402
 from pipeline.cli import app, run  # noqa: E402
 from pipeline.cli.decide import read_finished  # noqa: E402
+from pipeline.row_seal import row_seal_key  # noqa: E402
 from pipeline.score import LocalEngine, ModelRouter, iter_rows, iter_tasks, score_to_file  # noqa: E402
 from pipeline.score.batch import ScoredRow  # noqa: E402
 from pipeline.score.completion import completion_path, incomplete  # noqa: E402
 from pipeline.score.output_lock import OutputLock, held_by, lock_output, lock_path  # noqa: E402
 from pipeline.score.sources import ImageTask  # noqa: E402
 
+ROW_KEY = row_seal_key("completion-test-audit-secret")
+"""The row seal key of the env's audit secret: the rows scored as `clearsight score` scores them with it
+set, so that decide (which has it) takes them."""
 POLICY = "policy_version: t\ncargo_types:\n  bulk_ore: {}\nrandom_audit: {rate: 0.0}\n"
 
 
@@ -73,7 +77,7 @@ def _listed(env: Path) -> list[dict[str, str]]:
 def _score(env: Path, engine: object, **how: bool) -> Path:
     out = env / "out" / "rows.jsonl"
     tasks = iter_tasks([str(env / "arc" / "manifest.csv")])
-    score_to_file(tasks, engine, out, chunk_rows=1, **how)  # type: ignore[arg-type]
+    score_to_file(tasks, engine, out, chunk_rows=1, row_key=ROW_KEY, **how)  # type: ignore[arg-type]
     return out
 
 
@@ -236,10 +240,12 @@ def _scored_and_three_clean(env: Path, suffix: str) -> tuple[Path, Path]:
     """A finished run's rows of ONE (its defect picture last) and, apart, another finished run's
     rows of its three clean pictures alone, both as ``suffix``."""
     out, clean = env / "out" / f"rows{suffix}", env / "other" / f"clean{suffix}"
-    score_to_file(iter_tasks([str(env / "arc" / "manifest.csv")]), _engine(), out, chunk_rows=1)
+    score_to_file(
+        iter_tasks([str(env / "arc" / "manifest.csv")]), _engine(), out, chunk_rows=1, row_key=ROW_KEY
+    )
     manifest = env / "arc" / "clean.csv"
     write_manifest(manifest, _listed(env)[:3])
-    score_to_file(iter_tasks([str(manifest)]), _engine(), clean, chunk_rows=1)
+    score_to_file(iter_tasks([str(manifest)]), _engine(), clean, chunk_rows=1, row_key=ROW_KEY)
     assert incomplete(out) is None and incomplete(clean) is None
     return out, clean
 
@@ -328,7 +334,7 @@ def test_decide_manifest_refuses_unfinished_rows_of_a_shipment_it_does_not_list(
     both, two_only = _two_shipments(env)
     out = env / "out" / "rows.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        score_to_file(iter_tasks([str(both)]), _KilledAfter(3), out, chunk_rows=1)  # type: ignore[arg-type]
+        score_to_file(iter_tasks([str(both)]), _KilledAfter(3), out, chunk_rows=1, row_key=ROW_KEY)  # type: ignore[arg-type]
     assert {r.shipment_id for r in iter_rows(out)} == {"ONE"}
     capsys.readouterr()
     audit = f"sqlite:///{env / 'audit.db'}"
@@ -359,8 +365,10 @@ def test_a_resume_that_keeps_rows_its_inputs_do_not_list_writes_no_record(
     both, two_only = _two_shipments(env)
     out = env / "out" / "rows.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        score_to_file(iter_tasks([str(both)]), _KilledAfter(3), out, chunk_rows=1)  # type: ignore[arg-type]
-    summary = score_to_file(iter_tasks([str(two_only)]), _engine(), out, resume=True, chunk_rows=1)
+        score_to_file(iter_tasks([str(both)]), _KilledAfter(3), out, chunk_rows=1, row_key=ROW_KEY)  # type: ignore[arg-type]
+    summary = score_to_file(
+        iter_tasks([str(two_only)]), _engine(), out, resume=True, chunk_rows=1, row_key=ROW_KEY
+    )
     assert [r.shipment_id for r in iter_rows(out)] == ["ONE"] * 3 + ["TWO"]
     assert not completion_path(out).exists()
     assert summary.kept_unlisted == 3
@@ -369,7 +377,9 @@ def test_a_resume_that_keeps_rows_its_inputs_do_not_list_writes_no_record(
     assert _decide(env, out) == 2
     assert "it has no completion record" in capsys.readouterr().err
     # resumed with the inputs the run was given: every row listed, the record written, ONE held
-    summary = score_to_file(iter_tasks([str(both)]), _engine(), out, resume=True, chunk_rows=1)
+    summary = score_to_file(
+        iter_tasks([str(both)]), _engine(), out, resume=True, chunk_rows=1, row_key=ROW_KEY
+    )
     assert summary.kept_unlisted == 0 and incomplete(out) is None
     assert _decide(env, out) == 0, capsys.readouterr().err
     assert _tiers(env) == [("ONE", "PHYSICAL_INSPECTION"), ("TWO", "RELEASE")]
@@ -468,7 +478,7 @@ def _sealed_score(env: Path) -> Path:
     assert key is not None
     out = env / "out" / "rows.jsonl"
     tasks = iter_tasks([str(env / "arc" / "manifest.csv")])
-    score_to_file(tasks, _engine(), out, overwrite=True, completion_key=key)
+    score_to_file(tasks, _engine(), out, overwrite=True, completion_key=key, row_key=ROW_KEY)
     return out
 
 
