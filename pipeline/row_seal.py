@@ -30,9 +30,14 @@ __all__ = ["ROW_SEAL_LABEL", "canonical", "fault", "row_seal_key", "seal", "seal
 ROW_SEAL_LABEL = b"clearsight verdict row seal v1"
 """The label the row seal key is derived under (:func:`row_seal_key`)."""
 
-_SCORES = ("score", "label", "anomaly_type", "type_probabilities", "signal_log_odds")
-"""What an untrusted row's scores are cleared of (:func:`untrusted`): none of it was given by a model
-for certain."""
+_CLEARED = (
+    *("score", "label", "anomaly_type", "type_probabilities", "signal_log_odds", "heatmap"),
+    *("sha256", "phash", "phash_turns", "turned_phash", "scale_vs_training"),
+    *("seen_in", "similar_in", "similar_bits", "similar_turn"),
+)
+"""What an untrusted row is cleared of (:func:`untrusted`), as :mod:`pipeline.redeclare` clears a row
+whose listed picture changed: none of its scores was given by a model for certain, and its hashes
+may name another picture, which the audit store would index the hold under."""
 
 
 def row_seal_key(secret: str | bytes) -> bytes:
@@ -78,7 +83,7 @@ def untrusted(
     key: bytes | None, rows: Iterable[ImageVerdict], where: str, counted: list[int] | None = None
 ) -> Iterator[ImageVerdict]:
     """``rows`` (of the file named ``where``), each whose seal is missing or does not verify under
-    ``key`` made an error row with its scores cleared, so that it holds its shipment
+    ``key`` made an error row with its scores and hashes cleared, so that it holds its shipment
     (``fail_closed.image_error``) while the file's other rows are decided; ``counted[0]`` counts
     them. As they are where ``key`` is None (no secret: nothing to verify with)."""
     if key is None:
@@ -95,4 +100,4 @@ def untrusted(
             f"row seal {why} (row {number} of {where}): the verdict file was changed after scoring, "
             "or written without this CLEARSIGHT_AUDIT_SECRET; score its inputs again"
         )
-        yield row.model_copy(update={"error": error, **dict.fromkeys(_SCORES)})
+        yield row.model_copy(update={"error": error, **dict.fromkeys(_CLEARED)})

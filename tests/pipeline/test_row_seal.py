@@ -131,10 +131,19 @@ def test_the_canonical_form_reads_an_empty_text_as_none() -> None:
 
 
 def test_an_untrusted_row_is_an_error_row_naming_why_and_without_scores() -> None:
-    row = ImageVerdict(path="a.png", shipment_id="S", score=0.001, label="good", threshold=0.5)
+    row = ImageVerdict(
+        path="a.png",
+        shipment_id="S",
+        score=0.001,
+        label="good",
+        threshold=0.5,
+        sha256="ab" * 32,
+        phash="0" * 80,
+    )
     counted = [0]
     (held,) = untrusted(ROW_KEY, [row], "--verdicts 'v.jsonl'", counted)
     assert counted == [1] and held.score is None and held.label is None and held.threshold == 0.5
+    assert held.sha256 is None and held.phash is None  # the audit store indexes no picture for it
     assert held.error is not None and held.error.startswith(
         "row seal missing (row 1 of --verdicts 'v.jsonl')"
     )
