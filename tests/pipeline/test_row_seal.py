@@ -266,3 +266,13 @@ def test_score_policy_decides_an_edited_row_as_held(env: Path) -> None:
     )
     tiers = {d["shipment_id"]: d["tier"] for d in map(json.loads, decisions.read_text().splitlines())}
     assert tiers == {"ONE": "REMOTE_INSPECTION", "TWO": "RELEASE"}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_a_resume_keeps_sealed_rows_with_their_seals(env: Path, suffix: str) -> None:
+    """Kept rows go through the resume's rewrites (Parquet's journal, a row taken out) sealed as read."""
+    out, _ = _score(env, suffix)
+    _, summary = _score(env, suffix, resume=True)
+    assert summary.taken_out == 0 and summary.skipped_done == 5
+    rows = list(iter_rows(out))
+    assert len(rows) == 5 and all(row.row_seal is not None and fault(ROW_KEY, row) is None for row in rows)
