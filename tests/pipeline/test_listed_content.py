@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from decide_builders import scored_line  # noqa: E402
 from score_fakes import tiny_model_dir, write_png  # noqa: E402
 
 from datasets.manifest import write_manifest  # noqa: E402
@@ -263,7 +264,7 @@ def test_a_moved_row_held_for_its_file_is_not_said_decided_with_its_score(
     s9 = {"shipment_id": "S9", "declaration": {"shipment_id": "S9", "cargo_type": "bulk_ore"}}
     old = hashlib.sha256(b"first scan").hexdigest()
     verdicts = env / "rows.jsonl"  # scored under S9, listed under S1 now
-    verdicts.write_text(_row(str(env / "a.png"), sha256=old).model_copy(update=s9).model_dump_json())
+    verdicts.write_text(scored_line(_row(str(env / "a.png"), sha256=old).model_copy(update=s9)))
     record_completion(verdicts)
     manifest = env / "m.csv"
     write_manifest(manifest, [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}])
@@ -313,7 +314,7 @@ def test_rows_of_a_finished_or_killed_run_are_held_on_a_file_written_over(env: P
         for name, shipment in (("a.png", "S1"), ("b.png", "S2"))
     ]
     verdicts = env / "rows.jsonl"
-    verdicts.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    verdicts.write_text("".join(map(scored_line, rows)))
     if finished:
         record_completion(verdicts)
     manifest = env / "m.csv"
@@ -353,13 +354,11 @@ def test_a_hold_for_a_file_written_over_is_not_indexed_as_made_on_the_old_pictur
     old = hashlib.sha256(b"first scan").hexdigest()
     phash = "0" * 80  # the scorer's perceptual hash: a near-copy is found by it
     rows = env / "rows.jsonl"
-    rows.write_text(
-        _row(str(env / "a.png"), sha256=old).model_copy(update={"phash": phash}).model_dump_json()
-    )
+    rows.write_text(scored_line(_row(str(env / "a.png"), sha256=old).model_copy(update={"phash": phash})))
     later = env / "rows4.jsonl"  # the old a.png's bytes, sent again in S4
     s4 = {"shipment_id": "S4", "declaration": {"shipment_id": "S4", "cargo_type": "bulk_ore"}}
     later.write_text(
-        _row(str(env / "c.png"), sha256=old).model_copy(update={"phash": phash, **s4}).model_dump_json()
+        scored_line(_row(str(env / "c.png"), sha256=old).model_copy(update={"phash": phash, **s4}))
     )
     for verdicts in (rows, later):
         record_completion(verdicts)
