@@ -538,7 +538,9 @@ def register(app: typer.Typer) -> None:
         them); a run stopped partway, or still running, is decided only with a --manifest that
         lists every shipment of its rows (each listed picture without a row holds its shipment).
         Rows changed since their run finished, or whose record carries a seal that does not verify
-        under CLEARSIGHT_AUDIT_SECRET, are refused, with --manifest too: score them again.
+        under CLEARSIGHT_AUDIT_SECRET, are refused, with --manifest too: score them again. With the
+        secret, a row whose own seal is missing or does not verify (edited after scoring, or scored
+        without this secret) holds its shipment (fail_closed.image_error); the others are decided.
 
         Prints the count per tier; with --compare-policy, how many more (or fewer) shipments each tier
         gets under --policy than under the other one. The random-audit key is CLEARSIGHT_AUDIT_SECRET.
