@@ -92,8 +92,13 @@ def test_clearsight_decide_looks_pictures_up_before_recording(
     monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "a-long-enough-test-audit-secret")
     db = f"sqlite:///{tmp_path / 'audit.db'}"
     _earlier(db, "a-long-enough-test-audit-secret")
-    rows = tmp_path / "rows.jsonl"
-    rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
+    from pipeline.row_seal import row_seal_key, sealed
+    from pipeline.verdict_rows import row_json
+
+    rows = tmp_path / "rows.jsonl"  # as score writes it under that secret: sealed
+    rows.write_bytes(
+        row_json(sealed(row_seal_key("a-long-enough-test-audit-secret"), _row("S-B", "aa" * 32)))
+    )
     record_completion(rows)  # a finished run's
     out = tmp_path / "d.jsonl"
     assert run(app, ["decide", "--verdicts", str(rows), "--out", str(out), "--audit-db", db]) == 0
