@@ -48,6 +48,15 @@ UNREADABLE_NOW = (
 a device, an I/O error): something is at the listed path that may be a new scan, so the old score is
 not used."""
 
+ABSENT_UNVOUCHED = (
+    "no file is at the path listed now, and no completion record vouches for this row, its run "
+    "unfinished or its record removed, so whether it is this picture's row and not an earlier run's "
+    f"of the same name cannot be told; {_SCORE_AGAIN}"
+)
+"""The error of a row whose listed file is gone, in rows no completion record vouches for: a row of
+an earlier run of the same name, sealed and genuine, replayed over today's (its record removed, the
+pictures archived), was decided on its low score and released."""
+
 NO_SHA256 = (
     "its row, an older one, was scored without a sha256, so whether the file listed at this path now "
     f"is the picture scored cannot be told; {_SCORE_AGAIN}"

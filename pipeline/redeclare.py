@@ -44,9 +44,11 @@ the old picture's score. A row whose file holds other bytes now, whose file is t
 read, or that has no sha256 to compare while its file is there, becomes an error row (never
 released, :attr:`Redeclared.changed`, :attr:`Redeclared.unreadable`, :attr:`Redeclared.unhashed`).
 A listed file that is not there at all (archived away since it was scored) is decided on its row,
-the record of what was scored: no other picture lies at its path to be confused with it, and holding
-every shipment of an archive moved elsewhere would stop the manifest correcting it; each such row is
-counted and said (:attr:`Redeclared.absent`). A row that could not be scored (its ``error``) is not
+the record of what was scored, where a completion record vouches for the rows: no other picture lies
+at its path to be confused with it, and holding every shipment of an archive moved elsewhere would
+stop the manifest correcting it; each such row is counted and said (:attr:`Redeclared.absent`). In
+rows no record vouches for (a run unfinished, or its record removed) it is an error row: an earlier
+run's row of the same name could stand in its place. A row that could not be scored (its ``error``) is not
 read again: it is never released as it is.
 """
 
@@ -59,7 +61,14 @@ from pathlib import Path
 from typing import Any
 
 from datasets.errors import InputError
-from pipeline.listed_content import CHANGED, NO_SHA256, UNREADABLE_NOW, compare, hash_files
+from pipeline.listed_content import (
+    ABSENT_UNVOUCHED,
+    CHANGED,
+    NO_SHA256,
+    UNREADABLE_NOW,
+    compare,
+    hash_files,
+)
 from pipeline.score.batch import earlier_printable_path, path_of_printable, printable_path
 from pipeline.shipment_rows import as_flag, declaration_from_rows
 from pipeline.verdicts import OVERRIDE_FLAGS, ImageVerdict
@@ -134,6 +143,9 @@ class Redeclared:
     absent: dict[str, list[str]] = field(default_factory=dict)
     """Scored rows of a listed picture whose file is not there now (archived away), per shipment:
     decided on the row as scored, its content not checked."""
+    unvouched: dict[str, list[str]] = field(default_factory=dict)
+    """Scored rows of a listed picture whose file is not there now, in rows no completion record
+    vouches for, per shipment: error rows (:data:`~pipeline.listed_content.ABSENT_UNVOUCHED`)."""
 
 
 _TRADER = ("trader_id", "aeo_tier")
@@ -338,7 +350,11 @@ def redeclare(
     ``hold_unscored``: decide every listed shipment, one with no row at all too, on an error row of
     each picture it lists without one (none is :attr:`Redeclared.unscored`). For rows no completion
     record vouches for: a run killed partway may have stopped before a listed shipment's first
-    picture, and left undecided as another batch's, it kept a release it had before.
+    picture, and left undecided as another batch's, it kept a release it had before. And a row of
+    such rows whose listed file is gone is an error row too
+    (:data:`~pipeline.listed_content.ABSENT_UNVOUCHED`): with no file to compare it with and no
+    record binding it to the file, an earlier run's sealed row of the name put in its place was
+    decided on its score.
 
     Every row of a listed picture scored under another shipment moves, beside any row of it the
     listing shipment has already (the picture scored twice): deciding takes the strictest tier over
@@ -475,6 +491,8 @@ def redeclare(
             }
             if picture is not None and row.error is None:
                 how, error = _compared(row, found[picture])
+                if how == "absent" and hold_unscored:  # nothing vouches that it is this run's row
+                    how, error = "unvouched", ABSENT_UNVOUCHED
                 if how == "unreadable":
                     why = found[picture]
                     reason = why.strerror if isinstance(why, OSError) and why.strerror else str(why)

@@ -475,6 +475,13 @@ def _content_warnings(done: Redeclared) -> list[str]:
             f"{len(done.unhashed)} shipment(s) holding them are not released: {first(done.unhashed)}; "
             "score the manifest again"
         )
+    if done.unvouched:
+        said.append(
+            f"{sum(map(len, done.unvouched.values()))} row(s) of pictures --manifest lists have no file at "
+            "their path now, and no completion record vouches for the rows, so "
+            f"{len(done.unvouched)} shipment(s) holding them are not released: {first(done.unvouched)}; "
+            "score the pictures again where they are"
+        )
     if done.absent:
         said.append(
             f"{sum(map(len, done.absent.values()))} row(s) of pictures --manifest lists were decided on "

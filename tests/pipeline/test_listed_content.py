@@ -20,7 +20,7 @@ from decide_builders import scored_line  # noqa: E402
 from score_fakes import tiny_model_dir, write_png  # noqa: E402
 
 from datasets.manifest import write_manifest  # noqa: E402
-from pipeline.listed_content import CHANGED, NO_SHA256, UNREADABLE_NOW, hash_files  # noqa: E402
+from pipeline.listed_content import ABSENT_UNVOUCHED, CHANGED, NO_SHA256, UNREADABLE_NOW, hash_files  # noqa: E402
 from pipeline.redeclare import read_declarations, redeclare  # noqa: E402
 from pipeline.verdicts import ImageVerdict  # noqa: E402
 
@@ -73,9 +73,15 @@ def _gone(code: int) -> OSError:
         "io-error",
     ],
 )
+@pytest.mark.parametrize("vouched", [True, False], ids=["record-vouches", "no-record"])
 def test_a_listed_pictures_row_stands_only_on_the_bytes_it_was_scored_on(
-    tmp_path: Path, sha256: str | None, now: str | OSError, error: str | None, said: str | None
+    tmp_path: Path, sha256: str | None, now: str | OSError, error: str | None, said: str | None, vouched: bool
 ) -> None:
+    """Without a completion record vouching for the rows (a run unfinished, or its record removed), a
+    row whose file is gone is held too: an earlier run's sealed row of the name replayed in its
+    place, the pictures archived, was decided on its score and released."""
+    if said == "absent" and not vouched:
+        error, said = ABSENT_UNVOUCHED, "unvouched"
     write_manifest(tmp_path / "m.csv", [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}])
     picture = str((tmp_path / "a.png").resolve())
     asked: list[list[str]] = []
@@ -85,14 +91,18 @@ def test_a_listed_pictures_row_stands_only_on_the_bytes_it_was_scored_on(
         return {picture: now}
 
     out, done = redeclare(
-        [_row(str(tmp_path / "a.png"), sha256=sha256)], read_declarations(tmp_path / "m.csv"), content=content
+        [_row(str(tmp_path / "a.png"), sha256=sha256)],
+        read_declarations(tmp_path / "m.csv"),
+        hold_unscored=not vouched,
+        content=content,
     )
     assert asked == [[picture]]
     assert out[0].error == error
     # a held row presents no picture's hash, as a never-scored one: its decision was made on none
     assert out[0].sha256 == (None if error else sha256)
     assert (out[0].score, out[0].label) == ((None, None) if error else (0.1, "good"))
-    found = {name: getattr(done, name) for name in ("changed", "unhashed", "absent", "unreadable")}
+    kinds = ("changed", "unhashed", "absent", "unreadable", "unvouched")
+    found = {name: getattr(done, name) for name in kinds}
     want = {name: {} for name in found}
     if said == "unreadable":
         want[said] = {"S1": [(str(tmp_path / "a.png"), "(said by the system)")]}
@@ -117,12 +127,14 @@ def test_a_row_that_failed_to_score_is_not_read_again(tmp_path: Path) -> None:
 
 def test_the_errors_name_no_file() -> None:
     """They go into the audit record and the idempotency key (NEVER_SCORED's docstring)."""
-    for error in (CHANGED, NO_SHA256, UNREADABLE_NOW):
+    for error in (CHANGED, NO_SHA256, UNREADABLE_NOW, ABSENT_UNVOUCHED):
         assert ".png" not in error and "/" not in error.replace("--model", "")
 
 
 @pytest.mark.parametrize(
-    "error", [CHANGED, UNREADABLE_NOW, NO_SHA256], ids=["changed", "unreadable", "no-sha256"]
+    "error",
+    [CHANGED, UNREADABLE_NOW, NO_SHA256, ABSENT_UNVOUCHED],
+    ids=["changed", "unreadable", "no-sha256", "unvouched"],
 )
 def test_the_errors_read_as_one_clause_inside_the_decisions_reason(error: str) -> None:
     """The audit record and the officer's page say "image could not be scored (ERROR); never
