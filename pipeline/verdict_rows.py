@@ -76,6 +76,10 @@ SUFFIXES = (".jsonl", ".csv", ".parquet")
 
 
 def _validated(record: dict[str, Any], where: str) -> ImageVerdict:
+    if "phash_turns" in record:
+        # a scoring run's own lookups, never written to a row (so outside its seal): one in a file
+        # was put there, and would feed the audit store's near-copy lookups unvouched
+        record = {key: value for key, value in record.items() if key != "phash_turns"}
     probabilities = record.get("type_probabilities")
     if isinstance(probabilities, dict) and not all(map(_finite_or_not_a_number, probabilities.values())):
         # as the predictor gives them now (models.predictor, 3e6855d): a model's probabilities for

@@ -339,3 +339,11 @@ def test_a_declaration_as_a_manifest_or_a_decision_gives_it_is_read(tmp_path: Pa
     }
     (verdict,) = _read(tmp_path, "v.jsonl", LINE + f', "declaration": {json.dumps(declaration)}}}\n')
     assert verdict.declaration == declaration  # type: ignore[attr-defined]
+
+
+def test_mirror_hashes_put_in_a_file_are_not_read(tmp_path: Path) -> None:
+    """A scoring run's own lookups (``phash_turns``) are never written to a row, so no row seal
+    covers them: one put in a file fed the audit store's near-copy lookups unvouched."""
+    turns = json.dumps(["0" * 80])
+    (verdict,) = _read(tmp_path, "v.jsonl", LINE + f', "phash_turns": {turns}}}\n')
+    assert verdict.phash_turns is None  # type: ignore[attr-defined]
