@@ -73,7 +73,7 @@ from pipeline.score.batch import earlier_printable_path, path_of_printable, prin
 from pipeline.shipment_rows import as_flag, declaration_from_rows
 from pipeline.verdicts import OVERRIDE_FLAGS, ImageVerdict
 
-__all__ = ["NEVER_SCORED", "Listed", "Redeclared", "read_declarations", "redeclare"]
+__all__ = ["MIXED_MODELS", "NEVER_SCORED", "Listed", "Redeclared", "read_declarations", "redeclare"]
 
 
 @dataclass
@@ -143,6 +143,9 @@ class Redeclared:
     absent: dict[str, list[str]] = field(default_factory=dict)
     """Scored rows of a listed picture whose file is not there now (archived away), per shipment:
     decided on the row as scored, its content not checked."""
+    mixed_models: dict[str, list[str]] = field(default_factory=dict)
+    """Cargo types whose scored rows name several models, in rows no completion record vouches for,
+    each with the model ids: all its scored rows error rows (:data:`MIXED_MODELS`)."""
     unvouched: dict[str, list[str]] = field(default_factory=dict)
     """Scored rows of a listed picture whose file is not there now, in rows no completion record
     vouches for, per shipment: error rows (:data:`~pipeline.listed_content.ABSENT_UNVOUCHED`)."""
@@ -324,6 +327,38 @@ the old picture's bytes sent again later were found "held before" on this hold a
 though that picture was never judged anomalous. The row as scored stays in the verdicts file."""
 
 
+MIXED_MODELS = (
+    "rows of this cargo type name more than one model, and no completion record vouches for them, its "
+    "run unfinished or its record removed: a run scores a cargo type with one model, so rows of "
+    "another run may stand among them; score the manifest again"
+)
+"""The error of each row of a cargo type whose rows name several models, in rows no completion record
+vouches for: an older model's genuine, sealed row of the same picture put in place of today's (its
+file unchanged, so its sha256 matched) was decided on its lower score."""
+
+
+def _one_model_per_cargo(rows: list[ImageVerdict], done: Redeclared) -> list[ImageVerdict]:
+    """``rows``, each scored row of a cargo type whose scored rows name more than one model made an
+    error row (:data:`MIXED_MODELS`), counted per cargo type in ``done.mixed_models``. A run scores
+    each cargo type with one model, and a resume with another is refused, so only rows of two runs
+    mixed name two."""
+    models: dict[str, set[str]] = {}
+    for row in rows:
+        if row.error is None and row.model_id is not None:
+            models.setdefault(str(row.cargo_type), set()).add(row.model_id)
+    mixed = {cargo: sorted(ids) for cargo, ids in models.items() if len(ids) > 1}
+    if not mixed:
+        return rows
+    done.mixed_models.update(mixed)
+    cleared = dict.fromkeys((*_SCORES, *_PICTURE))
+    return [
+        row.model_copy(update={**cleared, "error": MIXED_MODELS})
+        if row.error is None and str(row.cargo_type) in mixed
+        else row
+        for row in rows
+    ]
+
+
 def _compared(row: ImageVerdict, now: str | OSError) -> tuple[str, str | None]:
     """How the file of ``row``'s listed picture, as read now (its sha256, or why it could not be
     read), stands against the row's sha256: ``("same" | "absent" | "changed" | "unreadable" |
@@ -372,6 +407,8 @@ def redeclare(
     decided on); a row whose sha256 the file does not match now is an error row (the module's
     docstring)."""
     done = Redeclared()
+    if hold_unscored:
+        rows = _one_model_per_cargo(rows, done)
     where = {picture: shipment for shipment, now in listed.items() for picture in now.pictures}
     earlier = _earlier_texts(where)
     scored = [_scored_under(row) for row in rows]

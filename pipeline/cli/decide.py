@@ -475,6 +475,13 @@ def _content_warnings(done: Redeclared) -> list[str]:
             f"{len(done.unhashed)} shipment(s) holding them are not released: {first(done.unhashed)}; "
             "score the manifest again"
         )
+    if done.mixed_models:
+        cargo, ids = sorted(done.mixed_models.items())[0]
+        said.append(
+            f"rows of {len(done.mixed_models)} cargo type(s) name more than one model, and no completion "
+            f"record vouches for them, so the shipments holding them are not released: {cargo!r} "
+            f"names {', '.join(map(repr, ids))}; score the manifest again"
+        )
     if done.unvouched:
         said.append(
             f"{sum(map(len, done.unvouched.values()))} row(s) of pictures --manifest lists have no file at "

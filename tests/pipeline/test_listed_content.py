@@ -21,7 +21,7 @@ from score_fakes import tiny_model_dir, write_png  # noqa: E402
 
 from datasets.manifest import write_manifest  # noqa: E402
 from pipeline.listed_content import ABSENT_UNVOUCHED, CHANGED, NO_SHA256, UNREADABLE_NOW, hash_files  # noqa: E402
-from pipeline.redeclare import read_declarations, redeclare  # noqa: E402
+from pipeline.redeclare import MIXED_MODELS, read_declarations, redeclare  # noqa: E402
 from pipeline.verdicts import ImageVerdict  # noqa: E402
 
 OLD, NEW = "a" * 64, "b" * 64
@@ -127,14 +127,14 @@ def test_a_row_that_failed_to_score_is_not_read_again(tmp_path: Path) -> None:
 
 def test_the_errors_name_no_file() -> None:
     """They go into the audit record and the idempotency key (NEVER_SCORED's docstring)."""
-    for error in (CHANGED, NO_SHA256, UNREADABLE_NOW, ABSENT_UNVOUCHED):
+    for error in (CHANGED, NO_SHA256, UNREADABLE_NOW, ABSENT_UNVOUCHED, MIXED_MODELS):
         assert ".png" not in error and "/" not in error.replace("--model", "")
 
 
 @pytest.mark.parametrize(
     "error",
-    [CHANGED, UNREADABLE_NOW, NO_SHA256, ABSENT_UNVOUCHED],
-    ids=["changed", "unreadable", "no-sha256", "unvouched"],
+    [CHANGED, UNREADABLE_NOW, NO_SHA256, ABSENT_UNVOUCHED, MIXED_MODELS],
+    ids=["changed", "unreadable", "no-sha256", "unvouched", "mixed-models"],
 )
 def test_the_errors_read_as_one_clause_inside_the_decisions_reason(error: str) -> None:
     """The audit record and the officer's page say "image could not be scored (ERROR); never
@@ -398,3 +398,31 @@ def test_a_hold_for_a_file_written_over_is_not_indexed_as_made_on_the_old_pictur
         before["tier"],
         sorted(r["rule"] for r in before["reasons"]),
     )
+
+
+@pytest.mark.parametrize(
+    ("second_model", "vouched", "held"),
+    [
+        ("ore-m0", False, True),  # an older model's row of the same picture put among today's
+        ("ore-m1", False, False),  # one model: a run's rows
+        ("ore-m0", True, False),  # a record vouches for the rows as written
+    ],
+    ids=["two-models-no-record", "one-model", "two-models-vouched"],
+)
+def test_rows_of_one_cargo_type_naming_two_models_hold_where_no_record_vouches_for_them(
+    tmp_path: Path, second_model: str, vouched: bool, held: bool
+) -> None:
+    """A run scores a cargo type with one model (a resume with another is refused): an older
+    model's sealed row of the same, unchanged picture (its sha256 matched), put in place of today's
+    with the record removed, was decided on its lower score and released."""
+    listed = [{"path": n, "shipment_id": "S1", "cargo_type": "bulk_ore"} for n in ("a.png", "b.png")]
+    write_manifest(tmp_path / "m.csv", listed)
+    rows = [_row(str(tmp_path / "a.png")), _row(str(tmp_path / "b.png"))]
+    rows[1] = rows[1].model_copy(update={"model_id": second_model})
+    found = {str((tmp_path / n).resolve()): OLD for n in ("a.png", "b.png")}
+    out, done = redeclare(
+        rows, read_declarations(tmp_path / "m.csv"), hold_unscored=not vouched, content=lambda _: found
+    )
+    assert [r.error for r in out] == ([MIXED_MODELS] * 2 if held else [None, None])
+    assert [r.score for r in out] == ([None, None] if held else [0.1, 0.1])
+    assert done.mixed_models == ({"bulk_ore": ["ore-m0", "ore-m1"]} if held else {})
