@@ -145,10 +145,16 @@ def _check_finished(
         why = f"a score run ({holder}) is still writing it, so pictures it lists may have no row yet"
     else:
         unvouched = opened.incomplete(seal_key)
-        if unvouched is None:
+        if unvouched is None and (seal_key is None or opened.unsealed is None):
             return None
-        why = unvouched.why
-        if unvouched.altered:
+        if unvouched is None:
+            # a record without a seal, where this decide could check one: its size and sha256 are
+            # arithmetic whoever edits the rows can redo, so it binds no row to its run (an earlier
+            # run's sealed row put in place of today's, its picture archived, was released on it)
+            why = f"{opened.unsealed}, so it vouches for nothing anyone who can edit the rows could not redo"
+        else:
+            why = unvouched.why
+        if unvouched is not None and unvouched.altered:
             raise InputError(
                 f"--verdicts {str(verdicts)!r}: {why}; nothing was decided (with or without --manifest): "
                 "deciding on it could release a shipment on scores no model gave; score its inputs again "

@@ -8,11 +8,13 @@ hash goes into batch keys pinned in the tests: change it and those keys change.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pipeline.policy import Policy, parse_policy
 from pipeline.row_seal import sealed
-from pipeline.settings import Settings, row_seal_key
+from pipeline.score.completion import record_completion
+from pipeline.settings import Settings, completion_seal_key, row_seal_key
 from pipeline.verdict_rows import row_json
 from pipeline.verdicts import Declaration, ImageVerdict, Tier
 
@@ -58,3 +60,10 @@ def scored(row: ImageVerdict) -> ImageVerdict:
 def scored_line(row: ImageVerdict) -> str:
     """The JSONL line of :func:`scored` ``row``."""
     return row_json(scored(row)).decode("utf-8")
+
+
+def run_finished(out: Path) -> Path:
+    """``out``'s completion record as a finished score run writes it under this environment's audit
+    secret: sealed where the secret gives a key (a decide with the key takes an unsealed record for
+    no record)."""
+    return record_completion(out, seal_key=completion_seal_key(Settings.load()))

@@ -14,6 +14,7 @@ from pipeline.audit import AuditStore
 from pipeline.batch_decisions import decide_and_record
 from pipeline.policy import parse_policy
 from pipeline.score.completion import record_completion
+from pipeline.settings import Settings, completion_seal_key
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
 
 KEY = b"test-audit-key"
@@ -99,7 +100,7 @@ def test_clearsight_decide_looks_pictures_up_before_recording(
     rows.write_bytes(
         row_json(sealed(row_seal_key("a-long-enough-test-audit-secret"), _row("S-B", "aa" * 32)))
     )
-    record_completion(rows)  # a finished run's
+    record_completion(rows, seal_key=completion_seal_key(Settings.load()))  # a finished run's
     out = tmp_path / "d.jsonl"
     assert run(app, ["decide", "--verdicts", str(rows), "--out", str(out), "--audit-db", db]) == 0
     decision = json.loads(out.read_text())
@@ -297,7 +298,7 @@ def test_compare_policy_with_an_audit_store_compares_like_with_like(
     rows.write_text(
         "".join(r.model_dump_json() + "\n" for r in (_row("S1", "aa" * 32), _row("S2", "aa" * 32)))
     )
-    record_completion(rows)  # a finished run's
+    record_completion(rows, seal_key=completion_seal_key(Settings.load()))  # a finished run's
     args = [
         "decide",
         "--verdicts",

@@ -12,13 +12,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from decide_builders import img  # noqa: E402
+from decide_builders import img, run_finished  # noqa: E402
 from rich.console import Console
 from train_builders import write_noise_normals  # noqa: E402
 
 from pipeline.cli import app, run
 from pipeline.cli.progress import StageLines, count_steps, stage_progress
-from pipeline.score.completion import record_completion
 
 
 def _lines(calls: list[tuple[str, int, int]], *, rate: str = "") -> list[str]:
@@ -129,7 +128,7 @@ def test_decide_prints_its_progress_as_lines_into_a_log(
     rows = tmp_path / "rows.jsonl"
     verdicts = [img(path=f"{n}.png", sha256=f"{n:064x}", shipment_id=f"S-{n}") for n in range(3)]
     rows.write_text("".join(v.model_dump_json() + "\n" for v in verdicts))
-    record_completion(rows)  # a finished run's
+    run_finished(rows)  # a finished run's
     assert run(app, ["decide", "--verdicts", str(rows), "--out", str(tmp_path / "d.jsonl")]) == 0
     said = [line.split(" (")[0] for line in capsys.readouterr().err.splitlines()]
     stage = next(line.split(":")[0] for line in said if line.endswith(": 0/3"))

@@ -20,12 +20,11 @@ from pydantic import ValidationError
 from datasets.errors import InputError, PolicyError
 from pipeline.decide import EarlierHold, audit_fraction, decide_rows, decide_shipment
 from pipeline.policy import default_policy_path, load_policy
-from pipeline.score.completion import record_completion
 from pipeline.verdict_rows import FIELDS, row_data
 from pipeline.verdicts import Declaration, ImageVerdict, Reason, ShipmentDecision, Tier
 
 sys.path.insert(0, str(Path(__file__).parent))
-from decide_builders import KEY, NOW, H, P, R, decl, img, policy, scored, scored_line  # noqa: E402
+from decide_builders import KEY, NOW, H, P, R, decl, img, policy, run_finished, scored, scored_line  # noqa: E402
 
 ORE_MODEL = "bulk_ore-lite0-000000000000000a"
 
@@ -1471,7 +1470,7 @@ def _write(path: Path, rows: list[ImageVerdict]) -> Path:
             data["declaration"] = json.dumps(data["declaration"])
             records.append(data)
         pq.write_table(pa.Table.from_pylist(records), path)
-    record_completion(path)  # as a finished score run leaves it
+    run_finished(path)  # as a finished score run leaves it
     return path
 
 
@@ -1671,7 +1670,7 @@ def test_cli_decide_bad_verdicts(
         path.write_bytes(content)
     else:
         path.write_text(content)
-    record_completion(path)  # a finished run's: the rows themselves are refused
+    run_finished(path)  # a finished run's: the rows themselves are refused
     assert run(app, ["decide", "--verdicts", str(path), "--out", str(cli_env / "d.jsonl")]) == 2
     said = capsys.readouterr().err.strip()
     assert said == message.format(p=path) or (

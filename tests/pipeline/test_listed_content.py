@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from decide_builders import scored_line  # noqa: E402
+from decide_builders import run_finished, scored_line  # noqa: E402
 from score_fakes import tiny_model_dir, write_png  # noqa: E402
 
 from datasets.manifest import write_manifest  # noqa: E402
@@ -270,14 +270,13 @@ def test_a_moved_row_held_for_its_file_is_not_said_decided_with_its_score(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The moved rows' warning said each was decided "with their score", one held for its file too."""
-    from pipeline.score.completion import record_completion
 
     (env / "a.png").write_bytes(b"first scan")
     s9 = {"shipment_id": "S9", "declaration": {"shipment_id": "S9", "cargo_type": "bulk_ore"}}
     old = hashlib.sha256(b"first scan").hexdigest()
     verdicts = env / "rows.jsonl"  # scored under S9, listed under S1 now
     verdicts.write_text(scored_line(_row(str(env / "a.png"), sha256=old).model_copy(update=s9)))
-    record_completion(verdicts)
+    run_finished(verdicts)
     manifest = env / "m.csv"
     write_manifest(manifest, [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}])
     policy = env / "p.yaml"
@@ -311,7 +310,6 @@ def test_decide_help_says_which_listed_files_are_read_and_what_one_gone_is_decid
 
 @pytest.mark.parametrize("finished", [True, False])  # rows a killed run left are checked the same
 def test_rows_of_a_finished_or_killed_run_are_held_on_a_file_written_over(env: Path, finished: bool) -> None:
-    from pipeline.score.completion import record_completion
 
     (env / "a.png").write_bytes(b"first scan")
     (env / "b.png").write_bytes(b"other scan")
@@ -328,7 +326,7 @@ def test_rows_of_a_finished_or_killed_run_are_held_on_a_file_written_over(env: P
     verdicts = env / "rows.jsonl"
     verdicts.write_text("".join(map(scored_line, rows)))
     if finished:
-        record_completion(verdicts)
+        run_finished(verdicts)
     manifest = env / "m.csv"
     write_manifest(
         manifest,
@@ -361,7 +359,6 @@ def test_a_hold_for_a_file_written_over_is_not_indexed_as_made_on_the_old_pictur
     judged. Sent again after the hold, they are decided as they would have been before it."""
 
     from pipeline.cli import app, run
-    from pipeline.score.completion import record_completion
 
     old = hashlib.sha256(b"first scan").hexdigest()
     phash = "0" * 80  # the scorer's perceptual hash: a near-copy is found by it
@@ -373,7 +370,7 @@ def test_a_hold_for_a_file_written_over_is_not_indexed_as_made_on_the_old_pictur
         scored_line(_row(str(env / "c.png"), sha256=old).model_copy(update={"phash": phash, **s4}))
     )
     for verdicts in (rows, later):
-        record_completion(verdicts)
+        run_finished(verdicts)
     manifest = env / "m.csv"
     write_manifest(manifest, [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}])
     policy = env / "p.yaml"  # an error holds at physical inspection: a hold carried over raises a tier

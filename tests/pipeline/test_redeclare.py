@@ -13,12 +13,11 @@ import pytest
 from datasets.errors import DatasetFormatError, InputError
 from datasets.manifest import write_manifest
 from pipeline.redeclare import NEVER_SCORED, read_declarations, redeclare
-from pipeline.score.completion import record_completion
 from pipeline.verdicts import ImageVerdict
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from decide_builders import scored_line  # noqa: E402
+from decide_builders import run_finished, scored_line  # noqa: E402
 
 POLICY = "policy_version: p\ncargo_types:\n  bulk_ore: {release_threshold: 0.5, hold_threshold: 0.8}\n"
 
@@ -87,7 +86,7 @@ def test_cli_decide_takes_an_alarm_raised_after_scoring_from_the_manifest(
     verdicts = tmp_path / "rows.jsonl"
     rows = [_row("S1", "a.png", 0.1), _row("S1", "b.png", 0.2), _row("S2", "c.png", 0.1)]
     verdicts.write_text("".join(map(scored_line, rows)))
-    record_completion(verdicts)  # a finished run's
+    run_finished(verdicts)  # a finished run's
     policy = tmp_path / "p.yaml"
     policy.write_text(POLICY + "random_audit: {rate: 0.0001}\n")
     manifest = tmp_path / "m.csv"
@@ -132,7 +131,7 @@ def test_an_alarm_is_recorded_beside_a_shipment_whose_goods_description_has_two_
     goods = "copper ore\nbulk, 20 t"
     rows = [_row("S1", "a.png", 0.1), _row("S2", "c.png", 0.1, x_goods=goods)]
     (env / "rows.jsonl").write_text("".join(map(scored_line, rows)))
-    record_completion(env / "rows.jsonl")
+    run_finished(env / "rows.jsonl")
     (env / "p.yaml").write_text(POLICY + "random_audit: {rate: 0.0001}\n")
     base = ["decide", "--verdicts", "rows.jsonl", "--policy", "p.yaml", "--audit-db", "sqlite:///a.db"]
     assert run(app, [*base, "--out", "first.jsonl"]) == 0
@@ -171,7 +170,7 @@ def _decide(
 
     verdicts = tmp_path / "rows.jsonl"
     verdicts.write_text("".join(map(scored_line, rows)))
-    record_completion(verdicts)  # a finished run's
+    run_finished(verdicts)  # a finished run's
     policy = tmp_path / "p.yaml"
     policy.write_text(policy_text)
     write_manifest(tmp_path / "m.csv", manifest_rows)
@@ -819,7 +818,7 @@ def test_a_listed_shipment_whose_rows_all_moved_away_is_decided(
 
     rows = [_row("S1", str(env / "b.png"), 0.1), _row("S2", str(env / "c.png"), 0.1)]
     (env / "rows.jsonl").write_text("".join(map(scored_line, rows)))
-    record_completion(env / "rows.jsonl")  # a finished run's
+    run_finished(env / "rows.jsonl")  # a finished run's
     # the policy _decide decides under: one policy_version is one rule set in a trail
     (env / "p.yaml").write_text(FIXED)
     db = f"sqlite:///{env / 'audit.db'}"
@@ -977,7 +976,7 @@ def test_a_shipment_not_listed_whose_rows_all_moved_away_is_named(
 
     rows = [_row("S3", str(env / "x.png"), 0.1), _row("S4", str(env / "s.png"), 0.1)]
     (env / "rows.jsonl").write_text("".join(map(scored_line, rows)))
-    record_completion(env / "rows.jsonl")  # a finished run's
+    run_finished(env / "rows.jsonl")  # a finished run's
     (env / "p.yaml").write_text(FIXED)
     db = f"sqlite:///{env / 'audit.db'}"
     base = ["decide", "--verdicts", str(env / "rows.jsonl"), "--policy", str(env / "p.yaml")]
@@ -1027,7 +1026,7 @@ def test_a_flag_brought_by_a_moved_row_and_cleared_is_said_as_such(
     assert done.cleared == {"S6": ["radiation_alarm"], "S8": ["radiation_alarm"]}
     assert done.kept_flags == {"S5": ["radiation_alarm"]} and done.brought_flags == {}
     (env / "rows.jsonl").write_text("".join(map(scored_line, rows)))
-    record_completion(env / "rows.jsonl")  # a finished run's
+    run_finished(env / "rows.jsonl")  # a finished run's
     (env / "p.yaml").write_text(FIXED)
     argv = ["decide", "--verdicts", str(env / "rows.jsonl"), "--policy", str(env / "p.yaml")]
     assert run(app, [*argv, "--manifest", str(env / "m.jsonl"), "--out", str(env / "d.jsonl")]) == 0

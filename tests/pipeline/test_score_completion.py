@@ -31,6 +31,7 @@ from pipeline.score.batch import ScoredRow  # noqa: E402
 from pipeline.score.completion import completion_path, incomplete  # noqa: E402
 from pipeline.score.output_lock import OutputLock, held_by, lock_output, lock_path  # noqa: E402
 from pipeline.score.sources import ImageTask  # noqa: E402
+from pipeline.settings import Settings, completion_seal_key
 
 ROW_KEY = row_seal_key("completion-test-audit-secret")
 """The row seal key of the env's audit secret: the rows scored as `clearsight score` scores them with it
@@ -77,6 +78,9 @@ def _listed(env: Path) -> list[dict[str, str]]:
 def _score(env: Path, engine: object, **how: bool) -> Path:
     out = env / "out" / "rows.jsonl"
     tasks = iter_tasks([str(env / "arc" / "manifest.csv")])
+    from pipeline.settings import Settings, completion_seal_key
+
+    how = {"completion_key": completion_seal_key(Settings.load()), **how}  # as `clearsight score` seals
     score_to_file(tasks, engine, out, chunk_rows=1, row_key=ROW_KEY, **how)  # type: ignore[arg-type]
     return out
 
@@ -377,8 +381,15 @@ def test_a_resume_that_keeps_rows_its_inputs_do_not_list_writes_no_record(
     assert _decide(env, out) == 2
     assert "it has no completion record" in capsys.readouterr().err
     # resumed with the inputs the run was given: every row listed, the record written, ONE held
+    key = completion_seal_key(Settings.load())
     summary = score_to_file(
-        iter_tasks([str(both)]), _engine(), out, resume=True, chunk_rows=1, row_key=ROW_KEY
+        iter_tasks([str(both)]),
+        _engine(),
+        out,
+        resume=True,
+        chunk_rows=1,
+        row_key=ROW_KEY,
+        completion_key=key,
     )
     assert summary.kept_unlisted == 0 and incomplete(out) is None
     assert _decide(env, out) == 0, capsys.readouterr().err
@@ -536,22 +547,26 @@ def test_a_sealed_record_is_not_checked_without_the_audit_secret(
     assert told == ["its completion record's seal was not checked: no audit secret here, or a weak one"]
 
 
-def test_decide_warns_that_rows_of_an_unsealed_record_it_records_are_not_sealed(
+def test_an_unsealed_record_vouches_for_nothing_where_decide_has_the_secret(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A record without a seal (an older version's, or a run without the audit secret) is still
-    taken; recorded in an audit store, the decisions are said to stand on rows anyone who could write
-    the file could have changed."""
-    out = _score(env, _engine())  # no key: unsealed
+    """A record without a seal (an older version's, or a run without the audit secret) vouches for
+    nothing where decide has the secret: its size and sha256 anyone who edits the rows can redo (an
+    earlier run's sealed row put in place of today's, its picture archived, was released), so it is
+    taken as no record. Without the secret it is taken; recorded in an audit store, the decisions are
+    said to stand on rows anyone who could write the file could have changed."""
+    out = _score(env, _engine(), completion_key=None)  # type: ignore[arg-type]  # unsealed
     assert "seal" not in json.loads(completion_path(out).read_text())
     capsys.readouterr()
-    assert _decide(env, out) == 0, capsys.readouterr().err  # a what-if only: nothing to say
-    assert "not sealed" not in capsys.readouterr().err
-    assert _decide(env, out, "--audit-db", f"sqlite:///{env / 'audit.db'}") == 0, capsys.readouterr().err
+    assert _decide(env, out) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "is not sealed (its completion record carries no seal" in err
-    assert f"Warning:--verdicts{str(out)!r}isnotsealed" in "".join(err.split())  # a path wrapped anywhere
-    assert "anyone who could write it could have changed its scores" in err
+    assert "its completion record carries no seal" in err and "vouches for nothing" in err
+    env_secret = os.environ.pop("CLEARSIGHT_AUDIT_SECRET")
+    try:
+        assert _decide(env, out) == 0, capsys.readouterr().err  # a what-if only: nothing to say
+        assert "not sealed" not in capsys.readouterr().err
+    finally:
+        os.environ["CLEARSIGHT_AUDIT_SECRET"] = env_secret
     out = _sealed_score(env)
     assert _decide(env, out, "--audit-db", f"sqlite:///{env / 'audit2.db'}") == 0, capsys.readouterr().err
     assert "not sealed" not in capsys.readouterr().err
