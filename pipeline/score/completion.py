@@ -414,6 +414,15 @@ def _incomplete(
             "edited and the record made to match them?), or that run had another audit secret",
             altered=True,
         ), None
+    named = record.get("rows_file")
+    if seal is not None and named != real.name:
+        # the name is sealed: a finished output and its record copied under another name (an earlier
+        # day's, over today's) vouched for rows no run wrote there
+        return Unvouched(
+            f"its completion record {str(record_file)!r} is of rows written as {named!r}, not "
+            f"{real.name!r}: an output and its record copied under another name",
+            altered=True,
+        ), None
     vouched: int = record["bytes"]
     try:
         if opened is None:

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -570,3 +571,19 @@ def test_an_unsealed_record_vouches_for_nothing_where_decide_has_the_secret(
     out = _sealed_score(env)
     assert _decide(env, out, "--audit-db", f"sqlite:///{env / 'audit2.db'}") == 0, capsys.readouterr().err
     assert "not sealed" not in capsys.readouterr().err
+
+
+def test_an_output_and_its_record_copied_under_another_name_are_refused(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The record names its rows file, under its seal: an earlier finished output and its record
+    copied under today's name vouched for rows no run wrote there, and released on them."""
+    out = _sealed_score(env)
+    copy = env / "out" / "today.jsonl"
+    shutil.copyfile(out, copy)
+    shutil.copyfile(completion_path(out), completion_path(copy))
+    capsys.readouterr()
+    assert _decide(env, copy) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "is of rows written as 'rows.jsonl', not 'today.jsonl'" in err
+    assert _decide(env, out) == 0, capsys.readouterr().err  # under its own name: taken
