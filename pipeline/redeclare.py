@@ -71,7 +71,7 @@ from pipeline.listed_content import (
 )
 from pipeline.score.batch import earlier_printable_path, path_of_printable, printable_path
 from pipeline.shipment_rows import as_flag, declaration_from_rows
-from pipeline.verdicts import OVERRIDE_FLAGS, ImageVerdict
+from pipeline.verdicts import OVERRIDE_FLAGS, PICTURE_FIELDS, SCORE_FIELDS, ImageVerdict
 
 __all__ = ["MIXED_MODELS", "NEVER_SCORED", "Listed", "Redeclared", "read_declarations", "redeclare"]
 
@@ -305,28 +305,6 @@ def _still_raised(row: ImageVerdict, flags: set[str]) -> ImageVerdict:
     return row.model_copy(update={"declaration": declaration})
 
 
-_SCORES = ("score", "label", "anomaly_type", "type_probabilities", "signal_log_odds", "heatmap")
-"""What an error row holds none of (:class:`~pipeline.verdicts.ImageVerdict`): the score of the
-picture scored, not the one listed now."""
-
-_PICTURE = (
-    "sha256",
-    "phash",
-    "phash_turns",
-    "turned_phash",
-    "scale_vs_training",
-    "seen_in",
-    "similar_in",
-    "similar_bits",
-    "similar_turn",
-)
-"""What a row held for its listed file (changed, unreadable, no sha256) holds none of, as a
-:data:`NEVER_SCORED` row has none: the audit store indexes each image's hashes as the picture its
-decision was made on (pipeline.audit.image_indexes), and this decision was made on no picture. Kept,
-the old picture's bytes sent again later were found "held before" on this hold and raised a tier,
-though that picture was never judged anomalous. The row as scored stays in the verdicts file."""
-
-
 MIXED_MODELS = (
     "rows of this cargo type name more than one model, and no completion record vouches for them, its "
     "run unfinished or its record removed: a run scores a cargo type with one model, so rows of "
@@ -350,7 +328,7 @@ def _one_model_per_cargo(rows: list[ImageVerdict], done: Redeclared) -> list[Ima
     if not mixed:
         return rows
     done.mixed_models.update(mixed)
-    cleared = dict.fromkeys((*_SCORES, *_PICTURE))
+    cleared = dict.fromkeys((*SCORE_FIELDS, *PICTURE_FIELDS))
     return [
         row.model_copy(update={**cleared, "error": MIXED_MODELS})
         if row.error is None and str(row.cargo_type) in mixed
@@ -537,7 +515,7 @@ def redeclare(
                 elif how != "same":
                     getattr(done, how).setdefault(shipment, []).append(row.path)
                 if error is not None:
-                    changes.update({**dict.fromkeys((*_SCORES, *_PICTURE)), "error": error})
+                    changes.update({**dict.fromkeys((*SCORE_FIELDS, *PICTURE_FIELDS)), "error": error})
             out[n] = row.model_copy(update=changes)
         missing = [p for p in now.pictures if p not in seen]
         if missing:

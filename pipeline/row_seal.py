@@ -23,18 +23,14 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
-from pipeline.verdicts import ImageVerdict
+from pipeline.verdicts import PICTURE_FIELDS, SCORE_FIELDS, ImageVerdict
 
 __all__ = ["ROW_SEAL_LABEL", "canonical", "fault", "row_seal_key", "seal", "sealed", "untrusted"]
 
 ROW_SEAL_LABEL = b"clearsight verdict row seal v1"
 """The label the row seal key is derived under (:func:`row_seal_key`)."""
 
-_CLEARED = (
-    *("score", "label", "anomaly_type", "type_probabilities", "signal_log_odds", "heatmap"),
-    *("sha256", "phash", "phash_turns", "turned_phash", "scale_vs_training"),
-    *("seen_in", "similar_in", "similar_bits", "similar_turn"),
-)
+_CLEARED = (*SCORE_FIELDS, *PICTURE_FIELDS)
 """What an untrusted row is cleared of (:func:`untrusted`), as :mod:`pipeline.redeclare` clears a row
 whose listed picture changed: none of its scores was given by a model for certain, and its hashes
 may name another picture, which the audit store would index the hold under."""

@@ -34,6 +34,8 @@ from datasets.type_names import PSEUDO_PREFIX, is_type_name
 
 __all__ = [
     "DECLARATION_FIELDS",
+    "PICTURE_FIELDS",
+    "SCORE_FIELDS",
     "EXTRA_DECLARATION_KEYS",
     "OVERRIDE_FLAGS",
     "ROW_DECLARATION_KEYS",
@@ -51,6 +53,20 @@ __all__ = [
     "first_field_like",
     "scored_anomaly_types",
 ]
+
+SCORE_FIELDS = ("score", "label", "anomaly_type", "type_probabilities", "signal_log_odds", "heatmap")
+"""A row's fields that a model's scoring of its picture gave: an error row (a picture changed since it
+was scored, a row not vouched for) holds none of them."""
+
+PICTURE_FIELDS = (
+    *("sha256", "phash", "phash_turns", "turned_phash", "scale_vs_training"),
+    *("seen_in", "similar_in", "similar_bits", "similar_turn"),
+)
+"""A row's fields that describe its picture: an error row holds none of them either, as the audit
+store indexes each image's hashes as the picture its decision was made on, and an error row's
+decision was made on none (they may name another picture): kept, the old picture's bytes sent again
+later were found "held before" on such a hold and raised a tier, though that picture was never
+judged anomalous. The row as scored stays in the verdicts file."""
 
 
 AeoTierSource = Literal["register", "declared_unverified", "none"]
