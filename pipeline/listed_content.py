@@ -18,12 +18,15 @@ The errors below go into the audit record and the decision's idempotency key, so
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
+
+from pipeline.settings import Settings
 
 __all__ = ["CHANGED", "NO_SHA256", "UNREADABLE_NOW", "WORKERS", "Standing", "compare", "hash_files"]
 
@@ -45,8 +48,8 @@ UNREADABLE_NOW = (
     f"scored under this name cannot be told; make it readable and decide again, or {_SCORE_AGAIN}"
 )
 """The error of a row whose listed file is there but cannot be read (permissions, a folder, a FIFO or
-a device, an I/O error): something is at the listed path that may be a new scan, so the old score is
-not used."""
+a device, an I/O error, a file larger than any picture the scorer reads): something is at the listed
+path that may be a new scan, so the old score is not used."""
 
 ABSENT_UNVOUCHED = (
     "no file is at the path listed now, and no completion record vouches for this row, its run "
@@ -101,34 +104,65 @@ def compare(sha256: str | None, now: str | OSError) -> Standing:
     return "same" if sha256.strip().lower() == now else "changed"
 
 
-def _file_sha256(path: str) -> str:
-    """The hex sha256 of the regular file at ``path``, read in chunks (a few hundred KiB held,
-    whatever the file's size: a radiograph may be hundreds of MB).
+_BUFFER = 1 << 18
+"""Bytes read at a time (hashlib.file_digest's buffer): one held per reading thread."""
 
-    Opened without blocking and refused unless it is a regular file before a byte is read: a FIFO
-    at a listed path blocked open() until a writer came, forever, in a worker thread that SIGTERM
-    does not stop, and a device (``/dev/zero``) never ends.
+
+def _too_big(path: str, max_bytes: int) -> OSError:
+    return OSError(
+        errno.EFBIG,
+        f"larger than the largest image accepted ({max_bytes} bytes, CLEARSIGHT_MAX_IMAGE_BYTES), so not "
+        "a picture the scorer read; if pictures that large were scored, raise it to their size",
+        path,
+    )
+
+
+def _file_sha256(path: str, max_bytes: int) -> str:
+    """The hex sha256 of the regular file at ``path``, read in chunks (one buffer held, whatever the
+    file's size).
+
+    Rows name the paths, and whoever can write the rows chooses them: so what is at a path is looked
+    at (``stat``) before it is opened, and anything but a regular file refused unopened (opening a
+    device has effects of its own: a tape rewinds, a watchdog arms, a terminal becomes the process's);
+    what is opened is opened without blocking (a FIFO put there between the look and the open blocked
+    open() until a writer came, forever, in a worker thread that SIGTERM does not stop) and looked at
+    again. No more than ``max_bytes`` is read: the scorer refuses a larger picture, so a larger file
+    is not the one scored, and reading a huge file, or one a writer keeps appending to (a size says
+    nothing of a file still growing, nor of a ``/proc`` file), never ended.
 
     Raises:
-        OSError: it cannot be opened or read (FileNotFoundError where nothing is there), or it is
-            not a regular file.
+        OSError: it cannot be opened or read (FileNotFoundError where nothing is there), it is not a
+            regular file, or it holds more than ``max_bytes`` (EFBIG).
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_a_file(mode, path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise _not_a_file(mode, path)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _not_a_file(info.st_mode, path)
+        if info.st_size > max_bytes:
+            raise _too_big(path, max_bytes)
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
-    with os.fdopen(fd, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    buffer = memoryview(bytearray(_BUFFER))
+    left = max_bytes + 1  # one byte over the limit tells a file that grew past it
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        while n := fh.readinto(buffer[: min(_BUFFER, left)]):
+            digest.update(buffer[:n])
+            left -= n
+            if not left:
+                raise _too_big(path, max_bytes)
+    return digest.hexdigest()
 
 
-def _read(path: str) -> str | OSError:
+def _read(path: str, max_bytes: int) -> str | OSError:
     try:
-        return _file_sha256(path)
+        return _file_sha256(path, max_bytes)
     except OSError as exc:
         # without its traceback: that held the pool worker's frame, and so the future holding this
         # error, in a cycle only the cyclic collector frees (200,000 missing files piled up a few MB
@@ -142,13 +176,22 @@ on a share answers each read late); each holds one read buffer."""
 
 
 def hash_files(
-    paths: Iterable[str], *, advance: Callable[[], None] | None = None, workers: int = WORKERS
+    paths: Iterable[str],
+    *,
+    advance: Callable[[], None] | None = None,
+    workers: int = WORKERS,
+    max_bytes: int | None = None,
 ) -> dict[str, str | OSError]:
     """Each of ``paths``' sha256 now, or the OSError reading it raised (FileNotFoundError: none
-    there), read by ``workers`` threads; ``advance`` is called after each file (a progress bar)."""
+    there; EFBIG: over ``max_bytes``, by default the settings' ``max_image_bytes``, the largest
+    picture the scorer reads), read by ``workers`` threads; ``advance`` is called after each file (a
+    progress bar)."""
+    if max_bytes is None:
+        max_bytes = Settings.load().max_image_bytes
+    read = functools.partial(_read, max_bytes=max_bytes)
     found: dict[str, str | OSError] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for path, now in zip(paths := list(paths), pool.map(_read, paths), strict=True):
+        for path, now in zip(paths := list(paths), pool.map(read, paths), strict=True):
             found[path] = now
             if advance is not None:
                 advance()

@@ -423,3 +423,54 @@ def test_rows_of_one_cargo_type_naming_two_models_hold_where_no_record_vouches_f
     assert [r.error for r in out] == ([MIXED_MODELS] * 2 if held else [None, None])
     assert [r.score for r in out] == ([None, None] if held else [0.1, 0.1])
     assert done.mixed_models == ({"bulk_ore": ["ore-m0", "ore-m1"]} if held else {})
+
+
+def test_a_file_larger_than_the_largest_image_accepted_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A path in the rows may name any file: a huge one was read to its end (hours, on a disk image),
+    though the scorer refuses a picture over max_image_bytes, so no such file is one scored."""
+    monkeypatch.setenv("CLEARSIGHT_MAX_IMAGE_BYTES", "1000")
+    fits, over = tmp_path / "fits.png", tmp_path / "over.png"
+    fits.write_bytes(b"x" * 1000)
+    with over.open("wb") as fh:
+        fh.truncate(1001)
+    found = hash_files([str(fits), str(over)])
+    assert found[str(fits)] == hashlib.sha256(b"x" * 1000).hexdigest()
+    assert isinstance(found[str(over)], OSError) and found[str(over)].errno == errno.EFBIG
+    assert "larger than the largest image accepted (1000 bytes, CLEARSIGHT_MAX_IMAGE_BYTES)" in str(
+        found[str(over)].strerror
+    )
+
+
+def test_no_more_than_the_limit_is_read_of_a_file_whose_size_says_less(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file still growing (appended to while it is read), or one of /proc (its size 0), holds more
+    than its size said: read to its end, one appended to for ever was never done."""
+    monkeypatch.setenv("CLEARSIGHT_MAX_IMAGE_BYTES", "10")
+    status = "/proc/self/status"
+    assert os.stat(status).st_size == 0 and len(Path(status).read_bytes()) > 10
+    found = hash_files([status])
+    assert isinstance(found[status], OSError) and found[status].errno == errno.EFBIG
+
+
+def test_what_is_not_a_regular_file_is_refused_before_it_is_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a device does things of its own (a tape rewinds, a watchdog arms, a terminal becomes
+    the process's): a row naming one was opened, then refused."""
+    opened: list[str] = []
+    real_open = os.open
+
+    def recording_open(path: str, *args: object, **kw: object) -> int:
+        opened.append(str(path))
+        return real_open(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", recording_open)
+    found = hash_files(["/dev/zero", "/dev/null", str(tmp_path)])
+    assert [getattr(found[p], "strerror", None) for p in ("/dev/zero", "/dev/null")] == [
+        "not a regular file: a character device"
+    ] * 2
+    assert isinstance(found[str(tmp_path)], IsADirectoryError)
+    assert opened == []
