@@ -33,6 +33,7 @@ from pipeline.listed_content import hash_files
 from pipeline.policy import Policy, default_policy_path, load_policy
 from pipeline.redeclare import Redeclared, read_declarations, redeclare
 from pipeline.row_seal import untrusted
+from pipeline.scored_content import check_at_paths
 from pipeline.settings import Settings, audit_key, audit_seal_key, completion_seal_key, row_seal_key
 from pipeline.shipment_rows import row_shipment_id
 from pipeline.trader_register import TraderRegister, check_tiers, read_trader_register
@@ -209,6 +210,13 @@ def _hash_listed(paths: list[str]) -> dict[str, str | OSError]:
     """:func:`pipeline.listed_content.hash_files`, with a progress bar: an archive's pictures are read
     whole again to be compared with their rows."""
     with _progress("checking the listed pictures' content", len(paths)) as advance:
+        return hash_files(paths, advance=advance)
+
+
+def _hash_scored(paths: list[str]) -> dict[str, str | OSError]:
+    """:func:`pipeline.listed_content.hash_files`, with a progress bar: without --manifest every scored
+    row's picture is read whole again to be compared with its row."""
+    with _progress("checking the scored pictures' content", len(paths)) as advance:
         return hash_files(paths, advance=advance)
 
 
@@ -561,6 +569,10 @@ def register(app: typer.Typer) -> None:
         under CLEARSIGHT_AUDIT_SECRET, are refused, with --manifest too: score them again. With the
         secret, a row whose own seal is missing or does not verify (edited after scoring, or scored
         without this secret) holds its shipment (fail_closed.image_error); the others are decided.
+        Without --manifest each scored row's picture is read again: one whose bytes are not the ones
+        scored (a new scan under the old name, or an earlier run's output copied over this one), or
+        that is there but cannot be read, holds its shipment; one no longer at its path (archived
+        away) is decided on its row, and counted.
 
         Prints the count per tier; with --compare-policy, how many more (or fewer) shipments each tier
         gets under --policy than under the other one. The random-audit key is CLEARSIGHT_AUDIT_SECRET.
@@ -634,6 +646,12 @@ def register(app: typer.Typer) -> None:
                     AuditStore.open(audit_db, seal_key=audit_seal_key(settings), option="--audit-db")
                 )
                 store.check_policy(chosen.version, chosen.sha256)  # before deciding, not at its first record
+            # without a manifest (which has its listed pictures read), each scored row's picture, once
+            # what can fail at once has not: an earlier output copied over today's was decided on
+            # other pictures' scores
+            at_paths = None
+            if manifest is None:
+                rows, at_paths = check_at_paths(rows, content=_hash_scored)
             if store is None:
                 decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}", traders)
                 if other is not None:
@@ -694,6 +712,9 @@ def register(app: typer.Typer) -> None:
                 )
         console.print(f"wrote {len(written)} decisions to {out}{recorded}")
         warnings = []
+        if at_paths is not None:
+            console.print(at_paths.summary())
+            warnings += at_paths.warnings()
         if redeclared is not None:
             missed = len(unrecorded & set(redeclared.shipments))
             console.print(

@@ -1,0 +1,248 @@
+"""`clearsight decide` without --manifest reads each scored row's picture again: an earlier output,
+its sealed completion record with it, copied over today's is not decided on other pictures' scores
+(pipeline.scored_content)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from decide_builders import run_finished, scored_line  # noqa: E402
+
+from pipeline.score.batch import printable_path  # noqa: E402
+from pipeline.scored_content import changed_error, check_at_paths  # noqa: E402
+from pipeline.verdicts import PICTURE_FIELDS, SCORE_FIELDS, ImageVerdict  # noqa: E402
+
+OLD, NEW = "a" * 64, "b" * 64
+
+POLICY = (
+    "policy_version: p\ncargo_types:\n  bulk_ore: {release_threshold: 0.5, hold_threshold: 0.8}\n"
+    "random_audit: {rate: 0.0001}\n"
+)
+
+
+def _row(path: str, *, sha256: str | None = OLD, shipment: str = "S1", score: float = 0.1) -> ImageVerdict:
+    return ImageVerdict(
+        path=path,
+        sha256=sha256,
+        phash="0" * 80,
+        shipment_id=shipment,
+        cargo_type="bulk_ore",
+        threshold=0.5,
+        hold_threshold=0.8,
+        score=score,
+        label="good",
+        model_id="ore-m1",
+        declaration={"shipment_id": shipment, "cargo_type": "bulk_ore"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("sha256", "now", "held", "said"),
+    [
+        (OLD, OLD, False, "same"),
+        (OLD.upper(), OLD, False, "same"),  # hex written in capitals is the same hash
+        (OLD, NEW, True, "changed"),  # a new scan written over the name, or an earlier run's row
+        (None, NEW, True, "unhashed"),  # nothing to compare the file there with
+        (OLD, OSError(errno.ENOENT, "gone"), False, "absent"),  # archived away: the row is the record
+        (None, OSError(errno.ENOENT, "gone"), False, "absent"),
+        (OLD, OSError(errno.EACCES, "denied"), True, "unreadable"),  # there, but cannot be compared
+        (OLD, OSError(errno.EFBIG, "too big"), True, "unreadable"),
+    ],
+    ids=["same", "same-capitals", "changed", "no-sha256", "archived", "no-sha256-archived", "denied", "big"],
+)
+def test_a_scored_row_stands_only_on_the_bytes_it_was_scored_on(
+    sha256: str | None, now: str | OSError, held: bool, said: str
+) -> None:
+    row = _row("arc/a.png", sha256=sha256)
+    asked: list[list[str]] = []
+
+    def content(paths: list[str]) -> dict[str, str | OSError]:
+        asked.append(list(paths))
+        return {"arc/a.png": now}
+
+    (out,), found = check_at_paths([row], content=content)
+    assert asked == [["arc/a.png"]]
+    if held:
+        assert out.error == changed_error("arc/a.png", said)
+        assert all(getattr(out, f) is None for f in (*SCORE_FIELDS, *PICTURE_FIELDS))
+        assert found.held_shipments == {"S1"} and found.held == 1
+    else:
+        assert out == row and found.held == 0
+    assert (found.same, found.absent) == (int(said == "same"), ["arc/a.png"] if said == "absent" else [])
+
+
+def test_a_row_that_failed_to_score_is_not_read() -> None:
+    failed = ImageVerdict(path="arc/a.png", shipment_id="S1", error="could not decode the image")
+    out, found = check_at_paths([failed], content=lambda paths: dict.fromkeys(paths, NEW))
+    assert out == [failed] and found.held == found.same == 0 and not found.absent
+
+
+def test_the_errors_name_the_file_and_read_as_one_clause_inside_the_decisions_reason() -> None:
+    """The audit record and the officer's page say "image could not be scored (ERROR); never
+    released": an error with parentheses of its own, or saying never released again, read garbled."""
+    from pipeline.decide import decide_rows
+    from pipeline.policy import default_policy_path, load_policy
+
+    for how in ("changed", "unreadable", "unhashed"):
+        error = changed_error("arc/a.png", how)
+        assert "'arc/a.png'" in error and "since it was scored" in error
+        row = _row("arc/a.png").model_copy(update={**dict.fromkeys(SCORE_FIELDS), "error": error})
+        (decision,) = decide_rows(load_policy(default_policy_path()), [row], audit_key=b"k" * 32)
+        (message,) = [r.message for r in decision.reasons if r.rule == "fail_closed.image_error"]
+        assert message == f"image could not be scored ({error}); never released"
+        assert (message.count("("), message.count(")"), message.count("never released")) == (1, 1, 1)
+
+
+def test_a_name_written_with_escapes_is_read_as_the_file_it_names(tmp_path: Path) -> None:
+    """A name that is not UTF-8 is written into its row as ``\\xNN`` escapes: read as that text, no
+    file was there, and the row was decided as archived away over a new scan at the real name."""
+    name = os.fsdecode(str(tmp_path).encode() + b"/caf\xe9.png")
+    Path(name).write_bytes(b"a new scan")
+    text = printable_path(name)
+    assert "\\xe9" in text
+    (out,), found = check_at_paths([_row(text, sha256=hashlib.sha256(b"first scan").hexdigest())])
+    assert found.changed == [text] and out.error == changed_error(text, "changed")
+
+
+def _unblocked(fifo: Path, call: Callable[[], object]) -> object:
+    """``call()``'s result, run in a thread: where it is still blocked on ``fifo`` after a minute (no
+    speed is measured: a blocked open never returns), a writer is opened and closed, so that the
+    test fails rather than hangs."""
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the blocked reader gets EOF
+        thread.join(timeout=60)
+        pytest.fail(f"reading {fifo} blocked until a writer came")
+    return result[0]
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLEARSIGHT_AUDIT_SECRET", "scored-content-test-audit-secret")
+    monkeypatch.setenv("COLUMNS", "1000")  # a path the console wraps is no longer found whole
+    (tmp_path / "p.yaml").write_text(POLICY)
+    return tmp_path
+
+
+def _decide(env: Path, verdicts: Path) -> dict[str, dict]:
+    from pipeline.cli import app, run
+
+    out = env / "d.jsonl"
+    argv = ["decide", "--verdicts", str(verdicts), "--policy", str(env / "p.yaml"), "--out", str(out)]
+    assert run(app, [*argv, "--overwrite"]) == 0
+    return {d["shipment_id"]: d for d in map(json.loads, out.read_text().splitlines())}
+
+
+def _scored(env: Path, pictures: dict[str, tuple[bytes, str, float]]) -> Path:
+    """``pictures`` (name: bytes, shipment, score) written under ``env/arc`` and their rows into
+    ``env/out/rows.jsonl`` as a finished score run leaves them (rows and record sealed)."""
+    rows = []
+    for name, (data, shipment, score) in pictures.items():
+        (env / "arc").mkdir(exist_ok=True)
+        (env / "arc" / name).write_bytes(data)
+        row = _row(str(env / "arc" / name), sha256=hashlib.sha256(data).hexdigest(), shipment=shipment)
+        rows.append(row.model_copy(update={"score": score}))
+    verdicts = env / "out" / "rows.jsonl"
+    verdicts.parent.mkdir(exist_ok=True)
+    verdicts.write_text("".join(map(scored_line, rows)))
+    run_finished(verdicts)
+    return verdicts
+
+
+def test_an_earlier_output_copied_over_todays_holds_the_shipments_of_new_scans(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Yesterday's genuine output and its genuine sealed completion record, copied whole over
+    today's by someone who can write the verdicts folder: today's new scans lie at the names
+    yesterday's rows give, and decide released them on yesterday's scores of other pictures."""
+    verdicts = _scored(
+        env,
+        {
+            "a.png": (b"yesterday's clean scan", "S1", 0.1),
+            "b.png": (b"a scan kept as it was", "S2", 0.1),
+            "c.png": (b"a scan archived since", "S3", 0.1),
+        },
+    )
+    yesterday = {p.name: p.read_bytes() for p in verdicts.parent.iterdir()}  # record included
+    assert any(name.endswith(".complete.json") for name in yesterday)
+    assert {s: d["tier"] for s, d in _decide(env, verdicts).items()} == dict.fromkeys(
+        ("S1", "S2", "S3"), "RELEASE"
+    )
+    (env / "arc" / "c.png").unlink()  # archived away
+    for p in verdicts.parent.iterdir():
+        p.unlink()
+    today = _scored(env, {"a.png": (b"today's scan, a knife in it", "S1", 0.95)})
+    assert _decide(env, today)["S1"]["tier"] == "PHYSICAL_INSPECTION"
+    for p in verdicts.parent.iterdir():
+        p.unlink()
+    for name, data in yesterday.items():  # the replay
+        (verdicts.parent / name).write_bytes(data)
+    capsys.readouterr()
+    decided = _decide(env, verdicts)
+    out, err = (" ".join(text.split()) for text in capsys.readouterr())
+    assert {s: d["tier"] for s, d in decided.items()} == {
+        "S1": "REMOTE_INSPECTION",  # held: fail_closed.image_error, never released
+        "S2": "RELEASE",  # the same bytes
+        "S3": "RELEASE",  # archived away: decided on its row, as before
+    }
+    a = str(env / "arc" / "a.png")
+    assert [i["error"] for i in decided["S1"]["images"]] == [changed_error(a, "changed")]
+    assert [(i["score"], i["sha256"], i["phash"]) for i in decided["S1"]["images"]] == [(None, None, None)]
+    assert (
+        "2 scored picture(s) compared with the file at their path: 1 held, their shipments not released "
+        "(1 changed since scoring, 0 unreadable, 0 without a sha256); 1 pictures no longer at their "
+        "path: not compared" in out
+    )
+    assert f"so 1 shipment(s) holding them are not released: {a!r} (changed since scoring) first" in err
+    c = str(env / "arc" / "c.png")
+    assert "1 scored row(s) of --verdicts were decided on their scores as recorded" in err
+    assert f"{c!r} first" in err
+    assert "checking the scored pictures' content: 0/3" in err  # the progress, stderr no terminal
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_fifo_or_folder_at_a_rows_path_holds_its_shipment_and_hangs_nothing(
+    env: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Something is at the path that cannot be read: it may be a new scan, so the row is not
+    decided on its score. A FIFO's open() blocked until a writer came, forever."""
+    verdicts = _scored(env, {"a.png": (b"first scan", "S1", 0.1), "b.png": (b"other scan", "S2", 0.1)})
+    there = env / "arc" / "a.png"
+    there.unlink()
+    if kind == "fifo":
+        os.mkfifo(there)
+    else:
+        there.mkdir()
+    decided = _unblocked(there, lambda: _decide(env, verdicts))
+    assert isinstance(decided, dict)
+    assert {s: d["tier"] for s, d in decided.items()} == {"S1": "REMOTE_INSPECTION", "S2": "RELEASE"}
+    assert [i["error"] for i in decided["S1"]["images"]] == [changed_error(str(there), "unreadable")]
+    err = " ".join(capsys.readouterr().err.split())
+    why = "not a regular file: a FIFO" if kind == "fifo" else os.strerror(errno.EISDIR)
+    assert f"{str(there)!r} (cannot be read: {why}) first" in err
+
+
+def test_decide_help_says_the_scored_pictures_are_read_again(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.cli import app, run
+
+    monkeypatch.setenv("COLUMNS", "1000")
+    assert run(app, ["decide", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "Without --manifest each scored row's picture is read again" in out
