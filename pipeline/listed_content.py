@@ -161,6 +161,11 @@ def _file_sha256(path: str, max_bytes: int) -> str:
 
 
 def _read(path: str, max_bytes: int) -> str | OSError:
+    if "\0" in path:
+        # no file name holds one, and the system calls raise ValueError for it, which ended decide
+        # with a traceback; no file to compare the row with is none that vouches for it: not read,
+        # and not taken for a file archived away either
+        return OSError(errno.EINVAL, "the path holds a NUL byte, which no file name can", path)
     try:
         return _file_sha256(path, max_bytes)
     except OSError as exc:

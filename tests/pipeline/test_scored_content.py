@@ -246,3 +246,17 @@ def test_decide_help_says_the_scored_pictures_are_read_again(
     assert run(app, ["decide", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "Without --manifest each scored row's picture is read again" in out
+
+
+def test_a_rows_path_holding_a_nul_byte_holds_its_shipment(env: Path) -> None:
+    """No scorer writes one (no file name holds it), so such a row is not the scorer's: reading it
+    raised ValueError, and decide ended with a traceback, nothing decided."""
+    verdicts = _scored(env, {"b.png": (b"other scan", "S2", 0.1)})
+    rows = verdicts.read_text() + scored_line(_row(str(env / "arc" / "a\0.png"), shipment="S1"))
+    verdicts.write_text(rows)
+    run_finished(verdicts)
+    decided = _decide(env, verdicts)
+    assert {s: d["tier"] for s, d in decided.items()} == {"S1": "REMOTE_INSPECTION", "S2": "RELEASE"}
+    assert [i["error"] for i in decided["S1"]["images"]] == [
+        changed_error(str(env / "arc" / "a\0.png"), "unreadable")
+    ]
