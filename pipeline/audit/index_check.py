@@ -1,11 +1,14 @@
-"""Verification of the image indexes against the chain, as :func:`~pipeline.audit.verify.verify_chain`
-walks it.
+"""Verification of the image indexes and the policy index against the chain, as
+:func:`~pipeline.audit.verify.verify_chain` walks it.
 
 The indexes are no part of the hashed chain, yet decisions are made from them: a picture sent again
 is found there (``image_reused``, ``image_held_before``), so a held shipment's rows deleted let its
-very picture pass as new under another id. Each decision's rows are therefore made again from its
-hashed content (:func:`~pipeline.audit.image_indexes.index_rows`, as the store wrote them) and
-compared with the stored ones: a row missing, altered or extra names the record.
+very picture pass as new under another id; and a policy version is checked against the policy
+index, so its pair deleted lets the version be recorded under other rules. Each decision's rows are
+therefore made again from its hashed content (:func:`~pipeline.audit.image_indexes.index_rows` and
+:func:`~pipeline.audit.policy_index.policy_pair`, as the store wrote them; a pair's row belongs to
+the first decision naming it) and compared with the stored ones: a row missing, altered or extra
+names the record.
 
 The stored rows are read in ``seq`` order, one streamed query per table beside the chain's pages,
 so that the check holds one record's rows at a time however large the store.
@@ -20,8 +23,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Table, select
 
 from pipeline.audit.image_indexes import index_rows
+from pipeline.audit.policy_index import policy_pair
 from pipeline.audit.records import Problem
-from pipeline.audit.schema import image_index, image_likeness
+from pipeline.audit.schema import image_index, image_likeness, policy_versions
 
 __all__ = ["Finding", "IndexCheck"]
 
@@ -29,11 +33,13 @@ _YIELD = 1000
 
 
 class Finding(NamedTuple):
-    """What verification found wrong: the problem, the record it names, and what to say."""
+    """What verification found wrong: the problem, the record it names, what to say, and the index
+    it lies in (as the CLI names it)."""
 
     problem: Problem
     seq: int | None
     message: str
+    index: str = "image index"
 
 
 class _Stream:
@@ -89,7 +95,7 @@ class _Stream:
 
 
 class IndexCheck:
-    """The image indexes of ``tables`` compared, record by record, with what the chain's decisions give.
+    """The indexes of ``tables`` compared, record by record, with what the chain's decisions give.
 
     Call :meth:`record` for each record in chain order after its chain checks passed, :meth:`end`
     once the whole chain passed, and :meth:`close` in any case.
@@ -97,6 +103,7 @@ class IndexCheck:
 
     def __init__(self, conn: Connection, tables: Sequence[Table]) -> None:
         self._streams: list[_Stream] = []
+        self._pairs: set[tuple[str, str]] = set()  # the policy pairs of the decisions walked so far
         try:
             for table in tables:
                 self._streams.append(_Stream(conn, table))
@@ -116,7 +123,7 @@ class IndexCheck:
             if orphan is not None:
                 return _not_in_chain(stream, orphan)
         try:
-            expected = _expected(seq, content)
+            expected = _expected(seq, content, self._pairs)
         except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
             return Finding(
                 "altered",
@@ -140,9 +147,10 @@ class IndexCheck:
         return None
 
 
-def _expected(seq: int, content: Any) -> dict[str, list[tuple[Any, ...]]]:
-    """Each table's rows that record ``seq`` gives, as tuples in the table's column order."""
-    expected: dict[str, list[tuple[Any, ...]]] = {image_index.name: [], image_likeness.name: []}
+def _expected(seq: int, content: Any, pairs: set[tuple[str, str]]) -> dict[str, list[tuple[Any, ...]]]:
+    """Each table's rows that record ``seq`` gives, as tuples in the table's column order; a policy
+    pair not in ``pairs`` (those of the decisions before it) is added there."""
+    expected: dict[str, list[tuple[Any, ...]]] = {table.name: [] for table in _TABLES}
     if not isinstance(content, dict) or content.get("kind") != "decision":
         return expected
     decision = content.get("decision")
@@ -150,15 +158,28 @@ def _expected(seq: int, content: Any) -> dict[str, list[tuple[Any, ...]]]:
     for table, rows in ((image_index, exact), (image_likeness, alike)):
         names = _COLUMNS[table.name]
         expected[table.name] = [tuple(row[name] for name in names) for row in rows]
+    pair = policy_pair(decision)
+    if pair is not None and pair not in pairs:
+        pairs.add(pair)
+        expected[policy_versions.name] = [(*pair, seq)]
     return expected
 
 
-_COLUMNS = {table.name: tuple(table.columns.keys()) for table in (image_index, image_likeness)}
+_TABLES = (image_index, image_likeness, policy_versions)
+_COLUMNS = {table.name: tuple(table.columns.keys()) for table in _TABLES}
 
 
 def _key(stream: _Stream, row: tuple[Any, ...]) -> str:
-    """The picture a row is of, as the message names it: its content or perceptual hash."""
-    return f"{stream.columns[0]} {str(row[0])[:80]!r}"
+    """What a row is of, as the message names it: a picture's content or perceptual hash, or a
+    policy's version and sha256."""
+    key = f"{stream.columns[0]} {str(row[0])[:80]!r}"
+    if stream.table is policy_versions:
+        key += f", {stream.columns[1]} {str(row[1])[:80]!r}"
+    return key
+
+
+def _index(stream: _Stream) -> str:
+    return "policy index" if stream.table is policy_versions else "image index"
 
 
 def _not_in_chain(stream: _Stream, row: tuple[Any, ...], *, head_seq: int | None = None) -> Finding:
@@ -169,6 +190,7 @@ def _not_in_chain(stream: _Stream, row: tuple[Any, ...], *, head_seq: int | None
         seq if isinstance(seq, int) else None,
         f"{stream.table.name} holds a row for record {seq!r}, which the chain does not hold{where} "
         f"({_key(stream, row)})",
+        _index(stream),
     )
 
 
@@ -178,6 +200,7 @@ def _differs(
     missing = list((Counter(want) - Counter(got)).elements())
     extra = list((Counter(got) - Counter(want)).elements())
     table = stream.table.name
+    index = _index(stream)
     kind = content.get("kind") if isinstance(content, dict) else None
     if not missing and kind != "decision":
         return Finding(
@@ -185,19 +208,23 @@ def _differs(
             seq,
             f"record {seq} is not a decision (kind {str(kind)[:20]!r}), yet {table} holds a row for it "
             f"({_key(stream, extra[0])})",
+            index,
         )
     if not extra:
-        return Finding(
-            "deleted",
-            seq,
-            f"record {seq}: {table} lacks the row of its picture ({_key(stream, missing[0])}): a picture "
-            "missing from the index passes as new when it is sent again",
+        lacks = (
+            "of its policy, the first decision under it ({}): a policy version missing from the index "
+            "passes when recorded under another policy_sha256"
+            if stream.table is policy_versions
+            else "of its picture ({}): a picture missing from the index passes as new when it is sent again"
         )
+        said = lacks.format(_key(stream, missing[0]))
+        return Finding("deleted", seq, f"record {seq}: {table} lacks the row {said}", index)
     if not missing:
         return Finding(
             "inserted",
             seq,
             f"record {seq}: {table} holds a row its content does not give ({_key(stream, extra[0])})",
+            index,
         )
     said, gives = extra[0], missing[0]
     diffs = [
@@ -205,4 +232,4 @@ def _differs(
         for i, name in enumerate(stream.columns)
         if said[i] != gives[i]
     ]
-    return Finding("altered", seq, f"record {seq}: a row of {table} says {', '.join(diffs)}")
+    return Finding("altered", seq, f"record {seq}: a row of {table} says {', '.join(diffs)}", index)

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Table, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from datasets.errors import AuditError, SchemaVersionError
+from pipeline.audit import policy_index
 from pipeline.audit.chain import GENESIS_HASH, created_at_now
 from pipeline.audit.database import lock_wait, read_only
 from pipeline.audit.image_indexes import rebuild
@@ -32,6 +33,7 @@ from pipeline.audit.schema import (
     image_likeness,
     index_metadata,
     metadata,
+    policy_versions,
     schema_info,
 )
 from pipeline.audit.seal import SealKey, add_seal_column, has_seal_column, locked_head, unsealed_records
@@ -42,7 +44,7 @@ __all__ = ["Schema"]
 _PG_CREATE_LOCK = 0x636C656172
 # How long dropping a replaced index waits for readers before leaving it to a later open.
 _DROP_WAIT_MS = 100
-_UPGRADABLE = (1, 2, 3, 4)  # the schema versions this one upgrades from (schema.SCHEMA_VERSION)
+_UPGRADABLE = (1, 2, 3, 4, 5)  # the schema versions this one upgrades from (schema.SCHEMA_VERSION)
 log = logging.getLogger("clearsight.audit")
 
 
@@ -66,10 +68,20 @@ class Schema:
         self.unsealed: str | None = None  # why a holder of the key may not write: records unsealed
         self.version: int | None = None  # the version found (after any upgrade)
         self.unsealed_checked = False  # :meth:`check_unsealed` ran (a writer's open; a reader's first write)
-        # the image indexes verification checks against the chain, and why any other is not
-        self.indexes: tuple[Table, ...] = (image_index, image_likeness)
-        self.index_unchecked: str | None = None
+        # the indexes verification checks against the chain, and why any other is not
+        self.indexes: tuple[Table, ...] = (image_index, image_likeness, policy_versions)
+        self._unchecked: list[str] = []
         self.unindexed = False  # an older store without this version's indexes: nothing looked up
+
+    @property
+    def index_unchecked(self) -> str | None:
+        """Why an index is not checked by verification (a store at an older version read as it is)."""
+        return "; ".join(self._unchecked) or None
+
+    @property
+    def policy_indexed(self) -> bool:
+        """The store has its policy index (version 6): a policy's version is checked there."""
+        return policy_versions in self.indexes
 
     def open(self, conn: Connection, *, create: bool, seal_key: SealKey | None = None) -> None:
         """Check the store's schema version and tables; with ``create``, make the schema where there
@@ -86,6 +98,8 @@ class Schema:
             AuditError: tables missing, PostgreSQL too old for a writer, no schema and not ``create``,
                 or records without a seal, ``create`` and ``seal_key``.
         """
+        # as :meth:`__init__` left them: an open retried (a lock waited out) finds them again
+        self.indexes, self._unchecked = (image_index, image_likeness, policy_versions), []
         if conn.dialect.name == "postgresql":
             if create:  # a writer looks pictures up with bit_count; a reader never does
                 _check_postgres(conn.dialect.server_version_info, self.url)
@@ -103,43 +117,48 @@ class Schema:
                 needed.add(image_index.name)
             if version >= 3:
                 needed.add(image_likeness.name)
+            if version >= 6:
+                needed.add(policy_versions.name)
             missing = sorted(needed - tables)
             if missing:
                 raise AuditError(
                     f"audit store {self.url}: schema version {version} but tables {missing} are missing"
                 )
-            if version < 4 and not create:
-                # read, and given outcomes, as it is (3 has the tables of 4 and is looked up too; 1
-                # and 2 lack this version's indexes). Its version moves when a writer opens it, not
+            if version >= 5 and not has_seal_column(conn):
+                # before any upgrade, which would add it again empty: every record would read as
+                # never sealed
+                raise AuditError(self._seal_dropped(version))
+            self.version = version
+            if version < SCHEMA_VERSION and not create:
+                # read, and given outcomes, as it is. Its version moves when a writer opens it, not
                 # when a newer `clearsight audit verify` reads it, so that reading locks no older
-                # Clearsight out; decisions wait for that upgrade
+                # Clearsight out; decisions wait for that upgrade (3 has the image indexes of 4 and
+                # 5 and is looked up too; 1 and 2 lack them; none before 6 has the policy index a
+                # decision is checked against)
                 self.no_decisions = (
                     f"audit store {self.url} is at schema version {version}: decisions of this "
                     f"Clearsight are recorded once a writer has upgraded it to {SCHEMA_VERSION} (open it "
                     "to record)"
                 )
                 self._older(version)
-            elif version == 4 and not create:
-                pass  # read as it is, unsealed, for the reason of 3: the seal column waits for a writer
             elif version != SCHEMA_VERSION:
-                if seal_key is not None and self._holds_records(conn):
+                if seal_key is not None and version < 5 and self._holds_records(conn):
                     # the upgrade seals nothing: the operator vouches for the records (`audit seal`)
                     raise AuditError(self._before_seals(version))
                 self.upgrade(conn, version, create=create)
             elif create:
                 self._mend_likeness(conn)
                 self._index_records(conn)
-            self._check_sealed(conn, version)
-            self.version = SCHEMA_VERSION if self.sealed else version
+            self._check_sealed(conn)
             if seal_key is not None and create:  # a reader's scan waits for its first write
                 self.check_unsealed(conn, create=True)
                 # a writer whose secret did not seal the head would append nothing, every decision
                 # failing (500s behind a service that said it was ready): refused as it opens
                 locked_head(conn, seal_key, store=self.url)
-            if self.indexes and not create and not self._likeness_current(conn):
+            if image_likeness in self.indexes and not create and not self._likeness_current(conn):
                 # an early build's layout, made again when a writer opens the store
-                self.indexes = (image_index,)
-                self.index_unchecked = (
+                self.indexes = tuple(table for table in self.indexes if table is not image_likeness)
+                self._unchecked.append(
                     "likeness index not checked: laid out by an early build of version 3 (a writer "
                     "opening the store makes it again from the chain)"
                 )
@@ -153,6 +172,7 @@ class Schema:
         add_seal_column(conn)
         index_metadata.create_all(conn)
         self.sealed = True
+        self.version = SCHEMA_VERSION
         conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION, created_at=created_at_now()))
         conn.execute(audit_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
 
@@ -236,20 +256,16 @@ class Schema:
             image_likeness.drop(conn)
             rebuild(conn)
 
-    def _check_sealed(self, conn: Connection, version: int) -> None:
-        """Whether appends seal: the store has its seal column, at version 5 or just upgraded to it
-        (a store at 4 read as it is has none). A store at 5 without the column lost it, and every
-        record would read as never sealed.
-
-        Raises:
-            AuditError: version 5 and no seal column.
-        """
+    def _check_sealed(self, conn: Connection) -> None:
+        """Whether appends seal: the store has its seal column, at version 5 or later or just
+        upgraded to it (a store at 4 read as it is has none)."""
         self.sealed = has_seal_column(conn)
-        if version == SCHEMA_VERSION and not self.sealed:
-            raise AuditError(
-                f"audit store {self.url}: schema version {version} but column audit_records.seal is "
-                "missing (dropped: the seals of its records are gone)"
-            )
+
+    def _seal_dropped(self, version: int) -> str:
+        return (
+            f"audit store {self.url}: schema version {version} but column audit_records.seal is "
+            "missing (dropped: the seals of its records are gone)"
+        )
 
     @staticmethod
     def _holds_records(conn: Connection) -> bool:
@@ -298,18 +314,22 @@ class Schema:
             raise AuditError(self.unsealed)
 
     def _older(self, version: int) -> None:
-        """A store read at an older ``version`` than this one writes: its indexes, if any, are not
-        those this version writes (a version-1 store has none, a version-2 one no likeness index),
-        and are not checked."""
+        """A store read at an older ``version`` than this one writes: the indexes it lacks are not
+        checked (a version-1 store has no image index, a version-2 one no likeness index, none
+        before 6 a policy index), and verification says so."""
         if version < 3:
             self.unindexed = True
             self.indexes = ()
-            self.index_unchecked = f"image index not checked: store at version {version}"
+            self._unchecked.append(f"image and policy indexes not checked: store at version {version}")
+        elif version < 6:
+            self.indexes = tuple(table for table in self.indexes if table is not policy_versions)
+            self._unchecked.append(f"policy index not checked: store at version {version}")
 
     def upgrade(self, conn: Connection, version: int, *, create: bool) -> None:
         """Version 1: the image indexes, made from the chain; 2: the likeness index; 3: only the
         version, so that an older Clearsight refuses the decisions this one writes; from each, and
-        from 4, the seal column, its records left unsealed (`clearsight audit seal` seals them). A
+        from 4, the seal column, its records left unsealed (`clearsight audit seal` seals them);
+        from each, and from 5, the policy index, made from the chain, a page of records at a time. A
         role that may not create tables (an auditor's, a read-only replica) reads the store as it
         is, and writing to it is refused until it is upgraded; a writer (``create``) is refused at
         once, not at its first record."""
@@ -323,8 +343,10 @@ class Schema:
                     self._mend_likeness(conn)
                 # before the indexes: a role that may not add the column is refused (below), not warned
                 add_seal_column(conn)
+                policy_index.rebuild(conn)
                 self._index_records(conn)
                 conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=SCHEMA_VERSION))
+            self.version = SCHEMA_VERSION
         except DBAPIError as exc:
             if not read_only(exc):
                 raise

@@ -48,10 +48,10 @@ class VerifyReport(BaseModel):
 
     ``first_bad`` is the sequence number of the first record found altered, deleted (the missing
     number), inserted, reordered or forged (its seal missing or wrong); ``in_index`` says the
-    problem lies in an image index row of that record (missing, altered or extra) rather than in
-    the chain itself. ``head_seq``/``head_hash`` are the chain's recorded head, worth copying
-    somewhere else: a chain cut back to an earlier head can only be caught against an outside copy
-    (its seals still match).
+    problem lies in an index row of that record (missing, altered or extra) rather than in the
+    chain itself, and ``index`` which index ("image index" or "policy index").
+    ``head_seq``/``head_hash`` are the chain's recorded head, worth copying somewhere else: a chain
+    cut back to an earlier head can only be caught against an outside copy (its seals still match).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -61,6 +61,7 @@ class VerifyReport(BaseModel):
     first_bad: int | None = None
     problem: Problem | None = None
     in_index: bool = False
+    index: str | None = None
     message: str
     head_seq: int = 0
     head_hash: str = ""

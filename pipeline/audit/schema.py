@@ -26,14 +26,21 @@ rows against its hashed content: a picture sent again is looked up there)::
                           :mod:`datasets.perceptual_hash`), and mirrored or turned (version 4: the
                           lookup brings the turns, the index is unchanged)
 
-A store at version 1 is upgraded by making both again from its chain; at 2, by an empty likeness
-index (its decisions hold no perceptual hash); at 3, by its version alone; from each, and at 4, by
-the seal column (the records it holds stay unsealed).
+And one of the policies decided under (version 6)::
+
+    audit_policy_versions  each distinct (policy_version, policy_sha256) the decisions name, with the
+                           first decision naming it: a policy version recorded under another sha256
+                           is refused by one indexed read, not a read of every record
+
+A store at version 1 is upgraded by making both image indexes again from its chain; at 2, by an
+empty likeness index (its decisions hold no perceptual hash); at 3, by its version alone; from each,
+and at 4, by the seal column (the records it holds stay unsealed); from each, and at 5, by the
+policy index, made from its chain.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text
 
 from datasets.perceptual_hash import BANDS
 
@@ -46,11 +53,12 @@ __all__ = [
     "image_likeness",
     "index_metadata",
     "metadata",
+    "policy_versions",
     "schema_info",
     "sealed_records",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Bump on any change to the tables or the hashed content layout. 2: the image index, and decisions
 that may say where their pictures were seen before (``seen_in``) and who sent them (``submitted_by``).
 3: the likeness index, and images that may carry a perceptual hash (``phash``) and the shipments that
@@ -62,7 +70,10 @@ newer store by its version (a decision of 4 does not parse under 3). 5: the ``se
 ``audit_records`` (records may carry a keyed seal); a store at 4 is upgraded, like an older one,
 only when opened to record, and read as it is (no seals) otherwise. An older Clearsight must not
 write to a store at 5: its records would carry no seal after sealed ones, which verification
-refuses as forged."""
+refuses as forged. 6: ``audit_policy_versions``; a store at 5 is upgraded, like an older one, only
+when opened to record, and read as it is otherwise. An older Clearsight must not write to a store
+at 6: the pairs of the policies it decides under would be missing from the table, and a version
+reused under other rules would pass (verification names the record whose pair is missing)."""
 
 metadata = MetaData()
 
@@ -145,3 +156,15 @@ image_likeness = Table(
 # the records since, not every record that ever shared the band
 for _band in range(BANDS):
     Index(f"ix_audit_image_likeness_band{_band}_seq", image_likeness.c[f"band{_band}"], image_likeness.c.seq)
+
+policy_versions = Table(
+    "audit_policy_versions",
+    index_metadata,
+    # Text, not String(n): a forged or pre-rule record's values are taken as they are, however long
+    Column("policy_version", Text, nullable=False),
+    Column("policy_sha256", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),  # the first decision recorded under the pair
+    # the key is the backstop for two writers adding one pair at once (they insert on conflict do
+    # nothing), and its leading column is what a version's pairs are looked up by
+    PrimaryKeyConstraint("policy_version", "policy_sha256", name="pk_audit_policy_versions"),
+)

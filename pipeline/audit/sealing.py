@@ -12,8 +12,8 @@ seal the forgery with the rest. A writer holding the key refuses such a store in
    published last, outside the database;
 2. named that published head (``--expect SEQ:HASH``).
 
-Then, in one write transaction (appends wait on it), :func:`seal_vouched` upgrades the store to
-version 5 where it is older, walks the chain as verify does (hashes, links, image indexes, and the
+Then, in one write transaction (appends wait on it), :func:`seal_vouched` upgrades the store to the
+current version where it is older, walks the chain as verify does (hashes, links, indexes, and the
 seal of every record that carries one), finds the named record with its published hash, and seals
 every record without a seal, provided none lies after the named one: a record written after the
 head was published is what a forger appends, and must be looked at, then vouched for by a head
@@ -47,9 +47,10 @@ __all__ = ["SealingReport", "seal_vouched"]
 
 class SealingReport(NamedTuple):
     """What :func:`seal_vouched` did: ``sealed`` records (``first`` to ``last``; None: none lacked a
-    seal), ``upgraded_from`` the schema version it upgraded (None: at 5 already), the chain's head,
-    and what its seals prove (``seals``: :meth:`SealCheck.summary`); ``rotated``: every record was
-    sealed again under the new key (``--rotate``), ``had_no_seal`` of them carrying none before."""
+    seal), ``upgraded_from`` the schema version it upgraded (None: at the current one already), the
+    chain's head, and what its seals prove (``seals``: :meth:`SealCheck.summary`); ``rotated``: every
+    record was sealed again under the new key (``--rotate``), ``had_no_seal`` of them carrying none
+    before."""
 
     sealed: int
     first: int | None
@@ -106,7 +107,7 @@ def seal_vouched(
     check = SealCheck(key, vouching=True) if previous is None else SealCheck(previous, rekeying=True)
     report = verify_chain(conn, seals=check, sealed=True)
     if not report.ok:
-        where = "image index" if report.in_index else "chain"
+        where = report.index or "chain"
         under = (
             _rotated_already(conn, key, report.first_bad)
             if previous is not None and report.problem == "forged"
@@ -187,7 +188,14 @@ def _rotated_already(conn: Connection, key: SealKey, seq: int | None) -> str:
     return " (seals checked under the previous secret, CLEARSIGHT_PREVIOUS_AUDIT_SECRET)"
 
 
-_AUDIT_TABLES = ("schema_info", "audit_head", "audit_records", "audit_image_index", "audit_image_likeness")
+_AUDIT_TABLES = (
+    "schema_info",
+    "audit_head",
+    "audit_records",
+    "audit_image_index",
+    "audit_image_likeness",
+    "audit_policy_versions",
+)
 
 
 def _refuse_rewriters(conn: Connection, url: str) -> None:

@@ -64,7 +64,6 @@ from pipeline.audit.writing import (
     DecidedAlready,
     DecisionUnnamed,
     ImagesSeenSince,
-    PolicyChecked,
     SentByAnother,
     check_idempotency_key,
     check_outcome,
@@ -114,8 +113,6 @@ class AuditStore:
         self.url = shown_url
         """The store's URL with any password hidden, in its query too (:func:`shown_store_url`)."""
         self._schema = Schema(shown_url)  # what opening found; why writing may wait for an upgrade
-        # which policy (version, sha256) pairs were checked against the trail, up to which record
-        self._policy_checked: PolicyChecked = {}
 
     # -- opening -----------------------------------------------------------------------------------
 
@@ -241,9 +238,8 @@ class AuditStore:
             ImagesSeenSince: an image that was seen nowhere (or had no near-copy) when looked up
                 has been decided in another shipment since: look it up and decide again.
             PolicyError: the trail holds a decision of the same ``policy_version`` under another
-                ``policy_sha256`` (a changed policy needs a new version); each (version, sha256)
-                is checked against the whole trail once per store opened, then against the
-                records since.
+                ``policy_sha256`` (a changed policy needs a new version), as its policy index
+                holds them under the write lock.
             AuditError: the database cannot be written, or is at an older schema version.
         """
         self._check_writable()
@@ -265,7 +261,6 @@ class AuditStore:
                 may_send=may_send,
                 by_tier=by_tier,
                 seal_key=self._sealing(),
-                policy_checked=self._policy_checked,
             )
 
         return self._db.retry(f"recording shipment {decision.shipment_id!r}", work)
@@ -606,7 +601,7 @@ class AuditStore:
     def seal_unsealed(self, *, expect: tuple[int, str]) -> SealingReport:
         """Seal the records without a seal, which the operator vouches for by ``expect``, the
         ``(seq, record_hash)`` of a head published earlier (`clearsight audit seal`; see
-        :mod:`pipeline.audit.sealing`); upgrades an older store to version 5 on the way.
+        :mod:`pipeline.audit.sealing`); upgrades an older store to the current version on the way.
 
         Raises:
             AuditError: no seal key; the chain broken, a seal wrong, ``expect`` not in the chain, or
@@ -646,7 +641,7 @@ class AuditStore:
             lambda conn: seal_vouched(conn, self._schema, key, expect, previous=previous, head=head),
             snapshot=True,
         )
-        schema = Schema(self.url)  # what it is now: at version 5, every record sealed
+        schema = Schema(self.url)  # what it is now: at the current version, every record sealed
         self._db.retry("open", lambda conn: schema.open(conn, create=False, seal_key=key), write=False)
         self._schema = schema
         return report
@@ -773,17 +768,18 @@ class AuditStore:
     def check_policy(self, version: str, sha256: str) -> None:
         """Refuse to record under policy ``version`` (sha256 ``sha256``) where the trail holds a
         decision of that version under another sha256; read without the write lock, so that a run or
-        the service refuses as it starts, not at its first decision (the service answered it 500), and
-        each write then reads only the records since under the lock, not the whole trail.
+        the service refuses as it starts, not at its first decision (the service answered it 500).
+        One read of the policy index; a store read as it is at a version before it checks nothing
+        here, as it takes no decision until a writer upgrades it (and makes the index).
 
         Raises:
             PolicyError: naming both sha256s and the record.
             AuditError: the store cannot be read.
         """
+        if not self._schema.policy_indexed:
+            return
         with self._db.reading("checking the policy's version against the trail") as conn:
-            head = conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1)).scalar_one_or_none()
-            if head:
-                refuse_a_reused_policy_version(conn, version, sha256, head=head, checked=self._policy_checked)
+            refuse_a_reused_policy_version(conn, version, sha256)
 
     def check_head_seal(self) -> None:
         """Raise :class:`~pipeline.audit.seal.HeadSealError` where the chain's head does not carry the

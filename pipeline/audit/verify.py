@@ -10,9 +10,11 @@ The walk goes through the records in ``seq`` order, a page at a time (constant m
 * records past the head row were not appended by the store (inserted); a chain that stops short of
   the head lost its tail (deleted);
 * given the seal key, each record's seal (:mod:`pipeline.audit.seal`) -> forged;
-* the image indexes hold, for each decision, the rows its hashed content gives, and nothing else
-  (:mod:`pipeline.audit.index_check`): they are no part of the hash, yet a picture sent again is
-  looked up there, so a held picture's rows deleted would let it pass as new.
+* the image indexes hold, for each decision, the rows its hashed content gives, and nothing else,
+  and the policy index the pair of each policy the decisions name, with the first decision naming
+  it (:mod:`pipeline.audit.index_check`): they are no part of the hash, yet a picture sent again is
+  looked up there, so a held picture's rows deleted would let it pass as new, and so is a policy
+  version, so its pair deleted would let the version be recorded under other rules.
 
 A plain hash chain catches anyone who edits rows without re-computing everything after them; one
 rewritten from scratch, head included, is caught only by the seals (where the rewriter lacks the
@@ -32,7 +34,14 @@ from datasets.errors import AuditError
 from pipeline.audit.chain import GENESIS_HASH, chain_hash, index_columns
 from pipeline.audit.index_check import Finding, IndexCheck
 from pipeline.audit.records import Problem, VerifyReport
-from pipeline.audit.schema import audit_head, audit_records, image_index, image_likeness, sealed_records
+from pipeline.audit.schema import (
+    audit_head,
+    audit_records,
+    image_index,
+    image_likeness,
+    policy_versions,
+    sealed_records,
+)
 from pipeline.audit.seal import SealCheck, seals_unchecked
 
 __all__ = ["checked", "verify_chain"]
@@ -41,12 +50,12 @@ _PAGE = 1000
 
 
 class _Bad(Exception):
-    def __init__(self, problem: Problem, seq: int | None, message: str, *, in_index: bool = False) -> None:
+    def __init__(self, problem: Problem, seq: int | None, message: str, index: str | None = None) -> None:
         super().__init__(message)
         self.problem: Problem = problem
         self.seq = seq
         self.message = message
-        self.in_index = in_index
+        self.index = index  # the index the problem lies in; None: the chain
 
 
 def _seq_of_hash(conn: Connection, record_hash: str) -> int | None:
@@ -100,7 +109,7 @@ def _check_row(row: Any) -> Any:
 
 def _raise(finding: Finding | None) -> None:
     if finding is not None:
-        raise _Bad(*finding, in_index=True)
+        raise _Bad(*finding)
 
 
 def _check_link(conn: Connection, row: Any, prev_seq: int, expected_prev: str) -> None:
@@ -231,7 +240,7 @@ def verify_chain(
     *,
     seals: SealCheck | None = None,
     sealed: bool = False,
-    indexes: Sequence[Table] = (image_index, image_likeness),
+    indexes: Sequence[Table] = (image_index, image_likeness, policy_versions),
     unchecked: str | None = None,
 ) -> VerifyReport:
     """Walk the chain on ``conn`` (inside one snapshot transaction) and report the first problem.
@@ -239,7 +248,7 @@ def verify_chain(
     Args:
         seals: checks each record's seal (None: no key, the seals are not checked).
         sealed: the store has the seal column (schema version 5), to read the seals from.
-        indexes: the image index tables to check against the chain's decisions.
+        indexes: the index tables to check against the chain's decisions.
         unchecked: why some are not checked (a store at an older version read as it is), said in
             the report of a chain found intact.
     """
@@ -302,7 +311,8 @@ def verify_chain(
             records_checked=checked,
             first_bad=bad.seq,
             problem=bad.problem,
-            in_index=bad.in_index,
+            in_index=bad.index is not None,
+            index=bad.index,
             message=bad.message,
             head_seq=head_seq,
             head_hash=head_hash,

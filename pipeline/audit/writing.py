@@ -26,6 +26,7 @@ from datasets.errors import ConflictError, DatasetFormatError, InputError, Polic
 from datasets.json_text import check_writable
 from datasets.shown_text import refuse_unshown
 from datasets.type_names import PSEUDO_PREFIX, TYPE_NAME_RULE
+from pipeline.audit import policy_index
 from pipeline.audit.chain import canonical_json, chain_hash, created_at_now, index_columns
 from pipeline.audit.image_indexes import Picture, Sighting, add_decision, sightings
 from pipeline.audit.reading import FirstSent, first_sent, latest_decision, outcome_found, records_of
@@ -39,7 +40,6 @@ __all__ = [
     "DecidedAlready",
     "DecisionUnnamed",
     "ImagesSeenSince",
-    "PolicyChecked",
     "SentByAnother",
     "append",
     "refuse_a_reused_policy_version",
@@ -49,11 +49,6 @@ __all__ = [
     "write_decision",
     "write_outcome",
 ]
-
-PolicyChecked = dict[tuple[str, str], int]
-"""For each (policy_version, policy_sha256) a store has recorded decisions under, the last record
-up to which no decision of that version under another sha256 was found: each write reads only the
-records since (:func:`_refuse_a_reused_policy_version`)."""
 
 _NOT_ANOMALY_TYPES = frozenset({"clean", "good", "none"})
 """Words an outcome's ``found`` may not be: each reads as "nothing found"."""
@@ -237,7 +232,6 @@ def write_decision(
     may_send: Callable[[FirstSent], bool] | None,
     by_tier: bool = False,
     seal_key: SealKey | None = None,
-    policy_checked: PolicyChecked | None = None,
 ) -> AuditRecord:
     """Append ``decision`` (``decided``: as :func:`decision_json` gave it), or answer with the
     record it repeats, under the rules of :meth:`~pipeline.audit.store.AuditStore.record`.
@@ -281,9 +275,7 @@ def write_decision(
     # nothing written since the lookup, the common case: nothing to check under the lock
     if images_seen_as_of is not None and head > images_seen_as_of:
         _refuse_images_seen_since(conn, decision, images_seen_as_of, near_copy_bits, seal_key)
-    refuse_a_reused_policy_version(
-        conn, decision.policy_version, decision.policy_sha256, head=head, checked=policy_checked
-    )
+    refuse_a_reused_policy_version(conn, decision.policy_version, decision.policy_sha256)
     content = {
         "kind": "decision",
         "shipment_id": decision.shipment_id,
@@ -302,52 +294,27 @@ def write_decision(
     )
 
 
-def refuse_a_reused_policy_version(
-    conn: Connection, version: str, sha: str, *, head: int, checked: PolicyChecked | None
-) -> None:
-    """Refuse to record under policy ``version`` with sha256 ``sha`` where a decision up to record
-    ``head`` names that version with another sha256: the version is what says which rules decided,
-    and a trail holding one version under two rule sets cannot tell an auditor which rules a
-    decision met.
+def refuse_a_reused_policy_version(conn: Connection, version: str, sha: str) -> None:
+    """Refuse to record under policy ``version`` with sha256 ``sha`` where a decision in the trail
+    names that version with another sha256: the version is what says which rules decided, and a
+    trail holding one version under two rule sets cannot tell an auditor which rules a decision met.
 
-    Only the records after ``checked``'s entry for the pair are read, each filtered by the database
-    on its text: a full read per write held the lock for as long as the trail is. A writer checks
-    the whole trail before it takes the lock (:meth:`~pipeline.audit.store.AuditStore.check_policy`,
-    as a run or the service starts), and each write the records since under it; a pair not checked
-    so is read whole at its first write. The filter only narrows (SQLite's LIKE ignores case); the
-    records it lets through are parsed and compared.
+    One read of the policy index (:mod:`pipeline.audit.policy_index`), under the write lock where a
+    write calls it and without it as a run or the service starts
+    (:meth:`~pipeline.audit.store.AuditStore.check_policy`): reading the records for it held the
+    lock, and delayed every start, for as long as the trail is.
 
     Raises:
-        PolicyError: naming both sha256s and the record.
+        PolicyError: naming both sha256s and the first record of the other.
     """
-    after = checked.get((version, sha), 0) if checked is not None else 0
-    if after >= head:
-        return
-    # the content is canonical JSON (sorted keys, no spaces, ensure_ascii off): these are its text
-    named = '"policy_version":' + json.dumps(version, ensure_ascii=False)
-    same_sha = '"policy_sha256":' + json.dumps(sha, ensure_ascii=False)
-    found = conn.execute(
-        select(audit_records.c.seq, audit_records.c.content)
-        .where(
-            audit_records.c.seq > after,
-            audit_records.c.seq <= head,
-            audit_records.c.kind == "decision",
-            audit_records.c.content.contains(named, autoescape=True),
-            ~audit_records.c.content.contains(same_sha, autoescape=True),
+    found = policy_index.recorded_otherwise(conn, version, sha)
+    if found is not None:
+        raise PolicyError(
+            f"policy_version {version!r} is recorded in the audit trail with policy_sha256 "
+            f"{found.sha256} (record {found.seq}), and this policy's sha256 is {sha}: "
+            "the same version would name two rule sets. Give the changed policy a new "
+            "policy_version (or decide under the policy recorded with it)"
         )
-        .order_by(audit_records.c.seq)
-    )
-    for seq, content in found:
-        recorded = json.loads(content)["decision"]
-        if recorded.get("policy_version") == version and recorded.get("policy_sha256") != sha:
-            raise PolicyError(
-                f"policy_version {version!r} is recorded in the audit trail with policy_sha256 "
-                f"{recorded.get('policy_sha256')} (record {seq}), and this policy's sha256 is {sha}: "
-                "the same version would name two rule sets. Give the changed policy a new "
-                "policy_version (or decide under the policy recorded with it)"
-            )
-    if checked is not None:
-        checked[(version, sha)] = max(head, checked.get((version, sha), 0))
 
 
 def _retried(
@@ -717,4 +684,5 @@ def append(
         raise IntegrityError("audit_head moved during append", None, Exception("head moved"))
     if content["kind"] == "decision":
         add_decision(conn, content["decision"], content["shipment_id"], seq)
+        policy_index.add_decision(conn, content["decision"], seq)
     return seq, head.record_hash, digest, content["created_at"]

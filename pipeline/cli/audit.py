@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:
         with _open(db, seals=not no_seals) as store:
             report = store.verify()
             if not report.ok:
-                what = "image index" if report.in_index else "chain"
+                what = report.index or "chain"
                 broken = f"{what} broken at record {report.first_bad} ({report.problem})"
                 raise AuditError(f"{store.url}: {broken}: {report.message}")
             for seq, published in anchors:

@@ -276,3 +276,78 @@ def test_a_reader_leaves_a_file_in_its_journal_mode(tmp_path: Path) -> None:
     with _write_lock_held(url), AuditStore.open(url, create=False, busy_timeout_s=0.2) as store:
         assert store.verify().records_checked == 1
     assert sqlite3.connect(tmp_path / "audit.db").execute("PRAGMA journal_mode").fetchone() == ("delete",)
+
+
+def _under(shipment: str, version: str, sha: str) -> ShipmentDecision:
+    return decision(shipment).model_copy(update={"policy_version": version, "policy_sha256": sha})
+
+
+def test_writers_recording_under_one_new_policy_at_once_both_record(db_url: str) -> None:
+    """Each adds the policy's pair to the policy index in its decision's transaction: the second
+    finds it there, and the index keeps the first decision."""
+    AuditStore.open(db_url).close()
+    errors: list[str] = []
+    start = threading.Barrier(WORKERS)
+
+    def write(worker: int) -> None:
+        try:
+            with AuditStore.open(db_url) as store:
+                start.wait(timeout=30)
+                store.check_policy("p2", "ef" * 32)
+                for i in range(3):
+                    store.record(_under(f"P{worker}-{i}", "p2", "ef" * 32))
+        except Exception:
+            errors.append(traceback.format_exc())
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(WORKERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    with AuditStore.open(db_url) as store:
+        report = store.verify()
+        assert (report.ok, report.records_checked) == (True, WORKERS * 3), report.message
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        pairs = conn.execute(text("SELECT policy_version, seq FROM audit_policy_versions")).all()
+    engine.dispose()
+    assert [tuple(p) for p in pairs] == [("p2", 1)]
+
+
+def test_a_pair_added_by_two_transactions_at_once_is_kept_once_with_the_first_seq(db_url: str) -> None:
+    """The write lock serialises appends; the index's key is the backstop, and a pair another
+    transaction added (committed while this one waited for it, on PostgreSQL) is skipped, not an
+    error that would fail the decision."""
+    from pipeline.audit import policy_index
+
+    AuditStore.open(db_url).close()
+    pair = {"policy_version": "p3", "policy_sha256": "ab" * 32}
+    engine = create_engine(db_url)
+    errors: list[str] = []
+
+    def second() -> None:
+        try:
+            with engine.begin() as conn:
+                policy_index.add_decision(conn, pair, 2)
+        except Exception:
+            errors.append(traceback.format_exc())
+
+    try:
+        with engine.begin() as conn:
+            policy_index.add_decision(conn, pair, 1)
+            other = threading.Thread(target=second)
+            other.start()
+            if engine.dialect.name == "postgresql":  # until the second waits on the first's key
+                with engine.connect() as watch:
+                    for _ in range(1000):
+                        if watch.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar():
+                            break
+                        watch.rollback()
+        other.join(timeout=60)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT policy_version, seq FROM audit_policy_versions")).all()
+    finally:
+        engine.dispose()
+    assert errors == []
+    assert [tuple(r) for r in rows] == [("p3", 1)]

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from datasets.errors import AuditError, ConflictError
-from pipeline.audit import AuditStore, canonical_json, chain_hash
+from pipeline.audit import SCHEMA_VERSION, AuditStore, canonical_json, chain_hash
 from pipeline.audit.chain_file import verify_chain_file
 from pipeline.audit.seal import SEAL_LABEL, HeadSealError, SealKey
 from pipeline.settings import DEVELOPMENT_AUDIT_SECRET, Settings, audit_seal_key
@@ -298,7 +298,7 @@ def test_a_version_4_store_is_read_unsealed_and_sealed_only_by_the_operator(db_u
         assert (sealed.sealed, sealed.first, sealed.last, sealed.upgraded_from) == (5, 1, 5, 4)
         assert (sealed.head_seq, sealed.head_hash) == published
         store.record_outcome("S2", found=None, officer="officer-1")  # the store is writable now
-    assert sql(db_url, "SELECT version FROM schema_info") == [(5,)]
+    assert sql(db_url, "SELECT version FROM schema_info") == [(SCHEMA_VERSION,)]
     assert [
         KEY.seal(str(h)) for (h,) in sql(db_url, "SELECT record_hash FROM audit_records ORDER BY seq")
     ] == [s for (s,) in sql(db_url, "SELECT seal FROM audit_records ORDER BY seq")]
@@ -549,7 +549,7 @@ def test_cli_seal_vouches_for_a_published_head(
     assert run(app, ["audit", "seal", "--expect", f"{seq}:{digest}", "--db", db_url]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert (
-        f"sealed 5 records (seq 1 to 5), vouched for by head {seq}; upgraded from schema version 4 to 5"
+        f"sealed 5 records (seq 1 to 5), vouched for by head {seq}; upgraded from schema version 4 to 6"
         in out
     )
     assert "seals: 5 records sealed, every seal matches" in out
@@ -568,12 +568,19 @@ def _columns(url: str) -> list[tuple[str]]:
         engine.dispose()
 
 
-def test_a_store_at_version_5_without_its_seal_column_is_named_as_damaged(db_url: str) -> None:
-    """Dropping the column would leave every record unsealed, which verify reports but passes."""
+@pytest.mark.parametrize("version", [5, 6])
+def test_a_store_at_version_5_or_later_without_its_seal_column_is_named_as_damaged(
+    db_url: str, version: int
+) -> None:
+    """Dropping the column would leave every record unsealed, which verify reports but passes; and a
+    writer upgrading a store at 5 added it again, empty, before it looked."""
     fill(db_url)
     sql(db_url, "ALTER TABLE audit_records DROP COLUMN seal")
+    sql(db_url, f"UPDATE schema_info SET version = {version}")
     for create in (True, False):
-        with pytest.raises(AuditError, match="schema version 5 but column audit_records.seal is missing"):
+        with pytest.raises(
+            AuditError, match=f"schema version {version} but column audit_records.seal is missing"
+        ):
             AuditStore.open(db_url, create=create, seal_key=KEY)
 
 

@@ -13,17 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, event, inspect, text
 
 from datasets.errors import AuditError, ConflictError, InputError, PolicyError, SchemaVersionError
 from datasets.json_text import MAX_DEPTH
-from pipeline.audit import GENESIS_HASH, AuditStore, SealBrokenError, canonical_json, chain_hash
+from pipeline.audit import (
+    GENESIS_HASH,
+    SCHEMA_VERSION,
+    AuditStore,
+    SealBrokenError,
+    canonical_json,
+    chain_hash,
+)
 from pipeline.audit.chain import index_columns
 from pipeline.audit.chain_file import write_chain_file
 from pipeline.audit.database import parsed_url
 from pipeline.audit.export import spreadsheet_safe, write_export
 from pipeline.audit.image_indexes import Picture, Sighting
-from pipeline.audit.writing import decision_json
+from pipeline.audit.seal import SealKey
 from pipeline.decide import decide_shipment
 from pipeline.policy import default_policy_path, load_policy
 from pipeline.shipment_rows import declaration_from_rows
@@ -201,27 +208,91 @@ def test_check_policy_on_an_empty_trail_passes(db_url: str) -> None:
 
 @pytest.mark.parametrize("checked_by", ["a record", "check_policy as a run starts"])
 def test_a_policy_version_recorded_since_a_store_checked_it_is_refused(db_url: str, checked_by: str) -> None:
-    """A store checks each (version, sha256) against the whole trail once (at its first record, or
-    as a run or the service starts), then the records since: one another writer (an older
-    Clearsight, which does not check) appended since is found at the next write, under the lock."""
+    """A store checks a (version, sha256) as a run or the service starts, and again at each write,
+    under the lock: one another writer recorded in between is found there."""
     with AuditStore.open(db_url) as store:
-        if checked_by == "a record":
-            store.record(_under("S1", "p1", "ef" * 32))  # checked, up to the head before it
-        else:
-            store.record(_under("S1", "p0", "00" * 32))
+        store.record(_under("S1", "p0", "00" * 32))
+        if checked_by == "check_policy as a run starts":
             store.check_policy("p1", "ef" * 32)
-        older = _under("S2", "p1", "cd" * 32)
-        content = {
-            "kind": "decision",
-            "shipment_id": "S2",
-            "idempotency_key": None,
-            "created_at": older.decided_at,
-            "decision": decision_json(older),
-        }
-        assert audit_builders.append_forged(db_url, content, None) == 2
+        with AuditStore.open(db_url) as other:  # another process's store
+            assert other.record(_under("S2", "p1", "cd" * 32)).seq == 2
         with pytest.raises(PolicyError, match=f"policy_sha256 {'cd' * 32} \\(record 2\\)"):
             store.record(_under("S3", "p1", "ef" * 32))
         assert sql(db_url, "SELECT seq FROM audit_head") == [(2,)]  # nothing appended
+
+
+_PAIRS = "SELECT policy_version, policy_sha256, seq FROM audit_policy_versions ORDER BY seq"
+
+
+def _statements(store: AuditStore) -> list[str]:
+    """The SQL the store runs from now on, as sent to the database."""
+    sent: list[str] = []
+    event.listen(store._db.engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
+    return sent
+
+
+def test_a_policy_version_is_checked_in_its_index_not_by_reading_the_records(db_url: str) -> None:
+    """Reading every record for it took 2.4 s on a trail of 200,000 records at each start, and each
+    write read the records since under the write lock: both are one read of the policy index, which
+    holds each pair once, with its first decision."""
+    with AuditStore.open(db_url) as store:
+        for n, (version, sha) in enumerate([("p0", "00"), ("p1", "cd"), ("p0", "00"), ("p1", "cd")]):
+            store.record(_under(f"S{n}", version, sha * 32))
+        sent = _statements(store)
+        store.check_policy("p1", "cd" * 32)
+        (read,) = [statement for statement in sent if "audit_" in statement]  # not BEGIN, no PRAGMA
+        assert "FROM audit_policy_versions" in read and "audit_records" not in read
+        sent.clear()
+        store.record(_under("S9", "p1", "cd" * 32))
+        assert not [s for s in sent if "LIKE" in s.upper()]  # no record read by its content
+        with pytest.raises(PolicyError, match=f"policy_sha256 {'cd' * 32} \\(record 2\\)"):
+            store.check_policy("p1", "ef" * 32)
+    assert sql(
+        db_url, "SELECT policy_version, policy_sha256, seq FROM audit_policy_versions ORDER BY seq"
+    ) == [
+        ("p0", "00" * 32, 1),
+        ("p1", "cd" * 32, 2),
+    ]
+
+
+@pytest.mark.parametrize("key", [None, cli_key()], ids=["no-key", "sealed"])
+def test_a_version_5_store_is_given_its_policy_index_from_its_chain_by_a_writer(
+    db_url: str, key: SealKey | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made a page of records at a time (two here); a reader leaves the store at 5, checks nothing
+    against an index it lacks, and takes no decision until a writer upgrades it. A writer holding
+    the key upgrades a store at 5, its records sealed already."""
+    from pipeline.audit import policy_index
+
+    monkeypatch.setattr(policy_index, "_PAGE", 2)
+    with AuditStore.open(db_url, seal_key=key) as store:
+        for n, (version, sha) in enumerate([("p0", "00"), ("p1", "cd"), ("p1", "cd"), ("p2", "ef")]):
+            store.record(_under(f"S{n}", version, sha * 32))
+            if n == 1:
+                store.record_outcome("S1", found=None, officer="o-1")  # 3: no pair
+    sql(db_url, "DROP TABLE audit_policy_versions")  # as a store at 5 is laid out
+    sql(db_url, "UPDATE schema_info SET version = 5")
+    with AuditStore.open(db_url, create=False, seal_key=key) as store:
+        store.check_policy("p1", "ff" * 32)  # nothing to check against: no decision is taken
+        with pytest.raises(AuditError, match="is at schema version 5: decisions of this Clearsight"):
+            store.record(_under("S9", "p1", "cd" * 32))
+        report = store.verify()
+        assert report.ok and report.message.endswith("; policy index not checked: store at version 5")
+    assert sql(db_url, "SELECT version FROM schema_info") == [(5,)]
+    with AuditStore.open(db_url, seal_key=key) as store:
+        with pytest.raises(PolicyError, match=f"policy_sha256 {'cd' * 32} \\(record 2\\)"):
+            store.check_policy("p1", "ff" * 32)
+        assert store.record(_under("S9", "p2", "ef" * 32)).seq == 6
+        report = store.verify()
+        assert (report.ok, report.message) == (True, "6 records verified, chain intact")
+    assert sql(db_url, "SELECT version FROM schema_info") == [(SCHEMA_VERSION,)]
+    assert sql(
+        db_url, "SELECT policy_version, policy_sha256, seq FROM audit_policy_versions ORDER BY seq"
+    ) == [
+        ("p0", "00" * 32, 1),
+        ("p1", "cd" * 32, 2),
+        ("p2", "ef" * 32, 5),
+    ]
 
 
 def test_nan_scores_of_fail_closed_images_are_recorded(db_url: str) -> None:
@@ -795,7 +866,7 @@ def test_other_schema_version_is_refused(db_url: str) -> None:
         AuditStore.open(db_url)
     assert str(info.value) == (
         f"audit store {shown} has schema version 99; "
-        "this Clearsight reads versions 1 to 5 and writes version 5"
+        "this Clearsight reads versions 1 to 6 and writes version 6"
     )
 
 
@@ -1953,7 +2024,7 @@ def test_an_older_store_is_upgraded_and_its_image_indexes_built_from_its_chain(
         assert store.verify().ok  # the indexes made again are those the chain gives
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version FROM schema_info")).scalar() == 5
+        assert conn.execute(text("SELECT version FROM schema_info")).scalar() == SCHEMA_VERSION
     engine.dispose()
 
 
@@ -1973,7 +2044,7 @@ def test_a_version_3_store_is_upgraded_by_a_writer_and_only_read_by_a_reader(db_
             store.record(_with_images("S2", "bb" * 32))
     assert rows(db_url, "SELECT version FROM schema_info") == [(3,)]
     AuditStore.open(db_url).close()
-    assert rows(db_url, "SELECT version FROM schema_info") == [(5,)]
+    assert rows(db_url, "SELECT version FROM schema_info") == [(SCHEMA_VERSION,)]
 
 
 @pytest.mark.parametrize("version", [3, 4], ids=["upgraded-from-3", "at-4"])
@@ -1988,12 +2059,13 @@ def test_a_likeness_index_an_early_build_laid_out_otherwise_is_made_again(db_url
     with AuditStore.open(db_url) as store:
         found = store.sightings([("bb" * 32, _phash(fine=4))], other_than="S2", near_copy_bits=32).found
         assert found["bb" * 32].similar_in == ["S1"] and store.verify().ok
-    assert rows(db_url, "SELECT version FROM schema_info") == [(5,)]
+    assert rows(db_url, "SELECT version FROM schema_info") == [(SCHEMA_VERSION,)]
 
 
 @pytest.mark.parametrize(
     ("version", "table"),
     [
+        (6, "audit_policy_versions"),
         (4, "audit_image_index"),
         (4, "audit_image_likeness"),
         (3, "audit_image_likeness"),
@@ -2168,7 +2240,7 @@ def test_a_version_1_store_opened_read_only_is_read_and_not_written(tmp_path: Pa
         )  # no index to look in
         with pytest.raises(AuditError, match="is at schema version 1: decisions of this Clearsight are"):
             store.record(_with_images("S2", a))
-    with pytest.raises(AuditError, match="may not upgrade it to 5"):
+    with pytest.raises(AuditError, match="may not upgrade it to 6"):
         AuditStore.open(read_only)  # a writer is refused at once, not at its first record
 
 
@@ -2225,7 +2297,7 @@ def test_a_store_made_before_the_lookup_indexes_is_given_them_by_a_writer(db_url
         assert (found.seq, found.outcome.found) == (3, "wet_patch")  # type: ignore[union-attr]
         latest = store.latest_decisions_at(Tier.RELEASE, other_than="S3", holding="aa" * 32)
         assert [(r.seq, r.decision.shipment_id) for r in latest] == [(2, "S2"), (3, "S1")]
-    assert rows(db_url, "SELECT version FROM schema_info") == [(5,)]
+    assert rows(db_url, "SELECT version FROM schema_info") == [(SCHEMA_VERSION,)]
 
 
 def test_a_writer_that_may_not_add_the_lookup_indexes_goes_on_without_them(
