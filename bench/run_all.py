@@ -16,6 +16,7 @@ BENCHMARKS = [
     ("reused pictures: perceptual vs content hash", ["bench.bench_near_copies"]),
     ("audit store vs JSONL", ["bench.bench_audit"]),
     ("audit store opened with the seal key vs without", ["bench.bench_audit_open"]),
+    ("a policy's version checked: policy index vs reading the trail", ["bench.bench_policy_check"]),
     ("a picture held in N shipments looked up, old record indexes vs new", ["bench.bench_picture_lookup"]),
     ("batch scorer vs naive loop", ["bench.bench_score"]),
     ("scorer memory, 1k vs 20k images", ["bench.bench_memory"]),
