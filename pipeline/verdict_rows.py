@@ -101,8 +101,9 @@ def _finite_or_not_a_number(value: Any) -> bool:
 
 
 def row_data(verdict: ImageVerdict) -> dict[str, Any]:
-    """A verdict's row as JSON values: its dump and its row seal (which the dump leaves out)."""
-    data = verdict.model_dump(mode="json")
+    """A verdict's row as JSON values, one for each of :data:`FIELDS`: its dump, its row seal (which the
+    dump leaves out), and None for a field the dump leaves out where it is None (``run_id``)."""
+    data = {**dict.fromkeys(FIELDS), **verdict.model_dump(mode="json")}
     data["row_seal"] = verdict.row_seal
     return data
 

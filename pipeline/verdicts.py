@@ -35,6 +35,7 @@ from datasets.type_names import PSEUDO_PREFIX, is_type_name
 __all__ = [
     "DECLARATION_FIELDS",
     "PICTURE_FIELDS",
+    "RUN_ID_PATTERN",
     "SCORE_FIELDS",
     "EXTRA_DECLARATION_KEYS",
     "OVERRIDE_FLAGS",
@@ -67,6 +68,11 @@ store indexes each image's hashes as the picture its decision was made on, and a
 decision was made on none (they may name another picture): kept, the old picture's bytes sent again
 later were found "held before" on such a hold and raised a tier, though that picture was never
 judged anomalous. The row as scored stays in the verdicts file."""
+
+
+RUN_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-f]{16}$"
+"""A score run's id: its start time (UTC, to the microsecond, so that ids sort as the runs started)
+and 16 random hex digits (so that two runs started in one microsecond differ)."""
 
 
 AeoTierSource = Literal["register", "declared_unverified", "none"]
@@ -158,6 +164,14 @@ class ImageVerdict(BaseModel):
     # answers), written by the row codec alone (pipeline.verdict_rows.row_data); None without a key,
     # and in rows written before this field. Not checked here: a row with a bad one fails closed.
     row_seal: str | None = Field(default=None, exclude=True, repr=False)
+    # The score run that wrote the row (:data:`RUN_ID_PATTERN`), under its row seal: sealed rows of an
+    # earlier run put among today's (its older model's lower scores of the same pictures) are told
+    # apart from them. One per output (a --resume adopts the id of the rows it keeps). None in rows
+    # written before this field and in the HTTP service's verdicts, and then left out of every dump,
+    # so that their row seals, audit records and answers stay as they were.
+    run_id: str | None = Field(
+        default=None, pattern=RUN_ID_PATTERN, max_length=64, exclude_if=lambda value: value is None
+    )
 
     @field_validator("type_probabilities", "signal_log_odds")
     @classmethod

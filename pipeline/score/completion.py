@@ -16,11 +16,15 @@ ones the run wrote; a file that only grew past those bytes (a run appending to i
 
 The byte size and sha256 are plain arithmetic: whoever may write the rows could edit them and write
 the record again to match. A run that has the audit secret seals the record
-(``seal = HMAC-SHA256(K, its rows_file, bytes, sha256, rows and finished_at)``, with
+(``seal = HMAC-SHA256(K, its rows_file, bytes, sha256, rows, finished_at and run_id)``, with
 ``K = HMAC-SHA256(audit_secret, COMPLETION_SEAL_LABEL)``: derived under its own label, as the audit
 chain's seal key is, so that it is never that key nor the random-audit draws'), and ``decide``
 holding the secret refuses a record whose seal does not verify. A record without a seal (an older
 version's, or a run without the secret) is still taken, and said where the decisions are recorded.
+
+The record names the run that wrote the rows (``run_id``, which each of its rows carries too,
+:class:`pipeline.verdicts.ImageVerdict`), under its seal where it has one; a record of a version
+before run ids has none, and its seal covers the other fields alone, as it did.
 """
 
 from __future__ import annotations
@@ -63,7 +67,8 @@ COMPLETION_SEAL_LABEL = b"clearsight completion seal v1"
 """The label the completion records' seal key is derived under (:func:`completion_seal_key`)."""
 _SEALED = ("rows_file", "bytes", "sha256", "rows", "finished_at")
 """What a record's seal covers: the fields the run wrote, not the decisions file named later
-(:func:`record_decisions` writes the record again, keeping its seal, with no key)."""
+(:func:`record_decisions` writes the record again, keeping its seal, with no key); and ``run_id``
+after them where the record has one (:func:`_seal`)."""
 
 
 def completion_seal_key(secret: str | bytes) -> bytes:
@@ -74,8 +79,11 @@ def completion_seal_key(secret: str | bytes) -> bytes:
 
 
 def _seal(key: bytes, record: dict[str, object]) -> str:
-    """The seal of ``record`` (its :data:`_SEALED` fields, in that order) under ``key``."""
-    sealed = json.dumps([record.get(name) for name in _SEALED], ensure_ascii=True, separators=(",", ":"))
+    """The seal of ``record`` (its :data:`_SEALED` fields, in that order, then its ``run_id`` where it
+    has one) under ``key``. Only where it has one: a record of a version before run ids verifies as
+    it did, and one stripped of its run id no longer verifies (the sealed list is shorter)."""
+    names = (*_SEALED, "run_id") if "run_id" in record else _SEALED
+    sealed = json.dumps([record.get(name) for name in names], ensure_ascii=True, separators=(",", ":"))
     return hmac.new(key, sealed.encode("ascii"), hashlib.sha256).hexdigest()
 
 
@@ -143,9 +151,11 @@ def count_rows(out: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(_CHUNK), b""))
 
 
-def record_completion(out: Path, *, seal_key: bytes | None = None) -> Path:
+def record_completion(out: Path, *, seal_key: bytes | None = None, run_id: str | None = None) -> Path:
     """Write ``out``'s completion record (whole: a reader finds none or all of it); returns its path.
     ``seal_key``: seal it (:func:`completion_seal_key`); None: unsealed (the run has no audit secret).
+    ``run_id``: the run whose rows ``out`` holds, every one of them (None: rows without a run id, of
+    an output an earlier version began and this run resumed).
 
     Call only once every input of the run has its row in the finished ``out``, still holding the
     output's lock.
@@ -161,6 +171,8 @@ def record_completion(out: Path, *, seal_key: bytes | None = None) -> Path:
         "rows": count_rows(out),
         "finished_at": datetime.now(UTC).isoformat(),
     }
+    if run_id is not None:
+        record["run_id"] = run_id
     if seal_key is not None:
         record["seal"] = _seal(seal_key, record)
     return _write_record(out, record)
@@ -369,13 +381,18 @@ def incomplete(rows: Path) -> str | None:
 
 
 def _incomplete(
-    real: Path, opened: BinaryIO | None, seal_key: bytes | None, unsealed: list[str] | None = None
+    real: Path,
+    opened: BinaryIO | None,
+    seal_key: bytes | None,
+    unsealed: list[str] | None = None,
+    run_ids: list[str | None] | None = None,
 ) -> tuple[Unvouched | None, tuple[int, str] | None]:
     """Why the rows file ``real`` (a real path) is not vouched for (None: it is), and the byte size
     and sha256 its completion record vouches for (None: it vouches for none). ``opened``: the file,
     open, hashed from where it stands instead of the file ``real`` names now. ``seal_key``: check
     the record's seal (a wrong one: altered); None: not checked. ``unsealed``: told why the rows are
-    not vouched for by a seal checked with ``seal_key`` (nothing: one is)."""
+    not vouched for by a seal checked with ``seal_key`` (nothing: one is). ``run_ids``: told the run
+    id of a record that vouches for the rows (None: a record without one)."""
     record_file = completion_path(real)
     tell = unsealed.append if unsealed is not None else (lambda why: None)
     try:
@@ -396,6 +413,7 @@ def _incomplete(
         not isinstance(record, dict)
         or not isinstance(record.get("bytes"), int)
         or not isinstance(record.get("sha256"), str)
+        or not isinstance(record.get("run_id", ""), str)
     ):
         tell("its completion record is not one Clearsight writes")
         return Unvouched(
@@ -433,6 +451,8 @@ def _incomplete(
     except OSError as exc:
         return Unvouched(f"it cannot be read ({exc.strerror or exc})", False), None
     if size == vouched and sha256 == record["sha256"]:
+        if run_ids is not None:
+            run_ids.append(record.get("run_id"))
         return None, (size, sha256)
     finished, said = record.get("finished_at", "?"), record["sha256"][:12]
     found = (
@@ -489,6 +509,9 @@ class OpenRows:
         self._reading: _HashedRead | None = None
         self.unsealed: str | None = "it was not checked against its completion record"
         """Why no seal checked by :meth:`incomplete` vouches for the rows, in words; None: one does."""
+        self.run_id: str | None = None
+        """The run id of the completion record :meth:`incomplete` found vouching for the rows (None:
+        none does, or it names no run: a version's before run ids)."""
 
     def incomplete(self, seal_key: bytes | None = None) -> Unvouched | None:
         """:func:`incomplete` of the open file: why it is not vouched for, None where it is.
@@ -496,8 +519,10 @@ class OpenRows:
         that does not verify is :attr:`Unvouched.altered`; None: not checked."""
         self._file.seek(0)
         unsealed: list[str] = []
-        unvouched, self._vouched = _incomplete(self.path, self._file, seal_key, unsealed)
+        run_ids: list[str | None] = []
+        unvouched, self._vouched = _incomplete(self.path, self._file, seal_key, unsealed, run_ids)
         self.unsealed = unsealed[0] if unsealed else None
+        self.run_id = run_ids[0] if run_ids else None
         return unvouched
 
     def read(self) -> BinaryIO:

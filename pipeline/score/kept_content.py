@@ -18,7 +18,12 @@ back, each scored row's file is read again and its sha256 compared with the row'
 - a row that holds an error is not read again: it is never released as it is;
 - with a row seal key (:mod:`pipeline.row_seal`), a row whose seal is missing or does not verify
   (its scores edited since they were written, or a row written without the key) is taken out too,
-  whatever its picture: the resume's new record and rows would otherwise vouch for an edited row.
+  whatever its picture: the resume's new record and rows would otherwise vouch for an edited row;
+- an output holds one run's rows (:attr:`KeptContent.run_id`): the resume adopts the run id of the
+  latest run among the (sealed) rows it keeps, and a row of another run, or without a run id where
+  rows have one, is taken out too: an earlier run's genuine sealed rows of the same pictures put
+  among them (an older model's lower scores) would otherwise stand in the resumed output, under a
+  new completion record.
 
 The file read is the one the resume keeps the row for (:func:`_files_of`): a row an earlier version
 wrote of a name holding a typed ``\\xNN`` names no file today, and reading its text back as bytes
@@ -32,6 +37,8 @@ row numbers and identities of the rows taken out are kept, so the resume's index
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 
 from pipeline.listed_content import Standing, compare, hash_files
@@ -43,6 +50,15 @@ __all__ = ["KeptContent"]
 
 _CHUNK = 256
 """Rows whose files are read in one go: enough for the reading threads to overlap."""
+
+
+_PATH_DIGEST = 12
+"""Bytes of a path's digest (:func:`_path_digest`)."""
+
+
+def _path_digest(text: str) -> bytes:
+    """A short digest of a row's path, kept for each row of the run a resume adopts so far."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=_PATH_DIGEST).digest()
 
 
 def _files_of(text: str) -> list[str]:
@@ -78,7 +94,12 @@ class KeptContent:
             (:meth:`~pipeline.score.done.Done.key`).
         changed, unreadable, unhashed: how many rows were taken out for each reason
             (:func:`~pipeline.listed_content.compare`); unsealed: for their row seal
-            (:attr:`seal_key`).
+            (:attr:`seal_key`); other_run: for their run id (:attr:`run_id`).
+        run_id: the run id the resume adopts, once every row is noted: the latest (ids sort as the
+            runs started) among the rows not taken out for their seal; None where those have none
+            (an output of a version before run ids: its rows are kept, and the resume writes none).
+        runs_seen: whether any row was noted that its seal did not take out (none: the run takes a
+            fresh id).
         absent: scored rows kept whose file is not there now (their content not compared).
         first_stale, first_absent: the first row of each (its path as the row names it), and, for
             a stale one, why.
@@ -107,7 +128,17 @@ class KeptContent:
         self._rows = 0
         self._waiting: list[tuple[int, bytes, str, str | None]] = []  # number, identity, text, sha256
         self.stale: dict[int, bytes] = {}
-        self.changed = self.unreadable = self.unhashed = self.unsealed = self.absent = 0
+        self.changed = self.unreadable = self.unhashed = self.unsealed = self.absent = self.other_run = 0
+        self.run_id: str | None = None
+        self.runs_seen = False
+        # the rows of run_id noted so far, packed: their numbers, identities (16 bytes each) and path
+        # digests (_PATH_DIGEST bytes each), and the first one's path: taken out if a later run's row
+        # comes, where their paths are no longer at hand
+        self._run_numbers = array("q")
+        self._run_identities = bytearray()
+        self._run_paths = bytearray()
+        self._run_first = ""
+        self._stale_path_digests: set[bytes] = set()  # of the rows so taken out
         self.first_stale: tuple[str, str] | None = None
         self.first_absent: str | None = None
         self.overlays: list[ImageVerdict] = []
@@ -115,25 +146,68 @@ class KeptContent:
         self.stale_paths: set[str] = set()  # the paths the rows taken out name
 
     def note(
-        self, identity: bytes, text: str, sha256: str | None, state: int, *, unsealed: str | None = None
+        self,
+        identity: bytes,
+        text: str,
+        sha256: str | None,
+        state: int,
+        *,
+        unsealed: str | None = None,
+        run_id: str | None = None,
     ) -> None:
         """One complete row of the output, the next in order: its identity, its path as it names
         it, its sha256 and its state bits (:func:`~pipeline.score.done.row_state`); ``unsealed``:
         why its row seal does not vouch for it (:func:`pipeline.row_seal.fault`), None where it
-        does or none is checked."""
+        does or none is checked; ``run_id``: the run that wrote it, as the row says."""
         number = self._rows
         self._rows += 1
         if unsealed is not None:  # an edited row, an error row too: taken out, its picture read or not
             self.unsealed += 1
-            self.stale[number] = identity
-            self.stale_paths.add(text)
-            if self.first_stale is None:
-                self.first_stale = (text, "unsealed")
+            self._take_out(number, identity, text, "unsealed")
+            return
+        # its run id counts only once its seal vouches for it: an edited one adopts nothing
+        if not self._of_the_run(number, identity, text, run_id):
             return
         if state & SCORED:  # an error row is never released as it is: not read again
             self._waiting.append((number, identity, text, sha256))
             if len(self._waiting) >= self._chunk:
                 self.finish()
+
+    def _take_out(self, number: int, identity: bytes, text: str, why: str) -> None:
+        self.stale[number] = identity
+        self.stale_paths.add(text)
+        if self.first_stale is None:
+            self.first_stale = (text, why)
+
+    def _of_the_run(self, number: int, identity: bytes, text: str, run_id: str | None) -> bool:
+        """Whether the row ``number`` is of the latest run noted so far; a row of an earlier one is
+        taken out, and so are the rows noted of the run it was while a later one comes (a row
+        without a run id is earlier than any with one)."""
+        mine = run_id or ""
+        if not self.runs_seen or mine > (self.run_id or ""):
+            for at, kept in enumerate(self._run_numbers):
+                if kept in self.stale:  # taken out for its content already: counted there
+                    continue
+                self.other_run += 1
+                self.stale[kept] = bytes(self._run_identities[16 * at : 16 * (at + 1)])
+                digest = self._run_paths[_PATH_DIGEST * at : _PATH_DIGEST * (at + 1)]
+                self._stale_path_digests.add(bytes(digest))
+                if self.first_stale is None:
+                    self.first_stale = (self._run_first, "other run")
+            self._run_numbers, self._run_identities, self._run_paths = array("q"), bytearray(), bytearray()
+            self.runs_seen, self.run_id, self._run_first = True, run_id, text
+        elif mine < (self.run_id or ""):
+            self.other_run += 1
+            self._take_out(number, identity, text, "other run")
+            return False
+        self._run_numbers.append(number)
+        self._run_identities += identity
+        self._run_paths += _path_digest(text)
+        return True
+
+    def took_out(self, text: str) -> bool:
+        """Whether a row taken out names the path ``text``."""
+        return text in self.stale_paths or _path_digest(text) in self._stale_path_digests
 
     def finish(self) -> None:
         """Read the files of the rows noted and not read yet."""
@@ -147,7 +221,7 @@ class KeptContent:
             how = _standing(sha256, found, files[text])
             if self._advance is not None:
                 self._advance()
-            if how == "same":
+            if how == "same" or number in self.stale:  # or taken out for its run already
                 continue
             if how == "absent":
                 self.absent += 1

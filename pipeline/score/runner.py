@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import stat
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -35,7 +37,13 @@ from pipeline.score.summary import ScoreSummary
 from pipeline.score.writer import check_output, finish_output, iter_rows, open_output, refuse_other_models
 from pipeline.verdicts import ImageVerdict
 
-__all__ = ["Engine", "heatmap_name", "score_to_file"]
+__all__ = ["Engine", "heatmap_name", "new_run_id", "score_to_file"]
+
+
+def new_run_id() -> str:
+    """A new score run's id (:data:`pipeline.verdicts.RUN_ID_PATTERN`): its start time, so that ids
+    sort as the runs started (a resume keeps the latest run's rows), and 64 random bits."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}-{secrets.token_hex(8)}"
 
 
 class Engine(Protocol):
@@ -378,6 +386,10 @@ def score_to_file(
             ``resume``, kept rows whose seal is missing or does not verify are taken out and scored
             again (:attr:`ScoreSummary.taken_out_unsealed`), never sealed anew. None: unsealed.
 
+    Every row the run writes, and its completion record, carry its run id (:func:`new_run_id`); a
+    ``resume`` adopts the run id of the rows it keeps, and takes out (to score again) each row of
+    another run (:attr:`ScoreSummary.taken_out_other_run`), so that an output is one run's.
+
     Returns:
         The run's counts and timing.
 
@@ -418,6 +430,10 @@ def score_to_file(
             model_ids=model_ids,
             row_key=row_key,
         )
+        # one run per output: a resume goes on with the run of the rows it keeps (those of other runs
+        # taken out above), so that its rows, and the record it writes, all name that one
+        run_id = content.run_id if content is not None and content.runs_seen else new_run_id()
+        writer.run_id = run_id
         if content is not None and heatmap_dir is not None:  # after the rows are gone: never named
             _remove_overlays(heatmap_dir, content.overlays, output, content.kept_overlays)
         if checked_all is not None:
@@ -470,10 +486,11 @@ def score_to_file(
             summary.taken_out = content.taken_out
             summary.taken_out_example = content.first_stale
             summary.taken_out_unsealed = content.unsealed
+            summary.taken_out_other_run = content.other_run
             summary.kept_absent = content.absent
             summary.kept_absent_example = content.first_absent
         if given[0] == summary.images and not unlisted and not summary.taken_out_unlisted:
-            record_completion(out, seal_key=completion_key)
+            record_completion(out, seal_key=completion_key, run_id=run_id)
         if resume:
             # what the rows kept from the earlier run hold, which this run's counts leave out, as their
             # state was noted when the output was read: errors (a resumed output of nothing but errors

@@ -35,6 +35,8 @@ class ScoreSummary:
         taken_out_example: the first, as (path, ``changed``/``unreadable``/``unhashed``/``unsealed``).
         taken_out_unsealed: of ``taken_out``, rows whose row seal is missing or does not verify
             (:mod:`pipeline.row_seal`): edited since they were scored, never sealed anew.
+        taken_out_other_run: of ``taken_out``, rows of another run than the one the resume goes on
+            with (:class:`~pipeline.score.kept_content.KeptContent`): an output is one run's.
         kept_absent: scored rows ``--resume`` kept whose file is not at their path now, their content
             not compared; ``kept_absent_example``: the first.
         duplicates: inputs naming an image already seen in this run (scored once), a folder's
@@ -65,6 +67,7 @@ class ScoreSummary:
     taken_out: int = 0  # rows a resume took out: their file changed, unreadable, or no sha256 to compare
     taken_out_example: tuple[str, str] | None = None  # the first (its path, how it stood)
     taken_out_unsealed: int = 0  # of taken_out: their row seal missing or not verifying (edited rows)
+    taken_out_other_run: int = 0  # of taken_out: rows of another run than the one resumed
     taken_out_unlisted: int = 0  # of those, pictures this run does not list: not scored again
     kept_absent: int = 0  # scored rows a resume kept whose file is not there now (content not compared)
     kept_absent_example: str | None = None
@@ -151,6 +154,8 @@ class ScoreSummary:
                 "unhashed": "the row has no sha256 to compare its file with",
                 "unsealed": "its row seal is missing or does not verify (the row was changed after it was "
                 "scored, or written without this CLEARSIGHT_AUDIT_SECRET)",
+                "other run": "it is of another score run than the output's other rows (an earlier run's "
+                "rows put among them?), and an output holds one run's rows",
             }[how]
             again = (
                 f"; {self.taken_out_unlisted} of them are of pictures this run's inputs do not list, not "
@@ -165,6 +170,11 @@ class ScoreSummary:
                 if self.taken_out_unsealed
                 else ""
             )
+            if self.taken_out_other_run:
+                unsealed += (
+                    f" ({self.taken_out_other_run} of them for being of another score run than the rows "
+                    "kept: an output holds one run's rows)"
+                )
             # "changed" alone says the file is another picture; unreadable and unhashed say it may be
             out.append(
                 f"{self.taken_out} row(s) of the earlier run were taken out of the output, their file "
@@ -223,11 +233,13 @@ class ScoreSummary:
             images.add_row(f"scored off the training scale (> {SCALE_TOLERANCE:g}x)", str(self.off_scale))
         if self.skipped_done:
             images.add_row("already in output (resumed)", str(self.skipped_done))
-        if self.taken_out > self.taken_out_unsealed:
+        if self.taken_out > self.taken_out_unsealed + self.taken_out_other_run:
             images.add_row(
                 "rows taken out on resume (file changed, unreadable, or no sha256)",
-                str(self.taken_out - self.taken_out_unsealed),
+                str(self.taken_out - self.taken_out_unsealed - self.taken_out_other_run),
             )
+        if self.taken_out_other_run:
+            images.add_row("rows taken out on resume (of another score run)", str(self.taken_out_other_run))
         if self.taken_out_unsealed:
             images.add_row(
                 "rows taken out on resume (row seal missing or not verifying)", str(self.taken_out_unsealed)

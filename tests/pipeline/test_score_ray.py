@@ -41,13 +41,15 @@ def test_ray_engine_equals_local_engine(tmp_path: Path) -> None:
     score_to_file(tasks, engine, ray_out, heatmap_dir=tmp_path / "heat_ray")
 
     def rows(out: Path) -> list[str]:
-        # each row's overlay by its bytes: its name holds the output, so the two runs' names differ
+        # each row's overlay by its bytes: its name holds the output, so the two runs' names differ;
+        # and no run id: each run has its own
         return sorted(
             row.model_copy(
                 update={
                     "heatmap": hashlib.sha256(Path(row.heatmap).read_bytes()).hexdigest()
                     if row.heatmap
-                    else None
+                    else None,
+                    "run_id": None,
                 }
             ).model_dump_json()
             for row in iter_rows(out)
