@@ -73,7 +73,15 @@ from pipeline.score.batch import earlier_printable_path, path_of_printable, prin
 from pipeline.shipment_rows import as_flag, declaration_from_rows
 from pipeline.verdicts import OVERRIDE_FLAGS, PICTURE_FIELDS, SCORE_FIELDS, ImageVerdict
 
-__all__ = ["MIXED_MODELS", "NEVER_SCORED", "Listed", "Redeclared", "read_declarations", "redeclare"]
+__all__ = [
+    "MIXED_MODELS",
+    "MIXED_RUNS",
+    "NEVER_SCORED",
+    "Listed",
+    "Redeclared",
+    "read_declarations",
+    "redeclare",
+]
 
 
 @dataclass
@@ -146,6 +154,11 @@ class Redeclared:
     mixed_models: dict[str, list[str]] = field(default_factory=dict)
     """Cargo types whose scored rows name several models, in rows no completion record vouches for,
     each with the model ids: all its scored rows error rows (:data:`MIXED_MODELS`)."""
+    mixed_runs: list[str | None] = field(default_factory=list)
+    """The score runs the rows name (None: rows naming none), where they name more than one, in rows
+    no completion record vouches for: every row an error row (:data:`MIXED_RUNS`)."""
+    held_for_runs: int = 0
+    """Rows made error rows for :attr:`mixed_runs`."""
     unvouched: dict[str, list[str]] = field(default_factory=dict)
     """Scored rows of a listed picture whose file is not there now, in rows no completion record
     vouches for, per shipment: error rows (:data:`~pipeline.listed_content.ABSENT_UNVOUCHED`)."""
@@ -315,6 +328,31 @@ vouches for: an older model's genuine, sealed row of the same picture put in pla
 file unchanged, so its sha256 matched) was decided on its lower score."""
 
 
+MIXED_RUNS = (
+    "the rows name more than one score run, and no completion record vouches for them, its run "
+    "unfinished or its record removed: an output is one run's, so rows of another run stand among them; "
+    "score the manifest again"
+)
+"""The error of every row of rows naming several score runs, in rows no completion record vouches
+for: an earlier run's genuine, sealed rows of the same pictures, put in place of today's rows of a
+whole cargo type (so that no cargo type's rows named two models), were decided on their scores."""
+
+
+def _one_run(rows: list[ImageVerdict], done: Redeclared) -> list[ImageVerdict]:
+    """``rows``, every one made an error row (:data:`MIXED_RUNS`) without its scores and picture
+    hashes where they name more than one score run, a row naming none counting as one where another
+    names one (an older version's row among a run's): which of them are the run's own cannot be
+    told, so every shipment of the file is held. A run writes one id into all its rows, and a
+    resume goes on with it, so only rows of two runs mixed name two."""
+    runs = {row.run_id for row in rows}
+    if len(runs) < 2:
+        return rows
+    done.mixed_runs = sorted(runs, key=lambda run: run or "")
+    done.held_for_runs = len(rows)
+    cleared = dict.fromkeys((*SCORE_FIELDS, *PICTURE_FIELDS))
+    return [row.model_copy(update={**cleared, "error": MIXED_RUNS}) for row in rows]
+
+
 def _one_model_per_cargo(rows: list[ImageVerdict], done: Redeclared) -> list[ImageVerdict]:
     """``rows``, each scored row of a cargo type whose scored rows name more than one model made an
     error row (:data:`MIXED_MODELS`), counted per cargo type in ``done.mixed_models``. A run scores
@@ -367,7 +405,9 @@ def redeclare(
     such rows whose listed file is gone is an error row too
     (:data:`~pipeline.listed_content.ABSENT_UNVOUCHED`): with no file to compare it with and no
     record binding it to the file, an earlier run's sealed row of the name put in its place was
-    decided on its score.
+    decided on its score. So is every row of such rows naming more than one score run
+    (:data:`MIXED_RUNS`), and every scored row of a cargo type whose rows name more than one model
+    (:data:`MIXED_MODELS`).
 
     Every row of a listed picture scored under another shipment moves, beside any row of it the
     listing shipment has already (the picture scored twice): deciding takes the strictest tier over
@@ -386,7 +426,7 @@ def redeclare(
     docstring)."""
     done = Redeclared()
     if hold_unscored:
-        rows = _one_model_per_cargo(rows, done)
+        rows = _one_model_per_cargo(_one_run(rows, done), done)
     where = {picture: shipment for shipment, now in listed.items() for picture in now.pictures}
     earlier = _earlier_texts(where)
     scored = [_scored_under(row) for row in rows]

@@ -109,7 +109,28 @@ def read_finished(
         changed = opened.changed()
     if changed is not None:
         raise _changed(verdicts, changed)
+    if unfinished is None:
+        _refuse_other_runs(verdicts, rows, opened.run_id)
     return rows, unfinished
+
+
+def _refuse_other_runs(verdicts: Path, rows: list[ImageVerdict], run_id: str | None) -> None:
+    """Refuse rows a completion record vouches for where one names another run than the record
+    (``run_id``; None: a record naming none, of a version before run ids): the run wrote its id into
+    every row, so such a row is not as it wrote it (the record's bytes checked, this is defence in
+    depth).
+
+    Raises:
+        InputError: naming the row, both runs and what to do."""
+    other = next((row for row in rows if row.run_id != run_id), None)
+    if other is not None:
+        raise InputError(
+            f"--verdicts {str(verdicts)!r}: the row of {other.path!r} names score run {other.run_id!r}, "
+            f"and its completion record vouches for the rows of run {run_id!r}, which wrote its id into "
+            "every row: the rows were altered since; nothing was decided (with or without --manifest); "
+            f"score its inputs again (`clearsight score ... --out {verdicts} --overwrite`, or into a new "
+            "--out) and decide those rows"
+        )
 
 
 def _changed(verdicts: Path, why: str) -> InputError:
@@ -495,6 +516,13 @@ def _content_warnings(done: Redeclared) -> list[str]:
             f"rows of {len(done.mixed_models)} cargo type(s) name more than one model, and no completion "
             f"record vouches for them, so the shipments holding them are not released: {cargo!r} "
             f"names {', '.join(map(repr, ids))}; score the manifest again"
+        )
+    if done.mixed_runs:
+        named = ", ".join(repr(run) if run else "none" for run in done.mixed_runs)
+        said.append(
+            f"the rows name {len(done.mixed_runs)} score runs ({named}), and no completion record vouches "
+            f"for them, so all {done.held_for_runs} of them were held and no shipment of the file is "
+            "released: a score run writes one id into every row of its output; score the manifest again"
         )
     if done.unvouched:
         said.append(
