@@ -28,7 +28,16 @@ from typing import Literal
 
 from pipeline.settings import Settings
 
-__all__ = ["CHANGED", "NO_SHA256", "UNREADABLE_NOW", "WORKERS", "Standing", "compare", "hash_files"]
+__all__ = [
+    "CHANGED",
+    "MAX_BYTES",
+    "NO_SHA256",
+    "UNREADABLE_NOW",
+    "WORKERS",
+    "Standing",
+    "compare",
+    "hash_files",
+]
 
 _SCORE_AGAIN = (
     "score the manifest again with clearsight score MANIFEST --model M --out NEW_ROWS and decide those rows"
@@ -180,19 +189,22 @@ WORKERS = min(4, os.cpu_count() or 1)
 on a share answers each read late); each holds one read buffer."""
 
 
+MAX_BYTES: int = Settings.model_fields["max_image_bytes"].default
+"""The largest file :func:`hash_files` reads where it is not told: the settings' default, not read
+from the environment here (a command reads its settings once and passes ``max_image_bytes`` on)."""
+
+
 def hash_files(
     paths: Iterable[str],
     *,
     advance: Callable[[], None] | None = None,
     workers: int = WORKERS,
-    max_bytes: int | None = None,
+    max_bytes: int = MAX_BYTES,
 ) -> dict[str, str | OSError]:
     """Each of ``paths``' sha256 now, or the OSError reading it raised (FileNotFoundError: none
-    there; EFBIG: over ``max_bytes``, by default the settings' ``max_image_bytes``, the largest
-    picture the scorer reads), read by ``workers`` threads; ``advance`` is called after each file (a
-    progress bar)."""
-    if max_bytes is None:
-        max_bytes = Settings.load().max_image_bytes
+    there; EFBIG: over ``max_bytes``, the largest picture the scorer reads: the commands pass their
+    settings' ``max_image_bytes``), read by ``workers`` threads; ``advance`` is called after each file
+    (a progress bar)."""
     read = functools.partial(_read, max_bytes=max_bytes)
     found: dict[str, str | OSError] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -14,6 +14,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, BinaryIO
 
@@ -227,18 +228,18 @@ def _progress(stage: str, total: int) -> Iterator[Callable[[], None]]:
         yield count_steps(progress, stage, total)
 
 
-def _hash_listed(paths: list[str]) -> dict[str, str | OSError]:
+def _hash_listed(paths: list[str], *, max_bytes: int) -> dict[str, str | OSError]:
     """:func:`pipeline.listed_content.hash_files`, with a progress bar: an archive's pictures are read
     whole again to be compared with their rows."""
     with _progress("checking the listed pictures' content", len(paths)) as advance:
-        return hash_files(paths, advance=advance)
+        return hash_files(paths, advance=advance, max_bytes=max_bytes)
 
 
-def _hash_scored(paths: list[str]) -> dict[str, str | OSError]:
+def _hash_scored(paths: list[str], *, max_bytes: int) -> dict[str, str | OSError]:
     """:func:`pipeline.listed_content.hash_files`, with a progress bar: without --manifest every scored
     row's picture is read whole again to be compared with its row."""
     with _progress("checking the scored pictures' content", len(paths)) as advance:
-        return hash_files(paths, advance=advance)
+        return hash_files(paths, advance=advance, max_bytes=max_bytes)
 
 
 def _decide_all(
@@ -642,7 +643,10 @@ def register(app: typer.Typer) -> None:
         if manifest is not None:
             # rows no record vouches for: every listed shipment decided, one without a row too
             rows, redeclared = redeclare(
-                rows, read_declarations(manifest), hold_unscored=unfinished is not None, content=_hash_listed
+                rows,
+                read_declarations(manifest),
+                hold_unscored=unfinished is not None,
+                content=partial(_hash_listed, max_bytes=settings.max_image_bytes),
             )
             if unfinished is not None:
                 _check_listed(verdicts, manifest, unfinished, redeclared)
@@ -679,7 +683,9 @@ def register(app: typer.Typer) -> None:
             # other pictures' scores
             at_paths = None
             if manifest is None:
-                rows, at_paths = check_at_paths(rows, content=_hash_scored)
+                rows, at_paths = check_at_paths(
+                    rows, content=partial(_hash_scored, max_bytes=settings.max_image_bytes)
+                )
             if store is None:
                 decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}", traders)
                 if other is not None:

@@ -425,6 +425,7 @@ def score(
                 completion_key=completion_seal_key(settings),
                 # each row sealed too: decide holds a row edited since, --resume scores it again
                 row_key=row_seal_key(settings),
+                max_image_bytes=settings.max_image_bytes,
             )
             # the bar counts inputs: 5/5 read as five images scored where three named one given already;
             # a link a folder leaves out is not among them, but is among the table's duplicates

@@ -16,11 +16,13 @@ import stat
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
 from datasets.errors import InputError
 from datasets.whole_files import written_whole
+from pipeline.listed_content import MAX_BYTES, hash_files
 from pipeline.score.batch import (
     ScoredRow,
     earlier_paths_of,
@@ -343,6 +345,7 @@ def score_to_file(
     checked_all: Callable[[], None] | None = None,
     completion_key: bytes | None = None,
     row_key: bytes | None = None,
+    max_image_bytes: int = MAX_BYTES,
 ) -> ScoreSummary:
     """Score ``tasks`` on ``engine`` and append one row per image to ``out``; once every task has
     its row, write ``out``'s completion record (:mod:`pipeline.score.completion`), which this call
@@ -385,6 +388,8 @@ def score_to_file(
             secret), so that ``clearsight decide`` holds the shipment of a row edited since; with
             ``resume``, kept rows whose seal is missing or does not verify are taken out and scored
             again (:attr:`ScoreSummary.taken_out_unsealed`), never sealed anew. None: unsealed.
+        max_image_bytes: with ``resume``, the largest kept row's file read again (the settings'
+            ``max_image_bytes``, as the engine decodes): a larger one is unreadable, its row taken out.
 
     Every row the run writes, and its completion record, carry its run id (:func:`new_run_id`); a
     ``resume`` adopts the run id of the rows it keeps, and takes out (to score again) each row of
@@ -419,7 +424,13 @@ def score_to_file(
         output = str(out.resolve())
         # each kept row's picture read again: a new scan written over its name since is scored again
         # and, with a row key, each kept row's seal checked: an edited row is scored again, not kept
-        content = KeptContent(advance=checked, seal_key=row_key) if resume else None
+        content = (
+            KeptContent(
+                content=partial(hash_files, max_bytes=max_image_bytes), advance=checked, seal_key=row_key
+            )
+            if resume
+            else None
+        )
         # rows of other models refused as they are read, before a row is taken out or a torn one cut
         writer, done = open_output(
             out,

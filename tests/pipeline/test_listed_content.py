@@ -425,17 +425,14 @@ def test_rows_of_one_cargo_type_naming_two_models_hold_where_no_record_vouches_f
     assert done.mixed_models == ({"bulk_ore": ["ore-m0", "ore-m1"]} if held else {})
 
 
-def test_a_file_larger_than_the_largest_image_accepted_is_not_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_file_larger_than_the_largest_image_accepted_is_not_read(tmp_path: Path) -> None:
     """A path in the rows may name any file: a huge one was read to its end (hours, on a disk image),
     though the scorer refuses a picture over max_image_bytes, so no such file is one scored."""
-    monkeypatch.setenv("CLEARSIGHT_MAX_IMAGE_BYTES", "1000")
     fits, over = tmp_path / "fits.png", tmp_path / "over.png"
     fits.write_bytes(b"x" * 1000)
     with over.open("wb") as fh:
         fh.truncate(1001)
-    found = hash_files([str(fits), str(over)])
+    found = hash_files([str(fits), str(over)], max_bytes=1000)
     assert found[str(fits)] == hashlib.sha256(b"x" * 1000).hexdigest()
     assert isinstance(found[str(over)], OSError) and found[str(over)].errno == errno.EFBIG
     assert "larger than the largest image accepted (1000 bytes, CLEARSIGHT_MAX_IMAGE_BYTES)" in str(
@@ -443,15 +440,12 @@ def test_a_file_larger_than_the_largest_image_accepted_is_not_read(
     )
 
 
-def test_no_more_than_the_limit_is_read_of_a_file_whose_size_says_less(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_no_more_than_the_limit_is_read_of_a_file_whose_size_says_less() -> None:
     """A file still growing (appended to while it is read), or one of /proc (its size 0), holds more
     than its size said: read to its end, one appended to for ever was never done."""
-    monkeypatch.setenv("CLEARSIGHT_MAX_IMAGE_BYTES", "10")
     status = "/proc/self/status"
     assert os.stat(status).st_size == 0 and len(Path(status).read_bytes()) > 10
-    found = hash_files([status])
+    found = hash_files([status], max_bytes=10)
     assert isinstance(found[status], OSError) and found[status].errno == errno.EFBIG
 
 

@@ -237,6 +237,19 @@ def test_a_fifo_or_folder_at_a_rows_path_holds_its_shipment_and_hangs_nothing(
     assert f"{str(there)!r} (cannot be read: {why}) first" in err
 
 
+def test_decide_reads_no_picture_past_the_settings_largest_image(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The limit is the command's settings' (CLEARSIGHT_MAX_IMAGE_BYTES, as the scorer decodes), read
+    once where the command starts: a picture over it is not one any run scored."""
+    verdicts = _scored(env, {"a.png": (b"x" * 11, "S1", 0.1), "b.png": (b"y" * 10, "S2", 0.1)})
+    monkeypatch.setenv("CLEARSIGHT_MAX_IMAGE_BYTES", "10")
+    decided = _decide(env, verdicts)
+    assert {s: d["tier"] for s, d in decided.items()} == {"S1": "REMOTE_INSPECTION", "S2": "RELEASE"}
+    err = " ".join(capsys.readouterr().err.split())
+    assert "larger than the largest image accepted (10 bytes, CLEARSIGHT_MAX_IMAGE_BYTES)" in err
+
+
 def test_decide_help_says_the_scored_pictures_are_read_again(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
