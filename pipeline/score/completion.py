@@ -30,11 +30,13 @@ before run ids has none, and its seal covers the other fields alone, as it did.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import hmac
 import io
 import json
 import os
+import stat
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +57,7 @@ __all__ = [
     "forget_completion",
     "forget_decisions",
     "incomplete",
+    "open_regular",
     "record_completion",
     "record_decisions",
     "vouched_decisions",
@@ -62,6 +65,13 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+
+MAX_RECORD_BYTES = 256 * 1024
+"""The most of a completion record read: a record holds two real paths (the rows' and the decisions'
+where they lie elsewhere), each at most ``PATH_MAX`` (4096) bytes, each byte at most six characters in
+JSON (a control character, ``\\u0001``), and a file name of at most 255 bytes: under 52 KiB with the
+rest of its fields. Whoever can write the verdicts folder can put anything at the record's name, and a
+record read whole however long it was (a link to ``/dev/zero``) ended in a MemoryError at 5 GB."""
 
 COMPLETION_SEAL_LABEL = b"clearsight completion seal v1"
 """The label the completion records' seal key is derived under (:func:`completion_seal_key`)."""
@@ -105,6 +115,68 @@ def forget_completion(out: Path) -> None:
             would vouch for the rows it is about to change).
     """
     completion_path(out).unlink(missing_ok=True)
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _not_a_file(mode: int, path: Path) -> OSError:
+    """Why what is at ``path`` (its ``st_mode``) is not read, naming it (a folder as open() says it)."""
+    if stat.S_ISDIR(mode):
+        return IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    kind = next((name for test, name in _KINDS if test(mode)), f"of file type {stat.S_IFMT(mode):#o}")
+    return OSError(errno.EINVAL, f"not a regular file: {kind}", str(path))
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened to be read (unbuffered), where it leads to a regular file.
+
+    The files beside a score output (its completion record, the decisions file the record names) are
+    for whoever can write that folder to put there: so what is at the path is looked at (``stat``)
+    before it is opened, and anything but a regular file refused unopened (opening a device has
+    effects of its own); what is opened is opened without blocking (a FIFO put there between the
+    look and the open blocked ``clearsight decide`` until a writer came, forever) and looked at again.
+
+    Raises:
+        OSError: it cannot be opened (FileNotFoundError where nothing is there), or it is not a
+            regular file (EINVAL, naming what it is; IsADirectoryError).
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_a_file(mode, path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_a_file(mode, path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb", buffering=0)
+
+
+def _read_record(path: Path) -> str:
+    """The text of the completion record at ``path``: a regular file (:func:`open_regular`) of at
+    most :data:`MAX_RECORD_BYTES`, read no further than that.
+
+    Raises:
+        OSError: it cannot be read (FileNotFoundError where nothing is there), it is not a regular
+            file, or it holds more than :data:`MAX_RECORD_BYTES` (EFBIG: no record Clearsight writes).
+        UnicodeDecodeError: it is not UTF-8.
+    """
+    with open_regular(path) as fh:
+        data = bytearray()
+        # one byte over the limit tells a file too long, or one that grew past it
+        while len(data) <= MAX_RECORD_BYTES and (chunk := fh.read(MAX_RECORD_BYTES + 1 - len(data))):
+            data += chunk
+    if len(data) > MAX_RECORD_BYTES:
+        raise OSError(
+            errno.EFBIG,
+            f"larger than any completion record Clearsight writes ({MAX_RECORD_BYTES} bytes)",
+            str(path),
+        )
+    return data.decode("utf-8")
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:
@@ -196,7 +268,7 @@ def forget_decisions(out: Path) -> None:
     """
     path = completion_path(out)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(_read_record(path))
     except (FileNotFoundError, ValueError):
         return
     if not isinstance(record, dict) or not any(k.startswith("decisions_") for k in record):
@@ -239,7 +311,7 @@ def record_decisions(out: Path, decisions: Path, *, staged: os.stat_result | Non
     """
     path = completion_path(out)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(_read_record(path))
     except FileNotFoundError:
         return False
     if not isinstance(record, dict):
@@ -281,7 +353,7 @@ def vouched_decisions(out: Path, *, unvouched: Callable[[Path, str], None] | Non
     Read before a run forgets the record: the rows it vouched for may be gone (deleted by hand), the
     decisions made on them still stand beside the new rows until removed."""
     try:
-        record = json.loads(completion_path(out).read_text(encoding="utf-8"))
+        record = json.loads(_read_record(completion_path(out)))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     if not isinstance(record, dict):
@@ -341,7 +413,7 @@ def vouched_for_another(decisions: Path, out: Path) -> tuple[Path, Path] | None:
             continue
         for name in sorted(names):
             try:
-                record = json.loads((folder / name).read_text(encoding="utf-8"))
+                record = json.loads(_read_record(folder / name))
             except (OSError, UnicodeDecodeError, ValueError):
                 continue
             rows_file = record.get("rows_file") if isinstance(record, dict) else None
@@ -396,7 +468,7 @@ def _incomplete(
     record_file = completion_path(real)
     tell = unsealed.append if unsealed is not None else (lambda why: None)
     try:
-        text = record_file.read_text(encoding="utf-8")
+        text = _read_record(record_file)
         record = json.loads(text)
     except FileNotFoundError:
         tell("it has no completion record")
@@ -468,7 +540,7 @@ def _incomplete(
             altered=False,
         ), None
     try:
-        again = record_file.read_text(encoding="utf-8")
+        again = _read_record(record_file)
     except (OSError, UnicodeDecodeError):
         again = None
     if again != text:

@@ -13,7 +13,8 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,15 @@ from pipeline.cli.decide import read_finished  # noqa: E402
 from pipeline.row_seal import row_seal_key  # noqa: E402
 from pipeline.score import LocalEngine, ModelRouter, iter_rows, iter_tasks, score_to_file  # noqa: E402
 from pipeline.score.batch import ScoredRow  # noqa: E402
-from pipeline.score.completion import completion_path, incomplete  # noqa: E402
+from pipeline.score.completion import (  # noqa: E402
+    MAX_RECORD_BYTES,
+    completion_path,
+    incomplete,
+    record_completion,
+    record_decisions,
+    vouched_decisions,
+    vouched_for_another,
+)
 from pipeline.score.output_lock import OutputLock, held_by, lock_output, lock_path  # noqa: E402
 from pipeline.score.sources import ImageTask  # noqa: E402
 from pipeline.settings import Settings, completion_seal_key
@@ -587,3 +596,77 @@ def test_an_output_and_its_record_copied_under_another_name_are_refused(
     err = " ".join(capsys.readouterr().err.split())
     assert "is of rows written as 'rows.jsonl', not 'today.jsonl'" in err
     assert _decide(env, out) == 0, capsys.readouterr().err  # under its own name: taken
+
+
+def _unblocked(fifo: Path, call: Callable[[], object]) -> object:
+    """``call()``'s result, run in a thread: where it is still blocked on ``fifo`` after a minute (no
+    speed is measured: a blocked open never returns), a writer is opened and closed, so that the
+    test fails rather than hangs."""
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the blocked reader gets EOF
+        thread.join(timeout=60)
+        pytest.fail(f"reading {fifo} blocked until a writer came")
+    return result[0]
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "character device"])
+def test_a_record_that_is_no_regular_file_is_refused_naming_it_without_reading_it(
+    env: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """Whoever can write the verdicts folder can put a FIFO at the record's name (decide blocked on
+    it forever) or a link to a device (to ``/dev/zero``: decide read it until memory ran out, 5 GB);
+    it is refused as a record that does not parse is: unfinished rows, nothing decided."""
+    out = _score(env, _engine())
+    record = completion_path(out)
+    record.unlink()
+    if kind == "FIFO":
+        os.mkfifo(record)
+    else:
+        record.symlink_to("/dev/null")
+    capsys.readouterr()
+    assert _unblocked(record, lambda: _decide(env, out)) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith(
+        f"Error: --verdicts {str(out)!r}: its completion record {str(record)!r} cannot be read"
+    )
+    assert f"not a regular file: a {kind}" in err
+    assert not (env / "d.jsonl").exists()
+    # a score run into OUT reads the decisions its record names, first: none named
+    assert _unblocked(record, lambda: vouched_decisions(out)) is None
+    assert _unblocked(record, lambda: vouched_for_another(env / "d.jsonl", env / "other.jsonl")) is None
+
+
+def test_a_record_longer_than_any_clearsight_writes_is_not_read_past_its_limit(env: Path) -> None:
+    """A record is read no further than :data:`MAX_RECORD_BYTES`: a genuine one with spaces after it
+    (which JSON takes) beyond that is no record Clearsight wrote, and not read whole."""
+    out = _score(env, _engine())
+    record = completion_path(out)
+    with record.open("a") as fh:
+        fh.write(" " * MAX_RECORD_BYTES)
+    assert "larger than any completion record Clearsight writes" in (incomplete(out) or "")
+
+
+def test_the_longest_record_clearsight_writes_is_read(tmp_path: Path) -> None:
+    """The limit is far above any record: rows named with 255 bytes and decisions kept elsewhere,
+    both under real paths near ``PATH_MAX``, each byte a control character (six in JSON)."""
+    part = "\x01" * 250
+
+    def deep(top: Path) -> Path:
+        folder = top
+        while len(os.fsencode(folder / part)) < 3800:
+            folder /= part
+        folder.mkdir(parents=True)
+        return folder
+
+    out = deep(tmp_path / "r") / ("\x01" * 249 + ".jsonl")
+    out.write_bytes(b"{}\n")
+    decisions = deep(tmp_path / "d") / ("\x01" * 255)
+    decisions.write_bytes(b"{}\n")
+    record_completion(out)
+    assert record_decisions(out, decisions)
+    assert 40_000 < completion_path(out).stat().st_size < MAX_RECORD_BYTES
+    assert incomplete(out) is None and vouched_decisions(out) == decisions
