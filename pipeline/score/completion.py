@@ -180,7 +180,14 @@ def _read_record(path: Path) -> str:
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:
-    with path.open("rb") as fh:
+    """The byte size and sha256 of the regular file at ``path`` (:func:`open_regular`): the decisions
+    file a record names lies where whoever writes the verdicts folder may put a FIFO (a score run
+    blocked on it before it began) or a link to ``/dev/zero`` (hashed without end).
+
+    Raises:
+        OSError: it cannot be read, or it is not a regular file.
+    """
+    with open_regular(path) as fh:
         return _hashed(fh)
 
 

@@ -8,6 +8,7 @@ shipment's inputs, so deciding again after a crash does not record a shipment tw
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from datasets.errors import ClearsightError, InputError
 from datasets.whole_files import keep_mode_and_owner, temporary_beside
 from pipeline.row_seal import untrusted
+from pipeline.score.completion import open_regular
 from pipeline.score.summary import ScoreSummary
 from pipeline.score.writer import OUTPUT_SUFFIXES, iter_rows
 from pipeline.verdicts import ShipmentDecision
@@ -54,7 +56,9 @@ def made_by_this_run(decisions: Path, out: Path, policy: Policy) -> bool:
     ``--decisions``), or a what-if kept under another policy, is not this run's."""
     shipments: set[str] = set()
     try:
-        with decisions.open("rb") as fh:
+        # a regular file only: a FIFO put at its name blocked the run forever, a link to /dev/zero
+        # was read as one line without end; neither is a file a run wrote
+        with io.BufferedReader(open_regular(decisions)) as fh:
             for line in fh:
                 if not line.strip():
                     continue

@@ -670,3 +670,36 @@ def test_the_longest_record_clearsight_writes_is_read(tmp_path: Path) -> None:
     assert record_decisions(out, decisions)
     assert 40_000 < completion_path(out).stat().st_size < MAX_RECORD_BYTES
     assert incomplete(out) is None and vouched_decisions(out) == decisions
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "character device"])
+def test_a_decisions_file_that_is_no_regular_file_is_not_read(env: Path, kind: str) -> None:
+    """The decisions file beside the rows is for whoever writes the verdicts folder to replace: a
+    FIFO there blocked a score run (reading the decisions its record names, or a ``--resume`` asking
+    whether the file is its own) before it began; a link to a device was read as the run's own
+    decisions (``/dev/null``: none, so this run's) or without end (``/dev/zero``)."""
+    from pipeline.score.decisions import load_policy_file, made_by_this_run
+
+    out = _score(env, _engine())
+    decisions = env / "out" / "rows.decisions.jsonl"
+    decisions.write_text("")
+    assert record_decisions(out, decisions) and vouched_decisions(out) == decisions
+    decisions.unlink()
+    if kind == "FIFO":
+        os.mkfifo(decisions)
+    else:
+        decisions.symlink_to("/dev/null")
+    assert _unblocked(decisions, lambda: vouched_decisions(out)) is None
+    assert (
+        _unblocked(decisions, lambda: made_by_this_run(decisions, out, load_policy_file(env / "p.yaml")))
+        is False
+    )
+
+    def named() -> str:
+        try:
+            record_decisions(out, decisions)
+        except OSError as exc:
+            return str(exc)
+        return "recorded"
+
+    assert f"not a regular file: a {kind}" in str(_unblocked(decisions, named))
