@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import stat
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,11 @@ _F_OFD_GETLK: int | None = getattr(fcntl, "F_OFD_GETLK", None)
 """Open file description locks (Linux): None where the system has none."""
 _FLOCK = "hhqqi4x"
 """``struct flock``: l_type, l_whence, l_start, l_len, l_pid."""
+_OPENED = os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+"""How the lock file is opened: without blocking, as whoever can write the output's folder can put a
+FIFO at its name (opened to be read, it blocked ``clearsight decide`` until a writer came, forever), and
+never to become the process's terminal. Nothing is read or written but with ``pread``/``pwrite`` of a
+regular file (:func:`_regular`), which the flag does not change."""
 _READ_LOCKED = "ofd"
 """Written after the process id in the lock file by a run that holds its read lock (see
 :class:`OutputLock`): ``123 ofd``."""
@@ -36,6 +42,25 @@ def _whole_file(kind: int) -> bytes:
     """A ``struct flock`` of ``kind`` over the whole file (l_pid 0, as open file description locks
     require)."""
     return struct.pack(_FLOCK, kind, os.SEEK_SET, 0, 0, 0)
+
+
+def _regular(fd: int) -> bool:
+    """Whether the file open at ``fd`` is a regular file, which a run makes its lock: anything else at
+    the lock file's name (a FIFO, a link to a device) was put there by hand, and no run holds it."""
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def _something_else_at(path: Path) -> bool:
+    """Whether something other than a regular file is at ``path`` (where a link leads): looked at
+    before it is opened, as opening a device has effects of its own (:func:`_regular` looks again once
+    it is open, at what was opened)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False  # nothing there (a run makes it), or the open says why
 
 
 def lock_path(out: Path) -> Path:
@@ -85,7 +110,14 @@ class OutputLock:
         """
         path = lock_path(out)
         for _ in range(8):
-            fd = cls._open(out, path)
+            fd = None if _something_else_at(path) else cls._open(out, path)
+            if fd is None or not _regular(fd):
+                if fd is not None:
+                    os.close(fd)
+                raise InputError(
+                    f"output {str(out)!r}: its lock file {str(path)!r} is not a regular file (put there by "
+                    "hand: a run makes a regular file), so no run could be kept out with it; remove it"
+                )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -119,10 +151,10 @@ class OutputLock:
     @staticmethod
     def _open(out: Path, path: Path) -> int:
         try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            return os.open(path, os.O_RDWR | os.O_CREAT | _OPENED, 0o666)
         except PermissionError:
             try:  # another user's file a killed run left: a read-only descriptor locks it as well
-                return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                return os.open(path, os.O_RDONLY | _OPENED)
             except OSError as exc:
                 raise InputError(
                     f"output {str(out)!r}: cannot open its lock file {str(path)!r} ({exc.strerror or exc})"
@@ -204,11 +236,15 @@ def held_by(out: Path, *, looking: Callable[[], None] | None = None) -> str | No
     ``looking`` is called while it looks, the lock file open (for tests: a run starting then).
     """
     path = lock_path(out)
+    if _something_else_at(path):
+        return None  # a FIFO, a device put there by hand: no run takes such a file
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # never made here: no lock file, no run
+        fd = os.open(path, os.O_RDONLY | _OPENED)  # never made here: no lock file, no run
     except OSError:
         return None
     try:
+        if not _regular(fd):  # put there between the look and the open
+            return None
         held = _held_open(fd)
         if not held and (held is None or _written(fd)[1:2] != [_READ_LOCKED]):
             # the run's read lock cannot be told here, or the run may hold none: the flock is tried

@@ -703,3 +703,33 @@ def test_a_decisions_file_that_is_no_regular_file_is_not_read(env: Path, kind: s
         return "recorded"
 
     assert f"not a regular file: a {kind}" in str(_unblocked(decisions, named))
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "character device"])
+def test_a_lock_file_that_is_no_regular_file_is_held_by_no_run_and_taken_by_none(
+    env: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """Whoever can write the verdicts folder can put a FIFO at the lock file's name: decide, asking
+    whether a run holds it, blocked opening it until a writer came, forever; a run took it (or a link
+    to a device) for its lock. No run makes such a file: none holds it, and a run refuses it."""
+    out = _score(env, _engine())
+    lock = lock_path(out)
+    if kind == "FIFO":
+        os.mkfifo(lock)
+    else:
+        lock.symlink_to("/dev/null")
+    assert _unblocked(lock, lambda: held_by(out)) is None
+    capsys.readouterr()
+    assert _unblocked(lock, lambda: _decide(env, out)) == 0, capsys.readouterr().err
+    assert _tiers(env) == [("ONE", "PHYSICAL_INSPECTION")]
+
+    def taken() -> str:
+        try:
+            lock_output(out).release()
+        except InputError as exc:
+            return str(exc)
+        return "taken"
+
+    said = " ".join(str(_unblocked(lock, taken)).split())
+    assert f"its lock file {str(lock)!r} is not a regular file" in said
+    assert os.path.lexists(lock)  # left for whoever put it there to see
