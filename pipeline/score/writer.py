@@ -494,10 +494,10 @@ def check_output(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
 
     Raises:
         InputError: a bad suffix; ``out`` (or its journal) exists and neither ``resume`` nor
-            ``overwrite`` was given; or both were; or a Parquet ``out`` has both this version's
-            journal and an earlier version's (:func:`_refuse_two_journals`) and ``overwrite`` was
-            not given; or ``out``'s folder cannot be made or written, or its name is longer than
-            the file system takes.
+            ``overwrite`` was given; or both were; or ``resume`` was and it is not a regular file; or
+            a Parquet ``out`` has both this version's journal and an earlier version's
+            (:func:`_refuse_two_journals`) and ``overwrite`` was not given; or ``out``'s folder
+            cannot be made or written, or its name is longer than the file system takes.
     """
     fmt = output_format(out)
     if resume and overwrite:
@@ -535,6 +535,15 @@ def check_output(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
             f"output {str(existing[0])!r} already exists; "
             "pass --resume to continue it or --overwrite to replace it"
         )
+    for path in existing if resume else ():
+        # no run writes anything but a regular file there, and whoever can write the folder can put
+        # a FIFO (a resume blocked reading it, forever) or a link to a device (read as rows: /dev/zero
+        # without end, /dev/null as an empty output the run then wrote its rows into)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise InputError(
+                f"output {str(path)!r} is not a regular file, so no run wrote it: nothing to resume; "
+                "remove it, or pass --overwrite to replace it"
+            )
     return existing
 
 

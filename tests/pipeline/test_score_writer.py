@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -176,6 +177,40 @@ def test_resume_refuses_a_file_that_is_not_a_score_output(
     out.write_bytes(content)
     with pytest.raises(DatasetFormatError, match=message):
         open_output(out, resume=True, overwrite=False)
+
+
+@pytest.mark.parametrize(("suffix", "kind"), [(".jsonl", "FIFO"), (".csv", "device"), (".parquet", "FIFO")])
+def test_resume_refuses_an_output_or_journal_that_is_no_regular_file(
+    tmp_path: Path, suffix: str, kind: str
+) -> None:
+    """Whoever can write the output's folder can put a FIFO at its name, or its journal's (a resume
+    blocked reading it, forever), or a link to a device (``/dev/zero``: read as one endless row;
+    ``/dev/null``: resumed as an empty output, the run's rows written into it): no run wrote those."""
+    out = tmp_path / f"out{suffix}"
+    there = journal_path(out) if suffix == ".parquet" else out
+    if kind == "FIFO":
+        os.mkfifo(there)
+    else:
+        there.symlink_to("/dev/null")
+    said: list[BaseException | None] = []
+
+    def resume() -> None:
+        try:
+            open_output(out, resume=True, overwrite=False)[0].close()
+        except InputError as exc:
+            said.append(exc)
+        else:
+            said.append(None)
+
+    thread = threading.Thread(target=resume, daemon=True)
+    thread.start()
+    thread.join(timeout=60)  # no speed is measured: a blocked open never returns
+    if thread.is_alive():
+        os.close(os.open(there, os.O_WRONLY | os.O_NONBLOCK))  # the blocked reader gets EOF
+        thread.join(timeout=60)
+        pytest.fail(f"resuming {there} blocked until a writer came")
+    assert f"output {str(there)!r} is not a regular file" in str(said[0])
+    assert os.path.lexists(there)  # left for whoever put it there
 
 
 @pytest.mark.parametrize(
