@@ -28,11 +28,12 @@ _F_OFD_GETLK: int | None = getattr(fcntl, "F_OFD_GETLK", None)
 """Open file description locks (Linux): None where the system has none."""
 _FLOCK = "hhqqi4x"
 """``struct flock``: l_type, l_whence, l_start, l_len, l_pid."""
-_OPENED = os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+_OPENED = os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW
 """How the lock file is opened: without blocking, as whoever can write the output's folder can put a
-FIFO at its name (opened to be read, it blocked ``clearsight decide`` until a writer came, forever), and
-never to become the process's terminal. Nothing is read or written but with ``pread``/``pwrite`` of a
-regular file (:func:`_regular`), which the flag does not change."""
+FIFO at its name (opened to be read, it blocked ``clearsight decide`` until a writer came, forever),
+never to become the process's terminal, and never through a link (a run cut the file a link there led
+to, anyone's the run could write, and wrote its process id into it). Nothing is read or written but
+with ``pread``/``pwrite`` of a regular file (:func:`_regular`), which O_NONBLOCK does not change."""
 _READ_LOCKED = "ofd"
 """Written after the process id in the lock file by a run that holds its read lock (see
 :class:`OutputLock`): ``123 ofd``."""
@@ -54,11 +55,11 @@ def _regular(fd: int) -> bool:
 
 
 def _something_else_at(path: Path) -> bool:
-    """Whether something other than a regular file is at ``path`` (where a link leads): looked at
-    before it is opened, as opening a device has effects of its own (:func:`_regular` looks again once
-    it is open, at what was opened)."""
+    """Whether something other than a regular file is at ``path`` (a link too, which a run never
+    makes): looked at before it is opened, as opening a device has effects of its own (:func:`_regular`
+    looks again once it is open, at what was opened)."""
     try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
+        return not stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False  # nothing there (a run makes it), or the open says why
 
@@ -115,8 +116,9 @@ class OutputLock:
                 if fd is not None:
                     os.close(fd)
                 raise InputError(
-                    f"output {str(out)!r}: its lock file {str(path)!r} is not a regular file (put there by "
-                    "hand: a run makes a regular file), so no run could be kept out with it; remove it"
+                    f"output {str(out)!r}: its lock file {str(path)!r} is not a regular file (a link, a "
+                    "FIFO, a device: put there by hand, as a run makes a regular file), so no run could be "
+                    "kept out with it; remove it"
                 )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -733,3 +733,18 @@ def test_a_lock_file_that_is_no_regular_file_is_held_by_no_run_and_taken_by_none
     said = " ".join(str(_unblocked(lock, taken)).split())
     assert f"its lock file {str(lock)!r} is not a regular file" in said
     assert os.path.lexists(lock)  # left for whoever put it there to see
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_what_it_leads_to_left_as_it_is(env: Path) -> None:
+    """Whoever can write the verdicts folder can put a link at the lock file's name: a run took the
+    file it led to for its lock, cut it and wrote its process id into it (any file the run could
+    write), then removed the link."""
+    out = env / "out" / "rows.jsonl"
+    out.parent.mkdir()
+    victim = env / "notes.txt"
+    victim.write_text("an officer's notes\n")
+    lock_path(out).symlink_to(victim)
+    with pytest.raises(InputError, match="is not a regular file"):
+        lock_output(out).release()
+    assert victim.read_text() == "an officer's notes\n" and lock_path(out).is_symlink()
+    assert held_by(out) is None
