@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/bench_decide_content.py --old-tree /path/to/old/checkout [--files 2000]
-        [--per-shipment 4] [--kib 64] [--repeat 5]
+        [--per-shipment 4] [--kib 64] [--repeat 5] [--manifest-share 0.5]
 
 Writes ``--files`` pictures of ``--kib`` KiB of random bytes (only hashed, never decoded),
 ``--per-shipment`` to a shipment, and the rows a finished score run would have written of them
@@ -16,6 +16,10 @@ so they are read from the page cache: the figure is the cost of hashing, not of 
 archive costs one more read of each picture, as scoring it did). Reported: the median wall time of
 each, their ratio, this tree's :func:`pipeline.listed_content.hash_files` alone on the same files
 (its default threads), and whether the two commands wrote the same decisions.
+
+With ``--manifest-share F``, both run ``decide --manifest M``, M listing the first F of the shipments
+(an alarm raised on a few: 1.0 lists all): ``--old-tree`` a checkout that read only the listed
+pictures again, this tree every scored row's, each once.
 """
 
 from __future__ import annotations
@@ -42,15 +46,18 @@ POLICY = (
 )
 
 
-def _archive(folder: Path, files: int, per_shipment: int, kib: int) -> tuple[Path, Path]:
-    """The pictures and their sealed rows and record under ``folder``, and a policy."""
+def _archive(
+    folder: Path, files: int, per_shipment: int, kib: int, share: float | None = None
+) -> tuple[Path, Path, list[str]]:
+    """The pictures and their sealed rows and record under ``folder``, a policy, and with ``share``
+    the options of a manifest listing that share of the shipments."""
     from bench.scored_archive import write_scored_archive
     from pipeline.row_seal import sealed
     from pipeline.score.completion import record_completion
     from pipeline.settings import Settings, completion_seal_key, row_seal_key
     from pipeline.verdict_rows import read_verdicts, row_json
 
-    verdicts, _ = write_scored_archive(folder, files, per_shipment, kib)
+    verdicts, listed = write_scored_archive(folder, files, per_shipment, kib)
     settings = Settings.load(audit_secret=SECRET)
     key = row_seal_key(settings)
     rows = [sealed(key, row) for row in read_verdicts(verdicts)]
@@ -58,12 +65,19 @@ def _archive(folder: Path, files: int, per_shipment: int, kib: int) -> tuple[Pat
     record_completion(verdicts, seal_key=completion_seal_key(settings))
     policy = folder / "policy.yaml"
     policy.write_text(POLICY)
-    return verdicts, policy
+    if share is None:
+        return verdicts, policy, []
+    from datasets.manifest import write_manifest
+
+    shipments = sorted({row["shipment_id"] for row in listed})[: round(share * files / per_shipment)]
+    manifest = folder / "manifest.csv"
+    write_manifest(manifest, [row for row in listed if row["shipment_id"] in set(shipments)])
+    return verdicts, policy, ["--manifest", str(manifest)]
 
 
-def _decide(tree: Path, verdicts: Path, policy: Path, out: Path) -> float:
+def _decide(tree: Path, verdicts: Path, policy: Path, out: Path, extra: list[str]) -> float:
     argv = [sys.executable, "-c", "from serve.cli import main; main()", "decide", "--verdicts", str(verdicts)]
-    argv += ["--policy", str(policy), "--out", str(out), "--overwrite"]
+    argv += ["--policy", str(policy), "--out", str(out), "--overwrite", *extra]
     env = {**os.environ, "PYTHONPATH": str(tree), "CLEARSIGHT_AUDIT_SECRET": SECRET}
     start = time.perf_counter()
     subprocess.run(argv, cwd=tree, env=env, check=True, capture_output=True)
@@ -84,17 +98,20 @@ def main() -> None:
     parser.add_argument("--per-shipment", type=int, default=4)
     parser.add_argument("--kib", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--manifest-share", type=float, default=None)
     args = parser.parse_args()
     from pipeline.listed_content import WORKERS, hash_files
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        verdicts, policy = _archive(folder, args.files, args.per_shipment, args.kib)
+        verdicts, policy, extra = _archive(
+            folder, args.files, args.per_shipment, args.kib, args.manifest_share
+        )
         old_out, new_out = folder / "old.jsonl", folder / "new.jsonl"
         old, new = [], []
         for _ in range(args.repeat):
-            old.append(_decide(args.old_tree.resolve(), verdicts, policy, old_out))
-            new.append(_decide(ROOT, verdicts, policy, new_out))
+            old.append(_decide(args.old_tree.resolve(), verdicts, policy, old_out, extra))
+            new.append(_decide(ROOT, verdicts, policy, new_out, extra))
         paths = sorted(str(p) for p in (folder / "arc").iterdir())
         start = time.perf_counter()
         found = hash_files(paths)
@@ -105,7 +122,10 @@ def main() -> None:
     size = args.files * args.kib / 1024
     shipments = args.files // args.per_shipment
     print(f"{args.files} pictures of {args.kib} KiB ({size:.0f} MiB), {shipments} shipments")
-    print(f"decide, old (no picture read): {o:.2f} s median of {args.repeat} ({min(old):.2f}-{max(old):.2f})")
+    if args.manifest_share is not None:
+        print(f"--manifest listing {args.manifest_share:.0%} of the shipments")
+    before = "listed pictures read" if args.manifest_share is not None else "no picture read"
+    print(f"decide, old ({before}): {o:.2f} s median of {args.repeat} ({min(old):.2f}-{max(old):.2f})")
     print(
         f"decide, new (each picture read): {n:.2f} s median of {args.repeat} ({min(new):.2f}-{max(new):.2f})"
         f"  ratio {n / o:.2f}"

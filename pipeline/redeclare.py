@@ -162,6 +162,11 @@ class Redeclared:
     unvouched: dict[str, list[str]] = field(default_factory=dict)
     """Scored rows of a listed picture whose file is not there now, in rows no completion record
     vouches for, per shipment: error rows (:data:`~pipeline.listed_content.ABSENT_UNVOUCHED`)."""
+    compared: set[int] = field(default_factory=set)
+    """The numbers of the rows (as given, and as returned: the rows keep their order, the error
+    rows of pictures never scored come after them) whose listed file was read and compared here,
+    whatever it found: ``clearsight decide`` reads every other scored row's file itself
+    (:func:`pipeline.scored_content.check_at_paths`), and none twice."""
 
 
 _TRADER = ("trader_id", "aeo_tier")
@@ -545,6 +550,7 @@ def redeclare(
                 "declaration": {**declared, **own, "cargo_type": cargo},
             }
             if picture is not None and row.error is None:
+                done.compared.add(n)
                 how, error = _compared(row, found[picture])
                 if how == "absent" and hold_unscored:  # nothing vouches that it is this run's row
                     how, error = "unvouched", ABSENT_UNVOUCHED

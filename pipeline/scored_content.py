@@ -1,5 +1,4 @@
-"""Whether each scored row ``clearsight decide`` is given without ``--manifest`` is still of the
-picture at its path.
+"""Whether each scored row ``clearsight decide`` is given is still of the picture at its path.
 
 Neither the completion record nor the row seals say which run or day wrote the rows: whoever could
 write the verdicts folder copied yesterday's whole genuine output, and its genuine sealed record, over
@@ -20,6 +19,12 @@ most ``max_image_bytes``) and compared with the row's ``sha256`` by the rule tho
   was scored (no other picture lies there to be confused with it), and counted, said;
 - a row that holds an error is not read: it is never released as it is.
 
+With ``--manifest`` too: :func:`pipeline.redeclare.redeclare` compares only the rows of pictures the
+manifest lists, and a manifest that lists some shipments (an alarm raised on one since scoring) or
+some pictures of a shipment is an ordinary one; so a replayed earlier output decided with it
+released the shipments and pictures it leaves out on yesterday's scores of other pictures. Each row
+redeclare did not compare is compared here (``compared``: the ones it did, each file read once).
+
 Only the digest is compared: nothing read is shown or kept. A replay whose rows' pictures were all
 archived away since, today's scans lying under other names, is not caught here: those scans have no
 row, and only a manifest (``--manifest``) lists them.
@@ -27,7 +32,7 @@ row, and only a manifest (``--manifest``) lists them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from pipeline.listed_content import compare, hash_files
@@ -127,19 +132,25 @@ def check_at_paths(
     rows: list[ImageVerdict],
     *,
     content: Callable[[list[str]], Mapping[str, str | OSError]] = hash_files,
+    compared: Collection[int] = (),
 ) -> tuple[list[ImageVerdict], AtTheirPaths]:
     """``rows``, each scored one whose file holds other bytes now than its ``sha256``, cannot be
     read, or is there while the row has no sha256 made an error row (:func:`changed_error`), and
     what was found. ``content``: each file's sha256 now, or the OSError reading it raised
     (:func:`~pipeline.listed_content.hash_files`), called once with every file to read (a picture
-    under two shipments is read once)."""
+    under two shipments is read once). ``compared``: the numbers of the rows compared with their
+    file already (:attr:`pipeline.redeclare.Redeclared.compared`), passed as they are, not read
+    again nor counted here."""
     found = AtTheirPaths()
-    files = {row.path: _files_of(row.path) for row in rows if row.error is None}
-    now = content(sorted({f for named in files.values() for f in named}))
+    skip = set(compared)
+    to_read = [row for n, row in enumerate(rows) if row.error is None and n not in skip]
+    files = {row.path: _files_of(row.path) for row in to_read}
+    # nothing left to read (a manifest listing every picture): no progress shown for none
+    now = content(sorted({f for named in files.values() for f in named})) if files else {}
     cleared = dict.fromkeys((*SCORE_FIELDS, *PICTURE_FIELDS))
     out = []
-    for row in rows:
-        if row.error is not None:
+    for n, row in enumerate(rows):
+        if row.error is not None or n in skip:
             out.append(row)
             continue
         how = _standing(row.sha256, now, files[row.path])

@@ -581,8 +581,9 @@ def register(app: typer.Typer) -> None:
                 "lists the row's picture under now. The file of each listed picture a scored row is "
                 "decided on is read again: one whose bytes are not the ones its row was scored on (a new "
                 "scan under the old name), or that is there but cannot be read, holds its shipment; one "
-                "no longer there at all (archived away) is decided on its row, and said. A row that failed "
-                "to score is never released and its file is not read.",
+                "no longer there at all (archived away) is decided on its row, and said. The scored rows "
+                "of pictures it does not list are read again too, as without --manifest. A row that "
+                "failed to score is never released and its file is not read.",
             ),
         ] = None,
         overwrite: Annotated[
@@ -598,10 +599,10 @@ def register(app: typer.Typer) -> None:
         under CLEARSIGHT_AUDIT_SECRET, are refused, with --manifest too: score them again. With the
         secret, a row whose own seal is missing or does not verify (edited after scoring, or scored
         without this secret) holds its shipment (fail_closed.image_error); the others are decided.
-        Without --manifest each scored row's picture is read again: one whose bytes are not the ones
-        scored (a new scan under the old name, or an earlier run's output copied over this one), or
-        that is there but cannot be read, holds its shipment; one no longer at its path (archived
-        away) is decided on its row, and counted.
+        Each scored row's picture is read again, with --manifest too (each file once): one whose
+        bytes are not the ones scored (a new scan under the old name, or an earlier run's output
+        copied over this one), or that is there but cannot be read, holds its shipment; one no
+        longer at its path (archived away) is decided on its row, and counted.
 
         Prints the count per tier; with --compare-policy, how many more (or fewer) shipments each tier
         gets under --policy than under the other one. The random-audit key is CLEARSIGHT_AUDIT_SECRET.
@@ -678,14 +679,15 @@ def register(app: typer.Typer) -> None:
                     AuditStore.open(audit_db, seal_key=audit_seal_key(settings), option="--audit-db")
                 )
                 store.check_policy(chosen.version, chosen.sha256)  # before deciding, not at its first record
-            # without a manifest (which has its listed pictures read), each scored row's picture, once
-            # what can fail at once has not: an earlier output copied over today's was decided on
-            # other pictures' scores
-            at_paths = None
-            if manifest is None:
-                rows, at_paths = check_at_paths(
-                    rows, content=partial(_hash_scored, max_bytes=settings.max_image_bytes)
-                )
+            # each scored row's picture, once what can fail at once has not: an earlier output copied
+            # over today's was decided on other pictures' scores. With --manifest too, but for the
+            # rows redeclare compared (those of the pictures it lists): a manifest listing some
+            # shipments or pictures (an alarm raised since scoring) left the others decided unread
+            rows, at_paths = check_at_paths(
+                rows,
+                content=partial(_hash_scored, max_bytes=settings.max_image_bytes),
+                compared=redeclared.compared if redeclared is not None else (),
+            )
             if store is None:
                 decisions = _decide_all(chosen, rows, key, f"deciding under {chosen.version}", traders)
                 if other is not None:
@@ -745,10 +747,10 @@ def register(app: typer.Typer) -> None:
                     "which rules decided them"
                 )
         console.print(f"wrote {len(written)} decisions to {out}{recorded}")
-        warnings = []
-        if at_paths is not None:
-            console.print(at_paths.summary())
-            warnings += at_paths.warnings()
+        # the rows --manifest's listed pictures compared are counted in its own lines, below
+        besides = "of the rows of pictures --manifest does not list: " if redeclared is not None else ""
+        console.print(besides + at_paths.summary())
+        warnings = at_paths.warnings()
         if redeclared is not None:
             missed = len(unrecorded & set(redeclared.shipments))
             console.print(

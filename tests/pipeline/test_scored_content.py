@@ -35,7 +35,8 @@ def _row(path: str, *, sha256: str | None = OLD, shipment: str = "S1", score: fl
     return ImageVerdict(
         path=path,
         sha256=sha256,
-        phash="0" * 80,
+        # each picture its own: the audit store takes pictures of one phash for copies of one another
+        phash=hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest() + "0" * 16,
         shipment_id=shipment,
         cargo_type="bulk_ore",
         threshold=0.5,
@@ -86,6 +87,22 @@ def test_a_row_that_failed_to_score_is_not_read() -> None:
     failed = ImageVerdict(path="arc/a.png", shipment_id="S1", error="could not decode the image")
     out, found = check_at_paths([failed], content=lambda paths: dict.fromkeys(paths, NEW))
     assert out == [failed] and found.held == found.same == 0 and not found.absent
+
+
+def test_rows_compared_already_are_neither_read_nor_counted_again() -> None:
+    """decide --manifest compares the rows of the pictures it lists itself (pipeline.redeclare):
+    read twice, an archive cost two reads a picture, and each row was counted and said twice."""
+    rows = [_row("arc/a.png"), _row("arc/b.png", shipment="S2")]
+    asked: list[list[str]] = []
+
+    def content(paths: list[str]) -> dict[str, str | OSError]:
+        asked.append(list(paths))
+        return dict.fromkeys(paths, NEW)
+
+    out, found = check_at_paths(rows, content=content, compared={0})
+    assert asked == [["arc/b.png"]] and out[0] == rows[0] and found.changed == ["arc/b.png"]
+    assert check_at_paths(rows, content=content, compared={0, 1}) == (rows, check_at_paths([])[1])
+    assert len(asked) == 1  # nothing left to read: not asked
 
 
 def test_the_errors_name_the_file_and_read_as_one_clause_inside_the_decisions_reason() -> None:
@@ -139,12 +156,12 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _decide(env: Path, verdicts: Path) -> dict[str, dict]:
+def _decide(env: Path, verdicts: Path, *extra: str) -> dict[str, dict]:
     from pipeline.cli import app, run
 
     out = env / "d.jsonl"
     argv = ["decide", "--verdicts", str(verdicts), "--policy", str(env / "p.yaml"), "--out", str(out)]
-    assert run(app, [*argv, "--overwrite"]) == 0
+    assert run(app, [*argv, "--overwrite", *extra]) == 0
     return {d["shipment_id"]: d for d in map(json.loads, out.read_text().splitlines())}
 
 
@@ -215,6 +232,63 @@ def test_an_earlier_output_copied_over_todays_holds_the_shipments_of_new_scans(
     assert "checking the scored pictures' content: 0/3" in err  # the progress, stderr no terminal
 
 
+@pytest.mark.parametrize("audit_db", [False, True], ids=["no-store", "audit-db"])
+def test_a_manifest_listing_some_shipments_or_pictures_holds_the_new_scans_it_leaves_out(
+    env: Path, audit_db: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --manifest only the pictures it lists were read again, and a manifest listing a few
+    shipments (an alarm raised on S2 since scoring) or a few of a shipment's pictures is an ordinary
+    one: an earlier output copied over today's, new scans at a.png (S1, not listed) and c.png (S2's,
+    not listed), released both shipments on the earlier scores, with --audit-db recorded over the
+    releases made on the genuine rows before. Each picture is read once, listed or not."""
+    import pipeline.cli.decide as decide_cli
+    from pipeline.listed_content import hash_files
+
+    verdicts = _scored(
+        env,
+        {
+            "a.png": (b"yesterday's clean a", "S1", 0.1),
+            "b.png": (b"b as it was", "S2", 0.1),
+            "c.png": (b"yesterday's clean c", "S2", 0.1),
+            "d.png": (b"d as it was", "S3", 0.1),
+        },
+    )
+    store = ("--audit-db", f"sqlite:///{env / 'audit.db'}") if audit_db else ()
+    if audit_db:  # the genuine rows decided and recorded first: released
+        assert {s: d["tier"] for s, d in _decide(env, verdicts, *store).items()} == dict.fromkeys(
+            ("S1", "S2", "S3"), "RELEASE"
+        )
+    # today's scans at the names the rows give: the rows are another picture's, as replayed
+    (env / "arc" / "a.png").write_bytes(b"today's scan, a knife in it")
+    (env / "arc" / "c.png").write_bytes(b"today's scan c, a gun in it")
+    b, d = env / "arc" / "b.png", env / "arc" / "d.png"
+    (env / "alarm.csv").write_text(f"path,shipment_id,cargo_type,radiation_alarm\n{b},S2,bulk_ore,false\n")
+    read: list[str] = []
+
+    def counted(paths: list[str], **kw: object) -> dict[str, str | OSError]:
+        read.extend(paths)
+        return hash_files(paths, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decide_cli, "hash_files", counted)
+    capsys.readouterr()
+    decided = _decide(env, verdicts, "--manifest", str(env / "alarm.csv"), *store)
+    out, err = (" ".join(text.split()) for text in capsys.readouterr())
+    assert {s: (d["tier"], d.get("refused")) for s, d in decided.items()} == {
+        "S1": ("REMOTE_INSPECTION", None),  # a shipment the manifest does not list
+        "S2": ("REMOTE_INSPECTION", None),  # listed, c.png of it not
+        "S3": ("RELEASE", None),  # not listed, its picture as scored
+    }
+    a, c = str(env / "arc" / "a.png"), str(env / "arc" / "c.png")
+    assert [i["error"] for i in decided["S1"]["images"]] == [changed_error(a, "changed")]
+    assert sorted(i["error"] or "" for i in decided["S2"]["images"]) == ["", changed_error(c, "changed")]
+    assert sorted(read) == sorted([a, str(b), c, str(d)])  # each once
+    assert (
+        "of the rows of pictures --manifest does not list: 3 scored picture(s) compared with the file at "
+        "their path: 2 held, their shipments not released (2 changed since scoring" in out
+    )
+    assert f"so 2 shipment(s) holding them are not released: {a!r} (changed since scoring) first" in err
+
+
 @pytest.mark.parametrize("kind", ["fifo", "folder"])
 def test_a_fifo_or_folder_at_a_rows_path_holds_its_shipment_and_hangs_nothing(
     env: Path, kind: str, capsys: pytest.CaptureFixture[str]
@@ -258,7 +332,8 @@ def test_decide_help_says_the_scored_pictures_are_read_again(
     monkeypatch.setenv("COLUMNS", "1000")
     assert run(app, ["decide", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.replace("│", " ").split())
-    assert "Without --manifest each scored row's picture is read again" in out
+    assert "Each scored row's picture is read again, with --manifest too (each file once)" in out
+    assert "The scored rows of pictures it does not list are read again too, as without --manifest" in out
 
 
 def test_a_rows_path_holding_a_nul_byte_holds_its_shipment(env: Path) -> None:
