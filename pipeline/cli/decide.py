@@ -36,7 +36,7 @@ from pipeline.redeclare import Redeclared, read_declarations, redeclare
 from pipeline.row_seal import untrusted
 from pipeline.scored_content import check_at_paths
 from pipeline.settings import Settings, audit_key, audit_seal_key, completion_seal_key, row_seal_key
-from pipeline.shipment_rows import row_shipment_id
+from pipeline.shipment_rows import row_shipment_id, shipments_of
 from pipeline.trader_register import TraderRegister, check_tiers, read_trader_register
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier, declarations_as_scored
 
@@ -240,6 +240,20 @@ def _hash_scored(paths: list[str], *, max_bytes: int) -> dict[str, str | OSError
     row's picture is read whole again to be compared with its row."""
     with _progress("checking the scored pictures' content", len(paths)) as advance:
         return hash_files(paths, advance=advance, max_bytes=max_bytes)
+
+
+def _check_shipments(rows: list[ImageVerdict], traders: TraderRegister | None) -> None:
+    """Refuse ``rows`` as deciding them would, before their pictures are read: a row without a
+    shipment id, or one that is no text, or a shipment whose declaration does not validate
+    (:func:`~pipeline.shipment_rows.shipments_of`, as :func:`~pipeline.decide.decide_rows` and the
+    audit store's batch group them; reading a picture clears a row's scores, never its shipment or
+    declaration, so nothing refused here would pass after it).
+
+    Raises:
+        InputError: as deciding would, naming the row or shipment.
+    """
+    for _ in shipments_of(rows, register=traders):
+        pass
 
 
 def _decide_all(
@@ -679,6 +693,9 @@ def register(app: typer.Typer) -> None:
                     AuditStore.open(audit_db, seal_key=audit_seal_key(settings), option="--audit-db")
                 )
                 store.check_policy(chosen.version, chosen.sha256)  # before deciding, not at its first record
+            # what deciding refuses of the rows' shipments, refused before any picture is read: a
+            # folder run's rows (no shipment) read a whole archive again before they were refused
+            _check_shipments(rows, traders)
             # each scored row's picture, once what can fail at once has not: an earlier output copied
             # over today's was decided on other pictures' scores. With --manifest too, but for the
             # rows redeclare compared (those of the pictures it lists): a manifest listing some

@@ -289,6 +289,33 @@ def test_a_manifest_listing_some_shipments_or_pictures_holds_the_new_scans_it_le
     assert f"so 2 shipment(s) holding them are not released: {a!r} (changed since scoring) first" in err
 
 
+@pytest.mark.parametrize(
+    ("bad", "refused"),
+    [
+        ({"shipment_id": None, "declaration": {}}, "has no shipment_id"),  # a folder run's row
+        ({"shipment_id": "S9", "cargo_type": None, "declaration": {"shipment_id": "S9"}}, "no cargo_type"),
+    ],
+    ids=["no-shipment", "no-cargo-type"],
+)
+def test_rows_deciding_refuses_are_refused_before_any_picture_is_read(
+    env: Path, bad: dict, refused: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every scored picture was read again, an archive's worth, and only then was the row deciding
+    refuses refused (exit 2): a bad input fails before the reading."""
+    import pipeline.cli.decide as decide_cli
+    from pipeline.cli import app, run
+
+    verdicts = _scored(env, {"a.png": (b"a scan", "S1", 0.1), "b.png": (b"b scan", "S2", 0.1)})
+    odd = _row(str(env / "arc" / "a.png"), sha256=hashlib.sha256(b"a scan").hexdigest())
+    verdicts.write_text(verdicts.read_text() + scored_line(odd.model_copy(update=bad)))
+    run_finished(verdicts)
+    read: list[str] = []
+    monkeypatch.setattr(decide_cli, "hash_files", lambda paths, **kw: read.extend(paths) or {})
+    argv = ["decide", "--verdicts", str(verdicts), "--policy", str(env / "p.yaml"), "--out", "d.jsonl"]
+    assert run(app, argv) == 2
+    assert refused in " ".join(capsys.readouterr().err.split()) and read == []
+
+
 @pytest.mark.parametrize("kind", ["fifo", "folder"])
 def test_a_fifo_or_folder_at_a_rows_path_holds_its_shipment_and_hangs_nothing(
     env: Path, kind: str, capsys: pytest.CaptureFixture[str]
