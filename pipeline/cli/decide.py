@@ -594,7 +594,8 @@ def register(app: typer.Typer) -> None:
                 "has no column for stays as the rows raise it. A row is decided under the shipment it "
                 "lists the row's picture under now. The file of each listed picture a scored row is "
                 "decided on is read again: one whose bytes are not the ones its row was scored on (a new "
-                "scan under the old name), or that is there but cannot be read, holds its shipment; one "
+                "scan under the old name), that is there but cannot be read, or whose row has no sha256 "
+                "to compare it with (an older version's) while it is there, holds its shipment; one "
                 "no longer there at all (archived away) is decided on its row, and said. The scored rows "
                 "of pictures it does not list are read again too, as without --manifest. A row that "
                 "failed to score is never released and its file is not read.",
@@ -615,7 +616,8 @@ def register(app: typer.Typer) -> None:
         without this secret) holds its shipment (fail_closed.image_error); the others are decided.
         Each scored row's picture is read again, with --manifest too (each file once): one whose
         bytes are not the ones scored (a new scan under the old name, or an earlier run's output
-        copied over this one), or that is there but cannot be read, holds its shipment; one no
+        copied over this one), that is there but cannot be read, or whose row has no sha256 to
+        compare it with (an older version's row) while it is there, holds its shipment; one no
         longer at its path (archived away) is decided on its row, and counted.
 
         Prints the count per tier; with --compare-policy, how many more (or fewer) shipments each tier

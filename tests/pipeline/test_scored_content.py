@@ -360,6 +360,9 @@ def test_decide_help_says_the_scored_pictures_are_read_again(
     assert run(app, ["decide", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "Each scored row's picture is read again, with --manifest too (each file once)" in out
+    # a row without a sha256 is held too, where its file is there: an officer reads why
+    assert "or whose row has no sha256 to compare it with (an older version's row) while it is there" in out
+    assert "or whose row has no sha256 to compare it with (an older version's) while it is there" in out
     assert "The scored rows of pictures it does not list are read again too, as without --manifest" in out
 
 
