@@ -100,7 +100,8 @@ class KeptContent:
             (an output of a version before run ids: its rows are kept, and the resume writes none).
         runs_seen: whether any row was noted that its seal did not take out (none: the run takes a
             fresh id).
-        absent: scored rows kept whose file is not there now (their content not compared).
+        absent: scored rows kept whose file is not there now (their content not compared): of the
+            run adopted, the rows still kept once every row is noted.
         first_stale, first_absent: the first row of each (its path as the row names it), and, for
             a stale one, why.
         overlays: each row taken out that named an overlay PNG, as the rows are taken out
@@ -196,6 +197,9 @@ class KeptContent:
                     self.first_stale = (self._run_first, "other run")
             self._run_numbers, self._run_identities, self._run_paths = array("q"), bytearray(), bytearray()
             self.runs_seen, self.run_id, self._run_first = True, run_id, text
+            # the rows counted as kept with their picture absent were all of the run just taken out:
+            # none of them is kept now (the summary said so many were kept while none was left)
+            self.absent, self.first_absent = 0, None
         elif mine < (self.run_id or ""):
             self.other_run += 1
             self._take_out(number, identity, text, "other run")

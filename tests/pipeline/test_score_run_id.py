@@ -21,6 +21,8 @@ from datasets.errors import DatasetFormatError  # noqa: E402
 from pipeline import row_seal  # noqa: E402
 from pipeline.score import ImageTask, LocalEngine, ModelRouter, iter_rows, score_to_file  # noqa: E402
 from pipeline.score.completion import completion_path, completion_seal_key  # noqa: E402
+from pipeline.score.done import SCORED  # noqa: E402
+from pipeline.score.kept_content import KeptContent  # noqa: E402
 from pipeline.score.runner import new_run_id  # noqa: E402
 from pipeline.shipment_rows import inputs_key  # noqa: E402
 from pipeline.verdict_rows import row_json  # noqa: E402
@@ -236,3 +238,16 @@ def test_a_record_stripped_of_its_run_id_is_refused_as_altered(
     code = run(app, ["decide", "--verdicts", str(out), "--out", str(decisions)])
     assert code == (2 if strip else 0)
     assert decisions.exists() != strip
+
+
+def test_rows_kept_with_their_picture_absent_are_not_counted_once_a_later_run_takes_them_out() -> None:
+    """Rows read (a chunk at a time) and counted as kept, their pictures archived away, then taken out
+    for a later run's row: the summary said they were kept while none was left in the output."""
+    gone = FileNotFoundError(2, "archived away")
+    check = KeptContent(content=lambda paths: dict.fromkeys(paths, gone), chunk=2)
+    for n in range(3):
+        check.note(bytes([n]) * 16, f"/arc/p{n}.png", "0" * 64, SCORED, run_id=EARLIER)
+    check.note(b"z" * 16, "/arc/z.png", "1" * 64, SCORED, run_id=LATER)
+    check.finish()
+    assert (check.run_id, check.other_run, sorted(check.stale)) == (LATER, 3, [0, 1, 2])
+    assert (check.absent, check.first_absent) == (1, "/arc/z.png")  # the later run's row, kept
