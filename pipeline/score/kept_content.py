@@ -13,8 +13,12 @@ back, each scored row's file is read again and its sha256 compared with the row'
   row, is scored again where the run lists it. The output never holds the old row beside the new
   one: deciding takes the strictest tier over two rows of one picture, and ``decide --manifest``
   would hold the shipment for ever on the old row's content;
-- nothing at the path (archived away since scoring): the row is kept, the record of what was scored
-  (no other picture lies there), and counted;
+- nothing at the path (archived or moved away since scoring): the row is taken out too, and
+  counted: the resume's new completion record would vouch for a row it never checked against its
+  picture. An earlier run's genuine sealed row of the name put in its place (a first scan's score,
+  the new scan written over it archived away) was kept, and its shipment released on the old score
+  under the new record. The picture, where the run lists it, is scored again: an error row for a
+  file not there, which holds its shipment until it is scored from where it lies now;
 - a row that holds an error is not read again: it is never released as it is;
 - with a row seal key (:mod:`pipeline.row_seal`), a row whose seal is missing or does not verify
   (its scores edited since they were written, or a row written without the key) is taken out too,
@@ -24,6 +28,9 @@ back, each scored row's file is read again and its sha256 compared with the row'
   rows have one, is taken out too: an earlier run's genuine sealed rows of the same pictures put
   among them (an older model's lower scores) would otherwise stand in the resumed output, under a
   new completion record.
+
+So the resume's new record vouches only for rows this run scored, scored rows whose picture it read
+again and found the same, and error rows (never released as they are).
 
 The file read is the one the resume keeps the row for (:func:`_files_of`): a row an earlier version
 wrote of a name holding a typed ``\\xNN`` names no file today, and reading its text back as bytes
@@ -100,10 +107,9 @@ class KeptContent:
             (an output of a version before run ids: its rows are kept, and the resume writes none).
         runs_seen: whether any row was noted that its seal did not take out (none: the run takes a
             fresh id).
-        absent: scored rows kept whose file is not there now (their content not compared): of the
-            run adopted, the rows still kept once every row is noted.
-        first_stale, first_absent: the first row of each (its path as the row names it), and, for
-            a stale one, why.
+        absent: of :attr:`stale`, scored rows of the run adopted whose file is not there now (their
+            content cannot be compared); a row of a run taken out later counts in other_run.
+        first_stale: the first row taken out (its path as the row names it), and why.
         overlays: each row taken out that named an overlay PNG, as the rows are taken out
             (:func:`~pipeline.score.writer.open_output`): the runner removes the overlays it wrote,
             by the name it derives from the row's path, sha256 and model (or, for a row an earlier
@@ -140,8 +146,8 @@ class KeptContent:
         self._run_paths = bytearray()
         self._run_first = ""
         self._stale_path_digests: set[bytes] = set()  # of the rows so taken out
+        self._run_absent = array("q")  # the rows of run_id taken out for their picture absent
         self.first_stale: tuple[str, str] | None = None
-        self.first_absent: str | None = None
         self.overlays: list[ImageVerdict] = []
         self.kept_overlays: set[str] = set()
         self.stale_paths: set[str] = set()  # the paths the rows taken out name
@@ -197,9 +203,11 @@ class KeptContent:
                     self.first_stale = (self._run_first, "other run")
             self._run_numbers, self._run_identities, self._run_paths = array("q"), bytearray(), bytearray()
             self.runs_seen, self.run_id, self._run_first = True, run_id, text
-            # the rows counted as kept with their picture absent were all of the run just taken out:
-            # none of them is kept now (the summary said so many were kept while none was left)
-            self.absent, self.first_absent = 0, None
+            # the rows of the run just taken out whose picture was absent count as of another run,
+            # as those not read yet do: a count that does not hang on where a chunk ended
+            self.absent -= len(self._run_absent)
+            self.other_run += len(self._run_absent)
+            self._run_absent = array("q")
         elif mine < (self.run_id or ""):
             self.other_run += 1
             self._take_out(number, identity, text, "other run")
@@ -228,14 +236,9 @@ class KeptContent:
             if how == "same" or number in self.stale:  # or taken out for its run already
                 continue
             if how == "absent":
-                self.absent += 1
-                self.first_absent = self.first_absent or text
-                continue
+                self._run_absent.append(number)
             setattr(self, how, getattr(self, how) + 1)
-            self.stale[number] = identity
-            self.stale_paths.add(text)
-            if self.first_stale is None:
-                self.first_stale = (text, how)
+            self._take_out(number, identity, text, how)
 
     @property
     def taken_out(self) -> int:

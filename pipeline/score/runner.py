@@ -362,8 +362,9 @@ def score_to_file(
         heatmap_dir: write each scored image's overlay PNG here and its path into the row.
         resume: keep the rows already in ``out`` and score only the missing images. Each scored row's
             file is read again first, and a row of another picture than the file at its path now (a
-            new scan written over the name), of a file that cannot be read, or without a sha256, is
-            taken out of ``out`` and its picture scored again (:mod:`pipeline.score.kept_content`).
+            new scan written over the name), of a file that cannot be read or is not there at all, or
+            without a sha256, is taken out of ``out`` and its picture scored again
+            (:mod:`pipeline.score.kept_content`).
         overwrite: replace an existing ``out``.
         advance: called once per input task handled (for a progress bar).
         checked: with ``resume``, called once per kept row whose file was read again (a progress bar).
@@ -498,8 +499,7 @@ def score_to_file(
             summary.taken_out_example = content.first_stale
             summary.taken_out_unsealed = content.unsealed
             summary.taken_out_other_run = content.other_run
-            summary.kept_absent = content.absent
-            summary.kept_absent_example = content.first_absent
+            summary.taken_out_absent = content.absent
         if given[0] == summary.images and not unlisted and not summary.taken_out_unlisted:
             record_completion(out, seal_key=completion_key, run_id=run_id)
         if resume:

@@ -37,8 +37,8 @@ class ScoreSummary:
             (:mod:`pipeline.row_seal`): edited since they were scored, never sealed anew.
         taken_out_other_run: of ``taken_out``, rows of another run than the one the resume goes on
             with (:class:`~pipeline.score.kept_content.KeptContent`): an output is one run's.
-        kept_absent: scored rows ``--resume`` kept whose file is not at their path now, their content
-            not compared; ``kept_absent_example``: the first.
+        taken_out_absent: of ``taken_out``, scored rows whose file is not at their path now: their
+            content cannot be compared, and the run's record would vouch for them unchecked.
         duplicates: inputs naming an image already seen in this run (scored once), a folder's
             path to a file it reached already by another name (a link) too.
         duplicate_example: the first of those left out for naming a file reached already, and the
@@ -69,8 +69,7 @@ class ScoreSummary:
     taken_out_unsealed: int = 0  # of taken_out: their row seal missing or not verifying (edited rows)
     taken_out_other_run: int = 0  # of taken_out: rows of another run than the one resumed
     taken_out_unlisted: int = 0  # of those, pictures this run does not list: not scored again
-    kept_absent: int = 0  # scored rows a resume kept whose file is not there now (content not compared)
-    kept_absent_example: str | None = None
+    taken_out_absent: int = 0  # of taken_out: scored rows whose file is not there now (never compared)
     rows_scored_in_output: int | None = None  # counted on a resume (None: not read)
     duplicates: int = 0
     duplicate_example: tuple[str, str] | None = None
@@ -156,6 +155,10 @@ class ScoreSummary:
                 "scored, or written without this CLEARSIGHT_AUDIT_SECRET)",
                 "other run": "it is of another score run than the output's other rows (an earlier run's "
                 "rows put among them?), and an output holds one run's rows",
+                "absent": "no file is at its path now (archived or moved away since it was scored?), so "
+                "whether the row is of the picture scored there cannot be told, and a resume vouches "
+                "only for rows it checked; a listed picture is scored again, an error row while its "
+                "file is not there, which holds its shipment: score it from where it lies now",
             }[how]
             again = (
                 f"; {self.taken_out_unlisted} of them are of pictures this run's inputs do not list, not "
@@ -170,6 +173,11 @@ class ScoreSummary:
                 if self.taken_out_unsealed
                 else ""
             )
+            if self.taken_out_absent:
+                unsealed += (
+                    f" ({self.taken_out_absent} of them for their picture no longer at its path: not "
+                    "compared)"
+                )
             if self.taken_out_other_run:
                 unsealed += (
                     f" ({self.taken_out_other_run} of them for being of another score run than the rows "
@@ -178,15 +186,9 @@ class ScoreSummary:
             # "changed" alone says the file is another picture; unreadable and unhashed say it may be
             out.append(
                 f"{self.taken_out} row(s) of the earlier run were taken out of the output, their file "
-                "changed since it was scored, unreadable, or without a sha256 in the row to compare it "
-                f"with{unsealed}, and their pictures scored again where this run lists them: {path}, for "
-                f"one: {why}{again}"
-            )
-        if self.kept_absent_example is not None:
-            out.append(
-                f"{self.kept_absent} scored row(s) kept from the earlier run are of pictures no longer at "
-                "their path (archived or moved away since they were scored?): kept as scored, their "
-                f"content not compared: {self.kept_absent_example}, for one"
+                "changed since it was scored, unreadable, no longer there, or without a sha256 in the row "
+                f"to compare it with{unsealed}, and their pictures scored again where this run lists them: "
+                f"{path}, for one: {why}{again}"
             )
         if self.kept_without_heatmap:
             out.append(
@@ -233,10 +235,12 @@ class ScoreSummary:
             images.add_row(f"scored off the training scale (> {SCALE_TOLERANCE:g}x)", str(self.off_scale))
         if self.skipped_done:
             images.add_row("already in output (resumed)", str(self.skipped_done))
-        if self.taken_out > self.taken_out_unsealed + self.taken_out_other_run:
+        content = self.taken_out - self.taken_out_unsealed - self.taken_out_other_run - self.taken_out_absent
+        if content:
+            images.add_row("rows taken out on resume (file changed, unreadable, or no sha256)", str(content))
+        if self.taken_out_absent:
             images.add_row(
-                "rows taken out on resume (file changed, unreadable, or no sha256)",
-                str(self.taken_out - self.taken_out_unsealed - self.taken_out_other_run),
+                "rows taken out on resume (picture no longer at its path)", str(self.taken_out_absent)
             )
         if self.taken_out_other_run:
             images.add_row("rows taken out on resume (of another score run)", str(self.taken_out_other_run))

@@ -78,7 +78,8 @@ def _untouched(a: Path) -> None:
         (_untouched, True, "old", None),
         (_same_bytes_again, True, "old", None),
         (_written_over, False, "new", "changed"),
-        (_archived_away, True, "old", "absent"),  # the row is the record of what was scored
+        # nothing to check the row against: an earlier run's row of the name could stand in its place
+        (_archived_away, False, "error", "absent"),
         (_a_folder_now, False, "error", "unreadable"),  # something there that may be a new scan
     ],
     ids=["untouched", "same-bytes-again", "written-over", "archived-away", "a-folder-now"],
@@ -109,16 +110,16 @@ def test_a_kept_row_stands_only_on_the_bytes_it_was_scored_on(
         assert row.error is not None and row.score is None
     assert summary.skipped_done == (2 if kept else 1)
     assert summary.taken_out == (0 if kept else 1)
-    assert summary.kept_absent == (1 if said == "absent" else 0)
+    assert summary.taken_out_absent == (1 if said == "absent" else 0)
     warnings = " ".join(summary.warnings())
-    if said in ("changed", "unreadable"):
+    if said in ("changed", "unreadable", "absent"):
         assert (
             "1 row(s) of the earlier run were taken out of the output, their file changed since it was "
             in warnings
         )
         assert f"{a}, for one" in warnings
     if said == "absent":
-        assert "1 scored row(s) kept from the earlier run are of pictures no longer at their path" in warnings
+        assert f"{a}, for one: no file is at its path now (archived or moved away" in warnings
     assert completion_path(out).exists()  # every input has its row
 
 
@@ -215,6 +216,13 @@ def test_the_kept_pictures_are_all_read_before_the_first_image_is_handled(tmp_pa
             "its file is there but cannot be read, so whether it is the picture scored cannot be told",
         ),
         ("unhashed", "the row has no sha256 to compare its file with"),
+        (
+            "absent",
+            "no file is at its path now (archived or moved away since it was scored?), so whether the "
+            "row is of the picture scored there cannot be told, and a resume vouches only for rows it "
+            "checked; a listed picture is scored again, an error row while its file is not there, which "
+            "holds its shipment: score it from where it lies now",
+        ),
     ],
 )
 def test_what_is_said_of_the_rows_taken_out_is_true_of_each_reason(how: str, why: str) -> None:
@@ -227,7 +235,8 @@ def test_what_is_said_of_the_rows_taken_out_is_true_of_each_reason(how: str, why
     (said,) = [w for w in summary.warnings() if "taken out" in w]
     assert said == (
         "3 row(s) of the earlier run were taken out of the output, their file changed since it was "
-        "scored, unreadable, or without a sha256 in the row to compare it with, and their pictures "
+        "scored, unreadable, no longer there, or without a sha256 in the row to compare it with, and "
+        "their pictures "
         f"scored again where this run lists them: /arc/a.png, for one: {why}; 1 of them are of pictures "
         "this run's inputs do not list, not scored again, so no completion record was written: resume "
         "with the inputs the earlier run was given"
@@ -360,7 +369,8 @@ def test_a_name_of_a_typed_high_escape_and_an_odd_byte_is_scored_again_not_kept_
     tmp_path: Path,
 ) -> None:
     """\\xe9<0xFF>.png: its text as an earlier version wrote it is that of 2**n names; the row is
-    kept for none of them that the content check does not read: the picture is scored again."""
+    kept for none of them that the content check does not read: the picture is scored again (and the
+    row, none of the names it reads there, taken out: its picture not listed, no record)."""
     a = _named(tmp_path / "share", b"\\xe9\xff.png", 40)
     text = earlier_printable_path(str(a))
     assert str(a) not in earlier_paths_of(text)
@@ -370,8 +380,9 @@ def test_a_name_of_a_typed_high_escape_and_an_odd_byte_is_scored_again_not_kept_
     out.write_text(row.model_dump_json() + "\n")
     _named(tmp_path / "share", b"\\xe9\xff.png", 200)
     summary = score_to_file([ImageTask(str(a), "S1")], _engine(), out, resume=True)
-    assert (summary.scored, summary.skipped_done, summary.kept_unlisted) == (1, 0, 1)
-    assert [r.sha256 for r in iter_rows(out) if r.path != text] == [_sha256(a)]
+    assert (summary.scored, summary.skipped_done, summary.kept_unlisted) == (1, 0, 0)
+    assert (summary.taken_out_absent, summary.taken_out_unlisted) == (1, 1)
+    assert [r.sha256 for r in iter_rows(out)] == [_sha256(a)] and not completion_path(out).exists()
 
 
 def test_a_row_of_a_text_today_gives_a_file_that_is_there_reads_that_file_alone(tmp_path: Path) -> None:
@@ -394,7 +405,7 @@ def test_a_row_of_a_text_today_gives_a_file_that_is_there_reads_that_file_alone(
 @pytest.mark.parametrize("name", _TYPED, ids=["typed", "typed-and-odd-byte"])
 @pytest.mark.parametrize(
     ("change", "taken_out", "absent"),
-    [(_untouched, 0, 0), (_written_over, 1, 0), (_archived_away, 0, 1)],
+    [(_untouched, 0, 0), (_written_over, 1, 0), (_archived_away, 1, 1)],
     ids=["untouched", "written-over", "archived-away"],
 )
 def test_a_row_an_earlier_version_wrote_of_a_typed_escape_is_checked_against_its_picture(
@@ -414,9 +425,12 @@ def test_a_row_an_earlier_version_wrote_of_a_typed_escape_is_checked_against_its
     else:
         change(a)
     summary = score_to_file([task], _engine(), out, resume=True, listed_only=True)
-    assert (summary.taken_out, summary.kept_absent, summary.scored) == (taken_out, absent, taken_out)
+    assert (summary.taken_out, summary.taken_out_absent) == (taken_out, absent)
+    assert (summary.scored, summary.errors) == (taken_out - absent, absent)
     (now,) = iter_rows(out)  # one row of the picture
-    if taken_out:
+    if absent:  # scored again: its file is not there
+        assert now.error is not None and now.score is None
+    elif taken_out:
         assert (now.sha256, now.score) == (_sha256(a), pytest.approx(200 / 255))
     else:
         assert (now.path, now.sha256) == (row.path, old)

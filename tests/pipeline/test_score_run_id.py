@@ -249,5 +249,28 @@ def test_rows_kept_with_their_picture_absent_are_not_counted_once_a_later_run_ta
         check.note(bytes([n]) * 16, f"/arc/p{n}.png", "0" * 64, SCORED, run_id=EARLIER)
     check.note(b"z" * 16, "/arc/z.png", "1" * 64, SCORED, run_id=LATER)
     check.finish()
-    assert (check.run_id, check.other_run, sorted(check.stale)) == (LATER, 3, [0, 1, 2])
-    assert (check.absent, check.first_absent) == (1, "/arc/z.png")  # the later run's row, kept
+    # each earlier row counted once, as of another run, read before the later run's row or not
+    assert (check.run_id, check.other_run, check.absent, sorted(check.stale)) == (LATER, 3, 1, [0, 1, 2, 3])
+
+
+def test_a_kept_row_of_a_picture_archived_away_is_not_vouched_for_by_the_resume(tmp_path: Path) -> None:
+    """Yesterday's run scored q.png's first scan; a new scan was written at q.png today and today's run
+    killed; yesterday's sealed q row put in place of the rows and q.png archived away: the resume kept
+    the row unchecked, wrote a sealed record over it, and decide released S2 on the old scan's score."""
+    tasks = _tasks(tmp_path, "aq")
+    yesterday = tmp_path / "yesterday.jsonl"
+    _score(tasks, yesterday)
+    q_row = [line for line in yesterday.read_bytes().splitlines(keepends=True) if b"q.png" in line]
+    q = Path(tasks[1].path)
+    write_png(q, 230)  # today's scan at the same name
+    out = tmp_path / "rows.jsonl"
+    _score(tasks[:1], out)  # today's run, killed after a.png
+    completion_path(out).unlink()
+    out.write_bytes(b"".join(q_row))
+    q.rename(tmp_path / "q-archived.png")
+    summary = _score(tasks, out, resume=True)
+    rows = {Path(r.path).name: r for r in iter_rows(out)}
+    assert rows["q.png"].error is not None and rows["q.png"].score is None  # holds S1
+    assert rows["a.png"].score == pytest.approx(40 / 255)
+    assert (summary.taken_out, summary.taken_out_absent, summary.skipped_done) == (1, 1, 0)
+    assert f"{q}, for one: no file is at its path now" in " ".join(summary.warnings())
