@@ -27,7 +27,8 @@ back, each scored row's file is read again and its sha256 compared with the row'
   latest run among the (sealed) rows it keeps, and a row of another run, or without a run id where
   rows have one, is taken out too: an earlier run's genuine sealed rows of the same pictures put
   among them (an older model's lower scores) would otherwise stand in the resumed output, under a
-  new completion record.
+  new completion record. Where none of that run's rows is left the run takes a fresh id
+  (:attr:`KeptContent.goes_on`).
 
 So the resume's new record vouches only for rows this run scored, scored rows whose picture it read
 again and found the same, and error rows (never released as they are).
@@ -104,7 +105,8 @@ class KeptContent:
             (:attr:`seal_key`); other_run: for their run id (:attr:`run_id`).
         run_id: the run id the resume adopts, once every row is noted: the latest (ids sort as the
             runs started) among the rows not taken out for their seal; None where those have none
-            (an output of a version before run ids: its rows are kept, and the resume writes none).
+            (an output of a version before run ids: its rows are kept, and the resume writes none);
+            gone on with only where a row of it is kept (:attr:`goes_on`).
         runs_seen: whether any row was noted that its seal did not take out (none: the run takes a
             fresh id).
         absent: of :attr:`stale`, scored rows of the run adopted whose file is not there now (their
@@ -239,6 +241,16 @@ class KeptContent:
                 self._run_absent.append(number)
             setattr(self, how, getattr(self, how) + 1)
             self._take_out(number, identity, text, how)
+
+    @property
+    def goes_on(self) -> bool:
+        """Whether the resume goes on with :attr:`run_id`, once every row is noted and read
+        (:meth:`finish`): only where a row of that run is kept. A run none of whose rows is left (all
+        taken out, their pictures archived away, say) was adopted from rows this run neither scored
+        nor checked, and its id written into every row scored now and into the new record: the rows
+        it scored could not be told from that run's by their run id (a splice of them taken for one
+        run's rows); the run takes a fresh id."""
+        return self.runs_seen and any(number not in self.stale for number in self._run_numbers)
 
     @property
     def taken_out(self) -> int:

@@ -443,8 +443,9 @@ def score_to_file(
             row_key=row_key,
         )
         # one run per output: a resume goes on with the run of the rows it keeps (those of other runs
-        # taken out above), so that its rows, and the record it writes, all name that one
-        run_id = content.run_id if content is not None and content.runs_seen else new_run_id()
+        # taken out above), so that its rows, and the record it writes, all name that one; a fresh id
+        # where it keeps none of that run's rows
+        run_id = content.run_id if content is not None and content.goes_on else new_run_id()
         writer.run_id = run_id
         if content is not None and heatmap_dir is not None:  # after the rows are gone: never named
             _remove_overlays(heatmap_dir, content.overlays, output, content.kept_overlays)

@@ -274,3 +274,25 @@ def test_a_kept_row_of_a_picture_archived_away_is_not_vouched_for_by_the_resume(
     assert rows["a.png"].score == pytest.approx(40 / 255)
     assert (summary.taken_out, summary.taken_out_absent, summary.skipped_done) == (1, 1, 0)
     assert f"{q}, for one: no file is at its path now" in " ".join(summary.warnings())
+
+
+@pytest.mark.parametrize("gone", ["written-over", "archived-away"])
+def test_a_resume_that_keeps_none_of_the_adopted_runs_rows_takes_a_new_id(tmp_path: Path, gone: str) -> None:
+    """Yesterday's sealed row put in place of today's rows, its picture changed or gone since: taken
+    out, yet its run's id went into every row the resume scored and into its record, so that those
+    could not be told from yesterday's rows by their run id."""
+    tasks = _tasks(tmp_path, "aq")
+    yesterday = tmp_path / "yesterday.jsonl"
+    _score(tasks, yesterday)
+    old = _record(yesterday)["run_id"]
+    out = tmp_path / "rows.jsonl"
+    out.write_bytes(b"".join(line for line in yesterday.read_bytes().splitlines(True) if b"q.png" in line))
+    q = Path(tasks[1].path)
+    if gone == "written-over":
+        write_png(q, 230)
+    else:
+        q.unlink()
+    summary = _score(tasks, out, resume=True)
+    assert (summary.taken_out, summary.skipped_done) == (1, 0)
+    runs = {r.run_id for r in iter_rows(out)}
+    assert runs == {_record(out)["run_id"]} and old not in runs
