@@ -76,6 +76,7 @@ from pipeline.verdicts import OVERRIDE_FLAGS, PICTURE_FIELDS, SCORE_FIELDS, Imag
 __all__ = [
     "MIXED_MODELS",
     "MIXED_RUNS",
+    "NO_RUN",
     "NEVER_SCORED",
     "Listed",
     "Redeclared",
@@ -159,6 +160,9 @@ class Redeclared:
     no completion record vouches for: every row an error row (:data:`MIXED_RUNS`)."""
     held_for_runs: int = 0
     """Rows made error rows for :attr:`mixed_runs`."""
+    held_without_run: int = 0
+    """Sealed scored rows naming no score run, in rows that name none and that no completion record
+    vouches for: error rows (:data:`NO_RUN`)."""
     unvouched: dict[str, list[str]] = field(default_factory=dict)
     """Scored rows of a listed picture whose file is not there now, in rows no completion record
     vouches for, per shipment: error rows (:data:`~pipeline.listed_content.ABSENT_UNVOUCHED`)."""
@@ -343,19 +347,53 @@ for: an earlier run's genuine, sealed rows of the same pictures, put in place of
 whole cargo type (so that no cargo type's rows named two models), were decided on their scores."""
 
 
+NO_RUN = (
+    "the row names no score run, as versions before run ids wrote rows, and no completion record "
+    "vouches for the rows, their run unfinished or its record removed: the rows of any number of "
+    "older runs put together read as one run's, so an earlier run's sealed row of the picture could "
+    "stand in place of today's; score the manifest again"
+)
+"""The error of each sealed scored row naming no run, in rows naming none that no completion record
+vouches for: older runs' genuine sealed rows spliced together (an older model's lower score of an
+unchanged picture among them, one model per cargo type still) named one run, the none, and were
+decided."""
+
+
 def _one_run(rows: list[ImageVerdict], done: Redeclared) -> list[ImageVerdict]:
     """``rows``, every one made an error row (:data:`MIXED_RUNS`) without its scores and picture
     hashes where they name more than one score run, a row naming none counting as one where another
     names one (an older version's row among a run's): which of them are the run's own cannot be
     told, so every shipment of the file is held. A run writes one id into all its rows, and a
-    resume goes on with it, so only rows of two runs mixed name two."""
+    resume goes on with it, so only rows of two runs mixed name two.
+
+    Rows that all name none are no one run's either: each scored row of them that carries a row
+    seal is made an error row (:data:`NO_RUN`), counted in ``done.held_without_run``. A decide with
+    the audit secret has made every scored row whose seal does not verify an error row already, so
+    there it is every scored row naming no run; without the secret nothing was verified, and a seal
+    says the row was written where one was kept. Rows scored without any secret (no seal) are
+    decided as before: nothing of them could be told from an edit anyway."""
     runs = {row.run_id for row in rows}
+    if runs == {None}:
+        return _sealed_runless_held(rows, done)
     if len(runs) < 2:
         return rows
     done.mixed_runs = sorted(runs, key=lambda run: run or "")
     done.held_for_runs = len(rows)
     cleared = dict.fromkeys((*SCORE_FIELDS, *PICTURE_FIELDS))
     return [row.model_copy(update={**cleared, "error": MIXED_RUNS}) for row in rows]
+
+
+def _sealed_runless_held(rows: list[ImageVerdict], done: Redeclared) -> list[ImageVerdict]:
+    """``rows`` (naming no run), each scored one with a row seal an error row (:data:`NO_RUN`)."""
+    cleared = dict.fromkeys((*SCORE_FIELDS, *PICTURE_FIELDS))
+    held = [
+        row.model_copy(update={**cleared, "error": NO_RUN})
+        if row.error is None and row.row_seal is not None
+        else row
+        for row in rows
+    ]
+    done.held_without_run = sum(row.error == NO_RUN for row in held)
+    return held
 
 
 def _one_model_per_cargo(rows: list[ImageVerdict], done: Redeclared) -> list[ImageVerdict]:
@@ -411,7 +449,8 @@ def redeclare(
     (:data:`~pipeline.listed_content.ABSENT_UNVOUCHED`): with no file to compare it with and no
     record binding it to the file, an earlier run's sealed row of the name put in its place was
     decided on its score. So is every row of such rows naming more than one score run
-    (:data:`MIXED_RUNS`), and every scored row of a cargo type whose rows name more than one model
+    (:data:`MIXED_RUNS`), every sealed scored row of such rows where they name none (:data:`NO_RUN`),
+    and every scored row of a cargo type whose rows name more than one model
     (:data:`MIXED_MODELS`).
 
     Every row of a listed picture scored under another shipment moves, beside any row of it the

@@ -18,8 +18,9 @@ from decide_builders import scored  # noqa: E402
 from score_fakes import FakePredictor, write_png  # noqa: E402
 
 from datasets.manifest import write_manifest  # noqa: E402
+from pipeline import row_seal  # noqa: E402
 from pipeline.cli import app, run  # noqa: E402
-from pipeline.redeclare import MIXED_RUNS, read_declarations, redeclare  # noqa: E402
+from pipeline.redeclare import MIXED_RUNS, NO_RUN, read_declarations, redeclare  # noqa: E402
 from pipeline.score import ImageTask, LocalEngine, ModelRouter, iter_rows, score_to_file  # noqa: E402
 from pipeline.score.completion import completion_path, record_completion  # noqa: E402
 from pipeline.settings import Settings, completion_seal_key, row_seal_key  # noqa: E402
@@ -185,3 +186,64 @@ def test_the_error_reads_as_one_clause_inside_the_decisions_reason() -> None:
     assert message == f"image could not be scored ({MIXED_RUNS}); never released"
     assert (message.count("("), message.count(")"), message.count("never released")) == (1, 1, 1)
     assert ".png" not in MIXED_RUNS and "/" not in MIXED_RUNS
+
+
+def _as_before_run_ids(rows: list[ImageVerdict]) -> bytes:
+    """``rows`` as a version before run ids wrote them: no run id, sealed under the environment's key."""
+    key = row_seal_key(Settings.load())
+    return b"".join(row_json(row_seal.sealed(key, r.model_copy(update={"run_id": None}))) for r in rows)
+
+
+def test_older_versions_rows_spliced_with_no_record_hold_where_the_seals_are_checked(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs of a version before run ids, an older model's rows of the ore pictures (unchanged
+    since) spliced into the newer run's: one model per cargo type, one run (none) named, and S1 was
+    released on the older model's score."""
+    older = _score(env, env / "older.jsonl", "ore-m1")
+    now = _score(env, env / "rows.jsonl", "ore-m2")
+    today = env / "rows.jsonl"
+    spliced = [next(o for o in older if o.path == r.path) if r.cargo_type == "bulk_ore" else r for r in now]
+    today.write_bytes(_as_before_run_ids(spliced))
+    completion_path(today).unlink()
+    code, decided = _decide(env, today, "--manifest", str(env / "m.csv"))
+    assert code == 0
+    assert {s: d["tier"] for s, d in decided.items()} == dict.fromkeys(
+        ("S1", "S2", "S3"), "REMOTE_INSPECTION"
+    )
+    assert {i["error"] for d in decided.values() for i in d["images"]} == {NO_RUN}
+    assert all(i["score"] is None and i["sha256"] is None for d in decided.values() for i in d["images"])
+    # rows a sealed record vouches for (the older version's run finished) are decided as before
+    today.write_bytes(_as_before_run_ids(now))
+    record_completion(today, seal_key=completion_seal_key(Settings.load()))
+    assert _decide(env, today, "--manifest", str(env / "m.csv"))[1]["S1"]["tier"] == "RELEASE"
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["unsealed", "sealed"])
+@pytest.mark.parametrize("vouched", [False, True], ids=["no-record", "record-vouches"])
+def test_sealed_rows_naming_no_run_hold_where_no_record_vouches_for_them(
+    tmp_path: Path, sealed: bool, vouched: bool
+) -> None:
+    """Only the scored rows: an error row holds already. Rows scored without any secret carry no
+    seal and are decided as before (a decide with the secret has made them error rows)."""
+    write_manifest(tmp_path / "m.csv", [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}])
+    row = ImageVerdict(
+        path=str(tmp_path / "a.png"),
+        sha256="a" * 64,
+        shipment_id="S1",
+        cargo_type="bulk_ore",
+        score=0.1,
+        model_id="ore-m1",
+        declaration={"shipment_id": "S1", "cargo_type": "bulk_ore"},
+    )
+    rows = [row, row.model_copy(update={"score": None, "error": "ImageDecodeError: truncated"})]
+    if sealed:
+        rows = [row_seal.sealed(b"k" * 32, r) for r in rows]
+    found = {str((tmp_path / "a.png").resolve()): "a" * 64}
+    out, done = redeclare(
+        rows, read_declarations(tmp_path / "m.csv"), hold_unscored=not vouched, content=lambda _: found
+    )
+    held = sealed and not vouched
+    assert [r.error for r in out] == [NO_RUN if held else None, "ImageDecodeError: truncated"]
+    assert (out[0].score, out[0].sha256) == ((None, None) if held else (0.1, "a" * 64))
+    assert done.held_without_run == int(held)
