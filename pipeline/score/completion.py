@@ -29,6 +29,7 @@ before run ids has none, and its seal covers the other fields alone, as it did.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import hashlib
@@ -42,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
+from datasets.errors import InputError
 from datasets.whole_files import name_start, written_whole
 
 if TYPE_CHECKING:
@@ -215,39 +217,75 @@ def _hashed_with_head(fh: BinaryIO, head: int | None) -> tuple[int, str, str | N
     return size, digest.hexdigest(), head_sha256
 
 
-def count_rows(out: Path) -> int:
+def count_rows(out: Path, opened: BinaryIO | None = None) -> int:
     """The rows of the finished score output ``out`` (JSONL: its lines; CSV: its records past the
-    header, a quoted cell may hold a line break; Parquet: its metadata's count)."""
+    header, a quoted cell may hold a line break; Parquet: its metadata's count). ``opened``: the
+    file, open, counted from its start instead of the file ``out`` names now."""
     suffix = out.suffix.lower()
+    if opened is not None:
+        opened.seek(0)
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return int(pq.ParquetFile(out).metadata.num_rows)
+        return int(pq.ParquetFile(out if opened is None else opened).metadata.num_rows)
     if suffix == ".csv":
-        with out.open(newline="", encoding="utf-8", errors="replace") as fh:
-            return max(sum(1 for _ in csv.reader(fh)) - 1, 0)
-    with out.open("rb") as fh:
+        text = (
+            out.open(newline="", encoding="utf-8", errors="replace")
+            if opened is None
+            else io.TextIOWrapper(opened, newline="", encoding="utf-8", errors="replace")
+        )
+        try:
+            return max(sum(1 for _ in csv.reader(text)) - 1, 0)
+        finally:
+            if opened is None:
+                text.close()
+            else:
+                text.detach()  # the caller's file stays open
+    with out.open("rb") if opened is None else contextlib.nullcontext(opened) as fh:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(_CHUNK), b""))
 
 
-def record_completion(out: Path, *, seal_key: bytes | None = None, run_id: str | None = None) -> Path:
+def record_completion(
+    out: Path,
+    *,
+    seal_key: bytes | None = None,
+    run_id: str | None = None,
+    written: tuple[int, int] | None = None,
+) -> Path:
     """Write ``out``'s completion record (whole: a reader finds none or all of it); returns its path.
     ``seal_key``: seal it (:func:`completion_seal_key`); None: unsealed (the run has no audit secret).
     ``run_id``: the run whose rows ``out`` holds, every one of them (None: rows without a run id, of
-    an output an earlier version began and this run resumed).
+    an output an earlier version began and this run resumed). ``written``: the device and inode of
+    the file the run wrote (:func:`pipeline.score.writer.finish_output`); the record is written only
+    where ``out`` is still that file, hashed and counted through the one descriptor that was checked.
+    Rows renamed over ``out`` while the run wrote (an earlier run's, of an older model) left the
+    writer appending to the file it opened, and hashed by their name they were vouched for as this
+    run's, under its seal.
 
     Call only once every input of the run has its row in the finished ``out``, still holding the
     output's lock.
 
     Raises:
+        InputError: ``out`` is no longer the file ``written`` names; no record is written.
         OSError: ``out`` cannot be read, or the record cannot be written.
     """
-    size, sha256 = _size_and_sha256(out)
+    with out.open("rb") as fh:
+        found = os.fstat(fh.fileno())
+        if written is not None and (found.st_dev, found.st_ino) != written:
+            raise InputError(
+                f"output {str(out)!r} is not the file this run wrote its rows into (device {written[0]}, "
+                f"inode {written[1]}; it is device {found.st_dev}, inode {found.st_ino}): another file "
+                "was renamed over it while the run wrote, and its rows are not this run's; no completion "
+                "record was written and nothing was decided; score the inputs again into an --out no "
+                "one else can write"
+            )
+        size, sha256 = _hashed(fh)
+        rows = count_rows(out, fh)
     record = {
         "rows_file": out.name,
         "bytes": size,
         "sha256": sha256,
-        "rows": count_rows(out),
+        "rows": rows,
         "finished_at": datetime.now(UTC).isoformat(),
     }
     if run_id is not None:

@@ -482,7 +482,8 @@ def score_to_file(
                 summary.add_row(verdict)
                 if advance is not None:
                     advance()
-        finish_output(out)
+        # the file the writer wrote, whatever OUT's name leads to now: only that file gets a record
+        written = finish_output(out, writer.written)
         if resume and listed_only:  # the rows are complete: a --resume after this refusal has them
             _refuse_rows_not_listed(out, done, listed, earlier)
         # rows kept from the earlier run of pictures this run's inputs do not list under their shipment
@@ -502,7 +503,7 @@ def score_to_file(
             summary.taken_out_other_run = content.other_run
             summary.taken_out_absent = content.absent
         if given[0] == summary.images and not unlisted and not summary.taken_out_unlisted:
-            record_completion(out, seal_key=completion_key, run_id=run_id)
+            record_completion(out, seal_key=completion_key, run_id=run_id, written=written)
         if resume:
             # what the rows kept from the earlier run hold, which this run's counts leave out, as their
             # state was noted when the output was read: errors (a resumed output of nothing but errors

@@ -768,6 +768,11 @@ class RowWriter:
         self._buffer: list[bytes] = []
         self._last_flush = time.monotonic()
         self._fh: IO[bytes] = path.open("ab")
+        st = os.fstat(self._fh.fileno())
+        self.written: tuple[int, int] = (st.st_dev, st.st_ino)
+        """The device and inode of the file this writer appends to, whatever its name leads to later:
+        rows renamed over ``path`` while it writes leave it appending to the file it opened, and only
+        this says which file holds the rows it wrote (:func:`finish_output`)."""
         if fmt == "csv" and self._fh.tell() == 0:
             self._buffer.append(self.csv_line(list(FIELDS)))
             self.flush()
@@ -821,21 +826,51 @@ def _parquet_schema() -> Any:
     return pa.schema([(name, pa.float64() if name in _FLOATS else pa.string()) for name in FIELDS])
 
 
-def finish_output(out: Path) -> None:
+def finish_output(out: Path, written: tuple[int, int] | None = None) -> tuple[int, int] | None:
     """Complete ``out`` once every row is written: for Parquet, convert the journal and remove it.
+    Returns the device and inode of the finished file as this run wrote it, for its completion record
+    to be written of that file only (:func:`~pipeline.score.completion.record_completion`): ``written``
+    (:attr:`RowWriter.written`) for JSONL and CSV, the converted file for Parquet (None: a Parquet
+    file without ``written``, its journal not checked, gives its own).
 
     The conversion streams the journal in row groups (constant memory), writes a temporary file,
     fsyncs it and renames it over ``out``; the journal is deleted last, so a crash at any point
     leaves either the journal or the finished file to resume from.
+
+    Raises:
+        InputError: with ``written``, the journal is no longer the file the writer appended to
+            (another journal renamed over it while the run wrote): converted, its rows would be
+            taken for this run's.
     """
     if output_format(out) != "parquet":
-        return
+        return written
+    journal = _journal_in_use(out)
+    schema = _parquet_schema()
+    with journal.open("rb") as fh, written_whole(out) as sink:
+        found = os.fstat(fh.fileno())
+        if written is not None and (found.st_dev, found.st_ino) != written:
+            raise _replaced(journal, written, found)
+        made = os.fstat(sink.fileno())  # the file the rename puts at OUT: a rename keeps its inode
+        _journal_to_parquet(fh, sink, schema)
+    journal.unlink()
+    return made.st_dev, made.st_ino
+
+
+def _replaced(path: Path, written: tuple[int, int], found: os.stat_result) -> InputError:
+    """The refusal of rows at ``path`` that are not in the file a run wrote (``written``)."""
+    return InputError(
+        f"output {str(path)!r} is not the file this run wrote its rows into (device {written[0]}, inode "
+        f"{written[1]}; it holds device {found.st_dev}, inode {found.st_ino}): another file was renamed "
+        "over it while the run wrote, and its rows are not this run's; no completion record was written "
+        "and nothing was decided; score the inputs again into an --out no one else can write"
+    )
+
+
+def _journal_to_parquet(fh: IO[bytes], sink: IO[bytes], schema: Any) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    journal = _journal_in_use(out)
-    schema = _parquet_schema()
-    with written_whole(out) as sink, pq.ParquetWriter(sink, schema) as pw:
+    with pq.ParquetWriter(sink, schema) as pw:
         chunk: dict[str, list[Any]] = {name: [] for name in FIELDS}
 
         def write_chunk() -> None:
@@ -843,19 +878,17 @@ def finish_output(out: Path) -> None:
             for column in chunk.values():
                 column.clear()
 
-        with journal.open("rb") as fh:
-            for line in fh:
-                verdict = ImageVerdict.model_validate_json(line)
-                data = verdict_rows.row_data(verdict)
-                for name in FIELDS:
-                    value = data[name]
-                    if name in _NESTED:
-                        value = None if value is None else json.dumps(value, sort_keys=True)
-                    chunk[name].append(value)
-                if len(chunk["path"]) >= 4096:
-                    write_chunk()
+        for line in fh:
+            verdict = ImageVerdict.model_validate_json(line)
+            data = verdict_rows.row_data(verdict)
+            for name in FIELDS:
+                value = data[name]
+                if name in _NESTED:
+                    value = None if value is None else json.dumps(value, sort_keys=True)
+                chunk[name].append(value)
+            if len(chunk["path"]) >= 4096:
+                write_chunk()
         write_chunk()
-    journal.unlink()
 
 
 def iter_rows(path: Path) -> Iterator[ImageVerdict]:
