@@ -456,6 +456,8 @@ def score(
                     audit_url=audit_db,
                     seal_key=audit_seal_key(settings),
                     row_key=row_seal_key(settings),
+                    # the rows read are those of the file this run wrote, as its record vouches for them
+                    completion_key=completion_seal_key(settings),
                     summary=summary,
                     near_copy_bits=settings.near_copy_bits,
                     register=traders,

@@ -622,6 +622,9 @@ class OpenRows:
     def __init__(self, rows: Path) -> None:
         self.path = Path(os.path.realpath(rows))
         self._file = self.path.open("rb", buffering=0)
+        opened = os.fstat(self._file.fileno())
+        self.identity: tuple[int, int] = (opened.st_dev, opened.st_ino)
+        """The device and inode of the file opened: the one checked and read, wherever its name leads."""
         self._vouched: tuple[int, str] | None = None  # the byte size and sha256 checked
         self._reading: _HashedRead | None = None
         self.unsealed: str | None = "it was not checked against its completion record"

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 from datasets.errors import ClearsightError, InputError
 from datasets.whole_files import keep_mode_and_owner, temporary_beside
+from pipeline import verdict_rows
 from pipeline.row_seal import untrusted
 from pipeline.score.completion import open_regular
 from pipeline.score.summary import ScoreSummary
 from pipeline.score.writer import OUTPUT_SUFFIXES, iter_rows
-from pipeline.verdicts import ShipmentDecision
+from pipeline.verdicts import ImageVerdict, ShipmentDecision
 
 if TYPE_CHECKING:
     from pipeline.audit import AuditStore
@@ -106,6 +107,72 @@ def _open_audit(url: str, seal_key: SealKey | None) -> AuditStore:
     return AuditStore.open(url, seal_key=seal_key, option="--audit-db")  # clearsight score's
 
 
+def _not_the_run_s(out: Path, why: str) -> InputError:
+    return InputError(
+        f"output {str(out)!r}: {why}; these are not the rows this run wrote, and nothing was decided or "
+        "recorded; score the inputs again into an --out no one else can write"
+    )
+
+
+def _rows_of_the_run(out: Path, summary: ScoreSummary, completion_key: bytes | None) -> list[ImageVerdict]:
+    """The rows of ``out``, refused unless they are the ones the run of ``summary`` wrote: read from
+    one open file (:class:`~pipeline.score.completion.OpenRows`) that is the file the run wrote (its
+    device and inode, :attr:`ScoreSummary.rows_file`: rows renamed over ``out`` since are another
+    file), whose bytes are those the completion record the run wrote vouches for, under its seal
+    with ``completion_key``, naming the run (as ``clearsight decide`` checks them: rows edited in that
+    file, or its record written again), and each naming the run (:attr:`ScoreSummary.run_id`). A run
+    that wrote no record (:attr:`ScoreSummary.completed`) has no bytes to check them against, and a
+    record there is not its own: the file and the run id are checked.
+
+    Raises:
+        InputError: rows that are not the run's, naming the file and why.
+    """
+    from pipeline.score.completion import OpenRows
+
+    if summary.rows_file is None:
+        raise _not_the_run_s(out, "the summary given names no file a score run wrote (not score_to_file's)")
+    try:
+        opened = OpenRows(out)
+    except OSError as exc:
+        raise _not_the_run_s(out, f"it cannot be read ({exc.strerror or exc})") from exc
+    with opened:
+        if opened.identity != summary.rows_file:
+            raise _not_the_run_s(
+                out,
+                f"it is not the file this run wrote (device {summary.rows_file[0]}, inode "
+                f"{summary.rows_file[1]}; it is device {opened.identity[0]}, inode {opened.identity[1]}): "
+                "another file was renamed over it since",
+            )
+        if summary.completed:
+            unvouched = opened.incomplete(completion_key)
+            if unvouched is not None:
+                raise _not_the_run_s(out, unvouched.why)
+            if completion_key is not None and opened.unsealed is not None:
+                raise _not_the_run_s(out, f"{opened.unsealed}, and this run sealed the one it wrote")
+            if opened.run_id != summary.run_id:
+                raise _not_the_run_s(
+                    out, f"its completion record names score run {opened.run_id!r}, not this run's"
+                )
+        try:
+            rows = list(verdict_rows.read_verdicts(out, opened.read()))
+        except Exception as exc:
+            changed = opened.changed(stopped=True)  # half a row written into it: that is what went wrong
+            if changed is None:
+                raise
+            raise _not_the_run_s(out, changed) from exc
+        changed = opened.changed()
+    if changed is not None:
+        raise _not_the_run_s(out, changed)
+    other = next((row for row in rows if row.run_id != summary.run_id), None)
+    if other is not None:
+        raise _not_the_run_s(
+            out,
+            f"the row of {other.path!r} names score run {other.run_id!r}, and this run "
+            f"({summary.run_id!r}) wrote its id into every row",
+        )
+    return rows
+
+
 def decide_output(
     out: Path,
     policy: Policy,
@@ -120,8 +187,15 @@ def decide_output(
     on_decision: Callable[[ShipmentDecision], None] | None = None,
     on_staged: Callable[[os.stat_result], object] | None = None,
     row_key: bytes | None = None,
+    completion_key: bytes | None = None,
 ) -> int:
     """Decide every shipment in the score output ``out`` and write ``decisions`` (JSONL).
+
+    ``summary`` is the score run's that wrote ``out`` (:func:`~pipeline.score.runner.score_to_file`):
+    only the rows of the file it wrote are decided, each naming its run, checked against the
+    completion record it wrote (its seal with ``completion_key``), read from the one file checked
+    (:func:`_rows_of_the_run`). Read by their name, an earlier run's genuine sealed rows (an older
+    model's) renamed over ``out`` were decided as this run's: a RELEASE on scores this run never gave.
 
     The decisions file is written whole to a temporary name and renamed, so it is either the old
     one or complete; a ``decisions`` that is a link is written where it points. With ``audit_url``
@@ -141,13 +215,16 @@ def decide_output(
         and apart from the tiers, as ``clearsight decide`` does.
 
     Raises:
-        InputError: a row without a shipment id, a declaration that does not validate, or a
+        InputError: rows that are not the ones the run wrote (:func:`_rows_of_the_run`), nothing
+            decided; a row without a shipment id, a declaration that does not validate, or a
             ``decisions`` file that cannot be written.
         PolicyError, AuditError: from the decision layer and the audit store.
     """
     from pipeline.batch_decisions import decide_and_record
     from pipeline.decide import decide_rows
 
+    # all of them checked before the decisions file is made or the store opened: nothing recorded
+    scored = _rows_of_the_run(out, summary, completion_key)
     try:  # before the store is opened and anything recorded: the decisions must have their file
         # a link is written where it points: renamed onto the link, the file replaced it, and the
         # decisions never reached the file it named
@@ -164,7 +241,7 @@ def decide_output(
             store = _open_audit(audit_url, seal_key) if audit_url else None
             # this run sealed every row (a resume scored an unsealed one again): one that fails is
             # one changed since, and holds its shipment as decide holds it
-            rows = untrusted(row_key, iter_rows(out), repr(str(out)))
+            rows = untrusted(row_key, scored, repr(str(out)))
             if store is None:
                 decided = (
                     (d, None) for d in decide_rows(policy, rows, audit_key=audit_key, register=register)

@@ -397,7 +397,9 @@ def score_to_file(
     another run (:attr:`ScoreSummary.taken_out_other_run`), so that an output is one run's.
 
     Returns:
-        The run's counts and timing.
+        The run's counts and timing; its id, the file it wrote and whether it wrote that file's
+        completion record (:attr:`ScoreSummary.run_id`, :attr:`~ScoreSummary.rows_file`,
+        :attr:`~ScoreSummary.completed`), for :func:`~pipeline.score.decisions.decide_output`.
 
     Raises:
         InputError: ``out`` exists without ``resume``/``overwrite``, or has an unknown suffix; or
@@ -504,6 +506,9 @@ def score_to_file(
             summary.taken_out_absent = content.absent
         if given[0] == summary.images and not unlisted and not summary.taken_out_unlisted:
             record_completion(out, seal_key=completion_key, run_id=run_id, written=written)
+            summary.completed = True
+        # what `score --policy` decides: the rows of this file, each naming this run (decide_output)
+        summary.run_id, summary.rows_file = run_id, written
         if resume:
             # what the rows kept from the earlier run hold, which this run's counts leave out, as their
             # state was noted when the output was read: errors (a resumed output of nothing but errors

@@ -56,6 +56,11 @@ class ScoreSummary:
         left_out_example: the first of them (absolute, its odd bytes as ``\\xNN``).
         seconds: wall time of the scoring phase.
         peak_in_flight: most images held in memory at once by the local engine (0 for Ray).
+        run_id: the run's id, which every row it wrote names (None: a resume of an output of a
+            version before run ids, whose rows name none), set by ``score_to_file``.
+        rows_file: the device and inode of the output file the run wrote, set by ``score_to_file``
+            (None: a summary no run filled in); ``completed``: whether it wrote that file's
+            completion record. ``decide_output`` decides the rows of that file alone.
     """
 
     scored: int = 0
@@ -85,6 +90,9 @@ class ScoreSummary:
     reasons: dict[str, Counter[str]] = field(default_factory=dict)
     seconds: float = 0.0
     peak_in_flight: int = 0
+    run_id: str | None = None
+    rows_file: tuple[int, int] | None = None
+    completed: bool = False
 
     @property
     def images(self) -> int:

@@ -14,6 +14,7 @@ from pipeline.audit import AuditStore
 from pipeline.batch_decisions import decide_and_record
 from pipeline.policy import parse_policy
 from pipeline.score.completion import record_completion
+from pipeline.score.summary import ScoreSummary
 from pipeline.settings import Settings, completion_seal_key
 from pipeline.verdicts import ImageVerdict, ShipmentDecision, Tier
 
@@ -37,6 +38,21 @@ def _row(shipment: str, sha: str, *, phash: str | None = None, score: float = 0.
         model_id="ore-m1",
         declaration={"cargo_type": "bulk_ore"},
     )
+
+
+def _scored(rows: Path) -> ScoreSummary:
+    """The summary of the score run that wrote ``rows`` (their lines given its id, in place), as
+    ``score_to_file`` leaves it for ``decide_output``, which decides only that file's rows, each
+    naming the run. No completion record (a run may write none: its rows are checked by file and
+    run id alone), so that the folder holds only what these tests look for."""
+    from pipeline.score.runner import new_run_id
+
+    run_id = new_run_id()
+    lines = rows.read_text().splitlines()
+    named = (ImageVerdict.model_validate_json(line).model_copy(update={"run_id": run_id}) for line in lines)
+    rows.write_text("".join(row.model_dump_json() + "\n" for row in named))
+    st = rows.stat()
+    return ScoreSummary(run_id=run_id, rows_file=(st.st_dev, st.st_ino))
 
 
 def _decided(store: AuditStore, rows: list[ImageVerdict]) -> dict[str, Any]:
@@ -110,14 +126,13 @@ def test_clearsight_decide_looks_pictures_up_before_recording(
 def test_score_with_a_policy_looks_pictures_up_before_recording(tmp_path: Path) -> None:
     """What `clearsight score --policy --audit-db` runs once its rows are written."""
     from pipeline.score.decisions import decide_output
-    from pipeline.score.summary import ScoreSummary
 
     db = f"sqlite:///{tmp_path / 'audit.db'}"
     _earlier(db)
     rows = tmp_path / "rows.jsonl"
     rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
     decisions = tmp_path / "d.jsonl"
-    summary = ScoreSummary()
+    summary = _scored(rows)
     assert decide_output(rows, POLICY, audit_key=KEY, decisions=decisions, audit_url=db, summary=summary) == 1
     decision = json.loads(decisions.read_text())
     assert decision["tier"] == "REMOTE_INSPECTION" and decision["images"][0]["seen_in"] == ["S-A"]
@@ -127,7 +142,7 @@ def test_score_with_a_policy_writes_what_the_trail_holds_for_a_refused_decision(
     """As `clearsight decide` does: the standing decision marked refused, counted apart, and a
     resume that takes the file for this run's (the standing line carries the earlier policy)."""
     from pipeline.score.decisions import decide_output, made_by_this_run
-    from pipeline.score.summary import NOT_RECORDED, ScoreSummary
+    from pipeline.score.summary import NOT_RECORDED
 
     lax = parse_policy(
         {
@@ -148,7 +163,7 @@ def test_score_with_a_policy_writes_what_the_trail_holds_for_a_refused_decision(
             _row(s, h, score=0.9).model_dump_json() + "\n" for s, h in [("S1", "aa" * 32), ("S2", "bb" * 32)]
         )
     )
-    decisions, summary = tmp_path / "d.jsonl", ScoreSummary()
+    decisions, summary = tmp_path / "d.jsonl", _scored(rows)
     assert decide_output(rows, lax, audit_key=KEY, decisions=decisions, audit_url=db, summary=summary) == 2
     lines = {d["shipment_id"]: d for d in map(json.loads, decisions.read_text().splitlines())}
     assert lines["S1"]["tier"] == "PHYSICAL_INSPECTION" and lines["S1"]["refused"]["tier"] == "RELEASE"
@@ -165,7 +180,6 @@ def test_score_with_a_policy_writes_what_the_trail_holds_for_a_refused_decision(
 
 def test_score_with_a_policy_takes_aeo_tiers_from_the_register(tmp_path: Path) -> None:
     from pipeline.score.decisions import decide_output
-    from pipeline.score.summary import ScoreSummary
     from pipeline.trader_register import read_trader_register
 
     policy = parse_policy(
@@ -184,7 +198,7 @@ def test_score_with_a_policy_takes_aeo_tiers_from_the_register(tmp_path: Path) -
     register.write_text("trader_id,aeo_tier\nTRD-7,AEOF\n")
     decisions = tmp_path / "d.jsonl"
     decide_output(
-        rows, policy, audit_key=KEY, decisions=decisions, audit_url=None, summary=ScoreSummary(),
+        rows, policy, audit_key=KEY, decisions=decisions, audit_url=None, summary=_scored(rows),
         register=read_trader_register(register),
     )  # fmt: skip
     decision = json.loads(decisions.read_text())
@@ -868,7 +882,6 @@ def test_score_with_a_policy_leaves_a_store_named_like_its_decisions_dot_tmp_alo
     """The decisions were written to d.jsonl.tmp and renamed: an audit store of that name (this
     run's own) was truncated, and moved onto the decisions file."""
     from pipeline.score.decisions import decide_output
-    from pipeline.score.summary import ScoreSummary
 
     db = f"sqlite:///{tmp_path / 'd.jsonl.tmp'}"
     _earlier(db)
@@ -876,7 +889,7 @@ def test_score_with_a_policy_leaves_a_store_named_like_its_decisions_dot_tmp_alo
     rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
     decisions = tmp_path / "d.jsonl"
     assert (
-        decide_output(rows, POLICY, audit_key=KEY, decisions=decisions, audit_url=db, summary=ScoreSummary())
+        decide_output(rows, POLICY, audit_key=KEY, decisions=decisions, audit_url=db, summary=_scored(rows))
         == 1
     )
     assert json.loads(decisions.read_text())["shipment_id"] == "S-B"
@@ -892,7 +905,6 @@ def test_a_linked_decisions_file_is_written_where_the_link_points(tmp_path: Path
     """Renamed onto it, the decisions file replaced a link, and the decisions never reached the
     file it named."""
     from pipeline.score.decisions import decide_output
-    from pipeline.score.summary import ScoreSummary
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
@@ -901,7 +913,7 @@ def test_a_linked_decisions_file_is_written_where_the_link_points(tmp_path: Path
     archived.write_text("earlier\n")
     link = tmp_path / "rows.decisions.jsonl"
     link.symlink_to("archive/rows.decisions.jsonl")
-    summary = ScoreSummary()
+    summary = _scored(rows)
     assert decide_output(rows, POLICY, audit_key=KEY, decisions=link, audit_url=None, summary=summary) == 1
     assert link.is_symlink() and json.loads(archived.read_text())["shipment_id"] == "S-B"
     assert sorted(p.name for p in (tmp_path / "archive").iterdir()) == ["rows.decisions.jsonl"]
@@ -911,14 +923,13 @@ def test_the_decisions_file_keeps_the_mode_of_the_one_it_replaces(tmp_path: Path
     """Renamed onto it, a new decisions file took the umask's mode: one kept to its owner (chmod
     600) came back readable by the group."""
     from pipeline.score.decisions import decide_output
-    from pipeline.score.summary import ScoreSummary
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
     decisions = tmp_path / "rows.decisions.jsonl"
     decisions.write_text("earlier\n")
     decisions.chmod(0o600)
-    summary = ScoreSummary()
+    summary = _scored(rows)
     assert (
         decide_output(rows, POLICY, audit_key=KEY, decisions=decisions, audit_url=None, summary=summary) == 1
     )
@@ -941,7 +952,6 @@ def test_the_decisions_temporary_name_always_fits_beside_them(tmp_path: Path, na
     of 246 bytes in Chinese made one of over 400 bytes, and the run failed ("File name too long")."""
     from datasets.whole_files import temporary_beside
     from pipeline.score.decisions import decide_output
-    from pipeline.score.summary import ScoreSummary
 
     tmp, fd = temporary_beside(tmp_path / name)
     os.close(fd)
@@ -951,7 +961,7 @@ def test_the_decisions_temporary_name_always_fits_beside_them(tmp_path: Path, na
     rows = tmp_path / "rows.jsonl"
     rows.write_text(_row("S-B", "aa" * 32).model_dump_json() + "\n")
     decisions = tmp_path / name
-    summary = ScoreSummary()
+    summary = _scored(rows)
     assert (
         decide_output(rows, POLICY, audit_key=KEY, decisions=decisions, audit_url=None, summary=summary) == 1
     )
@@ -962,7 +972,6 @@ def test_the_decisions_temporary_name_always_fits_beside_them(tmp_path: Path, na
 def test_score_with_a_policy_leaves_no_temporary_file_when_it_fails(tmp_path: Path) -> None:
     from datasets.errors import InputError
     from pipeline.score.decisions import decide_output
-    from pipeline.score.summary import ScoreSummary
 
     rows = tmp_path / "rows.jsonl"
     bad = _row("S-B", "aa" * 32).model_copy(
@@ -976,7 +985,7 @@ def test_score_with_a_policy_leaves_no_temporary_file_when_it_fails(tmp_path: Pa
             audit_key=KEY,
             decisions=tmp_path / "d.jsonl",
             audit_url=None,
-            summary=ScoreSummary(),
+            summary=_scored(rows),
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
 
@@ -986,7 +995,6 @@ def test_score_with_a_policy_records_nothing_where_its_decisions_cannot_be_writt
     FileExistsError, and a failing clean-up of the temporary file could hide the error."""
     from datasets.errors import InputError
     from pipeline.score.decisions import decide_output
-    from pipeline.score.summary import ScoreSummary
 
     db = f"sqlite:///{tmp_path / 'audit.db'}"
     rows = tmp_path / "rows.jsonl"
@@ -994,7 +1002,7 @@ def test_score_with_a_policy_records_nothing_where_its_decisions_cannot_be_writt
     (tmp_path / "s_file").write_text("a file where a folder must go\n")
     decisions = tmp_path / "s_file" / "d.jsonl"
     with pytest.raises(InputError, match=r"^--decisions '.*/s_file/d\.jsonl': cannot write it \("):
-        decide_output(rows, POLICY, audit_key=KEY, decisions=decisions, audit_url=db, summary=ScoreSummary())
+        decide_output(rows, POLICY, audit_key=KEY, decisions=decisions, audit_url=db, summary=_scored(rows))
     assert not (tmp_path / "audit.db").exists()  # refused before the store was opened
 
 

@@ -24,7 +24,7 @@ from datasets.manifest import write_manifest  # noqa: E402
 from pipeline.cli import app, run  # noqa: E402
 from pipeline.row_seal import ROW_SEAL_LABEL, canonical, fault, row_seal_key, seal, untrusted  # noqa: E402
 from pipeline.score import LocalEngine, ModelRouter, iter_rows, iter_tasks, score_to_file  # noqa: E402
-from pipeline.score.completion import completion_path, completion_seal_key  # noqa: E402
+from pipeline.score.completion import completion_path, completion_seal_key, record_completion  # noqa: E402
 from pipeline.score.decisions import decide_output  # noqa: E402
 from pipeline.score.output_lock import lock_path  # noqa: E402
 from pipeline.score.summary import ScoreSummary  # noqa: E402
@@ -249,11 +249,15 @@ def test_a_resume_without_the_key_keeps_rows_as_before(env: Path) -> None:
 
 
 def test_score_policy_decides_an_edited_row_as_held(env: Path) -> None:
-    """``decide_output`` (score --policy) checks each row with the key too."""
+    """``decide_output`` (score --policy) checks each row with the key too: a row edited in the run's
+    own file before the run wrote its record (which then vouches for it; edited after, the record
+    refuses the rows)."""
     from pipeline.policy import load_policy
 
     out, summary = _score(env)
     _lowered(out)
+    written = summary.rows_file
+    record_completion(out, seal_key=completion_seal_key(SECRET), run_id=summary.run_id, written=written)
     decisions = env / "out" / "rows.decisions.jsonl"
     decide_output(
         out,
@@ -263,6 +267,7 @@ def test_score_policy_decides_an_edited_row_as_held(env: Path) -> None:
         audit_url=None,
         summary=summary,
         row_key=ROW_KEY,
+        completion_key=completion_seal_key(SECRET),
     )
     tiers = {d["shipment_id"]: d["tier"] for d in map(json.loads, decisions.read_text().splitlines())}
     assert tiers == {"ONE": "REMOTE_INSPECTION", "TWO": "RELEASE"}
