@@ -180,7 +180,13 @@ def _checked_head(conn: Connection, key: SealKey, *, lock: bool, store: str | No
         )
         .where(h.id == 1)
     )
-    row = conn.execute(query.with_for_update(of=audit_head) if lock else query).one()
+    if lock:
+        # locked on its own first: PostgreSQL, a FOR UPDATE that waited for another writer's append
+        # reads the head row as that append left it, but a row joined to it as the statement began,
+        # without the new record (a writer opening meanwhile was refused as if the head were forged);
+        # the statement after the wait sees both
+        conn.execute(select(h.seq).where(h.id == 1).with_for_update())
+    row = conn.execute(query).one()
     head = Head(row.head_seq, row.head_hash)
     if head.seq == 0:
         return head

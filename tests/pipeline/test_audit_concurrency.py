@@ -351,3 +351,49 @@ def test_a_pair_added_by_two_transactions_at_once_is_kept_once_with_the_first_se
         engine.dispose()
     assert errors == []
     assert [tuple(r) for r in rows] == [("p3", 1)]
+
+
+def test_a_writer_opening_while_another_appends_waits_and_opens(db_url: str) -> None:
+    """PostgreSQL: the head row's lock, taken in the query that joined it to its record, waited for
+    another writer's append, then read the new head with the record as it was before: no record
+    matched, and the writer opening was refused with HeadSealError, the chain intact."""
+    from pipeline.audit.chain import created_at_now
+    from pipeline.audit.seal import SealKey
+    from pipeline.audit.writing import append, decision_json
+
+    key = SealKey.derive("a-long-enough-secret-for-the-open-race")
+    AuditStore.open(db_url, seal_key=key).close()
+    engine = create_engine(db_url)
+    errors: list[str] = []
+
+    def open_meanwhile() -> None:
+        try:
+            AuditStore.open(db_url, seal_key=key).close()
+        except Exception:
+            errors.append(traceback.format_exc())
+
+    try:
+        with engine.begin() as conn:
+            content = {
+                "kind": "decision",
+                "shipment_id": "RACE",
+                "idempotency_key": None,
+                "created_at": created_at_now(),
+                "decision": decision_json(decision("RACE")),
+            }
+            append(conn, content, key)
+            other = threading.Thread(target=open_meanwhile)
+            other.start()
+            if engine.dialect.name == "postgresql":  # until the opener waits on the head's lock
+                with engine.connect() as watch:
+                    for _ in range(1000):
+                        if watch.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar():
+                            break
+                        watch.rollback()
+    finally:
+        engine.dispose()
+    other.join(timeout=60)
+    assert errors == []
+    with AuditStore.open(db_url, seal_key=key) as store:
+        report = store.verify()
+        assert (report.ok, report.records_checked) == (True, 1), report.message
