@@ -13,14 +13,14 @@ import json
 import os
 import shutil
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from blocking import unblocked  # noqa: E402
 from score_fakes import FakePredictor, write_images  # noqa: E402
 
 from datasets.errors import DatasetFormatError, InputError  # noqa: E402
@@ -598,21 +598,6 @@ def test_an_output_and_its_record_copied_under_another_name_are_refused(
     assert _decide(env, out) == 0, capsys.readouterr().err  # under its own name: taken
 
 
-def _unblocked(fifo: Path, call: Callable[[], object]) -> object:
-    """``call()``'s result, run in a thread: where it is still blocked on ``fifo`` after a minute (no
-    speed is measured: a blocked open never returns), a writer is opened and closed, so that the
-    test fails rather than hangs."""
-    result: list[object] = []
-    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
-    thread.start()
-    thread.join(timeout=60)
-    if thread.is_alive():
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the blocked reader gets EOF
-        thread.join(timeout=60)
-        pytest.fail(f"reading {fifo} blocked until a writer came")
-    return result[0]
-
-
 @pytest.mark.parametrize("kind", ["FIFO", "character device"])
 def test_a_record_that_is_no_regular_file_is_refused_naming_it_without_reading_it(
     env: Path, capsys: pytest.CaptureFixture[str], kind: str
@@ -628,7 +613,7 @@ def test_a_record_that_is_no_regular_file_is_refused_naming_it_without_reading_i
     else:
         record.symlink_to("/dev/null")
     capsys.readouterr()
-    assert _unblocked(record, lambda: _decide(env, out)) == 2
+    assert unblocked(record, lambda: _decide(env, out)) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert err.startswith(
         f"Error: --verdicts {str(out)!r}: its completion record {str(record)!r} cannot be read"
@@ -636,8 +621,8 @@ def test_a_record_that_is_no_regular_file_is_refused_naming_it_without_reading_i
     assert f"not a regular file: a {kind}" in err
     assert not (env / "d.jsonl").exists()
     # a score run into OUT reads the decisions its record names, first: none named
-    assert _unblocked(record, lambda: vouched_decisions(out)) is None
-    assert _unblocked(record, lambda: vouched_for_another(env / "d.jsonl", env / "other.jsonl")) is None
+    assert unblocked(record, lambda: vouched_decisions(out)) is None
+    assert unblocked(record, lambda: vouched_for_another(env / "d.jsonl", env / "other.jsonl")) is None
 
 
 def test_a_record_longer_than_any_clearsight_writes_is_not_read_past_its_limit(env: Path) -> None:
@@ -689,9 +674,9 @@ def test_a_decisions_file_that_is_no_regular_file_is_not_read(env: Path, kind: s
         os.mkfifo(decisions)
     else:
         decisions.symlink_to("/dev/null")
-    assert _unblocked(decisions, lambda: vouched_decisions(out)) is None
+    assert unblocked(decisions, lambda: vouched_decisions(out)) is None
     assert (
-        _unblocked(decisions, lambda: made_by_this_run(decisions, out, load_policy_file(env / "p.yaml")))
+        unblocked(decisions, lambda: made_by_this_run(decisions, out, load_policy_file(env / "p.yaml")))
         is False
     )
 
@@ -702,7 +687,7 @@ def test_a_decisions_file_that_is_no_regular_file_is_not_read(env: Path, kind: s
             return str(exc)
         return "recorded"
 
-    assert f"not a regular file: a {kind}" in str(_unblocked(decisions, named))
+    assert f"not a regular file: a {kind}" in str(unblocked(decisions, named))
 
 
 @pytest.mark.parametrize("kind", ["FIFO", "character device"])
@@ -718,9 +703,9 @@ def test_a_lock_file_that_is_no_regular_file_is_held_by_no_run_and_taken_by_none
         os.mkfifo(lock)
     else:
         lock.symlink_to("/dev/null")
-    assert _unblocked(lock, lambda: held_by(out)) is None
+    assert unblocked(lock, lambda: held_by(out)) is None
     capsys.readouterr()
-    assert _unblocked(lock, lambda: _decide(env, out)) == 0, capsys.readouterr().err
+    assert unblocked(lock, lambda: _decide(env, out)) == 0, capsys.readouterr().err
     assert _tiers(env) == [("ONE", "PHYSICAL_INSPECTION")]
 
     def taken() -> str:
@@ -730,7 +715,7 @@ def test_a_lock_file_that_is_no_regular_file_is_held_by_no_run_and_taken_by_none
             return str(exc)
         return "taken"
 
-    said = " ".join(str(_unblocked(lock, taken)).split())
+    said = " ".join(str(unblocked(lock, taken)).split())
     assert f"its lock file {str(lock)!r} is not a regular file" in said
     assert os.path.lexists(lock)  # left for whoever put it there to see
 

@@ -9,14 +9,13 @@ import hashlib
 import json
 import os
 import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from blocking import unblocked  # noqa: E402
 from decide_builders import run_finished, scored_line  # noqa: E402
 
 from pipeline.score.batch import printable_path  # noqa: E402
@@ -130,21 +129,6 @@ def test_a_name_written_with_escapes_is_read_as_the_file_it_names(tmp_path: Path
     assert "\\xe9" in text
     (out,), found = check_at_paths([_row(text, sha256=hashlib.sha256(b"first scan").hexdigest())])
     assert found.changed == [text] and out.error == changed_error(text, "changed")
-
-
-def _unblocked(fifo: Path, call: Callable[[], object]) -> object:
-    """``call()``'s result, run in a thread: where it is still blocked on ``fifo`` after a minute (no
-    speed is measured: a blocked open never returns), a writer is opened and closed, so that the
-    test fails rather than hangs."""
-    result: list[object] = []
-    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
-    thread.start()
-    thread.join(timeout=60)
-    if thread.is_alive():
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the blocked reader gets EOF
-        thread.join(timeout=60)
-        pytest.fail(f"reading {fifo} blocked until a writer came")
-    return result[0]
 
 
 @pytest.fixture
@@ -329,7 +313,7 @@ def test_a_fifo_or_folder_at_a_rows_path_holds_its_shipment_and_hangs_nothing(
         os.mkfifo(there)
     else:
         there.mkdir()
-    decided = _unblocked(there, lambda: _decide(env, verdicts))
+    decided = unblocked(there, lambda: _decide(env, verdicts))
     assert isinstance(decided, dict)
     assert {s: d["tier"] for s, d in decided.items()} == {"S1": "REMOTE_INSPECTION", "S2": "RELEASE"}
     assert [i["error"] for i in decided["S1"]["images"]] == [changed_error(str(there), "unreadable")]
