@@ -21,11 +21,11 @@ import errno
 import functools
 import hashlib
 import os
-import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
+from datasets.regular_files import open_regular
 from pipeline.settings import Settings
 
 __all__ = [
@@ -76,18 +76,6 @@ NO_SHA256 = (
 """The error of a scored row without a sha256 whose listed file is there now: nothing to compare."""
 
 
-_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-
-
-def _not_a_file(mode: int, path: str) -> OSError:
-    """Why what is at ``path`` (its ``st_mode``) is not read: a folder as open() says it, the rest
-    named (none of them ENOENT: something is there, which may be a new scan's)."""
-    if stat.S_ISDIR(mode):
-        return IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-    kind = next((name for test, name in _KINDS if test(mode)), f"of file type {stat.S_IFMT(mode):#o}")
-    return OSError(errno.EINVAL, f"not a regular file: {kind}", path)
-
-
 Standing = Literal["same", "absent", "changed", "unreadable", "unhashed"]
 """How a scored row stands against its file now (:func:`compare`)."""
 
@@ -130,37 +118,23 @@ def _file_sha256(path: str, max_bytes: int) -> str:
     """The hex sha256 of the regular file at ``path``, read in chunks (one buffer held, whatever the
     file's size).
 
-    Rows name the paths, and whoever can write the rows chooses them: so what is at a path is looked
-    at (``stat``) before it is opened, and anything but a regular file refused unopened (opening a
-    device has effects of its own: a tape rewinds, a watchdog arms, a terminal becomes the process's);
-    what is opened is opened without blocking (a FIFO put there between the look and the open blocked
-    open() until a writer came, forever, in a worker thread that SIGTERM does not stop) and looked at
-    again. No more than ``max_bytes`` is read: the scorer refuses a larger picture, so a larger file
-    is not the one scored, and reading a huge file, or one a writer keeps appending to (a size says
-    nothing of a file still growing, nor of a ``/proc`` file), never ended.
+    Rows name the paths, and whoever can write the rows chooses them: only a regular file is opened
+    (:func:`datasets.regular_files.open_regular`: a FIFO blocked open() until a writer came, forever,
+    in a worker thread that SIGTERM does not stop). No more than ``max_bytes`` is read: the scorer
+    refuses a larger picture, so a larger file is not the one scored, and reading a huge file, or one
+    a writer keeps appending to (a size says nothing of a file still growing, nor of a ``/proc``
+    file), never ended.
 
     Raises:
         OSError: it cannot be opened or read (FileNotFoundError where nothing is there), it is not a
             regular file, or it holds more than ``max_bytes`` (EFBIG).
     """
-    mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode):
-        raise _not_a_file(mode, path)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _not_a_file(info.st_mode, path)
-        if info.st_size > max_bytes:
-            raise _too_big(path, max_bytes)
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
     digest = hashlib.sha256()
     buffer = memoryview(bytearray(_BUFFER))
     left = max_bytes + 1  # one byte over the limit tells a file that grew past it
-    with os.fdopen(fd, "rb", buffering=0) as fh:
+    with open_regular(path) as fh:
+        if os.fstat(fh.fileno()).st_size > max_bytes:
+            raise _too_big(path, max_bytes)
         while n := fh.readinto(buffer[: min(_BUFFER, left)]):
             digest.update(buffer[:n])
             left -= n

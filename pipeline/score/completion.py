@@ -37,13 +37,13 @@ import hmac
 import io
 import json
 import os
-import stat
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from datasets.errors import InputError
+from datasets.regular_files import open_regular
 from datasets.whole_files import name_start, written_whole
 
 if TYPE_CHECKING:
@@ -59,7 +59,6 @@ __all__ = [
     "forget_completion",
     "forget_decisions",
     "incomplete",
-    "open_regular",
     "record_completion",
     "record_decisions",
     "vouched_decisions",
@@ -117,45 +116,6 @@ def forget_completion(out: Path) -> None:
             would vouch for the rows it is about to change).
     """
     completion_path(out).unlink(missing_ok=True)
-
-
-_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-
-
-def _not_a_file(mode: int, path: Path) -> OSError:
-    """Why what is at ``path`` (its ``st_mode``) is not read, naming it (a folder as open() says it)."""
-    if stat.S_ISDIR(mode):
-        return IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    kind = next((name for test, name in _KINDS if test(mode)), f"of file type {stat.S_IFMT(mode):#o}")
-    return OSError(errno.EINVAL, f"not a regular file: {kind}", str(path))
-
-
-def open_regular(path: Path) -> BinaryIO:
-    """``path`` opened to be read (unbuffered), where it leads to a regular file.
-
-    The files beside a score output (its completion record, the decisions file the record names) are
-    for whoever can write that folder to put there: so what is at the path is looked at (``stat``)
-    before it is opened, and anything but a regular file refused unopened (opening a device has
-    effects of its own); what is opened is opened without blocking (a FIFO put there between the
-    look and the open blocked ``clearsight decide`` until a writer came, forever) and looked at again.
-
-    Raises:
-        OSError: it cannot be opened (FileNotFoundError where nothing is there), or it is not a
-            regular file (EINVAL, naming what it is; IsADirectoryError).
-    """
-    mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode):
-        raise _not_a_file(mode, path)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise _not_a_file(mode, path)
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "rb", buffering=0)
 
 
 def _read_record(path: Path) -> str:

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datasets.errors import ClearsightError, InputError
+from datasets.regular_files import open_regular
 from datasets.whole_files import keep_mode_and_owner, temporary_beside
 from pipeline import verdict_rows
 from pipeline.row_seal import untrusted
-from pipeline.score.completion import open_regular
 from pipeline.score.summary import ScoreSummary
 from pipeline.score.writer import OUTPUT_SUFFIXES, iter_rows
 from pipeline.verdicts import ImageVerdict, ShipmentDecision

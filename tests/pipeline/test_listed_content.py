@@ -8,14 +8,13 @@ import hashlib
 import json
 import os
 import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from blocking import unblocked  # noqa: E402
 from decide_builders import run_finished, scored_line  # noqa: E402
 from score_fakes import tiny_model_dir, write_png  # noqa: E402
 
@@ -162,21 +161,6 @@ def test_hash_files_streams_each_file_and_says_why_one_cannot_be_read(tmp_path: 
     assert len(ticks) == 3
 
 
-def _unblocked(fifo: Path, call: Callable[[], object]) -> object:
-    """``call()``'s result, run in a thread: where it is still blocked on ``fifo`` after a minute (no
-    speed is measured: a blocked open never returns), a writer is opened and closed, so that the
-    test fails rather than hangs, and the pool's threads end."""
-    result: list[object] = []
-    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
-    thread.start()
-    thread.join(timeout=60)
-    if thread.is_alive():
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the blocked reader gets EOF
-        thread.join(timeout=60)
-        pytest.fail(f"reading {fifo} blocked until a writer came")
-    return result[0]
-
-
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
 def test_a_fifo_at_a_listed_path_is_there_but_not_read(tmp_path: Path) -> None:
     """open() of a FIFO blocks until a writer comes: decide hung, in a worker thread SIGTERM does not
@@ -184,10 +168,10 @@ def test_a_fifo_at_a_listed_path_is_there_but_not_read(tmp_path: Path) -> None:
     write_manifest(tmp_path / "m.csv", [{"path": "a.png", "shipment_id": "S1", "cargo_type": "bulk_ore"}])
     fifo = tmp_path / "a.png"
     os.mkfifo(fifo)
-    found = _unblocked(fifo, lambda: hash_files([str(fifo)]))
+    found = unblocked(fifo, lambda: hash_files([str(fifo)]))
     assert isinstance(found, dict) and isinstance(found[str(fifo)], OSError)
     assert found[str(fifo)].strerror == "not a regular file: a FIFO"
-    out, done = _unblocked(  # type: ignore[misc]
+    out, done = unblocked(  # type: ignore[misc]
         fifo, lambda: redeclare([_row(str(fifo))], read_declarations(tmp_path / "m.csv"))
     )
     assert out[0].error == UNREADABLE_NOW and out[0].score is None
