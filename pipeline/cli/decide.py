@@ -84,7 +84,7 @@ def read_finished(
             rows altered since their record vouched for them, or whose record's seal does not verify.
         DatasetFormatError: rows that do not parse, unchanged since they were checked.
     """
-    from pipeline.score.completion import OpenRows
+    from pipeline.score.completion import OpenRows, RowsChanged
 
     if not verdicts.is_file():  # none there, or a folder: reading it says so
         return list(read_verdicts(verdicts)), None
@@ -99,14 +99,9 @@ def read_finished(
         if checked is not None:
             checked()
         try:
-            rows = list(read_verdicts(verdicts, opened.read()))
-        except Exception as exc:
-            # bytes written meanwhile (half a line a --resume appended) fail to parse: the change is
-            # what went wrong, not the rows; a file as vouched for is told as it failed
-            changed = opened.changed(stopped=True)
-            if changed is None:
-                raise
-            raise _changed(verdicts, changed) from exc
+            rows = opened.read_all(partial(read_verdicts, verdicts))
+        except RowsChanged as exc:
+            raise _changed(verdicts, exc.why) from exc
         changed = opened.changed()
     if changed is not None:
         raise _changed(verdicts, changed)

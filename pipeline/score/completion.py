@@ -37,10 +37,10 @@ import hmac
 import io
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 
 from datasets.errors import InputError
 from datasets.regular_files import open_regular
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COMPLETION_SEAL_LABEL",
     "OpenRows",
+    "RowsChanged",
     "Unvouched",
     "completion_path",
     "completion_seal_key",
@@ -563,6 +564,19 @@ def _incomplete(
     ), None
 
 
+_Row = TypeVar("_Row")
+
+
+class RowsChanged(Exception):
+    """The rows :meth:`OpenRows.read_all` read did not parse, and the file changed while they were
+    read: the change is what went wrong (half a line a ``--resume`` appended), not the rows;
+    ``why`` says it (:meth:`OpenRows.changed`), and the parse error is its cause."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
 class OpenRows:
     """A rows file opened once, checked against its completion record (:meth:`incomplete`) and read
     (:meth:`read`) from that one open file.
@@ -611,6 +625,21 @@ class OpenRows:
         self._file.seek(0)
         self._reading = _HashedRead(self._file)
         return io.BufferedReader(self._reading, _CHUNK)
+
+    def read_all(self, parse: Callable[[BinaryIO], Iterable[_Row]]) -> list[_Row]:
+        """Every row ``parse`` makes of :meth:`read`'s bytes; then ask :meth:`changed`.
+
+        Raises:
+            RowsChanged: they did not parse, and the file changed while they were read.
+            Exception: what ``parse`` raised, the file as vouched for.
+        """
+        try:
+            return list(parse(self.read()))
+        except Exception as exc:
+            changed = self.changed(stopped=True)
+            if changed is None:
+                raise
+            raise RowsChanged(changed) from exc
 
     def changed(self, *, stopped: bool = False) -> str | None:
         """Why the bytes :meth:`read` gave are not the ones :meth:`incomplete` found vouched for

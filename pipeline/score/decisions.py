@@ -12,6 +12,7 @@ import io
 import json
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,7 +128,7 @@ def _rows_of_the_run(out: Path, summary: ScoreSummary, completion_key: bytes | N
     Raises:
         InputError: rows that are not the run's, naming the file and why.
     """
-    from pipeline.score.completion import OpenRows
+    from pipeline.score.completion import OpenRows, RowsChanged
 
     if summary.rows_file is None:
         raise _not_the_run_s(out, "the summary given names no file a score run wrote (not score_to_file's)")
@@ -154,12 +155,9 @@ def _rows_of_the_run(out: Path, summary: ScoreSummary, completion_key: bytes | N
                     out, f"its completion record names score run {opened.run_id!r}, not this run's"
                 )
         try:
-            rows = list(verdict_rows.read_verdicts(out, opened.read()))
-        except Exception as exc:
-            changed = opened.changed(stopped=True)  # half a row written into it: that is what went wrong
-            if changed is None:
-                raise
-            raise _not_the_run_s(out, changed) from exc
+            rows = opened.read_all(partial(verdict_rows.read_verdicts, out))
+        except RowsChanged as exc:
+            raise _not_the_run_s(out, exc.why) from exc
         changed = opened.changed()
     if changed is not None:
         raise _not_the_run_s(out, changed)
