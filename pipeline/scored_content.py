@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from pipeline.listed_content import compare, hash_files
-from pipeline.score.kept_content import _files_of, _standing  # the resume's rule, shared
+from pipeline.score.kept_content import files_of, standing_at  # the resume's rule, shared
 from pipeline.verdicts import PICTURE_FIELDS, SCORE_FIELDS, ImageVerdict
 
 __all__ = ["AtTheirPaths", "changed_error", "check_at_paths"]
@@ -144,7 +144,7 @@ def check_at_paths(
     found = AtTheirPaths()
     skip = set(compared)
     to_read = [row for n, row in enumerate(rows) if row.error is None and n not in skip]
-    files = {row.path: _files_of(row.path) for row in to_read}
+    files = {row.path: files_of(row.path) for row in to_read}
     # nothing left to read (a manifest listing every picture): no progress shown for none
     now = content(sorted({f for named in files.values() for f in named})) if files else {}
     cleared = dict.fromkeys((*SCORE_FIELDS, *PICTURE_FIELDS))
@@ -153,7 +153,7 @@ def check_at_paths(
         if row.error is not None or n in skip:
             out.append(row)
             continue
-        how = _standing(row.sha256, now, files[row.path])
+        how = standing_at(row.sha256, now, files[row.path])
         if how == "same":
             found.same += 1
         elif how == "absent":

@@ -33,7 +33,7 @@ back, each scored row's file is read again and its sha256 compared with the row'
 So the resume's new record vouches only for rows this run scored, scored rows whose picture it read
 again and found the same, and error rows (never released as they are).
 
-The file read is the one the resume keeps the row for (:func:`_files_of`): a row an earlier version
+The file read is the one the resume keeps the row for (:func:`files_of`): a row an earlier version
 wrote of a name holding a typed ``\\xNN`` names no file today, and reading its text back as bytes
 read a file that is not there, so the row was kept as archived away, and released on the old
 picture's score after a new scan was written over the real one.
@@ -54,7 +54,7 @@ from pipeline.score.batch import ESCAPE, earlier_paths_of, path_of_printable, pr
 from pipeline.score.done import SCORED
 from pipeline.verdicts import ImageVerdict
 
-__all__ = ["KeptContent"]
+__all__ = ["KeptContent", "files_of", "standing_at"]
 
 _CHUNK = 256
 """Rows whose files are read in one go: enough for the reading threads to overlap."""
@@ -69,7 +69,7 @@ def _path_digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=_PATH_DIGEST).digest()
 
 
-def _files_of(text: str) -> list[str]:
+def files_of(text: str) -> list[str]:
     """The files a row naming ``text`` may be kept for, by the rule the resume keeps it by
     (``runner._earlier_row``): the file today's version names so, while something is there
     (:func:`~pipeline.score.batch.present_path_of_printable`); else that name and each an earlier
@@ -84,7 +84,7 @@ def _files_of(text: str) -> list[str]:
     return [*([path] if path is not None else []), *earlier_paths_of(text)]
 
 
-def _standing(sha256: str | None, found: Mapping[str, str | OSError], files: list[str]) -> Standing:
+def standing_at(sha256: str | None, found: Mapping[str, str | OSError], files: list[str]) -> Standing:
     """How a row stands against every file it may be kept for: absent only where none is there, the
     same only where each there is the picture scored; else how the first other one stands."""
     there = [how for how in (compare(sha256, found[f]) for f in files) if how != "absent"]
@@ -228,11 +228,11 @@ class KeptContent:
         waiting, self._waiting = self._waiting, []
         if not waiting:
             return
-        files = {text: _files_of(text) for _, _, text, _ in waiting}
+        files = {text: files_of(text) for _, _, text, _ in waiting}
         # a picture listed under several shipments has a row of each: read once
         found = self._content(sorted({f for named in files.values() for f in named}))
         for number, identity, text, sha256 in waiting:
-            how = _standing(sha256, found, files[text])
+            how = standing_at(sha256, found, files[text])
             if self._advance is not None:
                 self._advance()
             if how == "same" or number in self.stale:  # or taken out for its run already
