@@ -71,7 +71,7 @@ from pipeline.listed_content import (
 )
 from pipeline.score.batch import earlier_printable_path, path_of_printable, printable_path
 from pipeline.shipment_rows import as_flag, declaration_from_rows
-from pipeline.verdicts import OVERRIDE_FLAGS, PICTURE_FIELDS, SCORE_FIELDS, ImageVerdict
+from pipeline.verdicts import OVERRIDE_FLAGS, PICTURE_FIELDS, SCORE_FIELDS, ImageVerdict, as_error_row
 
 __all__ = [
     "MIXED_MODELS",
@@ -379,18 +379,13 @@ def _one_run(rows: list[ImageVerdict], done: Redeclared) -> list[ImageVerdict]:
         return rows
     done.mixed_runs = sorted(runs, key=lambda run: run or "")
     done.held_for_runs = len(rows)
-    cleared = dict.fromkeys((*SCORE_FIELDS, *PICTURE_FIELDS))
-    return [row.model_copy(update={**cleared, "error": MIXED_RUNS}) for row in rows]
+    return [as_error_row(row, MIXED_RUNS) for row in rows]
 
 
 def _sealed_runless_held(rows: list[ImageVerdict], done: Redeclared) -> list[ImageVerdict]:
     """``rows`` (naming no run), each scored one with a row seal an error row (:data:`NO_RUN`)."""
-    cleared = dict.fromkeys((*SCORE_FIELDS, *PICTURE_FIELDS))
     held = [
-        row.model_copy(update={**cleared, "error": NO_RUN})
-        if row.error is None and row.row_seal is not None
-        else row
-        for row in rows
+        as_error_row(row, NO_RUN) if row.error is None and row.row_seal is not None else row for row in rows
     ]
     done.held_without_run = sum(row.error == NO_RUN for row in held)
     return held
@@ -409,11 +404,8 @@ def _one_model_per_cargo(rows: list[ImageVerdict], done: Redeclared) -> list[Ima
     if not mixed:
         return rows
     done.mixed_models.update(mixed)
-    cleared = dict.fromkeys((*SCORE_FIELDS, *PICTURE_FIELDS))
     return [
-        row.model_copy(update={**cleared, "error": MIXED_MODELS})
-        if row.error is None and str(row.cargo_type) in mixed
-        else row
+        as_error_row(row, MIXED_MODELS) if row.error is None and str(row.cargo_type) in mixed else row
         for row in rows
     ]
 

@@ -23,17 +23,12 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
-from pipeline.verdicts import PICTURE_FIELDS, SCORE_FIELDS, ImageVerdict
+from pipeline.verdicts import ImageVerdict, as_error_row
 
 __all__ = ["ROW_SEAL_LABEL", "canonical", "fault", "row_seal_key", "seal", "sealed", "untrusted"]
 
 ROW_SEAL_LABEL = b"clearsight verdict row seal v1"
 """The label the row seal key is derived under (:func:`row_seal_key`)."""
-
-_CLEARED = (*SCORE_FIELDS, *PICTURE_FIELDS)
-"""What an untrusted row is cleared of (:func:`untrusted`), as :mod:`pipeline.redeclare` clears a row
-whose listed picture changed: none of its scores was given by a model for certain, and its hashes
-may name another picture, which the audit store would index the hold under."""
 
 
 def row_seal_key(secret: str | bytes) -> bytes:
@@ -96,4 +91,4 @@ def untrusted(
             f"row seal {why} (row {number} of {where}): the verdict file was changed after scoring, "
             "or written without this CLEARSIGHT_AUDIT_SECRET; score its inputs again"
         )
-        yield row.model_copy(update={"error": error, **dict.fromkeys(_CLEARED)})
+        yield as_error_row(row, error)

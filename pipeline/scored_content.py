@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from pipeline.listed_content import compare, hash_files
 from pipeline.score.kept_content import files_of, standing_at  # the resume's rule, shared
-from pipeline.verdicts import PICTURE_FIELDS, SCORE_FIELDS, ImageVerdict
+from pipeline.verdicts import ImageVerdict, as_error_row
 
 __all__ = ["AtTheirPaths", "changed_error", "check_at_paths"]
 
@@ -147,7 +147,6 @@ def check_at_paths(
     files = {row.path: files_of(row.path) for row in to_read}
     # nothing left to read (a manifest listing every picture): no progress shown for none
     now = content(sorted({f for named in files.values() for f in named})) if files else {}
-    cleared = dict.fromkeys((*SCORE_FIELDS, *PICTURE_FIELDS))
     out = []
     for n, row in enumerate(rows):
         if row.error is not None or n in skip:
@@ -165,6 +164,6 @@ def check_at_paths(
                 getattr(found, how).append(row.path)
             shipment = row.shipment_id or row.declaration.get("shipment_id")
             found.held_shipments.add(str(shipment))
-            row = row.model_copy(update={**cleared, "error": changed_error(row.path, how)})
+            row = as_error_row(row, changed_error(row.path, how))
         out.append(row)
     return out, found

@@ -47,6 +47,7 @@ __all__ = [
     "Refused",
     "ShipmentDecision",
     "Tier",
+    "as_error_row",
     "declarations_as_scored",
     "field_like",
     "UNKNOWN_TYPE",
@@ -73,6 +74,13 @@ judged anomalous. The row as scored stays in the verdicts file."""
 RUN_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-f]{16}$"
 """A score run's id: its start time (UTC, to the microsecond, so that ids sort as the runs started)
 and 16 random hex digits (so that two runs started in one microsecond differ)."""
+
+
+def as_error_row(row: ImageVerdict, error: str) -> ImageVerdict:
+    """``row`` made an error row: ``error`` set, and none of its scores nor picture hashes
+    (:data:`SCORE_FIELDS`, :data:`PICTURE_FIELDS`: none was given by a model for certain, and the
+    hashes may name another picture, which the audit store would index the hold under)."""
+    return row.model_copy(update={**dict.fromkeys((*SCORE_FIELDS, *PICTURE_FIELDS)), "error": error})
 
 
 AeoTierSource = Literal["register", "declared_unverified", "none"]
